@@ -1,0 +1,1 @@
+"""Subcommands of ``edge-agent``; see ``agent.cli`` for the module contract."""

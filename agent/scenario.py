@@ -1,0 +1,234 @@
+"""Scenario files (JSON, SI units) for ``plan`` and ``simulate``: parsing and validation.
+
+Parsing is separate from reading: ``parse_scenario(obj, base_dir)`` validates a decoded JSON
+object, ``load_scenario(path)`` reads the file and calls it. Every error names the field, e.g.
+``workers[2].stage: must be an integer in 1..4, got 0``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Mapping, Optional, Tuple
+
+from agent.errors import UsageError
+from engines.exit_profile import ExitProfile, load_exit_profile
+
+
+class ScenarioError(UsageError):
+    """A scenario file is malformed; the message names the offending field."""
+
+
+@dataclass(frozen=True)
+class Stage:
+    flops: float  # alpha_h: compute per task of this stage, FLOP (multiply-accumulates)
+    input_bytes: float  # beta_h: size of the tensor entering this stage, bytes
+    exit: bool  # E_h: the stage carries an early-exit head
+
+
+@dataclass(frozen=True)
+class Source:
+    id: str
+    rate: float  # phi: task arrival rate, tasks/s
+
+
+@dataclass(frozen=True)
+class Worker:
+    id: str
+    stage: int  # 1-based stage it serves
+    capacity: float  # mu_j, FLOP/s
+
+
+@dataclass(frozen=True)
+class Link:
+    src: str
+    dst: str
+    rate: float  # r_ij, bytes/s
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """A whole network: stages, sources (stage 0), workers and the links between stages."""
+
+    stages: Tuple[Stage, ...]
+    sources: Tuple[Source, ...]
+    workers: Tuple[Worker, ...]
+    links: Tuple[Link, ...]
+    tradeoff: float  # a in U = a*T - (1-a)*(A - A_min)/(A_max - A_min)
+    remaining: Optional[Tuple[float, ...]] = None  # I_h per stage when thresholds are fixed
+    exit_profile: Optional[ExitProfile] = None  # when thresholds are tuned
+    knobs: Mapping[str, Any] = field(default_factory=dict)  # policy knobs, validated by policies
+
+    @property
+    def num_stages(self) -> int:
+        return len(self.stages)
+
+    def stage_of(self, node_id: str) -> int:
+        """0 for a source, the 1-based stage for a worker."""
+        return self._stage_by_id()[node_id]
+
+    def workers_of_stage(self, stage: int) -> List[Worker]:
+        return [w for w in self.workers if w.stage == stage]
+
+    def successors(self, node_id: str) -> List[str]:
+        """L_i: nodes of the next stage that ``node_id`` has a link to, in file order."""
+        return [l.dst for l in self.links if l.src == node_id]
+
+    def predecessors(self, node_id: str) -> List[str]:
+        """V_j: nodes of the previous stage with a link to ``node_id``, in file order."""
+        return [l.src for l in self.links if l.dst == node_id]
+
+    def link_rate(self, src: str, dst: str) -> float:
+        for l in self.links:
+            if l.src == src and l.dst == dst:
+                return l.rate
+        raise KeyError((src, dst))
+
+    def _stage_by_id(self) -> Dict[str, int]:
+        d = {s.id: 0 for s in self.sources}
+        d.update({w.id: w.stage for w in self.workers})
+        return d
+
+
+def _num(obj: Mapping, key: str, where: str, positive: bool = True, lo=None, hi=None) -> float:
+    if key not in obj:
+        raise ScenarioError("%s.%s: missing" % (where, key))
+    v = obj[key]
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+        raise ScenarioError("%s.%s: must be a finite number, got %r" % (where, key, v))
+    if positive and v <= 0:
+        raise ScenarioError("%s.%s: must be > 0, got %r" % (where, key, v))
+    if lo is not None and v < lo or hi is not None and v > hi:
+        raise ScenarioError("%s.%s: must be in [%s, %s], got %r" % (where, key, lo, hi, v))
+    return float(v)
+
+
+def _list(obj: Mapping, key: str, min_len: int = 1) -> List[Any]:
+    v = obj.get(key)
+    if not isinstance(v, list) or len(v) < min_len:
+        raise ScenarioError("%s: must be a list with at least %d entr%s"
+                            % (key, min_len, "y" if min_len == 1 else "ies"))
+    for i, item in enumerate(v):
+        if not isinstance(item, dict):
+            raise ScenarioError("%s[%d]: must be an object, got %r" % (key, i, item))
+    return v
+
+
+def _id(item: Mapping, where: str, seen: set) -> str:
+    v = item.get("id")
+    if not isinstance(v, str) or not v:
+        raise ScenarioError("%s.id: must be a non-empty string, got %r" % (where, v))
+    if v in seen:
+        raise ScenarioError("%s.id: duplicate node id %r" % (where, v))
+    seen.add(v)
+    return v
+
+
+KNOWN_KEYS = {"stages", "remaining", "exit_profile", "sources", "workers", "links", "tradeoff",
+              "knobs", "comment", "synthetic"}
+
+
+def parse_scenario(obj: Any, base_dir: str = ".") -> Scenario:
+    """Validate a decoded scenario object; ``exit_profile`` paths are relative to ``base_dir``."""
+    if not isinstance(obj, dict):
+        raise ScenarioError("scenario: top level must be a JSON object")
+    unknown = sorted(set(obj) - KNOWN_KEYS)
+    if unknown:
+        raise ScenarioError("scenario: unknown field(s) %s (known: %s)"
+                            % (unknown, sorted(KNOWN_KEYS)))
+    stages = []
+    for i, s in enumerate(_list(obj, "stages")):
+        w = "stages[%d]" % i
+        ex = s.get("exit", False)
+        if not isinstance(ex, bool):
+            raise ScenarioError("%s.exit: must be true or false, got %r" % (w, ex))
+        stages.append(Stage(_num(s, "flops", w), _num(s, "input_bytes", w), ex))
+    h = len(stages)
+
+    seen: set = set()
+    sources = [Source(_id(s, "sources[%d]" % i, seen), _num(s, "rate", "sources[%d]" % i))
+               for i, s in enumerate(_list(obj, "sources"))]
+    workers = []
+    for i, s in enumerate(_list(obj, "workers")):
+        w = "workers[%d]" % i
+        wid = _id(s, w, seen)
+        st = s.get("stage")
+        if isinstance(st, bool) or not isinstance(st, int) or not 1 <= st <= h:
+            raise ScenarioError("%s.stage: must be an integer in 1..%d, got %r" % (w, h, st))
+        workers.append(Worker(wid, st, _num(s, "capacity", w)))
+    stage_of = {s.id: 0 for s in sources}
+    stage_of.update({w.id: w.stage for w in workers})
+    for st in range(1, h + 1):
+        if not any(w.stage == st for w in workers):
+            raise ScenarioError("workers: no worker serves stage %d" % st)
+
+    links = []
+    pairs = set()
+    for i, l in enumerate(_list(obj, "links")):
+        w = "links[%d]" % i
+        a, b = l.get("from"), l.get("to")
+        for key, v in (("from", a), ("to", b)):
+            if v not in stage_of:
+                raise ScenarioError("%s.%s: unknown node %r" % (w, key, v))
+        if stage_of[b] != stage_of[a] + 1:
+            raise ScenarioError("%s: links go from stage h to h+1, but %r is stage %d and %r is "
+                                "stage %d" % (w, a, stage_of[a], b, stage_of[b]))
+        if (a, b) in pairs:
+            raise ScenarioError("%s: duplicate link %s -> %s" % (w, a, b))
+        pairs.add((a, b))
+        links.append(Link(a, b, _num(l, "rate", w)))
+    for node, st in stage_of.items():
+        if st < h and not any(l.src == node for l in links):
+            raise ScenarioError("links: %r (stage %d) has no link to stage %d" % (node, st, st + 1))
+
+    tradeoff = _num(obj, "tradeoff", "scenario", positive=False, lo=0.0, hi=1.0) \
+        if "tradeoff" in obj else 0.5
+
+    remaining = profile = None
+    has_rem, has_prof = "remaining" in obj, "exit_profile" in obj
+    if has_rem == has_prof:
+        raise ScenarioError("scenario: give exactly one of 'remaining' (fixed thresholds) or "
+                            "'exit_profile' (tuned thresholds)")
+    if has_rem:
+        rem = obj["remaining"]
+        if not isinstance(rem, list) or len(rem) != h:
+            raise ScenarioError("remaining: must be a list of %d numbers (one per stage)" % h)
+        for i, v in enumerate(rem):
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0.0 <= v <= 1.0:
+                raise ScenarioError("remaining[%d]: must be a number in [0, 1], got %r" % (i, v))
+            if not stages[i].exit and v != 1.0:
+                raise ScenarioError("remaining[%d]: stage %d has no exit, so it must be 1.0, got %r"
+                                    % (i, i + 1, v))
+        remaining = tuple(float(v) for v in rem)
+    else:
+        p = obj["exit_profile"]
+        if not isinstance(p, str):
+            raise ScenarioError("exit_profile: must be a path string, got %r" % (p,))
+        try:
+            profile = load_exit_profile(os.path.join(base_dir, p))
+        except UsageError as exc:
+            raise ScenarioError("exit_profile: %s" % exc)
+        want = tuple(i + 1 for i, s in enumerate(stages) if s.exit) + (h,)
+        if profile.exit_stages != want:
+            raise ScenarioError("exit_profile: heads at stages %s, but the scenario's exits "
+                                "(plus the final stage) are %s" % (profile.exit_stages, want))
+    knobs = obj.get("knobs", {})
+    if not isinstance(knobs, dict):
+        raise ScenarioError("knobs: must be an object, got %r" % (knobs,))
+    return Scenario(tuple(stages), tuple(sources), tuple(workers), tuple(links), tradeoff,
+                    remaining, profile, dict(knobs))
+
+
+def load_scenario(path: str) -> Scenario:
+    """Read and validate a scenario JSON file."""
+    try:
+        with open(path, "r", encoding="utf-8") as f:
+            obj = json.load(f)
+    except FileNotFoundError:
+        raise ScenarioError("%s: no such scenario file" % path)
+    except json.JSONDecodeError as exc:
+        raise ScenarioError("%s: not valid JSON (line %d, column %d: %s)"
+                            % (path, exc.lineno, exc.colno, exc.msg))
+    return parse_scenario(obj, os.path.dirname(os.path.abspath(path)))

@@ -1,0 +1,1 @@
+"""Model side: bundle format, ONNX partitioning, exit profiles and inference backends."""

@@ -1,0 +1,188 @@
+"""Exit profiles and the reuse-based accuracy table (DTO-EE paper, Section 3.1).
+
+Pure numpy: no onnxruntime, no I/O beyond ``np.load``/``np.savez`` in the two file helpers.
+The profile stores, for every validation sample, the softmax confidence and the correctness of
+every exit head (early exits and the final head). From it, ``exit_stats`` gives, for any
+threshold setting, the accuracy A(C) and the fraction I_h of tasks continuing past each stage
+without running the model again.
+
+Exit rule (the single implementation, used by the agent, the simulator and this table): a task
+leaves at stage h when ``confidence >= threshold_h``. The final head always answers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Mapping, Sequence, Tuple, Union
+
+import numpy as np
+
+from agent.errors import UsageError
+
+FORMAT_VERSION = 1
+
+Thresholds = Union[Mapping[int, float], Sequence[float]]
+
+
+def softmax_confidence(logits: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    """Max-softmax confidence and predicted class per row of ``logits`` (shape (N, classes)).
+
+    Computed in float64 with the max subtracted, so large logits neither overflow nor saturate
+    early. Returns ``(confidence (N,), predicted_class (N,))``.
+    """
+    z = np.asarray(logits, dtype=np.float64)
+    if z.ndim == 1:
+        z = z[None, :]
+    z = z.reshape(z.shape[0], -1)
+    z = z - z.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    p = e / e.sum(axis=1, keepdims=True)
+    return p.max(axis=1), p.argmax(axis=1)
+
+
+def should_exit(confidence: float, threshold: float) -> bool:
+    """The exit rule: leave at this head when its confidence reaches the threshold."""
+    return bool(confidence >= threshold)
+
+
+@dataclass(frozen=True)
+class ExitProfile:
+    """Per-sample confidences and correctness of every exit head.
+
+    ``exit_stages`` lists the 1-based stages that carry a head, ascending; the last entry is the
+    final stage H (the final head). Column k of ``confidence``/``correct`` belongs to
+    ``exit_stages[k]``. ``synthetic`` marks profiles generated from target accuracies rather
+    than measured on a model.
+    """
+
+    num_stages: int
+    exit_stages: Tuple[int, ...]
+    confidence: np.ndarray  # (N, K) float64, max softmax per head
+    correct: np.ndarray  # (N, K) bool, head's argmax equals the label
+    synthetic: bool = False
+    note: str = ""
+
+    @property
+    def early_exit_stages(self) -> Tuple[int, ...]:
+        """Stages with an early-exit head (every head but the final one)."""
+        return self.exit_stages[:-1]
+
+    @property
+    def num_samples(self) -> int:
+        return int(self.confidence.shape[0])
+
+    def validate(self) -> "ExitProfile":
+        """Raise ``UsageError`` unless the arrays and stage list are consistent."""
+        k = len(self.exit_stages)
+        if k < 1 or self.exit_stages[-1] != self.num_stages:
+            raise UsageError("exit profile: the last exit stage must be the final stage %d, got %r"
+                             % (self.num_stages, self.exit_stages))
+        if list(self.exit_stages) != sorted(set(self.exit_stages)) or self.exit_stages[0] < 1:
+            raise UsageError("exit profile: exit_stages must be ascending 1-based stages, got %r"
+                             % (self.exit_stages,))
+        if self.confidence.ndim != 2 or self.confidence.shape[1] != k:
+            raise UsageError("exit profile: confidence must have shape (N, %d), got %r"
+                             % (k, self.confidence.shape))
+        if self.correct.shape != self.confidence.shape:
+            raise UsageError("exit profile: correct has shape %r, confidence %r"
+                             % (self.correct.shape, self.confidence.shape))
+        if self.num_samples == 0:
+            raise UsageError("exit profile: no samples")
+        return self
+
+
+def thresholds_vector(profile: ExitProfile, thresholds: Thresholds) -> np.ndarray:
+    """Normalise thresholds to one value per early exit, in ``early_exit_stages`` order.
+
+    Accepts a mapping ``{stage: c}`` (every early-exit stage must be present) or a sequence with
+    one value per early exit.
+    """
+    stages = profile.early_exit_stages
+    if isinstance(thresholds, Mapping):
+        missing = [s for s in stages if s not in thresholds and str(s) not in thresholds]
+        if missing:
+            raise UsageError("thresholds: no value for exit stage(s) %s" % missing)
+        vals = [thresholds[s] if s in thresholds else thresholds[str(s)] for s in stages]
+    else:
+        vals = list(thresholds)
+        if len(vals) != len(stages):
+            raise UsageError("thresholds: expected %d values (exit stages %s), got %d"
+                             % (len(stages), list(stages), len(vals)))
+    return np.asarray(vals, dtype=np.float64)
+
+
+def exit_index(profile: ExitProfile, thresholds: Thresholds) -> np.ndarray:
+    """For each sample, the column of the head it leaves at under ``thresholds``."""
+    c = thresholds_vector(profile, thresholds)
+    n, k = profile.confidence.shape
+    leaves = np.zeros((n, k), dtype=bool)
+    if k > 1:
+        # vectorised form of should_exit(): confidence >= threshold
+        leaves[:, :-1] = profile.confidence[:, :-1] >= c[None, :]
+    leaves[:, -1] = True
+    return leaves.argmax(axis=1)
+
+
+@dataclass(frozen=True)
+class ExitStats:
+    """What a threshold setting yields on the profile."""
+
+    accuracy: float  # A(C): fraction of samples answered correctly
+    remaining: np.ndarray  # (H,) I_h: fraction of tasks entering stage h that continue past it
+    exit_fraction: np.ndarray  # (K,) fraction of all tasks leaving at each head
+
+
+def exit_stats(profile: ExitProfile, thresholds: Thresholds) -> ExitStats:
+    """Accuracy and per-stage continuation ratios for ``thresholds``, from the profile alone."""
+    idx = exit_index(profile, thresholds)
+    n, k = profile.confidence.shape
+    accuracy = float(profile.correct[np.arange(n), idx].mean())
+    counts = np.bincount(idx, minlength=k)
+    remaining = np.ones(profile.num_stages, dtype=np.float64)
+    entering = n
+    for col, stage in enumerate(profile.exit_stages[:-1]):
+        # a stage nobody reaches keeps I_h = 1: no exit happens there
+        if entering > 0:
+            remaining[stage - 1] = (entering - counts[col]) / entering
+        entering -= counts[col]
+    return ExitStats(accuracy=accuracy, remaining=remaining, exit_fraction=counts / float(n))
+
+
+def save_exit_profile(path, profile: ExitProfile) -> None:
+    """Write ``profile`` to an ``.npz`` file (format version ``FORMAT_VERSION``)."""
+    profile.validate()
+    np.savez_compressed(
+        path,
+        format_version=np.int64(FORMAT_VERSION),
+        num_stages=np.int64(profile.num_stages),
+        exit_stages=np.asarray(profile.exit_stages, dtype=np.int64),
+        confidence=profile.confidence.astype(np.float64),
+        correct=profile.correct.astype(bool),
+        synthetic=np.bool_(profile.synthetic),
+        note=np.asarray(profile.note),
+    )
+
+
+def load_exit_profile(path) -> ExitProfile:
+    """Read an exit profile written by ``save_exit_profile``; bad files raise ``UsageError``."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            version = int(z["format_version"])
+            if version != FORMAT_VERSION:
+                raise UsageError("%s: exit profile format %d, this version reads %d"
+                                 % (path, version, FORMAT_VERSION))
+            profile = ExitProfile(
+                num_stages=int(z["num_stages"]),
+                exit_stages=tuple(int(s) for s in z["exit_stages"]),
+                confidence=np.asarray(z["confidence"], dtype=np.float64),
+                correct=np.asarray(z["correct"], dtype=bool),
+                synthetic=bool(z["synthetic"]),
+                note=str(z["note"]),
+            )
+    except UsageError:
+        raise
+    except FileNotFoundError:
+        raise UsageError("%s: exit profile not found" % (path,))
+    except (KeyError, ValueError, OSError) as exc:
+        raise UsageError("%s: not a valid exit profile (%s)" % (path, exc))
+    return profile.validate()
