@@ -1,0 +1,81 @@
+"""Node config: validation names the bad field, dump_config round-trips."""
+
+from __future__ import annotations
+
+import pytest
+
+from agent.config import ConfigError, NodeConfig, Peer, dump_config, load_config, parse_config
+
+
+def _worker(**over):
+    obj = {
+        "node_id": "w1",
+        "role": "worker",
+        "stage": 1,
+        "bundle": "bundle",
+        "state_dir": "state",
+        "control_bind": "tcp://127.0.0.1:5551",
+        "data_bind": "tcp://127.0.0.1:5552",
+        "peers": [
+            {"id": "s1", "stage": 0, "control_address": "tcp://127.0.0.1:5541",
+             "data_address": "tcp://127.0.0.1:5542", "link_rate_bytes_s": 1e6},
+            {"id": "w2", "stage": 2, "control_address": "tcp://127.0.0.1:5561",
+             "data_address": "tcp://127.0.0.1:5562"},
+        ],
+    }
+    obj.update(over)
+    return obj
+
+
+def test_relative_paths_resolve_against_the_config_folder():
+    cfg = parse_config(_worker(), "/etc/edge")
+    assert cfg.bundle == "/etc/edge/bundle" and cfg.state_dir == "/etc/edge/state"
+    assert [p.id for p in cfg.successors] == ["w2"]
+    assert [p.id for p in cfg.sources] == ["s1"] and cfg.predecessors == cfg.sources
+    assert cfg.policy == "dtoee" and cfg.thresholds == ()
+
+
+@pytest.mark.parametrize("over, needle", [
+    ({"role": "camera"}, "config.role: must be one of source|worker"),
+    ({"stage": 0}, "config.stage: a worker serves a stage >= 1"),
+    ({"policy": "random"}, "config.policy"),
+    ({"ack_timeout_s": -1}, "config.ack_timeout_s: must be > 0"),
+    ({"data_bind": "localhost:1"}, "config.data_bind: must be a ZeroMQ endpoint"),
+    ({"thresholds": [0.5, 1.5]}, "config.thresholds"),
+    ({"colour": "red"}, "unknown field(s) colour"),
+    ({"rounds_per_slot": 200}, "config.rounds_per_slot: configuration phase"),
+    ({"emulate_links": True}, "needs link_rate_bytes_s > 0 for peer(s) w2"),
+    ({"peers": []}, "a worker needs the sources"),
+    ({"security": "curve", "secret_key_path": "a", "public_key_path": "b"}, "needs public_key"),
+])
+def test_bad_values_raise_config_error_naming_the_field(over, needle):
+    with pytest.raises(ConfigError) as info:
+        parse_config(_worker(**over), "/x")
+    assert needle in str(info.value)
+
+
+def test_bad_peer_field_names_its_index():
+    obj = _worker()
+    obj["peers"][1]["stage"] = -1
+    with pytest.raises(ConfigError, match=r"config.peers\[1\].stage: must be an integer >= 0"):
+        parse_config(obj, "/x")
+
+
+def test_dump_config_round_trips_through_load_config(tmp_path):
+    cfg = parse_config(_worker(policy="fixed", policy_knobs={"routing": {"w2": 1.0}},
+                               thresholds=[0.7, 1.0], emulate_capacity_flops=2.5e6,
+                               node_id='odd "name"'), str(tmp_path))
+    path = tmp_path / "node.toml"
+    path.write_text(dump_config(cfg))
+    again = load_config(str(path))
+    assert again == cfg
+    assert isinstance(again.peers[0], Peer) and isinstance(again, NodeConfig)
+
+
+def test_load_config_reports_missing_file_and_bad_toml(tmp_path):
+    with pytest.raises(ConfigError, match="no such file"):
+        load_config(str(tmp_path / "absent.toml"))
+    bad = tmp_path / "bad.toml"
+    bad.write_text("node_id = \n")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_config(str(bad))
