@@ -1,0 +1,301 @@
+"""MDI-Exit: queue-based early exit, offloading and admission control (MDI-Exit paper, Algs. 1-4).
+
+Every MDI-Exit node is a worker that may hold several (or all) stages. It keeps two queues that
+the caller owns (``WorkerQueues``): the input queue I_n (tasks it will process itself) and the
+output queue O_n (tasks waiting to be offloaded to a one-hop neighbour). A task is one data item
+at one stage: processing it runs that stage (tau_k in the paper).
+
+How a node uses this module (the simulator and the agent do exactly this):
+
+1. Alg. 1, worker loop: pop the head of ``input_queue``, run the stage, get the head's logits and
+   ``head_confidence(logits)`` (eqs. 1-2, max softmax). ``next_step(...)`` says EXIT (answer goes
+   to the source), LOCAL (append the next stage's task to ``input_queue``) or OFFLOAD (append it
+   to ``output_queue``); ``place_next`` does the append.
+2. Alg. 2, sender: while ``output_queue`` is not empty, ``choose_neighbour(...)`` with the latest
+   ``NeighbourState`` of each one-hop neighbour (its I_m and Gamma_m, published on the control
+   plane, and the measured transfer delay D_nm) names the neighbour that takes the head task, or
+   None (keep it and try again when neighbour state changes).
+3. Alg. 3 at a source with admission control: every ``adapt_interval_s`` seconds,
+   ``adapt_interarrival(mu, I_n + O_n, params)`` gives the new inter-arrival time.
+4. Alg. 4 with threshold adaptation: every ``adapt_interval_s`` seconds,
+   ``adapt_threshold(T_e, I_n + O_n, params)`` gives the one threshold used by every exit head.
+
+Exit rule. The paper exits when C > T_e (strict); this project has one exit rule for the agent,
+the simulator and the accuracy table, ``engines.exit_profile.should_exit`` (C >= T_e), and MDI-Exit
+uses it too. The two differ only on exact ties: with continuous confidences a tie has probability
+zero, except at T_e = 1 where ``>=`` lets a saturated softmax (C == 1.0 in float64) exit, so the
+accuracy the table predicts for a threshold is the accuracy MDI-Exit gets with it.
+
+Boundaries the paper leaves open, decided here: in Alg. 1 "the input queue is empty" is checked
+after the processed task left it; in Algs. 3-4 a queue total exactly equal to T_Q1 or T_Q2 changes
+nothing (the paper's comparisons are all strict); in Alg. 2 a neighbour whose expected delay
+D_nm + I_m Gamma_m is 0 takes the task with probability 1. Additions not in the paper, each a
+parameter: a node without neighbours keeps every task (its output queue would never drain), an
+idle node takes back the head of its own output queue (``reclaim_when_idle``), and the
+inter-arrival time stays within [``min_interarrival_s``, ``max_interarrival_s``].
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from dataclasses import dataclass, field, fields
+from typing import Any, Callable, Deque, Dict, Mapping, Optional, Sequence, Tuple
+
+import numpy as np
+
+from agent.errors import UsageError
+from engines.exit_profile import should_exit, softmax_confidence
+
+POLICY_NAME = "mdi-exit"
+
+# Alg. 1 outcomes for a processed task
+EXIT = "exit"  # answer at this head, result to the source
+LOCAL = "local"  # next stage's task into this node's input queue
+OFFLOAD = "offload"  # next stage's task into this node's output queue
+
+# Alg. 3/4 queue bands (I_n + O_n against T_Q1 < T_Q2)
+BAND_LOW = "low"  # below T_Q1: speed up a lot (alpha)
+BAND_MID = "mid"  # strictly between T_Q1 and T_Q2: speed up a little (beta)
+BAND_HIGH = "high"  # above T_Q2: slow down (zeta)
+
+
+class MdiExitParamsError(UsageError):
+    """An MDI-Exit parameter is out of range; the message names the field."""
+
+
+@dataclass(frozen=True)
+class MdiExitParams:
+    """MDI-Exit constants; defaults are the paper's Section V where it gives them."""
+
+    output_queue_limit: float = 50  # T_O, tasks: above it new tasks stay local (Alg. 1)
+    queue_low: float = 10  # T_Q1, tasks: below it Alg. 3/4 push by alpha
+    queue_high: float = 30  # T_Q2, tasks: above it Alg. 3/4 back off by zeta
+    alpha: float = 0.2  # large step when queues are short, 0 < beta < alpha < 1
+    beta: float = 0.1  # small step when queues are moderate
+    zeta: float = 0.2  # back-off step when queues are long, 0 < zeta < 1
+    threshold: float = 0.8  # T_e: the fixed exit threshold, or Alg. 4's starting value
+    min_threshold: float = 0.5  # T_e^min: Alg. 4's floor (the paper names it without a value)
+    adapt_interval_s: float = 1.0  # s: sleep between runs of Alg. 3/4 (no value in the paper)
+    min_interarrival_s: float = 1e-3  # Alg. 3 never asks for more than 1000 tasks/s
+    max_interarrival_s: float = 10.0  # Alg. 3 never drops below one task per 10 s
+    admission_control: bool = False  # run Alg. 3 at sources (paper's fixed-threshold scenario)
+    threshold_adaptation: bool = False  # run Alg. 4 (paper's fixed-rate scenario)
+    early_exit: bool = True  # False: the no-exit variant, every task runs to the final stage
+    reclaim_when_idle: bool = True  # an idle node takes back its own oldest queued-for-offload task
+
+    def __post_init__(self) -> None:
+        _check({f.name: getattr(self, f.name) for f in fields(self)}, POLICY_NAME)
+
+
+_BOOL_FIELDS = ("admission_control", "threshold_adaptation", "early_exit", "reclaim_when_idle")
+
+
+def _check(values: Mapping[str, Any], where: str) -> None:
+    """Raise ``MdiExitParamsError`` naming ``where.field`` for the first bad value."""
+    def bad(name: str, rule: str) -> MdiExitParamsError:
+        return MdiExitParamsError("%s.%s: %s, got %r" % (where, name, rule, values[name]))
+
+    for name, v in values.items():
+        if name in _BOOL_FIELDS:
+            if not isinstance(v, bool):
+                raise bad(name, "must be true or false")
+        elif isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+            raise bad(name, "must be a finite number")
+    for name in ("output_queue_limit", "queue_low", "queue_high"):
+        if values[name] < 0:
+            raise bad(name, "must be >= 0 tasks")
+    if values["queue_high"] < values["queue_low"]:
+        raise bad("queue_high", "must be >= queue_low (%r)" % values["queue_low"])
+    for name in ("alpha", "beta", "zeta"):
+        if not 0.0 < values[name] < 1.0:
+            raise bad(name, "must be in (0, 1)")
+    if values["alpha"] <= values["beta"]:
+        raise bad("alpha", "must be greater than beta (%r)" % values["beta"])
+    for name in ("threshold", "min_threshold"):
+        if not 0.0 < values[name] <= 1.0:
+            raise bad(name, "must be in (0, 1]")
+    if values["threshold_adaptation"] and values["threshold"] < values["min_threshold"]:
+        raise bad("threshold", "must be >= min_threshold (%r) when threshold_adaptation is on"
+                  % values["min_threshold"])
+    for name in ("adapt_interval_s", "min_interarrival_s", "max_interarrival_s"):
+        if values[name] <= 0:
+            raise bad(name, "must be > 0 seconds")
+    if values["max_interarrival_s"] < values["min_interarrival_s"]:
+        raise bad("max_interarrival_s", "must be >= min_interarrival_s (%r)"
+                  % values["min_interarrival_s"])
+
+
+def params_from_knobs(knobs: Optional[Mapping[str, Any]],
+                      where: str = "knobs.mdi-exit") -> MdiExitParams:
+    """Build ``MdiExitParams`` from a decoded mapping (scenario knobs, node config).
+
+    Missing keys keep their defaults; unknown keys and bad values raise ``MdiExitParamsError``
+    naming ``where.key``.
+    """
+    knobs = {} if knobs is None else knobs
+    if not isinstance(knobs, Mapping):
+        raise MdiExitParamsError("%s: must be an object, got %r" % (where, knobs))
+    names = [f.name for f in fields(MdiExitParams)]
+    unknown = sorted(set(knobs) - set(names))
+    if unknown:
+        raise MdiExitParamsError("%s: unknown key(s) %s (known: %s)" % (where, unknown, names))
+    values = {f.name: knobs.get(f.name, f.default) for f in fields(MdiExitParams)}
+    _check(values, where)
+    return MdiExitParams(**values)
+
+
+@dataclass
+class WorkerQueues:
+    """One node's two queues; the caller owns them and stores whatever task objects it likes."""
+
+    input_queue: Deque[Any] = field(default_factory=deque)  # I_n: tasks this node processes
+    output_queue: Deque[Any] = field(default_factory=deque)  # O_n: tasks waiting to be offloaded
+
+    @property
+    def total(self) -> int:
+        """I_n + O_n, the quantity Algs. 3 and 4 react to."""
+        return len(self.input_queue) + len(self.output_queue)
+
+
+def head_confidence(logits: np.ndarray) -> Tuple[float, int]:
+    """Eqs. (1)-(2) for one task: (max softmax confidence, predicted class) of an exit head."""
+    conf, cls = softmax_confidence(logits)
+    return float(conf[0]), int(cls[0])
+
+
+def next_step(confidence: Optional[float], threshold: float, input_len: int, output_len: int,
+              params: MdiExitParams, final: bool = False, has_neighbours: bool = True) -> str:
+    """Alg. 1 lines 5-12: what happens after a node processed its head-of-line task.
+
+    ``confidence`` is the exit head's C (None at a stage without a head), ``input_len`` is I_n
+    after the processed task left the input queue, ``output_len`` is O_n. The final stage always
+    answers. Returns ``EXIT``, ``LOCAL`` or ``OFFLOAD``.
+    """
+    if final:
+        return EXIT
+    if params.early_exit and confidence is not None and should_exit(confidence, threshold):
+        return EXIT
+    if input_len == 0 or output_len > params.output_queue_limit or not has_neighbours:
+        return LOCAL
+    return OFFLOAD
+
+
+def place_next(queues: WorkerQueues, task: Any, step: str) -> None:
+    """Append the next stage's ``task`` to the queue ``next_step`` chose (LOCAL or OFFLOAD)."""
+    if step == LOCAL:
+        queues.input_queue.append(task)
+    elif step == OFFLOAD:
+        queues.output_queue.append(task)
+    else:
+        raise ValueError("place_next: step must be %r or %r, got %r" % (LOCAL, OFFLOAD, step))
+
+
+def reclaim_idle(queues: WorkerQueues, params: MdiExitParams) -> bool:
+    """An idle node takes back the head of its own output queue; True if it moved a task.
+
+    Not in the paper: without it a node whose input queue ran dry waits while tasks sit in its
+    output queue that no neighbour currently accepts (Alg. 2 needs O_n > I_m).
+    """
+    if params.reclaim_when_idle and not queues.input_queue and queues.output_queue:
+        queues.input_queue.append(queues.output_queue.popleft())
+        return True
+    return False
+
+
+@dataclass(frozen=True)
+class NeighbourState:
+    """What node n knows about a one-hop neighbour m."""
+
+    id: str
+    input_len: int  # I_m, from m's last queue-state message
+    compute_delay_s: float  # Gamma_m: m's per-task compute delay
+    transfer_delay_s: float  # D_nm: time to send one task n -> m
+
+
+def offload_probability(output_len: int, input_len: int, compute_delay_s: float,
+                        neighbour: NeighbourState) -> float:
+    """Alg. 2 for one neighbour: the probability of offloading the head task to it.
+
+    1 when O_n > I_m and I_n Gamma_n > D_nm + I_m Gamma_m (line 2); min(I_n Gamma_n /
+    (D_nm + I_m Gamma_m), 1) when only O_n > I_m (line 4); 0 when O_n <= I_m.
+    """
+    if output_len <= neighbour.input_len:
+        return 0.0
+    local_s = input_len * compute_delay_s
+    remote_s = neighbour.transfer_delay_s + neighbour.input_len * neighbour.compute_delay_s
+    if local_s > remote_s or remote_s <= 0.0:
+        return 1.0
+    return min(local_s / remote_s, 1.0)
+
+
+def choose_neighbour(output_len: int, input_len: int, compute_delay_s: float,
+                     neighbours: Sequence[NeighbourState],
+                     uniform: Callable[[], float]) -> Optional[str]:
+    """Alg. 2 over all one-hop neighbours: who takes the head of the output queue, or None.
+
+    Neighbours are tried in order of expected delay D_nm + I_m Gamma_m (ties by id); the first
+    with probability 1 takes the task, a neighbour with probability p in (0, 1) takes it when a
+    fresh draw ``uniform()`` (in [0, 1), e.g. ``rng.random``) is below p. Draws are made only for
+    such neighbours, so a test can script them.
+    """
+    ordered = sorted(neighbours, key=lambda m: (m.transfer_delay_s
+                                                + m.input_len * m.compute_delay_s, m.id))
+    probs = [(m, offload_probability(output_len, input_len, compute_delay_s, m)) for m in ordered]
+    for m, p in probs:
+        if p >= 1.0:
+            return m.id
+    for m, p in probs:
+        if p > 0.0 and uniform() < p:
+            return m.id
+    return None
+
+
+def queue_band(queued: float, params: MdiExitParams) -> Optional[str]:
+    """The band of I_n + O_n that Algs. 3 and 4 branch on; None exactly at T_Q1 or T_Q2."""
+    if queued < params.queue_low:
+        return BAND_LOW
+    if params.queue_low < queued < params.queue_high:
+        return BAND_MID
+    if queued > params.queue_high:
+        return BAND_HIGH
+    return None
+
+
+def adapt_interarrival(interarrival_s: float, queued: float, params: MdiExitParams) -> float:
+    """Alg. 3: the source's next inter-arrival time mu from its queue total I_n + O_n.
+
+    Short queues: mu - alpha mu; moderate: mu - beta mu; long: mu + zeta mu; clamped to
+    [min_interarrival_s, max_interarrival_s]. Call it every ``adapt_interval_s`` seconds.
+    """
+    band = queue_band(queued, params)
+    if band == BAND_LOW:
+        mu = interarrival_s - params.alpha * interarrival_s
+    elif band == BAND_MID:
+        mu = interarrival_s - params.beta * interarrival_s
+    elif band == BAND_HIGH:
+        mu = interarrival_s + params.zeta * interarrival_s
+    else:
+        mu = interarrival_s
+    return min(max(mu, params.min_interarrival_s), params.max_interarrival_s)
+
+
+def adapt_threshold(threshold: float, queued: float, params: MdiExitParams) -> float:
+    """Alg. 4: the next exit threshold T_e (used by every head) from the queue total I_n + O_n.
+
+    Short queues: min(1, T_e + alpha T_e); moderate: min(1, T_e + beta T_e); long:
+    max(T_e^min, T_e - zeta T_e). Call it every ``adapt_interval_s`` seconds.
+    """
+    band = queue_band(queued, params)
+    if band == BAND_LOW:
+        return min(1.0, threshold + params.alpha * threshold)
+    if band == BAND_MID:
+        return min(1.0, threshold + params.beta * threshold)
+    if band == BAND_HIGH:
+        return max(params.min_threshold, threshold - params.zeta * threshold)
+    return threshold
+
+
+def params_dict(params: MdiExitParams) -> Dict[str, Any]:
+    """The parameters as a plain dict (for logs, records and config files)."""
+    return {f.name: getattr(params, f.name) for f in fields(params)}
