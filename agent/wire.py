@@ -1,0 +1,252 @@
+"""Wire contract of the agent: every message on the data and control planes.
+
+A message is a ZeroMQ multipart: one msgpack **header** frame, then zero or more raw **tensor**
+frames (C-contiguous array bytes; dtype and shape are in the header). On the control plane a
+topic frame precedes the header (see ``topic``); the transport strips it before decoding.
+
+Header (a msgpack map; every kind)::
+
+    v      protocol version (int, == VERSION; other versions are dropped)
+    k      kind (int, a ``Kind``)
+    from   sender node id (str)
+    slot   DTO-EE slot number (int >= 0; 0 when not used)
+    round  round within the slot's configuration phase (int >= 0)
+    t      tensor descriptors [[dtype, [dims...]], ...], one per tensor frame (may be empty)
+
+Kind-specific fields (all required; types checked on decode):
+
+    TASK          id str, source str, stage int (stage that runs this tensor), attempt int,
+                  created float (source wall clock, s), hops int, resends int;   1 tensor
+    ACK           keys [str] (task keys "id#attempt" being acknowledged)
+    RESULT        id str, attempt int, source str, exit_stage int, cls int, confidence float,
+                  worker str, hops int, resends int, created float
+    HEARTBEAT     role str, stage int, capacity_flops float, input_queue int, output_queue int,
+                  service_time_s float  (liveness + queue state, broadcast)
+    QUEUE_STATE   same fields as HEARTBEAT; for queue-based policies publishing more often
+    DTOEE_REQUEST to str, payload map  (offloader -> receiver, per-node DTO-EE request)
+    DTOEE_STATUS  payload map          (receiver -> its offloaders, broadcast; also a heartbeat)
+    THRESHOLD     payload map          (threshold proposal / delta-U share among a stage)
+
+``payload`` maps are checked for shape only (string keys, msgpack scalars/lists/maps); the
+policy that reads them turns them into its own dataclasses and rejects what does not fit.
+
+Sending: ``encode`` returns buffers to hand to ``send_multipart(..., copy=False)``; the tensors
+are passed as memoryviews of the caller's arrays, so ZeroMQ sends them without copies from its
+copy threshold (64 KiB) up. Non-contiguous arrays are refused (make them contiguous first).
+Receiving: ``decode`` returns a ``Message`` whose tensors are read-only views on the frames.
+Anything malformed raises ``WireError`` whose ``reason`` is a short counter name.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Sequence, Tuple
+
+import msgpack
+import numpy as np
+
+VERSION = 1
+
+MAX_HEADER_BYTES = 64 * 1024  # headers are small; a bigger one is malformed
+MAX_TENSORS = 4
+MAX_DIMS = 8
+ZERO_COPY_MIN_BYTES = 64 * 1024  # frames from this size are sent without copies
+DTYPES = ("float32", "float16", "float64", "int64", "int32", "int8", "uint8", "bool")
+
+
+class Kind(enum.IntEnum):
+    """Message kinds; numbers are part of the protocol and never reused."""
+
+    TASK = 1
+    ACK = 2
+    RESULT = 3
+    HEARTBEAT = 10
+    QUEUE_STATE = 11
+    DTOEE_REQUEST = 12
+    DTOEE_STATUS = 13
+    THRESHOLD = 14
+
+
+DATA_KINDS = (Kind.TASK, Kind.ACK, Kind.RESULT)
+CONTROL_KINDS = (Kind.HEARTBEAT, Kind.QUEUE_STATE, Kind.DTOEE_REQUEST, Kind.DTOEE_STATUS,
+                 Kind.THRESHOLD)
+
+_QUEUE_FIELDS = {"role": str, "stage": int, "capacity_flops": float, "input_queue": int,
+                 "output_queue": int, "service_time_s": float}
+
+# Required fields per kind (beyond the common ones) and their types.
+SCHEMA: Dict[Kind, Dict[str, type]] = {
+    Kind.TASK: {"id": str, "source": str, "stage": int, "attempt": int, "created": float,
+                "hops": int, "resends": int},
+    Kind.ACK: {"keys": list},
+    Kind.RESULT: {"id": str, "attempt": int, "source": str, "exit_stage": int, "cls": int,
+                  "confidence": float, "worker": str, "hops": int, "resends": int,
+                  "created": float},
+    Kind.HEARTBEAT: _QUEUE_FIELDS,
+    Kind.QUEUE_STATE: _QUEUE_FIELDS,
+    Kind.DTOEE_REQUEST: {"to": str, "payload": dict},
+    Kind.DTOEE_STATUS: {"payload": dict},
+    Kind.THRESHOLD: {"payload": dict},
+}
+TENSOR_COUNT = {Kind.TASK: 1}  # kinds not listed carry no tensors
+
+BROADCAST = "*"
+
+
+class WireError(ValueError):
+    """A frame sequence that is not a valid message; ``reason`` names the drop counter."""
+
+    def __init__(self, reason: str, detail: str = ""):
+        super().__init__("%s: %s" % (reason, detail) if detail else reason)
+        self.reason = reason
+
+
+@dataclass
+class Message:
+    """A decoded message: common header fields, kind-specific ``fields``, tensor views."""
+
+    kind: Kind
+    sender: str
+    slot: int = 0
+    round: int = 0
+    fields: Dict[str, Any] = field(default_factory=dict)
+    tensors: List[np.ndarray] = field(default_factory=list)
+
+
+def task_key(task_id: str, attempt: int) -> str:
+    """The key receivers de-duplicate on and ACKs name: one per (task, issue)."""
+    return "%s#%d" % (task_id, attempt)
+
+
+def topic(node_id: str) -> bytes:
+    """Control-plane topic frame for messages addressed to ``node_id`` (BROADCAST for all).
+
+    The trailing '|' keeps SUB prefix matching exact ("w1" does not receive "w10"'s messages).
+    """
+    return (node_id + "|").encode("utf-8")
+
+
+def encode(kind: Kind, sender: str, fields: Dict[str, Any], tensors: Sequence[np.ndarray] = (),
+           slot: int = 0, round: int = 0) -> List[Any]:
+    """Frames for one message: [header bytes, tensor memoryviews...].
+
+    Raises ``ValueError`` for a caller mistake (missing field, non-contiguous tensor).
+    """
+    kind = Kind(kind)
+    schema = SCHEMA[kind]
+    missing = [k for k in schema if k not in fields]
+    if missing:
+        raise ValueError("%s message lacks field(s) %s" % (kind.name, ", ".join(missing)))
+    if len(tensors) != TENSOR_COUNT.get(kind, 0):
+        raise ValueError("%s message takes %d tensor(s), got %d"
+                         % (kind.name, TENSOR_COUNT.get(kind, 0), len(tensors)))
+    descs = []
+    bufs: List[Any] = []
+    for a in tensors:
+        if not isinstance(a, np.ndarray) or not a.flags.c_contiguous:
+            raise ValueError("tensors must be C-contiguous numpy arrays (use np.ascontiguousarray)")
+        descs.append([a.dtype.name, list(a.shape)])
+        bufs.append(memoryview(a.reshape(-1).view(np.uint8)) if a.size else b"")
+    header = {"v": VERSION, "k": int(kind), "from": sender, "slot": int(slot),
+              "round": int(round), "t": descs}
+    header.update(fields)
+    return [msgpack.packb(header, use_bin_type=True)] + bufs
+
+
+def _check_type(name: str, value: Any, want: type) -> Any:
+    if want is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise WireError("bad_field", "%s must be a finite number" % name)
+        return float(value)
+    if want is int:
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise WireError("bad_field", "%s must be an integer >= 0" % name)
+        return value
+    if not isinstance(value, want):
+        raise WireError("bad_field", "%s must be %s" % (name, want.__name__))
+    return value
+
+
+def _tensor(desc: Any, frame: Any) -> np.ndarray:
+    if not isinstance(desc, list) or len(desc) != 2:
+        raise WireError("bad_tensor", "descriptor must be [dtype, shape]")
+    dtype, shape = desc
+    if dtype not in DTYPES:
+        raise WireError("bad_tensor", "dtype %r not allowed" % (dtype,))
+    if (not isinstance(shape, list) or len(shape) > MAX_DIMS
+            or not all(isinstance(d, int) and not isinstance(d, bool) and 0 <= d < 2 ** 31
+                       for d in shape)):
+        raise WireError("bad_tensor", "shape must be a list of at most %d dims" % MAX_DIMS)
+    buf = memoryview(frame)
+    dt = np.dtype(dtype)
+    count = 1
+    for d in shape:
+        count *= d
+    if buf.nbytes != count * dt.itemsize:
+        raise WireError("bad_tensor", "frame has %d bytes, %s%s needs %d"
+                        % (buf.nbytes, dtype, tuple(shape), count * dt.itemsize))
+    return np.frombuffer(buf, dtype=dt).reshape(shape)
+
+
+def decode(frames: Sequence[Any]) -> Message:
+    """Decode and validate [header, tensors...]; raise ``WireError(reason)`` for anything else.
+
+    Frames may be bytes or zmq.Frame objects (anything with the buffer protocol).
+    """
+    if not frames:
+        raise WireError("empty")
+    try:
+        raw = memoryview(frames[0])
+    except TypeError:
+        raise WireError("bad_header", "not a buffer") from None
+    if raw.nbytes > MAX_HEADER_BYTES:
+        raise WireError("oversized", "header of %d bytes" % raw.nbytes)
+    try:
+        header = msgpack.unpackb(raw, raw=False, strict_map_key=True, max_str_len=MAX_HEADER_BYTES,
+                                 max_bin_len=MAX_HEADER_BYTES, max_array_len=4096,
+                                 max_map_len=1024, max_ext_len=0)
+    except Exception as exc:  # msgpack raises many types on junk; all mean the same here
+        raise WireError("bad_header", type(exc).__name__) from None
+    if not isinstance(header, dict):
+        raise WireError("bad_header", "header is not a map")
+    if header.get("v") != VERSION:
+        raise WireError("bad_version", "version %r, expected %d" % (header.get("v"), VERSION))
+    try:
+        kind = Kind(header.get("k"))
+    except (ValueError, TypeError):
+        raise WireError("bad_kind", "kind %r" % (header.get("k"),)) from None
+    sender = _check_type("from", header.get("from"), str)
+    if not sender:
+        raise WireError("bad_field", "from must be non-empty")
+    slot = _check_type("slot", header.get("slot"), int)
+    rnd = _check_type("round", header.get("round"), int)
+    out: Dict[str, Any] = {}
+    for name, want in SCHEMA[kind].items():
+        if name not in header:
+            raise WireError("bad_field", "%s lacks %s" % (kind.name, name))
+        out[name] = _check_type(name, header[name], want)
+    if kind == Kind.ACK and not all(isinstance(k, str) for k in out["keys"]):
+        raise WireError("bad_field", "ACK keys must be strings")
+    descs = header.get("t")
+    if not isinstance(descs, list) or len(descs) > MAX_TENSORS:
+        raise WireError("bad_tensor", "t must be a list of at most %d descriptors" % MAX_TENSORS)
+    want_n = TENSOR_COUNT.get(kind, 0)
+    if len(descs) != want_n or len(frames) != 1 + want_n:
+        raise WireError("bad_tensor", "%s needs %d tensor(s), header lists %d, %d frame(s) came"
+                        % (kind.name, want_n, len(descs), len(frames) - 1))
+    tensors = [_tensor(d, f) for d, f in zip(descs, frames[1:])]
+    return Message(kind=kind, sender=sender, slot=slot, round=rnd, fields=out, tensors=tensors)
+
+
+def frames_nbytes(frames: Sequence[Any]) -> int:
+    """Total payload bytes of a frame list (what a paced link has to carry)."""
+    return sum(memoryview(f).nbytes for f in frames)
+
+
+def split_topic(frames: Sequence[Any]) -> Tuple[bytes, Sequence[Any]]:
+    """(topic, rest) of a control-plane multipart; raise ``WireError`` when it has no topic."""
+    if len(frames) < 2:
+        raise WireError("bad_topic", "control message needs a topic and a header")
+    return bytes(frames[0]), frames[1:]

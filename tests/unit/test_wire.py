@@ -1,0 +1,101 @@
+"""Wire contract: round trips, zero-copy tensor frames, and every kind of junk is a WireError."""
+
+from __future__ import annotations
+
+import random
+
+import msgpack
+import numpy as np
+import pytest
+
+from agent import wire
+from agent.wire import Kind, WireError
+
+
+def _task_fields(**over):
+    f = {"id": "t1", "source": "s1", "stage": 1, "attempt": 0, "created": 1.5, "hops": 0,
+         "resends": 0}
+    f.update(over)
+    return f
+
+
+def test_task_round_trip_keeps_fields_and_tensor():
+    x = np.arange(784, dtype=np.float32).reshape(1, 1, 28, 28)
+    frames = wire.encode(Kind.TASK, "s1", _task_fields(), [x], slot=3, round=2)
+    msg = wire.decode([bytes(f) for f in frames])
+    assert msg.kind == Kind.TASK and msg.sender == "s1" and (msg.slot, msg.round) == (3, 2)
+    assert msg.fields["id"] == "t1" and msg.fields["created"] == 1.5
+    assert msg.tensors[0].dtype == np.float32 and np.array_equal(msg.tensors[0], x)
+
+
+def test_tensor_frame_is_a_view_on_the_callers_array_not_a_copy():
+    """Large tensors travel as memoryviews of the array so ZeroMQ can send them zero-copy."""
+    x = np.zeros((1, 64, 32, 32), dtype=np.float32)  # 256 KiB
+    frames = wire.encode(Kind.TASK, "s1", _task_fields(), [x])
+    assert isinstance(frames[1], memoryview)
+    x[0, 0, 0, 0] = 7.0
+    assert np.frombuffer(frames[1], dtype=np.float32)[0] == 7.0
+
+
+def test_non_contiguous_tensor_is_refused_at_the_sender():
+    x = np.zeros((4, 4), dtype=np.float32)[:, ::2]
+    with pytest.raises(ValueError, match="C-contiguous"):
+        wire.encode(Kind.TASK, "s1", _task_fields(), [x])
+
+
+def test_control_and_result_round_trip():
+    msg = wire.decode(wire.encode(Kind.DTOEE_REQUEST, "w1", {"to": "w2", "payload": {"xi": 2.0}}))
+    assert msg.fields == {"to": "w2", "payload": {"xi": 2.0}}
+    res = {"id": "t", "attempt": 1, "source": "s", "exit_stage": 2, "cls": 3, "confidence": 0.9,
+           "worker": "w", "hops": 2, "resends": 1, "created": 0.0}
+    assert wire.decode(wire.encode(Kind.RESULT, "w", res)).fields == res
+    assert wire.topic("w1") == b"w1|" and not wire.topic("w10").startswith(wire.topic("w1"))
+
+
+def _header(**over):
+    h = {"v": wire.VERSION, "k": int(Kind.TASK), "from": "s1", "slot": 0, "round": 0,
+         "t": [["float32", [1, 4]]]}
+    h.update(_task_fields())
+    h.update(over)
+    return msgpack.packb(h)
+
+
+@pytest.mark.parametrize("frames, reason", [
+    ([], "empty"),
+    ([b"\xc1\xc1\xc1"], "bad_header"),
+    ([_header()[:-5], b"\0" * 16], "bad_header"),
+    ([msgpack.packb([1, 2, 3])], "bad_header"),
+    ([_header(v=99), b"\0" * 16], "bad_version"),
+    ([_header(k=77), b"\0" * 16], "bad_kind"),
+    ([_header(id=5), b"\0" * 16], "bad_field"),
+    ([_header(created=float("nan")), b"\0" * 16], "bad_field"),
+    ([_header(hops=-1), b"\0" * 16], "bad_field"),
+    ([_header(), b"\0" * 15], "bad_tensor"),
+    ([_header(t=[["complex128", [1, 1]]]), b"\0" * 16], "bad_tensor"),
+    ([_header(t=[["float32", [1, -4]]]), b"\0" * 16], "bad_tensor"),
+    ([_header(), b"\0" * 16, b"extra"], "bad_tensor"),
+    ([_header()], "bad_tensor"),
+    ([b"\x80" + b"x" * (wire.MAX_HEADER_BYTES + 1)], "oversized"),
+])
+def test_malformed_frames_raise_wire_error_with_a_counter_reason(frames, reason):
+    with pytest.raises(WireError) as info:
+        wire.decode(frames)
+    assert info.value.reason == reason
+
+
+def test_random_junk_never_raises_anything_but_wire_error():
+    """Decoding arbitrary bytes fails only with WireError (the agent counts and drops it)."""
+    rng = random.Random(7)
+    good = wire.encode(Kind.TASK, "s1", _task_fields(), [np.ones((1, 4), np.float32)])
+    for i in range(3000):
+        if i % 3 == 0:
+            frames = [bytes(rng.getrandbits(8) for _ in range(rng.randint(0, 64)))]
+        else:  # flip bytes in a valid header
+            h = bytearray(good[0])
+            for _ in range(rng.randint(1, 4)):
+                h[rng.randrange(len(h))] = rng.getrandbits(8)
+            frames = [bytes(h), bytes(good[1])]
+        try:
+            wire.decode(frames)
+        except WireError:
+            pass
