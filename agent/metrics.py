@@ -1,0 +1,198 @@
+"""Prometheus metrics of one agent, on its own registry and its own small HTTP endpoint.
+
+Every series carries a ``node`` label so that several agents on one box (or one scrape job over
+a fleet) stay apart. The endpoint binds 127.0.0.1 by default: expose it wider only on purpose
+(``metrics_host`` in the node config). ``NullMetrics`` has the same methods and does nothing,
+for agents run without an endpoint and for tests.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from http.server import ThreadingHTTPServer
+from typing import Optional
+
+log = logging.getLogger(__name__)
+
+# Service times of one stage on a Jetson span ~1 ms (small stage, GPU) to seconds (TX2, CPU).
+SERVICE_TIME_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+                          5.0, 10.0)
+
+
+class AgentMetrics:
+    """The agent's series; update methods are cheap and safe to call from any thread."""
+
+    def __init__(self, node_id: str, registry=None) -> None:
+        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+        self.node_id = str(node_id)
+        self.registry = CollectorRegistry(auto_describe=True) if registry is None else registry
+        r = self.registry
+        self._tasks_in = Counter("edge_agent_tasks_in", "Tasks received for a stage",
+                                 ["node", "stage"], registry=r)
+        self._tasks_out = Counter("edge_agent_tasks_out",
+                                  "Tasks sent on to the next stage after this stage",
+                                  ["node", "stage"], registry=r)
+        self._tasks_exited = Counter("edge_agent_tasks_exited",
+                                     "Tasks that left at this stage's exit head",
+                                     ["node", "stage"], registry=r)
+        self._queue = Gauge("edge_agent_queue_length", "Tasks waiting in a queue",
+                            ["node", "queue"], registry=r)
+        self._service = Histogram("edge_agent_service_time_seconds",
+                                  "Engine service time per task", ["node"],
+                                  buckets=SERVICE_TIME_BUCKETS_S, registry=r)
+        self._capacity = Gauge("edge_agent_capacity_flops",
+                               "Capacity estimate mu of this worker (FLOP/s)", ["node"],
+                               registry=r)
+        self._routing = Gauge("edge_agent_routing_probability",
+                              "Routing probability p_ij to a next-stage worker",
+                              ["node", "dst"], registry=r)
+        self._threshold = Gauge("edge_agent_exit_threshold",
+                                "Exit confidence threshold c_h of a stage", ["node", "stage"],
+                                registry=r)
+        self._dropped = Counter("edge_agent_dropped_frames",
+                                "Frames dropped (malformed, unknown sender, stale, ...)",
+                                ["node", "reason"], registry=r)
+        self._alive = Gauge("edge_agent_neighbour_alive",
+                            "1 while a neighbour is heard from, 0 once it is treated as gone",
+                            ["node", "peer"], registry=r)
+        self._power = Gauge("edge_agent_power_mode",
+                            "1 for the current Jetson power mode (nvpmodel), 0 for earlier ones",
+                            ["node", "mode"], registry=r)
+        self._power_lock = threading.Lock()
+        self._power_mode = None  # type: Optional[str]
+        self._server = None  # type: Optional[ThreadingHTTPServer]
+        self._thread = None  # type: Optional[threading.Thread]
+
+    # ------------------------------------------------------------ updates
+    def task_in(self, stage) -> None:
+        """Count a task received for ``stage``."""
+        self._tasks_in.labels(self.node_id, str(stage)).inc()
+
+    def task_out(self, stage) -> None:
+        """Count a task passed on after ``stage``."""
+        self._tasks_out.labels(self.node_id, str(stage)).inc()
+
+    def task_exited(self, stage) -> None:
+        """Count a task that exited at ``stage``."""
+        self._tasks_exited.labels(self.node_id, str(stage)).inc()
+
+    def queue_length(self, name: str, n: int) -> None:
+        """Set the length of the queue ``name`` (e.g. "inference", "unacked")."""
+        self._queue.labels(self.node_id, str(name)).set(n)
+
+    def service_time(self, seconds: float) -> None:
+        """Observe one engine service time."""
+        self._service.labels(self.node_id).observe(seconds)
+
+    def capacity(self, flops: float) -> None:
+        """Set the current capacity estimate (FLOP/s)."""
+        self._capacity.labels(self.node_id).set(flops)
+
+    def routing(self, dst: str, p: float) -> None:
+        """Set the routing probability to successor ``dst``."""
+        self._routing.labels(self.node_id, str(dst)).set(p)
+
+    def threshold(self, stage, c: float) -> None:
+        """Set the exit threshold of ``stage``."""
+        self._threshold.labels(self.node_id, str(stage)).set(c)
+
+    def dropped(self, reason: str) -> None:
+        """Count a dropped frame, by reason (e.g. "malformed", "version", "unknown_kind")."""
+        self._dropped.labels(self.node_id, str(reason)).inc()
+
+    def neighbour_alive(self, peer: str, alive: bool) -> None:
+        """Mark a neighbour alive (1) or gone (0)."""
+        self._alive.labels(self.node_id, str(peer)).set(1 if alive else 0)
+
+    def power_mode(self, name: str) -> None:
+        """Record the current power mode; the previous one drops to 0."""
+        name = str(name)
+        with self._power_lock:
+            if self._power_mode is not None and self._power_mode != name:
+                self._power.labels(self.node_id, self._power_mode).set(0)
+            self._power.labels(self.node_id, name).set(1)
+            self._power_mode = name
+
+    # ------------------------------------------------------------ endpoint
+    def serve(self, host: str = "127.0.0.1", port: int = 9464) -> int:
+        """Serve ``/metrics`` on ``host:port`` from a daemon thread; returns the bound port.
+
+        Port 0 picks a free port (tests). A port already in use raises ``OSError``.
+        """
+        from prometheus_client.exposition import MetricsHandler
+
+        if self._server is not None:
+            return self.port
+        server = ThreadingHTTPServer((host, int(port)), MetricsHandler.factory(self.registry))
+        server.daemon_threads = True
+        self._server = server
+        self._thread = threading.Thread(target=server.serve_forever, name="metrics-http",
+                                        daemon=True)
+        self._thread.start()
+        log.info("metrics on http://%s:%d/metrics", host, self.port)
+        return self.port
+
+    @property
+    def port(self) -> Optional[int]:
+        """The bound port, or None when not serving."""
+        return None if self._server is None else int(self._server.server_address[1])
+
+    def close(self) -> None:
+        """Stop the endpoint."""
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._thread = None
+
+
+class NullMetrics:
+    """Same methods as ``AgentMetrics``, doing nothing."""
+
+    port = None
+
+    def __init__(self, node_id: str = "", registry=None) -> None:
+        self.node_id = str(node_id)
+
+    def task_in(self, stage) -> None:
+        pass
+
+    def task_out(self, stage) -> None:
+        pass
+
+    def task_exited(self, stage) -> None:
+        pass
+
+    def queue_length(self, name: str, n: int) -> None:
+        pass
+
+    def service_time(self, seconds: float) -> None:
+        pass
+
+    def capacity(self, flops: float) -> None:
+        pass
+
+    def routing(self, dst: str, p: float) -> None:
+        pass
+
+    def threshold(self, stage, c: float) -> None:
+        pass
+
+    def dropped(self, reason: str) -> None:
+        pass
+
+    def neighbour_alive(self, peer: str, alive: bool) -> None:
+        pass
+
+    def power_mode(self, name: str) -> None:
+        pass
+
+    def serve(self, host: str = "127.0.0.1", port: int = 9464) -> Optional[int]:
+        return None
+
+    def close(self) -> None:
+        pass

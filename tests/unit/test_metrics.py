@@ -1,0 +1,83 @@
+"""AgentMetrics: own registry, 127.0.0.1 endpoint, every listed series; NullMetrics mirrors it."""
+
+import inspect
+import urllib.request
+
+from prometheus_client import REGISTRY, CollectorRegistry
+
+from agent.metrics import AgentMetrics, NullMetrics
+
+UPDATES = ["task_in", "task_out", "task_exited", "queue_length", "service_time", "capacity",
+           "routing", "threshold", "dropped", "neighbour_alive", "power_mode"]
+
+
+def _exercise(m):
+    m.task_in(2)
+    m.task_in(2)
+    m.task_out(2)
+    m.task_exited(2)
+    m.queue_length("inference", 3)
+    m.service_time(0.012)
+    m.capacity(2.5e9)
+    m.routing("w3", 0.4)
+    m.threshold(1, 0.85)
+    m.dropped("malformed")
+    m.neighbour_alive("w3", True)
+    m.neighbour_alive("w4", False)
+    m.power_mode("MAXN")
+    m.power_mode("15W")
+
+
+def test_endpoint_on_loopback_serves_every_series():
+    m = AgentMetrics("w2")
+    _exercise(m)
+    port = m.serve("127.0.0.1", 0)
+    try:
+        text = urllib.request.urlopen("http://127.0.0.1:%d/metrics" % port, timeout=10).read()
+    finally:
+        m.close()
+    text = text.decode()
+    for line in [
+        'edge_agent_tasks_in_total{node="w2",stage="2"} 2.0',
+        'edge_agent_tasks_out_total{node="w2",stage="2"} 1.0',
+        'edge_agent_tasks_exited_total{node="w2",stage="2"} 1.0',
+        'edge_agent_queue_length{node="w2",queue="inference"} 3.0',
+        'edge_agent_service_time_seconds_count{node="w2"} 1.0',
+        'edge_agent_capacity_flops{node="w2"} 2.5e+09',
+        'edge_agent_routing_probability{dst="w3",node="w2"} 0.4',
+        'edge_agent_exit_threshold{node="w2",stage="1"} 0.85',
+        'edge_agent_dropped_frames_total{node="w2",reason="malformed"} 1.0',
+        'edge_agent_neighbour_alive{node="w2",peer="w3"} 1.0',
+        'edge_agent_neighbour_alive{node="w2",peer="w4"} 0.0',
+        'edge_agent_power_mode{mode="MAXN",node="w2"} 0.0',
+        'edge_agent_power_mode{mode="15W",node="w2"} 1.0',
+    ]:
+        assert line in text, line
+
+
+def test_series_live_on_their_own_registry_not_the_global_one():
+    """Two agents in one process (tests, testbed) must not collide on the global registry."""
+    a, b = AgentMetrics("a"), AgentMetrics("b")
+    a.task_in(1)
+    assert a.registry is not b.registry
+    assert REGISTRY.get_sample_value("edge_agent_tasks_in_total",
+                                     {"node": "a", "stage": "1"}) is None
+    reg = CollectorRegistry()
+    c = AgentMetrics("c", registry=reg)
+    c.capacity(1.0)
+    assert reg.get_sample_value("edge_agent_capacity_flops", {"node": "c"}) == 1.0
+
+
+def test_default_bind_address_is_loopback():
+    default = inspect.signature(AgentMetrics.serve).parameters["host"].default
+    assert default == "127.0.0.1"
+
+
+def test_null_metrics_has_the_same_methods_and_does_nothing():
+    n = NullMetrics("x")
+    for name in UPDATES + ["serve", "close"]:
+        assert callable(getattr(n, name)), name
+        assert (inspect.signature(getattr(NullMetrics, name)).parameters.keys()
+                == inspect.signature(getattr(AgentMetrics, name)).parameters.keys()), name
+    _exercise(n)
+    assert n.serve() is None

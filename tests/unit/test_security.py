@@ -1,0 +1,118 @@
+"""Key files: zmq certificate format, safe permissions enforced, allow-list parsing, modes."""
+
+import os
+
+import pytest
+import zmq.auth
+
+from agent.cli import main
+from agent.security import (
+    CurveSecurity,
+    NoSecurity,
+    SecurityError,
+    build_security,
+    generate_keypair,
+    load_allowed_keys,
+    load_public_key,
+    load_secret_key_file,
+)
+
+
+def test_generated_files_are_readable_by_pyzmq_and_have_safe_modes(tmp_path):
+    public_file, secret_file = generate_keypair(str(tmp_path), "w1")
+    assert public_file.endswith("w1.key") and secret_file.endswith("w1.key_secret")
+    pub, sec = zmq.auth.load_certificate(secret_file)
+    pub2, none = zmq.auth.load_certificate(public_file)
+    assert pub == pub2 and sec is not None and none is None
+    assert os.stat(secret_file).st_mode & 0o777 == 0o600
+    assert os.stat(public_file).st_mode & 0o777 == 0o644
+    assert zmq.auth.load_certificates(str(tmp_path)) == {pub: True}
+    assert load_secret_key_file(secret_file) == (pub, sec)
+
+
+def test_generate_refuses_to_overwrite_without_force(tmp_path):
+    generate_keypair(str(tmp_path), "w1")
+    with pytest.raises(SecurityError, match="--force"):
+        generate_keypair(str(tmp_path), "w1")
+    old = load_public_key(str(tmp_path / "w1.key"))
+    generate_keypair(str(tmp_path), "w1", overwrite=True)
+    assert load_public_key(str(tmp_path / "w1.key")) != old
+
+
+def test_files_from_zmq_create_certificates_are_accepted(tmp_path):
+    pub_file, sec_file = zmq.auth.create_certificates(str(tmp_path), "peer")
+    os.chmod(sec_file, 0o400)
+    pub, _ = load_secret_key_file(sec_file)
+    assert load_public_key(pub_file) == pub
+
+
+@pytest.mark.parametrize("mode", [0o644, 0o640, 0o604, 0o660])
+def test_secret_key_readable_by_others_is_refused(tmp_path, mode):
+    _, secret_file = generate_keypair(str(tmp_path), "w1")
+    os.chmod(secret_file, mode)
+    with pytest.raises(SecurityError, match="chmod 600"):
+        load_secret_key_file(secret_file)
+
+
+def test_secret_key_owned_by_another_user_is_refused(tmp_path):
+    _, secret_file = generate_keypair(str(tmp_path), "w1")
+    from agent.security import check_secret_key_permissions
+    with pytest.raises(SecurityError, match="owned by uid"):
+        check_secret_key_permissions(secret_file, uid=os.geteuid() + 1)
+
+
+def test_public_file_used_as_secret_is_refused(tmp_path):
+    public_file, _ = generate_keypair(str(tmp_path), "w1")
+    os.chmod(public_file, 0o600)
+    with pytest.raises(SecurityError, match="no secret-key"):
+        load_secret_key_file(public_file)
+
+
+def test_allow_list_entries_key_string_file_and_directory(tmp_path):
+    d = tmp_path / "peers"
+    d.mkdir()
+    os.chmod(str(d), 0o755)
+    a, _ = generate_keypair(str(d), "a")
+    b, _ = generate_keypair(str(d), "b")
+    key_a, key_b = load_public_key(a), load_public_key(b)
+    assert sorted(load_allowed_keys("peers", base_dir=str(tmp_path))) == sorted([key_a, key_b])
+    assert load_allowed_keys(key_a.decode()) == [key_a]
+    assert load_allowed_keys(b) == [key_b]
+    with pytest.raises(SecurityError, match="No such file"):
+        load_allowed_keys("peers/missing.key", base_dir=str(tmp_path))
+
+
+def test_allow_list_writable_by_others_is_refused(tmp_path):
+    """Whoever can write the allow-list can let any key in."""
+    a, _ = generate_keypair(str(tmp_path), "a")
+    os.chmod(a, 0o666)
+    with pytest.raises(SecurityError, match="writable by group or others"):
+        load_allowed_keys(a)
+
+
+def test_build_security_modes(tmp_path, caplog):
+    _, secret_file = generate_keypair(str(tmp_path), "me")
+    generate_keypair(str(tmp_path), "peer")
+    sec = build_security("curve", "me.key_secret", ["peer.key"], base_dir=str(tmp_path))
+    assert isinstance(sec, CurveSecurity) and len(sec.allowed_public_keys) == 1
+    none = build_security("none")
+    assert isinstance(none, NoSecurity)
+    none.start(None)
+    assert "neither authenticated nor encrypted" in caplog.text
+    with pytest.raises(SecurityError, match="not one of"):
+        build_security("plain")
+    with pytest.raises(SecurityError, match="secret_key_file"):
+        build_security("curve", None, ["peer.key"])
+    with pytest.raises(SecurityError, match="allowed_keys is empty"):
+        build_security("curve", secret_file, [])
+
+
+def test_keys_command_generate_and_show(tmp_path, capsys):
+    assert main(["keys", "generate", "--dir", str(tmp_path), "--name", "src1"]) == 0
+    out = capsys.readouterr().out.strip().splitlines()
+    assert main(["keys", "show", str(tmp_path / "src1.key_secret")]) == 0
+    assert capsys.readouterr().out.strip() == out[-1]
+    assert main(["keys", "generate", "--dir", str(tmp_path), "--name", "src1"]) == 2
+    os.chmod(str(tmp_path / "src1.key_secret"), 0o644)
+    assert main(["keys", "show", str(tmp_path / "src1.key_secret")]) == 2
+    assert "chmod 600" in capsys.readouterr().err

@@ -1,0 +1,54 @@
+"""StateStore: atomic save (temp + fsync + rename), load returns the last complete state."""
+
+import json
+import os
+
+from agent.state import StateStore
+
+
+def test_round_trip_and_overwrite(tmp_path):
+    store = StateStore(str(tmp_path / "state"))
+    assert store.load() is None
+    store.save({"slot": 1, "routing": {"w1": 0.25, "w2": 0.75}, "thresholds": {"1": 0.8}})
+    store.save({"slot": 2, "routing": {"w1": 0.5, "w2": 0.5}, "thresholds": {"1": 0.9}})
+    assert store.load() == {"slot": 2, "routing": {"w1": 0.5, "w2": 0.5},
+                            "thresholds": {"1": 0.9}}
+    # no temporary files left behind
+    assert os.listdir(store.directory) == ["state.json"]
+
+
+def test_torn_temp_file_from_a_crash_does_not_replace_the_state(tmp_path):
+    """A crash between write and rename leaves the previous state readable."""
+    store = StateStore(str(tmp_path))
+    store.save({"slot": 7})
+    with open(store.path + ".tmp.99999", "w") as f:
+        f.write('{"format_version": 1, "state": {"slot": 8')
+    assert store.load() == {"slot": 7}
+
+
+def test_corrupt_file_is_moved_aside_and_load_returns_none(tmp_path, caplog):
+    store = StateStore(str(tmp_path))
+    with open(store.path, "w") as f:
+        f.write("{not json")
+    assert store.load() is None
+    assert os.path.exists(store.path + ".corrupt")
+    assert "unusable" in caplog.text
+
+
+def test_other_format_version_is_not_used(tmp_path):
+    store = StateStore(str(tmp_path))
+    with open(store.path, "w") as f:
+        json.dump({"format_version": 999, "state": {"slot": 1}}, f)
+    assert store.load() is None
+
+
+def test_nan_is_refused_at_save_time(tmp_path):
+    """NaN is not JSON; refusing it at save keeps the stored file loadable everywhere."""
+    store = StateStore(str(tmp_path))
+    try:
+        store.save({"capacity_flops": float("nan")})
+    except ValueError:
+        pass
+    else:
+        raise AssertionError("NaN accepted")
+    assert store.load() is None
