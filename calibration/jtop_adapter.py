@@ -1,0 +1,271 @@
+"""Thin adapter over jetson-stats' ``jtop`` client API (the part shared by 4.x and 7.x).
+
+Only documented attributes are used::
+
+    from jtop import jtop, JtopException
+    with jtop(interval=0.5) as j:
+        j.ok()                          # waits for the next update; False once closed
+        j.nvpmodel.id, j.nvpmodel.name  # active power mode
+        j.nvpmodel.models               # mode names, index = mode id
+        j.nvpmodel.status               # per mode: False if it can only be set with force
+        j.nvpmodel.is_running()         # True while the service is still switching
+        j.nvpmodel = 2                  # set a mode by id (or by name); never with force,
+                                        # which reboots the board
+        bool(j.jetson_clocks)           # jetson_clocks on/off; j.jetson_clocks = True sets it
+        j.power        # {'rail': {...}, 'tot': {'power': mW, 'avg': mW, ...}}
+        j.gpu          # {'gpu': {'freq': {'cur': kHz, 'max': kHz, 'min': kHz, ...}, ...}}
+        j.cpu          # {'total': {...}, 'cpu': [{'online': bool, 'freq': {'cur','max','min'} kHz}]}
+        j.temperature  # {'CPU': {'temp': C, 'online': bool, ['max': C, 'crit': C]}, ...}
+        j.board        # {'hardware': {'Model': ..., 'L4T': ..., 'Jetpack': ...}, ...}
+
+Parsing is separate from reading: the ``parse_*`` functions take those dicts (as recorded in
+tests) and return plain values; ``JetsonDevice`` only reads attributes. Off-Jetson, without
+jetson-stats or without its service, ``open_device`` raises ``JtopUnavailable`` with one clear
+line, and callers take the CPU path.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Tuple
+
+# jtop marks an offline temperature sensor with this value.
+TEMPERATURE_OFFLINE_C = -256.0
+
+
+class JtopUnavailable(Exception):
+    """jtop cannot be used here (not installed, not a Jetson, service down); one-line reason."""
+
+
+@dataclass(frozen=True)
+class ModeInfo:
+    """One nvpmodel power mode of this board."""
+
+    id: int
+    name: str
+    settable: (
+        bool  # False: nvpmodel can only switch to it with force (a reboot); never done
+    )
+
+
+@dataclass(frozen=True)
+class ModeState:
+    """What the board reports about its active mode right now."""
+
+    id: int
+    name: str
+    switching: bool  # the nvpmodel service is still applying a change
+
+
+@dataclass(frozen=True)
+class Reading:
+    """One sample of power, clocks and temperatures (None/empty where the board has no sensor)."""
+
+    power_w: Optional[float] = None  # total board power
+    gpu_cur_khz: Optional[float] = None
+    gpu_max_khz: Optional[float] = None  # the GPU clock cap of the active mode
+    cpu_cur_khz: Optional[float] = None  # highest current frequency over online cores
+    cpu_max_khz: Optional[float] = None  # highest cap over online cores
+    temperatures_c: Dict[str, float] = field(default_factory=dict)  # online sensors
+    temperature_limits_c: Dict[str, float] = field(
+        default_factory=dict
+    )  # sensor -> its max/crit
+
+
+# ---------------------------------------------------------------- parsing (pure)
+
+
+def _number(value: Any) -> Optional[float]:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return float(value)
+
+
+def parse_power(power: Mapping[str, Any]) -> Optional[float]:
+    """Total board power in W from ``j.power`` (``tot.power`` is in mW); None without sensors."""
+    total = power.get("tot") if isinstance(power, Mapping) else None
+    if not isinstance(total, Mapping):
+        return None
+    mw = _number(total.get("power"))
+    return None if mw is None else mw / 1000.0
+
+
+def parse_gpu(gpu: Mapping[str, Any]) -> Tuple[Optional[float], Optional[float]]:
+    """(current, max) frequency in kHz of the first GPU in ``j.gpu``."""
+    if not isinstance(gpu, Mapping):
+        return None, None
+    for value in gpu.values():
+        freq = value.get("freq") if isinstance(value, Mapping) else None
+        if isinstance(freq, Mapping):
+            return _number(freq.get("cur")), _number(freq.get("max"))
+    return None, None
+
+
+def parse_cpu(cpu: Mapping[str, Any]) -> Tuple[Optional[float], Optional[float]]:
+    """(highest current, highest max) frequency in kHz over the online cores of ``j.cpu``."""
+    cores = cpu.get("cpu") if isinstance(cpu, Mapping) else None
+    cur: List[float] = []
+    cap: List[float] = []
+    for core in cores if isinstance(cores, list) else []:
+        if not isinstance(core, Mapping) or not core.get("online", False):
+            continue
+        freq = core.get("freq")
+        if isinstance(freq, Mapping):
+            c, m = _number(freq.get("cur")), _number(freq.get("max"))
+            if c is not None:
+                cur.append(c)
+            if m is not None:
+                cap.append(m)
+    return (max(cur) if cur else None), (max(cap) if cap else None)
+
+
+def parse_temperature(
+    temperature: Mapping[str, Any],
+) -> Tuple[Dict[str, float], Dict[str, float]]:
+    """(temperature per online sensor, limit per sensor that reports ``max`` or ``crit``), in C."""
+    temps: Dict[str, float] = {}
+    limits: Dict[str, float] = {}
+    if not isinstance(temperature, Mapping):
+        return temps, limits
+    for name, sensor in temperature.items():
+        if not isinstance(sensor, Mapping):
+            continue
+        t = _number(sensor.get("temp"))
+        if t is None or not sensor.get("online", True) or t <= TEMPERATURE_OFFLINE_C:
+            continue
+        temps[str(name)] = t
+        for key in ("max", "crit"):
+            limit = _number(sensor.get(key))
+            if limit is not None and limit > 0:
+                limits[str(name)] = limit
+                break
+    return temps, limits
+
+
+def parse_reading(power: Any, gpu: Any, cpu: Any, temperature: Any) -> Reading:
+    """A ``Reading`` from the four documented attribute dicts."""
+    gpu_cur, gpu_max = parse_gpu(gpu or {})
+    cpu_cur, cpu_max = parse_cpu(cpu or {})
+    temps, limits = parse_temperature(temperature or {})
+    return Reading(
+        power_w=parse_power(power or {}),
+        gpu_cur_khz=gpu_cur,
+        gpu_max_khz=gpu_max,
+        cpu_cur_khz=cpu_cur,
+        cpu_max_khz=cpu_max,
+        temperatures_c=temps,
+        temperature_limits_c=limits,
+    )
+
+
+def parse_modes(models: List[str], status: Optional[List[Any]]) -> List[ModeInfo]:
+    """Modes from ``nvpmodel.models`` (index = id) and ``nvpmodel.status``."""
+    status = list(status or [])
+    return [
+        ModeInfo(
+            id=i, name=str(name), settable=bool(status[i]) if i < len(status) else True
+        )
+        for i, name in enumerate(models)
+    ]
+
+
+def parse_jetpack(board: Any) -> Optional[str]:
+    """JetPack release from ``j.board['hardware']['Jetpack']`` when present."""
+    hardware = board.get("hardware") if isinstance(board, Mapping) else None
+    value = hardware.get("Jetpack") if isinstance(hardware, Mapping) else None
+    return str(value) if value else None
+
+
+# ---------------------------------------------------------------- reading
+
+
+class JetsonDevice:
+    """Reads and controls one board through an open ``jtop`` object."""
+
+    def __init__(self, j: Any, unavailable_error: type = Exception) -> None:
+        self._j = j
+        # jetson-stats raises JtopException for a refused request (e.g. unknown mode)
+        self._error = unavailable_error
+
+    def wait(self) -> None:
+        """Block until jtop delivers its next update."""
+        if not self._j.ok():
+            raise JtopUnavailable("the connection to the jtop service was lost")
+
+    def has_nvpmodel(self) -> bool:
+        return self._j.nvpmodel is not None
+
+    def modes(self) -> List[ModeInfo]:
+        nvp = self._j.nvpmodel
+        return parse_modes(list(nvp.models), list(nvp.status))
+
+    def current_mode(self) -> ModeState:
+        nvp = self._j.nvpmodel
+        running = nvp.is_running
+        # 4.x/7.x document is_running() as a method; tolerate a plain attribute as well
+        running = running() if callable(running) else running
+        return ModeState(id=int(nvp.id), name=str(nvp.name), switching=bool(running))
+
+    def request_mode(self, mode_id: int) -> None:
+        """Ask nvpmodel for ``mode_id`` by plain assignment: jtop then never passes force."""
+        try:
+            self._j.nvpmodel = int(mode_id)
+        except self._error as exc:
+            raise ModeRequestRefused(str(exc))
+
+    def jetson_clocks(self) -> Optional[bool]:
+        jc = self._j.jetson_clocks
+        return None if jc is None else bool(jc)
+
+    def set_jetson_clocks(self, on: bool) -> None:
+        self._j.jetson_clocks = bool(on)
+
+    def read(self) -> Reading:
+        j = self._j
+        return parse_reading(j.power, j.gpu, j.cpu, j.temperature)
+
+    def jetpack(self) -> Optional[str]:
+        try:
+            return parse_jetpack(self._j.board)
+        except Exception:  # board decoding is informational only
+            return None
+
+
+class ModeRequestRefused(Exception):
+    """jtop refused a mode request (unknown id, service error)."""
+
+
+@contextlib.contextmanager
+def open_device(
+    jtop_module: Any = None, interval_s: float = 0.5
+) -> Iterator[JetsonDevice]:
+    """Open jtop and yield a ``JetsonDevice``; ``JtopUnavailable`` when jtop cannot be used.
+
+    ``jtop_module`` is an object with the ``jtop`` package's documented names ``jtop`` and
+    ``JtopException``; None imports the real package.
+    """
+    if jtop_module is None:
+        try:
+            import jtop as jtop_module  # type: ignore[no-redef]
+        except ImportError:
+            raise JtopUnavailable(
+                "jetson-stats is not installed (pip install 'edge-agent[jetson]')"
+            )
+    error = getattr(jtop_module, "JtopException", Exception)
+    try:
+        j = jtop_module.jtop(interval=interval_s)
+        j.__enter__()
+    except error as exc:
+        raise JtopUnavailable(
+            "jtop service not reachable (%s); is jtop.service running here?" % exc
+        )
+    except OSError as exc:
+        raise JtopUnavailable("jtop service not reachable (%s)" % exc)
+    try:
+        device = JetsonDevice(j, unavailable_error=error)
+        if not device.has_nvpmodel():
+            raise JtopUnavailable("this board has no nvpmodel power modes")
+        yield device
+    finally:
+        j.__exit__(None, None, None)

@@ -1,0 +1,104 @@
+"""Online re-estimation of a worker's capacity mu from the service times it measures while
+serving, and drift detection against the calibrated (profile) value.
+
+The estimator smooths the *service time* (an exponentially weighted moving average) and
+reports mu = flops / smoothed service time: averaging times rather than rates keeps the
+estimate unbiased when individual runs vary. One very slow run (a scheduling hiccup) is
+clipped to ``outlier_factor`` times the current estimate before it enters the average, so a
+single outlier cannot make the node look several times slower, while a lasting slow-down
+(thermal throttling, a lower power mode) still moves the estimate within a few dozen tasks.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+
+class OnlineCapacityEstimator:
+    """Smoothed online mu (FLOP/s) of one stage engine.
+
+    ``flops_per_task``: alpha of the stage. ``initial_capacity_flops``: mu from the profile (or
+    from timing the engine at start-up); None starts from the first observation.
+    ``smoothing``: weight of a new observation in the moving average (0 < smoothing <= 1).
+    ``drift_fraction``: ``drifted()`` is True when the estimate differs from the initial value by
+    more than this fraction of it. ``outlier_factor``: an observation is clipped to this many
+    times the current smoothed service time.
+    """
+
+    def __init__(
+        self,
+        flops_per_task: float,
+        initial_capacity_flops: Optional[float],
+        smoothing: float = 0.1,
+        drift_fraction: float = 0.2,
+        outlier_factor: float = 2.0,
+    ) -> None:
+        if not (flops_per_task > 0 and math.isfinite(flops_per_task)):
+            raise ValueError(
+                "flops_per_task must be a positive number, got %r" % (flops_per_task,)
+            )
+        if initial_capacity_flops is not None and not (
+            initial_capacity_flops > 0 and math.isfinite(initial_capacity_flops)
+        ):
+            raise ValueError(
+                "initial_capacity_flops must be positive or None, got %r"
+                % (initial_capacity_flops,)
+            )
+        if not 0.0 < smoothing <= 1.0:
+            raise ValueError("smoothing must be in (0, 1], got %r" % (smoothing,))
+        if not drift_fraction > 0.0:
+            raise ValueError("drift_fraction must be > 0, got %r" % (drift_fraction,))
+        if not outlier_factor > 1.0:
+            raise ValueError("outlier_factor must be > 1, got %r" % (outlier_factor,))
+        self.flops_per_task = float(flops_per_task)
+        self.initial_capacity_flops = (
+            None if initial_capacity_flops is None else float(initial_capacity_flops)
+        )
+        self.smoothing = float(smoothing)
+        self.drift_fraction = float(drift_fraction)
+        self.outlier_factor = float(outlier_factor)
+        self.samples = 0  # observations accepted so far
+        self._service_time_s: Optional[float] = (
+            None
+            if initial_capacity_flops is None
+            else self.flops_per_task / float(initial_capacity_flops)
+        )
+
+    def observe(self, service_time_s: float) -> None:
+        """Add one measured service time (seconds of one task on the engine). Non-positive or
+        non-finite values are ignored: a broken clock reading must not corrupt mu."""
+        if not (service_time_s > 0 and math.isfinite(service_time_s)):
+            return
+        self.samples += 1
+        if self._service_time_s is None:
+            self._service_time_s = float(service_time_s)
+            if self.initial_capacity_flops is None:
+                self.initial_capacity_flops = self.flops_per_task / self._service_time_s
+            return
+        clipped = min(float(service_time_s), self.outlier_factor * self._service_time_s)
+        self._service_time_s += self.smoothing * (clipped - self._service_time_s)
+
+    @property
+    def service_time_s(self) -> Optional[float]:
+        """Smoothed service time (seconds), None before any value is known."""
+        return self._service_time_s
+
+    @property
+    def capacity_flops(self) -> Optional[float]:
+        """Current estimate of mu (FLOP/s); None before any value is known."""
+        if self._service_time_s is None:
+            return None
+        return self.flops_per_task / self._service_time_s
+
+    def drift(self) -> float:
+        """Relative change of the estimate from the initial value (-0.3 = 30 % slower)."""
+        mu = self.capacity_flops
+        if mu is None or not self.initial_capacity_flops:
+            return 0.0
+        return (mu - self.initial_capacity_flops) / self.initial_capacity_flops
+
+    def drifted(self) -> bool:
+        """True when the estimate differs from the initial (profile) value by more than
+        ``drift_fraction`` of it."""
+        return abs(self.drift()) > self.drift_fraction

@@ -1,0 +1,447 @@
+"""The calibration profile on disk: measured capacity per board, L4T release, power mode and
+engine, as versioned JSON.
+
+Format (version 1)::
+
+    {
+      "format": "edge-agent-calibration-profile",
+      "version": 1,
+      "entries": [
+        {"board": "NVIDIA Jetson AGX Orin Developer Kit", "l4t": "35.3.1", "jetpack": "5.1.1",
+         "power_mode": "MAXN", "power_mode_id": 0, "bundle": "demo", "stage": 1,
+         "stage_sha256": "<hex>", "backend": "tensorrt", "precision": "fp16",
+         "flops": 1.2e7, "samples": 5120, "service_time_median_s": 0.0009,
+         "service_time_p90_s": 0.0011, "capacity_flops": 1.3e10, "power_avg_w": 14.2,
+         "clocks": {"gpu_max_khz": 1300500, "gpu_cur_khz": 1300500, "cpu_max_khz": 2201600},
+         "temperature_peak_c": {"CPU": 51.2, "GPU": 49.8}, "throttled": false,
+         "jetson_clocks": false, "engine": {"backend": "tensorrt", ...},
+         "measured_seconds": 20.0, "measured_at": "2026-11-22T16:40:00Z"}
+      ],
+      "unavailable": [
+        {"board": "...", "l4t": "...", "power_mode": "10W", "power_mode_id": 3,
+         "reason": "not active after 60 s", "measured_at": "..."}
+      ]
+    }
+
+An entry is keyed by (board, l4t, power_mode, stage_sha256, backend, precision); a new
+measurement replaces the entry with the same key. An entry whose bundle stage now has another
+hash is *stale* (``stale_entries``): ``lookup_capacity`` never returns it, since it is keyed by
+the current hash. Writes are atomic (temporary file, fsync, rename) under a ``filelock`` lock
+next to the file, so concurrent calibrations on one device do not lose each other's entries.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from dataclasses import asdict, dataclass, field
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple
+
+from agent.errors import UsageError
+
+PROFILE_FORMAT = "edge-agent-calibration-profile"
+PROFILE_VERSION = 1
+# Seconds to wait for another process holding the profile lock before giving up.
+LOCK_TIMEOUT_S = 30.0
+
+
+class ProfileError(UsageError):
+    """A calibration profile is malformed or cannot be read; names the file and field."""
+
+
+@dataclass(frozen=True)
+class ProfileEntry:
+    """One stage engine measured in one power mode on one board."""
+
+    board: str  # board model (calibration.host.HostIdentity.board)
+    l4t: str  # L4T release, "none" off-Jetson
+    power_mode: str  # nvpmodel name ("MAXN", "15W") or the CPU-path mode name
+    stage: int  # 1-based stage index in the bundle
+    stage_sha256: str  # sha256 of the stage's ONNX file: the engine identity with backend/precision
+    backend: str  # backend actually used: "tensorrt" or "onnxruntime"
+    precision: str  # "fp32" | "fp16" | "int8"
+    flops: float  # alpha of the stage (multiply-accumulates per task)
+    samples: int  # timed runs behind the statistics
+    service_time_median_s: float  # median time of one run (batch 1)
+    service_time_p90_s: float  # 90th percentile of one run
+    capacity_flops: float  # mu = flops / median service time
+    measured_at: str  # UTC ISO-8601 time of the measurement
+    measured_seconds: float = 0.0  # length of the timed phase
+    power_mode_id: Optional[int] = None  # nvpmodel id; None on the CPU path
+    jetpack: Optional[str] = None  # JetPack release when known (informational)
+    bundle: str = ""  # bundle name the stage came from
+    power_avg_w: Optional[float] = (
+        None  # mean total board power while timing; None without sensors
+    )
+    clocks: Dict[str, float] = field(
+        default_factory=dict
+    )  # clock readings (kHz), see module doc
+    temperature_peak_c: Dict[str, float] = field(
+        default_factory=dict
+    )  # peak per sensor
+    throttled: bool = (
+        False  # a clock cap dropped or a sensor reached its limit while timing
+    )
+    jetson_clocks: Optional[bool] = (
+        None  # jetson_clocks state during the run; None if unknown
+    )
+    engine: Dict[str, Any] = field(
+        default_factory=dict
+    )  # Engine.info (backend, providers, device)
+
+    def key(self) -> Tuple[str, str, str, str, str, str]:
+        """Identity of the entry: a newer measurement with the same key replaces it."""
+        return (
+            self.board,
+            self.l4t,
+            self.power_mode,
+            self.stage_sha256,
+            self.backend,
+            self.precision,
+        )
+
+
+@dataclass(frozen=True)
+class UnavailableMode:
+    """A power mode that could not be made active (it is skipped, and shown by ``--show``)."""
+
+    board: str
+    l4t: str
+    power_mode: str
+    reason: str
+    measured_at: str
+    power_mode_id: Optional[int] = None
+
+    def key(self) -> Tuple[str, str, str]:
+        return (self.board, self.l4t, self.power_mode)
+
+
+@dataclass(frozen=True)
+class Profile:
+    """All entries of one profile file."""
+
+    entries: Tuple[ProfileEntry, ...] = ()
+    unavailable: Tuple[UnavailableMode, ...] = ()
+
+
+# ---------------------------------------------------------------- parsing / serialising
+
+_REQUIRED = {
+    "board": str,
+    "l4t": str,
+    "power_mode": str,
+    "stage": int,
+    "stage_sha256": str,
+    "backend": str,
+    "precision": str,
+    "flops": float,
+    "samples": int,
+    "service_time_median_s": float,
+    "service_time_p90_s": float,
+    "capacity_flops": float,
+    "measured_at": str,
+}
+
+
+def _check(value: Any, kind: type, where: str) -> Any:
+    if kind is float:
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, (int, float))
+            or not math.isfinite(value)
+        ):
+            raise ProfileError("%s: must be a finite number, got %r" % (where, value))
+        return float(value)
+    if kind is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ProfileError("%s: must be an integer, got %r" % (where, value))
+        return value
+    if not isinstance(value, kind):
+        raise ProfileError("%s: must be a %s, got %r" % (where, kind.__name__, value))
+    return value
+
+
+def _parse_entry(obj: Any, where: str) -> ProfileEntry:
+    if not isinstance(obj, dict):
+        raise ProfileError("%s: must be an object, got %r" % (where, obj))
+    values: Dict[str, Any] = {}
+    for name, kind in _REQUIRED.items():
+        if name not in obj:
+            raise ProfileError("%s: missing field %r" % (where, name))
+        values[name] = _check(obj[name], kind, "%s.%s" % (where, name))
+    if values["capacity_flops"] <= 0:
+        raise ProfileError(
+            "%s.capacity_flops: must be > 0, got %r" % (where, values["capacity_flops"])
+        )
+    for name in ("measured_seconds",):
+        if name in obj:
+            values[name] = _check(obj[name], float, "%s.%s" % (where, name))
+    for name in ("power_mode_id",):
+        if obj.get(name) is not None:
+            values[name] = _check(obj[name], int, "%s.%s" % (where, name))
+    for name in ("jetpack", "bundle"):
+        if obj.get(name) is not None:
+            values[name] = _check(obj[name], str, "%s.%s" % (where, name))
+    if obj.get("power_avg_w") is not None:
+        values["power_avg_w"] = _check(
+            obj["power_avg_w"], float, where + ".power_avg_w"
+        )
+    for name in ("clocks", "temperature_peak_c"):
+        raw = obj.get(name, {})
+        if not isinstance(raw, dict):
+            raise ProfileError("%s.%s: must be an object, got %r" % (where, name, raw))
+        values[name] = {
+            str(k): _check(v, float, "%s.%s.%s" % (where, name, k))
+            for k, v in raw.items()
+        }
+    if "throttled" in obj:
+        values["throttled"] = _check(obj["throttled"], bool, where + ".throttled")
+    if obj.get("jetson_clocks") is not None:
+        values["jetson_clocks"] = _check(
+            obj["jetson_clocks"], bool, where + ".jetson_clocks"
+        )
+    engine = obj.get("engine", {})
+    if not isinstance(engine, dict):
+        raise ProfileError("%s.engine: must be an object, got %r" % (where, engine))
+    values["engine"] = dict(engine)
+    return ProfileEntry(**values)
+
+
+def _parse_unavailable(obj: Any, where: str) -> UnavailableMode:
+    if not isinstance(obj, dict):
+        raise ProfileError("%s: must be an object, got %r" % (where, obj))
+    values = {}
+    for name in ("board", "l4t", "power_mode", "reason", "measured_at"):
+        if name not in obj:
+            raise ProfileError("%s: missing field %r" % (where, name))
+        values[name] = _check(obj[name], str, "%s.%s" % (where, name))
+    if obj.get("power_mode_id") is not None:
+        values["power_mode_id"] = _check(
+            obj["power_mode_id"], int, where + ".power_mode_id"
+        )
+    return UnavailableMode(**values)
+
+
+def parse_profile(obj: Any, source: str = "profile") -> Profile:
+    """Validate a decoded profile document; errors name ``source`` and the field."""
+    if not isinstance(obj, dict):
+        raise ProfileError("%s: must be a JSON object" % source)
+    if obj.get("format") != PROFILE_FORMAT:
+        raise ProfileError(
+            "%s: format: expected %r, got %r"
+            % (source, PROFILE_FORMAT, obj.get("format"))
+        )
+    version = obj.get("version")
+    if version != PROFILE_VERSION:
+        raise ProfileError(
+            "%s: version: this edge-agent reads version %d, got %r"
+            % (source, PROFILE_VERSION, version)
+        )
+    entries = obj.get("entries", [])
+    unavailable = obj.get("unavailable", [])
+    if not isinstance(entries, list):
+        raise ProfileError("%s: entries: must be a list" % source)
+    if not isinstance(unavailable, list):
+        raise ProfileError("%s: unavailable: must be a list" % source)
+    return Profile(
+        entries=tuple(
+            _parse_entry(e, "%s: entries[%d]" % (source, i))
+            for i, e in enumerate(entries)
+        ),
+        unavailable=tuple(
+            _parse_unavailable(u, "%s: unavailable[%d]" % (source, i))
+            for i, u in enumerate(unavailable)
+        ),
+    )
+
+
+def profile_to_obj(profile: Profile) -> Dict[str, Any]:
+    """The JSON document for ``profile`` (what ``parse_profile`` reads back)."""
+    return {
+        "format": PROFILE_FORMAT,
+        "version": PROFILE_VERSION,
+        "entries": [asdict(e) for e in profile.entries],
+        "unavailable": [asdict(u) for u in profile.unavailable],
+    }
+
+
+# ---------------------------------------------------------------- reading / writing
+
+
+def load_profile(path: str) -> Profile:
+    """Read and validate a profile file; a missing file is a ``ProfileError``."""
+    try:
+        with open(path, "r", encoding="utf-8") as f:
+            text = f.read()
+    except FileNotFoundError:
+        raise ProfileError(
+            "%s: no such calibration profile (run edge-agent calibrate first)" % path
+        )
+    except OSError as exc:
+        raise ProfileError("%s: cannot read: %s" % (path, exc.strerror or exc))
+    try:
+        obj = json.loads(text)
+    except ValueError as exc:
+        raise ProfileError("%s: not valid JSON: %s" % (path, exc))
+    return parse_profile(obj, path)
+
+
+def _write_atomic(path: str, text: str) -> None:
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".profile-", suffix=".tmp", dir=directory)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    try:  # make the rename itself durable
+        dir_fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def _lock(path: str):
+    import filelock
+
+    return filelock.FileLock(os.path.abspath(path) + ".lock", timeout=LOCK_TIMEOUT_S)
+
+
+def merge_profile(
+    base: Profile,
+    entries: Iterable[ProfileEntry] = (),
+    unavailable: Iterable[UnavailableMode] = (),
+) -> Profile:
+    """``base`` with ``entries``/``unavailable`` added; same keys are replaced. A mode measured
+    successfully is no longer listed as unavailable, and vice versa."""
+    merged = {e.key(): e for e in base.entries}
+    gone = {u.key(): u for u in base.unavailable}
+    for e in entries:
+        merged[e.key()] = e
+        gone.pop((e.board, e.l4t, e.power_mode), None)
+    for u in unavailable:
+        gone[u.key()] = u
+        merged = {
+            k: e for k, e in merged.items() if (e.board, e.l4t, e.power_mode) != u.key()
+        }
+    ordered = sorted(
+        merged.values(),
+        key=lambda e: (e.board, e.l4t, e.power_mode, e.bundle, e.stage, e.backend),
+    )
+    return Profile(
+        entries=tuple(ordered),
+        unavailable=tuple(sorted(gone.values(), key=lambda u: u.key())),
+    )
+
+
+def update_profile(
+    path: str,
+    entries: Iterable[ProfileEntry] = (),
+    unavailable: Iterable[UnavailableMode] = (),
+) -> Profile:
+    """Merge new measurements into the profile at ``path`` (created if missing), atomically and
+    under the profile's file lock. Returns the profile as written."""
+    import filelock
+
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    try:
+        with _lock(path):
+            base = load_profile(path) if os.path.exists(path) else Profile()
+            profile = merge_profile(base, entries, unavailable)
+            _write_atomic(
+                path,
+                json.dumps(profile_to_obj(profile), indent=2, sort_keys=True) + "\n",
+            )
+            return profile
+    except filelock.Timeout:
+        raise ProfileError(
+            "%s: locked by another process for more than %.0f s"
+            % (path, LOCK_TIMEOUT_S)
+        )
+
+
+# ---------------------------------------------------------------- queries
+
+
+def find_entry(
+    profile: Profile,
+    board: str,
+    l4t: str,
+    power_mode: str,
+    stage_sha256: str,
+    backend: str,
+    precision: str,
+) -> Optional[ProfileEntry]:
+    """The entry with exactly this key, or None."""
+    key = (board, l4t, power_mode, stage_sha256, backend, precision)
+    for entry in profile.entries:
+        if entry.key() == key:
+            return entry
+    return None
+
+
+def stale_entries(
+    profile: Profile, bundle_name: str, stage_hashes: Mapping[int, str]
+) -> List[ProfileEntry]:
+    """Entries of bundle ``bundle_name`` whose stage now has another ONNX hash (the engine
+    changed since they were measured). ``stage_hashes`` maps stage index -> current sha256."""
+    return [
+        e
+        for e in profile.entries
+        if e.bundle == bundle_name
+        and e.stage in stage_hashes
+        and stage_hashes[e.stage] != e.stage_sha256
+    ]
+
+
+def current_power_mode(jtop_factory=None, root: str = "/") -> str:
+    """Name of the active power mode: the nvpmodel name through jtop, else the CPU-path name."""
+    from calibration import host, jtop_adapter
+
+    try:
+        with jtop_adapter.open_device(jtop_factory) as device:
+            return device.current_mode().name
+    except jtop_adapter.JtopUnavailable:
+        return host.read_cpu_mode_name(root)
+
+
+def lookup_capacity(
+    profile_path: Optional[str],
+    stage: Any,
+    backend: str,
+    precision: str,
+    power_mode: Optional[str] = None,
+    host_identity: Any = None,
+) -> Optional[float]:
+    """Measured capacity mu (FLOP/s) of ``stage``'s engine on this device, or None.
+
+    ``stage`` is an ``engines.bundle.StageSpec`` (its ``sha256`` identifies the engine together
+    with ``backend`` -- the backend actually used, "tensorrt" or "onnxruntime" -- and
+    ``precision``). ``power_mode`` defaults to the mode active now. Returns None when the profile
+    file does not exist or holds no entry for this board, L4T release, mode and engine (an entry
+    measured for a previous version of the stage does not match: it is stale). A malformed
+    profile raises ``ProfileError``. ``host_identity`` (a ``HostIdentity``) defaults to this
+    machine's.
+    """
+    from calibration import host
+
+    if not profile_path or not os.path.exists(profile_path):
+        return None
+    profile = load_profile(profile_path)
+    ident = host_identity if host_identity is not None else host.read_host_identity()
+    mode = power_mode if power_mode is not None else current_power_mode()
+    entry = find_entry(
+        profile, ident.board, ident.l4t, mode, stage.sha256, backend, precision
+    )
+    return entry.capacity_flops if entry is not None else None
