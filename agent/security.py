@@ -156,6 +156,39 @@ def build_security(mode: str, secret_key_file: Optional[str] = None,
     return CurveSecurity.from_files(secret_key_file, allowed_keys, base_dir)
 
 
+def security_from_config(cfg):
+    """The ``Security`` for a ``NodeConfig``: its ``security`` mode, own key files, and an
+    allow-list made of the configured peers' ``public_key`` values (z85 or key file paths).
+
+    Checks that ``public_key_path`` matches the public key inside ``secret_key_path``.
+    """
+    if cfg.security == "none":
+        return NoSecurity()
+    if cfg.security != "curve":
+        raise SecurityError("security = %r is not one of %s"
+                            % (cfg.security, ", ".join(SECURITY_MODES)))
+    if not cfg.secret_key_path:
+        raise SecurityError("security = \"curve\" needs secret_key_path (a NAME.key_secret file "
+                            "from `edge-agent keys generate`)")
+    public, secret = load_secret_key_file(cfg.secret_key_path)
+    if cfg.public_key_path:
+        listed = load_public_key(cfg.public_key_path)
+        if listed != public:
+            raise SecurityError("public_key_path %s does not match the public key inside "
+                                "secret_key_path %s" % (cfg.public_key_path, cfg.secret_key_path))
+    allowed = []  # type: List[bytes]
+    for peer in cfg.peers:
+        if not peer.public_key:
+            raise SecurityError("security = \"curve\": peer %r has no public_key" % peer.id)
+        try:
+            allowed.append(load_public_key(peer.public_key))
+        except SecurityError as exc:
+            raise SecurityError("peer %r public_key: %s" % (peer.id, exc)) from None
+    if not allowed:
+        raise SecurityError("security = \"curve\" needs at least one peer with a public_key")
+    return CurveSecurity(public, secret, allowed)
+
+
 # ---------------------------------------------------------------- key files
 
 def generate_keypair(directory: str, name: str, overwrite: bool = False) -> Tuple[str, str]:

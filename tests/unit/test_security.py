@@ -116,3 +116,32 @@ def test_keys_command_generate_and_show(tmp_path, capsys):
     os.chmod(str(tmp_path / "src1.key_secret"), 0o644)
     assert main(["keys", "show", str(tmp_path / "src1.key_secret")]) == 2
     assert "chmod 600" in capsys.readouterr().err
+
+
+def test_security_from_node_config_uses_peer_keys_as_allow_list(tmp_path):
+    from agent.config import parse_config
+    from agent.security import security_from_config
+
+    me_pub, me_sec = generate_keypair(str(tmp_path), "w1")
+    peer_pub, _ = generate_keypair(str(tmp_path), "s1")
+    other_pub, _ = generate_keypair(str(tmp_path), "x")
+    base = {"node_id": "w1", "role": "worker", "stage": 1, "bundle": "b", "state_dir": "st",
+            "control_bind": "tcp://127.0.0.1:5551", "data_bind": "tcp://127.0.0.1:5552",
+            "peers": [{"id": "s1", "stage": 0, "control_address": "tcp://127.0.0.1:5561",
+                       "data_address": "tcp://127.0.0.1:5562",
+                       "public_key": load_public_key(peer_pub).decode()}]}
+    cfg = parse_config(dict(base, security="curve", secret_key_path="w1.key_secret",
+                            public_key_path="w1.key"), str(tmp_path))
+    sec = security_from_config(cfg)
+    assert isinstance(sec, CurveSecurity)
+    assert sec.allowed_public_keys == {load_public_key(peer_pub)}
+    assert sec.public_key == load_public_key(me_pub)
+    mismatched = parse_config(dict(base, security="curve", secret_key_path="w1.key_secret",
+                                   public_key_path=other_pub), str(tmp_path))
+    with pytest.raises(SecurityError, match="does not match"):
+        security_from_config(mismatched)
+    assert isinstance(security_from_config(parse_config(dict(base, security="none"),
+                                                        str(tmp_path))), NoSecurity)
+    os.chmod(me_sec, 0o644)
+    with pytest.raises(SecurityError, match="chmod 600"):
+        security_from_config(cfg)
