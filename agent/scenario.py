@@ -1,8 +1,10 @@
-"""Scenario files (JSON, SI units) for ``plan`` and ``simulate``: parsing and validation.
+"""Scenario files (JSON, SI units) for ``plan`` and ``simulate``: parsing, validation, writing.
 
 Parsing is separate from reading: ``parse_scenario(obj, base_dir)`` validates a decoded JSON
 object, ``load_scenario(path)`` reads the file and calls it. Every error names the field, e.g.
-``workers[2].stage: must be an integer in 1..4, got 0``.
+``workers[2].stage: must be an integer in 1..4, got 0``. ``scenario_to_json`` is the inverse of
+``parse_scenario`` and ``save_scenario`` writes a file (plus its exit profile) that
+``load_scenario`` reads back unchanged.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 from agent.errors import UsageError
-from engines.exit_profile import ExitProfile, load_exit_profile
+from engines.exit_profile import ExitProfile, load_exit_profile, save_exit_profile
 
 
 class ScenarioError(UsageError):
@@ -38,7 +40,10 @@ class Source:
 class Worker:
     id: str
     stage: int  # 1-based stage it serves
-    capacity: float  # mu_j, FLOP/s
+    capacity: float  # mu_j, FLOP/s, in the current power mode
+    # optional (name, capacity FLOP/s) per power mode the device can switch to; the simulator's
+    # dynamic mode draws from these every slot
+    power_modes: Tuple[Tuple[str, float], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -60,6 +65,8 @@ class Scenario:
     remaining: Optional[Tuple[float, ...]] = None  # I_h per stage when thresholds are fixed
     exit_profile: Optional[ExitProfile] = None  # when thresholds are tuned
     knobs: Mapping[str, Any] = field(default_factory=dict)  # policy knobs, validated by policies
+    comment: str = ""  # free text carried through the file (e.g. where the setting comes from)
+    synthetic: bool = False  # the setting (or its exit profile) is generated, not measured
 
     @property
     def num_stages(self) -> int:
@@ -126,6 +133,14 @@ def _id(item: Mapping, where: str, seen: set) -> str:
     return v
 
 
+def _power_modes(item: Mapping, where: str) -> Tuple[Tuple[str, float], ...]:
+    modes = item.get("power_modes", {})
+    if not isinstance(modes, dict):
+        raise ScenarioError("%s.power_modes: must be an object {mode name: capacity FLOP/s}, got %r"
+                            % (where, modes))
+    return tuple((str(name), _num(modes, name, where + ".power_modes")) for name in modes)
+
+
 KNOWN_KEYS = {"stages", "remaining", "exit_profile", "sources", "workers", "links", "tradeoff",
               "knobs", "comment", "synthetic"}
 
@@ -157,7 +172,7 @@ def parse_scenario(obj: Any, base_dir: str = ".") -> Scenario:
         st = s.get("stage")
         if isinstance(st, bool) or not isinstance(st, int) or not 1 <= st <= h:
             raise ScenarioError("%s.stage: must be an integer in 1..%d, got %r" % (w, h, st))
-        workers.append(Worker(wid, st, _num(s, "capacity", w)))
+        workers.append(Worker(wid, st, _num(s, "capacity", w), _power_modes(s, w)))
     stage_of = {s.id: 0 for s in sources}
     stage_of.update({w.id: w.stage for w in workers})
     for st in range(1, h + 1):
@@ -217,8 +232,14 @@ def parse_scenario(obj: Any, base_dir: str = ".") -> Scenario:
     knobs = obj.get("knobs", {})
     if not isinstance(knobs, dict):
         raise ScenarioError("knobs: must be an object, got %r" % (knobs,))
+    comment = obj.get("comment", "")
+    if not isinstance(comment, str):
+        raise ScenarioError("comment: must be a string, got %r" % (comment,))
+    synthetic = obj.get("synthetic", False)
+    if not isinstance(synthetic, bool):
+        raise ScenarioError("synthetic: must be true or false, got %r" % (synthetic,))
     return Scenario(tuple(stages), tuple(sources), tuple(workers), tuple(links), tradeoff,
-                    remaining, profile, dict(knobs))
+                    remaining, profile, dict(knobs), comment, synthetic)
 
 
 def load_scenario(path: str) -> Scenario:
@@ -232,3 +253,57 @@ def load_scenario(path: str) -> Scenario:
         raise ScenarioError("%s: not valid JSON (line %d, column %d: %s)"
                             % (path, exc.lineno, exc.colno, exc.msg))
     return parse_scenario(obj, os.path.dirname(os.path.abspath(path)))
+
+
+def scenario_to_json(scenario: Scenario, exit_profile_path: Optional[str] = None) -> Dict[str, Any]:
+    """The JSON object for ``scenario`` (inverse of ``parse_scenario``).
+
+    A scenario with an exit profile needs ``exit_profile_path``: the path written into the file
+    (relative to the scenario file's folder); the profile itself is saved by ``save_scenario``.
+    """
+    obj: Dict[str, Any] = {}
+    if scenario.comment:
+        obj["comment"] = scenario.comment
+    if scenario.synthetic:
+        obj["synthetic"] = True
+    obj["stages"] = [{"flops": s.flops, "input_bytes": s.input_bytes, "exit": s.exit}
+                     for s in scenario.stages]
+    if scenario.exit_profile is not None:
+        if not exit_profile_path:
+            raise ScenarioError("exit_profile: a scenario with an exit profile needs a path to "
+                                "write it to")
+        obj["exit_profile"] = exit_profile_path
+    else:
+        obj["remaining"] = list(scenario.remaining or ())
+    obj["tradeoff"] = scenario.tradeoff
+    obj["sources"] = [{"id": s.id, "rate": s.rate} for s in scenario.sources]
+    workers = []
+    for w in scenario.workers:
+        item: Dict[str, Any] = {"id": w.id, "stage": w.stage, "capacity": w.capacity}
+        if w.power_modes:
+            item["power_modes"] = dict(w.power_modes)
+        workers.append(item)
+    obj["workers"] = workers
+    obj["links"] = [{"from": l.src, "to": l.dst, "rate": l.rate} for l in scenario.links]
+    if scenario.knobs:
+        obj["knobs"] = dict(scenario.knobs)
+    return obj
+
+
+def save_scenario(path: str, scenario: Scenario) -> List[str]:
+    """Write ``scenario`` as JSON to ``path``; its exit profile goes next to it as
+    ``<name>.exit_profile.npz``. Returns the paths written."""
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    written = []
+    profile_name = None
+    if scenario.exit_profile is not None:
+        stem = os.path.splitext(os.path.basename(path))[0]
+        profile_name = stem + ".exit_profile.npz"
+        save_exit_profile(os.path.join(folder, profile_name), scenario.exit_profile)
+        written.append(os.path.join(folder, profile_name))
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(scenario_to_json(scenario, profile_name), f, indent=1)
+        f.write("\n")
+    written.insert(0, path)
+    return written

@@ -1,0 +1,366 @@
+"""The event loop: Poisson sources, processor-sharing workers, hop delays, slots.
+
+One ``heapq`` of events ``(time_s, seq, kind, a, b)``; new tasks come from per-slot arrival
+arrays (``environment.slot_arrivals``) through a pointer instead of the heap. A worker is a
+server of capacity mu FLOP/s: with ``discipline="ps"`` every task in it gets mu/n (the paper's
+M/D/1-PS, kept in virtual time so one arrival or departure costs O(log n)); with ``"fifo"`` the
+head of the line gets all of it. A hop i -> j costs beta/r_ij (``link_model="delay"``) or goes
+through the link as a server of r_ij bytes/s (``"shared"``). Stale departure events are skipped
+by a per-server version number.
+"""
+
+from __future__ import annotations
+
+import bisect
+import heapq
+import itertools
+import random
+from collections import deque
+from dataclasses import dataclass
+from typing import Any, Dict, List, Optional
+
+from agent.scenario import Scenario
+from agent.sim.environment import DynamicConfig, slot_arrivals, slot_scenario  # noqa: F401
+from agent.sim.policy import Decision, SimPolicy, SlotView
+from agent.sim.results import SimResult
+from engines.exit_profile import should_exit
+
+_DEP, _ARR, _SLOT, _APPLY, _TICK = 0, 1, 2, 3, 4
+_ROW_TOLERANCE = 1e-6
+
+
+@dataclass(frozen=True)
+class SimConfig:
+    """One simulation run."""
+
+    duration_s: float = 100.0  # tasks arrive during [0, duration_s); then in-flight ones drain
+    slot_s: float = 5.0  # slot length; the policy re-plans at every slot boundary
+    round_delay_s: float = 0.002  # communication delay of one configuration round
+    warmup_s: float = 0.0  # tasks created before this are left out of the summary
+    seed: int = 0  # same seed -> same arrivals, samples and dynamic changes for every policy
+    link_model: str = "delay"  # "delay": hop costs beta/r; "shared": a link is a server of r B/s
+    discipline: str = "ps"  # service at workers and shared links: "ps" or "fifo"
+    service: str = "deterministic"  # work per task: "deterministic" (alpha) or "exponential"
+    dynamic: Optional[DynamicConfig] = None  # redraw rates and power modes every slot
+    drain_limit_s: float = 60.0  # serve in-flight tasks at most this long after duration_s
+
+    def validate(self) -> "SimConfig":
+        """Raise ValueError naming the first bad field."""
+        for name in ("duration_s", "slot_s"):
+            if not getattr(self, name) > 0:
+                raise ValueError("%s: must be > 0, got %r" % (name, getattr(self, name)))
+        for name in ("round_delay_s", "warmup_s", "drain_limit_s"):
+            if not getattr(self, name) >= 0:
+                raise ValueError("%s: must be >= 0, got %r" % (name, getattr(self, name)))
+        choices = {"link_model": ("delay", "shared"), "discipline": ("ps", "fifo"),
+                   "service": ("deterministic", "exponential")}
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise ValueError("%s: must be one of %s, got %r"
+                                 % (name, allowed, getattr(self, name)))
+        return self
+
+
+class Simulator:
+    """Runs one policy on one scenario; also the live view handed to per-task policy hooks."""
+
+    def __init__(self, scenario: Scenario, policy: SimPolicy, config: SimConfig = SimConfig()):
+        self.base = scenario
+        self.policy = policy
+        self.config = config.validate()
+        self.scenario = scenario  # the setting of the current slot
+        self.now_s = 0.0
+        sc = scenario
+        self._S, self._W = len(sc.sources), len(sc.workers)
+        self.names = [s.id for s in sc.sources] + [w.id for w in sc.workers]
+        self.index = {n: i for i, n in enumerate(self.names)}
+        self.stage = [0] * self._S + [w.stage for w in sc.workers]
+        self.succ: List[List[int]] = [[] for _ in self.names]
+        self.hop_s: List[List[float]] = [[] for _ in self.names]
+        self.link_server: List[List[int]] = [[] for _ in self.names]
+        for li, l in enumerate(sc.links):
+            i, j = self.index[l.src], self.index[l.dst]
+            self.succ[i].append(j)
+            self.hop_s[i].append(sc.stages[self.stage[j] - 1].input_bytes / l.rate)
+            self.link_server[i].append(self._W + li)
+        self.succ_pos = [{self.names[j]: x for x, j in enumerate(row)} for row in self.succ]
+        # uniform routing until the first decision applies (the paper's initial strategy)
+        self.cum = [[(x + 1) / len(row) for x in range(len(row))] for row in self.succ]
+        # thresholds of 1.0 (hardly any early exit) until a decision sets them
+        self.thresholds = {h: 1.0 for h in range(1, sc.num_stages) if sc.stages[h - 1].exit}
+        self.hold = [deque() for _ in self.names]  # output queues of per-task policies
+        self.njobs = [0] * (self._W + len(sc.links))
+
+    # --- live view for policies -------------------------------------------------------------
+    def input_queue(self, node: str) -> int:
+        """Tasks at ``node``'s server (in service or waiting); 0 for a source."""
+        i = self.index[node]
+        return self.njobs[i - self._S] if i >= self._S else 0
+
+    def output_queue(self, node: str) -> int:
+        """Tasks held at ``node`` because the policy's ``route`` returned None."""
+        return len(self.hold[self.index[node]])
+
+    def task_info(self, task: int) -> Dict[str, Any]:
+        """Source id, creation time and exit-profile sample of ``task``."""
+        return {"source": self.names[self._src[task]], "created_s": self._created[task],
+                "sample": self._sample[task]}
+
+    # --- decisions --------------------------------------------------------------------------
+    def _apply(self, decision: Decision) -> None:
+        if decision.routing is not None:
+            for node, row in decision.routing.items():
+                i = self.index.get(node)
+                if i is None or not self.succ[i]:
+                    continue
+                probs = [0.0] * len(self.succ[i])
+                for dst, p in row.items():
+                    if dst not in self.succ_pos[i] or not p >= 0:
+                        raise ValueError("policy %s: routing %s -> %r: not a successor or p=%r"
+                                         % (self.policy.name, node, dst, p))
+                    probs[self.succ_pos[i][dst]] = float(p)
+                total = sum(probs)
+                if abs(total - 1.0) > _ROW_TOLERANCE:
+                    raise ValueError("policy %s: routing row of %s sums to %r, not 1"
+                                     % (self.policy.name, node, total))
+                self.cum[i] = list(itertools.accumulate(p / total for p in probs))
+                self.cum[i][-1] = 1.0
+        if decision.thresholds is not None:
+            for stage, c in decision.thresholds.items():
+                self.thresholds[int(stage)] = float(c)
+
+    def run(self) -> SimResult:
+        """Simulate and return per-task records and per-slot decisions."""
+        return _run(self)
+
+
+def _run(sim: Simulator) -> SimResult:  # noqa: C901 - one loop kept flat for speed
+    cfg, sc, policy = sim.config, sim.base, sim.policy
+    S, W, H = sim._S, sim._W, sc.num_stages
+    profile = sc.exit_profile
+    rnd = random.Random(cfg.seed * 7919 + 17).random
+    expo = random.Random(cfg.seed * 104729 + 3).expovariate
+    shared = cfg.link_model == "shared"
+    ps = cfg.discipline == "ps"
+    exponential = cfg.service == "exponential"
+    # servers: workers 0..W-1, then one per link (used only when shared)
+    nsrv = W + len(sc.links)
+    mu = [w.capacity for w in sc.workers] + [l.rate for l in sc.links]
+    work = ([sc.stages[w.stage - 1].flops for w in sc.workers]
+            + [sc.stages[sim.stage[sim.index[l.dst]] - 1].input_bytes for l in sc.links])
+    link_dst_srv = [sim.index[l.dst] - S for l in sc.links]
+    V, tl, ver = [0.0] * nsrv, [0.0] * nsrv, [0] * nsrv
+    nj = sim.njobs
+    jobs: List[Any] = [[] if ps else deque() for _ in range(nsrv)]
+    if profile is not None:
+        col = {st: c for c, st in enumerate(profile.exit_stages)}
+        exit_col = [-1] + [col.get(h, -1) if h < H else -1 for h in range(1, H + 1)]
+        conf = [profile.confidence[:, c].tolist() for c in range(len(profile.exit_stages))]
+        nsamples = profile.num_samples
+    else:
+        rem = [1.0] + list(sc.remaining)
+        exit_col = [-1] + [0 if sc.stages[h - 1].exit and h < H else -1 for h in range(1, H + 1)]
+        nsamples = 1
+    thr = sim.thresholds
+    per_task, pnt = policy.per_task, policy.per_node_thresholds
+    admission = policy.admission
+    succ, hop_s, lsrv, cum, names = sim.succ, sim.hop_s, sim.link_server, sim.cum, sim.names
+    stage, hold = sim.stage, sim.hold
+    created: List[float] = []
+    src: List[int] = []
+    sample: List[int] = []
+    sim._created, sim._src, sim._sample = created, src, sample
+    done: Dict[int, float] = {}
+    exit_stage: Dict[int, int] = {}
+    rejected: List[int] = []
+    heap: List[Any] = []
+    push, pop = heapq.heappush, heapq.heappop
+    seq = itertools.count()
+    slots: List[Dict[str, Any]] = []
+    decisions: List[Decision] = []
+    current: List[Optional[Decision]] = [None]
+
+    def serve(s: int, k: int, t: float) -> None:
+        w = work[s] * expo(1.0) if exponential else work[s]
+        n = nj[s]
+        if ps:
+            if n:
+                V[s] += (t - tl[s]) * mu[s] / n
+            tl[s] = t
+            q = jobs[s]
+            heapq.heappush(q, (V[s] + w, k))
+            n += 1
+            nj[s] = n
+            ver[s] += 1
+            push(heap, (t + (q[0][0] - V[s]) * n / mu[s], next(seq), _DEP, s, ver[s]))
+        else:
+            jobs[s].append((w, k))
+            nj[s] = n + 1
+            if n == 0:
+                V[s], tl[s] = 0.0, t
+                ver[s] += 1
+                push(heap, (t + w / mu[s], next(seq), _DEP, s, ver[s]))
+
+    def depart(s: int, t: float) -> int:
+        n = nj[s]
+        q = jobs[s]
+        if ps:
+            V[s] += (t - tl[s]) * mu[s] / n
+            tl[s] = t
+            k = heapq.heappop(q)[1]
+            n -= 1
+            if n:
+                ver[s] += 1
+                push(heap, (t + max(q[0][0] - V[s], 0.0) * n / mu[s], next(seq), _DEP, s, ver[s]))
+        else:
+            k = q.popleft()[1]
+            n -= 1
+            if n:
+                V[s], tl[s] = 0.0, t
+                ver[s] += 1
+                push(heap, (t + q[0][0] / mu[s], next(seq), _DEP, s, ver[s]))
+        nj[s] = n
+        return k
+
+    def set_capacity(s: int, cap: float, t: float) -> None:
+        n = nj[s]
+        if n:
+            V[s] += (t - tl[s]) * mu[s] / (n if ps else 1)
+            tl[s] = t
+        mu[s] = cap
+        if n:
+            ver[s] += 1
+            left = (jobs[s][0][0] - V[s]) * n if ps else jobs[s][0][0] - V[s]
+            push(heap, (t + max(left, 0.0) / cap, next(seq), _DEP, s, ver[s]))
+
+    def dispatch(i: int, x: int, k: int, t: float) -> None:
+        if shared:
+            serve(lsrv[i][x], k, t)
+        else:
+            push(heap, (t + hop_s[i][x], next(seq), _ARR, succ[i][x], k))
+
+    def forward(i: int, k: int, t: float) -> None:
+        if per_task:
+            sim.now_s = t
+            dst = policy.route(names[i], k, sim)
+            if dst is None:
+                hold[i].append(k)
+                return
+            dispatch(i, sim.succ_pos[i][dst], k, t)
+            return
+        c = cum[i]
+        if len(c) == 1:
+            dispatch(i, 0, k, t)
+        else:
+            dispatch(i, min(bisect.bisect_right(c, rnd()), len(c) - 1), k, t)
+
+    def apply(decision: Decision) -> None:
+        sim._apply(decision)
+        current[0] = decision
+
+    end_arrivals = cfg.duration_s
+    t_stop = cfg.duration_s + cfg.drain_limit_s
+    push(heap, (0.0, next(seq), _SLOT, 0, 0))
+    if policy.tick_s:
+        push(heap, (policy.tick_s, next(seq), _TICK, 0, 0))
+    at: List[float] = []
+    asrc: List[int] = []
+    asamp: List[int] = []
+    ai = 0
+    inflight = 0
+    while True:
+        if ai < len(at) and (not heap or at[ai] <= heap[0][0]):
+            t = at[ai]
+            k = len(created)
+            s = asrc[ai]
+            created.append(t)
+            src.append(s)
+            sample.append(asamp[ai])
+            ai += 1
+            if admission:
+                sim.now_s = t
+                if not policy.admit(names[s], k, sim):
+                    rejected.append(k)
+                    continue
+            inflight += 1
+            forward(s, k, t)
+            continue
+        if not heap:
+            break
+        t, _, kind, a, b = pop(heap)
+        if t > t_stop:
+            break
+        if kind == _DEP:
+            if b != ver[a]:
+                continue
+            k = depart(a, t)
+            if a >= W:  # a shared link delivered the features to its receiver
+                serve(link_dst_srv[a - W], k, t)
+                continue
+            i = S + a
+            h = stage[i]
+            if h < H:
+                c = exit_col[h]
+                if c >= 0:
+                    if profile is not None:
+                        th = policy.threshold(names[i], h, sim) if pnt else thr[h]
+                        leave = should_exit(conf[c][sample[k]], th)
+                    else:
+                        leave = rnd() >= rem[h]
+                    if leave:
+                        done[k] = t
+                        exit_stage[k] = h
+                        inflight -= 1
+                        continue
+                forward(i, k, t)
+            else:
+                done[k] = t
+                exit_stage[k] = H
+                inflight -= 1
+        elif kind == _ARR:
+            serve(a - S, b, t)
+        elif kind == _SLOT:
+            scn = slot_scenario(sc, a, cfg.dynamic, cfg.seed)
+            for w_i, w in enumerate(scn.workers):
+                if w.capacity != mu[w_i]:
+                    set_capacity(w_i, w.capacity, t)
+            sim.scenario = scn
+            sim.now_s = t
+            end = min(t + cfg.slot_s, end_arrivals)
+            ta, sa, ma = slot_arrivals(scn, t, end, cfg.seed, a, nsamples)
+            at, asrc, asamp, ai = ta.tolist(), sa.tolist(), ma.tolist(), 0
+            decision = policy.start_slot(SlotView(a, t, scn, current[0]))
+            decisions.append(decision)
+            delay = max(0, int(decision.rounds)) * cfg.round_delay_s
+            slots.append({"slot": a, "start_s": t, "rounds": int(decision.rounds),
+                          "config_s": delay, "info": dict(decision.info),
+                          "rates": [s_.rate for s_ in scn.sources],
+                          "capacities": [w.capacity for w in scn.workers]})
+            if delay > 0:
+                push(heap, (t + delay, next(seq), _APPLY, len(decisions) - 1, 0))
+            else:
+                apply(decision)
+            slots[-1]["thresholds"] = {str(h_): c_ for h_, c_ in thr.items()}
+            if t + cfg.slot_s < end_arrivals:
+                push(heap, (t + cfg.slot_s, next(seq), _SLOT, a + 1, 0))
+        elif kind == _APPLY:
+            apply(decisions[a])
+            slots[a]["thresholds"] = {str(h_): c_ for h_, c_ in thr.items()}
+        else:  # _TICK
+            sim.now_s = t
+            policy.on_tick(sim)
+            for i, q in enumerate(hold):
+                while q:
+                    dst = policy.route(names[i], q[0], sim)
+                    if dst is None:
+                        break
+                    dispatch(i, sim.succ_pos[i][dst], q.popleft(), t)
+            if t < end_arrivals or inflight > 0:
+                push(heap, (t + policy.tick_s, next(seq), _TICK, 0, 0))
+    return SimResult.build(sim, created, src, sample, done, exit_stage, rejected, slots)
+
+
+def simulate(scenario: Scenario, policy: SimPolicy, config: SimConfig = SimConfig()) -> SimResult:
+    """Run ``policy`` on ``scenario``; see ``SimConfig`` for the knobs."""
+    return Simulator(scenario, policy, config).run()
+
