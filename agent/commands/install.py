@@ -1,0 +1,247 @@
+"""``edge-agent install``: set up the agent as a systemd service on a device.
+
+Creates the dedicated user (groups video, render and jtop where they exist), the config and key
+directories, a virtual environment (``--system-site-packages`` on a Jetson, so JetPack's
+TensorRT bindings are importable), installs the package into it, writes the unit files and
+enables them. ``--dry-run`` prints every step without doing anything; ``--root DIR`` installs
+into DIR as if it were ``/`` (an image, or a test's temp dir): steps that act on this machine's
+user database are then skipped and ``systemctl --root`` only writes the enablement links.
+Running it again is safe: existing users, directories, venv and calibrate.env are kept.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import subprocess
+import sys
+from typing import List, Optional
+
+from agent.errors import UsageError
+
+HELP = "install the agent as a systemd service (user, venv, units); --dry-run shows the steps"
+
+UNIT_FILES = ("edge-agent@.service", "edge-agent.target", "edge-agent-calibrate.service",
+              "edge-agent-calibrate.timer")
+GROUPS = ("video", "render", "jtop")
+DEFAULT_PREFIX = "/opt/edge-agent"  # venv at PREFIX/venv, as named in the unit files
+DEFAULT_USER = "edge-agent"
+
+
+class InstallError(UsageError):
+    """A step of the installation could not be done."""
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--dry-run", action="store_true", help="print the steps, change nothing")
+    parser.add_argument("--root", default="/", help="install under this directory as if it were "
+                        "/ (default /); skips user creation")
+    parser.add_argument("--instance", action="append", default=[], metavar="NAME",
+                        help="enable edge-agent@NAME (config /etc/edge-agent/NAME.toml); "
+                        "repeat for several agents on one box")
+    parser.add_argument("--jetson", choices=("auto", "yes", "no"), default="auto",
+                        help="venv sees the system site-packages (TensorRT); auto = detect "
+                        "/etc/nv_tegra_release")
+    parser.add_argument("--package", default=None,
+                        help="what pip installs (default: this source checkout, else edge-agent)")
+    parser.add_argument("--no-pip", action="store_true",
+                        help="create the venv but do not pip-install into it (offline images)")
+    parser.add_argument("--bundle", default="/opt/edge-agent/bundle",
+                        help="bundle directory written to calibrate.env (default %(default)s)")
+    parser.add_argument("--calibrate-timer", action="store_true",
+                        help="also enable the monthly calibration timer")
+    parser.add_argument("--no-enable", action="store_true", help="write units but enable none")
+    parser.add_argument("--user", default=DEFAULT_USER, help="service user (default %(default)s)")
+    parser.add_argument("--python", default=sys.executable,
+                        help="interpreter for the venv (default: this one)")
+
+
+class Plan:
+    """Steps printed as shell-like lines; executed unless ``dry_run``."""
+
+    def __init__(self, dry_run: bool, out=None) -> None:
+        self.dry_run = dry_run
+        self.out = out or sys.stdout
+
+    def say(self, line: str) -> None:
+        print(("would: " if self.dry_run and not line.startswith("#") else "") + line,
+              file=self.out)
+
+    def skip(self, what: str, why: str) -> None:
+        print("skip: %s (%s)" % (what, why), file=self.out)
+
+    def run(self, argv: List[str]) -> None:
+        self.say(" ".join(shlex.quote(a) for a in argv))
+        if self.dry_run:
+            return
+        try:
+            proc = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                  universal_newlines=True)
+        except OSError as exc:
+            raise InstallError("%s: %s" % (argv[0], exc.strerror or exc)) from None
+        if proc.returncode != 0:
+            tail = " | ".join(proc.stdout.strip().splitlines()[-3:])
+            raise InstallError("%s failed (exit %d): %s" % (argv[0], proc.returncode, tail))
+
+    def mkdir(self, path: str, mode: int, owner: Optional[str] = None) -> None:
+        self.say("install -d -m %04o%s %s" % (mode, " -o %s -g %s" % (owner, owner) if owner else "",
+                                              shlex.quote(path)))
+        if self.dry_run:
+            return
+        os.makedirs(path, exist_ok=True)
+        os.chmod(path, mode)
+        if owner:
+            import pwd
+
+            pw = pwd.getpwnam(owner)
+            os.chown(path, pw.pw_uid, pw.pw_gid)
+
+    def write(self, path: str, text: str, mode: int = 0o644, keep: bool = False) -> None:
+        if keep and os.path.exists(path):
+            self.skip("write " + path, "exists, kept")
+            return
+        self.say("write %s (mode %04o, %d lines)" % (path, mode, text.count("\n")))
+        if self.dry_run:
+            return
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        tmp = path + ".tmp"
+        with open(tmp, "w") as f:
+            f.write(text)
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+
+
+def _under(root: str, path: str) -> str:
+    return os.path.join(root, path.lstrip("/"))
+
+
+def _names_in(db_file: str) -> set:
+    """Names in an /etc/passwd- or /etc/group-style file (empty when it does not exist)."""
+    try:
+        with open(db_file) as f:
+            return {line.split(":", 1)[0] for line in f if ":" in line}
+    except OSError:
+        return set()
+
+
+def _source_checkout() -> Optional[str]:
+    here = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    if os.path.isfile(os.path.join(here, "setup.cfg")) and os.path.isdir(
+            os.path.join(here, "systemd")):
+        return here
+    return None
+
+
+def unit_dir() -> str:
+    """Folder holding the shipped unit files (source checkout or the installed data files)."""
+    checkout = _source_checkout()
+    candidates = [os.path.join(checkout, "systemd")] if checkout else []
+    candidates.append(os.path.join(sys.prefix, "share", "edge-agent", "systemd"))
+    for c in candidates:
+        if all(os.path.isfile(os.path.join(c, u)) for u in UNIT_FILES):
+            return c
+    raise InstallError("unit files not found in %s" % " or ".join(candidates))
+
+
+def render_unit(text: str, venv: str, user: str) -> str:
+    """Unit text with the venv path and service user of this installation."""
+    text = text.replace(DEFAULT_PREFIX + "/venv", venv)
+    return text.replace("User=%s\nGroup=%s" % (DEFAULT_USER, DEFAULT_USER),
+                        "User=%s\nGroup=%s" % (user, user))
+
+
+def run(args: argparse.Namespace) -> int:
+    root = os.path.abspath(args.root)
+    alt_root = root != "/"
+    if not args.dry_run and not alt_root and os.geteuid() != 0:
+        raise InstallError("installing into / needs root: run it with sudo, or use --dry-run "
+                           "or --root DIR")
+    for name in args.instance:
+        if not name or "/" in name or name.startswith("."):
+            raise InstallError("--instance %r must be a plain name (the node config's stem)" % name)
+    plan = Plan(args.dry_run)
+    jetson = args.jetson == "yes" or (
+        args.jetson == "auto" and os.path.exists(_under(root, "/etc/nv_tegra_release")))
+    plan.say("# %s%s" % ("Jetson (L4T) detected" if jetson else "not a Jetson",
+                         ", installing under " + root if alt_root else ""))
+
+    # 1. the service user and its device groups
+    groups = _names_in(_under(root, "/etc/group"))
+    present = [g for g in GROUPS if g in groups]
+    users = _names_in(_under(root, "/etc/passwd"))
+    if alt_root:
+        plan.skip("useradd/usermod %s" % args.user, "--root: not touching this machine's users")
+    else:
+        if args.user not in users:
+            plan.run(["useradd", "--system", "--user-group", "--home-dir", "/var/lib/edge-agent",
+                      "--no-create-home", "--shell", "/usr/sbin/nologin", args.user])
+        if present:
+            plan.run(["usermod", "--append", "--groups", ",".join(present), args.user])
+    for g in GROUPS:
+        if g not in present:
+            plan.skip("group " + g, "does not exist here%s" % (
+                "; install jetson-stats system-wide, then re-run" if g == "jtop" else ""))
+    owner = None if alt_root else args.user
+
+    # 2. config and key directories (keys: only the service user can read its secret key)
+    etc = _under(root, "/etc/edge-agent")
+    plan.mkdir(etc, 0o755)
+    plan.mkdir(os.path.join(etc, "keys"), 0o700, owner)
+    plan.write(os.path.join(etc, "calibrate.env"),
+               "# Read by edge-agent-calibrate.service\nEDGE_AGENT_BUNDLE=%s\n"
+               "EDGE_AGENT_CALIBRATE_ARGS=--modes all\n" % args.bundle, keep=True)
+
+    # 3. the virtual environment and the package
+    venv_path = DEFAULT_PREFIX + "/venv"
+    venv = _under(root, venv_path)
+    plan.mkdir(_under(root, DEFAULT_PREFIX), 0o755)
+    if os.path.exists(os.path.join(venv, "bin", "python")):
+        plan.skip("python -m venv " + venv, "exists, kept")
+    else:
+        cmd = [args.python, "-m", "venv"] + (["--system-site-packages"] if jetson else []) + [venv]
+        if args.no_pip:
+            cmd.insert(3, "--without-pip")
+        plan.run(cmd)
+    if args.no_pip:
+        plan.skip("pip install", "--no-pip")
+    else:
+        spec = args.package or _source_checkout() or "edge-agent"
+        plan.run([os.path.join(venv, "bin", "python"), "-m", "pip", "install", "--upgrade",
+                  spec + ("[jetson]" if jetson else "")])
+
+    # 4. unit files; render and jtop go into a drop-in only where those groups exist, since
+    # systemd refuses to start a unit that names a missing supplementary group.
+    src = unit_dir()
+    system = _under(root, "/etc/systemd/system")
+    for unit in UNIT_FILES:
+        with open(os.path.join(src, unit)) as f:
+            plan.write(os.path.join(system, unit), render_unit(f.read(), venv_path, args.user))
+    extra = [g for g in present if g != "video"]
+    for unit in ("edge-agent@.service", "edge-agent-calibrate.service"):
+        dropin = os.path.join(system, unit + ".d", "10-device-groups.conf")
+        if extra:
+            plan.write(dropin, "# written by edge-agent install: groups that exist on this box\n"
+                       "[Service]\nSupplementaryGroups=%s\n" % " ".join(extra))
+        elif os.path.exists(dropin):
+            plan.say("rm " + dropin)
+            if not plan.dry_run:
+                os.remove(dropin)
+
+    # 5. enable
+    systemctl = ["systemctl"] + (["--root=" + root] if alt_root else [])
+    if not alt_root:
+        plan.run(systemctl + ["daemon-reload"])
+    units = ["edge-agent.target"] + ["edge-agent@%s.service" % i for i in args.instance]
+    if args.calibrate_timer:
+        units.append("edge-agent-calibrate.timer")
+    if args.no_enable:
+        plan.skip("systemctl enable " + " ".join(units), "--no-enable")
+    else:
+        plan.run(systemctl + ["enable"] + units)
+    for name in args.instance:
+        cfg = os.path.join(etc, name + ".toml")
+        if not os.path.exists(cfg):
+            plan.say("# next: write %s (README: Deploying to a fleet), then "
+                     "`systemctl start edge-agent@%s`" % (cfg, name))
+    return 0
