@@ -1,0 +1,123 @@
+"""``edge-agent testbed``: run policies on a multi-process topology and compare them."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import List
+
+from agent.errors import UsageError
+
+HELP = ("start agents as local processes (or drive a running fleet), push load at several rates, "
+        "collect per-task records and compare policies")
+
+DEFAULT_POLICIES = "dtoee,cf,bf"
+DEFAULT_RATES = "35%,60%,80%"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--topology", metavar="FILE", default=None,
+                        help="topology JSON (default: the shipped heterogeneous topology on the "
+                             "demo bundle); with a \"fleet\" object it drives agents already "
+                             "running elsewhere")
+    parser.add_argument("--policies", default=DEFAULT_POLICIES,
+                        help="comma-separated policies to compare (default %s)" % DEFAULT_POLICIES)
+    parser.add_argument("--rates", default=DEFAULT_RATES,
+                        help="comma-separated total arrival rates over all sources: tasks/s, or "
+                             "N%% of the topology's capacity (default %s)"
+                             % DEFAULT_RATES.replace("%", "%%"))
+    parser.add_argument("--duration", type=float, default=8.0, metavar="S",
+                        help="measured seconds of load per run, after the topology's warm-up "
+                             "(default 8)")
+    parser.add_argument("--out", metavar="DIR", default="testbed-out",
+                        help="where configs, agent logs, records, results.json and plots go "
+                             "(default ./testbed-out)")
+    parser.add_argument("--json", metavar="FILE", default=None,
+                        help="also write the results object {\"runs\": [...]} to FILE")
+    parser.add_argument("--no-plots", action="store_true",
+                        help="skip the delay/accuracy-vs-rate plots")
+    parser.add_argument("--seed", type=int, default=1, help="seed of the sources' arrivals")
+
+
+def parse_list(text: str, what: str) -> List[str]:
+    """Split a comma-separated option; empty items are a usage error."""
+    items = [t.strip() for t in text.split(",")]
+    if not items or any(not t for t in items):
+        raise UsageError("--%s: expected a comma-separated list, got %r" % (what, text))
+    return items
+
+
+def parse_rates(text: str, capacity_tasks_s: float) -> List[float]:
+    """Rates in tasks/s; ``N%`` means N percent of ``capacity_tasks_s``."""
+    out = []
+    for item in parse_list(text, "rates"):
+        pct = item.endswith("%")
+        try:
+            v = float(item[:-1] if pct else item)
+        except ValueError:
+            raise UsageError("--rates: %r is not a number or a percentage" % item)
+        if not v > 0 or v != v or v == float("inf"):
+            raise UsageError("--rates: %r must be > 0" % item)
+        if pct:
+            if capacity_tasks_s == float("inf"):
+                raise UsageError("--rates: %r needs the topology's capacity, but its workers "
+                                 "have no emulate_capacity_flops; give rates in tasks/s" % item)
+            v = v / 100.0 * capacity_tasks_s
+        out.append(round(v, 2))
+    return out
+
+
+def run(args: argparse.Namespace) -> int:
+    from agent.config import POLICIES
+    from agent.testbed import TestbedSettings, bundle_stages, default_remaining
+    from agent.testbed_driver import load_bundle_for, run_all
+    from agent.testbed_report import format_table, write_json, write_plots
+    from agent.testbed_topology import capacity_tasks_s, check_against_bundle, load_topology
+
+    if not args.duration > 0:
+        raise UsageError("--duration: must be > 0 seconds, got %r" % args.duration)
+    policies = parse_list(args.policies, "policies")
+    for p in policies:
+        if p not in POLICIES:
+            raise UsageError("--policies: unknown policy %r (known: %s)" % (p, ", ".join(POLICIES)))
+    topo = load_topology(args.topology)
+    bundle = load_bundle_for(topo)
+    stages = bundle_stages(bundle)
+    check_against_bundle(topo, stages)
+    cap = capacity_tasks_s(topo, stages, default_remaining(topo, bundle))
+    rates = parse_rates(args.rates, cap)
+    out_dir = os.path.abspath(args.out)
+    os.makedirs(out_dir, exist_ok=True)
+    settings = TestbedSettings(duration_s=float(args.duration), out_dir=out_dir)
+
+    print("topology: %s (%d sources, %d workers, %d stages; bundle %s)"
+          % (topo.path, len(topo.sources), len(topo.workers), topo.num_stages, bundle.path))
+    print("emulated: %s" % topo.emulation_summary())
+    if cap != float("inf"):
+        print("capacity: %.1f tasks/s at the initial thresholds; rates %s tasks/s"
+              % (cap, ", ".join("%g" % r for r in rates)))
+    sys.stdout.flush()
+    runs = run_all(topo, bundle, policies, rates, settings, seed=args.seed)
+
+    print()
+    print(format_table(runs))
+    print()
+    print("delay and accuracy over tasks created after a %.1f s warm-up; created/completed/lost "
+          "over the whole run. model = eq. 8 for the routing and exit ratios each run used."
+          % topo.warmup_s)
+    extra = {"topology": topo.path, "emulated": topo.emulation_summary(),
+             "capacity_tasks_s": None if cap == float("inf") else cap,
+             "duration_s": settings.duration_s, "warmup_s": topo.warmup_s}
+    write_json(os.path.join(out_dir, "results.json"), runs, extra)
+    if args.json:
+        write_json(args.json, runs, extra)
+    if not args.no_plots:
+        for path in write_plots(out_dir, runs):
+            print("plot: %s" % path)
+    print("results: %s" % os.path.join(out_dir, "results.json"))
+    lost = sum(r.lost for r in runs)
+    if lost:
+        print("LOST %d task(s): see the agent logs under %s" % (lost, out_dir), file=sys.stderr)
+        return 1
+    return 0

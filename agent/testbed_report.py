@@ -1,0 +1,276 @@
+"""Testbed results: per-run summaries of source records, the table, the JSON file, the plots.
+
+Pure apart from the file writers: ``summarise_records`` turns the per-task records that sources
+write to ``<state_dir>/records.jsonl`` into one ``RunResult``; ``format_table``,
+``write_json`` and ``write_plots`` present a list of them. The JSON schema is
+``{"runs": [{"policy", "rate", "created", "completed", "lost", "mean_delay_s", "p95_delay_s",
+"accuracy", "model_delay_s", "capacities_emulated"}, ...]}`` plus a few extra fields that
+readers may ignore.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import time
+from collections import Counter, defaultdict
+from dataclasses import asdict, dataclass, field
+from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
+
+from agent.errors import UsageError
+
+# Keys of the JSON object of one run, in the documented order.
+RUN_KEYS = ("policy", "rate", "created", "completed", "lost", "mean_delay_s", "p95_delay_s",
+            "accuracy", "model_delay_s", "capacities_emulated")
+
+
+@dataclass
+class RunResult:
+    """What one (policy, rate) run measured, plus the model's prediction where there is one."""
+
+    policy: str
+    rate: float  # total arrival rate over all sources, tasks/s
+    created: int  # tasks the sources created
+    completed: int  # tasks whose result came back
+    lost: int  # tasks with any other fate (lost, rejected) or no record at all
+    mean_delay_s: Optional[float]  # mean response time of completed tasks (source clock)
+    p95_delay_s: Optional[float]
+    accuracy: Optional[float]  # fraction of completed tasks answered correctly
+    model_delay_s: Optional[float]  # eq. 8 mean response time for the routing used (dtoee only)
+    capacities_emulated: bool  # worker capacities padded to emulate_capacity_flops
+    duration_s: float = 0.0  # load duration of the run
+    resent: int = 0  # tasks that needed at least one re-send
+    # empirical routing: (from, to) -> tasks sent over that link, from the records' paths
+    link_counts: Dict[Tuple[str, str], int] = field(default_factory=dict)
+    # tasks leaving at each stage (1-based), from the records
+    exit_counts: Dict[int, int] = field(default_factory=dict)
+    note: str = ""
+
+    def to_json(self) -> dict:
+        d = asdict(self)
+        d["link_counts"] = [[a, b, n] for (a, b), n in sorted(self.link_counts.items())]
+        d["exit_counts"] = {str(k): v for k, v in sorted(self.exit_counts.items())}
+        ordered = {k: d.pop(k) for k in RUN_KEYS}
+        ordered.update(d)
+        return ordered
+
+
+def _delay(rec: Mapping) -> Optional[float]:
+    """Response time of one completed task, on the source's monotonic clock when present."""
+    for start, end in (("created_mono", "finished_mono"), ("created_wall", "finished_wall"),
+                       ("created", "finished")):
+        a, b = rec.get(start), rec.get(end)
+        if isinstance(a, (int, float)) and isinstance(b, (int, float)):
+            return float(b) - float(a)
+    return None
+
+
+def percentile(values: Sequence[float], q: float) -> Optional[float]:
+    """The q-th percentile (0..100) with linear interpolation; None for no values."""
+    if not values:
+        return None
+    xs = sorted(values)
+    pos = (len(xs) - 1) * q / 100.0
+    lo = int(math.floor(pos))
+    hi = min(lo + 1, len(xs) - 1)
+    return xs[lo] + (xs[hi] - xs[lo]) * (pos - lo)
+
+
+def read_records(path: str) -> List[dict]:
+    """Read a records.jsonl file; a torn last line (the writer was killed) is skipped."""
+    out = []
+    try:
+        with open(path, "r", encoding="utf-8") as f:
+            for line in f:
+                line = line.strip()
+                if not line:
+                    continue
+                try:
+                    obj = json.loads(line)
+                except ValueError:
+                    continue
+                if isinstance(obj, dict):
+                    out.append(obj)
+    except FileNotFoundError:
+        raise UsageError("%s: no records file (did the source start?)" % path)
+    return out
+
+
+def summarise_records(records: Iterable[Mapping], policy: str, rate: float,
+                      capacities_emulated: bool, model_delay_s: Optional[float] = None,
+                      duration_s: float = 0.0, expected_created: Optional[int] = None
+                      ) -> RunResult:
+    """Count the fates of a run's tasks and the delay/accuracy of the completed ones.
+
+    A task id seen twice counts once (its last record wins). ``expected_created``, when the
+    sources report how many tasks they made, turns tasks without any record into losses.
+    """
+    by_id: Dict[str, Mapping] = {}
+    for i, rec in enumerate(records):
+        key = "%s/%s" % (rec.get("source", ""), rec.get("task_id", rec.get("id", i)))
+        by_id[key] = rec
+    delays: List[float] = []
+    correct = 0
+    completed = 0
+    resent = 0
+    links: Counter = Counter()
+    exits: Counter = Counter()
+    for rec in by_id.values():
+        if int(rec.get("resends", 0) or 0) > 0:
+            resent += 1
+        if rec.get("status") != "completed":
+            continue
+        completed += 1
+        d = _delay(rec)
+        if d is not None:
+            delays.append(d)
+        if rec.get("correct"):
+            correct += 1
+        path = rec.get("path")
+        if isinstance(path, list) and path:
+            hops = [str(rec.get("source", ""))] + [str(p) for p in path]
+            for a, b in zip(hops[:-1], hops[1:]):
+                links[(a, b)] += 1
+        st = rec.get("exit_stage")
+        if isinstance(st, int):
+            exits[st] += 1
+    created = len(by_id)
+    if expected_created is not None:
+        created = max(created, int(expected_created))
+    return RunResult(
+        policy=policy, rate=float(rate), created=created, completed=completed,
+        lost=created - completed,
+        mean_delay_s=(sum(delays) / len(delays)) if delays else None,
+        p95_delay_s=percentile(delays, 95.0),
+        accuracy=(correct / completed) if completed else None,
+        model_delay_s=model_delay_s, capacities_emulated=capacities_emulated,
+        duration_s=float(duration_s), resent=resent, link_counts=dict(links),
+        exit_counts=dict(exits))
+
+
+def _ms(v: Optional[float]) -> str:
+    return "-" if v is None else "%.1f" % (v * 1000.0)
+
+
+def format_table(runs: Sequence[RunResult]) -> str:
+    """A plain-text table, one row per run, delays in milliseconds."""
+    head = ("policy", "rate/s", "created", "completed", "lost", "mean ms", "p95 ms", "accuracy",
+            "model ms")
+    rows = [head]
+    for r in runs:
+        rows.append((r.policy, "%.1f" % r.rate, str(r.created), str(r.completed), str(r.lost),
+                     _ms(r.mean_delay_s), _ms(r.p95_delay_s),
+                     "-" if r.accuracy is None else "%.3f" % r.accuracy,
+                     _ms(r.model_delay_s)))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(head))]
+    lines = []
+    for n, row in enumerate(rows):
+        cells = [row[0].ljust(widths[0])] + [c.rjust(w) for c, w in zip(row[1:], widths[1:])]
+        lines.append("  ".join(cells).rstrip())
+        if n == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def format_markdown(runs: Sequence[RunResult]) -> str:
+    """The same table in Markdown, for the README."""
+    lines = ["| policy | rate (tasks/s) | created | completed | lost | mean delay (ms) | "
+             "p95 delay (ms) | accuracy | model delay (ms) |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for r in runs:
+        lines.append("| %s | %.1f | %d | %d | %d | %s | %s | %s | %s |" % (
+            r.policy, r.rate, r.created, r.completed, r.lost, _ms(r.mean_delay_s),
+            _ms(r.p95_delay_s), "-" if r.accuracy is None else "%.3f" % r.accuracy,
+            _ms(r.model_delay_s)))
+    return "\n".join(lines)
+
+
+def write_json(path: str, runs: Sequence[RunResult], extra: Optional[Mapping] = None) -> None:
+    """Write ``{"runs": [...]}`` (plus ``extra`` top-level fields) atomically."""
+    obj = {"runs": [r.to_json() for r in runs]}
+    if extra:
+        obj.update(extra)
+    d = os.path.dirname(os.path.abspath(path))
+    os.makedirs(d, exist_ok=True)
+    tmp = path + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(obj, f, indent=2, sort_keys=False)
+        f.write("\n")
+    os.replace(tmp, path)
+
+
+def write_plots(directory: str, runs: Sequence[RunResult]) -> List[str]:
+    """Mean delay and accuracy versus total arrival rate, one line per policy (PNG files)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    os.makedirs(directory, exist_ok=True)
+    by_policy: Dict[str, List[RunResult]] = defaultdict(list)
+    for r in runs:
+        by_policy[r.policy].append(r)
+    written = []
+    for name, attr, label, scale in (("delay_vs_rate.png", "mean_delay_s", "mean delay (ms)",
+                                      1000.0),
+                                     ("accuracy_vs_rate.png", "accuracy", "accuracy", 1.0)):
+        fig, ax = plt.subplots(figsize=(5.5, 3.8))
+        for pol, rs in sorted(by_policy.items()):
+            rs = sorted((r for r in rs if getattr(r, attr) is not None), key=lambda r: r.rate)
+            ax.plot([r.rate for r in rs], [getattr(r, attr) * scale for r in rs], marker="o",
+                    label=pol)
+        if attr == "mean_delay_s":
+            rs = sorted((r for r in runs if r.model_delay_s is not None), key=lambda r: r.rate)
+            if rs:
+                ax.plot([r.rate for r in rs], [r.model_delay_s * scale for r in rs], "k--",
+                        label="model (eq. 8)")
+        ax.set_xlabel("total arrival rate (tasks/s)")
+        ax.set_ylabel(label)
+        ax.grid(True, alpha=0.3)
+        ax.legend()
+        fig.tight_layout()
+        path = os.path.join(directory, name)
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        written.append(path)
+    return written
+
+
+class Progress:
+    """A one-line progress bar on a text stream (stderr), redrawn in place with ``\\r``.
+
+    On a stream that is not a terminal it prints one line per step instead, so logs stay
+    readable.
+    """
+
+    def __init__(self, total: int, stream=None, width: int = 28, clock=time.monotonic):
+        self.total = max(1, int(total))
+        self.stream = stream if stream is not None else sys.stderr
+        self.width = width
+        self.clock = clock
+        self.t0 = clock()
+        self.done = 0.0
+        self._tty = bool(getattr(self.stream, "isatty", lambda: False)())
+        self._last_label = None
+
+    def update(self, done: float, label: str = "") -> None:
+        """Show ``done`` of ``total`` steps (fractions allowed) with a short label."""
+        self.done = min(float(done), float(self.total))
+        frac = self.done / self.total
+        fill = int(round(frac * self.width))
+        line = "[%s%s] %3d%% %5.0fs %s" % ("#" * fill, "." * (self.width - fill),
+                                           int(frac * 100), self.clock() - self.t0, label)
+        if self._tty:
+            self.stream.write("\r" + line[:110].ljust(110))
+        elif label.split(":")[-1] != self._last_label:
+            # not a terminal: one line per phase, not one per redraw
+            self._last_label = label.split(":")[-1]
+            self.stream.write(line + "\n")
+        self.stream.flush()
+
+    def finish(self) -> None:
+        if self._tty:
+            self.stream.write("\n")
+            self.stream.flush()

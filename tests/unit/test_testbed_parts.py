@@ -1,0 +1,126 @@
+"""Pure parts of the testbed: topology validation, record summaries, rates, table and JSON."""
+
+import json
+import re
+
+import pytest
+
+from agent.commands.testbed import parse_rates
+from agent.errors import UsageError
+from agent.testbed import empirical_remaining, empirical_routing
+from agent.testbed_report import RUN_KEYS, format_table, percentile, summarise_records, write_json
+from agent.testbed_topology import (StageInfo, TopologyError, capacity_tasks_s, load_topology,
+                                    parse_topology, scenario_object)
+
+
+def small_topology(**over):
+    obj = {
+        "sources": [{"id": "s1", "share": 0.5}, {"id": "s2", "share": 0.5}],
+        "workers": [{"id": "a", "stage": 1, "emulate_capacity_flops": 3e6},
+                    {"id": "b", "stage": 1, "emulate_capacity_flops": 1e6},
+                    {"id": "c", "stage": 2, "emulate_capacity_flops": 2e6}],
+        "links": [{"from": "s1", "to": "a", "rate_bytes_s": 1e5},
+                  {"from": "s1", "to": "b", "rate_bytes_s": 4e5},
+                  {"from": "s2", "to": "b"},
+                  {"from": "a", "to": "c", "rate_bytes_s": 1e6},
+                  {"from": "b", "to": "c", "rate_bytes_s": 1e6}],
+    }
+    obj.update(over)
+    return obj
+
+
+STAGES = [StageInfo(1e5, 1000.0, True), StageInfo(2e5, 2000.0, False)]
+
+
+def test_topology_parses_and_names_what_is_emulated():
+    """A valid topology parses; the report line names emulated capacities and links."""
+    topo = parse_topology(small_topology())
+    assert [w.id for w in topo.workers] == ["a", "b", "c"]
+    assert topo.capacities_emulated
+    line = topo.emulation_summary()
+    assert "3/3 workers emulated" in line and "3.0x spread" in line and "4/5 links" in line
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"sources": [{"id": "s1", "share": 0.7}, {"id": "s2", "share": 0.5}]}, "sum to 1"),
+    ({"workers": [{"id": "a", "stage": 0}]}, "workers[0].stage"),
+    ({"links": [{"from": "s1", "to": "c"}]}, "links go from stage h to h+1"),
+    ({"knobs": {"dtoee": 3}}, "knobs"),
+    ({"colour": "red"}, "unknown field"),
+])
+def test_topology_errors_name_the_field(change, message):
+    """Misuse fails with one line that names the offending field."""
+    with pytest.raises(TopologyError, match=re.escape(message)):
+        parse_topology(small_topology(**change))
+
+
+def test_shipped_default_topology_is_valid_and_heterogeneous():
+    """The default topology has >= 2 sources, >= 2 workers per stage, a >= 3x capacity spread
+    and links of different emulated rates."""
+    topo = load_topology()
+    assert len(topo.sources) >= 2
+    for h in range(1, topo.num_stages + 1):
+        assert len([w for w in topo.workers if w.stage == h]) >= 2
+    caps = [w.emulate_capacity_flops for w in topo.workers]
+    assert None not in caps and max(caps) >= 3 * min(caps)
+    assert len({l.rate_bytes_s for l in topo.links}) >= 2
+
+
+def test_capacity_and_scenario_follow_the_topology():
+    """Capacity is the tightest stage or link cut; the scenario object carries the same numbers."""
+    topo = parse_topology(small_topology())
+    # stage 1 compute: 4e6/1e5 = 40/s; stage 2: 2e6/2e5/0.5 = 20/s; links into stage 1 include
+    # a non-emulated one (unbounded), into stage 2: 2e6/2000/0.5 = 2000/s
+    assert capacity_tasks_s(topo, STAGES, [0.5, 1.0]) == pytest.approx(20.0)
+    sc = scenario_object(topo, STAGES, 10.0, [0.5, 1.0])
+    assert [s["rate"] for s in sc["sources"]] == [5.0, 5.0]
+    assert sc["links"][2]["rate"] == 1e9 and sc["remaining"] == [0.5, 1.0]
+
+
+def test_summary_counts_every_fate_and_measures_completed_tasks():
+    """Completed tasks give delay and accuracy; lost/rejected and missing records count as lost;
+    a task recorded twice counts once."""
+    recs = [
+        {"source": "s1", "task_id": "1", "status": "completed", "created_mono": 0.0,
+         "finished_mono": 0.1, "correct": True, "exit_stage": 1},
+        {"source": "s1", "task_id": "2", "status": "completed", "created_mono": 0.0,
+         "finished_mono": 0.3, "correct": False, "exit_stage": 2, "resends": 1},
+        {"source": "s2", "task_id": "1", "status": "lost", "created_mono": 0.0},
+        {"source": "s2", "task_id": "1", "status": "lost", "created_mono": 0.0},
+    ]
+    r = summarise_records(recs, "dtoee", 10.0, True, expected_created=4)
+    assert (r.created, r.completed, r.lost, r.resent) == (4, 2, 2, 1)
+    assert r.mean_delay_s == pytest.approx(0.2) and r.accuracy == pytest.approx(0.5)
+    assert r.exit_counts == {1: 1, 2: 1}
+    assert percentile([1.0, 2.0, 3.0, 4.0], 50) == pytest.approx(2.5)
+
+
+def test_table_and_json_have_the_documented_fields(tmp_path):
+    """The JSON object is {"runs": [...]} with the documented keys first; the table has a row
+    per run."""
+    r = summarise_records([], "cf", 5.0, True, expected_created=0)
+    text = format_table([r, r])
+    assert len(text.splitlines()) == 4 and text.splitlines()[0].startswith("policy")
+    path = tmp_path / "out.json"
+    write_json(str(path), [r])
+    obj = json.loads(path.read_text())
+    assert list(obj["runs"][0])[:len(RUN_KEYS)] == list(RUN_KEYS)
+
+
+def test_rates_accept_tasks_per_second_and_percent_of_capacity():
+    """--rates takes tasks/s or N% of capacity; nonsense is a usage error."""
+    assert parse_rates("2,50%", 10.0) == [2.0, 5.0]
+    for bad in ("", "x", "-1", "3,,4"):
+        with pytest.raises(UsageError):
+            parse_rates(bad, 10.0)
+    with pytest.raises(UsageError, match="capacity"):
+        parse_rates("50%", float("inf"))
+
+
+def test_empirical_routing_and_remaining_from_counts():
+    """Per-link task counts give routing rows; exit counts give the remaining ratios."""
+    topo = parse_topology(small_topology())
+    rt = empirical_routing(topo, {("s1", "a"): 1, ("s1", "b"): 3, ("a", "c"): 2})
+    assert rt["s1"] == {"a": 0.25, "b": 0.75} and rt["s2"] == {"b": 1.0}
+    assert rt["b"] == {"c": 1.0}
+    assert empirical_remaining(STAGES, {1: 30, 2: 70}, [0.9, 1.0]) == [0.7, 1.0]
