@@ -34,6 +34,7 @@ class Stage:
 class Source:
     id: str
     rate: float  # phi: task arrival rate, tasks/s
+    device: str = ""  # device it runs on when that device also serves stages ("" = its own)
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,9 @@ class Worker:
     # optional (name, capacity FLOP/s) per power mode the device can switch to; the simulator's
     # dynamic mode draws from these every slot
     power_modes: Tuple[Tuple[str, float], ...] = ()
+    # workers naming the same device are stages held by one node (as in MDI-Exit): they share
+    # one processor, so the simulator gives them one queue and one capacity ("" = its own device)
+    device: str = ""
 
 
 @dataclass(frozen=True)
@@ -75,6 +79,13 @@ class Scenario:
     def stage_of(self, node_id: str) -> int:
         """0 for a source, the 1-based stage for a worker."""
         return self._stage_by_id()[node_id]
+
+    def device_of(self, node_id: str) -> str:
+        """The device ``node_id`` runs on: its ``device`` if given, else its own id."""
+        for n in self.sources + self.workers:
+            if n.id == node_id:
+                return n.device or n.id
+        raise KeyError(node_id)
 
     def workers_of_stage(self, stage: int) -> List[Worker]:
         return [w for w in self.workers if w.stage == stage]
@@ -141,6 +152,28 @@ def _power_modes(item: Mapping, where: str) -> Tuple[Tuple[str, float], ...]:
     return tuple((str(name), _num(modes, name, where + ".power_modes")) for name in modes)
 
 
+def _device(item: Mapping, where: str) -> str:
+    v = item.get("device", "")
+    if not isinstance(v, str):
+        raise ScenarioError("%s.device: must be a string (a device id), got %r" % (where, v))
+    return v
+
+
+def _check_shared_device(workers: List[Worker], where: str) -> None:
+    """Stages held by one device share its processor: one capacity, each stage once."""
+    new = workers[-1]
+    for w in workers[:-1]:
+        if (w.device or w.id) != (new.device or new.id):
+            continue
+        if w.stage == new.stage:
+            raise ScenarioError("%s.device: %r already serves stage %d (worker %r)"
+                                % (where, new.device, w.stage, w.id))
+        if w.capacity != new.capacity or w.power_modes != new.power_modes:
+            raise ScenarioError("%s.capacity: workers on device %r share one processor, so "
+                                "capacity and power_modes must equal those of %r"
+                                % (where, new.device, w.id))
+
+
 KNOWN_KEYS = {"stages", "remaining", "exit_profile", "sources", "workers", "links", "tradeoff",
               "knobs", "comment", "synthetic"}
 
@@ -163,8 +196,8 @@ def parse_scenario(obj: Any, base_dir: str = ".") -> Scenario:
     h = len(stages)
 
     seen: set = set()
-    sources = [Source(_id(s, "sources[%d]" % i, seen), _num(s, "rate", "sources[%d]" % i))
-               for i, s in enumerate(_list(obj, "sources"))]
+    sources = [Source(_id(s, "sources[%d]" % i, seen), _num(s, "rate", "sources[%d]" % i),
+                      _device(s, "sources[%d]" % i)) for i, s in enumerate(_list(obj, "sources"))]
     workers = []
     for i, s in enumerate(_list(obj, "workers")):
         w = "workers[%d]" % i
@@ -172,7 +205,9 @@ def parse_scenario(obj: Any, base_dir: str = ".") -> Scenario:
         st = s.get("stage")
         if isinstance(st, bool) or not isinstance(st, int) or not 1 <= st <= h:
             raise ScenarioError("%s.stage: must be an integer in 1..%d, got %r" % (w, h, st))
-        workers.append(Worker(wid, st, _num(s, "capacity", w), _power_modes(s, w)))
+        workers.append(Worker(wid, st, _num(s, "capacity", w), _power_modes(s, w),
+                              _device(s, w)))
+        _check_shared_device(workers, w)
     stage_of = {s.id: 0 for s in sources}
     stage_of.update({w.id: w.stage for w in workers})
     for st in range(1, h + 1):
@@ -276,12 +311,16 @@ def scenario_to_json(scenario: Scenario, exit_profile_path: Optional[str] = None
     else:
         obj["remaining"] = list(scenario.remaining or ())
     obj["tradeoff"] = scenario.tradeoff
-    obj["sources"] = [{"id": s.id, "rate": s.rate} for s in scenario.sources]
+    obj["sources"] = [dict({"id": s.id, "rate": s.rate}, **({"device": s.device} if s.device
+                                                               else {}))
+                      for s in scenario.sources]
     workers = []
     for w in scenario.workers:
         item: Dict[str, Any] = {"id": w.id, "stage": w.stage, "capacity": w.capacity}
         if w.power_modes:
             item["power_modes"] = dict(w.power_modes)
+        if w.device:
+            item["device"] = w.device
         workers.append(item)
     obj["workers"] = workers
     obj["links"] = [{"from": l.src, "to": l.dst, "rate": l.rate} for l in scenario.links]

@@ -75,6 +75,11 @@ class Simulator:
         self.names = [s.id for s in sc.sources] + [w.id for w in sc.workers]
         self.index = {n: i for i, n in enumerate(self.names)}
         self.stage = [0] * self._S + [w.stage for w in sc.workers]
+        # workers on one device (a node holding several stages) share one server: one queue,
+        # one capacity; otherwise server index == worker index
+        devices: Dict[str, int] = {}
+        self.server = [devices.setdefault(w.device or w.id, len(devices)) for w in sc.workers]
+        self._G = len(devices)
         self.succ: List[List[int]] = [[] for _ in self.names]
         self.hop_s: List[List[float]] = [[] for _ in self.names]
         self.link_server: List[List[int]] = [[] for _ in self.names]
@@ -82,20 +87,21 @@ class Simulator:
             i, j = self.index[l.src], self.index[l.dst]
             self.succ[i].append(j)
             self.hop_s[i].append(sc.stages[self.stage[j] - 1].input_bytes / l.rate)
-            self.link_server[i].append(self._W + li)
+            self.link_server[i].append(self._G + li)
         self.succ_pos = [{self.names[j]: x for x, j in enumerate(row)} for row in self.succ]
         # uniform routing until the first decision applies (the paper's initial strategy)
         self.cum = [[(x + 1) / len(row) for x in range(len(row))] for row in self.succ]
         # thresholds of 1.0 (hardly any early exit) until a decision sets them
         self.thresholds = {h: 1.0 for h in range(1, sc.num_stages) if sc.stages[h - 1].exit}
         self.hold = [deque() for _ in self.names]  # output queues of per-task policies
-        self.njobs = [0] * (self._W + len(sc.links))
+        self.njobs = [0] * (self._G + len(sc.links))
 
     # --- live view for policies -------------------------------------------------------------
     def input_queue(self, node: str) -> int:
-        """Tasks at ``node``'s server (in service or waiting); 0 for a source."""
+        """Tasks at ``node``'s server (in service or waiting; all stages of its device); 0 for a
+        source."""
         i = self.index[node]
-        return self.njobs[i - self._S] if i >= self._S else 0
+        return self.njobs[self.server[i - self._S]] if i >= self._S else 0
 
     def output_queue(self, node: str) -> int:
         """Tasks held at ``node`` because the policy's ``route`` returned None."""
@@ -136,19 +142,24 @@ class Simulator:
 
 def _run(sim: Simulator) -> SimResult:  # noqa: C901 - one loop kept flat for speed
     cfg, sc, policy = sim.config, sim.base, sim.policy
-    S, W, H = sim._S, sim._W, sc.num_stages
+    S, G, H = sim._S, sim._G, sc.num_stages
     profile = sc.exit_profile
     rnd = random.Random(cfg.seed * 7919 + 17).random
     expo = random.Random(cfg.seed * 104729 + 3).expovariate
     shared = cfg.link_model == "shared"
     ps = cfg.discipline == "ps"
     exponential = cfg.service == "exponential"
-    # servers: workers 0..W-1, then one per link (used only when shared)
-    nsrv = W + len(sc.links)
-    mu = [w.capacity for w in sc.workers] + [l.rate for l in sc.links]
-    work = ([sc.stages[w.stage - 1].flops for w in sc.workers]
-            + [sc.stages[sim.stage[sim.index[l.dst]] - 1].input_bytes for l in sc.links])
-    link_dst_srv = [sim.index[l.dst] - S for l in sc.links]
+    # servers: devices 0..G-1 (one per worker unless workers share a device), then one per
+    # link (used only when shared); loc[k] is the worker task k is at
+    server = sim.server
+    nsrv = G + len(sc.links)
+    mu = [0.0] * G + [l.rate for l in sc.links]
+    for w_i, w in enumerate(sc.workers):
+        mu[server[w_i]] = w.capacity
+    wflops = [sc.stages[w.stage - 1].flops for w in sc.workers]
+    work = [0.0] * G + [sc.stages[sim.stage[sim.index[l.dst]] - 1].input_bytes for l in sc.links]
+    link_dst = [sim.index[l.dst] - S for l in sc.links]
+    loc: Dict[int, int] = {}
     V, tl, ver = [0.0] * nsrv, [0.0] * nsrv, [0] * nsrv
     nj = sim.njobs
     jobs: List[Any] = [[] if ps else deque() for _ in range(nsrv)]
@@ -180,8 +191,9 @@ def _run(sim: Simulator) -> SimResult:  # noqa: C901 - one loop kept flat for sp
     decisions: List[Decision] = []
     current: List[Optional[Decision]] = [None]
 
-    def serve(s: int, k: int, t: float) -> None:
-        w = work[s] * expo(1.0) if exponential else work[s]
+    def serve(s: int, k: int, t: float, w: float) -> None:
+        if exponential:
+            w *= expo(1.0)
         n = nj[s]
         if ps:
             if n:
@@ -233,9 +245,13 @@ def _run(sim: Simulator) -> SimResult:  # noqa: C901 - one loop kept flat for sp
             left = (jobs[s][0][0] - V[s]) * n if ps else jobs[s][0][0] - V[s]
             push(heap, (t + max(left, 0.0) / cap, next(seq), _DEP, s, ver[s]))
 
+    def arrive(j: int, k: int, t: float) -> None:
+        loc[k] = j
+        serve(server[j], k, t, wflops[j])
+
     def dispatch(i: int, x: int, k: int, t: float) -> None:
         if shared:
-            serve(lsrv[i][x], k, t)
+            serve(lsrv[i][x], k, t, work[lsrv[i][x]])
         else:
             push(heap, (t + hop_s[i][x], next(seq), _ARR, succ[i][x], k))
 
@@ -294,10 +310,10 @@ def _run(sim: Simulator) -> SimResult:  # noqa: C901 - one loop kept flat for sp
             if b != ver[a]:
                 continue
             k = depart(a, t)
-            if a >= W:  # a shared link delivered the features to its receiver
-                serve(link_dst_srv[a - W], k, t)
+            if a >= G:  # a shared link delivered the features to its receiver
+                arrive(link_dst[a - G], k, t)
                 continue
-            i = S + a
+            i = S + loc.pop(k)
             h = stage[i]
             if h < H:
                 c = exit_col[h]
@@ -318,12 +334,12 @@ def _run(sim: Simulator) -> SimResult:  # noqa: C901 - one loop kept flat for sp
                 exit_stage[k] = H
                 inflight -= 1
         elif kind == _ARR:
-            serve(a - S, b, t)
+            arrive(a - S, b, t)
         elif kind == _SLOT:
             scn = slot_scenario(sc, a, cfg.dynamic, cfg.seed)
             for w_i, w in enumerate(scn.workers):
-                if w.capacity != mu[w_i]:
-                    set_capacity(w_i, w.capacity, t)
+                if w.capacity != mu[server[w_i]]:
+                    set_capacity(server[w_i], w.capacity, t)
             sim.scenario = scn
             sim.now_s = t
             end = min(t + cfg.slot_s, end_arrivals)
