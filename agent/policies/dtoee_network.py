@@ -1,0 +1,113 @@
+"""Synchronous whole-network DTO-EE (Alg. 3) for ``plan``, the simulator and tests.
+
+Runs exactly the protocol of ``agent.policies.dtoee`` (round t: RURs carry p^t and the
+offloaders' previous arrival rates, RUSs the receivers' loads and their previous Omega, then
+every offloader steps), but on all nodes at once: the per-node maths (``update_rows``) is applied
+to every offloader row of the padded successor table in one call, so hundreds of rounds on a
+paper-sized network take milliseconds. ``tests/unit/test_dtoee_protocol.py`` checks that it
+matches a message-by-message run of the per-node functions.
+"""
+
+from __future__ import annotations
+
+from typing import List, Mapping, Optional
+
+import numpy as np
+
+from agent.policies.dtoee import DtoeeParams, parse_knobs, update_rows
+from agent.policies.model import (PolicyResult, compile_network, make_result, node_rates,
+                                  network_delay, routing_vector, stage_remaining,
+                                  uniform_routing)
+from agent.policies.thresholds import ThresholdReport, choose_threshold, threshold_stage
+from agent.policies.model import accuracy_range
+from agent.scenario import Scenario
+from engines.exit_profile import exit_stats
+
+
+def run_dtoee(scenario: Scenario, rounds: Optional[int] = None,
+              params: Optional[DtoeeParams] = None,
+              thresholds: Optional[Mapping[int, float]] = None,
+              initial_routing: Optional[Mapping[str, Mapping[str, float]]] = None,
+              stop_when_converged: bool = True, track: bool = False) -> PolicyResult:
+    """Run DTO-EE on the whole network for ``rounds`` rounds (default ``params.rounds``).
+
+    ``params`` defaults to ``parse_knobs(scenario.knobs)``. With an exit profile, thresholds
+    start at ``thresholds`` (default ``initial_threshold`` for every exit) and are tuned every
+    ``m`` rounds; with fixed ``remaining`` only the routing moves. ``initial_routing`` defaults
+    to uniform (the paper's start). Stops early once no probability moved more than
+    ``tolerance`` in a round (and no threshold changed in the last full threshold cycle) unless
+    ``stop_when_converged`` is False. ``track`` records the model delay after every round in
+    ``PolicyResult.history``.
+    """
+    params = params or parse_knobs(scenario.knobs)
+    rounds = params.rounds if rounds is None else rounds
+    net = compile_network(scenario)
+    profile = scenario.exit_profile
+    exits = profile.early_exit_stages if profile is not None else ()
+    if profile is not None:
+        th = {h: params.initial_threshold for h in exits}
+        th.update({int(k): float(v) for k, v in (thresholds or {}).items()})
+        rem = exit_stats(profile, th).remaining
+        bounds = accuracy_range(profile)
+    else:
+        th, rem, bounds = {}, np.asarray(scenario.remaining, dtype=np.float64), None
+    p = routing_vector(net, initial_routing) if initial_routing else uniform_routing(net)
+
+    valid = net.slots >= 0
+    e = np.where(valid, net.slots, 0)
+    row_node = net.offloaders
+    row_stage = net.stage[row_node]
+    dst = net.edge_dst[e]
+    next_flops = net.flops[row_stage + 1]
+    next_bytes = net.input_bytes[row_stage + 1]
+    link = net.edge_rate[e]
+    n = len(net.ids)
+    npred = np.bincount(net.edge_dst, minlength=n).astype(np.float64)
+    workers = net.stage > 0
+    alpha = np.where(workers, net.flops[net.stage], 1.0)
+
+    phi_prev = node_rates(net, p, rem)  # round 0's RURs use the rates of the initial routing
+    omega = np.zeros(n)
+    psi = np.zeros(n)
+    history: List[float] = []
+    quiet_needed = params.m * max(1, len(exits)) if exits else 0
+    last_th_change = -1
+    converged = False
+    t = 0
+    for t in range(rounds):
+        remv = stage_remaining(rem)
+        xi = p * phi_prev[net.edge_src] * remv[net.stage[net.edge_src]] \
+            * net.flops[net.stage[net.edge_dst]]
+        lam = np.bincount(net.edge_dst, weights=xi, minlength=n)
+        phi = np.where(workers, lam / alpha, net.source_rate)
+        prow = np.where(valid, p[e], 0.0)
+        new, delta, om_i, psi_i = update_rows(
+            prow, phi[row_node] * remv[row_stage], remv[row_stage], next_flops, next_bytes,
+            link, lam[dst], net.capacity[dst], omega[dst], psi[dst], npred[dst], valid, params)
+        change = float(np.max(np.abs(new - prow)[valid])) if valid.any() else 0.0
+        p = p.copy()
+        p[e[valid]] = new[valid]
+        omega = np.zeros(n)
+        psi = np.zeros(n)
+        omega[row_node] = om_i
+        psi[row_node] = psi_i
+        phi_prev = phi
+        h = threshold_stage(t, params.m, exits)
+        if h is not None:
+            rows = np.nonzero(row_stage == h)[0]
+            g = np.sum(prow[rows] * np.where(valid[rows], delta[rows], 0.0), axis=1)
+            reports = [ThresholdReport(net.ids[row_node[r]], t, h, float(phi[row_node[r]]),
+                                       float(gr)) for r, gr in zip(rows, g)]
+            new_th = choose_threshold(h, th, reports, net.total_rate, profile,
+                                      scenario.tradeoff, params.threshold_step, bounds)
+            if new_th != th:
+                th, last_th_change = new_th, t
+                rem = exit_stats(profile, th).remaining
+        if track:
+            history.append(network_delay(net, p, rem))
+        if change < params.tolerance and t - last_th_change >= quiet_needed:
+            converged = True
+            if stop_when_converged:
+                break
+    return make_result("dtoee", scenario, net, p, th if profile is not None else None,
+                       t + 1, converged, history)

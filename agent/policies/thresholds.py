@@ -1,0 +1,86 @@
+"""DTO-EE's threshold step (Alg. 3, eqs. 17-18) against the accuracy-ratio table.
+
+Every m communication rounds one exit stage h may move its confidence threshold c_h by one step
+tau_c. Each worker i of stage h reports phi_i and g_i = sum_j p_ij Delta_ij (so Omega_i = I_h g_i);
+with the new remaining ratio I'_h from the table, eq. 17 gives its delay change
+Delta D_i = phi_i / Phi * (I'_h - I_h) * g_i, and eq. 18 the utility change
+Delta U = a * sum_i Delta D_i - (1 - a) * Delta A / (A_max - A_min). The move with the most
+negative Delta U is taken; none if neither lowers U. All workers of the stage evaluate the same
+reports, so they agree without a coordinator.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Dict, Mapping, Optional, Sequence, Tuple
+
+from agent.policies.model import accuracy_range as _accuracy_range
+from engines.exit_profile import ExitProfile, exit_stats
+
+
+@dataclass(frozen=True)
+class ThresholdReport:
+    """Sent by each worker of the adjusting stage to the others of that stage."""
+
+    sender: str
+    round: int
+    stage: int
+    arrival_rate_tasks_s: float  # phi_i
+    marginal_s: float  # g_i = sum_j p_ij Delta_ij, seconds
+
+
+def threshold_stage(round: int, m: int, exit_stages: Sequence[int]) -> Optional[int]:
+    """Alg. 3, lines 4-5: the exit stage that adjusts in ``round``, or None.
+
+    The paper cycles over all H stages and skips those without an exit; cycling over the exit
+    stages only gives every exit the same number of chances in fewer rounds.
+    """
+    if not exit_stages or round % m != 0:
+        return None
+    return int(exit_stages[(round // m) % len(exit_stages)])
+
+
+def threshold_report(node_id: str, round: int, stage: int, arrival_rate_tasks_s: float,
+                     routing: Mapping[str, float], marginals_s: Mapping[str, float]
+                     ) -> ThresholdReport:
+    """Build this worker's report from its routing and the Delta_ij of its offloader step."""
+    g = sum(float(routing.get(s, 0.0)) * d for s, d in marginals_s.items())
+    return ThresholdReport(node_id, round, stage, float(arrival_rate_tasks_s), float(g))
+
+
+def delay_change(reports: Sequence[ThresholdReport], remaining_now: float,
+                 remaining_new: float, total_rate_tasks_s: float) -> float:
+    """Eq. 17 summed over the stage's workers: the estimated change of T (seconds)."""
+    return sum(r.arrival_rate_tasks_s * (remaining_new - remaining_now) * r.marginal_s
+               for r in reports) / total_rate_tasks_s
+
+
+def choose_threshold(stage: int, thresholds: Mapping[int, float],
+                     reports: Sequence[ThresholdReport], total_rate_tasks_s: float,
+                     profile: ExitProfile, tradeoff: float, step: float,
+                     accuracy_bounds: Optional[Tuple[float, float]] = None) -> Dict[int, float]:
+    """Eq. 18: the thresholds after trying c_h - step and c_h + step (clipped to (0, 1]).
+
+    ``total_rate_tasks_s`` is Phi (the fleet's total task rate, from the agent's configuration);
+    ``accuracy_bounds`` (A_min, A_max) is computed from the profile when not given.
+    """
+    current = {int(k): float(v) for k, v in thresholds.items()}
+    a_min, a_max = accuracy_bounds or _accuracy_range(profile)
+    span = a_max - a_min
+    now = exit_stats(profile, current)
+    i_now = float(now.remaining[stage - 1])
+    best, best_du = current, 0.0
+    c = current[stage]
+    for cand in (c - step, c + step):
+        cand = round(min(1.0, max(cand, 1e-6)), 9)
+        if cand == c:
+            continue
+        trial = dict(current)
+        trial[stage] = cand
+        st = exit_stats(profile, trial)
+        dd = delay_change(reports, i_now, float(st.remaining[stage - 1]), total_rate_tasks_s)
+        da = (st.accuracy - now.accuracy) / span if span > 0 else 0.0
+        du = tradeoff * dd - (1.0 - tradeoff) * da
+        if du < best_du:
+            best, best_du = trial, du
+    return best
