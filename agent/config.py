@@ -89,6 +89,7 @@ class NodeConfig:
     ack_timeout_s: float = 1.0  # data plane: re-send to another successor when no ACK by then
     result_timeout_s: float = 20.0  # source: re-issue a task whose result has not come by then
     max_attempts: int = 3  # source: issues of one task (first + re-issues) before it is lost
+    drain_timeout_s: float = 10.0  # source: on shutdown, wait this long for results in flight
     max_message_bytes: int = 16 * 1024 * 1024  # ZMQ_MAXMSGSIZE on receiving sockets
     backend: str = "auto"  # engine backend: auto | tensorrt | onnxruntime
     precision: str = "fp32"  # engine precision: fp32 | fp16 | int8
@@ -283,7 +284,8 @@ def parse_config(obj: Any, base_dir: str = ".", where: str = "config") -> NodeCo
         raise ConfigError("%s.tradeoff: must be in [0, 1], got %r" % (where, tradeoff))
     kw["tradeoff"] = tradeoff
     for key in ("slot_length_s", "round_interval_s", "heartbeat_interval_s", "ack_timeout_s",
-                "result_timeout_s", "status_interval_s", "records_flush_interval_s"):
+                "result_timeout_s", "status_interval_s", "records_flush_interval_s",
+                "drain_timeout_s"):
         kw[key] = r.num(key, dflt(key), positive=True)
     for key in ("rounds_per_slot", "neighbour_timeout_rounds", "max_attempts", "engine_threads",
                 "timing_runs"):

@@ -1,0 +1,181 @@
+"""``edge-agent run --config node.toml``: run one agent (source or worker) until SIGTERM.
+
+Start-up order: read the config and the bundle, load the stage engine and measure (or look up)
+the capacity, bind and connect the sockets, then tell systemd READY. SIGTERM or SIGINT stops
+the loop: a source stops creating tasks and waits up to ``drain_timeout_s`` for answers in
+flight (the rest are recorded as lost), then every socket closes with LINGER 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+from typing import Any, Optional
+
+from agent.errors import UsageError
+
+HELP = "run one agent (source or worker) from a node config until SIGTERM"
+
+log = logging.getLogger("agent.run")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", required=True, metavar="NODE.toml",
+                        help="node config file (see README, 'Node config')")
+
+
+def run(args: argparse.Namespace) -> int:
+    from agent.config import load_config
+    from agent.sdnotify import Notifier
+
+    cfg = load_config(args.config)
+    return serve(cfg, Notifier.from_environ(os.environ))
+
+
+def _open_exit_profile(bundle) -> Any:
+    if not bundle.exit_profile_path:
+        return None
+    from engines.exit_profile import load_exit_profile
+    try:
+        return load_exit_profile(bundle.exit_profile_path)
+    except (OSError, ValueError, KeyError) as exc:
+        log.warning("exit profile %s unusable (%s); threshold tuning off",
+                    bundle.exit_profile_path, exc)
+        return None
+
+
+def build_view(cfg, bundle, exit_profile):
+    """The policy's ``NodeView`` for this config and bundle."""
+    from agent.routing import NodeView
+
+    return NodeView(
+        node_id=cfg.node_id, role=cfg.role, stage=cfg.stage, num_stages=bundle.num_stages,
+        stage_flops=tuple(float(s.flops) for s in bundle.stages),
+        stage_input_bytes=tuple(float(s.input_bytes) for s in bundle.stages),
+        exit_stages=tuple(bundle.early_exit_stages),
+        successors=tuple(p.id for p in cfg.successors),
+        predecessors=tuple(p.id for p in cfg.predecessors),
+        link_rate_bytes_s={p.id: p.link_rate_bytes_s for p in cfg.peers},
+        arrival_rate_tasks_s=cfg.arrival_rate_tasks_s if cfg.role == "source" else 0.0,
+        exit_profile=exit_profile, tradeoff=cfg.tradeoff)
+
+
+def _worker_parts(cfg, bundle):
+    """Engine, inference thread and start-up capacity of a worker."""
+    import numpy as np
+
+    from agent.capacity import startup_capacity
+    from agent.worker import InferenceThread
+    from engines import load_engine
+
+    spec = bundle.stage(cfg.stage)
+    engine = load_engine(spec, backend=cfg.backend, threads=cfg.engine_threads,
+                         precision=cfg.precision, cache_dir=cfg.engine_cache_dir or None)
+    runner = InferenceThread(engine, spec.flops, cfg.emulate_capacity_flops)
+    profile_mu: Optional[float] = None
+    if cfg.capacity_profile:
+        from calibration.profile import lookup_capacity
+        used = "tensorrt" if "tensorrt" in str(engine.info.get("backend", "")).lower() else "onnxruntime"
+        profile_mu = lookup_capacity(cfg.capacity_profile, spec, used, cfg.precision,
+                                     cfg.power_mode or None)
+        if profile_mu is None:
+            log.warning("no current entry for stage %d in %s; timing the engine instead",
+                        spec.index, cfg.capacity_profile)
+    x = np.zeros(spec.input_shape, dtype=spec.input_dtype)
+    report = startup_capacity(float(spec.flops), runner.run_one, x, cfg.warmup_runs,
+                              cfg.timing_runs, cfg.emulate_capacity_flops, profile_mu)
+    log.info("stage %d on %s: %s", spec.index, engine.info.get("backend", "?"), report.describe())
+    return spec, engine, runner, report
+
+
+def serve(cfg, notifier: Any = None, ctx: Any = None) -> int:
+    """Build every part of the node from ``cfg`` and run it until SIGTERM/SIGINT."""
+    import zmq
+
+    from agent.hooks import NodeHooks
+    from agent.node import Node
+    from agent.routing import default_thresholds, make_policy
+    from agent.security import load_public_key, security_from_config
+    from agent.source import RecordWriter, ReplaySet, SourceBook
+    from agent.state import StateStore
+    from agent.transport import Transport
+    from engines.bundle import load_bundle
+
+    bundle = load_bundle(cfg.bundle)
+    if cfg.role == "worker":
+        bundle.stage(cfg.stage)  # raises a clear error for a stage the bundle lacks
+    os.makedirs(cfg.state_dir, exist_ok=True)
+    security = security_from_config(cfg)
+    keys = ({p.id: load_public_key(p.public_key) for p in cfg.peers}
+            if cfg.security == "curve" else {})
+    view = build_view(cfg, bundle, _open_exit_profile(bundle))
+    thresholds = default_thresholds(bundle.early_exit_stages, cfg.thresholds)
+    policy = make_policy(cfg.policy, thresholds, cfg.policy_knobs, cfg.seed)
+    policy.configure(cfg, view)
+    store = StateStore(cfg.state_dir)
+    spec = runner = engine = replay = book = None
+    estimator = None
+    capacity = service = 0.0
+    if cfg.role == "worker":
+        spec, engine, runner, report = _worker_parts(cfg, bundle)
+        capacity, service = report.capacity_flops, report.service_time_s
+        if cfg.online_capacity:
+            from calibration.online import OnlineCapacityEstimator
+            estimator = OnlineCapacityEstimator(float(spec.flops), capacity)
+    else:
+        from engines.demo import REPLAY_PATH
+        first = bundle.stage(1)
+        replay = ReplaySet(cfg.replay_path or REPLAY_PATH, first.input_shape, first.input_dtype)
+        book = SourceBook(cfg.node_id, RecordWriter(os.path.join(cfg.state_dir, "records.jsonl")))
+    metrics = _metrics(cfg)
+    hooks = NodeHooks(notifier, metrics, store, estimator, capacity, service)
+    saved = hooks.load_state()
+    if saved:
+        policy.restore(saved)
+        log.info("restored policy state from %s", store.path)
+    hooks.refresh(view)
+    own_ctx = ctx is None
+    ctx = ctx or zmq.Context()
+    transport = Transport(ctx, cfg.node_id, cfg.control_bind, cfg.data_bind, cfg.peers, security,
+                          cfg.max_message_bytes,
+                          cfg.client_bind if cfg.arrival == "client" else "", keys)
+    node = Node(cfg, transport, policy, view, spec, runner, replay, book, hooks)
+    try:
+        try:
+            transport.open()
+        except zmq.ZMQError as exc:
+            raise UsageError("cannot bind %s / %s: %s" % (cfg.control_bind, cfg.data_bind, exc)) from None
+        if runner is not None:
+            runner.start()
+        old = {s: signal.signal(s, lambda *_: node.stop()) for s in (signal.SIGTERM, signal.SIGINT)}
+        if notifier is not None:
+            notifier.ready("%s %s serving (policy %s)" % (cfg.role, cfg.node_id, cfg.policy))
+        log.info("%s %s serving: policy %s, control %s, data %s, %d peer(s)", cfg.role,
+                 cfg.node_id, cfg.policy, cfg.control_bind, cfg.data_bind, len(cfg.peers))
+        node.run()
+        for s, h in old.items():
+            signal.signal(s, h)
+    finally:
+        if notifier is not None:
+            notifier.stopping()
+        if runner is not None:
+            runner.stop()
+        if engine is not None:
+            engine.close()
+        transport.close()
+        metrics.close()
+        if own_ctx:
+            ctx.term()
+    return 0
+
+
+def _metrics(cfg):
+    from agent.metrics import AgentMetrics, NullMetrics
+
+    if not cfg.metrics_port:
+        return NullMetrics(cfg.node_id)
+    m = AgentMetrics(cfg.node_id)
+    m.serve(cfg.metrics_host, cfg.metrics_port)
+    return m

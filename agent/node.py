@@ -1,0 +1,514 @@
+"""The node loop: one I/O thread around a zmq Poller, plus (on a worker) one inference thread.
+
+Data plane, hop by hop: a sender keeps every task/result in ``outbox`` until the receiver ACKs
+it; with no ACK within ``ack_timeout_s`` (or when the send fails at once because the peer is
+gone) it re-sends the task to another successor (a result: to its source again). Receivers ACK
+on arrival and drop duplicates by task key. End to end: a source keeps each task until its
+result arrives and re-issues it after ``result_timeout_s`` (covering a worker that died holding
+it). So a crash loses no task; at worst it is answered late.
+
+Control plane: heartbeats (queue state) every ``heartbeat_interval_s``; a neighbour silent for
+``neighbour_timeout_rounds`` heartbeat periods is gone (``view.alive``), which the policy sees at
+once. Policy messages (DTO-EE request/status, thresholds) go through ``AgentPolicy.on_control``
+and ``on_tick``.
+
+Input is never trusted: every malformed, unexpected or undeliverable message is counted in
+``counters`` (written to ``<state_dir>/stats.json`` and logged) and dropped.
+"""
+
+from __future__ import annotations
+
+import heapq
+import json
+import logging
+import os
+import time
+from collections import Counter, OrderedDict
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, List, Optional
+
+import numpy as np
+
+from agent import wire
+from agent.capacity import LinkPacer
+from agent.config import NodeConfig
+from agent.routing import AgentPolicy, NodeView, Outgoing, TaskInfo
+from agent.source import ReplaySet, SourceBook
+from agent.transport import CLIENT, CONTROL, DATA, FD, REPLY, Transport
+from agent.wire import Kind, WireError
+
+log = logging.getLogger(__name__)
+
+MAX_HOP_RESENDS = 10  # per hop; beyond that the task is dropped here and its source re-issues it
+SEEN_KEYS = 100_000  # task keys remembered for duplicate detection
+
+
+@dataclass
+class OutItem:
+    """A task or result held until the next hop ACKs it."""
+
+    kind: Kind
+    key: str
+    fields: Dict[str, Any]
+    tensor: Optional[np.ndarray]
+    dest: str = ""
+    tried: List[str] = field(default_factory=list)
+    resends: int = 0
+    deadline: float = 0.0
+
+
+class Node:
+    """One agent. ``run()`` serves until ``stop()`` (e.g. from a SIGTERM handler)."""
+
+    def __init__(self, cfg: NodeConfig, transport: Transport, policy: AgentPolicy, view: NodeView,
+                 stage_spec: Any = None, runner: Any = None, replay: Optional[ReplaySet] = None,
+                 book: Optional[SourceBook] = None, hooks: Any = None,
+                 clock: Callable[[], float] = time.monotonic, wall: Callable[[], float] = time.time):
+        self.cfg = cfg
+        self.transport = transport
+        self.policy = policy
+        self.view = view
+        self.spec = stage_spec
+        self.runner = runner
+        self.replay = replay
+        self.book = book
+        self.hooks = hooks
+        self.clock = clock
+        self.wall = wall
+        self.counters: Counter = Counter()
+        self.outbox: Dict[str, OutItem] = {}
+        self.waiting: List[OutItem] = []  # no alive successor when they were due
+        self.seen: "OrderedDict[str, None]" = OrderedDict()
+        self.last_heard: Dict[str, float] = {}
+        self.sources = {p.id for p in cfg.sources}
+        self.pacers = ({p.id: LinkPacer(p.link_rate_bytes_s) for p in cfg.peers}
+                       if cfg.emulate_links else {})
+        self._paced: List[Any] = []  # heap of (due, seq, item) for emulated links
+        self._timers: List[Any] = []  # heap of (due, seq, key, deadline) ACK deadlines
+        self._seq = 0
+        self._stopping = False
+        self._rfd, self._wfd = os.pipe()
+        os.set_blocking(self._wfd, False)
+        self.rng = policy.rng
+        self.interarrival_s = 1.0 / cfg.arrival_rate_tasks_s if cfg.arrival_rate_tasks_s > 0 else 0
+        self.arrivals_done = cfg.role != "source" or cfg.arrival != "poisson" or self.interarrival_s == 0
+        self.received = 0  # tasks accepted here (arrival-rate estimate of a worker)
+
+    # -- life cycle ---------------------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Ask the loop to finish (safe from a signal handler)."""
+        self._stopping = True
+        try:
+            os.write(self._wfd, b"x")
+        except OSError:
+            pass
+
+    def run(self) -> None:
+        """Serve until ``stop()``; then drain (sources) and write final stats."""
+        self.transport.register_fd(self._rfd)
+        if self.runner is not None:
+            self.transport.register_fd(self.runner.wake_fd)
+        now = self.clock()
+        nxt = {"hb": now, "tick": now, "status": now + self.cfg.status_interval_s,
+               "flush": now + self.cfg.records_flush_interval_s, "arrival": now,
+               "slot": now + self.cfg.slot_length_s}
+        drain_until = None
+        while True:
+            now = self.clock()
+            if self._stopping and drain_until is None:
+                drain_until = now + (self.cfg.drain_timeout_s if self.book else 0.0)
+                self.arrivals_done = True
+                log.info("stopping: %s", self._status_line())
+            if drain_until is not None and (now >= drain_until or not self._in_flight()):
+                break
+            due = [nxt["hb"], nxt["tick"], nxt["status"], nxt["flush"], nxt["slot"]]
+            if not self.arrivals_done:
+                due.append(nxt["arrival"])
+            if self._timers:
+                due.append(self._timers[0][0])
+            if self._paced:
+                due.append(self._paced[0][0])
+            if drain_until is not None:
+                due.append(drain_until)
+            for ev in self.transport.poll(max(0.0, min(due) - now)):
+                self._dispatch(ev)
+            now = self.clock()
+            self._run_paced(now)
+            self._run_timers(now)
+            if not self.arrivals_done and now >= nxt["arrival"]:
+                self._arrival(now)
+                gap = self.policy.interarrival_s(self.view, now) or self.interarrival_s
+                nxt["arrival"] = max(nxt["arrival"] + self.rng.expovariate(1.0 / gap), now - 1.0)
+            if now >= nxt["hb"]:
+                nxt["hb"] = now + self.cfg.heartbeat_interval_s
+                self._heartbeat(now)
+            if now >= nxt["tick"]:
+                nxt["tick"] = now + self.policy.tick_interval_s
+                self._publish(self.policy.on_tick(self._refresh_view(), now))
+            if now >= nxt["slot"]:
+                nxt["slot"] = now + self.cfg.slot_length_s
+                self._slot(now)
+            if now >= nxt["flush"]:
+                nxt["flush"] = now + self.cfg.records_flush_interval_s
+                if self.book:
+                    self.book.records.flush()
+            if now >= nxt["status"]:
+                nxt["status"] = now + self.cfg.status_interval_s
+                self.write_stats()
+                log.info("%s", self._status_line())
+            if self.hooks:
+                self.hooks.health()
+        self._finish()
+
+    def _in_flight(self) -> bool:
+        return bool(self.book and self.book.pending) or bool(self.outbox) or bool(
+            self.runner is not None and self.runner.queued)
+
+    def _finish(self) -> None:
+        now, w = self.clock(), self.wall()
+        if self.book:
+            for tid in list(self.book.pending):
+                self.book.lose(tid, w, now, "shutdown")
+            self.book.records.close()
+        self.write_stats()
+        log.info("stopped: %s", self._status_line())
+        for fd in (self._rfd, self._wfd):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+    # -- events ------------------------------------------------------------------------------
+
+    def _dispatch(self, ev) -> None:
+        tag, who, frames = ev
+        if tag == FD:
+            if who == self._rfd:
+                try:
+                    os.read(self._rfd, 4096)
+                except OSError:
+                    pass
+            elif self.runner is not None:
+                for done in self.runner.take_done():
+                    self._inference_done(done)
+            return
+        try:
+            if tag == CONTROL:
+                _, frames = wire.split_topic(frames)
+            msg = wire.decode(frames)
+        except WireError as exc:
+            self.counters["drop_" + exc.reason] += 1
+            self._dropped(exc.reason)
+            return
+        if tag == DATA:
+            self._on_data(who, msg)
+        elif tag == REPLY:
+            self._on_reply(who, msg)
+        elif tag == CONTROL:
+            self._on_control(msg)
+        elif tag == CLIENT:
+            self._on_client(who, msg)
+
+    def _dropped(self, reason: str) -> None:
+        if self.hooks:
+            self.hooks.metrics.dropped(reason)
+
+    def _drop(self, reason: str) -> None:
+        self.counters["drop_" + reason] += 1
+        self._dropped(reason)
+
+    def _on_reply(self, peer: str, msg: wire.Message) -> None:
+        if msg.kind != Kind.ACK:
+            return self._drop("unexpected_kind")
+        for key in msg.fields["keys"]:
+            if self.outbox.pop(key, None) is not None:
+                self.counters["acked"] += 1
+
+    def _on_data(self, identity: bytes, msg: wire.Message) -> None:
+        if msg.kind == Kind.TASK and self.runner is not None:
+            self._on_task(identity, msg)
+        elif msg.kind == Kind.RESULT and self.book is not None:
+            f = msg.fields
+            self.transport.reply(identity, wire.encode(
+                Kind.ACK, self.cfg.node_id, {"keys": ["R:" + wire.task_key(f["id"], f["attempt"])]}))
+            if f["source"] != self.cfg.node_id:
+                return self._drop("foreign_result")
+            task = self.book.complete(f, self.wall(), self.clock())
+            if task is None:
+                self.counters["duplicate_result"] += 1
+            elif task.client is not None:
+                ident, cid = task.client
+                out = dict(f, id=cid)
+                self.transport.reply(ident, wire.encode(Kind.RESULT, self.cfg.node_id, out),
+                                     client=True)
+        else:
+            self._drop("unexpected_kind")
+
+    def _on_task(self, identity: bytes, msg: wire.Message) -> None:
+        f, x = msg.fields, msg.tensors[0]
+        if f["stage"] != self.cfg.stage:
+            return self._drop("wrong_stage")
+        if f["source"] not in self.sources:
+            return self._drop("unknown_source")
+        if x.dtype.name != self.spec.input_dtype or tuple(x.shape) != tuple(self.spec.input_shape):
+            return self._drop("bad_shape")
+        key = wire.task_key(f["id"], f["attempt"])
+        self.transport.reply(identity, wire.encode(Kind.ACK, self.cfg.node_id, {"keys": [key]}))
+        if key in self.seen:
+            self.counters["duplicate_task"] += 1
+            return
+        self.seen[key] = None
+        if len(self.seen) > SEEN_KEYS:
+            self.seen.popitem(last=False)
+        self.received += 1
+        self.counters["tasks_in"] += 1
+        if self.hooks:
+            self.hooks.metrics.task_in(self.cfg.stage)
+        from agent.worker import Job
+        self.runner.submit(Job(meta=dict(f), x=x))
+
+    def _on_control(self, msg: wire.Message) -> None:
+        if msg.sender not in self.cfg_peer_ids:
+            return self._drop("unknown_sender")
+        now = self.clock()
+        was_alive = msg.sender in self.view.alive
+        self.last_heard[msg.sender] = now
+        if msg.kind in (Kind.HEARTBEAT, Kind.QUEUE_STATE):
+            self.view.peer_state[msg.sender] = dict(msg.fields)
+        if not was_alive:
+            self._set_alive(msg.sender, True)
+        try:
+            out = self.policy.on_control(msg, self._refresh_view(), now)
+        except (ValueError, TypeError, KeyError) as exc:  # payload that does not fit the policy
+            log.debug("policy rejected %s from %s: %s", msg.kind.name, msg.sender, exc)
+            return self._drop("bad_payload")
+        self._publish(out)
+
+    @property
+    def cfg_peer_ids(self):
+        return self.transport.peers
+
+    def _on_client(self, identity: bytes, msg: wire.Message) -> None:
+        if msg.kind != Kind.TASK or self.book is None:
+            return self._drop("unexpected_kind")
+        x = np.ascontiguousarray(msg.tensors[0])
+        self._create_task(x, -1, client=(identity, msg.fields["id"]))
+
+    # -- source ------------------------------------------------------------------------------
+
+    def _arrival(self, now: float) -> None:
+        if self.cfg.max_tasks and self.book.created >= self.cfg.max_tasks:
+            self.arrivals_done = True
+            return
+        x, label = self.replay.sample(self.rng)
+        self._create_task(x, label)
+
+    def _create_task(self, x: np.ndarray, label: int, client=None) -> None:
+        now, w = self.clock(), self.wall()
+        if not self.policy.admit(self._refresh_view(), now):
+            self.book.reject(w, now)
+            return
+        task = self.book.new(x, label, w, now)
+        task.client = client
+        self._issue(task, now)
+
+    def _issue(self, task, now: float) -> None:
+        task.result_due = now + self.cfg.result_timeout_s
+        fields = {"id": task.id, "source": self.cfg.node_id, "stage": 1, "attempt": task.attempt,
+                  "created": task.created_wall, "hops": 0, "resends": task.resends}
+        item = OutItem(Kind.TASK, wire.task_key(task.id, task.attempt), fields, task.x)
+        self._schedule(task.result_due, "E:" + task.id)
+        self._send(item, now)
+
+    def _result_timeout(self, task_id: str, now: float) -> None:
+        task = self.book.pending.get(task_id)
+        if task is None or now < task.result_due:
+            return
+        self.outbox.pop(wire.task_key(task.id, task.attempt), None)
+        if task.attempt + 1 >= self.cfg.max_attempts:
+            self.book.lose(task_id, self.wall(), now, "no result after %d attempts" % (task.attempt + 1))
+            return
+        task.attempt += 1
+        task.resends += 1
+        self.counters["reissued"] += 1
+        self._issue(task, now)
+
+    # -- worker ------------------------------------------------------------------------------
+
+    def _inference_done(self, done) -> None:
+        f = done.meta
+        if done.error:
+            return self._drop("engine_error")
+        if self.hooks:
+            self.hooks.on_service(done)
+        h = self.cfg.stage
+        last = h == self.view.num_stages
+        th = self.policy.thresholds().get(h)
+        from engines.exit_profile import should_exit
+        if done.confidence is not None and (last or (th is not None and should_exit(done.confidence, th))):
+            self.counters["exited" if not last else "finished"] += 1
+            if self.hooks:
+                self.hooks.metrics.task_exited(h)
+            out = {"id": f["id"], "attempt": f["attempt"], "source": f["source"], "exit_stage": h,
+                   "cls": int(done.cls), "confidence": float(done.confidence),
+                   "worker": self.cfg.node_id, "hops": f["hops"] + 1, "resends": f["resends"],
+                   "created": f["created"]}
+            item = OutItem(Kind.RESULT, "R:" + wire.task_key(f["id"], f["attempt"]), out, None,
+                           dest=f["source"])
+        elif done.features is None or last:
+            return self._drop("no_output")
+        else:
+            nf = dict(f, stage=h + 1, hops=f["hops"] + 1)
+            item = OutItem(Kind.TASK, wire.task_key(f["id"], f["attempt"]), nf, done.features)
+        if self.hooks:
+            self.hooks.metrics.task_out(h)
+        self._send(item, self.clock())
+
+    # -- sending with custody ----------------------------------------------------------------
+
+    def _send(self, item: OutItem, now: float) -> None:
+        if item.kind == Kind.TASK:
+            info = TaskInfo(item.fields["id"], item.fields["stage"],
+                            0 if item.tensor is None else item.tensor.nbytes)
+            dest = self.policy.choose_successor(info, self._refresh_view(), item.tried)
+            if dest is None:
+                self.waiting.append(item)
+                return
+            item.dest = dest
+        tensors = [] if item.tensor is None else [item.tensor]
+        item.fields["resends"] = item.fields.get("resends", 0)
+        frames = wire.encode(item.kind, self.cfg.node_id, item.fields, tensors)
+        self.outbox[item.key] = item
+        pacer = self.pacers.get(item.dest)
+        if pacer is not None:
+            due = pacer.schedule(now, wire.frames_nbytes(frames))
+            self._seq += 1
+            heapq.heappush(self._paced, (due, self._seq, item, frames))
+            item.deadline = due + self.cfg.ack_timeout_s
+        else:
+            item.deadline = now + self.cfg.ack_timeout_s
+            if not self.transport.send(item.dest, frames):
+                # Peer unreachable now: try elsewhere soon, backing off if every peer fails.
+                item.deadline = now + min(self.cfg.ack_timeout_s, 0.02 * item.resends)
+        self._schedule(item.deadline, item.key)
+
+    def _run_paced(self, now: float) -> None:
+        while self._paced and self._paced[0][0] <= now:
+            _, _, item, frames = heapq.heappop(self._paced)
+            if self.outbox.get(item.key) is item and not self.transport.send(item.dest, frames):
+                item.deadline = now
+                self._schedule(now, item.key)
+
+    def _schedule(self, due: float, key: str) -> None:
+        self._seq += 1
+        heapq.heappush(self._timers, (due, self._seq, key))
+
+    def _run_timers(self, now: float) -> None:
+        while self._timers and self._timers[0][0] <= now:
+            _, _, key = heapq.heappop(self._timers)
+            if key.startswith("E:"):
+                self._result_timeout(key[2:], now)
+                continue
+            item = self.outbox.get(key)
+            if item is None or item.deadline > now:
+                continue
+            del self.outbox[key]
+            item.resends += 1
+            self.counters["resends"] += 1
+            if item.resends > MAX_HOP_RESENDS:
+                self._drop("undeliverable")
+                continue
+            item.tried.append(item.dest)
+            item.fields["resends"] = item.fields.get("resends", 0) + 1
+            self._send(item, now)
+
+    # -- control -----------------------------------------------------------------------------
+
+    def _publish(self, out: List[Outgoing]) -> None:
+        for o in out or ():
+            self.transport.publish(o.dest, wire.encode(o.kind, self.cfg.node_id, o.fields,
+                                                       slot=o.slot, round=o.round))
+
+    def _heartbeat(self, now: float) -> None:
+        v = self._refresh_view()
+        self.transport.publish(wire.BROADCAST, wire.encode(Kind.HEARTBEAT, self.cfg.node_id, {
+            "role": self.cfg.role, "stage": self.cfg.stage, "capacity_flops": v.capacity_flops,
+            "input_queue": v.input_queue, "output_queue": v.output_queue,
+            "service_time_s": v.service_time_s}))
+        limit = self.cfg.neighbour_timeout_rounds * self.cfg.heartbeat_interval_s
+        for peer in list(self.view.alive):
+            if now - self.last_heard.get(peer, -1e18) > limit:
+                self._set_alive(peer, False)
+        if self.waiting and self.view.alive_successors():
+            items, self.waiting = self.waiting, []
+            for item in items:
+                self._send(item, now)
+
+    def _set_alive(self, peer: str, alive: bool) -> None:
+        if alive:
+            self.view.alive.add(peer)
+        else:
+            self.view.alive.discard(peer)
+        log.info("neighbour %s is %s", peer, "alive" if alive else "gone")
+        self.counters["neighbour_joined" if alive else "neighbour_gone"] += 1
+        if self.hooks:
+            self.hooks.metrics.neighbour_alive(peer, alive)
+        self.policy.on_peers_changed(self._refresh_view())
+        if alive and self.waiting:
+            items, self.waiting = self.waiting, []
+            for item in items:
+                self._send(item, self.clock())
+
+    def _slot(self, now: float) -> None:
+        if self.cfg.role == "worker":
+            self.view.arrival_rate_tasks_s = self.received / self.cfg.slot_length_s
+            self.received = 0
+        if self.hooks:
+            self.hooks.save_state(self.policy.snapshot())
+
+    def _refresh_view(self) -> NodeView:
+        v = self.view
+        v.input_queue = self.runner.queued if self.runner is not None else 0
+        v.output_queue = len(self.outbox) + len(self.waiting)
+        if self.hooks:
+            self.hooks.refresh(v)
+        return v
+
+    # -- status ------------------------------------------------------------------------------
+
+    def stats(self) -> Dict[str, Any]:
+        """Counters and state for stats.json and the status line."""
+        out: Dict[str, Any] = {"node_id": self.cfg.node_id, "role": self.cfg.role,
+                               "stage": self.cfg.stage, "policy": self.policy.name,
+                               "counters": dict(self.counters),
+                               "dropped": sum(v for k, v in self.counters.items()
+                                              if k.startswith("drop_")),
+                               "alive": sorted(self.view.alive), "routing": self.policy.routing(),
+                               "thresholds": {str(k): v for k, v in self.policy.thresholds().items()},
+                               "capacity_flops": self.view.capacity_flops,
+                               "input_queue": self.view.input_queue,
+                               "output_queue": self.view.output_queue,
+                               "wall_time": self.wall()}
+        if self.book:
+            out["tasks"] = self.book.counts()
+        return out
+
+    def write_stats(self) -> None:
+        """Atomically replace ``<state_dir>/stats.json``."""
+        path = os.path.join(self.cfg.state_dir, "stats.json")
+        tmp = path + ".tmp"
+        try:
+            with open(tmp, "w", encoding="utf-8") as f:
+                json.dump(self.stats(), f, indent=1, sort_keys=True)
+            os.replace(tmp, path)
+        except OSError as exc:
+            log.warning("cannot write %s: %s", path, exc)
+
+    def _status_line(self) -> str:
+        s = self.stats()
+        parts = ["%s %s" % (self.cfg.role, self.cfg.node_id), "alive=%d" % len(s["alive"]),
+                 "queue=%d/%d" % (s["input_queue"], s["output_queue"]), "dropped=%d" % s["dropped"]]
+        if "tasks" in s:
+            parts.append(" ".join("%s=%d" % kv for kv in s["tasks"].items()))
+        return " ".join(parts)

@@ -1,0 +1,143 @@
+"""Source-side bookkeeping: the replay set, tasks in flight, and every task's fate on disk.
+
+A source creates tasks (Poisson arrivals from a replay set, or tasks a local client pushes),
+keeps each until its result arrives, re-issues it (a new ``attempt``) when no result came within
+``result_timeout_s``, and records exactly one line per created task in
+``<state_dir>/records.jsonl``: completed, lost (no result after ``max_attempts`` issues or at
+shutdown) or rejected (admission control said no).
+
+Record fields: ``id, source, status, created_wall, created_mono, finished_wall, finished_mono,
+delay_s, exit_stage, cls, label, correct, confidence, hops, resends, attempts, worker, reason``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+from dataclasses import dataclass
+from typing import Any, Dict, IO, List, Optional, Tuple
+
+import numpy as np
+
+from agent.errors import UsageError
+
+
+class ReplaySet:
+    """Samples to send: ``x`` (N, ...) inputs and ``y`` (N,) labels from an npz file."""
+
+    def __init__(self, path: str, input_shape: Tuple[int, ...], input_dtype: str):
+        try:
+            with np.load(path) as data:
+                x, y = data["x"], data["y"]
+        except (OSError, KeyError, ValueError) as exc:
+            raise UsageError("replay_path: cannot read x and y from %s: %s" % (path, exc)) from None
+        if len(x) == 0 or len(x) != len(y) or tuple(x.shape[1:]) != tuple(input_shape[1:]):
+            raise UsageError("replay_path: %s has x %s, y %s; stage 1 needs x (N,%s)"
+                             % (path, x.shape, y.shape, ",".join(map(str, input_shape[1:]))))
+        self.x = np.ascontiguousarray(x.astype(input_dtype, copy=False))
+        self.y = np.asarray(y).astype(np.int64)
+
+    def sample(self, rng: random.Random) -> Tuple[np.ndarray, int]:
+        i = rng.randrange(len(self.x))
+        return self.x[i:i + 1], int(self.y[i])
+
+
+@dataclass
+class Pending:
+    """A task created here and not yet answered."""
+
+    id: str
+    x: np.ndarray
+    label: int
+    created_wall: float
+    created_mono: float
+    attempt: int = 0
+    resends: int = 0
+    result_due: float = 0.0  # monotonic time of the current attempt's result deadline
+    client: Optional[Tuple[bytes, str]] = None  # (identity, client's own id) in client mode
+
+
+class RecordWriter:
+    """Appends JSON lines; ``flush`` pushes them to the file (called periodically and at the end)."""
+
+    def __init__(self, path: str):
+        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+        self.path = path
+        self._f: IO[str] = open(path, "a", encoding="utf-8")
+        self._buf: List[str] = []
+
+    def write(self, record: Dict[str, Any]) -> None:
+        self._buf.append(json.dumps(record, separators=(",", ":")))
+
+    def flush(self) -> None:
+        if self._buf:
+            self._f.write("\n".join(self._buf) + "\n")
+            self._buf = []
+        self._f.flush()
+
+    def close(self) -> None:
+        self.flush()
+        self._f.close()
+
+
+class SourceBook:
+    """Tasks in flight and the counters of their fates."""
+
+    def __init__(self, node_id: str, records: RecordWriter):
+        self.node_id = node_id
+        self.records = records
+        self.pending: Dict[str, Pending] = {}
+        self.seq = 0
+        self.created = self.completed = self.lost = self.rejected = 0
+
+    def new(self, x: np.ndarray, label: int, wall: float, mono: float) -> Pending:
+        self.seq += 1
+        self.created += 1
+        task = Pending("%s-%d" % (self.node_id, self.seq), x, label, wall, mono)
+        self.pending[task.id] = task
+        return task
+
+    def reject(self, wall: float, mono: float) -> None:
+        """Admission control refused a task: it is created and recorded as rejected."""
+        self.seq += 1
+        self.created += 1
+        self.rejected += 1
+        self._record("%s-%d" % (self.node_id, self.seq), "rejected", wall, mono, wall, mono)
+
+    def complete(self, fields: Dict[str, Any], wall: float, mono: float) -> Optional[Pending]:
+        """Record a result; None if the task is unknown or already answered (a duplicate)."""
+        task = self.pending.pop(fields["id"], None)
+        if task is None:
+            return None
+        self.completed += 1
+        self._record(task.id, "completed", task.created_wall, task.created_mono, wall, mono,
+                     exit_stage=fields["exit_stage"], cls=fields["cls"], label=task.label,
+                     correct=(task.label >= 0 and fields["cls"] == task.label),
+                     confidence=fields["confidence"], hops=fields["hops"],
+                     resends=task.resends + fields["resends"], attempts=task.attempt + 1,
+                     worker=fields["worker"])
+        return task
+
+    def lose(self, task_id: str, wall: float, mono: float, reason: str) -> None:
+        task = self.pending.pop(task_id, None)
+        if task is None:
+            return
+        self.lost += 1
+        self._record(task.id, "lost", task.created_wall, task.created_mono, wall, mono,
+                     label=task.label, resends=task.resends, attempts=task.attempt + 1,
+                     reason=reason)
+
+    def _record(self, task_id: str, status: str, cw: float, cm: float, fw: float, fm: float,
+                **extra: Any) -> None:
+        rec = {"id": task_id, "source": self.node_id, "status": status, "created_wall": cw,
+               "created_mono": cm, "finished_wall": fw, "finished_mono": fm, "delay_s": fm - cm,
+               "exit_stage": None, "cls": None, "label": None, "correct": None,
+               "confidence": None, "hops": 0, "resends": 0, "attempts": 0, "worker": None,
+               "reason": None}
+        rec.update(extra)
+        self.records.write(rec)
+
+    def counts(self) -> Dict[str, int]:
+        return {"created": self.created, "completed": self.completed, "lost": self.lost,
+                "rejected": self.rejected, "pending": len(self.pending)}

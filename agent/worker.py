@@ -1,0 +1,152 @@
+"""The inference thread of a worker: runs the stage engine on queued tasks, one at a time.
+
+The I/O loop puts ``Job`` objects on ``submit``; the thread runs the engine, computes the exit
+head's confidence (``engines.exit_profile.softmax_confidence``), optionally pads the service
+time to emulate a slower device, and hands ``Done`` objects back through a deque plus one byte
+on a pipe whose read end the I/O loop polls (so the loop sleeps in its poller, never spins).
+The exit decision itself stays in the I/O loop, which owns the current thresholds.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+from typing import Any, Callable, Deque, List, Optional
+
+import numpy as np
+
+from engines.exit_profile import softmax_confidence
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Job:
+    """One task to run: its metadata (opaque to the thread) and the input tensor."""
+
+    meta: Any
+    x: np.ndarray
+
+
+@dataclass
+class Done:
+    """A finished job: features for the next stage, head confidence/class when there is a head."""
+
+    meta: Any
+    features: Optional[np.ndarray]
+    confidence: Optional[float]
+    cls: Optional[int]
+    service_time_s: float  # time the task held the engine, emulation padding included
+    engine_time_s: float = 0.0  # the real engine's share of it
+    error: str = ""  # non-empty when the engine raised; the task is then dropped and counted
+
+
+class InferenceThread:
+    """One engine, one thread, FIFO order; ``queued`` counts jobs waiting or running."""
+
+    def __init__(self, engine: Any, flops: float, emulate_capacity_flops: float = 0.0,
+                 clock: Callable[[], float] = time.monotonic,
+                 sleep: Callable[[float], None] = time.sleep):
+        self.engine = engine
+        self.flops = float(flops)
+        self.emulate_capacity_flops = float(emulate_capacity_flops)
+        self.clock = clock
+        self.sleep = sleep
+        self._jobs: "queue.Queue[Optional[Job]]" = queue.Queue()
+        self._done: Deque[Done] = deque()
+        self._rfd, self._wfd = os.pipe()
+        os.set_blocking(self._rfd, False)
+        self._busy = 0
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._run, name="inference", daemon=True)
+
+    @property
+    def wake_fd(self) -> int:
+        """File descriptor that becomes readable when results are ready."""
+        return self._rfd
+
+    @property
+    def queued(self) -> int:
+        """Jobs submitted and not yet handed back (waiting + running)."""
+        with self._lock:
+            return self._busy
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def submit(self, job: Job) -> None:
+        with self._lock:
+            self._busy += 1
+        self._jobs.put(job)
+
+    def take_done(self) -> List[Done]:
+        """Drain the wake-up pipe and return every finished job (call when ``wake_fd`` is ready)."""
+        try:
+            while os.read(self._rfd, 4096):
+                pass
+        except BlockingIOError:
+            pass
+        out: List[Done] = []
+        while self._done:
+            out.append(self._done.popleft())
+        with self._lock:
+            self._busy -= len(out)
+        return out
+
+    def stop(self, timeout_s: float = 5.0) -> None:
+        """Finish the running job, drop the rest, join the thread and close the pipe."""
+        while True:
+            try:
+                self._jobs.get_nowait()
+            except queue.Empty:
+                break
+        self._jobs.put(None)
+        if self._thread.is_alive():
+            self._thread.join(timeout_s)
+        for fd in (self._rfd, self._wfd):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+    def run_one(self, x: np.ndarray) -> Done:
+        """Run the engine on ``x`` with padding; used by the thread and by start-up timing."""
+        t0 = self.clock()
+        out = self.engine.run(x)
+        service = self.clock() - t0
+        conf = cls = None
+        if out.logits is not None:
+            c, k = softmax_confidence(np.asarray(out.logits).reshape(1, -1))
+            conf, cls = float(np.ravel(c)[0]), int(np.ravel(k)[0])
+        feats = out.features
+        if feats is not None:
+            feats = np.ascontiguousarray(feats)
+        if self.emulate_capacity_flops > 0:
+            # Emulated slower device: the real engine ran; stretch to flops / emulated mu.
+            pad = self.flops / self.emulate_capacity_flops - (self.clock() - t0)
+            if pad > 0:
+                self.sleep(pad)
+        return Done(meta=None, features=feats, confidence=conf, cls=cls,
+                    service_time_s=self.clock() - t0, engine_time_s=service)
+
+    def _run(self) -> None:
+        while True:
+            job = self._jobs.get()
+            if job is None:
+                return
+            try:
+                done = self.run_one(job.x)
+                done.meta = job.meta
+            except Exception as exc:  # engine errors must not kill the thread; counted by the loop
+                log.warning("engine failed on a task: %s", exc)
+                done = Done(job.meta, None, None, None, 0.0, error=type(exc).__name__)
+            self._done.append(done)
+            try:
+                os.write(self._wfd, b"x")
+            except OSError:  # pipe closed during shutdown
+                return

@@ -1,0 +1,157 @@
+"""Helpers for agent integration tests: a tiny real bundle, node configs, agent processes.
+
+Agents run as real ``python -m agent run`` processes on loopback with real ZeroMQ sockets and
+real onnxruntime engines (the 3-stage tiny multi-exit model from ``engines.tiny_model``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from typing import Callable, Dict, List, Optional
+
+import numpy as np
+
+from agent.config import NodeConfig, Peer, dump_config
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def build_tiny_bundle(directory: str) -> str:
+    """Bundle of the tiny 3-stage multi-exit model plus a replay set; returns the bundle dir."""
+    import onnx
+
+    from engines.build import build_bundle
+    from engines.tiny_model import CUTS, EXITS, make_tiny_multi_exit
+
+    os.makedirs(directory, exist_ok=True)
+    model_path = os.path.join(directory, "tiny.onnx")
+    onnx.save(make_tiny_multi_exit(seed=1), model_path)
+    out = os.path.join(directory, "bundle")
+    build_bundle(model_path, list(CUTS), dict(EXITS), out)
+    rng = np.random.default_rng(0)
+    np.savez(os.path.join(directory, "replay.npz"),
+             x=rng.normal(size=(64, 1, 8, 8)).astype(np.float32),
+             y=rng.integers(0, 3, size=64).astype(np.int64))
+    return out
+
+
+def free_port() -> int:
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+class Cluster:
+    """Node configs for a topology {node id: stage} (stage 0 = source), and their processes."""
+
+    def __init__(self, root: str, bundle: str, stages: Dict[str, int], **common):
+        self.root = root
+        self.bundle = bundle
+        self.stages = dict(stages)
+        self.ports = {n: (free_port(), free_port()) for n in stages}
+        self.common = common
+        self.procs: Dict[str, subprocess.Popen] = {}
+        self.logs: Dict[str, str] = {}
+
+    def peer(self, node: str) -> Peer:
+        c, d = self.ports[node]
+        return Peer(id=node, stage=self.stages[node], control_address="tcp://127.0.0.1:%d" % c,
+                    data_address="tcp://127.0.0.1:%d" % d, link_rate_bytes_s=1e7)
+
+    def config(self, node: str, **over) -> NodeConfig:
+        h = self.stages[node]
+        peers = [self.peer(n) for n, s in self.stages.items()
+                 if n != node and (s in (h - 1, h + 1) or (s == 0 and h > 0))]
+        c, d = self.ports[node]
+        kw = dict(node_id=node, role="source" if h == 0 else "worker", stage=h,
+                  bundle=self.bundle, state_dir=os.path.join(self.root, node),
+                  control_bind="tcp://127.0.0.1:%d" % c, data_bind="tcp://127.0.0.1:%d" % d,
+                  peers=tuple(peers), heartbeat_interval_s=0.2, neighbour_timeout_rounds=5,
+                  ack_timeout_s=1.0, result_timeout_s=6.0, warmup_runs=1, timing_runs=3,
+                  status_interval_s=0.5, replay_path=os.path.join(os.path.dirname(self.bundle),
+                                                                   "replay.npz"),
+                  online_capacity=False, drain_timeout_s=20.0)
+        kw.update(self.common)
+        kw.update(over)
+        return NodeConfig(**kw)
+
+    def start(self, node: str, **over) -> None:
+        cfg = self.config(node, **over)
+        os.makedirs(cfg.state_dir, exist_ok=True)
+        path = os.path.join(self.root, node + ".toml")
+        with open(path, "w") as f:
+            f.write(dump_config(cfg))
+        log = os.path.join(self.root, node + ".log")
+        self.logs[node] = log
+        env = dict(os.environ, PYTHONPATH=REPO, OMP_NUM_THREADS="1")
+        with open(log, "ab") as out:
+            self.procs[node] = subprocess.Popen(
+                [sys.executable, "-m", "agent", "run", "--config", path],
+                stdout=out, stderr=subprocess.STDOUT, env=env, cwd=REPO)
+
+    def stats(self, node: str) -> Optional[dict]:
+        try:
+            with open(os.path.join(self.root, node, "stats.json")) as f:
+                return json.load(f)
+        except (OSError, ValueError):
+            return None
+
+    def records(self, node: str) -> List[dict]:
+        path = os.path.join(self.root, node, "records.jsonl")
+        if not os.path.exists(path):
+            return []
+        with open(path) as f:
+            return [json.loads(line) for line in f if line.strip()]
+
+    def wait_for(self, cond: Callable[[], bool], timeout_s: float, what: str) -> None:
+        """Poll ``cond`` until true; fail with the agents' log tails otherwise."""
+        end = time.monotonic() + timeout_s
+        while time.monotonic() < end:
+            if cond():
+                return
+            for n, p in self.procs.items():
+                if p.poll() is not None and p.returncode not in (0, -signal.SIGKILL):
+                    raise AssertionError("agent %s exited with %s:\n%s" % (n, p.returncode, self.tail(n)))
+            time.sleep(0.1)
+        raise AssertionError("timed out waiting for %s\n%s" % (
+            what, "\n".join("--- %s\n%s" % (n, self.tail(n)) for n in self.procs)))
+
+    def alive_at(self, node: str, peers: List[str]) -> bool:
+        s = self.stats(node)
+        return bool(s) and all(p in s["alive"] for p in peers)
+
+    def tail(self, node: str, n: int = 25) -> str:
+        try:
+            with open(self.logs[node], errors="replace") as f:
+                return "".join(f.readlines()[-n:])
+        except OSError:
+            return ""
+
+    def kill(self, node: str) -> None:
+        self.procs[node].kill()
+        self.procs[node].wait(10)
+
+    def stop(self, node: str, timeout_s: float = 30.0) -> int:
+        p = self.procs[node]
+        if p.poll() is None:
+            p.send_signal(signal.SIGTERM)
+        return p.wait(timeout_s)
+
+    def stop_all(self) -> None:
+        for n, p in self.procs.items():
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        for p in self.procs.values():
+            try:
+                p.wait(30)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait(10)
