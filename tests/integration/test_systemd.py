@@ -41,7 +41,7 @@ def test_unit_files_keep_the_documented_service_contract():
         unit = f.read()
     for line in ["Type=notify", "WatchdogSec=30s", "Restart=on-failure", "User=edge-agent",
                  "SupplementaryGroups=video", "StateDirectory=edge-agent/%i",
-                 "CacheDirectory=edge-agent/%i", "Wants=network-online.target jtop.service",
+                 "CacheDirectory=edge-agent", "Wants=network-online.target jtop.service",
                  "NoNewPrivileges=yes", "ProtectSystem=strict"]:
         assert line in unit.splitlines(), line
     assert "After=network-online.target jtop.service" in unit
