@@ -1,0 +1,237 @@
+"""``edge-agent calibrate``: measure each stage engine's capacity mu per power mode into the
+device's calibration profile, or print the profile as a table with ``--show``."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import List, Optional, Set, Tuple
+
+from agent.errors import UsageError
+
+HELP = "measure capacity (FLOP/s) per power mode and stage engine into a calibration profile"
+
+DEFAULT_STATE_DIR = "/var/lib/edge-agent"
+PROFILE_NAME = "calibration.json"
+
+
+def _positive(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError("expected a number of seconds, got %r" % text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError("must be > 0, got %r" % text)
+    return value
+
+
+def _stages(text: str) -> Tuple[int, ...]:
+    try:
+        values = tuple(int(p) for p in text.replace(" ", ",").split(",") if p)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            "expected stage numbers like 1,3, got %r" % text
+        )
+    if not values:
+        raise argparse.ArgumentTypeError("expected at least one stage number")
+    return values
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--bundle", help="model bundle directory (with --show: mark stale entries)"
+    )
+    parser.add_argument(
+        "--stages",
+        type=_stages,
+        default=None,
+        help="stages to measure, e.g. 1,3 (default: all)",
+    )
+    parser.add_argument(
+        "--modes",
+        default="current",
+        help="power modes: current (default), all, or nvpmodel ids like 0,2; without jtop the one CPU mode",
+    )
+    parser.add_argument(
+        "--seconds",
+        type=_positive,
+        default=10.0,
+        help="timed seconds per stage and mode (default 10)",
+    )
+    parser.add_argument(
+        "--warmup",
+        type=_positive,
+        default=2.0,
+        help="warm-up seconds per stage and mode (default 2)",
+    )
+    parser.add_argument(
+        "--backend", default="auto", choices=["auto", "tensorrt", "onnxruntime"]
+    )
+    parser.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "int8"])
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="engine threads, as in the agents' engine_threads (default 1)",
+    )
+    parser.add_argument(
+        "--cache-dir", default=None, help="TensorRT plan cache directory"
+    )
+    parser.add_argument(
+        "--switch-timeout",
+        type=_positive,
+        default=60.0,
+        help="seconds for a mode to become active (default 60)",
+    )
+    parser.add_argument(
+        "--state-dir",
+        default=DEFAULT_STATE_DIR,
+        help="state directory (default %(default)s)",
+    )
+    parser.add_argument(
+        "--profile",
+        default=None,
+        help="profile file (default: STATE_DIR/%s)" % PROFILE_NAME,
+    )
+    parser.add_argument(
+        "--show", action="store_true", help="print the profile as a table and exit"
+    )
+
+
+def _fmt(value: Optional[float], scale: float = 1.0, digits: int = 3) -> str:
+    return "-" if value is None else "%.*f" % (digits, value * scale)
+
+
+def format_table(prof, stale: Set[tuple]) -> str:
+    """The profile as text: one block per board/L4T release, one row per mode and stage."""
+    headers = [
+        "mode",
+        "stage",
+        "backend",
+        "median ms",
+        "p90 ms",
+        "mu FLOP/s",
+        "power W",
+        "GPU MHz",
+        "peak C",
+        "throttled",
+        "measured",
+        "note",
+    ]
+    lines: List[str] = []
+    groups = sorted(
+        {(e.board, e.l4t) for e in prof.entries}
+        | {(u.board, u.l4t) for u in prof.unavailable}
+    )
+    for board, l4t in groups:
+        rows = []
+        for e in prof.entries:
+            if (e.board, e.l4t) != (board, l4t):
+                continue
+            gpu = e.clocks.get("gpu_max_khz")
+            rows.append(
+                [
+                    e.power_mode
+                    if e.power_mode_id is None
+                    else "%s (%d)" % (e.power_mode, e.power_mode_id),
+                    "%d" % e.stage,
+                    "%s/%s" % (e.backend, e.precision),
+                    _fmt(e.service_time_median_s, 1e3),
+                    _fmt(e.service_time_p90_s, 1e3),
+                    "%.3g" % e.capacity_flops,
+                    _fmt(e.power_avg_w, 1.0, 1),
+                    _fmt(gpu, 1e-3, 0) if gpu is not None else "-",
+                    _fmt(max(e.temperature_peak_c.values()), 1.0, 1)
+                    if e.temperature_peak_c
+                    else "-",
+                    "yes" if e.throttled else "no",
+                    e.measured_at,
+                    "STALE (stage file changed)" if e.key() in stale else "",
+                ]
+            )
+        lines.append("board: %s   L4T: %s" % (board, l4t))
+        widths = [
+            max(len(h), *(len(r[i]) for r in rows)) if rows else len(h)
+            for i, h in enumerate(headers)
+        ]
+        lines.append("  ".join(h.ljust(w) for h, w in zip(headers, widths)).rstrip())
+        for r in rows:
+            lines.append("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+        for u in prof.unavailable:
+            if (u.board, u.l4t) == (board, l4t):
+                ident = (
+                    u.power_mode
+                    if u.power_mode_id is None
+                    else "%s (%d)" % (u.power_mode, u.power_mode_id)
+                )
+                lines.append(
+                    "unavailable: %s: %s (%s)" % (ident, u.reason, u.measured_at)
+                )
+        lines.append("")
+    if not groups:
+        lines.append("(no entries)")
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def run(args: argparse.Namespace) -> int:
+    from calibration import profile as profile_mod
+    from calibration.runner import CalibrationConfig, CalibrationInterrupted, calibrate
+
+    profile_path = args.profile or os.path.join(args.state_dir, PROFILE_NAME)
+    if args.show:
+        prof = profile_mod.load_profile(profile_path)
+        stale: Set[tuple] = set()
+        if args.bundle:
+            from engines.bundle import load_bundle
+
+            bundle = load_bundle(args.bundle)
+            hashes = {s.index: s.sha256 for s in bundle.stages}
+            stale = {
+                e.key() for e in profile_mod.stale_entries(prof, bundle.name, hashes)
+            }
+        sys.stdout.write(format_table(prof, stale))
+        return 0
+    if not args.bundle:
+        raise UsageError("--bundle DIR is required (or use --show)")
+    if args.threads < 0:
+        raise UsageError("--threads must be >= 0, got %d" % args.threads)
+    try:
+        os.makedirs(args.state_dir, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(
+            "cannot create state directory %s: %s; pass --state-dir"
+            % (args.state_dir, exc.strerror)
+        )
+    cfg = CalibrationConfig(
+        bundle_dir=args.bundle,
+        profile_path=profile_path,
+        state_dir=args.state_dir,
+        stages=args.stages,
+        modes=args.modes,
+        seconds=args.seconds,
+        warmup_s=args.warmup,
+        backend=args.backend,
+        precision=args.precision,
+        threads=args.threads,
+        cache_dir=args.cache_dir,
+        switch_timeout_s=args.switch_timeout,
+    )
+    try:
+        result = calibrate(cfg)
+    except CalibrationInterrupted as exc:
+        print(
+            "edge-agent calibrate: %s; original power mode restored" % exc,
+            file=sys.stderr,
+        )
+        return 128 + exc.signum
+    print(
+        "%d entries written to %s (%d modes unavailable, %d stale entries)"
+        % (
+            len(result.entries),
+            profile_path,
+            len(result.unavailable),
+            len(result.stale),
+        )
+    )
+    return 1 if result.restore_error else 0

@@ -1,0 +1,202 @@
+"""Power-mode switching with wait-and-verify, and keeping the board's original mode safe.
+
+``switch_mode`` asks nvpmodel for a mode (never with force) and waits until the board really
+runs it: the mode id reads back, the nvpmodel service is no longer switching, and the GPU clock
+cap has settled (the same value on ``settle_polls`` consecutive updates, and equal to
+``expected_gpu_max_khz`` when the cap of that mode is already known from a previous
+calibration). jtop turns jetson_clocks off around a mode change; the original jetson_clocks
+state is put back and verified too. A mode that does not get there within ``timeout_s`` raises
+``ModeUnavailable`` and is skipped by the caller.
+
+``ModeKeeper`` saves the original mode to the state directory before the first switch and
+puts it back with ``restore()``; a calibration that died (power cut, SIGKILL) leaves the file
+behind, and the next run's ``recover()`` restores that mode first.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+import time
+from typing import Callable, Optional
+
+from calibration.jtop_adapter import JetsonDevice, ModeInfo, ModeRequestRefused, Reading
+
+logger = logging.getLogger(__name__)
+
+# File in the state directory holding the mode to restore while a calibration runs.
+ORIGINAL_MODE_FILE = "calibration-original-mode.json"
+
+
+class ModeUnavailable(Exception):
+    """The requested power mode could not be made active; the message says what was seen."""
+
+
+def switch_mode(
+    device: JetsonDevice,
+    mode: ModeInfo,
+    timeout_s: float = 60.0,
+    settle_polls: int = 2,
+    expected_gpu_max_khz: Optional[float] = None,
+    clock: Callable[[], float] = time.monotonic,
+) -> Reading:
+    """Switch to ``mode`` and return the first reading taken once it is verified active."""
+    if not mode.settable:
+        raise ModeUnavailable(
+            "nvpmodel can only switch to %s (id %d) with a reboot; calibrate it after selecting it "
+            "at boot" % (mode.name, mode.id)
+        )
+    jetson_clocks = device.jetson_clocks()
+    try:
+        device.request_mode(mode.id)
+    except ModeRequestRefused as exc:
+        raise ModeUnavailable(
+            "jtop refused mode %s (id %d): %s" % (mode.name, mode.id, exc)
+        )
+    deadline = clock() + timeout_s
+    stable = 0
+    last_cap: Optional[float] = None
+    seen = "no update"
+    while clock() < deadline:
+        device.wait()
+        state = device.current_mode()
+        reading = device.read()
+        seen = "mode id %d, switching %s, GPU max %s kHz" % (
+            state.id,
+            state.switching,
+            reading.gpu_max_khz,
+        )
+        if state.id != mode.id or state.switching:
+            stable, last_cap = 0, None
+            continue
+        cap = reading.gpu_max_khz
+        if expected_gpu_max_khz is not None and cap != expected_gpu_max_khz:
+            stable, last_cap = 0, None
+            continue
+        stable = stable + 1 if (stable and cap == last_cap) else 1
+        last_cap = cap
+        if stable < settle_polls:
+            continue
+        if jetson_clocks is not None and device.jetson_clocks() != jetson_clocks:
+            # jtop switches jetson_clocks off around nvpmodel changes; measure with the same
+            # state the board had before (a different one would change the clocks measured)
+            device.set_jetson_clocks(jetson_clocks)
+            stable = 0
+            continue
+        return reading
+    raise ModeUnavailable(
+        "mode %s (id %d) not active after %.0f s (last seen: %s)"
+        % (mode.name, mode.id, timeout_s, seen)
+    )
+
+
+def _write_json_atomic(path: str, obj: dict) -> None:
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".mode-", suffix=".tmp", dir=directory)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        json.dump(obj, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+class ModeKeeper:
+    """Remembers the board's original power mode on disk and restores it.
+
+    ``state_dir``: directory for ``calibration-original-mode.json``. ``switch_timeout_s`` and
+    ``clock`` are passed to ``switch_mode`` for restoring.
+    """
+
+    def __init__(
+        self,
+        device: JetsonDevice,
+        state_dir: str,
+        switch_timeout_s: float = 60.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.device = device
+        self.path = os.path.join(state_dir, ORIGINAL_MODE_FILE)
+        self.switch_timeout_s = switch_timeout_s
+        self.clock = clock
+        self._saved = False
+        os.makedirs(state_dir, exist_ok=True)
+
+    def _load(self) -> Optional[dict]:
+        try:
+            with open(self.path, "r", encoding="utf-8") as f:
+                obj = json.load(f)
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError) as exc:
+            logger.error("cannot read %s (%s); not restoring from it", self.path, exc)
+            return None
+        if not isinstance(obj, dict) or not isinstance(obj.get("id"), int):
+            logger.error("%s holds no mode id; not restoring from it", self.path)
+            return None
+        return obj
+
+    def _restore_to(self, saved: dict) -> None:
+        modes = {m.id: m for m in self.device.modes()}
+        mode = modes.get(saved["id"])
+        if mode is None:
+            raise ModeUnavailable(
+                "saved mode id %r does not exist on this board" % saved["id"]
+            )
+        if self.device.current_mode().id != mode.id:
+            switch_mode(
+                self.device,
+                mode,
+                timeout_s=self.switch_timeout_s,
+                settle_polls=1,
+                clock=self.clock,
+            )
+        os.unlink(self.path)
+
+    def recover(self) -> Optional[str]:
+        """If a previous calibration died with a mode switched, restore its saved original mode.
+        Returns the restored mode name, or None when there was nothing to restore."""
+        saved = self._load()
+        if saved is None:
+            return None
+        logger.warning(
+            "a previous calibration did not finish; restoring the original power mode %s (id %d)",
+            saved.get("name"),
+            saved["id"],
+        )
+        self._restore_to(saved)
+        return str(saved.get("name"))
+
+    def switch(
+        self, mode: ModeInfo, expected_gpu_max_khz: Optional[float] = None
+    ) -> Reading:
+        """Save the original mode (first time only), then ``switch_mode`` to ``mode``."""
+        if not self._saved:
+            now = self.device.current_mode()
+            _write_json_atomic(
+                self.path, {"id": now.id, "name": now.name, "pid": os.getpid()}
+            )
+            self._saved = True
+        return switch_mode(
+            self.device,
+            mode,
+            timeout_s=self.switch_timeout_s,
+            expected_gpu_max_khz=expected_gpu_max_khz,
+            clock=self.clock,
+        )
+
+    def restore(self) -> None:
+        """Put the saved original mode back (no-op if no switch happened). The file is removed
+        only after the mode is verified, so a failed restore is retried by the next run."""
+        if not self._saved:
+            return
+        saved = self._load()
+        if saved is not None:
+            logger.info(
+                "restoring the original power mode %s (id %d)",
+                saved.get("name"),
+                saved["id"],
+            )
+            self._restore_to(saved)
+        self._saved = False

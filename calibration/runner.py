@@ -1,0 +1,389 @@
+"""One calibration run: for each requested power mode, make it active (Jetson) and time each
+stage engine of a bundle; merge the results into the calibration profile.
+
+On a Jetson with jetson-stats the modes are nvpmodel modes switched through jtop; the original
+mode is saved to the state directory before the first switch and restored on every way out
+(normal end, exception, SIGINT/SIGTERM -- which are turned into ``CalibrationInterrupted``
+while a run is in progress), and by the next run if this one died. Without jtop (CI, a
+workstation, a Jetson without the service) there is one mode, named after the CPU governor and
+frequency, measured the same way. Results are written after each mode, so an interrupted run
+keeps what it measured.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import logging
+import os
+import signal
+import sys
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator, List, Optional, TextIO, Tuple
+
+import numpy as np
+
+from agent.errors import UsageError
+from calibration import host, jtop_adapter, profile
+from calibration.measure import CpuSampler, ProgressBar, StageMeasurement, measure_stage
+from calibration.modes import ModeKeeper, ModeUnavailable
+
+logger = logging.getLogger(__name__)
+
+# Lock file in the state directory: one calibration at a time per device (two would disturb
+# each other's timings and power modes).
+RUN_LOCK_FILE = "calibration.lock"
+
+
+@dataclass(frozen=True)
+class CalibrationConfig:
+    """Settings of one calibration run."""
+
+    bundle_dir: str  # model bundle directory
+    profile_path: str  # calibration profile to merge results into
+    state_dir: str  # holds the saved original mode and the run lock
+    stages: Optional[Tuple[int, ...]] = None  # 1-based stages to measure; None = all
+    modes: str = (
+        "current"  # "current", "all" or comma-separated nvpmodel ids, e.g. "0,2"
+    )
+    seconds: float = 10.0  # timed phase per stage and mode
+    warmup_s: float = 2.0  # warm-up per stage and mode (not timed)
+    backend: str = "auto"  # engine backend: auto | tensorrt | onnxruntime
+    precision: str = "fp32"  # engine precision: fp32 | fp16 | int8
+    threads: int = 1  # engine intra-op threads (use the agents' engine_threads)
+    cache_dir: Optional[str] = None  # TensorRT plan cache
+    switch_timeout_s: float = (
+        60.0  # a mode not verified active by then is marked unavailable
+    )
+    jtop_interval_s: float = 0.5  # jtop update interval
+
+
+@dataclass
+class CalibrationResult:
+    """What a run measured and wrote."""
+
+    entries: List[profile.ProfileEntry] = field(default_factory=list)
+    unavailable: List[profile.UnavailableMode] = field(default_factory=list)
+    stale: List[profile.ProfileEntry] = field(default_factory=list)
+    restore_error: Optional[str] = (
+        None  # set when the original mode could not be restored
+    )
+
+
+class CalibrationInterrupted(KeyboardInterrupt):
+    """SIGINT or SIGTERM arrived during a run; raised so that the original mode is restored."""
+
+    def __init__(self, signum: int):
+        super().__init__("interrupted by signal %d" % signum)
+        self.signum = signum
+
+
+@contextlib.contextmanager
+def _signals(handler: Callable[[int, Any], None]) -> Iterator[None]:
+    """Install ``handler`` for SIGINT/SIGTERM (main thread only) and put the old ones back."""
+    old = {}
+    try:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            try:
+                old[signum] = signal.signal(signum, handler)
+            except ValueError:  # not the main thread: signals cannot be caught here
+                pass
+        yield
+    finally:
+        for signum, previous in old.items():
+            signal.signal(signum, previous)
+
+
+def _raise_interrupted(signum: int, frame: Any) -> None:
+    raise CalibrationInterrupted(signum)
+
+
+def _defer_signal(signum: int, frame: Any) -> None:
+    logger.warning(
+        "signal %d received while restoring the original power mode; finishing that first",
+        signum,
+    )
+
+
+def parse_modes(text: str) -> Optional[Tuple[int, ...]]:
+    """ "all"/"current" -> None (the caller checks the word); "0,2" -> (0, 2); else UsageError."""
+    text = text.strip()
+    if text in ("all", "current"):
+        return None
+    try:
+        ids = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise UsageError(
+            "--modes: expected all, current or comma-separated mode ids, got %r" % text
+        )
+    if any(i < 0 for i in ids):
+        raise UsageError("--modes: mode ids are >= 0, got %r" % text)
+    return ids
+
+
+def _utc_now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _stage_input(stage: Any) -> np.ndarray:
+    dtype = np.dtype(stage.input_dtype)
+    shape = tuple(stage.input_shape)
+    if dtype.kind == "f":
+        return np.random.default_rng(0).standard_normal(shape).astype(dtype)
+    return np.zeros(shape, dtype=dtype)
+
+
+def _entry(
+    ident: host.HostIdentity,
+    mode_name: str,
+    mode_id: Optional[int],
+    bundle: Any,
+    stage: Any,
+    engine: Any,
+    cfg: CalibrationConfig,
+    m: StageMeasurement,
+    jetson_clocks: Optional[bool],
+) -> profile.ProfileEntry:
+    info = dict(getattr(engine, "info", {}) or {})
+    return profile.ProfileEntry(
+        board=ident.board,
+        l4t=ident.l4t,
+        jetpack=ident.jetpack,
+        power_mode=mode_name,
+        power_mode_id=mode_id,
+        bundle=bundle.name,
+        stage=stage.index,
+        stage_sha256=stage.sha256,
+        backend=str(info.get("backend", cfg.backend)),
+        precision=str(info.get("precision", cfg.precision)),
+        flops=float(stage.flops),
+        samples=m.samples,
+        service_time_median_s=m.service_time_median_s,
+        service_time_p90_s=m.service_time_p90_s,
+        capacity_flops=m.capacity_flops,
+        measured_at=_utc_now(),
+        measured_seconds=m.measured_seconds,
+        power_avg_w=m.power_avg_w,
+        clocks=dict(m.clocks),
+        temperature_peak_c=dict(m.temperature_peak_c),
+        throttled=m.throttled,
+        jetson_clocks=jetson_clocks,
+        engine={
+            k: v
+            for k, v in info.items()
+            if isinstance(v, (str, int, float, bool, list))
+        },
+    )
+
+
+def _measure_mode(
+    ctx: dict, mode_name: str, mode_id: Optional[int], sampler: Any, jc: Optional[bool]
+) -> List[profile.ProfileEntry]:
+    cfg: CalibrationConfig = ctx["cfg"]
+    stages = ctx["stages"]
+    entries = []
+    for n, stage in enumerate(stages, 1):
+        engine = ctx["engines"][stage.index]
+        ctx["progress"].start(
+            "mode %s | stage %d (%d/%d)" % (mode_name, stage.index, n, len(stages))
+        )
+        m = measure_stage(
+            engine.run,
+            _stage_input(stage),
+            stage.flops,
+            cfg.seconds,
+            warmup_s=cfg.warmup_s,
+            sampler=sampler,
+            progress=ctx["progress"],
+        )
+        ctx["progress"].finish(
+            "median %.3f ms, p90 %.3f ms, mu %.3g FLOP/s%s"
+            % (
+                m.service_time_median_s * 1e3,
+                m.service_time_p90_s * 1e3,
+                m.capacity_flops,
+                ", THROTTLED" if m.throttled else "",
+            )
+        )
+        entries.append(
+            _entry(
+                ctx["ident"],
+                mode_name,
+                mode_id,
+                ctx["bundle"],
+                stage,
+                engine,
+                cfg,
+                m,
+                jc,
+            )
+        )
+    profile.update_profile(cfg.profile_path, entries)
+    return entries
+
+
+def _known_gpu_caps(cfg: CalibrationConfig, ident: host.HostIdentity) -> dict:
+    """GPU clock cap per mode from earlier unthrottled measurements on this board and release."""
+    if not os.path.exists(cfg.profile_path):
+        return {}
+    caps = {}
+    for e in profile.load_profile(cfg.profile_path).entries:
+        if (
+            (e.board, e.l4t) == (ident.board, ident.l4t)
+            and not e.throttled
+            and "gpu_max_khz" in e.clocks
+        ):
+            caps[e.power_mode] = e.clocks["gpu_max_khz"]
+    return caps
+
+
+def _jetson_path(
+    ctx: dict, device: jtop_adapter.JetsonDevice, result: CalibrationResult
+) -> None:
+    cfg: CalibrationConfig = ctx["cfg"]
+    ident: host.HostIdentity = ctx["ident"]
+    keeper = ModeKeeper(device, cfg.state_dir, cfg.switch_timeout_s)
+    keeper.recover()
+    modes = device.modes()
+    ids = parse_modes(cfg.modes)
+    if cfg.modes.strip() == "current":
+        now = device.current_mode()
+        result.entries += _measure_mode(
+            ctx, now.name, now.id, device, device.jetson_clocks()
+        )
+        return
+    if ids is not None:
+        by_id = {m.id: m for m in modes}
+        missing = [i for i in ids if i not in by_id]
+        if missing:
+            raise UsageError(
+                "--modes: no power mode with id %s on this board; it has %s"
+                % (
+                    ",".join(map(str, missing)),
+                    ", ".join("%d=%s" % (m.id, m.name) for m in modes),
+                )
+            )
+        modes = [by_id[i] for i in ids]
+    caps = _known_gpu_caps(cfg, ident)
+    try:
+        for mode in modes:
+            try:
+                keeper.switch(mode, expected_gpu_max_khz=caps.get(mode.name))
+            except ModeUnavailable as exc:
+                logger.warning(
+                    "power mode %s (id %d) unavailable: %s", mode.name, mode.id, exc
+                )
+                u = profile.UnavailableMode(
+                    ident.board, ident.l4t, mode.name, str(exc), _utc_now(), mode.id
+                )
+                result.unavailable.append(u)
+                profile.update_profile(cfg.profile_path, unavailable=[u])
+                continue
+            result.entries += _measure_mode(
+                ctx, mode.name, mode.id, device, device.jetson_clocks()
+            )
+    finally:
+        with _signals(_defer_signal):
+            try:
+                keeper.restore()
+            except (ModeUnavailable, jtop_adapter.JtopUnavailable) as exc:
+                result.restore_error = str(exc)
+                logger.error(
+                    "could not restore the original power mode (%s); the next calibrate run retries, "
+                    "or set it by hand with nvpmodel -m",
+                    exc,
+                )
+
+
+def calibrate(
+    cfg: CalibrationConfig,
+    jtop_module: Any = None,
+    stream: Optional[TextIO] = None,
+) -> CalibrationResult:
+    """Run a calibration (see the module docstring). ``jtop_module`` is passed to
+    ``jtop_adapter.open_device`` (None: the installed jetson-stats)."""
+    import filelock
+
+    from engines import load_engine
+    from engines.bundle import load_bundle
+
+    bundle = load_bundle(cfg.bundle_dir)
+    wanted = cfg.stages or tuple(s.index for s in bundle.stages)
+    bad = [i for i in wanted if not 1 <= i <= len(bundle.stages)]
+    if bad:
+        raise UsageError(
+            "--stages: bundle %s has stages 1..%d, got %s"
+            % (bundle.name, len(bundle.stages), ",".join(map(str, bad)))
+        )
+    explicit_ids = parse_modes(cfg.modes)
+    os.makedirs(cfg.state_dir, exist_ok=True)
+    ident = host.read_host_identity()
+    result = CalibrationResult()
+    lock = filelock.FileLock(os.path.join(cfg.state_dir, RUN_LOCK_FILE), timeout=0)
+    try:
+        lock.acquire()
+    except filelock.Timeout:
+        raise UsageError(
+            "another calibration is running (state directory %s is locked)"
+            % cfg.state_dir
+        )
+    try:
+        with _signals(_raise_interrupted), contextlib.ExitStack() as stack:
+            stages = [bundle.stages[i - 1] for i in wanted]
+            engines = {}
+            for s in stages:
+                engines[s.index] = stack.enter_context(
+                    load_engine(
+                        s,
+                        backend=cfg.backend,
+                        threads=cfg.threads,
+                        precision=cfg.precision,
+                        cache_dir=cfg.cache_dir,
+                    )
+                )
+            device = None
+            try:
+                device = stack.enter_context(
+                    jtop_adapter.open_device(jtop_module, cfg.jtop_interval_s)
+                )
+            except jtop_adapter.JtopUnavailable as exc:
+                if explicit_ids is not None:
+                    raise UsageError(
+                        "--modes %s needs jetson-stats' jtop service: %s"
+                        % (cfg.modes, exc)
+                    )
+                logger.warning("%s; calibrating the CPU path (one mode)", exc)
+            ctx = {
+                "cfg": cfg,
+                "bundle": bundle,
+                "stages": stages,
+                "engines": engines,
+                "ident": ident,
+                "progress": ProgressBar(stream if stream is not None else sys.stderr),
+            }
+            if device is not None:
+                ctx["ident"] = host.HostIdentity(
+                    ident.board, ident.l4t, device.jetpack()
+                )
+                _jetson_path(ctx, device, result)
+            else:
+                result.entries += _measure_mode(
+                    ctx, host.read_cpu_mode_name(), None, CpuSampler(), None
+                )
+    finally:
+        lock.release()
+    written = profile.load_profile(cfg.profile_path)
+    result.stale = profile.stale_entries(
+        written, bundle.name, {s.index: s.sha256 for s in bundle.stages}
+    )
+    for e in result.stale:
+        logger.warning(
+            "stale profile entry: stage %d of bundle %s in mode %s was measured %s for an older "
+            "stage file (sha256 %s...); recalibrate it",
+            e.stage,
+            e.bundle,
+            e.power_mode,
+            e.measured_at,
+            e.stage_sha256[:12],
+        )
+    return result
