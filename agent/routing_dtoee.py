@@ -1,0 +1,310 @@
+"""DTO-EE inside the agent: slots, the configuration phase's rounds, and threshold sync.
+
+All equations are ``agent.policies.dtoee`` / ``agent.policies.thresholds`` (see the protocol in
+that module's docstring); this adapter only moves their messages and keeps the state between
+calls.
+
+Slots are aligned to the wall clock (slot n starts at n * slot_length_s), so nodes with
+synchronised clocks start together without a coordinator; a node that receives a request for a
+newer slot joins it at once. A slot's configuration phase lasts ``rounds_per_slot`` rounds and
+ends at the latest ``rounds_per_slot * round_interval_s`` after the slot starts. Rounds are
+message-driven: a receiver answers (RUS, broadcast) as soon as it has the round's requests of
+all live predecessors, an offloader steps as soon as it has the statuses of all live successors
+and sends the next round's requests (RUR, addressed). When a round stalls for
+``round_interval_s`` (a lost message, a dead neighbour) the node goes on with what it has.
+Serving never pauses: tasks use the *active* routing and thresholds, replaced by the
+configured ones when the phase ends.
+
+Threshold tuning needs the workers of an exit stage to hear each other: list them as peers
+(same ``stage``) in each other's configs. Phi for eq. 17 is the sum of the stage's reported
+arrival rates divided by the share of tasks that reaches the stage (from the exit profile).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import time
+from typing import Any, Dict, List, Mapping, Optional, get_type_hints
+
+from agent.policies import dtoee as D
+from agent.policies.thresholds import ThresholdReport, choose_threshold, threshold_report, threshold_stage
+from agent.routing import AgentPolicy, NodeView, Outgoing
+from agent.wire import BROADCAST, Kind, Message
+
+log = logging.getLogger(__name__)
+
+UNKNOWN_LINK_RATE = 1e12  # bytes/s assumed for a link without an estimate (transfer ~ free)
+
+
+def to_payload(obj: Any) -> Dict[str, Any]:
+    """A DTO-EE message dataclass as a msgpack-able map."""
+    return dataclasses.asdict(obj)
+
+
+def from_payload(cls: Any, payload: Mapping[str, Any]) -> Any:
+    """Build ``cls`` from a received map, checking every field's type; ValueError otherwise."""
+    hints = get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    if set(payload) != names:
+        raise ValueError("%s fields %s, got %s" % (cls.__name__, sorted(names), sorted(payload)))
+    kw = {}
+    for name in names:
+        v, want = payload[name], hints[name]
+        if want is float:
+            ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+            v = float(v) if ok else v
+        elif want is int:
+            ok = isinstance(v, int) and not isinstance(v, bool) and v >= 0
+        elif want is str:
+            ok = isinstance(v, str)
+        else:  # Dict[str, float]
+            ok = isinstance(v, dict) and all(
+                isinstance(k, str) and isinstance(x, (int, float)) and not isinstance(x, bool)
+                and 0 < x <= 1 for k, x in v.items())
+        if not ok:
+            raise ValueError("%s.%s: bad value %r" % (cls.__name__, name, v))
+        kw[name] = v
+    return cls(**kw)
+
+
+class DtoeePolicy(AgentPolicy):
+    """The ``dtoee`` policy of one node (offloader, receiver or both)."""
+
+    name = "dtoee"
+
+    def __init__(self, thresholds, knobs, seed=0):
+        super().__init__(thresholds, knobs, seed)
+        self.params = D.parse_knobs(self.knobs)
+        self.th: Dict[str, float] = {str(k): float(v) for k, v in thresholds.items()}
+        self.th_version = 0
+        self.active: Dict[str, float] = {}
+        self.work: Dict[str, float] = {}
+        self.slot = -1
+        self.configuring = False
+        self.phase_end = 0.0
+        self.off_round = 0
+        self.statuses: Dict[str, D.Status] = {}
+        self.recv_round = -1
+        self.requests: Dict[str, D.Request] = {}
+        self.status_sent = False
+        self.phi = 0.0
+        self.last_step: Optional[D.OffloaderResult] = None
+        self.reports: Dict[int, Dict[str, ThresholdReport]] = {}
+        self.progress_at = 0.0
+        self.wall = time.time
+        self.completed_phases = 0
+
+    def configure(self, cfg, view: NodeView) -> None:
+        self.slot_length_s = cfg.slot_length_s
+        self.rounds = cfg.rounds_per_slot
+        self.round_interval_s = cfg.round_interval_s
+        self.tick_interval_s = cfg.round_interval_s / 2
+        self.siblings = tuple(p.id for p in cfg.peers if cfg.stage > 0 and p.stage == cfg.stage)
+        self.offloader = cfg.stage < view.num_stages
+        self.receiver = cfg.stage >= 1
+        if view.successors:
+            self.active = {s: 1.0 / len(view.successors) for s in view.successors}
+
+    # -- what the node asks ------------------------------------------------------------------
+
+    def weights(self, view: NodeView) -> Dict[str, float]:
+        return self.active or super().weights(view)
+
+    def routing(self) -> Dict[str, float]:
+        return dict(self.active)
+
+    def snapshot(self) -> Dict[str, Any]:
+        out = super().snapshot()
+        out.update({"routing": dict(self.active), "dtoee_thresholds": dict(self.th),
+                    "thresholds_version": self.th_version})
+        return out
+
+    def restore(self, state: Mapping[str, Any]) -> None:
+        super().restore(state)
+        r = state.get("routing")
+        if isinstance(r, Mapping) and set(r) == set(self.active) and all(
+                isinstance(v, float) and v >= 0 for v in r.values()) and sum(r.values()) > 0:
+            self.active = dict(r)
+
+    # -- helpers -----------------------------------------------------------------------------
+
+    def _remaining(self, view: NodeView, stage: int) -> float:
+        """I_h of ``stage`` under the configured thresholds (1 for a source or without profile)."""
+        if stage < 1 or view.exit_profile is None:
+            return 1.0
+        from engines.exit_profile import exit_stats
+        st = exit_stats(view.exit_profile, {int(k): v for k, v in self.th.items()})
+        return float(st.remaining[stage - 1])
+
+    def _rate(self, view: NodeView) -> float:
+        return view.arrival_rate_tasks_s if view.stage == 0 else self.phi
+
+    def _live_work(self, view: NodeView) -> Dict[str, float]:
+        return {s: self.work.get(s, 0.0) for s in view.successors}
+
+    def _send_requests(self, reqs: Mapping[str, D.Request], view: NodeView) -> List[Outgoing]:
+        return [Outgoing(Kind.DTOEE_REQUEST, s, {"to": s, "payload": to_payload(r)}, self.slot,
+                         r.round) for s, r in reqs.items() if s in view.alive]
+
+    # -- slot clock --------------------------------------------------------------------------
+
+    def _start_slot(self, slot: int, view: NodeView, now: float) -> List[Outgoing]:
+        self.slot = slot
+        self.configuring = True
+        self.phase_end = now + max(0.0, slot * self.slot_length_s
+                                   + self.rounds * self.round_interval_s - self.wall())
+        self.off_round = 0
+        self.statuses = {}
+        self.recv_round = -1
+        self.requests = {}
+        self.reports = {}
+        self.progress_at = now
+        self.work = dict(self.active)
+        if not self.offloader:
+            return []
+        h = view.stage
+        reqs = D.make_requests(view.node_id, 0, self._live_work(view), self._rate(view),
+                               self._remaining(view, h), view.stage_flops[h], self.th,
+                               self.th_version)
+        return self._send_requests(reqs, view)
+
+    def _finish_phase(self) -> None:
+        self.configuring = False
+        self.completed_phases += 1
+        if self.work and sum(self.work.values()) > 0:
+            self.active = dict(self.work)
+        self._thresholds.update({int(k): v for k, v in self.th.items()
+                                 if int(k) in self._thresholds})
+
+    def on_tick(self, view: NodeView, now: float) -> List[Outgoing]:
+        slot = int(self.wall() // self.slot_length_s)
+        if slot > self.slot:
+            if self.configuring:
+                self._finish_phase()
+            return self._start_slot(slot, view, now)
+        if not self.configuring:
+            return []
+        if now >= self.phase_end:
+            self._finish_phase()
+            return []
+        if now - self.progress_at < self.round_interval_s:
+            return []
+        # The round stalled: go on with what arrived (or repeat our requests).
+        self.progress_at = now
+        out: List[Outgoing] = []
+        if self.receiver and self.requests and not self.status_sent:
+            out += self._status(view)
+        if self.offloader and self.off_round < self.rounds:
+            if self.statuses:
+                out += self._step(view, now)
+            elif self.last_step is not None and self.off_round > 0:
+                out += self._send_requests(self.last_step.requests, view)
+            else:
+                h = view.stage
+                out += self._send_requests(D.make_requests(
+                    view.node_id, self.off_round, self._live_work(view), self._rate(view),
+                    self._remaining(view, h), view.stage_flops[h], self.th, self.th_version), view)
+        return out
+
+    # -- messages ----------------------------------------------------------------------------
+
+    def on_control(self, msg: Message, view: NodeView, now: float) -> List[Outgoing]:
+        if msg.kind not in (Kind.DTOEE_REQUEST, Kind.DTOEE_STATUS, Kind.THRESHOLD):
+            return []
+        out: List[Outgoing] = []
+        if msg.slot > self.slot:
+            if msg.slot > int(self.wall() // self.slot_length_s) + 1:
+                raise ValueError("slot %d is in the future" % msg.slot)  # clock far off, or junk
+            if self.configuring:
+                self._finish_phase()
+            out += self._start_slot(msg.slot, view, now)
+        elif msg.slot < self.slot:
+            return out  # stale: from a slot already over
+        payload = msg.fields["payload"]
+        if msg.kind == Kind.DTOEE_REQUEST and self.receiver and msg.sender in view.predecessors:
+            req = from_payload(D.Request, payload)
+            self._sync(req)
+            if req.round > self.recv_round:
+                self.recv_round, self.requests, self.status_sent = req.round, {}, False
+            if req.round == self.recv_round:
+                self.requests[msg.sender] = req
+                live = [p for p in view.predecessors if p in view.alive]
+                if not self.status_sent and all(p in self.requests for p in live):
+                    out += self._status(view)
+        elif msg.kind == Kind.DTOEE_STATUS and self.offloader and msg.sender in view.successors:
+            st = from_payload(D.Status, payload)
+            self._sync(st)
+            if st.round == self.off_round and self.configuring:
+                self.statuses[msg.sender] = st
+                live = [s for s in view.successors if s in view.alive]
+                if all(s in self.statuses for s in live):
+                    out += self._step(view, now)
+        elif msg.kind == Kind.THRESHOLD and msg.sender in self.siblings:
+            rep = from_payload(ThresholdReport, payload)
+            self.reports.setdefault(rep.round, {})[rep.sender] = rep
+            self._maybe_choose(rep.round, view)
+        return out
+
+    def _sync(self, msg: Any) -> None:
+        self.th, self.th_version = D.merge_thresholds(self.th, self.th_version, [msg])
+
+    def _status(self, view: NodeView) -> List[Outgoing]:
+        self.status_sent = True
+        self.phi = D.arrival_rate(list(self.requests.values()), view.stage_flops[view.stage - 1])
+        st = D.receiver_status(view.node_id, self.recv_round, view.capacity_flops,
+                               list(self.requests.values()),
+                               self.last_step if self.offloader else None, self.th,
+                               self.th_version)
+        return [Outgoing(Kind.DTOEE_STATUS, BROADCAST, {"payload": to_payload(st)}, self.slot,
+                         st.round)]
+
+    def _step(self, view: NodeView, now: float) -> List[Outgoing]:
+        h = view.stage
+        rates = {s: (view.link_rate_bytes_s.get(s) or UNKNOWN_LINK_RATE) for s in view.successors}
+        res = D.offloader_step(view.node_id, self.off_round, self._live_work(view), self._rate(view),
+                               self._remaining(view, h), view.stage_flops[h],
+                               view.stage_input_bytes[h], rates, self.statuses, self.params,
+                               self.th, self.th_version)
+        self.progress_at = now
+        out: List[Outgoing] = []
+        if res.routing:
+            self.work = res.routing
+            self.last_step = res
+        rnd = self.off_round
+        if (res.routing and view.exit_profile is not None
+                and threshold_stage(rnd, self.params.m, view.exit_stages) == h):
+            rep = threshold_report(view.node_id, rnd, h, self._rate(view), res.routing,
+                                   res.marginals_s)
+            self.reports.setdefault(rnd, {})[view.node_id] = rep
+            out.append(Outgoing(Kind.THRESHOLD, BROADCAST, {"payload": to_payload(rep)},
+                                self.slot, rnd))
+            self._maybe_choose(rnd, view)
+        self.off_round += 1
+        self.statuses = {}
+        if self.off_round < self.rounds and res.routing:
+            out += self._send_requests(res.requests, view)
+        return out
+
+    def _maybe_choose(self, rnd: int, view: NodeView) -> None:
+        reps = self.reports.get(rnd, {})
+        live = [s for s in self.siblings if s in view.alive]
+        if view.node_id not in reps or not all(s in reps for s in live):
+            return
+        h = view.stage
+        from engines.exit_profile import exit_stats
+        st = exit_stats(view.exit_profile, {int(k): v for k, v in self.th.items()})
+        reach = 1.0
+        for k in range(1, h):
+            reach *= float(st.remaining[k - 1])
+        total = sum(r.arrival_rate_tasks_s for r in reps.values()) / max(reach, 1e-9)
+        if total <= 0:
+            return
+        new = choose_threshold(h, {int(k): v for k, v in self.th.items()}, list(reps.values()),
+                               total, view.exit_profile, view.tradeoff, self.params.threshold_step)
+        if any(abs(new[int(k)] - v) > 1e-12 for k, v in self.th.items()):
+            self.th = {str(k): float(v) for k, v in new.items()}
+            self.th_version += 1
+            log.info("threshold of stage %d -> %.3f (version %d)", h, new[h], self.th_version)
+        del self.reports[rnd]
