@@ -1,0 +1,186 @@
+"""``edge-agent simulate``: discrete-event simulation of policies on a scenario."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+from typing import Any, Dict, List
+
+from agent.errors import UsageError
+
+HELP = "simulate policies on a scenario (delay/accuracy vs rate, capacity, dynamic slots)"
+
+
+def _floats(text: str) -> List[float]:
+    try:
+        vals = [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError("expected comma-separated numbers, got %r" % text)
+    if not vals or any(not (math.isfinite(v) and v > 0) for v in vals):
+        raise argparse.ArgumentTypeError("expected positive numbers, got %r" % text)
+    return vals
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Command-line options of ``simulate``."""
+    parser.add_argument("--scenario", required=True, help="scenario JSON file")
+    parser.add_argument("--policies", default="dtoee,cf,bf,ngto,ga",
+                        help="comma-separated: dtoee, cf, bf, ngto, ga, dtoee-cX (DTO-EE with "
+                             "thresholds fixed at X) (default dtoee,cf,bf,ngto,ga)")
+    parser.add_argument("--rates", type=_floats, default=None,
+                        help="per-source arrival rates (tasks/s) to sweep, e.g. 3.6,4.8,6 "
+                             "(default: the scenario's rates as they are)")
+    parser.add_argument("--scales", type=_floats, default=None,
+                        help="capacity scale factors to sweep, e.g. 0.65,0.8,1,1.25,1.5")
+    parser.add_argument("--dynamic-slots", type=int, default=0,
+                        help="also run N slots of the dynamic environment (rates and power "
+                             "modes redrawn every slot)")
+    parser.add_argument("--threshold-study", action="store_true",
+                        help="also compare DTO-EE with DTO-EE at fixed thresholds 0.7 and 1.0 "
+                             "in the dynamic environment (25 slots unless --dynamic-slots)")
+    parser.add_argument("--duration", type=float, default=200.0,
+                        help="simulated seconds of arrivals per run (default 200)")
+    parser.add_argument("--warmup", type=float, default=10.0,
+                        help="seconds left out of the summaries (default 10)")
+    parser.add_argument("--slot", type=float, default=5.0, help="slot length s (default 5)")
+    parser.add_argument("--round-delay", type=float, default=0.002,
+                        help="communication delay of one configuration round, s (default 0.002)")
+    parser.add_argument("--rounds", type=int, default=50,
+                        help="DTO-EE rounds per configuration phase (default 50: 100 ms)")
+    parser.add_argument("--link-model", choices=("delay", "shared"), default="delay",
+                        help="hop = fixed beta/r delay, or links as shared servers")
+    parser.add_argument("--discipline", choices=("ps", "fifo"), default="ps",
+                        help="service discipline of workers (default ps, the paper's)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of arrivals and dynamics")
+    parser.add_argument("--out", required=True, help="folder for results.json and the plots")
+    parser.add_argument("--records", action="store_true",
+                        help="also write per-task records (records/*.npz) of the rate sweep")
+    parser.add_argument("--no-plots", action="store_true", help="write JSON only")
+
+
+def _table(rows: List[Dict[str, Any]], key: str) -> str:
+    lines = ["%-10s %-8s %10s %10s %10s %9s %8s %9s" % (key, "policy", "mean ms", "p50 ms",
+                                                        "p95 ms", "accuracy", "tasks",
+                                                        "model ms")]
+    for r in rows:
+        def ms(v):
+            return "-" if v is None or not math.isfinite(v) else "%.1f" % (v * 1e3)
+        lines.append("%-10s %-8s %10s %10s %10s %9s %8d %9s" % (
+            r[key], r["policy"], ms(r["mean_delay_s"]), ms(r["p50_delay_s"]),
+            ms(r["p95_delay_s"]),
+            "-" if r["accuracy"] is None else "%.2f%%" % (r["accuracy"] * 100),
+            r["completed"], ms(r.get("model_delay_s"))))
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the requested experiments; write ``results.json`` and plots to ``--out``."""
+    from agent.scenario import load_scenario
+    from agent.sim import DynamicConfig, SimConfig
+    from agent.sim import experiments as ex
+    from agent.sim.planners import make_policy
+
+    sc = load_scenario(args.scenario)
+    policies = [p.strip() for p in args.policies.split(",") if p.strip()]
+    if not policies:
+        raise UsageError("--policies: name at least one policy")
+    for name in policies:  # fail on a bad name before any simulation runs
+        make_policy(name)
+    if args.rounds < 1:
+        raise UsageError("--rounds: must be >= 1, got %d" % args.rounds)
+    if args.dynamic_slots < 0:
+        raise UsageError("--dynamic-slots: must be >= 0, got %d" % args.dynamic_slots)
+    try:
+        cfg = SimConfig(duration_s=args.duration, slot_s=args.slot,
+                        round_delay_s=args.round_delay, warmup_s=args.warmup, seed=args.seed,
+                        link_model=args.link_model, discipline=args.discipline).validate()
+    except ValueError as exc:
+        raise UsageError("--%s" % str(exc).replace("_s:", ":").replace("_", "-"))
+    if args.warmup >= args.duration:
+        raise UsageError("--warmup: must be shorter than --duration (%g s)" % args.duration)
+    os.makedirs(args.out, exist_ok=True)
+
+    def factory(name: str):
+        return make_policy(name, rounds=args.rounds)
+
+    out: Dict[str, Any] = {"scenario": os.path.abspath(args.scenario), "policies": policies,
+                           "config": {k: v for k, v in vars(cfg).items() if k != "dynamic"}}
+    plots = []
+    rates = args.rates or [None]
+    rows = []
+    for rate in rates:
+        scn = sc if rate is None else ex.with_source_rate(sc, rate)
+        for name in policies:
+            res = ex.run_one(scn, name, cfg, factory)
+            row = res["row"]
+            row["rate"] = rate if rate is not None else sum(s.rate for s in sc.sources) / len(
+                sc.sources)
+            rows.append(row)
+            if args.records:
+                os.makedirs(os.path.join(args.out, "records"), exist_ok=True)
+                res["result"].save_records(os.path.join(
+                    args.out, "records", "%s_rate%g.npz" % (name, row["rate"])))
+    out["rates"] = rows
+    print(_table(rows, "rate"))
+    if not args.no_plots and len(rates) > 1:
+        plots.append(ex_plot("vs_rate", rows, "rate", "arrival rate per source (tasks/s)",
+                             args))
+    if args.scales:
+        crows = ex.capacity_sweep(sc, policies, args.scales, cfg, factory)
+        out["capacity"] = crows
+        print(_table(crows, "capacity_scale"))
+        if not args.no_plots:
+            plots.append(ex_plot("vs_capacity", crows, "capacity_scale",
+                                 "average computing capacity (x)", args))
+    slots = args.dynamic_slots or (25 if args.threshold_study else 0)
+    dyn_cfg = ex.replace_config(cfg, dynamic=DynamicConfig(), duration_s=slots * args.slot,
+                                warmup_s=0.0)
+    if args.dynamic_slots:
+        series = ex.slot_series(sc, policies, dyn_cfg, factory)
+        out["dynamic"] = series
+        out["dynamic_groups"] = {k: ex.group_slots(v) for k, v in series.items()}
+        if not args.no_plots:
+            plots.append(ex_series("dynamic", series, args))
+    if args.threshold_study:
+        names = ["dtoee", "dtoee-c0.7", "dtoee-c1.0"]
+        series = ex.slot_series(sc, names, dyn_cfg, factory)
+        out["thresholds"] = series
+        if not args.no_plots:
+            plots.append(ex_series("thresholds", series, args))
+    path = os.path.join(args.out, "results.json")
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(_clean(out), f, indent=1)
+    print(path)
+    for p in plots:
+        print(p)
+    return 0
+
+
+def _clean(x):
+    """JSON-safe copy: numpy scalars to Python, inf/NaN to null."""
+    if isinstance(x, dict):
+        return {str(k): _clean(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_clean(v) for v in x]
+    if hasattr(x, "item"):
+        x = x.item()
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    return x
+
+
+def ex_plot(stem: str, rows, key: str, label: str, args) -> str:
+    from agent.sim.plots import plot_vs
+
+    name = os.path.splitext(os.path.basename(args.scenario))[0]
+    return plot_vs(rows, key, label, name, os.path.join(args.out, "%s_%s.png" % (name, stem)))
+
+
+def ex_series(stem: str, series, args) -> str:
+    from agent.sim.plots import plot_series
+
+    name = os.path.splitext(os.path.basename(args.scenario))[0]
+    return plot_series(series, "%s, %s" % (name, stem),
+                       os.path.join(args.out, "%s_%s.png" % (name, stem)))

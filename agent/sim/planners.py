@@ -1,0 +1,75 @@
+"""Table-driven policies for the simulator: the planners of ``agent.policies`` behind the hook.
+
+Names: ``dtoee`` (routing and thresholds tuned), ``dtoee-cX`` (DTO-EE with every threshold fixed
+at X, e.g. ``dtoee-c0.7``: the paper's "DTO w/o AT-X"), ``cf``, ``bf``, ``ngto``, ``ga``. Every
+slot the planner runs on that slot's scenario, warm-started from the decision in force, and the
+rounds it used set the configuration phase. Nothing here computes a delay or a routing itself.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from typing import Mapping, Optional
+
+from agent.errors import UsageError
+from agent.scenario import Scenario
+from agent.sim.policy import Decision, PlannerPolicy, SimPolicy
+
+POLICY_NAMES = ("dtoee", "cf", "bf", "ngto", "ga")
+_FIXED = re.compile(r"^dtoee-c(\d*\.?\d+)$")
+
+
+def _decision(result, rounds: Optional[int] = None, thresholds=None) -> Decision:
+    info = {"model_delay_s": result.delay_s, "model_accuracy": result.accuracy,
+            "converged": bool(result.converged), "policy_rounds": int(result.rounds)}
+    th = thresholds if thresholds is not None else (dict(result.thresholds) or None)
+    return Decision(result.routing, th, int(result.rounds if rounds is None else rounds), info)
+
+
+def _fixed_remaining(scenario: Scenario, c: float) -> Scenario:
+    """``scenario`` with the exit profile replaced by the remaining ratios at thresholds c."""
+    from engines.exit_profile import exit_stats
+
+    prof = scenario.exit_profile
+    if prof is None:
+        return scenario
+    rem = exit_stats(prof, [c] * len(prof.early_exit_stages)).remaining
+    return dataclasses.replace(scenario, exit_profile=None, remaining=tuple(float(x) for x in rem))
+
+
+def make_policy(name: str, rounds: Optional[int] = None,
+                options: Optional[Mapping[str, object]] = None) -> SimPolicy:
+    """The simulator policy called ``name``; ``rounds`` caps DTO-EE's rounds per slot."""
+    from agent.policies.dtoee import run_dtoee
+
+    options = dict(options or {})
+    fixed = _FIXED.match(name)
+    if name == "dtoee":
+        def plan(scn: Scenario, prev: Optional[Decision]) -> Decision:
+            res = run_dtoee(scn, rounds=rounds,
+                            thresholds=prev.thresholds if prev else None,
+                            initial_routing=prev.routing if prev else None)
+            return _decision(res)
+    elif fixed:
+        c = float(fixed.group(1))
+        if not 0.0 < c <= 1.0:
+            raise UsageError("--policies: %s: the fixed threshold must be in (0, 1]" % name)
+
+        def plan(scn: Scenario, prev: Optional[Decision]) -> Decision:
+            res = run_dtoee(_fixed_remaining(scn, c), rounds=rounds,
+                            initial_routing=prev.routing if prev else None)
+            th = {h: c for h in scn.exit_profile.early_exit_stages} \
+                if scn.exit_profile is not None else None
+            return _decision(res, thresholds=th)
+    elif name in ("cf", "bf", "ngto", "ga"):
+        from agent.policies import baselines
+
+        fn = getattr(baselines, name if name in ("ngto", "ga") else name + "_routing")
+
+        def plan(scn: Scenario, prev: Optional[Decision]) -> Decision:
+            return _decision(fn(scn, **options.get(name, {})))
+    else:
+        raise UsageError("--policies: unknown policy %r (known: %s, dtoee-cX)"
+                         % (name, ", ".join(POLICY_NAMES)))
+    return PlannerPolicy(name, plan)

@@ -1,0 +1,114 @@
+"""Scenario files: every error names the field; the writer round-trips through the parser."""
+
+import copy
+import json
+
+import numpy as np
+import pytest
+
+from agent.cli import main
+from agent.scenario import (ScenarioError, load_scenario, parse_scenario, save_scenario,
+                            scenario_to_json)
+from agent.scenario_gen import paper_scenario
+
+BASE = {
+    "stages": [{"flops": 2.21e9, "input_bytes": 140000, "exit": False},
+               {"flops": 1.97e9, "input_bytes": 770000, "exit": True}],
+    "remaining": [1.0, 1.0],
+    "sources": [{"id": "ed0", "rate": 4.8}],
+    "workers": [{"id": "w1", "stage": 1, "capacity": 1.2e11},
+                {"id": "w2", "stage": 2, "capacity": 1.0e11,
+                 "power_modes": {"MAXN": 1.0e11, "15W": 5e10}}],
+    "links": [{"from": "ed0", "to": "w1", "rate": 5.0e6},
+              {"from": "w1", "to": "w2", "rate": 1.5e7}],
+    "tradeoff": 0.5,
+}
+
+
+def _set(obj, path, value):
+    *head, last = path
+    for key in head:
+        obj = obj[key]
+    if value is _DELETE:
+        del obj[last]
+    else:
+        obj[last] = value
+
+
+_DELETE = object()
+
+
+@pytest.mark.parametrize("path,value,field", [
+    (("stages", 0, "flops"), -1, "stages[0].flops"),
+    (("stages", 1, "exit"), "yes", "stages[1].exit"),
+    (("sources", 0, "rate"), _DELETE, "sources[0].rate"),
+    (("sources", 0, "rate"), float("nan"), "sources[0].rate"),
+    (("workers", 1, "stage"), 3, "workers[1].stage"),
+    (("workers", 0, "capacity"), "fast", "workers[0].capacity"),
+    (("workers", 1, "power_modes"), {"MAXN": 0}, "workers[1].power_modes.MAXN"),
+    (("workers", 1, "power_modes"), [1e10], "workers[1].power_modes"),
+    (("workers", 1, "id"), "ed0", "workers[1].id"),
+    (("links", 0, "to"), "w9", "links[0].to"),
+    (("links", 1, "to"), "w1", "links[1]"),
+    (("links", 1, "rate"), 0, "links[1].rate"),
+    (("remaining",), [1.0], "remaining"),
+    (("remaining",), [0.5, 1.0], "remaining[0]"),
+    (("tradeoff",), 1.5, "tradeoff"),
+    (("knobs",), [1], "knobs"),
+    (("comment",), 3, "comment"),
+    (("synthetic",), "no", "synthetic"),
+    (("extra",), 1, "unknown field"),
+])
+def test_scenario_error_names_the_field(path, value, field):
+    """A bad value anywhere in the file raises ScenarioError whose message names that field."""
+    obj = copy.deepcopy(BASE)
+    _set(obj, path, value)
+    with pytest.raises(ScenarioError) as exc:
+        parse_scenario(obj)
+    assert field in str(exc.value)
+
+
+def test_exactly_one_of_remaining_and_exit_profile():
+    """Giving both (or neither) of remaining/exit_profile is an error naming both."""
+    obj = copy.deepcopy(BASE)
+    obj["exit_profile"] = "p.npz"
+    with pytest.raises(ScenarioError, match="remaining.*exit_profile"):
+        parse_scenario(obj)
+
+
+def test_missing_file_and_bad_json_are_one_line_errors(tmp_path, capsys):
+    """load_scenario names the file; through the CLI it is one line and exit status 2."""
+    with pytest.raises(ScenarioError, match="no such scenario file"):
+        load_scenario(str(tmp_path / "absent.json"))
+    bad = tmp_path / "bad.json"
+    bad.write_text("{\"stages\": [\n")
+    with pytest.raises(ScenarioError, match="line 2"):
+        load_scenario(str(bad))
+    assert main(["simulate", "--scenario", str(bad), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "bad.json" in err[0]
+
+
+def test_writer_round_trips_fixed_remaining(tmp_path):
+    """scenario_to_json is the inverse of parse_scenario (power modes included)."""
+    sc = parse_scenario(copy.deepcopy(BASE))
+    obj = scenario_to_json(sc)
+    assert parse_scenario(json.loads(json.dumps(obj))) == sc
+    path = tmp_path / "s.json"
+    assert save_scenario(str(path), sc) == [str(path)]
+    assert load_scenario(str(path)) == sc
+
+
+def test_writer_saves_the_exit_profile_next_to_the_file(tmp_path):
+    """A scenario with an exit profile is written with the profile beside it and reads back
+    equal, profile arrays and synthetic label included."""
+    sc = paper_scenario("paper-resnet101", seed=1, num_sources=5, num_samples=200)
+    written = save_scenario(str(tmp_path / "sub" / "r.json"), sc)
+    assert [p.rsplit("/", 1)[1] for p in written] == ["r.json", "r.exit_profile.npz"]
+    back = load_scenario(written[0])
+    assert back.workers == sc.workers and back.links == sc.links and back.stages == sc.stages
+    assert back.synthetic and back.comment == sc.comment
+    assert np.array_equal(back.exit_profile.confidence, sc.exit_profile.confidence)
+    assert back.exit_profile.synthetic
+    with pytest.raises(ScenarioError, match="exit_profile"):
+        scenario_to_json(sc)
