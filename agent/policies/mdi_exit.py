@@ -32,7 +32,8 @@ nothing (the paper's comparisons are all strict); in Alg. 2 a neighbour whose ex
 D_nm + I_m Gamma_m is 0 takes the task with probability 1. Additions not in the paper, each a
 parameter: a node without neighbours keeps every task (its output queue would never drain), an
 idle node takes back the head of its own output queue (``reclaim_when_idle``), and the
-inter-arrival time stays within [``min_interarrival_s``, ``max_interarrival_s``].
+inter-arrival time starts at ``initial_interarrival_s`` and stays within
+[``min_interarrival_s``, ``max_interarrival_s``].
 """
 
 from __future__ import annotations
@@ -77,6 +78,8 @@ class MdiExitParams:
     threshold: float = 0.8  # T_e: the fixed exit threshold, or Alg. 4's starting value
     min_threshold: float = 0.5  # T_e^min: Alg. 4's floor (the paper names it without a value)
     adapt_interval_s: float = 1.0  # s: sleep between runs of Alg. 3/4 (no value in the paper)
+    state_interval_s: float = 0.1  # how often a node publishes I_n and Gamma_n to its neighbours
+    initial_interarrival_s: float = 1.0  # Alg. 3's starting mu (the source starts slowly)
     min_interarrival_s: float = 1e-3  # Alg. 3 never asks for more than 1000 tasks/s
     max_interarrival_s: float = 10.0  # Alg. 3 never drops below one task per 10 s
     admission_control: bool = False  # run Alg. 3 at sources (paper's fixed-threshold scenario)
@@ -118,7 +121,8 @@ def _check(values: Mapping[str, Any], where: str) -> None:
     if values["threshold_adaptation"] and values["threshold"] < values["min_threshold"]:
         raise bad("threshold", "must be >= min_threshold (%r) when threshold_adaptation is on"
                   % values["min_threshold"])
-    for name in ("adapt_interval_s", "min_interarrival_s", "max_interarrival_s"):
+    for name in ("adapt_interval_s", "state_interval_s", "initial_interarrival_s",
+                 "min_interarrival_s", "max_interarrival_s"):
         if values[name] <= 0:
             raise bad(name, "must be > 0 seconds")
     if values["max_interarrival_s"] < values["min_interarrival_s"]:
@@ -191,13 +195,18 @@ def place_next(queues: WorkerQueues, task: Any, step: str) -> None:
         raise ValueError("place_next: step must be %r or %r, got %r" % (LOCAL, OFFLOAD, step))
 
 
-def reclaim_idle(queues: WorkerQueues, params: MdiExitParams) -> bool:
-    """An idle node takes back the head of its own output queue; True if it moved a task.
+def should_reclaim(input_len: int, output_len: int, params: MdiExitParams) -> bool:
+    """Whether an idle node takes back the head of its own output queue.
 
     Not in the paper: without it a node whose input queue ran dry waits while tasks sit in its
     output queue that no neighbour currently accepts (Alg. 2 needs O_n > I_m).
     """
-    if params.reclaim_when_idle and not queues.input_queue and queues.output_queue:
+    return params.reclaim_when_idle and input_len == 0 and output_len > 0
+
+
+def reclaim_idle(queues: WorkerQueues, params: MdiExitParams) -> bool:
+    """``should_reclaim`` applied to ``queues``: moves the task and returns True if it did."""
+    if should_reclaim(len(queues.input_queue), len(queues.output_queue), params):
         queues.input_queue.append(queues.output_queue.popleft())
         return True
     return False
