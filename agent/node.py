@@ -194,6 +194,8 @@ class Node:
                     self._inference_done(done)
             return
         try:
+            if wire.frames_nbytes(frames) > self.cfg.max_message_bytes:
+                raise WireError("oversized", "message above max_message_bytes")
             if tag == CONTROL:
                 _, frames = wire.split_topic(frames)
             msg = wire.decode(frames)

@@ -1,7 +1,7 @@
 """Helpers for agent integration tests: a tiny real bundle, node configs, agent processes.
 
 Agents run as real ``python -m agent run`` processes on loopback with real ZeroMQ sockets and
-real onnxruntime engines (the 3-stage tiny multi-exit model from ``engines.tiny_model``).
+real onnxruntime engines (the 2-stage cut of the tiny multi-exit model from ``engines.tiny_model``).
 """
 
 from __future__ import annotations
@@ -23,17 +23,18 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 
 
 def build_tiny_bundle(directory: str) -> str:
-    """Bundle of the tiny 3-stage multi-exit model plus a replay set; returns the bundle dir."""
+    """Bundle of the tiny multi-exit model cut in 2 stages (stage 1 has an exit head), plus a
+    replay set next to it; returns the bundle dir."""
     import onnx
 
     from engines.build import build_bundle
-    from engines.tiny_model import CUTS, EXITS, make_tiny_multi_exit
+    from engines.tiny_model import FINAL, make_tiny_multi_exit
 
     os.makedirs(directory, exist_ok=True)
     model_path = os.path.join(directory, "tiny.onnx")
     onnx.save(make_tiny_multi_exit(seed=1), model_path)
     out = os.path.join(directory, "bundle")
-    build_bundle(model_path, list(CUTS), dict(EXITS), out)
+    build_bundle(model_path, ["c1"], {1: "e1"}, out, final_output=FINAL)
     rng = np.random.default_rng(0)
     np.savez(os.path.join(directory, "replay.npz"),
              x=rng.normal(size=(64, 1, 8, 8)).astype(np.float32),
@@ -127,6 +128,15 @@ class Cluster:
     def alive_at(self, node: str, peers: List[str]) -> bool:
         s = self.stats(node)
         return bool(s) and all(p in s["alive"] for p in peers)
+
+    def tasks(self, node: str) -> dict:
+        """The source's task counts from its stats file ({} before the first write)."""
+        return (self.stats(node) or {}).get("tasks", {})
+
+    def finished(self, node: str, n: int) -> bool:
+        """True once the source has created ``n`` tasks and none is pending."""
+        t = self.tasks(node)
+        return t.get("created", 0) >= n and t.get("pending", 1) == 0
 
     def tail(self, node: str, n: int = 25) -> str:
         try:

@@ -1,0 +1,76 @@
+"""Agents as real processes on loopback: sources, workers, records, policies, clean shutdown."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tests.integration.agent_cluster import REPO, Cluster, build_tiny_bundle
+
+STAGE1_FLOPS = 2316  # MACs of stage 1 of the tiny model's 2-stage cut
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory):
+    return build_tiny_bundle(str(tmp_path_factory.mktemp("tiny")))
+
+
+def test_every_created_task_is_recorded_once_and_sigterm_shuts_down_cleanly(bundle, tmp_path):
+    """Source -> 2 stage-1 workers -> 1 stage-2 worker with the fixed policy: each created task
+    has exactly one record (completed, with exit stage, class, label and confidence), and every
+    agent exits 0 on SIGTERM."""
+    c = Cluster(str(tmp_path), bundle, {"s1": 0, "w1a": 1, "w1b": 1, "w2": 2}, policy="fixed",
+                thresholds=(0.6, 1.0))
+    try:
+        for n in ("w1a", "w1b", "w2"):
+            c.start(n)
+        c.start("s1", arrival_rate_tasks_s=25.0, max_tasks=40)
+        c.wait_for(lambda: c.finished("s1", 40), 90, "40 tasks answered")
+    finally:
+        c.stop_all()
+    assert all(p.returncode == 0 for p in c.procs.values()), {n: p.returncode for n, p in c.procs.items()}
+    recs = c.records("s1")
+    assert len(recs) == 40 and len({r["id"] for r in recs}) == 40
+    assert all(r["status"] == "completed" for r in recs)
+    assert {r["exit_stage"] for r in recs} <= {1, 2}
+    for r in recs:
+        assert r["label"] in (0, 1, 2) and r["correct"] == (r["cls"] == r["label"])
+        assert r["finished_mono"] >= r["created_mono"] and 0 < r["confidence"] <= 1
+        assert r["worker"] in ("w1a", "w1b", "w2")
+    # Stage-1 exits happen exactly when the head's confidence reaches the threshold 0.6.
+    assert all(r["confidence"] >= 0.6 for r in recs if r["exit_stage"] == 1)
+    stats = c.stats("w1a")
+    assert stats["dropped"] == 0 and stats["policy"] == "fixed"
+
+
+def test_dtoee_moves_routing_mass_to_the_faster_worker(bundle, tmp_path):
+    """With w1a emulated 10x slower than w1b, the source's DTO-EE routing after a few slots
+    sends most tasks to w1b, and no task is lost while routing changes."""
+    c = Cluster(str(tmp_path), bundle, {"s1": 0, "w1a": 1, "w1b": 1, "w2": 2}, policy="dtoee",
+                slot_length_s=1.0, rounds_per_slot=10, round_interval_s=0.03)
+    try:
+        c.start("w1a", emulate_capacity_flops=STAGE1_FLOPS * 20.0)  # 50 ms per task
+        c.start("w1b", emulate_capacity_flops=STAGE1_FLOPS * 200.0)  # 5 ms per task
+        c.start("w2")
+        c.start("s1", arrival_rate_tasks_s=15.0, max_tasks=75)
+        c.wait_for(lambda: c.finished("s1", 75), 120, "75 tasks answered")
+        routing = c.stats("s1")["routing"]
+    finally:
+        c.stop_all()
+    assert routing["w1b"] > routing["w1a"], routing
+    assert c.tasks("s1")["completed"] == 75 and c.tasks("s1")["lost"] == 0
+
+
+def test_bad_config_fails_with_one_line_naming_the_field(tmp_path):
+    path = tmp_path / "node.toml"
+    path.write_text('node_id = "w1"\nrole = "worker"\nstage = 1\nbundle = "b"\nstate_dir = "s"\n'
+                    'control_bind = "tcp://127.0.0.1:1"\ndata_bind = "nowhere"\n')
+    out = subprocess.run([sys.executable, "-m", "agent", "run", "--config", str(path)],
+                         capture_output=True, text=True, cwd=REPO,
+                         env=dict(os.environ, PYTHONPATH=REPO), timeout=60)
+    assert out.returncode == 2
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and "data_bind: must be a ZeroMQ endpoint" in lines[0], out.stderr
