@@ -25,9 +25,7 @@ class HostIdentity:
 
     board: str  # board model, e.g. "NVIDIA Jetson AGX Orin Developer Kit" or "x86_64 AMD EPYC"
     l4t: str  # L4T release "35.3.1", or "none" off-Jetson
-    jetpack: Optional[str] = (
-        None  # JetPack release when jtop reports it (informational)
-    )
+    jetpack: Optional[str] = None  # JetPack release when jtop reports it (informational)
 
 
 def parse_l4t_release(text: str) -> Optional[str]:
@@ -91,9 +89,7 @@ def read_cpu_mode_name(root: str = "/") -> str:
     """The CPU-path mode name for this machine (governor from sysfs, frequency via psutil)."""
     import psutil
 
-    governor = _read_text(
-        os.path.join(root, "sys/devices/system/cpu/cpu0/cpufreq/scaling_governor")
-    )
+    governor = _read_text(os.path.join(root, "sys/devices/system/cpu/cpu0/cpufreq/scaling_governor"))
     freq = None
     try:
         freq = psutil.cpu_freq()

@@ -44,9 +44,7 @@ class ModeInfo:
 
     id: int
     name: str
-    settable: (
-        bool  # False: nvpmodel can only switch to it with force (a reboot); never done
-    )
+    settable: bool  # False: nvpmodel can only switch to it with force (a reboot); never done
 
 
 @dataclass(frozen=True)
@@ -68,9 +66,7 @@ class Reading:
     cpu_cur_khz: Optional[float] = None  # highest current frequency over online cores
     cpu_max_khz: Optional[float] = None  # highest cap over online cores
     temperatures_c: Dict[str, float] = field(default_factory=dict)  # online sensors
-    temperature_limits_c: Dict[str, float] = field(
-        default_factory=dict
-    )  # sensor -> its max/crit
+    temperature_limits_c: Dict[str, float] = field(default_factory=dict)  # sensor -> its max/crit
 
 
 # ---------------------------------------------------------------- parsing (pure)
@@ -163,9 +159,7 @@ def parse_modes(models: List[str], status: Optional[List[Any]]) -> List[ModeInfo
     """Modes from ``nvpmodel.models`` (index = id) and ``nvpmodel.status``."""
     status = list(status or [])
     return [
-        ModeInfo(
-            id=i, name=str(name), settable=bool(status[i]) if i < len(status) else True
-        )
+        ModeInfo(id=i, name=str(name), settable=bool(status[i]) if i < len(status) else True)
         for i, name in enumerate(models)
     ]
 
@@ -237,9 +231,7 @@ class ModeRequestRefused(Exception):
 
 
 @contextlib.contextmanager
-def open_device(
-    jtop_module: Any = None, interval_s: float = 0.5
-) -> Iterator[JetsonDevice]:
+def open_device(jtop_module: Any = None, interval_s: float = 0.5) -> Iterator[JetsonDevice]:
     """Open jtop and yield a ``JetsonDevice``; ``JtopUnavailable`` when jtop cannot be used.
 
     ``jtop_module`` is an object with the ``jtop`` package's documented names ``jtop`` and
@@ -249,17 +241,13 @@ def open_device(
         try:
             import jtop as jtop_module  # type: ignore[no-redef]
         except ImportError:
-            raise JtopUnavailable(
-                "jetson-stats is not installed (pip install 'edge-agent[jetson]')"
-            )
+            raise JtopUnavailable("jetson-stats is not installed (pip install 'edge-agent[jetson]')")
     error = getattr(jtop_module, "JtopException", Exception)
     try:
         j = jtop_module.jtop(interval=interval_s)
         j.__enter__()
     except error as exc:
-        raise JtopUnavailable(
-            "jtop service not reachable (%s); is jtop.service running here?" % exc
-        )
+        raise JtopUnavailable("jtop service not reachable (%s); is jtop.service running here?" % exc)
     except OSError as exc:
         raise JtopUnavailable("jtop service not reachable (%s)" % exc)
     try:

@@ -29,12 +29,8 @@ class StageMeasurement:
     service_time_p90_s: float
     capacity_flops: float  # flops / median
     measured_seconds: float  # length of the timed phase
-    power_avg_w: Optional[float] = (
-        None  # mean of the total-power samples, None without sensor
-    )
-    clocks: Dict[str, float] = field(
-        default_factory=dict
-    )  # cap and mean current clock, kHz
+    power_avg_w: Optional[float] = None  # mean of the total-power samples, None without sensor
+    clocks: Dict[str, float] = field(default_factory=dict)  # cap and mean current clock, kHz
     temperature_peak_c: Dict[str, float] = field(default_factory=dict)
     throttled: bool = False
 
@@ -110,17 +106,12 @@ class ProgressBar:
         frac = min(1.0, done_s / total_s) if total_s > 0 else 1.0
         filled = int(round(frac * self.width))
         bar = "#" * filled + "-" * (self.width - filled)
-        self.stream.write(
-            "\r%s [%s] %5.1f/%.1f s %s" % (self._label, bar, done_s, total_s, phase)
-        )
+        self.stream.write("\r%s [%s] %5.1f/%.1f s %s" % (self._label, bar, done_s, total_s, phase))
         self.stream.flush()
 
     def finish(self, summary: str) -> None:
         prefix = "\r" if self._tty else ""
-        self.stream.write(
-            "%s%s: %s%s\n"
-            % (prefix, self._label, summary, " " * 10 if self._tty else "")
-        )
+        self.stream.write("%s%s: %s%s\n" % (prefix, self._label, summary, " " * 10 if self._tty else ""))
         self.stream.flush()
 
 
@@ -131,9 +122,7 @@ def _summarise_readings(readings: List[Reading]) -> Dict[str, Any]:
         values = [getattr(r, key) for r in readings if getattr(r, key) is not None]
         if values:
             # caps: the lowest seen (a drop is throttling); current clocks: the mean under load
-            clocks[key] = (
-                min(values) if key.endswith("max_khz") else float(np.mean(values))
-            )
+            clocks[key] = min(values) if key.endswith("max_khz") else float(np.mean(values))
     peaks: Dict[str, float] = {}
     limits: Dict[str, float] = {}
     for r in readings:

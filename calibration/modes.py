@@ -52,9 +52,7 @@ def switch_mode(
     try:
         device.request_mode(mode.id)
     except ModeRequestRefused as exc:
-        raise ModeUnavailable(
-            "jtop refused mode %s (id %d): %s" % (mode.name, mode.id, exc)
-        )
+        raise ModeUnavailable("jtop refused mode %s (id %d): %s" % (mode.name, mode.id, exc))
     deadline = clock() + timeout_s
     stable = 0
     last_cap: Optional[float] = None
@@ -87,8 +85,7 @@ def switch_mode(
             continue
         return reading
     raise ModeUnavailable(
-        "mode %s (id %d) not active after %.0f s (last seen: %s)"
-        % (mode.name, mode.id, timeout_s, seen)
+        "mode %s (id %d) not active after %.0f s (last seen: %s)" % (mode.name, mode.id, timeout_s, seen)
     )
 
 
@@ -141,9 +138,7 @@ class ModeKeeper:
         modes = {m.id: m for m in self.device.modes()}
         mode = modes.get(saved["id"])
         if mode is None:
-            raise ModeUnavailable(
-                "saved mode id %r does not exist on this board" % saved["id"]
-            )
+            raise ModeUnavailable("saved mode id %r does not exist on this board" % saved["id"])
         if self.device.current_mode().id != mode.id:
             switch_mode(
                 self.device,
@@ -168,15 +163,11 @@ class ModeKeeper:
         self._restore_to(saved)
         return str(saved.get("name"))
 
-    def switch(
-        self, mode: ModeInfo, expected_gpu_max_khz: Optional[float] = None
-    ) -> Reading:
+    def switch(self, mode: ModeInfo, expected_gpu_max_khz: Optional[float] = None) -> Reading:
         """Save the original mode (first time only), then ``switch_mode`` to ``mode``."""
         if not self._saved:
             now = self.device.current_mode()
-            _write_json_atomic(
-                self.path, {"id": now.id, "name": now.name, "pid": os.getpid()}
-            )
+            _write_json_atomic(self.path, {"id": now.id, "name": now.name, "pid": os.getpid()})
             self._saved = True
         return switch_mode(
             self.device,

@@ -35,16 +35,11 @@ class OnlineCapacityEstimator:
         outlier_factor: float = 2.0,
     ) -> None:
         if not (flops_per_task > 0 and math.isfinite(flops_per_task)):
-            raise ValueError(
-                "flops_per_task must be a positive number, got %r" % (flops_per_task,)
-            )
+            raise ValueError("flops_per_task must be a positive number, got %r" % (flops_per_task,))
         if initial_capacity_flops is not None and not (
             initial_capacity_flops > 0 and math.isfinite(initial_capacity_flops)
         ):
-            raise ValueError(
-                "initial_capacity_flops must be positive or None, got %r"
-                % (initial_capacity_flops,)
-            )
+            raise ValueError("initial_capacity_flops must be positive or None, got %r" % (initial_capacity_flops,))
         if not 0.0 < smoothing <= 1.0:
             raise ValueError("smoothing must be in (0, 1], got %r" % (smoothing,))
         if not drift_fraction > 0.0:
@@ -52,17 +47,13 @@ class OnlineCapacityEstimator:
         if not outlier_factor > 1.0:
             raise ValueError("outlier_factor must be > 1, got %r" % (outlier_factor,))
         self.flops_per_task = float(flops_per_task)
-        self.initial_capacity_flops = (
-            None if initial_capacity_flops is None else float(initial_capacity_flops)
-        )
+        self.initial_capacity_flops = None if initial_capacity_flops is None else float(initial_capacity_flops)
         self.smoothing = float(smoothing)
         self.drift_fraction = float(drift_fraction)
         self.outlier_factor = float(outlier_factor)
         self.samples = 0  # observations accepted so far
         self._service_time_s: Optional[float] = (
-            None
-            if initial_capacity_flops is None
-            else self.flops_per_task / float(initial_capacity_flops)
+            None if initial_capacity_flops is None else self.flops_per_task / float(initial_capacity_flops)
         )
 
     def observe(self, service_time_s: float) -> None:

@@ -72,24 +72,12 @@ class ProfileEntry:
     power_mode_id: Optional[int] = None  # nvpmodel id; None on the CPU path
     jetpack: Optional[str] = None  # JetPack release when known (informational)
     bundle: str = ""  # bundle name the stage came from
-    power_avg_w: Optional[float] = (
-        None  # mean total board power while timing; None without sensors
-    )
-    clocks: Dict[str, float] = field(
-        default_factory=dict
-    )  # clock readings (kHz), see module doc
-    temperature_peak_c: Dict[str, float] = field(
-        default_factory=dict
-    )  # peak per sensor
-    throttled: bool = (
-        False  # a clock cap dropped or a sensor reached its limit while timing
-    )
-    jetson_clocks: Optional[bool] = (
-        None  # jetson_clocks state during the run; None if unknown
-    )
-    engine: Dict[str, Any] = field(
-        default_factory=dict
-    )  # Engine.info (backend, providers, device)
+    power_avg_w: Optional[float] = None  # mean total board power while timing; None without sensors
+    clocks: Dict[str, float] = field(default_factory=dict)  # clock readings (kHz), see module doc
+    temperature_peak_c: Dict[str, float] = field(default_factory=dict)  # peak per sensor
+    throttled: bool = False  # a clock cap dropped or a sensor reached its limit while timing
+    jetson_clocks: Optional[bool] = None  # jetson_clocks state during the run; None if unknown
+    engine: Dict[str, Any] = field(default_factory=dict)  # Engine.info (backend, providers, device)
 
     def key(self) -> Tuple[str, str, str, str, str, str]:
         """Identity of the entry: a newer measurement with the same key replaces it."""
@@ -147,11 +135,7 @@ _REQUIRED = {
 
 def _check(value: Any, kind: type, where: str) -> Any:
     if kind is float:
-        if (
-            isinstance(value, bool)
-            or not isinstance(value, (int, float))
-            or not math.isfinite(value)
-        ):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
             raise ProfileError("%s: must be a finite number, got %r" % (where, value))
         return float(value)
     if kind is int:
@@ -172,9 +156,7 @@ def _parse_entry(obj: Any, where: str) -> ProfileEntry:
             raise ProfileError("%s: missing field %r" % (where, name))
         values[name] = _check(obj[name], kind, "%s.%s" % (where, name))
     if values["capacity_flops"] <= 0:
-        raise ProfileError(
-            "%s.capacity_flops: must be > 0, got %r" % (where, values["capacity_flops"])
-        )
+        raise ProfileError("%s.capacity_flops: must be > 0, got %r" % (where, values["capacity_flops"]))
     for name in ("measured_seconds",):
         if name in obj:
             values[name] = _check(obj[name], float, "%s.%s" % (where, name))
@@ -185,23 +167,16 @@ def _parse_entry(obj: Any, where: str) -> ProfileEntry:
         if obj.get(name) is not None:
             values[name] = _check(obj[name], str, "%s.%s" % (where, name))
     if obj.get("power_avg_w") is not None:
-        values["power_avg_w"] = _check(
-            obj["power_avg_w"], float, where + ".power_avg_w"
-        )
+        values["power_avg_w"] = _check(obj["power_avg_w"], float, where + ".power_avg_w")
     for name in ("clocks", "temperature_peak_c"):
         raw = obj.get(name, {})
         if not isinstance(raw, dict):
             raise ProfileError("%s.%s: must be an object, got %r" % (where, name, raw))
-        values[name] = {
-            str(k): _check(v, float, "%s.%s.%s" % (where, name, k))
-            for k, v in raw.items()
-        }
+        values[name] = {str(k): _check(v, float, "%s.%s.%s" % (where, name, k)) for k, v in raw.items()}
     if "throttled" in obj:
         values["throttled"] = _check(obj["throttled"], bool, where + ".throttled")
     if obj.get("jetson_clocks") is not None:
-        values["jetson_clocks"] = _check(
-            obj["jetson_clocks"], bool, where + ".jetson_clocks"
-        )
+        values["jetson_clocks"] = _check(obj["jetson_clocks"], bool, where + ".jetson_clocks")
     engine = obj.get("engine", {})
     if not isinstance(engine, dict):
         raise ProfileError("%s.engine: must be an object, got %r" % (where, engine))
@@ -218,9 +193,7 @@ def _parse_unavailable(obj: Any, where: str) -> UnavailableMode:
             raise ProfileError("%s: missing field %r" % (where, name))
         values[name] = _check(obj[name], str, "%s.%s" % (where, name))
     if obj.get("power_mode_id") is not None:
-        values["power_mode_id"] = _check(
-            obj["power_mode_id"], int, where + ".power_mode_id"
-        )
+        values["power_mode_id"] = _check(obj["power_mode_id"], int, where + ".power_mode_id")
     return UnavailableMode(**values)
 
 
@@ -229,16 +202,10 @@ def parse_profile(obj: Any, source: str = "profile") -> Profile:
     if not isinstance(obj, dict):
         raise ProfileError("%s: must be a JSON object" % source)
     if obj.get("format") != PROFILE_FORMAT:
-        raise ProfileError(
-            "%s: format: expected %r, got %r"
-            % (source, PROFILE_FORMAT, obj.get("format"))
-        )
+        raise ProfileError("%s: format: expected %r, got %r" % (source, PROFILE_FORMAT, obj.get("format")))
     version = obj.get("version")
     if version != PROFILE_VERSION:
-        raise ProfileError(
-            "%s: version: this edge-agent reads version %d, got %r"
-            % (source, PROFILE_VERSION, version)
-        )
+        raise ProfileError("%s: version: this edge-agent reads version %d, got %r" % (source, PROFILE_VERSION, version))
     entries = obj.get("entries", [])
     unavailable = obj.get("unavailable", [])
     if not isinstance(entries, list):
@@ -246,13 +213,9 @@ def parse_profile(obj: Any, source: str = "profile") -> Profile:
     if not isinstance(unavailable, list):
         raise ProfileError("%s: unavailable: must be a list" % source)
     return Profile(
-        entries=tuple(
-            _parse_entry(e, "%s: entries[%d]" % (source, i))
-            for i, e in enumerate(entries)
-        ),
+        entries=tuple(_parse_entry(e, "%s: entries[%d]" % (source, i)) for i, e in enumerate(entries)),
         unavailable=tuple(
-            _parse_unavailable(u, "%s: unavailable[%d]" % (source, i))
-            for i, u in enumerate(unavailable)
+            _parse_unavailable(u, "%s: unavailable[%d]" % (source, i)) for i, u in enumerate(unavailable)
         ),
     )
 
@@ -276,9 +239,7 @@ def load_profile(path: str) -> Profile:
         with open(path, "r", encoding="utf-8") as f:
             text = f.read()
     except FileNotFoundError:
-        raise ProfileError(
-            "%s: no such calibration profile (run edge-agent calibrate first)" % path
-        )
+        raise ProfileError("%s: no such calibration profile (run edge-agent calibrate first)" % path)
     except OSError as exc:
         raise ProfileError("%s: cannot read: %s" % (path, exc.strerror or exc))
     try:
@@ -331,9 +292,7 @@ def merge_profile(
         gone.pop((e.board, e.l4t, e.power_mode), None)
     for u in unavailable:
         gone[u.key()] = u
-        merged = {
-            k: e for k, e in merged.items() if (e.board, e.l4t, e.power_mode) != u.key()
-        }
+        merged = {k: e for k, e in merged.items() if (e.board, e.l4t, e.power_mode) != u.key()}
     ordered = sorted(
         merged.values(),
         key=lambda e: (e.board, e.l4t, e.power_mode, e.bundle, e.stage, e.backend),
@@ -365,10 +324,7 @@ def update_profile(
             )
             return profile
     except filelock.Timeout:
-        raise ProfileError(
-            "%s: locked by another process for more than %.0f s"
-            % (path, LOCK_TIMEOUT_S)
-        )
+        raise ProfileError("%s: locked by another process for more than %.0f s" % (path, LOCK_TIMEOUT_S))
 
 
 # ---------------------------------------------------------------- queries
@@ -391,17 +347,13 @@ def find_entry(
     return None
 
 
-def stale_entries(
-    profile: Profile, bundle_name: str, stage_hashes: Mapping[int, str]
-) -> List[ProfileEntry]:
+def stale_entries(profile: Profile, bundle_name: str, stage_hashes: Mapping[int, str]) -> List[ProfileEntry]:
     """Entries of bundle ``bundle_name`` whose stage now has another ONNX hash (the engine
     changed since they were measured). ``stage_hashes`` maps stage index -> current sha256."""
     return [
         e
         for e in profile.entries
-        if e.bundle == bundle_name
-        and e.stage in stage_hashes
-        and stage_hashes[e.stage] != e.stage_sha256
+        if e.bundle == bundle_name and e.stage in stage_hashes and stage_hashes[e.stage] != e.stage_sha256
     ]
 
 
@@ -441,7 +393,5 @@ def lookup_capacity(
     profile = load_profile(profile_path)
     ident = host_identity if host_identity is not None else host.read_host_identity()
     mode = power_mode if power_mode is not None else current_power_mode()
-    entry = find_entry(
-        profile, ident.board, ident.l4t, mode, stage.sha256, backend, precision
-    )
+    entry = find_entry(profile, ident.board, ident.l4t, mode, stage.sha256, backend, precision)
     return entry.capacity_flops if entry is not None else None

@@ -43,18 +43,14 @@ class CalibrationConfig:
     profile_path: str  # calibration profile to merge results into
     state_dir: str  # holds the saved original mode and the run lock
     stages: Optional[Tuple[int, ...]] = None  # 1-based stages to measure; None = all
-    modes: str = (
-        "current"  # "current", "all" or comma-separated nvpmodel ids, e.g. "0,2"
-    )
+    modes: str = "all"  # "all", "current" or comma-separated nvpmodel ids like "0,2"
     seconds: float = 10.0  # timed phase per stage and mode
     warmup_s: float = 2.0  # warm-up per stage and mode (not timed)
     backend: str = "auto"  # engine backend: auto | tensorrt | onnxruntime
     precision: str = "fp32"  # engine precision: fp32 | fp16 | int8
     threads: int = 1  # engine intra-op threads (use the agents' engine_threads)
     cache_dir: Optional[str] = None  # TensorRT plan cache
-    switch_timeout_s: float = (
-        60.0  # a mode not verified active by then is marked unavailable
-    )
+    switch_timeout_s: float = 60.0  # a mode not verified active by then is marked unavailable
     jtop_interval_s: float = 0.5  # jtop update interval
 
 
@@ -65,9 +61,7 @@ class CalibrationResult:
     entries: List[profile.ProfileEntry] = field(default_factory=list)
     unavailable: List[profile.UnavailableMode] = field(default_factory=list)
     stale: List[profile.ProfileEntry] = field(default_factory=list)
-    restore_error: Optional[str] = (
-        None  # set when the original mode could not be restored
-    )
+    restore_error: Optional[str] = None  # set when the original mode could not be restored
 
 
 class CalibrationInterrupted(KeyboardInterrupt):
@@ -113,9 +107,7 @@ def parse_modes(text: str) -> Optional[Tuple[int, ...]]:
     try:
         ids = tuple(int(part) for part in text.split(","))
     except ValueError:
-        raise UsageError(
-            "--modes: expected all, current or comma-separated mode ids, got %r" % text
-        )
+        raise UsageError("--modes: expected all, current or comma-separated mode ids, got %r" % text)
     if any(i < 0 for i in ids):
         raise UsageError("--modes: mode ids are >= 0, got %r" % text)
     return ids
@@ -168,11 +160,7 @@ def _entry(
         temperature_peak_c=dict(m.temperature_peak_c),
         throttled=m.throttled,
         jetson_clocks=jetson_clocks,
-        engine={
-            k: v
-            for k, v in info.items()
-            if isinstance(v, (str, int, float, bool, list))
-        },
+        engine={k: v for k, v in info.items() if isinstance(v, (str, int, float, bool, list))},
     )
 
 
@@ -184,9 +172,7 @@ def _measure_mode(
     entries = []
     for n, stage in enumerate(stages, 1):
         engine = ctx["engines"][stage.index]
-        ctx["progress"].start(
-            "mode %s | stage %d (%d/%d)" % (mode_name, stage.index, n, len(stages))
-        )
+        ctx["progress"].start("mode %s | stage %d (%d/%d)" % (mode_name, stage.index, n, len(stages)))
         m = measure_stage(
             engine.run,
             _stage_input(stage),
@@ -228,18 +214,12 @@ def _known_gpu_caps(cfg: CalibrationConfig, ident: host.HostIdentity) -> dict:
         return {}
     caps = {}
     for e in profile.load_profile(cfg.profile_path).entries:
-        if (
-            (e.board, e.l4t) == (ident.board, ident.l4t)
-            and not e.throttled
-            and "gpu_max_khz" in e.clocks
-        ):
+        if (e.board, e.l4t) == (ident.board, ident.l4t) and not e.throttled and "gpu_max_khz" in e.clocks:
             caps[e.power_mode] = e.clocks["gpu_max_khz"]
     return caps
 
 
-def _jetson_path(
-    ctx: dict, device: jtop_adapter.JetsonDevice, result: CalibrationResult
-) -> None:
+def _jetson_path(ctx: dict, device: jtop_adapter.JetsonDevice, result: CalibrationResult) -> None:
     cfg: CalibrationConfig = ctx["cfg"]
     ident: host.HostIdentity = ctx["ident"]
     keeper = ModeKeeper(device, cfg.state_dir, cfg.switch_timeout_s)
@@ -248,9 +228,7 @@ def _jetson_path(
     ids = parse_modes(cfg.modes)
     if cfg.modes.strip() == "current":
         now = device.current_mode()
-        result.entries += _measure_mode(
-            ctx, now.name, now.id, device, device.jetson_clocks()
-        )
+        result.entries += _measure_mode(ctx, now.name, now.id, device, device.jetson_clocks())
         return
     if ids is not None:
         by_id = {m.id: m for m in modes}
@@ -270,18 +248,12 @@ def _jetson_path(
             try:
                 keeper.switch(mode, expected_gpu_max_khz=caps.get(mode.name))
             except ModeUnavailable as exc:
-                logger.warning(
-                    "power mode %s (id %d) unavailable: %s", mode.name, mode.id, exc
-                )
-                u = profile.UnavailableMode(
-                    ident.board, ident.l4t, mode.name, str(exc), _utc_now(), mode.id
-                )
+                logger.warning("power mode %s (id %d) unavailable: %s", mode.name, mode.id, exc)
+                u = profile.UnavailableMode(ident.board, ident.l4t, mode.name, str(exc), _utc_now(), mode.id)
                 result.unavailable.append(u)
                 profile.update_profile(cfg.profile_path, unavailable=[u])
                 continue
-            result.entries += _measure_mode(
-                ctx, mode.name, mode.id, device, device.jetson_clocks()
-            )
+            result.entries += _measure_mode(ctx, mode.name, mode.id, device, device.jetson_clocks())
     finally:
         with _signals(_defer_signal):
             try:
@@ -312,8 +284,7 @@ def calibrate(
     bad = [i for i in wanted if not 1 <= i <= len(bundle.stages)]
     if bad:
         raise UsageError(
-            "--stages: bundle %s has stages 1..%d, got %s"
-            % (bundle.name, len(bundle.stages), ",".join(map(str, bad)))
+            "--stages: bundle %s has stages 1..%d, got %s" % (bundle.name, len(bundle.stages), ",".join(map(str, bad)))
         )
     explicit_ids = parse_modes(cfg.modes)
     os.makedirs(cfg.state_dir, exist_ok=True)
@@ -323,10 +294,7 @@ def calibrate(
     try:
         lock.acquire()
     except filelock.Timeout:
-        raise UsageError(
-            "another calibration is running (state directory %s is locked)"
-            % cfg.state_dir
-        )
+        raise UsageError("another calibration is running (state directory %s is locked)" % cfg.state_dir)
     try:
         with _signals(_raise_interrupted), contextlib.ExitStack() as stack:
             stages = [bundle.stages[i - 1] for i in wanted]
@@ -343,15 +311,10 @@ def calibrate(
                 )
             device = None
             try:
-                device = stack.enter_context(
-                    jtop_adapter.open_device(jtop_module, cfg.jtop_interval_s)
-                )
+                device = stack.enter_context(jtop_adapter.open_device(jtop_module, cfg.jtop_interval_s))
             except jtop_adapter.JtopUnavailable as exc:
                 if explicit_ids is not None:
-                    raise UsageError(
-                        "--modes %s needs jetson-stats' jtop service: %s"
-                        % (cfg.modes, exc)
-                    )
+                    raise UsageError("--modes %s needs jetson-stats' jtop service: %s" % (cfg.modes, exc))
                 logger.warning("%s; calibrating the CPU path (one mode)", exc)
             ctx = {
                 "cfg": cfg,
@@ -362,20 +325,14 @@ def calibrate(
                 "progress": ProgressBar(stream if stream is not None else sys.stderr),
             }
             if device is not None:
-                ctx["ident"] = host.HostIdentity(
-                    ident.board, ident.l4t, device.jetpack()
-                )
+                ctx["ident"] = host.HostIdentity(ident.board, ident.l4t, device.jetpack())
                 _jetson_path(ctx, device, result)
             else:
-                result.entries += _measure_mode(
-                    ctx, host.read_cpu_mode_name(), None, CpuSampler(), None
-                )
+                result.entries += _measure_mode(ctx, host.read_cpu_mode_name(), None, CpuSampler(), None)
     finally:
         lock.release()
     written = profile.load_profile(cfg.profile_path)
-    result.stale = profile.stale_entries(
-        written, bundle.name, {s.index: s.sha256 for s in bundle.stages}
-    )
+    result.stale = profile.stale_entries(written, bundle.name, {s.index: s.sha256 for s in bundle.stages})
     for e in result.stale:
         logger.warning(
             "stale profile entry: stage %d of bundle %s in mode %s was measured %s for an older "

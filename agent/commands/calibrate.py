@@ -30,18 +30,14 @@ def _stages(text: str) -> Tuple[int, ...]:
     try:
         values = tuple(int(p) for p in text.replace(" ", ",").split(",") if p)
     except ValueError:
-        raise argparse.ArgumentTypeError(
-            "expected stage numbers like 1,3, got %r" % text
-        )
+        raise argparse.ArgumentTypeError("expected stage numbers like 1,3, got %r" % text)
     if not values:
         raise argparse.ArgumentTypeError("expected at least one stage number")
     return values
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--bundle", help="model bundle directory (with --show: mark stale entries)"
-    )
+    parser.add_argument("--bundle", help="model bundle directory (with --show: mark stale entries)")
     parser.add_argument(
         "--stages",
         type=_stages,
@@ -50,8 +46,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--modes",
-        default="current",
-        help="power modes: current (default), all, or nvpmodel ids like 0,2; without jtop the one CPU mode",
+        default="all",
+        help="power modes: all (default), current, or nvpmodel ids like 0,2; without jtop: the one CPU mode",
     )
     parser.add_argument(
         "--seconds",
@@ -65,9 +61,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=2.0,
         help="warm-up seconds per stage and mode (default 2)",
     )
-    parser.add_argument(
-        "--backend", default="auto", choices=["auto", "tensorrt", "onnxruntime"]
-    )
+    parser.add_argument("--backend", default="auto", choices=["auto", "tensorrt", "onnxruntime"])
     parser.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "int8"])
     parser.add_argument(
         "--threads",
@@ -75,9 +69,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=1,
         help="engine threads, as in the agents' engine_threads (default 1)",
     )
-    parser.add_argument(
-        "--cache-dir", default=None, help="TensorRT plan cache directory"
-    )
+    parser.add_argument("--cache-dir", default=None, help="TensorRT plan cache directory")
     parser.add_argument(
         "--switch-timeout",
         type=_positive,
@@ -94,9 +86,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="profile file (default: STATE_DIR/%s)" % PROFILE_NAME,
     )
-    parser.add_argument(
-        "--show", action="store_true", help="print the profile as a table and exit"
-    )
+    parser.add_argument("--show", action="store_true", help="print the profile as a table and exit")
 
 
 def _fmt(value: Optional[float], scale: float = 1.0, digits: int = 3) -> str:
@@ -120,10 +110,7 @@ def format_table(prof, stale: Set[tuple]) -> str:
         "note",
     ]
     lines: List[str] = []
-    groups = sorted(
-        {(e.board, e.l4t) for e in prof.entries}
-        | {(u.board, u.l4t) for u in prof.unavailable}
-    )
+    groups = sorted({(e.board, e.l4t) for e in prof.entries} | {(u.board, u.l4t) for u in prof.unavailable})
     for board, l4t in groups:
         rows = []
         for e in prof.entries:
@@ -132,9 +119,7 @@ def format_table(prof, stale: Set[tuple]) -> str:
             gpu = e.clocks.get("gpu_max_khz")
             rows.append(
                 [
-                    e.power_mode
-                    if e.power_mode_id is None
-                    else "%s (%d)" % (e.power_mode, e.power_mode_id),
+                    e.power_mode if e.power_mode_id is None else "%s (%d)" % (e.power_mode, e.power_mode_id),
                     "%d" % e.stage,
                     "%s/%s" % (e.backend, e.precision),
                     _fmt(e.service_time_median_s, 1e3),
@@ -142,32 +127,21 @@ def format_table(prof, stale: Set[tuple]) -> str:
                     "%.3g" % e.capacity_flops,
                     _fmt(e.power_avg_w, 1.0, 1),
                     _fmt(gpu, 1e-3, 0) if gpu is not None else "-",
-                    _fmt(max(e.temperature_peak_c.values()), 1.0, 1)
-                    if e.temperature_peak_c
-                    else "-",
+                    _fmt(max(e.temperature_peak_c.values()), 1.0, 1) if e.temperature_peak_c else "-",
                     "yes" if e.throttled else "no",
                     e.measured_at,
                     "STALE (stage file changed)" if e.key() in stale else "",
                 ]
             )
         lines.append("board: %s   L4T: %s" % (board, l4t))
-        widths = [
-            max(len(h), *(len(r[i]) for r in rows)) if rows else len(h)
-            for i, h in enumerate(headers)
-        ]
+        widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
         lines.append("  ".join(h.ljust(w) for h, w in zip(headers, widths)).rstrip())
         for r in rows:
             lines.append("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
         for u in prof.unavailable:
             if (u.board, u.l4t) == (board, l4t):
-                ident = (
-                    u.power_mode
-                    if u.power_mode_id is None
-                    else "%s (%d)" % (u.power_mode, u.power_mode_id)
-                )
-                lines.append(
-                    "unavailable: %s: %s (%s)" % (ident, u.reason, u.measured_at)
-                )
+                ident = u.power_mode if u.power_mode_id is None else "%s (%d)" % (u.power_mode, u.power_mode_id)
+                lines.append("unavailable: %s: %s (%s)" % (ident, u.reason, u.measured_at))
         lines.append("")
     if not groups:
         lines.append("(no entries)")
@@ -187,9 +161,7 @@ def run(args: argparse.Namespace) -> int:
 
             bundle = load_bundle(args.bundle)
             hashes = {s.index: s.sha256 for s in bundle.stages}
-            stale = {
-                e.key() for e in profile_mod.stale_entries(prof, bundle.name, hashes)
-            }
+            stale = {e.key() for e in profile_mod.stale_entries(prof, bundle.name, hashes)}
         sys.stdout.write(format_table(prof, stale))
         return 0
     if not args.bundle:
@@ -199,10 +171,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         os.makedirs(args.state_dir, exist_ok=True)
     except OSError as exc:
-        raise UsageError(
-            "cannot create state directory %s: %s; pass --state-dir"
-            % (args.state_dir, exc.strerror)
-        )
+        raise UsageError("cannot create state directory %s: %s; pass --state-dir" % (args.state_dir, exc.strerror))
     cfg = CalibrationConfig(
         bundle_dir=args.bundle,
         profile_path=profile_path,

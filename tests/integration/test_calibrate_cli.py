@@ -69,17 +69,9 @@ def test_profile_is_written_reloads_and_lookup_returns_it(calibrated):
     for stage in bundle.stages:
         entry = [e for e in prof.entries if e.stage == stage.index][0]
         assert entry.backend == "onnxruntime" and entry.stage_sha256 == stage.sha256
-        assert (
-            entry.samples >= 5
-            and entry.service_time_p90_s >= entry.service_time_median_s
-        )
-        assert entry.capacity_flops == pytest.approx(
-            stage.flops / entry.service_time_median_s
-        )
-        assert (
-            lookup_capacity(profile_path, stage, "onnxruntime", "fp32")
-            == entry.capacity_flops
-        )
+        assert entry.samples >= 5 and entry.service_time_p90_s >= entry.service_time_median_s
+        assert entry.capacity_flops == pytest.approx(stage.flops / entry.service_time_median_s)
+        assert lookup_capacity(profile_path, stage, "onnxruntime", "fp32") == entry.capacity_flops
         assert lookup_capacity(profile_path, stage, "onnxruntime", "fp16") is None
 
 
@@ -111,12 +103,7 @@ def test_changed_stage_is_reported_stale_and_no_longer_looked_up(calibrated, tmp
     stale = [ln for ln in proc.stdout.splitlines() if "STALE" in ln]
     assert len(stale) == 1 and stale[0].split()[1] == "1"
     stage1 = load_bundle(changed).stages[0]
-    assert (
-        lookup_capacity(
-            os.path.join(state_dir, "calibration.json"), stage1, "onnxruntime", "fp32"
-        )
-        is None
-    )
+    assert lookup_capacity(os.path.join(state_dir, "calibration.json"), stage1, "onnxruntime", "fp32") is None
 
 
 @pytest.mark.parametrize(
@@ -156,19 +143,11 @@ def test_online_estimate_follows_an_injected_slow_down(calibrated):
 
     bundle_dir, state_dir, _ = calibrated
     stage = load_bundle(bundle_dir).stages[0]
-    mu_profile = lookup_capacity(
-        os.path.join(state_dir, "calibration.json"), stage, "onnxruntime", "fp32"
-    )
+    mu_profile = lookup_capacity(os.path.join(state_dir, "calibration.json"), stage, "onnxruntime", "fp32")
     assert mu_profile is not None
     engine = SlowedEngine(load_engine(stage, backend="onnxruntime", threads=1))
-    est = OnlineCapacityEstimator(
-        stage.flops, mu_profile, smoothing=0.2, drift_fraction=0.3
-    )
-    x = (
-        np.random.default_rng(0)
-        .standard_normal(stage.input_shape)
-        .astype(stage.input_dtype)
-    )
+    est = OnlineCapacityEstimator(stage.flops, mu_profile, smoothing=0.2, drift_fraction=0.3)
+    x = np.random.default_rng(0).standard_normal(stage.input_shape).astype(stage.input_dtype)
     median_s = stage.flops / mu_profile
     # 20x the calibrated service time (at least 5 ms): far beyond any noise of a loaded machine
     engine.slow_down(max(0.005, 19 * median_s))
@@ -180,11 +159,7 @@ def test_online_estimate_follows_an_injected_slow_down(calibrated):
             engine.run(x)
             times.append(time.perf_counter() - t0)
             est.observe(times[-1])
-        if (
-            slots_needed is None
-            and est.drifted()
-            and est.capacity_flops < mu_profile / 5
-        ):
+        if slots_needed is None and est.drifted() and est.capacity_flops < mu_profile / 5:
             slots_needed = slot
     engine.engine.close()
     assert slots_needed is not None and slots_needed <= 3

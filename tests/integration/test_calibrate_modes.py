@@ -77,15 +77,8 @@ def test_all_modes_measured_or_unavailable_and_original_restored(tmp_path, bundl
     prof = load_profile(cfg.profile_path)
     entry = [e for e in prof.entries if e.power_mode_id == 4][0]
     assert entry.power_mode == MODELS[4] and entry.jetpack == "5.1.1"
-    assert (
-        entry.power_avg_w == pytest.approx(5.595)
-        and entry.clocks["gpu_max_khz"] == 1109250
-    )
-    assert (
-        entry.temperature_peak_c["tj"] == 41.5
-        and entry.jetson_clocks is True
-        and not entry.throttled
-    )
+    assert entry.power_avg_w == pytest.approx(5.595) and entry.clocks["gpu_max_khz"] == 1109250
+    assert entry.temperature_peak_c["tj"] == 41.5 and entry.jetson_clocks is True and not entry.throttled
     from engines.bundle import load_bundle
 
     stage = load_bundle(bundle_dir).stages[0]
@@ -106,9 +99,7 @@ def test_original_mode_restored_after_an_exception(tmp_path, bundle_dir, monkeyp
     real_measure = runner.measure_stage
     calls = []
 
-    def failing_measure(
-        *args, **kwargs
-    ):  # the second measurement fails, e.g. an engine error
+    def failing_measure(*args, **kwargs):  # the second measurement fails, e.g. an engine error
         calls.append(1)
         if len(calls) == 2:
             raise RuntimeError("engine failed")
@@ -197,22 +188,16 @@ def test_without_jtop_service_the_cpu_path_is_taken(tmp_path, bundle_dir):
     """JtopException at connect: 'all' measures the one CPU-path mode; explicit ids are refused."""
     absent = str(tmp_path / "no-board.json")
     cfg = _config(tmp_path, bundle_dir, modes="all")
-    result = runner.calibrate(
-        cfg, jtop_module=fake_module(absent), stream=io.StringIO()
-    )
+    result = runner.calibrate(cfg, jtop_module=fake_module(absent), stream=io.StringIO())
     assert [e.power_mode for e in result.entries] == [host.read_cpu_mode_name()]
     assert result.entries[0].power_mode_id is None
     with pytest.raises(UsageError, match="needs jetson-stats' jtop service"):
-        runner.calibrate(
-            _config(tmp_path, bundle_dir, modes="0,1"), jtop_module=fake_module(absent)
-        )
+        runner.calibrate(_config(tmp_path, bundle_dir, modes="0,1"), jtop_module=fake_module(absent))
 
 
 def test_unknown_mode_id_is_a_usage_error(tmp_path, bundle_dir):
     """--modes with an id the board does not have names the available modes."""
     board = new_board(tmp_path / "board.json", mode=1)
     with pytest.raises(UsageError, match="no power mode with id 9.*0=MODE_15W_2CORE"):
-        runner.calibrate(
-            _config(tmp_path, bundle_dir, modes="1,9"), jtop_module=fake_module(board)
-        )
+        runner.calibrate(_config(tmp_path, bundle_dir, modes="1,9"), jtop_module=fake_module(board))
     assert read_board(board)["requests"] == []

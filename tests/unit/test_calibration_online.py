@@ -31,9 +31,7 @@ def test_follows_a_lasting_slow_down_and_reports_drift():
 
 def test_single_outlier_is_clipped():
     """One very slow run cannot move mu by more than the clipped amount."""
-    est = OnlineCapacityEstimator(
-        1e6, 1e9, smoothing=0.1, outlier_factor=2.0, drift_fraction=0.2
-    )
+    est = OnlineCapacityEstimator(1e6, 1e9, smoothing=0.1, outlier_factor=2.0, drift_fraction=0.2)
     est.observe(10.0)  # a 10 s hiccup against a 1 ms engine
     assert est.service_time_s == pytest.approx(1e-3 + 0.1 * (2e-3 - 1e-3))
     assert not est.drifted()

@@ -59,9 +59,7 @@ def test_profile_round_trips_through_json(tmp_path):
     path = str(tmp_path / "profile.json")
     e1 = _entry()
     e2 = _entry(stage=2, stage_sha256="b" * 64, power_avg_w=None, capacity_flops=1.0e9)
-    u = UnavailableMode(
-        HOST.board, HOST.l4t, "10W", "not active after 60 s", "2026-11-22T16:00:00Z", 3
-    )
+    u = UnavailableMode(HOST.board, HOST.l4t, "10W", "not active after 60 s", "2026-11-22T16:00:00Z", 3)
     written = update_profile(path, [e1, e2], [u])
     loaded = load_profile(path)
     assert loaded == written
@@ -89,46 +87,16 @@ def test_lookup_uses_board_l4t_mode_and_engine_identity(tmp_path):
     path = str(tmp_path / "p.json")
     update_profile(path, [_entry(), _entry(power_mode="15W", capacity_flops=1.5e9)])
     stage = SimpleNamespace(sha256="a" * 64, index=1)
-    assert (
-        lookup_capacity(path, stage, "onnxruntime", "fp32", "MAXN", host_identity=HOST)
-        == 2.0e9
-    )
-    assert (
-        lookup_capacity(path, stage, "onnxruntime", "fp32", "15W", host_identity=HOST)
-        == 1.5e9
-    )
-    assert (
-        lookup_capacity(path, stage, "onnxruntime", "fp32", "10W", host_identity=HOST)
-        is None
-    )
-    assert (
-        lookup_capacity(path, stage, "tensorrt", "fp32", "MAXN", host_identity=HOST)
-        is None
-    )
-    assert (
-        lookup_capacity(path, stage, "onnxruntime", "fp16", "MAXN", host_identity=HOST)
-        is None
-    )
+    assert lookup_capacity(path, stage, "onnxruntime", "fp32", "MAXN", host_identity=HOST) == 2.0e9
+    assert lookup_capacity(path, stage, "onnxruntime", "fp32", "15W", host_identity=HOST) == 1.5e9
+    assert lookup_capacity(path, stage, "onnxruntime", "fp32", "10W", host_identity=HOST) is None
+    assert lookup_capacity(path, stage, "tensorrt", "fp32", "MAXN", host_identity=HOST) is None
+    assert lookup_capacity(path, stage, "onnxruntime", "fp16", "MAXN", host_identity=HOST) is None
     other_l4t = replace(HOST, l4t="36.2.0")
-    assert (
-        lookup_capacity(
-            path, stage, "onnxruntime", "fp32", "MAXN", host_identity=other_l4t
-        )
-        is None
-    )
+    assert lookup_capacity(path, stage, "onnxruntime", "fp32", "MAXN", host_identity=other_l4t) is None
     changed = SimpleNamespace(sha256="c" * 64, index=1)
-    assert (
-        lookup_capacity(
-            path, changed, "onnxruntime", "fp32", "MAXN", host_identity=HOST
-        )
-        is None
-    )
-    assert (
-        lookup_capacity(
-            str(tmp_path / "absent.json"), stage, "onnxruntime", "fp32", "MAXN"
-        )
-        is None
-    )
+    assert lookup_capacity(path, changed, "onnxruntime", "fp32", "MAXN", host_identity=HOST) is None
+    assert lookup_capacity(str(tmp_path / "absent.json"), stage, "onnxruntime", "fp32", "MAXN") is None
     assert lookup_capacity(None, stage, "onnxruntime", "fp32", "MAXN") is None
 
 
@@ -156,15 +124,11 @@ def test_stale_entries_are_those_whose_stage_hash_changed():
 def test_measured_mode_leaves_unavailable_list_and_vice_versa(tmp_path):
     """A mode that was unavailable and is later measured is no longer listed as unavailable."""
     path = str(tmp_path / "p.json")
-    update_profile(
-        path, [], [UnavailableMode(HOST.board, HOST.l4t, "MAXN", "timeout", "t", 0)]
-    )
+    update_profile(path, [], [UnavailableMode(HOST.board, HOST.l4t, "MAXN", "timeout", "t", 0)])
     update_profile(path, [_entry()])
     loaded = load_profile(path)
     assert loaded.unavailable == () and len(loaded.entries) == 1
-    update_profile(
-        path, [], [UnavailableMode(HOST.board, HOST.l4t, "MAXN", "timeout", "t", 0)]
-    )
+    update_profile(path, [], [UnavailableMode(HOST.board, HOST.l4t, "MAXN", "timeout", "t", 0)])
     loaded = load_profile(path)
     assert loaded.entries == () and len(loaded.unavailable) == 1
 
@@ -190,9 +154,7 @@ def test_malformed_profile_names_the_field(mutate, message):
     """A malformed profile is a ProfileError (a UsageError) naming the field."""
     obj = profile_to_obj(Profile(entries=(_entry(),)))
     mutate(obj)
-    with pytest.raises(
-        ProfileError, match=message.replace("[", r"\[").replace("]", r"\]")
-    ):
+    with pytest.raises(ProfileError, match=message.replace("[", r"\[").replace("]", r"\]")):
         parse_profile(obj, "p.json")
 
 
@@ -208,18 +170,14 @@ def test_unreadable_profile_is_a_clear_error(tmp_path):
 
 def _writer(path, power_mode, count):
     for i in range(count):
-        update_profile(
-            path, [_entry(power_mode=power_mode, stage=i + 1, stage_sha256=str(i) * 64)]
-        )
+        update_profile(path, [_entry(power_mode=power_mode, stage=i + 1, stage_sha256=str(i) * 64)])
 
 
 def test_concurrent_writers_lose_no_entries(tmp_path):
     """Two processes merging into one profile at once keep every entry (file lock + atomic write)."""
     path = str(tmp_path / "p.json")
     ctx = multiprocessing.get_context("spawn")
-    procs = [
-        ctx.Process(target=_writer, args=(path, mode, 8)) for mode in ("MAXN", "15W")
-    ]
+    procs = [ctx.Process(target=_writer, args=(path, mode, 8)) for mode in ("MAXN", "15W")]
     for p in procs:
         p.start()
     for p in procs:

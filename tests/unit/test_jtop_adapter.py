@@ -253,9 +253,7 @@ class FakeJtop:
 
     def __enter__(self):
         if not os.path.exists(self._path):
-            raise JtopException(
-                "The jtop.service is not active. Please run: sudo systemctl restart jtop.service"
-            )
+            raise JtopException("The jtop.service is not active. Please run: sudo systemctl restart jtop.service")
         self._state = read_board(self._path)
         return self
 
@@ -274,19 +272,11 @@ class FakeJtop:
         time.sleep(self._interval)
         state = read_board(self._path)
         state["updates"] += 1
-        if (
-            state["pending"] is not None
-            and state["pending"] not in state["stuck"]
-            and STATUS[state["pending"]]
-        ):
+        if state["pending"] is not None and state["pending"] not in state["stuck"] and STATUS[state["pending"]]:
             state["ticks"] += 1
-            if (
-                state["ticks"] == 2
-            ):  # the mode id reads back while the service is still busy
+            if state["ticks"] == 2:  # the mode id reads back while the service is still busy
                 state["mode"] = state["pending"]
-                state["jetson_clocks"] = (
-                    False  # jtop stops jetson_clocks around nvpmodel
-                )
+                state["jetson_clocks"] = False  # jtop stops jetson_clocks around nvpmodel
             elif state["ticks"] == 3:
                 state["pending"] = None
         elif state["cap_mode"] != state["mode"]:
@@ -328,9 +318,7 @@ class FakeJtop:
     def gpu(self):
         snap = copy.deepcopy(GPU_SNAPSHOT)
         snap["gpu"]["freq"]["max"] = GPU_CAPS_KHZ[self._state["cap_mode"]]
-        snap["gpu"]["freq"]["cur"] = min(
-            snap["gpu"]["freq"]["cur"], snap["gpu"]["freq"]["max"]
-        )
+        snap["gpu"]["freq"]["cur"] = min(snap["gpu"]["freq"]["cur"], snap["gpu"]["freq"]["max"])
         return snap
 
     @property
@@ -374,9 +362,7 @@ def test_parse_recorded_snapshots():
     temps, limits = parse_temperature(TEMPERATURE_SNAPSHOT)
     assert "iwlwifi" not in temps and temps["CPU"] == 41.0
     assert limits == {"tj": 95.0}
-    reading = parse_reading(
-        POWER_SNAPSHOT, GPU_SNAPSHOT, CPU_SNAPSHOT, TEMPERATURE_SNAPSHOT
-    )
+    reading = parse_reading(POWER_SNAPSHOT, GPU_SNAPSHOT, CPU_SNAPSHOT, TEMPERATURE_SNAPSHOT)
     assert reading.power_w == pytest.approx(5.595) and reading.gpu_max_khz == 1109250.0
     assert parse_reading(None, None, None, None).temperatures_c == {}
 
@@ -395,9 +381,7 @@ def test_modes_and_jetpack_through_the_adapter(tmp_path):
 
 def test_jtop_exception_becomes_a_clear_unavailable_message(tmp_path):
     """Without the jtop service the adapter raises JtopUnavailable with one clear line."""
-    with pytest.raises(
-        jtop_adapter.JtopUnavailable, match="jtop service not reachable.*jtop.service"
-    ):
+    with pytest.raises(jtop_adapter.JtopUnavailable, match="jtop service not reachable.*jtop.service"):
         with jtop_adapter.open_device(fake_module(str(tmp_path / "absent.json"))):
             pass
 
@@ -413,9 +397,7 @@ def test_switch_waits_until_id_service_and_gpu_cap_are_verified(tmp_path):
         reading = switch_mode(device, ModeInfo(4, MODELS[4], True), timeout_s=30)
     state = read_board(board)
     assert state["mode"] == 4 and state["pending"] is None and state["cap_mode"] == 4
-    assert (
-        reading.cpu_max_khz == CPU_CAPS_KHZ[4]
-    )  # the reading was taken with the new caps
+    assert reading.cpu_max_khz == CPU_CAPS_KHZ[4]  # the reading was taken with the new caps
     assert state["jetson_clocks"] is True
     assert state["requests"] == [{"id": 4, "force": False}]
     assert state["updates"] >= 4  # it waited through the switching updates
@@ -444,9 +426,7 @@ def test_expected_gpu_cap_mismatch_is_not_accepted(tmp_path):
     board = new_board(tmp_path / "board.json")
     with jtop_adapter.open_device(fake_module(board), interval_s=0.002) as device:
         with pytest.raises(ModeUnavailable, match="GPU max 1109250"):
-            switch_mode(
-                device, device.modes()[1], timeout_s=0.3, expected_gpu_max_khz=624750.0
-            )
+            switch_mode(device, device.modes()[1], timeout_s=0.3, expected_gpu_max_khz=624750.0)
 
 
 def test_keeper_saves_then_restores_the_original_mode(tmp_path):
