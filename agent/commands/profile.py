@@ -1,0 +1,42 @@
+"""``edge-agent profile``: measure a bundle's exit profile on a labelled data set."""
+
+from __future__ import annotations
+
+HELP = "run a labelled data set through every stage once and write the bundle's exit profile"
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--bundle", required=True, metavar="DIR", help="bundle directory")
+    parser.add_argument("--data", required=True, metavar="DATA.npz",
+                        help="validation set: x (N, ...) float32 or uint8 images, y (N,) labels")
+    parser.add_argument("--out", default=None, metavar="PROFILE.npz",
+                        help="where to write the profile (default: the bundle's exit_profile.npz)")
+    parser.add_argument("--backend", default="onnxruntime", choices=["auto", "tensorrt", "onnxruntime"],
+                        help="engine backend (default onnxruntime)")
+    parser.add_argument("--threads", type=int, default=1, help="onnxruntime intra-op threads (default 1)")
+
+
+def run(args) -> int:
+    import os
+
+    from engines.bundle import EXIT_PROFILE_NAME, load_bundle
+    from engines.exit_profile import exit_stats, save_exit_profile
+    from engines.profile import load_dataset, profile_bundle
+
+    bundle = load_bundle(args.bundle)
+    x, y = load_dataset(args.data)
+    profile = profile_bundle(bundle, x, y, backend=args.backend, threads=args.threads)
+    out = args.out or os.path.join(bundle.path, EXIT_PROFILE_NAME)
+    save_exit_profile(out, profile)
+    print("exit profile of %s on %d samples -> %s" % (bundle.name, profile.num_samples, out))
+    print("%-6s %-8s %10s %16s" % ("stage", "head", "accuracy", "mean confidence"))
+    for k, stage in enumerate(profile.exit_stages):
+        head = "final" if stage == profile.num_stages else "exit"
+        print("%-6d %-8s %9.2f%% %16.3f" % (stage, head, 100.0 * profile.correct[:, k].mean(),
+                                             profile.confidence[:, k].mean()))
+    print("thresholds -> accuracy, fraction exiting per head")
+    for c in (0.5, 0.7, 0.8, 0.9, 0.95, 0.99):
+        st = exit_stats(profile, [c] * len(profile.early_exit_stages))
+        print("  c=%.2f   %6.2f%%   %s" % (c, 100.0 * st.accuracy,
+                                           " ".join("%.3f" % f for f in st.exit_fraction)))
+    return 0

@@ -1,0 +1,306 @@
+"""Model bundle: a directory with ``bundle.json`` + one ONNX file per stage + ``exit_profile.npz``.
+
+Each stage file holds the stage's sub-model fused with its exit head: input = the previous cut
+tensor (the image at stage 1), outputs = the next cut tensor (absent at the final stage) and the
+exit logits (early-exit stages and the final stage). The manifest records, per stage, the file,
+its SHA-256, tensor names/shapes/dtypes (batch dimension 1), ``flops`` (alpha, multiply-
+accumulates counted from the graph, see ``engines.flops``) and ``input_bytes`` (beta, batch 1).
+
+``load_bundle`` validates everything it reads and raises ``BundleError`` with one line naming
+the file and field at fault.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from typing import Any, Dict, List, Optional, Tuple
+
+import numpy as np
+
+from agent.errors import UsageError
+
+MANIFEST_NAME = "bundle.json"
+EXIT_PROFILE_NAME = "exit_profile.npz"
+FORMAT_NAME = "edge-agent-bundle"
+FORMAT_VERSION = 1
+
+
+class BundleError(UsageError):
+    """A bundle directory or manifest is missing, malformed or inconsistent."""
+
+
+@dataclass(frozen=True)
+class StageSpec:
+    """One stage of a bundle (sub-model fused with its exit head, if any)."""
+
+    index: int  # 1-based stage number h
+    onnx_path: str  # absolute path of the stage's ONNX file
+    input_name: str  # graph input of the stage (previous cut tensor, or the image)
+    input_shape: Tuple[int, ...]  # with batch dimension 1
+    input_dtype: str  # numpy dtype name, e.g. "float32"
+    feature_output: Optional[str]  # tensor handed to stage h+1; None at the final stage
+    logits_output: Optional[str]  # exit/final head logits; None at a stage without a head
+    has_exit: bool  # True at an early-exit stage (never at the final stage)
+    flops: int  # alpha_h: multiply-accumulates per task (batch 1)
+    input_bytes: int  # beta_h: bytes of the stage input per task (batch 1)
+    sha256: str  # of the ONNX file
+    feature_shape: Optional[Tuple[int, ...]] = None  # shape of feature_output (batch 1)
+    num_classes: int = 0  # width of logits_output, 0 when there is none
+    dynamic_batch: bool = False  # the ONNX input accepts any batch size
+
+
+@dataclass(frozen=True)
+class Bundle:
+    """A loaded, validated bundle."""
+
+    path: str  # absolute bundle directory
+    name: str
+    stages: Tuple[StageSpec, ...]
+    num_classes: int
+    exit_profile_path: Optional[str]  # absolute path, None when no profile has been written
+
+    @property
+    def num_stages(self) -> int:
+        return len(self.stages)
+
+    @property
+    def early_exit_stages(self) -> Tuple[int, ...]:
+        """1-based stages carrying an early-exit head."""
+        return tuple(s.index for s in self.stages if s.has_exit)
+
+    @property
+    def exit_stages(self) -> Tuple[int, ...]:
+        """Early-exit stages plus the final stage (the column order of an exit profile)."""
+        return self.early_exit_stages + (self.num_stages,)
+
+    def stage(self, index: int) -> StageSpec:
+        """The stage with 1-based ``index``."""
+        if not 1 <= index <= len(self.stages):
+            raise BundleError("%s: no stage %r (bundle has stages 1..%d)"
+                              % (self.path, index, len(self.stages)))
+        return self.stages[index - 1]
+
+
+def sha256_file(path: str) -> str:
+    """Hex SHA-256 of a file, read in 1 MiB blocks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def tensor_bytes(shape, dtype: str) -> int:
+    """Bytes of one tensor of ``shape`` and numpy ``dtype``."""
+    return int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
+
+
+def write_manifest(directory: str, manifest: Dict[str, Any]) -> str:
+    """Write ``manifest`` as ``bundle.json`` atomically; returns the file path."""
+    path = os.path.join(directory, MANIFEST_NAME)
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(manifest, f, indent=2, sort_keys=False)
+        f.write("\n")
+    os.replace(tmp, path)
+    return path
+
+
+def read_manifest(path: str) -> Tuple[str, Dict[str, Any]]:
+    """Return (bundle directory, parsed manifest) for a bundle directory or its bundle.json."""
+    path = os.path.abspath(os.fspath(path))
+    if os.path.isdir(path):
+        directory, manifest_path = path, os.path.join(path, MANIFEST_NAME)
+    else:
+        directory, manifest_path = os.path.dirname(path), path
+    if not os.path.exists(manifest_path):
+        raise BundleError("%s: no bundle manifest (expected %s)" % (path, MANIFEST_NAME))
+    try:
+        with open(manifest_path) as f:
+            obj = json.load(f)
+    except ValueError as exc:
+        raise BundleError("%s: not valid JSON (%s)" % (manifest_path, exc))
+    if not isinstance(obj, dict):
+        raise BundleError("%s: the manifest must be a JSON object" % manifest_path)
+    return directory, obj
+
+
+class _Fields:
+    """Typed field access with errors naming the manifest and the field path."""
+
+    def __init__(self, where: str):
+        self.where = where
+
+    def get(self, obj: Dict[str, Any], key: str, kind, ctx: str, optional: bool = False):
+        label = "%s.%s" % (ctx, key) if ctx else key
+        if key not in obj or obj[key] is None:
+            if optional:
+                return None
+            raise BundleError("%s: missing field %s" % (self.where, label))
+        value = obj[key]
+        # bool is an int subclass in Python; a JSON true is never a valid count
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            raise BundleError("%s: field %s has the wrong type (%r)" % (self.where, label, value))
+        return value
+
+    def shape(self, obj, key: str, ctx: str) -> Tuple[int, ...]:
+        raw = self.get(obj, key, list, ctx)
+        if not raw or not all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in raw):
+            raise BundleError("%s: field %s.%s must be a list of positive integers, got %r"
+                              % (self.where, ctx, key, raw))
+        if raw[0] != 1:
+            raise BundleError("%s: field %s.%s must have batch dimension 1, got %r"
+                              % (self.where, ctx, key, raw))
+        return tuple(raw)
+
+    def dtype(self, obj, key: str, ctx: str) -> str:
+        raw = self.get(obj, key, str, ctx)
+        try:
+            return np.dtype(raw).name
+        except TypeError:
+            raise BundleError("%s: field %s.%s is not a numpy dtype: %r" % (self.where, ctx, key, raw))
+
+
+def _parse_stage(f: _Fields, obj, position: int, directory: str, verify_files: bool) -> StageSpec:
+    ctx = "stages[%d]" % position
+    if not isinstance(obj, dict):
+        raise BundleError("%s: %s must be an object" % (f.where, ctx))
+    index = f.get(obj, "index", int, ctx)
+    if index != position + 1:
+        raise BundleError("%s: %s.index is %d, expected %d (stages in order from 1)"
+                          % (f.where, ctx, index, position + 1))
+    rel = f.get(obj, "file", str, ctx)
+    onnx_path = os.path.normpath(os.path.join(directory, rel))
+    sha = f.get(obj, "sha256", str, ctx)
+    if verify_files:
+        if not os.path.isfile(onnx_path):
+            raise BundleError("%s: %s.file %s does not exist" % (f.where, ctx, onnx_path))
+        actual = sha256_file(onnx_path)
+        if actual != sha:
+            raise BundleError("%s: %s.file %s has sha256 %s..., manifest says %s... (file changed "
+                              "after build?)" % (f.where, ctx, rel, actual[:12], sha[:12]))
+    inp = f.get(obj, "input", dict, ctx)
+    feat = f.get(obj, "feature_output", dict, ctx, optional=True)
+    logits = f.get(obj, "logits_output", dict, ctx, optional=True)
+    flops = f.get(obj, "flops", int, ctx)
+    input_bytes = f.get(obj, "input_bytes", int, ctx)
+    if flops < 0 or input_bytes <= 0:
+        raise BundleError("%s: %s needs flops >= 0 and input_bytes > 0, got %d and %d"
+                          % (f.where, ctx, flops, input_bytes))
+    num_classes = 0
+    if logits is not None:
+        lshape = f.get(logits, "shape", list, ctx + ".logits_output")
+        num_classes = int(lshape[-1]) if lshape and isinstance(lshape[-1], int) else 0
+    return StageSpec(
+        index=index,
+        onnx_path=onnx_path,
+        input_name=f.get(inp, "name", str, ctx + ".input"),
+        input_shape=f.shape(inp, "shape", ctx + ".input"),
+        input_dtype=f.dtype(inp, "dtype", ctx + ".input"),
+        feature_output=None if feat is None else f.get(feat, "name", str, ctx + ".feature_output"),
+        logits_output=None if logits is None else f.get(logits, "name", str, ctx + ".logits_output"),
+        has_exit=bool(f.get(obj, "has_exit", bool, ctx)),
+        flops=flops,
+        input_bytes=input_bytes,
+        sha256=sha,
+        feature_shape=None if feat is None else f.shape(feat, "shape", ctx + ".feature_output"),
+        num_classes=num_classes,
+        dynamic_batch=bool(f.get(obj, "dynamic_batch", bool, ctx, optional=True) or False),
+    )
+
+
+def parse_bundle(obj: Dict[str, Any], directory: str, where: str = MANIFEST_NAME,
+                 verify_files: bool = True) -> Bundle:
+    """Validate a parsed manifest ``obj`` whose files live in ``directory``."""
+    f = _Fields(where)
+    if obj.get("format") != FORMAT_NAME:
+        raise BundleError("%s: field format must be %r, got %r" % (where, FORMAT_NAME, obj.get("format")))
+    version = f.get(obj, "version", int, "")
+    if version != FORMAT_VERSION:
+        raise BundleError("%s: bundle format version %d, this edge-agent reads version %d"
+                          % (where, version, FORMAT_VERSION))
+    name = f.get(obj, "name", str, "")
+    num_classes = f.get(obj, "num_classes", int, "")
+    raw_stages = f.get(obj, "stages", list, "")
+    if len(raw_stages) < 1:
+        raise BundleError("%s: field stages is empty" % where)
+    stages = tuple(_parse_stage(f, s, i, directory, verify_files) for i, s in enumerate(raw_stages))
+    last = stages[-1]
+    if last.feature_output is not None or last.logits_output is None or last.has_exit:
+        raise BundleError("%s: the final stage %d must have logits_output, no feature_output and "
+                          "has_exit false" % (where, last.index))
+    for s in stages:
+        if s.has_exit and s.logits_output is None:
+            raise BundleError("%s: stage %d has_exit but no logits_output" % (where, s.index))
+        if s.logits_output is not None and s.num_classes != num_classes:
+            raise BundleError("%s: stage %d logits have %d classes, num_classes is %d"
+                              % (where, s.index, s.num_classes, num_classes))
+        if s.input_bytes != tensor_bytes(s.input_shape, s.input_dtype):
+            raise BundleError("%s: stage %d input_bytes %d does not match shape %r %s"
+                              % (where, s.index, s.input_bytes, s.input_shape, s.input_dtype))
+    for prev, nxt in zip(stages[:-1], stages[1:]):
+        if prev.feature_output is None:
+            raise BundleError("%s: stage %d has no feature_output for stage %d"
+                              % (where, prev.index, nxt.index))
+        if prev.feature_shape != nxt.input_shape:
+            raise BundleError("%s: stage %d feature shape %r != stage %d input shape %r"
+                              % (where, prev.index, prev.feature_shape, nxt.index, nxt.input_shape))
+    profile_rel = f.get(obj, "exit_profile", str, "", optional=True)
+    profile_path = None
+    if profile_rel is not None:
+        candidate = os.path.normpath(os.path.join(directory, profile_rel))
+        profile_path = candidate if os.path.exists(candidate) else None
+    return Bundle(path=directory, name=name, stages=stages, num_classes=num_classes,
+                  exit_profile_path=profile_path)
+
+
+def load_bundle(path, verify_files: bool = True) -> Bundle:
+    """Load and validate the bundle at ``path`` (its directory or its ``bundle.json``).
+
+    With ``verify_files`` (default) every stage file must exist and match its SHA-256.
+    Raises ``BundleError`` (a ``UsageError``) with one line naming what is wrong.
+    """
+    directory, obj = read_manifest(path)
+    return parse_bundle(obj, directory, where=os.path.join(directory, MANIFEST_NAME),
+                        verify_files=verify_files)
+
+
+def tensor_entry(name: str, shape, dtype: str) -> Dict[str, Any]:
+    """Manifest entry for one tensor."""
+    return {"name": name, "shape": [int(d) for d in shape], "dtype": np.dtype(dtype).name}
+
+
+def stage_entry(index: int, file: str, sha256: str, input_tensor: Dict[str, Any],
+                feature: Optional[Dict[str, Any]], logits: Optional[Dict[str, Any]],
+                has_exit: bool, flops: int, dynamic_batch: bool) -> Dict[str, Any]:
+    """Manifest entry for one stage (``input_bytes`` derived from the input tensor)."""
+    return {
+        "index": index,
+        "file": file,
+        "sha256": sha256,
+        "input": input_tensor,
+        "feature_output": feature,
+        "logits_output": logits,
+        "has_exit": has_exit,
+        "flops": int(flops),
+        "input_bytes": tensor_bytes(input_tensor["shape"], input_tensor["dtype"]),
+        "dynamic_batch": dynamic_batch,
+    }
+
+
+def make_manifest(name: str, num_classes: int, stages: List[Dict[str, Any]],
+                  source: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+    """A complete manifest object (``exit_profile`` always names ``exit_profile.npz``)."""
+    return {
+        "format": FORMAT_NAME,
+        "version": FORMAT_VERSION,
+        "name": name,
+        "num_classes": int(num_classes),
+        "flops_convention": "multiply-accumulates of Conv, ConvTranspose, Gemm, MatMul per task",
+        "exit_profile": EXIT_PROFILE_NAME,
+        "source": source or {},
+        "stages": stages,
+    }

@@ -1,0 +1,76 @@
+"""Measure a bundle's exit profile: every sample through every stage once (batch 1).
+
+The per-sample loop uses the same engines and batch size as serving, so confidences are
+exactly those the agent will see; the accuracy table is then computed from the profile alone
+(``engines.exit_profile.exit_stats``).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Callable, Optional, Tuple
+
+import numpy as np
+
+from agent.errors import UsageError
+from engines.bundle import Bundle
+from engines.engine import load_engine
+from engines.exit_profile import ExitProfile, softmax_confidence
+
+
+def load_dataset(path) -> Tuple[np.ndarray, np.ndarray]:
+    """Read ``x`` (N, ...) and integer labels ``y`` (N,) from an ``.npz``; uint8 images are
+    scaled to float32 in [0, 1]."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise UsageError("data file %s does not exist" % path)
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            if "x" not in z or "y" not in z:
+                raise UsageError("%s: expected arrays 'x' and 'y', found %s" % (path, sorted(z.keys())))
+            x, y = z["x"], z["y"]
+    except UsageError:
+        raise
+    except (ValueError, OSError) as exc:
+        raise UsageError("%s: not a readable .npz file (%s)" % (path, exc))
+    if x.dtype == np.uint8:
+        x = x.astype(np.float32) / np.float32(255.0)
+    if y.ndim != 1 or len(y) != len(x) or len(y) == 0 or not np.issubdtype(y.dtype, np.integer):
+        raise UsageError("%s: y must be N integer labels matching x's %d rows, got %s %s"
+                         % (path, len(x), y.dtype, y.shape))
+    return x, y.astype(np.int64)
+
+
+def profile_bundle(bundle: Bundle, x: np.ndarray, y: np.ndarray, backend: str = "onnxruntime",
+                   threads: int = 1, progress: Optional[Callable[[int], None]] = None) -> ExitProfile:
+    """Run every sample of ``x`` through all stages of ``bundle`` and record every head."""
+    first = bundle.stages[0]
+    if tuple(x.shape[1:]) != tuple(first.input_shape[1:]):
+        raise UsageError("data x has sample shape %s, stage 1 expects %s"
+                         % (tuple(x.shape[1:]), tuple(first.input_shape[1:])))
+    x = x.astype(first.input_dtype, copy=False)
+    engines = [load_engine(s, backend=backend, threads=threads) for s in bundle.stages]
+    heads = [s for s in bundle.stages if s.logits_output is not None]
+    n = len(x)
+    confidence = np.zeros((n, len(heads)), dtype=np.float64)
+    correct = np.zeros((n, len(heads)), dtype=bool)
+    try:
+        for i in range(n):
+            t = x[i:i + 1]
+            col = 0
+            for engine in engines:
+                out = engine.run(t)
+                if out.logits is not None:
+                    conf, cls = softmax_confidence(out.logits)
+                    confidence[i, col] = conf[0]
+                    correct[i, col] = cls[0] == y[i]
+                    col += 1
+                t = out.features
+            if progress is not None:
+                progress(i + 1)
+    finally:
+        for engine in engines:
+            engine.close()
+    return ExitProfile(num_stages=bundle.num_stages, exit_stages=bundle.exit_stages,
+                       confidence=confidence, correct=correct,
+                       note="measured on %d samples, batch 1" % n).validate()

@@ -1,0 +1,126 @@
+"""edge-agent build: the stage chain reproduces the unsplit graph, and bad input fails in one line."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+
+from agent.cli import main as cli
+from engines import load_bundle, load_engine
+from engines.demo import DEMO_BUNDLE_DIR, MULTI_EXIT_ONNX, REPLAY_PATH
+from engines.tiny_model import CUTS, FINAL, INPUT, make_tiny_multi_exit
+
+MAX_ABS_DIFF = 1e-5
+
+
+def _session(path):
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = 1
+    return ort.InferenceSession(path, sess_options=so, providers=["CPUExecutionProvider"])
+
+
+def _chain(bundle, x):
+    """Run the bundle's stages one after another; returns the logits of every head, in order."""
+    logits = []
+    engines = [load_engine(s, backend="onnxruntime", threads=1) for s in bundle.stages]
+    t = x
+    for e in engines:
+        out = e.run(t)
+        if out.logits is not None:
+            logits.append(out.logits)
+        t = out.features
+        e.close()
+    return logits
+
+
+@pytest.fixture()
+def tiny_onnx(tmp_path):
+    path = str(tmp_path / "tiny.onnx")
+    onnx.save(make_tiny_multi_exit(), path)
+    return path
+
+
+def test_tiny_chain_reproduces_unsplit_graph(tiny_onnx, tmp_path):
+    """Chained stages give the unsplit graph's exit and final outputs (max abs diff <= 1e-5)."""
+    assert cli(["build", "--onnx", tiny_onnx, "--cuts", ",".join(CUTS),
+                "--exits", "1:e1,2:e2", "--out", str(tmp_path / "b")]) == 0
+    bundle = load_bundle(str(tmp_path / "b"))
+    x = np.random.default_rng(1).standard_normal((64, 1, 8, 8)).astype(np.float32)
+    want = _session(tiny_onnx).run(["e1", "e2", FINAL], {INPUT: x})
+    got = _chain(bundle, x)
+    assert len(got) == 3
+    for w, g in zip(want, got):
+        assert np.max(np.abs(w - g)) <= MAX_ABS_DIFF
+
+
+def test_demo_chain_reproduces_shipped_multi_exit_graph_on_replay_set():
+    """The demo bundle's chained stages reproduce the shipped unsplit ONNX on the whole replay set."""
+    bundle = load_bundle(DEMO_BUNDLE_DIR)
+    with np.load(REPLAY_PATH) as z:
+        x = z["x"]
+    sess = _session(MULTI_EXIT_ONNX)
+    heads = [s.logits_output for s in bundle.stages if s.logits_output]
+    want = sess.run(heads, {bundle.stages[0].input_name: x})
+    got = _chain(bundle, x)
+    assert len(x) >= 2000 and len(got) == len(heads) == 4
+    for w, g in zip(want, got):
+        assert np.max(np.abs(w - g)) <= MAX_ABS_DIFF
+
+
+def test_rebuild_removes_stale_profile_and_extra_stages(tiny_onnx, tmp_path):
+    """Rebuilding into a bundle directory drops the old exit profile and stage files it no longer has."""
+    out = str(tmp_path / "b")
+    assert cli(["build", "--onnx", tiny_onnx, "--cuts", "c1,c2", "--exits", "1:e1,2:e2", "--out", out]) == 0
+    open(os.path.join(out, "exit_profile.npz"), "wb").close()
+    assert cli(["build", "--onnx", tiny_onnx, "--cuts", "c2", "--exits", "1:e2", "--final", "out",
+                "--out", out]) == 0
+    assert sorted(os.listdir(out)) == ["bundle.json", "stage1.onnx", "stage2.onnx"]
+    assert load_bundle(out).num_stages == 2
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--cuts", "c1,nope"], "unknown tensor name 'nope'"),
+    (["--cuts", "c2,c1"], "does not separate the graph"),
+    (["--cuts", "c1,c2", "--exits", "3:e2"], "stage 3 is out of range"),
+    (["--cuts", "c1,c2", "--exits", "1:e1,2:zz"], "unknown tensor name 'zz'"),
+    (["--cuts", "c1,c2", "--exits", "one:e1"], "expected STAGE:OUTPUT"),
+    (["--cuts", "c1,,c2"], "comma-separated"),
+])
+def test_bad_cut_or_exit_specs_fail_with_one_line(tiny_onnx, tmp_path, capsys, args, message):
+    """Unknown names, misordered cuts and bad exit specs print one line and exit 2, writing nothing."""
+    out = tmp_path / "b"
+    argv = ["build", "--onnx", tiny_onnx, "--out", str(out)] + args
+    if "--exits" not in args:
+        argv += ["--exits", "1:e1,2:e2"]
+    assert cli(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0] and err[0].startswith("edge-agent build: error:")
+    assert not out.exists()
+
+
+def test_skip_connection_across_a_cut_is_refused(tmp_path, capsys):
+    """A cut jumped over by a skip connection does not separate the graph: refused, one line."""
+    path = str(tmp_path / "skip.onnx")
+    onnx.save(make_tiny_multi_exit(skip=True), path)
+    assert cli(["build", "--onnx", path, "--cuts", "c1,c2", "--exits", "1:e1,2:e2",
+                "--out", str(tmp_path / "b")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "stage 3" in err[0] and "bypasses 'c2'" in err[0]
+
+
+def test_missing_or_corrupt_onnx_file_fails_with_one_line(tmp_path):
+    """A missing or non-ONNX file is named in a single stderr line from the real console entry point."""
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"not a model")
+    for path, message in ((str(tmp_path / "absent.onnx"), "does not exist"), (str(bad), "not a valid ONNX")):
+        proc = subprocess.run([sys.executable, "-m", "agent", "build", "--onnx", path, "--cuts", "a",
+                               "--out", str(tmp_path / "b")], capture_output=True, text=True, timeout=120, check=False)
+        assert proc.returncode == 2
+        lines = proc.stderr.strip().splitlines()
+        assert len(lines) == 1 and message in lines[0] and path in lines[0]
