@@ -6,9 +6,14 @@ import argparse
 
 from agent.errors import UsageError
 
-HELP = "generate a scenario file for the DTO-EE paper's settings (paper-resnet101, paper-bert)"
+HELP = ("generate a scenario file for the DTO-EE paper's settings (paper-resnet101, paper-bert) "
+        "or an MDI-Exit topology (mdi-local, mdi-2-node, mdi-3-node-mesh, ...)")
 
-SETTINGS = ("paper-resnet101", "paper-bert")
+# MDI-Exit topologies (agent.sim.mdi_exit.topology_names), each node holding every stage
+MDI_SETTINGS = tuple("mdi-%s%s" % (t, v) for t in ("local", "2-node", "3-node-mesh",
+                                                   "3-node-circular", "5-node-mesh")
+                     for v in ("", "-noee"))
+SETTINGS = ("paper-resnet101", "paper-bert") + MDI_SETTINGS
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -29,6 +34,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="samples in the synthetic exit profile (default 10000)")
     parser.add_argument("--tradeoff", type=float, default=0.5,
                         help="weight a of delay in the utility, in [0, 1] (default 0.5)")
+    parser.add_argument("--mdi-mode", choices=("fixed", "admission", "adapt"), default="fixed",
+                        help="mdi-* settings: fixed threshold 0.8 (rate 3/s), admission control "
+                             "(Alg. 3, offered 100/s) or threshold adaptation (Alg. 4, 6/s)")
+    parser.add_argument("--node-capacity", type=float, default=2.0e10,
+                        help="mdi-* settings: FLOP/s of every node (default 2e10)")
+    parser.add_argument("--link-rate", type=float, default=12.5e6,
+                        help="mdi-* settings: bytes/s of every link (default 12.5e6)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -44,9 +56,21 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("--rate: must be > 0, got %r" % args.rate)
     if not 0.0 <= args.tradeoff <= 1.0:
         raise UsageError("--tradeoff: must be in [0, 1], got %r" % args.tradeoff)
-    sc = paper_scenario(args.setting, seed=args.seed, rate=args.rate, load=args.load,
-                        num_sources=args.sources, num_samples=args.samples,
-                        tradeoff=args.tradeoff)
+    if args.setting.startswith("mdi-"):
+        from agent.sim.mdi_exit import mdi_setting
+
+        for name in ("node_capacity", "link_rate"):
+            if not getattr(args, name) > 0:
+                raise UsageError("--%s: must be > 0, got %r"
+                                 % (name.replace("_", "-"), getattr(args, name)))
+        sc = mdi_setting(args.setting, args.mdi_mode, seed=args.seed, rate=args.rate,
+                         capacity_flops=args.node_capacity,
+                         link_rate_bytes_s=args.link_rate, num_samples=args.samples,
+                         tradeoff=args.tradeoff)
+    else:
+        sc = paper_scenario(args.setting, seed=args.seed, rate=args.rate, load=args.load,
+                            num_sources=args.sources, num_samples=args.samples,
+                            tradeoff=args.tradeoff)
     for path in save_scenario(args.out or args.setting + ".json", sc):
         print(path)
     return 0

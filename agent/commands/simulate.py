@@ -28,7 +28,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--scenario", required=True, help="scenario JSON file")
     parser.add_argument("--policies", default="dtoee,cf,bf,ngto,ga",
                         help="comma-separated: dtoee, cf, bf, ngto, ga, dtoee-cX (DTO-EE with "
-                             "thresholds fixed at X) (default dtoee,cf,bf,ngto,ga)")
+                             "thresholds fixed at X), mdi-exit (knobs from the scenario's "
+                             "knobs.mdi-exit) (default dtoee,cf,bf,ngto,ga)")
     parser.add_argument("--rates", type=_floats, default=None,
                         help="per-source arrival rates (tasks/s) to sweep, e.g. 3.6,4.8,6 "
                              "(default: the scenario's rates as they are)")

@@ -7,10 +7,9 @@ through a source ``n/src`` on the same device, linked to ``n/1`` only (the node 
 data runs the first task itself). A one-hop neighbour m of n is a link ``n/h -> m/h+1`` for every
 stage h; the link ``n/h -> n/h+1`` (at ``local_rate_bytes_s``) is "keep it" (Alg. 1 LOCAL). The
 output queue O_n is the tasks the simulator holds at n's workers because ``route`` returned None.
-Any scenario works the same way: a worker that holds only its own stage (the DTO-EE setting) has
-no local next stage, so every task it does not exit is offloaded by Alg. 2; a source without a
-processor counts its own wait as unbounded, so it hands a task to a neighbour m as soon as
-O_n > I_m.
+Any scenario works the same way: a node that cannot run the next stage itself (a worker of the
+DTO-EE setting, a source without a processor) offloads every task it does not exit by Alg. 2,
+counting its own wait as unbounded, so a neighbour m takes the task as soon as O_n > I_m.
 
 Per task (``route``): Alg. 1 puts the next stage's task in the input or output queue
 (``agent.policies.mdi_exit.next_step``); from the output queue Alg. 2 (``choose_neighbour``)
@@ -238,3 +237,35 @@ def mdi_topology(name: str, model: Scenario, capacity_flops: float, link_rate_by
 def topology_names() -> Sequence[str]:
     """Every topology name ``mdi_topology`` accepts."""
     return tuple(TOPOLOGIES) + tuple(t + NO_EXIT_SUFFIX for t in TOPOLOGIES)
+
+
+# the paper's two scenarios plus a plain run: knobs switched on, and the default source rate
+MODES = {
+    "fixed": ({}, 3.0),  # fixed threshold, Poisson arrivals
+    "admission": ({"admission_control": True}, 100.0),  # Alg. 3 thins a fast camera's frames
+    "adapt": ({"threshold_adaptation": True, "threshold": 0.9}, 6.0),  # Alg. 4, Poisson
+}
+
+
+def mdi_setting(setting: str, mode: str = "fixed", seed: int = 0, rate: Optional[float] = None,
+                capacity_flops: float = 2.0e10, link_rate_bytes_s: float = 12.5e6,
+                num_samples: int = 10000, tradeoff: float = 0.5,
+                model: str = "paper-resnet101") -> Scenario:
+    """``mdi-<topology>`` as a scenario: ``model``'s stages and synthetic exit profile from the
+    DTO-EE paper's Table 2 (so MDI-Exit and DTO-EE run the same work) on an MDI-Exit topology.
+
+    Defaults: 2e10 FLOP/s per node (a Jetson Nano-class device: ResNet101 in about 0.4 s) and
+    12.5 MB/s links (100 Mbit/s WiFi); ``mode`` picks the paper's scenario (``MODES``).
+    """
+    from agent.scenario_gen import paper_scenario
+
+    if not setting.startswith("mdi-"):
+        raise UsageError("scenario: %r is not an MDI-Exit setting (mdi-TOPOLOGY)" % setting)
+    if mode not in MODES:
+        raise UsageError("--mdi-mode: must be one of %s, got %r" % (", ".join(MODES), mode))
+    knobs, default_rate = MODES[mode]
+    base = paper_scenario(model, seed=seed, num_sources=1, num_samples=num_samples,
+                          tradeoff=tradeoff)
+    return mdi_topology(setting[len("mdi-"):], base, capacity_flops, link_rate_bytes_s,
+                        default_rate if rate is None else rate,
+                        knobs={mx.POLICY_NAME: dict(knobs)})

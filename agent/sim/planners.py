@@ -1,6 +1,7 @@
 """Table-driven policies for the simulator: the planners of ``agent.policies`` behind the hook.
 
-Names: ``dtoee`` (routing and thresholds tuned), ``dtoee-cX`` (DTO-EE with every threshold fixed
+Names: ``mdi-exit`` (the one per-task policy: MDI-Exit's queues, see ``agent.sim.mdi_exit``),
+``dtoee`` (routing and thresholds tuned), ``dtoee-cX`` (DTO-EE with every threshold fixed
 at X, e.g. ``dtoee-c0.7``: the paper's "DTO w/o AT-X"), ``cf``, ``bf``, ``ngto``, ``ga``. Every
 slot the planner runs on that slot's scenario, warm-started from the decision in force, and the
 rounds it used set the configuration phase. Nothing here computes a delay or a routing itself.
@@ -16,7 +17,7 @@ from agent.errors import UsageError
 from agent.scenario import Scenario
 from agent.sim.policy import Decision, PlannerPolicy, SimPolicy
 
-POLICY_NAMES = ("dtoee", "cf", "bf", "ngto", "ga")
+POLICY_NAMES = ("dtoee", "cf", "bf", "ngto", "ga", "mdi-exit")
 _FIXED = re.compile(r"^dtoee-c(\d*\.?\d+)$")
 
 
@@ -44,6 +45,10 @@ def make_policy(name: str, rounds: Optional[int] = None,
     from agent.policies.dtoee import run_dtoee
 
     options = dict(options or {})
+    if name == "mdi-exit":  # queue-based, per task (agent.sim.mdi_exit), not a planner
+        from agent.sim.mdi_exit import MdiExitSimPolicy
+
+        return MdiExitSimPolicy(overrides=options.get(name))
     fixed = _FIXED.match(name)
     if name == "dtoee":
         def plan(scn: Scenario, prev: Optional[Decision]) -> Decision:
