@@ -56,8 +56,11 @@ class OrtEngine(Engine):
         wanted = tuple(providers) if providers else PREFERRED_PROVIDERS
         use, missing = choose_providers(ort.get_available_providers(), wanted)
         if missing:
-            log.warning("stage %d: %s not available in this onnxruntime build (device %s)",
-                        stage.index, ", ".join(missing), ort.get_device())
+            # a CPU-only wheel cannot have GPU providers: say so once, quietly; a GPU build
+            # lacking one of them is a deployment problem worth a warning
+            level = logging.INFO if ort.get_device() == "CPU" else logging.WARNING
+            log.log(level, "stage %d: %s not available in this onnxruntime build (device %s); "
+                    "falling back to %s", stage.index, ", ".join(missing), ort.get_device(), use[0])
         so = ort.SessionOptions()
         so.intra_op_num_threads = threads
         so.inter_op_num_threads = 1
@@ -69,8 +72,6 @@ class OrtEngine(Engine):
         for p in dropped:
             log.warning("stage %d: onnxruntime could not initialise %s; it runs on %s",
                         stage.index, p, ", ".join(used))
-        if used and used[0] != wanted[0]:
-            log.warning("stage %d: fell back from %s to %s", stage.index, wanted[0], used[0])
         log.info("stage %d: onnxruntime %s, providers used: %s", stage.index, ort.__version__, ", ".join(used))
         effective = precision if (precision == "fp32" or "TensorrtExecutionProvider" in used) else "fp32"
         if effective != precision:
