@@ -14,20 +14,11 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 
 
 def calibration_bundle(tmp_dir: str) -> str:
-    """A private copy of the shipped demo bundle (tests may edit it). If the demo bundle is not
-    built in this checkout, the tiny multi-exit graph is cut into a bundle instead."""
+    """A private copy of the shipped demo bundle (tests may edit it)."""
     from engines.demo import DEMO_BUNDLE_DIR
 
     out = os.path.join(tmp_dir, "bundle")
-    if os.path.isfile(os.path.join(DEMO_BUNDLE_DIR, "bundle.json")):
-        shutil.copytree(DEMO_BUNDLE_DIR, out)
-        return out
-    from engines.build import build_bundle
-    from engines.tiny_model import CUTS, EXITS, make_tiny_multi_exit
-
-    src = os.path.join(tmp_dir, "tiny.onnx")
-    onnx.save(make_tiny_multi_exit(seed=0), src)
-    build_bundle(src, list(CUTS), dict(EXITS), out)
+    shutil.copytree(DEMO_BUNDLE_DIR, out)
     return out
 
 
