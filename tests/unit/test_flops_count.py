@@ -82,3 +82,47 @@ def test_stage_flops_agree_with_onnx_tool_within_5_percent(tmp_path):
             theirs = sum(_onnx_tool_macs(stage.onnx_path).values())
             assert theirs > 0
             assert abs(stage.flops - theirs) <= 0.05 * theirs, (bundle.name, stage.index, stage.flops, theirs)
+
+
+def _resnet101_graph():
+    """ResNet-101 (torchvision layout: stride in the 3x3 conv) with weights as shaped graph inputs,
+    so the graph carries shapes but no weight data."""
+    nodes, inputs = [], [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 224, 224])]
+    count = [0]
+
+    def conv(x, cin, cout, k, stride=1, relu=True):
+        count[0] += 1
+        w, y = "w%d" % count[0], "t%d" % count[0]
+        inputs.append(helper.make_tensor_value_info(w, TensorProto.FLOAT, [cout, cin, k, k]))
+        nodes.append(helper.make_node("Conv", [x, w], [y], strides=[stride, stride], pads=[k // 2] * 4))
+        if relu:
+            nodes.append(helper.make_node("Relu", [y], [y + "r"]))
+            return y + "r"
+        return y
+
+    t = conv("x", 3, 64, 7, 2)
+    nodes.append(helper.make_node("MaxPool", [t], ["pool"], kernel_shape=[3, 3], strides=[2, 2], pads=[1] * 4))
+    t, cin = "pool", 64
+    for width, blocks, stride in ((64, 3, 1), (128, 4, 2), (256, 23, 2), (512, 3, 2)):
+        for b in range(blocks):
+            s = stride if b == 0 else 1
+            y = conv(conv(conv(t, cin, width, 1), width, width, 3, s), width, width * 4, 1, relu=False)
+            short = conv(t, cin, width * 4, 1, s, relu=False) if b == 0 else t
+            nodes.append(helper.make_node("Add", [y, short], [y + "a"]))
+            nodes.append(helper.make_node("Relu", [y + "a"], [y + "o"]))
+            t, cin = y + "o", width * 4
+    nodes.append(helper.make_node("GlobalAveragePool", [t], ["gap"]))
+    nodes.append(helper.make_node("Flatten", ["gap"], ["flat"]))
+    inputs += [helper.make_tensor_value_info("fc_w", TensorProto.FLOAT, [1000, 2048]),
+               helper.make_tensor_value_info("fc_b", TensorProto.FLOAT, [1000])]
+    nodes.append(helper.make_node("Gemm", ["flat", "fc_w", "fc_b"], ["logits"], transB=1))
+    g = helper.make_graph(nodes, "resnet101", inputs,
+                          [helper.make_tensor_value_info("logits", TensorProto.FLOAT, None)])
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_resnet101_counts_about_7_8_giga_macs():
+    """The documented convention: ResNet-101 at 224x224 is about 7.8 G MACs (the DTO-EE paper's
+    stage costs sum to that)."""
+    macs = count_macs(_resnet101_graph())
+    assert abs(macs - 7.8e9) <= 0.01 * 7.8e9, macs
