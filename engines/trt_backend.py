@@ -163,31 +163,37 @@ class TensorRTEngine(Engine):
         h2d = cudart.cudaMemcpyKind.cudaMemcpyHostToDevice
         d2h = cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost
         names = self._io_names()
-        outputs: Dict[str, np.ndarray] = {}
-        bindings = []
+        if self._named:
+            is_input = [eng.get_tensor_mode(n) == trt.TensorIOMode.INPUT for n in names]
+        else:
+            is_input = [eng.binding_is_input(i) for i in range(len(names))]
+        pointers: Dict[str, int] = {}
+        # inputs first: output shapes are only known once every input shape is set
         for i, name in enumerate(names):
+            if not is_input[i]:
+                continue
             if self._named:
-                is_input = eng.get_tensor_mode(name) == trt.TensorIOMode.INPUT
+                ctx.set_input_shape(name, tuple(x.shape))
             else:
-                is_input = eng.binding_is_input(i)
-            if is_input:
-                if self._named:
-                    ctx.set_input_shape(name, tuple(x.shape))
-                else:
-                    ctx.set_binding_shape(i, tuple(x.shape))
-                ptr = self._device_buffer(name, x.nbytes)
-                _check(cudart.cudaMemcpyAsync(ptr, x.ctypes.data, x.nbytes, h2d, self._stream))
-            else:
-                if self._named:
-                    shape, dtype = ctx.get_tensor_shape(name), eng.get_tensor_dtype(name)
-                else:
-                    shape, dtype = ctx.get_binding_shape(i), eng.get_binding_dtype(i)
-                host = np.empty(tuple(shape), dtype=trt.nptype(dtype))
-                ptr = self._device_buffer(name, host.nbytes)
-                outputs[name] = host
+                ctx.set_binding_shape(i, tuple(x.shape))
+            ptr = self._device_buffer(name, x.nbytes)
+            _check(cudart.cudaMemcpyAsync(ptr, x.ctypes.data, x.nbytes, h2d, self._stream))
+            pointers[name] = int(ptr)
+        outputs: Dict[str, np.ndarray] = {}
+        for i, name in enumerate(names):
+            if is_input[i]:
+                continue
             if self._named:
-                ctx.set_tensor_address(name, int(ptr))
-            bindings.append(int(ptr))
+                shape, dtype = ctx.get_tensor_shape(name), eng.get_tensor_dtype(name)
+            else:
+                shape, dtype = ctx.get_binding_shape(i), eng.get_binding_dtype(i)
+            host = np.empty(tuple(shape), dtype=trt.nptype(dtype))
+            pointers[name] = int(self._device_buffer(name, host.nbytes))
+            outputs[name] = host
+        if self._named:
+            for name in names:
+                ctx.set_tensor_address(name, pointers[name])
+        bindings = [pointers[name] for name in names]
         ok = ctx.execute_async_v3(self._stream) if self._named else ctx.execute_async_v2(bindings, self._stream)
         if not ok:
             raise RuntimeError("stage %d: TensorRT execution failed" % self.stage.index)
