@@ -14,7 +14,6 @@ busiest stage runs at ``load`` of its capacity (documented in the scenario's com
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -166,4 +165,4 @@ def paper_rates(model: str) -> Tuple[float, ...]:
 
 
 __all__ = ["PAPER_MODELS", "DEVICE_MODES", "paper_scenario", "paper_rates",
-           "synthetic_exit_profile", "dataclasses"]
+           "synthetic_exit_profile"]

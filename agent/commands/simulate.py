@@ -116,8 +116,8 @@ def run(args: argparse.Namespace) -> int:
         for name in policies:
             res = ex.run_one(scn, name, cfg, factory)
             row = res["row"]
-            row["rate"] = rate if rate is not None else sum(s.rate for s in sc.sources) / len(
-                sc.sources)
+            row["rate"] = rate if rate is not None else round(
+                sum(s.rate for s in sc.sources) / len(sc.sources), 9)
             rows.append(row)
             if args.records:
                 os.makedirs(os.path.join(args.out, "records"), exist_ok=True)

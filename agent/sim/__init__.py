@@ -38,6 +38,8 @@ MDI-Exit reads its own input/output queue and its neighbours' published state th
 decides per task; it must not change the view's state.
 """
 
+from __future__ import annotations
+
 from agent.sim.engine import SimConfig, Simulator, simulate
 from agent.sim.environment import DynamicConfig, scale_capacities, with_source_rate
 from agent.sim.policy import Decision, FixedPolicy, PlannerPolicy, SimPolicy, SlotView
