@@ -111,6 +111,8 @@ class NodeConfig:
     security: str = "none"  # "none" or "curve" (CurveZMQ on every socket)
     secret_key_path: str = ""  # curve: this node's secret key file (from `edge-agent keys`)
     public_key_path: str = ""  # curve: this node's public key file
+    allowed_keys_dir: str = ""  # curve: folder of *.key files also accepted (besides peers' keys),
+    # e.g. every worker that may return results to this source; "" = only the peers
     metrics_port: int = 0  # Prometheus exporter port; 0 = off
     metrics_host: str = "127.0.0.1"  # Prometheus exporter bind address
     status_interval_s: float = 5.0  # period of the status log line and stats.json
@@ -305,7 +307,7 @@ def parse_config(obj: Any, base_dir: str = ".", where: str = "config") -> NodeCo
     kw["metrics_host"] = r.str("metrics_host", dflt("metrics_host"))
     kw["client_bind"] = r.str("client_bind", "")
     for key in ("engine_cache_dir", "capacity_profile", "replay_path", "secret_key_path",
-                "public_key_path"):
+                "public_key_path", "allowed_keys_dir"):
         kw[key] = r.path(key, base_dir, "")
     kw["emulate_capacity_flops"] = r.num("emulate_capacity_flops", 0.0)
     kw["arrival_rate_tasks_s"] = r.num("arrival_rate_tasks_s", dflt("arrival_rate_tasks_s"))

@@ -158,7 +158,9 @@ def build_security(mode: str, secret_key_file: Optional[str] = None,
 
 def security_from_config(cfg):
     """The ``Security`` for a ``NodeConfig``: its ``security`` mode, own key files, and an
-    allow-list made of the configured peers' ``public_key`` values (z85 or key file paths).
+    allow-list made of the configured peers' ``public_key`` values (z85 or key file paths)
+    plus every ``*.key`` file in ``allowed_keys_dir`` (a source accepts results from workers
+    that are not its peers).
 
     Checks that ``public_key_path`` matches the public key inside ``secret_key_path``.
     """
@@ -184,6 +186,9 @@ def security_from_config(cfg):
             allowed.append(load_public_key(peer.public_key))
         except SecurityError as exc:
             raise SecurityError("peer %r public_key: %s" % (peer.id, exc)) from None
+    keys_dir = getattr(cfg, "allowed_keys_dir", "")
+    if keys_dir:
+        allowed.extend(load_allowed_keys(keys_dir))
     if not allowed:
         raise SecurityError("security = \"curve\" needs at least one peer with a public_key")
     return CurveSecurity(public, secret, allowed)

@@ -118,7 +118,7 @@ def test_keys_command_generate_and_show(tmp_path, capsys):
     assert "chmod 600" in capsys.readouterr().err
 
 
-def test_security_from_node_config_uses_peer_keys_as_allow_list(tmp_path):
+def test_security_from_node_config_allows_peer_keys_and_the_allowed_keys_dir(tmp_path):
     from agent.config import parse_config
     from agent.security import security_from_config
 
@@ -142,6 +142,15 @@ def test_security_from_node_config_uses_peer_keys_as_allow_list(tmp_path):
         security_from_config(mismatched)
     assert isinstance(security_from_config(parse_config(dict(base, security="none"),
                                                         str(tmp_path))), NoSecurity)
+    fleet = tmp_path / "fleet"
+    fleet.mkdir()
+    os.chmod(str(fleet), 0o755)
+    far_pub, _ = generate_keypair(str(fleet), "w9")
+    with_dir = security_from_config(parse_config(dict(
+        base, security="curve", secret_key_path="w1.key_secret", public_key_path="w1.key",
+        allowed_keys_dir="fleet"),
+        str(tmp_path)))
+    assert with_dir.allowed_public_keys == {load_public_key(peer_pub), load_public_key(far_pub)}
     os.chmod(me_sec, 0o644)
     with pytest.raises(SecurityError, match="chmod 600"):
         security_from_config(cfg)
