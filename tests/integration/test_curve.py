@@ -167,3 +167,85 @@ def test_plain_client_gets_nothing_through_to_a_curve_server(fleet):
     friend.send_multipart([b"TASK", b"ok"])
     assert _poll_recv(router, DEADLINE_S)[1:] == [b"TASK", b"ok"]
     assert _poll_recv(router, 0.5) is None
+
+
+# ---------------------------------------------------------------- whole agents with CURVE
+
+@pytest.fixture(scope="module")
+def tiny_bundle(tmp_path_factory):
+    from .agent_cluster import build_tiny_bundle
+
+    return build_tiny_bundle(str(tmp_path_factory.mktemp("tiny")))
+
+
+def test_curve_agents_serve_tasks_and_a_stranger_gets_no_frame_in(tiny_bundle, tmp_path):
+    """Agents with security = "curve" complete tasks among themselves; a process holding an
+    unlisted key reaches neither a worker's ROUTER (nothing counted, not even as malformed)
+    nor its PUB (no heartbeat received)."""
+    import dataclasses
+
+    from .agent_cluster import Cluster
+
+    from engines.bundle import load_bundle
+
+    stages = load_bundle(tiny_bundle).num_stages
+    nodes = dict([("s1", 0)] + [("w%d" % h, h) for h in range(1, stages + 1)])
+    keydir = tmp_path / "keys"  # the fleet's keys: every node accepts every other one
+    pub = {}
+    for n in list(nodes) + ["stranger"]:
+        public_file, _ = generate_keypair(str(keydir if n != "stranger" else tmp_path), n)
+        pub[n] = load_secret_key_file(public_file + "_secret")
+    cluster = Cluster(str(tmp_path), tiny_bundle, nodes, arrival_rate_tasks_s=10.0)
+
+    def secure(node):
+        peers = tuple(dataclasses.replace(p, public_key=pub[p.id][0].decode())
+                      for p in cluster.config(node).peers)
+        return dict(security="curve", peers=peers,
+                    secret_key_path=str(keydir / (node + ".key_secret")),
+                    public_key_path=str(keydir / (node + ".key")),
+                    allowed_keys_dir=str(keydir))
+
+    ctx = zmq.Context()
+    stranger = CurveSecurity(*pub["stranger"], allowed_public_keys=[pub["w1"][0]])
+    socks = []
+    try:
+        for n in sorted(nodes, key=nodes.get, reverse=True):
+            cluster.start(n, **secure(n))
+
+        def completed():
+            return sum(1 for r in cluster.records("s1") if r.get("status") == "completed") >= 3
+
+        cluster.wait_for(lambda: (cluster.stats("s1") or {}).get("tasks", {}).get(
+            "completed", 0) >= 3 or completed(), 120.0, "3 tasks completed over CURVE")
+
+        w1 = cluster.config("w1")
+        dealer = ctx.socket(zmq.DEALER)
+        sub = ctx.socket(zmq.SUB)
+        socks += [dealer, sub]
+        for s in socks:
+            s.setsockopt(zmq.LINGER, 0)
+        dealer.setsockopt(zmq.ROUTING_ID, b"s1")  # even claiming a known node id
+        stranger.apply_client(dealer, pub["w1"][0])
+        monitor = dealer.get_monitor_socket()
+        dealer.connect(w1.data_bind)
+        stranger.apply_client(sub, pub["w1"][0])
+        sub.setsockopt(zmq.SUBSCRIBE, b"")
+        sub.connect(w1.control_bind)
+        for _ in range(5):
+            dealer.send_multipart([b"not a message"])
+        assert _wait_auth_failure(monitor, DEADLINE_S), "w1 did not refuse the stranger"
+        dealer.disable_monitor()
+        monitor.close(0)
+        # w1 heartbeats every 0.2 s: a couple of seconds of silence means nothing gets through.
+        assert _poll_recv(sub, 2.0) is None
+        before = cluster.stats("w1")["wall_time"]
+        cluster.wait_for(lambda: cluster.stats("w1") and cluster.stats("w1")["wall_time"] > before,
+                         60.0, "a fresh stats.json from w1")
+        stats = cluster.stats("w1")
+        assert stats["dropped"] == 0, stats["counters"]
+        assert stats["counters"].get("tasks_in", 0) >= 3
+    finally:
+        for s in socks:
+            s.close(0)
+        ctx.term()
+        cluster.stop_all()

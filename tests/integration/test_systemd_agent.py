@@ -125,11 +125,14 @@ def _value(text, name, **labels):
 
 
 def test_metrics_endpoint_serves_the_listed_series_while_tasks_flow(bundle, tmp_path):
-    cluster = Cluster(str(tmp_path), bundle, {"s1": 0, "w1": 1, "w2": 2, "w3": 3},
-                      arrival_rate_tasks_s=20.0)
+    from engines.bundle import load_bundle
+
+    stages = load_bundle(bundle).num_stages
+    nodes = dict([("s1", 0)] + [("w%d" % h, h) for h in range(1, stages + 1)])
+    cluster = Cluster(str(tmp_path), bundle, nodes, arrival_rate_tasks_s=20.0)
     port = free_port()
     try:
-        for node in ("w3", "w2"):
+        for node in sorted(nodes, key=nodes.get, reverse=True)[:-2]:
             cluster.start(node)
         cluster.start("w1", metrics_port=port)
         cluster.start("s1")
