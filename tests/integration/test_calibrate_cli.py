@@ -165,3 +165,19 @@ def test_online_estimate_follows_an_injected_slow_down(calibrated):
     assert slots_needed is not None and slots_needed <= 3
     slowed_mu = stage.flops / float(np.median(times))
     assert est.capacity_flops == pytest.approx(slowed_mu, rel=0.5)
+
+
+def test_agent_started_with_the_profile_reports_its_mu(calibrated, tmp_path):
+    """A worker whose config names the calibration profile uses the profile's mu (stats.json)."""
+    from tests.integration.agent_cluster import Cluster
+
+    bundle_dir, state_dir, _ = calibrated
+    profile_path = os.path.join(state_dir, "calibration.json")
+    entry = [e for e in load_profile(profile_path).entries if e.stage == 1][0]
+    cluster = Cluster(str(tmp_path), bundle_dir, {"src": 0, "w1": 1, "w2": 2, "w3": 3, "w4": 4})
+    try:
+        cluster.start("w1", capacity_profile=profile_path)  # its neighbours need not run
+        cluster.wait_for(lambda: (cluster.stats("w1") or {}).get("capacity_flops"), 120, "w1 stats")
+        assert cluster.stats("w1")["capacity_flops"] == pytest.approx(entry.capacity_flops)
+    finally:
+        cluster.stop_all()
