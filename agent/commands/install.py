@@ -184,10 +184,12 @@ def run(args: argparse.Namespace) -> int:
                 "; install jetson-stats system-wide, then re-run" if g == "jtop" else ""))
     owner = None if alt_root else args.user
 
-    # 2. config and key directories (keys: only the service user can read its secret key)
+    # 2. config and key directories (keys: only the service user can read its secret key;
+    # fleet: public keys, writable by root only since whoever writes it decides who is let in)
     etc = _under(root, "/etc/edge-agent")
     plan.mkdir(etc, 0o755)
     plan.mkdir(os.path.join(etc, "keys"), 0o700, owner)
+    plan.mkdir(os.path.join(etc, "fleet"), 0o755)  # the fleet's public keys (allowed_keys_dir)
     plan.write(os.path.join(etc, "calibrate.env"),
                "# Read by edge-agent-calibrate.service\nEDGE_AGENT_BUNDLE=%s\n"
                "EDGE_AGENT_CALIBRATE_ARGS=--modes all\n" % args.bundle, keep=True)

@@ -61,6 +61,7 @@ def test_install_root_writes_units_dirs_venv_and_enable_links(installed):
     assert "SupplementaryGroups=render jtop" in dropin
     keys = root / "etc/edge-agent/keys"
     assert stat.S_IMODE(os.stat(str(keys)).st_mode) == 0o700
+    assert stat.S_IMODE(os.stat(str(root / "etc/edge-agent/fleet")).st_mode) == 0o755
     assert "EDGE_AGENT_BUNDLE=" in (root / "etc/edge-agent/calibrate.env").read_text()
     cfg = (root / "opt/edge-agent/venv/pyvenv.cfg").read_text()
     assert "include-system-site-packages = true" in cfg  # Jetson: system TensorRT visible
