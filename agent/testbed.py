@@ -12,20 +12,21 @@ link ``rate_bytes_s``), and every report says so.
 Delay and accuracy are taken over the tasks created after the warm-up (the first configuration
 phase); created/completed/lost count every task of the run. The model column is DTO-EE's eq. 8
 (``agent.policies.model.mean_response_time``) evaluated for the routing and exit ratios the run
-actually used, read from the records' paths.
+actually used: the split of tasks over each node's successors (its send counters in
+``stats.json``) and the fraction of tasks leaving at each exit (the records).
 """
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import time
 from dataclasses import dataclass
-from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Mapping, Optional, Sequence
 
-from agent.config import NodeConfig, dump_config, parse_config
-from agent.errors import UsageError
-from agent.testbed_procs import AgentProcess, NotifyListener, free_ports, wait_ready
+from agent.config import NodeConfig, parse_config
+from agent.testbed_procs import LocalAgents, free_ports
 from agent.testbed_report import RunResult, read_records, summarise_records
 from agent.testbed_topology import StageInfo, Topology, scenario_object
 
@@ -119,6 +120,27 @@ def node_configs(topo: Topology, bundle_path: str, policy: str, total_rate: floa
     return out
 
 
+def wait_records(records: Mapping[str, str], expected: Mapping[str, int], timeout_s: float,
+                 agents: LocalAgents, tick: Callable[[float, float], None]) -> bool:
+    """Wait until each source's records file holds ``expected`` tasks; False at the timeout.
+
+    Sources record a task once its fate is known (completed, or lost after its re-issues), so
+    a full file means no task is still in flight.
+    """
+    t0 = time.monotonic()
+    total = float(sum(expected.values())) or 1.0
+    while True:
+        done = sum(min(_count_records(records[s]), expected[s]) for s in expected)
+        if done >= total:
+            return True
+        agents.check_alive()
+        elapsed = time.monotonic() - t0
+        if elapsed > timeout_s:
+            return False  # summarised anyway: tasks without a record count as lost
+        tick(elapsed, done / total)
+        time.sleep(0.1)
+
+
 def _count_records(path: str) -> int:
     try:
         with open(path, "rb") as f:
@@ -127,18 +149,41 @@ def _count_records(path: str) -> int:
         return 0
 
 
-def empirical_routing(topo: Topology, link_counts: Mapping[Tuple[str, str], int]
-                      ) -> Dict[str, Dict[str, float]]:
-    """p_ij from the tasks counted on each link; a node that sent nothing gets uniform rows."""
+def routing_used(topo: Topology, stats: Mapping[str, Mapping]) -> Dict[str, Dict[str, float]]:
+    """p_ij each offloader actually used, from its final ``stats.json``.
+
+    Per-successor send counters (``counters["sent_to_<peer>"]``) give the empirical split over
+    the whole run; without them the policy's final routing row is used, and without that (a
+    policy with no state, or a node that sent nothing) a uniform row.
+    """
     out: Dict[str, Dict[str, float]] = {}
     for n in topo.node_ids():
         succ = [l.dst for l in topo.successors(n)]
         if not succ:
             continue
-        counts = [link_counts.get((n, s), 0) for s in succ]
-        total = float(sum(counts))
-        out[n] = {s: (c / total if total else 1.0 / len(succ)) for s, c in zip(succ, counts)}
+        st = stats.get(n) or {}
+        counters = st.get("counters") or {}
+        counts = [float(counters.get("sent_to_" + s, 0) or 0) for s in succ]
+        row = st.get("routing") or {}
+        if sum(counts) > 0:
+            w = counts
+        elif isinstance(row, Mapping) and sum(float(row.get(s, 0.0)) for s in succ) > 0:
+            w = [float(row.get(s, 0.0)) for s in succ]
+        else:
+            w = [1.0] * len(succ)
+        total = sum(w)
+        out[n] = {s: x / total for s, x in zip(succ, w)}
     return out
+
+
+def read_stats(path: str) -> Optional[dict]:
+    """A node's ``stats.json`` (None when absent or unreadable)."""
+    try:
+        with open(path, "r", encoding="utf-8") as f:
+            obj = json.load(f)
+    except (OSError, ValueError):
+        return None
+    return obj if isinstance(obj, dict) else None
 
 
 def empirical_remaining(stages: Sequence[StageInfo], exit_counts: Mapping[int, int],
@@ -159,18 +204,20 @@ def empirical_remaining(stages: Sequence[StageInfo], exit_counts: Mapping[int, i
 
 
 def model_delay(topo: Topology, stages: Sequence[StageInfo], total_rate: float,
-                result: RunResult, fallback_remaining: Sequence[float]) -> Optional[float]:
-    """Eq. 8 for the routing and exit ratios the run used; None without paths or capacities."""
+                routing: Mapping[str, Mapping[str, float]], remaining: Sequence[float]
+                ) -> Optional[float]:
+    """Eq. 8 (``agent.policies.model``) for a routing and remaining ratios on this topology.
+
+    None when a worker has no known capacity (its real speed is not in the topology) or the
+    routing overloads a worker (the model's delay is then infinite).
+    """
     from agent.policies.model import mean_response_time
     from agent.scenario import parse_scenario
 
-    if not result.link_counts or not topo.capacities_emulated:
-        return None
     if any(w.emulate_capacity_flops is None for w in topo.workers):
         return None
-    rem = empirical_remaining(stages, result.exit_counts, fallback_remaining)
-    scenario = parse_scenario(scenario_object(topo, stages, total_rate, rem))
-    t = mean_response_time(scenario, empirical_routing(topo, result.link_counts))
+    scenario = parse_scenario(scenario_object(topo, stages, total_rate, remaining))
+    t = mean_response_time(scenario, routing)
     return t if math.isfinite(t) else None
 
 
@@ -183,54 +230,19 @@ def run_local(topo: Topology, bundle, policy: str, total_rate: float,
     """
     stages = bundle_stages(bundle)
     run_dir = os.path.join(settings.out_dir, "%s-%g" % (policy, total_rate))
-    os.makedirs(run_dir, exist_ok=True)
     load_s = topo.warmup_s + settings.duration_s
     cfgs = node_configs(topo, bundle.path, policy, total_rate, load_s, run_dir, seed)
-    paths = {}
-    for n, cfg in cfgs.items():
-        paths[n] = os.path.join(run_dir, n + ".toml")
-        with open(paths[n], "w", encoding="utf-8") as f:
-            f.write(dump_config(cfg))
-    listener = NotifyListener()
-    procs: Dict[str, AgentProcess] = {}
     tick = tick or (lambda phase, frac: None)
-    try:
-        def start(ids: Sequence[str]) -> List[AgentProcess]:
-            started = []
-            for n in ids:
-                procs[n] = AgentProcess(n, paths[n], os.path.join(run_dir, n + ".log"),
-                                        listener.path, settings.python or _python())
-                started.append(procs[n])
-            return started
-
-        workers = start([w.id for w in topo.workers])
-        wait_ready(workers, listener, settings.ready_timeout_s,
-                   on_tick=lambda: tick("starting agents", 0.0))
-        sources = start([s.id for s in topo.sources])
-        wait_ready(sources, listener, settings.ready_timeout_s,
-                   on_tick=lambda: tick("starting sources", 0.0))
-        expected = {s.id: cfgs[s.id].max_tasks for s in topo.sources}
-        records = {s.id: os.path.join(cfgs[s.id].state_dir, "records.jsonl")
-                   for s in topo.sources}
-        t0 = time.monotonic()
-        deadline = t0 + load_s * 3 + settings.drain_timeout_s
-        total = float(sum(expected.values()))
-        while True:
-            done = sum(min(_count_records(records[s]), expected[s]) for s in expected)
-            if done >= total:
-                break
-            for n, p in procs.items():
-                if p.poll() is not None:
-                    raise UsageError("agent %s exited with status %s during the run (log %s: %s)"
-                                     % (n, p.poll(), p.log_path, p.log_tail()))
-            if time.monotonic() > deadline:
-                break  # summarised below: tasks without a record count as lost
-            tick("load" if time.monotonic() - t0 < load_s else "draining", done / total)
-            time.sleep(0.1)
-    finally:
-        for p in procs.values():
-            p.stop()
-        listener.close()
+    expected = {s.id: cfgs[s.id].max_tasks for s in topo.sources}
+    records = {s.id: os.path.join(cfgs[s.id].state_dir, "records.jsonl") for s in topo.sources}
+    with LocalAgents(run_dir, settings.python) as agents:
+        agents.write(cfgs)
+        agents.start([w.id for w in topo.workers], settings.ready_timeout_s,
+                     on_tick=lambda: tick("starting agents", 0.0))
+        agents.start([s.id for s in topo.sources], settings.ready_timeout_s,
+                     on_tick=lambda: tick("starting sources", 0.0))
+        wait_records(records, expected, load_s * 3 + settings.drain_timeout_s, agents,
+                     lambda elapsed, frac: tick("load" if elapsed < load_s else "draining", frac))
     recs: List[dict] = []
     warm: List[dict] = []
     for s in topo.sources:
@@ -249,8 +261,11 @@ def run_local(topo: Topology, bundle, policy: str, total_rate: float,
     measured.created, measured.completed, measured.lost = (
         everything.created, everything.completed, everything.lost)
     measured.resent = everything.resent
-    measured.model_delay_s = model_delay(topo, stages, total_rate, measured,
-                                         default_remaining(topo, bundle))
+    stats = {n: read_stats(os.path.join(cfg.state_dir, "stats.json")) for n, cfg in cfgs.items()}
+    measured.routing = routing_used(topo, stats)
+    rem = empirical_remaining(stages, measured.exit_counts, default_remaining(topo, bundle))
+    measured.remaining = rem
+    measured.model_delay_s = model_delay(topo, stages, total_rate, measured.routing, rem)
     return measured
 
 
@@ -261,8 +276,3 @@ def _created(rec: Mapping) -> Optional[float]:
             return float(v)
     return None
 
-
-def _python() -> str:
-    import sys
-
-    return sys.executable

@@ -10,14 +10,17 @@ systemd.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from typing import Callable, Dict, Iterable, List, Optional
 
+from agent.config import NodeConfig, dump_config
 from agent.errors import UsageError
 
 
@@ -41,7 +44,12 @@ def free_ports(n: int, host: str = "127.0.0.1") -> List[int]:
 
 
 class NotifyListener:
-    """The receiving end of the sd_notify protocol for child processes (READY=1 per pid)."""
+    """The receiving end of the sd_notify protocol for child processes (READY=1 per pid).
+
+    A daemon thread reads every datagram as it comes: agents keep sending STATUS and WATCHDOG
+    messages while they serve, and a unix datagram socket nobody reads would fill up and block
+    their sends.
+    """
 
     def __init__(self, directory: Optional[str] = None):
         self._dir = tempfile.mkdtemp(prefix="edge-notify-", dir=directory)
@@ -50,37 +58,46 @@ class NotifyListener:
         self._sock.bind(self.path)
         # SO_PASSCRED lets the kernel attach the sender's pid, as systemd reads it
         self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
-        self._sock.setblocking(False)
+        self._sock.settimeout(0.2)
         self.ready_pids: set = set()
         self.status: Dict[int, str] = {}
+        self._closed = threading.Event()
+        self._thread = threading.Thread(target=self._read, name="notify-listener", daemon=True)
+        self._thread.start()
 
-    def poll(self) -> None:
-        """Read every pending datagram (non-blocking)."""
+    def _read(self) -> None:
         creds_size = 12  # struct ucred: pid, uid, gid (3 x int32)
-        while True:
+        while not self._closed.is_set():
             try:
                 data, anc, _flags, _addr = self._sock.recvmsg(4096, socket.CMSG_SPACE(creds_size))
-            except (BlockingIOError, InterruptedError):
+            except socket.timeout:
+                continue
+            except OSError:
                 return
             pid = None
             for level, kind, payload in anc:
                 if level == socket.SOL_SOCKET and kind == socket.SCM_CREDENTIALS:
                     pid = int.from_bytes(payload[:4], sys.byteorder)
+            if pid is None:
+                continue
             for line in data.decode("utf-8", "replace").splitlines():
-                if pid is None:
-                    continue
                 if line.strip() == "READY=1":
                     self.ready_pids.add(pid)
                 elif line.startswith("STATUS="):
                     self.status[pid] = line[len("STATUS="):]
 
+    def poll(self) -> None:
+        """Kept for callers that poll; the reader thread does the work."""
+
     def close(self) -> None:
+        self._closed.set()
+        self._thread.join(2.0)
         self._sock.close()
-        for p in (self.path, self._dir):
-            try:
-                os.remove(p) if p == self.path else os.rmdir(p)
-            except OSError:
-                pass
+        try:
+            os.remove(self.path)
+            os.rmdir(self._dir)
+        except OSError:
+            pass
 
 
 class AgentProcess:
@@ -117,15 +134,19 @@ class AgentProcess:
             return ""
         return " | ".join(text.strip().splitlines()[-lines:])
 
-    def stop(self, timeout_s: float = 10.0) -> Optional[int]:
-        """SIGTERM, wait up to ``timeout_s``, then SIGKILL; returns the exit status."""
+    def terminate(self) -> None:
+        """Ask the agent to stop (SIGTERM): it drains and writes its final stats."""
         if self.proc.poll() is None:
-            try:
-                self.proc.send_signal(signal.SIGTERM)
-                self.proc.wait(timeout_s)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5.0)
+            self.proc.send_signal(signal.SIGTERM)
+
+    def stop(self, timeout_s: float = 15.0) -> Optional[int]:
+        """SIGTERM, wait up to ``timeout_s``, then SIGKILL; returns the exit status."""
+        self.terminate()
+        try:
+            self.proc.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(5.0)
         self._log.close()
         return self.proc.returncode
 
@@ -167,3 +188,66 @@ def wait_exit(procs: Iterable[AgentProcess], timeout_s: float,
             on_tick()
         time.sleep(0.1)
     return [p.node_id for p in procs if p.poll() is None]
+
+
+class LocalAgents:
+    """A set of agent processes of one run: configs on disk, start with readiness, stop all.
+
+    Use as a context manager so every process is stopped (SIGTERM, then SIGKILL) on any error.
+    """
+
+    def __init__(self, run_dir: str, python: str = ""):
+        self.run_dir = run_dir
+        self.python = python or sys.executable
+        self.configs: Dict[str, NodeConfig] = {}
+        self.paths: Dict[str, str] = {}
+        self.procs: Dict[str, AgentProcess] = {}
+        self.listener = NotifyListener()
+
+    def write(self, cfgs: Dict[str, NodeConfig]) -> None:
+        """Write one ``<node>.toml`` per config into a fresh run directory.
+
+        A directory left by an earlier run is removed first: sources append to records.jsonl,
+        and old records would count as this run's.
+        """
+        if os.path.isdir(self.run_dir):
+            shutil.rmtree(self.run_dir)
+        os.makedirs(self.run_dir)
+        for n, cfg in cfgs.items():
+            self.configs[n] = cfg
+            self.paths[n] = os.path.join(self.run_dir, n + ".toml")
+            with open(self.paths[n], "w", encoding="utf-8") as f:
+                f.write(dump_config(cfg))
+
+    def start(self, ids: Iterable[str], ready_timeout_s: float = 90.0,
+              on_tick: Optional[Callable[[], None]] = None) -> List[AgentProcess]:
+        """Start the named agents and wait for READY=1 from each."""
+        started = []
+        for n in ids:
+            self.procs[n] = AgentProcess(n, self.paths[n], os.path.join(self.run_dir, n + ".log"),
+                                         self.listener.path, self.python)
+            started.append(self.procs[n])
+        wait_ready(started, self.listener, ready_timeout_s, on_tick=on_tick)
+        return started
+
+    def check_alive(self) -> None:
+        """Raise ``UsageError`` naming an agent that exited on its own."""
+        for n, p in self.procs.items():
+            rc = p.poll()
+            if rc is not None:
+                raise UsageError("agent %s exited with status %s during the run (log %s: %s)"
+                                 % (n, rc, p.log_path, p.log_tail()))
+
+    def stop_all(self) -> None:
+        """SIGTERM every agent at once, then wait for each (SIGKILL after a timeout)."""
+        for p in self.procs.values():
+            p.terminate()
+        for p in self.procs.values():
+            p.stop()
+
+    def __enter__(self) -> "LocalAgents":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop_all()
+        self.listener.close()

@@ -17,7 +17,7 @@ import sys
 import time
 from collections import Counter, defaultdict
 from dataclasses import asdict, dataclass, field
-from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
+from typing import Dict, Iterable, List, Mapping, Optional, Sequence
 
 from agent.errors import UsageError
 
@@ -42,15 +42,15 @@ class RunResult:
     capacities_emulated: bool  # worker capacities padded to emulate_capacity_flops
     duration_s: float = 0.0  # load duration of the run
     resent: int = 0  # tasks that needed at least one re-send
-    # empirical routing: (from, to) -> tasks sent over that link, from the records' paths
-    link_counts: Dict[Tuple[str, str], int] = field(default_factory=dict)
+    # routing each offloader used {node: {successor: p}} and remaining ratio I_h per stage
+    routing: Dict[str, Dict[str, float]] = field(default_factory=dict)
+    remaining: List[float] = field(default_factory=list)
     # tasks leaving at each stage (1-based), from the records
     exit_counts: Dict[int, int] = field(default_factory=dict)
     note: str = ""
 
     def to_json(self) -> dict:
         d = asdict(self)
-        d["link_counts"] = [[a, b, n] for (a, b), n in sorted(self.link_counts.items())]
         d["exit_counts"] = {str(k): v for k, v in sorted(self.exit_counts.items())}
         ordered = {k: d.pop(k) for k in RUN_KEYS}
         ordered.update(d)
@@ -109,13 +109,12 @@ def summarise_records(records: Iterable[Mapping], policy: str, rate: float,
     """
     by_id: Dict[str, Mapping] = {}
     for i, rec in enumerate(records):
-        key = "%s/%s" % (rec.get("source", ""), rec.get("task_id", rec.get("id", i)))
+        key = "%s/%s" % (rec.get("source", ""), rec.get("id", i))
         by_id[key] = rec
     delays: List[float] = []
     correct = 0
     completed = 0
     resent = 0
-    links: Counter = Counter()
     exits: Counter = Counter()
     for rec in by_id.values():
         if int(rec.get("resends", 0) or 0) > 0:
@@ -128,11 +127,6 @@ def summarise_records(records: Iterable[Mapping], policy: str, rate: float,
             delays.append(d)
         if rec.get("correct"):
             correct += 1
-        path = rec.get("path")
-        if isinstance(path, list) and path:
-            hops = [str(rec.get("source", ""))] + [str(p) for p in path]
-            for a, b in zip(hops[:-1], hops[1:]):
-                links[(a, b)] += 1
         st = rec.get("exit_stage")
         if isinstance(st, int):
             exits[st] += 1
@@ -146,8 +140,7 @@ def summarise_records(records: Iterable[Mapping], policy: str, rate: float,
         p95_delay_s=percentile(delays, 95.0),
         accuracy=(correct / completed) if completed else None,
         model_delay_s=model_delay_s, capacities_emulated=capacities_emulated,
-        duration_s=float(duration_s), resent=resent, link_counts=dict(links),
-        exit_counts=dict(exits))
+        duration_s=float(duration_s), resent=resent, exit_counts=dict(exits))
 
 
 def _ms(v: Optional[float]) -> str:

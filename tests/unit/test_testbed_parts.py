@@ -7,7 +7,7 @@ import pytest
 
 from agent.commands.testbed import parse_rates
 from agent.errors import UsageError
-from agent.testbed import empirical_remaining, empirical_routing
+from agent.testbed import empirical_remaining, routing_used
 from agent.testbed_report import RUN_KEYS, format_table, percentile, summarise_records, write_json
 from agent.testbed_topology import (StageInfo, TopologyError, capacity_tasks_s, load_topology,
                                     parse_topology, scenario_object)
@@ -81,12 +81,12 @@ def test_summary_counts_every_fate_and_measures_completed_tasks():
     """Completed tasks give delay and accuracy; lost/rejected and missing records count as lost;
     a task recorded twice counts once."""
     recs = [
-        {"source": "s1", "task_id": "1", "status": "completed", "created_mono": 0.0,
+        {"source": "s1", "id": "1", "status": "completed", "created_mono": 0.0,
          "finished_mono": 0.1, "correct": True, "exit_stage": 1},
-        {"source": "s1", "task_id": "2", "status": "completed", "created_mono": 0.0,
+        {"source": "s1", "id": "2", "status": "completed", "created_mono": 0.0,
          "finished_mono": 0.3, "correct": False, "exit_stage": 2, "resends": 1},
-        {"source": "s2", "task_id": "1", "status": "lost", "created_mono": 0.0},
-        {"source": "s2", "task_id": "1", "status": "lost", "created_mono": 0.0},
+        {"source": "s2", "id": "1", "status": "lost", "created_mono": 0.0},
+        {"source": "s2", "id": "1", "status": "lost", "created_mono": 0.0},
     ]
     r = summarise_records(recs, "dtoee", 10.0, True, expected_created=4)
     assert (r.created, r.completed, r.lost, r.resent) == (4, 2, 2, 1)
@@ -117,10 +117,15 @@ def test_rates_accept_tasks_per_second_and_percent_of_capacity():
         parse_rates("50%", float("inf"))
 
 
-def test_empirical_routing_and_remaining_from_counts():
-    """Per-link task counts give routing rows; exit counts give the remaining ratios."""
+def test_routing_used_and_remaining_from_counts():
+    """Send counters give routing rows, else the policy's final row, else uniform; exit counts
+    give the remaining ratios."""
     topo = parse_topology(small_topology())
-    rt = empirical_routing(topo, {("s1", "a"): 1, ("s1", "b"): 3, ("a", "c"): 2})
+    stats = {"s1": {"counters": {"sent_to_a": 1, "sent_to_b": 3}},
+             "s2": {"routing": {"b": 1.0}}, "a": None}
+    rt = routing_used(topo, stats)
     assert rt["s1"] == {"a": 0.25, "b": 0.75} and rt["s2"] == {"b": 1.0}
-    assert rt["b"] == {"c": 1.0}
+    assert rt["a"] == {"c": 1.0}
+    stats["s1"] = {"routing": {"a": 0.6, "b": 0.2}}
+    assert routing_used(topo, stats)["s1"] == pytest.approx({"a": 0.75, "b": 0.25})
     assert empirical_remaining(STAGES, {1: 30, 2: 70}, [0.9, 1.0]) == [0.7, 1.0]
