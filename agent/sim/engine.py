@@ -107,6 +107,16 @@ class Simulator:
         """Tasks held at ``node`` because the policy's ``route`` returned None."""
         return len(self.hold[self.index[node]])
 
+    def compute_delay_s(self, node: str) -> float:
+        """alpha_h / mu of worker ``node`` in its current power mode (service time alone)."""
+        i = self.index[node]
+        return self.base.stages[self.stage[i] - 1].flops / self._mu[self.server[i - self._S]]
+
+    def link_delay_s(self, src: str, dst: str) -> float:
+        """beta / r of the hop ``src`` -> ``dst``."""
+        i = self.index[src]
+        return self.hop_s[i][self.succ_pos[i][dst]]
+
     def task_info(self, task: int) -> Dict[str, Any]:
         """Source id, creation time and exit-profile sample of ``task``."""
         return {"source": self.names[self._src[task]], "created_s": self._created[task],
@@ -156,6 +166,7 @@ def _run(sim: Simulator) -> SimResult:  # noqa: C901 - one loop kept flat for sp
     mu = [0.0] * G + [l.rate for l in sc.links]
     for w_i, w in enumerate(sc.workers):
         mu[server[w_i]] = w.capacity
+    sim._mu = mu
     wflops = [sc.stages[w.stage - 1].flops for w in sc.workers]
     work = [0.0] * G + [sc.stages[sim.stage[sim.index[l.dst]] - 1].input_bytes for l in sc.links]
     link_dst = [sim.index[l.dst] - S for l in sc.links]

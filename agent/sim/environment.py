@@ -52,12 +52,16 @@ def slot_scenario(base: Scenario, slot: int, dynamic: Optional[DynamicConfig],
     sources = tuple(dataclasses.replace(s, rate=s.rate * float(f))
                     for s, f in zip(base.sources, factors))
     workers = []
+    drawn = {}  # device -> capacity: stages held by one device switch mode together
     for w in base.workers:
-        if w.power_modes:
-            cap = w.power_modes[int(rng.integers(len(w.power_modes)))][1]
-        else:
-            cap = w.capacity * dynamic.mode_factors[int(rng.integers(len(dynamic.mode_factors)))]
-        workers.append(dataclasses.replace(w, capacity=float(cap)))
+        device = w.device or w.id
+        if device not in drawn:
+            if w.power_modes:
+                drawn[device] = w.power_modes[int(rng.integers(len(w.power_modes)))][1]
+            else:
+                drawn[device] = w.capacity * dynamic.mode_factors[
+                    int(rng.integers(len(dynamic.mode_factors)))]
+        workers.append(dataclasses.replace(w, capacity=float(drawn[device])))
     return dataclasses.replace(base, sources=sources, workers=tuple(workers))
 
 

@@ -159,7 +159,8 @@ class ShortestQueue(SimPolicy):
         if self.ticks == 0 and view.stage[view.index[node]] == 0:
             return None
         succ = [view.names[j] for j in view.succ[view.index[node]]]
-        return min(succ, key=view.input_queue)
+        return min(succ, key=lambda j: (view.input_queue(j) + 1) * view.compute_delay_s(j)
+                   + view.link_delay_s(node, j))
 
     def admit(self, source, task, view):
         return task % 3 != 0
