@@ -1,7 +1,8 @@
 """``edge-agent calibrate`` on the CPU path (no jtop here) with the real bundle and
 onnxruntime, as a real subprocess: the profile is written, reloads, ``lookup_capacity`` finds
-it, ``--show`` prints it, stale entries are reported, misuse fails with one line, and the
-online estimate follows an injected slow-down of the real engine."""
+it, ``--show`` prints it, stale entries are reported, misuse fails with one line, the
+online estimate follows an injected slow-down of the real engine, and a worker started with the
+profile uses its mu."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ import pytest
 
 from calibration.online import OnlineCapacityEstimator
 from calibration.profile import load_profile, lookup_capacity
-from tests.integration.calibration_helpers import (
+from tests.integration.calibration_fixtures import (
     REPO,
     SlowedEngine,
     calibration_bundle,

@@ -20,7 +20,7 @@ from agent.errors import UsageError
 from calibration import host, runner
 from calibration.modes import ORIGINAL_MODE_FILE
 from calibration.profile import load_profile, lookup_capacity
-from tests.integration.calibration_helpers import REPO, calibration_bundle
+from tests.integration.calibration_fixtures import REPO, calibration_bundle
 from tests.unit.test_jtop_adapter import MODELS, fake_module, new_board, read_board
 
 SCRIPT = """
