@@ -58,33 +58,36 @@ def _suggest(name: str, known: Set[str]) -> str:
     return " (did you mean %s?)" % " or ".join(repr(c) for c in close) if close else ""
 
 
-def _check_separates(graph: onnx.GraphProto, stage: int, start: str, outputs: Sequence[str],
-                     graph_input: str) -> None:
-    """Refuse a stage whose outputs need anything upstream of ``start`` other than ``start``."""
+def _upstream(graph: onnx.GraphProto, outputs: Sequence[str], stop: str) -> Set[str]:
+    """Tensors reached walking back from ``outputs`` through their producers, not past ``stop``
+    (initializers are leaves)."""
     producer = {o: n for n in graph.node for o in n.output}
     consts = {t.name for t in graph.initializer}
     seen: Set[str] = set()
-    reached = False
     todo = list(outputs)
     while todo:
         t = todo.pop()
         if t in seen or t == "":
             continue
         seen.add(t)
-        if t == start:
-            reached = True
+        if t == stop or t in consts:
             continue
-        if t in consts:
-            continue
-        if t == graph_input:
-            raise BuildError("stage %d (input %r, outputs %s) also depends on %r by a path that "
-                             "bypasses %r: the cut does not separate the graph (a skip connection "
-                             "crosses it, or the cuts are not in graph order)"
-                             % (stage, start, ", ".join(repr(o) for o in outputs), graph_input, start))
         node = producer.get(t)
         if node is not None:
             todo.extend(node.input)
-    if not reached:
+    return seen
+
+
+def _check_separates(graph: onnx.GraphProto, stage: int, start: str, outputs: Sequence[str],
+                     graph_input: str) -> None:
+    """Refuse a stage whose outputs need anything upstream of ``start`` other than ``start``."""
+    seen = _upstream(graph, outputs, start)
+    if start != graph_input and graph_input in seen:
+        raise BuildError("stage %d (input %r, outputs %s) also depends on %r by a path that "
+                         "bypasses %r: the cut does not separate the graph (a skip connection "
+                         "crosses it, or the cuts are not in graph order)"
+                         % (stage, start, ", ".join(repr(o) for o in outputs), graph_input, start))
+    if start not in seen:
         raise BuildError("stage %d outputs %s do not depend on its input %r: check the cut order"
                          % (stage, ", ".join(repr(o) for o in outputs), start))
 
@@ -134,6 +137,14 @@ def plan_stages(model: onnx.ModelProto, cuts: Sequence[str], exits: Dict[int, st
             outs.append(final_output)
         _check_separates(g, h, start, outs, graph_input)
         plan.append((start, outs))
+    for h in range(1, num_stages):
+        (start, outs), (cut, nxt) = plan[h - 1], plan[h]
+        shared = (_upstream(g, outs, start) & _upstream(g, nxt, cut)) - {cut} - consts
+        if shared:
+            # a head placed after its stage's cut would make two stages compute the same nodes
+            raise BuildError("stages %d and %d would both compute %r: exit head %r of stage %d is "
+                             "computed after the cut %r; give it to a later stage or move the cut"
+                             % (h, h + 1, sorted(shared)[0], outs[-1], h, cut))
     return graph_input, plan, final_output
 
 
@@ -150,8 +161,10 @@ def build_bundle(onnx_path: str, cuts: Sequence[str], exits: Dict[int, str], out
     """Cut ``onnx_path`` at ``cuts`` with early-exit heads ``exits`` ({stage: output}) into a
     bundle in ``out_dir``; returns the loaded bundle. Raises ``BuildError`` on bad input."""
     onnx_path = os.path.abspath(os.fspath(onnx_path))
-    if not os.path.isfile(onnx_path):
+    if not os.path.exists(onnx_path):
         raise BuildError("ONNX file %s does not exist" % onnx_path)
+    if not os.path.isfile(onnx_path):
+        raise BuildError("ONNX file %s is not a regular file" % onnx_path)
     try:
         model = onnx.load(onnx_path)
         onnx.checker.check_model(model)

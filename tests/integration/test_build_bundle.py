@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
+from dataclasses import replace
 
 import numpy as np
 import onnx
@@ -91,6 +93,7 @@ def test_rebuild_removes_stale_profile_and_extra_stages(tiny_onnx, tmp_path):
     (["--cuts", "c1,c2", "--exits", "1:e1,2:zz"], "unknown tensor name 'zz'"),
     (["--cuts", "c1,c2", "--exits", "one:e1"], "expected STAGE:OUTPUT"),
     (["--cuts", "c1,,c2"], "comma-separated"),
+    (["--cuts", "c1,c2", "--exits", "1:e2", "--final", "out"], "exit head 'e2' of stage 1 is computed after the cut 'c1'"),
 ])
 def test_bad_cut_or_exit_specs_fail_with_one_line(tiny_onnx, tmp_path, capsys, args, message):
     """Unknown names, misordered cuts and bad exit specs print one line and exit 2, writing nothing."""
@@ -124,3 +127,19 @@ def test_missing_or_corrupt_onnx_file_fails_with_one_line(tmp_path):
         assert proc.returncode == 2
         lines = proc.stderr.strip().splitlines()
         assert len(lines) == 1 and message in lines[0] and path in lines[0]
+
+
+def test_rebuilding_the_demo_bundle_from_its_source_gives_the_same_manifest(tmp_path):
+    """The shipped bundle is exactly what `build` makes from the shipped multi-exit ONNX with the
+    cuts and exits recorded in its manifest (names, shapes, flops, input_bytes)."""
+    with open(os.path.join(DEMO_BUNDLE_DIR, "bundle.json")) as f:
+        source = json.load(f)["source"]
+    out = str(tmp_path / "again")
+    assert cli(["build", "--onnx", MULTI_EXIT_ONNX, "--cuts", ",".join(source["cuts"]),
+                "--exits", ",".join("%s:%s" % kv for kv in sorted(source["exits"].items())),
+                "--final", source["final"], "--name", load_bundle(DEMO_BUNDLE_DIR).name, "--out", out]) == 0
+    shipped, again = load_bundle(DEMO_BUNDLE_DIR), load_bundle(out)
+    assert shipped.name == again.name and shipped.num_classes == again.num_classes
+    assert len(shipped.stages) == len(again.stages)
+    for a, b in zip(shipped.stages, again.stages):
+        assert replace(a, onnx_path="", sha256="") == replace(b, onnx_path="", sha256="")
