@@ -46,7 +46,7 @@ class ConfigError(UsageError):
 
 
 ROLES = ("source", "worker")
-POLICIES = ("dtoee", "cf", "bf", "fixed")
+POLICIES = ("dtoee", "cf", "bf", "fixed", "mdi-exit")
 BACKENDS = ("auto", "tensorrt", "onnxruntime")
 PRECISIONS = ("fp32", "fp16", "int8")
 SECURITY_MODES = ("none", "curve")
@@ -77,7 +77,7 @@ class NodeConfig:
     control_bind: str  # endpoint of this node's PUB socket, e.g. "tcp://0.0.0.0:5551"
     data_bind: str  # endpoint of this node's ROUTER socket, e.g. "tcp://0.0.0.0:5552"
     peers: Tuple[Peer, ...] = ()  # neighbours: successors, predecessors and (for workers) sources
-    policy: str = "dtoee"  # routing/threshold policy: dtoee | cf | bf | fixed
+    policy: str = "dtoee"  # routing/threshold policy: dtoee | cf | bf | fixed | mdi-exit
     policy_knobs: Mapping[str, Any] = field(default_factory=dict)  # knobs passed to the policy
     thresholds: Tuple[float, ...] = ()  # initial exit threshold c_h per stage (1..H); () = 0.8 each
     tradeoff: float = 0.5  # a in U = a*T - (1-a)*(A - A_min)/(A_max - A_min) (dtoee)

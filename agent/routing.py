@@ -192,4 +192,7 @@ def make_policy(name: str, thresholds: Mapping[int, float], knobs: Mapping[str, 
     if name == "dtoee":
         from agent.routing_dtoee import DtoeePolicy
         return DtoeePolicy(thresholds, knobs, seed)
+    if name == "mdi-exit":
+        from agent.routing_mdi import MdiExitPolicy
+        return MdiExitPolicy(thresholds, knobs, seed)
     raise UsageError("policy: unknown policy %r" % (name,))

@@ -1,0 +1,111 @@
+"""MDI-Exit in the agent: ``agent.policies.mdi_exit`` behind the ``AgentPolicy`` interface.
+
+What the node loop gives the policy (``NodeView``): its own input queue (tasks waiting for or in
+the engine) and output queue (tasks handed to a successor and not yet ACKed, plus those waiting
+for one), its per-task compute time ``service_time_s`` (Gamma_n), and each neighbour's last
+HEARTBEAT / QUEUE_STATE fields (``input_queue`` = I_m, ``service_time_s`` = Gamma_m). D_nm is the
+task's bytes over the configured link rate (0 when unknown). The policy publishes QUEUE_STATE
+every ``state_interval_s`` (its tick), so neighbours see I_n more often than heartbeats carry
+it, and between two messages from m it adds the tasks it sent to m since.
+
+An agent worker serves one stage, so it cannot run a task's next stage itself: Alg. 1's "keep
+it" branch does not arise and every task that does not exit goes through Alg. 2 with the node's
+own wait taken as unbounded, i.e. neighbour m takes it as soon as O_n > I_m (probabilistically
+when m's expected delay is unbounded too). ``choose_successor`` returning None keeps the task;
+the node offers it again on its next heartbeat or when a neighbour comes back. Alg. 3 (knob
+``admission_control``) sets a source's mean Poisson gap; Alg. 4 (``threshold_adaptation``)
+moves one threshold for every exit head of this node; otherwise the configured thresholds hold.
+``early_exit = false`` is the no-exit variant. Knob errors name ``policy_knobs.<field>``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Dict, List, Mapping, Optional, Sequence
+
+from agent import wire
+from agent.policies import mdi_exit as mx
+from agent.routing import AgentPolicy, NodeView, Outgoing, TaskInfo
+from agent.wire import Kind, Message
+
+
+class MdiExitPolicy(AgentPolicy):
+    """``mdi-exit``: queue-based offloading (Alg. 2), admission (Alg. 3), thresholds (Alg. 4)."""
+
+    name = mx.POLICY_NAME
+
+    def __init__(self, thresholds: Mapping[int, float], knobs: Mapping[str, Any], seed: int = 0):
+        super().__init__(thresholds, knobs, seed)
+        self.params = mx.params_from_knobs(knobs, where="policy_knobs")
+        self.tick_interval_s = self.params.state_interval_s
+        self._threshold = self.params.threshold  # Alg. 4's T_e, used when adapting
+        self._interarrival_s = self.params.initial_interarrival_s  # Alg. 3's mu
+        self._sent: Dict[str, int] = {}  # tasks sent to a neighbour since its last queue state
+        self._next_adapt_s: Optional[float] = None
+
+    def thresholds(self) -> Dict[int, float]:
+        if not self.params.early_exit:  # no threshold: only the final stage answers
+            return {}
+        if self.params.threshold_adaptation:
+            return {h: self._threshold for h in self._thresholds}
+        return dict(self._thresholds)
+
+    def choose_successor(self, task: TaskInfo, view: NodeView,
+                         exclude: Sequence[str] = ()) -> Optional[str]:
+        """Alg. 2 over the alive successors; None keeps the task in the output queue."""
+        alive = view.alive_successors()
+        cands = [s for s in alive if s not in exclude] or alive
+        states = []
+        for m in cands:
+            st = view.peer_state.get(m, {})
+            rate = view.link_rate_bytes_s.get(m, 0.0)
+            states.append(mx.NeighbourState(
+                m, int(st.get("input_queue", 0)) + self._sent.get(m, 0),
+                float(st.get("service_time_s", 0.0)), task.nbytes / rate if rate > 0 else 0.0))
+        # the task itself is in the output queue now; this node cannot run the next stage
+        target = mx.choose_neighbour(view.output_queue + 1, 1, math.inf, states, self.rng.random)
+        if target is not None:
+            self._sent[target] = self._sent.get(target, 0) + 1
+        return target
+
+    def interarrival_s(self, view: NodeView, now: float) -> Optional[float]:
+        """Alg. 3's mu at a source with admission control; None keeps the configured rate."""
+        if self.params.admission_control and view.role == "source":
+            return self._interarrival_s
+        return None
+
+    def on_control(self, msg: Message, view: NodeView, now: float) -> List[Outgoing]:
+        if msg.kind in (Kind.HEARTBEAT, Kind.QUEUE_STATE):
+            self._sent.pop(msg.sender, None)  # its queue length now includes what we sent
+        return []
+
+    def on_tick(self, view: NodeView, now: float) -> List[Outgoing]:
+        """Publish this node's queue state; every ``adapt_interval_s`` run Algs. 3 and 4."""
+        p = self.params
+        if self._next_adapt_s is None:
+            self._next_adapt_s = now + p.adapt_interval_s
+        elif now >= self._next_adapt_s:
+            self._next_adapt_s = now + p.adapt_interval_s
+            queued = view.input_queue + view.output_queue
+            if p.threshold_adaptation:
+                self._threshold = mx.adapt_threshold(self._threshold, queued, p)
+            if p.admission_control and view.role == "source":
+                self._interarrival_s = mx.adapt_interarrival(self._interarrival_s, queued, p)
+        return [Outgoing(Kind.QUEUE_STATE, wire.BROADCAST, {
+            "role": view.role, "stage": view.stage, "capacity_flops": float(view.capacity_flops),
+            "input_queue": int(view.input_queue), "output_queue": int(view.output_queue),
+            "service_time_s": float(view.service_time_s)})]
+
+    def snapshot(self) -> Dict[str, Any]:
+        state = super().snapshot()
+        state.update({"mdi_threshold": self._threshold, "interarrival_s": self._interarrival_s})
+        return state
+
+    def restore(self, state: Mapping[str, Any]) -> None:
+        super().restore(state)
+        th, mu = state.get("mdi_threshold"), state.get("interarrival_s")
+        if isinstance(th, float) and self.params.min_threshold <= th <= 1.0:
+            self._threshold = th
+        if isinstance(mu, float) and \
+                self.params.min_interarrival_s <= mu <= self.params.max_interarrival_s:
+            self._interarrival_s = mu

@@ -1,0 +1,105 @@
+"""MDI-Exit behind the agent's policy interface (agent/routing_mdi.py), driven with a NodeView
+as the node loop fills it; control messages go through the real wire encoder."""
+
+import pytest
+
+from agent import wire
+from agent.errors import UsageError
+from agent.routing import NodeView, TaskInfo, make_policy
+from agent.wire import Kind
+
+
+def view(role="worker", stage=1, output_queue=0, input_queue=0, peers=None):
+    peers = peers or {}
+    return NodeView(node_id="n", role=role, stage=stage, num_stages=3,
+                    stage_flops=(1e9, 1e9, 1e9), stage_input_bytes=(1e4, 1e4, 1e4),
+                    exit_stages=(1, 2), successors=tuple(peers), predecessors=(),
+                    link_rate_bytes_s={m: 1e6 for m in peers}, input_queue=input_queue,
+                    output_queue=output_queue, service_time_s=0.05, alive=set(peers),
+                    peer_state={m: {"input_queue": q, "service_time_s": g}
+                                for m, (q, g) in peers.items()})
+
+
+TASK = TaskInfo("t1", 2, 10000)  # 10 ms on a 1 MB/s link
+
+
+def policy(**knobs):
+    return make_policy("mdi-exit", {1: 0.7, 2: 0.8}, knobs, seed=0)
+
+
+def test_agent_alg2_sends_to_the_neighbour_with_a_shorter_queue_when_output_longer():
+    p = policy()
+    # O_n = 2 + this task = 3 > I_a = 1; b's queue (5) is not shorter than O_n
+    assert p.choose_successor(TASK, view(output_queue=2, peers={"a": (1, 0.1), "b": (5, 0.1)})) \
+        == "a"
+
+
+def test_agent_alg2_keeps_the_task_when_no_neighbour_queue_is_shorter():
+    p = policy()
+    assert p.choose_successor(TASK, view(output_queue=0, peers={"a": (1, 0.1)})) is None
+
+
+def test_agent_alg2_counts_tasks_sent_until_the_neighbour_publishes_again():
+    p = policy()
+    v = view(output_queue=0, peers={"a": (0, 0.1)})
+    assert p.choose_successor(TASK, v) == "a"  # O_n = 1 > I_a = 0
+    assert p.choose_successor(TASK, v) is None  # I_a is now 0 + 1 sent, not < O_n = 1
+    msg = wire.decode(wire.encode(Kind.QUEUE_STATE, "a", {
+        "role": "worker", "stage": 2, "capacity_flops": 1e9, "input_queue": 0,
+        "output_queue": 0, "service_time_s": 0.1}))
+    p.on_control(msg, v, 0.0)
+    assert p.choose_successor(TASK, v) == "a"
+
+
+def test_agent_alg2_skips_successors_already_tried_for_the_task():
+    p = policy()
+    v = view(output_queue=5, peers={"a": (0, 0.1), "b": (1, 0.1)})
+    assert p.choose_successor(TASK, v, exclude=["a"]) == "b"
+
+
+def test_agent_fixed_thresholds_hold_and_no_exit_variant_sets_none():
+    assert policy().thresholds() == {1: 0.7, 2: 0.8}
+    assert policy(early_exit=False).thresholds() == {}
+
+
+def test_agent_alg4_moves_every_head_to_one_threshold_from_the_queue_total():
+    p = policy(threshold_adaptation=True, threshold=0.9, min_threshold=0.5)
+    assert p.thresholds() == {1: 0.9, 2: 0.9}
+    p.on_tick(view(input_queue=40), 0.0)  # first tick starts the adaptation clock
+    p.on_tick(view(input_queue=40), 1.0)  # I_n + O_n = 40 > T_Q2: lower by zeta
+    assert p.thresholds()[1] == pytest.approx(0.72)
+    p.on_tick(view(input_queue=0), 1.5)  # before adapt_interval_s: unchanged
+    assert p.thresholds()[1] == pytest.approx(0.72)
+
+
+def test_agent_alg3_sets_the_sources_mean_gap_from_its_queue_total():
+    p = policy(admission_control=True, initial_interarrival_s=0.5)
+    src = view(role="source", stage=0, output_queue=0)
+    assert p.interarrival_s(src, 0.0) == 0.5
+    p.on_tick(src, 0.0)
+    p.on_tick(src, 1.0)  # queue below T_Q1: mu - alpha mu
+    assert p.interarrival_s(src, 1.0) == pytest.approx(0.4)
+    assert policy().interarrival_s(src, 0.0) is None  # admission off: configured rate
+
+
+def test_agent_tick_publishes_queue_state_the_wire_accepts():
+    p = policy()
+    out = p.on_tick(view(input_queue=3, output_queue=2), 0.0)
+    assert len(out) == 1 and out[0].kind == Kind.QUEUE_STATE and out[0].dest == wire.BROADCAST
+    frames = wire.encode(out[0].kind, "n", out[0].fields)
+    msg = wire.decode(frames)
+    assert msg.fields["input_queue"] == 3 and msg.fields["service_time_s"] == 0.05
+
+
+def test_agent_bad_knob_is_a_usage_error_naming_policy_knobs_field():
+    with pytest.raises(UsageError, match=r"^policy_knobs\.zeta: must be in \(0, 1\)"):
+        policy(zeta=2.0)
+
+
+def test_agent_snapshot_restores_adapted_threshold_and_rate():
+    p = policy(threshold_adaptation=True, admission_control=True)
+    p.on_tick(view(input_queue=40), 0.0)
+    p.on_tick(view(input_queue=40), 1.0)
+    q = policy(threshold_adaptation=True, admission_control=True)
+    q.restore(p.snapshot())
+    assert q.thresholds() == p.thresholds()
