@@ -1,0 +1,271 @@
+"""TensorRT backend plumbing against a stand-in for ``tensorrt`` and cuda-python's runtime.
+
+TensorRT and CUDA cannot exist on this machine, so this file fakes exactly the calls the
+backend makes, following NVIDIA's documented Python API (TensorRT 10 tensor-name API, the 8.x
+bindings API, cuda-python's ``(err, value)`` tuples). The fake "plan" is the ONNX bytes, and
+"executing" it runs onnxruntime on host memory that the fake cudaMalloc hands out, so the
+backend's buffer handling, shape ordering, copies and plan cache are exercised for real. The
+test on real TensorRT lives in test_engines_backends.py and skips here.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import sys
+import types
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+
+from engines.build import build_bundle
+from engines.tiny_model import CUTS, EXITS, make_tiny_multi_exit
+
+
+def _fake_tensorrt(version):
+    trt = types.ModuleType("tensorrt")
+    trt.__version__ = version
+
+    class Logger:
+        WARNING = 2
+
+        def __init__(self, severity):
+            self.severity = severity
+
+    class TensorIOMode:
+        INPUT, OUTPUT = "INPUT", "OUTPUT"
+
+    class Network:
+        onnx_bytes = b""
+
+    class Parser:
+        num_errors = 0
+
+        def __init__(self, network, logger):
+            self.network = network
+
+        def parse(self, data):
+            self.network.onnx_bytes = data
+            return True
+
+    class Profile:
+        def set_shape(self, name, lo, opt, hi):
+            assert lo[0] == 1 and hi[0] >= lo[0]
+
+    class Config:
+        def __init__(self):
+            self.flags = set()
+
+        def set_memory_pool_limit(self, pool, size):
+            assert pool == "WORKSPACE" and size > 0
+
+        def set_flag(self, flag):
+            self.flags.add(flag)
+
+        def add_optimization_profile(self, profile):
+            return 0
+
+    class Builder:
+        platform_has_fast_fp16 = True
+        built = 0
+
+        def __init__(self, logger):
+            pass
+
+        def create_network(self, flags):
+            # TensorRT 10 takes 0 (explicit batch is implied); 8.x needs the EXPLICIT_BATCH bit
+            assert flags == (0 if version.startswith("10.") else 1)
+            return Network()
+
+        def create_builder_config(self):
+            return Config()
+
+        def create_optimization_profile(self):
+            return Profile()
+
+        def build_serialized_network(self, network, config):
+            Builder.built += 1
+            return network.onnx_bytes
+
+    class Context:
+        def __init__(self, engine):
+            self.engine, self.shapes, self.addresses = engine, {}, {}
+
+        def _infer_shapes(self, name, shape):
+            self.shapes[name] = tuple(shape)
+            outs = self.engine.session.run(None, {name: np.zeros(shape, dtype=np.float32)})
+            for meta, value in zip(self.engine.session.get_outputs(), outs):
+                self.shapes[meta.name] = value.shape
+
+        def _run(self, address_of):
+            inp = self.engine.session.get_inputs()[0].name
+            shape = self.shapes[inp]
+            buf = (ctypes.c_float * int(np.prod(shape))).from_address(address_of(inp))
+            x = np.ctypeslib.as_array(buf).reshape(shape).copy()
+            for meta, value in zip(self.engine.session.get_outputs(), self.engine.session.run(None, {inp: x})):
+                value = np.ascontiguousarray(value, dtype=np.float32)
+                ctypes.memmove(address_of(meta.name), value.ctypes.data, value.nbytes)
+            return True
+
+        # TensorRT 10 (and 8.5+) tensor-name API
+        def set_input_shape(self, name, shape):
+            self._infer_shapes(name, shape)
+            return True
+
+        def get_tensor_shape(self, name):
+            return self.shapes[name]
+
+        def set_tensor_address(self, name, ptr):
+            self.addresses[name] = ptr
+            return True
+
+        def execute_async_v3(self, stream_handle):
+            return self._run(lambda n: self.addresses[n])
+
+        # TensorRT 8.x bindings API
+        def set_binding_shape(self, index, shape):
+            self._infer_shapes(self.engine.names[index], shape)
+            return True
+
+        def get_binding_shape(self, index):
+            return self.shapes[self.engine.names[index]]
+
+        def execute_async_v2(self, bindings, stream_handle):
+            return self._run(lambda n: bindings[self.engine.names.index(n)])
+
+    class Engine:
+        def __init__(self, plan):
+            self.session = ort.InferenceSession(plan, providers=["CPUExecutionProvider"])
+            self.inputs = [i.name for i in self.session.get_inputs()]
+            outputs = [o.name for o in self.session.get_outputs()]
+            # an output listed before the input: TensorRT does not promise inputs come first
+            self.names = outputs[-1:] + self.inputs + outputs[:-1]
+
+        def create_execution_context(self):
+            return Context(self)
+
+    class Engine10(Engine):
+        @property
+        def num_io_tensors(self):
+            return len(self.names)
+
+        def get_tensor_name(self, i):
+            return self.names[i]
+
+        def get_tensor_mode(self, name):
+            return TensorIOMode.INPUT if name in self.inputs else TensorIOMode.OUTPUT
+
+        def get_tensor_dtype(self, name):
+            return "FLOAT"
+
+    class Engine8(Engine):
+        @property
+        def num_bindings(self):
+            return len(self.names)
+
+        def get_binding_name(self, i):
+            return self.names[i]
+
+        def binding_is_input(self, i):
+            return self.names[i] in self.inputs
+
+        def get_binding_dtype(self, i):
+            return "FLOAT"
+
+    class Runtime:
+        def __init__(self, logger):
+            pass
+
+        def deserialize_cuda_engine(self, plan):
+            return (Engine10 if version.startswith("10.") else Engine8)(plan)
+
+    trt.Logger, trt.TensorIOMode, trt.Builder, trt.OnnxParser, trt.Runtime = (
+        Logger, TensorIOMode, Builder, Parser, Runtime)
+    trt.NetworkDefinitionCreationFlag = types.SimpleNamespace(EXPLICIT_BATCH=0)
+    trt.MemoryPoolType = types.SimpleNamespace(WORKSPACE="WORKSPACE")
+    trt.BuilderFlag = types.SimpleNamespace(FP16="FP16")
+    trt.nptype = lambda dtype: {"FLOAT": np.float32}[dtype]
+    return trt
+
+
+def _fake_cudart():
+    rt = types.ModuleType("cuda.bindings.runtime")
+    memory = {}
+
+    def malloc(nbytes):
+        buf = np.zeros(nbytes, dtype=np.uint8)
+        memory[buf.ctypes.data] = buf
+        return 0, buf.ctypes.data
+
+    def memcpy(dst, src, count, kind, stream):
+        ctypes.memmove(dst, src, count)
+        return (0,)
+
+    rt.cudaSetDevice = lambda device: (0,)
+    rt.cudaGetDeviceProperties = lambda device: (0, types.SimpleNamespace(
+        name=b"Fake Orin", major=8, minor=7, multiProcessorCount=16))
+    rt.cudaStreamCreate = lambda: (0, object())
+    rt.cudaStreamSynchronize = lambda stream: (0,)
+    rt.cudaStreamDestroy = lambda stream: (0,)
+    rt.cudaMalloc = malloc
+    rt.cudaFree = lambda ptr: (0 if memory.pop(ptr, None) is not None else 1,)
+    rt.cudaMemcpyAsync = memcpy
+    rt.cudaMemcpyKind = types.SimpleNamespace(cudaMemcpyHostToDevice=1, cudaMemcpyDeviceToHost=2)
+    rt.memory = memory
+    return rt
+
+
+@pytest.fixture(scope="module")
+def tiny_bundle(tmp_path_factory):
+    d = tmp_path_factory.mktemp("tiny")
+    src = str(d / "tiny.onnx")
+    onnx.save(make_tiny_multi_exit(), src)
+    return build_bundle(src, list(CUTS), EXITS, str(d / "bundle"))
+
+
+@pytest.fixture(params=["10.3.0", "8.4.1"])
+def fake_trt(request, monkeypatch):
+    trt, rt = _fake_tensorrt(request.param), _fake_cudart()
+    cuda = types.ModuleType("cuda")
+    bindings = types.ModuleType("cuda.bindings")
+    cuda.bindings, bindings.runtime = bindings, rt
+    for name, module in (("tensorrt", trt), ("cuda", cuda), ("cuda.bindings", bindings),
+                         ("cuda.bindings.runtime", rt)):
+        monkeypatch.setitem(sys.modules, name, module)
+    return trt, rt
+
+
+def test_tensorrt_backend_matches_onnxruntime_and_caches_the_plan(tiny_bundle, fake_trt, tmp_path):
+    """Tensor-name API (TensorRT 10) and bindings API (8.x): chained stages give onnxruntime's
+    outputs; the plan is built once per stage and reused from the cache; buffers are freed."""
+    from engines import load_engine
+
+    trt, rt = fake_trt
+    x = np.random.default_rng(3).standard_normal((1, 1, 8, 8)).astype(np.float32)
+    for _ in range(2):
+        t, r = x, x
+        for stage in tiny_bundle.stages:
+            engine = load_engine(stage, backend="tensorrt", cache_dir=str(tmp_path))
+            assert engine.info["backend"] == "tensorrt" and engine.info["device"] == "Fake Orin"
+            assert engine.info["api"] == ("tensor-name" if trt.__version__.startswith("10.") else "bindings")
+            ref = load_engine(stage, backend="onnxruntime").run(r)
+            out = engine.run(t)
+            for got, want in ((out.features, ref.features), (out.logits, ref.logits)):
+                assert (got is None) == (want is None)
+                if got is not None:
+                    assert np.max(np.abs(got - want)) <= 1e-6
+            engine.close()
+            t, r = out.features, ref.features
+        assert trt.Builder.built == len(tiny_bundle.stages)  # second round: all from the cache
+    assert len(list(tmp_path.glob("*.plan"))) == len(tiny_bundle.stages)
+    assert rt.memory == {}
+
+
+def test_auto_prefers_tensorrt_when_installed(tiny_bundle, fake_trt, tmp_path):
+    """backend=auto picks TensorRT when the package imports; fp16 is passed to the builder key."""
+    from engines import load_engine
+
+    engine = load_engine(tiny_bundle.stages[0], backend="auto", precision="fp16", cache_dir=str(tmp_path))
+    assert engine.info["backend"] == "tensorrt" and engine.info["precision"] == "fp16"
+    engine.close()
