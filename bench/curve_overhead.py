@@ -20,7 +20,12 @@ import zmq
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from agent.security import CurveSecurity, NoSecurity, generate_keypair, load_secret_key_file  # noqa: E402
+from agent.security import (  # noqa: E402
+    CurveSecurity,
+    NoSecurity,
+    generate_keypair,
+    load_secret_key_file,
+)
 
 
 def _securities():

@@ -184,9 +184,9 @@ def test_curve_agents_serve_tasks_and_a_stranger_gets_no_frame_in(tiny_bundle, t
     nor its PUB (no heartbeat received)."""
     import dataclasses
 
-    from .agent_cluster import Cluster
-
     from engines.bundle import load_bundle
+
+    from .agent_cluster import Cluster
 
     stages = load_bundle(tiny_bundle).num_stages
     nodes = dict([("s1", 0)] + [("w%d" % h, h) for h in range(1, stages + 1)])
@@ -249,3 +249,37 @@ def test_curve_agents_serve_tasks_and_a_stranger_gets_no_frame_in(tiny_bundle, t
             s.close(0)
         ctx.term()
         cluster.stop_all()
+
+
+def test_run_refuses_a_secret_key_others_can_read(tiny_bundle, tmp_path):
+    """`edge-agent run` with a 0644 secret key exits 2 with one line naming the file and the fix."""
+    import dataclasses
+    import os
+    import subprocess
+    import sys
+
+    from agent.config import dump_config
+
+    from .agent_cluster import REPO, Cluster
+
+    keydir = tmp_path / "keys"
+    keys = {}
+    for n in ("s1", "w1"):
+        public_file, _ = generate_keypair(str(keydir), n)
+        keys[n] = load_secret_key_file(public_file + "_secret")[0].decode()
+    secret = str(keydir / "w1.key_secret")
+    os.chmod(secret, 0o644)
+    cluster = Cluster(str(tmp_path), tiny_bundle, {"s1": 0, "w1": 1})
+    cfg = cluster.config("w1")
+    cfg = dataclasses.replace(
+        cfg, security="curve", secret_key_path=secret, public_key_path=str(keydir / "w1.key"),
+        peers=tuple(dataclasses.replace(p, public_key=keys[p.id]) for p in cfg.peers
+                    if p.id in keys))
+    path = tmp_path / "w1.toml"
+    path.write_text(dump_config(cfg))
+    proc = subprocess.run([sys.executable, "-m", "agent", "run", "--config", str(path)],
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True,
+                          cwd=REPO, env=dict(os.environ, PYTHONPATH=REPO), timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    errors = [ln for ln in proc.stderr.splitlines() if "error:" in ln]
+    assert len(errors) == 1 and secret in errors[0] and "chmod 600" in errors[0], proc.stderr
