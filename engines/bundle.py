@@ -123,6 +123,8 @@ def read_manifest(path: str) -> Tuple[str, Dict[str, Any]]:
             obj = json.load(f)
     except ValueError as exc:
         raise BundleError("%s: not valid JSON (%s)" % (manifest_path, exc))
+    except OSError as exc:
+        raise BundleError("%s: cannot read (%s)" % (manifest_path, exc.strerror or exc))
     if not isinstance(obj, dict):
         raise BundleError("%s: the manifest must be a JSON object" % manifest_path)
     return directory, obj
