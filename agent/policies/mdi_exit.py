@@ -5,7 +5,8 @@ the caller owns (``WorkerQueues``): the input queue I_n (tasks it will process i
 output queue O_n (tasks waiting to be offloaded to a one-hop neighbour). A task is one data item
 at one stage: processing it runs that stage (tau_k in the paper).
 
-How a node uses this module (the simulator and the agent do exactly this):
+How a node uses this module (the simulator, ``agent.sim.mdi_exit``, does all four; the agent,
+``agent.routing_mdi``, whose workers hold one stage each, does 2-4):
 
 1. Alg. 1, worker loop: pop the head of ``input_queue``, run the stage, get the head's logits and
    ``head_confidence(logits)`` (eqs. 1-2, max softmax). ``next_step(...)`` says EXIT (answer goes
