@@ -81,3 +81,15 @@ def make_tiny_multi_exit(seed: int = 0, skip: bool = False, opset: int = 17) -> 
     model.ir_version = 8  # readable by onnxruntime 1.15+ (the Python 3.8 pin)
     onnx.checker.check_model(model)
     return model
+
+
+def build_tiny_bundle(directory: str, seed: int = 0):
+    """Write the tiny graph to ``directory/tiny.onnx`` and cut it into ``directory/bundle``
+    (3 stages, exits at stages 1 and 2); returns the loaded ``Bundle``."""
+    import os
+
+    from engines.build import build_bundle
+
+    src = os.path.join(directory, "tiny.onnx")
+    onnx.save(make_tiny_multi_exit(seed=seed), src)
+    return build_bundle(src, list(CUTS), dict(EXITS), os.path.join(directory, "bundle"))

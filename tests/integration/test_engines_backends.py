@@ -5,25 +5,20 @@ from __future__ import annotations
 import logging
 
 import numpy as np
-import onnx
 import pytest
 
 from agent.errors import UsageError
 from engines import EngineInputError, EngineUnavailable, load_bundle, load_engine
-from engines.build import build_bundle
 from engines.demo import DEMO_BUNDLE_DIR
 from engines.engine import tensorrt_available
 from engines.ort_backend import choose_providers
-from engines.tiny_model import CUTS, EXITS, make_tiny_multi_exit
+from engines.tiny_model import build_tiny_bundle
 from engines.trt_backend import plan_cache_key
 
 
 @pytest.fixture(scope="module")
 def tiny_bundle(tmp_path_factory):
-    d = tmp_path_factory.mktemp("tiny")
-    src = str(d / "tiny.onnx")
-    onnx.save(make_tiny_multi_exit(), src)
-    return build_bundle(src, list(CUTS), EXITS, str(d / "bundle"))
+    return build_tiny_bundle(str(tmp_path_factory.mktemp("tiny")))
 
 
 def test_wrong_shape_or_dtype_names_expected_and_got(tiny_bundle):

@@ -15,12 +15,10 @@ import sys
 import types
 
 import numpy as np
-import onnx
 import onnxruntime as ort
 import pytest
 
-from engines.build import build_bundle
-from engines.tiny_model import CUTS, EXITS, make_tiny_multi_exit
+from engines.tiny_model import build_tiny_bundle
 
 
 def _fake_tensorrt(version):
@@ -218,10 +216,7 @@ def _fake_cudart():
 
 @pytest.fixture(scope="module")
 def tiny_bundle(tmp_path_factory):
-    d = tmp_path_factory.mktemp("tiny")
-    src = str(d / "tiny.onnx")
-    onnx.save(make_tiny_multi_exit(), src)
-    return build_bundle(src, list(CUTS), EXITS, str(d / "bundle"))
+    return build_tiny_bundle(str(tmp_path_factory.mktemp("tiny")))
 
 
 @pytest.fixture(params=["10.3.0", "8.4.1"])

@@ -5,19 +5,15 @@ from __future__ import annotations
 import json
 import os
 
-import onnx
 import pytest
 
-from engines.build import build_bundle
 from engines.bundle import MANIFEST_NAME, BundleError, load_bundle
-from engines.tiny_model import CUTS, EXITS, make_tiny_multi_exit
+from engines.tiny_model import build_tiny_bundle
 
 
 @pytest.fixture()
 def bundle_dir(tmp_path):
-    src = str(tmp_path / "tiny.onnx")
-    onnx.save(make_tiny_multi_exit(), src)
-    return build_bundle(src, list(CUTS), EXITS, str(tmp_path / "bundle")).path
+    return build_tiny_bundle(str(tmp_path)).path
 
 
 def _edit(bundle_dir, change):
