@@ -6,8 +6,9 @@
   and keeps one DEALER per peer (ROUTING_ID = node id) to send tasks/results; the peer's ACKs
   come back on that DEALER. DEALERs use IMMEDIATE so a send to a dead peer fails at once
   instead of queueing, and the node re-sends elsewhere.
-- Every socket: LINGER 0 (shutdown never blocks), MAXMSGSIZE on receivers (oversized frames
-  are dropped by ZeroMQ before they reach Python), and the security object applied
+- Every socket: LINGER 0 (shutdown never blocks), MAXMSGSIZE (twice ``max_message_bytes``:
+  ZeroMQ disconnects a peer sending more; the node loop counts and drops anything above
+  ``max_message_bytes``), and the security object applied
   (``apply_server`` on bound sockets, ``apply_client`` with the peer's public key on the rest).
 
 The transport does no decoding and keeps no policy state: ``poll`` returns raw events and the
@@ -66,7 +67,9 @@ class Transport:
     def _socket(self, kind: int) -> zmq.Socket:
         s = self.ctx.socket(kind)
         s.setsockopt(zmq.LINGER, 0)
-        s.setsockopt(zmq.MAXMSGSIZE, self.max_message_bytes)
+        # ZeroMQ cuts off (disconnects) a peer sending frames above twice the limit, so memory
+        # stays bounded; messages between the limit and that reach the loop and are counted.
+        s.setsockopt(zmq.MAXMSGSIZE, 2 * self.max_message_bytes + 65536)
         self._sockets.append(s)
         return s
 

@@ -34,12 +34,20 @@ def build_tiny_bundle(directory: str) -> str:
     model_path = os.path.join(directory, "tiny.onnx")
     onnx.save(make_tiny_multi_exit(seed=1), model_path)
     out = os.path.join(directory, "bundle")
-    build_bundle(model_path, ["c1"], {1: "e1"}, out, final_output=FINAL)
+    # One cut after the second conv: stage 1 carries exit head e1, stage 2 the final head.
+    build_bundle(model_path, ["c2"], {1: "e1"}, out, final_output=FINAL)
     rng = np.random.default_rng(0)
     np.savez(os.path.join(directory, "replay.npz"),
              x=rng.normal(size=(64, 1, 8, 8)).astype(np.float32),
              y=rng.integers(0, 3, size=64).astype(np.int64))
     return out
+
+
+def stage_flops(bundle: str, stage: int) -> float:
+    """alpha of ``stage`` in ``bundle`` (to set emulated capacities in service times)."""
+    from engines.bundle import load_bundle
+
+    return float(load_bundle(bundle).stage(stage).flops)
 
 
 def free_port() -> int:

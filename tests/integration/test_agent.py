@@ -8,9 +8,7 @@ import sys
 
 import pytest
 
-from tests.integration.agent_cluster import REPO, Cluster, build_tiny_bundle
-
-STAGE1_FLOPS = 2316  # MACs of stage 1 of the tiny model's 2-stage cut
+from tests.integration.agent_cluster import REPO, Cluster, build_tiny_bundle, stage_flops
 
 
 @pytest.fixture(scope="module")
@@ -52,8 +50,8 @@ def test_dtoee_moves_routing_mass_to_the_faster_worker(bundle, tmp_path):
     c = Cluster(str(tmp_path), bundle, {"s1": 0, "w1a": 1, "w1b": 1, "w2": 2}, policy="dtoee",
                 slot_length_s=1.0, rounds_per_slot=10, round_interval_s=0.03)
     try:
-        c.start("w1a", emulate_capacity_flops=STAGE1_FLOPS * 20.0)  # 50 ms per task
-        c.start("w1b", emulate_capacity_flops=STAGE1_FLOPS * 200.0)  # 5 ms per task
+        c.start("w1a", emulate_capacity_flops=stage_flops(bundle, 1) * 20.0)  # 50 ms per task
+        c.start("w1b", emulate_capacity_flops=stage_flops(bundle, 1) * 200.0)  # 5 ms per task
         c.start("w2")
         c.start("s1", arrival_rate_tasks_s=15.0, max_tasks=75)
         c.wait_for(lambda: c.finished("s1", 75), 120, "75 tasks answered")
