@@ -24,7 +24,8 @@ import datetime
 import logging
 import os
 import stat
-from typing import Iterable, List, Optional, Sequence, Tuple
+import time
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 from agent.errors import UsageError
 
@@ -130,17 +131,28 @@ class CurveSecurity:
 
 
 class _AllowList:
-    """Credentials provider for pyzmq's authenticator: a fixed set of z85 public keys."""
+    """Credentials provider for pyzmq's authenticator: a fixed set of z85 public keys.
 
-    def __init__(self, keys: frozenset) -> None:
+    A refused peer reconnects every few hundred milliseconds, so each key is logged at most
+    once per ``log_interval_s`` (with the number of refusals since).
+    """
+
+    def __init__(self, keys: frozenset, log_interval_s: float = 60.0) -> None:
         self.keys = keys
+        self.log_interval_s = log_interval_s
+        self._refused: Dict[bytes, List[float]] = {}  # key -> [last log time, refusals since]
 
     def callback(self, domain: str, key: bytes) -> bool:
-        ok = key in self.keys
-        if not ok:
-            log.warning("CURVE handshake refused for unknown public key %s",
-                        key.decode("ascii", "replace"))
-        return ok
+        if key in self.keys:
+            return True
+        now = time.monotonic()
+        entry = self._refused.setdefault(key, [-1e18, 0])
+        entry[1] += 1
+        if now - entry[0] >= self.log_interval_s:
+            log.warning("CURVE handshake refused for unknown public key %s (%d refusal(s))",
+                        key.decode("ascii", "replace"), entry[1])
+            entry[0], entry[1] = now, 0
+        return False
 
 
 def build_security(mode: str, secret_key_file: Optional[str] = None,

@@ -154,3 +154,13 @@ def test_security_from_node_config_allows_peer_keys_and_the_allowed_keys_dir(tmp
     os.chmod(me_sec, 0o644)
     with pytest.raises(SecurityError, match="chmod 600"):
         security_from_config(cfg)
+
+
+def test_refused_keys_are_logged_once_per_interval_not_per_reconnect(caplog):
+    from agent.security import _AllowList
+
+    allow = _AllowList(frozenset([b"k" * 40]), log_interval_s=3600.0)
+    assert allow.callback("*", b"k" * 40) is True
+    for _ in range(50):
+        assert allow.callback("*", b"x" * 40) is False
+    assert caplog.text.count("CURVE handshake refused") == 1
