@@ -146,6 +146,7 @@ class Node:
             if now >= nxt["tick"]:
                 nxt["tick"] = now + self.policy.tick_interval_s
                 self._publish(self.policy.on_tick(self._refresh_view(), now))
+                self._retry_waiting(now)
             if now >= nxt["slot"]:
                 nxt["slot"] = now + self.cfg.slot_length_s
                 self._slot(now)
@@ -442,6 +443,10 @@ class Node:
         for peer in list(self.view.alive):
             if now - self.last_heard.get(peer, -1e18) > limit:
                 self._set_alive(peer, False)
+        self._retry_waiting(now)
+
+    def _retry_waiting(self, now: float) -> None:
+        """Offer held tasks to the policy again (a successor came back, queues changed)."""
         if self.waiting and self.view.alive_successors():
             items, self.waiting = self.waiting, []
             for item in items:
@@ -457,10 +462,8 @@ class Node:
         if self.hooks:
             self.hooks.metrics.neighbour_alive(peer, alive)
         self.policy.on_peers_changed(self._refresh_view())
-        if alive and self.waiting:
-            items, self.waiting = self.waiting, []
-            for item in items:
-                self._send(item, self.clock())
+        if alive:
+            self._retry_waiting(self.clock())
 
     def _slot(self, now: float) -> None:
         if self.cfg.role == "worker":
