@@ -154,15 +154,19 @@ def measure_stage(
     sample_interval_s: float = 0.5,
     progress: Optional[ProgressBar] = None,
     clock: Callable[[], float] = time.perf_counter,
+    check: Optional[Callable[[], None]] = None,
 ) -> StageMeasurement:
     """Warm up for ``warmup_s`` (at least 3 runs), then time ``run(x)`` back to back for
-    ``seconds`` (at least 5 runs) and summarise; see the module docstring."""
+    ``seconds`` (at least 5 runs) and summarise; see the module docstring. ``check`` is called
+    after every run; it may raise to stop the measurement (a pending SIGTERM)."""
     total_s = warmup_s + seconds
     t_begin = clock()
     runs = 0
     while runs < 3 or clock() - t_begin < warmup_s:
         run(x)
         runs += 1
+        if check is not None:
+            check()
         if progress is not None:
             progress.update(clock() - t_begin, total_s, "warm-up")
     readings: List[Reading] = []
@@ -174,6 +178,8 @@ def measure_stage(
         run(x)
         t1 = clock()
         times.append(t1 - t0)
+        if check is not None:
+            check()
         if sampler is not None and t1 >= next_sample:
             readings.append(sampler.read())
             next_sample = t1 + sample_interval_s

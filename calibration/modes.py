@@ -41,8 +41,10 @@ def switch_mode(
     settle_polls: int = 2,
     expected_gpu_max_khz: Optional[float] = None,
     clock: Callable[[], float] = time.monotonic,
+    check: Optional[Callable[[], None]] = None,
 ) -> Reading:
-    """Switch to ``mode`` and return the first reading taken once it is verified active."""
+    """Switch to ``mode`` and return the first reading taken once it is verified active.
+    ``check`` is called after every update; it may raise to give up (a pending SIGTERM)."""
     if not mode.settable:
         raise ModeUnavailable(
             "nvpmodel can only switch to %s (id %d) with a reboot; calibrate it after selecting it "
@@ -59,6 +61,8 @@ def switch_mode(
     seen = "no update"
     while clock() < deadline:
         device.wait()
+        if check is not None:
+            check()
         state = device.current_mode()
         reading = device.read()
         seen = "mode id %d, switching %s, GPU max %s kHz" % (
@@ -163,7 +167,12 @@ class ModeKeeper:
         self._restore_to(saved)
         return str(saved.get("name"))
 
-    def switch(self, mode: ModeInfo, expected_gpu_max_khz: Optional[float] = None) -> Reading:
+    def switch(
+        self,
+        mode: ModeInfo,
+        expected_gpu_max_khz: Optional[float] = None,
+        check: Optional[Callable[[], None]] = None,
+    ) -> Reading:
         """Save the original mode (first time only), then ``switch_mode`` to ``mode``."""
         if not self._saved:
             now = self.device.current_mode()
@@ -175,6 +184,7 @@ class ModeKeeper:
             timeout_s=self.switch_timeout_s,
             expected_gpu_max_khz=expected_gpu_max_khz,
             clock=self.clock,
+            check=check,
         )
 
     def restore(self) -> None:

@@ -88,8 +88,20 @@ def _signals(handler: Callable[[int, Any], None]) -> Iterator[None]:
             signal.signal(signum, previous)
 
 
-def _raise_interrupted(signum: int, frame: Any) -> None:
-    raise CalibrationInterrupted(signum)
+class _StopFlag:
+    """Signal handler that only records the signal; ``check()`` raises it from plain Python
+    code. Raising inside the handler could land in C code (onnxruntime, numpy) that checks
+    for signals and drops the error, and the run would go on as if nothing happened."""
+
+    def __init__(self) -> None:
+        self.signum: Optional[int] = None
+
+    def handler(self, signum: int, frame: Any) -> None:
+        self.signum = signum
+
+    def check(self) -> None:
+        if self.signum is not None:
+            raise CalibrationInterrupted(self.signum)
 
 
 def _defer_signal(signum: int, frame: Any) -> None:
@@ -100,7 +112,7 @@ def _defer_signal(signum: int, frame: Any) -> None:
 
 
 def parse_modes(text: str) -> Optional[Tuple[int, ...]]:
-    """ "all"/"current" -> None (the caller checks the word); "0,2" -> (0, 2); else UsageError."""
+    """Parse --modes: "all" or "current" -> None; "0,2" -> (0, 2); anything else: UsageError."""
     text = text.strip()
     if text in ("all", "current"):
         return None
@@ -181,6 +193,7 @@ def _measure_mode(
             warmup_s=cfg.warmup_s,
             sampler=sampler,
             progress=ctx["progress"],
+            check=ctx["stop"].check,
         )
         ctx["progress"].finish(
             "median %.3f ms, p90 %.3f ms, mu %.3g FLOP/s%s"
@@ -246,7 +259,7 @@ def _jetson_path(ctx: dict, device: jtop_adapter.JetsonDevice, result: Calibrati
     try:
         for mode in modes:
             try:
-                keeper.switch(mode, expected_gpu_max_khz=caps.get(mode.name))
+                keeper.switch(mode, expected_gpu_max_khz=caps.get(mode.name), check=ctx["stop"].check)
             except ModeUnavailable as exc:
                 logger.warning("power mode %s (id %d) unavailable: %s", mode.name, mode.id, exc)
                 u = profile.UnavailableMode(ident.board, ident.l4t, mode.name, str(exc), _utc_now(), mode.id)
@@ -296,7 +309,8 @@ def calibrate(
     except filelock.Timeout:
         raise UsageError("another calibration is running (state directory %s is locked)" % cfg.state_dir)
     try:
-        with _signals(_raise_interrupted), contextlib.ExitStack() as stack:
+        stop = _StopFlag()
+        with _signals(stop.handler), contextlib.ExitStack() as stack:
             stages = [bundle.stages[i - 1] for i in wanted]
             engines = {}
             for s in stages:
@@ -323,12 +337,14 @@ def calibrate(
                 "engines": engines,
                 "ident": ident,
                 "progress": ProgressBar(stream if stream is not None else sys.stderr),
+                "stop": stop,
             }
             if device is not None:
                 ctx["ident"] = host.HostIdentity(ident.board, ident.l4t, device.jetpack())
                 _jetson_path(ctx, device, result)
             else:
                 result.entries += _measure_mode(ctx, host.read_cpu_mode_name(), None, CpuSampler(), None)
+            stop.check()  # a signal during the last write still ends the run as interrupted
     finally:
         lock.release()
     written = profile.load_profile(cfg.profile_path)
