@@ -154,10 +154,14 @@ def test_original_mode_restored_on_signal(tmp_path, bundle_dir, signum):
     """SIGTERM/SIGINT to a real calibration process: it restores the original mode and exits 128+N."""
     board = new_board(tmp_path / "board.json", mode=1)
     proc = _start(tmp_path, bundle_dir, board)
-    _wait_measuring(proc, tmp_path, board)
-    assert os.path.exists(str(tmp_path / "state" / ORIGINAL_MODE_FILE))
-    proc.send_signal(signum)
-    rc = proc.wait(timeout=120)
+    try:
+        _wait_measuring(proc, tmp_path, board)
+        assert os.path.exists(str(tmp_path / "state" / ORIGINAL_MODE_FILE))
+        proc.send_signal(signum)
+        rc = proc.wait(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
     stderr = open(str(tmp_path / "stderr.txt")).read()
     assert rc == 128 + signum, stderr
     state = read_board(board)
@@ -170,9 +174,11 @@ def test_next_run_restores_after_a_crashed_run(tmp_path, bundle_dir):
     original mode first (and then measures in it)."""
     board = new_board(tmp_path / "board.json", mode=1)
     proc = _start(tmp_path, bundle_dir, board)
-    _wait_measuring(proc, tmp_path, board)
-    proc.kill()
-    proc.wait(timeout=60)
+    try:
+        _wait_measuring(proc, tmp_path, board)
+    finally:
+        proc.kill()
+        proc.wait(timeout=60)
     assert read_board(board)["mode"] == 0
     state_dir = tmp_path / "state"
     with open(str(state_dir / ORIGINAL_MODE_FILE)) as f:
