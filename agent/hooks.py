@@ -7,6 +7,7 @@ no state directory, no estimator) every call does nothing, so the loop never dep
   ``watchdog_interval_s`` (from the main loop, not a thread, so a stuck loop stops the pings);
 - ``on_service(done)`` after each inference: feeds the online capacity estimator and metrics;
 - ``refresh(view)`` before a policy reads the view: current mu and service time, queue gauges;
+- ``gauges(view, routing, thresholds)`` every heartbeat: queue lengths, mu, routing, thresholds;
 - ``save_state(dict)`` each slot: the policy's state, atomically (``StateStore``).
 """
 
@@ -62,6 +63,17 @@ class NodeHooks:
         else:
             view.capacity_flops = self.capacity_flops
             view.service_time_s = self.service_time_s
+
+    def gauges(self, view: Any, routing: Dict[str, float], thresholds: Dict[int, float]) -> None:
+        m = self.metrics
+        m.queue_length("input", view.input_queue)
+        m.queue_length("output", view.output_queue)
+        if view.capacity_flops:
+            m.capacity(view.capacity_flops)
+        for dst, p in routing.items():
+            m.routing(dst, p)
+        for stage, c in thresholds.items():
+            m.threshold(stage, c)
 
     def save_state(self, state: Dict[str, Any]) -> None:
         if self.state_store is None:

@@ -49,7 +49,7 @@ class Pending:
 
     id: str
     x: np.ndarray
-    label: int
+    label: int  # -1 when unknown (a client's task)
     created_wall: float
     created_mono: float
     attempt: int = 0
@@ -112,8 +112,9 @@ class SourceBook:
             return None
         self.completed += 1
         self._record(task.id, "completed", task.created_wall, task.created_mono, wall, mono,
-                     exit_stage=fields["exit_stage"], cls=fields["cls"], label=task.label,
-                     correct=(task.label >= 0 and fields["cls"] == task.label),
+                     exit_stage=fields["exit_stage"], cls=fields["cls"],
+                     label=task.label if task.label >= 0 else None,
+                     correct=(fields["cls"] == task.label) if task.label >= 0 else None,
                      confidence=fields["confidence"], hops=fields["hops"],
                      resends=task.resends + fields["resends"], attempts=task.attempt + 1,
                      worker=fields["worker"])

@@ -6,9 +6,13 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
+import zmq
 
-from tests.integration.agent_cluster import REPO, Cluster, build_tiny_bundle, stage_flops
+from agent import wire
+from agent.wire import Kind
+from tests.integration.agent_cluster import REPO, Cluster, build_tiny_bundle, free_port, stage_flops
 
 
 @pytest.fixture(scope="module")
@@ -17,11 +21,11 @@ def bundle(tmp_path_factory):
 
 
 def test_every_created_task_is_recorded_once_and_sigterm_shuts_down_cleanly(bundle, tmp_path):
-    """Source -> 2 stage-1 workers -> 1 stage-2 worker with the fixed policy: each created task
-    has exactly one record (completed, with exit stage, class, label and confidence), and every
+    """Source -> 2 stage-1 workers -> 1 stage-2 worker with the fixed policy and emulated links:
+    each created task has exactly one record (completed, with exit stage, class, label and confidence), and every
     agent exits 0 on SIGTERM."""
     c = Cluster(str(tmp_path), bundle, {"s1": 0, "w1a": 1, "w1b": 1, "w2": 2}, policy="fixed",
-                thresholds=(0.6, 1.0))
+                thresholds=(0.6, 1.0), emulate_links=True)
     try:
         for n in ("w1a", "w1b", "w2"):
             c.start(n)
@@ -72,3 +76,41 @@ def test_bad_config_fails_with_one_line_naming_the_field(tmp_path):
     assert out.returncode == 2
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1 and "data_bind: must be a ZeroMQ endpoint" in lines[0], out.stderr
+
+
+def test_a_local_client_pushes_tasks_and_gets_each_result_back(bundle, tmp_path):
+    """arrival = "client": tasks pushed over the source's client socket are answered with a
+    RESULT carrying the client's own id; a task of the wrong shape is counted and dropped."""
+    port = free_port()
+    c = Cluster(str(tmp_path), bundle, {"s1": 0, "w1": 1, "w2": 2})
+    ctx = zmq.Context()
+    try:
+        c.start("w1")
+        c.start("w2")
+        c.start("s1", arrival="client", client_bind="tcp://127.0.0.1:%d" % port)
+        c.wait_for(lambda: c.alive_at("s1", ["w1"]), 60, "source to hear w1")
+        client = ctx.socket(zmq.DEALER)
+        client.setsockopt(zmq.LINGER, 0)
+        client.connect("tcp://127.0.0.1:%d" % port)
+        fields = {"source": "me", "stage": 1, "attempt": 0, "created": 0.0, "hops": 0,
+                  "resends": 0}
+        bad = np.zeros((1, 3, 8, 8), np.float32)
+        client.send_multipart(wire.encode(Kind.TASK, "cam", dict(fields, id="bad"), [bad]))
+        for i in range(5):
+            x = np.full((1, 1, 8, 8), i / 5.0, np.float32)
+            client.send_multipart(wire.encode(Kind.TASK, "cam", dict(fields, id="q%d" % i), [x]))
+        got = {}
+        poller = zmq.Poller()
+        poller.register(client, zmq.POLLIN)
+        while len(got) < 5 and poller.poll(60000):
+            msg = wire.decode(client.recv_multipart())
+            got[msg.fields["id"]] = msg
+        c.wait_for(lambda: (c.stats("s1") or {}).get("counters", {}).get("drop_bad_shape") == 1,
+                   30, "the bad task counted")
+    finally:
+        c.stop_all()
+        ctx.destroy(linger=0)
+    assert sorted(got) == ["q%d" % i for i in range(5)]
+    assert all(m.kind == Kind.RESULT and m.fields["exit_stage"] in (1, 2) for m in got.values())
+    recs = c.records("s1")
+    assert len(recs) == 5 and all(r["status"] == "completed" and r["label"] is None for r in recs)
