@@ -251,6 +251,7 @@ class Node(SourceRole, WorkerRole):
                 self.waiting.append(item)
                 return
             item.dest = dest
+            self.counters["sent_to_" + dest] += 1  # the routing actually used, per successor
         tensors = [] if item.tensor is None else [item.tensor]
         item.fields["resends"] = item.fields.get("resends", 0)
         frames = wire.encode(item.kind, self.cfg.node_id, item.fields, tensors)
