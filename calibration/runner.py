@@ -236,7 +236,13 @@ def _jetson_path(ctx: dict, device: jtop_adapter.JetsonDevice, result: Calibrati
     cfg: CalibrationConfig = ctx["cfg"]
     ident: host.HostIdentity = ctx["ident"]
     keeper = ModeKeeper(device, cfg.state_dir, cfg.switch_timeout_s)
-    keeper.recover()
+    try:
+        keeper.recover()
+    except ModeUnavailable as exc:
+        raise UsageError(
+            "a previous calibration saved the original power mode in %s but it cannot be restored "
+            "(%s); set it by hand (sudo nvpmodel -m ID) and delete that file" % (keeper.path, exc)
+        )
     modes = device.modes()
     ids = parse_modes(cfg.modes)
     if cfg.modes.strip() == "current":

@@ -207,3 +207,16 @@ def test_unknown_mode_id_is_a_usage_error(tmp_path, bundle_dir):
     with pytest.raises(UsageError, match="no power mode with id 9.*0=MODE_15W_2CORE"):
         runner.calibrate(_config(tmp_path, bundle_dir, modes="1,9"), jtop_module=fake_module(board))
     assert read_board(board)["requests"] == []
+
+
+def test_saved_mode_that_cannot_be_restored_is_a_clear_error(tmp_path, bundle_dir):
+    """If the mode saved by a dead run cannot be restored, the run stops with one line saying
+    how to fix it by hand, and the saved file is kept."""
+    board = new_board(tmp_path / "board.json", mode=0, stuck=[2])
+    state_dir = tmp_path / "state"
+    state_dir.mkdir()
+    (state_dir / ORIGINAL_MODE_FILE).write_text(json.dumps({"id": 2, "name": MODELS[2]}))
+    cfg = _config(tmp_path, bundle_dir, switch_timeout_s=0.3)
+    with pytest.raises(UsageError, match="cannot be restored.*nvpmodel -m"):
+        runner.calibrate(cfg, jtop_module=fake_module(board), stream=io.StringIO())
+    assert (state_dir / ORIGINAL_MODE_FILE).exists() and _no_force(read_board(board))
