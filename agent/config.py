@@ -3,7 +3,7 @@
 Parsing is separate from reading: ``parse_config(obj, base_dir)`` validates a decoded TOML
 table (relative paths are resolved against ``base_dir``), ``load_config(path)`` reads the file
 and calls it. Every error is a ``ConfigError`` naming the field and the bad value, e.g.
-``node.toml: peers[1].stage: must be an integer >= 0, got -1``. ``dump_config(cfg)`` writes TOML
+``node.toml: config.peers[1].stage: must be an integer >= 0, got -1``. ``dump_config(cfg)`` writes TOML
 text that ``load_config`` reads back to an equal ``NodeConfig`` (the testbed generates its node
 files with it).
 
@@ -357,7 +357,10 @@ def load_config(path: str) -> NodeConfig:
         raise ConfigError("%s: cannot read: %s" % (path, exc.strerror or exc)) from None
     except _toml.TOMLDecodeError as exc:
         raise ConfigError("%s: not valid TOML: %s" % (path, exc)) from None
-    return parse_config(obj, os.path.dirname(os.path.abspath(path)), where=path)
+    try:
+        return parse_config(obj, os.path.dirname(os.path.abspath(path)))
+    except ConfigError as exc:
+        raise ConfigError("%s: %s" % (path, exc)) from None
 
 
 # -- writing ---------------------------------------------------------------------------------
