@@ -150,6 +150,7 @@ def format_table(prof, stale: Set[tuple]) -> str:
 
 def run(args: argparse.Namespace) -> int:
     from calibration import profile as profile_mod
+    from calibration.jtop_adapter import JtopUnavailable
     from calibration.runner import CalibrationConfig, CalibrationInterrupted, calibrate
 
     profile_path = args.profile or os.path.join(args.state_dir, PROFILE_NAME)
@@ -188,6 +189,13 @@ def run(args: argparse.Namespace) -> int:
     )
     try:
         result = calibrate(cfg)
+    except JtopUnavailable as exc:  # lost mid-run; before the run it means the CPU path
+        print(
+            "edge-agent calibrate: error: %s; measurements so far are in %s, and the next run "
+            "restores the original power mode" % (exc, profile_path),
+            file=sys.stderr,
+        )
+        return 1
     except CalibrationInterrupted as exc:
         print(
             "edge-agent calibrate: %s; original power mode restored" % exc,
