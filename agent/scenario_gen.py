@@ -85,8 +85,8 @@ def synthetic_exit_profile(accuracies: Sequence[float], exit_stages: Sequence[in
     return ExitProfile(num_stages, tuple(exit_stages), conf, correct, True, note).validate()
 
 
-def _draw_topology(rng: np.random.Generator, num_sources: int, counts: Sequence[int]
-                   ) -> List[Tuple[str, str, float]]:
+def _draw_topology(rng: np.random.Generator, num_sources: int, counts: Sequence[int],
+                   homogeneous: bool = False) -> List[Tuple[str, str, float]]:
     layers = [["ed%d" % i for i in range(num_sources)]]
     layers += [["s%dw%d" % (h + 1, i + 1) for i in range(n)] for h, n in enumerate(counts)]
     links = []
@@ -104,14 +104,19 @@ def _draw_topology(rng: np.random.Generator, num_sources: int, counts: Sequence[
                 chosen[cands[int(rng.integers(len(cands)))]].add(j)
         for a in src_layer:
             for j in sorted(chosen[a]):
-                links.append((a, dst_layer[j], float(rng.uniform(lo, hi)) * MB))
+                r = (lo + hi) / 2 if homogeneous else float(rng.uniform(lo, hi))
+                links.append((a, dst_layer[j], r * MB))
     return links
 
 
 def paper_scenario(model: str, seed: int = 0, rate: Optional[float] = None, load: float = 0.6,
                    num_sources: int = 50, num_samples: int = 10000, tradeoff: float = 0.5,
-                   reference_threshold: float = 0.8) -> Scenario:
-    """The paper's setting for ``model`` (a key of ``PAPER_MODELS``), seeded."""
+                   reference_threshold: float = 0.8, homogeneous: bool = False) -> Scenario:
+    """The paper's setting for ``model`` (a key of ``PAPER_MODELS``), seeded.
+
+    ``homogeneous``: the setting of the paper's threshold study (Section 4.4): 5 workers per
+    stage, all Xavier NX in mode 15W, every source link 5.5 MB/s and worker link 15 MB/s.
+    """
     if model not in PAPER_MODELS:
         raise UsageError("scenario: unknown setting %r (known: %s)"
                          % (model, ", ".join(sorted(PAPER_MODELS))))
@@ -128,14 +133,18 @@ def paper_scenario(model: str, seed: int = 0, rate: Optional[float] = None, load
     profile = synthetic_exit_profile([spec["accuracy"][h - 1] for h in exit_stages], exit_stages,
                                      num_stages, spec["classes"], num_samples, seed)
     counts = sorted((int(x) for x in rng.integers(4, 7, size=num_stages)), reverse=True)
-    links = _draw_topology(rng, num_sources, counts)
+    if homogeneous:
+        counts = [5] * num_stages
+    links = _draw_topology(rng, num_sources, counts, homogeneous)
     devices = sorted(DEVICE_MODES)
     drawn = []  # (id, stage, device, mode index)
     for h, n in enumerate(counts):
         for i in range(n):
             dev = devices[int(rng.integers(len(devices)))]
-            drawn.append(("s%dw%d" % (h + 1, i + 1), h + 1, dev,
-                          int(rng.integers(len(DEVICE_MODES[dev])))))
+            mode = int(rng.integers(len(DEVICE_MODES[dev])))
+            if homogeneous:
+                dev, mode = "nx", 1
+            drawn.append(("s%dw%d" % (h + 1, i + 1), h + 1, dev, mode))
     # scale one unit of relative speed so the busiest stage runs at `load`
     k = len(exit_stages) - 1
     remaining = exit_stats(profile, [reference_threshold] * k).remaining
@@ -150,10 +159,11 @@ def paper_scenario(model: str, seed: int = 0, rate: Optional[float] = None, load
                                  for name, s in DEVICE_MODES[dev]))
                     for wid, h, dev, m in drawn)
     sources = tuple(Source("ed%d" % i, rate) for i in range(num_sources))
-    comment = ("DTO-EE paper Section 4.1 setting, %s (Table 2), seed %d. Synthetic: topology, "
+    comment = ("DTO-EE paper Section %s setting, %s (Table 2), seed %d. Synthetic: topology, "
                "devices and exit profile are drawn; capacities are relative Jetson speeds times "
                "%.4g FLOP/s, chosen so the busiest stage runs at %.0f%% at %.3g tasks/s per "
-               "source with thresholds %.2f." % (spec["dataset"], seed, unit, load * 100, rate,
+               "source with thresholds %.2f." % ("4.4 (homogeneous)" if homogeneous else "4.1",
+                                                  spec["dataset"], seed, unit, load * 100, rate,
                                                   reference_threshold))
     return Scenario(stages, sources, workers, tuple(Link(a, b, r) for a, b, r in links), tradeoff,
                     None, profile, {}, comment, True)

@@ -34,6 +34,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="samples in the synthetic exit profile (default 10000)")
     parser.add_argument("--tradeoff", type=float, default=0.5,
                         help="weight a of delay in the utility, in [0, 1] (default 0.5)")
+    parser.add_argument("--homogeneous", action="store_true",
+                        help="paper-* settings: the threshold study's setting (Section 4.4): 5 "
+                             "workers per stage, all alike, equal link rates")
     parser.add_argument("--mdi-mode", choices=("fixed", "admission", "adapt"), default="fixed",
                         help="mdi-* settings: fixed threshold 0.8 (rate 3/s), admission control "
                              "(Alg. 3, offered 100/s) or threshold adaptation (Alg. 4, 6/s)")
@@ -70,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         sc = paper_scenario(args.setting, seed=args.seed, rate=args.rate, load=args.load,
                             num_sources=args.sources, num_samples=args.samples,
-                            tradeoff=args.tradeoff)
+                            tradeoff=args.tradeoff, homogeneous=args.homogeneous)
     for path in save_scenario(args.out or args.setting + ".json", sc):
         print(path)
     return 0

@@ -106,3 +106,12 @@ def test_bad_generator_values_are_usage_errors(capsys):
         paper_scenario("paper-vgg")
     assert main(["scenario", "paper-bert", "--tradeoff", "2"]) == 2
     assert "--tradeoff" in capsys.readouterr().err
+
+
+def test_homogeneous_setting_of_the_threshold_study():
+    """--homogeneous: equal worker counts, one capacity, one link rate per hop kind."""
+    sc = paper_scenario("paper-bert", seed=1, homogeneous=True)
+    assert [len(sc.workers_of_stage(h)) for h in range(1, 6)] == [5] * 5
+    assert len({w.capacity for w in sc.workers}) == 1
+    assert {l.rate for l in sc.links} == {5.5e6, 1.5e7}
+    assert "4.4" in sc.comment
