@@ -155,6 +155,8 @@ class Node(SourceRole, WorkerRole):
             for tid in list(self.book.pending):
                 self.book.lose(tid, w, now, "shutdown")
             self.book.records.close()
+        if self.hooks:
+            self.hooks.save_state(self.policy.snapshot())
         self.write_stats()
         log.info("stopped: %s", self._status_line())
         for fd in (self._rfd, self._wfd):

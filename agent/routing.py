@@ -142,7 +142,8 @@ class AgentPolicy:
         th = state.get("thresholds")
         if isinstance(th, Mapping):
             for k, v in th.items():
-                if str(k).isdigit() and int(k) in self._thresholds and isinstance(v, float):
+                if (str(k).isdigit() and int(k) in self._thresholds and isinstance(v, float)
+                        and 0.0 < v <= 1.0):
                     self._thresholds[int(k)] = v
 
 

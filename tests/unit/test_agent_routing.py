@@ -131,3 +131,18 @@ def test_dtoee_ignores_requests_from_a_far_future_slot():
     with pytest.raises(ValueError):
         w.on_control(Message(Kind.DTOEE_REQUEST, "s1", 10 ** 6, 0, {"to": "a", "payload": req}),
                      wv, 0.0)
+
+
+def test_dtoee_state_survives_a_restart():
+    """snapshot() is what the node saves each slot; restore() at start-up takes it back."""
+    peers = [Peer("a", 1, "tcp://x:1", "tcp://x:2"), Peer("b", 1, "tcp://x:3", "tcp://x:4")]
+    old = DtoeePolicy({1: 0.8}, {})
+    old.configure(_cfg("s1", 0, peers), _view())
+    old.active = {"a": 0.25, "b": 0.75}
+    old._thresholds = {1: 0.7}
+    new = DtoeePolicy({1: 0.8}, {})
+    new.configure(_cfg("s1", 0, peers), _view())
+    new.restore(old.snapshot())
+    assert new.routing() == {"a": 0.25, "b": 0.75} and new.thresholds() == {1: 0.7}
+    new.restore({"routing": {"a": "junk"}, "thresholds": {"1": 5.0}})  # ignored, not a crash
+    assert new.routing() == {"a": 0.25, "b": 0.75} and new.thresholds() == {1: 0.7}
