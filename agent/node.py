@@ -189,14 +189,17 @@ class Node(SourceRole, WorkerRole):
             self.counters["drop_" + exc.reason] += 1
             self._dropped(exc.reason)
             return
-        if tag == DATA:
-            self._on_data(who, msg)
-        elif tag == REPLY:
-            self._on_reply(who, msg)
-        elif tag == CONTROL:
-            self._on_control(msg)
-        elif tag == CLIENT:
-            self._on_client(who, msg)
+        handler = {DATA: self._on_data, REPLY: self._on_reply, CLIENT: self._on_client}.get(tag)
+        try:
+            if tag == CONTROL:
+                self._on_control(msg)
+            elif handler is not None:
+                handler(who, msg)
+        except Exception:  # a well-formed message that still breaks a handler: never fatal
+            self._drop("handler_error")
+            if self.counters["drop_handler_error"] <= 5:
+                log.warning("dropped a %s message from %s after an error", msg.kind.name,
+                            msg.sender, exc_info=True)
 
     def _dropped(self, reason: str) -> None:
         if self.hooks:
