@@ -72,10 +72,16 @@ def _link_rate(topo: Topology, a: str, b: str) -> Optional[float]:
 
 
 def node_configs(topo: Topology, bundle_path: str, policy: str, total_rate: float,
-                 load_s: float, run_dir: str, seed: int = 0) -> Dict[str, NodeConfig]:
-    """One validated ``NodeConfig`` per agent of a local run on loopback."""
+                 load_s: float, run_dir: str, seed: int = 0,
+                 ports: Optional[Sequence[int]] = None) -> Dict[str, NodeConfig]:
+    """One validated ``NodeConfig`` per agent of a local run on loopback.
+
+    Workers keep their state in ``run_dir/<id>``, sources in ``run_dir/<rate>/<id>`` (a source
+    is restarted for every rate). ``ports`` (two per node, in ``node_ids`` order) keeps the
+    endpoints of an earlier call, so restarted sources are where the workers expect them.
+    """
     ids = topo.node_ids()
-    ports = free_ports(2 * len(ids))
+    ports = list(ports) if ports is not None else free_ports(2 * len(ids))
     ctrl = {n: "tcp://127.0.0.1:%d" % ports[2 * i] for i, n in enumerate(ids)}
     data = {n: "tcp://127.0.0.1:%d" % ports[2 * i + 1] for i, n in enumerate(ids)}
     emulate_links = any(l.rate_bytes_s is not None for l in topo.links)
@@ -96,10 +102,14 @@ def node_configs(topo: Topology, bundle_path: str, policy: str, total_rate: floa
         neigh = [l.dst for l in topo.successors(n)] + [l.src for l in topo.predecessors(n)]
         if st > 0:  # results go straight back to every source
             neigh += [s.id for s in topo.sources if s.id not in neigh]
+            # workers of one stage hear each other (DTO-EE's threshold step is agreed among them)
+            neigh += [w.id for w in topo.workers if w.stage == st and w.id != n]
         obj = dict(topo.agent)
         obj.update({
             "node_id": n, "role": "worker" if st else "source", "stage": st,
-            "bundle": bundle_path, "state_dir": os.path.join(run_dir, n),
+            "bundle": bundle_path,
+            "state_dir": os.path.join(run_dir, rate_label(total_rate), n) if st == 0
+            else os.path.join(run_dir, n),
             "control_bind": ctrl[n], "data_bind": data[n],
             "peers": [peer(n, o) for o in neigh], "policy": policy, "policy_knobs": knobs,
             "tradeoff": topo.tradeoff, "slot_length_s": topo.slot_s, "backend": topo.backend,
@@ -118,6 +128,11 @@ def node_configs(topo: Topology, bundle_path: str, policy: str, total_rate: floa
                 obj["emulate_capacity_flops"] = w.emulate_capacity_flops
         out[n] = parse_config(obj, run_dir, where="testbed node %s" % n)
     return out
+
+
+def rate_label(total_rate: float) -> str:
+    """Folder name of one rate's source state, e.g. ``rate-30.07``."""
+    return "rate-%g" % total_rate
 
 
 def wait_records(records: Mapping[str, str], expected: Mapping[str, int], timeout_s: float,
@@ -221,28 +236,86 @@ def model_delay(topo: Topology, stages: Sequence[StageInfo], total_rate: float,
     return t if math.isfinite(t) else None
 
 
-def run_local(topo: Topology, bundle, policy: str, total_rate: float,
+def run_local(topo: Topology, bundle, policy: str, rates: Sequence[float],
               settings: TestbedSettings, seed: int = 0,
-              tick: Optional[Callable[[str, float], None]] = None) -> RunResult:
-    """Run one (policy, rate) pair on local processes and summarise its records.
+              tick: Optional[Callable[[int, str, float], None]] = None) -> List[RunResult]:
+    """Run one policy at every rate on local processes; one ``RunResult`` per rate.
 
-    ``tick(phase, fraction)`` is called while waiting, for the progress bar.
+    The workers start once per policy and keep running (and learning) across the rates, as a
+    fleet does when its load changes; the sources restart for every rate, on the same
+    endpoints, with that rate and a fresh records file. ``tick(rate_index, phase, fraction)``
+    is called while waiting, for the progress bar.
     """
     stages = bundle_stages(bundle)
-    run_dir = os.path.join(settings.out_dir, "%s-%g" % (policy, total_rate))
+    run_dir = os.path.join(settings.out_dir, policy)
     load_s = topo.warmup_s + settings.duration_s
-    cfgs = node_configs(topo, bundle.path, policy, total_rate, load_s, run_dir, seed)
-    tick = tick or (lambda phase, frac: None)
-    expected = {s.id: cfgs[s.id].max_tasks for s in topo.sources}
-    records = {s.id: os.path.join(cfgs[s.id].state_dir, "records.jsonl") for s in topo.sources}
+    tick = tick or (lambda i, phase, frac: None)
+    ports = free_ports(2 * len(topo.node_ids()))
+    results: List[RunResult] = []
     with LocalAgents(run_dir, settings.python) as agents:
-        agents.write(cfgs)
+        cfgs = node_configs(topo, bundle.path, policy, rates[0], load_s, run_dir, seed, ports)
+        agents.write({w.id: cfgs[w.id] for w in topo.workers})
+        settle = max(cfgs[w.id].status_interval_s for w in topo.workers) + 0.1
         agents.start([w.id for w in topo.workers], settings.ready_timeout_s,
-                     on_tick=lambda: tick("starting agents", 0.0))
-        agents.start([s.id for s in topo.sources], settings.ready_timeout_s,
-                     on_tick=lambda: tick("starting sources", 0.0))
-        wait_records(records, expected, load_s * 3 + settings.drain_timeout_s, agents,
-                     lambda elapsed, frac: tick("load" if elapsed < load_s else "draining", frac))
+                      on_tick=lambda: tick(0, "starting workers", 0.0))
+        for i, rate in enumerate(rates):
+            cfgs = node_configs(topo, bundle.path, policy, rate, load_s, run_dir,
+                                seed * 100 + i, ports)
+            before = _worker_stats(topo, cfgs, agents, settle) if i else {}
+            names = {s.id: "%s-%s" % (s.id, rate_label(rate)) for s in topo.sources}
+            agents.write({names[s.id]: cfgs[s.id] for s in topo.sources})
+            agents.start([names[s.id] for s in topo.sources], settings.ready_timeout_s,
+                         on_tick=lambda i=i: tick(i, "starting sources", 0.0))
+            expected = {s.id: cfgs[s.id].max_tasks for s in topo.sources}
+            records = {s.id: os.path.join(cfgs[s.id].state_dir, "records.jsonl")
+                       for s in topo.sources}
+            wait_records(records, expected, load_s * 3 + settings.drain_timeout_s, agents,
+                         lambda el, frac, i=i: tick(i, "load" if el < load_s else "draining",
+                                                    frac))
+            agents.stop([names[s.id] for s in topo.sources])
+            after = _worker_stats(topo, cfgs, agents, settle)
+            stats = {s.id: read_stats(os.path.join(cfgs[s.id].state_dir, "stats.json"))
+                     for s in topo.sources}
+            stats.update(stats_delta(before, after))
+            results.append(_summarise(topo, bundle, stages, policy, rate, records, expected,
+                                      stats, settings.duration_s, load_s))
+    return results
+
+
+def _worker_stats(topo: Topology, cfgs: Mapping[str, NodeConfig], agents: LocalAgents,
+                  settle_s: float) -> Dict[str, Optional[dict]]:
+    """Workers' stats.json once they have rewritten it with the load at rest.
+
+    Workers rewrite it every ``status_interval_s``; waiting that long after the last task makes
+    the counters current.
+    """
+    time.sleep(settle_s)
+    agents.check_alive()
+    return {w.id: read_stats(os.path.join(cfgs[w.id].state_dir, "stats.json"))
+            for w in topo.workers}
+
+
+def stats_delta(before: Mapping[str, Optional[dict]], after: Mapping[str, Optional[dict]]
+                ) -> Dict[str, Optional[dict]]:
+    """``after`` with its counters reduced by ``before``'s: what one rate's run did."""
+    out: Dict[str, Optional[dict]] = {}
+    for n, a in after.items():
+        if a is None:
+            out[n] = None
+            continue
+        b = (before.get(n) or {}).get("counters") or {}
+        d = dict(a)
+        d["counters"] = {k: v - b.get(k, 0) if isinstance(v, (int, float)) else v
+                         for k, v in (a.get("counters") or {}).items()}
+        out[n] = d
+    return out
+
+
+def _summarise(topo: Topology, bundle, stages: Sequence[StageInfo], policy: str, rate: float,
+               records: Mapping[str, str], expected: Mapping[str, int],
+               stats: Mapping[str, Optional[dict]], duration_s: float, load_s: float
+               ) -> RunResult:
+    """One rate's result: counts over the whole run, delay/accuracy after the warm-up."""
     recs: List[dict] = []
     warm: List[dict] = []
     for s in topo.sources:
@@ -252,20 +325,17 @@ def run_local(topo: Topology, bundle, policy: str, total_rate: float,
             c = _created(r)
             (warm if t_first is not None and c is not None and c - t_first < topo.warmup_s
              else recs).append(r)
-    everything = summarise_records(recs + warm, policy, total_rate, topo.capacities_emulated,
-                                   duration_s=load_s,
-                                   expected_created=sum(expected.values()))
-    measured = summarise_records(recs, policy, total_rate, topo.capacities_emulated,
-                                 duration_s=settings.duration_s)
-    # counts over the whole run, delay/accuracy/routing over the measured window
+    everything = summarise_records(recs + warm, policy, rate, topo.capacities_emulated,
+                                   duration_s=load_s, expected_created=sum(expected.values()))
+    measured = summarise_records(recs, policy, rate, topo.capacities_emulated,
+                                 duration_s=duration_s)
     measured.created, measured.completed, measured.lost = (
         everything.created, everything.completed, everything.lost)
     measured.resent = everything.resent
-    stats = {n: read_stats(os.path.join(cfg.state_dir, "stats.json")) for n, cfg in cfgs.items()}
     measured.routing = routing_used(topo, stats)
     rem = empirical_remaining(stages, measured.exit_counts, default_remaining(topo, bundle))
     measured.remaining = rem
-    measured.model_delay_s = model_delay(topo, stages, total_rate, measured.routing, rem)
+    measured.model_delay_s = model_delay(topo, stages, rate, measured.routing, rem)
     return measured
 
 

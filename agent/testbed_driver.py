@@ -25,22 +25,22 @@ def run_all(topo: Topology, bundle, policies: Sequence[str], rates: Sequence[flo
             settings: TestbedSettings, seed: int = 1, stream=None) -> List[RunResult]:
     """Every policy at every rate (rates ascending within a policy); one ``RunResult`` each."""
     stream = stream if stream is not None else sys.stderr
-    pairs = [(p, r) for p in policies for r in sorted(rates)]
-    bar = Progress(len(pairs), stream=stream)
+    rates = sorted(rates)
+    bar = Progress(len(policies) * len(rates), stream=stream)
     results: List[RunResult] = []
-    for i, (policy, rate) in enumerate(pairs):
-        label = "%s @ %g/s" % (policy, rate)
-
-        def tick(phase: str, frac: float, i=i, label=label) -> None:
-            bar.update(i + min(max(frac, 0.0), 1.0), "%s: %s" % (label, phase))
+    for k, policy in enumerate(policies):
+        def tick(i: int, phase: str, frac: float, k=k, policy=policy) -> None:
+            bar.update(k * len(rates) + i + min(max(frac, 0.0), 1.0),
+                       "%s @ %g/s: %s" % (policy, rates[i], phase))
 
         if topo.fleet is not None:
             from agent.testbed_fleet import run_fleet
 
-            res = run_fleet(topo, bundle, policy, rate, settings, seed=seed + i, tick=tick)
+            res = run_fleet(topo, bundle, policy, rates, settings, seed=seed + k, tick=tick)
         else:
-            res = run_local(topo, bundle, policy, rate, settings, seed=seed + i, tick=tick)
-        results.append(res)
-        bar.update(i + 1, "%s: %d/%d completed" % (label, res.completed, res.created))
+            res = run_local(topo, bundle, policy, rates, settings, seed=seed + k, tick=tick)
+        results.extend(res)
+        bar.update((k + 1) * len(rates), "%s: %s" % (policy, ", ".join(
+            "%g/s %d/%d" % (r.rate, r.completed, r.created) for r in res)))
     bar.finish()
     return results

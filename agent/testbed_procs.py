@@ -203,16 +203,19 @@ class LocalAgents:
         self.paths: Dict[str, str] = {}
         self.procs: Dict[str, AgentProcess] = {}
         self.listener = NotifyListener()
+        self._fresh = False
 
     def write(self, cfgs: Dict[str, NodeConfig]) -> None:
-        """Write one ``<node>.toml`` per config into a fresh run directory.
+        """Write one ``<name>.toml`` per config into the run directory.
 
-        A directory left by an earlier run is removed first: sources append to records.jsonl,
-        and old records would count as this run's.
+        A directory left by an earlier testbed run is removed at the first write: sources
+        append to records.jsonl, and old records would count as this run's.
         """
-        if os.path.isdir(self.run_dir):
-            shutil.rmtree(self.run_dir)
-        os.makedirs(self.run_dir)
+        if not self._fresh:
+            if os.path.isdir(self.run_dir):
+                shutil.rmtree(self.run_dir)
+            os.makedirs(self.run_dir)
+            self._fresh = True
         for n, cfg in cfgs.items():
             self.configs[n] = cfg
             self.paths[n] = os.path.join(self.run_dir, n + ".toml")
@@ -238,12 +241,16 @@ class LocalAgents:
                 raise UsageError("agent %s exited with status %s during the run (log %s: %s)"
                                  % (n, rc, p.log_path, p.log_tail()))
 
-    def stop_all(self) -> None:
-        """SIGTERM every agent at once, then wait for each (SIGKILL after a timeout)."""
-        for p in self.procs.values():
+    def stop(self, names: Iterable[str]) -> None:
+        """SIGTERM the named agents at once, then wait for each (SIGKILL after a timeout)."""
+        procs = [self.procs.pop(n) for n in list(names) if n in self.procs]
+        for p in procs:
             p.terminate()
-        for p in self.procs.values():
+        for p in procs:
             p.stop()
+
+    def stop_all(self) -> None:
+        self.stop(list(self.procs))
 
     def __enter__(self) -> "LocalAgents":
         return self
