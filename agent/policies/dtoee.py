@@ -4,130 +4,73 @@
 Protocol (what an agent does in the configuration phase of a slot)
 ------------------------------------------------------------------
 Every node is an *offloader* (sources and workers of stages 1..H-1: they hold a routing
-``{successor: p}``), a *receiver* (workers: they get tasks from predecessors), or both. A round
-t has two message waves:
+``{successor: p}``), a *receiver* (workers: they get tasks from predecessors), or both. Each
+round t runs two waves, in the order of the paper's Algs. 1-2 (a receiver's RUS carries the
+Omega of its own offloader step, so RUSs travel from the last stage back to the sources):
 
-1. **RUR** (``Request``), offloader -> each successor. Prepared at the end of round t-1 by
-   ``offloader_step`` (round 0: ``make_requests`` with the initial routing): the compute the
-   offloader will send there, ``flops_s = p_ij * phi_i * I_h * alpha_{h+1}`` (eq. 5's xi).
-2. **RUS** (``Status``), receiver -> each predecessor, sent once the receiver has the round-t
-   RURs of all live predecessors (or its wait timed out): ``receiver_status`` sums them into its
-   load lambda_j (eq. 5) and adds its capacity mu_j, its downstream marginal delay Omega_j
-   (eq. 16) and curvature from its own latest offloader step (0 at the final stage), and the
-   number of predecessors it heard from.
-3. Once an offloader has the round-t RUS of all live successors, ``offloader_step`` computes the
-   marginal delays Delta_ij (eq. 15), its own Omega_i (eq. 16), the new routing (``paper``: eq. 19;
-   ``default``: see below) and the round-(t+1) RURs. A worker uses as its own arrival rate phi_i
-   ``arrival_rate(requests, alpha_h)`` of the round-t RURs (a source: its own rate).
+1. **RUR wave** (``Request``, offloader -> each successor; all at once, one hop): the requests
+   prepared at the end of round t-1 (round 0: ``make_requests`` with the initial routing and
+   the node's current arrival rate): ``flops_s = p_ij * phi_i * I_h * alpha_{h+1}`` (eq. 5's xi).
+   A worker that has the round-t RURs of all live predecessors (or whose wait timed out) knows
+   its load lambda_j and its arrival rate ``arrival_rate(requests, alpha_h)``.
+2. **RUS wave** (``Status``, receiver -> each predecessor, from stage H back to stage 1):
+   - a final-stage worker answers at once: ``receiver_status(..., downstream=None)``;
+   - a worker of stage h < H waits for the round-t RUS of all live successors, runs
+     ``offloader_step`` (new routing, its Omega_i, the round-(t+1) RURs), then answers with
+     ``receiver_status(..., downstream=<that result>, previous=<its previous RUS>)``;
+   - a source runs ``offloader_step`` once it has its successors' RUS.
+   ``offloader_step`` gets ``previous_arrival_rate_tasks_s``: the rate its round-t RURs were
+   built with (its successors' loads still reflect it).
 
-So information moves one stage per round in each direction, with no waiting on far nodes.
-
-Every m rounds one exit stage adjusts its threshold (``threshold_stage``): each worker of that
-stage sends a ``ThresholdReport`` (its phi_i and sum_j p_ij Delta_ij) to the others of its
-stage; each then calls ``choose_threshold`` on the same reports and the accuracy-ratio table
-(the exit profile) and gets the same new thresholds C (eqs. 17-18). C travels in every RUR/RUS
-with a version number; ``merge_thresholds`` keeps the newest.
+A round therefore costs one hop forward and H hops back. Every m rounds one exit stage
+adjusts its threshold (``threshold_stage``): each worker of that stage sends a
+``ThresholdReport`` (its phi_i and sum_j p_ij Delta_ij of its step) to the others of its
+stage; each calls ``choose_threshold`` on the same reports and the accuracy-ratio table (the
+exit profile) and gets the same new thresholds C (eqs. 17-18). C travels in every RUR/RUS with
+a version number; ``merge_thresholds`` keeps the newest. Phi (the fleet's task rate) for eq. 17
+comes from the agent's configuration.
 
 Neighbours that are gone: an offloader passes only the statuses it received this round. A
-successor without a status gets probability 0 and its mass moves to the others (in proportion to
-their probabilities, uniformly if those are all 0) before the step; a receiver sums only the
-requests it received. A node whose every successor is gone gets an empty routing and must not
-offload until one returns.
+successor without a status gets probability 0 and its mass moves to the live ones in
+proportion to their probabilities (uniformly if those are all 0) before the step; a receiver
+sums only the requests it received. A node whose every successor is gone gets an empty
+routing and must not offload until one returns. The routing a node uses for tasks is the one
+it holds when the configuration phase ends.
 
 Step rules (``DtoeeParams.step``)
 ---------------------------------
 ``paper``: eq. 19, move a fixed fraction tau_p of the mass to the successor of least Delta.
 
-``default``: a scaled projected-Newton step in the offloader's flows, as in Gallager's and
-Bertsekas-Gafni's minimum-delay routing: the node minimises sum_j (Delta_ij x_j + 1/2 kappa_j
-H_ij x_j^2) over flow changes x_j with sum x_j = 0 and x_j >= -(current flow), where H_ij is the
-second derivative of the delay along j (the receiver's M/D/1-PS term plus the downstream
-curvature it reports) and kappa_j = (number of predecessors of j) / step_scale, because all of
-j's predecessors move at the same time. Increases towards j are capped by an equal share of j's
-headroom up to ``headroom_target * mu_j``, so receivers that are not overloaded never become so,
-and overloaded ones are drained at once. Everything it uses is in the node's own RUS messages.
+``default``: a damped projected-Newton step in the offloader's flows, as in Gallager's and
+Bertsekas-Gafni's minimum-delay routing. The node minimises sum_j (Delta_ij x_j + 1/2 kappa_j
+H_ij x_j^2) over flow changes x_j with sum_j x_j = 0 and x_j >= -(current flow) (a
+water-filling solved exactly), where H_ij is the second derivative of the delay along j: the
+receiver's M/D/1-PS term (as a secant over the step, since the slope grows faster than the
+curvature predicts) plus the downstream curvature Psi_j the receiver reports. kappa_j is the
+receiver's damping: its predecessors step at the same time and their steps add up on it, so
+it starts at its number of predecessors, grows when its load change reverses (an overshoot)
+and decays towards 1 otherwise, which lets offloaders that trade receivers move at full
+speed. Increases towards j are capped by an equal share of j's headroom up to
+``headroom_target * mu_j``, so receivers below it do not overload, and overloaded ones are
+drained at once. Omega_i is extrapolated by Psi_i times the change of the node's arrival rate
+its successors have not seen yet. Everything comes from the node's own RUS messages.
 
 Units: Delta, Omega in seconds (derivatives of Phi*T, the total delay per second, in the flow
 tasks/s), curvature in s^2, loads and capacities in FLOP/s. The penalty (eq. 11) is written on
-utilisation and its factor K already includes the paper's Phi, so no node needs Phi for routing.
+utilisation and its factor K already includes the paper's Phi, so no node needs Phi to route.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
-from agent.policies.model import pressure
+from agent.policies.dtoee_steps import (  # noqa: F401 (re-exported: knobs and row maths)
+    STEP_RULES, DtoeeParams, adapt_damping, parse_knobs, update_rows)
 from agent.policies.thresholds import (  # noqa: F401 (re-exported: the threshold step)
     ThresholdReport, choose_threshold, threshold_report, threshold_stage)
-from agent.scenario import ScenarioError
-
-STEP_RULES = ("default", "paper")
-
-
-@dataclass(frozen=True)
-class DtoeeParams:
-    """DTO-EE knobs (scenario ``knobs`` or node config); ``parse_knobs`` validates them."""
-
-    step: str = "default"  # routing update: "default" (scaled Newton) or "paper" (eq. 19)
-    paper_step_size: float = 0.1  # tau_p of eq. 19, in (0, 1]
-    step_scale: float = 1.0  # default rule: multiplier of the Newton step, in (0, 2]
-    headroom_target: float = 0.95  # default rule: fill receivers up to this utilisation, (0, 1)
-    rho_ext: float = 0.99  # delay function continued quadratically past this utilisation
-    penalty_k: float = 1.0e4  # K of eq. 11 (already times Phi), seconds
-    epsilon: float = 0.01  # epsilon of eq. 11, as a fraction of capacity
-    rounds: int = 100  # communication rounds per configuration phase
-    tolerance: float = 1e-4  # converged when no routing probability moved more than this
-    m: int = 5  # a threshold step every m rounds (Alg. 3)
-    threshold_step: float = 0.05  # tau_c: threshold change per step
-    initial_threshold: float = 0.8  # c_h of every exit before tuning
-
-
-_FLOAT_RANGES = {
-    "paper_step_size": (0.0, 1.0, False, True),
-    "step_scale": (0.0, 2.0, False, True),
-    "headroom_target": (0.0, 1.0, False, False),
-    "rho_ext": (0.5, 1.0, True, False),
-    "penalty_k": (0.0, math.inf, True, False),
-    "epsilon": (0.0, 0.5, True, True),
-    "tolerance": (0.0, 1.0, False, True),
-    "threshold_step": (0.0, 1.0, False, True),
-    "initial_threshold": (0.0, 1.0, False, True),
-}
-
-
-def parse_knobs(knobs: Mapping[str, Any]) -> DtoeeParams:
-    """Read the DTO-EE knobs from ``knobs`` (other keys are left to other policies).
-
-    Raises ``ScenarioError`` naming the field, e.g. ``knobs.step: must be one of ...``.
-    """
-    kw: Dict[str, Any] = {}
-    if "step" in knobs:
-        if knobs["step"] not in STEP_RULES:
-            raise ScenarioError("knobs.step: must be one of %s, got %r"
-                                % ("|".join(STEP_RULES), knobs["step"]))
-        kw["step"] = knobs["step"]
-    for name in ("rounds", "m"):
-        if name in knobs:
-            v = knobs[name]
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ScenarioError("knobs.%s: must be an integer >= 1, got %r" % (name, v))
-            kw[name] = v
-    for name, (lo, hi, lo_ok, hi_ok) in _FLOAT_RANGES.items():
-        if name not in knobs:
-            continue
-        v = knobs[name]
-        ok = not isinstance(v, bool) and isinstance(v, (int, float)) and math.isfinite(v)
-        ok = ok and (v >= lo if lo_ok else v > lo) and (v <= hi if hi_ok else v < hi)
-        if not ok:
-            raise ScenarioError("knobs.%s: must be a number in %s%s, %s%s, got %r"
-                                % (name, "[" if lo_ok else "(", lo, hi, "]" if hi_ok else ")", v))
-        kw[name] = float(v)
-    return DtoeeParams(**kw)
-
 
 # ---------------------------------------------------------------------------------- messages
 
@@ -155,6 +98,8 @@ class Status:
     predecessors: int  # how many predecessors' requests it summed this round
     thresholds: Dict[str, float]
     thresholds_version: int
+    load_change_flops_s: float = 0.0  # lambda_j now minus in its previous status
+    damping: float = 1.0  # kappa_j >= 1: how many of its predecessors' steps may pile up on it
 
 
 @dataclass(frozen=True)
@@ -166,93 +111,6 @@ class OffloaderResult:
     curvature_s2: float  # Psi_i, goes into this node's next RUS
     marginals_s: Dict[str, float]  # Delta_ij (eq. 15) per live successor
     requests: Dict[str, Request]  # the next round's RUR per successor
-
-
-# ------------------------------------------------------------------------- shared row maths
-# Rows are offloaders, columns successor slots; ``valid`` masks the padding. The per-node
-# functions call these with one row, the network driver with all offloaders at once.
-
-def row_marginals(p, remaining, next_flops, next_bytes, link_rate, load, capacity, omega,
-                  curvature, valid, params: DtoeeParams):
-    """Eqs. 15-16 plus curvature: returns (Delta (R,D), H (R,D), Omega_i (R,), Psi_i (R,))."""
-    a = np.asarray(next_flops, dtype=np.float64)[:, None]
-    cap = np.where(valid, capacity, 1.0)
-    _, d1, d2 = pressure(np.where(valid, load, 0.0), cap, params.rho_ext)
-    excess = np.maximum(0.0, load / cap - 1.0 + params.epsilon)
-    pen1 = 2.0 * params.penalty_k * excess * a / cap
-    pen2 = np.where(excess > 0, 2.0 * params.penalty_k * (a / cap) ** 2, 0.0)
-    link = np.asarray(next_bytes, dtype=np.float64)[:, None] / np.where(valid, link_rate, 1.0)
-    delta = np.where(valid, a * d1 + link + omega + pen1, np.inf)
-    h = np.where(valid, a * a * d2 + pen2 + curvature, np.inf)
-    rem = np.asarray(remaining, dtype=np.float64)
-    pv = np.where(valid, p, 0.0)
-    omega_i = rem * np.sum(pv * np.where(valid, delta, 0.0), axis=1)
-    psi_i = rem ** 2 * np.sum(pv ** 2 * np.where(valid, h, 0.0), axis=1)
-    return delta, h, omega_i, psi_i
-
-
-def paper_step(p, delta, valid, tau: float):
-    """Eq. 19: every successor keeps (1 - tau) of its probability, the least-Delta one gains."""
-    best = np.argmin(np.where(valid, delta, np.inf), axis=1)
-    pv = np.where(valid, p, 0.0)
-    new = (1.0 - tau) * pv
-    rows = np.arange(p.shape[0])
-    new[rows, best] = pv[rows, best] + tau * (pv.sum(axis=1) - pv[rows, best])
-    return new
-
-
-def newton_step(p, out_rate, delta, curvature, headroom, predecessors, valid,
-                params: DtoeeParams, iterations: int = 60):
-    """The default rule (module docstring): a projected, scaled Newton step per row.
-
-    ``out_rate`` (R,) is phi_i * I_h (tasks/s leaving the node), ``headroom`` (R,D) the tasks/s
-    each receiver can still take up to ``headroom_target`` (its share is 1/predecessors).
-    """
-    f = np.asarray(out_rate, dtype=np.float64)
-    pv = np.where(valid, p, 0.0)
-    x = pv * f[:, None]
-    kappa = np.maximum(predecessors, 1) / params.step_scale
-    hc = np.where(valid, kappa * curvature, 1.0)
-    lo = -x
-    hi = np.where(valid, np.maximum(headroom, 0.0) / np.maximum(predecessors, 1), 0.0)
-    # nowhere to grow (every successor full): let mass move anyway, towards the least Delta
-    stuck = hi.sum(axis=1) <= 1e-12 * np.maximum(f, 1e-300)
-    hi = np.where(stuck[:, None] & valid, f[:, None], hi)
-    hi = np.minimum(hi, np.where(valid, f[:, None] - x, 0.0))
-    d = np.where(valid, delta, 0.0)
-    nu_lo = np.min(np.where(valid, d + hc * lo, np.inf), axis=1)
-    nu_hi = np.max(np.where(valid, d + hc * hi, -np.inf), axis=1)
-    for _ in range(iterations):  # bisection on the multiplier of sum_j x_j = 0
-        nu = 0.5 * (nu_lo + nu_hi)
-        s = np.sum(np.where(valid, np.clip((nu[:, None] - d) / hc, lo, hi), 0.0), axis=1)
-        pos = s > 0
-        nu_hi = np.where(pos, nu, nu_hi)
-        nu_lo = np.where(pos, nu_lo, nu)
-    nu = 0.5 * (nu_lo + nu_hi)
-    step = np.where(valid, np.clip((nu[:, None] - d) / hc, lo, hi), 0.0)
-    new_x = np.maximum(x + step, 0.0)
-    total = new_x.sum(axis=1)
-    moving = (f > 0) & (total > 0)
-    out = np.where(moving[:, None], new_x / np.where(total > 0, total, 1.0)[:, None], pv)
-    # an idle offloader (no flow) still leans towards its best successor for when tasks come
-    idle = ~moving
-    if np.any(idle):
-        out[idle] = paper_step(pv[idle], delta[idle], valid[idle], 0.5)
-    return out
-
-
-def update_rows(p, out_rate, remaining, next_flops, next_bytes, link_rate, load, capacity,
-                omega, curvature, predecessors, valid, params: DtoeeParams):
-    """One offloader step for many rows: returns (new p, Delta, Omega_i, Psi_i)."""
-    delta, h, omega_i, psi_i = row_marginals(p, remaining, next_flops, next_bytes, link_rate,
-                                             load, capacity, omega, curvature, valid, params)
-    if params.step == "paper":
-        new = paper_step(p, delta, valid, params.paper_step_size)
-    else:
-        a = np.asarray(next_flops, dtype=np.float64)[:, None]
-        headroom = (params.headroom_target * capacity - load) / a
-        new = newton_step(p, out_rate, delta, h, headroom, predecessors, valid, params)
-    return new, delta, omega_i, psi_i
 
 
 # --------------------------------------------------------------------------- per-node steps
@@ -275,29 +133,41 @@ def make_requests(node_id: str, round: int, routing: Mapping[str, float],
 
 def receiver_status(node_id: str, round: int, capacity_flops_s: float,
                     requests: Sequence[Request], downstream: Optional[OffloaderResult],
-                    thresholds: Mapping[str, float], thresholds_version: int) -> Status:
+                    thresholds: Mapping[str, float], thresholds_version: int,
+                    previous: Optional[Status] = None) -> Status:
     """Alg. 1: sum this round's RURs into lambda_j and answer with a RUS.
 
     ``downstream`` is this node's latest ``OffloaderResult`` (None at the final stage, or before
-    its first offloader step: Omega = 0).
+    its first offloader step: Omega = 0); ``previous`` its own previous RUS in this phase (None in
+    the first round), from which the default rule's damping adapts.
     """
     load = float(sum(r.flops_s for r in requests))
     omega = downstream.omega_s if downstream is not None else 0.0
     curv = downstream.curvature_s2 if downstream is not None else 0.0
+    n = len(requests)
+    if previous is None:
+        change, damping = 0.0, float(max(n, 1))
+    else:
+        change = load - previous.load_flops_s
+        damping = float(adapt_damping(np.float64(change), previous.load_change_flops_s,
+                                      previous.damping, n, capacity_flops_s))
     return Status(node_id, round, load, float(capacity_flops_s), float(omega), float(curv),
-                  len(requests), {str(k): float(v) for k, v in thresholds.items()},
-                  thresholds_version)
+                  n, {str(k): float(v) for k, v in thresholds.items()},
+                  thresholds_version, float(change), damping)
 
 
 def offloader_step(node_id: str, round: int, routing: Mapping[str, float],
                    arrival_rate_tasks_s: float, remaining: float, next_stage_flops: float,
                    next_input_bytes: float, link_rates_bytes_s: Mapping[str, float],
                    statuses: Mapping[str, Status], params: DtoeeParams,
-                   thresholds: Mapping[str, float], thresholds_version: int) -> OffloaderResult:
+                   thresholds: Mapping[str, float], thresholds_version: int,
+                   previous_arrival_rate_tasks_s: Optional[float] = None) -> OffloaderResult:
     """Alg. 2 for one offloader: Delta (eq. 15), Omega (eq. 16), new routing, next RURs.
 
     ``routing`` is the current p_i over all successors, ``remaining`` the node's own I_h (1 for a
-    source), ``statuses`` the round-t RUS of each live successor (others count as gone).
+    source), ``statuses`` the round-t RUS of each live successor (others count as gone),
+    ``previous_arrival_rate_tasks_s`` the rate its round-t RURs were built with (None: same as
+    ``arrival_rate_tasks_s``, e.g. a source).
     """
     live = [s for s in routing if s in statuses]
     if not live:
@@ -312,7 +182,11 @@ def offloader_step(node_id: str, round: int, routing: Mapping[str, float],
         np.array([[link_rates_bytes_s[s] for s in live]]),
         np.array([[x.load_flops_s for x in st]]), np.array([[x.capacity_flops_s for x in st]]),
         np.array([[x.omega_s for x in st]]), np.array([[x.curvature_s2 for x in st]]),
-        np.array([[x.predecessors for x in st]], dtype=np.float64), one, params)
+        np.array([[x.predecessors for x in st]], dtype=np.float64),
+        np.array([[x.damping for x in st]]), one, params,
+        np.array([arrival_rate_tasks_s - (arrival_rate_tasks_s
+                                          if previous_arrival_rate_tasks_s is None
+                                          else previous_arrival_rate_tasks_s)]))
     new_routing = {s: 0.0 for s in routing}
     new_routing.update({s: float(v) for s, v in zip(live, new[0])})
     requests = make_requests(node_id, round + 1, {s: new_routing[s] for s in live},

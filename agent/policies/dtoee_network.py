@@ -14,14 +14,16 @@ from typing import List, Mapping, Optional
 
 import numpy as np
 
-from agent.policies.dtoee import DtoeeParams, parse_knobs, update_rows
-from agent.policies.model import (PolicyResult, compile_network, make_result, node_rates,
-                                  network_delay, routing_vector, stage_remaining,
+from agent.policies.dtoee_steps import (DtoeeParams, adapt_damping, parse_knobs,
+                                        row_marginals, update_rows)
+from agent.policies.model import (PolicyResult, accuracy_range, compile_network, make_result,
+                                  network_delay, node_rates, routing_vector, stage_remaining,
                                   uniform_routing)
 from agent.policies.thresholds import ThresholdReport, choose_threshold, threshold_stage
-from agent.policies.model import accuracy_range
 from agent.scenario import Scenario
 from engines.exit_profile import exit_stats
+
+
 
 
 def run_dtoee(scenario: Scenario, rounds: Optional[int] = None,
@@ -67,8 +69,10 @@ def run_dtoee(scenario: Scenario, rounds: Optional[int] = None,
     alpha = np.where(workers, net.flops[net.stage], 1.0)
 
     phi_prev = node_rates(net, p, rem)  # round 0's RURs use the rates of the initial routing
-    omega = np.zeros(n)
-    psi = np.zeros(n)
+    stage_rows = [np.nonzero(row_stage == h)[0] for h in range(net.num_stages)]
+    lam_prev = None
+    change_prev = np.zeros(n)
+    kappa = np.maximum(npred, 1.0)
     history: List[float] = []
     quiet_needed = params.m * max(1, len(exits)) if exits else 0
     last_th_change = -1
@@ -76,21 +80,35 @@ def run_dtoee(scenario: Scenario, rounds: Optional[int] = None,
     t = 0
     for t in range(rounds):
         remv = stage_remaining(rem)
+        # RUR wave: every offloader's request, from its routing and its previous arrival rate
         xi = p * phi_prev[net.edge_src] * remv[net.stage[net.edge_src]] \
             * net.flops[net.stage[net.edge_dst]]
         lam = np.bincount(net.edge_dst, weights=xi, minlength=n)
         phi = np.where(workers, lam / alpha, net.source_rate)
-        prow = np.where(valid, p[e], 0.0)
-        new, delta, om_i, psi_i = update_rows(
-            prow, phi[row_node] * remv[row_stage], remv[row_stage], next_flops, next_bytes,
-            link, lam[dst], net.capacity[dst], omega[dst], psi[dst], npred[dst], valid, params)
-        change = float(np.max(np.abs(new - prow)[valid])) if valid.any() else 0.0
-        p = p.copy()
-        p[e[valid]] = new[valid]
+        if lam_prev is not None:
+            change = lam - lam_prev
+            kappa = adapt_damping(change, change_prev, kappa, npred, net.capacity)
+            change_prev = change
+        lam_prev = lam
+        # RUS wave, from the final stage back: each worker steps as an offloader, then answers
         omega = np.zeros(n)
         psi = np.zeros(n)
-        omega[row_node] = om_i
-        psi[row_node] = psi_i
+        prow = np.where(valid, p[e], 0.0)
+        new = prow.copy()
+        delta = np.zeros_like(prow)
+        for h in range(net.num_stages - 1, -1, -1):
+            rows = stage_rows[h]
+            if len(rows) == 0:
+                continue
+            d = dst[rows]
+            new[rows], delta[rows], omega[row_node[rows]], psi[row_node[rows]] = update_rows(
+                prow[rows], phi[row_node[rows]] * remv[h], remv[row_stage[rows]],
+                next_flops[rows], next_bytes[rows], link[rows], lam[d], net.capacity[d],
+                omega[d], psi[d], npred[d], kappa[d], valid[rows], params,
+                (phi - phi_prev)[row_node[rows]])
+        moved = float(np.max(np.abs(new - prow)[valid])) if valid.any() else 0.0
+        p = p.copy()
+        p[e[valid]] = new[valid]
         phi_prev = phi
         h = threshold_stage(t, params.m, exits)
         if h is not None:
@@ -105,9 +123,44 @@ def run_dtoee(scenario: Scenario, rounds: Optional[int] = None,
                 rem = exit_stats(profile, th).remaining
         if track:
             history.append(network_delay(net, p, rem))
-        if change < params.tolerance and t - last_th_change >= quiet_needed:
+        if moved < params.tolerance and t - last_th_change >= quiet_needed:
             converged = True
             if stop_when_converged:
                 break
     return make_result("dtoee", scenario, net, p, th if profile is not None else None,
                        t + 1, converged, history)
+
+
+def exact_marginals(net, p: np.ndarray, remaining, params: DtoeeParams):
+    """Delta_ij (eq. 15) of every edge with exact Omega (a backward pass over the stages).
+
+    Returns ``(delta (E,), omega (N,), phi (N,))``: what the protocol's values settle to when the
+    routing stays put. Used by the baselines' threshold tuning and by the tests' KKT checks.
+    """
+    rem = np.asarray(remaining, dtype=np.float64)
+    remv = stage_remaining(rem)
+    n = len(net.ids)
+    phi = node_rates(net, p, rem)
+    lam = net.flops[net.stage] * phi
+    valid = net.slots >= 0
+    e = np.where(valid, net.slots, 0)
+    row_node = net.offloaders
+    row_stage = net.stage[row_node]
+    dst = net.edge_dst[e]
+    omega = np.zeros(n)
+    psi = np.zeros(n)
+    delta = np.zeros(net.num_edges)
+    for h in range(net.num_stages - 1, -1, -1):
+        rows = np.nonzero(row_stage == h)[0]
+        if len(rows) == 0:
+            continue
+        v = valid[rows]
+        d = dst[rows]
+        dl, _, om, ps = row_marginals(
+            np.where(v, p[e[rows]], 0.0), np.full(len(rows), remv[h]),
+            net.flops[h + 1] * np.ones(len(rows)), net.input_bytes[h + 1] * np.ones(len(rows)),
+            net.edge_rate[e[rows]], lam[d], net.capacity[d], omega[d], psi[d], v, params)
+        omega[row_node[rows]] = om
+        psi[row_node[rows]] = ps
+        delta[e[rows][v]] = dl[v]
+    return delta, omega, phi

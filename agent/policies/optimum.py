@@ -9,7 +9,7 @@ to check DTO-EE (tests, README figures), not to run in the agent: it needs globa
 
 from __future__ import annotations
 
-from typing import Mapping, Optional
+from typing import Mapping, Optional, Tuple
 
 import numpy as np
 from scipy.optimize import linprog, minimize
@@ -30,33 +30,49 @@ def _flows_to_routing(net: Network, x: np.ndarray) -> np.ndarray:
                     1.0 / deg[net.edge_src])
 
 
-def optimal_flows(net: Network, remaining, x0: Optional[np.ndarray] = None,
-                  max_iter: int = 500, ftol: float = 1e-11) -> np.ndarray:
-    """Edge flows (tasks/s) minimising Phi*T under flow conservation; SLSQP."""
+def _program(net: Network, remaining):
+    """Conservation (A_eq y = b_eq) and utilisation rows (a_in y = lambda/mu) over y = x/Phi."""
     n = len(net.ids)
     rem = stage_remaining(remaining)
     workers = np.nonzero(net.stage > 0)[0]
     alpha = net.flops[net.stage]
-    link = net.input_bytes[net.stage[net.edge_dst]] / net.edge_rate
-    # conservation A x = b: one row per offloader
     offl = net.offloaders
     row = {int(i): k for k, i in enumerate(offl)}
-    a_eq = np.zeros((len(offl), net.num_edges))
-    for e in range(net.num_edges):
-        a_eq[row[int(net.edge_src[e])], e] += 1.0
-        d = int(net.edge_dst[e])
-        if d in row:
-            a_eq[row[d], e] -= rem[net.stage[d]]
-    b_eq = net.source_rate[offl]
-    # variables are y = x / Phi (fractions of all tasks), the objective is T itself
     scale = max(net.total_rate, 1e-12)
-    a_eq = a_eq * scale
-    # utilisation cap, linear in y: alpha_j * scale * sum_in y <= RHO_EXT * mu_j
+    a_eq = np.zeros((len(offl), net.num_edges))
     a_in = np.zeros((len(workers), net.num_edges))
     wrow = {int(j): k for k, j in enumerate(workers)}
     for e in range(net.num_edges):
+        a_eq[row[int(net.edge_src[e])], e] += scale
         d = int(net.edge_dst[e])
+        if d in row:
+            a_eq[row[d], e] -= rem[net.stage[d]] * scale
         a_in[wrow[d], e] = alpha[d] * scale / net.capacity[d]
+    return a_eq, net.source_rate[offl], a_in, scale, workers, n
+
+
+def min_max_utilisation(net: Network, remaining) -> Tuple[float, np.ndarray]:
+    """The lowest possible utilisation of the busiest worker (an LP) and edge flows reaching it.
+
+    Above 1, no routing keeps every worker below capacity.
+    """
+    a_eq, b_eq, a_in, scale, workers, _ = _program(net, remaining)
+    ne = net.num_edges
+    lp = linprog(np.r_[np.zeros(ne), 1.0],
+                 A_ub=np.c_[a_in, -np.ones(len(workers))], b_ub=np.zeros(len(workers)),
+                 A_eq=np.c_[a_eq, np.zeros(len(b_eq))], b_eq=b_eq,
+                 bounds=[(0.0, None)] * ne + [(0.0, None)], method="highs")
+    if lp.status != 0:
+        return float("inf"), np.zeros(ne)
+    return float(lp.x[-1]), lp.x[:ne] * scale
+
+
+def optimal_flows(net: Network, remaining, x0: Optional[np.ndarray] = None,
+                  max_iter: int = 500, ftol: float = 1e-11) -> np.ndarray:
+    """Edge flows (tasks/s) minimising Phi*T under flow conservation; SLSQP."""
+    a_eq, b_eq, a_in, scale, workers, n = _program(net, remaining)
+    alpha = net.flops[net.stage]
+    link = net.input_bytes[net.stage[net.edge_dst]] / net.edge_rate
 
     def inflow(y):
         return np.bincount(net.edge_dst, weights=y * scale, minlength=n)
@@ -73,16 +89,10 @@ def optimal_flows(net: Network, remaining, x0: Optional[np.ndarray] = None,
         return alpha[net.edge_dst] * d1[net.edge_dst] + link
 
     if x0 is None:
-        # start from the flows that minimise the highest utilisation (an LP): feasible whenever
-        # the problem is, which SLSQP needs to make progress on this steep objective
-        ne = net.num_edges
-        lp = linprog(np.r_[np.zeros(ne), 1.0],
-                     A_ub=np.c_[a_in, -np.ones(len(workers))], b_ub=np.zeros(len(workers)),
-                     A_eq=np.c_[a_eq, np.zeros(len(offl))], b_eq=b_eq,
-                     bounds=[(0.0, None)] * ne + [(0.0, None)], method="highs")
-        if lp.status == 0:
-            x0 = lp.x[:ne] * scale
-        else:
+        # start from the flows that minimise the highest utilisation: feasible whenever the
+        # problem is, which SLSQP needs to make progress on this steep objective
+        u, x0 = min_max_utilisation(net, remaining)
+        if not np.isfinite(u):
             p0 = uniform_routing(net)
             x0 = edge_flows(net, p0, node_rates(net, p0, remaining), remaining)
     res = minimize(fun, x0 / scale, jac=grad, method="SLSQP",

@@ -12,7 +12,9 @@ from typing import Optional
 
 import numpy as np
 
-from agent.scenario import parse_scenario, Scenario
+from agent.policies.model import compile_network
+from agent.policies.optimum import min_max_utilisation
+from agent.scenario import Scenario, parse_scenario
 
 FLOPS = (2.21e9, 1.97e9, 1.97e9, 1.68e9)
 INPUT_BYTES = (0.14e6, 0.77e6, 0.77e6, 0.77e6)
@@ -25,9 +27,19 @@ def random_scenario(seed: int, load: float, sources: int = 8,
     """A random network at ``load`` (busiest stage's utilisation with all tasks spread evenly).
 
     ``skew``: when given, one stage-1 worker gets only ``skew`` times the smallest capacity
-    drawn, so a uniform start overloads it (an infeasible start).
+    drawn, so a uniform start overloads it (an infeasible start). Link draws that leave some
+    capacity out of reach (the best routing's busiest worker above ``load`` + 0.05) are drawn
+    again, so ``load`` describes the network.
     """
     rng = np.random.default_rng(seed)
+    while True:
+        sc = _draw(rng, load, sources, workers, skew, knobs)
+        net = compile_network(sc)
+        if min_max_utilisation(net, sc.remaining)[0] <= load + 0.05:
+            return sc
+
+
+def _draw(rng, load, sources, workers, skew, knobs) -> Scenario:
     h = len(FLOPS)
     obj = {"stages": [{"flops": f, "input_bytes": b, "exit": r < 1.0}
                       for f, b, r in zip(FLOPS, INPUT_BYTES, REMAINING)],
