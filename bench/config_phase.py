@@ -1,0 +1,91 @@
+"""Duration of a 50-round DTO-EE configuration phase among 12 local agents.
+
+Starts 2 sources and 10 workers (3, 3, 2, 2 on the demo bundle's four stages) as real
+``edge-agent run`` processes with ``policy = "dtoee"``, 50 rounds per slot, and a light load.
+A listener subscribes to every agent's control-plane PUB socket and timestamps the DTO-EE
+messages: a slot's configuration phase runs from its first round-0 request to the last
+round-49 status (rounds are message-driven; a stalled round would wait ``round_interval_s``).
+Goal: <= 100 ms.
+
+    python3 bench/config_phase.py [--slots 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from collections import defaultdict
+
+from _local import Local, chain_topology, machine
+
+ROUNDS = 50
+
+
+def main() -> int:
+    import zmq
+
+    from agent import wire
+
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--slots", type=int, default=3, help="complete slots to time")
+    ap.add_argument("--slot-s", type=float, default=4.0, help="slot length")
+    args = ap.parse_args()
+    topo = chain_topology([3, 3, 2, 2], num_sources=2, slot_s=args.slot_s,
+                          agent={"rounds_per_slot": ROUNDS, "round_interval_s": 0.05,
+                                 "heartbeat_interval_s": 0.25})
+    load_s = args.slot_s * (args.slots + 3) + 10
+    run = Local(topo, "dtoee", rate=4.0, load_s=load_s)
+    ctx = zmq.Context()
+    sub = ctx.socket(zmq.SUB)
+    sub.setsockopt(zmq.SUBSCRIBE, b"")
+    sub.setsockopt(zmq.RCVHWM, 100000)
+    for cfg in run.cfgs.values():
+        sub.connect(cfg.control_bind)
+    first = {}
+    last = defaultdict(float)
+    rounds_seen = defaultdict(set)
+    done = []
+    try:
+        run.start()
+        start_slot = None
+        end = time.monotonic() + load_s
+        while time.monotonic() < end and len(done) < args.slots:
+            if not sub.poll(200):
+                continue
+            frames = sub.recv_multipart()
+            t = time.perf_counter()
+            try:
+                msg = wire.decode(wire.split_topic(frames)[1])
+            except wire.WireError:
+                continue
+            if msg.kind not in (wire.Kind.DTOEE_REQUEST, wire.Kind.DTOEE_STATUS):
+                continue
+            if start_slot is None:
+                start_slot = msg.slot + 1  # the first complete slot after every agent is up
+            if msg.slot < start_slot:
+                continue
+            first.setdefault(msg.slot, t)
+            rounds_seen[msg.slot].add(msg.round)
+            if msg.kind == wire.Kind.DTOEE_STATUS and msg.round == ROUNDS - 1:
+                last[msg.slot] = max(last[msg.slot], t)
+            for s in sorted(first):
+                if s < msg.slot and s not in [d[0] for d in done] and last.get(s):
+                    done.append((s, last[s] - first[s], max(rounds_seen[s]) + 1))
+    finally:
+        sub.close(0)
+        ctx.term()
+        run.close()
+    print("machine: %s" % machine())
+    print("agents: 2 sources + 10 workers (3, 3, 2, 2 per stage), %d rounds per slot" % ROUNDS)
+    for slot, dur, rounds in done:
+        print("slot %d: %d rounds in %.1f ms" % (slot, rounds, dur * 1000))
+    if done:
+        print("median configuration phase: %.1f ms (goal <= 100 ms)"
+              % (statistics.median(d[1] for d in done) * 1000))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
