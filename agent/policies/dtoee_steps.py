@@ -36,8 +36,8 @@ class DtoeeParams:
     rho_ext: float = 0.99  # delay function continued quadratically past this utilisation
     penalty_k: float = 1.0e4  # K of eq. 11 (already times Phi), seconds
     epsilon: float = 0.01  # epsilon of eq. 11, as a fraction of capacity
-    rounds: int = 100  # communication rounds per configuration phase
-    tolerance: float = 1e-4  # converged when no routing probability moved more than this
+    rounds: int = 200  # communication rounds per configuration phase (plan, simulator)
+    tolerance: float = 1e-3  # converged: no routing probability moved more than this in a round
     m: int = 5  # a threshold step every m rounds (Alg. 3)
     threshold_step: float = 0.05  # tau_c: threshold change per step
     initial_threshold: float = 0.8  # c_h of every exit before tuning
