@@ -11,7 +11,9 @@ ends at the latest ``rounds_per_slot * round_interval_s`` after the slot starts.
 message-driven: a receiver answers (RUS, broadcast) as soon as it has the round's requests of
 all live predecessors, an offloader steps as soon as it has the statuses of all live successors
 and sends the next round's requests (RUR, addressed). When a round stalls for
-``round_interval_s`` (a lost message, a dead neighbour) the node goes on with what it has.
+``round_interval_s`` (a lost message, a dead neighbour) the node goes on with what it has; an
+alive successor whose status is late counts with its last status, so only a neighbour that is
+gone (silent on the control plane) loses its routing mass.
 Serving never pauses: tasks use the *active* routing and thresholds, replaced by the
 configured ones when the phase ends.
 
@@ -86,6 +88,7 @@ class DtoeePolicy(AgentPolicy):
         self.phase_end = 0.0
         self.off_round = 0
         self.statuses: Dict[str, D.Status] = {}
+        self.last_status: Dict[str, D.Status] = {}  # newest status of each successor, any round
         self.recv_round = -1
         self.requests: Dict[str, D.Request] = {}
         self.status_sent = False
@@ -238,6 +241,7 @@ class DtoeePolicy(AgentPolicy):
             self._sync(st)
             if st.round == self.off_round and self.configuring:
                 self.statuses[msg.sender] = st
+                self.last_status[msg.sender] = st
                 live = [s for s in view.successors if s in view.alive]
                 if all(s in self.statuses for s in live):
                     out += self._step(view, now)
@@ -263,9 +267,14 @@ class DtoeePolicy(AgentPolicy):
     def _step(self, view: NodeView, now: float) -> List[Outgoing]:
         h = view.stage
         rates = {s: (view.link_rate_bytes_s.get(s) or UNKNOWN_LINK_RATE) for s in view.successors}
+        # A successor that is alive but whose status is late this round keeps its last one:
+        # only a gone neighbour (no heartbeats) loses its routing mass.
+        statuses = {s: self.last_status[s] for s in view.alive_successors()
+                    if s in self.last_status}
+        statuses.update(self.statuses)
         res = D.offloader_step(view.node_id, self.off_round, self._live_work(view), self._rate(view),
                                self._remaining(view, h), view.stage_flops[h],
-                               view.stage_input_bytes[h], rates, self.statuses, self.params,
+                               view.stage_input_bytes[h], rates, statuses, self.params,
                                self.th, self.th_version)
         self.progress_at = now
         out: List[Outgoing] = []

@@ -164,12 +164,17 @@ class Cluster:
         return p.wait(timeout_s)
 
     def stop_all(self) -> None:
-        for n, p in self.procs.items():
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-        for p in self.procs.values():
-            try:
-                p.wait(30)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait(10)
+        """SIGTERM the sources first (they drain their tasks in flight while the workers still
+        serve), then the workers."""
+        order = sorted(self.procs, key=lambda n: self.stages[n] != 0)
+        for group in ([n for n in order if self.stages[n] == 0],
+                      [n for n in order if self.stages[n] != 0]):
+            for n in group:
+                if self.procs[n].poll() is None:
+                    self.procs[n].send_signal(signal.SIGTERM)
+            for n in group:
+                try:
+                    self.procs[n].wait(60)
+                except subprocess.TimeoutExpired:
+                    self.procs[n].kill()
+                    self.procs[n].wait(10)
