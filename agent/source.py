@@ -89,12 +89,15 @@ class SourceBook:
         self.records = records
         self.pending: Dict[str, Pending] = {}
         self.seq = 0
+        # a random part per start: workers that kept running must not take a restarted
+        # source's new tasks for duplicates of its old ones
+        self.prefix = "%s-%s" % (node_id, os.urandom(3).hex())
         self.created = self.completed = self.lost = self.rejected = 0
 
     def new(self, x: np.ndarray, label: int, wall: float, mono: float) -> Pending:
         self.seq += 1
         self.created += 1
-        task = Pending("%s-%d" % (self.node_id, self.seq), x, label, wall, mono)
+        task = Pending("%s-%d" % (self.prefix, self.seq), x, label, wall, mono)
         self.pending[task.id] = task
         return task
 
@@ -103,7 +106,7 @@ class SourceBook:
         self.seq += 1
         self.created += 1
         self.rejected += 1
-        self._record("%s-%d" % (self.node_id, self.seq), "rejected", wall, mono, wall, mono)
+        self._record("%s-%d" % (self.prefix, self.seq), "rejected", wall, mono, wall, mono)
 
     def complete(self, fields: Dict[str, Any], wall: float, mono: float) -> Optional[Pending]:
         """Record a result; None if the task is unknown or already answered (a duplicate)."""
