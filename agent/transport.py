@@ -19,6 +19,7 @@ thread's wake-up pipe) so there is exactly one poller.
 from __future__ import annotations
 
 import logging
+import math
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import zmq
@@ -129,7 +130,8 @@ class Transport:
 
     def poll(self, timeout_s: float) -> List[Tuple[str, Any, Any]]:
         """Wait up to ``timeout_s`` for input; return the events (possibly none)."""
-        ready = dict(self.poller.poll(max(0, int(timeout_s * 1000))))
+        # Round up: a timer due in 0.4 ms must not turn into a zero timeout and a spinning loop.
+        ready = dict(self.poller.poll(max(0, int(math.ceil(timeout_s * 1000)))))
         events: List[Tuple[str, Any, Any]] = []
         for sock_or_fd in ready:
             if isinstance(sock_or_fd, int):
