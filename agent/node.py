@@ -372,6 +372,8 @@ class Node(SourceRole, WorkerRole):
                                "alive": sorted(self.view.alive), "routing": self.policy.routing(),
                                "thresholds": {str(k): v for k, v in self.policy.thresholds().items()},
                                "capacity_flops": self.view.capacity_flops,
+                               "emulated": {"capacity": self.cfg.emulate_capacity_flops > 0,
+                                            "links": self.cfg.emulate_links},
                                "input_queue": self.view.input_queue,
                                "output_queue": self.view.output_queue,
                                "wall_time": self.wall()}
