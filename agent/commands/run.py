@@ -106,6 +106,9 @@ def serve(cfg, notifier: Any = None, ctx: Any = None) -> int:
     bundle = load_bundle(cfg.bundle)
     if cfg.role == "worker":
         bundle.stage(cfg.stage)  # raises a clear error for a stage the bundle lacks
+        if cfg.stage < bundle.num_stages and not cfg.successors:
+            raise UsageError("peers: a stage-%d worker needs at least one stage-%d peer (the "
+                             "bundle has %d stages)" % (cfg.stage, cfg.stage + 1, bundle.num_stages))
     os.makedirs(cfg.state_dir, exist_ok=True)
     security = security_from_config(cfg)
     keys = ({p.id: load_public_key(p.public_key) for p in cfg.peers}
