@@ -90,7 +90,6 @@ class SourceRole:
         self.counters["reissued"] += 1
         self._issue(task, now)
 
-
     def _on_result(self, identity: bytes, msg: wire.Message) -> None:
         f = msg.fields
         self.transport.reply(identity, wire.encode(
@@ -131,7 +130,6 @@ class WorkerRole:
         if self.hooks:
             self.hooks.metrics.task_in(self.cfg.stage)
         self.runner.submit(Job(meta=dict(f), x=x))
-
 
     def _inference_done(self, done) -> None:
         f = done.meta

@@ -53,7 +53,7 @@ class Pending:
     created_wall: float
     created_mono: float
     attempt: int = 0
-    resends: int = 0
+    resends: int = 0  # re-issues so far; each issue carries it, hops add their own re-sends
     result_due: float = 0.0  # monotonic time of the current attempt's result deadline
     client: Optional[Tuple[bytes, str]] = None  # (identity, client's own id) in client mode
 
@@ -119,7 +119,7 @@ class SourceBook:
                      label=task.label if task.label >= 0 else None,
                      correct=(fields["cls"] == task.label) if task.label >= 0 else None,
                      confidence=fields["confidence"], hops=fields["hops"],
-                     resends=task.resends + fields["resends"], attempts=task.attempt + 1,
+                     resends=fields["resends"], attempts=task.attempt + 1,
                      worker=fields["worker"])
         return task
 
