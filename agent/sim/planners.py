@@ -3,8 +3,9 @@
 Names: ``mdi-exit`` (the one per-task policy: MDI-Exit's queues, see ``agent.sim.mdi_exit``),
 ``dtoee`` (routing and thresholds tuned), ``dtoee-cX`` (DTO-EE with every threshold fixed
 at X, e.g. ``dtoee-c0.7``: the paper's "DTO w/o AT-X"), ``cf``, ``bf``, ``ngto``, ``ga``. Every
-slot the planner runs on that slot's scenario, warm-started from the decision in force, and the
-rounds it used set the configuration phase. Nothing here computes a delay or a routing itself.
+slot the planner runs on that slot's scenario (DTO-EE warm-started from the decision in force),
+and the rounds it used set the configuration phase; NGTO's offloaders move one at a time, so
+each of its passes costs one round per offloader. Nothing here computes a delay or a routing.
 """
 
 from __future__ import annotations
@@ -73,7 +74,15 @@ def make_policy(name: str, rounds: Optional[int] = None,
         fn = getattr(baselines, name if name in ("ngto", "ga") else name + "_routing")
 
         def plan(scn: Scenario, prev: Optional[Decision]) -> Decision:
-            return _decision(fn(scn, **options.get(name, {})))
+            res = fn(scn, **options.get(name, {}))
+            rounds = None
+            if name == "ngto":
+                # offloaders take their best responses in turn: a pass costs one round each
+                offloaders = len(scn.sources) + sum(
+                    1 for w in scn.workers if w.stage < scn.num_stages)
+                rounds = int(res.rounds) * offloaders
+            return _decision(res, rounds=rounds)
+        return PlannerPolicy(name, plan, stateless=True)
     else:
         raise UsageError("--policies: unknown policy %r (known: %s, dtoee-cX)"
                          % (name, ", ".join(POLICY_NAMES)))

@@ -99,12 +99,20 @@ class PlannerPolicy(SimPolicy):
     ``agent.policies``); ``rounds`` of its decision set the length of the configuration phase.
     """
 
-    def __init__(self, name: str, planner: Planner):
+    def __init__(self, name: str, planner: Planner, stateless: bool = False):
         self.name = name
         self._planner = planner
+        # a stateless planner (one that ignores the previous decision) gives the same answer for
+        # the same setting: outside the dynamic mode it is computed once and re-announced
+        self._stateless = stateless
+        self._last: Optional[tuple] = None
         self.decisions: Dict[int, Decision] = {}  # slot -> decision, for the per-slot report
 
     def start_slot(self, view: SlotView) -> Decision:
-        decision = self._planner(view.scenario, view.previous)
+        if self._stateless and self._last is not None and self._last[0] is view.scenario:
+            decision = self._last[1]
+        else:
+            decision = self._planner(view.scenario, view.previous)
+            self._last = (view.scenario, decision)
         self.decisions[view.slot] = decision
         return decision
