@@ -63,6 +63,16 @@ class Peer:
     data_address: str  # the peer's ROUTER endpoint (we send tasks/results there)
     link_rate_bytes_s: float = 0.0  # r_ij estimate for this node -> peer; 0 = unknown (no cost)
     public_key: str = ""  # the peer's CURVE public key (Z85); used when security = "curve"
+    last_stage: int = 0  # a peer holding several stages serves stage..last_stage; 0 = just stage
+
+    @property
+    def stages(self) -> Tuple[int, int]:
+        """(first, last) stage the peer serves; (0, 0) for a source."""
+        return (self.stage, max(self.stage, self.last_stage))
+
+    def serves(self, stage: int) -> bool:
+        first, last = self.stages
+        return self.stage > 0 and first <= stage <= last
 
 
 @dataclass(frozen=True)
@@ -71,12 +81,13 @@ class NodeConfig:
 
     node_id: str  # unique id of this node; also its control-plane topic
     role: str  # "source" (produces tasks, receives results) or "worker" (serves one stage)
-    stage: int  # 0 for a source; the 1-based stage a worker serves
+    stage: int  # 0 for a source; the 1-based stage a worker serves (its first one)
     bundle: str  # model bundle directory (absolute after parsing)
     state_dir: str  # where records.jsonl, stats.json and saved policy state live
     control_bind: str  # endpoint of this node's PUB socket, e.g. "tcp://0.0.0.0:5551"
     data_bind: str  # endpoint of this node's ROUTER socket, e.g. "tcp://0.0.0.0:5552"
     peers: Tuple[Peer, ...] = ()  # neighbours: successors, predecessors and (for workers) sources
+    last_stage: int = 0  # a worker holding several stages serves stage..last_stage; 0 = just stage
     policy: str = "dtoee"  # routing/threshold policy: dtoee | cf | bf | fixed | mdi-exit
     policy_knobs: Mapping[str, Any] = field(default_factory=dict)  # knobs passed to the policy
     thresholds: Tuple[float, ...] = ()  # initial exit threshold c_h per stage (1..H); () = 0.8 each
@@ -126,16 +137,24 @@ class NodeConfig:
         raise KeyError(peer_id)
 
     @property
+    def stages(self) -> Tuple[int, int]:
+        """(first, last) stage this node serves; (0, 0) for a source."""
+        return (self.stage, max(self.stage, self.last_stage))
+
+    @property
     def successors(self) -> Tuple[Peer, ...]:
-        """Peers serving the next stage (L_i)."""
-        return tuple(p for p in self.peers if p.stage == self.stage + 1)
+        """Peers that serve a stage following one of ours (L_i)."""
+        first, last = self.stages
+        return tuple(p for p in self.peers if p.stage > 0 and p.stages[0] <= last + 1
+                     and p.stages[1] >= first + 1)
 
     @property
     def predecessors(self) -> Tuple[Peer, ...]:
-        """Peers of the previous stage (V_j); for stage 1 these are sources."""
+        """Peers whose tasks can come to us (V_j); for stage 1 these include the sources."""
         if self.stage == 0:
             return ()
-        return tuple(p for p in self.peers if p.stage == self.stage - 1)
+        first, last = self.stages
+        return tuple(p for p in self.peers if p.stages[0] + 1 <= last and p.stages[1] + 1 >= first)
 
     @property
     def sources(self) -> Tuple[Peer, ...]:
@@ -218,7 +237,11 @@ def _parse_peer(obj: Any, where: str) -> Peer:
         data_address=r.str("data_address"),
         link_rate_bytes_s=r.num("link_rate_bytes_s", 0.0),
         public_key=r.str("public_key", ""),
+        last_stage=r.int("last_stage", 0),
     )
+    if peer.last_stage and peer.last_stage < peer.stage:
+        raise ConfigError("%s.last_stage: must be 0 or >= stage %d, got %r"
+                          % (where, peer.stage, peer.last_stage))
     if not peer.id:
         raise ConfigError("%s.id: must be a non-empty string" % where)
     _check_endpoint(peer.control_address, where + ".control_address")
@@ -252,6 +275,10 @@ def parse_config(obj: Any, base_dir: str = ".", where: str = "config") -> NodeCo
         raise ConfigError("%s.stage: a source has stage 0, got %r" % (where, kw["stage"]))
     if kw["role"] == "worker" and kw["stage"] < 1:
         raise ConfigError("%s.stage: a worker serves a stage >= 1, got %r" % (where, kw["stage"]))
+    kw["last_stage"] = r.int("last_stage", 0)
+    if kw["last_stage"] and (kw["role"] == "source" or kw["last_stage"] < kw["stage"]):
+        raise ConfigError("%s.last_stage: must be 0 (one stage) or >= stage %d for a worker, got %r"
+                          % (where, kw["stage"], kw["last_stage"]))
     kw["bundle"] = r.path("bundle", base_dir)
     if not kw["bundle"]:
         raise ConfigError("%s.bundle: missing" % where)

@@ -44,14 +44,14 @@ class Node(SourceRole, WorkerRole):
     """One agent. ``run()`` serves until ``stop()`` (e.g. from a SIGTERM handler)."""
 
     def __init__(self, cfg: NodeConfig, transport: Transport, policy: AgentPolicy, view: NodeView,
-                 stage_spec: Any = None, runner: Any = None, replay: Optional[ReplaySet] = None,
+                 specs: Any = None, runner: Any = None, replay: Optional[ReplaySet] = None,
                  book: Optional[SourceBook] = None, hooks: Any = None,
                  clock: Callable[[], float] = time.monotonic, wall: Callable[[], float] = time.time):
         self.cfg = cfg
         self.transport = transport
         self.policy = policy
         self.view = view
-        self.spec = stage_spec
+        self.specs = specs or {}  # stage -> StageSpec of each stage this worker runs
         self.runner = runner
         self.replay = replay
         self.book = book

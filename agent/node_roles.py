@@ -19,6 +19,7 @@ from typing import Any, Dict, List, Optional
 import numpy as np
 
 from agent import wire
+from agent.routing import TaskInfo
 from agent.wire import Kind
 from agent.worker import Job
 from engines.exit_profile import should_exit
@@ -111,11 +112,12 @@ class WorkerRole:
 
     def _on_task(self, identity: bytes, msg: wire.Message) -> None:
         f, x = msg.fields, msg.tensors[0]
-        if f["stage"] != self.cfg.stage:
+        spec = self.specs.get(f["stage"])
+        if spec is None:
             return self._drop("wrong_stage")
         if f["source"] not in self.sources:
             return self._drop("unknown_source")
-        if x.dtype.name != self.spec.input_dtype or tuple(x.shape) != tuple(self.spec.input_shape):
+        if x.dtype.name != spec.input_dtype or tuple(x.shape) != tuple(spec.input_shape):
             return self._drop("bad_shape")
         key = wire.task_key(f["id"], f["attempt"])
         self.transport.reply(identity, wire.encode(Kind.ACK, self.cfg.node_id, {"keys": [key]}))
@@ -128,8 +130,8 @@ class WorkerRole:
         self.received += 1
         self.counters["tasks_in"] += 1
         if self.hooks:
-            self.hooks.metrics.task_in(self.cfg.stage)
-        self.runner.submit(Job(meta=dict(f), x=x))
+            self.hooks.metrics.task_in(f["stage"])
+        self.runner.submit(Job(meta=dict(f), x=x, stage=f["stage"]))
 
     def _inference_done(self, done) -> None:
         f = done.meta
@@ -137,7 +139,7 @@ class WorkerRole:
             return self._drop("engine_error")
         if self.hooks:
             self.hooks.on_service(done)
-        h = self.cfg.stage
+        h = f["stage"]
         last = h == self.view.num_stages
         th = self.policy.thresholds().get(h)
         if done.confidence is not None and (last or (th is not None and should_exit(done.confidence, th))):
@@ -154,6 +156,11 @@ class WorkerRole:
             return self._drop("no_output")
         else:
             nf = dict(f, stage=h + 1, hops=f["hops"] + 1)
+            if self.view.serves(h + 1) and self.policy.keep_local(
+                    TaskInfo(f["id"], h + 1, done.features.nbytes), self._refresh_view()):
+                self.counters["kept_local"] += 1  # this worker holds the next stage too
+                self.runner.submit(Job(meta=nf, x=done.features, stage=h + 1))
+                return
             item = OutItem(Kind.TASK, wire.task_key(f["id"], f["attempt"]), nf, done.features)
         if self.hooks:
             self.hooks.metrics.task_out(h)

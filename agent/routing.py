@@ -11,6 +11,8 @@ Interface (``AgentPolicy``), called from the I/O loop only:
 - ``thresholds() -> {stage: c}``: exit threshold per early-exit stage, used for every task.
 - ``choose_successor(task, view, exclude) -> peer id | None``: where a task goes next (called
   per task; ``exclude`` lists successors already tried for it). None = keep it and ask again.
+- ``keep_local(task, view) -> bool``: on a worker holding several stages, whether the task's
+  next stage runs here instead of being offloaded.
 - ``admit(view, now) -> bool``: sources only, before creating a task (admission control);
   ``interarrival_s(view, now)`` may override the Poisson mean gap (rate adaptation).
 - ``on_control(msg, view, now) -> [Outgoing]``: a control message from a neighbour
@@ -70,9 +72,20 @@ class NodeView:
     peer_state: Dict[str, Dict[str, Any]] = field(default_factory=dict)  # last heartbeat fields
     exit_profile: Any = None  # engines.exit_profile.ExitProfile of the bundle, when present
     tradeoff: float = 0.5  # a in U
+    last_stage: int = 0  # last stage this node serves (> stage when it holds several)
+    peer_stages: Dict[str, Tuple[int, int]] = field(default_factory=dict)  # (first, last) per peer
 
-    def alive_successors(self) -> List[str]:
-        return [s for s in self.successors if s in self.alive]
+    def serves(self, stage: int) -> bool:
+        """True when this node itself can run ``stage``."""
+        return self.stage > 0 and self.stage <= stage <= max(self.stage, self.last_stage)
+
+    def alive_successors(self, stage: Optional[int] = None) -> List[str]:
+        """Alive successors; with ``stage``, only those that serve that stage."""
+        out = [s for s in self.successors if s in self.alive]
+        if stage is not None and self.peer_stages:
+            out = [s for s in out if s in self.peer_stages
+                   and self.peer_stages[s][0] <= stage <= self.peer_stages[s][1]]
+        return out
 
 
 @dataclass
@@ -110,7 +123,7 @@ class AgentPolicy:
 
     def choose_successor(self, task: TaskInfo, view: NodeView,
                          exclude: Sequence[str] = ()) -> Optional[str]:
-        alive = view.alive_successors()
+        alive = view.alive_successors(task.stage)
         if not alive:
             return None
         cands = [s for s in alive if s not in exclude] or alive
@@ -119,6 +132,14 @@ class AgentPolicy:
         if sum(ws) <= 0:  # routing mass only on gone/excluded peers: spread over the rest
             ws = [1.0] * len(cands)
         return self.rng.choices(cands, weights=ws)[0]
+
+    def keep_local(self, task: TaskInfo, view: NodeView) -> bool:
+        """A worker holding the task's next stage itself: run it here (True) or offload it.
+
+        Called only when ``view.serves(task.stage)``; the default keeps it (one device running
+        consecutive stages, no transfer). Queue-based policies decide by queue lengths.
+        """
+        return True
 
     def admit(self, view: NodeView, now: float) -> bool:
         return True

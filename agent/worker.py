@@ -1,4 +1,7 @@
-"""The inference thread of a worker: runs the stage engine on queued tasks, one at a time.
+"""The inference thread of a worker: runs the stage engines on queued tasks, one at a time.
+
+A worker usually holds one stage; one holding several (``last_stage``) has one engine per stage
+and each job names the stage to run.
 
 The I/O loop puts ``Job`` objects on ``submit``; the thread runs the engine, computes the exit
 head's confidence (``engines.exit_profile.softmax_confidence``), optionally pads the service
@@ -16,7 +19,7 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass
-from typing import Any, Callable, Deque, List, Optional
+from typing import Any, Callable, Deque, Dict, List, Optional
 
 import numpy as np
 
@@ -27,10 +30,11 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class Job:
-    """One task to run: its metadata (opaque to the thread) and the input tensor."""
+    """One task to run: its metadata (opaque to the thread), the input tensor, the stage."""
 
     meta: Any
     x: np.ndarray
+    stage: int = 0  # 0 = the worker's only stage
 
 
 @dataclass
@@ -47,13 +51,18 @@ class Done:
 
 
 class InferenceThread:
-    """One engine, one thread, FIFO order; ``queued`` counts jobs waiting or running."""
+    """Engines by stage, one thread, FIFO order; ``queued`` counts jobs waiting or running.
 
-    def __init__(self, engine: Any, flops: float, emulate_capacity_flops: float = 0.0,
+    ``engines`` and ``flops`` map stage -> engine / alpha (a single engine and number mean one
+    stage, run for jobs with ``stage`` 0).
+    """
+
+    def __init__(self, engines: Any, flops: Any, emulate_capacity_flops: float = 0.0,
                  clock: Callable[[], float] = time.monotonic,
                  sleep: Callable[[float], None] = time.sleep):
-        self.engine = engine
-        self.flops = float(flops)
+        self.engines: Dict[int, Any] = engines if isinstance(engines, dict) else {0: engines}
+        self.flops: Dict[int, float] = ({k: float(v) for k, v in flops.items()}
+                                        if isinstance(flops, dict) else {0: float(flops)})
         self.emulate_capacity_flops = float(emulate_capacity_flops)
         self.clock = clock
         self.sleep = sleep
@@ -114,10 +123,12 @@ class InferenceThread:
             except OSError:
                 pass
 
-    def run_one(self, x: np.ndarray) -> Done:
-        """Run the engine on ``x`` with padding; used by the thread and by start-up timing."""
+    def run_one(self, x: np.ndarray, stage: int = 0) -> Done:
+        """Run ``stage``'s engine on ``x`` with padding; used by the thread and start-up timing."""
+        if stage not in self.engines:
+            stage = next(iter(self.engines))
         t0 = self.clock()
-        out = self.engine.run(x)
+        out = self.engines[stage].run(x)
         service = self.clock() - t0
         conf = cls = None
         if out.logits is not None:
@@ -128,7 +139,7 @@ class InferenceThread:
             feats = np.ascontiguousarray(feats)
         if self.emulate_capacity_flops > 0:
             # Emulated slower device: the real engine ran; stretch to flops / emulated mu.
-            pad = self.flops / self.emulate_capacity_flops - (self.clock() - t0)
+            pad = self.flops[stage] / self.emulate_capacity_flops - (self.clock() - t0)
             if pad > 0:
                 self.sleep(pad)
         return Done(meta=None, features=feats, confidence=conf, cls=cls,
@@ -140,7 +151,7 @@ class InferenceThread:
             if job is None:
                 return
             try:
-                done = self.run_one(job.x)
+                done = self.run_one(job.x, job.stage)
                 done.meta = job.meta
             except Exception as exc:  # engine errors must not kill the thread; counted by the loop
                 log.warning("engine failed on a task: %s", exc)

@@ -59,35 +59,61 @@ def build_view(cfg, bundle, exit_profile):
         predecessors=tuple(p.id for p in cfg.predecessors),
         link_rate_bytes_s={p.id: p.link_rate_bytes_s for p in cfg.peers},
         arrival_rate_tasks_s=cfg.arrival_rate_tasks_s if cfg.role == "source" else 0.0,
-        exit_profile=exit_profile, tradeoff=cfg.tradeoff)
+        exit_profile=exit_profile, tradeoff=cfg.tradeoff, last_stage=cfg.stages[1],
+        peer_stages={p.id: p.stages for p in cfg.peers})
 
 
 def _worker_parts(cfg, bundle):
-    """Engine, inference thread and start-up capacity of a worker."""
+    """Engines (one per stage served), inference thread and start-up capacity of a worker.
+
+    A worker holding several stages reports mu = total flops / total median service time over
+    its stages, and the mean service time per stage.
+    """
     import numpy as np
 
-    from agent.capacity import startup_capacity
+    from agent.capacity import CapacityReport, startup_capacity
     from agent.worker import InferenceThread
     from engines import load_engine
 
-    spec = bundle.stage(cfg.stage)
-    engine = load_engine(spec, backend=cfg.backend, threads=cfg.engine_threads,
-                         precision=cfg.precision, cache_dir=cfg.engine_cache_dir or None)
-    runner = InferenceThread(engine, spec.flops, cfg.emulate_capacity_flops)
-    profile_mu: Optional[float] = None
-    if cfg.capacity_profile:
-        from calibration.profile import lookup_capacity
-        used = "tensorrt" if "tensorrt" in str(engine.info.get("backend", "")).lower() else "onnxruntime"
-        profile_mu = lookup_capacity(cfg.capacity_profile, spec, used, cfg.precision,
-                                     cfg.power_mode or None)
-        if profile_mu is None:
-            log.warning("no current entry for stage %d in %s; timing the engine instead",
-                        spec.index, cfg.capacity_profile)
-    x = np.zeros(spec.input_shape, dtype=spec.input_dtype)
-    report = startup_capacity(float(spec.flops), runner.run_one, x, cfg.warmup_runs,
-                              cfg.timing_runs, cfg.emulate_capacity_flops, profile_mu)
-    log.info("stage %d on %s: %s", spec.index, engine.info.get("backend", "?"), report.describe())
-    return spec, engine, runner, report
+    first, last = cfg.stages
+    specs = {h: bundle.stage(h) for h in range(first, last + 1)}
+    engines = {}
+    try:
+        for h, spec in specs.items():
+            engines[h] = load_engine(spec, backend=cfg.backend, threads=cfg.engine_threads,
+                                     precision=cfg.precision, cache_dir=cfg.engine_cache_dir or None)
+    except BaseException:
+        for e in engines.values():
+            e.close()
+        raise
+    runner = InferenceThread(engines, {h: s.flops for h, s in specs.items()},
+                             cfg.emulate_capacity_flops)
+    reports = []
+    for h, spec in specs.items():
+        engine = engines[h]
+        profile_mu: Optional[float] = None
+        if cfg.capacity_profile:
+            from calibration.profile import lookup_capacity
+            used = ("tensorrt" if "tensorrt" in str(engine.info.get("backend", "")).lower()
+                    else "onnxruntime")
+            profile_mu = lookup_capacity(cfg.capacity_profile, spec, used, cfg.precision,
+                                         cfg.power_mode or None)
+            if profile_mu is None:
+                log.warning("no current entry for stage %d in %s; timing the engine instead",
+                            spec.index, cfg.capacity_profile)
+        x = np.zeros(spec.input_shape, dtype=spec.input_dtype)
+        report = startup_capacity(float(spec.flops), lambda a, h=h: runner.run_one(a, h), x,
+                                  cfg.warmup_runs, cfg.timing_runs, cfg.emulate_capacity_flops,
+                                  profile_mu)
+        log.info("stage %d on %s: %s", h, engine.info.get("backend", "?"), report.describe())
+        reports.append(report)
+    if len(reports) > 1:
+        total = sum(r.service_time_s for r in reports)
+        flops = float(sum(s.flops for s in specs.values()))
+        measured = sum(r.measured_capacity_flops for r in reports) / len(reports)
+        origin = "emulated" if cfg.emulate_capacity_flops > 0 else reports[0].origin
+        reports = [CapacityReport(flops / total, total / len(reports), measured, origin)]
+    return specs, list(engines.values()), runner, reports[0]
 
 
 def serve(cfg, notifier: Any = None, ctx: Any = None) -> int:
@@ -105,10 +131,14 @@ def serve(cfg, notifier: Any = None, ctx: Any = None) -> int:
 
     bundle = load_bundle(cfg.bundle)
     if cfg.role == "worker":
-        bundle.stage(cfg.stage)  # raises a clear error for a stage the bundle lacks
-        if cfg.stage < bundle.num_stages and not cfg.successors:
+        bundle.stage(cfg.stages[1])  # raises a clear error for a stage the bundle lacks
+        if cfg.stages[1] > cfg.stage and cfg.policy == "dtoee":
+            raise UsageError("last_stage: policy dtoee models one stage per worker; give this "
+                             "worker one stage or use another policy")
+        if cfg.stages[1] < bundle.num_stages and not cfg.successors:
             raise UsageError("peers: a stage-%d worker needs at least one stage-%d peer (the "
-                             "bundle has %d stages)" % (cfg.stage, cfg.stage + 1, bundle.num_stages))
+                             "bundle has %d stages)" % (cfg.stages[1], cfg.stages[1] + 1,
+                                                        bundle.num_stages))
     os.makedirs(cfg.state_dir, exist_ok=True)
     security = security_from_config(cfg)
     keys = ({p.id: load_public_key(p.public_key) for p in cfg.peers}
@@ -118,15 +148,16 @@ def serve(cfg, notifier: Any = None, ctx: Any = None) -> int:
     policy = make_policy(cfg.policy, thresholds, cfg.policy_knobs, cfg.seed)
     policy.configure(cfg, view)
     store = StateStore(cfg.state_dir)
-    spec = runner = engine = replay = book = None
+    spec = runner = replay = book = None
+    engines = []
     estimator = None
     capacity = service = 0.0
     if cfg.role == "worker":
-        spec, engine, runner, report = _worker_parts(cfg, bundle)
+        spec, engines, runner, report = _worker_parts(cfg, bundle)
         capacity, service = report.capacity_flops, report.service_time_s
-        if cfg.online_capacity:
+        if cfg.online_capacity and len(spec) == 1:  # one stage: every service time is comparable
             from calibration.online import OnlineCapacityEstimator
-            estimator = OnlineCapacityEstimator(float(spec.flops), capacity)
+            estimator = OnlineCapacityEstimator(float(spec[cfg.stage].flops), capacity)
     else:
         from engines.demo import REPLAY_PATH
         first = bundle.stage(1)
@@ -165,7 +196,7 @@ def serve(cfg, notifier: Any = None, ctx: Any = None) -> int:
             notifier.stopping()
         if runner is not None:
             runner.stop()
-        if engine is not None:
+        for engine in engines:
             engine.close()
         transport.close()
         metrics.close()

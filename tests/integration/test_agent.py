@@ -115,3 +115,20 @@ def test_a_local_client_pushes_tasks_and_gets_each_result_back(bundle, tmp_path)
     assert all(m.kind == Kind.RESULT and m.fields["exit_stage"] in (1, 2) for m in got.values())
     recs = c.records("s1")
     assert len(recs) == 5 and all(r["status"] == "completed" and r["label"] is None for r in recs)
+
+
+def test_a_worker_holding_both_stages_runs_them_in_turn(bundle, tmp_path):
+    """A worker with ``last_stage`` = 2 loads both engines and, by default, runs a task's next
+    stage itself (counted as kept_local); every task is answered by it."""
+    c = Cluster(str(tmp_path), bundle, {"s1": 0, "w12": 1}, policy="fixed", thresholds=(0.99, 1.0))
+    try:
+        c.start("w12", last_stage=2)
+        c.start("s1", arrival_rate_tasks_s=25.0, max_tasks=20)
+        c.wait_for(lambda: c.finished("s1", 20), 60, "20 tasks answered")
+        stats = c.stats("w12")
+    finally:
+        c.stop_all()
+    recs = c.records("s1")
+    assert len(recs) == 20 and all(r["status"] == "completed" and r["worker"] == "w12" for r in recs)
+    finals = [r for r in recs if r["exit_stage"] == 2]
+    assert finals and stats["counters"]["kept_local"] == len(finals)

@@ -47,6 +47,7 @@ def test_relative_paths_resolve_against_the_config_folder():
     ({"emulate_links": True}, "needs link_rate_bytes_s > 0 for peer(s) w2"),
     ({"peers": []}, "a worker needs the sources"),
     ({"security": "curve", "secret_key_path": "a", "public_key_path": "b"}, "needs public_key"),
+    ({"stage": 2, "last_stage": 1}, "config.last_stage: must be 0 (one stage) or >= stage 2"),
 ])
 def test_bad_values_raise_config_error_naming_the_field(over, needle):
     with pytest.raises(ConfigError) as info:
@@ -79,3 +80,17 @@ def test_load_config_reports_missing_file_and_bad_toml(tmp_path):
     bad.write_text("node_id = \n")
     with pytest.raises(ConfigError, match="not valid TOML"):
         load_config(str(bad))
+
+
+def test_a_worker_holding_several_stages_has_successors_serving_the_next_ones():
+    obj = _worker(last_stage=2)
+    obj["peers"].append({"id": "all", "stage": 1, "last_stage": 3,
+                         "control_address": "tcp://127.0.0.1:5571",
+                         "data_address": "tcp://127.0.0.1:5572"})
+    obj["peers"].append({"id": "w4", "stage": 4, "control_address": "tcp://127.0.0.1:5581",
+                         "data_address": "tcp://127.0.0.1:5582"})
+    cfg = parse_config(obj, "/x")
+    assert cfg.stages == (1, 2)
+    assert [p.id for p in cfg.successors] == ["w2", "all"]  # serve stage 2 or 3; w4 does not
+    assert [p.id for p in cfg.predecessors] == ["s1", "all"]
+    assert cfg.peer("all").serves(3) and not cfg.peer("all").serves(4)
