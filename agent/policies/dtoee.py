@@ -53,7 +53,10 @@ and decays towards 1 otherwise, which lets offloaders that trade receivers move 
 speed. Increases towards j are capped by an equal share of j's headroom up to
 ``headroom_target * mu_j``, so receivers below it do not overload, and overloaded ones are
 drained at once. Omega_i is extrapolated by Psi_i times the change of the node's arrival rate
-its successors have not seen yet. Everything comes from the node's own RUS messages.
+its successors have not seen yet. Offloaders that trade receivers face a constant gradient gap
+along a direction the diagonal curvature overstates, so each node adds ``momentum`` times its
+previous routing change (heavy ball). Everything comes from the node's own RUS messages and
+its own previous step.
 
 Units: Delta, Omega in seconds (derivatives of Phi*T, the total delay per second, in the flow
 tasks/s), curvature in s^2, loads and capacities in FLOP/s. The penalty (eq. 11) is written on
@@ -62,7 +65,7 @@ utilisation and its factor K already includes the paper's Phi, so no node needs 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
@@ -111,6 +114,7 @@ class OffloaderResult:
     curvature_s2: float  # Psi_i, goes into this node's next RUS
     marginals_s: Dict[str, float]  # Delta_ij (eq. 15) per live successor
     requests: Dict[str, Request]  # the next round's RUR per successor
+    change: Dict[str, float] = field(default_factory=dict)  # new minus old p, per successor
 
 
 # --------------------------------------------------------------------------- per-node steps
@@ -161,13 +165,15 @@ def offloader_step(node_id: str, round: int, routing: Mapping[str, float],
                    next_input_bytes: float, link_rates_bytes_s: Mapping[str, float],
                    statuses: Mapping[str, Status], params: DtoeeParams,
                    thresholds: Mapping[str, float], thresholds_version: int,
-                   previous_arrival_rate_tasks_s: Optional[float] = None) -> OffloaderResult:
+                   previous_arrival_rate_tasks_s: Optional[float] = None,
+                   previous_change: Optional[Mapping[str, float]] = None) -> OffloaderResult:
     """Alg. 2 for one offloader: Delta (eq. 15), Omega (eq. 16), new routing, next RURs.
 
     ``routing`` is the current p_i over all successors, ``remaining`` the node's own I_h (1 for a
     source), ``statuses`` the round-t RUS of each live successor (others count as gone),
     ``previous_arrival_rate_tasks_s`` the rate its round-t RURs were built with (None: same as
-    ``arrival_rate_tasks_s``, e.g. a source).
+    ``arrival_rate_tasks_s``, e.g. a source), ``previous_change`` the ``change`` of the node's
+    previous ``OffloaderResult`` in this phase (None in the first round).
     """
     live = [s for s in routing if s in statuses]
     if not live:
@@ -186,14 +192,16 @@ def offloader_step(node_id: str, round: int, routing: Mapping[str, float],
         np.array([[x.damping for x in st]]), one, params,
         np.array([arrival_rate_tasks_s - (arrival_rate_tasks_s
                                           if previous_arrival_rate_tasks_s is None
-                                          else previous_arrival_rate_tasks_s)]))
+                                          else previous_arrival_rate_tasks_s)]),
+        np.array([[float((previous_change or {}).get(s, 0.0)) for s in live]]))
     new_routing = {s: 0.0 for s in routing}
     new_routing.update({s: float(v) for s, v in zip(live, new[0])})
     requests = make_requests(node_id, round + 1, {s: new_routing[s] for s in live},
                              arrival_rate_tasks_s, remaining, next_stage_flops, thresholds,
                              thresholds_version)
     return OffloaderResult(new_routing, float(omega[0]), float(psi[0]),
-                           {s: float(d) for s, d in zip(live, delta[0])}, requests)
+                           {s: float(d) for s, d in zip(live, delta[0])}, requests,
+                           {s: float(v) - float(x) for s, v, x in zip(live, new[0], p)})
 
 
 def merge_thresholds(thresholds: Mapping[str, float], version: int,

@@ -71,6 +71,7 @@ def run_dtoee(scenario: Scenario, rounds: Optional[int] = None,
     phi_prev = node_rates(net, p, rem)  # round 0's RURs use the rates of the initial routing
     stage_rows = [np.nonzero(row_stage == h)[0] for h in range(net.num_stages)]
     lam_prev = None
+    prev_step = np.zeros(valid.shape)
     change_prev = np.zeros(n)
     kappa = np.maximum(npred, 1.0)
     history: List[float] = []
@@ -105,7 +106,8 @@ def run_dtoee(scenario: Scenario, rounds: Optional[int] = None,
                 prow[rows], phi[row_node[rows]] * remv[h], remv[row_stage[rows]],
                 next_flops[rows], next_bytes[rows], link[rows], lam[d], net.capacity[d],
                 omega[d], psi[d], npred[d], kappa[d], valid[rows], params,
-                (phi - phi_prev)[row_node[rows]])
+                (phi - phi_prev)[row_node[rows]], prev_step[rows])
+        prev_step = np.where(valid, new - prow, 0.0)
         moved = float(np.max(np.abs(new - prow)[valid])) if valid.any() else 0.0
         p = p.copy()
         p[e[valid]] = new[valid]

@@ -20,7 +20,7 @@ from agent.scenario import ScenarioError
 
 # receiver damping (``adapt_damping``): growth on an overshoot, decay otherwise, and the load
 # change (fraction of capacity) below which a reversal counts as noise
-DAMP_UP, DAMP_DOWN, DAMP_NOISE = 3.0, 0.7, 1e-3
+DAMP_UP, DAMP_DOWN, DAMP_NOISE = 2.0, 0.8, 1e-3
 STEP_RULES = ("default", "paper")
 
 
@@ -33,6 +33,7 @@ class DtoeeParams:
     paper_step_size: float = 0.1  # tau_p of eq. 19, in (0, 1]
     step_scale: float = 1.5  # default rule: multiplier of the Newton step, in (0, 2]
     headroom_target: float = 0.95  # default rule: fill receivers up to this utilisation, (0, 1)
+    momentum: float = 0.5  # default rule: share of its previous routing change a node repeats
     rho_ext: float = 0.99  # delay function continued quadratically past this utilisation
     penalty_k: float = 1.0e4  # K of eq. 11 (already times Phi), seconds
     epsilon: float = 0.01  # epsilon of eq. 11, as a fraction of capacity
@@ -47,6 +48,7 @@ _FLOAT_RANGES = {
     "paper_step_size": (0.0, 1.0, False, True),
     "step_scale": (0.0, 2.0, False, True),
     "headroom_target": (0.0, 1.0, False, False),
+    "momentum": (0.0, 1.0, True, False),
     "rho_ext": (0.5, 1.0, True, False),
     "penalty_k": (0.0, math.inf, True, False),
     "epsilon": (0.0, 0.5, True, True),
@@ -192,11 +194,12 @@ def adapt_damping(change, previous_change, damping, predecessors, capacity):
 
 def update_rows(p, out_rate, remaining, next_flops, next_bytes, link_rate, load, capacity,
                 omega, curvature, predecessors, damping, valid, params: DtoeeParams,
-                pending=None):
+                pending=None, previous_step=None):
     """One offloader step for many rows: returns (new p, Delta, Omega_i, Psi_i).
 
     ``pending`` (R,): the change of the node's arrival rate that its successors have not seen
     yet (its requests carried the previous rate); Omega_i is extrapolated by Psi_i * pending.
+    ``previous_step`` (R,D): the node's previous routing change (default rule's momentum).
     """
     delta, h, omega_i, psi_i = row_marginals(p, remaining, next_flops, next_bytes, link_rate,
                                              load, capacity, omega, curvature, valid, params)
@@ -220,6 +223,11 @@ def update_rows(p, out_rate, remaining, next_flops, next_bytes, link_rate, load,
                        / np.where(span > 0, span, 1.0), c0)
         h2 = h + a * a * np.maximum(sec - c0, 0.0)
         new = newton_step(p, out_rate, delta, h2, headroom, predecessors, damping, valid, params)
+        if previous_step is not None and params.momentum > 0:
+            # heavy ball: offloaders trading receivers face a constant gradient gap along a
+            # direction the diagonal curvature overstates; momentum keeps such trades going
+            new = np.where(valid, np.maximum(new + params.momentum * previous_step, 0.0), 0.0)
+            new = new / np.maximum(new.sum(axis=1, keepdims=True), 1e-300)
     return new, delta, omega_i, psi_i
 
 

@@ -32,6 +32,7 @@ def _per_node_run(sc, rounds, params):
                                {}, 0) for n in routing}
     last_status = {}
     last_rate = dict(phi)
+    last_change = {}
     for t in range(rounds):
         inbox = {n: [] for n in nodes}
         for n, reqs in outbox.items():
@@ -47,8 +48,9 @@ def _per_node_run(sc, rounds, params):
                     res = offloader_step(n, t, routing[n], rates[n], rem[h], flops[h + 1],
                                          size[h + 1], {s: sc.link_rate(n, s) for s in succ[n]},
                                          {s: status[s] for s in succ[n]}, params, {}, 0,
-                                         last_rate[n])
+                                         last_rate[n], last_change.get(n))
                     routing[n] = res.routing
+                    last_change[n] = res.change
                     outbox[n] = res.requests
                 if h > 0:
                     status[n] = receiver_status(n, t, cap[n], inbox[n], res, {}, 0,
