@@ -130,6 +130,8 @@ def serve(cfg, notifier: Any = None, ctx: Any = None) -> int:
     from engines.bundle import load_bundle
 
     bundle = load_bundle(cfg.bundle)
+    os.makedirs(cfg.state_dir, exist_ok=True)
+    security = security_from_config(cfg)
     if cfg.role == "worker":
         bundle.stage(cfg.stages[1])  # raises a clear error for a stage the bundle lacks
         if cfg.stages[1] > cfg.stage and cfg.policy == "dtoee":
@@ -139,8 +141,6 @@ def serve(cfg, notifier: Any = None, ctx: Any = None) -> int:
             raise UsageError("peers: a stage-%d worker needs at least one stage-%d peer (the "
                              "bundle has %d stages)" % (cfg.stages[1], cfg.stages[1] + 1,
                                                         bundle.num_stages))
-    os.makedirs(cfg.state_dir, exist_ok=True)
-    security = security_from_config(cfg)
     keys = ({p.id: load_public_key(p.public_key) for p in cfg.peers}
             if cfg.security == "curve" else {})
     view = build_view(cfg, bundle, _open_exit_profile(bundle))
