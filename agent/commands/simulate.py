@@ -125,16 +125,10 @@ def run(args: argparse.Namespace) -> int:
                     args.out, "records", "%s_rate%g.npz" % (name, row["rate"])))
     out["rates"] = rows
     print(_table(rows, "rate"))
-    if not args.no_plots and len(rates) > 1:
-        plots.append(ex_plot("vs_rate", rows, "rate", "arrival rate per source (tasks/s)",
-                             args))
     if args.scales:
         crows = ex.capacity_sweep(sc, policies, args.scales, cfg, factory)
         out["capacity"] = crows
         print(_table(crows, "capacity_scale"))
-        if not args.no_plots:
-            plots.append(ex_plot("vs_capacity", crows, "capacity_scale",
-                                 "average computing capacity (x)", args))
     slots = args.dynamic_slots or (25 if args.threshold_study else 0)
     dyn_cfg = ex.replace_config(cfg, dynamic=DynamicConfig(), duration_s=slots * args.slot,
                                 warmup_s=0.0)
@@ -142,17 +136,18 @@ def run(args: argparse.Namespace) -> int:
         series = ex.slot_series(sc, policies, dyn_cfg, factory)
         out["dynamic"] = series
         out["dynamic_groups"] = {k: ex.group_slots(v) for k, v in series.items()}
-        if not args.no_plots:
-            plots.append(ex_series("dynamic", series, args))
     if args.threshold_study:
         names = ["dtoee", "dtoee-c0.7", "dtoee-c1.0"]
         series = ex.slot_series(sc, names, dyn_cfg, factory)
         out["thresholds"] = series
-        if not args.no_plots:
-            plots.append(ex_series("thresholds", series, args))
     path = os.path.join(args.out, "results.json")
+    out = _clean(out)
     with open(path, "w", encoding="utf-8") as f:
-        json.dump(_clean(out), f, indent=1)
+        json.dump(out, f, indent=1)
+    if not args.no_plots:
+        from agent.sim.plots import plot_results
+
+        plots = plot_results(out, os.path.splitext(os.path.basename(args.scenario))[0], args.out)
     print(path)
     for p in plots:
         print(p)
@@ -171,17 +166,3 @@ def _clean(x):
         return None
     return x
 
-
-def ex_plot(stem: str, rows, key: str, label: str, args) -> str:
-    from agent.sim.plots import plot_vs
-
-    name = os.path.splitext(os.path.basename(args.scenario))[0]
-    return plot_vs(rows, key, label, name, os.path.join(args.out, "%s_%s.png" % (name, stem)))
-
-
-def ex_series(stem: str, series, args) -> str:
-    from agent.sim.plots import plot_series
-
-    name = os.path.splitext(os.path.basename(args.scenario))[0]
-    return plot_series(series, "%s, %s" % (name, stem),
-                       os.path.join(args.out, "%s_%s.png" % (name, stem)))

@@ -23,6 +23,31 @@ def _label(name: str) -> str:
     return {"dtoee": "DTO-EE", "ngto": "NGTO"}.get(name, name.upper())
 
 
+def _log_if_spread(ax, delays: Sequence[float]) -> None:
+    """Log scale when an overloaded policy's delays would flatten everyone else's."""
+    if delays and min(delays) > 0 and max(delays) / min(delays) > 10:
+        ax.set_yscale("log")
+
+
+def plot_results(results: Dict, name: str, folder: str) -> List[str]:
+    """Every figure ``simulate`` draws, from its ``results.json`` object; returns the paths."""
+    import os
+
+    paths = []
+    if len({r["rate"] for r in results.get("rates", [])}) > 1:
+        paths.append(plot_vs(results["rates"], "rate", "arrival rate per source (tasks/s)", name,
+                             os.path.join(folder, "%s_vs_rate.png" % name)))
+    if results.get("capacity"):
+        paths.append(plot_vs(results["capacity"], "capacity_scale",
+                             "average computing capacity (x)", name,
+                             os.path.join(folder, "%s_vs_capacity.png" % name)))
+    for key in ("dynamic", "thresholds"):
+        if results.get(key):
+            paths.append(plot_series(results[key], "%s, %s" % (name, key),
+                                     os.path.join(folder, "%s_%s.png" % (name, key))))
+    return paths
+
+
 def plot_vs(rows: Sequence[Dict], x_key: str, x_label: str, title: str, path: str) -> str:
     """Mean delay (ms) and accuracy (%) of every policy against ``x_key``; writes ``path``."""
     plt = _pyplot()
@@ -36,6 +61,7 @@ def plot_vs(rows: Sequence[Dict], x_key: str, x_label: str, title: str, path: st
         accs = [(r[x_key], r["accuracy"] * 100) for r in pts if r["accuracy"] is not None]
         if accs:
             ax_a.plot(*zip(*accs), marker=marker, color=color, label=_label(name))
+    _log_if_spread(ax_d, [r["mean_delay_s"] for r in rows if r["mean_delay_s"] is not None])
     ax_d.set_xlabel(x_label)
     ax_d.set_ylabel("mean response delay (ms)")
     ax_a.set_xlabel(x_label)
@@ -62,6 +88,8 @@ def plot_series(series: Dict[str, List[Dict]], title: str, path: str) -> str:
         accs = [(r["slot"], r["accuracy"] * 100) for r in pts if r["accuracy"] is not None]
         if accs:
             ax_a.plot(*zip(*accs), color=color, lw=1, label=_label(name))
+    _log_if_spread(ax_d, [r["mean_delay_s"] for rows in series.values() for r in rows
+                          if r["mean_delay_s"] is not None])
     ax_d.set_ylabel("mean delay (ms)")
     ax_a.set_ylabel("accuracy (%)")
     ax_a.set_xlabel("time slot")

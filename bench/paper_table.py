@@ -1,0 +1,60 @@
+"""Markdown table of the paper-setting results written by ``bench/paper_figures.sh``.
+
+Usage: python3 bench/paper_table.py [FIGURES_DIR] [--replot]   (default bench/figures)
+For each setting, at the paper's per-source rate: every policy's mean/p95 delay and accuracy,
+and DTO-EE's delay change and accuracy difference relative to it. ``--replot`` redraws every
+figure from the results.json files without simulating again.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+PAPER_RATE = {"paper-resnet101": 4.8, "paper-bert": 2.0}
+
+
+def replot(folder: str) -> None:
+    """Redraw the figures of every results.json under ``folder``."""
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    from agent.sim.plots import plot_results
+
+    for name in sorted(os.listdir(folder)):
+        path = os.path.join(folder, name, "results.json")
+        if os.path.exists(path):
+            with open(path, encoding="utf-8") as f:
+                for out in plot_results(json.load(f), name, os.path.join(folder, name)):
+                    print(out, file=sys.stderr)
+
+
+def main() -> int:
+    args = [a for a in sys.argv[1:] if a != "--replot"]
+    folder = args[0] if args else os.path.join(os.path.dirname(__file__), "figures")
+    if "--replot" in sys.argv:
+        replot(folder)
+    print("| setting | rate /source | policy | mean delay ms | p95 ms | accuracy | unfinished "
+          "| DTO-EE delay vs it | DTO-EE accuracy vs it |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    for name, rate in PAPER_RATE.items():
+        path = os.path.join(folder, name, "results.json")
+        if not os.path.exists(path):
+            continue
+        with open(path, encoding="utf-8") as f:
+            rows = [r for r in json.load(f)["rates"] if abs(r["rate"] - rate) < 1e-9]
+        ours = next(r for r in rows if r["policy"] == "dtoee")
+        for r in rows:
+            if r["mean_delay_s"] is None:
+                continue
+            d = (ours["mean_delay_s"] / r["mean_delay_s"] - 1) * 100
+            a = (ours["accuracy"] - r["accuracy"]) * 100
+            cmp_d = "" if r is ours else "%+.1f%%" % d
+            cmp_a = "" if r is ours else "%+.2f pt" % a
+            print("| %s | %g | %s | %.1f | %.1f | %.2f%% | %d | %s | %s |" % (
+                name, rate, r["policy"], r["mean_delay_s"] * 1e3, r["p95_delay_s"] * 1e3,
+                r["accuracy"] * 100, r["unfinished"], cmp_d, cmp_a))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
