@@ -93,6 +93,8 @@ SCHEMA: Dict[Kind, Dict[str, type]] = {
 TENSOR_COUNT = {Kind.TASK: 1}  # kinds not listed carry no tensors
 
 BROADCAST = "*"
+_KIND_BY_NUMBER = {int(k): k for k in Kind}
+_NUMPY_DTYPES = {name: np.dtype(name) for name in DTYPES}
 
 
 class WireError(ValueError):
@@ -134,7 +136,8 @@ def encode(kind: Kind, sender: str, fields: Dict[str, Any], tensors: Sequence[np
 
     Raises ``ValueError`` for a caller mistake (missing field, non-contiguous tensor).
     """
-    kind = Kind(kind)
+    if type(kind) is not Kind:
+        kind = Kind(kind)
     schema = SCHEMA[kind]
     missing = [k for k in schema if k not in fields]
     if missing:
@@ -148,7 +151,8 @@ def encode(kind: Kind, sender: str, fields: Dict[str, Any], tensors: Sequence[np
         if not isinstance(a, np.ndarray) or not a.flags.c_contiguous:
             raise ValueError("tensors must be C-contiguous numpy arrays (use np.ascontiguousarray)")
         descs.append([a.dtype.name, list(a.shape)])
-        bufs.append(memoryview(a.reshape(-1).view(np.uint8)) if a.size else b"")
+        bufs.append(a.data.cast("B") if a.ndim and a.size else
+                    memoryview(a.reshape(-1).view(np.uint8)) if a.size else b"")
     header = {"v": VERSION, "k": int(kind), "from": sender, "slot": int(slot),
               "round": int(round), "t": descs}
     header.update(fields)
@@ -156,15 +160,20 @@ def encode(kind: Kind, sender: str, fields: Dict[str, Any], tensors: Sequence[np
 
 
 def _check_type(name: str, value: Any, want: type) -> Any:
+    t = type(value)  # exact types first: msgpack decodes to plain int/float/str/list/dict
     if want is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-            raise WireError("bad_field", "%s must be a finite number" % name)
-        return float(value)
+        if t is float and math.isfinite(value):
+            return value
+        if t is int:
+            return float(value)
+        raise WireError("bad_field", "%s must be a finite number" % name)
     if want is int:
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            raise WireError("bad_field", "%s must be an integer >= 0" % name)
+        if t is int and value >= 0:
+            return value
+        raise WireError("bad_field", "%s must be an integer >= 0" % name)
+    if t is want:
         return value
-    if not isinstance(value, want):
+    if not isinstance(value, want) or t is bool:
         raise WireError("bad_field", "%s must be %s" % (name, want.__name__))
     return value
 
@@ -180,7 +189,7 @@ def _tensor(desc: Any, frame: Any) -> np.ndarray:
                        for d in shape)):
         raise WireError("bad_tensor", "shape must be a list of at most %d dims" % MAX_DIMS)
     buf = memoryview(frame)
-    dt = np.dtype(dtype)
+    dt = _NUMPY_DTYPES[dtype]
     count = 1
     for d in shape:
         count *= d
@@ -213,10 +222,10 @@ def decode(frames: Sequence[Any]) -> Message:
         raise WireError("bad_header", "header is not a map")
     if header.get("v") != VERSION:
         raise WireError("bad_version", "version %r, expected %d" % (header.get("v"), VERSION))
-    try:
-        kind = Kind(header.get("k"))
-    except (ValueError, TypeError):
-        raise WireError("bad_kind", "kind %r" % (header.get("k"),)) from None
+    k = header.get("k")
+    kind = _KIND_BY_NUMBER.get(k) if type(k) is int else None
+    if kind is None:
+        raise WireError("bad_kind", "kind %r" % (k,))
     sender = _check_type("from", header.get("from"), str)
     if not sender:
         raise WireError("bad_field", "from must be non-empty")
