@@ -9,7 +9,7 @@ import sys
 
 from agent.errors import UsageError
 
-HELP = "compute the routing and exit thresholds a policy chooses for a scenario (model delay, eq. 8)"
+HELP = "routing and exit thresholds a policy chooses for a scenario, with its model delay (eq. 8)"
 
 POLICIES = ("dtoee", "cf", "bf", "ngto", "ga", "optimum")
 

@@ -25,8 +25,17 @@ import numpy as np
 from agent.policies.dtoee_network import exact_marginals
 from agent.policies.dtoee_steps import DtoeeParams, parse_knobs
 from agent.policies.model import (  # noqa: F401 (mean_response_time re-exported)
-    Network, PolicyResult, accuracy_range, compile_network, loads, make_result,
-    mean_response_time, node_rates, stage_remaining, uniform_routing)
+    Network,
+    PolicyResult,
+    accuracy_range,
+    compile_network,
+    loads,
+    make_result,
+    mean_response_time,
+    node_rates,
+    stage_remaining,
+    uniform_routing,
+)
 from agent.policies.thresholds import ThresholdReport, choose_threshold
 from agent.scenario import Scenario, ScenarioError
 from engines.exit_profile import exit_stats
@@ -67,7 +76,7 @@ def _best_response(flow: float, alpha: float, free: np.ndarray, hop: np.ndarray)
     safe = np.where(ok, free, 1.0)
 
     def split(nu):
-        root = np.sqrt(alpha * safe / np.maximum(nu - hop, 1e-300))
+        root = np.sqrt(alpha * safe / np.maximum(nu - hop, 1e-12))
         return np.where(ok & (nu > hop + alpha / safe), (safe - root) / alpha, 0.0)
 
     lo = float(np.min(np.where(ok, hop + alpha / safe, np.inf)))

@@ -71,9 +71,18 @@ from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
 import numpy as np
 
 from agent.policies.dtoee_steps import (  # noqa: F401 (re-exported: knobs and row maths)
-    STEP_RULES, DtoeeParams, adapt_damping, parse_knobs, update_rows)
+    STEP_RULES,
+    DtoeeParams,
+    adapt_damping,
+    parse_knobs,
+    update_rows,
+)
 from agent.policies.thresholds import (  # noqa: F401 (re-exported: the threshold step)
-    ThresholdReport, choose_threshold, threshold_report, threshold_stage)
+    ThresholdReport,
+    choose_threshold,
+    threshold_report,
+    threshold_stage,
+)
 
 # ---------------------------------------------------------------------------------- messages
 

@@ -14,16 +14,27 @@ from typing import List, Mapping, Optional
 
 import numpy as np
 
-from agent.policies.dtoee_steps import (DtoeeParams, adapt_damping, parse_knobs,
-                                        row_marginals, update_rows)
-from agent.policies.model import (PolicyResult, accuracy_range, compile_network, make_result,
-                                  network_delay, node_rates, routing_vector, stage_remaining,
-                                  uniform_routing)
+from agent.policies.dtoee_steps import (
+    DtoeeParams,
+    adapt_damping,
+    parse_knobs,
+    row_marginals,
+    update_rows,
+)
+from agent.policies.model import (
+    PolicyResult,
+    accuracy_range,
+    compile_network,
+    make_result,
+    network_delay,
+    node_rates,
+    routing_vector,
+    stage_remaining,
+    uniform_routing,
+)
 from agent.policies.thresholds import ThresholdReport, choose_threshold, threshold_stage
 from agent.scenario import Scenario
 from engines.exit_profile import exit_stats
-
-
 
 
 def run_dtoee(scenario: Scenario, rounds: Optional[int] = None,

@@ -14,9 +14,18 @@ from typing import Mapping, Optional, Tuple
 import numpy as np
 from scipy.optimize import linprog, minimize
 
-from agent.policies.model import (Network, PolicyResult, compile_network, edge_flows,
-                                  make_result, node_rates, pressure, remaining_for,
-                                  stage_remaining, uniform_routing)
+from agent.policies.model import (
+    Network,
+    PolicyResult,
+    compile_network,
+    edge_flows,
+    make_result,
+    node_rates,
+    pressure,
+    remaining_for,
+    stage_remaining,
+    uniform_routing,
+)
 from agent.scenario import Scenario
 
 RHO_EXT = 0.999  # utilisation cap of the program; past it the objective is only a continuation

@@ -6,8 +6,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from agent.policies.dtoee import (DtoeeParams, arrival_rate, make_requests, offloader_step,
-                                  receiver_status, run_dtoee)
+from agent.policies.dtoee import (
+    DtoeeParams,
+    arrival_rate,
+    make_requests,
+    offloader_step,
+    receiver_status,
+    run_dtoee,
+)
 from tests.unit.dtoee_scenarios import random_scenario
 
 

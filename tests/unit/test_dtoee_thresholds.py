@@ -1,0 +1,88 @@
+"""DTO-EE's threshold step (Alg. 3, eqs. 17-18) and its knobs: thresholds fall when only delay
+counts (tradeoff a = 1) and rise when only accuracy counts (a = 0); bad knobs name the field."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from agent.policies.dtoee import (
+    ThresholdReport,
+    choose_threshold,
+    parse_knobs,
+    run_dtoee,
+    threshold_stage,
+)
+from agent.scenario import ScenarioError
+from engines.exit_profile import ExitProfile
+from tests.unit.dtoee_scenarios import random_scenario
+
+
+def _profile(n=4000, seed=0):
+    """Heads after stages 2 and 3 and the final head at 4: deeper heads are more accurate, and
+    a head is more often right when it is confident."""
+    rng = np.random.default_rng(seed)
+    conf = rng.uniform(0.3, 1.0, size=(n, 3))
+    skill = np.array([0.45, 0.6, 0.75])
+    correct = rng.uniform(size=(n, 3)) < np.clip(skill + 0.4 * (conf - 0.65), 0, 1)
+    return ExitProfile(4, (2, 3, 4), conf, correct).validate()
+
+
+def _scenario(tradeoff):
+    sc = random_scenario(51, 0.5)
+    return dataclasses.replace(sc, remaining=None, exit_profile=_profile(), tradeoff=tradeoff)
+
+
+def test_thresholds_move_down_when_only_delay_counts():
+    """a = 1: every threshold step lowers c_h (more tasks exit early, less delay)."""
+    res = run_dtoee(_scenario(1.0), rounds=100, stop_when_converged=False)
+    assert all(c <= 0.8 for c in res.thresholds.values())
+    assert min(res.thresholds.values()) < 0.8
+    start = run_dtoee(_scenario(1.0), rounds=1, stop_when_converged=False)
+    assert res.remaining[1] < start.remaining[1] or res.remaining[2] < start.remaining[2]
+
+
+def test_thresholds_move_up_when_only_accuracy_counts():
+    """a = 0: thresholds rise (fewer, surer early exits) and accuracy does not drop."""
+    up = run_dtoee(_scenario(0.0), rounds=100, stop_when_converged=False)
+    down = run_dtoee(_scenario(1.0), rounds=100, stop_when_converged=False)
+    assert all(c >= 0.8 for c in up.thresholds.values())
+    assert max(up.thresholds.values()) > 0.8
+    assert up.accuracy > down.accuracy
+
+
+def test_choose_threshold_uses_eq_17_delay_estimate():
+    """With a = 1 the step is taken only when the estimated delay change is negative."""
+    prof = _profile()
+    reports = [ThresholdReport("w", 0, 2, 10.0, 0.3)]
+    new = choose_threshold(2, {2: 0.8, 3: 0.8}, reports, 10.0, prof, 1.0, 0.05)
+    assert new == {2: 0.75, 3: 0.8}
+    # no marginal delay downstream: lowering saves nothing, a = 1 ignores accuracy: no move
+    idle = [ThresholdReport("w", 0, 2, 10.0, 0.0)]
+    assert choose_threshold(2, {2: 0.8, 3: 0.8}, idle, 10.0, prof, 1.0, 0.05) == {2: 0.8, 3: 0.8}
+
+
+def test_threshold_stage_cycles_over_exits_every_m_rounds():
+    """Alg. 3 lines 4-5: one exit stage per m rounds, in turn."""
+    got = [threshold_stage(t, 5, (2, 3)) for t in range(0, 21)]
+    assert got[0] == 2 and got[5] == 3 and got[10] == 2 and got[1] is None
+
+
+@pytest.mark.parametrize("knobs,field", [({"step": "fast"}, "knobs.step"),
+                                         ({"m": 0}, "knobs.m"),
+                                         ({"rounds": 2.5}, "knobs.rounds"),
+                                         ({"momentum": 1.5}, "knobs.momentum"),
+                                         ({"paper_step_size": 0}, "knobs.paper_step_size"),
+                                         ({"epsilon": "x"}, "knobs.epsilon")])
+def test_bad_knob_names_the_field(knobs, field):
+    """A wrong DTO-EE knob is a ScenarioError that names it."""
+    with pytest.raises(ScenarioError, match=field.replace(".", r"\.")):
+        parse_knobs(knobs)
+
+
+def test_knobs_defaults_and_overrides():
+    """Unknown keys belong to other policies; known ones override the documented defaults."""
+    p = parse_knobs({"step": "paper", "paper_step_size": 0.2, "ga_staleness": 3})
+    assert p.step == "paper" and p.paper_step_size == 0.2 and p.m == 5
