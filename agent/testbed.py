@@ -76,9 +76,9 @@ def node_configs(topo: Topology, bundle_path: str, policy: str, total_rate: floa
                  ports: Optional[Sequence[int]] = None) -> Dict[str, NodeConfig]:
     """One validated ``NodeConfig`` per agent of a local run on loopback.
 
-    Workers keep their state in ``run_dir/<id>``, sources in ``run_dir/<rate>/<id>`` (a source
-    is restarted for every rate). ``ports`` (two per node, in ``node_ids`` order) keeps the
-    endpoints of an earlier call, so restarted sources are where the workers expect them.
+    Every agent keeps its state in ``run_dir/<id>``. ``ports`` (two per node, in ``node_ids``
+    order) keeps the endpoints of an earlier call, so restarted sources are where the workers
+    expect them.
     """
     ids = topo.node_ids()
     ports = list(ports) if ports is not None else free_ports(2 * len(ids))
@@ -108,8 +108,7 @@ def node_configs(topo: Topology, bundle_path: str, policy: str, total_rate: floa
         obj.update({
             "node_id": n, "role": "worker" if st else "source", "stage": st,
             "bundle": bundle_path,
-            "state_dir": os.path.join(run_dir, rate_label(total_rate), n) if st == 0
-            else os.path.join(run_dir, n),
+            "state_dir": os.path.join(run_dir, n),
             "control_bind": ctrl[n], "data_bind": data[n],
             "peers": [peer(n, o) for o in neigh], "policy": policy, "policy_knobs": knobs,
             "tradeoff": topo.tradeoff, "slot_length_s": topo.slot_s, "backend": topo.backend,
@@ -252,6 +251,7 @@ def run_local(topo: Topology, bundle, policy: str, rates: Sequence[float],
     tick = tick or (lambda i, phase, frac: None)
     ports = free_ports(2 * len(topo.node_ids()))
     results: List[RunResult] = []
+    after: Dict[str, Optional[dict]] = {}
     with LocalAgents(run_dir, settings.python) as agents:
         cfgs = node_configs(topo, bundle.path, policy, rates[0], load_s, run_dir, seed, ports)
         agents.write({w.id: cfgs[w.id] for w in topo.workers})
@@ -261,7 +261,8 @@ def run_local(topo: Topology, bundle, policy: str, rates: Sequence[float],
         for i, rate in enumerate(rates):
             cfgs = node_configs(topo, bundle.path, policy, rate, load_s, run_dir,
                                 seed * 100 + i, ports)
-            before = _worker_stats(topo, cfgs, agents, settle) if i else {}
+            # the workers' counters after the previous rate (idle since) are this one's start
+            before = after if i else {}
             names = {s.id: "%s-%s" % (s.id, rate_label(rate)) for s in topo.sources}
             agents.write({names[s.id]: cfgs[s.id] for s in topo.sources})
             agents.start([names[s.id] for s in topo.sources], settings.ready_timeout_s,
@@ -274,12 +275,32 @@ def run_local(topo: Topology, bundle, policy: str, rates: Sequence[float],
                                                     frac))
             agents.stop([names[s.id] for s in topo.sources])
             after = _worker_stats(topo, cfgs, agents, settle)
-            stats = {s.id: read_stats(os.path.join(cfgs[s.id].state_dir, "stats.json"))
-                     for s in topo.sources}
+            # this rate's records and final source stats move aside; the sources' saved policy
+            # state stays, so the next rate's sources resume from it as a restarted device does
+            records = _archive(cfgs, [s.id for s in topo.sources],
+                               os.path.join(run_dir, rate_label(rate)))
+            stats = {s.id: read_stats(os.path.join(os.path.dirname(records[s.id]),
+                                                   "stats.json")) for s in topo.sources}
             stats.update(stats_delta(before, after))
             results.append(_summarise(topo, bundle, stages, policy, rate, records, expected,
                                       stats, settings.duration_s, load_s))
     return results
+
+
+def _archive(cfgs: Mapping[str, NodeConfig], ids: Sequence[str], directory: str
+             ) -> Dict[str, str]:
+    """Move each node's records.jsonl and stats.json into ``directory/<id>/``; new paths of
+    the records files."""
+    out = {}
+    for n in ids:
+        dest = os.path.join(directory, n)
+        os.makedirs(dest, exist_ok=True)
+        for name in ("records.jsonl", "stats.json"):
+            src = os.path.join(cfgs[n].state_dir, name)
+            if os.path.exists(src):
+                os.replace(src, os.path.join(dest, name))
+        out[n] = os.path.join(dest, "records.jsonl")
+    return out
 
 
 def _worker_stats(topo: Topology, cfgs: Mapping[str, NodeConfig], agents: LocalAgents,

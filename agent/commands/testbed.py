@@ -27,9 +27,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="comma-separated total arrival rates over all sources: tasks/s, or "
                              "N%% of the topology's capacity (default %s)"
                              % DEFAULT_RATES.replace("%", "%%"))
-    parser.add_argument("--duration", type=float, default=8.0, metavar="S",
+    parser.add_argument("--duration", type=float, default=6.0, metavar="S",
                         help="measured seconds of load per run, after the topology's warm-up "
-                             "(default 8)")
+                             "(default 6)")
     parser.add_argument("--out", metavar="DIR", default="testbed-out",
                         help="where configs, agent logs, records, results.json and plots go "
                              "(default ./testbed-out)")
