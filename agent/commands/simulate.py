@@ -54,6 +54,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="hop = fixed beta/r delay, or links as shared servers")
     parser.add_argument("--discipline", choices=("ps", "fifo"), default="ps",
                         help="service discipline of workers (default ps, the paper's)")
+    parser.add_argument("--cold-start", action="store_true",
+                        help="slot 0 pays its configuration phase too (initial routing uniform, "
+                             "thresholds 1.0 until then); default: configured before the first task")
     parser.add_argument("--seed", type=int, default=0, help="seed of arrivals and dynamics")
     parser.add_argument("--out", required=True, help="folder for results.json and the plots")
     parser.add_argument("--records", action="store_true",
@@ -96,7 +99,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         cfg = SimConfig(duration_s=args.duration, slot_s=args.slot,
                         round_delay_s=args.round_delay, warmup_s=args.warmup, seed=args.seed,
-                        link_model=args.link_model, discipline=args.discipline).validate()
+                        link_model=args.link_model, discipline=args.discipline,
+                        configured_start=not args.cold_start).validate()
     except ValueError as exc:
         raise UsageError("--%s" % str(exc).replace("_s:", ":").replace("_", "-"))
     if args.warmup >= args.duration:

@@ -43,6 +43,9 @@ class SimConfig:
     service: str = "deterministic"  # work per task: "deterministic" (alpha) or "exponential"
     dynamic: Optional[DynamicConfig] = None  # redraw rates and power modes every slot
     drain_limit_s: float = 60.0  # serve in-flight tasks at most this long after duration_s
+    # slot 0's decision is in force from time 0 (the fleet was configured before the first
+    # task, as in a steady-state comparison); False: slot 0 pays its configuration phase too
+    configured_start: bool = True
 
     def validate(self) -> "SimConfig":
         """Raise ValueError naming the first bad field."""
@@ -359,6 +362,8 @@ def _run(sim: Simulator) -> SimResult:  # noqa: C901 - one loop kept flat for sp
             decision = policy.start_slot(SlotView(a, t, scn, current[0]))
             decisions.append(decision)
             delay = max(0, int(decision.rounds)) * cfg.round_delay_s
+            if a == 0 and cfg.configured_start:
+                delay = 0.0
             slots.append({"slot": a, "start_s": t, "rounds": int(decision.rounds),
                           "config_s": delay, "info": dict(decision.info),
                           "rates": [s_.rate for s_ in scn.sources],

@@ -107,12 +107,14 @@ def test_decision_applies_after_its_configuration_rounds():
     thresholds (1.0: no early exit) hold. The threshold is read when a task reaches the exit."""
     sc = with_profile(parse_scenario(three_stage(rate=20.0)))
     res = simulate(sc, FixedPolicy(None, {2: 0.0}, rounds=250),
-                   SimConfig(duration_s=2.0, round_delay_s=0.002))
+                   SimConfig(duration_s=2.0, round_delay_s=0.002, configured_start=False))
     late = res.created_s > 0.5
     assert (res.exit_stage[late] == 2).all()
     early = res.finished_s < 0.5  # passed the stage-2 exit before the decision applied
     assert early.sum() > 5 and (res.exit_stage[early] == 3).all()
     assert res.slots[0]["config_s"] == pytest.approx(0.5)
+    configured = simulate(sc, FixedPolicy(None, {2: 0.0}, rounds=250), SimConfig(duration_s=2.0))
+    assert (configured.exit_stage == 2).all()  # configured before the first task
 
 
 def test_no_task_is_lost_when_a_worker_is_overloaded():
