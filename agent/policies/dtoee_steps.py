@@ -117,33 +117,24 @@ def paper_step(p, delta, valid, tau: float):
     return new
 
 
-def _water_fill(d, hc, lo, hi, valid):
+def _water_fill(d, hc, lo, hi):
     """Per row, x_j = clip((nu - d_j) / hc_j, lo_j, hi_j) with the nu that makes sum_j x_j = 0.
 
-    sum_j x_j is piecewise linear and non-decreasing in nu with breakpoints where a clip starts
-    or stops; it is evaluated at every breakpoint and interpolated on the crossing segment.
+    Needs lo <= 0 <= hi (padding slots: lo = hi = 0). sum_j x_j is piecewise linear and
+    non-decreasing in nu with breakpoints where a clip starts or stops; it is evaluated at every
+    breakpoint and interpolated on the segment where it crosses 0.
     """
-    big = np.where(valid, 0.0, np.nan)
-    bp = np.concatenate([d + hc * lo + big, d + hc * hi + big], axis=1)
-    bp = np.sort(np.where(np.isnan(bp), np.inf, bp), axis=1)  # padding sorts last
-    finite = np.isfinite(bp)
-    bpv = np.where(finite, bp, 0.0)
-
-    def total(nu):  # nu (R, K) -> sum over successors (R, K)
-        x = np.clip((nu[:, :, None] - d[:, None, :]) / hc[:, None, :], lo[:, None, :],
-                    hi[:, None, :])
-        return np.sum(np.where(valid[:, None, :], x, 0.0), axis=2)
-
-    s = np.where(finite, total(bpv), np.inf)
+    bp = np.sort(np.concatenate([d + hc * lo, d + hc * hi], axis=1), axis=1)
+    s = np.clip((bp[:, :, None] - d[:, None, :]) / hc[:, None, :], lo[:, None, :],
+                hi[:, None, :]).sum(axis=2)
     k = np.argmax(s >= 0.0, axis=1)  # first breakpoint with sum >= 0 (the last one always is)
     rows = np.arange(d.shape[0])
-    nu1, s1 = bpv[rows, k], s[rows, k]
     km = np.maximum(k - 1, 0)
-    nu0, s0 = bpv[rows, km], s[rows, km]
+    nu0, nu1, s0, s1 = bp[rows, km], bp[rows, k], s[rows, km], s[rows, k]
     span = s1 - s0
-    frac = np.where((k > 0) & (span > 0), -s0 / np.where(span > 0, span, 1.0), 1.0)
-    nu = np.where(k > 0, nu0 + frac * (nu1 - nu0), nu1)
-    return np.where(valid, np.clip((nu[:, None] - d) / hc, lo, hi), 0.0)
+    frac = np.where(span > 0, -s0 / np.where(span > 0, span, 1.0), 1.0)
+    nu = nu0 + frac * (nu1 - nu0)
+    return np.clip((nu[:, None] - d) / hc, lo, hi)
 
 
 def newton_step(p, out_rate, delta, curvature, headroom, predecessors, damping, valid,
@@ -156,23 +147,21 @@ def newton_step(p, out_rate, delta, curvature, headroom, predecessors, damping, 
     f = np.asarray(out_rate, dtype=np.float64)
     pv = np.where(valid, p, 0.0)
     x = pv * f[:, None]
-    kappa = np.maximum(damping, 1.0) / params.step_scale
-    hc = np.where(valid, kappa * curvature, 1.0)
-    lo = -x
-    hi = np.where(valid, np.maximum(headroom, 0.0) / np.maximum(predecessors, 1), 0.0)
+    hc = np.where(valid, np.maximum(damping, 1.0) * curvature / params.step_scale, 1.0)
+    room = f[:, None] - x
+    hi = np.where(valid, np.minimum(np.maximum(headroom, 0.0) / np.maximum(predecessors, 1),
+                                    room), 0.0)
     # nowhere to grow (every successor full): let mass move anyway, towards the least Delta
-    stuck = hi.sum(axis=1) <= 1e-12 * np.maximum(f, 1e-300)
-    hi = np.where(stuck[:, None] & valid, f[:, None], hi)
-    hi = np.minimum(hi, np.where(valid, f[:, None] - x, 0.0))
-    d = np.where(valid, delta, 0.0)
-    step = _water_fill(d, hc, lo, hi, valid)
-    new_x = np.maximum(x + step, 0.0)
+    stuck = hi.sum(axis=1) <= 1e-12 * f
+    if stuck.any():
+        hi = np.where(stuck[:, None] & valid, room, hi)
+    new_x = np.maximum(x + _water_fill(np.where(valid, delta, 0.0), hc, -x, hi), 0.0)
     total = new_x.sum(axis=1)
     moving = (f > 0) & (total > 0)
-    out = np.where(moving[:, None], new_x / np.where(total > 0, total, 1.0)[:, None], pv)
+    out = np.where(moving[:, None], new_x / np.where(moving, total, 1.0)[:, None], pv)
     # an idle offloader (no flow) still leans towards its best successor for when tasks come
     idle = ~moving
-    if np.any(idle):
+    if idle.any():
         out[idle] = paper_step(pv[idle], delta[idle], valid[idle], 0.5)
     return out
 
