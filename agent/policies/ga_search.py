@@ -38,35 +38,44 @@ def ga_routing(net: Network, remaining, rounds: int, staleness: int, mix: float,
             path.append(node)
         return tuple(path)
 
-    def cost(src: int, path: Path, lam: np.ndarray) -> float:
-        total, prev = 0.0, src
-        for h, w in enumerate(path):
-            # the source's own traffic comes on top of the (stale) load it sees
-            free = net.capacity[w] - lam[w] - net.flops[h + 1] * reach[h] * net.source_rate[src]
-            comp = net.flops[h + 1] / free if free > 0 else 10.0 * lam[w] / net.capacity[w]
-            total += reach[h] * (net.input_bytes[h + 1] / net.edge_rate[edge_of[(prev, w)]]
-                                 + comp)
-            prev = w
-        return total
+    rate = np.zeros((len(net.ids), len(net.ids)))
+    rate[net.edge_src, net.edge_dst] = net.edge_rate
+    flops, size = net.flops[1:], net.input_bytes[1:]
+
+    def costs(src: int, pop: List[Path], lam: np.ndarray) -> np.ndarray:
+        """Expected delay of each path for ``src``'s tasks on the (stale) loads ``lam``."""
+        w = np.asarray(pop)  # (P, H)
+        prev = np.concatenate([np.full((len(pop), 1), src), w[:, :-1]], axis=1)
+        # the source's own traffic comes on top of the load it sees
+        free = net.capacity[w] - lam[w] - flops * reach * net.source_rate[src]
+        comp = np.where(free > 0, flops / np.where(free > 0, free, 1.0),
+                        10.0 * lam[w] / net.capacity[w])
+        return np.sum(reach * (size / rate[prev, w] + comp), axis=1)
 
     def search(src: int, lam: np.ndarray) -> Path:
         pop = [walk(src, ()) for _ in range(population)]
+        kids = population - 2
         for _ in range(generations):
-            fit = np.array([cost(src, q, lam) for q in pop])
+            fit = costs(src, pop, lam)
             order = np.argsort(fit)
             nxt = [pop[order[0]], pop[order[1]]]  # elitism
-            while len(nxt) < population:
-                a, b = (pop[min(rng.integers(population, size=2), key=lambda k: fit[k])]
-                        for _ in range(2))
-                cut = int(rng.integers(1, h_max)) if h_max > 1 else 0
+            # binary tournaments for both parents, one-point crossover, mutation
+            duel = rng.integers(population, size=(kids, 2, 2))
+            win = np.where(fit[duel[:, :, 0]] <= fit[duel[:, :, 1]], duel[:, :, 0], duel[:, :, 1])
+            cuts = rng.integers(1, h_max, size=kids) if h_max > 1 else np.zeros(kids, int)
+            mutate = rng.random(kids) < 0.2
+            where = rng.integers(h_max, size=kids)
+            for k in range(kids):
+                a, b = pop[win[k, 0]], pop[win[k, 1]]
+                cut = int(cuts[k])
                 child = a[:cut] + b[cut:]
                 if cut and b[cut] not in succ[a[cut - 1]]:
                     child = walk(src, a[:cut])  # repair: a valid continuation
-                if rng.random() < 0.2:  # mutation: re-route from a random stage on
-                    child = walk(src, child[:int(rng.integers(h_max))])
+                if mutate[k]:  # re-route from a random stage on
+                    child = walk(src, child[:int(where[k])])
                 nxt.append(child)
             pop = nxt
-        return min(pop, key=lambda q: cost(src, q, lam))
+        return pop[int(np.argmin(costs(src, pop, lam)))]
 
     def routing(weights: Dict[int, Dict[Path, float]]) -> np.ndarray:
         x = np.zeros(net.num_edges)
