@@ -137,7 +137,11 @@ class Transport:
             if isinstance(sock_or_fd, int):
                 events.append((FD, sock_or_fd, None))
                 continue
-            for _ in range(_DRAIN):
+            for i in range(_DRAIN):
+                # After the first message, ask ZeroMQ whether more is queued instead of letting
+                # a recv fail with EAGAIN (an exception per poll costs more than the check).
+                if i and not sock_or_fd.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+                    break
                 try:
                     frames = sock_or_fd.recv_multipart(zmq.NOBLOCK, copy=False)
                 except zmq.Again:

@@ -60,9 +60,9 @@ def test_dtoee_moves_routing_mass_to_the_faster_worker(bundle, tmp_path):
         c.start("w2")
         c.start("s1", arrival_rate_tasks_s=15.0, max_tasks=75)
         c.wait_for(lambda: c.finished("s1", 75), 120, "75 tasks answered")
-        routing = c.stats("s1")["routing"]
     finally:
         c.stop_all()
+    routing = c.stats("s1")["routing"]  # final stats, written at shutdown
     assert routing["w1b"] > routing["w1a"], routing
     assert c.tasks("s1")["completed"] == 75 and c.tasks("s1")["lost"] == 0
 
@@ -125,9 +125,9 @@ def test_a_worker_holding_both_stages_runs_them_in_turn(bundle, tmp_path):
         c.start("w12", last_stage=2)
         c.start("s1", arrival_rate_tasks_s=25.0, max_tasks=20)
         c.wait_for(lambda: c.finished("s1", 20), 60, "20 tasks answered")
-        stats = c.stats("w12")
     finally:
         c.stop_all()
+    stats = c.stats("w12")  # final stats, written at shutdown
     recs = c.records("s1")
     assert len(recs) == 20 and all(r["status"] == "completed" and r["worker"] == "w12" for r in recs)
     finals = [r for r in recs if r["exit_stage"] == 2]
