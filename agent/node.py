@@ -114,6 +114,8 @@ class Node(SourceRole, WorkerRole):
                 due.append(self._paced[0][0])
             if drain_until is not None:
                 due.append(drain_until)
+            if self.hooks:  # wake often enough for the systemd watchdog even when idle
+                due.append(now + self.hooks.watchdog_interval_s)
             for ev in self.transport.poll(max(0.0, min(due) - now)):
                 self._dispatch(ev)
             now = self.clock()
