@@ -8,11 +8,13 @@ task's bytes over the configured link rate (0 when unknown). The policy publishe
 every ``state_interval_s`` (its tick), so neighbours see I_n more often than heartbeats carry
 it, and between two messages from m it adds the tasks it sent to m since.
 
-An agent worker serves one stage, so it cannot run a task's next stage itself: Alg. 1's "keep
-it" branch does not arise and every task that does not exit goes through Alg. 2 with the node's
-own wait taken as unbounded, i.e. neighbour m takes it as soon as O_n > I_m (probabilistically
-when m's expected delay is unbounded too). ``choose_successor`` returning None keeps the task;
-the node offers it again on its next heartbeat or when a neighbour comes back. Alg. 3 (knob
+A worker holding several stages (``last_stage``) runs Alg. 1 in ``keep_local``: the next stage
+stays here when the input queue is empty or O_n > T_O, else the task goes to the output queue
+and Alg. 2 (``choose_successor``, own wait I_n Gamma_n). A node that cannot run the task's next
+stage (a one-stage worker, a source) counts its own wait as unbounded, so neighbour m takes the
+task as soon as O_n > I_m. ``choose_successor`` returning None keeps the task; the node offers
+it again on its next heartbeat or when a neighbour comes back (an agent does not take back its
+own held tasks: ``reclaim_when_idle`` applies to the simulator). Alg. 3 (knob
 ``admission_control``) sets a source's mean Poisson gap; Alg. 4 (``threshold_adaptation``)
 moves one threshold for every exit head of this node; otherwise the configured thresholds hold.
 ``early_exit = false`` is the no-exit variant. Knob errors name ``policy_knobs.<field>``.
@@ -50,10 +52,16 @@ class MdiExitPolicy(AgentPolicy):
             return {h: self._threshold for h in self._thresholds}
         return dict(self._thresholds)
 
+    def keep_local(self, task: TaskInfo, view: NodeView) -> bool:
+        """Alg. 1 on a worker that holds the task's next stage: keep it or queue it to offload."""
+        step = mx.next_step(None, 1.0, view.input_queue, view.output_queue, self.params,
+                            has_neighbours=bool(view.alive_successors(task.stage)))
+        return step == mx.LOCAL
+
     def choose_successor(self, task: TaskInfo, view: NodeView,
                          exclude: Sequence[str] = ()) -> Optional[str]:
         """Alg. 2 over the alive successors; None keeps the task in the output queue."""
-        alive = view.alive_successors()
+        alive = view.alive_successors(task.stage)
         cands = [s for s in alive if s not in exclude] or alive
         states = []
         for m in cands:
@@ -62,8 +70,12 @@ class MdiExitPolicy(AgentPolicy):
             states.append(mx.NeighbourState(
                 m, int(st.get("input_queue", 0)) + self._sent.get(m, 0),
                 float(st.get("service_time_s", 0.0)), task.nbytes / rate if rate > 0 else 0.0))
-        # the task itself is in the output queue now; this node cannot run the next stage
-        target = mx.choose_neighbour(view.output_queue + 1, 1, math.inf, states, self.rng.random)
+        # the task itself is in the output queue now
+        if view.serves(task.stage):
+            in_len, own_s = view.input_queue, view.service_time_s
+        else:  # this node cannot run the next stage: waiting here never ends
+            in_len, own_s = 1, math.inf
+        target = mx.choose_neighbour(view.output_queue + 1, in_len, own_s, states, self.rng.random)
         if target is not None:
             self._sent[target] = self._sent.get(target, 0) + 1
         return target

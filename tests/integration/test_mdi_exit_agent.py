@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from tests.integration.agent_cluster import Cluster, build_tiny_bundle, stage_flops
@@ -37,3 +39,29 @@ def test_mdi_exit_agents_answer_every_task_and_offload_to_both_workers(bundle, t
     assert c.stats("s1")["policy"] == "mdi-exit"
     assert served["w1a"] > 0 and served["w1b"] > 0 and sum(served.values()) >= 60, served
     assert all(r["worker"] in ("w1a", "w1b", "w2") for r in recs)
+
+
+def test_mdi_exit_two_nodes_holding_every_stage_keep_or_offload_and_lose_nothing(bundle,
+                                                                                 tmp_path):
+    """The paper's 2-node topology: n1 has the data and both stages, n2 both stages. n1 (slow)
+    keeps a task's next stage when its input queue is empty (Alg. 1) and otherwise offloads it
+    to n2 by Alg. 2; every task is answered."""
+    c = Cluster(str(tmp_path), bundle, {"s1": 0, "n1": 1, "n2": 1}, policy="mdi-exit",
+                thresholds=(0.99, 1.0))
+
+    def both(node):
+        return dataclasses.replace(c.peer(node), last_stage=2)
+
+    try:
+        c.start("n1", last_stage=2, peers=(c.peer("s1"), both("n2")),
+                emulate_capacity_flops=stage_flops(bundle, 1) * 40.0)  # 25 ms per stage-1 task
+        c.start("n2", last_stage=2, peers=(c.peer("s1"), both("n1")))
+        c.wait_for(lambda: c.alive_at("n1", ["n2"]), 60, "n1 sees n2")
+        c.start("s1", arrival_rate_tasks_s=40.0, max_tasks=80, peers=(both("n1"),))
+        c.wait_for(lambda: c.finished("s1", 80), 120, "80 tasks answered")
+    finally:
+        c.stop_all()
+    tasks = c.tasks("s1")
+    assert tasks["completed"] == 80 and tasks["lost"] == 0, tasks
+    n1, n2 = c.stats("n1")["counters"], c.stats("n2")["counters"]
+    assert n1.get("kept_local", 0) > 0 and n2.get("tasks_in", 0) > 0, (n1, n2)

@@ -9,9 +9,10 @@ from agent.routing import NodeView, TaskInfo, make_policy
 from agent.wire import Kind
 
 
-def view(role="worker", stage=1, output_queue=0, input_queue=0, peers=None):
+def view(role="worker", stage=1, output_queue=0, input_queue=0, peers=None, last_stage=0):
     peers = peers or {}
-    return NodeView(node_id="n", role=role, stage=stage, num_stages=3,
+    return NodeView(node_id="n", role=role, stage=stage, num_stages=3, last_stage=last_stage,
+                    peer_stages={m: (1, 3) for m in peers},
                     stage_flops=(1e9, 1e9, 1e9), stage_input_bytes=(1e4, 1e4, 1e4),
                     exit_stages=(1, 2), successors=tuple(peers), predecessors=(),
                     link_rate_bytes_s={m: 1e6 for m in peers}, input_queue=input_queue,
@@ -103,3 +104,31 @@ def test_agent_snapshot_restores_adapted_threshold_and_rate():
     q = policy(threshold_adaptation=True, admission_control=True)
     q.restore(p.snapshot())
     assert q.thresholds() == p.thresholds()
+
+
+# --- a worker holding several stages (last_stage) -----------------------------------------
+
+def test_agent_alg1_keeps_next_stage_local_when_input_queue_empty():
+    v = view(last_stage=3, input_queue=0, output_queue=5, peers={"a": (0, 0.1)})
+    assert policy().keep_local(TASK, v)
+
+
+def test_agent_alg1_keeps_next_stage_local_when_output_queue_exceeds_T_O():
+    v = view(last_stage=3, input_queue=4, output_queue=51, peers={"a": (0, 0.1)})
+    assert policy().keep_local(TASK, v)
+
+
+def test_agent_alg1_queues_next_stage_for_offload_when_input_busy_and_output_at_most_T_O():
+    v = view(last_stage=3, input_queue=4, output_queue=50, peers={"a": (0, 0.1)})
+    assert not policy().keep_local(TASK, v)
+    assert policy().keep_local(TASK, view(last_stage=3, input_queue=4))  # no neighbour
+
+
+def test_agent_alg2_on_a_multi_stage_node_offloads_with_probability_of_its_own_wait():
+    # O_n = 2 + 1 > I_a = 1; I_n Gamma_n = 2 * 0.05 = 0.1 <= D + I_a Gamma_a = 0.01 + 0.1
+    v = view(last_stage=3, input_queue=2, output_queue=2, peers={"a": (1, 0.1)})
+    p = policy()
+    p.rng.random = lambda: 0.95  # above p = 0.1 / 0.11
+    assert p.choose_successor(TASK, v) is None
+    p.rng.random = lambda: 0.5
+    assert p.choose_successor(TASK, v) == "a"
