@@ -33,7 +33,7 @@ class DtoeeParams:
     paper_step_size: float = 0.1  # tau_p of eq. 19, in (0, 1]
     step_scale: float = 1.5  # default rule: multiplier of the Newton step, in (0, 2]
     headroom_target: float = 0.95  # default rule: fill receivers up to this utilisation, (0, 1)
-    momentum: float = 0.5  # default rule: share of its previous routing change a node repeats
+    momentum: float = 0.6  # default rule: share of its previous routing change a node repeats
     rho_ext: float = 0.99  # delay function continued quadratically past this utilisation
     penalty_k: float = 1.0e4  # K of eq. 11 (already times Phi), seconds
     epsilon: float = 0.01  # epsilon of eq. 11, as a fraction of capacity
@@ -215,7 +215,9 @@ def update_rows(p, out_rate, remaining, next_flops, next_bytes, link_rate, load,
         if previous_step is not None and params.momentum > 0:
             # heavy ball: offloaders trading receivers face a constant gradient gap along a
             # direction the diagonal curvature overstates; momentum keeps such trades going
-            new = np.where(valid, np.maximum(new + params.momentum * previous_step, 0.0), 0.0)
+            # ... except towards receivers whose predecessors overshoot (damping above 3)
+            carry = params.momentum * np.minimum(1.0, 3.0 / np.maximum(damping, 1.0))
+            new = np.where(valid, np.maximum(new + carry * previous_step, 0.0), 0.0)
             new = new / np.maximum(new.sum(axis=1, keepdims=True), 1e-300)
     return new, delta, omega_i, psi_i
 
