@@ -115,7 +115,7 @@ class NodeConfig:
     online_capacity: bool = True  # re-estimate mu from observed service times while serving
     arrival: str = "poisson"  # source: "poisson" (replay set at arrival_rate_tasks_s) or "client"
     arrival_rate_tasks_s: float = 1.0  # source: Poisson arrival rate phi
-    client_bind: str = ""  # source: endpoint where a local client pushes tasks ("client" mode)
+    client_bind: str = ""  # source: local endpoint (ipc:// or loopback tcp) a client pushes tasks to
     replay_path: str = ""  # source: npz with x, y; "" = the demo replay set shipped with engines
     max_tasks: int = 0  # source: stop creating tasks after this many; 0 = unlimited
     seed: int = 0  # source: random seed of arrivals and sample choice
@@ -354,6 +354,11 @@ def _check_consistency(cfg: NodeConfig, where: str) -> None:
         if not cfg.client_bind:
             raise ConfigError("%s.client_bind: needed when arrival = \"client\"" % where)
         _check_endpoint(cfg.client_bind, where + ".client_bind")
+        host = cfg.client_bind.split("://", 1)[1].rsplit(":", 1)[0]
+        if cfg.client_bind.startswith("tcp://") and host not in ("127.0.0.1", "localhost", "[::1]"):
+            # The client socket is local by design (no CURVE on it): never expose it.
+            raise ConfigError("%s.client_bind: must be ipc://PATH or a loopback tcp address "
+                              "(127.0.0.1), got %r" % (where, cfg.client_bind))
     if cfg.role == "source" and not cfg.successors:
         raise ConfigError("%s.peers: a source needs at least one stage-1 peer" % where)
     if cfg.role == "worker" and not cfg.sources:

@@ -9,7 +9,8 @@
 - Every socket: LINGER 0 (shutdown never blocks), MAXMSGSIZE (twice ``max_message_bytes``:
   ZeroMQ disconnects a peer sending more; the node loop counts and drops anything above
   ``max_message_bytes``), and the security object applied
-  (``apply_server`` on bound sockets, ``apply_client`` with the peer's public key on the rest).
+  (``apply_server`` on bound sockets, ``apply_client`` with the peer's public key on the rest)
+  -- except a source's local client socket, which the config restricts to ipc:// or loopback.
 
 The transport does no decoding and keeps no policy state: ``poll`` returns raw events and the
 node loop decides. It also lets the loop register plain file descriptors (the inference
@@ -87,6 +88,8 @@ class Transport:
         self.router.bind(self.data_bind)
         self.poller.register(self.router, zmq.POLLIN)
         if self.client_bind:
+            # Local only (the config allows ipc:// and loopback): no CURVE, so a camera process
+            # on the same device needs no keys.
             self.client = self._socket(zmq.ROUTER)
             self.client.bind(self.client_bind)
             self.poller.register(self.client, zmq.POLLIN)

@@ -94,3 +94,14 @@ def test_a_worker_holding_several_stages_has_successors_serving_the_next_ones():
     assert [p.id for p in cfg.successors] == ["w2", "all"]  # serve stage 2 or 3; w4 does not
     assert [p.id for p in cfg.predecessors] == ["s1", "all"]
     assert cfg.peer("all").serves(3) and not cfg.peer("all").serves(4)
+
+
+def test_client_socket_must_stay_local():
+    src = {"node_id": "s1", "role": "source", "bundle": "b", "state_dir": "s",
+           "control_bind": "tcp://127.0.0.1:1", "data_bind": "tcp://127.0.0.1:2",
+           "arrival": "client", "client_bind": "tcp://0.0.0.0:5000",
+           "peers": [{"id": "w1", "stage": 1, "control_address": "tcp://127.0.0.1:3",
+                      "data_address": "tcp://127.0.0.1:4"}]}
+    with pytest.raises(ConfigError, match="client_bind: must be ipc://PATH or a loopback"):
+        parse_config(src, "/x")
+    assert parse_config(dict(src, client_bind="ipc:///run/edge/client"), "/x").arrival == "client"
