@@ -55,8 +55,9 @@ speed. Increases towards j are capped by an equal share of j's headroom up to
 drained at once. Omega_i is extrapolated by Psi_i times the change of the node's arrival rate
 its successors have not seen yet. Offloaders that trade receivers face a constant gradient gap
 along a direction the diagonal curvature overstates, so each node adds ``momentum`` times its
-previous routing change (heavy ball). Everything comes from the node's own RUS messages and
-its own previous step.
+previous routing change (heavy ball), scaled down on receivers whose damping exceeds 3 (their
+predecessors overshoot). Everything comes from the node's own RUS messages and its own
+previous step.
 
 Units: Delta, Omega in seconds (derivatives of Phi*T, the total delay per second, in the flow
 tasks/s), curvature in s^2, loads and capacities in FLOP/s. The penalty (eq. 11) is written on

@@ -10,6 +10,7 @@ matches a message-by-message run of the per-node functions.
 
 from __future__ import annotations
 
+import math
 from typing import List, Mapping, Optional
 
 import numpy as np
@@ -37,6 +38,9 @@ from agent.scenario import Scenario
 from engines.exit_profile import exit_stats
 
 
+SETTLE = 10  # rounds over which an unchanged model delay counts as converged
+
+
 def run_dtoee(scenario: Scenario, rounds: Optional[int] = None,
               params: Optional[DtoeeParams] = None,
               thresholds: Optional[Mapping[int, float]] = None,
@@ -47,9 +51,10 @@ def run_dtoee(scenario: Scenario, rounds: Optional[int] = None,
     ``params`` defaults to ``parse_knobs(scenario.knobs)``. With an exit profile, thresholds
     start at ``thresholds`` (default ``initial_threshold`` for every exit) and are tuned every
     ``m`` rounds; with fixed ``remaining`` only the routing moves. ``initial_routing`` defaults
-    to uniform (the paper's start). Stops early once no probability moved more than
-    ``tolerance`` in a round (and no threshold changed in the last full threshold cycle) unless
-    ``stop_when_converged`` is False. ``track`` records the model delay after every round in
+    to uniform (the paper's start). Converged: no probability moved more than ``tolerance`` in a
+    round, or the model delay changed by at most ``tolerance``/100 (relative) over the last
+    ``SETTLE`` rounds, and no threshold changed in the last full threshold cycle; it then stops
+    unless ``stop_when_converged`` is False. ``track`` records the model delay after every round in
     ``PolicyResult.history``.
     """
     params = params or parse_knobs(scenario.knobs)
@@ -85,7 +90,7 @@ def run_dtoee(scenario: Scenario, rounds: Optional[int] = None,
     prev_step = np.zeros(valid.shape)
     change_prev = np.zeros(n)
     kappa = np.maximum(npred, 1.0)
-    history: List[float] = []
+    delays: List[float] = []
     quiet_needed = params.m * max(1, len(exits)) if exits else 0
     last_th_change = -1
     converged = False
@@ -134,14 +139,16 @@ def run_dtoee(scenario: Scenario, rounds: Optional[int] = None,
             if new_th != th:
                 th, last_th_change = new_th, t
                 rem = exit_stats(profile, th).remaining
-        if track:
-            history.append(network_delay(net, p, rem))
-        if moved < params.tolerance and t - last_th_change >= quiet_needed:
-            converged = True
-            if stop_when_converged:
-                break
+        delays.append(network_delay(net, p, rem))
+        # settled: nothing moves, or the routing only circles at a delay that no longer changes
+        # (a residual oscillation of a few sources that is worth nothing)
+        flat = len(delays) > SETTLE and math.isfinite(delays[-1]) \
+            and abs(delays[-1] - delays[-1 - SETTLE]) <= 0.01 * params.tolerance * delays[-1]
+        converged = (moved < params.tolerance or flat) and t - last_th_change >= quiet_needed
+        if converged and stop_when_converged:
+            break
     return make_result("dtoee", scenario, net, p, th if profile is not None else None,
-                       t + 1, converged, history)
+                       t + 1, converged, delays if track else None)
 
 
 def exact_marginals(net, p: np.ndarray, remaining, params: DtoeeParams):
