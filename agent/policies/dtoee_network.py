@@ -37,7 +37,6 @@ from agent.policies.thresholds import ThresholdReport, choose_threshold, thresho
 from agent.scenario import Scenario
 from engines.exit_profile import exit_stats
 
-
 SETTLE = 10  # rounds over which an unchanged model delay counts as converged
 
 
