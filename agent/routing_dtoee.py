@@ -12,8 +12,9 @@ message-driven: a receiver answers (RUS, broadcast) as soon as it has the round'
 all live predecessors, an offloader steps as soon as it has the statuses of all live successors
 and sends the next round's requests (RUR, addressed). When a round stalls for
 ``round_interval_s`` (a lost message, a dead neighbour) the node goes on with what it has; an
-alive successor whose status is late counts with its last status, so only a neighbour that is
-gone (silent on the control plane) loses its routing mass.
+alive successor whose status is late counts with its last status (an alive predecessor's late
+request likewise), so only a neighbour that is gone (silent on the control plane) loses its
+routing mass or its share of a receiver's load.
 Serving never pauses: tasks use the *active* routing and thresholds, replaced by the
 configured ones when the phase ends.
 
@@ -89,6 +90,7 @@ class DtoeePolicy(AgentPolicy):
         self.off_round = 0
         self.statuses: Dict[str, D.Status] = {}
         self.last_status: Dict[str, D.Status] = {}  # newest status of each successor, any round
+        self.last_request: Dict[str, D.Request] = {}  # newest request of each predecessor
         self.recv_round = -1
         self.requests: Dict[str, D.Request] = {}
         self.status_sent = False
@@ -233,6 +235,7 @@ class DtoeePolicy(AgentPolicy):
                 self.recv_round, self.requests, self.status_sent = req.round, {}, False
             if req.round == self.recv_round:
                 self.requests[msg.sender] = req
+                self.last_request[msg.sender] = req
                 live = [p for p in view.predecessors if p in view.alive]
                 if not self.status_sent and all(p in self.requests for p in live):
                     out += self._status(view)
@@ -256,9 +259,14 @@ class DtoeePolicy(AgentPolicy):
 
     def _status(self, view: NodeView) -> List[Outgoing]:
         self.status_sent = True
-        self.phi = D.arrival_rate(list(self.requests.values()), view.stage_flops[view.stage - 1])
+        # An alive predecessor whose request is late this round counts with its last one, so
+        # a stalled round does not make this node look idle.
+        reqs = {p: self.last_request[p] for p in view.predecessors
+                if p in view.alive and p in self.last_request}
+        reqs.update(self.requests)
+        self.phi = D.arrival_rate(list(reqs.values()), view.stage_flops[view.stage - 1])
         st = D.receiver_status(view.node_id, self.recv_round, view.capacity_flops,
-                               list(self.requests.values()),
+                               list(reqs.values()),
                                self.last_step if self.offloader else None, self.th,
                                self.th_version)
         return [Outgoing(Kind.DTOEE_STATUS, BROADCAST, {"payload": to_payload(st)}, self.slot,
