@@ -19,7 +19,6 @@ Input is never trusted: every malformed, unexpected or undeliverable message is 
 from __future__ import annotations
 
 import heapq
-import json
 import logging
 import os
 import time
@@ -31,6 +30,7 @@ from agent.capacity import LinkPacer
 from agent.config import NodeConfig
 from agent.routing import AgentPolicy, NodeView, Outgoing, TaskInfo
 from agent.node_roles import OutItem, SourceRole, WorkerRole
+from agent.node_status import StatusMixin
 from agent.source import ReplaySet, SourceBook
 from agent.transport import CLIENT, CONTROL, DATA, FD, REPLY, Transport
 from agent.wire import Kind, WireError
@@ -40,7 +40,7 @@ log = logging.getLogger(__name__)
 MAX_HOP_RESENDS = 10  # per hop; beyond that the task is dropped here and its source re-issues it
 
 
-class Node(SourceRole, WorkerRole):
+class Node(SourceRole, WorkerRole, StatusMixin):
     """One agent. ``run()`` serves until ``stop()`` (e.g. from a SIGTERM handler)."""
 
     def __init__(self, cfg: NodeConfig, transport: Transport, policy: AgentPolicy, view: NodeView,
@@ -130,8 +130,7 @@ class Node(SourceRole, WorkerRole):
                 self._heartbeat(now)
             if now >= nxt["tick"]:
                 nxt["tick"] = now + self.policy.tick_interval_s
-                self._publish(self.policy.on_tick(self._refresh_view(), now))
-                self._retry_waiting(now)
+                self._guarded(self._tick, now)
             if now >= nxt["slot"]:
                 nxt["slot"] = now + self.cfg.slot_length_s
                 self._slot(now)
@@ -146,6 +145,20 @@ class Node(SourceRole, WorkerRole):
             if self.hooks:
                 self.hooks.health()
         self._finish()
+
+    def _tick(self, now: float) -> None:
+        self._publish(self.policy.on_tick(self._refresh_view(), now))
+        self._retry_waiting(now)
+
+    def _guarded(self, fn: Callable[..., None], *args: Any) -> None:
+        """Run one step of the loop; an unexpected error is logged and counted, never fatal."""
+        try:
+            fn(*args)
+        except Exception:
+            self.counters["internal_error"] += 1
+            if self.counters["internal_error"] <= 5:
+                log.warning("error in %s (serving goes on)", getattr(fn, "__name__", fn),
+                            exc_info=True)
 
     def _in_flight(self) -> bool:
         return bool(self.book and self.book.pending) or bool(self.outbox) or bool(
@@ -179,7 +192,7 @@ class Node(SourceRole, WorkerRole):
                     pass
             elif self.runner is not None:
                 for done in self.runner.take_done():
-                    self._inference_done(done)
+                    self._guarded(self._inference_done, done)
             return
         try:
             if wire.frames_nbytes(frames) > self.cfg.max_message_bytes:
@@ -361,43 +374,3 @@ class Node(SourceRole, WorkerRole):
         if self.hooks:
             self.hooks.refresh(v)
         return v
-
-    # -- status ------------------------------------------------------------------------------
-
-    def stats(self) -> Dict[str, Any]:
-        """Counters and state for stats.json and the status line."""
-        out: Dict[str, Any] = {"node_id": self.cfg.node_id, "role": self.cfg.role,
-                               "stage": self.cfg.stage, "policy": self.policy.name,
-                               "counters": dict(self.counters),
-                               "dropped": sum(v for k, v in self.counters.items()
-                                              if k.startswith("drop_")),
-                               "alive": sorted(self.view.alive), "routing": self.policy.routing(),
-                               "thresholds": {str(k): v for k, v in self.policy.thresholds().items()},
-                               "capacity_flops": self.view.capacity_flops,
-                               "emulated": {"capacity": self.cfg.emulate_capacity_flops > 0,
-                                            "links": self.cfg.emulate_links},
-                               "input_queue": self.view.input_queue,
-                               "output_queue": self.view.output_queue,
-                               "wall_time": self.wall()}
-        if self.book:
-            out["tasks"] = self.book.counts()
-        return out
-
-    def write_stats(self) -> None:
-        """Atomically replace ``<state_dir>/stats.json``."""
-        path = os.path.join(self.cfg.state_dir, "stats.json")
-        tmp = path + ".tmp"
-        try:
-            with open(tmp, "w", encoding="utf-8") as f:
-                json.dump(self.stats(), f, indent=1, sort_keys=True)
-            os.replace(tmp, path)
-        except OSError as exc:
-            log.warning("cannot write %s: %s", path, exc)
-
-    def _status_line(self) -> str:
-        s = self.stats()
-        parts = ["%s %s" % (self.cfg.role, self.cfg.node_id), "alive=%d" % len(s["alive"]),
-                 "queue=%d/%d" % (s["input_queue"], s["output_queue"]), "dropped=%d" % s["dropped"]]
-        if "tasks" in s:
-            parts.append(" ".join("%s=%d" % kv for kv in s["tasks"].items()))
-        return " ".join(parts)
