@@ -119,21 +119,21 @@ class Node(SourceRole, WorkerRole, StatusMixin):
             for ev in self.transport.poll(max(0.0, min(due) - now)):
                 self._dispatch(ev)
             now = self.clock()
-            self._run_paced(now)
-            self._run_timers(now)
+            self._guarded(self._run_paced, now)
+            self._guarded(self._run_timers, now)
             if not self.arrivals_done and now >= nxt["arrival"]:
-                self._arrival(now)
+                self._guarded(self._arrival, now)
                 gap = self.policy.interarrival_s(self.view, now) or self.interarrival_s
                 nxt["arrival"] = max(nxt["arrival"] + self.rng.expovariate(1.0 / gap), now - 1.0)
             if now >= nxt["hb"]:
                 nxt["hb"] = now + self.cfg.heartbeat_interval_s
-                self._heartbeat(now)
+                self._guarded(self._heartbeat, now)
             if now >= nxt["tick"]:
                 nxt["tick"] = now + self.policy.tick_interval_s
                 self._guarded(self._tick, now)
             if now >= nxt["slot"]:
                 nxt["slot"] = now + self.cfg.slot_length_s
-                self._slot(now)
+                self._guarded(self._slot, now)
             if now >= nxt["flush"]:
                 nxt["flush"] = now + self.cfg.records_flush_interval_s
                 if self.book:
