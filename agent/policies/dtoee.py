@@ -25,8 +25,8 @@ Omega of its own offloader step, so RUSs travel from the last stage back to the 
    RUS of the previous round). These carry the default rule's state between rounds (damping,
    momentum, the pending-rate correction); without them the rule loses that state and
    converges far worse at heavy load. Answering the RUS before the node's own offloader step
-   (with the Omega of its previous step) also works, at roughly twice the gap after 200 rounds
-   at heavy load.
+   (with the Omega of its previous step) also works, with about three times the gap after 200
+   rounds at heavy load.
 
 A round therefore costs one hop forward and H hops back. Every m rounds one exit stage
 adjusts its threshold (``threshold_stage``): each worker of that stage sends a
