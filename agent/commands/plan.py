@@ -90,6 +90,11 @@ def run(args: argparse.Namespace) -> int:
     from agent.scenario import load_scenario
 
     scenario = load_scenario(args.scenario)
+    devices = [w.device or w.id for w in scenario.workers]
+    if len(set(devices)) < len(devices):
+        print("edge-agent plan: note: workers on one device share its processor in the "
+              "simulator, but the DTO-EE model (eq. 6) treats each as its own server",
+              file=sys.stderr)
     res = plan(scenario, args.policy, args.rounds, args.step, args.staleness, args.seed)
     if not math.isfinite(res.delay_s):
         rem, _ = remaining_for(scenario, res.thresholds or None)
