@@ -235,6 +235,31 @@ def model_delay(topo: Topology, stages: Sequence[StageInfo], total_rate: float,
     return t if math.isfinite(t) else None
 
 
+def fifo_sim_delay(topo: Topology, stages: Sequence[StageInfo], total_rate: float,
+                   routing: Mapping[str, Mapping[str, float]], remaining: Sequence[float],
+                   seed: int = 1) -> Optional[float]:
+    """Mean delay the simulator gives for the same routing with the agent's queueing.
+
+    Eq. 8 models a worker as processor sharing and a hop as a fixed beta/r; an agent serves one
+    task at a time (FIFO) and its emulated links serialise transfers. ``agent.sim`` with FIFO
+    workers and shared links is that system, so this column tells the queueing discipline's
+    share of a measured-vs-model gap from the agent's own overheads.
+    """
+    from agent.scenario import parse_scenario
+    from agent.sim import FixedPolicy, SimConfig, simulate
+
+    if any(w.emulate_capacity_flops is None for w in topo.workers):
+        return None
+    scenario = parse_scenario(scenario_object(topo, stages, total_rate, remaining))
+    res = simulate(scenario, FixedPolicy({k: dict(v) for k, v in routing.items()}),
+                   SimConfig(duration_s=120.0, slot_s=1000.0, discipline="fifo",
+                             link_model="shared", seed=seed))
+    done = res.status == 1
+    if not done.any():
+        return None
+    return float((res.finished_s[done] - res.created_s[done]).mean())
+
+
 def run_local(topo: Topology, bundle, policy: str, rates: Sequence[float],
               settings: TestbedSettings, seed: int = 0,
               tick: Optional[Callable[[int, str, float], None]] = None) -> List[RunResult]:
@@ -357,6 +382,7 @@ def _summarise(topo: Topology, bundle, stages: Sequence[StageInfo], policy: str,
     rem = empirical_remaining(stages, measured.exit_counts, default_remaining(topo, bundle))
     measured.remaining = rem
     measured.model_delay_s = model_delay(topo, stages, rate, measured.routing, rem)
+    measured.fifo_sim_delay_s = fifo_sim_delay(topo, stages, rate, measured.routing, rem)
     return measured
 
 

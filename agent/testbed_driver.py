@@ -23,7 +23,12 @@ def load_bundle_for(topo: Topology):
 
 def run_all(topo: Topology, bundle, policies: Sequence[str], rates: Sequence[float],
             settings: TestbedSettings, seed: int = 1, stream=None) -> List[RunResult]:
-    """Every policy at every rate (rates ascending within a policy); one ``RunResult`` each."""
+    """Every policy at every rate (rates ascending within a policy); one ``RunResult`` each.
+
+    Every policy gets the same seeds, so at a given rate the sources create the same arrival
+    times and images for each policy (common random numbers: the policies differ, the load
+    does not).
+    """
     stream = stream if stream is not None else sys.stderr
     rates = sorted(rates)
     bar = Progress(len(policies) * len(rates), stream=stream)
@@ -36,9 +41,9 @@ def run_all(topo: Topology, bundle, policies: Sequence[str], rates: Sequence[flo
         if topo.fleet is not None:
             from agent.testbed_fleet import run_fleet
 
-            res = run_fleet(topo, bundle, policy, rates, settings, seed=seed + k, tick=tick)
+            res = run_fleet(topo, bundle, policy, rates, settings, seed=seed, tick=tick)
         else:
-            res = run_local(topo, bundle, policy, rates, settings, seed=seed + k, tick=tick)
+            res = run_local(topo, bundle, policy, rates, settings, seed=seed, tick=tick)
         results.extend(res)
         bar.update((k + 1) * len(rates), "%s: %s" % (policy, ", ".join(
             "%g/s %d/%d" % (r.rate, r.completed, r.created) for r in res)))

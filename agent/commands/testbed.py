@@ -104,8 +104,10 @@ def run(args: argparse.Namespace) -> int:
     print(format_table(runs))
     print()
     print("delay and accuracy over tasks created after a %.1f s warm-up; created/completed/lost "
-          "over the whole run. model = eq. 8 for the routing and exit ratios each run used."
-          % topo.warmup_s)
+          "over the whole run.\nmodel = eq. 8 (processor sharing, fixed hop delays) for the "
+          "routing and exit ratios each run used;\nfifo sim = the simulator on the same routing "
+          "with FIFO workers and serialised links, as the agents run." % topo.warmup_s)
+    print("emulated: %s" % topo.emulation_summary())
     extra = {"topology": topo.path, "emulated": topo.emulation_summary(),
              "capacity_tasks_s": None if cap == float("inf") else cap,
              "duration_s": settings.duration_s, "warmup_s": topo.warmup_s}
