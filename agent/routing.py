@@ -157,7 +157,8 @@ class AgentPolicy:
         pass
 
     def snapshot(self) -> Dict[str, Any]:
-        return {"thresholds": {str(k): v for k, v in self._thresholds.items()}}
+        return {"policy": self.name,
+                "thresholds": {str(k): v for k, v in self._thresholds.items()}}
 
     def restore(self, state: Mapping[str, Any]) -> None:
         th = state.get("thresholds")

@@ -166,9 +166,11 @@ def serve(cfg, notifier: Any = None, ctx: Any = None) -> int:
     metrics = _metrics(cfg)
     hooks = NodeHooks(notifier, metrics, store, estimator, capacity, service)
     saved = hooks.load_state()
-    if saved:
+    if saved and saved.get("policy") == policy.name:
         policy.restore(saved)
         log.info("restored policy state from %s", store.path)
+    elif saved:  # another policy's routing or thresholds would be wrong for this one
+        log.info("ignoring saved state of policy %r (now %r)", saved.get("policy"), policy.name)
     hooks.refresh(view)
     own_ctx = ctx is None
     ctx = ctx or zmq.Context()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -46,7 +47,8 @@ def test_every_created_task_is_recorded_once_and_sigterm_shuts_down_cleanly(bund
     assert all(r["confidence"] >= 0.6 for r in recs if r["exit_stage"] == 1)
     stats = c.stats("w1a")
     assert stats["dropped"] == 0 and stats["policy"] == "fixed"
-    assert os.path.exists(os.path.join(str(tmp_path), "w1a", "state.json"))  # saved at shutdown
+    with open(os.path.join(str(tmp_path), "w1a", "state.json")) as f:  # saved at shutdown
+        assert json.load(f)["state"]["policy"] == "fixed"
 
 
 def test_dtoee_moves_routing_mass_to_the_faster_worker(bundle, tmp_path):
