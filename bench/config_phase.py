@@ -44,6 +44,7 @@ def main() -> int:
     for cfg in run.cfgs.values():
         sub.connect(cfg.control_bind)
     first = {}
+    round_start = defaultdict(dict)  # slot -> round -> first request seen
     last = defaultdict(float)
     rounds_seen = defaultdict(set)
     done = []
@@ -68,6 +69,8 @@ def main() -> int:
                 continue
             first.setdefault(msg.slot, t)
             rounds_seen[msg.slot].add(msg.round)
+            if msg.kind == wire.Kind.DTOEE_REQUEST:
+                round_start[msg.slot].setdefault(msg.round, t)
             if msg.kind == wire.Kind.DTOEE_STATUS and msg.round == ROUNDS - 1:
                 last[msg.slot] = max(last[msg.slot], t)
             for s in sorted(first):
@@ -80,7 +83,12 @@ def main() -> int:
     print("machine: %s" % machine())
     print("agents: 2 sources + 10 workers (3, 3, 2, 2 per stage), %d rounds per slot" % ROUNDS)
     for slot, dur, rounds in done:
-        print("slot %d: %d rounds in %.1f ms" % (slot, rounds, dur * 1000))
+        rs = round_start[slot]
+        gaps = [rs[r + 1] - rs[r] for r in range(ROUNDS - 1) if r in rs and r + 1 in rs]
+        print("slot %d: %d rounds in %.1f ms (round to round: median %.1f ms, max %.1f ms, "
+              "%d of %d rounds >= round_interval_s)"
+              % (slot, rounds, dur * 1000, statistics.median(gaps) * 1000 if gaps else 0,
+                 max(gaps) * 1000 if gaps else 0, sum(1 for g in gaps if g >= 0.05), len(gaps)))
     if done:
         print("median configuration phase: %.1f ms (goal <= 100 ms)"
               % (statistics.median(d[1] for d in done) * 1000))
