@@ -129,3 +129,18 @@ def test_routing_used_and_remaining_from_counts():
     stats["s1"] = {"routing": {"a": 0.6, "b": 0.2}}
     assert routing_used(topo, stats)["s1"] == pytest.approx({"a": 0.75, "b": 0.25})
     assert empirical_remaining(STAGES, {1: 30, 2: 70}, [0.9, 1.0]) == [0.7, 1.0]
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--policies", "dtoee,foo"], "unknown policy 'foo'"),
+    (["--duration", "0"], "--duration: must be > 0"),
+    (["--topology", "/nonexistent/topology.json"], "no such topology file"),
+    (["--rates", "10,abc"], "'abc' is not a number"),
+])
+def test_testbed_misuse_is_one_line_and_exit_2(argv, message, capsys, tmp_path):
+    """Wrong options fail before any agent starts: one line naming the value, status 2."""
+    from agent.cli import main
+
+    rc = main(["testbed", "--out", str(tmp_path)] + argv)
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and message in err and len(err.splitlines()) == 1
