@@ -3,7 +3,9 @@
 Usage: python3 bench/paper_table.py [FIGURES_DIR] [--replot]   (default bench/figures)
 For each setting, at the paper's per-source rate: every policy's mean/p95 delay and accuracy,
 and DTO-EE's delay change and accuracy difference relative to it. ``--replot`` redraws every
-figure from the results.json files without simulating again.
+figure from the results.json files without simulating again. ``--same-thresholds`` adds the
+model's eq. 8 delay of every routing at DTO-EE's thresholds (seed-0 settings, no simulation),
+which separates the routing from the threshold choice.
 """
 
 from __future__ import annotations
@@ -28,8 +30,35 @@ def replot(folder: str) -> None:
                     print(out, file=sys.stderr)
 
 
+def same_thresholds() -> None:
+    """Eq. 8 delay (ms) of each policy's routing with DTO-EE's thresholds, and the optimum."""
+    import warnings
+
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    from agent.policies import baselines
+    from agent.policies.dtoee import run_dtoee
+    from agent.policies.optimum import optimum
+    from agent.scenario_gen import paper_scenario
+
+    warnings.simplefilter("ignore", RuntimeWarning)  # overloaded routings evaluate to inf
+    print()
+    print("| setting | DTO-EE thresholds | optimum ms | DTO-EE ms | CF ms | BF ms | NGTO ms "
+          "| GA ms |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    for name in PAPER_RATE:
+        sc = paper_scenario(name, seed=0)
+        ours = run_dtoee(sc, rounds=50)
+        th = ours.thresholds
+        cells = [optimum(sc, th).delay_s, ours.delay_s]
+        cells += [getattr(baselines, f)(sc, thresholds=th).delay_s
+                  for f in ("cf_routing", "bf_routing", "ngto", "ga")]
+        print("| %s | %s | %s |" % (name, " ".join("%d:%.2f" % kv for kv in sorted(th.items())),
+                                    " | ".join("overloaded" if d == float("inf")
+                                               else "%.1f" % (d * 1e3) for d in cells)))
+
+
 def main() -> int:
-    args = [a for a in sys.argv[1:] if a != "--replot"]
+    args = [a for a in sys.argv[1:] if not a.startswith("--")]
     folder = args[0] if args else os.path.join(os.path.dirname(__file__), "figures")
     if "--replot" in sys.argv:
         replot(folder)
@@ -53,6 +82,8 @@ def main() -> int:
             print("| %s | %g | %s | %.1f | %.1f | %.2f%% | %d | %s | %s |" % (
                 name, rate, r["policy"], r["mean_delay_s"] * 1e3, r["p95_delay_s"] * 1e3,
                 r["accuracy"] * 100, r["unfinished"], cmp_d, cmp_a))
+    if "--same-thresholds" in sys.argv:
+        same_thresholds()
     return 0
 
 
