@@ -213,14 +213,14 @@ def write_plots(directory: str, runs: Sequence[RunResult]) -> List[str]:
                                      ("accuracy_vs_rate.png", "accuracy", "accuracy", 1.0)):
         fig, ax = plt.subplots(figsize=(5.5, 3.8))
         for pol, rs in sorted(by_policy.items()):
-            rs = sorted((r for r in rs if getattr(r, attr) is not None), key=lambda r: r.rate)
-            ax.plot([r.rate for r in rs], [getattr(r, attr) * scale for r in rs], marker="o",
-                    label=pol)
-        if attr == "mean_delay_s":
-            rs = sorted((r for r in runs if r.model_delay_s is not None), key=lambda r: r.rate)
-            if rs:
-                ax.plot([r.rate for r in rs], [r.model_delay_s * scale for r in rs], "k--",
-                        label="model (eq. 8)")
+            pts = sorted((r for r in rs if getattr(r, attr) is not None), key=lambda r: r.rate)
+            line = ax.plot([r.rate for r in pts], [getattr(r, attr) * scale for r in pts],
+                           marker="o", label=pol)[0]
+            model = sorted((r for r in rs if r.model_delay_s is not None), key=lambda r: r.rate)
+            if attr == "mean_delay_s" and model:
+                # the model's prediction for the routing this policy used, in its colour
+                ax.plot([r.rate for r in model], [r.model_delay_s * scale for r in model],
+                        linestyle="--", color=line.get_color(), label=pol + " model (eq. 8)")
         ax.set_xlabel("total arrival rate (tasks/s)")
         ax.set_ylabel(label)
         ax.grid(True, alpha=0.3)
