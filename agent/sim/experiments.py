@@ -1,5 +1,6 @@
-"""The paper's experiments on the simulator: sweeps over arrival rate and capacity, the dynamic
-environment, and DTO-EE with and without threshold tuning. Each returns plain JSON-able rows."""
+"""The paper's experiments on the simulator: one run, the sweep over capacity, per-slot series
+(dynamic environment, threshold study). Each returns plain JSON-able rows; the rate sweep is
+``simulate``'s main loop (it also writes per-task records)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 
 from agent.scenario import Scenario
 from agent.sim.engine import SimConfig, simulate
-from agent.sim.environment import scale_capacities, with_source_rate
+from agent.sim.environment import scale_capacities, with_source_rate  # noqa: F401
 from agent.sim.planners import make_policy
 
 log = logging.getLogger(__name__)
@@ -36,19 +37,6 @@ def run_one(scenario: Scenario, policy_name: str, config: SimConfig,
 
 def _fmt(x: Optional[float]) -> str:
     return "-" if x is None else "%.4g" % x
-
-
-def rate_sweep(scenario: Scenario, policies: Sequence[str], rates: Sequence[float],
-               config: SimConfig, factory: Optional[PolicyFactory] = None) -> List[Dict]:
-    """Delay and accuracy of every policy at every per-source arrival rate (paper Figs. 3-4)."""
-    rows = []
-    for rate in rates:
-        scn = with_source_rate(scenario, rate)
-        for name in policies:
-            row = run_one(scn, name, config, factory)["row"]
-            row["rate"] = float(rate)
-            rows.append(row)
-    return rows
 
 
 def capacity_sweep(scenario: Scenario, policies: Sequence[str], scales: Sequence[float],
