@@ -113,6 +113,11 @@ class AgentProcess:
         # one thread per numeric library: many agents share few cores
         env.setdefault("OMP_NUM_THREADS", "1")
         env.setdefault("OPENBLAS_NUM_THREADS", "1")
+        # the children run this very package, installed or not (a checkout run in place)
+        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        env["PYTHONPATH"] = os.pathsep.join([root] + [p for p in
+                                                      env.get("PYTHONPATH", "").split(os.pathsep)
+                                                      if p])
         self._log = open(log_path, "wb")
         self.proc = subprocess.Popen(
             [python, "-m", "agent", "run", "--config", config_path],
