@@ -375,8 +375,8 @@ def _summarise(topo: Topology, bundle, stages: Sequence[StageInfo], policy: str,
                                    duration_s=load_s, expected_created=sum(expected.values()))
     measured = summarise_records(recs, policy, rate, topo.capacities_emulated,
                                  duration_s=duration_s)
-    measured.created, measured.completed, measured.lost = (
-        everything.created, everything.completed, everything.lost)
+    measured.created, measured.completed, measured.lost, measured.rejected = (
+        everything.created, everything.completed, everything.lost, everything.rejected)
     measured.resent = everything.resent
     measured.routing = routing_used(topo, stats)
     rem = empirical_remaining(stages, measured.exit_counts, default_remaining(topo, bundle))

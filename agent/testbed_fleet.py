@@ -161,8 +161,8 @@ def run_fleet(topo: Topology, bundle, policy: str, rates: Sequence[float], setti
         res = summarise_records(measured, policy, rate, topo.capacities_emulated,
                                 duration_s=settings.duration_s)
         everything = summarise_records(recs, policy, rate, topo.capacities_emulated)
-        res.created, res.completed, res.lost = (everything.created, everything.completed,
-                                                everything.lost)
+        res.created, res.completed, res.lost, res.rejected = (
+            everything.created, everything.completed, everything.lost, everything.rejected)
         res.note = "fleet: delays on the testbed's clock, including the client hop"
         out.append(res)
     return out

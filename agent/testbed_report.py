@@ -34,12 +34,13 @@ class RunResult:
     rate: float  # total arrival rate over all sources, tasks/s
     created: int  # tasks the sources created
     completed: int  # tasks whose result came back
-    lost: int  # tasks with any other fate (lost, rejected) or no record at all
+    lost: int  # tasks lost (no result after every re-issue) or without any record
     mean_delay_s: Optional[float]  # mean response time of completed tasks (source clock)
     p95_delay_s: Optional[float]
     accuracy: Optional[float]  # fraction of completed tasks answered correctly
     model_delay_s: Optional[float]  # eq. 8 mean response time for the routing used (dtoee only)
     capacities_emulated: bool  # worker capacities padded to emulate_capacity_flops
+    rejected: int = 0  # tasks refused by the source's admission control (e.g. MDI-Exit)
     # simulator, same routing, FIFO workers and serialised links (the agent's queueing)
     fifo_sim_delay_s: Optional[float] = None
     duration_s: float = 0.0  # load duration of the run
@@ -116,11 +117,14 @@ def summarise_records(records: Iterable[Mapping], policy: str, rate: float,
     delays: List[float] = []
     correct = 0
     completed = 0
+    rejected = 0
     resent = 0
     exits: Counter = Counter()
     for rec in by_id.values():
         if int(rec.get("resends", 0) or 0) > 0:
             resent += 1
+        if rec.get("status") == "rejected":
+            rejected += 1
         if rec.get("status") != "completed":
             continue
         completed += 1
@@ -137,7 +141,7 @@ def summarise_records(records: Iterable[Mapping], policy: str, rate: float,
         created = max(created, int(expected_created))
     return RunResult(
         policy=policy, rate=float(rate), created=created, completed=completed,
-        lost=created - completed,
+        lost=created - completed - rejected, rejected=rejected,
         mean_delay_s=(sum(delays) / len(delays)) if delays else None,
         p95_delay_s=percentile(delays, 95.0),
         accuracy=(correct / completed) if completed else None,
@@ -150,15 +154,20 @@ def _ms(v: Optional[float]) -> str:
 
 
 def format_table(runs: Sequence[RunResult]) -> str:
-    """A plain-text table, one row per run, delays in milliseconds."""
-    head = ("policy", "rate/s", "created", "completed", "lost", "mean ms", "p95 ms", "accuracy",
-            "model ms", "fifo sim ms")
+    """A plain-text table, one row per run, delays in milliseconds.
+
+    A ``rejected`` column (admission control) appears when some run rejected tasks.
+    """
+    rej = any(r.rejected for r in runs)
+    head = ("policy", "rate/s", "created", "completed", "lost") + (("rejected",) if rej else ()) \
+        + ("mean ms", "p95 ms", "accuracy", "model ms", "fifo sim ms")
     rows = [head]
     for r in runs:
-        rows.append((r.policy, "%.1f" % r.rate, str(r.created), str(r.completed), str(r.lost),
-                     _ms(r.mean_delay_s), _ms(r.p95_delay_s),
-                     "-" if r.accuracy is None else "%.3f" % r.accuracy,
-                     _ms(r.model_delay_s), _ms(r.fifo_sim_delay_s)))
+        rows.append((r.policy, "%.1f" % r.rate, str(r.created), str(r.completed), str(r.lost))
+                    + ((str(r.rejected),) if rej else ())
+                    + (_ms(r.mean_delay_s), _ms(r.p95_delay_s),
+                       "-" if r.accuracy is None else "%.3f" % r.accuracy,
+                       _ms(r.model_delay_s), _ms(r.fifo_sim_delay_s)))
     widths = [max(len(row[i]) for row in rows) for i in range(len(head))]
     lines = []
     for n, row in enumerate(rows):

@@ -78,8 +78,8 @@ def test_capacity_and_scenario_follow_the_topology():
 
 
 def test_summary_counts_every_fate_and_measures_completed_tasks():
-    """Completed tasks give delay and accuracy; lost/rejected and missing records count as lost;
-    a task recorded twice counts once."""
+    """Completed tasks give delay and accuracy; lost tasks and missing records count as lost,
+    admission rejections apart; a task recorded twice counts once."""
     recs = [
         {"source": "s1", "id": "1", "status": "completed", "created_mono": 0.0,
          "finished_mono": 0.1, "correct": True, "exit_stage": 1},
@@ -87,9 +87,11 @@ def test_summary_counts_every_fate_and_measures_completed_tasks():
          "finished_mono": 0.3, "correct": False, "exit_stage": 2, "resends": 1},
         {"source": "s2", "id": "1", "status": "lost", "created_mono": 0.0},
         {"source": "s2", "id": "1", "status": "lost", "created_mono": 0.0},
+        {"source": "s2", "id": "2", "status": "rejected", "created_mono": 0.0},
     ]
-    r = summarise_records(recs, "dtoee", 10.0, True, expected_created=4)
-    assert (r.created, r.completed, r.lost, r.resent) == (4, 2, 2, 1)
+    r = summarise_records(recs, "dtoee", 10.0, True, expected_created=5)
+    assert (r.created, r.completed, r.lost, r.rejected, r.resent) == (5, 2, 2, 1, 1)
+    assert "rejected" in format_table([r]).splitlines()[0]
     assert r.mean_delay_s == pytest.approx(0.2) and r.accuracy == pytest.approx(0.5)
     assert r.exit_counts == {1: 1, 2: 1}
     assert percentile([1.0, 2.0, 3.0, 4.0], 50) == pytest.approx(2.5)
