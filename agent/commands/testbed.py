@@ -24,9 +24,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--policies", default=DEFAULT_POLICIES,
                         help="comma-separated policies to compare (default %s)" % DEFAULT_POLICIES)
     parser.add_argument("--rates", default=DEFAULT_RATES,
+                        # argparse %-expands help texts: every literal % is written %%
                         help="comma-separated total arrival rates over all sources: tasks/s, or "
-                             "N%% of the topology's capacity (default %s)"
-                             % DEFAULT_RATES.replace("%", "%%"))
+                             "N%% of the topology's capacity (default "
+                             + DEFAULT_RATES.replace("%", "%%") + ")")
     parser.add_argument("--duration", type=float, default=6.0, metavar="S",
                         help="measured seconds of load per run, after the topology's warm-up "
                              "(default 6)")

@@ -146,3 +146,15 @@ def test_testbed_misuse_is_one_line_and_exit_2(argv, message, capsys, tmp_path):
     rc = main(["testbed", "--out", str(tmp_path)] + argv)
     err = capsys.readouterr().err.strip()
     assert rc == 2 and message in err and len(err.splitlines()) == 1
+
+
+def test_testbed_help_prints(capsys):
+    """``edge-agent testbed --help`` lists every option (help texts with % signs included)."""
+    from agent.cli import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["testbed", "--help"])
+    out = capsys.readouterr().out
+    assert exc.value.code == 0
+    for opt in ("--topology", "--policies", "--rates", "--duration", "--json", "--out"):
+        assert opt in out
