@@ -65,7 +65,10 @@ def parse_rates(text: str, capacity_tasks_s: float) -> List[float]:
                 raise UsageError("--rates: %r needs the topology's capacity, but its workers "
                                  "have no emulate_capacity_flops; give rates in tasks/s" % item)
             v = v / 100.0 * capacity_tasks_s
-        out.append(round(v, 2))
+        v = round(v, 2)
+        if v in out:
+            raise UsageError("--rates: %r gives %g tasks/s twice" % (text, v))
+        out.append(v)
     return out
 
 

@@ -112,7 +112,7 @@ def test_table_and_json_have_the_documented_fields(tmp_path):
 def test_rates_accept_tasks_per_second_and_percent_of_capacity():
     """--rates takes tasks/s or N% of capacity; nonsense is a usage error."""
     assert parse_rates("2,50%", 10.0) == [2.0, 5.0]
-    for bad in ("", "x", "-1", "3,,4"):
+    for bad in ("", "x", "-1", "3,,4", "5,50%"):
         with pytest.raises(UsageError):
             parse_rates(bad, 10.0)
     with pytest.raises(UsageError, match="capacity"):
