@@ -68,3 +68,20 @@ def test_testbed_run_loses_nothing_and_every_task_has_a_record(tmp_path, capsys)
     assert {r["status"] for r in records} == {"completed"}
     assert len({r["id"] for r in records}) == len(records)
     assert "emulated: capacities of %d/%d workers" % (num_workers, num_workers) in printed
+
+
+def test_an_agent_that_fails_to_start_is_named_in_one_line(tmp_path, capsys):
+    """A source that cannot start (its replay set is missing) stops the testbed with one line
+    naming the agent and its log, and no agent process is left behind."""
+    bundle = build_tiny_bundle(str(tmp_path / "tiny"))
+    topo, _ = write_topology(tmp_path, bundle)
+    obj = json.loads(open(topo).read())
+    obj["agent"]["replay_path"] = str(tmp_path / "missing.npz")
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps(obj))
+    rc = main(["testbed", "--topology", str(bad), "--policies", "fixed", "--rates", "5",
+               "--duration", "1", "--out", str(tmp_path / "out"), "--no-plots"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2
+    assert "agent cam" in err[-1] and "exited with status 2" in err[-1]
+    assert "missing.npz" in err[-1]  # the agent's own last log line says why
