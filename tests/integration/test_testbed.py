@@ -12,18 +12,23 @@ from tests.integration.agent_cluster import build_tiny_bundle
 
 
 def write_topology(tmp_path, bundle_dir):
-    """Two stage-1 workers (3x apart, behind links 4x apart), one worker per later stage."""
+    """Two stage-1 workers (3x apart in capacity, behind links 4x apart), one worker per later
+    stage."""
     from engines.bundle import load_bundle
 
-    h = load_bundle(bundle_dir).num_stages
-    workers = [{"id": "fast", "stage": 1, "emulate_capacity_flops": 3e5},
-               {"id": "slow", "stage": 1, "emulate_capacity_flops": 1e5}]
+    stages = load_bundle(bundle_dir).stages
+    h = len(stages)
+    # capacities in tasks/s of each stage's FLOP: even a policy that sends every task to the
+    # slow worker keeps it below half load at the test's 20 tasks/s
+    workers = [{"id": "fast", "stage": 1, "emulate_capacity_flops": 120.0 * stages[0].flops},
+               {"id": "slow", "stage": 1, "emulate_capacity_flops": 40.0 * stages[0].flops}]
     links = [{"from": "cam", "to": "fast", "rate_bytes_s": 5e4},
              {"from": "cam", "to": "slow", "rate_bytes_s": 2e5}]
     prev = ["fast", "slow"]
     for st in range(2, h + 1):
         wid = "w%d" % st
-        workers.append({"id": wid, "stage": st, "emulate_capacity_flops": 5e5})
+        workers.append({"id": wid, "stage": st,
+                        "emulate_capacity_flops": 100.0 * stages[st - 1].flops})
         links += [{"from": p, "to": wid, "rate_bytes_s": 1e6} for p in prev]
         prev = [wid]
     topo = {
