@@ -8,13 +8,20 @@ Slots are aligned to the wall clock (slot n starts at n * slot_length_s), so nod
 synchronised clocks start together without a coordinator; a node that receives a request for a
 newer slot joins it at once. A slot's configuration phase lasts ``rounds_per_slot`` rounds and
 ends at the latest ``rounds_per_slot * round_interval_s`` after the slot starts. Rounds are
-message-driven: a receiver answers (RUS, broadcast) as soon as it has the round's requests of
-all live predecessors, an offloader steps as soon as it has the statuses of all live successors
-and sends the next round's requests (RUR, addressed). When a round stalls for
-``round_interval_s`` (a lost message, a dead neighbour) the node goes on with what it has; an
-alive successor whose status is late counts with its last status (an alive predecessor's late
-request likewise), so only a neighbour that is gone (silent on the control plane) loses its
-routing mass or its share of a receiver's load.
+message-driven and follow the protocol's order: requests flow forward from the sources, statuses
+come back from the last stage. A node takes round t's step once it has the round-t requests of
+all live predecessors and the round-t statuses of all live successors: it sums the requests
+(phi_i), steps as an offloader (new routing, the round-(t+1) requests), then answers with its
+status, which carries the Omega of that step. Between rounds it keeps what the per-node
+functions carry: its previous status, the rate its last requests were built with and its last
+step's change. Round 0's requests use the node's current arrival rate (a source's configured
+one; a worker's from the requests it summed last, before any its measured one). In the round an exit stage adjusts its threshold, that stage's workers hold their
+next requests until every sibling's report is in, so the new C and I_h travel in them. When a
+round stalls for ``round_interval_s`` (a lost message, a dead neighbour) the node goes on with
+what it has; an alive successor whose status is late counts with its last status (an alive
+predecessor's late request likewise), so only a neighbour that is gone (silent on the control
+plane) loses its routing mass or its share of a receiver's load. A request repeated for a round
+already answered gets that status again (it may have been lost).
 Serving never pauses: tasks use the *active* routing and thresholds, replaced by the
 configured ones when the phase ends.
 
@@ -87,16 +94,19 @@ class DtoeePolicy(AgentPolicy):
         self.slot = -1
         self.configuring = False
         self.phase_end = 0.0
-        self.off_round = 0
-        self.statuses: Dict[str, D.Status] = {}
-        self.last_status: Dict[str, D.Status] = {}  # newest status of each successor, any round
+        self.round = 0  # the round this node steps / answers next in this phase
+        self.last_status: Dict[str, D.Status] = {}  # newest status of each successor, any slot
         self.last_request: Dict[str, D.Request] = {}  # newest request of each predecessor
-        self.recv_round = -1
-        self.requests: Dict[str, D.Request] = {}
-        self.status_sent = False
-        self.phi = 0.0
+        self.status_round: Dict[str, int] = {}  # round of each successor's status, this slot
+        self.request_round: Dict[str, int] = {}  # round of each predecessor's request, this slot
+        self.phi: Optional[float] = None  # own arrival rate from the last requests summed
+        self.pending: Dict[str, D.Request] = {}  # this round's requests (resent on a stall)
+        self.req_rate = 0.0  # arrival rate the pending requests were built with
+        self.own_status: Optional[D.Status] = None  # own previous status in this phase
+        self.prev_change: Optional[Dict[str, float]] = None  # last step's change, this phase
         self.last_step: Optional[D.OffloaderResult] = None
         self.reports: Dict[int, Dict[str, ThresholdReport]] = {}
+        self.held_round: Optional[int] = None  # round whose threshold decision holds requests
         self.progress_at = 0.0
         self.wall = time.time
         self.completed_phases = 0
@@ -144,14 +154,23 @@ class DtoeePolicy(AgentPolicy):
         return float(st.remaining[stage - 1])
 
     def _rate(self, view: NodeView) -> float:
-        return view.arrival_rate_tasks_s if view.stage == 0 else self.phi
+        """phi_i: a source's configured rate; a worker's rate summed from its last requests
+        (before any: the measured one)."""
+        if view.stage == 0:
+            return view.arrival_rate_tasks_s
+        return view.arrival_rate_tasks_s if self.phi is None else self.phi
 
     def _live_work(self, view: NodeView) -> Dict[str, float]:
         return {s: self.work.get(s, 0.0) for s in view.successors}
 
-    def _send_requests(self, reqs: Mapping[str, D.Request], view: NodeView) -> List[Outgoing]:
+    def _send_requests(self, view: NodeView) -> List[Outgoing]:
         return [Outgoing(Kind.DTOEE_REQUEST, s, {"to": s, "payload": to_payload(r)}, self.slot,
-                         r.round) for s, r in reqs.items() if s in view.alive]
+                         r.round) for s, r in self.pending.items() if s in view.alive]
+
+    def _status_out(self) -> List[Outgoing]:
+        st = self.own_status
+        return [Outgoing(Kind.DTOEE_STATUS, BROADCAST, {"payload": to_payload(st)}, self.slot,
+                         st.round)] if st is not None else []
 
     # -- slot clock --------------------------------------------------------------------------
 
@@ -160,20 +179,20 @@ class DtoeePolicy(AgentPolicy):
         self.configuring = True
         self.phase_end = now + max(0.0, slot * self.slot_length_s
                                    + self.rounds * self.round_interval_s - self.wall())
-        self.off_round = 0
-        self.statuses = {}
-        self.recv_round = -1
-        self.requests = {}
-        self.reports = {}
+        self.round = 0
+        self.status_round, self.request_round = {}, {}
+        self.own_status, self.prev_change = None, None
+        self.reports, self.held_round = {}, None
         self.progress_at = now
         self.work = dict(self.active)
         if not self.offloader:
             return []
         h = view.stage
-        reqs = D.make_requests(view.node_id, 0, self._live_work(view), self._rate(view),
-                               self._remaining(view, h), view.stage_flops[h], self.th,
-                               self.th_version)
-        return self._send_requests(reqs, view)
+        self.req_rate = self._rate(view)
+        self.pending = D.make_requests(view.node_id, 0, self._live_work(view), self.req_rate,
+                                       self._remaining(view, h), view.stage_flops[h], self.th,
+                                       self.th_version)
+        return self._send_requests(view)
 
     def _finish_phase(self) -> None:
         self.configuring = False
@@ -194,24 +213,20 @@ class DtoeePolicy(AgentPolicy):
         if now >= self.phase_end:
             self._finish_phase()
             return []
-        if now - self.progress_at < self.round_interval_s:
+        if now - self.progress_at < self.round_interval_s or not self._open():
             return []
-        # The round stalled: go on with what arrived (or repeat our requests).
+        # The round stalled: go on with what arrived (late neighbours count with their last
+        # message), or, when nothing came back at all, repeat our requests (maybe lost).
         self.progress_at = now
-        out: List[Outgoing] = []
-        if self.receiver and self.requests and not self.status_sent:
-            out += self._status(view)
-        if self.offloader and self.off_round < self.rounds:
-            if self.statuses:
-                out += self._step(view, now)
-            elif self.last_step is not None and self.off_round > 0:
-                out += self._send_requests(self.last_step.requests, view)
-            else:
-                h = view.stage
-                out += self._send_requests(D.make_requests(
-                    view.node_id, self.off_round, self._live_work(view), self._rate(view),
-                    self._remaining(view, h), view.stage_flops[h], self.th, self.th_version), view)
-        return out
+        if self.held_round is not None:  # a sibling's threshold report is late
+            return self._release(view, force=True)
+        if self.offloader:
+            if any(self.status_round.get(s, -1) >= self.round for s in view.successors):
+                return self._advance(view, now)
+            return self._send_requests(view)
+        if any(self.request_round.get(p, -1) >= self.round for p in view.predecessors):
+            return self._advance(view, now)
+        return []
 
     # -- messages ----------------------------------------------------------------------------
 
@@ -231,84 +246,129 @@ class DtoeePolicy(AgentPolicy):
         if msg.kind == Kind.DTOEE_REQUEST and self.receiver and msg.sender in view.predecessors:
             req = from_payload(D.Request, payload)
             self._sync(req)
-            if req.round > self.recv_round:
-                self.recv_round, self.requests, self.status_sent = req.round, {}, False
-            if req.round == self.recv_round:
-                self.requests[msg.sender] = req
+            if req.round >= self.request_round.get(msg.sender, -1):
+                self.request_round[msg.sender] = req.round
                 self.last_request[msg.sender] = req
-                live = [p for p in view.predecessors if p in view.alive]
-                if not self.status_sent and all(p in self.requests for p in live):
-                    out += self._status(view)
+            if self.own_status is not None and req.round == self.own_status.round:
+                out += self._status_out()  # a repeated request: our status may have been lost
         elif msg.kind == Kind.DTOEE_STATUS and self.offloader and msg.sender in view.successors:
             st = from_payload(D.Status, payload)
             self._sync(st)
-            if st.round == self.off_round and self.configuring:
-                self.statuses[msg.sender] = st
+            if st.round >= self.status_round.get(msg.sender, -1):
+                self.status_round[msg.sender] = st.round
                 self.last_status[msg.sender] = st
-                live = [s for s in view.successors if s in view.alive]
-                if all(s in self.statuses for s in live):
-                    out += self._step(view, now)
         elif msg.kind == Kind.THRESHOLD and msg.sender in self.siblings:
             rep = from_payload(ThresholdReport, payload)
             self.reports.setdefault(rep.round, {})[rep.sender] = rep
+            if rep.round == self.held_round:
+                return out + self._release(view)
             self._maybe_choose(rep.round, view)
+            return out
+        else:
+            return out
+        if self._open() and self._ready(view):
+            out += self._advance(view, now)
         return out
 
     def _sync(self, msg: Any) -> None:
         self.th, self.th_version = D.merge_thresholds(self.th, self.th_version, [msg])
 
-    def _status(self, view: NodeView) -> List[Outgoing]:
-        self.status_sent = True
-        # An alive predecessor whose request is late this round counts with its last one, so
-        # a stalled round does not make this node look idle.
-        reqs = {p: self.last_request[p] for p in view.predecessors
-                if p in view.alive and p in self.last_request}
-        reqs.update(self.requests)
-        self.phi = D.arrival_rate(list(reqs.values()), view.stage_flops[view.stage - 1])
-        st = D.receiver_status(view.node_id, self.recv_round, view.capacity_flops,
-                               list(reqs.values()),
-                               self.last_step if self.offloader else None, self.th,
-                               self.th_version)
-        return [Outgoing(Kind.DTOEE_STATUS, BROADCAST, {"payload": to_payload(st)}, self.slot,
-                         st.round)]
+    # -- rounds ------------------------------------------------------------------------------
 
-    def _step(self, view: NodeView, now: float) -> List[Outgoing]:
-        h = view.stage
+    def _open(self) -> bool:
+        """True while this phase has a round left for this node."""
+        return self.configuring and not (self.offloader and self.round >= self.rounds)
+
+    def _ready(self, view: NodeView) -> bool:
+        """This round's requests of every live predecessor and statuses of every live successor
+        are in (the protocol's order: requests flow forward, statuses come back from stage H)."""
+        if self.receiver:
+            got = [self.request_round.get(p, -1) >= self.round
+                   for p in view.predecessors if p in view.alive]
+            if not all(got) or not (any(got) or self.offloader):
+                return False
+        if self.offloader:
+            return all(self.status_round.get(s, -1) >= self.round
+                       for s in view.successors if s in view.alive)
+        return True
+
+    def _advance(self, view: NodeView, now: float) -> List[Outgoing]:
+        """One round of this node: sum the requests (phi_i), step as an offloader, then answer
+        the predecessors with a status carrying the Omega of that step."""
+        out: List[Outgoing] = []
+        if self.receiver:
+            # An alive predecessor whose request is late this round counts with its last one,
+            # so a stalled round does not make this node look idle.
+            reqs = [self.last_request[p] for p in view.predecessors if p in self.last_request
+                    and (p in view.alive or self.request_round.get(p, -1) >= self.round)]
+            if reqs:
+                self.phi = D.arrival_rate(reqs, view.stage_flops[view.stage - 1])
+        if self.offloader:
+            out += self._step(view)
+        if self.receiver:
+            self.own_status = D.receiver_status(
+                view.node_id, self.round, view.capacity_flops, reqs,
+                self.last_step if self.offloader else None, self.th, self.th_version,
+                previous=self.own_status)
+            out = self._status_out() + out
+        self.round += 1
+        self.progress_at = now
+        return out
+
+    def _step(self, view: NodeView) -> List[Outgoing]:
+        h, rnd, rate = view.stage, self.round, self._rate(view)
         rates = {s: (view.link_rate_bytes_s.get(s) or UNKNOWN_LINK_RATE) for s in view.successors}
         # A successor that is alive but whose status is late this round keeps its last one:
         # only a gone neighbour (no heartbeats) loses its routing mass.
-        statuses = {s: self.last_status[s] for s in view.alive_successors()
-                    if s in self.last_status}
-        statuses.update(self.statuses)
-        res = D.offloader_step(view.node_id, self.off_round, self._live_work(view), self._rate(view),
-                               self._remaining(view, h), view.stage_flops[h],
-                               view.stage_input_bytes[h], rates, statuses, self.params,
-                               self.th, self.th_version)
-        self.progress_at = now
+        statuses = {s: self.last_status[s] for s in view.successors if s in self.last_status
+                    and (s in view.alive or self.status_round.get(s, -1) >= rnd)}
+        before = self._live_work(view)
+        res = D.offloader_step(view.node_id, rnd, before, rate, self._remaining(view, h),
+                               view.stage_flops[h], view.stage_input_bytes[h], rates, statuses,
+                               self.params, self.th, self.th_version,
+                               previous_arrival_rate_tasks_s=self.req_rate,
+                               previous_change=self.prev_change)
         out: List[Outgoing] = []
-        if res.routing:
-            self.work = res.routing
-            self.last_step = res
-        rnd = self.off_round
-        if (res.routing and view.exit_profile is not None
-                and threshold_stage(rnd, self.params.m, view.exit_stages) == h):
-            rep = threshold_report(view.node_id, rnd, h, self._rate(view), res.routing,
-                                   res.marginals_s)
+        if not res.routing:
+            return out
+        self.work, self.last_step, self.prev_change = res.routing, res, res.change
+        self.pending, self.req_rate = res.requests, rate
+        if view.exit_profile is not None and threshold_stage(rnd, self.params.m,
+                                                             view.exit_stages) == h:
+            # g_i over the routing the step started from, as Alg. 3 evaluates it
+            rep = threshold_report(view.node_id, rnd, h, rate, before, res.marginals_s)
             self.reports.setdefault(rnd, {})[view.node_id] = rep
             out.append(Outgoing(Kind.THRESHOLD, BROADCAST, {"payload": to_payload(rep)},
                                 self.slot, rnd))
-            self._maybe_choose(rnd, view)
-        self.off_round += 1
-        self.statuses = {}
-        if self.off_round < self.rounds and res.routing:
-            out += self._send_requests(res.requests, view)
+            self.held_round = rnd
+            return out + self._release(view)
+        if rnd + 1 < self.rounds:
+            out += self._send_requests(view)
         return out
 
-    def _maybe_choose(self, rnd: int, view: NodeView) -> None:
+    def _release(self, view: NodeView, force: bool = False) -> List[Outgoing]:
+        """Send the next round's requests held for this round's threshold decision, once every
+        live sibling's report is in (or the round stalled): a new C changes this stage's I_h,
+        which the requests carry from the next round on, as in ``run_dtoee``."""
+        rnd = self.held_round
+        if rnd is None or not (self._maybe_choose(rnd, view) or force):
+            return []
+        self.held_round = None
+        if self.pending and next(iter(self.pending.values())).thresholds_version != self.th_version:
+            h = view.stage
+            self.pending = D.make_requests(view.node_id, rnd + 1, {s: self.work[s] for s in
+                                                                   self.pending},
+                                           self.req_rate, self._remaining(view, h),
+                                           view.stage_flops[h], self.th, self.th_version)
+        return self._send_requests(view) if rnd + 1 < self.rounds else []
+
+    def _maybe_choose(self, rnd: int, view: NodeView) -> bool:
+        """Eqs. 17-18 on round ``rnd``'s reports once this node's and every live sibling's are
+        in; True when it decided (whether or not C changed)."""
         reps = self.reports.get(rnd, {})
         live = [s for s in self.siblings if s in view.alive]
         if view.node_id not in reps or not all(s in reps for s in live):
-            return
+            return False
         h = view.stage
         from engines.exit_profile import exit_stats
         st = exit_stats(view.exit_profile, {int(k): v for k, v in self.th.items()})
@@ -317,7 +377,8 @@ class DtoeePolicy(AgentPolicy):
             reach *= float(st.remaining[k - 1])
         total = sum(r.arrival_rate_tasks_s for r in reps.values()) / max(reach, 1e-9)
         if total <= 0:
-            return
+            del self.reports[rnd]
+            return True
         new = choose_threshold(h, {int(k): v for k, v in self.th.items()}, list(reps.values()),
                                total, view.exit_profile, view.tradeoff, self.params.threshold_step)
         if any(abs(new[int(k)] - v) > 1e-12 for k, v in self.th.items()):
@@ -325,3 +386,4 @@ class DtoeePolicy(AgentPolicy):
             self.th_version += 1
             log.info("threshold of stage %d -> %.3f (version %d)", h, new[h], self.th_version)
         del self.reports[rnd]
+        return True
