@@ -20,8 +20,8 @@ next requests until every sibling's report is in, so the new C and I_h travel in
 round stalls for ``round_interval_s`` (a lost message, a dead neighbour) the node goes on with
 what it has; an alive successor whose status is late counts with its last status (an alive
 predecessor's late request likewise), so only a neighbour that is gone (silent on the control
-plane) loses its routing mass or its share of a receiver's load. A request repeated for a round
-already answered gets that status again (it may have been lost).
+plane) loses its routing mass or its share of a receiver's load. A request for a round already
+answered (repeated by an offloader that got no status, or late) gets the newest status again.
 Serving never pauses: tasks use the *active* routing and thresholds, replaced by the
 configured ones when the phase ends.
 
@@ -249,8 +249,8 @@ class DtoeePolicy(AgentPolicy):
             if req.round >= self.request_round.get(msg.sender, -1):
                 self.request_round[msg.sender] = req.round
                 self.last_request[msg.sender] = req
-            if self.own_status is not None and req.round == self.own_status.round:
-                out += self._status_out()  # a repeated request: our status may have been lost
+            if self.own_status is not None and req.round <= self.own_status.round:
+                out += self._status_out()  # a repeated or late request: it needs our status
         elif msg.kind == Kind.DTOEE_STATUS and self.offloader and msg.sender in view.successors:
             st = from_payload(D.Status, payload)
             self._sync(st)
