@@ -36,7 +36,9 @@ def write_topology(tmp_path, bundle_dir):
         "warmup_s": 0.5,
         "slot_s": 2.0,
         "agent": {"replay_path": os.path.join(os.path.dirname(bundle_dir), "replay.npz"),
-                  "warmup_runs": 1, "timing_runs": 3, "heartbeat_interval_s": 0.2},
+                  "warmup_runs": 1, "timing_runs": 3, "heartbeat_interval_s": 0.2,
+                  # a just-started source's first answer is sometimes re-issued: keep it short
+                  "result_timeout_s": 5.0},
         "sources": [{"id": "cam", "share": 1.0}],
         "workers": workers,
         "links": links,
