@@ -1,19 +1,22 @@
 """The testbed: start agents as local processes, push load, collect records, compare policies.
 
-For each (policy, total arrival rate) the testbed writes one node config per agent of the
-topology (``dump_config``), starts every worker as ``python -m agent run --config FILE``, waits
-for their READY=1 (sd_notify), starts the sources with ``max_tasks`` set so that each creates
-``share * rate * (warmup + duration)`` tasks on average, waits until every task a source created
-has a record in its ``records.jsonl``, stops all agents with SIGTERM and summarises the records.
-Nothing is simulated: the real engines run, tasks cross real ZeroMQ sockets on loopback; only
-slower devices and links are emulated when the topology says so (``emulate_capacity_flops``,
-link ``rate_bytes_s``), and every report says so.
+For each policy the testbed writes one node config per agent of the topology (``dump_config``),
+starts every worker as ``python -m agent run --config FILE`` and waits for their READY=1
+(sd_notify). For each rate it then starts the sources, with ``max_tasks`` set so that each
+creates ``share * rate * (warmup + duration)`` tasks on average, waits until every task a
+source created has a record in its ``records.jsonl``, stops the sources with SIGTERM and
+summarises their records; the workers serve all rates of the policy. Nothing is simulated: the
+real engines run, tasks cross real ZeroMQ sockets on loopback; only slower devices and links are
+emulated when the topology says so (``emulate_capacity_flops``, link ``rate_bytes_s``), and
+every report says so.
 
 Delay and accuracy are taken over the tasks created after the warm-up (the first configuration
 phase); created/completed/lost count every task of the run. The model column is DTO-EE's eq. 8
 (``agent.policies.model.mean_response_time``) evaluated for the routing and exit ratios the run
 actually used: the split of tasks over each node's successors (its send counters in
-``stats.json``) and the fraction of tasks leaving at each exit (the records).
+``stats.json``) and the fraction of tasks leaving at each exit (the records). Next to it, the
+simulator (``agent.sim``) on the same routing with FIFO workers and serialised links, the
+queueing the agents really have.
 """
 
 from __future__ import annotations
