@@ -142,6 +142,13 @@ class DtoeePolicy(AgentPolicy):
         if isinstance(r, Mapping) and set(r) == set(self.active) and all(
                 isinstance(v, float) and v >= 0 for v in r.values()) and sum(r.values()) > 0:
             self.active = dict(r)
+        # The thresholds under negotiation and their version too, or the first phase after a
+        # restart would end by putting back the config's initial thresholds.
+        th, version = state.get("dtoee_thresholds"), state.get("thresholds_version")
+        if (isinstance(th, Mapping) and set(th) == set(self.th) and isinstance(version, int)
+                and not isinstance(version, bool) and version >= 0
+                and all(isinstance(v, float) and 0 < v <= 1 for v in th.values())):
+            self.th, self.th_version = {str(k): float(v) for k, v in th.items()}, version
 
     # -- helpers -----------------------------------------------------------------------------
 

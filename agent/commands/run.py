@@ -9,12 +9,17 @@ flight (the rest are recorded as lost), then every socket closes with LINGER 0.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import signal
 from typing import Any, Optional
 
 from agent.errors import UsageError
+
+# Start-up time asked of systemd (EXTEND_TIMEOUT_USEC) while engines load: a first TensorRT
+# load builds the plan, which takes minutes on the smaller Jetsons.
+ENGINE_LOAD_TIMEOUT_S = 1800.0
 
 HELP = "run one agent (source or worker) from a node config until SIGTERM"
 
@@ -63,7 +68,7 @@ def build_view(cfg, bundle, exit_profile):
         peer_stages={p.id: p.stages for p in cfg.peers})
 
 
-def _worker_parts(cfg, bundle):
+def _worker_parts(cfg, bundle, notifier: Any = None):
     """Engines (one per stage served), inference thread and start-up capacity of a worker.
 
     A worker holding several stages reports mu = total flops / total median service time over
@@ -78,6 +83,10 @@ def _worker_parts(cfg, bundle):
     first, last = cfg.stages
     specs = {h: bundle.stage(h) for h in range(first, last + 1)}
     engines = {}
+    if notifier is not None and cfg.backend != "onnxruntime":
+        notifier.extend_timeout(ENGINE_LOAD_TIMEOUT_S)
+        notifier.status("loading stage engine(s) %d-%d (a TensorRT plan build takes minutes)"
+                        % (first, last))
     try:
         for h, spec in specs.items():
             engines[h] = load_engine(spec, backend=cfg.backend, threads=cfg.engine_threads,
@@ -153,7 +162,7 @@ def serve(cfg, notifier: Any = None, ctx: Any = None) -> int:
     estimator = None
     capacity = service = 0.0
     if cfg.role == "worker":
-        spec, engines, runner, report = _worker_parts(cfg, bundle)
+        spec, engines, runner, report = _worker_parts(cfg, bundle, notifier)
         capacity, service = report.capacity_flops, report.service_time_s
         if cfg.online_capacity and len(spec) == 1:  # one stage: every service time is comparable
             from calibration.online import OnlineCapacityEstimator
@@ -164,11 +173,15 @@ def serve(cfg, notifier: Any = None, ctx: Any = None) -> int:
         replay = ReplaySet(cfg.replay_path or REPLAY_PATH, first.input_shape, first.input_dtype)
         book = SourceBook(cfg.node_id, RecordWriter(os.path.join(cfg.state_dir, "records.jsonl")))
     metrics = _metrics(cfg)
+    if cfg.metrics_port and cfg.role == "worker":
+        _report_power_mode(cfg, metrics)
     hooks = NodeHooks(notifier, metrics, store, estimator, capacity, service)
     saved = hooks.load_state()
     if saved and saved.get("policy") == policy.name:
         policy.restore(saved)
-        log.info("restored policy state from %s", store.path)
+        log.info("restored policy state from %s: routing %s thresholds %s", store.path,
+                 json.dumps(policy.routing(), sort_keys=True),
+                 json.dumps({str(k): v for k, v in policy.thresholds().items()}, sort_keys=True))
     elif saved:  # another policy's routing or thresholds would be wrong for this one
         log.info("ignoring saved state of policy %r (now %r)", saved.get("policy"), policy.name)
     hooks.refresh(view)
@@ -215,3 +228,13 @@ def _metrics(cfg):
     m = AgentMetrics(cfg.node_id)
     m.serve(cfg.metrics_host, cfg.metrics_port)
     return m
+
+
+def _report_power_mode(cfg, metrics) -> None:
+    """Power-mode gauge: the configured mode, else the one active now (jtop, or the CPU path)."""
+    try:
+        from calibration.profile import current_power_mode
+
+        metrics.power_mode(cfg.power_mode or current_power_mode())
+    except Exception as exc:  # a metrics label must never keep the agent from serving
+        log.warning("power mode unknown for metrics: %s", exc)
