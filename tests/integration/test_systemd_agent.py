@@ -86,7 +86,10 @@ def test_agent_started_like_the_unit_notifies_ready_then_watchdog_then_stopping(
         with socket.create_connection(("127.0.0.1", data_port), timeout=10):
             pass
         assert "MAINPID=%d" % proc.pid in notify.lines
-        assert not any(ln == "WATCHDOG=1" for ln in notify.lines[:notify.lines.index("READY=1")])
+        before_ready = notify.lines[:notify.lines.index("READY=1")]
+        assert not any(ln == "WATCHDOG=1" for ln in before_ready)
+        # backend "auto" may build a TensorRT plan: more start-up time is asked for first
+        assert any(ln.startswith("EXTEND_TIMEOUT_USEC=") for ln in before_ready), before_ready
         notify.wait_for(lambda ls: ls.count("WATCHDOG=1") >= 2, proc, "two WATCHDOG=1 pings")
         proc.send_signal(signal.SIGTERM)
         notify.wait_for(lambda ls: "STOPPING=1" in ls, proc, "STOPPING=1")
@@ -139,8 +142,10 @@ def test_metrics_endpoint_serves_the_listed_series_while_tasks_flow(bundle, tmp_
         text = {}
 
         def served():
-            text["t"] = _scrape(port)
-            return (_value(text["t"], "edge_agent_tasks_in_total", node="w1", stage="1") or 0) >= 5
+            text["t"] = t = _scrape(port)
+            return ((_value(t, "edge_agent_tasks_in_total", node="w1", stage="1") or 0) >= 5
+                    and _value(t, "edge_agent_routing_probability", node="w1", dst="w2")
+                    is not None)
 
         cluster.wait_for(served, TIMEOUT_S, "tasks counted at w1's metrics endpoint")
         t = text["t"]
@@ -148,6 +153,12 @@ def test_metrics_endpoint_serves_the_listed_series_while_tasks_flow(bundle, tmp_
             assert "# TYPE %s" % name.replace("_total", "") in t, name
         assert _value(t, "edge_agent_service_time_seconds_count", node="w1") >= 5
         assert _value(t, "edge_agent_neighbour_alive", node="w1", peer="s1") == 1.0
+        assert _value(t, "edge_agent_routing_probability", node="w1", dst="w2") == 1.0
+        assert _value(t, "edge_agent_capacity_flops", node="w1") > 0
+        assert _value(t, "edge_agent_queue_length", node="w1", queue="input") is not None
+        assert 0 < _value(t, "edge_agent_exit_threshold", node="w1", stage="1") <= 1
+        modes = [ln for ln in t.splitlines() if ln.startswith("edge_agent_power_mode{")]
+        assert len(modes) == 1 and modes[0].endswith(" 1.0"), modes
         assert (_value(t, "edge_agent_tasks_out_total", node="w1", stage="1") or 0) + (
             _value(t, "edge_agent_tasks_exited_total", node="w1", stage="1") or 0) >= 1
     finally:
