@@ -379,7 +379,11 @@ def _check_consistency(cfg: NodeConfig, where: str) -> None:
 
 
 def load_config(path: str) -> NodeConfig:
-    """Read and validate a TOML node config; relative paths are taken from the file's folder."""
+    """Read and validate a TOML node config; relative paths are taken from the file's folder.
+
+    A file must state ``security`` ("curve" or "none"): the default of ``parse_config`` is for
+    configs built in code (testbed, tests), never silently for a deployed agent.
+    """
     try:
         with open(path, "rb") as f:
             obj = _toml.load(f)
@@ -390,9 +394,14 @@ def load_config(path: str) -> NodeConfig:
     except _toml.TOMLDecodeError as exc:
         raise ConfigError("%s: not valid TOML: %s" % (path, exc)) from None
     try:
-        return parse_config(obj, os.path.dirname(os.path.abspath(path)))
+        cfg = parse_config(obj, os.path.dirname(os.path.abspath(path)))
     except ConfigError as exc:
         raise ConfigError("%s: %s" % (path, exc)) from None
+    if "security" not in obj:  # running unauthenticated must be a choice written down
+        raise ConfigError('%s: security: missing; write security = "curve" (keys from `edge-agent '
+                          'keys generate`) or security = "none" to run without authentication'
+                          % path)
+    return cfg
 
 
 def dump_config(cfg: NodeConfig) -> str:

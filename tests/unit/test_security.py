@@ -164,3 +164,19 @@ def test_refused_keys_are_logged_once_per_interval_not_per_reconnect(caplog):
     for _ in range(50):
         assert allow.callback("*", b"x" * 40) is False
     assert caplog.text.count("CURVE handshake refused") == 1
+
+
+def test_a_config_file_must_choose_its_security_mode_explicitly(tmp_path):
+    """security = "none" only by explicit choice: a node file without the field is refused."""
+    from agent.config import ConfigError, load_config
+
+    body = ('node_id = "w1"\nrole = "worker"\nstage = 1\nbundle = "b"\nstate_dir = "s"\n'
+            'control_bind = "tcp://127.0.0.1:5551"\ndata_bind = "tcp://127.0.0.1:5552"\n'
+            '[[peers]]\nid = "s1"\nstage = 0\ncontrol_address = "tcp://127.0.0.1:5541"\n'
+            'data_address = "tcp://127.0.0.1:5542"\n')
+    path = tmp_path / "node.toml"
+    path.write_text(body)
+    with pytest.raises(ConfigError, match='security: missing; write security = "curve"'):
+        load_config(str(path))
+    path.write_text('security = "none"\n' + body)
+    assert load_config(str(path)).security == "none"
