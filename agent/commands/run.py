@@ -185,6 +185,11 @@ def serve(cfg, notifier: Any = None, ctx: Any = None) -> int:
     elif saved:  # another policy's routing or thresholds would be wrong for this one
         log.info("ignoring saved state of policy %r (now %r)", saved.get("policy"), policy.name)
     hooks.refresh(view)
+    if (cfg.security == "curve" and cfg.arrival == "client"
+            and not cfg.client_bind.startswith(("ipc://", "tcp://127.", "tcp://localhost:"))):
+        # the local-client socket takes plain TASKs (clients hold no fleet keys)
+        log.warning("client_bind %s is not CURVE-protected; bind it to 127.0.0.1 or ipc:// "
+                    "unless the network to the clients is trusted", cfg.client_bind)
     own_ctx = ctx is None
     ctx = ctx or zmq.Context()
     transport = Transport(ctx, cfg.node_id, cfg.control_bind, cfg.data_bind, cfg.peers, security,
