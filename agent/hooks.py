@@ -38,8 +38,14 @@ class NodeHooks:
         self.clock = clock
         self._last_ping = -1e18
         self._last_drift = False
+        self._unhealthy_logged = False
 
-    def health(self) -> None:
+    def health(self, healthy: bool = True) -> None:
+        if not healthy:  # no ping: systemd's watchdog restarts the agent after WatchdogSec
+            if not self._unhealthy_logged:
+                log.error("health check failed (inference thread gone); watchdog no longer fed")
+                self._unhealthy_logged = True
+            return
         now = self.clock()
         if self.notifier is not None and now - self._last_ping >= self.watchdog_interval_s:
             self._last_ping = now

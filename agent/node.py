@@ -143,7 +143,7 @@ class Node(SourceRole, WorkerRole, StatusMixin):
                 self.write_stats()
                 log.info("%s", self._status_line())
             if self.hooks:
-                self.hooks.health()
+                self.hooks.health(self.runner is None or self.runner.alive)
         self._finish()
 
     def _tick(self, now: float) -> None:

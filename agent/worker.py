@@ -80,6 +80,11 @@ class InferenceThread:
         return self._rfd
 
     @property
+    def alive(self) -> bool:
+        """False once the inference thread has died (the watchdog then stops being fed)."""
+        return self._thread.is_alive()
+
+    @property
     def queued(self) -> int:
         """Jobs submitted and not yet handed back (waiting + running)."""
         with self._lock:

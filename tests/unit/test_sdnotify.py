@@ -72,3 +72,36 @@ def test_unreachable_socket_is_logged_not_raised(tmp_path, caplog):
 
 def test_relative_path_is_ignored():
     assert not Notifier("relative.sock").enabled
+
+
+def test_watchdog_is_fed_only_while_the_health_check_passes(listener, caplog):
+    """The node loop's health check gates WATCHDOG=1: a dead inference thread stops the pings,
+    so systemd restarts the agent after WatchdogSec."""
+    from agent.hooks import NodeHooks
+
+    sock, path = listener
+    now = [0.0]
+    hooks = NodeHooks(notifier=Notifier(path), watchdog_interval_s=1.0, clock=lambda: now[0])
+    hooks.health(True)
+    assert _recv(sock) == ["WATCHDOG=1"]
+    now[0] = 5.0
+    hooks.health(False)
+    hooks.health(False)
+    sock.settimeout(0.2)
+    with pytest.raises(socket.timeout):
+        sock.recv(4096)
+    assert caplog.text.count("health check failed") == 1
+
+
+def test_inference_thread_reports_whether_it_is_alive():
+    from agent.worker import InferenceThread
+
+    class Engine:  # stands in for engines.Engine: only run() is called, never here
+        def run(self, x):
+            raise AssertionError("not called")
+
+    runner = InferenceThread({1: Engine()}, {1: 1.0})
+    runner.start()
+    assert runner.alive
+    runner.stop()
+    assert not runner.alive
