@@ -29,7 +29,9 @@ def test_optimum_meets_kkt_conditions(seed, load):
     delta, _, phi = exact_marginals(net, p, sc.remaining, DtoeeParams())
     for row, node in enumerate(net.offloaders):
         es = net.slots[row][net.slots[row] >= 0]
-        if phi[node] <= 0:
+        # a node that receives (numerically) no tasks may route anywhere: its split is
+        # arbitrary at the optimum and differs between scipy builds
+        if phi[node] <= 1e-9 * phi.max():
             continue
         best = delta[es].min()
         used = p[es] > 1e-3
