@@ -48,15 +48,32 @@ log = logging.getLogger(__name__)
 UNKNOWN_LINK_RATE = 1e12  # bytes/s assumed for a link without an estimate (transfer ~ free)
 
 
+_FIELDS: Dict[Any, Any] = {}  # message class -> (field names, {name: type}), built once
+
+
+def _fields(cls: Any) -> Any:
+    # get_type_hints evaluates every (string) annotation again on each call, which cost about
+    # as much as the rest of a message's handling: resolve them once per class.
+    got = _FIELDS.get(cls)
+    if got is None:
+        names = tuple(f.name for f in dataclasses.fields(cls))
+        got = _FIELDS[cls] = (names, frozenset(names), get_type_hints(cls))
+    return got
+
+
 def to_payload(obj: Any) -> Dict[str, Any]:
-    """A DTO-EE message dataclass as a msgpack-able map."""
-    return dataclasses.asdict(obj)
+    """A DTO-EE message dataclass as a msgpack-able map (its fields are scalars and flat
+    ``Dict[str, float]`` maps, copied so the message cannot change after it is queued)."""
+    out = {}
+    for name in _fields(type(obj))[0]:
+        v = getattr(obj, name)
+        out[name] = dict(v) if isinstance(v, dict) else v
+    return out
 
 
 def from_payload(cls: Any, payload: Mapping[str, Any]) -> Any:
     """Build ``cls`` from a received map, checking every field's type; ValueError otherwise."""
-    hints = get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
+    _, names, hints = _fields(cls)
     if set(payload) != names:
         raise ValueError("%s fields %s, got %s" % (cls.__name__, sorted(names), sorted(payload)))
     kw = {}
@@ -110,6 +127,7 @@ class DtoeePolicy(AgentPolicy):
         self.progress_at = 0.0
         self.wall = time.time
         self.completed_phases = 0
+        self._remaining_cache: Dict[Any, float] = {}  # (stage, thresholds) -> I_h
 
     def configure(self, cfg, view: NodeView) -> None:
         self.slot_length_s = cfg.slot_length_s
@@ -156,9 +174,17 @@ class DtoeePolicy(AgentPolicy):
         """I_h of ``stage`` under the configured thresholds (1 for a source or without profile)."""
         if stage < 1 or view.exit_profile is None:
             return 1.0
-        from engines.exit_profile import exit_stats
-        st = exit_stats(view.exit_profile, {int(k): v for k, v in self.th.items()})
-        return float(st.remaining[stage - 1])
+        # exit_stats sweeps the whole exit profile; C changes a few times per phase while
+        # every round asks, so keep the answer for the thresholds it was computed with.
+        key = (stage, tuple(sorted(self.th.items())))
+        got = self._remaining_cache.get(key)
+        if got is None:
+            from engines.exit_profile import exit_stats
+            st = exit_stats(view.exit_profile, {int(k): v for k, v in self.th.items()})
+            if len(self._remaining_cache) > 64:
+                self._remaining_cache.clear()
+            got = self._remaining_cache[key] = float(st.remaining[stage - 1])
+        return got
 
     def _rate(self, view: NodeView) -> float:
         """phi_i: a source's configured rate; a worker's rate summed from its last requests
@@ -174,10 +200,14 @@ class DtoeePolicy(AgentPolicy):
         return [Outgoing(Kind.DTOEE_REQUEST, s, {"to": s, "payload": to_payload(r)}, self.slot,
                          r.round) for s, r in self.pending.items() if s in view.alive]
 
-    def _status_out(self) -> List[Outgoing]:
+    def _status_out(self, dests) -> List[Outgoing]:
+        """Our newest status, addressed to each of ``dests`` (predecessors): only they use it,
+        and a broadcast would wake every sibling and successor too, each round."""
         st = self.own_status
-        return [Outgoing(Kind.DTOEE_STATUS, BROADCAST, {"payload": to_payload(st)}, self.slot,
-                         st.round)] if st is not None else []
+        if st is None:
+            return []
+        fields = {"payload": to_payload(st)}
+        return [Outgoing(Kind.DTOEE_STATUS, p, fields, self.slot, st.round) for p in dests]
 
     # -- slot clock --------------------------------------------------------------------------
 
@@ -257,7 +287,8 @@ class DtoeePolicy(AgentPolicy):
                 self.request_round[msg.sender] = req.round
                 self.last_request[msg.sender] = req
             if self.own_status is not None and req.round <= self.own_status.round:
-                out += self._status_out()  # a repeated or late request: it needs our status
+                # a repeated or late request: its sender needs our status (again)
+                out += self._status_out((msg.sender,))
         elif msg.kind == Kind.DTOEE_STATUS and self.offloader and msg.sender in view.successors:
             st = from_payload(D.Status, payload)
             self._sync(st)
@@ -317,7 +348,7 @@ class DtoeePolicy(AgentPolicy):
                 view.node_id, self.round, view.capacity_flops, reqs,
                 self.last_step if self.offloader else None, self.th, self.th_version,
                 previous=self.own_status)
-            out = self._status_out() + out
+            out = self._status_out(view.predecessors) + out
         self.round += 1
         self.progress_at = now
         return out

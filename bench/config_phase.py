@@ -7,7 +7,10 @@ messages: a slot's configuration phase runs from its first round-0 request to th
 round-49 status (rounds are message-driven; a stalled round would wait ``round_interval_s``).
 Goal: <= 100 ms.
 
-    python3 bench/config_phase.py [--slots 3]
+    python3 bench/config_phase.py [--slots 3] [--workers 3,3,2,2] [--sources 2]
+
+``--workers``/``--sources`` shrink the fleet, to see how the round time depends on how many
+agent processes share the machine's cores.
 """
 
 from __future__ import annotations
@@ -31,8 +34,11 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--slots", type=int, default=3, help="complete slots to time")
     ap.add_argument("--slot-s", type=float, default=4.0, help="slot length")
+    ap.add_argument("--workers", default="3,3,2,2", help="workers per stage (four stages)")
+    ap.add_argument("--sources", type=int, default=2, help="number of sources")
     args = ap.parse_args()
-    topo = chain_topology([3, 3, 2, 2], num_sources=2, slot_s=args.slot_s,
+    per_stage = [int(x) for x in args.workers.split(",")]
+    topo = chain_topology(per_stage, num_sources=args.sources, slot_s=args.slot_s,
                           agent={"rounds_per_slot": ROUNDS, "round_interval_s": 0.05,
                                  "heartbeat_interval_s": 0.25})
     load_s = args.slot_s * (args.slots + 3) + 10
@@ -81,7 +87,8 @@ def main() -> int:
         ctx.term()
         run.close()
     print("machine: %s" % machine())
-    print("agents: 2 sources + 10 workers (3, 3, 2, 2 per stage), %d rounds per slot" % ROUNDS)
+    print("agents: %d sources + %d workers (%s per stage), %d rounds per slot"
+          % (args.sources, sum(per_stage), ", ".join(map(str, per_stage)), ROUNDS))
     for slot, dur, rounds in done:
         rs = round_start[slot]
         gaps = [rs[r + 1] - rs[r] for r in range(ROUNDS - 1) if r in rs and r + 1 in rs]
