@@ -121,10 +121,12 @@ class WorkerRole:
             return self._drop("bad_shape")
         key = wire.task_key(f["id"], f["attempt"])
         self.transport.reply(identity, wire.encode(Kind.ACK, self.cfg.node_id, {"keys": [key]}))
-        if key in self.seen:
+        # a worker holding several stages may get the same task back for a later stage
+        seen_key = "%s@%d" % (key, f["stage"])
+        if seen_key in self.seen:
             self.counters["duplicate_task"] += 1
             return
-        self.seen[key] = None
+        self.seen[seen_key] = None
         if len(self.seen) > SEEN_KEYS:
             self.seen.popitem(last=False)
         self.received += 1

@@ -15,9 +15,10 @@ stage (a one-stage worker, a source) counts its own wait as unbounded, so neighb
 task as soon as O_n > I_m. ``choose_successor`` returning None keeps the task; the node offers
 it again on its next heartbeat or when a neighbour comes back (an agent does not take back its
 own held tasks: ``reclaim_when_idle`` applies to the simulator). Alg. 3 (knob
-``admission_control``) sets a source's mean Poisson gap; Alg. 4 (``threshold_adaptation``)
-moves one threshold for every exit head of this node; otherwise the configured thresholds hold.
-``early_exit = false`` is the no-exit variant. Knob errors name ``policy_knobs.<field>``.
+``admission_control``) sets a source's mean Poisson gap from its own queue plus the queues of
+the node it feeds (the least-loaded alive stage-1 peer, as a camera on that node would);
+Alg. 4 (``threshold_adaptation``) moves one threshold for every exit head of this node;
+otherwise the configured thresholds hold. ``early_exit = false`` is the no-exit variant. Knob errors name ``policy_knobs.<field>``.
 """
 
 from __future__ import annotations
@@ -102,11 +103,25 @@ class MdiExitPolicy(AgentPolicy):
             if p.threshold_adaptation:
                 self._threshold = mx.adapt_threshold(self._threshold, queued, p)
             if p.admission_control and view.role == "source":
+                queued += self._fed_queue(view)
                 self._interarrival_s = mx.adapt_interarrival(self._interarrival_s, queued, p)
         return [Outgoing(Kind.QUEUE_STATE, wire.BROADCAST, {
             "role": view.role, "stage": view.stage, "capacity_flops": float(view.capacity_flops),
             "input_queue": int(view.input_queue), "output_queue": int(view.output_queue),
             "service_time_s": float(view.service_time_s)})]
+
+    def _fed_queue(self, view: NodeView) -> int:
+        """Queued tasks (I_m + O_m) of the least-loaded alive node this source feeds.
+
+        In the paper the source is a camera on node n and Alg. 3 reads that node's queues; an
+        agent source is a process of its own whose output queue only holds tasks not yet handed
+        over, so it adds the queues its node publishes (0 when none has been heard yet).
+        """
+        totals = []
+        for m in view.alive_successors(1):
+            st = view.peer_state.get(m, {})
+            totals.append(int(st.get("input_queue", 0)) + int(st.get("output_queue", 0)))
+        return min(totals) if totals else 0
 
     def snapshot(self) -> Dict[str, Any]:
         state = super().snapshot()

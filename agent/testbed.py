@@ -95,9 +95,12 @@ def node_configs(topo: Topology, bundle_path: str, policy: str, total_rate: floa
 
     def peer(me: str, other: str) -> dict:
         rate = _link_rate(topo, me, other)
-        return {"id": other, "stage": topo.stage_of(other), "control_address": ctrl[other],
-                "data_address": data[other],
-                "link_rate_bytes_s": float(rate if rate is not None else FAST_LINK_BYTES_S)}
+        obj = {"id": other, "stage": topo.stage_of(other), "control_address": ctrl[other],
+               "data_address": data[other],
+               "link_rate_bytes_s": float(rate if rate is not None else FAST_LINK_BYTES_S)}
+        if topo.last_stage_of(other) > topo.stage_of(other):
+            obj["last_stage"] = topo.last_stage_of(other)
+        return obj
 
     out: Dict[str, NodeConfig] = {}
     for n in ids:
@@ -107,6 +110,7 @@ def node_configs(topo: Topology, bundle_path: str, policy: str, total_rate: floa
             neigh += [s.id for s in topo.sources if s.id not in neigh]
             # workers of one stage hear each other (DTO-EE's threshold step is agreed among them)
             neigh += [w.id for w in topo.workers if w.stage == st and w.id != n]
+        neigh = list(dict.fromkeys(neigh))  # a mesh neighbour is successor and predecessor
         obj = dict(topo.agent)
         obj.update({
             "node_id": n, "role": "worker" if st else "source", "stage": st,
@@ -128,6 +132,8 @@ def node_configs(topo: Topology, bundle_path: str, policy: str, total_rate: floa
             w = [w for w in topo.workers if w.id == n][0]
             if w.emulate_capacity_flops is not None:
                 obj["emulate_capacity_flops"] = w.emulate_capacity_flops
+            if w.stages[1] > w.stage:
+                obj["last_stage"] = w.stages[1]
         out[n] = parse_config(obj, run_dir, where="testbed node %s" % n)
     return out
 
@@ -231,8 +237,8 @@ def model_delay(topo: Topology, stages: Sequence[StageInfo], total_rate: float,
     from agent.policies.model import mean_response_time
     from agent.scenario import parse_scenario
 
-    if any(w.emulate_capacity_flops is None for w in topo.workers):
-        return None
+    if topo.multi_stage or any(w.emulate_capacity_flops is None for w in topo.workers):
+        return None  # eq. 8 has one stage per worker
     scenario = parse_scenario(scenario_object(topo, stages, total_rate, remaining))
     t = mean_response_time(scenario, routing)
     return t if math.isfinite(t) else None
@@ -251,7 +257,7 @@ def fifo_sim_delay(topo: Topology, stages: Sequence[StageInfo], total_rate: floa
     from agent.scenario import parse_scenario
     from agent.sim import FixedPolicy, SimConfig, simulate
 
-    if any(w.emulate_capacity_flops is None for w in topo.workers):
+    if topo.multi_stage or any(w.emulate_capacity_flops is None for w in topo.workers):
         return None
     scenario = parse_scenario(scenario_object(topo, stages, total_rate, remaining))
     res = simulate(scenario, FixedPolicy({k: dict(v) for k, v in routing.items()}),
@@ -367,13 +373,20 @@ def _summarise(topo: Topology, bundle, stages: Sequence[StageInfo], policy: str,
     """One rate's result: counts over the whole run, delay/accuracy after the warm-up."""
     recs: List[dict] = []
     warm: List[dict] = []
+    admitted_rate = 0.0
     for s in topo.sources:
         rs = read_records(records[s.id])
         t_first = min((_created(r) for r in rs if _created(r) is not None), default=None)
+        admitted, t_last = 0, None
         for r in rs:
             c = _created(r)
-            (warm if t_first is not None and c is not None and c - t_first < topo.warmup_s
-             else recs).append(r)
+            is_warm = t_first is not None and c is not None and c - t_first < topo.warmup_s
+            (warm if is_warm else recs).append(r)
+            if not is_warm and c is not None and r.get("status") != "rejected":
+                admitted += 1
+                t_last = c if t_last is None else max(t_last, c)
+        if t_first is not None and t_last is not None and t_last > t_first + topo.warmup_s:
+            admitted_rate += admitted / (t_last - t_first - topo.warmup_s)
     everything = summarise_records(recs + warm, policy, rate, topo.capacities_emulated,
                                    duration_s=load_s, expected_created=sum(expected.values()))
     measured = summarise_records(recs, policy, rate, topo.capacities_emulated,
@@ -381,6 +394,7 @@ def _summarise(topo: Topology, bundle, stages: Sequence[StageInfo], policy: str,
     measured.created, measured.completed, measured.lost, measured.rejected = (
         everything.created, everything.completed, everything.lost, everything.rejected)
     measured.resent = everything.resent
+    measured.admitted_rate_tasks_s = admitted_rate or None
     measured.routing = routing_used(topo, stats)
     rem = empirical_remaining(stages, measured.exit_counts, default_remaining(topo, bundle))
     measured.remaining = rem

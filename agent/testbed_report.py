@@ -51,6 +51,10 @@ class RunResult:
     # tasks leaving at each stage (1-based), from the records
     exit_counts: Dict[int, int] = field(default_factory=dict)
     note: str = ""
+    # tasks admitted (created, not rejected) per second after the warm-up, over all sources:
+    # under admission control (MDI-Exit's Alg. 3) the sources pace themselves, so this is the
+    # rate the network accepted
+    admitted_rate_tasks_s: Optional[float] = None
 
     def to_json(self) -> dict:
         d = asdict(self)

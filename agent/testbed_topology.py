@@ -17,13 +17,14 @@ from __future__ import annotations
 import json
 import math
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from agent.errors import UsageError
 
-DEFAULT_TOPOLOGY = os.path.join(os.path.dirname(os.path.abspath(__file__)), "topologies",
-                                "default.json")
+TOPOLOGY_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "topologies")
+DEFAULT_TOPOLOGY = os.path.join(TOPOLOGY_DIR, "default.json")
+NO_EXIT_SUFFIX = "-noee"  # a shipped preset name + this = the same topology with early exit off
 
 
 class TopologyError(UsageError):
@@ -43,6 +44,12 @@ class TbWorker:
     stage: int  # 1-based stage it serves
     emulate_capacity_flops: Optional[float] = None  # pad service time to flops / this; None = real
     host: str = "127.0.0.1"
+    last_stage: int = 0  # holds stages stage..last_stage (MDI-Exit nodes); 0 = just ``stage``
+
+    @property
+    def stages(self) -> Tuple[int, int]:
+        """First and last stage this worker holds."""
+        return (self.stage, max(self.stage, self.last_stage))
 
 
 @dataclass(frozen=True)
@@ -88,6 +95,18 @@ class Topology:
                 return w.stage
         return 0
 
+    def last_stage_of(self, node_id: str) -> int:
+        """Last stage a node holds (its stage for one-stage workers, 0 for a source)."""
+        for w in self.workers:
+            if w.id == node_id:
+                return w.stages[1]
+        return 0
+
+    @property
+    def multi_stage(self) -> bool:
+        """Some worker holds several stages (eq. 8 and the FIFO simulation do not apply)."""
+        return any(w.stages[1] > w.stage for w in self.workers)
+
     def successors(self, node_id: str) -> List[TbLink]:
         return [l for l in self.links if l.src == node_id]
 
@@ -96,7 +115,7 @@ class Topology:
 
     @property
     def num_stages(self) -> int:
-        return max(w.stage for w in self.workers)
+        return max(w.stages[1] for w in self.workers)
 
     @property
     def capacities_emulated(self) -> bool:
@@ -194,19 +213,26 @@ def parse_topology(obj: Any, base_dir: str = ".", path: str = "") -> Topology:
     workers = []
     for i, s in enumerate(_items(obj, "workers")):
         w = "workers[%d]" % i
-        _check_keys(s, ("id", "stage", "emulate_capacity_flops", "host", "comment"), w)
+        _check_keys(s, ("id", "stage", "last_stage", "emulate_capacity_flops", "host",
+                        "comment"), w)
         wid = ident(s, w)
         st = s.get("stage")
         if isinstance(st, bool) or not isinstance(st, int) or st < 1:
             raise TopologyError("%s.stage: must be an integer >= 1, got %r" % (w, st))
+        last = s.get("last_stage", 0)
+        if isinstance(last, bool) or not isinstance(last, int) or (last and last < st):
+            raise TopologyError("%s.last_stage: must be 0 (one stage) or an integer >= stage "
+                                "%d, got %r" % (w, st, last))
         workers.append(TbWorker(wid, st, _num(s, "emulate_capacity_flops", w, default=None),
-                                host(s, w)))
-    h = max(w.stage for w in workers)
+                                host(s, w), last))
+    h = max(w.stages[1] for w in workers)
     for st in range(1, h + 1):
-        if not any(w.stage == st for w in workers):
+        if not any(w.stage <= st <= w.stages[1] for w in workers):
             raise TopologyError("workers: no worker serves stage %d" % st)
     stage_of = {s.id: 0 for s in sources}
     stage_of.update({w.id: w.stage for w in workers})
+    last_of = {s.id: 0 for s in sources}
+    last_of.update({w.id: w.stages[1] for w in workers})
 
     links = []
     pairs = set()
@@ -217,18 +243,20 @@ def parse_topology(obj: Any, base_dir: str = ".", path: str = "") -> Topology:
         for key, v in (("from", a), ("to", b)):
             if v not in stage_of:
                 raise TopologyError("%s.%s: unknown node %r" % (w, key, v))
-        if stage_of[b] != stage_of[a] + 1:
+        # b must hold a stage that follows one of a's (h -> h+1 for one-stage workers)
+        if not (stage_of[b] <= last_of[a] + 1 and last_of[b] >= stage_of[a] + 1):
             raise TopologyError("%s: links go from stage h to h+1, but %r is stage %d and %r is "
                                 "stage %d" % (w, a, stage_of[a], b, stage_of[b]))
         if (a, b) in pairs:
             raise TopologyError("%s: duplicate link %s -> %s" % (w, a, b))
         pairs.add((a, b))
         links.append(TbLink(a, b, _num(l, "rate_bytes_s", w, default=None)))
-    for node, st in stage_of.items():
-        if st < h and not any(l.src == node for l in links):
-            raise TopologyError("links: %r (stage %d) has no link to stage %d" % (node, st, st + 1))
-        if st > 0 and not any(l.dst == node for l in links):
-            raise TopologyError("links: nothing sends to %r (stage %d)" % (node, st))
+    for node in stage_of:
+        if last_of[node] < h and not any(l.src == node for l in links):
+            raise TopologyError("links: %r (stage %d) has no link to stage %d"
+                                % (node, last_of[node], last_of[node] + 1))
+        if stage_of[node] > 0 and not any(l.dst == node for l in links):
+            raise TopologyError("links: nothing sends to %r (stage %d)" % (node, stage_of[node]))
 
     bundle = obj.get("bundle", "demo")
     if not isinstance(bundle, str) or not bundle:
@@ -265,9 +293,31 @@ def parse_topology(obj: Any, base_dir: str = ".", path: str = "") -> Topology:
         thresholds=th, knobs=dict(knobs), agent=dict(agent), fleet=fleet, path=path)
 
 
+def shipped_presets() -> List[str]:
+    """Names of the shipped topologies (``agent/topologies/<name>.json``), sorted."""
+    return sorted(f[:-5] for f in os.listdir(TOPOLOGY_DIR) if f.endswith(".json"))
+
+
 def load_topology(path: Optional[str] = None) -> Topology:
-    """Read and validate a topology JSON file (the shipped default when ``path`` is None)."""
+    """Read and validate a topology JSON file (the shipped default when ``path`` is None).
+
+    A ``path`` that is no file but names a shipped topology (``mdi-2-node``) loads that one;
+    ``<name>-noee`` loads it with the ``mdi-exit`` knob ``early_exit`` false (no exit heads).
+    """
     path = path or DEFAULT_TOPOLOGY
+    if not os.path.exists(path) and os.sep not in path and not path.endswith(".json"):
+        name, no_exit = path, path.endswith(NO_EXIT_SUFFIX)
+        base = name[:-len(NO_EXIT_SUFFIX)] if no_exit else name
+        if base not in shipped_presets():
+            raise TopologyError("--topology: %r is neither a file nor a shipped topology "
+                                "(shipped: %s, each also as <name>%s)"
+                                % (path, ", ".join(shipped_presets()), NO_EXIT_SUFFIX))
+        topo = load_topology(os.path.join(TOPOLOGY_DIR, base + ".json"))
+        if not no_exit:
+            return topo
+        knobs = {k: dict(v) for k, v in topo.knobs.items()}
+        knobs.setdefault("mdi-exit", {})["early_exit"] = False
+        return replace(topo, knobs=knobs, path=topo.path + " (" + name + ")")
     try:
         with open(path, "r", encoding="utf-8") as f:
             obj = json.load(f)
@@ -297,6 +347,15 @@ def capacity_tasks_s(topo: Topology, stages: Sequence[StageInfo],
     reaches it; links into stage h carry sum(r)/beta_h. Workers without an emulated capacity
     count as unbounded (their real speed is not known before they start).
     """
+    if topo.multi_stage:  # nodes holding several stages: one processor runs a task's stages
+        mus = [w.emulate_capacity_flops for w in topo.workers]
+        if any(m is None for m in mus):
+            return float("inf")
+        reach, per_task = 1.0, 0.0
+        for st, rem in zip(stages, remaining):
+            per_task += reach * st.flops
+            reach *= float(rem)
+        return sum(mus) / per_task
     best = float("inf")
     reach = 1.0
     for h, st in enumerate(stages, start=1):

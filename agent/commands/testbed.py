@@ -14,13 +14,34 @@ HELP = ("start agents as local processes (or drive a running fleet), push load a
 
 DEFAULT_POLICIES = "dtoee,cf,bf"
 DEFAULT_RATES = "35%,60%,80%"
+# --mdi-mode: the mdi-exit knobs each of the paper's scenarios sets
+MDI_MODES = {"admission": {"admission_control": True, "threshold_adaptation": False},
+             "adapt": {"admission_control": False, "threshold_adaptation": True},
+             "fixed": {"admission_control": False, "threshold_adaptation": False}}
+
+
+def with_mdi_mode(topo, mode):
+    """The topology with the ``mdi-exit`` knobs of ``mode`` (None: unchanged)."""
+    import dataclasses
+
+    if mode is None:
+        return topo
+    knobs = {k: dict(v) for k, v in topo.knobs.items()}
+    knobs.setdefault("mdi-exit", {}).update(MDI_MODES[mode])
+    return dataclasses.replace(topo, knobs=knobs)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--topology", metavar="FILE", default=None,
-                        help="topology JSON (default: the shipped heterogeneous topology on the "
-                             "demo bundle); with a \"fleet\" object it drives agents already "
-                             "running elsewhere")
+                        help="topology JSON or the name of a shipped one (default, mdi-local, "
+                             "mdi-2-node, mdi-3-node-mesh, mdi-3-node-circular, mdi-5-node-mesh; "
+                             "an mdi name + \"-noee\" turns early exit off); default: the "
+                             "shipped heterogeneous topology on the demo bundle; with a "
+                             "\"fleet\" object it drives agents already running elsewhere")
+    parser.add_argument("--mdi-mode", choices=sorted(MDI_MODES), default=None,
+                        help="mdi-exit scenario: admission (Alg. 3 at the sources, fixed "
+                             "thresholds), adapt (Alg. 4 threshold adaptation, Poisson arrivals) "
+                             "or fixed (neither); default: the topology's knobs")
     parser.add_argument("--policies", default=DEFAULT_POLICIES,
                         help="comma-separated policies to compare (default %s)" % DEFAULT_POLICIES)
     parser.add_argument("--rates", default=DEFAULT_RATES,
@@ -85,7 +106,7 @@ def run(args: argparse.Namespace) -> int:
     for p in policies:
         if p not in POLICIES:
             raise UsageError("--policies: unknown policy %r (known: %s)" % (p, ", ".join(POLICIES)))
-    topo = load_topology(args.topology)
+    topo = with_mdi_mode(load_topology(args.topology), args.mdi_mode)
     bundle = load_bundle_for(topo)
     stages = bundle_stages(bundle)
     check_against_bundle(topo, stages)
@@ -112,7 +133,11 @@ def run(args: argparse.Namespace) -> int:
           "routing and exit ratios each run used;\nfifo sim = the simulator on the same routing "
           "with FIFO workers and serialised links, as the agents run." % topo.warmup_s)
     print("emulated: %s" % topo.emulation_summary())
-    extra = {"topology": topo.path, "emulated": topo.emulation_summary(),
+    for r in runs:
+        if r.admitted_rate_tasks_s is not None and args.mdi_mode == "admission":
+            print("%s: admitted %.2f tasks/s after the warm-up (Alg. 3 paces the sources)"
+                  % (r.policy, r.admitted_rate_tasks_s))
+    extra = {"topology": topo.path, "mdi_mode": args.mdi_mode, "emulated": topo.emulation_summary(),
              "capacity_tasks_s": None if cap == float("inf") else cap,
              "duration_s": settings.duration_s, "warmup_s": topo.warmup_s}
     write_json(os.path.join(out_dir, "results.json"), runs, extra)

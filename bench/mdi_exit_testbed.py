@@ -1,0 +1,116 @@
+"""MDI-Exit on the paper's topologies in the testbed (real agent processes, demo bundle).
+
+Two scenarios, as in the MDI-Exit paper's Section V:
+
+- admission: fixed thresholds (0.8), Alg. 3 paces the source; the admitted rate per topology
+  (Fig. 3-4 style). ``--rates`` of each run only sets how many tasks the source creates
+  (rate x (warm-up + duration)); Alg. 3 decides how fast.
+- adapt: a fixed Poisson rate, Alg. 4 moves the thresholds; accuracy per topology (Fig. 5-6
+  style).
+
+Each run is ``edge-agent testbed --topology mdi-<name> --mdi-mode <mode> --policies mdi-exit``;
+this script runs them one after the other, prints Markdown tables and writes two PNG plots.
+
+    python3 bench/mdi_exit_testbed.py --out bench-out/mdi [--figures bench/figures]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# (preset, tasks/s that sizes the run) for the admission scenario: about the capacity at 0.8
+ADMISSION = [("local", 8), ("local-noee", 4), ("2-node", 15), ("3-node-mesh", 22),
+             ("3-node-circular", 22), ("5-node-mesh", 35)]
+ADAPT = ["local", "2-node", "3-node-mesh", "5-node-mesh"]
+
+
+def run_one(preset: str, mode: str, rate: float, duration: float, out: str) -> dict:
+    path = os.path.join(out, "%s-%s.json" % (mode, preset))
+    cmd = [sys.executable, "-m", "agent", "testbed", "--topology", "mdi-" + preset,
+           "--mdi-mode", mode, "--policies", "mdi-exit", "--rates", "%g" % rate,
+           "--duration", "%g" % duration, "--out", os.path.join(out, mode, preset),
+           "--json", path, "--no-plots"]
+    t0 = time.monotonic()
+    env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    subprocess.run(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    with open(path, "r", encoding="utf-8") as f:
+        run = json.load(f)["runs"][0]
+    run["wall_s"] = time.monotonic() - t0
+    run["preset"] = preset
+    return run
+
+
+def early(run: dict, num_stages: int = 4) -> float:
+    """Fraction of completed tasks that left at an early exit (the demo bundle has 4 stages)."""
+    counts = {int(k): v for k, v in run.get("exit_counts", {}).items()}
+    total = sum(counts.values())
+    return sum(v for k, v in counts.items() if k < num_stages) / total if total else 0.0
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", default="bench-out/mdi")
+    ap.add_argument("--figures", default=None, help="also write the PNGs here")
+    ap.add_argument("--duration", type=float, default=12.0)
+    ap.add_argument("--adapt-rate", type=float, default=10.0)
+    args = ap.parse_args()
+    os.makedirs(args.out, exist_ok=True)
+    adm = [run_one(p, "admission", r, args.duration, args.out) for p, r in ADMISSION]
+    ada = [run_one(p, "adapt", args.adapt_rate, args.duration, args.out) for p in ADAPT]
+
+    def ms(v):
+        return "-" if v is None else "%.0f" % (v * 1e3)
+
+    print("Admission control (Alg. 3), thresholds 0.8:\n")
+    print("| topology | admitted tasks/s | completed | lost | accuracy | exited early | "
+          "mean ms | p95 ms |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for r in adm:
+        print("| %s | %.2f | %d | %d | %.1f%% | %.0f%% | %s | %s |" % (
+            r["preset"], r.get("admitted_rate_tasks_s") or 0.0, r["completed"], r["lost"],
+            100 * (r["accuracy"] or 0), 100 * early(r), ms(r["mean_delay_s"]),
+            ms(r["p95_delay_s"])))
+    print("\nThreshold adaptation (Alg. 4), Poisson %g tasks/s:\n" % args.adapt_rate)
+    print("| topology | completed | lost | accuracy | exited early | mean ms | p95 ms |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for r in ada:
+        print("| %s | %d | %d | %.1f%% | %.0f%% | %s | %s |" % (
+            r["preset"], r["completed"], r["lost"], 100 * (r["accuracy"] or 0),
+            100 * early(r), ms(r["mean_delay_s"]), ms(r["p95_delay_s"])))
+    print("\nwall time: %.0f s" % sum(r["wall_s"] for r in adm + ada))
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    dirs = [args.out] + ([args.figures] if args.figures else [])
+    fig, ax = plt.subplots(figsize=(5.5, 3.2), dpi=90)
+    ax.bar([r["preset"] for r in adm], [r.get("admitted_rate_tasks_s") or 0 for r in adm])
+    ax.set_ylabel("admitted tasks/s")
+    ax.set_title("MDI-Exit testbed: admission control, thresholds 0.8")
+    ax.tick_params(axis="x", labelsize=7)
+    fig.tight_layout()
+    for d in dirs:
+        os.makedirs(d, exist_ok=True)
+        fig.savefig(os.path.join(d, "mdi_testbed_admitted.png"))
+    fig, ax = plt.subplots(figsize=(5.5, 3.2), dpi=90)
+    ax.bar([r["preset"] for r in ada], [100 * (r["accuracy"] or 0) for r in ada])
+    ax.set_ylim(80, 92)
+    ax.set_ylabel("accuracy %")
+    ax.set_title("MDI-Exit testbed: threshold adaptation, %g tasks/s" % args.adapt_rate)
+    fig.tight_layout()
+    for d in dirs:
+        fig.savefig(os.path.join(d, "mdi_testbed_accuracy.png"))
+    return 1 if any(r["lost"] for r in adm + ada) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

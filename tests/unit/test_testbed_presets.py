@@ -1,0 +1,85 @@
+"""MDI-Exit topologies in the testbed: workers holding several stages, shipped presets by name."""
+
+import copy
+
+import pytest
+
+from agent.commands.testbed import with_mdi_mode
+from agent.testbed import node_configs
+from agent.testbed_topology import (StageInfo, TopologyError, capacity_tasks_s, load_topology,
+                                    parse_topology, shipped_presets)
+
+STAGES = [StageInfo(1e5, 1000.0, True), StageInfo(3e5, 2000.0, False)]
+TWO_NODE = {
+    "sources": [{"id": "cam", "share": 1.0}],
+    "workers": [{"id": "n1", "stage": 1, "last_stage": 2, "emulate_capacity_flops": 4e6},
+                {"id": "n2", "stage": 1, "last_stage": 2, "emulate_capacity_flops": 4e6}],
+    "links": [{"from": "cam", "to": "n1"}, {"from": "n1", "to": "n2", "rate_bytes_s": 1e6},
+              {"from": "n2", "to": "n1", "rate_bytes_s": 1e6}],
+}
+
+
+def test_workers_holding_every_stage_may_link_both_ways():
+    """A node holding stages 1..H may send to another such node and back (mesh links)."""
+    topo = parse_topology(TWO_NODE)
+    assert topo.num_stages == 2 and topo.multi_stage
+    assert [w.stages for w in topo.workers] == [(1, 2), (1, 2)]
+    assert topo.last_stage_of("n2") == 2 and topo.last_stage_of("cam") == 0
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda t: t["workers"][0].update(last_stage=0) or t["workers"][1].update(last_stage=0),
+     r"links go from stage h to h\+1"),
+    (lambda t: t["workers"][0].update(stage=2, last_stage=1), r"workers\[0\]\.last_stage"),
+    (lambda t: t["workers"][1].update(last_stage="2"), r"workers\[1\]\.last_stage"),
+])
+def test_last_stage_errors_name_the_field(change, message):
+    """A last_stage below stage or not an integer, or a stage-1 -> stage-1 link between
+    one-stage workers, is a one-line error naming the field."""
+    obj = copy.deepcopy(TWO_NODE)
+    change(obj)
+    with pytest.raises(TopologyError, match=message):
+        parse_topology(obj)
+
+
+def test_capacity_of_nodes_holding_every_stage_is_their_sum_over_a_whole_task():
+    """Nodes running every stage of a task: capacity = sum(mu) / (FLOP of a task that runs
+    stage 2 with probability I_1)."""
+    topo = parse_topology(TWO_NODE)
+    assert capacity_tasks_s(topo, STAGES, [0.5, 1.0]) == pytest.approx(8e6 / (1e5 + 0.5 * 3e5))
+
+
+def test_node_configs_carry_last_stage_to_the_worker_and_its_peers(tmp_path):
+    """Generated configs: each node holds stages 1..2, knows its peer holds 1..2 (a successor),
+    and lists each neighbour once although it is both successor and predecessor."""
+    topo = parse_topology(TWO_NODE)
+    cfgs = node_configs(topo, "demo-unused", "mdi-exit", 5.0, 10.0, str(tmp_path))
+    n1 = cfgs["n1"]
+    assert n1.stages == (1, 2)
+    assert sorted(p.id for p in n1.peers) == ["cam", "n2"]
+    assert [p.stages for p in n1.successors] == [(1, 2)]
+    assert [p.id for p in cfgs["cam"].successors] == ["n1"]
+
+
+def test_shipped_mdi_presets_load_by_name_with_noee_and_mode_variants():
+    """The paper's topologies ship as mdi-* presets: every node holds all 4 demo stages, the
+    data sits at n1; <name>-noee turns early exit off; --mdi-mode sets Alg. 3 / Alg. 4."""
+    names = shipped_presets()
+    for n in ("mdi-local", "mdi-2-node", "mdi-3-node-mesh", "mdi-3-node-circular",
+              "mdi-5-node-mesh"):
+        assert n in names
+        topo = load_topology(n)
+        assert all(w.stages == (1, 4) for w in topo.workers)
+        assert [l.dst for l in topo.successors("cam")] == ["n1"]
+    assert len(load_topology("mdi-5-node-mesh").workers) == 5
+    assert load_topology("mdi-2-node-noee").knobs["mdi-exit"]["early_exit"] is False
+    adm = with_mdi_mode(load_topology("mdi-2-node"), "admission").knobs["mdi-exit"]
+    assert adm["admission_control"] and not adm["threshold_adaptation"]
+    ada = with_mdi_mode(load_topology("mdi-2-node"), "adapt").knobs["mdi-exit"]
+    assert ada["threshold_adaptation"] and not ada["admission_control"]
+
+
+def test_unknown_preset_name_lists_the_shipped_ones():
+    """A --topology that is neither a file nor a shipped name fails with the list of names."""
+    with pytest.raises(TopologyError, match="mdi-2-node"):
+        load_topology("mdi-7-node")
