@@ -18,7 +18,8 @@ own held tasks: ``reclaim_when_idle`` applies to the simulator). Alg. 3 (knob
 ``admission_control``) sets a source's mean Poisson gap from its own queue plus the queues of
 the node it feeds (the least-loaded alive stage-1 peer, as a camera on that node would);
 Alg. 4 (``threshold_adaptation``) moves one threshold for every exit head of this node;
-otherwise the configured thresholds hold. ``early_exit = false`` is the no-exit variant. Knob errors name ``policy_knobs.<field>``.
+otherwise the configured thresholds hold. ``early_exit = false`` is the no-exit variant. Knob
+errors name ``policy_knobs.<field>``.
 """
 
 from __future__ import annotations
