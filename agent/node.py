@@ -76,6 +76,7 @@ class Node(SourceRole, WorkerRole, StatusMixin):
         self.interarrival_s = 1.0 / cfg.arrival_rate_tasks_s if cfg.arrival_rate_tasks_s > 0 else 0
         self.arrivals_done = cfg.role != "source" or cfg.arrival != "poisson" or self.interarrival_s == 0
         self.received = 0  # tasks accepted here (arrival-rate estimate of a worker)
+        self._save_due = False  # a slot's state save waits for the configuration phase's end
 
     # -- life cycle ---------------------------------------------------------------------------
 
@@ -134,6 +135,8 @@ class Node(SourceRole, WorkerRole, StatusMixin):
             if now >= nxt["slot"]:
                 nxt["slot"] = now + self.cfg.slot_length_s
                 self._guarded(self._slot, now)
+            elif self._save_due:
+                self._guarded(self._save_state)
             if now >= nxt["flush"]:
                 nxt["flush"] = now + self.cfg.records_flush_interval_s
                 if self.book:
@@ -364,6 +367,16 @@ class Node(SourceRole, WorkerRole, StatusMixin):
         if self.cfg.role == "worker":
             self.view.arrival_rate_tasks_s = self.received / self.cfg.slot_length_s
             self.received = 0
+        self._save_due = True
+        self._save_state()
+
+    def _save_state(self) -> None:
+        """Save the policy's state once per slot, but not in a configuration phase: the save
+        fsyncs twice (milliseconds on a busy disk), and the loop cannot answer a round
+        meanwhile, so every neighbour waiting on this node would stall with it."""
+        if not self._save_due or getattr(self.policy, "configuring", False):
+            return
+        self._save_due = False
         if self.hooks:
             self.hooks.save_state(self.policy.snapshot())
 

@@ -24,7 +24,7 @@ Kind-specific fields (all required; types checked on decode):
                   service_time_s float  (liveness + queue state, broadcast)
     QUEUE_STATE   same fields as HEARTBEAT; for queue-based policies publishing more often
     DTOEE_REQUEST to str, payload map  (offloader -> receiver, per-node DTO-EE request)
-    DTOEE_STATUS  payload map          (receiver -> its offloaders, broadcast; also a heartbeat)
+    DTOEE_STATUS  payload map          (receiver -> each of its offloaders; also a heartbeat)
     THRESHOLD     payload map          (threshold proposal / delta-U share among a stage)
 
 ``payload`` maps are checked for shape only (string keys, msgpack scalars/lists/maps); the
