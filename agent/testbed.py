@@ -377,16 +377,19 @@ def _summarise(topo: Topology, bundle, stages: Sequence[StageInfo], policy: str,
     for s in topo.sources:
         rs = read_records(records[s.id])
         t_first = min((_created(r) for r in rs if _created(r) is not None), default=None)
-        admitted, t_last = 0, None
+        served, t_last = 0, None
         for r in rs:
             c = _created(r)
             is_warm = t_first is not None and c is not None and c - t_first < topo.warmup_s
             (warm if is_warm else recs).append(r)
-            if not is_warm and c is not None and r.get("status") != "rejected":
-                admitted += 1
-                t_last = c if t_last is None else max(t_last, c)
+            f = r.get("finished_mono")
+            if not is_warm and r.get("status") == "completed" and isinstance(f, (int, float)):
+                served += 1
+                t_last = f if t_last is None else max(t_last, f)
+        # tasks admitted after the warm-up and answered, over the time from the warm-up's end
+        # to the last answer: under Alg. 3 the rate the network sustained, queues included
         if t_first is not None and t_last is not None and t_last > t_first + topo.warmup_s:
-            admitted_rate += admitted / (t_last - t_first - topo.warmup_s)
+            admitted_rate += served / (t_last - t_first - topo.warmup_s)
     everything = summarise_records(recs + warm, policy, rate, topo.capacities_emulated,
                                    duration_s=load_s, expected_created=sum(expected.values()))
     measured = summarise_records(recs, policy, rate, topo.capacities_emulated,

@@ -51,9 +51,9 @@ class RunResult:
     # tasks leaving at each stage (1-based), from the records
     exit_counts: Dict[int, int] = field(default_factory=dict)
     note: str = ""
-    # tasks admitted (created, not rejected) per second after the warm-up, over all sources:
-    # under admission control (MDI-Exit's Alg. 3) the sources pace themselves, so this is the
-    # rate the network accepted
+    # tasks created after the warm-up and answered, per second from the warm-up's end to the
+    # last answer, summed over sources: under admission control (MDI-Exit's Alg. 3) the sources
+    # pace themselves, so this is the rate the network admitted and served
     admitted_rate_tasks_s: Optional[float] = None
 
     def to_json(self) -> dict:
