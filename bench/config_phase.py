@@ -16,6 +16,7 @@ agent processes share the machine's cores.
 from __future__ import annotations
 
 import argparse
+import shutil
 import statistics
 import sys
 import time
@@ -86,6 +87,7 @@ def main() -> int:
         sub.close(0)
         ctx.term()
         run.close()
+        shutil.rmtree(run.out_dir, ignore_errors=True)  # agents' logs and state: not needed
     print("machine: %s" % machine())
     print("agents: %d sources + %d workers (%s per stage), %d rounds per slot"
           % (args.sources, sum(per_stage), ", ".join(map(str, per_stage)), ROUNDS))
