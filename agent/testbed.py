@@ -377,19 +377,11 @@ def _summarise(topo: Topology, bundle, stages: Sequence[StageInfo], policy: str,
     for s in topo.sources:
         rs = read_records(records[s.id])
         t_first = min((_created(r) for r in rs if _created(r) is not None), default=None)
-        served, t_last = 0, None
         for r in rs:
             c = _created(r)
-            is_warm = t_first is not None and c is not None and c - t_first < topo.warmup_s
-            (warm if is_warm else recs).append(r)
-            f = r.get("finished_mono")
-            if not is_warm and r.get("status") == "completed" and isinstance(f, (int, float)):
-                served += 1
-                t_last = f if t_last is None else max(t_last, f)
-        # tasks admitted after the warm-up and answered, over the time from the warm-up's end
-        # to the last answer: under Alg. 3 the rate the network sustained, queues included
-        if t_first is not None and t_last is not None and t_last > t_first + topo.warmup_s:
-            admitted_rate += served / (t_last - t_first - topo.warmup_s)
+            (warm if t_first is not None and c is not None and c - t_first < topo.warmup_s
+             else recs).append(r)
+        admitted_rate += served_rate(rs, topo.warmup_s) or 0.0
     everything = summarise_records(recs + warm, policy, rate, topo.capacities_emulated,
                                    duration_s=load_s, expected_created=sum(expected.values()))
     measured = summarise_records(recs, policy, rate, topo.capacities_emulated,
@@ -404,6 +396,26 @@ def _summarise(topo: Topology, bundle, stages: Sequence[StageInfo], policy: str,
     measured.model_delay_s = model_delay(topo, stages, rate, measured.routing, rem)
     measured.fifo_sim_delay_s = fifo_sim_delay(topo, stages, rate, measured.routing, rem)
     return measured
+
+
+def served_rate(recs: Sequence[Mapping], warmup_s: float) -> Optional[float]:
+    """Tasks answered per second while one source's arrivals last, after the warm-up.
+
+    Counts answers (``finished_mono``) between the warm-up's end and the source's last
+    arrival, whatever the task's creation time. Under admission control (Alg. 3) the source
+    keeps its node's queues filled, so this is the rate the network admits and serves; a task
+    re-issued long after the load has ended does not stretch it. None for a window under 1 s.
+    """
+    created = [c for c in (_created(r) for r in recs) if c is not None]
+    if not created:
+        return None
+    start, end = min(created) + warmup_s, max(created)
+    if end - start < 1.0:
+        return None
+    n = sum(1 for r in recs if r.get("status") == "completed"
+            and isinstance(r.get("finished_mono"), (int, float))
+            and start <= r["finished_mono"] <= end)
+    return n / (end - start)
 
 
 def _created(rec: Mapping) -> Optional[float]:

@@ -51,9 +51,9 @@ class RunResult:
     # tasks leaving at each stage (1-based), from the records
     exit_counts: Dict[int, int] = field(default_factory=dict)
     note: str = ""
-    # tasks created after the warm-up and answered, per second from the warm-up's end to the
-    # last answer, summed over sources: under admission control (MDI-Exit's Alg. 3) the sources
-    # pace themselves, so this is the rate the network admitted and served
+    # tasks answered per second between the warm-up's end and each source's last arrival,
+    # summed over sources (``agent.testbed.served_rate``): under admission control (MDI-Exit's
+    # Alg. 3) the sources pace themselves, so this is the rate the network admits and serves
     admitted_rate_tasks_s: Optional[float] = None
 
     def to_json(self) -> dict:

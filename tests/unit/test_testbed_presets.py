@@ -83,3 +83,16 @@ def test_unknown_preset_name_lists_the_shipped_ones():
     """A --topology that is neither a file nor a shipped name fails with the list of names."""
     with pytest.raises(TopologyError, match="mdi-2-node"):
         load_topology("mdi-7-node")
+
+
+def test_served_rate_counts_answers_while_arrivals_last():
+    """The admitted rate counts answers between the warm-up's end and the last arrival; a task
+    answered after the load (a late re-issue) does not stretch the window."""
+    from agent.testbed import served_rate
+
+    recs = [{"created_mono": float(t), "finished_mono": t + 0.5, "status": "completed"}
+            for t in range(0, 20)]
+    recs.append({"created_mono": 19.0, "finished_mono": 60.0, "status": "completed"})
+    # window [5, 19]: answers at 5.5 .. 18.5 -> 14 in 14 s
+    assert served_rate(recs, 5.0) == pytest.approx(1.0)
+    assert served_rate(recs[:6], 5.0) is None  # window under 1 s
