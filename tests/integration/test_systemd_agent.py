@@ -148,7 +148,7 @@ def test_metrics_endpoint_serves_the_listed_series_while_tasks_flow(bundle, tmp_
             return ((_value(t, "edge_agent_tasks_in_total", node="w1", stage="1") or 0) >= 5
                     and _value(t, "edge_agent_routing_probability", node="w1", dst="w2")
                     is not None
-                    and _value(t, "edge_agent_neighbour_alive", node="w1", peer="s1") is not None)
+                    and _value(t, "edge_agent_neighbour_alive", node="w1", peer="s1") == 1.0)
 
         cluster.wait_for(served, TIMEOUT_S, "tasks counted at w1's metrics endpoint")
         t = text["t"]
