@@ -230,9 +230,17 @@ class Node(SourceRole, WorkerRole, StatusMixin):
     def _on_reply(self, peer: str, msg: wire.Message) -> None:
         if msg.kind != Kind.ACK:
             return self._drop("unexpected_kind")
+        now = self.clock()
         for key in msg.fields["keys"]:
-            if self.outbox.pop(key, None) is not None:
+            item = self.outbox.pop(key, None)
+            if item is not None:
                 self.counters["acked"] += 1
+                # D_nm for the policy. Only a first send counts: after a hop resend the ACK
+                # may come from the earlier successor.
+                if (item.kind == Kind.TASK and item.link_start > 0 and item.resends == 0
+                        and item.dest == peer):
+                    self.policy.on_transfer(peer, now - item.link_start,
+                                            0 if item.tensor is None else item.tensor.nbytes)
 
     def _on_data(self, identity: bytes, msg: wire.Message) -> None:
         if msg.kind == Kind.TASK and self.runner is not None:
@@ -280,14 +288,21 @@ class Node(SourceRole, WorkerRole, StatusMixin):
         frames = wire.encode(item.kind, self.cfg.node_id, item.fields, tensors)
         self.outbox[item.key] = item
         pacer = self.pacers.get(item.dest)
+        # The transfer delay D_nm ("transmitted, then wait at m" in MDI-Exit) runs from the
+        # moment the link starts carrying this task to its ACK (the ACK's way back is a small
+        # message): waiting behind earlier tasks on the link is output-queue time (O_n).
         if pacer is not None:
-            due = pacer.schedule(now, wire.frames_nbytes(frames))
+            nbytes = wire.frames_nbytes(frames)
+            due = pacer.schedule(now, nbytes)
+            item.link_start = due - nbytes / pacer.rate_bytes_s
             self._seq += 1
             heapq.heappush(self._paced, (due, self._seq, item, frames))
             item.deadline = due + self.cfg.ack_timeout_s
         else:
             item.deadline = now + self.cfg.ack_timeout_s
+            item.link_start = now
             if not self.transport.send(item.dest, frames):
+                item.link_start = 0.0
                 # Peer unreachable now: try elsewhere soon, backing off if every peer fails.
                 item.deadline = now + min(self.cfg.ack_timeout_s, 0.02 * item.resends)
         self._schedule(item.deadline, item.key)
@@ -296,6 +311,7 @@ class Node(SourceRole, WorkerRole, StatusMixin):
         while self._paced and self._paced[0][0] <= now:
             _, _, item, frames = heapq.heappop(self._paced)
             if self.outbox.get(item.key) is item and not self.transport.send(item.dest, frames):
+                item.link_start = 0.0
                 item.deadline = now
                 self._schedule(now, item.key)
 

@@ -39,6 +39,7 @@ class OutItem:
     tried: List[str] = field(default_factory=list)
     resends: int = 0
     deadline: float = 0.0
+    link_start: float = 0.0  # monotonic time its last send began on the link (0: not sent)
 
 
 class SourceRole:

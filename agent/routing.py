@@ -19,6 +19,9 @@ Interface (``AgentPolicy``), called from the I/O loop only:
   (``wire.Message``: DTO-EE request/status, threshold proposals, heartbeats / queue state).
 - ``on_tick(view, now) -> [Outgoing]``: called every ``tick_interval_s`` (rounds, slot clock).
 - ``on_peers_changed(view)``: a neighbour came or went (``view.alive`` changed).
+- ``on_transfer(dest, seconds, payload_bytes)``: a TASK handed to successor ``dest`` was
+  ACKed; ``seconds`` is its measured transfer delay (from the moment the link starts carrying
+  it to its ACK), ``payload_bytes`` the tensor size (``TaskInfo.nbytes``). Default: ignored.
 - ``snapshot() -> dict`` / ``restore(dict)``: state saved each slot and restored at start-up.
 - ``routing() -> {peer: p}``: current routing row, for metrics and stats.
 
@@ -155,6 +158,9 @@ class AgentPolicy:
 
     def on_peers_changed(self, view: NodeView) -> None:
         pass
+
+    def on_transfer(self, dest: str, seconds: float, payload_bytes: int) -> None:
+        """A task sent to ``dest`` was ACKed ``seconds`` after its link transfer began."""
 
     def snapshot(self) -> Dict[str, Any]:
         return {"policy": self.name,

@@ -3,8 +3,11 @@
 What the node loop gives the policy (``NodeView``): its own input queue (tasks waiting for or in
 the engine) and output queue (tasks handed to a successor and not yet ACKed, plus those waiting
 for one), its per-task compute time ``service_time_s`` (Gamma_n), and each neighbour's last
-HEARTBEAT / QUEUE_STATE fields (``input_queue`` = I_m, ``service_time_s`` = Gamma_m). D_nm is the
-task's bytes over the configured link rate (0 when unknown). The policy publishes QUEUE_STATE
+HEARTBEAT / QUEUE_STATE fields (``input_queue`` = I_m, ``service_time_s`` = Gamma_m). D_nm is
+measured: the node reports each ACKed task transfer through ``on_transfer`` (link start to ACK),
+and ``TransferDelay`` smooths it per neighbour and payload size; until a task of that size has
+been measured to m, D_nm is its bytes over the configured link rate (0 when unknown). The
+policy publishes QUEUE_STATE
 every ``state_interval_s`` (its tick), so neighbours see I_n more often than heartbeats carry
 it, and between two messages from m it adds the tasks it sent to m since.
 
@@ -25,12 +28,59 @@ errors name ``policy_knobs.<field>``.
 from __future__ import annotations
 
 import math
-from typing import Any, Dict, List, Mapping, Optional, Sequence
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from agent import wire
 from agent.policies import mdi_exit as mx
 from agent.routing import AgentPolicy, NodeView, Outgoing, TaskInfo
 from agent.wire import Kind, Message
+
+
+class TransferDelay:
+    """Smoothed measured transfer delay D_nm per (neighbour, payload bytes).
+
+    An exponentially weighted moving average (weight ``smoothing`` per sample) of the measured
+    seconds. A sample more than ``outlier_factor`` times above (or below) the current estimate
+    is an outlier: a single one (a GC pause, a retransmit) is ignored; when the next sample is
+    an outlier in the same direction too, the link has really changed, so it is taken, clipped
+    to the factor, and the estimate follows within a few tasks. Keyed by payload size because
+    a node holding several stages sends tasks of different sizes to one neighbour.
+    """
+
+    def __init__(self, smoothing: float = 0.2, outlier_factor: float = 4.0):
+        self.smoothing = smoothing
+        self.outlier_factor = outlier_factor
+        self._est: Dict[Tuple[str, int], float] = {}
+        self._pending: Dict[Tuple[str, int], int] = {}  # direction (+1/-1) of an ignored outlier
+
+    def observe(self, dest: str, seconds: float, payload_bytes: int) -> None:
+        """Add one measured transfer of ``payload_bytes`` to ``dest`` taking ``seconds``."""
+        if not (seconds >= 0.0 and math.isfinite(seconds)):
+            return
+        key = (dest, int(payload_bytes))
+        est = self._est.get(key)
+        if est is None:
+            self._est[key] = seconds
+            return
+        lo, hi = est / self.outlier_factor, est * self.outlier_factor
+        direction = 1 if seconds > hi else -1 if seconds < lo else 0
+        if direction and self._pending.pop(key, 0) != direction:
+            self._pending[key] = direction  # first outlier this way: ignore it
+            return
+        self._pending.pop(key, None)
+        sample = min(max(seconds, lo), hi)
+        self._est[key] = est + self.smoothing * (sample - est)
+
+    def get(self, dest: str, payload_bytes: int) -> Optional[float]:
+        """The smoothed delay, or None before the first measurement of that size to ``dest``."""
+        return self._est.get((dest, int(payload_bytes)))
+
+    def table(self) -> Dict[str, Dict[str, float]]:
+        """``{dest: {payload bytes: seconds}}`` (JSON keys), for saved state and stats."""
+        out: Dict[str, Dict[str, float]] = {}
+        for (dest, nbytes), est in sorted(self._est.items()):
+            out.setdefault(dest, {})[str(nbytes)] = est
+        return out
 
 
 class MdiExitPolicy(AgentPolicy):
@@ -46,6 +96,7 @@ class MdiExitPolicy(AgentPolicy):
         self._interarrival_s = self.params.initial_interarrival_s  # Alg. 3's mu
         self._sent: Dict[str, int] = {}  # tasks sent to a neighbour since its last queue state
         self._next_adapt_s: Optional[float] = None
+        self.transfer_delay = TransferDelay()  # measured D_nm
 
     def thresholds(self) -> Dict[int, float]:
         if not self.params.early_exit:  # no threshold: only the final stage answers
@@ -68,10 +119,9 @@ class MdiExitPolicy(AgentPolicy):
         states = []
         for m in cands:
             st = view.peer_state.get(m, {})
-            rate = view.link_rate_bytes_s.get(m, 0.0)
             states.append(mx.NeighbourState(
                 m, int(st.get("input_queue", 0)) + self._sent.get(m, 0),
-                float(st.get("service_time_s", 0.0)), task.nbytes / rate if rate > 0 else 0.0))
+                float(st.get("service_time_s", 0.0)), self._transfer_delay_s(m, task, view)))
         # the task itself is in the output queue now
         if view.serves(task.stage):
             in_len, own_s = view.input_queue, view.service_time_s
@@ -81,6 +131,18 @@ class MdiExitPolicy(AgentPolicy):
         if target is not None:
             self._sent[target] = self._sent.get(target, 0) + 1
         return target
+
+    def _transfer_delay_s(self, dest: str, task: TaskInfo, view: NodeView) -> float:
+        """D_nm: measured when known, else the task's bytes over the configured link rate."""
+        measured = self.transfer_delay.get(dest, task.nbytes)
+        if measured is not None:
+            return measured
+        rate = view.link_rate_bytes_s.get(dest, 0.0)
+        return task.nbytes / rate if rate > 0 else 0.0
+
+    def on_transfer(self, dest: str, seconds: float, payload_bytes: int) -> None:
+        """A task transfer to ``dest`` was measured (link start to ACK): smooth it into D_nm."""
+        self.transfer_delay.observe(dest, seconds, payload_bytes)
 
     def interarrival_s(self, view: NodeView, now: float) -> Optional[float]:
         """Alg. 3's mu at a source with admission control; None keeps the configured rate."""
@@ -126,7 +188,9 @@ class MdiExitPolicy(AgentPolicy):
 
     def snapshot(self) -> Dict[str, Any]:
         state = super().snapshot()
-        state.update({"mdi_threshold": self._threshold, "interarrival_s": self._interarrival_s})
+        state.update({"mdi_threshold": self._threshold, "interarrival_s": self._interarrival_s,
+                      # for inspection only: links may differ after a restart, so not restored
+                      "transfer_delay_s": self.transfer_delay.table()})
         return state
 
     def restore(self, state: Mapping[str, Any]) -> None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import json
+import os
 
 import pytest
 
@@ -65,3 +67,7 @@ def test_mdi_exit_two_nodes_holding_every_stage_keep_or_offload_and_lose_nothing
     assert tasks["completed"] == 80 and tasks["lost"] == 0, tasks
     n1, n2 = c.stats("n1")["counters"], c.stats("n2")["counters"]
     assert n1.get("kept_local", 0) > 0 and n2.get("tasks_in", 0) > 0, (n1, n2)
+    # D_nm is measured from n1's ACKed transfers to n2 (saved with the policy state)
+    with open(os.path.join(str(tmp_path), "n1", "state.json"), encoding="utf-8") as f:
+        measured = json.load(f)["state"]["transfer_delay_s"]
+    assert measured.get("n2") and all(s > 0 for s in measured["n2"].values()), measured
