@@ -96,25 +96,20 @@ class Transport:
         self.sub = self._socket(zmq.SUB)
         self.sub.setsockopt(zmq.SUBSCRIBE, topic(self.node_id))
         self.sub.setsockopt(zmq.SUBSCRIBE, topic(BROADCAST))
-        for p in self.peers.values():
-            self.security.apply_client(self.sub, self.server_keys.get(p.id))
-            self.sub.connect(p.control_address)
         self.poller.register(self.sub, zmq.POLLIN)
         for p in self.peers.values():
-            d = self._socket(zmq.DEALER)
-            d.setsockopt(zmq.ROUTING_ID, self.node_id.encode("utf-8"))
-            d.setsockopt(zmq.IMMEDIATE, 1)
-            self.security.apply_client(d, self.server_keys.get(p.id))
-            d.connect(p.data_address)
-            self.dealers[p.id] = d
-            self._dealer_peer[d] = p.id
-            self.poller.register(d, zmq.POLLIN)
+            self._connect_peer(p)
 
     def add_peer(self, peer: Peer) -> None:
         """Connect to a peer not in the config (e.g. a late-joining node announced to us)."""
         if peer.id in self.peers:
             return
         self.peers[peer.id] = peer
+        self._connect_peer(peer)
+
+    def _connect_peer(self, peer: Peer) -> None:
+        # SUB to its PUB (control) and a DEALER to its ROUTER (data); the CURVE server key is
+        # set per connect, since each peer has its own
         self.security.apply_client(self.sub, self.server_keys.get(peer.id))
         self.sub.connect(peer.control_address)
         d = self._socket(zmq.DEALER)
