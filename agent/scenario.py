@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 from agent.errors import UsageError
+from agent.jsonfile import read_json_file
 from engines.exit_profile import ExitProfile, load_exit_profile, save_exit_profile
 
 
@@ -279,14 +280,7 @@ def parse_scenario(obj: Any, base_dir: str = ".") -> Scenario:
 
 def load_scenario(path: str) -> Scenario:
     """Read and validate a scenario JSON file."""
-    try:
-        with open(path, "r", encoding="utf-8") as f:
-            obj = json.load(f)
-    except FileNotFoundError:
-        raise ScenarioError("%s: no such scenario file" % path)
-    except json.JSONDecodeError as exc:
-        raise ScenarioError("%s: not valid JSON (line %d, column %d: %s)"
-                            % (path, exc.lineno, exc.colno, exc.msg))
+    obj = read_json_file(path, ScenarioError, "scenario")
     return parse_scenario(obj, os.path.dirname(os.path.abspath(path)))
 
 

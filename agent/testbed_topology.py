@@ -14,13 +14,13 @@ testbed then starts nothing and only drives load into the sources and collects t
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from dataclasses import dataclass, field, replace
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from agent.errors import UsageError
+from agent.jsonfile import read_json_file
 
 TOPOLOGY_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "topologies")
 DEFAULT_TOPOLOGY = os.path.join(TOPOLOGY_DIR, "default.json")
@@ -318,14 +318,7 @@ def load_topology(path: Optional[str] = None) -> Topology:
         knobs = {k: dict(v) for k, v in topo.knobs.items()}
         knobs.setdefault("mdi-exit", {})["early_exit"] = False
         return replace(topo, knobs=knobs, path=topo.path + " (" + name + ")")
-    try:
-        with open(path, "r", encoding="utf-8") as f:
-            obj = json.load(f)
-    except FileNotFoundError:
-        raise TopologyError("%s: no such topology file" % path)
-    except json.JSONDecodeError as exc:
-        raise TopologyError("%s: not valid JSON (line %d, column %d: %s)"
-                            % (path, exc.lineno, exc.colno, exc.msg))
+    obj = read_json_file(path, TopologyError, "topology")
     return parse_topology(obj, os.path.dirname(os.path.abspath(path)), path)
 
 
