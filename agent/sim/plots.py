@@ -66,14 +66,7 @@ def plot_vs(rows: Sequence[Dict], x_key: str, x_label: str, title: str, path: st
     ax_d.set_ylabel("mean response delay (ms)")
     ax_a.set_xlabel(x_label)
     ax_a.set_ylabel("accuracy (%)")
-    ax_d.legend(fontsize=7)
-    ax_d.grid(alpha=0.3)
-    ax_a.grid(alpha=0.3)
-    fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return _finish(plt, fig, ax_d, ax_a, title, path, legend_cols=1)
 
 
 def plot_series(series: Dict[str, List[Dict]], title: str, path: str) -> str:
@@ -93,7 +86,12 @@ def plot_series(series: Dict[str, List[Dict]], title: str, path: str) -> str:
     ax_d.set_ylabel("mean delay (ms)")
     ax_a.set_ylabel("accuracy (%)")
     ax_a.set_xlabel("time slot")
-    ax_d.legend(fontsize=7, ncol=5)
+    return _finish(plt, fig, ax_d, ax_a, title, path, legend_cols=5)
+
+
+def _finish(plt, fig, ax_d, ax_a, title: str, path: str, legend_cols: int) -> str:
+    """Legend, grids and title of a delay/accuracy figure; writes ``path`` and frees the figure."""
+    ax_d.legend(fontsize=7, ncol=legend_cols)
     ax_d.grid(alpha=0.3)
     ax_a.grid(alpha=0.3)
     fig.suptitle(title, fontsize=9)
