@@ -66,12 +66,13 @@ def test_accuracy_table_equals_sample_by_sample_early_exit(measured):
 
 
 def test_shipped_exit_profile_matches_the_shipped_stages(measured):
-    """The bundle's exit_profile.npz is what its stages produce on the replay set."""
+    """The bundle's exit_profile.npz is what its stages produce on the replay set (float32
+    confidences agree to 1e-5: onnxruntime releases and SIMD paths differ in the last bits)."""
     bundle = load_bundle(DEMO_BUNDLE_DIR)
     shipped = load_exit_profile(bundle.exit_profile_path)
     assert shipped.exit_stages == measured.exit_stages == bundle.exit_stages
     assert np.array_equal(shipped.correct, measured.correct)
-    assert np.allclose(shipped.confidence, measured.confidence, rtol=0, atol=1e-6)
+    assert np.allclose(shipped.confidence, measured.confidence, rtol=0, atol=1e-5)
 
 
 def test_demo_model_shape_and_accuracy_trade_off(measured):
