@@ -10,10 +10,10 @@ from typing import Dict, List, Optional
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from agent.testbed import node_configs, read_stats  # noqa: E402
-from agent.testbed_procs import LocalAgents  # noqa: E402
-from agent.testbed_report import read_records  # noqa: E402
-from agent.testbed_topology import parse_topology  # noqa: E402
+from agent.testbed.local import node_configs, read_stats  # noqa: E402
+from agent.testbed.procs import LocalAgents  # noqa: E402
+from agent.testbed.report import read_records  # noqa: E402
+from agent.testbed.topology import parse_topology  # noqa: E402
 
 
 def machine() -> str:

@@ -20,7 +20,7 @@ import zmq
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from agent.security import (  # noqa: E402
+from agent.net.security import (  # noqa: E402
     CurveSecurity,
     NoSecurity,
     generate_keypair,
@@ -88,7 +88,7 @@ def main() -> int:
     ap.add_argument("--seconds", type=float, default=3.0)
     ap.add_argument("--sizes", default="4096,65536,1048576")
     args = ap.parse_args()
-    logging.getLogger("agent.security").setLevel(logging.ERROR)  # the plain-mode warning
+    logging.getLogger("agent.net.security").setLevel(logging.ERROR)  # the plain-mode warning
     secs = _securities()
     print("| payload bytes | plain tasks/s | curve tasks/s | plain MB/s | curve MB/s | curve slowdown |")
     print("| ---: | ---: | ---: | ---: | ---: | ---: |")

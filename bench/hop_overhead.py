@@ -30,7 +30,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 
 def _free_port() -> int:
-    from agent.testbed_procs import free_ports
+    from agent.testbed.procs import free_ports
 
     return free_ports(1)[0]
 
@@ -54,8 +54,8 @@ def raw_server(port: int) -> None:
 def agent_server(port: int, ctl_port: int) -> None:
     import zmq
 
-    from agent import wire
-    from agent.transport import DATA, Transport
+    from agent.net import wire
+    from agent.net.transport import DATA, Transport
 
     logging.basicConfig(level=logging.ERROR)  # no start-up notices in the table
 
@@ -106,9 +106,9 @@ def bench_agent(port: int, ctl_port: int, nbytes: int, seconds: float) -> list:
     import numpy as np
     import zmq
 
-    from agent import wire
-    from agent.config import Peer
-    from agent.transport import REPLY, Transport
+    from agent.net import wire
+    from agent.config.node import Peer
+    from agent.net.transport import REPLY, Transport
 
     logging.basicConfig(level=logging.ERROR)
     ctx = zmq.Context()

@@ -53,8 +53,8 @@ def run_one(preset: str, mode: str, rate: float, duration: float, out: str,
                        stderr=subprocess.DEVNULL)
     with open(path, "r", encoding="utf-8") as f:
         run = json.load(f)["runs"][0]
-    from agent.testbed import served_rate
-    from agent.testbed_report import read_records
+    from agent.testbed.local import served_rate
+    from agent.testbed.report import read_records
 
     rec = os.path.join(out, mode, preset, "mdi-exit", "rate-%g" % rate, "cam", "records.jsonl")
     run["admitted_rate_tasks_s"] = served_rate(read_records(rec), 5.0)
@@ -72,9 +72,9 @@ def early(run: dict, num_stages: int = 4) -> float:
 
 def compare_default(out: str, duration: float = 120.0) -> int:
     """Simulator: mdi-exit, dtoee, cf on the default testbed topology at 35/60/80% load."""
-    from agent.testbed import bundle_stages, default_remaining
-    from agent.testbed_driver import load_bundle_for
-    from agent.testbed_topology import capacity_tasks_s, load_topology, scenario_object
+    from agent.testbed.local import bundle_stages, default_remaining
+    from agent.testbed.driver import load_bundle_for
+    from agent.testbed.topology import capacity_tasks_s, load_topology, scenario_object
 
     topo = load_topology(None)
     bundle = load_bundle_for(topo)

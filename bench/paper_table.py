@@ -35,10 +35,10 @@ def same_thresholds() -> None:
     import warnings
 
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    from agent.policies import baselines
-    from agent.policies.dtoee import run_dtoee
+    from agent.policies.baselines import plans as baselines
+    from agent.policies.dtoee.protocol import run_dtoee
     from agent.policies.optimum import optimum
-    from agent.scenario_gen import paper_scenario
+    from agent.scenario.paper import paper_scenario
 
     warnings.simplefilter("ignore", RuntimeWarning)  # overloaded routings evaluate to inf
     print()

@@ -19,9 +19,9 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from agent.scenario_gen import paper_scenario  # noqa: E402
+from agent.scenario.paper import paper_scenario  # noqa: E402
 from agent.sim import SimConfig, simulate  # noqa: E402
-from agent.sim.planners import make_policy  # noqa: E402
+from agent.policies.planners import make_policy  # noqa: E402
 
 
 def main() -> int:

@@ -7,7 +7,8 @@ when an engine is loaded.
 from __future__ import annotations
 
 from engines.bundle import Bundle, BundleError, StageSpec, load_bundle
-from engines.engine import EngineInputError, EngineUnavailable, StageOutput, load_engine
+from engines.engine import EngineInputError, EngineUnavailable, StageOutput
+from engines.loader import load_engine
 
 __all__ = ["Bundle", "BundleError", "StageSpec", "load_bundle", "EngineInputError",
            "EngineUnavailable", "StageOutput", "load_engine"]

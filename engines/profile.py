@@ -14,7 +14,7 @@ import numpy as np
 
 from agent.errors import UsageError
 from engines.bundle import Bundle
-from engines.engine import load_engine
+from engines.loader import load_engine
 from engines.exit_profile import ExitProfile, softmax_confidence
 
 

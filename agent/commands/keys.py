@@ -21,7 +21,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from agent.security import generate_keypair, load_public_key, load_secret_key_file
+    from agent.net.security import generate_keypair, load_public_key, load_secret_key_file
 
     if args.keys_action == "generate":
         name = args.name or socket.gethostname().split(".")[0]

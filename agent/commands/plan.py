@@ -46,8 +46,8 @@ def plan(scenario, policy: str, rounds=None, step=None, staleness=None, seed: in
     """Run ``policy`` on ``scenario``; returns its ``PolicyResult``."""
     import dataclasses
 
-    from agent.policies import baselines
-    from agent.policies.dtoee import parse_knobs, run_dtoee
+    from agent.policies.baselines import plans as baselines
+    from agent.policies.dtoee.protocol import parse_knobs, run_dtoee
 
     params = parse_knobs(scenario.knobs)  # validates the DTO-EE knobs for every policy
     if rounds is not None and rounds < 1:
@@ -87,7 +87,7 @@ def run(args: argparse.Namespace) -> int:
     """Load the scenario, plan, print the result (text or one JSON object)."""
     from agent.policies.model import compile_network, remaining_for
     from agent.policies.optimum import min_max_utilisation
-    from agent.scenario import load_scenario
+    from agent.scenario.format import load_scenario
 
     scenario = load_scenario(args.scenario)
     devices = [w.device or w.id for w in scenario.workers]

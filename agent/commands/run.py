@@ -32,8 +32,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from agent.config import load_config
-    from agent.sdnotify import Notifier
+    from agent.config.node import load_config
+    from agent.ops.sdnotify import Notifier
 
     cfg = load_config(args.config)
     return serve(cfg, Notifier.from_environ(os.environ))
@@ -53,7 +53,7 @@ def _open_exit_profile(bundle) -> Any:
 
 def build_view(cfg, bundle, exit_profile):
     """The policy's ``NodeView`` for this config and bundle."""
-    from agent.routing import NodeView
+    from agent.policies.api import NodeView
 
     return NodeView(
         node_id=cfg.node_id, role=cfg.role, stage=cfg.stage, num_stages=bundle.num_stages,
@@ -76,8 +76,8 @@ def _worker_parts(cfg, bundle, notifier: Any = None):
     """
     import numpy as np
 
-    from agent.capacity import CapacityReport, startup_capacity
-    from agent.worker import InferenceThread
+    from agent.node.capacity import CapacityReport, startup_capacity
+    from agent.node.inference import InferenceThread
     from engines import load_engine
 
     first, last = cfg.stages
@@ -129,13 +129,13 @@ def serve(cfg, notifier: Any = None, ctx: Any = None) -> int:
     """Build every part of the node from ``cfg`` and run it until SIGTERM/SIGINT."""
     import zmq
 
-    from agent.hooks import NodeHooks
-    from agent.node import Node
-    from agent.routing import default_thresholds, make_policy
-    from agent.security import load_public_key, security_from_config
-    from agent.source import RecordWriter, ReplaySet, SourceBook
-    from agent.state import StateStore
-    from agent.transport import Transport
+    from agent.node.hooks import NodeHooks
+    from agent.node.loop import Node
+    from agent.policies.api import default_thresholds, make_policy
+    from agent.net.security import load_public_key, security_from_config
+    from agent.node.book import RecordWriter, ReplaySet, SourceBook
+    from agent.ops.state import StateStore
+    from agent.net.transport import Transport
     from engines.bundle import load_bundle
 
     bundle = load_bundle(cfg.bundle)
@@ -226,7 +226,7 @@ def serve(cfg, notifier: Any = None, ctx: Any = None) -> int:
 
 
 def _metrics(cfg):
-    from agent.metrics import AgentMetrics, NullMetrics
+    from agent.ops.metrics import AgentMetrics, NullMetrics
 
     if not cfg.metrics_port:
         return NullMetrics(cfg.node_id)

@@ -48,8 +48,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Generate the scenario and its exit profile, print the paths written."""
-    from agent.scenario import save_scenario
-    from agent.scenario_gen import paper_scenario
+    from agent.scenario.format import save_scenario
+    from agent.scenario.paper import paper_scenario
 
     if args.sources < 1:
         raise UsageError("--sources: must be >= 1, got %d" % args.sources)
@@ -60,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
     if not 0.0 <= args.tradeoff <= 1.0:
         raise UsageError("--tradeoff: must be in [0, 1], got %r" % args.tradeoff)
     if args.setting.startswith("mdi-"):
-        from agent.sim.mdi_exit import mdi_setting
+        from agent.policies.mdi_exit.sim import mdi_setting
 
         for name in ("node_capacity", "link_rate"):
             if not getattr(args, name) > 0:

@@ -81,10 +81,10 @@ def _table(rows: List[Dict[str, Any]], key: str) -> str:
 
 def run(args: argparse.Namespace) -> int:
     """Run the requested experiments; write ``results.json`` and plots to ``--out``."""
-    from agent.scenario import load_scenario
+    from agent.scenario.format import load_scenario
     from agent.sim import DynamicConfig, SimConfig
     from agent.sim import experiments as ex
-    from agent.sim.planners import make_policy
+    from agent.policies.planners import make_policy
 
     sc = load_scenario(args.scenario)
     policies = [p.strip() for p in args.policies.split(",") if p.strip()]

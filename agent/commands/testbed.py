@@ -94,11 +94,11 @@ def parse_rates(text: str, capacity_tasks_s: float) -> List[float]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from agent.config import POLICIES
-    from agent.testbed import TestbedSettings, bundle_stages, default_remaining
-    from agent.testbed_driver import load_bundle_for, run_all
-    from agent.testbed_report import format_table, write_json, write_plots
-    from agent.testbed_topology import capacity_tasks_s, check_against_bundle, load_topology
+    from agent.config.node import POLICIES
+    from agent.testbed.local import TestbedSettings, bundle_stages, default_remaining
+    from agent.testbed.driver import load_bundle_for, run_all
+    from agent.testbed.report import format_table, write_json, write_plots
+    from agent.testbed.topology import capacity_tasks_s, check_against_bundle, load_topology
 
     if not args.duration > 0:
         raise UsageError("--duration: must be > 0 seconds, got %r" % args.duration)

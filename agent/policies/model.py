@@ -27,7 +27,7 @@ from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
-from agent.scenario import Scenario, ScenarioError
+from agent.policies.setting import Scenario, ScenarioError
 from engines.exit_profile import ExitProfile, exit_stats
 
 Routing = Dict[str, Dict[str, float]]

@@ -26,7 +26,7 @@ from agent.policies.model import (
     stage_remaining,
     uniform_routing,
 )
-from agent.scenario import Scenario
+from agent.policies.setting import Scenario
 
 RHO_EXT = 0.999  # utilisation cap of the program; past it the objective is only a continuation
 

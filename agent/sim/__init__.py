@@ -43,7 +43,7 @@ from __future__ import annotations
 
 from agent.sim.engine import SimConfig, Simulator, simulate
 from agent.sim.environment import DynamicConfig, scale_capacities, with_source_rate
-from agent.sim.policy import Decision, FixedPolicy, PlannerPolicy, SimPolicy, SlotView
+from agent.policies.sim_api import Decision, FixedPolicy, PlannerPolicy, SimPolicy, SlotView
 from agent.sim.results import COMPLETED, REJECTED, UNFINISHED, SimResult
 
 __all__ = [

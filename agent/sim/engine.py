@@ -19,9 +19,9 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional
 
-from agent.scenario import Scenario
+from agent.policies.setting import Scenario
 from agent.sim.environment import DynamicConfig, slot_arrivals, slot_scenario  # noqa: F401
-from agent.sim.policy import Decision, SimPolicy, SlotView
+from agent.policies.sim_api import Decision, SimPolicy, SlotView
 from agent.sim.results import SimResult
 from engines.exit_profile import should_exit
 

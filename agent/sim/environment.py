@@ -13,7 +13,7 @@ from typing import Optional, Tuple
 
 import numpy as np
 
-from agent.scenario import Scenario
+from agent.policies.setting import Scenario
 
 _ENV_STREAM, _ARRIVAL_STREAM = 1, 2
 

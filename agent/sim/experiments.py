@@ -9,10 +9,10 @@ import logging
 import time
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
-from agent.scenario import Scenario
+from agent.policies.setting import Scenario
 from agent.sim.engine import SimConfig, simulate
 from agent.sim.environment import scale_capacities, with_source_rate  # noqa: F401
-from agent.sim.planners import make_policy
+from agent.policies.planners import make_policy
 
 log = logging.getLogger(__name__)
 PolicyFactory = Callable[[str], Any]

@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import gzip
 import os
+import subprocess
 import sys
 import time
 
@@ -182,7 +183,12 @@ def main(argv=None) -> int:
                         y=yte[:NUM_REPLAY])
     log("wrote %s and %s" % (onnx_path, replay_path))
 
-    from agent.cli import main as cli
+    def cli(argv):
+        # the same commands a user types, run as the console script would run them
+        root = os.path.dirname(os.path.dirname(HERE))
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+            p for p in (root, os.environ.get("PYTHONPATH", "")) if p))
+        return subprocess.call([sys.executable, "-m", "agent"] + argv, env=env)
 
     bundle_dir = os.path.join(args.out, "bundle")
     status = cli(["build", "--onnx", onnx_path, "--cuts", ",".join(CUT_TENSORS),

@@ -17,7 +17,7 @@ from typing import Callable, Dict, List, Optional
 
 import numpy as np
 
-from agent.config import NodeConfig, Peer, dump_config
+from agent.config.node import NodeConfig, Peer, dump_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 

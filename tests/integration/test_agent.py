@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import zmq
 
-from agent import wire
-from agent.wire import Kind
+from agent.net import wire
+from agent.net.wire import Kind
 from tests.integration.agent_cluster import REPO, Cluster, build_tiny_bundle, free_port, stage_flops
 
 

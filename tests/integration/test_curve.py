@@ -6,7 +6,7 @@ import time
 import pytest
 import zmq
 
-from agent.security import (
+from agent.net.security import (
     CurveSecurity,
     NoSecurity,
     generate_keypair,
@@ -258,7 +258,7 @@ def test_run_refuses_a_secret_key_others_can_read(tiny_bundle, tmp_path):
     import subprocess
     import sys
 
-    from agent.config import dump_config
+    from agent.config.node import dump_config
 
     from .agent_cluster import REPO, Cluster
 

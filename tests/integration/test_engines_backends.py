@@ -10,7 +10,7 @@ import pytest
 from agent.errors import UsageError
 from engines import EngineInputError, EngineUnavailable, load_bundle, load_engine
 from engines.demo import DEMO_BUNDLE_DIR
-from engines.engine import tensorrt_available
+from engines.loader import tensorrt_available
 from engines.ort_backend import choose_providers
 from engines.tiny_model import build_tiny_bundle
 from engines.trt_backend import plan_cache_key

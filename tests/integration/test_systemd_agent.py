@@ -14,7 +14,7 @@ import urllib.request
 
 import pytest
 
-from agent.config import dump_config
+from agent.config.node import dump_config
 
 from .agent_cluster import REPO, Cluster, build_tiny_bundle, free_port
 

@@ -7,9 +7,9 @@ import json
 import os
 
 from agent.cli import main
-from agent.testbed import node_configs
-from agent.testbed_procs import LocalAgents, free_ports
-from agent.testbed_topology import parse_topology
+from agent.testbed.local import node_configs
+from agent.testbed.procs import LocalAgents, free_ports
+from agent.testbed.topology import parse_topology
 from tests.integration.agent_cluster import build_tiny_bundle
 from tests.integration.test_testbed import write_topology
 

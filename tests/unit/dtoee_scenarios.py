@@ -14,7 +14,8 @@ import numpy as np
 
 from agent.policies.model import compile_network
 from agent.policies.optimum import min_max_utilisation
-from agent.scenario import Scenario, parse_scenario
+from agent.scenario.format import parse_scenario
+from agent.policies.setting import Scenario
 
 FLOPS = (2.21e9, 1.97e9, 1.97e9, 1.68e9)
 INPUT_BYTES = (0.14e6, 0.77e6, 0.77e6, 0.77e6)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from agent.capacity import LinkPacer, startup_capacity, time_engine
+from agent.net.links import LinkPacer
+from agent.node.capacity import startup_capacity, time_engine
 
 
 class _CountingRun:
@@ -27,7 +28,7 @@ def test_time_engine_discards_warmup_and_takes_the_median():
 
 
 def test_startup_capacity_timed_emulated_and_profile(monkeypatch):
-    import agent.capacity as cap
+    import agent.node.capacity as cap
 
     monkeypatch.setattr(cap, "time_engine", lambda run, x, w, n: 0.01)  # the engine takes 10 ms
     x = np.zeros(1)

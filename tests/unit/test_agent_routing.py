@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import pytest
 
-from agent.config import NodeConfig, Peer
+from agent.config.node import NodeConfig, Peer
 from agent.errors import UsageError
-from agent.routing import NodeView, TaskInfo, default_thresholds, make_policy
-from agent.routing_dtoee import DtoeePolicy, from_payload, to_payload
-from agent.policies import dtoee as D
-from agent.wire import Kind, Message
+from agent.policies.api import NodeView, TaskInfo, default_thresholds, make_policy
+from agent.policies.dtoee.agent import DtoeePolicy, from_payload, to_payload
+from agent.policies.dtoee import protocol as D
+from agent.net.wire import Kind, Message
 
 
 def _view(**over):

@@ -10,7 +10,7 @@ import math
 import numpy as np
 import pytest
 
-from agent.policies.baselines import _best_response, bf_routing, cf_routing, ga, ngto
+from agent.policies.baselines.plans import _best_response, bf_routing, cf_routing, ga, ngto
 from agent.policies.model import (
     compile_network,
     loads,
@@ -18,7 +18,7 @@ from agent.policies.model import (
     node_rates,
     routing_vector,
 )
-from agent.scenario import ScenarioError
+from agent.policies.setting import ScenarioError
 from tests.unit.dtoee_scenarios import random_scenario
 from tests.unit.test_dtoee_thresholds import _profile
 

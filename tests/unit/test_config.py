@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from agent.config import ConfigError, NodeConfig, Peer, dump_config, load_config, parse_config
+from agent.config.node import ConfigError, NodeConfig, Peer, dump_config, load_config, parse_config
 
 
 def _worker(**over):

@@ -12,13 +12,13 @@ from collections import Counter, deque
 import numpy as np
 import pytest
 
-from agent.config import NodeConfig, Peer
-from agent.policies.dtoee import DtoeeParams, run_dtoee
+from agent.config.node import NodeConfig, Peer
+from agent.policies.dtoee.protocol import DtoeeParams, run_dtoee
 from agent.policies.model import compile_network, node_rates, uniform_routing
-from agent.routing import NodeView
-from agent.routing_dtoee import DtoeePolicy, to_payload
-from agent.scenario import parse_scenario
-from agent.wire import BROADCAST, Kind, decode, encode
+from agent.policies.api import NodeView
+from agent.policies.dtoee.agent import DtoeePolicy, to_payload
+from agent.scenario.format import parse_scenario
+from agent.net.wire import BROADCAST, Kind, decode, encode
 from engines.exit_profile import ExitProfile, exit_stats
 
 

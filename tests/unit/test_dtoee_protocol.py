@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from agent.policies.dtoee import (
+from agent.policies.dtoee.protocol import (
     DtoeeParams,
     arrival_rate,
     make_requests,
@@ -91,7 +91,7 @@ def test_per_node_paper_rule_matches_the_network_driver():
 
 def test_gone_successor_gets_no_mass():
     """A successor without a status this round gets probability 0; the rest still sums to 1."""
-    from agent.policies.dtoee import Status
+    from agent.policies.dtoee.protocol import Status
     params = DtoeeParams()
     st = {s: Status(s, 3, 5e10, 1e11, 0.05, 0.0, 2, {}, 0) for s in ("a", "b")}
     res = offloader_step("x", 3, {"a": 0.2, "b": 0.3, "c": 0.5}, 10.0, 1.0, 2e9, 1e5,

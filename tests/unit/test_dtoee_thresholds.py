@@ -8,14 +8,14 @@ import dataclasses
 import numpy as np
 import pytest
 
-from agent.policies.dtoee import (
+from agent.policies.dtoee.protocol import (
     ThresholdReport,
     choose_threshold,
     parse_knobs,
     run_dtoee,
     threshold_stage,
 )
-from agent.scenario import ScenarioError
+from agent.policies.setting import ScenarioError
 from engines.exit_profile import ExitProfile
 from tests.unit.dtoee_scenarios import random_scenario
 

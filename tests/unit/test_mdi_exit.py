@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from agent.errors import UsageError
-from agent.policies import mdi_exit as mx
+from agent.policies.mdi_exit import rules as mx
 from engines.exit_profile import softmax_confidence
 
 P = mx.MdiExitParams()  # paper defaults: T_O=50, T_Q1=10, T_Q2=30, alpha=.2, beta=.1, zeta=.2

@@ -3,10 +3,10 @@ as the node loop fills it; control messages go through the real wire encoder."""
 
 import pytest
 
-from agent import wire
+from agent.net import wire
 from agent.errors import UsageError
-from agent.routing import NodeView, TaskInfo, make_policy
-from agent.wire import Kind
+from agent.policies.api import NodeView, TaskInfo, make_policy
+from agent.net.wire import Kind
 
 
 def view(role="worker", stage=1, output_queue=0, input_queue=0, peers=None, last_stage=0):

@@ -1,8 +1,8 @@
 """MDI-Exit's D_nm in the agent: measured task transfers (``on_transfer``) replace the
 configured-link-rate estimate once observed, smoothed so a single outlier is ignored."""
 
-from agent.routing import NodeView, TaskInfo, make_policy
-from agent.routing_mdi import TransferDelay
+from agent.policies.api import NodeView, TaskInfo, make_policy
+from agent.policies.mdi_exit.agent import TransferDelay
 
 NBYTES = 10000
 

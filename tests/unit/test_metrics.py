@@ -5,7 +5,7 @@ import urllib.request
 
 from prometheus_client import REGISTRY, CollectorRegistry
 
-from agent.metrics import AgentMetrics, NullMetrics
+from agent.ops.metrics import AgentMetrics, NullMetrics
 
 UPDATES = ["task_in", "task_out", "task_exited", "queue_length", "service_time", "capacity",
            "routing", "threshold", "dropped", "neighbour_alive", "power_mode"]

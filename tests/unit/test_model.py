@@ -20,7 +20,8 @@ from agent.policies.model import (
     routing_vector,
     utility,
 )
-from agent.scenario import ScenarioError, parse_scenario
+from agent.scenario.format import parse_scenario
+from agent.policies.setting import ScenarioError
 from engines.exit_profile import ExitProfile
 
 # two stages, stage 1 has an exit keeping 60% of tasks; one source, two stage-1 workers, one

@@ -12,7 +12,7 @@ import pytest
 
 from agent.cli import main
 from agent.policies.model import mean_response_time
-from agent.scenario import load_scenario
+from agent.scenario.format import load_scenario
 
 KEYS = ["policy", "routing", "thresholds", "delay_s", "accuracy", "utility", "rounds",
         "converged"]

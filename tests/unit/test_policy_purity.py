@@ -18,7 +18,7 @@ import agent.policies
 
 DIRECT_BAN = {"zmq", "socket", "threading", "onnxruntime", "tensorrt", "jtop", "asyncio",
               "multiprocessing", "subprocess", "selectors", "concurrent", "pycuda", "cuda",
-              "agent.transport", "agent.node", "engines.backends", "calibration"}
+              "agent.net.transport", "agent.node.loop", "engines.backends", "calibration"}
 TRANSITIVE_BAN = {"zmq", "onnxruntime", "tensorrt", "jtop", "pycuda", "cuda", "torch"}
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 
 from agent.cli import main
-from agent.scenario import (ScenarioError, load_scenario, parse_scenario, save_scenario,
+from agent.scenario.format import (ScenarioError, load_scenario, parse_scenario, save_scenario,
                             scenario_to_json)
-from agent.scenario_gen import paper_scenario
+from agent.scenario.paper import paper_scenario
 
 BASE = {
     "stages": [{"flops": 2.21e9, "input_bytes": 140000, "exit": False},

@@ -6,8 +6,8 @@ import pytest
 from agent.cli import main
 from agent.errors import UsageError
 from agent.policies.model import accuracy_range
-from agent.scenario import load_scenario
-from agent.scenario_gen import DEVICE_MODES, PAPER_MODELS, paper_scenario
+from agent.scenario.format import load_scenario
+from agent.scenario.paper import DEVICE_MODES, PAPER_MODELS, paper_scenario
 from engines.exit_profile import exit_stats
 
 

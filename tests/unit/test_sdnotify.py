@@ -6,7 +6,7 @@ import uuid
 
 import pytest
 
-from agent.sdnotify import Notifier
+from agent.ops.sdnotify import Notifier
 
 
 @pytest.fixture
@@ -77,7 +77,7 @@ def test_relative_path_is_ignored():
 def test_watchdog_is_fed_only_while_the_health_check_passes(listener, caplog):
     """The node loop's health check gates WATCHDOG=1: a dead inference thread stops the pings,
     so systemd restarts the agent after WatchdogSec."""
-    from agent.hooks import NodeHooks
+    from agent.node.hooks import NodeHooks
 
     sock, path = listener
     now = [0.0]
@@ -94,7 +94,7 @@ def test_watchdog_is_fed_only_while_the_health_check_passes(listener, caplog):
 
 
 def test_inference_thread_reports_whether_it_is_alive():
-    from agent.worker import InferenceThread
+    from agent.node.inference import InferenceThread
 
     class Engine:  # stands in for engines.Engine: only run() is called, never here
         def run(self, x):

@@ -6,7 +6,7 @@ import pytest
 import zmq.auth
 
 from agent.cli import main
-from agent.security import (
+from agent.net.security import (
     CurveSecurity,
     NoSecurity,
     SecurityError,
@@ -56,7 +56,7 @@ def test_secret_key_readable_by_others_is_refused(tmp_path, mode):
 
 def test_secret_key_owned_by_another_user_is_refused(tmp_path):
     _, secret_file = generate_keypair(str(tmp_path), "w1")
-    from agent.security import check_secret_key_permissions
+    from agent.net.security import check_secret_key_permissions
     with pytest.raises(SecurityError, match="owned by uid"):
         check_secret_key_permissions(secret_file, uid=os.geteuid() + 1)
 
@@ -119,8 +119,8 @@ def test_keys_command_generate_and_show(tmp_path, capsys):
 
 
 def test_security_from_node_config_allows_peer_keys_and_the_allowed_keys_dir(tmp_path):
-    from agent.config import parse_config
-    from agent.security import security_from_config
+    from agent.config.node import parse_config
+    from agent.net.security import security_from_config
 
     me_pub, me_sec = generate_keypair(str(tmp_path), "w1")
     peer_pub, _ = generate_keypair(str(tmp_path), "s1")
@@ -157,7 +157,7 @@ def test_security_from_node_config_allows_peer_keys_and_the_allowed_keys_dir(tmp
 
 
 def test_refused_keys_are_logged_once_per_interval_not_per_reconnect(caplog):
-    from agent.security import _AllowList
+    from agent.net.security import _AllowList
 
     allow = _AllowList(frozenset([b"k" * 40]), log_interval_s=3600.0)
     assert allow.callback("*", b"k" * 40) is True
@@ -168,7 +168,7 @@ def test_refused_keys_are_logged_once_per_interval_not_per_reconnect(caplog):
 
 def test_a_config_file_must_choose_its_security_mode_explicitly(tmp_path):
     """security = "none" only by explicit choice: a node file without the field is refused."""
-    from agent.config import ConfigError, load_config
+    from agent.config.node import ConfigError, load_config
 
     body = ('node_id = "w1"\nrole = "worker"\nstage = 1\nbundle = "b"\nstate_dir = "s"\n'
             'control_bind = "tcp://127.0.0.1:5551"\ndata_bind = "tcp://127.0.0.1:5552"\n'

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from agent.policies.model import mean_response_time
-from agent.scenario import parse_scenario
+from agent.scenario.format import parse_scenario
 from agent.sim import (COMPLETED, REJECTED, UNFINISHED, Decision, DynamicConfig, FixedPolicy,
                        SimConfig, SimPolicy, simulate)
 from engines.exit_profile import ExitProfile, exit_index

@@ -3,8 +3,8 @@
 import json
 
 from agent.cli import main
-from agent.scenario import save_scenario
-from agent.scenario_gen import paper_scenario
+from agent.scenario.format import save_scenario
+from agent.scenario.paper import paper_scenario
 
 
 def _scenario(tmp_path):

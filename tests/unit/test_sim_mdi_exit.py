@@ -10,11 +10,12 @@ import pytest
 from agent.cli import main as cli_main
 from agent.commands.scenario import MDI_SETTINGS
 from agent.errors import UsageError
-from agent.scenario import ScenarioError, load_scenario, parse_scenario
-from agent.scenario_gen import paper_scenario
+from agent.scenario.format import load_scenario, parse_scenario
+from agent.policies.setting import ScenarioError
+from agent.scenario.paper import paper_scenario
 from agent.sim import SimConfig, SimPolicy, simulate
-from agent.sim.mdi_exit import MdiExitSimPolicy, mdi_topology, topology_names
-from agent.sim.planners import make_policy
+from agent.policies.mdi_exit.sim import MdiExitSimPolicy, mdi_topology, topology_names
+from agent.policies.planners import make_policy
 
 
 def _two_stage(device_a="", device_b="", cap_b=1e9, rate=0.6):

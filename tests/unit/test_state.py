@@ -3,7 +3,7 @@
 import json
 import os
 
-from agent.state import StateStore
+from agent.ops.state import StateStore
 
 
 def test_round_trip_and_overwrite(tmp_path):

@@ -7,9 +7,9 @@ import pytest
 
 from agent.commands.testbed import parse_rates
 from agent.errors import UsageError
-from agent.testbed import empirical_remaining, routing_used
-from agent.testbed_report import RUN_KEYS, format_table, percentile, summarise_records, write_json
-from agent.testbed_topology import (StageInfo, TopologyError, capacity_tasks_s, load_topology,
+from agent.testbed.local import empirical_remaining, routing_used
+from agent.testbed.report import RUN_KEYS, format_table, percentile, summarise_records, write_json
+from agent.testbed.topology import (StageInfo, TopologyError, capacity_tasks_s, load_topology,
                                     parse_topology, scenario_object)
 
 

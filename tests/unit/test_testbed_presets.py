@@ -5,8 +5,8 @@ import copy
 import pytest
 
 from agent.commands.testbed import with_mdi_mode
-from agent.testbed import node_configs
-from agent.testbed_topology import (StageInfo, TopologyError, capacity_tasks_s, load_topology,
+from agent.testbed.local import node_configs
+from agent.testbed.topology import (StageInfo, TopologyError, capacity_tasks_s, load_topology,
                                     parse_topology, shipped_presets)
 
 STAGES = [StageInfo(1e5, 1000.0, True), StageInfo(3e5, 2000.0, False)]
@@ -88,7 +88,7 @@ def test_unknown_preset_name_lists_the_shipped_ones():
 def test_served_rate_counts_answers_while_arrivals_last():
     """The admitted rate counts answers between the warm-up's end and the last arrival; a task
     answered after the load (a late re-issue) does not stretch the window."""
-    from agent.testbed import served_rate
+    from agent.testbed.local import served_rate
 
     recs = [{"created_mono": float(t), "finished_mono": t + 0.5, "status": "completed"}
             for t in range(0, 20)]

@@ -1,0 +1,145 @@
+"""The one typed-field reader behind every input file and knob table.
+
+Node configs (TOML), scenarios and topologies (JSON) and policy knobs all arrive as nested
+mappings of plain values. ``Fields`` reads one mapping: each accessor checks a field's type and
+range and raises the caller's error class with a one-line message that names the field by its
+full path (``where.key``) and the value received, e.g.::
+
+    policy_knobs.step: must be one of newton|paper, got 'newtn'
+
+``where`` is the path of the mapping itself ("policy_knobs", "workers[2]", "scenario.stages[0]"),
+so a message always says where in the file to look. ``reject_unknown`` turns a typo into an
+error instead of a silently ignored key. Pure: no I/O.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+import os
+from typing import Any, Iterable, List, Mapping, Optional, Sequence, Type
+
+from agent.errors import UsageError
+
+REQUIRED: Any = object()  # default that makes a field mandatory
+
+
+class Fields:
+    """Typed access to one mapping; errors are ``error(message)`` naming ``where.key``."""
+
+    def __init__(self, obj: Any, where: str, error: Type[Exception] = UsageError):
+        if not isinstance(obj, Mapping):
+            raise error("%s: must be a table/object, got %r" % (where, obj))
+        self.obj = obj
+        self.where = where
+        self.error = error
+
+    # -- plumbing ------------------------------------------------------------------------------
+
+    def path(self, key: str) -> str:
+        """Full path of field ``key`` (for messages)."""
+        return "%s.%s" % (self.where, key) if self.where else key
+
+    def fail(self, key: str, what: str) -> Exception:
+        """The error for field ``key``: ``where.key: <what>, got <value>``."""
+        return self.error("%s: %s, got %r" % (self.path(key), what, self.obj.get(key)))
+
+    def _get(self, key: str, default: Any) -> Any:
+        if key in self.obj:
+            return self.obj[key]
+        if default is REQUIRED:
+            raise self.error("%s: missing" % self.path(key))
+        return default
+
+    def has(self, key: str) -> bool:
+        return key in self.obj
+
+    def reject_unknown(self, allowed: Iterable[str]) -> None:
+        """Raise for the first key not in ``allowed``, suggesting the closest allowed name."""
+        allowed = list(allowed)
+        for key in sorted(set(self.obj) - set(allowed)):
+            close = difflib.get_close_matches(str(key), allowed, n=1)
+            hint = " (did you mean %r?)" % close[0] if close else ""
+            raise self.error("%s: unknown field%s; known: %s"
+                             % (self.path(str(key)), hint, ", ".join(sorted(allowed)) or "none"))
+
+    # -- scalars -------------------------------------------------------------------------------
+
+    def num(self, key: str, default: Any = REQUIRED, lo: Optional[float] = None,
+            hi: Optional[float] = None, lo_open: bool = False, hi_open: bool = False) -> float:
+        """A finite number (ints accepted, bools not) within [lo, hi] (open ends if asked)."""
+        v = self._get(key, default)
+        if v is None and default is None:
+            return None  # type: ignore[return-value]
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+            raise self.fail(key, "must be a finite number")
+        if (lo is not None and (v <= lo if lo_open else v < lo)) or (
+                hi is not None and (v >= hi if hi_open else v > hi)):
+            raise self.fail(key, "must be %s" % _range_text(lo, hi, lo_open, hi_open))
+        return float(v)
+
+    def int(self, key: str, default: Any = REQUIRED, lo: Optional[int] = None,
+            hi: Optional[int] = None) -> int:
+        """An integer (bools not) within [lo, hi]."""
+        v = self._get(key, default)
+        if isinstance(v, bool) or not isinstance(v, int):
+            raise self.fail(key, "must be an integer" + (
+                " " + _range_text(lo, hi, False, False) if lo is not None or hi is not None else ""))
+        if (lo is not None and v < lo) or (hi is not None and v > hi):
+            raise self.fail(key, "must be an integer " + _range_text(lo, hi, False, False))
+        return v
+
+    def str(self, key: str, default: Any = REQUIRED, choices: Optional[Sequence[str]] = None) -> str:
+        """A string, one of ``choices`` when given."""
+        v = self._get(key, default)
+        if not isinstance(v, str):
+            raise self.fail(key, "must be a string")
+        if choices is not None and v not in choices:
+            raise self.fail(key, "must be one of %s" % "|".join(choices))
+        return v
+
+    def bool(self, key: str, default: Any = REQUIRED) -> bool:
+        v = self._get(key, default)
+        if not isinstance(v, bool):
+            raise self.fail(key, "must be true or false")
+        return v
+
+    def file_path(self, key: str, base_dir: str, default: Any = REQUIRED) -> str:
+        """A path string resolved against ``base_dir`` (``~`` expanded); "" stays ""."""
+        v = self.str(key, default)
+        if v == "":
+            return ""
+        return os.path.normpath(os.path.join(base_dir, os.path.expanduser(v)))
+
+    # -- containers ----------------------------------------------------------------------------
+
+    def table(self, key: str, default: Any = REQUIRED) -> "Fields":
+        """The nested mapping at ``key`` as a reader of its own (``where.key``)."""
+        v = self._get(key, default)
+        return Fields(v, self.path(key), self.error)
+
+    def list(self, key: str, default: Any = REQUIRED, min_len: int = 0) -> List[Any]:
+        """A list with at least ``min_len`` items."""
+        v = self._get(key, default)
+        if not isinstance(v, list):
+            raise self.fail(key, "must be a list")
+        if len(v) < min_len:
+            raise self.fail(key, "must list at least %d item%s" % (min_len, "" if min_len == 1 else "s"))
+        return v
+
+    def tables(self, key: str, default: Any = REQUIRED, min_len: int = 0) -> List["Fields"]:
+        """A list of mappings, each as a reader named ``where.key[i]``."""
+        return [Fields(item, "%s[%d]" % (self.path(key), i), self.error)
+                for i, item in enumerate(self.list(key, default, min_len))]
+
+
+def _range_text(lo, hi, lo_open: bool, hi_open: bool) -> str:
+    if lo is not None and hi is not None:
+        return "in %s%s, %s%s" % ("(" if lo_open else "[", _fmt(lo), _fmt(hi), ")" if hi_open else "]")
+    if lo is not None:
+        return "%s %s" % (">" if lo_open else ">=", _fmt(lo))
+    return "%s %s" % ("<" if hi_open else "<=", _fmt(hi))
+
+
+def _fmt(v: float) -> str:
+    return repr(v) if isinstance(v, float) and not float(v).is_integer() else "%g" % v

@@ -1,0 +1,414 @@
+"""Node config: one TOML file per agent, parsed into one flat frozen ``NodeConfig``.
+
+Parsing is separate from reading: ``parse_config(obj, base_dir)`` validates a decoded TOML
+table (relative paths are resolved against ``base_dir``), ``load_config(path)`` reads the file
+and calls it. Every error is a ``ConfigError`` naming the field and the bad value, e.g.
+``node.toml: config.peers[1].stage: must be an integer >= 0, got -1``. ``dump_config(cfg)`` writes TOML
+text that ``load_config`` reads back to an equal ``NodeConfig`` (the testbed generates its node
+files with it).
+
+A minimal worker::
+
+    node_id = "w1"
+    role = "worker"
+    stage = 1
+    bundle = "/opt/models/demo"
+    control_bind = "tcp://0.0.0.0:5551"
+    data_bind = "tcp://0.0.0.0:5552"
+    state_dir = "/var/lib/edge-agent"
+    policy = "dtoee"
+
+    [[peers]]
+    id = "w2a"
+    stage = 2
+    control_address = "tcp://10.0.0.12:5551"
+    data_address = "tcp://10.0.0.12:5552"
+    link_rate_bytes_s = 12500000.0
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, field, fields
+from typing import Any, Dict, Mapping, Optional, Tuple
+
+from agent.errors import UsageError
+
+try:  # Python 3.11+
+    import tomllib as _toml
+except ImportError:  # pragma: no cover - Python < 3.11
+    import tomli as _toml  # type: ignore[no-redef]
+
+
+class ConfigError(UsageError):
+    """A node config is malformed; the message names the file, field and value."""
+
+
+ROLES = ("source", "worker")
+POLICIES = ("dtoee", "cf", "bf", "fixed", "mdi-exit")
+BACKENDS = ("auto", "tensorrt", "onnxruntime")
+PRECISIONS = ("fp32", "fp16", "int8")
+SECURITY_MODES = ("none", "curve")
+ARRIVAL_MODES = ("poisson", "client")
+
+
+@dataclass(frozen=True)
+class Peer:
+    """A neighbour this node exchanges messages with (predecessor, successor or source)."""
+
+    id: str  # node id of the peer (unique in the fleet)
+    stage: int  # 0 for a source, else the 1-based stage the peer serves
+    control_address: str  # the peer's PUB endpoint (we SUBscribe to it)
+    data_address: str  # the peer's ROUTER endpoint (we send tasks/results there)
+    link_rate_bytes_s: float = 0.0  # r_ij estimate for this node -> peer; 0 = unknown (no cost)
+    public_key: str = ""  # the peer's CURVE public key (Z85); used when security = "curve"
+    last_stage: int = 0  # a peer holding several stages serves stage..last_stage; 0 = just stage
+
+    @property
+    def stages(self) -> Tuple[int, int]:
+        """(first, last) stage the peer serves; (0, 0) for a source."""
+        return (self.stage, max(self.stage, self.last_stage))
+
+    def serves(self, stage: int) -> bool:
+        first, last = self.stages
+        return self.stage > 0 and first <= stage <= last
+
+
+@dataclass(frozen=True)
+class NodeConfig:
+    """Everything one agent process needs; one field per setting, SI units in the names."""
+
+    node_id: str  # unique id of this node; also its control-plane topic
+    role: str  # "source" (produces tasks, receives results) or "worker" (serves one stage)
+    stage: int  # 0 for a source; the 1-based stage a worker serves (its first one)
+    bundle: str  # model bundle directory (absolute after parsing)
+    state_dir: str  # where records.jsonl, stats.json and saved policy state live
+    control_bind: str  # endpoint of this node's PUB socket, e.g. "tcp://0.0.0.0:5551"
+    data_bind: str  # endpoint of this node's ROUTER socket, e.g. "tcp://0.0.0.0:5552"
+    peers: Tuple[Peer, ...] = ()  # neighbours: successors, predecessors and (for workers) sources
+    last_stage: int = 0  # a worker holding several stages serves stage..last_stage; 0 = just stage
+    policy: str = "dtoee"  # routing/threshold policy: dtoee | cf | bf | fixed | mdi-exit
+    policy_knobs: Mapping[str, Any] = field(default_factory=dict)  # knobs passed to the policy
+    thresholds: Tuple[float, ...] = ()  # initial exit threshold c_h per stage (1..H); () = 0.8 each
+    tradeoff: float = 0.5  # a in U = a*T - (1-a)*(A - A_min)/(A_max - A_min) (dtoee)
+    slot_length_s: float = 5.0  # dtoee: length of one slot (configuration phase + offloading)
+    rounds_per_slot: int = 20  # dtoee: request/status rounds in the configuration phase
+    round_interval_s: float = 0.05  # dtoee: time between rounds; configuration lasts rounds*this
+    heartbeat_interval_s: float = 0.5  # liveness/queue-state broadcast period
+    neighbour_timeout_rounds: int = 4  # heartbeat periods of silence after which a peer is gone
+    ack_timeout_s: float = 1.0  # data plane: re-send to another successor when no ACK by then
+    result_timeout_s: float = 20.0  # source: re-issue a task whose result has not come by then
+    max_attempts: int = 3  # source: issues of one task (first + re-issues) before it is lost
+    drain_timeout_s: float = 10.0  # source: on shutdown, wait this long for results in flight
+    max_message_bytes: int = 16 * 1024 * 1024  # ZMQ_MAXMSGSIZE on receiving sockets
+    backend: str = "auto"  # engine backend: auto | tensorrt | onnxruntime
+    precision: str = "fp32"  # engine precision: fp32 | fp16 | int8
+    engine_threads: int = 1  # intra-op threads of the engine
+    engine_cache_dir: str = ""  # TensorRT plan cache; "" = next to the bundle
+    capacity_profile: str = ""  # calibration profile file; "" = time the engine at start-up
+    power_mode: str = ""  # power mode name to look up in the calibration profile; "" = current
+    warmup_runs: int = 5  # start-up timing: runs discarded before measuring
+    timing_runs: int = 20  # start-up timing: runs whose median gives the service time
+    emulate_capacity_flops: float = 0.0  # >0: pad service time to flops / this (slower device)
+    emulate_links: bool = False  # pace sends at each peer's link_rate_bytes_s (serialised per link)
+    online_capacity: bool = True  # re-estimate mu from observed service times while serving
+    arrival: str = "poisson"  # source: "poisson" (replay set at arrival_rate_tasks_s) or "client"
+    arrival_rate_tasks_s: float = 1.0  # source: Poisson arrival rate phi
+    client_bind: str = ""  # source: local endpoint (ipc:// or loopback tcp) a client pushes tasks to
+    replay_path: str = ""  # source: npz with x, y; "" = the demo replay set shipped with engines
+    max_tasks: int = 0  # source: stop creating tasks after this many; 0 = unlimited
+    seed: int = 0  # source: random seed of arrivals and sample choice
+    security: str = "none"  # "none" or "curve" (CurveZMQ on every socket)
+    secret_key_path: str = ""  # curve: this node's secret key file (from `edge-agent keys`)
+    public_key_path: str = ""  # curve: this node's public key file
+    allowed_keys_dir: str = ""  # curve: folder of *.key files also accepted (besides peers' keys),
+    # e.g. every worker that may return results to this source; "" = only the peers
+    metrics_port: int = 0  # Prometheus exporter port; 0 = off
+    metrics_host: str = "127.0.0.1"  # Prometheus exporter bind address
+    status_interval_s: float = 5.0  # period of the status log line and stats.json
+    records_flush_interval_s: float = 1.0  # source: flush records.jsonl at least this often
+
+    def peer(self, peer_id: str) -> Peer:
+        """The peer named ``peer_id``; KeyError if it is not configured."""
+        for p in self.peers:
+            if p.id == peer_id:
+                return p
+        raise KeyError(peer_id)
+
+    @property
+    def stages(self) -> Tuple[int, int]:
+        """(first, last) stage this node serves; (0, 0) for a source."""
+        return (self.stage, max(self.stage, self.last_stage))
+
+    @property
+    def successors(self) -> Tuple[Peer, ...]:
+        """Peers that serve a stage following one of ours (L_i)."""
+        first, last = self.stages
+        return tuple(p for p in self.peers if p.stage > 0 and p.stages[0] <= last + 1
+                     and p.stages[1] >= first + 1)
+
+    @property
+    def predecessors(self) -> Tuple[Peer, ...]:
+        """Peers whose tasks can come to us (V_j); for stage 1 these include the sources."""
+        if self.stage == 0:
+            return ()
+        first, last = self.stages
+        return tuple(p for p in self.peers if p.stages[0] + 1 <= last and p.stages[1] + 1 >= first)
+
+    @property
+    def sources(self) -> Tuple[Peer, ...]:
+        """Sources this worker returns results to."""
+        return tuple(p for p in self.peers if p.stage == 0)
+
+
+_PEER_FIELDS = {f.name for f in fields(Peer)}
+_NODE_FIELDS = {f.name for f in fields(NodeConfig)}
+
+
+class _Reader:
+    """Typed field access with errors that name ``where.key`` and the value."""
+
+    def __init__(self, obj: Mapping[str, Any], where: str):
+        self.obj = obj
+        self.where = where
+
+    def _err(self, key: str, what: str) -> ConfigError:
+        return ConfigError("%s.%s: %s, got %r" % (self.where, key, what, self.obj.get(key)))
+
+    def str(self, key: str, default: Optional[str] = None, choices=None) -> str:
+        v = self.obj.get(key, default)
+        if v is None:
+            raise ConfigError("%s.%s: missing" % (self.where, key))
+        if not isinstance(v, str):
+            raise self._err(key, "must be a string")
+        if choices is not None and v not in choices:
+            raise self._err(key, "must be one of %s" % "|".join(choices))
+        return v
+
+    def int(self, key: str, default: Optional[int] = None, lo: int = 0) -> int:
+        v = self.obj.get(key, default)
+        if v is None:
+            raise ConfigError("%s.%s: missing" % (self.where, key))
+        if isinstance(v, bool) or not isinstance(v, int) or v < lo:
+            raise self._err(key, "must be an integer >= %d" % lo)
+        return v
+
+    def num(self, key: str, default: Optional[float] = None, positive: bool = False) -> float:
+        v = self.obj.get(key, default)
+        if v is None:
+            raise ConfigError("%s.%s: missing" % (self.where, key))
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+            raise self._err(key, "must be a finite number")
+        if v < 0 or (positive and v == 0):
+            raise self._err(key, "must be %s" % ("> 0" if positive else ">= 0"))
+        return float(v)
+
+    def bool(self, key: str, default: bool) -> bool:
+        v = self.obj.get(key, default)
+        if not isinstance(v, bool):
+            raise self._err(key, "must be true or false")
+        return v
+
+    def path(self, key: str, base_dir: str, default: Optional[str] = None) -> str:
+        v = self.str(key, default)
+        if v == "":
+            return ""
+        return os.path.normpath(os.path.join(base_dir, os.path.expanduser(v)))
+
+
+def _check_endpoint(value: str, where: str) -> None:
+    if "://" not in value or value.split("://", 1)[0] not in ("tcp", "ipc", "inproc"):
+        raise ConfigError("%s: must be a ZeroMQ endpoint like tcp://HOST:PORT, got %r" % (where, value))
+
+
+def _parse_peer(obj: Any, where: str) -> Peer:
+    if not isinstance(obj, Mapping):
+        raise ConfigError("%s: must be a table, got %r" % (where, obj))
+    unknown = sorted(set(obj) - _PEER_FIELDS)
+    if unknown:
+        raise ConfigError("%s: unknown field(s) %s (known: %s)"
+                          % (where, ", ".join(unknown), ", ".join(sorted(_PEER_FIELDS))))
+    r = _Reader(obj, where)
+    peer = Peer(
+        id=r.str("id"),
+        stage=r.int("stage"),
+        control_address=r.str("control_address"),
+        data_address=r.str("data_address"),
+        link_rate_bytes_s=r.num("link_rate_bytes_s", 0.0),
+        public_key=r.str("public_key", ""),
+        last_stage=r.int("last_stage", 0),
+    )
+    if peer.last_stage and peer.last_stage < peer.stage:
+        raise ConfigError("%s.last_stage: must be 0 or >= stage %d, got %r"
+                          % (where, peer.stage, peer.last_stage))
+    if not peer.id:
+        raise ConfigError("%s.id: must be a non-empty string" % where)
+    _check_endpoint(peer.control_address, where + ".control_address")
+    _check_endpoint(peer.data_address, where + ".data_address")
+    return peer
+
+
+def parse_config(obj: Any, base_dir: str = ".", where: str = "config") -> NodeConfig:
+    """Validate a decoded TOML table into a ``NodeConfig``; raise ``ConfigError`` naming the field."""
+    if not isinstance(obj, Mapping):
+        raise ConfigError("%s: top level must be a table" % where)
+    unknown = sorted(set(obj) - _NODE_FIELDS)
+    if unknown:
+        raise ConfigError("%s: unknown field(s) %s (known: %s)"
+                          % (where, ", ".join(unknown), ", ".join(sorted(_NODE_FIELDS))))
+    r = _Reader(obj, where)
+    d = NodeConfig.__dataclass_fields__  # defaults come from the dataclass, stated once
+
+    def dflt(name: str) -> Any:
+        f = d[name]
+        return f.default
+
+    kw: Dict[str, Any] = {}
+    kw["node_id"] = r.str("node_id")
+    if not kw["node_id"] or "|" in kw["node_id"]:
+        raise ConfigError("%s.node_id: must be a non-empty string without '|', got %r"
+                          % (where, kw["node_id"]))
+    kw["role"] = r.str("role", choices=ROLES)
+    kw["stage"] = r.int("stage", 0 if kw["role"] == "source" else None)
+    if kw["role"] == "source" and kw["stage"] != 0:
+        raise ConfigError("%s.stage: a source has stage 0, got %r" % (where, kw["stage"]))
+    if kw["role"] == "worker" and kw["stage"] < 1:
+        raise ConfigError("%s.stage: a worker serves a stage >= 1, got %r" % (where, kw["stage"]))
+    kw["last_stage"] = r.int("last_stage", 0)
+    if kw["last_stage"] and (kw["role"] == "source" or kw["last_stage"] < kw["stage"]):
+        raise ConfigError("%s.last_stage: must be 0 (one stage) or >= stage %d for a worker, got %r"
+                          % (where, kw["stage"], kw["last_stage"]))
+    kw["bundle"] = r.path("bundle", base_dir)
+    if not kw["bundle"]:
+        raise ConfigError("%s.bundle: missing" % where)
+    kw["state_dir"] = r.path("state_dir", base_dir)
+    if not kw["state_dir"]:
+        raise ConfigError("%s.state_dir: missing" % where)
+    for key in ("control_bind", "data_bind"):
+        kw[key] = r.str(key)
+        _check_endpoint(kw[key], "%s.%s" % (where, key))
+    peers_obj = obj.get("peers", [])
+    if not isinstance(peers_obj, list):
+        raise ConfigError("%s.peers: must be an array of tables ([[peers]]), got %r" % (where, peers_obj))
+    peers = tuple(_parse_peer(p, "%s.peers[%d]" % (where, i)) for i, p in enumerate(peers_obj))
+    seen = set()
+    for i, p in enumerate(peers):
+        if p.id in seen or p.id == kw["node_id"]:
+            raise ConfigError("%s.peers[%d].id: duplicate or own node id %r" % (where, i, p.id))
+        seen.add(p.id)
+    kw["peers"] = peers
+    kw["policy"] = r.str("policy", dflt("policy"), POLICIES)
+    knobs = obj.get("policy_knobs", {})
+    if not isinstance(knobs, Mapping):
+        raise ConfigError("%s.policy_knobs: must be a table, got %r" % (where, knobs))
+    kw["policy_knobs"] = dict(knobs)
+    th = obj.get("thresholds", [])
+    if not isinstance(th, list) or not all(
+            isinstance(c, (int, float)) and not isinstance(c, bool) and 0 < c <= 1 for c in th):
+        raise ConfigError("%s.thresholds: must be a list of numbers in (0, 1], got %r" % (where, th))
+    kw["thresholds"] = tuple(float(c) for c in th)
+    tradeoff = r.num("tradeoff", dflt("tradeoff"))
+    if tradeoff > 1:
+        raise ConfigError("%s.tradeoff: must be in [0, 1], got %r" % (where, tradeoff))
+    kw["tradeoff"] = tradeoff
+    for key in ("slot_length_s", "round_interval_s", "heartbeat_interval_s", "ack_timeout_s",
+                "result_timeout_s", "status_interval_s", "records_flush_interval_s",
+                "drain_timeout_s"):
+        kw[key] = r.num(key, dflt(key), positive=True)
+    for key in ("rounds_per_slot", "neighbour_timeout_rounds", "max_attempts", "engine_threads",
+                "timing_runs"):
+        kw[key] = r.int(key, dflt(key), lo=1)
+    kw["warmup_runs"] = r.int("warmup_runs", dflt("warmup_runs"))
+    kw["max_tasks"] = r.int("max_tasks", dflt("max_tasks"))
+    kw["seed"] = r.int("seed", dflt("seed"))
+    kw["max_message_bytes"] = r.int("max_message_bytes", dflt("max_message_bytes"), lo=1024)
+    kw["metrics_port"] = r.int("metrics_port", dflt("metrics_port"))
+    if kw["metrics_port"] > 65535:
+        raise ConfigError("%s.metrics_port: must be in 0..65535, got %r" % (where, kw["metrics_port"]))
+    kw["backend"] = r.str("backend", dflt("backend"), BACKENDS)
+    kw["precision"] = r.str("precision", dflt("precision"), PRECISIONS)
+    kw["security"] = r.str("security", dflt("security"), SECURITY_MODES)
+    kw["arrival"] = r.str("arrival", dflt("arrival"), ARRIVAL_MODES)
+    kw["power_mode"] = r.str("power_mode", "")
+    kw["metrics_host"] = r.str("metrics_host", dflt("metrics_host"))
+    kw["client_bind"] = r.str("client_bind", "")
+    for key in ("engine_cache_dir", "capacity_profile", "replay_path", "secret_key_path",
+                "public_key_path", "allowed_keys_dir"):
+        kw[key] = r.path(key, base_dir, "")
+    kw["emulate_capacity_flops"] = r.num("emulate_capacity_flops", 0.0)
+    kw["arrival_rate_tasks_s"] = r.num("arrival_rate_tasks_s", dflt("arrival_rate_tasks_s"))
+    kw["emulate_links"] = r.bool("emulate_links", False)
+    kw["online_capacity"] = r.bool("online_capacity", True)
+    cfg = NodeConfig(**kw)
+    _check_consistency(cfg, where)
+    return cfg
+
+
+def _check_consistency(cfg: NodeConfig, where: str) -> None:
+    if cfg.rounds_per_slot * cfg.round_interval_s >= cfg.slot_length_s:
+        raise ConfigError("%s.rounds_per_slot: configuration phase (%d rounds x %g s) must be shorter "
+                          "than slot_length_s = %g" % (where, cfg.rounds_per_slot,
+                                                       cfg.round_interval_s, cfg.slot_length_s))
+    if cfg.arrival == "client" and cfg.role == "source":
+        if not cfg.client_bind:
+            raise ConfigError("%s.client_bind: needed when arrival = \"client\"" % where)
+        _check_endpoint(cfg.client_bind, where + ".client_bind")
+        host = cfg.client_bind.split("://", 1)[1].rsplit(":", 1)[0]
+        if cfg.client_bind.startswith("tcp://") and host not in ("127.0.0.1", "localhost", "[::1]"):
+            # The client socket is local by design (no CURVE on it): never expose it.
+            raise ConfigError("%s.client_bind: must be ipc://PATH or a loopback tcp address "
+                              "(127.0.0.1), got %r" % (where, cfg.client_bind))
+    if cfg.role == "source" and not cfg.successors:
+        raise ConfigError("%s.peers: a source needs at least one stage-1 peer" % where)
+    if cfg.role == "worker" and not cfg.sources:
+        raise ConfigError("%s.peers: a worker needs the sources (stage 0 peers) it returns results to"
+                          % where)
+    if cfg.security == "curve":
+        if not cfg.secret_key_path or not cfg.public_key_path:
+            raise ConfigError("%s.security: \"curve\" needs secret_key_path and public_key_path" % where)
+        missing = [p.id for p in cfg.peers if not p.public_key]
+        if missing:
+            raise ConfigError("%s.peers: security = \"curve\" needs public_key for %s"
+                              % (where, ", ".join(missing)))
+    if cfg.emulate_links:
+        slow = [p.id for p in cfg.peers if p.link_rate_bytes_s <= 0]
+        if slow:
+            raise ConfigError("%s.emulate_links: needs link_rate_bytes_s > 0 for peer(s) %s"
+                              % (where, ", ".join(slow)))
+
+
+def load_config(path: str) -> NodeConfig:
+    """Read and validate a TOML node config; relative paths are taken from the file's folder.
+
+    A file must state ``security`` ("curve" or "none"): the default of ``parse_config`` is for
+    configs built in code (testbed, tests), never silently for a deployed agent.
+    """
+    try:
+        with open(path, "rb") as f:
+            obj = _toml.load(f)
+    except FileNotFoundError:
+        raise ConfigError("%s: no such file" % path) from None
+    except OSError as exc:
+        raise ConfigError("%s: cannot read: %s" % (path, exc.strerror or exc)) from None
+    except _toml.TOMLDecodeError as exc:
+        raise ConfigError("%s: not valid TOML: %s" % (path, exc)) from None
+    try:
+        cfg = parse_config(obj, os.path.dirname(os.path.abspath(path)))
+    except ConfigError as exc:
+        raise ConfigError("%s: %s" % (path, exc)) from None
+    if "security" not in obj:  # running unauthenticated must be a choice written down
+        raise ConfigError('%s: security: missing; write security = "curve" (keys from `edge-agent '
+                          'keys generate`) or security = "none" to run without authentication'
+                          % path)
+    return cfg
+
+
+def dump_config(cfg: NodeConfig) -> str:
+    """TOML text for ``cfg``; ``parse_config`` of it gives back an equal config.
+
+    Paths are written as stored (absolute after parsing), so the file works from any folder.
+    """
+    from agent.config.toml_dump import to_toml
+
+    return to_toml(cfg)

@@ -1,0 +1,1 @@
+"""Network edge of an agent: the wire contract, ZeroMQ transport, CURVE security, link pacing."""

@@ -1,0 +1,193 @@
+"""ZeroMQ sockets of one agent: the control plane (PUB/SUB) and the data plane (DEALER->ROUTER).
+
+- Control: this node binds one PUB; it connects one SUB to every peer's PUB and subscribes to
+  two topics, its own id and the broadcast topic (``wire.topic``). Frames: [topic, header].
+- Data: this node binds one ROUTER (tasks and results arrive there; ACKs go back through it)
+  and keeps one DEALER per peer (ROUTING_ID = node id) to send tasks/results; the peer's ACKs
+  come back on that DEALER. DEALERs use IMMEDIATE so a send to a dead peer fails at once
+  instead of queueing, and the node re-sends elsewhere.
+- Every socket: LINGER 0 (shutdown never blocks), MAXMSGSIZE (twice ``max_message_bytes``:
+  ZeroMQ disconnects a peer sending more; the node loop counts and drops anything above
+  ``max_message_bytes``), and the security object applied
+  (``apply_server`` on bound sockets, ``apply_client`` with the peer's public key on the rest)
+  -- except a source's local client socket, which the config restricts to ipc:// or loopback.
+
+The transport does no decoding and keeps no policy state: ``poll`` returns raw events and the
+node loop decides. It also lets the loop register plain file descriptors (the inference
+thread's wake-up pipe) so there is exactly one poller.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import zmq
+
+from agent.config.node import Peer
+from agent.net.security import NoSecurity
+from agent.net.wire import BROADCAST, topic
+
+log = logging.getLogger(__name__)
+
+# Event tags returned by Transport.poll
+DATA = "data"  # (DATA, router identity bytes, frames) a task/result/junk at our ROUTER
+REPLY = "reply"  # (REPLY, peer id, frames) an ACK (or junk) on the DEALER to that peer
+CONTROL = "control"  # (CONTROL, None, frames) [topic, header] from a peer's PUB
+CLIENT = "client"  # (CLIENT, identity, frames) a local client's request (source "client" mode)
+FD = "fd"  # (FD, fd, None) a registered file descriptor is readable
+
+_DRAIN = 256  # messages taken per socket per poll, so one busy socket cannot starve the rest
+
+
+class Transport:
+    """The sockets of one node; not thread-safe (owned by the I/O loop's thread)."""
+
+    def __init__(self, ctx: zmq.Context, node_id: str, control_bind: str, data_bind: str,
+                 peers: Sequence[Peer], security: Any = None, max_message_bytes: int = 16 << 20,
+                 client_bind: str = "", server_keys: Optional[Dict[str, bytes]] = None):
+        self.ctx = ctx
+        self.node_id = node_id
+        self.control_bind = control_bind
+        self.data_bind = data_bind
+        self.client_bind = client_bind
+        self.peers = {p.id: p for p in peers}
+        self.security = security if security is not None else NoSecurity()
+        self.server_keys = dict(server_keys or {})  # peer id -> its CURVE public key
+        self.max_message_bytes = max_message_bytes
+        self.poller = zmq.Poller()
+        self.pub: Optional[zmq.Socket] = None
+        self.sub: Optional[zmq.Socket] = None
+        self.router: Optional[zmq.Socket] = None
+        self.client: Optional[zmq.Socket] = None
+        self.dealers: Dict[str, zmq.Socket] = {}
+        self._dealer_peer: Dict[zmq.Socket, str] = {}
+        self._fds: List[int] = []
+        self._sockets: List[zmq.Socket] = []
+
+    def _socket(self, kind: int) -> zmq.Socket:
+        s = self.ctx.socket(kind)
+        s.setsockopt(zmq.LINGER, 0)
+        # ZeroMQ cuts off (disconnects) a peer sending frames above twice the limit, so memory
+        # stays bounded; messages between the limit and that reach the loop and are counted.
+        s.setsockopt(zmq.MAXMSGSIZE, 2 * self.max_message_bytes + 65536)
+        self._sockets.append(s)
+        return s
+
+    def open(self) -> None:
+        """Bind PUB and ROUTER, connect SUB and DEALERs to every peer; raise zmq errors on bind."""
+        self.security.start(self.ctx)
+        self.pub = self._socket(zmq.PUB)
+        self.security.apply_server(self.pub)
+        self.pub.bind(self.control_bind)
+        self.router = self._socket(zmq.ROUTER)
+        self.router.setsockopt(zmq.ROUTER_MANDATORY, 1)  # unknown identity -> error, counted
+        self.router.setsockopt(zmq.ROUTER_HANDOVER, 1)  # a restarted peer takes its id back
+        self.security.apply_server(self.router)
+        self.router.bind(self.data_bind)
+        self.poller.register(self.router, zmq.POLLIN)
+        if self.client_bind:
+            # Local only (the config allows ipc:// and loopback): no CURVE, so a camera process
+            # on the same device needs no keys.
+            self.client = self._socket(zmq.ROUTER)
+            self.client.bind(self.client_bind)
+            self.poller.register(self.client, zmq.POLLIN)
+        self.sub = self._socket(zmq.SUB)
+        self.sub.setsockopt(zmq.SUBSCRIBE, topic(self.node_id))
+        self.sub.setsockopt(zmq.SUBSCRIBE, topic(BROADCAST))
+        self.poller.register(self.sub, zmq.POLLIN)
+        for p in self.peers.values():
+            self._connect_peer(p)
+
+    def add_peer(self, peer: Peer) -> None:
+        """Connect to a peer not in the config (e.g. a late-joining node announced to us)."""
+        if peer.id in self.peers:
+            return
+        self.peers[peer.id] = peer
+        self._connect_peer(peer)
+
+    def _connect_peer(self, peer: Peer) -> None:
+        # SUB to its PUB (control) and a DEALER to its ROUTER (data); the CURVE server key is
+        # set per connect, since each peer has its own
+        self.security.apply_client(self.sub, self.server_keys.get(peer.id))
+        self.sub.connect(peer.control_address)
+        d = self._socket(zmq.DEALER)
+        d.setsockopt(zmq.ROUTING_ID, self.node_id.encode("utf-8"))
+        d.setsockopt(zmq.IMMEDIATE, 1)
+        self.security.apply_client(d, self.server_keys.get(peer.id))
+        d.connect(peer.data_address)
+        self.dealers[peer.id] = d
+        self._dealer_peer[d] = peer.id
+        self.poller.register(d, zmq.POLLIN)
+
+    def register_fd(self, fd: int) -> None:
+        """Poll a plain file descriptor for readability alongside the sockets."""
+        self._fds.append(fd)
+        self.poller.register(fd, zmq.POLLIN)
+
+    def poll(self, timeout_s: float) -> List[Tuple[str, Any, Any]]:
+        """Wait up to ``timeout_s`` for input; return the events (possibly none)."""
+        # Round up: a timer due in 0.4 ms must not turn into a zero timeout and a spinning loop.
+        ready = dict(self.poller.poll(max(0, int(math.ceil(timeout_s * 1000)))))
+        events: List[Tuple[str, Any, Any]] = []
+        for sock_or_fd in ready:
+            if isinstance(sock_or_fd, int):
+                events.append((FD, sock_or_fd, None))
+                continue
+            for i in range(_DRAIN):
+                # After the first message, ask ZeroMQ whether more is queued instead of letting
+                # a recv fail with EAGAIN (an exception per poll costs more than the check).
+                if i and not sock_or_fd.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+                    break
+                try:
+                    frames = sock_or_fd.recv_multipart(zmq.NOBLOCK, copy=False)
+                except zmq.Again:
+                    break
+                if sock_or_fd is self.router:
+                    events.append((DATA, frames[0].bytes, frames[1:]))
+                elif sock_or_fd is self.sub:
+                    events.append((CONTROL, None, frames))
+                elif sock_or_fd is self.client:
+                    events.append((CLIENT, frames[0].bytes, frames[1:]))
+                else:
+                    events.append((REPLY, self._dealer_peer[sock_or_fd], frames))
+        return events
+
+    def publish(self, dest: str, frames: Sequence[Any]) -> None:
+        """Publish [topic(dest), frames...] on the control plane (dest = node id or BROADCAST)."""
+        try:
+            self.pub.send_multipart([topic(dest)] + list(frames), zmq.NOBLOCK, copy=False)
+        except zmq.Again:  # PUB drops at its HWM anyway; control messages repeat every round
+            pass
+
+    def send(self, peer_id: str, frames: Sequence[Any]) -> bool:
+        """Send frames to a peer's ROUTER; False when it cannot be sent now (not connected, full)."""
+        d = self.dealers.get(peer_id)
+        if d is None:
+            return False
+        try:
+            d.send_multipart(frames, zmq.NOBLOCK, copy=False)
+        except zmq.Again:
+            return False
+        return True
+
+    def reply(self, identity: bytes, frames: Sequence[Any], client: bool = False) -> bool:
+        """Send frames back through the ROUTER to ``identity``; False if it is gone."""
+        sock = self.client if client else self.router
+        try:
+            sock.send_multipart([identity] + list(frames), zmq.NOBLOCK, copy=False)
+        except (zmq.Again, zmq.ZMQError):  # EHOSTUNREACH: the peer disconnected meanwhile
+            return False
+        return True
+
+    def close(self) -> None:
+        """Close every socket at once (LINGER 0) and stop the security object."""
+        for s in self._sockets:
+            try:
+                s.close(linger=0)
+            except zmq.ZMQError:
+                pass
+        self._sockets = []
+        self.dealers = {}
+        self.security.stop()

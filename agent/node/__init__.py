@@ -1,0 +1,1 @@
+"""One agent: the composition root, the event loop, the source and worker sides, capacity, status."""

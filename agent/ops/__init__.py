@@ -1,0 +1,1 @@
+"""Operations adapters: systemd notification, Prometheus metrics, persisted state, atomic writes."""

@@ -1,0 +1,227 @@
+"""Agent-side policy interface and the adapters that run pure policies inside a node.
+
+The node loop owns sockets, queues and clocks; a policy object owns only decisions. Everything
+the policy may read is in a ``NodeView`` the loop keeps up to date; everything it wants to say
+to neighbours it returns as ``Outgoing`` control messages, which the loop publishes. So a policy
+never touches a socket and its equations stay in ``agent/policies`` (pure, shared with the
+simulator and ``plan``).
+
+Interface (``AgentPolicy``), called from the I/O loop only:
+
+- ``thresholds() -> {stage: c}``: exit threshold per early-exit stage, used for every task.
+- ``choose_successor(task, view, exclude) -> peer id | None``: where a task goes next (called
+  per task; ``exclude`` lists successors already tried for it). None = keep it and ask again.
+- ``keep_local(task, view) -> bool``: on a worker holding several stages, whether the task's
+  next stage runs here instead of being offloaded.
+- ``admit(view, now) -> bool``: sources only, before creating a task (admission control);
+  ``interarrival_s(view, now)`` may override the Poisson mean gap (rate adaptation).
+- ``on_control(msg, view, now) -> [Outgoing]``: a control message from a neighbour
+  (``wire.Message``: DTO-EE request/status, threshold proposals, heartbeats / queue state).
+- ``on_tick(view, now) -> [Outgoing]``: called every ``tick_interval_s`` (rounds, slot clock).
+- ``on_peers_changed(view)``: a neighbour came or went (``view.alive`` changed).
+- ``on_transfer(dest, seconds, payload_bytes)``: a TASK handed to successor ``dest`` was
+  ACKed; ``seconds`` is its measured transfer delay (from the moment the link starts carrying
+  it to its ACK), ``payload_bytes`` the tensor size (``TaskInfo.nbytes``). Default: ignored.
+- ``snapshot() -> dict`` / ``restore(dict)``: state saved each slot and restored at start-up.
+- ``routing() -> {peer: p}``: current routing row, for metrics and stats.
+
+A queue-based per-task policy such as MDI-Exit fits the same shape: ``choose_successor`` reads
+``view.input_queue`` / ``view.output_queue`` and the neighbours' published queue state in
+``view.peer_state`` (HEARTBEAT / QUEUE_STATE fields), returns None to keep a task queued, and
+``admit``/``interarrival_s``/``thresholds`` carry its admission and threshold adaptation.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Set, Tuple
+
+from agent.errors import UsageError
+from agent.net.wire import Kind, Message
+
+
+@dataclass
+class Outgoing:
+    """A control message a policy wants published: topic ``dest`` (node id or wire.BROADCAST)."""
+
+    kind: Kind
+    dest: str
+    fields: Dict[str, Any]
+    slot: int = 0
+    round: int = 0
+
+
+@dataclass
+class NodeView:
+    """What a policy may read about its node and neighbours; kept current by the node loop."""
+
+    node_id: str
+    role: str  # "source" | "worker"
+    stage: int  # 0 for a source
+    num_stages: int
+    stage_flops: Tuple[float, ...]  # alpha_h for h = 1..H (index h-1)
+    stage_input_bytes: Tuple[float, ...]  # beta_h for h = 1..H
+    exit_stages: Tuple[int, ...]  # early-exit stages (1-based)
+    successors: Tuple[str, ...]  # configured next-stage peers, in config order
+    predecessors: Tuple[str, ...]  # configured previous-stage peers
+    link_rate_bytes_s: Dict[str, float]  # r to each peer (0 = unknown)
+    capacity_flops: float = 0.0  # own mu (workers)
+    arrival_rate_tasks_s: float = 0.0  # own phi: measured (workers) or configured (sources)
+    input_queue: int = 0  # tasks waiting for / in the engine
+    output_queue: int = 0  # tasks waiting to be handed to a successor (not yet ACKed)
+    service_time_s: float = 0.0  # own per-task compute time (Gamma)
+    alive: Set[str] = field(default_factory=set)  # neighbours heard from recently
+    peer_state: Dict[str, Dict[str, Any]] = field(default_factory=dict)  # last heartbeat fields
+    exit_profile: Any = None  # engines.exit_profile.ExitProfile of the bundle, when present
+    tradeoff: float = 0.5  # a in U
+    last_stage: int = 0  # last stage this node serves (> stage when it holds several)
+    peer_stages: Dict[str, Tuple[int, int]] = field(default_factory=dict)  # (first, last) per peer
+
+    def serves(self, stage: int) -> bool:
+        """True when this node itself can run ``stage``."""
+        return self.stage > 0 and self.stage <= stage <= max(self.stage, self.last_stage)
+
+    def alive_successors(self, stage: Optional[int] = None) -> List[str]:
+        """Alive successors; with ``stage``, only those that serve that stage."""
+        out = [s for s in self.successors if s in self.alive]
+        if stage is not None and self.peer_stages:
+            out = [s for s in out if s in self.peer_stages
+                   and self.peer_stages[s][0] <= stage <= self.peer_stages[s][1]]
+        return out
+
+
+@dataclass
+class TaskInfo:
+    """What a policy learns about one task when routing it."""
+
+    id: str
+    stage: int  # stage the task needs next
+    nbytes: int  # payload size
+
+
+class AgentPolicy:
+    """Base class: uniform routing over alive successors, fixed thresholds, no messages."""
+
+    name = "base"
+    tick_interval_s = 0.5
+
+    def __init__(self, thresholds: Mapping[int, float], knobs: Mapping[str, Any], seed: int = 0):
+        self._thresholds = dict(thresholds)
+        self.knobs = dict(knobs)
+        self.rng = random.Random(seed)
+
+    def configure(self, cfg: Any, view: NodeView) -> None:
+        """Called once at start-up with the node config (slot length, rounds, ...)."""
+
+    def thresholds(self) -> Dict[int, float]:
+        return dict(self._thresholds)
+
+    def weights(self, view: NodeView) -> Dict[str, float]:
+        """Routing row over configured successors (need not be normalised)."""
+        return {s: 1.0 for s in view.successors}
+
+    def routing(self) -> Dict[str, float]:
+        return {}
+
+    def choose_successor(self, task: TaskInfo, view: NodeView,
+                         exclude: Sequence[str] = ()) -> Optional[str]:
+        alive = view.alive_successors(task.stage)
+        if not alive:
+            return None
+        cands = [s for s in alive if s not in exclude] or alive
+        w = self.weights(view)
+        ws = [max(0.0, float(w.get(s, 0.0))) for s in cands]
+        if sum(ws) <= 0:  # routing mass only on gone/excluded peers: spread over the rest
+            ws = [1.0] * len(cands)
+        return self.rng.choices(cands, weights=ws)[0]
+
+    def keep_local(self, task: TaskInfo, view: NodeView) -> bool:
+        """A worker holding the task's next stage itself: run it here (True) or offload it.
+
+        Called only when ``view.serves(task.stage)``; the default keeps it (one device running
+        consecutive stages, no transfer). Queue-based policies decide by queue lengths.
+        """
+        return True
+
+    def admit(self, view: NodeView, now: float) -> bool:
+        return True
+
+    def interarrival_s(self, view: NodeView, now: float) -> Optional[float]:
+        return None
+
+    def on_control(self, msg: Message, view: NodeView, now: float) -> List[Outgoing]:
+        return []
+
+    def on_tick(self, view: NodeView, now: float) -> List[Outgoing]:
+        return []
+
+    def on_peers_changed(self, view: NodeView) -> None:
+        pass
+
+    def on_transfer(self, dest: str, seconds: float, payload_bytes: int) -> None:
+        """A task sent to ``dest`` was ACKed ``seconds`` after its link transfer began."""
+
+    def snapshot(self) -> Dict[str, Any]:
+        return {"policy": self.name,
+                "thresholds": {str(k): v for k, v in self._thresholds.items()}}
+
+    def restore(self, state: Mapping[str, Any]) -> None:
+        th = state.get("thresholds")
+        if isinstance(th, Mapping):
+            for k, v in th.items():
+                if (str(k).isdigit() and int(k) in self._thresholds and isinstance(v, float)
+                        and 0.0 < v <= 1.0):
+                    self._thresholds[int(k)] = v
+
+
+class FixedPolicy(AgentPolicy):
+    """``fixed``: routing weights from ``policy_knobs.routing = {peer = weight}``, else uniform.
+
+    Weights of gone neighbours are ignored, so mass moves to the rest.
+    """
+
+    name = "fixed"
+
+    def __init__(self, thresholds, knobs, seed=0):
+        super().__init__(thresholds, knobs, seed)
+        routing = self.knobs.get("routing", {})
+        if not isinstance(routing, Mapping) or not all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0
+                for v in routing.values()):
+            raise UsageError("policy_knobs.routing: must be a table {peer = weight >= 0}, got %r"
+                             % (routing,))
+        self._weights = {str(k): float(v) for k, v in routing.items()}
+
+    def weights(self, view: NodeView) -> Dict[str, float]:
+        if not self._weights:
+            return super().weights(view)
+        return {s: self._weights.get(s, 0.0) for s in view.successors}
+
+    def routing(self) -> Dict[str, float]:
+        return dict(self._weights)
+
+
+def default_thresholds(exit_stages: Sequence[int], configured: Sequence[float]) -> Dict[int, float]:
+    """Threshold per early-exit stage: ``configured[h-1]`` when given, else 0.8."""
+    out = {}
+    for h in exit_stages:
+        out[h] = float(configured[h - 1]) if len(configured) >= h else 0.8
+    return out
+
+
+def make_policy(name: str, thresholds: Mapping[int, float], knobs: Mapping[str, Any],
+                seed: int = 0) -> AgentPolicy:
+    """The agent-side policy for a config's ``policy`` name."""
+    if name == "fixed":
+        return FixedPolicy(thresholds, knobs, seed)
+    if name in ("cf", "bf"):
+        from agent.policies.baselines.agent import BaselinePolicy
+        return BaselinePolicy(name, thresholds, knobs, seed)
+    if name == "dtoee":
+        from agent.policies.dtoee.agent import DtoeePolicy
+        return DtoeePolicy(thresholds, knobs, seed)
+    if name == "mdi-exit":
+        from agent.policies.mdi_exit.agent import MdiExitPolicy
+        return MdiExitPolicy(thresholds, knobs, seed)
+    raise UsageError("policy: unknown policy %r" % (name,))

@@ -1,0 +1,44 @@
+"""The DTO-EE paper's heuristic baselines inside the agent: ``cf`` and ``bf``.
+
+- ``cf`` (computing-first): an offloader splits its tasks over its successors in proportion to
+  their capacities mu_j, as each successor announces it in its heartbeats (measured or
+  emulated capacity, kept current by the online estimator).
+- ``bf`` (bandwidth-first): in proportion to the link rates r_ij of the node's config.
+
+These are the per-node forms of ``agent.policies.baselines``' ``cf``/``bf`` routings (their
+rows are the same proportional splits over the same inputs). A successor whose weight is not
+known yet (no heartbeat, rate 0) gets none of the mass while others have some; the split
+renormalises over the alive successors, so mass moves off a neighbour as soon as it is gone.
+"""
+
+from __future__ import annotations
+
+from typing import Dict
+
+from agent.policies.api import AgentPolicy, NodeView
+
+
+class BaselinePolicy(AgentPolicy):
+    """``cf`` or ``bf``: routing weights straight from the node's view, no messages."""
+
+    def __init__(self, name: str, thresholds, knobs, seed: int = 0):
+        super().__init__(thresholds, knobs, seed)
+        if name not in ("cf", "bf"):
+            raise ValueError("baseline policy must be cf or bf, got %r" % (name,))
+        self.name = name
+        self._last: Dict[str, float] = {}
+
+    def weights(self, view: NodeView) -> Dict[str, float]:
+        if self.name == "cf":
+            w = {s: float(view.peer_state.get(s, {}).get("capacity_flops", 0.0))
+                 for s in view.successors}
+        else:
+            w = {s: float(view.link_rate_bytes_s.get(s, 0.0)) for s in view.successors}
+        alive = [s for s in view.successors if s in view.alive]
+        total = sum(w[s] for s in alive)
+        self._last = {s: (w[s] / total if total > 0 and s in alive else 0.0)
+                      for s in view.successors}
+        return w
+
+    def routing(self) -> Dict[str, float]:
+        return dict(self._last)

@@ -1,0 +1,185 @@
+"""The DTO-EE paper's baselines (Section 4.1): CF, BF, NGTO and GA, as pure functions.
+
+- ``cf_routing``: Computing-First, every offloader splits in proportion to its receivers'
+  capacities mu_j.
+- ``bf_routing``: Bandwidth-First, in proportion to the link rates r_ij.
+- ``ngto``: non-cooperative game; offloaders, in turn, take their selfish best response (the
+  split minimising their own tasks' hop + compute delay at the next stage, given everyone
+  else's load) until no one moves (a Nash equilibrium); ``rounds`` counts full passes.
+- ``ga``: every source runs a genetic search over whole paths on global state that is
+  ``staleness`` rounds old, and moves part of its traffic to the best path found; workers
+  forward in proportion to the path traffic through them.
+
+All return a ``PolicyResult`` (``agent.policies.model``). With an exit profile the thresholds
+are tuned as the paper does for every baseline: the same threshold step (eqs. 17-18), with the
+marginal delays of the baseline's routing, alternating with the routing until neither moves.
+``mean_response_time`` (eq. 8) is re-exported here for callers that evaluate a routing.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Mapping, Optional, Tuple
+
+import numpy as np
+
+from agent.policies.dtoee.network import exact_marginals
+from agent.policies.dtoee.steps import DtoeeParams, parse_knobs
+from agent.policies.model import (  # noqa: F401 (mean_response_time re-exported)
+    Network,
+    PolicyResult,
+    accuracy_range,
+    compile_network,
+    loads,
+    make_result,
+    mean_response_time,
+    node_rates,
+    stage_remaining,
+    uniform_routing,
+)
+from agent.policies.thresholds import ThresholdReport, choose_threshold
+from agent.policies.setting import Scenario, ScenarioError
+from engines.exit_profile import exit_stats
+
+Router = Callable[[np.ndarray, Optional[np.ndarray]], Tuple[np.ndarray, int, bool]]
+
+
+def _proportional(net: Network, weight: np.ndarray) -> np.ndarray:
+    total = np.bincount(net.edge_src, weights=weight, minlength=len(net.ids))
+    return weight / total[net.edge_src]
+
+
+def cf_routing(scenario: Scenario, thresholds: Optional[Mapping[int, float]] = None
+               ) -> PolicyResult:
+    """Computing-First: p_ij = mu_j / sum_{k in L_i} mu_k."""
+    net = compile_network(scenario)
+    p = _proportional(net, net.capacity[net.edge_dst])
+    return _with_thresholds("cf", scenario, net, lambda rem, prev: (p, 1, True), thresholds)
+
+
+def bf_routing(scenario: Scenario, thresholds: Optional[Mapping[int, float]] = None
+               ) -> PolicyResult:
+    """Bandwidth-First: p_ij = r_ij / sum_{k in L_i} r_ik."""
+    net = compile_network(scenario)
+    p = _proportional(net, net.edge_rate.copy())
+    return _with_thresholds("bf", scenario, net, lambda rem, prev: (p, 1, True), thresholds)
+
+
+def _best_response(flow: float, alpha: float, free: np.ndarray, hop: np.ndarray) -> np.ndarray:
+    """Split ``flow`` tasks/s over receivers with spare capacity ``free`` (FLOP/s) and hop
+    delays ``hop`` minimising sum_j x_j (alpha / (free_j - alpha x_j) + hop_j)."""
+    ok = free > 0
+    if flow <= 0 or not ok.any():
+        return np.full(len(free), 1.0 / len(free))
+    if np.sum(free[ok]) / alpha <= flow:  # cannot fit: spread by spare capacity, overloaded
+        w = np.where(ok, free, 0.0)
+        return w / w.sum()
+    safe = np.where(ok, free, 1.0)
+
+    def split(nu):
+        root = np.sqrt(alpha * safe / np.maximum(nu - hop, 1e-12))
+        return np.where(ok & (nu > hop + alpha / safe), (safe - root) / alpha, 0.0)
+
+    lo = float(np.min(np.where(ok, hop + alpha / safe, np.inf)))
+    hi = lo + 1.0
+    while split(hi).sum() < flow:
+        hi = lo + 2.0 * (hi - lo)
+    for _ in range(60):
+        mid = 0.5 * (lo + hi)
+        lo, hi = (mid, hi) if split(mid).sum() < flow else (lo, mid)
+    x = split(hi)
+    return x / x.sum()
+
+
+def ngto(scenario: Scenario, thresholds: Optional[Mapping[int, float]] = None,
+         max_rounds: int = 100, tolerance: float = 1e-4) -> PolicyResult:
+    """Best responses in turn (stage by stage, file order) until no probability moves more
+    than ``tolerance`` in a full pass, or ``max_rounds`` passes."""
+    net = compile_network(scenario)
+
+    def route(rem, prev):
+        p = uniform_routing(net) if prev is None else prev.copy()
+        remv = stage_remaining(rem)
+        for rnd in range(1, max_rounds + 1):
+            moved = 0.0
+            for row, node in enumerate(net.offloaders):
+                es = net.slots[row][net.slots[row] >= 0]
+                phi = node_rates(net, p, rem)
+                lam = loads(net, phi)
+                h = int(net.stage[node])
+                flow = phi[node] * remv[h]
+                dst = net.edge_dst[es]
+                alpha = net.flops[h + 1]
+                free = net.capacity[dst] - (lam[dst] - alpha * p[es] * flow)
+                new = _best_response(flow, alpha, free, net.input_bytes[h + 1] / net.edge_rate[es])
+                moved = max(moved, float(np.max(np.abs(new - p[es]))))
+                p[es] = new
+            if moved < tolerance:
+                return p, rnd, True
+        return p, max_rounds, False
+
+    return _with_thresholds("ngto", scenario, net, route, thresholds)
+
+
+def ga(scenario: Scenario, thresholds: Optional[Mapping[int, float]] = None,
+       rounds: int = 20, staleness: int = 1, mix: float = 0.2, population: int = 12,
+       generations: int = 6, seed: int = 0) -> PolicyResult:
+    """Sources' genetic path search on ``staleness``-round-old loads, ``rounds`` rounds.
+
+    Each round every source (in a random order) searches paths with a GA (``population``
+    paths, ``generations`` generations, one-point crossover and mutation with repair so that
+    every path follows existing links) and moves ``mix`` of its traffic to the best one.
+    """
+    if staleness < 0 or rounds < 1 or not 0 < mix <= 1:
+        raise ScenarioError("ga: need rounds >= 1, staleness >= 0 and 0 < mix <= 1")
+    from agent.policies.baselines.ga_search import ga_routing
+    net = compile_network(scenario)
+
+    def route(rem, prev):
+        return ga_routing(net, rem, rounds, staleness, mix, population, generations, seed)
+
+    return _with_thresholds("ga", scenario, net, route, thresholds)
+
+
+def _with_thresholds(policy: str, scenario: Scenario, net: Network, route: Router,
+                     thresholds: Optional[Mapping[int, float]],
+                     params: Optional[DtoeeParams] = None, max_alternations: int = 4
+                     ) -> PolicyResult:
+    """Run ``route`` and, with an exit profile, DTO-EE's threshold step on its routing."""
+    profile = scenario.exit_profile
+    if profile is None:
+        p, rounds, conv = route(np.asarray(scenario.remaining, dtype=np.float64), None)
+        return make_result(policy, scenario, net, p, None, rounds, conv)
+    params = params or parse_knobs(scenario.knobs)
+    exits = profile.early_exit_stages
+    th = {h: params.initial_threshold for h in exits}
+    th.update({int(k): float(v) for k, v in (thresholds or {}).items()})
+    if thresholds is not None or not exits:  # thresholds given: route only
+        p, rounds, conv = route(exit_stats(profile, th).remaining, None)
+        return make_result(policy, scenario, net, p, th, rounds, conv)
+    bounds = accuracy_range(profile)
+    p, total, conv = None, 0, False
+    budget = max(1, params.rounds // params.m)  # threshold steps, as DTO-EE gets in a phase
+    for _ in range(max_alternations):
+        rem = exit_stats(profile, th).remaining
+        p, rounds, conv = route(rem, p)
+        total += rounds
+        start = dict(th)
+        quiet = 0
+        while quiet < len(exits) and budget > 0:
+            for h in exits:
+                rem = exit_stats(profile, th).remaining
+                delta, _, phi = exact_marginals(net, p, rem, params)
+                rows = [n for n in net.offloaders if net.stage[n] == h]
+                g = np.bincount(net.edge_src, weights=p * delta, minlength=len(net.ids))
+                reports = [ThresholdReport(net.ids[n], 0, h, float(phi[n]), float(g[n]))
+                           for n in rows]
+                new = choose_threshold(h, th, reports, net.total_rate, profile,
+                                       scenario.tradeoff, params.threshold_step, bounds)
+                budget -= 1
+                quiet = quiet + 1 if new == th else 0
+                th = new
+                if quiet >= len(exits) or budget <= 0:
+                    break
+        if th == start:
+            break
+    return make_result(policy, scenario, net, p, th, total, conv)

@@ -1,0 +1,1 @@
+"""DTO-EE: distributed convex-optimisation offloading with exit-threshold tuning."""

@@ -1,0 +1,427 @@
+"""DTO-EE inside the agent: slots, the configuration phase's rounds, and threshold sync.
+
+All equations are ``agent.policies.dtoee`` / ``agent.policies.thresholds`` (see the protocol in
+that module's docstring); this adapter only moves their messages and keeps the state between
+calls.
+
+Slots are aligned to the wall clock (slot n starts at n * slot_length_s), so nodes with
+synchronised clocks start together without a coordinator; a node that receives a request for a
+newer slot joins it at once. A slot's configuration phase lasts ``rounds_per_slot`` rounds and
+ends at the latest ``rounds_per_slot * round_interval_s`` after the slot starts. Rounds are
+message-driven and follow the protocol's order: requests flow forward from the sources, statuses
+come back from the last stage. A node takes round t's step once it has the round-t requests of
+all live predecessors and the round-t statuses of all live successors: it sums the requests
+(phi_i), steps as an offloader (new routing, the round-(t+1) requests), then answers with its
+status, which carries the Omega of that step. Between rounds it keeps what the per-node
+functions carry: its previous status, the rate its last requests were built with and its last
+step's change. Round 0's requests use the node's current arrival rate (a source's configured
+one; a worker's from the requests it summed last, before any its measured one). In the round an exit stage adjusts its threshold, that stage's workers hold their
+next requests until every sibling's report is in, so the new C and I_h travel in them. When a
+round stalls for ``round_interval_s`` (a lost message, a dead neighbour) the node goes on with
+what it has; an alive successor whose status is late counts with its last status (an alive
+predecessor's late request likewise), so only a neighbour that is gone (silent on the control
+plane) loses its routing mass or its share of a receiver's load. A request for a round already
+answered (repeated by an offloader that got no status, or late) gets the newest status again.
+Serving never pauses: tasks use the *active* routing and thresholds, replaced by the
+configured ones when the phase ends.
+
+Threshold tuning needs the workers of an exit stage to hear each other: list them as peers
+(same ``stage``) in each other's configs. Phi for eq. 17 is the sum of the stage's reported
+arrival rates divided by the share of tasks that reaches the stage (from the exit profile).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import time
+from typing import Any, Dict, List, Mapping, Optional, get_type_hints
+
+from agent.policies.dtoee import protocol as D
+from agent.policies.thresholds import ThresholdReport, choose_threshold, threshold_report, threshold_stage
+from agent.policies.api import AgentPolicy, NodeView, Outgoing
+from agent.net.wire import BROADCAST, Kind, Message
+
+log = logging.getLogger(__name__)
+
+UNKNOWN_LINK_RATE = 1e12  # bytes/s assumed for a link without an estimate (transfer ~ free)
+
+
+_FIELDS: Dict[Any, Any] = {}  # message class -> (field names, {name: type}), built once
+
+
+def _fields(cls: Any) -> Any:
+    # get_type_hints evaluates every (string) annotation again on each call, which cost about
+    # as much as the rest of a message's handling: resolve them once per class.
+    got = _FIELDS.get(cls)
+    if got is None:
+        names = tuple(f.name for f in dataclasses.fields(cls))
+        got = _FIELDS[cls] = (names, frozenset(names), get_type_hints(cls))
+    return got
+
+
+def to_payload(obj: Any) -> Dict[str, Any]:
+    """A DTO-EE message dataclass as a msgpack-able map (its fields are scalars and flat
+    ``Dict[str, float]`` maps, copied so the message cannot change after it is queued)."""
+    out = {}
+    for name in _fields(type(obj))[0]:
+        v = getattr(obj, name)
+        out[name] = dict(v) if isinstance(v, dict) else v
+    return out
+
+
+def from_payload(cls: Any, payload: Mapping[str, Any]) -> Any:
+    """Build ``cls`` from a received map, checking every field's type; ValueError otherwise."""
+    _, names, hints = _fields(cls)
+    if set(payload) != names:
+        raise ValueError("%s fields %s, got %s" % (cls.__name__, sorted(names), sorted(payload)))
+    kw = {}
+    for name in names:
+        v, want = payload[name], hints[name]
+        if want is float:
+            ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+            v = float(v) if ok else v
+        elif want is int:
+            ok = isinstance(v, int) and not isinstance(v, bool) and v >= 0
+        elif want is str:
+            ok = isinstance(v, str)
+        else:  # Dict[str, float]
+            ok = isinstance(v, dict) and all(
+                isinstance(k, str) and isinstance(x, (int, float)) and not isinstance(x, bool)
+                and 0 < x <= 1 for k, x in v.items())
+        if not ok:
+            raise ValueError("%s.%s: bad value %r" % (cls.__name__, name, v))
+        kw[name] = v
+    return cls(**kw)
+
+
+class DtoeePolicy(AgentPolicy):
+    """The ``dtoee`` policy of one node (offloader, receiver or both)."""
+
+    name = "dtoee"
+
+    def __init__(self, thresholds, knobs, seed=0):
+        super().__init__(thresholds, knobs, seed)
+        self.params = D.parse_knobs(self.knobs)
+        self.th: Dict[str, float] = {str(k): float(v) for k, v in thresholds.items()}
+        self.th_version = 0
+        self.active: Dict[str, float] = {}
+        self.work: Dict[str, float] = {}
+        self.slot = -1
+        self.configuring = False
+        self.phase_end = 0.0
+        self.round = 0  # the round this node steps / answers next in this phase
+        self.last_status: Dict[str, D.Status] = {}  # newest status of each successor, any slot
+        self.last_request: Dict[str, D.Request] = {}  # newest request of each predecessor
+        self.status_round: Dict[str, int] = {}  # round of each successor's status, this slot
+        self.request_round: Dict[str, int] = {}  # round of each predecessor's request, this slot
+        self.phi: Optional[float] = None  # own arrival rate from the last requests summed
+        self.pending: Dict[str, D.Request] = {}  # this round's requests (resent on a stall)
+        self.req_rate = 0.0  # arrival rate the pending requests were built with
+        self.own_status: Optional[D.Status] = None  # own previous status in this phase
+        self.prev_change: Optional[Dict[str, float]] = None  # last step's change, this phase
+        self.last_step: Optional[D.OffloaderResult] = None
+        self.reports: Dict[int, Dict[str, ThresholdReport]] = {}
+        self.held_round: Optional[int] = None  # round whose threshold decision holds requests
+        self.progress_at = 0.0
+        self.wall = time.time
+        self.completed_phases = 0
+        self._remaining_cache: Dict[Any, float] = {}  # (stage, thresholds) -> I_h
+
+    def configure(self, cfg, view: NodeView) -> None:
+        self.slot_length_s = cfg.slot_length_s
+        self.rounds = cfg.rounds_per_slot
+        self.round_interval_s = cfg.round_interval_s
+        self.tick_interval_s = cfg.round_interval_s / 2
+        self.siblings = tuple(p.id for p in cfg.peers if cfg.stage > 0 and p.stage == cfg.stage)
+        self.offloader = cfg.stage < view.num_stages
+        self.receiver = cfg.stage >= 1
+        if view.successors:
+            self.active = {s: 1.0 / len(view.successors) for s in view.successors}
+
+    # -- what the node asks ------------------------------------------------------------------
+
+    def weights(self, view: NodeView) -> Dict[str, float]:
+        return self.active or super().weights(view)
+
+    def routing(self) -> Dict[str, float]:
+        return dict(self.active)
+
+    def snapshot(self) -> Dict[str, Any]:
+        out = super().snapshot()
+        out.update({"routing": dict(self.active), "dtoee_thresholds": dict(self.th),
+                    "thresholds_version": self.th_version})
+        return out
+
+    def restore(self, state: Mapping[str, Any]) -> None:
+        super().restore(state)
+        r = state.get("routing")
+        if isinstance(r, Mapping) and set(r) == set(self.active) and all(
+                isinstance(v, float) and v >= 0 for v in r.values()) and sum(r.values()) > 0:
+            self.active = dict(r)
+        # The thresholds under negotiation and their version too, or the first phase after a
+        # restart would end by putting back the config's initial thresholds.
+        th, version = state.get("dtoee_thresholds"), state.get("thresholds_version")
+        if (isinstance(th, Mapping) and set(th) == set(self.th) and isinstance(version, int)
+                and not isinstance(version, bool) and version >= 0
+                and all(isinstance(v, float) and 0 < v <= 1 for v in th.values())):
+            self.th, self.th_version = {str(k): float(v) for k, v in th.items()}, version
+
+    # -- helpers -----------------------------------------------------------------------------
+
+    def _remaining(self, view: NodeView, stage: int) -> float:
+        """I_h of ``stage`` under the configured thresholds (1 for a source or without profile)."""
+        if stage < 1 or view.exit_profile is None:
+            return 1.0
+        # exit_stats sweeps the whole exit profile; C changes a few times per phase while
+        # every round asks, so keep the answer for the thresholds it was computed with.
+        key = (stage, tuple(sorted(self.th.items())))
+        got = self._remaining_cache.get(key)
+        if got is None:
+            from engines.exit_profile import exit_stats
+            st = exit_stats(view.exit_profile, {int(k): v for k, v in self.th.items()})
+            if len(self._remaining_cache) > 64:
+                self._remaining_cache.clear()
+            got = self._remaining_cache[key] = float(st.remaining[stage - 1])
+        return got
+
+    def _rate(self, view: NodeView) -> float:
+        """phi_i: a source's configured rate; a worker's rate summed from its last requests
+        (before any: the measured one)."""
+        if view.stage == 0:
+            return view.arrival_rate_tasks_s
+        return view.arrival_rate_tasks_s if self.phi is None else self.phi
+
+    def _live_work(self, view: NodeView) -> Dict[str, float]:
+        return {s: self.work.get(s, 0.0) for s in view.successors}
+
+    def _send_requests(self, view: NodeView) -> List[Outgoing]:
+        return [Outgoing(Kind.DTOEE_REQUEST, s, {"to": s, "payload": to_payload(r)}, self.slot,
+                         r.round) for s, r in self.pending.items() if s in view.alive]
+
+    def _status_out(self, dests) -> List[Outgoing]:
+        """Our newest status, addressed to each of ``dests`` (predecessors): only they use it,
+        and a broadcast would wake every sibling and successor too, each round."""
+        st = self.own_status
+        if st is None:
+            return []
+        fields = {"payload": to_payload(st)}
+        return [Outgoing(Kind.DTOEE_STATUS, p, fields, self.slot, st.round) for p in dests]
+
+    # -- slot clock --------------------------------------------------------------------------
+
+    def _start_slot(self, slot: int, view: NodeView, now: float) -> List[Outgoing]:
+        self.slot = slot
+        self.configuring = True
+        self.phase_end = now + max(0.0, slot * self.slot_length_s
+                                   + self.rounds * self.round_interval_s - self.wall())
+        self.round = 0
+        self.status_round, self.request_round = {}, {}
+        self.own_status, self.prev_change = None, None
+        self.reports, self.held_round = {}, None
+        self.progress_at = now
+        self.work = dict(self.active)
+        if not self.offloader:
+            return []
+        h = view.stage
+        self.req_rate = self._rate(view)
+        self.pending = D.make_requests(view.node_id, 0, self._live_work(view), self.req_rate,
+                                       self._remaining(view, h), view.stage_flops[h], self.th,
+                                       self.th_version)
+        return self._send_requests(view)
+
+    def _finish_phase(self) -> None:
+        self.configuring = False
+        self.completed_phases += 1
+        if self.work and sum(self.work.values()) > 0:
+            self.active = dict(self.work)
+        self._thresholds.update({int(k): v for k, v in self.th.items()
+                                 if int(k) in self._thresholds})
+
+    def on_tick(self, view: NodeView, now: float) -> List[Outgoing]:
+        slot = int(self.wall() // self.slot_length_s)
+        if slot > self.slot:
+            if self.configuring:
+                self._finish_phase()
+            return self._start_slot(slot, view, now)
+        if not self.configuring:
+            return []
+        if now >= self.phase_end:
+            self._finish_phase()
+            return []
+        if now - self.progress_at < self.round_interval_s or not self._open():
+            return []
+        # The round stalled: go on with what arrived (late neighbours count with their last
+        # message), or, when nothing came back at all, repeat our requests (maybe lost).
+        self.progress_at = now
+        if self.held_round is not None:  # a sibling's threshold report is late
+            return self._release(view, force=True)
+        if self.offloader:
+            if any(self.status_round.get(s, -1) >= self.round for s in view.successors):
+                return self._advance(view, now)
+            return self._send_requests(view)
+        if any(self.request_round.get(p, -1) >= self.round for p in view.predecessors):
+            return self._advance(view, now)
+        return []
+
+    # -- messages ----------------------------------------------------------------------------
+
+    def on_control(self, msg: Message, view: NodeView, now: float) -> List[Outgoing]:
+        if msg.kind not in (Kind.DTOEE_REQUEST, Kind.DTOEE_STATUS, Kind.THRESHOLD):
+            return []
+        out: List[Outgoing] = []
+        if msg.slot > self.slot:
+            if msg.slot > int(self.wall() // self.slot_length_s) + 1:
+                raise ValueError("slot %d is in the future" % msg.slot)  # clock far off, or junk
+            if self.configuring:
+                self._finish_phase()
+            out += self._start_slot(msg.slot, view, now)
+        elif msg.slot < self.slot:
+            return out  # stale: from a slot already over
+        payload = msg.fields["payload"]
+        if msg.kind == Kind.DTOEE_REQUEST and self.receiver and msg.sender in view.predecessors:
+            req = from_payload(D.Request, payload)
+            self._sync(req)
+            if req.round >= self.request_round.get(msg.sender, -1):
+                self.request_round[msg.sender] = req.round
+                self.last_request[msg.sender] = req
+            if self.own_status is not None and req.round <= self.own_status.round:
+                # a repeated or late request: its sender needs our status (again)
+                out += self._status_out((msg.sender,))
+        elif msg.kind == Kind.DTOEE_STATUS and self.offloader and msg.sender in view.successors:
+            st = from_payload(D.Status, payload)
+            self._sync(st)
+            if st.round >= self.status_round.get(msg.sender, -1):
+                self.status_round[msg.sender] = st.round
+                self.last_status[msg.sender] = st
+        elif msg.kind == Kind.THRESHOLD and msg.sender in self.siblings:
+            rep = from_payload(ThresholdReport, payload)
+            self.reports.setdefault(rep.round, {})[rep.sender] = rep
+            if rep.round == self.held_round:
+                return out + self._release(view)
+            self._maybe_choose(rep.round, view)
+            return out
+        else:
+            return out
+        if self._open() and self._ready(view):
+            out += self._advance(view, now)
+        return out
+
+    def _sync(self, msg: Any) -> None:
+        self.th, self.th_version = D.merge_thresholds(self.th, self.th_version, [msg])
+
+    # -- rounds ------------------------------------------------------------------------------
+
+    def _open(self) -> bool:
+        """True while this phase has a round left for this node."""
+        return self.configuring and not (self.offloader and self.round >= self.rounds)
+
+    def _ready(self, view: NodeView) -> bool:
+        """This round's requests of every live predecessor and statuses of every live successor
+        are in (the protocol's order: requests flow forward, statuses come back from stage H)."""
+        if self.receiver:
+            got = [self.request_round.get(p, -1) >= self.round
+                   for p in view.predecessors if p in view.alive]
+            if not all(got) or not (any(got) or self.offloader):
+                return False
+        if self.offloader:
+            return all(self.status_round.get(s, -1) >= self.round
+                       for s in view.successors if s in view.alive)
+        return True
+
+    def _advance(self, view: NodeView, now: float) -> List[Outgoing]:
+        """One round of this node: sum the requests (phi_i), step as an offloader, then answer
+        the predecessors with a status carrying the Omega of that step."""
+        out: List[Outgoing] = []
+        if self.receiver:
+            # An alive predecessor whose request is late this round counts with its last one,
+            # so a stalled round does not make this node look idle.
+            reqs = [self.last_request[p] for p in view.predecessors if p in self.last_request
+                    and (p in view.alive or self.request_round.get(p, -1) >= self.round)]
+            if reqs:
+                self.phi = D.arrival_rate(reqs, view.stage_flops[view.stage - 1])
+        if self.offloader:
+            out += self._step(view)
+        if self.receiver:
+            self.own_status = D.receiver_status(
+                view.node_id, self.round, view.capacity_flops, reqs,
+                self.last_step if self.offloader else None, self.th, self.th_version,
+                previous=self.own_status)
+            out = self._status_out(view.predecessors) + out
+        self.round += 1
+        self.progress_at = now
+        return out
+
+    def _step(self, view: NodeView) -> List[Outgoing]:
+        h, rnd, rate = view.stage, self.round, self._rate(view)
+        rates = {s: (view.link_rate_bytes_s.get(s) or UNKNOWN_LINK_RATE) for s in view.successors}
+        # A successor that is alive but whose status is late this round keeps its last one:
+        # only a gone neighbour (no heartbeats) loses its routing mass.
+        statuses = {s: self.last_status[s] for s in view.successors if s in self.last_status
+                    and (s in view.alive or self.status_round.get(s, -1) >= rnd)}
+        before = self._live_work(view)
+        res = D.offloader_step(view.node_id, rnd, before, rate, self._remaining(view, h),
+                               view.stage_flops[h], view.stage_input_bytes[h], rates, statuses,
+                               self.params, self.th, self.th_version,
+                               previous_arrival_rate_tasks_s=self.req_rate,
+                               previous_change=self.prev_change)
+        out: List[Outgoing] = []
+        if not res.routing:
+            return out
+        self.work, self.last_step, self.prev_change = res.routing, res, res.change
+        self.pending, self.req_rate = res.requests, rate
+        if view.exit_profile is not None and threshold_stage(rnd, self.params.m,
+                                                             view.exit_stages) == h:
+            # g_i over the routing the step started from, as Alg. 3 evaluates it
+            rep = threshold_report(view.node_id, rnd, h, rate, before, res.marginals_s)
+            self.reports.setdefault(rnd, {})[view.node_id] = rep
+            out.append(Outgoing(Kind.THRESHOLD, BROADCAST, {"payload": to_payload(rep)},
+                                self.slot, rnd))
+            self.held_round = rnd
+            return out + self._release(view)
+        if rnd + 1 < self.rounds:
+            out += self._send_requests(view)
+        return out
+
+    def _release(self, view: NodeView, force: bool = False) -> List[Outgoing]:
+        """Send the next round's requests held for this round's threshold decision, once every
+        live sibling's report is in (or the round stalled): a new C changes this stage's I_h,
+        which the requests carry from the next round on, as in ``run_dtoee``."""
+        rnd = self.held_round
+        if rnd is None or not (self._maybe_choose(rnd, view) or force):
+            return []
+        self.held_round = None
+        if self.pending and next(iter(self.pending.values())).thresholds_version != self.th_version:
+            h = view.stage
+            self.pending = D.make_requests(view.node_id, rnd + 1, {s: self.work[s] for s in
+                                                                   self.pending},
+                                           self.req_rate, self._remaining(view, h),
+                                           view.stage_flops[h], self.th, self.th_version)
+        return self._send_requests(view) if rnd + 1 < self.rounds else []
+
+    def _maybe_choose(self, rnd: int, view: NodeView) -> bool:
+        """Eqs. 17-18 on round ``rnd``'s reports once this node's and every live sibling's are
+        in; True when it decided (whether or not C changed)."""
+        reps = self.reports.get(rnd, {})
+        live = [s for s in self.siblings if s in view.alive]
+        if view.node_id not in reps or not all(s in reps for s in live):
+            return False
+        h = view.stage
+        from engines.exit_profile import exit_stats
+        st = exit_stats(view.exit_profile, {int(k): v for k, v in self.th.items()})
+        reach = 1.0
+        for k in range(1, h):
+            reach *= float(st.remaining[k - 1])
+        total = sum(r.arrival_rate_tasks_s for r in reps.values()) / max(reach, 1e-9)
+        if total <= 0:
+            del self.reports[rnd]
+            return True
+        new = choose_threshold(h, {int(k): v for k, v in self.th.items()}, list(reps.values()),
+                               total, view.exit_profile, view.tradeoff, self.params.threshold_step)
+        if any(abs(new[int(k)] - v) > 1e-12 for k, v in self.th.items()):
+            self.th = {str(k): float(v) for k, v in new.items()}
+            self.th_version += 1
+            log.info("threshold of stage %d -> %.3f (version %d)", h, new[h], self.th_version)
+        del self.reports[rnd]
+        return True

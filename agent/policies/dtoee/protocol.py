@@ -1,0 +1,238 @@
+"""DTO-EE per node: the messages, the receiver step (Alg. 1), the offloader step (Alg. 2, eqs.
+13-16 and the routing update) and the threshold step (Alg. 3, eqs. 17-18).
+
+Protocol (what an agent does in the configuration phase of a slot)
+------------------------------------------------------------------
+Every node is an *offloader* (sources and workers of stages 1..H-1: they hold a routing
+``{successor: p}``), a *receiver* (workers: they get tasks from predecessors), or both. Each
+round t runs two waves, in the order of the paper's Algs. 1-2 (a receiver's RUS carries the
+Omega of its own offloader step, so RUSs travel from the last stage back to the sources):
+
+1. **RUR wave** (``Request``, offloader -> each successor; all at once, one hop): the requests
+   prepared at the end of round t-1 (round 0: ``make_requests`` with the initial routing and
+   the node's current arrival rate): ``flops_s = p_ij * phi_i * I_h * alpha_{h+1}`` (eq. 5's xi).
+   A worker that has the round-t RURs of all live predecessors (or whose wait timed out) knows
+   its load lambda_j and its arrival rate ``arrival_rate(requests, alpha_h)``.
+2. **RUS wave** (``Status``, receiver -> each predecessor, from stage H back to stage 1):
+   - a final-stage worker answers at once: ``receiver_status(..., downstream=None)``;
+   - a worker of stage h < H waits for the round-t RUS of all live successors, runs
+     ``offloader_step`` (new routing, its Omega_i, the round-(t+1) RURs), then answers with
+     ``receiver_status(..., downstream=<that result>, previous=<its previous RUS>)``;
+   - a source runs ``offloader_step`` once it has its successors' RUS.
+   ``offloader_step`` gets ``previous_arrival_rate_tasks_s`` (the rate its round-t RURs were
+   built with: its successors' loads still reflect it) and ``previous_change`` (the ``change``
+   of its previous result in this phase); ``receiver_status`` gets ``previous`` (the node's own
+   RUS of the previous round). These carry the default rule's state between rounds (damping,
+   momentum, the pending-rate correction); without them the rule loses that state and
+   converges far worse at heavy load. Answering the RUS before the node's own offloader step
+   (with the Omega of its previous step) also works, with about three times the gap after 200
+   rounds at heavy load.
+
+A round therefore costs one hop forward and H hops back. Every m rounds one exit stage
+adjusts its threshold (``threshold_stage``): each worker of that stage sends a
+``ThresholdReport`` (its phi_i and sum_j p_ij Delta_ij of its step) to the others of its
+stage; each calls ``choose_threshold`` on the same reports and the accuracy-ratio table (the
+exit profile) and gets the same new thresholds C (eqs. 17-18). C travels in every RUR/RUS with
+a version number; ``merge_thresholds`` keeps the newest. Phi (the fleet's task rate) for eq. 17
+comes from the agent's configuration.
+
+Neighbours that are gone: an offloader passes only the statuses it received this round. A
+successor without a status gets probability 0 and its mass moves to the live ones in
+proportion to their probabilities (uniformly if those are all 0) before the step; a receiver
+sums only the requests it received. A node whose every successor is gone gets an empty
+routing and must not offload until one returns. The routing a node uses for tasks is the one
+it holds when the configuration phase ends.
+
+Step rules (``DtoeeParams.step``)
+---------------------------------
+``paper``: eq. 19, move a fixed fraction tau_p of the mass to the successor of least Delta.
+
+``default``: a damped projected-Newton step in the offloader's flows, as in Gallager's and
+Bertsekas-Gafni's minimum-delay routing. The node minimises sum_j (Delta_ij x_j + 1/2 kappa_j
+H_ij x_j^2) over flow changes x_j with sum_j x_j = 0 and x_j >= -(current flow) (a
+water-filling solved exactly), where H_ij is the second derivative of the delay along j: the
+receiver's M/D/1-PS term (as a secant over the step, since the slope grows faster than the
+curvature predicts) plus the downstream curvature Psi_j the receiver reports. kappa_j is the
+receiver's damping: its predecessors step at the same time and their steps add up on it, so
+it starts at its number of predecessors, grows when its load change reverses (an overshoot)
+and decays towards 1 otherwise, which lets offloaders that trade receivers move at full
+speed. Increases towards j are capped by an equal share of j's headroom up to
+``headroom_target * mu_j``, so receivers below it do not overload, and overloaded ones are
+drained at once. Omega_i is extrapolated by Psi_i times the change of the node's arrival rate
+its successors have not seen yet. Offloaders that trade receivers face a constant gradient gap
+along a direction the diagonal curvature overstates, so each node adds ``momentum`` times its
+previous routing change (heavy ball), scaled down on receivers whose damping exceeds 3 (their
+predecessors overshoot). Everything comes from the node's own RUS messages and its own
+previous step.
+
+Units: Delta, Omega in seconds (derivatives of Phi*T, the total delay per second, in the flow
+tasks/s), curvature in s^2, loads and capacities in FLOP/s. The penalty (eq. 11) is written on
+utilisation and its factor K already includes the paper's Phi, so no node needs Phi to route.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
+
+import numpy as np
+
+from agent.policies.dtoee.steps import (  # noqa: F401 (re-exported: knobs and row maths)
+    STEP_RULES,
+    DtoeeParams,
+    adapt_damping,
+    parse_knobs,
+    update_rows,
+)
+from agent.policies.thresholds import (  # noqa: F401 (re-exported: the threshold step)
+    ThresholdReport,
+    choose_threshold,
+    threshold_report,
+    threshold_stage,
+)
+
+# ---------------------------------------------------------------------------------- messages
+
+@dataclass(frozen=True)
+class Request:
+    """RUR, offloader -> successor, round ``round``."""
+
+    sender: str
+    round: int
+    flops_s: float  # xi_ij: FLOP/s the sender will offload to the receiver (eq. 5 term)
+    thresholds: Dict[str, float]  # C as the sender knows it, {"stage": c}
+    thresholds_version: int  # bumped at every threshold change; newest wins
+
+
+@dataclass(frozen=True)
+class Status:
+    """RUS, receiver -> each predecessor, round ``round``."""
+
+    sender: str
+    round: int
+    load_flops_s: float  # lambda_j (eq. 5) from this round's requests
+    capacity_flops_s: float  # mu_j
+    omega_s: float  # Omega_j (eq. 16) from the receiver's latest offloader step; 0 at stage H
+    curvature_s2: float  # downstream second derivative from its latest offloader step
+    predecessors: int  # how many predecessors' requests it summed this round
+    thresholds: Dict[str, float]
+    thresholds_version: int
+    load_change_flops_s: float = 0.0  # lambda_j now minus in its previous status
+    damping: float = 1.0  # kappa_j >= 1: how many of its predecessors' steps may pile up on it
+
+
+@dataclass(frozen=True)
+class OffloaderResult:
+    """What ``offloader_step`` hands back to the node."""
+
+    routing: Dict[str, float]  # p_i for the next round, {successor: p}
+    omega_s: float  # Omega_i (eq. 16), goes into this node's next RUS
+    curvature_s2: float  # Psi_i, goes into this node's next RUS
+    marginals_s: Dict[str, float]  # Delta_ij (eq. 15) per live successor
+    requests: Dict[str, Request]  # the next round's RUR per successor
+    change: Dict[str, float] = field(default_factory=dict)  # new minus old p, per successor
+
+
+# --------------------------------------------------------------------------- per-node steps
+
+def arrival_rate(requests: Sequence[Request], stage_flops: float) -> float:
+    """phi_j of a worker from this round's RURs: lambda_j / alpha_h (Alg. 1, line 4)."""
+    return sum(r.flops_s for r in requests) / stage_flops
+
+
+def make_requests(node_id: str, round: int, routing: Mapping[str, float],
+                  arrival_rate_tasks_s: float, remaining: float, next_stage_flops: float,
+                  thresholds: Mapping[str, float], thresholds_version: int
+                  ) -> Dict[str, Request]:
+    """RURs for every successor in ``routing``: xi_ij = p_ij * phi_i * I_h * alpha_{h+1}."""
+    th = {str(k): float(v) for k, v in thresholds.items()}
+    return {succ: Request(node_id, round, float(p * arrival_rate_tasks_s * remaining
+                                                * next_stage_flops), th, thresholds_version)
+            for succ, p in routing.items()}
+
+
+def receiver_status(node_id: str, round: int, capacity_flops_s: float,
+                    requests: Sequence[Request], downstream: Optional[OffloaderResult],
+                    thresholds: Mapping[str, float], thresholds_version: int,
+                    previous: Optional[Status] = None) -> Status:
+    """Alg. 1: sum this round's RURs into lambda_j and answer with a RUS.
+
+    ``downstream`` is this node's latest ``OffloaderResult`` (None at the final stage, or before
+    its first offloader step: Omega = 0); ``previous`` its own previous RUS in this phase (None in
+    the first round), from which the default rule's damping adapts.
+    """
+    load = float(sum(r.flops_s for r in requests))
+    omega = downstream.omega_s if downstream is not None else 0.0
+    curv = downstream.curvature_s2 if downstream is not None else 0.0
+    n = len(requests)
+    if previous is None:
+        change, damping = 0.0, float(max(n, 1))
+    else:
+        change = load - previous.load_flops_s
+        damping = float(adapt_damping(np.float64(change), previous.load_change_flops_s,
+                                      previous.damping, n, capacity_flops_s))
+    return Status(node_id, round, load, float(capacity_flops_s), float(omega), float(curv),
+                  n, {str(k): float(v) for k, v in thresholds.items()},
+                  thresholds_version, float(change), damping)
+
+
+def offloader_step(node_id: str, round: int, routing: Mapping[str, float],
+                   arrival_rate_tasks_s: float, remaining: float, next_stage_flops: float,
+                   next_input_bytes: float, link_rates_bytes_s: Mapping[str, float],
+                   statuses: Mapping[str, Status], params: DtoeeParams,
+                   thresholds: Mapping[str, float], thresholds_version: int,
+                   previous_arrival_rate_tasks_s: Optional[float] = None,
+                   previous_change: Optional[Mapping[str, float]] = None) -> OffloaderResult:
+    """Alg. 2 for one offloader: Delta (eq. 15), Omega (eq. 16), new routing, next RURs.
+
+    ``routing`` is the current p_i over all successors, ``remaining`` the node's own I_h (1 for a
+    source), ``statuses`` the round-t RUS of each live successor (others count as gone),
+    ``previous_arrival_rate_tasks_s`` the rate its round-t RURs were built with (None: same as
+    ``arrival_rate_tasks_s``, e.g. a source), ``previous_change`` the ``change`` of the node's
+    previous ``OffloaderResult`` in this phase (None in the first round).
+    """
+    live = [s for s in routing if s in statuses]
+    if not live:
+        return OffloaderResult({}, 0.0, 0.0, {}, {})
+    p = np.array([max(0.0, float(routing[s])) for s in live])
+    p = p / p.sum() if p.sum() > 0 else np.full(len(live), 1.0 / len(live))
+    st = [statuses[s] for s in live]
+    one = np.ones((1, len(live)), dtype=bool)
+    new, delta, omega, psi = update_rows(
+        p[None, :], np.array([arrival_rate_tasks_s * remaining]), np.array([remaining]),
+        np.array([next_stage_flops]), np.array([next_input_bytes]),
+        np.array([[link_rates_bytes_s[s] for s in live]]),
+        np.array([[x.load_flops_s for x in st]]), np.array([[x.capacity_flops_s for x in st]]),
+        np.array([[x.omega_s for x in st]]), np.array([[x.curvature_s2 for x in st]]),
+        np.array([[x.predecessors for x in st]], dtype=np.float64),
+        np.array([[x.damping for x in st]]), one, params,
+        np.array([arrival_rate_tasks_s - (arrival_rate_tasks_s
+                                          if previous_arrival_rate_tasks_s is None
+                                          else previous_arrival_rate_tasks_s)]),
+        np.array([[float((previous_change or {}).get(s, 0.0)) for s in live]]))
+    new_routing = {s: 0.0 for s in routing}
+    new_routing.update({s: float(v) for s, v in zip(live, new[0])})
+    requests = make_requests(node_id, round + 1, {s: new_routing[s] for s in live},
+                             arrival_rate_tasks_s, remaining, next_stage_flops, thresholds,
+                             thresholds_version)
+    return OffloaderResult(new_routing, float(omega[0]), float(psi[0]),
+                           {s: float(d) for s, d in zip(live, delta[0])}, requests,
+                           {s: float(v) - float(x) for s, v, x in zip(live, new[0], p)})
+
+
+def merge_thresholds(thresholds: Mapping[str, float], version: int,
+                     messages: Sequence[Any]) -> Tuple[Dict[str, float], int]:
+    """Synchronise C (Algs. 1-2, line 2): keep the newest version among ours and the messages'."""
+    best, best_v = dict(thresholds), version
+    for msg in messages:
+        if msg.thresholds_version > best_v:
+            best, best_v = dict(msg.thresholds), msg.thresholds_version
+    return best, best_v
+
+
+def run_dtoee(scenario, rounds=None, params=None, thresholds=None, initial_routing=None,
+              stop_when_converged=True, track=False):
+    """Whole-network driver: see ``agent.policies.dtoee_network.run_dtoee``."""
+    from agent.policies.dtoee.network import run_dtoee as _run
+    return _run(scenario, rounds, params, thresholds, initial_routing, stop_when_converged,
+                track)

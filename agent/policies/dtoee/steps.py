@@ -1,0 +1,224 @@
+"""DTO-EE's routing maths on rows of offloaders: marginal delays, the two step rules, knobs.
+
+Rows are offloaders, columns their successor slots, ``valid`` masks the padding. The per-node
+functions of ``agent.policies.dtoee`` call these with one row, the whole-network driver
+(``agent.policies.dtoee_network``) with every offloader of a stage at once: one implementation
+of eqs. 15, 16 and 19 and of the default step. See ``agent.policies.dtoee`` for the protocol
+and the description of the default rule.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Dict, Mapping
+
+import numpy as np
+
+from agent.policies.model import pressure
+from agent.policies.setting import ScenarioError
+
+# receiver damping (``adapt_damping``): growth on an overshoot, decay otherwise, and the load
+# change (fraction of capacity) below which a reversal counts as noise
+DAMP_UP, DAMP_DOWN, DAMP_NOISE = 2.0, 0.8, 1e-3
+STEP_RULES = ("default", "paper")
+
+
+
+@dataclass(frozen=True)
+class DtoeeParams:
+    """DTO-EE knobs (scenario ``knobs`` or node config); ``parse_knobs`` validates them."""
+
+    step: str = "default"  # routing update: "default" (scaled Newton) or "paper" (eq. 19)
+    paper_step_size: float = 0.1  # tau_p of eq. 19, in (0, 1]
+    step_scale: float = 1.5  # default rule: multiplier of the Newton step, in (0, 2]
+    headroom_target: float = 0.95  # default rule: fill receivers up to this utilisation, (0, 1)
+    momentum: float = 0.6  # default rule: share of its previous routing change a node repeats
+    rho_ext: float = 0.99  # delay function continued quadratically past this utilisation
+    penalty_k: float = 1.0e4  # K of eq. 11 (already times Phi), seconds
+    epsilon: float = 0.01  # epsilon of eq. 11, as a fraction of capacity
+    rounds: int = 200  # communication rounds per configuration phase (plan, simulator)
+    tolerance: float = 1e-3  # converged: no routing probability moved more than this in a round
+    m: int = 5  # a threshold step every m rounds (Alg. 3)
+    threshold_step: float = 0.05  # tau_c: threshold change per step
+    initial_threshold: float = 0.8  # c_h of every exit before tuning
+
+
+_FLOAT_RANGES = {
+    "paper_step_size": (0.0, 1.0, False, True),
+    "step_scale": (0.0, 2.0, False, True),
+    "headroom_target": (0.0, 1.0, False, False),
+    "momentum": (0.0, 1.0, True, False),
+    "rho_ext": (0.5, 1.0, True, False),
+    "penalty_k": (0.0, math.inf, True, False),
+    "epsilon": (0.0, 0.5, True, True),
+    "tolerance": (0.0, 1.0, False, True),
+    "threshold_step": (0.0, 1.0, False, True),
+    "initial_threshold": (0.0, 1.0, False, True),
+}
+
+
+def parse_knobs(knobs: Mapping[str, Any]) -> DtoeeParams:
+    """Read the DTO-EE knobs from ``knobs`` (other keys are left to other policies).
+
+    Raises ``ScenarioError`` naming the field, e.g. ``knobs.step: must be one of ...``.
+    """
+    kw: Dict[str, Any] = {}
+    if "step" in knobs:
+        if knobs["step"] not in STEP_RULES:
+            raise ScenarioError("knobs.step: must be one of %s, got %r"
+                                % ("|".join(STEP_RULES), knobs["step"]))
+        kw["step"] = knobs["step"]
+    for name in ("rounds", "m"):
+        if name in knobs:
+            v = knobs[name]
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ScenarioError("knobs.%s: must be an integer >= 1, got %r" % (name, v))
+            kw[name] = v
+    for name, (lo, hi, lo_ok, hi_ok) in _FLOAT_RANGES.items():
+        if name not in knobs:
+            continue
+        v = knobs[name]
+        ok = not isinstance(v, bool) and isinstance(v, (int, float)) and math.isfinite(v)
+        ok = ok and (v >= lo if lo_ok else v > lo) and (v <= hi if hi_ok else v < hi)
+        if not ok:
+            raise ScenarioError("knobs.%s: must be a number in %s%s, %s%s, got %r"
+                                % (name, "[" if lo_ok else "(", lo, hi, "]" if hi_ok else ")", v))
+        kw[name] = float(v)
+    return DtoeeParams(**kw)
+
+
+def row_marginals(p, remaining, next_flops, next_bytes, link_rate, load, capacity, omega,
+                  curvature, valid, params: DtoeeParams):
+    """Eqs. 15-16 plus curvature: returns (Delta (R,D), H (R,D), Omega_i (R,), Psi_i (R,))."""
+    a = np.asarray(next_flops, dtype=np.float64)[:, None]
+    cap = np.where(valid, capacity, 1.0)
+    _, d1, d2 = pressure(np.where(valid, load, 0.0), cap, params.rho_ext)
+    excess = np.maximum(0.0, load / cap - 1.0 + params.epsilon)
+    pen1 = 2.0 * params.penalty_k * excess * a / cap
+    pen2 = np.where(excess > 0, 2.0 * params.penalty_k * (a / cap) ** 2, 0.0)
+    link = np.asarray(next_bytes, dtype=np.float64)[:, None] / np.where(valid, link_rate, 1.0)
+    delta = np.where(valid, a * d1 + link + omega + pen1, np.inf)
+    h = np.where(valid, a * a * d2 + pen2 + curvature, np.inf)
+    rem = np.asarray(remaining, dtype=np.float64)
+    pv = np.where(valid, p, 0.0)
+    omega_i = rem * np.sum(pv * np.where(valid, delta, 0.0), axis=1)
+    psi_i = rem ** 2 * np.sum(pv ** 2 * np.where(valid, h, 0.0), axis=1)
+    return delta, h, omega_i, psi_i
+
+
+def paper_step(p, delta, valid, tau: float):
+    """Eq. 19: every successor keeps (1 - tau) of its probability, the least-Delta one gains."""
+    best = np.argmin(np.where(valid, delta, np.inf), axis=1)
+    pv = np.where(valid, p, 0.0)
+    new = (1.0 - tau) * pv
+    rows = np.arange(p.shape[0])
+    new[rows, best] = pv[rows, best] + tau * (pv.sum(axis=1) - pv[rows, best])
+    return new
+
+
+def _water_fill(d, hc, lo, hi):
+    """Per row, x_j = clip((nu - d_j) / hc_j, lo_j, hi_j) with the nu that makes sum_j x_j = 0.
+
+    Needs lo <= 0 <= hi (padding slots: lo = hi = 0). sum_j x_j is piecewise linear and
+    non-decreasing in nu with breakpoints where a clip starts or stops; it is evaluated at every
+    breakpoint and interpolated on the segment where it crosses 0.
+    """
+    bp = np.sort(np.concatenate([d + hc * lo, d + hc * hi], axis=1), axis=1)
+    s = np.clip((bp[:, :, None] - d[:, None, :]) / hc[:, None, :], lo[:, None, :],
+                hi[:, None, :]).sum(axis=2)
+    k = np.argmax(s >= 0.0, axis=1)  # first breakpoint with sum >= 0 (the last one always is)
+    rows = np.arange(d.shape[0])
+    km = np.maximum(k - 1, 0)
+    nu0, nu1, s0, s1 = bp[rows, km], bp[rows, k], s[rows, km], s[rows, k]
+    span = s1 - s0
+    frac = np.where(span > 0, -s0 / np.where(span > 0, span, 1.0), 1.0)
+    nu = nu0 + frac * (nu1 - nu0)
+    return np.clip((nu[:, None] - d) / hc, lo, hi)
+
+
+def newton_step(p, out_rate, delta, curvature, headroom, predecessors, damping, valid,
+                params: DtoeeParams):
+    """The default rule (module docstring): a projected, scaled Newton step per row.
+
+    ``out_rate`` (R,) is phi_i * I_h (tasks/s leaving the node), ``headroom`` (R,D) the tasks/s
+    each receiver can still take up to ``headroom_target`` (its share is 1/predecessors).
+    """
+    f = np.asarray(out_rate, dtype=np.float64)
+    pv = np.where(valid, p, 0.0)
+    x = pv * f[:, None]
+    hc = np.where(valid, np.maximum(damping, 1.0) * curvature / params.step_scale, 1.0)
+    room = f[:, None] - x
+    hi = np.where(valid, np.minimum(np.maximum(headroom, 0.0) / np.maximum(predecessors, 1),
+                                    room), 0.0)
+    # nowhere to grow (every successor full): let mass move anyway, towards the least Delta
+    stuck = hi.sum(axis=1) <= 1e-12 * f
+    if stuck.any():
+        hi = np.where(stuck[:, None] & valid, room, hi)
+    new_x = np.maximum(x + _water_fill(np.where(valid, delta, 0.0), hc, -x, hi), 0.0)
+    total = new_x.sum(axis=1)
+    moving = (f > 0) & (total > 0)
+    out = np.where(moving[:, None], new_x / np.where(moving, total, 1.0)[:, None], pv)
+    # an idle offloader (no flow) still leans towards its best successor for when tasks come
+    idle = ~moving
+    if idle.any():
+        out[idle] = paper_step(pv[idle], delta[idle], valid[idle], 0.5)
+    return out
+
+
+def adapt_damping(change, previous_change, damping, predecessors, capacity):
+    """A receiver's damping kappa_j for the default rule, adapted from its own load history.
+
+    Its predecessors step at the same time, so their steps add up on it. When its load change
+    reverses (their steps overshot) kappa grows by DAMP_UP, up to 4x its number of
+    predecessors; otherwise it decays by DAMP_DOWN towards 1, so that moves that do not pile up
+    (offloaders trading receivers) go at full Newton speed. Arrays or scalars.
+    """
+    noise = DAMP_NOISE * np.asarray(capacity, dtype=np.float64)
+    flip = (change * previous_change < 0) & (np.abs(change) > noise) \
+        & (np.abs(previous_change) > noise)
+    return np.where(flip, np.minimum(DAMP_UP * damping, 4.0 * np.maximum(predecessors, 1)),
+                    np.maximum(1.0, DAMP_DOWN * damping))
+
+
+def update_rows(p, out_rate, remaining, next_flops, next_bytes, link_rate, load, capacity,
+                omega, curvature, predecessors, damping, valid, params: DtoeeParams,
+                pending=None, previous_step=None):
+    """One offloader step for many rows: returns (new p, Delta, Omega_i, Psi_i).
+
+    ``pending`` (R,): the change of the node's arrival rate that its successors have not seen
+    yet (its requests carried the previous rate); Omega_i is extrapolated by Psi_i * pending.
+    ``previous_step`` (R,D): the node's previous routing change (default rule's momentum).
+    """
+    delta, h, omega_i, psi_i = row_marginals(p, remaining, next_flops, next_bytes, link_rate,
+                                             load, capacity, omega, curvature, valid, params)
+    if pending is not None:
+        omega_i = omega_i + psi_i * np.asarray(pending, dtype=np.float64)
+    if params.step == "paper":
+        new = paper_step(p, delta, valid, params.paper_step_size)
+    else:
+        a = np.asarray(next_flops, dtype=np.float64)[:, None]
+        headroom = (params.headroom_target * capacity - load) / a
+        new = newton_step(p, out_rate, delta, h, headroom, predecessors, damping, valid, params)
+        # the delay's slope grows faster than its curvature at the current load predicts: take
+        # the secant over the span the step (times the pile-up) would cover, and step again
+        grow = np.maximum(new - np.where(valid, p, 0.0), 0.0) * np.asarray(out_rate)[:, None]
+        cap = np.where(valid, capacity, 1.0)
+        lam0 = np.where(valid, load, 0.0)
+        lam1 = lam0 + a * np.maximum(damping, 1.0) * grow
+        _, s0, c0 = pressure(lam0, cap, params.rho_ext)
+        span = lam1 - lam0
+        sec = np.where(span > 0, (pressure(lam1, cap, params.rho_ext)[1] - s0)
+                       / np.where(span > 0, span, 1.0), c0)
+        h2 = h + a * a * np.maximum(sec - c0, 0.0)
+        new = newton_step(p, out_rate, delta, h2, headroom, predecessors, damping, valid, params)
+        if previous_step is not None and params.momentum > 0:
+            # heavy ball: offloaders trading receivers face a constant gradient gap along a
+            # direction the diagonal curvature overstates; momentum keeps such trades going
+            # ... except towards receivers whose predecessors overshoot (damping above 3)
+            carry = params.momentum * np.minimum(1.0, 3.0 / np.maximum(damping, 1.0))
+            new = np.where(valid, np.maximum(new + carry * previous_step, 0.0), 0.0)
+            new = new / np.maximum(new.sum(axis=1, keepdims=True), 1e-300)
+    return new, delta, omega_i, psi_i
+
+

@@ -1,0 +1,1 @@
+"""MDI-Exit: queue-based offloading with admission and threshold control."""

@@ -1,0 +1,203 @@
+"""MDI-Exit in the agent: ``agent.policies.mdi_exit`` behind the ``AgentPolicy`` interface.
+
+What the node loop gives the policy (``NodeView``): its own input queue (tasks waiting for or in
+the engine) and output queue (tasks handed to a successor and not yet ACKed, plus those waiting
+for one), its per-task compute time ``service_time_s`` (Gamma_n), and each neighbour's last
+HEARTBEAT / QUEUE_STATE fields (``input_queue`` = I_m, ``service_time_s`` = Gamma_m). D_nm is
+measured: the node reports each ACKed task transfer through ``on_transfer`` (link start to ACK),
+and ``TransferDelay`` smooths it per neighbour and payload size; until a task of that size has
+been measured to m, D_nm is its bytes over the configured link rate (0 when unknown). The
+policy publishes QUEUE_STATE
+every ``state_interval_s`` (its tick), so neighbours see I_n more often than heartbeats carry
+it, and between two messages from m it adds the tasks it sent to m since.
+
+A worker holding several stages (``last_stage``) runs Alg. 1 in ``keep_local``: the next stage
+stays here when the input queue is empty or O_n > T_O, else the task goes to the output queue
+and Alg. 2 (``choose_successor``, own wait I_n Gamma_n). A node that cannot run the task's next
+stage (a one-stage worker, a source) counts its own wait as unbounded, so neighbour m takes the
+task as soon as O_n > I_m. ``choose_successor`` returning None keeps the task; the node offers
+it again on its next heartbeat or when a neighbour comes back (an agent does not take back its
+own held tasks: ``reclaim_when_idle`` applies to the simulator). Alg. 3 (knob
+``admission_control``) sets a source's mean Poisson gap from its own queue plus the queues of
+the node it feeds (the least-loaded alive stage-1 peer, as a camera on that node would);
+Alg. 4 (``threshold_adaptation``) moves one threshold for every exit head of this node;
+otherwise the configured thresholds hold. ``early_exit = false`` is the no-exit variant. Knob
+errors name ``policy_knobs.<field>``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+
+from agent.net import wire
+from agent.policies.mdi_exit import rules as mx
+from agent.policies.api import AgentPolicy, NodeView, Outgoing, TaskInfo
+from agent.net.wire import Kind, Message
+
+
+class TransferDelay:
+    """Smoothed measured transfer delay D_nm per (neighbour, payload bytes).
+
+    An exponentially weighted moving average (weight ``smoothing`` per sample) of the measured
+    seconds. A sample more than ``outlier_factor`` times above (or below) the current estimate
+    is an outlier: a single one (a GC pause, a retransmit) is ignored; when the next sample is
+    an outlier in the same direction too, the link has really changed, so it is taken, clipped
+    to the factor, and the estimate follows within a few tasks. Keyed by payload size because
+    a node holding several stages sends tasks of different sizes to one neighbour.
+    """
+
+    def __init__(self, smoothing: float = 0.2, outlier_factor: float = 4.0):
+        self.smoothing = smoothing
+        self.outlier_factor = outlier_factor
+        self._est: Dict[Tuple[str, int], float] = {}
+        self._pending: Dict[Tuple[str, int], int] = {}  # direction (+1/-1) of an ignored outlier
+
+    def observe(self, dest: str, seconds: float, payload_bytes: int) -> None:
+        """Add one measured transfer of ``payload_bytes`` to ``dest`` taking ``seconds``."""
+        if not (seconds >= 0.0 and math.isfinite(seconds)):
+            return
+        key = (dest, int(payload_bytes))
+        est = self._est.get(key)
+        if est is None:
+            self._est[key] = seconds
+            return
+        lo, hi = est / self.outlier_factor, est * self.outlier_factor
+        direction = 1 if seconds > hi else -1 if seconds < lo else 0
+        if direction and self._pending.pop(key, 0) != direction:
+            self._pending[key] = direction  # first outlier this way: ignore it
+            return
+        self._pending.pop(key, None)
+        sample = min(max(seconds, lo), hi)
+        self._est[key] = est + self.smoothing * (sample - est)
+
+    def get(self, dest: str, payload_bytes: int) -> Optional[float]:
+        """The smoothed delay, or None before the first measurement of that size to ``dest``."""
+        return self._est.get((dest, int(payload_bytes)))
+
+    def table(self) -> Dict[str, Dict[str, float]]:
+        """``{dest: {payload bytes: seconds}}`` (JSON keys), for saved state and stats."""
+        out: Dict[str, Dict[str, float]] = {}
+        for (dest, nbytes), est in sorted(self._est.items()):
+            out.setdefault(dest, {})[str(nbytes)] = est
+        return out
+
+
+class MdiExitPolicy(AgentPolicy):
+    """``mdi-exit``: queue-based offloading (Alg. 2), admission (Alg. 3), thresholds (Alg. 4)."""
+
+    name = mx.POLICY_NAME
+
+    def __init__(self, thresholds: Mapping[int, float], knobs: Mapping[str, Any], seed: int = 0):
+        super().__init__(thresholds, knobs, seed)
+        self.params = mx.params_from_knobs(knobs, where="policy_knobs")
+        self.tick_interval_s = self.params.state_interval_s
+        self._threshold = self.params.threshold  # Alg. 4's T_e, used when adapting
+        self._interarrival_s = self.params.initial_interarrival_s  # Alg. 3's mu
+        self._sent: Dict[str, int] = {}  # tasks sent to a neighbour since its last queue state
+        self._next_adapt_s: Optional[float] = None
+        self.transfer_delay = TransferDelay()  # measured D_nm
+
+    def thresholds(self) -> Dict[int, float]:
+        if not self.params.early_exit:  # no threshold: only the final stage answers
+            return {}
+        if self.params.threshold_adaptation:
+            return {h: self._threshold for h in self._thresholds}
+        return dict(self._thresholds)
+
+    def keep_local(self, task: TaskInfo, view: NodeView) -> bool:
+        """Alg. 1 on a worker that holds the task's next stage: keep it or queue it to offload."""
+        step = mx.next_step(None, 1.0, view.input_queue, view.output_queue, self.params,
+                            has_neighbours=bool(view.alive_successors(task.stage)))
+        return step == mx.LOCAL
+
+    def choose_successor(self, task: TaskInfo, view: NodeView,
+                         exclude: Sequence[str] = ()) -> Optional[str]:
+        """Alg. 2 over the alive successors; None keeps the task in the output queue."""
+        alive = view.alive_successors(task.stage)
+        cands = [s for s in alive if s not in exclude] or alive
+        states = []
+        for m in cands:
+            st = view.peer_state.get(m, {})
+            states.append(mx.NeighbourState(
+                m, int(st.get("input_queue", 0)) + self._sent.get(m, 0),
+                float(st.get("service_time_s", 0.0)), self._transfer_delay_s(m, task, view)))
+        # the task itself is in the output queue now
+        if view.serves(task.stage):
+            in_len, own_s = view.input_queue, view.service_time_s
+        else:  # this node cannot run the next stage: waiting here never ends
+            in_len, own_s = 1, math.inf
+        target = mx.choose_neighbour(view.output_queue + 1, in_len, own_s, states, self.rng.random)
+        if target is not None:
+            self._sent[target] = self._sent.get(target, 0) + 1
+        return target
+
+    def _transfer_delay_s(self, dest: str, task: TaskInfo, view: NodeView) -> float:
+        """D_nm: measured when known, else the task's bytes over the configured link rate."""
+        measured = self.transfer_delay.get(dest, task.nbytes)
+        if measured is not None:
+            return measured
+        rate = view.link_rate_bytes_s.get(dest, 0.0)
+        return task.nbytes / rate if rate > 0 else 0.0
+
+    def on_transfer(self, dest: str, seconds: float, payload_bytes: int) -> None:
+        """A task transfer to ``dest`` was measured (link start to ACK): smooth it into D_nm."""
+        self.transfer_delay.observe(dest, seconds, payload_bytes)
+
+    def interarrival_s(self, view: NodeView, now: float) -> Optional[float]:
+        """Alg. 3's mu at a source with admission control; None keeps the configured rate."""
+        if self.params.admission_control and view.role == "source":
+            return self._interarrival_s
+        return None
+
+    def on_control(self, msg: Message, view: NodeView, now: float) -> List[Outgoing]:
+        if msg.kind in (Kind.HEARTBEAT, Kind.QUEUE_STATE):
+            self._sent.pop(msg.sender, None)  # its queue length now includes what we sent
+        return []
+
+    def on_tick(self, view: NodeView, now: float) -> List[Outgoing]:
+        """Publish this node's queue state; every ``adapt_interval_s`` run Algs. 3 and 4."""
+        p = self.params
+        if self._next_adapt_s is None:
+            self._next_adapt_s = now + p.adapt_interval_s
+        elif now >= self._next_adapt_s:
+            self._next_adapt_s = now + p.adapt_interval_s
+            queued = view.input_queue + view.output_queue
+            if p.threshold_adaptation:
+                self._threshold = mx.adapt_threshold(self._threshold, queued, p)
+            if p.admission_control and view.role == "source":
+                queued += self._fed_queue(view)
+                self._interarrival_s = mx.adapt_interarrival(self._interarrival_s, queued, p)
+        return [Outgoing(Kind.QUEUE_STATE, wire.BROADCAST, {
+            "role": view.role, "stage": view.stage, "capacity_flops": float(view.capacity_flops),
+            "input_queue": int(view.input_queue), "output_queue": int(view.output_queue),
+            "service_time_s": float(view.service_time_s)})]
+
+    def _fed_queue(self, view: NodeView) -> int:
+        """Queued tasks (I_m + O_m) of the least-loaded alive node this source feeds.
+
+        In the paper the source is a camera on node n and Alg. 3 reads that node's queues; an
+        agent source is a process of its own whose output queue only holds tasks not yet handed
+        over, so it adds the queues its node publishes (0 when none has been heard yet).
+        """
+        totals = []
+        for m in view.alive_successors(1):
+            st = view.peer_state.get(m, {})
+            totals.append(int(st.get("input_queue", 0)) + int(st.get("output_queue", 0)))
+        return min(totals) if totals else 0
+
+    def snapshot(self) -> Dict[str, Any]:
+        state = super().snapshot()
+        state.update({"mdi_threshold": self._threshold, "interarrival_s": self._interarrival_s,
+                      # for inspection only: links may differ after a restart, so not restored
+                      "transfer_delay_s": self.transfer_delay.table()})
+        return state
+
+    def restore(self, state: Mapping[str, Any]) -> None:
+        super().restore(state)
+        th, mu = state.get("mdi_threshold"), state.get("interarrival_s")
+        if isinstance(th, float) and self.params.min_threshold <= th <= 1.0:
+            self._threshold = th
+        if isinstance(mu, float) and \
+                self.params.min_interarrival_s <= mu <= self.params.max_interarrival_s:
+            self._interarrival_s = mu

@@ -1,0 +1,104 @@
+"""The setting a policy decides on: stages, sources, workers and the links between them.
+
+Plain frozen dataclasses, shared by every policy, the simulator and ``plan``. Reading and
+writing them as files is ``agent.scenario.format``'s job; this module knows no file format.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Mapping, Optional, Tuple
+
+from agent.errors import UsageError
+from engines.exit_profile import ExitProfile
+
+
+class ScenarioError(UsageError):
+    """A scenario file is malformed; the message names the offending field."""
+
+
+@dataclass(frozen=True)
+class Stage:
+    flops: float  # alpha_h: compute per task of this stage, FLOP (multiply-accumulates)
+    input_bytes: float  # beta_h: size of the tensor entering this stage, bytes
+    exit: bool  # E_h: the stage carries an early-exit head
+
+
+@dataclass(frozen=True)
+class Source:
+    id: str
+    rate: float  # phi: task arrival rate, tasks/s
+    device: str = ""  # device it runs on when that device also serves stages ("" = its own)
+
+
+@dataclass(frozen=True)
+class Worker:
+    id: str
+    stage: int  # 1-based stage it serves
+    capacity: float  # mu_j, FLOP/s, in the current power mode
+    # optional (name, capacity FLOP/s) per power mode the device can switch to; the simulator's
+    # dynamic mode draws from these every slot
+    power_modes: Tuple[Tuple[str, float], ...] = ()
+    # workers naming the same device are stages held by one node (as in MDI-Exit): they share
+    # one processor, so the simulator gives them one queue and one capacity ("" = its own device)
+    device: str = ""
+
+
+@dataclass(frozen=True)
+class Link:
+    src: str
+    dst: str
+    rate: float  # r_ij, bytes/s
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """A whole network: stages, sources (stage 0), workers and the links between stages."""
+
+    stages: Tuple[Stage, ...]
+    sources: Tuple[Source, ...]
+    workers: Tuple[Worker, ...]
+    links: Tuple[Link, ...]
+    tradeoff: float  # a in U = a*T - (1-a)*(A - A_min)/(A_max - A_min)
+    remaining: Optional[Tuple[float, ...]] = None  # I_h per stage when thresholds are fixed
+    exit_profile: Optional[ExitProfile] = None  # when thresholds are tuned
+    knobs: Mapping[str, Any] = field(default_factory=dict)  # policy knobs, validated by policies
+    comment: str = ""  # free text carried through the file (e.g. where the setting comes from)
+    synthetic: bool = False  # the setting (or its exit profile) is generated, not measured
+
+    @property
+    def num_stages(self) -> int:
+        return len(self.stages)
+
+    def stage_of(self, node_id: str) -> int:
+        """0 for a source, the 1-based stage for a worker."""
+        return self._stage_by_id()[node_id]
+
+    def device_of(self, node_id: str) -> str:
+        """The device ``node_id`` runs on: its ``device`` if given, else its own id."""
+        for n in self.sources + self.workers:
+            if n.id == node_id:
+                return n.device or n.id
+        raise KeyError(node_id)
+
+    def workers_of_stage(self, stage: int) -> List[Worker]:
+        return [w for w in self.workers if w.stage == stage]
+
+    def successors(self, node_id: str) -> List[str]:
+        """L_i: nodes of the next stage that ``node_id`` has a link to, in file order."""
+        return [l.dst for l in self.links if l.src == node_id]
+
+    def predecessors(self, node_id: str) -> List[str]:
+        """V_j: nodes of the previous stage with a link to ``node_id``, in file order."""
+        return [l.src for l in self.links if l.dst == node_id]
+
+    def link_rate(self, src: str, dst: str) -> float:
+        for l in self.links:
+            if l.src == src and l.dst == dst:
+                return l.rate
+        raise KeyError((src, dst))
+
+    def _stage_by_id(self) -> Dict[str, int]:
+        d = {s.id: 0 for s in self.sources}
+        d.update({w.id: w.stage for w in self.workers})
+        return d

@@ -1,0 +1,118 @@
+"""The simulator's policy hook: what a policy is asked, and when (contract in ``agent.sim``).
+
+``SimPolicy`` is the base class with the do-nothing defaults; ``FixedPolicy`` keeps one routing
+table and threshold setting for the whole run; ``PlannerPolicy`` re-plans every slot by calling
+a pure planning function (DTO-EE, CF, BF, NGTO, GA from ``agent.policies``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, Mapping, Optional
+
+from agent.policies.setting import Scenario
+
+Routing = Mapping[str, Mapping[str, float]]  # {node: {successor: probability}}
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What a policy settles on in a slot's configuration phase."""
+
+    routing: Optional[Routing] = None  # {node: {successor: p}}; None keeps the table in force
+    thresholds: Optional[Mapping[int, float]] = None  # {exit stage: c}; None keeps the current ones
+    rounds: int = 0  # configuration rounds spent; the decision applies after rounds * round delay
+    info: Mapping[str, Any] = field(default_factory=dict)  # numbers for the report (model delay...)
+
+
+@dataclass(frozen=True)
+class SlotView:
+    """What a policy sees at a slot boundary."""
+
+    slot: int  # 0-based slot index
+    now_s: float  # simulated time of the boundary
+    scenario: Scenario  # this slot's setting: source rates and capacities after dynamic changes
+    previous: Optional[Decision]  # the decision in force until the new one applies (warm start)
+
+
+class SimPolicy:
+    """Base policy: keeps uniform routing and thresholds of 1.0; override what you need.
+
+    Class attributes switch on the per-task hooks, so that a table-driven policy costs the event
+    loop nothing extra:
+
+    - ``per_task``: the engine calls ``route`` for every task leaving a node instead of sampling
+      the routing table.
+    - ``per_node_thresholds``: the engine calls ``threshold`` at every exit check instead of
+      using the slot's ``{stage: c}``.
+    - ``admission``: sources call ``admit`` for every new task; a refused task is recorded as
+      rejected (never silently dropped).
+    - ``tick_s``: the engine calls ``on_tick`` every ``tick_s`` simulated seconds and then
+      re-offers every held task (``route`` returned None) to ``route``, oldest first.
+    """
+
+    name = "policy"
+    per_task = False
+    per_node_thresholds = False
+    admission = False
+    tick_s: Optional[float] = None
+
+    def start_slot(self, view: SlotView) -> Decision:
+        """Called at every slot boundary; the returned decision applies after its rounds."""
+        return Decision()
+
+    def route(self, node: str, task: int, view: Any) -> Optional[str]:
+        """Successor for ``task`` leaving ``node`` (only when ``per_task``); None holds it."""
+        raise NotImplementedError
+
+    def threshold(self, node: str, stage: int, view: Any) -> float:
+        """Exit threshold at ``node`` for ``stage`` (only when ``per_node_thresholds``)."""
+        raise NotImplementedError
+
+    def admit(self, source: str, task: int, view: Any) -> bool:
+        """Whether ``source`` accepts a new task (only when ``admission``)."""
+        return True
+
+    def on_tick(self, view: Any) -> None:
+        """Periodic hook (only when ``tick_s``): publish queue state, adapt thresholds or rates."""
+
+
+class FixedPolicy(SimPolicy):
+    """One routing table and threshold setting for the whole run (decided at time 0)."""
+
+    def __init__(self, routing: Optional[Routing], thresholds: Optional[Mapping[int, float]] = None,
+                 name: str = "fixed", rounds: int = 0):
+        self.name = name
+        self._decision = Decision(routing, thresholds, rounds)
+
+    def start_slot(self, view: SlotView) -> Decision:
+        return self._decision if view.slot == 0 else Decision()
+
+
+Planner = Callable[[Scenario, Optional[Decision]], Decision]
+
+
+class PlannerPolicy(SimPolicy):
+    """Re-plans every slot with ``planner(scenario, previous_decision) -> Decision``.
+
+    The planner is a pure function over the slot's scenario (the whole-network drivers in
+    ``agent.policies``); ``rounds`` of its decision set the length of the configuration phase.
+    """
+
+    def __init__(self, name: str, planner: Planner, stateless: bool = False):
+        self.name = name
+        self._planner = planner
+        # a stateless planner (one that ignores the previous decision) gives the same answer for
+        # the same setting: outside the dynamic mode it is computed once and re-announced
+        self._stateless = stateless
+        self._last: Optional[tuple] = None
+        self.decisions: Dict[int, Decision] = {}  # slot -> decision, for the per-slot report
+
+    def start_slot(self, view: SlotView) -> Decision:
+        if self._stateless and self._last is not None and self._last[0] is view.scenario:
+            decision = self._last[1]
+        else:
+            decision = self._planner(view.scenario, view.previous)
+            self._last = (view.scenario, decision)
+        self.decisions[view.slot] = decision
+        return decision

@@ -1,0 +1,1 @@
+"""Scenario files (the input of plan and simulate) and the papers' settings."""

@@ -1,0 +1,51 @@
+"""Runs every (policy, rate) pair of a testbed, locally or on a fleet, with a progress bar."""
+
+from __future__ import annotations
+
+import sys
+from typing import List, Sequence
+
+from agent.testbed.local import TestbedSettings, run_local
+from agent.testbed.report import Progress, RunResult
+from agent.testbed.topology import Topology
+
+
+def load_bundle_for(topo: Topology):
+    """The topology's bundle: ``demo`` is the bundle shipped inside the package."""
+    from engines.bundle import load_bundle
+
+    if topo.bundle == "demo":
+        from engines.demo import DEMO_BUNDLE_DIR
+
+        return load_bundle(DEMO_BUNDLE_DIR)
+    return load_bundle(topo.bundle)
+
+
+def run_all(topo: Topology, bundle, policies: Sequence[str], rates: Sequence[float],
+            settings: TestbedSettings, seed: int = 1, stream=None) -> List[RunResult]:
+    """Every policy at every rate (rates ascending within a policy); one ``RunResult`` each.
+
+    Every policy gets the same seeds, so at a given rate the sources create the same arrival
+    times and images for each policy (common random numbers: the policies differ, the load
+    does not).
+    """
+    stream = stream if stream is not None else sys.stderr
+    rates = sorted(rates)
+    bar = Progress(len(policies) * len(rates), stream=stream)
+    results: List[RunResult] = []
+    for k, policy in enumerate(policies):
+        def tick(i: int, phase: str, frac: float, k=k, policy=policy) -> None:
+            bar.update(k * len(rates) + i + min(max(frac, 0.0), 1.0),
+                       "%s @ %g/s: %s" % (policy, rates[i], phase))
+
+        if topo.fleet is not None:
+            from agent.testbed.fleet import run_fleet
+
+            res = run_fleet(topo, bundle, policy, rates, settings, seed=seed, tick=tick)
+        else:
+            res = run_local(topo, bundle, policy, rates, settings, seed=seed, tick=tick)
+        results.extend(res)
+        bar.update((k + 1) * len(rates), "%s: %s" % (policy, ", ".join(
+            "%g/s %d/%d" % (r.rate, r.completed, r.created) for r in res)))
+    bar.finish()
+    return results

@@ -1,0 +1,427 @@
+"""The testbed: start agents as local processes, push load, collect records, compare policies.
+
+For each policy the testbed writes one node config per agent of the topology (``dump_config``),
+starts every worker as ``python -m agent run --config FILE`` and waits for their READY=1
+(sd_notify). For each rate it then starts the sources, with ``max_tasks`` set so that each
+creates ``share * rate * (warmup + duration)`` tasks on average, waits until every task a
+source created has a record in its ``records.jsonl``, stops the sources with SIGTERM and
+summarises their records; the workers serve all rates of the policy. Nothing is simulated: the
+real engines run, tasks cross real ZeroMQ sockets on loopback; only slower devices and links are
+emulated when the topology says so (``emulate_capacity_flops``, link ``rate_bytes_s``), and
+every report says so.
+
+Delay and accuracy are taken over the tasks created after the warm-up (the first configuration
+phase); created/completed/lost count every task of the run. The model column is DTO-EE's eq. 8
+(``agent.policies.model.mean_response_time``) evaluated for the routing and exit ratios the run
+actually used: the split of tasks over each node's successors (its send counters in
+``stats.json``) and the fraction of tasks leaving at each exit (the records). Next to it, the
+simulator (``agent.sim``) on the same routing with FIFO workers and serialised links, the
+queueing the agents really have.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from dataclasses import dataclass
+from typing import Callable, Dict, List, Mapping, Optional, Sequence
+
+from agent.config.node import NodeConfig, parse_config
+from agent.testbed.procs import LocalAgents, free_ports
+from agent.testbed.report import RunResult, read_records, summarise_records
+from agent.testbed.topology import StageInfo, Topology, scenario_object
+
+# Rate of a link the topology does not emulate when emulation is on elsewhere: loopback speed.
+FAST_LINK_BYTES_S = 1e9
+
+
+@dataclass(frozen=True)
+class TestbedSettings:
+    """How the testbed runs each (policy, rate) pair."""
+
+    duration_s: float  # measured load per run, after the warm-up
+    out_dir: str  # configs, logs, records, results and plots go here
+    ready_timeout_s: float = 90.0  # workers must report READY=1 by then
+    drain_timeout_s: float = 90.0  # after the load: every task must have a record by then
+    python: str = ""  # interpreter for the agents; "" = this one
+
+
+def bundle_stages(bundle) -> List[StageInfo]:
+    """Stage FLOP, input bytes and exit flags of an ``engines.bundle.Bundle``."""
+    return [StageInfo(float(s.flops), float(s.input_bytes), bool(s.has_exit))
+            for s in bundle.stages]
+
+
+def default_remaining(topo: Topology, bundle) -> List[float]:
+    """I_h per stage for the topology's initial thresholds (0.8 where none is given)."""
+    from engines.exit_profile import exit_stats, load_exit_profile
+
+    h = len(bundle.stages)
+    if not bundle.exit_profile_path:
+        return [1.0] * h
+    profile = load_exit_profile(bundle.exit_profile_path)
+    th = {s: topo.thresholds.get(s, 0.8) for s in profile.early_exit_stages}
+    return [float(x) for x in exit_stats(profile, th).remaining]
+
+
+def _link_rate(topo: Topology, a: str, b: str) -> Optional[float]:
+    """Emulated rate of the link between a and b, either direction; None if not emulated."""
+    for l in topo.links:
+        if {l.src, l.dst} == {a, b}:
+            return l.rate_bytes_s
+    return None
+
+
+def node_configs(topo: Topology, bundle_path: str, policy: str, total_rate: float,
+                 load_s: float, run_dir: str, seed: int = 0,
+                 ports: Optional[Sequence[int]] = None) -> Dict[str, NodeConfig]:
+    """One validated ``NodeConfig`` per agent of a local run on loopback.
+
+    Every agent keeps its state in ``run_dir/<id>``. ``ports`` (two per node, in ``node_ids``
+    order) keeps the endpoints of an earlier call, so restarted sources are where the workers
+    expect them.
+    """
+    ids = topo.node_ids()
+    ports = list(ports) if ports is not None else free_ports(2 * len(ids))
+    ctrl = {n: "tcp://127.0.0.1:%d" % ports[2 * i] for i, n in enumerate(ids)}
+    data = {n: "tcp://127.0.0.1:%d" % ports[2 * i + 1] for i, n in enumerate(ids)}
+    emulate_links = any(l.rate_bytes_s is not None for l in topo.links)
+    knobs = topo.knobs.get(policy, {}) if isinstance(topo.knobs.get(policy), dict) else {}
+    h = topo.num_stages
+    thresholds = [topo.thresholds.get(s, 0.8) for s in range(1, h + 1)] if topo.thresholds \
+        else []
+
+    def peer(me: str, other: str) -> dict:
+        rate = _link_rate(topo, me, other)
+        obj = {"id": other, "stage": topo.stage_of(other), "control_address": ctrl[other],
+               "data_address": data[other],
+               "link_rate_bytes_s": float(rate if rate is not None else FAST_LINK_BYTES_S)}
+        if topo.last_stage_of(other) > topo.stage_of(other):
+            obj["last_stage"] = topo.last_stage_of(other)
+        return obj
+
+    out: Dict[str, NodeConfig] = {}
+    for n in ids:
+        st = topo.stage_of(n)
+        neigh = [l.dst for l in topo.successors(n)] + [l.src for l in topo.predecessors(n)]
+        if st > 0:  # results go straight back to every source
+            neigh += [s.id for s in topo.sources if s.id not in neigh]
+            # workers of one stage hear each other (DTO-EE's threshold step is agreed among them)
+            neigh += [w.id for w in topo.workers if w.stage == st and w.id != n]
+        neigh = list(dict.fromkeys(neigh))  # a mesh neighbour is successor and predecessor
+        obj = dict(topo.agent)
+        obj.update({
+            "node_id": n, "role": "worker" if st else "source", "stage": st,
+            "bundle": bundle_path,
+            "state_dir": os.path.join(run_dir, n),
+            "control_bind": ctrl[n], "data_bind": data[n],
+            "peers": [peer(n, o) for o in neigh], "policy": policy, "policy_knobs": knobs,
+            "tradeoff": topo.tradeoff, "slot_length_s": topo.slot_s, "backend": topo.backend,
+            "emulate_links": emulate_links, "records_flush_interval_s": 0.2,
+        })
+        if thresholds:
+            obj["thresholds"] = thresholds
+        if st == 0:
+            share = [s.share for s in topo.sources if s.id == n][0]
+            obj.update({"arrival": "poisson", "arrival_rate_tasks_s": share * total_rate,
+                        "max_tasks": max(1, int(round(share * total_rate * load_s))),
+                        "seed": seed * 1000 + ids.index(n) + 1})
+        else:
+            w = [w for w in topo.workers if w.id == n][0]
+            if w.emulate_capacity_flops is not None:
+                obj["emulate_capacity_flops"] = w.emulate_capacity_flops
+            if w.stages[1] > w.stage:
+                obj["last_stage"] = w.stages[1]
+        out[n] = parse_config(obj, run_dir, where="testbed node %s" % n)
+    return out
+
+
+def rate_label(total_rate: float) -> str:
+    """Folder name of one rate's source state, e.g. ``rate-30.07``."""
+    return "rate-%g" % total_rate
+
+
+def wait_records(records: Mapping[str, str], expected: Mapping[str, int], timeout_s: float,
+                 agents: LocalAgents, tick: Callable[[float, float], None]) -> bool:
+    """Wait until each source's records file holds ``expected`` tasks; False at the timeout.
+
+    Sources record a task once its fate is known (completed, or lost after its re-issues), so
+    a full file means no task is still in flight.
+    """
+    t0 = time.monotonic()
+    total = float(sum(expected.values())) or 1.0
+    while True:
+        done = sum(min(_count_records(records[s]), expected[s]) for s in expected)
+        if done >= total:
+            return True
+        agents.check_alive()
+        elapsed = time.monotonic() - t0
+        if elapsed > timeout_s:
+            return False  # summarised anyway: tasks without a record count as lost
+        tick(elapsed, done / total)
+        time.sleep(0.1)
+
+
+def _count_records(path: str) -> int:
+    try:
+        with open(path, "rb") as f:
+            return sum(1 for line in f if line.strip().endswith(b"}"))
+    except FileNotFoundError:
+        return 0
+
+
+def routing_used(topo: Topology, stats: Mapping[str, Mapping]) -> Dict[str, Dict[str, float]]:
+    """p_ij each offloader actually used, from its final ``stats.json``.
+
+    Per-successor send counters (``counters["sent_to_<peer>"]``) give the empirical split over
+    the whole run; without them the policy's final routing row is used, and without that (a
+    policy with no state, or a node that sent nothing) a uniform row.
+    """
+    out: Dict[str, Dict[str, float]] = {}
+    for n in topo.node_ids():
+        succ = [l.dst for l in topo.successors(n)]
+        if not succ:
+            continue
+        st = stats.get(n) or {}
+        counters = st.get("counters") or {}
+        counts = [float(counters.get("sent_to_" + s, 0) or 0) for s in succ]
+        row = st.get("routing") or {}
+        if sum(counts) > 0:
+            w = counts
+        elif isinstance(row, Mapping) and sum(float(row.get(s, 0.0)) for s in succ) > 0:
+            w = [float(row.get(s, 0.0)) for s in succ]
+        else:
+            w = [1.0] * len(succ)
+        total = sum(w)
+        out[n] = {s: x / total for s, x in zip(succ, w)}
+    return out
+
+
+def read_stats(path: str) -> Optional[dict]:
+    """A node's ``stats.json`` (None when absent or unreadable)."""
+    try:
+        with open(path, "r", encoding="utf-8") as f:
+            obj = json.load(f)
+    except (OSError, ValueError):
+        return None
+    return obj if isinstance(obj, dict) else None
+
+
+def empirical_remaining(stages: Sequence[StageInfo], exit_counts: Mapping[int, int],
+                        fallback: Sequence[float]) -> List[float]:
+    """I_h from the number of tasks that left at each stage (fallback where none arrived)."""
+    entering = float(sum(exit_counts.values()))
+    rem = []
+    for h, st in enumerate(stages, start=1):
+        left = float(exit_counts.get(h, 0))
+        if not st.has_exit:
+            rem.append(1.0)
+        elif entering > 0:
+            rem.append((entering - left) / entering)
+        else:
+            rem.append(float(fallback[h - 1]))
+        entering -= left
+    return rem
+
+
+def model_delay(topo: Topology, stages: Sequence[StageInfo], total_rate: float,
+                routing: Mapping[str, Mapping[str, float]], remaining: Sequence[float]
+                ) -> Optional[float]:
+    """Eq. 8 (``agent.policies.model``) for a routing and remaining ratios on this topology.
+
+    None when a worker has no known capacity (its real speed is not in the topology) or the
+    routing overloads a worker (the model's delay is then infinite).
+    """
+    from agent.policies.model import mean_response_time
+    from agent.scenario.format import parse_scenario
+
+    if topo.multi_stage or any(w.emulate_capacity_flops is None for w in topo.workers):
+        return None  # eq. 8 has one stage per worker
+    scenario = parse_scenario(scenario_object(topo, stages, total_rate, remaining))
+    t = mean_response_time(scenario, routing)
+    return t if math.isfinite(t) else None
+
+
+def fifo_sim_delay(topo: Topology, stages: Sequence[StageInfo], total_rate: float,
+                   routing: Mapping[str, Mapping[str, float]], remaining: Sequence[float],
+                   seed: int = 1) -> Optional[float]:
+    """Mean delay the simulator gives for the same routing with the agent's queueing.
+
+    Eq. 8 models a worker as processor sharing and a hop as a fixed beta/r; an agent serves one
+    task at a time (FIFO) and its emulated links serialise transfers. ``agent.sim`` with FIFO
+    workers and shared links is that system, so this column tells the queueing discipline's
+    share of a measured-vs-model gap from the agent's own overheads.
+    """
+    from agent.scenario.format import parse_scenario
+    from agent.sim import FixedPolicy, SimConfig, simulate
+
+    if topo.multi_stage or any(w.emulate_capacity_flops is None for w in topo.workers):
+        return None
+    scenario = parse_scenario(scenario_object(topo, stages, total_rate, remaining))
+    res = simulate(scenario, FixedPolicy({k: dict(v) for k, v in routing.items()}),
+                   SimConfig(duration_s=120.0, slot_s=1000.0, discipline="fifo",
+                             link_model="shared", seed=seed))
+    done = res.status == 1
+    if not done.any():
+        return None
+    return float((res.finished_s[done] - res.created_s[done]).mean())
+
+
+def run_local(topo: Topology, bundle, policy: str, rates: Sequence[float],
+              settings: TestbedSettings, seed: int = 0,
+              tick: Optional[Callable[[int, str, float], None]] = None) -> List[RunResult]:
+    """Run one policy at every rate on local processes; one ``RunResult`` per rate.
+
+    The workers start once per policy and keep running (and learning) across the rates, as a
+    fleet does when its load changes; the sources restart for every rate, on the same
+    endpoints, with that rate and a fresh records file. ``tick(rate_index, phase, fraction)``
+    is called while waiting, for the progress bar.
+    """
+    stages = bundle_stages(bundle)
+    run_dir = os.path.join(settings.out_dir, policy)
+    load_s = topo.warmup_s + settings.duration_s
+    tick = tick or (lambda i, phase, frac: None)
+    ports = free_ports(2 * len(topo.node_ids()))
+    results: List[RunResult] = []
+    after: Dict[str, Optional[dict]] = {}
+    with LocalAgents(run_dir, settings.python) as agents:
+        cfgs = node_configs(topo, bundle.path, policy, rates[0], load_s, run_dir, seed, ports)
+        agents.write({w.id: cfgs[w.id] for w in topo.workers})
+        settle = max(cfgs[w.id].status_interval_s for w in topo.workers) + 0.1
+        agents.start([w.id for w in topo.workers], settings.ready_timeout_s,
+                      on_tick=lambda: tick(0, "starting workers", 0.0))
+        for i, rate in enumerate(rates):
+            cfgs = node_configs(topo, bundle.path, policy, rate, load_s, run_dir,
+                                seed * 100 + i, ports)
+            # the workers' counters after the previous rate (idle since) are this one's start
+            before = after if i else {}
+            names = {s.id: "%s-%s" % (s.id, rate_label(rate)) for s in topo.sources}
+            agents.write({names[s.id]: cfgs[s.id] for s in topo.sources})
+            agents.start([names[s.id] for s in topo.sources], settings.ready_timeout_s,
+                         on_tick=lambda i=i: tick(i, "starting sources", 0.0))
+            expected = {s.id: cfgs[s.id].max_tasks for s in topo.sources}
+            records = {s.id: os.path.join(cfgs[s.id].state_dir, "records.jsonl")
+                       for s in topo.sources}
+            wait_records(records, expected, load_s * 3 + settings.drain_timeout_s, agents,
+                         lambda el, frac, i=i: tick(i, "load" if el < load_s else "draining",
+                                                    frac))
+            agents.stop([names[s.id] for s in topo.sources])
+            after = _worker_stats(topo, cfgs, agents, settle)
+            # this rate's records and final source stats move aside; the sources' saved policy
+            # state stays, so the next rate's sources resume from it as a restarted device does
+            records = _archive(cfgs, [s.id for s in topo.sources],
+                               os.path.join(run_dir, rate_label(rate)))
+            stats = {s.id: read_stats(os.path.join(os.path.dirname(records[s.id]),
+                                                   "stats.json")) for s in topo.sources}
+            stats.update(stats_delta(before, after))
+            results.append(_summarise(topo, bundle, stages, policy, rate, records, expected,
+                                      stats, settings.duration_s, load_s))
+    return results
+
+
+def _archive(cfgs: Mapping[str, NodeConfig], ids: Sequence[str], directory: str
+             ) -> Dict[str, str]:
+    """Move each node's records.jsonl and stats.json into ``directory/<id>/``; new paths of
+    the records files."""
+    out = {}
+    for n in ids:
+        dest = os.path.join(directory, n)
+        os.makedirs(dest, exist_ok=True)
+        for name in ("records.jsonl", "stats.json"):
+            src = os.path.join(cfgs[n].state_dir, name)
+            if os.path.exists(src):
+                os.replace(src, os.path.join(dest, name))
+        out[n] = os.path.join(dest, "records.jsonl")
+    return out
+
+
+def _worker_stats(topo: Topology, cfgs: Mapping[str, NodeConfig], agents: LocalAgents,
+                  settle_s: float) -> Dict[str, Optional[dict]]:
+    """Workers' stats.json once they have rewritten it with the load at rest.
+
+    Workers rewrite it every ``status_interval_s``; waiting that long after the last task makes
+    the counters current.
+    """
+    time.sleep(settle_s)
+    agents.check_alive()
+    return {w.id: read_stats(os.path.join(cfgs[w.id].state_dir, "stats.json"))
+            for w in topo.workers}
+
+
+def stats_delta(before: Mapping[str, Optional[dict]], after: Mapping[str, Optional[dict]]
+                ) -> Dict[str, Optional[dict]]:
+    """``after`` with its counters reduced by ``before``'s: what one rate's run did."""
+    out: Dict[str, Optional[dict]] = {}
+    for n, a in after.items():
+        if a is None:
+            out[n] = None
+            continue
+        b = (before.get(n) or {}).get("counters") or {}
+        d = dict(a)
+        d["counters"] = {k: v - b.get(k, 0) if isinstance(v, (int, float)) else v
+                         for k, v in (a.get("counters") or {}).items()}
+        out[n] = d
+    return out
+
+
+def _summarise(topo: Topology, bundle, stages: Sequence[StageInfo], policy: str, rate: float,
+               records: Mapping[str, str], expected: Mapping[str, int],
+               stats: Mapping[str, Optional[dict]], duration_s: float, load_s: float
+               ) -> RunResult:
+    """One rate's result: counts over the whole run, delay/accuracy after the warm-up."""
+    recs: List[dict] = []
+    warm: List[dict] = []
+    admitted_rate = 0.0
+    for s in topo.sources:
+        rs = read_records(records[s.id])
+        t_first = min((_created(r) for r in rs if _created(r) is not None), default=None)
+        for r in rs:
+            c = _created(r)
+            (warm if t_first is not None and c is not None and c - t_first < topo.warmup_s
+             else recs).append(r)
+        admitted_rate += served_rate(rs, topo.warmup_s) or 0.0
+    everything = summarise_records(recs + warm, policy, rate, topo.capacities_emulated,
+                                   duration_s=load_s, expected_created=sum(expected.values()))
+    measured = summarise_records(recs, policy, rate, topo.capacities_emulated,
+                                 duration_s=duration_s)
+    measured.created, measured.completed, measured.lost, measured.rejected = (
+        everything.created, everything.completed, everything.lost, everything.rejected)
+    measured.resent = everything.resent
+    measured.admitted_rate_tasks_s = admitted_rate or None
+    measured.routing = routing_used(topo, stats)
+    rem = empirical_remaining(stages, measured.exit_counts, default_remaining(topo, bundle))
+    measured.remaining = rem
+    measured.model_delay_s = model_delay(topo, stages, rate, measured.routing, rem)
+    measured.fifo_sim_delay_s = fifo_sim_delay(topo, stages, rate, measured.routing, rem)
+    return measured
+
+
+def served_rate(recs: Sequence[Mapping], warmup_s: float) -> Optional[float]:
+    """Tasks answered per second while one source's arrivals last, after the warm-up.
+
+    Counts answers (``finished_mono``) between the warm-up's end and the source's last
+    arrival, whatever the task's creation time. Under admission control (Alg. 3) the source
+    keeps its node's queues filled, so this is the rate the network admits and serves; a task
+    re-issued long after the load has ended does not stretch it. None for a window under 1 s.
+    """
+    created = [c for c in (_created(r) for r in recs) if c is not None]
+    if not created:
+        return None
+    start, end = min(created) + warmup_s, max(created)
+    if end - start < 1.0:
+        return None
+    n = sum(1 for r in recs if r.get("status") == "completed"
+            and isinstance(r.get("finished_mono"), (int, float))
+            and start <= r["finished_mono"] <= end)
+    return n / (end - start)
+
+
+def _created(rec: Mapping) -> Optional[float]:
+    for key in ("created_mono", "created_wall", "created"):
+        v = rec.get(key)
+        if isinstance(v, (int, float)):
+            return float(v)
+    return None
+

@@ -1,0 +1,386 @@
+"""Testbed topology files (JSON): which agents exist, what they emulate, how they are linked.
+
+A topology names sources (each with its share of the total arrival rate), workers (stage and,
+optionally, an emulated capacity) and links (optionally emulated at a rate in bytes/s). The
+testbed turns it into one node config per agent for a local run, and into a DTO-EE scenario
+(stage FLOP and bytes from the bundle) for the model's predicted delay. Parsing is separate from
+reading: ``parse_topology(obj, base_dir)`` validates, ``load_topology(path)`` reads. Every error
+names the field, e.g. ``workers[2].stage: must be an integer in 1..3, got 0``.
+
+A topology with a ``fleet`` object describes agents that already run on other hosts: the
+testbed then starts nothing and only drives load into the sources and collects their records
+(see ``agent/testbed_fleet.py``).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, field, replace
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+
+from agent.errors import UsageError
+from agent.config.jsonfile import read_json_file
+
+TOPOLOGY_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "topologies")
+DEFAULT_TOPOLOGY = os.path.join(TOPOLOGY_DIR, "default.json")
+NO_EXIT_SUFFIX = "-noee"  # a shipped preset name + this = the same topology with early exit off
+
+
+class TopologyError(UsageError):
+    """A topology file is malformed; the message names the offending field."""
+
+
+@dataclass(frozen=True)
+class TbSource:
+    id: str
+    share: float  # fraction of the total arrival rate this source generates (shares sum to 1)
+    host: str = "127.0.0.1"  # address its sockets bind/are reached on
+
+
+@dataclass(frozen=True)
+class TbWorker:
+    id: str
+    stage: int  # 1-based stage it serves
+    emulate_capacity_flops: Optional[float] = None  # pad service time to flops / this; None = real
+    host: str = "127.0.0.1"
+    last_stage: int = 0  # holds stages stage..last_stage (MDI-Exit nodes); 0 = just ``stage``
+
+    @property
+    def stages(self) -> Tuple[int, int]:
+        """First and last stage this worker holds."""
+        return (self.stage, max(self.stage, self.last_stage))
+
+
+@dataclass(frozen=True)
+class TbLink:
+    src: str
+    dst: str
+    rate_bytes_s: Optional[float] = None  # emulated link rate; None = the real (loopback) link
+
+
+@dataclass(frozen=True)
+class StageInfo:
+    """What the testbed needs to know of a bundle stage (filled from ``engines.bundle``)."""
+
+    flops: float  # alpha_h
+    input_bytes: float  # beta_h
+    has_exit: bool
+
+
+@dataclass(frozen=True)
+class Topology:
+    """A whole testbed: agents, links, and the knobs every agent shares."""
+
+    sources: Tuple[TbSource, ...]
+    workers: Tuple[TbWorker, ...]
+    links: Tuple[TbLink, ...]
+    bundle: str = "demo"  # "demo" = the shipped demo bundle, else a path
+    backend: str = "onnxruntime"
+    tradeoff: float = 0.5  # a in DTO-EE's utility
+    slot_s: float = 2.0  # DTO-EE slot length
+    warmup_s: float = 2.0  # load before measuring starts (first configuration phase, caches)
+    thresholds: Mapping[int, float] = field(default_factory=dict)  # initial exit thresholds
+    knobs: Mapping[str, Any] = field(default_factory=dict)  # {policy: {knob: value}} for agents
+    agent: Mapping[str, Any] = field(default_factory=dict)  # extra node-config fields, every agent
+    fleet: Optional[Mapping[str, Any]] = None  # agents already running elsewhere
+    path: str = ""  # file it came from
+
+    def node_ids(self) -> List[str]:
+        return [s.id for s in self.sources] + [w.id for w in self.workers]
+
+    def stage_of(self, node_id: str) -> int:
+        for w in self.workers:
+            if w.id == node_id:
+                return w.stage
+        return 0
+
+    def last_stage_of(self, node_id: str) -> int:
+        """Last stage a node holds (its stage for one-stage workers, 0 for a source)."""
+        for w in self.workers:
+            if w.id == node_id:
+                return w.stages[1]
+        return 0
+
+    @property
+    def multi_stage(self) -> bool:
+        """Some worker holds several stages (eq. 8 and the FIFO simulation do not apply)."""
+        return any(w.stages[1] > w.stage for w in self.workers)
+
+    def successors(self, node_id: str) -> List[TbLink]:
+        return [l for l in self.links if l.src == node_id]
+
+    def predecessors(self, node_id: str) -> List[TbLink]:
+        return [l for l in self.links if l.dst == node_id]
+
+    @property
+    def num_stages(self) -> int:
+        return max(w.stages[1] for w in self.workers)
+
+    @property
+    def capacities_emulated(self) -> bool:
+        return any(w.emulate_capacity_flops is not None for w in self.workers)
+
+    def emulation_summary(self) -> str:
+        """One line saying what is emulated (printed with every report)."""
+        em = [w for w in self.workers if w.emulate_capacity_flops is not None]
+        lk = [l for l in self.links if l.rate_bytes_s is not None]
+        parts = []
+        if em:
+            caps = [w.emulate_capacity_flops for w in em]
+            parts.append("capacities of %d/%d workers emulated (%.3g..%.3g FLOP/s, %.1fx spread)"
+                         % (len(em), len(self.workers), min(caps), max(caps),
+                            max(caps) / min(caps)))
+        else:
+            parts.append("worker capacities are real (measured)")
+        if lk:
+            rates = [l.rate_bytes_s for l in lk]
+            parts.append("%d/%d links emulated (%.3g..%.3g bytes/s)"
+                         % (len(lk), len(self.links), min(rates), max(rates)))
+        else:
+            parts.append("links are real")
+        return "; ".join(parts)
+
+
+def _num(obj: Mapping, key: str, where: str, lo: float = 0.0, lo_open: bool = True,
+         hi: Optional[float] = None, default: Any = "__required__") -> Any:
+    if key not in obj:
+        if default == "__required__":
+            raise TopologyError("%s.%s: missing" % (where, key))
+        return default
+    v = obj[key]
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+        raise TopologyError("%s.%s: must be a finite number, got %r" % (where, key, v))
+    if (v <= lo if lo_open else v < lo) or (hi is not None and v > hi):
+        raise TopologyError("%s.%s: must be %s %s%s, got %r" % (
+            where, key, ">" if lo_open else ">=", lo, "" if hi is None else " and <= %s" % hi, v))
+    return float(v)
+
+
+def _items(obj: Mapping, key: str) -> List[Mapping]:
+    v = obj.get(key)
+    if not isinstance(v, list) or not v:
+        raise TopologyError("%s: must be a non-empty list" % key)
+    for i, item in enumerate(v):
+        if not isinstance(item, dict):
+            raise TopologyError("%s[%d]: must be an object, got %r" % (key, i, item))
+    return v
+
+
+def _check_keys(item: Mapping, known: Sequence[str], where: str) -> None:
+    unknown = sorted(set(item) - set(known))
+    if unknown:
+        raise TopologyError("%s: unknown field(s) %s (known: %s)" % (where, unknown,
+                                                                     sorted(known)))
+
+
+KNOWN_KEYS = ("comment", "bundle", "backend", "tradeoff", "slot_s", "warmup_s", "thresholds",
+              "knobs", "agent", "sources", "workers", "links", "fleet")
+
+
+def parse_topology(obj: Any, base_dir: str = ".", path: str = "") -> Topology:
+    """Validate a decoded topology object; a relative ``bundle`` path is relative to base_dir."""
+    if not isinstance(obj, dict):
+        raise TopologyError("topology: top level must be a JSON object")
+    _check_keys(obj, KNOWN_KEYS, "topology")
+    seen: set = set()
+
+    def ident(item: Mapping, where: str) -> str:
+        v = item.get("id")
+        if not isinstance(v, str) or not v or not v.replace("-", "").replace("_", "").isalnum():
+            raise TopologyError("%s.id: must be a non-empty string of letters, digits, - and _, "
+                                "got %r" % (where, v))
+        if v in seen:
+            raise TopologyError("%s.id: duplicate node id %r" % (where, v))
+        seen.add(v)
+        return v
+
+    def host(item: Mapping, where: str) -> str:
+        h = item.get("host", "127.0.0.1")
+        if not isinstance(h, str) or not h:
+            raise TopologyError("%s.host: must be a host name or address, got %r" % (where, h))
+        return h
+
+    sources = []
+    for i, s in enumerate(_items(obj, "sources")):
+        w = "sources[%d]" % i
+        _check_keys(s, ("id", "share", "host", "comment"), w)
+        sources.append(TbSource(ident(s, w), _num(s, "share", w, hi=1.0), host(s, w)))
+    total = sum(s.share for s in sources)
+    if abs(total - 1.0) > 1e-6:
+        raise TopologyError("sources: shares must sum to 1, got %.6g" % total)
+
+    workers = []
+    for i, s in enumerate(_items(obj, "workers")):
+        w = "workers[%d]" % i
+        _check_keys(s, ("id", "stage", "last_stage", "emulate_capacity_flops", "host",
+                        "comment"), w)
+        wid = ident(s, w)
+        st = s.get("stage")
+        if isinstance(st, bool) or not isinstance(st, int) or st < 1:
+            raise TopologyError("%s.stage: must be an integer >= 1, got %r" % (w, st))
+        last = s.get("last_stage", 0)
+        if isinstance(last, bool) or not isinstance(last, int) or (last and last < st):
+            raise TopologyError("%s.last_stage: must be 0 (one stage) or an integer >= stage "
+                                "%d, got %r" % (w, st, last))
+        workers.append(TbWorker(wid, st, _num(s, "emulate_capacity_flops", w, default=None),
+                                host(s, w), last))
+    h = max(w.stages[1] for w in workers)
+    for st in range(1, h + 1):
+        if not any(w.stage <= st <= w.stages[1] for w in workers):
+            raise TopologyError("workers: no worker serves stage %d" % st)
+    stage_of = {s.id: 0 for s in sources}
+    stage_of.update({w.id: w.stage for w in workers})
+    last_of = {s.id: 0 for s in sources}
+    last_of.update({w.id: w.stages[1] for w in workers})
+
+    links = []
+    pairs = set()
+    for i, l in enumerate(_items(obj, "links")):
+        w = "links[%d]" % i
+        _check_keys(l, ("from", "to", "rate_bytes_s", "comment"), w)
+        a, b = l.get("from"), l.get("to")
+        for key, v in (("from", a), ("to", b)):
+            if v not in stage_of:
+                raise TopologyError("%s.%s: unknown node %r" % (w, key, v))
+        # b must hold a stage that follows one of a's (h -> h+1 for one-stage workers)
+        if not (stage_of[b] <= last_of[a] + 1 and last_of[b] >= stage_of[a] + 1):
+            raise TopologyError("%s: links go from stage h to h+1, but %r is stage %d and %r is "
+                                "stage %d" % (w, a, stage_of[a], b, stage_of[b]))
+        if (a, b) in pairs:
+            raise TopologyError("%s: duplicate link %s -> %s" % (w, a, b))
+        pairs.add((a, b))
+        links.append(TbLink(a, b, _num(l, "rate_bytes_s", w, default=None)))
+    for node in stage_of:
+        if last_of[node] < h and not any(l.src == node for l in links):
+            raise TopologyError("links: %r (stage %d) has no link to stage %d"
+                                % (node, last_of[node], last_of[node] + 1))
+        if stage_of[node] > 0 and not any(l.dst == node for l in links):
+            raise TopologyError("links: nothing sends to %r (stage %d)" % (node, stage_of[node]))
+
+    bundle = obj.get("bundle", "demo")
+    if not isinstance(bundle, str) or not bundle:
+        raise TopologyError("bundle: must be \"demo\" or a path, got %r" % (bundle,))
+    if bundle != "demo":
+        bundle = os.path.normpath(os.path.join(base_dir, bundle))
+    backend = obj.get("backend", "onnxruntime")
+    if backend not in ("auto", "onnxruntime", "tensorrt"):
+        raise TopologyError("backend: must be auto, onnxruntime or tensorrt, got %r" % (backend,))
+    thresholds = obj.get("thresholds", {})
+    if not isinstance(thresholds, dict):
+        raise TopologyError("thresholds: must be an object {stage: threshold}, got %r"
+                            % (thresholds,))
+    th: Dict[int, float] = {}
+    for k, v in thresholds.items():
+        if not str(k).isdigit() or not 1 <= int(k) < h:
+            raise TopologyError("thresholds: key %r is not an early-exit stage in 1..%d"
+                                % (k, h - 1))
+        th[int(k)] = _num(thresholds, k, "thresholds", hi=1.0)
+    knobs = obj.get("knobs", {})
+    if not isinstance(knobs, dict) or not all(isinstance(v, dict) for v in knobs.values()):
+        raise TopologyError("knobs: must be an object {policy: {knob: value}}, got %r" % (knobs,))
+    agent = obj.get("agent", {})
+    if not isinstance(agent, dict):
+        raise TopologyError("agent: must be an object of node-config fields, got %r" % (agent,))
+    fleet = obj.get("fleet")
+    if fleet is not None and not isinstance(fleet, dict):
+        raise TopologyError("fleet: must be an object, got %r" % (fleet,))
+    return Topology(
+        tuple(sources), tuple(workers), tuple(links), bundle=bundle, backend=backend,
+        tradeoff=_num(obj, "tradeoff", "topology", lo=0.0, lo_open=False, hi=1.0, default=0.5),
+        slot_s=_num(obj, "slot_s", "topology", default=2.0),
+        warmup_s=_num(obj, "warmup_s", "topology", lo=0.0, lo_open=False, default=2.0),
+        thresholds=th, knobs=dict(knobs), agent=dict(agent), fleet=fleet, path=path)
+
+
+def shipped_presets() -> List[str]:
+    """Names of the shipped topologies (``agent/topologies/<name>.json``), sorted."""
+    return sorted(f[:-5] for f in os.listdir(TOPOLOGY_DIR) if f.endswith(".json"))
+
+
+def load_topology(path: Optional[str] = None) -> Topology:
+    """Read and validate a topology JSON file (the shipped default when ``path`` is None).
+
+    A ``path`` that is no file but names a shipped topology (``mdi-2-node``) loads that one;
+    ``<name>-noee`` loads it with the ``mdi-exit`` knob ``early_exit`` false (no exit heads).
+    """
+    path = path or DEFAULT_TOPOLOGY
+    if not os.path.exists(path) and os.sep not in path and not path.endswith(".json"):
+        name, no_exit = path, path.endswith(NO_EXIT_SUFFIX)
+        base = name[:-len(NO_EXIT_SUFFIX)] if no_exit else name
+        if base not in shipped_presets():
+            raise TopologyError("--topology: %r is neither a file nor a shipped topology "
+                                "(shipped: %s, each also as <name>%s)"
+                                % (path, ", ".join(shipped_presets()), NO_EXIT_SUFFIX))
+        topo = load_topology(os.path.join(TOPOLOGY_DIR, base + ".json"))
+        if not no_exit:
+            return topo
+        knobs = {k: dict(v) for k, v in topo.knobs.items()}
+        knobs.setdefault("mdi-exit", {})["early_exit"] = False
+        return replace(topo, knobs=knobs, path=topo.path + " (" + name + ")")
+    obj = read_json_file(path, TopologyError, "topology")
+    return parse_topology(obj, os.path.dirname(os.path.abspath(path)), path)
+
+
+def check_against_bundle(topo: Topology, stages: Sequence[StageInfo]) -> None:
+    """The topology's stages must exist in the bundle; thresholds only at exit stages."""
+    if topo.num_stages != len(stages):
+        raise TopologyError("%s: workers serve stages 1..%d but the bundle has %d stages"
+                            % (topo.path or "topology", topo.num_stages, len(stages)))
+    for st in topo.thresholds:
+        if not stages[st - 1].has_exit:
+            raise TopologyError("thresholds: stage %d has no exit head in the bundle" % st)
+
+
+def capacity_tasks_s(topo: Topology, stages: Sequence[StageInfo],
+                     remaining: Sequence[float]) -> float:
+    """Largest total arrival rate the topology can serve (tasks/s), compute and links.
+
+    Stage h can serve sum(mu_j)/alpha_h subtasks/s, and a fraction prod(I_1..I_{h-1}) of tasks
+    reaches it; links into stage h carry sum(r)/beta_h. Workers without an emulated capacity
+    count as unbounded (their real speed is not known before they start).
+    """
+    if topo.multi_stage:  # nodes holding several stages: one processor runs a task's stages
+        mus = [w.emulate_capacity_flops for w in topo.workers]
+        if any(m is None for m in mus):
+            return float("inf")
+        reach, per_task = 1.0, 0.0
+        for st, rem in zip(stages, remaining):
+            per_task += reach * st.flops
+            reach *= float(rem)
+        return sum(mus) / per_task
+    best = float("inf")
+    reach = 1.0
+    for h, st in enumerate(stages, start=1):
+        mus = [w.emulate_capacity_flops for w in topo.workers if w.stage == h]
+        if all(m is not None for m in mus) and reach > 0:
+            best = min(best, sum(mus) / st.flops / reach)
+        rates = [l.rate_bytes_s for l in topo.links if topo.stage_of(l.dst) == h]
+        if all(r is not None for r in rates) and reach > 0:
+            best = min(best, sum(rates) / st.input_bytes / reach)
+        reach *= float(remaining[h - 1])
+    return best
+
+
+def scenario_object(topo: Topology, stages: Sequence[StageInfo], total_rate: float,
+                    remaining: Sequence[float], link_rate_default: float = 1e9) -> dict:
+    """A scenario JSON object (``agent.scenario`` format) for the model's predictions.
+
+    Links that are not emulated get ``link_rate_default`` (loopback is effectively free).
+    """
+    for w in topo.workers:
+        if w.emulate_capacity_flops is None:
+            raise TopologyError("model delay needs a capacity for every worker; %r has no "
+                                "emulate_capacity_flops" % w.id)
+    return {
+        "stages": [{"flops": s.flops, "input_bytes": s.input_bytes, "exit": s.has_exit}
+                   for s in stages],
+        "sources": [{"id": s.id, "rate": s.share * total_rate} for s in topo.sources],
+        "workers": [{"id": w.id, "stage": w.stage, "capacity": w.emulate_capacity_flops}
+                    for w in topo.workers],
+        "links": [{"from": l.src, "to": l.dst,
+                   "rate": l.rate_bytes_s if l.rate_bytes_s is not None else link_rate_default}
+                  for l in topo.links],
+        "remaining": [float(r) if s.has_exit else 1.0 for r, s in zip(remaining, stages)],
+        "tradeoff": topo.tradeoff,
+    }
