@@ -28,7 +28,7 @@ log = logging.getLogger("agent.run")
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", required=True, metavar="NODE.toml",
-                        help="node config file (see README, 'Node config')")
+                        help="node config file (see docs/formats.md, 'Node config')")
 
 
 def run(args: argparse.Namespace) -> int:
