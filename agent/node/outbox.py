@@ -30,7 +30,7 @@ from agent.net.wire import Kind
 from agent.ops.metrics import NullMetrics
 from agent.policies.api import AgentPolicy, NodeView, TaskInfo
 
-log = logging.getLogger("agent.node.loop")
+log = logging.getLogger("agent.node.loop")  # these are the loop's steps: logged under its name
 
 MAX_HOP_RESENDS = 10  # per hop; beyond that the task is dropped here and its source re-issues it
 

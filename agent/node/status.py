@@ -16,7 +16,7 @@ from agent.config.node import NodeConfig
 from agent.ops.atomic import write_atomic
 from agent.policies.api import AgentPolicy, NodeView
 
-log = logging.getLogger("agent.node.loop")
+log = logging.getLogger("agent.node.loop")  # these are the loop's steps: logged under its name
 
 
 class NodeStatus:
