@@ -48,7 +48,7 @@ from engines.exit_profile import load_exit_profile
 # load builds the plan, which takes minutes on the smaller Jetsons.
 ENGINE_LOAD_TIMEOUT_S = 1800.0
 
-log = logging.getLogger("agent.run")
+log = logging.getLogger("agent.run")  # the start-up and serving lines keep the command's name
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""Start-up capacity (timed, emulated, from a profile), its one owner, and emulated links' pacing."""
+"""Start-up capacity (timed, emulated, from a profile), its one owner, emulated links' pacing."""
 
 from __future__ import annotations
 
