@@ -100,13 +100,6 @@ class Transport:
         for p in self.peers.values():
             self._connect_peer(p)
 
-    def add_peer(self, peer: Peer) -> None:
-        """Connect to a peer not in the config (e.g. a late-joining node announced to us)."""
-        if peer.id in self.peers:
-            return
-        self.peers[peer.id] = peer
-        self._connect_peer(peer)
-
     def _connect_peer(self, peer: Peer) -> None:
         # SUB to its PUB (control) and a DEALER to its ROUTER (data); the CURVE server key is
         # set per connect, since each peer has its own

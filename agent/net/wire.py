@@ -52,7 +52,6 @@ VERSION = 1
 MAX_HEADER_BYTES = 64 * 1024  # headers are small; a bigger one is malformed
 MAX_TENSORS = 4
 MAX_DIMS = 8
-ZERO_COPY_MIN_BYTES = 64 * 1024  # frames from this size are sent without copies
 DTYPES = ("float32", "float16", "float64", "int64", "int32", "int8", "uint8", "bool")
 
 
@@ -68,10 +67,6 @@ class Kind(enum.IntEnum):
     DTOEE_STATUS = 13
     THRESHOLD = 14
 
-
-DATA_KINDS = (Kind.TASK, Kind.ACK, Kind.RESULT)
-CONTROL_KINDS = (Kind.HEARTBEAT, Kind.QUEUE_STATE, Kind.DTOEE_REQUEST, Kind.DTOEE_STATUS,
-                 Kind.THRESHOLD)
 
 _QUEUE_FIELDS = {"role": str, "stage": int, "capacity_flops": float, "input_queue": int,
                  "output_queue": int, "service_time_s": float}

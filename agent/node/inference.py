@@ -1,13 +1,15 @@
 """The inference thread of a worker: runs the stage engines on queued tasks, one at a time.
 
 A worker usually holds one stage; one holding several (``last_stage``) has one engine per stage
-and each job names the stage to run.
+and each job names the stage to run. A job naming a stage with no engine here is not run: it
+comes back failed with reason ``unknown_stage``.
 
 The I/O loop puts ``Job`` objects on ``submit``; the thread runs the engine, computes the exit
 head's confidence (``engines.exit_profile.softmax_confidence``), optionally pads the service
 time to emulate a slower device, and hands ``Done`` objects back through a deque plus one byte
 on a pipe whose read end the I/O loop polls (so the loop sleeps in its poller, never spins).
-The exit decision itself stays in the I/O loop, which owns the current thresholds.
+The exit decision itself is the worker side's (``steps.next_step``, in the I/O thread, which
+owns the current thresholds).
 """
 
 from __future__ import annotations
@@ -47,7 +49,12 @@ class Done:
     cls: Optional[int]
     service_time_s: float  # time the task held the engine, emulation padding included
     engine_time_s: float = 0.0  # the real engine's share of it
-    error: str = ""  # non-empty when the engine raised; the task is then dropped and counted
+    error: str = ""  # non-empty when the job failed (the exception's type name)
+    reason: str = ""  # why it failed, the drop counter's suffix: engine_error or unknown_stage
+
+
+class UnknownStage(LookupError):
+    """A job names a stage this worker holds no engine for."""
 
 
 class InferenceThread:
@@ -91,9 +98,11 @@ class InferenceThread:
             return self._busy
 
     def start(self) -> None:
+        """Start the inference thread."""
         self._thread.start()
 
     def submit(self, job: Job) -> None:
+        """Queue ``job``; its ``Done`` comes back through ``take_done``."""
         with self._lock:
             self._busy += 1
         self._jobs.put(job)
@@ -131,7 +140,8 @@ class InferenceThread:
     def run_one(self, x: np.ndarray, stage: int = 0) -> Done:
         """Run ``stage``'s engine on ``x`` with padding; used by the thread and start-up timing."""
         if stage not in self.engines:
-            stage = next(iter(self.engines))
+            raise UnknownStage("no engine for stage %d here (stages %s)"
+                               % (stage, sorted(self.engines)))
         t0 = self.clock()
         out = self.engines[stage].run(x)
         service = self.clock() - t0
@@ -158,9 +168,14 @@ class InferenceThread:
             try:
                 done = self.run_one(job.x, job.stage)
                 done.meta = job.meta
+            except UnknownStage as exc:  # a routing error, not the engine's: counted apart
+                log.warning("task dropped: %s", exc)
+                done = Done(job.meta, None, None, None, 0.0, error=type(exc).__name__,
+                            reason="unknown_stage")
             except Exception as exc:  # engine errors must not kill the thread; counted by the loop
                 log.warning("engine failed on a task: %s", exc)
-                done = Done(job.meta, None, None, None, 0.0, error=type(exc).__name__)
+                done = Done(job.meta, None, None, None, 0.0, error=type(exc).__name__,
+                            reason="engine_error")
             self._done.append(done)
             try:
                 os.write(self._wfd, b"x")

@@ -1,6 +1,7 @@
 """Status of a node: the stats dict, ``<state_dir>/stats.json`` and the status log line.
 
-Mixed into ``Node``; reads its counters, view, policy and (on a source) task book.
+``NodeStatus`` reads the node's counters, its view, the policy and what its side adds (a
+source's task counts); the loop calls ``write`` every ``status_interval_s`` and at the end.
 """
 
 from __future__ import annotations
@@ -8,13 +9,28 @@ from __future__ import annotations
 import json
 import logging
 import os
-from typing import Any, Dict
+import time
+from typing import Any, Callable, Dict, Mapping
 
-log = logging.getLogger("agent.node.loop")
+from agent.config.node import NodeConfig
+from agent.ops.atomic import write_atomic
+from agent.policies.api import AgentPolicy, NodeView
+
+log = logging.getLogger("agent.node.loop")  # these are the loop's steps: logged under its name
 
 
-class StatusMixin:
-    """``stats()``, ``write_stats()`` and ``_status_line()`` of a ``Node``."""
+class NodeStatus:
+    """``stats()``, ``write()`` and ``line()`` of one node; ``extra()`` is its side's part."""
+
+    def __init__(self, cfg: NodeConfig, policy: AgentPolicy, view: NodeView,
+                 counters: Mapping[str, int], extra: Callable[[], Dict[str, Any]] = dict,
+                 wall: Callable[[], float] = time.time):
+        self.cfg = cfg
+        self.policy = policy
+        self.view = view
+        self.counters = counters
+        self.extra = extra
+        self.wall = wall
 
     def stats(self) -> Dict[str, Any]:
         """Counters and state for stats.json and the status line."""
@@ -31,22 +47,20 @@ class StatusMixin:
                                "input_queue": self.view.input_queue,
                                "output_queue": self.view.output_queue,
                                "wall_time": self.wall()}
-        if self.book:
-            out["tasks"] = self.book.counts()
+        out.update(self.extra())
         return out
 
-    def write_stats(self) -> None:
-        """Atomically replace ``<state_dir>/stats.json``."""
+    def write(self) -> None:
+        """Atomically replace ``<state_dir>/stats.json`` (no fsync: it is rewritten every few
+        seconds and only has to be whole when read)."""
         path = os.path.join(self.cfg.state_dir, "stats.json")
-        tmp = path + ".tmp"
         try:
-            with open(tmp, "w", encoding="utf-8") as f:
-                json.dump(self.stats(), f, indent=1, sort_keys=True)
-            os.replace(tmp, path)
+            write_atomic(path, json.dumps(self.stats(), indent=1, sort_keys=True), durable=False)
         except OSError as exc:
             log.warning("cannot write %s: %s", path, exc)
 
-    def _status_line(self) -> str:
+    def line(self) -> str:
+        """One status line for the log."""
         s = self.stats()
         parts = ["%s %s" % (self.cfg.role, self.cfg.node_id), "alive=%d" % len(s["alive"]),
                  "queue=%d/%d" % (s["input_queue"], s["output_queue"]), "dropped=%d" % s["dropped"]]

@@ -1,4 +1,4 @@
-"""Start-up capacity (timed, emulated, from a profile) and emulated links' pacing."""
+"""Start-up capacity (timed, emulated, from a profile), its one owner, emulated links' pacing."""
 
 from __future__ import annotations
 
@@ -6,7 +6,10 @@ import numpy as np
 import pytest
 
 from agent.net.links import LinkPacer
-from agent.node.capacity import startup_capacity, time_engine
+from agent.node.capacity import (Capacity, CapacityReport, merge_reports, startup_capacity,
+                                 time_engine)
+from agent.policies.api import NodeView
+from calibration.online import OnlineCapacityEstimator
 
 
 class _CountingRun:
@@ -39,6 +42,48 @@ def test_startup_capacity_timed_emulated_and_profile(monkeypatch):
     assert emu.origin == "emulated" and emu.capacity_flops == 1e7
     assert emu.service_time_s == pytest.approx(0.1) and "EMULATED" in emu.describe()
     assert prof.origin == "profile" and prof.service_time_s == pytest.approx(0.02)
+
+
+def test_several_stages_report_total_flops_over_total_service_time():
+    """A worker holding several stages: mu = total flops / total service time; the service time
+    is the mean per stage; emulation marks the merged report."""
+    a = CapacityReport(1e8, 0.01, 1e8, "timed")
+    b = CapacityReport(2e8, 0.03, 3e8, "timed")
+    merged = merge_reports([a, b], 3e6, emulated=False)
+    assert merged.capacity_flops == pytest.approx(3e6 / 0.04)
+    assert merged.service_time_s == pytest.approx(0.02)
+    assert merged.measured_capacity_flops == pytest.approx(2e8) and merged.origin == "timed"
+    assert merge_reports([a, b], 3e6, emulated=True).origin == "emulated"
+    assert merge_reports([a], 1e6, emulated=True) is a
+
+
+def _view():
+    return NodeView("w", "worker", 1, 1, (1e6,), (4.0,), (1,), (), (), {})
+
+
+def test_capacity_owner_writes_startup_mu_into_the_view_without_an_estimator():
+    cap = Capacity(CapacityReport(1e8, 0.01, 1e8, "timed"))
+    cap.observe(1.0)  # no estimator: observations do not move mu
+    view = _view()
+    cap.refresh(view)
+    assert view.capacity_flops == 1e8 and view.service_time_s == 0.01
+    source = Capacity()
+    source.refresh(view)
+    assert view.capacity_flops == 0.0 and view.service_time_s == 0.0
+
+
+def test_capacity_owner_follows_the_online_estimate_and_logs_drift_once(caplog):
+    """Observed service times move mu (through the real online estimator); the view gets the
+    estimate, and a drift from the start-up value is logged once, not per task."""
+    report = CapacityReport(1e8, 0.01, 1e8, "timed")
+    cap = Capacity(report, OnlineCapacityEstimator(1e6, report.capacity_flops, smoothing=1.0))
+    for _ in range(3):
+        cap.observe(0.02)  # twice as slow as at start-up
+    view = _view()
+    cap.refresh(view)
+    assert view.capacity_flops == pytest.approx(5e7)
+    assert view.service_time_s == pytest.approx(0.02)
+    assert caplog.text.count("capacity drifted") == 1
 
 
 def test_link_pacer_serialises_transfers_on_one_link():

@@ -1,0 +1,252 @@
+"""The composition root: every part of one node built from its ``NodeConfig``, then served.
+
+Start-up order: read the bundle and check the config against it, build the view and the policy
+(``agent.policies.api.make_policy``), load the stage engine(s) and measure (or look up) the
+capacity (a worker) or open the replay set and the task book (a source), start metrics, restore
+the policy's saved state, then build the transport, the outbox, the node's side, its status and
+the loop. ``serve`` binds the sockets, tells systemd READY and runs the loop until SIGTERM or
+SIGINT: a source stops creating tasks and waits up to ``drain_timeout_s`` for answers in flight
+(the rest are recorded as lost), then every socket closes with LINGER 0.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional, Tuple
+
+import zmq
+
+from agent.config.node import NodeConfig
+from agent.errors import UsageError
+from agent.net.security import load_public_key, security_from_config
+from agent.net.transport import Transport
+from agent.node.book import RecordWriter, ReplaySet, SourceBook
+from agent.node.capacity import Capacity, worker_capacity
+from agent.node.hooks import NodeHooks
+from agent.node.inference import InferenceThread
+from agent.node.loop import Node
+from agent.node.outbox import Outbox
+from agent.node.role import Role
+from agent.node.source import SourceSide
+from agent.node.status import NodeStatus
+from agent.node.worker import WorkerSide
+from agent.ops.metrics import AgentMetrics, NullMetrics
+from agent.ops.state import StateStore
+from agent.policies.api import AgentPolicy, NodeView, default_thresholds, make_policy
+from calibration.online import OnlineCapacityEstimator
+from calibration.profile import current_power_mode
+from engines import load_engine
+from engines.bundle import Bundle, load_bundle
+from engines.demo import REPLAY_PATH
+from engines.exit_profile import load_exit_profile
+
+# Start-up time asked of systemd (EXTEND_TIMEOUT_USEC) while engines load: a first TensorRT
+# load builds the plan, which takes minutes on the smaller Jetsons.
+ENGINE_LOAD_TIMEOUT_S = 1800.0
+
+log = logging.getLogger("agent.run")  # the start-up and serving lines keep the command's name
+
+
+@dataclass
+class BuiltNode:
+    """A node ready to serve and what must be started and closed around its loop."""
+
+    node: Node
+    transport: Transport
+    metrics: Any
+    runner: Optional[InferenceThread] = None
+    engines: List[Any] = field(default_factory=list)
+
+    def close(self) -> None:
+        """Stop the inference thread, close engines, sockets and the metrics server."""
+        if self.runner is not None:
+            self.runner.stop()
+        for engine in self.engines:
+            engine.close()
+        self.transport.close()
+        self.metrics.close()
+
+
+def check_config(cfg: NodeConfig, bundle: Bundle) -> None:
+    """Raise ``UsageError`` for a worker config the bundle or the policy cannot serve."""
+    if cfg.role != "worker":
+        return
+    bundle.stage(cfg.stages[1])  # raises a clear error for a stage the bundle lacks
+    if cfg.stages[1] > cfg.stage and cfg.policy == "dtoee":
+        raise UsageError("last_stage: policy dtoee models one stage per worker; give this "
+                         "worker one stage or use another policy")
+    if cfg.stages[1] < bundle.num_stages and not cfg.successors:
+        raise UsageError("peers: a stage-%d worker needs at least one stage-%d peer (the "
+                         "bundle has %d stages)" % (cfg.stages[1], cfg.stages[1] + 1,
+                                                    bundle.num_stages))
+
+
+def open_exit_profile(bundle: Bundle) -> Any:
+    """The bundle's exit profile, or None (none shipped, or unusable: logged)."""
+    if not bundle.exit_profile_path:
+        return None
+    try:
+        return load_exit_profile(bundle.exit_profile_path)
+    except (OSError, ValueError, KeyError) as exc:
+        log.warning("exit profile %s unusable (%s); threshold tuning off",
+                    bundle.exit_profile_path, exc)
+        return None
+
+
+def build_view(cfg: NodeConfig, bundle: Bundle, exit_profile: Any) -> NodeView:
+    """The policy's ``NodeView`` for this config and bundle."""
+    return NodeView(
+        node_id=cfg.node_id, role=cfg.role, stage=cfg.stage, num_stages=bundle.num_stages,
+        stage_flops=tuple(float(s.flops) for s in bundle.stages),
+        stage_input_bytes=tuple(float(s.input_bytes) for s in bundle.stages),
+        exit_stages=tuple(bundle.early_exit_stages),
+        successors=tuple(p.id for p in cfg.successors),
+        predecessors=tuple(p.id for p in cfg.predecessors),
+        link_rate_bytes_s={p.id: p.link_rate_bytes_s for p in cfg.peers},
+        arrival_rate_tasks_s=cfg.arrival_rate_tasks_s if cfg.role == "source" else 0.0,
+        exit_profile=exit_profile, tradeoff=cfg.tradeoff, last_stage=cfg.stages[1],
+        peer_stages={p.id: p.stages for p in cfg.peers})
+
+
+def load_engines(cfg: NodeConfig, bundle: Bundle,
+                 notifier: Any = None) -> Tuple[Dict[int, Any], Dict[int, Any]]:
+    """Stage specs and engines (stage -> each) of the stages this worker serves."""
+    first, last = cfg.stages
+    specs = {h: bundle.stage(h) for h in range(first, last + 1)}
+    engines: Dict[int, Any] = {}
+    if notifier is not None and cfg.backend != "onnxruntime":
+        notifier.extend_timeout(ENGINE_LOAD_TIMEOUT_S)
+        notifier.status("loading stage engine(s) %d-%d (a TensorRT plan build takes minutes)"
+                        % (first, last))
+    try:
+        for h, spec in specs.items():
+            engines[h] = load_engine(spec, backend=cfg.backend, threads=cfg.engine_threads,
+                                     precision=cfg.precision, cache_dir=cfg.engine_cache_dir or None)
+    except BaseException:
+        for e in engines.values():
+            e.close()
+        raise
+    return specs, engines
+
+
+def make_metrics(cfg: NodeConfig) -> Any:
+    """Prometheus metrics served on ``metrics_port``, or the no-op ``NullMetrics``."""
+    if not cfg.metrics_port:
+        return NullMetrics(cfg.node_id)
+    m = AgentMetrics(cfg.node_id)
+    m.serve(cfg.metrics_host, cfg.metrics_port)
+    return m
+
+
+def report_power_mode(cfg: NodeConfig, metrics: Any) -> None:
+    """Power-mode gauge: the configured mode, else the one active now (jtop, or the CPU path)."""
+    try:
+        metrics.power_mode(cfg.power_mode or current_power_mode())
+    except Exception as exc:  # a metrics label must never keep the agent from serving
+        log.warning("power mode unknown for metrics: %s", exc)
+
+
+def restore_policy(policy: AgentPolicy, hooks: NodeHooks, store: StateStore) -> None:
+    """Restore the policy's saved routing and thresholds when they are this policy's."""
+    saved = hooks.load_state()
+    if saved and saved.get("policy") == policy.name:
+        policy.restore(saved)
+        log.info("restored policy state from %s: routing %s thresholds %s", store.path,
+                 json.dumps(policy.routing(), sort_keys=True),
+                 json.dumps({str(k): v for k, v in policy.thresholds().items()}, sort_keys=True))
+    elif saved:  # another policy's routing or thresholds would be wrong for this one
+        log.info("ignoring saved state of policy %r (now %r)", saved.get("policy"), policy.name)
+
+
+def build(cfg: NodeConfig, notifier: Any = None, ctx: Optional[zmq.Context] = None) -> BuiltNode:
+    """Build every part of the node from ``cfg``; the sockets are not bound yet."""
+    bundle = load_bundle(cfg.bundle)
+    os.makedirs(cfg.state_dir, exist_ok=True)
+    security = security_from_config(cfg)
+    check_config(cfg, bundle)
+    keys = ({p.id: load_public_key(p.public_key) for p in cfg.peers}
+            if cfg.security == "curve" else {})
+    view = build_view(cfg, bundle, open_exit_profile(bundle))
+    thresholds = default_thresholds(bundle.early_exit_stages, cfg.thresholds)
+    policy = make_policy(cfg.policy, thresholds, cfg.policy_knobs, cfg.seed)
+    policy.configure(cfg, view)
+    store = StateStore(cfg.state_dir)
+    runner = None
+    engines: Dict[int, Any] = {}
+    if cfg.role == "worker":
+        specs, engines = load_engines(cfg, bundle, notifier)
+        runner = InferenceThread(engines, {h: s.flops for h, s in specs.items()},
+                                 cfg.emulate_capacity_flops)
+        report = worker_capacity(cfg, specs, engines, runner.run_one)
+        estimator = None
+        if cfg.online_capacity and len(specs) == 1:  # one stage: every service time is comparable
+            estimator = OnlineCapacityEstimator(float(specs[cfg.stage].flops),
+                                                report.capacity_flops)
+        capacity = Capacity(report, estimator)
+    else:
+        first = bundle.stage(1)
+        replay = ReplaySet(cfg.replay_path or REPLAY_PATH, first.input_shape, first.input_dtype)
+        book = SourceBook(cfg.node_id, RecordWriter(os.path.join(cfg.state_dir, "records.jsonl")))
+        capacity = Capacity()
+    metrics = make_metrics(cfg)
+    if cfg.metrics_port and cfg.role == "worker":
+        report_power_mode(cfg, metrics)
+    hooks = NodeHooks(notifier, metrics, store)
+    restore_policy(policy, hooks, store)
+    capacity.refresh(view)
+    if (cfg.security == "curve" and cfg.arrival == "client"
+            and not cfg.client_bind.startswith(("ipc://", "tcp://127.", "tcp://localhost:"))):
+        # the local-client socket takes plain TASKs (clients hold no fleet keys)
+        log.warning("client_bind %s is not CURVE-protected; bind it to 127.0.0.1 or ipc:// "
+                    "unless the network to the clients is trusted", cfg.client_bind)
+    transport = Transport(ctx, cfg.node_id, cfg.control_bind, cfg.data_bind, cfg.peers, security,
+                          cfg.max_message_bytes,
+                          cfg.client_bind if cfg.arrival == "client" else "", keys)
+    role: Role
+    if runner is not None:
+        outbox = Outbox(cfg, transport, policy, view, capacity, lambda: runner.queued, metrics)
+        role = WorkerSide(cfg, outbox, policy, specs, runner, capacity, metrics)
+    else:
+        outbox = Outbox(cfg, transport, policy, view, capacity, metrics=metrics)
+        role = SourceSide(cfg, outbox, policy, book, replay)
+    status = NodeStatus(cfg, policy, view, outbox.counters, role.stats)
+    node = Node(cfg, transport, policy, view, outbox, role, status, hooks)
+    return BuiltNode(node, transport, metrics, runner, list(engines.values()))
+
+
+def serve(cfg: NodeConfig, notifier: Any = None, ctx: Optional[zmq.Context] = None) -> int:
+    """Build the node from ``cfg`` and run it until SIGTERM/SIGINT."""
+    own_ctx = ctx is None
+    ctx = ctx or zmq.Context()
+    try:
+        built = build(cfg, notifier, ctx)
+        node = built.node
+        try:
+            try:
+                built.transport.open()
+            except zmq.ZMQError as exc:
+                raise UsageError("cannot bind %s / %s: %s"
+                                 % (cfg.control_bind, cfg.data_bind, exc)) from None
+            if built.runner is not None:
+                built.runner.start()
+            old = {s: signal.signal(s, lambda *_: node.stop())
+                   for s in (signal.SIGTERM, signal.SIGINT)}
+            if notifier is not None:
+                notifier.ready("%s %s serving (policy %s)" % (cfg.role, cfg.node_id, cfg.policy))
+            log.info("%s %s serving: policy %s, control %s, data %s, %d peer(s)", cfg.role,
+                     cfg.node_id, cfg.policy, cfg.control_bind, cfg.data_bind, len(cfg.peers))
+            node.run()
+            for s, h in old.items():
+                signal.signal(s, h)
+        finally:
+            if notifier is not None:
+                notifier.stopping()
+            built.close()
+    finally:
+        if own_ctx:
+            ctx.term()
+    return 0

@@ -1,0 +1,226 @@
+"""Custody of tasks and results between hops: the outbox, ACK deadlines, resends and pacing.
+
+A side of the node (``source.SourceSide``, ``worker.WorkerSide``) hands an ``OutItem`` to
+``Outbox.send``: a task is routed by the policy (``choose_successor``; held in ``waiting`` while
+no successor is alive), encoded, sent (after the emulated link's pacing, when links are
+emulated) and kept until the next hop ACKs its key (``on_ack``). With no ACK by its deadline,
+``run_timers`` re-sends it to another successor (a result: to its source again), at most
+``MAX_HOP_RESENDS`` times. The same timer heap carries the sides' own timers (``call_at``, e.g. a
+source's result deadline), handed back to the side in deadline order.
+
+The outbox also holds the node's ``counters`` (``count``, ``drop``, ``guarded``) and keeps the
+policy's ``NodeView`` current (``current_view``): queue lengths and the capacity owner's mu.
+"""
+
+from __future__ import annotations
+
+import heapq
+import logging
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, List, Optional
+
+import numpy as np
+
+from agent.config.node import NodeConfig
+from agent.net import wire
+from agent.net.links import LinkPacer
+from agent.net.transport import Transport
+from agent.net.wire import Kind
+from agent.ops.metrics import NullMetrics
+from agent.policies.api import AgentPolicy, NodeView, TaskInfo
+
+log = logging.getLogger("agent.node.loop")  # these are the loop's steps: logged under its name
+
+MAX_HOP_RESENDS = 10  # per hop; beyond that the task is dropped here and its source re-issues it
+
+
+@dataclass
+class OutItem:
+    """A task or result held until the next hop ACKs it."""
+
+    kind: Kind
+    key: str
+    fields: Dict[str, Any]
+    tensor: Optional[np.ndarray]
+    dest: str = ""
+    tried: List[str] = field(default_factory=list)
+    resends: int = 0
+    deadline: float = 0.0
+    link_start: float = 0.0  # monotonic time its last send began on the link (0: not sent)
+
+
+class Outbox:
+    """What the node's sides are handed: send with custody, timers, counters, the current view.
+
+    ``input_queue`` says how many tasks wait for or run in the engine (0 on a source);
+    ``capacity`` is the capacity owner (``capacity.Capacity``) that writes mu into the view.
+    """
+
+    def __init__(self, cfg: NodeConfig, transport: Transport, policy: AgentPolicy, view: NodeView,
+                 capacity: Any, input_queue: Callable[[], int] = lambda: 0, metrics: Any = None):
+        self.cfg = cfg
+        self.node_id = cfg.node_id
+        self.transport = transport
+        self.policy = policy
+        self.view = view
+        self.capacity = capacity
+        self.input_queue = input_queue
+        self.metrics = metrics if metrics is not None else NullMetrics()
+        self.counters: Counter = Counter()
+        self.items: Dict[str, OutItem] = {}
+        self.waiting: List[OutItem] = []  # no alive successor when they were due
+        self.pacers = ({p.id: LinkPacer(p.link_rate_bytes_s) for p in cfg.peers}
+                       if cfg.emulate_links else {})
+        self._paced: List[Any] = []  # heap of (due, seq, item, frames) for emulated links
+        self._timers: List[Any] = []  # heap of (due, seq, key, side's timer?)
+        self._seq = 0
+
+    # -- counters ----------------------------------------------------------------------------
+
+    def count(self, name: str, n: int = 1) -> None:
+        """Add ``n`` to counter ``name`` (written to stats.json)."""
+        self.counters[name] += n
+
+    def drop(self, reason: str) -> None:
+        """Count one message or task dropped for ``reason`` (counter ``drop_<reason>``)."""
+        self.counters["drop_" + reason] += 1
+        self.metrics.dropped(reason)
+
+    def guarded(self, fn: Callable[..., None], *args: Any) -> None:
+        """Run one step of the loop; an unexpected error is logged and counted, never fatal."""
+        try:
+            fn(*args)
+        except Exception:
+            self.counters["internal_error"] += 1
+            if self.counters["internal_error"] <= 5:
+                log.warning("error in %s (serving goes on)", getattr(fn, "__name__", fn),
+                            exc_info=True)
+
+    # -- the view ----------------------------------------------------------------------------
+
+    def current_view(self) -> NodeView:
+        """The policy's view with this moment's queue lengths and mu."""
+        v = self.view
+        v.input_queue = self.input_queue()
+        v.output_queue = len(self.items) + len(self.waiting)
+        self.capacity.refresh(v)
+        return v
+
+    # -- replies on the ROUTER (no custody: an ACK or a client's answer is sent once) --------
+
+    def ack(self, identity: bytes, keys: List[str]) -> None:
+        """ACK ``keys`` to the hop that sent them."""
+        self.transport.reply(identity, wire.encode(Kind.ACK, self.node_id, {"keys": keys}))
+
+    def answer_client(self, identity: bytes, fields: Dict[str, Any]) -> None:
+        """Send a RESULT to a local client."""
+        self.transport.reply(identity, wire.encode(Kind.RESULT, self.node_id, fields), client=True)
+
+    # -- sending with custody ----------------------------------------------------------------
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def send(self, item: OutItem, now: float) -> None:
+        """Route (tasks), send and keep ``item`` until its ACK; see the module docstring."""
+        if item.kind == Kind.TASK:
+            info = TaskInfo(item.fields["id"], item.fields["stage"],
+                            0 if item.tensor is None else item.tensor.nbytes)
+            dest = self.policy.choose_successor(info, self.current_view(), item.tried)
+            if dest is None:
+                self.waiting.append(item)
+                return
+            item.dest = dest
+            self.counters["sent_to_" + dest] += 1  # the routing actually used, per successor
+        tensors = [] if item.tensor is None else [item.tensor]
+        item.fields["resends"] = item.fields.get("resends", 0)
+        frames = wire.encode(item.kind, self.node_id, item.fields, tensors)
+        self.items[item.key] = item
+        pacer = self.pacers.get(item.dest)
+        # The transfer delay D_nm ("transmitted, then wait at m" in MDI-Exit) runs from the
+        # moment the link starts carrying this task to its ACK (the ACK's way back is a small
+        # message): waiting behind earlier tasks on the link is output-queue time (O_n).
+        if pacer is not None:
+            nbytes = wire.frames_nbytes(frames)
+            due = pacer.schedule(now, nbytes)
+            item.link_start = due - nbytes / pacer.rate_bytes_s
+            self._seq += 1
+            heapq.heappush(self._paced, (due, self._seq, item, frames))
+            item.deadline = due + self.cfg.ack_timeout_s
+        else:
+            item.deadline = now + self.cfg.ack_timeout_s
+            item.link_start = now
+            if not self.transport.send(item.dest, frames):
+                item.link_start = 0.0
+                # Peer unreachable now: try elsewhere soon, backing off if every peer fails.
+                item.deadline = now + min(self.cfg.ack_timeout_s, 0.02 * item.resends)
+        self._push(item.deadline, item.key, False)
+
+    def cancel(self, key: str) -> None:
+        """Give up custody of ``key`` (its sender re-issues it under a new key)."""
+        self.items.pop(key, None)
+
+    def on_ack(self, peer: str, keys: List[str], now: float) -> None:
+        """``peer`` ACKed ``keys``: custody ends; a first send's transfer time goes to the policy."""
+        for key in keys:
+            item = self.items.pop(key, None)
+            if item is not None:
+                self.counters["acked"] += 1
+                # D_nm for the policy. Only a first send counts: after a hop resend the ACK
+                # may come from the earlier successor.
+                if (item.kind == Kind.TASK and item.link_start > 0 and item.resends == 0
+                        and item.dest == peer):
+                    self.policy.on_transfer(peer, now - item.link_start,
+                                            0 if item.tensor is None else item.tensor.nbytes)
+
+    def retry_waiting(self, now: float) -> None:
+        """Offer held tasks to the policy again (a successor came back, queues changed)."""
+        if self.waiting and self.view.alive_successors():
+            items, self.waiting = self.waiting, []
+            for item in items:
+                self.send(item, now)
+
+    # -- timers ------------------------------------------------------------------------------
+
+    def call_at(self, due: float, key: str) -> None:
+        """Hand ``key`` back to the side's ``on_timer`` at monotonic time ``due``."""
+        self._push(due, key, True)
+
+    def _push(self, due: float, key: str, side: bool) -> None:
+        self._seq += 1
+        heapq.heappush(self._timers, (due, self._seq, key, side))
+
+    def next_due(self) -> Optional[float]:
+        """Earliest pending deadline or paced departure (None: nothing scheduled)."""
+        due = [h[0][0] for h in (self._timers, self._paced) if h]
+        return min(due) if due else None
+
+    def run_paced(self, now: float) -> None:
+        """Hand every paced message whose link slot has come to its socket."""
+        while self._paced and self._paced[0][0] <= now:
+            _, _, item, frames = heapq.heappop(self._paced)
+            if self.items.get(item.key) is item and not self.transport.send(item.dest, frames):
+                item.link_start = 0.0
+                item.deadline = now
+                self._push(now, item.key, False)
+
+    def run_timers(self, now: float, on_timer: Callable[[str, float], None]) -> None:
+        """Re-send items past their ACK deadline; pass due side timers to ``on_timer``."""
+        while self._timers and self._timers[0][0] <= now:
+            _, _, key, side = heapq.heappop(self._timers)
+            if side:
+                on_timer(key, now)
+                continue
+            item = self.items.get(key)
+            if item is None or item.deadline > now:
+                continue
+            del self.items[key]
+            item.resends += 1
+            self.counters["resends"] += 1
+            if item.resends > MAX_HOP_RESENDS:
+                self.drop("undeliverable")
+                continue
+            item.tried.append(item.dest)
+            item.fields["resends"] = item.fields.get("resends", 0) + 1
+            self.send(item, now)

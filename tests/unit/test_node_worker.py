@@ -1,0 +1,88 @@
+"""The worker side carries out the exit decision through the outbox it is handed, with a real
+onnxruntime engine in a real inference thread (the transport is built but never bound: a send
+to a peer with no connection fails at once and the outbox keeps the item for a re-send)."""
+
+from __future__ import annotations
+
+import select
+
+import numpy as np
+import pytest
+import zmq
+
+from agent.config.node import parse_config
+from agent.net import wire
+from agent.net.transport import Transport
+from agent.net.wire import Kind
+from agent.node.build import build_view
+from agent.node.capacity import Capacity, CapacityReport
+from agent.node.inference import InferenceThread, Job
+from agent.node.outbox import Outbox
+from agent.node.worker import WorkerSide
+from agent.policies.api import AgentPolicy
+from engines import load_engine
+from engines.bundle import load_bundle
+from engines.demo import DEMO_BUNDLE_DIR
+
+
+def _cfg(tmp_path):
+    return parse_config({
+        "node_id": "w1", "role": "worker", "stage": 1, "bundle": DEMO_BUNDLE_DIR,
+        "state_dir": str(tmp_path), "control_bind": "tcp://127.0.0.1:5551",
+        "data_bind": "tcp://127.0.0.1:5552",
+        "peers": [{"id": "s1", "stage": 0, "control_address": "tcp://127.0.0.1:5541",
+                   "data_address": "tcp://127.0.0.1:5542"},
+                  {"id": "w2", "stage": 2, "control_address": "tcp://127.0.0.1:5561",
+                   "data_address": "tcp://127.0.0.1:5562"}]})
+
+
+@pytest.fixture
+def worker(tmp_path):
+    cfg = _cfg(tmp_path)
+    bundle = load_bundle(DEMO_BUNDLE_DIR)
+    spec = bundle.stage(1)
+    engine = load_engine(spec, backend="onnxruntime")
+    runner = InferenceThread({1: engine}, {1: spec.flops})
+    ctx = zmq.Context()
+    transport = Transport(ctx, cfg.node_id, cfg.control_bind, cfg.data_bind, cfg.peers)
+    view = build_view(cfg, bundle, None)
+    view.alive.update({"s1", "w2"})
+    capacity = Capacity(CapacityReport(1e8, 0.01, 1e8, "timed"))
+    out = Outbox(cfg, transport, AgentPolicy({1: 0.0, 2: 0.5, 3: 0.5}, {}), view, capacity,
+                 lambda: runner.queued)
+    side = WorkerSide(cfg, out, out.policy, {1: spec}, runner, capacity)
+    runner.start()
+    yield side, out, spec
+    runner.stop()
+    engine.close()
+    transport.close()
+    ctx.term()
+
+
+def _run(side, out, spec, stage):
+    x = np.zeros(spec.input_shape, dtype=spec.input_dtype)
+    meta = {"id": "t1", "attempt": 0, "source": "s1", "stage": stage, "hops": 0, "resends": 0,
+            "created": 0.0}
+    side.runner.submit(Job(meta=meta, x=x, stage=stage))
+    while side.in_flight():
+        ready, _, _ = select.select(side.wake_fds(), [], [], 30.0)
+        assert ready, "inference thread gave no result within 30 s"
+        side.on_fd(ready[0])
+
+
+def test_a_confident_exit_hands_a_result_for_the_source_to_the_outbox(worker):
+    """Threshold 0 at stage 1: every task exits there; the RESULT stays in custody."""
+    side, out, spec = worker
+    _run(side, out, spec, 1)
+    assert out.counters["exited"] == 1
+    (item,) = out.items.values()
+    assert item.kind == Kind.RESULT and item.dest == "s1" and item.fields["exit_stage"] == 1
+    assert item.key == "R:" + wire.task_key("t1", 0)
+
+
+def test_a_job_for_a_stage_without_an_engine_is_dropped_and_counted_by_reason(worker):
+    side, out, spec = worker
+    _run(side, out, spec, 2)
+    assert out.counters["drop_unknown_stage"] == 1
+    assert out.counters["drop_engine_error"] == 0
+    assert not out.items and not out.waiting
