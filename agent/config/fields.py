@@ -139,10 +139,17 @@ class Fields:
             raise self.fail(key, "must list at least %d item%s" % (min_len, "" if min_len == 1 else "s"))
         return v
 
-    def tables(self, key: str, default: Any = REQUIRED, min_len: int = 0) -> List["Fields"]:
-        """A list of mappings, each as a reader named ``where.key[i]``."""
-        return [Fields(item, "%s[%d]" % (self.path(key), i), self.error)
-                for i, item in enumerate(self.list(key, default, min_len))]
+    def tables(self, key: str, default: Any = REQUIRED, min_len: int = 0,
+               known: Optional[Iterable[str]] = None) -> List["Fields"]:
+        """A list of mappings, each as a reader named ``where.key[i]``; with ``known``, each
+        item's other fields are rejected (``reject_unknown``)."""
+        items = [Fields(item, "%s[%d]" % (self.path(key), i), self.error)
+                 for i, item in enumerate(self.list(key, default, min_len))]
+        if known is not None:
+            known = tuple(known)
+            for item in items:
+                item.reject_unknown(known)
+        return items
 
 
 def _range_text(lo, hi, lo_open: bool, hi_open: bool) -> str:

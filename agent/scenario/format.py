@@ -64,14 +64,6 @@ WORKER_KEYS = ("id", "stage", "capacity", "power_modes", "device", "comment")
 LINK_KEYS = ("from", "to", "rate", "comment")
 
 
-def _items(top: Fields, key: str, known: Tuple[str, ...]) -> List[Fields]:
-    """The objects listed under ``key`` (at least one), each with only ``known`` fields."""
-    items = top.tables(key, min_len=1)
-    for item in items:
-        item.reject_unknown(known)
-    return items
-
-
 def _positive(item: Fields, key: str) -> float:
     return item.num(key, lo=0.0, lo_open=True)
 
@@ -83,14 +75,14 @@ def parse_scenario(obj: Any, base_dir: str = ".") -> Scenario:
     top = Fields(obj, "", ScenarioError)
     top.reject_unknown(KNOWN_KEYS)
     stages = [Stage(_positive(s, "flops"), _positive(s, "input_bytes"), s.bool("exit", False))
-              for s in _items(top, "stages", STAGE_KEYS)]
+              for s in top.tables("stages", min_len=1, known=STAGE_KEYS)]
     h = len(stages)
 
     seen: set = set()
     sources = [Source(_id(s, seen), _positive(s, "rate"), _device(s))
-               for s in _items(top, "sources", SOURCE_KEYS)]
+               for s in top.tables("sources", min_len=1, known=SOURCE_KEYS)]
     workers: List[Worker] = []
-    for s in _items(top, "workers", WORKER_KEYS):
+    for s in top.tables("workers", min_len=1, known=WORKER_KEYS):
         wid = _id(s, seen)
         workers.append(Worker(wid, s.int("stage", lo=1, hi=h), _positive(s, "capacity"),
                               _power_modes(s), _device(s)))
@@ -112,7 +104,7 @@ def _links(top: Fields, stage_of: Dict[str, int], h: int) -> List[Link]:
     """The links: each joins a node of stage h to one of stage h+1, once; none is missing."""
     links = []
     pairs = set()
-    for l in _items(top, "links", LINK_KEYS):
+    for l in top.tables("links", min_len=1, known=LINK_KEYS):
         a, b = l.str("from"), l.str("to")
         for key, v in (("from", a), ("to", b)):
             if v not in stage_of:

@@ -150,14 +150,6 @@ LINK_KEYS = ("from", "to", "rate_bytes_s", "comment")
 BACKENDS = ("auto", "onnxruntime", "tensorrt")
 
 
-def _items(top: Fields, key: str, known: Sequence[str]) -> List[Fields]:
-    """The objects listed under ``key`` (at least one), each with only ``known`` fields."""
-    items = top.tables(key, min_len=1)
-    for item in items:
-        item.reject_unknown(known)
-    return items
-
-
 def _ident(item: Fields, seen: set) -> str:
     v = item.value("id", None)
     if not isinstance(v, str) or not v or not v.replace("-", "").replace("_", "").isalnum():
@@ -193,12 +185,12 @@ def parse_topology(obj: Any, base_dir: str = ".", path: str = "") -> Topology:
     top.reject_unknown(KNOWN_KEYS)
     seen: set = set()
     sources = [TbSource(_ident(s, seen), s.num("share", lo=0.0, lo_open=True, hi=1.0), _host(s))
-               for s in _items(top, "sources", SOURCE_KEYS)]
+               for s in top.tables("sources", min_len=1, known=SOURCE_KEYS)]
     total = sum(s.share for s in sources)
     if abs(total - 1.0) > 1e-6:
         raise TopologyError("sources: shares must sum to 1, got %.6g" % total)
 
-    workers = [_worker(s, seen) for s in _items(top, "workers", WORKER_KEYS)]
+    workers = [_worker(s, seen) for s in top.tables("workers", min_len=1, known=WORKER_KEYS)]
     h = max(w.stages[1] for w in workers)
     for st in range(1, h + 1):
         if not any(w.stage <= st <= w.stages[1] for w in workers):
@@ -236,7 +228,7 @@ def _links(top: Fields, sources: Sequence[TbSource], workers: Sequence[TbWorker]
     last_of.update({w.id: w.stages[1] for w in workers})
     links = []
     pairs = set()
-    for l in _items(top, "links", LINK_KEYS):
+    for l in top.tables("links", min_len=1, known=LINK_KEYS):
         a, b = l.str("from"), l.str("to")
         for key, v in (("from", a), ("to", b)):
             if v not in stage_of:

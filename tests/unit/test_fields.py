@@ -68,6 +68,16 @@ def test_unknown_keys_are_rejected_with_the_closest_known_name():
     _fields({"rate": 1.0}).reject_unknown(["rate", "stage"])  # known keys pass
 
 
+def test_list_items_with_unknown_fields_are_rejected_by_their_index():
+    """``tables(..., known=...)`` names the item by its index: ``where.key[i].field``."""
+    good = Fields({"links": [{"from": "a", "to": "b"}]}, "", FileError)
+    assert [t.value("from") for t in good.tables("links", known=("from", "to"))] == ["a"]
+    f = Fields({"links": [{"from": "a"}, {"form": "b"}]}, "", FileError)
+    with pytest.raises(FileError,
+                       match=r"^links\[1\]\.form: unknown field \(did you mean 'from'\?\)"):
+        f.tables("links", known=("from", "to"))
+
+
 @pytest.mark.parametrize("value, lo_open, hi_open, ok", [
     (0.0, False, False, True), (1.0, False, False, True),
     (0.0, True, False, False), (1.0, True, False, True),
