@@ -18,10 +18,10 @@ from __future__ import annotations
 import json
 import logging
 import os
-import tempfile
 import time
 from typing import Callable, Optional
 
+from agent.ops.atomic import write_atomic
 from calibration.jtop_adapter import JetsonDevice, ModeInfo, ModeRequestRefused, Reading
 
 logger = logging.getLogger(__name__)
@@ -91,16 +91,6 @@ def switch_mode(
     raise ModeUnavailable(
         "mode %s (id %d) not active after %.0f s (last seen: %s)" % (mode.name, mode.id, timeout_s, seen)
     )
-
-
-def _write_json_atomic(path: str, obj: dict) -> None:
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".mode-", suffix=".tmp", dir=directory)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        json.dump(obj, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 class ModeKeeper:
@@ -176,7 +166,9 @@ class ModeKeeper:
         """Save the original mode (first time only), then ``switch_mode`` to ``mode``."""
         if not self._saved:
             now = self.device.current_mode()
-            _write_json_atomic(self.path, {"id": now.id, "name": now.name, "pid": os.getpid()})
+            # durable: after a power cut mid-calibration, the next run must restore this mode
+            record = {"id": now.id, "name": now.name, "pid": os.getpid()}
+            write_atomic(self.path, json.dumps(record), perms=0o600)
             self._saved = True
         return switch_mode(
             self.device,

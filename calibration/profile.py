@@ -35,11 +35,11 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from dataclasses import asdict, dataclass, field
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple
 
 from agent.errors import UsageError
+from agent.ops.atomic import write_atomic
 
 PROFILE_FORMAT = "edge-agent-calibration-profile"
 PROFILE_VERSION = 1
@@ -249,29 +249,6 @@ def load_profile(path: str) -> Profile:
     return parse_profile(obj, path)
 
 
-def _write_atomic(path: str, text: str) -> None:
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".profile-", suffix=".tmp", dir=directory)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    try:  # make the rename itself durable
-        dir_fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
-
-
 def _lock(path: str):
     import filelock
 
@@ -318,9 +295,10 @@ def update_profile(
         with _lock(path):
             base = load_profile(path) if os.path.exists(path) else Profile()
             profile = merge_profile(base, entries, unavailable)
-            _write_atomic(
+            write_atomic(
                 path,
                 json.dumps(profile_to_obj(profile), indent=2, sort_keys=True) + "\n",
+                perms=0o600,  # owner-only, as the profile was always created
             )
             return profile
     except filelock.Timeout:

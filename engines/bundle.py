@@ -21,6 +21,7 @@ from typing import Any, Dict, List, Optional, Tuple
 import numpy as np
 
 from agent.errors import UsageError
+from agent.ops.atomic import write_atomic
 
 MANIFEST_NAME = "bundle.json"
 EXIT_PROFILE_NAME = "exit_profile.npz"
@@ -101,11 +102,7 @@ def tensor_bytes(shape, dtype: str) -> int:
 def write_manifest(directory: str, manifest: Dict[str, Any]) -> str:
     """Write ``manifest`` as ``bundle.json`` atomically; returns the file path."""
     path = os.path.join(directory, MANIFEST_NAME)
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(manifest, f, indent=2, sort_keys=False)
-        f.write("\n")
-    os.replace(tmp, path)
+    write_atomic(path, json.dumps(manifest, indent=2, sort_keys=False) + "\n")
     return path
 
 

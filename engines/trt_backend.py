@@ -21,6 +21,7 @@ from typing import Any, Dict, List, Optional
 
 import numpy as np
 
+from agent.ops.atomic import write_atomic
 from engines.bundle import StageSpec
 from engines.engine import Engine, EngineUnavailable, StageOutput
 
@@ -92,10 +93,9 @@ class TensorRTEngine(Engine):
             log.info("stage %d: TensorRT plan from cache %s", stage.index, plan_path)
         else:
             plan = self._build_plan(precision)
-            tmp = plan_path + ".tmp"
-            with open(tmp, "wb") as f:
-                f.write(plan)
-            os.replace(tmp, plan_path)
+            # agents sharing the cache folder may build the same plan at once: each writes its
+            # own temporary file and the last rename wins (the plans are equivalent)
+            write_atomic(plan_path, plan)
             log.info("stage %d: built TensorRT plan %s", stage.index, plan_path)
         self._runtime = trt.Runtime(self._logger)
         self._engine = self._runtime.deserialize_cuda_engine(plan)

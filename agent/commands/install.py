@@ -19,6 +19,7 @@ import sys
 from typing import List, Optional
 
 from agent.errors import UsageError
+from agent.ops.atomic import write_atomic
 
 HELP = "install the agent as a systemd service (user, venv, units); --dry-run shows the steps"
 
@@ -105,11 +106,7 @@ class Plan:
         if self.dry_run:
             return
         os.makedirs(os.path.dirname(path), exist_ok=True)
-        tmp = path + ".tmp"
-        with open(tmp, "w") as f:
-            f.write(text)
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
+        write_atomic(path, text, perms=mode)
 
 
 def _under(root: str, path: str) -> str:

@@ -51,7 +51,12 @@ class Fields:
             raise self.error("%s: missing" % self.path(key))
         return default
 
+    def value(self, key: str, default: Any = REQUIRED) -> Any:
+        """The raw value of ``key`` (missing and required: an error), for checks of its own."""
+        return self._get(key, default)
+
     def has(self, key: str) -> bool:
+        """Whether the mapping holds ``key``."""
         return key in self.obj
 
     def reject_unknown(self, allowed: Iterable[str]) -> None:
@@ -89,16 +94,18 @@ class Fields:
             raise self.fail(key, "must be an integer " + _range_text(lo, hi, False, False))
         return v
 
-    def str(self, key: str, default: Any = REQUIRED, choices: Optional[Sequence[str]] = None) -> str:
-        """A string, one of ``choices`` when given."""
+    def str(self, key: str, default: Any = REQUIRED, choices: Optional[Sequence[str]] = None,
+            non_empty: bool = False) -> str:
+        """A string (not "" when ``non_empty``), one of ``choices`` when given."""
         v = self._get(key, default)
-        if not isinstance(v, str):
-            raise self.fail(key, "must be a string")
+        if not isinstance(v, str) or (non_empty and not v):
+            raise self.fail(key, "must be a non-empty string" if non_empty else "must be a string")
         if choices is not None and v not in choices:
             raise self.fail(key, "must be one of %s" % "|".join(choices))
         return v
 
     def bool(self, key: str, default: Any = REQUIRED) -> bool:
+        """true or false (no 0/1, no strings)."""
         v = self._get(key, default)
         if not isinstance(v, bool):
             raise self.fail(key, "must be true or false")
@@ -113,9 +120,14 @@ class Fields:
 
     # -- containers ----------------------------------------------------------------------------
 
-    def table(self, key: str, default: Any = REQUIRED) -> "Fields":
-        """The nested mapping at ``key`` as a reader of its own (``where.key``)."""
+    def table(self, key: str, default: Any = REQUIRED, shape: str = "a table/object") -> "Fields":
+        """The nested mapping at ``key`` as a reader of its own (``where.key``).
+
+        ``shape`` is what the error says the field must be, e.g. "an object {stage: threshold}".
+        """
         v = self._get(key, default)
+        if not isinstance(v, Mapping):
+            raise self.fail(key, "must be " + shape)
         return Fields(v, self.path(key), self.error)
 
     def list(self, key: str, default: Any = REQUIRED, min_len: int = 0) -> List[Any]:
@@ -127,10 +139,17 @@ class Fields:
             raise self.fail(key, "must list at least %d item%s" % (min_len, "" if min_len == 1 else "s"))
         return v
 
-    def tables(self, key: str, default: Any = REQUIRED, min_len: int = 0) -> List["Fields"]:
-        """A list of mappings, each as a reader named ``where.key[i]``."""
-        return [Fields(item, "%s[%d]" % (self.path(key), i), self.error)
-                for i, item in enumerate(self.list(key, default, min_len))]
+    def tables(self, key: str, default: Any = REQUIRED, min_len: int = 0,
+               known: Optional[Iterable[str]] = None) -> List["Fields"]:
+        """A list of mappings, each as a reader named ``where.key[i]``; with ``known``, each
+        item's other fields are rejected (``reject_unknown``)."""
+        items = [Fields(item, "%s[%d]" % (self.path(key), i), self.error)
+                 for i, item in enumerate(self.list(key, default, min_len))]
+        if known is not None:
+            known = tuple(known)
+            for item in items:
+                item.reject_unknown(known)
+        return items
 
 
 def _range_text(lo, hi, lo_open: bool, hi_open: bool) -> str:

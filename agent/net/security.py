@@ -28,6 +28,7 @@ import time
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 from agent.errors import UsageError
+from agent.ops.atomic import write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -249,15 +250,7 @@ def _write_key_file(path: str, mode: int, banner: str, public: bytes,
     text = banner + "metadata\ncurve\n    public-key = \"%s\"\n" % public.decode("ascii")
     if secret is not None:
         text += "    secret-key = \"%s\"\n" % secret.decode("ascii")
-    tmp = path + ".tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    try:
-        os.fchmod(fd, mode)  # the umask may have removed bits we want (0644 public)
-        os.write(fd, text.encode("ascii"))
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
+    write_atomic(path, text.encode("ascii"), perms=mode)
 
 
 def _read_key_file(path: str) -> Tuple[Optional[bytes], Optional[bytes]]:

@@ -1,19 +1,25 @@
 """The one atomic file write: a reader sees the old file or the new one, never a torn one.
 
 Every file the project writes for others to read (state, stats, profiles, manifests, keys,
-reports, TensorRT plans) goes through here: the data goes to a unique temporary file in the same
-directory (so several processes writing the same path never share a temporary name), is
-fsynced, renamed over the target, and the directory is fsynced so the rename survives a power
+reports, TensorRT plans) goes through here: the data goes to a uniquely named temporary file in
+the same directory (so several processes writing the same path never share a temporary name),
+is fsynced, renamed over the target, and the directory is fsynced so the rename survives a power
 cut (what a Jetson in the field gets). On any error the temporary file is removed and the
 target is left as it was.
+
+Permissions: ``perms`` when given (applied exactly, whatever the umask); otherwise those of the
+file being replaced; otherwise what ``open`` would give a new file (0o666 less the umask).
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-import tempfile
-from typing import IO, Iterator, Optional, Union
+import secrets
+import stat
+from typing import IO, Iterator, Optional, Tuple, Union
+
+_TEMP_TRIES = 100
 
 
 @contextlib.contextmanager
@@ -21,21 +27,20 @@ def atomic_open(path: str, mode: str = "w", perms: Optional[int] = None,
                 durable: bool = True) -> Iterator[IO]:
     """Open a temporary file beside ``path``; on a clean exit it replaces ``path``.
 
-    ``mode`` is "w" (text, UTF-8) or "wb". ``perms`` sets the file's permission bits (default:
-    0o644 less the umask, like ``open``). ``durable=False`` skips both fsyncs, for files that
-    are rewritten often and are only worth having whole, not worth a disk flush.
+    ``mode`` is "w" (text, UTF-8) or "wb". ``perms``: the file's permission bits (see the module
+    docstring for the default). ``durable=False`` skips both fsyncs, for files that are
+    rewritten every few seconds and are only worth having whole, not worth a disk flush.
     """
     if mode not in ("w", "wb"):
         raise ValueError("atomic_open: mode must be 'w' or 'wb', got %r" % (mode,))
+    path = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp",
-                               dir=directory)
+    if perms is None:
+        perms = _existing_perms(path)
+    fd, tmp = _create_temp(directory, os.path.basename(path), perms)
     try:
-        if perms is None:
-            umask = os.umask(0)
-            os.umask(umask)
-            perms = 0o644 & ~umask
-        os.fchmod(fd, perms)
+        if perms is not None:
+            os.fchmod(fd, perms)  # exactly these bits: the umask may have removed some
         with os.fdopen(fd, mode, **({"encoding": "utf-8"} if mode == "w" else {})) as f:
             fd = -1  # owned by f now
             yield f
@@ -73,3 +78,28 @@ def fsync_dir(directory: str) -> None:
         pass
     finally:
         os.close(dfd)
+
+
+def _existing_perms(path: str) -> Optional[int]:
+    try:
+        return stat.S_IMODE(os.stat(path).st_mode)
+    except OSError:
+        return None
+
+
+def _create_temp(directory: str, name: str, perms: Optional[int]) -> Tuple[int, str]:
+    """A new file ``.<name>.<random>.tmp`` in ``directory``, opened for writing.
+
+    Not ``tempfile.mkstemp``: it creates 0600 files, and working out ``open``'s default would
+    mean flipping the process-wide umask, which races with other threads creating files. Here
+    the kernel applies the umask to 0o666, as for ``open``. With ``perms`` the file starts
+    owner-only, so a secret is never readable by others before its bits are set.
+    """
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
+    for _ in range(_TEMP_TRIES):
+        tmp = os.path.join(directory, ".%s.%s.tmp" % (name, secrets.token_hex(8)))
+        try:
+            return os.open(tmp, flags, 0o666 if perms is None else 0o600), tmp
+        except FileExistsError:
+            continue  # 64 random bits taken already: only if something is very wrong
+    raise FileExistsError("no free temporary name for %s in %s" % (name, directory))

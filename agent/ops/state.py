@@ -1,8 +1,8 @@
 """Agent state that survives a restart: routing, thresholds, capacity estimate, slot number.
 
-``StateStore.save`` writes JSON to a temporary file in the same directory, fsyncs it, renames it
-over ``state.json`` and fsyncs the directory, so a crash (SIGKILL, power loss) leaves either the
-old or the new state, never a torn file. ``load`` returns None when there is nothing usable and
+``StateStore.save`` replaces ``state.json`` through ``agent.ops.atomic`` (temporary file, fsync,
+rename, directory fsync), so a crash (SIGKILL, power loss) leaves either the old or the new
+state, never a torn file. ``load`` returns None when there is nothing usable and
 says why in the log; a corrupt file is kept aside as ``state.json.corrupt`` for inspection.
 JSON turns dict keys into strings: callers restore int keys (stages) themselves.
 """
@@ -14,6 +14,8 @@ import logging
 import os
 import time
 from typing import Any, Dict, Optional
+
+from agent.ops.atomic import write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -35,15 +37,8 @@ class StateStore:
         doc = {"format_version": FORMAT_VERSION, "saved_unix_s": time.time(), "state": state}
         data = json.dumps(doc, sort_keys=True, allow_nan=False).encode("utf-8")
         os.makedirs(self.directory, exist_ok=True)
-        tmp = "%s.tmp.%d" % (self.path, os.getpid())
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        try:
-            os.write(fd, data)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, self.path)
-        _fsync_dir(self.directory)
+        # durable although saved every slot: the state exists to survive a power cut
+        write_atomic(self.path, data, perms=0o600)
 
     def load(self) -> Optional[Dict[str, Any]]:
         """The last saved state, or None when absent or unusable (logged, never raised)."""
@@ -73,16 +68,3 @@ class StateStore:
             return None
         return doc["state"]
 
-
-def _fsync_dir(directory: str) -> None:
-    # Makes the rename itself durable; not every filesystem allows opening a directory.
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)

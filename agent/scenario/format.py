@@ -2,7 +2,7 @@
 
 Parsing is separate from reading: ``parse_scenario(obj, base_dir)`` validates a decoded JSON
 object, ``load_scenario(path)`` reads the file and calls it. Every error names the field, e.g.
-``workers[2].stage: must be an integer in 1..4, got 0``. ``scenario_to_json`` is the inverse of
+``workers[2].stage: must be an integer in [1, 4], got 0``. ``scenario_to_json`` is the inverse of
 ``parse_scenario`` and ``save_scenario`` writes a file (plus its exit profile) that
 ``load_scenario`` reads back unchanged.
 """
@@ -10,62 +10,34 @@ object, ``load_scenario(path)`` reads the file and calls it. Every error names t
 from __future__ import annotations
 
 import json
-import math
 import os
-from typing import Any, Dict, List, Mapping, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
+from agent.config.fields import Fields
 from agent.config.jsonfile import read_json_file
 from agent.errors import UsageError
+from agent.ops.atomic import atomic_open, write_atomic
 from agent.policies.setting import Link, Scenario, ScenarioError, Source, Stage, Worker
-from engines.exit_profile import load_exit_profile, save_exit_profile
+from engines.exit_profile import ExitProfile, load_exit_profile, save_exit_profile
 
 
-def _num(obj: Mapping, key: str, where: str, positive: bool = True, lo=None, hi=None) -> float:
-    if key not in obj:
-        raise ScenarioError("%s.%s: missing" % (where, key))
-    v = obj[key]
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-        raise ScenarioError("%s.%s: must be a finite number, got %r" % (where, key, v))
-    if positive and v <= 0:
-        raise ScenarioError("%s.%s: must be > 0, got %r" % (where, key, v))
-    if lo is not None and v < lo or hi is not None and v > hi:
-        raise ScenarioError("%s.%s: must be in [%s, %s], got %r" % (where, key, lo, hi, v))
-    return float(v)
-
-
-def _list(obj: Mapping, key: str, min_len: int = 1) -> List[Any]:
-    v = obj.get(key)
-    if not isinstance(v, list) or len(v) < min_len:
-        raise ScenarioError("%s: must be a list with at least %d entr%s"
-                            % (key, min_len, "y" if min_len == 1 else "ies"))
-    for i, item in enumerate(v):
-        if not isinstance(item, dict):
-            raise ScenarioError("%s[%d]: must be an object, got %r" % (key, i, item))
-    return v
-
-
-def _id(item: Mapping, where: str, seen: set) -> str:
-    v = item.get("id")
-    if not isinstance(v, str) or not v:
-        raise ScenarioError("%s.id: must be a non-empty string, got %r" % (where, v))
+def _id(item: Fields, seen: set) -> str:
+    v = item.str("id", non_empty=True)
     if v in seen:
-        raise ScenarioError("%s.id: duplicate node id %r" % (where, v))
+        raise item.fail("id", "duplicate node id")
     seen.add(v)
     return v
 
 
-def _power_modes(item: Mapping, where: str) -> Tuple[Tuple[str, float], ...]:
-    modes = item.get("power_modes", {})
-    if not isinstance(modes, dict):
-        raise ScenarioError("%s.power_modes: must be an object {mode name: capacity FLOP/s}, got %r"
-                            % (where, modes))
-    return tuple((str(name), _num(modes, name, where + ".power_modes")) for name in modes)
+def _power_modes(item: Fields) -> Tuple[Tuple[str, float], ...]:
+    modes = item.table("power_modes", {}, shape="an object {mode name: capacity FLOP/s}")
+    return tuple((str(name), modes.num(name, lo=0.0, lo_open=True)) for name in modes.obj)
 
 
-def _device(item: Mapping, where: str) -> str:
-    v = item.get("device", "")
+def _device(item: Fields) -> str:
+    v = item.value("device", "")
     if not isinstance(v, str):
-        raise ScenarioError("%s.device: must be a string (a device id), got %r" % (where, v))
+        raise item.fail("device", "must be a string (a device id)")
     return v
 
 
@@ -84,107 +56,102 @@ def _check_shared_device(workers: List[Worker], where: str) -> None:
                                 % (where, new.device, w.id))
 
 
-KNOWN_KEYS = {"stages", "remaining", "exit_profile", "sources", "workers", "links", "tradeoff",
-              "knobs", "comment", "synthetic"}
+KNOWN_KEYS = ("stages", "remaining", "exit_profile", "sources", "workers", "links", "tradeoff",
+              "knobs", "comment", "synthetic")
+STAGE_KEYS = ("flops", "input_bytes", "exit", "comment")
+SOURCE_KEYS = ("id", "rate", "device", "comment")
+WORKER_KEYS = ("id", "stage", "capacity", "power_modes", "device", "comment")
+LINK_KEYS = ("from", "to", "rate", "comment")
+
+
+def _positive(item: Fields, key: str) -> float:
+    return item.num(key, lo=0.0, lo_open=True)
 
 
 def parse_scenario(obj: Any, base_dir: str = ".") -> Scenario:
     """Validate a decoded scenario object; ``exit_profile`` paths are relative to ``base_dir``."""
     if not isinstance(obj, dict):
         raise ScenarioError("scenario: top level must be a JSON object")
-    unknown = sorted(set(obj) - KNOWN_KEYS)
-    if unknown:
-        raise ScenarioError("scenario: unknown field(s) %s (known: %s)"
-                            % (unknown, sorted(KNOWN_KEYS)))
-    stages = []
-    for i, s in enumerate(_list(obj, "stages")):
-        w = "stages[%d]" % i
-        ex = s.get("exit", False)
-        if not isinstance(ex, bool):
-            raise ScenarioError("%s.exit: must be true or false, got %r" % (w, ex))
-        stages.append(Stage(_num(s, "flops", w), _num(s, "input_bytes", w), ex))
+    top = Fields(obj, "", ScenarioError)
+    top.reject_unknown(KNOWN_KEYS)
+    stages = [Stage(_positive(s, "flops"), _positive(s, "input_bytes"), s.bool("exit", False))
+              for s in top.tables("stages", min_len=1, known=STAGE_KEYS)]
     h = len(stages)
 
     seen: set = set()
-    sources = [Source(_id(s, "sources[%d]" % i, seen), _num(s, "rate", "sources[%d]" % i),
-                      _device(s, "sources[%d]" % i)) for i, s in enumerate(_list(obj, "sources"))]
-    workers = []
-    for i, s in enumerate(_list(obj, "workers")):
-        w = "workers[%d]" % i
-        wid = _id(s, w, seen)
-        st = s.get("stage")
-        if isinstance(st, bool) or not isinstance(st, int) or not 1 <= st <= h:
-            raise ScenarioError("%s.stage: must be an integer in 1..%d, got %r" % (w, h, st))
-        workers.append(Worker(wid, st, _num(s, "capacity", w), _power_modes(s, w),
-                              _device(s, w)))
-        _check_shared_device(workers, w)
+    sources = [Source(_id(s, seen), _positive(s, "rate"), _device(s))
+               for s in top.tables("sources", min_len=1, known=SOURCE_KEYS)]
+    workers: List[Worker] = []
+    for s in top.tables("workers", min_len=1, known=WORKER_KEYS):
+        wid = _id(s, seen)
+        workers.append(Worker(wid, s.int("stage", lo=1, hi=h), _positive(s, "capacity"),
+                              _power_modes(s), _device(s)))
+        _check_shared_device(workers, s.where)
     stage_of = {s.id: 0 for s in sources}
     stage_of.update({w.id: w.stage for w in workers})
     for st in range(1, h + 1):
         if not any(w.stage == st for w in workers):
             raise ScenarioError("workers: no worker serves stage %d" % st)
+    links = _links(top, stage_of, h)
+    remaining, profile = _exits(top, stages, base_dir)
+    return Scenario(tuple(stages), tuple(sources), tuple(workers), tuple(links),
+                    top.num("tradeoff", 0.5, lo=0.0, hi=1.0), remaining, profile,
+                    dict(top.table("knobs", {}, shape="an object").obj),
+                    top.str("comment", ""), top.bool("synthetic", False))
 
+
+def _links(top: Fields, stage_of: Dict[str, int], h: int) -> List[Link]:
+    """The links: each joins a node of stage h to one of stage h+1, once; none is missing."""
     links = []
     pairs = set()
-    for i, l in enumerate(_list(obj, "links")):
-        w = "links[%d]" % i
-        a, b = l.get("from"), l.get("to")
+    for l in top.tables("links", min_len=1, known=LINK_KEYS):
+        a, b = l.str("from"), l.str("to")
         for key, v in (("from", a), ("to", b)):
             if v not in stage_of:
-                raise ScenarioError("%s.%s: unknown node %r" % (w, key, v))
+                raise l.fail(key, "unknown node")
         if stage_of[b] != stage_of[a] + 1:
             raise ScenarioError("%s: links go from stage h to h+1, but %r is stage %d and %r is "
-                                "stage %d" % (w, a, stage_of[a], b, stage_of[b]))
+                                "stage %d" % (l.where, a, stage_of[a], b, stage_of[b]))
         if (a, b) in pairs:
-            raise ScenarioError("%s: duplicate link %s -> %s" % (w, a, b))
+            raise ScenarioError("%s: duplicate link %s -> %s" % (l.where, a, b))
         pairs.add((a, b))
-        links.append(Link(a, b, _num(l, "rate", w)))
+        links.append(Link(a, b, _positive(l, "rate")))
     for node, st in stage_of.items():
         if st < h and not any(l.src == node for l in links):
             raise ScenarioError("links: %r (stage %d) has no link to stage %d" % (node, st, st + 1))
+    return links
 
-    tradeoff = _num(obj, "tradeoff", "scenario", positive=False, lo=0.0, hi=1.0) \
-        if "tradeoff" in obj else 0.5
 
-    remaining = profile = None
-    has_rem, has_prof = "remaining" in obj, "exit_profile" in obj
-    if has_rem == has_prof:
+def _exits(top: Fields, stages: List[Stage],
+           base_dir: str) -> Tuple[Optional[Tuple[float, ...]], Optional[ExitProfile]]:
+    """Exactly one of ``remaining`` (fixed I_h per stage) or ``exit_profile`` (a file)."""
+    h = len(stages)
+    if top.has("remaining") == top.has("exit_profile"):
         raise ScenarioError("scenario: give exactly one of 'remaining' (fixed thresholds) or "
                             "'exit_profile' (tuned thresholds)")
-    if has_rem:
-        rem = obj["remaining"]
+    if top.has("remaining"):
+        rem = top.value("remaining")
         if not isinstance(rem, list) or len(rem) != h:
-            raise ScenarioError("remaining: must be a list of %d numbers (one per stage)" % h)
+            raise top.fail("remaining", "must be a list of %d numbers (one per stage)" % h)
         for i, v in enumerate(rem):
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0.0 <= v <= 1.0:
                 raise ScenarioError("remaining[%d]: must be a number in [0, 1], got %r" % (i, v))
             if not stages[i].exit and v != 1.0:
                 raise ScenarioError("remaining[%d]: stage %d has no exit, so it must be 1.0, got %r"
                                     % (i, i + 1, v))
-        remaining = tuple(float(v) for v in rem)
-    else:
-        p = obj["exit_profile"]
-        if not isinstance(p, str):
-            raise ScenarioError("exit_profile: must be a path string, got %r" % (p,))
-        try:
-            profile = load_exit_profile(os.path.join(base_dir, p))
-        except UsageError as exc:
-            raise ScenarioError("exit_profile: %s" % exc)
-        want = tuple(i + 1 for i, s in enumerate(stages) if s.exit) + (h,)
-        if profile.exit_stages != want:
-            raise ScenarioError("exit_profile: heads at stages %s, but the scenario's exits "
-                                "(plus the final stage) are %s" % (profile.exit_stages, want))
-    knobs = obj.get("knobs", {})
-    if not isinstance(knobs, dict):
-        raise ScenarioError("knobs: must be an object, got %r" % (knobs,))
-    comment = obj.get("comment", "")
-    if not isinstance(comment, str):
-        raise ScenarioError("comment: must be a string, got %r" % (comment,))
-    synthetic = obj.get("synthetic", False)
-    if not isinstance(synthetic, bool):
-        raise ScenarioError("synthetic: must be true or false, got %r" % (synthetic,))
-    return Scenario(tuple(stages), tuple(sources), tuple(workers), tuple(links), tradeoff,
-                    remaining, profile, dict(knobs), comment, synthetic)
+        return tuple(float(v) for v in rem), None
+    p = top.value("exit_profile")
+    if not isinstance(p, str):
+        raise top.fail("exit_profile", "must be a path string")
+    try:
+        profile = load_exit_profile(os.path.join(base_dir, p))
+    except UsageError as exc:
+        raise ScenarioError("exit_profile: %s" % exc)
+    want = tuple(i + 1 for i, s in enumerate(stages) if s.exit) + (h,)
+    if profile.exit_stages != want:
+        raise ScenarioError("exit_profile: heads at stages %s, but the scenario's exits "
+                            "(plus the final stage) are %s" % (profile.exit_stages, want))
+    return None, profile
 
 
 def load_scenario(path: str) -> Scenario:
@@ -242,10 +209,9 @@ def save_scenario(path: str, scenario: Scenario) -> List[str]:
     if scenario.exit_profile is not None:
         stem = os.path.splitext(os.path.basename(path))[0]
         profile_name = stem + ".exit_profile.npz"
-        save_exit_profile(os.path.join(folder, profile_name), scenario.exit_profile)
+        with atomic_open(os.path.join(folder, profile_name), "wb") as f:
+            save_exit_profile(f, scenario.exit_profile)
         written.append(os.path.join(folder, profile_name))
-    with open(path, "w", encoding="utf-8") as f:
-        json.dump(scenario_to_json(scenario, profile_name), f, indent=1)
-        f.write("\n")
+    write_atomic(path, json.dumps(scenario_to_json(scenario, profile_name), indent=1) + "\n")
     written.insert(0, path)
     return written

@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Dict, Iterable, List, Mapping, Optional, Sequence
 
 from agent.errors import UsageError
+from agent.ops.atomic import write_atomic
 
 # Keys of the JSON object of one run, in the documented order.
 RUN_KEYS = ("policy", "rate", "created", "completed", "lost", "mean_delay_s", "p95_delay_s",
@@ -202,11 +203,7 @@ def write_json(path: str, runs: Sequence[RunResult], extra: Optional[Mapping] = 
         obj.update(extra)
     d = os.path.dirname(os.path.abspath(path))
     os.makedirs(d, exist_ok=True)
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(obj, f, indent=2, sort_keys=False)
-        f.write("\n")
-    os.replace(tmp, path)
+    write_atomic(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
 
 
 def write_plots(directory: str, runs: Sequence[RunResult]) -> List[str]:

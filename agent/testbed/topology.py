@@ -5,7 +5,7 @@ optionally, an emulated capacity) and links (optionally emulated at a rate in by
 testbed turns it into one node config per agent for a local run, and into a DTO-EE scenario
 (stage FLOP and bytes from the bundle) for the model's predicted delay. Parsing is separate from
 reading: ``parse_topology(obj, base_dir)`` validates, ``load_topology(path)`` reads. Every error
-names the field, e.g. ``workers[2].stage: must be an integer in 1..3, got 0``.
+names the field, e.g. ``workers[2].stage: must be an integer >= 1, got 0``.
 
 A topology with a ``fleet`` object describes agents that already run on other hosts: the
 testbed then starts nothing and only drives load into the sources and collects their records
@@ -14,13 +14,13 @@ testbed then starts nothing and only drives load into the sources and collects t
 
 from __future__ import annotations
 
-import math
 import os
 from dataclasses import dataclass, field, replace
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
-from agent.errors import UsageError
+from agent.config.fields import Fields
 from agent.config.jsonfile import read_json_file
+from agent.errors import UsageError
 
 TOPOLOGY_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "topologies")
 DEFAULT_TOPOLOGY = os.path.join(TOPOLOGY_DIR, "default.json")
@@ -142,155 +142,124 @@ class Topology:
         return "; ".join(parts)
 
 
-def _num(obj: Mapping, key: str, where: str, lo: float = 0.0, lo_open: bool = True,
-         hi: Optional[float] = None, default: Any = "__required__") -> Any:
-    if key not in obj:
-        if default == "__required__":
-            raise TopologyError("%s.%s: missing" % (where, key))
-        return default
-    v = obj[key]
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-        raise TopologyError("%s.%s: must be a finite number, got %r" % (where, key, v))
-    if (v <= lo if lo_open else v < lo) or (hi is not None and v > hi):
-        raise TopologyError("%s.%s: must be %s %s%s, got %r" % (
-            where, key, ">" if lo_open else ">=", lo, "" if hi is None else " and <= %s" % hi, v))
-    return float(v)
+KNOWN_KEYS = ("comment", "bundle", "backend", "tradeoff", "slot_s", "warmup_s", "thresholds",
+              "knobs", "agent", "sources", "workers", "links", "fleet")
+SOURCE_KEYS = ("id", "share", "host", "comment")
+WORKER_KEYS = ("id", "stage", "last_stage", "emulate_capacity_flops", "host", "comment")
+LINK_KEYS = ("from", "to", "rate_bytes_s", "comment")
+BACKENDS = ("auto", "onnxruntime", "tensorrt")
 
 
-def _items(obj: Mapping, key: str) -> List[Mapping]:
-    v = obj.get(key)
-    if not isinstance(v, list) or not v:
-        raise TopologyError("%s: must be a non-empty list" % key)
-    for i, item in enumerate(v):
-        if not isinstance(item, dict):
-            raise TopologyError("%s[%d]: must be an object, got %r" % (key, i, item))
+def _ident(item: Fields, seen: set) -> str:
+    v = item.value("id", None)
+    if not isinstance(v, str) or not v or not v.replace("-", "").replace("_", "").isalnum():
+        raise item.fail("id", "must be a non-empty string of letters, digits, - and _")
+    if v in seen:
+        raise item.fail("id", "duplicate node id")
+    seen.add(v)
     return v
 
 
-def _check_keys(item: Mapping, known: Sequence[str], where: str) -> None:
-    unknown = sorted(set(item) - set(known))
-    if unknown:
-        raise TopologyError("%s: unknown field(s) %s (known: %s)" % (where, unknown,
-                                                                     sorted(known)))
+def _host(item: Fields) -> str:
+    h = item.value("host", "127.0.0.1")
+    if not isinstance(h, str) or not h:
+        raise item.fail("host", "must be a host name or address")
+    return h
 
 
-KNOWN_KEYS = ("comment", "bundle", "backend", "tradeoff", "slot_s", "warmup_s", "thresholds",
-              "knobs", "agent", "sources", "workers", "links", "fleet")
+def _worker(s: Fields, seen: set) -> TbWorker:
+    wid = _ident(s, seen)
+    st = s.int("stage", lo=1)
+    last = s.value("last_stage", 0)
+    if isinstance(last, bool) or not isinstance(last, int) or (last and last < st):
+        raise s.fail("last_stage", "must be 0 (one stage) or an integer >= stage %d" % st)
+    return TbWorker(wid, st, s.num("emulate_capacity_flops", None, lo=0.0, lo_open=True),
+                    _host(s), last)
 
 
 def parse_topology(obj: Any, base_dir: str = ".", path: str = "") -> Topology:
     """Validate a decoded topology object; a relative ``bundle`` path is relative to base_dir."""
     if not isinstance(obj, dict):
         raise TopologyError("topology: top level must be a JSON object")
-    _check_keys(obj, KNOWN_KEYS, "topology")
+    top = Fields(obj, "", TopologyError)
+    top.reject_unknown(KNOWN_KEYS)
     seen: set = set()
-
-    def ident(item: Mapping, where: str) -> str:
-        v = item.get("id")
-        if not isinstance(v, str) or not v or not v.replace("-", "").replace("_", "").isalnum():
-            raise TopologyError("%s.id: must be a non-empty string of letters, digits, - and _, "
-                                "got %r" % (where, v))
-        if v in seen:
-            raise TopologyError("%s.id: duplicate node id %r" % (where, v))
-        seen.add(v)
-        return v
-
-    def host(item: Mapping, where: str) -> str:
-        h = item.get("host", "127.0.0.1")
-        if not isinstance(h, str) or not h:
-            raise TopologyError("%s.host: must be a host name or address, got %r" % (where, h))
-        return h
-
-    sources = []
-    for i, s in enumerate(_items(obj, "sources")):
-        w = "sources[%d]" % i
-        _check_keys(s, ("id", "share", "host", "comment"), w)
-        sources.append(TbSource(ident(s, w), _num(s, "share", w, hi=1.0), host(s, w)))
+    sources = [TbSource(_ident(s, seen), s.num("share", lo=0.0, lo_open=True, hi=1.0), _host(s))
+               for s in top.tables("sources", min_len=1, known=SOURCE_KEYS)]
     total = sum(s.share for s in sources)
     if abs(total - 1.0) > 1e-6:
         raise TopologyError("sources: shares must sum to 1, got %.6g" % total)
 
-    workers = []
-    for i, s in enumerate(_items(obj, "workers")):
-        w = "workers[%d]" % i
-        _check_keys(s, ("id", "stage", "last_stage", "emulate_capacity_flops", "host",
-                        "comment"), w)
-        wid = ident(s, w)
-        st = s.get("stage")
-        if isinstance(st, bool) or not isinstance(st, int) or st < 1:
-            raise TopologyError("%s.stage: must be an integer >= 1, got %r" % (w, st))
-        last = s.get("last_stage", 0)
-        if isinstance(last, bool) or not isinstance(last, int) or (last and last < st):
-            raise TopologyError("%s.last_stage: must be 0 (one stage) or an integer >= stage "
-                                "%d, got %r" % (w, st, last))
-        workers.append(TbWorker(wid, st, _num(s, "emulate_capacity_flops", w, default=None),
-                                host(s, w), last))
+    workers = [_worker(s, seen) for s in top.tables("workers", min_len=1, known=WORKER_KEYS)]
     h = max(w.stages[1] for w in workers)
     for st in range(1, h + 1):
         if not any(w.stage <= st <= w.stages[1] for w in workers):
             raise TopologyError("workers: no worker serves stage %d" % st)
+    links = _links(top, sources, workers, h)
+
+    bundle = top.value("bundle", "demo")
+    if not isinstance(bundle, str) or not bundle:
+        raise top.fail("bundle", "must be \"demo\" or a path")
+    if bundle != "demo":
+        bundle = os.path.normpath(os.path.join(base_dir, bundle))
+    knobs = top.table("knobs", {}, shape="an object {policy: {knob: value}}")
+    for policy in knobs.obj:
+        knobs.table(policy, shape="an object {knob: value}")
+    fleet = None  # checked field by field by the fleet driver
+    if top.value("fleet", None) is not None:
+        fleet = top.table("fleet", shape="an object").obj
+    return Topology(
+        tuple(sources), tuple(workers), tuple(links), bundle=bundle,
+        backend=top.str("backend", "onnxruntime", choices=BACKENDS),
+        tradeoff=top.num("tradeoff", 0.5, lo=0.0, hi=1.0),
+        slot_s=top.num("slot_s", 2.0, lo=0.0, lo_open=True),
+        warmup_s=top.num("warmup_s", 2.0, lo=0.0),
+        thresholds=_thresholds(top, h), knobs=dict(knobs.obj),
+        agent=dict(top.table("agent", {}, shape="an object of node-config fields").obj),
+        fleet=fleet, path=path)
+
+
+def _links(top: Fields, sources: Sequence[TbSource], workers: Sequence[TbWorker],
+           h: int) -> List[TbLink]:
+    """The links: each feeds a stage that follows one of its sender's, once; none missing."""
     stage_of = {s.id: 0 for s in sources}
     stage_of.update({w.id: w.stage for w in workers})
     last_of = {s.id: 0 for s in sources}
     last_of.update({w.id: w.stages[1] for w in workers})
-
     links = []
     pairs = set()
-    for i, l in enumerate(_items(obj, "links")):
-        w = "links[%d]" % i
-        _check_keys(l, ("from", "to", "rate_bytes_s", "comment"), w)
-        a, b = l.get("from"), l.get("to")
+    for l in top.tables("links", min_len=1, known=LINK_KEYS):
+        a, b = l.str("from"), l.str("to")
         for key, v in (("from", a), ("to", b)):
             if v not in stage_of:
-                raise TopologyError("%s.%s: unknown node %r" % (w, key, v))
+                raise l.fail(key, "unknown node")
         # b must hold a stage that follows one of a's (h -> h+1 for one-stage workers)
         if not (stage_of[b] <= last_of[a] + 1 and last_of[b] >= stage_of[a] + 1):
             raise TopologyError("%s: links go from stage h to h+1, but %r is stage %d and %r is "
-                                "stage %d" % (w, a, stage_of[a], b, stage_of[b]))
+                                "stage %d" % (l.where, a, stage_of[a], b, stage_of[b]))
         if (a, b) in pairs:
-            raise TopologyError("%s: duplicate link %s -> %s" % (w, a, b))
+            raise TopologyError("%s: duplicate link %s -> %s" % (l.where, a, b))
         pairs.add((a, b))
-        links.append(TbLink(a, b, _num(l, "rate_bytes_s", w, default=None)))
+        links.append(TbLink(a, b, l.num("rate_bytes_s", None, lo=0.0, lo_open=True)))
     for node in stage_of:
         if last_of[node] < h and not any(l.src == node for l in links):
             raise TopologyError("links: %r (stage %d) has no link to stage %d"
                                 % (node, last_of[node], last_of[node] + 1))
         if stage_of[node] > 0 and not any(l.dst == node for l in links):
             raise TopologyError("links: nothing sends to %r (stage %d)" % (node, stage_of[node]))
+    return links
 
-    bundle = obj.get("bundle", "demo")
-    if not isinstance(bundle, str) or not bundle:
-        raise TopologyError("bundle: must be \"demo\" or a path, got %r" % (bundle,))
-    if bundle != "demo":
-        bundle = os.path.normpath(os.path.join(base_dir, bundle))
-    backend = obj.get("backend", "onnxruntime")
-    if backend not in ("auto", "onnxruntime", "tensorrt"):
-        raise TopologyError("backend: must be auto, onnxruntime or tensorrt, got %r" % (backend,))
-    thresholds = obj.get("thresholds", {})
-    if not isinstance(thresholds, dict):
-        raise TopologyError("thresholds: must be an object {stage: threshold}, got %r"
-                            % (thresholds,))
+
+def _thresholds(top: Fields, h: int) -> Dict[int, float]:
+    """Initial exit thresholds ``{stage: threshold}``, keyed by early-exit stages 1..h-1."""
+    thresholds = top.table("thresholds", {}, shape="an object {stage: threshold}")
     th: Dict[int, float] = {}
-    for k, v in thresholds.items():
+    for k in thresholds.obj:
         if not str(k).isdigit() or not 1 <= int(k) < h:
             raise TopologyError("thresholds: key %r is not an early-exit stage in 1..%d"
                                 % (k, h - 1))
-        th[int(k)] = _num(thresholds, k, "thresholds", hi=1.0)
-    knobs = obj.get("knobs", {})
-    if not isinstance(knobs, dict) or not all(isinstance(v, dict) for v in knobs.values()):
-        raise TopologyError("knobs: must be an object {policy: {knob: value}}, got %r" % (knobs,))
-    agent = obj.get("agent", {})
-    if not isinstance(agent, dict):
-        raise TopologyError("agent: must be an object of node-config fields, got %r" % (agent,))
-    fleet = obj.get("fleet")
-    if fleet is not None and not isinstance(fleet, dict):
-        raise TopologyError("fleet: must be an object, got %r" % (fleet,))
-    return Topology(
-        tuple(sources), tuple(workers), tuple(links), bundle=bundle, backend=backend,
-        tradeoff=_num(obj, "tradeoff", "topology", lo=0.0, lo_open=False, hi=1.0, default=0.5),
-        slot_s=_num(obj, "slot_s", "topology", default=2.0),
-        warmup_s=_num(obj, "warmup_s", "topology", lo=0.0, lo_open=False, default=2.0),
-        thresholds=th, knobs=dict(knobs), agent=dict(agent), fleet=fleet, path=path)
+        th[int(k)] = thresholds.num(k, lo=0.0, lo_open=True, hi=1.0)
+    return th
 
 
 def shipped_presets() -> List[str]:

@@ -2,6 +2,7 @@
 
 import copy
 import json
+import os
 
 import numpy as np
 import pytest
@@ -58,6 +59,10 @@ _DELETE = object()
     (("comment",), 3, "comment"),
     (("synthetic",), "no", "synthetic"),
     (("extra",), 1, "unknown field"),
+    (("workers", 0, "capcity"), 1.2e11, "workers[0].capcity: unknown field (did you mean 'capacity'?)"),
+    (("stages", 1, "exits"), True, "stages[1].exits: unknown field (did you mean 'exit'?)"),
+    (("links", 0, "rates"), 1.0, "links[0].rates: unknown field (did you mean 'rate'?)"),
+    (("sources", 0, "devce"), "cam", "sources[0].devce: unknown field (did you mean 'device'?)"),
 ])
 def test_scenario_error_names_the_field(path, value, field):
     """A bad value anywhere in the file raises ScenarioError whose message names that field."""
@@ -105,6 +110,7 @@ def test_writer_saves_the_exit_profile_next_to_the_file(tmp_path):
     sc = paper_scenario("paper-resnet101", seed=1, num_sources=5, num_samples=200)
     written = save_scenario(str(tmp_path / "sub" / "r.json"), sc)
     assert [p.rsplit("/", 1)[1] for p in written] == ["r.json", "r.exit_profile.npz"]
+    assert sorted(os.listdir(str(tmp_path / "sub"))) == ["r.exit_profile.npz", "r.json"]
     back = load_scenario(written[0])
     assert back.workers == sc.workers and back.links == sc.links and back.stages == sc.stages
     assert back.synthetic and back.comment == sc.comment

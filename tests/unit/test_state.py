@@ -21,9 +21,21 @@ def test_torn_temp_file_from_a_crash_does_not_replace_the_state(tmp_path):
     """A crash between write and rename leaves the previous state readable."""
     store = StateStore(str(tmp_path))
     store.save({"slot": 7})
-    with open(store.path + ".tmp.99999", "w") as f:
+    with open(os.path.join(store.directory, ".state.json.0123456789abcdef.tmp"), "w") as f:
         f.write('{"format_version": 1, "state": {"slot": 8')
     assert store.load() == {"slot": 7}
+
+
+def test_state_file_is_readable_by_its_owner_only(tmp_path):
+    """The saved state is 0600 whatever the umask, and stays so across saves."""
+    store = StateStore(str(tmp_path))
+    old = os.umask(0)
+    try:
+        store.save({"slot": 1})
+        store.save({"slot": 2})
+    finally:
+        os.umask(old)
+    assert os.stat(store.path).st_mode & 0o777 == 0o600
 
 
 def test_corrupt_file_is_moved_aside_and_load_returns_none(tmp_path, caplog):

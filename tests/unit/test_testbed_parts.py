@@ -47,6 +47,9 @@ def test_topology_parses_and_names_what_is_emulated():
     ({"links": [{"from": "s1", "to": "c"}]}, "links go from stage h to h+1"),
     ({"knobs": {"dtoee": 3}}, "knobs"),
     ({"colour": "red"}, "unknown field"),
+    ({"links": [{"from": "s1", "to": "a", "rate_byte_s": 1e5}]},
+     "links[0].rate_byte_s: unknown field (did you mean 'rate_bytes_s'?)"),
+    ({"thresholds": {"1": 1.5}}, "thresholds.1: must be in (0, 1], got 1.5"),
 ])
 def test_topology_errors_name_the_field(change, message):
     """Misuse fails with one line that names the offending field."""
