@@ -71,3 +71,29 @@ def test_mdi_exit_two_nodes_holding_every_stage_keep_or_offload_and_lose_nothing
     with open(os.path.join(str(tmp_path), "n1", "state.json"), encoding="utf-8") as f:
         measured = json.load(f)["state"]["transfer_delay_s"]
     assert measured.get("n2") and all(s > 0 for s in measured["n2"].values()), measured
+
+
+def test_mdi_exit_source_admits_one_arrival_per_mu_and_records_the_rest_as_rejected(bundle,
+                                                                                    tmp_path):
+    """Alg. 3 in a real source: the camera keeps its 100 tasks/s, the source admits an arrival
+    only when mu (0.5 s at the start, at least 0.5 * 0.8^k after k seconds of short queues) has
+    passed since the last admitted one; the others are recorded as rejected, none is lost."""
+    c = Cluster(str(tmp_path), bundle, {"s1": 0, "w1": 1, "w2": 2}, policy="mdi-exit",
+                policy_knobs={"admission_control": True, "initial_interarrival_s": 0.5},
+                thresholds=(0.9, 1.0))
+    try:
+        c.start("w1")
+        c.start("w2")
+        c.wait_for(lambda: c.alive_at("w1", ["w2"]), 60, "w1 sees w2")
+        c.start("s1", arrival_rate_tasks_s=100.0, max_tasks=150)
+        c.wait_for(lambda: c.finished("s1", 150), 120, "150 tasks created and settled")
+    finally:
+        c.stop_all()
+    tasks = c.tasks("s1")
+    assert tasks["created"] == 150 and tasks["lost"] == 0, tasks
+    assert tasks["completed"] + tasks["rejected"] == 150 and tasks["rejected"] > 100, tasks
+    recs = sorted(c.records("s1"), key=lambda r: r["created_mono"])
+    admitted = [r["created_mono"] for r in recs if r["status"] == "completed"]
+    assert len(recs) == 150 and len(admitted) == tasks["completed"] >= 2
+    span_s = admitted[-1] - admitted[0]
+    assert all(b - a >= 0.5 * 0.8 ** (span_s + 1) for a, b in zip(admitted, admitted[1:]))
