@@ -16,6 +16,12 @@ def bundle(tmp_path_factory):
     return build_tiny_bundle(str(tmp_path_factory.mktemp("tiny_mdi")))
 
 
+def load_source(c, n, **source):
+    """Start source ``s1`` with ``source`` settings; wait until its ``n`` tasks are settled."""
+    c.start("s1", max_tasks=n, **source)
+    c.wait_for(lambda: c.finished("s1", n), 120, "%d tasks settled at s1" % n)
+
+
 def test_mdi_exit_agents_answer_every_task_and_offload_to_both_workers(bundle, tmp_path):
     """Source -> 2 stage-1 workers -> 1 stage-2 worker under ``mdi-exit`` with threshold
     adaptation: tasks held while no worker's queue is shorter are sent later, none is lost, and
@@ -29,8 +35,7 @@ def test_mdi_exit_agents_answer_every_task_and_offload_to_both_workers(bundle, t
         c.start("w2")
         c.wait_for(lambda: c.alive_at("w1a", ["w2"]) and c.alive_at("w1b", ["w2"]), 60,
                    "workers see w2")
-        c.start("s1", arrival_rate_tasks_s=30.0, max_tasks=60)
-        c.wait_for(lambda: c.finished("s1", 60), 120, "60 tasks answered")
+        load_source(c, 60, arrival_rate_tasks_s=30.0)
     finally:
         c.stop_all()
     tasks = c.tasks("s1")
@@ -59,8 +64,7 @@ def test_mdi_exit_two_nodes_holding_every_stage_keep_or_offload_and_lose_nothing
                 emulate_capacity_flops=stage_flops(bundle, 1) * 40.0)  # 25 ms per stage-1 task
         c.start("n2", last_stage=2, peers=(c.peer("s1"), both("n1")))
         c.wait_for(lambda: c.alive_at("n1", ["n2"]), 60, "n1 sees n2")
-        c.start("s1", arrival_rate_tasks_s=40.0, max_tasks=80, peers=(both("n1"),))
-        c.wait_for(lambda: c.finished("s1", 80), 120, "80 tasks answered")
+        load_source(c, 80, arrival_rate_tasks_s=40.0, peers=(both("n1"),))
     finally:
         c.stop_all()
     tasks = c.tasks("s1")
@@ -85,8 +89,7 @@ def test_mdi_exit_source_admits_one_arrival_per_mu_and_records_the_rest_as_rejec
         c.start("w1")
         c.start("w2")
         c.wait_for(lambda: c.alive_at("w1", ["w2"]), 60, "w1 sees w2")
-        c.start("s1", arrival_rate_tasks_s=100.0, max_tasks=150)
-        c.wait_for(lambda: c.finished("s1", 150), 120, "150 tasks created and settled")
+        load_source(c, 150, arrival_rate_tasks_s=100.0)
     finally:
         c.stop_all()
     tasks = c.tasks("s1")
