@@ -11,9 +11,9 @@ not admitted is never processed; it is recorded as rejected. mu adapts from the 
 queue total I_n + O_n: "if I_n + O_n < T_Q1, then the interarrival time mu is reduced" by alpha
 mu, between T_Q1 and T_Q2 by beta mu, "if I_n + O_n > T_Q2, interarrival time is increased" by
 zeta mu, and "after every update on interarrival time mu, the algorithm sleeps for s seconds"
-(``Period``). The idle reclaim is not in the paper; it extends Alg. 1 line 8 ("if the input
-queue I_n is empty OR O_n > T_O then insert the new task to I_n", because then "local processing
-of tasks at Worker n is faster") to a task already waiting in O_n: when Alg. 2 has just kept the
+(``Period``). The idle reclaim is not in the paper; it extends Alg. 1 lines 8-9 ("if The input
+queue I_n is empty OR O_n > T_O then Insert the new task tau_{k+1}(d) to I_n", "as it means that
+local processing of tasks at Worker n is faster") to a task already in O_n: when Alg. 2 has kept the
 head of the output queue (no neighbour took it) and the node's input queue is empty, the node
 takes that head task back into I_n and runs it itself, one task per decision.
 
