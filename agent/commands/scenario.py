@@ -60,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
     if not 0.0 <= args.tradeoff <= 1.0:
         raise UsageError("--tradeoff: must be in [0, 1], got %r" % args.tradeoff)
     if args.setting.startswith("mdi-"):
-        from agent.policies.mdi_exit.sim import mdi_setting
+        from agent.scenario.mdi import mdi_setting
 
         for name in ("node_capacity", "link_rate"):
             if not getattr(args, name) > 0:

@@ -1,4 +1,4 @@
-"""MDI-Exit behind the agent's policy interface (agent/routing_mdi.py), driven with a NodeView
+"""MDI-Exit behind the agent's policy interface (agent/policies/mdi_exit/agent.py), driven with a NodeView
 as the node loop fills it; control messages go through the real wire encoder."""
 
 import pytest
@@ -73,14 +73,33 @@ def test_agent_alg4_moves_every_head_to_one_threshold_from_the_queue_total():
     assert p.thresholds()[1] == pytest.approx(0.72)
 
 
-def test_agent_alg3_sets_the_sources_mean_gap_from_its_queue_total():
+def test_agent_alg3_adapts_mu_from_the_queue_total_and_keeps_the_configured_arrival_rate():
+    """Alg. 3 moves mu by the queue band; the Poisson gap stays the configured one (None)."""
     p = policy(admission_control=True, initial_interarrival_s=0.5)
     src = view(role="source", stage=0, output_queue=0)
-    assert p.interarrival_s(src, 0.0) == 0.5
+    assert p.snapshot()["interarrival_s"] == 0.5
     p.on_tick(src, 0.0)
     p.on_tick(src, 1.0)  # queue below T_Q1: mu - alpha mu
-    assert p.interarrival_s(src, 1.0) == pytest.approx(0.4)
+    assert p.snapshot()["interarrival_s"] == pytest.approx(0.4)
+    assert p.interarrival_s(src, 1.0) is None  # the camera does not slow down
     assert policy().interarrival_s(src, 0.0) is None  # admission off: configured rate
+
+
+def test_agent_alg3_admits_an_arrival_only_when_mu_passed_since_the_last_admitted_one():
+    p = policy(admission_control=True, initial_interarrival_s=0.5)
+    src = view(role="source", stage=0)
+    assert [p.admit(src, t) for t in (0.0, 0.2, 0.49, 0.5, 0.9, 1.1)] == \
+        [True, False, False, True, False, True]
+    assert all(policy().admit(src, t) for t in (0.0, 0.1, 0.2))  # admission off: all admitted
+    assert p.admit(view(), 1.2)  # a worker never refuses
+
+
+def test_agent_idle_worker_reclaims_a_held_task_only_with_an_empty_input_queue():
+    assert policy().reclaim(view(last_stage=3, input_queue=0, output_queue=1))
+    assert not policy().reclaim(view(last_stage=3, input_queue=1, output_queue=1))
+    assert not policy().reclaim(view(last_stage=3, input_queue=0, output_queue=0))
+    assert not policy(reclaim_when_idle=False).reclaim(view(last_stage=3, output_queue=1))
+    assert not policy().reclaim(view(role="source", stage=0, output_queue=1))
 
 
 def test_agent_tick_publishes_queue_state_the_wire_accepts():
@@ -101,9 +120,12 @@ def test_agent_snapshot_restores_adapted_threshold_and_rate():
     p = policy(threshold_adaptation=True, admission_control=True)
     p.on_tick(view(input_queue=40), 0.0)
     p.on_tick(view(input_queue=40), 1.0)
+    src = view(role="source", stage=0, output_queue=40)
+    p.on_tick(src, 2.0)  # source: mu + zeta mu
     q = policy(threshold_adaptation=True, admission_control=True)
     q.restore(p.snapshot())
     assert q.thresholds() == p.thresholds()
+    assert q.snapshot()["interarrival_s"] == p.snapshot()["interarrival_s"] == pytest.approx(1.2)
 
 
 # --- a worker holding several stages (last_stage) -----------------------------------------

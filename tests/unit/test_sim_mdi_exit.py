@@ -14,7 +14,8 @@ from agent.scenario.format import load_scenario, parse_scenario
 from agent.policies.setting import ScenarioError
 from agent.scenario.paper import paper_scenario
 from agent.sim import SimConfig, SimPolicy, simulate
-from agent.policies.mdi_exit.sim import MdiExitSimPolicy, mdi_topology, topology_names
+from agent.policies.mdi_exit.sim import MdiExitSimPolicy
+from agent.scenario.mdi import mdi_topology, topology_names
 from agent.policies.planners import make_policy
 
 

@@ -16,11 +16,13 @@ stays here when the input queue is empty or O_n > T_O, else the task goes to the
 and Alg. 2 (``choose_successor``, own wait I_n Gamma_n). A node that cannot run the task's next
 stage (a one-stage worker, a source) counts its own wait as unbounded, so neighbour m takes the
 task as soon as O_n > I_m. ``choose_successor`` returning None keeps the task; the node offers
-it again on its next heartbeat or when a neighbour comes back (an agent does not take back its
-own held tasks: ``reclaim_when_idle`` applies to the simulator). Alg. 3 (knob
-``admission_control``) sets a source's mean Poisson gap from its own queue plus the queues of
-the node it feeds (the least-loaded alive stage-1 peer, as a camera on that node would);
-Alg. 4 (``threshold_adaptation``) moves one threshold for every exit head of this node;
+it again on its next tick or heartbeat, or when a neighbour comes back; a worker that holds the
+task's stage asks ``reclaim`` after such a refusal and, when it says True (input queue empty,
+``reclaim_when_idle``), runs its oldest held task itself. Alg. 3 (knob ``admission_control``)
+admits a source's arrivals through ``rules.Admission`` (at least mu apart; the rest are
+rejected, the Poisson rate stays the configured one) and adapts mu from the source's own queue
+plus the queues of the node it feeds (the least-loaded alive stage-1 peer, as a camera on that
+node would); Alg. 4 (``threshold_adaptation``) moves one threshold for every exit head of this node;
 otherwise the configured thresholds hold. ``early_exit = false`` is the no-exit variant. Knob
 errors name ``policy_knobs.<field>``.
 """
@@ -93,9 +95,9 @@ class MdiExitPolicy(AgentPolicy):
         self.params = mx.params_from_knobs(knobs, where="policy_knobs")
         self.tick_interval_s = self.params.state_interval_s
         self._threshold = self.params.threshold  # Alg. 4's T_e, used when adapting
-        self._interarrival_s = self.params.initial_interarrival_s  # Alg. 3's mu
+        self.admission = mx.Admission(self.params)  # Alg. 3 at a source
         self._sent: Dict[str, int] = {}  # tasks sent to a neighbour since its last queue state
-        self._next_adapt_s: Optional[float] = None
+        self._adapt = mx.Period(self.params.adapt_interval_s)  # starts at the first tick
         self.transfer_delay = TransferDelay()  # measured D_nm
 
     def thresholds(self) -> Dict[int, float]:
@@ -144,11 +146,21 @@ class MdiExitPolicy(AgentPolicy):
         """A task transfer to ``dest`` was measured (link start to ACK): smooth it into D_nm."""
         self.transfer_delay.observe(dest, seconds, payload_bytes)
 
-    def interarrival_s(self, view: NodeView, now: float) -> Optional[float]:
-        """Alg. 3's mu at a source with admission control; None keeps the configured rate."""
-        if self.params.admission_control and view.role == "source":
-            return self._interarrival_s
-        return None
+    def admit(self, view: NodeView, now: float) -> bool:
+        """Alg. 3 at a source: admit the arrival at ``now`` when mu passed since the last one.
+
+        The arrivals keep the configured Poisson rate (``interarrival_s`` stays None).
+        """
+        return view.role != "source" or self.admission.admit(now)
+
+    def reclaim(self, view: NodeView) -> bool:
+        """True: take the oldest held task this node serves back and run it here.
+
+        The node asks after ``choose_successor`` kept a task whose stage it serves, with that
+        task counted in ``view.output_queue``; a source never reclaims.
+        """
+        return view.stage > 0 and mx.should_reclaim(view.input_queue, view.output_queue,
+                                                    self.params)
 
     def on_control(self, msg: Message, view: NodeView, now: float) -> List[Outgoing]:
         if msg.kind in (Kind.HEARTBEAT, Kind.QUEUE_STATE):
@@ -158,16 +170,12 @@ class MdiExitPolicy(AgentPolicy):
     def on_tick(self, view: NodeView, now: float) -> List[Outgoing]:
         """Publish this node's queue state; every ``adapt_interval_s`` run Algs. 3 and 4."""
         p = self.params
-        if self._next_adapt_s is None:
-            self._next_adapt_s = now + p.adapt_interval_s
-        elif now >= self._next_adapt_s:
-            self._next_adapt_s = now + p.adapt_interval_s
+        if self._adapt.due(now):
             queued = view.input_queue + view.output_queue
             if p.threshold_adaptation:
                 self._threshold = mx.adapt_threshold(self._threshold, queued, p)
-            if p.admission_control and view.role == "source":
-                queued += self._fed_queue(view)
-                self._interarrival_s = mx.adapt_interarrival(self._interarrival_s, queued, p)
+            if view.role == "source":
+                self.admission.adapt(queued + self._fed_queue(view))
         return [Outgoing(Kind.QUEUE_STATE, wire.BROADCAST, {
             "role": view.role, "stage": view.stage, "capacity_flops": float(view.capacity_flops),
             "input_queue": int(view.input_queue), "output_queue": int(view.output_queue),
@@ -188,7 +196,8 @@ class MdiExitPolicy(AgentPolicy):
 
     def snapshot(self) -> Dict[str, Any]:
         state = super().snapshot()
-        state.update({"mdi_threshold": self._threshold, "interarrival_s": self._interarrival_s,
+        state.update({"mdi_threshold": self._threshold,
+                      "interarrival_s": self.admission.interarrival_s,
                       # for inspection only: links may differ after a restart, so not restored
                       "transfer_delay_s": self.transfer_delay.table()})
         return state
@@ -198,6 +207,4 @@ class MdiExitPolicy(AgentPolicy):
         th, mu = state.get("mdi_threshold"), state.get("interarrival_s")
         if isinstance(th, float) and self.params.min_threshold <= th <= 1.0:
             self._threshold = th
-        if isinstance(mu, float) and \
-                self.params.min_interarrival_s <= mu <= self.params.max_interarrival_s:
-            self._interarrival_s = mu
+        self.admission.restore(mu)

@@ -1,12 +1,29 @@
 """MDI-Exit: queue-based early exit, offloading and admission control (MDI-Exit paper, Algs. 1-4).
 
+How this project reads Alg. 3 and the idle reclaim (agent and simulator both decide through
+``Admission`` and ``should_reclaim`` here). Section IV-B: the source "may already have the data
+or collect the data from the environment according to some distribution", and "the source worker
+collects/generates data by following the 'inference rate' that MDI-Exit imposes"; "Our policy
+determines the interarrival time of data mu at the source". So the camera keeps producing at its
+own rate (nothing slows it down) and the source collects an arrival only when at least mu
+seconds passed since the last one it collected: one admitted arrival per mu at most. An arrival
+not admitted is never processed; it is recorded as rejected. mu adapts from the source worker's
+queue total I_n + O_n: "if I_n + O_n < T_Q1, then the interarrival time mu is reduced" by alpha
+mu, between T_Q1 and T_Q2 by beta mu, "if I_n + O_n > T_Q2, interarrival time is increased" by
+zeta mu, and "after every update on interarrival time mu, the algorithm sleeps for s seconds"
+(``Period``). The idle reclaim is not in the paper; it extends Alg. 1 lines 8-9 ("if The input
+queue I_n is empty OR O_n > T_O then Insert the new task tau_{k+1}(d) to I_n", "as it means that
+local processing of tasks at Worker n is faster") to a task already in O_n: when Alg. 2 has kept the
+head of the output queue (no neighbour took it) and the node's input queue is empty, the node
+takes that head task back into I_n and runs it itself, one task per decision.
+
 Every MDI-Exit node is a worker that may hold several (or all) stages. It keeps two queues that
 the caller owns (``WorkerQueues``): the input queue I_n (tasks it will process itself) and the
 output queue O_n (tasks waiting to be offloaded to a one-hop neighbour). A task is one data item
 at one stage: processing it runs that stage (tau_k in the paper).
 
-How a node uses this module (the simulator, ``agent.sim.mdi_exit``, does all four; the agent,
-``agent.routing_mdi``, whose workers hold one stage each, does 2-4):
+How a node uses this module (the simulator adapter, ``sim.py``, does all four; the agent adapter,
+``agent.py``, does 2-4 and Alg. 1's queue choice on a worker holding several stages):
 
 1. Alg. 1, worker loop: pop the head of ``input_queue``, run the stage, get the head's logits and
    ``head_confidence(logits)`` (eqs. 1-2, max softmax). ``next_step(...)`` says EXIT (answer goes
@@ -16,9 +33,9 @@ How a node uses this module (the simulator, ``agent.sim.mdi_exit``, does all fou
    ``NeighbourState`` of each one-hop neighbour (its I_m and Gamma_m, published on the control
    plane, and the measured transfer delay D_nm) names the neighbour that takes the head task, or
    None (keep it and try again when neighbour state changes).
-3. Alg. 3 at a source with admission control: every ``adapt_interval_s`` seconds,
-   ``adapt_interarrival(mu, I_n + O_n, params)`` gives the new inter-arrival time.
-4. Alg. 4 with threshold adaptation: every ``adapt_interval_s`` seconds,
+3. Alg. 3 at a source with admission control: ``Admission.admit(now_s)`` per arrival, and
+   when ``Period.due(now_s)`` (every ``adapt_interval_s`` seconds) ``Admission.adapt(I_n + O_n)``.
+4. Alg. 4 with threshold adaptation: when ``Period.due(now_s)``,
    ``adapt_threshold(T_e, I_n + O_n, params)`` gives the one threshold used by every exit head.
 
 Exit rule. The paper exits when C > T_e (strict); this project has one exit rule for the agent,
@@ -197,10 +214,11 @@ def place_next(queues: WorkerQueues, task: Any, step: str) -> None:
 
 
 def should_reclaim(input_len: int, output_len: int, params: MdiExitParams) -> bool:
-    """Whether an idle node takes back the head of its own output queue.
+    """Whether an idle node takes back the head of its own output queue (module docstring).
 
-    Not in the paper: without it a node whose input queue ran dry waits while tasks sit in its
-    output queue that no neighbour currently accepts (Alg. 2 needs O_n > I_m).
+    Asked when Alg. 2 has just kept that head task; ``output_len`` counts it. Not in the paper:
+    without it a node whose input queue ran dry waits while tasks sit in its output queue that
+    no neighbour currently accepts (Alg. 2 needs O_n > I_m).
     """
     return params.reclaim_when_idle and input_len == 0 and output_len > 0
 
@@ -288,6 +306,64 @@ def adapt_interarrival(interarrival_s: float, queued: float, params: MdiExitPara
     else:
         mu = interarrival_s
     return min(max(mu, params.min_interarrival_s), params.max_interarrival_s)
+
+
+class Admission:
+    """Alg. 3 at one source: which arrivals are admitted, and the interarrival time mu.
+
+    With ``admission_control`` off every arrival is admitted and mu is left alone.
+    """
+
+    def __init__(self, params: MdiExitParams):
+        self.params = params
+        self.interarrival_s = params.initial_interarrival_s  # mu
+        self.last_admitted_s = -math.inf  # the first arrival is always admitted
+
+    def admit(self, now_s: float) -> bool:
+        """Whether the arrival at ``now_s`` is admitted: at least mu since the last admitted one.
+
+        The camera does not wait for the source: an arrival refused here is rejected.
+        """
+        if not self.params.admission_control:
+            return True
+        if now_s - self.last_admitted_s >= self.interarrival_s:
+            self.last_admitted_s = now_s
+            return True
+        return False
+
+    def adapt(self, queued: float) -> float:
+        """One run of Alg. 3 on the source worker's queue total I_n + O_n; returns the new mu."""
+        if self.params.admission_control:
+            self.interarrival_s = adapt_interarrival(self.interarrival_s, queued, self.params)
+        return self.interarrival_s
+
+    def restore(self, interarrival_s: Any) -> None:
+        """Take a saved mu back when it is a float within the configured bounds."""
+        p = self.params
+        if isinstance(interarrival_s, float) and \
+                p.min_interarrival_s <= interarrival_s <= p.max_interarrival_s:
+            self.interarrival_s = interarrival_s
+
+
+class Period:
+    """Algs. 3-4's "sleep for s seconds": ``due(now_s)`` is True once per ``interval_s``.
+
+    Without ``start_s`` the first call starts the clock (and says False).
+    """
+
+    def __init__(self, interval_s: float, start_s: Optional[float] = None):
+        self.interval_s = interval_s
+        self.next_s = None if start_s is None else start_s + interval_s
+
+    def due(self, now_s: float) -> bool:
+        """True when the sleep is over; the next one starts at ``now_s``."""
+        if self.next_s is None:
+            self.next_s = now_s + self.interval_s
+            return False
+        if now_s >= self.next_s:
+            self.next_s = now_s + self.interval_s
+            return True
+        return False
 
 
 def adapt_threshold(threshold: float, queued: float, params: MdiExitParams) -> float:
