@@ -131,6 +131,7 @@ class Node:
     def _tick(self, now: float) -> None:
         self._publish(self.policy.on_tick(self.outbox.current_view(), now))
         self.outbox.retry_waiting(now)
+        self.role.after_tick(now)
 
     def _in_flight(self) -> bool:
         return self.role.in_flight() or len(self.outbox) > 0

@@ -174,6 +174,13 @@ class Outbox:
                     self.policy.on_transfer(peer, now - item.link_start,
                                             0 if item.tensor is None else item.tensor.nbytes)
 
+    def take_back(self, wanted: Callable[[OutItem], bool]) -> Optional[OutItem]:
+        """Remove and return the oldest held task ``wanted`` accepts (None: none held)."""
+        for i, item in enumerate(self.waiting):
+            if wanted(item):
+                return self.waiting.pop(i)
+        return None
+
     def retry_waiting(self, now: float) -> None:
         """Offer held tasks to the policy again (a successor came back, queues changed)."""
         if self.waiting and self.view.alive_successors():

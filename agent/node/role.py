@@ -52,6 +52,9 @@ class Role:
     def on_clock(self, now: float) -> None:
         """Called after each poll; do what has come due (task arrivals)."""
 
+    def after_tick(self, now: float) -> None:
+        """Called after each policy tick, once held tasks were offered to the policy again."""
+
     def on_timer(self, key: str, now: float) -> None:
         """A timer this side set with ``outbox.call_at`` is due."""
 

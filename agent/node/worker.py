@@ -135,3 +135,25 @@ class WorkerSide(Role):
             item = OutItem(Kind.TASK, wire.task_key(f["id"], f["attempt"]), nf, done.features)
         self.metrics.task_out(h)
         self.out.send(item, self.clock())
+        if item.kind == Kind.TASK:
+            self._reclaim_if_idle()
+
+    def after_tick(self, now: float) -> None:
+        self._reclaim_if_idle()
+
+    def _reclaim_if_idle(self) -> None:
+        """Idle reclaim: a policy that says so (``reclaim(view)``) takes the oldest held task
+        whose stage this worker serves back from the output queue and runs it here, one task
+        per decision (the task then counts in the input queue, so the next answer is no)."""
+        reclaim = getattr(self.policy, "reclaim", None)
+        if reclaim is None or not self.out.waiting:
+            return
+        serves = self.out.view.serves
+        if not any(serves(i.fields["stage"]) for i in self.out.waiting):
+            return
+        if not reclaim(self.out.current_view()):
+            return
+        item = self.out.take_back(lambda i: serves(i.fields["stage"]))
+        if item is not None:
+            self.out.count("reclaimed")
+            self.runner.submit(Job(meta=item.fields, x=item.tensor, stage=item.fields["stage"]))

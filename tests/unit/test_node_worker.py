@@ -86,3 +86,55 @@ def test_a_job_for_a_stage_without_an_engine_is_dropped_and_counted_by_reason(wo
     assert out.counters["drop_unknown_stage"] == 1
     assert out.counters["drop_engine_error"] == 0
     assert not out.items and not out.waiting
+
+
+class _HoldAndReclaim(AgentPolicy):
+    """Keeps every task (no successor chosen) and reclaims whenever the engine is idle."""
+
+    def choose_successor(self, task, view, exclude):
+        return None
+
+    def keep_local(self, task, view):
+        return False
+
+    def reclaim(self, view):
+        return view.input_queue == 0
+
+
+def test_an_idle_worker_takes_a_held_task_back_only_for_a_stage_it_serves(tmp_path):
+    """Idle reclaim: a task held in the output queue for a stage this worker also runs comes
+    back to its own engine (one per decision); a task for a stage it lacks stays held."""
+    raw = {
+        "node_id": "w1", "role": "worker", "stage": 1, "last_stage": 2, "bundle": DEMO_BUNDLE_DIR,
+        "state_dir": str(tmp_path), "control_bind": "tcp://127.0.0.1:5551",
+        "data_bind": "tcp://127.0.0.1:5552", "policy": "mdi-exit",
+        "peers": [{"id": "s1", "stage": 0, "control_address": "tcp://127.0.0.1:5541",
+                   "data_address": "tcp://127.0.0.1:5542"},
+                  {"id": "w3", "stage": 3, "control_address": "tcp://127.0.0.1:5561",
+                   "data_address": "tcp://127.0.0.1:5562"}]}
+    cfg = parse_config(raw)
+    bundle = load_bundle(DEMO_BUNDLE_DIR)
+    specs = {h: bundle.stage(h) for h in (1, 2)}
+    engines = {h: load_engine(s, backend="onnxruntime") for h, s in specs.items()}
+    runner = InferenceThread(engines, {h: s.flops for h, s in specs.items()})
+    ctx = zmq.Context()
+    transport = Transport(ctx, cfg.node_id, cfg.control_bind, cfg.data_bind, cfg.peers)
+    view = build_view(cfg, bundle, None)
+    view.alive.update({"s1", "w3"})
+    capacity = Capacity(CapacityReport(1e8, 0.01, 1e8, "timed"))
+    out = Outbox(cfg, transport, _HoldAndReclaim({}, {}), view, capacity, lambda: runner.queued)
+    side = WorkerSide(cfg, out, out.policy, specs, runner, capacity)
+    runner.start()
+    try:
+        _run(side, out, specs[1], 1)
+        assert out.counters["reclaimed"] == 1  # stage 2 came back and ran here
+        (held,) = out.waiting
+        assert held.fields["stage"] == 3 and held.fields["id"] == "t1"
+        side.after_tick(0.0)
+        assert out.counters["reclaimed"] == 1 and len(out.waiting) == 1
+    finally:
+        runner.stop()
+        for e in engines.values():
+            e.close()
+        transport.close()
+        ctx.term()
