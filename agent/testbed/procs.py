@@ -180,21 +180,6 @@ def wait_ready(procs: Iterable[AgentProcess], listener: NotifyListener, timeout_
         time.sleep(0.05)
 
 
-def wait_exit(procs: Iterable[AgentProcess], timeout_s: float,
-              on_tick: Optional[Callable[[], None]] = None, clock=time.monotonic) -> List[str]:
-    """Wait until every process exits on its own; returns ids still running at the timeout."""
-    procs = list(procs)
-    deadline = clock() + timeout_s
-    while clock() < deadline:
-        running = [p for p in procs if p.poll() is None]
-        if not running:
-            return []
-        if on_tick:
-            on_tick()
-        time.sleep(0.1)
-    return [p.node_id for p in procs if p.poll() is None]
-
-
 class LocalAgents:
     """A set of agent processes of one run: configs on disk, start with readiness, stop all.
 
