@@ -71,4 +71,4 @@ class Local:
         return read_stats(os.path.join(self.cfgs[node].state_dir, "stats.json"))
 
     def close(self) -> None:
-        self.agents.__exit__(None, None, None)
+        self.agents.close()

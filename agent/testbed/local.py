@@ -22,16 +22,16 @@ queueing the agents really have.
 from __future__ import annotations
 
 import json
-import math
 import os
 import time
 from dataclasses import dataclass
 from typing import Callable, Dict, List, Mapping, Optional, Sequence
 
 from agent.config.node import NodeConfig, parse_config
+from agent.testbed.columns import empirical_remaining, fifo_sim_delay, model_delay, routing_used
 from agent.testbed.procs import LocalAgents, free_ports
 from agent.testbed.report import RunResult, read_records, summarise_records
-from agent.testbed.topology import StageInfo, Topology, scenario_object
+from agent.testbed.topology import StageInfo, Topology
 
 # Rate of a link the topology does not emulate when emulation is on elsewhere: loopback speed.
 FAST_LINK_BYTES_S = 1e9
@@ -172,33 +172,6 @@ def _count_records(path: str) -> int:
         return 0
 
 
-def routing_used(topo: Topology, stats: Mapping[str, Mapping]) -> Dict[str, Dict[str, float]]:
-    """p_ij each offloader actually used, from its final ``stats.json``.
-
-    Per-successor send counters (``counters["sent_to_<peer>"]``) give the empirical split over
-    the whole run; without them the policy's final routing row is used, and without that (a
-    policy with no state, or a node that sent nothing) a uniform row.
-    """
-    out: Dict[str, Dict[str, float]] = {}
-    for n in topo.node_ids():
-        succ = [l.dst for l in topo.successors(n)]
-        if not succ:
-            continue
-        st = stats.get(n) or {}
-        counters = st.get("counters") or {}
-        counts = [float(counters.get("sent_to_" + s, 0) or 0) for s in succ]
-        row = st.get("routing") or {}
-        if sum(counts) > 0:
-            w = counts
-        elif isinstance(row, Mapping) and sum(float(row.get(s, 0.0)) for s in succ) > 0:
-            w = [float(row.get(s, 0.0)) for s in succ]
-        else:
-            w = [1.0] * len(succ)
-        total = sum(w)
-        out[n] = {s: x / total for s, x in zip(succ, w)}
-    return out
-
-
 def read_stats(path: str) -> Optional[dict]:
     """A node's ``stats.json`` (None when absent or unreadable)."""
     try:
@@ -207,66 +180,6 @@ def read_stats(path: str) -> Optional[dict]:
     except (OSError, ValueError):
         return None
     return obj if isinstance(obj, dict) else None
-
-
-def empirical_remaining(stages: Sequence[StageInfo], exit_counts: Mapping[int, int],
-                        fallback: Sequence[float]) -> List[float]:
-    """I_h from the number of tasks that left at each stage (fallback where none arrived)."""
-    entering = float(sum(exit_counts.values()))
-    rem = []
-    for h, st in enumerate(stages, start=1):
-        left = float(exit_counts.get(h, 0))
-        if not st.has_exit:
-            rem.append(1.0)
-        elif entering > 0:
-            rem.append((entering - left) / entering)
-        else:
-            rem.append(float(fallback[h - 1]))
-        entering -= left
-    return rem
-
-
-def model_delay(topo: Topology, stages: Sequence[StageInfo], total_rate: float,
-                routing: Mapping[str, Mapping[str, float]], remaining: Sequence[float]
-                ) -> Optional[float]:
-    """Eq. 8 (``agent.policies.model``) for a routing and remaining ratios on this topology.
-
-    None when a worker has no known capacity (its real speed is not in the topology) or the
-    routing overloads a worker (the model's delay is then infinite).
-    """
-    from agent.policies.model import mean_response_time
-    from agent.scenario.format import parse_scenario
-
-    if topo.multi_stage or any(w.emulate_capacity_flops is None for w in topo.workers):
-        return None  # eq. 8 has one stage per worker
-    scenario = parse_scenario(scenario_object(topo, stages, total_rate, remaining))
-    t = mean_response_time(scenario, routing)
-    return t if math.isfinite(t) else None
-
-
-def fifo_sim_delay(topo: Topology, stages: Sequence[StageInfo], total_rate: float,
-                   routing: Mapping[str, Mapping[str, float]], remaining: Sequence[float],
-                   seed: int = 1) -> Optional[float]:
-    """Mean delay the simulator gives for the same routing with the agent's queueing.
-
-    Eq. 8 models a worker as processor sharing and a hop as a fixed beta/r; an agent serves one
-    task at a time (FIFO) and its emulated links serialise transfers. ``agent.sim`` with FIFO
-    workers and shared links is that system, so this column tells the queueing discipline's
-    share of a measured-vs-model gap from the agent's own overheads.
-    """
-    from agent.scenario.format import parse_scenario
-    from agent.sim import FixedPolicy, SimConfig, simulate
-
-    if topo.multi_stage or any(w.emulate_capacity_flops is None for w in topo.workers):
-        return None
-    scenario = parse_scenario(scenario_object(topo, stages, total_rate, remaining))
-    res = simulate(scenario, FixedPolicy({k: dict(v) for k, v in routing.items()}),
-                   SimConfig(duration_s=120.0, slot_s=1000.0, discipline="fifo",
-                             link_model="shared", seed=seed))
-    done = res.status == 1
-    if not done.any():
-        return None
-    return float((res.finished_s[done] - res.created_s[done]).mean())
 
 
 def run_local(topo: Topology, bundle, policy: str, rates: Sequence[float],

@@ -24,13 +24,64 @@ from agent.config.node import NodeConfig, dump_config
 from agent.errors import UsageError
 
 
-def free_ports(n: int, host: str = "127.0.0.1") -> List[int]:
-    """``n`` distinct TCP ports that are free on ``host`` right now.
+# Ports are handed out below the kernel's ephemeral range, where neither another program's
+# bind(0) nor an outgoing connection (ZeroMQ reconnecting to a peer not yet up, which can even
+# connect a socket to itself) takes one between the choice and the agent's bind. Each process
+# claims a block of that range for its lifetime with an abstract unix socket name: the kernel
+# grants a name once and frees it when the process dies, so two test runs or testbeds at once
+# never share a block.
+PORT_BLOCK = 200
+LOWEST_PORT = 10000
+_ports_lock = threading.Lock()
+_claims: List[socket.socket] = []
+_next: List[int] = []  # [next port, end of the block, pid] once a block is held
 
-    All sockets stay open until every port is chosen, so the same port is never handed out
-    twice; another program could still take one before the agent binds it, which the agent
-    then reports as a bind error.
-    """
+
+def _ephemeral_start() -> int:
+    """First port of the kernel's ephemeral range (32768 where it cannot be read)."""
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range", "r", encoding="ascii") as f:
+            return int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+def _claim_block() -> bool:
+    """Claim a free block of ports for this process; False when none is left to claim."""
+    blocks = (_ephemeral_start() - LOWEST_PORT) // PORT_BLOCK
+    if blocks <= 0 or not hasattr(socket, "AF_UNIX"):
+        return False
+    first = os.getpid() % blocks
+    for i in range(blocks):
+        block = (first + i) % blocks
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        try:
+            s.bind("\0edge-agent-ports-%d" % block)
+        except OSError:
+            s.close()
+            continue
+        _claims.append(s)
+        start = LOWEST_PORT + block * PORT_BLOCK
+        _next[:] = [start, start + PORT_BLOCK, os.getpid()]
+        return True
+    return False
+
+
+def _bindable(port: int, host: str) -> bool:
+    """Whether a listening socket could bind ``port`` now (as ZeroMQ does, SO_REUSEADDR)."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind((host, port))
+        return True
+    except OSError:
+        return False
+    finally:
+        s.close()
+
+
+def _kernel_ports(n: int, host: str) -> List[int]:
+    """``n`` distinct ports the kernel picks (bind to port 0), all held until each is known."""
     socks = []
     try:
         for _ in range(n):
@@ -41,6 +92,27 @@ def free_ports(n: int, host: str = "127.0.0.1") -> List[int]:
     finally:
         for s in socks:
             s.close()
+
+
+def free_ports(n: int, host: str = "127.0.0.1") -> List[int]:
+    """``n`` distinct TCP ports, free on ``host`` now, that no other caller is handed.
+
+    They come from this process's block below the ephemeral range (a new block when one runs
+    out), skipping any port something else has bound; where no block can be claimed, the
+    kernel picks them (bind to port 0), which leaves the small race the blocks avoid.
+    """
+    out: List[int] = []
+    with _ports_lock:
+        while len(out) < n:
+            # a forked child holds no claim of its own: it claims its own block
+            if not _next or _next[0] >= _next[1] or _next[2] != os.getpid():
+                if not _claim_block():
+                    return out + _kernel_ports(n - len(out), host)
+            port = _next[0]
+            _next[0] += 1
+            if _bindable(port, host):
+                out.append(port)
+    return out
 
 
 class NotifyListener:
@@ -101,7 +173,8 @@ class NotifyListener:
 
 
 class AgentProcess:
-    """One ``edge-agent run`` child with its log file."""
+    """One ``edge-agent run`` child with its log file (appended to, so a restarted node's log
+    keeps its earlier runs)."""
 
     def __init__(self, node_id: str, config_path: str, log_path: str, notify_path: str,
                  python: str = sys.executable):
@@ -114,11 +187,12 @@ class AgentProcess:
         env.setdefault("OMP_NUM_THREADS", "1")
         env.setdefault("OPENBLAS_NUM_THREADS", "1")
         # the children run this very package, installed or not (a checkout run in place)
-        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
         env["PYTHONPATH"] = os.pathsep.join([root] + [p for p in
                                                       env.get("PYTHONPATH", "").split(os.pathsep)
                                                       if p])
-        self._log = open(log_path, "wb")
+        self._terminated = False
+        self._log = open(log_path, "ab")
         self.proc = subprocess.Popen(
             [python, "-m", "agent", "run", "--config", config_path],
             stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT, env=env,
@@ -129,20 +203,37 @@ class AgentProcess:
         return self.proc.pid
 
     def poll(self) -> Optional[int]:
+        """The exit status, or None while the agent runs."""
         return self.proc.poll()
 
-    def log_tail(self, lines: int = 5) -> str:
+    @property
+    def returncode(self) -> Optional[int]:
+        """The exit status once the process has been waited for (None before)."""
+        return self.proc.returncode
+
+    def log_lines(self, lines: int, max_bytes: int = 4000) -> List[str]:
+        """The last ``lines`` lines of the agent's log (within its last ``max_bytes``)."""
         try:
             with open(self.log_path, "rb") as f:
-                text = f.read()[-4000:].decode("utf-8", "replace")
+                f.seek(max(0, os.path.getsize(self.log_path) - max_bytes))
+                text = f.read().decode("utf-8", "replace")
         except OSError:
-            return ""
-        return " | ".join(text.strip().splitlines()[-lines:])
+            return []
+        return text.strip("\n").splitlines()[-lines:]
+
+    def log_tail(self, lines: int = 5) -> str:
+        """The last lines of the log on one line, for an error message."""
+        return " | ".join(l.strip() for l in self.log_lines(lines))
 
     def terminate(self) -> None:
-        """Ask the agent to stop (SIGTERM): it drains and writes its final stats."""
-        if self.proc.poll() is None:
+        """Ask the agent to stop (SIGTERM): it drains and writes its final stats.
+
+        Sent once: the agent restores the default handler when its loop ends, so a second
+        SIGTERM during its clean-up would kill it before it has written everything.
+        """
+        if not self._terminated and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
+            self._terminated = True
 
     def stop(self, timeout_s: float = 15.0) -> Optional[int]:
         """SIGTERM, wait up to ``timeout_s``, then SIGKILL; returns the exit status."""
@@ -152,6 +243,13 @@ class AgentProcess:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait(5.0)
+        self._log.close()
+        return self.proc.returncode
+
+    def kill(self) -> Optional[int]:
+        """SIGKILL (no chance to save anything) and wait; returns the exit status."""
+        self.proc.kill()
+        self.proc.wait(10.0)
         self._log.close()
         return self.proc.returncode
 
@@ -180,35 +278,29 @@ def wait_ready(procs: Iterable[AgentProcess], listener: NotifyListener, timeout_
         time.sleep(0.05)
 
 
-def wait_exit(procs: Iterable[AgentProcess], timeout_s: float,
-              on_tick: Optional[Callable[[], None]] = None, clock=time.monotonic) -> List[str]:
-    """Wait until every process exits on its own; returns ids still running at the timeout."""
-    procs = list(procs)
-    deadline = clock() + timeout_s
-    while clock() < deadline:
-        running = [p for p in procs if p.poll() is None]
-        if not running:
-            return []
-        if on_tick:
-            on_tick()
-        time.sleep(0.1)
-    return [p.node_id for p in procs if p.poll() is None]
-
-
 class LocalAgents:
     """A set of agent processes of one run: configs on disk, start with readiness, stop all.
 
-    Use as a context manager so every process is stopped (SIGTERM, then SIGKILL) on any error.
+    Use as a context manager (or call ``close``) so every process is stopped (SIGTERM, then
+    SIGKILL) on any error. ``fresh`` empties the run directory at the first write (a testbed
+    run); without it the directory is shared with other files and kept.
     """
 
-    def __init__(self, run_dir: str, python: str = ""):
+    def __init__(self, run_dir: str, python: str = "", fresh: bool = True):
         self.run_dir = run_dir
         self.python = python or sys.executable
         self.configs: Dict[str, NodeConfig] = {}
         self.paths: Dict[str, str] = {}
         self.procs: Dict[str, AgentProcess] = {}
-        self.listener = NotifyListener()
-        self._fresh = False
+        self._listener: Optional[NotifyListener] = None
+        self._emptied = not fresh
+
+    @property
+    def listener(self) -> NotifyListener:
+        """The sd_notify socket the agents report to (opened at the first start)."""
+        if self._listener is None:
+            self._listener = NotifyListener()
+        return self._listener
 
     def write(self, cfgs: Dict[str, NodeConfig]) -> None:
         """Write one ``<name>.toml`` per config into the run directory.
@@ -216,25 +308,30 @@ class LocalAgents:
         A directory left by an earlier testbed run is removed at the first write: sources
         append to records.jsonl, and old records would count as this run's.
         """
-        if not self._fresh:
+        if not self._emptied:
             if os.path.isdir(self.run_dir):
                 shutil.rmtree(self.run_dir)
-            os.makedirs(self.run_dir)
-            self._fresh = True
+            self._emptied = True
+        os.makedirs(self.run_dir, exist_ok=True)
         for n, cfg in cfgs.items():
             self.configs[n] = cfg
             self.paths[n] = os.path.join(self.run_dir, n + ".toml")
             with open(self.paths[n], "w", encoding="utf-8") as f:
                 f.write(dump_config(cfg))
 
-    def start(self, ids: Iterable[str], ready_timeout_s: float = 90.0,
-              on_tick: Optional[Callable[[], None]] = None) -> List[AgentProcess]:
-        """Start the named agents and wait for READY=1 from each."""
+    def launch(self, ids: Iterable[str]) -> List[AgentProcess]:
+        """Start the named agents (written before) without waiting for them."""
         started = []
         for n in ids:
             self.procs[n] = AgentProcess(n, self.paths[n], os.path.join(self.run_dir, n + ".log"),
                                          self.listener.path, self.python)
             started.append(self.procs[n])
+        return started
+
+    def start(self, ids: Iterable[str], ready_timeout_s: float = 90.0,
+              on_tick: Optional[Callable[[], None]] = None) -> List[AgentProcess]:
+        """Start the named agents and wait for READY=1 from each."""
+        started = self.launch(ids)
         wait_ready(started, self.listener, ready_timeout_s, on_tick=on_tick)
         return started
 
@@ -246,20 +343,32 @@ class LocalAgents:
                 raise UsageError("agent %s exited with status %s during the run (log %s: %s)"
                                  % (n, rc, p.log_path, p.log_tail()))
 
-    def stop(self, names: Iterable[str]) -> None:
-        """SIGTERM the named agents at once, then wait for each (SIGKILL after a timeout)."""
+    def stop(self, names: Iterable[str], timeout_s: float = 15.0) -> None:
+        """SIGTERM the named agents at once, then wait up to ``timeout_s`` for each (SIGKILL
+        after it)."""
         procs = [self.procs.pop(n) for n in list(names) if n in self.procs]
         for p in procs:
             p.terminate()
         for p in procs:
-            p.stop()
+            p.stop(timeout_s)
 
-    def stop_all(self) -> None:
-        self.stop(list(self.procs))
+    def kill(self, name: str) -> None:
+        """SIGKILL one agent, as a power cut would stop it."""
+        self.procs.pop(name).kill()
+
+    def stop_all(self, timeout_s: float = 15.0) -> None:
+        """Stop every agent still running (see ``stop``)."""
+        self.stop(list(self.procs), timeout_s)
+
+    def close(self) -> None:
+        """Stop every agent and close the notify socket."""
+        self.stop_all()
+        if self._listener is not None:
+            self._listener.close()
+            self._listener = None
 
     def __enter__(self) -> "LocalAgents":
         return self
 
     def __exit__(self, *exc) -> None:
-        self.stop_all()
-        self.listener.close()
+        self.close()

@@ -183,19 +183,6 @@ def format_table(runs: Sequence[RunResult]) -> str:
     return "\n".join(lines)
 
 
-def format_markdown(runs: Sequence[RunResult]) -> str:
-    """The same table in Markdown, for the README."""
-    lines = ["| policy | rate (tasks/s) | created | completed | lost | mean delay (ms) | "
-             "p95 delay (ms) | accuracy | model delay (ms) | FIFO sim (ms) |",
-             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
-    for r in runs:
-        lines.append("| %s | %.1f | %d | %d | %d | %s | %s | %s | %s | %s |" % (
-            r.policy, r.rate, r.created, r.completed, r.lost, _ms(r.mean_delay_s),
-            _ms(r.p95_delay_s), "-" if r.accuracy is None else "%.3f" % r.accuracy,
-            _ms(r.model_delay_s), _ms(r.fifo_sim_delay_s)))
-    return "\n".join(lines)
-
-
 def write_json(path: str, runs: Sequence[RunResult], extra: Optional[Mapping] = None) -> None:
     """Write ``{"runs": [...]}`` (plus ``extra`` top-level fields) atomically."""
     obj = {"runs": [r.to_json() for r in runs]}

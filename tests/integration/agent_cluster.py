@@ -9,15 +9,14 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
-import subprocess
-import sys
 import time
 from typing import Callable, Dict, List, Optional
 
 import numpy as np
 
-from agent.config.node import NodeConfig, Peer, dump_config
+from agent.config.node import NodeConfig, Peer
+from agent.testbed.local import read_stats
+from agent.testbed.procs import AgentProcess, LocalAgents, free_ports
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -50,25 +49,28 @@ def stage_flops(bundle: str, stage: int) -> float:
     return float(load_bundle(bundle).stage(stage).flops)
 
 
-def free_port() -> int:
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
 class Cluster:
-    """Node configs for a topology {node id: stage} (stage 0 = source), and their processes."""
+    """Node configs for a topology {node id: stage} (stage 0 = source), and their processes.
+
+    The processes are ``agent.testbed.procs`` agents: ``start`` launches one without waiting
+    for it (tests start a cluster in any order and wait for what they check), ``procs`` keeps
+    the last process of every node for its exit status.
+    """
 
     def __init__(self, root: str, bundle: str, stages: Dict[str, int], **common):
         self.root = root
         self.bundle = bundle
         self.stages = dict(stages)
-        self.ports = {n: (free_port(), free_port()) for n in stages}
+        ports = free_ports(2 * len(stages))
+        self.ports = {n: (ports[2 * i], ports[2 * i + 1]) for i, n in enumerate(stages)}
         self.common = common
-        self.procs: Dict[str, subprocess.Popen] = {}
-        self.logs: Dict[str, str] = {}
+        self.agents = LocalAgents(root, fresh=False)
+        self.procs: Dict[str, AgentProcess] = {}
+
+    @property
+    def logs(self) -> Dict[str, str]:
+        """Each started node's log file."""
+        return {n: p.log_path for n, p in self.procs.items()}
 
     def peer(self, node: str) -> Peer:
         c, d = self.ports[node]
@@ -93,25 +95,15 @@ class Cluster:
         return NodeConfig(**kw)
 
     def start(self, node: str, **over) -> None:
+        """Write ``node``'s config (with ``over`` on top) and launch it."""
         cfg = self.config(node, **over)
         os.makedirs(cfg.state_dir, exist_ok=True)
-        path = os.path.join(self.root, node + ".toml")
-        with open(path, "w") as f:
-            f.write(dump_config(cfg))
-        log = os.path.join(self.root, node + ".log")
-        self.logs[node] = log
-        env = dict(os.environ, PYTHONPATH=REPO, OMP_NUM_THREADS="1")
-        with open(log, "ab") as out:
-            self.procs[node] = subprocess.Popen(
-                [sys.executable, "-m", "agent", "run", "--config", path],
-                stdout=out, stderr=subprocess.STDOUT, env=env, cwd=REPO)
+        self.agents.write({node: cfg})
+        self.procs[node] = self.agents.launch([node])[0]
 
     def stats(self, node: str) -> Optional[dict]:
-        try:
-            with open(os.path.join(self.root, node, "stats.json")) as f:
-                return json.load(f)
-        except (OSError, ValueError):
-            return None
+        """``node``'s stats.json (None before its first write)."""
+        return read_stats(os.path.join(self.root, node, "stats.json"))
 
     def records(self, node: str) -> List[dict]:
         path = os.path.join(self.root, node, "records.jsonl")
@@ -147,34 +139,16 @@ class Cluster:
         return t.get("created", 0) >= n and t.get("pending", 1) == 0
 
     def tail(self, node: str, n: int = 25) -> str:
-        try:
-            with open(self.logs[node], errors="replace") as f:
-                return "".join(f.readlines()[-n:])
-        except OSError:
-            return ""
+        """The last ``n`` lines of ``node``'s log."""
+        return "".join(line + "\n" for line in self.procs[node].log_lines(n, 1 << 20))
 
     def kill(self, node: str) -> None:
-        self.procs[node].kill()
-        self.procs[node].wait(10)
-
-    def stop(self, node: str, timeout_s: float = 30.0) -> int:
-        p = self.procs[node]
-        if p.poll() is None:
-            p.send_signal(signal.SIGTERM)
-        return p.wait(timeout_s)
+        """SIGKILL ``node`` and wait for it."""
+        self.agents.kill(node)
 
     def stop_all(self) -> None:
         """SIGTERM the sources first (they drain their tasks in flight while the workers still
-        serve), then the workers."""
-        order = sorted(self.procs, key=lambda n: self.stages[n] != 0)
-        for group in ([n for n in order if self.stages[n] == 0],
-                      [n for n in order if self.stages[n] != 0]):
-            for n in group:
-                if self.procs[n].poll() is None:
-                    self.procs[n].send_signal(signal.SIGTERM)
-            for n in group:
-                try:
-                    self.procs[n].wait(60)
-                except subprocess.TimeoutExpired:
-                    self.procs[n].kill()
-                    self.procs[n].wait(10)
+        serve), then the workers; SIGKILL whatever is still running after 60 s."""
+        self.agents.stop([n for n in self.procs if self.stages[n] == 0], timeout_s=60.0)
+        self.agents.stop([n for n in self.procs if self.stages[n] != 0], timeout_s=60.0)
+        self.agents.close()

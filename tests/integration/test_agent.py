@@ -13,7 +13,8 @@ import zmq
 
 from agent.net import wire
 from agent.net.wire import Kind
-from tests.integration.agent_cluster import REPO, Cluster, build_tiny_bundle, free_port, stage_flops
+from agent.testbed.procs import free_ports
+from tests.integration.agent_cluster import REPO, Cluster, build_tiny_bundle, stage_flops
 
 
 @pytest.fixture(scope="module")
@@ -84,7 +85,7 @@ def test_bad_config_fails_with_one_line_naming_the_field(tmp_path):
 def test_a_local_client_pushes_tasks_and_gets_each_result_back(bundle, tmp_path):
     """arrival = "client": tasks pushed over the source's client socket are answered with a
     RESULT carrying the client's own id; a task of the wrong shape is counted and dropped."""
-    port = free_port()
+    port = free_ports(1)[0]
     c = Cluster(str(tmp_path), bundle, {"s1": 0, "w1": 1, "w2": 2})
     ctx = zmq.Context()
     try:

@@ -15,8 +15,9 @@ import urllib.request
 import pytest
 
 from agent.config.node import dump_config
+from agent.testbed.procs import free_ports
 
-from .agent_cluster import REPO, Cluster, build_tiny_bundle, free_port
+from .agent_cluster import REPO, Cluster, build_tiny_bundle
 
 UNIT = os.path.join(REPO, "systemd", "edge-agent@.service")
 TIMEOUT_S = 90.0
@@ -133,7 +134,7 @@ def test_metrics_endpoint_serves_the_listed_series_while_tasks_flow(bundle, tmp_
     stages = load_bundle(bundle).num_stages
     nodes = dict([("s1", 0)] + [("w%d" % h, h) for h in range(1, stages + 1)])
     cluster = Cluster(str(tmp_path), bundle, nodes, arrival_rate_tasks_s=20.0)
-    port = free_port()
+    port = free_ports(1)[0]
     try:
         for node in sorted(nodes, key=nodes.get, reverse=True)[:-2]:
             cluster.start(node)

@@ -1,4 +1,4 @@
-"""Pure parts of the testbed: topology validation, record summaries, rates, table and JSON."""
+"""Testbed parts: topology validation, record summaries, rates, table, JSON, port allocation."""
 
 import json
 import re
@@ -7,7 +7,7 @@ import pytest
 
 from agent.commands.testbed import parse_rates
 from agent.errors import UsageError
-from agent.testbed.local import empirical_remaining, routing_used
+from agent.testbed.columns import empirical_remaining, routing_used
 from agent.testbed.report import RUN_KEYS, format_table, percentile, summarise_records, write_json
 from agent.testbed.topology import (StageInfo, TopologyError, capacity_tasks_s, load_topology,
                                     parse_topology, scenario_object)
@@ -161,3 +161,26 @@ def test_testbed_help_prints(capsys):
     assert exc.value.code == 0
     for opt in ("--topology", "--policies", "--rates", "--duration", "--json", "--out"):
         assert opt in out
+
+
+def test_free_ports_are_distinct_below_the_ephemeral_range_and_never_shared_between_processes():
+    """Ports come from below the kernel's ephemeral range (where no outgoing connection or
+    bind(0) takes one), are distinct, and a second process running meanwhile gets none of
+    this process's ports."""
+    import os
+    import subprocess
+    import sys
+
+    from agent.testbed.procs import free_ports
+
+    mine = free_ports(30)
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    out = subprocess.run([sys.executable, "-c", "from agent.testbed.procs import free_ports; "
+                          "print(free_ports(30))"], capture_output=True, text=True, check=True,
+                         env=dict(os.environ, PYTHONPATH=root))
+    other = json.loads(out.stdout)
+    assert len(set(mine)) == 30 and len(set(other)) == 30
+    assert not set(mine) & set(other)
+    with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+        ephemeral_start = int(f.read().split()[0])
+    assert max(mine + other) < ephemeral_start
