@@ -131,7 +131,8 @@ def serve(cfg, notifier: Any = None, ctx: Any = None) -> int:
 
     from agent.node.hooks import NodeHooks
     from agent.node.loop import Node
-    from agent.policies.api import default_thresholds, make_policy
+    from agent.policies.api import default_thresholds
+    from agent.policies.registry import make_policy
     from agent.net.security import load_public_key, security_from_config
     from agent.node.book import RecordWriter, ReplaySet, SourceBook
     from agent.ops.state import StateStore
