@@ -61,6 +61,8 @@ def free_port() -> int:
 class Cluster:
     """Node configs for a topology {node id: stage} (stage 0 = source), and their processes."""
 
+    launcher = ("-m", "agent")  # how an agent process starts: python <launcher> run --config F
+
     def __init__(self, root: str, bundle: str, stages: Dict[str, int], **common):
         self.root = root
         self.bundle = bundle
@@ -103,7 +105,7 @@ class Cluster:
         env = dict(os.environ, PYTHONPATH=REPO, OMP_NUM_THREADS="1")
         with open(log, "ab") as out:
             self.procs[node] = subprocess.Popen(
-                [sys.executable, "-m", "agent", "run", "--config", path],
+                [sys.executable, *self.launcher, "run", "--config", path],
                 stdout=out, stderr=subprocess.STDOUT, env=env, cwd=REPO)
 
     def stats(self, node: str) -> Optional[dict]:
