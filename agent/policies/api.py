@@ -121,6 +121,7 @@ class AgentPolicy:
         """Called once at start-up with the node config (slot length, rounds, ...)."""
 
     def thresholds(self) -> Dict[int, float]:
+        """Exit threshold per early-exit stage, ``{stage: c}``."""
         return dict(self._thresholds)
 
     def weights(self, view: NodeView) -> Dict[str, float]:
@@ -128,10 +129,12 @@ class AgentPolicy:
         return {s: 1.0 for s in view.successors}
 
     def routing(self) -> Dict[str, float]:
+        """Current routing row ``{peer: p}`` for metrics and stats ({} = none to report)."""
         return {}
 
     def choose_successor(self, task: TaskInfo, view: NodeView,
                          exclude: Sequence[str] = ()) -> Optional[str]:
+        """Where ``task`` goes next: sampled by ``weights`` over alive successors not tried."""
         alive = view.alive_successors(task.stage)
         if not alive:
             return None
@@ -151,27 +154,33 @@ class AgentPolicy:
         return True
 
     def admit(self, view: NodeView, now: float) -> bool:
+        """Sources: whether to create the next task (admission control)."""
         return True
 
     def interarrival_s(self, view: NodeView, now: float) -> Optional[float]:
+        """Sources: a mean gap overriding the configured rate; None keeps it."""
         return None
 
     def on_control(self, msg: Message, view: NodeView, now: float) -> List[Outgoing]:
+        """A neighbour's control message; returns the messages to publish."""
         return []
 
     def on_tick(self, view: NodeView, now: float) -> List[Outgoing]:
+        """Called every ``tick_interval_s``; returns the messages to publish."""
         return []
 
     def on_peers_changed(self, view: NodeView) -> None:
-        pass
+        """A neighbour came or went (``view.alive`` changed)."""
 
     def on_transfer(self, dest: str, seconds: float, payload_bytes: int) -> None:
         """A task sent to ``dest`` was ACKed ``seconds`` after its link transfer began."""
 
     def snapshot(self) -> Dict[str, Any]:
+        """State saved each slot (JSON-able; thresholds with text keys)."""
         return {"policy": self.name, "thresholds": thresholds_to_wire(self._thresholds)}
 
     def restore(self, state: Mapping[str, Any]) -> None:
+        """Take back a ``snapshot``; invalid entries are ignored."""
         th = thresholds_from_wire(state.get("thresholds"))
         self._thresholds.update({h: c for h, c in th.items() if h in self._thresholds})
 
