@@ -91,7 +91,7 @@ class NodeConfig:
     last_stage: int = 0  # a worker holding several stages serves stage..last_stage; 0 = just stage
     policy: str = "dtoee"  # routing/threshold policy: a name of agent.policies.registry
     policy_knobs: Mapping[str, Any] = field(default_factory=dict)  # knobs passed to the policy
-    thresholds: Tuple[float, ...] = ()  # initial exit threshold c_h per stage (1..H); () = 0.8 each
+    thresholds: Tuple[float, ...] = ()  # initial c_h per stage (1..H); () = DEFAULT_THRESHOLD each
     tradeoff: float = DEFAULT_TRADEOFF  # a in U = a*T - (1-a)*(A - A_min)/(A_max - A_min) (dtoee)
     slot_length_s: float = 5.0  # dtoee: length of one slot (configuration phase + offloading)
     rounds_per_slot: int = 20  # dtoee: request/status rounds in the configuration phase
