@@ -21,7 +21,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from agent.scenario.paper import paper_scenario  # noqa: E402
 from agent.sim import SimConfig, simulate  # noqa: E402
-from agent.policies.planners import make_policy  # noqa: E402
+from agent.policies.registry import make_sim_policy as make_policy  # noqa: E402
 
 
 def main() -> int:

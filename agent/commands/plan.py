@@ -7,20 +7,14 @@ import json
 import math
 import sys
 
-from agent.errors import UsageError
-
 HELP = "routing and exit thresholds a policy chooses for a scenario, with its model delay (eq. 8)"
-
-POLICIES = ("dtoee", "cf", "bf", "ngto", "ga", "optimum")
-
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Command-line options of ``plan``."""
     parser.add_argument("--scenario", "-s", required=True, help="scenario JSON file")
-    parser.add_argument("--policy", "-p", default="dtoee", choices=POLICIES,
-                        help="dtoee (default); cf/bf: split by receiver capacity/link rate; ngto: "
-                             "best responses in turn; ga: sources' genetic path search; optimum: "
-                             "the central convex optimum for the start thresholds")
+    parser.add_argument("--policy", "-p", default="dtoee",
+                        help="a policy of agent.policies.registry that plans offline (default "
+                             "dtoee; a name it does not know gets the list)")
     parser.add_argument("--rounds", "-n", type=int, default=None,
                         help="dtoee: communication rounds (default: knobs.rounds, 200); ngto: "
                              "most best-response passes (100); ga: rounds (20)")
@@ -36,43 +30,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "delay_s, accuracy, utility, rounds, converged")
 
 
-def _nonneg_int(value, where: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise UsageError("%s: must be an integer >= 0, got %r" % (where, value))
-    return value
-
-
 def plan(scenario, policy: str, rounds=None, step=None, staleness=None, seed: int = 0):
     """Run ``policy`` on ``scenario``; returns its ``PolicyResult``."""
-    import dataclasses
+    from agent.policies.registry import plan as run_planner
 
-    from agent.policies.baselines import plans as baselines
-    from agent.policies.dtoee.protocol import parse_knobs, run_dtoee
-
-    params = parse_knobs(scenario.knobs)  # validates the DTO-EE knobs for every policy
-    if rounds is not None and rounds < 1:
-        raise UsageError("--rounds: must be >= 1, got %d" % rounds)
-    if step is not None:
-        params = dataclasses.replace(params, step=step)
-    if policy == "dtoee":
-        return run_dtoee(scenario, rounds=rounds, params=params)
-    if policy == "cf":
-        return baselines.cf_routing(scenario)
-    if policy == "bf":
-        return baselines.bf_routing(scenario)
-    if policy == "ngto":
-        return baselines.ngto(scenario, max_rounds=rounds or 100)
-    if policy == "ga":
-        if staleness is None:
-            staleness = _nonneg_int(scenario.knobs.get("ga_staleness", 1), "knobs.ga_staleness")
-        elif staleness < 0:
-            raise UsageError("--staleness: must be >= 0, got %d" % staleness)
-        return baselines.ga(scenario, rounds=rounds or 20, staleness=staleness, seed=seed)
-    from agent.policies.optimum import optimum
-    th = None
-    if scenario.exit_profile is not None:
-        th = {h: params.initial_threshold for h in scenario.exit_profile.early_exit_stages}
-    return optimum(scenario, th)
+    return run_planner(scenario, policy, rounds, step, staleness, seed)
 
 
 def _fmt(x, unit: str = "") -> str:
@@ -87,9 +49,11 @@ def run(args: argparse.Namespace) -> int:
     """Load the scenario, plan, print the result (text or one JSON object)."""
     from agent.policies.model import compile_network, remaining_for
     from agent.policies.optimum import min_max_utilisation
+    from agent.policies.registry import check_scenario_knobs
     from agent.scenario.format import load_scenario
 
     scenario = load_scenario(args.scenario)
+    check_scenario_knobs(scenario.knobs)
     devices = [w.device or w.id for w in scenario.workers]
     if len(set(devices)) < len(devices):
         print("edge-agent plan: note: workers on one device share its processor in the "

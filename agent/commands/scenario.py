@@ -32,8 +32,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sources", type=int, default=50, help="number of sources (default 50)")
     parser.add_argument("--samples", type=int, default=10000,
                         help="samples in the synthetic exit profile (default 10000)")
-    parser.add_argument("--tradeoff", type=float, default=0.5,
-                        help="weight a of delay in the utility, in [0, 1] (default 0.5)")
+    parser.add_argument("--tradeoff", type=float, default=None,
+                        help="weight a of delay in the utility, in [0, 1] (default: "
+                             "agent.policies.setting.DEFAULT_TRADEOFF)")
     parser.add_argument("--homogeneous", action="store_true",
                         help="paper-* settings: the threshold study's setting (Section 4.4): 5 "
                              "workers per stage, all alike, equal link rates")
@@ -57,6 +58,10 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("--samples: must be >= 10, got %d" % args.samples)
     if args.rate is not None and not args.rate > 0:
         raise UsageError("--rate: must be > 0, got %r" % args.rate)
+    if args.tradeoff is None:  # resolved here: the parser is built without loading numpy
+        from agent.policies.setting import DEFAULT_TRADEOFF
+
+        args.tradeoff = DEFAULT_TRADEOFF
     if not 0.0 <= args.tradeoff <= 1.0:
         raise UsageError("--tradeoff: must be in [0, 1], got %r" % args.tradeoff)
     if args.setting.startswith("mdi-"):

@@ -84,14 +84,15 @@ def run(args: argparse.Namespace) -> int:
     from agent.scenario.format import load_scenario
     from agent.sim import DynamicConfig, SimConfig
     from agent.sim import experiments as ex
-    from agent.policies.planners import make_policy
+    from agent.policies.registry import check_scenario_knobs, make_sim_policy
 
     sc = load_scenario(args.scenario)
+    check_scenario_knobs(sc.knobs)
     policies = [p.strip() for p in args.policies.split(",") if p.strip()]
     if not policies:
         raise UsageError("--policies: name at least one policy")
     for name in policies:  # fail on a bad name before any simulation runs
-        make_policy(name)
+        make_sim_policy(name)
     if args.rounds < 1:
         raise UsageError("--rounds: must be >= 1, got %d" % args.rounds)
     if args.dynamic_slots < 0:
@@ -108,7 +109,7 @@ def run(args: argparse.Namespace) -> int:
     os.makedirs(args.out, exist_ok=True)
 
     def factory(name: str):
-        return make_policy(name, rounds=args.rounds)
+        return make_sim_policy(name, rounds=args.rounds)
 
     out: Dict[str, Any] = {"scenario": os.path.abspath(args.scenario), "policies": policies,
                            "config": {k: v for k, v in vars(cfg).items() if k != "dynamic"}}

@@ -94,7 +94,7 @@ def parse_rates(text: str, capacity_tasks_s: float) -> List[float]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from agent.config.node import POLICIES
+    from agent.policies.registry import lookup
     from agent.testbed.local import TestbedSettings, bundle_stages, default_remaining
     from agent.testbed.driver import load_bundle_for, run_all
     from agent.testbed.report import format_table, write_json, write_plots
@@ -104,8 +104,7 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("--duration: must be > 0 seconds, got %r" % args.duration)
     policies = parse_list(args.policies, "policies")
     for p in policies:
-        if p not in POLICIES:
-            raise UsageError("--policies: unknown policy %r (known: %s)" % (p, ", ".join(POLICIES)))
+        lookup(p, "--policies", "agent")
     topo = with_mdi_mode(load_topology(args.topology), args.mdi_mode)
     bundle = load_bundle_for(topo)
     stages = bundle_stages(bundle)

@@ -28,12 +28,14 @@ A minimal worker::
 
 from __future__ import annotations
 
-import math
 import os
 from dataclasses import dataclass, field, fields
-from typing import Any, Dict, Mapping, Optional, Tuple
+from typing import Any, Dict, Mapping, Tuple
 
+from agent.config.fields import REQUIRED, Fields
 from agent.errors import UsageError
+from agent.policies import registry
+from agent.policies.setting import DEFAULT_TRADEOFF
 
 try:  # Python 3.11+
     import tomllib as _toml
@@ -46,7 +48,6 @@ class ConfigError(UsageError):
 
 
 ROLES = ("source", "worker")
-POLICIES = ("dtoee", "cf", "bf", "fixed", "mdi-exit")
 BACKENDS = ("auto", "tensorrt", "onnxruntime")
 PRECISIONS = ("fp32", "fp16", "int8")
 SECURITY_MODES = ("none", "curve")
@@ -88,10 +89,10 @@ class NodeConfig:
     data_bind: str  # endpoint of this node's ROUTER socket, e.g. "tcp://0.0.0.0:5552"
     peers: Tuple[Peer, ...] = ()  # neighbours: successors, predecessors and (for workers) sources
     last_stage: int = 0  # a worker holding several stages serves stage..last_stage; 0 = just stage
-    policy: str = "dtoee"  # routing/threshold policy: dtoee | cf | bf | fixed | mdi-exit
+    policy: str = "dtoee"  # routing/threshold policy: a name of agent.policies.registry
     policy_knobs: Mapping[str, Any] = field(default_factory=dict)  # knobs passed to the policy
-    thresholds: Tuple[float, ...] = ()  # initial exit threshold c_h per stage (1..H); () = 0.8 each
-    tradeoff: float = 0.5  # a in U = a*T - (1-a)*(A - A_min)/(A_max - A_min) (dtoee)
+    thresholds: Tuple[float, ...] = ()  # initial c_h per stage (1..H); () = DEFAULT_THRESHOLD each
+    tradeoff: float = DEFAULT_TRADEOFF  # a in U = a*T - (1-a)*(A - A_min)/(A_max - A_min) (dtoee)
     slot_length_s: float = 5.0  # dtoee: length of one slot (configuration phase + offloading)
     rounds_per_slot: int = 20  # dtoee: request/status rounds in the configuration phase
     round_interval_s: float = 0.05  # dtoee: time between rounds; configuration lasts rounds*this
@@ -166,57 +167,6 @@ _PEER_FIELDS = {f.name for f in fields(Peer)}
 _NODE_FIELDS = {f.name for f in fields(NodeConfig)}
 
 
-class _Reader:
-    """Typed field access with errors that name ``where.key`` and the value."""
-
-    def __init__(self, obj: Mapping[str, Any], where: str):
-        self.obj = obj
-        self.where = where
-
-    def _err(self, key: str, what: str) -> ConfigError:
-        return ConfigError("%s.%s: %s, got %r" % (self.where, key, what, self.obj.get(key)))
-
-    def str(self, key: str, default: Optional[str] = None, choices=None) -> str:
-        v = self.obj.get(key, default)
-        if v is None:
-            raise ConfigError("%s.%s: missing" % (self.where, key))
-        if not isinstance(v, str):
-            raise self._err(key, "must be a string")
-        if choices is not None and v not in choices:
-            raise self._err(key, "must be one of %s" % "|".join(choices))
-        return v
-
-    def int(self, key: str, default: Optional[int] = None, lo: int = 0) -> int:
-        v = self.obj.get(key, default)
-        if v is None:
-            raise ConfigError("%s.%s: missing" % (self.where, key))
-        if isinstance(v, bool) or not isinstance(v, int) or v < lo:
-            raise self._err(key, "must be an integer >= %d" % lo)
-        return v
-
-    def num(self, key: str, default: Optional[float] = None, positive: bool = False) -> float:
-        v = self.obj.get(key, default)
-        if v is None:
-            raise ConfigError("%s.%s: missing" % (self.where, key))
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-            raise self._err(key, "must be a finite number")
-        if v < 0 or (positive and v == 0):
-            raise self._err(key, "must be %s" % ("> 0" if positive else ">= 0"))
-        return float(v)
-
-    def bool(self, key: str, default: bool) -> bool:
-        v = self.obj.get(key, default)
-        if not isinstance(v, bool):
-            raise self._err(key, "must be true or false")
-        return v
-
-    def path(self, key: str, base_dir: str, default: Optional[str] = None) -> str:
-        v = self.str(key, default)
-        if v == "":
-            return ""
-        return os.path.normpath(os.path.join(base_dir, os.path.expanduser(v)))
-
-
 def _check_endpoint(value: str, where: str) -> None:
     if "://" not in value or value.split("://", 1)[0] not in ("tcp", "ipc", "inproc"):
         raise ConfigError("%s: must be a ZeroMQ endpoint like tcp://HOST:PORT, got %r" % (where, value))
@@ -229,15 +179,15 @@ def _parse_peer(obj: Any, where: str) -> Peer:
     if unknown:
         raise ConfigError("%s: unknown field(s) %s (known: %s)"
                           % (where, ", ".join(unknown), ", ".join(sorted(_PEER_FIELDS))))
-    r = _Reader(obj, where)
+    r = Fields(obj, where, ConfigError)
     peer = Peer(
         id=r.str("id"),
-        stage=r.int("stage"),
+        stage=r.int("stage", lo=0),
         control_address=r.str("control_address"),
         data_address=r.str("data_address"),
-        link_rate_bytes_s=r.num("link_rate_bytes_s", 0.0),
+        link_rate_bytes_s=r.num("link_rate_bytes_s", 0.0, lo=0),
         public_key=r.str("public_key", ""),
-        last_stage=r.int("last_stage", 0),
+        last_stage=r.int("last_stage", 0, lo=0),
     )
     if peer.last_stage and peer.last_stage < peer.stage:
         raise ConfigError("%s.last_stage: must be 0 or >= stage %d, got %r"
@@ -257,7 +207,7 @@ def parse_config(obj: Any, base_dir: str = ".", where: str = "config") -> NodeCo
     if unknown:
         raise ConfigError("%s: unknown field(s) %s (known: %s)"
                           % (where, ", ".join(unknown), ", ".join(sorted(_NODE_FIELDS))))
-    r = _Reader(obj, where)
+    r = Fields(obj, where, ConfigError)
     d = NodeConfig.__dataclass_fields__  # defaults come from the dataclass, stated once
 
     def dflt(name: str) -> Any:
@@ -270,19 +220,19 @@ def parse_config(obj: Any, base_dir: str = ".", where: str = "config") -> NodeCo
         raise ConfigError("%s.node_id: must be a non-empty string without '|', got %r"
                           % (where, kw["node_id"]))
     kw["role"] = r.str("role", choices=ROLES)
-    kw["stage"] = r.int("stage", 0 if kw["role"] == "source" else None)
+    kw["stage"] = r.int("stage", 0 if kw["role"] == "source" else REQUIRED, lo=0)
     if kw["role"] == "source" and kw["stage"] != 0:
         raise ConfigError("%s.stage: a source has stage 0, got %r" % (where, kw["stage"]))
     if kw["role"] == "worker" and kw["stage"] < 1:
         raise ConfigError("%s.stage: a worker serves a stage >= 1, got %r" % (where, kw["stage"]))
-    kw["last_stage"] = r.int("last_stage", 0)
+    kw["last_stage"] = r.int("last_stage", 0, lo=0)
     if kw["last_stage"] and (kw["role"] == "source" or kw["last_stage"] < kw["stage"]):
         raise ConfigError("%s.last_stage: must be 0 (one stage) or >= stage %d for a worker, got %r"
                           % (where, kw["stage"], kw["last_stage"]))
-    kw["bundle"] = r.path("bundle", base_dir)
+    kw["bundle"] = r.file_path("bundle", base_dir)
     if not kw["bundle"]:
         raise ConfigError("%s.bundle: missing" % where)
-    kw["state_dir"] = r.path("state_dir", base_dir)
+    kw["state_dir"] = r.file_path("state_dir", base_dir)
     if not kw["state_dir"]:
         raise ConfigError("%s.state_dir: missing" % where)
     for key in ("control_bind", "data_bind"):
@@ -298,32 +248,39 @@ def parse_config(obj: Any, base_dir: str = ".", where: str = "config") -> NodeCo
             raise ConfigError("%s.peers[%d].id: duplicate or own node id %r" % (where, i, p.id))
         seen.add(p.id)
     kw["peers"] = peers
-    kw["policy"] = r.str("policy", dflt("policy"), POLICIES)
+    kw["policy"] = r.str("policy", dflt("policy"), registry.names())
     knobs = obj.get("policy_knobs", {})
     if not isinstance(knobs, Mapping):
         raise ConfigError("%s.policy_knobs: must be a table, got %r" % (where, knobs))
+    try:  # the policy reads its own knobs: typos and knobs a node ignores are errors
+        registry.lookup(kw["policy"], r.path("policy"), "agent")
+        registry.check_agent_knobs(kw["policy"], knobs, r.path("policy_knobs"), ConfigError)
+    except ConfigError:
+        raise
+    except UsageError as exc:
+        raise ConfigError(str(exc)) from None
     kw["policy_knobs"] = dict(knobs)
     th = obj.get("thresholds", [])
     if not isinstance(th, list) or not all(
             isinstance(c, (int, float)) and not isinstance(c, bool) and 0 < c <= 1 for c in th):
         raise ConfigError("%s.thresholds: must be a list of numbers in (0, 1], got %r" % (where, th))
     kw["thresholds"] = tuple(float(c) for c in th)
-    tradeoff = r.num("tradeoff", dflt("tradeoff"))
+    tradeoff = r.num("tradeoff", dflt("tradeoff"), lo=0)
     if tradeoff > 1:
         raise ConfigError("%s.tradeoff: must be in [0, 1], got %r" % (where, tradeoff))
     kw["tradeoff"] = tradeoff
     for key in ("slot_length_s", "round_interval_s", "heartbeat_interval_s", "ack_timeout_s",
                 "result_timeout_s", "status_interval_s", "records_flush_interval_s",
                 "drain_timeout_s"):
-        kw[key] = r.num(key, dflt(key), positive=True)
+        kw[key] = r.num(key, dflt(key), lo=0, lo_open=True)
     for key in ("rounds_per_slot", "neighbour_timeout_rounds", "max_attempts", "engine_threads",
                 "timing_runs"):
         kw[key] = r.int(key, dflt(key), lo=1)
-    kw["warmup_runs"] = r.int("warmup_runs", dflt("warmup_runs"))
-    kw["max_tasks"] = r.int("max_tasks", dflt("max_tasks"))
-    kw["seed"] = r.int("seed", dflt("seed"))
+    kw["warmup_runs"] = r.int("warmup_runs", dflt("warmup_runs"), lo=0)
+    kw["max_tasks"] = r.int("max_tasks", dflt("max_tasks"), lo=0)
+    kw["seed"] = r.int("seed", dflt("seed"), lo=0)
     kw["max_message_bytes"] = r.int("max_message_bytes", dflt("max_message_bytes"), lo=1024)
-    kw["metrics_port"] = r.int("metrics_port", dflt("metrics_port"))
+    kw["metrics_port"] = r.int("metrics_port", dflt("metrics_port"), lo=0)
     if kw["metrics_port"] > 65535:
         raise ConfigError("%s.metrics_port: must be in 0..65535, got %r" % (where, kw["metrics_port"]))
     kw["backend"] = r.str("backend", dflt("backend"), BACKENDS)
@@ -335,9 +292,9 @@ def parse_config(obj: Any, base_dir: str = ".", where: str = "config") -> NodeCo
     kw["client_bind"] = r.str("client_bind", "")
     for key in ("engine_cache_dir", "capacity_profile", "replay_path", "secret_key_path",
                 "public_key_path", "allowed_keys_dir"):
-        kw[key] = r.path(key, base_dir, "")
-    kw["emulate_capacity_flops"] = r.num("emulate_capacity_flops", 0.0)
-    kw["arrival_rate_tasks_s"] = r.num("arrival_rate_tasks_s", dflt("arrival_rate_tasks_s"))
+        kw[key] = r.file_path(key, base_dir, "")
+    kw["emulate_capacity_flops"] = r.num("emulate_capacity_flops", 0.0, lo=0)
+    kw["arrival_rate_tasks_s"] = r.num("arrival_rate_tasks_s", dflt("arrival_rate_tasks_s"), lo=0)
     kw["emulate_links"] = r.bool("emulate_links", False)
     kw["online_capacity"] = r.bool("online_capacity", True)
     cfg = NodeConfig(**kw)

@@ -1,7 +1,7 @@
 """The composition root: every part of one node built from its ``NodeConfig``, then served.
 
 Start-up order: read the bundle and check the config against it, build the view and the policy
-(``agent.policies.api.make_policy``), load the stage engine(s) and measure (or look up) the
+(``agent.policies.registry.make_policy``), load the stage engine(s) and measure (or look up) the
 capacity (a worker) or open the replay set and the task book (a source), start metrics, restore
 the policy's saved state, then build the transport, the outbox, the node's side, its status and
 the loop. ``serve`` binds the sockets, tells systemd READY and runs the loop until SIGTERM or
@@ -36,7 +36,8 @@ from agent.node.status import NodeStatus
 from agent.node.worker import WorkerSide
 from agent.ops.metrics import AgentMetrics, NullMetrics
 from agent.ops.state import StateStore
-from agent.policies.api import AgentPolicy, NodeView, default_thresholds, make_policy
+from agent.policies.api import AgentPolicy, NodeView, default_thresholds
+from agent.policies.registry import make_policy
 from calibration.online import OnlineCapacityEstimator
 from calibration.profile import current_power_mode
 from engines import load_engine

@@ -1,4 +1,4 @@
-"""Agent-side policy interface and the adapters that run pure policies inside a node.
+"""Agent-side policy interface, and ``fixed``, the trivial policy every other one extends.
 
 The node loop owns sockets, queues and clocks; a policy object owns only decisions. Everything
 the policy may read is in a ``NodeView`` the loop keeps up to date; everything it wants to say
@@ -29,16 +29,22 @@ A queue-based per-task policy such as MDI-Exit fits the same shape: ``choose_suc
 ``view.input_queue`` / ``view.output_queue`` and the neighbours' published queue state in
 ``view.peer_state`` (HEARTBEAT / QUEUE_STATE fields), returns None to keep a task queued, and
 ``admit``/``interarrival_s``/``thresholds`` carry its admission and threshold adaptation.
+
+Which class serves which ``policy`` name is ``agent.policies.registry``'s table; this module
+imports no policy folder.
 """
 
 from __future__ import annotations
 
 import random
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Set, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Set, Tuple, Type
 
+from agent.config.fields import Fields
 from agent.errors import UsageError
 from agent.net.wire import Kind, Message
+from agent.policies.setting import DEFAULT_TRADEOFF
+from agent.policies.thresholds import DEFAULT_THRESHOLD, thresholds_from_wire, thresholds_to_wire
 
 
 @dataclass
@@ -74,7 +80,7 @@ class NodeView:
     alive: Set[str] = field(default_factory=set)  # neighbours heard from recently
     peer_state: Dict[str, Dict[str, Any]] = field(default_factory=dict)  # last heartbeat fields
     exit_profile: Any = None  # engines.exit_profile.ExitProfile of the bundle, when present
-    tradeoff: float = 0.5  # a in U
+    tradeoff: float = DEFAULT_TRADEOFF  # a in U
     last_stage: int = 0  # last stage this node serves (> stage when it holds several)
     peer_stages: Dict[str, Tuple[int, int]] = field(default_factory=dict)  # (first, last) per peer
 
@@ -115,6 +121,7 @@ class AgentPolicy:
         """Called once at start-up with the node config (slot length, rounds, ...)."""
 
     def thresholds(self) -> Dict[int, float]:
+        """Exit threshold per early-exit stage, ``{stage: c}``."""
         return dict(self._thresholds)
 
     def weights(self, view: NodeView) -> Dict[str, float]:
@@ -122,10 +129,12 @@ class AgentPolicy:
         return {s: 1.0 for s in view.successors}
 
     def routing(self) -> Dict[str, float]:
+        """Current routing row ``{peer: p}`` for metrics and stats ({} = none to report)."""
         return {}
 
     def choose_successor(self, task: TaskInfo, view: NodeView,
                          exclude: Sequence[str] = ()) -> Optional[str]:
+        """Where ``task`` goes next: sampled by ``weights`` over alive successors not tried."""
         alive = view.alive_successors(task.stage)
         if not alive:
             return None
@@ -145,37 +154,51 @@ class AgentPolicy:
         return True
 
     def admit(self, view: NodeView, now: float) -> bool:
+        """Sources: whether to create the next task (admission control)."""
         return True
 
     def interarrival_s(self, view: NodeView, now: float) -> Optional[float]:
+        """Sources: a mean gap overriding the configured rate; None keeps it."""
         return None
 
     def on_control(self, msg: Message, view: NodeView, now: float) -> List[Outgoing]:
+        """A neighbour's control message; returns the messages to publish."""
         return []
 
     def on_tick(self, view: NodeView, now: float) -> List[Outgoing]:
+        """Called every ``tick_interval_s``; returns the messages to publish."""
         return []
 
     def on_peers_changed(self, view: NodeView) -> None:
-        pass
+        """A neighbour came or went (``view.alive`` changed)."""
 
     def on_transfer(self, dest: str, seconds: float, payload_bytes: int) -> None:
         """A task sent to ``dest`` was ACKed ``seconds`` after its link transfer began."""
 
     def snapshot(self) -> Dict[str, Any]:
-        return {"policy": self.name,
-                "thresholds": {str(k): v for k, v in self._thresholds.items()}}
+        """State saved each slot (JSON-able; thresholds with text keys)."""
+        return {"policy": self.name, "thresholds": thresholds_to_wire(self._thresholds)}
 
     def restore(self, state: Mapping[str, Any]) -> None:
-        th = state.get("thresholds")
-        if isinstance(th, Mapping):
-            for k, v in th.items():
-                if (str(k).isdigit() and int(k) in self._thresholds and isinstance(v, float)
-                        and 0.0 < v <= 1.0):
-                    self._thresholds[int(k)] = v
+        """Take back a ``snapshot``; invalid entries are ignored."""
+        th = thresholds_from_wire(state.get("thresholds"))
+        self._thresholds.update({h: c for h, c in th.items() if h in self._thresholds})
 
 
-class FixedPolicy(AgentPolicy):
+def parse_fixed_knobs(knobs: Mapping[str, Any], where: str = "policy_knobs",
+                      error: Type[Exception] = UsageError) -> Dict[str, float]:
+    """``fixed``'s one knob, ``routing = {peer = weight >= 0}``; any other key is an error."""
+    f = Fields(knobs, where, error)
+    f.reject_unknown(("routing",))
+    routing = knobs.get("routing", {})
+    if not isinstance(routing, Mapping) or not all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0
+            for v in routing.values()):
+        raise f.fail("routing", "must be a table {peer = weight >= 0}")
+    return {str(k): float(v) for k, v in routing.items()}
+
+
+class FixedWeightsPolicy(AgentPolicy):
     """``fixed``: routing weights from ``policy_knobs.routing = {peer = weight}``, else uniform.
 
     Weights of gone neighbours are ignored, so mass moves to the rest.
@@ -185,13 +208,7 @@ class FixedPolicy(AgentPolicy):
 
     def __init__(self, thresholds, knobs, seed=0):
         super().__init__(thresholds, knobs, seed)
-        routing = self.knobs.get("routing", {})
-        if not isinstance(routing, Mapping) or not all(
-                isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0
-                for v in routing.values()):
-            raise UsageError("policy_knobs.routing: must be a table {peer = weight >= 0}, got %r"
-                             % (routing,))
-        self._weights = {str(k): float(v) for k, v in routing.items()}
+        self._weights = parse_fixed_knobs(self.knobs)
 
     def weights(self, view: NodeView) -> Dict[str, float]:
         if not self._weights:
@@ -203,25 +220,8 @@ class FixedPolicy(AgentPolicy):
 
 
 def default_thresholds(exit_stages: Sequence[int], configured: Sequence[float]) -> Dict[int, float]:
-    """Threshold per early-exit stage: ``configured[h-1]`` when given, else 0.8."""
+    """Threshold per early-exit stage: ``configured[h-1]`` when given, else DEFAULT_THRESHOLD."""
     out = {}
     for h in exit_stages:
-        out[h] = float(configured[h - 1]) if len(configured) >= h else 0.8
+        out[h] = float(configured[h - 1]) if len(configured) >= h else DEFAULT_THRESHOLD
     return out
-
-
-def make_policy(name: str, thresholds: Mapping[int, float], knobs: Mapping[str, Any],
-                seed: int = 0) -> AgentPolicy:
-    """The agent-side policy for a config's ``policy`` name."""
-    if name == "fixed":
-        return FixedPolicy(thresholds, knobs, seed)
-    if name in ("cf", "bf"):
-        from agent.policies.baselines.agent import BaselinePolicy
-        return BaselinePolicy(name, thresholds, knobs, seed)
-    if name == "dtoee":
-        from agent.policies.dtoee.agent import DtoeePolicy
-        return DtoeePolicy(thresholds, knobs, seed)
-    if name == "mdi-exit":
-        from agent.policies.mdi_exit.agent import MdiExitPolicy
-        return MdiExitPolicy(thresholds, knobs, seed)
-    raise UsageError("policy: unknown policy %r" % (name,))

@@ -13,6 +13,9 @@ from agent.errors import UsageError
 from engines.exit_profile import ExitProfile
 
 
+DEFAULT_TRADEOFF = 0.5  # a in U when a scenario, node config or topology does not say
+
+
 class ScenarioError(UsageError):
     """A scenario file is malformed; the message names the offending field."""
 

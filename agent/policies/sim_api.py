@@ -2,7 +2,9 @@
 
 ``SimPolicy`` is the base class with the do-nothing defaults; ``FixedPolicy`` keeps one routing
 table and threshold setting for the whole run; ``PlannerPolicy`` re-plans every slot by calling
-a pure planning function (DTO-EE, CF, BF, NGTO, GA from ``agent.policies``).
+a pure planning function (DTO-EE, CF, BF, NGTO, GA from ``agent.policies``), whose
+``PolicyResult`` ``decision_from_result`` turns into the slot's ``Decision``. Which class serves
+which name is ``agent.policies.registry``'s table.
 """
 
 from __future__ import annotations
@@ -90,6 +92,16 @@ class FixedPolicy(SimPolicy):
 
 
 Planner = Callable[[Scenario, Optional[Decision]], Decision]
+
+
+def decision_from_result(result: Any, rounds: Optional[int] = None,
+                         thresholds: Optional[Mapping[int, float]] = None) -> Decision:
+    """A planner's ``PolicyResult`` as a slot decision; ``rounds``/``thresholds`` override its
+    own (e.g. NGTO's passes cost one round per offloader)."""
+    info = {"model_delay_s": result.delay_s, "model_accuracy": result.accuracy,
+            "converged": bool(result.converged), "policy_rounds": int(result.rounds)}
+    th = thresholds if thresholds is not None else (dict(result.thresholds) or None)
+    return Decision(result.routing, th, int(result.rounds if rounds is None else rounds), info)
 
 
 class PlannerPolicy(SimPolicy):

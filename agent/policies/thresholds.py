@@ -12,10 +12,29 @@ reports, so they agree without a coordinator.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
 
 from agent.policies.model import accuracy_range as _accuracy_range
 from engines.exit_profile import ExitProfile, exit_stats
+
+DEFAULT_THRESHOLD = 0.8  # c_h of an exit nobody configured: the node config's and plan's start
+
+
+def thresholds_to_wire(thresholds: Mapping[int, float]) -> Dict[str, float]:
+    """``{stage: c}`` as messages and state files carry it: msgpack/JSON maps keyed by text."""
+    return {str(h): float(c) for h, c in thresholds.items()}
+
+
+def thresholds_from_wire(obj: Any) -> Dict[int, float]:
+    """The valid entries of a received ``{"stage": c}`` map as ``{stage: c}``.
+
+    An entry is valid when its key is a stage number (text of digits) and its value a float
+    in (0, 1]; anything else is left out, so callers compare sizes to tell a clean map.
+    """
+    if not isinstance(obj, Mapping):
+        return {}
+    return {int(k): v for k, v in obj.items()
+            if isinstance(k, str) and k.isdigit() and isinstance(v, float) and 0.0 < v <= 1.0}
 
 
 @dataclass(frozen=True)

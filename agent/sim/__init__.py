@@ -34,7 +34,7 @@ policy:
 ``view`` is the running ``Simulator``: ``now_s``, ``scenario`` (this slot's setting),
 ``input_queue(node)`` (tasks at the node's server), ``output_queue(node)`` (tasks held there),
 ``compute_delay_s(node)`` (alpha/mu now), ``link_delay_s(src, dst)`` (beta/r),
-``task_info(task)``, ``names``/``index``/``succ`` for the topology. A queue-based policy such as
+``names``/``index``/``succ`` for the topology. A queue-based policy such as
 MDI-Exit reads its own input/output queue and its neighbours' published state there and
 decides per task; it must not change the view's state.
 """

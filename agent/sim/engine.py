@@ -120,11 +120,6 @@ class Simulator:
         i = self.index[src]
         return self.hop_s[i][self.succ_pos[i][dst]]
 
-    def task_info(self, task: int) -> Dict[str, Any]:
-        """Source id, creation time and exit-profile sample of ``task``."""
-        return {"source": self.names[self._src[task]], "created_s": self._created[task],
-                "sample": self._sample[task]}
-
     # --- decisions --------------------------------------------------------------------------
     def _apply(self, decision: Decision) -> None:
         if decision.routing is not None:

@@ -12,7 +12,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 from agent.policies.setting import Scenario
 from agent.sim.engine import SimConfig, simulate
 from agent.sim.environment import scale_capacities, with_source_rate  # noqa: F401
-from agent.policies.planners import make_policy
+from agent.policies.registry import make_sim_policy
 
 log = logging.getLogger(__name__)
 PolicyFactory = Callable[[str], Any]
@@ -21,7 +21,7 @@ PolicyFactory = Callable[[str], Any]
 def run_one(scenario: Scenario, policy_name: str, config: SimConfig,
             factory: Optional[PolicyFactory] = None) -> Dict[str, Any]:
     """Simulate one policy; returns its summary, per-slot series and the first slot's info."""
-    policy = (factory or make_policy)(policy_name)
+    policy = (factory or make_sim_policy)(policy_name)
     t0 = time.monotonic()
     result = simulate(scenario, policy, config)
     row: Dict[str, Any] = {"policy": policy_name}

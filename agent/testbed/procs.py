@@ -18,7 +18,7 @@ import sys
 import tempfile
 import threading
 import time
-from typing import Callable, Dict, Iterable, List, Optional
+from typing import Callable, Dict, Iterable, List, Optional, Sequence
 
 from agent.config.node import NodeConfig, dump_config
 from agent.errors import UsageError
@@ -115,6 +115,10 @@ def free_ports(n: int, host: str = "127.0.0.1") -> List[int]:
     return out
 
 
+# how an agent process starts: python <launcher> run --config FILE (a plug-in's launcher
+# registers its policies first, then calls agent.cli.main)
+AGENT_LAUNCHER = ("-m", "agent")
+
 class NotifyListener:
     """The receiving end of the sd_notify protocol for child processes (READY=1 per pid).
 
@@ -177,7 +181,7 @@ class AgentProcess:
     keeps its earlier runs)."""
 
     def __init__(self, node_id: str, config_path: str, log_path: str, notify_path: str,
-                 python: str = sys.executable):
+                 python: str = sys.executable, launcher: Sequence[str] = AGENT_LAUNCHER):
         self.node_id = node_id
         self.config_path = config_path
         self.log_path = log_path
@@ -194,7 +198,7 @@ class AgentProcess:
         self._terminated = False
         self._log = open(log_path, "ab")
         self.proc = subprocess.Popen(
-            [python, "-m", "agent", "run", "--config", config_path],
+            [python] + list(launcher) + ["run", "--config", config_path],
             stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT, env=env,
             cwd=os.path.dirname(config_path))
 
@@ -286,9 +290,11 @@ class LocalAgents:
     run); without it the directory is shared with other files and kept.
     """
 
-    def __init__(self, run_dir: str, python: str = "", fresh: bool = True):
+    def __init__(self, run_dir: str, python: str = "", fresh: bool = True,
+                 launcher: Sequence[str] = AGENT_LAUNCHER):
         self.run_dir = run_dir
         self.python = python or sys.executable
+        self.launcher = tuple(launcher)
         self.configs: Dict[str, NodeConfig] = {}
         self.paths: Dict[str, str] = {}
         self.procs: Dict[str, AgentProcess] = {}
@@ -324,7 +330,7 @@ class LocalAgents:
         started = []
         for n in ids:
             self.procs[n] = AgentProcess(n, self.paths[n], os.path.join(self.run_dir, n + ".log"),
-                                         self.listener.path, self.python)
+                                         self.listener.path, self.python, self.launcher)
             started.append(self.procs[n])
         return started
 

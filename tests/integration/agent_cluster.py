@@ -16,7 +16,7 @@ import numpy as np
 
 from agent.config.node import NodeConfig, Peer
 from agent.testbed.local import read_stats
-from agent.testbed.procs import AgentProcess, LocalAgents, free_ports
+from agent.testbed.procs import AGENT_LAUNCHER, AgentProcess, LocalAgents, free_ports
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -57,6 +57,8 @@ class Cluster:
     the last process of every node for its exit status.
     """
 
+    launcher = AGENT_LAUNCHER  # python <launcher> run --config F; a subclass may register plug-ins
+
     def __init__(self, root: str, bundle: str, stages: Dict[str, int], **common):
         self.root = root
         self.bundle = bundle
@@ -64,7 +66,7 @@ class Cluster:
         ports = free_ports(2 * len(stages))
         self.ports = {n: (ports[2 * i], ports[2 * i + 1]) for i, n in enumerate(stages)}
         self.common = common
-        self.agents = LocalAgents(root, fresh=False)
+        self.agents = LocalAgents(root, fresh=False, launcher=self.launcher)
         self.procs: Dict[str, AgentProcess] = {}
 
     @property

@@ -7,9 +7,11 @@ import pytest
 
 from agent.config.node import NodeConfig, Peer
 from agent.errors import UsageError
-from agent.policies.api import NodeView, TaskInfo, default_thresholds, make_policy
-from agent.policies.dtoee.agent import DtoeePolicy, from_payload, to_payload
+from agent.policies.api import NodeView, TaskInfo, default_thresholds
 from agent.policies.dtoee import protocol as D
+from agent.policies.dtoee.agent import DtoeePolicy
+from agent.policies.dtoee.payload import from_payload, to_payload
+from agent.policies.registry import make_policy
 from agent.net.wire import Kind, Message
 
 
@@ -43,9 +45,13 @@ def test_fixed_routing_uses_only_alive_successors_and_moves_mass_off_gone_ones()
 
 
 def test_resend_prefers_a_successor_not_tried_yet():
+    """A re-sent task goes to a successor not tried yet; once all were tried, to any alive one
+    (both get some of 400 tasks), never to a gone one."""
     p = make_policy("fixed", {}, {})
     assert _choices(p, _view(), exclude=("a",)) == {"b": 400}
-    assert set(_choices(p, _view(), exclude=("a", "b"))) <= {"a", "b"}  # all tried: any alive
+    got = _choices(p, _view(), exclude=("a", "b"))  # all tried: any alive
+    assert set(got) == {"a", "b"} and min(got.values()) > 100
+    assert _choices(p, _view(alive={"a"}), exclude=("a", "b")) == {"a": 400}
 
 
 def test_fixed_routing_knob_is_validated():
@@ -68,10 +74,14 @@ def test_default_thresholds_cover_exit_stages_only():
 
 
 def test_dtoee_payloads_are_type_checked():
-    req = D.Request("s1", 0, 5.0, {"1": 0.8}, 0)
+    """A message survives the wire unchanged ({stage: c} inside, {"stage": c} on the wire);
+    a wrong type, an extra field, a bad threshold or stage key, a negative round are refused."""
+    req = D.Request("s1", 0, 5.0, {1: 0.8}, 0)
+    assert to_payload(req)["thresholds"] == {"1": 0.8}
     assert from_payload(D.Request, to_payload(req)) == req
     for bad in (dict(to_payload(req), flops_s="x"), dict(to_payload(req), extra=1),
-                dict(to_payload(req), thresholds={"1": 7.0}), dict(to_payload(req), round=-1)):
+                dict(to_payload(req), thresholds={"1": 7.0}),
+                dict(to_payload(req), thresholds={"one": 0.8}), dict(to_payload(req), round=-1)):
         with pytest.raises(ValueError):
             from_payload(D.Request, bad)
 
@@ -92,11 +102,12 @@ def test_dtoee_rounds_between_source_and_receivers_shift_mass_to_the_faster_one(
     src.configure(_cfg("s1", 0, [peer("a", 1), peer("b", 1)]), _view())
     workers, views = {}, {}
     for wid, mu in (("a", 2e7), ("b", 2e8)):
+        # stand-alone receivers: workers of the last stage of a one-stage view (no successors)
         w = DtoeePolicy({1: 0.8}, {})
-        wv = _view(node_id=wid, role="worker", stage=1, successors=(), predecessors=("s1",),
-                   alive={"s1"}, capacity_flops=mu, arrival_rate_tasks_s=0.0)
-        w.configure(_cfg(wid, 1, [peer("s1", 0), peer("x", 2)]), wv)
-        w.offloader = False  # stand-alone receivers for this test
+        wv = _view(node_id=wid, role="worker", stage=1, num_stages=1, successors=(),
+                   predecessors=("s1",), alive={"s1"}, capacity_flops=mu,
+                   arrival_rate_tasks_s=0.0)
+        w.configure(_cfg(wid, 1, [peer("s1", 0)]), wv)
         workers[wid], views[wid] = w, wv
     clock = [100.0]
     for p in [src] + list(workers.values()):
@@ -127,7 +138,7 @@ def test_dtoee_ignores_requests_from_a_far_future_slot():
                alive={"s1"})
     w.configure(_cfg("a", 1, [Peer("s1", 0, "tcp://x:1", "tcp://x:2")]), wv)
     w.wall = lambda: 100.0
-    req = to_payload(D.Request("s1", 0, 5.0, {"1": 0.8}, 0))
+    req = to_payload(D.Request("s1", 0, 5.0, {1: 0.8}, 0))
     with pytest.raises(ValueError):
         w.on_control(Message(Kind.DTOEE_REQUEST, "s1", 10 ** 6, 0, {"to": "a", "payload": req}),
                      wv, 0.0)
@@ -136,10 +147,10 @@ def test_dtoee_ignores_requests_from_a_far_future_slot():
 def test_dtoee_state_survives_a_restart():
     """snapshot() is what the node saves each slot; restore() at start-up takes it back."""
     peers = [Peer("a", 1, "tcp://x:1", "tcp://x:2"), Peer("b", 1, "tcp://x:3", "tcp://x:4")]
-    old = DtoeePolicy({1: 0.8}, {})
+    old = DtoeePolicy({1: 0.7}, {})
     old.configure(_cfg("s1", 0, peers), _view())
-    old.active = {"a": 0.25, "b": 0.75}
-    old._thresholds = {1: 0.7}
+    old.restore({"routing": {"a": 0.25, "b": 0.75}})  # the routing a past phase settled on
+    assert old.routing() == {"a": 0.25, "b": 0.75} and old.thresholds() == {1: 0.7}
     new = DtoeePolicy({1: 0.8}, {})
     new.configure(_cfg("s1", 0, peers), _view())
     new.restore(old.snapshot())

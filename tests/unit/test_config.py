@@ -105,3 +105,33 @@ def test_client_socket_must_stay_local():
     with pytest.raises(ConfigError, match="client_bind: must be ipc://PATH or a loopback"):
         parse_config(src, "/x")
     assert parse_config(dict(src, client_bind="ipc:///run/edge/client"), "/x").arrival == "client"
+
+
+@pytest.mark.parametrize("over,message", [
+    ({"policy": "random"}, r"^config\.policy: must be one of dtoee\|.*fixed.*, got 'random'"),
+    ({"policy": "ngto"}, r"^config\.policy: policy 'ngto' cannot run on a node: a central "),
+    ({"policy_knobs": {"stepp": "paper"}},
+     r"^config\.policy_knobs\.stepp: unknown field \(did you mean 'step'\?\)"),
+    ({"policy_knobs": {"rounds": 30}},
+     r"^config\.policy_knobs\.rounds: not used by a node: a node runs rounds_per_slot rounds"),
+    ({"policy_knobs": {"tolerance": 0.01}}, r"^config\.policy_knobs\.tolerance: not used by a node"),
+    ({"policy_knobs": {"initial_threshold": 0.7}},
+     r"^config\.policy_knobs\.initial_threshold: not used by a node: .*thresholds"),
+    ({"policy_knobs": {"momentum": 2.0}}, r"^config\.policy_knobs\.momentum: must be in \[0, 1\)"),
+    ({"policy": "cf", "policy_knobs": {"routing": {}}},
+     r"^config\.policy_knobs\.routing: unknown field; known: none"),
+    ({"policy": "fixed", "policy_knobs": {"routing": {"w2": -1}}},
+     r"^config\.policy_knobs\.routing: must be a table"),
+])
+def test_policy_and_knobs_are_checked_by_the_policy_naming_the_config_field(over, message):
+    """The policy name comes from the registry (one that cannot run on a node says why); each
+    policy reads its own policy_knobs: a typo gets a hint, a knob the node would ignore is an
+    error saying why, a bad value names the field."""
+    with pytest.raises(ConfigError, match=message):
+        parse_config(_worker(**over))
+
+
+def test_knobs_a_node_honours_are_accepted():
+    """DTO-EE's routing and threshold-step knobs pass into the config unchanged."""
+    knobs = {"step": "paper", "paper_step_size": 0.2, "m": 3, "threshold_step": 0.1}
+    assert parse_config(_worker(policy_knobs=knobs)).policy_knobs == knobs

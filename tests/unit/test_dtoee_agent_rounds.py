@@ -16,7 +16,8 @@ from agent.config.node import NodeConfig, Peer
 from agent.policies.dtoee.protocol import DtoeeParams, run_dtoee
 from agent.policies.model import compile_network, node_rates, uniform_routing
 from agent.policies.api import NodeView
-from agent.policies.dtoee.agent import DtoeePolicy, to_payload
+from agent.policies.dtoee.agent import DtoeePolicy
+from agent.policies.dtoee.payload import to_payload
 from agent.scenario.format import parse_scenario
 from agent.net.wire import BROADCAST, Kind, decode, encode
 from engines.exit_profile import ExitProfile, exit_stats

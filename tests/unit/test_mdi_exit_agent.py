@@ -5,7 +5,8 @@ import pytest
 
 from agent.net import wire
 from agent.errors import UsageError
-from agent.policies.api import NodeView, TaskInfo, make_policy
+from agent.policies.api import NodeView, TaskInfo
+from agent.policies.registry import make_policy
 from agent.net.wire import Kind
 
 

@@ -1,7 +1,8 @@
 """MDI-Exit's D_nm in the agent: measured task transfers (``on_transfer``) replace the
 configured-link-rate estimate once observed, smoothed so a single outlier is ignored."""
 
-from agent.policies.api import NodeView, TaskInfo, make_policy
+from agent.policies.api import NodeView, TaskInfo
+from agent.policies.registry import make_policy
 from agent.policies.mdi_exit.agent import TransferDelay
 
 NBYTES = 10000

@@ -86,9 +86,14 @@ def test_paper_step_is_selectable_and_text_output(tmp_path, capsys):
     ({"m": -1}, [], "knobs.m"),
     ({}, ["--rounds", "0"], "--rounds"),
     ({"ga_staleness": -2}, ["-p", "ga"], "knobs.ga_staleness"),
+    ({"momentun": 0.5}, [], "knobs.momentun: unknown field (did you mean 'momentum'?)"),
+    ({}, ["-p", "fixed"], "--policy: policy 'fixed' cannot run in plan"),
+    ({}, ["-p", "magic"], "--policy: unknown policy 'magic' (known: dtoee, cf, bf, ngto, ga, "
+                          "optimum)"),
 ])
 def test_mistakes_exit_2_naming_the_field(tmp_path, capsys, knobs, args, needle):
-    """Bad knobs or options: exit status 2 and one stderr line naming the field."""
+    """Bad knobs, options or policy names: exit status 2 and one stderr line naming the field
+    (a knob no policy reads gets a hint; a policy name, the ones plan knows)."""
     path = _write(tmp_path, knobs)
     assert main(["plan", "-s", path] + args) == 2
     err = capsys.readouterr().err.strip().splitlines()

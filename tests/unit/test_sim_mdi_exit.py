@@ -15,8 +15,8 @@ from agent.policies.setting import ScenarioError
 from agent.scenario.paper import paper_scenario
 from agent.sim import SimConfig, SimPolicy, simulate
 from agent.policies.mdi_exit.sim import MdiExitSimPolicy
+from agent.policies.registry import make_sim_policy as make_policy
 from agent.scenario.mdi import mdi_topology, topology_names
-from agent.policies.planners import make_policy
 
 
 def _two_stage(device_a="", device_b="", cap_b=1e9, rate=0.6):

@@ -13,9 +13,17 @@ renormalises over the alive successors, so mass moves off a neighbour as soon as
 
 from __future__ import annotations
 
-from typing import Dict
+from typing import Any, Dict, Mapping, Type
 
+from agent.config.fields import Fields
+from agent.errors import UsageError
 from agent.policies.api import AgentPolicy, NodeView
+
+
+def parse_baseline_knobs(knobs: Mapping[str, Any], where: str = "policy_knobs",
+                         error: Type[Exception] = UsageError) -> None:
+    """``cf`` and ``bf`` take no knobs: any key in ``knobs`` is an error naming it."""
+    Fields(knobs, where, error).reject_unknown(())
 
 
 class BaselinePolicy(AgentPolicy):
@@ -26,6 +34,7 @@ class BaselinePolicy(AgentPolicy):
         if name not in ("cf", "bf"):
             raise ValueError("baseline policy must be cf or bf, got %r" % (name,))
         self.name = name
+        parse_baseline_knobs(self.knobs)
         self._last: Dict[str, float] = {}
 
     def weights(self, view: NodeView) -> Dict[str, float]:

@@ -23,7 +23,7 @@ from typing import Callable, Mapping, Optional, Tuple
 import numpy as np
 
 from agent.policies.dtoee.network import exact_marginals
-from agent.policies.dtoee.steps import DtoeeParams, parse_knobs
+from agent.policies.dtoee.knobs import DtoeeParams, parse_knobs
 from agent.policies.model import (  # noqa: F401 (mean_response_time re-exported)
     Network,
     PolicyResult,

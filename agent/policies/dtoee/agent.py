@@ -32,68 +32,27 @@ arrival rates divided by the share of tasks that reaches the stage (from the exi
 
 from __future__ import annotations
 
-import dataclasses
 import logging
-import math
 import time
-from typing import Any, Dict, List, Mapping, Optional, get_type_hints
+from typing import Any, Dict, List, Mapping, Optional
 
-from agent.policies.dtoee import protocol as D
-from agent.policies.thresholds import ThresholdReport, choose_threshold, threshold_report, threshold_stage
-from agent.policies.api import AgentPolicy, NodeView, Outgoing
 from agent.net.wire import BROADCAST, Kind, Message
+from agent.policies.api import AgentPolicy, NodeView, Outgoing
+from agent.policies.dtoee import protocol as D
+from agent.policies.dtoee.knobs import parse_agent_knobs
+from agent.policies.dtoee.payload import from_payload, to_payload
+from agent.policies.thresholds import (
+    ThresholdReport,
+    choose_threshold,
+    threshold_report,
+    threshold_stage,
+    thresholds_from_wire,
+    thresholds_to_wire,
+)
 
 log = logging.getLogger(__name__)
 
 UNKNOWN_LINK_RATE = 1e12  # bytes/s assumed for a link without an estimate (transfer ~ free)
-
-
-_FIELDS: Dict[Any, Any] = {}  # message class -> (field names, {name: type}), built once
-
-
-def _fields(cls: Any) -> Any:
-    # get_type_hints evaluates every (string) annotation again on each call, which cost about
-    # as much as the rest of a message's handling: resolve them once per class.
-    got = _FIELDS.get(cls)
-    if got is None:
-        names = tuple(f.name for f in dataclasses.fields(cls))
-        got = _FIELDS[cls] = (names, frozenset(names), get_type_hints(cls))
-    return got
-
-
-def to_payload(obj: Any) -> Dict[str, Any]:
-    """A DTO-EE message dataclass as a msgpack-able map (its fields are scalars and flat
-    ``Dict[str, float]`` maps, copied so the message cannot change after it is queued)."""
-    out = {}
-    for name in _fields(type(obj))[0]:
-        v = getattr(obj, name)
-        out[name] = dict(v) if isinstance(v, dict) else v
-    return out
-
-
-def from_payload(cls: Any, payload: Mapping[str, Any]) -> Any:
-    """Build ``cls`` from a received map, checking every field's type; ValueError otherwise."""
-    _, names, hints = _fields(cls)
-    if set(payload) != names:
-        raise ValueError("%s fields %s, got %s" % (cls.__name__, sorted(names), sorted(payload)))
-    kw = {}
-    for name in names:
-        v, want = payload[name], hints[name]
-        if want is float:
-            ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-            v = float(v) if ok else v
-        elif want is int:
-            ok = isinstance(v, int) and not isinstance(v, bool) and v >= 0
-        elif want is str:
-            ok = isinstance(v, str)
-        else:  # Dict[str, float]
-            ok = isinstance(v, dict) and all(
-                isinstance(k, str) and isinstance(x, (int, float)) and not isinstance(x, bool)
-                and 0 < x <= 1 for k, x in v.items())
-        if not ok:
-            raise ValueError("%s.%s: bad value %r" % (cls.__name__, name, v))
-        kw[name] = v
-    return cls(**kw)
 
 
 class DtoeePolicy(AgentPolicy):
@@ -103,8 +62,8 @@ class DtoeePolicy(AgentPolicy):
 
     def __init__(self, thresholds, knobs, seed=0):
         super().__init__(thresholds, knobs, seed)
-        self.params = D.parse_knobs(self.knobs)
-        self.th: Dict[str, float] = {str(k): float(v) for k, v in thresholds.items()}
+        self.params = parse_agent_knobs(self.knobs)
+        self.th: Dict[int, float] = {h: float(c) for h, c in thresholds.items()}
         self.th_version = 0
         self.active: Dict[str, float] = {}
         self.work: Dict[str, float] = {}
@@ -126,7 +85,6 @@ class DtoeePolicy(AgentPolicy):
         self.held_round: Optional[int] = None  # round whose threshold decision holds requests
         self.progress_at = 0.0
         self.wall = time.time
-        self.completed_phases = 0
         self._remaining_cache: Dict[Any, float] = {}  # (stage, thresholds) -> I_h
 
     def configure(self, cfg, view: NodeView) -> None:
@@ -150,7 +108,7 @@ class DtoeePolicy(AgentPolicy):
 
     def snapshot(self) -> Dict[str, Any]:
         out = super().snapshot()
-        out.update({"routing": dict(self.active), "dtoee_thresholds": dict(self.th),
+        out.update({"routing": dict(self.active), "dtoee_thresholds": thresholds_to_wire(self.th),
                     "thresholds_version": self.th_version})
         return out
 
@@ -162,11 +120,11 @@ class DtoeePolicy(AgentPolicy):
             self.active = dict(r)
         # The thresholds under negotiation and their version too, or the first phase after a
         # restart would end by putting back the config's initial thresholds.
-        th, version = state.get("dtoee_thresholds"), state.get("thresholds_version")
-        if (isinstance(th, Mapping) and set(th) == set(self.th) and isinstance(version, int)
-                and not isinstance(version, bool) and version >= 0
-                and all(isinstance(v, float) and 0 < v <= 1 for v in th.values())):
-            self.th, self.th_version = {str(k): float(v) for k, v in th.items()}, version
+        raw, version = state.get("dtoee_thresholds"), state.get("thresholds_version")
+        th = thresholds_from_wire(raw)
+        if (isinstance(raw, Mapping) and len(raw) == len(th) and set(th) == set(self.th)
+                and isinstance(version, int) and not isinstance(version, bool) and version >= 0):
+            self.th, self.th_version = th, version
 
     # -- helpers -----------------------------------------------------------------------------
 
@@ -180,7 +138,7 @@ class DtoeePolicy(AgentPolicy):
         got = self._remaining_cache.get(key)
         if got is None:
             from engines.exit_profile import exit_stats
-            st = exit_stats(view.exit_profile, {int(k): v for k, v in self.th.items()})
+            st = exit_stats(view.exit_profile, self.th)
             if len(self._remaining_cache) > 64:
                 self._remaining_cache.clear()
             got = self._remaining_cache[key] = float(st.remaining[stage - 1])
@@ -233,11 +191,9 @@ class DtoeePolicy(AgentPolicy):
 
     def _finish_phase(self) -> None:
         self.configuring = False
-        self.completed_phases += 1
         if self.work and sum(self.work.values()) > 0:
             self.active = dict(self.work)
-        self._thresholds.update({int(k): v for k, v in self.th.items()
-                                 if int(k) in self._thresholds})
+        self._thresholds.update({h: c for h, c in self.th.items() if h in self._thresholds})
 
     def on_tick(self, view: NodeView, now: float) -> List[Outgoing]:
         slot = int(self.wall() // self.slot_length_s)
@@ -409,7 +365,7 @@ class DtoeePolicy(AgentPolicy):
             return False
         h = view.stage
         from engines.exit_profile import exit_stats
-        st = exit_stats(view.exit_profile, {int(k): v for k, v in self.th.items()})
+        st = exit_stats(view.exit_profile, self.th)
         reach = 1.0
         for k in range(1, h):
             reach *= float(st.remaining[k - 1])
@@ -417,10 +373,10 @@ class DtoeePolicy(AgentPolicy):
         if total <= 0:
             del self.reports[rnd]
             return True
-        new = choose_threshold(h, {int(k): v for k, v in self.th.items()}, list(reps.values()),
+        new = choose_threshold(h, self.th, list(reps.values()),
                                total, view.exit_profile, view.tradeoff, self.params.threshold_step)
-        if any(abs(new[int(k)] - v) > 1e-12 for k, v in self.th.items()):
-            self.th = {str(k): float(v) for k, v in new.items()}
+        if any(abs(new[k] - v) > 1e-12 for k, v in self.th.items()):
+            self.th = {k: float(v) for k, v in new.items()}
             self.th_version += 1
             log.info("threshold of stage %d -> %.3f (version %d)", h, new[h], self.th_version)
         del self.reports[rnd]

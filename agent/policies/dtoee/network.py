@@ -15,13 +15,8 @@ from typing import List, Mapping, Optional
 
 import numpy as np
 
-from agent.policies.dtoee.steps import (
-    DtoeeParams,
-    adapt_damping,
-    parse_knobs,
-    row_marginals,
-    update_rows,
-)
+from agent.policies.dtoee.knobs import DtoeeParams, parse_knobs
+from agent.policies.dtoee.steps import adapt_damping, row_marginals, update_rows
 from agent.policies.model import (
     PolicyResult,
     accuracy_range,

@@ -77,13 +77,8 @@ from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
-from agent.policies.dtoee.steps import (  # noqa: F401 (re-exported: knobs and row maths)
-    STEP_RULES,
-    DtoeeParams,
-    adapt_damping,
-    parse_knobs,
-    update_rows,
-)
+from agent.policies.dtoee.knobs import STEP_RULES, DtoeeParams, parse_knobs  # noqa: F401
+from agent.policies.dtoee.steps import adapt_damping, update_rows
 from agent.policies.thresholds import (  # noqa: F401 (re-exported: the threshold step)
     ThresholdReport,
     choose_threshold,
@@ -100,7 +95,7 @@ class Request:
     sender: str
     round: int
     flops_s: float  # xi_ij: FLOP/s the sender will offload to the receiver (eq. 5 term)
-    thresholds: Dict[str, float]  # C as the sender knows it, {"stage": c}
+    thresholds: Dict[int, float]  # C as the sender knows it, {stage: c}
     thresholds_version: int  # bumped at every threshold change; newest wins
 
 
@@ -115,7 +110,7 @@ class Status:
     omega_s: float  # Omega_j (eq. 16) from the receiver's latest offloader step; 0 at stage H
     curvature_s2: float  # downstream second derivative from its latest offloader step
     predecessors: int  # how many predecessors' requests it summed this round
-    thresholds: Dict[str, float]
+    thresholds: Dict[int, float]  # C as the receiver knows it, {stage: c}
     thresholds_version: int
     load_change_flops_s: float = 0.0  # lambda_j now minus in its previous status
     damping: float = 1.0  # kappa_j >= 1: how many of its predecessors' steps may pile up on it
@@ -142,10 +137,10 @@ def arrival_rate(requests: Sequence[Request], stage_flops: float) -> float:
 
 def make_requests(node_id: str, round: int, routing: Mapping[str, float],
                   arrival_rate_tasks_s: float, remaining: float, next_stage_flops: float,
-                  thresholds: Mapping[str, float], thresholds_version: int
+                  thresholds: Mapping[int, float], thresholds_version: int
                   ) -> Dict[str, Request]:
     """RURs for every successor in ``routing``: xi_ij = p_ij * phi_i * I_h * alpha_{h+1}."""
-    th = {str(k): float(v) for k, v in thresholds.items()}
+    th = dict(thresholds)
     return {succ: Request(node_id, round, float(p * arrival_rate_tasks_s * remaining
                                                 * next_stage_flops), th, thresholds_version)
             for succ, p in routing.items()}
@@ -153,7 +148,7 @@ def make_requests(node_id: str, round: int, routing: Mapping[str, float],
 
 def receiver_status(node_id: str, round: int, capacity_flops_s: float,
                     requests: Sequence[Request], downstream: Optional[OffloaderResult],
-                    thresholds: Mapping[str, float], thresholds_version: int,
+                    thresholds: Mapping[int, float], thresholds_version: int,
                     previous: Optional[Status] = None) -> Status:
     """Alg. 1: sum this round's RURs into lambda_j and answer with a RUS.
 
@@ -172,7 +167,7 @@ def receiver_status(node_id: str, round: int, capacity_flops_s: float,
         damping = float(adapt_damping(np.float64(change), previous.load_change_flops_s,
                                       previous.damping, n, capacity_flops_s))
     return Status(node_id, round, load, float(capacity_flops_s), float(omega), float(curv),
-                  n, {str(k): float(v) for k, v in thresholds.items()},
+                  n, dict(thresholds),
                   thresholds_version, float(change), damping)
 
 
@@ -180,7 +175,7 @@ def offloader_step(node_id: str, round: int, routing: Mapping[str, float],
                    arrival_rate_tasks_s: float, remaining: float, next_stage_flops: float,
                    next_input_bytes: float, link_rates_bytes_s: Mapping[str, float],
                    statuses: Mapping[str, Status], params: DtoeeParams,
-                   thresholds: Mapping[str, float], thresholds_version: int,
+                   thresholds: Mapping[int, float], thresholds_version: int,
                    previous_arrival_rate_tasks_s: Optional[float] = None,
                    previous_change: Optional[Mapping[str, float]] = None) -> OffloaderResult:
     """Alg. 2 for one offloader: Delta (eq. 15), Omega (eq. 16), new routing, next RURs.
@@ -220,8 +215,8 @@ def offloader_step(node_id: str, round: int, routing: Mapping[str, float],
                            {s: float(v) - float(x) for s, v, x in zip(live, new[0], p)})
 
 
-def merge_thresholds(thresholds: Mapping[str, float], version: int,
-                     messages: Sequence[Any]) -> Tuple[Dict[str, float], int]:
+def merge_thresholds(thresholds: Mapping[int, float], version: int,
+                     messages: Sequence[Any]) -> Tuple[Dict[int, float], int]:
     """Synchronise C (Algs. 1-2, line 2): keep the newest version among ours and the messages'."""
     best, best_v = dict(thresholds), version
     for msg in messages:

@@ -1,4 +1,4 @@
-"""DTO-EE's routing maths on rows of offloaders: marginal delays, the two step rules, knobs.
+"""DTO-EE's routing maths on rows of offloaders: marginal delays and the two step rules.
 
 Rows are offloaders, columns their successor slots, ``valid`` masks the padding. The per-node
 functions of ``agent.policies.dtoee`` call these with one row, the whole-network driver
@@ -9,83 +9,14 @@ and the description of the default rule.
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass
-from typing import Any, Dict, Mapping
-
 import numpy as np
 
+from agent.policies.dtoee.knobs import DtoeeParams
 from agent.policies.model import pressure
-from agent.policies.setting import ScenarioError
 
 # receiver damping (``adapt_damping``): growth on an overshoot, decay otherwise, and the load
 # change (fraction of capacity) below which a reversal counts as noise
 DAMP_UP, DAMP_DOWN, DAMP_NOISE = 2.0, 0.8, 1e-3
-STEP_RULES = ("default", "paper")
-
-
-
-@dataclass(frozen=True)
-class DtoeeParams:
-    """DTO-EE knobs (scenario ``knobs`` or node config); ``parse_knobs`` validates them."""
-
-    step: str = "default"  # routing update: "default" (scaled Newton) or "paper" (eq. 19)
-    paper_step_size: float = 0.1  # tau_p of eq. 19, in (0, 1]
-    step_scale: float = 1.5  # default rule: multiplier of the Newton step, in (0, 2]
-    headroom_target: float = 0.95  # default rule: fill receivers up to this utilisation, (0, 1)
-    momentum: float = 0.6  # default rule: share of its previous routing change a node repeats
-    rho_ext: float = 0.99  # delay function continued quadratically past this utilisation
-    penalty_k: float = 1.0e4  # K of eq. 11 (already times Phi), seconds
-    epsilon: float = 0.01  # epsilon of eq. 11, as a fraction of capacity
-    rounds: int = 200  # communication rounds per configuration phase (plan, simulator)
-    tolerance: float = 1e-3  # converged: no routing probability moved more than this in a round
-    m: int = 5  # a threshold step every m rounds (Alg. 3)
-    threshold_step: float = 0.05  # tau_c: threshold change per step
-    initial_threshold: float = 0.8  # c_h of every exit before tuning
-
-
-_FLOAT_RANGES = {
-    "paper_step_size": (0.0, 1.0, False, True),
-    "step_scale": (0.0, 2.0, False, True),
-    "headroom_target": (0.0, 1.0, False, False),
-    "momentum": (0.0, 1.0, True, False),
-    "rho_ext": (0.5, 1.0, True, False),
-    "penalty_k": (0.0, math.inf, True, False),
-    "epsilon": (0.0, 0.5, True, True),
-    "tolerance": (0.0, 1.0, False, True),
-    "threshold_step": (0.0, 1.0, False, True),
-    "initial_threshold": (0.0, 1.0, False, True),
-}
-
-
-def parse_knobs(knobs: Mapping[str, Any]) -> DtoeeParams:
-    """Read the DTO-EE knobs from ``knobs`` (other keys are left to other policies).
-
-    Raises ``ScenarioError`` naming the field, e.g. ``knobs.step: must be one of ...``.
-    """
-    kw: Dict[str, Any] = {}
-    if "step" in knobs:
-        if knobs["step"] not in STEP_RULES:
-            raise ScenarioError("knobs.step: must be one of %s, got %r"
-                                % ("|".join(STEP_RULES), knobs["step"]))
-        kw["step"] = knobs["step"]
-    for name in ("rounds", "m"):
-        if name in knobs:
-            v = knobs[name]
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ScenarioError("knobs.%s: must be an integer >= 1, got %r" % (name, v))
-            kw[name] = v
-    for name, (lo, hi, lo_ok, hi_ok) in _FLOAT_RANGES.items():
-        if name not in knobs:
-            continue
-        v = knobs[name]
-        ok = not isinstance(v, bool) and isinstance(v, (int, float)) and math.isfinite(v)
-        ok = ok and (v >= lo if lo_ok else v > lo) and (v <= hi if hi_ok else v < hi)
-        if not ok:
-            raise ScenarioError("knobs.%s: must be a number in %s%s, %s%s, got %r"
-                                % (name, "[" if lo_ok else "(", lo, hi, "]" if hi_ok else ")", v))
-        kw[name] = float(v)
-    return DtoeeParams(**kw)
 
 
 def row_marginals(p, remaining, next_flops, next_bytes, link_rate, load, capacity, omega,

@@ -1,0 +1,86 @@
+"""DTO-EE's knobs: the parameters, their defaults and ranges, read with the one field reader.
+
+A scenario's ``knobs`` object is shared by every policy (``ga_staleness``, ``mdi-exit`` sit next
+to DTO-EE's keys), so ``parse_knobs`` reads DTO-EE's keys and leaves the others; the registry
+rejects keys no policy reads. A node config's ``policy_knobs`` belong to its one policy:
+``parse_agent_knobs`` rejects unknown keys and the keys the agent cannot honour.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import Any, Mapping, Type
+
+from agent.config.fields import Fields
+from agent.errors import UsageError
+from agent.policies.setting import ScenarioError
+from agent.policies.thresholds import DEFAULT_THRESHOLD
+
+STEP_RULES = ("default", "paper")
+
+
+@dataclass(frozen=True)
+class DtoeeParams:
+    """DTO-EE knobs (scenario ``knobs`` or node config); ``parse_knobs`` validates them."""
+
+    step: str = "default"  # routing update: "default" (scaled Newton) or "paper" (eq. 19)
+    paper_step_size: float = 0.1  # tau_p of eq. 19, in (0, 1]
+    step_scale: float = 1.5  # default rule: multiplier of the Newton step, in (0, 2]
+    headroom_target: float = 0.95  # default rule: fill receivers up to this utilisation, (0, 1)
+    momentum: float = 0.6  # default rule: share of its previous routing change a node repeats
+    rho_ext: float = 0.99  # delay function continued quadratically past this utilisation
+    penalty_k: float = 1.0e4  # K of eq. 11 (already times Phi), seconds
+    epsilon: float = 0.01  # epsilon of eq. 11, as a fraction of capacity
+    rounds: int = 200  # communication rounds per configuration phase (plan, simulator)
+    tolerance: float = 1e-3  # converged: no routing probability moved more than this in a round
+    m: int = 5  # a threshold step every m rounds (Alg. 3)
+    threshold_step: float = 0.05  # tau_c: threshold change per step
+    initial_threshold: float = DEFAULT_THRESHOLD  # c_h of every exit before tuning
+
+
+KNOB_NAMES = tuple(f.name for f in fields(DtoeeParams))
+
+# Knobs only the whole-network driver (plan, simulator) reads; a node takes these settings from
+# its own config fields, so in policy_knobs they would be silently without effect.
+NOT_IN_AGENT = {
+    "rounds": "a node runs rounds_per_slot rounds per configuration phase (set that field)",
+    "tolerance": "a node runs every round of its configuration phase, it has no convergence stop",
+    "initial_threshold": "a node starts from the config's thresholds (set that field)",
+}
+
+_D = DtoeeParams()
+
+
+def parse_knobs(knobs: Mapping[str, Any], where: str = "knobs",
+                error: Type[Exception] = ScenarioError) -> DtoeeParams:
+    """Read the DTO-EE knobs from ``knobs`` (other keys are left to other policies).
+
+    Raises ``error`` naming the field, e.g. ``knobs.step: must be one of default|paper``.
+    """
+    f = Fields(knobs, where, error)
+    return DtoeeParams(
+        step=f.str("step", _D.step, STEP_RULES),
+        paper_step_size=f.num("paper_step_size", _D.paper_step_size, 0.0, 1.0, lo_open=True),
+        step_scale=f.num("step_scale", _D.step_scale, 0.0, 2.0, lo_open=True),
+        headroom_target=f.num("headroom_target", _D.headroom_target, 0.0, 1.0, True, True),
+        momentum=f.num("momentum", _D.momentum, 0.0, 1.0, hi_open=True),
+        rho_ext=f.num("rho_ext", _D.rho_ext, 0.5, 1.0, hi_open=True),
+        penalty_k=f.num("penalty_k", _D.penalty_k, 0.0, None),
+        epsilon=f.num("epsilon", _D.epsilon, 0.0, 0.5, hi_open=True),
+        rounds=f.int("rounds", _D.rounds, lo=1),
+        tolerance=f.num("tolerance", _D.tolerance, 0.0, 1.0, lo_open=True),
+        m=f.int("m", _D.m, lo=1),
+        threshold_step=f.num("threshold_step", _D.threshold_step, 0.0, 1.0, lo_open=True),
+        initial_threshold=f.num("initial_threshold", _D.initial_threshold, 0.0, 1.0,
+                                lo_open=True),
+    )
+
+
+def parse_agent_knobs(knobs: Mapping[str, Any], where: str = "policy_knobs",
+                      error: Type[Exception] = UsageError) -> DtoeeParams:
+    """DTO-EE knobs of a node config: unknown keys and keys the agent ignores are errors."""
+    f = Fields(knobs, where, error)
+    for key in sorted(set(knobs) & set(NOT_IN_AGENT)):
+        raise f.fail(key, "not used by a node: " + NOT_IN_AGENT[key])
+    f.reject_unknown(k for k in KNOB_NAMES if k not in NOT_IN_AGENT)
+    return parse_knobs(knobs, where, error)
