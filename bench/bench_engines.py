@@ -18,7 +18,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import numpy as np  # noqa: E402
 
-from engines import load_bundle, load_engine  # noqa: E402
+from engines.bundle import load_bundle  # noqa: E402
+from engines.loader import load_engine
 from engines.demo import DEMO_BUNDLE_DIR, REPLAY_PATH  # noqa: E402
 
 

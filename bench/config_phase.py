@@ -30,7 +30,7 @@ ROUNDS = 50
 def main() -> int:
     import zmq
 
-    from agent.net import wire
+    from agent.protocol import wire
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--slots", type=int, default=3, help="complete slots to time")

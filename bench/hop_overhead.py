@@ -54,7 +54,7 @@ def raw_server(port: int) -> None:
 def agent_server(port: int, ctl_port: int) -> None:
     import zmq
 
-    from agent.net import wire
+    from agent.protocol import wire
     from agent.net.transport import DATA, Transport
 
     logging.basicConfig(level=logging.ERROR)  # no start-up notices in the table
@@ -106,7 +106,7 @@ def bench_agent(port: int, ctl_port: int, nbytes: int, seconds: float) -> list:
     import numpy as np
     import zmq
 
-    from agent.net import wire
+    from agent.protocol import wire
     from agent.config.node import Peer
     from agent.net.transport import REPLY, Transport
 

@@ -295,7 +295,7 @@ def calibrate(
     ``jtop_adapter.open_device`` (None: the installed jetson-stats)."""
     import filelock
 
-    from engines import load_engine
+    from engines.loader import load_engine
     from engines.bundle import load_bundle
 
     bundle = load_bundle(cfg.bundle_dir)

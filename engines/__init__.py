@@ -1,14 +1,7 @@
-"""Model side: bundle format, ONNX partitioning, exit profiles and inference backends.
+"""Model side: bundle format (``engines.bundle``), ONNX partitioning (``engines.build``), exit
+profiles (``engines.exit_profile``), the engine interface (``engines.engine``) and its backends,
+chosen by ``engines.loader.load_engine``.
 
-``load_bundle`` and ``load_engine`` are the entry points; backends import their libraries only
-when an engine is loaded.
+Importing the package imports nothing else: the pure parts (the exit profile that policies read)
+must not pull in the bundle writer, onnxruntime or TensorRT.
 """
-
-from __future__ import annotations
-
-from engines.bundle import Bundle, BundleError, StageSpec, load_bundle
-from engines.engine import EngineInputError, EngineUnavailable, StageOutput
-from engines.loader import load_engine
-
-__all__ = ["Bundle", "BundleError", "StageSpec", "load_bundle", "EngineInputError",
-           "EngineUnavailable", "StageOutput", "load_engine"]

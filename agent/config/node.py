@@ -33,6 +33,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any, Dict, Mapping, Tuple
 
 from agent.config.fields import REQUIRED, Fields
+from agent.config.toml_dump import to_toml
 from agent.errors import UsageError
 from agent.policies import registry
 from agent.policies.setting import DEFAULT_TRADEOFF
@@ -366,6 +367,4 @@ def dump_config(cfg: NodeConfig) -> str:
 
     Paths are written as stored (absolute after parsing), so the file works from any folder.
     """
-    from agent.config.toml_dump import to_toml
-
     return to_toml(cfg)

@@ -1,6 +1,8 @@
-"""TOML writing of node configs, behind ``agent.config.dump_config``.
+"""TOML writing of node configs, behind ``agent.config.node.dump_config``.
 
 Only what ``NodeConfig`` holds is written: strings, numbers, booleans, lists and flat tables.
+The config is read through ``dataclasses.fields`` of the instance, so this module needs no
+import of the config types (``agent.config.node`` imports it, not the other way round).
 """
 
 from __future__ import annotations
@@ -8,8 +10,6 @@ from __future__ import annotations
 import math
 from dataclasses import fields
 from typing import Any, List, Mapping
-
-from agent.config.node import NodeConfig, Peer
 
 
 def _toml_value(v: Any, where: str) -> str:
@@ -46,10 +46,10 @@ def _toml_key(k: Any) -> str:
     return _toml_value(k, "key")
 
 
-def to_toml(cfg: NodeConfig) -> str:
-    """TOML text for ``cfg`` (see ``agent.config.dump_config``)."""
+def to_toml(cfg: Any) -> str:
+    """TOML text for a ``NodeConfig`` (see ``agent.config.node.dump_config``)."""
     lines: List[str] = ["# edge-agent node config (written by dump_config)"]
-    for f in fields(NodeConfig):
+    for f in fields(cfg):
         if f.name in ("peers", "policy_knobs"):
             continue
         lines.append("%s = %s" % (f.name, _toml_value(getattr(cfg, f.name), f.name)))
@@ -61,6 +61,6 @@ def to_toml(cfg: NodeConfig) -> str:
     for p in cfg.peers:
         lines.append("")
         lines.append("[[peers]]")
-        for f in fields(Peer):
+        for f in fields(p):
             lines.append("%s = %s" % (f.name, _toml_value(getattr(p, f.name), "peers." + f.name)))
     return "\n".join(lines) + "\n"

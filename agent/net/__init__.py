@@ -1,1 +1,1 @@
-"""Network edge of an agent: the wire contract, ZeroMQ transport, CURVE security, link pacing."""
+"""Network edge of an agent: ZeroMQ transport, CURVE security, link pacing (the wire contract is ``agent.protocol``)."""

@@ -27,7 +27,7 @@ import zmq
 
 from agent.config.node import Peer
 from agent.net.security import NoSecurity
-from agent.net.wire import BROADCAST, topic
+from agent.protocol.wire import BROADCAST, topic
 
 log = logging.getLogger(__name__)
 

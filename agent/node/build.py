@@ -40,7 +40,7 @@ from agent.policies.api import AgentPolicy, NodeView, default_thresholds
 from agent.policies.registry import make_policy
 from calibration.online import OnlineCapacityEstimator
 from calibration.profile import current_power_mode
-from engines import load_engine
+from engines.loader import load_engine
 from engines.bundle import Bundle, load_bundle
 from engines.demo import REPLAY_PATH
 from engines.exit_profile import load_exit_profile

@@ -27,9 +27,9 @@ import time
 from typing import Callable, Dict, List, Optional
 
 from agent.config.node import NodeConfig
-from agent.net import wire
+from agent.protocol import wire
 from agent.net.transport import CLIENT, CONTROL, DATA, FD, REPLY, Transport
-from agent.net.wire import Kind, WireError
+from agent.protocol.wire import Kind, WireError
 from agent.node.hooks import NodeHooks
 from agent.node.outbox import Outbox
 from agent.node.role import Role

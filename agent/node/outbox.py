@@ -23,10 +23,10 @@ from typing import Any, Callable, Dict, List, Optional
 import numpy as np
 
 from agent.config.node import NodeConfig
-from agent.net import wire
+from agent.protocol import wire
 from agent.net.links import LinkPacer
 from agent.net.transport import Transport
-from agent.net.wire import Kind
+from agent.protocol.wire import Kind
 from agent.ops.metrics import NullMetrics
 from agent.policies.api import AgentPolicy, NodeView, TaskInfo
 

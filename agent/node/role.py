@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any, Dict, List, Optional
 
-from agent.net import wire
+from agent.protocol import wire
 
 
 class Role:

@@ -17,8 +17,8 @@ from typing import Any, Callable, Dict, Optional
 import numpy as np
 
 from agent.config.node import NodeConfig
-from agent.net import wire
-from agent.net.wire import Kind
+from agent.protocol import wire
+from agent.protocol.wire import Kind
 from agent.node.book import Pending, ReplaySet, SourceBook
 from agent.node.outbox import OutItem, Outbox
 from agent.node.role import Role

@@ -15,8 +15,8 @@ from collections import OrderedDict
 from typing import Any, Callable, Dict, List, Optional
 
 from agent.config.node import NodeConfig
-from agent.net import wire
-from agent.net.wire import Kind
+from agent.protocol import wire
+from agent.protocol.wire import Kind
 from agent.node.inference import Done, InferenceThread, Job
 from agent.node.outbox import OutItem, Outbox
 from agent.node.role import Role

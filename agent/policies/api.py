@@ -42,7 +42,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Set, Tuple, Typ
 
 from agent.config.fields import Fields
 from agent.errors import UsageError
-from agent.net.wire import Kind, Message
+from agent.protocol.wire import Kind, Message
 from agent.policies.setting import DEFAULT_TRADEOFF
 from agent.policies.thresholds import DEFAULT_THRESHOLD, thresholds_from_wire, thresholds_to_wire
 

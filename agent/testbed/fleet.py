@@ -73,7 +73,7 @@ def drive(clients: Dict[str, str], shares: Dict[str, float], total_rate: float, 
     """Push Poisson load into each source's client socket; one record per task."""
     import zmq
 
-    from agent.net import wire
+    from agent.protocol import wire
 
     tick = tick or (lambda phase, frac: None)
     rng = random.Random(seed)

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import zmq
 
-from agent.net import wire
-from agent.net.wire import Kind
+from agent.protocol import wire
+from agent.protocol.wire import Kind
 from agent.testbed.procs import free_ports
 from tests.integration.agent_cluster import REPO, Cluster, build_tiny_bundle, stage_flops
 

@@ -14,7 +14,8 @@ import onnxruntime as ort
 import pytest
 
 from agent.cli import main as cli
-from engines import load_bundle, load_engine
+from engines.bundle import load_bundle
+from engines.loader import load_engine
 from engines.demo import DEMO_BUNDLE_DIR, MULTI_EXIT_ONNX, REPLAY_PATH
 from engines.tiny_model import CUTS, FINAL, INPUT, make_tiny_multi_exit
 

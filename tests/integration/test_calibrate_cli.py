@@ -139,7 +139,7 @@ def test_show_without_profile_is_a_clear_error(tmp_path):
 def test_online_estimate_follows_an_injected_slow_down(calibrated):
     """Starting from the profile's mu, the online estimate falls to the slowed engine's speed
     within a few slots and reports drift."""
-    from engines import load_engine
+    from engines.loader import load_engine
     from engines.bundle import load_bundle
 
     bundle_dir, state_dir, _ = calibrated

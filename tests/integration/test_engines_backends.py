@@ -8,7 +8,9 @@ import numpy as np
 import pytest
 
 from agent.errors import UsageError
-from engines import EngineInputError, EngineUnavailable, load_bundle, load_engine
+from engines.bundle import load_bundle
+from engines.engine import EngineInputError, EngineUnavailable
+from engines.loader import load_engine
 from engines.demo import DEMO_BUNDLE_DIR
 from engines.loader import tensorrt_available
 from engines.ort_backend import choose_providers

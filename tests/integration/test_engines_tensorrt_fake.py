@@ -234,7 +234,7 @@ def fake_trt(request, monkeypatch):
 def test_tensorrt_backend_matches_onnxruntime_and_caches_the_plan(tiny_bundle, fake_trt, tmp_path):
     """Tensor-name API (TensorRT 10) and bindings API (8.x): chained stages give onnxruntime's
     outputs; the plan is built once per stage and reused from the cache; buffers are freed."""
-    from engines import load_engine
+    from engines.loader import load_engine
 
     trt, rt = fake_trt
     x = np.random.default_rng(3).standard_normal((1, 1, 8, 8)).astype(np.float32)
@@ -259,7 +259,7 @@ def test_tensorrt_backend_matches_onnxruntime_and_caches_the_plan(tiny_bundle, f
 
 def test_auto_prefers_tensorrt_when_installed(tiny_bundle, fake_trt, tmp_path):
     """backend=auto picks TensorRT when the package imports; fp16 is passed to the builder key."""
-    from engines import load_engine
+    from engines.loader import load_engine
 
     engine = load_engine(tiny_bundle.stages[0], backend="auto", precision="fp16", cache_dir=str(tmp_path))
     assert engine.info["backend"] == "tensorrt" and engine.info["precision"] == "fp16"

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import zmq
 
-from agent.net import wire
-from agent.net.wire import Kind
+from agent.protocol import wire
+from agent.protocol.wire import Kind
 from tests.integration.agent_cluster import Cluster, build_tiny_bundle, stage_flops
 
 

@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 from agent.cli import main as cli
-from engines import load_bundle, load_engine
+from engines.bundle import load_bundle
+from engines.loader import load_engine
 from engines.demo import DEMO_BUNDLE_DIR, DEMO_DIR, REPLAY_PATH
 from engines.exit_profile import (
     exit_stats,

@@ -12,7 +12,7 @@ from agent.policies.dtoee import protocol as D
 from agent.policies.dtoee.agent import DtoeePolicy
 from agent.policies.dtoee.payload import from_payload, to_payload
 from agent.policies.registry import make_policy
-from agent.net.wire import Kind, Message
+from agent.protocol.wire import Kind, Message
 
 
 def _view(**over):

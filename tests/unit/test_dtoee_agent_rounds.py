@@ -19,7 +19,7 @@ from agent.policies.api import NodeView
 from agent.policies.dtoee.agent import DtoeePolicy
 from agent.policies.dtoee.payload import to_payload
 from agent.scenario.format import parse_scenario
-from agent.net.wire import BROADCAST, Kind, decode, encode
+from agent.protocol.wire import BROADCAST, Kind, decode, encode
 from engines.exit_profile import ExitProfile, exit_stats
 
 

@@ -3,11 +3,11 @@ as the node loop fills it; control messages go through the real wire encoder."""
 
 import pytest
 
-from agent.net import wire
+from agent.protocol import wire
 from agent.errors import UsageError
 from agent.policies.api import NodeView, TaskInfo
 from agent.policies.registry import make_policy
-from agent.net.wire import Kind
+from agent.protocol.wire import Kind
 
 
 def view(role="worker", stage=1, output_queue=0, input_queue=0, peers=None, last_stage=0):

@@ -8,7 +8,7 @@ import select
 import numpy as np
 
 from agent.node.inference import InferenceThread, Job
-from engines import load_engine
+from engines.loader import load_engine
 from engines.bundle import load_bundle
 from engines.demo import DEMO_BUNDLE_DIR
 

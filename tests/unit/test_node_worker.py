@@ -11,16 +11,16 @@ import pytest
 import zmq
 
 from agent.config.node import parse_config
-from agent.net import wire
+from agent.protocol import wire
 from agent.net.transport import Transport
-from agent.net.wire import Kind
+from agent.protocol.wire import Kind
 from agent.node.build import build_view
 from agent.node.capacity import Capacity, CapacityReport
 from agent.node.inference import InferenceThread, Job
 from agent.node.outbox import Outbox
 from agent.node.worker import WorkerSide
 from agent.policies.api import AgentPolicy
-from engines import load_engine
+from engines.loader import load_engine
 from engines.bundle import load_bundle
 from engines.demo import DEMO_BUNDLE_DIR
 

@@ -8,8 +8,8 @@ import msgpack
 import numpy as np
 import pytest
 
-from agent.net import wire
-from agent.net.wire import Kind, WireError
+from agent.protocol import wire
+from agent.protocol.wire import Kind, WireError
 
 
 def _task_fields(**over):

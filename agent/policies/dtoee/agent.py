@@ -36,7 +36,7 @@ import logging
 import time
 from typing import Any, Dict, List, Mapping, Optional
 
-from agent.net.wire import BROADCAST, Kind, Message
+from agent.protocol.wire import BROADCAST, Kind, Message
 from agent.policies.api import AgentPolicy, NodeView, Outgoing
 from agent.policies.dtoee import protocol as D
 from agent.policies.dtoee.knobs import parse_agent_knobs

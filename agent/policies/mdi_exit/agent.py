@@ -32,10 +32,10 @@ from __future__ import annotations
 import math
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
-from agent.net import wire
+from agent.protocol import wire
 from agent.policies.mdi_exit import rules as mx
 from agent.policies.api import AgentPolicy, NodeView, Outgoing, TaskInfo
-from agent.net.wire import Kind, Message
+from agent.protocol.wire import Kind, Message
 
 
 class TransferDelay:
