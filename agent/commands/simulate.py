@@ -82,7 +82,7 @@ def _table(rows: List[Dict[str, Any]], key: str) -> str:
 def run(args: argparse.Namespace) -> int:
     """Run the requested experiments; write ``results.json`` and plots to ``--out``."""
     from agent.scenario.format import load_scenario
-    from agent.sim import DynamicConfig, SimConfig
+    from agent.sim import DynamicConfig, SimConfig, with_source_rate
     from agent.sim import experiments as ex
     from agent.policies.registry import check_scenario_knobs, make_sim_policy
 
@@ -117,7 +117,7 @@ def run(args: argparse.Namespace) -> int:
     rates = args.rates or [None]
     rows = []
     for rate in rates:
-        scn = sc if rate is None else ex.with_source_rate(sc, rate)
+        scn = sc if rate is None else with_source_rate(sc, rate)
         for name in policies:
             res = ex.run_one(scn, name, cfg, factory)
             row = res["row"]

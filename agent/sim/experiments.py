@@ -11,7 +11,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 
 from agent.policies.setting import Scenario
 from agent.sim.engine import SimConfig, simulate
-from agent.sim.environment import scale_capacities, with_source_rate  # noqa: F401
+from agent.sim.environment import scale_capacities
 from agent.policies.registry import make_sim_policy
 
 log = logging.getLogger(__name__)

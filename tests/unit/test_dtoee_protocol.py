@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from agent.policies.dtoee.knobs import DtoeeParams
 from agent.policies.dtoee.protocol import (
-    DtoeeParams,
     arrival_rate,
     make_requests,
     offloader_step,

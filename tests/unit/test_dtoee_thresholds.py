@@ -8,13 +8,9 @@ import dataclasses
 import numpy as np
 import pytest
 
-from agent.policies.dtoee.protocol import (
-    ThresholdReport,
-    choose_threshold,
-    parse_knobs,
-    run_dtoee,
-    threshold_stage,
-)
+from agent.policies.dtoee.knobs import parse_knobs
+from agent.policies.dtoee.protocol import run_dtoee
+from agent.policies.thresholds import ThresholdReport, choose_threshold, threshold_stage
 from agent.policies.setting import ScenarioError
 from engines.exit_profile import ExitProfile
 from tests.unit.dtoee_scenarios import random_scenario

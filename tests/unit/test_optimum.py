@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from agent.policies.baselines.plans import bf_routing, cf_routing
-from agent.policies.dtoee.protocol import DtoeeParams
+from agent.policies.dtoee.knobs import DtoeeParams
 from agent.policies.dtoee.network import exact_marginals
 from agent.policies.model import compile_network, routing_vector
 from agent.policies.optimum import min_max_utilisation, optimum

@@ -24,14 +24,13 @@ import numpy as np
 
 from agent.policies.dtoee.network import exact_marginals
 from agent.policies.dtoee.knobs import DtoeeParams, parse_knobs
-from agent.policies.model import (  # noqa: F401 (mean_response_time re-exported)
+from agent.policies.model import (
     Network,
     PolicyResult,
     accuracy_range,
     compile_network,
     loads,
     make_result,
-    mean_response_time,
     node_rates,
     stage_remaining,
     uniform_routing,

@@ -77,14 +77,8 @@ from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
-from agent.policies.dtoee.knobs import STEP_RULES, DtoeeParams, parse_knobs  # noqa: F401
+from agent.policies.dtoee.knobs import DtoeeParams
 from agent.policies.dtoee.steps import adapt_damping, update_rows
-from agent.policies.thresholds import (  # noqa: F401 (re-exported: the threshold step)
-    ThresholdReport,
-    choose_threshold,
-    threshold_report,
-    threshold_stage,
-)
 
 # ---------------------------------------------------------------------------------- messages
 
