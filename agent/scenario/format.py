@@ -17,7 +17,8 @@ from agent.config.fields import Fields
 from agent.config.jsonfile import read_json_file
 from agent.errors import UsageError
 from agent.ops.atomic import atomic_open, write_atomic
-from agent.policies.setting import Link, Scenario, ScenarioError, Source, Stage, Worker
+from agent.policies.setting import (DEFAULT_TRADEOFF, Link, Scenario, ScenarioError, Source, Stage,
+                                    Worker)
 from engines.exit_profile import ExitProfile, load_exit_profile, save_exit_profile
 
 
@@ -95,7 +96,7 @@ def parse_scenario(obj: Any, base_dir: str = ".") -> Scenario:
     links = _links(top, stage_of, h)
     remaining, profile = _exits(top, stages, base_dir)
     return Scenario(tuple(stages), tuple(sources), tuple(workers), tuple(links),
-                    top.num("tradeoff", 0.5, lo=0.0, hi=1.0), remaining, profile,
+                    top.num("tradeoff", DEFAULT_TRADEOFF, lo=0.0, hi=1.0), remaining, profile,
                     dict(top.table("knobs", {}, shape="an object").obj),
                     top.str("comment", ""), top.bool("synthetic", False))
 

@@ -13,7 +13,7 @@ from typing import Any, Mapping, Optional, Sequence
 
 from agent.errors import UsageError
 from agent.policies.mdi_exit import rules as mx
-from agent.policies.setting import Link, Scenario, Source, Worker
+from agent.policies.setting import DEFAULT_TRADEOFF, Link, Scenario, Source, Worker
 from agent.scenario.paper import paper_scenario
 
 TOPOLOGIES = ("local", "2-node", "3-node-mesh", "3-node-circular", "5-node-mesh")
@@ -76,7 +76,7 @@ MODES = {
 
 def mdi_setting(setting: str, mode: str = "fixed", seed: int = 0, rate: Optional[float] = None,
                 capacity_flops: float = 2.0e10, link_rate_bytes_s: float = 12.5e6,
-                num_samples: int = 10000, tradeoff: float = 0.5,
+                num_samples: int = 10000, tradeoff: float = DEFAULT_TRADEOFF,
                 model: str = "paper-resnet101") -> Scenario:
     """``mdi-<topology>`` as a scenario: ``model``'s stages and synthetic exit profile from the
     DTO-EE paper's Table 2 (so MDI-Exit and DTO-EE run the same work) on an MDI-Exit topology.

@@ -21,6 +21,7 @@ import numpy as np
 from agent.errors import UsageError
 from agent.policies.setting import Link, Scenario, Source, Stage, Worker
 from engines.exit_profile import ExitProfile, exit_stats
+from agent.policies.setting import DEFAULT_TRADEOFF
 
 MB = 1.0e6
 
@@ -110,7 +111,7 @@ def _draw_topology(rng: np.random.Generator, num_sources: int, counts: Sequence[
 
 
 def paper_scenario(model: str, seed: int = 0, rate: Optional[float] = None, load: float = 0.6,
-                   num_sources: int = 50, num_samples: int = 10000, tradeoff: float = 0.5,
+                   num_sources: int = 50, num_samples: int = 10000, tradeoff: float = DEFAULT_TRADEOFF,
                    reference_threshold: float = 0.8, homogeneous: bool = False) -> Scenario:
     """The paper's setting for ``model`` (a key of ``PAPER_MODELS``), seeded.
 

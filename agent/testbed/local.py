@@ -32,6 +32,7 @@ from agent.testbed.columns import empirical_remaining, fifo_sim_delay, model_del
 from agent.testbed.procs import LocalAgents, free_ports
 from agent.testbed.report import RunResult, read_records, summarise_records
 from agent.testbed.topology import StageInfo, Topology
+from agent.policies.thresholds import DEFAULT_THRESHOLD
 
 # Rate of a link the topology does not emulate when emulation is on elsewhere: loopback speed.
 FAST_LINK_BYTES_S = 1e9
@@ -55,14 +56,14 @@ def bundle_stages(bundle) -> List[StageInfo]:
 
 
 def default_remaining(topo: Topology, bundle) -> List[float]:
-    """I_h per stage for the topology's initial thresholds (0.8 where none is given)."""
+    """I_h per stage for the topology's initial thresholds (DEFAULT_THRESHOLD where none is given)."""
     from engines.exit_profile import exit_stats, load_exit_profile
 
     h = len(bundle.stages)
     if not bundle.exit_profile_path:
         return [1.0] * h
     profile = load_exit_profile(bundle.exit_profile_path)
-    th = {s: topo.thresholds.get(s, 0.8) for s in profile.early_exit_stages}
+    th = {s: topo.thresholds.get(s, DEFAULT_THRESHOLD) for s in profile.early_exit_stages}
     return [float(x) for x in exit_stats(profile, th).remaining]
 
 
@@ -90,7 +91,7 @@ def node_configs(topo: Topology, bundle_path: str, policy: str, total_rate: floa
     emulate_links = any(l.rate_bytes_s is not None for l in topo.links)
     knobs = topo.knobs.get(policy, {}) if isinstance(topo.knobs.get(policy), dict) else {}
     h = topo.num_stages
-    thresholds = [topo.thresholds.get(s, 0.8) for s in range(1, h + 1)] if topo.thresholds \
+    thresholds = [topo.thresholds.get(s, DEFAULT_THRESHOLD) for s in range(1, h + 1)] if topo.thresholds \
         else []
 
     def peer(me: str, other: str) -> dict:

@@ -21,6 +21,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 from agent.config.fields import Fields
 from agent.config.jsonfile import read_json_file
 from agent.errors import UsageError
+from agent.policies.setting import DEFAULT_TRADEOFF
 
 TOPOLOGY_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "topologies")
 DEFAULT_TOPOLOGY = os.path.join(TOPOLOGY_DIR, "default.json")
@@ -77,7 +78,7 @@ class Topology:
     links: Tuple[TbLink, ...]
     bundle: str = "demo"  # "demo" = the shipped demo bundle, else a path
     backend: str = "onnxruntime"
-    tradeoff: float = 0.5  # a in DTO-EE's utility
+    tradeoff: float = DEFAULT_TRADEOFF  # a in DTO-EE's utility
     slot_s: float = 2.0  # DTO-EE slot length
     warmup_s: float = 2.0  # load before measuring starts (first configuration phase, caches)
     thresholds: Mapping[int, float] = field(default_factory=dict)  # initial exit thresholds
@@ -211,7 +212,7 @@ def parse_topology(obj: Any, base_dir: str = ".", path: str = "") -> Topology:
     return Topology(
         tuple(sources), tuple(workers), tuple(links), bundle=bundle,
         backend=top.str("backend", "onnxruntime", choices=BACKENDS),
-        tradeoff=top.num("tradeoff", 0.5, lo=0.0, hi=1.0),
+        tradeoff=top.num("tradeoff", DEFAULT_TRADEOFF, lo=0.0, hi=1.0),
         slot_s=top.num("slot_s", 2.0, lo=0.0, lo_open=True),
         warmup_s=top.num("warmup_s", 2.0, lo=0.0),
         thresholds=_thresholds(top, h), knobs=dict(knobs.obj),

@@ -126,7 +126,7 @@ def test_mdi_exit_knob_errors_name_the_scenario_field():
         mdi_topology("2-node", MODEL, 2e10, 12.5e6, 1.0, knobs={"mdi-exit": {"alpha": 0.05}})
     sc = dataclasses.replace(mdi_topology("2-node", MODEL, 2e10, 12.5e6, 1.0),
                              knobs={"mdi-exit": {"T_O": 3}})
-    with pytest.raises(UsageError, match=r"^knobs\.mdi-exit: unknown key"):
+    with pytest.raises(UsageError, match=r"^knobs\.mdi-exit\.T_O: unknown field"):
         simulate(sc, MdiExitSimPolicy(), SimConfig(duration_s=1.0))
 
 

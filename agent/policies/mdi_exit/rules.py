@@ -63,6 +63,7 @@ from typing import Any, Callable, Deque, Dict, Mapping, Optional, Sequence, Tupl
 
 import numpy as np
 
+from agent.config.fields import Fields
 from agent.errors import UsageError
 from engines.exit_profile import should_exit, softmax_confidence
 
@@ -114,55 +115,45 @@ _BOOL_FIELDS = ("admission_control", "threshold_adaptation", "early_exit", "recl
 
 def _check(values: Mapping[str, Any], where: str) -> None:
     """Raise ``MdiExitParamsError`` naming ``where.field`` for the first bad value."""
-    def bad(name: str, rule: str) -> MdiExitParamsError:
-        return MdiExitParamsError("%s.%s: %s, got %r" % (where, name, rule, values[name]))
-
-    for name, v in values.items():
+    f = Fields(values, where, MdiExitParamsError)
+    for name in values:
         if name in _BOOL_FIELDS:
-            if not isinstance(v, bool):
-                raise bad(name, "must be true or false")
-        elif isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-            raise bad(name, "must be a finite number")
+            f.bool(name)
+        else:
+            f.num(name)
     for name in ("output_queue_limit", "queue_low", "queue_high"):
-        if values[name] < 0:
-            raise bad(name, "must be >= 0 tasks")
+        f.num(name, lo=0.0)
     if values["queue_high"] < values["queue_low"]:
-        raise bad("queue_high", "must be >= queue_low (%r)" % values["queue_low"])
+        raise f.fail("queue_high", "must be >= queue_low (%r)" % values["queue_low"])
     for name in ("alpha", "beta", "zeta"):
-        if not 0.0 < values[name] < 1.0:
-            raise bad(name, "must be in (0, 1)")
+        f.num(name, lo=0.0, hi=1.0, lo_open=True, hi_open=True)
     if values["alpha"] <= values["beta"]:
-        raise bad("alpha", "must be greater than beta (%r)" % values["beta"])
+        raise f.fail("alpha", "must be greater than beta (%r)" % values["beta"])
     for name in ("threshold", "min_threshold"):
-        if not 0.0 < values[name] <= 1.0:
-            raise bad(name, "must be in (0, 1]")
+        f.num(name, lo=0.0, hi=1.0, lo_open=True)
     if values["threshold_adaptation"] and values["threshold"] < values["min_threshold"]:
-        raise bad("threshold", "must be >= min_threshold (%r) when threshold_adaptation is on"
-                  % values["min_threshold"])
+        raise f.fail("threshold", "must be >= min_threshold (%r) when threshold_adaptation is on"
+                     % values["min_threshold"])
     for name in ("adapt_interval_s", "state_interval_s", "initial_interarrival_s",
                  "min_interarrival_s", "max_interarrival_s"):
-        if values[name] <= 0:
-            raise bad(name, "must be > 0 seconds")
+        f.num(name, lo=0.0, lo_open=True)
     if values["max_interarrival_s"] < values["min_interarrival_s"]:
-        raise bad("max_interarrival_s", "must be >= min_interarrival_s (%r)"
-                  % values["min_interarrival_s"])
+        raise f.fail("max_interarrival_s", "must be >= min_interarrival_s (%r)"
+                     % values["min_interarrival_s"])
 
 
 def params_from_knobs(knobs: Optional[Mapping[str, Any]],
                       where: str = "knobs.mdi-exit") -> MdiExitParams:
     """Build ``MdiExitParams`` from a decoded mapping (scenario knobs, node config).
 
-    Missing keys keep their defaults; unknown keys and bad values raise ``MdiExitParamsError``
-    naming ``where.key``.
+    Missing keys keep their defaults; unknown keys (with the closest known name) and bad values
+    raise ``MdiExitParamsError`` naming ``where.key``.
     """
-    knobs = {} if knobs is None else knobs
-    if not isinstance(knobs, Mapping):
-        raise MdiExitParamsError("%s: must be an object, got %r" % (where, knobs))
-    names = [f.name for f in fields(MdiExitParams)]
-    unknown = sorted(set(knobs) - set(names))
-    if unknown:
-        raise MdiExitParamsError("%s: unknown key(s) %s (known: %s)" % (where, unknown, names))
-    values = {f.name: knobs.get(f.name, f.default) for f in fields(MdiExitParams)}
+    f = Fields({} if knobs is None else knobs, where, MdiExitParamsError)
+    names = [fl.name for fl in fields(MdiExitParams)]
+    f.reject_unknown(names)
+    values = {fl.name: f.value(fl.name) if f.has(fl.name) else fl.default
+              for fl in fields(MdiExitParams)}
     _check(values, where)
     return MdiExitParams(**values)
 
