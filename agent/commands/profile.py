@@ -23,11 +23,16 @@ def run(args) -> int:
     from engines.exit_profile import exit_stats, save_exit_profile
     from engines.profile import load_dataset, profile_bundle
 
+    from agent.ops.atomic import atomic_open
+
     bundle = load_bundle(args.bundle)
     x, y = load_dataset(args.data)
     profile = profile_bundle(bundle, x, y, backend=args.backend, threads=args.threads)
     out = args.out or os.path.join(bundle.path, EXIT_PROFILE_NAME)
-    save_exit_profile(out, profile)
+    if not out.endswith(".npz"):
+        out += ".npz"  # numpy's own rule for a path, kept for a file written atomically
+    with atomic_open(out, "wb") as f:
+        save_exit_profile(f, profile)
     print("exit profile of %s on %d samples -> %s" % (bundle.name, profile.num_samples, out))
     print("%-6s %-8s %10s %16s" % ("stage", "head", "accuracy", "mean confidence"))
     for k, stage in enumerate(profile.exit_stages):

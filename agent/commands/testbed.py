@@ -39,8 +39,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "shipped heterogeneous topology on the demo bundle; with a "
                              "\"fleet\" object it drives agents already running elsewhere")
     parser.add_argument("--mdi-mode", choices=sorted(MDI_MODES), default=None,
-                        help="mdi-exit scenario: admission (Alg. 3 at the sources, fixed "
-                             "thresholds), adapt (Alg. 4 threshold adaptation, Poisson arrivals) "
+                        help="mdi-exit scenario: admission (Alg. 3 at the sources: the camera "
+                             "produces at --rates, one arrival per mu is admitted and the rest "
+                             "rejected; fixed thresholds), adapt (Alg. 4 threshold adaptation, Poisson arrivals) "
                              "or fixed (neither); default: the topology's knobs")
     parser.add_argument("--policies", default=DEFAULT_POLICIES,
                         help="comma-separated policies to compare (default %s)" % DEFAULT_POLICIES)
@@ -134,7 +135,7 @@ def run(args: argparse.Namespace) -> int:
     print("emulated: %s" % topo.emulation_summary())
     for r in runs:
         if r.admitted_rate_tasks_s is not None and args.mdi_mode == "admission":
-            print("%s: admitted %.2f tasks/s after the warm-up (Alg. 3 paces the sources)"
+            print("%s: admitted %.2f tasks/s after the warm-up (Alg. 3 admits one arrival per mu)"
                   % (r.policy, r.admitted_rate_tasks_s))
     extra = {"topology": topo.path, "mdi_mode": args.mdi_mode, "emulated": topo.emulation_summary(),
              "capacity_tasks_s": None if cap == float("inf") else cap,

@@ -226,6 +226,7 @@ def serve(cfg: NodeConfig, notifier: Any = None, ctx: Optional[zmq.Context] = No
     try:
         built = build(cfg, notifier, ctx)
         node = built.node
+        old: Dict[int, Any] = {}
         try:
             try:
                 built.transport.open()
@@ -241,12 +242,14 @@ def serve(cfg: NodeConfig, notifier: Any = None, ctx: Optional[zmq.Context] = No
             log.info("%s %s serving: policy %s, control %s, data %s, %d peer(s)", cfg.role,
                      cfg.node_id, cfg.policy, cfg.control_bind, cfg.data_bind, len(cfg.peers))
             node.run()
-            for s, h in old.items():
-                signal.signal(s, h)
         finally:
             if notifier is not None:
                 notifier.stopping()
             built.close()
+            # restored only after the clean-up: a second SIGTERM meanwhile (an impatient
+            # operator, a harness) must not kill the agent before it has written its state
+            for sig, handler in old.items():
+                signal.signal(sig, handler)
     finally:
         if own_ctx:
             ctx.term()
