@@ -54,7 +54,9 @@ def _scenario(tmp_path) -> str:
 def test_toy_policy_routes_tasks_in_turn_on_real_agents(bundle, tmp_path):
     """Agents started with the toy registered by their launcher: every task completes, and once
     the source has heard all three stage-1 workers it hands tasks to them in turn: the last 30
-    tasks, in creation order, cycle w1a, w1b, w1c (random routing would almost never), 10 each.
+    of 75 tasks (created from 4.5 s on, well after every worker's first heartbeat, even on a
+    loaded machine), in creation order, cycle w1a, w1b, w1c (random routing would almost
+    never), 10 each.
     The node reports the toy as its policy and its split in stats.json."""
     c = ToyCluster(str(tmp_path), bundle, {"s1": 0, "w1a": 1, "w1b": 1, "w1c": 1, "w2": 2},
                    policy=NAME, thresholds=(0.01, 1.0))  # every task exits at stage 1
@@ -62,12 +64,12 @@ def test_toy_policy_routes_tasks_in_turn_on_real_agents(bundle, tmp_path):
         for n in WORKERS + ("w2",):
             c.start(n)
         c.wait_for(lambda: all(c.stats(n) for n in WORKERS), 60, "workers up")
-        c.start("s1", arrival_rate_tasks_s=10.0, max_tasks=45)
-        c.wait_for(lambda: c.finished("s1", 45), 90, "45 tasks answered")
+        c.start("s1", arrival_rate_tasks_s=10.0, max_tasks=75)
+        c.wait_for(lambda: c.finished("s1", 75), 90, "75 tasks answered")
     finally:
         c.stop_all()
     recs = sorted(c.records("s1"), key=lambda r: r["created_mono"])
-    assert len(recs) == 45 and all(r["status"] == "completed" for r in recs)
+    assert len(recs) == 75 and all(r["status"] == "completed" for r in recs)
     # the first tasks may leave before every worker's first heartbeat reached the source
     late = [r["worker"] for r in recs[-30:]]
     assert all(late[i] == late[i % 3] for i in range(30)) and set(late[:3]) == set(WORKERS), late
