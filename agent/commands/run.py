@@ -9,10 +9,6 @@ from __future__ import annotations
 import argparse
 import os
 
-from agent.config.node import load_config
-from agent.node.build import serve
-from agent.ops.sdnotify import Notifier
-
 HELP = "run one agent (source or worker) from a node config until SIGTERM"
 
 
@@ -24,4 +20,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Load the node config and serve until SIGTERM/SIGINT."""
+    # imported here, not at the top: `edge-agent --help` imports every command module, and the
+    # node pulls in numpy, zmq and the engines (0.35 s against 0.03 s)
+    from agent.config.node import load_config
+    from agent.node.build import serve
+    from agent.ops.sdnotify import Notifier
+
     return serve(load_config(args.config), Notifier.from_environ(os.environ))

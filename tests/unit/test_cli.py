@@ -31,3 +31,14 @@ def test_no_subcommand_prints_help_and_exits_2(capsys):
     """A bare `edge-agent` lists the subcommands and fails (nothing was asked)."""
     assert cli.main([]) == 2
     assert "testbed" in capsys.readouterr().out
+
+
+def test_help_imports_no_runtime_libraries():
+    """`edge-agent --help` loads every command module for its one-line help; command modules
+    keep their heavy imports inside ``run``, so none of numpy, zmq, onnxruntime or scipy is
+    imported (a fresh interpreter, so other tests' imports do not count)."""
+    code = ("import sys\nfrom agent.cli import main\n"
+            "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
+            "print(sorted(m for m in ('numpy', 'zmq', 'onnxruntime', 'scipy') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip().splitlines()[-1] == "[]"
