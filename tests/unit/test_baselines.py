@@ -116,3 +116,13 @@ def test_baselines_tune_thresholds_with_dtoee_step(fn):
     res = fn(sc)
     assert res.thresholds and min(res.thresholds.values()) < 0.8
     assert res.accuracy is not None and res.utility is not None
+
+
+def test_proportional_split_is_cf_and_bf_rule_for_one_offloader():
+    """p_j = w_j / sum_k w_k over the usable successors; unusable ones and all-zero rows get 0."""
+    from agent.policies.baselines.plans import proportional_split
+
+    assert proportional_split({"a": 1.0, "b": 3.0}) == {"a": 0.25, "b": 0.75}
+    assert proportional_split({"a": 1.0, "b": 3.0}, usable={"a"}) == {"a": 1.0, "b": 0.0}
+    assert proportional_split({"a": 0.0, "b": 0.0}) == {"a": 0.0, "b": 0.0}
+    assert proportional_split({"a": 2.0, "b": 2.0}, usable=()) == {"a": 0.0, "b": 0.0}

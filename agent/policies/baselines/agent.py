@@ -5,8 +5,7 @@
   emulated capacity, kept current by the online estimator).
 - ``bf`` (bandwidth-first): in proportion to the link rates r_ij of the node's config.
 
-These are the per-node forms of ``agent.policies.baselines``' ``cf``/``bf`` routings (their
-rows are the same proportional splits over the same inputs). A successor whose weight is not
+Both split by ``plans.proportional_split``, the rule the planners use for a whole network. A successor whose weight is not
 known yet (no heartbeat, rate 0) gets none of the mass while others have some; the split
 renormalises over the alive successors, so mass moves off a neighbour as soon as it is gone.
 """
@@ -18,6 +17,7 @@ from typing import Any, Dict, Mapping, Type
 from agent.config.fields import Fields
 from agent.errors import UsageError
 from agent.policies.api import AgentPolicy, NodeView
+from agent.policies.baselines.plans import proportional_split
 
 
 def parse_baseline_knobs(knobs: Mapping[str, Any], where: str = "policy_knobs",
@@ -43,10 +43,7 @@ class BaselinePolicy(AgentPolicy):
                  for s in view.successors}
         else:
             w = {s: float(view.link_rate_bytes_s.get(s, 0.0)) for s in view.successors}
-        alive = [s for s in view.successors if s in view.alive]
-        total = sum(w[s] for s in alive)
-        self._last = {s: (w[s] / total if total > 0 and s in alive else 0.0)
-                      for s in view.successors}
+        self._last = proportional_split(w, view.alive)
         return w
 
     def routing(self) -> Dict[str, float]:

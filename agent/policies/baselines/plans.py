@@ -18,7 +18,7 @@ marginal delays of the baseline's routing, alternating with the routing until ne
 
 from __future__ import annotations
 
-from typing import Callable, Mapping, Optional, Tuple
+from typing import Any, Callable, Collection, Dict, Mapping, Optional, Tuple
 
 import numpy as np
 
@@ -42,9 +42,25 @@ from engines.exit_profile import exit_stats
 Router = Callable[[np.ndarray, Optional[np.ndarray]], Tuple[np.ndarray, int, bool]]
 
 
+def proportional_split(weights: Mapping[Any, float],
+                       usable: Optional[Collection[Any]] = None) -> Dict[Any, float]:
+    """CF's and BF's rule for one offloader: p_j = w_j / sum_k w_k (w = mu_j for CF, r_ij for
+    BF) over the successors in ``usable`` (default: all); the others, and every one when no
+    usable weight is positive, get 0. The agent's ``cf``/``bf`` and the planners share it."""
+    keep = weights.keys() if usable is None else usable
+    total = sum(max(0.0, float(weights[j])) for j in weights if j in keep)
+    return {j: (max(0.0, float(w)) / total if total > 0 and j in keep else 0.0)
+            for j, w in weights.items()}
+
+
 def _proportional(net: Network, weight: np.ndarray) -> np.ndarray:
-    total = np.bincount(net.edge_src, weights=weight, minlength=len(net.ids))
-    return weight / total[net.edge_src]
+    """``proportional_split`` of every offloader's row, as one vector over the edges."""
+    p = np.zeros(len(weight))
+    for i in np.unique(net.edge_src):
+        edges = np.flatnonzero(net.edge_src == i)
+        row = proportional_split({int(e): float(weight[e]) for e in edges})
+        p[edges] = [row[int(e)] for e in edges]
+    return p
 
 
 def cf_routing(scenario: Scenario, thresholds: Optional[Mapping[int, float]] = None
