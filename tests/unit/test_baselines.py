@@ -10,7 +10,8 @@ import math
 import numpy as np
 import pytest
 
-from agent.policies.baselines.plans import _best_response, bf_routing, cf_routing, ga, ngto
+from agent.policies.baselines.plans import (_best_response, bf_routing, cf_routing, ga, ngto,
+                                            proportional_split)
 from agent.policies.model import (
     compile_network,
     loads,
@@ -120,8 +121,6 @@ def test_baselines_tune_thresholds_with_dtoee_step(fn):
 
 def test_proportional_split_is_cf_and_bf_rule_for_one_offloader():
     """p_j = w_j / sum_k w_k over the usable successors; unusable ones and all-zero rows get 0."""
-    from agent.policies.baselines.plans import proportional_split
-
     assert proportional_split({"a": 1.0, "b": 3.0}) == {"a": 0.25, "b": 0.75}
     assert proportional_split({"a": 1.0, "b": 3.0}, usable={"a"}) == {"a": 1.0, "b": 0.0}
     assert proportional_split({"a": 0.0, "b": 0.0}) == {"a": 0.0, "b": 0.0}
