@@ -13,8 +13,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Command-line options of ``plan``."""
     parser.add_argument("--scenario", "-s", required=True, help="scenario JSON file")
     parser.add_argument("--policy", "-p", default="dtoee",
-                        help="a policy of agent.policies.registry that plans offline (default "
-                             "dtoee; a name it does not know gets the list)")
+                        help="the policy that plans (default dtoee): dtoee, cf, bf, ngto, ga, "
+                             "optimum or one a plug-in registered; an unknown name is answered "
+                             "with the list")
     parser.add_argument("--rounds", "-n", type=int, default=None,
                         help="dtoee: communication rounds (default: knobs.rounds, 200); ngto: "
                              "most best-response passes (100); ga: rounds (20)")

@@ -5,11 +5,13 @@ from __future__ import annotations
 import argparse
 
 from agent.errors import UsageError
+from agent.policies.setting import DEFAULT_TRADEOFF
 
 HELP = ("generate a scenario file for the DTO-EE paper's settings (paper-resnet101, paper-bert) "
         "or an MDI-Exit topology (mdi-local, mdi-2-node, mdi-3-node-mesh, ...)")
 
-# MDI-Exit topologies (agent.sim.mdi_exit.topology_names), each node holding every stage
+# MDI-Exit topologies, each node holding every stage: agent.scenario.mdi.topology_names, written
+# out here so that --help loads no numpy (a test holds the two lists equal)
 MDI_SETTINGS = tuple("mdi-%s%s" % (t, v) for t in ("local", "2-node", "3-node-mesh",
                                                    "3-node-circular", "5-node-mesh")
                      for v in ("", "-noee"))
@@ -32,9 +34,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sources", type=int, default=50, help="number of sources (default 50)")
     parser.add_argument("--samples", type=int, default=10000,
                         help="samples in the synthetic exit profile (default 10000)")
-    parser.add_argument("--tradeoff", type=float, default=None,
-                        help="weight a of delay in the utility, in [0, 1] (default: "
-                             "agent.policies.setting.DEFAULT_TRADEOFF)")
+    parser.add_argument("--tradeoff", type=float, default=DEFAULT_TRADEOFF,
+                        help="weight a of delay in the utility, in [0, 1] (default %g)"
+                        % DEFAULT_TRADEOFF)
     parser.add_argument("--homogeneous", action="store_true",
                         help="paper-* settings: the threshold study's setting (Section 4.4): 5 "
                              "workers per stage, all alike, equal link rates")
@@ -58,10 +60,6 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("--samples: must be >= 10, got %d" % args.samples)
     if args.rate is not None and not args.rate > 0:
         raise UsageError("--rate: must be > 0, got %r" % args.rate)
-    if args.tradeoff is None:  # resolved here: the parser is built without loading numpy
-        from agent.policies.setting import DEFAULT_TRADEOFF
-
-        args.tradeoff = DEFAULT_TRADEOFF
     if not 0.0 <= args.tradeoff <= 1.0:
         raise UsageError("--tradeoff: must be in [0, 1], got %r" % args.tradeoff)
     if args.setting.startswith("mdi-"):

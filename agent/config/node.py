@@ -249,7 +249,7 @@ def parse_config(obj: Any, base_dir: str = ".", where: str = "config") -> NodeCo
             raise ConfigError("%s.peers[%d].id: duplicate or own node id %r" % (where, i, p.id))
         seen.add(p.id)
     kw["peers"] = peers
-    kw["policy"] = r.str("policy", dflt("policy"), registry.names())
+    kw["policy"] = r.str("policy", dflt("policy"))  # checked against the registry below
     knobs = obj.get("policy_knobs", {})
     if not isinstance(knobs, Mapping):
         raise ConfigError("%s.policy_knobs: must be a table, got %r" % (where, knobs))

@@ -7,10 +7,12 @@ writing them as files is ``agent.scenario.format``'s job; this module knows no f
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Mapping, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Tuple
 
 from agent.errors import UsageError
-from engines.exit_profile import ExitProfile
+
+if TYPE_CHECKING:  # only named in annotations: the setting's constants load without numpy
+    from engines.exit_profile import ExitProfile
 
 
 DEFAULT_TRADEOFF = 0.5  # a in U when a scenario, node config or topology does not say

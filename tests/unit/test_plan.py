@@ -107,3 +107,17 @@ def test_overloaded_routing_warns_and_prints_null_delay(tmp_path, capsys):
     captured = capsys.readouterr()
     assert json.loads(captured.out)["delay_s"] is None
     assert "no routing fits" in captured.err
+
+
+def test_plan_help_names_exactly_the_registered_planners(capsys):
+    """`plan --help` lists the planners without loading the registry (numpy-free help); the
+    list it writes out is the registry's, no more and no less."""
+    import re
+
+    from agent.policies import registry
+
+    with pytest.raises(SystemExit):
+        main(["plan", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    listed = re.search(r"\(default dtoee\): (.*?) or one a plug-in", text).group(1)
+    assert [n.strip() for n in listed.split(",")] == registry.names("planner")
