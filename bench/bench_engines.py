@@ -1,4 +1,5 @@
-"""Per-stage latency of a bundle on one backend (batch 1), for the README's demo-model table.
+"""Per-stage latency of a bundle on one backend (batch 1), for the demo-model table in
+docs/benchmarks.md.
 
     python3 bench/bench_engines.py [--bundle DIR] [--backend onnxruntime] [--threads 1] [--runs 2000]
 

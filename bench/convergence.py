@@ -5,7 +5,7 @@ Usage: python3 bench/convergence.py [--seeds 10] [--paper-step 0.1]
 Sets: seeded random paper-like networks (``tests/unit/dtoee_scenarios.py``: 8 sources, 5/4/4/3
 workers, ResNet101's stages) at light (busiest stage 30%), moderate (60%) and heavy (85%) load,
 heavy starts where the uniform routing overloads a worker (one stage-1 worker at 0.3x the
-slowest), and the paper settings (``agent.scenario_gen``, 50 sources, thresholds 0.8).
+slowest), and the paper settings (``agent.scenario.paper``, 50 sources, thresholds 0.8).
 Prints a Markdown table: median and worst gap per set; "inf" counts routings that overload a
 worker. The optimum is ``agent.policies.optimum`` (SLSQP over edge flows).
 """

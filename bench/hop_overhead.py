@@ -4,9 +4,9 @@ One hop = a task tensor sent from one process to the next and its acknowledgemen
 over TCP on loopback, between two separate processes:
 
 - raw: a pyzmq DEALER sends one frame (``copy=False``), the peer's ROUTER answers a 3-byte ACK.
-- agent: ``agent.transport.Transport`` on both ends, the TASK encoded with ``agent.wire.encode``
+- agent: ``agent.net.transport.Transport`` on both ends, the TASK encoded with ``agent.protocol.wire.encode``
   (msgpack header + raw tensor frame, zero-copy from 64 KiB), decoded and validated with
-  ``agent.wire.decode`` on the receiver (which touches the tensor as the engine would receive
+  ``agent.protocol.wire.decode`` on the receiver (which touches the tensor as the engine would receive
   it), an ACK encoded, sent back through the ROUTER, decoded by the sender.
 
 No engine runs: this is the agent's own time per hop. The figure is the median round-trip per

@@ -1,7 +1,7 @@
 """``plan`` speed on the paper settings: wall time of each policy's planning, one core.
 
 Usage: python3 bench/plan_bench.py [--settings paper-resnet101,paper-bert] [--repeat 5]
-Builds each setting in memory (``agent.scenario_gen.paper_scenario``, seed 0, the paper's
+Builds each setting in memory (``agent.scenario.paper.paper_scenario``, seed 0, the paper's
 rate, thresholds tuned from the synthetic exit profile) and times ``agent.commands.plan.plan``
 per policy: best and median of ``--repeat`` runs, excluding interpreter start and scenario
 loading. Goal: DTO-EE (200 rounds, the default) <= 1 s per setting.

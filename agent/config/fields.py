@@ -5,7 +5,7 @@ mappings of plain values. ``Fields`` reads one mapping: each accessor checks a f
 range and raises the caller's error class with a one-line message that names the field by its
 full path (``where.key``) and the value received, e.g.::
 
-    policy_knobs.step: must be one of newton|paper, got 'newtn'
+    policy_knobs.step: must be one of default|paper, got 'papr'
 
 ``where`` is the path of the mapping itself ("policy_knobs", "workers[2]", "scenario.stages[0]"),
 so a message always says where in the file to look. ``reject_unknown`` turns a typo into an

@@ -249,7 +249,7 @@ class Node:
         """Save the policy's state once per slot, but not in a configuration phase: the save
         fsyncs twice (milliseconds on a busy disk), and the loop cannot answer a round
         meanwhile, so every neighbour waiting on this node would stall with it."""
-        if not self._save_due or getattr(self.policy, "configuring", False):
+        if not self._save_due or self.policy.configuring:
             return
         self._save_due = False
         self.hooks.save_state(self.policy.snapshot())

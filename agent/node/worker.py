@@ -142,16 +142,15 @@ class WorkerSide(Role):
         self._reclaim_if_idle()
 
     def _reclaim_if_idle(self) -> None:
-        """Idle reclaim: a policy that says so (``reclaim(view)``) takes the oldest held task
-        whose stage this worker serves back from the output queue and runs it here, one task
+        """Idle reclaim: when the policy says so (``reclaim(view)``), take the oldest held task
+        whose stage this worker serves back from the output queue and run it here, one task
         per decision (the task then counts in the input queue, so the next answer is no)."""
-        reclaim = getattr(self.policy, "reclaim", None)
-        if reclaim is None or not self.out.waiting:
+        if not self.out.waiting:
             return
         serves = self.out.view.serves
         if not any(serves(i.fields["stage"]) for i in self.out.waiting):
             return
-        if not reclaim(self.out.current_view()):
+        if not self.policy.reclaim(self.out.current_view()):
             return
         item = self.out.take_back(lambda i: serves(i.fields["stage"]))
         if item is not None:

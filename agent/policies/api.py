@@ -13,6 +13,9 @@ Interface (``AgentPolicy``), called from the I/O loop only:
   per task; ``exclude`` lists successors already tried for it). None = keep it and ask again.
 - ``keep_local(task, view) -> bool``: on a worker holding several stages, whether the task's
   next stage runs here instead of being offloaded.
+- ``reclaim(view) -> bool``: workers only, when a task is held for a stage the node serves
+  too: run the oldest such held task here instead (idle reclaim).
+- ``configuring``: True while a configuration phase runs (the node defers its state save).
 - ``admit(view, now) -> bool``: sources only, before creating a task (admission control);
   ``interarrival_s(view, now)`` may override the Poisson mean gap (rate adaptation).
 - ``on_control(msg, view, now) -> [Outgoing]``: a control message from a neighbour
@@ -111,6 +114,9 @@ class AgentPolicy:
 
     name = "base"
     tick_interval_s = 0.5
+    # True while a configuration phase runs (DTO-EE's rounds): the node then puts off its
+    # per-slot state save, which would stall every neighbour waiting on this node's answers
+    configuring = False
 
     def __init__(self, thresholds: Mapping[int, float], knobs: Mapping[str, Any], seed: int = 0):
         self._thresholds = dict(thresholds)
@@ -152,6 +158,12 @@ class AgentPolicy:
         consecutive stages, no transfer). Queue-based policies decide by queue lengths.
         """
         return True
+
+    def reclaim(self, view: NodeView) -> bool:
+        """Workers: take the oldest task held in the output queue for a stage this node serves
+        back into its own engine (idle reclaim). Asked after a task was held and after every
+        tick, with that task counted in ``view.output_queue``; the default never does."""
+        return False
 
     def admit(self, view: NodeView, now: float) -> bool:
         """Sources: whether to create the next task (admission control)."""

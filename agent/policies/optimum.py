@@ -4,7 +4,7 @@ With fixed thresholds the mean response time T is convex in the edge flows x_e (
 worker contributes lambda/(mu - lambda) with lambda = alpha * (inflow), each edge x_e * beta/r_e,
 and the flows obey linear conservation (a source sends its rate; a worker of stage h forwards
 I_h of its inflow). This module solves it with scipy's SLSQP and analytic gradients. It exists
-to check DTO-EE (tests, README figures), not to run in the agent: it needs global state.
+to check DTO-EE (tests, the figures in docs/dtoee.md), not to run in the agent: it needs global state.
 """
 
 from __future__ import annotations

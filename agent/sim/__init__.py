@@ -12,7 +12,7 @@ default) while the old strategy keeps serving. The dynamic mode redraws source r
 worker power modes at every boundary. Results are per-task records (``SimResult``) with
 summaries: mean/p50/p95 delay, accuracy, completed, rejected, unfinished.
 
-Policy hook contract (``agent.sim.policy.SimPolicy``); the event loop never changes for a new
+Policy hook contract (``agent.policies.sim_api.SimPolicy``); the event loop never changes for a new
 policy:
 
 - ``start_slot(view: SlotView) -> Decision``: called at time 0 and every slot boundary with the

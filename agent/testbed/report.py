@@ -53,7 +53,7 @@ class RunResult:
     exit_counts: Dict[int, int] = field(default_factory=dict)
     note: str = ""
     # tasks answered per second between the warm-up's end and each source's last arrival,
-    # summed over sources (``agent.testbed.served_rate``): under admission control (MDI-Exit's
+    # summed over sources (``agent.testbed.local.served_rate``): under admission control (MDI-Exit's
     # Alg. 3) the sources pace themselves, so this is the rate the network admits and serves
     admitted_rate_tasks_s: Optional[float] = None
 

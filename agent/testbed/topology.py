@@ -9,7 +9,7 @@ names the field, e.g. ``workers[2].stage: must be an integer >= 1, got 0``.
 
 A topology with a ``fleet`` object describes agents that already run on other hosts: the
 testbed then starts nothing and only drives load into the sources and collects their records
-(see ``agent/testbed_fleet.py``).
+(see ``agent/testbed/fleet.py``).
 """
 
 from __future__ import annotations
@@ -264,7 +264,7 @@ def _thresholds(top: Fields, h: int) -> Dict[int, float]:
 
 
 def shipped_presets() -> List[str]:
-    """Names of the shipped topologies (``agent/topologies/<name>.json``), sorted."""
+    """Names of the shipped topologies (``agent/testbed/topologies/<name>.json``), sorted."""
     return sorted(f[:-5] for f in os.listdir(TOPOLOGY_DIR) if f.endswith(".json"))
 
 

@@ -1,4 +1,4 @@
-"""MDI-Exit policy (agent/policies/mdi_exit.py): one test per branch of Algs. 1-4, the rule in
+"""MDI-Exit policy (agent/policies/mdi_exit/rules.py): one test per branch of Algs. 1-4, the rule in
 each test's name."""
 
 import numpy as np

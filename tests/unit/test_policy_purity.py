@@ -8,7 +8,7 @@ engine or hardware library. (numpy/scipy themselves load ``socket``/``subprocess
 so the source walk stops at third-party libraries and names only what our code imports.)
 
 ``engines.exit_profile`` (the exit profile data type and its maths) may be imported, but not
-the engine loader and backends that ``engines/__init__`` imports. Its two file helpers
+the engine loader and backends (``engines/__init__`` imports neither). Its two file helpers
 (``np.load``/``np.savez_compressed``) are not policy code, so the file-I/O check, which reads
 the policies' own source, does not see them.
 """

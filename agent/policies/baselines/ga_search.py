@@ -1,4 +1,4 @@
-"""The GA baseline's path search (see ``agent.policies.baselines.ga``).
+"""The GA baseline's path search (see ``agent.policies.baselines.plans.ga``).
 
 A path is one worker per stage, each linked to the one before (the first to the source). Every
 source keeps weights over the paths it has used; the per-node routing is the traffic through

@@ -221,7 +221,7 @@ def merge_thresholds(thresholds: Mapping[int, float], version: int,
 
 def run_dtoee(scenario, rounds=None, params=None, thresholds=None, initial_routing=None,
               stop_when_converged=True, track=False):
-    """Whole-network driver: see ``agent.policies.dtoee_network.run_dtoee``."""
+    """Whole-network driver: see ``agent.policies.dtoee.network.run_dtoee``."""
     from agent.policies.dtoee.network import run_dtoee as _run
     return _run(scenario, rounds, params, thresholds, initial_routing, stop_when_converged,
                 track)

@@ -2,7 +2,7 @@
 
 Rows are offloaders, columns their successor slots, ``valid`` masks the padding. The per-node
 functions of ``agent.policies.dtoee`` call these with one row, the whole-network driver
-(``agent.policies.dtoee_network``) with every offloader of a stage at once: one implementation
+(``agent.policies.dtoee.network``) with every offloader of a stage at once: one implementation
 of eqs. 15, 16 and 19 and of the default step. See ``agent.policies.dtoee`` for the protocol
 and the description of the default rule.
 """

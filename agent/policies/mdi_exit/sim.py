@@ -12,7 +12,7 @@ DTO-EE setting, a source without a processor) offloads every task it does not ex
 counting its own wait as unbounded, so a neighbour m takes the task as soon as O_n > I_m.
 
 Per task (``route``): Alg. 1 puts the next stage's task in the input or output queue
-(``agent.policies.mdi_exit.next_step``); from the output queue Alg. 2 (``choose_neighbour``)
+(``agent.policies.mdi_exit.rules.next_step``); from the output queue Alg. 2 (``choose_neighbour``)
 sends it at once or holds it, and held tasks are re-offered after every tick. Exits use the
 engine's ``should_exit`` with the threshold this policy gives per device (Alg. 4 when adapting).
 Every ``state_interval_s`` each device publishes I_m and Gamma_m (mean stage compute time at its
