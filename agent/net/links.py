@@ -23,7 +23,3 @@ class LinkPacer:
         start = max(now, self._free_at)
         self._free_at = start + nbytes / self.rate_bytes_s
         return self._free_at
-
-    @property
-    def busy_until(self) -> float:
-        return self._free_at

@@ -25,7 +25,7 @@ import logging
 import os
 import stat
 import time
-from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Dict, Iterable, List, Optional, Tuple
 
 from agent.errors import UsageError
 from agent.ops.atomic import write_atomic
@@ -73,23 +73,6 @@ class CurveSecurity:
         self.allowed_public_keys = frozenset(_check_z85(k, "allowed public key")
                                              for k in allowed_public_keys)
         self._auth = None
-
-    @classmethod
-    def from_files(cls, secret_key_file: str, allowed_keys: Sequence[str],
-                   base_dir: str = ".") -> "CurveSecurity":
-        """Load own keypair from a ``.key_secret`` file and the allow-list.
-
-        ``allowed_keys`` entries are public key files, directories of ``*.key`` files, or
-        z85 key strings; relative paths are resolved against ``base_dir`` (the config's folder).
-        """
-        public, secret = load_secret_key_file(_resolve(secret_key_file, base_dir))
-        allowed = []  # type: List[bytes]
-        for entry in allowed_keys:
-            allowed.extend(load_allowed_keys(entry, base_dir))
-        if not allowed:
-            raise SecurityError("security = \"curve\" needs at least one allowed peer public key "
-                                "(allowed_keys is empty)")
-        return cls(public, secret, allowed)
 
     def start(self, ctx) -> None:
         """Start the ZAP authenticator on ``ctx``; call before any socket binds."""
@@ -154,19 +137,6 @@ class _AllowList:
                         key.decode("ascii", "replace"), entry[1])
             entry[0], entry[1] = now, 0
         return False
-
-
-def build_security(mode: str, secret_key_file: Optional[str] = None,
-                   allowed_keys: Sequence[str] = (), base_dir: str = "."):
-    """Build the ``Security`` for a node config's ``security`` field ("curve" or "none")."""
-    if mode == "none":
-        return NoSecurity()
-    if mode != "curve":
-        raise SecurityError("security = %r is not one of %s" % (mode, ", ".join(SECURITY_MODES)))
-    if not secret_key_file:
-        raise SecurityError("security = \"curve\" needs secret_key_file (a NAME.key_secret file "
-                            "from `edge-agent keys generate`)")
-    return CurveSecurity.from_files(secret_key_file, allowed_keys, base_dir)
 
 
 def security_from_config(cfg):

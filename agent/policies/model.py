@@ -141,7 +141,8 @@ def compute_delay(flops: float, capacity_flops_s, load_flops_s):
 
 
 def node_delays(net: Network, p: np.ndarray, remaining: Sequence[float]) -> np.ndarray:
-    """Eq. (7): T_j, the mean offloading delay (hop + compute) of tasks arriving at each worker."""
+    """Eq. (7): T_j, the mean offloading delay (hop + compute) of tasks arriving at each worker
+    (the paper's per-node form of eq. 8; the tests hold eq. 8 to it)."""
     phi = node_rates(net, p, remaining)
     lam = loads(net, phi)
     f = edge_flows(net, p, phi, remaining)

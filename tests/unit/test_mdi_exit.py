@@ -107,24 +107,12 @@ def test_alg1_node_without_neighbours_keeps_every_task():
     assert mx.next_step(0.5, 0.8, 4, 0, P, has_neighbours=False) == mx.LOCAL
 
 
-def test_alg1_place_next_appends_to_the_chosen_queue_and_refuses_exit():
-    q = mx.WorkerQueues()
-    mx.place_next(q, "a", mx.LOCAL)
-    mx.place_next(q, "b", mx.OFFLOAD)
-    assert list(q.input_queue) == ["a"] and list(q.output_queue) == ["b"] and q.total == 2
-    with pytest.raises(ValueError):
-        mx.place_next(q, "c", mx.EXIT)
+def test_alg1_idle_node_reclaims_a_held_task_only_with_empty_input_and_the_knob_on():
+    assert mx.should_reclaim(0, 2, P)
+    assert not mx.should_reclaim(1, 2, P)  # input not empty
+    assert not mx.should_reclaim(0, 0, P)  # nothing held
+    assert not mx.should_reclaim(0, 1, mx.MdiExitParams(reclaim_when_idle=False))
 
-
-def test_alg1_idle_node_reclaims_head_of_its_output_queue():
-    q = mx.WorkerQueues(output_queue=mx.deque(["a", "b"]))
-    assert mx.reclaim_idle(q, P) and list(q.input_queue) == ["a"]
-    assert not mx.reclaim_idle(q, P)  # input not empty any more
-    q2 = mx.WorkerQueues(output_queue=mx.deque(["a"]))
-    assert not mx.reclaim_idle(q2, mx.MdiExitParams(reclaim_when_idle=False))
-
-
-# --- Alg. 2 ------------------------------------------------------------------------------
 
 def test_alg2_offloads_when_output_longer_than_neighbour_input_and_local_wait_longer():
     # O_n=3 > I_m=1 and I_n*G_n = 4*1 > D + I_m*G_m = 0.5 + 1*1

@@ -1,6 +1,7 @@
 """Key files: zmq certificate format, safe permissions enforced, allow-list parsing, modes."""
 
 import os
+from types import SimpleNamespace
 
 import pytest
 import zmq.auth
@@ -10,11 +11,11 @@ from agent.net.security import (
     CurveSecurity,
     NoSecurity,
     SecurityError,
-    build_security,
     generate_keypair,
     load_allowed_keys,
     load_public_key,
     load_secret_key_file,
+    security_from_config,
 )
 
 
@@ -90,21 +91,30 @@ def test_allow_list_writable_by_others_is_refused(tmp_path):
         load_allowed_keys(a)
 
 
-def test_build_security_modes(tmp_path, caplog):
+def test_security_modes_come_from_the_node_config_with_clear_errors(tmp_path, caplog):
+    """curve: own keypair plus one allowed key per peer; none: plain sockets with a warning;
+    another mode, curve without a secret key, or curve with no allowed key: a clear error."""
     _, secret_file = generate_keypair(str(tmp_path), "me")
-    generate_keypair(str(tmp_path), "peer")
-    sec = build_security("curve", "me.key_secret", ["peer.key"], base_dir=str(tmp_path))
+    peer_public, _ = generate_keypair(str(tmp_path), "peer")
+
+    def cfg(**over):
+        base = dict(security="curve", secret_key_path=secret_file, public_key_path="",
+                    peers=[SimpleNamespace(id="peer", public_key=peer_public)],
+                    allowed_keys_dir="")
+        return SimpleNamespace(**dict(base, **over))
+
+    sec = security_from_config(cfg())
     assert isinstance(sec, CurveSecurity) and len(sec.allowed_public_keys) == 1
-    none = build_security("none")
+    none = security_from_config(cfg(security="none"))
     assert isinstance(none, NoSecurity)
     none.start(None)
     assert "neither authenticated nor encrypted" in caplog.text
     with pytest.raises(SecurityError, match="not one of"):
-        build_security("plain")
-    with pytest.raises(SecurityError, match="secret_key_file"):
-        build_security("curve", None, ["peer.key"])
-    with pytest.raises(SecurityError, match="allowed_keys is empty"):
-        build_security("curve", secret_file, [])
+        security_from_config(cfg(security="plain"))
+    with pytest.raises(SecurityError, match="secret_key_path"):
+        security_from_config(cfg(secret_key_path=""))
+    with pytest.raises(SecurityError, match="at least one peer with a public_key"):
+        security_from_config(cfg(peers=[]))
 
 
 def test_keys_command_generate_and_show(tmp_path, capsys):

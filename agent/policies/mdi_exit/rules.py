@@ -17,9 +17,10 @@ local processing of tasks at Worker n is faster") to a task already in O_n: when
 head of the output queue (no neighbour took it) and the node's input queue is empty, the node
 takes that head task back into I_n and runs it itself, one task per decision.
 
-Every MDI-Exit node is a worker that may hold several (or all) stages. It keeps two queues that
-the caller owns (``WorkerQueues``): the input queue I_n (tasks it will process itself) and the
-output queue O_n (tasks waiting to be offloaded to a one-hop neighbour). A task is one data item
+Every MDI-Exit node is a worker that may hold several (or all) stages. It keeps two queues, which
+the adapters own (the simulator's node state, the agent's engine queue and outbox): the input
+queue I_n (tasks it will process itself) and the output queue O_n (tasks waiting to be offloaded
+to a one-hop neighbour). A task is one data item
 at one stage: processing it runs that stage (tau_k in the paper).
 
 How a node uses this module (the simulator adapter, ``sim.py``, does all four; the agent adapter,
@@ -27,8 +28,8 @@ How a node uses this module (the simulator adapter, ``sim.py``, does all four; t
 
 1. Alg. 1, worker loop: pop the head of ``input_queue``, run the stage, get the head's logits and
    ``head_confidence(logits)`` (eqs. 1-2, max softmax). ``next_step(...)`` says EXIT (answer goes
-   to the source), LOCAL (append the next stage's task to ``input_queue``) or OFFLOAD (append it
-   to ``output_queue``); ``place_next`` does the append.
+   to the source), LOCAL (the next stage's task joins I_n) or OFFLOAD (it joins O_n); when Alg. 2
+   keeps the head of O_n, ``should_reclaim`` says whether an idle node takes it back.
 2. Alg. 2, sender: while ``output_queue`` is not empty, ``choose_neighbour(...)`` with the latest
    ``NeighbourState`` of each one-hop neighbour (its I_m and Gamma_m, published on the control
    plane, and the measured transfer delay D_nm) names the neighbour that takes the head task, or
@@ -57,9 +58,8 @@ inter-arrival time starts at ``initial_interarrival_s`` and stays within
 from __future__ import annotations
 
 import math
-from collections import deque
-from dataclasses import dataclass, field, fields
-from typing import Any, Callable, Deque, Dict, Mapping, Optional, Sequence, Tuple
+from dataclasses import dataclass, fields
+from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -158,19 +158,6 @@ def params_from_knobs(knobs: Optional[Mapping[str, Any]],
     return MdiExitParams(**values)
 
 
-@dataclass
-class WorkerQueues:
-    """One node's two queues; the caller owns them and stores whatever task objects it likes."""
-
-    input_queue: Deque[Any] = field(default_factory=deque)  # I_n: tasks this node processes
-    output_queue: Deque[Any] = field(default_factory=deque)  # O_n: tasks waiting to be offloaded
-
-    @property
-    def total(self) -> int:
-        """I_n + O_n, the quantity Algs. 3 and 4 react to."""
-        return len(self.input_queue) + len(self.output_queue)
-
-
 def head_confidence(logits: np.ndarray) -> Tuple[float, int]:
     """Eqs. (1)-(2) for one task: (max softmax confidence, predicted class) of an exit head."""
     conf, cls = softmax_confidence(logits)
@@ -194,16 +181,6 @@ def next_step(confidence: Optional[float], threshold: float, input_len: int, out
     return OFFLOAD
 
 
-def place_next(queues: WorkerQueues, task: Any, step: str) -> None:
-    """Append the next stage's ``task`` to the queue ``next_step`` chose (LOCAL or OFFLOAD)."""
-    if step == LOCAL:
-        queues.input_queue.append(task)
-    elif step == OFFLOAD:
-        queues.output_queue.append(task)
-    else:
-        raise ValueError("place_next: step must be %r or %r, got %r" % (LOCAL, OFFLOAD, step))
-
-
 def should_reclaim(input_len: int, output_len: int, params: MdiExitParams) -> bool:
     """Whether an idle node takes back the head of its own output queue (module docstring).
 
@@ -212,14 +189,6 @@ def should_reclaim(input_len: int, output_len: int, params: MdiExitParams) -> bo
     no neighbour currently accepts (Alg. 2 needs O_n > I_m).
     """
     return params.reclaim_when_idle and input_len == 0 and output_len > 0
-
-
-def reclaim_idle(queues: WorkerQueues, params: MdiExitParams) -> bool:
-    """``should_reclaim`` applied to ``queues``: moves the task and returns True if it did."""
-    if should_reclaim(len(queues.input_queue), len(queues.output_queue), params):
-        queues.input_queue.append(queues.output_queue.popleft())
-        return True
-    return False
 
 
 @dataclass(frozen=True)
