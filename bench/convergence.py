@@ -25,7 +25,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import numpy as np  # noqa: E402
 
-from agent.policies.dtoee.protocol import DtoeeParams, run_dtoee  # noqa: E402
+from agent.policies.dtoee.knobs import DtoeeParams  # noqa: E402
+from agent.policies.dtoee.network import run_dtoee  # noqa: E402
 from agent.policies.optimum import optimum  # noqa: E402
 from agent.scenario.paper import paper_scenario  # noqa: E402
 from engines.exit_profile import exit_stats  # noqa: E402

@@ -36,7 +36,7 @@ def same_thresholds() -> None:
 
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     from agent.policies.baselines import plans as baselines
-    from agent.policies.dtoee.protocol import run_dtoee
+    from agent.policies.dtoee.network import run_dtoee
     from agent.policies.optimum import optimum
     from agent.scenario.paper import paper_scenario
 

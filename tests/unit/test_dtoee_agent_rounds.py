@@ -14,7 +14,7 @@ import pytest
 
 from agent.config.node import NodeConfig, Peer
 from agent.policies.dtoee.knobs import DtoeeParams
-from agent.policies.dtoee.protocol import run_dtoee
+from agent.policies.dtoee.network import run_dtoee
 from agent.policies.model import compile_network, node_rates, uniform_routing
 from agent.policies.api import NodeView
 from agent.policies.dtoee.agent import DtoeePolicy

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from agent.policies.dtoee.knobs import DtoeeParams
-from agent.policies.dtoee.protocol import run_dtoee
+from agent.policies.dtoee.network import run_dtoee
 from agent.policies.model import compile_network, network_delay, uniform_routing
 from agent.policies.optimum import optimum
 from tests.unit.dtoee_scenarios import random_scenario

@@ -12,8 +12,8 @@ from agent.policies.dtoee.protocol import (
     make_requests,
     offloader_step,
     receiver_status,
-    run_dtoee,
 )
+from agent.policies.dtoee.network import run_dtoee
 from tests.unit.dtoee_scenarios import random_scenario
 
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from agent.policies.dtoee.knobs import parse_knobs
-from agent.policies.dtoee.protocol import run_dtoee
+from agent.policies.dtoee.network import run_dtoee
 from agent.policies.thresholds import ThresholdReport, choose_threshold, threshold_stage
 from agent.policies.setting import ScenarioError
 from engines.exit_profile import ExitProfile

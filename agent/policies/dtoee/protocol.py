@@ -217,11 +217,3 @@ def merge_thresholds(thresholds: Mapping[int, float], version: int,
         if msg.thresholds_version > best_v:
             best, best_v = dict(msg.thresholds), msg.thresholds_version
     return best, best_v
-
-
-def run_dtoee(scenario, rounds=None, params=None, thresholds=None, initial_routing=None,
-              stop_when_converged=True, track=False):
-    """Whole-network driver: see ``agent.policies.dtoee.network.run_dtoee``."""
-    from agent.policies.dtoee.network import run_dtoee as _run
-    return _run(scenario, rounds, params, thresholds, initial_routing, stop_when_converged,
-                track)
