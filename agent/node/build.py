@@ -37,7 +37,9 @@ from agent.node.worker import WorkerSide
 from agent.ops.metrics import AgentMetrics, NullMetrics
 from agent.ops.state import StateStore
 from agent.policies.api import AgentPolicy, NodeView, default_thresholds
+from agent.policies import registry
 from agent.policies.registry import make_policy
+from agent.policies.thresholds import thresholds_to_wire
 from calibration.online import OnlineCapacityEstimator
 from calibration.profile import current_power_mode
 from engines.loader import load_engine
@@ -77,9 +79,10 @@ def check_config(cfg: NodeConfig, bundle: Bundle) -> None:
     if cfg.role != "worker":
         return
     bundle.stage(cfg.stages[1])  # raises a clear error for a stage the bundle lacks
-    if cfg.stages[1] > cfg.stage and cfg.policy == "dtoee":
-        raise UsageError("last_stage: policy dtoee models one stage per worker; give this "
-                         "worker one stage or use another policy")
+    why = registry.lookup(cfg.policy, "policy", "agent").one_stage_only
+    if cfg.stages[1] > cfg.stage and why:
+        raise UsageError("last_stage: policy %s: %s; give this worker one stage or use another "
+                         "policy" % (cfg.policy, why))
     if cfg.stages[1] < bundle.num_stages and not cfg.successors:
         raise UsageError("peers: a stage-%d worker needs at least one stage-%d peer (the "
                          "bundle has %d stages)" % (cfg.stages[1], cfg.stages[1] + 1,
@@ -158,7 +161,7 @@ def restore_policy(policy: AgentPolicy, hooks: NodeHooks, store: StateStore) -> 
         policy.restore(saved)
         log.info("restored policy state from %s: routing %s thresholds %s", store.path,
                  json.dumps(policy.routing(), sort_keys=True),
-                 json.dumps({str(k): v for k, v in policy.thresholds().items()}, sort_keys=True))
+                 json.dumps(thresholds_to_wire(policy.thresholds()), sort_keys=True))
     elif saved:  # another policy's routing or thresholds would be wrong for this one
         log.info("ignoring saved state of policy %r (now %r)", saved.get("policy"), policy.name)
 

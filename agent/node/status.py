@@ -15,6 +15,7 @@ from typing import Any, Callable, Dict, Mapping
 from agent.config.node import NodeConfig
 from agent.ops.atomic import write_atomic
 from agent.policies.api import AgentPolicy, NodeView
+from agent.policies.thresholds import thresholds_to_wire
 
 log = logging.getLogger("agent.node.loop")  # these are the loop's steps: logged under its name
 
@@ -40,7 +41,7 @@ class NodeStatus:
                                "dropped": sum(v for k, v in self.counters.items()
                                               if k.startswith("drop_")),
                                "alive": sorted(self.view.alive), "routing": self.policy.routing(),
-                               "thresholds": {str(k): v for k, v in self.policy.thresholds().items()},
+                               "thresholds": thresholds_to_wire(self.policy.thresholds()),
                                "capacity_flops": self.view.capacity_flops,
                                "emulated": {"capacity": self.cfg.emulate_capacity_flops > 0,
                                             "links": self.cfg.emulate_links},

@@ -70,6 +70,7 @@ class PolicyRow:
     agent_knobs: Optional[KnobParser] = None  # None: the policy takes no policy_knobs
     scenario_knobs: Tuple[str, ...] = ()
     pattern: str = ""  # regular expression of a family of names (``dtoee-c0.7``); "" = name
+    one_stage_only: str = ""  # why the agent policy needs one stage per worker ("" = it doesn't)
 
 
 _ROWS: Dict[str, PolicyRow] = {}
@@ -205,6 +206,7 @@ _CENTRAL = "a central computation over the whole network's state, which no node 
 for _row in (
     PolicyRow("dtoee", "DTO-EE: distributed routing and exit thresholds (the default)",
               agent=DtoeePolicy, agent_knobs=parse_agent_knobs,
+              one_stage_only="DTO-EE models one stage per worker",
               sim=lambda n, r, o: dtoee_sim.dtoee_sim_policy(n, r),
               planner=lambda s, q: run_dtoee(s, rounds=q.rounds, params=q.params),
               scenario_knobs=KNOB_NAMES),
