@@ -81,10 +81,11 @@ def _table(rows: List[Dict[str, Any]], key: str) -> str:
 
 def run(args: argparse.Namespace) -> int:
     """Run the requested experiments; write ``results.json`` and plots to ``--out``."""
+    from agent.ops.atomic import write_atomic
+    from agent.policies.registry import check_scenario_knobs, make_sim_policy
     from agent.scenario.format import load_scenario
     from agent.sim import DynamicConfig, SimConfig, with_source_rate
     from agent.sim import experiments as ex
-    from agent.policies.registry import check_scenario_knobs, make_sim_policy
 
     sc = load_scenario(args.scenario)
     check_scenario_knobs(sc.knobs)
@@ -147,8 +148,7 @@ def run(args: argparse.Namespace) -> int:
         out["thresholds"] = series
     path = os.path.join(args.out, "results.json")
     out = _clean(out)
-    with open(path, "w", encoding="utf-8") as f:
-        json.dump(out, f, indent=1)
+    write_atomic(path, json.dumps(out, indent=1))
     if not args.no_plots:
         from agent.sim.plots import plot_results
 
