@@ -13,9 +13,13 @@ longer separates the graph.
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
+
+from engines.build import build_bundle
 
 INPUT = "x"
 CUTS = ("c1", "c2")
@@ -86,10 +90,6 @@ def make_tiny_multi_exit(seed: int = 0, skip: bool = False, opset: int = 17) -> 
 def build_tiny_bundle(directory: str, seed: int = 0):
     """Write the tiny graph to ``directory/tiny.onnx`` and cut it into ``directory/bundle``
     (3 stages, exits at stages 1 and 2); returns the loaded ``Bundle``."""
-    import os
-
-    from engines.build import build_bundle
-
     src = os.path.join(directory, "tiny.onnx")
     onnx.save(make_tiny_multi_exit(seed=seed), src)
     return build_bundle(src, list(CUTS), dict(EXITS), os.path.join(directory, "bundle"))

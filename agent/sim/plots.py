@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Dict, List, Sequence
 
 _STYLE = {"dtoee": ("C3", "o"), "cf": ("C0", "s"), "bf": ("C2", "^"), "ngto": ("C1", "v"),
@@ -31,7 +32,6 @@ def _log_if_spread(ax, delays: Sequence[float]) -> None:
 
 def plot_results(results: Dict, name: str, folder: str) -> List[str]:
     """Every figure ``simulate`` draws, from its ``results.json`` object; returns the paths."""
-    import os
 
     paths = []
     if len({r["rate"] for r in results.get("rates", [])}) > 1:

@@ -10,6 +10,9 @@ from __future__ import annotations
 import math
 from typing import Dict, List, Mapping, Optional, Sequence
 
+from agent.policies.model import mean_response_time
+from agent.scenario.format import parse_scenario
+from agent.sim import FixedPolicy, SimConfig, simulate
 from agent.testbed.topology import StageInfo, Topology, scenario_object
 
 
@@ -65,9 +68,6 @@ def model_delay(topo: Topology, stages: Sequence[StageInfo], total_rate: float,
     None when a worker has no known capacity (its real speed is not in the topology) or the
     routing overloads a worker (the model's delay is then infinite).
     """
-    from agent.policies.model import mean_response_time
-    from agent.scenario.format import parse_scenario
-
     if topo.multi_stage or any(w.emulate_capacity_flops is None for w in topo.workers):
         return None  # eq. 8 has one stage per worker
     scenario = parse_scenario(scenario_object(topo, stages, total_rate, remaining))
@@ -85,9 +85,6 @@ def fifo_sim_delay(topo: Topology, stages: Sequence[StageInfo], total_rate: floa
     workers and shared links is that system, so this column tells the queueing discipline's
     share of a measured-vs-model gap from the agent's own overheads.
     """
-    from agent.scenario.format import parse_scenario
-    from agent.sim import FixedPolicy, SimConfig, simulate
-
     if topo.multi_stage or any(w.emulate_capacity_flops is None for w in topo.workers):
         return None
     scenario = parse_scenario(scenario_object(topo, stages, total_rate, remaining))

@@ -5,18 +5,17 @@ from __future__ import annotations
 import sys
 from typing import List, Sequence
 
+from agent.testbed.fleet import run_fleet
 from agent.testbed.local import TestbedSettings, run_local
 from agent.testbed.report import Progress, RunResult
 from agent.testbed.topology import Topology
+from engines.bundle import load_bundle
+from engines.demo import DEMO_BUNDLE_DIR
 
 
 def load_bundle_for(topo: Topology):
     """The topology's bundle: ``demo`` is the bundle shipped inside the package."""
-    from engines.bundle import load_bundle
-
     if topo.bundle == "demo":
-        from engines.demo import DEMO_BUNDLE_DIR
-
         return load_bundle(DEMO_BUNDLE_DIR)
     return load_bundle(topo.bundle)
 
@@ -39,8 +38,6 @@ def run_all(topo: Topology, bundle, policies: Sequence[str], rates: Sequence[flo
                        "%s @ %g/s: %s" % (policy, rates[i], phase))
 
         if topo.fleet is not None:
-            from agent.testbed.fleet import run_fleet
-
             res = run_fleet(topo, bundle, policy, rates, settings, seed=seed, tick=tick)
         else:
             res = run_local(topo, bundle, policy, rates, settings, seed=seed, tick=tick)

@@ -24,10 +24,13 @@ import time
 from typing import Callable, Dict, List, Optional, Sequence
 
 import numpy as np
+import zmq
 
 from agent.errors import UsageError
+from agent.protocol import wire
 from agent.testbed.report import RunResult, summarise_records
 from agent.testbed.topology import Topology, TopologyError
+from engines.demo import REPLAY_PATH
 
 
 def fleet_settings(topo: Topology) -> dict:
@@ -57,8 +60,6 @@ def fleet_settings(topo: Topology) -> dict:
 
 def _replay(path: Optional[str]):
     if not path:
-        from engines.demo import REPLAY_PATH
-
         path = REPLAY_PATH
     try:
         with np.load(path) as z:
@@ -71,10 +72,6 @@ def drive(clients: Dict[str, str], shares: Dict[str, float], total_rate: float, 
           x: np.ndarray, y: np.ndarray, result_timeout_s: float, seed: int = 0,
           tick: Optional[Callable[[str, float], None]] = None) -> List[dict]:
     """Push Poisson load into each source's client socket; one record per task."""
-    import zmq
-
-    from agent.protocol import wire
-
     tick = tick or (lambda phase, frac: None)
     rng = random.Random(seed)
     ctx = zmq.Context()

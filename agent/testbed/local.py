@@ -33,6 +33,7 @@ from agent.testbed.procs import LocalAgents, free_ports
 from agent.testbed.report import RunResult, read_records, summarise_records
 from agent.testbed.topology import StageInfo, Topology
 from agent.policies.thresholds import DEFAULT_THRESHOLD
+from engines.exit_profile import exit_stats, load_exit_profile
 
 # Rate of a link the topology does not emulate when emulation is on elsewhere: loopback speed.
 FAST_LINK_BYTES_S = 1e9
@@ -56,9 +57,8 @@ def bundle_stages(bundle) -> List[StageInfo]:
 
 
 def default_remaining(topo: Topology, bundle) -> List[float]:
-    """I_h per stage for the topology's initial thresholds (DEFAULT_THRESHOLD where none is given)."""
-    from engines.exit_profile import exit_stats, load_exit_profile
-
+    """I_h per stage for the topology's initial thresholds (DEFAULT_THRESHOLD where none is
+    given)."""
     h = len(bundle.stages)
     if not bundle.exit_profile_path:
         return [1.0] * h

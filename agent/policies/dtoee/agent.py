@@ -49,6 +49,7 @@ from agent.policies.thresholds import (
     thresholds_from_wire,
     thresholds_to_wire,
 )
+from engines.exit_profile import exit_stats
 
 log = logging.getLogger(__name__)
 
@@ -137,7 +138,6 @@ class DtoeePolicy(AgentPolicy):
         key = (stage, tuple(sorted(self.th.items())))
         got = self._remaining_cache.get(key)
         if got is None:
-            from engines.exit_profile import exit_stats
             st = exit_stats(view.exit_profile, self.th)
             if len(self._remaining_cache) > 64:
                 self._remaining_cache.clear()
@@ -364,7 +364,6 @@ class DtoeePolicy(AgentPolicy):
         if view.node_id not in reps or not all(s in reps for s in live):
             return False
         h = view.stage
-        from engines.exit_profile import exit_stats
         st = exit_stats(view.exit_profile, self.th)
         reach = 1.0
         for k in range(1, h):
