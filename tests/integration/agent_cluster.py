@@ -21,7 +21,7 @@ from agent.testbed.procs import AGENT_LAUNCHER, AgentProcess, LocalAgents, free_
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
-def build_tiny_bundle(directory: str) -> str:
+def build_two_stage_bundle(directory: str) -> str:
     """Bundle of the tiny multi-exit model cut in 2 stages (stage 1 has an exit head), plus a
     replay set next to it; returns the bundle dir."""
     import onnx

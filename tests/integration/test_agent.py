@@ -14,12 +14,12 @@ import zmq
 from agent.protocol import wire
 from agent.protocol.wire import Kind
 from agent.testbed.procs import free_ports
-from tests.integration.agent_cluster import REPO, Cluster, build_tiny_bundle, stage_flops
+from tests.integration.agent_cluster import REPO, Cluster, build_two_stage_bundle, stage_flops
 
 
 @pytest.fixture(scope="module")
 def bundle(tmp_path_factory):
-    return build_tiny_bundle(str(tmp_path_factory.mktemp("tiny")))
+    return build_two_stage_bundle(str(tmp_path_factory.mktemp("tiny")))
 
 
 def test_every_created_task_is_recorded_once_and_sigterm_shuts_down_cleanly(bundle, tmp_path):

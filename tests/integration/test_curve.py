@@ -173,9 +173,9 @@ def test_plain_client_gets_nothing_through_to_a_curve_server(fleet):
 
 @pytest.fixture(scope="module")
 def tiny_bundle(tmp_path_factory):
-    from .agent_cluster import build_tiny_bundle
+    from .agent_cluster import build_two_stage_bundle
 
-    return build_tiny_bundle(str(tmp_path_factory.mktemp("tiny")))
+    return build_two_stage_bundle(str(tmp_path_factory.mktemp("tiny")))
 
 
 def test_curve_agents_serve_tasks_and_a_stranger_gets_no_frame_in(tiny_bundle, tmp_path):

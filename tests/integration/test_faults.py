@@ -13,12 +13,12 @@ import zmq
 
 from agent.protocol import wire
 from agent.protocol.wire import Kind
-from tests.integration.agent_cluster import Cluster, build_tiny_bundle, stage_flops
+from tests.integration.agent_cluster import Cluster, build_two_stage_bundle, stage_flops
 
 
 @pytest.fixture(scope="module")
 def bundle(tmp_path_factory):
-    return build_tiny_bundle(str(tmp_path_factory.mktemp("tiny")))
+    return build_two_stage_bundle(str(tmp_path_factory.mktemp("tiny")))
 
 
 def test_killing_a_worker_mid_run_loses_no_task(bundle, tmp_path):

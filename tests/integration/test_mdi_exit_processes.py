@@ -8,12 +8,12 @@ import os
 
 import pytest
 
-from tests.integration.agent_cluster import Cluster, build_tiny_bundle, stage_flops
+from tests.integration.agent_cluster import Cluster, build_two_stage_bundle, stage_flops
 
 
 @pytest.fixture(scope="module")
 def bundle(tmp_path_factory):
-    return build_tiny_bundle(str(tmp_path_factory.mktemp("tiny_mdi")))
+    return build_two_stage_bundle(str(tmp_path_factory.mktemp("tiny_mdi")))
 
 
 def load_source(c, n, **source):

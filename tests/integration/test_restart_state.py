@@ -8,7 +8,7 @@ import re
 
 from engines.bundle import load_bundle
 
-from .agent_cluster import Cluster, build_tiny_bundle
+from .agent_cluster import Cluster, build_two_stage_bundle
 
 TIMEOUT_S = 120.0
 RESTORED = re.compile(r"restored policy state from (\S+): routing (\{.*?\}) thresholds (\{.*?\})$")
@@ -20,7 +20,7 @@ def _restored_lines(cluster, node):
 
 
 def test_sigkilled_worker_resumes_with_persisted_routing_and_thresholds(tmp_path):
-    bundle = build_tiny_bundle(str(tmp_path / "tiny"))
+    bundle = build_two_stage_bundle(str(tmp_path / "tiny"))
     assert load_bundle(bundle).num_stages >= 2
     nodes = {"s1": 0, "w1a": 1, "w1b": 1, "w2a": 2, "w2b": 2}
     stage2_flops = float(load_bundle(bundle).stage(2).flops)

@@ -17,7 +17,7 @@ import pytest
 from agent.config.node import dump_config
 from agent.testbed.procs import free_ports
 
-from .agent_cluster import REPO, Cluster, build_tiny_bundle
+from .agent_cluster import REPO, Cluster, build_two_stage_bundle
 
 UNIT = os.path.join(REPO, "systemd", "edge-agent@.service")
 TIMEOUT_S = 90.0
@@ -62,7 +62,7 @@ def unit_command(config_path):
 
 @pytest.fixture(scope="module")
 def bundle(tmp_path_factory):
-    return build_tiny_bundle(str(tmp_path_factory.mktemp("tiny")))
+    return build_two_stage_bundle(str(tmp_path_factory.mktemp("tiny")))
 
 
 def test_agent_started_like_the_unit_notifies_ready_then_watchdog_then_stopping(bundle, tmp_path):

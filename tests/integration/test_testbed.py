@@ -8,7 +8,7 @@ import json
 import os
 
 from agent.cli import main
-from tests.integration.agent_cluster import build_tiny_bundle
+from tests.integration.agent_cluster import build_two_stage_bundle
 
 
 def write_topology(tmp_path, bundle_dir):
@@ -52,7 +52,7 @@ def test_testbed_run_loses_nothing_and_every_task_has_a_record(tmp_path, capsys)
     """One short DTO-EE run: every created task completes (0 lost), each source's records file
     holds one line per task, and the JSON object carries the documented fields with the model's
     delay for the routing used."""
-    bundle = build_tiny_bundle(str(tmp_path / "tiny"))
+    bundle = build_two_stage_bundle(str(tmp_path / "tiny"))
     topo, num_workers = write_topology(tmp_path, bundle)
     out = tmp_path / "out"
     result = tmp_path / "result.json"
@@ -80,7 +80,7 @@ def test_testbed_run_loses_nothing_and_every_task_has_a_record(tmp_path, capsys)
 def test_an_agent_that_fails_to_start_is_named_in_one_line(tmp_path, capsys):
     """A source that cannot start (its replay set is missing) stops the testbed with one line
     naming the agent and its log, and no agent process is left behind."""
-    bundle = build_tiny_bundle(str(tmp_path / "tiny"))
+    bundle = build_two_stage_bundle(str(tmp_path / "tiny"))
     topo, _ = write_topology(tmp_path, bundle)
     obj = json.loads(open(topo).read())
     obj["agent"]["replay_path"] = str(tmp_path / "missing.npz")

@@ -10,14 +10,14 @@ from agent.cli import main
 from agent.testbed.local import node_configs
 from agent.testbed.procs import LocalAgents, free_ports
 from agent.testbed.topology import parse_topology
-from tests.integration.agent_cluster import build_tiny_bundle
+from tests.integration.agent_cluster import build_two_stage_bundle
 from tests.integration.test_testbed import write_topology
 
 
 def test_fleet_mode_drives_running_sources_and_loses_nothing(tmp_path, capsys):
     """With a "fleet" object the testbed starts no agent: it sends every task to the running
     sources' client endpoints and gets every answer back (0 lost, all tasks accounted for)."""
-    bundle = build_tiny_bundle(str(tmp_path / "tiny"))
+    bundle = build_two_stage_bundle(str(tmp_path / "tiny"))
     topo_path, _ = write_topology(tmp_path, bundle)
     obj = json.loads(open(topo_path).read())
     topo = parse_topology(obj, str(tmp_path))
@@ -51,7 +51,7 @@ def test_fleet_mode_drives_running_sources_and_loses_nothing(tmp_path, capsys):
 
 def test_fleet_mode_refuses_a_policy_the_fleet_does_not_run(tmp_path, capsys):
     """Comparing another policy needs the fleet restarted with it: a one-line usage error."""
-    bundle = build_tiny_bundle(str(tmp_path / "tiny"))
+    bundle = build_two_stage_bundle(str(tmp_path / "tiny"))
     topo_path, _ = write_topology(tmp_path, bundle)
     obj = json.loads(open(topo_path).read())
     obj["fleet"] = {"policy": "dtoee", "clients": {"cam": "tcp://127.0.0.1:1"},

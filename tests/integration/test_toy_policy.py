@@ -13,7 +13,7 @@ from agent.errors import UsageError
 from agent.policies import registry
 from agent.scenario.format import load_scenario
 from agent.sim import SimConfig, simulate
-from tests.integration.agent_cluster import Cluster, build_tiny_bundle
+from tests.integration.agent_cluster import Cluster, build_two_stage_bundle
 from tests.integration.toy_policy import NAME, register
 
 WORKERS = ("w1a", "w1b", "w1c")
@@ -28,7 +28,7 @@ def toy_registered():
 
 @pytest.fixture(scope="module")
 def bundle(tmp_path_factory):
-    return build_tiny_bundle(str(tmp_path_factory.mktemp("tiny")))
+    return build_two_stage_bundle(str(tmp_path_factory.mktemp("tiny")))
 
 
 class ToyCluster(Cluster):

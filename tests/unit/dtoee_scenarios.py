@@ -16,6 +16,7 @@ from agent.policies.model import compile_network
 from agent.policies.optimum import min_max_utilisation
 from agent.scenario.format import parse_scenario
 from agent.policies.setting import Scenario
+from engines.exit_profile import ExitProfile
 
 FLOPS = (2.21e9, 1.97e9, 1.97e9, 1.68e9)
 INPUT_BYTES = (0.14e6, 0.77e6, 0.77e6, 0.77e6)
@@ -86,3 +87,13 @@ def _draw(rng, load, sources, workers, skew, knobs) -> Scenario:
                       for st in range(1, h + 1) for w in stages[st]]
     obj["links"] = lk
     return parse_scenario(obj)
+
+
+def synthetic_profile(n=4000, seed=0):
+    """Heads after stages 2 and 3 and the final head at 4: deeper heads are more accurate, and
+    a head is more often right when it is confident."""
+    rng = np.random.default_rng(seed)
+    conf = rng.uniform(0.3, 1.0, size=(n, 3))
+    skill = np.array([0.45, 0.6, 0.75])
+    correct = rng.uniform(size=(n, 3)) < np.clip(skill + 0.4 * (conf - 0.65), 0, 1)
+    return ExitProfile(4, (2, 3, 4), conf, correct).validate()

@@ -10,7 +10,7 @@ import math
 import numpy as np
 import pytest
 
-from agent.policies.baselines.plans import (_best_response, bf_routing, cf_routing, ga, ngto,
+from agent.policies.baselines.plans import (best_response, bf_routing, cf_routing, ga, ngto,
                                             proportional_split)
 from agent.policies.model import (
     compile_network,
@@ -20,8 +20,7 @@ from agent.policies.model import (
     routing_vector,
 )
 from agent.policies.setting import ScenarioError
-from tests.unit.dtoee_scenarios import random_scenario
-from tests.unit.test_dtoee_thresholds import _profile
+from tests.unit.dtoee_scenarios import random_scenario, synthetic_profile
 
 
 def test_cf_splits_by_receiver_capacity():
@@ -88,7 +87,7 @@ def test_best_response_equalises_marginal_delays():
     """The selfish split equalises alpha*free/(free - alpha*x)^2 + hop on used receivers."""
     free = np.array([4e10, 2e10, 1e10])
     hop = np.array([0.01, 0.02, 0.0])
-    x = _best_response(12.0, 1e9, free, hop) * 12.0
+    x = best_response(12.0, 1e9, free, hop) * 12.0
     marg = 1e9 * free / (free - 1e9 * x) ** 2 + hop
     used = x > 1e-9
     assert np.ptp(marg[used]) < 1e-6 * marg[used].max()
@@ -112,7 +111,7 @@ def test_ga_gives_valid_routing_and_uses_staleness():
 @pytest.mark.parametrize("fn", [cf_routing, bf_routing, ngto])
 def test_baselines_tune_thresholds_with_dtoee_step(fn):
     """With an exit profile and a = 1 (delay only), a baseline's thresholds go down."""
-    sc = dataclasses.replace(random_scenario(65, 0.4), remaining=None, exit_profile=_profile(),
+    sc = dataclasses.replace(random_scenario(65, 0.4), remaining=None, exit_profile=synthetic_profile(),
                              tradeoff=1.0)
     res = fn(sc)
     assert res.thresholds and min(res.thresholds.values()) < 0.8

@@ -5,30 +5,18 @@ from __future__ import annotations
 
 import dataclasses
 
-import numpy as np
 import pytest
 
 from agent.policies.dtoee.knobs import parse_knobs
 from agent.policies.dtoee.network import run_dtoee
 from agent.policies.thresholds import ThresholdReport, choose_threshold, threshold_stage
 from agent.policies.setting import ScenarioError
-from engines.exit_profile import ExitProfile
-from tests.unit.dtoee_scenarios import random_scenario
-
-
-def _profile(n=4000, seed=0):
-    """Heads after stages 2 and 3 and the final head at 4: deeper heads are more accurate, and
-    a head is more often right when it is confident."""
-    rng = np.random.default_rng(seed)
-    conf = rng.uniform(0.3, 1.0, size=(n, 3))
-    skill = np.array([0.45, 0.6, 0.75])
-    correct = rng.uniform(size=(n, 3)) < np.clip(skill + 0.4 * (conf - 0.65), 0, 1)
-    return ExitProfile(4, (2, 3, 4), conf, correct).validate()
+from tests.unit.dtoee_scenarios import random_scenario, synthetic_profile
 
 
 def _scenario(tradeoff):
     sc = random_scenario(51, 0.5)
-    return dataclasses.replace(sc, remaining=None, exit_profile=_profile(), tradeoff=tradeoff)
+    return dataclasses.replace(sc, remaining=None, exit_profile=synthetic_profile(), tradeoff=tradeoff)
 
 
 def test_thresholds_move_down_when_only_delay_counts():
@@ -51,7 +39,7 @@ def test_thresholds_move_up_when_only_accuracy_counts():
 
 def test_choose_threshold_uses_eq_17_delay_estimate():
     """With a = 1 the step is taken only when the estimated delay change is negative."""
-    prof = _profile()
+    prof = synthetic_profile()
     reports = [ThresholdReport("w", 0, 2, 10.0, 0.3)]
     new = choose_threshold(2, {2: 0.8, 3: 0.8}, reports, 10.0, prof, 1.0, 0.05)
     assert new == {2: 0.75, 3: 0.8}

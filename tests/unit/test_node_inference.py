@@ -40,3 +40,15 @@ def test_a_job_for_a_stage_without_an_engine_fails_with_reason_unknown_stage():
     assert done["unknown"].reason == "unknown_stage"
     assert done["unknown"].features is None and done["unknown"].confidence is None
     assert runner.queued == 0
+
+
+def test_inference_thread_reports_whether_it_is_alive():
+    class Engine:  # stands in for engines.Engine: only run() is called, never here
+        def run(self, x):
+            raise AssertionError("not called")
+
+    runner = InferenceThread({1: Engine()}, {1: 1.0})
+    runner.start()
+    assert runner.alive
+    runner.stop()
+    assert not runner.alive

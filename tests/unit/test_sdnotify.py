@@ -91,17 +91,3 @@ def test_watchdog_is_fed_only_while_the_health_check_passes(listener, caplog):
     with pytest.raises(socket.timeout):
         sock.recv(4096)
     assert caplog.text.count("health check failed") == 1
-
-
-def test_inference_thread_reports_whether_it_is_alive():
-    from agent.node.inference import InferenceThread
-
-    class Engine:  # stands in for engines.Engine: only run() is called, never here
-        def run(self, x):
-            raise AssertionError("not called")
-
-    runner = InferenceThread({1: Engine()}, {1: 1.0})
-    runner.start()
-    assert runner.alive
-    runner.stop()
-    assert not runner.alive

@@ -6,7 +6,7 @@ import os
 from agent.ops.state import StateStore
 
 
-def test_round_trip_and_overwrite(tmp_path):
+def test_a_saved_state_loads_back_and_a_new_save_replaces_it_leaving_no_temp_files(tmp_path):
     store = StateStore(str(tmp_path / "state"))
     assert store.load() is None
     store.save({"slot": 1, "routing": {"w1": 0.25, "w2": 0.75}, "thresholds": {"1": 0.8}})

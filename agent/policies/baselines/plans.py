@@ -79,7 +79,7 @@ def bf_routing(scenario: Scenario, thresholds: Optional[Mapping[int, float]] = N
     return _with_thresholds("bf", scenario, net, lambda rem, prev: (p, 1, True), thresholds)
 
 
-def _best_response(flow: float, alpha: float, free: np.ndarray, hop: np.ndarray) -> np.ndarray:
+def best_response(flow: float, alpha: float, free: np.ndarray, hop: np.ndarray) -> np.ndarray:
     """Split ``flow`` tasks/s over receivers with spare capacity ``free`` (FLOP/s) and hop
     delays ``hop`` minimising sum_j x_j (alpha / (free_j - alpha x_j) + hop_j)."""
     ok = free > 0
@@ -125,7 +125,7 @@ def ngto(scenario: Scenario, thresholds: Optional[Mapping[int, float]] = None,
                 dst = net.edge_dst[es]
                 alpha = net.flops[h + 1]
                 free = net.capacity[dst] - (lam[dst] - alpha * p[es] * flow)
-                new = _best_response(flow, alpha, free, net.input_bytes[h + 1] / net.edge_rate[es])
+                new = best_response(flow, alpha, free, net.input_bytes[h + 1] / net.edge_rate[es])
                 moved = max(moved, float(np.max(np.abs(new - p[es]))))
                 p[es] = new
             if moved < tolerance:
