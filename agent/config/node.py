@@ -288,16 +288,17 @@ def parse_config(obj: Any, base_dir: str = ".", where: str = "config") -> NodeCo
     kw["precision"] = r.str("precision", dflt("precision"), PRECISIONS)
     kw["security"] = r.str("security", dflt("security"), SECURITY_MODES)
     kw["arrival"] = r.str("arrival", dflt("arrival"), ARRIVAL_MODES)
-    kw["power_mode"] = r.str("power_mode", "")
+    kw["power_mode"] = r.str("power_mode", dflt("power_mode"))
     kw["metrics_host"] = r.str("metrics_host", dflt("metrics_host"))
-    kw["client_bind"] = r.str("client_bind", "")
+    kw["client_bind"] = r.str("client_bind", dflt("client_bind"))
     for key in ("engine_cache_dir", "capacity_profile", "replay_path", "secret_key_path",
                 "public_key_path", "allowed_keys_dir"):
-        kw[key] = r.file_path(key, base_dir, "")
-    kw["emulate_capacity_flops"] = r.num("emulate_capacity_flops", 0.0, lo=0)
+        kw[key] = r.file_path(key, base_dir, dflt(key))
+    kw["emulate_capacity_flops"] = r.num("emulate_capacity_flops", dflt("emulate_capacity_flops"),
+                                         lo=0)
     kw["arrival_rate_tasks_s"] = r.num("arrival_rate_tasks_s", dflt("arrival_rate_tasks_s"), lo=0)
-    kw["emulate_links"] = r.bool("emulate_links", False)
-    kw["online_capacity"] = r.bool("online_capacity", True)
+    kw["emulate_links"] = r.bool("emulate_links", dflt("emulate_links"))
+    kw["online_capacity"] = r.bool("online_capacity", dflt("online_capacity"))
     cfg = NodeConfig(**kw)
     _check_consistency(cfg, where)
     return cfg
