@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from agent.config.fields import Fields
 from agent.config.jsonfile import read_json_file
@@ -93,7 +93,8 @@ def parse_scenario(obj: Any, base_dir: str = ".") -> Scenario:
     for st in range(1, h + 1):
         if not any(w.stage == st for w in workers):
             raise ScenarioError("workers: no worker serves stage %d" % st)
-    links = _links(top, stage_of, h)
+    links = [Link(a, b, _positive(l, "rate"))
+             for l, a, b in read_links(top, stage_of, stage_of, h, LINK_KEYS)]
     remaining, profile = _exits(top, stages, base_dir)
     return Scenario(tuple(stages), tuple(sources), tuple(workers), tuple(links),
                     top.num("tradeoff", DEFAULT_TRADEOFF, lo=0.0, hi=1.0), remaining, profile,
@@ -101,26 +102,33 @@ def parse_scenario(obj: Any, base_dir: str = ".") -> Scenario:
                     top.str("comment", ""), top.bool("synthetic", False))
 
 
-def _links(top: Fields, stage_of: Dict[str, int], h: int) -> List[Link]:
-    """The links: each joins a node of stage h to one of stage h+1, once; none is missing."""
-    links = []
+def read_links(top: Fields, stage_of: Dict[str, int], last_of: Dict[str, int], h: int,
+               known: Sequence[str]) -> List[Tuple[Fields, str, str]]:
+    """The ``links`` of a scenario or topology file, checked: both ends are known nodes, the
+    receiver holds a stage right after one of the sender's (h -> h+1 when every node holds one
+    stage: ``last_of`` = ``stage_of``), no pair twice, and every node short of stage ``h`` sends
+    somewhere. Returns (entry reader, from, to) per link; errors are the file's (``top.error``).
+    """
+    out = []
     pairs = set()
-    for l in top.tables("links", min_len=1, known=LINK_KEYS):
+    for l in top.tables("links", min_len=1, known=known):
         a, b = l.str("from"), l.str("to")
         for key, v in (("from", a), ("to", b)):
             if v not in stage_of:
                 raise l.fail(key, "unknown node")
-        if stage_of[b] != stage_of[a] + 1:
-            raise ScenarioError("%s: links go from stage h to h+1, but %r is stage %d and %r is "
-                                "stage %d" % (l.where, a, stage_of[a], b, stage_of[b]))
+        if not (stage_of[b] <= last_of[a] + 1 and last_of[b] >= stage_of[a] + 1):
+            raise top.error("%s: links go from stage h to h+1, but %r is stage %d and %r is "
+                            "stage %d" % (l.where, a, stage_of[a], b, stage_of[b]))
         if (a, b) in pairs:
-            raise ScenarioError("%s: duplicate link %s -> %s" % (l.where, a, b))
+            raise top.error("%s: duplicate link %s -> %s" % (l.where, a, b))
         pairs.add((a, b))
-        links.append(Link(a, b, _positive(l, "rate")))
-    for node, st in stage_of.items():
-        if st < h and not any(l.src == node for l in links):
-            raise ScenarioError("links: %r (stage %d) has no link to stage %d" % (node, st, st + 1))
-    return links
+        out.append((l, a, b))
+    senders = {a for a, _ in pairs}
+    for node in stage_of:
+        if last_of[node] < h and node not in senders:
+            raise top.error("links: %r (stage %d) has no link to stage %d"
+                            % (node, last_of[node], last_of[node] + 1))
+    return out
 
 
 def _exits(top: Fields, stages: List[Stage],

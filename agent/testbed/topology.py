@@ -22,6 +22,7 @@ from agent.config.fields import Fields
 from agent.config.jsonfile import read_json_file
 from agent.errors import UsageError
 from agent.policies.setting import DEFAULT_TRADEOFF
+from agent.scenario.format import read_links
 
 TOPOLOGY_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "topologies")
 DEFAULT_TOPOLOGY = os.path.join(TOPOLOGY_DIR, "default.json")
@@ -227,25 +228,9 @@ def _links(top: Fields, sources: Sequence[TbSource], workers: Sequence[TbWorker]
     stage_of.update({w.id: w.stage for w in workers})
     last_of = {s.id: 0 for s in sources}
     last_of.update({w.id: w.stages[1] for w in workers})
-    links = []
-    pairs = set()
-    for l in top.tables("links", min_len=1, known=LINK_KEYS):
-        a, b = l.str("from"), l.str("to")
-        for key, v in (("from", a), ("to", b)):
-            if v not in stage_of:
-                raise l.fail(key, "unknown node")
-        # b must hold a stage that follows one of a's (h -> h+1 for one-stage workers)
-        if not (stage_of[b] <= last_of[a] + 1 and last_of[b] >= stage_of[a] + 1):
-            raise TopologyError("%s: links go from stage h to h+1, but %r is stage %d and %r is "
-                                "stage %d" % (l.where, a, stage_of[a], b, stage_of[b]))
-        if (a, b) in pairs:
-            raise TopologyError("%s: duplicate link %s -> %s" % (l.where, a, b))
-        pairs.add((a, b))
-        links.append(TbLink(a, b, l.num("rate_bytes_s", None, lo=0.0, lo_open=True)))
+    links = [TbLink(a, b, l.num("rate_bytes_s", None, lo=0.0, lo_open=True))
+             for l, a, b in read_links(top, stage_of, last_of, h, LINK_KEYS)]
     for node in stage_of:
-        if last_of[node] < h and not any(l.src == node for l in links):
-            raise TopologyError("links: %r (stage %d) has no link to stage %d"
-                                % (node, last_of[node], last_of[node] + 1))
         if stage_of[node] > 0 and not any(l.dst == node for l in links):
             raise TopologyError("links: nothing sends to %r (stage %d)" % (node, stage_of[node]))
     return links
