@@ -18,6 +18,7 @@ from agent.errors import UsageError
 
 # Order shown in --help; a name whose module is absent is simply not offered.
 COMMANDS = (
+    "heads",
     "build",
     "profile",
     "calibrate",

@@ -1,0 +1,66 @@
+"""``edge-agent heads``: attach early-exit heads to a pretrained backbone, trained frozen."""
+
+from __future__ import annotations
+
+HELP = "attach early-exit heads to a backbone ONNX at named tensors, train them (backbone frozen)"
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--onnx", required=True, metavar="BACKBONE.onnx",
+                        help="the pretrained model, one data input, its classifier's logits as output")
+    parser.add_argument("--at", required=True, metavar="T1,T2,...",
+                        help="intermediate tensors, in graph order, to put a head on (they become "
+                             "the cuts of `build`; no skip connection may cross one)")
+    parser.add_argument("--data", required=True, metavar="LABELLED.npz",
+                        help="x (N, ...) float32 or uint8 images (uint8 scaled to [0, 1]), y (N,) labels")
+    parser.add_argument("--out", required=True, metavar="MULTI_EXIT.onnx", help="multi-exit graph to write")
+    parser.add_argument("--final", default=None, metavar="OUTPUT",
+                        help="the backbone output holding the final head's logits (default: its only "
+                             "output); the written graph keeps this name")
+    parser.add_argument("--head", default="linear", choices=["linear", "mlp", "conv"],
+                        help="head after pooling: linear (default), mlp (one hidden layer) or conv "
+                             "(1x1 convolution on the pooled map, then linear)")
+    parser.add_argument("--grid", type=int, default=1, metavar="G",
+                        help="average-pool image tensors to a GxG map (default 1: global pooling)")
+    parser.add_argument("--hidden", type=int, default=32,
+                        help="hidden units (mlp) or channels (conv) (default 32)")
+    parser.add_argument("--holdout", type=float, default=0.2,
+                        help="fraction of each class held out for early stopping and the reported "
+                             "accuracy (default 0.2)")
+    parser.add_argument("--weight-decay", type=float, default=1e-3,
+                        help="L2 penalty on the head weights, on standardised features (default 1e-3)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the split and initial weights")
+    parser.add_argument("--threads", type=int, default=1, help="onnxruntime intra-op threads (default 1)")
+
+
+def run(args) -> int:
+    import logging
+
+    from engines.heads import make_heads, parse_at
+    from engines.heads_graph import HeadSpec, HeadsError
+    from engines.profile import load_dataset
+
+    if args.grid < 1 or args.hidden < 1 or args.threads < 1 or args.weight_decay < 0:
+        raise HeadsError("--grid, --hidden and --threads must be at least 1 and --weight-decay "
+                         "not negative")
+    x, y = load_dataset(args.data)
+    log = logging.getLogger("engines.heads")
+    result = make_heads(args.onnx, parse_at(args.at), x, y, args.out,
+                        spec=HeadSpec(kind=args.head, grid=args.grid, hidden=args.hidden),
+                        final=args.final, holdout=args.holdout, weight_decay=args.weight_decay,
+                        seed=args.seed, threads=args.threads, log=log.info)
+    print("%s: %d %s heads trained on %d samples, held-out accuracy on %d"
+          % (result.out_path, len(result.heads), args.head, result.num_train, result.num_holdout))
+    total = result.backbone_macs
+    print("%-6s %-22s %-10s %-18s %10s %14s" % ("stage", "tensor", "output", "tensor shape",
+                                                 "accuracy", "adds (MAC)"))
+    for h in result.heads:
+        share = " (%.2f%%)" % (100.0 * h.macs / total) if total else ""
+        print("%-6d %-22s %-10s %-18s %9.2f%% %14d%s" % (h.stage, h.tensor, h.output,
+                                                          "x".join(str(d) for d in h.tensor_shape),
+                                                          100.0 * h.holdout_accuracy, h.macs, share))
+    print("%-6s %-22s %-10s %-18s %9.2f%% %14s" % ("final", "-", result.final, "-",
+                                                    100.0 * result.final_holdout_accuracy,
+                                                    "backbone %d" % total if total else "-"))
+    print("next: " + result.build_command())
+    return 0

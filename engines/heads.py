@@ -1,0 +1,223 @@
+"""Attach trained early-exit heads to a frozen backbone (``edge-agent heads``).
+
+Given a backbone ONNX graph without exits, the names of intermediate tensors and a labelled data
+set, ``make_heads`` puts one exit head on each tensor, trains only the heads and writes a
+multi-exit graph that ``edge-agent build`` cuts as it is (cuts = the tensors, exit h = stage h's
+head, the backbone's output = the final head):
+
+1. everything is checked before the backbone runs on the whole set: the tensor names, that no
+   skip connection crosses a cut (``engines.build.plan_stages``, the check ``build`` applies),
+   that onnxruntime runs the graph on one sample, that each tensor can be pooled, the labels;
+2. the backbone runs once (onnxruntime, CPU, batches) with the tensors exposed as extra graph
+   outputs; each batch is pooled at once (``engines.heads_graph.pool``), so only the small pooled
+   features are kept, and every head trains from them;
+3. each head is fitted on a stratified training split and early-stopped on the held-out split
+   (``engines.heads_fit``), then written into a copy of the graph (``heads_graph.attach``).
+
+Deterministic for a given ``seed``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+from dataclasses import dataclass
+from typing import Callable, List, Optional, Sequence
+
+import numpy as np
+import onnx
+
+from engines.build import BuildError, parse_cuts, plan_stages
+from engines.flops import count_macs, numpy_dtype
+from engines.heads_fit import fit_head, split_holdout
+from engines.heads_graph import (HeadsError, HeadSpec, attach, check_poolable, fit_input, fresh_name,
+                                 head_macs, head_nodes, pool, run_tensors, tensor_names, _opset)
+
+MIN_PER_CLASS = 5  # so that the held-out split holds every class and training keeps the rest
+BATCH = 128  # samples per onnxruntime call while computing features
+
+
+@dataclass(frozen=True)
+class HeadReport:
+    """One attached head: where it sits and how it did."""
+
+    stage: int  # the bundle stage it becomes the exit of (1-based)
+    tensor: str  # the backbone tensor it reads (a cut for ``build``)
+    output: str  # its logits output in the written graph
+    tensor_shape: tuple  # of the tensor at batch 1
+    macs: int  # multiply-accumulates it adds per task (batch 1)
+    holdout_accuracy: float  # on the held-out split
+    iterations: int  # L-BFGS iterations
+
+
+@dataclass(frozen=True)
+class HeadsResult:
+    """What ``make_heads`` wrote and measured."""
+
+    out_path: str
+    heads: List[HeadReport]
+    final: str  # the final head's output name
+    final_holdout_accuracy: float  # the backbone's own classifier on the same held-out split
+    backbone_macs: Optional[int]  # None when the backbone's shapes are not all static
+    num_train: int
+    num_holdout: int
+
+    def build_command(self, bundle_dir: str = "BUNDLE") -> str:
+        """The ``edge-agent build`` command line that cuts the written graph."""
+        return ("edge-agent build --onnx %s --cuts %s --exits %s --final %s --out %s"
+                % (self.out_path, ",".join(h.tensor for h in self.heads),
+                   ",".join("%d:%s" % (h.stage, h.output) for h in self.heads), self.final, bundle_dir))
+
+
+def parse_at(text: str) -> List[str]:
+    """``"T1,T2"`` -> ``["T1", "T2"]`` (empty and repeated items refused, as by ``build --cuts``)."""
+    try:
+        return parse_cuts(text)
+    except BuildError as exc:
+        raise HeadsError(str(exc).replace("--cuts:", "--at:"))
+
+
+def _suggest(name: str, known: Sequence[str]) -> str:
+    close = difflib.get_close_matches(name, sorted(known), n=3)
+    return " (did you mean %s?)" % " or ".join(repr(c) for c in close) if close else ""
+
+
+def load_backbone(path: str) -> onnx.ModelProto:
+    """Read and check an ONNX file; one-line HeadsError when it is missing or invalid."""
+    if not os.path.isfile(path):
+        raise HeadsError("ONNX file %s does not exist" % path)
+    try:
+        model = onnx.load(path)
+        onnx.checker.check_model(model)
+    except Exception as exc:  # protobuf DecodeError, ValidationError, OSError ...
+        raise HeadsError("%s: not a valid ONNX model (%s)" % (path, str(exc).strip().splitlines()[0]))
+    return model
+
+
+def check_spec(model: onnx.ModelProto, at: Sequence[str], final: Optional[str]) -> str:
+    """Check the tensor names and cut points against ``model``; returns the final output's name."""
+    produced = sorted({o for n in model.graph.node for o in n.output if o})
+    for name in at:
+        if name not in produced:
+            raise HeadsError("--at: unknown tensor name %r (no node produces it)%s"
+                             % (name, _suggest(name, produced)))
+    outputs = [o.name for o in model.graph.output]
+    if final is None:
+        if len(outputs) != 1:
+            raise HeadsError("the backbone has %d outputs %s: name its classifier's logits with --final"
+                             % (len(outputs), outputs))
+        final = outputs[0]
+    elif final not in outputs:
+        raise HeadsError("--final: %r is not a graph output of the backbone%s"
+                         % (final, _suggest(final, outputs)))
+    if final in at:
+        raise HeadsError("--at: %r is the final output, not an intermediate tensor" % final)
+    try:
+        plan_stages(model, at, {}, final)  # the very check `build` applies to the cuts
+    except BuildError as exc:
+        raise HeadsError(str(exc).replace("--cuts:", "--at:"))
+    return final
+
+
+def check_labels(y: np.ndarray, num_classes: int, final: str) -> None:
+    """Labels in ``[0, num_classes)`` and at least ``MIN_PER_CLASS`` samples of every class."""
+    if y.min() < 0 or y.max() >= num_classes:
+        bad = int(y.min()) if y.min() < 0 else int(y.max())
+        raise HeadsError("label %d is out of range: the final output %r has %d classes (labels 0..%d)"
+                         % (bad, final, num_classes, num_classes - 1))
+    counts = np.bincount(y, minlength=num_classes)
+    few = int(np.argmin(counts))
+    if counts[few] < MIN_PER_CLASS:
+        raise HeadsError("too few samples of class %d: %d (every class needs at least %d, so the "
+                         "held-out split can hold each one)" % (few, counts[few], MIN_PER_CLASS))
+
+
+def _check_input(model: onnx.ModelProto, x: np.ndarray, path: str):
+    """Data shape against the graph input; returns (x in the input's dtype, batch size, whether
+    the graph's batch size is fixed)."""
+    consts = {t.name for t in model.graph.initializer}
+    inputs = [i for i in model.graph.input if i.name not in consts]
+    if len(inputs) != 1:
+        raise HeadsError("%s: the backbone must have exactly one data input, it has %d: %s"
+                         % (path, len(inputs), [i.name for i in inputs]))
+    tt = inputs[0].type.tensor_type
+    want = [d.dim_value if d.HasField("dim_value") else None for d in tt.shape.dim]
+    if want and (len(want) != x.ndim or any(w is not None and w != s
+                                            for w, s in zip(want[1:], x.shape[1:]))):
+        raise HeadsError("data x has samples of shape %s, the backbone input %r expects %s"
+                         % (tuple(x.shape[1:]), inputs[0].name,
+                            tuple("?" if w is None else w for w in want[1:])))
+    if tt.elem_type:
+        x = x.astype(numpy_dtype(tt.elem_type), copy=False)
+    fixed = bool(want) and want[0] is not None
+    return x, (want[0] if fixed else BATCH), fixed
+
+
+def make_heads(onnx_path: str, at: Sequence[str], x: np.ndarray, y: np.ndarray, out_path: str,
+               spec: HeadSpec = HeadSpec(), final: Optional[str] = None, holdout: float = 0.2,
+               weight_decay: float = 1e-3, seed: int = 0, threads: int = 1,
+               log: Callable[[str], None] = lambda msg: None) -> HeadsResult:
+    """Attach and train one exit head per tensor in ``at``; writes ``out_path``. Raises
+    ``HeadsError`` (a UsageError) with one line on bad input."""
+    if not 0.0 < holdout < 1.0:
+        raise HeadsError("--holdout must be a fraction in (0, 1), got %g" % holdout)
+    model = load_backbone(onnx_path)
+    final = check_spec(model, at, final)
+    x, batch, fixed = _check_input(model, x, onnx_path)
+    names = list(at) + [final]
+    probe: List[np.ndarray] = []
+    run_tensors(model, names, x[:1], threads, batch, fixed, onnx_path,
+                lambda start, arrays: probe.extend(arrays))
+    for name, t in zip(at, probe):
+        if t.dtype != np.float32:
+            raise HeadsError("tensor %r is %s: heads read float32 tensors" % (name, t.dtype))
+        check_poolable(name, t.shape, spec)
+    if probe[-1].ndim != 2:
+        raise HeadsError("the final output %r has shape %s: a classifier's (batch, classes) logits "
+                         "are needed" % (final, probe[-1].shape))
+    num_classes = int(probe[-1].shape[1])
+    check_labels(y, num_classes, final)
+
+    pooled = [np.zeros((len(x),) + pool(t, spec.grid).shape[1:], np.float32) for t in probe[:-1]]
+    final_logits = np.zeros((len(x), num_classes), np.float32)
+
+    def keep(start, arrays):
+        for dst, t in zip(pooled, arrays[:-1]):
+            dst[start:start + len(t)] = pool(t, spec.grid)
+        final_logits[start:start + len(arrays[-1])] = arrays[-1]
+
+    log("computing features at %s for %d samples" % (", ".join(at), len(x)))
+    run_tensors(model, names, x, threads, batch, fixed, onnx_path, keep)
+
+    train, hold = split_holdout(y, holdout, seed)
+    taken = tensor_names(model)
+    opset = _opset(model)
+    heads, reports = [], []
+    for i, (name, feats) in enumerate(zip(at, pooled)):
+        f = fit_input(feats, spec.kind)
+        fitted = fit_head(f[train], y[train], f[hold], y[hold], num_classes,
+                          kind="linear" if spec.kind == "linear" else "hidden", hidden=spec.hidden,
+                          weight_decay=weight_decay, seed=seed + i)
+        output = fresh_name("exit%d" % (i + 1), taken)
+        taken.add(output)
+        head = head_nodes(name, probe[i].shape, spec, fitted.params, output, opset)
+        heads.append((output, head))
+        macs = head_macs(name, probe[i].shape, onnx.TensorProto.FLOAT, head, output, opset)
+        reports.append(HeadReport(stage=i + 1, tensor=name, output=output,
+                                  tensor_shape=(1,) + tuple(probe[i].shape[1:]), macs=macs,
+                                  holdout_accuracy=fitted.holdout_accuracy, iterations=fitted.iterations))
+        log("head %s at %s: held-out accuracy %.4f after %d iterations"
+            % (output, name, fitted.holdout_accuracy, fitted.iterations))
+    multi = attach(model, heads, final, num_classes)
+    onnx.checker.check_model(multi)
+    plan_stages(multi, at, {r.stage: r.output for r in reports}, final)  # as `build` will
+    out_dir = os.path.dirname(os.path.abspath(out_path))
+    os.makedirs(out_dir, exist_ok=True)
+    onnx.save(multi, out_path)
+    try:
+        backbone_macs: Optional[int] = count_macs(model)
+    except Exception:  # dynamic shapes the counter cannot resolve: report the heads alone
+        backbone_macs = None
+    final_acc = float(np.mean(np.argmax(final_logits[hold], axis=1) == y[hold]))
+    return HeadsResult(out_path=out_path, heads=reports, final=final, final_holdout_accuracy=final_acc,
+                       backbone_macs=backbone_macs, num_train=len(train), num_holdout=len(hold))
