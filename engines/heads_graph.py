@@ -3,8 +3,8 @@
 A head sits on one intermediate tensor of the backbone, by its rank:
 
 * (batch, channels, height, width): average pooled to a ``grid`` x ``grid`` map (global average
-  pooling when ``grid`` is 1; otherwise ``AveragePool`` with kernel = stride = size // grid, so a
-  remainder of rows/columns at the bottom/right is left out, as torch's ``AvgPool2d`` does);
+  pooling when ``grid`` is 1; otherwise ``AveragePool`` with kernel = stride = size // grid after a
+  ``Slice`` that leaves out the remainder of rows/columns at the bottom/right, if any);
 * (batch, tokens, features): mean over the tokens (``ReduceMean`` on axis 1);
 * (batch, features): used as it is.
 
@@ -165,6 +165,11 @@ def head_nodes(tensor: str, shape: Sequence[int], spec: HeadSpec, params: Dict[s
             t = b.node("GlobalAveragePool", [t])
         else:
             k = [int(shape[2]) // spec.grid, int(shape[3]) // spec.grid]
+            if k[0] * spec.grid != shape[2] or k[1] * spec.grid != shape[3]:
+                # leave out the remainder rows/columns, so the map is exactly grid x grid
+                ends = np.array([k[0] * spec.grid, k[1] * spec.grid], dtype=np.int64)
+                t = b.node("Slice", [t, b.const("starts", np.zeros(2, np.int64)), b.const("ends", ends),
+                                     b.const("axes", np.array([2, 3], dtype=np.int64))])
             t = b.node("AveragePool", [t], kernel_shape=k, strides=k)
         if spec.kind == "conv":
             w1 = params["W1"].reshape(params["W1"].shape + (1, 1))
