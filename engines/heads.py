@@ -30,8 +30,20 @@ import onnx
 from engines.build import BuildError, parse_cuts, plan_stages
 from engines.flops import count_macs, numpy_dtype
 from engines.heads_fit import fit_head, split_holdout
-from engines.heads_graph import (HeadsError, HeadSpec, attach, check_poolable, fit_input, fresh_name,
-                                 head_macs, head_nodes, pool, run_tensors, tensor_names, _opset)
+from engines.heads_graph import (
+    HeadsError,
+    HeadSpec,
+    attach,
+    check_poolable,
+    fit_input,
+    fresh_name,
+    head_macs,
+    head_nodes,
+    opset_of,
+    pool,
+    run_tensors,
+    tensor_names,
+)
 
 MIN_PER_CLASS = 5  # so that the held-out split holds every class and training keeps the rest
 BATCH = 128  # samples per onnxruntime call while computing features
@@ -154,11 +166,12 @@ def _check_input(model: onnx.ModelProto, x: np.ndarray, path: str):
 
 
 def make_heads(onnx_path: str, at: Sequence[str], x: np.ndarray, y: np.ndarray, out_path: str,
-               spec: HeadSpec = HeadSpec(), final: Optional[str] = None, holdout: float = 0.2,
+               spec: Optional[HeadSpec] = None, final: Optional[str] = None, holdout: float = 0.2,
                weight_decay: float = 1e-3, seed: int = 0, threads: int = 1,
                log: Callable[[str], None] = lambda msg: None) -> HeadsResult:
     """Attach and train one exit head per tensor in ``at``; writes ``out_path``. Raises
     ``HeadsError`` (a UsageError) with one line on bad input."""
+    spec = spec or HeadSpec()
     if not 0.0 < holdout < 1.0:
         raise HeadsError("--holdout must be a fraction in (0, 1), got %g" % holdout)
     model = load_backbone(onnx_path)
@@ -191,7 +204,7 @@ def make_heads(onnx_path: str, at: Sequence[str], x: np.ndarray, y: np.ndarray, 
 
     train, hold = split_holdout(y, holdout, seed)
     taken = tensor_names(model)
-    opset = _opset(model)
+    opset = opset_of(model)
     heads, reports = [], []
     for i, (name, feats) in enumerate(zip(at, pooled)):
         f = fit_input(feats, spec.kind)

@@ -131,7 +131,8 @@ def _first_line(exc: Exception) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
-def _opset(model: onnx.ModelProto) -> int:
+def opset_of(model: onnx.ModelProto) -> int:
+    """The graph's version of the default ONNX operator set."""
     return max([o.version for o in model.opset_import if o.domain in ("", "ai.onnx")] or [1])
 
 
@@ -150,8 +151,8 @@ class _Builder:
 
     def node(self, op: str, inputs: List[str], output: str = "", **attrs) -> str:
         out = output or "%s/%s_%d_output_0" % (self.prefix, op, len(self.nodes))
-        self.nodes.append(helper.make_node(op, inputs, [out], name="%s/%s_%d" % (self.prefix, op, len(self.nodes)),
-                                           **attrs))
+        name = "%s/%s_%d" % (self.prefix, op, len(self.nodes))
+        self.nodes.append(helper.make_node(op, inputs, [out], name=name, **attrs))
         return out
 
 

@@ -37,7 +37,7 @@ def run(args) -> int:
     import logging
 
     from engines.heads import make_heads, parse_at
-    from engines.heads_graph import HeadSpec, HeadsError
+    from engines.heads_graph import HeadsError, HeadSpec
     from engines.profile import load_dataset
 
     if args.grid < 1 or args.hidden < 1 or args.threads < 1 or args.weight_decay < 0:

@@ -12,7 +12,7 @@ from onnx import TensorProto, helper
 from agent.cli import main as cli
 from engines.heads import make_heads
 from engines.heads_fit import _Net, fit_head, split_holdout
-from engines.heads_graph import HeadsError, HeadSpec
+from engines.heads_graph import HeadSpec
 from engines.tiny_model import FINAL, INPUT, make_tiny_multi_exit
 
 
@@ -106,7 +106,8 @@ def test_same_seed_writes_the_same_graph(backbone, tmp_path):
     a, b = str(tmp_path / "a.onnx"), str(tmp_path / "b.onnx")
     make_heads(backbone, ["c1"], x, y, a, spec=HeadSpec(kind="mlp"), seed=2)
     make_heads(backbone, ["c1"], x, y, b, spec=HeadSpec(kind="mlp"), seed=2)
-    assert open(a, "rb").read() == open(b, "rb").read()
+    with open(a, "rb") as fa, open(b, "rb") as fb:
+        assert fa.read() == fb.read()
 
 
 def test_cli_prints_accuracy_and_flops_per_head_and_the_build_command(backbone, tmp_path, capsys):
@@ -211,7 +212,8 @@ def test_token_tensor_head_averages_over_tokens(tmp_path, opset):
     nodes = [helper.make_node("MatMul", ["x", "w"], ["tok"]), helper.make_node("Relu", ["tok"], ["hid"]),
              reduce, helper.make_node("MatMul", ["pooled", "wo"], ["out"])]
     inits = [w, wo, onnx.numpy_helper.from_array(np.array([1], np.int64), "ax")]
-    graph = helper.make_graph(nodes, "tokens", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 5, 6])],
+    graph = helper.make_graph(nodes, "tokens",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 5, 6])],
                               [helper.make_tensor_value_info("out", TensorProto.FLOAT, ["N", 3])],
                               initializer=inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
