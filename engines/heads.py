@@ -221,7 +221,7 @@ def make_heads(onnx_path: str, at: Sequence[str], x: np.ndarray, y: np.ndarray, 
                                   holdout_accuracy=fitted.holdout_accuracy, iterations=fitted.iterations))
         log("head %s at %s: held-out accuracy %.4f after %d iterations"
             % (output, name, fitted.holdout_accuracy, fitted.iterations))
-    multi = attach(model, heads, final, num_classes)
+    multi = attach(model, heads, final, num_classes, x.shape[1:])
     onnx.checker.check_model(multi)
     plan_stages(multi, at, {r.stage: r.output for r in reports}, final)  # as `build` will
     out_dir = os.path.dirname(os.path.abspath(out_path))

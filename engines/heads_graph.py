@@ -204,12 +204,20 @@ def head_macs(tensor: str, shape: Sequence[int], elem_type: int, head: _Builder,
 
 
 def attach(model: onnx.ModelProto, heads: Sequence[Tuple[str, _Builder]], final: str,
-           num_classes: int) -> onnx.ModelProto:
-    """Copy of the backbone with every head added; graph outputs = the heads' then ``final``."""
+           num_classes: int, sample_shape: Sequence[int]) -> onnx.ModelProto:
+    """Copy of the backbone with every head added; graph outputs = the heads' then ``final``.
+    Symbolic sizes of the data input other than the batch are fixed to ``sample_shape`` (the
+    data's), so that ``build`` finds every shape at batch 1."""
     out = onnx.ModelProto()
     out.CopyFrom(model)
     g = out.graph
-    batch = g.input[0].type.tensor_type.shape.dim[0] if g.input[0].type.tensor_type.shape.dim else None
+    consts = {t.name for t in g.initializer}
+    dims = [i for i in g.input if i.name not in consts][0].type.tensor_type.shape.dim
+    for d, size in zip(list(dims)[1:], sample_shape):
+        if not d.HasField("dim_value"):
+            d.Clear()
+            d.dim_value = int(size)
+    batch = dims[0] if len(dims) else None
     final_vi = [o for o in model.graph.output if o.name == final]
     del g.output[:]
     for name, head in heads:

@@ -228,3 +228,28 @@ def test_token_tensor_head_averages_over_tokens(tmp_path, opset):
     hold = split_holdout(y, 0.2, seed=0)[1]
     logits = _session(out).run(["exit1"], {"x": x[hold]})[0]
     assert abs(np.mean(np.argmax(logits, 1) == y[hold]) - res.heads[0].holdout_accuracy) <= 1.0 / len(hold)
+
+
+def test_symbolic_image_sizes_are_fixed_to_the_data_so_build_accepts_the_graph(tmp_path):
+    """A backbone exported with symbolic height and width (as optimum does) gets them fixed to
+    the data's sample shape in the written graph, so build finds every shape at batch 1."""
+    from engines.build import build_bundle
+
+    m = onnx.load_from_string(make_tiny_multi_exit(seed=3).SerializeToString())
+    full, path = str(tmp_path / "tiny.onnx"), str(tmp_path / "backbone.onnx")
+    onnx.save(m, full)
+    onnx.utils.extract_model(full, path, [INPUT], [FINAL])
+    b = onnx.load(path)
+    dims = b.graph.input[0].type.tensor_type.shape.dim
+    for d, name in zip(list(dims)[2:], ("height", "width")):
+        d.Clear()
+        d.dim_param = name
+    del b.graph.value_info[:]
+    onnx.save(b, path)
+    x, y = _data()
+    out = str(tmp_path / "me.onnx")
+    make_heads(path, ["c1", "c2"], x, y, out)
+    written = onnx.load(out).graph.input[0].type.tensor_type.shape.dim
+    assert [d.dim_value for d in written][1:] == [1, 8, 8] and written[0].dim_param == "N"
+    bundle = build_bundle(out, ["c1", "c2"], {1: "exit1", 2: "exit2"}, str(tmp_path / "bundle"))
+    assert bundle.stages[0].input_shape == (1, 1, 8, 8)
