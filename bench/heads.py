@@ -29,7 +29,7 @@ sys.path.insert(0, ROOT)
 import numpy as np  # noqa: E402
 import onnx  # noqa: E402
 
-from bench._local import machine  # noqa: E402
+from _local import machine  # noqa: E402
 
 
 def _demo(d: str, n: int):

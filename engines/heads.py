@@ -20,6 +20,7 @@ Deterministic for a given ``seed``.
 from __future__ import annotations
 
 import difflib
+import hashlib
 import os
 from dataclasses import dataclass
 from typing import Callable, List, Optional, Sequence
@@ -27,7 +28,10 @@ from typing import Callable, List, Optional, Sequence
 import numpy as np
 import onnx
 
+from agent.errors import UsageError
+from agent.ops.atomic import atomic_open
 from engines.build import BuildError, parse_cuts, plan_stages
+from engines.bundle import sha256_file
 from engines.flops import count_macs, numpy_dtype
 from engines.heads_fit import fit_head, split_holdout
 from engines.heads_graph import (
@@ -165,12 +169,40 @@ def _check_input(model: onnx.ModelProto, x: np.ndarray, path: str):
     return x, (want[0] if fixed else BATCH), fixed
 
 
+def _cache_path(cache_dir: str, onnx_path: str, x: np.ndarray, names: Sequence[str], grid: int) -> str:
+    """Cache file of the pooled features: named after the backbone file's and the data's bytes,
+    the tensors and the grid."""
+    h = hashlib.sha256()
+    h.update(repr((sha256_file(onnx_path), x.shape, x.dtype.str, list(names), grid)).encode())
+    h.update(np.ascontiguousarray(x).data)
+    return os.path.join(cache_dir, "heads-features-%s.npz" % h.hexdigest()[:32])
+
+
+def _read_cache(path: str, shapes) -> Optional[List[np.ndarray]]:
+    """The cached arrays when ``path`` holds them with the expected shapes, else None."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            arrays = [z["a%d" % i] for i in range(len(shapes))]
+    except (OSError, KeyError, ValueError):
+        return None
+    return arrays if [a.shape for a in arrays] == [tuple(s) for s in shapes] else None
+
+
+def _write_cache(path: str, arrays: Sequence[np.ndarray]) -> None:
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with atomic_open(path, "wb") as f:
+        np.savez(f, **{"a%d" % i: a for i, a in enumerate(arrays)})
+
+
 def make_heads(onnx_path: str, at: Sequence[str], x: np.ndarray, y: np.ndarray, out_path: str,
                spec: Optional[HeadSpec] = None, final: Optional[str] = None, holdout: float = 0.2,
                weight_decay: float = 1e-3, seed: int = 0, threads: int = 1,
+               cache_dir: Optional[str] = None,
                log: Callable[[str], None] = lambda msg: None) -> HeadsResult:
-    """Attach and train one exit head per tensor in ``at``; writes ``out_path``. Raises
-    ``HeadsError`` (a UsageError) with one line on bad input."""
+    """Attach and train one exit head per tensor in ``at``; writes ``out_path``. With
+    ``cache_dir``, the pooled features are kept there and reused by a later call on the same
+    backbone file, data, tensors and grid. Raises ``HeadsError`` (a UsageError) with one line on
+    bad input."""
     spec = spec or HeadSpec()
     if not 0.0 < holdout < 1.0:
         raise HeadsError("--holdout must be a fraction in (0, 1), got %g" % holdout)
@@ -191,16 +223,24 @@ def make_heads(onnx_path: str, at: Sequence[str], x: np.ndarray, y: np.ndarray, 
     num_classes = int(probe[-1].shape[1])
     check_labels(y, num_classes, final)
 
-    pooled = [np.zeros((len(x),) + pool(t, spec.grid).shape[1:], np.float32) for t in probe[:-1]]
-    final_logits = np.zeros((len(x), num_classes), np.float32)
+    cache = _cache_path(cache_dir, onnx_path, x, names, spec.grid) if cache_dir else None
+    arrays = _read_cache(cache, [(len(x),) + pool(t, spec.grid).shape[1:] for t in probe]) if cache else None
+    if arrays is None:
+        arrays = [np.zeros((len(x),) + pool(t, spec.grid).shape[1:], np.float32) for t in probe]
 
-    def keep(start, arrays):
-        for dst, t in zip(pooled, arrays[:-1]):
-            dst[start:start + len(t)] = pool(t, spec.grid)
-        final_logits[start:start + len(arrays[-1])] = arrays[-1]
+        def keep(start, outs):
+            for dst, t in zip(arrays, outs):
+                dst[start:start + len(t)] = pool(t, spec.grid)
+            if (start // batch) % 20 == 19:
+                log("features: %d of %d samples" % (start + len(outs[0]), len(x)))
 
-    log("computing features at %s for %d samples" % (", ".join(at), len(x)))
-    run_tensors(model, names, x, threads, batch, fixed, onnx_path, keep)
+        log("computing features at %s for %d samples" % (", ".join(at), len(x)))
+        run_tensors(model, names, x, threads, batch, fixed, onnx_path, keep)
+        if cache:
+            _write_cache(cache, arrays)
+    else:
+        log("features read from %s" % cache)
+    pooled, final_logits = arrays[:-1], arrays[-1]
 
     train, hold = split_holdout(y, holdout, seed)
     taken = tensor_names(model)
@@ -226,10 +266,11 @@ def make_heads(onnx_path: str, at: Sequence[str], x: np.ndarray, y: np.ndarray, 
     plan_stages(multi, at, {r.stage: r.output for r in reports}, final)  # as `build` will
     out_dir = os.path.dirname(os.path.abspath(out_path))
     os.makedirs(out_dir, exist_ok=True)
-    onnx.save(multi, out_path)
+    with atomic_open(out_path, "wb") as f:
+        f.write(multi.SerializeToString())
     try:
-        backbone_macs: Optional[int] = count_macs(model)
-    except Exception:  # dynamic shapes the counter cannot resolve: report the heads alone
+        backbone_macs: Optional[int] = count_macs(multi) - sum(r.macs for r in reports)
+    except UsageError:  # a shape the counter cannot resolve: report the heads alone
         backbone_macs = None
     final_acc = float(np.mean(np.argmax(final_logits[hold], axis=1) == y[hold]))
     return HeadsResult(out_path=out_path, heads=reports, final=final, final_holdout_accuracy=final_acc,

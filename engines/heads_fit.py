@@ -171,14 +171,15 @@ def fit_head(f_train: np.ndarray, y_train: np.ndarray, f_hold: np.ndarray, y_hol
 
 def split_holdout(y: np.ndarray, fraction: float, seed: int) -> List[np.ndarray]:
     """Stratified split of sample indices: [train, held-out], each class contributing
-    ``round(fraction * count)`` (at least one) samples to the held-out part; seeded."""
+    ``round(fraction * count)`` samples to the held-out part (at least one, and at least one
+    left for training); seeded."""
     rng = np.random.default_rng(seed)
     train: List[np.ndarray] = []
     hold: List[np.ndarray] = []
     for k in np.unique(y):
         idx = np.flatnonzero(y == k)
         rng.shuffle(idx)
-        m = max(1, int(round(fraction * len(idx))))
+        m = min(len(idx) - 1, max(1, int(round(fraction * len(idx)))))
         hold.append(idx[:m])
         train.append(idx[m:])
     return [np.sort(np.concatenate(train)), np.sort(np.concatenate(hold))]

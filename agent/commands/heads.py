@@ -31,6 +31,9 @@ def add_arguments(parser) -> None:
                         help="L2 penalty on the head weights, on standardised features (default 1e-3)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the split and initial weights")
     parser.add_argument("--threads", type=int, default=1, help="onnxruntime intra-op threads (default 1)")
+    parser.add_argument("--cache", default=None, metavar="DIR",
+                        help="keep the pooled features in DIR and reuse them when the backbone file, "
+                             "data, tensors and --grid are the same (default: no cache)")
 
 
 def run(args) -> int:
@@ -48,7 +51,7 @@ def run(args) -> int:
     result = make_heads(args.onnx, parse_at(args.at), x, y, args.out,
                         spec=HeadSpec(kind=args.head, grid=args.grid, hidden=args.hidden),
                         final=args.final, holdout=args.holdout, weight_decay=args.weight_decay,
-                        seed=args.seed, threads=args.threads, log=log.info)
+                        seed=args.seed, threads=args.threads, cache_dir=args.cache, log=log.info)
     print("%s: %d %s heads trained on %d samples, held-out accuracy on %d"
           % (result.out_path, len(result.heads), args.head, result.num_train, result.num_holdout))
     total = result.backbone_macs

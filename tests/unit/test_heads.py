@@ -253,3 +253,28 @@ def test_symbolic_image_sizes_are_fixed_to_the_data_so_build_accepts_the_graph(t
     assert [d.dim_value for d in written][1:] == [1, 8, 8] and written[0].dim_param == "N"
     bundle = build_bundle(out, ["c1", "c2"], {1: "exit1", 2: "exit2"}, str(tmp_path / "bundle"))
     assert bundle.stages[0].input_shape == (1, 1, 8, 8)
+
+
+def test_feature_cache_is_reused_only_for_the_same_backbone_data_and_grid(backbone, tmp_path, monkeypatch):
+    """With a cache folder, a second run on the same backbone, data, tensors and grid reads the
+    pooled features instead of running the backbone over the set, and writes the same graph; a
+    different grid computes them again."""
+    import engines.heads as heads
+
+    x, y = _data()
+    cache = str(tmp_path / "cache")
+    calls = []
+    real = heads.run_tensors
+
+    def counting(model, names, xs, *args):
+        calls.append(len(xs))
+        return real(model, names, xs, *args)
+
+    monkeypatch.setattr(heads, "run_tensors", counting)
+    a, b, c = (str(tmp_path / n) for n in ("a.onnx", "b.onnx", "c.onnx"))
+    make_heads(backbone, ["c1", "c2"], x, y, a, cache_dir=cache)
+    make_heads(backbone, ["c1", "c2"], x, y, b, cache_dir=cache)
+    make_heads(backbone, ["c1", "c2"], x, y, c, spec=HeadSpec(grid=2), cache_dir=cache)
+    assert calls == [1, len(x), 1, 1, len(x)]  # each run probes one sample first
+    with open(a, "rb") as fa, open(b, "rb") as fb:
+        assert fa.read() == fb.read()
