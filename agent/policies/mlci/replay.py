@@ -258,14 +258,12 @@ def setting_from_scenario(scenario: Any, params: R.MlciParams) -> MlciSetting:
             raise UsageError("knobs.mlci.levels[%d]: no worker on device(s) %s in the scenario"
                              % (ell, ", ".join(names)))
         caps.append(cap[0])
-        if ell + 1 < len(params.levels):
-            up = [l.rate for l in scenario.links if dev[l.src] in names
-                  and dev[l.dst] in params.levels[ell + 1]]
-            if not up:
-                raise UsageError("knobs.mlci.levels[%d]: no link from %s to level %d (%s)"
-                                 % (ell, ", ".join(names), ell + 1,
-                                    ", ".join(params.levels[ell + 1])))
-            rates.append(up[0])
+    for ell, (names, up_names) in enumerate(zip(params.levels, params.levels[1:])):
+        up = [l.rate for l in scenario.links if dev[l.src] in names and dev[l.dst] in up_names]
+        if not up:
+            raise UsageError("knobs.mlci.levels[%d]: no link from %s to level %d (%s)"
+                             % (ell, ", ".join(names), ell + 1, ", ".join(up_names)))
+        rates.append(up[0])
     return MlciSetting(tuple(s.flops for s in scenario.stages), tuple(caps), tuple(rates),
                        float(scenario.stages[0].input_bytes))
 
