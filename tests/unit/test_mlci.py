@@ -178,7 +178,8 @@ def test_knobs_are_checked_and_round_trip():
                        ({"weights": [1, 2]}, r"knobs\.mlci\.weights: must list 3"),
                        ({"levels": [[]]}, r"knobs\.mlci\.levels"),
                        ({"confidence_threshold": 1.0}, r"knobs\.mlci\.confidence_threshold"),
-                       ({"pruning": 1}, r"knobs\.mlci\.pruning: unknown field")):
+                       ({"pruning": 1}, r"knobs\.mlci\.pruning: unknown field"),
+                       ({"prune_alpha": 1.0}, r"knobs\.mlci\.prune_alpha: pruning")):
         with pytest.raises(UsageError, match=msg):
             R.params_from_knobs(knobs)
 

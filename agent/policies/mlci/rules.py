@@ -58,7 +58,7 @@ class MlciParams:
     temperature: Union[str, float] = "fit"  # "fit" (per head, validation NLL) or a fixed T
     weights: Union[str, Tuple[float, ...]] = "accuracy"  # w_l: "accuracy" or one per level
     ensemble: bool = True  # False: a task's answer is the last level's own output
-    prune_alpha: Optional[float] = None  # eq. 10's alpha; None = no pruning (the demo CNN)
+    prune_alpha: Optional[float] = None  # eq. 10's alpha; None = no pruning (no knob sets it yet)
     levels: Tuple[Tuple[str, ...], ...] = (("end",), ("edge",), ("cloud",))  # devices per level
     prefixes: Optional[Tuple[int, ...]] = None  # K_l per level; None = ``deploy`` picks them
     budgets_s: Tuple[float, ...] = (0.04, 0.06, 0.04)  # deploy: compute time allowed per level
@@ -105,13 +105,16 @@ def params_from_knobs(knobs: Optional[Mapping[str, Any]], where: str = "knobs.ml
         budgets = _nums(f, "budgets_s", len(levels), 0.0, True)
     else:  # the demo's budgets for three levels; no compute limit for another number of levels
         budgets = d.budgets_s if len(levels) == len(d.budgets_s) else (math.inf,) * len(levels)
+    if f.value("prune_alpha", None) is not None:
+        raise f.fail("prune_alpha", "pruning (eq. 10) needs attention weights, which the "
+                                    "bundle's models do not expose; leave it out")
     return MlciParams(
         confidence_threshold=f.num("confidence_threshold", d.confidence_threshold, 0.0, 1.0,
                                    lo_open=True, hi_open=True),
         k=f.num("k", d.k, lo=0.0, lo_open=True), tau=f.num("tau", d.tau, lo=0.0),
         patience=f.int("patience", d.patience, lo=1), temperature=temperature, weights=weights,
         ensemble=f.bool("ensemble", d.ensemble),
-        prune_alpha=f.num("prune_alpha", None, lo=0.0), levels=levels, prefixes=prefixes,
+        levels=levels, prefixes=prefixes,
         budgets_s=budgets)
 
 
