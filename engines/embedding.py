@@ -77,6 +77,12 @@ def embed(x: np.ndarray, name: str) -> np.ndarray:
     return input_embedding(x, kind, patch or DEFAULT_PATCH)
 
 
+def embed_as_stored(x: np.ndarray, name: str) -> np.ndarray:
+    """``embed`` rounded to float32, as the exit profile stores it: a node that embeds a new
+    input this way gets bit for bit what the replay and the simulator read from the profile."""
+    return embed(x, name).astype(np.float32)
+
+
 def auto_kind(sample_shape: Sequence[int], patch: int = DEFAULT_PATCH) -> str:
     """What ``--embedding auto`` picks for inputs of ``sample_shape`` (without the batch):
     ``patchnorm`` for an image (C, H, W) with H, W divisible by ``patch``, else ``raw`` when

@@ -18,7 +18,7 @@ import numpy as np
 from agent.errors import UsageError
 from engines.bundle import Bundle
 from engines.loader import load_engine
-from engines.embedding import CHOICES as EMBEDDING_CHOICES, auto_kind, input_embedding, kind_name
+from engines.embedding import CHOICES as EMBEDDING_CHOICES, auto_kind, embed_as_stored, kind_name
 from engines.exit_profile import ExitProfile, softmax_confidence
 
 
@@ -55,7 +55,8 @@ def profile_embedding(x: np.ndarray, embedding: str = "auto") -> Tuple[Optional[
     kind = auto_kind(x.shape[1:]) if embedding == "auto" else embedding
     if kind == "none":
         return None, ""
-    return input_embedding(x, kind).astype(np.float32), kind_name(kind)
+    name = kind_name(kind)
+    return embed_as_stored(x, name), name
 
 
 def profile_bundle(bundle: Bundle, x: np.ndarray, y: np.ndarray, backend: str = "onnxruntime",

@@ -10,7 +10,8 @@ from agent.errors import UsageError
 from agent.policies.splits import rows_named, test_rows, validation_rows
 from agent.scenario.paper import synthetic_exit_profile
 from engines.demo import DEMO_BUNDLE_DIR, REPLAY_PATH
-from engines.embedding import auto_kind, embed, input_embedding, kind_name, parse_kind_name
+from engines.embedding import (auto_kind, embed, embed_as_stored, input_embedding, kind_name,
+                               parse_kind_name)
 from engines.exit_profile import (ExitProfile, load_exit_profile, save_exit_profile,
                                   softmax_confidence)
 
@@ -150,4 +151,5 @@ def test_shipped_demo_profile_is_v2_tied_to_the_replay_set():
     assert prof.num_classes == 10 and np.array_equal(prof.label, y)
     assert prof.embedding_kind == "patchnorm4" and prof.embedding.shape == (len(x), 49)
     assert np.allclose(prof.embedding, embed(x, "patchnorm4"), rtol=1e-6, atol=1e-6)
+    assert np.array_equal(prof.embedding[7], embed_as_stored(x[7:8], "patchnorm4")[0])
     assert prof.data_sha256 == hashlib.sha256(np.ascontiguousarray(x).tobytes()).hexdigest()

@@ -14,7 +14,7 @@ from agent.cli import main as cli
 from agent.errors import UsageError
 from agent.policies.mlci import replay as P
 from agent.policies.mlci import rules as R
-from agent.policies.splits import test_rows, validation_rows
+from agent.policies.splits import test_rows
 from agent.scenario.format import save_scenario
 from engines.demo import DEMO_BUNDLE_DIR
 from engines.exit_profile import load_exit_profile
