@@ -226,3 +226,18 @@ def test_plan_prints_the_dimee_report(tmp_path, capsys):
                                      "tier-oracle", "early-exit"}
     assert out["baselines"]["tier-cloud"]["cost_vs_cloud"] == 0.0
     assert out["cost_vs_cloud"] < -0.35
+
+
+def test_plan_text_report_prices_stages_by_the_scenarios_flops(tmp_path, capsys):
+    """Without --json, plan prints one line per field; with stage_units = flops it prices the
+    stages by the scenario's FLOPs (model_units = 12: DIMEE-F at -45.6 % of cloud-only, the
+    Early-Exit baseline at -38.3 %, where count units give -41.7 % and -61.5 %)."""
+    path = str(tmp_path / "tiered.json")
+    save_scenario(path, tiered_demo_scenario({"dimee": {"stage_units": "flops",
+                                                        "model_units": 12, "adaptive": False}}))
+    assert cli(["plan", "--policy", "dimee", "--scenario", path]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == ["policy", "dimee"] and lines[1].split() == ["alpha", "0.7"]
+    assert ["cost_vs_cloud", "-0.4563"] in [l.split() for l in lines]
+    ee = lines.index("  early-exit")
+    assert lines[ee + 3].split() == ["cost_vs_cloud", "-0.3827"]
