@@ -34,7 +34,6 @@ from dataclasses import dataclass, fields
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
-from scipy.optimize import minimize_scalar
 
 from agent.config.fields import Fields
 from agent.errors import UsageError
@@ -178,6 +177,8 @@ def model_exits(confidences: np.ndarray, tau: float, patience: int) -> np.ndarra
 def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
     """T minimising the negative log-likelihood of ``labels`` under softmax(logits / T), a
     bounded 1-D search over [0.05, 20] (deterministic)."""
+    from scipy.optimize import minimize_scalar  # loaded only when a temperature is fitted
+
     z = np.asarray(logits, dtype=np.float64)
     y = np.asarray(labels)
 
