@@ -6,6 +6,10 @@ every exit head (early exits and the final head). From it, ``exit_stats`` gives,
 threshold setting, the accuracy A(C) and the fraction I_h of tasks continuing past each stage
 without running the model again.
 
+Format 2 adds optional per-sample fields: every head's raw ``logits`` (N, K, C), the ``label``,
+an input ``embedding`` (N, D) with its ``embedding_kind`` (``engines.embedding``) and the
+``data_sha256`` of the profiled inputs. The loader reads formats 1 and 2; the writer writes 2.
+
 Exit rule (the single implementation, used by the agent, the simulator and this table): a task
 leaves at stage h when ``confidence >= threshold_h``. The final head always answers.
 """
@@ -13,13 +17,17 @@ leaves at stage h when ``confidence >= threshold_h``. The final head always answ
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Mapping, Sequence, Tuple, Union
+from typing import Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
 from agent.errors import UsageError
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)
+# max softmax(logits) vs the stored confidence: float32 logits through float64 softmax on another
+# CPU or SIMD path differ in the last bits, never by this much
+CONFIDENCE_TOLERANCE = 1e-5
 
 Thresholds = Union[Mapping[int, float], Sequence[float]]
 
@@ -61,6 +69,16 @@ class ExitProfile:
     correct: np.ndarray  # (N, K) bool, head's argmax equals the label
     synthetic: bool = False
     note: str = ""
+    logits: Optional[np.ndarray] = None  # (N, K, C) float32, raw logits of every head (v2)
+    label: Optional[np.ndarray] = None  # (N,) int64, ground-truth label of each row (v2)
+    embedding: Optional[np.ndarray] = None  # (N, D) float32, input embedding of each row (v2)
+    embedding_kind: str = ""  # its name, e.g. "patchnorm4" (engines.embedding); "" = none
+    data_sha256: str = ""  # SHA-256 of the profiled inputs' bytes ("" = not recorded)
+
+    @property
+    def num_classes(self) -> Optional[int]:
+        """C, from the logits (None for a profile without logits)."""
+        return None if self.logits is None else int(self.logits.shape[2])
 
     @property
     def early_exit_stages(self) -> Tuple[int, ...]:
@@ -88,7 +106,40 @@ class ExitProfile:
                              % (self.correct.shape, self.confidence.shape))
         if self.num_samples == 0:
             raise UsageError("exit profile: no samples")
+        self._validate_v2()
         return self
+
+    def _validate_v2(self) -> None:
+        """Shapes of the optional fields; logits agree with confidence and (with labels)
+        with correct."""
+        n, k = self.confidence.shape
+        if self.logits is not None and (self.logits.ndim != 3 or self.logits.shape[:2] != (n, k)
+                                        or self.logits.shape[2] < 2):
+            raise UsageError("exit profile: logits must have shape (%d, %d, C >= 2), got %r"
+                             % (n, k, self.logits.shape))
+        if self.label is not None and self.label.shape != (n,):
+            raise UsageError("exit profile: label must have shape (%d,), got %r"
+                             % (n, self.label.shape))
+        if self.embedding is not None:
+            if self.embedding.ndim != 2 or self.embedding.shape[0] != n:
+                raise UsageError("exit profile: embedding must have shape (%d, D), got %r"
+                                 % (n, self.embedding.shape))
+            if not self.embedding_kind:
+                raise UsageError("exit profile: an embedding needs its embedding_kind")
+        if self.logits is None:
+            return
+        for col in range(k):
+            conf, cls = softmax_confidence(self.logits[:, col, :])
+            worst = float(np.max(np.abs(conf - self.confidence[:, col])))
+            if not worst <= CONFIDENCE_TOLERANCE:
+                raise UsageError("exit profile: head %d: max softmax(logits) differs from "
+                                 "confidence by %.3g (> %g)"
+                                 % (self.exit_stages[col], worst, CONFIDENCE_TOLERANCE))
+            if self.label is not None and not np.array_equal(cls == self.label,
+                                                             self.correct[:, col]):
+                bad = int(np.sum((cls == self.label) != self.correct[:, col]))
+                raise UsageError("exit profile: head %d: argmax(logits) == label disagrees with "
+                                 "correct on %d row(s)" % (self.exit_stages[col], bad))
 
 
 def thresholds_vector(profile: ExitProfile, thresholds: Thresholds) -> np.ndarray:
@@ -151,8 +202,7 @@ def exit_stats(profile: ExitProfile, thresholds: Thresholds) -> ExitStats:
 def save_exit_profile(path, profile: ExitProfile) -> None:
     """Write ``profile`` to an ``.npz`` file (format version ``FORMAT_VERSION``)."""
     profile.validate()
-    np.savez_compressed(
-        path,
+    arrays = dict(
         format_version=np.int64(FORMAT_VERSION),
         num_stages=np.int64(profile.num_stages),
         exit_stages=np.asarray(profile.exit_stages, dtype=np.int64),
@@ -161,6 +211,18 @@ def save_exit_profile(path, profile: ExitProfile) -> None:
         synthetic=np.bool_(profile.synthetic),
         note=np.asarray(profile.note),
     )
+    for key, dtype in _OPTIONAL_ARRAYS:
+        if getattr(profile, key) is not None:
+            arrays[key] = np.asarray(getattr(profile, key), dtype=dtype)
+    for key in _OPTIONAL_STRINGS:
+        if getattr(profile, key):
+            arrays[key] = np.asarray(getattr(profile, key))
+    np.savez_compressed(path, **arrays)
+
+
+# format 2's optional fields and their stored dtypes
+_OPTIONAL_ARRAYS = (("logits", np.float32), ("label", np.int64), ("embedding", np.float32))
+_OPTIONAL_STRINGS = ("embedding_kind", "data_sha256")
 
 
 def load_exit_profile(path) -> ExitProfile:
@@ -168,9 +230,14 @@ def load_exit_profile(path) -> ExitProfile:
     try:
         with np.load(path, allow_pickle=False) as z:
             version = int(z["format_version"])
-            if version != FORMAT_VERSION:
-                raise UsageError("%s: exit profile format %d, this version reads %d"
-                                 % (path, version, FORMAT_VERSION))
+            if version not in READABLE_VERSIONS:
+                raise UsageError("%s: exit profile format %d, this version reads %s"
+                                 % (path, version, ", ".join(map(str, READABLE_VERSIONS))))
+            extra = {}
+            if version >= 2:
+                extra = {key: np.asarray(z[key], dtype=dtype)
+                         for key, dtype in _OPTIONAL_ARRAYS if key in z}
+                extra.update({key: str(z[key]) for key in _OPTIONAL_STRINGS if key in z})
             profile = ExitProfile(
                 num_stages=int(z["num_stages"]),
                 exit_stages=tuple(int(s) for s in z["exit_stages"]),
@@ -178,6 +245,7 @@ def load_exit_profile(path) -> ExitProfile:
                 correct=np.asarray(z["correct"], dtype=bool),
                 synthetic=bool(z["synthetic"]),
                 note=str(z["note"]),
+                **extra
             )
     except UsageError:
         raise

@@ -2,11 +2,14 @@
 
 The per-sample loop uses the same engines and batch size as serving, so confidences are
 exactly those the agent will see; the accuracy table is then computed from the profile alone
-(``engines.exit_profile.exit_stats``).
+(``engines.exit_profile.exit_stats``). The profile (format 2) also keeps every head's logits,
+the labels, an input embedding per sample (``engines.embedding``) and the SHA-256 of the
+profiled inputs, so row i stays tied to sample i of the data file.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 from typing import Callable, Optional, Tuple
 
@@ -15,6 +18,7 @@ import numpy as np
 from agent.errors import UsageError
 from engines.bundle import Bundle
 from engines.loader import load_engine
+from engines.embedding import CHOICES as EMBEDDING_CHOICES, auto_kind, embed_as_stored, kind_name
 from engines.exit_profile import ExitProfile, softmax_confidence
 
 
@@ -41,19 +45,38 @@ def load_dataset(path) -> Tuple[np.ndarray, np.ndarray]:
     return x, y.astype(np.int64)
 
 
+def profile_embedding(x: np.ndarray, embedding: str = "auto") -> Tuple[Optional[np.ndarray], str]:
+    """The input embedding the profile stores for ``x`` and its kind name; ``embedding`` is one
+    of ``engines.embedding.CHOICES`` (``auto`` picks by the input's shape, ``none`` stores
+    nothing: returns ``(None, "")``)."""
+    if embedding not in EMBEDDING_CHOICES:
+        raise UsageError("--embedding: must be one of %s, got %r"
+                         % (", ".join(EMBEDDING_CHOICES), embedding))
+    kind = auto_kind(x.shape[1:]) if embedding == "auto" else embedding
+    if kind == "none":
+        return None, ""
+    name = kind_name(kind)
+    return embed_as_stored(x, name), name
+
+
 def profile_bundle(bundle: Bundle, x: np.ndarray, y: np.ndarray, backend: str = "onnxruntime",
-                   threads: int = 1, progress: Optional[Callable[[int], None]] = None) -> ExitProfile:
-    """Run every sample of ``x`` through all stages of ``bundle`` and record every head."""
+                   threads: int = 1, progress: Optional[Callable[[int], None]] = None,
+                   embedding: str = "auto") -> ExitProfile:
+    """Run every sample of ``x`` through all stages of ``bundle`` and record every head: its
+    confidence, correctness and logits, plus the labels and the input ``embedding`` (see
+    ``profile_embedding``)."""
     first = bundle.stages[0]
     if tuple(x.shape[1:]) != tuple(first.input_shape[1:]):
         raise UsageError("data x has sample shape %s, stage 1 expects %s"
                          % (tuple(x.shape[1:]), tuple(first.input_shape[1:])))
-    x = x.astype(first.input_dtype, copy=False)
+    x = np.ascontiguousarray(x.astype(first.input_dtype, copy=False))
+    emb, emb_kind = profile_embedding(x, embedding)
     engines = [load_engine(s, backend=backend, threads=threads) for s in bundle.stages]
     heads = [s for s in bundle.stages if s.logits_output is not None]
     n = len(x)
     confidence = np.zeros((n, len(heads)), dtype=np.float64)
     correct = np.zeros((n, len(heads)), dtype=bool)
+    logits = None
     try:
         for i in range(n):
             t = x[i:i + 1]
@@ -61,7 +84,10 @@ def profile_bundle(bundle: Bundle, x: np.ndarray, y: np.ndarray, backend: str = 
             for engine in engines:
                 out = engine.run(t)
                 if out.logits is not None:
-                    conf, cls = softmax_confidence(out.logits)
+                    if logits is None:
+                        logits = np.zeros((n, len(heads), out.logits.size), dtype=np.float32)
+                    logits[i, col] = np.asarray(out.logits, dtype=np.float32).reshape(-1)
+                    conf, cls = softmax_confidence(logits[i, col])
                     confidence[i, col] = conf[0]
                     correct[i, col] = cls[0] == y[i]
                     col += 1
@@ -73,4 +99,7 @@ def profile_bundle(bundle: Bundle, x: np.ndarray, y: np.ndarray, backend: str = 
             engine.close()
     return ExitProfile(num_stages=bundle.num_stages, exit_stages=bundle.exit_stages,
                        confidence=confidence, correct=correct,
-                       note="measured on %d samples, batch 1" % n).validate()
+                       note="measured on %d samples, batch 1" % n, logits=logits,
+                       label=np.asarray(y, dtype=np.int64), embedding=emb,
+                       embedding_kind=emb_kind,
+                       data_sha256=hashlib.sha256(x.tobytes()).hexdigest()).validate()

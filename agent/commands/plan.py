@@ -14,8 +14,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--scenario", "-s", required=True, help="scenario JSON file")
     parser.add_argument("--policy", "-p", default="dtoee",
                         help="the policy that plans (default dtoee): dtoee, cf, bf, ngto, ga, "
-                             "optimum or one a plug-in registered; an unknown name is answered "
-                             "with the list")
+                             "optimum, dimee, dimee-f, mlci, tabi, mlci-noens or one a plug-in "
+                             "registered; an unknown name is answered with the list")
     parser.add_argument("--rounds", "-n", type=int, default=None,
                         help="dtoee: communication rounds (default: knobs.rounds, 200); ngto: "
                              "most best-response passes (100); ga: rounds (20)")
@@ -28,7 +28,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="ga: random seed (default 0)")
     parser.add_argument("--json", action="store_true",
                         help="print exactly one JSON object: policy, routing, thresholds, "
-                             "delay_s, accuracy, utility, rounds, converged")
+                             "delay_s, accuracy, utility, rounds, converged (dimee and mlci: "
+                             "their own fields, docs/dimee-mlci.md)")
 
 
 def plan(scenario, policy: str, rounds=None, step=None, staleness=None, seed: int = 0):
@@ -52,15 +53,23 @@ def run(args: argparse.Namespace) -> int:
     from agent.policies.optimum import min_max_utilisation
     from agent.policies.registry import check_scenario_knobs
     from agent.scenario.format import load_scenario
+    from agent.policies.plan_report import PlanReport
 
     scenario = load_scenario(args.scenario)
     check_scenario_knobs(scenario.knobs)
+    res = plan(scenario, args.policy, args.rounds, args.step, args.staleness, args.seed)
+    if isinstance(res, PlanReport):  # a per-task policy's own report (DIMEE, MLCI)
+        if args.json:
+            json.dump(res.to_json(), sys.stdout, sort_keys=False)
+            sys.stdout.write("\n")
+        else:
+            print(res.text())
+        return 0
     devices = [w.device or w.id for w in scenario.workers]
     if len(set(devices)) < len(devices):
         print("edge-agent plan: note: workers on one device share its processor in the "
               "simulator, but the DTO-EE model (eq. 6) treats each as its own server",
               file=sys.stderr)
-    res = plan(scenario, args.policy, args.rounds, args.step, args.staleness, args.seed)
     if not math.isfinite(res.delay_s):
         rem, _ = remaining_for(scenario, res.thresholds or None)
         best, _ = min_max_utilisation(compile_network(scenario), rem)

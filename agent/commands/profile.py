@@ -14,6 +14,11 @@ def add_arguments(parser) -> None:
     parser.add_argument("--backend", default="onnxruntime", choices=["auto", "tensorrt", "onnxruntime"],
                         help="engine backend (default onnxruntime)")
     parser.add_argument("--threads", type=int, default=1, help="onnxruntime intra-op threads (default 1)")
+    parser.add_argument("--embedding", default="auto", choices=["auto", "patchnorm", "raw", "none"],
+                        help="input embedding stored per sample (DIMEE's pools): patchnorm (L2 "
+                             "norm of each 4x4 patch of an image), raw (the flattened input), "
+                             "none; auto (default) = patchnorm for images, raw for inputs of at "
+                             "most 1024 values, else none")
 
 
 def run(args) -> int:
@@ -27,13 +32,18 @@ def run(args) -> int:
 
     bundle = load_bundle(args.bundle)
     x, y = load_dataset(args.data)
-    profile = profile_bundle(bundle, x, y, backend=args.backend, threads=args.threads)
+    profile = profile_bundle(bundle, x, y, backend=args.backend, threads=args.threads,
+                             embedding=args.embedding)
     out = args.out or os.path.join(bundle.path, EXIT_PROFILE_NAME)
     if not out.endswith(".npz"):
         out += ".npz"  # numpy's own rule for a path, kept for a file written atomically
     with atomic_open(out, "wb") as f:
         save_exit_profile(f, profile)
     print("exit profile of %s on %d samples -> %s" % (bundle.name, profile.num_samples, out))
+    print("stored: confidence, correct, logits (%d classes), labels, embedding %s"
+          % (profile.num_classes, "%s (%d values)" % (profile.embedding_kind,
+                                                       profile.embedding.shape[1])
+             if profile.embedding is not None else "none"))
     print("%-6s %-8s %10s %16s" % ("stage", "head", "accuracy", "mean confidence"))
     for k, stage in enumerate(profile.exit_stages):
         head = "final" if stage == profile.num_stages else "exit"

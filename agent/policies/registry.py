@@ -27,6 +27,7 @@ from agent.errors import UsageError
 from agent.policies import api
 from agent.policies.baselines import plans as baselines
 from agent.policies.baselines.agent import BaselinePolicy, parse_baseline_knobs
+from agent.policies.dimee import replay as dimee_replay
 from agent.policies.dtoee import sim as dtoee_sim
 from agent.policies.dtoee.agent import DtoeePolicy
 from agent.policies.dtoee.knobs import KNOB_NAMES, DtoeeParams, parse_agent_knobs, parse_knobs
@@ -34,6 +35,7 @@ from agent.policies.dtoee.network import run_dtoee
 from agent.policies.mdi_exit.agent import MdiExitPolicy
 from agent.policies.mdi_exit.rules import POLICY_NAME as MDI_EXIT, params_from_knobs
 from agent.policies.mdi_exit.sim import MdiExitSimPolicy
+from agent.policies.mlci import replay as mlci_replay
 from agent.policies.model import PolicyResult
 from agent.policies.setting import Scenario, ScenarioError
 from agent.policies.sim_api import PlannerPolicy, SimPolicy, decision_from_result
@@ -243,3 +245,16 @@ for _row in (
               not_in_agent=_CENTRAL, planner=_optimum),
 ):
     register(_row)
+
+# DIMEE and MLCI: replay and plan so far; their agent and simulator adapters are still to come
+_REPLAY_ONLY = "not yet: %s runs in the exit-profile replay and plan only (docs/dimee-mlci.md)"
+for _name, _summary in (
+        ("dimee", "DIMEE (Ours-D): tier by the input embedding's nearest pool mean, adaptive"),
+        ("dimee-f", "DIMEE (Ours-F): tier by the nearest of fixed pool means"),
+        ("mlci", "MLCI: levels end/edge/cloud, patience exit, probabilistic offload, ensemble"),
+        ("tabi", "MLCI without early exit (tau = 0), the paper's Tabi"),
+        ("mlci-noens", "MLCI answering with the last level's output alone (no ensemble)")):
+    _mod = dimee_replay if _name.startswith("dimee") else mlci_replay
+    register(PolicyRow(_name, _summary, not_in_agent=_REPLAY_ONLY % _name,
+                       planner=(lambda m, n: lambda s, q: m.planner(s, n))(_mod, _name),
+                       scenario_knobs=("dimee",) if _mod is dimee_replay else ("mlci",)))

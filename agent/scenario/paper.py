@@ -59,7 +59,8 @@ DEVICE_MODES: Dict[str, Tuple[Tuple[str, float], ...]] = {
 
 def synthetic_exit_profile(accuracies: Sequence[float], exit_stages: Sequence[int],
                            num_stages: int, num_classes: int, num_samples: int = 10000,
-                           seed: int = 0) -> ExitProfile:
+                           seed: int = 0, v2_fields: bool = False,
+                           embedding_rho: float = 0.8) -> ExitProfile:
     """A seeded exit profile whose head k answers exactly ``accuracies[k]`` of the samples.
 
     Each sample has a latent difficulty; head k is right on the ``accuracies[k]`` fraction of
@@ -67,6 +68,9 @@ def synthetic_exit_profile(accuracies: Sequence[float], exit_stages: Sequence[in
     and exiting early never gains accuracy: A_max is the final head's, A_min the first's, as in
     the paper. A head's max-softmax confidence grows with the sample's margin to the head's cut,
     plus noise, between 1/classes and 1: confident answers are right more often.
+
+    ``v2_fields`` adds synthetic logits, labels and a 16-value embedding (``synthetic_v2_fields``;
+    the confidences and correctness stay exactly those drawn without it).
     """
     rng = np.random.default_rng([seed, 0xE817])
     k = len(accuracies)
@@ -83,7 +87,39 @@ def synthetic_exit_profile(accuracies: Sequence[float], exit_stages: Sequence[in
         conf[:, c] = floor + (1.0 - floor) / (1.0 + np.exp(-margin))
     note = ("synthetic: seeded (seed %d) to match per-head accuracies %s; not measured on a model"
             % (seed, ", ".join("%.3f" % a for a in accuracies)))
-    return ExitProfile(num_stages, tuple(exit_stages), conf, correct, True, note).validate()
+    if not v2_fields:
+        return ExitProfile(num_stages, tuple(exit_stages), conf, correct, True, note).validate()
+    logits, label, emb = synthetic_v2_fields(conf, correct, difficulty, num_classes, seed,
+                                             embedding_rho)
+    note += ("; synthetic logits (rest mass spread evenly), uniform labels and a 16-value "
+             "embedding whose column 0 carries the difficulty (rho %g)" % embedding_rho)
+    return ExitProfile(num_stages, tuple(exit_stages), conf, correct, True, note, logits=logits,
+                       label=label, embedding=emb, embedding_kind="synthetic16").validate()
+
+
+def synthetic_v2_fields(conf: np.ndarray, correct: np.ndarray, difficulty: np.ndarray,
+                        num_classes: int, seed: int = 0, rho: float = 0.8,
+                        dim: int = 16) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Logits (N, K, C) float32, labels (N,) and an embedding (N, ``dim``) consistent with
+    ``conf``/``correct``: labels uniform; a head predicts the label when correct, else a
+    uniformly drawn wrong class; probability ``conf`` on the predicted class and
+    ``(1 - conf)/(C - 1)`` on each other; logits = log of those. Embedding column 0 is
+    ``rho * z(difficulty) + sqrt(1 - rho^2) * noise``, the other columns noise."""
+    if num_classes < 2 or not 0.0 <= rho <= 1.0:
+        raise UsageError("synthetic profile: needs >= 2 classes and rho in [0, 1]")
+    rng = np.random.default_rng([seed, 0x5EC2])
+    n, k = conf.shape
+    label = rng.integers(0, num_classes, size=n).astype(np.int64)
+    wrong = (label[:, None] + rng.integers(1, num_classes, size=(n, k))) % num_classes
+    pred = np.where(correct, label[:, None], wrong)
+    rest = (1.0 - conf) / (num_classes - 1)
+    probs = np.repeat(rest[:, :, None], num_classes, axis=2)
+    np.put_along_axis(probs, pred[:, :, None], conf[:, :, None], axis=2)
+    logits = np.log(probs).astype(np.float32)
+    z = (difficulty - difficulty.mean()) / (difficulty.std() or 1.0)
+    emb = rng.standard_normal((n, dim))
+    emb[:, 0] = rho * z + np.sqrt(1.0 - rho * rho) * emb[:, 0]
+    return logits, label, emb.astype(np.float32)
 
 
 def _draw_topology(rng: np.random.Generator, num_sources: int, counts: Sequence[int],

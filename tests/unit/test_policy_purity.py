@@ -143,3 +143,9 @@ def test_importing_policies_loads_no_messaging_or_engine_library():
     parts = [m.split(".") for m in loaded]
     assert sorted(".".join(p) for p in parts
                   if any(".".join(p[:i]) in TRANSITIVE_BAN for i in range(1, len(p) + 1))) == []
+
+
+def test_engine_side_modules_policies_may_import_are_pure():
+    """``engines.embedding`` (the input embedding DIMEE computes on a node, in the simulator and
+    in ``plan``) reaches no banned module and does no file I/O, like the policy modules."""
+    assert impurities(find_modules(), "engines.embedding") == {}

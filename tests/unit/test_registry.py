@@ -21,7 +21,8 @@ def test_each_part_gets_the_names_that_run_there():
     assert set(registry.names("agent")) == {"dtoee", "cf", "bf", "mdi-exit", "fixed"}
     assert set(registry.names("sim")) == {"dtoee", "dtoee-cX", "cf", "bf", "ngto", "ga",
                                           "mdi-exit"}
-    assert set(registry.names("planner")) == {"dtoee", "cf", "bf", "ngto", "ga", "optimum"}
+    assert set(registry.names("planner")) == {"dtoee", "cf", "bf", "ngto", "ga", "optimum",
+                                              "dimee", "dimee-f", "mlci", "tabi", "mlci-noens"}
     for name in registry.names("agent"):
         assert isinstance(registry.make_policy(name, {1: 0.8}, {}), AgentPolicy)
 
@@ -89,3 +90,16 @@ def test_api_imports_no_policy_folder():
     assert folders and not [m for m in mods for f in folders
                             if m.startswith("agent.policies." + f)]
     assert "agent.policies.registry" not in mods
+
+
+def test_replay_only_policies_are_refused_by_the_agent_and_simulator_in_one_line():
+    """DIMEE and MLCI run in plan only so far: asking a node or the simulator for them is one
+    line that says so, not a crash."""
+    for name in ("dimee", "dimee-f", "mlci", "tabi", "mlci-noens"):
+        with pytest.raises(UsageError, match=r"^policy: policy '%s' cannot run on a node: not "
+                                             r"yet: .*replay and plan only" % name):
+            registry.make_policy(name, {}, {})
+        with pytest.raises(UsageError, match=r"^--policies: policy '%s' cannot run in the "
+                                             r"simulator" % name):
+            registry.make_sim_policy(name)
+    registry.check_scenario_knobs({"dimee": {}, "mlci": {}})

@@ -1,0 +1,1 @@
+"""MLCI (seed paper 001): multi-level cloud-edge-end collaborative inference."""
