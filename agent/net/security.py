@@ -35,6 +35,8 @@ log = logging.getLogger(__name__)
 
 SECURITY_MODES = ("curve", "none")
 _Z85_KEY_LEN = 40
+_Z85_CHARS = frozenset("0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+                       ".-:+=^!/*?&<>()[]{}@%$#")
 
 
 class SecurityError(UsageError):
@@ -302,7 +304,8 @@ def load_allowed_keys(entry: str, base_dir: str = ".") -> List[bytes]:
 
 def _neither_key_nor_file(spec: str, path: str) -> str:
     """Why ``spec`` is no key: a z85 key of the wrong length, a bad character, or a lost file."""
-    looks_inline = os.sep not in spec and not spec.endswith((".key", ".key_secret"))
+    looks_inline = all(ch in _Z85_CHARS for ch in spec) and not spec.endswith((".key",
+                                                                              ".key_secret"))
     if looks_inline and len(spec) != _Z85_KEY_LEN and abs(len(spec) - _Z85_KEY_LEN) <= 8:
         return ("%r is %d characters long: a z85 public key has exactly %d (a character lost or "
                 "added when copying?), and no file of that name exists"
