@@ -63,7 +63,7 @@ class AgentMetrics:
                             "1 for the current Jetson power mode (nvpmodel), 0 for earlier ones",
                             ["node", "mode"], registry=r)
         self._write_failed = Counter("edge_agent_write_failures",
-                                     "Failed writes of records, their journal, state or stats "
+                                     "Failed writes of records, their journal or state "
                                      "(a full or read-only disk); the agent keeps serving",
                                      ["node", "what"], registry=r)
         self._power_lock = threading.Lock()
@@ -109,7 +109,7 @@ class AgentMetrics:
         self._dropped.labels(self.node_id, str(reason)).inc()
 
     def write_failed(self, what: str, n: int = 1) -> None:
-        """Count failed writes of ``what`` ("records", "journal", "state", "stats")."""
+        """Count failed writes of ``what`` ("records", "journal", "state")."""
         self._write_failed.labels(self.node_id, str(what)).inc(n)
 
     def neighbour_alive(self, peer: str, alive: bool) -> None:
