@@ -26,17 +26,18 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import zmq
 
+from agent.config.checks import is_loopback_host
 from agent.config.node import NodeConfig
 from agent.errors import UsageError
 from agent.net.security import load_public_key, security_from_config
 from agent.net.transport import Transport
-from agent.config.checks import is_loopback_host
-from agent.node.book import RecordWriter, ReplaySet, SourceBook
+from agent.node.book import ReplaySet, SourceBook
 from agent.node.capacity import Capacity, worker_capacity
 from agent.node.hooks import NodeHooks
 from agent.node.inference import InferenceThread
 from agent.node.loop import Node
 from agent.node.outbox import Outbox
+from agent.node.records import RecordWriter
 from agent.node.role import Role
 from agent.node.source import SourceSide
 from agent.node.status import NodeStatus
@@ -254,7 +255,11 @@ def build(cfg: NodeConfig, notifier: Any = None, ctx: Optional[zmq.Context] = No
         capacity = Capacity()
     metrics = make_metrics(cfg)
     if cfg.role == "source":
-        book = open_book(cfg, metrics)
+        try:
+            book = open_book(cfg, metrics)
+        except BaseException:
+            metrics.close()
+            raise
     if cfg.metrics_port and cfg.role == "worker":
         report_power_mode(cfg, metrics)
     hooks = NodeHooks(notifier, metrics, store)

@@ -111,9 +111,9 @@ def check_writable_dir(path: str, what: str) -> None:
     except OSError as exc:
         raise FileFault("%s: %s: %s" % (what, path, _reason(exc))) from None
     if not stat.S_ISDIR(st.st_mode):
-        raise FileFault("%s: %s is %s, not a directory; remove it or point %s elsewhere"
-                        % (what, path, _kind(st.st_mode) if not stat.S_ISREG(st.st_mode)
-                           else "a file", what.rsplit(".", 1)[-1]))
+        kind = "a file" if stat.S_ISREG(st.st_mode) else _kind(st.st_mode)
+        raise FileFault("%s: %s is %s, not a directory; move it away or point %s elsewhere"
+                        % (what, path, kind, what))
     probe = os.path.join(path, ".write-probe.%d" % os.getpid())
     try:
         fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
