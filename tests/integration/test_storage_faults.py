@@ -165,3 +165,27 @@ def test_full_disk_under_a_worker_keeps_serving_counts_state_save_failures(bundl
     assert log.count("cannot write state") <= 2, "logged more than once a minute"
     assert "writing state" in log and "works again" in log
     assert c.tasks("s1")["completed"] == total
+
+
+def test_poisoned_saved_state_is_dropped_and_the_worker_serves(bundle, tmp_path):
+    """Rule: a DTO-EE state.json with Infinity in its routing row is not restored (a warning,
+    the file moved aside); the worker routes with fresh state and every task completes."""
+    c = Cluster(str(tmp_path), bundle, {"s1": 0, "w1": 1, "w2": 2}, policy="dtoee",
+                slot_length_s=1.0, rounds_per_slot=5, round_interval_s=0.05)
+    state_dir = os.path.join(str(tmp_path), "w1")
+    os.makedirs(state_dir)
+    with open(os.path.join(state_dir, "state.json"), "w") as f:
+        f.write('{"format_version": 1, "saved_unix_s": 1, "state": {"policy": "dtoee", '
+                '"routing": {"w2": Infinity}, "thresholds": {"1": 0.8}}}')
+    try:
+        c.start("w2")
+        c.start("w1")
+        c.start("s1", arrival_rate_tasks_s=10.0, max_tasks=40)
+        c.wait_for(lambda: c.finished("s1", 40), TIMEOUT_S, "all 40 tasks answered")
+    finally:
+        c.stop_all()
+    log = open(c.logs["w1"], errors="replace").read()
+    assert "is unusable" in log and "non-finite number Infinity" in log
+    assert "restored policy state" not in log
+    assert os.path.exists(os.path.join(state_dir, "state.json.corrupt"))
+    assert c.tasks("s1")["completed"] == 40
