@@ -99,6 +99,9 @@ def preflight(cfg: NodeConfig) -> None:
         slots += [RECORDS_FILE, RECORDS_FILE + ".journal"]
     for name in slots:
         check_file_slot(os.path.join(cfg.state_dir, name), "state_dir")
+    if os.path.isdir(cfg.bundle):  # a FIFO among the bundle's files would block its reader
+        for name in sorted(os.listdir(cfg.bundle)):
+            check_file_slot(os.path.join(cfg.bundle, name), "bundle", allow_dir=True)
     if cfg.role == "source" and cfg.replay_path:
         check_regular_file(cfg.replay_path, "replay_path")
     if cfg.role == "worker" and cfg.capacity_profile:

@@ -125,8 +125,9 @@ def check_writable_dir(path: str, what: str) -> None:
         raise FileFault("%s: cannot write in %s: %s (%s)" % (what, path, _reason(exc), fix)) from None
 
 
-def check_file_slot(path: str, what: str) -> None:
-    """``path`` (a file the agent writes) must be absent or a regular file (``FileFault``)."""
+def check_file_slot(path: str, what: str, allow_dir: bool = False) -> None:
+    """``path`` (a file the agent writes or reads) must be absent or a regular file (or, with
+    ``allow_dir``, a directory), else ``FileFault``."""
     try:
         st = os.lstat(path)
     except FileNotFoundError:
@@ -138,8 +139,8 @@ def check_file_slot(path: str, what: str) -> None:
             st = os.stat(path)
         except OSError as exc:
             raise FileFault("%s: %s is a dangling link: %s" % (what, path, _reason(exc))) from None
-    if not stat.S_ISREG(st.st_mode):
-        raise FileFault("%s: %s is %s; the agent writes a regular file there: move it away"
+    if not stat.S_ISREG(st.st_mode) and not (allow_dir and stat.S_ISDIR(st.st_mode)):
+        raise FileFault("%s: %s is %s; the agent needs a regular file there: move it away"
                         % (what, path, _kind(st.st_mode)))
 
 

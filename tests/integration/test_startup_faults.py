@@ -192,6 +192,9 @@ CASES: Dict[str, Tuple[Callable[[Case], str], Tuple[str, ...]]] = {
     "bundle manifest of random bytes": (
         lambda c: (c.file("bundle.json", RANDOM_BYTES), c.write(c.config("worker", bundle=c.dir)))[1],
         ("bundle.json",)),
+    "a FIFO among the bundle's files": (
+        lambda c: (c.fifo("stage1.onnx"), c.file("bundle.json", b"{}"),
+                   c.write(c.config("worker", bundle=c.dir)))[2], ("bundle", "stage1.onnx", "FIFO")),
     "stage the bundle lacks": (lambda c: c.write(c.config("worker", stage=3)), ("stage", "3")),
     "rounds longer than a slot": (lambda c: c.write(c.config("worker", rounds_per_slot=200)),
                                   ("rounds_per_slot",)),
