@@ -236,14 +236,14 @@ def profile_to_obj(profile: Profile) -> Dict[str, Any]:
 def load_profile(path: str) -> Profile:
     """Read and validate a profile file; a missing file is a ``ProfileError``."""
     try:
-        with open(path, "r", encoding="utf-8") as f:
-            text = f.read()
+        with open(path, "rb") as f:
+            raw = f.read()
     except FileNotFoundError:
         raise ProfileError("%s: no such calibration profile (run edge-agent calibrate first)" % path)
     except OSError as exc:
         raise ProfileError("%s: cannot read: %s" % (path, exc.strerror or exc))
-    try:
-        obj = json.loads(text)
+    try:  # UnicodeDecodeError is a ValueError: a binary file is "not JSON" too
+        obj = json.loads(raw.decode("utf-8"))
     except ValueError as exc:
         raise ProfileError("%s: not valid JSON: %s" % (path, exc))
     return parse_profile(obj, path)

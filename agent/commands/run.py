@@ -2,12 +2,20 @@
 
 The node is built and served by ``agent.node.build`` (start-up order, shutdown and draining
 are described there); this command reads the config and tells systemd how things go.
+
+A fault that keeps the agent from starting (config, key, state or model files, addresses) is
+printed as one line naming the field or file and the fix, and the command exits with
+``EXIT_CONFIG`` (78): the systemd unit does not restart on it (``RestartPreventExitStatus``),
+since a restart cannot fix a file.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import sys
+
+from agent.errors import EXIT_CONFIG, UsageError
 
 HELP = "run one agent (source or worker) from a node config until SIGTERM"
 
@@ -18,12 +26,44 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="node config file (see docs/formats.md, 'Node config')")
 
 
+def _fail(text: str) -> int:
+    print("edge-agent run: error: %s" % " ".join(str(text).split()), file=sys.stderr)
+    return EXIT_CONFIG
+
+
 def run(args: argparse.Namespace) -> int:
-    """Load the node config and serve until SIGTERM/SIGINT."""
+    """Load the node config and serve until SIGTERM/SIGINT; ``EXIT_CONFIG`` on a start-up fault."""
     # imported here, not at the top: `edge-agent --help` imports every command module, and the
     # node pulls in numpy, zmq and the engines (0.35 s against 0.03 s)
     from agent.config.node import load_config
     from agent.node.build import serve
     from agent.ops.sdnotify import Notifier
 
-    return serve(load_config(args.config), Notifier.from_environ(os.environ))
+    notifier = _Started(Notifier.from_environ(os.environ))
+    try:
+        cfg = load_config(args.config)
+        return serve(cfg, notifier)
+    except UsageError as exc:
+        if notifier.ready_sent:  # not a start-up fault: let the service manager restart
+            raise
+        return _fail(str(exc))
+    except OSError as exc:  # a file the checks did not foresee: still one line, no restart loop
+        if notifier.ready_sent:
+            raise
+        where = exc.filename or args.config
+        return _fail("cannot start: %s: %s" % (where, exc.strerror or exc))
+
+
+class _Started:
+    """The notifier, remembering whether READY was sent (after it, faults are not start-up)."""
+
+    def __init__(self, notifier) -> None:
+        self._notifier = notifier
+        self.ready_sent = False
+
+    def ready(self, status: str = "") -> bool:
+        self.ready_sent = True
+        return self._notifier.ready(status)
+
+    def __getattr__(self, name: str):
+        return getattr(self._notifier, name)

@@ -161,4 +161,6 @@ def _range_text(lo, hi, lo_open: bool, hi_open: bool) -> str:
 
 
 def _fmt(v: float) -> str:
+    if isinstance(v, int) and not isinstance(v, bool):
+        return str(v)  # an integer bound in full (1073741824, not 1.07374e+09)
     return repr(v) if isinstance(v, float) and not float(v).is_integer() else "%g" % v

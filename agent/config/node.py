@@ -32,9 +32,12 @@ import os
 from dataclasses import dataclass, field, fields
 from typing import Any, Dict, Mapping, Tuple
 
+from agent.config.checks import (MAX_MESSAGE_BYTES_LIMIT, MIN_INTERVAL_S, check_endpoint,
+                                  check_node_id, is_loopback_host)
 from agent.config.fields import REQUIRED, Fields
 from agent.config.toml_dump import to_toml
 from agent.errors import UsageError
+from agent.ops.files import CONFIG_MAX_BYTES, FileFault, read_bounded
 from agent.policies import registry
 from agent.policies.setting import DEFAULT_TRADEOFF
 
@@ -127,7 +130,8 @@ class NodeConfig:
     allowed_keys_dir: str = ""  # curve: folder of *.key files also accepted (besides peers' keys),
     # e.g. every worker that may return results to this source; "" = only the peers
     metrics_port: int = 0  # Prometheus exporter port; 0 = off
-    metrics_host: str = "127.0.0.1"  # Prometheus exporter bind address
+    metrics_host: str = "127.0.0.1"  # Prometheus exporter bind address (loopback unless public)
+    metrics_public: bool = False  # allow a non-loopback metrics_host (no TLS/auth: logged warning)
     status_interval_s: float = 5.0  # period of the status log line and stats.json
     records_flush_interval_s: float = 1.0  # source: flush records.jsonl at least this often
 
@@ -169,8 +173,7 @@ _NODE_FIELDS = {f.name for f in fields(NodeConfig)}
 
 
 def _check_endpoint(value: str, where: str) -> None:
-    if "://" not in value or value.split("://", 1)[0] not in ("tcp", "ipc", "inproc"):
-        raise ConfigError("%s: must be a ZeroMQ endpoint like tcp://HOST:PORT, got %r" % (where, value))
+    check_endpoint(value, where, ConfigError)
 
 
 def _parse_peer(obj: Any, where: str) -> Peer:
@@ -193,8 +196,7 @@ def _parse_peer(obj: Any, where: str) -> Peer:
     if peer.last_stage and peer.last_stage < peer.stage:
         raise ConfigError("%s.last_stage: must be 0 or >= stage %d, got %r"
                           % (where, peer.stage, peer.last_stage))
-    if not peer.id:
-        raise ConfigError("%s.id: must be a non-empty string" % where)
+    check_node_id(peer.id, where + ".id", ConfigError)
     _check_endpoint(peer.control_address, where + ".control_address")
     _check_endpoint(peer.data_address, where + ".data_address")
     return peer
@@ -217,9 +219,7 @@ def parse_config(obj: Any, base_dir: str = ".", where: str = "config") -> NodeCo
 
     kw: Dict[str, Any] = {}
     kw["node_id"] = r.str("node_id")
-    if not kw["node_id"] or "|" in kw["node_id"]:
-        raise ConfigError("%s.node_id: must be a non-empty string without '|', got %r"
-                          % (where, kw["node_id"]))
+    check_node_id(kw["node_id"], where + ".node_id", ConfigError)
     kw["role"] = r.str("role", choices=ROLES)
     kw["stage"] = r.int("stage", 0 if kw["role"] == "source" else REQUIRED, lo=0)
     if kw["role"] == "source" and kw["stage"] != 0:
@@ -273,17 +273,16 @@ def parse_config(obj: Any, base_dir: str = ".", where: str = "config") -> NodeCo
     for key in ("slot_length_s", "round_interval_s", "heartbeat_interval_s", "ack_timeout_s",
                 "result_timeout_s", "status_interval_s", "records_flush_interval_s",
                 "drain_timeout_s"):
-        kw[key] = r.num(key, dflt(key), lo=0, lo_open=True)
+        kw[key] = r.num(key, dflt(key), lo=MIN_INTERVAL_S)
     for key in ("rounds_per_slot", "neighbour_timeout_rounds", "max_attempts", "engine_threads",
                 "timing_runs"):
         kw[key] = r.int(key, dflt(key), lo=1)
     kw["warmup_runs"] = r.int("warmup_runs", dflt("warmup_runs"), lo=0)
     kw["max_tasks"] = r.int("max_tasks", dflt("max_tasks"), lo=0)
     kw["seed"] = r.int("seed", dflt("seed"), lo=0)
-    kw["max_message_bytes"] = r.int("max_message_bytes", dflt("max_message_bytes"), lo=1024)
-    kw["metrics_port"] = r.int("metrics_port", dflt("metrics_port"), lo=0)
-    if kw["metrics_port"] > 65535:
-        raise ConfigError("%s.metrics_port: must be in 0..65535, got %r" % (where, kw["metrics_port"]))
+    kw["max_message_bytes"] = r.int("max_message_bytes", dflt("max_message_bytes"), lo=1024,
+                                    hi=MAX_MESSAGE_BYTES_LIMIT)
+    kw["metrics_port"] = r.int("metrics_port", dflt("metrics_port"), lo=0, hi=65535)
     kw["backend"] = r.str("backend", dflt("backend"), BACKENDS)
     kw["precision"] = r.str("precision", dflt("precision"), PRECISIONS)
     kw["security"] = r.str("security", dflt("security"), SECURITY_MODES)
@@ -298,6 +297,7 @@ def parse_config(obj: Any, base_dir: str = ".", where: str = "config") -> NodeCo
                                          lo=0)
     kw["arrival_rate_tasks_s"] = r.num("arrival_rate_tasks_s", dflt("arrival_rate_tasks_s"), lo=0)
     kw["emulate_links"] = r.bool("emulate_links", dflt("emulate_links"))
+    kw["metrics_public"] = r.bool("metrics_public", dflt("metrics_public"))
     kw["online_capacity"] = r.bool("online_capacity", dflt("online_capacity"))
     cfg = NodeConfig(**kw)
     _check_consistency(cfg, where)
@@ -330,6 +330,11 @@ def _check_consistency(cfg: NodeConfig, where: str) -> None:
         if missing:
             raise ConfigError("%s.peers: security = \"curve\" needs public_key for %s"
                               % (where, ", ".join(missing)))
+    if cfg.metrics_port and not cfg.metrics_public and not is_loopback_host(cfg.metrics_host):
+        raise ConfigError("%s.metrics_host: %r is not a loopback address and the metrics endpoint "
+                          "has no TLS or authentication; bind 127.0.0.1 (scrape through a proxy) or "
+                          "set metrics_public = true to serve it to the network on purpose"
+                          % (where, cfg.metrics_host))
     if cfg.emulate_links:
         slow = [p.id for p in cfg.peers if p.link_rate_bytes_s <= 0]
         if slow:
@@ -344,12 +349,16 @@ def load_config(path: str) -> NodeConfig:
     configs built in code (testbed, tests), never silently for a deployed agent.
     """
     try:
-        with open(path, "rb") as f:
-            obj = _toml.load(f)
-    except FileNotFoundError:
-        raise ConfigError("%s: no such file" % path) from None
-    except OSError as exc:
-        raise ConfigError("%s: cannot read: %s" % (path, exc.strerror or exc)) from None
+        raw = read_bounded(path, "config", CONFIG_MAX_BYTES)
+    except FileFault as exc:
+        if not os.path.lexists(path):
+            raise ConfigError("%s: no such file" % path) from None
+        raise ConfigError(str(exc)) from None
+    try:
+        obj = _toml.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ConfigError("%s: not a TOML text file (not UTF-8 at byte %d); give the node config "
+                          "written for this device" % (path, exc.start)) from None
     except _toml.TOMLDecodeError as exc:
         raise ConfigError("%s: not valid TOML: %s" % (path, exc)) from None
     try:

@@ -29,11 +29,14 @@ from typing import Dict, Iterable, List, Optional, Tuple
 
 from agent.errors import UsageError
 from agent.ops.atomic import write_atomic
+from agent.ops.files import KEY_FILE_MAX_BYTES, FileFault, read_bounded
 
 log = logging.getLogger(__name__)
 
 SECURITY_MODES = ("curve", "none")
 _Z85_KEY_LEN = 40
+_Z85_CHARS = frozenset("0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+                       ".-:+=^!/*?&<>()[]{}@%$#")
 
 
 class SecurityError(UsageError):
@@ -155,26 +158,32 @@ def security_from_config(cfg):
     if not cfg.secret_key_path:
         raise SecurityError("security = \"curve\" needs secret_key_path (a NAME.key_secret file "
                             "from `edge-agent keys generate`)")
-    public, secret = load_secret_key_file(cfg.secret_key_path)
+    public, secret = _named("secret_key_path", load_secret_key_file, cfg.secret_key_path)
     if cfg.public_key_path:
-        listed = load_public_key(cfg.public_key_path)
+        listed = _named("public_key_path", load_public_key, cfg.public_key_path)
         if listed != public:
             raise SecurityError("public_key_path %s does not match the public key inside "
                                 "secret_key_path %s" % (cfg.public_key_path, cfg.secret_key_path))
     allowed = []  # type: List[bytes]
-    for peer in cfg.peers:
+    for i, peer in enumerate(cfg.peers):
         if not peer.public_key:
             raise SecurityError("security = \"curve\": peer %r has no public_key" % peer.id)
-        try:
-            allowed.append(load_public_key(peer.public_key))
-        except SecurityError as exc:
-            raise SecurityError("peer %r public_key: %s" % (peer.id, exc)) from None
+        allowed.append(_named("peers[%d].public_key (peer %r)" % (i, peer.id), load_public_key,
+                              peer.public_key))
     keys_dir = getattr(cfg, "allowed_keys_dir", "")
     if keys_dir:
-        allowed.extend(load_allowed_keys(keys_dir))
+        allowed.extend(_named("allowed_keys_dir", load_allowed_keys, keys_dir))
     if not allowed:
         raise SecurityError("security = \"curve\" needs at least one peer with a public_key")
     return CurveSecurity(public, secret, allowed)
+
+
+def _named(field_name: str, load, arg):
+    """``load(arg)`` with the config field it came from in front of any error."""
+    try:
+        return load(arg)
+    except SecurityError as exc:
+        raise SecurityError("%s: %s" % (field_name, exc)) from None
 
 
 # ---------------------------------------------------------------- key files
@@ -224,17 +233,18 @@ def _write_key_file(path: str, mode: int, banner: str, public: bytes,
 
 
 def _read_key_file(path: str) -> Tuple[Optional[bytes], Optional[bytes]]:
-    public = secret = None
+    # non-blocking and bounded: a FIFO or device in a key's place must not hang the start-up
     try:
-        with open(path, "rb") as f:
-            for raw in f:
-                line = raw.strip()
-                if line.startswith(b"public-key"):
-                    public = line.split(b"=", 1)[1].strip(b" \t'\"")
-                elif line.startswith(b"secret-key"):
-                    secret = line.split(b"=", 1)[1].strip(b" \t'\"")
-    except OSError as exc:
-        raise SecurityError("cannot read key file %s: %s" % (path, exc.strerror or exc))
+        data = read_bounded(path, "key file", KEY_FILE_MAX_BYTES)
+    except FileFault as exc:
+        raise SecurityError(str(exc)) from None
+    public = secret = None
+    for raw in data.splitlines():
+        line = raw.strip()
+        if line.startswith(b"public-key") and b"=" in line:
+            public = line.split(b"=", 1)[1].strip(b" \t'\"")
+        elif line.startswith(b"secret-key") and b"=" in line:
+            secret = line.split(b"=", 1)[1].strip(b" \t'\"")
     return public, secret
 
 
@@ -269,8 +279,10 @@ def load_secret_key_file(path: str) -> Tuple[bytes, bytes]:
 def load_public_key(spec: str, base_dir: str = ".") -> bytes:
     """A peer's public key from a z85 string or from a ``.key`` / ``.key_secret`` file."""
     path = _resolve(spec, base_dir)
-    if not os.path.exists(path) and _looks_like_z85(spec):
-        return spec.encode("ascii")
+    if not os.path.lexists(path):
+        if _looks_like_z85(spec):
+            return spec.encode("ascii")
+        raise SecurityError(_neither_key_nor_file(spec, path))
     _refuse_writable_by_others(path)
     public, _ = _read_key_file(path)
     if not public:
@@ -288,6 +300,21 @@ def load_allowed_keys(entry: str, base_dir: str = ".") -> List[bytes]:
             raise SecurityError("allowed_keys directory %s holds no *.key files" % path)
         return [load_public_key(os.path.join(path, n)) for n in names]
     return [load_public_key(entry, base_dir)]
+
+
+def _neither_key_nor_file(spec: str, path: str) -> str:
+    """Why ``spec`` is no key: a z85 key of the wrong length, a bad character, or a lost file."""
+    looks_inline = all(ch in _Z85_CHARS for ch in spec) and not spec.endswith((".key",
+                                                                              ".key_secret"))
+    if looks_inline and len(spec) != _Z85_KEY_LEN and abs(len(spec) - _Z85_KEY_LEN) <= 8:
+        return ("%r is %d characters long: a z85 public key has exactly %d (a character lost or "
+                "added when copying?), and no file of that name exists"
+                % (spec, len(spec), _Z85_KEY_LEN))
+    if looks_inline and len(spec) == _Z85_KEY_LEN:
+        return ("%r is 40 characters but not a valid z85 key (copy it again from the peer's "
+                "NAME.key file)" % spec)
+    return ("no key file %s (give a 40-character z85 public key or the path of an existing "
+            "NAME.key file)" % path)
 
 
 def _refuse_writable_by_others(path: str) -> None:

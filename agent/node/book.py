@@ -6,21 +6,24 @@ keeps each until its result arrives, re-issues it (a new ``attempt``) when no re
 ``<state_dir>/records.jsonl``: completed, lost (no result after ``max_attempts`` issues or at
 shutdown) or rejected (admission control said no).
 
-Record fields: ``id, source, status, created_wall, created_mono, finished_wall, finished_mono,
+Records and their crash journal are written by ``records.RecordWriter`` (one final line per
+task across SIGKILL and full disks; see there). Record fields: ``id, source, status, created_wall, created_mono, finished_wall, finished_mono,
 delay_s, exit_stage, cls, label, correct, confidence, hops, resends, attempts, worker, reason``.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import random
 from dataclasses import dataclass
-from typing import Any, Dict, IO, List, Optional, Tuple
+from typing import Any, Dict, Optional, Tuple
 
 import numpy as np
 
 from agent.errors import UsageError
+from agent.node.records import RecordWriter
+
+__all__ = ["Pending", "RecordWriter", "ReplaySet", "SourceBook"]
 
 
 class ReplaySet:
@@ -58,29 +61,6 @@ class Pending:
     client: Optional[Tuple[bytes, str]] = None  # (identity, client's own id) in client mode
 
 
-class RecordWriter:
-    """Appends JSON lines; ``flush`` pushes them to the file (called periodically and at the end)."""
-
-    def __init__(self, path: str):
-        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-        self.path = path
-        self._f: IO[str] = open(path, "a", encoding="utf-8")
-        self._buf: List[str] = []
-
-    def write(self, record: Dict[str, Any]) -> None:
-        self._buf.append(json.dumps(record, separators=(",", ":")))
-
-    def flush(self) -> None:
-        if self._buf:
-            self._f.write("\n".join(self._buf) + "\n")
-            self._buf = []
-        self._f.flush()
-
-    def close(self) -> None:
-        self.flush()
-        self._f.close()
-
-
 class SourceBook:
     """Tasks in flight and the counters of their fates."""
 
@@ -93,11 +73,13 @@ class SourceBook:
         # source's new tasks for duplicates of its old ones
         self.prefix = "%s-%s" % (node_id, os.urandom(3).hex())
         self.created = self.completed = self.lost = self.rejected = 0
+        self.recovered_lost = 0  # the earlier run's unrecorded tasks, recorded lost at start
 
     def new(self, x: np.ndarray, label: int, wall: float, mono: float) -> Pending:
         self.seq += 1
         self.created += 1
         task = Pending("%s-%d" % (self.prefix, self.seq), x, label, wall, mono)
+        self.records.opened(task.id, wall, mono, label)
         self.pending[task.id] = task
         return task
 
@@ -106,6 +88,7 @@ class SourceBook:
         self.seq += 1
         self.created += 1
         self.rejected += 1
+        self.records.opened("%s-%d" % (self.prefix, self.seq), wall, mono, -1)
         self._record("%s-%d" % (self.prefix, self.seq), "rejected", wall, mono, wall, mono)
 
     def complete(self, fields: Dict[str, Any], wall: float, mono: float) -> Optional[Pending]:
@@ -142,6 +125,28 @@ class SourceBook:
         rec.update(extra)
         self.records.write(rec)
 
+    def recover(self, wall: float, mono: float) -> int:
+        """Record the earlier run's tasks that the journal shows without a final line as lost
+        (reason ``crash``); returns how many."""
+        entries = self.records.recovered()
+        for e in entries:
+            label = e.get("label")
+            self._record(str(e["id"]), "lost", _num(e.get("created_wall"), wall),
+                         _num(e.get("created_mono"), mono), wall, mono, label=label if isinstance(label, int) and label >= 0 else None,
+                         reason="crash")
+        self.recovered_lost += len(entries)
+        if entries:
+            self.records.flush()
+        return len(entries)
+
     def counts(self) -> Dict[str, int]:
         return {"created": self.created, "completed": self.completed, "lost": self.lost,
-                "rejected": self.rejected, "pending": len(self.pending)}
+                "rejected": self.rejected, "pending": len(self.pending),
+                "crash_recovered": self.recovered_lost,
+                "records_unwritten": self.records.buffered, "records_dropped": self.records.dropped,
+                "records_write_failed": self.records.faults.failures}
+
+
+def _num(value: Any, default: float) -> float:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) \
+        else default

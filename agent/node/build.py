@@ -1,12 +1,17 @@
 """The composition root: every part of one node built from its ``NodeConfig``, then served.
 
-Start-up order: read the bundle and check the config against it, build the view and the policy
+Start-up order: check the files the node reads and writes (``preflight``: state directory
+writable, records/state/stats paths free or regular files, replay set and calibration profile
+regular files), read the bundle and check the config against it, build the view and the policy
 (``agent.policies.registry.make_policy``), load the stage engine(s) and measure (or look up) the
 capacity (a worker) or open the replay set and the task book (a source), start metrics, restore
 the policy's saved state, then build the transport, the outbox, the node's side, its status and
 the loop. ``serve`` binds the sockets, tells systemd READY and runs the loop until SIGTERM or
 SIGINT: a source stops creating tasks and waits up to ``drain_timeout_s`` for answers in flight
 (the rest are recorded as lost), then every socket closes with LINGER 0.
+
+Every start-up fault is a ``UsageError`` of one line naming the field or file and the fix;
+``agent.commands.run`` exits with ``EXIT_CONFIG`` on it (no restart loop under systemd).
 """
 
 from __future__ import annotations
@@ -15,27 +20,32 @@ import json
 import logging
 import os
 import signal
+import time
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Tuple
 
 import zmq
 
+from agent.config.checks import is_loopback_host
 from agent.config.node import NodeConfig
 from agent.errors import UsageError
 from agent.net.security import load_public_key, security_from_config
 from agent.net.transport import Transport
-from agent.node.book import RecordWriter, ReplaySet, SourceBook
+from agent.node.book import ReplaySet, SourceBook
 from agent.node.capacity import Capacity, worker_capacity
 from agent.node.hooks import NodeHooks
 from agent.node.inference import InferenceThread
 from agent.node.loop import Node
 from agent.node.outbox import Outbox
+from agent.node.records import RecordWriter
 from agent.node.role import Role
 from agent.node.source import SourceSide
 from agent.node.status import NodeStatus
 from agent.node.worker import WorkerSide
+from agent.ops.files import (FileFault, check_file_slot, check_regular_file,
+                             check_writable_dir)
 from agent.ops.metrics import AgentMetrics, NullMetrics
-from agent.ops.state import StateStore
+from agent.ops.state import STATE_FILE, StateStore
 from agent.policies.api import AgentPolicy, NodeView, default_thresholds
 from agent.policies import registry
 from agent.policies.registry import make_policy
@@ -72,6 +82,48 @@ class BuiltNode:
             engine.close()
         self.transport.close()
         self.metrics.close()
+
+
+RECORDS_FILE = "records.jsonl"
+
+
+def preflight(cfg: NodeConfig) -> None:
+    """Raise ``FileFault`` (one line: field, path, fix) for a file the node cannot use.
+
+    Runs before anything is loaded, so a state directory on a read-only mount or a FIFO where
+    the replay set should be is reported at once instead of after the engines loaded (or never).
+    """
+    check_writable_dir(cfg.state_dir, "state_dir")
+    slots = [STATE_FILE, "stats.json"]
+    if cfg.role == "source":
+        slots += [RECORDS_FILE, RECORDS_FILE + ".journal"]
+    for name in slots:
+        check_file_slot(os.path.join(cfg.state_dir, name), "state_dir")
+    if os.path.isdir(cfg.bundle):  # a FIFO among the bundle's files would block its reader
+        for name in sorted(os.listdir(cfg.bundle)):
+            check_file_slot(os.path.join(cfg.bundle, name), "bundle", allow_dir=True)
+    if cfg.role == "source" and cfg.replay_path:
+        check_regular_file(cfg.replay_path, "replay_path")
+    if cfg.role == "worker" and cfg.capacity_profile:
+        check_regular_file(cfg.capacity_profile, "capacity_profile")
+
+
+def open_book(cfg: NodeConfig, metrics: Any) -> SourceBook:
+    """The source's task book on ``<state_dir>/records.jsonl``; tasks an earlier run created
+    and never recorded (a crash) are recorded as lost now."""
+    path = os.path.join(cfg.state_dir, RECORDS_FILE)
+    try:
+        records = RecordWriter(path)
+    except OSError as exc:
+        raise FileFault("state_dir: cannot open %s: %s" % (path, exc.strerror or exc)) from None
+    records.faults.on_count = lambda what, n: metrics.write_failed("records", n)
+    records.journal_faults.on_count = lambda what, n: metrics.write_failed("journal", n)
+    book = SourceBook(cfg.node_id, records)
+    n = book.recover(time.time(), time.monotonic())
+    if n:
+        log.warning("%d task(s) created before the last crash had no record: recorded as lost "
+                    "(reason crash) in %s", n, path)
+    return book
 
 
 def check_config(cfg: NodeConfig, bundle: Bundle) -> None:
@@ -142,7 +194,16 @@ def make_metrics(cfg: NodeConfig) -> Any:
     if not cfg.metrics_port:
         return NullMetrics(cfg.node_id)
     m = AgentMetrics(cfg.node_id)
-    m.serve(cfg.metrics_host, cfg.metrics_port)
+    try:
+        m.serve(cfg.metrics_host, cfg.metrics_port)
+    except (OSError, OverflowError) as exc:  # gaierror, address in use, not an address here
+        raise UsageError("metrics_host/metrics_port: cannot serve metrics on %s:%d: %s (fix the "
+                         "address, free the port or set metrics_port = 0)"
+                         % (cfg.metrics_host, cfg.metrics_port,
+                            getattr(exc, "strerror", None) or exc)) from None
+    if not is_loopback_host(cfg.metrics_host):
+        log.warning("metrics_public = true: http://%s:%d/metrics answers anyone who can reach "
+                    "it (no TLS, no authentication)", cfg.metrics_host, m.port)
     return m
 
 
@@ -168,8 +229,8 @@ def restore_policy(policy: AgentPolicy, hooks: NodeHooks, store: StateStore) -> 
 
 def build(cfg: NodeConfig, notifier: Any = None, ctx: Optional[zmq.Context] = None) -> BuiltNode:
     """Build every part of the node from ``cfg``; the sockets are not bound yet."""
+    preflight(cfg)
     bundle = load_bundle(cfg.bundle)
-    os.makedirs(cfg.state_dir, exist_ok=True)
     security = security_from_config(cfg)
     check_config(cfg, bundle)
     keys = ({p.id: load_public_key(p.public_key) for p in cfg.peers}
@@ -194,9 +255,14 @@ def build(cfg: NodeConfig, notifier: Any = None, ctx: Optional[zmq.Context] = No
     else:
         first = bundle.stage(1)
         replay = ReplaySet(cfg.replay_path or REPLAY_PATH, first.input_shape, first.input_dtype)
-        book = SourceBook(cfg.node_id, RecordWriter(os.path.join(cfg.state_dir, "records.jsonl")))
         capacity = Capacity()
     metrics = make_metrics(cfg)
+    if cfg.role == "source":
+        try:
+            book = open_book(cfg, metrics)
+        except BaseException:
+            metrics.close()
+            raise
     if cfg.metrics_port and cfg.role == "worker":
         report_power_mode(cfg, metrics)
     hooks = NodeHooks(notifier, metrics, store)
@@ -217,6 +283,7 @@ def build(cfg: NodeConfig, notifier: Any = None, ctx: Optional[zmq.Context] = No
     else:
         outbox = Outbox(cfg, transport, policy, view, capacity, metrics=metrics)
         role = SourceSide(cfg, outbox, policy, book, replay)
+    hooks.count = outbox.count
     status = NodeStatus(cfg, policy, view, outbox.counters, role.stats)
     node = Node(cfg, transport, policy, view, outbox, role, status, hooks)
     return BuiltNode(node, transport, metrics, runner, list(engines.values()))
@@ -226,6 +293,7 @@ def serve(cfg: NodeConfig, notifier: Any = None, ctx: Optional[zmq.Context] = No
     """Build the node from ``cfg`` and run it until SIGTERM/SIGINT."""
     own_ctx = ctx is None
     ctx = ctx or zmq.Context()
+    clean = False
     try:
         built = build(cfg, notifier, ctx)
         node = built.node
@@ -234,8 +302,10 @@ def serve(cfg: NodeConfig, notifier: Any = None, ctx: Optional[zmq.Context] = No
             try:
                 built.transport.open()
             except zmq.ZMQError as exc:
-                raise UsageError("cannot bind %s / %s: %s"
-                                 % (cfg.control_bind, cfg.data_bind, exc)) from None
+                raise UsageError("control_bind/data_bind%s: cannot bind %s / %s: %s (free the "
+                                 "port or change the address)"
+                                 % ("/client_bind" if cfg.arrival == "client" else "",
+                                    cfg.control_bind, cfg.data_bind, exc)) from None
             if built.runner is not None:
                 built.runner.start()
             old = {s: signal.signal(s, lambda *_: node.stop())
@@ -253,7 +323,11 @@ def serve(cfg: NodeConfig, notifier: Any = None, ctx: Optional[zmq.Context] = No
             # operator, a harness) must not kill the agent before it has written its state
             for sig, handler in old.items():
                 signal.signal(sig, handler)
+        clean = True
     finally:
         if own_ctx:
-            ctx.term()
+            if clean:
+                ctx.term()
+            else:  # a start-up fault may leave a socket half made: never hang on it
+                ctx.destroy(linger=0)
     return 0

@@ -7,7 +7,9 @@ testbed use. The loop calls:
 - ``health(ok)`` once per loop iteration: sends the systemd watchdog ping at most every
   ``watchdog_interval_s`` (from the main loop, not a thread, so a stuck loop stops the pings);
 - ``gauges(view, routing, thresholds)`` every heartbeat: queue lengths, mu, routing, thresholds;
-- ``save_state(dict)`` each slot: the policy's state, atomically (``StateStore``).
+- ``save_state(dict)`` each slot: the policy's state, atomically (``StateStore``); a failed
+  save (full or read-only disk) is counted (``state_save_failed``, and in metrics) and logged
+  at most once a minute, and the agent keeps serving.
 
 ``metrics`` is also handed to the node's sides and outbox for per-task counts. Capacity (mu) is
 not a hook: ``capacity.Capacity`` owns it and writes it into the view.
@@ -19,6 +21,7 @@ import logging
 import time
 from typing import Any, Callable, Dict, Optional
 
+from agent.ops.files import WriteFaults
 from agent.ops.metrics import NullMetrics
 
 log = logging.getLogger(__name__)
@@ -36,6 +39,9 @@ class NodeHooks:
         self.clock = clock
         self._last_ping = -1e18
         self._unhealthy_logged = False
+        self.count: Callable[[str], None] = lambda name: None  # the node's counters (build sets it)
+        self.state_faults = WriteFaults("state " + str(getattr(state_store, "path", "")),
+                                        clock=clock)
 
     def health(self, healthy: bool = True) -> None:
         """Feed the systemd watchdog (rate-limited) while ``healthy``; never once it is not."""
@@ -68,7 +74,11 @@ class NodeHooks:
         try:
             self.state_store.save(state)
         except (OSError, TypeError, ValueError) as exc:  # a full disk must not stop serving
-            log.warning("cannot save state: %s", exc)
+            self.count("state_save_failed")
+            self.metrics.write_failed("state")
+            self.state_faults.failed(exc)
+        else:
+            self.state_faults.succeeded()
 
     def load_state(self) -> Optional[Dict[str, Any]]:
         """The saved policy state, or None (none saved, or unreadable: logged)."""

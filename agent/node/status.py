@@ -14,6 +14,7 @@ from typing import Any, Callable, Dict, Mapping
 
 from agent.config.node import NodeConfig
 from agent.ops.atomic import write_atomic
+from agent.ops.files import WriteFaults
 from agent.policies.api import AgentPolicy, NodeView
 from agent.policies.thresholds import thresholds_to_wire
 
@@ -32,6 +33,7 @@ class NodeStatus:
         self.counters = counters
         self.extra = extra
         self.wall = wall
+        self.faults = WriteFaults("stats " + os.path.join(cfg.state_dir, "stats.json"))
 
     def stats(self) -> Dict[str, Any]:
         """Counters and state for stats.json and the status line."""
@@ -57,8 +59,10 @@ class NodeStatus:
         path = os.path.join(self.cfg.state_dir, "stats.json")
         try:
             write_atomic(path, json.dumps(self.stats(), indent=1, sort_keys=True), durable=False)
-        except OSError as exc:
-            log.warning("cannot write %s: %s", path, exc)
+        except OSError as exc:  # a full disk: counted, logged at most once a minute
+            self.faults.failed(exc)
+        else:
+            self.faults.succeeded()
 
     def line(self) -> str:
         """One status line for the log."""

@@ -1,9 +1,11 @@
 """Prometheus metrics of one agent, on its own registry and its own small HTTP endpoint.
 
 Every series carries a ``node`` label so that several agents on one box (or one scrape job over
-a fleet) stay apart. The endpoint binds 127.0.0.1 by default: expose it wider only on purpose
-(``metrics_host`` in the node config). ``NullMetrics`` has the same methods and does nothing,
-for agents run without an endpoint and for tests.
+a fleet) stay apart. The endpoint binds 127.0.0.1 by default and has neither TLS nor
+authentication: a ``metrics_host`` that is not a loopback address is refused at start-up unless
+the config also says ``metrics_public = true`` (then the agent logs a warning), see
+``agent.config.checks.is_loopback_host``. ``NullMetrics`` has the same methods and does nothing, for agents run
+without an endpoint and for tests.
 """
 
 from __future__ import annotations
@@ -60,6 +62,10 @@ class AgentMetrics:
         self._power = Gauge("edge_agent_power_mode",
                             "1 for the current Jetson power mode (nvpmodel), 0 for earlier ones",
                             ["node", "mode"], registry=r)
+        self._write_failed = Counter("edge_agent_write_failures",
+                                     "Failed writes of records, their journal or state "
+                                     "(a full or read-only disk); the agent keeps serving",
+                                     ["node", "what"], registry=r)
         self._power_lock = threading.Lock()
         self._power_mode = None  # type: Optional[str]
         self._server = None  # type: Optional[ThreadingHTTPServer]
@@ -101,6 +107,10 @@ class AgentMetrics:
     def dropped(self, reason: str) -> None:
         """Count a dropped frame, by reason (e.g. "malformed", "version", "unknown_kind")."""
         self._dropped.labels(self.node_id, str(reason)).inc()
+
+    def write_failed(self, what: str, n: int = 1) -> None:
+        """Count failed writes of ``what`` ("records", "journal", "state")."""
+        self._write_failed.labels(self.node_id, str(what)).inc(n)
 
     def neighbour_alive(self, peer: str, alive: bool) -> None:
         """Mark a neighbour alive (1) or gone (0)."""
@@ -183,6 +193,9 @@ class NullMetrics:
         pass
 
     def dropped(self, reason: str) -> None:
+        pass
+
+    def write_failed(self, what: str, n: int = 1) -> None:
         pass
 
     def neighbour_alive(self, peer: str, alive: bool) -> None:

@@ -4,6 +4,9 @@
 rename, directory fsync), so a crash (SIGKILL, power loss) leaves either the old or the new
 state, never a torn file. ``load`` returns None when there is nothing usable and
 says why in the log; a corrupt file is kept aside as ``state.json.corrupt`` for inspection.
+Restored state is input like any other: ``check_state`` refuses non-finite numbers (JSON's
+``Infinity``/``NaN``), routing rows that are not probabilities summing to 1 and thresholds
+outside (0, 1], so a poisoned file is dropped with a warning instead of steering the policy.
 JSON turns dict keys into strings: callers restore int keys (stages) themselves.
 """
 
@@ -11,16 +14,65 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import time
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Mapping, Optional
 
 from agent.ops.atomic import write_atomic
+from agent.ops.files import FileFault, read_bounded
 
 log = logging.getLogger(__name__)
 
 STATE_FILE = "state.json"
 FORMAT_VERSION = 1
+STATE_MAX_BYTES = 16 * 1024 * 1024  # routing and thresholds: a few kB
+ROUTING_KEYS = ("routing",)  # {successor: probability}: each in [0, 1], summing to 1
+THRESHOLD_KEYS = ("thresholds", "dtoee_thresholds", "mdi_threshold")  # each in (0, 1]
+ROW_SUM_TOLERANCE = 1e-6
+
+
+def _refuse_constant(name: str) -> float:
+    raise ValueError("non-finite number %s" % name)
+
+
+def _numbers(value: Any, where: str):
+    """Every number in a JSON value, with its path."""
+    if isinstance(value, bool):
+        return
+    if isinstance(value, (int, float)):
+        yield where, value
+    elif isinstance(value, Mapping):
+        for k, v in value.items():
+            yield from _numbers(v, "%s.%s" % (where, k))
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            yield from _numbers(v, "%s[%d]" % (where, i))
+
+
+def check_state(state: Mapping[str, Any]) -> None:
+    """Raise ``ValueError`` naming the entry when saved state is not what a policy may restore."""
+    for where, v in _numbers(state, "state"):
+        if not math.isfinite(v):
+            raise ValueError("%s is %r" % (where, v))
+    for key in ROUTING_KEYS:
+        row = state.get(key)
+        if row is None:
+            continue
+        if not isinstance(row, Mapping) or not all(
+                isinstance(p, (int, float)) and not isinstance(p, bool) for p in row.values()):
+            raise ValueError("state.%s is not a table of probabilities" % key)
+        if any(not 0.0 <= p <= 1.0 for p in row.values()):
+            raise ValueError("state.%s has a probability outside [0, 1]: %r" % (key, dict(row)))
+        if row and abs(sum(row.values()) - 1.0) > ROW_SUM_TOLERANCE:
+            raise ValueError("state.%s sums to %r, not 1" % (key, sum(row.values())))
+    for key in THRESHOLD_KEYS:
+        value = state.get(key)
+        values = value.values() if isinstance(value, Mapping) else [value]
+        for c in values:
+            if value is not None and (isinstance(c, bool) or not isinstance(c, (int, float))
+                                      or not 0.0 < c <= 1.0):
+                raise ValueError("state.%s holds %r, not a threshold in (0, 1]" % (key, c))
 
 
 class StateStore:
@@ -42,21 +94,21 @@ class StateStore:
 
     def load(self) -> Optional[Dict[str, Any]]:
         """The last saved state, or None when absent or unusable (logged, never raised)."""
-        try:
-            with open(self.path, "rb") as f:
-                raw = f.read()
-        except FileNotFoundError:
+        if not os.path.lexists(self.path):
             return None
-        except OSError as exc:
-            log.warning("cannot read saved state %s: %s; starting fresh", self.path, exc)
+        try:  # bounded and non-blocking: a FIFO or a huge file in its place cannot stall start-up
+            raw = read_bounded(self.path, "saved state", STATE_MAX_BYTES)
+        except FileFault as exc:
+            log.warning("cannot read saved state: %s; starting fresh", exc)
             return None
         try:
-            doc = json.loads(raw.decode("utf-8"))
+            doc = json.loads(raw.decode("utf-8"), parse_constant=_refuse_constant)
             if not isinstance(doc, dict) or not isinstance(doc.get("state"), dict):
                 raise ValueError("no 'state' object")
             if doc.get("format_version") != FORMAT_VERSION:
                 raise ValueError("format_version %r, expected %d"
                                  % (doc.get("format_version"), FORMAT_VERSION))
+            check_state(doc["state"])
         except ValueError as exc:
             aside = self.path + ".corrupt"
             log.warning("saved state %s is unusable (%s); moved to %s, starting fresh",

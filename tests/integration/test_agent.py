@@ -71,13 +71,14 @@ def test_dtoee_moves_routing_mass_to_the_faster_worker(bundle, tmp_path):
 
 
 def test_bad_config_fails_with_one_line_naming_the_field(tmp_path):
+    """`edge-agent run` on a bad config: one line naming the field, exit 78 (EXIT_CONFIG)."""
     path = tmp_path / "node.toml"
     path.write_text('node_id = "w1"\nrole = "worker"\nstage = 1\nbundle = "b"\nstate_dir = "s"\n'
                     'control_bind = "tcp://127.0.0.1:1"\ndata_bind = "nowhere"\n')
     out = subprocess.run([sys.executable, "-m", "agent", "run", "--config", str(path)],
                          capture_output=True, text=True, cwd=REPO,
                          env=dict(os.environ, PYTHONPATH=REPO), timeout=60)
-    assert out.returncode == 2
+    assert out.returncode == 78
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1 and "data_bind: must be a ZeroMQ endpoint" in lines[0], out.stderr
 

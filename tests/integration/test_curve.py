@@ -252,7 +252,8 @@ def test_curve_agents_serve_tasks_and_a_stranger_gets_no_frame_in(tiny_bundle, t
 
 
 def test_run_refuses_a_secret_key_others_can_read(tiny_bundle, tmp_path):
-    """`edge-agent run` with a 0644 secret key exits 2 with one line naming the file and the fix."""
+    """`edge-agent run` with a 0644 secret key exits 78 (EXIT_CONFIG) with one line naming the
+    file and the fix."""
     import dataclasses
     import os
     import subprocess
@@ -280,6 +281,6 @@ def test_run_refuses_a_secret_key_others_can_read(tiny_bundle, tmp_path):
     proc = subprocess.run([sys.executable, "-m", "agent", "run", "--config", str(path)],
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True,
                           cwd=REPO, env=dict(os.environ, PYTHONPATH=REPO), timeout=120)
-    assert proc.returncode == 2, proc.stderr
+    assert proc.returncode == 78, proc.stderr
     errors = [ln for ln in proc.stderr.splitlines() if "error:" in ln]
     assert len(errors) == 1 and secret in errors[0] and "chmod 600" in errors[0], proc.stderr

@@ -90,5 +90,5 @@ def test_an_agent_that_fails_to_start_is_named_in_one_line(tmp_path, capsys):
                "--duration", "1", "--out", str(tmp_path / "out"), "--no-plots"])
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2
-    assert "agent cam" in err[-1] and "exited with status 2" in err[-1]
+    assert "agent cam" in err[-1] and "exited with status 78" in err[-1]
     assert "missing.npz" in err[-1]  # the agent's own last log line says why

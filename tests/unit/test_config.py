@@ -39,7 +39,7 @@ def test_relative_paths_resolve_against_the_config_folder():
     ({"role": "camera"}, "config.role: must be one of source|worker"),
     ({"stage": 0}, "config.stage: a worker serves a stage >= 1"),
     ({"policy": "random"}, "config.policy"),
-    ({"ack_timeout_s": -1}, "config.ack_timeout_s: must be > 0"),
+    ({"ack_timeout_s": -1}, "config.ack_timeout_s: must be >= 0.001"),
     ({"data_bind": "localhost:1"}, "config.data_bind: must be a ZeroMQ endpoint"),
     ({"thresholds": [0.5, 1.5]}, "config.thresholds"),
     ({"colour": "red"}, "unknown field(s) colour"),
@@ -65,7 +65,7 @@ def test_bad_peer_field_names_its_index():
 def test_dump_config_round_trips_through_load_config(tmp_path):
     cfg = parse_config(_worker(policy="fixed", policy_knobs={"routing": {"w2": 1.0}},
                                thresholds=[0.7, 1.0], emulate_capacity_flops=2.5e6,
-                               node_id='odd "name"'), str(tmp_path))
+                               power_mode='odd "mode"'), str(tmp_path))
     path = tmp_path / "node.toml"
     path.write_text(dump_config(cfg))
     again = load_config(str(path))

@@ -1,0 +1,69 @@
+"""Range checks of node-config values that are more than a type: node ids, endpoints, sizes.
+
+Each check raises the caller's error class with one line naming the field, the value (cut
+short when long) and what would be accepted, so a value that would be accepted by the parser
+but fail later (a port ZeroMQ wraps around, a node id too long for a socket identity, a message
+size libzmq cannot hold) is refused where it is written. Pure: no I/O.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from typing import Type
+
+NODE_ID_MAX_CHARS = 64
+_NODE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*\Z")
+# ZMQ_MAXMSGSIZE is an int64 and the transport sets twice this plus headroom on its sockets;
+# a tensor message above 1 GiB is a mistake on any device this agent runs on.
+MAX_MESSAGE_BYTES_LIMIT = 1 << 30
+MIN_INTERVAL_S = 0.001  # every period and timeout: below 1 ms the loop would only spin
+_IPC_PATH_MAX_BYTES = 107  # sun_path of an AF_UNIX socket, less the final NUL
+
+
+def short(value: object, limit: int = 60) -> str:
+    """``repr(value)``, cut to about ``limit`` characters (a 20,000-character id stays one line)."""
+    text = repr(value)
+    if len(text) <= limit:
+        return text
+    return "%s...%s (%d characters)" % (text[:limit - 15], text[-10:], len(str(value)))
+
+
+def check_node_id(value: str, where: str, error: Type[Exception]) -> str:
+    """A node id: 1-64 characters of letters, digits, '.', '_', '-', starting with a letter or
+    digit (it is a socket identity and a topic prefix)."""
+    if not isinstance(value, str) or not value or len(value) > NODE_ID_MAX_CHARS \
+            or not _NODE_ID.match(value):
+        raise error("%s: must be 1-%d characters of letters, digits, '.', '_' or '-', starting "
+                    "with a letter or digit, got %s" % (where, NODE_ID_MAX_CHARS, short(value)))
+    return value
+
+
+def check_endpoint(value: str, where: str, error: Type[Exception]) -> str:
+    """A ZeroMQ endpoint: tcp://HOST:PORT (port 1-65535), ipc://PATH (a socket path short
+    enough for AF_UNIX) or inproc://NAME."""
+    scheme, sep, rest = value.partition("://") if isinstance(value, str) else ("", "", "")
+    if not sep or scheme not in ("tcp", "ipc", "inproc") or not rest:
+        raise error("%s: must be a ZeroMQ endpoint like tcp://HOST:PORT, got %s"
+                    % (where, short(value)))
+    if scheme == "tcp":
+        host, colon, port = rest.rpartition(":")
+        if not colon or not host:
+            raise error("%s: must be tcp://HOST:PORT, got %s" % (where, short(value)))
+        if not port.isdigit() or not 1 <= int(port) <= 65535:
+            raise error("%s: port must be a number in 1..65535, got %s in %s"
+                        % (where, short(port), short(value)))
+    elif scheme == "ipc" and len(rest.encode("utf-8")) > _IPC_PATH_MAX_BYTES:
+        raise error("%s: an ipc:// socket path can be at most %d bytes, got %d in %s"
+                    % (where, _IPC_PATH_MAX_BYTES, len(rest.encode("utf-8")), short(value)))
+    return value
+
+
+def is_loopback_host(host: str) -> bool:
+    """True for ``localhost`` and loopback addresses (127.0.0.0/8, ::1); names are not resolved."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False

@@ -1,0 +1,239 @@
+"""A source's task records on disk: ``records.jsonl`` and its journal of open tasks.
+
+One final line per created task, across crashes and full disks:
+
+- **Journal** (``<state_dir>/records.journal``): when a task is created, a ``+{id, created_wall,
+  created_mono, label}`` line is written at once (one ``write``: it survives a SIGKILL of the
+  agent); once the task's final line is in ``records.jsonl``, a ``-id`` line follows. At start-up
+  every ``+`` without a ``-`` whose id has no line in ``records.jsonl`` either is a task the
+  previous run created and never recorded: it gets a ``lost`` line with reason ``crash``. The
+  journal is rewritten (atomically) with only the open tasks whenever it has grown well past them.
+- **Records** are buffered and appended by ``flush`` (every ``records_flush_interval_s``) in one
+  ``write``; a write that fails part-way (``ENOSPC``) is cut back to the last whole line, so the
+  file never holds a torn line. Unwritten lines stay buffered and are written when space returns;
+  beyond ``max_buffered`` lines the oldest are given up and counted (``records_dropped``). A
+  torn last line left by an earlier crash is cut off at start-up (its task is then recovered
+  from the journal).
+
+Failed writes are counted and logged at most once a minute (``agent.ops.files.WriteFaults``);
+nothing here raises ``OSError`` once the files are open.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+from collections import OrderedDict
+from typing import Any, Dict, List, Optional, Tuple
+
+from agent.ops.atomic import write_atomic
+from agent.ops.files import WriteFaults
+
+log = logging.getLogger("agent.run")
+
+MAX_BUFFERED_RECORDS = 20000  # unwritten record lines kept while the disk is full (~7 MB)
+JOURNAL_SUFFIX = ".journal"
+_TAIL_SCAN_BYTES = 1 << 16
+_RECORD_ID = re.compile(rb'\{\s*"id"\s*:\s*"((?:[^"\\]|\\.)*)"')  # records are written with "id" first
+
+
+def _append_fd(path: str) -> int:
+    return os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_CLOEXEC", 0),
+                   0o644)
+
+
+def _write_whole(fd: int, data: bytes) -> None:
+    """Append ``data`` completely or not at all: a short write is cut back, then raised."""
+    start = os.lseek(fd, 0, os.SEEK_END)
+    done = 0
+    try:
+        while done < len(data):
+            n = os.write(fd, data[done:])
+            if n <= 0:
+                raise OSError("short write")
+            done += n
+    except OSError:
+        if done:
+            try:
+                os.ftruncate(fd, start)
+            except OSError:
+                pass
+        raise
+
+
+def cut_torn_tail(path: str) -> int:
+    """Remove a last line without its newline (a write cut short by a crash); bytes removed."""
+    try:
+        size = os.path.getsize(path)
+    except OSError:
+        return 0
+    if size == 0:
+        return 0
+    with open(path, "rb+") as f:
+        f.seek(max(0, size - _TAIL_SCAN_BYTES))
+        tail = f.read()
+        if tail.endswith(b"\n"):
+            return 0
+        cut = tail.rfind(b"\n")
+        keep = (size - len(tail) + cut + 1) if cut >= 0 else (0 if size <= _TAIL_SCAN_BYTES else None)
+        if keep is None:  # one enormous line: not ours; leave it
+            return 0
+        f.truncate(keep)
+        return size - keep
+
+
+class RecordWriter:
+    """Appends JSON record lines with a crash journal; see the module docstring."""
+
+    def __init__(self, path: str, journal: bool = True, max_buffered: int = MAX_BUFFERED_RECORDS,
+                 faults: Optional[WriteFaults] = None,
+                 journal_faults: Optional[WriteFaults] = None):
+        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+        self.path = path
+        self.journal_path = path + JOURNAL_SUFFIX if journal else ""
+        self.max_buffered = max_buffered
+        self.faults = faults or WriteFaults("records " + path)
+        self.journal_faults = journal_faults or WriteFaults("record journal " + path + JOURNAL_SUFFIX)
+        torn = cut_torn_tail(path)
+        if torn:
+            log.warning("%s ended in a torn line (%d bytes, from a crash); removed it", path, torn)
+        self._fd = _append_fd(path)
+        self._buf: "OrderedDict[int, Tuple[str, str]]" = OrderedDict()  # seq -> (task id, line)
+        self._seq = 0
+        self.open_tasks: Dict[str, Dict[str, Any]] = {}  # journalled, final line not on disk yet
+        self.dropped = 0  # record lines given up (the disk stayed full too long)
+        self._jfd = -1
+        self._journal_lines = 0
+        self._recovered: List[Dict[str, Any]] = []
+        if self.journal_path:
+            self._recovered = self._read_journal()
+            self._jfd = _append_fd(self.journal_path)
+
+    # -- journal -----------------------------------------------------------------------------
+
+    def _read_journal(self) -> List[Dict[str, Any]]:
+        """Open tasks of an earlier run that have no line in ``records.jsonl``."""
+        opened: "OrderedDict[str, Dict[str, Any]]" = OrderedDict()
+        try:
+            with open(self.journal_path, "rb") as f:
+                for raw in f:
+                    if not raw.endswith(b"\n"):
+                        break  # torn: the task was never handed out
+                    if raw.startswith(b"+"):
+                        try:
+                            entry = json.loads(raw[1:].decode("utf-8"))
+                            opened[str(entry["id"])] = entry
+                        except (ValueError, KeyError, TypeError):
+                            continue
+                    elif raw.startswith(b"-"):
+                        opened.pop(raw[1:].strip().decode("utf-8", "replace"), None)
+        except FileNotFoundError:
+            return []
+        if not opened:
+            return []
+        with open(self.path, "rb") as f:  # a final line written before its "-" made it
+            for raw in f:  # (a regex, not json: a long file must not slow the start much)
+                m = _RECORD_ID.match(raw)
+                if m:
+                    opened.pop(m.group(1).decode("utf-8", "replace"), None)
+        return list(opened.values())
+
+    def recovered(self) -> List[Dict[str, Any]]:
+        """The earlier run's tasks without a final line (``id, created_wall, created_mono,
+        label``), once; the caller records each (``lost``, reason ``crash``)."""
+        out, self._recovered = self._recovered, []
+        for entry in out:
+            self.open_tasks[str(entry["id"])] = entry
+        return out
+
+    def opened(self, task_id: str, created_wall: float, created_mono: float, label: int) -> None:
+        """Journal a task just created (written at once, before the task goes anywhere)."""
+        entry = {"id": task_id, "created_wall": created_wall, "created_mono": created_mono,
+                 "label": label}
+        self.open_tasks[task_id] = entry
+        self._journal(b"+" + json.dumps(entry, separators=(",", ":")).encode("utf-8") + b"\n")
+
+    def _journal(self, data: bytes) -> None:
+        if self._jfd < 0:
+            return
+        try:
+            _write_whole(self._jfd, data)
+            self._journal_lines += data.count(b"\n")
+            self.journal_faults.succeeded()
+        except OSError as exc:
+            self.journal_faults.failed(exc)
+
+    def _compact(self) -> None:
+        """Rewrite the journal with only the open tasks (atomically, no fsync)."""
+        text = "".join("+%s\n" % json.dumps(e, separators=(",", ":"))
+                       for e in self.open_tasks.values())
+        try:
+            write_atomic(self.journal_path, text, durable=False)
+        except OSError as exc:
+            self.journal_faults.failed(exc, " (compaction)")
+            return
+        os.close(self._jfd)
+        self._jfd = -1
+        try:
+            self._jfd = _append_fd(self.journal_path)
+        except OSError as exc:
+            self.journal_faults.failed(exc)
+            return
+        self._journal_lines = len(self.open_tasks)
+
+    # -- records -----------------------------------------------------------------------------
+
+    def write(self, record: Dict[str, Any]) -> None:
+        """Buffer one final record line (written by the next ``flush``)."""
+        self._seq += 1
+        self._buf[self._seq] = (str(record.get("id")), json.dumps(record, separators=(",", ":")))
+        while len(self._buf) > self.max_buffered:
+            _, (tid, _) = self._buf.popitem(last=False)
+            self.dropped += 1
+            self.faults.failed(OSError("buffer full"), " (record of %s given up)" % tid)
+
+    @property
+    def buffered(self) -> int:
+        """Record lines waiting to be written."""
+        return len(self._buf)
+
+    def flush(self) -> bool:
+        """Append every buffered line in one write; False (counted, logged) when it failed."""
+        if not self._buf or self._fd < 0:
+            return not self._buf
+        lines = list(self._buf.values())
+        data = ("\n".join(line for _, line in lines) + "\n").encode("utf-8")
+        try:
+            _write_whole(self._fd, data)
+        except OSError as exc:
+            self.faults.failed(exc, " (%d record line(s) kept in memory, written when it "
+                                    "works again)" % len(lines))
+            return False
+        self.faults.succeeded()
+        self._buf.clear()
+        ids = [tid for tid, _ in lines]
+        for tid in ids:
+            self.open_tasks.pop(tid, None)
+        if self._jfd >= 0:
+            self._journal("".join("-%s\n" % tid for tid in ids).encode("utf-8"))
+            if self._journal_lines > 2 * len(self.open_tasks) + 1000:
+                self._compact()
+        return True
+
+    def close(self) -> None:
+        """Flush, then close the files (the journal keeps whatever is still open)."""
+        self.flush()
+        if self._buf:
+            log.warning("%d record line(s) could not be written to %s before exit; their tasks "
+                        "are recorded as lost (crash) at the next start", len(self._buf), self.path)
+        if self._jfd >= 0 and not self._buf and not self.open_tasks:
+            self._compact()
+        for fd in (self._fd, self._jfd):
+            if fd >= 0:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+        self._fd = self._jfd = -1

@@ -1,0 +1,181 @@
+"""Start-up checks of the files an agent reads and writes, and the bookkeeping of write faults.
+
+Reading: ``read_bounded`` opens a file with ``O_NONBLOCK`` and refuses anything that is not a
+regular file (a FIFO would block ``open`` until a writer came; a device could be read forever)
+and anything larger than the caller's limit, so a key or config file can never hang the agent or
+fill its memory. ``check_regular_file`` does the same by ``stat`` for files another library
+opens (numpy, onnxruntime).
+
+Writing: ``check_writable_dir`` makes sure a state directory exists, is a directory and takes a
+new file (a read-only mount or a file in its place is found before the agent says READY), and
+``check_file_slot`` that a path the agent will write is free or a regular file.
+
+``WriteFaults`` counts failed writes of one kind (``records``, ``journal``, ``state``) and logs
+the first failure and then at most once per ``log_interval_s``, and once more when writing works
+again: a full disk must neither stop the agent nor flood its journal.
+
+Every error is a ``FileFault`` (a ``UsageError``) naming the config field, the path and the fix.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import stat
+import time
+from typing import Callable, Optional
+
+from agent.errors import UsageError
+
+log = logging.getLogger("agent.run")
+
+KEY_FILE_MAX_BYTES = 64 * 1024  # a ZeroMQ certificate is ~300 bytes
+CONFIG_MAX_BYTES = 4 * 1024 * 1024  # a node config is a few kB
+
+
+class FileFault(UsageError):
+    """A file or directory the agent needs is missing, of the wrong kind or unusable."""
+
+
+def _kind(mode: int) -> str:
+    for test, name in ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"),
+                       (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+                       (stat.S_ISSOCK, "a socket")):
+        if test(mode):
+            return name
+    return "not a regular file"
+
+
+def _reason(exc: OSError) -> str:
+    return exc.strerror or str(exc)
+
+
+def check_regular_file(path: str, what: str) -> None:
+    """Raise ``FileFault`` unless ``path`` is an existing regular file (``what`` names it)."""
+    try:
+        st = os.stat(path)
+    except OSError as exc:
+        raise FileFault("%s: %s: %s" % (what, path, _reason(exc))) from None
+    if not stat.S_ISREG(st.st_mode):
+        raise FileFault("%s: %s is %s; give a regular file" % (what, path, _kind(st.st_mode)))
+
+
+def read_bounded(path: str, what: str, max_bytes: int) -> bytes:
+    """The bytes of the regular file ``path``, read without ever blocking; at most ``max_bytes``.
+
+    A FIFO, device, socket or directory, an unreadable or a larger file raises ``FileFault``.
+    """
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
+    try:
+        fd = os.open(path, flags)
+    except OSError as exc:
+        if exc.errno == errno.ENXIO:  # O_NONBLOCK open of a socket file
+            raise FileFault("%s: %s is a socket; give a regular file" % (what, path)) from None
+        raise FileFault("%s: %s: %s" % (what, path, _reason(exc))) from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise FileFault("%s: %s is %s; give a regular file" % (what, path, _kind(st.st_mode)))
+        if st.st_size > max_bytes:
+            raise FileFault("%s: %s is %d bytes, more than the %d this file can be"
+                            % (what, path, st.st_size, max_bytes))
+        chunks = []
+        left = max_bytes + 1
+        while left > 0:
+            chunk = os.read(fd, min(left, 1 << 16))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            left -= len(chunk)
+        data = b"".join(chunks)
+        if len(data) > max_bytes:
+            raise FileFault("%s: %s grew past %d bytes while being read" % (what, path, max_bytes))
+        return data
+    except OSError as exc:
+        raise FileFault("%s: %s: %s" % (what, path, _reason(exc))) from None
+    finally:
+        os.close(fd)
+
+
+def check_writable_dir(path: str, what: str) -> None:
+    """Create ``path`` if needed and make sure a file can be created in it (``FileFault`` if not)."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        try:
+            os.makedirs(path, exist_ok=True)
+        except OSError as exc:
+            raise FileFault("%s: cannot create directory %s: %s" % (what, path, _reason(exc))) from None
+        st = os.stat(path)
+    except OSError as exc:
+        raise FileFault("%s: %s: %s" % (what, path, _reason(exc))) from None
+    if not stat.S_ISDIR(st.st_mode):
+        kind = "a file" if stat.S_ISREG(st.st_mode) else _kind(st.st_mode)
+        raise FileFault("%s: %s is %s, not a directory; move it away or point %s elsewhere"
+                        % (what, path, kind, what))
+    probe = os.path.join(path, ".write-probe.%d" % os.getpid())
+    try:
+        fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        fix = ("it is on a read-only file system" if exc.errno == errno.EROFS
+               else "give the agent's user write access")
+        raise FileFault("%s: cannot write in %s: %s (%s)" % (what, path, _reason(exc), fix)) from None
+
+
+def check_file_slot(path: str, what: str, allow_dir: bool = False) -> None:
+    """``path`` (a file the agent writes or reads) must be absent or a regular file (or, with
+    ``allow_dir``, a directory), else ``FileFault``."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise FileFault("%s: %s: %s" % (what, path, _reason(exc))) from None
+    if stat.S_ISLNK(st.st_mode):
+        try:
+            st = os.stat(path)
+        except OSError as exc:
+            raise FileFault("%s: %s is a dangling link: %s" % (what, path, _reason(exc))) from None
+    if not stat.S_ISREG(st.st_mode) and not (allow_dir and stat.S_ISDIR(st.st_mode)):
+        raise FileFault("%s: %s is %s; the agent needs a regular file there: move it away"
+                        % (what, path, _kind(st.st_mode)))
+
+
+class WriteFaults:
+    """Failed writes of one kind: counted, logged at most once per ``log_interval_s``."""
+
+    def __init__(self, what: str, log_interval_s: float = 60.0,
+                 clock: Callable[[], float] = time.monotonic,
+                 on_count: Optional[Callable[[str, int], None]] = None) -> None:
+        self.what = what
+        self.log_interval_s = log_interval_s
+        self.clock = clock
+        self.on_count = on_count  # e.g. a metrics counter: called with (what, n)
+        self.failures = 0  # write attempts that failed, in all
+        self.failing = False  # the last attempt failed
+        self._last_log = -1e18
+        self._since_log = 0
+
+    def failed(self, exc: BaseException, detail: str = "") -> None:
+        """Count one failed write; log it when the last log line is old enough."""
+        self.failures += 1
+        self._since_log += 1
+        self.failing = True
+        if self.on_count is not None:
+            self.on_count(self.what, 1)
+        now = self.clock()
+        if now - self._last_log >= self.log_interval_s:
+            log.warning("cannot write %s: %s%s (%d failure(s) since the last report; next report "
+                        "in %.0f s at the earliest; the agent keeps serving)", self.what, exc,
+                        detail, self._since_log, self.log_interval_s)
+            self._last_log, self._since_log = now, 0
+
+    def succeeded(self) -> None:
+        """A write worked: say so once after failures."""
+        if self.failing:
+            self.failing = False
+            log.warning("writing %s works again after %d failure(s) in all", self.what,
+                        self.failures)

@@ -1,0 +1,291 @@
+"""Every start-up fault ends ``python -m agent run`` with one error line and EXIT_CONFIG.
+
+Table-driven: each row builds a node config (or a file the config names) with one fault, runs
+the agent as a real subprocess and checks that it exits with status 78 (the systemd units do not
+restart on it) within 10 s, that stderr holds exactly one error line and no traceback, and that
+the line names the field or file at fault (and, where it matters, the fix).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Callable, Dict, List, Tuple
+
+import pytest
+
+from agent.config.toml_dump import _toml_value
+from agent.errors import EXIT_CONFIG
+from agent.net.security import generate_keypair
+from agent.testbed.procs import free_ports
+
+from .agent_cluster import REPO, build_two_stage_bundle
+from .tmpfs import tmpfs
+
+LIMIT_S = 10.0  # the acceptance: one line and the no-restart status within 10 s
+RANDOM_BYTES = bytes(range(256)) * 8 + b"\xff\xfe\x00\x8f"
+
+
+def to_toml(d: Dict[str, Any]) -> str:
+    """TOML text of a flat config table with ``peers`` as [[peers]] tables."""
+    lines = ["%s = %s" % (k, _toml_value(v, k)) for k, v in d.items() if k != "peers"]
+    for p in d.get("peers", []):
+        lines.append("\n[[peers]]")
+        lines += ["%s = %s" % (k, _toml_value(v, k)) for k, v in p.items()]
+    return "\n".join(lines) + "\n"
+
+
+class Case:
+    """One start-up fault: a directory of its own, a config, the words its error must hold."""
+
+    def __init__(self, root: str, bundle: str, replay: str, name: str):
+        self.dir = os.path.join(root, name)
+        os.makedirs(self.dir)
+        self.bundle, self.replay = bundle, replay
+        self.path = os.path.join(self.dir, "node.toml")
+        self.hold: List[Any] = []  # sockets kept bound while the agent runs
+
+    def config(self, role: str, **over: Any) -> Dict[str, Any]:
+        c, d, pc, pd = free_ports(4)
+        peer_stage = 1 if role == "source" else 0
+        cfg = {"node_id": "s1" if role == "source" else "w2", "role": role,
+               "stage": 0 if role == "source" else 2, "bundle": self.bundle,
+               "state_dir": os.path.join(self.dir, "state"), "security": "none",
+               "control_bind": "tcp://127.0.0.1:%d" % c, "data_bind": "tcp://127.0.0.1:%d" % d,
+               "warmup_runs": 1, "timing_runs": 1, "replay_path": self.replay,
+               "peers": [{"id": "w1" if role == "source" else "s1", "stage": peer_stage,
+                          "control_address": "tcp://127.0.0.1:%d" % pc,
+                          "data_address": "tcp://127.0.0.1:%d" % pd}]}
+        for k, v in over.items():
+            if v is None:
+                cfg.pop(k, None)
+            else:
+                cfg[k] = v
+        return cfg
+
+    def write(self, cfg: Dict[str, Any]) -> str:
+        with open(self.path, "w") as f:
+            f.write(to_toml(cfg))
+        return self.path
+
+    def file(self, name: str, data: bytes = b"", mode: int = 0o644) -> str:
+        path = os.path.join(self.dir, name)
+        with open(path, "wb") as f:
+            f.write(data)
+        os.chmod(path, mode)
+        return path
+
+    def fifo(self, name: str) -> str:
+        path = os.path.join(self.dir, name)
+        os.mkfifo(path)
+        return path
+
+    def curve(self, **over: Any) -> Dict[str, Any]:
+        """A worker config with CURVE keys (its own pair and the source's public key)."""
+        keys = os.path.join(self.dir, "keys")
+        pub, sec = generate_keypair(keys, "w2")
+        peer_pub, _ = generate_keypair(keys, "s1")
+        cfg = self.config("worker", security="curve", secret_key_path=sec, public_key_path=pub)
+        cfg["peers"][0]["public_key"] = peer_pub
+        cfg.update(over)
+        return cfg
+
+    def bound_port(self) -> int:
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        s.listen(1)
+        self.hold.append(s)
+        return s.getsockname()[1]
+
+
+def _peer(cfg: Dict[str, Any], **over: Any) -> Dict[str, Any]:
+    cfg["peers"][0].update(over)
+    return cfg
+
+
+def _state_file(c: Case, name: str, make: Callable[[str], None], role: str = "worker") -> str:
+    cfg = c.config(role)
+    os.makedirs(cfg["state_dir"])
+    make(os.path.join(cfg["state_dir"], name))
+    return c.write(cfg)
+
+
+def _mkdir(path: str) -> None:
+    os.mkdir(path)
+
+
+# name -> (build the fault, words the error line must hold)
+CASES: Dict[str, Tuple[Callable[[Case], str], Tuple[str, ...]]] = {
+    "config missing": (lambda c: os.path.join(c.dir, "absent.toml"), ("absent.toml", "no such file")),
+    "config is a directory": (lambda c: c.dir, ("config", "directory")),
+    "config of random bytes": (lambda c: c.file("node.toml", RANDOM_BYTES),
+                               ("node.toml", "not a TOML text file")),
+    "config is a FIFO": (lambda c: c.fifo("node.toml"), ("node.toml", "FIFO")),
+    "config not valid TOML": (lambda c: c.file("node.toml", b"node_id = \n"), ("not valid TOML",)),
+    "unknown field": (lambda c: c.write(c.config("worker", heartbeat_s=1.0)),
+                      ("unknown field", "heartbeat_s")),
+    "security missing": (lambda c: c.write(c.config("worker", security=None)),
+                         ("security: missing",)),
+    "stage not an integer": (lambda c: c.write(c.config("worker", stage="two")), ("stage",)),
+    "node id of 20000 characters": (lambda c: c.write(c.config("worker", node_id="w" * 20000)),
+                                    ("node_id", "1-64 characters")),
+    "node id with a slash": (lambda c: c.write(c.config("worker", node_id="w2/a b")), ("node_id",)),
+    "control_bind port 99999": (lambda c: c.write(c.config("worker",
+                                                          control_bind="tcp://127.0.0.1:99999")),
+                                ("control_bind", "1..65535", "99999")),
+    "peer data_address port 0": (lambda c: c.write(_peer(c.config("worker"),
+                                                         data_address="tcp://127.0.0.1:0")),
+                                 ("peers[0].data_address", "1..65535")),
+    "heartbeat_interval_s 1e-6": (lambda c: c.write(c.config("worker", heartbeat_interval_s=1e-6)),
+                                  ("heartbeat_interval_s", ">= 0.001")),
+    "ack_timeout_s negative": (lambda c: c.write(c.config("worker", ack_timeout_s=-1.0)),
+                               ("ack_timeout_s",)),
+    "max_message_bytes 2**62": (lambda c: c.write(c.config("worker", max_message_bytes=2 ** 62)),
+                                ("max_message_bytes", "1073741824")),
+    "metrics_port 70000": (lambda c: c.write(c.config("worker", metrics_port=70000)),
+                           ("metrics_port",)),
+    "metrics_host on all interfaces without metrics_public": (
+        lambda c: c.write(c.config("worker", metrics_port=9464, metrics_host="0.0.0.0")),
+        ("metrics_host", "metrics_public = true")),
+    "metrics_host unresolvable": (
+        lambda c: c.write(c.config("worker", metrics_port=free_ports(1)[0],
+                                   metrics_host="no-such-host.invalid", metrics_public=True)),
+        ("metrics_host", "no-such-host.invalid")),
+    "metrics_port in use": (lambda c: c.write(c.config("worker", metrics_port=c.bound_port())),
+                            ("metrics_port", "in use")),
+    "control_bind port in use": (
+        lambda c: c.write(c.config("worker", control_bind="tcp://127.0.0.1:%d" % c.bound_port())),
+        ("control_bind", "in use")),
+    "state_dir is a file": (lambda c: c.write(c.config("worker", state_dir=c.file("state"))),
+                            ("state_dir", "not a directory")),
+    "state_dir under a file": (lambda c: c.write(c.config("worker", state_dir=os.path.join(
+        c.file("plain"), "state"))), ("state_dir", "plain")),
+    "records.jsonl is a directory": (lambda c: _state_file(c, "records.jsonl", _mkdir, "source"),
+                                     ("state_dir", "records.jsonl", "a directory")),
+    "records.jsonl is a FIFO": (lambda c: _state_file(c, "records.jsonl", os.mkfifo, "source"),
+                                ("records.jsonl", "FIFO")),
+    "state.json is a directory": (lambda c: _state_file(c, "state.json", _mkdir),
+                                  ("state.json", "a directory")),
+    "stats.json is a directory": (lambda c: _state_file(c, "stats.json", _mkdir),
+                                  ("stats.json", "a directory")),
+    "calibration profile of random bytes": (
+        lambda c: c.write(c.config("worker", capacity_profile=c.file("profile.json", RANDOM_BYTES))),
+        ("profile.json", "not valid JSON")),
+    "calibration profile missing": (
+        lambda c: c.write(c.config("worker", capacity_profile=os.path.join(c.dir, "none.json"))),
+        ("capacity_profile", "none.json")),
+    "calibration profile is a FIFO": (
+        lambda c: c.write(c.config("worker", capacity_profile=c.fifo("profile.json"))),
+        ("capacity_profile", "FIFO")),
+    "replay set missing": (lambda c: c.write(c.config("source", replay_path=os.path.join(
+        c.dir, "none.npz"))), ("replay_path", "none.npz")),
+    "replay set of random bytes": (lambda c: c.write(c.config("source", replay_path=c.file(
+        "replay.npz", RANDOM_BYTES))), ("replay_path", "replay.npz")),
+    "replay set is a FIFO": (lambda c: c.write(c.config("source", replay_path=c.fifo("r.npz"))),
+                             ("replay_path", "FIFO")),
+    "bundle missing": (lambda c: c.write(c.config("worker", bundle=os.path.join(c.dir, "nob"))),
+                       ("nob",)),
+    "bundle manifest of random bytes": (
+        lambda c: (c.file("bundle.json", RANDOM_BYTES), c.write(c.config("worker", bundle=c.dir)))[1],
+        ("bundle.json",)),
+    "a FIFO among the bundle's files": (
+        lambda c: (c.fifo("stage1.onnx"), c.file("bundle.json", b"{}"),
+                   c.write(c.config("worker", bundle=c.dir)))[2], ("bundle", "stage1.onnx", "FIFO")),
+    "stage the bundle lacks": (lambda c: c.write(c.config("worker", stage=3)), ("stage", "3")),
+    "rounds longer than a slot": (lambda c: c.write(c.config("worker", rounds_per_slot=200)),
+                                  ("rounds_per_slot",)),
+    "unknown policy": (lambda c: c.write(c.config("worker", policy="dtoe")), ("policy", "dtoe")),
+    "worker without sources": (lambda c: c.write(_peer(c.config("worker"), stage=1)), ("peers",)),
+    "client_bind on a public address": (
+        lambda c: c.write(c.config("source", arrival="client", client_bind="tcp://0.0.0.0:5999")),
+        ("client_bind", "loopback")),
+    "peer key of 39 characters": (lambda c: c.write(_peer(c.curve(), public_key="x" * 39)),
+                                  ("peers[0].public_key", "39 characters", "exactly 40")),
+    "peer key file is a FIFO": (lambda c: c.write(_peer(c.curve(), public_key=c.fifo("s1.key"))),
+                                ("peers[0].public_key", "FIFO")),
+    "peer key file empty": (lambda c: c.write(_peer(c.curve(), public_key=c.file("s1.key"))),
+                            ("peers[0].public_key", "no public-key")),
+    "secret key readable by others": (
+        lambda c: (lambda cfg: (os.chmod(cfg["secret_key_path"], 0o644), c.write(cfg))[1])(
+            c.curve()), ("secret_key_path", "chmod 600")),
+    "secret key missing": (lambda c: c.write(c.curve(secret_key_path=os.path.join(c.dir, "no"))),
+                           ("secret_key_path",)),
+    "secret key is random bytes": (
+        lambda c: c.write(c.curve(secret_key_path=c.file("w2.key_secret", RANDOM_BYTES, 0o600))),
+        ("secret_key_path", "w2.key_secret")),
+    "public key not the secret's": (
+        lambda c: c.write(c.curve(public_key_path=os.path.join(c.dir, "keys", "s1.key"))),
+        ("public_key_path", "does not match")),
+    "allowed_keys_dir missing": (
+        lambda c: c.write(c.curve(allowed_keys_dir=os.path.join(c.dir, "nokeys"))),
+        ("allowed_keys_dir", "nokeys")),
+}
+
+
+def _run(case: Case, config_path: str) -> Tuple[int, str, float]:
+    env = dict(os.environ, PYTHONPATH=REPO, OMP_NUM_THREADS="1")
+    env.pop("NOTIFY_SOCKET", None)
+    start = time.monotonic()
+    try:
+        done = subprocess.run([sys.executable, "-m", "agent", "--log-level", "WARNING", "run",
+                               "--config", config_path], cwd=case.dir, env=env,
+                              capture_output=True, text=True, timeout=LIMIT_S * 3)
+    except subprocess.TimeoutExpired as exc:
+        return -1, "HUNG: %s" % (exc.stderr or ""), time.monotonic() - start
+    finally:
+        for s in case.hold:
+            s.close()
+    return done.returncode, done.stderr, time.monotonic() - start
+
+
+def _check(name: str, rc: int, stderr: str, took_s: float, needles: Tuple[str, ...]) -> str:
+    """'' when the run met the rule, else why not."""
+    errors = [line for line in stderr.splitlines() if "error:" in line]
+    why = []
+    if rc != EXIT_CONFIG:
+        why.append("exit status %s, not %d" % (rc, EXIT_CONFIG))
+    if "Traceback" in stderr or len(errors) != 1:
+        why.append("%d error lines / a traceback" % len(errors))
+    elif not all(n in errors[0] for n in needles):
+        why.append("error line lacks %r" % [n for n in needles if n not in errors[0]])
+    if took_s > LIMIT_S:
+        why.append("took %.1f s" % took_s)
+    return "" if not why else "%s: %s\n    stderr: %s" % (name, "; ".join(why), stderr[-600:])
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    root = str(tmp_path_factory.mktemp("tiny"))
+    bundle = build_two_stage_bundle(root)
+    return bundle, os.path.join(root, "replay.npz")
+
+
+def test_at_least_thirty_startup_faults_each_exit_78_with_one_line_naming_the_field(tiny, tmp_path):
+    """Rule: every start-up fault in the table gives exit status 78 within 10 s and exactly one
+    stderr error line (no traceback) that names the field or file at fault."""
+    assert len(CASES) >= 30
+    bundle, replay = tiny
+    cases = []
+    for name, (make, needles) in CASES.items():
+        case = Case(str(tmp_path), bundle, replay, name.replace(" ", "_").replace("*", ""))
+        cases.append((name, case, make(case), needles))
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        results = list(pool.map(lambda c: _run(c[1], c[2]), cases))
+    failures = [_check(name, *res, needles) for (name, _, _, needles), res in zip(cases, results)]
+    failures = [f for f in failures if f]
+    assert not failures, "\n".join(failures)
+
+
+def test_read_only_state_dir_exits_78_naming_state_dir(tiny, tmp_path):
+    """Rule: a state directory on a read-only mount is a start-up fault: one line naming
+    state_dir and the read-only file system, exit status 78 (a read-only tmpfs: root only)."""
+    bundle, replay = tiny
+    case = Case(str(tmp_path), bundle, replay, "ro")
+    with tmpfs(os.path.join(case.dir, "ro"), 1 << 20, read_only=True) as ro:
+        rc, stderr, took_s = _run(case, case.write(case.config("source", state_dir=ro)))
+    why = _check("read-only state_dir", rc, stderr, took_s, ("state_dir", "read-only"))
+    assert not why, why

@@ -1,0 +1,122 @@
+"""Records of a source: one final line per created task across crashes and full disks."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+
+from agent.node.book import SourceBook
+from agent.node.records import RecordWriter, cut_torn_tail
+from tests.integration.tmpfs import fill, tmpfs
+
+
+def _lines(path):
+    with open(path, "rb") as f:
+        data = f.read()
+    assert not data or data.endswith(b"\n"), "torn last line"
+    return [json.loads(line) for line in data.splitlines()]
+
+
+def _book(path):
+    return SourceBook("s1", RecordWriter(path))
+
+
+def test_tasks_created_before_a_crash_get_one_lost_crash_record_at_the_next_start(tmp_path):
+    """Rule: a task journalled as created whose final line never reached records.jsonl (the
+    process died: nothing closed, buffered lines gone) is recorded lost/crash at the next start,
+    once; tasks already recorded are not recorded again."""
+    path = str(tmp_path / "records.jsonl")
+    book = _book(path)
+    x = np.zeros((1, 2), np.float32)
+    tasks = [book.new(x, 1, 100.0 + i, 10.0 + i) for i in range(5)]
+    book.complete({"id": tasks[0].id, "exit_stage": 1, "cls": 1, "confidence": 0.9, "hops": 1,
+                   "resends": 0, "worker": "w1"}, 200.0, 20.0)
+    book.reject(101.0, 11.0)
+    book.records.flush()  # completed[0] and the rejection are on disk
+    book.complete({"id": tasks[1].id, "exit_stage": 1, "cls": 1, "confidence": 0.9, "hops": 1,
+                   "resends": 0, "worker": "w1"}, 201.0, 21.0)  # buffered only: lost in the crash
+    del book  # SIGKILL: no flush, no close
+
+    again = _book(path)
+    assert again.recover(300.0, 30.0) == 4
+    assert again.recover(300.0, 30.0) == 0  # once
+    again.records.close()
+    recs = _lines(path)
+    ids = [r["id"] for r in recs]
+    assert sorted(ids) == sorted(set(ids)), "a task recorded twice"
+    assert len(recs) == 6  # 5 created + 1 rejected, each exactly once
+    crash = [r for r in recs if r.get("reason") == "crash"]
+    assert {r["id"] for r in crash} == {t.id for t in tasks[1:]}
+    assert all(r["status"] == "lost" and r["label"] == 1 for r in crash)
+    third = _book(path)  # a clean close left nothing open
+    assert third.recover(400.0, 40.0) == 0
+
+
+def test_a_final_line_written_just_before_the_crash_is_not_recorded_twice(tmp_path):
+    """Rule: a record on disk whose journal '-' line never made it is found in records.jsonl
+    at start-up and not recorded again."""
+    path = str(tmp_path / "records.jsonl")
+    w = RecordWriter(path)
+    w.opened("t1", 1.0, 1.0, 0)
+    with open(path, "a") as f:  # the final line reached the file, the '-' did not
+        f.write(json.dumps({"id": "t1", "status": "completed"}) + "\n")
+    again = RecordWriter(path)
+    assert again.recovered() == []
+
+
+def test_a_torn_last_line_is_cut_and_its_task_recovered(tmp_path):
+    """Rule: records.jsonl never keeps a torn line: a partial last line (a crash mid-write) is
+    cut at start-up and the task it belonged to is recorded from the journal."""
+    path = str(tmp_path / "records.jsonl")
+    w = RecordWriter(path)
+    w.opened("t1", 1.0, 1.0, 0)
+    w.opened("t2", 1.0, 1.0, 0)
+    w.write({"id": "t1", "status": "completed"})
+    w.flush()
+    with open(path, "a") as f:
+        f.write('{"id": "t2", "stat')
+    book = _book(path)
+    assert [r["id"] for r in book.records.recovered()] == ["t2"]
+    assert [r["id"] for r in _lines(path)] == ["t1"]
+    assert cut_torn_tail(path) == 0
+
+
+def test_disk_full_keeps_lines_in_memory_counts_and_never_raises():
+    """Rule: a write that fails with ENOSPC (/dev/full) raises nothing, keeps the lines for the
+    next flush and counts the failure; past the buffer bound the oldest lines are dropped and
+    counted."""
+    w = RecordWriter("/dev/full", journal=False, max_buffered=3)
+    for i in range(2):
+        w.write({"id": "t%d" % i})
+    assert w.flush() is False
+    assert w.buffered == 2 and w.faults.failures == 1 and w.dropped == 0
+    for i in range(2, 5):
+        w.write({"id": "t%d" % i})
+    assert w.buffered == 3 and w.dropped == 2
+    w.close()  # no exception either
+
+
+def test_a_full_tmpfs_gets_no_torn_line_and_writing_resumes_when_space_returns(tmp_path):
+    """Rule: on a real full file system a record flush is all or nothing (a short write is cut
+    back), and the kept lines are written once space is freed (root: a 64 kB tmpfs)."""
+    with tmpfs(str(tmp_path / "disk"), 64 * 1024) as disk:
+        path = os.path.join(disk, "records.jsonl")
+        w = RecordWriter(path)
+        for i in range(20):
+            w.opened("t%d" % i, 1.0, 1.0, 0)
+        filler = fill(disk)
+        big = "x" * 3000
+        for i in range(20):
+            w.write({"id": "t%d" % i, "pad": big})
+        assert w.flush() is False and w.buffered == 20
+        assert _lines(path) == []
+        os.truncate(filler, os.path.getsize(filler) - 16 * 1024)  # room for part of the flush
+        assert w.flush() is False and w.buffered == 20
+        assert _lines(path) == []  # the part that fitted was cut back: nothing torn
+        os.unlink(filler)
+        assert w.flush() is True and w.buffered == 0
+        assert [r["id"] for r in _lines(path)] == ["t%d" % i for i in range(20)]
+        w.close()
+        assert RecordWriter(path).recovered() == []
