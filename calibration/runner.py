@@ -47,7 +47,7 @@ class CalibrationConfig:
     seconds: float = 10.0  # timed phase per stage and mode
     warmup_s: float = 2.0  # warm-up per stage and mode (not timed)
     backend: str = "auto"  # engine backend: auto | tensorrt | onnxruntime
-    precision: str = "fp32"  # engine precision: fp32 | fp16 | int8
+    precision: str = "fp32"  # engine precision: fp32 | fp16
     threads: int = 1  # engine intra-op threads (use the agents' engine_threads)
     cache_dir: Optional[str] = None  # TensorRT plan cache
     switch_timeout_s: float = 60.0  # a mode not verified active by then is marked unavailable

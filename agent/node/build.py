@@ -42,6 +42,7 @@ from agent.policies.registry import make_policy
 from agent.policies.thresholds import thresholds_to_wire
 from calibration.online import OnlineCapacityEstimator
 from calibration.profile import current_power_mode
+from engines.accelerator import check_engines, report_engines, resolve_accelerator
 from engines.loader import load_engine
 from engines.bundle import Bundle, load_bundle
 from engines.demo import REPLAY_PATH
@@ -129,7 +130,10 @@ def load_engines(cfg: NodeConfig, bundle: Bundle,
     try:
         for h, spec in specs.items():
             engines[h] = load_engine(spec, backend=cfg.backend, threads=cfg.engine_threads,
-                                     precision=cfg.precision, cache_dir=cfg.engine_cache_dir or None)
+                                     precision=cfg.precision, cache_dir=cfg.engine_cache_dir or None,
+                                     accelerator=resolve_accelerator(cfg.accelerator))
+        # accelerator = "required" and a stage on the CPU: one line, exit 78 (EX_CONFIG)
+        check_engines(cfg.accelerator, engines, cfg.state_dir)
     except BaseException:
         for e in engines.values():
             e.close()
@@ -197,6 +201,7 @@ def build(cfg: NodeConfig, notifier: Any = None, ctx: Optional[zmq.Context] = No
         book = SourceBook(cfg.node_id, RecordWriter(os.path.join(cfg.state_dir, "records.jsonl")))
         capacity = Capacity()
     metrics = make_metrics(cfg)
+    report_engines(engines, metrics)
     if cfg.metrics_port and cfg.role == "worker":
         report_power_mode(cfg, metrics)
     hooks = NodeHooks(notifier, metrics, store)
