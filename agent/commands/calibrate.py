@@ -70,7 +70,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=1,
         help="engine threads, as in the agents' engine_threads (default 1)",
     )
-    parser.add_argument("--cache-dir", default=None, help="TensorRT plan cache directory")
+    parser.add_argument("--cache-dir", default=None,
+                        help="TensorRT plan cache directory (default $CACHE_DIRECTORY/trt, else "
+                        "~/.cache/edge-agent/trt)")
     parser.add_argument(
         "--switch-timeout",
         type=_positive,
@@ -79,8 +81,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--state-dir",
-        default=DEFAULT_STATE_DIR,
-        help="state directory (default %(default)s)",
+        # systemd's StateDirectory= (the calibrate unit) first
+        default=(os.environ.get("STATE_DIRECTORY") or "").split(":")[0] or DEFAULT_STATE_DIR,
+        help="state directory (default $STATE_DIRECTORY, else %s)" % DEFAULT_STATE_DIR,
     )
     parser.add_argument(
         "--profile",

@@ -36,6 +36,7 @@ from agent.node.status import NodeStatus
 from agent.node.worker import WorkerSide
 from agent.ops.metrics import AgentMetrics, NullMetrics
 from agent.ops.state import StateStore
+from agent.ops.watchdog import watchdog_interval_s
 from agent.policies.api import AgentPolicy, NodeView, default_thresholds
 from agent.policies import registry
 from agent.policies.registry import make_policy
@@ -204,7 +205,7 @@ def build(cfg: NodeConfig, notifier: Any = None, ctx: Optional[zmq.Context] = No
     report_engines(engines, metrics)
     if cfg.metrics_port and cfg.role == "worker":
         report_power_mode(cfg, metrics)
-    hooks = NodeHooks(notifier, metrics, store)
+    hooks = NodeHooks(notifier, metrics, store, watchdog_interval_s(os.environ))
     restore_policy(policy, hooks, store)
     capacity.refresh(view)
     if (cfg.security == "curve" and cfg.arrival == "client"
