@@ -200,6 +200,13 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 1
+    except OSError as exc:  # e.g. the profile's folder cannot be written
+        print(
+            "edge-agent calibrate: error: %s; the original power mode is restored (by the next "
+            "run if not now)" % " ".join(str(exc).split()),
+            file=sys.stderr,
+        )
+        return 1
     except CalibrationInterrupted as exc:
         print(
             "edge-agent calibrate: %s; original power mode restored" % exc,
