@@ -47,12 +47,12 @@ def _index_reachable(python: str) -> bool:
     return proc.returncode == 0 and "jetson-stats" in proc.stdout
 
 
-def _resolve(python: str, version: str, spec: str, tmp_path) -> dict:
+def _resolve(python: str, version: str, spec: str, tmp_path, tags=AARCH64_TAGS) -> dict:
     report = tmp_path / "report.json"
     cmd = [python, "-m", "pip", "install", "--dry-run", "--ignore-installed", "--quiet",
            "--report", str(report), "--only-binary=:all:", "--python-version", version,
            "--target", str(tmp_path / "target")]
-    for tag in AARCH64_TAGS:
+    for tag in tags:
         cmd += ["--platform", tag]
     proc = subprocess.run(cmd + [spec], cwd=REPO, stdout=subprocess.PIPE,
                           stderr=subprocess.STDOUT, universal_newlines=True,
@@ -90,3 +90,20 @@ def test_jetson_extra_resolves_for_aarch64_without_index_onnxruntime(version, cu
     assert "edge-agent" in got
     for heavy in ("scipy", "matplotlib", "onnx"):  # workstation tools stay out of a device
         assert heavy not in got, got
+
+
+@pytest.mark.slow
+def test_gpu_extra_installs_exactly_one_onnxruntime_on_x86_64(tmp_path):
+    """`.[gpu]` on x86_64: onnxruntime-gpu only (two builds would overwrite one module)."""
+    import platform
+
+    if platform.machine() != "x86_64":
+        pytest.skip("pip evaluates platform markers on this machine, which is not x86_64")
+    python = _interpreter("3.10")
+    if python is None:
+        pytest.skip("no Python 3.10 interpreter with pip here")
+    if not _index_reachable(python):
+        pytest.skip("the package index cannot be reached from this machine")
+    got = _resolve(python, "3.10", ".[gpu]", tmp_path,
+                   tags=("manylinux2014_x86_64", "manylinux_2_17_x86_64", "manylinux_2_28_x86_64"))
+    assert "onnxruntime-gpu" in got and "onnxruntime" not in got, got
