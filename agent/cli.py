@@ -10,11 +10,12 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
-from typing import List, Optional
+from typing import List, Mapping, Optional
 
 from agent import __version__
-from agent.errors import UsageError
+from agent.errors import EXIT_USAGE, UsageError
 
 # Order shown in --help; a name whose module is absent is simply not offered.
 COMMANDS = (
@@ -29,7 +30,23 @@ COMMANDS = (
     "testbed",
     "keys",
     "install",
+    "doctor",
 )
+
+# syslog priority of each logging level: journald reads a "<N>" prefix on a line of a service's
+# stderr as the line's priority, so `journalctl -p err` finds the errors
+SYSLOG_PRIORITY = {logging.DEBUG: 7, logging.INFO: 6, logging.WARNING: 4, logging.ERROR: 3,
+                   logging.CRITICAL: 2}
+
+# an optional dependency a command needs -> the install that brings it
+EXTRA_OF_MODULE = {
+    "onnxruntime": "'edge-agent[cpu]' (or [gpu]; on a Jetson NVIDIA's onnxruntime wheel, see "
+                   "docs/jetson.md)",
+    "scipy": "'edge-agent[tools]'",
+    "matplotlib": "'edge-agent[tools]'",
+    "onnx": "'edge-agent[tools]'",
+    "jtop": "'edge-agent[jetson]'",
+}
 
 
 def _load(name: str):
@@ -65,22 +82,85 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def stderr_is_journal(environ: Mapping[str, str] = os.environ, stream=None) -> bool:
+    """True when ``stream`` (stderr) is connected to journald: systemd sets ``JOURNAL_STREAM``
+    to the device and inode of that stream, which a redirection changes."""
+    value = environ.get("JOURNAL_STREAM", "")
+    try:
+        dev, ino = (int(v) for v in value.split(":"))
+        st = os.fstat((stream or sys.stderr).fileno())
+    except (ValueError, OSError, AttributeError):
+        return False
+    return (st.st_dev, st.st_ino) == (dev, ino)
+
+
+class JournalFormatter(logging.Formatter):
+    """``<N>logger: message``: the syslog priority prefix journald parses; no time stamp
+    (journald adds its own)."""
+
+    def __init__(self) -> None:
+        super().__init__("%(name)s: %(message)s")
+
+    def format(self, record: logging.LogRecord) -> str:
+        prio = SYSLOG_PRIORITY.get(record.levelno, 3 if record.levelno > logging.ERROR else 7)
+        # a multi-line message (a traceback) keeps its priority on every line
+        return "\n".join("<%d>%s" % (prio, line) for line in super().format(record).splitlines())
+
+
+def setup_logging(level: str, stream=None, environ: Mapping[str, str] = os.environ) -> bool:
+    """Log to ``stream`` (stderr) at ``level``; journald gets priority prefixes. Returns whether
+    the journal format is used."""
+    stream = stream or sys.stderr
+    journal = stderr_is_journal(environ, stream)
+    root = logging.getLogger()
+    ours = [h for h in root.handlers if getattr(h, "edge_agent", False)]
+    if root.handlers and not ours:  # configured by the embedding program (as basicConfig does)
+        return journal
+    for old in ours:
+        root.removeHandler(old)
+    handler = logging.StreamHandler(stream)
+    handler.edge_agent = True  # type: ignore[attr-defined]
+    handler.setFormatter(JournalFormatter() if journal else
+                         logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root.addHandler(handler)
+    root.setLevel(getattr(logging, level))
+    return journal
+
+
+def error_line(command: str, message: str, journal: bool) -> str:
+    """The one line a failed command prints (with journald's error priority under systemd)."""
+    return "%sedge-agent %s: error: %s" % ("<3>" if journal else "", command,
+                                           " ".join(str(message).split()))
+
+
+def missing_module_hint(exc: ModuleNotFoundError) -> Optional[str]:
+    """The install that provides a missing optional module, or None for any other module."""
+    top = (exc.name or "").split(".")[0]
+    if top not in EXTRA_OF_MODULE:
+        return None
+    return "this command needs %s, which is not installed: pip install %s" % (
+        top, EXTRA_OF_MODULE[top])
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     """Entry point of the console script; returns the process exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=getattr(logging, args.log_level),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    journal = setup_logging(args.log_level)
     if not getattr(args, "_module", None):
         parser.print_help()
-        return 2
+        return EXIT_USAGE
     try:
         return int(args._module.run(args) or 0)
     except UsageError as exc:
-        print("edge-agent %s: error: %s" % (args.command, exc), file=sys.stderr)
-        return 2
+        # a subclass may name its own status (a service's configuration fault: EXIT_CONFIG)
+        print(error_line(args.command, str(exc), journal), file=sys.stderr)
+        return int(getattr(exc, "exit_status", EXIT_USAGE))
+    except ModuleNotFoundError as exc:
+        hint = missing_module_hint(exc)
+        if hint is None:
+            raise
+        print(error_line(args.command, hint, journal), file=sys.stderr)
+        return EXIT_USAGE
     except KeyboardInterrupt:
         return 130

@@ -30,8 +30,19 @@ import contextlib
 from dataclasses import dataclass, field
 from typing import Any, Dict, Iterator, List, Mapping, Optional, Tuple
 
+# jetson-stats releases before this mark every nvpmodel mode settable (the guard does nothing).
+MIN_JTOP_RELEASE = (4, 3)
+
 # jtop marks an offline temperature sensor with this value.
 TEMPERATURE_OFFLINE_C = -256.0
+
+
+def _release(version: str) -> Tuple[int, ...]:
+    """(major, minor) of a version string such as "7.2.2"; (0, 0) when unreadable."""
+    try:
+        return tuple(int(p) for p in version.split(".")[:2])
+    except ValueError:
+        return (0, 0)
 
 
 class JtopUnavailable(Exception):
@@ -72,6 +83,20 @@ class Reading:
 # ---------------------------------------------------------------- parsing (pure)
 
 
+def as_mapping(value: Any) -> Optional[Mapping[str, Any]]:
+    """``value`` as a mapping: a dict, or one of jetson-stats' dict-like objects (``j.gpu`` is a
+    ``GenericInterface`` with ``items()``/``get()``, not a ``Mapping``); None otherwise."""
+    if isinstance(value, Mapping):
+        return value
+    items = getattr(value, "items", None)
+    if callable(items) and callable(getattr(value, "get", None)):
+        try:
+            return dict(items())
+        except (TypeError, ValueError):
+            return None
+    return None
+
+
 def _number(value: Any) -> Optional[float]:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return None
@@ -80,7 +105,8 @@ def _number(value: Any) -> Optional[float]:
 
 def parse_power(power: Mapping[str, Any]) -> Optional[float]:
     """Total board power in W from ``j.power`` (``tot.power`` is in mW); None without sensors."""
-    total = power.get("tot") if isinstance(power, Mapping) else None
+    power = as_mapping(power)
+    total = power.get("tot") if power is not None else None
     if not isinstance(total, Mapping):
         return None
     mw = _number(total.get("power"))
@@ -88,8 +114,10 @@ def parse_power(power: Mapping[str, Any]) -> Optional[float]:
 
 
 def parse_gpu(gpu: Mapping[str, Any]) -> Tuple[Optional[float], Optional[float]]:
-    """(current, max) frequency in kHz of the first GPU in ``j.gpu``."""
-    if not isinstance(gpu, Mapping):
+    """(current, max) frequency in kHz of the first GPU in ``j.gpu`` (a dict or jetson-stats'
+    ``GPU`` object)."""
+    gpu = as_mapping(gpu)
+    if gpu is None:
         return None, None
     for value in gpu.values():
         freq = value.get("freq") if isinstance(value, Mapping) else None
@@ -100,7 +128,8 @@ def parse_gpu(gpu: Mapping[str, Any]) -> Tuple[Optional[float], Optional[float]]
 
 def parse_cpu(cpu: Mapping[str, Any]) -> Tuple[Optional[float], Optional[float]]:
     """(highest current, highest max) frequency in kHz over the online cores of ``j.cpu``."""
-    cores = cpu.get("cpu") if isinstance(cpu, Mapping) else None
+    cpu = as_mapping(cpu)
+    cores = cpu.get("cpu") if cpu is not None else None
     cur: List[float] = []
     cap: List[float] = []
     for core in cores if isinstance(cores, list) else []:
@@ -122,7 +151,8 @@ def parse_temperature(
     """(temperature per online sensor, limit per sensor that reports ``max`` or ``crit``), in C."""
     temps: Dict[str, float] = {}
     limits: Dict[str, float] = {}
-    if not isinstance(temperature, Mapping):
+    temperature = as_mapping(temperature)
+    if temperature is None:
         return temps, limits
     for name, sensor in temperature.items():
         if not isinstance(sensor, Mapping):
@@ -166,7 +196,8 @@ def parse_modes(models: List[str], status: Optional[List[Any]]) -> List[ModeInfo
 
 def parse_jetpack(board: Any) -> Optional[str]:
     """JetPack release from ``j.board['hardware']['Jetpack']`` when present."""
-    hardware = board.get("hardware") if isinstance(board, Mapping) else None
+    board = as_mapping(board)
+    hardware = board.get("hardware") if board is not None else None
     value = hardware.get("Jetpack") if isinstance(hardware, Mapping) else None
     return str(value) if value else None
 
@@ -242,8 +273,13 @@ def open_device(jtop_module: Any = None, interval_s: float = 0.5) -> Iterator[Je
             import jtop as jtop_module  # type: ignore[no-redef]
         except ImportError:
             raise JtopUnavailable("jetson-stats is not installed (pip install 'edge-agent[jetson]')")
+    version = str(getattr(jtop_module, "__version__", ""))
+    if version and _release(version) < MIN_JTOP_RELEASE:
+        raise JtopUnavailable("jetson-stats %s is older than 4.3 (it reports every power mode as "
+                              "settable); pip install -U 'jetson-stats>=4.3'" % version)
     error = getattr(jtop_module, "JtopException", Exception)
     try:
+        # the client itself refuses a service of another minor version (JtopException)
         j = jtop_module.jtop(interval=interval_s)
         j.__enter__()
     except error as exc:

@@ -6,8 +6,8 @@ mode is saved to the state directory before the first switch and restored on eve
 (normal end, exception, SIGINT/SIGTERM -- which are turned into ``CalibrationInterrupted``
 while a run is in progress), and by the next run if this one died. Without jtop (CI, a
 workstation, a Jetson without the service) there is one mode, named after the CPU governor and
-frequency, measured the same way. Results are written after each mode, so an interrupted run
-keeps what it measured.
+frequency, measured the same way. Results are written after each stage, so an interrupted run
+keeps every stage it finished.
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ class CalibrationConfig:
     seconds: float = 10.0  # timed phase per stage and mode
     warmup_s: float = 2.0  # warm-up per stage and mode (not timed)
     backend: str = "auto"  # engine backend: auto | tensorrt | onnxruntime
-    precision: str = "fp32"  # engine precision: fp32 | fp16 | int8
+    precision: str = "fp32"  # engine precision: fp32 | fp16
     threads: int = 1  # engine intra-op threads (use the agents' engine_threads)
     cache_dir: Optional[str] = None  # TensorRT plan cache
     switch_timeout_s: float = 60.0  # a mode not verified active by then is marked unavailable
@@ -204,20 +204,10 @@ def _measure_mode(
                 ", THROTTLED" if m.throttled else "",
             )
         )
-        entries.append(
-            _entry(
-                ctx["ident"],
-                mode_name,
-                mode_id,
-                ctx["bundle"],
-                stage,
-                engine,
-                cfg,
-                m,
-                jc,
-            )
-        )
-    profile.update_profile(cfg.profile_path, entries)
+        entry = _entry(ctx["ident"], mode_name, mode_id, ctx["bundle"], stage, engine, cfg, m, jc)
+        # written per stage: SIGINT/SIGTERM during the next stage keeps this one
+        profile.update_profile(cfg.profile_path, [entry])
+        entries.append(entry)
     return entries
 
 

@@ -10,6 +10,7 @@ import logging
 from typing import Optional
 
 from agent.errors import UsageError
+from engines.accelerator import ACCELERATORS, fallback
 from engines.bundle import StageSpec
 from engines.engine import BACKENDS, PRECISIONS, Engine, EngineInputError, EngineUnavailable
 
@@ -26,21 +27,38 @@ def tensorrt_available() -> bool:
 
 
 def load_engine(stage: StageSpec, backend: str = "auto", threads: int = 1, precision: str = "fp32",
-                cache_dir: Optional[str] = None, providers=None) -> Engine:
+                cache_dir: Optional[str] = None, providers=None, accelerator: str = "preferred") -> Engine:
     """Load ``stage`` on ``backend`` (auto | tensorrt | onnxruntime).
 
     ``auto`` uses native TensorRT when its Python package is installed and falls back to
-    onnxruntime (logging why) otherwise or when building the plan fails. ``threads`` sets
-    onnxruntime's intra-op threads; ``precision`` fp16 enables FP16 kernels on TensorRT (native
-    or the onnxruntime TensorRT provider); ``cache_dir`` holds TensorRT plans. ``providers``
-    overrides onnxruntime's provider order (default TensorRT EP -> CUDA EP -> CPU).
+    onnxruntime otherwise or when building the plan fails. ``threads`` sets onnxruntime's
+    intra-op threads; ``precision`` fp16 enables FP16 kernels on TensorRT (native or the
+    onnxruntime TensorRT provider); ``cache_dir`` holds TensorRT plans. ``providers`` overrides
+    onnxruntime's provider order (default TensorRT EP -> CUDA EP -> CPU). ``accelerator``
+    (see ``engines.accelerator``): "none" runs on the CPU provider only, without warnings;
+    otherwise every step away from the GPU is logged at WARNING with its cause and recorded in
+    ``engine.info["fallbacks"]``.
     """
     if backend not in BACKENDS:
         raise UsageError("backend must be one of %s, got %r" % ("|".join(BACKENDS), backend))
+    if precision == "int8":  # refused as the node config and `calibrate --precision` refuse it
+        raise UsageError("precision int8 is not supported (TensorRT INT8 needs a calibration cache, "
+                         "which edge-agent does not build); use fp16")
     if precision not in PRECISIONS:
         raise UsageError("precision must be one of %s, got %r" % ("|".join(PRECISIONS), precision))
     if not isinstance(threads, int) or threads < 0:
         raise UsageError("threads must be an integer >= 0 (0 = library default), got %r" % (threads,))
+    if accelerator not in ACCELERATORS:
+        raise UsageError("accelerator must be one of %s, got %r" % ("|".join(ACCELERATORS), accelerator))
+    if accelerator == "none":
+        if backend == "tensorrt":
+            raise UsageError("backend tensorrt needs the GPU; accelerator = \"none\" runs on the CPU")
+        from engines.ort_backend import OrtEngine
+
+        return OrtEngine(stage, threads=threads, precision=precision,
+                         providers=providers or ("CPUExecutionProvider",), cache_dir=cache_dir,
+                         expect_gpu=False)
+    fallbacks = []
     if backend in ("auto", "tensorrt"):
         if tensorrt_available():
             from engines.trt_backend import TensorRTEngine
@@ -50,16 +68,24 @@ def load_engine(stage: StageSpec, backend: str = "auto", threads: int = 1, preci
             except EngineInputError:
                 raise
             except Exception as exc:
+                first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
                 if backend == "tensorrt":
-                    raise EngineUnavailable("stage %d: TensorRT engine failed: %s"
-                                            % (stage.index, str(exc).splitlines()[0] if str(exc) else exc))
-                log.warning("stage %d: TensorRT failed (%s); falling back to onnxruntime", stage.index, exc)
+                    raise EngineUnavailable("stage %d: TensorRT engine failed: %s" % (stage.index, first))
+                log.warning("stage %d: TensorRT failed (%s); falling back to onnxruntime", stage.index, first)
+                fallbacks.append(("tensorrt_failed", "TensorRT failed: %s" % first))
         elif backend == "tensorrt":
             raise EngineUnavailable("backend tensorrt: the tensorrt Python package is not installed "
                                     "(JetPack ships it; use --backend onnxruntime elsewhere)")
         else:
-            log.info("stage %d: tensorrt package not installed; using onnxruntime", stage.index)
+            log.warning("stage %d: the tensorrt Python package is not installed; falling back to "
+                        "onnxruntime", stage.index)
+            fallbacks.append(("tensorrt_missing", "the tensorrt Python package is not installed"))
     from engines.ort_backend import OrtEngine
 
-    return OrtEngine(stage, threads=threads, precision=precision, providers=providers,
-                     cache_dir=cache_dir)
+    engine = OrtEngine(stage, threads=threads, precision=precision, providers=providers,
+                       cache_dir=cache_dir)
+    later = engine.info.pop("fallbacks", [])
+    for reason, detail in fallbacks:  # TensorRT's step away comes before onnxruntime's
+        fallback(engine.info, reason, detail)
+    engine.info.setdefault("fallbacks", []).extend(later)
+    return engine

@@ -13,6 +13,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from engines.accelerator import fallback
 from engines.bundle import StageSpec
 from engines.engine import Engine, StageOutput
 
@@ -49,18 +50,22 @@ class OrtEngine(Engine):
     """One stage on an ``onnxruntime.InferenceSession``."""
 
     def __init__(self, stage: StageSpec, threads: int = 1, precision: str = "fp32",
-                 providers: Optional[Sequence[str]] = None, cache_dir: Optional[str] = None):
+                 providers: Optional[Sequence[str]] = None, cache_dir: Optional[str] = None,
+                 expect_gpu: bool = True):
+        """``expect_gpu``: a stage off the GPU is a fallback (WARNING, ``info["fallbacks"]``);
+        False when the CPU is chosen on purpose (accelerator = "none")."""
         super().__init__(stage)
         import onnxruntime as ort
 
         wanted = tuple(providers) if providers else PREFERRED_PROVIDERS
         use, missing = choose_providers(ort.get_available_providers(), wanted)
-        if missing:
-            # a CPU-only wheel cannot have GPU providers: say so once, quietly; a GPU build
-            # lacking one of them is a deployment problem worth a warning
-            level = logging.INFO if ort.get_device() == "CPU" else logging.WARNING
-            log.log(level, "stage %d: %s not available in this onnxruntime build (device %s); "
-                    "falling back to %s", stage.index, ", ".join(missing), ort.get_device(), use[0])
+        causes = []
+        if missing and expect_gpu:
+            # a CPU-only wheel (the index's onnxruntime) has no GPU provider at all; on a Jetson
+            # that usually means it shadows NVIDIA's build: `edge-agent doctor` says which
+            causes.append(("provider_missing", "%s not in this onnxruntime build (onnxruntime %s, "
+                           "device %s)" % (", ".join(missing), ort.__version__, ort.get_device())))
+            log.warning("stage %d: %s; falling back to %s", stage.index, causes[-1][1], use[0])
         so = ort.SessionOptions()
         so.intra_op_num_threads = threads
         so.inter_op_num_threads = 1
@@ -70,12 +75,13 @@ class OrtEngine(Engine):
         used = list(self._session.get_providers())
         dropped = [p for p in use if p not in used]
         for p in dropped:
-            log.warning("stage %d: onnxruntime could not initialise %s; it runs on %s",
-                        stage.index, p, ", ".join(used))
+            causes.append(("provider_failed", "onnxruntime could not initialise %s" % p))
+            log.warning("stage %d: %s; it runs on %s", stage.index, causes[-1][1], ", ".join(used))
         log.info("stage %d: onnxruntime %s, providers used: %s", stage.index, ort.__version__, ", ".join(used))
         effective = precision if (precision == "fp32" or "TensorrtExecutionProvider" in used) else "fp32"
         if effective != precision:
-            log.warning("stage %d: %s needs the TensorRT provider; running fp32", stage.index, precision)
+            causes.append(("precision", "%s needs the TensorRT provider; running fp32" % precision))
+            log.warning("stage %d: %s", stage.index, causes[-1][1])
         self._outputs = [n for n in (stage.feature_output, stage.logits_output) if n is not None]
         self.info = {
             "backend": "onnxruntime",
@@ -86,6 +92,8 @@ class OrtEngine(Engine):
             "device": "GPU" if any(p != "CPUExecutionProvider" for p in used) else "CPU",
             "threads": threads,
         }
+        for reason, detail in causes:
+            fallback(self.info, reason, detail)
 
     def run(self, x: np.ndarray) -> StageOutput:
         """Run the stage; returns the cut tensor (None at the final stage) and the logits."""

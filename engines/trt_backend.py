@@ -27,8 +27,32 @@ from engines.engine import Engine, EngineUnavailable, StageOutput
 
 log = logging.getLogger("engines.tensorrt")
 
-DEFAULT_CACHE_DIR = os.path.join(os.path.expanduser("~"), ".cache", "edge-agent", "trt")
 WORKSPACE_BYTES = 1 << 30  # builder scratch memory; Jetson Orin Nano has 8 GB shared
+PLAN_LOCK_TIMEOUT_S = 3600.0  # another agent building the same plan: wait this long for it
+
+# TensorRT data type name -> numpy dtype. Not ``trt.nptype``: TensorRT 8.5's uses ``np.bool``,
+# which numpy 1.24 removed, so it raises on the first run.
+_NUMPY_DTYPES = {"FLOAT": np.float32, "HALF": np.float16, "INT8": np.int8, "INT32": np.int32,
+                 "INT64": np.int64, "BOOL": np.bool_, "UINT8": np.uint8}
+
+
+def numpy_dtype(trt_dtype: Any) -> Any:
+    """The numpy dtype of a TensorRT ``DataType`` (``DataType.FLOAT`` -> float32)."""
+    name = str(getattr(trt_dtype, "name", trt_dtype)).rsplit(".", 1)[-1].upper()
+    try:
+        return _NUMPY_DTYPES[name]
+    except KeyError:
+        raise RuntimeError("TensorRT tensor type %s has no numpy equivalent here" % name)
+
+
+def default_cache_dir(environ: Any = None) -> str:
+    """Where plans go without ``cache_dir``: systemd's ``$CACHE_DIRECTORY`` (the unit's
+    CacheDirectory=, writable under ProtectSystem=strict), else ``~/.cache/edge-agent``."""
+    env = os.environ if environ is None else environ
+    first = (env.get("CACHE_DIRECTORY") or "").split(":")[0]
+    if first:
+        return os.path.join(first, "trt")
+    return os.path.join(os.path.expanduser("~"), ".cache", "edge-agent", "trt")
 
 
 def plan_cache_key(onnx_sha256: str, trt_version: str, device_name: str, compute_capability: str,
@@ -81,22 +105,12 @@ class TensorRTEngine(Engine):
         _check(cudart.cudaSetDevice(device))
         ident = device_identity(cudart, device)
         self.max_batch = max_batch if stage.dynamic_batch else 1
-        cache_dir = cache_dir or DEFAULT_CACHE_DIR
-        os.makedirs(cache_dir, exist_ok=True)
+        cache_dir = cache_dir or default_cache_dir()
         key = plan_cache_key(stage.sha256, trt.__version__, ident["name"], ident["compute_capability"],
                              ident["sm_count"], precision, self.max_batch)
         plan_path = os.path.join(cache_dir, key)
         self._logger = trt.Logger(trt.Logger.WARNING)
-        if os.path.exists(plan_path):
-            with open(plan_path, "rb") as f:
-                plan = f.read()
-            log.info("stage %d: TensorRT plan from cache %s", stage.index, plan_path)
-        else:
-            plan = self._build_plan(precision)
-            # agents sharing the cache folder may build the same plan at once: each writes its
-            # own temporary file and the last rename wins (the plans are equivalent)
-            write_atomic(plan_path, plan)
-            log.info("stage %d: built TensorRT plan %s", stage.index, plan_path)
+        plan = self._cached_plan(plan_path, precision)
         self._runtime = trt.Runtime(self._logger)
         self._engine = self._runtime.deserialize_cuda_engine(plan)
         if self._engine is None:
@@ -109,6 +123,36 @@ class TensorRTEngine(Engine):
                      "precision": precision, "device": ident["name"],
                      "compute_capability": ident["compute_capability"], "plan": plan_path,
                      "api": "tensor-name" if self._named else "bindings"}
+
+    def _cached_plan(self, plan_path: str, precision: str) -> bytes:
+        """The plan from the cache, or built and written there under a lock (agents sharing the
+        folder build each plan once); an unwritable cache is logged and the plan kept in memory."""
+        import filelock
+
+        try:
+            os.makedirs(os.path.dirname(plan_path), exist_ok=True)
+            lock = filelock.FileLock(plan_path + ".lock", timeout=PLAN_LOCK_TIMEOUT_S)
+            lock.acquire()
+        except (OSError, filelock.Timeout) as exc:
+            log.warning("stage %d: TensorRT plan cache %s unusable (%s); building without it",
+                        self.stage.index, os.path.dirname(plan_path), exc)
+            return self._build_plan(precision)
+        try:
+            if os.path.exists(plan_path):
+                with open(plan_path, "rb") as f:
+                    plan = f.read()
+                log.info("stage %d: TensorRT plan from cache %s", self.stage.index, plan_path)
+                return plan
+            plan = self._build_plan(precision)
+            try:
+                write_atomic(plan_path, plan)
+                log.info("stage %d: built TensorRT plan %s", self.stage.index, plan_path)
+            except OSError as exc:
+                log.warning("stage %d: cannot cache the TensorRT plan in %s (%s)",
+                            self.stage.index, plan_path, exc)
+            return plan
+        finally:
+            lock.release()
 
     def _build_plan(self, precision: str) -> bytes:
         trt = self._trt
@@ -187,7 +231,7 @@ class TensorRTEngine(Engine):
                 shape, dtype = ctx.get_tensor_shape(name), eng.get_tensor_dtype(name)
             else:
                 shape, dtype = ctx.get_binding_shape(i), eng.get_binding_dtype(i)
-            host = np.empty(tuple(shape), dtype=trt.nptype(dtype))
+            host = np.empty(tuple(shape), dtype=numpy_dtype(dtype))
             pointers[name] = int(self._device_buffer(name, host.nbytes))
             outputs[name] = host
         if self._named:

@@ -62,14 +62,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="warm-up seconds per stage and mode (default 2)",
     )
     parser.add_argument("--backend", default="auto", choices=["auto", "tensorrt", "onnxruntime"])
-    parser.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "int8"])
+    # int8 is refused here as by the node config and the engines: no INT8 calibration cache
+    parser.add_argument("--precision", default="fp32", choices=["fp32", "fp16"])
     parser.add_argument(
         "--threads",
         type=int,
         default=1,
         help="engine threads, as in the agents' engine_threads (default 1)",
     )
-    parser.add_argument("--cache-dir", default=None, help="TensorRT plan cache directory")
+    parser.add_argument("--cache-dir", default=None,
+                        help="TensorRT plan cache directory (default $CACHE_DIRECTORY/trt, else "
+                        "~/.cache/edge-agent/trt)")
     parser.add_argument(
         "--switch-timeout",
         type=_positive,
@@ -78,8 +81,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--state-dir",
-        default=DEFAULT_STATE_DIR,
-        help="state directory (default %(default)s)",
+        # systemd's StateDirectory= (the calibrate unit) first
+        default=(os.environ.get("STATE_DIRECTORY") or "").split(":")[0] or DEFAULT_STATE_DIR,
+        help="state directory (default $STATE_DIRECTORY, else %s)" % DEFAULT_STATE_DIR,
     )
     parser.add_argument(
         "--profile",
@@ -193,6 +197,13 @@ def run(args: argparse.Namespace) -> int:
         print(
             "edge-agent calibrate: error: %s; measurements so far are in %s, and the next run "
             "restores the original power mode" % (exc, profile_path),
+            file=sys.stderr,
+        )
+        return 1
+    except OSError as exc:  # e.g. the profile's folder cannot be written
+        print(
+            "edge-agent calibrate: error: %s; the original power mode is restored (by the next "
+            "run if not now)" % " ".join(str(exc).split()),
             file=sys.stderr,
         )
         return 1

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import shlex
 import subprocess
 import sys
@@ -28,6 +29,11 @@ UNIT_FILES = ("edge-agent@.service", "edge-agent.target", "edge-agent-calibrate.
 GROUPS = ("video", "render", "jtop")
 DEFAULT_PREFIX = "/opt/edge-agent"  # venv at PREFIX/venv, as named in the unit files
 DEFAULT_USER = "edge-agent"
+# a systemd instance name that is also a config file stem: no spaces, slashes or leading dot/dash
+INSTANCE_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.:-]*$")
+# what the venv's onnxruntime is, printed by the venv's own interpreter
+ORT_PROBE = ("import onnxruntime as o; print(o.__version__, o.get_device(), "
+             "','.join(o.get_available_providers()), o.__file__)")
 
 
 class InstallError(UsageError):
@@ -45,7 +51,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="venv sees the system site-packages (TensorRT); auto = detect "
                         "/etc/nv_tegra_release")
     parser.add_argument("--package", default=None,
-                        help="what pip installs (default: this source checkout, else edge-agent)")
+                        help="what pip installs: a wheel file or a checkout (default: this "
+                        "source checkout; never a name looked up on the package index)")
     parser.add_argument("--no-pip", action="store_true",
                         help="create the venv but do not pip-install into it (offline images)")
     parser.add_argument("--bundle", default="/opt/edge-agent/bundle",
@@ -148,6 +155,55 @@ def render_unit(text: str, venv: str, user: str) -> str:
                         "User=%s\nGroup=%s" % (user, user))
 
 
+def package_spec(package: Optional[str]) -> str:
+    """What pip installs: ``--package`` (a wheel or a directory), else this checkout. Never a
+    bare name: on the public index ``edge-agent`` is an unrelated project."""
+    spec = package or _source_checkout()
+    if spec is None:
+        raise InstallError("not run from a source checkout: pass --package with the path of an "
+                           "edge-agent wheel or checkout")
+    if not (os.path.sep in spec or spec.endswith(".whl") or os.path.exists(spec)):
+        raise InstallError("--package %r: give a wheel file or a checkout directory (a name would "
+                           "be looked up on the package index, where edge-agent is another "
+                           "project)" % spec)
+    return os.path.abspath(spec)
+
+
+def relocate_venv(plan: Plan, venv: str, final: str) -> None:
+    """Point the venv's scripts (shebangs, activate) at ``final``, where the image runs it."""
+    bindir = os.path.join(venv, "bin")
+    plan.say("# rewrite %s -> %s in %s/*" % (venv, final, bindir))
+    if plan.dry_run:
+        return
+    for name in sorted(os.listdir(bindir)):
+        path = os.path.join(bindir, name)
+        if os.path.islink(path) or not os.path.isfile(path):
+            continue
+        with open(path, "rb") as f:
+            data = f.read()
+        if venv.encode() in data and b"\0" not in data[:1024]:
+            write_atomic(path, data.replace(venv.encode(), final.encode()),
+                         perms=os.stat(path).st_mode & 0o7777)
+
+
+def check_onnxruntime(plan: Plan, venv: str) -> None:
+    """Say which onnxruntime the venv imports; a CPU build on a Jetson gets the fix."""
+    if plan.dry_run:
+        plan.say("%s -c '<which onnxruntime>'" % os.path.join(venv, "bin", "python"))
+        return
+    proc = subprocess.run([os.path.join(venv, "bin", "python"), "-c", ORT_PROBE],
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True)
+    seen = proc.stdout.strip().splitlines()[-1] if proc.stdout.strip() else ""
+    if proc.returncode != 0:
+        plan.say("# WARNING: the venv has no onnxruntime; install NVIDIA's onnxruntime-gpu wheel "
+                 "for this JetPack (docs/jetson.md)")
+    elif " GPU " not in " %s " % seen:
+        plan.say("# WARNING: the venv imports a CPU onnxruntime (%s); pip uninstall onnxruntime "
+                 "there and install NVIDIA's onnxruntime-gpu wheel (docs/jetson.md)" % seen)
+    else:
+        plan.say("# onnxruntime in the venv: %s" % seen)
+
+
 def run(args: argparse.Namespace) -> int:
     root = os.path.abspath(args.root)
     alt_root = root != "/"
@@ -155,13 +211,17 @@ def run(args: argparse.Namespace) -> int:
         raise InstallError("installing into / needs root: run it with sudo, or use --dry-run "
                            "or --root DIR")
     for name in args.instance:
-        if not name or "/" in name or name.startswith("."):
-            raise InstallError("--instance %r must be a plain name (the node config's stem)" % name)
+        if not INSTANCE_RE.match(name or ""):
+            raise InstallError("--instance %r must be a plain name of letters, digits, _ . : - "
+                               "(the node config's stem, /etc/edge-agent/NAME.toml)" % name)
+    spec = package_spec(args.package)
     plan = Plan(args.dry_run)
-    jetson = args.jetson == "yes" or (
-        args.jetson == "auto" and os.path.exists(_under(root, "/etc/nv_tegra_release")))
-    plan.say("# %s%s" % ("Jetson (L4T) detected" if jetson else "not a Jetson",
-                         ", installing under " + root if alt_root else ""))
+    detected = os.path.exists(_under(root, "/etc/nv_tegra_release"))
+    jetson = args.jetson == "yes" or (args.jetson == "auto" and detected)
+    how = {"yes": "--jetson yes", "no": "--jetson no"}.get(
+        args.jetson, "detected" if detected else "no /etc/nv_tegra_release")
+    plan.say("# %s (%s)%s" % ("Jetson (L4T)" if jetson else "not a Jetson", how,
+                              ", installing under " + root if alt_root else ""))
 
     # 1. the service user and its device groups
     groups = _names_in(_under(root, "/etc/group"))
@@ -205,9 +265,13 @@ def run(args: argparse.Namespace) -> int:
     if args.no_pip:
         plan.skip("pip install", "--no-pip")
     else:
-        spec = args.package or _source_checkout() or "edge-agent"
+        # jetson: NVIDIA's onnxruntime from the system site-packages, none from the index
         plan.run([os.path.join(venv, "bin", "python"), "-m", "pip", "install", "--upgrade",
-                  spec + ("[jetson]" if jetson else "")])
+                  spec + ("[jetson]" if jetson else "[cpu]")])
+        if alt_root:
+            relocate_venv(plan, venv, venv_path)
+        elif jetson:
+            check_onnxruntime(plan, venv)
 
     # 4. unit files; render and jtop go into a drop-in only where those groups exist, since
     # systemd refuses to start a unit that names a missing supplementary group.

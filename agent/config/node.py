@@ -53,7 +53,8 @@ class ConfigError(UsageError):
 
 ROLES = ("source", "worker")
 BACKENDS = ("auto", "tensorrt", "onnxruntime")
-PRECISIONS = ("fp32", "fp16", "int8")
+PRECISIONS = ("fp32", "fp16")  # no int8: it needs an INT8 calibration cache, which is not built
+ACCELERATORS = ("required", "preferred", "none")  # see engines/accelerator.py
 SECURITY_MODES = ("none", "curve")
 ARRIVAL_MODES = ("poisson", "client")
 
@@ -108,7 +109,8 @@ class NodeConfig:
     drain_timeout_s: float = 10.0  # source: on shutdown, wait this long for results in flight
     max_message_bytes: int = 16 * 1024 * 1024  # ZMQ_MAXMSGSIZE on receiving sockets
     backend: str = "auto"  # engine backend: auto | tensorrt | onnxruntime
-    precision: str = "fp32"  # engine precision: fp32 | fp16 | int8
+    precision: str = "fp32"  # engine precision: fp32 | fp16 (int8 is refused: no calibration cache)
+    accelerator: str = ""  # GPU use: required | preferred | none; "" = required on a Jetson, else preferred
     engine_threads: int = 1  # intra-op threads of the engine
     engine_cache_dir: str = ""  # TensorRT plan cache; "" = next to the bundle
     capacity_profile: str = ""  # calibration profile file; "" = time the engine at start-up
@@ -284,7 +286,11 @@ def parse_config(obj: Any, base_dir: str = ".", where: str = "config") -> NodeCo
                                     hi=MAX_MESSAGE_BYTES_LIMIT)
     kw["metrics_port"] = r.int("metrics_port", dflt("metrics_port"), lo=0, hi=65535)
     kw["backend"] = r.str("backend", dflt("backend"), BACKENDS)
+    if obj.get("precision") == "int8":
+        raise ConfigError("%s.precision: int8 is not supported (TensorRT INT8 needs a calibration "
+                          "cache, which edge-agent does not build); use fp16" % where)
     kw["precision"] = r.str("precision", dflt("precision"), PRECISIONS)
+    kw["accelerator"] = r.str("accelerator", dflt("accelerator"), ACCELERATORS + ("",))
     kw["security"] = r.str("security", dflt("security"), SECURITY_MODES)
     kw["arrival"] = r.str("arrival", dflt("arrival"), ARRIVAL_MODES)
     kw["power_mode"] = r.str("power_mode", dflt("power_mode"))

@@ -46,12 +46,14 @@ from agent.ops.files import (FileFault, check_file_slot, check_regular_file,
                              check_writable_dir)
 from agent.ops.metrics import AgentMetrics, NullMetrics
 from agent.ops.state import STATE_FILE, StateStore
+from agent.ops.watchdog import watchdog_interval_s
 from agent.policies.api import AgentPolicy, NodeView, default_thresholds
 from agent.policies import registry
 from agent.policies.registry import make_policy
 from agent.policies.thresholds import thresholds_to_wire
 from calibration.online import OnlineCapacityEstimator
 from calibration.profile import current_power_mode
+from engines.accelerator import check_engines, report_engines, resolve_accelerator
 from engines.loader import load_engine
 from engines.bundle import Bundle, load_bundle
 from engines.demo import REPLAY_PATH
@@ -181,7 +183,10 @@ def load_engines(cfg: NodeConfig, bundle: Bundle,
     try:
         for h, spec in specs.items():
             engines[h] = load_engine(spec, backend=cfg.backend, threads=cfg.engine_threads,
-                                     precision=cfg.precision, cache_dir=cfg.engine_cache_dir or None)
+                                     precision=cfg.precision, cache_dir=cfg.engine_cache_dir or None,
+                                     accelerator=resolve_accelerator(cfg.accelerator))
+        # accelerator = "required" and a stage on the CPU: one line, exit 78 (EX_CONFIG)
+        check_engines(cfg.accelerator, engines, cfg.state_dir)
     except BaseException:
         for e in engines.values():
             e.close()
@@ -263,9 +268,10 @@ def build(cfg: NodeConfig, notifier: Any = None, ctx: Optional[zmq.Context] = No
         except BaseException:
             metrics.close()
             raise
+    report_engines(engines, metrics)
     if cfg.metrics_port and cfg.role == "worker":
         report_power_mode(cfg, metrics)
-    hooks = NodeHooks(notifier, metrics, store)
+    hooks = NodeHooks(notifier, metrics, store, watchdog_interval_s(os.environ))
     restore_policy(policy, hooks, store)
     capacity.refresh(view)
     if (cfg.security == "curve" and cfg.arrival == "client"

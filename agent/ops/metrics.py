@@ -66,6 +66,12 @@ class AgentMetrics:
                                      "Failed writes of records, their journal or state "
                                      "(a full or read-only disk); the agent keeps serving",
                                      ["node", "what"], registry=r)
+        self._on_gpu = Gauge("edge_agent_engine_on_gpu",
+                             "1 when the stage engine runs on the GPU, 0 on the CPU",
+                             ["node", "stage", "backend"], registry=r)
+        self._fallbacks = Gauge("edge_agent_engine_fallbacks",
+                                "Steps away from the GPU when the stage engine loaded, by cause",
+                                ["node", "stage", "reason"], registry=r)
         self._power_lock = threading.Lock()
         self._power_mode = None  # type: Optional[str]
         self._server = None  # type: Optional[ThreadingHTTPServer]
@@ -124,6 +130,12 @@ class AgentMetrics:
                 self._power.labels(self.node_id, self._power_mode).set(0)
             self._power.labels(self.node_id, name).set(1)
             self._power_mode = name
+
+    def engine(self, stage, backend: str, on_gpu: bool, fallbacks) -> None:
+        """Record where a stage engine runs and the causes (``fallbacks``) it left the GPU for."""
+        self._on_gpu.labels(self.node_id, str(stage), str(backend)).set(1 if on_gpu else 0)
+        for reason in fallbacks:
+            self._fallbacks.labels(self.node_id, str(stage), str(reason)).inc()
 
     # ------------------------------------------------------------ endpoint
     def serve(self, host: str = "127.0.0.1", port: int = 9464) -> int:
@@ -202,6 +214,9 @@ class NullMetrics:
         pass
 
     def power_mode(self, name: str) -> None:
+        pass
+
+    def engine(self, stage, backend: str, on_gpu: bool, fallbacks) -> None:
         pass
 
     def serve(self, host: str = "127.0.0.1", port: int = 9464) -> Optional[int]:

@@ -49,9 +49,11 @@ def test_onnxruntime_logs_providers_requested_and_used(tiny_bundle, caplog):
     text = caplog.text
     assert "providers used: " + ", ".join(used) in text
     if "CUDAExecutionProvider" not in ort.get_available_providers():
-        assert ("TensorrtExecutionProvider, CUDAExecutionProvider not available in this onnxruntime "
-                "build (device CPU); falling back to CPUExecutionProvider") in text
+        assert ("TensorrtExecutionProvider, CUDAExecutionProvider not in this onnxruntime build "
+                "(onnxruntime %s, device CPU); falling back to CPUExecutionProvider" % ort.__version__) in text
         assert engine.info["device"] == "CPU"
+        assert [f["reason"] for f in engine.info["fallbacks"]] == ["provider_missing"]
+        assert any(r.levelname == "WARNING" and "falling back" in r.getMessage() for r in caplog.records)
 
 
 def test_choose_providers_keeps_preferred_order_and_cpu_last():

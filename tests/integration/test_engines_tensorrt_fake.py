@@ -183,7 +183,10 @@ def _fake_tensorrt(version):
     trt.NetworkDefinitionCreationFlag = types.SimpleNamespace(EXPLICIT_BATCH=0)
     trt.MemoryPoolType = types.SimpleNamespace(WORKSPACE="WORKSPACE")
     trt.BuilderFlag = types.SimpleNamespace(FP16="FP16")
-    trt.nptype = lambda dtype: {"FLOAT": np.float32}[dtype]
+    def nptype(dtype):  # TensorRT 8.5 on numpy >= 1.24: np.bool is gone
+        raise AttributeError("module 'numpy' has no attribute 'bool'")
+
+    trt.nptype = nptype
     return trt
 
 

@@ -1,0 +1,257 @@
+"""An emulated Jetson Orin for jetson-stats' real service, and the calibration runs against it.
+
+Run as root inside a private mount namespace (``unshare --mount --propagation private``), never
+directly: it mounts tmpfs over ``/fake_sys``, ``/sys/devices/virtual`` and ``/run``, and a copy
+of ``/etc/group`` with a ``jtop`` group, so nothing outside the namespace changes. Following
+jetson-stats' own tests, ``JTOP_TESTING=1`` makes the service read CPU and GPU sysfs from
+``/fake_sys``; ``nvpmodel`` is a stand-in on ``PATH`` that reads an ``/etc/nvpmodel.conf``-format
+file, answers ``-p --verbose``, ``-q`` and ``-m ID`` as the real tool does, keeps the mode in a
+state file, sets the GPU clock cap of the mode in the fake sysfs, and logs every call (with what
+came on stdin: ``YES`` would be a forced switch, which reboots a real board).
+
+``python emulated_orin.py OUT_DIR BUNDLE`` runs ``edge-agent calibrate`` three times (to the end,
+into an error, and into SIGTERM) and writes ``OUT_DIR/result.json`` for the test to check.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+GPU = "17000000.gpu"
+# id, name, GPU max clock (Hz), TPC power-gating mask; a mode with another mask than the
+# current one can only be reached with a reboot (jetson-stats marks it not settable)
+MODES = ((0, "MAXN", 1300500000, "0"), (1, "15W", 612000000, "0"), (2, "30W", 918000000, "0"),
+         (3, "7W", 306000000, "1"))
+START_MODE = 1  # the board's mode before calibration: must be the mode after every run
+WAIT_S = 120.0
+L4T_RELEASE = "# R35 (release), REVISION: 4.1, GCID: 33958178, BOARD: t186ref, EABI: aarch64\n"
+
+NVPMODEL = r'''#!{python}
+"""Stand-in for NVIDIA's nvpmodel: -p --verbose, -q, -m ID (state in $NVPMODEL_STATE)."""
+import os, re, sys
+conf, state, log = os.environ["NVPMODEL_CONF"], os.environ["NVPMODEL_STATE"], os.environ["NVPMODEL_LOG"]
+modes, default, cur = [], None, None
+for line in open(conf):
+    m = re.match(r"< POWER_MODEL ID=(\d+) NAME=(\w+) >", line.strip())
+    if m:
+        cur = {{"id": int(m.group(1)), "name": m.group(2), "gpu_max": None, "mask": "0"}}
+        modes.append(cur)
+    m = re.match(r"< PM_CONFIG DEFAULT=(\d+) >", line.strip())
+    if m:
+        default = int(m.group(1))
+    m = re.match(r"GPU MAX_FREQ (\d+)", line.strip())
+    if m and cur is not None:
+        cur["gpu_max"] = int(m.group(1))
+    m = re.match(r"TPC_POWER_GATING TPC_PG_MASK (\w+)", line.strip())
+    if m and cur is not None:
+        cur["mask"] = m.group(1)
+stdin = sys.stdin.read() if not sys.stdin.isatty() else ""
+with open(log, "a") as f:
+    f.write(" ".join(sys.argv[1:]) + " | stdin=" + repr(stdin.strip()) + "\n")
+now = int(open(state).read())
+by_id = {{m["id"]: m for m in modes}}
+args = sys.argv[1:]
+if args[:1] == ["-p"]:
+    print("NVPM VERB: Config file: " + conf)
+    d = by_id[default]
+    print("NVPM VERB: PM_CONFIG: DEFAULT=%s(%d)" % (d["name"], d["id"]))
+    for m in modes:
+        print("NVPM VERB: POWER_MODEL: ID=%d NAME=%s" % (m["id"], m["name"]))
+        print("NVPM VERB: TPC_POWER_GATING TPC_PG_MASK %s" % m["mask"])
+elif args[:1] == ["-q"]:
+    print("NV Power Mode: %s" % by_id[now]["name"])
+    print(now)
+elif args[:1] == ["-m"] and len(args) == 2 and args[1].isdigit() and int(args[1]) in by_id:
+    new = by_id[int(args[1])]
+    if new["mask"] != by_id[now]["mask"] and stdin.strip() != "YES":
+        print("NVPM WARN: Golden image context is already created")
+        print("NVPM ERROR: Reboot required for changing to this power mode: %d" % new["id"])
+        sys.exit(0)
+    open(state, "w").write(str(new["id"]))
+    open(os.environ["NVPMODEL_GPU_MAX"], "w").write(str(new["gpu_max"]))
+else:
+    print("NVPM ERROR: bad arguments %s" % " ".join(args))
+    sys.exit(1)
+'''
+
+
+def _write(path: str, text: str) -> None:
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w") as f:
+        f.write(text)
+
+
+def _run(argv) -> None:
+    subprocess.run(argv, check=True)
+
+
+def build_board(work: str) -> dict:
+    """Mount the emulated board's files; returns the environment the service and nvpmodel need."""
+    _run(["mount", "--make-rprivate", "/"])
+    _run(["mount", "-t", "tmpfs", "tmpfs", "/fake_sys"])
+    with open("/proc/stat") as f:
+        _write("/fake_sys/stat", f.read())
+    for n in range(os.cpu_count() or 1):
+        base = "/fake_sys/devices/system/cpu/cpu%d/cpufreq/" % n
+        for key, khz in (("scaling_min_freq", 115200), ("scaling_max_freq", 2201600),
+                         ("scaling_cur_freq", 1190400), ("cpuinfo_min_freq", 115200),
+                         ("cpuinfo_max_freq", 2201600), ("cpuinfo_cur_freq", 1190400)):
+            _write(base + key, "%d\n" % khz)
+        _write(base + "scaling_governor", "schedutil\n")
+    dev = "/fake_sys/devices/platform/%s" % GPU
+    freq = dev + "/devfreq/" + GPU
+    start_max = [m[2] for m in MODES if m[0] == START_MODE][0]
+    for key, value in (("cur_freq", 306000000), ("max_freq", start_max),
+                       ("min_freq", 306000000), ("governor", "nvhost_podgov"),
+                       ("available_frequencies", " ".join(str(m[2]) for m in MODES))):
+        _write(os.path.join(freq, key), "%s\n" % value)
+    for key, value in (("railgate_enable", 1), ("tpc_pg_mask", 0), ("enable_3d_scaling", 1),
+                       ("load", 0)):
+        _write(os.path.join(dev, key), "%s\n" % value)
+    _write(os.path.join(dev, "of_node", "name"), "gpu\n")
+    os.symlink(dev, os.path.join(freq, "device"))
+    os.makedirs("/fake_sys/class/devfreq")
+    os.symlink(freq, "/fake_sys/class/devfreq/" + GPU)
+    # no DMI on a VM: the service reads it at start-up
+    _run(["mount", "-t", "tmpfs", "tmpfs", "/sys/devices/virtual"])
+    _write("/sys/devices/virtual/dmi/id/product_name", "Emulated Jetson AGX Orin\n")
+    # the service's socket goes to /run/jtop.sock and it needs group jtop
+    _run(["mount", "-t", "tmpfs", "tmpfs", "/run"])
+    with open("/etc/group") as f:
+        groups = f.read()
+    groups += "" if "\njtop:" in groups else "jtop:x:990:\n"
+    # /etc as an overlay: the L4T release file (doctor and calibrate see a Jetson) and the group
+    for d in ("etc-upper", "etc-work"):
+        os.makedirs(os.path.join(work, d))
+    overlay = subprocess.run(["mount", "-t", "overlay", "overlay", "-o",
+                              "lowerdir=/etc,upperdir=%s,workdir=%s" % (
+                                  os.path.join(work, "etc-upper"), os.path.join(work, "etc-work")),
+                              "/etc"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    if overlay.returncode == 0:
+        _write("/etc/group", groups)
+        _write("/etc/nv_tegra_release", L4T_RELEASE)
+    else:  # no overlayfs here: the group file alone, bind-mounted
+        _write(os.path.join(work, "group"), groups)
+        _run(["mount", "--bind", os.path.join(work, "group"), "/etc/group"])
+    # nvpmodel stand-in and its /etc/nvpmodel.conf-format file
+    conf = ["< PM_CONFIG DEFAULT=0 >"]
+    for mode_id, name, gpu_max, mask in MODES:
+        conf += ["< POWER_MODEL ID=%d NAME=%s >" % (mode_id, name), "CPU_ONLINE CORE_0 1",
+                 "TPC_POWER_GATING TPC_PG_MASK %s" % mask, "GPU MIN_FREQ 306000000",
+                 "GPU MAX_FREQ %d" % gpu_max]
+    _write(os.path.join(work, "nvpmodel.conf"), "\n".join(conf) + "\n")
+    _write(os.path.join(work, "nvpmodel.state"), str(START_MODE))
+    _write(os.path.join(work, "nvpmodel.log"), "")
+    tool = os.path.join(work, "bin", "nvpmodel")
+    _write(tool, NVPMODEL.format(python=sys.executable))
+    os.chmod(tool, 0o755)
+    return dict(os.environ, JTOP_TESTING="1", PATH=os.path.join(work, "bin") + ":" + os.environ["PATH"],
+                NVPMODEL_CONF=os.path.join(work, "nvpmodel.conf"),
+                NVPMODEL_STATE=os.path.join(work, "nvpmodel.state"),
+                NVPMODEL_LOG=os.path.join(work, "nvpmodel.log"),
+                NVPMODEL_GPU_MAX=os.path.join(freq, "max_freq"))
+
+
+def start_service(work: str, env: dict) -> subprocess.Popen:
+    """jetson-stats' real service; its config folder (under sys.base_prefix) goes to ``work``."""
+    code = ("import sys; sys.base_prefix = sys.prefix = %r\n"
+            "import logging; logging.basicConfig(level=logging.INFO)\n"
+            "from jtop.service import JtopServer\nJtopServer().loop_for_ever()\n" % work)
+    log = open(os.path.join(work, "service.log"), "w")
+    proc = subprocess.Popen([sys.executable, "-c", code], env=env, stdout=log,
+                            stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + WAIT_S
+    while not os.path.exists("/run/jtop.sock"):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError("jtop service did not start: " + open(log.name).read()[-3000:])
+        time.sleep(0.1)
+    return proc
+
+
+def _mode(env: dict) -> int:
+    with open(env["NVPMODEL_STATE"]) as f:
+        return int(f.read())
+
+
+def calibrate(env: dict, state: str, bundle: str, extra=(), sigterm_after_switch=False) -> dict:
+    """One `edge-agent calibrate --modes all` run; returns its exit status, output and the mode
+    the board is in afterwards."""
+    cmd = [sys.executable, "-m", "agent", "calibrate", "--bundle", bundle, "--modes", "all",
+           "--stages", "1", "--seconds", "0.3", "--warmup", "0.05", "--switch-timeout", "30",
+           "--state-dir", state] + list(extra)
+    run_env = dict(env, PYTHONPATH=os.pathsep.join(p for p in (REPO, env.get("PYTHONPATH")) if p),
+                   OMP_NUM_THREADS="1")
+    run_env.pop("JTOP_TESTING")
+    proc = subprocess.Popen(cmd, cwd=REPO, env=run_env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, universal_newlines=True)
+    switched = False
+    if sigterm_after_switch:
+        deadline = time.monotonic() + WAIT_S
+        while proc.poll() is None and time.monotonic() < deadline:
+            if _mode(env) != START_MODE:
+                switched = True
+                time.sleep(0.2)
+                proc.send_signal(signal.SIGTERM)
+                break
+            time.sleep(0.02)
+    out, err = proc.communicate(timeout=WAIT_S * 3)
+    return {"rc": proc.returncode, "stdout": out, "stderr": err[-4000:], "mode_after": _mode(env),
+            "switched_before_sigterm": switched}
+
+
+def main(out_dir: str, bundle: str) -> int:
+    work = os.path.join(out_dir, "work")
+    os.makedirs(work, exist_ok=True)
+    env = build_board(work)
+    service = start_service(work, env)
+    result = {"modes": [list(m) for m in MODES], "start_mode": START_MODE}
+    try:
+        from jtop import jtop  # the real client reads the real objects
+
+        with jtop(interval=0.5) as j:
+            j.ok()
+            result["observed"] = {"gpu_is_mapping": isinstance(j.gpu, dict),
+                                  "gpu_type": type(j.gpu).__name__,
+                                  "gpu": {k: dict(v) for k, v in j.gpu.items()},
+                                  "models": list(j.nvpmodel.models),
+                                  "status": list(j.nvpmodel.status), "id": j.nvpmodel.id}
+        result["l4t_file"] = os.path.exists("/etc/nv_tegra_release")
+        doctor = subprocess.run([sys.executable, "-m", "agent", "doctor", "--json", "--state-dir",
+                                 work, "--cache-dir", work], cwd=REPO, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, universal_newlines=True, timeout=WAIT_S,
+                                env=dict(os.environ, PYTHONPATH=os.pathsep.join(
+                                    p for p in (REPO, os.environ.get("PYTHONPATH")) if p)))
+        result["doctor"] = {"rc": doctor.returncode, "stderr": doctor.stderr[-2000:],
+                            "report": json.loads(doctor.stdout) if doctor.stdout.strip() else None}
+        state = os.path.join(out_dir, "state")
+        result["success"] = calibrate(env, state, bundle, ["--seconds", "0.3"])
+        with open(os.path.join(state, "calibration.json")) as f:
+            result["profile"] = json.load(f)
+        blocked = os.path.join(out_dir, "blocked")
+        _write(blocked, "a file where the profile's folder should be\n")
+        result["error"] = calibrate(env, os.path.join(out_dir, "state-err"), bundle,
+                                    ["--profile", os.path.join(blocked, "calibration.json")])
+        result["sigterm"] = calibrate(env, os.path.join(out_dir, "state-term"), bundle,
+                                      ["--seconds", "5"], sigterm_after_switch=True)
+    finally:
+        service.terminate()
+        try:
+            service.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            service.kill()
+        with open(env["NVPMODEL_LOG"]) as f:
+            result["nvpmodel_calls"] = f.read().splitlines()
+        with open(os.path.join(work, "service.log")) as f:
+            result["service_log_tail"] = f.read()[-3000:]
+        _write(os.path.join(out_dir, "result.json"), json.dumps(result, indent=1, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1], sys.argv[2]))

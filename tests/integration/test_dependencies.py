@@ -1,0 +1,109 @@
+"""What `pip install '.[jetson]'` resolves on a Jetson (linux aarch64, JetPack 5 = Python 3.8 and
+JetPack 6 = Python 3.10), by pip's own dry-run resolver against the package index: no
+onnxruntime from the index (it would shadow NVIDIA's Jetson wheel), the CUDA binding the TensorRT
+backend imports (cuda-python 11.x for CUDA 11.4, 12.x for CUDA 12), and numpy inside the bounds
+TensorRT 8.5 and NVIDIA's wheels work with.
+
+pip evaluates environment markers with the interpreter it runs on, so each case runs pip on a
+real interpreter of that Python version (pyenv's, or python3.X on PATH); the aarch64 wheels come
+from --platform. Skipped with the reason when no such interpreter exists or the index cannot be
+reached.
+"""
+
+import json
+import os
+import shutil
+import subprocess
+
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+AARCH64_TAGS = ("manylinux2014_aarch64", "manylinux_2_17_aarch64", "manylinux_2_28_aarch64",
+                "linux_aarch64")
+PIP_TIMEOUT_S = 600
+
+
+def _interpreter(version: str):
+    """A Python ``version`` interpreter with pip, or None."""
+    candidates = []
+    root = os.path.expanduser("~/.pyenv/versions")
+    if os.path.isdir(root):
+        for v in sorted(os.listdir(root), reverse=True):
+            if v == version or v.startswith(version + "."):
+                candidates.append(os.path.join(root, v, "bin", "python3"))
+    candidates.append(shutil.which("python" + version) or "")
+    for c in candidates:
+        if c and os.access(c, os.X_OK) and subprocess.run(
+                [c, "-m", "pip", "--version"], stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL).returncode == 0:
+            return c
+    return None
+
+
+def _index_reachable(python: str) -> bool:
+    proc = subprocess.run([python, "-m", "pip", "index", "versions", "jetson-stats"],
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                          universal_newlines=True, timeout=120)
+    return proc.returncode == 0 and "jetson-stats" in proc.stdout
+
+
+def _resolve(python: str, version: str, spec: str, tmp_path, tags=AARCH64_TAGS) -> dict:
+    report = tmp_path / "report.json"
+    cmd = [python, "-m", "pip", "install", "--dry-run", "--ignore-installed", "--quiet",
+           "--report", str(report), "--only-binary=:all:", "--python-version", version,
+           "--target", str(tmp_path / "target")]
+    for tag in tags:
+        cmd += ["--platform", tag]
+    proc = subprocess.run(cmd + [spec], cwd=REPO, stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, universal_newlines=True,
+                          timeout=PIP_TIMEOUT_S)
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    with open(str(report)) as f:
+        items = json.load(f)["install"]
+    return {i["metadata"]["name"].lower().replace("_", "-"): i["metadata"]["version"]
+            for i in items}
+
+
+def _major_minor(v: str):
+    parts = v.split(".")
+    return int(parts[0]), int(parts[1])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("version,cuda_major,numpy_below", [("3.8", 11, (1, 24)),
+                                                            ("3.10", 12, (2, 0))])
+def test_jetson_extra_resolves_for_aarch64_without_index_onnxruntime(version, cuda_major,
+                                                                     numpy_below, tmp_path):
+    """`.[jetson]` on aarch64: no index onnxruntime, cuda-python of the JetPack's CUDA major,
+    numpy below the bound, jetson-stats >= 4.3."""
+    python = _interpreter(version)
+    if python is None:
+        pytest.skip("no Python %s interpreter with pip here (pyenv or python%s)" % (version, version))
+    if not _index_reachable(python):
+        pytest.skip("the package index cannot be reached from this machine")
+    got = _resolve(python, version, ".[jetson]", tmp_path)
+    assert not {"onnxruntime", "onnxruntime-gpu"} & set(got), got
+    assert "cuda-python" in got, got
+    assert _major_minor(got["cuda-python"])[0] == cuda_major, got
+    assert _major_minor(got["numpy"]) < numpy_below, got
+    assert _major_minor(got["jetson-stats"]) >= (4, 3), got
+    assert "edge-agent" in got
+    for heavy in ("scipy", "matplotlib", "onnx"):  # workstation tools stay out of a device
+        assert heavy not in got, got
+
+
+@pytest.mark.slow
+def test_gpu_extra_installs_exactly_one_onnxruntime_on_x86_64(tmp_path):
+    """`.[gpu]` on x86_64: onnxruntime-gpu only (two builds would overwrite one module)."""
+    import platform
+
+    if platform.machine() != "x86_64":
+        pytest.skip("pip evaluates platform markers on this machine, which is not x86_64")
+    python = _interpreter("3.10")
+    if python is None:
+        pytest.skip("no Python 3.10 interpreter with pip here")
+    if not _index_reachable(python):
+        pytest.skip("the package index cannot be reached from this machine")
+    got = _resolve(python, "3.10", ".[gpu]", tmp_path,
+                   tags=("manylinux2014_x86_64", "manylinux_2_17_x86_64", "manylinux_2_28_x86_64"))
+    assert "onnxruntime-gpu" in got and "onnxruntime" not in got, got
