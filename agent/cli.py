@@ -26,6 +26,10 @@ COMMANDS = (
     "scenario",
     "simulate",
     "testbed",
+    "fleet",
+    "status",
+    "submit",
+    "report",
     "keys",
     "install",
 )

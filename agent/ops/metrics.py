@@ -60,6 +60,10 @@ class AgentMetrics:
         self._power = Gauge("edge_agent_power_mode",
                             "1 for the current Jetson power mode (nvpmodel), 0 for earlier ones",
                             ["node", "mode"], registry=r)
+        self._client_refused = Counter("edge_agent_client_refused",
+                                       "CURVE handshakes refused on a source's client socket "
+                                       "(a client key not on its allow-list)", ["node"],
+                                       registry=r)
         self._power_lock = threading.Lock()
         self._power_mode = None  # type: Optional[str]
         self._server = None  # type: Optional[ThreadingHTTPServer]
@@ -114,6 +118,10 @@ class AgentMetrics:
                 self._power.labels(self.node_id, self._power_mode).set(0)
             self._power.labels(self.node_id, name).set(1)
             self._power_mode = name
+
+    def client_refused(self) -> None:
+        """Count a client refused at the client socket's CURVE handshake."""
+        self._client_refused.labels(self.node_id).inc()
 
     # ------------------------------------------------------------ endpoint
     def serve(self, host: str = "127.0.0.1", port: int = 9464) -> int:
@@ -189,6 +197,9 @@ class NullMetrics:
         pass
 
     def power_mode(self, name: str) -> None:
+        pass
+
+    def client_refused(self) -> None:
         pass
 
     def serve(self, host: str = "127.0.0.1", port: int = 9464) -> Optional[int]:

@@ -88,6 +88,21 @@ def node_configs(topo: Topology, bundle_path: str, policy: str, total_rate: floa
     ports = list(ports) if ports is not None else free_ports(2 * len(ids))
     ctrl = {n: "tcp://127.0.0.1:%d" % ports[2 * i] for i, n in enumerate(ids)}
     data = {n: "tcp://127.0.0.1:%d" % ports[2 * i + 1] for i, n in enumerate(ids)}
+    objs = node_objects(topo, bundle_path, policy, total_rate, load_s, run_dir, ctrl, data, seed)
+    return {n: parse_config(obj, run_dir, where="testbed node %s" % n) for n, obj in objs.items()}
+
+
+def node_objects(topo: Topology, bundle_path: str, policy: str, total_rate: float,
+                 load_s: float, run_dir: str, ctrl: Mapping[str, str], data: Mapping[str, str],
+                 seed: int = 0) -> Dict[str, dict]:
+    """The node-config objects (before ``parse_config``) of every agent of a topology.
+
+    ``ctrl`` and ``data`` give each node's control and data endpoint (bound there, and where
+    its peers reach it). The one place a topology turns into node configs: the testbed parses
+    them as they are, ``edge-agent fleet render`` (``agent.fleet.render``) adds what a
+    deployed device needs (binds on every interface, keys, paths) before parsing them.
+    """
+    ids = topo.node_ids()
     emulate_links = any(l.rate_bytes_s is not None for l in topo.links)
     knobs = topo.knobs.get(policy, {}) if isinstance(topo.knobs.get(policy), dict) else {}
     h = topo.num_stages
@@ -103,7 +118,7 @@ def node_configs(topo: Topology, bundle_path: str, policy: str, total_rate: floa
             obj["last_stage"] = topo.last_stage_of(other)
         return obj
 
-    out: Dict[str, NodeConfig] = {}
+    out: Dict[str, dict] = {}
     for n in ids:
         st = topo.stage_of(n)
         neigh = [l.dst for l in topo.successors(n)] + [l.src for l in topo.predecessors(n)]
@@ -135,7 +150,7 @@ def node_configs(topo: Topology, bundle_path: str, policy: str, total_rate: floa
                 obj["emulate_capacity_flops"] = w.emulate_capacity_flops
             if w.stages[1] > w.stage:
                 obj["last_stage"] = w.stages[1]
-        out[n] = parse_config(obj, run_dir, where="testbed node %s" % n)
+        out[n] = obj
     return out
 
 
