@@ -25,6 +25,7 @@ module suits a camera program on any host.
 from __future__ import annotations
 
 import itertools
+import math
 import os
 import time
 from dataclasses import dataclass
@@ -187,7 +188,7 @@ class Client(_Base):
         deadline = time.monotonic() + timeout_s
         while True:
             left = deadline - time.monotonic()
-            if left <= 0 or not self.sock.poll(max(1, int(left * 1000))):
+            if not self.sock.poll(max(0, int(math.ceil(left * 1000)))):
                 return None
             ans = parse_answer(self.sock.recv_multipart(), self.sent_at, time.monotonic())
             if ans is not None:

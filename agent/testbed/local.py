@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from typing import Callable, Dict, List, Mapping, Optional, Sequence
 
 from agent.config.node import NodeConfig, parse_config
+from agent.ops.atomic import write_atomic
 from agent.testbed.columns import empirical_remaining, fifo_sim_delay, model_delay, routing_used
 from agent.testbed.procs import LocalAgents, free_ports
 from agent.testbed.report import RunResult, read_records, summarise_records
@@ -200,13 +201,15 @@ def read_stats(path: str) -> Optional[dict]:
 
 def run_local(topo: Topology, bundle, policy: str, rates: Sequence[float],
               settings: TestbedSettings, seed: int = 0,
-              tick: Optional[Callable[[int, str, float], None]] = None) -> List[RunResult]:
+              tick: Optional[Callable[[int, str, float], None]] = None,
+              on_result: Optional[Callable[[RunResult], None]] = None) -> List[RunResult]:
     """Run one policy at every rate on local processes; one ``RunResult`` per rate.
 
     The workers start once per policy and keep running (and learning) across the rates, as a
     fleet does when its load changes; the sources restart for every rate, on the same
     endpoints, with that rate and a fresh records file. ``tick(rate_index, phase, fraction)``
-    is called while waiting, for the progress bar.
+    is called while waiting, for the progress bar; ``on_result(result)`` after each rate (its
+    records and ``run.json`` are on disk by then, see ``write_run_file``).
     """
     stages = bundle_stages(bundle)
     run_dir = os.path.join(settings.out_dir, policy)
@@ -245,9 +248,44 @@ def run_local(topo: Topology, bundle, policy: str, rates: Sequence[float],
             stats = {s.id: read_stats(os.path.join(os.path.dirname(records[s.id]),
                                                    "stats.json")) for s in topo.sources}
             stats.update(stats_delta(before, after))
+            write_run_file(os.path.join(run_dir, rate_label(rate)), "local", policy, rate,
+                           records, expected, stats, settings.duration_s, load_s)
             results.append(_summarise(topo, bundle, stages, policy, rate, records, expected,
                                       stats, settings.duration_s, load_s))
+            if on_result is not None:
+                on_result(results[-1])
     return results
+
+
+RUN_FILE = "run.json"  # per (policy, rate) folder: what ``edge-agent report`` re-summarises
+
+
+def write_run_file(directory: str, kind: str, policy: str, rate: float,
+                   records: Mapping[str, str], expected: Mapping[str, int],
+                   stats: Mapping[str, Optional[dict]], duration_s: float, load_s: float) -> None:
+    """``directory/run.json``: the inputs of one rate's summary besides its records files
+    (paths relative to ``directory``), so a report can redo the summary later."""
+    obj = {"kind": kind, "policy": policy, "rate": rate,
+           "records": {s: os.path.relpath(p, directory) for s, p in records.items()},
+           "expected": dict(expected), "stats": dict(stats), "duration_s": duration_s,
+           "load_s": load_s}
+    os.makedirs(directory, exist_ok=True)
+    write_atomic(os.path.join(directory, RUN_FILE), json.dumps(obj, indent=1) + "\n")
+
+
+def summarise_run_file(topo: Topology, bundle, path: str) -> RunResult:
+    """Redo one rate's summary from its ``run.json`` and records (``edge-agent report``)."""
+    with open(path, "r", encoding="utf-8") as f:
+        obj = json.load(f)
+    d = os.path.dirname(path)
+    records = {s: os.path.join(d, p) for s, p in obj["records"].items()}
+    if obj.get("kind") == "fleet":
+        from agent.testbed.fleet import summarise_fleet
+
+        recs = [r for p in records.values() for r in read_records(p)]
+        return summarise_fleet(topo, obj["policy"], obj["rate"], recs, obj["duration_s"])
+    return _summarise(topo, bundle, bundle_stages(bundle), obj["policy"], obj["rate"], records,
+                      obj["expected"], obj["stats"], obj["duration_s"], obj["load_s"])
 
 
 def _archive(cfgs: Mapping[str, NodeConfig], ids: Sequence[str], directory: str
