@@ -32,7 +32,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def _endpoint_and_keys(args):
     import os
 
-    from agent.client import ClientKeys
+    from agent.fleet.client import ClientKeys
     from agent.errors import UsageError
     from agent.fleet.render import load_manifest
 
@@ -79,7 +79,7 @@ def _inputs(path: str):
 def run(args: argparse.Namespace) -> int:
     from collections import Counter
 
-    from agent.client import Client
+    from agent.fleet.client import Client
     from agent.errors import UsageError
 
     if not args.timeout > 0:

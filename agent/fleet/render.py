@@ -11,6 +11,8 @@ client endpoint over CURVE to the clients in ``/etc/edge-agent/clients``. Output
     OUT/keys/clients/NAME.key[_secret]      the workstation clients' keypairs
     OUT/devices/NODE/etc/edge-agent/...     what to copy to the device's /etc/edge-agent
     OUT/devices/NODE/SHEET.txt              the device's sheet: copy these files, run these
+    OUT/testbed.json                        the topology with a "fleet" object (client mode):
+                                            `edge-agent testbed` drives the fleet with it
 
 Nothing emulated carries over unless asked (``emulate``): a device's capacity is measured and
 a link's rate is a prior the sender corrects.
@@ -125,7 +127,34 @@ def render(topo: Topology, hosts: Dict[str, Host], opts: RenderOptions
         _write_device(out, topo, n, cfgs[n], opts)
     _write_manifest(out, topo, hosts, cfgs, opts)
     _write_sheets(out, topo, hosts, cfgs, opts)
+    if not opts.rate_tasks_s:
+        write_atomic(os.path.join(out, DRIVE_TOPOLOGY),
+                     json.dumps(drive_topology(topo, hosts, opts), indent=1) + "\n")
     return cfgs, made
+
+
+DRIVE_TOPOLOGY = "testbed.json"  # the topology with a "fleet" object: `testbed` drives the fleet
+
+
+def drive_topology(topo: Topology, hosts: Dict[str, Host], opts: RenderOptions) -> dict:
+    """The topology as the testbed reads it, plus the ``fleet`` object that drives the rendered
+    fleet from the workstation: every source's client endpoint and the keys to reach it."""
+    from agent.config.jsonfile import read_json_file
+    from agent.testbed.topology import TopologyError
+
+    obj = dict(read_json_file(topo.path.split(" (")[0], TopologyError, "topology"))
+    obj.pop("fleet", None)
+    obj["bundle"] = topo.bundle
+    obj["knobs"] = {k: dict(v) for k, v in topo.knobs.items()}
+    fleet = {"policy": opts.policy,
+             "clients": {s.id: hosts[s.id].endpoint(hosts[s.id].client_port)
+                         for s in topo.sources},
+             "keys_dir": "keys", "client": opts.clients[0]}
+    replay = topo.agent.get("replay_path")
+    if replay:
+        fleet["replay"] = replay
+    obj["fleet"] = fleet
+    return obj
 
 
 def _write_device(out: str, topo: Topology, n: str, cfg: NodeConfig,
@@ -228,6 +257,9 @@ def summary_lines(topo: Topology, hosts: Dict[str, Host], cfgs: Dict[str, NodeCo
     lines.append("per-device files and sheets: %s/devices/NODE/ (SHEET.txt)"
                  % out)
     lines.append("manifest for `edge-agent status --fleet`: %s" % os.path.join(out, "fleet.json"))
+    if not opts.rate_tasks_s:
+        lines.append("drive load from here: edge-agent testbed --topology %s"
+                     % os.path.join(out, DRIVE_TOPOLOGY))
     return lines
 
 

@@ -28,7 +28,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 import numpy as np
 import zmq
 
-from agent.client import Client, ClientKeys
+from agent.fleet.client import Client, ClientKeys
 from agent.errors import UsageError
 from agent.testbed.local import rate_label, write_run_file
 from agent.testbed.report import RunResult, summarise_records

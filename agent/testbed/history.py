@@ -3,7 +3,7 @@
 A run folder (``testbed --out DIR`` makes ``DIR/YYYYmmdd-HHMMSS``) holds ``testbed.json`` (how
 the run was asked for) and, per (policy, rate), ``POLICY/rate-R/run.json`` next to each
 source's ``records.jsonl``. ``load_run`` redoes every rate's summary with the testbed's own
-summariser (``agent.testbed.local.summarise_run_file``), so the table it gives is the one the
+summariser (``agent.testbed.local.summarise_rate``), so the table it gives is the one the
 testbed printed; ``delays_after_warmup`` gives the per-task delays behind a delay CDF.
 """
 
@@ -16,8 +16,10 @@ from dataclasses import dataclass, field
 from typing import Dict, List, Tuple
 
 from agent.errors import UsageError
-from agent.testbed.local import RUN_FILE, _created, summarise_run_file
+from agent.testbed.fleet import summarise_fleet
+from agent.testbed.local import RUN_FILE, _created, bundle_stages, summarise_rate
 from agent.testbed.report import RunResult, _delay, read_records
+from agent.testbed.topology import Topology
 from agent.testbed.rundir import RUN_INFO, in_use
 
 
@@ -88,6 +90,20 @@ def load_run(path: str) -> PastRun:
     if not results:
         raise UsageError("%s: no finished (policy, rate) in this run yet" % run_dir)
     return PastRun(run_dir, info, results, delays, in_use(run_dir))
+
+
+def summarise_run_file(topo: Topology, bundle, path: str) -> RunResult:
+    """Redo one rate's summary from its ``run.json`` and records (``edge-agent report``)."""
+    with open(path, "r", encoding="utf-8") as f:
+        obj = json.load(f)
+    d = os.path.dirname(path)
+    records = {s: os.path.join(d, p) for s, p in obj["records"].items()}
+    if obj.get("kind") == "fleet":
+        recs = [r for p in records.values() for r in read_records(p)]
+        return summarise_fleet(topo, obj["policy"], obj["rate"], recs, obj["duration_s"])
+    return summarise_rate(topo, bundle, bundle_stages(bundle), obj["policy"], obj["rate"],
+                          records, obj["expected"], obj["stats"], obj["duration_s"],
+                          obj["load_s"])
 
 
 def write_cdf_plot(path: str, runs: List[PastRun]) -> str:

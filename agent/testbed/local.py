@@ -250,7 +250,7 @@ def run_local(topo: Topology, bundle, policy: str, rates: Sequence[float],
             stats.update(stats_delta(before, after))
             write_run_file(os.path.join(run_dir, rate_label(rate)), "local", policy, rate,
                            records, expected, stats, settings.duration_s, load_s)
-            results.append(_summarise(topo, bundle, stages, policy, rate, records, expected,
+            results.append(summarise_rate(topo, bundle, stages, policy, rate, records, expected,
                                       stats, settings.duration_s, load_s))
             if on_result is not None:
                 on_result(results[-1])
@@ -271,21 +271,6 @@ def write_run_file(directory: str, kind: str, policy: str, rate: float,
            "load_s": load_s}
     os.makedirs(directory, exist_ok=True)
     write_atomic(os.path.join(directory, RUN_FILE), json.dumps(obj, indent=1) + "\n")
-
-
-def summarise_run_file(topo: Topology, bundle, path: str) -> RunResult:
-    """Redo one rate's summary from its ``run.json`` and records (``edge-agent report``)."""
-    with open(path, "r", encoding="utf-8") as f:
-        obj = json.load(f)
-    d = os.path.dirname(path)
-    records = {s: os.path.join(d, p) for s, p in obj["records"].items()}
-    if obj.get("kind") == "fleet":
-        from agent.testbed.fleet import summarise_fleet
-
-        recs = [r for p in records.values() for r in read_records(p)]
-        return summarise_fleet(topo, obj["policy"], obj["rate"], recs, obj["duration_s"])
-    return _summarise(topo, bundle, bundle_stages(bundle), obj["policy"], obj["rate"], records,
-                      obj["expected"], obj["stats"], obj["duration_s"], obj["load_s"])
 
 
 def _archive(cfgs: Mapping[str, NodeConfig], ids: Sequence[str], directory: str
@@ -333,10 +318,10 @@ def stats_delta(before: Mapping[str, Optional[dict]], after: Mapping[str, Option
     return out
 
 
-def _summarise(topo: Topology, bundle, stages: Sequence[StageInfo], policy: str, rate: float,
-               records: Mapping[str, str], expected: Mapping[str, int],
-               stats: Mapping[str, Optional[dict]], duration_s: float, load_s: float
-               ) -> RunResult:
+def summarise_rate(topo: Topology, bundle, stages: Sequence[StageInfo], policy: str,
+                   rate: float, records: Mapping[str, str], expected: Mapping[str, int],
+                   stats: Mapping[str, Optional[dict]], duration_s: float, load_s: float
+                   ) -> RunResult:
     """One rate's result: counts over the whole run, delay/accuracy after the warm-up."""
     recs: List[dict] = []
     warm: List[dict] = []

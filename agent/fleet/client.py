@@ -6,7 +6,7 @@ a CURVE server: the client needs its own keypair (its public key in that folder)
 source's public key, and a client whose key is not listed never completes the handshake (it
 gets no answer; the source counts the refusal as ``client_refused``)::
 
-    from agent.client import Client, ClientKeys
+    from agent.fleet.client import Client, ClientKeys
 
     keys = ClientKeys.load("keys/laptop.key_secret", "fleet/cam1.key")
     with Client("tcp://10.0.0.10:5560", keys) as c:
