@@ -18,8 +18,8 @@ with a ``reason`` (from the source, e.g. "overload", "deadline"; or "no answer w
 nothing came back). ``AsyncClient`` is the asyncio variant (``await client.infer(x)``, many in
 flight at once).
 
-Only ``agent.protocol.wire`` of the agent is imported (numpy and msgpack through it), so the
-module suits a camera program on any host.
+Of the agent, only ``agent.protocol.wire`` (numpy and msgpack) and the key-file readers of
+``agent.net.security`` are imported, so the module suits a camera program on any host.
 """
 
 from __future__ import annotations
@@ -51,22 +51,16 @@ class ClientKeys:
 
     @classmethod
     def load(cls, secret_file: str, server_key: str) -> "ClientKeys":
-        """Read the client's ``NAME.key_secret`` and the source's public key (a ``.key`` file
-        or a z85 string); raises ``ValueError`` naming the file when one is unusable."""
-        public, secret = _read_pair(secret_file)
-        if not public or not secret:
-            raise ValueError("%s: holds no public-key/secret-key pair (make one with "
-                             "`edge-agent keys generate`)" % secret_file)
-        if os.path.exists(server_key):
-            server, _ = _read_pair(server_key)
-            if not server:
-                raise ValueError("%s: holds no public-key line" % server_key)
-        else:
-            server = server_key.encode("ascii", "replace")
-        for what, key in (("client public key", public), ("client secret key", secret),
-                          ("source public key", server)):
-            if len(key) != 40:
-                raise ValueError("%s is not a 40-character z85 CURVE key" % what)
+        """Read the client's ``NAME.key_secret`` (mode 0600, as the agent checks its own) and
+        the source's public key (a ``.key`` file or the z85 text); raises ``ValueError`` naming
+        the file when one is unusable."""
+        from agent.net.security import SecurityError, load_public_key, load_secret_key_file
+
+        try:
+            public, secret = load_secret_key_file(secret_file)
+            server = load_public_key(server_key)
+        except SecurityError as exc:
+            raise ValueError(str(exc)) from None
         return cls(public, secret, server)
 
     def apply(self, sock: zmq.Socket) -> None:
@@ -74,22 +68,6 @@ class ClientKeys:
         sock.setsockopt(zmq.CURVE_SERVERKEY, self.server)
         sock.setsockopt(zmq.CURVE_PUBLICKEY, self.public)
         sock.setsockopt(zmq.CURVE_SECRETKEY, self.secret)
-
-
-def _read_pair(path: str) -> Tuple[Optional[bytes], Optional[bytes]]:
-    """(public, secret) from a ZeroMQ certificate file (either may be None)."""
-    public = secret = None
-    try:
-        with open(path, "rb") as f:
-            for raw in f:
-                line = raw.strip()
-                if line.startswith(b"public-key"):
-                    public = line.split(b"=", 1)[1].strip(b" \t'\"")
-                elif line.startswith(b"secret-key"):
-                    secret = line.split(b"=", 1)[1].strip(b" \t'\"")
-    except OSError as exc:
-        raise ValueError("%s: %s" % (path, exc.strerror or exc)) from None
-    return public, secret
 
 
 @dataclass(frozen=True)
