@@ -139,11 +139,12 @@ def run(args: argparse.Namespace) -> int:
     total = len(policies) * len(rates)
 
     def save(runs, complete: bool) -> None:
-        # after every (policy, rate): an interrupted or failed testbed keeps what finished
-        write_json(os.path.join(out_dir, "results.json"), runs,
-                   dict(extra, complete=complete, runs_planned=total))
+        # after every (policy, rate): an interrupted or failed testbed keeps what finished;
+        # results.json last, so a reader that sees a run in it finds its plots too
         if not args.no_plots and runs:
             write_plots(out_dir, runs)
+        write_json(os.path.join(out_dir, "results.json"), runs,
+                   dict(extra, complete=complete, runs_planned=total))
 
     finished: list = []
 
@@ -155,6 +156,8 @@ def run(args: argparse.Namespace) -> int:
         runs = run_all(topo, bundle, policies, rates, settings, seed=args.seed,
                        on_result=on_result)
     except KeyboardInterrupt:
+        if finished:  # Ctrl-C may have cut the last save short: write what finished again
+            save(finished, False)
         print("\ninterrupted: %d of %d runs finished, kept in %s"
               % (len(finished), total, os.path.join(out_dir, "results.json")), file=sys.stderr)
         return 130

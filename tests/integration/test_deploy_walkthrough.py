@@ -141,6 +141,7 @@ def _walk_the_running_fleet(work, env, nodes):
     assert "%d/%d nodes answering" % (len(nodes), len(nodes)) in table
     assert all(rows[n].split()[1] == "yes" for n in nodes), table
     assert routed, table
+    print(table)  # shown with pytest -s: the terminal example in docs/deployment.md
 
     # 6. drive load through the CURVE client endpoint: one input at a time, then the testbed
     proc = _cli(work, SUBMIT, env)

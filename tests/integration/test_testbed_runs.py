@@ -69,7 +69,7 @@ def test_ctrl_c_after_the_first_rate_keeps_its_results_and_plot(tmp_path):
     assert results is not None, p.communicate()[1][-2000:]
     p.send_signal(signal.SIGINT)
     _, stderr = p.communicate(timeout=120)
-    assert p.returncode == 130
+    assert p.returncode == 130, stderr[-3000:]
     assert "interrupted: 1 of 2 runs finished, kept in %s" % results in stderr
     run = json.loads(open(results).read())
     assert run["complete"] is False and [r["rate"] for r in run["runs"]] == [5.0]
