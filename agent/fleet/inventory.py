@@ -82,7 +82,8 @@ def parse_inventory(text: str, node_ids: Sequence[str], path: str = "inventory",
                 raise InventoryError("%s: %s: unknown key %r (known: %s, user)"
                                      % (where, node, key, ", ".join(sorted(ports))))
             if not value.isdigit() or not (0 if key == "metrics" else 1) <= int(value) <= 65535:
-                raise InventoryError("%s: %s: %s=%s is not a port number" % (where, node, key, value))
+                raise InventoryError("%s: %s: %s=%s is not a port number"
+                                     % (where, node, key, value))
             ports[key] = int(value)
         for key in ("control", "data", "client", "metrics"):
             if (key == "metrics" and not ports[key]) or (key == "client" and node not in sources):

@@ -54,14 +54,17 @@ def test_render_writes_a_loadable_curve_config_per_device_and_keeps_keys(tmp_pat
         assert oct(os.stat(etc / "keys" / (n + ".key_secret")).st_mode & 0o777) == "0o600"
         secrets[n] = (etc / "keys" / (n + ".key_secret")).read_text()
         if cfg.role == "source":
-            assert cfg.arrival == "client" and cfg.client_keys_dir.endswith("etc/edge-agent/clients")
+            assert cfg.arrival == "client"
+            assert cfg.client_keys_dir.endswith("etc/edge-agent/clients")
             assert os.listdir(etc / "clients") == ["workstation.key"]
         else:
             assert (etc / "calibrate.env").exists()
-        assert "sudo systemctl start edge-agent@%s" % n in (out / "devices" / n / "SHEET.txt").read_text()
+        sheet = (out / "devices" / n / "SHEET.txt").read_text()
+        assert "sudo systemctl start edge-agent@%s" % n in sheet
     cam1 = load_config(str(out / "devices/cam1/etc/edge-agent/cam1.toml"))
     assert cam1.peer("w1a").data_address == "tcp://10.0.0.11:5552"
-    assert load_config(str(out / "devices/cam2/etc/edge-agent/cam2.toml")).client_bind == "tcp://*:5561"
+    cam2 = load_config(str(out / "devices/cam2/etc/edge-agent/cam2.toml"))
+    assert cam2.client_bind == "tcp://*:5561"
     man = json.loads((out / "fleet.json").read_text())
     assert man["nodes"]["w1a"]["metrics"] == "http://10.0.0.11:9464/metrics"
     drive = json.loads((out / "testbed.json").read_text())
