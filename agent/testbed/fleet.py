@@ -7,10 +7,14 @@ takes tasks from a local client (its config has ``arrival = "client"`` and ``cli
               "clients": {"cam1": "tcp://10.0.0.21:5560", "cam2": "tcp://10.0.0.22:5560"},
               "replay": "/data/replay.npz", "result_timeout_s": 70}
 
-The testbed starts nothing there. For each rate it connects one DEALER per source, sends TASK
-messages (images from the replay set) at Poisson times with the source's share of the rate,
-and receives the RESULT the source returns for each; the client's own clock gives the delay and
-the replay labels give the accuracy. A task without an answer after ``result_timeout_s`` (make
+``"keys_dir"`` (a `fleet render` keys folder, relative to the topology file) and ``"client"``
+(default ``workstation``) reach sources whose client endpoint is CURVE-served; `fleet render`
+writes such a topology (``testbed.json``). The testbed starts nothing there. For each rate it
+connects one ``agent.fleet.client.Client`` per source, sends its inputs (images from the
+replay set) at Poisson times with the source's share of the rate, and takes the answer the
+source returns for each; the client's own clock gives the delay and the replay labels give the
+accuracy. The testbed's side of each task is written as that rate's records (``run.json``
+beside them), so ``edge-agent report`` can summarise the run again. A task without an answer after ``result_timeout_s`` (make
 it longer than the sources' ``result_timeout_s * max_attempts``) counts as lost. The fleet runs
 one policy; comparing another means restarting the fleet with it, so ``--policies`` may only
 name the fleet's policy. Worker capacities are those of the devices: the model column is
