@@ -117,7 +117,8 @@ class NodeConfig:
     online_capacity: bool = True  # re-estimate mu from observed service times while serving
     arrival: str = "poisson"  # source: "poisson" (replay set at arrival_rate_tasks_s) or "client"
     arrival_rate_tasks_s: float = 1.0  # source: Poisson arrival rate phi
-    client_bind: str = ""  # source: local endpoint (ipc:// or loopback tcp) a client pushes tasks to
+    client_bind: str = ""  # source: endpoint a client pushes tasks to (ipc:// or loopback tcp
+    # unless client_keys_dir is set)
     client_keys_dir: str = ""  # source, curve: folder of the clients' *.key files; set, the client
     # socket is a CURVE server taking only those keys (and client_bind may be any address)
     replay_path: str = ""  # source: npz with x, y; "" = the demo replay set shipped with engines

@@ -10,7 +10,8 @@
   ZeroMQ disconnects a peer sending more; the node loop counts and drops anything above
   ``max_message_bytes``), and the security object applied
   (``apply_server`` on bound sockets, ``apply_client`` with the peer's public key on the rest)
-  -- except a source's local client socket, which the config restricts to ipc:// or loopback.
+  -- except a source's client socket: CURVE with its own allow-list when client keys are
+  given, else plain and restricted by the config to ipc:// or loopback.
 
 The transport does no decoding and keeps no policy state: ``poll`` returns raw events and the
 node loop decides. It also lets the loop register plain file descriptors (the inference
@@ -92,8 +93,8 @@ class Transport:
         self.router.bind(self.data_bind)
         self.poller.register(self.router, zmq.POLLIN)
         if self.client_bind:
-            # Local only (the config allows ipc:// and loopback): no CURVE, so a camera process
-            # on the same device needs no keys.
+            # Plain when local (the config allows only ipc:// and loopback then), so a camera
+            # process on the same device needs no keys; with client keys a CURVE server.
             self.client = self._socket(zmq.ROUTER)
             if self.client_keys is not None:  # clients from the network: CURVE, own allow-list
                 serve_clients_over_curve(self.security, self.client, self.client_keys,
