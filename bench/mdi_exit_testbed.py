@@ -58,7 +58,8 @@ def run_one(preset: str, mode: str, rate: float, duration: float, out: str,
     from agent.testbed.local import served_rate
     from agent.testbed.report import read_records
 
-    rec = os.path.join(out, mode, preset, "mdi-exit", "rate-%g" % rate, "cam", "records.jsonl")
+    rec = os.path.join(out, mode, preset, "latest", "mdi-exit", "rate-%g" % rate, "cam",
+                       "records.jsonl")
     run["admitted_rate_tasks_s"] = served_rate(read_records(rec), 5.0)
     run["wall_s"] = time.monotonic() - t0
     run["preset"] = preset

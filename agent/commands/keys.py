@@ -26,7 +26,7 @@ def run(args: argparse.Namespace) -> int:
     if args.keys_action == "generate":
         name = args.name or socket.gethostname().split(".")[0]
         public_file, secret_file = generate_keypair(args.dir, name, overwrite=args.force)
-        print("public key: %s  (copy to the peers' allowed_keys)" % public_file)
+        print("public key: %s  (copy it into the other nodes' allowed_keys_dir)" % public_file)
         print("secret key: %s  (mode 0600, keep on this device only)" % secret_file)
         print(load_public_key(public_file).decode("ascii"))
         return 0

@@ -65,17 +65,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _table(rows: List[Dict[str, Any]], key: str) -> str:
-    lines = ["%-10s %-8s %10s %10s %10s %9s %8s %9s" % (key, "policy", "mean ms", "p50 ms",
-                                                        "p95 ms", "accuracy", "tasks",
-                                                        "model ms")]
+    """One row per (key, policy): delays and accuracy of the completed tasks, and the fate of
+    every task created in the measured window (created = completed + rejected + unfinished)."""
+    rej = any(r.get("rejected") for r in rows)
+    lines = ["%-10s %-8s %10s %10s %10s %9s %8s %9s %10s%s %9s" % (
+        key, "policy", "mean ms", "p50 ms", "p95 ms", "accuracy", "created", "completed",
+        "unfinished", " %8s" % "rejected" if rej else "", "model ms")]
     for r in rows:
         def ms(v):
             return "-" if v is None or not math.isfinite(v) else "%.1f" % (v * 1e3)
-        lines.append("%-10s %-8s %10s %10s %10s %9s %8d %9s" % (
+        lines.append("%-10s %-8s %10s %10s %10s %9s %8d %9d %10d%s %9s" % (
             r[key], r["policy"], ms(r["mean_delay_s"]), ms(r["p50_delay_s"]),
             ms(r["p95_delay_s"]),
             "-" if r["accuracy"] is None else "%.2f%%" % (r["accuracy"] * 100),
-            r["completed"], ms(r.get("model_delay_s"))))
+            r["tasks"], r["completed"], r.get("unfinished", 0),
+            " %8d" % r.get("rejected", 0) if rej else "", ms(r.get("model_delay_s"))))
     return "\n".join(lines)
 
 
@@ -152,7 +156,14 @@ def run(args: argparse.Namespace) -> int:
     if not args.no_plots:
         from agent.sim.plots import plot_results
 
-        plots = plot_results(out, os.path.splitext(os.path.basename(args.scenario))[0], args.out)
+        name = os.path.splitext(os.path.basename(args.scenario))[0]
+        plots = plot_results(out, name, args.out)
+        if len({r["rate"] for r in rows}) == 1:  # plot_results draws the sweep from 2 rates up
+            from agent.sim.plots import plot_vs
+
+            plots.insert(0, plot_vs(rows, "rate", "arrival rate per source (tasks/s)",
+                                    name + " (one rate: give --rates A,B,... for a curve)",
+                                    os.path.join(args.out, "%s_vs_rate.png" % name)))
     print(path)
     for p in plots:
         print(p)

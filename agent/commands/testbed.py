@@ -54,8 +54,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="measured seconds of load per run, after the topology's warm-up "
                              "(default 6)")
     parser.add_argument("--out", metavar="DIR", default="testbed-out",
-                        help="where configs, agent logs, records, results.json and plots go "
-                             "(default ./testbed-out)")
+                        help="each run gets its own folder DIR/YYYYmmdd-HHMMSS (DIR/latest "
+                             "points to it) holding configs, agent logs, records, results.json "
+                             "and plots (default ./testbed-out)")
     parser.add_argument("--json", metavar="FILE", default=None,
                         help="also write the results object {\"runs\": [...]} to FILE")
     parser.add_argument("--no-plots", action="store_true",
@@ -95,10 +96,14 @@ def parse_rates(text: str, capacity_tasks_s: float) -> List[float]:
 
 
 def run(args: argparse.Namespace) -> int:
+    import json
+
+    from agent.ops.atomic import write_atomic
     from agent.policies.registry import lookup
     from agent.testbed.local import TestbedSettings, bundle_stages, default_remaining
     from agent.testbed.driver import load_bundle_for, run_all
-    from agent.testbed.report import format_table, write_json, write_plots
+    from agent.testbed.report import PLOT_NAMES, format_table, write_json, write_plots
+    from agent.testbed.rundir import RUN_INFO, RunLock, new_run_dir
     from agent.testbed.topology import capacity_tasks_s, check_against_bundle, load_topology
 
     if not args.duration > 0:
@@ -112,9 +117,14 @@ def run(args: argparse.Namespace) -> int:
     check_against_bundle(topo, stages)
     cap = capacity_tasks_s(topo, stages, default_remaining(topo, bundle))
     rates = parse_rates(args.rates, cap)
-    out_dir = os.path.abspath(args.out)
-    os.makedirs(out_dir, exist_ok=True)
+    out_dir = new_run_dir(os.path.abspath(args.out))
+    lock = RunLock(out_dir)
     settings = TestbedSettings(duration_s=float(args.duration), out_dir=out_dir)
+    write_atomic(os.path.join(out_dir, RUN_INFO), json.dumps({
+        "topology": args.topology or "default", "mdi_mode": args.mdi_mode,
+        "policies": policies, "rates": rates, "duration_s": settings.duration_s,
+        "seed": args.seed}, indent=1) + "\n")
+    print("run folder: %s" % out_dir)
 
     print("topology: %s (%d sources, %d workers, %d stages; bundle %s)"
           % (topo.path, len(topo.sources), len(topo.workers), topo.num_stages, bundle.path))
@@ -123,8 +133,42 @@ def run(args: argparse.Namespace) -> int:
         print("capacity: %.1f tasks/s at the initial thresholds; rates %s tasks/s"
               % (cap, ", ".join("%g" % r for r in rates)))
     sys.stdout.flush()
-    runs = run_all(topo, bundle, policies, rates, settings, seed=args.seed)
+    extra = {"topology": topo.path, "mdi_mode": args.mdi_mode, "emulated": topo.emulation_summary(),
+             "capacity_tasks_s": None if cap == float("inf") else cap,
+             "duration_s": settings.duration_s, "warmup_s": topo.warmup_s}
+    total = len(policies) * len(rates)
 
+    def save(runs, complete: bool) -> None:
+        # after every (policy, rate): an interrupted or failed testbed keeps what finished;
+        # results.json last, so a reader that sees a run in it finds its plots too
+        if not args.no_plots and runs:
+            write_plots(out_dir, runs)
+        write_json(os.path.join(out_dir, "results.json"), runs,
+                   dict(extra, complete=complete, runs_planned=total))
+
+    finished: list = []
+
+    def on_result(runs) -> None:
+        finished[:] = runs
+        save(runs, False)
+
+    try:
+        runs = run_all(topo, bundle, policies, rates, settings, seed=args.seed,
+                       on_result=on_result)
+    except KeyboardInterrupt:
+        if finished:  # Ctrl-C may have cut the last save short: write what finished again
+            save(finished, False)
+        print("\ninterrupted: %d of %d runs finished, kept in %s"
+              % (len(finished), total, os.path.join(out_dir, "results.json")), file=sys.stderr)
+        return 130
+    except UsageError as exc:
+        if not finished:
+            raise
+        raise UsageError("%s (%d of %d runs finished, kept in %s)"
+                         % (exc, len(finished), total, out_dir)) from None
+    finally:
+        lock.close()
+    save(runs, True)
     print()
     print(format_table(runs))
     print()
@@ -137,15 +181,11 @@ def run(args: argparse.Namespace) -> int:
         if r.admitted_rate_tasks_s is not None and args.mdi_mode == "admission":
             print("%s: admitted %.2f tasks/s after the warm-up (Alg. 3 admits one arrival per mu)"
                   % (r.policy, r.admitted_rate_tasks_s))
-    extra = {"topology": topo.path, "mdi_mode": args.mdi_mode, "emulated": topo.emulation_summary(),
-             "capacity_tasks_s": None if cap == float("inf") else cap,
-             "duration_s": settings.duration_s, "warmup_s": topo.warmup_s}
-    write_json(os.path.join(out_dir, "results.json"), runs, extra)
     if args.json:
-        write_json(args.json, runs, extra)
+        write_json(args.json, runs, dict(extra, complete=True, runs_planned=total))
     if not args.no_plots:
-        for path in write_plots(out_dir, runs):
-            print("plot: %s" % path)
+        for name in PLOT_NAMES:
+            print("plot: %s" % os.path.join(out_dir, name))
     print("results: %s" % os.path.join(out_dir, "results.json"))
     lost = sum(r.lost for r in runs)
     if lost:

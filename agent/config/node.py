@@ -122,7 +122,10 @@ class NodeConfig:
     online_capacity: bool = True  # re-estimate mu from observed service times while serving
     arrival: str = "poisson"  # source: "poisson" (replay set at arrival_rate_tasks_s) or "client"
     arrival_rate_tasks_s: float = 1.0  # source: Poisson arrival rate phi
-    client_bind: str = ""  # source: local endpoint (ipc:// or loopback tcp) a client pushes tasks to
+    client_bind: str = ""  # source: endpoint a client pushes tasks to (ipc:// or loopback tcp
+    # unless client_keys_dir is set)
+    client_keys_dir: str = ""  # source, curve: folder of the clients' *.key files; set, the client
+    # socket is a CURVE server taking only those keys (and client_bind may be any address)
     replay_path: str = ""  # source: npz with x, y; "" = the demo replay set shipped with engines
     max_tasks: int = 0  # source: stop creating tasks after this many; 0 = unlimited
     seed: int = 0  # source: random seed of arrivals and sample choice
@@ -297,7 +300,7 @@ def parse_config(obj: Any, base_dir: str = ".", where: str = "config") -> NodeCo
     kw["metrics_host"] = r.str("metrics_host", dflt("metrics_host"))
     kw["client_bind"] = r.str("client_bind", dflt("client_bind"))
     for key in ("engine_cache_dir", "capacity_profile", "replay_path", "secret_key_path",
-                "public_key_path", "allowed_keys_dir"):
+                "public_key_path", "allowed_keys_dir", "client_keys_dir"):
         kw[key] = r.file_path(key, base_dir, dflt(key))
     kw["emulate_capacity_flops"] = r.num("emulate_capacity_flops", dflt("emulate_capacity_flops"),
                                          lo=0)
@@ -320,10 +323,14 @@ def _check_consistency(cfg: NodeConfig, where: str) -> None:
             raise ConfigError("%s.client_bind: needed when arrival = \"client\"" % where)
         _check_endpoint(cfg.client_bind, where + ".client_bind")
         host = cfg.client_bind.split("://", 1)[1].rsplit(":", 1)[0]
-        if cfg.client_bind.startswith("tcp://") and host not in ("127.0.0.1", "localhost", "[::1]"):
-            # The client socket is local by design (no CURVE on it): never expose it.
+        if cfg.client_keys_dir and cfg.security != "curve":
+            raise ConfigError("%s.client_keys_dir: needs security = \"curve\"" % where)
+        if (cfg.client_bind.startswith("tcp://") and not cfg.client_keys_dir
+                and host not in ("127.0.0.1", "localhost", "[::1]")):
+            # A plain client socket is local by design: never expose it without CURVE.
             raise ConfigError("%s.client_bind: must be ipc://PATH or a loopback tcp address "
-                              "(127.0.0.1), got %r" % (where, cfg.client_bind))
+                              "(127.0.0.1) unless client_keys_dir serves it over CURVE, got %r"
+                              % (where, cfg.client_bind))
     if cfg.role == "source" and not cfg.successors:
         raise ConfigError("%s.peers: a source needs at least one stage-1 peer" % where)
     if cfg.role == "worker" and not cfg.sources:

@@ -186,6 +186,38 @@ def _named(field_name: str, load, arg):
         raise SecurityError("%s: %s" % (field_name, exc)) from None
 
 
+CLIENT_ZAP_DOMAIN = "clients"  # ZAP domain of a source's client socket (its own allow-list)
+
+
+def serve_clients_over_curve(security, sock, allowed_keys: Iterable[bytes],
+                             on_refused=None) -> None:
+    """Make ``sock`` (a source's client socket) a CURVE server with its own allow-list.
+
+    The socket uses this node's keys and the ZAP domain ``CLIENT_ZAP_DOMAIN``, whose allow-list
+    is ``allowed_keys`` (the clients' public keys), apart from the fleet's. ``on_refused()`` is
+    called, on the authenticator's thread, for every refused handshake. Call after
+    ``security.start(ctx)`` and before ``sock.bind``.
+    """
+    import zmq
+
+    if not isinstance(security, CurveSecurity) or security._auth is None:
+        raise SecurityError("a CURVE client socket needs security = \"curve\" (started)")
+    allow = _AllowList(frozenset(_check_z85(k, "client public key") for k in allowed_keys))
+    if on_refused is not None:
+        check = allow.callback
+
+        def callback(domain: str, key: bytes) -> bool:
+            ok = check(domain, key)
+            if not ok:
+                on_refused()
+            return ok
+
+        allow.callback = callback  # type: ignore[method-assign]
+    security._auth.configure_curve_callback(domain=CLIENT_ZAP_DOMAIN, credentials_provider=allow)
+    sock.setsockopt(zmq.ZAP_DOMAIN, CLIENT_ZAP_DOMAIN.encode("ascii"))
+    security.apply_server(sock)
+
+
 # ---------------------------------------------------------------- key files
 
 def generate_keypair(directory: str, name: str, overwrite: bool = False) -> Tuple[str, str]:

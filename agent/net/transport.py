@@ -10,7 +10,8 @@
   ZeroMQ disconnects a peer sending more; the node loop counts and drops anything above
   ``max_message_bytes``), and the security object applied
   (``apply_server`` on bound sockets, ``apply_client`` with the peer's public key on the rest)
-  -- except a source's local client socket, which the config restricts to ipc:// or loopback.
+  -- except a source's client socket: CURVE with its own allow-list when client keys are
+  given, else plain and restricted by the config to ipc:// or loopback.
 
 The transport does no decoding and keeps no policy state: ``poll`` returns raw events and the
 node loop decides. It also lets the loop register plain file descriptors (the inference
@@ -26,7 +27,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import zmq
 
 from agent.config.node import Peer
-from agent.net.security import NoSecurity
+from agent.net.security import NoSecurity, serve_clients_over_curve
 from agent.protocol.wire import BROADCAST, topic
 
 log = logging.getLogger(__name__)
@@ -46,7 +47,8 @@ class Transport:
 
     def __init__(self, ctx: zmq.Context, node_id: str, control_bind: str, data_bind: str,
                  peers: Sequence[Peer], security: Any = None, max_message_bytes: int = 16 << 20,
-                 client_bind: str = "", server_keys: Optional[Dict[str, bytes]] = None):
+                 client_bind: str = "", server_keys: Optional[Dict[str, bytes]] = None,
+                 client_keys: Optional[Sequence[bytes]] = None, on_client_refused: Any = None):
         self.ctx = ctx
         self.node_id = node_id
         self.control_bind = control_bind
@@ -56,6 +58,9 @@ class Transport:
         self.security = security if security is not None else NoSecurity()
         self.server_keys = dict(server_keys or {})  # peer id -> its CURVE public key
         self.max_message_bytes = max_message_bytes
+        # clients' public keys: the client socket is a CURVE server (None: plain, local only)
+        self.client_keys = client_keys
+        self.on_client_refused = on_client_refused
         self.poller = zmq.Poller()
         self.pub: Optional[zmq.Socket] = None
         self.sub: Optional[zmq.Socket] = None
@@ -88,9 +93,12 @@ class Transport:
         self.router.bind(self.data_bind)
         self.poller.register(self.router, zmq.POLLIN)
         if self.client_bind:
-            # Local only (the config allows ipc:// and loopback): no CURVE, so a camera process
-            # on the same device needs no keys.
+            # Plain when local (the config allows only ipc:// and loopback then), so a camera
+            # process on the same device needs no keys; with client keys a CURVE server.
             self.client = self._socket(zmq.ROUTER)
+            if self.client_keys is not None:  # clients from the network: CURVE, own allow-list
+                serve_clients_over_curve(self.security, self.client, self.client_keys,
+                                         self.on_client_refused)
             self.client.bind(self.client_bind)
             self.poller.register(self.client, zmq.POLLIN)
         self.sub = self._socket(zmq.SUB)

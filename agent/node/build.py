@@ -29,7 +29,7 @@ import zmq
 from agent.config.checks import is_loopback_host
 from agent.config.node import NodeConfig
 from agent.errors import UsageError
-from agent.net.security import load_public_key, security_from_config
+from agent.net.security import load_allowed_keys, load_public_key, security_from_config
 from agent.net.transport import Transport
 from agent.node.book import ReplaySet, SourceBook
 from agent.node.capacity import Capacity, worker_capacity
@@ -274,14 +274,17 @@ def build(cfg: NodeConfig, notifier: Any = None, ctx: Optional[zmq.Context] = No
     hooks = NodeHooks(notifier, metrics, store, watchdog_interval_s(os.environ))
     restore_policy(policy, hooks, store)
     capacity.refresh(view)
-    if (cfg.security == "curve" and cfg.arrival == "client"
-            and not cfg.client_bind.startswith(("ipc://", "tcp://127.", "tcp://localhost:"))):
-        # the local-client socket takes plain TASKs (clients hold no fleet keys)
-        log.warning("client_bind %s is not CURVE-protected; bind it to 127.0.0.1 or ipc:// "
-                    "unless the network to the clients is trusted", cfg.client_bind)
+    client_keys = (load_allowed_keys(cfg.client_keys_dir)
+                   if cfg.client_keys_dir and cfg.arrival == "client" else None)
+    refused = [0]  # CURVE handshakes refused on the client socket (counted on the ZAP thread)
+
+    def on_client_refused() -> None:
+        refused[0] += 1
+        metrics.client_refused()
     transport = Transport(ctx, cfg.node_id, cfg.control_bind, cfg.data_bind, cfg.peers, security,
                           cfg.max_message_bytes,
-                          cfg.client_bind if cfg.arrival == "client" else "", keys)
+                          cfg.client_bind if cfg.arrival == "client" else "", keys,
+                          client_keys, on_client_refused)
     role: Role
     if runner is not None:
         outbox = Outbox(cfg, transport, policy, view, capacity, lambda: runner.queued, metrics)
@@ -290,7 +293,10 @@ def build(cfg: NodeConfig, notifier: Any = None, ctx: Optional[zmq.Context] = No
         outbox = Outbox(cfg, transport, policy, view, capacity, metrics=metrics)
         role = SourceSide(cfg, outbox, policy, book, replay)
     hooks.count = outbox.count
-    status = NodeStatus(cfg, policy, view, outbox.counters, role.stats)
+    extra = role.stats
+    if client_keys is not None:
+        extra = lambda: dict(role.stats(), client_refused=refused[0])  # noqa: E731
+    status = NodeStatus(cfg, policy, view, outbox.counters, extra)
     node = Node(cfg, transport, policy, view, outbox, role, status, hooks)
     return BuiltNode(node, transport, metrics, runner, list(engines.values()))
 

@@ -72,6 +72,10 @@ class AgentMetrics:
         self._fallbacks = Gauge("edge_agent_engine_fallbacks",
                                 "Steps away from the GPU when the stage engine loaded, by cause",
                                 ["node", "stage", "reason"], registry=r)
+        self._client_refused = Counter("edge_agent_client_refused",
+                                       "CURVE handshakes refused on a source's client socket "
+                                       "(a client key not on its allow-list)", ["node"],
+                                       registry=r)
         self._power_lock = threading.Lock()
         self._power_mode = None  # type: Optional[str]
         self._server = None  # type: Optional[ThreadingHTTPServer]
@@ -136,6 +140,10 @@ class AgentMetrics:
         self._on_gpu.labels(self.node_id, str(stage), str(backend)).set(1 if on_gpu else 0)
         for reason in fallbacks:
             self._fallbacks.labels(self.node_id, str(stage), str(reason)).inc()
+
+    def client_refused(self) -> None:
+        """Count a client refused at the client socket's CURVE handshake."""
+        self._client_refused.labels(self.node_id).inc()
 
     # ------------------------------------------------------------ endpoint
     def serve(self, host: str = "127.0.0.1", port: int = 9464) -> int:
@@ -217,6 +225,9 @@ class NullMetrics:
         pass
 
     def engine(self, stage, backend: str, on_gpu: bool, fallbacks) -> None:
+        pass
+
+    def client_refused(self) -> None:
         pass
 
     def serve(self, host: str = "127.0.0.1", port: int = 9464) -> Optional[int]:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from typing import List, Sequence
+from typing import Callable, List, Optional, Sequence
 
 from agent.testbed.fleet import run_fleet
 from agent.testbed.local import TestbedSettings, run_local
@@ -21,27 +21,36 @@ def load_bundle_for(topo: Topology):
 
 
 def run_all(topo: Topology, bundle, policies: Sequence[str], rates: Sequence[float],
-            settings: TestbedSettings, seed: int = 1, stream=None) -> List[RunResult]:
+            settings: TestbedSettings, seed: int = 1, stream=None,
+            on_result: Optional[Callable[[List[RunResult]], None]] = None) -> List[RunResult]:
     """Every policy at every rate (rates ascending within a policy); one ``RunResult`` each.
 
     Every policy gets the same seeds, so at a given rate the sources create the same arrival
     times and images for each policy (common random numbers: the policies differ, the load
-    does not).
+    does not). ``on_result(results so far)`` is called after each (policy, rate), so a caller
+    can write what finished before anything fails or is interrupted.
     """
     stream = stream if stream is not None else sys.stderr
     rates = sorted(rates)
     bar = Progress(len(policies) * len(rates), stream=stream)
     results: List[RunResult] = []
+
+    def done(r: RunResult) -> None:
+        results.append(r)
+        if on_result is not None:
+            on_result(list(results))
+
     for k, policy in enumerate(policies):
         def tick(i: int, phase: str, frac: float, k=k, policy=policy) -> None:
             bar.update(k * len(rates) + i + min(max(frac, 0.0), 1.0),
                        "%s @ %g/s: %s" % (policy, rates[i], phase))
 
         if topo.fleet is not None:
-            res = run_fleet(topo, bundle, policy, rates, settings, seed=seed, tick=tick)
+            res = run_fleet(topo, bundle, policy, rates, settings, seed=seed, tick=tick,
+                            on_result=done)
         else:
-            res = run_local(topo, bundle, policy, rates, settings, seed=seed, tick=tick)
-        results.extend(res)
+            res = run_local(topo, bundle, policy, rates, settings, seed=seed, tick=tick,
+                            on_result=done)
         bar.update((k + 1) * len(rates), "%s: %s" % (policy, ", ".join(
             "%g/s %d/%d" % (r.rate, r.completed, r.created) for r in res)))
     bar.finish()

@@ -7,10 +7,14 @@ takes tasks from a local client (its config has ``arrival = "client"`` and ``cli
               "clients": {"cam1": "tcp://10.0.0.21:5560", "cam2": "tcp://10.0.0.22:5560"},
               "replay": "/data/replay.npz", "result_timeout_s": 70}
 
-The testbed starts nothing there. For each rate it connects one DEALER per source, sends TASK
-messages (images from the replay set) at Poisson times with the source's share of the rate,
-and receives the RESULT the source returns for each; the client's own clock gives the delay and
-the replay labels give the accuracy. A task without an answer after ``result_timeout_s`` (make
+``"keys_dir"`` (a `fleet render` keys folder, relative to the topology file) and ``"client"``
+(default ``workstation``) reach sources whose client endpoint is CURVE-served; `fleet render`
+writes such a topology (``testbed.json``). The testbed starts nothing there. For each rate it
+connects one ``agent.fleet.client.Client`` per source, sends its inputs (images from the
+replay set) at Poisson times with the source's share of the rate, and takes the answer the
+source returns for each; the client's own clock gives the delay and the replay labels give the
+accuracy. The testbed's side of each task is written as that rate's records (``run.json``
+beside them), so ``edge-agent report`` can summarise the run again. A task without an answer after ``result_timeout_s`` (make
 it longer than the sources' ``result_timeout_s * max_attempts``) counts as lost. The fleet runs
 one policy; comparing another means restarting the fleet with it, so ``--policies`` may only
 name the fleet's policy. Worker capacities are those of the devices: the model column is
@@ -19,15 +23,18 @@ filled only when the topology states every worker's capacity (``emulate_capacity
 
 from __future__ import annotations
 
+import json
+import os
 import random
 import time
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 import zmq
 
+from agent.fleet.client import Client, ClientKeys
 from agent.errors import UsageError
-from agent.protocol import wire
+from agent.testbed.local import rate_label, write_run_file
 from agent.testbed.report import RunResult, summarise_records
 from agent.testbed.topology import Topology, TopologyError
 from engines.demo import REPLAY_PATH
@@ -36,7 +43,8 @@ from engines.demo import REPLAY_PATH
 def fleet_settings(topo: Topology) -> dict:
     """Validate the topology's ``fleet`` object; returns it with defaults filled in."""
     f = dict(topo.fleet or {})
-    unknown = sorted(set(f) - {"policy", "clients", "replay", "result_timeout_s", "comment"})
+    unknown = sorted(set(f) - {"policy", "clients", "replay", "result_timeout_s", "keys_dir",
+                               "client", "comment"})
     if unknown:
         raise TopologyError("fleet: unknown field(s) %s" % unknown)
     if not isinstance(f.get("policy"), str):
@@ -55,7 +63,25 @@ def fleet_settings(topo: Topology) -> dict:
     if isinstance(t, bool) or not isinstance(t, (int, float)) or not t > 0:
         raise TopologyError("fleet.result_timeout_s: must be > 0 seconds, got %r" % (t,))
     f["result_timeout_s"] = float(t)
+    if f.get("keys_dir") is not None and not isinstance(f["keys_dir"], str):
+        raise TopologyError("fleet.keys_dir: must be a `fleet render` keys folder, got %r"
+                            % (f["keys_dir"],))
     return f
+
+
+def client_keys(topo: Topology, f: dict) -> Dict[str, Any]:
+    """CURVE keys per source from ``fleet.keys_dir`` (a `fleet render` keys folder, relative
+    to the topology file): ``clients/<client>.key_secret`` and ``<source>.key``."""
+    if not f.get("keys_dir"):
+        return {}
+    base = os.path.dirname(os.path.abspath(topo.path)) if topo.path else "."
+    d = os.path.join(base, f["keys_dir"])
+    secret = os.path.join(d, "clients", str(f.get("client") or "workstation") + ".key_secret")
+    try:
+        return {sid: ClientKeys.load(secret, os.path.join(d, sid + ".key"))
+                for sid in f["clients"]}
+    except ValueError as exc:
+        raise TopologyError("fleet.keys_dir: %s" % exc) from None
 
 
 def _replay(path: Optional[str]):
@@ -70,25 +96,25 @@ def _replay(path: Optional[str]):
 
 def drive(clients: Dict[str, str], shares: Dict[str, float], total_rate: float, load_s: float,
           x: np.ndarray, y: np.ndarray, result_timeout_s: float, seed: int = 0,
-          tick: Optional[Callable[[str, float], None]] = None) -> List[dict]:
-    """Push Poisson load into each source's client socket; one record per task."""
+          tick: Optional[Callable[[str, float], None]] = None,
+          keys: Optional[Dict[str, Any]] = None) -> List[dict]:
+    """Push Poisson load into each source's client endpoint (``agent.client.Client``, CURVE
+    with ``keys[source]`` where given); one record per task."""
     tick = tick or (lambda phase, frac: None)
+    keys = keys or {}
     rng = random.Random(seed)
     ctx = zmq.Context()
-    socks = {}
+    conns: Dict[str, Client] = {}
     pending: Dict[str, dict] = {}
     records: List[dict] = []
     try:
         poller = zmq.Poller()
         for sid, ep in clients.items():
-            s = ctx.socket(zmq.DEALER)
-            s.setsockopt(zmq.LINGER, 0)
-            s.connect(ep)
-            socks[sid] = s
-            poller.register(s, zmq.POLLIN)
+            conns[sid] = Client(ep, keys.get(sid), name="testbed", ctx=ctx)
+            poller.register(conns[sid].sock, zmq.POLLIN)
+        by_sock = {c.sock: c for c in conns.values()}
         t0 = time.monotonic()
         nxt = {sid: t0 + rng.expovariate(shares[sid] * total_rate) for sid in clients}
-        seq = 0
         while True:
             now = time.monotonic()
             for sid, due in list(nxt.items()):
@@ -98,31 +124,22 @@ def drive(clients: Dict[str, str], shares: Dict[str, float], total_rate: float, 
                     nxt[sid] = None
                     continue
                 i = rng.randrange(len(x))
-                seq += 1
-                tid = "tb-%d" % seq
-                fields = {"id": tid, "source": sid, "stage": 1, "attempt": 0,
-                          "created": time.time(), "hops": 0, "resends": 0}
-                socks[sid].send_multipart(wire.encode(wire.Kind.TASK, "testbed", fields,
-                                                      [x[i:i + 1]]), copy=False)
+                tid = conns[sid].send(x[i:i + 1])
                 pending[tid] = {"id": tid, "source": sid, "status": "lost",
                                 "created_mono": now, "label": int(y[i])}
                 nxt[sid] = due + rng.expovariate(shares[sid] * total_rate)
             for sock, _ in poller.poll(20):
                 while True:
-                    try:
-                        frames = sock.recv_multipart(zmq.NOBLOCK)
-                    except zmq.Again:
+                    ans = by_sock[sock].receive(0.0)
+                    if ans is None:
                         break
-                    try:
-                        msg = wire.decode(frames)
-                    except wire.WireError:
+                    rec = pending.pop(ans.id, None)
+                    if rec is None:
                         continue
-                    rec = pending.pop(msg.fields.get("id"), None)
-                    if msg.kind != wire.Kind.RESULT or rec is None:
-                        continue
-                    rec.update(status="completed", finished_mono=time.monotonic(),
-                               exit_stage=msg.fields["exit_stage"], cls=msg.fields["cls"],
-                               correct=msg.fields["cls"] == rec["label"])
+                    rec.update(status=ans.outcome, reason=ans.reason,
+                               finished_mono=rec["created_mono"] + ans.delay_s,
+                               exit_stage=ans.exit_stage, cls=ans.cls,
+                               correct=ans.ok and ans.cls == rec["label"])
                     records.append(rec)
             now = time.monotonic()
             loading = any(v is not None for v in nxt.values())
@@ -131,35 +148,59 @@ def drive(clients: Dict[str, str], shares: Dict[str, float], total_rate: float, 
             done = len(records) / float(max(1, len(records) + len(pending)))
             tick("load" if loading else "draining", min(now - t0, load_s) / load_s * done)
     finally:
-        for s in socks.values():
-            s.close(0)
+        for c in conns.values():
+            c.close()
         ctx.term()
+    for rec in pending.values():
+        rec["reason"] = "no answer within %g s" % result_timeout_s
     return records + list(pending.values())
 
 
 def run_fleet(topo: Topology, bundle, policy: str, rates: Sequence[float], settings,
-              seed: int = 0, tick: Optional[Callable[[int, str, float], None]] = None
-              ) -> List[RunResult]:
+              seed: int = 0, tick: Optional[Callable[[int, str, float], None]] = None,
+              on_result: Optional[Callable[[RunResult], None]] = None) -> List[RunResult]:
     """One ``RunResult`` per rate for the fleet's policy (see the module docstring)."""
     f = fleet_settings(topo)
     if policy != f["policy"]:
         raise UsageError("--policies: the fleet runs %r; restart it with another policy to "
                          "compare (got %r)" % (f["policy"], policy))
     x, y = _replay(f.get("replay"))
+    keys = client_keys(topo, f)
     shares = {s.id: s.share for s in topo.sources}
     load_s = topo.warmup_s + settings.duration_s
     out = []
     for i, rate in enumerate(rates):
         recs = drive(f["clients"], shares, rate, load_s, x, y, f["result_timeout_s"],
-                     seed=seed * 100 + i,
+                     seed=seed * 100 + i, keys=keys,
                      tick=lambda phase, frac, i=i: (tick or (lambda *a: None))(i, phase, frac))
-        t_first = min((r["created_mono"] for r in recs), default=0.0)
-        measured = [r for r in recs if r["created_mono"] - t_first >= topo.warmup_s]
-        res = summarise_records(measured, policy, rate, topo.capacities_emulated,
-                                duration_s=settings.duration_s)
-        everything = summarise_records(recs, policy, rate, topo.capacities_emulated)
-        res.created, res.completed, res.lost, res.rejected = (
-            everything.created, everything.completed, everything.lost, everything.rejected)
-        res.note = "fleet: delays on the testbed's clock, including the client hop"
-        out.append(res)
+        directory = os.path.join(settings.out_dir, policy, rate_label(rate))
+        paths = {}
+        for sid in f["clients"]:  # the testbed's side of each task, as a source writes it
+            paths[sid] = os.path.join(directory, sid, "records.jsonl")
+            os.makedirs(os.path.dirname(paths[sid]), exist_ok=True)
+            with open(paths[sid], "w", encoding="utf-8") as fh:
+                for r in recs:
+                    if r["source"] == sid:
+                        fh.write(json.dumps(r) + "\n")
+        write_run_file(directory, "fleet", policy, rate, paths,
+                       {sid: sum(1 for r in recs if r["source"] == sid) for sid in f["clients"]},
+                       {}, settings.duration_s, load_s)
+        out.append(summarise_fleet(topo, policy, rate, recs, settings.duration_s))
+        if on_result is not None:
+            on_result(out[-1])
     return out
+
+
+def summarise_fleet(topo: Topology, policy: str, rate: float, recs: Sequence[dict],
+                    duration_s: float) -> RunResult:
+    """One rate's result from the testbed's records of a fleet run (delays after the warm-up,
+    counts over the whole run)."""
+    t_first = min((r["created_mono"] for r in recs), default=0.0)
+    measured = [r for r in recs if r["created_mono"] - t_first >= topo.warmup_s]
+    res = summarise_records(measured, policy, rate, topo.capacities_emulated,
+                            duration_s=duration_s)
+    everything = summarise_records(recs, policy, rate, topo.capacities_emulated)
+    res.created, res.completed, res.lost, res.rejected = (
+        everything.created, everything.completed, everything.lost, everything.rejected)
+    res.note = "fleet: delays on the testbed's clock, including the client hop"
+    return res

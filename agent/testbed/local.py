@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from typing import Callable, Dict, List, Mapping, Optional, Sequence
 
 from agent.config.node import NodeConfig, parse_config
+from agent.ops.atomic import write_atomic
 from agent.testbed.columns import empirical_remaining, fifo_sim_delay, model_delay, routing_used
 from agent.testbed.procs import LocalAgents, free_ports
 from agent.testbed.report import RunResult, read_records, summarise_records
@@ -88,6 +89,21 @@ def node_configs(topo: Topology, bundle_path: str, policy: str, total_rate: floa
     ports = list(ports) if ports is not None else free_ports(2 * len(ids))
     ctrl = {n: "tcp://127.0.0.1:%d" % ports[2 * i] for i, n in enumerate(ids)}
     data = {n: "tcp://127.0.0.1:%d" % ports[2 * i + 1] for i, n in enumerate(ids)}
+    objs = node_objects(topo, bundle_path, policy, total_rate, load_s, run_dir, ctrl, data, seed)
+    return {n: parse_config(obj, run_dir, where="testbed node %s" % n) for n, obj in objs.items()}
+
+
+def node_objects(topo: Topology, bundle_path: str, policy: str, total_rate: float,
+                 load_s: float, run_dir: str, ctrl: Mapping[str, str], data: Mapping[str, str],
+                 seed: int = 0) -> Dict[str, dict]:
+    """The node-config objects (before ``parse_config``) of every agent of a topology.
+
+    ``ctrl`` and ``data`` give each node's control and data endpoint (bound there, and where
+    its peers reach it). The one place a topology turns into node configs: the testbed parses
+    them as they are, ``edge-agent fleet render`` (``agent.fleet.render``) adds what a
+    deployed device needs (binds on every interface, keys, paths) before parsing them.
+    """
+    ids = topo.node_ids()
     emulate_links = any(l.rate_bytes_s is not None for l in topo.links)
     knobs = topo.knobs.get(policy, {}) if isinstance(topo.knobs.get(policy), dict) else {}
     h = topo.num_stages
@@ -103,7 +119,7 @@ def node_configs(topo: Topology, bundle_path: str, policy: str, total_rate: floa
             obj["last_stage"] = topo.last_stage_of(other)
         return obj
 
-    out: Dict[str, NodeConfig] = {}
+    out: Dict[str, dict] = {}
     for n in ids:
         st = topo.stage_of(n)
         neigh = [l.dst for l in topo.successors(n)] + [l.src for l in topo.predecessors(n)]
@@ -135,7 +151,7 @@ def node_configs(topo: Topology, bundle_path: str, policy: str, total_rate: floa
                 obj["emulate_capacity_flops"] = w.emulate_capacity_flops
             if w.stages[1] > w.stage:
                 obj["last_stage"] = w.stages[1]
-        out[n] = parse_config(obj, run_dir, where="testbed node %s" % n)
+        out[n] = obj
     return out
 
 
@@ -185,13 +201,15 @@ def read_stats(path: str) -> Optional[dict]:
 
 def run_local(topo: Topology, bundle, policy: str, rates: Sequence[float],
               settings: TestbedSettings, seed: int = 0,
-              tick: Optional[Callable[[int, str, float], None]] = None) -> List[RunResult]:
+              tick: Optional[Callable[[int, str, float], None]] = None,
+              on_result: Optional[Callable[[RunResult], None]] = None) -> List[RunResult]:
     """Run one policy at every rate on local processes; one ``RunResult`` per rate.
 
     The workers start once per policy and keep running (and learning) across the rates, as a
     fleet does when its load changes; the sources restart for every rate, on the same
     endpoints, with that rate and a fresh records file. ``tick(rate_index, phase, fraction)``
-    is called while waiting, for the progress bar.
+    is called while waiting, for the progress bar; ``on_result(result)`` after each rate (its
+    records and ``run.json`` are on disk by then, see ``write_run_file``).
     """
     stages = bundle_stages(bundle)
     run_dir = os.path.join(settings.out_dir, policy)
@@ -230,9 +248,29 @@ def run_local(topo: Topology, bundle, policy: str, rates: Sequence[float],
             stats = {s.id: read_stats(os.path.join(os.path.dirname(records[s.id]),
                                                    "stats.json")) for s in topo.sources}
             stats.update(stats_delta(before, after))
-            results.append(_summarise(topo, bundle, stages, policy, rate, records, expected,
+            write_run_file(os.path.join(run_dir, rate_label(rate)), "local", policy, rate,
+                           records, expected, stats, settings.duration_s, load_s)
+            results.append(summarise_rate(topo, bundle, stages, policy, rate, records, expected,
                                       stats, settings.duration_s, load_s))
+            if on_result is not None:
+                on_result(results[-1])
     return results
+
+
+RUN_FILE = "run.json"  # per (policy, rate) folder: what ``edge-agent report`` re-summarises
+
+
+def write_run_file(directory: str, kind: str, policy: str, rate: float,
+                   records: Mapping[str, str], expected: Mapping[str, int],
+                   stats: Mapping[str, Optional[dict]], duration_s: float, load_s: float) -> None:
+    """``directory/run.json``: the inputs of one rate's summary besides its records files
+    (paths relative to ``directory``), so a report can redo the summary later."""
+    obj = {"kind": kind, "policy": policy, "rate": rate,
+           "records": {s: os.path.relpath(p, directory) for s, p in records.items()},
+           "expected": dict(expected), "stats": dict(stats), "duration_s": duration_s,
+           "load_s": load_s}
+    os.makedirs(directory, exist_ok=True)
+    write_atomic(os.path.join(directory, RUN_FILE), json.dumps(obj, indent=1) + "\n")
 
 
 def _archive(cfgs: Mapping[str, NodeConfig], ids: Sequence[str], directory: str
@@ -280,10 +318,10 @@ def stats_delta(before: Mapping[str, Optional[dict]], after: Mapping[str, Option
     return out
 
 
-def _summarise(topo: Topology, bundle, stages: Sequence[StageInfo], policy: str, rate: float,
-               records: Mapping[str, str], expected: Mapping[str, int],
-               stats: Mapping[str, Optional[dict]], duration_s: float, load_s: float
-               ) -> RunResult:
+def summarise_rate(topo: Topology, bundle, stages: Sequence[StageInfo], policy: str,
+                   rate: float, records: Mapping[str, str], expected: Mapping[str, int],
+                   stats: Mapping[str, Optional[dict]], duration_s: float, load_s: float
+                   ) -> RunResult:
     """One rate's result: counts over the whole run, delay/accuracy after the warm-up."""
     recs: List[dict] = []
     warm: List[dict] = []

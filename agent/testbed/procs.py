@@ -225,6 +225,18 @@ class AgentProcess:
             return []
         return text.strip("\n").splitlines()[-lines:]
 
+    def last_error(self) -> str:
+        """The log's last error line: an ERROR/CRITICAL record, a command's ``error:`` line or
+        an exception's last line; else its last line."""
+        lines = [l.strip() for l in self.log_lines(60, 16000) if l.strip()]
+        for line in reversed(lines):
+            words = line.split()
+            if ("ERROR" in words[:4] or "CRITICAL" in words[:4] or ": error: " in line
+                    or (words and words[0].rstrip(":").endswith(("Error", "Exception"))
+                        and not line.startswith(" "))):
+                return line
+        return lines[-1] if lines else "(empty log)"
+
     def log_tail(self, lines: int = 5) -> str:
         """The last lines of the log on one line, for an error message."""
         return " | ".join(l.strip() for l in self.log_lines(lines))
@@ -271,8 +283,8 @@ def wait_ready(procs: Iterable[AgentProcess], listener: NotifyListener, timeout_
         for p in pending:
             rc = p.poll()
             if rc is not None:
-                raise UsageError("agent %s exited with status %s before it was ready (log %s: %s)"
-                                 % (p.node_id, rc, p.log_path, p.log_tail()))
+                raise UsageError("agent %s exited with status %s before it was ready: %s (log %s)"
+                                 % (p.node_id, rc, p.last_error(), p.log_path))
         if clock() > deadline:
             raise UsageError("agents %s not ready after %.0f s (logs in %s)"
                              % ([p.node_id for p in pending], timeout_s,
@@ -346,8 +358,8 @@ class LocalAgents:
         for n, p in self.procs.items():
             rc = p.poll()
             if rc is not None:
-                raise UsageError("agent %s exited with status %s during the run (log %s: %s)"
-                                 % (n, rc, p.log_path, p.log_tail()))
+                raise UsageError("agent %s exited with status %s during the run: %s (log %s)"
+                                 % (n, rc, p.last_error(), p.log_path))
 
     def stop(self, names: Iterable[str], timeout_s: float = 15.0) -> None:
         """SIGTERM the named agents at once, then wait up to ``timeout_s`` for each (SIGKILL

@@ -193,6 +193,9 @@ def write_json(path: str, runs: Sequence[RunResult], extra: Optional[Mapping] = 
     write_atomic(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
 
 
+PLOT_NAMES = ("delay_vs_rate.png", "accuracy_vs_rate.png")
+
+
 def write_plots(directory: str, runs: Sequence[RunResult]) -> List[str]:
     """Mean delay and accuracy versus total arrival rate, one line per policy (PNG files)."""
     import matplotlib
@@ -205,9 +208,8 @@ def write_plots(directory: str, runs: Sequence[RunResult]) -> List[str]:
     for r in runs:
         by_policy[r.policy].append(r)
     written = []
-    for name, attr, label, scale in (("delay_vs_rate.png", "mean_delay_s", "mean delay (ms)",
-                                      1000.0),
-                                     ("accuracy_vs_rate.png", "accuracy", "accuracy", 1.0)):
+    for name, attr, label, scale in zip(PLOT_NAMES, ("mean_delay_s", "accuracy"),
+                                        ("mean delay (ms)", "accuracy"), (1000.0, 1.0)):
         fig, ax = plt.subplots(figsize=(5.5, 3.8))
         for pol, rs in sorted(by_policy.items()):
             pts = sorted((r for r in rs if getattr(r, attr) is not None), key=lambda r: r.rate)

@@ -69,7 +69,7 @@ def test_testbed_run_loses_nothing_and_every_task_has_a_record(tmp_path, capsys)
     assert run["capacities_emulated"] is True
     assert run["mean_delay_s"] > 0 and run["p95_delay_s"] >= run["mean_delay_s"] * 0.5
     assert run["model_delay_s"] is not None and run["model_delay_s"] > 0
-    with open(out / "dtoee" / "rate-20" / "cam" / "records.jsonl") as f:
+    with open(out / "latest" / "dtoee" / "rate-20" / "cam" / "records.jsonl") as f:
         records = [json.loads(line) for line in f if line.strip()]
     assert len(records) == run["created"]
     assert {r["status"] for r in records} == {"completed"}

@@ -20,10 +20,10 @@ def test_mdi_two_node_preset_with_admission_control_loses_nothing(tmp_path, caps
     assert run["policy"] == "mdi-exit" and run["created"] > 0
     assert run["completed"] + run["rejected"] == run["created"] and run["lost"] == 0
     assert run["completed"] > 0
-    records = (out / "mdi-exit" / "rate-4" / "cam" / "records.jsonl").read_text().splitlines()
+    records = (out / "latest" / "mdi-exit" / "rate-4" / "cam" / "records.jsonl").read_text().splitlines()
     assert len(records) == run["created"]
     status = [json.loads(line)["status"] for line in records]
     assert status.count("completed") == run["completed"]
     assert status.count("rejected") == run["rejected"]
-    stats = json.loads((out / "mdi-exit" / "n1" / "stats.json").read_text())
+    stats = json.loads((out / "latest" / "mdi-exit" / "n1" / "stats.json").read_text())
     assert stats["policy"] == "mdi-exit"

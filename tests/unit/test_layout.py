@@ -12,7 +12,7 @@ from tests.unit.import_graph import cycles, project_edges
 
 MAX_LINES = 400
 AGENT_TOP_FILES = {"__init__.py", "cli.py", "__main__.py", "errors.py"}
-POLICY_MAY_NOT_IMPORT = ("agent.net", "agent.node", "agent.ops", "agent.testbed",
+POLICY_MAY_NOT_IMPORT = ("agent.net", "agent.node", "agent.ops", "agent.testbed", "agent.fleet",
                          "engines.loader", "engines.ort_backend", "engines.trt_backend")
 
 
@@ -56,7 +56,7 @@ def test_agent_top_level_holds_only_the_entry_points_and_packages():
 
 def test_policies_import_nothing_from_net_node_ops_testbed_or_engine_backends():
     """No module under agent/policies names agent.net, agent.node, agent.ops, agent.testbed,
-    the engine loader or a backend in an import (the transitive rule is in
+    agent.fleet, the engine loader or a backend in an import (the transitive rule is in
     test_policy_purity)."""
     modules = find_modules()
     bad = {}

@@ -32,7 +32,7 @@ BANNED = {
     "onnxruntime", "tensorrt", "pycuda", "cuda", "torch", "jtop",
     "engines.loader", "engines.ort_backend", "engines.trt_backend",
     # the runtime's I/O side
-    "agent.net", "agent.node", "agent.ops", "agent.testbed", "calibration",
+    "agent.net", "agent.node", "agent.ops", "agent.testbed", "agent.fleet", "calibration",
 }
 TRANSITIVE_BAN = {"zmq", "onnxruntime", "tensorrt", "jtop", "pycuda", "cuda", "torch"}
 # calls that read or write files: open(), os.replace/rename/remove, numpy's save/load helpers,

@@ -1,0 +1,67 @@
+"""``edge-agent fleet render``: every device's node config, keys and sheet from a topology."""
+
+from __future__ import annotations
+
+import argparse
+
+HELP = "render every device's node config, CURVE keys and sheet from a topology and an inventory"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="fleet_action", metavar="ACTION")
+    sub.required = True
+    r = sub.add_parser("render", help="write OUT/devices/NODE/... for every node (keys kept "
+                                      "when rendering again)")
+    r.add_argument("--topology", required=True, metavar="FILE",
+                   help="topology JSON or the name of a shipped one (see `testbed --topology`)")
+    r.add_argument("--inventory", required=True, metavar="HOSTS",
+                   help="text file, one line per node: NODE HOST [control=P data=P client=P "
+                        "metrics=P user=NAME]")
+    r.add_argument("--out", required=True, metavar="DIR", help="where the files go")
+    r.add_argument("--policy", default=None,
+                   help="the policy the fleet runs (default: the topology's fleet.policy, "
+                        "else dtoee)")
+    r.add_argument("--bundle", default=None,
+                   help="the bundle's path on the devices (default /opt/edge-agent/bundle "
+                        "under --root)")
+    r.add_argument("--root", default="/",
+                   help="device paths (/etc/edge-agent, /var/lib/edge-agent, ...) are under "
+                        "this directory (default /; a rehearsal on one machine uses the "
+                        "`install --root` folder)")
+    r.add_argument("--client", action="append", default=[], metavar="NAME",
+                   help="a client keypair allowed on the sources' client endpoints "
+                        "(repeatable; default: workstation)")
+    r.add_argument("--rate", type=float, default=0.0, metavar="TASKS_S",
+                   help="sources make Poisson load themselves at this total rate (replay set) "
+                        "instead of taking tasks from clients")
+    r.add_argument("--emulate", action="store_true",
+                   help="keep the topology's emulated capacities and link rates (a rehearsal)")
+
+
+def run(args: argparse.Namespace) -> int:
+    import os
+
+    from agent.errors import UsageError
+    from agent.fleet.inventory import load_inventory
+    from agent.fleet.render import DEFAULT_BUNDLE, RenderOptions, render, summary_lines
+    from agent.policies.registry import lookup
+    from agent.testbed.topology import load_topology
+
+    topo = load_topology(args.topology)
+    policy = args.policy or (topo.fleet or {}).get("policy") or "dtoee"
+    lookup(policy, "--policy", "agent")
+    if args.rate < 0:
+        raise UsageError("--rate: must be >= 0 tasks/s, got %r" % args.rate)
+    for c in args.client:
+        if not c or not c.replace("-", "").replace("_", "").isalnum():
+            raise UsageError("--client: %r must be letters, digits, - and _" % c)
+    hosts = load_inventory(args.inventory, topo.node_ids(), [s.id for s in topo.sources])
+    root = os.path.abspath(args.root)
+    opts = RenderOptions(out_dir=os.path.abspath(args.out), policy=policy,
+                         bundle=args.bundle or os.path.join(root, DEFAULT_BUNDLE.lstrip("/")),
+                         root=root, clients=tuple(args.client or ["workstation"]),
+                         rate_tasks_s=args.rate, emulate=args.emulate)
+    cfgs, made = render(topo, hosts, opts)
+    for line in summary_lines(topo, hosts, cfgs, made, opts.out_dir, opts):
+        print(line)
+    return 0

@@ -1,0 +1,110 @@
+"""``edge-agent submit``: send inputs to a source's client endpoint and print each answer."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+HELP = "send inputs (an .npz/.npy file) to a source's client endpoint and print each answer"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--endpoint", default=None,
+                        help="the source's client endpoint, e.g. tcp://10.0.0.10:5560")
+    parser.add_argument("--images", required=True, metavar="FILE",
+                        help=".npz with x (and optionally y, the labels) or .npy: one input "
+                             "per row, shaped like the bundle's stage-1 input")
+    parser.add_argument("--key", default=None, metavar="SECRET_FILE",
+                        help="this client's NAME.key_secret (CURVE endpoints)")
+    parser.add_argument("--server-key", default=None, metavar="KEY",
+                        help="the source's public key (its NAME.key file or the z85 text)")
+    parser.add_argument("--fleet", default=None, metavar="DIR",
+                        help="a `fleet render` folder: endpoint and keys of --source from it")
+    parser.add_argument("--source", default=None, help="with --fleet: the source to send to")
+    parser.add_argument("--client", default="workstation",
+                        help="with --fleet: the client keypair to use (default workstation)")
+    parser.add_argument("--count", type=int, default=0,
+                        help="send this many inputs, cycling through the file (default: each once)")
+    parser.add_argument("--timeout", type=float, default=60.0, metavar="S",
+                        help="seconds to wait for each answer (default 60)")
+
+
+def _endpoint_and_keys(args):
+    import os
+
+    from agent.fleet.client import ClientKeys
+    from agent.errors import UsageError
+    from agent.fleet.render import load_manifest
+
+    endpoint, key, server = args.endpoint, args.key, args.server_key
+    if args.fleet:
+        man = load_manifest(args.fleet)
+        if man is None:
+            raise UsageError("--fleet: %s holds no fleet.json (made by `fleet render`)"
+                             % args.fleet)
+        node = man["nodes"].get(args.source or "")
+        if node is None or not node.get("client"):
+            raise UsageError("--source: %r is not a client-mode source of the fleet (sources: %s)"
+                             % (args.source, ", ".join(n for n, v in man["nodes"].items()
+                                                       if v.get("client"))))
+        folder = args.fleet if os.path.isdir(args.fleet) else os.path.dirname(args.fleet)
+        endpoint = endpoint or node["client"]
+        key = key or os.path.join(folder, "keys", "clients", args.client + ".key_secret")
+        server = server or os.path.join(folder, "keys", args.source + ".key")
+    if not endpoint:
+        raise UsageError("--endpoint: needed (or --fleet DIR --source ID)")
+    if bool(key) != bool(server):
+        raise UsageError("--key and --server-key go together (a CURVE endpoint needs both)")
+    try:
+        keys = ClientKeys.load(key, server) if key else None
+    except ValueError as exc:
+        raise UsageError("--key/--server-key: %s" % exc) from None
+    return endpoint, keys
+
+
+def _inputs(path: str):
+    import numpy as np
+
+    from agent.errors import UsageError
+
+    try:
+        if path.endswith(".npy"):
+            return np.load(path), None
+        with np.load(path) as z:
+            return np.asarray(z["x"]), (np.asarray(z["y"]) if "y" in z.files else None)
+    except (OSError, KeyError, ValueError) as exc:
+        raise UsageError("--images: cannot read inputs x from %s: %s" % (path, exc)) from None
+
+
+def run(args: argparse.Namespace) -> int:
+    from collections import Counter
+
+    from agent.fleet.client import Client
+    from agent.errors import UsageError
+
+    if not args.timeout > 0:
+        raise UsageError("--timeout: must be > 0 seconds, got %r" % args.timeout)
+    endpoint, keys = _endpoint_and_keys(args)
+    x, y = _inputs(args.images)
+    if not len(x):
+        raise UsageError("--images: %s holds no inputs" % args.images)
+    n = args.count or len(x)
+    fates: Counter = Counter()
+    print("%-22s %-9s %-22s %5s %10s %4s %9s%s" % ("id", "outcome", "reason", "class",
+                                                  "confidence", "exit", "delay ms",
+                                                  "  label" if y is not None else ""))
+    with Client(endpoint, keys, name="submit", timeout_s=args.timeout) as client:
+        for i in range(n):
+            a = client.infer(x[i % len(x)][None, ...])
+            fates[a.outcome] += 1
+            label = ""
+            if y is not None:
+                label = "  %d %s" % (int(y[i % len(x)]), "ok" if a.ok and a.cls == int(
+                    y[i % len(x)]) else "-")
+            print("%-22s %-9s %-22s %5d %10.3f %4d %9.1f%s"
+                  % (a.id, a.outcome, a.reason or "-", a.cls, a.confidence, a.exit_stage,
+                     a.delay_s * 1000.0, label))
+            sys.stdout.flush()
+    print("%d sent: %s" % (n, ", ".join("%d %s" % (fates[o], o) for o in
+                                        ("completed", "rejected", "lost", "error") if fates[o])))
+    return 0 if fates["completed"] == n else 1

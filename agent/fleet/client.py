@@ -1,0 +1,248 @@
+"""A client of a source's client endpoint: send an input, get its answer (or why there is none).
+
+A source with ``arrival = "client"`` takes TASK messages on ``client_bind`` and answers each
+with a RESULT carrying the client's own task id. With ``client_keys_dir`` set the endpoint is
+a CURVE server: the client needs its own keypair (its public key in that folder) and the
+source's public key, and a client whose key is not listed never completes the handshake (it
+gets no answer; the source counts the refusal as ``client_refused``)::
+
+    from agent.fleet.client import Client, ClientKeys
+
+    keys = ClientKeys.load("keys/laptop.key_secret", "fleet/cam1.key")
+    with Client("tcp://10.0.0.10:5560", keys) as c:
+        answer = c.infer(x)            # x: one input, shaped like the bundle's stage-1 input
+        print(answer.outcome, answer.reason, answer.cls, answer.confidence)
+
+Every call returns an ``Answer``: ``outcome`` is "completed", or "rejected" / "lost" / "error"
+with a ``reason`` (from the source, e.g. "overload", "deadline"; or "no answer within N s" when
+nothing came back). ``AsyncClient`` is the asyncio variant (``await client.infer(x)``, many in
+flight at once).
+
+Of the agent, only ``agent.protocol.wire`` (numpy and msgpack) and the key-file readers of
+``agent.net.security`` are imported, so the module suits a camera program on any host.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import os
+import time
+from dataclasses import dataclass
+from typing import Any, Dict, List, Optional, Tuple
+
+import msgpack
+import numpy as np
+import zmq
+
+from agent.protocol import wire
+
+OUTCOMES = ("completed", "rejected", "lost", "error")
+DEFAULT_TIMEOUT_S = 60.0  # longer than a source's result_timeout_s * max_attempts by default
+
+
+@dataclass(frozen=True)
+class ClientKeys:
+    """CURVE keys of a client: its own pair and the source's (server's) public key, z85."""
+
+    public: bytes
+    secret: bytes
+    server: bytes
+
+    @classmethod
+    def load(cls, secret_file: str, server_key: str) -> "ClientKeys":
+        """Read the client's ``NAME.key_secret`` (mode 0600, as the agent checks its own) and
+        the source's public key (a ``.key`` file or the z85 text); raises ``ValueError`` naming
+        the file when one is unusable."""
+        from agent.net.security import SecurityError, load_public_key, load_secret_key_file
+
+        try:
+            public, secret = load_secret_key_file(secret_file)
+            server = load_public_key(server_key)
+        except SecurityError as exc:
+            raise ValueError(str(exc)) from None
+        return cls(public, secret, server)
+
+    def apply(self, sock: zmq.Socket) -> None:
+        """Make ``sock`` a CURVE client of the source."""
+        sock.setsockopt(zmq.CURVE_SERVERKEY, self.server)
+        sock.setsockopt(zmq.CURVE_PUBLICKEY, self.public)
+        sock.setsockopt(zmq.CURVE_SECRETKEY, self.secret)
+
+
+@dataclass(frozen=True)
+class Answer:
+    """The fate of one input sent to a source."""
+
+    id: str  # the client's task id
+    outcome: str  # completed | rejected | lost | error
+    reason: str  # "" when completed; else the source's reason or "no answer within N s"
+    cls: int  # predicted class (-1 when not completed)
+    confidence: float  # max-softmax confidence of the answering exit (0.0 when not completed)
+    exit_stage: int  # stage whose exit answered (0 when not completed)
+    delay_s: float  # send to answer on the client's clock (the timeout when none came)
+
+    @property
+    def ok(self) -> bool:
+        """The input was classified."""
+        return self.outcome == "completed"
+
+
+def parse_answer(frames: List[Any], sent_at: Dict[str, float], now: float) -> Optional[Answer]:
+    """The ``Answer`` in a source's reply, or None for anything that is not a RESULT of ours.
+
+    Lenient: a RESULT without ``outcome`` is "completed" (sources before the field existed),
+    and fields a newer source adds are ignored.
+    """
+    try:
+        header = msgpack.unpackb(bytes(memoryview(frames[0])), raw=False)
+    except Exception:  # junk from the socket: not an answer
+        return None
+    if (not isinstance(header, dict) or header.get("v") != wire.VERSION
+            or header.get("k") != int(wire.Kind.RESULT) or header.get("id") not in sent_at):
+        return None
+    tid = header["id"]
+    outcome = header.get("outcome") or "completed"
+    outcome = outcome if outcome in OUTCOMES else "error"
+    done = outcome == "completed"
+    return Answer(tid, outcome, str(header.get("reason") or ""),
+                  int(header.get("cls", -1)) if done else -1,
+                  float(header.get("confidence", 0.0)) if done else 0.0,
+                  int(header.get("exit_stage", 0)) if done else 0,
+                  now - sent_at.pop(tid))
+
+
+def no_answer(tid: str, timeout_s: float) -> Answer:
+    """The answer of an input nothing came back for."""
+    return Answer(tid, "lost", "no answer within %g s" % timeout_s, -1, 0.0, 0, timeout_s)
+
+
+_ids = itertools.count(1)
+
+
+def task_frames(x: np.ndarray, tid: str, source: str) -> List[Any]:
+    """The TASK frames for one input (a batch of one is added when ``x`` lacks it)."""
+    x = np.ascontiguousarray(x)
+    fields = {"id": tid, "source": source, "stage": 1, "attempt": 0, "created": time.time(),
+              "hops": 0, "resends": 0}
+    return wire.encode(wire.Kind.TASK, source, fields, [x])
+
+
+class _Base:
+    def __init__(self, ctx: zmq.Context, endpoint: str, keys: Optional[ClientKeys],
+                 name: str, timeout_s: float):
+        self.endpoint = endpoint
+        self.name = name
+        self.timeout_s = float(timeout_s)
+        self.sent_at: Dict[str, float] = {}
+        self.sock = ctx.socket(zmq.DEALER)
+        self.sock.setsockopt(zmq.LINGER, 0)
+        if keys is not None:
+            keys.apply(self.sock)
+        self.sock.connect(endpoint)
+
+    def _next_id(self) -> str:
+        return "%s-%d-%d" % (self.name, os.getpid(), next(_ids))
+
+
+class Client(_Base):
+    """A blocking client of one source (one socket; not thread-safe)."""
+
+    def __init__(self, endpoint: str, keys: Optional[ClientKeys] = None, name: str = "client",
+                 timeout_s: float = DEFAULT_TIMEOUT_S, ctx: Optional[zmq.Context] = None):
+        self._own_ctx = ctx is None
+        self.ctx = ctx or zmq.Context()
+        super().__init__(self.ctx, endpoint, keys, name, timeout_s)
+
+    def send(self, x: np.ndarray, tid: Optional[str] = None) -> str:
+        """Send one input without waiting; returns its task id (see ``receive``)."""
+        tid = tid or self._next_id()
+        self.sock.send_multipart(task_frames(x, tid, self.name), copy=False)
+        self.sent_at[tid] = time.monotonic()
+        return tid
+
+    def receive(self, timeout_s: float) -> Optional[Answer]:
+        """The next answer to one of the inputs sent, or None when none came in ``timeout_s``."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            left = deadline - time.monotonic()
+            if not self.sock.poll(max(0, int(math.ceil(left * 1000)))):
+                return None
+            ans = parse_answer(self.sock.recv_multipart(), self.sent_at, time.monotonic())
+            if ans is not None:
+                return ans
+
+    def infer(self, x: np.ndarray, timeout_s: Optional[float] = None) -> Answer:
+        """Send one input and wait for its answer (a "lost" answer after ``timeout_s``)."""
+        timeout_s = self.timeout_s if timeout_s is None else timeout_s
+        tid = self.send(x)
+        deadline = self.sent_at[tid] + timeout_s
+        while True:
+            ans = self.receive(max(0.0, deadline - time.monotonic()))
+            if ans is None:
+                self.sent_at.pop(tid, None)
+                return no_answer(tid, timeout_s)
+            if ans.id == tid:
+                return ans
+
+    def close(self) -> None:
+        """Close the socket (and the context this client made)."""
+        self.sock.close(0)
+        if self._own_ctx:
+            self.ctx.term()
+
+    def __enter__(self) -> "Client":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class AsyncClient(_Base):
+    """The asyncio client: ``await infer(x)``; many calls may be in flight at once."""
+
+    def __init__(self, endpoint: str, keys: Optional[ClientKeys] = None, name: str = "client",
+                 timeout_s: float = DEFAULT_TIMEOUT_S, ctx: Any = None):
+        import asyncio
+        import zmq.asyncio
+
+        self._own_ctx = ctx is None
+        self.ctx = ctx or zmq.asyncio.Context()
+        super().__init__(self.ctx, endpoint, keys, name, timeout_s)
+        self._waiters: Dict[str, Any] = {}
+        self._reader: Optional[Any] = None
+        self._asyncio = asyncio
+
+    async def _read(self) -> None:
+        while self._waiters:
+            frames = await self.sock.recv_multipart()
+            ans = parse_answer(frames, self.sent_at, time.monotonic())
+            fut = self._waiters.pop(ans.id, None) if ans is not None else None
+            if fut is not None and not fut.done():
+                fut.set_result(ans)
+
+    async def infer(self, x: np.ndarray, timeout_s: Optional[float] = None) -> Answer:
+        """Send one input and wait for its answer (a "lost" answer after ``timeout_s``)."""
+        asyncio = self._asyncio
+        timeout_s = self.timeout_s if timeout_s is None else timeout_s
+        tid = self._next_id()
+        fut = asyncio.get_event_loop().create_future()
+        self._waiters[tid] = fut
+        self.sent_at[tid] = time.monotonic()
+        await self.sock.send_multipart(task_frames(x, tid, self.name))
+        if self._reader is None or self._reader.done():
+            self._reader = asyncio.ensure_future(self._read())
+        try:
+            return await asyncio.wait_for(asyncio.shield(fut), timeout_s)
+        except asyncio.TimeoutError:
+            self._waiters.pop(tid, None)
+            self.sent_at.pop(tid, None)
+            return no_answer(tid, timeout_s)
+
+    def close(self) -> None:
+        """Stop reading and close the socket (and the context this client made)."""
+        if self._reader is not None and not self._reader.done():
+            self._reader.cancel()
+        self.sock.close(0)
+        if self._own_ctx:
+            self.ctx.term()

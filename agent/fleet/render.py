@@ -1,0 +1,275 @@
+"""``edge-agent fleet render``: a topology and an inventory made into every device's files.
+
+The node configs come from the testbed's one topology-to-config path
+(``agent.testbed.local.node_objects``): the same peers, link-rate priors, policy, knobs and
+thresholds; a deployed device then binds on every interface, runs CURVE with its own keypair,
+keeps its state and calibration where the systemd units expect them, and (a source) serves its
+client endpoint over CURVE to the clients in ``/etc/edge-agent/clients``. Output::
+
+    OUT/fleet.json                          the manifest (nodes, hosts, endpoints) for `status`
+    OUT/keys/NODE.key, NODE.key_secret      every node's keypair (kept when rendering again)
+    OUT/keys/clients/NAME.key[_secret]      the workstation clients' keypairs
+    OUT/devices/NODE/etc/edge-agent/...     what to copy to the device's /etc/edge-agent
+    OUT/devices/NODE/SHEET.txt              the device's sheet: copy these files, run these
+    OUT/testbed.json                        the topology with a "fleet" object (client mode):
+                                            `edge-agent testbed` drives the fleet with it
+
+Nothing emulated carries over unless asked (``emulate``): a device's capacity is measured and
+a link's rate is a prior the sender corrects.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from typing import Dict, List, Optional, Sequence, Tuple
+
+from agent.config.node import NodeConfig, dump_config, parse_config
+from agent.fleet.inventory import Host
+from agent.ops.atomic import write_atomic
+from agent.testbed.local import node_objects
+from agent.testbed.topology import Topology
+
+ETC = "/etc/edge-agent"
+STATE = "/var/lib/edge-agent"
+CACHE = "/var/cache/edge-agent"
+DEFAULT_BUNDLE = "/opt/edge-agent/bundle"
+# the fields of a local testbed run that a deployed device does not use
+TESTBED_ONLY = ("records_flush_interval_s", "max_tasks", "emulate_capacity_flops",
+                "emulate_links", "arrival_rate_tasks_s")
+
+
+@dataclass(frozen=True)
+class RenderOptions:
+    """What ``render`` writes besides the topology's own settings."""
+
+    out_dir: str
+    policy: str = "dtoee"
+    bundle: str = DEFAULT_BUNDLE  # the bundle's path on the devices
+    root: str = "/"  # device paths are under this root ("/" on devices; a temp dir in tests)
+    clients: Sequence[str] = ("workstation",)  # client keypairs allowed on the sources
+    rate_tasks_s: float = 0.0  # > 0: sources make Poisson load themselves; 0: client mode
+    emulate: bool = False  # keep the topology's emulated capacities and link rates
+
+
+def _dev(opts: RenderOptions, path: str) -> str:
+    """A device path under the render's root."""
+    return os.path.join(opts.root, path.lstrip("/"))
+
+
+def _keypair(directory: str, name: str) -> bool:
+    """NAME.key/NAME.key_secret in ``directory``; True when made now, False when kept."""
+    from agent.net.security import generate_keypair
+
+    if os.path.exists(os.path.join(directory, name + ".key_secret")):
+        return False
+    generate_keypair(directory, name)
+    return True
+
+
+def _public(directory: str, name: str) -> str:
+    from agent.net.security import load_public_key
+
+    return load_public_key(os.path.join(directory, name + ".key")).decode("ascii")
+
+
+def _copy(src: str, dst: str, mode: int) -> None:
+    os.makedirs(os.path.dirname(dst), exist_ok=True)
+    shutil.copyfile(src, dst)
+    os.chmod(dst, mode)
+
+
+def render(topo: Topology, hosts: Dict[str, Host], opts: RenderOptions
+           ) -> Tuple[Dict[str, NodeConfig], List[str]]:
+    """Write every device's files (see the module docstring); returns the node configs and
+    the names of the keypairs made now (the others were kept from an earlier render)."""
+    out = os.path.abspath(opts.out_dir)
+    keys_dir = os.path.join(out, "keys")
+    made = [n for n in topo.node_ids() if _keypair(keys_dir, n)]
+    made += ["clients/" + c for c in opts.clients
+             if _keypair(os.path.join(keys_dir, "clients"), c)]
+    pub = {n: _public(keys_dir, n) for n in topo.node_ids()}
+    ctrl = {n: h.endpoint(h.control_port) for n, h in hosts.items()}
+    data = {n: h.endpoint(h.data_port) for n, h in hosts.items()}
+    objs = node_objects(topo, opts.bundle, opts.policy, opts.rate_tasks_s or 1.0, 1.0,
+                        _dev(opts, STATE), ctrl, data)
+    cfgs: Dict[str, NodeConfig] = {}
+    for n, obj in objs.items():
+        h = hosts[n]
+        keep = {k: obj[k] for k in ("emulate_capacity_flops", "emulate_links") if k in obj}
+        for k in TESTBED_ONLY:
+            obj.pop(k, None)
+        if opts.emulate:
+            obj.update(keep)
+        obj.update({
+            "control_bind": "tcp://*:%d" % h.control_port,
+            "data_bind": "tcp://*:%d" % h.data_port,
+            "engine_cache_dir": _dev(opts, CACHE),
+            "security": "curve",
+            "secret_key_path": _dev(opts, "%s/keys/%s.key_secret" % (ETC, n)),
+            "public_key_path": _dev(opts, "%s/keys/%s.key" % (ETC, n)),
+            "allowed_keys_dir": _dev(opts, ETC + "/fleet"),
+            "metrics_port": h.metrics_port,
+        })
+        for p in obj["peers"]:
+            p["public_key"] = pub[p["id"]]
+        if obj["role"] == "worker":
+            obj["capacity_profile"] = _dev(opts, STATE + "/calibration.json")
+        elif opts.rate_tasks_s > 0:
+            share = [s.share for s in topo.sources if s.id == n][0]
+            obj.update({"arrival": "poisson", "arrival_rate_tasks_s": share * opts.rate_tasks_s})
+        else:
+            obj.update({"arrival": "client", "client_bind": "tcp://*:%d" % h.client_port,
+                        "client_keys_dir": _dev(opts, ETC + "/clients")})
+        cfgs[n] = parse_config(obj, "/", where="fleet node %s" % n)
+        _write_device(out, topo, n, cfgs[n], opts)
+    _write_manifest(out, topo, hosts, cfgs, opts)
+    _write_sheets(out, topo, hosts, cfgs, opts)
+    if not opts.rate_tasks_s:
+        write_atomic(os.path.join(out, DRIVE_TOPOLOGY),
+                     json.dumps(drive_topology(topo, hosts, opts), indent=1) + "\n")
+    return cfgs, made
+
+
+DRIVE_TOPOLOGY = "testbed.json"  # the topology with a "fleet" object: `testbed` drives the fleet
+
+
+def drive_topology(topo: Topology, hosts: Dict[str, Host], opts: RenderOptions) -> dict:
+    """The topology as the testbed reads it, plus the ``fleet`` object that drives the rendered
+    fleet from the workstation: every source's client endpoint and the keys to reach it."""
+    from agent.config.jsonfile import read_json_file
+    from agent.testbed.topology import TopologyError
+
+    obj = dict(read_json_file(topo.path.split(" (")[0], TopologyError, "topology"))
+    obj.pop("fleet", None)
+    obj["bundle"] = topo.bundle
+    obj["knobs"] = {k: dict(v) for k, v in topo.knobs.items()}
+    fleet = {"policy": opts.policy,
+             "clients": {s.id: hosts[s.id].endpoint(hosts[s.id].client_port)
+                         for s in topo.sources},
+             "keys_dir": "keys", "client": opts.clients[0]}
+    replay = topo.agent.get("replay_path")
+    if replay:
+        fleet["replay"] = replay
+    obj["fleet"] = fleet
+    return obj
+
+
+def _write_device(out: str, topo: Topology, n: str, cfg: NodeConfig,
+                  opts: RenderOptions) -> None:
+    """``OUT/devices/N/etc/edge-agent``: config, own keys, fleet keys, client keys, env file."""
+    etc = os.path.join(out, "devices", n, "etc", "edge-agent")
+    if os.path.isdir(etc):
+        shutil.rmtree(etc)  # a re-render leaves no stale file behind (the keys are in OUT/keys)
+    keys_dir = os.path.join(out, "keys")
+    os.makedirs(etc)
+    write_atomic(os.path.join(etc, n + ".toml"), dump_config(cfg), perms=0o640)
+    _copy(os.path.join(keys_dir, n + ".key"), os.path.join(etc, "keys", n + ".key"), 0o644)
+    _copy(os.path.join(keys_dir, n + ".key_secret"), os.path.join(etc, "keys", n + ".key_secret"),
+          0o600)
+    os.chmod(os.path.join(etc, "keys"), 0o700)
+    for m in topo.node_ids():
+        _copy(os.path.join(keys_dir, m + ".key"), os.path.join(etc, "fleet", m + ".key"), 0o644)
+    if cfg.client_keys_dir:
+        for c in opts.clients:
+            _copy(os.path.join(keys_dir, "clients", c + ".key"),
+                  os.path.join(etc, "clients", c + ".key"), 0o644)
+    if cfg.role == "worker":
+        write_atomic(os.path.join(etc, "calibrate.env"),
+                     "# Read by edge-agent-calibrate.service\nEDGE_AGENT_BUNDLE=%s\n"
+                     "EDGE_AGENT_CALIBRATE_ARGS=--modes all\n" % cfg.bundle, perms=0o644)
+
+
+def manifest_object(topo: Topology, hosts: Dict[str, Host], cfgs: Dict[str, NodeConfig],
+                    opts: RenderOptions) -> dict:
+    """The fleet manifest (``fleet.json``): every node's host, role and endpoints."""
+    nodes = {}
+    for n, cfg in cfgs.items():
+        h = hosts[n]
+        nodes[n] = {"host": h.host, "role": cfg.role, "stage": cfg.stage,
+                    "last_stage": cfg.stages[1], "control": h.endpoint(h.control_port),
+                    "data": h.endpoint(h.data_port),
+                    "client": h.endpoint(h.client_port) if cfg.client_bind else "",
+                    "metrics": ("http://%s:%d/metrics" % (h.host, h.metrics_port)
+                                if h.metrics_port else ""),
+                    "user": h.user,
+                    "public_key": os.path.join("keys", n + ".key")}
+    return {"topology": topo.path, "policy": opts.policy, "root": opts.root,
+            "clients": list(opts.clients), "nodes": nodes}
+
+
+def _write_manifest(out: str, topo: Topology, hosts: Dict[str, Host],
+                    cfgs: Dict[str, NodeConfig], opts: RenderOptions) -> None:
+    write_atomic(os.path.join(out, "fleet.json"),
+                 json.dumps(manifest_object(topo, hosts, cfgs, opts), indent=1) + "\n")
+
+
+def sheet_text(n: str, h: Host, cfg: NodeConfig, out: str) -> str:
+    """The per-device sheet: what to copy to device ``n`` and what to run there."""
+    login = ("%s@%s" % (h.user, h.host)) if h.user else h.host
+    lines = ["%s: %s, %s" % (n, cfg.role, "stage %d" % cfg.stage if cfg.stage else "source"),
+             "host %s; control %s, data %s%s" % (h.host, h.control_port, h.data_port,
+                                                  ", client %d" % h.client_port
+                                                  if cfg.client_bind else ""),
+             "",
+             "1. on the workstation: copy the device's files",
+             "   scp -r %s %s:edge-agent-files"
+             % (os.path.join(out, "devices", n, "etc", "edge-agent"), login),
+             "2. on %s: install the service (from a clone of the repository), then the files"
+             % n,
+             "   sudo python3 -m agent install --instance %s" % n,
+             "   sudo cp -r edge-agent-files/. /etc/edge-agent/ && rm -r edge-agent-files",
+             "   sudo chown -R edge-agent:edge-agent /etc/edge-agent/keys",
+             "   sudo chown root:edge-agent /etc/edge-agent/%s.toml" % n,
+             "   sudo mkdir -p %s && sudo cp -r BUNDLE/. %s/" % (cfg.bundle, cfg.bundle)]
+    step = 3
+    if cfg.role == "worker":
+        lines += ["%d. calibrate (the agents on the box stop while it runs)" % step,
+                  "   sudo systemctl start edge-agent-calibrate"]
+        step += 1
+    lines += ["%d. start" % step, "   sudo systemctl start edge-agent@%s" % n,
+              "   systemctl status edge-agent@%s" % n, ""]
+    return "\n".join(lines)
+
+
+def _write_sheets(out: str, topo: Topology, hosts: Dict[str, Host],
+                  cfgs: Dict[str, NodeConfig], opts: RenderOptions) -> None:
+    for n, cfg in cfgs.items():
+        write_atomic(os.path.join(out, "devices", n, "SHEET.txt"),
+                     sheet_text(n, hosts[n], cfg, out), perms=0o644)
+
+
+def summary_lines(topo: Topology, hosts: Dict[str, Host], cfgs: Dict[str, NodeConfig],
+                  made: List[str], out: str, opts: RenderOptions) -> List[str]:
+    """What ``fleet render`` prints."""
+    lines = ["%-8s %-6s %-5s %-16s %s" % ("node", "role", "stage", "host", "peers")]
+    for n, cfg in cfgs.items():
+        lines.append("%-8s %-6s %-5s %-16s %s" % (n, cfg.role, cfg.stage or "-", hosts[n].host,
+                                                  ", ".join(p.id for p in cfg.peers)))
+    kept = len(topo.node_ids()) + len(opts.clients) - len(made)
+    lines.append("keys: %d made, %d kept (%s)" % (len(made), kept, os.path.join(out, "keys")))
+    if not opts.emulate and (topo.capacities_emulated
+                             or any(l.rate_bytes_s is not None for l in topo.links)):
+        lines.append("emulation off: devices measure their capacity; link rates are priors "
+                     "(--emulate keeps the topology's)")
+    lines.append("per-device files and sheets: %s/devices/NODE/ (SHEET.txt)"
+                 % out)
+    lines.append("manifest for `edge-agent status --fleet`: %s" % os.path.join(out, "fleet.json"))
+    if not opts.rate_tasks_s:
+        lines.append("drive load from here: edge-agent testbed --topology %s"
+                     % os.path.join(out, DRIVE_TOPOLOGY))
+    return lines
+
+
+def load_manifest(path: str) -> Optional[dict]:
+    """A ``fleet.json`` (a render's folder or the file itself); None when it is not one."""
+    if os.path.isdir(path):
+        path = os.path.join(path, "fleet.json")
+    try:
+        with open(path, "r", encoding="utf-8") as f:
+            obj = json.load(f)
+    except (OSError, ValueError):
+        return None
+    return obj if isinstance(obj, dict) and isinstance(obj.get("nodes"), dict) else None

@@ -1,0 +1,167 @@
+"""The fleet at a glance: every node's metrics endpoint read and put in one table.
+
+Each agent serves Prometheus text on ``metrics_host:metrics_port`` (``agent.ops.metrics``);
+``read_node`` fetches one endpoint and keeps what an operator looks at: whether it answers,
+power mode, capacity, queues, routing shares, exit thresholds, drops by reason (with the
+clients refused at a source's CURVE client endpoint) and which neighbours it hears. Role and
+stage come from the fleet manifest (``fleet render``'s ``fleet.json``) when there is one.
+"""
+
+from __future__ import annotations
+
+import time
+import urllib.request
+from collections import defaultdict
+from typing import Any, Dict, List, Mapping, Optional
+
+PREFIX = "edge_agent_"
+
+
+def parse_metrics(text: str) -> Dict[str, List[tuple]]:
+    """``{series name: [(labels, value), ...]}`` from Prometheus text (``_total`` kept)."""
+    out: Dict[str, List[tuple]] = defaultdict(list)
+    for line in text.splitlines():
+        if not line.startswith(PREFIX):
+            continue
+        head, _, value = line.rpartition(" ")
+        name, _, rest = head.partition("{")
+        labels = {}
+        for item in _split_labels(rest.rstrip("}")):
+            k, _, v = item.partition("=")
+            labels[k.strip()] = v.strip().strip('"')
+        try:
+            out[name[len(PREFIX):]].append((labels, float(value)))
+        except ValueError:
+            continue
+    return dict(out)
+
+
+def _split_labels(text: str) -> List[str]:
+    items, cur, quoted = [], "", False
+    for ch in text:
+        if ch == '"':
+            quoted = not quoted
+        if ch == "," and not quoted:
+            items.append(cur)
+            cur = ""
+        else:
+            cur += ch
+    if cur:
+        items.append(cur)
+    return items
+
+
+def summarise(series: Mapping[str, List[tuple]]) -> Dict[str, Any]:
+    """What the table shows of one node's series."""
+    def by(name: str, label: str) -> Dict[str, float]:
+        return {l.get(label, ""): v for l, v in series.get(name, [])}
+
+    drops = {k: int(v) for k, v in by("dropped_frames_total", "reason").items() if v}
+    refused = sum(v for _, v in series.get("client_refused_total", []))
+    if refused:
+        drops["client_refused"] = int(refused)
+    cap = [v for _, v in series.get("capacity_flops", [])]
+    stages = sorted({l.get("stage") for l, _ in series.get("tasks_in_total", [])} - {None})
+    return {
+        "power_mode": next((m for m, v in by("power_mode", "mode").items() if v == 1), ""),
+        "capacity_flops": cap[0] if cap else None,
+        "queues": {k: int(v) for k, v in by("queue_length", "queue").items()},
+        "routing": by("routing_probability", "dst"),
+        "thresholds": by("exit_threshold", "stage"),
+        "drops": drops,
+        "neighbours": {k: bool(v) for k, v in by("neighbour_alive", "peer").items()},
+        "tasks_in": int(sum(v for _, v in series.get("tasks_in_total", []))),
+        "stages_seen": stages,
+    }
+
+
+def read_node(url: str, timeout_s: float = 2.0) -> Dict[str, Any]:
+    """One node's status from its metrics URL; ``alive`` False with ``error`` when it does not
+    answer."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout_s) as resp:
+            text = resp.read().decode("utf-8", "replace")
+    except Exception as exc:  # refused, timed out, DNS: the node is not reachable
+        reason = getattr(exc, "reason", None) or exc
+        return {"alive": False, "error": str(reason), "url": url}
+    out = summarise(parse_metrics(text))
+    out.update(alive=True, error="", url=url)
+    return out
+
+
+def fleet_status(nodes: Mapping[str, Mapping[str, Any]], timeout_s: float = 2.0
+                 ) -> Dict[str, Dict[str, Any]]:
+    """Every node's status; ``nodes`` maps node id -> {metrics URL, role, stage, ...}."""
+    out = {}
+    for n, meta in nodes.items():
+        st = read_node(meta["metrics"], timeout_s) if meta.get("metrics") else {
+            "alive": False, "error": "no metrics endpoint (metrics_port = 0)", "url": ""}
+        st["role"] = meta.get("role") or ("worker" if st.get("capacity_flops") else "?")
+        st["stage"] = meta.get("stage", "")
+        st["checked_wall"] = time.time()
+        out[n] = st
+    return out
+
+
+def _fmt_routing(r: Mapping[str, float]) -> str:
+    return " ".join("%s %.2f" % (k, v) for k, v in sorted(r.items())) or "-"
+
+
+def format_status(status: Mapping[str, Mapping[str, Any]]) -> str:
+    """The status table (one row per node) and a line per node that does not answer."""
+    head = ("node", "alive", "role", "stage", "mode", "capacity", "queue", "hears", "routing",
+            "thresholds", "drops")
+    rows = [head]
+    notes = []
+    for n, s in status.items():
+        if not s.get("alive"):
+            rows.append((n, "NO", str(s.get("role", "")), str(s.get("stage", "")), "-", "-", "-",
+                         "-", "-", "-", "-"))
+            notes.append("%s: %s (%s)" % (n, s.get("error"), s.get("url")))
+            continue
+        nb = s.get("neighbours", {})
+        cap = s.get("capacity_flops")
+        rows.append((
+            n, "yes", str(s.get("role", "")), str(s.get("stage", "")), s.get("power_mode") or "-",
+            "%.3g" % cap if cap else "-",
+            "/".join(str(v) for _, v in sorted(s.get("queues", {}).items())) or "-",
+            "%d/%d" % (sum(nb.values()), len(nb)), _fmt_routing(s.get("routing", {})),
+            " ".join("%s:%.2f" % kv for kv in sorted(s.get("thresholds", {}).items())) or "-",
+            " ".join("%s=%d" % kv for kv in sorted(s.get("drops", {}).items())) or "0"))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
+    lines = []
+    for i, r in enumerate(rows):
+        lines.append("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+        if i == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    alive = sum(1 for s in status.values() if s.get("alive"))
+    lines.append("%d/%d nodes answering; queue = %s; hears = neighbours heard / configured"
+                 % (alive, len(status), "/".join(sorted(
+                     next((s.get("queues", {}) for s in status.values() if s.get("queues")),
+                          {}))) or "-"))
+    return "\n".join(lines + notes)
+
+
+def nodes_from_endpoints(urls: List[str]) -> Dict[str, Dict[str, Any]]:
+    """Node entries for bare metrics endpoints (``HOST:PORT`` or URLs), named by the ``node``
+    label they serve (the URL until read)."""
+    out: Dict[str, Dict[str, Any]] = {}
+    for u in urls:
+        url = u if "://" in u else "http://%s/metrics" % u
+        if not url.rstrip("/").endswith("/metrics"):
+            url = url.rstrip("/") + "/metrics"
+        name = _node_label(url) or u
+        out[name] = {"metrics": url}
+    return out
+
+
+def _node_label(url: str) -> Optional[str]:
+    try:
+        with urllib.request.urlopen(url, timeout=2.0) as resp:
+            text = resp.read().decode("utf-8", "replace")
+    except Exception:
+        return None
+    for labels, _ in (v for vs in parse_metrics(text).values() for v in vs):
+        if labels.get("node"):
+            return labels["node"]
+    return None

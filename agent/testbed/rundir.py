@@ -1,0 +1,98 @@
+"""One folder per testbed run: ``OUT/YYYYmmdd-HHMMSS[-N]``, a ``latest`` link, a lock.
+
+``new_run_dir`` makes the folder with ``os.mkdir`` (atomic: two testbeds started at once with
+the same ``--out`` get two folders) and points ``OUT/latest`` at it (replaced atomically).
+``RunLock`` holds an exclusive ``flock`` on ``RUN/.lock`` while the run writes there, so a
+second writer (or ``report`` of a run in progress) can tell the folder is in use.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import time
+from typing import Optional
+
+from agent.errors import UsageError
+
+LOCK_NAME = ".lock"
+RUN_INFO = "testbed.json"  # how the run was asked for (topology, mdi mode, ...), for `report`
+
+
+def new_run_dir(out_dir: str, clock=time.time) -> str:
+    """Create and return a fresh run folder under ``out_dir``; ``out_dir/latest`` points to it."""
+    os.makedirs(out_dir, exist_ok=True)
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(clock()))
+    for n in range(1, 1000):
+        path = os.path.join(out_dir, stamp if n == 1 else "%s-%d" % (stamp, n))
+        try:
+            os.mkdir(path)
+        except FileExistsError:
+            continue
+        point_latest(out_dir, os.path.basename(path))
+        return path
+    raise UsageError("--out: cannot make a new run folder under %s" % out_dir)
+
+
+def point_latest(out_dir: str, name: str) -> None:
+    """Make ``out_dir/latest`` a relative symlink to ``name`` (atomically replaced)."""
+    link = os.path.join(out_dir, "latest")
+    tmp = "%s.%d.tmp" % (link, os.getpid())
+    try:
+        os.symlink(name, tmp)
+        os.replace(tmp, link)
+    except OSError:  # a file system without symlinks: the folders are still there
+        try:
+            os.remove(tmp)
+        except OSError:
+            pass
+
+
+class RunLock:
+    """An exclusive, non-blocking ``flock`` on ``RUN/.lock``, released on close or exit."""
+
+    def __init__(self, run_dir: str):
+        import fcntl
+
+        self.path = os.path.join(run_dir, LOCK_NAME)
+        self._fd: Optional[int] = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            os.close(self._fd)
+            self._fd = None
+            if exc.errno in (errno.EWOULDBLOCK, errno.EACCES):
+                raise UsageError("%s is in use by another testbed (pid in %s)"
+                                 % (run_dir, self.path)) from None
+            raise
+        os.ftruncate(self._fd, 0)
+        os.write(self._fd, ("%d\n" % os.getpid()).encode("ascii"))
+
+    def close(self) -> None:
+        """Release the lock (the file stays, empty of meaning)."""
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    def __enter__(self) -> "RunLock":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def in_use(run_dir: str) -> bool:
+    """Whether a testbed still holds ``run_dir``'s lock."""
+    import fcntl
+
+    path = os.path.join(run_dir, LOCK_NAME)
+    if not os.path.exists(path):
+        return False
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        return True
+    finally:
+        os.close(fd)
+    return False

@@ -1,0 +1,76 @@
+"""Testbed output that survives: two testbeds on one --out each get their own folder and
+correct counts; Ctrl-C after the first (policy, rate) keeps its results and plot. Real agent
+processes on loopback, run as the `edge-agent testbed` command a user types."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+from tests.integration.agent_cluster import build_two_stage_bundle
+from tests.integration.test_testbed import write_topology
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def _testbed(topo, out, rates):
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=REPO)
+    return subprocess.Popen([sys.executable, "-m", "agent", "testbed", "--topology", topo,
+                             "--policies", "cf", "--rates", rates, "--duration", "2",
+                             "--out", out], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, universal_newlines=True)
+
+
+def _runs(out):
+    return sorted(d for d in os.listdir(out) if d != "latest")
+
+
+def test_two_testbeds_on_one_out_folder_keep_apart(tmp_path):
+    """Started together with the same --out, both finish (0 lost) in folders of their own, and
+    each run's records hold exactly the tasks its results count."""
+    bundle = build_two_stage_bundle(str(tmp_path / "tiny"))
+    topo, _ = write_topology(tmp_path, bundle)
+    out = str(tmp_path / "out")
+    procs = [_testbed(topo, out, "10") for _ in range(2)]
+    for p in procs:
+        stdout, stderr = p.communicate(timeout=600)
+        assert p.returncode == 0, stderr[-2000:]
+    runs = _runs(out)
+    assert len(runs) == 2
+    for name in runs:
+        run = json.loads(open(os.path.join(out, name, "results.json")).read())
+        assert run["complete"] is True
+        r = run["runs"][0]
+        assert r["created"] > 0 and r["lost"] == 0
+        with open(os.path.join(out, name, "cf", "rate-10", "cam", "records.jsonl")) as f:
+            assert sum(1 for line in f if line.strip()) == r["created"]
+
+
+def test_ctrl_c_after_the_first_rate_keeps_its_results_and_plot(tmp_path):
+    """SIGINT once the first (policy, rate) is written: exit 130, one line saying what was kept,
+    results.json with that run and its plot on disk."""
+    bundle = build_two_stage_bundle(str(tmp_path / "tiny"))
+    topo, _ = write_topology(tmp_path, bundle)
+    out = str(tmp_path / "out")
+    p = _testbed(topo, out, "5,10")
+    deadline = time.monotonic() + 300
+    results = None
+    while time.monotonic() < deadline and p.poll() is None:
+        runs = _runs(out) if os.path.isdir(out) else []
+        path = os.path.join(out, runs[0], "results.json") if runs else ""
+        if path and os.path.exists(path) and json.loads(open(path).read())["runs"]:
+            results = path
+            break
+        time.sleep(0.2)
+    assert results is not None, p.communicate()[1][-2000:]
+    p.send_signal(signal.SIGINT)
+    _, stderr = p.communicate(timeout=120)
+    assert p.returncode == 130, stderr[-3000:]
+    assert "interrupted: 1 of 2 runs finished, kept in %s" % results in stderr
+    run = json.loads(open(results).read())
+    assert run["complete"] is False and [r["rate"] for r in run["runs"]] == [5.0]
+    assert os.path.getsize(os.path.join(os.path.dirname(results), "delay_vs_rate.png")) > 0

@@ -1,0 +1,143 @@
+"""The client's answers (lenient about the source's RESULT fields), the status table read from
+real metrics text, and the async client against a real ZeroMQ ROUTER standing in for a source."""
+
+from __future__ import annotations
+
+import asyncio
+
+import msgpack
+import numpy as np
+import zmq
+
+from agent.fleet.client import AsyncClient, Client, parse_answer
+from agent.fleet.status import format_status, parse_metrics, summarise
+from agent.ops.metrics import AgentMetrics
+from agent.protocol import wire
+
+
+def _result(tid, **extra):
+    fields = {"id": tid, "attempt": 0, "source": "cam", "exit_stage": 2, "cls": 7,
+              "confidence": 0.9, "worker": "w2", "hops": 2, "resends": 0, "created": 1.0}
+    fields.update(extra)
+    return [msgpack.packb(dict({"v": wire.VERSION, "k": int(wire.Kind.RESULT), "from": "cam",
+                                "slot": 0, "round": 0, "t": []}, **fields))]
+
+
+def test_a_result_without_outcome_is_completed_and_a_rejection_carries_its_reason():
+    """Sources that predate ``outcome`` answer "completed"; a rejected or lost answer has its
+    reason and no class; an answer to an id never sent is ignored."""
+    sent = {"a": 10.0, "b": 10.0}
+    a = parse_answer(_result("a"), sent, 10.5)
+    assert (a.outcome, a.reason, a.cls, a.exit_stage, a.ok) == ("completed", "", 7, 2, True)
+    assert abs(a.delay_s - 0.5) < 1e-9
+    b = parse_answer(_result("b", outcome="rejected", reason="overload", cls=-1), sent, 11.0)
+    assert (b.outcome, b.reason, b.cls, b.confidence, b.ok) == ("rejected", "overload", -1, 0.0,
+                                                                 False)
+    assert parse_answer(_result("zzz"), sent, 12.0) is None
+    assert parse_answer([b"junk"], {"x": 1.0}, 2.0) is None
+
+
+def _fake_source(ctx, endpoint):
+    """A ROUTER answering every TASK with a RESULT for the client's id (as a source does)."""
+    sock = ctx.socket(zmq.ROUTER)
+    sock.bind(endpoint)
+    return sock
+
+
+def _answer_one(sock, **extra):
+    ident, *frames = sock.recv_multipart()
+    msg = wire.decode(frames)
+    assert msg.tensors[0].shape == (1, 1, 4, 4)
+    sock.send_multipart([ident] + _result(msg.fields["id"], **extra))
+
+
+def test_blocking_client_gets_its_answer_and_reports_a_loss_after_its_timeout():
+    """infer() returns the source's answer; with no answer it returns "lost" with the reason."""
+    ctx = zmq.Context()
+    src = _fake_source(ctx, "inproc://src")
+    x = np.zeros((1, 1, 4, 4), np.float32)
+    with Client("inproc://src", ctx=ctx, timeout_s=5.0) as c:
+        tid = c.send(x)
+        _answer_one(src)
+        ans = c.receive(5.0)
+        assert ans.id == tid and ans.ok
+        lost = c.infer(x, timeout_s=0.2)
+        assert lost.outcome == "lost" and lost.reason == "no answer within 0.2 s"
+    src.close(0)
+    ctx.term()
+
+
+def test_async_client_keeps_many_requests_in_flight():
+    """Three awaited infer() calls at once each get their own answer."""
+    import zmq.asyncio
+
+    async def main():
+        ctx = zmq.asyncio.Context()
+        src = ctx.socket(zmq.ROUTER)
+        src.bind("inproc://asrc")
+
+        async def serve(n):
+            for _ in range(n):
+                ident, *frames = await src.recv_multipart()
+                msg = wire.decode(frames)
+                await src.send_multipart([ident] + _result(msg.fields["id"], outcome="rejected",
+                                                           reason="deadline"))
+
+        client = AsyncClient("inproc://asrc", ctx=ctx, timeout_s=5.0)
+        x = np.zeros((1, 1, 4, 4), np.float32)
+        server = asyncio.ensure_future(serve(3))
+        answers = await asyncio.gather(*(client.infer(x) for _ in range(3)))
+        await server
+        client.close()
+        src.close(0)
+        ctx.term()
+        return answers
+
+    answers = asyncio.run(main())
+    assert len({a.id for a in answers}) == 3
+    assert all(a.outcome == "rejected" and a.reason == "deadline" for a in answers)
+
+
+def test_status_reads_an_agents_real_metrics_text():
+    """Routing, thresholds, queues, drops (with refused clients), power mode and neighbours
+    come out of the exporter's own text; a node that does not answer is a row with why."""
+    from prometheus_client import generate_latest
+
+    m = AgentMetrics("w1")
+    m.routing("w2a", 0.25)
+    m.routing("w2b", 0.75)
+    m.threshold(1, 0.8)
+    m.queue_length("inference", 3)
+    m.capacity(2.5e9)
+    m.dropped("bad_header")
+    m.client_refused()
+    m.neighbour_alive("w2a", True)
+    m.neighbour_alive("w2b", False)
+    m.power_mode("MAXN")
+    s = summarise(parse_metrics(generate_latest(m.registry).decode()))
+    assert s["routing"] == {"w2a": 0.25, "w2b": 0.75} and s["thresholds"] == {"1": 0.8}
+    assert s["drops"] == {"bad_header": 1, "client_refused": 1}
+    assert s["power_mode"] == "MAXN" and s["capacity_flops"] == 2.5e9
+    assert s["neighbours"] == {"w2a": True, "w2b": False}
+    s.update(alive=True, role="worker", stage=1)
+    table = format_status({"w1": s, "w9": {"alive": False, "error": "refused",
+                                           "url": "http://h:1/metrics", "role": "worker",
+                                           "stage": 2}})
+    row = [l for l in table.splitlines() if l.startswith("w1 ")][0]
+    assert "w2a 0.25 w2b 0.75" in row and "1/2" in row and "MAXN" in row
+    assert "1/2 nodes answering" in table and "w9: refused (http://h:1/metrics)" in table
+
+
+def test_the_client_module_imports_no_agent_internals_beyond_the_wire():
+    """A camera program importing the client loads the wire contract, not the node, the
+    policies or the engines (a fresh interpreter, so other tests' imports do not count)."""
+    import subprocess
+    import sys
+
+    code = ("import sys, agent.fleet.client\n"
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in "
+            "('agent', 'engines', 'calibration', 'onnxruntime', 'scipy')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout
+    assert out.strip() == str(["agent", "agent.fleet", "agent.fleet.client", "agent.protocol",
+                               "agent.protocol.wire"])

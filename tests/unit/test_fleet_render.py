@@ -1,0 +1,156 @@
+"""`fleet render`: a topology and an inventory make every device's config, keys and sheet;
+keys survive a re-render; a bad inventory is one line naming the entry; the client endpoint
+is CURVE-served or local."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+from agent.cli import main
+from agent.config.node import ConfigError, load_config, parse_config
+from agent.fleet.inventory import InventoryError, parse_inventory
+from agent.net.security import load_public_key, security_from_config
+from agent.testbed.topology import load_topology
+
+NODES = ["cam1", "cam2", "w1a", "w1b", "w2a", "w2b", "w3a", "w3b", "w4a", "w4b"]
+
+
+def _inventory(tmp_path, extra=""):
+    lines = ["# node host", "cam1 10.0.0.10", "cam2 10.0.0.10 control=5553 data=5554 "
+             "client=5561 metrics=9465"]
+    lines += ["%s 10.0.0.%d user=jetson" % (n, 11 + i) for i, n in enumerate(NODES[2:])]
+    path = tmp_path / "hosts.txt"
+    path.write_text("\n".join(lines) + "\n" + extra)
+    return str(path)
+
+
+def _render(tmp_path, *extra):
+    return main(["fleet", "render", "--topology", "default", "--inventory",
+                 _inventory(tmp_path), "--out", str(tmp_path / "out"),
+                 "--root", str(tmp_path / "root")] + list(extra))
+
+
+def test_render_writes_a_loadable_curve_config_per_device_and_keeps_keys(tmp_path, capsys):
+    """Every node gets a TOML that loads, runs CURVE with its own keys and the fleet's
+    allow-list, names its peers at their inventory addresses with their public keys; sources
+    serve clients over CURVE; rendering again keeps every key."""
+    assert _render(tmp_path) == 0
+    assert "keys: 11 made, 0 kept" in capsys.readouterr().out
+    out = tmp_path / "out"
+    root = str(tmp_path / "root")
+    secrets = {}
+    for n in NODES:
+        etc = out / "devices" / n / "etc" / "edge-agent"
+        cfg = load_config(str(etc / (n + ".toml")))
+        assert cfg.security == "curve" and cfg.secret_key_path.startswith(root)
+        assert cfg.allowed_keys_dir == os.path.join(root, "etc/edge-agent/fleet")
+        assert not cfg.emulate_capacity_flops and not cfg.emulate_links
+        for p in cfg.peers:
+            assert p.public_key == load_public_key(str(out / "keys" / (p.id + ".key"))).decode()
+        assert sorted(os.listdir(etc / "fleet")) == sorted(n + ".key" for n in NODES)
+        assert oct(os.stat(etc / "keys" / (n + ".key_secret")).st_mode & 0o777) == "0o600"
+        secrets[n] = (etc / "keys" / (n + ".key_secret")).read_text()
+        if cfg.role == "source":
+            assert cfg.arrival == "client"
+            assert cfg.client_keys_dir.endswith("etc/edge-agent/clients")
+            assert os.listdir(etc / "clients") == ["workstation.key"]
+        else:
+            assert (etc / "calibrate.env").exists()
+        sheet = (out / "devices" / n / "SHEET.txt").read_text()
+        assert "sudo systemctl start edge-agent@%s" % n in sheet
+    cam1 = load_config(str(out / "devices/cam1/etc/edge-agent/cam1.toml"))
+    assert cam1.peer("w1a").data_address == "tcp://10.0.0.11:5552"
+    cam2 = load_config(str(out / "devices/cam2/etc/edge-agent/cam2.toml"))
+    assert cam2.client_bind == "tcp://*:5561"
+    man = json.loads((out / "fleet.json").read_text())
+    assert man["nodes"]["w1a"]["metrics"] == "http://10.0.0.11:9464/metrics"
+    drive = json.loads((out / "testbed.json").read_text())
+    assert drive["fleet"]["clients"] == {"cam1": "tcp://10.0.0.10:5560",
+                                         "cam2": "tcp://10.0.0.10:5561"}
+    assert _render(tmp_path, "--emulate") == 0
+    assert "keys: 0 made, 11 kept" in capsys.readouterr().out
+    for n in NODES:
+        etc = out / "devices" / n / "etc" / "edge-agent"
+        assert (etc / "keys" / (n + ".key_secret")).read_text() == secrets[n]
+    w1a = load_config(str(out / "devices/w1a/etc/edge-agent/w1a.toml"))
+    assert w1a.emulate_capacity_flops > 0 and w1a.emulate_links
+
+
+def test_rendered_keys_make_a_working_security_object(tmp_path):
+    """The keys a render writes pass the agent's own checks (permissions, public matches
+    secret, allow-list folder)."""
+    assert _render(tmp_path) == 0
+    out = tmp_path / "out"
+    cfg = load_config(str(out / "devices/w1a/etc/edge-agent/w1a.toml"))
+    etc = str(out / "devices/w1a/etc/edge-agent")
+    cfg = parse_config(dict(_as_obj(cfg), secret_key_path=etc + "/keys/w1a.key_secret",
+                            public_key_path=etc + "/keys/w1a.key",
+                            allowed_keys_dir=etc + "/fleet"), "/")
+    sec = security_from_config(cfg)
+    assert len(sec.allowed_public_keys) == len(NODES)
+
+
+def _as_obj(cfg):
+    import dataclasses
+
+    obj = dataclasses.asdict(cfg)
+    obj["peers"] = [dict(p) for p in obj["peers"]]
+    obj["thresholds"] = list(obj["thresholds"])
+    return obj
+
+
+@pytest.mark.parametrize("extra,message", [
+    ("w9 10.0.0.99\n", "hosts.txt:12: w9: not a node of the topology"),
+    ("w1a 10.0.0.99\n", "hosts.txt:12: w1a: listed twice"),
+    ("", None),
+])
+def test_a_bad_inventory_is_one_line_naming_the_entry(tmp_path, capsys, extra, message):
+    """Unknown or repeated nodes, bad ports, clashing ports and missing nodes stop the render
+    with one line that names the file, the line and the node."""
+    path = _inventory(tmp_path, extra)
+    rc = main(["fleet", "render", "--topology", "default", "--inventory", path,
+               "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err.strip().splitlines()
+    if message is None:
+        assert rc == 0
+        return
+    assert rc == 2 and len(err) == 1 and message in err[0]
+
+
+@pytest.mark.parametrize("text,message", [
+    ("a 1.2.3.4 control=x\nb h\n", "inv:1: a: control=x is not a port number"),
+    ("a 1.2.3.4 colour=5\nb h\n", "inv:1: a: unknown key 'colour'"),
+    ("a h\nb h control=5551\n", "inv:2: b: port 5551 on h is already a's"),
+    ("a h\n", "inv: no line for b"),
+    ("a\n", "inv:1: 'a': expected NODE HOST"),
+])
+def test_inventory_errors_name_the_line(text, message):
+    """Each malformed inventory line is reported with its file, line number and node."""
+    with pytest.raises(InventoryError, match=message.replace("(", r"\(")):
+        parse_inventory(text, ["a", "b"], "inv", sources=["a"])
+
+
+def test_two_workers_on_one_host_do_not_clash_on_the_unused_client_port():
+    """Only sources hold a client port, so workers sharing a host need no client= setting."""
+    hosts = parse_inventory("a h\nb h control=1 data=2 metrics=3\n", ["a", "b"], "inv")
+    assert hosts["b"].control_port == 1 and hosts["a"].client_port == hosts["b"].client_port
+
+
+def test_a_network_client_endpoint_needs_curve_and_client_keys():
+    """A source's client_bind may leave loopback only when CURVE serves it to listed client
+    keys (client_keys_dir, security = "curve"); otherwise it is a config error."""
+    src = {"node_id": "s1", "role": "source", "bundle": "b", "state_dir": "s",
+           "control_bind": "tcp://127.0.0.1:1", "data_bind": "tcp://127.0.0.1:2",
+           "arrival": "client", "client_bind": "tcp://0.0.0.0:5000",
+           "peers": [{"id": "w1", "stage": 1, "control_address": "tcp://127.0.0.1:3",
+                      "data_address": "tcp://127.0.0.1:4", "public_key": "k"}]}
+    with pytest.raises(ConfigError, match="unless client_keys_dir serves it over CURVE"):
+        parse_config(src, "/x")
+    with pytest.raises(ConfigError, match="client_keys_dir: needs security"):
+        parse_config(dict(src, client_keys_dir="clients"), "/x")
+    cfg = parse_config(dict(src, client_keys_dir="clients", security="curve",
+                            secret_key_path="k_secret", public_key_path="k"), "/x")
+    assert cfg.client_keys_dir == "/x/clients"
