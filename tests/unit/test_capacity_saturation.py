@@ -87,8 +87,10 @@ class _LockHolder:
 def _saturated_estimate(runner: InferenceThread, x: np.ndarray, capacity: Capacity,
                         tasks: int) -> float:
     """Keep the inference thread's queue full for ``tasks`` jobs, feed every service time to
-    ``capacity``; returns its final mu."""
+    ``capacity``; returns its mu averaged over the second half of the run (the estimate
+    while saturated, less the moving average's sample noise)."""
     sent = got = 0
+    seen = []
     while got < tasks:
         while sent < tasks and runner.queued < 3:
             runner.submit(Job(meta=sent, x=x, stage=1))
@@ -99,7 +101,9 @@ def _saturated_estimate(runner: InferenceThread, x: np.ndarray, capacity: Capaci
             assert done.error == ""
             capacity.observe(done.service_time_s)
             got += 1
-    return capacity.capacity_flops
+            if got > tasks // 2:
+                seen.append(capacity.capacity_flops)
+    return float(np.mean(seen))
 
 
 def _run_once(spec, engine, wall_clock: bool):
@@ -107,35 +111,49 @@ def _run_once(spec, engine, wall_clock: bool):
     if wall_clock:
         runner.service_clock[1] = time.monotonic  # the old measure: lock waits included
     x = np.ones(spec.input_shape, dtype=np.float32)
-    report = startup_capacity(float(spec.flops), lambda a: runner.run_one(a, 1), x, 5, 30,
-                              measured=lambda d: d.service_time_s)
-    capacity = Capacity(report, OnlineCapacityEstimator(float(spec.flops), report.capacity_flops))
+
+    def unloaded() -> float:
+        return startup_capacity(float(spec.flops), lambda a: runner.run_one(a, 1), x, 5, 30,
+                                measured=lambda d: d.service_time_s).capacity_flops
+
+    before = unloaded()
+    capacity = Capacity(CapacityReport(before, spec.flops / before, before, "timed"),
+                        OnlineCapacityEstimator(float(spec.flops), before))
     runner.start()
     try:
         with _LockHolder():
-            mu = _saturated_estimate(runner, x, capacity, tasks=100)
+            mu = _saturated_estimate(runner, x, capacity, tasks=120)
     finally:
         runner.stop()
-    return report.capacity_flops, mu
+    after = unloaded()  # the machine's own drift shows between before and after
+    return (before, after), mu
+
+
+def _off_by(unloaded, saturated) -> float:
+    """Relative distance of ``saturated`` from the unloaded values measured before and after
+    it (0 between them)."""
+    lo, hi = min(unloaded), max(unloaded)
+    return max(lo - saturated, saturated - hi, 0.0) / (0.5 * (lo + hi))
 
 
 def test_online_capacity_under_saturation_stays_within_5_percent_of_the_unloaded_value(tmp_path):
     """Behind an I/O thread that holds the interpreter lock, the estimate from the inference
-    thread's service times stays within 5% of the unloaded start-up mu, while the wall clock
-    around the same runs reads well below it (the lock waits the old measure included).
-    Up to three attempts: machine noise is transient, the lock-wait bias was systematic."""
+    thread's service times stays within 5% of the unloaded mu (timed before and after, which
+    brackets the machine's own drift), while the wall clock around the same runs reads well
+    below it (the lock waits the old measure included). Up to three attempts: machine noise
+    is transient, the lock-wait bias was systematic."""
     spec, engine = _matmul_engine(str(tmp_path))
     try:
         assert InferenceThread({1: engine}, {1: 1.0}).service_clock[1] is time.thread_time
         errors = []
         for _ in range(3):
             unloaded, saturated = _run_once(spec, engine, wall_clock=False)
-            errors.append(abs(saturated - unloaded) / unloaded)
+            errors.append(_off_by(unloaded, saturated))
             if errors[-1] <= 0.05:
                 break
         assert min(errors) <= 0.05, "estimate off by %s of the unloaded value" % errors
         wall_unloaded, wall_saturated = _run_once(spec, engine, wall_clock=True)
-        assert wall_saturated < 0.9 * wall_unloaded, "the lock holder caused no lock waits"
+        assert wall_saturated < 0.9 * min(wall_unloaded), "the lock holder caused no lock waits"
     finally:
         engine.close()
 
