@@ -96,7 +96,8 @@ class InferenceThread:
         # stage -> clock its service is timed with: this thread's CPU time when the engine
         # computes on the calling thread, else the wall clock (module docstring)
         self.service_clock: Dict[int, Callable[[], float]] = {
-            h: (time.thread_time if on_calling_thread(e) else clock) for h, e in self.engines.items()}
+            h: (time.thread_time if on_calling_thread(e) else clock)
+            for h, e in self.engines.items()}
         self._jobs: "queue.SimpleQueue[Optional[Job]]" = queue.SimpleQueue()
         self._done: Deque[Done] = deque()
         self._rfd, self._wfd = os.pipe()

@@ -34,11 +34,11 @@ class DtoeeParams:
     rounds: int = 200  # communication rounds per configuration phase (plan, simulator)
     tolerance: float = 1e-3  # converged: no routing probability moved more than this in a round
     # agent: a node ends its configuration phase once its quiet streak (no marginal delay or
-    # load changed by settle_tolerance, relative, and no threshold changed, here and at every node its
-    # messages reach) is this long (raised to one threshold cycle, m rounds per exit, plus
-    # one); 0 = run every round
+    # load changed by settle_tolerance, relative, and no threshold changed, here and at every
+    # node its messages reach) is this long (raised to one threshold cycle, m rounds per exit,
+    # plus one); 0 = run every round
     settle_rounds: int = 8
-    settle_tolerance: float = 1e-3  # agent: "changed" for settle_rounds, relative
+    settle_tolerance: float = 1e-2  # agent: "changed" for settle_rounds, relative
     m: int = 5  # a threshold step every m rounds (Alg. 3)
     threshold_step: float = 0.05  # tau_c: threshold change per step
     initial_threshold: float = DEFAULT_THRESHOLD  # c_h of every exit before tuning

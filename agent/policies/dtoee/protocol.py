@@ -240,8 +240,8 @@ def load_shift(requests: Sequence[Request], previous: Optional[Status],
 def quiet_streak(previous: int, moved: float, tolerance: float, thresholds_changed: bool,
                  heard: Sequence[int]) -> int:
     """A node's quiet streak after a round: 0 if it moved by ``tolerance`` or more (the larger
-    of ``omega_shift`` and ``load_shift``) or its thresholds changed; else one more than the least of
-    its own previous streak and the streaks its neighbours sent this round (``heard``; a
+    of ``omega_shift`` and ``load_shift``) or its thresholds changed; else one more than the
+    least of its own previous streak and the streaks its neighbours sent this round (``heard``; a
     neighbour whose message is missing counts 0). A streak of k thus means: no node within
     reach of k rounds of messages moved in the last rounds, so a node whose streak passes the
     fleet's message diameter knows that every node is quiet (the early end of the agent's
