@@ -48,9 +48,10 @@ from agent.policies.api import AgentPolicy, NodeView, Outgoing
 from agent.policies.dtoee import protocol as D
 from agent.policies.dtoee.knobs import parse_agent_knobs
 from agent.policies.dtoee.payload import from_payload, to_payload
+from agent.policies.dtoee.settle import SettleMixin
+from agent.policies.dtoee.threshold_sync import ThresholdSyncMixin
 from agent.policies.thresholds import (
     ThresholdReport,
-    choose_threshold,
     threshold_report,
     threshold_stage,
     thresholds_from_wire,
@@ -63,7 +64,7 @@ log = logging.getLogger(__name__)
 UNKNOWN_LINK_RATE = 1e12  # bytes/s assumed for a link without an estimate (transfer ~ free)
 
 
-class DtoeePolicy(AgentPolicy):
+class DtoeePolicy(SettleMixin, ThresholdSyncMixin, AgentPolicy):
     """The ``dtoee`` policy of one node (offloader, receiver or both)."""
 
     name = "dtoee"
@@ -294,13 +295,7 @@ class DtoeePolicy(AgentPolicy):
         elif msg.kind == Kind.THRESHOLD and msg.sender in self.siblings:
             rep = from_payload(ThresholdReport, payload)
             self.reports.setdefault(rep.round, {})[rep.sender] = rep
-            mine = self.last_report
-            if self.settled and mine is not None and rep.round > mine.round:
-                self.last_report = mine = ThresholdReport(mine.sender, rep.round, mine.stage,
-                                                          mine.arrival_rate_tasks_s,
-                                                          mine.marginal_s)
-                out.append(Outgoing(Kind.THRESHOLD, BROADCAST, {"payload": to_payload(mine)},
-                                    self.slot, rep.round))
+            out += self._echo_report(rep.round)
             if rep.round == self.held_round:
                 return out + self._release(view)
             self._maybe_choose(rep.round, view)
@@ -313,29 +308,6 @@ class DtoeePolicy(AgentPolicy):
 
     def _sync(self, msg: Any) -> None:
         self.th, self.th_version = D.merge_thresholds(self.th, self.th_version, [msg])
-
-    def _answers(self, msg: Any, ahead: int = 0) -> bool:
-        """A settled node answers a neighbour still in the phase (shorter streak), for rounds
-        the phase has (``msg.round + ahead`` below ``rounds``)."""
-        return (self.settled and msg.quiet < self.settle
-                and msg.round + ahead < self.rounds)
-
-    def _note_quiet(self, view: NodeView, moved: float) -> None:
-        """Update the quiet streak after this round's step (``moved``: the larger of the
-        relative changes ``protocol.omega_shift`` and ``protocol.load_shift``)."""
-        heard = []
-        if self.receiver:
-            heard += [self.last_request[p].quiet
-                      if self.request_round.get(p, -1) >= self.round else 0
-                      for p in view.predecessors if p in view.alive]
-        if self.offloader:
-            heard += [self.last_status[s].quiet
-                      if self.status_round.get(s, -1) >= self.round else 0
-                      for s in view.successors if s in view.alive]
-        changed = self.th_version != self._quiet_version
-        self._quiet_version = self.th_version
-        self.quiet = D.quiet_streak(self.quiet, moved, self.params.settle_tolerance, changed,
-                                    heard)
 
     # -- rounds ------------------------------------------------------------------------------
 
@@ -382,11 +354,7 @@ class DtoeePolicy(AgentPolicy):
             out = self._status_out(view.predecessors) + out
         self.round += 1
         self.progress_at = now
-        if self.settle and self.quiet >= self.settle:
-            log.debug("configuration phase of slot %d settled after %d rounds", self.slot,
-                      self.round)
-            self._finish_phase()
-            self.settled = True
+        self._settle_if_quiet()
         return out
 
     def _step(self, view: NodeView) -> List[Outgoing]:
@@ -424,44 +392,3 @@ class DtoeePolicy(AgentPolicy):
         if rnd + 1 < self.rounds:
             out += self._send_requests(view)
         return out
-
-    def _release(self, view: NodeView, force: bool = False) -> List[Outgoing]:
-        """Send the next round's requests held for this round's threshold decision, once every
-        live sibling's report is in (or the round stalled): a new C changes this stage's I_h,
-        which the requests carry from the next round on, as in ``run_dtoee``."""
-        rnd = self.held_round
-        if rnd is None or not (self._maybe_choose(rnd, view) or force):
-            return []
-        self.held_round = None
-        if self.pending and next(iter(self.pending.values())).thresholds_version != self.th_version:
-            h = view.stage
-            self.pending = D.make_requests(view.node_id, rnd + 1, {s: self.work[s] for s in
-                                                                   self.pending},
-                                           self.req_rate, self._remaining(view, h),
-                                           view.stage_flops[h], self.th, self.th_version)
-        return self._send_requests(view) if rnd + 1 < self.rounds else []
-
-    def _maybe_choose(self, rnd: int, view: NodeView) -> bool:
-        """Eqs. 17-18 on round ``rnd``'s reports once this node's and every live sibling's are
-        in; True when it decided (whether or not C changed)."""
-        reps = self.reports.get(rnd, {})
-        live = [s for s in self.siblings if s in view.alive]
-        if view.node_id not in reps or not all(s in reps for s in live):
-            return False
-        h = view.stage
-        st = exit_stats(view.exit_profile, self.th)
-        reach = 1.0
-        for k in range(1, h):
-            reach *= float(st.remaining[k - 1])
-        total = sum(r.arrival_rate_tasks_s for r in reps.values()) / max(reach, 1e-9)
-        if total <= 0:
-            del self.reports[rnd]
-            return True
-        new = choose_threshold(h, self.th, list(reps.values()),
-                               total, view.exit_profile, view.tradeoff, self.params.threshold_step)
-        if any(abs(new[k] - v) > 1e-12 for k, v in self.th.items()):
-            self.th = {k: float(v) for k, v in new.items()}
-            self.th_version += 1
-            log.info("threshold of stage %d -> %.3f (version %d)", h, new[h], self.th_version)
-        del self.reports[rnd]
-        return True
