@@ -22,7 +22,10 @@ lock waits included, since its work is not on this thread. An emulated device's 
 is flops / emulated mu (or the engine's own time, if that is longer), not the sleep measured.
 
 The hand-off costs one ``SimpleQueue.put`` (C, no Python-level lock) per job and one pipe
-byte per finished job; ``queued`` is a counter changed only by the I/O thread.
+byte per finished job; ``queued`` is a counter changed only by the I/O thread. A failed job is
+counted by the loop (``Done.reason``); the thread logs the first failure and then at most one
+line per ``FAILURE_LOG_INTERVAL_S`` with the number left unlogged, so a flood of bad jobs
+cannot flood the log.
 """
 
 from __future__ import annotations
@@ -41,6 +44,8 @@ import numpy as np
 from engines.exit_profile import softmax_confidence
 
 log = logging.getLogger(__name__)
+
+FAILURE_LOG_INTERVAL_S = 60.0  # at most one failure log line per this many seconds
 
 
 @dataclass
@@ -103,6 +108,8 @@ class InferenceThread:
         self._rfd, self._wfd = os.pipe()
         os.set_blocking(self._rfd, False)
         self._busy = 0  # changed by the I/O thread only (submit, take_done)
+        self._failure_logged_at: Optional[float] = None  # clock() of the last failure line
+        self._failures_unlogged = 0
         self._thread = threading.Thread(target=self._run, name="inference", daemon=True)
 
     @property
@@ -190,6 +197,17 @@ class InferenceThread:
         return Done(meta=None, features=feats, confidence=conf, cls=cls,
                     service_time_s=service, engine_time_s=engine_s)
 
+    def _log_failure(self, fmt: str, exc: Exception) -> None:
+        now = self.clock()
+        if (self._failure_logged_at is not None
+                and now - self._failure_logged_at < FAILURE_LOG_INTERVAL_S):
+            self._failures_unlogged += 1
+            return
+        more = self._failures_unlogged
+        log.warning(fmt + (" (and %d more failed jobs since the last line)" % more if more else ""),
+                    exc)
+        self._failure_logged_at, self._failures_unlogged = now, 0
+
     def _run(self) -> None:
         while True:
             job = self._jobs.get()
@@ -199,11 +217,11 @@ class InferenceThread:
                 done = self.run_one(job.x, job.stage)
                 done.meta = job.meta
             except UnknownStage as exc:  # a routing error, not the engine's: counted apart
-                log.warning("task dropped: %s", exc)
+                self._log_failure("task dropped: %s", exc)
                 done = Done(job.meta, None, None, None, 0.0, error=type(exc).__name__,
                             reason="unknown_stage")
             except Exception as exc:  # engine errors must not kill the thread; counted by the loop
-                log.warning("engine failed on a task: %s", exc)
+                self._log_failure("engine failed on a task: %s", exc)
                 done = Done(job.meta, None, None, None, 0.0, error=type(exc).__name__,
                             reason="engine_error")
             self._done.append(done)

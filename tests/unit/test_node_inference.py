@@ -94,3 +94,29 @@ def test_an_emulated_service_time_is_the_emulated_time_however_long_the_padding_
         engine.close()
     assert slept and done.service_time_s == pytest.approx(0.05, rel=1e-9)
     assert 0 < done.engine_time_s < 0.05
+
+
+def test_failed_jobs_are_logged_once_a_minute_however_many_fail(caplog):
+    """Every failed job comes back with its reason (the loop counts them all), but the thread
+    logs the first and then at most one line a minute, with the number left out."""
+    class Broken:  # stands in for an engine whose every run fails
+        info = {}
+
+        def run(self, x):
+            raise RuntimeError("boom")
+
+    now = [0.0]
+    runner = InferenceThread({1: Broken()}, {1: 1.0}, clock=lambda: now[0])
+    runner.start()
+    try:
+        for i in range(50):
+            runner.submit(Job(meta=i, x=np.zeros(1), stage=1))
+        done = _wait_done(runner, 50)
+        now[0] = 61.0
+        runner.submit(Job(meta=50, x=np.zeros(1), stage=1))
+        done += _wait_done(runner, 1)
+    finally:
+        runner.stop()
+    assert [d.reason for d in done] == ["engine_error"] * 51
+    lines = [r.getMessage() for r in caplog.records if "engine failed" in r.getMessage()]
+    assert len(lines) == 2 and "49 more failed jobs" in lines[1]
