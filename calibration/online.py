@@ -7,6 +7,10 @@ estimate unbiased when individual runs vary. One very slow run (a scheduling hic
 clipped to ``outlier_factor`` times the current estimate before it enters the average, so a
 single outlier cannot make the node look several times slower, while a lasting slow-down
 (thermal throttling, a lower power mode) still moves the estimate within a few dozen tasks.
+
+Drift has hysteresis: ``drifting`` turns on when the estimate leaves the initial value by more
+than ``drift_fraction`` and off only once it is back within ``recover_fraction`` (half of it by
+default), so an estimate hovering at the threshold does not flip the flag on every task.
 """
 
 from __future__ import annotations
@@ -23,7 +27,8 @@ class OnlineCapacityEstimator:
     ``smoothing``: weight of a new observation in the moving average (0 < smoothing <= 1).
     ``drift_fraction``: ``drifted()`` is True when the estimate differs from the initial value by
     more than this fraction of it. ``outlier_factor``: an observation is clipped to this many
-    times the current smoothed service time.
+    times the current smoothed service time. ``recover_fraction``: ``drifting`` turns off once
+    the estimate is back within this fraction (default ``drift_fraction / 2``).
     """
 
     def __init__(
@@ -33,6 +38,7 @@ class OnlineCapacityEstimator:
         smoothing: float = 0.1,
         drift_fraction: float = 0.2,
         outlier_factor: float = 2.0,
+        recover_fraction: Optional[float] = None,
     ) -> None:
         if not (flops_per_task > 0 and math.isfinite(flops_per_task)):
             raise ValueError("flops_per_task must be a positive number, got %r" % (flops_per_task,))
@@ -46,6 +52,11 @@ class OnlineCapacityEstimator:
             raise ValueError("drift_fraction must be > 0, got %r" % (drift_fraction,))
         if not outlier_factor > 1.0:
             raise ValueError("outlier_factor must be > 1, got %r" % (outlier_factor,))
+        recover = drift_fraction / 2.0 if recover_fraction is None else recover_fraction
+        if not 0.0 <= recover < drift_fraction:
+            raise ValueError("recover_fraction must be in [0, drift_fraction), got %r" % (recover,))
+        self.recover_fraction = float(recover)
+        self.drifting = False  # the drift flag, with hysteresis (module docstring)
         self.flops_per_task = float(flops_per_task)
         self.initial_capacity_flops = None if initial_capacity_flops is None else float(initial_capacity_flops)
         self.smoothing = float(smoothing)
@@ -69,6 +80,11 @@ class OnlineCapacityEstimator:
             return
         clipped = min(float(service_time_s), self.outlier_factor * self._service_time_s)
         self._service_time_s += self.smoothing * (clipped - self._service_time_s)
+        d = abs(self.drift())
+        if self.drifting:
+            self.drifting = d > self.recover_fraction
+        else:
+            self.drifting = d > self.drift_fraction
 
     @property
     def service_time_s(self) -> Optional[float]:

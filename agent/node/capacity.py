@@ -8,6 +8,12 @@ inference thread) to flops / emulated mu, so the reported capacity is the emulat
 serving, ``calibration.online.OnlineCapacityEstimator`` keeps a smoothed mu from observed
 service times. ``Capacity`` owns all of it: the start-up report, the estimator, and the
 current mu and service time it writes into the policies' ``NodeView``.
+
+Service times, at start-up and while serving, are the inference thread's (``Done.service_time_s``:
+no waits for the interpreter lock, see ``agent.node.inference``), so the two are comparable.
+A drift of mu from its start-up value is logged when the estimator's flag (with hysteresis)
+turns on, at most once per ``DRIFT_WARNING_INTERVAL_S``; flips within that time are counted and
+reported with the next line.
 """
 
 from __future__ import annotations
@@ -23,6 +29,8 @@ import numpy as np
 from calibration.profile import lookup_capacity
 
 log = logging.getLogger(__name__)
+
+DRIFT_WARNING_INTERVAL_S = 60.0  # at most one drift log line per this many seconds
 
 
 @dataclass(frozen=True)
@@ -44,25 +52,29 @@ class CapacityReport:
 
 
 def time_engine(run: Callable[[np.ndarray], Any], x: np.ndarray, warmup_runs: int,
-                timing_runs: int, clock: Callable[[], float] = time.perf_counter) -> float:
-    """Median service time (s) of ``run(x)`` over ``timing_runs`` runs after ``warmup_runs``."""
+                timing_runs: int, clock: Callable[[], float] = time.perf_counter,
+                measured: Optional[Callable[[Any], float]] = None) -> float:
+    """Median service time (s) of ``run(x)`` over ``timing_runs`` runs after ``warmup_runs``:
+    ``clock`` around each run, or ``measured(result)`` (the run's own measurement) if given."""
     for _ in range(warmup_runs):
         run(x)
     times = []
     for _ in range(max(1, timing_runs)):
         t0 = clock()
-        run(x)
-        times.append(clock() - t0)
+        got = run(x)
+        times.append(measured(got) if measured is not None else clock() - t0)
     return statistics.median(times)
 
 
 def startup_capacity(flops: float, run: Callable[[np.ndarray], Any], x: np.ndarray,
                      warmup_runs: int, timing_runs: int, emulate_capacity_flops: float = 0.0,
-                     profile_capacity_flops: Optional[float] = None) -> CapacityReport:
-    """mu at start-up: emulated, from the profile, or timed; see the module docstring."""
+                     profile_capacity_flops: Optional[float] = None,
+                     measured: Optional[Callable[[Any], float]] = None) -> CapacityReport:
+    """mu at start-up: emulated, from the profile, or timed (``time_engine``, with
+    ``measured``); see the module docstring."""
     if profile_capacity_flops and emulate_capacity_flops <= 0:
         return CapacityReport(profile_capacity_flops, flops / profile_capacity_flops, 0.0, "profile")
-    median = time_engine(run, x, warmup_runs, timing_runs)
+    median = time_engine(run, x, warmup_runs, timing_runs, measured=measured)
     measured = flops / median if median > 0 else float("inf")
     if emulate_capacity_flops > 0:
         if emulate_capacity_flops > measured:
@@ -88,7 +100,10 @@ def merge_reports(reports: List[CapacityReport], total_flops: float,
 def worker_capacity(cfg: Any, specs: Dict[int, Any], engines: Dict[int, Any],
                     run_stage: Callable[[np.ndarray, int], Any]) -> CapacityReport:
     """Start-up mu of a worker: per stage from its calibration profile or by timing
-    ``run_stage(x, stage)`` (the inference thread's ``run_one``, padding included), merged."""
+    ``run_stage(x, stage)`` (the inference thread's ``run_one``: its ``Done.service_time_s``,
+    on the clock the thread measures with while serving; with emulation the real engine's
+    ``engine_time_s``, the emulated time being known), merged."""
+    measured = _engine_time if cfg.emulate_capacity_flops > 0 else _service_time
     reports = []
     for h, spec in specs.items():
         engine = engines[h]
@@ -104,11 +119,19 @@ def worker_capacity(cfg: Any, specs: Dict[int, Any], engines: Dict[int, Any],
         x = np.zeros(spec.input_shape, dtype=spec.input_dtype)
         report = startup_capacity(float(spec.flops), lambda a, h=h: run_stage(a, h), x,
                                   cfg.warmup_runs, cfg.timing_runs, cfg.emulate_capacity_flops,
-                                  profile_mu)
+                                  profile_mu, measured=measured)
         log.info("stage %d on %s: %s", h, engine.info.get("backend", "?"), report.describe())
         reports.append(report)
     return merge_reports(reports, float(sum(s.flops for s in specs.values())),
                          cfg.emulate_capacity_flops > 0)
+
+
+def _engine_time(done: Any) -> float:
+    return float(done.engine_time_s)
+
+
+def _service_time(done: Any) -> float:
+    return float(done.service_time_s)
 
 
 class Capacity:
@@ -118,12 +141,17 @@ class Capacity:
     times update mu; without one, mu stays the start-up value.
     """
 
-    def __init__(self, report: Optional[CapacityReport] = None, estimator: Any = None):
+    def __init__(self, report: Optional[CapacityReport] = None, estimator: Any = None,
+                 clock: Callable[[], float] = time.monotonic):
         self.report = report
         self.estimator = estimator
         self.startup_capacity_flops = report.capacity_flops if report is not None else 0.0
         self.startup_service_time_s = report.service_time_s if report is not None else 0.0
+        self.clock = clock
         self._last_drift = False
+        self._logged_at: Optional[float] = None  # clock() of the last drift log line
+        self.drift_changes = 0  # times the drift flag turned on or off
+        self._unlogged = 0  # of those, not logged (rate limit)
 
     @property
     def capacity_flops(self) -> float:
@@ -140,15 +168,30 @@ class Capacity:
         return self.startup_service_time_s
 
     def observe(self, service_time_s: float) -> None:
-        """One task's service time; logs once each time mu drifts from its start-up value."""
+        """One task's service time; logs when mu drifts from its start-up value and when it
+        comes back (the estimator's flag, with hysteresis), at most once per
+        ``DRIFT_WARNING_INTERVAL_S``."""
         if self.estimator is None:
             return
         self.estimator.observe(service_time_s)
-        drifted = self.estimator.drifted()
-        if drifted and not self._last_drift:
-            log.warning("capacity drifted: start-up %.3g FLOP/s, now %.3g FLOP/s",
-                        self.startup_capacity_flops, self.estimator.capacity_flops or 0.0)
+        drifted = bool(getattr(self.estimator, "drifting", False))
+        if drifted == self._last_drift:
+            return
         self._last_drift = drifted
+        self.drift_changes += 1
+        now = self.clock()
+        if self._logged_at is not None and now - self._logged_at < DRIFT_WARNING_INTERVAL_S:
+            self._unlogged += 1
+            return
+        also = (" (%d more changes since the last line)" % self._unlogged) if self._unlogged else ""
+        mu = self.estimator.capacity_flops or 0.0
+        if drifted:
+            log.warning("capacity drifted: start-up %.3g FLOP/s, now %.3g FLOP/s%s",
+                        self.startup_capacity_flops, mu, also)
+        else:
+            log.info("capacity back near its start-up value: %.3g FLOP/s (start-up %.3g)%s",
+                     mu, self.startup_capacity_flops, also)
+        self._logged_at, self._unlogged = now, 0
 
     def refresh(self, view: Any) -> None:
         """Write the current mu and service time into the policies' ``NodeView``."""

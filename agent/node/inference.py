@@ -10,6 +10,22 @@ time to emulate a slower device, and hands ``Done`` objects back through a deque
 on a pipe whose read end the I/O loop polls (so the loop sleeps in its poller, never spins).
 The exit decision itself is the worker side's (``steps.next_step``, in the I/O thread, which
 owns the current thresholds).
+
+Service time, the online capacity estimate's input, is the time the task kept this thread busy,
+never the time it waited for the interpreter lock: a busy I/O thread holds the lock, and every
+return from a C call (the engine releases the lock while it computes) waits for it, which read
+20-27% below the start-up mu under saturation. An engine that computes on the calling thread
+(onnxruntime on the CPU with one intra-op thread: ``info`` device "CPU", threads 1) is timed by
+this thread's CPU clock (``time.thread_time``: neither lock waits nor time descheduled by other
+processes count); any other engine (a GPU, a thread pool) by the wall clock around the call,
+lock waits included, since its work is not on this thread. An emulated device's service time
+is flops / emulated mu (or the engine's own time, if that is longer), not the sleep measured.
+
+The hand-off costs one ``SimpleQueue.put`` (C, no Python-level lock) per job and one pipe
+byte per finished job; ``queued`` is a counter changed only by the I/O thread. A failed job is
+counted by the loop (``Done.reason``); the thread logs the first failure and then at most one
+line per ``FAILURE_LOG_INTERVAL_S`` with the number left unlogged, so a flood of bad jobs
+cannot flood the log.
 """
 
 from __future__ import annotations
@@ -29,6 +45,8 @@ from engines.exit_profile import softmax_confidence
 
 log = logging.getLogger(__name__)
 
+FAILURE_LOG_INTERVAL_S = 60.0  # at most one failure log line per this many seconds
+
 
 @dataclass
 class Job:
@@ -47,10 +65,17 @@ class Done:
     features: Optional[np.ndarray]
     confidence: Optional[float]
     cls: Optional[int]
-    service_time_s: float  # time the task held the engine, emulation padding included
-    engine_time_s: float = 0.0  # the real engine's share of it
+    service_time_s: float  # time the task kept the engine busy (see the module docstring)
+    engine_time_s: float = 0.0  # the real engine call's share of it, same clock
     error: str = ""  # non-empty when the job failed (the exception's type name)
     reason: str = ""  # why it failed, the drop counter's suffix: engine_error or unknown_stage
+
+
+def on_calling_thread(engine: Any) -> bool:
+    """True when ``engine`` computes on the thread that calls ``run`` (its ``info`` says CPU
+    and one intra-op thread), so that thread's CPU time is its service time."""
+    info = getattr(engine, "info", None) or {}
+    return info.get("device") == "CPU" and info.get("threads") == 1
 
 
 class UnknownStage(LookupError):
@@ -73,12 +98,18 @@ class InferenceThread:
         self.emulate_capacity_flops = float(emulate_capacity_flops)
         self.clock = clock
         self.sleep = sleep
-        self._jobs: "queue.Queue[Optional[Job]]" = queue.Queue()
+        # stage -> clock its service is timed with: this thread's CPU time when the engine
+        # computes on the calling thread, else the wall clock (module docstring)
+        self.service_clock: Dict[int, Callable[[], float]] = {
+            h: (time.thread_time if on_calling_thread(e) else clock)
+            for h, e in self.engines.items()}
+        self._jobs: "queue.SimpleQueue[Optional[Job]]" = queue.SimpleQueue()
         self._done: Deque[Done] = deque()
         self._rfd, self._wfd = os.pipe()
         os.set_blocking(self._rfd, False)
-        self._busy = 0
-        self._lock = threading.Lock()
+        self._busy = 0  # changed by the I/O thread only (submit, take_done)
+        self._failure_logged_at: Optional[float] = None  # clock() of the last failure line
+        self._failures_unlogged = 0
         self._thread = threading.Thread(target=self._run, name="inference", daemon=True)
 
     @property
@@ -94,17 +125,16 @@ class InferenceThread:
     @property
     def queued(self) -> int:
         """Jobs submitted and not yet handed back (waiting + running)."""
-        with self._lock:
-            return self._busy
+        return self._busy
 
     def start(self) -> None:
         """Start the inference thread."""
         self._thread.start()
 
     def submit(self, job: Job) -> None:
-        """Queue ``job``; its ``Done`` comes back through ``take_done``."""
-        with self._lock:
-            self._busy += 1
+        """Queue ``job``; its ``Done`` comes back through ``take_done`` (call both from one
+        thread, the I/O loop's)."""
+        self._busy += 1
         self._jobs.put(job)
 
     def take_done(self) -> List[Done]:
@@ -115,10 +145,13 @@ class InferenceThread:
         except BlockingIOError:
             pass
         out: List[Done] = []
-        while self._done:
-            out.append(self._done.popleft())
-        with self._lock:
-            self._busy -= len(out)
+        pop = self._done.popleft
+        try:
+            while True:
+                out.append(pop())
+        except IndexError:
+            pass
+        self._busy -= len(out)
         return out
 
     def stop(self, timeout_s: float = 5.0) -> None:
@@ -142,9 +175,10 @@ class InferenceThread:
         if stage not in self.engines:
             raise UnknownStage("no engine for stage %d here (stages %s)"
                                % (stage, sorted(self.engines)))
-        t0 = self.clock()
+        busy = self.service_clock[stage]
+        t0, b0 = self.clock(), busy()
         out = self.engines[stage].run(x)
-        service = self.clock() - t0
+        engine_s = busy() - b0
         conf = cls = None
         if out.logits is not None:
             c, k = softmax_confidence(np.asarray(out.logits).reshape(1, -1))
@@ -152,13 +186,27 @@ class InferenceThread:
         feats = out.features
         if feats is not None:
             feats = np.ascontiguousarray(feats)
+        service = busy() - b0
         if self.emulate_capacity_flops > 0:
             # Emulated slower device: the real engine ran; stretch to flops / emulated mu.
-            pad = self.flops[stage] / self.emulate_capacity_flops - (self.clock() - t0)
+            target = self.flops[stage] / self.emulate_capacity_flops
+            pad = target - (self.clock() - t0)
             if pad > 0:
                 self.sleep(pad)
+            service = max(service, target)
         return Done(meta=None, features=feats, confidence=conf, cls=cls,
-                    service_time_s=self.clock() - t0, engine_time_s=service)
+                    service_time_s=service, engine_time_s=engine_s)
+
+    def _log_failure(self, fmt: str, exc: Exception) -> None:
+        now = self.clock()
+        if (self._failure_logged_at is not None
+                and now - self._failure_logged_at < FAILURE_LOG_INTERVAL_S):
+            self._failures_unlogged += 1
+            return
+        more = self._failures_unlogged
+        log.warning(fmt + (" (and %d more failed jobs since the last line)" % more if more else ""),
+                    exc)
+        self._failure_logged_at, self._failures_unlogged = now, 0
 
     def _run(self) -> None:
         while True:
@@ -169,11 +217,11 @@ class InferenceThread:
                 done = self.run_one(job.x, job.stage)
                 done.meta = job.meta
             except UnknownStage as exc:  # a routing error, not the engine's: counted apart
-                log.warning("task dropped: %s", exc)
+                self._log_failure("task dropped: %s", exc)
                 done = Done(job.meta, None, None, None, 0.0, error=type(exc).__name__,
                             reason="unknown_stage")
             except Exception as exc:  # engine errors must not kill the thread; counted by the loop
-                log.warning("engine failed on a task: %s", exc)
+                self._log_failure("engine failed on a task: %s", exc)
                 done = Done(job.meta, None, None, None, 0.0, error=type(exc).__name__,
                             reason="engine_error")
             self._done.append(done)

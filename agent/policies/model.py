@@ -69,11 +69,11 @@ class Network:
 
 def compile_network(scenario: Scenario) -> Network:
     """Flatten ``scenario`` into a ``Network``; edges are grouped by source node in file order."""
-    order = [s.id for s in scenario.sources]
-    for h in range(1, scenario.num_stages + 1):
-        order += [w.id for w in scenario.workers_of_stage(h)]
+    # workers by stage, file order within a stage (a stable sort), all in linear time
+    ordered = sorted(scenario.workers, key=lambda w: w.stage)
+    order = [s.id for s in scenario.sources] + [w.id for w in ordered]
     idx = {n: i for i, n in enumerate(order)}
-    stage = np.array([scenario.stage_of(n) for n in order], dtype=np.int64)
+    stage = np.array([0] * len(scenario.sources) + [w.stage for w in ordered], dtype=np.int64)
     cap = np.zeros(len(order))
     for w in scenario.workers:
         cap[idx[w.id]] = w.capacity
@@ -86,15 +86,11 @@ def compile_network(scenario: Scenario) -> Network:
     erate = np.array([ln.rate for ln in links], dtype=np.float64)
     flops = np.array([0.0] + [s.flops for s in scenario.stages])
     size = np.array([0.0] + [s.input_bytes for s in scenario.stages])
-    offl = np.unique(esrc)
-    width = max(int(np.sum(esrc == i)) for i in offl)
-    slots = -np.ones((len(offl), width), dtype=np.int64)
-    row_of = {int(n): r for r, n in enumerate(offl)}
-    fill = np.zeros(len(offl), dtype=np.int64)
-    for e, s in enumerate(esrc):
-        r = row_of[int(s)]
-        slots[r, fill[r]] = e
-        fill[r] += 1
+    offl, first, count = np.unique(esrc, return_index=True, return_counts=True)
+    slots = -np.ones((len(offl), int(count.max())), dtype=np.int64)
+    # edges are grouped by source node: row r holds edges first[r] .. first[r] + count[r] - 1
+    row = np.repeat(np.arange(len(offl)), count)
+    slots[row, np.arange(len(esrc)) - first[row]] = np.arange(len(esrc))
     stage_edges = tuple(np.nonzero(stage[esrc] == h)[0] for h in range(scenario.num_stages))
     return Network(tuple(order), stage, cap, rate, esrc, edst, erate, flops, size, slots, offl,
                    stage_edges)

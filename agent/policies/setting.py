@@ -77,14 +77,11 @@ class Scenario:
 
     def stage_of(self, node_id: str) -> int:
         """0 for a source, the 1-based stage for a worker."""
-        return self._stage_by_id()[node_id]
+        return self._index()[node_id][0]
 
     def device_of(self, node_id: str) -> str:
         """The device ``node_id`` runs on: its ``device`` if given, else its own id."""
-        for n in self.sources + self.workers:
-            if n.id == node_id:
-                return n.device or n.id
-        raise KeyError(node_id)
+        return self._index()[node_id][1]
 
     def workers_of_stage(self, stage: int) -> List[Worker]:
         return [w for w in self.workers if w.stage == stage]
@@ -103,7 +100,12 @@ class Scenario:
                 return l.rate
         raise KeyError((src, dst))
 
-    def _stage_by_id(self) -> Dict[str, int]:
-        d = {s.id: 0 for s in self.sources}
-        d.update({w.id: w.stage for w in self.workers})
-        return d
+    def _index(self) -> Dict[str, Tuple[int, str]]:
+        """{node id: (stage, device)}, built on first use and kept: the dataclass is frozen, so
+        it cannot go stale (``dataclasses.replace`` makes a new object without it)."""
+        got = self.__dict__.get("_index_cache")
+        if got is None:
+            got = {s.id: (0, s.device or s.id) for s in self.sources}
+            got.update({w.id: (w.stage, w.device or w.id) for w in self.workers})
+            object.__setattr__(self, "_index_cache", got)
+        return got

@@ -42,12 +42,13 @@ def _device(item: Fields) -> str:
     return v
 
 
-def _check_shared_device(workers: List[Worker], where: str) -> None:
-    """Stages held by one device share its processor: one capacity, each stage once."""
+def _check_shared_device(workers: List[Worker], where: str,
+                         by_device: Dict[str, List[Worker]]) -> None:
+    """Stages held by one device share its processor: one capacity, each stage once.
+    ``by_device`` holds the workers checked so far per device (this one is added)."""
     new = workers[-1]
-    for w in workers[:-1]:
-        if (w.device or w.id) != (new.device or new.id):
-            continue
+    same = by_device.setdefault(new.device or new.id, [])
+    for w in same:
         if w.stage == new.stage:
             raise ScenarioError("%s.device: %r already serves stage %d (worker %r)"
                                 % (where, new.device, w.stage, w.id))
@@ -55,6 +56,7 @@ def _check_shared_device(workers: List[Worker], where: str) -> None:
             raise ScenarioError("%s.capacity: workers on device %r share one processor, so "
                                 "capacity and power_modes must equal those of %r"
                                 % (where, new.device, w.id))
+    same.append(new)
 
 
 KNOWN_KEYS = ("stages", "remaining", "exit_profile", "sources", "workers", "links", "tradeoff",
@@ -83,15 +85,17 @@ def parse_scenario(obj: Any, base_dir: str = ".") -> Scenario:
     sources = [Source(_id(s, seen), _positive(s, "rate"), _device(s))
                for s in top.tables("sources", min_len=1, known=SOURCE_KEYS)]
     workers: List[Worker] = []
+    by_device: Dict[str, List[Worker]] = {}
     for s in top.tables("workers", min_len=1, known=WORKER_KEYS):
         wid = _id(s, seen)
         workers.append(Worker(wid, s.int("stage", lo=1, hi=h), _positive(s, "capacity"),
                               _power_modes(s), _device(s)))
-        _check_shared_device(workers, s.where)
+        _check_shared_device(workers, s.where, by_device)
     stage_of = {s.id: 0 for s in sources}
     stage_of.update({w.id: w.stage for w in workers})
+    served = set(stage_of.values())
     for st in range(1, h + 1):
-        if not any(w.stage == st for w in workers):
+        if st not in served:
             raise ScenarioError("workers: no worker serves stage %d" % st)
     links = [Link(a, b, _positive(l, "rate"))
              for l, a, b in read_links(top, stage_of, stage_of, h, LINK_KEYS)]

@@ -14,6 +14,7 @@ busiest stage runs at ``load`` of its capacity (documented in the scenario's com
 
 from __future__ import annotations
 
+import bisect
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -134,11 +135,20 @@ def _draw_topology(rng: np.random.Generator, num_sources: int, counts: Sequence[
                                                              len(dst_layer)), replace=False))
                   for a in src_layer}
         # every receiver gets at least one offloader, taken from those with fewest receivers
+        # (in layer order); kept linear: receivers covered and offloaders per receiver count
+        covered = set().union(*chosen.values())
+        by_count: Dict[int, List[int]] = {}
+        for i, a in enumerate(src_layer):
+            by_count.setdefault(len(chosen[a]), []).append(i)
         for j in range(len(dst_layer)):
-            if not any(j in s for s in chosen.values()):
-                fewest = min(len(s) for s in chosen.values())
-                cands = [a for a in src_layer if len(chosen[a]) == fewest]
-                chosen[cands[int(rng.integers(len(cands)))]].add(j)
+            if j in covered:
+                continue
+            fewest = min(c for c, v in by_count.items() if v)
+            cands = by_count[fewest]
+            i = cands.pop(int(rng.integers(len(cands))))
+            chosen[src_layer[i]].add(j)
+            bisect.insort(by_count.setdefault(fewest + 1, []), i)
+            covered.add(j)
         for a in src_layer:
             for j in sorted(chosen[a]):
                 r = (lo + hi) / 2 if homogeneous else float(rng.uniform(lo, hi))
@@ -148,11 +158,14 @@ def _draw_topology(rng: np.random.Generator, num_sources: int, counts: Sequence[
 
 def paper_scenario(model: str, seed: int = 0, rate: Optional[float] = None, load: float = 0.6,
                    num_sources: int = 50, num_samples: int = 10000, tradeoff: float = DEFAULT_TRADEOFF,
-                   reference_threshold: float = 0.8, homogeneous: bool = False) -> Scenario:
+                   reference_threshold: float = 0.8, homogeneous: bool = False,
+                   workers_per_stage: int = 0) -> Scenario:
     """The paper's setting for ``model`` (a key of ``PAPER_MODELS``), seeded.
 
     ``homogeneous``: the setting of the paper's threshold study (Section 4.4): 5 workers per
     stage, all Xavier NX in mode 15W, every source link 5.5 MB/s and worker link 15 MB/s.
+    ``workers_per_stage`` > 0: that many workers on every stage instead of the paper's 4-6 (a
+    scaled-up network for the scaling benches; the rest is drawn the same way).
     """
     if model not in PAPER_MODELS:
         raise UsageError("scenario: unknown setting %r (known: %s)"
@@ -172,6 +185,8 @@ def paper_scenario(model: str, seed: int = 0, rate: Optional[float] = None, load
     counts = sorted((int(x) for x in rng.integers(4, 7, size=num_stages)), reverse=True)
     if homogeneous:
         counts = [5] * num_stages
+    if workers_per_stage > 0:
+        counts = [int(workers_per_stage)] * num_stages
     links = _draw_topology(rng, num_sources, counts, homogeneous)
     devices = sorted(DEVICE_MODES)
     drawn = []  # (id, stage, device, mode index)

@@ -33,7 +33,7 @@ def test_time_engine_discards_warmup_and_takes_the_median():
 def test_startup_capacity_timed_emulated_and_profile(monkeypatch):
     import agent.node.capacity as cap
 
-    monkeypatch.setattr(cap, "time_engine", lambda run, x, w, n: 0.01)  # the engine takes 10 ms
+    monkeypatch.setattr(cap, "time_engine", lambda run, x, w, n, **kw: 0.01)  # the engine: 10 ms
     x = np.zeros(1)
     timed = startup_capacity(1e6, None, x, 1, 3)
     emu = startup_capacity(1e6, None, x, 1, 3, emulate_capacity_flops=1e7)
@@ -93,3 +93,13 @@ def test_link_pacer_serialises_transfers_on_one_link():
     assert link.schedule(20.0, 100) == pytest.approx(20.1)  # idle link: starts at once
     with pytest.raises(ValueError):
         LinkPacer(0.0)
+
+
+def test_time_engine_takes_the_runs_own_measurement_when_given():
+    """With ``measured``, each run's time is what the run reports (the inference thread's
+    service time), not the clock around the call."""
+    clock = [0.0]
+    run = _CountingRun(clock, [9.0, 9.0, 9.0])
+    median = time_engine(lambda a: (run(a), 0.004)[1], np.zeros(1), warmup_runs=0,
+                         timing_runs=3, clock=lambda: clock[0], measured=lambda got: got)
+    assert median == pytest.approx(0.004)

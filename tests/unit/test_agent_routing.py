@@ -98,12 +98,13 @@ def test_dtoee_rounds_between_source_and_receivers_shift_mass_to_the_faster_one(
     callbacks the node loop uses, move the source's routing towards the faster worker, and the
     new routing is only used once the configuration phase ends."""
     peer = lambda i, h: Peer(i, h, "tcp://x:1", "tcp://x:2", 1e7)  # noqa: E731
-    src = DtoeePolicy({1: 0.8}, {})
+    every_round = {"settle_rounds": 0}  # no early end: the phase lasts its 10 rounds
+    src = DtoeePolicy({1: 0.8}, every_round)
     src.configure(_cfg("s1", 0, [peer("a", 1), peer("b", 1)]), _view())
     workers, views = {}, {}
     for wid, mu in (("a", 2e7), ("b", 2e8)):
         # stand-alone receivers: workers of the last stage of a one-stage view (no successors)
-        w = DtoeePolicy({1: 0.8}, {})
+        w = DtoeePolicy({1: 0.8}, every_round)
         wv = _view(node_id=wid, role="worker", stage=1, num_stages=1, successors=(),
                    predecessors=("s1",), alive={"s1"}, capacity_flops=mu,
                    arrival_rate_tasks_s=0.0)

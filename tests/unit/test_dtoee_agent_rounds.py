@@ -55,7 +55,7 @@ def _scenario(seed: int, load: float):
         "links": links})
 
 
-def _fleet(sc, rounds, thresholds=None):
+def _fleet(sc, rounds, thresholds=None, knobs=None):
     """One DtoeePolicy + NodeView per node, configured as the node loop configures them (the
     workers of a stage are each other's peers, for the threshold reports)."""
     net = compile_network(sc)
@@ -87,7 +87,8 @@ def _fleet(sc, rounds, thresholds=None):
                          control_bind="tcp://127.0.0.1:1", data_bind="tcp://127.0.0.1:2",
                          peers=tuple(peers), slot_length_s=1000.0, rounds_per_slot=rounds,
                          round_interval_s=1.0)
-        pol = DtoeePolicy(thresholds or {}, {})
+        # settle_rounds 0: every round runs, as in the driver these tests compare with
+        pol = DtoeePolicy(thresholds or {}, {"settle_rounds": 0} if knobs is None else knobs)
         pol.wall = lambda: 5.0  # inside slot 0
         pol.configure(cfg, view)
         nodes[n] = (pol, view)
@@ -106,11 +107,11 @@ def _deliver(nodes, sender, outgoing, queue):
                 queue.append((n, frames))
 
 
-def _run_phase(sc, rounds, order="fifo", drop=None, seed=0, thresholds=None):
+def _run_phase(sc, rounds, order="fifo", drop=None, seed=0, thresholds=None, knobs=None):
     """Start the slot on every node, then deliver messages until none is left. ``order``:
     fifo, or "random" (a seeded interleaving). ``drop(dest, msg) -> bool`` loses a message;
     when the queue runs dry every node gets a stall tick (its round timed out)."""
-    nodes = _fleet(sc, rounds, thresholds)
+    nodes = _fleet(sc, rounds, thresholds, knobs)
     queue = deque()
     for n, (pol, view) in nodes.items():
         _deliver(nodes, n, pol.on_tick(view, 0.0), queue)

@@ -4,8 +4,10 @@ engine here is an error counted by reason, never run on another stage's engine."
 from __future__ import annotations
 
 import select
+import time
 
 import numpy as np
+import pytest
 
 from agent.node.inference import InferenceThread, Job
 from engines.loader import load_engine
@@ -52,3 +54,69 @@ def test_inference_thread_reports_whether_it_is_alive():
     assert runner.alive
     runner.stop()
     assert not runner.alive
+
+
+def test_service_is_timed_by_the_threads_cpu_clock_only_when_the_engine_computes_on_it():
+    """onnxruntime on the CPU with one intra-op thread runs on the calling thread: its service
+    time is that thread's CPU time (no lock waits); an engine computing elsewhere (a GPU, a
+    thread pool) is timed by the wall clock."""
+    bundle = load_bundle(DEMO_BUNDLE_DIR)
+    spec = bundle.stage(1)
+    engine = load_engine(spec, backend="onnxruntime", threads=1)
+
+    class Elsewhere:  # stands in for an engine whose info says it computes on a GPU
+        info = {"backend": "tensorrt", "device": "GPU", "threads": 1}
+
+    try:
+        runner = InferenceThread({1: engine, 2: Elsewhere()}, {1: spec.flops, 2: 1.0})
+        assert runner.service_clock == {1: time.thread_time, 2: time.monotonic}
+    finally:
+        engine.close()
+
+
+def test_an_emulated_service_time_is_the_emulated_time_however_long_the_padding_slept():
+    """The padding's sleep may overrun (the lock, the scheduler): the service time reported is
+    flops / emulated mu, which is what the emulated device takes."""
+    bundle = load_bundle(DEMO_BUNDLE_DIR)
+    spec = bundle.stage(1)
+    engine = load_engine(spec, backend="onnxruntime", threads=1)
+    slept = []
+
+    def oversleep(seconds):
+        slept.append(seconds)
+        time.sleep(2 * seconds)
+
+    try:
+        runner = InferenceThread({1: engine}, {1: spec.flops},
+                                 emulate_capacity_flops=spec.flops / 0.05, sleep=oversleep)
+        done = runner.run_one(np.zeros(spec.input_shape, dtype=spec.input_dtype), 1)
+    finally:
+        engine.close()
+    assert slept and done.service_time_s == pytest.approx(0.05, rel=1e-9)
+    assert 0 < done.engine_time_s < 0.05
+
+
+def test_failed_jobs_are_logged_once_a_minute_however_many_fail(caplog):
+    """Every failed job comes back with its reason (the loop counts them all), but the thread
+    logs the first and then at most one line a minute, with the number left out."""
+    class Broken:  # stands in for an engine whose every run fails
+        info = {}
+
+        def run(self, x):
+            raise RuntimeError("boom")
+
+    now = [0.0]
+    runner = InferenceThread({1: Broken()}, {1: 1.0}, clock=lambda: now[0])
+    runner.start()
+    try:
+        for i in range(50):
+            runner.submit(Job(meta=i, x=np.zeros(1), stage=1))
+        done = _wait_done(runner, 50)
+        now[0] = 61.0
+        runner.submit(Job(meta=50, x=np.zeros(1), stage=1))
+        done += _wait_done(runner, 1)
+    finally:
+        runner.stop()
+    assert [d.reason for d in done] == ["engine_error"] * 51
+    lines = [r.getMessage() for r in caplog.records if "engine failed" in r.getMessage()]
+    assert len(lines) == 2 and "49 more failed jobs" in lines[1]

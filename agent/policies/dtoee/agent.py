@@ -25,6 +25,13 @@ answered (repeated by an offloader that got no status, or late) gets the newest 
 Serving never pauses: tasks use the *active* routing and thresholds, replaced by the
 configured ones when the phase ends.
 
+The phase ends early once it has converged (``settle_rounds``, see ``protocol.quiet_streak``):
+each node ends it when its quiet streak, carried in every request and status, reaches
+``settle``; a node that has ended answers a neighbour still in the phase (a message with a
+shorter streak) from its final state: its last status restamped with the request's round, its
+last requests with the round after the status's, its last threshold report with the sibling's
+round, so no neighbour waits out ``round_interval_s``; two ended nodes send each other nothing.
+
 Threshold tuning needs the workers of an exit stage to hear each other: list them as peers
 (same ``stage``) in each other's configs. Phi for eq. 17 is the sum of the stage's reported
 arrival rates divided by the share of tasks that reaches the stage (from the exit profile).
@@ -41,9 +48,10 @@ from agent.policies.api import AgentPolicy, NodeView, Outgoing
 from agent.policies.dtoee import protocol as D
 from agent.policies.dtoee.knobs import parse_agent_knobs
 from agent.policies.dtoee.payload import from_payload, to_payload
+from agent.policies.dtoee.settle import SettleMixin
+from agent.policies.dtoee.threshold_sync import ThresholdSyncMixin
 from agent.policies.thresholds import (
     ThresholdReport,
-    choose_threshold,
     threshold_report,
     threshold_stage,
     thresholds_from_wire,
@@ -56,7 +64,7 @@ log = logging.getLogger(__name__)
 UNKNOWN_LINK_RATE = 1e12  # bytes/s assumed for a link without an estimate (transfer ~ free)
 
 
-class DtoeePolicy(AgentPolicy):
+class DtoeePolicy(SettleMixin, ThresholdSyncMixin, AgentPolicy):
     """The ``dtoee`` policy of one node (offloader, receiver or both)."""
 
     name = "dtoee"
@@ -87,6 +95,11 @@ class DtoeePolicy(AgentPolicy):
         self.progress_at = 0.0
         self.wall = time.time
         self._remaining_cache: Dict[Any, float] = {}  # (stage, thresholds) -> I_h
+        self.quiet = 0  # quiet streak after the last round (protocol.quiet_streak)
+        self._shift = 0.0  # this round's relative load change (a receiver), for the streak
+        self.settled = False  # this phase ended early: answering late neighbours only
+        self._quiet_version = 0  # thresholds version at the last quiet_streak
+        self.last_report: Optional[ThresholdReport] = None  # own, echoed once settled
 
     def configure(self, cfg, view: NodeView) -> None:
         self.slot_length_s = cfg.slot_length_s
@@ -96,6 +109,9 @@ class DtoeePolicy(AgentPolicy):
         self.siblings = tuple(p.id for p in cfg.peers if cfg.stage > 0 and p.stage == cfg.stage)
         self.offloader = cfg.stage < view.num_stages
         self.receiver = cfg.stage >= 1
+        k = self.params.settle_rounds
+        # a quiet window must hold a threshold decision of every exit stage
+        self.settle = max(k, self.params.m * len(view.exit_stages) + 1) if k > 0 else 0
         if view.successors:
             self.active = {s: 1.0 / len(view.successors) for s in view.successors}
 
@@ -154,18 +170,36 @@ class DtoeePolicy(AgentPolicy):
     def _live_work(self, view: NodeView) -> Dict[str, float]:
         return {s: self.work.get(s, 0.0) for s in view.successors}
 
-    def _send_requests(self, view: NodeView) -> List[Outgoing]:
-        return [Outgoing(Kind.DTOEE_REQUEST, s, {"to": s, "payload": to_payload(r)}, self.slot,
-                         r.round) for s, r in self.pending.items() if s in view.alive]
+    def _send_requests(self, view: NodeView, dests: Optional[Any] = None,
+                       round: Optional[int] = None) -> List[Outgoing]:
+        """The pending requests (to ``dests``, default every live successor), carrying our
+        quiet streak; ``round`` restamps them (a settled node's answer)."""
+        out = []
+        for s, r in self.pending.items():
+            if s not in view.alive or (dests is not None and s not in dests):
+                continue
+            payload = to_payload(r)
+            payload["quiet"] = self.quiet
+            if round is not None:
+                payload["round"] = round
+            out.append(Outgoing(Kind.DTOEE_REQUEST, s, {"to": s, "payload": payload}, self.slot,
+                                payload["round"]))
+        return out
 
-    def _status_out(self, dests) -> List[Outgoing]:
-        """Our newest status, addressed to each of ``dests`` (predecessors): only they use it,
-        and a broadcast would wake every sibling and successor too, each round."""
+    def _status_out(self, dests, round: Optional[int] = None) -> List[Outgoing]:
+        """Our newest status with our quiet streak, addressed to each of ``dests``
+        (predecessors): only they use it, and a broadcast would wake every sibling and
+        successor too, each round. ``round`` restamps it (a settled node's answer)."""
         st = self.own_status
         if st is None:
             return []
-        fields = {"payload": to_payload(st)}
-        return [Outgoing(Kind.DTOEE_STATUS, p, fields, self.slot, st.round) for p in dests]
+        payload = to_payload(st)
+        payload["quiet"] = self.quiet
+        if round is not None:
+            payload["round"] = round
+        fields = {"payload": payload}
+        return [Outgoing(Kind.DTOEE_STATUS, p, fields, self.slot, payload["round"])
+                for p in dests]
 
     # -- slot clock --------------------------------------------------------------------------
 
@@ -180,6 +214,8 @@ class DtoeePolicy(AgentPolicy):
         self.reports, self.held_round = {}, None
         self.progress_at = now
         self.work = dict(self.active)
+        self.quiet, self.settled, self._quiet_version = 0, False, self.th_version
+        self.last_report = None
         if not self.offloader:
             return []
         h = view.stage
@@ -245,15 +281,21 @@ class DtoeePolicy(AgentPolicy):
             if self.own_status is not None and req.round <= self.own_status.round:
                 # a repeated or late request: its sender needs our status (again)
                 out += self._status_out((msg.sender,))
+            elif self._answers(req):
+                out += self._status_out((msg.sender,), round=req.round)
         elif msg.kind == Kind.DTOEE_STATUS and self.offloader and msg.sender in view.successors:
             st = from_payload(D.Status, payload)
             self._sync(st)
             if st.round >= self.status_round.get(msg.sender, -1):
                 self.status_round[msg.sender] = st.round
                 self.last_status[msg.sender] = st
+            sent = self.pending.get(msg.sender)
+            if sent is not None and st.round + 1 > sent.round and self._answers(st, 1):
+                out += self._send_requests(view, (msg.sender,), round=st.round + 1)
         elif msg.kind == Kind.THRESHOLD and msg.sender in self.siblings:
             rep = from_payload(ThresholdReport, payload)
             self.reports.setdefault(rep.round, {})[rep.sender] = rep
+            out += self._echo_report(rep.round)
             if rep.round == self.held_round:
                 return out + self._release(view)
             self._maybe_choose(rep.round, view)
@@ -297,8 +339,13 @@ class DtoeePolicy(AgentPolicy):
                     and (p in view.alive or self.request_round.get(p, -1) >= self.round)]
             if reqs:
                 self.phi = D.arrival_rate(reqs, view.stage_flops[view.stage - 1])
+            self._shift = D.load_shift(reqs, self.own_status, view.capacity_flops)
+        else:
+            self._shift = 0.0
         if self.offloader:
             out += self._step(view)
+        else:
+            self._note_quiet(view, self._shift)
         if self.receiver:
             self.own_status = D.receiver_status(
                 view.node_id, self.round, view.capacity_flops, reqs,
@@ -307,6 +354,7 @@ class DtoeePolicy(AgentPolicy):
             out = self._status_out(view.predecessors) + out
         self.round += 1
         self.progress_at = now
+        self._settle_if_quiet()
         return out
 
     def _step(self, view: NodeView) -> List[Outgoing]:
@@ -324,14 +372,19 @@ class DtoeePolicy(AgentPolicy):
                                previous_change=self.prev_change)
         out: List[Outgoing] = []
         if not res.routing:
+            self.quiet = 0
             return out
+        first = self.prev_change is None  # the phase's first step: nothing to compare with
+        shift = D.omega_shift(res, None if first else self.last_step)
         self.work, self.last_step, self.prev_change = res.routing, res, res.change
+        self._note_quiet(view, max(shift, self._shift))
         self.pending, self.req_rate = res.requests, rate
         if view.exit_profile is not None and threshold_stage(rnd, self.params.m,
                                                              view.exit_stages) == h:
             # g_i over the routing the step started from, as Alg. 3 evaluates it
             rep = threshold_report(view.node_id, rnd, h, rate, before, res.marginals_s)
             self.reports.setdefault(rnd, {})[view.node_id] = rep
+            self.last_report = rep
             out.append(Outgoing(Kind.THRESHOLD, BROADCAST, {"payload": to_payload(rep)},
                                 self.slot, rnd))
             self.held_round = rnd
@@ -339,44 +392,3 @@ class DtoeePolicy(AgentPolicy):
         if rnd + 1 < self.rounds:
             out += self._send_requests(view)
         return out
-
-    def _release(self, view: NodeView, force: bool = False) -> List[Outgoing]:
-        """Send the next round's requests held for this round's threshold decision, once every
-        live sibling's report is in (or the round stalled): a new C changes this stage's I_h,
-        which the requests carry from the next round on, as in ``run_dtoee``."""
-        rnd = self.held_round
-        if rnd is None or not (self._maybe_choose(rnd, view) or force):
-            return []
-        self.held_round = None
-        if self.pending and next(iter(self.pending.values())).thresholds_version != self.th_version:
-            h = view.stage
-            self.pending = D.make_requests(view.node_id, rnd + 1, {s: self.work[s] for s in
-                                                                   self.pending},
-                                           self.req_rate, self._remaining(view, h),
-                                           view.stage_flops[h], self.th, self.th_version)
-        return self._send_requests(view) if rnd + 1 < self.rounds else []
-
-    def _maybe_choose(self, rnd: int, view: NodeView) -> bool:
-        """Eqs. 17-18 on round ``rnd``'s reports once this node's and every live sibling's are
-        in; True when it decided (whether or not C changed)."""
-        reps = self.reports.get(rnd, {})
-        live = [s for s in self.siblings if s in view.alive]
-        if view.node_id not in reps or not all(s in reps for s in live):
-            return False
-        h = view.stage
-        st = exit_stats(view.exit_profile, self.th)
-        reach = 1.0
-        for k in range(1, h):
-            reach *= float(st.remaining[k - 1])
-        total = sum(r.arrival_rate_tasks_s for r in reps.values()) / max(reach, 1e-9)
-        if total <= 0:
-            del self.reports[rnd]
-            return True
-        new = choose_threshold(h, self.th, list(reps.values()),
-                               total, view.exit_profile, view.tradeoff, self.params.threshold_step)
-        if any(abs(new[k] - v) > 1e-12 for k, v in self.th.items()):
-            self.th = {k: float(v) for k, v in new.items()}
-            self.th_version += 1
-            log.info("threshold of stage %d -> %.3f (version %d)", h, new[h], self.th_version)
-        del self.reports[rnd]
-        return True

@@ -33,6 +33,12 @@ class DtoeeParams:
     epsilon: float = 0.01  # epsilon of eq. 11, as a fraction of capacity
     rounds: int = 200  # communication rounds per configuration phase (plan, simulator)
     tolerance: float = 1e-3  # converged: no routing probability moved more than this in a round
+    # agent: a node ends its configuration phase once its quiet streak (no marginal delay or
+    # load changed by settle_tolerance, relative, and no threshold changed, here and at every
+    # node its messages reach) is this long (raised to one threshold cycle, m rounds per exit,
+    # plus one); 0 = run every round
+    settle_rounds: int = 8
+    settle_tolerance: float = 1e-2  # agent: "changed" for settle_rounds, relative
     m: int = 5  # a threshold step every m rounds (Alg. 3)
     threshold_step: float = 0.05  # tau_c: threshold change per step
     initial_threshold: float = DEFAULT_THRESHOLD  # c_h of every exit before tuning
@@ -44,7 +50,7 @@ KNOB_NAMES = tuple(f.name for f in fields(DtoeeParams))
 # its own config fields, so in policy_knobs they would be silently without effect.
 NOT_IN_AGENT = {
     "rounds": "a node runs rounds_per_slot rounds per configuration phase (set that field)",
-    "tolerance": "a node runs every round of its configuration phase, it has no convergence stop",
+    "tolerance": "a node's configuration phase ends by settle_rounds and settle_tolerance",
     "initial_threshold": "a node starts from the config's thresholds (set that field)",
 }
 
@@ -69,6 +75,8 @@ def parse_knobs(knobs: Mapping[str, Any], where: str = "knobs",
         epsilon=f.num("epsilon", _D.epsilon, 0.0, 0.5, hi_open=True),
         rounds=f.int("rounds", _D.rounds, lo=1),
         tolerance=f.num("tolerance", _D.tolerance, 0.0, 1.0, lo_open=True),
+        settle_rounds=f.int("settle_rounds", _D.settle_rounds, lo=0),
+        settle_tolerance=f.num("settle_tolerance", _D.settle_tolerance, 0.0, 1.0, lo_open=True),
         m=f.int("m", _D.m, lo=1),
         threshold_step=f.num("threshold_step", _D.threshold_step, 0.0, 1.0, lo_open=True),
         initial_threshold=f.num("initial_threshold", _D.initial_threshold, 0.0, 1.0,

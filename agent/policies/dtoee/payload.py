@@ -7,7 +7,6 @@ inside every DTO-EE module, ``{"stage": c}`` in the map sent (``thresholds_to_wi
 from __future__ import annotations
 
 import dataclasses
-import math
 from typing import Any, Dict, Mapping, get_type_hints
 
 from agent.policies.thresholds import thresholds_from_wire, thresholds_to_wire
@@ -35,20 +34,36 @@ def to_payload(obj: Any) -> Dict[str, Any]:
     return out
 
 
+def _kinds(cls: Any) -> Any:
+    # (name, kind) per field, kind 0 float, 1 int, 2 str, 3 {stage: c}: resolved once per class
+    got = _KINDS.get(cls)
+    if got is None:
+        hints = _fields(cls)[2]
+        got = _KINDS[cls] = tuple((n, {float: 0, int: 1, str: 2}.get(hints[n], 3))
+                                  for n in _fields(cls)[0])
+    return got
+
+
+_KINDS: Dict[Any, Any] = {}
+
+
 def from_payload(cls: Any, payload: Mapping[str, Any]) -> Any:
     """Build ``cls`` from a received map, checking every field's type; ValueError otherwise."""
-    _, names, hints = _fields(cls)
-    if set(payload) != names:
+    names = _fields(cls)[1]
+    if payload.keys() != names:
         raise ValueError("%s fields %s, got %s" % (cls.__name__, sorted(names), sorted(payload)))
     kw = {}
-    for name in names:
-        v, want = payload[name], hints[name]
-        if want is float:
-            ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+    for name, kind in _kinds(cls):
+        v = payload[name]
+        t = type(v)
+        if kind == 0:
+            # exact types first (what msgpack gives); bools are no numbers; v - v is 0 when finite
+            ok = (t is float or t is int or (isinstance(v, (int, float)) and t is not bool)) \
+                and v - v == 0
             v = float(v) if ok else v
-        elif want is int:
-            ok = isinstance(v, int) and not isinstance(v, bool) and v >= 0
-        elif want is str:
+        elif kind == 1:
+            ok = (t is int or (isinstance(v, int) and t is not bool)) and v >= 0
+        elif kind == 2:
             ok = isinstance(v, str)
         else:  # {stage: c}: every entry must be a valid one
             th = thresholds_from_wire(_floats(v))

@@ -28,7 +28,13 @@ Omega of its own offloader step, so RUSs travel from the last stage back to the 
    (with the Omega of its previous step) also works, with about three times the gap after 200
    rounds at heavy load.
 
-A round therefore costs one hop forward and H hops back. Every m rounds one exit stage
+A round therefore costs one hop forward and H hops back.
+
+Early end: every RUR and RUS carries the sender's ``quiet`` streak (``quiet_streak``: rounds in
+a row in which neither it nor, by their messages, its neighbours changed its marginal delay or
+load by ``settle_tolerance`` (relative) or changed a threshold). A node whose streak reaches ``settle_rounds`` (at least
+one threshold cycle) ends its configuration phase; until its neighbours have too (their
+messages say so), it answers their later rounds from its final state, so nobody waits for it. Every m rounds one exit stage
 adjusts its threshold (``threshold_stage``): each worker of that stage sends a
 ``ThresholdReport`` (its phi_i and sum_j p_ij Delta_ij of its step) to the others of its
 stage; each calls ``choose_threshold`` on the same reports and the accuracy-ratio table (the
@@ -91,6 +97,7 @@ class Request:
     flops_s: float  # xi_ij: FLOP/s the sender will offload to the receiver (eq. 5 term)
     thresholds: Dict[int, float]  # C as the sender knows it, {stage: c}
     thresholds_version: int  # bumped at every threshold change; newest wins
+    quiet: int = 0  # the sender's quiet streak (``quiet_streak``) when it sent this
 
 
 @dataclass(frozen=True)
@@ -108,6 +115,7 @@ class Status:
     thresholds_version: int
     load_change_flops_s: float = 0.0  # lambda_j now minus in its previous status
     damping: float = 1.0  # kappa_j >= 1: how many of its predecessors' steps may pile up on it
+    quiet: int = 0  # the sender's quiet streak (``quiet_streak``) after this round
 
 
 @dataclass(frozen=True)
@@ -207,6 +215,40 @@ def offloader_step(node_id: str, round: int, routing: Mapping[str, float],
     return OffloaderResult(new_routing, float(omega[0]), float(psi[0]),
                            {s: float(d) for s, d in zip(live, delta[0])}, requests,
                            {s: float(v) - float(x) for s, v, x in zip(live, new[0], p)})
+
+
+def omega_shift(result: OffloaderResult, previous: Optional[OffloaderResult]) -> float:
+    """How much an offloader's step changed what its routing offers: the relative change of
+    its Omega_i (the marginal delay of its tasks from here on) since its previous step (inf
+    without one). Routing probabilities are no measure of it: mass may keep moving between
+    successors of equal marginal delay at no change of delay."""
+    if previous is None:
+        return float("inf")
+    return abs(result.omega_s - previous.omega_s) / max(abs(previous.omega_s), 1e-12)
+
+
+def load_shift(requests: Sequence[Request], previous: Optional[Status],
+               capacity_flops_s: float) -> float:
+    """How much a receiver's load changed since its previous status, as a fraction of its
+    capacity (inf without one)."""
+    if previous is None:
+        return float("inf")
+    load = float(sum(r.flops_s for r in requests))
+    return abs(load - previous.load_flops_s) / max(float(capacity_flops_s), 1e-300)
+
+
+def quiet_streak(previous: int, moved: float, tolerance: float, thresholds_changed: bool,
+                 heard: Sequence[int]) -> int:
+    """A node's quiet streak after a round: 0 if it moved by ``tolerance`` or more (the larger
+    of ``omega_shift`` and ``load_shift``) or its thresholds changed; else one more than the
+    least of its own previous streak and the streaks its neighbours sent this round (``heard``; a
+    neighbour whose message is missing counts 0). A streak of k thus means: no node within
+    reach of k rounds of messages moved in the last rounds, so a node whose streak passes the
+    fleet's message diameter knows that every node is quiet (the early end of the agent's
+    configuration phase)."""
+    if not moved < tolerance or thresholds_changed:
+        return 0
+    return min([int(previous)] + [int(q) for q in heard]) + 1
 
 
 def merge_thresholds(thresholds: Mapping[int, float], version: int,

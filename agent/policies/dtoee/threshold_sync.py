@@ -1,0 +1,65 @@
+"""The threshold decision of DTO-EE in the agent (``DtoeePolicy``'s part of it).
+
+In the round an exit stage adjusts its threshold, each worker of that stage holds its next
+requests until every live sibling's ``ThresholdReport`` is in, decides C with eqs. 17-18
+(``agent.policies.thresholds.choose_threshold``, the same reports everywhere, so the siblings
+agree), and sends the requests with the new C and I_h. See ``agent.policies.dtoee.agent``.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import List
+
+from agent.policies.api import NodeView, Outgoing
+from agent.policies.dtoee import protocol as D
+from agent.policies.thresholds import choose_threshold
+from engines.exit_profile import exit_stats
+
+log = logging.getLogger(__name__)
+
+
+class ThresholdSyncMixin:
+    """Held requests and the threshold decision; state lives on the policy (``held_round``,
+    ``reports``, ``th``, ``th_version``, ``pending``, ``work``)."""
+
+    def _release(self, view: NodeView, force: bool = False) -> List[Outgoing]:
+        """Send the next round's requests held for this round's threshold decision, once every
+        live sibling's report is in (or the round stalled): a new C changes this stage's I_h,
+        which the requests carry from the next round on, as in ``run_dtoee``."""
+        rnd = self.held_round
+        if rnd is None or not (self._maybe_choose(rnd, view) or force):
+            return []
+        self.held_round = None
+        if self.pending and next(iter(self.pending.values())).thresholds_version != self.th_version:
+            h = view.stage
+            self.pending = D.make_requests(view.node_id, rnd + 1, {s: self.work[s] for s in
+                                                                   self.pending},
+                                           self.req_rate, self._remaining(view, h),
+                                           view.stage_flops[h], self.th, self.th_version)
+        return self._send_requests(view) if rnd + 1 < self.rounds else []
+
+    def _maybe_choose(self, rnd: int, view: NodeView) -> bool:
+        """Eqs. 17-18 on round ``rnd``'s reports once this node's and every live sibling's are
+        in; True when it decided (whether or not C changed)."""
+        reps = self.reports.get(rnd, {})
+        live = [s for s in self.siblings if s in view.alive]
+        if view.node_id not in reps or not all(s in reps for s in live):
+            return False
+        h = view.stage
+        st = exit_stats(view.exit_profile, self.th)
+        reach = 1.0
+        for k in range(1, h):
+            reach *= float(st.remaining[k - 1])
+        total = sum(r.arrival_rate_tasks_s for r in reps.values()) / max(reach, 1e-9)
+        if total <= 0:
+            del self.reports[rnd]
+            return True
+        new = choose_threshold(h, self.th, list(reps.values()),
+                               total, view.exit_profile, view.tradeoff, self.params.threshold_step)
+        if any(abs(new[k] - v) > 1e-12 for k, v in self.th.items()):
+            self.th = {k: float(v) for k, v in new.items()}
+            self.th_version += 1
+            log.info("threshold of stage %d -> %.3f (version %d)", h, new[h], self.th_version)
+        del self.reports[rnd]
+        return True
