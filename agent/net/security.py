@@ -177,6 +177,33 @@ def security_from_config(cfg):
     return CurveSecurity(public, secret, allowed)
 
 
+def key_owners(cfg) -> Dict[str, str]:
+    """z85 public key -> the one node id it speaks as, under ``security = "curve"``.
+
+    Peers' ``public_key`` values name their node; a ``NAME.key`` file in ``allowed_keys_dir``
+    names node ``NAME``. A key listed for two different nodes belongs to neither (logged), so
+    it cannot speak at all. ``{}`` without CURVE.
+    """
+    if cfg.security != "curve":
+        return {}
+    claims = [(load_public_key(p.public_key), p.id) for p in cfg.peers if p.public_key]
+    keys_dir = getattr(cfg, "allowed_keys_dir", "")
+    if keys_dir and os.path.isdir(keys_dir):
+        for name in sorted(n for n in os.listdir(keys_dir) if n.endswith(".key")):
+            claims.append((load_public_key(os.path.join(keys_dir, name)), name[:-len(".key")]))
+    owners: Dict[str, str] = {}
+    clash = set()
+    for key, node in claims:
+        k = key.decode("ascii")
+        if owners.get(k, node) != node:
+            clash.add(k)
+        owners[k] = node
+    for k in clash:
+        log.warning("public key %s is listed for more than one node; it is refused as all", k)
+        del owners[k]
+    return owners
+
+
 # ---------------------------------------------------------------- key files
 
 def generate_keypair(directory: str, name: str, overwrite: bool = False) -> Tuple[str, str]:

@@ -1,7 +1,10 @@
 """ZeroMQ sockets of one agent: the control plane (PUB/SUB) and the data plane (DEALER->ROUTER).
 
-- Control: this node binds one PUB; it connects one SUB to every peer's PUB and subscribes to
-  two topics, its own id and the broadcast topic (``wire.topic``). Frames: [topic, header].
+- Control: this node binds one PUB; it keeps one SUB per peer, connected to that peer's PUB
+  (under CURVE with that peer's server key) and subscribed to two topics, its own id and the
+  broadcast topic (``wire.topic``). Frames: [topic, header]. One SUB per peer means every
+  control message is known to come from the one peer whose PUB delivered it (the loop drops a
+  message whose ``from`` names another node).
 - Data: this node binds one ROUTER (tasks and results arrive there; ACKs go back through it)
   and keeps one DEALER per peer (ROUTING_ID = node id) to send tasks/results; the peer's ACKs
   come back on that DEALER. DEALERs use IMMEDIATE so a send to a dead peer fails at once
@@ -11,6 +14,13 @@
   ``max_message_bytes``), and the security object applied
   (``apply_server`` on bound sockets, ``apply_client`` with the peer's public key on the rest)
   -- except a source's local client socket, which the config restricts to ipc:// or loopback.
+
+Identity: under CURVE the ZAP handler authenticates each DEALER that connects to the ROUTER
+and sets the message property ``User-Id`` to its z85 public key; ``key_owners`` maps each
+allowed key to exactly one node id, and a data message whose routing id (the DEALER's
+ROUTING_ID, the node id it claims) is not that key's node is dropped here and counted in
+``impersonations`` (the loop turns it into ``drop_impersonation``); the loop checks the header's
+``from`` against the routing id. So a listed key can only ever speak as its own node.
 
 The transport does no decoding and keeps no policy state: ``poll`` returns raw events and the
 node loop decides. It also lets the loop register plain file descriptors (the inference
@@ -34,7 +44,7 @@ log = logging.getLogger(__name__)
 # Event tags returned by Transport.poll
 DATA = "data"  # (DATA, router identity bytes, frames) a task/result/junk at our ROUTER
 REPLY = "reply"  # (REPLY, peer id, frames) an ACK (or junk) on the DEALER to that peer
-CONTROL = "control"  # (CONTROL, None, frames) [topic, header] from a peer's PUB
+CONTROL = "control"  # (CONTROL, peer id, frames) [topic, header] from that peer's PUB
 CLIENT = "client"  # (CLIENT, identity, frames) a local client's request (source "client" mode)
 FD = "fd"  # (FD, fd, None) a registered file descriptor is readable
 
@@ -46,7 +56,8 @@ class Transport:
 
     def __init__(self, ctx: zmq.Context, node_id: str, control_bind: str, data_bind: str,
                  peers: Sequence[Peer], security: Any = None, max_message_bytes: int = 16 << 20,
-                 client_bind: str = "", server_keys: Optional[Dict[str, bytes]] = None):
+                 client_bind: str = "", server_keys: Optional[Dict[str, bytes]] = None,
+                 key_owners: Optional[Dict[str, str]] = None):
         self.ctx = ctx
         self.node_id = node_id
         self.control_bind = control_bind
@@ -56,9 +67,13 @@ class Transport:
         self.security = security if security is not None else NoSecurity()
         self.server_keys = dict(server_keys or {})  # peer id -> its CURVE public key
         self.max_message_bytes = max_message_bytes
+        # z85 public key -> the one node id it may speak as (empty: no CURVE, no check)
+        self.key_owners = dict(key_owners or {})
+        self.impersonations = 0  # data messages dropped: routing id is not the key's node
         self.poller = zmq.Poller()
         self.pub: Optional[zmq.Socket] = None
-        self.sub: Optional[zmq.Socket] = None
+        self.subs: Dict[str, zmq.Socket] = {}  # peer id -> SUB connected to its PUB
+        self._sub_peer: Dict[zmq.Socket, str] = {}
         self.router: Optional[zmq.Socket] = None
         self.client: Optional[zmq.Socket] = None
         self.dealers: Dict[str, zmq.Socket] = {}
@@ -93,18 +108,20 @@ class Transport:
             self.client = self._socket(zmq.ROUTER)
             self.client.bind(self.client_bind)
             self.poller.register(self.client, zmq.POLLIN)
-        self.sub = self._socket(zmq.SUB)
-        self.sub.setsockopt(zmq.SUBSCRIBE, topic(self.node_id))
-        self.sub.setsockopt(zmq.SUBSCRIBE, topic(BROADCAST))
-        self.poller.register(self.sub, zmq.POLLIN)
         for p in self.peers.values():
             self._connect_peer(p)
 
     def _connect_peer(self, peer: Peer) -> None:
-        # SUB to its PUB (control) and a DEALER to its ROUTER (data); the CURVE server key is
-        # set per connect, since each peer has its own
-        self.security.apply_client(self.sub, self.server_keys.get(peer.id))
-        self.sub.connect(peer.control_address)
+        # a SUB to its PUB (control) and a DEALER to its ROUTER (data); the CURVE server key
+        # is the peer's own
+        sub = self._socket(zmq.SUB)
+        sub.setsockopt(zmq.SUBSCRIBE, topic(self.node_id))
+        sub.setsockopt(zmq.SUBSCRIBE, topic(BROADCAST))
+        self.security.apply_client(sub, self.server_keys.get(peer.id))
+        sub.connect(peer.control_address)
+        self.subs[peer.id] = sub
+        self._sub_peer[sub] = peer.id
+        self.poller.register(sub, zmq.POLLIN)
         d = self._socket(zmq.DEALER)
         d.setsockopt(zmq.ROUTING_ID, self.node_id.encode("utf-8"))
         d.setsockopt(zmq.IMMEDIATE, 1)
@@ -138,14 +155,27 @@ class Transport:
                 except zmq.Again:
                     break
                 if sock_or_fd is self.router:
+                    if self.key_owners and not self._own_key(frames):
+                        continue
                     events.append((DATA, frames[0].bytes, frames[1:]))
-                elif sock_or_fd is self.sub:
-                    events.append((CONTROL, None, frames))
+                elif sock_or_fd in self._sub_peer:
+                    events.append((CONTROL, self._sub_peer[sock_or_fd], frames))
                 elif sock_or_fd is self.client:
                     events.append((CLIENT, frames[0].bytes, frames[1:]))
                 else:
                     events.append((REPLY, self._dealer_peer[sock_or_fd], frames))
         return events
+
+    def _own_key(self, frames: Sequence[Any]) -> bool:
+        """True when the routing id names the node the authenticated key belongs to."""
+        try:
+            owner = self.key_owners.get(frames[-1].get("User-Id"))
+        except (zmq.ZMQError, AttributeError, IndexError):  # no ZAP property on this message
+            owner = None
+        if owner is not None and frames[0].bytes == owner.encode("utf-8"):
+            return True
+        self.impersonations += 1
+        return False
 
     def publish(self, dest: str, frames: Sequence[Any]) -> None:
         """Publish [topic(dest), frames...] on the control plane (dest = node id or BROADCAST)."""

@@ -22,7 +22,7 @@ import zmq
 
 from agent.config.node import NodeConfig
 from agent.errors import UsageError
-from agent.net.security import load_public_key, security_from_config
+from agent.net.security import key_owners, load_public_key, security_from_config
 from agent.net.transport import Transport
 from agent.node.book import RecordWriter, ReplaySet, SourceBook
 from agent.node.capacity import Capacity, worker_capacity
@@ -209,11 +209,13 @@ def build(cfg: NodeConfig, notifier: Any = None, ctx: Optional[zmq.Context] = No
                     "unless the network to the clients is trusted", cfg.client_bind)
     transport = Transport(ctx, cfg.node_id, cfg.control_bind, cfg.data_bind, cfg.peers, security,
                           cfg.max_message_bytes,
-                          cfg.client_bind if cfg.arrival == "client" else "", keys)
+                          cfg.client_bind if cfg.arrival == "client" else "", keys,
+                          key_owners(cfg))
     role: Role
     if runner is not None:
         outbox = Outbox(cfg, transport, policy, view, capacity, lambda: runner.queued, metrics)
         role = WorkerSide(cfg, outbox, policy, specs, runner, capacity, metrics)
+        outbox.input_queue = role.input_queue  # the engine's queue and the backlog before it
     else:
         outbox = Outbox(cfg, transport, policy, view, capacity, metrics=metrics)
         role = SourceSide(cfg, outbox, policy, book, replay)

@@ -15,6 +15,17 @@ Control plane: heartbeats (queue state) every ``heartbeat_interval_s``; a neighb
 once. Policy messages (DTO-EE request/status, thresholds) go through ``AgentPolicy.on_control``
 and ``on_tick``.
 
+No route: after every change in who is alive (and every heartbeat) the loop works out the
+first stage it has no live route to (``policies.api.first_unreachable_stage``, from the
+successors' own ``no_route``), keeps it in ``view.no_route``, logs a WARNING naming the stage
+when it appears (INFO when it clears) and publishes a heartbeat at once, so upstream nodes and
+sources learn within one hop: a worker then refuses new tasks (``no_route``) and a source
+rejects them; tasks held meanwhile die at their deadline; service resumes by itself.
+
+Identity: a control message must come from the peer whose PUB delivered it, an ACK from the
+peer its DEALER talks to, a data message from the node its routing id names (under CURVE the
+transport has bound that to the authenticated key); anything else is ``drop_impersonation``.
+
 Input is never trusted: every malformed, unexpected or undeliverable message is counted in the
 outbox's ``counters`` (written to ``<state_dir>/stats.json`` by ``status.NodeStatus``) and dropped.
 """
@@ -34,7 +45,7 @@ from agent.node.hooks import NodeHooks
 from agent.node.outbox import Outbox
 from agent.node.role import Role
 from agent.node.status import NodeStatus
-from agent.policies.api import AgentPolicy, NodeView, Outgoing
+from agent.policies.api import AgentPolicy, NodeView, Outgoing, first_unreachable_stage
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +75,9 @@ class Node:
         self._rfd, self._wfd = os.pipe()
         os.set_blocking(self._wfd, False)
         self._save_due = False  # a slot's state save waits for the configuration phase's end
+        # no "no route" verdict before the neighbours had time to be heard once
+        self._route_from: Optional[float] = (
+            clock() + cfg.neighbour_timeout_rounds * cfg.heartbeat_interval_s)
 
     # -- life cycle ---------------------------------------------------------------------------
 
@@ -82,6 +96,7 @@ class Node:
         for fd in role.wake_fds():
             self.transport.register_fd(fd)
         now = self.clock()
+        self._route_from = now + self.cfg.neighbour_timeout_rounds * self.cfg.heartbeat_interval_s
         role.start(now)
         nxt = {"hb": now, "tick": now, "status": now + self.cfg.status_interval_s,
                "flush": now + self.cfg.records_flush_interval_s,
@@ -103,6 +118,10 @@ class Node:
             due.append(now + self.hooks.watchdog_interval_s)
             for ev in self.transport.poll(max(0.0, min(due) - now)):
                 self._dispatch(ev)
+            if self.transport.impersonations:
+                out.drop("impersonation", self.transport.impersonations)
+                self.transport.impersonations = 0
+            guarded(out.flush_replies)
             now = self.clock()
             guarded(out.run_paced, now)
             guarded(out.run_timers, now, role.on_timer)
@@ -169,6 +188,11 @@ class Node:
         except WireError as exc:
             self.outbox.drop(exc.reason)
             return
+        if tag != CLIENT and msg.sender != (who.decode("utf-8", "replace") if tag == DATA
+                                            else who):
+            # it speaks for another node (or, on the control plane, for none we know)
+            return self.outbox.drop("unknown_sender" if tag == CONTROL and msg.sender
+                                    not in self.transport.peers else "impersonation")
         try:
             if tag == CONTROL:
                 self._on_control(msg)
@@ -187,7 +211,9 @@ class Node:
     def _on_reply(self, peer: str, msg: wire.Message) -> None:
         if msg.kind != Kind.ACK:
             return self.outbox.drop("unexpected_kind")
-        self.outbox.on_ack(peer, msg.fields["keys"], self.clock())
+        f = msg.fields
+        self.outbox.on_ack(peer, f["keys"], self.clock(), f.get("refused", ()),
+                           f.get("retry_s", 0.0))
 
     def _on_control(self, msg: wire.Message) -> None:
         if msg.sender not in self.transport.peers:
@@ -196,7 +222,13 @@ class Node:
         was_alive = msg.sender in self.view.alive
         self.last_heard[msg.sender] = now
         if msg.kind in (Kind.HEARTBEAT, Kind.QUEUE_STATE):
-            self.view.peer_state[msg.sender] = dict(msg.fields)
+            state = self.view.peer_state.setdefault(msg.sender, {})
+            before = state.get("no_route", 0)
+            state.update(msg.fields)  # QUEUE_STATE has no no_route: the last heartbeat's holds
+            if msg.kind == Kind.HEARTBEAT:
+                state["no_route"] = msg.fields.get("no_route", 0)
+            if state["no_route"] != before and was_alive:
+                self._check_route(now)
         if not was_alive:
             self._set_alive(msg.sender, True)
         try:
@@ -213,18 +245,41 @@ class Node:
             self.transport.publish(o.dest, wire.encode(o.kind, self.cfg.node_id, o.fields,
                                                        slot=o.slot, round=o.round))
 
-    def _heartbeat(self, now: float) -> None:
+    def _publish_heartbeat(self) -> None:
         v = self.outbox.current_view()
         self.transport.publish(wire.BROADCAST, wire.encode(Kind.HEARTBEAT, self.cfg.node_id, {
             "role": self.cfg.role, "stage": self.cfg.stage, "capacity_flops": v.capacity_flops,
             "input_queue": v.input_queue, "output_queue": v.output_queue,
-            "service_time_s": v.service_time_s}))
+            "service_time_s": v.service_time_s, "no_route": v.no_route}))
+
+    def _heartbeat(self, now: float) -> None:
+        self._publish_heartbeat()
+        v = self.view
         self.hooks.gauges(v, self.policy.routing(), self.policy.thresholds())
+        if self._route_from is not None and now >= self._route_from:
+            self._route_from = None  # start-up grace over: neighbours had time to be heard
+            self._check_route(now)
         limit = self.cfg.neighbour_timeout_rounds * self.cfg.heartbeat_interval_s
         for peer in list(self.view.alive):
             if now - self.last_heard.get(peer, -1e18) > limit:
                 self._set_alive(peer, False)
         self.outbox.retry_waiting(now)
+
+    def _check_route(self, now: float) -> None:
+        """Work out ``view.no_route`` again; on a change, say so and tell the neighbours now."""
+        if self._route_from is not None:
+            return
+        stage = first_unreachable_stage(self.view)
+        if stage == self.view.no_route:
+            return
+        was, self.view.no_route = self.view.no_route, stage
+        if stage:
+            self.outbox.count("no_route")
+            log.warning("no live route to stage %d: %s new tasks (no_route) until one is back",
+                        stage, "rejecting" if self.cfg.role == "source" else "refusing")
+        else:
+            log.info("route to stage %d is back: accepting tasks again", was)
+        self._publish_heartbeat()
 
     def _set_alive(self, peer: str, alive: bool) -> None:
         if alive:
@@ -235,6 +290,7 @@ class Node:
         self.outbox.count("neighbour_joined" if alive else "neighbour_gone")
         self.hooks.metrics.neighbour_alive(peer, alive)
         self.policy.on_peers_changed(self.outbox.current_view())
+        self._check_route(self.clock())
         if alive:
             self.outbox.retry_waiting(self.clock())
 

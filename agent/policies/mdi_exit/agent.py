@@ -189,7 +189,7 @@ class MdiExitPolicy(AgentPolicy):
         over, so it adds the queues its node publishes (0 when none has been heard yet).
         """
         totals = []
-        for m in view.alive_successors(1):
+        for m in view.alive_successors(1, usable=False):
             st = view.peer_state.get(m, {})
             totals.append(int(st.get("input_queue", 0)) + int(st.get("output_queue", 0)))
         return min(totals) if totals else 0
