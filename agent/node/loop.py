@@ -49,6 +49,10 @@ from agent.policies.api import AgentPolicy, NodeView, Outgoing, first_unreachabl
 
 log = logging.getLogger(__name__)
 
+# no "no route" verdict in the first seconds of serving: neighbours (and their neighbours)
+# need a few heartbeats, and CURVE handshakes, before they are heard
+ROUTE_GRACE_S = 5.0
+
 
 class Node:
     """One agent. ``run()`` serves until ``stop()`` (e.g. from a SIGTERM handler).
@@ -96,7 +100,8 @@ class Node:
         for fd in role.wake_fds():
             self.transport.register_fd(fd)
         now = self.clock()
-        self._route_from = now + self.cfg.neighbour_timeout_rounds * self.cfg.heartbeat_interval_s
+        self._route_from = now + max(ROUTE_GRACE_S, self.cfg.neighbour_timeout_rounds
+                                     * self.cfg.heartbeat_interval_s)
         role.start(now)
         nxt = {"hb": now, "tick": now, "status": now + self.cfg.status_interval_s,
                "flush": now + self.cfg.records_flush_interval_s,
