@@ -147,6 +147,7 @@ class Outbox:
         self._replies.setdefault((identity, reason), []).append(key)
         self._retry_s[identity] = max(retry_s, self._retry_s.get(identity, 0.0))
         self.counters["refused_" + reason] += 1
+        self.metrics.refused(reason)
 
     def flush_replies(self) -> None:
         """Send the ACKs and refusals collected since the last call: one message per sender

@@ -140,6 +140,7 @@ class SourceSide(Role):
         if reason:
             self.book.reject(w, now, reason)
             self.rejected[reason] = self.rejected.get(reason, 0) + 1
+            self.out.metrics.refused(reason)
             self._answer(client, "rejected", reason)
             return
         task = self.book.new(x, label, w, now)

@@ -54,6 +54,10 @@ class AgentMetrics:
         self._dropped = Counter("edge_agent_dropped_frames",
                                 "Frames dropped (malformed, unknown sender, stale, ...)",
                                 ["node", "reason"], registry=r)
+        self._refused = Counter("edge_agent_tasks_refused",
+                                "Tasks refused to their sender (overload, no_route) or rejected "
+                                "at a source (admission, overload, no_route)",
+                                ["node", "reason"], registry=r)
         self._alive = Gauge("edge_agent_neighbour_alive",
                             "1 while a neighbour is heard from, 0 once it is treated as gone",
                             ["node", "peer"], registry=r)
@@ -101,6 +105,10 @@ class AgentMetrics:
     def dropped(self, reason: str) -> None:
         """Count a dropped frame, by reason (e.g. "malformed", "version", "unknown_kind")."""
         self._dropped.labels(self.node_id, str(reason)).inc()
+
+    def refused(self, reason: str) -> None:
+        """Count a task refused here (worker) or rejected (source), by reason."""
+        self._refused.labels(self.node_id, str(reason)).inc()
 
     def neighbour_alive(self, peer: str, alive: bool) -> None:
         """Mark a neighbour alive (1) or gone (0)."""
@@ -183,6 +191,9 @@ class NullMetrics:
         pass
 
     def dropped(self, reason: str) -> None:
+        pass
+
+    def refused(self, reason: str) -> None:
         pass
 
     def neighbour_alive(self, peer: str, alive: bool) -> None:
