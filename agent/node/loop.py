@@ -49,8 +49,8 @@ from agent.policies.api import AgentPolicy, NodeView, Outgoing, first_unreachabl
 
 log = logging.getLogger(__name__)
 
-# no "no route" verdict in the first seconds of serving: neighbours (and their neighbours)
-# need a few heartbeats, and CURVE handshakes, before they are heard
+# no "no route" verdict in the first seconds of serving until a successor has been heard:
+# neighbours need a few heartbeats, and CURVE handshakes, before they are heard
 ROUTE_GRACE_S = 5.0
 
 
@@ -218,7 +218,7 @@ class Node:
             return self.outbox.drop("unexpected_kind")
         f = msg.fields
         self.outbox.on_ack(peer, f["keys"], self.clock(), f.get("refused", ()),
-                           f.get("retry_s", 0.0))
+                           f.get("retry_s", 0.0), f.get("reason", ""))
 
     def _on_control(self, msg: wire.Message) -> None:
         if msg.sender not in self.transport.peers:
@@ -273,7 +273,9 @@ class Node:
     def _check_route(self, now: float) -> None:
         """Work out ``view.no_route`` again; on a change, say so and tell the neighbours now."""
         if self._route_from is not None:
-            return
+            if not self.view.alive_successors(usable=False):
+                return  # start-up: no successor heard yet, and the grace is not over
+            self._route_from = None  # one was heard: from now on a verdict is real
         stage = first_unreachable_stage(self.view)
         if stage == self.view.no_route:
             return

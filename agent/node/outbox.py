@@ -93,6 +93,7 @@ class Outbox:
         self._seq = 0
         self._replies: Dict[Any, List[str]] = {}  # (identity, refusal reason) -> keys
         self._retry_s: Dict[bytes, float] = {}  # identity -> hold asked with its refusals
+        self.refused_why: Dict[str, str] = {}  # successor -> reason of its last refusal
         self.clock = time.monotonic
 
     # -- counters ----------------------------------------------------------------------------
@@ -216,7 +217,7 @@ class Outbox:
         self.items.pop(key, None)
 
     def on_ack(self, peer: str, keys: List[str], now: float, refused: List[str] = (),
-               retry_s: float = 0.0) -> None:
+               retry_s: float = 0.0, reason: str = "") -> None:
         """``peer`` ACKed ``keys``: custody ends; a first send's transfer time goes to the policy.
 
         ``refused`` keys come back at once: ``peer`` is left alone for ``retry_s`` (within
@@ -225,6 +226,7 @@ class Outbox:
         if refused:
             hold = min(max(retry_s, HOLD_MIN_S), HOLD_MAX_S)
             self.view.unavailable[peer] = max(self.view.unavailable.get(peer, 0.0), now + hold)
+            self.refused_why[peer] = reason
             self._push(now + hold, "", False)  # offer held tasks again when the hold ends
             for key in refused:
                 item = self.items.get(key)

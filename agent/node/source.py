@@ -127,8 +127,10 @@ class SourceSide(Role):
         view = self.out.current_view()
         if view.no_route:
             return "no_route"
-        if not view.alive_successors(1) and view.alive_successors(1, usable=False):
-            return "overload"  # every stage-1 successor refused work lately
+        held_off = view.alive_successors(1, usable=False)
+        if held_off and not view.alive_successors(1):  # every one refused work lately
+            why = {self.out.refused_why.get(p, "") for p in held_off}
+            return "no_route" if why == {"no_route"} else "overload"
         if len(self.out.waiting) >= self.cfg.max_queue_tasks:
             return "overload"
         return ""

@@ -119,6 +119,8 @@ def test_a_stage_with_no_live_worker_is_answered_with_no_route(bundle, tmp_path)
     recs = c.records("s1")
     assert len({r["id"] for r in recs}) == len(recs) == c.tasks("s1")["created"]
     assert {r["status"] for r in recs} <= {"completed", "rejected", "lost"}
-    assert all(r["reason"] in ("no_route", "shutdown", "deadline") for r in recs
+    # overload: the stage-1 worker's queue filled up before the loss was noticed (a loaded
+    # machine); every other unanswered task names the missing route
+    assert all(r["reason"] in ("no_route", "overload", "shutdown", "deadline") for r in recs
                if r["status"] != "completed"), collections.Counter(
                    (r["status"], r["reason"]) for r in recs)
