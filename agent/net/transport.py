@@ -8,7 +8,9 @@
 - Data: this node binds one ROUTER (tasks and results arrive there; ACKs go back through it)
   and keeps one DEALER per peer (ROUTING_ID = node id) to send tasks/results; the peer's ACKs
   come back on that DEALER. DEALERs use IMMEDIATE so a send to a dead peer fails at once
-  instead of queueing, and the node re-sends elsewhere.
+  instead of queueing, and the node re-sends elsewhere. A monitor on each DEALER reports a
+  dropped connection (a peer process that died closes its sockets) as ``LINK_DOWN`` at once,
+  so the node need not wait for the peer's heartbeats to stop.
 - Every socket: LINGER 0 (shutdown never blocks), MAXMSGSIZE (twice ``max_message_bytes``:
   ZeroMQ disconnects a peer sending more; the node loop counts and drops anything above
   ``max_message_bytes``), and the security object applied
@@ -47,6 +49,7 @@ REPLY = "reply"  # (REPLY, peer id, frames) an ACK (or junk) on the DEALER to th
 CONTROL = "control"  # (CONTROL, peer id, frames) [topic, header] from that peer's PUB
 CLIENT = "client"  # (CLIENT, identity, frames) a local client's request (source "client" mode)
 FD = "fd"  # (FD, fd, None) a registered file descriptor is readable
+LINK_DOWN = "link_down"  # (LINK_DOWN, peer id, None) the connection to its ROUTER dropped
 
 _DRAIN = 256  # messages taken per socket per poll, so one busy socket cannot starve the rest
 
@@ -78,6 +81,7 @@ class Transport:
         self.client: Optional[zmq.Socket] = None
         self.dealers: Dict[str, zmq.Socket] = {}
         self._dealer_peer: Dict[zmq.Socket, str] = {}
+        self._monitors: Dict[zmq.Socket, str] = {}  # DEALER monitor -> peer id
         self._fds: List[int] = []
         self._sockets: List[zmq.Socket] = []
 
@@ -130,6 +134,10 @@ class Transport:
         self.dealers[peer.id] = d
         self._dealer_peer[d] = peer.id
         self.poller.register(d, zmq.POLLIN)
+        mon = d.get_monitor_socket(zmq.EVENT_DISCONNECTED)
+        mon.setsockopt(zmq.LINGER, 0)
+        self._monitors[mon] = peer.id
+        self.poller.register(mon, zmq.POLLIN)
 
     def register_fd(self, fd: int) -> None:
         """Poll a plain file descriptor for readability alongside the sockets."""
@@ -154,7 +162,10 @@ class Transport:
                     frames = sock_or_fd.recv_multipart(zmq.NOBLOCK, copy=False)
                 except zmq.Again:
                     break
-                if sock_or_fd is self.router:
+                if sock_or_fd in self._monitors:
+                    if self._link_down(frames):
+                        events.append((LINK_DOWN, self._monitors[sock_or_fd], None))
+                elif sock_or_fd is self.router:
                     if self.key_owners and not self._own_key(frames):
                         continue
                     events.append((DATA, frames[0].bytes, frames[1:]))
@@ -165,6 +176,15 @@ class Transport:
                 else:
                     events.append((REPLY, self._dealer_peer[sock_or_fd], frames))
         return events
+
+    @staticmethod
+    def _link_down(frames: Sequence[Any]) -> bool:
+        """True for a monitor event saying the connection dropped."""
+        try:
+            event = int.from_bytes(frames[0].bytes[:2], "little")
+        except (AttributeError, IndexError):
+            return False
+        return event == zmq.EVENT_DISCONNECTED
 
     def _own_key(self, frames: Sequence[Any]) -> bool:
         """True when the routing id names the node the authenticated key belongs to."""
@@ -206,6 +226,14 @@ class Transport:
 
     def close(self) -> None:
         """Close every socket at once (LINGER 0) and stop the security object."""
+        for d in list(self.dealers.values()):
+            try:
+                d.disable_monitor()
+            except zmq.ZMQError:
+                pass
+        for mon in self._monitors:
+            mon.close(linger=0)
+        self._monitors = {}
         for s in self._sockets:
             try:
                 s.close(linger=0)

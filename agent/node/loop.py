@@ -12,8 +12,9 @@ holding it). So a crash loses no task; at worst it is answered late.
 
 Control plane: heartbeats (queue state) every ``heartbeat_interval_s``; a neighbour silent for
 ``neighbour_timeout_rounds`` heartbeat periods is gone (``view.alive``), which the policy sees at
-once. Policy messages (DTO-EE request/status, thresholds) go through ``AgentPolicy.on_control``
-and ``on_tick``.
+once; so is one whose data connection dropped (``LINK_DOWN``: its process died), until it is
+heard again. Policy messages (DTO-EE request/status, thresholds) go through
+``AgentPolicy.on_control`` and ``on_tick``.
 
 No route: after every change in who is alive (and every heartbeat) the loop works out the
 first stage it has no live route to (``policies.api.first_unreachable_stage``, from the
@@ -39,7 +40,7 @@ from typing import Callable, Dict, List, Optional
 
 from agent.config.node import NodeConfig
 from agent.protocol import wire
-from agent.net.transport import CLIENT, CONTROL, DATA, FD, REPLY, Transport
+from agent.net.transport import CLIENT, CONTROL, DATA, FD, LINK_DOWN, REPLY, Transport
 from agent.protocol.wire import Kind, WireError
 from agent.node.hooks import NodeHooks
 from agent.node.outbox import Outbox
@@ -183,6 +184,12 @@ class Node:
                     pass
             else:
                 self.role.on_fd(who)
+            return
+        if tag == LINK_DOWN:  # its process died (or the network cut): gone now, not in 2 s
+            if who in self.view.alive:
+                log.info("neighbour %s dropped its connection", who)
+                self.last_heard.pop(who, None)
+                self._set_alive(who, False)
             return
         try:
             if wire.frames_nbytes(frames) > self.cfg.max_message_bytes:

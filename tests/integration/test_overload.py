@@ -90,11 +90,12 @@ def test_twice_the_capacity_is_refused_not_queued(bundle, tmp_path):
 
 
 def test_a_stage_with_no_live_worker_is_answered_with_no_route(bundle, tmp_path):
-    """Every stage-2 worker killed: within 2 s the source rejects new tasks as no_route and
+    """Every stage-2 worker killed (heartbeats at the default 0.5 s, so silence alone would take
+    2 s to notice): within 2 s the source rejects new tasks as no_route and
     logs a WARNING naming stage 2; held tasks settle in bounded time; when a stage-2 worker
     is back, tasks complete again without any operator action."""
     c = Cluster(str(tmp_path), bundle, {"s1": 0, "w1": 1, "w2": 2}, policy="cf",
-                neighbour_timeout_rounds=4, result_timeout_s=4.0)
+                heartbeat_interval_s=0.5, neighbour_timeout_rounds=4, result_timeout_s=4.0)
     try:
         c.start("w1")
         c.start("w2")
