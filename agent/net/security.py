@@ -181,25 +181,27 @@ def key_owners(cfg) -> Dict[str, str]:
     """z85 public key -> the one node id it speaks as, under ``security = "curve"``.
 
     Peers' ``public_key`` values name their node; a ``NAME.key`` file in ``allowed_keys_dir``
-    names node ``NAME``. A key listed for two different nodes belongs to neither (logged), so
-    it cannot speak at all. ``{}`` without CURVE.
+    names node ``NAME`` unless a peer already names that key's node. A key given to two
+    different peers belongs to neither (logged), so it cannot speak at all. ``{}`` without
+    CURVE.
     """
     if cfg.security != "curve":
         return {}
-    claims = [(load_public_key(p.public_key), p.id) for p in cfg.peers if p.public_key]
+    owners: Dict[str, str] = {}
+    clash = set()
+    for p in cfg.peers:
+        if p.public_key:
+            k = load_public_key(p.public_key).decode("ascii")
+            if owners.get(k, p.id) != p.id:
+                clash.add(k)
+            owners[k] = p.id
     keys_dir = getattr(cfg, "allowed_keys_dir", "")
     if keys_dir and os.path.isdir(keys_dir):
         for name in sorted(n for n in os.listdir(keys_dir) if n.endswith(".key")):
-            claims.append((load_public_key(os.path.join(keys_dir, name)), name[:-len(".key")]))
-    owners: Dict[str, str] = {}
-    clash = set()
-    for key, node in claims:
-        k = key.decode("ascii")
-        if owners.get(k, node) != node:
-            clash.add(k)
-        owners[k] = node
+            k = load_public_key(os.path.join(keys_dir, name)).decode("ascii")
+            owners.setdefault(k, name[:-len(".key")])
     for k in clash:
-        log.warning("public key %s is listed for more than one node; it is refused as all", k)
+        log.warning("public key %s is given to more than one peer; it is refused as all", k)
         del owners[k]
     return owners
 

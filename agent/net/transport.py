@@ -73,6 +73,7 @@ class Transport:
         # z85 public key -> the one node id it may speak as (empty: no CURVE, no check)
         self.key_owners = dict(key_owners or {})
         self.impersonations = 0  # data messages dropped: routing id is not the key's node
+        self._impostors: set = set()  # (key's node, claimed id) pairs logged once
         self.poller = zmq.Poller()
         self.pub: Optional[zmq.Socket] = None
         self.subs: Dict[str, zmq.Socket] = {}  # peer id -> SUB connected to its PUB
@@ -192,9 +193,15 @@ class Transport:
             owner = self.key_owners.get(frames[-1].get("User-Id"))
         except (zmq.ZMQError, AttributeError, IndexError):  # no ZAP property on this message
             owner = None
-        if owner is not None and frames[0].bytes == owner.encode("utf-8"):
+        claimed = frames[0].bytes
+        if owner is not None and claimed == owner.encode("utf-8"):
             return True
         self.impersonations += 1
+        if (owner, claimed) not in self._impostors and len(self._impostors) < 100:
+            self._impostors.add((owner, claimed))  # once per pair: a flood logs nothing new
+            log.warning("dropped data from the key of %s speaking as %r (a NAME.key file in "
+                        "allowed_keys_dir must be named after its node id)",
+                        "node %r" % owner if owner else "no known node", claimed)
         return False
 
     def publish(self, dest: str, frames: Sequence[Any]) -> None:
