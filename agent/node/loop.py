@@ -80,9 +80,7 @@ class Node:
         self._rfd, self._wfd = os.pipe()
         os.set_blocking(self._wfd, False)
         self._save_due = False  # a slot's state save waits for the configuration phase's end
-        # no "no route" verdict before the neighbours had time to be heard once
-        self._route_from: Optional[float] = (
-            clock() + cfg.neighbour_timeout_rounds * cfg.heartbeat_interval_s)
+        self._route_from: Optional[float] = None  # end of the start-up grace (set by run)
 
     # -- life cycle ---------------------------------------------------------------------------
 
@@ -239,7 +237,7 @@ class Node:
             state.update(msg.fields)  # QUEUE_STATE has no no_route: the last heartbeat's holds
             if msg.kind == Kind.HEARTBEAT:
                 state["no_route"] = msg.fields.get("no_route", 0)
-            if state["no_route"] != before and was_alive:
+            if state.get("no_route", 0) != before and was_alive:
                 self._check_route(now)
         if not was_alive:
             self._set_alive(msg.sender, True)
