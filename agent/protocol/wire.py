@@ -33,9 +33,9 @@ Optional fields (type-checked when present; absent means the default in brackets
                   counted from its arrival at the receiver; each hop sends what is left) [none],
                   token str (per-task secret the source puts in the TASK; only nodes on the
                   task's path see it, and a RESULT must echo it to be accepted) [""]
-    ACK           refused [str] (task keys the receiver refuses: queue full, no route, past
-                  their deadline; the sender re-routes or holds them at once) [],
-                  reason str (why they were refused: "overload", "no_route", "deadline") [""],
+    ACK           refused [str] (task keys the receiver refuses: its queue is full or it has
+                  no route on; the sender re-routes or holds them at once) [],
+                  reason str (why they were refused: "overload" or "no_route") [""],
                   retry_s float (how long the sender should not offer this receiver more) [0]
     RESULT        token str (the TASK's token, echoed) [""];
                   outcome str ("completed" | "rejected" | "lost" | "error") and reason str
