@@ -107,6 +107,8 @@ class NodeConfig:
     result_timeout_s: float = 20.0  # source: re-issue a task whose result has not come by then
     max_attempts: int = 3  # source: issues of one task (first + re-issues) before it is lost
     drain_timeout_s: float = 10.0  # source: on shutdown, wait this long for results in flight
+    max_queue_tasks: int = 32  # tasks a node holds (input + output queue); more are refused
+    max_queue_bytes: int = 64 * 1024 * 1024  # tensor bytes a node holds; more are refused
     max_message_bytes: int = 16 * 1024 * 1024  # ZMQ_MAXMSGSIZE on receiving sockets
     backend: str = "auto"  # engine backend: auto | tensorrt | onnxruntime
     precision: str = "fp32"  # engine precision: fp32 | fp16 (int8 is refused: no calibration cache)
@@ -287,6 +289,8 @@ def parse_config(obj: Any, base_dir: str = ".", where: str = "config") -> NodeCo
     kw["seed"] = r.int("seed", dflt("seed"), lo=0)
     kw["max_message_bytes"] = r.int("max_message_bytes", dflt("max_message_bytes"), lo=1024,
                                     hi=MAX_MESSAGE_BYTES_LIMIT)
+    kw["max_queue_tasks"] = r.int("max_queue_tasks", dflt("max_queue_tasks"), lo=1)
+    kw["max_queue_bytes"] = r.int("max_queue_bytes", dflt("max_queue_bytes"), lo=1024)
     kw["metrics_port"] = r.int("metrics_port", dflt("metrics_port"), lo=0, hi=65535)
     kw["backend"] = r.str("backend", dflt("backend"), BACKENDS)
     if obj.get("precision") == "int8":

@@ -218,6 +218,35 @@ def serve_clients_over_curve(security, sock, allowed_keys: Iterable[bytes],
     security.apply_server(sock)
 
 
+def key_owners(cfg) -> Dict[str, str]:
+    """z85 public key -> the one node id it speaks as, under ``security = "curve"``.
+
+    Peers' ``public_key`` values name their node; a ``NAME.key`` file in ``allowed_keys_dir``
+    names node ``NAME`` unless a peer already names that key's node. A key given to two
+    different peers belongs to neither (logged), so it cannot speak at all. ``{}`` without
+    CURVE.
+    """
+    if cfg.security != "curve":
+        return {}
+    owners: Dict[str, str] = {}
+    clash = set()
+    for p in cfg.peers:
+        if p.public_key:
+            k = load_public_key(p.public_key).decode("ascii")
+            if owners.get(k, p.id) != p.id:
+                clash.add(k)
+            owners[k] = p.id
+    keys_dir = getattr(cfg, "allowed_keys_dir", "")
+    if keys_dir and os.path.isdir(keys_dir):
+        for name in sorted(n for n in os.listdir(keys_dir) if n.endswith(".key")):
+            k = load_public_key(os.path.join(keys_dir, name)).decode("ascii")
+            owners.setdefault(k, name[:-len(".key")])
+    for k in clash:
+        log.warning("public key %s is given to more than one peer; it is refused as all", k)
+        del owners[k]
+    return owners
+
+
 # ---------------------------------------------------------------- key files
 
 def generate_keypair(directory: str, name: str, overwrite: bool = False) -> Tuple[str, str]:

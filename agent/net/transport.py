@@ -1,17 +1,29 @@
 """ZeroMQ sockets of one agent: the control plane (PUB/SUB) and the data plane (DEALER->ROUTER).
 
-- Control: this node binds one PUB; it connects one SUB to every peer's PUB and subscribes to
-  two topics, its own id and the broadcast topic (``wire.topic``). Frames: [topic, header].
+- Control: this node binds one PUB; it keeps one SUB per peer, connected to that peer's PUB
+  (under CURVE with that peer's server key) and subscribed to two topics, its own id and the
+  broadcast topic (``wire.topic``). Frames: [topic, header]. One SUB per peer means every
+  control message is known to come from the one peer whose PUB delivered it (the loop drops a
+  message whose ``from`` names another node).
 - Data: this node binds one ROUTER (tasks and results arrive there; ACKs go back through it)
   and keeps one DEALER per peer (ROUTING_ID = node id) to send tasks/results; the peer's ACKs
   come back on that DEALER. DEALERs use IMMEDIATE so a send to a dead peer fails at once
-  instead of queueing, and the node re-sends elsewhere.
+  instead of queueing, and the node re-sends elsewhere. A monitor on each DEALER reports a
+  dropped connection (a peer process that died closes its sockets) as ``LINK_DOWN`` at once,
+  so the node need not wait for the peer's heartbeats to stop.
 - Every socket: LINGER 0 (shutdown never blocks), MAXMSGSIZE (twice ``max_message_bytes``:
   ZeroMQ disconnects a peer sending more; the node loop counts and drops anything above
   ``max_message_bytes``), and the security object applied
   (``apply_server`` on bound sockets, ``apply_client`` with the peer's public key on the rest)
   -- except a source's client socket: CURVE with its own allow-list when client keys are
   given, else plain and restricted by the config to ipc:// or loopback.
+
+Identity: under CURVE the ZAP handler authenticates each DEALER that connects to the ROUTER
+and sets the message property ``User-Id`` to its z85 public key; ``key_owners`` maps each
+allowed key to exactly one node id, and a data message whose routing id (the DEALER's
+ROUTING_ID, the node id it claims) is not that key's node is dropped here and counted in
+``impersonations`` (the loop turns it into ``drop_impersonation``); the loop checks the header's
+``from`` against the routing id. So a listed key can only ever speak as its own node.
 
 The transport does no decoding and keeps no policy state: ``poll`` returns raw events and the
 node loop decides. It also lets the loop register plain file descriptors (the inference
@@ -35,9 +47,10 @@ log = logging.getLogger(__name__)
 # Event tags returned by Transport.poll
 DATA = "data"  # (DATA, router identity bytes, frames) a task/result/junk at our ROUTER
 REPLY = "reply"  # (REPLY, peer id, frames) an ACK (or junk) on the DEALER to that peer
-CONTROL = "control"  # (CONTROL, None, frames) [topic, header] from a peer's PUB
+CONTROL = "control"  # (CONTROL, peer id, frames) [topic, header] from that peer's PUB
 CLIENT = "client"  # (CLIENT, identity, frames) a local client's request (source "client" mode)
 FD = "fd"  # (FD, fd, None) a registered file descriptor is readable
+LINK_DOWN = "link_down"  # (LINK_DOWN, peer id, None) the connection to its ROUTER dropped
 
 _DRAIN = 256  # messages taken per socket per poll, so one busy socket cannot starve the rest
 
@@ -48,7 +61,8 @@ class Transport:
     def __init__(self, ctx: zmq.Context, node_id: str, control_bind: str, data_bind: str,
                  peers: Sequence[Peer], security: Any = None, max_message_bytes: int = 16 << 20,
                  client_bind: str = "", server_keys: Optional[Dict[str, bytes]] = None,
-                 client_keys: Optional[Sequence[bytes]] = None, on_client_refused: Any = None):
+                 client_keys: Optional[Sequence[bytes]] = None, on_client_refused: Any = None,
+                 key_owners: Optional[Dict[str, str]] = None):
         self.ctx = ctx
         self.node_id = node_id
         self.control_bind = control_bind
@@ -61,13 +75,19 @@ class Transport:
         # clients' public keys: the client socket is a CURVE server (None: plain, local only)
         self.client_keys = client_keys
         self.on_client_refused = on_client_refused
+        # z85 public key -> the one node id it may speak as (empty: no CURVE, no check)
+        self.key_owners = dict(key_owners or {})
+        self.impersonations = 0  # data messages dropped: routing id is not the key's node
+        self._impostors: set = set()  # (key's node, claimed id) pairs logged once
         self.poller = zmq.Poller()
         self.pub: Optional[zmq.Socket] = None
-        self.sub: Optional[zmq.Socket] = None
+        self.subs: Dict[str, zmq.Socket] = {}  # peer id -> SUB connected to its PUB
+        self._sub_peer: Dict[zmq.Socket, str] = {}
         self.router: Optional[zmq.Socket] = None
         self.client: Optional[zmq.Socket] = None
         self.dealers: Dict[str, zmq.Socket] = {}
         self._dealer_peer: Dict[zmq.Socket, str] = {}
+        self._monitors: Dict[zmq.Socket, str] = {}  # DEALER monitor -> peer id
         self._fds: List[int] = []
         self._sockets: List[zmq.Socket] = []
 
@@ -101,18 +121,20 @@ class Transport:
                                          self.on_client_refused)
             self.client.bind(self.client_bind)
             self.poller.register(self.client, zmq.POLLIN)
-        self.sub = self._socket(zmq.SUB)
-        self.sub.setsockopt(zmq.SUBSCRIBE, topic(self.node_id))
-        self.sub.setsockopt(zmq.SUBSCRIBE, topic(BROADCAST))
-        self.poller.register(self.sub, zmq.POLLIN)
         for p in self.peers.values():
             self._connect_peer(p)
 
     def _connect_peer(self, peer: Peer) -> None:
-        # SUB to its PUB (control) and a DEALER to its ROUTER (data); the CURVE server key is
-        # set per connect, since each peer has its own
-        self.security.apply_client(self.sub, self.server_keys.get(peer.id))
-        self.sub.connect(peer.control_address)
+        # a SUB to its PUB (control) and a DEALER to its ROUTER (data); the CURVE server key
+        # is the peer's own
+        sub = self._socket(zmq.SUB)
+        sub.setsockopt(zmq.SUBSCRIBE, topic(self.node_id))
+        sub.setsockopt(zmq.SUBSCRIBE, topic(BROADCAST))
+        self.security.apply_client(sub, self.server_keys.get(peer.id))
+        sub.connect(peer.control_address)
+        self.subs[peer.id] = sub
+        self._sub_peer[sub] = peer.id
+        self.poller.register(sub, zmq.POLLIN)
         d = self._socket(zmq.DEALER)
         d.setsockopt(zmq.ROUTING_ID, self.node_id.encode("utf-8"))
         d.setsockopt(zmq.IMMEDIATE, 1)
@@ -121,6 +143,10 @@ class Transport:
         self.dealers[peer.id] = d
         self._dealer_peer[d] = peer.id
         self.poller.register(d, zmq.POLLIN)
+        mon = d.get_monitor_socket(zmq.EVENT_DISCONNECTED)
+        mon.setsockopt(zmq.LINGER, 0)
+        self._monitors[mon] = peer.id
+        self.poller.register(mon, zmq.POLLIN)
 
     def register_fd(self, fd: int) -> None:
         """Poll a plain file descriptor for readability alongside the sockets."""
@@ -145,15 +171,46 @@ class Transport:
                     frames = sock_or_fd.recv_multipart(zmq.NOBLOCK, copy=False)
                 except zmq.Again:
                     break
-                if sock_or_fd is self.router:
+                if sock_or_fd in self._monitors:
+                    if self._link_down(frames):
+                        events.append((LINK_DOWN, self._monitors[sock_or_fd], None))
+                elif sock_or_fd is self.router:
+                    if self.key_owners and not self._own_key(frames):
+                        continue
                     events.append((DATA, frames[0].bytes, frames[1:]))
-                elif sock_or_fd is self.sub:
-                    events.append((CONTROL, None, frames))
+                elif sock_or_fd in self._sub_peer:
+                    events.append((CONTROL, self._sub_peer[sock_or_fd], frames))
                 elif sock_or_fd is self.client:
                     events.append((CLIENT, frames[0].bytes, frames[1:]))
                 else:
                     events.append((REPLY, self._dealer_peer[sock_or_fd], frames))
         return events
+
+    @staticmethod
+    def _link_down(frames: Sequence[Any]) -> bool:
+        """True for a monitor event saying the connection dropped."""
+        try:
+            event = int.from_bytes(frames[0].bytes[:2], "little")
+        except (AttributeError, IndexError):
+            return False
+        return event == zmq.EVENT_DISCONNECTED
+
+    def _own_key(self, frames: Sequence[Any]) -> bool:
+        """True when the routing id names the node the authenticated key belongs to."""
+        try:
+            owner = self.key_owners.get(frames[-1].get("User-Id"))
+        except (zmq.ZMQError, AttributeError, IndexError):  # no ZAP property on this message
+            owner = None
+        claimed = frames[0].bytes
+        if owner is not None and claimed == owner.encode("utf-8"):
+            return True
+        self.impersonations += 1
+        if (owner, claimed) not in self._impostors and len(self._impostors) < 100:
+            self._impostors.add((owner, claimed))  # once per pair: a flood logs nothing new
+            log.warning("dropped data from the key of %s speaking as %r (a NAME.key file in "
+                        "allowed_keys_dir must be named after its node id)",
+                        "node %r" % owner if owner else "no known node", claimed)
+        return False
 
     def publish(self, dest: str, frames: Sequence[Any]) -> None:
         """Publish [topic(dest), frames...] on the control plane (dest = node id or BROADCAST)."""
@@ -184,6 +241,14 @@ class Transport:
 
     def close(self) -> None:
         """Close every socket at once (LINGER 0) and stop the security object."""
+        for d in list(self.dealers.values()):
+            try:
+                d.disable_monitor()
+            except zmq.ZMQError:
+                pass
+        for mon in self._monitors:
+            mon.close(linger=0)
+        self._monitors = {}
         for s in self._sockets:
             try:
                 s.close(linger=0)

@@ -69,27 +69,29 @@ class SourceBook:
         self.records = records
         self.pending: Dict[str, Pending] = {}
         self.seq = 0
-        # a random part per start: workers that kept running must not take a restarted
-        # source's new tasks for duplicates of its old ones
-        self.prefix = "%s-%s" % (node_id, os.urandom(3).hex())
         self.created = self.completed = self.lost = self.rejected = 0
         self.recovered_lost = 0  # the earlier run's unrecorded tasks, recorded lost at start
 
     def new(self, x: np.ndarray, label: int, wall: float, mono: float) -> Pending:
         self.seq += 1
         self.created += 1
-        task = Pending("%s-%d" % (self.prefix, self.seq), x, label, wall, mono)
+        task = Pending(self._new_id(), x, label, wall, mono)
         self.records.opened(task.id, wall, mono, label)
         self.pending[task.id] = task
         return task
 
-    def reject(self, wall: float, mono: float) -> None:
-        """Admission control refused a task: it is created and recorded as rejected."""
+    def _new_id(self) -> str:
+        """An unpredictable task id (64 random bits): nobody can guess another task's id."""
+        return "%s-%s" % (self.node_id, os.urandom(8).hex())
+
+    def reject(self, wall: float, mono: float, reason: str = "admission") -> None:
+        """A task the fleet cannot take: it is created and recorded as rejected (``reason``)."""
         self.seq += 1
         self.created += 1
         self.rejected += 1
-        self.records.opened("%s-%d" % (self.prefix, self.seq), wall, mono, -1)
-        self._record("%s-%d" % (self.prefix, self.seq), "rejected", wall, mono, wall, mono)
+        task_id = self._new_id()
+        self.records.opened(task_id, wall, mono, -1)
+        self._record(task_id, "rejected", wall, mono, wall, mono, reason=reason)
 
     def complete(self, fields: Dict[str, Any], wall: float, mono: float) -> Optional[Pending]:
         """Record a result; None if the task is unknown or already answered (a duplicate)."""

@@ -29,7 +29,8 @@ import zmq
 from agent.config.checks import is_loopback_host
 from agent.config.node import NodeConfig
 from agent.errors import UsageError
-from agent.net.security import load_allowed_keys, load_public_key, security_from_config
+from agent.net.security import (key_owners, load_allowed_keys, load_public_key,
+                                security_from_config)
 from agent.net.transport import Transport
 from agent.node.book import ReplaySet, SourceBook
 from agent.node.capacity import Capacity, worker_capacity
@@ -284,11 +285,12 @@ def build(cfg: NodeConfig, notifier: Any = None, ctx: Optional[zmq.Context] = No
     transport = Transport(ctx, cfg.node_id, cfg.control_bind, cfg.data_bind, cfg.peers, security,
                           cfg.max_message_bytes,
                           cfg.client_bind if cfg.arrival == "client" else "", keys,
-                          client_keys, on_client_refused)
+                          client_keys, on_client_refused, key_owners(cfg))
     role: Role
     if runner is not None:
         outbox = Outbox(cfg, transport, policy, view, capacity, lambda: runner.queued, metrics)
         role = WorkerSide(cfg, outbox, policy, specs, runner, capacity, metrics)
+        outbox.input_queue = role.input_queue  # the engine's queue and the backlog before it
     else:
         outbox = Outbox(cfg, transport, policy, view, capacity, metrics=metrics)
         role = SourceSide(cfg, outbox, policy, book, replay)

@@ -12,8 +12,20 @@ holding it). So a crash loses no task; at worst it is answered late.
 
 Control plane: heartbeats (queue state) every ``heartbeat_interval_s``; a neighbour silent for
 ``neighbour_timeout_rounds`` heartbeat periods is gone (``view.alive``), which the policy sees at
-once. Policy messages (DTO-EE request/status, thresholds) go through ``AgentPolicy.on_control``
-and ``on_tick``.
+once; so is one whose data connection dropped (``LINK_DOWN``: its process died), until it is
+heard again. Policy messages (DTO-EE request/status, thresholds) go through
+``AgentPolicy.on_control`` and ``on_tick``.
+
+No route: after every change in who is alive (and every heartbeat) the loop works out the
+first stage it has no live route to (``policies.api.first_unreachable_stage``, from the
+successors' own ``no_route``), keeps it in ``view.no_route``, logs a WARNING naming the stage
+when it appears (INFO when it clears) and publishes a heartbeat at once, so upstream nodes and
+sources learn within one hop: a worker then refuses new tasks (``no_route``) and a source
+rejects them; tasks held meanwhile die at their deadline; service resumes by itself.
+
+Identity: a control message must come from the peer whose PUB delivered it, an ACK from the
+peer its DEALER talks to, a data message from the node its routing id names (under CURVE the
+transport has bound that to the authenticated key); anything else is ``drop_impersonation``.
 
 Input is never trusted: every malformed, unexpected or undeliverable message is counted in the
 outbox's ``counters`` (written to ``<state_dir>/stats.json`` by ``status.NodeStatus``) and dropped.
@@ -28,15 +40,19 @@ from typing import Callable, Dict, List, Optional
 
 from agent.config.node import NodeConfig
 from agent.protocol import wire
-from agent.net.transport import CLIENT, CONTROL, DATA, FD, REPLY, Transport
+from agent.net.transport import CLIENT, CONTROL, DATA, FD, LINK_DOWN, REPLY, Transport
 from agent.protocol.wire import Kind, WireError
 from agent.node.hooks import NodeHooks
 from agent.node.outbox import Outbox
 from agent.node.role import Role
 from agent.node.status import NodeStatus
-from agent.policies.api import AgentPolicy, NodeView, Outgoing
+from agent.policies.api import AgentPolicy, NodeView, Outgoing, first_unreachable_stage
 
 log = logging.getLogger(__name__)
+
+# no "no route" verdict in the first seconds of serving until a successor has been heard:
+# neighbours need a few heartbeats, and CURVE handshakes, before they are heard
+ROUTE_GRACE_S = 5.0
 
 
 class Node:
@@ -64,6 +80,7 @@ class Node:
         self._rfd, self._wfd = os.pipe()
         os.set_blocking(self._wfd, False)
         self._save_due = False  # a slot's state save waits for the configuration phase's end
+        self._route_from: Optional[float] = None  # end of the start-up grace (set by run)
 
     # -- life cycle ---------------------------------------------------------------------------
 
@@ -82,6 +99,8 @@ class Node:
         for fd in role.wake_fds():
             self.transport.register_fd(fd)
         now = self.clock()
+        self._route_from = now + max(ROUTE_GRACE_S, self.cfg.neighbour_timeout_rounds
+                                     * self.cfg.heartbeat_interval_s)
         role.start(now)
         nxt = {"hb": now, "tick": now, "status": now + self.cfg.status_interval_s,
                "flush": now + self.cfg.records_flush_interval_s,
@@ -103,6 +122,10 @@ class Node:
             due.append(now + self.hooks.watchdog_interval_s)
             for ev in self.transport.poll(max(0.0, min(due) - now)):
                 self._dispatch(ev)
+            if self.transport.impersonations:
+                out.drop("impersonation", self.transport.impersonations)
+                self.transport.impersonations = 0
+            guarded(out.flush_replies)
             now = self.clock()
             guarded(out.run_paced, now)
             guarded(out.run_timers, now, role.on_timer)
@@ -160,6 +183,12 @@ class Node:
             else:
                 self.role.on_fd(who)
             return
+        if tag == LINK_DOWN:  # its process died (or the network cut): gone now, not in 2 s
+            if who in self.view.alive:
+                log.info("neighbour %s dropped its connection", who)
+                self.last_heard.pop(who, None)
+                self._set_alive(who, False)
+            return
         try:
             if wire.frames_nbytes(frames) > self.cfg.max_message_bytes:
                 raise WireError("oversized", "message above max_message_bytes")
@@ -169,6 +198,11 @@ class Node:
         except WireError as exc:
             self.outbox.drop(exc.reason)
             return
+        if tag != CLIENT and msg.sender != (who.decode("utf-8", "replace") if tag == DATA
+                                            else who):
+            # it speaks for another node (or, on the control plane, for none we know)
+            return self.outbox.drop("unknown_sender" if tag == CONTROL and msg.sender
+                                    not in self.transport.peers else "impersonation")
         try:
             if tag == CONTROL:
                 self._on_control(msg)
@@ -187,7 +221,9 @@ class Node:
     def _on_reply(self, peer: str, msg: wire.Message) -> None:
         if msg.kind != Kind.ACK:
             return self.outbox.drop("unexpected_kind")
-        self.outbox.on_ack(peer, msg.fields["keys"], self.clock())
+        f = msg.fields
+        self.outbox.on_ack(peer, f["keys"], self.clock(), f.get("refused", ()),
+                           f.get("retry_s", 0.0), f.get("reason", ""))
 
     def _on_control(self, msg: wire.Message) -> None:
         if msg.sender not in self.transport.peers:
@@ -196,7 +232,13 @@ class Node:
         was_alive = msg.sender in self.view.alive
         self.last_heard[msg.sender] = now
         if msg.kind in (Kind.HEARTBEAT, Kind.QUEUE_STATE):
-            self.view.peer_state[msg.sender] = dict(msg.fields)
+            state = self.view.peer_state.setdefault(msg.sender, {})
+            before = state.get("no_route", 0)
+            state.update(msg.fields)  # QUEUE_STATE has no no_route: the last heartbeat's holds
+            if msg.kind == Kind.HEARTBEAT:
+                state["no_route"] = msg.fields.get("no_route", 0)
+            if state.get("no_route", 0) != before and was_alive:
+                self._check_route(now)
         if not was_alive:
             self._set_alive(msg.sender, True)
         try:
@@ -213,18 +255,43 @@ class Node:
             self.transport.publish(o.dest, wire.encode(o.kind, self.cfg.node_id, o.fields,
                                                        slot=o.slot, round=o.round))
 
-    def _heartbeat(self, now: float) -> None:
+    def _publish_heartbeat(self) -> None:
         v = self.outbox.current_view()
         self.transport.publish(wire.BROADCAST, wire.encode(Kind.HEARTBEAT, self.cfg.node_id, {
             "role": self.cfg.role, "stage": self.cfg.stage, "capacity_flops": v.capacity_flops,
             "input_queue": v.input_queue, "output_queue": v.output_queue,
-            "service_time_s": v.service_time_s}))
+            "service_time_s": v.service_time_s, "no_route": v.no_route}))
+
+    def _heartbeat(self, now: float) -> None:
+        self._publish_heartbeat()
+        v = self.view
         self.hooks.gauges(v, self.policy.routing(), self.policy.thresholds())
+        if self._route_from is not None and now >= self._route_from:
+            self._route_from = None  # start-up grace over: neighbours had time to be heard
+            self._check_route(now)
         limit = self.cfg.neighbour_timeout_rounds * self.cfg.heartbeat_interval_s
         for peer in list(self.view.alive):
             if now - self.last_heard.get(peer, -1e18) > limit:
                 self._set_alive(peer, False)
         self.outbox.retry_waiting(now)
+
+    def _check_route(self, now: float) -> None:
+        """Work out ``view.no_route`` again; on a change, say so and tell the neighbours now."""
+        if self._route_from is not None:
+            if not self.view.alive_successors(usable=False):
+                return  # start-up: no successor heard yet, and the grace is not over
+            self._route_from = None  # one was heard: from now on a verdict is real
+        stage = first_unreachable_stage(self.view)
+        if stage == self.view.no_route:
+            return
+        was, self.view.no_route = self.view.no_route, stage
+        if stage:
+            self.outbox.count("no_route")
+            log.warning("no live route to stage %d: %s new tasks (no_route) until one is back",
+                        stage, "rejecting" if self.cfg.role == "source" else "refusing")
+        else:
+            log.info("route to stage %d is back: accepting tasks again", was)
+        self._publish_heartbeat()
 
     def _set_alive(self, peer: str, alive: bool) -> None:
         if alive:
@@ -235,6 +302,7 @@ class Node:
         self.outbox.count("neighbour_joined" if alive else "neighbour_gone")
         self.hooks.metrics.neighbour_alive(peer, alive)
         self.policy.on_peers_changed(self.outbox.current_view())
+        self._check_route(self.clock())
         if alive:
             self.outbox.retry_waiting(self.clock())
 

@@ -8,6 +8,14 @@ emulated) and kept until the next hop ACKs its key (``on_ack``). With no ACK by 
 ``MAX_HOP_RESENDS`` times. The same timer heap carries the sides' own timers (``call_at``, e.g. a
 source's result deadline), handed back to the side in deadline order.
 
+Back-pressure: a receiver that cannot take a task (queue full, no route on) names its key in
+the ``refused`` list of its ACK; ``on_ack`` then marks that successor ``unavailable`` for the
+``retry_s`` it asked (``NodeView.alive_successors`` leaves it out) and routes the task again at
+once: to another successor, or into ``waiting`` until the hold ends (a timer retries then).
+A task carries its deadline (``OutItem.expires``, sent as the remaining ``ttl_s``): past it, it
+is dropped wherever it waits (``drop_deadline``), since its source has given up on that attempt.
+ACKs (and refusals) are collected per sender and sent once per poll (``flush_replies``).
+
 The outbox also holds the node's ``counters`` (``count``, ``drop``, ``guarded``) and keeps the
 policy's ``NodeView`` current (``current_view``): queue lengths and the capacity owner's mu.
 """
@@ -16,6 +24,7 @@ from __future__ import annotations
 
 import heapq
 import logging
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional
@@ -33,6 +42,7 @@ from agent.policies.api import AgentPolicy, NodeView, TaskInfo
 log = logging.getLogger("agent.node.loop")  # these are the loop's steps: logged under its name
 
 MAX_HOP_RESENDS = 10  # per hop; beyond that the task is dropped here and its source re-issues it
+HOLD_MIN_S, HOLD_MAX_S = 0.005, 1.0  # bounds on how long a refusing successor is left alone
 
 
 @dataclass
@@ -48,6 +58,12 @@ class OutItem:
     resends: int = 0
     deadline: float = 0.0
     link_start: float = 0.0  # monotonic time its last send began on the link (0: not sent)
+    expires: float = 0.0  # monotonic time its source gives up on it (0: never; results)
+
+    @property
+    def nbytes(self) -> int:
+        """Tensor bytes this item holds."""
+        return 0 if self.tensor is None else self.tensor.nbytes
 
 
 class Outbox:
@@ -75,17 +91,26 @@ class Outbox:
         self._paced: List[Any] = []  # heap of (due, seq, item, frames) for emulated links
         self._timers: List[Any] = []  # heap of (due, seq, key, side's timer?)
         self._seq = 0
+        self._replies: Dict[Any, List[str]] = {}  # (identity, refusal reason) -> keys
+        self._retry_s: Dict[bytes, float] = {}  # identity -> hold asked with its refusals
+        self.refused_why: Dict[str, str] = {}  # successor -> reason of its last refusal
+        self.clock = time.monotonic
 
     # -- counters ----------------------------------------------------------------------------
+
+    def held(self) -> List[OutItem]:
+        """Tasks this node holds for a successor (sent and not ACKed, or waiting)."""
+        return [i for i in self.items.values() if i.kind == Kind.TASK] + self.waiting
 
     def count(self, name: str, n: int = 1) -> None:
         """Add ``n`` to counter ``name`` (written to stats.json)."""
         self.counters[name] += n
 
-    def drop(self, reason: str) -> None:
-        """Count one message or task dropped for ``reason`` (counter ``drop_<reason>``)."""
-        self.counters["drop_" + reason] += 1
-        self.metrics.dropped(reason)
+    def drop(self, reason: str, n: int = 1) -> None:
+        """Count ``n`` messages or tasks dropped for ``reason`` (counter ``drop_<reason>``)."""
+        self.counters["drop_" + reason] += n
+        for _ in range(n):
+            self.metrics.dropped(reason)
 
     def guarded(self, fn: Callable[..., None], *args: Any) -> None:
         """Run one step of the loop; an unexpected error is logged and counted, never fatal."""
@@ -105,13 +130,39 @@ class Outbox:
         v.input_queue = self.input_queue()
         v.output_queue = len(self.items) + len(self.waiting)
         self.capacity.refresh(v)
+        if v.unavailable:
+            now = self.clock()
+            for peer in [p for p, until in v.unavailable.items() if until <= now]:
+                del v.unavailable[peer]
         return v
 
     # -- replies on the ROUTER (no custody: an ACK or a client's answer is sent once) --------
 
     def ack(self, identity: bytes, keys: List[str]) -> None:
-        """ACK ``keys`` to the hop that sent them."""
-        self.transport.reply(identity, wire.encode(Kind.ACK, self.node_id, {"keys": keys}))
+        """ACK ``keys`` to the hop that sent them (sent with the next ``flush_replies``)."""
+        self._replies.setdefault((identity, ""), []).extend(keys)
+
+    def refuse(self, identity: bytes, key: str, reason: str, retry_s: float = 0.0) -> None:
+        """Refuse task ``key`` to its sender for ``reason`` (``overload``, ``no_route``): it
+        re-routes or holds the task at once and leaves this node alone for ``retry_s``."""
+        self._replies.setdefault((identity, reason), []).append(key)
+        self._retry_s[identity] = max(retry_s, self._retry_s.get(identity, 0.0))
+        self.counters["refused_" + reason] += 1
+        self.metrics.refused(reason)
+
+    def flush_replies(self) -> None:
+        """Send the ACKs and refusals collected since the last call: one message per sender
+        and reason (the loop calls it once per poll)."""
+        if not self._replies:
+            return
+        replies, self._replies = self._replies, {}
+        retry, self._retry_s = self._retry_s, {}
+        for (identity, reason), keys in replies.items():
+            fields: Dict[str, Any] = {"keys": keys}
+            if reason:
+                fields = {"keys": [], "refused": keys, "reason": reason,
+                          "retry_s": float(retry.get(identity, 0.0))}
+            self.transport.reply(identity, wire.encode(Kind.ACK, self.node_id, fields))
 
     def answer_client(self, identity: bytes, fields: Dict[str, Any]) -> None:
         """Send a RESULT to a local client."""
@@ -124,6 +175,8 @@ class Outbox:
 
     def send(self, item: OutItem, now: float) -> None:
         """Route (tasks), send and keep ``item`` until its ACK; see the module docstring."""
+        if item.expires and now >= item.expires:
+            return self.drop("deadline")  # its source has given up on it
         if item.kind == Kind.TASK:
             info = TaskInfo(item.fields["id"], item.fields["stage"],
                             0 if item.tensor is None else item.tensor.nbytes)
@@ -135,6 +188,8 @@ class Outbox:
             self.counters["sent_to_" + dest] += 1  # the routing actually used, per successor
         tensors = [] if item.tensor is None else [item.tensor]
         item.fields["resends"] = item.fields.get("resends", 0)
+        if item.expires:
+            item.fields["ttl_s"] = item.expires - now
         frames = wire.encode(item.kind, self.node_id, item.fields, tensors)
         self.items[item.key] = item
         pacer = self.pacers.get(item.dest)
@@ -161,8 +216,27 @@ class Outbox:
         """Give up custody of ``key`` (its sender re-issues it under a new key)."""
         self.items.pop(key, None)
 
-    def on_ack(self, peer: str, keys: List[str], now: float) -> None:
-        """``peer`` ACKed ``keys``: custody ends; a first send's transfer time goes to the policy."""
+    def on_ack(self, peer: str, keys: List[str], now: float, refused: List[str] = (),
+               retry_s: float = 0.0, reason: str = "") -> None:
+        """``peer`` ACKed ``keys``: custody ends; a first send's transfer time goes to the policy.
+
+        ``refused`` keys come back at once: ``peer`` is left alone for ``retry_s`` (within
+        HOLD_MIN_S..HOLD_MAX_S) and each task is routed again, to another successor or held.
+        """
+        if refused:
+            hold = min(max(retry_s, HOLD_MIN_S), HOLD_MAX_S)
+            self.view.unavailable[peer] = max(self.view.unavailable.get(peer, 0.0), now + hold)
+            self.refused_why[peer] = reason
+            self._push(now + hold, "", False)  # offer held tasks again when the hold ends
+            for key in refused:
+                item = self.items.get(key)
+                if item is None or item.dest != peer:
+                    continue
+                del self.items[key]
+                self.counters["refused_by_" + peer] += 1
+                item.tried.append(peer)
+                item.link_start = 0.0
+                self.send(item, now)
         for key in keys:
             item = self.items.pop(key, None)
             if item is not None:
@@ -181,9 +255,17 @@ class Outbox:
                 return self.waiting.pop(i)
         return None
 
+    def expire_waiting(self, now: float) -> None:
+        """Drop held tasks past their deadline (their source has given up on them)."""
+        keep = [i for i in self.waiting if not i.expires or i.expires > now]
+        if len(keep) < len(self.waiting):
+            self.drop("deadline", len(self.waiting) - len(keep))
+            self.waiting = keep
+
     def retry_waiting(self, now: float) -> None:
         """Offer held tasks to the policy again (a successor came back, queues changed)."""
-        if self.waiting and self.view.alive_successors():
+        self.expire_waiting(now)
+        if self.waiting and self.current_view().alive_successors():
             items, self.waiting = self.waiting, []
             for item in items:
                 self.send(item, now)
@@ -218,6 +300,9 @@ class Outbox:
             _, _, key, side = heapq.heappop(self._timers)
             if side:
                 on_timer(key, now)
+                continue
+            if not key:  # a refusing successor's hold ended
+                self.retry_waiting(now)
                 continue
             item = self.items.get(key)
             if item is None or item.deadline > now:

@@ -1,16 +1,28 @@
 """The source side of a node: task creation, custody of each task to its result, records.
 
 A task's path: a Poisson arrival samples the replay set (or a local client pushes a tensor);
-the policy admits it (``admit``) or it is recorded as rejected; the book (``book.SourceBook``)
-gives it an id; the source sets its result deadline (``result_timeout_s``) and hands a stage-1
-TASK to the outbox, which routes and sends it. The RESULT comes back from whichever worker let
-it exit; the source ACKs it, records it and (client mode) answers the client. A task with no
-result by its deadline is re-issued as a new attempt, and recorded as lost after
-``max_attempts``.
+it is admitted only when the fleet can take it, else recorded at once as ``rejected`` with its
+reason: ``admission`` (the policy's ``admit`` said no), ``no_route`` (no live route to some
+stage: ``NodeView.no_route``), ``overload`` (every stage-1 successor refused work lately and
+the source already holds ``max_queue_tasks``, or none is usable). The book (``book.SourceBook``)
+gives an admitted task an unpredictable id; the source gives it a secret ``token`` and sets its
+result deadline (``result_timeout_s``); the stage-1 TASK carries both (the deadline as
+``ttl_s``). The RESULT comes back from whichever worker let it exit; the source ACKs it and
+records it only when it echoes the task's token (only nodes on the task's path saw it; anything
+else is ``drop_forged_result``), then (client mode) answers the client. A task with no result
+by its deadline is re-issued as a new attempt (by then its earlier issue has expired wherever
+it waited, so the two never run side by side), recorded as lost after ``max_attempts``, or at
+once when there is no route.
+
+A local client gets exactly one answer per task it pushed: the RESULT, or a RESULT with
+``outcome`` rejected / lost / error and a ``reason`` (``wire.answer_fields``); an input that is
+not the stage-1 dtype and shape, or holds non-finite values or values above
+``INPUT_ABS_MAX``, is refused with outcome ``error``, reason ``bad_input``.
 """
 
 from __future__ import annotations
 
+import secrets
 import time
 from typing import Any, Callable, Dict, Optional
 
@@ -23,6 +35,8 @@ from agent.node.book import Pending, ReplaySet, SourceBook
 from agent.node.outbox import OutItem, Outbox
 from agent.node.role import Role
 from agent.policies.api import AgentPolicy
+
+INPUT_ABS_MAX = 1e6  # a client's input values must lie within +-this (finite)
 
 
 class SourceSide(Role):
@@ -42,6 +56,8 @@ class SourceSide(Role):
         self.interarrival_s = 1.0 / cfg.arrival_rate_tasks_s if cfg.arrival_rate_tasks_s > 0 else 0
         self.arrivals_done = cfg.arrival != "poisson" or self.interarrival_s == 0
         self.next_arrival = 0.0
+        self.tokens: Dict[str, str] = {}  # task id -> the secret its RESULT must echo
+        self.rejected: Dict[str, int] = {}  # reason -> tasks rejected for it
 
     # -- life cycle --------------------------------------------------------------------------
 
@@ -61,14 +77,14 @@ class SourceSide(Role):
     def finish(self, now: float, wall: float) -> None:
         """Tasks still unanswered are recorded as lost; the records file is closed."""
         for tid in list(self.book.pending):
-            self.book.lose(tid, wall, now, "shutdown")
+            self._lose(tid, now, "shutdown")
         self.book.records.close()
 
     def flush(self) -> None:
         self.book.records.flush()
 
     def stats(self) -> Dict[str, Any]:
-        return {"tasks": self.book.counts()}
+        return {"tasks": self.book.counts(), "rejected_by_reason": dict(self.rejected)}
 
     # -- arrivals ----------------------------------------------------------------------------
 
@@ -96,38 +112,80 @@ class SourceSide(Role):
             return self.out.drop("unexpected_kind")
         x = msg.tensors[0]
         want = self.replay.x
+        client = (identity, msg.fields["id"])
         if x.dtype != want.dtype or tuple(x.shape) != (1,) + tuple(want.shape[1:]):
-            return self.out.drop("bad_shape")
-        self._create_task(np.ascontiguousarray(x), -1, client=(identity, msg.fields["id"]))
+            self.out.drop("bad_shape")
+            return self._answer(client, "error", "bad_input")
+        if x.dtype.kind in "fc" and not (np.isfinite(x).all()
+                                         and float(np.abs(x).max(initial=0)) <= INPUT_ABS_MAX):
+            self.out.drop("bad_input")
+            return self._answer(client, "error", "bad_input")
+        self._create_task(np.ascontiguousarray(x), -1, client=client)
+
+    def refusal(self) -> str:
+        """Why a new task cannot be admitted now ("" when it can)."""
+        view = self.out.current_view()
+        if view.no_route:
+            return "no_route"
+        held_off = view.alive_successors(1, usable=False)
+        if held_off and not view.alive_successors(1):  # every one refused work lately
+            why = {self.out.refused_why.get(p, "") for p in held_off}
+            return "no_route" if why == {"no_route"} else "overload"
+        if len(self.out.waiting) >= self.cfg.max_queue_tasks:
+            return "overload"
+        return ""
 
     def _create_task(self, x: np.ndarray, label: int, client=None) -> None:
         now, w = self.clock(), self.wall()
-        if not self.policy.admit(self.out.current_view(), now):
-            self.book.reject(w, now)
+        reason = "" if self.policy.admit(self.out.current_view(), now) else "admission"
+        reason = reason or self.refusal()
+        if reason:
+            self.book.reject(w, now, reason)
+            self.rejected[reason] = self.rejected.get(reason, 0) + 1
+            self.out.metrics.refused(reason)
+            self._answer(client, "rejected", reason)
             return
         task = self.book.new(x, label, w, now)
         task.client = client
+        self.tokens[task.id] = secrets.token_hex(8)
         self._issue(task, now)
 
     def _issue(self, task: Pending, now: float) -> None:
         task.result_due = now + self.cfg.result_timeout_s
         fields = {"id": task.id, "source": self.cfg.node_id, "stage": 1, "attempt": task.attempt,
-                  "created": task.created_wall, "hops": 0, "resends": task.resends}
-        item = OutItem(Kind.TASK, wire.task_key(task.id, task.attempt), fields, task.x)
+                  "created": task.created_wall, "hops": 0, "resends": task.resends,
+                  "token": self.tokens[task.id]}
+        item = OutItem(Kind.TASK, wire.task_key(task.id, task.attempt), fields, task.x,
+                       expires=task.result_due)
         self.out.call_at(task.result_due, task.id)
         self.out.send(item, now)
+
+    def _answer(self, client, outcome: str, reason: str) -> None:
+        if client is not None:
+            ident, cid = client
+            self.out.answer_client(ident, wire.answer_fields(cid, self.cfg.node_id, outcome,
+                                                             reason, self.wall()))
+
+    def _lose(self, task_id: str, now: float, reason: str) -> None:
+        task = self.book.pending.get(task_id)
+        self.tokens.pop(task_id, None)
+        self.book.lose(task_id, self.wall(), now, reason)
+        if task is not None:
+            self._answer(task.client, "lost", reason)
 
     # -- results -----------------------------------------------------------------------------
 
     def on_timer(self, key: str, now: float) -> None:
-        """Result deadline of task ``key``: re-issue it as a new attempt, or record it lost."""
+        """Result deadline of task ``key``: re-issue it as a new attempt, or record it lost
+        (after ``max_attempts``, or at once when no route is left)."""
         task = self.book.pending.get(key)
         if task is None or now < task.result_due:
             return
         self.out.cancel(wire.task_key(task.id, task.attempt))
         if task.attempt + 1 >= self.cfg.max_attempts:
-            self.book.lose(key, self.wall(), now, "no result after %d attempts" % (task.attempt + 1))
-            return
+            return self._lose(key, now, "deadline")
+        if self.out.current_view().no_route:
+            return self._lose(key, now, "no_route")
         task.attempt += 1
         task.resends += 1
         self.out.count("reissued")
@@ -141,9 +199,16 @@ class SourceSide(Role):
         self.out.ack(identity, ["R:" + wire.task_key(f["id"], f["attempt"])])
         if f["source"] != self.cfg.node_id:
             return self.out.drop("foreign_result")
+        token = self.tokens.get(f["id"])
+        if token is None:
+            return self.out.count("duplicate_result")  # answered already, or never ours
+        if not secrets.compare_digest(token, f.get("token", "")):
+            return self.out.drop("forged_result")
+        del self.tokens[f["id"]]
         task = self.book.complete(f, self.wall(), self.clock())
         if task is None:
             self.out.count("duplicate_result")
         elif task.client is not None:
             ident, cid = task.client
-            self.out.answer_client(ident, dict(f, id=cid))
+            answer = {k: v for k, v in f.items() if k != "token"}  # the secret stays here
+            self.out.answer_client(ident, dict(answer, id=cid, outcome="completed", reason=""))

@@ -1,18 +1,30 @@
 """The worker side of a node: task intake, inference, and what happens to a task after a stage.
 
 A task's path through a worker: a TASK arrives at the ROUTER; the worker checks it (a stage it
-serves, a known source, the stage's input shape and dtype), ACKs it at once, drops a duplicate
-by task key and stage, and queues a ``Job`` for the inference thread (``inference.py``). When
-the thread hands the ``Done`` back, ``steps.next_step`` decides: EXIT (a RESULT to the task's
-source), FORWARD (a stage h+1 TASK with the features), LOCAL (stage h+1 queued here) or DROP.
-Results and forwarded tasks go to the outbox, which keeps them until the next hop ACKs.
+serves, a known source, the stage's input shape and dtype, ``attempt`` below ``max_attempts``),
+then either refuses it in its ACK (``overload``: the node already holds ``max_queue_tasks``
+tasks or ``max_queue_bytes`` of tensors, input and output queues together; ``no_route``: no
+live route to a later stage) or ACKs it, drops a duplicate, and puts it in the input queue
+(``backlog``), from which at most ``ENGINE_DEPTH`` jobs at a time go to the inference thread
+(``inference.py``); a task past its deadline is dropped there instead of run. When the thread
+hands the ``Done`` back, ``steps.next_step`` decides: EXIT (a RESULT to the task's source),
+FORWARD (a stage h+1 TASK with the features and what is left of its deadline), LOCAL (stage
+h+1 queued here) or DROP. Results and forwarded tasks go to the outbox, which keeps them until
+the next hop ACKs.
+
+Duplicates are found by task id and stage, whatever the ``attempt``: a higher attempt runs
+again only once the earlier one's deadline here has passed (then the earlier one is dead
+everywhere, so this is its source's re-issue); a replay before that runs nothing.
 """
 
 from __future__ import annotations
 
+import math
 import time
-from collections import OrderedDict
-from typing import Any, Callable, Dict, List, Optional
+from collections import OrderedDict, deque
+from typing import Any, Callable, Deque, Dict, List, Optional, Tuple
+
+import numpy as np
 
 from agent.config.node import NodeConfig
 from agent.protocol import wire
@@ -24,7 +36,9 @@ from agent.node.steps import Step, next_step
 from agent.ops.metrics import NullMetrics
 from agent.policies.api import AgentPolicy, TaskInfo
 
-SEEN_KEYS = 100_000  # task keys remembered for duplicate detection
+SEEN_KEYS = 100_000  # task ids remembered for duplicate detection
+ENGINE_DEPTH = 2  # jobs handed to the inference thread at a time (one running, one ready)
+EXPIRES = "_expires"  # a job's monotonic deadline in its meta (never sent: popped first)
 
 
 class WorkerSide(Role):
@@ -41,18 +55,24 @@ class WorkerSide(Role):
         self.cfg = cfg
         self.policy = policy
         self.specs = specs
+        # each stage's input dtype and shape, resolved once (compared per task)
+        self.inputs: Dict[int, Tuple[np.dtype, Tuple[int, ...]]] = {
+            h: (np.dtype(s.input_dtype), tuple(s.input_shape)) for h, s in specs.items()}
         self.runner = runner
         self.capacity = capacity
         self.metrics = metrics if metrics is not None else NullMetrics()
         self.clock = clock
         self.sources = {p.id for p in cfg.sources}
-        self.seen: "OrderedDict[str, None]" = OrderedDict()
+        # (task id, stage) -> (attempt, monotonic deadline) of the last issue taken here
+        self.seen: "OrderedDict[Tuple[str, int], Tuple[int, float]]" = OrderedDict()
+        self.backlog: Deque[Job] = deque()  # input queue not yet handed to the engine
+        self.backlog_bytes = 0
         self.received = 0  # tasks accepted this slot (arrival-rate estimate)
 
     # -- what the loop asks ------------------------------------------------------------------
 
     def in_flight(self) -> bool:
-        return bool(self.runner.queued)
+        return bool(self.runner.queued or self.backlog)
 
     def healthy(self) -> bool:
         return self.runner.alive
@@ -64,44 +84,93 @@ class WorkerSide(Role):
         n, self.received = self.received, 0
         return n
 
+    def input_queue(self) -> int:
+        """Tasks waiting for or in the engine (I_n)."""
+        return len(self.backlog) + self.runner.queued
+
+    def held(self) -> Tuple[int, int]:
+        """(tasks, tensor bytes) this node holds: input and output queues together."""
+        out = self.out.held()
+        return (len(self.backlog) + self.runner.queued + len(out),
+                self.backlog_bytes + sum(i.nbytes for i in out))
+
+    def stats(self) -> Dict[str, Any]:
+        tasks, nbytes = self.held()
+        return {"held_tasks": tasks, "held_bytes": nbytes}
+
     def on_fd(self, fd: int) -> None:
         """The inference thread has results: carry out each one's next step."""
         for done in self.runner.take_done():
             self.out.guarded(self._inference_done, done)
+        self._pump(self.clock())
+
+    def on_clock(self, now: float) -> None:
+        self._pump(now)
 
     # -- intake ------------------------------------------------------------------------------
 
     def on_data(self, identity: bytes, msg: wire.Message) -> None:
-        """A TASK for a stage here: checked, ACKed, de-duplicated, queued for inference."""
+        """A TASK for a stage here: checked, refused or ACKed, de-duplicated, queued."""
         if msg.kind != Kind.TASK:
             return self.out.drop("unexpected_kind")
         f, x = msg.fields, msg.tensors[0]
-        spec = self.specs.get(f["stage"])
-        if spec is None:
+        h = f["stage"]
+        want = self.inputs.get(h)
+        if want is None:
             return self.out.drop("wrong_stage")
         if f["source"] not in self.sources:
             return self.out.drop("unknown_source")
-        if x.dtype.name != spec.input_dtype or tuple(x.shape) != tuple(spec.input_shape):
+        if x.dtype != want[0] or x.shape != want[1]:
             return self.out.drop("bad_shape")
+        if f["attempt"] >= self.cfg.max_attempts:
+            return self.out.drop("bad_attempt")
         key = wire.task_key(f["id"], f["attempt"])
+        now = self.clock()
+        ttl = min(f.get("ttl_s", self.cfg.result_timeout_s), self.cfg.result_timeout_s)
+        seen = self.seen.get((f["id"], h))
+        if seen is not None and (f["attempt"] <= seen[0] or now < seen[1]):
+            self.out.ack(identity, [key])  # held (or done) here already: the sender stops
+            return self.out.count("duplicate_task")
+        if ttl <= 0:
+            self.out.ack(identity, [key])
+            return self.out.drop("deadline")
+        view = self.out.view
+        if view.no_route:
+            return self.out.refuse(identity, key, "no_route", self.cfg.heartbeat_interval_s)
+        tasks, nbytes = self.held()
+        if tasks >= self.cfg.max_queue_tasks or nbytes + x.nbytes > self.cfg.max_queue_bytes:
+            # come back in about one service time: a place frees when a task leaves
+            return self.out.refuse(identity, key, "overload", view.service_time_s)
         self.out.ack(identity, [key])
-        # a worker holding several stages may get the same task back for a later stage
-        seen_key = "%s@%d" % (key, f["stage"])
-        if seen_key in self.seen:
-            self.out.count("duplicate_task")
-            return
-        self.seen[seen_key] = None
+        self.seen[(f["id"], h)] = (f["attempt"], now + ttl)
         if len(self.seen) > SEEN_KEYS:
             self.seen.popitem(last=False)
         self.received += 1
         self.out.count("tasks_in")
-        self.metrics.task_in(f["stage"])
-        self.runner.submit(Job(meta=dict(f), x=x, stage=f["stage"]))
+        self.metrics.task_in(h)
+        self._queue(Job(meta=dict(f, **{EXPIRES: now + ttl}), x=x, stage=h), now)
+
+    def _queue(self, job: Job, now: float) -> None:
+        self.backlog.append(job)
+        self.backlog_bytes += job.x.nbytes
+        self._pump(now)
+
+    def _pump(self, now: float) -> None:
+        """Hand queued jobs to the engine, up to ENGINE_DEPTH; expired ones are dropped."""
+        while self.backlog and self.runner.queued < ENGINE_DEPTH:
+            job = self.backlog.popleft()
+            self.backlog_bytes -= job.x.nbytes
+            if (job.meta.get(EXPIRES) or math.inf) <= now:  # 0: no deadline
+                self.out.drop("deadline")
+                continue
+            self.runner.submit(job)
 
     # -- after inference ---------------------------------------------------------------------
 
     def _inference_done(self, done: Done) -> None:
-        f = done.meta
+        f = dict(done.meta)
+        expires = f.pop(EXPIRES, 0.0)
+        f.pop("ttl_s", None)
         if done.error:
             return self.out.drop(done.reason or "engine_error")
         self.metrics.service_time(done.service_time_s)
@@ -118,9 +187,15 @@ class WorkerSide(Role):
                          done.features is not None, view.serves(h + 1), keep_local)
         if step is Step.DROP:
             return self.out.drop(Step.DROP.value)
+        if step is Step.EXIT and not math.isfinite(done.confidence):
+            return self.out.drop("bad_output")
+        now = self.clock()
+        if step is not Step.EXIT and expires and now >= expires:
+            return self.out.drop("deadline")  # its source has given up: no next stage
         if step is Step.LOCAL:
             self.out.count("kept_local")  # this worker holds the next stage too
-            self.runner.submit(Job(meta=nf, x=done.features, stage=h + 1))
+            nf[EXPIRES] = expires
+            self._queue(Job(meta=nf, x=done.features, stage=h + 1), now)
             return
         if step is Step.EXIT:
             self.out.count("finished" if h == view.num_stages else "exited")
@@ -128,13 +203,14 @@ class WorkerSide(Role):
             out = {"id": f["id"], "attempt": f["attempt"], "source": f["source"], "exit_stage": h,
                    "cls": int(done.cls), "confidence": float(done.confidence),
                    "worker": self.cfg.node_id, "hops": f["hops"] + 1, "resends": f["resends"],
-                   "created": f["created"]}
+                   "created": f["created"], "token": f.get("token", "")}
             item = OutItem(Kind.RESULT, "R:" + wire.task_key(f["id"], f["attempt"]), out, None,
                            dest=f["source"])
         else:
-            item = OutItem(Kind.TASK, wire.task_key(f["id"], f["attempt"]), nf, done.features)
+            item = OutItem(Kind.TASK, wire.task_key(f["id"], f["attempt"]), nf, done.features,
+                           expires=expires)
         self.metrics.task_out(h)
-        self.out.send(item, self.clock())
+        self.out.send(item, now)
         if item.kind == Kind.TASK:
             self._reclaim_if_idle()
 
@@ -155,4 +231,5 @@ class WorkerSide(Role):
         item = self.out.take_back(lambda i: serves(i.fields["stage"]))
         if item is not None:
             self.out.count("reclaimed")
-            self.runner.submit(Job(meta=item.fields, x=item.tensor, stage=item.fields["stage"]))
+            meta = dict(item.fields, **{EXPIRES: item.expires})
+            self._queue(Job(meta=meta, x=item.tensor, stage=item.fields["stage"]), self.clock())

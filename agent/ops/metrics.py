@@ -56,6 +56,10 @@ class AgentMetrics:
         self._dropped = Counter("edge_agent_dropped_frames",
                                 "Frames dropped (malformed, unknown sender, stale, ...)",
                                 ["node", "reason"], registry=r)
+        self._refused = Counter("edge_agent_tasks_refused",
+                                "Tasks refused to their sender (overload, no_route) or rejected "
+                                "at a source (admission, overload, no_route)",
+                                ["node", "reason"], registry=r)
         self._alive = Gauge("edge_agent_neighbour_alive",
                             "1 while a neighbour is heard from, 0 once it is treated as gone",
                             ["node", "peer"], registry=r)
@@ -121,6 +125,10 @@ class AgentMetrics:
     def write_failed(self, what: str, n: int = 1) -> None:
         """Count failed writes of ``what`` ("records", "journal", "state")."""
         self._write_failed.labels(self.node_id, str(what)).inc(n)
+
+    def refused(self, reason: str) -> None:
+        """Count a task refused here (worker) or rejected (source), by reason."""
+        self._refused.labels(self.node_id, str(reason)).inc()
 
     def neighbour_alive(self, peer: str, alive: bool) -> None:
         """Mark a neighbour alive (1) or gone (0)."""
@@ -216,6 +224,9 @@ class NullMetrics:
         pass
 
     def write_failed(self, what: str, n: int = 1) -> None:
+        pass
+
+    def refused(self, reason: str) -> None:
         pass
 
     def neighbour_alive(self, peer: str, alive: bool) -> None:

@@ -86,18 +86,43 @@ class NodeView:
     tradeoff: float = DEFAULT_TRADEOFF  # a in U
     last_stage: int = 0  # last stage this node serves (> stage when it holds several)
     peer_stages: Dict[str, Tuple[int, int]] = field(default_factory=dict)  # (first, last) per peer
+    # successors that refused a task (queue full) or have no route on: peer -> monotonic time
+    # until which they take nothing (the node loop keeps it current)
+    unavailable: Dict[str, float] = field(default_factory=dict)
+    no_route: int = 0  # first stage this node has no live route to (0: every stage reachable)
 
     def serves(self, stage: int) -> bool:
         """True when this node itself can run ``stage``."""
         return self.stage > 0 and self.stage <= stage <= max(self.stage, self.last_stage)
 
-    def alive_successors(self, stage: Optional[int] = None) -> List[str]:
-        """Alive successors; with ``stage``, only those that serve that stage."""
+    def alive_successors(self, stage: Optional[int] = None, usable: bool = True) -> List[str]:
+        """Alive successors; with ``stage``, only those that serve that stage. ``usable``
+        leaves out those that take no task now: refusing (``unavailable``) or reporting that
+        they have no route themselves (their heartbeat's ``no_route``)."""
         out = [s for s in self.successors if s in self.alive]
+        if usable:
+            out = [s for s in out if s not in self.unavailable
+                   and not self.peer_state.get(s, {}).get("no_route")]
         if stage is not None and self.peer_stages:
             out = [s for s in out if s in self.peer_stages
                    and self.peer_stages[s][0] <= stage <= self.peer_stages[s][1]]
         return out
+
+
+def first_unreachable_stage(view: NodeView) -> int:
+    """The first stage ``view``'s node cannot get a task to (0: a route to every stage).
+
+    The stage after the last one this node serves needs an alive successor serving it that
+    has a route on itself (no ``no_route`` in its heartbeat); a busy successor still counts.
+    """
+    nxt = (view.last_stage or view.stage) + 1 if view.stage > 0 else 1
+    if nxt > view.num_stages:
+        return 0
+    alive = view.alive_successors(nxt, usable=False)
+    if not alive:
+        return nxt
+    onward = [int(view.peer_state.get(s, {}).get("no_route", 0) or 0) for s in alive]
+    return 0 if 0 in onward else min(onward)
 
 
 @dataclass

@@ -27,6 +27,27 @@ Kind-specific fields (all required; types checked on decode):
     DTOEE_STATUS  payload map          (receiver -> each of its offloaders; also a heartbeat)
     THRESHOLD     payload map          (threshold proposal / delta-U share among a stage)
 
+Optional fields (type-checked when present; absent means the default in brackets):
+
+    TASK          ttl_s float (seconds the task may still wait anywhere before it is dropped,
+                  counted from its arrival at the receiver; each hop sends what is left) [none],
+                  token str (per-task secret the source puts in the TASK; only nodes on the
+                  task's path see it, and a RESULT must echo it to be accepted) [""]
+    ACK           refused [str] (task keys the receiver refuses: its queue is full or it has
+                  no route on; the sender re-routes or holds them at once) [],
+                  reason str (why they were refused: "overload" or "no_route") [""],
+                  retry_s float (how long the sender should not offer this receiver more) [0]
+    RESULT        token str (the TASK's token, echoed) [""];
+                  outcome str ("completed" | "rejected" | "lost" | "error") and reason str
+                  ("" when completed, else a short counter-like word such as "no_route",
+                  "overload", "deadline", "bad_input", "crash"): on every answer a source sends
+                  to a local client; a non-completed answer has cls -1, confidence 0.0,
+                  exit_stage 0 and the client's own id ["completed", ""]
+    HEARTBEAT     no_route int (0: this node can reach every stage after its own; else the
+                  first stage it has no live route to: it refuses new tasks meanwhile) [0]
+
+``cls`` is the one field that may be negative (-1 on an answer that carries no class).
+
 ``payload`` maps are checked for shape only (string keys, msgpack scalars/lists/maps); the
 policy that reads them turns them into its own dataclasses and rejects what does not fit.
 
@@ -85,11 +106,21 @@ SCHEMA: Dict[Kind, Dict[str, type]] = {
     Kind.DTOEE_STATUS: {"payload": dict},
     Kind.THRESHOLD: {"payload": dict},
 }
+# Optional fields per kind, checked like SCHEMA's when present (see the module docstring).
+OPTIONAL: Dict[Kind, Dict[str, type]] = {
+    Kind.TASK: {"ttl_s": float, "token": str},
+    Kind.ACK: {"refused": list, "reason": str, "retry_s": float},
+    Kind.RESULT: {"token": str, "outcome": str, "reason": str},
+    Kind.HEARTBEAT: {"no_route": int},
+}
+OUTCOMES = ("completed", "rejected", "lost", "error")
+_SIGNED = frozenset(("cls",))  # int fields that may be negative
 TENSOR_COUNT = {Kind.TASK: 1}  # kinds not listed carry no tensors
 
 BROADCAST = "*"
 _KIND_BY_NUMBER = {int(k): k for k in Kind}
 _NUMPY_DTYPES = {name: np.dtype(name) for name in DTYPES}
+_DTYPE_NAMES = {dt: name for name, dt in _NUMPY_DTYPES.items()}  # dtype.name costs ~2 us
 
 
 class WireError(ValueError):
@@ -115,6 +146,17 @@ class Message:
 def task_key(task_id: str, attempt: int) -> str:
     """The key receivers de-duplicate on and ACKs name: one per (task, issue)."""
     return "%s#%d" % (task_id, attempt)
+
+
+def answer_fields(client_id: str, source: str, outcome: str, reason: str,
+                  created: float) -> Dict[str, Any]:
+    """RESULT fields of a source's answer to a local client that carries no class: a task
+    ``rejected``, ``lost`` or in ``error`` (refused input), with its short ``reason``."""
+    if outcome not in OUTCOMES or outcome == "completed":
+        raise ValueError("outcome %r is not one of %s" % (outcome, ", ".join(OUTCOMES[1:])))
+    return {"id": client_id, "attempt": 0, "source": source, "exit_stage": 0, "cls": -1,
+            "confidence": 0.0, "worker": "", "hops": 0, "resends": 0, "created": float(created),
+            "outcome": outcome, "reason": reason}
 
 
 def topic(node_id: str) -> bytes:
@@ -145,7 +187,7 @@ def encode(kind: Kind, sender: str, fields: Dict[str, Any], tensors: Sequence[np
     for a in tensors:
         if not isinstance(a, np.ndarray) or not a.flags.c_contiguous:
             raise ValueError("tensors must be C-contiguous numpy arrays (use np.ascontiguousarray)")
-        descs.append([a.dtype.name, list(a.shape)])
+        descs.append([_DTYPE_NAMES.get(a.dtype) or a.dtype.name, list(a.shape)])
         bufs.append(a.data.cast("B") if a.ndim and a.size else
                     memoryview(a.reshape(-1).view(np.uint8)) if a.size else b"")
     header = {"v": VERSION, "k": int(kind), "from": sender, "slot": int(slot),
@@ -163,7 +205,7 @@ def _check_type(name: str, value: Any, want: type) -> Any:
             return float(value)
         raise WireError("bad_field", "%s must be a finite number" % name)
     if want is int:
-        if t is int and value >= 0:
+        if t is int and (value >= 0 or name in _SIGNED):
             return value
         raise WireError("bad_field", "%s must be an integer >= 0" % name)
     if t is want:
@@ -231,8 +273,14 @@ def decode(frames: Sequence[Any]) -> Message:
         if name not in header:
             raise WireError("bad_field", "%s lacks %s" % (kind.name, name))
         out[name] = _check_type(name, header[name], want)
-    if kind == Kind.ACK and not all(isinstance(k, str) for k in out["keys"]):
+    for name, want in OPTIONAL.get(kind, {}).items():
+        if name in header:
+            out[name] = _check_type(name, header[name], want)
+    if kind == Kind.ACK and not all(isinstance(k, str)
+                                    for k in out["keys"] + out.get("refused", [])):
         raise WireError("bad_field", "ACK keys must be strings")
+    if kind == Kind.RESULT and out.get("outcome", "completed") not in OUTCOMES:
+        raise WireError("bad_field", "outcome must be one of %s" % ", ".join(OUTCOMES))
     descs = header.get("t")
     if not isinstance(descs, list) or len(descs) > MAX_TENSORS:
         raise WireError("bad_tensor", "t must be a list of at most %d descriptors" % MAX_TENSORS)

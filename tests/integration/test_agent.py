@@ -85,7 +85,8 @@ def test_bad_config_fails_with_one_line_naming_the_field(tmp_path):
 
 def test_a_local_client_pushes_tasks_and_gets_each_result_back(bundle, tmp_path):
     """arrival = "client": tasks pushed over the source's client socket are answered with a
-    RESULT carrying the client's own id; a task of the wrong shape is counted and dropped."""
+    RESULT carrying the client's own id; a task of the wrong shape or with NaN values is
+    counted and answered with an error (outcome "error", reason "bad_input")."""
     port = free_ports(1)[0]
     c = Cluster(str(tmp_path), bundle, {"s1": 0, "w1": 1, "w2": 2})
     ctx = zmq.Context()
@@ -101,13 +102,15 @@ def test_a_local_client_pushes_tasks_and_gets_each_result_back(bundle, tmp_path)
                   "resends": 0}
         bad = np.zeros((1, 3, 8, 8), np.float32)
         client.send_multipart(wire.encode(Kind.TASK, "cam", dict(fields, id="bad"), [bad]))
+        nan = np.full((1, 1, 8, 8), np.nan, np.float32)  # right shape, not a number
+        client.send_multipart(wire.encode(Kind.TASK, "cam", dict(fields, id="nan"), [nan]))
         for i in range(5):
             x = np.full((1, 1, 8, 8), i / 5.0, np.float32)
             client.send_multipart(wire.encode(Kind.TASK, "cam", dict(fields, id="q%d" % i), [x]))
         got = {}
         poller = zmq.Poller()
         poller.register(client, zmq.POLLIN)
-        while len(got) < 5 and poller.poll(60000):
+        while len(got) < 7 and poller.poll(60000):
             msg = wire.decode(client.recv_multipart())
             got[msg.fields["id"]] = msg
         c.wait_for(lambda: (c.stats("s1") or {}).get("counters", {}).get("drop_bad_shape") == 1,
@@ -115,8 +118,12 @@ def test_a_local_client_pushes_tasks_and_gets_each_result_back(bundle, tmp_path)
     finally:
         c.stop_all()
         ctx.destroy(linger=0)
-    assert sorted(got) == ["q%d" % i for i in range(5)]
-    assert all(m.kind == Kind.RESULT and m.fields["exit_stage"] in (1, 2) for m in got.values())
+    assert sorted(got) == ["bad", "nan"] + ["q%d" % i for i in range(5)]
+    for bad in (got.pop("bad"), got.pop("nan")):  # answered too: an error, not silence
+        assert (bad.fields["outcome"], bad.fields["reason"], bad.fields["cls"]) == \
+            ("error", "bad_input", -1)
+    assert all(m.kind == Kind.RESULT and m.fields["exit_stage"] in (1, 2)
+               and m.fields["outcome"] == "completed" for m in got.values())
     recs = c.records("s1")
     assert len(recs) == 5 and all(r["status"] == "completed" and r["label"] is None for r in recs)
 

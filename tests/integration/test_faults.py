@@ -105,6 +105,7 @@ def test_ten_thousand_malformed_frames_are_counted_and_the_agent_keeps_serving(b
         c.wait_for(lambda: c.stats("w1a") is not None, 60, "w1a up")
         dealer = ctx.socket(zmq.DEALER)
         dealer.setsockopt(zmq.LINGER, 0)
+        dealer.setsockopt(zmq.ROUTING_ID, b"s1")  # speaks as s1, as its frames say
         dealer.connect(c.peer("w1a").data_address)
         for i in range(5000):
             dealer.send_multipart(_junk_data(rng, i))

@@ -155,3 +155,17 @@ def test_agent_alg2_on_a_multi_stage_node_offloads_with_probability_of_its_own_w
     assert p.choose_successor(TASK, v) is None
     p.rng.random = lambda: 0.5
     assert p.choose_successor(TASK, v) == "a"
+
+
+def test_agent_alg3_starts_from_the_rate_the_fed_nodes_can_serve_unless_mu_is_configured():
+    """Without ``initial_interarrival_s`` a source's first mu is the interval its stage-1 nodes
+    serve together (Gamma 0.1 s and 0.05 s: 1/30 s) once heard, not 1 s (which would starve
+    the fleet for many adaptation periods); a configured mu is left to Alg. 3 alone."""
+    src = view(role="source", stage=0, peers={"a": (0, 0.1), "b": (0, 0.05)})
+    p = policy(admission_control=True)
+    assert p.snapshot()["interarrival_s"] == 1.0
+    p.on_tick(src, 0.0)
+    assert p.snapshot()["interarrival_s"] == pytest.approx(1.0 / 30.0)
+    q = policy(admission_control=True, initial_interarrival_s=0.5)
+    q.on_tick(src, 0.0)
+    assert q.snapshot()["interarrival_s"] == 0.5

@@ -25,15 +25,19 @@ from engines.bundle import load_bundle
 from engines.demo import DEMO_BUNDLE_DIR
 
 
-def _cfg(tmp_path):
-    return parse_config({
+def _raw(tmp_path):
+    return {
         "node_id": "w1", "role": "worker", "stage": 1, "bundle": DEMO_BUNDLE_DIR,
         "state_dir": str(tmp_path), "control_bind": "tcp://127.0.0.1:5551",
         "data_bind": "tcp://127.0.0.1:5552",
         "peers": [{"id": "s1", "stage": 0, "control_address": "tcp://127.0.0.1:5541",
                    "data_address": "tcp://127.0.0.1:5542"},
                   {"id": "w2", "stage": 2, "control_address": "tcp://127.0.0.1:5561",
-                   "data_address": "tcp://127.0.0.1:5562"}]})
+                   "data_address": "tcp://127.0.0.1:5562"}]}
+
+
+def _cfg(tmp_path):
+    return parse_config(_raw(tmp_path))
 
 
 @pytest.fixture
@@ -136,5 +140,46 @@ def test_an_idle_worker_takes_a_held_task_back_only_for_a_stage_it_serves(tmp_pa
         runner.stop()
         for e in engines.values():
             e.close()
+        transport.close()
+        ctx.term()
+
+
+def test_intake_refuses_past_the_bound_drops_replays_and_expired_tasks(tmp_path):
+    """With max_queue_tasks = 2 a third TASK is refused (overload) in the ACK, not queued; the
+    same id again with a higher attempt before the first one's deadline runs nothing
+    (duplicate_task), an attempt >= max_attempts is dropped, and a task whose ttl_s is used up
+    is ACKed and dropped (deadline). All ACKs and refusals to one sender go out as one message
+    per reason."""
+    raw = dict(_raw(tmp_path), max_queue_tasks=2)
+    cfg = parse_config(raw)
+    bundle = load_bundle(DEMO_BUNDLE_DIR)
+    spec = bundle.stage(1)
+    engine = load_engine(spec, backend="onnxruntime")
+    runner = InferenceThread({1: engine}, {1: spec.flops})  # not started: jobs stay queued
+    ctx = zmq.Context()
+    transport = Transport(ctx, cfg.node_id, cfg.control_bind, cfg.data_bind, cfg.peers)
+    view = build_view(cfg, bundle, None)
+    view.alive.update({"s1", "w2"})
+    out = Outbox(cfg, transport, AgentPolicy({}, {}), view, Capacity(), lambda: runner.queued)
+    side = WorkerSide(cfg, out, out.policy, {1: spec}, runner, Capacity())
+    x = np.zeros(spec.input_shape, dtype=spec.input_dtype)
+
+    def task(tid, attempt=0, ttl_s=10.0):
+        return wire.Message(Kind.TASK, "s1", fields={
+            "id": tid, "source": "s1", "stage": 1, "attempt": attempt, "created": 0.0,
+            "hops": 0, "resends": 0, "ttl_s": ttl_s}, tensors=[x])
+
+    try:
+        for msg in (task("a"), task("b"), task("c"), task("a", 1), task("d", 5),
+                    task("e", 0, 0.0)):
+            side.on_data(b"s1", msg)
+        assert side.held()[0] == 2 and side.input_queue() == 2
+        assert out._replies == {(b"s1", ""): ["a#0", "b#0", "a#1", "e#0"],
+                                (b"s1", "overload"): ["c#0"]}
+        assert (out.counters["duplicate_task"], out.counters["drop_bad_attempt"],
+                out.counters["drop_deadline"], out.counters["refused_overload"]) == (1, 1, 1, 1)
+    finally:
+        runner.stop()
+        engine.close()
         transport.close()
         ctx.term()

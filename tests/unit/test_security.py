@@ -190,3 +190,23 @@ def test_a_config_file_must_choose_its_security_mode_explicitly(tmp_path):
         load_config(str(path))
     path.write_text('security = "none"\n' + body)
     assert load_config(str(path)).security == "none"
+
+
+def test_each_key_speaks_for_exactly_one_node(tmp_path):
+    """key_owners: a peer's public_key belongs to that peer (it wins over a differently named
+    file for the same key), a NAME.key file in allowed_keys_dir to node NAME, a key given to
+    two peers to nobody; without CURVE there is no map."""
+    from agent.net.security import key_owners
+
+    keys = {}
+    for n in ("w1", "w2", "host-7"):
+        public_file, _ = generate_keypair(str(tmp_path), n)
+        keys[n] = load_public_key(public_file).decode()
+    peer = lambda i, k: SimpleNamespace(id=i, public_key=k)  # noqa: E731
+    cfg = SimpleNamespace(security="curve", allowed_keys_dir=str(tmp_path),
+                          peers=[peer("s1", keys["host-7"])])
+    assert key_owners(cfg) == {keys["host-7"]: "s1", keys["w1"]: "w1", keys["w2"]: "w2"}
+    cfg.peers = [peer("a", keys["w1"]), peer("b", keys["w1"])]
+    assert keys["w1"] not in key_owners(cfg)
+    cfg.security = "none"
+    assert key_owners(cfg) == {}

@@ -99,3 +99,37 @@ def test_random_junk_never_raises_anything_but_wire_error():
             wire.decode(frames)
         except WireError:
             pass
+
+
+def test_optional_fields_are_type_checked_when_present_and_absent_by_default():
+    """TASK ttl_s/token, ACK refused/reason/retry_s, RESULT outcome/reason and HEARTBEAT
+    no_route are optional: decoded when present, a wrong type is a bad_field drop."""
+    from agent.protocol.wire import WireError, decode, encode
+    x = np.zeros((1, 2), np.float32)
+    task = {"id": "t", "source": "s1", "stage": 1, "attempt": 0, "created": 0.0, "hops": 0,
+            "resends": 0}
+    assert "ttl_s" not in decode(encode(Kind.TASK, "s1", task, [x])).fields
+    m = decode(encode(Kind.TASK, "s1", dict(task, ttl_s=2.5, token="ab"), [x]))
+    assert m.fields["ttl_s"] == 2.5 and m.fields["token"] == "ab"
+    with pytest.raises(WireError) as e:
+        decode(encode(Kind.TASK, "s1", dict(task, ttl_s="soon"), [x]))
+    assert e.value.reason == "bad_field"
+    ack = decode(encode(Kind.ACK, "w1", {"keys": ["a#0"], "refused": ["b#0"],
+                                         "reason": "overload", "retry_s": 0.05}))
+    assert ack.fields["refused"] == ["b#0"] and ack.fields["reason"] == "overload"
+    with pytest.raises(WireError):
+        decode(encode(Kind.ACK, "w1", {"keys": [], "refused": [1]}))
+
+
+def test_a_client_answer_without_a_class_is_a_valid_result():
+    """The answer to a local client for a rejected/lost/refused task: cls -1, outcome and reason
+    set, decodable by anyone holding the wire contract; an unknown outcome is refused."""
+    from agent.protocol.wire import WireError, answer_fields, decode, encode
+    f = answer_fields("c7", "s1", "rejected", "no_route", 12.0)
+    m = decode(encode(Kind.RESULT, "s1", f))
+    assert (m.fields["cls"], m.fields["outcome"], m.fields["reason"], m.fields["id"]) == \
+        (-1, "rejected", "no_route", "c7")
+    with pytest.raises(WireError):
+        decode(encode(Kind.RESULT, "s1", dict(f, outcome="maybe")))
+    with pytest.raises(ValueError):
+        answer_fields("c7", "s1", "completed", "", 0.0)

@@ -99,6 +99,8 @@ class MdiExitPolicy(AgentPolicy):
         self._sent: Dict[str, int] = {}  # tasks sent to a neighbour since its last queue state
         self._adapt = mx.Period(self.params.adapt_interval_s)  # starts at the first tick
         self.transfer_delay = TransferDelay()  # measured D_nm
+        # Alg. 3's first mu: the fleet's measured rate once heard, unless the knob sets it
+        self._seed_mu = self.params.admission_control and "initial_interarrival_s" not in knobs
 
     def thresholds(self) -> Dict[int, float]:
         if not self.params.early_exit:  # no threshold: only the final stage answers
@@ -176,10 +178,29 @@ class MdiExitPolicy(AgentPolicy):
                 self._threshold = mx.adapt_threshold(self._threshold, queued, p)
             if view.role == "source":
                 self.admission.adapt(queued + self._fed_queue(view))
+        if self._seed_mu and view.role == "source":
+            self._seed_interarrival(view)
         return [Outgoing(Kind.QUEUE_STATE, wire.BROADCAST, {
             "role": view.role, "stage": view.stage, "capacity_flops": float(view.capacity_flops),
             "input_queue": int(view.input_queue), "output_queue": int(view.output_queue),
             "service_time_s": float(view.service_time_s)})]
+
+    def _seed_interarrival(self, view: NodeView) -> None:
+        """Start Alg. 3 from what the fleet can serve instead of ``initial_interarrival_s``.
+
+        The paper gives mu no starting value; the knob's default (1 s) makes a source admit
+        one task a second and take many adaptation periods to reach the fleet's rate, starving
+        it meanwhile. Once the stage-1 nodes this source feeds have published their service
+        times, mu starts at the interval they can serve together (1 / sum of 1/Gamma_m), and
+        Alg. 3 adapts it from there as in the paper. Done once; never when the knob is set.
+        """
+        rates = [1.0 / st["service_time_s"] for st in (
+            view.peer_state.get(m, {}) for m in view.alive_successors(1, usable=False))
+            if st.get("service_time_s", 0.0) > 0]
+        if not rates:
+            return
+        self._seed_mu = False
+        self.admission.restore(min(self.admission.interarrival_s, 1.0 / sum(rates)))
 
     def _fed_queue(self, view: NodeView) -> int:
         """Queued tasks (I_m + O_m) of the least-loaded alive node this source feeds.
@@ -189,7 +210,7 @@ class MdiExitPolicy(AgentPolicy):
         over, so it adds the queues its node publishes (0 when none has been heard yet).
         """
         totals = []
-        for m in view.alive_successors(1):
+        for m in view.alive_successors(1, usable=False):
             st = view.peer_state.get(m, {})
             totals.append(int(st.get("input_queue", 0)) + int(st.get("output_queue", 0)))
         return min(totals) if totals else 0

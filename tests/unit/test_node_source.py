@@ -1,0 +1,94 @@
+"""The source side with its real book, records file and outbox (the transport is built but
+never bound): admission answers with a reason, and only a RESULT echoing the task's token is
+recorded."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import zmq
+
+from agent.config.node import parse_config
+from agent.net.transport import Transport
+from agent.node.book import RecordWriter, ReplaySet, SourceBook
+from agent.node.build import build_view
+from agent.node.capacity import Capacity
+from agent.node.outbox import Outbox
+from agent.node.source import SourceSide
+from agent.policies.api import AgentPolicy
+from agent.protocol import wire
+from agent.protocol.wire import Kind
+from engines.bundle import load_bundle
+from engines.demo import DEMO_BUNDLE_DIR, REPLAY_PATH
+
+
+@pytest.fixture
+def source(tmp_path):
+    cfg = parse_config({
+        "node_id": "s1", "role": "source", "bundle": DEMO_BUNDLE_DIR, "state_dir": str(tmp_path),
+        "control_bind": "tcp://127.0.0.1:5541", "data_bind": "tcp://127.0.0.1:5542",
+        "peers": [{"id": "w1", "stage": 1, "control_address": "tcp://127.0.0.1:5551",
+                   "data_address": "tcp://127.0.0.1:5552"}]})
+    bundle = load_bundle(DEMO_BUNDLE_DIR)
+    first = bundle.stage(1)
+    ctx = zmq.Context()
+    transport = Transport(ctx, cfg.node_id, cfg.control_bind, cfg.data_bind, cfg.peers)
+    view = build_view(cfg, bundle, None)
+    view.alive.add("w1")
+    out = Outbox(cfg, transport, AgentPolicy({}, {}), view, Capacity())
+    records = str(tmp_path / "records.jsonl")
+    book = SourceBook("s1", RecordWriter(records))
+    replay = ReplaySet(REPLAY_PATH, first.input_shape, first.input_dtype)
+    side = SourceSide(cfg, out, out.policy, book, replay)
+    yield side, out, records
+    transport.close()
+    ctx.term()
+
+
+def _result(task_id, token):
+    return wire.Message(Kind.RESULT, "w1", fields={
+        "id": task_id, "attempt": 0, "source": "s1", "exit_stage": 1, "cls": 2,
+        "confidence": 0.9, "worker": "w1", "hops": 1, "resends": 0, "created": 0.0,
+        "token": token})
+
+
+def _records(path):
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def test_only_a_result_with_the_tasks_token_is_recorded(source):
+    """Task ids are unpredictable (64 random bits) and a RESULT must echo the TASK's secret
+    token: the right id with a wrong token is dropped as forged_result, never recorded."""
+    side, out, records = source
+    x, label = side.replay.sample(side.rng)
+    side._create_task(x, label)
+    (task_id,) = side.book.pending
+    assert len(task_id.rsplit("-", 1)[1]) == 16  # 8 random bytes, hex
+    (item,) = list(out.items.values()) or out.waiting
+    assert item.fields["token"] == side.tokens[task_id] and item.fields["ttl_s"] > 0
+    side.on_data(b"w1", _result(task_id, "0" * 16))
+    assert out.counters["drop_forged_result"] == 1 and side.book.pending
+    side.on_data(b"w1", _result(task_id, item.fields["token"]))
+    side.flush()
+    (rec,) = _records(records)
+    assert rec["id"] == task_id and rec["status"] == "completed"
+    side.on_data(b"w1", _result(task_id, item.fields["token"]))  # a second answer: not recorded
+    assert out.counters["duplicate_result"] == 1
+
+
+def test_a_task_the_fleet_cannot_take_is_rejected_at_once_with_its_reason(source):
+    """No route (view.no_route set by the loop) or every stage-1 successor refusing: the task
+    is recorded as rejected, reason no_route / overload, and nothing is sent."""
+    side, out, records = source
+    x, label = side.replay.sample(side.rng)
+    out.view.no_route = 2
+    side._create_task(x, label)
+    out.view.no_route = 0
+    out.view.unavailable["w1"] = out.clock() + 60.0
+    side._create_task(x, label)
+    side.flush()
+    assert [(r["status"], r["reason"]) for r in _records(records)] == [
+        ("rejected", "no_route"), ("rejected", "overload")]
+    assert not out.items and not out.waiting and not side.book.pending
