@@ -15,6 +15,7 @@ import pytest
 from agent.config.node import ConfigError, parse_config
 from agent.errors import EXIT_CONFIG
 from agent.ops.metrics import AgentMetrics
+from agent.testbed.procs import free_ports
 from engines.accelerator import (AcceleratorUnavailable, check_engines, report_engines,
                                  resolve_accelerator)
 from engines.bundle import load_bundle
@@ -28,8 +29,8 @@ role = "worker"
 stage = 1
 bundle = "{bundle}"
 state_dir = "{state}"
-control_bind = "tcp://127.0.0.1:0"
-data_bind = "tcp://127.0.0.1:0"
+control_bind = "tcp://127.0.0.1:{control_port}"
+data_bind = "tcp://127.0.0.1:{data_port}"
 security = "none"
 backend = "onnxruntime"
 accelerator = "{accelerator}"
@@ -61,8 +62,10 @@ def test_required_on_this_machine_exits_78_with_one_line(tmp_path):
     and `edge-agent doctor`, exit status 78 (systemd's RestartPreventExitStatus)."""
     _no_gpu()
     cfg = tmp_path / "w1.toml"
+    control_port, data_port = free_ports(2)
     cfg.write_text(NODE.format(bundle=DEMO_BUNDLE_DIR, state=tmp_path / "state",
-                               accelerator="required"))
+                               accelerator="required", control_port=control_port,
+                               data_port=data_port))
     proc = subprocess.run([sys.executable, "-m", "agent", "--log-level", "ERROR", "run", "--config",
                            str(cfg)], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                           universal_newlines=True, timeout=120)
