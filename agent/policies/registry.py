@@ -38,7 +38,7 @@ from agent.policies.mdi_exit.sim import MdiExitSimPolicy
 from agent.policies.mlci import replay as mlci_replay
 from agent.policies.model import PolicyResult
 from agent.policies.setting import Scenario, ScenarioError
-from agent.policies.sim_api import PlannerPolicy, SimPolicy, decision_from_result
+from agent.policies.sim_api import PlannerPolicy, SimPolicy, decision_from_result, refuse_tiers
 
 AgentFactory = Callable[[Mapping[int, float], Mapping[str, Any], int], api.AgentPolicy]
 SimFactory = Callable[[str, Optional[int], Mapping[str, Any]], SimPolicy]
@@ -73,6 +73,7 @@ class PolicyRow:
     scenario_knobs: Tuple[str, ...] = ()
     pattern: str = ""  # regular expression of a family of names (``dtoee-c0.7``); "" = name
     one_stage_only: str = ""  # why the agent policy needs one stage per worker ("" = it doesn't)
+    tiered: bool = False  # its planner takes terminal workers and restart links (DIMEE, MLCI)
 
 
 _ROWS: Dict[str, PolicyRow] = {}
@@ -155,6 +156,8 @@ def plan(scenario: Scenario, name: str, rounds: Optional[int] = None, step: Opti
          staleness: Optional[int] = None, seed: int = 0) -> PolicyResult:
     """Run policy ``name``'s planner on ``scenario`` (``edge-agent plan``)."""
     row = lookup(name, "--policy", "planner")
+    if not row.tiered:
+        refuse_tiers(scenario, "plan --policy %s" % name)
     params = parse_knobs(scenario.knobs)  # validates the DTO-EE knobs for every policy
     if rounds is not None and rounds < 1:
         raise UsageError("--rounds: must be >= 1, got %d" % rounds)
