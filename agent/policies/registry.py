@@ -28,6 +28,7 @@ from agent.policies import api
 from agent.policies.baselines import plans as baselines
 from agent.policies.baselines.agent import BaselinePolicy, parse_baseline_knobs
 from agent.policies.dimee import replay as dimee_replay
+from agent.policies.dimee.sim import DimeeSimPolicy
 from agent.policies.dtoee import sim as dtoee_sim
 from agent.policies.dtoee.agent import DtoeePolicy
 from agent.policies.dtoee.knobs import KNOB_NAMES, DtoeeParams, parse_agent_knobs, parse_knobs
@@ -36,6 +37,7 @@ from agent.policies.mdi_exit.agent import MdiExitPolicy
 from agent.policies.mdi_exit.rules import POLICY_NAME as MDI_EXIT, params_from_knobs
 from agent.policies.mdi_exit.sim import MdiExitSimPolicy
 from agent.policies.mlci import replay as mlci_replay
+from agent.policies.mlci.sim import MlciSimPolicy
 from agent.policies.model import PolicyResult
 from agent.policies.setting import Scenario, ScenarioError
 from agent.policies.sim_api import PlannerPolicy, SimPolicy, decision_from_result, refuse_tiers
@@ -249,8 +251,15 @@ for _row in (
 ):
     register(_row)
 
-# DIMEE and MLCI: replay and plan so far; their agent and simulator adapters are still to come
-_REPLAY_ONLY = "not yet: %s runs in the exit-profile replay and plan only (docs/dimee-mlci.md)"
+# DIMEE and MLCI: replay, plan and the simulator so far; their agent adapters are still to come
+_NOT_ON_NODES = "not yet: %s runs in plan and simulate only (docs/dimee-mlci.md)"
+
+
+def _tiered_sim(name: str, rounds: Optional[int], options: Mapping[str, Any]) -> SimPolicy:
+    cls = DimeeSimPolicy if name.startswith("dimee") else MlciSimPolicy
+    return cls(name, overrides=options.get(name))
+
+
 for _name, _summary in (
         ("dimee", "DIMEE (Ours-D): tier by the input embedding's nearest pool mean, adaptive"),
         ("dimee-f", "DIMEE (Ours-F): tier by the nearest of fixed pool means"),
@@ -258,6 +267,7 @@ for _name, _summary in (
         ("tabi", "MLCI without early exit (tau = 0), the paper's Tabi"),
         ("mlci-noens", "MLCI answering with the last level's output alone (no ensemble)")):
     _mod = dimee_replay if _name.startswith("dimee") else mlci_replay
-    register(PolicyRow(_name, _summary, not_in_agent=_REPLAY_ONLY % _name,
+    register(PolicyRow(_name, _summary, not_in_agent=_NOT_ON_NODES % _name, sim=_tiered_sim,
                        planner=(lambda m, n: lambda s, q: m.planner(s, n))(_mod, _name),
+                       tiered=True,
                        scenario_knobs=("dimee",) if _mod is dimee_replay else ("mlci",)))

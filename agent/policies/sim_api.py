@@ -107,6 +107,35 @@ class SimPolicy:
         return {}
 
 
+class TieredSimPolicy(SimPolicy):
+    """Base of the per-task policies on tiers (DIMEE, MLCI): knobs from the scenario's
+    ``knobs[knob_key]`` with ``overrides`` on top; tasks on the test rows, since they learn on
+    the validation rows."""
+
+    per_task = True
+    tiered = True
+    sample_rows: Optional[str] = "test"
+    knob_key = ""
+
+    def __init__(self, name: str, overrides: Optional[Mapping[str, Any]] = None):
+        self.name = name
+        self._overrides = dict(overrides or {})
+
+    def knobs(self, scenario: Scenario) -> Dict[str, Any]:
+        """The policy's knob table: the scenario's, then the overrides."""
+        knobs = dict(scenario.knobs.get(self.knob_key) or {})
+        knobs.update(self._overrides)
+        return knobs
+
+
+def measured(result: Any) -> Any:
+    """Mask of a run's completed tasks created in the summary window (warm-up's end to the end
+    of arrivals), as ``SimResult.summary`` counts them."""
+    c = result.created_s
+    return ((result.status == 1) & (c >= result.config.warmup_s)
+            & (c < result.config.duration_s))
+
+
 TIERS_NEED_PER_TASK = ("scenario: restart links / terminal workers need a per-task policy "
                        "(dimee, mlci)")
 

@@ -90,6 +90,10 @@ class Probe(SimPolicy):
         return task % 3 == 0 if node == "c/3" else None
 
 
+@pytest.mark.skipif(not np.__version__.startswith("2.4."),
+                    reason="digests recorded with numpy 2.4 (other versions may differ in the last "
+                           "bit of exp/log, which the digest would see); the equivalence checks "
+                           "below run everywhere")
 def test_unused_extensions_leave_dtoee_cf_and_mdi_exit_runs_bit_identical():
     """DTO-EE (static and dynamic), CF (shared links, FIFO, exponential work) and MDI-Exit give
     exactly the per-task records and slot decisions they gave before the extensions."""
@@ -98,10 +102,11 @@ def test_unused_extensions_leave_dtoee_cf_and_mdi_exit_runs_bit_identical():
 
 def test_sample_rows_all_is_the_default_draw():
     """sample_rows = "all" draws the same rows as no sample_rows at all (same digest)."""
-    label, sc, name, cfg = runs()[0]
-    res = simulate(sc, make_sim_policy(name, rounds=20), dataclasses.replace(cfg,
-                                                                           sample_rows="all"))
-    assert digest(res) == DIGESTS[label]
+    for label, sc, name, cfg in runs()[2:]:
+        default = simulate(sc, make_sim_policy(name, rounds=20), cfg)
+        every = simulate(sc, make_sim_policy(name, rounds=20),
+                         dataclasses.replace(cfg, sample_rows="all"))
+        assert digest(every) == digest(default), label
 
 
 def test_terminal_worker_answers_at_its_stage_and_hooks_see_every_head():
