@@ -47,13 +47,18 @@ def _run(sc, name, duration_s, seed):
     return res, pol, time.monotonic() - t0
 
 
+def _header(title, columns):
+    print("\n## %s\n" % title)
+    print("| " + " | ".join(columns) + " |")
+    print("| --- " * len(columns) + "|")
+
+
 def dimee_section(scale, seeds):
     sc = dimee_demo()
     prof = sc.exit_profile
-    print("\n## DIMEE on dimee-demo (5 tasks/s, %.0f s per run, test rows)\n" % (850 * scale))
-    print("| policy | seed | tasks | completed | accuracy | mean / p95 delay | cost vs cloud | "
-          "tiers mobile / edge / cloud | per-task = replay | wall |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    _header("DIMEE on dimee-demo (5 tasks/s, %.0f s per run, test rows)" % (850 * scale),
+            ("policy", "seed", "tasks", "completed", "accuracy", "mean / p95 delay",
+             "cost vs cloud", "tiers mobile / edge / cloud", "per-task = replay", "wall"))
     base = DR.params_from_knobs(sc.knobs["dimee"], extra=("tiers",))
     for name in ("dimee-f", "dimee"):
         params = dataclasses.replace(base, adaptive=name == "dimee")
@@ -80,10 +85,9 @@ def dimee_section(scale, seeds):
 def mlci_section(scale, seeds):
     sc = mlci_demo()
     prof = sc.exit_profile
-    print("\n## MLCI on mlci-demo (2.5 tasks/s, %.0f s per run, test rows)\n" % (1250 * scale))
-    print("| policy | seed | tasks | completed | accuracy | mean / p95 delay | levels end / edge "
-          "/ cloud | per-task correct = replay | wall |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    _header("MLCI on mlci-demo (2.5 tasks/s, %.0f s per run, test rows)" % (1250 * scale),
+            ("policy", "seed", "tasks", "completed", "accuracy", "mean / p95 delay",
+             "levels end / edge / cloud", "per-task correct = replay", "wall"))
     for name in ("mlci", "tabi", "mlci-noens"):
         params = MP.variant(MR.params_from_knobs(sc.knobs["mlci"]), name)
         setting = MP.setting_from_scenario(sc, params)
