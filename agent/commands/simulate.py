@@ -30,7 +30,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="comma-separated: dtoee, cf, bf, ngto, ga, dtoee-cX (DTO-EE with "
                              "thresholds fixed at X), mdi-exit (knobs from the scenario's "
                              "knobs.mdi-exit); on tiered scenarios (scenario dimee-demo, "
-                             "mlci-demo): dimee, dimee-f, mlci, tabi, mlci-noens "
+                             "mlci-demo): dimee, dimee-f, tier-cloud, tier-edge, tier-mobile, "
+                             "tier-random, tier-oracle, mlci, tabi, mlci-noens "
                              "(default dtoee,cf,bf,ngto,ga)")
     parser.add_argument("--rates", type=_floats, default=None,
                         help="per-source arrival rates (tasks/s) to sweep, e.g. 3.6,4.8,6 "

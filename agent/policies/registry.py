@@ -256,7 +256,7 @@ _NOT_ON_NODES = "not yet: %s runs in plan and simulate only (docs/dimee-mlci.md)
 
 
 def _tiered_sim(name: str, rounds: Optional[int], options: Mapping[str, Any]) -> SimPolicy:
-    cls = DimeeSimPolicy if name.startswith("dimee") else MlciSimPolicy
+    cls = DimeeSimPolicy if name.startswith(("dimee", "tier-")) else MlciSimPolicy
     return cls(name, overrides=options.get(name))
 
 
@@ -271,3 +271,12 @@ for _name, _summary in (
                        planner=(lambda m, n: lambda s, q: m.planner(s, n))(_mod, _name),
                        tiered=True,
                        scenario_knobs=("dimee",) if _mod is dimee_replay else ("mlci",)))
+for _name, _summary in (
+        ("tier-cloud", "DIMEE's baseline: every task to the cloud (the paper's 1.00 cost)"),
+        ("tier-edge", "DIMEE's baseline: every task to the edge"),
+        ("tier-mobile", "DIMEE's baseline: every task to the mobile"),
+        ("tier-random", "DIMEE's baseline: each task to a uniformly drawn tier"),
+        ("tier-oracle", "DIMEE's tiers by Alg. 1 on the task's own confidences (upper bound)")):
+    register(PolicyRow(_name, _summary, sim=_tiered_sim, tiered=True,
+                       not_in_agent="a baseline of DIMEE's paper, run in simulate (plan --policy "
+                                    "dimee reports it among its baselines)"))

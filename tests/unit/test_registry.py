@@ -21,7 +21,8 @@ def test_each_part_gets_the_names_that_run_there():
     assert set(registry.names("agent")) == {"dtoee", "cf", "bf", "mdi-exit", "fixed"}
     assert set(registry.names("sim")) == {"dtoee", "dtoee-cX", "cf", "bf", "ngto", "ga",
                                           "mdi-exit", "dimee", "dimee-f", "mlci", "tabi",
-                                          "mlci-noens"}
+                                          "mlci-noens", "tier-cloud", "tier-edge",
+                                          "tier-mobile", "tier-random", "tier-oracle"}
     assert set(registry.names("planner")) == {"dtoee", "cf", "bf", "ngto", "ga", "optimum",
                                               "dimee", "dimee-f", "mlci", "tabi", "mlci-noens"}
     for name in registry.names("agent"):
@@ -32,7 +33,8 @@ def test_unknown_name_is_one_line_listing_the_known_ones():
     """Every part reports an unknown name the same way, listing what it can run."""
     with pytest.raises(UsageError, match=r"^--policies: unknown policy 'magic' \(known: dtoee, "
                                          r"dtoee-cX, cf, bf, ngto, ga, mdi-exit, dimee, "
-                                         r"dimee-f, mlci, tabi, mlci-noens\)$"):
+                                         r"dimee-f, mlci, tabi, mlci-noens, tier-cloud, "
+                                         r"tier-edge, tier-mobile, tier-random, tier-oracle\)$"):
         registry.make_sim_policy("magic")
     with pytest.raises(UsageError, match=r"^--policies: policy 'fixed' cannot run in the "
                                          r"simulator \(these can: "):

@@ -91,6 +91,30 @@ def test_dimee_d_moves_the_pool_means_in_arrival_order(dimee_sc):
     assert np.allclose(pol.pools.mean, pools.mean, rtol=0, atol=1e-12)
 
 
+@pytest.mark.parametrize("name", ["tier-cloud", "tier-edge", "tier-mobile", "tier-oracle"])
+def test_dimee_baselines_in_the_simulator_answer_as_the_replay_does(dimee_sc, name):
+    """The paper's fixed-tier baselines and the oracle (Alg. 1 on the task's own confidences):
+    per task the tier, exit head, correctness and cost are the replay's with that assignment."""
+    res, pol = _run(dimee_sc, name, 200.0, seed=2)
+    assert (res.status == 1).all()
+    prof = dimee_sc.exit_profile
+    params = DR.params_from_knobs(dict(dimee_sc.knobs["dimee"], assign=name[len("tier-"):],
+                                       adaptive=False), extra=("tiers",))
+    rep = DP.replay(prof, DP.fit(prof, params), params)
+    at = _positions(rep.rows)[res.sample]
+    out = pol.task_outcomes(res, dimee_sc)
+    assert np.array_equal(out["tier"], rep.tier[at]) and np.array_equal(out["col"], rep.head[at])
+    assert np.array_equal(res.correct, rep.correct[at].astype(np.int8))
+    assert np.array_equal(out["cost"], rep.cost[at])
+
+
+def test_tier_random_spreads_tasks_over_the_three_tiers(dimee_sc):
+    """tier-random: each task to a uniformly drawn tier (seeded): about a third each."""
+    res, pol = _run(dimee_sc, "tier-random", 400.0, seed=1)
+    frac = np.bincount(pol.task_outcomes(res, dimee_sc)["tier"], minlength=3) / len(res.status)
+    assert len(res.status) > 1800 and np.abs(frac - 1 / 3).max() < 0.05
+
+
 @pytest.mark.parametrize("setting", SETTINGS)
 def test_d9_m11_planners_and_mdi_exit_refuse_the_tiered_scenarios(setting, tmp_path, capsys):
     """D-9, M-11: dtoee, cf, bf, ngto, ga, optimum (plan) and dtoee, cf, mdi-exit (simulate)

@@ -31,7 +31,11 @@ from agent.policies.setting import Scenario, ScenarioError
 from agent.policies.sim_api import Decision, SlotView, TieredSimPolicy, measured
 
 DEFAULT_TIERS = {"mobile": ["mob"], "edge": ["edge"], "cloud": ["cloud"]}
-VARIANTS = {"dimee": {}, "dimee-f": {"adaptive": False}}
+# the paper's baselines as fixed assignments (``replay.BASELINES``; tier-oracle is Alg. 1 on the
+# task's own confidences, an unattainable upper bound)
+VARIANTS: Dict[str, Dict[str, Any]] = dict(
+    {"dimee": {}, "dimee-f": {"adaptive": False}},
+    **{b: {"assign": b[len("tier-"):], "adaptive": False} for b in P.BASELINES})
 
 
 def tier_devices(knobs: Mapping[str, Any], where: str = "knobs.dimee.tiers") -> Dict[str, int]:
