@@ -4,7 +4,8 @@ length): the numbers of docs/dimee-mlci.md's simulator section.
 Usage: PYTHONPATH=. python3 bench/dimee_mlci_sim.py [--duration-scale 1.0] [--seeds 3]
 
 Scenarios ``dimee-demo`` (5 tasks/s, 850 s of arrivals per run) and ``mlci-demo`` (2.5 tasks/s,
-1250 s) from ``agent.scenario.tiered``; tasks on the test rows; per policy and seed: tasks,
+1250 s) from ``agent.scenario.tiered``; tasks on the test rows; DIMEE's baselines (tier-*) with
+one seed; per policy and seed: tasks,
 completed, accuracy, mean and p95 delay, DIMEE's cost vs cloud-only and tier fractions, MLCI's
 level fractions; next to them the replay on the test rows (DIMEE: per row; MLCI: the exact
 expectation over the offload draws, latency by eqs. 1-3, no queueing). Prints markdown with the
@@ -60,18 +61,20 @@ def dimee_section(scale, seeds):
             ("policy", "seed", "tasks", "completed", "accuracy", "mean / p95 delay",
              "cost vs cloud", "tiers mobile / edge / cloud", "per-task = replay", "wall"))
     base = DR.params_from_knobs(sc.knobs["dimee"], extra=("tiers",))
-    for name in ("dimee-f", "dimee"):
+    for name in ("dimee-f", "dimee") + DP.BASELINES:
         params = dataclasses.replace(base, adaptive=name == "dimee")
+        if name.startswith("tier-"):
+            params = dataclasses.replace(params, assign=name[len("tier-"):])
         model = DP.fit(prof, params)
         rep = DP.replay(prof, model, params)
-        for seed in range(seeds):
+        for seed in range(seeds if name.startswith("dimee") else 1):
             res, pol, wall = _run(sc, name, 850.0 * scale, seed)
             out = pol.task_outcomes(res, sc)
             s, extra = res.summary(0.0), pol.extra_summary(res, sc)
             pos = np.full(prof.num_samples, -1)
             pos[rep.rows] = np.arange(len(rep.rows))
             at = pos[res.sample]
-            same = "-" if name == "dimee" else "%d / %d" % (
+            same = "-" if name in ("dimee", "tier-random") else "%d / %d" % (
                 int(np.sum((out["tier"] == rep.tier[at]) & (res.correct == rep.correct[at])
                            & (out["cost"] == rep.cost[at]))), len(at))
             print("| %s | %d | %d | %d | %.4f | %.1f / %.1f ms | %+.1f %% | %s | %s | %.1f s |" % (
