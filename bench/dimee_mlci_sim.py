@@ -33,7 +33,7 @@ from agent.policies.dimee import rules as DR  # noqa: E402
 from agent.policies.mlci import replay as MP  # noqa: E402
 from agent.policies.mlci import rules as MR  # noqa: E402
 from agent.policies.registry import make_sim_policy  # noqa: E402
-from agent.scenario.tiered import dimee_demo, mlci_demo  # noqa: E402
+from agent.scenario.tiered import dimee_demo, dimee_demo_ee, mlci_demo  # noqa: E402
 from agent.sim import SimConfig, simulate  # noqa: E402
 
 
@@ -81,8 +81,22 @@ def dimee_section(scale, seeds):
                 name, seed, s["tasks"], s["completed"], s["accuracy"], 1e3 * s["mean_delay_s"],
                 1e3 * s["p95_delay_s"], 100 * extra["cost_vs_cloud"],
                 _fr(extra["tier_fractions"].values()), same, wall))
-        print("| %s replay (rows ascending) | - | %d | - | %.4f | - | %+.1f %% | %s | - | - |" % (
-            name, len(rep.rows), rep.accuracy, 100 * rep.cost_vs_cloud, _fr(rep.tier_fractions)))
+        _replay_row(name, rep)
+    ee = dimee_demo_ee()
+    rep = DP.early_exit_baseline(prof, base, DP.fit(prof, base).alpha)
+    res, pol, wall = _run(ee, "tier-mobile", 850.0 * scale, 0)
+    s, extra = res.summary(0.0), pol.extra_summary(res, ee)
+    print("| tier-mobile on dimee-demo-ee (Early-Exit) | 0 | %d | %d | %.4f | %.1f / %.1f ms | "
+          "%+.1f %% | %s | - | %.1f s |" % (s["tasks"], s["completed"], s["accuracy"],
+                                           1e3 * s["mean_delay_s"], 1e3 * s["p95_delay_s"],
+                                           100 * extra["cost_vs_cloud"],
+                                           _fr(extra["tier_fractions"].values()), wall))
+    _replay_row("Early-Exit", rep)
+
+
+def _replay_row(name, rep):
+    print("| %s replay (rows ascending) | - | %d | - | %.4f | - | %+.1f %% | %s | - | - |" % (
+        name, len(rep.rows), rep.accuracy, 100 * rep.cost_vs_cloud, _fr(rep.tier_fractions)))
 
 
 def mlci_section(scale, seeds):

@@ -10,7 +10,7 @@ from agent.policies.setting import DEFAULT_TRADEOFF
 
 HELP = ("generate a scenario file for the DTO-EE paper's settings (paper-resnet101, paper-bert), "
         "an MDI-Exit topology (mdi-local, mdi-2-node, mdi-3-node-mesh, ...) or the demo bundle "
-        "on tiers for DIMEE or MLCI (dimee-demo, mlci-demo)")
+        "on tiers for DIMEE or MLCI (dimee-demo, dimee-demo-ee, mlci-demo)")
 
 # MDI-Exit topologies, each node holding every stage: agent.scenario.mdi.topology_names, written
 # out here so that --help loads no numpy (a test holds the two lists equal)
@@ -19,7 +19,7 @@ MDI_SETTINGS = tuple("mdi-%s%s" % (t, v) for t in ("local", "2-node", "3-node-me
                      for v in ("", "-noee"))
 # the demo bundle on end/mobile, edge and cloud: agent.scenario.tiered.SETTINGS (a test holds
 # the two lists equal)
-TIERED_SETTINGS = ("dimee-demo", "mlci-demo")
+TIERED_SETTINGS = ("dimee-demo", "dimee-demo-ee", "mlci-demo")
 SETTINGS = ("paper-resnet101", "paper-bert") + MDI_SETTINGS + TIERED_SETTINGS
 
 
@@ -33,7 +33,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="seed of topology, devices and exit profile (default 0)")
     parser.add_argument("--rate", type=float, default=None,
                         help="tasks/s per source (default: the paper's, 4.8 ResNet101, 2.0 BERT; "
-                             "dimee-demo 5, mlci-demo 2.5)")
+                             "dimee-demo(-ee) 5, mlci-demo 2.5)")
     parser.add_argument("--load", type=float, default=0.6,
                         help="utilisation of the busiest stage at the paper's rate, sets the FLOP/s "
                              "of one unit of device speed (default 0.6)")

@@ -142,9 +142,12 @@ TIERS_NEED_PER_TASK = ("scenario: restart links / terminal workers need a per-ta
 
 def refuse_tiers(scenario: Scenario, policy: str) -> None:
     """Raise the one-line ``ScenarioError`` when ``scenario`` has restart links or terminal
-    workers: planners (DTO-EE's network model, CF, BF, NGTO, GA, the optimum) and MDI-Exit
-    assume every link goes from stage h to h+1 and every worker can pass a task on."""
-    if any(w.terminal for w in scenario.workers) or any(l.restart for l in scenario.links):
+    workers short of the last stage: planners (DTO-EE's network model, CF, BF, NGTO, GA, the
+    optimum) and MDI-Exit assume every link goes from stage h to h+1 and every worker short of
+    the last stage can pass a task on (a terminal worker of the last stage is an ordinary one)."""
+    h = scenario.num_stages
+    if any(w.terminal and w.stage < h for w in scenario.workers) or \
+            any(l.restart for l in scenario.links):
         raise ScenarioError("%s; %s cannot run on it" % (TIERS_NEED_PER_TASK, policy))
 
 

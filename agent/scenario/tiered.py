@@ -10,6 +10,9 @@ profile is the shipped one (format 2: logits, labels, embedding).
 - ``dimee-demo``: the source ``mob/src`` (on device ``mob``) sends each task to one tier's
   stage-1 worker: ``mob/1..m``, ``edge/1..n`` (each tier's last stage ``terminal``: it answers
   whatever its confidence), ``cloud/1..H``.
+- ``dimee-demo-ee``: the paper's Early-Exit baseline, the whole model on the mobile (``mob/1..H``,
+  terminal at H) at the alpha* DIMEE chooses on ``dimee-demo`` (``knobs.dimee.grid`` = [alpha*]);
+  run it with ``tier-mobile``.
 - ``mlci-demo``: the source ``user/src`` (on device ``end``) sends every task to ``end/1``; each
   level's workers at a stage with a head have a ``restart`` link to the next level's stage-1
   worker (the task goes up with its raw input); level prefixes by MLCI's deployment rule.
@@ -20,6 +23,7 @@ from __future__ import annotations
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 from agent.errors import UsageError
+from agent.policies.dimee import replay as DP
 from agent.policies.dimee import rules as DR
 from agent.policies.mlci import replay as MP
 from agent.policies.mlci import rules as MR
@@ -30,7 +34,7 @@ LOCAL_RATE = 1.0e12  # bytes/s between the stages of one device (free)
 CAPACITY = {"end": 2.0e6, "mob": 2.0e6, "edge": 1.0e7, "cloud": 1.0e8}  # FLOP/s
 EDGE_RATE, CLOUD_RATE = 3.2e5, 3.2e4  # bytes/s: to the edge, to the cloud
 DIMEE_TIERS = {"mobile": ["mob"], "edge": ["edge"], "cloud": ["cloud"]}
-SETTINGS = ("dimee-demo", "mlci-demo")
+SETTINGS = ("dimee-demo", "dimee-demo-ee", "mlci-demo")
 
 
 def demo_model() -> Tuple[Tuple[Stage, ...], ExitProfile]:
@@ -82,6 +86,28 @@ def dimee_demo(rate: float = 5.0, knobs: Optional[Mapping[str, Any]] = None,
                                                 EDGE_RATE, CLOUD_RATE))
 
 
+def dimee_demo_ee(rate: float = 5.0, knobs: Optional[Mapping[str, Any]] = None,
+                  model: Optional[Tuple[Tuple[Stage, ...], ExitProfile]] = None) -> Scenario:
+    """The Early-Exit baseline's setting: one mobile device holding every stage (terminal at
+    the last), exits at the alpha* DIMEE fits with ``knobs.dimee`` on the three tiers."""
+    stages, profile = model or demo_model()
+    dk = dict((knobs or {}).get(DR.POLICY_NAME) or {})
+    params = DR.params_from_knobs(dk, extra=("tiers",))
+    alpha = DP.fit(profile, params, flops=[s.flops for s in stages]).alpha
+    h = len(stages)
+    ee = dict(DR.params_dict(params), m=h, n=h, grid=[alpha], assign="mobile", adaptive=False,
+              tiers={"mobile": ["mob"]})
+    all_knobs: Dict[str, Any] = dict(knobs or {})
+    all_knobs[DR.POLICY_NAME] = ee
+    return Scenario(stages, (Source("mob/src", float(rate), device="mob"),),
+                    tuple(_tier("mob", h, CAPACITY["mob"], True)),
+                    tuple([Link("mob/src", "mob/1", LOCAL_RATE)] + _chain("mob", h)), 0.5, None,
+                    profile, all_knobs,
+                    comment="DIMEE's Early-Exit baseline on the demo bundle: the mobile (%.3g "
+                            "FLOP/s) holds stages 1..%d, exits at alpha = %.4g"
+                            % (CAPACITY["mob"], h, alpha))
+
+
 def mlci_demo(rate: float = 2.5, knobs: Optional[Mapping[str, Any]] = None,
               model: Optional[Tuple[Tuple[Stage, ...], ExitProfile]] = None) -> Scenario:
     """MLCI's levels end, edge, cloud on the demo, each holding the prefix the deployment rule
@@ -120,9 +146,12 @@ def mlci_demo(rate: float = 2.5, knobs: Optional[Mapping[str, Any]] = None,
 
 def tiered_setting(name: str, rate: Optional[float] = None,
                    knobs: Optional[Mapping[str, Any]] = None) -> Scenario:
-    """``dimee-demo`` (default 5 tasks/s) or ``mlci-demo`` (2.5 tasks/s) by name."""
+    """``dimee-demo``, ``dimee-demo-ee`` (default 5 tasks/s) or ``mlci-demo`` (2.5 tasks/s) by
+    name."""
     if name == "dimee-demo":
         return dimee_demo(5.0 if rate is None else rate, knobs)
+    if name == "dimee-demo-ee":
+        return dimee_demo_ee(5.0 if rate is None else rate, knobs)
     if name == "mlci-demo":
         return mlci_demo(2.5 if rate is None else rate, knobs)
     raise UsageError("scenario: unknown tiered setting %r (known: %s)" % (name, ", ".join(SETTINGS)))

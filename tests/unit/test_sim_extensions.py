@@ -10,7 +10,7 @@ import pytest
 
 from agent.policies.registry import make_sim_policy, plan
 from agent.policies.setting import ScenarioError
-from agent.policies.sim_api import TIERS_NEED_PER_TASK, SimPolicy
+from agent.policies.sim_api import TIERS_NEED_PER_TASK, SimPolicy, refuse_tiers
 from agent.scenario.format import parse_scenario, scenario_to_json
 from agent.sim import FixedPolicy, SimConfig, simulate
 from engines.exit_profile import ExitProfile
@@ -205,6 +205,13 @@ def test_scenario_format_validates_terminal_workers_and_restart_links():
     bad = tiers_obj()
     bad["workers"][5]["terminal"] = True  # the final stage may be terminal
     parse_scenario(bad)
+    chain = tiers_obj(workers=[{"id": "a", "stage": 1, "capacity": 1e9},
+                               {"id": "b", "stage": 2, "capacity": 1e9},
+                               {"id": "c", "stage": 3, "capacity": 1e9, "terminal": True}],
+                      links=[{"from": "src", "to": "a", "rate": 1e6},
+                             {"from": "a", "to": "b", "rate": 1e6},
+                             {"from": "b", "to": "c", "rate": 1e6}])
+    refuse_tiers(parse_scenario(chain), "cf")  # terminal at the last stage: an ordinary worker
     bad = tiers_obj()
     bad["stages"][0]["exit"] = False
     with pytest.raises(ScenarioError, match=r"workers\[0\]\.terminal: stage 1 has no exit head"):

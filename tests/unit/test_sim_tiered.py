@@ -19,7 +19,7 @@ from agent.policies.registry import make_sim_policy, plan
 from agent.policies.setting import ScenarioError
 from agent.policies.sim_api import TIERS_NEED_PER_TASK
 from agent.scenario.format import load_scenario, save_scenario
-from agent.scenario.tiered import SETTINGS, dimee_demo, mlci_demo
+from agent.scenario.tiered import SETTINGS, dimee_demo, mlci_demo, tiered_setting
 from agent.sim import SimConfig, simulate
 
 
@@ -108,6 +108,27 @@ def test_dimee_baselines_in_the_simulator_answer_as_the_replay_does(dimee_sc, na
     assert np.array_equal(out["cost"], rep.cost[at])
 
 
+def test_tier_mobile_on_dimee_demo_ee_is_the_early_exit_baseline():
+    """dimee-demo-ee with tier-mobile: the whole model on the mobile at DIMEE's alpha*; per task
+    the exit head, correctness and cost are the replay's Early-Exit baseline for its row."""
+    sc = tiered_setting("dimee-demo-ee")
+    assert [w.id for w in sc.workers] == ["mob/1", "mob/2", "mob/3", "mob/4"]
+    assert sc.workers[-1].terminal and sc.knobs["dimee"]["grid"] == [pytest.approx(0.7)]
+    res, pol = _run(sc, "tier-mobile", 200.0, seed=4)
+    assert (res.status == 1).all()
+    prof = sc.exit_profile
+    params = DR.params_from_knobs(dimee_demo().knobs["dimee"], extra=("tiers",))
+    rep = DP.early_exit_baseline(prof, params, 0.7)
+    at = _positions(rep.rows)[res.sample]
+    out = pol.task_outcomes(res, sc)
+    assert np.array_equal(out["col"], rep.head[at])
+    assert np.array_equal(res.correct, rep.correct[at].astype(np.int8))
+    assert np.allclose(out["cost"], rep.cost[at], rtol=0, atol=1e-12)
+    # a terminal worker at the last stage is an ordinary one: the planners take this setting
+    assert plan(sc, "cf").routing == {"mob/src": {"mob/1": 1.0}, "mob/1": {"mob/2": 1.0},
+                                      "mob/2": {"mob/3": 1.0}, "mob/3": {"mob/4": 1.0}}
+
+
 def test_tier_random_spreads_tasks_over_the_three_tiers(dimee_sc):
     """tier-random: each task to a uniformly drawn tier (seeded): about a third each."""
     res, pol = _run(dimee_sc, "tier-random", 400.0, seed=1)
@@ -115,11 +136,11 @@ def test_tier_random_spreads_tasks_over_the_three_tiers(dimee_sc):
     assert len(res.status) > 1800 and np.abs(frac - 1 / 3).max() < 0.05
 
 
-@pytest.mark.parametrize("setting", SETTINGS)
+@pytest.mark.parametrize("setting", ["dimee-demo", "mlci-demo"])
 def test_d9_m11_planners_and_mdi_exit_refuse_the_tiered_scenarios(setting, tmp_path, capsys):
     """D-9, M-11: dtoee, cf, bf, ngto, ga, optimum (plan) and dtoee, cf, mdi-exit (simulate)
     refuse dimee-demo and mlci-demo with the one-line message; exit status 2 on the command."""
-    sc = dimee_demo() if setting == "dimee-demo" else mlci_demo()
+    sc = tiered_setting(setting)
     msg = "^" + re.escape(TIERS_NEED_PER_TASK)
     for name in ("dtoee", "cf", "bf", "ngto", "ga", "optimum"):
         with pytest.raises(ScenarioError, match=msg):
