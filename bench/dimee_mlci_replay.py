@@ -2,12 +2,13 @@
 
 Usage: PYTHONPATH=. python3 bench/dimee_mlci_replay.py [--only dimee|mlci] [--seeds 200]
        PYTHONPATH=. python3 bench/dimee_mlci_replay.py --write-scenario tiered.json
-(the second writes the tiered demo setting as a scenario file for ``edge-agent plan --policy
-dimee|dimee-f|mlci|tabi|mlci-noens --scenario tiered.json`` and exits)
+(the second writes the tiered demo setting, ``edge-agent scenario mlci-demo``, as a scenario
+file for ``edge-agent plan --policy dimee|dimee-f|mlci|tabi|mlci-noens --scenario tiered.json``
+and exits)
 
 Reads the shipped demo exit profile (format 2) and the tiered demo setting (end device 2e6
 FLOP/s holding stage 1, edge 1e7 holding 1..3, cloud 1e8 holding 1..4; links 3.2e5 and 3.2e4
-B/s; ``tests/unit/tiered_demo.py``). Validation rows (even) learn, test rows (odd) report. All
+B/s; ``agent.scenario.tiered.mlci_demo``). Validation rows (even) learn, test rows (odd) report. All
 numbers are exact replays of the profile (DIMEE: per row; MLCI: expectations over the offload
 draws), no queueing. Prints markdown tables with the machine and the command.
 """
@@ -33,7 +34,7 @@ from agent.policies.mlci import replay as MP  # noqa: E402
 from agent.policies.mlci import rules as MR  # noqa: E402
 from agent.policies.splits import test_rows, validation_rows  # noqa: E402
 from agent.scenario.paper import synthetic_exit_profile  # noqa: E402
-from tests.unit.tiered_demo import tiered_demo_scenario  # noqa: E402
+from agent.scenario.tiered import mlci_demo  # noqa: E402
 
 MULTS = (0.5, 1.0, 2.0, 3.0, 4.0)
 
@@ -204,7 +205,7 @@ def main() -> int:
     parser.add_argument("--write-scenario", metavar="PATH", default=None,
                         help="write the tiered demo setting (and its exit profile) and exit")
     args = parser.parse_args()
-    scenario = tiered_demo_scenario()
+    scenario = mlci_demo()
     if args.write_scenario:
         from agent.scenario.format import save_scenario
 

@@ -1,4 +1,5 @@
-"""``edge-agent scenario``: write the DTO-EE paper's settings as scenario files."""
+"""``edge-agent scenario``: write the DTO-EE paper's settings, the MDI-Exit topologies and the
+tiered demo settings of DIMEE and MLCI as scenario files."""
 
 from __future__ import annotations
 
@@ -7,15 +8,19 @@ import argparse
 from agent.errors import UsageError
 from agent.policies.setting import DEFAULT_TRADEOFF
 
-HELP = ("generate a scenario file for the DTO-EE paper's settings (paper-resnet101, paper-bert) "
-        "or an MDI-Exit topology (mdi-local, mdi-2-node, mdi-3-node-mesh, ...)")
+HELP = ("generate a scenario file for the DTO-EE paper's settings (paper-resnet101, paper-bert), "
+        "an MDI-Exit topology (mdi-local, mdi-2-node, mdi-3-node-mesh, ...) or the demo bundle "
+        "on tiers for DIMEE or MLCI (dimee-demo, dimee-demo-ee, mlci-demo)")
 
 # MDI-Exit topologies, each node holding every stage: agent.scenario.mdi.topology_names, written
 # out here so that --help loads no numpy (a test holds the two lists equal)
 MDI_SETTINGS = tuple("mdi-%s%s" % (t, v) for t in ("local", "2-node", "3-node-mesh",
                                                    "3-node-circular", "5-node-mesh")
                      for v in ("", "-noee"))
-SETTINGS = ("paper-resnet101", "paper-bert") + MDI_SETTINGS
+# the demo bundle on end/mobile, edge and cloud: agent.scenario.tiered.SETTINGS (a test holds
+# the two lists equal)
+TIERED_SETTINGS = ("dimee-demo", "dimee-demo-ee", "mlci-demo")
+SETTINGS = ("paper-resnet101", "paper-bert") + MDI_SETTINGS + TIERED_SETTINGS
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -27,7 +32,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0,
                         help="seed of topology, devices and exit profile (default 0)")
     parser.add_argument("--rate", type=float, default=None,
-                        help="tasks/s per source (default: the paper's, 4.8 ResNet101, 2.0 BERT)")
+                        help="tasks/s per source (default: the paper's, 4.8 ResNet101, 2.0 BERT; "
+                             "dimee-demo(-ee) 5, mlci-demo 2.5)")
     parser.add_argument("--load", type=float, default=0.6,
                         help="utilisation of the busiest stage at the paper's rate, sets the FLOP/s "
                              "of one unit of device speed (default 0.6)")
@@ -62,7 +68,11 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("--rate: must be > 0, got %r" % args.rate)
     if not 0.0 <= args.tradeoff <= 1.0:
         raise UsageError("--tradeoff: must be in [0, 1], got %r" % args.tradeoff)
-    if args.setting.startswith("mdi-"):
+    if args.setting in TIERED_SETTINGS:
+        from agent.scenario.tiered import tiered_setting
+
+        sc = tiered_setting(args.setting, rate=args.rate)
+    elif args.setting.startswith("mdi-"):
         from agent.scenario.mdi import mdi_setting
 
         for name in ("node_capacity", "link_rate"):

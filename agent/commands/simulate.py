@@ -29,7 +29,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--policies", default="dtoee,cf,bf,ngto,ga",
                         help="comma-separated: dtoee, cf, bf, ngto, ga, dtoee-cX (DTO-EE with "
                              "thresholds fixed at X), mdi-exit (knobs from the scenario's "
-                             "knobs.mdi-exit) (default dtoee,cf,bf,ngto,ga)")
+                             "knobs.mdi-exit); on tiered scenarios (scenario dimee-demo, "
+                             "mlci-demo): dimee, dimee-f, tier-cloud, tier-edge, tier-mobile, "
+                             "tier-random, tier-oracle, mlci, tabi, mlci-noens "
+                             "(default dtoee,cf,bf,ngto,ga)")
     parser.add_argument("--rates", type=_floats, default=None,
                         help="per-source arrival rates (tasks/s) to sweep, e.g. 3.6,4.8,6 "
                              "(default: the scenario's rates as they are)")
@@ -58,6 +61,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="slot 0 pays its configuration phase too (initial routing uniform, "
                              "thresholds 1.0 until then); default: configured before the first task")
     parser.add_argument("--seed", type=int, default=0, help="seed of arrivals and dynamics")
+    parser.add_argument("--rows", choices=("all", "validation", "test"), default=None,
+                        help="exit-profile rows the tasks carry (default: test, the odd rows, when "
+                             "a policy learns on the validation rows (dimee, mlci), else all)")
     parser.add_argument("--out", required=True, help="folder for results.json and the plots")
     parser.add_argument("--records", action="store_true",
                         help="also write per-task records (records/*.npz) of the rate sweep")
@@ -96,8 +102,10 @@ def run(args: argparse.Namespace) -> int:
     policies = [p.strip() for p in args.policies.split(",") if p.strip()]
     if not policies:
         raise UsageError("--policies: name at least one policy")
+    row_set = args.rows
     for name in policies:  # fail on a bad name before any simulation runs
-        make_sim_policy(name)
+        if make_sim_policy(name).sample_rows == "test" and args.rows is None:
+            row_set = "test"  # every policy on the same rows (common random numbers)
     if args.rounds < 1:
         raise UsageError("--rounds: must be >= 1, got %d" % args.rounds)
     if args.dynamic_slots < 0:
@@ -106,7 +114,7 @@ def run(args: argparse.Namespace) -> int:
         cfg = SimConfig(duration_s=args.duration, slot_s=args.slot,
                         round_delay_s=args.round_delay, warmup_s=args.warmup, seed=args.seed,
                         link_model=args.link_model, discipline=args.discipline,
-                        configured_start=not args.cold_start).validate()
+                        configured_start=not args.cold_start, sample_rows=row_set).validate()
     except ValueError as exc:
         raise UsageError("--%s" % str(exc).replace("_s:", ":").replace("_", "-"))
     if args.warmup >= args.duration:
@@ -135,6 +143,9 @@ def run(args: argparse.Namespace) -> int:
                     args.out, "records", "%s_rate%g.npz" % (name, row["rate"])))
     out["rates"] = rows
     print(_table(rows, "rate"))
+    for r in rows:
+        if r.get("policy_summary"):
+            print("%-10s %-8s %s" % (r["rate"], r["policy"], _extras(r["policy_summary"])))
     if args.scales:
         crows = ex.capacity_sweep(sc, policies, args.scales, cfg, factory)
         out["capacity"] = crows
@@ -168,6 +179,17 @@ def run(args: argparse.Namespace) -> int:
     for p in plots:
         print(p)
     return 0
+
+
+def _extras(summary: Dict[str, Any]) -> str:
+    """A policy's own numbers on one line (DIMEE's cost and tiers, MLCI's levels)."""
+    def fmt(v):
+        if isinstance(v, dict):
+            return " / ".join("%s %s" % (k, fmt(x)) for k, x in v.items())
+        if isinstance(v, (list, tuple)):
+            return " / ".join(fmt(x) for x in v)
+        return "%.4g" % v if isinstance(v, float) else str(v)
+    return "  ".join("%s %s" % (k, fmt(v)) for k, v in summary.items())
 
 
 def _clean(x):

@@ -28,6 +28,7 @@ from agent.policies import api
 from agent.policies.baselines import plans as baselines
 from agent.policies.baselines.agent import BaselinePolicy, parse_baseline_knobs
 from agent.policies.dimee import replay as dimee_replay
+from agent.policies.dimee.sim import DimeeSimPolicy
 from agent.policies.dtoee import sim as dtoee_sim
 from agent.policies.dtoee.agent import DtoeePolicy
 from agent.policies.dtoee.knobs import KNOB_NAMES, DtoeeParams, parse_agent_knobs, parse_knobs
@@ -36,9 +37,10 @@ from agent.policies.mdi_exit.agent import MdiExitPolicy
 from agent.policies.mdi_exit.rules import POLICY_NAME as MDI_EXIT, params_from_knobs
 from agent.policies.mdi_exit.sim import MdiExitSimPolicy
 from agent.policies.mlci import replay as mlci_replay
+from agent.policies.mlci.sim import MlciSimPolicy
 from agent.policies.model import PolicyResult
 from agent.policies.setting import Scenario, ScenarioError
-from agent.policies.sim_api import PlannerPolicy, SimPolicy, decision_from_result
+from agent.policies.sim_api import PlannerPolicy, SimPolicy, decision_from_result, refuse_tiers
 
 AgentFactory = Callable[[Mapping[int, float], Mapping[str, Any], int], api.AgentPolicy]
 SimFactory = Callable[[str, Optional[int], Mapping[str, Any]], SimPolicy]
@@ -73,6 +75,7 @@ class PolicyRow:
     scenario_knobs: Tuple[str, ...] = ()
     pattern: str = ""  # regular expression of a family of names (``dtoee-c0.7``); "" = name
     one_stage_only: str = ""  # why the agent policy needs one stage per worker ("" = it doesn't)
+    tiered: bool = False  # its planner takes terminal workers and restart links (DIMEE, MLCI)
 
 
 _ROWS: Dict[str, PolicyRow] = {}
@@ -155,6 +158,8 @@ def plan(scenario: Scenario, name: str, rounds: Optional[int] = None, step: Opti
          staleness: Optional[int] = None, seed: int = 0) -> PolicyResult:
     """Run policy ``name``'s planner on ``scenario`` (``edge-agent plan``)."""
     row = lookup(name, "--policy", "planner")
+    if not row.tiered:
+        refuse_tiers(scenario, "plan --policy %s" % name)
     params = parse_knobs(scenario.knobs)  # validates the DTO-EE knobs for every policy
     if rounds is not None and rounds < 1:
         raise UsageError("--rounds: must be >= 1, got %d" % rounds)
@@ -246,8 +251,15 @@ for _row in (
 ):
     register(_row)
 
-# DIMEE and MLCI: replay and plan so far; their agent and simulator adapters are still to come
-_REPLAY_ONLY = "not yet: %s runs in the exit-profile replay and plan only (docs/dimee-mlci.md)"
+# DIMEE and MLCI: replay, plan and the simulator so far; their agent adapters are still to come
+_NOT_ON_NODES = "not yet: %s runs in plan and simulate only (docs/dimee-mlci.md)"
+
+
+def _tiered_sim(name: str, rounds: Optional[int], options: Mapping[str, Any]) -> SimPolicy:
+    cls = DimeeSimPolicy if name.startswith(("dimee", "tier-")) else MlciSimPolicy
+    return cls(name, overrides=options.get(name))
+
+
 for _name, _summary in (
         ("dimee", "DIMEE (Ours-D): tier by the input embedding's nearest pool mean, adaptive"),
         ("dimee-f", "DIMEE (Ours-F): tier by the nearest of fixed pool means"),
@@ -255,6 +267,16 @@ for _name, _summary in (
         ("tabi", "MLCI without early exit (tau = 0), the paper's Tabi"),
         ("mlci-noens", "MLCI answering with the last level's output alone (no ensemble)")):
     _mod = dimee_replay if _name.startswith("dimee") else mlci_replay
-    register(PolicyRow(_name, _summary, not_in_agent=_REPLAY_ONLY % _name,
+    register(PolicyRow(_name, _summary, not_in_agent=_NOT_ON_NODES % _name, sim=_tiered_sim,
                        planner=(lambda m, n: lambda s, q: m.planner(s, n))(_mod, _name),
+                       tiered=True,
                        scenario_knobs=("dimee",) if _mod is dimee_replay else ("mlci",)))
+for _name, _summary in (
+        ("tier-cloud", "DIMEE's baseline: every task to the cloud (the paper's 1.00 cost)"),
+        ("tier-edge", "DIMEE's baseline: every task to the edge"),
+        ("tier-mobile", "DIMEE's baseline: every task to the mobile"),
+        ("tier-random", "DIMEE's baseline: each task to a uniformly drawn tier"),
+        ("tier-oracle", "DIMEE's tiers by Alg. 1 on the task's own confidences (upper bound)")):
+    register(PolicyRow(_name, _summary, sim=_tiered_sim, tiered=True,
+                       not_in_agent="a baseline of DIMEE's paper, run in simulate (plan --policy "
+                                    "dimee reports it among its baselines)"))

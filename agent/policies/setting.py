@@ -47,6 +47,8 @@ class Worker:
     # workers naming the same device are stages held by one node (as in MDI-Exit): they share
     # one processor, so the simulator gives them one queue and one capacity ("" = its own device)
     device: str = ""
+    # answers every task after its stage (a tier's last stage: DIMEE, MLCI); no outgoing links
+    terminal: bool = False
 
 
 @dataclass(frozen=True)
@@ -54,6 +56,8 @@ class Link:
     src: str
     dst: str
     rate: float  # r_ij, bytes/s
+    # to a stage-1 worker, carrying the raw input again (a task moving up a tier: MLCI)
+    restart: bool = False
 
 
 @dataclass(frozen=True)

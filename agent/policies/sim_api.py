@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Mapping, Optional
 
-from agent.policies.setting import Scenario
+from agent.policies.setting import Scenario, ScenarioError
 
 Routing = Mapping[str, Mapping[str, float]]  # {node: {successor: probability}}
 
@@ -35,6 +35,7 @@ class SlotView:
     now_s: float  # simulated time of the boundary
     scenario: Scenario  # this slot's setting: source rates and capacities after dynamic changes
     previous: Optional[Decision]  # the decision in force until the new one applies (warm start)
+    seed: int = 0  # the run's seed (SimConfig.seed), for a policy's own random draws
 
 
 class SimPolicy:
@@ -51,6 +52,15 @@ class SimPolicy:
       rejected (never silently dropped).
     - ``tick_s``: the engine calls ``on_tick`` every ``tick_s`` simulated seconds and then
       re-offers every held task (``route`` returned None) to ``route``, oldest first.
+    - ``per_task_exit``: after a task is served at a stage with a head the engine calls
+      ``on_head`` instead of comparing the confidence with a threshold (also at the last stage
+      and at terminal workers, where the task is answered whatever it returns).
+    - ``per_task_answer``: at every answer the engine calls ``answer_correct``; a bool there
+      replaces the profile's correctness at the exit head (an ensemble's answer).
+    - ``tiered``: the policy handles terminal workers and restart links; the engine refuses a
+      scenario with either for every other policy (``refuse_tiers``).
+    - ``sample_rows``: the exit-profile rows the tasks carry when ``SimConfig.sample_rows``
+      does not say (None = all; "test" for a policy that learns on the validation rows).
     """
 
     name = "policy"
@@ -58,6 +68,10 @@ class SimPolicy:
     per_node_thresholds = False
     admission = False
     tick_s: Optional[float] = None
+    per_task_exit = False
+    per_task_answer = False
+    tiered = False
+    sample_rows: Optional[str] = None
 
     def start_slot(self, view: SlotView) -> Decision:
         """Called at every slot boundary; the returned decision applies after its rounds."""
@@ -77,6 +91,64 @@ class SimPolicy:
 
     def on_tick(self, view: Any) -> None:
         """Periodic hook (only when ``tick_s``): publish queue state, adapt thresholds or rates."""
+
+    def on_head(self, node: str, task: int, stage: int, view: Any) -> bool:
+        """Whether ``task`` is answered at ``node``'s head of ``stage`` (only when
+        ``per_task_exit``); False forwards it through ``route``."""
+        raise NotImplementedError
+
+    def answer_correct(self, node: str, task: int, stage: int, view: Any) -> Optional[bool]:
+        """Whether the answer ``task`` gets at ``node`` is right (only when ``per_task_answer``);
+        None keeps the profile's correctness at ``stage``'s head."""
+        return None
+
+    def extra_summary(self, result: Any, scenario: Scenario) -> Dict[str, Any]:
+        """The policy's own numbers for the report after a run (e.g. DIMEE's cost per task)."""
+        return {}
+
+
+class TieredSimPolicy(SimPolicy):
+    """Base of the per-task policies on tiers (DIMEE, MLCI): knobs from the scenario's
+    ``knobs[knob_key]`` with ``overrides`` on top; tasks on the test rows, since they learn on
+    the validation rows."""
+
+    per_task = True
+    tiered = True
+    sample_rows: Optional[str] = "test"
+    knob_key = ""
+
+    def __init__(self, name: str, overrides: Optional[Mapping[str, Any]] = None):
+        self.name = name
+        self._overrides = dict(overrides or {})
+
+    def knobs(self, scenario: Scenario) -> Dict[str, Any]:
+        """The policy's knob table: the scenario's, then the overrides."""
+        knobs = dict(scenario.knobs.get(self.knob_key) or {})
+        knobs.update(self._overrides)
+        return knobs
+
+
+def measured(result: Any) -> Any:
+    """Mask of a run's completed tasks created in the summary window (warm-up's end to the end
+    of arrivals), as ``SimResult.summary`` counts them."""
+    c = result.created_s
+    return ((result.status == 1) & (c >= result.config.warmup_s)
+            & (c < result.config.duration_s))
+
+
+TIERS_NEED_PER_TASK = ("scenario: restart links / terminal workers need a per-task policy "
+                       "(dimee, mlci)")
+
+
+def refuse_tiers(scenario: Scenario, policy: str) -> None:
+    """Raise the one-line ``ScenarioError`` when ``scenario`` has restart links or terminal
+    workers short of the last stage: planners (DTO-EE's network model, CF, BF, NGTO, GA, the
+    optimum) and MDI-Exit assume every link goes from stage h to h+1 and every worker short of
+    the last stage can pass a task on (a terminal worker of the last stage is an ordinary one)."""
+    h = scenario.num_stages
+    if any(w.terminal and w.stage < h for w in scenario.workers) or \
+            any(l.restart for l in scenario.links):
+        raise ScenarioError("%s; %s cannot run on it" % (TIERS_NEED_PER_TASK, policy))
 
 
 class FixedPolicy(SimPolicy):

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Collection, Dict, List, Optional, Sequence, Tuple
 
 from agent.config.fields import Fields
 from agent.config.jsonfile import read_json_file
@@ -63,8 +63,8 @@ KNOWN_KEYS = ("stages", "remaining", "exit_profile", "sources", "workers", "link
               "knobs", "comment", "synthetic")
 STAGE_KEYS = ("flops", "input_bytes", "exit", "comment")
 SOURCE_KEYS = ("id", "rate", "device", "comment")
-WORKER_KEYS = ("id", "stage", "capacity", "power_modes", "device", "comment")
-LINK_KEYS = ("from", "to", "rate", "comment")
+WORKER_KEYS = ("id", "stage", "capacity", "power_modes", "device", "comment", "terminal")
+LINK_KEYS = ("from", "to", "rate", "comment", "restart")
 
 
 def _positive(item: Fields, key: str) -> float:
@@ -89,16 +89,18 @@ def parse_scenario(obj: Any, base_dir: str = ".") -> Scenario:
     for s in top.tables("workers", min_len=1, known=WORKER_KEYS):
         wid = _id(s, seen)
         workers.append(Worker(wid, s.int("stage", lo=1, hi=h), _positive(s, "capacity"),
-                              _power_modes(s), _device(s)))
+                              _power_modes(s), _device(s), s.bool("terminal", False)))
         _check_shared_device(workers, s.where, by_device)
+        _check_terminal(workers[-1], stages, s.where)
     stage_of = {s.id: 0 for s in sources}
     stage_of.update({w.id: w.stage for w in workers})
     served = set(stage_of.values())
     for st in range(1, h + 1):
         if st not in served:
             raise ScenarioError("workers: no worker serves stage %d" % st)
-    links = [Link(a, b, _positive(l, "rate"))
-             for l, a, b in read_links(top, stage_of, stage_of, h, LINK_KEYS)]
+    terminal = {w.id for w in workers if w.terminal}
+    links = [Link(a, b, _positive(l, "rate"), l.bool("restart", False))
+             for l, a, b in read_links(top, stage_of, stage_of, h, LINK_KEYS, terminal)]
     remaining, profile = _exits(top, stages, base_dir)
     return Scenario(tuple(stages), tuple(sources), tuple(workers), tuple(links),
                     top.num("tradeoff", DEFAULT_TRADEOFF, lo=0.0, hi=1.0), remaining, profile,
@@ -107,11 +109,14 @@ def parse_scenario(obj: Any, base_dir: str = ".") -> Scenario:
 
 
 def read_links(top: Fields, stage_of: Dict[str, int], last_of: Dict[str, int], h: int,
-               known: Sequence[str]) -> List[Tuple[Fields, str, str]]:
+               known: Sequence[str],
+               terminal: Collection[str] = ()) -> List[Tuple[Fields, str, str]]:
     """The ``links`` of a scenario or topology file, checked: both ends are known nodes, the
     receiver holds a stage right after one of the sender's (h -> h+1 when every node holds one
     stage: ``last_of`` = ``stage_of``), no pair twice, and every node short of stage ``h`` sends
     somewhere. Returns (entry reader, from, to) per link; errors are the file's (``top.error``).
+    When ``known`` has ``restart``, a link with ``restart: true`` goes from a worker to a stage-1
+    worker instead; a ``terminal`` node sends nowhere.
     """
     out = []
     pairs = set()
@@ -120,19 +125,34 @@ def read_links(top: Fields, stage_of: Dict[str, int], last_of: Dict[str, int], h
         for key, v in (("from", a), ("to", b)):
             if v not in stage_of:
                 raise l.fail(key, "unknown node")
-        if not (stage_of[b] <= last_of[a] + 1 and last_of[b] >= stage_of[a] + 1):
+        if "restart" in known and l.bool("restart", False):
+            if stage_of[a] < 1 or stage_of[b] != 1:
+                raise top.error("%s: a restart link goes from a worker to a stage-1 worker, but "
+                                "%r is stage %d and %r is stage %d"
+                                % (l.where, a, stage_of[a], b, stage_of[b]))
+        elif not (stage_of[b] <= last_of[a] + 1 and last_of[b] >= stage_of[a] + 1):
             raise top.error("%s: links go from stage h to h+1, but %r is stage %d and %r is "
                             "stage %d" % (l.where, a, stage_of[a], b, stage_of[b]))
         if (a, b) in pairs:
             raise top.error("%s: duplicate link %s -> %s" % (l.where, a, b))
+        if a in terminal:
+            raise top.error("%s: %r is terminal (it answers every task), so it has no links"
+                            % (l.where, a))
         pairs.add((a, b))
         out.append((l, a, b))
     senders = {a for a, _ in pairs}
     for node in stage_of:
-        if last_of[node] < h and node not in senders:
+        if last_of[node] < h and node not in senders and node not in terminal:
             raise top.error("links: %r (stage %d) has no link to stage %d"
                             % (node, last_of[node], last_of[node] + 1))
     return out
+
+
+def _check_terminal(w: Worker, stages: List[Stage], where: str) -> None:
+    """A terminal worker answers at its stage, so the stage must carry a head (or be the last)."""
+    if w.terminal and w.stage < len(stages) and not stages[w.stage - 1].exit:
+        raise ScenarioError("%s.terminal: stage %d has no exit head to answer with"
+                            % (where, w.stage))
 
 
 def _exits(top: Fields, stages: List[Stage],
@@ -204,9 +224,12 @@ def scenario_to_json(scenario: Scenario, exit_profile_path: Optional[str] = None
             item["power_modes"] = dict(w.power_modes)
         if w.device:
             item["device"] = w.device
+        if w.terminal:
+            item["terminal"] = True
         workers.append(item)
     obj["workers"] = workers
-    obj["links"] = [{"from": l.src, "to": l.dst, "rate": l.rate} for l in scenario.links]
+    obj["links"] = [dict({"from": l.src, "to": l.dst, "rate": l.rate},
+                         **({"restart": True} if l.restart else {})) for l in scenario.links]
     if scenario.knobs:
         obj["knobs"] = dict(scenario.knobs)
     return obj

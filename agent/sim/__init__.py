@@ -30,18 +30,31 @@ policy:
   refused tasks are recorded as rejected.
 - ``tick_s`` and ``on_tick(view)``: a periodic hook, e.g. to publish queue state to neighbours
   (a policy keeps its own snapshot to model staleness) or to adapt rates and thresholds.
+- ``per_task_exit = True`` and ``on_head(node, task, stage, view) -> bool``: the exit decision
+  at every head (True answers now, False forwards through ``route``); also called at the last
+  stage and at a terminal worker, where the task is answered whatever it returns.
+- ``per_task_answer = True`` and ``answer_correct(node, task, stage, view) -> bool or None``:
+  the correctness of a task's answer when it is not the exit head's (an ensemble).
+- ``tiered = True``: the policy runs on scenarios with terminal workers (``workers[i].terminal``:
+  answer every task at their stage) and restart links (``links[i].restart``: to a stage-1
+  worker, carrying the raw input); every other policy refuses them in one line.
+- ``sample_rows``: the exit-profile rows tasks carry unless ``SimConfig.sample_rows`` says
+  ("test" for a policy that learns on the validation rows).
+- ``extra_summary(result, scenario)``: the policy's own numbers in the report.
 
 ``view`` is the running ``Simulator``: ``now_s``, ``scenario`` (this slot's setting),
 ``input_queue(node)`` (tasks at the node's server), ``output_queue(node)`` (tasks held there),
 ``compute_delay_s(node)`` (alpha/mu now), ``link_delay_s(src, dst)`` (beta/r),
-``names``/``index``/``succ`` for the topology. A queue-based policy such as
+``sample_of(task)`` (its profile row), ``successors(node)``, ``names``/``index``/``succ`` for
+the topology. ``SimResult.answered_by`` names the worker that answered each task. A queue-based policy such as
 MDI-Exit reads its own input/output queue and its neighbours' published state there and
 decides per task; it must not change the view's state.
 """
 
 from __future__ import annotations
 
-from agent.sim.engine import SimConfig, Simulator, simulate
+from agent.sim.config import SimConfig
+from agent.sim.engine import Simulator, simulate
 from agent.sim.environment import DynamicConfig, scale_capacities, with_source_rate
 from agent.policies.sim_api import Decision, FixedPolicy, PlannerPolicy, SimPolicy, SlotView
 from agent.sim.results import COMPLETED, REJECTED, UNFINISHED, SimResult

@@ -7,6 +7,13 @@ M/D/1-PS, kept in virtual time so one arrival or departure costs O(log n)); with
 head of the line gets all of it. A hop i -> j costs beta/r_ij (``link_model="delay"``) or goes
 through the link as a server of r_ij bytes/s (``"shared"``). Stale departure events are skipped
 by a per-server version number.
+
+Per-task extensions, each off unless a scenario or policy asks for it (so a table-driven or
+MDI-Exit run is the same run with or without them): terminal workers answer every task at
+their stage; restart links carry a task to a stage-1 worker with its raw input (the hop is
+beta_1 / r, as for any link into stage 1); ``policy.on_head`` decides at a head instead of the
+threshold; ``policy.answer_correct`` overrides the head's correctness; the answering worker is
+recorded; ``sample_rows`` draws the tasks' profile rows from a subset.
 """
 
 from __future__ import annotations
@@ -16,12 +23,13 @@ import heapq
 import itertools
 import random
 from collections import deque
-from dataclasses import dataclass
 from typing import Any, Dict, List, Optional
 
 from agent.policies.setting import Scenario
+from agent.policies.sim_api import Decision, SimPolicy, SlotView, refuse_tiers
+from agent.policies.splits import rows_named
+from agent.sim.config import SimConfig
 from agent.sim.environment import DynamicConfig, slot_arrivals, slot_scenario  # noqa: F401
-from agent.policies.sim_api import Decision, SimPolicy, SlotView
 from agent.sim.results import SimResult
 from engines.exit_profile import should_exit
 
@@ -29,45 +37,12 @@ _DEP, _ARR, _SLOT, _APPLY, _TICK = 0, 1, 2, 3, 4
 _ROW_TOLERANCE = 1e-6
 
 
-@dataclass(frozen=True)
-class SimConfig:
-    """One simulation run."""
-
-    duration_s: float = 100.0  # tasks arrive during [0, duration_s); then in-flight ones drain
-    slot_s: float = 5.0  # slot length; the policy re-plans at every slot boundary
-    round_delay_s: float = 0.002  # communication delay of one configuration round
-    warmup_s: float = 0.0  # tasks created before this are left out of the summary
-    seed: int = 0  # same seed -> same arrivals, samples and dynamic changes for every policy
-    link_model: str = "delay"  # "delay": hop costs beta/r; "shared": a link is a server of r B/s
-    discipline: str = "ps"  # service at workers and shared links: "ps" or "fifo"
-    service: str = "deterministic"  # work per task: "deterministic" (alpha) or "exponential"
-    dynamic: Optional[DynamicConfig] = None  # redraw rates and power modes every slot
-    drain_limit_s: float = 60.0  # serve in-flight tasks at most this long after duration_s
-    # slot 0's decision is in force from time 0 (the fleet was configured before the first
-    # task, as in a steady-state comparison); False: slot 0 pays its configuration phase too
-    configured_start: bool = True
-
-    def validate(self) -> "SimConfig":
-        """Raise ValueError naming the first bad field."""
-        for name in ("duration_s", "slot_s"):
-            if not getattr(self, name) > 0:
-                raise ValueError("%s: must be > 0, got %r" % (name, getattr(self, name)))
-        for name in ("round_delay_s", "warmup_s", "drain_limit_s"):
-            if not getattr(self, name) >= 0:
-                raise ValueError("%s: must be >= 0, got %r" % (name, getattr(self, name)))
-        choices = {"link_model": ("delay", "shared"), "discipline": ("ps", "fifo"),
-                   "service": ("deterministic", "exponential")}
-        for name, allowed in choices.items():
-            if getattr(self, name) not in allowed:
-                raise ValueError("%s: must be one of %s, got %r"
-                                 % (name, allowed, getattr(self, name)))
-        return self
-
-
 class Simulator:
     """Runs one policy on one scenario; also the live view handed to per-task policy hooks."""
 
     def __init__(self, scenario: Scenario, policy: SimPolicy, config: SimConfig = SimConfig()):
+        if not policy.tiered:
+            refuse_tiers(scenario, "policy %r" % policy.name)
         self.base = scenario
         self.policy = policy
         self.config = config.validate()
@@ -78,6 +53,7 @@ class Simulator:
         self.names = [s.id for s in sc.sources] + [w.id for w in sc.workers]
         self.index = {n: i for i, n in enumerate(self.names)}
         self.stage = [0] * self._S + [w.stage for w in sc.workers]
+        self.terminal = [False] * self._S + [w.terminal for w in sc.workers]
         # workers on one device (a node holding several stages) share one server: one queue,
         # one capacity; otherwise server index == worker index
         devices: Dict[str, int] = {}
@@ -119,6 +95,14 @@ class Simulator:
         """beta / r of the hop ``src`` -> ``dst``."""
         i = self.index[src]
         return self.hop_s[i][self.succ_pos[i][dst]]
+
+    def sample_of(self, task: int) -> int:
+        """The exit-profile row ``task`` carries."""
+        return self._sample[task]
+
+    def successors(self, node: str) -> List[str]:
+        """The nodes ``node`` has a link to, in file order."""
+        return [self.names[j] for j in self.succ[self.index[node]]]
 
     # --- decisions --------------------------------------------------------------------------
     def _apply(self, decision: Decision) -> None:
@@ -183,6 +167,12 @@ def _run(sim: Simulator) -> SimResult:  # noqa: C901 - one loop kept flat for sp
         nsamples = 1
     thr = sim.thresholds
     per_task, pnt = policy.per_task, policy.per_node_thresholds
+    hook, answer_hook, term = policy.per_task_exit, policy.per_task_answer, sim.terminal
+    head = [False] + [s.exit for s in sc.stages[:-1]] + [True]
+    row_set = cfg.sample_rows if cfg.sample_rows is not None else policy.sample_rows
+    rows = rows_named(row_set, nsamples) if row_set is not None else None
+    answered: Dict[int, int] = {}
+    answers: Dict[int, Optional[bool]] = {}
     admission = policy.admission
     succ, hop_s, lsrv, cum, names = sim.succ, sim.hop_s, sim.link_server, sim.cum, sim.names
     stage, hold = sim.stage, sim.hold
@@ -324,24 +314,31 @@ def _run(sim: Simulator) -> SimResult:  # noqa: C901 - one loop kept flat for sp
                 continue
             i = S + loc.pop(k)
             h = stage[i]
-            if h < H:
+            if h < H and not term[i]:
                 c = exit_col[h]
+                leave = False
                 if c >= 0:
-                    if profile is not None:
+                    if hook:
+                        sim.now_s = t
+                        leave = policy.on_head(names[i], k, h, sim)
+                    elif profile is not None:
                         th = policy.threshold(names[i], h, sim) if pnt else thr[h]
                         leave = should_exit(conf[c][sample[k]], th)
                     else:
                         leave = rnd() >= rem[h]
-                    if leave:
-                        done[k] = t
-                        exit_stage[k] = h
-                        inflight -= 1
-                        continue
-                forward(i, k, t)
-            else:
-                done[k] = t
-                exit_stage[k] = H
-                inflight -= 1
+                if not leave:
+                    forward(i, k, t)
+                    continue
+            elif hook and head[h]:  # the last stage or a terminal worker: answered anyway
+                sim.now_s = t
+                policy.on_head(names[i], k, h, sim)
+            done[k] = t
+            exit_stage[k] = h
+            answered[k] = i - S
+            if answer_hook:
+                sim.now_s = t
+                answers[k] = policy.answer_correct(names[i], k, h, sim)
+            inflight -= 1
         elif kind == _ARR:
             arrive(a - S, b, t)
         elif kind == _SLOT:
@@ -352,9 +349,9 @@ def _run(sim: Simulator) -> SimResult:  # noqa: C901 - one loop kept flat for sp
             sim.scenario = scn
             sim.now_s = t
             end = min(t + cfg.slot_s, end_arrivals)
-            ta, sa, ma = slot_arrivals(scn, t, end, cfg.seed, a, nsamples)
+            ta, sa, ma = slot_arrivals(scn, t, end, cfg.seed, a, nsamples, rows)
             at, asrc, asamp, ai = ta.tolist(), sa.tolist(), ma.tolist(), 0
-            decision = policy.start_slot(SlotView(a, t, scn, current[0]))
+            decision = policy.start_slot(SlotView(a, t, scn, current[0], cfg.seed))
             decisions.append(decision)
             delay = max(0, int(decision.rounds)) * cfg.round_delay_s
             if a == 0 and cfg.configured_start:
@@ -384,7 +381,8 @@ def _run(sim: Simulator) -> SimResult:  # noqa: C901 - one loop kept flat for sp
                     dispatch(i, sim.succ_pos[i][dst], q.popleft(), t)
             if t < end_arrivals or inflight > 0:
                 push(heap, (t + policy.tick_s, next(seq), _TICK, 0, 0))
-    return SimResult.build(sim, created, src, sample, done, exit_stage, rejected, slots)
+    return SimResult.build(sim, created, src, sample, done, exit_stage, rejected, slots,
+                           answered, answers)
 
 
 def simulate(scenario: Scenario, policy: SimPolicy, config: SimConfig = SimConfig()) -> SimResult:

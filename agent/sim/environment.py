@@ -66,11 +66,13 @@ def slot_scenario(base: Scenario, slot: int, dynamic: Optional[DynamicConfig],
 
 
 def slot_arrivals(scenario: Scenario, start_s: float, end_s: float, seed: int, slot: int,
-                  num_samples: int) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+                  num_samples: int, rows: Optional[np.ndarray] = None
+                  ) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Poisson arrivals of every source in ``[start_s, end_s)``, merged in time order.
 
     Returns ``(times_s, source_index, sample_index)``; ``sample_index`` picks the validation
-    sample (row of the exit profile) the task carries, uniformly.
+    sample (row of the exit profile) the task carries, uniformly, among ``rows`` when given
+    (the same draws index into them, so a seed gives the same tasks whatever the policy).
     """
     rng = np.random.default_rng([seed, slot, _ARRIVAL_STREAM])
     span = end_s - start_s
@@ -81,5 +83,8 @@ def slot_arrivals(scenario: Scenario, start_s: float, end_s: float, seed: int, s
     times = start_s + rng.random(total) * span
     sources = np.repeat(np.arange(len(rates)), counts)
     order = np.argsort(times, kind="stable")
+    if rows is not None:
+        return times[order], sources[order], np.asarray(rows)[rng.integers(0, len(rows),
+                                                                            size=total)]
     samples = rng.integers(0, max(num_samples, 1), size=total)
     return times[order], sources[order], samples

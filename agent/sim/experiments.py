@@ -30,6 +30,9 @@ def run_one(scenario: Scenario, policy_name: str, config: SimConfig,
     row["model_delay_s"] = first.get("model_delay_s")
     row["rounds"] = result.slots[0]["rounds"] if result.slots else 0
     row["wall_s"] = round(time.monotonic() - t0, 3)
+    extra = policy.extra_summary(result, scenario)
+    if extra:
+        row["policy_summary"] = extra
     log.info("%s: mean delay %s s, accuracy %s, %d tasks (%.1f s)", policy_name,
              _fmt(row["mean_delay_s"]), _fmt(row["accuracy"]), row["tasks"], row["wall_s"])
     return {"row": row, "series": result.slot_series(), "result": result}

@@ -25,10 +25,16 @@ class SimResult:
     status: np.ndarray  # (N,) UNFINISHED, COMPLETED or REJECTED
     correct: np.ndarray  # (N,) 1 right, 0 wrong, -1 unknown (no exit profile, or unfinished)
     slots: List[Dict[str, Any]] = field(default_factory=list)
+    # (N,) index into the scenario's workers of the worker that answered; -1 if none
+    answered_by: Optional[np.ndarray] = None
 
     @classmethod
-    def build(cls, sim, created, src, sample, done, exit_stage, rejected, slots) -> "SimResult":
-        """Assemble the arrays from the event loop's lists and dicts."""
+    def build(cls, sim, created, src, sample, done, exit_stage, rejected, slots,
+              answered: Optional[Dict[int, int]] = None,
+              answers: Optional[Dict[int, Optional[bool]]] = None) -> "SimResult":
+        """Assemble the arrays from the event loop's lists and dicts; ``answered`` maps a task
+        to the worker that answered it, ``answers`` to a policy's own correctness (None: the
+        exit head's)."""
         n = len(created)
         finished = np.full(n, np.nan)
         stages = np.zeros(n, dtype=np.int64)
@@ -49,9 +55,16 @@ class SimResult:
                 col_of[st] = c
             ok = status == COMPLETED
             correct[ok] = profile.correct[samples[ok], col_of[stages[ok]]]
+        for k, right in (answers or {}).items():
+            if right is not None:
+                correct[k] = int(bool(right))
+        by = np.full(n, -1, dtype=np.int64)
+        if answered:
+            by[np.fromiter(answered.keys(), dtype=np.int64, count=len(answered))] = np.fromiter(
+                answered.values(), dtype=np.int64, count=len(answered))
         return cls(sim.policy.name, sim.config, tuple(s.id for s in sim.base.sources),
                    np.asarray(created, dtype=np.float64), finished,
-                   np.asarray(src, dtype=np.int64), samples, stages, status, correct, slots)
+                   np.asarray(src, dtype=np.int64), samples, stages, status, correct, slots, by)
 
     @property
     def delay_s(self) -> np.ndarray:
@@ -106,4 +119,6 @@ class SimResult:
         np.savez_compressed(path, created_s=self.created_s, finished_s=self.finished_s,
                             source=self.source, sample=self.sample, exit_stage=self.exit_stage,
                             status=self.status, correct=self.correct,
-                            source_ids=np.asarray(self.source_ids))
+                            source_ids=np.asarray(self.source_ids),
+                            answered_by=self.answered_by if self.answered_by is not None
+                            else np.full(len(self.status), -1, dtype=np.int64))

@@ -20,7 +20,9 @@ def test_each_part_gets_the_names_that_run_there():
     """Agent, simulator and plan names come from the same rows."""
     assert set(registry.names("agent")) == {"dtoee", "cf", "bf", "mdi-exit", "fixed"}
     assert set(registry.names("sim")) == {"dtoee", "dtoee-cX", "cf", "bf", "ngto", "ga",
-                                          "mdi-exit"}
+                                          "mdi-exit", "dimee", "dimee-f", "mlci", "tabi",
+                                          "mlci-noens", "tier-cloud", "tier-edge",
+                                          "tier-mobile", "tier-random", "tier-oracle"}
     assert set(registry.names("planner")) == {"dtoee", "cf", "bf", "ngto", "ga", "optimum",
                                               "dimee", "dimee-f", "mlci", "tabi", "mlci-noens"}
     for name in registry.names("agent"):
@@ -30,7 +32,9 @@ def test_each_part_gets_the_names_that_run_there():
 def test_unknown_name_is_one_line_listing_the_known_ones():
     """Every part reports an unknown name the same way, listing what it can run."""
     with pytest.raises(UsageError, match=r"^--policies: unknown policy 'magic' \(known: dtoee, "
-                                         r"dtoee-cX, cf, bf, ngto, ga, mdi-exit\)$"):
+                                         r"dtoee-cX, cf, bf, ngto, ga, mdi-exit, dimee, "
+                                         r"dimee-f, mlci, tabi, mlci-noens, tier-cloud, "
+                                         r"tier-edge, tier-mobile, tier-random, tier-oracle\)$"):
         registry.make_sim_policy("magic")
     with pytest.raises(UsageError, match=r"^--policies: policy 'fixed' cannot run in the "
                                          r"simulator \(these can: "):
@@ -92,14 +96,13 @@ def test_api_imports_no_policy_folder():
     assert "agent.policies.registry" not in mods
 
 
-def test_replay_only_policies_are_refused_by_the_agent_and_simulator_in_one_line():
-    """DIMEE and MLCI run in plan only so far: asking a node or the simulator for them is one
-    line that says so, not a crash."""
+def test_dimee_and_mlci_are_refused_by_the_agent_in_one_line_and_run_in_the_simulator():
+    """DIMEE and MLCI run in plan and the simulator so far: asking a node for them is one line
+    that says so, not a crash; the simulator builds their per-task adapters."""
     for name in ("dimee", "dimee-f", "mlci", "tabi", "mlci-noens"):
         with pytest.raises(UsageError, match=r"^policy: policy '%s' cannot run on a node: not "
-                                             r"yet: .*replay and plan only" % name):
+                                             r"yet: .*plan and simulate only" % name):
             registry.make_policy(name, {}, {})
-        with pytest.raises(UsageError, match=r"^--policies: policy '%s' cannot run in the "
-                                             r"simulator" % name):
-            registry.make_sim_policy(name)
+        policy = registry.make_sim_policy(name)
+        assert policy.name == name and policy.tiered and policy.per_task
     registry.check_scenario_knobs({"dimee": {}, "mlci": {}})

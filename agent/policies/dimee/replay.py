@@ -111,7 +111,8 @@ class DimeeReplay:
                 "tier_fractions": dict(zip(R.TIERS, map(float, self.tier_fractions)))}
 
 
-def _tiers_available(lay: R.Layout) -> np.ndarray:
+def tiers_available(lay: R.Layout) -> np.ndarray:
+    """The tiers that hold a stage (the mobile is absent when m = 0, the edge when n = m)."""
     return np.array([t for t, col in ((R.MOBILE, lay.mobile_col), (R.EDGE, lay.edge_col),
                                       (R.CLOUD, 0)) if col >= 0])
 
@@ -134,7 +135,7 @@ def assign_tiers(profile: ExitProfile, model: DimeeModel, params: R.DimeeParams,
     if params.assign == "oracle":  # Alg. 1 on the row's own confidences: an upper bound
         return R.oracle_tiers(profile.confidence[rows], model.alpha, model.layout), pools
     if params.assign == "random":
-        avail = _tiers_available(model.layout)
+        avail = tiers_available(model.layout)
         return avail[np.random.default_rng(seed).integers(0, len(avail), len(rows))], pools
     return np.full(len(rows), R.TIERS.index(params.assign)), pools
 

@@ -1,0 +1,50 @@
+"""One simulation run's settings (``SimConfig``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+from agent.policies.splits import ROW_SETS
+from agent.sim.environment import DynamicConfig
+
+
+@dataclass(frozen=True)
+class SimConfig:
+    """One simulation run."""
+
+    duration_s: float = 100.0  # tasks arrive during [0, duration_s); then in-flight ones drain
+    slot_s: float = 5.0  # slot length; the policy re-plans at every slot boundary
+    round_delay_s: float = 0.002  # communication delay of one configuration round
+    warmup_s: float = 0.0  # tasks created before this are left out of the summary
+    seed: int = 0  # same seed -> same arrivals, samples and dynamic changes for every policy
+    link_model: str = "delay"  # "delay": hop costs beta/r; "shared": a link is a server of r B/s
+    discipline: str = "ps"  # service at workers and shared links: "ps" or "fifo"
+    service: str = "deterministic"  # work per task: "deterministic" (alpha) or "exponential"
+    dynamic: Optional[DynamicConfig] = None  # redraw rates and power modes every slot
+    drain_limit_s: float = 60.0  # serve in-flight tasks at most this long after duration_s
+    # slot 0's decision is in force from time 0 (the fleet was configured before the first
+    # task, as in a steady-state comparison); False: slot 0 pays its configuration phase too
+    configured_start: bool = True
+    # exit-profile rows the tasks carry: None = the policy's choice (all rows unless it learns
+    # on the validation rows), "all", "validation" (even rows) or "test" (odd rows)
+    sample_rows: Optional[str] = None
+
+    def validate(self) -> "SimConfig":
+        """Raise ValueError naming the first bad field."""
+        for name in ("duration_s", "slot_s"):
+            if not getattr(self, name) > 0:
+                raise ValueError("%s: must be > 0, got %r" % (name, getattr(self, name)))
+        for name in ("round_delay_s", "warmup_s", "drain_limit_s"):
+            if not getattr(self, name) >= 0:
+                raise ValueError("%s: must be >= 0, got %r" % (name, getattr(self, name)))
+        choices = {"link_model": ("delay", "shared"), "discipline": ("ps", "fifo"),
+                   "service": ("deterministic", "exponential")}
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise ValueError("%s: must be one of %s, got %r"
+                                 % (name, allowed, getattr(self, name)))
+        if self.sample_rows not in (None,) + ROW_SETS:
+            raise ValueError("sample_rows: must be one of %s, got %r"
+                             % (", ".join(ROW_SETS), self.sample_rows))
+        return self
