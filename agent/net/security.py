@@ -13,34 +13,23 @@ listed never completes the handshake, so none of its frames reach the agent. A c
 socket must know the server's public key, so an impostor at a peer's address gets nothing either.
 ``NoSecurity`` is the explicit opt-out (``security = "none"``), logged as a warning.
 
-Key files use ZeroMQ's certificate format (as written by ``zmq.auth.create_certificates``):
-``NAME.key`` holds the public key, ``NAME.key_secret`` both keys. A secret key file must be
-owned by the user running the agent and readable by nobody else (0600 or 0400).
+Reading and writing key files is ``agent.net.keyfiles`` (re-exported here).
 """
 
 from __future__ import annotations
 
-import datetime
 import logging
 import os
-import stat
 import time
-from typing import Dict, Iterable, List, Optional, Tuple
+from typing import Dict, Iterable, List, Optional
 
-from agent.errors import UsageError
-from agent.ops.atomic import write_atomic
-from agent.ops.files import KEY_FILE_MAX_BYTES, FileFault, read_bounded
+from agent.net.keyfiles import (  # noqa: F401  (key-file functions are part of this API)
+    SecurityError, _check_z85, check_secret_key_permissions, generate_keypair, load_allowed_keys,
+    load_public_key, load_secret_key_file)
 
 log = logging.getLogger(__name__)
 
 SECURITY_MODES = ("curve", "none")
-_Z85_KEY_LEN = 40
-_Z85_CHARS = frozenset("0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
-                       ".-:+=^!/*?&<>()[]{}@%$#")
-
-
-class SecurityError(UsageError):
-    """A key file or key setting is wrong (missing, malformed, unsafe permissions)."""
 
 
 class NoSecurity:
@@ -245,175 +234,3 @@ def key_owners(cfg) -> Dict[str, str]:
         log.warning("public key %s is given to more than one peer; it is refused as all", k)
         del owners[k]
     return owners
-
-
-# ---------------------------------------------------------------- key files
-
-def generate_keypair(directory: str, name: str, overwrite: bool = False) -> Tuple[str, str]:
-    """Write ``NAME.key`` (0644) and ``NAME.key_secret`` (0600) in ZeroMQ's certificate format.
-
-    The secret file is created with mode 0600 from the start (never briefly world-readable).
-    Returns (public_file, secret_file). Existing files are refused unless ``overwrite``.
-    """
-    import zmq
-
-    if not name or os.sep in name or name.startswith("."):
-        raise SecurityError("key name %r must be a plain file name (e.g. the node id)" % name)
-    os.makedirs(directory, mode=0o700, exist_ok=True)
-    public_file = os.path.join(directory, name + ".key")
-    secret_file = public_file + "_secret"
-    if not overwrite:
-        for path in (public_file, secret_file):
-            if os.path.exists(path):
-                raise SecurityError("%s already exists; pass --force to replace it" % path)
-    public, secret = zmq.curve_keypair()
-    now = datetime.datetime.now()
-    _write_key_file(secret_file, 0o600, _SECRET_BANNER.format(now), public, secret)
-    _write_key_file(public_file, 0o644, _PUBLIC_BANNER.format(now), public, None)
-    return public_file, secret_file
-
-
-_SECRET_BANNER = """#   ****  Generated on {0} by edge-agent  ****
-#   ZeroMQ CURVE **Secret** Certificate
-#   DO NOT PROVIDE THIS FILE TO OTHER USERS nor change its permissions.
-
-"""
-_PUBLIC_BANNER = """#   ****  Generated on {0} by edge-agent  ****
-#   ZeroMQ CURVE Public Certificate
-#   Copy this file to the peers that must accept this node (their allowed_keys).
-
-"""
-
-
-def _write_key_file(path: str, mode: int, banner: str, public: bytes,
-                    secret: Optional[bytes]) -> None:
-    text = banner + "metadata\ncurve\n    public-key = \"%s\"\n" % public.decode("ascii")
-    if secret is not None:
-        text += "    secret-key = \"%s\"\n" % secret.decode("ascii")
-    write_atomic(path, text.encode("ascii"), perms=mode)
-
-
-def _read_key_file(path: str) -> Tuple[Optional[bytes], Optional[bytes]]:
-    # non-blocking and bounded: a FIFO or device in a key's place must not hang the start-up
-    try:
-        data = read_bounded(path, "key file", KEY_FILE_MAX_BYTES)
-    except FileFault as exc:
-        raise SecurityError(str(exc)) from None
-    public = secret = None
-    for raw in data.splitlines():
-        line = raw.strip()
-        if line.startswith(b"public-key") and b"=" in line:
-            public = line.split(b"=", 1)[1].strip(b" \t'\"")
-        elif line.startswith(b"secret-key") and b"=" in line:
-            secret = line.split(b"=", 1)[1].strip(b" \t'\"")
-    return public, secret
-
-
-def check_secret_key_permissions(path: str, uid: Optional[int] = None) -> None:
-    """Refuse a secret key file that others could read or that another user owns."""
-    uid = os.geteuid() if uid is None else uid
-    try:
-        st = os.stat(path)
-    except OSError as exc:
-        raise SecurityError("secret key file %s: %s" % (path, exc.strerror or exc))
-    if not stat.S_ISREG(st.st_mode):
-        raise SecurityError("secret key file %s is not a regular file" % path)
-    mode = stat.S_IMODE(st.st_mode)
-    if mode & 0o077:
-        raise SecurityError("secret key file %s has mode %04o; it must be readable by its owner "
-                            "only (run: chmod 600 %s)" % (path, mode, path))
-    if st.st_uid != uid:
-        raise SecurityError("secret key file %s is owned by uid %d, but the agent runs as uid %d "
-                            "(run: chown %d %s)" % (path, st.st_uid, uid, uid, path))
-
-
-def load_secret_key_file(path: str) -> Tuple[bytes, bytes]:
-    """Return (public, secret) from a ``.key_secret`` file after checking its permissions."""
-    check_secret_key_permissions(path)
-    public, secret = _read_key_file(path)
-    if not secret or not public:
-        raise SecurityError("%s holds no %s; give the NAME.key_secret file from `edge-agent keys "
-                            "generate`" % (path, "secret-key" if not secret else "public-key"))
-    return _check_z85(public, path), _check_z85(secret, path)
-
-
-def load_public_key(spec: str, base_dir: str = ".") -> bytes:
-    """A peer's public key from a z85 string or from a ``.key`` / ``.key_secret`` file."""
-    path = _resolve(spec, base_dir)
-    if not os.path.lexists(path):
-        if _looks_like_z85(spec):
-            return spec.encode("ascii")
-        raise SecurityError(_neither_key_nor_file(spec, path))
-    _refuse_writable_by_others(path)
-    public, _ = _read_key_file(path)
-    if not public:
-        raise SecurityError("%s holds no public-key line" % path)
-    return _check_z85(public, path)
-
-
-def load_allowed_keys(entry: str, base_dir: str = ".") -> List[bytes]:
-    """Public keys from one allow-list entry: a z85 key, a key file, or a directory of *.key."""
-    path = _resolve(entry, base_dir)
-    if os.path.isdir(path):
-        _refuse_writable_by_others(path)
-        names = sorted(n for n in os.listdir(path) if n.endswith(".key"))
-        if not names:
-            raise SecurityError("allowed_keys directory %s holds no *.key files" % path)
-        return [load_public_key(os.path.join(path, n)) for n in names]
-    return [load_public_key(entry, base_dir)]
-
-
-def _neither_key_nor_file(spec: str, path: str) -> str:
-    """Why ``spec`` is no key: a z85 key of the wrong length, a bad character, or a lost file."""
-    looks_inline = all(ch in _Z85_CHARS for ch in spec) and not spec.endswith((".key",
-                                                                              ".key_secret"))
-    if looks_inline and len(spec) != _Z85_KEY_LEN and abs(len(spec) - _Z85_KEY_LEN) <= 8:
-        return ("%r is %d characters long: a z85 public key has exactly %d (a character lost or "
-                "added when copying?), and no file of that name exists"
-                % (spec, len(spec), _Z85_KEY_LEN))
-    if looks_inline and len(spec) == _Z85_KEY_LEN:
-        return ("%r is 40 characters but not a valid z85 key (copy it again from the peer's "
-                "NAME.key file)" % spec)
-    return ("no key file %s (give a 40-character z85 public key or the path of an existing "
-            "NAME.key file)" % path)
-
-
-def _refuse_writable_by_others(path: str) -> None:
-    # Whoever can write the allow-list can let any key in.
-    try:
-        st = os.stat(path)
-    except OSError as exc:
-        raise SecurityError("public key %s: %s" % (path, exc.strerror or exc))
-    if stat.S_IMODE(st.st_mode) & 0o022:
-        raise SecurityError("%s is writable by group or others (mode %04o); anyone could add a key "
-                            "(run: chmod go-w %s)" % (path, stat.S_IMODE(st.st_mode), path))
-
-
-def _resolve(path: str, base_dir: str) -> str:
-    path = os.path.expanduser(path)
-    return path if os.path.isabs(path) else os.path.join(base_dir, path)
-
-
-def _looks_like_z85(text: str) -> bool:
-    # z85 uses "." and "/" too, so a key is told from a path by length and decodability.
-    if len(text) != _Z85_KEY_LEN:
-        return False
-    try:
-        _check_z85(text, "key")
-    except SecurityError:
-        return False
-    return True
-
-
-def _check_z85(key, what: str) -> bytes:
-    if isinstance(key, str):
-        key = key.encode("ascii", "replace")
-    if not isinstance(key, bytes) or len(key) != _Z85_KEY_LEN:
-        raise SecurityError("%s is not a 40-character z85 CURVE key" % what)
-    from zmq.utils import z85
-
-    try:
-        z85.decode(key)
-    except (ValueError, KeyError, IndexError, TypeError):
-        raise SecurityError("%s is not a valid z85 CURVE key" % what) from None
-    return key
