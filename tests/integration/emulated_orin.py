@@ -73,8 +73,11 @@ elif args[:1] == ["-m"] and len(args) == 2 and args[1].isdigit() and int(args[1]
         print("NVPM WARN: Golden image context is already created")
         print("NVPM ERROR: Reboot required for changing to this power mode: %d" % new["id"])
         sys.exit(0)
-    open(state, "w").write(str(new["id"]))
-    open(os.environ["NVPMODEL_GPU_MAX"], "w").write(str(new["gpu_max"]))
+    # written whole (temp file + rename): the test polls the state file while this runs
+    for path, text in ((os.environ["NVPMODEL_GPU_MAX"], str(new["gpu_max"])), (state, str(new["id"]))):
+        with open(path + ".tmp", "w") as f:
+            f.write(text)
+        os.replace(path + ".tmp", path)
 else:
     print("NVPM ERROR: bad arguments %s" % " ".join(args))
     sys.exit(1)
