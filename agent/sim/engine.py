@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any, Dict, List, Optional
 
 from agent.policies.setting import Scenario
+from agent.policies.model import with_link_model
 from agent.sim.environment import DynamicConfig, slot_arrivals, slot_scenario  # noqa: F401
 from agent.policies.sim_api import Decision, SimPolicy, SlotView
 from agent.sim.results import SimResult
@@ -68,6 +69,8 @@ class Simulator:
     """Runs one policy on one scenario; also the live view handed to per-task policy hooks."""
 
     def __init__(self, scenario: Scenario, policy: SimPolicy, config: SimConfig = SimConfig()):
+        if "link_model" not in scenario.knobs:  # the policies plan with the links simulated
+            scenario = with_link_model(scenario, config.link_model)
         self.base = scenario
         self.policy = policy
         self.config = config.validate()
