@@ -42,19 +42,20 @@ Routing = Dict[str, Dict[str, float]]
 LINK_MODELS = ("shared", "delay")  # a link as a server of r bytes/s / the paper's fixed beta/r
 DEFAULT_LINK_MODEL = "shared"
 
-# Wire overhead of one data message (bench/wire_overhead.py, docs/dtoee.md#link-capacity): the
-# message's header and ZMTP framing plus the sender's TCP ACK for the receiver's ACK message,
-# and per TCP segment Ethernet (14) + IPv4 (20) + TCP with timestamps (32) bytes; segments of at
-# most WIRE_MSS_BYTES (a 1,500-byte MTU). On loopback (MTU 64 KiB) it is less: a bound.
-WIRE_MESSAGE_OVERHEAD_BYTES = 280.0
+# Wire overhead of one data message, measured (bench/wire_overhead.py, docs/dtoee.md): the
+# header and ZMTP framing add 170 bytes of TCP payload to the tensor; every TCP segment of at
+# most WIRE_MSS_BYTES (a 1,500-byte MTU) adds Ethernet 14 + IPv4 20 + TCP with timestamps 32
+# bytes, and the sender's TCP ACK of the receiver's ACK message is one more bare segment.
+WIRE_MESSAGE_OVERHEAD_BYTES = 170.0
 WIRE_SEGMENT_OVERHEAD_BYTES = 66.0
 WIRE_MSS_BYTES = 1448.0
 
 
 def wire_bytes(payload_bytes):
-    """Bytes one data message carrying ``payload_bytes`` of tensor takes on a link (array ok)."""
+    """Bytes one data message carrying ``payload_bytes`` of tensor takes on a link, counting
+    the bare ACK segment it causes (array ok)."""
     b = np.asarray(payload_bytes, dtype=np.float64) + WIRE_MESSAGE_OVERHEAD_BYTES
-    return b + np.ceil(b / WIRE_MSS_BYTES) * WIRE_SEGMENT_OVERHEAD_BYTES
+    return b + (np.ceil(b / WIRE_MSS_BYTES) + 1.0) * WIRE_SEGMENT_OVERHEAD_BYTES
 
 
 def link_model_of(knobs: Mapping[str, object], where: str = "knobs") -> str:
