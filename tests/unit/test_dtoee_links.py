@@ -115,3 +115,21 @@ def test_per_node_steps_match_the_network_driver_with_links():
         for node, row in ref.items():
             for s, p in row.items():
                 assert abs(mine[node][s] - p) < 1e-9, (rounds, node, s)
+
+
+def test_ngto_best_response_with_shared_links_equalises_marginal_delays():
+    """NGTO's best response with links as servers: every used receiver has the same marginal
+    delay alpha F/(F - alpha x)^2 + b r/(r - b x)^2, unused ones a higher one at x = 0."""
+    from agent.policies.baselines.plans import best_response
+
+    alpha, b, flow = 2e9, 3570.0, 30.0
+    free = np.array([8e10, 5e10, 2e10, 6e10])
+    rate = np.array([2e5, 6e4, 3e5, 1e4])
+    x = best_response(flow, alpha, free, 0.0, rate, b) * flow
+    assert x.sum() == pytest.approx(flow)
+    assert np.all(b * x < rate) and np.all(alpha * x < free)
+    g = alpha * free / (free - alpha * x) ** 2 + b * rate / (rate - b * x) ** 2
+    used = x > 1e-9
+    assert used.sum() >= 2
+    assert np.ptp(g[used]) <= 1e-6 * g[used].max()
+    assert np.all(g[~used] >= g[used].max() * (1 - 1e-9))
