@@ -63,6 +63,17 @@ def test_a_shared_link_queues_and_the_paper_link_does_not():
             == finite
 
 
+def test_node_delay_with_shared_links_is_compute_plus_mean_queued_hop():
+    """eq. 7 with links as servers: T_w = alpha/(mu - lambda) + b/(r - L) for its one link."""
+    from agent.policies.model import node_delays
+
+    b = float(wire_bytes(10000.0))
+    sc = _one_link(1e6, 50.0, "shared")
+    net = compile_network(sc)
+    t = node_delays(net, np.ones(1), sc.remaining)
+    assert t[net.index()["w"]] == pytest.approx(1e9 / (1e11 - 50e9) + b / (1e6 - 50 * b))
+
+
 def _gap_history(sc, rounds):
     best = optimum(sc)
     assert best.converged and math.isfinite(best.delay_s)
