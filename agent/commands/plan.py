@@ -48,7 +48,7 @@ def _fmt(x, unit: str = "") -> str:
     if x is None:
         return "-"
     if not math.isfinite(x):
-        return "inf (a worker is overloaded)"
+        return "inf (a worker or link is overloaded)"
     return "%.4f%s" % (x, unit)
 
 
@@ -94,9 +94,12 @@ def run(args: argparse.Namespace) -> int:
     if not math.isfinite(res.delay_s):
         rem, _ = remaining_for(scenario, res.thresholds or None)
         best, _ = min_max_utilisation(compile_network(scenario), rem)
-        print("edge-agent plan: warning: the %s routing overloads a worker; the least possible "
-              "utilisation of the busiest worker is %.3f%s" % (
-                  res.policy, best, " (no routing fits)" if best >= 1 else ""), file=sys.stderr)
+        what = "worker or link" if compile_network(scenario).link_model == "shared" \
+            else "worker"
+        print("edge-agent plan: warning: the %s routing overloads a %s; the least possible "
+              "utilisation of the busiest %s is %.3f%s" % (
+                  res.policy, what, what, best, " (no routing fits)" if best >= 1 else ""),
+              file=sys.stderr)
     links = _link_utilisation(scenario, res)
     if args.json:
         obj = res.to_json()

@@ -144,3 +144,33 @@ def test_ngto_best_response_with_shared_links_equalises_marginal_delays():
     assert used.sum() >= 2
     assert np.ptp(g[used]) <= 1e-6 * g[used].max()
     assert np.all(g[~used] >= g[used].max() * (1 - 1e-9))
+
+
+def test_plan_link_model_flag_and_link_utilisation(tmp_path, capsys):
+    """`plan --link-model delay` plans in the paper's model (its delay_s is eq. 8 with beta/r)
+    and every plan reports each link's utilisation, wire bytes under the shared default."""
+    import json
+
+    from agent.cli import main
+    from agent.policies.model import mean_response_time
+
+    sc = link_bound_scenario(7500, 0.6, sources=3, workers=(2, 2, 2, 1))
+    obj = {"stages": [{"flops": s.flops, "input_bytes": s.input_bytes, "exit": s.exit}
+                      for s in sc.stages],
+           "remaining": list(sc.remaining), "tradeoff": 0.5,
+           "sources": [{"id": s.id, "rate": s.rate} for s in sc.sources],
+           "workers": [{"id": w.id, "stage": w.stage, "capacity": w.capacity}
+                       for w in sc.workers],
+           "links": [{"from": ln.src, "to": ln.dst, "rate": ln.rate} for ln in sc.links]}
+    path = str(tmp_path / "s.json")
+    with open(path, "w") as f:
+        json.dump(obj, f)
+    out = {}
+    for model in ("shared", "delay"):
+        assert main(["plan", "-s", path, "-p", "optimum", "--link-model", model, "--json"]) == 0
+        out[model] = json.loads(capsys.readouterr().out)
+        want = mean_response_time(with_link_model(sc, model), out[model]["routing"])
+        assert out[model]["delay_s"] == pytest.approx(want, rel=1e-9)
+    shared = out["shared"]["link_utilisation"]
+    assert max(u for row in shared.values() for u in row.values()) < 1.0
+    assert set(shared) == {ln.src for ln in sc.links}
