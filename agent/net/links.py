@@ -5,13 +5,18 @@ wire bytes (``agent.policies.model.wire_bytes``: the tensor plus the measured he
 and TCP/IP overhead) over the rate, and transfers on one link are serialised (a message waits
 for the one before it), so several senders' contention on a slow link is real.
 
-``LinkRates`` estimates the rate of each of the sender's links from its own transfers: a
-message's wire bytes over the time the link was busy with it, from the later of the moment the
-link started carrying it and the previous ACK on that link, to its ACK (the same start-to-ACK
-measurement as MDI-Exit's transfer delay D_nm; the ACK's way back is a small message). Sums of
-bytes and of busy seconds decay by ``DECAY`` per sample, so the estimate follows a link that
-slows down within a few dozen transfers; the configured rate is the prior, used until
-``MIN_SAMPLES`` transfers were seen.
+``LinkRates`` estimates the rate of each of the sender's links from its own transfers, timed
+from the moment the link starts carrying a message to its ACK (the same start-to-ACK
+measurement as MDI-Exit's transfer delay D_nm). A message sent while the one before it was
+still unacknowledged waited for the link, which was then busy from the previous ACK to this
+one: its wire bytes over that interval measure the rate without the ACK's way back or the
+receiver's poll delay (both cancel between consecutive ACKs). A message that found the link
+idle includes them, so its bytes over its start-to-ACK time only bound the rate from below.
+Sums of bytes and of seconds decay by ``DECAY`` per sample. The configured rate is the prior:
+after ``MIN_SAMPLES`` queued transfers their estimate replaces it; with only idle transfers, the
+lower bound replaces it where it is higher (a link faster than configured). A link slower than
+configured that carries enough to matter queues its messages, so it is seen within a few
+dozen transfers.
 """
 
 from __future__ import annotations
@@ -52,24 +57,34 @@ class LinkRates:
 
     def __init__(self, prior: Mapping[str, float]):
         self.prior = {p: float(r) for p, r in prior.items()}  # configured r, bytes/s (0: none)
-        self._bytes: Dict[str, float] = {}
-        self._busy_s: Dict[str, float] = {}
-        self._samples: Dict[str, int] = {}
+        # per peer: [queued bytes, queued busy s, queued samples, idle bytes, idle s, idle n]
+        self._sums: Dict[str, list] = {}
         self._last_ack: Dict[str, float] = {}
 
     def observe(self, peer: str, start: float, ack: float, nbytes: float) -> None:
         """One transfer to ``peer``: link start and ACK (monotonic seconds), its wire bytes."""
-        busy = max(0.0, ack - max(start, self._last_ack.get(peer, 0.0)))
-        self._last_ack[peer] = max(ack, self._last_ack.get(peer, 0.0))
-        self._bytes[peer] = DECAY * self._bytes.get(peer, 0.0) + nbytes
-        self._busy_s[peer] = DECAY * self._busy_s.get(peer, 0.0) + busy
-        self._samples[peer] = self._samples.get(peer, 0) + 1
+        s = self._sums.setdefault(peer, [0.0, 0.0, 0, 0.0, 0.0, 0])
+        last = self._last_ack.get(peer)
+        if last is not None and start < last:  # queued behind the previous message
+            i, seconds = 0, max(0.0, ack - last)
+        else:  # found the link idle: start-to-ACK includes the ACK's way back
+            i, seconds = 3, max(0.0, ack - start)
+        s[i] = DECAY * s[i] + nbytes
+        s[i + 1] = DECAY * s[i + 1] + seconds
+        s[i + 2] += 1
+        self._last_ack[peer] = ack if last is None else max(ack, last)
 
     def estimate(self, peer: str) -> Optional[float]:
-        """The measured rate (bytes/s), or None before ``MIN_SAMPLES`` transfers."""
-        if self._samples.get(peer, 0) < MIN_SAMPLES or self._busy_s.get(peer, 0.0) <= 0:
+        """The measured rate (bytes/s), or None while the prior stands (module docstring)."""
+        s = self._sums.get(peer)
+        if s is None:
             return None
-        return self._bytes[peer] / self._busy_s[peer]
+        low = s[3] / s[4] if s[5] >= MIN_SAMPLES and s[4] > 0 else 0.0
+        if s[2] >= MIN_SAMPLES and s[1] > 0:
+            return max(s[0] / s[1], low)
+        if low > self.prior.get(peer, 0.0):
+            return low
+        return None
 
     def rate(self, peer: str) -> float:
         """The rate to plan with: the estimate once there is one, else the configured prior."""
@@ -79,7 +94,7 @@ class LinkRates:
     def table(self) -> Dict[str, float]:
         """{peer: measured bytes/s} of the links with an estimate."""
         out = {}
-        for p in self._samples:
+        for p in self._sums:
             got = self.estimate(p)
             if got is not None:
                 out[p] = got
