@@ -37,6 +37,7 @@ def same_thresholds() -> None:
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     from agent.policies.baselines import plans as baselines
     from agent.policies.dtoee.network import run_dtoee
+    from agent.policies.model import with_link_model
     from agent.policies.optimum import optimum
     from agent.scenario.paper import paper_scenario
 
@@ -46,7 +47,8 @@ def same_thresholds() -> None:
           "| GA ms |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     for name in PAPER_RATE:
-        sc = paper_scenario(name, seed=0)
+        # the paper's hop model (fixed beta/r), as in its figures
+        sc = with_link_model(paper_scenario(name, seed=0), "delay")
         ours = run_dtoee(sc, rounds=50)
         th = ours.thresholds
         cells = [optimum(sc, th).delay_s, ours.delay_s]

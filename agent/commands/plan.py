@@ -26,9 +26,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="ga: age in rounds of the state sources search on (default: "
                              "knobs.ga_staleness, 1)")
     parser.add_argument("--seed", type=int, default=0, help="ga: random seed (default 0)")
+    parser.add_argument("--link-model", choices=("shared", "delay"), default=None,
+                        help="links in the model: shared (a server of r bytes/s, wire overhead "
+                             "counted; the default) or delay (the paper's fixed beta/r); "
+                             "overrides knobs.link_model")
     parser.add_argument("--json", action="store_true",
                         help="print exactly one JSON object: policy, routing, thresholds, "
-                             "delay_s, accuracy, utility, rounds, converged (dimee and mlci: "
+                             "delay_s, accuracy, utility, rounds, converged, "
+                             "link_utilisation (dimee and mlci: "
                              "their own fields, docs/dimee-mlci.md)")
 
 
@@ -43,13 +48,27 @@ def _fmt(x, unit: str = "") -> str:
     if x is None:
         return "-"
     if not math.isfinite(x):
-        return "inf (a worker is overloaded)"
+        return "inf (a worker or link is overloaded)"
     return "%.4f%s" % (x, unit)
+
+
+def _link_utilisation(scenario, res):
+    """{node: {successor: L/r}} of the result's routing (wire bytes under the shared model)."""
+    from agent.policies.model import (compile_network, link_utilisation, remaining_for,
+                                      routing_vector)
+
+    net = compile_network(scenario)
+    rem, _ = remaining_for(scenario, res.thresholds or None)
+    u = link_utilisation(net, routing_vector(net, res.routing), rem)
+    out = {}
+    for e, x in enumerate(u):
+        out.setdefault(net.ids[net.edge_src[e]], {})[net.ids[net.edge_dst[e]]] = float(x)
+    return out
 
 
 def run(args: argparse.Namespace) -> int:
     """Load the scenario, plan, print the result (text or one JSON object)."""
-    from agent.policies.model import compile_network, remaining_for
+    from agent.policies.model import compile_network, remaining_for, with_link_model
     from agent.policies.optimum import min_max_utilisation
     from agent.policies.registry import check_scenario_knobs
     from agent.scenario.format import load_scenario
@@ -57,6 +76,8 @@ def run(args: argparse.Namespace) -> int:
 
     scenario = load_scenario(args.scenario)
     check_scenario_knobs(scenario.knobs)
+    if getattr(args, "link_model", None):
+        scenario = with_link_model(scenario, args.link_model)
     res = plan(scenario, args.policy, args.rounds, args.step, args.staleness, args.seed)
     if isinstance(res, PlanReport):  # a per-task policy's own report (DIMEE, MLCI)
         if args.json:
@@ -73,11 +94,17 @@ def run(args: argparse.Namespace) -> int:
     if not math.isfinite(res.delay_s):
         rem, _ = remaining_for(scenario, res.thresholds or None)
         best, _ = min_max_utilisation(compile_network(scenario), rem)
-        print("edge-agent plan: warning: the %s routing overloads a worker; the least possible "
-              "utilisation of the busiest worker is %.3f%s" % (
-                  res.policy, best, " (no routing fits)" if best >= 1 else ""), file=sys.stderr)
+        what = "worker or link" if compile_network(scenario).link_model == "shared" \
+            else "worker"
+        print("edge-agent plan: warning: the %s routing overloads a %s; the least possible "
+              "utilisation of the busiest %s is %.3f%s" % (
+                  res.policy, what, what, best, " (no routing fits)" if best >= 1 else ""),
+              file=sys.stderr)
+    links = _link_utilisation(scenario, res)
     if args.json:
-        json.dump(res.to_json(), sys.stdout, sort_keys=False)
+        obj = res.to_json()
+        obj["link_utilisation"] = links
+        json.dump(obj, sys.stdout, sort_keys=False)
         sys.stdout.write("\n")
         return 0
     out = ["policy      %s" % res.policy,
@@ -90,5 +117,10 @@ def run(args: argparse.Namespace) -> int:
            "routing"]
     for node, row in res.routing.items():
         out.append("  %-12s %s" % (node, "  ".join("%s %.3f" % (s, p) for s, p in row.items())))
+    out.append("links       utilisation (%s model: %s)" % (
+        compile_network(scenario).link_model, "wire bytes/s over r"
+        if compile_network(scenario).link_model == "shared" else "tensor bytes/s over r"))
+    for node, row in links.items():
+        out.append("  %-12s %s" % (node, "  ".join("%s %.3f" % kv for kv in row.items())))
     print("\n".join(out))
     return 0

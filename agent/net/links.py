@@ -1,11 +1,38 @@
-"""Emulated links: the sender paces its own messages at the link's rate.
+"""Links seen from the sender: emulated pacing and measured rates.
 
-``LinkPacer`` emulates a link of a given rate at the sender: a message of B bytes occupies the
-link for B / rate seconds, transfers on one link are serialised (a message waits for the one
-before it), so several senders' contention on a slow link is real.
+``LinkPacer`` emulates a link of a given rate at the sender: a message occupies the link for its
+wire bytes (``agent.policies.model.wire_bytes``: the tensor plus the measured header, framing
+and TCP/IP overhead) over the rate, and transfers on one link are serialised (a message waits
+for the one before it), so several senders' contention on a slow link is real.
+
+``LinkRates`` estimates the rate of each of the sender's links from its own transfers, timed
+from the moment the link starts carrying a message to its ACK (the same start-to-ACK
+measurement as MDI-Exit's transfer delay D_nm). A message sent while the one before it was
+still unacknowledged waited for the link, which was then busy from the previous ACK to this
+one: its wire bytes over that interval measure the rate without the ACK's way back or the
+receiver's poll delay (both cancel between consecutive ACKs). A message that found the link
+idle includes them, so its bytes over its start-to-ACK time only bound the rate from below.
+Sums of bytes and of seconds decay by ``DECAY`` per sample. The configured rate is the prior:
+after ``MIN_SAMPLES`` queued transfers their estimate replaces it; with only idle transfers, the
+lower bound replaces it where it is higher (a link faster than configured). A link slower than
+configured that carries enough to matter queues its messages, so it is seen within a few
+dozen transfers.
 """
 
 from __future__ import annotations
+
+from typing import Dict, Mapping, Optional
+
+from agent.policies.model import wire_bytes
+
+MIN_SAMPLES = 8  # transfers on a link before its estimate replaces the configured rate
+DECAY = 0.9  # weight of the past per new sample (about the last ten transfers count)
+
+
+def message_wire_bytes(tensor_bytes: int) -> float:
+    """Bytes a data message with ``tensor_bytes`` of tensor takes on a link (one definition,
+    the model's)."""
+    return float(wire_bytes(tensor_bytes))
 
 
 class LinkPacer:
@@ -17,9 +44,58 @@ class LinkPacer:
         self.rate_bytes_s = float(rate_bytes_s)
         self._free_at = 0.0  # monotonic time the link finishes its last scheduled transfer
 
-    def schedule(self, now: float, nbytes: int) -> float:
-        """Reserve the link for ``nbytes``; return the monotonic time the message is delivered
-        (the time to hand it to the socket)."""
+    def schedule(self, now: float, nbytes: float) -> float:
+        """Reserve the link for ``nbytes`` (wire bytes); return the monotonic time the message
+        is delivered (the time to hand it to the socket)."""
         start = max(now, self._free_at)
         self._free_at = start + nbytes / self.rate_bytes_s
         return self._free_at
+
+
+class LinkRates:
+    """Measured rate of each link of one sender (module docstring); not thread-safe."""
+
+    def __init__(self, prior: Mapping[str, float]):
+        self.prior = {p: float(r) for p, r in prior.items()}  # configured r, bytes/s (0: none)
+        # per peer: [queued bytes, queued busy s, queued samples, idle bytes, idle s, idle n]
+        self._sums: Dict[str, list] = {}
+        self._last_ack: Dict[str, float] = {}
+
+    def observe(self, peer: str, start: float, ack: float, nbytes: float) -> None:
+        """One transfer to ``peer``: link start and ACK (monotonic seconds), its wire bytes."""
+        s = self._sums.setdefault(peer, [0.0, 0.0, 0, 0.0, 0.0, 0])
+        last = self._last_ack.get(peer)
+        if last is not None and start < last:  # queued behind the previous message
+            i, seconds = 0, max(0.0, ack - last)
+        else:  # found the link idle: start-to-ACK includes the ACK's way back
+            i, seconds = 3, max(0.0, ack - start)
+        s[i] = DECAY * s[i] + nbytes
+        s[i + 1] = DECAY * s[i + 1] + seconds
+        s[i + 2] += 1
+        self._last_ack[peer] = ack if last is None else max(ack, last)
+
+    def estimate(self, peer: str) -> Optional[float]:
+        """The measured rate (bytes/s), or None while the prior stands (module docstring)."""
+        s = self._sums.get(peer)
+        if s is None:
+            return None
+        low = s[3] / s[4] if s[5] >= MIN_SAMPLES and s[4] > 0 else 0.0
+        if s[2] >= MIN_SAMPLES and s[1] > 0:
+            return max(s[0] / s[1], low)
+        if low > self.prior.get(peer, 0.0):
+            return low
+        return None
+
+    def rate(self, peer: str) -> float:
+        """The rate to plan with: the estimate once there is one, else the configured prior."""
+        got = self.estimate(peer)
+        return self.prior.get(peer, 0.0) if got is None else got
+
+    def table(self) -> Dict[str, float]:
+        """{peer: measured bytes/s} of the links with an estimate."""
+        out = {}
+        for p in self._sums:
+            got = self.estimate(p)
+            if got is not None:
+                out[p] = got
+        return out

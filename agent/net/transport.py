@@ -11,6 +11,13 @@
   instead of queueing, and the node re-sends elsewhere. A monitor on each DEALER reports a
   dropped connection (a peer process that died closes its sockets) as ``LINK_DOWN`` at once,
   so the node need not wait for the peer's heartbeats to stop.
+- Data-path liveness (``_liveness``, on DEALERs and the ROUTER): ZMTP heartbeats (a PING every
+  ``HEARTBEAT_IVL_MS``; no traffic for ``HEARTBEAT_TIMEOUT_MS`` closes the connection, and the
+  monitor reports it as ``LINK_DOWN``), TCP keepalive and a TCP user timeout (unacknowledged
+  data for ``TCP_USER_TIMEOUT_MS`` closes it), and a reconnect interval capped at
+  ``RECONNECT_IVL_MAX_MS``: a stalled data connection (a link down, a peer stopped) is rebuilt
+  instead of waiting out TCP's retransmission backoff, so tasks flow again soon after the link
+  or the peer returns.
 - Every socket: LINGER 0 (shutdown never blocks), MAXMSGSIZE (twice ``max_message_bytes``:
   ZeroMQ disconnects a peer sending more; the node loop counts and drops anything above
   ``max_message_bytes``), and the security object applied
@@ -53,6 +60,35 @@ FD = "fd"  # (FD, fd, None) a registered file descriptor is readable
 LINK_DOWN = "link_down"  # (LINK_DOWN, peer id, None) the connection to its ROUTER dropped
 
 _DRAIN = 256  # messages taken per socket per poll, so one busy socket cannot starve the rest
+
+# data-path liveness (module docstring), milliseconds / seconds
+HEARTBEAT_IVL_MS = 500  # ZMTP PING on an idle data connection
+HEARTBEAT_TIMEOUT_MS = 1500  # no traffic at all for this long: the connection is closed
+HEARTBEAT_TTL_MS = 3000  # the peer may close our connection after this long without a PING
+TCP_USER_TIMEOUT_MS = 3000  # ZMQ_TCP_MAXRT: unacknowledged data this long closes the connection
+RECONNECT_IVL_MS, RECONNECT_IVL_MAX_MS = 100, 1000  # first retry and the cap of the backoff
+KEEPALIVE_IDLE_S, KEEPALIVE_INTVL_S, KEEPALIVE_CNT = 5, 1, 3  # TCP keepalive probes
+
+
+def _liveness(sock: zmq.Socket) -> None:
+    """Heartbeats, TCP keepalive and user timeout, capped reconnects on a data socket; options
+    this libzmq lacks are skipped."""
+    for name, value in (("HEARTBEAT_IVL", HEARTBEAT_IVL_MS),
+                        ("HEARTBEAT_TIMEOUT", HEARTBEAT_TIMEOUT_MS),
+                        ("HEARTBEAT_TTL", HEARTBEAT_TTL_MS),
+                        ("TCP_MAXRT", TCP_USER_TIMEOUT_MS),
+                        ("RECONNECT_IVL", RECONNECT_IVL_MS),
+                        ("RECONNECT_IVL_MAX", RECONNECT_IVL_MAX_MS),
+                        ("TCP_KEEPALIVE", 1), ("TCP_KEEPALIVE_IDLE", KEEPALIVE_IDLE_S),
+                        ("TCP_KEEPALIVE_INTVL", KEEPALIVE_INTVL_S),
+                        ("TCP_KEEPALIVE_CNT", KEEPALIVE_CNT)):
+        opt = getattr(zmq, name, None)
+        if opt is None:
+            continue
+        try:
+            sock.setsockopt(opt, value)
+        except zmq.ZMQError:  # not supported by this libzmq / platform
+            pass
 
 
 class Transport:
@@ -109,6 +145,7 @@ class Transport:
         self.router = self._socket(zmq.ROUTER)
         self.router.setsockopt(zmq.ROUTER_MANDATORY, 1)  # unknown identity -> error, counted
         self.router.setsockopt(zmq.ROUTER_HANDOVER, 1)  # a restarted peer takes its id back
+        _liveness(self.router)
         self.security.apply_server(self.router)
         self.router.bind(self.data_bind)
         self.poller.register(self.router, zmq.POLLIN)
@@ -138,6 +175,7 @@ class Transport:
         d = self._socket(zmq.DEALER)
         d.setsockopt(zmq.ROUTING_ID, self.node_id.encode("utf-8"))
         d.setsockopt(zmq.IMMEDIATE, 1)
+        _liveness(d)
         self.security.apply_client(d, self.server_keys.get(peer.id))
         d.connect(peer.data_address)
         self.dealers[peer.id] = d

@@ -33,7 +33,7 @@ import numpy as np
 
 from agent.config.node import NodeConfig
 from agent.protocol import wire
-from agent.net.links import LinkPacer
+from agent.net.links import LinkPacer, LinkRates, message_wire_bytes
 from agent.net.transport import Transport
 from agent.protocol.wire import Kind
 from agent.ops.metrics import NullMetrics
@@ -89,6 +89,8 @@ class Outbox:
         self.pacers = ({p.id: LinkPacer(p.link_rate_bytes_s) for p in cfg.peers}
                        if cfg.emulate_links else {})
         self._paced: List[Any] = []  # heap of (due, seq, item, frames) for emulated links
+        # measured link rates; each estimate replaces the configured one in the view
+        self.link_rates = LinkRates({p.id: p.link_rate_bytes_s for p in cfg.peers})
         self._timers: List[Any] = []  # heap of (due, seq, key, side's timer?)
         self._seq = 0
         self._replies: Dict[Any, List[str]] = {}  # (identity, refusal reason) -> keys
@@ -197,7 +199,7 @@ class Outbox:
         # moment the link starts carrying this task to its ACK (the ACK's way back is a small
         # message): waiting behind earlier tasks on the link is output-queue time (O_n).
         if pacer is not None:
-            nbytes = wire.frames_nbytes(frames)
+            nbytes = message_wire_bytes(item.nbytes)  # the link carries the framing too
             due = pacer.schedule(now, nbytes)
             item.link_start = due - nbytes / pacer.rate_bytes_s
             self._seq += 1
@@ -241,12 +243,25 @@ class Outbox:
             item = self.items.pop(key, None)
             if item is not None:
                 self.counters["acked"] += 1
+                if item.link_start > 0 and item.resends == 0 and item.dest == peer:
+                    self._link_measured(peer, item, now)
                 # D_nm for the policy. Only a first send counts: after a hop resend the ACK
                 # may come from the earlier successor.
                 if (item.kind == Kind.TASK and item.link_start > 0 and item.resends == 0
                         and item.dest == peer):
                     self.policy.on_transfer(peer, now - item.link_start,
                                             0 if item.tensor is None else item.tensor.nbytes)
+
+    def _link_measured(self, peer: str, item: OutItem, now: float) -> None:
+        """One transfer's rate sample (``LinkRates``); once the link has an estimate the view
+        (DTO-EE, BF) uses it, and stats (counter ``link_rate_bytes_s_<peer>``) and metrics
+        show it."""
+        self.link_rates.observe(peer, item.link_start, now, message_wire_bytes(item.nbytes))
+        got = self.link_rates.estimate(peer)
+        if got is not None:
+            self.view.link_rate_bytes_s[peer] = got
+            self.counters["link_rate_bytes_s_" + peer] = int(got)
+            self.metrics.link_rate(peer, got)
 
     def take_back(self, wanted: Callable[[OutItem], bool]) -> Optional[OutItem]:
         """Remove and return the oldest held task ``wanted`` accepts (None: none held)."""

@@ -63,6 +63,9 @@ class AgentMetrics:
         self._alive = Gauge("edge_agent_neighbour_alive",
                             "1 while a neighbour is heard from, 0 once it is treated as gone",
                             ["node", "peer"], registry=r)
+        self._link_rate = Gauge("edge_agent_link_rate_bytes",
+                                "Measured rate of the link to a peer, bytes/s (transfers "
+                                "start to ACK)", ["node", "peer"], registry=r)
         self._power = Gauge("edge_agent_power_mode",
                             "1 for the current Jetson power mode (nvpmodel), 0 for earlier ones",
                             ["node", "mode"], registry=r)
@@ -133,6 +136,10 @@ class AgentMetrics:
     def neighbour_alive(self, peer: str, alive: bool) -> None:
         """Mark a neighbour alive (1) or gone (0)."""
         self._alive.labels(self.node_id, str(peer)).set(1 if alive else 0)
+
+    def link_rate(self, peer: str, rate_bytes_s: float) -> None:
+        """Set the measured rate of the link to ``peer`` (bytes/s)."""
+        self._link_rate.labels(self.node_id, str(peer)).set(rate_bytes_s)
 
     def power_mode(self, name: str) -> None:
         """Record the current power mode; the previous one drops to 0."""
@@ -230,6 +237,9 @@ class NullMetrics:
         pass
 
     def neighbour_alive(self, peer: str, alive: bool) -> None:
+        pass
+
+    def link_rate(self, peer: str, rate_bytes_s: float) -> None:
         pass
 
     def power_mode(self, name: str) -> None:

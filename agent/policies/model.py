@@ -12,6 +12,12 @@ A routing is one probability per edge (``p``, shape (E,)), or, at the API bounda
 Units: tasks/s for rates phi, FLOP/s for loads lambda and capacities mu, bytes/s for links,
 seconds for delays. ``remaining`` is I_h per stage (1-based stage h at index h-1).
 
+Links (``link_model``, the scenario knob ``link_model``): ``"shared"`` (the default) makes a
+directed link a processor-sharing server of r bytes/s like a worker: a task's hop costs
+b/(r - L) with L the link's load in bytes/s, so a link contributes L/(r - L) to Phi*T, and b, the
+bytes a task takes on the wire, counts the measured framing (``wire_bytes``). ``"delay"`` is
+the paper's eq. 4: a hop costs beta/r whatever the load (kept for reproducing its figures).
+
 Delay beyond capacity: the processor-sharing delay lambda/(mu - lambda) is infinite at and past
 capacity. Iterative policies must still compare overloaded receivers, so ``pressure`` continues
 the function past ``rho_ext * mu`` by its second-order Taylor expansion (finite, convex, with a
@@ -22,15 +28,48 @@ returns ``inf`` for an overloaded routing.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
+from agent.config.fields import Fields
 from agent.policies.setting import Scenario, ScenarioError
 from engines.exit_profile import ExitProfile, exit_stats
 
 Routing = Dict[str, Dict[str, float]]
+
+LINK_MODELS = ("shared", "delay")  # a link as a server of r bytes/s / the paper's fixed beta/r
+DEFAULT_LINK_MODEL = "shared"
+
+# Wire overhead of one data message, measured (bench/wire_overhead.py, docs/dtoee.md): the
+# header and ZMTP framing add 170 bytes of TCP payload to the tensor; every TCP segment of at
+# most WIRE_MSS_BYTES (a 1,500-byte MTU) adds Ethernet 14 + IPv4 20 + TCP with timestamps 32
+# bytes, and the sender's TCP ACK of the receiver's ACK message is one more bare segment.
+WIRE_MESSAGE_OVERHEAD_BYTES = 170.0
+WIRE_SEGMENT_OVERHEAD_BYTES = 66.0
+WIRE_MSS_BYTES = 1448.0
+
+
+def wire_bytes(payload_bytes):
+    """Bytes one data message carrying ``payload_bytes`` of tensor takes on a link, counting
+    the bare ACK segment it causes (array ok)."""
+    b = np.asarray(payload_bytes, dtype=np.float64) + WIRE_MESSAGE_OVERHEAD_BYTES
+    return b + (np.ceil(b / WIRE_MSS_BYTES) + 1.0) * WIRE_SEGMENT_OVERHEAD_BYTES
+
+
+def link_model_of(knobs: Mapping[str, object], where: str = "knobs") -> str:
+    """The ``link_model`` knob of a scenario's (or node config's) knobs, validated."""
+    return Fields(knobs, where, ScenarioError).str("link_model", DEFAULT_LINK_MODEL, LINK_MODELS)
+
+
+def with_link_model(scenario: Scenario, link_model: str) -> Scenario:
+    """``scenario`` with its ``link_model`` knob set to ``link_model`` (a new object)."""
+    if link_model not in LINK_MODELS:
+        raise ScenarioError("link_model: must be one of %s" % "|".join(LINK_MODELS))
+    knobs = dict(scenario.knobs)
+    knobs["link_model"] = link_model
+    return replace(scenario, knobs=knobs)
 
 
 @dataclass(frozen=True)
@@ -49,6 +88,15 @@ class Network:
     slots: np.ndarray  # (R, D) edge index per (offloader row, successor slot), -1 = none
     offloaders: np.ndarray  # (R,) node index of each offloader row
     stage_edges: Tuple[np.ndarray, ...] = field(default=())  # edges leaving stage h, h=0..H-1
+    link_model: str = DEFAULT_LINK_MODEL  # "shared" (links queue) or "delay" (paper's beta/r)
+
+    @property
+    def hop_bytes(self) -> np.ndarray:
+        """(H+1,) bytes a task entering stage h takes on a link: with the wire overhead under
+        ``"shared"``, the tensor's beta_h under the paper's ``"delay"``."""
+        if self.link_model == "shared":
+            return np.where(self.input_bytes > 0, wire_bytes(self.input_bytes), 0.0)
+        return self.input_bytes
 
     @property
     def num_stages(self) -> int:
@@ -67,8 +115,11 @@ class Network:
         return {n: i for i, n in enumerate(self.ids)}
 
 
-def compile_network(scenario: Scenario) -> Network:
-    """Flatten ``scenario`` into a ``Network``; edges are grouped by source node in file order."""
+def compile_network(scenario: Scenario, link_model: Optional[str] = None) -> Network:
+    """Flatten ``scenario`` into a ``Network``; edges are grouped by source node in file order.
+
+    ``link_model`` defaults to the scenario's ``link_model`` knob (``"shared"``)."""
+    link_model = link_model or link_model_of(scenario.knobs)
     # workers by stage, file order within a stage (a stable sort), all in linear time
     ordered = sorted(scenario.workers, key=lambda w: w.stage)
     order = [s.id for s in scenario.sources] + [w.id for w in ordered]
@@ -93,7 +144,7 @@ def compile_network(scenario: Scenario) -> Network:
     slots[row, np.arange(len(esrc)) - first[row]] = np.arange(len(esrc))
     stage_edges = tuple(np.nonzero(stage[esrc] == h)[0] for h in range(scenario.num_stages))
     return Network(tuple(order), stage, cap, rate, esrc, edst, erate, flops, size, slots, offl,
-                   stage_edges)
+                   stage_edges, link_model)
 
 
 def stage_remaining(remaining: Sequence[float]) -> np.ndarray:
@@ -141,8 +192,7 @@ def node_delays(net: Network, p: np.ndarray, remaining: Sequence[float]) -> np.n
     (the paper's per-node form of eq. 8; the tests hold eq. 8 to it)."""
     phi = node_rates(net, p, remaining)
     lam = loads(net, phi)
-    f = edge_flows(net, p, phi, remaining)
-    hop = f * transmission_delay(net.input_bytes[net.stage[net.edge_dst]], net.edge_rate)
+    hop = link_delays(net, edge_flows(net, p, phi, remaining))
     hop_in = np.bincount(net.edge_dst, weights=hop, minlength=len(phi))
     with np.errstate(invalid="ignore", divide="ignore"):
         comm = np.where(phi > 0, hop_in / np.maximum(phi, 1e-300), 0.0)
@@ -157,9 +207,35 @@ def network_delay(net: Network, p: np.ndarray, remaining: Sequence[float]) -> fl
     mu, lw = net.capacity[w], lam[w]
     if np.any(lw >= mu):
         return math.inf
-    f = edge_flows(net, p, phi, remaining)
-    hop = np.sum(f * transmission_delay(net.input_bytes[net.stage[net.edge_dst]], net.edge_rate))
+    hop = np.sum(link_delays(net, edge_flows(net, p, phi, remaining)))
+    if not math.isfinite(hop):
+        return math.inf
     return float((np.sum(lw / (mu - lw)) + hop) / net.total_rate)
+
+
+def link_loads(net: Network, flows: np.ndarray) -> np.ndarray:
+    """Bytes/s on every edge for edge flows ``flows`` (tasks/s), wire overhead included under
+    ``"shared"``."""
+    return flows * net.hop_bytes[net.stage[net.edge_dst]]
+
+
+def link_utilisation(net: Network, p: np.ndarray, remaining: Sequence[float]) -> np.ndarray:
+    """L/r of every edge under routing ``p`` (``plan`` reports it)."""
+    phi = node_rates(net, p, remaining)
+    return link_loads(net, edge_flows(net, p, phi, remaining)) / net.edge_rate
+
+
+def link_delays(net: Network, flows: np.ndarray) -> np.ndarray:
+    """Each edge's hop delay times its flow (seconds per second, its share of Phi*T).
+
+    ``"delay"``: flows * beta/r (eq. 4); ``"shared"``: L/(r - L), ``inf`` at or past capacity."""
+    if net.link_model != "shared":
+        return flows * transmission_delay(net.input_bytes[net.stage[net.edge_dst]],
+                                          net.edge_rate)
+    load = link_loads(net, flows)
+    free = net.edge_rate - load
+    with np.errstate(divide="ignore"):
+        return np.where(free > 0, load / np.maximum(free, 1e-300), np.inf)
 
 
 def pressure(load_flops_s, capacity_flops_s, rho_ext: float = 0.99):

@@ -1,8 +1,9 @@
 """The central optimum of the routing problem for fixed thresholds (a convex program).
 
 With fixed thresholds the mean response time T is convex in the edge flows x_e (tasks/s): each
-worker contributes lambda/(mu - lambda) with lambda = alpha * (inflow), each edge x_e * beta/r_e,
-and the flows obey linear conservation (a source sends its rate; a worker of stage h forwards
+worker contributes lambda/(mu - lambda) with lambda = alpha * (inflow), each edge x_e * beta/r_e
+(the paper's ``link_model`` "delay") or L_e/(r_e - L_e) with L_e = b x_e its bytes/s ("shared",
+a link kept below RHO_EXT of its rate like a worker), and the flows obey linear conservation (a source sends its rate; a worker of stage h forwards
 I_h of its inflow). This module solves it with scipy's SLSQP and analytic gradients. It exists
 to check DTO-EE (tests, the figures in docs/dtoee.md), not to run in the agent: it needs global state.
 """
@@ -40,7 +41,8 @@ def _flows_to_routing(net: Network, x: np.ndarray) -> np.ndarray:
 
 
 def _program(net: Network, remaining):
-    """Conservation (A_eq y = b_eq) and utilisation rows (a_in y = lambda/mu) over y = x/Phi."""
+    """Conservation (A_eq y = b_eq) and utilisation rows (a_in y = lambda/mu) over y = x/Phi;
+    under ``link_model`` "shared" one more row per link (a_in y = L/r)."""
     n = len(net.ids)
     rem = stage_remaining(remaining)
     workers = np.nonzero(net.stage > 0)[0]
@@ -57,18 +59,27 @@ def _program(net: Network, remaining):
         if d in row:
             a_eq[row[d], e] -= rem[net.stage[d]] * scale
         a_in[wrow[d], e] = alpha[d] * scale / net.capacity[d]
+    if net.link_model == "shared":
+        a_in = np.r_[a_in, np.diag(_link_bytes(net) * scale / net.edge_rate)]
     return a_eq, net.source_rate[offl], a_in, scale, workers, n
 
 
-def min_max_utilisation(net: Network, remaining) -> Tuple[float, np.ndarray]:
-    """The lowest possible utilisation of the busiest worker (an LP) and edge flows reaching it.
+def _link_bytes(net: Network) -> np.ndarray:
+    """b_e: wire bytes per task on every edge."""
+    return net.hop_bytes[net.stage[net.edge_dst]]
 
-    Above 1, no routing keeps every worker below capacity.
+
+def min_max_utilisation(net: Network, remaining) -> Tuple[float, np.ndarray]:
+    """The lowest possible utilisation of the busiest worker (and, under ``link_model``
+    "shared", link) -- an LP -- and edge flows reaching it.
+
+    Above 1, no routing keeps every worker (and link) below capacity.
     """
     a_eq, b_eq, a_in, scale, workers, _ = _program(net, remaining)
     ne = net.num_edges
+    rows = a_in.shape[0]
     lp = linprog(np.r_[np.zeros(ne), 1.0],
-                 A_ub=np.c_[a_in, -np.ones(len(workers))], b_ub=np.zeros(len(workers)),
+                 A_ub=np.c_[a_in, -np.ones(rows)], b_ub=np.zeros(rows),
                  A_eq=np.c_[a_eq, np.zeros(len(b_eq))], b_eq=b_eq,
                  bounds=[(0.0, None)] * ne + [(0.0, None)], method="highs")
     if lp.status != 0:
@@ -81,21 +92,30 @@ def optimal_flows(net: Network, remaining, x0: Optional[np.ndarray] = None,
     """Edge flows (tasks/s) minimising Phi*T under flow conservation; SLSQP."""
     a_eq, b_eq, a_in, scale, workers, n = _program(net, remaining)
     alpha = net.flops[net.stage]
+    shared = net.link_model == "shared"
+    b = _link_bytes(net)
     link = net.input_bytes[net.stage[net.edge_dst]] / net.edge_rate
 
     def inflow(y):
         return np.bincount(net.edge_dst, weights=y * scale, minlength=n)
 
+    def hops(y):
+        """(the links' share of Phi*T / scale, its gradient in y)."""
+        if not shared:
+            return y @ link, link
+        v, d1, _ = pressure(b * y * scale, net.edge_rate, RHO_EXT)
+        return np.sum(v) / scale, b * d1
+
     def fun(y):
         lam = alpha * inflow(y)
         v, d1, _ = pressure(lam[workers], net.capacity[workers], RHO_EXT)
-        return np.sum(v) / scale + y @ link
+        return np.sum(v) / scale + hops(y)[0]
 
     def grad(y):
         lam = alpha * inflow(y)
         d1 = np.zeros(n)
         d1[workers] = pressure(lam[workers], net.capacity[workers], RHO_EXT)[1]
-        return alpha[net.edge_dst] * d1[net.edge_dst] + link
+        return alpha[net.edge_dst] * d1[net.edge_dst] + hops(y)[1]
 
     if x0 is None:
         # start from the flows that minimise the highest utilisation: feasible whenever the
@@ -119,7 +139,8 @@ def optimum(scenario: Scenario, thresholds: Optional[Mapping[int, float]] = None
     """The optimal routing for fixed thresholds (policy name ``optimum``).
 
     ``thresholds`` is needed when the scenario has an exit profile; ``rounds`` in the result is
-    0 and ``converged`` says whether the optimum is feasible (every worker below capacity).
+    0 and ``converged`` says whether the optimum is feasible (every worker, and under
+    ``link_model`` "shared" every link, below capacity).
     """
     net = compile_network(scenario)
     remaining, _ = remaining_for(scenario, thresholds)

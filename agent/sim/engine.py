@@ -25,6 +25,7 @@ import random
 from collections import deque
 from typing import Any, Dict, List, Optional
 
+from agent.policies.model import with_link_model
 from agent.policies.setting import Scenario
 from agent.policies.sim_api import Decision, SimPolicy, SlotView, refuse_tiers
 from agent.policies.splits import rows_named
@@ -43,6 +44,8 @@ class Simulator:
     def __init__(self, scenario: Scenario, policy: SimPolicy, config: SimConfig = SimConfig()):
         if not policy.tiered:
             refuse_tiers(scenario, "policy %r" % policy.name)
+        if "link_model" not in scenario.knobs:  # the policies plan with the links simulated
+            scenario = with_link_model(scenario, config.link_model)
         self.base = scenario
         self.policy = policy
         self.config = config.validate()

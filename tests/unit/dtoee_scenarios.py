@@ -8,6 +8,7 @@ the busiest stage runs at ``load`` of its total capacity.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Optional
 
 import numpy as np
@@ -31,8 +32,10 @@ def random_scenario(seed: int, load: float, sources: int = 8,
     ``skew``: when given, one stage-1 worker gets only ``skew`` times the smallest capacity
     drawn, so a uniform start overloads it (an infeasible start). Link draws that leave some
     capacity out of reach (the best routing's busiest worker above ``load`` + 0.05) are drawn
-    again, so ``load`` describes the network.
+    again, so ``load`` describes the network. These networks are compute-bound at the paper's
+    links: ``knobs`` default to ``link_model`` "delay" (``link_bound_scenario`` for the other).
     """
+    knobs = {"link_model": "delay", **(knobs or {})}
     rng = np.random.default_rng(seed)
     while True:
         sc = _draw(rng, load, sources, workers, skew, knobs)
@@ -97,3 +100,27 @@ def synthetic_profile(n=4000, seed=0):
     skill = np.array([0.45, 0.6, 0.75])
     correct = rng.uniform(size=(n, 3)) < np.clip(skill + 0.4 * (conf - 0.65), 0, 1)
     return ExitProfile(4, (2, 3, 4), conf, correct).validate()
+
+
+def link_bound_scenario(seed: int, load: float, sources: int = 8, workers=(5, 4, 4, 3),
+                        link_spread: float = 5.0, compute_share: float = 0.7) -> Scenario:
+    """A random network under ``link_model`` "shared" whose links bind: the workers as in
+    ``random_scenario`` at ``compute_share * load``, link rates drawn with a ``link_spread``
+    spread and then scaled together so that the best routing's busiest worker or link (the
+    LP of ``min_max_utilisation``, links counted with their wire bytes) sits at ``load``.
+    """
+    rng = np.random.default_rng(seed)
+    sc = random_scenario(seed, compute_share * load, sources, workers,
+                         knobs={"link_model": "shared"})
+    rates = rng.uniform(1.0, link_spread, size=len(sc.links))
+    lo, hi = 1e3, 1e10  # bytes/s per unit of ``rates``: bisection on the busiest element
+
+    def scaled(c):
+        links = tuple(replace(ln, rate=float(c * r)) for ln, r in zip(sc.links, rates))
+        return replace(sc, links=links)
+
+    for _ in range(60):
+        mid = (lo * hi) ** 0.5
+        u = min_max_utilisation(compile_network(scaled(mid)), sc.remaining)[0]
+        lo, hi = (mid, hi) if u > load else (lo, mid)
+    return scaled(hi)

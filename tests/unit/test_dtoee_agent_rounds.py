@@ -14,6 +14,7 @@ import pytest
 
 from agent.config.node import NodeConfig, Peer
 from agent.policies.dtoee.knobs import DtoeeParams
+from agent.policies.model import with_link_model
 from agent.policies.dtoee.network import run_dtoee
 from agent.policies.model import compile_network, node_rates, uniform_routing
 from agent.policies.api import NodeView
@@ -227,10 +228,12 @@ def test_threshold_tuning_at_the_last_offloading_stage_matches_the_driver(load, 
     report is in and they have decided C, so the new I_h travels in the next round's requests
     as in run_dtoee. With the only early exit at stage H-1, no other offloader's ratio depends
     on C, and routing and thresholds equal the driver's."""
-    sc = _with_profile(_scenario(3, load), (2, 3), tradeoff)
+    # the paper's hop model: with links as servers this network's links bind and C stays put
+    sc = with_link_model(_with_profile(_scenario(3, load), (2, 3), tradeoff), "delay")
     th = {2: 0.8}
     for rounds in (6, 30):
-        mine, nodes, kinds = _run_phase(sc, rounds, thresholds=th)
+        mine, nodes, kinds = _run_phase(sc, rounds, thresholds=th,
+                                        knobs={"settle_rounds": 0, "link_model": "delay"})
         ref = run_dtoee(sc, rounds=rounds, stop_when_converged=False, thresholds=th)
         assert _gap(mine, ref.routing) < 1e-9, rounds
         deciders = [p for p, v in nodes.values() if v.stage == 2]

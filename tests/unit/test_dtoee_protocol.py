@@ -4,6 +4,8 @@ that loses a successor moves the mass off it."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 
 from agent.policies.dtoee.knobs import DtoeeParams
@@ -14,10 +16,13 @@ from agent.policies.dtoee.protocol import (
     receiver_status,
 )
 from agent.policies.dtoee.network import run_dtoee
+from agent.policies.model import link_model_of
 from tests.unit.dtoee_scenarios import random_scenario
 
 
 def _per_node_run(sc, rounds, params):
+    # the nodes use the scenario's link model, as run_dtoee does
+    params = dataclasses.replace(params, link_model=link_model_of(sc.knobs))
     h_max = sc.num_stages
     stage = {s.id: 0 for s in sc.sources}
     stage.update({w.id: w.stage for w in sc.workers})

@@ -25,8 +25,9 @@ from agent.policies.setting import ScenarioError
 from engines.exit_profile import ExitProfile
 
 # two stages, stage 1 has an exit keeping 60% of tasks; one source, two stage-1 workers, one
-# stage-2 worker
-OBJ = {"stages": [{"flops": 1e9, "input_bytes": 1e5, "exit": True},
+# stage-2 worker; the paper's hop model (fixed beta/r; links as servers: test_dtoee_links.py)
+OBJ = {"knobs": {"link_model": "delay"},
+       "stages": [{"flops": 1e9, "input_bytes": 1e5, "exit": True},
                   {"flops": 2e9, "input_bytes": 2e5, "exit": False}],
        "remaining": [0.6, 1.0],
        "sources": [{"id": "s", "rate": 10.0}],

@@ -11,7 +11,15 @@ from typing import Dict, List, Tuple
 
 import numpy as np
 
-from agent.policies.model import Network, loads, node_rates, stage_remaining, uniform_routing
+from agent.policies.model import (
+    Network,
+    edge_flows,
+    link_loads,
+    loads,
+    node_rates,
+    stage_remaining,
+    uniform_routing,
+)
 
 Path = Tuple[int, ...]
 
@@ -41,16 +49,33 @@ def ga_routing(net: Network, remaining, rounds: int, staleness: int, mix: float,
     rate = np.zeros((len(net.ids), len(net.ids)))
     rate[net.edge_src, net.edge_dst] = net.edge_rate
     flops, size = net.flops[1:], net.input_bytes[1:]
+    shared = net.link_model == "shared"
+    wire = net.hop_bytes[1:]  # bytes per task on a link into stage h (links as servers)
 
-    def costs(src: int, pop: List[Path], lam: np.ndarray) -> np.ndarray:
-        """Expected delay of each path for ``src``'s tasks on the (stale) loads ``lam``."""
+    def state(p: np.ndarray):
+        """(worker loads, link loads as a node x node matrix) under routing ``p``."""
+        phi = node_rates(net, p, remaining)
+        links = np.zeros_like(rate)
+        links[net.edge_src, net.edge_dst] = link_loads(net, edge_flows(net, p, phi, remaining))
+        return loads(net, phi), links
+
+    def costs(src: int, pop: List[Path], seen) -> np.ndarray:
+        """Expected delay of each path for ``src``'s tasks on the (stale) loads ``seen``."""
+        lam, links = seen
         w = np.asarray(pop)  # (P, H)
         prev = np.concatenate([np.full((len(pop), 1), src), w[:, :-1]], axis=1)
         # the source's own traffic comes on top of the load it sees
         free = net.capacity[w] - lam[w] - flops * reach * net.source_rate[src]
         comp = np.where(free > 0, flops / np.where(free > 0, free, 1.0),
                         10.0 * lam[w] / net.capacity[w])
-        return np.sum(reach * (size / rate[prev, w] + comp), axis=1)
+        r = rate[prev, w]
+        if shared:  # a link is a server of r bytes/s, loaded as the source last saw it
+            lfree = r - links[prev, w] - wire * reach * net.source_rate[src]
+            hop = np.where(lfree > 0, wire / np.where(lfree > 0, lfree, 1.0),
+                           10.0 * links[prev, w] / r)
+        else:
+            hop = size / r
+        return np.sum(reach * (hop + comp), axis=1)
 
     def search(src: int, lam: np.ndarray) -> Path:
         pop = [walk(src, ()) for _ in range(population)]
@@ -89,7 +114,7 @@ def ga_routing(net: Network, remaining, rounds: int, staleness: int, mix: float,
         return np.where(out > 0, x / np.where(out > 0, out, 1.0), uniform_routing(net))
 
     p0 = uniform_routing(net)
-    history = [loads(net, node_rates(net, p0, remaining))]
+    history = [state(p0)]
     weights: Dict[int, Dict[Path, float]] = {}
     best_prev: Dict[int, Path] = {}
     changed = True
@@ -110,5 +135,5 @@ def ga_routing(net: Network, remaining, rounds: int, staleness: int, mix: float,
                 new[best] = new.get(best, 0.0) + mix
                 s = sum(new.values())
                 weights[src] = {q: w / s for q, w in new.items()}
-        history.append(loads(net, node_rates(net, routing(weights), remaining)))
+        history.append(state(routing(weights)))
     return routing(weights), rnd, not changed

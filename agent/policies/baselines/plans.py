@@ -79,9 +79,15 @@ def bf_routing(scenario: Scenario, thresholds: Optional[Mapping[int, float]] = N
     return _with_thresholds("bf", scenario, net, lambda rem, prev: (p, 1, True), thresholds)
 
 
-def best_response(flow: float, alpha: float, free: np.ndarray, hop: np.ndarray) -> np.ndarray:
+def best_response(flow: float, alpha: float, free: np.ndarray, hop: np.ndarray,
+                  link_rate: Optional[np.ndarray] = None, link_bytes: float = 0.0
+                  ) -> np.ndarray:
     """Split ``flow`` tasks/s over receivers with spare capacity ``free`` (FLOP/s) and hop
-    delays ``hop`` minimising sum_j x_j (alpha / (free_j - alpha x_j) + hop_j)."""
+    delays ``hop`` minimising sum_j x_j (alpha / (free_j - alpha x_j) + hop_j); with
+    ``link_rate`` (links as servers, ``link_model`` "shared") the hop is instead
+    link_bytes / (r_j - link_bytes x_j) on the node's own link to j."""
+    if link_rate is not None:
+        return _best_response_shared(flow, alpha, free, link_rate, link_bytes)
     ok = free > 0
     if flow <= 0 or not ok.any():
         return np.full(len(free), 1.0 / len(free))
@@ -94,7 +100,11 @@ def best_response(flow: float, alpha: float, free: np.ndarray, hop: np.ndarray) 
         root = np.sqrt(alpha * safe / np.maximum(nu - hop, 1e-12))
         return np.where(ok & (nu > hop + alpha / safe), (safe - root) / alpha, 0.0)
 
-    lo = float(np.min(np.where(ok, hop + alpha / safe, np.inf)))
+    return _water_level(split, float(np.min(np.where(ok, hop + alpha / safe, np.inf))), flow)
+
+
+def _water_level(split, lo: float, flow: float) -> np.ndarray:
+    """The split at the marginal delay nu where ``split(nu)`` sums to ``flow`` (bisection)."""
     hi = lo + 1.0
     while split(hi).sum() < flow:
         hi = lo + 2.0 * (hi - lo)
@@ -105,11 +115,39 @@ def best_response(flow: float, alpha: float, free: np.ndarray, hop: np.ndarray) 
     return x / x.sum()
 
 
+def _best_response_shared(flow, alpha, free, rate, b) -> np.ndarray:
+    """``best_response`` with each link a server of ``rate`` bytes/s (b bytes per task): x_j
+    solves alpha F/(F - alpha x)^2 + b r/(r - b x)^2 = nu, by Newton from the right (from the
+    smaller of the two one-server solutions, where the convex sum is above nu)."""
+    ok = (free > 0) & (rate > 0)
+    if flow <= 0 or not ok.any():
+        return np.full(len(free), 1.0 / len(free))
+    top = np.where(ok, np.minimum(free / alpha, rate / b), 0.0)  # most each one can take
+    if np.sum(top) <= flow:  # cannot fit: spread by what each can take, overloaded
+        return top / top.sum()
+    f = np.where(ok, free, 1.0)
+    r = np.where(ok, rate, 1.0)
+
+    def split(nu):
+        xc = (f - np.sqrt(alpha * f / nu)) / alpha
+        xl = (r - np.sqrt(b * r / nu)) / b
+        x = np.maximum(np.minimum(xc, xl), 0.0)
+        for _ in range(8):
+            gc, gl = f - alpha * x, r - b * x
+            g = alpha * f / gc ** 2 + b * r / gl ** 2 - nu
+            dg = 2 * alpha * alpha * f / gc ** 3 + 2 * b * b * r / gl ** 3
+            x = np.maximum(x - g / dg, 0.0)
+        return np.where(ok & (nu > alpha / f + b / r), x, 0.0)
+
+    return _water_level(split, float(np.min(np.where(ok, alpha / f + b / r, np.inf))), flow)
+
+
 def ngto(scenario: Scenario, thresholds: Optional[Mapping[int, float]] = None,
          max_rounds: int = 100, tolerance: float = 1e-4) -> PolicyResult:
     """Best responses in turn (stage by stage, file order) until no probability moves more
     than ``tolerance`` in a full pass, or ``max_rounds`` passes."""
     net = compile_network(scenario)
+    shared = net.link_model == "shared"
 
     def route(rem, prev):
         p = uniform_routing(net) if prev is None else prev.copy()
@@ -125,7 +163,12 @@ def ngto(scenario: Scenario, thresholds: Optional[Mapping[int, float]] = None,
                 dst = net.edge_dst[es]
                 alpha = net.flops[h + 1]
                 free = net.capacity[dst] - (lam[dst] - alpha * p[es] * flow)
-                new = best_response(flow, alpha, free, net.input_bytes[h + 1] / net.edge_rate[es])
+                if shared:  # the node's own link to each receiver is a server of r B/s
+                    new = best_response(flow, alpha, free, 0.0, net.edge_rate[es],
+                                        float(net.hop_bytes[h + 1]))
+                else:
+                    new = best_response(flow, alpha, free,
+                                        net.input_bytes[h + 1] / net.edge_rate[es])
                 moved = max(moved, float(np.max(np.abs(new - p[es]))))
                 p[es] = new
             if moved < tolerance:

@@ -13,6 +13,7 @@ from typing import Any, Mapping, Type
 
 from agent.config.fields import Fields
 from agent.errors import UsageError
+from agent.policies.model import DEFAULT_LINK_MODEL, LINK_MODELS
 from agent.policies.setting import ScenarioError
 from agent.policies.thresholds import DEFAULT_THRESHOLD
 
@@ -42,6 +43,10 @@ class DtoeeParams:
     m: int = 5  # a threshold step every m rounds (Alg. 3)
     threshold_step: float = 0.05  # tau_c: threshold change per step
     initial_threshold: float = DEFAULT_THRESHOLD  # c_h of every exit before tuning
+    # a link as a server of r bytes/s shared by its tasks ("shared") or the paper's fixed
+    # beta/r per hop ("delay", for reproducing its figures); plan and the simulator take it
+    # from the scenario's knob of the same name (agent.policies.model.link_model_of)
+    link_model: str = DEFAULT_LINK_MODEL
 
 
 KNOB_NAMES = tuple(f.name for f in fields(DtoeeParams))
@@ -81,6 +86,7 @@ def parse_knobs(knobs: Mapping[str, Any], where: str = "knobs",
         threshold_step=f.num("threshold_step", _D.threshold_step, 0.0, 1.0, lo_open=True),
         initial_threshold=f.num("initial_threshold", _D.initial_threshold, 0.0, 1.0,
                                 lo_open=True),
+        link_model=f.str("link_model", _D.link_model, LINK_MODELS),
     )
 
 

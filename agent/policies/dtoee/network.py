@@ -10,6 +10,7 @@ matches a message-by-message run of the per-node functions.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import List, Mapping, Optional
 
@@ -54,6 +55,8 @@ def run_dtoee(scenario: Scenario, rounds: Optional[int] = None,
     params = params or parse_knobs(scenario.knobs)
     rounds = params.rounds if rounds is None else rounds
     net = compile_network(scenario)
+    # the scenario's link model is the one eq. 8 is evaluated in: the steps must use it too
+    params = dataclasses.replace(params, link_model=net.link_model)
     profile = scenario.exit_profile
     exits = profile.early_exit_stages if profile is not None else ()
     if profile is not None:
@@ -150,7 +153,9 @@ def exact_marginals(net, p: np.ndarray, remaining, params: DtoeeParams):
 
     Returns ``(delta (E,), omega (N,), phi (N,))``: what the protocol's values settle to when the
     routing stays put. Used by the baselines' threshold tuning and by the tests' KKT checks.
+    The links follow ``net.link_model``.
     """
+    params = dataclasses.replace(params, link_model=net.link_model)
     rem = np.asarray(remaining, dtype=np.float64)
     remv = stage_remaining(rem)
     n = len(net.ids)
@@ -173,7 +178,8 @@ def exact_marginals(net, p: np.ndarray, remaining, params: DtoeeParams):
         dl, _, om, ps = row_marginals(
             np.where(v, p[e[rows]], 0.0), np.full(len(rows), remv[h]),
             net.flops[h + 1] * np.ones(len(rows)), net.input_bytes[h + 1] * np.ones(len(rows)),
-            net.edge_rate[e[rows]], lam[d], net.capacity[d], omega[d], psi[d], v, params)
+            net.edge_rate[e[rows]], lam[d], net.capacity[d], omega[d], psi[d], v, params,
+            phi[row_node[rows]] * remv[h])
         omega[row_node[rows]] = om
         psi[row_node[rows]] = ps
         delta[e[rows][v]] = dl[v]

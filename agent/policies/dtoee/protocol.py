@@ -71,6 +71,12 @@ previous routing change (heavy ball), scaled down on receivers whose damping exc
 predecessors overshoot). Everything comes from the node's own RUS messages and its own
 previous step.
 
+Links (``DtoeeParams.link_model``): under ``"shared"`` (the default) the hop term of Delta_ij is
+the node's own link to j as a server of r_ij bytes/s, b r/(r - L)^2 with L = b x_ij its wire
+bytes/s, plus eq. 11's penalty on L/r; the node knows x_ij, so no message carries more. The
+default step caps the increase on a link at ``headroom_target`` of its rate and takes a plain
+Newton step on it. ``"delay"`` is the paper's fixed beta/r.
+
 Units: Delta, Omega in seconds (derivatives of Phi*T, the total delay per second, in the flow
 tasks/s), curvature in s^2, loads and capacities in FLOP/s. The penalty (eq. 11) is written on
 utilisation and its factor K already includes the paper's Phi, so no node needs Phi to route.

@@ -12,25 +12,51 @@ from __future__ import annotations
 import numpy as np
 
 from agent.policies.dtoee.knobs import DtoeeParams
-from agent.policies.model import pressure
+from agent.policies.model import pressure, wire_bytes
 
 # receiver damping (``adapt_damping``): growth on an overshoot, decay otherwise, and the load
 # change (fraction of capacity) below which a reversal counts as noise
 DAMP_UP, DAMP_DOWN, DAMP_NOISE = 2.0, 0.8, 1e-3
 
 
+def link_terms(p, out_rate, next_bytes, link_rate, valid, params: DtoeeParams):
+    """The offloader's own links under ``link_model`` "shared": (b (R,1) wire bytes per task,
+    L (R,D) bytes/s it puts on each link, r (R,D) link rates). Every directed link carries only
+    this node's tasks, so its load is known here from the node's own routing and rate."""
+    b = wire_bytes(np.asarray(next_bytes, dtype=np.float64))[:, None]
+    pv = np.where(valid, p, 0.0)
+    load = pv * np.asarray(out_rate, dtype=np.float64)[:, None] * b
+    return b, load, np.where(valid, link_rate, 1.0)
+
+
+def _penalty(load, cap, per_task, params: DtoeeParams):
+    """Eq. 11's first and second derivative in the flow for one server (worker or link) whose
+    load grows by ``per_task`` (FLOP or bytes) per task/s."""
+    excess = np.maximum(0.0, load / cap - 1.0 + params.epsilon)
+    return (2.0 * params.penalty_k * excess * per_task / cap,
+            np.where(excess > 0, 2.0 * params.penalty_k * (per_task / cap) ** 2, 0.0))
+
+
 def row_marginals(p, remaining, next_flops, next_bytes, link_rate, load, capacity, omega,
-                  curvature, valid, params: DtoeeParams):
-    """Eqs. 15-16 plus curvature: returns (Delta (R,D), H (R,D), Omega_i (R,), Psi_i (R,))."""
+                  curvature, valid, params: DtoeeParams, out_rate=None):
+    """Eqs. 15-16 plus curvature: returns (Delta (R,D), H (R,D), Omega_i (R,), Psi_i (R,)).
+
+    ``out_rate`` (R,): tasks/s the node sends on (phi_i * I_h); needed by ``link_model``
+    "shared", where each link is a server of its rate loaded by the node's own flow on it."""
     a = np.asarray(next_flops, dtype=np.float64)[:, None]
     cap = np.where(valid, capacity, 1.0)
     _, d1, d2 = pressure(np.where(valid, load, 0.0), cap, params.rho_ext)
-    excess = np.maximum(0.0, load / cap - 1.0 + params.epsilon)
-    pen1 = 2.0 * params.penalty_k * excess * a / cap
-    pen2 = np.where(excess > 0, 2.0 * params.penalty_k * (a / cap) ** 2, 0.0)
-    link = np.asarray(next_bytes, dtype=np.float64)[:, None] / np.where(valid, link_rate, 1.0)
+    pen1, pen2 = _penalty(load, cap, a, params)
+    if params.link_model == "shared" and out_rate is not None:
+        b, lload, rate = link_terms(p, out_rate, next_bytes, link_rate, valid, params)
+        _, l1, l2 = pressure(lload, rate, params.rho_ext)
+        lp1, lp2 = _penalty(lload, rate, b, params)
+        link, link_h = b * l1 + lp1, b * b * l2 + lp2
+    else:
+        link = np.asarray(next_bytes, dtype=np.float64)[:, None] / np.where(valid, link_rate, 1.0)
+        link_h = 0.0
     delta = np.where(valid, a * d1 + link + omega + pen1, np.inf)
-    h = np.where(valid, a * a * d2 + pen2 + curvature, np.inf)
+    h = np.where(valid, a * a * d2 + pen2 + link_h + curvature, np.inf)
     rem = np.asarray(remaining, dtype=np.float64)
     pv = np.where(valid, p, 0.0)
     omega_i = rem * np.sum(pv * np.where(valid, delta, 0.0), axis=1)
@@ -69,19 +95,27 @@ def _water_fill(d, hc, lo, hi):
 
 
 def newton_step(p, out_rate, delta, curvature, headroom, predecessors, damping, valid,
-                params: DtoeeParams):
+                params: DtoeeParams, link_headroom=None, own_curvature=None):
     """The default rule (module docstring): a projected, scaled Newton step per row.
 
     ``out_rate`` (R,) is phi_i * I_h (tasks/s leaving the node), ``headroom`` (R,D) the tasks/s
-    each receiver can still take up to ``headroom_target`` (its share is 1/predecessors).
+    each receiver can still take up to ``headroom_target`` (its share is 1/predecessors),
+    ``link_headroom`` (R,D) the tasks/s each of the node's own links can still take (None: no
+    bound, the paper's links), ``own_curvature`` (R,D) the part of ``curvature`` from those
+    links: exact and felt by this node alone, it takes a plain Newton step (no damping, no
+    ``step_scale``).
     """
     f = np.asarray(out_rate, dtype=np.float64)
     pv = np.where(valid, p, 0.0)
     x = pv * f[:, None]
-    hc = np.where(valid, np.maximum(damping, 1.0) * curvature / params.step_scale, 1.0)
+    own = 0.0 if own_curvature is None else np.where(valid, own_curvature, 0.0)
+    hc = np.where(valid, np.maximum(damping, 1.0) * (curvature - own) / params.step_scale + own,
+                  1.0)
     room = f[:, None] - x
     hi = np.where(valid, np.minimum(np.maximum(headroom, 0.0) / np.maximum(predecessors, 1),
                                     room), 0.0)
+    if link_headroom is not None:
+        hi = np.minimum(hi, np.maximum(link_headroom, 0.0))
     # nowhere to grow (every successor full): let mass move anyway, towards the least Delta
     stuck = hi.sum(axis=1) <= 1e-12 * f
     if stuck.any():
@@ -122,7 +156,8 @@ def update_rows(p, out_rate, remaining, next_flops, next_bytes, link_rate, load,
     ``previous_step`` (R,D): the node's previous routing change (default rule's momentum).
     """
     delta, h, omega_i, psi_i = row_marginals(p, remaining, next_flops, next_bytes, link_rate,
-                                             load, capacity, omega, curvature, valid, params)
+                                             load, capacity, omega, curvature, valid, params,
+                                             out_rate)
     if pending is not None:
         omega_i = omega_i + psi_i * np.asarray(pending, dtype=np.float64)
     if params.step == "paper":
@@ -130,7 +165,14 @@ def update_rows(p, out_rate, remaining, next_flops, next_bytes, link_rate, load,
     else:
         a = np.asarray(next_flops, dtype=np.float64)[:, None]
         headroom = (params.headroom_target * capacity - load) / a
-        new = newton_step(p, out_rate, delta, h, headroom, predecessors, damping, valid, params)
+        links, own = None, None
+        if params.link_model == "shared":
+            b, lload, rate = link_terms(p, out_rate, next_bytes, link_rate, valid, params)
+            links = (params.headroom_target * rate - lload) / b
+            own = b * b * pressure(lload, rate, params.rho_ext)[2] + _penalty(lload, rate, b,
+                                                                               params)[1]
+        new = newton_step(p, out_rate, delta, h, headroom, predecessors, damping, valid, params,
+                          links, own)
         # the delay's slope grows faster than its curvature at the current load predicts: take
         # the secant over the span the step (times the pile-up) would cover, and step again
         grow = np.maximum(new - np.where(valid, p, 0.0), 0.0) * np.asarray(out_rate)[:, None]
@@ -142,7 +184,15 @@ def update_rows(p, out_rate, remaining, next_flops, next_bytes, link_rate, load,
         sec = np.where(span > 0, (pressure(lam1, cap, params.rho_ext)[1] - s0)
                        / np.where(span > 0, span, 1.0), c0)
         h2 = h + a * a * np.maximum(sec - c0, 0.0)
-        new = newton_step(p, out_rate, delta, h2, headroom, predecessors, damping, valid, params)
+        if links is not None:  # the same secant on the node's own links
+            _, l0, lc = pressure(lload, rate, params.rho_ext)
+            lspan = b * grow
+            lsec = np.where(lspan > 0, (pressure(lload + lspan, rate, params.rho_ext)[1] - l0)
+                            / np.where(lspan > 0, lspan, 1.0), lc)
+            more = b * b * np.maximum(lsec - lc, 0.0)
+            h2, own = h2 + more, own + more
+        new = newton_step(p, out_rate, delta, h2, headroom, predecessors, damping, valid, params,
+                          links, own)
         if previous_step is not None and params.momentum > 0:
             # heavy ball: offloaders trading receivers face a constant gradient gap along a
             # direction the diagonal curvature overstates; momentum keeps such trades going

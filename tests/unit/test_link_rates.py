@@ -1,0 +1,138 @@
+"""Measured link rates: each sender estimates its links' rates from its own transfers (wire
+bytes from link start to ACK) and plans with the estimate once it has enough samples; the
+configured rate is the prior. Emulated links pace the wire bytes, framing included."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import zmq
+
+from agent.config.node import parse_config
+from agent.net.links import MIN_SAMPLES, LinkRates, message_wire_bytes
+from agent.net.transport import Transport
+from agent.node.build import build_view
+from agent.node.capacity import Capacity
+from agent.node.outbox import OutItem, Outbox
+from agent.policies.baselines.agent import BaselinePolicy
+from agent.policies.model import wire_bytes
+from agent.protocol.wire import Kind
+from engines.bundle import load_bundle
+from engines.demo import DEMO_BUNDLE_DIR
+
+TENSOR = 3136  # bytes of the demo image
+
+
+def _link(rates: LinkRates, peer: str, rate_bytes_s: float, n: int, t0: float = 0.0,
+          gap_s: float = 0.0) -> float:
+    """``n`` transfers over a FIFO link of ``rate_bytes_s``, each sent ``gap_s`` after the
+    previous one (0: back to back); returns the time of the last ACK."""
+    free = t0
+    send = t0
+    for _ in range(n):
+        nbytes = message_wire_bytes(TENSOR)
+        free = max(send, free) + nbytes / rate_bytes_s
+        rates.observe(peer, send, free + 0.0005, nbytes)  # ACK back 0.5 ms later
+        send += gap_s
+    return free
+
+
+def test_the_configured_rate_is_the_prior_until_enough_transfers():
+    """Before MIN_SAMPLES transfers the rate to plan with is the configured one."""
+    rates = LinkRates({"w1": 1e6})
+    _link(rates, "w1", 41700.0, MIN_SAMPLES - 1)
+    assert rates.estimate("w1") is None and rates.rate("w1") == 1e6
+
+
+def test_a_link_slower_than_configured_is_seen_within_a_few_seconds():
+    """A 41.7 KB/s link configured at 1 MB/s, tasks queued back to back: after MIN_SAMPLES
+    queued transfers (under a second of traffic) the estimate is within 5% of the real rate."""
+    rates = LinkRates({"w1": 1e6})
+    end = _link(rates, "w1", 41700.0, MIN_SAMPLES + 1)
+    assert end < 3.0
+    assert rates.rate("w1") == pytest.approx(41700.0, rel=0.05)
+
+
+def test_idle_transfers_keep_the_prior_unless_they_prove_the_link_faster():
+    """Transfers that find the link idle include the ACK's way back: on a link slower than
+    configured they only bound its rate from below, so the prior stands; on one faster than
+    configured that bound replaces the prior."""
+    slow = LinkRates({"w1": 1e6})
+    _link(slow, "w1", 41700.0, 20, gap_s=0.5)
+    assert slow.rate("w1") == 1e6
+    fast = LinkRates({"w1": 1e4})
+    _link(fast, "w1", 41700.0, 20, gap_s=0.5)
+    assert 1e4 < fast.rate("w1") <= 41700.0
+
+
+def test_the_ack_latency_does_not_bias_queued_transfers():
+    """Back to back, a 20 ms ACK latency (a busy receiver) cancels between consecutive ACKs:
+    a 1.6 MB/s link reads 1.6 MB/s, not the few hundred KB/s of bytes over start-to-ACK."""
+    rates = LinkRates({"w1": 1e5})
+    t, free = 0.0, 0.0
+    for _ in range(30):
+        nbytes = message_wire_bytes(TENSOR)
+        free = max(t, free) + nbytes / 1.6e6
+        rates.observe("w1", t, free + 0.02, nbytes)
+        t += 0.5 * nbytes / 1.6e6  # offered at twice the link's rate: it queues
+    assert rates.rate("w1") == pytest.approx(1.6e6, rel=0.05)
+
+
+def test_a_link_that_slows_down_is_followed():
+    """After a rate change the estimate follows within a few dozen transfers."""
+    rates = LinkRates({"w1": 1e6})
+    end = _link(rates, "w1", 200000.0, 50)
+    _link(rates, "w1", 50000.0, 40, t0=end)
+    assert rates.rate("w1") == pytest.approx(50000.0, rel=0.1)
+
+
+@pytest.fixture
+def outbox(tmp_path):
+    cfg = parse_config({
+        "node_id": "s1", "role": "source", "bundle": DEMO_BUNDLE_DIR, "state_dir": str(tmp_path),
+        "control_bind": "tcp://127.0.0.1:5641", "data_bind": "tcp://127.0.0.1:5642",
+        "emulate_links": True,
+        "peers": [{"id": "w1", "stage": 1, "control_address": "tcp://127.0.0.1:5651",
+                   "data_address": "tcp://127.0.0.1:5652", "link_rate_bytes_s": 1e6},
+                  {"id": "w2", "stage": 1, "control_address": "tcp://127.0.0.1:5653",
+                   "data_address": "tcp://127.0.0.1:5654", "link_rate_bytes_s": 1e6}]})
+    ctx = zmq.Context()
+    transport = Transport(ctx, cfg.node_id, cfg.control_bind, cfg.data_bind, cfg.peers)
+    view = build_view(cfg, load_bundle(DEMO_BUNDLE_DIR), None)
+    view.alive.update({"w1", "w2"})
+    policy = BaselinePolicy("bf", {}, {}, 0)
+    yield Outbox(cfg, transport, policy, view, Capacity()), policy
+    transport.close()
+    ctx.term()
+
+
+def test_acked_transfers_put_the_estimate_in_the_view_stats_and_bf(outbox):
+    """The outbox feeds each first-send ACK to the link's estimator; once it has an estimate,
+    the view's link rate (what DTO-EE and BF plan with) and the stats counter show it."""
+    out, policy = outbox
+    x = np.zeros(TENSOR, dtype=np.uint8)
+    t = 100.0
+    for i in range(MIN_SAMPLES + 1):  # queued back to back: every ACK after the first
+        item = OutItem(Kind.TASK, "k%d" % i, {}, x, dest="w1", link_start=t)
+        out.items[item.key] = item
+        t += message_wire_bytes(TENSOR) / 41700.0
+        out.on_ack("w1", [item.key], t + 1e-6)
+    assert out.view.link_rate_bytes_s["w1"] == pytest.approx(41700.0, rel=1e-6)
+    assert out.view.link_rate_bytes_s["w2"] == 1e6  # no transfers: the configured prior
+    assert out.counters["link_rate_bytes_s_w1"] == int(out.view.link_rate_bytes_s["w1"])
+    w = policy.weights(out.view)
+    assert w["w1"] < 0.05 * w["w2"]
+
+
+def test_emulated_links_pace_the_wire_bytes(outbox):
+    """The sender's pacing charges a message its wire bytes (header, framing, TCP/IP), the
+    same bytes the model's link term counts."""
+    out, _ = outbox
+    x = np.zeros(TENSOR, dtype=np.uint8)
+    item = OutItem(Kind.TASK, "k", {"id": "t", "source": "s1", "stage": 1, "attempt": 0,
+                                    "created": 0.0, "hops": 0, "resends": 0, "token": "0" * 16},
+                   x)
+    out.send(item, 50.0)
+    due = out._paced[0][0]
+    assert due - 50.0 == pytest.approx(float(wire_bytes(TENSOR)) / 1e6)
+    assert wire_bytes(TENSOR) > 1.1 * TENSOR
