@@ -17,7 +17,9 @@ its threads, from ``/proc/<pid>/stat``) over ``--seconds`` after a warm-up. Raw 
 alternate (``--pairs``); the table gives medians. Goal: agent CPU per task <= 1.3x raw, and
 >= 12,000 tasks/s on one core.
 
-    python3 bench/worker_cpu.py [--seconds 3] [--pairs 3] [--window 16] [--core 0]
+    python3 bench/worker_cpu.py [--seconds 3] [--pairs 3] [--window 16] [--core 0] [--threads]
+
+``--core -1`` leaves every process free to run on any core (the kernel's choice).
 """
 
 from __future__ import annotations
@@ -192,8 +194,9 @@ def one(mode: str, seconds: float, window: int, core: int):
                                     stdout=subprocess.PIPE, text=True)
             proc.stdout.readline()
             pid = proc.pid
-        _pin(pid, core)
-        os.sched_setaffinity(0, set(os.sched_getaffinity(0)) - {core} or {core})
+        if core >= 0:
+            _pin(pid, core)
+            os.sched_setaffinity(0, set(os.sched_getaffinity(0)) - {core} or {core})
         return drive(wcfg.data_bind, scfg.data_bind, x, seconds, window, pid)
     finally:
         if proc is not None:
@@ -207,7 +210,8 @@ def main() -> int:
     ap.add_argument("--seconds", type=float, default=3.0, help="measuring time per run")
     ap.add_argument("--pairs", type=int, default=3, help="alternated raw/agent runs")
     ap.add_argument("--window", type=int, default=16, help="tasks in flight to the worker")
-    ap.add_argument("--core", type=int, default=0, help="the core the worker is pinned to")
+    ap.add_argument("--core", type=int, default=0,
+                    help="the core the worker is pinned to (-1: not pinned, nor is the driver)")
     ap.add_argument("--threads", action="store_true", help="also print CPU per task by thread")
     ap.add_argument("--raw-child", nargs=3, help=argparse.SUPPRESS)
     args = ap.parse_args()
