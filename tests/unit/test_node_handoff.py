@@ -1,6 +1,7 @@
 """The hand-off between a worker's loop and its inference thread: one wake-up byte per batch
 of finished jobs (never a finished job without one), and a job whose deadline passed while it
-waited for the thread is handed back failed with reason ``deadline``, not run."""
+waited for the thread is handed back failed with reason ``deadline``, not run (a worker then
+counts it as drop_deadline and sends nothing on)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import time
 import numpy as np
 
 from agent.node.inference import InferenceThread, Job
+from tests.unit.test_node_worker import worker  # noqa: F401 (the worker side fixture)
 from engines.bundle import load_bundle
 from engines.demo import DEMO_BUNDLE_DIR
 from engines.loader import load_engine
@@ -104,3 +106,21 @@ def test_a_job_past_its_deadline_when_the_thread_takes_it_is_not_run():
     assert done["late"].reason == "deadline" and done["late"].features is None
     assert done["late"].error
     assert all(not done[k].error for k in ("first", "in time", "no deadline"))
+
+
+def test_a_task_whose_deadline_passes_in_the_inference_threads_queue_is_dropped_not_run(worker):  # noqa: F811
+    """Jobs handed to the thread carry their deadline: one that expired while it waited there
+    comes back as drop_deadline, and nothing is sent on for it."""
+    side, out, spec = worker
+    x = np.zeros(spec.input_shape, dtype=spec.input_dtype)
+    expires = time.monotonic() - 1.0  # past by the time the thread comes to it ...
+    meta = {"id": "t9", "attempt": 0, "source": "s1", "stage": 1, "hops": 0, "resends": 0,
+            "created": 0.0, "_expires": expires}
+    side.backlog.append(Job(meta=meta, x=x, stage=1))
+    side._pump(expires - 10.0)  # ... though not yet when the loop handed it over
+    while side.in_flight():
+        ready, _, _ = select.select(side.wake_fds(), [], [], 30.0)
+        assert ready, "inference thread gave no result within 30 s"
+        side.on_fd(ready[0])
+    assert out.counters["drop_deadline"] == 1
+    assert out.counters["exited"] == 0 and not out.items
