@@ -108,7 +108,7 @@ def test_a_job_past_its_deadline_when_the_thread_takes_it_is_not_run():
     assert all(not done[k].error for k in ("first", "in time", "no deadline"))
 
 
-def test_a_task_whose_deadline_passes_in_the_inference_threads_queue_is_dropped_not_run(worker):  # noqa: F811
+def test_a_task_expiring_in_the_inference_threads_queue_is_dropped_not_run(worker):  # noqa: F811
     """Jobs handed to the thread carry their deadline: one that expired while it waited there
     comes back as drop_deadline, and nothing is sent on for it."""
     side, out, spec = worker
