@@ -45,10 +45,19 @@ def _usage():
     return time.process_time(), ru.ru_minflt
 
 
-def raw_receiver(port: int, out, read: bool) -> None:
+def _tune(on: bool) -> None:
+    """The agent's start-up allocator setting (``agent.ops.malloc``), when ``on``."""
+    if on:
+        from agent.ops.malloc import tune_allocator
+
+        tune_allocator()
+
+
+def raw_receiver(port: int, out, read: bool, tuned: bool = False) -> None:
     import numpy as np
     import zmq
 
+    _tune(tuned)
     ctx = zmq.Context()
     r = ctx.socket(zmq.ROUTER)
     r.setsockopt(zmq.LINGER, 0)
@@ -70,7 +79,8 @@ def raw_receiver(port: int, out, read: bool) -> None:
     ctx.term()
 
 
-def agent_receiver(port: int, ctl_port: int, out, read: bool, profile: str = "") -> None:
+def agent_receiver(port: int, ctl_port: int, out, read: bool, profile: str = "",
+                   tuned: bool = True, ack_each: bool = False) -> None:
     import logging
 
     import zmq
@@ -78,6 +88,7 @@ def agent_receiver(port: int, ctl_port: int, out, read: bool, profile: str = "")
     from agent.net.transport import DATA, Transport
     from agent.protocol import wire
 
+    _tune(tuned)
     logging.basicConfig(level=logging.ERROR)
     prof = None
     if profile:
@@ -89,6 +100,7 @@ def agent_receiver(port: int, ctl_port: int, out, read: bool, profile: str = "")
     t.open()
     n, start, done = 0, None, False
     while not done:
+        keys: dict = {}  # sender -> task keys: one ACK per sender and poll, as the agent sends
         for kind, ident, frames in t.poll(1.0):
             if kind != DATA:
                 continue
@@ -102,10 +114,13 @@ def agent_receiver(port: int, ctl_port: int, out, read: bool, profile: str = "")
             msg = wire.decode(frames)
             x = msg.tensors[0]
             _ = x.sum() if read else x[0]
-            ack = wire.encode(wire.Kind.ACK, "recv",
-                              {"keys": [wire.task_key(msg.fields["id"], msg.fields["attempt"])]})
-            t.reply(ident, ack)
+            keys.setdefault(ident, []).append(wire.task_key(msg.fields["id"],
+                                                            msg.fields["attempt"]))
             n += 1
+            if ack_each:  # the agent before ACKs were batched per poll
+                t.reply(ident, wire.encode(wire.Kind.ACK, "recv", {"keys": keys.pop(ident)}))
+        for ident, ks in keys.items():
+            t.reply(ident, wire.encode(wire.Kind.ACK, "recv", {"keys": ks}))
     end = _usage()
     if prof is not None:
         prof.disable()
@@ -115,9 +130,10 @@ def agent_receiver(port: int, ctl_port: int, out, read: bool, profile: str = "")
     ctx.term()
 
 
-def send_raw(port: int, nbytes: int, seconds: float, window: int) -> float:
+def send_raw(port: int, nbytes: int, seconds: float, window: int, tuned: bool = False) -> float:
     import zmq
 
+    _tune(tuned)
     ctx = zmq.Context()
     d = ctx.socket(zmq.DEALER)
     d.setsockopt(zmq.LINGER, 0)
@@ -144,7 +160,8 @@ def send_raw(port: int, nbytes: int, seconds: float, window: int) -> float:
     return acked * nbytes / dt, cpu / acked * 1e6
 
 
-def send_agent(port: int, ctl_port: int, nbytes: int, seconds: float, window: int) -> float:
+def send_agent(port: int, ctl_port: int, nbytes: int, seconds: float, window: int,
+               tuned: bool = True) -> float:
     import logging
 
     import numpy as np
@@ -154,6 +171,7 @@ def send_agent(port: int, ctl_port: int, nbytes: int, seconds: float, window: in
     from agent.net.transport import REPLY, Transport
     from agent.protocol import wire
 
+    _tune(tuned)
     logging.basicConfig(level=logging.ERROR)
     ctx = zmq.Context()
     peer = Peer("recv", 1, "tcp://127.0.0.1:%d" % ctl_port, "tcp://127.0.0.1:%d" % port)
@@ -173,8 +191,7 @@ def send_agent(port: int, ctl_port: int, nbytes: int, seconds: float, window: in
         got = 0
         for ev in t.poll(5.0):
             if ev[0] == REPLY:
-                wire.decode(ev[2])
-                got += 1
+                got += len(wire.decode(ev[2]).fields["keys"])
         return got
 
     send(0)
@@ -198,19 +215,25 @@ def send_agent(port: int, ctl_port: int, nbytes: int, seconds: float, window: in
     return acked * nbytes / dt, cpu / acked * 1e6
 
 
-def one(mode: str, nbytes: int, seconds: float, window: int, read: bool, profile: str = ""):
+def one(mode: str, nbytes: int, seconds: float, window: int, read: bool, profile: str = "",
+        tuned: bool = False, ack_each: bool = False):
+    """One run: (MB/s, receiver CPU us/msg, receiver faults/msg, sender CPU us/msg).
+
+    ``tuned``: the process pair runs the agent's allocator setting (``agent.ops.malloc``).
+    """
     mpc = mp.get_context("spawn")
     out = mpc.Queue()
     port, ctl = _free_port(), _free_port()
     if mode == "raw":
-        srv = mpc.Process(target=raw_receiver, args=(port, out, read))
+        srv = mpc.Process(target=raw_receiver, args=(port, out, read, tuned))
     else:
-        srv = mpc.Process(target=agent_receiver, args=(port, ctl, out, read, profile))
+        srv = mpc.Process(target=agent_receiver,
+                          args=(port, ctl, out, read, profile, tuned, ack_each))
     srv.start()
     if mode == "raw":
-        rate, tx_us = send_raw(port, nbytes, seconds, window)
+        rate, tx_us = send_raw(port, nbytes, seconds, window, tuned)
     else:
-        rate, tx_us = send_agent(port, ctl, nbytes, seconds, window)
+        rate, tx_us = send_agent(port, ctl, nbytes, seconds, window, tuned)
     n, cpu_s, faults = out.get(timeout=30)
     srv.join(10)
     return rate, cpu_s / max(n, 1) * 1e6, faults / max(n, 1), tx_us
@@ -224,10 +247,19 @@ def main() -> int:
     ap.add_argument("--pairs", type=int, default=3, help="alternated raw/agent runs per size")
     ap.add_argument("--read", action="store_true", help="receivers read every tensor whole")
     ap.add_argument("--profile", default="", help="cProfile file of one agent receiver")
+    ap.add_argument("--agent-untuned", action="store_true",
+                    help="agent processes without the start-up allocator setting (as before it)")
+    ap.add_argument("--raw-tuned", action="store_true",
+                    help="raw processes with the agent's allocator setting too")
+    ap.add_argument("--ack-each", action="store_true",
+                    help="agent receiver ACKs every message on its own (as before batching)")
     args = ap.parse_args()
-    print("machine: %s, %d cores, Python %s; window %d, %g s per run, %d pairs, tensors %s"
+    print("machine: %s, %d cores, Python %s; window %d, %g s per run, %d pairs, tensors %s; "
+          "allocator tuned: agent %s, raw %s; agent ACKs %s"
           % (platform.machine(), os.cpu_count() or 0, platform.python_version(), args.window,
-             args.seconds, args.pairs, "read whole" if args.read else "touched"))
+             args.seconds, args.pairs, "read whole" if args.read else "touched",
+             "no" if args.agent_untuned else "yes", "yes" if args.raw_tuned else "no",
+             "per message" if args.ack_each else "per poll"))
     print("| size | raw MB/s | agent MB/s | agent/raw | raw rx us/msg | agent rx us/msg "
           "| raw rx faults/msg | agent rx faults/msg | raw tx us/msg | agent tx us/msg |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
@@ -235,8 +267,10 @@ def main() -> int:
     for nbytes in sizes:
         raw, ag = [], []
         for _ in range(args.pairs):
-            raw.append(one("raw", nbytes, args.seconds, args.window, args.read))
-            ag.append(one("agent", nbytes, args.seconds, args.window, args.read))
+            raw.append(one("raw", nbytes, args.seconds, args.window, args.read,
+                           tuned=args.raw_tuned))
+            ag.append(one("agent", nbytes, args.seconds, args.window, args.read,
+                          tuned=not args.agent_untuned, ack_each=args.ack_each))
         r = [statistics.median(col) for col in zip(*raw)]
         a = [statistics.median(col) for col in zip(*ag)]
         print("| %d KiB | %.0f | %.0f | %.2f | %.0f | %.0f | %.0f | %.0f | %.0f | %.0f |"
@@ -244,7 +278,8 @@ def main() -> int:
                  r[3], a[3]))
         sys.stdout.flush()
     if args.profile:
-        one("agent", sizes[-1], args.seconds, args.window, args.read, args.profile)
+        one("agent", sizes[-1], args.seconds, args.window, args.read, args.profile,
+            tuned=not args.agent_untuned, ack_each=args.ack_each)
         print("profile of one agent receiver at %d KiB: %s" % (sizes[-1] // 1024, args.profile))
     return 0
 

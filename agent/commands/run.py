@@ -37,8 +37,10 @@ def run(args: argparse.Namespace) -> int:
     # node pulls in numpy, zmq and the engines (0.35 s against 0.03 s)
     from agent.config.node import load_config
     from agent.node.build import serve
+    from agent.ops.malloc import tune_allocator
     from agent.ops.sdnotify import Notifier
 
+    tune_allocator()  # big tensors: reuse receive buffers instead of faulting them in again
     notifier = _Started(Notifier.from_environ(os.environ))
     try:
         cfg = load_config(args.config)

@@ -194,21 +194,28 @@ class Transport:
     def poll(self, timeout_s: float) -> List[Tuple[str, Any, Any]]:
         """Wait up to ``timeout_s`` for input; return the events (possibly none)."""
         # Round up: a timer due in 0.4 ms must not turn into a zero timeout and a spinning loop.
-        ready = dict(self.poller.poll(max(0, int(math.ceil(timeout_s * 1000)))))
+        ready = self.poller.poll(max(0, int(math.ceil(timeout_s * 1000))))
         events: List[Tuple[str, Any, Any]] = []
-        for sock_or_fd in ready:
+        for sock_or_fd, _ in ready:
             if isinstance(sock_or_fd, int):
                 events.append((FD, sock_or_fd, None))
                 continue
+            recv = sock_or_fd.recv
             for i in range(_DRAIN):
                 # After the first message, ask ZeroMQ whether more is queued instead of letting
                 # a recv fail with EAGAIN (an exception per poll costs more than the check).
                 if i and not sock_or_fd.getsockopt(zmq.EVENTS) & zmq.POLLIN:
                     break
                 try:
-                    frames = sock_or_fd.recv_multipart(zmq.NOBLOCK, copy=False)
+                    frame = recv(zmq.NOBLOCK, copy=False)
                 except zmq.Again:
                     break
+                # the rest of a multipart message is there at once (ZeroMQ delivers it whole);
+                # Frame.more costs less than recv_multipart's RCVMORE query per frame
+                frames = [frame]
+                while frame.more:
+                    frame = recv(zmq.NOBLOCK, copy=False)
+                    frames.append(frame)
                 if sock_or_fd in self._monitors:
                     if self._link_down(frames):
                         events.append((LINK_DOWN, self._monitors[sock_or_fd], None))

@@ -21,8 +21,13 @@ processes count); any other engine (a GPU, a thread pool) by the wall clock arou
 lock waits included, since its work is not on this thread. An emulated device's service time
 is flops / emulated mu (or the engine's own time, if that is longer), not the sleep measured.
 
-The hand-off costs one ``SimpleQueue.put`` (C, no Python-level lock) per job and one pipe
-byte per finished job; ``queued`` is a counter changed only by the I/O thread. A failed job is
+The hand-off costs one ``SimpleQueue.put`` (C, no Python-level lock) per job and at most one
+pipe byte per batch of finished jobs: the thread writes a byte only when the I/O loop has
+taken everything it signalled before (``take_done`` clears the flag before it empties the
+deque, so no job is left without a byte to wake the loop). ``queued`` is a counter changed
+only by the I/O thread. A job past its ``expires`` (monotonic; 0: none) when the thread comes
+to it is not run: it comes back failed with reason ``deadline``, so a worker can hand the
+thread several jobs at once without running tasks whose source has given up. A failed job is
 counted by the loop (``Done.reason``); the thread logs the first failure and then at most one
 line per ``FAILURE_LOG_INTERVAL_S`` with the number left unlogged, so a flood of bad jobs
 cannot flood the log.
@@ -55,6 +60,7 @@ class Job:
     meta: Any
     x: np.ndarray
     stage: int = 0  # 0 = the worker's only stage
+    expires: float = 0.0  # clock() time past which it is not run (0: no deadline)
 
 
 @dataclass
@@ -68,7 +74,8 @@ class Done:
     service_time_s: float  # time the task kept the engine busy (see the module docstring)
     engine_time_s: float = 0.0  # the real engine call's share of it, same clock
     error: str = ""  # non-empty when the job failed (the exception's type name)
-    reason: str = ""  # why it failed, the drop counter's suffix: engine_error or unknown_stage
+    reason: str = ""  # why it failed, the drop counter's suffix: engine_error, unknown_stage
+    # or deadline
 
 
 def on_calling_thread(engine: Any) -> bool:
@@ -108,6 +115,8 @@ class InferenceThread:
         self._rfd, self._wfd = os.pipe()
         os.set_blocking(self._rfd, False)
         self._busy = 0  # changed by the I/O thread only (submit, take_done)
+        # a wake-up byte is on its way (set by the thread, cleared by take_done)
+        self._signalled = False
         self._failure_logged_at: Optional[float] = None  # clock() of the last failure line
         self._failures_unlogged = 0
         self._thread = threading.Thread(target=self._run, name="inference", daemon=True)
@@ -140,10 +149,10 @@ class InferenceThread:
     def take_done(self) -> List[Done]:
         """Drain the wake-up pipe and return every finished job (call when ``wake_fd`` is ready)."""
         try:
-            while os.read(self._rfd, 4096):
-                pass
+            os.read(self._rfd, 4096)  # one byte per batch (module docstring): one read empties it
         except BlockingIOError:
             pass
+        self._signalled = False  # before emptying the deque: a job added after gets its byte
         out: List[Done] = []
         pop = self._done.popleft
         try:
@@ -182,7 +191,7 @@ class InferenceThread:
         conf = cls = None
         if out.logits is not None:
             c, k = softmax_confidence(np.asarray(out.logits).reshape(1, -1))
-            conf, cls = float(np.ravel(c)[0]), int(np.ravel(k)[0])
+            conf, cls = float(c[0]), int(k[0])
         feats = out.features
         if feats is not None:
             feats = np.ascontiguousarray(feats)
@@ -213,19 +222,29 @@ class InferenceThread:
             job = self._jobs.get()
             if job is None:
                 return
-            try:
-                done = self.run_one(job.x, job.stage)
-                done.meta = job.meta
-            except UnknownStage as exc:  # a routing error, not the engine's: counted apart
-                self._log_failure("task dropped: %s", exc)
-                done = Done(job.meta, None, None, None, 0.0, error=type(exc).__name__,
-                            reason="unknown_stage")
-            except Exception as exc:  # engine errors must not kill the thread; counted by the loop
-                self._log_failure("engine failed on a task: %s", exc)
-                done = Done(job.meta, None, None, None, 0.0, error=type(exc).__name__,
-                            reason="engine_error")
+            if job.expires and self.clock() >= job.expires:  # its source has given up on it
+                done = Done(job.meta, None, None, None, 0.0, error="expired", reason="deadline")
+            else:
+                done = self._run_job(job)
             self._done.append(done)
-            try:
-                os.write(self._wfd, b"x")
-            except OSError:  # pipe closed during shutdown
-                return
+            if not self._signalled:  # else the loop is yet to take the batch this one joins
+                self._signalled = True
+                try:
+                    os.write(self._wfd, b"x")
+                except OSError:  # pipe closed during shutdown
+                    return
+
+    def _run_job(self, job: Job) -> Done:
+        """Run one job; an engine failure comes back as a failed ``Done``, never raised."""
+        try:
+            done = self.run_one(job.x, job.stage)
+        except UnknownStage as exc:  # a routing error, not the engine's: counted apart
+            self._log_failure("task dropped: %s", exc)
+            return Done(job.meta, None, None, None, 0.0, error=type(exc).__name__,
+                        reason="unknown_stage")
+        except Exception as exc:  # engine errors must not kill the thread; counted by the loop
+            self._log_failure("engine failed on a task: %s", exc)
+            return Done(job.meta, None, None, None, 0.0, error=type(exc).__name__,
+                        reason="engine_error")
+        done.meta = job.meta
+        return done

@@ -37,7 +37,10 @@ from agent.ops.metrics import NullMetrics
 from agent.policies.api import AgentPolicy, TaskInfo
 
 SEEN_KEYS = 100_000  # task ids remembered for duplicate detection
-ENGINE_DEPTH = 2  # jobs handed to the inference thread at a time (one running, one ready)
+# jobs handed to the inference thread at a time: it runs them back to back while the loop
+# sleeps or reads (2 cost a thread switch per task on a busy core; the thread drops a job whose
+# deadline passed while it waited there)
+ENGINE_DEPTH = 8
 EXPIRES = "_expires"  # a job's monotonic deadline in its meta (never sent: popped first)
 
 
@@ -163,6 +166,7 @@ class WorkerSide(Role):
             if (job.meta.get(EXPIRES) or math.inf) <= now:  # 0: no deadline
                 self.out.drop("deadline")
                 continue
+            job.expires = job.meta.get(EXPIRES) or 0.0  # the thread drops it if still queued then
             self.runner.submit(job)
 
     # -- after inference ---------------------------------------------------------------------

@@ -215,15 +215,18 @@ def _check_type(name: str, value: Any, want: type) -> Any:
     return value
 
 
+_MAX_DIM = 2 ** 31
+_isfinite = math.isfinite
+
+
 def _tensor(desc: Any, frame: Any) -> np.ndarray:
     if not isinstance(desc, list) or len(desc) != 2:
         raise WireError("bad_tensor", "descriptor must be [dtype, shape]")
     dtype, shape = desc
     if dtype not in DTYPES:
         raise WireError("bad_tensor", "dtype %r not allowed" % (dtype,))
-    if (not isinstance(shape, list) or len(shape) > MAX_DIMS
-            or not all(isinstance(d, int) and not isinstance(d, bool) and 0 <= d < 2 ** 31
-                       for d in shape)):
+    if (type(shape) is not list or len(shape) > MAX_DIMS  # msgpack: plain list and int
+            or not all(type(d) is int and 0 <= d < _MAX_DIM for d in shape)):
         raise WireError("bad_tensor", "shape must be a list of at most %d dims" % MAX_DIMS)
     buf = memoryview(frame)
     dt = _NUMPY_DTYPES[dtype]
@@ -270,9 +273,14 @@ def decode(frames: Sequence[Any]) -> Message:
     rnd = _check_type("round", header.get("round"), int)
     out: Dict[str, Any] = {}
     for name, want in SCHEMA[kind].items():
-        if name not in header:
-            raise WireError("bad_field", "%s lacks %s" % (kind.name, name))
-        out[name] = _check_type(name, header[name], want)
+        try:
+            value = header[name]
+        except KeyError:
+            raise WireError("bad_field", "%s lacks %s" % (kind.name, name)) from None
+        t = type(value)  # the common case, an exact type in range, without a call
+        if t is not want or (t is int and value < 0) or (t is float and not _isfinite(value)):
+            value = _check_type(name, value, want)
+        out[name] = value
     for name, want in OPTIONAL.get(kind, {}).items():
         if name in header:
             out[name] = _check_type(name, header[name], want)

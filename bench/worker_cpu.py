@@ -1,0 +1,243 @@
+"""Worker CPU per task: a real worker agent next to a raw pyzmq loop with the same messages.
+
+The worker is a real ``edge-agent run`` process serving the last stage of the demo bundle
+(stage 4: onnxruntime, one intra-op thread, ~25 us per task, every task exits there), with all
+its threads pinned to one core (``os.sched_setaffinity`` on every thread id). This process is
+the worker's neighbours, on the other core: its stage-3 predecessor (a DEALER with routing id
+``w3a`` that keeps ``--window`` TASKs in flight) and the source (a ROUTER bound at ``s1``'s
+data address that takes each RESULT and ACKs it). Per task the worker gets a TASK and sends
+its ACK back, runs the engine, sends a RESULT and gets that RESULT's ACK.
+
+``raw`` runs the same exchange in a plain pyzmq process pinned the same way: a ROUTER takes
+the TASK (the same bytes) and answers a 3-byte ACK, the same onnxruntime engine runs inline on
+the tensor, a DEALER sends a RESULT (a constant header of the same size) and reads its ACK.
+
+Figures per run: tasks/s completed and the pinned process's CPU per task (user + system of all
+its threads, from ``/proc/<pid>/stat``) over ``--seconds`` after a warm-up. Raw and agent runs
+alternate (``--pairs``); the table gives medians. Goal: agent CPU per task <= 1.3x raw, and
+>= 12,000 tasks/s on one core.
+
+    python3 bench/worker_cpu.py [--seconds 3] [--pairs 3] [--window 16] [--core 0] [--threads]
+
+``--core -1`` leaves every process free to run on any core (the kernel's choice).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+import msgpack
+
+from _local import Local, chain_topology, machine
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def _cpu_s(pid: int) -> float:
+    """User + system CPU seconds of every thread of ``pid`` so far."""
+    with open("/proc/%d/stat" % pid) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _threads_s(pid: int) -> dict:
+    """CPU seconds so far of each thread of ``pid``, by thread name (names summed)."""
+    out: dict = {}
+    for tid in os.listdir("/proc/%d/task" % pid):
+        try:
+            with open("/proc/%d/task/%s/stat" % (pid, tid)) as f:
+                st = f.read()
+        except OSError:
+            continue
+        name = st[st.index("(") + 1:st.rindex(")")]
+        name = {"python": "main+inference"}.get(name, name)
+        fields = st.rsplit(")", 1)[1].split()
+        out[name] = out.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / os.sysconf(
+            "SC_CLK_TCK")
+    return out
+
+
+def _pin(pid: int, core: int) -> None:
+    """Pin every thread of ``pid`` (libzmq's and the inference thread included) to ``core``."""
+    for tid in os.listdir("/proc/%d/task" % pid):
+        os.sched_setaffinity(int(tid), {core})
+
+
+def drive(worker_data: str, source_data: str, x, seconds: float, window: int, pid: int,
+          warmup_s: float = 1.0):
+    """Feed the worker at ``worker_data`` as w3a, take its RESULTs as s1 at ``source_data``;
+    return (tasks/s, CPU us per task of ``pid``) over ``seconds`` after ``warmup_s``."""
+    import zmq
+
+    from agent.protocol import wire
+
+    ctx = zmq.Context()
+    d = ctx.socket(zmq.DEALER)
+    d.setsockopt(zmq.ROUTING_ID, b"w3a")
+    d.setsockopt(zmq.LINGER, 0)
+    d.connect(worker_data)
+    r = ctx.socket(zmq.ROUTER)
+    r.setsockopt(zmq.LINGER, 0)
+    r.bind(source_data)
+    poller = zmq.Poller()
+    poller.register(d, zmq.POLLIN)
+    poller.register(r, zmq.POLLIN)
+    sent = done = 0
+    marks = []  # (time, results, cpu) at the window's start and end
+    start = time.monotonic()
+    t_mark = start + warmup_s
+    try:
+        while True:
+            while sent - done < window:
+                sent += 1
+                d.send_multipart(wire.encode(wire.Kind.TASK, "w3a", {
+                    "id": "t%d" % sent, "source": "s1", "stage": 4, "attempt": 0,
+                    "created": time.time(), "hops": 3, "resends": 0}, [x]), copy=False)
+            for sock, _ in poller.poll(5000):
+                while True:
+                    try:
+                        frames = sock.recv_multipart(zmq.NOBLOCK)
+                    except zmq.Again:
+                        break
+                    if sock is r:  # a RESULT from the worker: ACK it as the source would
+                        h = msgpack.unpackb(frames[1], raw=False)
+                        key = "R:" + wire.task_key(h["id"], h["attempt"])
+                        r.send_multipart([frames[0]] + wire.encode(wire.Kind.ACK, "s1",
+                                                                   {"keys": [key]}))
+                        done += 1
+            now = time.monotonic()
+            if now >= t_mark:
+                marks.append((now, done, _cpu_s(pid), _threads_s(pid)))
+                if len(marks) == 2:
+                    break
+                t_mark = now + seconds
+            if now > start + warmup_s + seconds + 30:
+                raise RuntimeError("the worker stopped answering (%d results)" % done)
+    finally:
+        d.close()
+        r.close()
+        ctx.term()
+    (t0, n0, c0, th0), (t1, n1, c1, th1) = marks
+    n = max(n1 - n0, 1)
+    per_thread = {k: (v - th0.get(k, 0.0)) / n * 1e6 for k, v in th1.items()}
+    return (n1 - n0) / (t1 - t0), (c1 - c0) / n * 1e6, per_thread
+
+
+def raw_worker(data_bind: str, source_data: str, model: str) -> None:
+    """The raw pyzmq equivalent of the worker: ACK, engine inline, RESULT, its ACK."""
+    import numpy as np
+    import zmq
+
+    sys.path.insert(0, os.path.join(HERE, ".."))
+    from agent.protocol import wire
+    from engines.bundle import load_bundle
+    from engines.loader import load_engine
+
+    spec = load_bundle(model).stage(4)
+    engine = load_engine(spec, backend="onnxruntime", threads=1)
+    result = wire.encode(wire.Kind.RESULT, "w4a", {
+        "id": "t0000000", "attempt": 0, "source": "s1", "exit_stage": 4, "cls": 3,
+        "confidence": 0.5, "worker": "w4a", "hops": 4, "resends": 0, "created": time.time()})
+    ctx = zmq.Context()
+    r = ctx.socket(zmq.ROUTER)
+    r.setsockopt(zmq.LINGER, 0)
+    r.bind(data_bind)
+    d = ctx.socket(zmq.DEALER)
+    d.setsockopt(zmq.ROUTING_ID, b"w4a")
+    d.setsockopt(zmq.LINGER, 0)
+    d.connect(source_data)
+    poller = zmq.Poller()
+    poller.register(r, zmq.POLLIN)
+    poller.register(d, zmq.POLLIN)
+    shape = tuple(spec.input_shape)
+    print("ready", flush=True)
+    while True:
+        for sock, _ in poller.poll(1000):
+            while True:
+                try:
+                    frames = sock.recv_multipart(zmq.NOBLOCK, copy=False)
+                except zmq.Again:
+                    break
+                if sock is d:
+                    continue  # the RESULT's ACK
+                r.send_multipart([frames[0], b"ack"], copy=False)
+                x = np.frombuffer(memoryview(frames[2]), dtype=np.float32).reshape(shape)
+                engine.run(x)
+                d.send_multipart(result, copy=False)
+
+
+def one(mode: str, seconds: float, window: int, core: int):
+    """One run of ``mode`` (raw or agent): (tasks/s, CPU us per task, {thread: us per task})."""
+    import numpy as np
+
+    from engines.demo import DEMO_BUNDLE_DIR
+
+    x = np.random.default_rng(0).standard_normal((1, 32, 7, 7)).astype(np.float32)
+    topo = chain_topology([1, 1, 1, 1], agent={"result_timeout_s": 60.0})
+    run = Local(topo, "fixed", rate=1.0, load_s=1.0)
+    wcfg, scfg = run.cfgs["w4a"], run.cfgs["s1"]
+    proc = None
+    try:
+        if mode == "agent":
+            run.agents.write({"w4a": wcfg})
+            run.agents.start(["w4a"])
+            pid = run.agents.procs["w4a"].pid
+        else:
+            proc = subprocess.Popen([sys.executable, os.path.abspath(__file__), "--raw-child",
+                                     wcfg.data_bind, scfg.data_bind, DEMO_BUNDLE_DIR],
+                                    stdout=subprocess.PIPE, text=True)
+            proc.stdout.readline()
+            pid = proc.pid
+        if core >= 0:
+            _pin(pid, core)
+            os.sched_setaffinity(0, set(os.sched_getaffinity(0)) - {core} or {core})
+        return drive(wcfg.data_bind, scfg.data_bind, x, seconds, window, pid)
+    finally:
+        if proc is not None:
+            proc.kill()
+            proc.wait()
+        run.close()
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--seconds", type=float, default=3.0, help="measuring time per run")
+    ap.add_argument("--pairs", type=int, default=3, help="alternated raw/agent runs")
+    ap.add_argument("--window", type=int, default=16, help="tasks in flight to the worker")
+    ap.add_argument("--core", type=int, default=0,
+                    help="the core the worker is pinned to (-1: not pinned, nor is the driver)")
+    ap.add_argument("--threads", action="store_true", help="also print CPU per task by thread")
+    ap.add_argument("--raw-child", nargs=3, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.raw_child:
+        raw_worker(*args.raw_child)
+        return 0
+    print("machine: %s; window %d, %g s per run, %d pairs, worker on core %d"
+          % (machine(), args.window, args.seconds, args.pairs, args.core))
+    print("| run | raw tasks/s | agent tasks/s | raw CPU us/task | agent CPU us/task | ratio |")
+    print("| --- | --- | --- | --- | --- | --- |")
+    raw, ag = [], []
+    for i in range(args.pairs):
+        raw.append(one("raw", args.seconds, args.window, args.core))
+        ag.append(one("agent", args.seconds, args.window, args.core))
+        print("| %d | %.0f | %.0f | %.1f | %.1f | %.2fx |" % (
+            i + 1, raw[-1][0], ag[-1][0], raw[-1][1], ag[-1][1], ag[-1][1] / raw[-1][1]))
+        if args.threads:
+            for mode, res in (("raw", raw[-1]), ("agent", ag[-1])):
+                print("  %s: %s" % (mode, ", ".join("%s %.0f us" % kv for kv in
+                                                    sorted(res[2].items()) if kv[1] >= 0.5)))
+        sys.stdout.flush()
+    r = [statistics.median(c) for c in list(zip(*raw))[:2]]
+    a = [statistics.median(c) for c in list(zip(*ag))[:2]]
+    print("| median | %.0f | %.0f | %.1f | %.1f | %.2fx |" % (r[0], a[0], r[1], a[1], a[1] / r[1]))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
