@@ -45,11 +45,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "or fixed (neither); default: the topology's knobs")
     parser.add_argument("--policies", default=DEFAULT_POLICIES,
                         help="comma-separated policies to compare (default %s)" % DEFAULT_POLICIES)
-    parser.add_argument("--rates", default=DEFAULT_RATES,
+    parser.add_argument("--rates", default=None,
                         # argparse %-expands help texts: every literal % is written %%
                         help="comma-separated total arrival rates over all sources: tasks/s, or "
-                             "N%% of the topology's capacity (default "
-                             + DEFAULT_RATES.replace("%", "%%") + ")")
+                             "N%% of the topology's capacity (default: the topology's \"rates\", "
+                             "else " + DEFAULT_RATES.replace("%", "%%") + ")")
     parser.add_argument("--duration", type=float, default=6.0, metavar="S",
                         help="measured seconds of load per run, after the topology's warm-up "
                              "(default 6)")
@@ -116,7 +116,7 @@ def run(args: argparse.Namespace) -> int:
     stages = bundle_stages(bundle)
     check_against_bundle(topo, stages)
     cap = capacity_tasks_s(topo, stages, default_remaining(topo, bundle))
-    rates = parse_rates(args.rates, cap)
+    rates = parse_rates(args.rates or topo.rates or DEFAULT_RATES, cap)
     out_dir = new_run_dir(os.path.abspath(args.out))
     lock = RunLock(out_dir)
     settings = TestbedSettings(duration_s=float(args.duration), out_dir=out_dir)

@@ -28,6 +28,7 @@ from agent.policies import api
 from agent.policies.baselines import plans as baselines
 from agent.policies.baselines.agent import BaselinePolicy, parse_baseline_knobs
 from agent.policies.dimee import replay as dimee_replay
+from agent.policies.dimee.agent import DimeePolicy, parse_agent_knobs as parse_dimee_agent_knobs
 from agent.policies.dtoee import sim as dtoee_sim
 from agent.policies.dtoee.agent import DtoeePolicy
 from agent.policies.dtoee.knobs import KNOB_NAMES, DtoeeParams, parse_agent_knobs, parse_knobs
@@ -36,6 +37,7 @@ from agent.policies.mdi_exit.agent import MdiExitPolicy
 from agent.policies.mdi_exit.rules import POLICY_NAME as MDI_EXIT, params_from_knobs
 from agent.policies.mdi_exit.sim import MdiExitSimPolicy
 from agent.policies.mlci import replay as mlci_replay
+from agent.policies.mlci.agent import MlciPolicy, parse_agent_knobs as parse_mlci_agent_knobs
 from agent.policies.model import PolicyResult
 from agent.policies.setting import Scenario, ScenarioError
 from agent.policies.sim_api import PlannerPolicy, SimPolicy, decision_from_result
@@ -258,3 +260,12 @@ for _name, _summary in (
     register(PolicyRow(_name, _summary, not_in_agent=_REPLAY_ONLY % _name,
                        planner=(lambda m, n: lambda s, q: m.planner(s, n))(_mod, _name),
                        scenario_knobs=("dimee",) if _mod is dimee_replay else ("mlci",)))
+
+# DIMEE and MLCI on nodes: their agent adapters (the rows above keep plan and simulate)
+_AGENT_CLASSES = {"dimee": (DimeePolicy, parse_dimee_agent_knobs),
+                  "mlci": (MlciPolicy, parse_mlci_agent_knobs)}
+for _name in ("dimee", "dimee-f", "mlci", "tabi", "mlci-noens"):
+    _cls, _knobs = _AGENT_CLASSES["dimee" if _name.startswith("dimee") else "mlci"]
+    register(dataclasses.replace(
+        _ROWS[_name], not_in_agent="", agent_knobs=lambda k, w, e, p=_knobs: p(k, w),
+        agent=(lambda c, n: lambda th, k, s: c(th, k, s, name=n))(_cls, _name)), replace=True)
