@@ -138,6 +138,19 @@ def first_unreachable_stage(view: NodeView) -> int:
     return 0 if 0 in onward else min(onward)
 
 
+def first_group(groups: Sequence[Sequence[str]], alive: Sequence[str],
+                exclude: Sequence[str] = ()) -> Tuple[int, List[str]]:
+    """(index, members) of the first group of peer ids with an alive member not in ``exclude``;
+    when every such member was tried, the first group with any alive member; (-1, []) when
+    none is alive. Tiered policies (DIMEE's tiers, MLCI's levels) route with it."""
+    for pass_exclude in (exclude, ()):
+        for i, ids in enumerate(groups):
+            cands = [s for s in alive if s in ids and s not in pass_exclude]
+            if cands:
+                return i, cands
+    return -1, []
+
+
 @dataclass
 class TaskInfo:
     """What a policy learns about one task when routing it."""
@@ -282,6 +295,37 @@ class AgentPolicy:
         """Take back a ``snapshot``; invalid entries are ignored."""
         th = thresholds_from_wire(state.get("thresholds"))
         self._thresholds.update({h: c for h, c in th.items() if h in self._thresholds})
+
+
+class TieredPolicy(AgentPolicy):
+    """Base of policies that route a task to a group of workers (DIMEE's tiers, MLCI's levels):
+    ``pick`` takes the first group in the given order with an alive member (``first_group``).
+
+    A node starts serving before it has heard every neighbour: during its first
+    ``heartbeat_interval_s * neighbour_timeout_rounds`` (the time after which a silent
+    neighbour counts as gone), a task whose own group has not been heard from yet waits for it
+    (None: the node offers it again on each tick) instead of going to the next group.
+    """
+
+    def configure(self, cfg: Any, view: NodeView) -> None:
+        self._grace_s = float(cfg.heartbeat_interval_s) * int(cfg.neighbour_timeout_rounds)
+        self._since: Optional[float] = None
+        self._settled = False
+
+    def on_tick(self, view: NodeView, now: float) -> List[Outgoing]:
+        if self._since is None:
+            self._since = now
+        self._settled = self._settled or now - self._since >= self._grace_s
+        return []
+
+    def pick(self, groups: Sequence[Sequence[str]], view: NodeView, stage: int,
+             exclude: Sequence[str] = ()) -> Tuple[int, Optional[str]]:
+        """(index of the group, peer) for a task of ``stage``: a uniform pick in the first
+        group with an alive member; (-1, None) to keep the task waiting."""
+        i, cands = first_group(groups, view.alive_successors(stage), exclude)
+        if not cands or (i > 0 and not getattr(self, "_settled", True)):
+            return -1, None
+        return i, self.rng.choice(cands)
 
 
 def parse_fixed_knobs(knobs: Mapping[str, Any], where: str = "policy_knobs",

@@ -27,7 +27,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence
 import numpy as np
 
 from agent.config.fields import Fields
-from agent.policies.api import AgentPolicy, NodeView, TaskInfo
+from agent.policies.api import NodeView, TaskInfo, TieredPolicy
 from agent.policies.dimee import replay as dimee_replay
 from agent.policies.dimee import rules as R
 from engines.embedding import embed_as_stored
@@ -65,7 +65,7 @@ def parse_agent_knobs(knobs: Mapping[str, Any], where: str = "policy_knobs",
     return params, parse_tiers(knobs, where)
 
 
-class DimeePolicy(AgentPolicy):
+class DimeePolicy(TieredPolicy):
     """``dimee`` (Ours-D) and ``dimee-f`` (Ours-F, ``adaptive`` false) on a node."""
 
     name = R.POLICY_NAME
@@ -93,6 +93,7 @@ class DimeePolicy(AgentPolicy):
 
     def configure(self, cfg: Any, view: NodeView) -> None:
         """Fit alpha* and the pools from the bundle's exit profile; check this tier's stages."""
+        super().configure(cfg, view)
         profile = view.exit_profile
         if profile is None:
             raise R.DimeeParamsError("policy dimee: the bundle has no exit profile to fit "
@@ -148,16 +149,10 @@ class DimeePolicy(AgentPolicy):
         if view.role != "source":
             return super().choose_successor(task, view, exclude)
         tier = self._tier_of.get(task.id, R.CLOUD)
-        alive = view.alive_successors(task.stage)
-        for t in FALLBACK[tier]:
-            names = self.tiers[R.TIERS[t]]
-            cands = [s for s in alive if s in names and s not in exclude] or \
-                [s for s in alive if s in names]
-            if cands:
-                if t != tier:
-                    self.fallbacks += 1
-                return self.rng.choice(cands)
-        return None
+        i, peer = self.pick([self.tiers[R.TIERS[t]] for t in FALLBACK[tier]], view, task.stage,
+                            exclude)
+        self.fallbacks += i > 0
+        return peer
 
     def snapshot(self) -> Dict[str, Any]:
         state = super().snapshot()

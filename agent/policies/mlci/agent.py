@@ -30,8 +30,8 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 import numpy as np
 
-from agent.policies.api import (ANSWER, CONTINUE, ESCALATE, AgentPolicy, HeadAction, HeadInfo,
-                                NodeView, TaskInfo)
+from agent.policies.api import (ANSWER, CONTINUE, ESCALATE, HeadAction, HeadInfo, NodeView,
+                                TaskInfo, TieredPolicy)
 from agent.policies.mlci import replay as mlci_replay
 from agent.policies.mlci import rules as R
 
@@ -42,7 +42,7 @@ def parse_agent_knobs(knobs: Mapping[str, Any], where: str = "policy_knobs",
     return R.params_from_knobs(knobs, where)
 
 
-class MlciPolicy(AgentPolicy):
+class MlciPolicy(TieredPolicy):
     """``mlci``, ``tabi`` (tau 0) and ``mlci-noens`` (no ensemble) on a node."""
 
     name = R.POLICY_NAME
@@ -70,6 +70,7 @@ class MlciPolicy(AgentPolicy):
 
     def configure(self, cfg: Any, view: NodeView) -> None:
         """Fit temperatures and this level's weight; check this level's stages."""
+        super().configure(cfg, view)
         profile = view.exit_profile
         if profile is None:
             raise R.MlciParamsError("policy %s: the bundle has no exit profile (format 2) to "
@@ -149,13 +150,7 @@ class MlciPolicy(AgentPolicy):
         """A new or escalated task: an alive worker of the next level up that is alive."""
         if task.stage != 1:
             return super().choose_successor(task, view, exclude)
-        alive = view.alive_successors(1)
-        for ids in self.params.levels[self.level + 1:]:
-            cands = [s for s in alive if s in ids and s not in exclude] or \
-                [s for s in alive if s in ids]
-            if cands:
-                return self.rng.choice(cands)
-        return None
+        return self.pick(self.params.levels[self.level + 1:], view, 1, exclude)[1]
 
     def snapshot(self) -> Dict[str, Any]:
         state = super().snapshot()
