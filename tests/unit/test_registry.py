@@ -18,7 +18,8 @@ ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 def test_each_part_gets_the_names_that_run_there():
     """Agent, simulator and plan names come from the same rows."""
-    assert set(registry.names("agent")) == {"dtoee", "cf", "bf", "mdi-exit", "fixed"}
+    assert set(registry.names("agent")) == {"dtoee", "cf", "bf", "mdi-exit", "fixed", "dimee",
+                                            "dimee-f", "mlci", "tabi", "mlci-noens"}
     assert set(registry.names("sim")) == {"dtoee", "dtoee-cX", "cf", "bf", "ngto", "ga",
                                           "mdi-exit"}
     assert set(registry.names("planner")) == {"dtoee", "cf", "bf", "ngto", "ga", "optimum",
@@ -93,12 +94,10 @@ def test_api_imports_no_policy_folder():
 
 
 def test_replay_only_policies_are_refused_by_the_agent_and_simulator_in_one_line():
-    """DIMEE and MLCI run in plan only so far: asking a node or the simulator for them is one
-    line that says so, not a crash."""
+    """DIMEE and MLCI run on nodes (their agent adapters, under their own names) and in plan;
+    asking the simulator for them is one line that says so, not a crash."""
     for name in ("dimee", "dimee-f", "mlci", "tabi", "mlci-noens"):
-        with pytest.raises(UsageError, match=r"^policy: policy '%s' cannot run on a node: not "
-                                             r"yet: .*replay and plan only" % name):
-            registry.make_policy(name, {}, {})
+        assert registry.make_policy(name, {}, {}).name == name
         with pytest.raises(UsageError, match=r"^--policies: policy '%s' cannot run in the "
                                              r"simulator" % name):
             registry.make_sim_policy(name)
