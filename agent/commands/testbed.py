@@ -35,9 +35,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--topology", metavar="FILE", default=None,
                         help="topology JSON or the name of a shipped one (default, mdi-local, "
                              "mdi-2-node, mdi-3-node-mesh, mdi-3-node-circular, mdi-5-node-mesh; "
-                             "an mdi name + \"-noee\" turns early exit off); default: the "
-                             "shipped heterogeneous topology on the demo bundle; with a "
-                             "\"fleet\" object it drives agents already running elsewhere")
+                             "dimee, mlci; an mdi name + \"-noee\" turns early exit off); "
+                             "default: the shipped heterogeneous topology on the demo bundle; "
+                             "with a \"fleet\" object it drives agents already running elsewhere")
     parser.add_argument("--mdi-mode", choices=sorted(MDI_MODES), default=None,
                         help="mdi-exit scenario: admission (Alg. 3 at the sources: the camera "
                              "produces at --rates, one arrival per mu is admitted and the rest "
