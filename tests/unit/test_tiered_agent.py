@@ -277,3 +277,18 @@ def test_topology_terminal_worker_needs_no_link_and_may_send_none():
     obj = _topology(terminal=False)
     with pytest.raises(TopologyError, match="no link"):
         parse_topology(obj)
+
+
+def test_shipped_dimee_and_mlci_topologies_default_to_tasks_per_second_on_test_rows():
+    """The shipped ``dimee`` and ``mlci`` topologies load, set their own default rates in
+    tasks/s (their tasks do not visit every stage, so ``N%`` of the capacity would not fit),
+    draw test rows, and hold the spec's prefixes; DIMEE's mobile and edge are terminal."""
+    from agent.testbed.topology import load_topology
+
+    dimee, mlci = load_topology("dimee"), load_topology("mlci")
+    for topo in (dimee, mlci):
+        assert topo.rates == "5,10" and topo.agent["replay_rows"] == "test"
+    assert {w.id: (w.stages, w.terminal) for w in dimee.workers} == {
+        "mobile": ((1, 1), True), "edge": ((1, 2), True), "cloud": ((1, 4), False)}
+    assert {w.id: w.stages for w in mlci.workers} == {"end": (1, 1), "edge": (1, 3),
+                                                      "cloud": (1, 4)}
