@@ -292,3 +292,36 @@ def test_shipped_dimee_and_mlci_topologies_default_to_tasks_per_second_on_test_r
         "mobile": ((1, 1), True), "edge": ((1, 2), True), "cloud": ((1, 4), False)}
     assert {w.id: w.stages for w in mlci.workers} == {"end": (1, 1), "edge": (1, 3),
                                                       "cloud": (1, 4)}
+
+
+def test_mlci_level_continues_by_patience_then_escalates_or_the_top_answers_the_ensemble():
+    """MLCI on a level worker: CONTINUE while the patience counter is below p; at the model's
+    exit a confidence at or below t is always offloaded (p(x) = 1) with the running ensemble;
+    the top level answers the ensemble's class with RESULT ``level``; a malformed incoming
+    ensemble is counted and the level starts afresh."""
+    from agent.policies.mlci.agent import MlciPolicy
+
+    edge = NodeView("edge", "worker", 1, 4, BUNDLE_FLOPS, (3136.0,) * 4, (1, 2, 3), ("cloud",),
+                    (), {}, exit_profile=PROFILE, last_stage=3)
+    pol = MlciPolicy({}, {}, seed=0)
+    pol.configure(_Cfg(), edge)
+    flat = np.zeros(10, np.float32)  # softmax 0.1 each: conf 0.1 <= t
+    local: dict = {}
+    first = pol.on_head(HeadInfo("t", 0, 1, 0.1, 0, flat, {}, local, False), edge)
+    assert first.kind == CONTINUE  # one head seen: no difference to compare yet
+    assert pol.on_head(HeadInfo("t", 0, 2, 0.5, 0, flat, {}, local, False), edge).kind == CONTINUE
+    up = pol.on_head(HeadInfo("t", 0, 3, 0.5, 0, flat, {}, local, False), edge)  # diff 0 < tau
+    assert up.kind == ESCALATE and up.fields["level"] == 2
+    assert np.allclose(up.fields["ens"], pol.weight * 0.1) and up.fields["ens_w"] == pol.weight
+    cloud = NodeView("cloud", "worker", 1, 4, BUNDLE_FLOPS, (3136.0,) * 4, (1, 2, 3), (), (),
+                     {}, exit_profile=PROFILE, last_stage=4)
+    top = MlciPolicy({}, {}, seed=0)
+    top.configure(_Cfg(), cloud)
+    logits = np.eye(10, dtype=np.float32)[3] * 5
+    ens = [0.0] * 9 + [5.0]
+    ans = top.on_head(HeadInfo("t", 0, 4, 0.9, 3, logits, {"ens": ens, "ens_w": 1.0}, {}, True),
+                      cloud)
+    assert ans.kind == ANSWER and ans.fields == {"level": 2} and ans.cls == 9
+    bad = top.on_head(HeadInfo("u", 0, 4, 0.9, 3, logits, {"ens": [1.0], "ens_w": 1.0}, {},
+                               True), cloud)
+    assert bad.cls == 3 and top.bad_ensemble == 1

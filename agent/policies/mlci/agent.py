@@ -60,6 +60,7 @@ class MlciPolicy(TieredPolicy):
         self.weight = 1.0
         self.escalated = 0
         self.answered = 0
+        self.bad_ensemble = 0  # escalated tasks whose ens/ens_w did not fit (counted, not fatal)
 
     def level_of(self, node_id: str) -> int:
         """The level index of ``node_id`` (-1: in none)."""
@@ -117,6 +118,8 @@ class MlciPolicy(TieredPolicy):
             return HeadAction(ANSWER, fields={"level": self.level})
         probs = R.softmax(head.logits)
         vec = self._incoming(head.fields, len(probs))
+        if vec is None and "ens" in head.fields:
+            self.bad_ensemble += 1  # malformed (length, weight): this level starts afresh
         wsum = 0.0 if vec is None else float(head.fields["ens_w"])
         vec, wsum = R.ensemble_add(vec, wsum, self.weight, probs)
         if p.ensemble:
@@ -155,7 +158,7 @@ class MlciPolicy(TieredPolicy):
     def snapshot(self) -> Dict[str, Any]:
         state = super().snapshot()
         state.update({"mlci_level": self.level, "mlci_escalated": self.escalated,
-                      "mlci_answered": self.answered})
+                      "mlci_answered": self.answered, "mlci_bad_ensemble": self.bad_ensemble})
         return state
 
 
