@@ -35,9 +35,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--topology", metavar="FILE", default=None,
                         help="topology JSON or the name of a shipped one (default, mdi-local, "
                              "mdi-2-node, mdi-3-node-mesh, mdi-3-node-circular, mdi-5-node-mesh; "
-                             "an mdi name + \"-noee\" turns early exit off); default: the "
-                             "shipped heterogeneous topology on the demo bundle; with a "
-                             "\"fleet\" object it drives agents already running elsewhere")
+                             "dimee, mlci; an mdi name + \"-noee\" turns early exit off); "
+                             "default: the shipped heterogeneous topology on the demo bundle; "
+                             "with a \"fleet\" object it drives agents already running elsewhere")
     parser.add_argument("--mdi-mode", choices=sorted(MDI_MODES), default=None,
                         help="mdi-exit scenario: admission (Alg. 3 at the sources: the camera "
                              "produces at --rates, one arrival per mu is admitted and the rest "
@@ -45,11 +45,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "or fixed (neither); default: the topology's knobs")
     parser.add_argument("--policies", default=DEFAULT_POLICIES,
                         help="comma-separated policies to compare (default %s)" % DEFAULT_POLICIES)
-    parser.add_argument("--rates", default=DEFAULT_RATES,
+    parser.add_argument("--rates", default=None,
                         # argparse %-expands help texts: every literal % is written %%
                         help="comma-separated total arrival rates over all sources: tasks/s, or "
-                             "N%% of the topology's capacity (default "
-                             + DEFAULT_RATES.replace("%", "%%") + ")")
+                             "N%% of the topology's capacity (default: the topology's \"rates\", "
+                             "else " + DEFAULT_RATES.replace("%", "%%") + ")")
     parser.add_argument("--duration", type=float, default=6.0, metavar="S",
                         help="measured seconds of load per run, after the topology's warm-up "
                              "(default 6)")
@@ -116,7 +116,7 @@ def run(args: argparse.Namespace) -> int:
     stages = bundle_stages(bundle)
     check_against_bundle(topo, stages)
     cap = capacity_tasks_s(topo, stages, default_remaining(topo, bundle))
-    rates = parse_rates(args.rates, cap)
+    rates = parse_rates(args.rates or topo.rates or DEFAULT_RATES, cap)
     out_dir = new_run_dir(os.path.abspath(args.out))
     lock = RunLock(out_dir)
     settings = TestbedSettings(duration_s=float(args.duration), out_dir=out_dir)

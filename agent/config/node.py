@@ -38,7 +38,7 @@ from agent.config.fields import REQUIRED, Fields
 from agent.config.toml_dump import to_toml
 from agent.errors import UsageError
 from agent.ops.files import CONFIG_MAX_BYTES, FileFault, read_bounded
-from agent.policies import registry
+from agent.policies import registry, splits
 from agent.policies.setting import DEFAULT_TRADEOFF
 
 try:  # Python 3.11+
@@ -94,6 +94,7 @@ class NodeConfig:
     data_bind: str  # endpoint of this node's ROUTER socket, e.g. "tcp://0.0.0.0:5552"
     peers: Tuple[Peer, ...] = ()  # neighbours: successors, predecessors and (for workers) sources
     last_stage: int = 0  # a worker holding several stages serves stage..last_stage; 0 = just stage
+    terminal: bool = False  # worker: answer every task at last_stage (a DIMEE/MLCI tier)
     policy: str = "dtoee"  # routing/threshold policy: a name of agent.policies.registry
     policy_knobs: Mapping[str, Any] = field(default_factory=dict)  # knobs passed to the policy
     thresholds: Tuple[float, ...] = ()  # initial c_h per stage (1..H); () = DEFAULT_THRESHOLD each
@@ -129,6 +130,7 @@ class NodeConfig:
     client_keys_dir: str = ""  # source, curve: folder of the clients' *.key files; set, the client
     # socket is a CURVE server taking only those keys (and client_bind may be any address)
     replay_path: str = ""  # source: npz with x, y; "" = the demo replay set shipped with engines
+    replay_rows: str = "all"  # source: replay rows drawn: all | test (odd) | validation (even)
     max_tasks: int = 0  # source: stop creating tasks after this many; 0 = unlimited
     seed: int = 0  # source: random seed of arrivals and sample choice
     security: str = "none"  # "none" or "curve" (CurveZMQ on every socket)
@@ -309,9 +311,9 @@ def parse_config(obj: Any, base_dir: str = ".", where: str = "config") -> NodeCo
     kw["emulate_capacity_flops"] = r.num("emulate_capacity_flops", dflt("emulate_capacity_flops"),
                                          lo=0)
     kw["arrival_rate_tasks_s"] = r.num("arrival_rate_tasks_s", dflt("arrival_rate_tasks_s"), lo=0)
-    kw["emulate_links"] = r.bool("emulate_links", dflt("emulate_links"))
-    kw["metrics_public"] = r.bool("metrics_public", dflt("metrics_public"))
-    kw["online_capacity"] = r.bool("online_capacity", dflt("online_capacity"))
+    for key in ("emulate_links", "metrics_public", "online_capacity", "terminal"):
+        kw[key] = r.bool(key, dflt(key))  # terminal: a source ignores it
+    kw["replay_rows"] = r.str("replay_rows", dflt("replay_rows"), splits.ROW_SETS)
     cfg = NodeConfig(**kw)
     _check_consistency(cfg, where)
     return cfg

@@ -8,7 +8,9 @@ shutdown) or rejected (admission control said no).
 
 Records and their crash journal are written by ``records.RecordWriter`` (one final line per
 task across SIGKILL and full disks; see there). Record fields: ``id, source, status, created_wall, created_mono, finished_wall, finished_mono,
-delay_s, exit_stage, cls, label, correct, confidence, hops, resends, attempts, worker, reason``.
+delay_s, exit_stage, cls, label, correct, confidence, hops, resends, attempts, worker, reason,
+row, level``: ``row`` is the replay-set row a Poisson task was drawn from (None for a client's
+task), ``level`` the answering level a RESULT names (MLCI; None otherwise).
 """
 
 from __future__ import annotations
@@ -22,14 +24,17 @@ import numpy as np
 
 from agent.errors import UsageError
 from agent.node.records import RecordWriter
+from agent.policies.splits import rows_named
 
 __all__ = ["Pending", "RecordWriter", "ReplaySet", "SourceBook"]
 
 
 class ReplaySet:
-    """Samples to send: ``x`` (N, ...) inputs and ``y`` (N,) labels from an npz file."""
+    """Samples to send: ``x`` (N, ...) inputs and ``y`` (N,) labels from an npz file; ``rows``
+    (``all``, ``test``: odd rows, ``validation``: even rows) says which rows are drawn."""
 
-    def __init__(self, path: str, input_shape: Tuple[int, ...], input_dtype: str):
+    def __init__(self, path: str, input_shape: Tuple[int, ...], input_dtype: str,
+                 rows: str = "all"):
         try:
             with np.load(path) as data:
                 x, y = data["x"], data["y"]
@@ -40,10 +45,21 @@ class ReplaySet:
                              % (path, x.shape, y.shape, ",".join(map(str, input_shape[1:]))))
         self.x = np.ascontiguousarray(x.astype(input_dtype, copy=False))
         self.y = np.asarray(y).astype(np.int64)
+        self.rows = None if rows == "all" else rows_named(rows, len(self.x))
+        if self.rows is not None and not len(self.rows):
+            raise UsageError("replay_rows: %s has no %s rows" % (path, rows))
 
     def sample(self, rng: random.Random) -> Tuple[np.ndarray, int]:
-        i = rng.randrange(len(self.x))
-        return self.x[i:i + 1], int(self.y[i])
+        x, y, _ = self.sample_row(rng)
+        return x, y
+
+    def sample_row(self, rng: random.Random) -> Tuple[np.ndarray, int, int]:
+        """(input (1, ...), label, row) of one uniformly drawn row of the chosen rows."""
+        if self.rows is None:
+            i = rng.randrange(len(self.x))
+        else:
+            i = int(self.rows[rng.randrange(len(self.rows))])
+        return self.x[i:i + 1], int(self.y[i]), i
 
 
 @dataclass
@@ -59,6 +75,7 @@ class Pending:
     resends: int = 0  # re-issues so far; each issue carries it, hops add their own re-sends
     result_due: float = 0.0  # monotonic time of the current attempt's result deadline
     client: Optional[Tuple[bytes, str]] = None  # (identity, client's own id) in client mode
+    row: Optional[int] = None  # the replay row it was drawn from (None: a client's input)
 
 
 class SourceBook:
@@ -105,7 +122,7 @@ class SourceBook:
                      correct=(fields["cls"] == task.label) if task.label >= 0 else None,
                      confidence=fields["confidence"], hops=fields["hops"],
                      resends=fields["resends"], attempts=task.attempt + 1,
-                     worker=fields["worker"])
+                     worker=fields["worker"], row=task.row, level=fields.get("level"))
         return task
 
     def lose(self, task_id: str, wall: float, mono: float, reason: str) -> None:
@@ -115,7 +132,7 @@ class SourceBook:
         self.lost += 1
         self._record(task.id, "lost", task.created_wall, task.created_mono, wall, mono,
                      label=task.label, resends=task.resends, attempts=task.attempt + 1,
-                     reason=reason)
+                     reason=reason, row=task.row)
 
     def _record(self, task_id: str, status: str, cw: float, cm: float, fw: float, fm: float,
                 **extra: Any) -> None:
@@ -123,7 +140,7 @@ class SourceBook:
                "created_mono": cm, "finished_wall": fw, "finished_mono": fm, "delay_s": fm - cm,
                "exit_stage": None, "cls": None, "label": None, "correct": None,
                "confidence": None, "hops": 0, "resends": 0, "attempts": 0, "worker": None,
-               "reason": None}
+               "reason": None, "row": None, "level": None}
         rec.update(extra)
         self.records.write(rec)
 

@@ -35,6 +35,7 @@ from agent.net.transport import Transport
 from agent.node.book import ReplaySet, SourceBook
 from agent.node.capacity import Capacity, worker_capacity
 from agent.node.hooks import NodeHooks
+from agent.node.head_logits import LogitsInferenceThread
 from agent.node.inference import InferenceThread
 from agent.node.loop import Node
 from agent.node.outbox import Outbox
@@ -138,7 +139,11 @@ def check_config(cfg: NodeConfig, bundle: Bundle) -> None:
     if cfg.stages[1] > cfg.stage and why:
         raise UsageError("last_stage: policy %s: %s; give this worker one stage or use another "
                          "policy" % (cfg.policy, why))
-    if cfg.stages[1] < bundle.num_stages and not cfg.successors:
+    if (cfg.terminal and cfg.stages[1] < bundle.num_stages
+            and not bundle.stage(cfg.stages[1]).has_exit):
+        raise UsageError("terminal: stage %d has no exit head to answer with; end the worker "
+                         "at a stage with a head (last_stage)" % cfg.stages[1])
+    if cfg.stages[1] < bundle.num_stages and not cfg.successors and not cfg.terminal:
         raise UsageError("peers: a stage-%d worker needs at least one stage-%d peer (the "
                          "bundle has %d stages)" % (cfg.stages[1], cfg.stages[1] + 1,
                                                     bundle.num_stages))
@@ -168,7 +173,7 @@ def build_view(cfg: NodeConfig, bundle: Bundle, exit_profile: Any) -> NodeView:
         link_rate_bytes_s={p.id: p.link_rate_bytes_s for p in cfg.peers},
         arrival_rate_tasks_s=cfg.arrival_rate_tasks_s if cfg.role == "source" else 0.0,
         exit_profile=exit_profile, tradeoff=cfg.tradeoff, last_stage=cfg.stages[1],
-        peer_stages={p.id: p.stages for p in cfg.peers})
+        peer_stages={p.id: p.stages for p in cfg.peers}, terminal=cfg.terminal)
 
 
 def load_engines(cfg: NodeConfig, bundle: Bundle,
@@ -250,8 +255,9 @@ def build(cfg: NodeConfig, notifier: Any = None, ctx: Optional[zmq.Context] = No
     engines: Dict[int, Any] = {}
     if cfg.role == "worker":
         specs, engines = load_engines(cfg, bundle, notifier)
-        runner = InferenceThread(engines, {h: s.flops for h, s in specs.items()},
-                                 cfg.emulate_capacity_flops)
+        runner_cls = LogitsInferenceThread if policy.wants_logits else InferenceThread
+        runner = runner_cls(engines, {h: s.flops for h, s in specs.items()},
+                            cfg.emulate_capacity_flops)
         report = worker_capacity(cfg, specs, engines, runner.run_one)
         estimator = None
         if cfg.online_capacity and len(specs) == 1:  # one stage: every service time is comparable
@@ -260,7 +266,8 @@ def build(cfg: NodeConfig, notifier: Any = None, ctx: Optional[zmq.Context] = No
         capacity = Capacity(report, estimator)
     else:
         first = bundle.stage(1)
-        replay = ReplaySet(cfg.replay_path or REPLAY_PATH, first.input_shape, first.input_dtype)
+        replay = ReplaySet(cfg.replay_path or REPLAY_PATH, first.input_shape, first.input_dtype,
+                           cfg.replay_rows)
         capacity = Capacity()
     metrics = make_metrics(cfg)
     if cfg.role == "source":

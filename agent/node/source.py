@@ -34,7 +34,7 @@ from agent.protocol.wire import Kind
 from agent.node.book import Pending, ReplaySet, SourceBook
 from agent.node.outbox import OutItem, Outbox
 from agent.node.role import Role
-from agent.policies.api import AgentPolicy
+from agent.policies.api import AgentPolicy, TaskInfo
 
 INPUT_ABS_MAX = 1e6  # a client's input values must lie within +-this (finite)
 
@@ -103,8 +103,8 @@ class SourceSide(Role):
         if self.cfg.max_tasks and self.book.created >= self.cfg.max_tasks:
             self.arrivals_done = True
             return
-        x, label = self.replay.sample(self.rng)
-        self._create_task(x, label)
+        x, label, row = self.replay.sample_row(self.rng)
+        self._create_task(x, label, row=row)
 
     def on_client(self, identity: bytes, msg: wire.Message) -> None:
         """A local client pushed a task (TASK message, its own id); answered with a RESULT."""
@@ -135,7 +135,8 @@ class SourceSide(Role):
             return "overload"
         return ""
 
-    def _create_task(self, x: np.ndarray, label: int, client=None) -> None:
+    def _create_task(self, x: np.ndarray, label: int, client=None,
+                     row: Optional[int] = None) -> None:
         now, w = self.clock(), self.wall()
         reason = "" if self.policy.admit(self.out.current_view(), now) else "admission"
         reason = reason or self.refusal()
@@ -147,6 +148,7 @@ class SourceSide(Role):
             return
         task = self.book.new(x, label, w, now)
         task.client = client
+        task.row = row
         self.tokens[task.id] = secrets.token_hex(8)
         self._issue(task, now)
 
@@ -157,6 +159,8 @@ class SourceSide(Role):
                   "token": self.tokens[task.id]}
         item = OutItem(Kind.TASK, wire.task_key(task.id, task.attempt), fields, task.x,
                        expires=task.result_due)
+        self.policy.on_issue(TaskInfo(task.id, 1, task.x.nbytes, x=task.x, attempt=task.attempt),
+                             self.out.current_view())
         self.out.call_at(task.result_due, task.id)
         self.out.send(item, now)
 

@@ -23,19 +23,23 @@ class Step(enum.Enum):
 
 def next_step(stage: int, final_stage: int, confidence: Optional[float],
               threshold: Optional[float], has_features: bool, serves_next: bool,
-              keep_local: Callable[[], bool]) -> Step:
+              keep_local: Callable[[], bool], answer: Optional[bool] = None) -> Step:
     """The exit decision after ``stage`` ran.
 
-    - EXIT at the final stage (when it has a head) or when the head's ``confidence`` reaches
-      this stage's ``threshold`` (``engines.exit_profile.should_exit``; no threshold: no exit);
+    - EXIT at the final stage (when it has a head: ``final_stage`` is a terminal worker's own
+      last stage) or when the head's ``confidence`` reaches this stage's ``threshold``
+      (``engines.exit_profile.should_exit``; no threshold: no exit); ``answer`` given (the
+      policy's ``on_head`` decided) replaces the threshold comparison;
     - DROP when the task cannot go on: the final stage gave no confidence, or no features;
     - LOCAL when this node serves stage+1 (``serves_next``) and the policy's ``keep_local()``
       says so (asked only then: a policy may draw randomness or read queues for it);
     - FORWARD otherwise.
     """
     last = stage == final_stage
-    if confidence is not None and (last or (threshold is not None
-                                            and should_exit(confidence, threshold))):
+    if answer is None:
+        answer = threshold is not None and confidence is not None \
+            and should_exit(confidence, threshold)
+    if confidence is not None and (last or answer):
         return Step.EXIT
     if not has_features or last:
         return Step.DROP

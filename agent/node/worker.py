@@ -12,6 +12,13 @@ FORWARD (a stage h+1 TASK with the features and what is left of its deadline), L
 h+1 queued here) or DROP. Results and forwarded tasks go to the outbox, which keeps them until
 the next hop ACKs.
 
+A policy that overrides ``on_head`` (``policies.api``) decides instead after each stage with a
+head: ANSWER, CONTINUE or ESCALATE. For such a policy the worker keeps a task's raw input (the
+tensor it arrived with at stage 1) and a per-task ``local`` dict while the task stays here; an
+ESCALATE sends that input again as a stage-1 TASK, with the action's fields, the task's token
+and what is left of its deadline, to the successor the policy picks. A ``terminal`` worker
+answers every task at its own last stage (a tier of DIMEE or MLCI holding stages 1..k).
+
 Duplicates are found by task id and stage, whatever the ``attempt``: a higher attempt runs
 again only once the earlier one's deadline here has passed (then the earlier one is dead
 everywhere, so this is its source's re-issue); a replay before that runs nothing.
@@ -34,7 +41,7 @@ from agent.node.outbox import OutItem, Outbox
 from agent.node.role import Role
 from agent.node.steps import Step, next_step
 from agent.ops.metrics import NullMetrics
-from agent.policies.api import AgentPolicy, TaskInfo
+from agent.policies.api import CONTINUE, ESCALATE, AgentPolicy, HeadInfo, TaskInfo
 
 SEEN_KEYS = 100_000  # task ids remembered for duplicate detection
 # jobs handed to the inference thread at a time: it runs them back to back while the loop
@@ -42,6 +49,8 @@ SEEN_KEYS = 100_000  # task ids remembered for duplicate detection
 # deadline passed while it waited there)
 ENGINE_DEPTH = 8
 EXPIRES = "_expires"  # a job's monotonic deadline in its meta (never sent: popped first)
+RAW = "_x0"  # on_head policies: the task's stage-1 input in its meta (never sent)
+LOCAL = "_local"  # on_head policies: the task's per-node policy state in its meta (never sent)
 
 
 class WorkerSide(Role):
@@ -71,6 +80,8 @@ class WorkerSide(Role):
         self.backlog: Deque[Job] = deque()  # input queue not yet handed to the engine
         self.backlog_bytes = 0
         self.received = 0  # tasks accepted this slot (arrival-rate estimate)
+        # the policy decides per head (``on_head`` overridden): keep raw inputs, ask it
+        self.head_hook = type(policy).on_head is not AgentPolicy.on_head
 
     # -- what the loop asks ------------------------------------------------------------------
 
@@ -151,7 +162,10 @@ class WorkerSide(Role):
         self.received += 1
         self.out.count("tasks_in")
         self.metrics.task_in(h)
-        self._queue(Job(meta=dict(f, **{EXPIRES: now + ttl}), x=x, stage=h), now)
+        meta = dict(f, **{EXPIRES: now + ttl})
+        if self.head_hook and h == 1:
+            meta[RAW] = x  # the raw input, for an ESCALATE (A4)
+        self._queue(Job(meta=meta, x=x, stage=h), now)
 
     def _queue(self, job: Job, now: float) -> None:
         self.backlog.append(job)
@@ -174,6 +188,7 @@ class WorkerSide(Role):
     def _inference_done(self, done: Done) -> None:
         f = dict(done.meta)
         expires = f.pop(EXPIRES, 0.0)
+        x0, local = f.pop(RAW, None), f.pop(LOCAL, None)
         f.pop("ttl_s", None)
         if done.error:
             return self.out.drop(done.reason or "engine_error")
@@ -182,13 +197,23 @@ class WorkerSide(Role):
         h = f["stage"]
         view = self.out.view
         nf = dict(f, stage=h + 1, hops=f["hops"] + 1)
+        final = view.last_stage if self.cfg.terminal else view.num_stages
 
         def keep_local() -> bool:
             info = TaskInfo(f["id"], h + 1, done.features.nbytes)
             return self.policy.keep_local(info, self.out.current_view())
 
-        step = next_step(h, view.num_stages, done.confidence, self.policy.thresholds().get(h),
-                         done.features is not None, view.serves(h + 1), keep_local)
+        action = None
+        if self.head_hook and done.confidence is not None:
+            local = {} if local is None else local
+            action = self.policy.on_head(HeadInfo(
+                f["id"], f["attempt"], h, done.confidence, int(done.cls),
+                getattr(done, "logits", None), f, local, h == final), self.out.current_view())
+            if action.kind == ESCALATE:
+                return self._escalate(f, x0, expires, action.fields)
+        step = next_step(h, final, done.confidence, self.policy.thresholds().get(h),
+                         done.features is not None, view.serves(h + 1), keep_local,
+                         None if action is None else action.kind != CONTINUE)
         if step is Step.DROP:
             return self.out.drop(Step.DROP.value)
         if step is Step.EXIT and not math.isfinite(done.confidence):
@@ -199,6 +224,8 @@ class WorkerSide(Role):
         if step is Step.LOCAL:
             self.out.count("kept_local")  # this worker holds the next stage too
             nf[EXPIRES] = expires
+            if self.head_hook:
+                nf[RAW], nf[LOCAL] = x0, local
             self._queue(Job(meta=nf, x=done.features, stage=h + 1), now)
             return
         if step is Step.EXIT:
@@ -208,6 +235,10 @@ class WorkerSide(Role):
                    "cls": int(done.cls), "confidence": float(done.confidence),
                    "worker": self.cfg.node_id, "hops": f["hops"] + 1, "resends": f["resends"],
                    "created": f["created"], "token": f.get("token", "")}
+            if action is not None:  # the policy's answer (an ensemble's class) and fields
+                out.update(action.fields)
+                if action.cls is not None:
+                    out["cls"], out["confidence"] = int(action.cls), float(action.confidence)
             item = OutItem(Kind.RESULT, "R:" + wire.task_key(f["id"], f["attempt"]), out, None,
                            dest=f["source"])
         else:
@@ -217,6 +248,22 @@ class WorkerSide(Role):
         self.out.send(item, now)
         if item.kind == Kind.TASK:
             self._reclaim_if_idle()
+
+    def _escalate(self, f: Dict[str, Any], x0: Any, expires: float,
+                  extra: Dict[str, Any]) -> None:
+        """ESCALATE: the task's raw input as a stage-1 TASK with ``extra`` fields, its token and
+        what is left of its deadline, to the successor the policy picks (the outbox asks)."""
+        now = self.clock()
+        if x0 is None:  # it did not start here at stage 1: no raw input to send
+            return self.out.drop("no_input")
+        if expires and now >= expires:
+            return self.out.drop("deadline")
+        nf = dict(f, stage=1, hops=f["hops"] + 1)
+        nf.update(extra)
+        self.out.count("escalated")
+        self.metrics.task_out(f["stage"])
+        self.out.send(OutItem(Kind.TASK, wire.task_key(f["id"], f["attempt"]), nf, x0,
+                              expires=expires), now)
 
     def after_tick(self, now: float) -> None:
         self._reclaim_if_idle()

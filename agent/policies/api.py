@@ -27,6 +27,17 @@ Interface (``AgentPolicy``), called from the I/O loop only:
   it to its ACK), ``payload_bytes`` the tensor size (``TaskInfo.nbytes``). Default: ignored.
 - ``snapshot() -> dict`` / ``restore(dict)``: state saved each slot and restored at start-up.
 - ``routing() -> {peer: p}``: current routing row, for metrics and stats.
+- ``on_head(head, view) -> HeadAction``: workers, after a stage with an exit head ran on a
+  task: ANSWER (a RESULT now, optionally with another ``cls``/``confidence`` and extra RESULT
+  fields), CONTINUE (the next stage, here or on a successor) or ESCALATE (the task's raw input
+  goes again, as a stage-1 TASK with extra fields, to ``choose_successor``'s pick). The base
+  rule is the threshold rule every policy had before the hook: ANSWER at the node's last head
+  (the final stage, or ``last_stage`` of a ``terminal`` worker) or when ``should_exit(conf,
+  thresholds()[stage])``, else CONTINUE; the node calls the hook only for a policy that
+  overrides it (DIMEE's tiers use the base rule, MLCI overrides it).
+- ``on_issue(task, view)``: sources, before each issue of a task is routed: ``task.x`` is its
+  raw input, ``task.attempt`` the issue (0 = a new task), so a policy can decide per task from
+  the input (DIMEE's embedding) and update its state once per task.
 
 A queue-based per-task policy such as MDI-Exit fits the same shape: ``choose_successor`` reads
 ``view.input_queue`` / ``view.output_queue`` and the neighbours' published queue state in
@@ -48,6 +59,7 @@ from agent.errors import UsageError
 from agent.protocol.wire import Kind, Message
 from agent.policies.setting import DEFAULT_TRADEOFF
 from agent.policies.thresholds import DEFAULT_THRESHOLD, thresholds_from_wire, thresholds_to_wire
+from engines.exit_profile import should_exit
 
 
 @dataclass
@@ -90,6 +102,7 @@ class NodeView:
     # until which they take nothing (the node loop keeps it current)
     unavailable: Dict[str, float] = field(default_factory=dict)
     no_route: int = 0  # first stage this node has no live route to (0: every stage reachable)
+    terminal: bool = False  # a worker answering every task at its last_stage (a tier)
 
     def serves(self, stage: int) -> bool:
         """True when this node itself can run ``stage``."""
@@ -116,13 +129,26 @@ def first_unreachable_stage(view: NodeView) -> int:
     has a route on itself (no ``no_route`` in its heartbeat); a busy successor still counts.
     """
     nxt = (view.last_stage or view.stage) + 1 if view.stage > 0 else 1
-    if nxt > view.num_stages:
+    if nxt > view.num_stages or view.terminal:  # a terminal worker sends no task on
         return 0
     alive = view.alive_successors(nxt, usable=False)
     if not alive:
         return nxt
     onward = [int(view.peer_state.get(s, {}).get("no_route", 0) or 0) for s in alive]
     return 0 if 0 in onward else min(onward)
+
+
+def first_group(groups: Sequence[Sequence[str]], alive: Sequence[str],
+                exclude: Sequence[str] = ()) -> Tuple[int, List[str]]:
+    """(index, members) of the first group of peer ids with an alive member not in ``exclude``;
+    when every such member was tried, the first group with any alive member; (-1, []) when
+    none is alive. Tiered policies (DIMEE's tiers, MLCI's levels) route with it."""
+    for pass_exclude in (exclude, ()):
+        for i, ids in enumerate(groups):
+            cands = [s for s in alive if s in ids and s not in pass_exclude]
+            if cands:
+                return i, cands
+    return -1, []
 
 
 @dataclass
@@ -132,6 +158,43 @@ class TaskInfo:
     id: str
     stage: int  # stage the task needs next
     nbytes: int  # payload size
+    x: Any = None  # the raw input (numpy array), given to ``on_issue`` at the source
+    attempt: int = 0  # the source's issue of the task (0 = new), given to ``on_issue``
+
+
+ANSWER, CONTINUE, ESCALATE = "answer", "continue", "escalate"  # HeadAction kinds
+
+
+@dataclass
+class HeadInfo:
+    """What a worker tells ``on_head`` after a stage with an exit head ran on a task."""
+
+    id: str
+    attempt: int
+    stage: int  # the stage that just ran
+    confidence: float  # the head's max softmax
+    cls: int  # the head's argmax
+    logits: Any  # (C,) float32 head output when the policy ``wants_logits``, else None
+    fields: Mapping[str, Any]  # the TASK's header fields (optional ones included)
+    local: Dict[str, Any]  # per-task state kept on this node while the task is here; never sent
+    last: bool  # this node's last head for the task: it is answered whatever the hook says,
+    # unless the hook escalates
+
+
+@dataclass
+class HeadAction:
+    """``on_head``'s answer: ``kind`` ANSWER / CONTINUE / ESCALATE; for ANSWER an optional
+    ``cls``/``confidence`` replacing the head's and ``fields`` added to the RESULT; for
+    ESCALATE ``fields`` added to the stage-1 TASK (optional wire fields only)."""
+
+    kind: str = ANSWER
+    cls: Optional[int] = None
+    confidence: Optional[float] = None
+    fields: Dict[str, Any] = field(default_factory=dict)
+
+
+_CONTINUE = HeadAction(CONTINUE)
+_ANSWER = HeadAction(ANSWER)
 
 
 class AgentPolicy:
@@ -142,6 +205,7 @@ class AgentPolicy:
     # True while a configuration phase runs (DTO-EE's rounds): the node then puts off its
     # per-slot state save, which would stall every neighbour waiting on this node's answers
     configuring = False
+    wants_logits = False  # True: workers keep each head's logits for ``on_head`` (HeadInfo)
 
     def __init__(self, thresholds: Mapping[int, float], knobs: Mapping[str, Any], seed: int = 0):
         self._thresholds = dict(thresholds)
@@ -212,6 +276,17 @@ class AgentPolicy:
     def on_transfer(self, dest: str, seconds: float, payload_bytes: int) -> None:
         """A task sent to ``dest`` was ACKed ``seconds`` after its link transfer began."""
 
+    def on_head(self, head: HeadInfo, view: NodeView) -> HeadAction:
+        """Workers: what happens to a task after a stage with a head (module docstring); the
+        base rule is the threshold rule (``should_exit``), the last head answers."""
+        th = self.thresholds().get(head.stage)
+        if head.last or (th is not None and should_exit(head.confidence, th)):
+            return _ANSWER
+        return _CONTINUE
+
+    def on_issue(self, task: TaskInfo, view: NodeView) -> None:
+        """Sources: each issue of a task, with its raw input ``task.x``, before it is routed."""
+
     def snapshot(self) -> Dict[str, Any]:
         """State saved each slot (JSON-able; thresholds with text keys)."""
         return {"policy": self.name, "thresholds": thresholds_to_wire(self._thresholds)}
@@ -220,6 +295,37 @@ class AgentPolicy:
         """Take back a ``snapshot``; invalid entries are ignored."""
         th = thresholds_from_wire(state.get("thresholds"))
         self._thresholds.update({h: c for h, c in th.items() if h in self._thresholds})
+
+
+class TieredPolicy(AgentPolicy):
+    """Base of policies that route a task to a group of workers (DIMEE's tiers, MLCI's levels):
+    ``pick`` takes the first group in the given order with an alive member (``first_group``).
+
+    A node starts serving before it has heard every neighbour: during its first
+    ``heartbeat_interval_s * neighbour_timeout_rounds`` (the time after which a silent
+    neighbour counts as gone), a task whose own group has not been heard from yet waits for it
+    (None: the node offers it again on each tick) instead of going to the next group.
+    """
+
+    def configure(self, cfg: Any, view: NodeView) -> None:
+        self._grace_s = float(cfg.heartbeat_interval_s) * int(cfg.neighbour_timeout_rounds)
+        self._since: Optional[float] = None
+        self._settled = False
+
+    def on_tick(self, view: NodeView, now: float) -> List[Outgoing]:
+        if self._since is None:
+            self._since = now
+        self._settled = self._settled or now - self._since >= self._grace_s
+        return []
+
+    def pick(self, groups: Sequence[Sequence[str]], view: NodeView, stage: int,
+             exclude: Sequence[str] = ()) -> Tuple[int, Optional[str]]:
+        """(index of the group, peer) for a task of ``stage``: a uniform pick in the first
+        group with an alive member; (-1, None) to keep the task waiting."""
+        i, cands = first_group(groups, view.alive_successors(stage), exclude)
+        if not cands or (i > 0 and not getattr(self, "_settled", True)):
+            return -1, None
+        return i, self.rng.choice(cands)
 
 
 def parse_fixed_knobs(knobs: Mapping[str, Any], where: str = "policy_knobs",

@@ -29,6 +29,7 @@ from agent.policies.baselines import plans as baselines
 from agent.policies.baselines.agent import BaselinePolicy, parse_baseline_knobs
 from agent.policies.dimee import replay as dimee_replay
 from agent.policies.dimee.sim import DimeeSimPolicy
+from agent.policies.dimee.agent import DimeePolicy, parse_agent_knobs as parse_dimee_agent_knobs
 from agent.policies.dtoee import sim as dtoee_sim
 from agent.policies.dtoee.agent import DtoeePolicy
 from agent.policies.dtoee.knobs import KNOB_NAMES, DtoeeParams, parse_agent_knobs, parse_knobs
@@ -38,6 +39,7 @@ from agent.policies.mdi_exit.rules import POLICY_NAME as MDI_EXIT, params_from_k
 from agent.policies.mdi_exit.sim import MdiExitSimPolicy
 from agent.policies.mlci import replay as mlci_replay
 from agent.policies.mlci.sim import MlciSimPolicy
+from agent.policies.mlci.agent import MlciPolicy, parse_agent_knobs as parse_mlci_agent_knobs
 from agent.policies.model import PolicyResult
 from agent.policies.setting import Scenario, ScenarioError
 from agent.policies.sim_api import PlannerPolicy, SimPolicy, decision_from_result, refuse_tiers
@@ -251,8 +253,9 @@ for _row in (
 ):
     register(_row)
 
-# DIMEE and MLCI: replay, plan and the simulator so far; their agent adapters are still to come
-_NOT_ON_NODES = "not yet: %s runs in plan and simulate only (docs/dimee-mlci.md)"
+# DIMEE and MLCI: per-task policies over tiers (a worker holding stages 1..k), in every part
+_AGENT_CLASSES = {"dimee": (DimeePolicy, parse_dimee_agent_knobs),
+                  "mlci": (MlciPolicy, parse_mlci_agent_knobs)}
 
 
 def _tiered_sim(name: str, rounds: Optional[int], options: Mapping[str, Any]) -> SimPolicy:
@@ -267,7 +270,10 @@ for _name, _summary in (
         ("tabi", "MLCI without early exit (tau = 0), the paper's Tabi"),
         ("mlci-noens", "MLCI answering with the last level's output alone (no ensemble)")):
     _mod = dimee_replay if _name.startswith("dimee") else mlci_replay
-    register(PolicyRow(_name, _summary, not_in_agent=_NOT_ON_NODES % _name, sim=_tiered_sim,
+    _cls, _knobs = _AGENT_CLASSES["dimee" if _name.startswith("dimee") else "mlci"]
+    register(PolicyRow(_name, _summary, sim=_tiered_sim,
+                       agent=(lambda c, n: lambda th, k, s: c(th, k, s, name=n))(_cls, _name),
+                       agent_knobs=lambda k, w, e, p=_knobs: p(k, w),
                        planner=(lambda m, n: lambda s, q: m.planner(s, n))(_mod, _name),
                        tiered=True,
                        scenario_knobs=("dimee",) if _mod is dimee_replay else ("mlci",)))
@@ -280,3 +286,4 @@ for _name, _summary in (
     register(PolicyRow(_name, _summary, sim=_tiered_sim, tiered=True,
                        not_in_agent="a baseline of DIMEE's paper, run in simulate (plan --policy "
                                     "dimee reports it among its baselines)"))
+

@@ -32,7 +32,11 @@ Optional fields (type-checked when present; absent means the default in brackets
     TASK          ttl_s float (seconds the task may still wait anywhere before it is dropped,
                   counted from its arrival at the receiver; each hop sends what is left) [none],
                   token str (per-task secret the source puts in the TASK; only nodes on the
-                  task's path see it, and a RESULT must echo it to be accepted) [""]
+                  task's path see it, and a RESULT must echo it to be accepted) [""];
+                  level int (MLCI: the level the task is escalated to) [none],
+                  ens [float] (MLCI: the running weighted sum of the softmax outputs of the
+                  levels that ran, one finite number per class) [none],
+                  ens_w float (MLCI: the sum of those levels' weights) [none]
     ACK           refused [str] (task keys the receiver refuses: its queue is full or it has
                   no route on; the sender re-routes or holds them at once) [],
                   reason str (why they were refused: "overload" or "no_route") [""],
@@ -42,7 +46,8 @@ Optional fields (type-checked when present; absent means the default in brackets
                   ("" when completed, else a short counter-like word such as "no_route",
                   "overload", "deadline", "bad_input", "crash"): on every answer a source sends
                   to a local client; a non-completed answer has cls -1, confidence 0.0,
-                  exit_stage 0 and the client's own id ["completed", ""]
+                  exit_stage 0 and the client's own id ["completed", ""];
+                  level int (MLCI: the level that answered) [none]
     HEARTBEAT     no_route int (0: this node can reach every stage after its own; else the
                   first stage it has no live route to: it refuses new tasks meanwhile) [0]
 
@@ -113,6 +118,19 @@ OPTIONAL: Dict[Kind, Dict[str, type]] = {
     Kind.RESULT: {"token": str, "outcome": str, "reason": str},
     Kind.HEARTBEAT: {"no_route": int},
 }
+# -- policy fields (DIMEE/MLCI, docs/dimee-mlci.md): optional, so VERSION stays 1 ------------
+OPTIONAL[Kind.TASK].update({"level": int, "ens": list, "ens_w": float})
+OPTIONAL[Kind.RESULT].update({"level": int})
+FLOAT_LISTS = {Kind.TASK: ("ens",)}  # list fields whose items must be finite numbers
+
+
+def check_float_lists(kind: "Kind", out: Dict[str, Any]) -> None:
+    """Decode hook: each ``FLOAT_LISTS`` field present holds finite numbers (made floats)."""
+    for name in FLOAT_LISTS.get(kind, ()):
+        if name in out:
+            out[name] = [_check_type(name, v, float) for v in out[name]]
+# -----------------------------------------------------------------------------------------
+
 OUTCOMES = ("completed", "rejected", "lost", "error")
 _SIGNED = frozenset(("cls",))  # int fields that may be negative
 TENSOR_COUNT = {Kind.TASK: 1}  # kinds not listed carry no tensors
@@ -289,6 +307,8 @@ def decode(frames: Sequence[Any]) -> Message:
         raise WireError("bad_field", "ACK keys must be strings")
     if kind == Kind.RESULT and out.get("outcome", "completed") not in OUTCOMES:
         raise WireError("bad_field", "outcome must be one of %s" % ", ".join(OUTCOMES))
+    if kind in FLOAT_LISTS:
+        check_float_lists(kind, out)
     descs = header.get("t")
     if not isinstance(descs, list) or len(descs) > MAX_TENSORS:
         raise WireError("bad_tensor", "t must be a list of at most %d descriptors" % MAX_TENSORS)

@@ -151,6 +151,8 @@ def node_objects(topo: Topology, bundle_path: str, policy: str, total_rate: floa
                 obj["emulate_capacity_flops"] = w.emulate_capacity_flops
             if w.stages[1] > w.stage:
                 obj["last_stage"] = w.stages[1]
+            if w.terminal:
+                obj["terminal"] = True
         out[n] = obj
     return out
 

@@ -47,6 +47,7 @@ class TbWorker:
     emulate_capacity_flops: Optional[float] = None  # pad service time to flops / this; None = real
     host: str = "127.0.0.1"
     last_stage: int = 0  # holds stages stage..last_stage (MDI-Exit nodes); 0 = just ``stage``
+    terminal: bool = False  # answers every task at its last stage (a DIMEE/MLCI tier); no links out
 
     @property
     def stages(self) -> Tuple[int, int]:
@@ -87,6 +88,7 @@ class Topology:
     agent: Mapping[str, Any] = field(default_factory=dict)  # extra node-config fields, every agent
     fleet: Optional[Mapping[str, Any]] = None  # agents already running elsewhere
     path: str = ""  # file it came from
+    rates: str = ""  # the testbed's --rates when none is given ("" = the command's default)
 
     def node_ids(self) -> List[str]:
         return [s.id for s in self.sources] + [w.id for w in self.workers]
@@ -145,9 +147,10 @@ class Topology:
 
 
 KNOWN_KEYS = ("comment", "bundle", "backend", "tradeoff", "slot_s", "warmup_s", "thresholds",
-              "knobs", "agent", "sources", "workers", "links", "fleet")
+              "knobs", "agent", "sources", "workers", "links", "fleet", "rates")
 SOURCE_KEYS = ("id", "share", "host", "comment")
-WORKER_KEYS = ("id", "stage", "last_stage", "emulate_capacity_flops", "host", "comment")
+WORKER_KEYS = ("id", "stage", "last_stage", "emulate_capacity_flops", "host", "comment",
+               "terminal")
 LINK_KEYS = ("from", "to", "rate_bytes_s", "comment")
 BACKENDS = ("auto", "onnxruntime", "tensorrt")
 
@@ -176,7 +179,7 @@ def _worker(s: Fields, seen: set) -> TbWorker:
     if isinstance(last, bool) or not isinstance(last, int) or (last and last < st):
         raise s.fail("last_stage", "must be 0 (one stage) or an integer >= stage %d" % st)
     return TbWorker(wid, st, s.num("emulate_capacity_flops", None, lo=0.0, lo_open=True),
-                    _host(s), last)
+                    _host(s), last, s.bool("terminal", False))
 
 
 def parse_topology(obj: Any, base_dir: str = ".", path: str = "") -> Topology:
@@ -218,7 +221,7 @@ def parse_topology(obj: Any, base_dir: str = ".", path: str = "") -> Topology:
         warmup_s=top.num("warmup_s", 2.0, lo=0.0),
         thresholds=_thresholds(top, h), knobs=dict(knobs.obj),
         agent=dict(top.table("agent", {}, shape="an object of node-config fields").obj),
-        fleet=fleet, path=path)
+        fleet=fleet, path=path, rates=top.str("rates", ""))
 
 
 def _links(top: Fields, sources: Sequence[TbSource], workers: Sequence[TbWorker],
@@ -227,9 +230,13 @@ def _links(top: Fields, sources: Sequence[TbSource], workers: Sequence[TbWorker]
     stage_of = {s.id: 0 for s in sources}
     stage_of.update({w.id: w.stage for w in workers})
     last_of = {s.id: 0 for s in sources}
-    last_of.update({w.id: w.stages[1] for w in workers})
+    last_of.update({w.id: w.stages[1] if not w.terminal else h for w in workers})  # no link out
     links = [TbLink(a, b, l.num("rate_bytes_s", None, lo=0.0, lo_open=True))
              for l, a, b in read_links(top, stage_of, last_of, h, LINK_KEYS)]
+    for l in links:
+        if any(w.terminal and w.id == l.src for w in workers):
+            raise TopologyError("links: %r is terminal (it answers every task), so it sends "
+                                "nothing: drop the link %s -> %s" % (l.src, l.src, l.dst))
     for node in stage_of:
         if stage_of[node] > 0 and not any(l.dst == node for l in links):
             raise TopologyError("links: nothing sends to %r (stage %d)" % (node, stage_of[node]))

@@ -18,7 +18,8 @@ ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 def test_each_part_gets_the_names_that_run_there():
     """Agent, simulator and plan names come from the same rows."""
-    assert set(registry.names("agent")) == {"dtoee", "cf", "bf", "mdi-exit", "fixed"}
+    assert set(registry.names("agent")) == {"dtoee", "cf", "bf", "mdi-exit", "fixed", "dimee",
+                                            "dimee-f", "mlci", "tabi", "mlci-noens"}
     assert set(registry.names("sim")) == {"dtoee", "dtoee-cX", "cf", "bf", "ngto", "ga",
                                           "mdi-exit", "dimee", "dimee-f", "mlci", "tabi",
                                           "mlci-noens", "tier-cloud", "tier-edge",
@@ -96,13 +97,11 @@ def test_api_imports_no_policy_folder():
     assert "agent.policies.registry" not in mods
 
 
-def test_dimee_and_mlci_are_refused_by_the_agent_in_one_line_and_run_in_the_simulator():
-    """DIMEE and MLCI run in plan and the simulator so far: asking a node for them is one line
-    that says so, not a crash; the simulator builds their per-task adapters."""
+def test_dimee_and_mlci_run_on_nodes_in_the_simulator_and_in_plan():
+    """DIMEE and MLCI run everywhere under their own names: the agent adapters on nodes, the
+    per-task adapters in the simulator."""
     for name in ("dimee", "dimee-f", "mlci", "tabi", "mlci-noens"):
-        with pytest.raises(UsageError, match=r"^policy: policy '%s' cannot run on a node: not "
-                                             r"yet: .*plan and simulate only" % name):
-            registry.make_policy(name, {}, {})
+        assert registry.make_policy(name, {}, {}).name == name
         policy = registry.make_sim_policy(name)
         assert policy.name == name and policy.tiered and policy.per_task
     registry.check_scenario_knobs({"dimee": {}, "mlci": {}})

@@ -1,0 +1,189 @@
+"""DIMEE in the agent: ``agent.policies.dimee`` behind the ``AgentPolicy`` interface.
+
+Every node fits the same model at start-up (``replay.fit`` on the bundle's exit profile, the
+validation rows: alpha* and the three pools), so all agree without messages. The tiers are
+workers holding stage prefixes, named in ``policy_knobs.tiers = {mobile = [ids], edge = [ids],
+cloud = [ids]}`` (default one worker each, called ``mobile``, ``edge``, ``cloud``): in a
+topology every tier worker serves stage 1, so the stages alone cannot tell them apart.
+
+- Source: ``on_issue`` embeds a new task's raw input (``engines.embedding.embed_as_stored``,
+  the embedding the profile stores) and picks its tier (``rules.nearest_tier``, or the
+  ``assign`` baseline: ``random`` with the policy's seeded RNG, or a fixed tier); Ours-D
+  (``dimee``) moves that pool's mean once per task (Alg. 2, ``rules.update_pool``); a re-issue
+  keeps the tier. ``choose_successor`` sends the raw input to an alive worker of that tier
+  (uniform); none alive: the next tier up (mobile -> edge -> cloud; cloud -> edge -> mobile),
+  counted in ``fallbacks``. ``snapshot``/``restore`` keep the adaptive means and counts.
+- Tier workers: thresholds alpha* at the heads below their last stage on the mobile and the
+  edge, none on the cloud (eq. 2 rewards the final head); the mobile and the edge are
+  ``terminal`` workers (node config), so they answer at their last stage whatever C is.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import replace
+from typing import Any, Dict, List, Mapping, Optional, Sequence
+
+import numpy as np
+
+from agent.config.fields import Fields
+from agent.policies.api import NodeView, TaskInfo, TieredPolicy
+from agent.policies.dimee import replay as dimee_replay
+from agent.policies.dimee import rules as R
+from engines.embedding import embed_as_stored
+
+TIER_KNOB = "tiers"
+DEFAULT_TIERS = {name: (name,) for name in R.TIERS}
+FALLBACK = {R.MOBILE: (R.MOBILE, R.EDGE, R.CLOUD), R.EDGE: (R.EDGE, R.CLOUD, R.MOBILE),
+            R.CLOUD: (R.CLOUD, R.EDGE, R.MOBILE)}
+MAX_TASKS_KEPT = 100_000  # task id -> tier entries a source keeps for re-issues
+
+
+def parse_tiers(knobs: Mapping[str, Any], where: str) -> Dict[str, tuple]:
+    """``tiers = {mobile = [ids], edge = [ids], cloud = [ids]}``: node ids per tier."""
+    f = Fields(knobs, where, R.DimeeParamsError)
+    if TIER_KNOB not in knobs:
+        return dict(DEFAULT_TIERS)
+    t = f.table(TIER_KNOB, shape="a table {mobile = [ids], edge = [ids], cloud = [ids]}")
+    t.reject_unknown(R.TIERS)
+    out = {}
+    for name in R.TIERS:
+        ids = t.list(name, default=[])
+        if not all(isinstance(i, str) and i for i in ids):
+            raise t.fail(name, "must be a list of node ids")
+        out[name] = tuple(ids)
+    return out
+
+
+def parse_agent_knobs(knobs: Mapping[str, Any], where: str = "policy_knobs",
+                      error: Any = None) -> Any:
+    """Validate a node's DIMEE knobs (the ``knobs.dimee`` ones plus ``tiers``)."""
+    params = R.params_from_knobs(knobs, where, extra=(TIER_KNOB,))
+    if params.assign == "oracle":
+        raise R.DimeeParamsError("%s.assign: oracle needs the task's own confidences at every "
+                                 "head, which no node has before running it" % where)
+    return params, parse_tiers(knobs, where)
+
+
+class DimeePolicy(TieredPolicy):
+    """``dimee`` (Ours-D) and ``dimee-f`` (Ours-F, ``adaptive`` false) on a node."""
+
+    name = R.POLICY_NAME
+
+    def __init__(self, thresholds: Mapping[int, float], knobs: Mapping[str, Any], seed: int = 0,
+                 name: str = R.POLICY_NAME):
+        super().__init__(thresholds, knobs, seed)
+        self.name = name
+        self.params, self.tiers = parse_agent_knobs(knobs)
+        if name == "dimee-f":
+            self.params = replace(self.params, adaptive=False)
+        self.model: Optional[dimee_replay.DimeeModel] = None
+        self.pools: Optional[R.Pools] = None
+        self._tier_of: "OrderedDict[str, int]" = OrderedDict()
+        self._th: Dict[int, float] = {}
+        self.fallbacks = 0  # tasks sent to another tier than their own (none alive there)
+        self.assigned = [0, 0, 0]  # tasks assigned per tier (sources)
+
+    def tier_of_node(self, node_id: str) -> Optional[int]:
+        """The tier index of worker ``node_id`` (None: in no tier)."""
+        for t, name in enumerate(R.TIERS):
+            if node_id in self.tiers.get(name, ()):
+                return t
+        return None
+
+    def configure(self, cfg: Any, view: NodeView) -> None:
+        """Fit alpha* and the pools from the bundle's exit profile; check this tier's stages."""
+        super().configure(cfg, view)
+        profile = view.exit_profile
+        if profile is None:
+            raise R.DimeeParamsError("policy dimee: the bundle has no exit profile to fit "
+                                     "alpha and the pools from")
+        flops = view.stage_flops if self.params.costs.stage_units == "flops" else None
+        self.model = dimee_replay.fit(profile, self.params, flops=flops)
+        self.pools = self.model.pools
+        if view.role != "worker":
+            return
+        tier = self.tier_of_node(view.node_id)
+        if tier is None:
+            raise R.DimeeParamsError("policy_knobs.tiers: worker %r is in no tier (tiers: %s)"
+                                     % (view.node_id, dict(self.tiers)))
+        want = (self.params.m, self.params.n, view.num_stages)[tier]
+        last = max(view.stage, view.last_stage)
+        if view.stage != 1 or last != want:
+            raise R.DimeeParamsError("policy_knobs.tiers: the %s worker %r must hold stages "
+                                     "1..%d (dimee m = %d, n = %d), it holds %d..%d"
+                                     % (R.TIERS[tier], view.node_id, want, self.params.m,
+                                        self.params.n, view.stage, last))
+        if tier != R.CLOUD:
+            self._th = {h: self.model.alpha for h in view.exit_stages if h < last}
+
+    def thresholds(self) -> Dict[int, float]:
+        return dict(self._th)
+
+    def assign(self, x: np.ndarray) -> int:
+        """The tier of a new task with raw input ``x`` (III-E; Alg. 2 for Ours-D)."""
+        how = self.params.assign
+        if how == "nearest":
+            e = embed_as_stored(x, self.params.embedding)[0]
+            tier = R.nearest_tier(self.pools, e)
+            if self.params.adaptive:
+                self.pools = R.update_pool(self.pools, tier, e)
+            return tier
+        if how == "random":
+            return self.rng.choice([t for t, name in enumerate(R.TIERS) if self.tiers[name]])
+        return R.TIERS.index(how)
+
+    def on_issue(self, task: TaskInfo, view: NodeView) -> None:
+        """Sources: a new task's tier from its input (once per task; re-issues keep it)."""
+        if view.role != "source" or task.id in self._tier_of or task.x is None:
+            return
+        tier = self.assign(task.x)
+        self.assigned[tier] += 1
+        self._tier_of[task.id] = tier
+        if len(self._tier_of) > MAX_TASKS_KEPT:
+            self._tier_of.popitem(last=False)
+
+    def choose_successor(self, task: TaskInfo, view: NodeView,
+                         exclude: Sequence[str] = ()) -> Optional[str]:
+        """Sources: an alive worker of the task's tier, else of the next tier up."""
+        if view.role != "source":
+            return super().choose_successor(task, view, exclude)
+        tier = self._tier_of.get(task.id, R.CLOUD)
+        i, peer = self.pick([self.tiers[R.TIERS[t]] for t in FALLBACK[tier]], view, task.stage,
+                            exclude)
+        self.fallbacks += i > 0
+        return peer
+
+    def snapshot(self) -> Dict[str, Any]:
+        state = super().snapshot()
+        state.update({"dimee_fallbacks": self.fallbacks, "dimee_assigned": list(self.assigned)})
+        if self.pools is not None and self.params.adaptive:
+            state["dimee_pools"] = {"mean": self.pools.mean.tolist(),
+                                    "count": [int(c) for c in self.pools.count]}
+        return state
+
+    def restore(self, state: Mapping[str, Any]) -> None:
+        """Take back the adaptive pool means and counts (shapes must match the fitted ones)."""
+        super().restore(state)
+        saved = state.get("dimee_pools")
+        if not (isinstance(saved, Mapping) and self.pools is not None and self.params.adaptive):
+            return
+        try:
+            mean = np.asarray(saved.get("mean"), dtype=np.float64)
+            count = np.asarray(saved.get("count"), dtype=np.int64)
+        except (TypeError, ValueError):
+            return
+        if (mean.shape == self.pools.mean.shape and count.shape == self.pools.count.shape
+                and np.isfinite(mean).all() and (count >= 0).all()):
+            self.pools = R.Pools(mean, count, count > 0)
+
+
+def tier_counts(records: List[Mapping[str, Any]], tiers: Mapping[str, Sequence[str]]
+                ) -> Dict[str, int]:
+    """Completed records per tier, from the answering ``worker`` (for reports and checks)."""
+    out = {name: 0 for name in R.TIERS}
+    for r in records:
+        for name in R.TIERS:
+            if r.get("status") == "completed" and r.get("worker") in tiers.get(name, ()):
+                out[name] += 1
+    return out

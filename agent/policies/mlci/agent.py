@@ -1,0 +1,172 @@
+"""MLCI in the agent: ``agent.policies.mlci`` behind the ``AgentPolicy`` interface.
+
+A level is a worker holding the stage prefix 1..K_l (its "model"), named in
+``policy_knobs.levels = [[ids of level 1], [level 2], ...]`` (default ``[["end"], ["edge"],
+["cloud"]]``): in a topology every level worker serves stage 1, so the stages cannot tell the
+levels apart. Every node fits the same temperatures (one per head, validation rows) at
+start-up (``replay.fit``); a level's weight is its model's validation accuracy.
+
+Per task, on the level's worker (``on_head``, after each stage with a head; the node keeps the
+task's raw input and a per-task ``local`` dict):
+
+- patience (eqs. 13-14, ``rules.patience_step``) over the plain max-softmax of successive
+  heads: CONTINUE (the next stage runs here) until cnt reaches p or the level's last head;
+- at the model's exit: the ensemble (eq. 11, ``rules.ensemble_add``) of the TASK's ``ens`` /
+  ``ens_w`` (absent at level 1) and this level's weighted softmax of the head's logits;
+- below the top level, offload with probability p(x) (eqs. 6-8: temperature-scaled confidence,
+  ``rules.offload_probability``), drawn with the node's seeded RNG: ESCALATE with ``level``,
+  ``ens``, ``ens_w`` (the raw input goes as a stage-1 TASK to the next level); else ANSWER
+  with the ensemble's class and confidence (eq. 12, ``rules.ensemble_answer``; ``mlci-noens``:
+  the level's own output) and RESULT ``level``.
+
+``choose_successor``: a source sends a new task to an alive worker of level 1; a level-l
+worker sends an escalated task to an alive worker of level l+1, else of the level after it (a
+level that is down is skipped), else keeps it waiting (the source's deadline re-issues it).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict, List, Mapping, Optional, Sequence
+
+import numpy as np
+
+from agent.policies.api import (ANSWER, CONTINUE, ESCALATE, HeadAction, HeadInfo, NodeView,
+                                TaskInfo, TieredPolicy)
+from agent.policies.mlci import replay as mlci_replay
+from agent.policies.mlci import rules as R
+
+
+def parse_agent_knobs(knobs: Mapping[str, Any], where: str = "policy_knobs",
+                      error: Any = None) -> R.MlciParams:
+    """Validate a node's MLCI knobs (those of ``knobs.mlci``; errors name ``where.key``)."""
+    return R.params_from_knobs(knobs, where)
+
+
+class MlciPolicy(TieredPolicy):
+    """``mlci``, ``tabi`` (tau 0) and ``mlci-noens`` (no ensemble) on a node."""
+
+    name = R.POLICY_NAME
+    wants_logits = True
+
+    def __init__(self, thresholds: Mapping[int, float], knobs: Mapping[str, Any], seed: int = 0,
+                 name: str = R.POLICY_NAME):
+        super().__init__(thresholds, knobs, seed)
+        self.name = name
+        self.params = mlci_replay.variant(parse_agent_knobs(knobs), name)
+        self.level = -1  # this node's level (a source: -1)
+        self.top = False
+        self.stages: tuple = ()  # the profile's head stages (its columns)
+        self.temperatures = np.ones(0)
+        self.weight = 1.0
+        self.escalated = 0
+        self.answered = 0
+        self.bad_ensemble = 0  # escalated tasks whose ens/ens_w did not fit (counted, not fatal)
+
+    def level_of(self, node_id: str) -> int:
+        """The level index of ``node_id`` (-1: in none)."""
+        for ell, ids in enumerate(self.params.levels):
+            if node_id in ids:
+                return ell
+        return -1
+
+    def configure(self, cfg: Any, view: NodeView) -> None:
+        """Fit temperatures and this level's weight; check this level's stages."""
+        super().configure(cfg, view)
+        profile = view.exit_profile
+        if profile is None:
+            raise R.MlciParamsError("policy %s: the bundle has no exit profile (format 2) to "
+                                    "fit temperatures and weights from" % self.name)
+        self.stages = tuple(profile.exit_stages)
+        self.level = self.level_of(view.node_id) if view.role == "worker" else -1
+        last = max(view.stage, view.last_stage)
+        if view.role == "worker":
+            if self.level < 0:
+                raise R.MlciParamsError("policy_knobs.levels: worker %r is in no level (levels: "
+                                        "%s)" % (view.node_id, list(self.params.levels)))
+            want = self.params.prefixes[self.level] if self.params.prefixes else last
+            if view.stage != 1 or last != want or (last < view.num_stages
+                                                   and last not in self.stages):
+                raise R.MlciParamsError("policy_knobs.levels: level %d's worker %r must hold "
+                                        "stages 1..K (K = %d, a stage with a head), it holds "
+                                        "%d..%d" % (self.level, view.node_id, want, view.stage,
+                                                    last))
+        prefixes = self.params.prefixes or tuple(
+            last if ell == self.level else view.num_stages
+            for ell in range(len(self.params.levels)))
+        model = mlci_replay.fit(profile, self.params, prefixes)
+        self.temperatures = model.temperatures
+        self.weight = float(model.weights[self.level]) if self.level >= 0 else 1.0
+        self.top = self.level == len(self.params.levels) - 1
+
+    def thresholds(self) -> Dict[int, float]:
+        return {}  # every exit is on_head's
+
+    def on_head(self, head: HeadInfo, view: NodeView) -> HeadAction:
+        """Patience, then the ensemble and the offload draw (module docstring)."""
+        p = self.params
+        local = head.local
+        prev = local.get("conf")
+        cnt = local.get("cnt", 0)
+        done = head.last or head.stage >= max(view.stage, view.last_stage)
+        if prev is not None:
+            cnt = R.patience_step(cnt, prev, head.confidence, p.tau)
+            done = done or cnt >= p.patience
+        local["conf"], local["cnt"] = head.confidence, cnt
+        if not done:
+            return HeadAction(CONTINUE)
+        if head.logits is None:  # a head without logits cannot join the ensemble: answer
+            return HeadAction(ANSWER, fields={"level": self.level})
+        probs = R.softmax(head.logits)
+        vec = self._incoming(head.fields, len(probs))
+        if vec is None and "ens" in head.fields:
+            self.bad_ensemble += 1  # malformed (length, weight): this level starts afresh
+        wsum = 0.0 if vec is None else float(head.fields["ens_w"])
+        vec, wsum = R.ensemble_add(vec, wsum, self.weight, probs)
+        if p.ensemble:
+            _, cls, conf = R.ensemble_answer(vec, wsum)
+        else:
+            cls = int(np.argmax(probs))
+            conf = float(probs[cls])
+        if not self.top:
+            col = self.stages.index(head.stage)
+            up = R.offload_probability(
+                float(R.tempered_confidence(head.logits, float(self.temperatures[col]))),
+                p.confidence_threshold, p.k)
+            if self.rng.random() < up:
+                self.escalated += 1
+                return HeadAction(ESCALATE, fields={"level": self.level + 1,
+                                                    "ens": [float(v) for v in vec],
+                                                    "ens_w": float(wsum)})
+        self.answered += 1
+        return HeadAction(ANSWER, cls=cls, confidence=conf, fields={"level": self.level})
+
+    @staticmethod
+    def _incoming(fields: Mapping[str, Any], classes: int) -> Optional[np.ndarray]:
+        """The TASK's running ensemble sum (None at level 1, or when malformed)."""
+        ens, w = fields.get("ens"), fields.get("ens_w")
+        if ens is None or w is None or len(ens) != classes or not w > 0:
+            return None
+        return np.asarray(ens, dtype=np.float64)
+
+    def choose_successor(self, task: TaskInfo, view: NodeView,
+                         exclude: Sequence[str] = ()) -> Optional[str]:
+        """A new or escalated task: an alive worker of the next level up that is alive."""
+        if task.stage != 1:
+            return super().choose_successor(task, view, exclude)
+        return self.pick(self.params.levels[self.level + 1:], view, 1, exclude)[1]
+
+    def snapshot(self) -> Dict[str, Any]:
+        state = super().snapshot()
+        state.update({"mlci_level": self.level, "mlci_escalated": self.escalated,
+                      "mlci_answered": self.answered, "mlci_bad_ensemble": self.bad_ensemble})
+        return state
+
+
+def level_counts(records: List[Mapping[str, Any]], levels: int) -> List[int]:
+    """Completed records per answering level (RESULT ``level``), for reports and checks."""
+    out = [0] * levels
+    for r in records:
+        lv = r.get("level")
+        if r.get("status") == "completed" and isinstance(lv, int) and 0 <= lv < levels:
+            out[lv] += 1
+    return out
