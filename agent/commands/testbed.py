@@ -62,6 +62,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-plots", action="store_true",
                         help="skip the delay/accuracy-vs-rate plots")
     parser.add_argument("--seed", type=int, default=1, help="seed of the sources' arrivals")
+    parser.add_argument("--network", choices=("loopback", "netns"), default="loopback",
+                        help="loopback (default): every agent on 127.0.0.1, senders pace their "
+                             "messages to the link rates; netns: one network namespace per "
+                             "device (agents with the same topology host share one), links "
+                             "shaped in the kernel (HTB); needs root or user namespaces, and "
+                             "iproute2")
+    parser.add_argument("--cleanup", action="store_true",
+                        help="remove the network namespaces (and the processes in them) that "
+                             "netns testbeds no longer running left behind, then exit")
 
 
 def parse_list(text: str, what: str) -> List[str]:
@@ -95,15 +104,78 @@ def parse_rates(text: str, capacity_tasks_s: float) -> List[float]:
     return out
 
 
-def run(args: argparse.Namespace) -> int:
-    import json
+def cleanup() -> int:
+    """``--cleanup``: delete what stopped netns testbeds left."""
+    from agent.testbed.netns import cleanup_stale
 
-    from agent.ops.atomic import write_atomic
+    deleted, kept = cleanup_stale()
+    for ns in deleted:
+        print("deleted namespace %s" % ns)
+    for ns in kept:
+        print("kept namespace %s: its testbed still runs" % ns)
+    if not deleted and not kept:
+        print("no testbed namespaces")
+    return 0
+
+
+def _reexec_in_userns() -> int:
+    """Not root: run this very command again as root of a new user namespace."""
+    import subprocess
+
+    from agent.testbed.netns import support_problem, userns_wrapper
+
+    wrap = userns_wrapper()
+    if wrap is None:
+        raise UsageError("--network netns: %s; user namespaces are not allowed here either"
+                         % support_problem())
+    env = dict(os.environ, EDGE_AGENT_USERNS="1")
+    return subprocess.call(wrap + [sys.executable, "-m", "agent"] + sys.argv[1:], env=env)
+
+
+def open_network(topo):
+    """The netns network of a topology, set up (``NetnsError``/``UsageError`` naming what is
+    missing); the caller closes it."""
+    from agent.testbed.netns import Network, kernel_has_netem, plan_network
+
+    plan = plan_network(topo)
+    if any(s.delay_ms for s in plan.shaped) and not kernel_has_netem():
+        raise UsageError("links: delay_ms needs sch_netem, which this kernel lacks (an NFQUEUE "
+                         "shim would need the python netfilterqueue bindings: not installed)")
+    net = Network(plan)
+    net.setup()
+    return net
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.cleanup:
+        return cleanup()
+    if args.network == "netns":
+        from agent.testbed.netns import support_problem
+
+        problem = support_problem()
+        if problem is not None and os.environ.get("EDGE_AGENT_USERNS") != "1" \
+                and problem.startswith("needs root"):
+            return _reexec_in_userns()
+        if problem is not None:
+            raise UsageError("--network netns: %s" % problem)
+    import signal
+
+    def on_term(signum, frame):  # SIGTERM: clean up as for Ctrl-C
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, on_term)
+    try:
+        return _run(args)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _run(args: argparse.Namespace) -> int:
     from agent.policies.registry import lookup
     from agent.testbed.local import TestbedSettings, bundle_stages, default_remaining
-    from agent.testbed.driver import load_bundle_for, run_all
-    from agent.testbed.report import PLOT_NAMES, format_table, write_json, write_plots
-    from agent.testbed.rundir import RUN_INFO, RunLock, new_run_dir
+    from agent.testbed.driver import load_bundle_for
+    from agent.testbed.rundir import RunLock, new_run_dir
+    from agent.testbed.faults import loopback_problem
     from agent.testbed.topology import capacity_tasks_s, check_against_bundle, load_topology
 
     if not args.duration > 0:
@@ -117,23 +189,62 @@ def run(args: argparse.Namespace) -> int:
     check_against_bundle(topo, stages)
     cap = capacity_tasks_s(topo, stages, default_remaining(topo, bundle))
     rates = parse_rates(args.rates, cap)
+    if args.network == "loopback" and loopback_problem(topo.faults):
+        raise UsageError(loopback_problem(topo.faults))
+    if topo.fleet is not None and (topo.faults or args.network != "loopback"):
+        raise UsageError("--network netns and faults are for local agents, not a fleet")
     out_dir = new_run_dir(os.path.abspath(args.out))
     lock = RunLock(out_dir)
-    settings = TestbedSettings(duration_s=float(args.duration), out_dir=out_dir)
+    if args.network == "netns":
+        from agent.testbed.netns import cleanup_stale
+
+        cleanup_stale()  # what a killed netns testbed left
+    net = None
+    try:
+        if args.network == "netns":
+            net = open_network(topo)
+        settings = TestbedSettings(duration_s=float(args.duration), out_dir=out_dir, network=net)
+        return _run_in(args, topo, bundle, policies, rates, cap, out_dir, lock, settings)
+    finally:
+        if net is not None:
+            net.close()
+        lock.close()
+
+
+def _run_in(args, topo, bundle, policies, rates, cap, out_dir, lock, settings) -> int:
+    """Run every (policy, rate) in the run folder; print and write the results."""
+    import json
+
+    from agent.ops.atomic import write_atomic
+    from agent.testbed.driver import run_all
+    from agent.testbed.phases import RECOVERED_RUN, format_phases
+    from agent.testbed.report import PLOT_NAMES, format_table, write_json, write_plots
+    from agent.testbed.rundir import RUN_INFO
+
     write_atomic(os.path.join(out_dir, RUN_INFO), json.dumps({
         "topology": args.topology or "default", "mdi_mode": args.mdi_mode,
         "policies": policies, "rates": rates, "duration_s": settings.duration_s,
-        "seed": args.seed}, indent=1) + "\n")
+        "seed": args.seed, "network": args.network,
+        "faults": [f.label() for f in topo.faults]}, indent=1) + "\n")
     print("run folder: %s" % out_dir)
 
     print("topology: %s (%d sources, %d workers, %d stages; bundle %s)"
           % (topo.path, len(topo.sources), len(topo.workers), topo.num_stages, bundle.path))
     print("emulated: %s" % topo.emulation_summary())
+    if settings.network is not None:
+        plan = settings.network.plan
+        print("network: netns, %d devices (namespaces %s-*), %d directed links shaped in the "
+              "kernel" % (len(plan.devices), plan.prefix, len(plan.shaped)))
+    elif any(l.delay_ms or l.loss for l in topo.links):
+        print("network: loopback; the links' delay_ms and loss apply with --network netns only")
+    for f in topo.faults:
+        print("fault: %s" % f.label())
     if cap != float("inf"):
         print("capacity: %.1f tasks/s at the initial thresholds; rates %s tasks/s"
               % (cap, ", ".join("%g" % r for r in rates)))
     sys.stdout.flush()
     extra = {"topology": topo.path, "mdi_mode": args.mdi_mode, "emulated": topo.emulation_summary(),
+             "network": args.network,
              "capacity_tasks_s": None if cap == float("inf") else cap,
              "duration_s": settings.duration_s, "warmup_s": topo.warmup_s}
     total = len(policies) * len(rates)
@@ -166,12 +277,17 @@ def run(args: argparse.Namespace) -> int:
             raise
         raise UsageError("%s (%d of %d runs finished, kept in %s)"
                          % (exc, len(finished), total, out_dir)) from None
-    finally:
-        lock.close()
     save(runs, True)
     print()
     print(format_table(runs))
     print()
+    if any(r.phases for r in runs):
+        print("delay per phase (tasks created before, during and after the faults; recovery: "
+              "from the last fault's end until %d tasks in a row are back at the normal delay)"
+              % RECOVERED_RUN)
+        print(format_phases([(r.policy, r.rate, r.phases, r.recovery_s) for r in runs
+                             if r.phases]))
+        print()
     print("delay and accuracy over tasks created after a %.1f s warm-up; created/completed/lost "
           "over the whole run.\nmodel = eq. 8 (processor sharing, fixed hop delays) for the "
           "routing and exit ratios each run used;\nfifo sim = the simulator on the same routing "

@@ -56,6 +56,11 @@ class RunResult:
     # summed over sources (``agent.testbed.local.served_rate``): under admission control (MDI-Exit's
     # Alg. 3) the sources pace themselves, so this is the rate the network admits and serves
     admitted_rate_tasks_s: Optional[float] = None
+    # with a fault schedule: what was injected when (s after the load's start), the delay
+    # per phase {before|during|after: stats} (agent.testbed.phases) and the recovery time
+    faults: List[dict] = field(default_factory=list)
+    phases: Dict[str, dict] = field(default_factory=dict)
+    recovery_s: Optional[float] = None
 
     def to_json(self) -> dict:
         d = asdict(self)
