@@ -85,7 +85,7 @@ def loss_program(loss: float, dst_ip: Optional[str] = None) -> str:
     packets (to ``dst_ip`` only, when given); offsets count from the Ethernet header."""
     if not 0.0 < loss < 1.0:
         raise ValueError("loss must be in (0, 1), got %r" % (loss,))
-    keep = min(0xFFFFFFFF, int(round((1.0 - loss) * 2 ** 32)))
+    keep = max(1, min(2 ** 32, int(round((1.0 - loss) * 2 ** 32))))  # random numbers kept
     rand = 0xFFFFF000 + 56  # SKF_AD_OFF + SKF_AD_RANDOM
     ops = []
     if dst_ip:
@@ -95,7 +95,7 @@ def loss_program(loss: float, dst_ip: Optional[str] = None) -> str:
                 (0x20, 0, 0, 30),  # ld [30]: destination address
                 (0x15, 0, 3, ip)]  # that address, else no match
     ops += [(0x20, 0, 0, rand),  # ld rand
-            (0x25, 0, 1, keep),  # above keep: match (drop)
+            (0x25, 0, 1, keep - 1),  # keep or above: match (drop)
             (0x06, 0, 0, 0xFFFFFFFF),  # ret -1: match, the filter's class
             (0x06, 0, 0, 0)]  # ret 0: no match
     return ",".join([str(len(ops))] + ["%d %d %d %d" % op for op in ops])
