@@ -77,10 +77,11 @@ def main(argv: List[str]) -> int:
         setup_s = time.monotonic() - t0
         shaped_s = timed_transfer(net, "a", "b", args.bytes)
         free_s = timed_transfer(net, "a", "c", args.bytes, port=7001)
-    left = [ns for ns in testbed_namespaces() if ns.startswith(plan.prefix)]
+    left = [ns for ns in testbed_namespaces() if ns.startswith(plan.prefix + "-")]
     print(json.dumps({"rate_bytes_s": args.rate, "bytes": args.bytes,
                       "expected_s": args.bytes / args.rate, "shaped_s": shaped_s,
-                      "unshaped_s": free_s, "setup_s": setup_s, "left": left}))
+                      "unshaped_s": free_s, "setup_s": setup_s, "prefix": plan.prefix + "-",
+                      "left": left}))
     return 0
 
 
