@@ -33,7 +33,7 @@ def with_mdi_mode(topo, mode):
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--topology", metavar="FILE", default=None,
-                        help="topology JSON or the name of a shipped one (default, mdi-local, "
+                        help="topology JSON or the name of a shipped one (default, slow-link, mdi-local, "
                              "mdi-2-node, mdi-3-node-mesh, mdi-3-node-circular, mdi-5-node-mesh; "
                              "an mdi name + \"-noee\" turns early exit off); default: the "
                              "shipped heterogeneous topology on the demo bundle; with a "
@@ -118,18 +118,24 @@ def cleanup() -> int:
     return 0
 
 
-def _reexec_in_userns() -> int:
-    """Not root: run this very command again as root of a new user namespace."""
+def _reexec_in_userns(problem: str) -> int:
+    """Namespaces cannot be built here (not root): run this very command again as root of a
+    new user namespace."""
     import subprocess
 
-    from agent.testbed.netns import support_problem, userns_wrapper
+    from agent.testbed.netns import userns_wrapper
 
     wrap = userns_wrapper()
     if wrap is None:
-        raise UsageError("--network netns: %s; user namespaces are not allowed here either"
-                         % support_problem())
+        raise UsageError("--network netns: %s, and user namespaces are not allowed here "
+                         "either" % problem)
     env = dict(os.environ, EDGE_AGENT_USERNS="1")
-    return subprocess.call(wrap + [sys.executable, "-m", "agent"] + sys.argv[1:], env=env)
+    child = subprocess.Popen(wrap + [sys.executable, "-m", "agent"] + sys.argv[1:], env=env)
+    while True:  # Ctrl-C reaches the child too: wait for it to clean up and exit
+        try:
+            return child.wait()
+        except KeyboardInterrupt:
+            continue
 
 
 def open_network(topo):
@@ -154,8 +160,8 @@ def run(args: argparse.Namespace) -> int:
 
         problem = support_problem()
         if problem is not None and os.environ.get("EDGE_AGENT_USERNS") != "1" \
-                and problem.startswith("needs root"):
-            return _reexec_in_userns()
+                and "not found" not in problem and "Linux" not in problem:
+            return _reexec_in_userns(problem)
         if problem is not None:
             raise UsageError("--network netns: %s" % problem)
     import signal
