@@ -114,3 +114,25 @@ def test_netns_run_with_link_down_and_loss_loses_nothing_and_removes_its_namespa
     prefix = [l for l in p.stdout.splitlines() if "namespaces eatb" in l][0].split(
         "namespaces ")[1].split("-*")[0]
     assert not [ns for ns in netns.testbed_namespaces() if ns.startswith(prefix + "-")]
+
+
+def test_cleanup_removes_what_a_dead_testbed_left_and_keeps_a_running_ones(tmp_path):
+    """--cleanup deletes namespaces named after a pid that no longer runs and keeps those of a
+    live testbed (root only: in a user namespace nothing outlives the testbed)."""
+    if netns.support_problem() is not None:
+        pytest.skip("needs root with network namespaces: %s" % netns.support_problem())
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    stale, live = "%s%d-hub" % (netns.PREFIX, dead.pid), "%s%d-hub" % (netns.PREFIX, os.getppid())
+    for ns in (stale, live):
+        netns.run_command(["ip", "netns", "add", ns])
+    try:
+        env = dict(os.environ, PYTHONPATH=REPO)
+        out = subprocess.run([sys.executable, "-m", "agent", "testbed", "--cleanup"],
+                             stdout=subprocess.PIPE, env=env, timeout=60,
+                             universal_newlines=True).stdout
+        assert "deleted namespace %s" % stale in out and "kept namespace %s" % live in out
+        assert stale not in netns.testbed_namespaces() and live in netns.testbed_namespaces()
+    finally:
+        for ns in (stale, live):
+            netns.delete_namespace(ns)
