@@ -32,7 +32,8 @@ from agent.ops.atomic import write_atomic
 from agent.testbed.columns import empirical_remaining, fifo_sim_delay, model_delay, routing_used
 from agent.testbed.inject import FaultRunner, add_fault_phases
 from agent.testbed.procs import LocalAgents, free_ports
-from agent.testbed.report import RunResult, read_records, summarise_records
+from agent.testbed.report import (RunResult, _created, read_records, served_rate,
+                                   summarise_records)
 from agent.testbed.topology import StageInfo, Topology
 from agent.policies.thresholds import DEFAULT_THRESHOLD
 from engines.exit_profile import exit_stats, load_exit_profile
@@ -253,7 +254,10 @@ def run_local(topo: Topology, bundle, policy: str, rates: Sequence[float],
                              lambda el, frac, i=i: (faults.poll(), tick(
                                  i, "load" if el < load_s else "draining", frac)))
             except BaseException as exc:  # Ctrl-C or an agent's death: keep what ran so far
-                faults.finish(agents_ready_s=0.0)
+                try:
+                    faults.finish(agents_ready_s=0.0)
+                except Exception:  # noqa: BLE001 - the network is removed whole right after
+                    pass
                 partial = partial_result(topo, bundle, stages, policy, rate, records, expected,
                                          settings.duration_s, load_s, exc)
                 if partial is not None and on_result is not None:
@@ -386,32 +390,3 @@ def partial_result(topo: Topology, bundle, stages: Sequence[StageInfo], policy: 
     why = "interrupted" if isinstance(exc, KeyboardInterrupt) else str(exc).splitlines()[0]
     res.note = "partial: %s" % why
     return res
-
-
-def served_rate(recs: Sequence[Mapping], warmup_s: float) -> Optional[float]:
-    """Tasks answered per second while one source's arrivals last, after the warm-up.
-
-    Counts answers (``finished_mono``) between the warm-up's end and the source's last
-    arrival, whatever the task's creation time. Under admission control (Alg. 3) the source
-    keeps its node's queues filled, so this is the rate the network admits and serves; a task
-    re-issued long after the load has ended does not stretch it. None for a window under 1 s.
-    """
-    created = [c for c in (_created(r) for r in recs) if c is not None]
-    if not created:
-        return None
-    start, end = min(created) + warmup_s, max(created)
-    if end - start < 1.0:
-        return None
-    n = sum(1 for r in recs if r.get("status") == "completed"
-            and isinstance(r.get("finished_mono"), (int, float))
-            and start <= r["finished_mono"] <= end)
-    return n / (end - start)
-
-
-def _created(rec: Mapping) -> Optional[float]:
-    for key in ("created_mono", "created_wall", "created"):
-        v = rec.get(key)
-        if isinstance(v, (int, float)):
-            return float(v)
-    return None
-
