@@ -152,6 +152,11 @@ def open_network(topo):
     return net
 
 
+def _partial(result) -> bool:
+    """A rate's result summarised from what it wrote before it was cut short."""
+    return result.note.startswith("partial")
+
+
 def run(args: argparse.Namespace) -> int:
     if args.cleanup:
         return cleanup()
@@ -257,11 +262,14 @@ def _run_in(args, topo, bundle, policies, rates, cap, out_dir, lock, settings) -
 
     def save(runs, complete: bool) -> None:
         # after every (policy, rate): an interrupted or failed testbed keeps what finished;
-        # results.json last, so a reader that sees a run in it finds its plots too
+        # results.json last, so a reader that sees a run in it finds its plots too. A rate cut
+        # short (Ctrl-C, an agent's death) goes under "partial", apart from the finished runs
+        cut = [r.to_json() for r in runs if _partial(r)]
+        runs = [r for r in runs if not _partial(r)]
         if not args.no_plots and runs:
             write_plots(out_dir, runs)
         write_json(os.path.join(out_dir, "results.json"), runs,
-                   dict(extra, complete=complete, runs_planned=total))
+                   dict(extra, complete=complete, runs_planned=total, partial=cut))
 
     finished: list = []
 
@@ -275,14 +283,17 @@ def _run_in(args, topo, bundle, policies, rates, cap, out_dir, lock, settings) -
     except KeyboardInterrupt:
         if finished:  # Ctrl-C may have cut the last save short: write what finished again
             save(finished, False)
-        print("\ninterrupted: %d of %d runs finished, kept in %s"
-              % (len(finished), total, os.path.join(out_dir, "results.json")), file=sys.stderr)
+        cut = [r for r in finished if _partial(r)]
+        print("\ninterrupted: %d of %d runs finished, kept in %s%s"
+              % (len(finished) - len(cut), total, os.path.join(out_dir, "results.json"),
+                 " (the run cut short: under \"partial\")" if cut else ""), file=sys.stderr)
         return 130
     except UsageError as exc:
         if not finished:
             raise
         raise UsageError("%s (%d of %d runs finished, kept in %s)"
-                         % (exc, len(finished), total, out_dir)) from None
+                         % (exc, sum(1 for r in finished if not _partial(r)), total,
+                            out_dir)) from None
     save(runs, True)
     print()
     print(format_table(runs))
