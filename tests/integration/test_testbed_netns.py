@@ -136,3 +136,32 @@ def test_cleanup_removes_what_a_dead_testbed_left_and_keeps_a_running_ones(tmp_p
     finally:
         for ns in (stale, live):
             netns.delete_namespace(ns)
+
+
+def test_ctrl_c_in_the_middle_of_a_rate_keeps_its_records_so_far_as_a_partial_result(tmp_path):
+    """SIGINT while the only rate is under load: exit 130 and results.json holds no finished
+    run but that rate's summary so far under "partial", marked as interrupted."""
+    import signal
+    import time
+
+    topo = _faulty_topology(tmp_path, [])
+    out = str(tmp_path / "out")
+    env = dict(os.environ, PYTHONPATH=REPO, OMP_NUM_THREADS="1")
+    p = subprocess.Popen([sys.executable, "-m", "agent", "testbed", "--topology", topo,
+                          "--policies", "cf", "--rates", "8", "--duration", "60", "--out", out,
+                          "--no-plots"], env=env, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, universal_newlines=True)
+    records = os.path.join(out, "latest", "cf", "cam", "records.jsonl")
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and p.poll() is None:
+        if os.path.exists(records) and os.path.getsize(records) > 0:
+            break
+        time.sleep(0.2)
+    p.send_signal(signal.SIGINT)
+    _, stderr = p.communicate(timeout=120)
+    assert p.returncode == 130, stderr[-3000:]
+    res = json.loads(open(os.path.join(out, "latest", "results.json")).read())
+    assert res["runs"] == [] and res["complete"] is False
+    assert len(res["partial"]) == 1 and res["partial"][0]["note"] == "partial: interrupted"
+    assert res["partial"][0]["completed"] > 0
+    assert "the run cut short" in stderr
