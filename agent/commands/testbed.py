@@ -138,18 +138,16 @@ def _reexec_in_userns(problem: str) -> int:
             continue
 
 
-def open_network(topo):
-    """The netns network of a topology, set up (``NetnsError``/``UsageError`` naming what is
-    missing); the caller closes it."""
-    from agent.testbed.netns import Network, kernel_has_netem, plan_network
+def network_plan(topo):
+    """The netns plan of a topology, checked against this kernel (a ``UsageError`` naming
+    what is missing)."""
+    from agent.testbed.netns import kernel_has_netem, plan_network
 
     plan = plan_network(topo)
     if any(s.delay_ms for s in plan.shaped) and not kernel_has_netem():
         raise UsageError("links: delay_ms needs sch_netem, which this kernel lacks (an NFQUEUE "
                          "shim would need the python netfilterqueue bindings: not installed)")
-    net = Network(plan)
-    net.setup()
-    return net
+    return plan
 
 
 def _partial(result) -> bool:
@@ -204,16 +202,17 @@ def _run(args: argparse.Namespace) -> int:
         raise UsageError(loopback_problem(topo.faults))
     if topo.fleet is not None and (topo.faults or args.network != "loopback"):
         raise UsageError("--network netns and faults are for local agents, not a fleet")
+    plan = network_plan(topo) if args.network == "netns" else None
     out_dir = new_run_dir(os.path.abspath(args.out))
     lock = RunLock(out_dir)
-    if args.network == "netns":
-        from agent.testbed.netns import cleanup_stale
-
-        cleanup_stale()  # what a killed netns testbed left
     net = None
     try:
-        if args.network == "netns":
-            net = open_network(topo)
+        if plan is not None:
+            from agent.testbed.netns import Network, cleanup_stale
+
+            cleanup_stale()  # what a killed netns testbed left
+            net = Network(plan)
+            net.setup()
         settings = TestbedSettings(duration_s=float(args.duration), out_dir=out_dir, network=net)
         return _run_in(args, topo, bundle, policies, rates, cap, out_dir, lock, settings)
     finally:
