@@ -33,7 +33,8 @@ def with_mdi_mode(topo, mode):
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--topology", metavar="FILE", default=None,
-                        help="topology JSON or the name of a shipped one (default, slow-link, mdi-local, "
+                        help="topology JSON or the name of a shipped one (default, slow-link, "
+                             "slow-link-unconfigured, mdi-local, "
                              "mdi-2-node, mdi-3-node-mesh, mdi-3-node-circular, mdi-5-node-mesh; "
                              "an mdi name + \"-noee\" turns early exit off); default: the "
                              "shipped heterogeneous topology on the demo bundle; with a "

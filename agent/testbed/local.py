@@ -73,10 +73,12 @@ def default_remaining(topo: Topology, bundle) -> List[float]:
 
 
 def _link_rate(topo: Topology, a: str, b: str) -> Optional[float]:
-    """Emulated rate of the link between a and b, either direction; None if not emulated."""
+    """Rate the agents are given for the link between a and b, either direction (its
+    ``config_rate_bytes_s`` when set); None if not emulated."""
     for l in topo.links:
         if {l.src, l.dst} == {a, b}:
-            return l.rate_bytes_s
+            return l.config_rate_bytes_s if l.config_rate_bytes_s is not None \
+                else l.rate_bytes_s
     return None
 
 

@@ -62,6 +62,9 @@ class TbLink:
     rate_bytes_s: Optional[float] = None  # emulated link rate; None = the real (loopback) link
     delay_ms: float = 0.0  # one-way delay added in netns mode (needs sch_netem)
     loss: float = 0.0  # fraction of packets dropped in netns mode
+    # rate the agents' configs give the link (their prior) when it differs from the real one
+    # (netns: the kernel shapes rate_bytes_s); None = rate_bytes_s
+    config_rate_bytes_s: Optional[float] = None
 
 
 @dataclass(frozen=True)
@@ -159,7 +162,7 @@ KNOWN_KEYS = ("comment", "bundle", "backend", "tradeoff", "slot_s", "warmup_s", 
               "knobs", "agent", "sources", "workers", "links", "fleet", "faults")
 SOURCE_KEYS = ("id", "share", "host", "comment")
 WORKER_KEYS = ("id", "stage", "last_stage", "emulate_capacity_flops", "host", "comment")
-LINK_KEYS = ("from", "to", "rate_bytes_s", "delay_ms", "loss", "comment")
+LINK_KEYS = ("from", "to", "rate_bytes_s", "delay_ms", "loss", "config_rate_bytes_s", "comment")
 BACKENDS = ("auto", "onnxruntime", "tensorrt")
 
 
@@ -244,7 +247,8 @@ def _links(top: Fields, sources: Sequence[TbSource], workers: Sequence[TbWorker]
     last_of.update({w.id: w.stages[1] for w in workers})
     links = [TbLink(a, b, l.num("rate_bytes_s", None, lo=0.0, lo_open=True),
                     l.num("delay_ms", 0.0, lo=0.0), l.num("loss", 0.0, lo=0.0, hi=1.0,
-                                                          hi_open=True))
+                                                          hi_open=True),
+                    l.num("config_rate_bytes_s", None, lo=0.0, lo_open=True))
              for l, a, b in read_links(top, stage_of, last_of, h, LINK_KEYS)]
     for node in stage_of:
         if stage_of[node] > 0 and not any(l.dst == node for l in links):

@@ -179,3 +179,19 @@ def test_phases_split_tasks_by_creation_and_recovery_waits_for_normal_delays():
     assert phases["after"]["tasks"] == 7
     assert recovery == pytest.approx(1.5)  # window ends at 4.5, first good run starts at 6.0
     assert recovery_time([_rec(5.0, 3.0)], 4.5, phases["before"]) is None
+
+
+def test_agents_are_told_config_rate_while_the_kernel_shapes_the_real_rate():
+    """config_rate_bytes_s is what the agents' peer entries carry (their prior); the netns plan
+    shapes rate_bytes_s, and the shipped slow-link-unconfigured hides w1a's slow links."""
+    from agent.testbed.local import node_objects
+    from agent.testbed.topology import load_topology
+
+    topo = load_topology("slow-link-unconfigured")
+    ids = topo.node_ids()
+    ends = {n: "tcp://10.0.0.%d:1" % i for i, n in enumerate(ids, start=1)}
+    objs = node_objects(topo, "b", "dtoee", 10.0, 5.0, "/tmp/x", ends, ends, paced=False)
+    told = {p["id"]: p["link_rate_bytes_s"] for p in objs["cam1"]["peers"]}
+    assert told["w1a"] == told["w1b"] == 1.6e6 and objs["cam1"]["emulate_links"] is False
+    plan = plan_network(topo, prefix="eatb1")
+    assert plan.link("cam1", "w1a").rate_bytes_s == 4.17e4
