@@ -8,7 +8,9 @@ source created has a record in its ``records.jsonl``, stops the sources with SIG
 summarises their records; the workers serve all rates of the policy. Nothing is simulated: the
 real engines run, tasks cross real ZeroMQ sockets on loopback; only slower devices and links are
 emulated when the topology says so (``emulate_capacity_flops``, link ``rate_bytes_s``), and
-every report says so.
+every report says so. With ``settings.network`` (``--network netns``) each agent runs in its
+device's namespace and the kernel shapes the links; a topology's ``faults`` are injected into
+every rate's load (``agent.testbed.inject``).
 
 Delay and accuracy are taken over the tasks created after the warm-up (the first configuration
 phase); created/completed/lost count every task of the run. The model column is DTO-EE's eq. 8
@@ -109,8 +111,8 @@ def node_objects(topo: Topology, bundle_path: str, policy: str, total_rate: floa
     """The node-config objects (before ``parse_config``) of every agent of a topology.
 
     ``ctrl`` and ``data`` give each node's control and data endpoint (bound there, and where
-    its peers reach it); ``paced`` False leaves link emulation to the kernel. The one place a topology turns into node configs: the testbed parses
-    them as they are, ``edge-agent fleet render`` (``agent.fleet.render``) adds what a
+    its peers reach it); ``paced`` False leaves link emulation to the kernel. The one place a
+    topology turns into node configs: the testbed parses them as they are, ``edge-agent fleet render`` (``agent.fleet.render``) adds what a
     deployed device needs (binds on every interface, keys, paths) before parsing them.
     """
     ids = topo.node_ids()
