@@ -215,15 +215,15 @@ def userns_wrapper() -> Optional[Cmd]:
     (a private /run for ``ip netns``), or None where user namespaces are not allowed."""
     if shutil.which("unshare") is None:
         return None
+    wrap = ["unshare", "-Urnm", "sh", "-c",
+            'mount -t tmpfs tmpfs /run && ip link set lo up && exec "$@"', "sh"]
+    probe = "ip netns add p && tc -n p qdisc add dev lo root handle 1: htb"  # what a run needs
     try:
-        ok = subprocess.run(["unshare", "-Urnm", "true"], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, timeout=10).returncode == 0
+        ok = subprocess.run(wrap + ["sh", "-c", probe], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, timeout=20).returncode == 0
     except (OSError, subprocess.TimeoutExpired):
         return None
-    if not ok:
-        return None
-    return ["unshare", "-Urnm", "sh", "-c",
-            'mount -t tmpfs tmpfs /run && ip link set lo up && exec "$@"', "sh"]
+    return wrap if ok else None
 
 
 def kernel_has_netem() -> bool:
