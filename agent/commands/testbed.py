@@ -33,7 +33,8 @@ def with_mdi_mode(topo, mode):
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--topology", metavar="FILE", default=None,
-                        help="topology JSON or the name of a shipped one (default, mdi-local, "
+                        help="topology JSON or the name of a shipped one (default, slow-link, "
+                             "slow-link-unconfigured, mdi-local, "
                              "mdi-2-node, mdi-3-node-mesh, mdi-3-node-circular, mdi-5-node-mesh; "
                              "dimee, mlci; an mdi name + \"-noee\" turns early exit off); "
                              "default: the shipped heterogeneous topology on the demo bundle; "
@@ -62,6 +63,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-plots", action="store_true",
                         help="skip the delay/accuracy-vs-rate plots")
     parser.add_argument("--seed", type=int, default=1, help="seed of the sources' arrivals")
+    parser.add_argument("--network", choices=("loopback", "netns"), default="loopback",
+                        help="loopback (default): every agent on 127.0.0.1, senders pace their "
+                             "messages to the link rates; netns: one network namespace per "
+                             "device (agents with the same topology host share one), links "
+                             "shaped in the kernel (HTB); needs root or user namespaces, and "
+                             "iproute2")
+    parser.add_argument("--cleanup", action="store_true",
+                        help="remove the network namespaces (and the processes in them) that "
+                             "netns testbeds no longer running left behind, then exit")
 
 
 def parse_list(text: str, what: str) -> List[str]:
@@ -95,15 +105,87 @@ def parse_rates(text: str, capacity_tasks_s: float) -> List[float]:
     return out
 
 
-def run(args: argparse.Namespace) -> int:
-    import json
+def cleanup() -> int:
+    """``--cleanup``: delete what stopped netns testbeds left."""
+    from agent.testbed.netns import cleanup_stale
 
-    from agent.ops.atomic import write_atomic
+    deleted, kept = cleanup_stale()
+    for ns in deleted:
+        print("deleted namespace %s" % ns)
+    for ns in kept:
+        print("kept namespace %s: its testbed still runs" % ns)
+    if not deleted and not kept:
+        print("no testbed namespaces")
+    return 0
+
+
+def _reexec_in_userns(problem: str) -> int:
+    """Namespaces cannot be built here (not root): run this very command again as root of a
+    new user namespace."""
+    import subprocess
+
+    from agent.testbed.netns import userns_wrapper
+
+    wrap = userns_wrapper()
+    if wrap is None:
+        raise UsageError("--network netns: %s, and user namespaces are not allowed here "
+                         "either" % problem)
+    env = dict(os.environ, EDGE_AGENT_USERNS="1")
+    child = subprocess.Popen(wrap + [sys.executable, "-m", "agent"] + sys.argv[1:], env=env)
+    while True:  # Ctrl-C reaches the child too: wait for it to clean up and exit
+        try:
+            return child.wait()
+        except KeyboardInterrupt:
+            continue
+
+
+def network_plan(topo):
+    """The netns plan of a topology, checked against this kernel (a ``UsageError`` naming
+    what is missing)."""
+    from agent.testbed.netns import kernel_has_netem, plan_network
+
+    plan = plan_network(topo)
+    if any(s.delay_ms for s in plan.shaped) and not kernel_has_netem():
+        raise UsageError("links: delay_ms needs sch_netem, which this kernel lacks (an NFQUEUE "
+                         "shim would need the python netfilterqueue bindings: not installed)")
+    return plan
+
+
+def _partial(result) -> bool:
+    """A rate's result summarised from what it wrote before it was cut short."""
+    return result.note.startswith("partial")
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.cleanup:
+        return cleanup()
+    if args.network == "netns":
+        from agent.testbed.netns import support_problem
+
+        problem = support_problem()
+        if problem is not None and os.environ.get("EDGE_AGENT_USERNS") != "1" \
+                and "not found" not in problem and "Linux" not in problem:
+            return _reexec_in_userns(problem)
+        if problem is not None:
+            raise UsageError("--network netns: %s" % problem)
+    import signal
+
+    def on_term(signum, frame):  # SIGTERM: clean up as for Ctrl-C
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, on_term)
+    try:
+        return _run(args)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _run(args: argparse.Namespace) -> int:
     from agent.policies.registry import lookup
     from agent.testbed.local import TestbedSettings, bundle_stages, default_remaining
-    from agent.testbed.driver import load_bundle_for, run_all
-    from agent.testbed.report import PLOT_NAMES, format_table, write_json, write_plots
-    from agent.testbed.rundir import RUN_INFO, RunLock, new_run_dir
+    from agent.testbed.driver import load_bundle_for
+    from agent.testbed.rundir import RunLock, new_run_dir
+    from agent.testbed.faults import loopback_problem
     from agent.testbed.topology import capacity_tasks_s, check_against_bundle, load_topology
 
     if not args.duration > 0:
@@ -117,34 +199,77 @@ def run(args: argparse.Namespace) -> int:
     check_against_bundle(topo, stages)
     cap = capacity_tasks_s(topo, stages, default_remaining(topo, bundle))
     rates = parse_rates(args.rates or topo.rates or DEFAULT_RATES, cap)
+    if args.network == "loopback" and loopback_problem(topo.faults):
+        raise UsageError(loopback_problem(topo.faults))
+    if topo.fleet is not None and (topo.faults or args.network != "loopback"):
+        raise UsageError("--network netns and faults are for local agents, not a fleet")
+    plan = network_plan(topo) if args.network == "netns" else None
     out_dir = new_run_dir(os.path.abspath(args.out))
     lock = RunLock(out_dir)
-    settings = TestbedSettings(duration_s=float(args.duration), out_dir=out_dir)
+    net = None
+    try:
+        if plan is not None:
+            from agent.testbed.netns import Network, cleanup_stale
+
+            cleanup_stale()  # what a killed netns testbed left
+            net = Network(plan)
+            net.setup()
+        settings = TestbedSettings(duration_s=float(args.duration), out_dir=out_dir, network=net)
+        return _run_in(args, topo, bundle, policies, rates, cap, out_dir, lock, settings)
+    finally:
+        if net is not None:
+            net.close()
+        lock.close()
+
+
+def _run_in(args, topo, bundle, policies, rates, cap, out_dir, lock, settings) -> int:
+    """Run every (policy, rate) in the run folder; print and write the results."""
+    import json
+
+    from agent.ops.atomic import write_atomic
+    from agent.testbed.driver import run_all
+    from agent.testbed.phases import RECOVERED_RUN, format_phases
+    from agent.testbed.report import PLOT_NAMES, format_table, write_json, write_plots
+    from agent.testbed.rundir import RUN_INFO
+
     write_atomic(os.path.join(out_dir, RUN_INFO), json.dumps({
         "topology": args.topology or "default", "mdi_mode": args.mdi_mode,
         "policies": policies, "rates": rates, "duration_s": settings.duration_s,
-        "seed": args.seed}, indent=1) + "\n")
+        "seed": args.seed, "network": args.network,
+        "faults": [f.label() for f in topo.faults]}, indent=1) + "\n")
     print("run folder: %s" % out_dir)
 
     print("topology: %s (%d sources, %d workers, %d stages; bundle %s)"
           % (topo.path, len(topo.sources), len(topo.workers), topo.num_stages, bundle.path))
     print("emulated: %s" % topo.emulation_summary())
+    if settings.network is not None:
+        plan = settings.network.plan
+        print("network: netns, %d devices (namespaces %s-*), %d directed links shaped in the "
+              "kernel" % (len(plan.devices), plan.prefix, len(plan.shaped)))
+    elif any(l.delay_ms or l.loss for l in topo.links):
+        print("network: loopback; the links' delay_ms and loss apply with --network netns only")
+    for f in topo.faults:
+        print("fault: %s" % f.label())
     if cap != float("inf"):
         print("capacity: %.1f tasks/s at the initial thresholds; rates %s tasks/s"
               % (cap, ", ".join("%g" % r for r in rates)))
     sys.stdout.flush()
     extra = {"topology": topo.path, "mdi_mode": args.mdi_mode, "emulated": topo.emulation_summary(),
+             "network": args.network,
              "capacity_tasks_s": None if cap == float("inf") else cap,
              "duration_s": settings.duration_s, "warmup_s": topo.warmup_s}
     total = len(policies) * len(rates)
 
     def save(runs, complete: bool) -> None:
         # after every (policy, rate): an interrupted or failed testbed keeps what finished;
-        # results.json last, so a reader that sees a run in it finds its plots too
+        # results.json last, so a reader that sees a run in it finds its plots too. A rate cut
+        # short (Ctrl-C, an agent's death) goes under "partial", apart from the finished runs
+        cut = [r.to_json() for r in runs if _partial(r)]
+        runs = [r for r in runs if not _partial(r)]
         if not args.no_plots and runs:
             write_plots(out_dir, runs)
         write_json(os.path.join(out_dir, "results.json"), runs,
-                   dict(extra, complete=complete, runs_planned=total))
+                   dict(extra, complete=complete, runs_planned=total, partial=cut))
 
     finished: list = []
 
@@ -158,20 +283,28 @@ def run(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         if finished:  # Ctrl-C may have cut the last save short: write what finished again
             save(finished, False)
-        print("\ninterrupted: %d of %d runs finished, kept in %s"
-              % (len(finished), total, os.path.join(out_dir, "results.json")), file=sys.stderr)
+        cut = [r for r in finished if _partial(r)]
+        print("\ninterrupted: %d of %d runs finished, kept in %s%s"
+              % (len(finished) - len(cut), total, os.path.join(out_dir, "results.json"),
+                 " (the run cut short: under \"partial\")" if cut else ""), file=sys.stderr)
         return 130
     except UsageError as exc:
         if not finished:
             raise
         raise UsageError("%s (%d of %d runs finished, kept in %s)"
-                         % (exc, len(finished), total, out_dir)) from None
-    finally:
-        lock.close()
+                         % (exc, sum(1 for r in finished if not _partial(r)), total,
+                            out_dir)) from None
     save(runs, True)
     print()
     print(format_table(runs))
     print()
+    if any(r.phases for r in runs):
+        print("delay per phase (tasks created before, during and after the faults; recovery: "
+              "from the last fault's end until %d tasks in a row are back at the normal delay)"
+              % RECOVERED_RUN)
+        print(format_phases([(r.policy, r.rate, r.phases, r.recovery_s) for r in runs
+                             if r.phases]))
+        print()
     print("delay and accuracy over tasks created after a %.1f s warm-up; created/completed/lost "
           "over the whole run.\nmodel = eq. 8 (processor sharing, fixed hop delays) for the "
           "routing and exit ratios each run used;\nfifo sim = the simulator on the same routing "

@@ -8,7 +8,9 @@ source created has a record in its ``records.jsonl``, stops the sources with SIG
 summarises their records; the workers serve all rates of the policy. Nothing is simulated: the
 real engines run, tasks cross real ZeroMQ sockets on loopback; only slower devices and links are
 emulated when the topology says so (``emulate_capacity_flops``, link ``rate_bytes_s``), and
-every report says so.
+every report says so. With ``settings.network`` (``--network netns``) each agent runs in its
+device's namespace and the kernel shapes the links; a topology's ``faults`` are injected into
+every rate's load (``agent.testbed.inject``).
 
 Delay and accuracy are taken over the tasks created after the warm-up (the first configuration
 phase); created/completed/lost count every task of the run. The model column is DTO-EE's eq. 8
@@ -30,8 +32,10 @@ from typing import Callable, Dict, List, Mapping, Optional, Sequence
 from agent.config.node import NodeConfig, parse_config
 from agent.ops.atomic import write_atomic
 from agent.testbed.columns import empirical_remaining, fifo_sim_delay, model_delay, routing_used
+from agent.testbed.inject import FaultRunner, add_fault_phases
 from agent.testbed.procs import LocalAgents, free_ports
-from agent.testbed.report import RunResult, read_records, summarise_records
+from agent.testbed.report import (RunResult, _created, read_records, served_rate,
+                                   summarise_records)
 from agent.testbed.topology import StageInfo, Topology
 from agent.policies.thresholds import DEFAULT_THRESHOLD
 from engines.exit_profile import exit_stats, load_exit_profile
@@ -49,6 +53,8 @@ class TestbedSettings:
     ready_timeout_s: float = 90.0  # workers must report READY=1 by then
     drain_timeout_s: float = 90.0  # after the load: every task must have a record by then
     python: str = ""  # interpreter for the agents; "" = this one
+    # agent.testbed.netns.Network the agents run in (None: loopback, links paced by senders)
+    network: Optional[object] = None
 
 
 def bundle_stages(bundle) -> List[StageInfo]:
@@ -69,17 +75,21 @@ def default_remaining(topo: Topology, bundle) -> List[float]:
 
 
 def _link_rate(topo: Topology, a: str, b: str) -> Optional[float]:
-    """Emulated rate of the link between a and b, either direction; None if not emulated."""
+    """Rate the agents are given for the link between a and b, either direction (its
+    ``config_rate_bytes_s`` when set); None if not emulated."""
     for l in topo.links:
         if {l.src, l.dst} == {a, b}:
-            return l.rate_bytes_s
+            return l.config_rate_bytes_s if l.config_rate_bytes_s is not None \
+                else l.rate_bytes_s
     return None
 
 
 def node_configs(topo: Topology, bundle_path: str, policy: str, total_rate: float,
                  load_s: float, run_dir: str, seed: int = 0,
-                 ports: Optional[Sequence[int]] = None) -> Dict[str, NodeConfig]:
-    """One validated ``NodeConfig`` per agent of a local run on loopback.
+                 ports: Optional[Sequence[int]] = None, network=None) -> Dict[str, NodeConfig]:
+    """One validated ``NodeConfig`` per agent of a local run (loopback, or each agent at its
+    device's address on a netns ``network``, where the kernel shapes the links instead of the
+    senders pacing them).
 
     Every agent keeps its state in ``run_dir/<id>``. ``ports`` (two per node, in ``node_ids``
     order) keeps the endpoints of an earlier call, so restarted sources are where the workers
@@ -87,24 +97,26 @@ def node_configs(topo: Topology, bundle_path: str, policy: str, total_rate: floa
     """
     ids = topo.node_ids()
     ports = list(ports) if ports is not None else free_ports(2 * len(ids))
-    ctrl = {n: "tcp://127.0.0.1:%d" % ports[2 * i] for i, n in enumerate(ids)}
-    data = {n: "tcp://127.0.0.1:%d" % ports[2 * i + 1] for i, n in enumerate(ids)}
-    objs = node_objects(topo, bundle_path, policy, total_rate, load_s, run_dir, ctrl, data, seed)
+    addr = {n: network.plan.address_of(n) if network is not None else "127.0.0.1" for n in ids}
+    ctrl = {n: "tcp://%s:%d" % (addr[n], ports[2 * i]) for i, n in enumerate(ids)}
+    data = {n: "tcp://%s:%d" % (addr[n], ports[2 * i + 1]) for i, n in enumerate(ids)}
+    objs = node_objects(topo, bundle_path, policy, total_rate, load_s, run_dir, ctrl, data, seed,
+                        paced=network is None)
     return {n: parse_config(obj, run_dir, where="testbed node %s" % n) for n, obj in objs.items()}
 
 
 def node_objects(topo: Topology, bundle_path: str, policy: str, total_rate: float,
                  load_s: float, run_dir: str, ctrl: Mapping[str, str], data: Mapping[str, str],
-                 seed: int = 0) -> Dict[str, dict]:
+                 seed: int = 0, paced: bool = True) -> Dict[str, dict]:
     """The node-config objects (before ``parse_config``) of every agent of a topology.
 
     ``ctrl`` and ``data`` give each node's control and data endpoint (bound there, and where
-    its peers reach it). The one place a topology turns into node configs: the testbed parses
-    them as they are, ``edge-agent fleet render`` (``agent.fleet.render``) adds what a
+    its peers reach it); ``paced`` False leaves link emulation to the kernel. The one place a
+    topology turns into node configs: the testbed parses them as they are, ``edge-agent fleet render`` (``agent.fleet.render``) adds what a
     deployed device needs (binds on every interface, keys, paths) before parsing them.
     """
     ids = topo.node_ids()
-    emulate_links = any(l.rate_bytes_s is not None for l in topo.links)
+    emulate_links = paced and any(l.rate_bytes_s is not None for l in topo.links)
     knobs = topo.knobs.get(policy, {}) if isinstance(topo.knobs.get(policy), dict) else {}
     h = topo.num_stages
     thresholds = [topo.thresholds.get(s, DEFAULT_THRESHOLD) for s in range(1, h + 1)] if topo.thresholds \
@@ -220,15 +232,19 @@ def run_local(topo: Topology, bundle, policy: str, rates: Sequence[float],
     ports = free_ports(2 * len(topo.node_ids()))
     results: List[RunResult] = []
     after: Dict[str, Optional[dict]] = {}
-    with LocalAgents(run_dir, settings.python) as agents:
-        cfgs = node_configs(topo, bundle.path, policy, rates[0], load_s, run_dir, seed, ports)
+    net = settings.network
+    with LocalAgents(run_dir, settings.python, wrap=net.wrap if net is not None else None) \
+            as agents:
+        faults = FaultRunner(topo.faults, agents, net)
+        cfgs = node_configs(topo, bundle.path, policy, rates[0], load_s, run_dir, seed, ports,
+                            net)
         agents.write({w.id: cfgs[w.id] for w in topo.workers})
         settle = max(cfgs[w.id].status_interval_s for w in topo.workers) + 0.1
         agents.start([w.id for w in topo.workers], settings.ready_timeout_s,
                       on_tick=lambda: tick(0, "starting workers", 0.0))
         for i, rate in enumerate(rates):
             cfgs = node_configs(topo, bundle.path, policy, rate, load_s, run_dir,
-                                seed * 100 + i, ports)
+                                seed * 100 + i, ports, net)
             # the workers' counters after the previous rate (idle since) are this one's start
             before = after if i else {}
             names = {s.id: "%s-%s" % (s.id, rate_label(rate)) for s in topo.sources}
@@ -238,9 +254,22 @@ def run_local(topo: Topology, bundle, policy: str, rates: Sequence[float],
             expected = {s.id: cfgs[s.id].max_tasks for s in topo.sources}
             records = {s.id: os.path.join(cfgs[s.id].state_dir, "records.jsonl")
                        for s in topo.sources}
-            wait_records(records, expected, load_s * 3 + settings.drain_timeout_s, agents,
-                         lambda el, frac, i=i: tick(i, "load" if el < load_s else "draining",
-                                                    frac))
+            faults.start()
+            try:
+                wait_records(records, expected, load_s * 3 + settings.drain_timeout_s, agents,
+                             lambda el, frac, i=i: (faults.poll(), tick(
+                                 i, "load" if el < load_s else "draining", frac)))
+            except BaseException as exc:  # Ctrl-C or an agent's death: keep what ran so far
+                try:
+                    faults.finish(agents_ready_s=0.0)
+                except Exception:  # noqa: BLE001 - the network is removed whole right after
+                    pass
+                partial = partial_result(topo, bundle, stages, policy, rate, records, expected,
+                                         settings.duration_s, load_s, exc)
+                if partial is not None and on_result is not None:
+                    on_result(partial)
+                raise
+            faults.finish(agents_ready_s=settings.ready_timeout_s)
             agents.stop([names[s.id] for s in topo.sources])
             after = _worker_stats(topo, cfgs, agents, settle)
             # this rate's records and final source stats move aside; the sources' saved policy
@@ -254,6 +283,7 @@ def run_local(topo: Topology, bundle, policy: str, rates: Sequence[float],
                            records, expected, stats, settings.duration_s, load_s)
             results.append(summarise_rate(topo, bundle, stages, policy, rate, records, expected,
                                       stats, settings.duration_s, load_s))
+            add_fault_phases(results[-1], faults, records, topo.warmup_s)
             if on_result is not None:
                 on_result(results[-1])
     return results
@@ -352,30 +382,17 @@ def summarise_rate(topo: Topology, bundle, stages: Sequence[StageInfo], policy: 
     return measured
 
 
-def served_rate(recs: Sequence[Mapping], warmup_s: float) -> Optional[float]:
-    """Tasks answered per second while one source's arrivals last, after the warm-up.
-
-    Counts answers (``finished_mono``) between the warm-up's end and the source's last
-    arrival, whatever the task's creation time. Under admission control (Alg. 3) the source
-    keeps its node's queues filled, so this is the rate the network admits and serves; a task
-    re-issued long after the load has ended does not stretch it. None for a window under 1 s.
-    """
-    created = [c for c in (_created(r) for r in recs) if c is not None]
-    if not created:
+def partial_result(topo: Topology, bundle, stages: Sequence[StageInfo], policy: str,
+                   rate: float, records: Mapping[str, str], expected: Mapping[str, int],
+                   duration_s: float, load_s: float, exc: BaseException
+                   ) -> Optional[RunResult]:
+    """The summary of a rate cut short (interrupted, or an agent died), from the records the
+    sources wrote so far; None when there are none."""
+    try:
+        res = summarise_rate(topo, bundle, stages, policy, rate, records, expected, {},
+                             duration_s, load_s)
+    except Exception:  # no records yet, or unreadable: nothing to keep
         return None
-    start, end = min(created) + warmup_s, max(created)
-    if end - start < 1.0:
-        return None
-    n = sum(1 for r in recs if r.get("status") == "completed"
-            and isinstance(r.get("finished_mono"), (int, float))
-            and start <= r["finished_mono"] <= end)
-    return n / (end - start)
-
-
-def _created(rec: Mapping) -> Optional[float]:
-    for key in ("created_mono", "created_wall", "created"):
-        v = rec.get(key)
-        if isinstance(v, (int, float)):
-            return float(v)
-    return None
-
+    why = "interrupted" if isinstance(exc, KeyboardInterrupt) else str(exc).splitlines()[0]
+    res.note = "partial: %s" % why
+    return res

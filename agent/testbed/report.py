@@ -53,9 +53,14 @@ class RunResult:
     exit_counts: Dict[int, int] = field(default_factory=dict)
     note: str = ""
     # tasks answered per second between the warm-up's end and each source's last arrival,
-    # summed over sources (``agent.testbed.local.served_rate``): under admission control (MDI-Exit's
+    # summed over sources (``served_rate``): under admission control (MDI-Exit's
     # Alg. 3) the sources pace themselves, so this is the rate the network admits and serves
     admitted_rate_tasks_s: Optional[float] = None
+    # with a fault schedule: what was injected when (s after the load's start), the delay
+    # per phase {before|during|after: stats} (agent.testbed.phases) and the recovery time
+    faults: List[dict] = field(default_factory=list)
+    phases: Dict[str, dict] = field(default_factory=dict)
+    recovery_s: Optional[float] = None
 
     def to_json(self) -> dict:
         d = asdict(self)
@@ -152,6 +157,34 @@ def summarise_records(records: Iterable[Mapping], policy: str, rate: float,
         accuracy=(correct / completed) if completed else None,
         model_delay_s=model_delay_s, capacities_emulated=capacities_emulated,
         duration_s=float(duration_s), resent=resent, exit_counts=dict(exits))
+
+
+def served_rate(recs: Sequence[Mapping], warmup_s: float) -> Optional[float]:
+    """Tasks answered per second while one source's arrivals last, after the warm-up.
+
+    Counts answers (``finished_mono``) between the warm-up's end and the source's last
+    arrival, whatever the task's creation time. Under admission control (Alg. 3) the source
+    keeps its node's queues filled, so this is the rate the network admits and serves; a task
+    re-issued long after the load has ended does not stretch it. None for a window under 1 s.
+    """
+    created = [c for c in (_created(r) for r in recs) if c is not None]
+    if not created:
+        return None
+    start, end = min(created) + warmup_s, max(created)
+    if end - start < 1.0:
+        return None
+    n = sum(1 for r in recs if r.get("status") == "completed"
+            and isinstance(r.get("finished_mono"), (int, float))
+            and start <= r["finished_mono"] <= end)
+    return n / (end - start)
+
+
+def _created(rec: Mapping) -> Optional[float]:
+    for key in ("created_mono", "created_wall", "created"):
+        v = rec.get(key)
+        if isinstance(v, (int, float)):
+            return float(v)
+    return None
 
 
 def _ms(v: Optional[float]) -> str:

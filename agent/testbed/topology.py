@@ -23,6 +23,7 @@ from agent.config.jsonfile import read_json_file
 from agent.errors import UsageError
 from agent.policies.setting import DEFAULT_TRADEOFF
 from agent.scenario.format import read_links
+from agent.testbed.faults import Fault, parse_faults
 
 TOPOLOGY_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "topologies")
 DEFAULT_TOPOLOGY = os.path.join(TOPOLOGY_DIR, "default.json")
@@ -37,7 +38,7 @@ class TopologyError(UsageError):
 class TbSource:
     id: str
     share: float  # fraction of the total arrival rate this source generates (shares sum to 1)
-    host: str = "127.0.0.1"  # address its sockets bind/are reached on
+    host: str = ""  # device it runs on: agents with the same host share one ("": its own)
 
 
 @dataclass(frozen=True)
@@ -45,7 +46,7 @@ class TbWorker:
     id: str
     stage: int  # 1-based stage it serves
     emulate_capacity_flops: Optional[float] = None  # pad service time to flops / this; None = real
-    host: str = "127.0.0.1"
+    host: str = ""  # device it runs on: agents with the same host share one ("": its own)
     last_stage: int = 0  # holds stages stage..last_stage (MDI-Exit nodes); 0 = just ``stage``
     terminal: bool = False  # answers every task at its last stage (a DIMEE/MLCI tier); no links out
 
@@ -60,6 +61,11 @@ class TbLink:
     src: str
     dst: str
     rate_bytes_s: Optional[float] = None  # emulated link rate; None = the real (loopback) link
+    delay_ms: float = 0.0  # one-way delay added in netns mode (needs sch_netem)
+    loss: float = 0.0  # fraction of packets dropped in netns mode
+    # rate the agents' configs give the link (their prior) when it differs from the real one
+    # (netns: the kernel shapes rate_bytes_s); None = rate_bytes_s
+    config_rate_bytes_s: Optional[float] = None
 
 
 @dataclass(frozen=True)
@@ -87,8 +93,16 @@ class Topology:
     knobs: Mapping[str, Any] = field(default_factory=dict)  # {policy: {knob: value}} for agents
     agent: Mapping[str, Any] = field(default_factory=dict)  # extra node-config fields, every agent
     fleet: Optional[Mapping[str, Any]] = None  # agents already running elsewhere
+    faults: Tuple[Fault, ...] = ()  # fault schedule, injected in every rate's load
     path: str = ""  # file it came from
     rates: str = ""  # the testbed's --rates when none is given ("" = the command's default)
+
+    def host_of(self, node_id: str) -> str:
+        """The device label of a node ("" when it has a device of its own)."""
+        for a in tuple(self.sources) + tuple(self.workers):
+            if a.id == node_id:
+                return a.host
+        return ""
 
     def node_ids(self) -> List[str]:
         return [s.id for s in self.sources] + [w.id for w in self.workers]
@@ -147,11 +161,11 @@ class Topology:
 
 
 KNOWN_KEYS = ("comment", "bundle", "backend", "tradeoff", "slot_s", "warmup_s", "thresholds",
-              "knobs", "agent", "sources", "workers", "links", "fleet", "rates")
+              "knobs", "agent", "sources", "workers", "links", "fleet", "faults", "rates")
 SOURCE_KEYS = ("id", "share", "host", "comment")
 WORKER_KEYS = ("id", "stage", "last_stage", "emulate_capacity_flops", "host", "comment",
                "terminal")
-LINK_KEYS = ("from", "to", "rate_bytes_s", "comment")
+LINK_KEYS = ("from", "to", "rate_bytes_s", "delay_ms", "loss", "config_rate_bytes_s", "comment")
 BACKENDS = ("auto", "onnxruntime", "tensorrt")
 
 
@@ -166,9 +180,9 @@ def _ident(item: Fields, seen: set) -> str:
 
 
 def _host(item: Fields) -> str:
-    h = item.value("host", "127.0.0.1")
-    if not isinstance(h, str) or not h:
-        raise item.fail("host", "must be a host name or address")
+    h = item.value("host", "")
+    if not isinstance(h, str):
+        raise item.fail("host", "must be a device name (agents with the same host share one)")
     return h
 
 
@@ -221,7 +235,10 @@ def parse_topology(obj: Any, base_dir: str = ".", path: str = "") -> Topology:
         warmup_s=top.num("warmup_s", 2.0, lo=0.0),
         thresholds=_thresholds(top, h), knobs=dict(knobs.obj),
         agent=dict(top.table("agent", {}, shape="an object of node-config fields").obj),
-        fleet=fleet, path=path, rates=top.str("rates", ""))
+        fleet=fleet, path=path, rates=top.str("rates", ""),
+        faults=tuple(parse_faults(top, [w.id for w in workers],
+                                  [s.id for s in sources] + [w.id for w in workers],
+                                  [(l.src, l.dst) for l in links])))
 
 
 def _links(top: Fields, sources: Sequence[TbSource], workers: Sequence[TbWorker],
@@ -231,7 +248,10 @@ def _links(top: Fields, sources: Sequence[TbSource], workers: Sequence[TbWorker]
     stage_of.update({w.id: w.stage for w in workers})
     last_of = {s.id: 0 for s in sources}
     last_of.update({w.id: w.stages[1] if not w.terminal else h for w in workers})  # no link out
-    links = [TbLink(a, b, l.num("rate_bytes_s", None, lo=0.0, lo_open=True))
+    links = [TbLink(a, b, l.num("rate_bytes_s", None, lo=0.0, lo_open=True),
+                    l.num("delay_ms", 0.0, lo=0.0), l.num("loss", 0.0, lo=0.0, hi=1.0,
+                                                          hi_open=True),
+                    l.num("config_rate_bytes_s", None, lo=0.0, lo_open=True))
              for l, a, b in read_links(top, stage_of, last_of, h, LINK_KEYS)]
     for l in links:
         if any(w.terminal and w.id == l.src for w in workers):

@@ -1,0 +1,104 @@
+"""Delay before, during and after a rate's faults, and how long the delay took to recover.
+
+Pure functions of the sources' records (``created_mono``/``finished_mono``: the monotonic
+clock the testbed also reads when it injects a fault). The fault window runs from the first
+fault's start to the last one's end (a kill for good ends where it starts). Tasks are put in
+a phase by creation time; the warm-up's tasks are left out of "before".
+"""
+
+from __future__ import annotations
+
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple
+
+from agent.testbed.report import percentile
+
+PHASES = ("before", "during", "after")
+RECOVERED_RUN = 5  # consecutive tasks back at the normal delay that mark the recovery
+
+
+def _delay(rec: Mapping) -> Optional[float]:
+    a, b = rec.get("created_mono"), rec.get("finished_mono")
+    if rec.get("status") != "completed" or not isinstance(a, (int, float)) \
+            or not isinstance(b, (int, float)):
+        return None
+    return float(b) - float(a)
+
+
+def phase_stats(recs: Sequence[Mapping]) -> dict:
+    """Tasks, completed, lost, resent, mean and p95 delay (s) of one phase's records."""
+    delays = [d for d in (_delay(r) for r in recs) if d is not None]
+    return {"tasks": len(recs),
+            "completed": sum(1 for r in recs if r.get("status") == "completed"),
+            "lost": sum(1 for r in recs if r.get("status") not in ("completed", "rejected")),
+            "resent": sum(1 for r in recs if int(r.get("resends", 0) or 0) > 0),
+            "mean_delay_s": sum(delays) / len(delays) if delays else None,
+            "p95_delay_s": percentile(delays, 95.0)}
+
+
+def split_phases(recs: Sequence[Mapping], window: Tuple[float, float],
+                 warmup_end: float) -> Dict[str, List[Mapping]]:
+    """Records by phase: created before the window (after the warm-up), in it, after it."""
+    start, end = window
+    out: Dict[str, List[Mapping]] = {p: [] for p in PHASES}
+    for r in recs:
+        c = r.get("created_mono")
+        if not isinstance(c, (int, float)):
+            continue
+        if c < start:
+            if c >= warmup_end:
+                out["before"].append(r)
+        elif c < end:
+            out["during"].append(r)
+        else:
+            out["after"].append(r)
+    return out
+
+
+def recovery_time(after: Sequence[Mapping], end: float, before: Mapping) -> Optional[float]:
+    """Seconds from the window's end to the creation of the first task from which
+    ``RECOVERED_RUN`` tasks in a row complete within the normal delay (the larger of the
+    before-phase p95 and 1.5x its mean); None when that never happens (or no baseline)."""
+    mean, p95 = before.get("mean_delay_s"), before.get("p95_delay_s")
+    if mean is None or p95 is None:
+        return None
+    limit = max(p95, 1.5 * mean)
+    recs = sorted(after, key=lambda r: r["created_mono"])
+    ok = [(_delay(r) is not None and _delay(r) <= limit) for r in recs]
+    for i in range(len(recs)):
+        run = ok[i:i + RECOVERED_RUN]
+        if len(run) == RECOVERED_RUN and all(run):
+            return max(0.0, float(recs[i]["created_mono"]) - end)
+    return None
+
+
+def fault_phases(recs: Sequence[Mapping], windows: Sequence[Tuple[float, float]],
+                 warmup_end: float) -> Tuple[Dict[str, dict], Optional[float]]:
+    """({phase: stats}, recovery time) of a rate's records for its fault windows."""
+    if not windows:
+        return {}, None
+    window = (min(w[0] for w in windows), max(w[1] for w in windows))
+    parts = split_phases(recs, window, warmup_end)
+    stats = {p: phase_stats(parts[p]) for p in PHASES}
+    return stats, recovery_time(parts["after"], window[1], stats["before"])
+
+
+def format_phases(rows: Sequence[Tuple[str, float, Mapping[str, dict], Optional[float]]]) -> str:
+    """A table: policy, rate, then per phase mean/p95 ms and lost, and the recovery time."""
+    head = ["policy", "rate/s"]
+    for p in PHASES:
+        head += ["%s mean ms" % p, "p95", "lost"]
+    head.append("recovery s")
+    lines = [head]
+    for policy, rate, ph, rec in rows:
+        row = [policy, "%.1f" % rate]
+        for p in PHASES:
+            s = ph.get(p) or {}
+            row += ["-" if s.get("mean_delay_s") is None else "%.0f" % (s["mean_delay_s"] * 1e3),
+                    "-" if s.get("p95_delay_s") is None else "%.0f" % (s["p95_delay_s"] * 1e3),
+                    str(s.get("lost", "-"))]
+        row.append("never" if rec is None else "%.1f" % rec)
+        lines.append(row)
+    widths = [max(len(r[i]) for r in lines) for i in range(len(head))]
+    return "\n".join("  ".join(c.rjust(w) if i else c.ljust(w)
+                               for i, (c, w) in enumerate(zip(r, widths))).rstrip()
+                     for r in lines)

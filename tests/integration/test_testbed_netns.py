@@ -1,0 +1,168 @@
+"""The netns testbed for real: namespaces, kernel-shaped links, injected faults.
+
+Needs root or user namespaces (and iproute2); each test skips with the reason where neither
+works. The loopback fault test runs anywhere.
+"""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from agent.cli import main
+from agent.testbed import netns
+from tests.integration.agent_cluster import build_two_stage_bundle
+from tests.integration.test_testbed import write_topology
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def _wrapper():
+    """Argv prefix that gives a command the right to build namespaces; skip where none does."""
+    problem = netns.support_problem()
+    if problem is None:
+        return []
+    if "not found" not in problem:
+        wrap = netns.userns_wrapper()
+        if wrap is not None:
+            return wrap
+    pytest.skip("netns testbed: %s, and user namespaces are not allowed here either" % problem)
+
+
+def test_a_transfer_over_a_link_shaped_to_r_takes_b_over_r_and_leaves_no_namespace():
+    """Smoke test: three namespaces, a -> b shaped to R; B bytes from a to b take B/R within
+    15% while a -> c (unshaped) is far faster; no testbed namespace is left afterwards."""
+    wrap = _wrapper()
+    rate, nbytes = 200e3, 600000
+    env = dict(os.environ, PYTHONPATH=REPO)
+    out = subprocess.run(wrap + [sys.executable, "-m", "agent.testbed.netcheck", "--rate",
+                                 str(rate), "--bytes", str(nbytes)],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, timeout=60,
+                         universal_newlines=True)
+    assert out.returncode == 0, out.stderr[-2000:]
+    got = json.loads(out.stdout.strip().splitlines()[-1])
+    assert abs(got["shaped_s"] / (nbytes / rate) - 1.0) <= 0.15, got
+    assert got["unshaped_s"] < 0.2 * got["shaped_s"], got
+    assert got["left"] == []
+    if not wrap:  # as root the namespaces are the host's: none may be left there
+        assert not [ns for ns in netns.testbed_namespaces() if ns.startswith(got["prefix"])]
+
+
+def _faulty_topology(tmp_path, faults, **agent):
+    bundle = build_two_stage_bundle(str(tmp_path / "tiny"))
+    path, _ = write_topology(tmp_path, bundle)
+    topo = json.loads(open(path).read())
+    topo["faults"] = faults
+    topo["agent"].update(agent)
+    with open(path, "w") as f:
+        json.dump(topo, f)
+    return path
+
+
+def test_loopback_run_survives_an_injected_kill_and_stop_and_reports_each_phase(tmp_path, capsys):
+    """A worker killed (restarted 1 s later), another stopped for 1 s and a third restarted do
+    not abort the run: nothing is lost, results.json lists the faults with delay before, during
+    and after them, and the phase table is printed."""
+    topo = _faulty_topology(tmp_path, [
+        {"at": 1.0, "duration": 1.0, "kind": "kill", "target": "slow"},
+        {"at": 2.5, "duration": 1.0, "kind": "stop", "target": "fast"},
+        {"at": 3.0, "kind": "restart", "target": "w2"}])
+    out = tmp_path / "out"
+    rc = main(["testbed", "--topology", topo, "--policies", "cf", "--rates", "8",
+               "--duration", "4", "--out", str(out), "--no-plots"])
+    captured = capsys.readouterr()
+    assert rc == 0, captured.err[-2000:]
+    run = json.loads((out / "latest" / "results.json").read_text())["runs"][0]
+    assert run["lost"] == 0 and run["completed"] == run["created"]
+    assert [f["kind"] for f in run["faults"]] == ["kill", "stop", "restart"]
+    assert set(run["phases"]) == {"before", "during", "after"}
+    assert run["phases"]["during"]["tasks"] > 0
+    assert "delay per phase" in captured.out
+
+
+def test_loopback_refuses_a_network_fault_in_one_line(tmp_path, capsys):
+    """link-down needs --network netns: a usage error naming it, before anything starts."""
+    topo = _faulty_topology(tmp_path, [{"at": 1, "duration": 1, "kind": "link-down",
+                                        "target": "fast"}])
+    rc = main(["testbed", "--topology", topo, "--policies", "cf", "--rates", "8",
+               "--duration", "1", "--out", str(tmp_path / "out"), "--no-plots"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "link-down needs --network netns" in err
+
+
+def test_netns_run_with_link_down_and_loss_loses_nothing_and_removes_its_namespaces(tmp_path):
+    """Agents in namespaces, links shaped by the kernel: a link down for 1 s and 5% loss on
+    every link; nothing lost, both faults reported, no namespace of the run left."""
+    wrap = _wrapper()
+    topo = _faulty_topology(tmp_path, [
+        {"at": 1.0, "duration": 1.0, "kind": "link-down", "target": "cam->fast"},
+        {"at": 1.0, "duration": 2.0, "kind": "loss", "target": "*", "loss": 0.05}])
+    out = tmp_path / "out"
+    env = dict(os.environ, PYTHONPATH=REPO, OMP_NUM_THREADS="1")
+    p = subprocess.run(wrap + [sys.executable, "-m", "agent", "testbed", "--topology", topo,
+                               "--network", "netns", "--policies", "cf", "--rates", "8",
+                               "--duration", "4", "--out", str(out), "--no-plots"],
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, timeout=300,
+                       universal_newlines=True)
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert "network: netns, 4 devices" in p.stdout
+    run = json.loads((out / "latest" / "results.json").read_text())["runs"][0]
+    assert run["lost"] == 0 and run["completed"] == run["created"] > 0
+    assert [f["kind"] for f in run["faults"]] == ["link-down", "loss"]
+    assert run["phases"]["during"]["tasks"] > 0
+    prefix = [l for l in p.stdout.splitlines() if "namespaces eatb" in l][0].split(
+        "namespaces ")[1].split("-*")[0]
+    assert not [ns for ns in netns.testbed_namespaces() if ns.startswith(prefix + "-")]
+
+
+def test_cleanup_removes_what_a_dead_testbed_left_and_keeps_a_running_ones(tmp_path):
+    """--cleanup deletes namespaces named after a pid that no longer runs and keeps those of a
+    live testbed (root only: in a user namespace nothing outlives the testbed)."""
+    if netns.support_problem() is not None:
+        pytest.skip("needs root with network namespaces: %s" % netns.support_problem())
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    stale, live = "%s%d-hub" % (netns.PREFIX, dead.pid), "%s%d-hub" % (netns.PREFIX, os.getppid())
+    for ns in (stale, live):
+        netns.run_command(["ip", "netns", "add", ns])
+    try:
+        env = dict(os.environ, PYTHONPATH=REPO)
+        out = subprocess.run([sys.executable, "-m", "agent", "testbed", "--cleanup"],
+                             stdout=subprocess.PIPE, env=env, timeout=60,
+                             universal_newlines=True).stdout
+        assert "deleted namespace %s" % stale in out and "kept namespace %s" % live in out
+        assert stale not in netns.testbed_namespaces() and live in netns.testbed_namespaces()
+    finally:
+        for ns in (stale, live):
+            netns.delete_namespace(ns)
+
+
+def test_ctrl_c_in_the_middle_of_a_rate_keeps_its_records_so_far_as_a_partial_result(tmp_path):
+    """SIGINT while the only rate is under load: exit 130 and results.json holds no finished
+    run but that rate's summary so far under "partial", marked as interrupted."""
+    import signal
+    import time
+
+    topo = _faulty_topology(tmp_path, [])
+    out = str(tmp_path / "out")
+    env = dict(os.environ, PYTHONPATH=REPO, OMP_NUM_THREADS="1")
+    p = subprocess.Popen([sys.executable, "-m", "agent", "testbed", "--topology", topo,
+                          "--policies", "cf", "--rates", "8", "--duration", "60", "--out", out,
+                          "--no-plots"], env=env, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, universal_newlines=True)
+    records = os.path.join(out, "latest", "cf", "cam", "records.jsonl")
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and p.poll() is None:
+        if os.path.exists(records) and os.path.getsize(records) > 0:
+            break
+        time.sleep(0.2)
+    p.send_signal(signal.SIGINT)
+    _, stderr = p.communicate(timeout=120)
+    assert p.returncode == 130, stderr[-3000:]
+    res = json.loads(open(os.path.join(out, "latest", "results.json")).read())
+    assert res["runs"] == [] and res["complete"] is False
+    assert len(res["partial"]) == 1 and res["partial"][0]["note"] == "partial: interrupted"
+    assert res["partial"][0]["completed"] > 0
+    assert "the run cut short" in stderr
