@@ -71,8 +71,25 @@ def summarise(series: Mapping[str, List[tuple]]) -> Dict[str, Any]:
         "drops": drops,
         "neighbours": {k: bool(v) for k, v in by("neighbour_alive", "peer").items()},
         "tasks_in": int(sum(v for _, v in series.get("tasks_in_total", []))),
+        "last_warning": _newest_warning(series.get("last_warning", [])),
         "stages_seen": stages,
     }
+
+
+def _newest_warning(samples: List[tuple]) -> Dict[str, Any]:
+    """``{level, message, wall}`` of the newest warning series ({} when none was logged)."""
+    if not samples:
+        return {}
+    labels, wall = max(samples, key=lambda lv: lv[1])
+    return {"level": labels.get("level", ""), "message": labels.get("message", ""), "wall": wall}
+
+
+def _fmt_warning(w: Mapping[str, Any], width: int = 60) -> str:
+    if not w:
+        return "-"
+    text = "%s %s %s" % (time.strftime("%H:%M:%S", time.localtime(w["wall"])), w["level"],
+                         w["message"])
+    return text if len(text) <= width else text[:width - 3] + "..."
 
 
 def read_node(url: str, timeout_s: float = 2.0) -> Dict[str, Any]:
@@ -110,13 +127,13 @@ def _fmt_routing(r: Mapping[str, float]) -> str:
 def format_status(status: Mapping[str, Mapping[str, Any]]) -> str:
     """The status table (one row per node) and a line per node that does not answer."""
     head = ("node", "alive", "role", "stage", "mode", "capacity", "queue", "hears", "routing",
-            "thresholds", "drops")
+            "thresholds", "drops", "last warning")
     rows = [head]
     notes = []
     for n, s in status.items():
         if not s.get("alive"):
             rows.append((n, "NO", str(s.get("role", "")), str(s.get("stage", "")), "-", "-", "-",
-                         "-", "-", "-", "-"))
+                         "-", "-", "-", "-", "-"))
             notes.append("%s: %s (%s)" % (n, s.get("error"), s.get("url")))
             continue
         nb = s.get("neighbours", {})
@@ -127,7 +144,8 @@ def format_status(status: Mapping[str, Mapping[str, Any]]) -> str:
             "/".join(str(v) for _, v in sorted(s.get("queues", {}).items())) or "-",
             "%d/%d" % (sum(nb.values()), len(nb)), _fmt_routing(s.get("routing", {})),
             " ".join("%s:%.2f" % kv for kv in sorted(s.get("thresholds", {}).items())) or "-",
-            " ".join("%s=%d" % kv for kv in sorted(s.get("drops", {}).items())) or "0"))
+            " ".join("%s=%d" % kv for kv in sorted(s.get("drops", {}).items())) or "0",
+            _fmt_warning(s.get("last_warning", {}))))
     widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
     lines = []
     for i, r in enumerate(rows):

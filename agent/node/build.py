@@ -212,6 +212,7 @@ def make_metrics(cfg: NodeConfig) -> Any:
                          "address, free the port or set metrics_port = 0)"
                          % (cfg.metrics_host, cfg.metrics_port,
                             getattr(exc, "strerror", None) or exc)) from None
+    m.capture_warnings()  # `edge-agent status` shows each node's newest warning
     if not is_loopback_host(cfg.metrics_host):
         log.warning("metrics_public = true: http://%s:%d/metrics answers anyone who can reach "
                     "it (no TLS, no authentication)", cfg.metrics_host, m.port)

@@ -17,6 +17,8 @@ from typing import Optional
 
 log = logging.getLogger(__name__)
 
+WARNING_LABEL_CHARS = 160  # the newest warning is shown cut to this many characters
+
 # Service times of one stage on a Jetson span ~1 ms (small stage, GPU) to seconds (TX2, CPU).
 SERVICE_TIME_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
                           5.0, 10.0)
@@ -66,6 +68,12 @@ class AgentMetrics:
         self._link_rate = Gauge("edge_agent_link_rate_bytes",
                                 "Measured rate of the link to a peer, bytes/s (transfers "
                                 "start to ACK)", ["node", "peer"], registry=r)
+        self._last_warning = Gauge("edge_agent_last_warning",
+                                   "The newest WARNING or ERROR line this agent logged (labels); "
+                                   "the value is when, in Unix seconds", ["node", "level",
+                                                                           "message"], registry=r)
+        self._warning_lock = threading.Lock()
+        self._warning_handler = None  # type: Optional[logging.Handler]
         self._power = Gauge("edge_agent_power_mode",
                             "1 for the current Jetson power mode (nvpmodel), 0 for earlier ones",
                             ["node", "mode"], registry=r)
@@ -160,6 +168,24 @@ class AgentMetrics:
         """Count a client refused at the client socket's CURVE handshake."""
         self._client_refused.labels(self.node_id).inc()
 
+    def last_warning(self, level: str, message: str, wall: float) -> None:
+        """Show ``message`` as the newest warning (the one before it is removed)."""
+        # one line, no quotes or backslashes: the label stays readable by simple parsers
+        text = " ".join(str(message).split()).replace('"', "'").replace("\\", "/")
+        if len(text) > WARNING_LABEL_CHARS:
+            text = text[:WARNING_LABEL_CHARS - 3] + "..."
+        with self._warning_lock:
+            self._last_warning.clear()
+            self._last_warning.labels(self.node_id, str(level), text).set(wall)
+
+    def capture_warnings(self, logger: Optional[logging.Logger] = None) -> None:
+        """Feed every WARNING and ERROR line of ``logger`` (default: the root) to
+        ``last_warning`` until ``close``."""
+        if self._warning_handler is None:
+            self._warning_handler = _LastWarningHandler(self)
+            self._warning_logger = logger or logging.getLogger()
+            self._warning_logger.addHandler(self._warning_handler)
+
     # ------------------------------------------------------------ endpoint
     def serve(self, host: str = "127.0.0.1", port: int = 9464) -> int:
         """Serve ``/metrics`` on ``host:port`` from a daemon thread; returns the bound port.
@@ -185,7 +211,10 @@ class AgentMetrics:
         return None if self._server is None else int(self._server.server_address[1])
 
     def close(self) -> None:
-        """Stop the endpoint."""
+        """Stop the endpoint (and the warning capture)."""
+        if self._warning_handler is not None:
+            self._warning_logger.removeHandler(self._warning_handler)
+            self._warning_handler = None
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
@@ -193,6 +222,20 @@ class AgentMetrics:
         if self._thread is not None:
             self._thread.join(timeout=5)
             self._thread = None
+
+
+class _LastWarningHandler(logging.Handler):
+    """Hands WARNING and ERROR records to ``AgentMetrics.last_warning``."""
+
+    def __init__(self, metrics: AgentMetrics) -> None:
+        super().__init__(logging.WARNING)
+        self.metrics = metrics
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self.metrics.last_warning(record.levelname, record.getMessage(), record.created)
+        except Exception:  # a metrics label must never break logging
+            self.handleError(record)
 
 
 class NullMetrics:
@@ -249,6 +292,12 @@ class NullMetrics:
         pass
 
     def client_refused(self) -> None:
+        pass
+
+    def last_warning(self, level: str, message: str, wall: float) -> None:
+        pass
+
+    def capture_warnings(self, logger=None) -> None:
         pass
 
     def serve(self, host: str = "127.0.0.1", port: int = 9464) -> Optional[int]:

@@ -141,3 +141,34 @@ def test_the_client_module_imports_no_agent_internals_beyond_the_wire():
                          check=True).stdout
     assert out.strip() == str(["agent", "agent.fleet", "agent.fleet.client", "agent.protocol",
                                "agent.protocol.wire"])
+
+
+def test_status_shows_each_nodes_newest_warning_line():
+    """Every WARNING/ERROR an agent logs becomes its `last warning` (the newest replaces the
+    older one), readable by `status` even with quotes and newlines in it; closing the metrics
+    stops the capture."""
+    import logging
+
+    from prometheus_client import generate_latest
+
+    logger = logging.getLogger("test.status.warnings")
+    logger.propagate = False
+    m = AgentMetrics("w1")
+    m.capture_warnings(logger)
+    logger.info("not a warning")
+    assert summarise(parse_metrics(generate_latest(m.registry).decode()))["last_warning"] == {}
+    logger.warning("no live route to stage 2: \"w2a\" gone\nsecond line")
+    logger.error("records.jsonl: disk full")
+    s = summarise(parse_metrics(generate_latest(m.registry).decode()))
+    assert s["last_warning"]["level"] == "ERROR"
+    assert s["last_warning"]["message"] == "records.jsonl: disk full"
+    m.close()
+    logger.warning("after close")
+    s = summarise(parse_metrics(generate_latest(m.registry).decode()))
+    assert s["last_warning"]["message"] == "records.jsonl: disk full"
+    s.update(alive=True, role="worker", stage=1)
+    assert "ERROR records.jsonl: disk full" in format_status({"w1": s})
+    m2 = AgentMetrics("w2")
+    m2.last_warning("WARNING", 'a "quoted"\nmulti-line \\ text', 1.0)
+    s2 = summarise(parse_metrics(generate_latest(m2.registry).decode()))
+    assert s2["last_warning"]["message"] == "a 'quoted' multi-line / text"
