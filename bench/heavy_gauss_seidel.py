@@ -6,12 +6,16 @@ problem, not the parallel rounds or their damping.
 Heavy set of bench/convergence.py (seeds 7200-7209, 85%, the paper's link model); prints the
 gap to the optimum after 5, 10, 25 and 50 sweeps (a sweep: every offloader steps once).
 
-    python3 bench/heavy_gauss_seidel.py --seeds 10
+    python3 bench/heavy_gauss_seidel.py --seeds 10 [--step-scale 1.5] [--momentum 0]
+
+``--momentum``: each node adds that share of its own previous change in its next turn (the
+default rule's heavy ball; the receivers' damping stays 1 here, so nothing cuts it).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 
@@ -54,7 +58,7 @@ def _omega_psi(net, p, rem):
     return phi, lam, omega, psi
 
 
-def sweeps(seed: int, count: int = 50) -> np.ndarray:
+def sweeps(seed: int, count: int = 50, params: DtoeeParams = PARAMS) -> np.ndarray:
     """Gap to the optimum after each Gauss-Seidel sweep on one seeded heavy network."""
     sc = random_scenario(seed, 0.85)
     net = compile_network(sc)
@@ -64,6 +68,7 @@ def sweeps(seed: int, count: int = 50) -> np.ndarray:
     valid = net.slots >= 0
     e = np.where(valid, net.slots, 0)
     out = []
+    prev = np.zeros(valid.shape)  # each node's previous change (momentum)
     for _ in range(count):
         for r, node in enumerate(net.offloaders):
             phi, lam, omega, psi = _omega_psi(net, p, rem)
@@ -74,7 +79,9 @@ def sweeps(seed: int, count: int = 50) -> np.ndarray:
                               np.array([phi[node] * remv[h]]), np.array([remv[h]]),
                               np.array([net.flops[h + 1]]), np.array([net.input_bytes[h + 1]]),
                               net.edge_rate[e[r:r + 1]], lam[d], net.capacity[d], omega[d],
-                              psi[d], one, one, valid[r:r + 1], PARAMS)[0]
+                              psi[d], one, one, valid[r:r + 1], params, None,
+                              prev[r:r + 1])[0]
+            prev[r] = np.where(valid[r], new[0] - np.where(valid[r], p[e[r]], 0.0), 0.0)
             p = p.copy()
             p[e[r][valid[r]]] = new[0][valid[r]]
         out.append(network_delay(net, p, rem) / best - 1.0)
@@ -84,8 +91,11 @@ def sweeps(seed: int, count: int = 50) -> np.ndarray:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seeds", type=int, default=10)
+    ap.add_argument("--step-scale", type=float, default=PARAMS.step_scale)
+    ap.add_argument("--momentum", type=float, default=0.0)
     args = ap.parse_args()
-    g = np.array([sweeps(7200 + i) for i in range(args.seeds)])
+    params = dataclasses.replace(PARAMS, step_scale=args.step_scale, momentum=args.momentum)
+    g = np.array([sweeps(7200 + i, params=params) for i in range(args.seeds)])
     print("| sweeps | 5 | 10 | 25 | 50 |")
     print("| --- | --- | --- | --- | --- |")
     print("| median / worst | " + " | ".join(
