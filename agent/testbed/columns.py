@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from typing import Dict, List, Mapping, Optional, Sequence
 
-from agent.policies.model import mean_response_time
+from agent.policies.model import mean_response_time, wire_bytes
 from agent.scenario.format import parse_scenario
 from agent.sim import FixedPolicy, SimConfig, simulate
 from agent.testbed.topology import StageInfo, Topology, scenario_object
@@ -95,3 +95,41 @@ def fifo_sim_delay(topo: Topology, stages: Sequence[StageInfo], total_rate: floa
     if not done.any():
         return None
     return float((res.finished_s[done] - res.created_s[done]).mean())
+
+
+def link_utilisation(topo: Topology, stages: Sequence[StageInfo],
+                     stats: Mapping[str, Optional[Mapping]], load_s: float
+                     ) -> Dict[str, float]:
+    """Mean utilisation of every shaped link over the load: {"a->b": rho}.
+
+    The tasks each sender sent on the link (its ``sent_to_<peer>`` counter, re-sends included)
+    times the wire bytes of one (``agent.policies.model.wire_bytes`` of the input of the
+    receiver's stage: tensor, framing, TCP/IP), over ``load_s`` and the link's real rate (what
+    the kernel shapes in netns mode, not ``config_rate_bytes_s``). Links without a rate, or
+    whose sender left no stats, are left out.
+    """
+    out: Dict[str, float] = {}
+    if not load_s > 0:
+        return out
+    for l in topo.links:
+        counters = ((stats.get(l.src) or {}).get("counters") or {})
+        h = topo.stage_of(l.dst)
+        if l.rate_bytes_s is None or not counters or not 1 <= h <= len(stages):
+            continue
+        sent = float(counters.get("sent_to_" + l.dst, 0) or 0)
+        nbytes = sent * float(wire_bytes(stages[h - 1].input_bytes))
+        out["%s->%s" % (l.src, l.dst)] = nbytes / load_s / l.rate_bytes_s
+    return out
+
+
+def measured_link_rates(topo: Topology, stats: Mapping[str, Optional[Mapping]]
+                        ) -> Dict[str, float]:
+    """{"a->b": bytes/s} each sender's own estimate of its links at the run's end (the
+    ``link_rate_bytes_s_<peer>`` counters; links it had no estimate for are left out)."""
+    out: Dict[str, float] = {}
+    for l in topo.links:
+        counters = ((stats.get(l.src) or {}).get("counters") or {})
+        got = counters.get("link_rate_bytes_s_" + l.dst)
+        if isinstance(got, (int, float)) and got > 0:
+            out["%s->%s" % (l.src, l.dst)] = float(got)
+    return out

@@ -31,7 +31,8 @@ from typing import Callable, Dict, List, Mapping, Optional, Sequence
 
 from agent.config.node import NodeConfig, parse_config
 from agent.ops.atomic import write_atomic
-from agent.testbed.columns import empirical_remaining, fifo_sim_delay, model_delay, routing_used
+from agent.testbed.columns import (empirical_remaining, fifo_sim_delay, link_utilisation,
+                                   measured_link_rates, model_delay, routing_used)
 from agent.testbed.inject import FaultRunner, add_fault_phases
 from agent.testbed.procs import LocalAgents, free_ports
 from agent.testbed.report import (RunResult, _created, read_records, served_rate,
@@ -334,9 +335,14 @@ def _worker_stats(topo: Topology, cfgs: Mapping[str, NodeConfig], agents: LocalA
             for w in topo.workers}
 
 
+# stats counters that are levels, not running totals: stats_delta keeps their last value
+GAUGE_PREFIXES = ("link_rate_bytes_s_",)
+
+
 def stats_delta(before: Mapping[str, Optional[dict]], after: Mapping[str, Optional[dict]]
                 ) -> Dict[str, Optional[dict]]:
-    """``after`` with its counters reduced by ``before``'s: what one rate's run did."""
+    """``after`` with its counters reduced by ``before``'s: what one rate's run did (gauges
+    such as the measured link rates keep their value)."""
     out: Dict[str, Optional[dict]] = {}
     for n, a in after.items():
         if a is None:
@@ -344,7 +350,8 @@ def stats_delta(before: Mapping[str, Optional[dict]], after: Mapping[str, Option
             continue
         b = (before.get(n) or {}).get("counters") or {}
         d = dict(a)
-        d["counters"] = {k: v - b.get(k, 0) if isinstance(v, (int, float)) else v
+        d["counters"] = {k: v - b.get(k, 0) if isinstance(v, (int, float))
+                         and not k.startswith(GAUGE_PREFIXES) else v
                          for k, v in (a.get("counters") or {}).items()}
         out[n] = d
     return out
@@ -377,6 +384,8 @@ def summarise_rate(topo: Topology, bundle, stages: Sequence[StageInfo], policy: 
     measured.routing = routing_used(topo, stats)
     rem = empirical_remaining(stages, measured.exit_counts, default_remaining(topo, bundle))
     measured.remaining = rem
+    measured.link_utilisation = link_utilisation(topo, stages, stats, load_s)
+    measured.link_rate_measured_bytes_s = measured_link_rates(topo, stats)
     measured.model_delay_s = model_delay(topo, stages, rate, measured.routing, rem)
     measured.fifo_sim_delay_s = fifo_sim_delay(topo, stages, rate, measured.routing, rem)
     return measured
