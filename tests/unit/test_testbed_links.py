@@ -61,3 +61,16 @@ def test_table_shows_the_busiest_link_only_when_links_are_shaped():
     text = format_table([r])
     assert "link util" in text.splitlines()[0] and "0.62 b->c" in text
     assert busiest_link({}) == "-"
+
+
+def test_target_resumed_is_the_first_answer_from_the_worker_after_the_faults_end():
+    """Tasks flow through a worker again when it next answers one: seconds from the fault's
+    end to its first completed task finished after it; None when it never answers again."""
+    from agent.testbed.phases import target_resumed
+    recs = [{"worker": "w1a", "status": "completed", "finished_mono": 9.0},
+            {"worker": "w1a", "status": "lost", "finished_mono": 10.5},
+            {"worker": "w1b", "status": "completed", "finished_mono": 10.2},
+            {"worker": "w1a", "status": "completed", "finished_mono": 11.5},
+            {"worker": "w1a", "status": "completed", "finished_mono": 12.0}]
+    assert target_resumed(recs, "w1a", 10.0) == pytest.approx(1.5)
+    assert target_resumed(recs, "w2a", 10.0) is None
