@@ -39,13 +39,17 @@ def main() -> int:
     p.add_argument("--at", type=float, default=8.0, help="fault start, s into the load")
     p.add_argument("--fault-s", type=float, default=10.0, help="how long each fault lasts")
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--only", default="", help="comma-separated fault names to run (default: all)")
     p.add_argument("--out", default="/tmp/testbed-faults")
     args = p.parse_args()
     with open(DEFAULT) as f:
         base = json.load(f)
     rows = []
     os.makedirs(args.out, exist_ok=True)
+    wanted = [n for n in args.only.split(",") if n]
     for name, fault in faults(args.at, args.fault_s).items():
+        if wanted and name not in wanted:
+            continue
         topo = dict(base, faults=[dict(fault, at=args.at, duration=args.fault_s)])
         path = os.path.join(args.out, name + ".json")
         with open(path, "w") as f:

@@ -1,8 +1,10 @@
 """The model and simulator columns of a testbed run, for the routing and exit ratios it used.
 
 ``routing_used`` and ``empirical_remaining`` read what the agents did (send counters, exits);
-``model_delay`` is DTO-EE's eq. 8 for them and ``fifo_sim_delay`` the simulator's delay with
-the agents' own queueing (FIFO workers, serialised links).
+``model_delay`` is DTO-EE's eq. 8 for them (links as shared servers, wire overhead counted),
+``fifo_sim_delay`` the simulator's delay with the agents' own queueing (FIFO workers,
+serialised links), ``link_utilisation`` and ``measured_link_rates`` what the links carried
+and what their senders made of them.
 """
 
 from __future__ import annotations
@@ -80,8 +82,8 @@ def fifo_sim_delay(topo: Topology, stages: Sequence[StageInfo], total_rate: floa
                    seed: int = 1) -> Optional[float]:
     """Mean delay the simulator gives for the same routing with the agent's queueing.
 
-    Eq. 8 models a worker as processor sharing and a hop as a fixed beta/r; an agent serves one
-    task at a time (FIFO) and its emulated links serialise transfers. ``agent.sim`` with FIFO
+    Eq. 8 models a worker and a link as processor-sharing servers (link model ``shared``);
+    an agent serves one task at a time (FIFO) and its links serialise transfers. ``agent.sim`` with FIFO
     workers and shared links is that system, so this column tells the queueing discipline's
     share of a measured-vs-model gap from the agent's own overheads.
     """

@@ -14,7 +14,8 @@ every rate's load (``agent.testbed.inject``).
 
 Delay and accuracy are taken over the tasks created after the warm-up (the first configuration
 phase); created/completed/lost count every task of the run. The model column is DTO-EE's eq. 8
-(``agent.policies.model.mean_response_time``) evaluated for the routing and exit ratios the run
+(``agent.policies.model.mean_response_time``, its default link model: each link a shared
+server of its rate, wire overhead counted) evaluated for the routing and exit ratios the run
 actually used: the split of tasks over each node's successors (its send counters in
 ``stats.json``) and the fraction of tasks leaving at each exit (the records). Next to it, the
 simulator (``agent.sim``) on the same routing with FIFO workers and serialised links, the
