@@ -135,3 +135,25 @@ def measured_link_rates(topo: Topology, stats: Mapping[str, Optional[Mapping]]
         if isinstance(got, (int, float)) and got > 0:
             out["%s->%s" % (l.src, l.dst)] = float(got)
     return out
+
+
+# stats counters that are levels, not running totals: stats_delta keeps their last value
+GAUGE_PREFIXES = ("link_rate_bytes_s_",)
+
+
+def stats_delta(before: Mapping[str, Optional[dict]], after: Mapping[str, Optional[dict]]
+                ) -> Dict[str, Optional[dict]]:
+    """``after`` with its counters reduced by ``before``'s: what one rate's run did (gauges
+    such as the measured link rates keep their value)."""
+    out: Dict[str, Optional[dict]] = {}
+    for n, a in after.items():
+        if a is None:
+            out[n] = None
+            continue
+        b = (before.get(n) or {}).get("counters") or {}
+        d = dict(a)
+        d["counters"] = {k: v - b.get(k, 0) if isinstance(v, (int, float))
+                         and not k.startswith(GAUGE_PREFIXES) else v
+                         for k, v in (a.get("counters") or {}).items()}
+        out[n] = d
+    return out

@@ -33,7 +33,8 @@ from typing import Callable, Dict, List, Mapping, Optional, Sequence
 from agent.config.node import NodeConfig, parse_config
 from agent.ops.atomic import write_atomic
 from agent.testbed.columns import (empirical_remaining, fifo_sim_delay, link_utilisation,
-                                   measured_link_rates, model_delay, routing_used)
+                                   measured_link_rates, model_delay, routing_used,
+                                   stats_delta)
 from agent.testbed.inject import FaultRunner, add_fault_phases
 from agent.testbed.procs import LocalAgents, free_ports
 from agent.testbed.report import (RunResult, _created, read_records, served_rate,
@@ -334,28 +335,6 @@ def _worker_stats(topo: Topology, cfgs: Mapping[str, NodeConfig], agents: LocalA
     agents.check_alive()
     return {w.id: read_stats(os.path.join(cfgs[w.id].state_dir, "stats.json"))
             for w in topo.workers}
-
-
-# stats counters that are levels, not running totals: stats_delta keeps their last value
-GAUGE_PREFIXES = ("link_rate_bytes_s_",)
-
-
-def stats_delta(before: Mapping[str, Optional[dict]], after: Mapping[str, Optional[dict]]
-                ) -> Dict[str, Optional[dict]]:
-    """``after`` with its counters reduced by ``before``'s: what one rate's run did (gauges
-    such as the measured link rates keep their value)."""
-    out: Dict[str, Optional[dict]] = {}
-    for n, a in after.items():
-        if a is None:
-            out[n] = None
-            continue
-        b = (before.get(n) or {}).get("counters") or {}
-        d = dict(a)
-        d["counters"] = {k: v - b.get(k, 0) if isinstance(v, (int, float))
-                         and not k.startswith(GAUGE_PREFIXES) else v
-                         for k, v in (a.get("counters") or {}).items()}
-        out[n] = d
-    return out
 
 
 def summarise_rate(topo: Topology, bundle, stages: Sequence[StageInfo], policy: str,

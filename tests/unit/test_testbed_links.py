@@ -5,7 +5,7 @@ import pytest
 
 from agent.policies.model import wire_bytes
 from agent.testbed.columns import link_utilisation, measured_link_rates
-from agent.testbed.local import stats_delta
+from agent.testbed.columns import stats_delta
 from agent.testbed.report import busiest_link, format_table, summarise_records
 from agent.testbed.topology import StageInfo, parse_topology
 
