@@ -39,13 +39,17 @@ def main() -> int:
     p.add_argument("--at", type=float, default=8.0, help="fault start, s into the load")
     p.add_argument("--fault-s", type=float, default=10.0, help="how long each fault lasts")
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--only", default="", help="comma-separated fault names to run (default: all)")
     p.add_argument("--out", default="/tmp/testbed-faults")
     args = p.parse_args()
     with open(DEFAULT) as f:
         base = json.load(f)
     rows = []
     os.makedirs(args.out, exist_ok=True)
+    wanted = [n for n in args.only.split(",") if n]
     for name, fault in faults(args.at, args.fault_s).items():
+        if wanted and name not in wanted:
+            continue
         topo = dict(base, faults=[dict(fault, at=args.at, duration=args.fault_s)])
         path = os.path.join(args.out, name + ".json")
         with open(path, "w") as f:
@@ -70,12 +74,16 @@ def main() -> int:
             return "-" if m is None else "%.0f / %.0f" % (m * 1e3, q * 1e3)
 
         rec = run.get("recovery_s")
+        back = [f.get("target_resumed_s") for f in run.get("faults") or []
+                if "target_resumed_s" in f]
         rows.append((name, "%d" % run["lost"], "%d" % run["created"], cell("before"),
                      cell("during"), cell("after"),
-                     "never" if rec is None else "%.1f" % rec, "%d" % run.get("resent", 0)))
+                     "never" if rec is None else "%.1f" % rec,
+                     "-" if not back else "never" if back[0] is None else "%.1f" % back[0],
+                     "%d" % run.get("resent", 0)))
     print("| fault | lost | tasks | before mean / p95 ms | during | after | recovery s | "
-          "resent |")
-    print("|---|---|---|---|---|---|---|---|")
+          "target answers again after, s | resent |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         print("| " + " | ".join(r) + " |")
     return 0

@@ -306,9 +306,14 @@ def _run_in(args, topo, bundle, policies, rates, cap, out_dir, lock, settings) -
                              if r.phases]))
         print()
     print("delay and accuracy over tasks created after a %.1f s warm-up; created/completed/lost "
-          "over the whole run.\nmodel = eq. 8 (processor sharing, fixed hop delays) for the "
-          "routing and exit ratios each run used;\nfifo sim = the simulator on the same routing "
-          "with FIFO workers and serialised links, as the agents run." % topo.warmup_s)
+          "over the whole run.\nmodel = eq. 8 (processor sharing; each link a shared server of "
+          "its rate, wire overhead counted)\nfor the routing and exit ratios each run used; "
+          "fifo sim = the simulator on the same routing\nwith FIFO workers and serialised "
+          "links, as the agents run." % topo.warmup_s)
+    if any(r.link_utilisation for r in runs):
+        print("link util = the busiest shaped link: wire bytes its sender sent over the load "
+              "time and the link's\nreal rate (every link's in results.json: link_utilisation, "
+              "with the senders' estimates)")
     print("emulated: %s" % topo.emulation_summary())
     for r in runs:
         if r.admitted_rate_tasks_s is not None and args.mdi_mode == "admission":

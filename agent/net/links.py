@@ -12,6 +12,10 @@ still unacknowledged waited for the link, which was then busy from the previous 
 one: its wire bytes over that interval measure the rate without the ACK's way back or the
 receiver's poll delay (both cancel between consecutive ACKs). A message that found the link
 idle includes them, so its bytes over its start-to-ACK time only bound the rate from below.
+A receiver acknowledges what it has read in one ACK message: messages acknowledged together
+with the one before them add their bytes to that one's sample (its interval covered them),
+not a zero-length queued interval (which made a lightly used slow link look several times
+faster than it is).
 Sums of bytes and of seconds decay by ``DECAY`` per sample. The configured rate is the prior:
 after ``MIN_SAMPLES`` queued transfers their estimate replaces it; with only idle transfers, the
 lower bound replaces it where it is higher (a link faster than configured). A link slower than
@@ -27,6 +31,7 @@ from agent.policies.model import wire_bytes
 
 MIN_SAMPLES = 8  # transfers on a link before its estimate replaces the configured rate
 DECAY = 0.9  # weight of the past per new sample (about the last ten transfers count)
+SAME_ACK_S = 1e-4  # ACK times closer than this are one ACK message covering several transfers
 
 
 def message_wire_bytes(tensor_bytes: int) -> float:
@@ -60,15 +65,21 @@ class LinkRates:
         # per peer: [queued bytes, queued busy s, queued samples, idle bytes, idle s, idle n]
         self._sums: Dict[str, list] = {}
         self._last_ack: Dict[str, float] = {}
+        self._last_bucket: Dict[str, int] = {}  # 0 queued, 3 idle: the previous sample's
 
     def observe(self, peer: str, start: float, ack: float, nbytes: float) -> None:
         """One transfer to ``peer``: link start and ACK (monotonic seconds), its wire bytes."""
         s = self._sums.setdefault(peer, [0.0, 0.0, 0, 0.0, 0.0, 0])
         last = self._last_ack.get(peer)
-        if last is not None and start < last:  # queued behind the previous message
+        if last is not None and start < last <= ack < last + SAME_ACK_S:
+            # acknowledged together with the message before it (one ACK message for both):
+            # that one's interval already covers this transfer, so its bytes join that bucket
+            i, seconds = self._last_bucket.get(peer, 0), 0.0
+        elif last is not None and start < last:  # queued behind the previous message
             i, seconds = 0, max(0.0, ack - last)
         else:  # found the link idle: start-to-ACK includes the ACK's way back
             i, seconds = 3, max(0.0, ack - start)
+        self._last_bucket[peer] = i
         s[i] = DECAY * s[i] + nbytes
         s[i + 1] = DECAY * s[i + 1] + seconds
         s[i + 2] += 1

@@ -1,8 +1,10 @@
 """The model and simulator columns of a testbed run, for the routing and exit ratios it used.
 
 ``routing_used`` and ``empirical_remaining`` read what the agents did (send counters, exits);
-``model_delay`` is DTO-EE's eq. 8 for them and ``fifo_sim_delay`` the simulator's delay with
-the agents' own queueing (FIFO workers, serialised links).
+``model_delay`` is DTO-EE's eq. 8 for them (links as shared servers, wire overhead counted),
+``fifo_sim_delay`` the simulator's delay with the agents' own queueing (FIFO workers,
+serialised links), ``link_utilisation`` and ``measured_link_rates`` what the links carried
+and what their senders made of them.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from __future__ import annotations
 import math
 from typing import Dict, List, Mapping, Optional, Sequence
 
-from agent.policies.model import mean_response_time
+from agent.policies.model import mean_response_time, wire_bytes
 from agent.scenario.format import parse_scenario
 from agent.sim import FixedPolicy, SimConfig, simulate
 from agent.testbed.topology import StageInfo, Topology, scenario_object
@@ -80,8 +82,8 @@ def fifo_sim_delay(topo: Topology, stages: Sequence[StageInfo], total_rate: floa
                    seed: int = 1) -> Optional[float]:
     """Mean delay the simulator gives for the same routing with the agent's queueing.
 
-    Eq. 8 models a worker as processor sharing and a hop as a fixed beta/r; an agent serves one
-    task at a time (FIFO) and its emulated links serialise transfers. ``agent.sim`` with FIFO
+    Eq. 8 models a worker and a link as processor-sharing servers (link model ``shared``);
+    an agent serves one task at a time (FIFO) and its links serialise transfers. ``agent.sim`` with FIFO
     workers and shared links is that system, so this column tells the queueing discipline's
     share of a measured-vs-model gap from the agent's own overheads.
     """
@@ -95,3 +97,63 @@ def fifo_sim_delay(topo: Topology, stages: Sequence[StageInfo], total_rate: floa
     if not done.any():
         return None
     return float((res.finished_s[done] - res.created_s[done]).mean())
+
+
+def link_utilisation(topo: Topology, stages: Sequence[StageInfo],
+                     stats: Mapping[str, Optional[Mapping]], load_s: float
+                     ) -> Dict[str, float]:
+    """Mean utilisation of every shaped link over the load: {"a->b": rho}.
+
+    The tasks each sender sent on the link (its ``sent_to_<peer>`` counter, re-sends included)
+    times the wire bytes of one (``agent.policies.model.wire_bytes`` of the input of the
+    receiver's stage: tensor, framing, TCP/IP), over ``load_s`` and the link's real rate (what
+    the kernel shapes in netns mode, not ``config_rate_bytes_s``). Links without a rate, or
+    whose sender left no stats, are left out.
+    """
+    out: Dict[str, float] = {}
+    if not load_s > 0:
+        return out
+    for l in topo.links:
+        counters = ((stats.get(l.src) or {}).get("counters") or {})
+        h = topo.stage_of(l.dst)
+        if l.rate_bytes_s is None or not counters or not 1 <= h <= len(stages):
+            continue
+        sent = float(counters.get("sent_to_" + l.dst, 0) or 0)
+        nbytes = sent * float(wire_bytes(stages[h - 1].input_bytes))
+        out["%s->%s" % (l.src, l.dst)] = nbytes / load_s / l.rate_bytes_s
+    return out
+
+
+def measured_link_rates(topo: Topology, stats: Mapping[str, Optional[Mapping]]
+                        ) -> Dict[str, float]:
+    """{"a->b": bytes/s} each sender's own estimate of its links at the run's end (the
+    ``link_rate_bytes_s_<peer>`` counters; links it had no estimate for are left out)."""
+    out: Dict[str, float] = {}
+    for l in topo.links:
+        counters = ((stats.get(l.src) or {}).get("counters") or {})
+        got = counters.get("link_rate_bytes_s_" + l.dst)
+        if isinstance(got, (int, float)) and got > 0:
+            out["%s->%s" % (l.src, l.dst)] = float(got)
+    return out
+
+
+# stats counters that are levels, not running totals: stats_delta keeps their last value
+GAUGE_PREFIXES = ("link_rate_bytes_s_",)
+
+
+def stats_delta(before: Mapping[str, Optional[dict]], after: Mapping[str, Optional[dict]]
+                ) -> Dict[str, Optional[dict]]:
+    """``after`` with its counters reduced by ``before``'s: what one rate's run did (gauges
+    such as the measured link rates keep their value)."""
+    out: Dict[str, Optional[dict]] = {}
+    for n, a in after.items():
+        if a is None:
+            out[n] = None
+            continue
+        b = (before.get(n) or {}).get("counters") or {}
+        d = dict(a)
+        d["counters"] = {k: v - b.get(k, 0) if isinstance(v, (int, float))
+                         and not k.startswith(GAUGE_PREFIXES) else v
+                         for k, v in (a.get("counters") or {}).items()}
+        out[n] = d
+    return out

@@ -21,7 +21,7 @@ from agent.errors import UsageError
 from agent.testbed import shaping
 from agent.testbed.faults import EVERY_LINK, Fault
 from agent.testbed.netns import DEV, NetPlan
-from agent.testbed.phases import fault_phases
+from agent.testbed.phases import fault_phases, target_resumed
 from agent.testbed.report import read_records
 from agent.testbed.topology import TopologyError
 
@@ -188,6 +188,10 @@ def add_fault_phases(result, runner: FaultRunner, records: Mapping[str, str],
     t0 = runner.started_at
     result.phases, result.recovery_s = fault_phases(recs, runner.windows(), t0 + warmup_s)
     result.faults = relative_log(runner.log, t0)
+    for d, e in zip(result.faults, runner.log):  # a worker's (or a link's receiver's) return
+        worker = str(e.get("target", "")).split("->")[-1]
+        if "ended_mono" in e and worker != "*":
+            d["target_resumed_s"] = target_resumed(recs, worker, e["ended_mono"])
 
 
 def relative_log(log: Sequence[dict], t0: float) -> List[dict]:

@@ -14,7 +14,8 @@ every rate's load (``agent.testbed.inject``).
 
 Delay and accuracy are taken over the tasks created after the warm-up (the first configuration
 phase); created/completed/lost count every task of the run. The model column is DTO-EE's eq. 8
-(``agent.policies.model.mean_response_time``) evaluated for the routing and exit ratios the run
+(``agent.policies.model.mean_response_time``, its default link model: each link a shared
+server of its rate, wire overhead counted) evaluated for the routing and exit ratios the run
 actually used: the split of tasks over each node's successors (its send counters in
 ``stats.json``) and the fraction of tasks leaving at each exit (the records). Next to it, the
 simulator (``agent.sim``) on the same routing with FIFO workers and serialised links, the
@@ -31,7 +32,9 @@ from typing import Callable, Dict, List, Mapping, Optional, Sequence
 
 from agent.config.node import NodeConfig, parse_config
 from agent.ops.atomic import write_atomic
-from agent.testbed.columns import empirical_remaining, fifo_sim_delay, model_delay, routing_used
+from agent.testbed.columns import (empirical_remaining, fifo_sim_delay, link_utilisation,
+                                   measured_link_rates, model_delay, routing_used,
+                                   stats_delta)
 from agent.testbed.inject import FaultRunner, add_fault_phases
 from agent.testbed.procs import LocalAgents, free_ports
 from agent.testbed.report import (RunResult, _created, read_records, served_rate,
@@ -334,22 +337,6 @@ def _worker_stats(topo: Topology, cfgs: Mapping[str, NodeConfig], agents: LocalA
             for w in topo.workers}
 
 
-def stats_delta(before: Mapping[str, Optional[dict]], after: Mapping[str, Optional[dict]]
-                ) -> Dict[str, Optional[dict]]:
-    """``after`` with its counters reduced by ``before``'s: what one rate's run did."""
-    out: Dict[str, Optional[dict]] = {}
-    for n, a in after.items():
-        if a is None:
-            out[n] = None
-            continue
-        b = (before.get(n) or {}).get("counters") or {}
-        d = dict(a)
-        d["counters"] = {k: v - b.get(k, 0) if isinstance(v, (int, float)) else v
-                         for k, v in (a.get("counters") or {}).items()}
-        out[n] = d
-    return out
-
-
 def summarise_rate(topo: Topology, bundle, stages: Sequence[StageInfo], policy: str,
                    rate: float, records: Mapping[str, str], expected: Mapping[str, int],
                    stats: Mapping[str, Optional[dict]], duration_s: float, load_s: float
@@ -377,6 +364,8 @@ def summarise_rate(topo: Topology, bundle, stages: Sequence[StageInfo], policy: 
     measured.routing = routing_used(topo, stats)
     rem = empirical_remaining(stages, measured.exit_counts, default_remaining(topo, bundle))
     measured.remaining = rem
+    measured.link_utilisation = link_utilisation(topo, stages, stats, load_s)
+    measured.link_rate_measured_bytes_s = measured_link_rates(topo, stats)
     measured.model_delay_s = model_delay(topo, stages, rate, measured.routing, rem)
     measured.fifo_sim_delay_s = fifo_sim_delay(topo, stages, rate, measured.routing, rem)
     return measured

@@ -71,6 +71,16 @@ def recovery_time(after: Sequence[Mapping], end: float, before: Mapping) -> Opti
     return None
 
 
+def target_resumed(recs: Sequence[Mapping], worker: str, end: float) -> Optional[float]:
+    """Seconds from a fault's ``end`` until the first answer from ``worker`` (a record whose
+    ``worker`` it is, finished at or after ``end``): how soon tasks flow through it again;
+    None when it answers none after the end."""
+    done = [float(r["finished_mono"]) for r in recs
+            if r.get("worker") == worker and r.get("status") == "completed"
+            and isinstance(r.get("finished_mono"), (int, float)) and r["finished_mono"] >= end]
+    return min(done) - end if done else None
+
+
 def fault_phases(recs: Sequence[Mapping], windows: Sequence[Tuple[float, float]],
                  warmup_end: float) -> Tuple[Dict[str, dict], Optional[float]]:
     """({phase: stats}, recovery time) of a rate's records for its fault windows."""

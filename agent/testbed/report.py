@@ -39,7 +39,8 @@ class RunResult:
     mean_delay_s: Optional[float]  # mean response time of completed tasks (source clock)
     p95_delay_s: Optional[float]
     accuracy: Optional[float]  # fraction of completed tasks answered correctly
-    model_delay_s: Optional[float]  # eq. 8 mean response time for the routing used (dtoee only)
+    # eq. 8 mean response time (links as shared servers, agent.policies.model) for the routing used
+    model_delay_s: Optional[float]
     capacities_emulated: bool  # worker capacities padded to emulate_capacity_flops
     rejected: int = 0  # tasks refused by the source's admission control (e.g. MDI-Exit)
     # simulator, same routing, FIFO workers and serialised links (the agent's queueing)
@@ -61,6 +62,10 @@ class RunResult:
     faults: List[dict] = field(default_factory=list)
     phases: Dict[str, dict] = field(default_factory=dict)
     recovery_s: Optional[float] = None
+    # mean utilisation of each shaped link over the load {"a->b": rho} (wire bytes the sender
+    # sent / load time / real rate) and the senders' own rate estimates at the end, bytes/s
+    link_utilisation: Dict[str, float] = field(default_factory=dict)
+    link_rate_measured_bytes_s: Dict[str, float] = field(default_factory=dict)
 
     def to_json(self) -> dict:
         d = asdict(self)
@@ -191,21 +196,34 @@ def _ms(v: Optional[float]) -> str:
     return "-" if v is None else "%.1f" % (v * 1000.0)
 
 
+def busiest_link(utilisation: Mapping[str, float]) -> str:
+    """"0.62 cam1->w1a": the highest utilisation and its link ("-" for none)."""
+    if not utilisation:
+        return "-"
+    link = max(sorted(utilisation), key=lambda k: utilisation[k])
+    return "%.2f %s" % (utilisation[link], link)
+
+
 def format_table(runs: Sequence[RunResult]) -> str:
     """A plain-text table, one row per run, delays in milliseconds.
 
-    A ``rejected`` column (admission control) appears when some run rejected tasks.
+    A ``rejected`` column (admission control) appears when some run rejected tasks, a ``link
+    util`` one (the busiest shaped link's mean utilisation, ``busiest_link``) when some run has
+    shaped links.
     """
     rej = any(r.rejected for r in runs)
+    util = any(r.link_utilisation for r in runs)
     head = ("policy", "rate/s", "created", "completed", "lost") + (("rejected",) if rej else ()) \
-        + ("mean ms", "p95 ms", "accuracy", "model ms", "fifo sim ms")
+        + ("mean ms", "p95 ms", "accuracy", "model ms", "fifo sim ms") \
+        + (("link util",) if util else ())
     rows = [head]
     for r in runs:
         rows.append((r.policy, "%.1f" % r.rate, str(r.created), str(r.completed), str(r.lost))
                     + ((str(r.rejected),) if rej else ())
                     + (_ms(r.mean_delay_s), _ms(r.p95_delay_s),
                        "-" if r.accuracy is None else "%.3f" % r.accuracy,
-                       _ms(r.model_delay_s), _ms(r.fifo_sim_delay_s)))
+                       _ms(r.model_delay_s), _ms(r.fifo_sim_delay_s))
+                    + ((busiest_link(r.link_utilisation),) if util else ()))
     widths = [max(len(row[i]) for row in rows) for i in range(len(head))]
     lines = []
     for n, row in enumerate(rows):

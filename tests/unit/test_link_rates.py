@@ -136,3 +136,22 @@ def test_emulated_links_pace_the_wire_bytes(outbox):
     due = out._paced[0][0]
     assert due - 50.0 == pytest.approx(float(wire_bytes(TENSOR)) / 1e6)
     assert wire_bytes(TENSOR) > 1.1 * TENSOR
+
+
+def test_transfers_acknowledged_together_do_not_make_a_slow_link_look_fast():
+    """A receiver that reads two messages in one poll acknowledges them in one ACK message:
+    the second (queued behind the first) has no interval of its own and must not count as
+    bytes in zero seconds. Bursts of three images on an idle 41.7 KB/s link, the first two
+    acknowledged together: the estimate is the link's rate (it read 2x with zero-length
+    intervals counted)."""
+    rates = LinkRates({"w1": 1e6})
+    t = 0.0
+    nbytes = message_wire_bytes(TENSOR)
+    per_s = nbytes / 41700.0
+    for _ in range(20):
+        ack12 = t + 2 * per_s + 0.005  # the receiver polls once both are in
+        rates.observe("w1", t, ack12, nbytes)
+        rates.observe("w1", t, ack12, nbytes)
+        rates.observe("w1", t, t + 3 * per_s + 0.005, nbytes)
+        t += 2.0
+    assert rates.rate("w1") == pytest.approx(41700.0, rel=0.05)
