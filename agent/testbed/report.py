@@ -42,7 +42,7 @@ class RunResult:
     # eq. 8 mean response time (links as shared servers, agent.policies.model) for the routing used
     model_delay_s: Optional[float]
     capacities_emulated: bool  # worker capacities padded to emulate_capacity_flops
-    rejected: int = 0  # tasks refused by the source's admission control (e.g. MDI-Exit)
+    rejected: int = 0  # refused at once by the source, with a reason (admission, overload, ...)
     # simulator, same routing, FIFO workers and serialised links (the agent's queueing)
     fifo_sim_delay_s: Optional[float] = None
     duration_s: float = 0.0  # load duration of the run
