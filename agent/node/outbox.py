@@ -59,6 +59,9 @@ class OutItem:
     deadline: float = 0.0
     link_start: float = 0.0  # monotonic time its last send began on the link (0: not sent)
     expires: float = 0.0  # monotonic time its source gives up on it (0: never; results)
+    # a result is re-sent until then whatever its count of re-sends: its one destination, the
+    # source, may be restarting (a fresh process takes a while to be reachable again)
+    keep_until: float = 0.0
 
     @property
     def nbytes(self) -> int:
@@ -325,7 +328,7 @@ class Outbox:
             del self.items[key]
             item.resends += 1
             self.counters["resends"] += 1
-            if item.resends > MAX_HOP_RESENDS:
+            if item.resends > MAX_HOP_RESENDS and now >= item.keep_until:
                 self.drop("undeliverable")
                 continue
             item.tried.append(item.dest)

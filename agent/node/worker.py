@@ -240,7 +240,7 @@ class WorkerSide(Role):
                 if action.cls is not None:
                     out["cls"], out["confidence"] = int(action.cls), float(action.confidence)
             item = OutItem(Kind.RESULT, "R:" + wire.task_key(f["id"], f["attempt"]), out, None,
-                           dest=f["source"])
+                           dest=f["source"], keep_until=expires)
         else:
             item = OutItem(Kind.TASK, wire.task_key(f["id"], f["attempt"]), nf, done.features,
                            expires=expires)

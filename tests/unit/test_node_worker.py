@@ -183,3 +183,36 @@ def test_intake_refuses_past_the_bound_drops_replays_and_expired_tasks(tmp_path)
         engine.close()
         transport.close()
         ctx.term()
+
+
+def test_a_result_is_kept_for_its_restarting_source_until_the_tasks_deadline(worker):
+    """A RESULT whose source cannot be reached (a restarted source not yet connected) is re-sent
+    past the per-hop re-send limit until the task's deadline, then given up; a TASK is still
+    given up after that limit (its source re-issues it)."""
+    from agent.node.outbox import MAX_HOP_RESENDS, OutItem
+
+    _, out, _ = worker
+    t = 1000.0
+    result = OutItem(Kind.RESULT, "R:t1#0", {"id": "t1", "attempt": 0, "source": "s1",
+                                            "exit_stage": 1, "cls": 1, "confidence": 0.9,
+                                            "worker": "w1", "hops": 1, "resends": 0,
+                                            "created": 0.0, "token": ""},
+                     None, dest="s1", keep_until=t + 30.0)
+    out.send(result, t)
+    while t < 1020.0:  # the peer never answers: every send fails, backing off to ack_timeout_s
+        t += 0.5
+        out.run_timers(t, lambda key, now: None)
+    assert result.resends > MAX_HOP_RESENDS and len(out) == 1
+    assert out.counters.get("drop_undeliverable", 0) == 0
+    t = 1031.0
+    out.run_timers(t, lambda key, now: None)
+    assert len(out) == 0 and out.counters["drop_undeliverable"] == 1
+    task = OutItem(Kind.TASK, "t2#0", {"id": "t2", "attempt": 0, "source": "s1", "stage": 2,
+                                       "hops": 1, "resends": 0, "created": 0.0},
+                   np.zeros((8, 14, 14), dtype=np.float32), expires=t + 30.0)
+    out.send(task, t)
+    while t < 1045.0 and len(out):
+        t += 0.5
+        out.run_timers(t, lambda key, now: None)
+    assert len(out) == 0 and out.counters["drop_undeliverable"] == 2
+    assert t < 1031.0 + 29.0  # given up on its re-send count, well before its deadline
