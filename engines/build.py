@@ -156,20 +156,28 @@ def _tensor(types, name: str, what: str):
     return bfmt.tensor_entry(name, shape, numpy_dtype(elem))
 
 
+def load_checked_onnx(path: str, error: Optional[type] = None) -> onnx.ModelProto:
+    """Read and check an ONNX file; one-line ``error`` (default ``BuildError``) when it is
+    missing, not a regular file or not a valid model."""
+    error = error or BuildError
+    if not os.path.exists(path):
+        raise error("ONNX file %s does not exist" % path)
+    if not os.path.isfile(path):
+        raise error("ONNX file %s is not a regular file" % path)
+    try:
+        model = onnx.load(path)
+        onnx.checker.check_model(model)
+    except Exception as exc:  # protobuf DecodeError, ValidationError, OSError ...
+        raise error("%s: not a valid ONNX model (%s)" % (path, str(exc).strip().splitlines()[0]))
+    return model
+
+
 def build_bundle(onnx_path: str, cuts: Sequence[str], exits: Dict[int, str], out_dir: str,
                  final_output: Optional[str] = None, name: Optional[str] = None) -> bfmt.Bundle:
     """Cut ``onnx_path`` at ``cuts`` with early-exit heads ``exits`` ({stage: output}) into a
     bundle in ``out_dir``; returns the loaded bundle. Raises ``BuildError`` on bad input."""
     onnx_path = os.path.abspath(os.fspath(onnx_path))
-    if not os.path.exists(onnx_path):
-        raise BuildError("ONNX file %s does not exist" % onnx_path)
-    if not os.path.isfile(onnx_path):
-        raise BuildError("ONNX file %s is not a regular file" % onnx_path)
-    try:
-        model = onnx.load(onnx_path)
-        onnx.checker.check_model(model)
-    except Exception as exc:  # protobuf DecodeError, ValidationError, OSError ...
-        raise BuildError("%s: not a valid ONNX model (%s)" % (onnx_path, str(exc).strip().splitlines()[0]))
+    model = load_checked_onnx(onnx_path)
     _, plan, final_output = plan_stages(model, cuts, exits, final_output)
     out_dir = os.path.abspath(os.fspath(out_dir))
     if os.path.isdir(out_dir):

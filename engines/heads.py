@@ -30,7 +30,7 @@ import onnx
 
 from agent.errors import UsageError
 from agent.ops.atomic import atomic_open
-from engines.build import BuildError, parse_cuts, plan_stages
+from engines.build import BuildError, load_checked_onnx, parse_cuts, plan_stages
 from engines.bundle import sha256_file
 from engines.flops import count_macs, numpy_dtype
 from engines.heads_fit import fit_head, split_holdout
@@ -100,14 +100,7 @@ def _suggest(name: str, known: Sequence[str]) -> str:
 
 def load_backbone(path: str) -> onnx.ModelProto:
     """Read and check an ONNX file; one-line HeadsError when it is missing or invalid."""
-    if not os.path.isfile(path):
-        raise HeadsError("ONNX file %s does not exist" % path)
-    try:
-        model = onnx.load(path)
-        onnx.checker.check_model(model)
-    except Exception as exc:  # protobuf DecodeError, ValidationError, OSError ...
-        raise HeadsError("%s: not a valid ONNX model (%s)" % (path, str(exc).strip().splitlines()[0]))
-    return model
+    return load_checked_onnx(path, HeadsError)
 
 
 def check_spec(model: onnx.ModelProto, at: Sequence[str], final: Optional[str]) -> str:
