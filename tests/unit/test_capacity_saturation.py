@@ -152,8 +152,16 @@ def test_online_capacity_under_saturation_stays_within_5_percent_of_the_unloaded
             if errors[-1] <= 0.05:
                 break
         assert min(errors) <= 0.05, "estimate off by %s of the unloaded value" % errors
-        wall_unloaded, wall_saturated = _run_once(spec, engine, wall_clock=True)
-        assert wall_saturated < 0.9 * min(wall_unloaded), "the lock holder caused no lock waits"
+        # the control: the wall clock reads well below the unloaded mu (as the CPU clock timed
+        # it, which other processes' load does not bias; the wall clock's own unloaded runs are
+        # depressed by any such load, so they are no reference)
+        walls = []
+        for _ in range(3):
+            walls.append(_run_once(spec, engine, wall_clock=True)[1])
+            if walls[-1] < 0.9 * min(unloaded):
+                break
+        assert min(walls) < 0.9 * min(unloaded), "the lock holder caused no lock waits: %s vs %s" % (
+            walls, unloaded)
     finally:
         engine.close()
 
