@@ -142,12 +142,18 @@ def _reexec_in_userns(problem: str) -> int:
 def network_plan(topo):
     """The netns plan of a topology, checked against this kernel (a ``UsageError`` naming
     what is missing)."""
+    import dataclasses
+
+    from agent.testbed import delayshim
     from agent.testbed.netns import kernel_has_netem, plan_network
 
     plan = plan_network(topo)
     if any(s.delay_ms for s in plan.shaped) and not kernel_has_netem():
-        raise UsageError("links: delay_ms needs sch_netem, which this kernel lacks (an NFQUEUE "
-                         "shim would need the python netfilterqueue bindings: not installed)")
+        problem = delayshim.support_problem()
+        if problem:
+            raise UsageError("links: delay_ms needs sch_netem, which this kernel lacks, or the "
+                             "NFQUEUE delay shim: %s" % problem)
+        plan = dataclasses.replace(plan, delay_line="nfqueue")
     return plan
 
 
@@ -246,6 +252,9 @@ def _run_in(args, topo, bundle, policies, rates, cap, out_dir, lock, settings) -
         plan = settings.network.plan
         print("network: netns, %d devices (namespaces %s-*), %d directed links shaped in the "
               "kernel" % (len(plan.devices), plan.prefix, len(plan.shaped)))
+        if any(s.delay_ms for s in plan.shaped):
+            print("link delay: %s" % ("sch_netem" if plan.delay_line == "netem" else
+                                      "NFQUEUE shim (this kernel has no sch_netem)"))
     elif any(l.delay_ms or l.loss for l in topo.links):
         print("network: loopback; the links' delay_ms and loss apply with --network netns only")
     for f in topo.faults:

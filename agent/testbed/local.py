@@ -260,7 +260,7 @@ def run_local(topo: Topology, bundle, policy: str, rates: Sequence[float],
             faults.start()
             try:
                 wait_records(records, expected, load_s * 3 + settings.drain_timeout_s, agents,
-                             lambda el, frac, i=i: (faults.poll(), tick(
+                             lambda el, frac, i=i: (faults.poll(), _check_network(net), tick(
                                  i, "load" if el < load_s else "draining", frac)))
             except BaseException as exc:  # Ctrl-C or an agent's death: keep what ran so far
                 try:
@@ -290,6 +290,14 @@ def run_local(topo: Topology, bundle, policy: str, rates: Sequence[float],
             if on_result is not None:
                 on_result(results[-1])
     return results
+
+
+def _check_network(net) -> None:
+    """Stop the run (its records kept as a partial result) when the network is no longer the
+    one planned: a dead delay shim would drop its links' packets."""
+    problem = net.problem() if net is not None else None
+    if problem:
+        raise RuntimeError("network: %s" % problem)
 
 
 RUN_FILE = "run.json"  # per (policy, rate) folder: what ``edge-agent report`` re-summarises

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from agent.errors import UsageError
-from agent.testbed import shaping
+from agent.testbed import delayshim, shaping
 from agent.testbed.topology import Topology, TopologyError
 
 PREFIX = "eatb"  # namespace names: PREFIX<pid>-hub, PREFIX<pid>-d<k>
@@ -84,6 +84,7 @@ class NetPlan:
     prefix: str  # PREFIX<pid>
     devices: Tuple[Device, ...]
     shaped: Tuple[Shaped, ...]
+    delay_line: str = "netem"  # how a link's delay_ms is made: "netem" or "nfqueue" (the shim)
 
     @property
     def hub(self) -> str:
@@ -167,12 +168,33 @@ def setup_commands(plan: NetPlan) -> List[Cmd]:
     by_index = {d.index: d for d in plan.devices}
     for s in plan.shaped:
         src, dst = by_index[s.src], by_index[s.dst]
+        netem_ms = s.delay_ms if plan.delay_line == "netem" else 0.0
         cmds += shaping.link_commands(src.ns, DEV, s.minor, dst.address, s.rate_bytes_s,
-                                      s.delay_ms)
+                                      netem_ms)
         if s.loss:
             cmds.append(shaping.loss_filter(src.ns, DEV, shaping.LINK_PREF - s.minor, s.loss,
                                             dst.address))
     return cmds
+
+
+def shim_queues(plan: NetPlan) -> Dict[str, Dict[int, float]]:
+    """With the NFQUEUE delay line: {namespace: {queue: delay ms}} of the delayed links (a
+    link's queue number is its HTB minor, unique on its sender)."""
+    if plan.delay_line != "nfqueue":
+        return {}
+    by_index = {d.index: d for d in plan.devices}
+    out: Dict[str, Dict[int, float]] = {}
+    for s in plan.shaped:
+        if s.delay_ms:
+            out.setdefault(by_index[s.src].ns, {})[s.minor] = s.delay_ms
+    return out
+
+
+def shim_rules(plan: NetPlan) -> List[Cmd]:
+    """The iptables rules that send each delayed link's packets to its shim queue."""
+    by_index = {d.index: d for d in plan.devices}
+    return [delayshim.rule(by_index[s.src].ns, by_index[s.dst].address, s.minor)
+            for s in plan.shaped if s.delay_ms and plan.delay_line == "nfqueue"]
 
 
 def run_command(cmd: Sequence[str]) -> str:
@@ -301,6 +323,7 @@ class Network:
     def __init__(self, plan: NetPlan):
         self.plan = plan
         self._up = False
+        self._shims: List[subprocess.Popen] = []  # NFQUEUE delay lines, one per namespace
 
     def __enter__(self) -> "Network":
         self.setup()
@@ -316,6 +339,13 @@ class Network:
         try:
             for cmd in setup_commands(self.plan):
                 run_command(cmd)
+            for ns, queues in shim_queues(self.plan).items():  # bound before their rules
+                self._shims.append(delayshim.start(ns, queues))
+            for cmd in shim_rules(self.plan):
+                run_command(cmd)
+        except delayshim.ShimError as exc:
+            self.close()
+            raise NetnsError("delay shim: %s" % exc) from None
         except BaseException:
             self.close()
             raise
@@ -329,10 +359,23 @@ class Network:
         for cmd in cmds:
             run_command(cmd)
 
+    def problem(self) -> Optional[str]:
+        """Why the network no longer is what the plan says (a delay shim died), or None."""
+        dead = [p for p in self._shims if p.poll() is not None]
+        if dead:
+            return "a delay shim exited (status %s): its links drop every packet" % (
+                dead[0].returncode,)
+        return None
+
     def close(self) -> None:
         """Delete every namespace of the plan (and the processes in them)."""
         if not self._up:
             return
         self._up = False
+        for p in self._shims:
+            if p.poll() is None:
+                p.kill()
+            p.communicate()
+        self._shims = []
         for ns in reversed(self.plan.namespaces()):
             delete_namespace(ns)
