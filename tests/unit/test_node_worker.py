@@ -268,3 +268,39 @@ def test_results_leave_as_one_results_message_per_source_each_kept_until_its_own
         sink.close(linger=0)
         ctx.term()
 
+
+def test_a_worker_on_one_core_runs_a_fast_engine_on_its_loop_thread(worker, monkeypatch):
+    """CPU affinity of one core and a fast stage (start-up service time <= INLINE_MAX_S): jobs
+    run on the loop's thread in ``on_clock`` (no hand-off to a thread that could only take
+    turns with the loop); the result goes on as from the thread. With more cores allowed
+    again (re-read every AFFINITY_CHECK_S) jobs go to the inference thread."""
+    import math
+
+    from agent.node import worker as worker_module
+
+    side, out, spec = worker
+    x = np.zeros(spec.input_shape, dtype=spec.input_dtype)
+
+    def task(i):
+        return wire.Message(Kind.TASK, "s1", fields={
+            "id": "t%d" % i, "source": "s1", "stage": 1, "attempt": 0, "created": 0.0,
+            "hops": 0, "resends": 0, "ttl_s": 60.0}, tensors=[x])
+
+    monkeypatch.setattr(worker_module.os, "sched_getaffinity", lambda pid: {0})
+    out.view.service_time_s = worker_module.INLINE_MAX_S / 2
+    side.on_clock(side.clock())
+    assert side.inline
+    side.on_data(b"s1", task(1))
+    assert len(side.backlog) == 1 and side.runner.queued == 0
+    assert side.wake_at() == -math.inf  # the loop polls without waiting
+    side.on_clock(side.clock())
+    assert not side.backlog and side.runner.queued == 0 and side.wake_at() is None
+    assert out.counters["tasks_in"] == 1 and len(out.items) + len(out.waiting) == 1
+    monkeypatch.setattr(worker_module.os, "sched_getaffinity", lambda pid: {0, 1})
+    side._affinity_at = -math.inf  # as when AFFINITY_CHECK_S has passed
+    side.on_clock(side.clock())
+    assert not side.inline
+    side.on_data(b"s1", task(2))
+    assert not side.backlog and side.runner.queued == 1  # the thread's now
+    _drain = select.select(side.wake_fds(), [], [], 30.0)[0]
+    assert _drain, "inference thread gave no result within 30 s"
