@@ -52,7 +52,7 @@ SEEN_KEYS = 100_000  # task ids remembered for duplicate detection
 ENGINE_DEPTH = 8
 # On one core the inference thread cannot run beside the loop, only take turns with it, and
 # every turn is a pass of the interpreter lock with two context switches: a worker whose CPU
-# affinity allows one core runs a fast engine (start-up service time up to INLINE_MAX_S) on the
+# affinity allows one core runs a fast engine (measured service time up to INLINE_MAX_S) on the
 # loop's own thread instead, at most INLINE_BUDGET_S of jobs per loop pass so that ACKs,
 # heartbeats and timers keep their pace. Affinity is read again every AFFINITY_CHECK_S (a
 # service manager or an operator may change it while the agent runs).

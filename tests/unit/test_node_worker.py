@@ -270,7 +270,7 @@ def test_results_leave_as_one_results_message_per_source_each_kept_until_its_own
 
 
 def test_a_worker_on_one_core_runs_a_fast_engine_on_its_loop_thread(worker, monkeypatch):
-    """CPU affinity of one core and a fast stage (start-up service time <= INLINE_MAX_S): jobs
+    """CPU affinity of one core and a fast stage (measured service time <= INLINE_MAX_S): jobs
     run on the loop's thread in ``on_clock`` (no hand-off to a thread that could only take
     turns with the loop); the result goes on as from the thread. With more cores allowed
     again (re-read every AFFINITY_CHECK_S) jobs go to the inference thread."""
