@@ -5,8 +5,10 @@ The worker is a real ``edge-agent run`` process serving the last stage of the de
 its threads pinned to one core (``os.sched_setaffinity`` on every thread id). This process is
 the worker's neighbours, on the other core: its stage-3 predecessor (a DEALER with routing id
 ``w3a`` that keeps ``--window`` TASKs in flight) and the source (a ROUTER bound at ``s1``'s
-data address that takes each RESULT and ACKs it). Per task the worker gets a TASK and sends
-its ACK back, runs the engine, sends a RESULT and gets that RESULT's ACK.
+data address that takes the RESULTs and ACKs them as a source does, one ACK per message).
+Per task the worker gets a TASK and ACKs it (one ACK for all the TASKs a poll brought), runs
+the engine and sends a RESULT (one RESULTS message for all the results of a loop pass), whose
+ACK comes back.
 
 ``raw`` runs the same exchange in a plain pyzmq process pinned the same way: a ROUTER takes
 the TASK (the same bytes) and answers a 3-byte ACK, the same onnxruntime engine runs inline on
@@ -18,6 +20,10 @@ alternate (``--pairs``); the table gives medians. Goal: agent CPU per task <= 1.
 >= 12,000 tasks/s on one core.
 
     python3 bench/worker_cpu.py [--seconds 3] [--pairs 3] [--window 16] [--core 0] [--threads]
+                                [--profile FILE]
+
+``--threads`` splits the CPU by thread (the agent's loop, its inference thread, libzmq's I/O
+thread); ``--profile FILE`` runs the first agent under cProfile (its loop thread).
 
 ``--core -1`` leaves every process free to run on any core (the kernel's choice).
 """
@@ -56,7 +62,8 @@ def _threads_s(pid: int) -> dict:
         except OSError:
             continue
         name = st[st.index("(") + 1:st.rindex(")")]
-        name = {"python": "main+inference"}.get(name, name)
+        if name == "python":  # the loop is the main thread; the rest is the inference thread
+            name = "loop" if int(tid) == pid else "inference"
         fields = st.rsplit(")", 1)[1].split()
         out[name] = out.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / os.sysconf(
             "SC_CLK_TCK")
@@ -105,12 +112,13 @@ def drive(worker_data: str, source_data: str, x, seconds: float, window: int, pi
                         frames = sock.recv_multipart(zmq.NOBLOCK)
                     except zmq.Again:
                         break
-                    if sock is r:  # a RESULT from the worker: ACK it as the source would
+                    if sock is r:  # RESULT(S) from the worker: ACK them as the source would
                         h = msgpack.unpackb(frames[1], raw=False)
-                        key = "R:" + wire.task_key(h["id"], h["attempt"])
+                        keys = ["R:" + wire.task_key(i["id"], i["attempt"])
+                                for i in h.get("items", [h])]
                         r.send_multipart([frames[0]] + wire.encode(wire.Kind.ACK, "s1",
-                                                                   {"keys": [key]}))
-                        done += 1
+                                                                   {"keys": keys}))
+                        done += len(keys)
             now = time.monotonic()
             if now >= t_mark:
                 marks.append((now, done, _cpu_s(pid), _threads_s(pid)))
@@ -172,7 +180,7 @@ def raw_worker(data_bind: str, source_data: str, model: str) -> None:
                 d.send_multipart(result, copy=False)
 
 
-def one(mode: str, seconds: float, window: int, core: int):
+def one(mode: str, seconds: float, window: int, core: int, profile: str = ""):
     """One run of ``mode`` (raw or agent): (tasks/s, CPU us per task, {thread: us per task})."""
     import numpy as np
 
@@ -185,6 +193,9 @@ def one(mode: str, seconds: float, window: int, core: int):
     proc = None
     try:
         if mode == "agent":
+            if profile:  # the loop thread under cProfile, written when the agent stops
+                run.agents.launcher = ("-m", "cProfile", "-o", os.path.abspath(profile),
+                                       "-m", "agent")
             run.agents.write({"w4a": wcfg})
             run.agents.start(["w4a"])
             pid = run.agents.procs["w4a"].pid
@@ -213,6 +224,8 @@ def main() -> int:
     ap.add_argument("--core", type=int, default=0,
                     help="the core the worker is pinned to (-1: not pinned, nor is the driver)")
     ap.add_argument("--threads", action="store_true", help="also print CPU per task by thread")
+    ap.add_argument("--profile", default="",
+                    help="cProfile file of the agent worker's loop thread (first agent run)")
     ap.add_argument("--raw-child", nargs=3, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.raw_child:
@@ -225,7 +238,8 @@ def main() -> int:
     raw, ag = [], []
     for i in range(args.pairs):
         raw.append(one("raw", args.seconds, args.window, args.core))
-        ag.append(one("agent", args.seconds, args.window, args.core))
+        ag.append(one("agent", args.seconds, args.window, args.core,
+                      args.profile if i == 0 else ""))
         print("| %d | %.0f | %.0f | %.1f | %.1f | %.2fx |" % (
             i + 1, raw[-1][0], ag[-1][0], raw[-1][1], ag[-1][1], ag[-1][1] / raw[-1][1]))
         if args.threads:

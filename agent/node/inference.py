@@ -4,10 +4,13 @@ A worker usually holds one stage; one holding several (``last_stage``) has one e
 and each job names the stage to run. A job naming a stage with no engine here is not run: it
 comes back failed with reason ``unknown_stage``.
 
-The I/O loop puts ``Job`` objects on ``submit``; the thread runs the engine, computes the exit
-head's confidence (``engines.exit_profile.softmax_confidence``), optionally pads the service
-time to emulate a slower device, and hands ``Done`` objects back through a deque plus one byte
-on a pipe whose read end the I/O loop polls (so the loop sleeps in its poller, never spins).
+The I/O loop puts ``Job`` objects on ``submit``; the thread takes every job waiting (up to
+``RUN_MAX``), runs the engine on each in turn, computes their exit heads' confidences in one
+vectorised call (``engines.exit_profile.softmax_confidence``; ``run_many``), optionally pads
+each service time to emulate a slower device, and hands ``Done`` objects back through a deque
+plus one byte on a pipe whose read end the I/O loop polls (so the loop sleeps in its poller,
+never spins). A worker confined to one core runs ``run_many`` on its loop's thread instead
+(``worker.INLINE_MAX_S``).
 The exit decision itself is the worker side's (``steps.next_step``, in the I/O thread, which
 owns the current thresholds).
 
@@ -42,7 +45,7 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass
-from typing import Any, Callable, Deque, Dict, List, Optional
+from typing import Any, Callable, Deque, Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -51,6 +54,7 @@ from engines.exit_profile import softmax_confidence
 log = logging.getLogger(__name__)
 
 FAILURE_LOG_INTERVAL_S = 60.0  # at most one failure log line per this many seconds
+RUN_MAX = 8  # jobs the thread takes from its queue at once and runs back to back
 
 
 @dataclass
@@ -181,30 +185,83 @@ class InferenceThread:
 
     def run_one(self, x: np.ndarray, stage: int = 0) -> Done:
         """Run ``stage``'s engine on ``x`` with padding; used by the thread and start-up timing."""
-        if stage not in self.engines:
-            raise UnknownStage("no engine for stage %d here (stages %s)"
-                               % (stage, sorted(self.engines)))
-        busy = self.service_clock[stage]
-        t0, b0 = self.clock(), busy()
-        out = self.engines[stage].run(x)
-        engine_s = busy() - b0
-        conf = cls = None
-        if out.logits is not None:
-            c, k = softmax_confidence(np.asarray(out.logits).reshape(1, -1))
-            conf, cls = float(c[0]), int(k[0])
-        feats = out.features
-        if feats is not None:
-            feats = np.ascontiguousarray(feats)
-        service = busy() - b0
+        t0 = self.clock()
+        done, logits = self._engine_step(x, stage)
+        if logits is not None:
+            self._confidences([(done, logits)], stage)
         if self.emulate_capacity_flops > 0:
             # Emulated slower device: the real engine ran; stretch to flops / emulated mu.
             target = self.flops[stage] / self.emulate_capacity_flops
             pad = target - (self.clock() - t0)
             if pad > 0:
                 self.sleep(pad)
-            service = max(service, target)
-        return Done(meta=None, features=feats, confidence=conf, cls=cls,
-                    service_time_s=service, engine_time_s=engine_s)
+            done.service_time_s = max(done.service_time_s, target)
+        return done
+
+    def run_many(self, jobs: List[Job]) -> List[Done]:
+        """Run ``jobs`` back to back on the calling thread (the inference thread, or the loop's
+        on one core: ``worker.INLINE_MAX_S``): one ``Done`` each, failures and jobs past their
+        ``expires`` included, never raised.
+
+        The exit heads' confidences are computed in one vectorised ``softmax_confidence`` call
+        for all jobs whose logits have one width (per task in numpy it cost about as much as
+        a small stage's engine call); each job's service time is its engine call plus its
+        share of that call. Emulated devices and subclasses with their own ``run_one`` run
+        job by job."""
+        if self.emulate_capacity_flops > 0 or type(self).run_one is not InferenceThread.run_one:
+            return [self._expired(j) or self._run_job(j) for j in jobs]
+        dones: List[Done] = []
+        heads: List[Tuple[Done, Any]] = []
+        for job in jobs:
+            done = self._expired(job)
+            if done is None:
+                try:
+                    done, logits = self._engine_step(job.x, job.stage)
+                except Exception as exc:
+                    done, logits = self._failed(job, exc), None
+                done.meta = job.meta
+                if logits is not None:
+                    heads.append((done, logits))
+            dones.append(done)
+        if heads:
+            self._confidences(heads, jobs[0].stage)
+        return dones
+
+    def _confidences(self, heads: List[Tuple[Done, Any]], stage: int) -> None:
+        """Fill in each ``Done``'s confidence and class from its logits, in one call when the
+        widths agree; the call's time is shared among the jobs' service times."""
+        busy = self.service_clock.get(stage, self.clock)
+        b0 = busy()
+        rows = [np.asarray(lg).reshape(-1) for _, lg in heads]
+        if len({r.shape[0] for r in rows}) == 1:
+            conf, cls = softmax_confidence(np.stack(rows))
+        else:
+            parts = [softmax_confidence(r.reshape(1, -1)) for r in rows]
+            conf, cls = [c[0] for c, _ in parts], [k[0] for _, k in parts]
+        share = (busy() - b0) / len(heads)
+        for i, (done, _) in enumerate(heads):
+            done.confidence, done.cls = float(conf[i]), int(cls[i])
+            done.service_time_s += share
+
+    def _engine_step(self, x: np.ndarray, stage: int) -> Tuple[Done, Any]:
+        """One engine call, timed: (its ``Done`` without confidence, the logits or None)."""
+        if stage not in self.engines:
+            raise UnknownStage("no engine for stage %d here (stages %s)"
+                               % (stage, sorted(self.engines)))
+        busy = self.service_clock[stage]
+        b0 = busy()
+        out = self.engines[stage].run(x)
+        engine_s = busy() - b0
+        feats = out.features
+        if feats is not None:
+            feats = np.ascontiguousarray(feats)
+        return (Done(meta=None, features=feats, confidence=None, cls=None,
+                     service_time_s=engine_s, engine_time_s=engine_s), out.logits)
+
+    def _expired(self, job: Job) -> Optional[Done]:
+        if job.expires and self.clock() >= job.expires:  # its source has given up on it
+            return Done(job.meta, None, None, None, 0.0, error="expired", reason="deadline")
+        return None
 
     def _log_failure(self, fmt: str, exc: Exception) -> None:
         now = self.clock()
@@ -219,15 +276,19 @@ class InferenceThread:
 
     def _run(self) -> None:
         while True:
-            job = self._jobs.get()
-            if job is None:
+            jobs = [self._jobs.get()]
+            while jobs[-1] is not None and len(jobs) < RUN_MAX:  # what else waits now
+                try:
+                    jobs.append(self._jobs.get_nowait())
+                except queue.Empty:
+                    break
+            stop = jobs[-1] is None
+            if stop:
+                jobs.pop()
+            self._done.extend(self.run_many(jobs))
+            if stop:
                 return
-            if job.expires and self.clock() >= job.expires:  # its source has given up on it
-                done = Done(job.meta, None, None, None, 0.0, error="expired", reason="deadline")
-            else:
-                done = self._run_job(job)
-            self._done.append(done)
-            if not self._signalled:  # else the loop is yet to take the batch this one joins
+            if jobs and not self._signalled:  # else the loop is yet to take the batch these join
                 self._signalled = True
                 try:
                     os.write(self._wfd, b"x")
@@ -238,13 +299,17 @@ class InferenceThread:
         """Run one job; an engine failure comes back as a failed ``Done``, never raised."""
         try:
             done = self.run_one(job.x, job.stage)
-        except UnknownStage as exc:  # a routing error, not the engine's: counted apart
+        except Exception as exc:
+            return self._failed(job, exc)
+        done.meta = job.meta
+        return done
+
+    def _failed(self, job: Job, exc: Exception) -> Done:
+        if isinstance(exc, UnknownStage):  # a routing error, not the engine's: counted apart
             self._log_failure("task dropped: %s", exc)
             return Done(job.meta, None, None, None, 0.0, error=type(exc).__name__,
                         reason="unknown_stage")
-        except Exception as exc:  # engine errors must not kill the thread; counted by the loop
-            self._log_failure("engine failed on a task: %s", exc)
-            return Done(job.meta, None, None, None, 0.0, error=type(exc).__name__,
-                        reason="engine_error")
-        done.meta = job.meta
-        return done
+        # engine errors must not kill the thread; counted by the loop
+        self._log_failure("engine failed on a task: %s", exc)
+        return Done(job.meta, None, None, None, 0.0, error=type(exc).__name__,
+                    reason="engine_error")

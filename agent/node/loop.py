@@ -107,6 +107,9 @@ class Node:
                "slot": now + self.cfg.slot_length_s}
         drain_until = None
         while True:
+            # the results the last pass finished go out before the loop sleeps, one RESULTS
+            # message per source however many there were
+            guarded(out.flush_results)
             now = self.clock()
             if self._stopping and drain_until is None:
                 drain_until = now + role.drain_time_s

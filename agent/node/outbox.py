@@ -14,7 +14,9 @@ the ``refused`` list of its ACK; ``on_ack`` then marks that successor ``unavaila
 once: to another successor, or into ``waiting`` until the hold ends (a timer retries then).
 A task carries its deadline (``OutItem.expires``, sent as the remaining ``ttl_s``): past it, it
 is dropped wherever it waits (``drop_deadline``), since its source has given up on that attempt.
-ACKs (and refusals) are collected per sender and sent once per poll (``flush_replies``).
+ACKs (and refusals) are collected per sender and sent once per poll (``flush_replies``), and
+so are results on a link without pacing: one RESULTS message per source (``flush_results``),
+each result still in custody under its own key and deadline.
 
 The outbox also holds the node's ``counters`` (``count``, ``drop``, ``guarded``) and keeps the
 policy's ``NodeView`` current (``current_view``): queue lengths and the capacity owner's mu.
@@ -22,6 +24,7 @@ policy's ``NodeView`` current (``current_view``): queue lengths and the capacity
 
 from __future__ import annotations
 
+import functools
 import heapq
 import logging
 import time
@@ -43,6 +46,8 @@ log = logging.getLogger("agent.node.loop")  # these are the loop's steps: logged
 
 MAX_HOP_RESENDS = 10  # per hop; beyond that the task is dropped here and its source re-issues it
 HOLD_MIN_S, HOLD_MAX_S = 0.005, 1.0  # bounds on how long a refusing successor is left alone
+# a stage's messages come in a few sizes: numpy per call costs ~5 us per ACKed item
+_wire_bytes = functools.lru_cache(maxsize=256)(message_wire_bytes)
 
 
 @dataclass
@@ -98,6 +103,7 @@ class Outbox:
         self._seq = 0
         self._replies: Dict[Any, List[str]] = {}  # (identity, refusal reason) -> keys
         self._retry_s: Dict[bytes, float] = {}  # identity -> hold asked with its refusals
+        self._results: Dict[str, List[OutItem]] = {}  # source -> results for its next RESULTS
         self.refused_why: Dict[str, str] = {}  # successor -> reason of its last refusal
         self.clock = time.monotonic
 
@@ -169,6 +175,21 @@ class Outbox:
                           "retry_s": float(retry.get(identity, 0.0))}
             self.transport.reply(identity, wire.encode(Kind.ACK, self.node_id, fields))
 
+    def flush_results(self, now: Optional[float] = None) -> None:
+        """Send the results collected since the last call: one RESULTS message per source (of
+        at most ``wire.MAX_BATCH``), so a busy worker pays one send per batch, not per task."""
+        if not self._results:
+            return
+        batches, self._results = self._results, {}
+        now = self.clock() if now is None else now
+        for dest, items in batches.items():
+            for i in range(0, len(items), wire.MAX_BATCH):
+                part = [it for it in items[i:i + wire.MAX_BATCH] if self.items.get(it.key) is it]
+                if part and not self.transport.send(dest, wire.encode(
+                        Kind.RESULTS, self.node_id, {"items": [it.fields for it in part]})):
+                    for it in part:
+                        self._unsent(it, now)
+
     def answer_client(self, identity: bytes, fields: Dict[str, Any]) -> None:
         """Send a RESULT to a local client."""
         self.transport.reply(identity, wire.encode(Kind.RESULT, self.node_id, fields), client=True)
@@ -195,14 +216,21 @@ class Outbox:
         item.fields["resends"] = item.fields.get("resends", 0)
         if item.expires:
             item.fields["ttl_s"] = item.expires - now
+        pacer = self.pacers.get(item.dest)
+        if item.kind == Kind.RESULT and pacer is None:  # goes out with the pass's RESULTS
+            self.items[item.key] = item
+            self._results.setdefault(item.dest, []).append(item)
+            item.deadline = now + self.cfg.ack_timeout_s
+            item.link_start = now
+            self._push(item.deadline, item.key, False)
+            return
         frames = wire.encode(item.kind, self.node_id, item.fields, tensors)
         self.items[item.key] = item
-        pacer = self.pacers.get(item.dest)
         # The transfer delay D_nm ("transmitted, then wait at m" in MDI-Exit) runs from the
         # moment the link starts carrying this task to its ACK (the ACK's way back is a small
         # message): waiting behind earlier tasks on the link is output-queue time (O_n).
         if pacer is not None:
-            nbytes = message_wire_bytes(item.nbytes)  # the link carries the framing too
+            nbytes = _wire_bytes(item.nbytes)  # the link carries the framing too
             due = pacer.schedule(now, nbytes)
             item.link_start = due - nbytes / pacer.rate_bytes_s
             self._seq += 1
@@ -212,9 +240,13 @@ class Outbox:
             item.deadline = now + self.cfg.ack_timeout_s
             item.link_start = now
             if not self.transport.send(item.dest, frames):
-                item.link_start = 0.0
-                # Peer unreachable now: try elsewhere soon, backing off if every peer fails.
-                item.deadline = now + min(self.cfg.ack_timeout_s, 0.02 * item.resends)
+                return self._unsent(item, now)
+        self._push(item.deadline, item.key, False)
+
+    def _unsent(self, item: OutItem, now: float) -> None:
+        # Peer unreachable now: try elsewhere soon, backing off if every peer fails.
+        item.link_start = 0.0
+        item.deadline = now + min(self.cfg.ack_timeout_s, 0.02 * item.resends)
         self._push(item.deadline, item.key, False)
 
     def cancel(self, key: str) -> None:
@@ -259,7 +291,7 @@ class Outbox:
         """One transfer's rate sample (``LinkRates``); once the link has an estimate the view
         (DTO-EE, BF) uses it, and stats (counter ``link_rate_bytes_s_<peer>``) and metrics
         show it."""
-        self.link_rates.observe(peer, item.link_start, now, message_wire_bytes(item.nbytes))
+        self.link_rates.observe(peer, item.link_start, now, _wire_bytes(item.nbytes))
         got = self.link_rates.estimate(peer)
         if got is not None:
             self.view.link_rate_bytes_s[peer] = got

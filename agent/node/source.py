@@ -196,10 +196,17 @@ class SourceSide(Role):
         self._issue(task, now)
 
     def on_data(self, identity: bytes, msg: wire.Message) -> None:
-        """A RESULT of one of this source's tasks (anything else is dropped)."""
-        if msg.kind != Kind.RESULT:
-            return self.out.drop("unexpected_kind")
-        f = msg.fields
+        """A RESULT, or a RESULTS batch, of this source's tasks (anything else is dropped);
+        each result is ACKed, checked and recorded on its own."""
+        if msg.kind == Kind.RESULTS:
+            for f in msg.fields["items"]:
+                self._on_result(identity, f)
+        elif msg.kind == Kind.RESULT:
+            self._on_result(identity, msg.fields)
+        else:
+            self.out.drop("unexpected_kind")
+
+    def _on_result(self, identity: bytes, f: Dict[str, Any]) -> None:
         self.out.ack(identity, ["R:" + wire.task_key(f["id"], f["attempt"])])
         if f["source"] != self.cfg.node_id:
             return self.out.drop("foreign_result")

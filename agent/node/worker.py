@@ -6,11 +6,12 @@ then either refuses it in its ACK (``overload``: the node already holds ``max_qu
 tasks or ``max_queue_bytes`` of tensors, input and output queues together; ``no_route``: no
 live route to a later stage) or ACKs it, drops a duplicate, and puts it in the input queue
 (``backlog``), from which at most ``ENGINE_DEPTH`` jobs at a time go to the inference thread
-(``inference.py``); a task past its deadline is dropped there instead of run. When the thread
-hands the ``Done`` back, ``steps.next_step`` decides: EXIT (a RESULT to the task's source),
-FORWARD (a stage h+1 TASK with the features and what is left of its deadline), LOCAL (stage
-h+1 queued here) or DROP. Results and forwarded tasks go to the outbox, which keeps them until
-the next hop ACKs.
+(``inference.py``), or, on a worker confined to one core with a fast engine, run on the loop's
+own thread (``INLINE_MAX_S``); a task past its deadline is dropped there instead of run. When
+the thread hands the ``Done`` back, ``steps.next_step`` decides: EXIT (a RESULT to the task's
+source), FORWARD (a stage h+1 TASK with the features and what is left of its deadline), LOCAL
+(stage h+1 queued here) or DROP. Results and forwarded tasks go to the outbox, which keeps them
+until the next hop ACKs (results leave once per loop pass, one RESULTS message per source).
 
 A policy that overrides ``on_head`` (``policies.api``) decides instead after each stage with a
 head: ANSWER, CONTINUE or ESCALATE. For such a policy the worker keeps a task's raw input (the
@@ -27,6 +28,7 @@ everywhere, so this is its source's re-issue); a replay before that runs nothing
 from __future__ import annotations
 
 import math
+import os
 import time
 from collections import OrderedDict, deque
 from typing import Any, Callable, Deque, Dict, List, Optional, Tuple
@@ -48,6 +50,15 @@ SEEN_KEYS = 100_000  # task ids remembered for duplicate detection
 # sleeps or reads (2 cost a thread switch per task on a busy core; the thread drops a job whose
 # deadline passed while it waited there)
 ENGINE_DEPTH = 8
+# On one core the inference thread cannot run beside the loop, only take turns with it, and
+# every turn is a pass of the interpreter lock with two context switches: a worker whose CPU
+# affinity allows one core runs a fast engine (measured service time up to INLINE_MAX_S) on the
+# loop's own thread instead, at most INLINE_BUDGET_S of jobs per loop pass so that ACKs,
+# heartbeats and timers keep their pace. Affinity is read again every AFFINITY_CHECK_S (a
+# service manager or an operator may change it while the agent runs).
+INLINE_MAX_S = 0.002
+INLINE_BUDGET_S = 0.005
+AFFINITY_CHECK_S = 1.0
 EXPIRES = "_expires"  # a job's monotonic deadline in its meta (never sent: popped first)
 RAW = "_x0"  # on_head policies: the task's stage-1 input in its meta (never sent)
 LOCAL = "_local"  # on_head policies: the task's per-node policy state in its meta (never sent)
@@ -82,6 +93,8 @@ class WorkerSide(Role):
         self.received = 0  # tasks accepted this slot (arrival-rate estimate)
         # the policy decides per head (``on_head`` overridden): keep raw inputs, ask it
         self.head_hook = type(policy).on_head is not AgentPolicy.on_head
+        self.inline = False  # run jobs on the loop's thread (see INLINE_MAX_S)
+        self._affinity_at = -math.inf  # clock() of the next affinity check
 
     # -- what the loop asks ------------------------------------------------------------------
 
@@ -119,7 +132,42 @@ class WorkerSide(Role):
         self._pump(self.clock())
 
     def on_clock(self, now: float) -> None:
+        if self._one_core(now) and self.backlog:
+            self._run_here(now)
         self._pump(now)
+
+    def wake_at(self) -> Optional[float]:
+        # jobs left for the next pass on the loop's thread: poll without waiting
+        return -math.inf if self.inline and self.backlog else None
+
+    def _one_core(self, now: float) -> bool:
+        """True when jobs run on the loop's thread (INLINE_MAX_S); re-checked now and then."""
+        if now >= self._affinity_at:
+            self._affinity_at = now + AFFINITY_CHECK_S
+            try:
+                cores = len(os.sched_getaffinity(0))
+            except (AttributeError, OSError):  # not on Linux: the thread, as before
+                cores = 0
+            self.inline = (cores == 1 and not self.runner.emulate_capacity_flops
+                           and self.out.view.service_time_s <= INLINE_MAX_S)
+        return self.inline
+
+    def _run_here(self, now: float) -> None:
+        """Run backlog jobs on this thread, ENGINE_DEPTH at a time, for up to INLINE_BUDGET_S;
+        each is carried out at once (their ACKs left after the poll that brought them)."""
+        end = now + INLINE_BUDGET_S
+        while self.backlog and now < end:
+            jobs = []
+            while self.backlog and len(jobs) < ENGINE_DEPTH:
+                job = self.backlog.popleft()
+                self.backlog_bytes -= job.x.nbytes
+                if (job.meta.get(EXPIRES) or math.inf) <= now:
+                    self.out.drop("deadline")
+                else:
+                    jobs.append(job)
+            for done in self.runner.run_many(jobs):
+                self.out.guarded(self._inference_done, done)
+            now = self.clock()
 
     # -- intake ------------------------------------------------------------------------------
 
@@ -173,8 +221,9 @@ class WorkerSide(Role):
         self._pump(now)
 
     def _pump(self, now: float) -> None:
-        """Hand queued jobs to the engine, up to ENGINE_DEPTH; expired ones are dropped."""
-        while self.backlog and self.runner.queued < ENGINE_DEPTH:
+        """Hand queued jobs to the engine, up to ENGINE_DEPTH; expired ones are dropped (when
+        jobs run on the loop's thread, ``on_clock`` runs them instead)."""
+        while self.backlog and self.runner.queued < ENGINE_DEPTH and not self.inline:
             job = self.backlog.popleft()
             self.backlog_bytes -= job.x.nbytes
             if (job.meta.get(EXPIRES) or math.inf) <= now:  # 0: no deadline

@@ -6,7 +6,9 @@ topic frame precedes the header (see ``topic``); the transport strips it before 
 
 Header (a msgpack map; every kind)::
 
-    v      protocol version (int, == VERSION; other versions are dropped)
+    v      protocol version (int, == VERSION; other versions are dropped: every agent and
+           client of a fleet speaks one version, raised whenever a receiver must understand
+           something new to keep a task's custody, as the RESULTS kind of version 2)
     k      kind (int, a ``Kind``)
     from   sender node id (str)
     slot   DTO-EE slot number (int >= 0; 0 when not used)
@@ -20,6 +22,11 @@ Kind-specific fields (all required; types checked on decode):
     ACK           keys [str] (task keys "id#attempt" being acknowledged)
     RESULT        id str, attempt int, source str, exit_stage int, cls int, confidence float,
                   worker str, hops int, resends int, created float
+    RESULTS       items [map] (1..MAX_BATCH RESULTs for one source, each a map of RESULT's
+                  fields, required and optional, checked as RESULT's; sent once per loop pass
+                  and destination instead of one RESULT each, so a busy worker pays one send,
+                  one wake-up of the source and one ACK per batch; custody, ACK keys, tokens and
+                  records stay per result.)  A batch with one bad item is dropped whole.
     HEARTBEAT     role str, stage int, capacity_flops float, input_queue int, output_queue int,
                   service_time_s float  (liveness + queue state, broadcast)
     QUEUE_STATE   same fields as HEARTBEAT; for queue-based policies publishing more often
@@ -73,11 +80,12 @@ from typing import Any, Dict, List, Sequence, Tuple
 import msgpack
 import numpy as np
 
-VERSION = 1
+VERSION = 2  # 2: RESULTS (a receiver of version 1 would drop them and lose custody)
 
 MAX_HEADER_BYTES = 64 * 1024  # headers are small; a bigger one is malformed
 MAX_TENSORS = 4
 MAX_DIMS = 8
+MAX_BATCH = 128  # RESULTs in one RESULTS message (a sender splits longer batches)
 DTYPES = ("float32", "float16", "float64", "int64", "int32", "int8", "uint8", "bool")
 
 
@@ -87,6 +95,7 @@ class Kind(enum.IntEnum):
     TASK = 1
     ACK = 2
     RESULT = 3
+    RESULTS = 4
     HEARTBEAT = 10
     QUEUE_STATE = 11
     DTOEE_REQUEST = 12
@@ -105,6 +114,7 @@ SCHEMA: Dict[Kind, Dict[str, type]] = {
     Kind.RESULT: {"id": str, "attempt": int, "source": str, "exit_stage": int, "cls": int,
                   "confidence": float, "worker": str, "hops": int, "resends": int,
                   "created": float},
+    Kind.RESULTS: {"items": list},
     Kind.HEARTBEAT: _QUEUE_FIELDS,
     Kind.QUEUE_STATE: _QUEUE_FIELDS,
     Kind.DTOEE_REQUEST: {"to": str, "payload": dict},
@@ -118,7 +128,7 @@ OPTIONAL: Dict[Kind, Dict[str, type]] = {
     Kind.RESULT: {"token": str, "outcome": str, "reason": str},
     Kind.HEARTBEAT: {"no_route": int},
 }
-# -- policy fields (DIMEE/MLCI, docs/dimee-mlci.md): optional, so VERSION stays 1 ------------
+# -- policy fields (DIMEE/MLCI, docs/dimee-mlci.md): optional: no new version ----------------
 OPTIONAL[Kind.TASK].update({"level": int, "ens": list, "ens_w": float})
 OPTIONAL[Kind.RESULT].update({"level": int})
 FLOAT_LISTS = {Kind.TASK: ("ens",)}  # list fields whose items must be finite numbers
@@ -197,6 +207,10 @@ def encode(kind: Kind, sender: str, fields: Dict[str, Any], tensors: Sequence[np
     missing = [k for k in schema if k not in fields]
     if missing:
         raise ValueError("%s message lacks field(s) %s" % (kind.name, ", ".join(missing)))
+    if kind == Kind.RESULTS and not (
+            1 <= len(fields["items"]) <= MAX_BATCH
+            and all(k in i for i in fields["items"] for k in SCHEMA[Kind.RESULT])):
+        raise ValueError("RESULTS takes 1..%d complete RESULT field maps" % MAX_BATCH)
     if len(tensors) != TENSOR_COUNT.get(kind, 0):
         raise ValueError("%s message takes %d tensor(s), got %d"
                          % (kind.name, TENSOR_COUNT.get(kind, 0), len(tensors)))
@@ -238,23 +252,53 @@ _isfinite = math.isfinite
 
 
 def _tensor(desc: Any, frame: Any) -> np.ndarray:
-    if not isinstance(desc, list) or len(desc) != 2:
+    if type(desc) is not list or len(desc) != 2:  # msgpack: plain lists, str and int
         raise WireError("bad_tensor", "descriptor must be [dtype, shape]")
     dtype, shape = desc
-    if dtype not in DTYPES:
+    dt = _NUMPY_DTYPES.get(dtype) if type(dtype) is str else None
+    if dt is None:
         raise WireError("bad_tensor", "dtype %r not allowed" % (dtype,))
-    if (type(shape) is not list or len(shape) > MAX_DIMS  # msgpack: plain list and int
-            or not all(type(d) is int and 0 <= d < _MAX_DIM for d in shape)):
+    if type(shape) is not list or len(shape) > MAX_DIMS:
         raise WireError("bad_tensor", "shape must be a list of at most %d dims" % MAX_DIMS)
-    buf = memoryview(frame)
-    dt = _NUMPY_DTYPES[dtype]
     count = 1
     for d in shape:
+        if type(d) is not int or not 0 <= d < _MAX_DIM:
+            raise WireError("bad_tensor", "shape must be a list of at most %d dims" % MAX_DIMS)
         count *= d
+    buf = memoryview(frame)
     if buf.nbytes != count * dt.itemsize:
         raise WireError("bad_tensor", "frame has %d bytes, %s%s needs %d"
                         % (buf.nbytes, dtype, tuple(shape), count * dt.itemsize))
     return np.frombuffer(buf, dtype=dt).reshape(shape)
+
+
+_ABSENT = object()
+# per kind: (name, type, required) of its fields, required first (SCHEMA, then OPTIONAL)
+_FIELDS = {k: [(n, t, True) for n, t in SCHEMA[k].items()]
+           + [(n, t, False) for n, t in OPTIONAL.get(k, {}).items()] for k in Kind}
+
+
+def _fields(kind: Kind, header: Dict[str, Any]) -> Dict[str, Any]:
+    """``kind``'s required and optional fields from a decoded map, type-checked."""
+    out: Dict[str, Any] = {}
+    for name, want, required in _FIELDS[kind]:
+        value = header.get(name, _ABSENT)
+        if value is _ABSENT:
+            if required:
+                raise WireError("bad_field", "%s lacks %s" % (kind.name, name))
+            continue
+        t = type(value)  # the common case, an exact type in range, without a call
+        if t is not want or (t is int and value < 0) or (t is float and not _isfinite(value)):
+            value = _check_type(name, value, want)
+        out[name] = value
+    if kind == Kind.ACK and not all(isinstance(k, str)
+                                    for k in out["keys"] + out.get("refused", [])):
+        raise WireError("bad_field", "ACK keys must be strings")
+    if kind == Kind.RESULT and out.get("outcome", "completed") not in OUTCOMES:
+        raise WireError("bad_field", "outcome must be one of %s" % ", ".join(OUTCOMES))
+    if kind in FLOAT_LISTS:
+        check_float_lists(kind, out)
+    return out
 
 
 def decode(frames: Sequence[Any]) -> Message:
@@ -284,31 +328,25 @@ def decode(frames: Sequence[Any]) -> Message:
     kind = _KIND_BY_NUMBER.get(k) if type(k) is int else None
     if kind is None:
         raise WireError("bad_kind", "kind %r" % (k,))
-    sender = _check_type("from", header.get("from"), str)
-    if not sender:
-        raise WireError("bad_field", "from must be non-empty")
-    slot = _check_type("slot", header.get("slot"), int)
-    rnd = _check_type("round", header.get("round"), int)
-    out: Dict[str, Any] = {}
-    for name, want in SCHEMA[kind].items():
-        try:
-            value = header[name]
-        except KeyError:
-            raise WireError("bad_field", "%s lacks %s" % (kind.name, name)) from None
-        t = type(value)  # the common case, an exact type in range, without a call
-        if t is not want or (t is int and value < 0) or (t is float and not _isfinite(value)):
-            value = _check_type(name, value, want)
-        out[name] = value
-    for name, want in OPTIONAL.get(kind, {}).items():
-        if name in header:
-            out[name] = _check_type(name, header[name], want)
-    if kind == Kind.ACK and not all(isinstance(k, str)
-                                    for k in out["keys"] + out.get("refused", [])):
-        raise WireError("bad_field", "ACK keys must be strings")
-    if kind == Kind.RESULT and out.get("outcome", "completed") not in OUTCOMES:
-        raise WireError("bad_field", "outcome must be one of %s" % ", ".join(OUTCOMES))
-    if kind in FLOAT_LISTS:
-        check_float_lists(kind, out)
+    sender, slot, rnd = header.get("from"), header.get("slot"), header.get("round")
+    if type(sender) is not str or not sender:
+        sender = _check_type("from", sender, str)
+        if not sender:
+            raise WireError("bad_field", "from must be non-empty")
+    if type(slot) is not int or slot < 0:
+        slot = _check_type("slot", slot, int)
+    if type(rnd) is not int or rnd < 0:
+        rnd = _check_type("round", rnd, int)
+    out = _fields(kind, header)
+    if kind == Kind.RESULTS:
+        items = out["items"]
+        if not 1 <= len(items) <= MAX_BATCH:
+            raise WireError("bad_field", "RESULTS holds 1..%d items, not %d"
+                            % (MAX_BATCH, len(items)))
+        for i, item in enumerate(items):
+            if type(item) is not dict:
+                raise WireError("bad_field", "RESULTS item %d is not a map" % i)
+            items[i] = _fields(Kind.RESULT, item)
     descs = header.get("t")
     if not isinstance(descs, list) or len(descs) > MAX_TENSORS:
         raise WireError("bad_tensor", "t must be a list of at most %d descriptors" % MAX_TENSORS)

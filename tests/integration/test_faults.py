@@ -57,7 +57,7 @@ def _junk_data(rng: random.Random, i: int) -> list:
         h = msgpack.packb(good)
         return [h[:rng.randint(1, len(h) - 1)], x]
     if kind == 2:  # another protocol version
-        return [msgpack.packb(dict(good, v=2)), x]
+        return [msgpack.packb(dict(good, v=wire.VERSION + 1)), x]
     if kind == 3:  # wrong shape for stage 1 (bytes consistent with the header)
         return [msgpack.packb(dict(good, t=[["float32", [1, 2, 8, 8]]])), x + x]
     if kind == 4:  # wrong dtype

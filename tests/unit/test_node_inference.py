@@ -120,3 +120,31 @@ def test_failed_jobs_are_logged_once_a_minute_however_many_fail(caplog):
     assert [d.reason for d in done] == ["engine_error"] * 51
     lines = [r.getMessage() for r in caplog.records if "engine failed" in r.getMessage()]
     assert len(lines) == 2 and "49 more failed jobs" in lines[1]
+
+
+def test_jobs_run_together_get_the_confidences_and_classes_each_would_get_alone():
+    """``run_many`` computes the exit heads' softmax once for all its jobs: every job's
+    confidence and class equal what ``run_one`` gives for its input alone, failed and expired
+    jobs come back failed in their place, and each service time covers its engine call."""
+    bundle = load_bundle(DEMO_BUNDLE_DIR)
+    spec = bundle.stage(1)
+    engine = load_engine(spec, backend="onnxruntime", threads=1)
+    runner = InferenceThread({1: engine}, {1: spec.flops}, clock=lambda: 100.0)
+    try:
+        rng = np.random.default_rng(3)
+        xs = [rng.standard_normal(spec.input_shape).astype(spec.input_dtype) for _ in range(5)]
+        jobs = [Job(meta=i, x=x, stage=1) for i, x in enumerate(xs)]
+        jobs.insert(2, Job(meta="gone", x=xs[0], stage=1, expires=50.0))
+        jobs.insert(4, Job(meta="nowhere", x=xs[0], stage=7))
+        dones = runner.run_many(jobs)
+        assert [d.meta for d in dones] == [0, 1, "gone", 2, "nowhere", 3, 4]
+        by = {d.meta: d for d in dones}
+        assert by["gone"].reason == "deadline" and by["nowhere"].reason == "unknown_stage"
+        for i, x in enumerate(xs):
+            alone = runner.run_one(x, 1)
+            assert by[i].cls == alone.cls
+            assert by[i].confidence == pytest.approx(alone.confidence, rel=1e-12)
+            assert np.array_equal(by[i].features, alone.features)
+            assert by[i].service_time_s >= by[i].engine_time_s > 0
+    finally:
+        engine.close()

@@ -92,3 +92,22 @@ def test_a_task_the_fleet_cannot_take_is_rejected_at_once_with_its_reason(source
     assert [(r["status"], r["reason"]) for r in _records(records)] == [
         ("rejected", "no_route"), ("rejected", "overload")]
     assert not out.items and not out.waiting and not side.book.pending
+
+
+def test_each_result_of_a_results_batch_is_acked_checked_and_recorded_on_its_own(source):
+    """A RESULTS batch is taken result by result: every key is ACKed (in one ACK for the
+    sender), a result with its task's token is recorded, a forged one is dropped and a repeat
+    counted as a duplicate, exactly as if each had come in a RESULT of its own."""
+    side, out, records = source
+    for _ in range(2):
+        x, label = side.replay.sample(side.rng)
+        side._create_task(x, label)
+    a, b = sorted(side.book.pending)
+    items = [dict(_result(a, side.tokens[a]).fields), dict(_result(b, "0" * 16).fields),
+             dict(_result(a, side.tokens[a]).fields)]
+    side.on_data(b"w1", wire.Message(Kind.RESULTS, "w1", fields={"items": items}))
+    assert out._replies == {(b"w1", ""): ["R:%s#0" % a, "R:%s#0" % b, "R:%s#0" % a]}
+    assert out.counters["drop_forged_result"] == 1 and out.counters["duplicate_result"] == 1
+    side.flush()
+    assert [(r["id"], r["status"]) for r in _records(records)] == [(a, "completed")]
+    assert list(side.book.pending) == [b]  # still waiting for its genuine result

@@ -199,9 +199,11 @@ def test_a_result_is_kept_for_its_restarting_source_until_the_tasks_deadline(wor
                                             "created": 0.0, "token": ""},
                      None, dest="s1", keep_until=t + 30.0)
     out.send(result, t)
+    out.flush_results(t)  # as the loop does once per pass
     while t < 1020.0:  # the peer never answers: every send fails, backing off to ack_timeout_s
         t += 0.5
         out.run_timers(t, lambda key, now: None)
+        out.flush_results(t)
     assert result.resends > MAX_HOP_RESENDS and len(out) == 1
     assert out.counters.get("drop_undeliverable", 0) == 0
     t = 1031.0
@@ -216,3 +218,89 @@ def test_a_result_is_kept_for_its_restarting_source_until_the_tasks_deadline(wor
         out.run_timers(t, lambda key, now: None)
     assert len(out) == 0 and out.counters["drop_undeliverable"] == 2
     assert t < 1031.0 + 29.0  # given up on its re-send count, well before its deadline
+
+
+def test_results_leave_as_one_results_message_per_source_each_kept_until_its_own_ack(tmp_path):
+    """Results finished in one loop pass go to their source as one RESULTS message (the loop
+    calls ``flush_results`` once per pass); custody stays per result: an ACK naming one key
+    ends that result's custody only, and an unreachable source gets each result re-sent."""
+    from agent.node.outbox import OutItem
+
+    src = "ipc://%s/s1-data" % tmp_path
+    raw = _raw(tmp_path)
+    raw["peers"][0]["data_address"] = src
+    cfg = parse_config(raw)
+    ctx = zmq.Context()
+    sink = ctx.socket(zmq.ROUTER)
+    sink.bind(src)
+    transport = Transport(ctx, cfg.node_id, "ipc://%s/w1-ctl" % tmp_path,
+                          "ipc://%s/w1-data" % tmp_path, cfg.peers)
+    try:
+        transport.open()
+        view = build_view(cfg, load_bundle(DEMO_BUNDLE_DIR), None)
+        out = Outbox(cfg, transport, AgentPolicy({1: 0.0}, {}), view,
+                     Capacity(CapacityReport(1e8, 0.01, 1e8, "timed")))
+        t = out.clock()
+        for i in range(3):
+            out.send(OutItem(Kind.RESULT, "R:t%d#0" % i, {
+                "id": "t%d" % i, "attempt": 0, "source": "s1", "exit_stage": 1, "cls": i,
+                "confidence": 0.9, "worker": "w1", "hops": 1, "resends": 0, "created": 0.0,
+                "token": "k%d" % i}, None, dest="s1"), t)
+        assert sink.poll(100) == 0  # nothing leaves before the pass ends
+        out.flush_results()
+        assert sink.poll(10000), "the RESULTS message did not arrive"
+        frames = sink.recv_multipart()
+        msg = wire.decode(frames[1:])
+        assert frames[0] == b"w1" and msg.kind == Kind.RESULTS
+        assert [(f["id"], f["cls"], f["token"]) for f in msg.fields["items"]] == [
+            ("t0", 0, "k0"), ("t1", 1, "k1"), ("t2", 2, "k2")]
+        assert sink.poll(100) == 0  # one message for the three
+        out.on_ack("s1", ["R:t1#0"], t)
+        assert sorted(out.items) == ["R:t0#0", "R:t2#0"]
+        out.run_timers(t + cfg.ack_timeout_s + 1.0, lambda key, now: None)  # no ACK: re-sent
+        out.flush_results()
+        assert sink.poll(10000)
+        again = wire.decode(sink.recv_multipart()[1:])
+        assert [f["id"] for f in again.fields["items"]] == ["t0", "t2"]
+        assert [f["resends"] for f in again.fields["items"]] == [1, 1]
+    finally:
+        transport.close()
+        sink.close(linger=0)
+        ctx.term()
+
+
+def test_a_worker_on_one_core_runs_a_fast_engine_on_its_loop_thread(worker, monkeypatch):
+    """CPU affinity of one core and a fast stage (measured service time <= INLINE_MAX_S): jobs
+    run on the loop's thread in ``on_clock`` (no hand-off to a thread that could only take
+    turns with the loop); the result goes on as from the thread. With more cores allowed
+    again (re-read every AFFINITY_CHECK_S) jobs go to the inference thread."""
+    import math
+
+    from agent.node import worker as worker_module
+
+    side, out, spec = worker
+    x = np.zeros(spec.input_shape, dtype=spec.input_dtype)
+
+    def task(i):
+        return wire.Message(Kind.TASK, "s1", fields={
+            "id": "t%d" % i, "source": "s1", "stage": 1, "attempt": 0, "created": 0.0,
+            "hops": 0, "resends": 0, "ttl_s": 60.0}, tensors=[x])
+
+    monkeypatch.setattr(worker_module.os, "sched_getaffinity", lambda pid: {0})
+    out.view.service_time_s = worker_module.INLINE_MAX_S / 2
+    side.on_clock(side.clock())
+    assert side.inline
+    side.on_data(b"s1", task(1))
+    assert len(side.backlog) == 1 and side.runner.queued == 0
+    assert side.wake_at() == -math.inf  # the loop polls without waiting
+    side.on_clock(side.clock())
+    assert not side.backlog and side.runner.queued == 0 and side.wake_at() is None
+    assert out.counters["tasks_in"] == 1 and len(out.items) + len(out.waiting) == 1
+    monkeypatch.setattr(worker_module.os, "sched_getaffinity", lambda pid: {0, 1})
+    side._affinity_at = -math.inf  # as when AFFINITY_CHECK_S has passed
+    side.on_clock(side.clock())
+    assert not side.inline
+    side.on_data(b"s1", task(2))
+    assert not side.backlog and side.runner.queued == 1  # the thread's now
+    _drain = select.select(side.wake_fds(), [], [], 30.0)[0]
+    assert _drain, "inference thread gave no result within 30 s"

@@ -133,3 +133,60 @@ def test_a_client_answer_without_a_class_is_a_valid_result():
         decode(encode(Kind.RESULT, "s1", dict(f, outcome="maybe")))
     with pytest.raises(ValueError):
         answer_fields("c7", "s1", "completed", "", 0.0)
+
+
+def _result_fields(i):
+    return {"id": "t%d" % i, "attempt": 0, "source": "s1", "exit_stage": 4, "cls": 3,
+            "confidence": 0.75, "worker": "w4a", "hops": 4, "resends": 0, "created": 1.0,
+            "token": "k%d" % i}
+
+
+def test_a_results_batch_round_trips_each_result_with_its_own_fields():
+    """RESULTS carries several RESULTs for one source in one message; each item decodes to the
+    same fields a RESULT of its own would (token and optional fields included)."""
+    items = [_result_fields(i) for i in range(5)]
+    items[2]["level"] = 2
+    m = wire.decode([bytes(f) for f in wire.encode(Kind.RESULTS, "w4a", {"items": items})])
+    assert m.kind == Kind.RESULTS and m.fields["items"] == items
+    one = wire.decode(wire.encode(Kind.RESULT, "w4a", items[2]))
+    assert m.fields["items"][2] == one.fields
+
+
+def _results_header(items, **over):
+    h = {"v": wire.VERSION, "k": int(Kind.RESULTS), "from": "w4a", "slot": 0, "round": 0,
+         "t": [], "items": items}
+    h.update(over)
+    return [msgpack.packb(h)]
+
+
+@pytest.mark.parametrize("items", [
+    [],  # empty batch
+    [_result_fields(i) for i in range(wire.MAX_BATCH + 1)],  # above the bound
+    [_result_fields(0), "not a map"],
+    [_result_fields(0), dict(_result_fields(1), confidence="high")],  # a mistyped field
+    [_result_fields(0), {k: v for k, v in _result_fields(1).items() if k != "token" and
+                         k != "id"}],  # a missing field
+    [dict(_result_fields(0), outcome="maybe")],
+    "items",  # not a list
+])
+def test_a_results_batch_with_any_bad_item_is_dropped_whole_as_bad_field(items):
+    """A batch is valid only when every item is a valid RESULT, so a receiver never half-takes
+    one: the sender keeps custody of each result and re-sends it."""
+    with pytest.raises(WireError) as info:
+        wire.decode(_results_header(items))
+    assert info.value.reason == "bad_field"
+
+
+def test_a_results_batch_of_another_protocol_version_is_dropped_as_bad_version():
+    """RESULTS came with protocol version 2: a version-1 header is another protocol."""
+    with pytest.raises(WireError) as info:
+        wire.decode(_results_header([_result_fields(0)], v=1))
+    assert info.value.reason == "bad_version"
+    assert wire.VERSION == 2
+
+
+def test_the_sender_refuses_an_empty_oversized_or_incomplete_results_batch():
+    for items in ([], [_result_fields(i) for i in range(wire.MAX_BATCH + 1)],
+                  [{"id": "t1"}]):
+        with pytest.raises(ValueError):
+            wire.encode(Kind.RESULTS, "w4a", {"items": items})
