@@ -24,7 +24,7 @@ sum_j (beta_j/r_ij + P_j) dx_j + rho_j/2 dx_j^2 over its flow changes (increases
 share of the receiver's headroom, as the default rule does). This is the sharing form of ADMM
 with one block per offloader and one shared resource per receiver.
 
-    python3 bench/heavy_prices.py [--seeds 10] [--split]
+    python3 bench/heavy_prices.py [--seeds 10] [--split] [--current-rates]
 """
 
 from __future__ import annotations
@@ -121,13 +121,15 @@ def _receivers(recv, phi, npred, omega, psi, a, mu, dual, rho_state, params, ada
     return new + rn * (y - big_y), rho
 
 
-def prices(sc, rounds=ROUNDS, warm=0, params=None, adapt=None, trust=None):
+def prices(sc, rounds=ROUNDS, warm=0, params=None, adapt=None, trust=None,
+           current_rates=False):
     """Model delay after each round: ``warm`` rounds of the default rule, then prices.
 
     ``adapt`` (floor, down, up, start): rho_j = m_j H_j with m_j starting at ``start`` times
     the receiver's predecessors, times ``up`` (at most 4x the predecessors) when its load change
     reverses, else times ``down`` (at least ``floor``); None: rho_j = THETA H_j. ``trust``: no
-    flow of an offloader changes by more than that share of its rate in a round."""
+    flow of an offloader changes by more than that share of its rate in a round.
+    ``current_rates``: requests carry the current arrival rates instead of the previous round's."""
     params = params or DtoeeParams(link_model="delay")
     net = compile_network(sc)
     params = dataclasses.replace(params, link_model=net.link_model)
@@ -149,6 +151,8 @@ def prices(sc, rounds=ROUNDS, warm=0, params=None, adapt=None, trust=None):
     dual, rho_state = np.full(n, np.nan), np.full(n, np.nan)
     lam_prev, change = None, (np.zeros(n), np.zeros(n))
     for _ in range(rounds - len(out)):
+        if current_rates:  # an oracle: requests carry the rates of the current routing
+            phi_prev = node_rates(net, p, rem)
         xi = p * phi_prev[net.edge_src] * remv[net.stage[net.edge_src]] \
             * net.flops[net.stage[net.edge_dst]]
         lam = np.bincount(net.edge_dst, weights=xi, minlength=n)
@@ -233,6 +237,8 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seeds", type=int, default=10)
     ap.add_argument("--split", action="store_true", help="the compute/hop split instead")
+    ap.add_argument("--current-rates", action="store_true",
+                    help="requests carry the current arrival rates (an oracle)")
     args = ap.parse_args()
     if args.split:
         split(args.seeds)
@@ -242,7 +248,8 @@ def main() -> int:
     for name, scs in _sets(args.seeds):
         best = [optimum(sc).delay_s for sc in scs]
         for label, warm, adapt, trust in RUNS:
-            g = np.array([prices(sc, warm=warm, adapt=adapt, trust=trust) / b - 1.0
+            g = np.array([prices(sc, warm=warm, adapt=adapt, trust=trust,
+                                 current_rates=args.current_rates) / b - 1.0
                           for sc, b in zip(scs, best)])
             print("| %s | %s | %s | %s |" % (label, name, _cell(g[:, 24]), _cell(g[:, 49])))
     return 0
