@@ -6,6 +6,13 @@ heartbeat, keepalive and reconnect options) sends to it. The peer is frozen with
 (LINK_DOWN) after the stop, and the time from SIGCONT to the first answer, per repetition.
 
     python3 bench/data_liveness.py --reps 3 --stop 10
+
+With ``--netns KIND`` (blackhole or link-down; root or user namespaces) the peer sits behind a
+real link instead, cut off for ``--stop`` seconds (``agent.testbed.livecheck``); printed per
+repetition: LINK_DOWN after the cut, and the new connection and the first answer after the
+link's return.
+
+    python3 bench/data_liveness.py --netns blackhole --reps 3 --stop 10
 """
 
 from __future__ import annotations
@@ -26,7 +33,11 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--stop", type=float, default=10.0, help="seconds the peer stays frozen")
+    ap.add_argument("--netns", choices=("blackhole", "link-down"), default="",
+                    help="cut a real link (namespaces) instead of freezing the peer")
     args = ap.parse_args()
+    if args.netns:
+        return netns_reps(args.netns, args.reps, args.stop)
     proc, ctx, tr = open_pair()
     try:
         print("| rep | LINK_DOWN after stop, s | first answer after SIGCONT, s |")
@@ -45,6 +56,26 @@ def main() -> None:
             time.sleep(1.0)
     finally:
         close_pair(proc, ctx, tr)
+
+
+def netns_reps(kind: str, reps: int, down_s: float) -> None:
+    """The link-cut variant (module docstring): one table row per repetition."""
+    from agent.testbed.livecheck import main as livecheck  # noqa: E402 (needs namespaces)
+    import contextlib
+    import io
+    import json
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        livecheck(["--kind", kind, "--down", str(down_s), "--reps", str(reps)])
+    print("| rep | LINK_DOWN after the cut, s | LINK_UP after the return, s | first answer "
+          "after the return, s |")
+    print("| --- | --- | --- | --- |")
+    for i, line in enumerate(buf.getvalue().split("\n")):
+        if line.startswith("{"):
+            d = json.loads(line)
+            print("| %d | %s | %s | %s |" % tuple([i + 1] + [
+                "-" if d[k] is None else "%.2f" % d[k] for k in (
+                    "link_down_after_s", "link_up_after_return_s", "answer_after_return_s")]))
 
 
 if __name__ == "__main__":

@@ -76,14 +76,15 @@ def main() -> int:
         rec = run.get("recovery_s")
         back = [f.get("target_resumed_s") for f in run.get("faults") or []
                 if "target_resumed_s" in f]
-        rows.append((name, "%d" % run["lost"], "%d" % run["created"], cell("before"),
+        rows.append((name, "%d" % run["lost"], "%d" % run.get("rejected", 0),
+                     "%d" % run["created"], cell("before"),
                      cell("during"), cell("after"),
                      "never" if rec is None else "%.1f" % rec,
                      "-" if not back else "never" if back[0] is None else "%.1f" % back[0],
                      "%d" % run.get("resent", 0)))
-    print("| fault | lost | tasks | before mean / p95 ms | during | after | recovery s | "
-          "target answers again after, s | resent |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("| fault | lost | rejected | tasks | before mean / p95 ms | during | after | "
+          "recovery s | target answers again after, s | resent |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         print("| " + " | ".join(r) + " |")
     return 0

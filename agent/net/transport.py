@@ -11,13 +11,19 @@
   instead of queueing, and the node re-sends elsewhere. A monitor on each DEALER reports a
   dropped connection (a peer process that died closes its sockets) as ``LINK_DOWN`` at once,
   so the node need not wait for the peer's heartbeats to stop.
-- Data-path liveness (``_liveness``, on DEALERs and the ROUTER): ZMTP heartbeats (a PING every
-  ``HEARTBEAT_IVL_MS``; no traffic for ``HEARTBEAT_TIMEOUT_MS`` closes the connection, and the
-  monitor reports it as ``LINK_DOWN``), TCP keepalive and a TCP user timeout (unacknowledged
-  data for ``TCP_USER_TIMEOUT_MS`` closes it), and a reconnect interval capped at
-  ``RECONNECT_IVL_MAX_MS``: a stalled data connection (a link down, a peer stopped) is rebuilt
-  instead of waiting out TCP's retransmission backoff, so tasks flow again soon after the link
-  or the peer returns.
+- Liveness (``_liveness``, on every socket: DEALERs, ROUTER, PUB and SUBs): ZMTP heartbeats (a
+  PING every ``HEARTBEAT_IVL_MS``; no traffic for ``HEARTBEAT_TIMEOUT_MS`` closes the
+  connection, and a DEALER's monitor reports it as ``LINK_DOWN``), TCP keepalive and a TCP user
+  timeout (unacknowledged data for ``TCP_USER_TIMEOUT_MS`` closes it), a reconnect interval
+  capped at ``RECONNECT_IVL_MAX_MS`` and a connect timeout (``CONNECT_TIMEOUT_MS``: a SYN lost
+  while the link was down is sent again by a fresh connect, not after TCP's 1-2-4 s SYN
+  backoff). A stalled connection (a link down, a peer stopped) is closed and rebuilt as a
+  fresh TCP connection instead of waiting out TCP's retransmission backoff on the old one, so
+  data and heartbeats flow again soon after the link or the peer returns. The control plane
+  needs it as much as the data plane: a node that cannot hear its successors' heartbeats
+  thinks it has no route and refuses tasks. A DEALER's monitor also reports each completed
+  handshake (``LINK_UP``); ``data_drops`` counts each peer's dropped data connections, so the
+  outbox can tell whether a task was sent on the connection that is still up.
 - Every socket: LINGER 0 (shutdown never blocks), MAXMSGSIZE (twice ``max_message_bytes``:
   ZeroMQ disconnects a peer sending more; the node loop counts and drops anything above
   ``max_message_bytes``), and the security object applied
@@ -58,6 +64,7 @@ CONTROL = "control"  # (CONTROL, peer id, frames) [topic, header] from that peer
 CLIENT = "client"  # (CLIENT, identity, frames) a local client's request (source "client" mode)
 FD = "fd"  # (FD, fd, None) a registered file descriptor is readable
 LINK_DOWN = "link_down"  # (LINK_DOWN, peer id, None) the connection to its ROUTER dropped
+LINK_UP = "link_up"  # (LINK_UP, peer id, None) a connection to its ROUTER is (again) up
 
 _DRAIN = 256  # messages taken per socket per poll, so one busy socket cannot starve the rest
 # plain ints: zmq's are enum flags, and ``&`` on those runs Python code (~2 us per message)
@@ -67,20 +74,26 @@ _EVENTS, _POLLIN, _NOBLOCK = int(zmq.EVENTS), int(zmq.POLLIN), int(zmq.NOBLOCK)
 HEARTBEAT_IVL_MS = 500  # ZMTP PING on an idle data connection
 HEARTBEAT_TIMEOUT_MS = 1500  # no traffic at all for this long: the connection is closed
 HEARTBEAT_TTL_MS = 3000  # the peer may close our connection after this long without a PING
+# control connections (PUB/SUB) wait longer: a heartbeat may queue behind a busy link's tasks,
+# and a dropped SUB connection loses the heartbeats sent meanwhile
+CONTROL_HEARTBEAT_TIMEOUT_MS = 3000
 TCP_USER_TIMEOUT_MS = 3000  # ZMQ_TCP_MAXRT: unacknowledged data this long closes the connection
-RECONNECT_IVL_MS, RECONNECT_IVL_MAX_MS = 100, 1000  # first retry and the cap of the backoff
+RECONNECT_IVL_MS, RECONNECT_IVL_MAX_MS = 100, 500  # first retry and the cap of the backoff
+CONNECT_TIMEOUT_MS = 1000  # a connect not done by then is abandoned and tried afresh
 KEEPALIVE_IDLE_S, KEEPALIVE_INTVL_S, KEEPALIVE_CNT = 5, 1, 3  # TCP keepalive probes
 
 
-def _liveness(sock: zmq.Socket) -> None:
-    """Heartbeats, TCP keepalive and user timeout, capped reconnects on a data socket; options
-    this libzmq lacks are skipped."""
+def _liveness(sock: zmq.Socket, timeout_ms: int = HEARTBEAT_TIMEOUT_MS) -> None:
+    """Heartbeats (silence for ``timeout_ms`` closes a connection), TCP keepalive and user
+    timeout, capped reconnects and a connect timeout on a socket; options this libzmq lacks are
+    skipped."""
     for name, value in (("HEARTBEAT_IVL", HEARTBEAT_IVL_MS),
-                        ("HEARTBEAT_TIMEOUT", HEARTBEAT_TIMEOUT_MS),
+                        ("HEARTBEAT_TIMEOUT", timeout_ms),
                         ("HEARTBEAT_TTL", HEARTBEAT_TTL_MS),
                         ("TCP_MAXRT", TCP_USER_TIMEOUT_MS),
                         ("RECONNECT_IVL", RECONNECT_IVL_MS),
                         ("RECONNECT_IVL_MAX", RECONNECT_IVL_MAX_MS),
+                        ("CONNECT_TIMEOUT", CONNECT_TIMEOUT_MS),
                         ("TCP_KEEPALIVE", 1), ("TCP_KEEPALIVE_IDLE", KEEPALIVE_IDLE_S),
                         ("TCP_KEEPALIVE_INTVL", KEEPALIVE_INTVL_S),
                         ("TCP_KEEPALIVE_CNT", KEEPALIVE_CNT)):
@@ -126,6 +139,7 @@ class Transport:
         self.dealers: Dict[str, zmq.Socket] = {}
         self._dealer_peer: Dict[zmq.Socket, str] = {}
         self._monitors: Dict[zmq.Socket, str] = {}  # DEALER monitor -> peer id
+        self.data_drops: Dict[str, int] = {}  # peer id -> its data connections dropped so far
         self._fds: List[int] = []
         self._sockets: List[zmq.Socket] = []
 
@@ -142,6 +156,7 @@ class Transport:
         """Bind PUB and ROUTER, connect SUB and DEALERs to every peer; raise zmq errors on bind."""
         self.security.start(self.ctx)
         self.pub = self._socket(zmq.PUB)
+        _liveness(self.pub, CONTROL_HEARTBEAT_TIMEOUT_MS)
         self.security.apply_server(self.pub)
         self.pub.bind(self.control_bind)
         self.router = self._socket(zmq.ROUTER)
@@ -169,6 +184,7 @@ class Transport:
         sub = self._socket(zmq.SUB)
         sub.setsockopt(zmq.SUBSCRIBE, topic(self.node_id))
         sub.setsockopt(zmq.SUBSCRIBE, topic(BROADCAST))
+        _liveness(sub, CONTROL_HEARTBEAT_TIMEOUT_MS)
         self.security.apply_client(sub, self.server_keys.get(peer.id))
         sub.connect(peer.control_address)
         self.subs[peer.id] = sub
@@ -179,14 +195,15 @@ class Transport:
         d.setsockopt(zmq.IMMEDIATE, 1)
         _liveness(d)
         self.security.apply_client(d, self.server_keys.get(peer.id))
+        # the monitor first: a local peer's handshake can be over before connect() returns
+        mon = d.get_monitor_socket(zmq.EVENT_DISCONNECTED | zmq.EVENT_HANDSHAKE_SUCCEEDED)
+        mon.setsockopt(zmq.LINGER, 0)
+        self._monitors[mon] = peer.id
+        self.poller.register(mon, zmq.POLLIN)
         d.connect(peer.data_address)
         self.dealers[peer.id] = d
         self._dealer_peer[d] = peer.id
         self.poller.register(d, zmq.POLLIN)
-        mon = d.get_monitor_socket(zmq.EVENT_DISCONNECTED)
-        mon.setsockopt(zmq.LINGER, 0)
-        self._monitors[mon] = peer.id
-        self.poller.register(mon, zmq.POLLIN)
 
     def register_fd(self, fd: int) -> None:
         """Poll a plain file descriptor for readability alongside the sockets."""
@@ -219,8 +236,13 @@ class Transport:
                     frame = recv(_NOBLOCK, copy=False)
                     frames.append(frame)
                 if sock_or_fd in self._monitors:
-                    if self._link_down(frames):
-                        events.append((LINK_DOWN, self._monitors[sock_or_fd], None))
+                    peer = self._monitors[sock_or_fd]
+                    event = self._event(frames)
+                    if event == zmq.EVENT_DISCONNECTED:
+                        self.data_drops[peer] = self.data_drops.get(peer, 0) + 1
+                        events.append((LINK_DOWN, peer, None))
+                    elif event == zmq.EVENT_HANDSHAKE_SUCCEEDED:
+                        events.append((LINK_UP, peer, None))
                 elif sock_or_fd is self.router:
                     if self.key_owners and not self._own_key(frames):
                         continue
@@ -234,13 +256,12 @@ class Transport:
         return events
 
     @staticmethod
-    def _link_down(frames: Sequence[Any]) -> bool:
-        """True for a monitor event saying the connection dropped."""
+    def _event(frames: Sequence[Any]) -> int:
+        """The event number of a monitor message (0: unreadable)."""
         try:
-            event = int.from_bytes(frames[0].bytes[:2], "little")
+            return int.from_bytes(frames[0].bytes[:2], "little")
         except (AttributeError, IndexError):
-            return False
-        return event == zmq.EVENT_DISCONNECTED
+            return 0
 
     def _own_key(self, frames: Sequence[Any]) -> bool:
         """True when the routing id names the node the authenticated key belongs to."""

@@ -12,8 +12,10 @@ holding it). So a crash loses no task; at worst it is answered late.
 
 Control plane: heartbeats (queue state) every ``heartbeat_interval_s``; a neighbour silent for
 ``neighbour_timeout_rounds`` heartbeat periods is gone (``view.alive``), which the policy sees at
-once; so is one whose data connection dropped (``LINK_DOWN``: its process died), until it is
-heard again. Policy messages (DTO-EE request/status, thresholds) go through
+once; so is one whose data connection dropped (``LINK_DOWN``: its process died, or heartbeats
+on the connection stopped), until it is heard again. Tasks sent on the dropped connection and not
+ACKed are routed again at once (``Outbox.on_link_down``); each dropped and re-established data
+connection is counted (``data_link_down``, ``data_link_up``) and logged with its time. Policy messages (DTO-EE request/status, thresholds) go through
 ``AgentPolicy.on_control`` and ``on_tick``.
 
 No route: after every change in who is alive (and every heartbeat) the loop works out the
@@ -40,7 +42,7 @@ from typing import Callable, Dict, List, Optional
 
 from agent.config.node import NodeConfig
 from agent.protocol import wire
-from agent.net.transport import CLIENT, CONTROL, DATA, FD, LINK_DOWN, REPLY, Transport
+from agent.net.transport import CLIENT, CONTROL, DATA, FD, LINK_DOWN, LINK_UP, REPLY, Transport
 from agent.protocol.wire import Kind, WireError
 from agent.node.hooks import NodeHooks
 from agent.node.outbox import Outbox
@@ -187,10 +189,16 @@ class Node:
                 self.role.on_fd(who)
             return
         if tag == LINK_DOWN:  # its process died (or the network cut): gone now, not in 2 s
+            log.info("data connection to %s dropped", who)
+            self.outbox.count("data_link_down")
             if who in self.view.alive:
-                log.info("neighbour %s dropped its connection", who)
                 self.last_heard.pop(who, None)
                 self._set_alive(who, False)
+            self.outbox.on_link_down(who, self.clock())
+            return
+        if tag == LINK_UP:  # (re)connected: the times in the log show how long a return takes
+            log.info("data connection to %s up", who)
+            self.outbox.count("data_link_up")
             return
         try:
             if wire.frames_nbytes(frames) > self.cfg.max_message_bytes:

@@ -18,60 +18,41 @@ ACKs (and refusals) are collected per sender and sent once per poll (``flush_rep
 so are results on a link without pacing: one RESULTS message per source (``flush_results``),
 each result still in custody under its own key and deadline.
 
+Liveness: what was sent on a successor's data connection that dropped (``on_link_down``) is
+routed again at once. A late task whose connection never dropped is not copied onto it again
+when no other successor is usable (``held_same_link``: the connection delivers in order; a copy
+would only lengthen a slow link's queue); its deadline moves on. A successor more than
+``LINK_QUEUE_MAX_S`` of link time behind (tasks not ACKed, at the lower of its configured and
+measured rate) is left alone like a refusing one until that drains (``link_full``): the queue
+its heartbeats and TCP ACKs wait in stays short, and a source rejects the excess (``overload``)
+instead of queueing tasks that would miss their deadline.
+
 The outbox also holds the node's ``counters`` (``count``, ``drop``, ``guarded``) and keeps the
 policy's ``NodeView`` current (``current_view``): queue lengths and the capacity owner's mu.
 """
 
 from __future__ import annotations
 
-import functools
 import heapq
 import logging
 import time
 from collections import Counter
-from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional
-
-import numpy as np
 
 from agent.config.node import NodeConfig
 from agent.protocol import wire
-from agent.net.links import LinkPacer, LinkRates, message_wire_bytes
+from agent.net.links import LinkPacer, LinkRates
 from agent.net.transport import Transport
 from agent.protocol.wire import Kind
 from agent.ops.metrics import NullMetrics
 from agent.policies.api import AgentPolicy, NodeView, TaskInfo
+from agent.node.outitem import OutItem, wire_bytes_of
 
 log = logging.getLogger("agent.node.loop")  # these are the loop's steps: logged under its name
 
 MAX_HOP_RESENDS = 10  # per hop; beyond that the task is dropped here and its source re-issues it
 HOLD_MIN_S, HOLD_MAX_S = 0.005, 1.0  # bounds on how long a refusing successor is left alone
-# a stage's messages come in a few sizes: numpy per call costs ~5 us per ACKed item
-_wire_bytes = functools.lru_cache(maxsize=256)(message_wire_bytes)
-
-
-@dataclass
-class OutItem:
-    """A task or result held until the next hop ACKs it."""
-
-    kind: Kind
-    key: str
-    fields: Dict[str, Any]
-    tensor: Optional[np.ndarray]
-    dest: str = ""
-    tried: List[str] = field(default_factory=list)
-    resends: int = 0
-    deadline: float = 0.0
-    link_start: float = 0.0  # monotonic time its last send began on the link (0: not sent)
-    expires: float = 0.0  # monotonic time its source gives up on it (0: never; results)
-    # a result is re-sent until then whatever its count of re-sends: its one destination, the
-    # source, may be restarting (a fresh process takes a while to be reachable again)
-    keep_until: float = 0.0
-
-    @property
-    def nbytes(self) -> int:
-        """Tensor bytes this item holds."""
-        return 0 if self.tensor is None else self.tensor.nbytes
+LINK_QUEUE_MAX_S = 1.0  # link time queued to a successor at most: below heartbeat timeouts
 
 
 class Outbox:
@@ -112,6 +93,10 @@ class Outbox:
     def held(self) -> List[OutItem]:
         """Tasks this node holds for a successor (sent and not ACKed, or waiting)."""
         return [i for i in self.items.values() if i.kind == Kind.TASK] + self.waiting
+
+    def holding(self) -> int:
+        """How many tasks this node holds for a successor (``held``, counted without a list)."""
+        return sum(1 for i in self.items.values() if i.kind == Kind.TASK) + len(self.waiting)
 
     def count(self, name: str, n: int = 1) -> None:
         """Add ``n`` to counter ``name`` (written to stats.json)."""
@@ -204,6 +189,7 @@ class Outbox:
         if item.expires and now >= item.expires:
             return self.drop("deadline")  # its source has given up on it
         if item.kind == Kind.TASK:
+            self._hold_full_links(now)
             info = TaskInfo(item.fields["id"], item.fields["stage"],
                             0 if item.tensor is None else item.tensor.nbytes)
             dest = self.policy.choose_successor(info, self.current_view(), item.tried)
@@ -217,6 +203,7 @@ class Outbox:
         if item.expires:
             item.fields["ttl_s"] = item.expires - now
         pacer = self.pacers.get(item.dest)
+        item.conn = self.transport.data_drops.get(item.dest, 0)
         if item.kind == Kind.RESULT and pacer is None:  # goes out with the pass's RESULTS
             self.items[item.key] = item
             self._results.setdefault(item.dest, []).append(item)
@@ -230,7 +217,7 @@ class Outbox:
         # moment the link starts carrying this task to its ACK (the ACK's way back is a small
         # message): waiting behind earlier tasks on the link is output-queue time (O_n).
         if pacer is not None:
-            nbytes = _wire_bytes(item.nbytes)  # the link carries the framing too
+            nbytes = wire_bytes_of(item.nbytes)  # the link carries the framing too
             due = pacer.schedule(now, nbytes)
             item.link_start = due - nbytes / pacer.rate_bytes_s
             self._seq += 1
@@ -248,6 +235,24 @@ class Outbox:
         item.link_start = 0.0
         item.deadline = now + min(self.cfg.ack_timeout_s, 0.02 * item.resends)
         self._push(item.deadline, item.key, False)
+
+    def _hold_full_links(self, now: float) -> None:
+        """Hold off each successor more than ``LINK_QUEUE_MAX_S`` of link time behind."""
+        queued: Dict[str, int] = {}
+        for i in self.items.values():
+            if i.kind == Kind.TASK and i.link_start > 0:
+                queued[i.dest] = queued.get(i.dest, 0) + wire_bytes_of(i.nbytes)
+        for peer, nbytes in queued.items():
+            rates = [r for r in (self.link_rates.prior.get(peer, 0.0),
+                                 self.view.link_rate_bytes_s.get(peer, 0.0)) if r > 0]
+            if not rates or nbytes <= min(rates) * LINK_QUEUE_MAX_S:
+                continue
+            hold = min(max(nbytes / min(rates) - LINK_QUEUE_MAX_S, HOLD_MIN_S), HOLD_MAX_S)
+            if self.view.unavailable.get(peer, 0.0) < now + hold:
+                self.view.unavailable[peer] = now + hold
+                self.refused_why[peer] = "link_full"
+                self._push(now + hold, "", False)  # offer held tasks again when it has drained
+                self.counters["link_full"] += 1
 
     def cancel(self, key: str) -> None:
         """Give up custody of ``key`` (its sender re-issues it under a new key)."""
@@ -291,12 +296,34 @@ class Outbox:
         """One transfer's rate sample (``LinkRates``); once the link has an estimate the view
         (DTO-EE, BF) uses it, and stats (counter ``link_rate_bytes_s_<peer>``) and metrics
         show it."""
-        self.link_rates.observe(peer, item.link_start, now, _wire_bytes(item.nbytes))
+        self.link_rates.observe(peer, item.link_start, now, wire_bytes_of(item.nbytes))
         got = self.link_rates.estimate(peer)
         if got is not None:
             self.view.link_rate_bytes_s[peer] = got
             self.counters["link_rate_bytes_s_" + peer] = int(got)
             self.metrics.link_rate(peer, got)
+
+    def on_link_down(self, peer: str, now: float) -> None:
+        """``peer``'s data connection dropped, and with it what was sent on it: route it again."""
+        for item in self.items.values():
+            if item.dest == peer and item.conn < self.transport.data_drops.get(peer, 0):
+                item.deadline = now
+                self._push(now, item.key, False)
+
+    def _same_link_only(self, item: OutItem, now: float) -> bool:
+        """True when a late task would only be re-sent to where it went, on the connection it
+        went by (still up): no copy is sent, its ACK deadline moves on (module docstring)."""
+        if (item.kind != Kind.TASK or item.link_start <= 0 or item.dest not in self.view.alive
+                or item.conn != self.transport.data_drops.get(item.dest, 0)
+                or (item.expires and now >= item.expires)):
+            return False
+        others = self.current_view().alive_successors(item.fields["stage"])
+        if [p for p in others if p != item.dest]:
+            return False
+        item.deadline = now + self.cfg.ack_timeout_s
+        self._push(item.deadline, item.key, False)
+        self.counters["held_same_link"] += 1
+        return True
 
     def take_back(self, wanted: Callable[[OutItem], bool]) -> Optional[OutItem]:
         """Remove and return the oldest held task ``wanted`` accepts (None: none held)."""
@@ -355,7 +382,7 @@ class Outbox:
                 self.retry_waiting(now)
                 continue
             item = self.items.get(key)
-            if item is None or item.deadline > now:
+            if item is None or item.deadline > now or self._same_link_only(item, now):
                 continue
             del self.items[key]
             item.resends += 1

@@ -4,7 +4,7 @@ A task's path: a Poisson arrival samples the replay set (or a local client pushe
 it is admitted only when the fleet can take it, else recorded at once as ``rejected`` with its
 reason: ``admission`` (the policy's ``admit`` said no), ``no_route`` (no live route to some
 stage: ``NodeView.no_route``), ``overload`` (every stage-1 successor refused work lately and
-the source already holds ``max_queue_tasks``, or none is usable). The book (``book.SourceBook``)
+the source already holds ``max_queue_tasks`` unACKed or waiting, or none is usable). The book (``book.SourceBook``)
 gives an admitted task an unpredictable id; the source gives it a secret ``token`` and sets its
 result deadline (``result_timeout_s``); the stage-1 TASK carries both (the deadline as
 ``ttl_s``). The RESULT comes back from whichever worker let it exit; the source ACKs it and
@@ -32,7 +32,8 @@ from agent.config.node import NodeConfig
 from agent.protocol import wire
 from agent.protocol.wire import Kind
 from agent.node.book import Pending, ReplaySet, SourceBook
-from agent.node.outbox import OutItem, Outbox
+from agent.node.outbox import Outbox
+from agent.node.outitem import OutItem
 from agent.node.role import Role
 from agent.policies.api import AgentPolicy, TaskInfo
 
@@ -131,7 +132,7 @@ class SourceSide(Role):
         if held_off and not view.alive_successors(1):  # every one refused work lately
             why = {self.out.refused_why.get(p, "") for p in held_off}
             return "no_route" if why == {"no_route"} else "overload"
-        if len(self.out.waiting) >= self.cfg.max_queue_tasks:
+        if self.out.holding() >= self.cfg.max_queue_tasks:  # waiting, or sent and not ACKed
             return "overload"
         return ""
 

@@ -39,7 +39,8 @@ from agent.config.node import NodeConfig
 from agent.protocol import wire
 from agent.protocol.wire import Kind
 from agent.node.inference import Done, InferenceThread, Job
-from agent.node.outbox import OutItem, Outbox
+from agent.node.outbox import Outbox
+from agent.node.outitem import OutItem
 from agent.node.role import Role
 from agent.node.steps import Step, next_step
 from agent.ops.metrics import NullMetrics

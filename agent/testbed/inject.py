@@ -140,7 +140,7 @@ class FaultRunner:
     def _begin(self, i: int, f: Fault) -> None:
         self.state[i] = "on"
         self.log.append({"index": i, "fault": f.label(), "kind": f.kind, "target": f.target,
-                         "began_mono": self.clock()})
+                         "began_mono": self.clock(), "began_wall": round(time.time(), 3)})
         if f.kind == "kill":
             self.agents.injected.add(f.target)
             self.agents.kill(f.target)
@@ -172,6 +172,7 @@ class FaultRunner:
             self.network.run(self._cmds[i][1])
         e = self._entry(i)
         e.setdefault("ended_mono", self.clock())
+        e.setdefault("ended_wall", round(time.time(), 3))  # to line up with the agents' logs
 
 
 def add_fault_phases(result, runner: FaultRunner, records: Mapping[str, str],

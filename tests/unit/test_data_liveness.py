@@ -26,7 +26,8 @@ import sys, zmq
 ctx = zmq.Context()
 r = ctx.socket(zmq.ROUTER)
 r.setsockopt(zmq.LINGER, 0)
-r.bind(sys.argv[1])
+r.setsockopt(zmq.ROUTER_HANDOVER, 1)  # as the agent's ROUTER: a reconnecting DEALER's new
+r.bind(sys.argv[1])                   # connection takes its id from the stale one
 print("ready", flush=True)
 while True:
     f = r.recv_multipart()

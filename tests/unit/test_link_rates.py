@@ -13,7 +13,8 @@ from agent.net.links import MIN_SAMPLES, LinkRates, message_wire_bytes
 from agent.net.transport import Transport
 from agent.node.build import build_view
 from agent.node.capacity import Capacity
-from agent.node.outbox import OutItem, Outbox
+from agent.node.outbox import Outbox
+from agent.node.outitem import OutItem
 from agent.policies.baselines.agent import BaselinePolicy
 from agent.policies.model import wire_bytes
 from agent.protocol.wire import Kind

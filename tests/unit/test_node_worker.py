@@ -189,7 +189,8 @@ def test_a_result_is_kept_for_its_restarting_source_until_the_tasks_deadline(wor
     """A RESULT whose source cannot be reached (a restarted source not yet connected) is re-sent
     past the per-hop re-send limit until the task's deadline, then given up; a TASK is still
     given up after that limit (its source re-issues it)."""
-    from agent.node.outbox import MAX_HOP_RESENDS, OutItem
+    from agent.node.outbox import MAX_HOP_RESENDS
+    from agent.node.outitem import OutItem
 
     _, out, _ = worker
     t = 1000.0
@@ -224,7 +225,7 @@ def test_results_leave_as_one_results_message_per_source_each_kept_until_its_own
     """Results finished in one loop pass go to their source as one RESULTS message (the loop
     calls ``flush_results`` once per pass); custody stays per result: an ACK naming one key
     ends that result's custody only, and an unreachable source gets each result re-sent."""
-    from agent.node.outbox import OutItem
+    from agent.node.outitem import OutItem
 
     src = "ipc://%s/s1-data" % tmp_path
     raw = _raw(tmp_path)
