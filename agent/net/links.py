@@ -14,8 +14,16 @@ receiver's poll delay (both cancel between consecutive ACKs). A message that fou
 idle includes them, so its bytes over its start-to-ACK time only bound the rate from below.
 A receiver acknowledges what it has read in one ACK message: messages acknowledged together
 with the one before them add their bytes to that one's sample (its interval covered them),
-not a zero-length queued interval (which made a lightly used slow link look several times
-faster than it is).
+not a zero-length queued interval. ACKs that reach the sender in bunches (a receiver that
+polls, a busy sender loop) move time between consecutive intervals but not out of their sum,
+so a slow link reads its rate within a few percent (unit tests on such patterns). On a link
+whose messages take less than the ACKs' jitter (a few ms on a 1.6 MB/s link, against polls
+and loop delays of tens of ms on a loaded machine) the intervals are mostly jitter: with 30 ms
+polls a simulated 1.6 MB/s link read 0.3-1.8x its rate. Such a link costs a policy a few ms
+either way.
+(Under kernel shaping the link must charge each message its bytes: with segmentation offload
+a whole message passed an idle HTB class at once, and this estimator read a 41.7 KB/s link
+3-6x too fast; ``agent.testbed.shaping``.)
 Sums of bytes and of seconds decay by ``DECAY`` per sample. The configured rate is the prior:
 after ``MIN_SAMPLES`` queued transfers their estimate replaces it; with only idle transfers, the
 lower bound replaces it where it is higher (a link faster than configured). A link slower than

@@ -155,3 +155,34 @@ def test_transfers_acknowledged_together_do_not_make_a_slow_link_look_fast():
         rates.observe("w1", t, t + 3 * per_s + 0.005, nbytes)
         t += 2.0
     assert rates.rate("w1") == pytest.approx(41700.0, rel=0.05)
+
+
+def _bunched(rate_bytes_s: float, load: float, poll_s: float, jitter_s: float,
+             apart_s: float = 0.0, n: int = 300, seed: int = 1) -> float:
+    """The estimate after ``n`` Poisson transfers at ``load`` of a FIFO link whose receiver
+    reads every ``poll_s`` and acknowledges what it read together (one ACK message, or one per
+    transfer ``apart_s`` apart), seen by a sender whose loop adds up to ``jitter_s``."""
+    rnd = np.random.default_rng(seed)
+    nbytes = message_wire_bytes(TENSOR)
+    per_s = nbytes / rate_bytes_s
+    t, free, seen_last, poll_last = 0.0, 0.0, 0.0, -1.0
+    rates = LinkRates({"w1": 1.6e6})
+    for _ in range(n):
+        t += rnd.exponential(per_s / load)
+        free = max(free, t) + per_s
+        poll = (int(free / poll_s) + 1) * poll_s
+        seen = max(seen_last, poll + 0.0005 + rnd.uniform(0.0, jitter_s))
+        if poll == poll_last:
+            seen = seen_last + apart_s  # read in the same poll as the one before
+        rates.observe("w1", t, seen, nbytes)
+        seen_last, poll_last = seen, poll
+    return rates.rate("w1") / rate_bytes_s
+
+
+@pytest.mark.parametrize("load", [0.2, 0.5, 0.8])
+@pytest.mark.parametrize("apart_s", [0.0, 0.0003])
+def test_a_slow_link_reads_its_rate_when_acks_come_in_bunches(load, apart_s):
+    """A 41.7 KB/s link configured at 1.6 MB/s, light to heavy load; the receiver polls every
+    30 ms and acknowledges what it read in one ACK message (or in several 0.3 ms apart), the
+    sender's loop sees each ACK up to 20 ms late: the estimate is within 10% of the rate."""
+    assert _bunched(41700.0, load, 0.03, 0.02, apart_s) == pytest.approx(1.0, abs=0.1)
