@@ -256,15 +256,17 @@ class Outbox:
                                             0 if item.tensor is None else item.tensor.nbytes)
 
     def _link_measured(self, peer: str, item: OutItem, now: float) -> None:
-        """One transfer's rate sample (``LinkRates``); once the link has an estimate the view
+        """One transfer's rate sample (``LinkRates``); while the link has an estimate the view
         (DTO-EE, BF) uses it, and stats (counter ``link_rate_bytes_s_<peer>``) and metrics
-        show it."""
+        show it; when its samples stop supporting one, the configured rate is back."""
         self.link_rates.observe(peer, item.link_start, now, message_wire_bytes(item.nbytes))
         got = self.link_rates.estimate(peer)
+        self.view.link_rate_bytes_s[peer] = self.link_rates.rate(peer)
         if got is not None:
-            self.view.link_rate_bytes_s[peer] = got
             self.counters["link_rate_bytes_s_" + peer] = int(got)
             self.metrics.link_rate(peer, got)
+        else:
+            self.counters.pop("link_rate_bytes_s_" + peer, None)
 
     def take_back(self, wanted: Callable[[OutItem], bool]) -> Optional[OutItem]:
         """Remove and return the oldest held task ``wanted`` accepts (None: none held)."""
