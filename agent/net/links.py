@@ -14,8 +14,21 @@ receiver's poll delay (both cancel between consecutive ACKs). A message that fou
 idle includes them, so its bytes over its start-to-ACK time only bound the rate from below.
 A receiver acknowledges what it has read in one ACK message: messages acknowledged together
 with the one before them add their bytes to that one's sample (its interval covered them),
-not a zero-length queued interval (which made a lightly used slow link look several times
-faster than it is).
+not a zero-length queued interval. ACKs that reach the sender in bunches (a receiver that
+polls, a busy sender loop) move time between consecutive intervals but not out of their sum,
+so a slow link reads its rate within a few percent (unit tests on such patterns).
+On a link whose messages take less than the ACKs' latency (a 1.6 MB/s link carries an image
+in 2.2 ms; a receiver's loop on a loaded machine answers in 1-60 ms) "queued behind the
+previous one" only means the ACK was late: the intervals are the gaps between sends, and
+the estimate read the offered load, 54-660 KB/s for 1.6 MB/s links (which sent a policy's
+traffic onto the really slow links). No transfer beats its link, so the largest bytes over
+start-to-ACK of the transfers ACKed in the last ``RECENT_S`` is a lower bound on the rate;
+queued intervals that make the link ``CONSISTENT`` times slower than such a transfer went
+are ACK spacing, not the link, and are not used (the configured rate stands). A slow link
+passes: under kernel shaping an idle message there arrives after its bytes but the last
+packet's (``agent.testbed.shaping``), about 1.2x its rate, while the queued intervals read
+0.9-1.0x. (With segmentation offload on the veths a whole message passed an idle HTB class
+at once, and this estimator read a 41.7 KB/s link 3-6x too fast.)
 Sums of bytes and of seconds decay by ``DECAY`` per sample. The configured rate is the prior:
 after ``MIN_SAMPLES`` queued transfers their estimate replaces it; with only idle transfers, the
 lower bound replaces it where it is higher (a link faster than configured). A link slower than
@@ -25,11 +38,14 @@ dozen transfers.
 
 from __future__ import annotations
 
-from typing import Dict, Mapping, Optional
+from collections import deque
+from typing import Deque, Dict, Mapping, Optional, Tuple
 
 from agent.policies.model import wire_bytes
 
 MIN_SAMPLES = 8  # transfers on a link before its estimate replaces the configured rate
+RECENT_S = 2.0  # transfers ACKed this recently bound the rate from below (fastest_recent)
+CONSISTENT = 1.5  # queued intervals slower than a recent transfer by more: ACK spacing
 DECAY = 0.9  # weight of the past per new sample (about the last ten transfers count)
 SAME_ACK_S = 1e-4  # ACK times closer than this are one ACK message covering several transfers
 
@@ -66,6 +82,7 @@ class LinkRates:
         self._sums: Dict[str, list] = {}
         self._last_ack: Dict[str, float] = {}
         self._last_bucket: Dict[str, int] = {}  # 0 queued, 3 idle: the previous sample's
+        self._recent: Dict[str, Deque[Tuple[float, float]]] = {}  # (ACK time, bytes/start-to-ACK)
 
     def observe(self, peer: str, start: float, ack: float, nbytes: float) -> None:
         """One transfer to ``peer``: link start and ACK (monotonic seconds), its wire bytes."""
@@ -80,6 +97,11 @@ class LinkRates:
         else:  # found the link idle: start-to-ACK includes the ACK's way back
             i, seconds = 3, max(0.0, ack - start)
         self._last_bucket[peer] = i
+        recent = self._recent.setdefault(peer, deque())
+        if ack > start:
+            recent.append((ack, nbytes / (ack - start)))
+        while recent and recent[0][0] < ack - RECENT_S:
+            recent.popleft()
         s[i] = DECAY * s[i] + nbytes
         s[i + 1] = DECAY * s[i + 1] + seconds
         s[i + 2] += 1
@@ -91,11 +113,17 @@ class LinkRates:
         if s is None:
             return None
         low = s[3] / s[4] if s[5] >= MIN_SAMPLES and s[4] > 0 else 0.0
-        if s[2] >= MIN_SAMPLES and s[1] > 0:
-            return max(s[0] / s[1], low)
+        queued = s[0] / s[1] if s[2] >= MIN_SAMPLES and s[1] > 0 else 0.0
+        if queued > 0 and CONSISTENT * queued >= self.fastest_recent(peer):
+            return max(queued, low)
         if low > self.prior.get(peer, 0.0):
             return low
         return None
+
+    def fastest_recent(self, peer: str) -> float:
+        """The largest bytes over start-to-ACK of the transfers ACKed in the last ``RECENT_S``
+        (bytes/s): no message beats its link, so the rate is at least this."""
+        return max((b for _, b in self._recent.get(peer, ())), default=0.0)
 
     def rate(self, peer: str) -> float:
         """The rate to plan with: the estimate once there is one, else the configured prior."""

@@ -293,15 +293,17 @@ class Outbox:
                                             0 if item.tensor is None else item.tensor.nbytes)
 
     def _link_measured(self, peer: str, item: OutItem, now: float) -> None:
-        """One transfer's rate sample (``LinkRates``); once the link has an estimate the view
+        """One transfer's rate sample (``LinkRates``); while the link has an estimate the view
         (DTO-EE, BF) uses it, and stats (counter ``link_rate_bytes_s_<peer>``) and metrics
-        show it."""
+        show it; when its samples stop supporting one, the configured rate is back."""
         self.link_rates.observe(peer, item.link_start, now, wire_bytes_of(item.nbytes))
         got = self.link_rates.estimate(peer)
+        self.view.link_rate_bytes_s[peer] = self.link_rates.rate(peer)
         if got is not None:
-            self.view.link_rate_bytes_s[peer] = got
             self.counters["link_rate_bytes_s_" + peer] = int(got)
             self.metrics.link_rate(peer, got)
+        else:
+            self.counters.pop("link_rate_bytes_s_" + peer, None)
 
     def on_link_down(self, peer: str, now: float) -> None:
         """``peer``'s data connection dropped, and with it what was sent on it: route it again."""

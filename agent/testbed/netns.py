@@ -164,6 +164,8 @@ def setup_commands(plan: NetPlan) -> List[Cmd]:
             ["ip", "-n", d.ns, "link", "set", DEV, "up"],
             ["ip", "-n", d.ns, "route", "add", "default", "via", d.gateway],
         ]
+        cmds += [shaping.one_packet_per_send(d.ns, DEV),
+                 shaping.one_packet_per_send(hub, d.hub_dev)]
         cmds += shaping.root_commands(d.ns, DEV) + shaping.root_commands(hub, d.hub_dev)
     by_index = {d.index: d for d in plan.devices}
     for s in plan.shaped:

@@ -8,6 +8,17 @@ feeds a ``pfifo limit 0`` qdisc, which drops every packet it is given: faults (b
 loss) add filters in front of the shaping ones that send packets there. Loss uses a classic
 BPF filter reading the kernel's random number (``ld rand``), so it needs no ``sch_netem``.
 
+Every message must cost the link its bytes over the rate, as on a real link. Two kernel
+defaults stand in the way, and both are turned off: segmentation offload (GSO/TSO) lets TCP
+hand a veth a whole ~4 KB message as one super-packet, and HTB sends a packet whenever its
+class has tokens (paying after), so on an idle 41.7 KB/s link a 3.9 KB message arrived in
+0.2 ms instead of ~94 ms (``python -m agent.testbed.netcheck`` measures it); and HTB's default
+bucket holds about one MTU, so the first 1.5 KB after a pause are free. With
+``gso_max_segs 1`` on every interface a message leaves as MTU-sized packets, and a shaped class
+has a bucket of ``BURST_S`` of its rate (at least one byte): an idle link now releases each
+packet when the link would start sending it, so a message is delivered after (its bytes but
+the last packet) / rate, and a busy link carries exactly its rate.
+
 Nothing here runs a command: ``agent.testbed.netns`` runs what these functions return.
 """
 
@@ -21,6 +32,11 @@ DROP_CLASS = 2  # 1:2, drops every packet (pfifo limit 0)
 FAST_BITS_S = 10 * 10 ** 9  # "unshaped": 10 Gbit/s
 LINK_PREF = 1000  # tc filter preference of the shaping filters (fault filters come first)
 QUEUE_PACKETS = 1000  # queue of a shaped link's class, packets
+# A shaped class's token bucket, seconds of its rate: large enough to absorb the qdisc
+# watchdog's lateness (credit beyond the bucket is lost, so a smaller one slows a busy link),
+# small enough that an idle link gives nothing away (the HTB default, ~1 MTU, is 36 ms free at
+# 41.7 KB/s).
+BURST_S = 0.001
 
 Cmd = List[str]
 
@@ -28,6 +44,17 @@ Cmd = List[str]
 def bits(rate_bytes_s: float) -> str:
     """A tc rate in bit/s from a rate in bytes/s (at least 8 bit/s)."""
     return "%dbit" % max(8, int(round(float(rate_bytes_s) * 8)))
+
+
+def burst(rate_bytes_s: float) -> str:
+    """A shaped class's bucket, ``BURST_S`` of its rate in bytes (at least 1 byte)."""
+    return "%db" % max(1, int(float(rate_bytes_s) * BURST_S))
+
+
+def one_packet_per_send(ns: str, dev: str) -> Cmd:
+    """``dev`` in ``ns`` gets no segmentation offload (module docstring): the qdisc sees
+    MTU-sized packets, not a whole message as one."""
+    return ["ip", "-n", ns, "link", "set", "dev", dev, "gso_max_segs", "1"]
 
 
 def tc(ns: str, *args: str) -> Cmd:
@@ -54,8 +81,10 @@ def class_commands(ns: str, dev: str, minor: int, rate_bytes_s: Optional[float],
     """The HTB class 1:minor at a rate (None: unshaped) with its queue, a netem delay line
     when ``delay_ms`` (``change``: alter the rate of an existing class)."""
     rate = bits(rate_bytes_s) if rate_bytes_s else "%dbit" % FAST_BITS_S
+    bucket = ["burst", burst(rate_bytes_s), "cburst", burst(rate_bytes_s)] if rate_bytes_s else []
     cmd = tc(ns, "class", "change" if change else "add", "dev", dev, "parent", "1:",
-             "classid", "1:%d" % minor, "htb", "rate", rate, "ceil", rate, "quantum", "1514")
+             "classid", "1:%d" % minor, "htb", "rate", rate, "ceil", rate, *bucket,
+             "quantum", "1514")
     if change:
         return [cmd]
     leaf = (["netem", "delay", "%gms" % delay_ms, "limit", str(QUEUE_PACKETS)] if delay_ms

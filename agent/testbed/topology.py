@@ -21,8 +21,10 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 from agent.config.fields import Fields
 from agent.config.jsonfile import read_json_file
 from agent.errors import UsageError
+from agent.policies.model import wire_bytes
 from agent.policies.setting import DEFAULT_TRADEOFF
 from agent.scenario.format import read_links
+from agent.testbed.carry import carried_tasks_s
 from agent.testbed.faults import Fault, parse_faults
 
 TOPOLOGY_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "topologies")
@@ -318,8 +320,10 @@ def capacity_tasks_s(topo: Topology, stages: Sequence[StageInfo],
                      remaining: Sequence[float]) -> float:
     """Largest total arrival rate the topology can serve (tasks/s), compute and links.
 
-    Stage h can serve sum(mu_j)/alpha_h subtasks/s, and a fraction prod(I_1..I_{h-1}) of tasks
-    reaches it; links into stage h carry sum(r)/beta_h. Workers without an emulated capacity
+    A stage-h worker serves mu/alpha_h subtasks/s and a link into stage h carries r over the
+    wire bytes of beta_h, and a fraction prod(I_1..I_{h-1}) of tasks reaches stage h; each
+    source sends its share over its own links: the maximum flow through them
+    (``agent.testbed.carry``). Workers without an emulated capacity and links without a rate
     count as unbounded (their real speed is not known before they start).
     """
     if topo.multi_stage:  # nodes holding several stages: one processor runs a task's stages
@@ -331,17 +335,14 @@ def capacity_tasks_s(topo: Topology, stages: Sequence[StageInfo],
             per_task += reach * st.flops
             reach *= float(rem)
         return sum(mus) / per_task
-    best = float("inf")
-    reach = 1.0
-    for h, st in enumerate(stages, start=1):
-        mus = [w.emulate_capacity_flops for w in topo.workers if w.stage == h]
-        if all(m is not None for m in mus) and reach > 0:
-            best = min(best, sum(mus) / st.flops / reach)
-        rates = [l.rate_bytes_s for l in topo.links if topo.stage_of(l.dst) == h]
-        if all(r is not None for r in rates) and reach > 0:
-            best = min(best, sum(rates) / st.input_bytes / reach)
-        reach *= float(remaining[h - 1])
-    return best
+    reach = [1.0]
+    for rem in remaining[:-1]:
+        reach.append(reach[-1] * float(rem))
+    return carried_tasks_s({s.id: s.share for s in topo.sources},
+                           [(w.id, w.stage, w.emulate_capacity_flops) for w in topo.workers],
+                           [(l.src, l.dst, l.rate_bytes_s) for l in topo.links],
+                           [st.flops for st in stages],
+                           [float(wire_bytes(st.input_bytes)) for st in stages], reach)
 
 
 def scenario_object(topo: Topology, stages: Sequence[StageInfo], total_rate: float,

@@ -156,3 +156,65 @@ def test_transfers_acknowledged_together_do_not_make_a_slow_link_look_fast():
         rates.observe("w1", t, t + 3 * per_s + 0.005, nbytes)
         t += 2.0
     assert rates.rate("w1") == pytest.approx(41700.0, rel=0.05)
+
+
+def _bunched(rate_bytes_s: float, load: float, poll_s: float, jitter_s: float,
+             apart_s: float = 0.0, n: int = 300, seed: int = 1) -> float:
+    """The estimate after ``n`` Poisson transfers at ``load`` of a FIFO link whose receiver
+    reads every ``poll_s`` and acknowledges what it read together (one ACK message, or one per
+    transfer ``apart_s`` apart), seen by a sender whose loop adds up to ``jitter_s``."""
+    rnd = np.random.default_rng(seed)
+    nbytes = message_wire_bytes(TENSOR)
+    per_s = nbytes / rate_bytes_s
+    t, free, seen_last, poll_last = 0.0, 0.0, 0.0, -1.0
+    rates = LinkRates({"w1": 1.6e6})
+    for _ in range(n):
+        t += rnd.exponential(per_s / load)
+        free = max(free, t) + per_s
+        poll = (int(free / poll_s) + 1) * poll_s
+        seen = max(seen_last, poll + 0.0005 + rnd.uniform(0.0, jitter_s))
+        if poll == poll_last:
+            seen = seen_last + apart_s  # read in the same poll as the one before
+        rates.observe("w1", t, seen, nbytes)
+        seen_last, poll_last = seen, poll
+    return rates.rate("w1") / rate_bytes_s
+
+
+@pytest.mark.parametrize("load", [0.2, 0.5, 0.8])
+@pytest.mark.parametrize("apart_s", [0.0, 0.0003])
+def test_a_slow_link_reads_its_rate_when_acks_come_in_bunches(load, apart_s):
+    """A 41.7 KB/s link configured at 1.6 MB/s, light to heavy load; the receiver polls every
+    30 ms and acknowledges what it read in one ACK message (or in several 0.3 ms apart), the
+    sender's loop sees each ACK up to 20 ms late: the estimate is within 10% of the rate."""
+    assert _bunched(41700.0, load, 0.03, 0.02, apart_s) == pytest.approx(1.0, abs=0.1)
+
+
+@pytest.mark.parametrize("jitter_s", [0.02, 0.06])
+def test_a_fast_link_whose_acks_lag_is_not_read_as_its_offered_load(jitter_s):
+    """A 1.6 MB/s link carries an image in 2.2 ms; a busy receiver acknowledges 0.5 ms to
+    20-60 ms later (in order), so most transfers start before the previous ACK and the gaps
+    between ACKs are the gaps between sends: read as queued intervals they made the link
+    look 5-10x slower. A transfer seen going faster than that refutes them: the prior stands."""
+    got = _bunched(1.6e6, 0.02, 1e-9, jitter_s)
+    assert got == 1.0
+
+
+def test_a_transfer_faster_than_the_estimate_withdraws_it_from_the_view(outbox):
+    """Queued transfers set a 41.7 KB/s estimate in the view; one message then ACKed 1 ms
+    after its start shows the link carries at least 3.6 MB/s, so the estimate is not backed by
+    the link any more: the view and the stats go back to the configured rate."""
+    out, _ = outbox
+    x = np.zeros(TENSOR, dtype=np.uint8)
+    t = 100.0
+    for i in range(MIN_SAMPLES + 1):
+        item = OutItem(Kind.TASK, "k%d" % i, {}, x, dest="w1", link_start=t)
+        out.items[item.key] = item
+        t += message_wire_bytes(TENSOR) / 41700.0
+        out.on_ack("w1", [item.key], t + 1e-6)
+    assert out.view.link_rate_bytes_s["w1"] == pytest.approx(41700.0, rel=1e-6)
+    t += 0.5
+    item = OutItem(Kind.TASK, "fast", {}, x, dest="w1", link_start=t)
+    out.items[item.key] = item
+    out.on_ack("w1", [item.key], t + 0.001)
+    assert out.view.link_rate_bytes_s["w1"] == 1e6
+    assert "link_rate_bytes_s_w1" not in out.counters

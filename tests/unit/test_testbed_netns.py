@@ -55,9 +55,10 @@ def test_two_links_joining_the_same_devices_at_different_rates_are_refused():
 
 
 def test_setup_builds_namespaces_veths_routes_and_one_htb_class_per_shaped_link():
-    """Every namespace is added first; each device gets a veth, an address, a default route via
-    the hub and an HTB root; each shaped link a class at its rate and a u32 filter on the
-    destination address; a lossy link a BPF filter."""
+    """Every namespace is added first; each device gets a veth without segmentation offload on
+    either end, an address, a default route via the hub and an HTB root; each shaped link a
+    class at its rate with a bucket of 1 ms of it and a u32 filter on the destination address;
+    a lossy link a BPF filter."""
     plan = plan_network(_topo(), prefix="eatb1")
     cmds = [" ".join(c) for c in setup_commands(plan)]
     assert cmds[:4] == ["ip netns add eatb1-hub", "ip netns add eatb1-d1", "ip netns add eatb1-d2",
@@ -65,7 +66,9 @@ def test_setup_builds_namespaces_veths_routes_and_one_htb_class_per_shaped_link(
     assert "ip -n eatb1-hub link add name h2 type veth peer name eth0 netns eatb1-d2" in cmds
     assert "ip -n eatb1-d2 route add default via 10.200.2.1" in cmds
     assert ("ip netns exec eatb1-d1 tc class add dev eth0 parent 1: classid 1:12 htb rate "
-            "400000bit ceil 400000bit quantum 1514") in cmds
+            "400000bit ceil 400000bit burst 50b cburst 50b quantum 1514") in cmds
+    assert "ip -n eatb1-d2 link set dev eth0 gso_max_segs 1" in cmds
+    assert "ip -n eatb1-hub link set dev h2 gso_max_segs 1" in cmds
     assert any(c.endswith("u32 match ip dst 10.200.2.2/32 flowid 1:12") and "eatb1-d1" in c
                for c in cmds)
     assert sum(" bpf bytecode " in c for c in cmds) == 2  # cam->w2 lossy, both ways
@@ -114,6 +117,15 @@ def test_the_loss_program_matches_a_random_fraction_of_packets_to_its_destinatio
 def test_tc_rates_are_bits_per_second():
     """Bytes/s times 8, at least 8 bit/s."""
     assert shaping.bits(41.7e3) == "333600bit" and shaping.bits(0.1) == "8bit"
+
+
+def test_a_shaped_class_gives_an_idle_link_at_most_a_millisecond_of_its_rate():
+    """The bucket is BURST_S of the rate in bytes, at least one byte (HTB's default, about an
+    MTU, would deliver the first 1.5 KB after a pause for free)."""
+    assert shaping.burst(41.7e3) == "41b" and shaping.burst(1.6e6) == "1600b"
+    assert shaping.burst(10.0) == "1b"
+    change = shaping.class_commands("ns", "eth0", 12, 2e4, change=True)[0]
+    assert change[-6:] == ["burst", "20b", "cburst", "20b", "quantum", "1514"]
 
 
 def test_fault_schedules_are_checked_field_by_field():
