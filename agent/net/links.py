@@ -38,6 +38,7 @@ dozen transfers.
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from typing import Deque, Dict, Mapping, Optional, Tuple
 
@@ -124,6 +125,16 @@ class LinkRates:
         """The largest bytes over start-to-ACK of the transfers ACKed in the last ``RECENT_S``
         (bytes/s): no message beats its link, so the rate is at least this."""
         return max((b for _, b in self._recent.get(peer, ())), default=0.0)
+
+    def seed(self, measured: Mapping[str, float]) -> Dict[str, float]:
+        """Make rates this sender measured before a restart the priors of its links (the
+        configured rate stays the prior of a link without one); the seeded {peer: bytes/s}."""
+        out = {}
+        for peer, r in measured.items():
+            if peer in self.prior and isinstance(r, (int, float)) and not isinstance(r, bool) \
+                    and math.isfinite(r) and r > 0:
+                self.prior[peer] = out[peer] = float(r)
+        return out
 
     def rate(self, peer: str) -> float:
         """The rate to plan with: the estimate once there is one, else the configured prior."""

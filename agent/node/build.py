@@ -47,7 +47,7 @@ from agent.node.worker import WorkerSide
 from agent.ops.files import (FileFault, check_file_slot, check_regular_file,
                              check_writable_dir)
 from agent.ops.metrics import AgentMetrics, NullMetrics
-from agent.ops.state import STATE_FILE, StateStore
+from agent.ops.state import LINK_RATES_KEY, STATE_FILE, StateStore
 from agent.ops.watchdog import watchdog_interval_s
 from agent.policies.api import AgentPolicy, NodeView, default_thresholds
 from agent.policies import registry
@@ -227,8 +227,9 @@ def report_power_mode(cfg: NodeConfig, metrics: Any) -> None:
         log.warning("power mode unknown for metrics: %s", exc)
 
 
-def restore_policy(policy: AgentPolicy, hooks: NodeHooks, store: StateStore) -> None:
-    """Restore the policy's saved routing and thresholds when they are this policy's."""
+def restore_policy(policy: AgentPolicy, hooks: NodeHooks, store: StateStore) -> Optional[dict]:
+    """Restore the policy's saved routing and thresholds when they are this policy's; the saved
+    state (None: none usable)."""
     saved = hooks.load_state()
     if saved and saved.get("policy") == policy.name:
         policy.restore(saved)
@@ -237,6 +238,18 @@ def restore_policy(policy: AgentPolicy, hooks: NodeHooks, store: StateStore) -> 
                  json.dumps(thresholds_to_wire(policy.thresholds()), sort_keys=True))
     elif saved:  # another policy's routing or thresholds would be wrong for this one
         log.info("ignoring saved state of policy %r (now %r)", saved.get("policy"), policy.name)
+    return saved
+
+
+def restore_link_rates(outbox: Outbox, saved: Optional[dict]) -> None:
+    """Rates measured before a restart as the links' priors (``LinkRates.seed``), so a
+    restarted sender does not plan with a configured rate it had found wrong."""
+    rates = (saved or {}).get(LINK_RATES_KEY)
+    seeded = outbox.link_rates.seed(rates) if isinstance(rates, dict) else {}
+    outbox.view.link_rate_bytes_s.update(seeded)
+    if seeded:
+        log.info("link rates measured before the restart: %s",
+                 json.dumps({p: round(r) for p, r in sorted(seeded.items())}))
 
 
 def build(cfg: NodeConfig, notifier: Any = None, ctx: Optional[zmq.Context] = None) -> BuiltNode:
@@ -281,7 +294,7 @@ def build(cfg: NodeConfig, notifier: Any = None, ctx: Optional[zmq.Context] = No
     if cfg.metrics_port and cfg.role == "worker":
         report_power_mode(cfg, metrics)
     hooks = NodeHooks(notifier, metrics, store, watchdog_interval_s(os.environ))
-    restore_policy(policy, hooks, store)
+    saved = restore_policy(policy, hooks, store)
     capacity.refresh(view)
     client_keys = (load_allowed_keys(cfg.client_keys_dir)
                    if cfg.client_keys_dir and cfg.arrival == "client" else None)
@@ -303,6 +316,7 @@ def build(cfg: NodeConfig, notifier: Any = None, ctx: Optional[zmq.Context] = No
         outbox = Outbox(cfg, transport, policy, view, capacity, metrics=metrics)
         role = SourceSide(cfg, outbox, policy, book, replay)
     hooks.count = outbox.count
+    restore_link_rates(outbox, saved)
     extra = role.stats
     if client_keys is not None:
         extra = lambda: dict(role.stats(), client_refused=refused[0])  # noqa: E731

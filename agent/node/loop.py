@@ -46,6 +46,7 @@ from agent.net.transport import CLIENT, CONTROL, DATA, FD, LINK_DOWN, LINK_UP, R
 from agent.protocol.wire import Kind, WireError
 from agent.node.hooks import NodeHooks
 from agent.node.outbox import Outbox
+from agent.ops.state import LINK_RATES_KEY
 from agent.node.role import Role
 from agent.node.status import NodeStatus
 from agent.policies.api import AgentPolicy, NodeView, Outgoing, first_unreachable_stage
@@ -166,7 +167,7 @@ class Node:
 
     def _finish(self) -> None:
         self.role.finish(self.clock(), self.wall())
-        self.hooks.save_state(self.policy.snapshot())
+        self.hooks.save_state(self._state())
         self.status.write()
         log.info("stopped: %s", self.status.line())
         for fd in (self._rfd, self._wfd):
@@ -324,6 +325,10 @@ class Node:
         self._save_due = True
         self._save_state()
 
+    def _state(self) -> dict:
+        """What survives a restart: the policy's state and the links' measured rates."""
+        return dict(self.policy.snapshot(), **{LINK_RATES_KEY: self.outbox.link_rates.table()})
+
     def _save_state(self) -> None:
         """Save the policy's state once per slot, but not in a configuration phase: the save
         fsyncs twice (milliseconds on a busy disk), and the loop cannot answer a round
@@ -331,4 +336,4 @@ class Node:
         if not self._save_due or self.policy.configuring:
             return
         self._save_due = False
-        self.hooks.save_state(self.policy.snapshot())
+        self.hooks.save_state(self._state())

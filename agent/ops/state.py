@@ -1,12 +1,13 @@
-"""Agent state that survives a restart: routing, thresholds, capacity estimate, slot number.
+"""Agent state that survives a restart: routing, thresholds, capacity estimate, slot number,
+the links' measured rates.
 
 ``StateStore.save`` replaces ``state.json`` through ``agent.ops.atomic`` (temporary file, fsync,
 rename, directory fsync), so a crash (SIGKILL, power loss) leaves either the old or the new
 state, never a torn file. ``load`` returns None when there is nothing usable and
 says why in the log; a corrupt file is kept aside as ``state.json.corrupt`` for inspection.
 Restored state is input like any other: ``check_state`` refuses non-finite numbers (JSON's
-``Infinity``/``NaN``), routing rows that are not probabilities summing to 1 and thresholds
-outside (0, 1], so a poisoned file is dropped with a warning instead of steering the policy.
+``Infinity``/``NaN``), routing rows that are not probabilities summing to 1, thresholds
+outside (0, 1] and link rates not above 0, so a poisoned file is dropped with a warning instead of steering the policy.
 JSON turns dict keys into strings: callers restore int keys (stages) themselves.
 """
 
@@ -30,6 +31,7 @@ STATE_MAX_BYTES = 16 * 1024 * 1024  # routing and thresholds: a few kB
 ROUTING_KEYS = ("routing",)  # {successor: probability}: each in [0, 1], summing to 1
 THRESHOLD_KEYS = ("thresholds", "dtoee_thresholds", "mdi_threshold")  # each in (0, 1]
 ROW_SUM_TOLERANCE = 1e-6
+LINK_RATES_KEY = "link_rates_bytes_s"  # {peer: measured bytes/s}: each > 0
 
 
 def _refuse_constant(name: str) -> float:
@@ -66,6 +68,11 @@ def check_state(state: Mapping[str, Any]) -> None:
             raise ValueError("state.%s has a probability outside [0, 1]: %r" % (key, dict(row)))
         if row and abs(sum(row.values()) - 1.0) > ROW_SUM_TOLERANCE:
             raise ValueError("state.%s sums to %r, not 1" % (key, sum(row.values())))
+    rates = state.get(LINK_RATES_KEY)
+    if rates is not None and (not isinstance(rates, Mapping) or not all(
+            isinstance(r, (int, float)) and not isinstance(r, bool) and r > 0
+            for r in rates.values())):
+        raise ValueError("state.%s is not a table of rates > 0 bytes/s" % LINK_RATES_KEY)
     for key in THRESHOLD_KEYS:
         value = state.get(key)
         values = value.values() if isinstance(value, Mapping) else [value]

@@ -140,13 +140,13 @@ def test_online_capacity_under_saturation_stays_within_5_percent_of_the_unloaded
     """Behind an I/O thread that holds the interpreter lock, the estimate from the inference
     thread's service times stays within 5% of the unloaded mu (timed before and after, which
     brackets the machine's own drift), while the wall clock around the same runs reads well
-    below it (the lock waits the old measure included). Up to three attempts: machine noise
+    below it (the lock waits the old measure included). Up to five attempts: machine noise
     is transient, the lock-wait bias was systematic."""
     spec, engine = _matmul_engine(str(tmp_path))
     try:
         assert InferenceThread({1: engine}, {1: 1.0}).service_clock[1] is time.thread_time
         errors = []
-        for _ in range(3):
+        for _ in range(5):
             unloaded, saturated = _run_once(spec, engine, wall_clock=False)
             errors.append(_off_by(unloaded, saturated))
             if errors[-1] <= 0.05:

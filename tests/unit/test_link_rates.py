@@ -218,3 +218,25 @@ def test_a_transfer_faster_than_the_estimate_withdraws_it_from_the_view(outbox):
     out.on_ack("w1", [item.key], t + 0.001)
     assert out.view.link_rate_bytes_s["w1"] == 1e6
     assert "link_rate_bytes_s_w1" not in out.counters
+
+
+def test_rates_measured_before_a_restart_are_the_priors_after_it(outbox, tmp_path):
+    """A sender saves its links' estimates with its state; restarted, it plans with them (view
+    and prior) instead of the configured rate, until new transfers measure again. Rates for
+    unknown peers and bad values are not restored, and a saved table that is not rates > 0
+    makes the whole state unusable (check_state)."""
+    from agent.node.build import restore_link_rates
+    from agent.ops.state import LINK_RATES_KEY, StateStore, check_state
+
+    out, _policy = outbox
+    store = StateStore(str(tmp_path / "st"))
+    store.save({"policy": "bf", LINK_RATES_KEY: {"w1": 41700.0, "gone": 5.0}})
+    restore_link_rates(out, store.load())
+    assert out.view.link_rate_bytes_s == {"w1": 41700.0, "w2": 1e6}
+    assert out.link_rates.rate("w1") == 41700.0 and out.link_rates.estimate("w1") is None
+    restore_link_rates(out, {LINK_RATES_KEY: {"w2": "fast"}})
+    restore_link_rates(out, None)
+    assert out.view.link_rate_bytes_s["w2"] == 1e6
+    for bad in ({"w1": -1.0}, {"w1": True}, [41700.0]):
+        with pytest.raises(ValueError, match=LINK_RATES_KEY):
+            check_state({LINK_RATES_KEY: bad})
