@@ -98,9 +98,15 @@ class LinkRates:
         else:  # found the link idle: start-to-ACK includes the ACK's way back
             i, seconds = 3, max(0.0, ack - start)
         self._last_bucket[peer] = i
+        # a sliding-window maximum: values fall from left to right (an entry below a newer one
+        # can never be the maximum again), so the left end is the fastest and each sample costs
+        # O(1) however many transfers the window holds
         recent = self._recent.setdefault(peer, deque())
         if ack > start:
-            recent.append((ack, nbytes / (ack - start)))
+            rate = nbytes / (ack - start)
+            while recent and recent[-1][1] <= rate:
+                recent.pop()
+            recent.append((ack, rate))
         while recent and recent[0][0] < ack - RECENT_S:
             recent.popleft()
         s[i] = DECAY * s[i] + nbytes
@@ -124,7 +130,8 @@ class LinkRates:
     def fastest_recent(self, peer: str) -> float:
         """The largest bytes over start-to-ACK of the transfers ACKed in the last ``RECENT_S``
         (bytes/s): no message beats its link, so the rate is at least this."""
-        return max((b for _, b in self._recent.get(peer, ())), default=0.0)
+        recent = self._recent.get(peer)
+        return recent[0][1] if recent else 0.0
 
     def seed(self, measured: Mapping[str, float]) -> Dict[str, float]:
         """Make rates this sender measured before a restart the priors of its links (the

@@ -240,3 +240,19 @@ def test_rates_measured_before_a_restart_are_the_priors_after_it(outbox, tmp_pat
     for bad in ({"w1": -1.0}, {"w1": True}, [41700.0]):
         with pytest.raises(ValueError, match=LINK_RATES_KEY):
             check_state({LINK_RATES_KEY: bad})
+
+
+def test_fastest_recent_is_the_largest_rate_acked_within_the_window():
+    """The sliding-window maximum gives what a scan of the last RECENT_S of transfers would."""
+    from agent.net.links import RECENT_S
+
+    rng = np.random.default_rng(3)
+    rates, seen, t = LinkRates({"w": 1e6}), [], 0.0
+    for _ in range(3000):
+        t += float(rng.exponential(0.01))
+        dur = float(rng.uniform(1e-4, 0.05))
+        start = t - dur
+        rates.observe("w", start, t, 4000.0)
+        seen.append((t, 4000.0 / (t - start)))
+        want = max(r for a, r in seen if a >= t - RECENT_S)
+        assert rates.fastest_recent("w") == want
