@@ -213,7 +213,8 @@ class DtoeePolicy(SettleMixin, ThresholdSyncMixin, AgentPolicy):
         self.own_status, self.prev_change = None, None
         self.reports, self.held_round = {}, None
         self.progress_at = now
-        self.work = dict(self.active)
+        self.work = dict(self.active) if self.params.slot_start == "last" else {
+            s: 1.0 / len(self.active) for s in self.active}
         self.quiet, self.settled, self._quiet_version = 0, False, self.th_version
         self.last_report = None
         if not self.offloader:

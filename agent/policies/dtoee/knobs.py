@@ -18,6 +18,7 @@ from agent.policies.setting import ScenarioError
 from agent.policies.thresholds import DEFAULT_THRESHOLD
 
 STEP_RULES = ("default", "paper")
+SLOT_STARTS = ("last", "uniform")
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,11 @@ class DtoeeParams:
     m: int = 5  # a threshold step every m rounds (Alg. 3)
     threshold_step: float = 0.05  # tau_c: threshold change per step
     initial_threshold: float = DEFAULT_THRESHOLD  # c_h of every exit before tuning
+    # where each slot's routing update starts: "last", the routing the previous slot ended with
+    # (a steady network starts converged), or "uniform", every slot from 1/|L_i| as in the
+    # paper's Algorithm 3, line 1 (a cold start in every slot: for reproducing it, and to time
+    # a whole configuration phase)
+    slot_start: str = "last"
     # a link as a server of r bytes/s shared by its tasks ("shared") or the paper's fixed
     # beta/r per hop ("delay", for reproducing its figures); plan and the simulator take it
     # from the scenario's knob of the same name (agent.policies.model.link_model_of)
@@ -87,6 +93,7 @@ def parse_knobs(knobs: Mapping[str, Any], where: str = "knobs",
         initial_threshold=f.num("initial_threshold", _D.initial_threshold, 0.0, 1.0,
                                 lo_open=True),
         link_model=f.str("link_model", _D.link_model, LINK_MODELS),
+        slot_start=f.str("slot_start", _D.slot_start, SLOT_STARTS),
     )
 
 
