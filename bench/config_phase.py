@@ -14,12 +14,17 @@ to 1%. Goal: <= 100 ms to 1%.
 
     python3 bench/config_phase.py [--slots 3] [--workers 3,3,2,2] [--sources 2]
                                   [--settle-rounds 8] [--rate 4] [--slot-start uniform]
+                                  [--utilisation 0.6]
 
 A slot starts from the routing the previous one ended with, so under a steady load the
 routing is within 1% from round 0 and the rounds only confirm it (the early end then cuts
 them). ``--slot-start uniform`` (the DTO-EE knob ``slot_start``) starts every slot's phase
 from the uniform routing instead, as the paper does: a cold configuration phase in every slot,
-which is what the <= 100 ms goal is about. ``--workers``/``--sources`` shrink the fleet, to see how the round time depends on how many
+which is what the <= 100 ms goal is about. The demo bundle's engines are so fast on a CPU
+that the default light load leaves every worker nearly idle (the routing then only trades hop
+costs); ``--utilisation U`` gives the workers emulated capacities (``emulate_capacity_flops``:
+within a stage in the ratios 1 : 0.7 : 0.5) such that each stage could carry the sources'
+tasks at utilisation U, so the routing has loads to balance. ``--workers``/``--sources`` shrink the fleet, to see how the round time depends on how many
 agent processes share the machine's cores; ``--settle-rounds 0`` runs every round (no early
 end), as before the early end existed.
 """
@@ -36,6 +41,23 @@ from collections import defaultdict
 from _local import Local, chain_topology, machine
 
 ROUNDS = 50
+SHARES = (1.0, 0.7, 0.5, 0.4)  # --utilisation: capacities of a stage's workers, relative
+
+
+def capacities(per_stage, total_tasks_s, utilisation):
+    """{worker: emulated FLOP/s}: stage h's workers in the ratios of SHARES, together able to
+    serve ``total_tasks_s`` of stage h's work at ``utilisation``."""
+    from engines.bundle import load_bundle
+    from engines.demo import DEMO_BUNDLE_DIR
+
+    bundle = load_bundle(DEMO_BUNDLE_DIR)
+    caps = {}
+    for h, n in enumerate(per_stage, start=1):
+        shares = SHARES[:n]
+        for i, share in enumerate(shares):
+            caps["w%d%s" % (h, "abcdefgh"[i])] = (bundle.stage(h).flops * total_tasks_s
+                                                  / utilisation * share / sum(shares))
+    return caps
 
 
 def within_one_percent(loads):
@@ -65,11 +87,16 @@ def main() -> int:
     ap.add_argument("--settle-rounds", type=int, default=8,
                     help="DTO-EE knob settle_rounds (0: every round runs)")
     ap.add_argument("--rate", type=float, default=4.0, help="tasks/s per source")
+    ap.add_argument("--utilisation", type=float, default=0.0,
+                    help="emulated capacities for this stage utilisation (0: the engines' own)")
     ap.add_argument("--slot-start", default="last", choices=("last", "uniform"),
                     help="DTO-EE knob slot_start: each phase from the last routing or uniform")
     args = ap.parse_args()
     per_stage = [int(x) for x in args.workers.split(",")]
+    caps = (capacities(per_stage, args.rate * args.sources, args.utilisation)
+            if args.utilisation > 0 else None)
     topo = chain_topology(per_stage, num_sources=args.sources, slot_s=args.slot_s,
+                          capacities=caps,
                           agent={"rounds_per_slot": ROUNDS, "round_interval_s": 0.05,
                                  "heartbeat_interval_s": 0.25})
     topo["knobs"] = {"dtoee": {"settle_rounds": args.settle_rounds,
