@@ -167,14 +167,39 @@ def start_service(work: str, env: dict) -> subprocess.Popen:
             "import logging; logging.basicConfig(level=logging.INFO)\n"
             "from jtop.service import JtopServer\nJtopServer().loop_for_ever()\n" % work)
     log = open(os.path.join(work, "service.log"), "w")
+    # its own process group: JtopServer serves from a child process, which a signal to the
+    # parent alone would leave running after the test
     proc = subprocess.Popen([sys.executable, "-c", code], env=env, stdout=log,
-                            stderr=subprocess.STDOUT)
+                            stderr=subprocess.STDOUT, start_new_session=True)
     deadline = time.monotonic() + WAIT_S
     while not os.path.exists("/run/jtop.sock"):
         if proc.poll() is not None or time.monotonic() > deadline:
             raise RuntimeError("jtop service did not start: " + open(log.name).read()[-3000:])
         time.sleep(0.1)
     return proc
+
+
+def stop_service(proc: subprocess.Popen) -> None:
+    """SIGTERM to the service's whole process group, SIGKILL to what is left after 30 s."""
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        pass
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(proc.pid, 0)  # anyone of the group still there?
+        except ProcessLookupError:
+            return
+        time.sleep(0.1)
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
 
 
 def _mode(env: dict) -> int:
@@ -243,11 +268,7 @@ def main(out_dir: str, bundle: str) -> int:
         result["sigterm"] = calibrate(env, os.path.join(out_dir, "state-term"), bundle,
                                       ["--seconds", "5"], sigterm_after_switch=True)
     finally:
-        service.terminate()
-        try:
-            service.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            service.kill()
+        stop_service(service)
         with open(env["NVPMODEL_LOG"]) as f:
             result["nvpmodel_calls"] = f.read().splitlines()
         with open(os.path.join(work, "service.log")) as f:
