@@ -117,7 +117,8 @@ def main() -> int:
     ap.add_argument("--sources", type=int, default=2, help="number of sources")
     ap.add_argument("--settle-rounds", type=int, default=8,
                     help="DTO-EE knob settle_rounds (0: every round runs)")
-    ap.add_argument("--rate", type=float, default=4.0, help="tasks/s per source")
+    ap.add_argument("--rate", type=float, default=4.0,
+                    help="tasks/s of all the sources together (split evenly)")
     ap.add_argument("--utilisation", type=float, default=0.0,
                     help="emulated capacities for this stage utilisation (0: the engines' own)")
     ap.add_argument("--dump", default="",
@@ -127,7 +128,7 @@ def main() -> int:
                     help="DTO-EE knob slot_start: each phase from the last routing or uniform")
     args = ap.parse_args()
     per_stage = [int(x) for x in args.workers.split(",")]
-    caps = (capacities(per_stage, args.rate * args.sources, args.utilisation)
+    caps = (capacities(per_stage, args.rate, args.utilisation)
             if args.utilisation > 0 else None)
     topo = chain_topology(per_stage, num_sources=args.sources, slot_s=args.slot_s,
                           capacities=caps,
