@@ -80,12 +80,24 @@ def _report(proc, folder: str) -> dict:
             for i in items}
 
 
+def _wheel(python: str, folder: str) -> str:
+    """The project's wheel, built by pip as ``pip install .`` builds it before it resolves."""
+    proc = subprocess.run([python, "-m", "pip", "wheel", "--no-deps", "--quiet", "-w", folder,
+                           REPO], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                          universal_newlines=True, timeout=PIP_TIMEOUT_S)
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    (name,) = [n for n in os.listdir(folder) if n.endswith(".whl")]
+    return os.path.join(folder, name)
+
+
 @pytest.fixture(scope="module")
 def resolved(tmp_path_factory):
-    """case -> {package: version}, or the reason the case cannot run here. The resolutions run
-    at once (each is pip building the project's metadata and walking the index: minutes of
-    waiting in turn on a 2-core machine); each test asserts on its own case."""
-    pythons, reachable, started, got = {}, {}, {}, {}
+    """case -> {package: version}, the AssertionError it failed with, or the reason it cannot
+    run here. pip builds the project's wheel once (``.[extra]`` is that wheel's metadata: what
+    ``pip install '.[extra]'`` builds and resolves) and the resolutions run at once (each is
+    seconds of pip's CPU; in turn they took 40 s on a 2-core machine); each test asserts on its
+    own case."""
+    pythons, reachable, runnable, got = {}, {}, {}, {}
     for case, (version, spec, tags) in CASES.items():
         if tags == X86_64_TAGS and platform.machine() != "x86_64":
             got[case] = "pip evaluates platform markers on this machine, which is not x86_64"
@@ -102,9 +114,20 @@ def resolved(tmp_path_factory):
         if not reachable[python]:
             got[case] = "the package index cannot be reached from this machine"
             continue
-        folder = str(tmp_path_factory.mktemp(case))
-        started[case] = (_start(python, version, spec, folder, tags), folder)
+        runnable[case] = python
+    if not runnable:
+        return got
     try:
+        wheel = _wheel(next(iter(runnable.values())), str(tmp_path_factory.mktemp("wheel")))
+    except AssertionError as exc:  # every runnable case fails with pip's output
+        return dict(got, **{case: exc for case in runnable})
+    started = {}
+    try:
+        for case, python in runnable.items():
+            version, spec, tags = CASES[case]
+            assert spec.startswith(".[")
+            folder = str(tmp_path_factory.mktemp(case))
+            started[case] = (_start(python, version, wheel + spec[1:], folder, tags), folder)
         for case, (proc, folder) in started.items():
             try:
                 got[case] = _report(proc, folder)
