@@ -257,17 +257,6 @@ def _run(case: Case, config_path: str) -> Tuple[int, str, float]:
     return done.returncode, done.stderr, time.monotonic() - start
 
 
-def _run_forked(agent: ForkedAgent, case: Case, config_path: str) -> Tuple[int, str, float]:
-    """The same run, forked by ``agent``."""
-    try:
-        rc, stderr, took_s = agent.run(ARGV + [config_path], case.dir, case.dir + "-stdio",
-                                       LIMIT_S * 3)
-    finally:
-        for s in case.hold:
-            s.close()
-    return (-1, "HUNG: " + stderr, took_s) if rc is None else (rc, stderr, took_s)
-
-
 def _check(name: str, rc: int, stderr: str, took_s: float, needles: Tuple[str, ...]) -> str:
     """'' when the run met the rule, else why not."""
     errors = [line for line in stderr.splitlines() if "error:" in line]
@@ -299,8 +288,15 @@ def test_at_least_thirty_startup_faults_each_exit_78_with_one_line_naming_the_fi
     for name, (make, needles) in CASES.items():
         case = Case(str(tmp_path), bundle, replay, name.replace(" ", "_").replace("*", ""))
         cases.append((name, case, make(case), needles))
+    def closed(i: int) -> None:  # the run has ended: release what it had to find taken
+        for s in cases[i][1].hold:
+            s.close()
+
     with ForkedAgent(REPO, _env(), str(tmp_path / "server.log")) as agent:
-        results = [_run_forked(agent, case, path) for _, case, path, _ in cases]
+        results = agent.run_many([(ARGV + [path], case.dir, case.dir + "-stdio")
+                                  for _, case, path, _ in cases], LIMIT_S * 3, 3, closed)
+    results = [(-1, "HUNG: " + err, took) if rc is None else (rc, err, took)
+               for rc, err, took in results]
     failures = [_check(name, *res, needles) for (name, _, _, needles), res in zip(cases, results)]
     failures = [f for f in failures if f]
     assert not failures, "\n".join(failures)
