@@ -6,8 +6,9 @@ TensorRT 8.5 and NVIDIA's wheels work with.
 
 pip evaluates environment markers with the interpreter it runs on, so each case runs pip on a
 real interpreter of that Python version (pyenv's, or python3.X on PATH); the aarch64 wheels come
-from --platform. Skipped with the reason when no such interpreter exists or the index cannot be
-reached.
+from --platform. ``.`` is the project's wheel, built once by pip as ``pip install .`` builds it,
+and the cases resolve at once. Skipped with the reason when no such interpreter exists or the
+index cannot be reached.
 """
 
 import json
