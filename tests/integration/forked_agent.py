@@ -12,7 +12,6 @@ have the environment the server was started with.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import threading
