@@ -6,12 +6,14 @@ TensorRT 8.5 and NVIDIA's wheels work with.
 
 pip evaluates environment markers with the interpreter it runs on, so each case runs pip on a
 real interpreter of that Python version (pyenv's, or python3.X on PATH); the aarch64 wheels come
-from --platform. Skipped with the reason when no such interpreter exists or the index cannot be
-reached.
+from --platform. ``.`` is the project's wheel, built once by pip as ``pip install .`` builds it,
+and the cases resolve at once. Skipped with the reason when no such interpreter exists or the
+index cannot be reached.
 """
 
 import json
 import os
+import platform
 import shutil
 import subprocess
 
@@ -47,21 +49,107 @@ def _index_reachable(python: str) -> bool:
     return proc.returncode == 0 and "jetson-stats" in proc.stdout
 
 
-def _resolve(python: str, version: str, spec: str, tmp_path, tags=AARCH64_TAGS) -> dict:
-    report = tmp_path / "report.json"
+X86_64_TAGS = ("manylinux2014_x86_64", "manylinux_2_17_x86_64", "manylinux_2_28_x86_64")
+# case -> (Python version, requirement, platform tags): every resolution the tests below check
+CASES = {"jetson-3.8": ("3.8", ".[jetson]", AARCH64_TAGS),
+         "jetson-3.10": ("3.10", ".[jetson]", AARCH64_TAGS),
+         "gpu-3.10": ("3.10", ".[gpu]", X86_64_TAGS)}
+
+
+def _start(python: str, version: str, spec: str, folder: str, tags):
+    """pip's dry-run resolution of ``spec`` for ``version`` on ``tags``, started (a Popen)."""
     cmd = [python, "-m", "pip", "install", "--dry-run", "--ignore-installed", "--quiet",
-           "--report", str(report), "--only-binary=:all:", "--python-version", version,
-           "--target", str(tmp_path / "target")]
+           "--report", os.path.join(folder, "report.json"), "--only-binary=:all:",
+           "--python-version", version, "--target", os.path.join(folder, "target")]
     for tag in tags:
         cmd += ["--platform", tag]
-    proc = subprocess.run(cmd + [spec], cwd=REPO, stdout=subprocess.PIPE,
-                          stderr=subprocess.STDOUT, universal_newlines=True,
-                          timeout=PIP_TIMEOUT_S)
-    assert proc.returncode == 0, proc.stdout[-3000:]
-    with open(str(report)) as f:
+    return subprocess.Popen(cmd + [spec], cwd=REPO, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, universal_newlines=True)
+
+
+def _report(proc, folder: str) -> dict:
+    """{package: version} that the finished resolution ``proc`` reported."""
+    try:
+        out = proc.communicate(timeout=PIP_TIMEOUT_S)[0]
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out = proc.communicate()[0] + "\n(timed out after %d s)" % PIP_TIMEOUT_S
+    assert proc.returncode == 0, out[-3000:]
+    with open(os.path.join(folder, "report.json")) as f:
         items = json.load(f)["install"]
     return {i["metadata"]["name"].lower().replace("_", "-"): i["metadata"]["version"]
             for i in items}
+
+
+def _wheel(python: str, folder: str) -> str:
+    """The project's wheel, built by pip as ``pip install .`` builds it before it resolves."""
+    proc = subprocess.run([python, "-m", "pip", "wheel", "--no-deps", "--quiet", "-w", folder,
+                           REPO], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                          universal_newlines=True, timeout=PIP_TIMEOUT_S)
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    (name,) = [n for n in os.listdir(folder) if n.endswith(".whl")]
+    return os.path.join(folder, name)
+
+
+@pytest.fixture(scope="module")
+def resolved(tmp_path_factory):
+    """case -> {package: version}, the AssertionError it failed with, or the reason it cannot
+    run here. pip builds the project's wheel once (``.[extra]`` is that wheel's metadata: what
+    ``pip install '.[extra]'`` builds and resolves) and the resolutions run at once (each is
+    seconds of pip's CPU; in turn they took 40 s on a 2-core machine); each test asserts on its
+    own case."""
+    pythons, reachable, runnable, got = {}, {}, {}, {}
+    for case, (version, spec, tags) in CASES.items():
+        if tags == X86_64_TAGS and platform.machine() != "x86_64":
+            got[case] = "pip evaluates platform markers on this machine, which is not x86_64"
+            continue
+        if version not in pythons:
+            pythons[version] = _interpreter(version)
+        python = pythons[version]
+        if python is None:
+            got[case] = "no Python %s interpreter with pip here (pyenv or python%s)" % (
+                version, version)
+            continue
+        if python not in reachable:
+            reachable[python] = _index_reachable(python)
+        if not reachable[python]:
+            got[case] = "the package index cannot be reached from this machine"
+            continue
+        runnable[case] = python
+    if not runnable:
+        return got
+    try:
+        wheel = _wheel(next(iter(runnable.values())), str(tmp_path_factory.mktemp("wheel")))
+    except AssertionError as exc:  # every runnable case fails with pip's output
+        return dict(got, **{case: exc for case in runnable})
+    started = {}
+    try:
+        for case, python in runnable.items():
+            version, spec, tags = CASES[case]
+            assert spec.startswith(".[")
+            folder = str(tmp_path_factory.mktemp(case))
+            started[case] = (_start(python, version, wheel + spec[1:], folder, tags), folder)
+        for case, (proc, folder) in started.items():
+            try:
+                got[case] = _report(proc, folder)
+            except AssertionError as exc:  # the test of this case fails with pip's output
+                got[case] = exc
+    finally:
+        for proc, _ in started.values():
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    return got
+
+
+def _resolution(resolved, case: str) -> dict:
+    """``case``'s resolution; skips with the reason where it cannot run here."""
+    got = resolved[case]
+    if isinstance(got, str):
+        pytest.skip(got)
+    if isinstance(got, AssertionError):
+        raise got
+    return got
 
 
 def _major_minor(v: str):
@@ -73,15 +161,10 @@ def _major_minor(v: str):
 @pytest.mark.parametrize("version,cuda_major,numpy_below", [("3.8", 11, (1, 24)),
                                                             ("3.10", 12, (2, 0))])
 def test_jetson_extra_resolves_for_aarch64_without_index_onnxruntime(version, cuda_major,
-                                                                     numpy_below, tmp_path):
+                                                                     numpy_below, resolved):
     """`.[jetson]` on aarch64: no index onnxruntime, cuda-python of the JetPack's CUDA major,
     numpy below the bound, jetson-stats >= 4.3."""
-    python = _interpreter(version)
-    if python is None:
-        pytest.skip("no Python %s interpreter with pip here (pyenv or python%s)" % (version, version))
-    if not _index_reachable(python):
-        pytest.skip("the package index cannot be reached from this machine")
-    got = _resolve(python, version, ".[jetson]", tmp_path)
+    got = _resolution(resolved, "jetson-" + version)
     assert not {"onnxruntime", "onnxruntime-gpu"} & set(got), got
     assert "cuda-python" in got, got
     assert _major_minor(got["cuda-python"])[0] == cuda_major, got
@@ -93,17 +176,7 @@ def test_jetson_extra_resolves_for_aarch64_without_index_onnxruntime(version, cu
 
 
 @pytest.mark.slow
-def test_gpu_extra_installs_exactly_one_onnxruntime_on_x86_64(tmp_path):
+def test_gpu_extra_installs_exactly_one_onnxruntime_on_x86_64(resolved):
     """`.[gpu]` on x86_64: onnxruntime-gpu only (two builds would overwrite one module)."""
-    import platform
-
-    if platform.machine() != "x86_64":
-        pytest.skip("pip evaluates platform markers on this machine, which is not x86_64")
-    python = _interpreter("3.10")
-    if python is None:
-        pytest.skip("no Python 3.10 interpreter with pip here")
-    if not _index_reachable(python):
-        pytest.skip("the package index cannot be reached from this machine")
-    got = _resolve(python, "3.10", ".[gpu]", tmp_path,
-                   tags=("manylinux2014_x86_64", "manylinux_2_17_x86_64", "manylinux_2_28_x86_64"))
+    got = _resolution(resolved, "gpu-3.10")
     assert "onnxruntime-gpu" in got and "onnxruntime" not in got, got

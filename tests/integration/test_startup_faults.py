@@ -1,9 +1,12 @@
 """Every start-up fault ends ``python -m agent run`` with one error line and EXIT_CONFIG.
 
 Table-driven: each row builds a node config (or a file the config names) with one fault, runs
-the agent as a real subprocess and checks that it exits with status 78 (the systemd units do not
+the agent as a real process and checks that it exits with status 78 (the systemd units do not
 restart on it) within 10 s, that stderr holds exactly one error line and no traceback, and that
-the line names the field or file at fault (and, where it matters, the fix).
+the line names the field or file at fault (and, where it matters, the fix). The table's runs
+are forked from one interpreter that has imported the agent (``forked_agent``: each is a process
+of its own running ``python -m agent``, without fifty interpreter starts); the read-only case
+runs ``python -m agent`` from a fresh interpreter.
 """
 
 from __future__ import annotations
@@ -13,7 +16,6 @@ import socket
 import subprocess
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, Dict, List, Tuple
 
 import pytest
@@ -24,6 +26,7 @@ from agent.net.security import generate_keypair
 from agent.testbed.procs import free_ports
 
 from .agent_cluster import REPO, build_two_stage_bundle
+from .forked_agent import ForkedAgent
 from .tmpfs import tmpfs
 
 LIMIT_S = 10.0  # the rule: one line and the no-restart status within 10 s (an idle machine)
@@ -230,14 +233,22 @@ CASES: Dict[str, Tuple[Callable[[Case], str], Tuple[str, ...]]] = {
 }
 
 
-def _run(case: Case, config_path: str) -> Tuple[int, str, float]:
+ARGV = ["--log-level", "WARNING", "run", "--config"]
+
+
+def _env() -> Dict[str, str]:
     env = dict(os.environ, PYTHONPATH=REPO, OMP_NUM_THREADS="1")
     env.pop("NOTIFY_SOCKET", None)
+    return env
+
+
+def _run(case: Case, config_path: str) -> Tuple[int, str, float]:
+    """``python -m agent run --config config_path`` in a fresh interpreter."""
     start = time.monotonic()
     try:
-        done = subprocess.run([sys.executable, "-m", "agent", "--log-level", "WARNING", "run",
-                               "--config", config_path], cwd=case.dir, env=env,
-                              capture_output=True, text=True, timeout=LIMIT_S * 3)
+        done = subprocess.run([sys.executable, "-m", "agent"] + ARGV + [config_path],
+                              cwd=case.dir, env=_env(), capture_output=True, text=True,
+                              timeout=LIMIT_S * 3)
     except subprocess.TimeoutExpired as exc:
         return -1, "HUNG: %s" % (exc.stderr or ""), time.monotonic() - start
     finally:
@@ -277,8 +288,15 @@ def test_at_least_thirty_startup_faults_each_exit_78_with_one_line_naming_the_fi
     for name, (make, needles) in CASES.items():
         case = Case(str(tmp_path), bundle, replay, name.replace(" ", "_").replace("*", ""))
         cases.append((name, case, make(case), needles))
-    with ThreadPoolExecutor(max_workers=3) as pool:
-        results = list(pool.map(lambda c: _run(c[1], c[2]), cases))
+    def closed(i: int) -> None:  # the run has ended: release what it had to find taken
+        for s in cases[i][1].hold:
+            s.close()
+
+    with ForkedAgent(REPO, _env(), str(tmp_path / "server.log")) as agent:
+        results = agent.run_many([(ARGV + [path], case.dir, case.dir + "-stdio")
+                                  for _, case, path, _ in cases], LIMIT_S * 3, 3, closed)
+    results = [(-1, "HUNG: " + err, took) if rc is None else (rc, err, took)
+               for rc, err, took in results]
     failures = [_check(name, *res, needles) for (name, _, _, needles), res in zip(cases, results)]
     failures = [f for f in failures if f]
     assert not failures, "\n".join(failures)

@@ -144,9 +144,11 @@ def test_metrics_endpoint_serves_the_listed_series_while_tasks_flow(bundle, tmp_
 
         def served():
             text["t"] = t = _scrape(port)
-            # gauges (routing, liveness) are refreshed on the heartbeat, counters per task:
-            # wait until both kinds have been written at least once
+            # gauges (routing, liveness) are refreshed on the heartbeat, counters per task (a
+            # task is counted in on arrival, its service time once served: a loaded machine
+            # shows the first before the second): wait until each has been written
             return ((_value(t, "edge_agent_tasks_in_total", node="w1", stage="1") or 0) >= 5
+                    and (_value(t, "edge_agent_service_time_seconds_count", node="w1") or 0) >= 5
                     and _value(t, "edge_agent_routing_probability", node="w1", dst="w2")
                     is not None
                     and _value(t, "edge_agent_neighbour_alive", node="w1", peer="s1") == 1.0)

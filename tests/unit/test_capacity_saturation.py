@@ -145,28 +145,43 @@ def _off_by(unloaded, saturated) -> float:
     return max(lo - saturated, saturated - hi, 0.0) / (0.5 * (lo + hi))
 
 
+def _unloaded_reference(spec, engine, readings) -> float:
+    """The unloaded mu as the CPU clock times it: the median of ``readings`` (the before and
+    after values of the CPU-clock runs) and three more, so that one reading depressed by the
+    machine's noise (one read a third of the others on this VM) does not set the reference."""
+    runner = InferenceThread({1: engine}, {1: spec.flops})
+    x = np.ones(spec.input_shape, dtype=np.float32)
+    more = [startup_capacity(float(spec.flops), lambda a: runner.run_one(a, 1), x, 5, 30,
+                             measured=lambda d: d.service_time_s).capacity_flops
+            for _ in range(3)]
+    return float(np.median(list(readings) + more))
+
+
 def _measure(folder: str) -> dict:
     """Up to five saturated runs timed by the CPU clock (until one is within TOLERANCE), then up to
-    three by the wall clock (until one reads 10% low): what the test below asserts on."""
+    three by the wall clock (until one reads 10% below the unloaded reference): what the test
+    below asserts on."""
     spec, engine = _matmul_engine(folder)
     try:
         clock_ok = InferenceThread({1: engine}, {1: 1.0}).service_clock[1] is time.thread_time
-        errors = []
+        errors, readings = [], []
         for _ in range(5):
             unloaded, saturated = _run_once(spec, engine, wall_clock=False)
+            readings += unloaded
             errors.append(_off_by(unloaded, saturated))
             if errors[-1] <= TOLERANCE:
                 break
         # the control: the wall clock reads well below the unloaded mu (as the CPU clock timed
         # it, which other processes' load does not bias; the wall clock's own unloaded runs are
         # depressed by any such load, so they are no reference)
+        reference = _unloaded_reference(spec, engine, readings)
         walls = []
         for _ in range(3):
             walls.append(_run_once(spec, engine, wall_clock=True)[1])
-            if walls[-1] < 0.9 * min(unloaded):
+            if walls[-1] < 0.9 * reference:
                 break
         return {"thread_time": clock_ok, "errors": errors, "walls": walls,
-                "unloaded": list(unloaded)}
+                "unloaded": readings, "reference": reference}
     finally:
         engine.close()
 
@@ -190,8 +205,9 @@ def test_online_capacity_under_saturation_stays_near_the_unloaded_value(tmp_path
     assert got["thread_time"], "the inference thread does not time engines by its CPU clock"
     assert min(got["errors"]) <= TOLERANCE, "estimate off by %s of the unloaded value" % (
         got["errors"],)
-    assert min(got["walls"]) < 0.9 * min(got["unloaded"]), (
-        "the lock holder caused no lock waits: %s vs %s" % (got["walls"], got["unloaded"]))
+    assert min(got["walls"]) < 0.9 * got["reference"], (
+        "the lock holder caused no lock waits: %s vs %s (unloaded %s)" % (
+            got["walls"], got["reference"], got["unloaded"]))
 
 
 def test_drift_is_logged_once_per_minute_however_often_the_estimate_flips(caplog):
