@@ -4,7 +4,9 @@ At start-up a worker either reads mu from its calibration profile
 (``calibration.profile.lookup_capacity``) or times its own engine: a few warm-up runs, then the
 median service time of ``timing_runs`` runs, mu = flops / median. With
 ``emulate_capacity_flops`` the engine still runs for real and the service time is padded (by the
-inference thread) to flops / emulated mu, so the reported capacity is the emulated one. While
+inference thread) to flops / emulated mu, so the reported capacity is the emulated one; its
+start-up timing runs the engine unpadded (only the real engine's time is needed, and padded runs
+of a slow emulated device would take seconds). While
 serving, ``calibration.online.OnlineCapacityEstimator`` keeps a smoothed mu from observed
 service times. ``Capacity`` owns all of it: the start-up report, the estimator, and the
 current mu and service time it writes into the policies' ``NodeView``.
@@ -100,9 +102,10 @@ def merge_reports(reports: List[CapacityReport], total_flops: float,
 def worker_capacity(cfg: Any, specs: Dict[int, Any], engines: Dict[int, Any],
                     run_stage: Callable[[np.ndarray, int], Any]) -> CapacityReport:
     """Start-up mu of a worker: per stage from its calibration profile or by timing
-    ``run_stage(x, stage)`` (the inference thread's ``run_one``: its ``Done.service_time_s``,
-    on the clock the thread measures with while serving; with emulation the real engine's
-    ``engine_time_s``, the emulated time being known), merged."""
+    ``run_stage(x, stage, pad=False)`` (the inference thread's ``run_one``: its
+    ``Done.service_time_s``, on the clock the thread measures with while serving; with emulation
+    the real engine's ``engine_time_s`` of an unpadded run, the emulated time being known),
+    merged."""
     measured = _engine_time if cfg.emulate_capacity_flops > 0 else _service_time
     reports = []
     for h, spec in specs.items():
@@ -117,7 +120,7 @@ def worker_capacity(cfg: Any, specs: Dict[int, Any], engines: Dict[int, Any],
                 log.warning("no current entry for stage %d in %s; timing the engine instead",
                             spec.index, cfg.capacity_profile)
         x = np.zeros(spec.input_shape, dtype=spec.input_dtype)
-        report = startup_capacity(float(spec.flops), lambda a, h=h: run_stage(a, h), x,
+        report = startup_capacity(float(spec.flops), lambda a, h=h: run_stage(a, h, pad=False), x,
                                   cfg.warmup_runs, cfg.timing_runs, cfg.emulate_capacity_flops,
                                   profile_mu, measured=measured)
         log.info("stage %d on %s: %s", h, engine.info.get("backend", "?"), report.describe())

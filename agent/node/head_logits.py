@@ -48,8 +48,8 @@ class LogitsInferenceThread(InferenceThread):
         super().__init__({h: _KeepLogits(e, self._logits, h) for h, e in engines.items()},
                          flops, emulate_capacity_flops, **kw)
 
-    def run_one(self, x: np.ndarray, stage: int = 0) -> Done:
+    def run_one(self, x: np.ndarray, stage: int = 0, pad: bool = True) -> Done:
         self._logits.pop(stage, None)
-        done = super().run_one(x, stage)
+        done = super().run_one(x, stage, pad)
         done.logits = self._logits.pop(stage, None)  # type: ignore[attr-defined]
         return done

@@ -183,13 +183,15 @@ class InferenceThread:
             except OSError:
                 pass
 
-    def run_one(self, x: np.ndarray, stage: int = 0) -> Done:
-        """Run ``stage``'s engine on ``x`` with padding; used by the thread and start-up timing."""
+    def run_one(self, x: np.ndarray, stage: int = 0, pad: bool = True) -> Done:
+        """Run ``stage``'s engine on ``x``, padded to the emulated service time unless ``pad`` is
+        False (start-up timing of an emulated device, which needs the real engine's time only);
+        used by the thread and start-up timing."""
         t0 = self.clock()
         done, logits = self._engine_step(x, stage)
         if logits is not None:
             self._confidences([(done, logits)], stage)
-        if self.emulate_capacity_flops > 0:
+        if self.emulate_capacity_flops > 0 and pad:
             # Emulated slower device: the real engine ran; stretch to flops / emulated mu.
             target = self.flops[stage] / self.emulate_capacity_flops
             pad = target - (self.clock() - t0)
