@@ -17,6 +17,7 @@ import sys
 import time
 from typing import List
 
+from agent.policies.model import WIRE_MSS_BYTES, WIRE_SEGMENT_OVERHEAD_BYTES
 from agent.testbed.netns import PREFIX, Device, Network, NetPlan, Shaped, testbed_namespaces
 
 RECEIVER = r"""
@@ -67,13 +68,10 @@ for _ in range(reps):
     print("%.6f" % (time.monotonic() - t), flush=True)
 """
 
-MSS_BYTES = 1448  # TCP payload per packet at a 1,500-byte MTU (timestamps on)
-PACKET_OVERHEAD_BYTES = 66  # Ethernet 14 + IPv4 20 + TCP with timestamps 32
-
-
 def tcp_wire_bytes(payload_bytes: int) -> int:
-    """Bytes a TCP payload takes on the link in MTU-sized packets, headers included."""
-    return payload_bytes + -(-payload_bytes // MSS_BYTES) * PACKET_OVERHEAD_BYTES
+    """Bytes a TCP payload takes on the link in MTU-sized packets, headers included (the
+    model's per-segment overhead; no message framing: this is a bare socket's payload)."""
+    return payload_bytes + int(-(-payload_bytes // WIRE_MSS_BYTES) * WIRE_SEGMENT_OVERHEAD_BYTES)
 
 
 def three_devices(prefix: str, rate_bytes_s: float) -> NetPlan:
