@@ -194,9 +194,9 @@ class InferenceThread:
         if self.emulate_capacity_flops > 0 and pad:
             # Emulated slower device: the real engine ran; stretch to flops / emulated mu.
             target = self.flops[stage] / self.emulate_capacity_flops
-            pad = target - (self.clock() - t0)
-            if pad > 0:
-                self.sleep(pad)
+            rest = target - (self.clock() - t0)
+            if rest > 0:
+                self.sleep(rest)
             done.service_time_s = max(done.service_time_s, target)
         return done
 

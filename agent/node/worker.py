@@ -159,16 +159,25 @@ class WorkerSide(Role):
         end = now + INLINE_BUDGET_S
         while self.backlog and now < end:
             jobs = []
-            while self.backlog and len(jobs) < ENGINE_DEPTH:
-                job = self.backlog.popleft()
-                self.backlog_bytes -= job.x.nbytes
-                if (job.meta.get(EXPIRES) or math.inf) <= now:
-                    self.out.drop("deadline")
-                else:
-                    jobs.append(job)
+            while len(jobs) < ENGINE_DEPTH:
+                job = self._take(now)
+                if job is None:
+                    break
+                jobs.append(job)
             for done in self.runner.run_many(jobs):
                 self.out.guarded(self._inference_done, done)
             now = self.clock()
+
+    def _take(self, now: float) -> Optional[Job]:
+        """The next backlog job still within its deadline; expired ones are dropped on the way
+        (None: the backlog is empty)."""
+        while self.backlog:
+            job = self.backlog.popleft()
+            self.backlog_bytes -= job.x.nbytes
+            if (job.meta.get(EXPIRES) or math.inf) > now:  # 0: no deadline
+                return job
+            self.out.drop("deadline")
+        return None
 
     # -- intake ------------------------------------------------------------------------------
 
@@ -224,12 +233,10 @@ class WorkerSide(Role):
     def _pump(self, now: float) -> None:
         """Hand queued jobs to the engine, up to ENGINE_DEPTH; expired ones are dropped (when
         jobs run on the loop's thread, ``on_clock`` runs them instead)."""
-        while self.backlog and self.runner.queued < ENGINE_DEPTH and not self.inline:
-            job = self.backlog.popleft()
-            self.backlog_bytes -= job.x.nbytes
-            if (job.meta.get(EXPIRES) or math.inf) <= now:  # 0: no deadline
-                self.out.drop("deadline")
-                continue
+        while self.runner.queued < ENGINE_DEPTH and not self.inline:
+            job = self._take(now)
+            if job is None:
+                return
             job.expires = job.meta.get(EXPIRES) or 0.0  # the thread drops it if still queued then
             self.runner.submit(job)
 
