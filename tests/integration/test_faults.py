@@ -31,8 +31,12 @@ def test_killing_a_worker_mid_run_loses_no_task(bundle, tmp_path):
         c.start("w1b")
         c.start("w2")
         c.start("s1", arrival_rate_tasks_s=20.0, max_tasks=60)
-        c.wait_for(lambda: (c.stats("w1a") or {}).get("input_queue", 0) >= 2, 60,
-                   "w1a to hold queued tasks")
+        # the kill must find the source knowing its other stage-1 worker: killed before w1b's
+        # first heartbeat reached it, the source has no live route for a moment and rejects a
+        # task with no_route (an answer, but not the rule checked here)
+        c.wait_for(lambda: (c.stats("w1a") or {}).get("input_queue", 0) >= 2
+                   and c.alive_at("s1", ["w1a", "w1b"]), 60,
+                   "w1a to hold queued tasks, with both stage-1 workers known to the source")
         c.kill("w1a")
         c.wait_for(lambda: c.finished("s1", 60), 90, "all 60 tasks answered")
     finally:
