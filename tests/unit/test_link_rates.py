@@ -20,6 +20,9 @@ from agent.policies.model import wire_bytes
 from agent.protocol.wire import Kind
 from engines.bundle import load_bundle
 from engines.demo import DEMO_BUNDLE_DIR
+from tests.unit.endpoints import loopback_endpoints
+
+EP = loopback_endpoints((5641, 5642, 5651, 5652, 5653, 5654))  # free ports
 
 TENSOR = 3136  # bytes of the demo image
 
@@ -91,12 +94,12 @@ def test_a_link_that_slows_down_is_followed():
 def outbox(tmp_path):
     cfg = parse_config({
         "node_id": "s1", "role": "source", "bundle": DEMO_BUNDLE_DIR, "state_dir": str(tmp_path),
-        "control_bind": "tcp://127.0.0.1:5641", "data_bind": "tcp://127.0.0.1:5642",
+        "control_bind": EP[5641], "data_bind": EP[5642],
         "emulate_links": True,
-        "peers": [{"id": "w1", "stage": 1, "control_address": "tcp://127.0.0.1:5651",
-                   "data_address": "tcp://127.0.0.1:5652", "link_rate_bytes_s": 1e6},
-                  {"id": "w2", "stage": 1, "control_address": "tcp://127.0.0.1:5653",
-                   "data_address": "tcp://127.0.0.1:5654", "link_rate_bytes_s": 1e6}]})
+        "peers": [{"id": "w1", "stage": 1, "control_address": EP[5651],
+                   "data_address": EP[5652], "link_rate_bytes_s": 1e6},
+                  {"id": "w2", "stage": 1, "control_address": EP[5653],
+                   "data_address": EP[5654], "link_rate_bytes_s": 1e6}]})
     ctx = zmq.Context()
     transport = Transport(ctx, cfg.node_id, cfg.control_bind, cfg.data_bind, cfg.peers)
     view = build_view(cfg, load_bundle(DEMO_BUNDLE_DIR), None)

@@ -21,15 +21,18 @@ from agent.protocol import wire
 from agent.protocol.wire import Kind
 from engines.bundle import load_bundle
 from engines.demo import DEMO_BUNDLE_DIR, REPLAY_PATH
+from tests.unit.endpoints import loopback_endpoints
+
+EP = loopback_endpoints((5541, 5542, 5551, 5552))  # free ports, labelled by the old fixed ones
 
 
 @pytest.fixture
 def source(tmp_path):
     cfg = parse_config({
         "node_id": "s1", "role": "source", "bundle": DEMO_BUNDLE_DIR, "state_dir": str(tmp_path),
-        "control_bind": "tcp://127.0.0.1:5541", "data_bind": "tcp://127.0.0.1:5542",
-        "peers": [{"id": "w1", "stage": 1, "control_address": "tcp://127.0.0.1:5551",
-                   "data_address": "tcp://127.0.0.1:5552"}]})
+        "control_bind": EP[5541], "data_bind": EP[5542],
+        "peers": [{"id": "w1", "stage": 1, "control_address": EP[5551],
+                   "data_address": EP[5552]}]})
     bundle = load_bundle(DEMO_BUNDLE_DIR)
     first = bundle.stage(1)
     ctx = zmq.Context()

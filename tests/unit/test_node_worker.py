@@ -23,17 +23,20 @@ from agent.policies.api import AgentPolicy
 from engines.loader import load_engine
 from engines.bundle import load_bundle
 from engines.demo import DEMO_BUNDLE_DIR
+from tests.unit.endpoints import loopback_endpoints
+
+EP = loopback_endpoints((5541, 5542, 5551, 5552, 5561, 5562))  # free ports
 
 
 def _raw(tmp_path):
     return {
         "node_id": "w1", "role": "worker", "stage": 1, "bundle": DEMO_BUNDLE_DIR,
-        "state_dir": str(tmp_path), "control_bind": "tcp://127.0.0.1:5551",
-        "data_bind": "tcp://127.0.0.1:5552",
-        "peers": [{"id": "s1", "stage": 0, "control_address": "tcp://127.0.0.1:5541",
-                   "data_address": "tcp://127.0.0.1:5542"},
-                  {"id": "w2", "stage": 2, "control_address": "tcp://127.0.0.1:5561",
-                   "data_address": "tcp://127.0.0.1:5562"}]}
+        "state_dir": str(tmp_path), "control_bind": EP[5551],
+        "data_bind": EP[5552],
+        "peers": [{"id": "s1", "stage": 0, "control_address": EP[5541],
+                   "data_address": EP[5542]},
+                  {"id": "w2", "stage": 2, "control_address": EP[5561],
+                   "data_address": EP[5562]}]}
 
 
 def _cfg(tmp_path):
@@ -110,12 +113,12 @@ def test_an_idle_worker_takes_a_held_task_back_only_for_a_stage_it_serves(tmp_pa
     back to its own engine (one per decision); a task for a stage it lacks stays held."""
     raw = {
         "node_id": "w1", "role": "worker", "stage": 1, "last_stage": 2, "bundle": DEMO_BUNDLE_DIR,
-        "state_dir": str(tmp_path), "control_bind": "tcp://127.0.0.1:5551",
-        "data_bind": "tcp://127.0.0.1:5552", "policy": "mdi-exit",
-        "peers": [{"id": "s1", "stage": 0, "control_address": "tcp://127.0.0.1:5541",
-                   "data_address": "tcp://127.0.0.1:5542"},
-                  {"id": "w3", "stage": 3, "control_address": "tcp://127.0.0.1:5561",
-                   "data_address": "tcp://127.0.0.1:5562"}]}
+        "state_dir": str(tmp_path), "control_bind": EP[5551],
+        "data_bind": EP[5552], "policy": "mdi-exit",
+        "peers": [{"id": "s1", "stage": 0, "control_address": EP[5541],
+                   "data_address": EP[5542]},
+                  {"id": "w3", "stage": 3, "control_address": EP[5561],
+                   "data_address": EP[5562]}]}
     cfg = parse_config(raw)
     bundle = load_bundle(DEMO_BUNDLE_DIR)
     specs = {h: bundle.stage(h) for h in (1, 2)}

@@ -34,6 +34,9 @@ from engines.bundle import load_bundle
 from engines.demo import DEMO_BUNDLE_DIR, REPLAY_PATH
 from engines.exit_profile import load_exit_profile
 from engines.loader import load_engine
+from tests.unit.endpoints import loopback_endpoints
+
+EP = loopback_endpoints((5541, 5542, 5551, 5552))  # free ports, labelled by the old fixed ones
 
 BUNDLE = load_bundle(DEMO_BUNDLE_DIR)
 PROFILE = load_exit_profile(BUNDLE.exit_profile_path)
@@ -116,9 +119,9 @@ class _Escalate(AgentPolicy):
 def two_stage_worker(tmp_path):
     raw = {"node_id": "w1", "role": "worker", "stage": 1, "last_stage": 2, "terminal": True,
            "bundle": DEMO_BUNDLE_DIR, "state_dir": str(tmp_path),
-           "control_bind": "tcp://127.0.0.1:5551", "data_bind": "tcp://127.0.0.1:5552",
-           "peers": [{"id": "s1", "stage": 0, "control_address": "tcp://127.0.0.1:5541",
-                      "data_address": "tcp://127.0.0.1:5542"}]}
+           "control_bind": EP[5551], "data_bind": EP[5552],
+           "peers": [{"id": "s1", "stage": 0, "control_address": EP[5541],
+                      "data_address": EP[5542]}]}
     cfg = parse_config(raw)
     specs = {h: BUNDLE.stage(h) for h in (1, 2)}
     engines = {h: load_engine(s, backend="onnxruntime") for h, s in specs.items()}
@@ -171,10 +174,10 @@ def test_a_terminal_worker_answers_at_its_last_stage(tmp_path):
     terminal flag on a config round-trips; the base rule then answers at its last stage."""
     raw = {"node_id": "w1", "role": "worker", "stage": 1, "last_stage": 2, "terminal": True,
            "bundle": DEMO_BUNDLE_DIR, "state_dir": str(tmp_path),
-           "control_bind": "tcp://127.0.0.1:5551", "data_bind": "tcp://127.0.0.1:5552",
+           "control_bind": EP[5551], "data_bind": EP[5552],
            "replay_rows": "test",
-           "peers": [{"id": "s1", "stage": 0, "control_address": "tcp://127.0.0.1:5541",
-                      "data_address": "tcp://127.0.0.1:5542"}]}
+           "peers": [{"id": "s1", "stage": 0, "control_address": EP[5541],
+                      "data_address": EP[5542]}]}
     cfg = parse_config(raw)
     assert cfg.terminal and cfg.replay_rows == "test"
     view = build_view(cfg, BUNDLE, None)
