@@ -186,6 +186,7 @@ def _measure(folder: str) -> dict:
         engine.close()
 
 
+@pytest.mark.exclusive
 def test_online_capacity_under_saturation_stays_near_the_unloaded_value(tmp_path):
     """Behind an I/O thread that holds the interpreter lock, the estimate from the inference
     thread's service times stays within TOLERANCE of the unloaded mu (timed before and after, which
