@@ -29,6 +29,14 @@ def link_terms(p, out_rate, next_bytes, link_rate, valid, params: DtoeeParams):
     return b, load, np.where(valid, link_rate, 1.0)
 
 
+def _link_parts(p, out_rate, next_bytes, link_rate, valid, params: DtoeeParams):
+    """(b, L, r, the links' pressure d1 and d2, the links' penalty d2): what ``row_marginals``
+    hands ``update_rows`` in ``parts`` (for a replaced ``row_marginals`` that does not)."""
+    b, lload, rate = link_terms(p, out_rate, next_bytes, link_rate, valid, params)
+    _, l1, l2 = pressure(lload, rate, params.rho_ext)
+    return b, lload, rate, l1, l2, _penalty(lload, rate, b, params)[1]
+
+
 def _penalty(load, cap, per_task, params: DtoeeParams):
     """Eq. 11's first and second derivative in the flow for one server (worker or link) whose
     load grows by ``per_task`` (FLOP or bytes) per task/s."""
@@ -38,20 +46,26 @@ def _penalty(load, cap, per_task, params: DtoeeParams):
 
 
 def row_marginals(p, remaining, next_flops, next_bytes, link_rate, load, capacity, omega,
-                  curvature, valid, params: DtoeeParams, out_rate=None):
+                  curvature, valid, params: DtoeeParams, out_rate=None, parts=None):
     """Eqs. 15-16 plus curvature: returns (Delta (R,D), H (R,D), Omega_i (R,), Psi_i (R,)).
 
     ``out_rate`` (R,): tasks/s the node sends on (phi_i * I_h); needed by ``link_model``
-    "shared", where each link is a server of its rate loaded by the node's own flow on it."""
+    "shared", where each link is a server of its rate loaded by the node's own flow on it.
+    ``parts``: a dict that receives the receivers' and links' pressure derivatives computed on
+    the way, which ``update_rows`` reuses for its secant step instead of computing them again."""
     a = np.asarray(next_flops, dtype=np.float64)[:, None]
     cap = np.where(valid, capacity, 1.0)
     _, d1, d2 = pressure(np.where(valid, load, 0.0), cap, params.rho_ext)
     pen1, pen2 = _penalty(load, cap, a, params)
+    if parts is not None:
+        parts["receivers"] = (d1, d2)
     if params.link_model == "shared" and out_rate is not None:
         b, lload, rate = link_terms(p, out_rate, next_bytes, link_rate, valid, params)
         _, l1, l2 = pressure(lload, rate, params.rho_ext)
         lp1, lp2 = _penalty(lload, rate, b, params)
         link, link_h = b * l1 + lp1, b * b * l2 + lp2
+        if parts is not None:
+            parts["links"] = (b, lload, rate, l1, l2, lp2)
     else:
         link = np.asarray(next_bytes, dtype=np.float64)[:, None] / np.where(valid, link_rate, 1.0)
         link_h = 0.0
@@ -155,9 +169,10 @@ def update_rows(p, out_rate, remaining, next_flops, next_bytes, link_rate, load,
     yet (its requests carried the previous rate); Omega_i is extrapolated by Psi_i * pending.
     ``previous_step`` (R,D): the node's previous routing change (default rule's momentum).
     """
+    parts = {}
     delta, h, omega_i, psi_i = row_marginals(p, remaining, next_flops, next_bytes, link_rate,
                                              load, capacity, omega, curvature, valid, params,
-                                             out_rate)
+                                             out_rate, parts=parts)
     if pending is not None:
         omega_i = omega_i + psi_i * np.asarray(pending, dtype=np.float64)
     if params.step == "paper":
@@ -167,10 +182,10 @@ def update_rows(p, out_rate, remaining, next_flops, next_bytes, link_rate, load,
         headroom = (params.headroom_target * capacity - load) / a
         links, own = None, None
         if params.link_model == "shared":
-            b, lload, rate = link_terms(p, out_rate, next_bytes, link_rate, valid, params)
+            b, lload, rate, l1, l2, lp2 = parts.get("links") or _link_parts(
+                p, out_rate, next_bytes, link_rate, valid, params)
             links = (params.headroom_target * rate - lload) / b
-            own = b * b * pressure(lload, rate, params.rho_ext)[2] + _penalty(lload, rate, b,
-                                                                               params)[1]
+            own = b * b * l2 + lp2
         new = newton_step(p, out_rate, delta, h, headroom, predecessors, damping, valid, params,
                           links, own)
         # the delay's slope grows faster than its curvature at the current load predicts: take
@@ -179,17 +194,16 @@ def update_rows(p, out_rate, remaining, next_flops, next_bytes, link_rate, load,
         cap = np.where(valid, capacity, 1.0)
         lam0 = np.where(valid, load, 0.0)
         lam1 = lam0 + a * np.maximum(damping, 1.0) * grow
-        _, s0, c0 = pressure(lam0, cap, params.rho_ext)
+        s0, c0 = parts.get("receivers") or pressure(lam0, cap, params.rho_ext)[1:]
         span = lam1 - lam0
         sec = np.where(span > 0, (pressure(lam1, cap, params.rho_ext)[1] - s0)
                        / np.where(span > 0, span, 1.0), c0)
         h2 = h + a * a * np.maximum(sec - c0, 0.0)
         if links is not None:  # the same secant on the node's own links
-            _, l0, lc = pressure(lload, rate, params.rho_ext)
             lspan = b * grow
-            lsec = np.where(lspan > 0, (pressure(lload + lspan, rate, params.rho_ext)[1] - l0)
-                            / np.where(lspan > 0, lspan, 1.0), lc)
-            more = b * b * np.maximum(lsec - lc, 0.0)
+            lsec = np.where(lspan > 0, (pressure(lload + lspan, rate, params.rho_ext)[1] - l1)
+                            / np.where(lspan > 0, lspan, 1.0), l2)
+            more = b * b * np.maximum(lsec - l2, 0.0)
             h2, own = h2 + more, own + more
         new = newton_step(p, out_rate, delta, h2, headroom, predecessors, damping, valid, params,
                           links, own)
