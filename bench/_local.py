@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import platform
+import signal
 import sys
 import tempfile
 from typing import Dict, List, Optional
@@ -45,6 +46,13 @@ def chain_topology(workers_per_stage: List[int], num_sources: int = 1,
             "sources": sources, "workers": workers, "links": links}
 
 
+def _exit_on_sigterm() -> None:
+    """A bench stopped by SIGTERM (``kill``, ``timeout``) leaves through its ``finally`` blocks,
+    which stop its agents; by default SIGTERM ends Python at once and leaves them running."""
+    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, lambda signum, _frame: sys.exit(128 + signum))
+
+
 class Local:
     """Start a topology's workers, then its sources at ``rate`` for ``load_s`` seconds."""
 
@@ -52,6 +60,8 @@ class Local:
                  out_dir: Optional[str] = None, seed: int = 1):
         from engines.bundle import load_bundle
         from engines.demo import DEMO_BUNDLE_DIR
+
+        _exit_on_sigterm()
 
         self.topo = parse_topology(topo_obj)
         self.out_dir = out_dir or tempfile.mkdtemp(prefix="edge-bench-")
