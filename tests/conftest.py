@@ -31,7 +31,9 @@ def pytest_unconfigure(config):
 
 
 def _lock(name):
-    return os.open(os.path.join(os.environ[_LOCKS_ENV], name), os.O_RDWR | os.O_CREAT, 0o600)
+    folder = os.environ[_LOCKS_ENV]
+    os.makedirs(folder, exist_ok=True)  # a name inherited from a session that has ended
+    return os.open(os.path.join(folder, name), os.O_RDWR | os.O_CREAT, 0o600)
 
 
 @pytest.fixture(autouse=True)

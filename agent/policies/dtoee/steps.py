@@ -30,11 +30,11 @@ def link_terms(p, out_rate, next_bytes, link_rate, valid, params: DtoeeParams):
 
 
 def _link_parts(p, out_rate, next_bytes, link_rate, valid, params: DtoeeParams):
-    """(b, L, r, the links' pressure d1 and d2, the links' penalty d2): what ``row_marginals``
-    hands ``update_rows`` in ``parts`` (for a replaced ``row_marginals`` that does not)."""
+    """``link_terms`` (b, L, r) and the links' pressure and penalty derivatives (d1, d2, pen1,
+    pen2) under ``link_model`` "shared"."""
     b, lload, rate = link_terms(p, out_rate, next_bytes, link_rate, valid, params)
     _, l1, l2 = pressure(lload, rate, params.rho_ext)
-    return b, lload, rate, l1, l2, _penalty(lload, rate, b, params)[1]
+    return (b, lload, rate, l1, l2) + tuple(_penalty(lload, rate, b, params))
 
 
 def _penalty(load, cap, per_task, params: DtoeeParams):
@@ -60,12 +60,11 @@ def row_marginals(p, remaining, next_flops, next_bytes, link_rate, load, capacit
     if parts is not None:
         parts["receivers"] = (d1, d2)
     if params.link_model == "shared" and out_rate is not None:
-        b, lload, rate = link_terms(p, out_rate, next_bytes, link_rate, valid, params)
-        _, l1, l2 = pressure(lload, rate, params.rho_ext)
-        lp1, lp2 = _penalty(lload, rate, b, params)
+        lk = _link_parts(p, out_rate, next_bytes, link_rate, valid, params)
+        b, _, _, l1, l2, lp1, lp2 = lk
         link, link_h = b * l1 + lp1, b * b * l2 + lp2
         if parts is not None:
-            parts["links"] = (b, lload, rate, l1, l2, lp2)
+            parts["links"] = lk
     else:
         link = np.asarray(next_bytes, dtype=np.float64)[:, None] / np.where(valid, link_rate, 1.0)
         link_h = 0.0
@@ -182,7 +181,8 @@ def update_rows(p, out_rate, remaining, next_flops, next_bytes, link_rate, load,
         headroom = (params.headroom_target * capacity - load) / a
         links, own = None, None
         if params.link_model == "shared":
-            b, lload, rate, l1, l2, lp2 = parts.get("links") or _link_parts(
+            # what row_marginals computed (a replaced one, e.g. in a bench, may not hand it)
+            b, lload, rate, l1, l2, _, lp2 = parts.get("links") or _link_parts(
                 p, out_rate, next_bytes, link_rate, valid, params)
             links = (params.headroom_target * rate - lload) / b
             own = b * b * l2 + lp2
