@@ -3,7 +3,7 @@
 Starts 2 sources and 10 workers (3, 3, 2, 2 on the demo bundle's four stages) as real
 ``edge-agent run`` processes with ``policy = "dtoee"``, 50 rounds per slot, and a light load.
 A listener subscribes to every agent's control-plane PUB socket and timestamps the DTO-EE
-messages: a slot's configuration phase runs from its first round-0 request to the last DTO-EE
+messages (decoding them after the run, so that it takes little CPU from the agents): a slot's configuration phase runs from its first round-0 request to the last DTO-EE
 message of the slot (the last round-49 status, or, when the phase ends early on convergence,
 the last answer of a settled node); rounds used = highest round seen + 1 (rounds are
 message-driven; a stalled round would wait ``round_interval_s``). Two readings of "within 1%
@@ -144,6 +144,39 @@ def main() -> int:
     sub.setsockopt(zmq.RCVHWM, 100000)
     for cfg in run.cfgs.values():
         sub.connect(cfg.control_bind)
+    def dtoee(frames):
+        try:
+            msg = wire.decode(wire.split_topic(frames)[1])
+        except wire.WireError:
+            return None
+        return msg if msg.kind in (wire.Kind.DTOEE_REQUEST, wire.Kind.DTOEE_STATUS) else None
+
+    # Every message is kept as received and decoded after the run: decoding ~60 messages a
+    # round here would take CPU from the agents being timed, on the same cores.
+    received = []  # (time, frames)
+    try:
+        run.start()
+        start_slot = None
+        end = time.monotonic() + load_s
+        while time.monotonic() < end:
+            if not sub.poll(200):
+                continue
+            frames = sub.recv_multipart()
+            t = time.perf_counter()
+            if start_slot is None:
+                msg = dtoee(frames)
+                if msg is None:
+                    continue
+                start_slot = msg.slot + 1  # the first complete slot after every agent is up
+                # until a message of the slot after the last timed one can have come
+                end = min(end, time.monotonic() + (start_slot + args.slots) * args.slot_s
+                          - time.time() + 0.5)
+            received.append((t, frames))
+    finally:
+        sub.close(0)
+        ctx.term()
+        run.close()
+        shutil.rmtree(run.out_dir, ignore_errors=True)  # agents' logs and state: not needed
     first = {}
     round_start = defaultdict(dict)  # slot -> round -> first request seen
     last = defaultdict(float)
@@ -151,47 +184,28 @@ def main() -> int:
     rounds_seen = defaultdict(set)
     caps_seen = defaultdict(dict)  # slot -> worker -> [capacity of each status]
     done = []
-    try:
-        run.start()
-        start_slot = None
-        end = time.monotonic() + load_s
-        while time.monotonic() < end and len(done) < args.slots:
-            if not sub.poll(200):
-                continue
-            frames = sub.recv_multipart()
-            t = time.perf_counter()
-            try:
-                msg = wire.decode(wire.split_topic(frames)[1])
-            except wire.WireError:
-                continue
-            if msg.kind not in (wire.Kind.DTOEE_REQUEST, wire.Kind.DTOEE_STATUS):
-                continue
-            if start_slot is None:
-                start_slot = msg.slot + 1  # the first complete slot after every agent is up
-            if msg.slot < start_slot:
-                continue
-            first.setdefault(msg.slot, t)
-            rounds_seen[msg.slot].add(msg.round)
-            if msg.kind == wire.Kind.DTOEE_REQUEST:
-                round_start[msg.slot].setdefault(msg.round, t)
-            else:
-                p = msg.fields.get("payload") or {}
-                if p.get("capacity_flops_s"):
-                    loads[msg.slot].setdefault(p["sender"], []).append(
-                        (msg.round, p["load_flops_s"] / p["capacity_flops_s"], t))
-                    caps_seen[msg.slot].setdefault(p["sender"], []).append(p["capacity_flops_s"])
-            last[msg.slot] = max(last[msg.slot], t)
-            for s in sorted(first):
-                if s < msg.slot and s not in [d[0] for d in done] and last.get(s):
-                    r1, t1 = within_one_percent(loads[s])
-                    r2, t2 = delay_within_one_percent(loads[s])
-                    done.append((s, last[s] - first[s], max(rounds_seen[s]) + 1, r1,
-                                 t1 - first[s], r2, t2 - first[s]))
-    finally:
-        sub.close(0)
-        ctx.term()
-        run.close()
-        shutil.rmtree(run.out_dir, ignore_errors=True)  # agents' logs and state: not needed
+    for t, frames in received:
+        msg = dtoee(frames)
+        if msg is None or msg.slot < start_slot:
+            continue
+        first.setdefault(msg.slot, t)
+        rounds_seen[msg.slot].add(msg.round)
+        if msg.kind == wire.Kind.DTOEE_REQUEST:
+            round_start[msg.slot].setdefault(msg.round, t)
+        else:
+            p = msg.fields.get("payload") or {}
+            if p.get("capacity_flops_s"):
+                loads[msg.slot].setdefault(p["sender"], []).append(
+                    (msg.round, p["load_flops_s"] / p["capacity_flops_s"], t))
+                caps_seen[msg.slot].setdefault(p["sender"], []).append(p["capacity_flops_s"])
+        last[msg.slot] = max(last[msg.slot], t)
+        for s in sorted(first):
+            if s < msg.slot and s not in [d[0] for d in done] and last.get(s) \
+                    and len(done) < args.slots:
+                r1, t1 = within_one_percent(loads[s])
+                r2, t2 = delay_within_one_percent(loads[s])
+                done.append((s, last[s] - first[s], max(rounds_seen[s]) + 1, r1,
+                             t1 - first[s], r2, t2 - first[s]))
     if args.dump:
         with open(args.dump, "w") as f:
             json.dump({str(s): {w: [[r, frac, c] for (r, frac, _t), c in zip(series,
