@@ -7,12 +7,12 @@ to bind nor reach each other's sockets.
 
 from __future__ import annotations
 
-from typing import Dict, Iterable
+from typing import Dict, Hashable, Iterable
 
 from agent.testbed.procs import free_ports
 
 
-def loopback_endpoints(names: Iterable[int]) -> Dict[int, str]:
+def loopback_endpoints(names: Iterable[Hashable]) -> Dict[Hashable, str]:
     """{name: "tcp://127.0.0.1:PORT"}, one free port per name (names are just labels)."""
     names = list(names)
     return {n: "tcp://127.0.0.1:%d" % p for n, p in zip(names, free_ports(len(names)))}

@@ -7,46 +7,19 @@ from __future__ import annotations
 import json
 
 import pytest
-import zmq
 
-from agent.config.node import parse_config
-from agent.net.transport import Transport
-from agent.node.book import RecordWriter, ReplaySet, SourceBook
-from agent.node.build import build_view
-from agent.node.capacity import Capacity
-from agent.node.outbox import Outbox
-from agent.node.source import SourceSide
 from agent.policies.api import AgentPolicy
 from agent.protocol import wire
 from agent.protocol.wire import Kind
-from engines.bundle import load_bundle
-from engines.demo import DEMO_BUNDLE_DIR, REPLAY_PATH
-from tests.unit.endpoints import loopback_endpoints
-
-EP = loopback_endpoints((5541, 5542, 5551, 5552))  # free ports, labelled by the old fixed ones
+from tests.unit.source_parts import source_parts
 
 
 @pytest.fixture
 def source(tmp_path):
-    cfg = parse_config({
-        "node_id": "s1", "role": "source", "bundle": DEMO_BUNDLE_DIR, "state_dir": str(tmp_path),
-        "control_bind": EP[5541], "data_bind": EP[5542],
-        "peers": [{"id": "w1", "stage": 1, "control_address": EP[5551],
-                   "data_address": EP[5552]}]})
-    bundle = load_bundle(DEMO_BUNDLE_DIR)
-    first = bundle.stage(1)
-    ctx = zmq.Context()
-    transport = Transport(ctx, cfg.node_id, cfg.control_bind, cfg.data_bind, cfg.peers)
-    view = build_view(cfg, bundle, None)
-    view.alive.add("w1")
-    out = Outbox(cfg, transport, AgentPolicy({}, {}), view, Capacity())
-    records = str(tmp_path / "records.jsonl")
-    book = SourceBook("s1", RecordWriter(records))
-    replay = ReplaySet(REPLAY_PATH, first.input_shape, first.input_dtype)
-    side = SourceSide(cfg, out, out.policy, book, replay)
-    yield side, out, records
-    transport.close()
-    ctx.term()
+    parts = source_parts(tmp_path, AgentPolicy({}, {}))
+    parts.view.alive.add("w1")
+    yield parts.side, parts.out, parts.records
+    parts.close()
 
 
 def _result(task_id, token):
