@@ -128,6 +128,9 @@ class Node:
             due.append(now + self.hooks.watchdog_interval_s)
             for ev in self.transport.poll(max(0.0, min(due) - now)):
                 self._dispatch(ev)
+            # a policy may sleep between its active periods (``next_tick_s``), but a message may
+            # have started one, and held tasks are re-offered every tick_interval_s regardless
+            nxt["tick"] = min(nxt["tick"], self.clock() + self._tick_gap_s(now))
             if self.transport.impersonations:
                 out.drop("impersonation", self.transport.impersonations)
                 self.transport.impersonations = 0
@@ -140,8 +143,8 @@ class Node:
                 nxt["hb"] = now + self.cfg.heartbeat_interval_s
                 guarded(self._heartbeat, now)
             if now >= nxt["tick"]:
-                nxt["tick"] = now + self.policy.tick_interval_s
                 guarded(self._tick, now)
+                nxt["tick"] = now + self._tick_gap_s(now)
             if now >= nxt["slot"]:
                 nxt["slot"] = now + self.cfg.slot_length_s
                 guarded(self._slot, now)
@@ -156,6 +159,12 @@ class Node:
                 log.info("%s", self.status.line())
             self.hooks.health(role.healthy())
         self._finish()
+
+    def _tick_gap_s(self, now: float) -> float:
+        """Seconds to the next policy tick (``AgentPolicy.next_tick_s``)."""
+        if self.outbox.waiting:
+            return self.policy.tick_interval_s
+        return self.policy.next_tick_s(now)
 
     def _tick(self, now: float) -> None:
         self._publish(self.policy.on_tick(self.outbox.current_view(), now))

@@ -270,6 +270,14 @@ class AgentPolicy:
         """Called every ``tick_interval_s``; returns the messages to publish."""
         return []
 
+    def next_tick_s(self, now: float) -> float:
+        """Seconds from ``now`` to the next ``on_tick`` this policy needs: ``tick_interval_s``,
+        or longer while it has nothing to do (fewer wake-ups of an idle device). Asked after
+        every tick and every pass of the node's loop, so a message that starts work can bring
+        the next tick forward; while tasks wait to be re-offered the node ticks every
+        ``tick_interval_s`` anyway."""
+        return self.tick_interval_s
+
     def on_peers_changed(self, view: NodeView) -> None:
         """A neighbour came or went (``view.alive`` changed)."""
 

@@ -62,6 +62,7 @@ from engines.exit_profile import exit_stats
 log = logging.getLogger(__name__)
 
 UNKNOWN_LINK_RATE = 1e12  # bytes/s assumed for a link without an estimate (transfer ~ free)
+IDLE_TICK_MAX_S = 1.0  # longest sleep between phases (how late a stepped wall clock is seen)
 
 
 class DtoeePolicy(SettleMixin, ThresholdSyncMixin, AgentPolicy):
@@ -135,8 +136,7 @@ class DtoeePolicy(SettleMixin, ThresholdSyncMixin, AgentPolicy):
         if isinstance(r, Mapping) and set(r) == set(self.active) and all(
                 isinstance(v, float) and v >= 0 for v in r.values()) and sum(r.values()) > 0:
             self.active = dict(r)
-        # The thresholds under negotiation and their version too, or the first phase after a
-        # restart would end by putting back the config's initial thresholds.
+        # the thresholds under negotiation too, or a restart's first phase restores the config's
         raw, version = state.get("dtoee_thresholds"), state.get("thresholds_version")
         th = thresholds_from_wire(raw)
         if (isinstance(raw, Mapping) and len(raw) == len(th) and set(th) == set(self.th)
@@ -149,8 +149,7 @@ class DtoeePolicy(SettleMixin, ThresholdSyncMixin, AgentPolicy):
         """I_h of ``stage`` under the configured thresholds (1 for a source or without profile)."""
         if stage < 1 or view.exit_profile is None:
             return 1.0
-        # exit_stats sweeps the whole exit profile; C changes a few times per phase while
-        # every round asks, so keep the answer for the thresholds it was computed with.
+        # exit_stats sweeps the whole profile and every round asks: cache it per thresholds
         key = (stage, tuple(sorted(self.th.items())))
         got = self._remaining_cache.get(key)
         if got is None:
@@ -197,8 +196,7 @@ class DtoeePolicy(SettleMixin, ThresholdSyncMixin, AgentPolicy):
         payload["quiet"] = self.quiet
         if round is not None:
             payload["round"] = round
-        fields = {"payload": payload}
-        return [Outgoing(Kind.DTOEE_STATUS, p, fields, self.slot, payload["round"])
+        return [Outgoing(Kind.DTOEE_STATUS, p, {"payload": payload}, self.slot, payload["round"])
                 for p in dests]
 
     # -- slot clock --------------------------------------------------------------------------
@@ -231,6 +229,13 @@ class DtoeePolicy(SettleMixin, ThresholdSyncMixin, AgentPolicy):
         if self.work and sum(self.work.values()) > 0:
             self.active = dict(self.work)
         self._thresholds.update({h: c for h, c in self.th.items() if h in self._thresholds})
+
+    def next_tick_s(self, now: float) -> float:
+        """Half a round in a phase; between phases, until the next slot (or a message) starts."""
+        if self.configuring:
+            return self.tick_interval_s
+        until = (self.slot + 1) * self.slot_length_s - self.wall()
+        return min(IDLE_TICK_MAX_S, max(0.001, until))  # 1 ms: no spin on a rounded boundary
 
     def on_tick(self, view: NodeView, now: float) -> List[Outgoing]:
         slot = int(self.wall() // self.slot_length_s)

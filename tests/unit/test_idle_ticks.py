@@ -1,0 +1,95 @@
+"""Ticks of an idle node: DTO-EE asks for a tick every half round inside a configuration phase
+and sleeps to the next slot's start between phases (at most ``IDLE_TICK_MAX_S``, so a stepped
+wall clock is caught); a neighbour's message that starts a phase brings the ticks back at once;
+the node loop re-offers held tasks every ``tick_interval_s`` whatever the policy asks."""
+
+from __future__ import annotations
+
+from collections import deque
+
+import pytest
+
+from agent.node.loop import Node
+from agent.node.outitem import OutItem
+from agent.node.status import NodeStatus
+from agent.policies.api import AgentPolicy
+from agent.policies.dtoee.agent import IDLE_TICK_MAX_S
+from agent.protocol.wire import Kind, decode
+from tests.unit.source_parts import source_parts
+from tests.unit.test_dtoee_agent_rounds import _deliver, _fleet, _scenario
+
+SLOT_S = 1000.0  # the fleet's slot_length_s
+
+
+def _at(pol, wall_s):
+    pol.wall = lambda: wall_s
+
+
+def test_dtoee_ticks_in_a_phase_and_sleeps_to_the_next_slot_between_phases():
+    """Rule: before its first tick a node ticks at once; in a phase every ``tick_interval_s``;
+    once the phase is over, at the next slot's start but at most ``IDLE_TICK_MAX_S`` ahead,
+    never 0 (no spin on the boundary); the new slot's tick starts its phase."""
+    nodes = _fleet(_scenario(3, 0.7), 4)
+    pol, view = nodes["a0"]
+    assert 0 < pol.next_tick_s(0.0) <= 0.001
+    pol.on_tick(view, 0.0)  # wall 5 s: slot 0's phase starts
+    assert pol.configuring and pol.next_tick_s(0.0) == pol.tick_interval_s == 0.5
+    _at(pol, 10.0)
+    pol.on_tick(view, 5.0)  # past rounds * round_interval_s: the phase is over
+    assert not pol.configuring
+    assert pol.next_tick_s(5.0) == IDLE_TICK_MAX_S
+    _at(pol, SLOT_S - 0.25)
+    assert pol.next_tick_s(5.0) == pytest.approx(0.25)
+    _at(pol, SLOT_S - 1e-9)
+    assert pol.next_tick_s(5.0) == 0.001
+    _at(pol, SLOT_S + 0.01)
+    pol.on_tick(view, 6.0)
+    assert pol.slot == 1 and pol.configuring and pol.next_tick_s(6.0) == 0.5
+
+
+def test_a_neighbours_request_for_a_new_slot_ends_the_sleep():
+    """Rule: a node sleeping between phases that hears a request of the next slot (its
+    neighbour's clock is a little ahead) joins that phase and asks for ticks again at once."""
+    nodes = _fleet(_scenario(3, 0.7), 4)
+    pol, view = nodes["a0"]
+    pol.on_tick(view, 0.0)
+    _at(pol, 10.0)
+    pol.on_tick(view, 5.0)
+    assert not pol.configuring and pol.next_tick_s(5.0) == IDLE_TICK_MAX_S
+    sender = view.predecessors[0]
+    spol, sview = nodes[sender]
+    _at(spol, SLOT_S + 0.01)  # the predecessor's clock is in slot 1 already
+    queue = deque()
+    _deliver(nodes, sender, spol.on_tick(sview, 0.0), queue)
+    mine = [decode(frames) for dest, frames in queue if dest == "a0"]
+    assert mine and all(m.kind == Kind.DTOEE_REQUEST and m.slot == 1 for m in mine)
+    _at(pol, SLOT_S - 0.2)  # ours is still in slot 0
+    pol.on_control(mine[0], view, 5.5)
+    assert pol.slot == 1 and pol.configuring and pol.next_tick_s(5.5) == 0.5
+
+
+class _Sleepy(AgentPolicy):
+    """A policy with nothing to do for a long while."""
+
+    tick_interval_s = 0.5
+
+    def next_tick_s(self, now):
+        return 30.0
+
+
+@pytest.fixture
+def node(tmp_path):
+    policy = _Sleepy({}, {})
+    parts = source_parts(tmp_path, policy)  # w1 not heard yet: no successor alive
+    yield Node(parts.cfg, parts.transport, policy, parts.view, parts.out, parts.side,
+               NodeStatus(parts.cfg, policy, parts.view, parts.out.counters))
+    parts.close()
+
+
+def test_the_loop_follows_the_policy_but_re_offers_held_tasks_every_tick_interval(node):
+    """Rule: the node's next tick is the policy's ``next_tick_s``, except while tasks wait for a
+    successor: then every ``tick_interval_s``, as before policies could sleep."""
+    assert node._tick_gap_s(0.0) == 30.0
+    node.outbox.send(OutItem(Kind.TASK, "t1:0", {"id": "t1", "stage": 1}, None), 0.0)
+    assert len(node.outbox.waiting) == 1  # no successor alive: held
+    assert node._tick_gap_s(0.0) == 0.5
