@@ -21,6 +21,8 @@ Interface (``AgentPolicy``), called from the I/O loop only:
 - ``on_control(msg, view, now) -> [Outgoing]``: a control message from a neighbour
   (``wire.Message``: DTO-EE request/status, threshold proposals, heartbeats / queue state).
 - ``on_tick(view, now) -> [Outgoing]``: called every ``tick_interval_s`` (rounds, slot clock).
+- ``next_tick_s(now) -> float``: how long until the next tick is needed (default
+  ``tick_interval_s``; longer lets an idle device sleep).
 - ``on_peers_changed(view)``: a neighbour came or went (``view.alive`` changed).
 - ``on_transfer(dest, seconds, payload_bytes)``: a TASK handed to successor ``dest`` was
   ACKed; ``seconds`` is its measured transfer delay (from the moment the link starts carrying
