@@ -29,14 +29,6 @@ def link_terms(p, out_rate, next_bytes, link_rate, valid, params: DtoeeParams):
     return b, load, np.where(valid, link_rate, 1.0)
 
 
-def _link_parts(p, out_rate, next_bytes, link_rate, valid, params: DtoeeParams):
-    """``link_terms`` (b, L, r) and the links' pressure and penalty derivatives (d1, d2, pen1,
-    pen2) under ``link_model`` "shared"."""
-    b, lload, rate = link_terms(p, out_rate, next_bytes, link_rate, valid, params)
-    _, l1, l2 = pressure(lload, rate, params.rho_ext)
-    return (b, lload, rate, l1, l2) + tuple(_penalty(lload, rate, b, params))
-
-
 def _penalty(load, cap, per_task, params: DtoeeParams):
     """Eq. 11's first and second derivative in the flow for one server (worker or link) whose
     load grows by ``per_task`` (FLOP or bytes) per task/s."""
@@ -51,8 +43,9 @@ def row_marginals(p, remaining, next_flops, next_bytes, link_rate, load, capacit
 
     ``out_rate`` (R,): tasks/s the node sends on (phi_i * I_h); needed by ``link_model``
     "shared", where each link is a server of its rate loaded by the node's own flow on it.
-    ``parts``: a dict that receives the receivers' and links' pressure derivatives computed on
-    the way, which ``update_rows`` reuses for its secant step instead of computing them again."""
+    ``parts``: a dict that receives what was computed on the way and ``update_rows`` reuses for
+    its secant step: "receivers" (pressure d1, d2) and, under "shared", "links" (b, L, r, the
+    links' pressure d1, d2 and penalty derivatives)."""
     a = np.asarray(next_flops, dtype=np.float64)[:, None]
     cap = np.where(valid, capacity, 1.0)
     _, d1, d2 = pressure(np.where(valid, load, 0.0), cap, params.rho_ext)
@@ -60,11 +53,12 @@ def row_marginals(p, remaining, next_flops, next_bytes, link_rate, load, capacit
     if parts is not None:
         parts["receivers"] = (d1, d2)
     if params.link_model == "shared" and out_rate is not None:
-        lk = _link_parts(p, out_rate, next_bytes, link_rate, valid, params)
-        b, _, _, l1, l2, lp1, lp2 = lk
+        b, lload, rate = link_terms(p, out_rate, next_bytes, link_rate, valid, params)
+        _, l1, l2 = pressure(lload, rate, params.rho_ext)
+        lp1, lp2 = _penalty(lload, rate, b, params)
         link, link_h = b * l1 + lp1, b * b * l2 + lp2
         if parts is not None:
-            parts["links"] = lk
+            parts["links"] = (b, lload, rate, l1, l2, lp1, lp2)
     else:
         link = np.asarray(next_bytes, dtype=np.float64)[:, None] / np.where(valid, link_rate, 1.0)
         link_h = 0.0
@@ -181,9 +175,7 @@ def update_rows(p, out_rate, remaining, next_flops, next_bytes, link_rate, load,
         headroom = (params.headroom_target * capacity - load) / a
         links, own = None, None
         if params.link_model == "shared":
-            # what row_marginals computed (a replaced one, e.g. in a bench, may not hand it)
-            b, lload, rate, l1, l2, _, lp2 = parts.get("links") or _link_parts(
-                p, out_rate, next_bytes, link_rate, valid, params)
+            b, lload, rate, l1, l2, _, lp2 = parts["links"]  # as row_marginals computed them
             links = (params.headroom_target * rate - lload) / b
             own = b * b * l2 + lp2
         new = newton_step(p, out_rate, delta, h, headroom, predecessors, damping, valid, params,
@@ -194,7 +186,7 @@ def update_rows(p, out_rate, remaining, next_flops, next_bytes, link_rate, load,
         cap = np.where(valid, capacity, 1.0)
         lam0 = np.where(valid, load, 0.0)
         lam1 = lam0 + a * np.maximum(damping, 1.0) * grow
-        s0, c0 = parts.get("receivers") or pressure(lam0, cap, params.rho_ext)[1:]
+        s0, c0 = parts["receivers"]
         span = lam1 - lam0
         sec = np.where(span > 0, (pressure(lam1, cap, params.rho_ext)[1] - s0)
                        / np.where(span > 0, span, 1.0), c0)
