@@ -52,11 +52,14 @@ def threshold_stage(round: int, m: int, exit_stages: Sequence[int]) -> Optional[
     """Alg. 3, lines 4-5: the exit stage that adjusts in ``round``, or None.
 
     The paper cycles over all H stages and skips those without an exit; cycling over the exit
-    stages only gives every exit the same number of chances in fewer rounds.
+    stages only gives every exit the same number of chances in fewer rounds. Round 0 never
+    adjusts (in the paper it falls on stage 0, which has no exit): its reports describe the
+    routing the phase starts from, before any step, and after a cold start a threshold chosen
+    on them was undone at its stage's next turn, holding the phase's end back by a cycle.
     """
-    if not exit_stages or round % m != 0:
+    if not exit_stages or round % m != 0 or round <= 0:
         return None
-    return int(exit_stages[(round // m) % len(exit_stages)])
+    return int(exit_stages[(round // m - 1) % len(exit_stages)])
 
 
 def threshold_report(node_id: str, round: int, stage: int, arrival_rate_tasks_s: float,

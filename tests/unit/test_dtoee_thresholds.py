@@ -49,9 +49,12 @@ def test_choose_threshold_uses_eq_17_delay_estimate():
 
 
 def test_threshold_stage_cycles_over_exits_every_m_rounds():
-    """Alg. 3 lines 4-5: one exit stage per m rounds, in turn."""
+    """Alg. 3 lines 4-5: one exit stage per m rounds, in turn, the first at round m; round 0
+    never adjusts (its reports describe the phase's starting routing, before any step)."""
     got = [threshold_stage(t, 5, (2, 3)) for t in range(0, 21)]
-    assert got[0] == 2 and got[5] == 3 and got[10] == 2 and got[1] is None
+    assert got[0] is None and got[1] is None
+    assert got[5] == 2 and got[10] == 3 and got[15] == 2 and got[20] == 3
+    assert [t for t, h in enumerate(got) if h is not None] == [5, 10, 15, 20]
 
 
 @pytest.mark.parametrize("knobs,field", [({"step": "fast"}, "knobs.step"),

@@ -15,7 +15,8 @@ all live predecessors and the round-t statuses of all live successors: it sums t
 status, which carries the Omega of that step. Between rounds it keeps what the per-node
 functions carry: its previous status, the rate its last requests were built with and its last
 step's change. Round 0's requests use the node's current arrival rate (a source's configured
-one; a worker's from the requests it summed last, before any its measured one). In the round an exit stage adjusts its threshold, that stage's workers hold their
+one; a worker's from the requests it summed last, before any its measured one). In the round an
+exit stage adjusts its threshold (every m rounds from round m), that stage's workers hold their
 next requests until every sibling's report is in, so the new C and I_h travel in them. When a
 round stalls for ``round_interval_s`` (a lost message, a dead neighbour) the node goes on with
 what it has; an alive successor whose status is late counts with its last status (an alive
@@ -33,8 +34,8 @@ last requests with the round after the status's, its last threshold report with 
 round, so no neighbour waits out ``round_interval_s``; two ended nodes send each other nothing.
 
 Threshold tuning needs the workers of an exit stage to hear each other: list them as peers
-(same ``stage``) in each other's configs. Phi for eq. 17 is the sum of the stage's reported
-arrival rates divided by the share of tasks that reaches the stage (from the exit profile).
+(same ``stage``) in each other's configs. Phi for eq. 17: the stage's reported arrival rates
+summed, over the share of tasks that reaches the stage (from the exit profile).
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ import logging
 import time
 from typing import Any, Dict, List, Mapping, Optional
 
-from agent.protocol.wire import BROADCAST, Kind, Message
+from agent.protocol.wire import Kind, Message
 from agent.policies.api import AgentPolicy, NodeView, Outgoing
 from agent.policies.dtoee import protocol as D
 from agent.policies.dtoee.knobs import parse_agent_knobs
@@ -52,7 +53,6 @@ from agent.policies.dtoee.settle import SettleMixin
 from agent.policies.dtoee.threshold_sync import ThresholdSyncMixin
 from agent.policies.thresholds import (
     ThresholdReport,
-    threshold_report,
     threshold_stage,
     thresholds_from_wire,
     thresholds_to_wire,
@@ -113,6 +113,8 @@ class DtoeePolicy(SettleMixin, ThresholdSyncMixin, AgentPolicy):
         k = self.params.settle_rounds
         # a quiet window must hold a threshold decision of every exit stage
         self.settle = max(k, self.params.m * len(view.exit_stages) + 1) if k > 0 else 0
+        if view.exit_stages and view.exit_profile is not None and self.rounds <= self.params.m:
+            log.warning("thresholds stay fixed: no round m = %d in %d", self.params.m, self.rounds)
         if view.successors:
             self.active = {s: 1.0 / len(view.successors) for s in view.successors}
 
@@ -387,14 +389,7 @@ class DtoeePolicy(SettleMixin, ThresholdSyncMixin, AgentPolicy):
         self.pending, self.req_rate = res.requests, rate
         if view.exit_profile is not None and threshold_stage(rnd, self.params.m,
                                                              view.exit_stages) == h:
-            # g_i over the routing the step started from, as Alg. 3 evaluates it
-            rep = threshold_report(view.node_id, rnd, h, rate, before, res.marginals_s)
-            self.reports.setdefault(rnd, {})[view.node_id] = rep
-            self.last_report = rep
-            out.append(Outgoing(Kind.THRESHOLD, BROADCAST, {"payload": to_payload(rep)},
-                                self.slot, rnd))
-            self.held_round = rnd
-            return out + self._release(view)
+            return out + self._report(view, rnd, rate, before, res.marginals_s)
         if rnd + 1 < self.rounds:
             out += self._send_requests(view)
         return out

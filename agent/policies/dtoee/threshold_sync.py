@@ -9,11 +9,13 @@ agree), and sends the requests with the new C and I_h. See ``agent.policies.dtoe
 from __future__ import annotations
 
 import logging
-from typing import List
+from typing import Dict, List
 
 from agent.policies.api import NodeView, Outgoing
 from agent.policies.dtoee import protocol as D
-from agent.policies.thresholds import choose_threshold
+from agent.policies.dtoee.payload import to_payload
+from agent.policies.thresholds import choose_threshold, threshold_report
+from agent.protocol.wire import BROADCAST, Kind
 from engines.exit_profile import exit_stats
 
 log = logging.getLogger(__name__)
@@ -21,7 +23,19 @@ log = logging.getLogger(__name__)
 
 class ThresholdSyncMixin:
     """Held requests and the threshold decision; state lives on the policy (``held_round``,
-    ``reports``, ``th``, ``th_version``, ``pending``, ``work``)."""
+    ``reports``, ``last_report``, ``th``, ``th_version``, ``pending``, ``work``)."""
+
+    def _report(self, view: NodeView, rnd: int, rate: float, before: Dict[str, float],
+                marginals_s: Dict[str, float]) -> List[Outgoing]:
+        """Broadcast this worker's report for round ``rnd``'s threshold decision (g_i over the
+        routing the step started from, as Alg. 3 evaluates it) and hold the next requests
+        until the decision; sent at once when every sibling's report is already in."""
+        rep = threshold_report(view.node_id, rnd, view.stage, rate, before, marginals_s)
+        self.reports.setdefault(rnd, {})[view.node_id] = rep
+        self.last_report = rep
+        self.held_round = rnd
+        return [Outgoing(Kind.THRESHOLD, BROADCAST, {"payload": to_payload(rep)}, self.slot,
+                         rnd)] + self._release(view)
 
     def _release(self, view: NodeView, force: bool = False) -> List[Outgoing]:
         """Send the next round's requests held for this round's threshold decision, once every
