@@ -48,18 +48,20 @@ class ThresholdReport:
     marginal_s: float  # g_i = sum_j p_ij Delta_ij, seconds
 
 
-def threshold_stage(round: int, m: int, exit_stages: Sequence[int]) -> Optional[int]:
+def threshold_stage(round: int, m: int, exit_stages: Sequence[int],
+                    first_round: int = 0) -> Optional[int]:
     """Alg. 3, lines 4-5: the exit stage that adjusts in ``round``, or None.
 
     The paper cycles over all H stages and skips those without an exit; cycling over the exit
-    stages only gives every exit the same number of chances in fewer rounds. Round 0 never
-    adjusts (in the paper it falls on stage 0, which has no exit): its reports describe the
-    routing the phase starts from, before any step, and after a cold start a threshold chosen
-    on them was undone at its stage's next turn, holding the phase's end back by a cycle.
+    stages only gives every exit the same number of chances in fewer rounds. The cycle starts
+    at ``first_round`` (``DtoeeParams.first_threshold_round``): 0 when a phase starts from the
+    routing the last one ended with, m when it starts cold from the uniform routing, whose
+    round-0 reports describe a routing before any step (in the paper's cycle round 0 falls on
+    stage 0, which has no exit, too).
     """
-    if not exit_stages or round % m != 0 or round <= 0:
+    if not exit_stages or round < first_round or (round - first_round) % m != 0:
         return None
-    return int(exit_stages[(round // m - 1) % len(exit_stages)])
+    return int(exit_stages[((round - first_round) // m) % len(exit_stages)])
 
 
 def threshold_report(node_id: str, round: int, stage: int, arrival_rate_tasks_s: float,

@@ -6,6 +6,7 @@ allows it; delivery order does not change it; and a lost status only delays a ro
 from __future__ import annotations
 
 import dataclasses
+import logging
 import random
 from collections import Counter, deque
 
@@ -256,3 +257,41 @@ def test_threshold_tuning_at_an_earlier_stage_lags_one_round_downstream():
                for p, _ in nodes.values())
     assert ref.thresholds != th
     assert 0 < _gap(mine, ref.routing) < 1e-2
+
+
+def test_a_phase_too_short_for_a_threshold_step_says_so_at_start_up(caplog):
+    """Rule: with slot_start "uniform" the first threshold step is in round m (5), so a node
+    configured with rounds_per_slot <= m would never tune its thresholds; it logs a warning
+    naming both. A phase with round m in it, or one starting warm (first step in round 0),
+    logs none."""
+    sc = _with_profile(_scenario(3, 0.6), (2, 3), 1.0)
+    cold = {"settle_rounds": 0, "slot_start": "uniform"}
+
+    def warnings(rounds, knobs):
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="agent.policies.dtoee.agent"):
+            _fleet(sc, rounds, thresholds={2: 0.8}, knobs=knobs)
+        return [r.getMessage() for r in caplog.records if "thresholds stay fixed" in r.getMessage()]
+
+    assert not warnings(6, cold) and not warnings(5, None)
+    warned = warnings(5, cold)
+    assert warned and all("rounds_per_slot = 5" in w and "round 5" in w for w in warned)
+
+
+def test_a_cold_phase_takes_its_first_threshold_step_in_round_m_as_the_driver():
+    """Rule: with slot_start "uniform" no threshold report is sent in round 0, the first in
+    round m, and the agents' thresholds and routing still equal the driver's."""
+    sc = with_link_model(_with_profile(_scenario(3, 0.6), (2, 3), 1.0), "delay")
+    th = {2: 0.8}
+    knobs = {"settle_rounds": 0, "link_model": "delay", "slot_start": "uniform"}
+    mine, nodes, kinds = _run_phase(sc, 30, thresholds=th, knobs=knobs)
+    ref = run_dtoee(sc, rounds=30, stop_when_converged=False, thresholds=th,
+                    params=DtoeeParams(link_model="delay", slot_start="uniform"))
+    assert _gap(mine, ref.routing) < 1e-9
+    deciders = [p for p, v in nodes.values() if v.stage == 2]
+    assert all({int(k): c for k, c in p.th.items()} == ref.thresholds for p in deciders)
+    assert kinds[Kind.THRESHOLD] > 0
+    # rounds 0-4 alone: no report when cold, round 0's when warm
+    assert _run_phase(sc, 5, thresholds=th, knobs=knobs)[2][Kind.THRESHOLD] == 0
+    warm = dict(knobs, slot_start="last")
+    assert _run_phase(sc, 5, thresholds=th, knobs=warm)[2][Kind.THRESHOLD] > 0

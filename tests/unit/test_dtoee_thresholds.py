@@ -49,12 +49,21 @@ def test_choose_threshold_uses_eq_17_delay_estimate():
 
 
 def test_threshold_stage_cycles_over_exits_every_m_rounds():
-    """Alg. 3 lines 4-5: one exit stage per m rounds, in turn, the first at round m; round 0
-    never adjusts (its reports describe the phase's starting routing, before any step)."""
-    got = [threshold_stage(t, 5, (2, 3)) for t in range(0, 21)]
-    assert got[0] is None and got[1] is None
-    assert got[5] == 2 and got[10] == 3 and got[15] == 2 and got[20] == 3
-    assert [t for t, h in enumerate(got) if h is not None] == [5, 10, 15, 20]
+    """Alg. 3 lines 4-5: one exit stage per m rounds, in turn, from round 0 after a warm start;
+    from round m after a cold one (round 0's reports describe the uniform routing)."""
+    warm = [threshold_stage(t, 5, (2, 3)) for t in range(0, 21)]
+    assert warm[0] == 2 and warm[5] == 3 and warm[10] == 2 and warm[1] is None
+    cold = [threshold_stage(t, 5, (2, 3), first_round=5) for t in range(0, 21)]
+    assert [(t, h) for t, h in enumerate(cold) if h is not None] == [(5, 2), (10, 3), (15, 2),
+                                                                     (20, 3)]
+
+
+def test_only_a_cold_slot_start_moves_the_first_threshold_step_to_round_m():
+    """The first threshold step is in round m with slot_start "uniform" (every phase starts
+    cold), in round 0 with "last" (the routing the last phase ended with)."""
+    assert parse_knobs({"slot_start": "uniform", "m": 4}).first_threshold_round == 4
+    assert parse_knobs({"slot_start": "last", "m": 4}).first_threshold_round == 0
+    assert parse_knobs({}).first_threshold_round == 0
 
 
 @pytest.mark.parametrize("knobs,field", [({"step": "fast"}, "knobs.step"),

@@ -8,7 +8,6 @@ import re
 import numpy as np
 import pytest
 
-from agent.policies.dtoee import network as dtoee_network
 from agent.policies.registry import make_sim_policy, plan
 from agent.policies.setting import ScenarioError
 from agent.policies.sim_api import TIERS_NEED_PER_TASK, SimPolicy, refuse_tiers
@@ -118,19 +117,9 @@ class Probe(SimPolicy):
                     reason="digests recorded with numpy 2.4 on AVX-512 and AVX2 paths (other "
                            "versions and SIMD paths may differ in the last bit of exp/log, which "
                            "the digest would see); the equivalence checks below run everywhere")
-def test_unused_extensions_leave_dtoee_cf_and_mdi_exit_runs_bit_identical(monkeypatch):
+def test_unused_extensions_leave_dtoee_cf_and_mdi_exit_runs_bit_identical():
     """DTO-EE (static and dynamic), CF (shared links, FIFO, exponential work) and MDI-Exit give
-    exactly the per-task records and slot decisions they gave before the extensions.
-
-    The digests predate DTO-EE's threshold schedule starting at round m instead of round 0 (a
-    change of the policy, not of the simulator), so DTO-EE runs here with the schedule of
-    then, which keeps the recorded AVX-512 and AVX2 digests a check of the simulator."""
-    def schedule_then(round, m, exit_stages):
-        if not exit_stages or round % m != 0:
-            return None
-        return int(exit_stages[(round // m) % len(exit_stages)])
-
-    monkeypatch.setattr(dtoee_network, "threshold_stage", schedule_then)
+    exactly the per-task records and slot decisions they gave before the extensions."""
     assert run_digests() == DIGESTS_BY_SIMD[simd_path()]
 
 

@@ -16,8 +16,8 @@ status, which carries the Omega of that step. Between rounds it keeps what the p
 functions carry: its previous status, the rate its last requests were built with and its last
 step's change. Round 0's requests use the node's current arrival rate (a source's configured
 one; a worker's from the requests it summed last, before any its measured one). In the round an
-exit stage adjusts its threshold (every m rounds from round m), that stage's workers hold their
-next requests until every sibling's report is in, so the new C and I_h travel in them. When a
+exit stage adjusts its threshold (every m rounds, from ``first_threshold_round``), that stage's
+workers hold their next requests until every sibling's report is in, so the new C and I_h travel in them. When a
 round stalls for ``round_interval_s`` (a lost message, a dead neighbour) the node goes on with
 what it has; an alive successor whose status is late counts with its last status (an alive
 predecessor's late request likewise), so only a neighbour that is gone (silent on the control
@@ -113,8 +113,10 @@ class DtoeePolicy(SettleMixin, ThresholdSyncMixin, AgentPolicy):
         k = self.params.settle_rounds
         # a quiet window must hold a threshold decision of every exit stage
         self.settle = max(k, self.params.m * len(view.exit_stages) + 1) if k > 0 else 0
-        if view.exit_stages and view.exit_profile is not None and self.rounds <= self.params.m:
-            log.warning("thresholds stay fixed: no round m = %d in %d", self.params.m, self.rounds)
+        first = self.params.first_threshold_round
+        if view.exit_stages and view.exit_profile is not None and self.rounds <= first:
+            log.warning("thresholds stay fixed: rounds_per_slot = %d ends each phase before "
+                        "round %d, the first threshold step", self.rounds, first)
         if view.successors:
             self.active = {s: 1.0 / len(view.successors) for s in view.successors}
 
@@ -387,8 +389,8 @@ class DtoeePolicy(SettleMixin, ThresholdSyncMixin, AgentPolicy):
         self.work, self.last_step, self.prev_change = res.routing, res, res.change
         self._note_quiet(view, max(shift, self._shift))
         self.pending, self.req_rate = res.requests, rate
-        if view.exit_profile is not None and threshold_stage(rnd, self.params.m,
-                                                             view.exit_stages) == h:
+        if view.exit_profile is not None and threshold_stage(
+                rnd, self.params.m, view.exit_stages, self.params.first_threshold_round) == h:
             return out + self._report(view, rnd, rate, before, res.marginals_s)
         if rnd + 1 < self.rounds:
             out += self._send_requests(view)

@@ -54,6 +54,13 @@ class DtoeeParams:
     # from the scenario's knob of the same name (agent.policies.model.link_model_of)
     link_model: str = DEFAULT_LINK_MODEL
 
+    @property
+    def first_threshold_round(self) -> int:
+        """Round of a phase's first threshold step: m after a cold (uniform) start, whose
+        round-0 reports describe the uniform routing (a threshold chosen on them was undone at
+        its stage's next turn, every slot), else 0 (the last phase's routing)."""
+        return self.m if self.slot_start == "uniform" else 0
+
 
 KNOB_NAMES = tuple(f.name for f in fields(DtoeeParams))
 

@@ -125,7 +125,7 @@ def run_dtoee(scenario: Scenario, rounds: Optional[int] = None,
         p = p.copy()
         p[e[valid]] = new[valid]
         phi_prev = phi
-        h = threshold_stage(t, params.m, exits)
+        h = threshold_stage(t, params.m, exits, params.first_threshold_round)
         if h is not None:
             rows = np.nonzero(row_stage == h)[0]
             g = np.sum(prow[rows] * np.where(valid[rows], delta[rows], 0.0), axis=1)
