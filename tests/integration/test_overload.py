@@ -10,7 +10,6 @@ once a worker of that stage is back tasks complete again by themselves.
 from __future__ import annotations
 
 import collections
-import os
 import threading
 import time
 

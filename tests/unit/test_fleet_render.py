@@ -13,7 +13,6 @@ from agent.cli import main
 from agent.config.node import ConfigError, load_config, parse_config
 from agent.fleet.inventory import InventoryError, parse_inventory
 from agent.net.security import load_public_key, security_from_config
-from agent.testbed.topology import load_topology
 
 NODES = ["cam1", "cam2", "w1a", "w1b", "w2a", "w2b", "w3a", "w3b", "w4a", "w4b"]
 
