@@ -17,14 +17,14 @@ functions carry: its previous status, the rate its last requests were built with
 step's change. Round 0's requests use the node's current arrival rate (a source's configured
 one; a worker's from the requests it summed last, before any its measured one). In the round an
 exit stage adjusts its threshold (every m rounds, from ``first_threshold_round``), that stage's
-workers hold their next requests until every sibling's report is in, so the new C and I_h travel in them. When a
-round stalls for ``round_interval_s`` (a lost message, a dead neighbour) the node goes on with
-what it has; an alive successor whose status is late counts with its last status (an alive
-predecessor's late request likewise), so only a neighbour that is gone (silent on the control
-plane) loses its routing mass or its share of a receiver's load. A request for a round already
-answered (repeated by an offloader that got no status, or late) gets the newest status again.
-Serving never pauses: tasks use the *active* routing and thresholds, replaced by the
-configured ones when the phase ends.
+workers hold their next requests until every sibling's report is in, so the new C and I_h travel
+in them. When a round stalls for ``round_interval_s`` (a lost message, a dead neighbour) the
+node goes on with what it has; an alive successor whose status is late counts with its last
+status (an alive predecessor's late request likewise), so only a neighbour that is gone (silent
+on the control plane) loses its routing mass or its share of a receiver's load. A request for a
+round already answered (repeated by an offloader that got no status, or late) gets the newest
+status again. Serving never pauses: tasks use the *active* routing and thresholds, replaced by
+the configured ones when the phase ends.
 
 The phase ends early once it has converged (``settle_rounds``, see ``protocol.quiet_streak``):
 each node ends it when its quiet streak, carried in every request and status, reaches

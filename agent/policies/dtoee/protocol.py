@@ -32,14 +32,15 @@ A round therefore costs one hop forward and H hops back.
 
 Early end: every RUR and RUS carries the sender's ``quiet`` streak (``quiet_streak``: rounds in
 a row in which neither it nor, by their messages, its neighbours changed its marginal delay or
-load by ``settle_tolerance`` (relative) or changed a threshold). A node whose streak reaches ``settle_rounds`` (at least
-one threshold cycle) ends its configuration phase; until its neighbours have too (their
-messages say so), it answers their later rounds from its final state, so nobody waits for it. Every m rounds one exit stage
-adjusts its threshold (``threshold_stage``): each worker of that stage sends a
-``ThresholdReport`` (its phi_i and sum_j p_ij Delta_ij of its step) to the others of its
+load by ``settle_tolerance`` (relative) or changed a threshold). A node whose streak reaches
+``settle_rounds`` (at least one threshold cycle) ends its configuration phase; until its
+neighbours have too (their messages say so), it answers their later rounds from its final state,
+so nobody waits for it. Every m rounds (from ``first_threshold_round``: 0, or m after a cold
+start) one exit stage adjusts its threshold (``threshold_stage``): each worker of that stage
+sends a ``ThresholdReport`` (its phi_i and sum_j p_ij Delta_ij of its step) to the others of its
 stage; each calls ``choose_threshold`` on the same reports and the accuracy-ratio table (the
-exit profile) and gets the same new thresholds C (eqs. 17-18). C travels in every RUR/RUS with
-a version number; ``merge_thresholds`` keeps the newest. Phi (the fleet's task rate) for eq. 17
+exit profile) and gets the same new thresholds C (eqs. 17-18). C travels in every RUR/RUS with a
+version number; ``merge_thresholds`` keeps the newest. Phi (the fleet's task rate) for eq. 17
 comes from the agent's configuration.
 
 Neighbours that are gone: an offloader passes only the statuses it received this round. A
