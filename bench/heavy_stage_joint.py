@@ -34,6 +34,7 @@ SLSQP's floating point. Prints median / worst gap to the central optimum after 1
 rounds for the stage-joint step and the default rule.
 
     python3 bench/heavy_stage_joint.py [--seeds 10] [--extra] [--no-damping] [--fraction 1]
+                                     [--solver slsqp|newton]
 """
 
 from __future__ import annotations
@@ -75,15 +76,18 @@ CHECKPOINTS = (10, 25, 50)
 
 
 def _penalty(load, cap, params):
-    """Eq. 11 for one server and its slope in the load."""
+    """Eq. 11 for one server and its first two derivatives in the load."""
     ex = np.maximum(0.0, load / cap - 1.0 + params.epsilon)
-    return params.penalty_k * ex ** 2, 2.0 * params.penalty_k * ex / cap
+    k = params.penalty_k
+    return k * ex ** 2, 2.0 * k * ex / cap, np.where(ex > 0, 2.0 * k / cap ** 2, 0.0)
 
 
-def stage_step(out_rate, dst, valid, p, a, b, link, load, capacity, omega, psi, kappa, params):
+def stage_step(out_rate, dst, valid, p, a, b, link, load, capacity, omega, psi, kappa, params,
+               solver="slsqp"):
     """New routing rows (R, D) of one stage's offloaders: the joint minimum of the stage model
     (module docstring). ``out_rate`` (R,) f_i; ``dst`` (R, D) receiver node ids; ``load``,
-    ``capacity``, ``omega``, ``psi``, ``kappa`` indexed by node id; ``b`` (R, 1) wire bytes."""
+    ``capacity``, ``omega``, ``psi``, ``kappa`` indexed by node id; ``b`` (R, 1) wire bytes.
+    ``solver``: "slsqp" (scipy) or "newton" (``_newton``, numpy only)."""
     rows, _ = np.nonzero(valid)
     recv, col = np.unique(dst[valid], return_inverse=True)
     a0 = load[recv] / a
@@ -93,39 +97,95 @@ def stage_step(out_rate, dst, valid, p, a, b, link, load, capacity, omega, psi, 
     be = np.broadcast_to(b, valid.shape)[valid]
     rate = link[valid]
 
-    def cost(y):
+    def model(y):
+        """(cost, gradient per edge, curvature per receiver, curvature per edge) at flows y."""
         arr = np.bincount(col, weights=y, minlength=len(recv))
-        v, d1, _ = pressure(a * arr, cap, params.rho_ext)
-        pen, pen1 = _penalty(a * arr, cap, params)
+        v, d1, d2 = pressure(a * arr, cap, params.rho_ext)
+        pen, pen1, pen2 = _penalty(a * arr, cap, params)
         gap = arr - a0
         total = np.sum(v + pen + omega[recv] * arr + 0.5 * curv * gap * gap)
         grad = (a * d1 + a * pen1 + omega[recv] + curv * gap)[col]
+        h_recv = a * a * (d2 + pen2) + curv
         if params.link_model == "shared":
-            lv, l1, _ = pressure(be * y, rate, params.rho_ext)
-            lpen, lpen1 = _penalty(be * y, rate, params)
-            total += np.sum(lv + lpen)
-            grad = grad + be * (l1 + lpen1)
-        else:
-            total += np.sum(be / rate * y)
-            grad = grad + be / rate
-        return total, grad
+            lv, l1, l2 = pressure(be * y, rate, params.rho_ext)
+            lpen, lpen1, lpen2 = _penalty(be * y, rate, params)
+            return (total + np.sum(lv + lpen), grad + be * (l1 + lpen1), h_recv,
+                    be * be * (l2 + lpen2))
+        return total + np.sum(be / rate * y), grad + be / rate, h_recv, np.zeros(len(y))
 
     f = np.asarray(out_rate, dtype=np.float64)
     rowsum = np.zeros((len(f), len(rows)))
     rowsum[rows, np.arange(len(rows))] = 1.0
-    scale = np.maximum(f, 1e-12)[:, None]
-    res = minimize(cost, p[valid] * f[rows], jac=True, method="SLSQP",
-                   bounds=[(0.0, fi) for fi in f[rows]],
-                   constraints=[{"type": "eq", "fun": lambda y: (rowsum @ y - f) / scale[:, 0],
-                                 "jac": lambda y: rowsum / scale}],
-                   options={"maxiter": 300, "ftol": 1e-14})
-    y = np.zeros(valid.shape)
-    y[valid] = np.maximum(res.x, 0.0)
-    total = y.sum(axis=1, keepdims=True)
-    return np.where(total > 0, y / np.maximum(total, 1e-300), np.where(valid, p, 0.0))
+    y0 = p[valid] * f[rows]
+    if solver == "newton":
+        y = _newton(model, y0, f, rows, col, len(recv), rowsum)
+    else:
+        scale = np.maximum(f, 1e-12)[:, None]
+        y = minimize(lambda y: model(y)[:2], y0, jac=True, method="SLSQP",
+                     bounds=[(0.0, fi) for fi in f[rows]],
+                     constraints=[{"type": "eq", "fun": lambda y: (rowsum @ y - f) / scale[:, 0],
+                                   "jac": lambda y: rowsum / scale}],
+                     options={"maxiter": 300, "ftol": 1e-14}).x
+    out = np.zeros(valid.shape)
+    out[valid] = np.maximum(y, 0.0)
+    total = out.sum(axis=1, keepdims=True)
+    return np.where(total > 0, out / np.maximum(total, 1e-300), np.where(valid, p, 0.0))
 
 
-def run_stage_joint(sc, rounds, params, damping=True, fraction=1.0):
+def _newton(model, y, f, rows, col, n_recv, rowsum, iters=60):
+    """Projected Newton for the stage problem, numpy only: each iteration solves the KKT system
+    of the model's quadratic expansion (curvature B^T diag(h_recv) B + diag(h_edge), B the
+    edge -> receiver incidence, one flow balance per offloader) over the free edges (flow > 0,
+    or at 0 with a gradient below the offloader's largest on a used edge; one that would go
+    negative is fixed at 0 and the system solved again), then a step cut to stay >= 0 and
+    backtracked until the cost falls."""
+    n_edges = len(y)
+    inc = np.zeros((n_recv, n_edges))
+    inc[col, np.arange(n_edges)] = 1.0
+    total = rowsum @ y  # start on the flow balance
+    y = np.where(total[rows] > 0, y * f[rows] / np.maximum(total[rows], 1e-300),
+                 f[rows] / np.bincount(rows)[rows])
+    cost, g, h_recv, h_edge = model(y)
+    for _ in range(iters):
+        used = y > 1e-12 * f[rows]
+        top = np.full(len(f), -np.inf)
+        np.maximum.at(top, rows, np.where(used, g, -np.inf))
+        free = used | (g < top[rows])
+        while True:
+            idx = np.flatnonzero(free)
+            hess = (inc[:, idx].T * h_recv) @ inc[:, idx] \
+                + np.diag(h_edge[idx] + 1e-9 * (1.0 + h_recv[col[idx]]))
+            kkt = np.block([[hess, rowsum[:, idx].T],
+                            [rowsum[:, idx], np.zeros((len(f), len(f)))]])
+            sol = np.linalg.lstsq(kkt, np.concatenate([-g[idx], np.zeros(len(f))]),
+                                  rcond=None)[0]
+            d = np.zeros(n_edges)
+            d[idx] = sol[:len(idx)]
+            bad = free & ~used & (d < 0)
+            if not bad.any():
+                break
+            free &= ~bad
+        slope = g @ d
+        if slope > -1e-16 * max(1.0, abs(cost)):
+            break
+        neg = (d < 0) & used
+        t_max = float(np.min(-y[neg] / d[neg])) if neg.any() else 1.0
+        t = min(1.0, t_max)
+        while True:
+            y_new = np.maximum(y + t * d, 0.0)
+            parts = model(y_new)
+            if parts[0] <= cost + 1e-4 * t * slope or t < 1e-10:
+                break
+            t *= 0.5
+        # a step cut short by a bound only fixes that flow at 0: go on
+        settled = t_max >= 1.0 and cost - parts[0] < 1e-13 * max(1.0, abs(cost))
+        y, (cost, g, h_recv, h_edge) = y_new, parts
+        if settled:
+            break
+    return y
+
+
+def run_stage_joint(sc, rounds, params, damping=True, fraction=1.0, solver="slsqp"):
     """Model delay after each round: the protocol's rounds (as ``run_dtoee``, thresholds fixed)
     with ``stage_step`` in place of each stage's per-node steps, of which each offloader takes
     ``fraction`` of the way."""
@@ -170,7 +230,7 @@ def run_stage_joint(sc, rounds, params, damping=True, fraction=1.0):
             a = net.flops[h + 1]
             b = wire_bytes(np.full(len(rows), net.input_bytes[h + 1], dtype=np.float64))[:, None]
             joint = stage_step(f, d, v, prow[rows], a, b, net.edge_rate[e[rows]], lam,
-                               net.capacity, omega, psi, kappa, params)
+                               net.capacity, omega, psi, kappa, params, solver)
             new[rows] = joint if fraction == 1.0 else prow[rows] + fraction * (joint - prow[rows])
             # the status the stage's workers send back: Omega and Psi at their new routing and
             # the receivers' loads that routing gives
@@ -220,6 +280,8 @@ def main() -> int:
     ap.add_argument("--seeds", type=int, default=10, help="random networks per set")
     ap.add_argument("--extra", action="store_true", help="more seeds, link-bound and paper sets")
     ap.add_argument("--no-damping", action="store_true", help="kappa = 1 throughout")
+    ap.add_argument("--solver", choices=("slsqp", "newton"), default="slsqp",
+                    help="the stage problem's solver")
     ap.add_argument("--fraction", type=float, default=1.0,
                     help="part of the joint step each offloader takes")
     args = ap.parse_args()
@@ -230,7 +292,7 @@ def main() -> int:
         best = [optimum(sc).delay_s for sc in scenarios]
         t0 = time.perf_counter()
         joint = [run_stage_joint(sc, max(CHECKPOINTS), params, not args.no_damping,
-                                 args.fraction)
+                                 args.fraction, args.solver)
                  for sc in scenarios]
         spent = time.perf_counter() - t0
         default = [run_dtoee(sc, rounds=max(CHECKPOINTS), params=params,
