@@ -29,12 +29,13 @@ all stages move at once on arrival rates that are a round old per stage.
 Not the policy's code: a driver of its own (thresholds fixed), for the convergence bench's
 sets (``bench/convergence.py``: light 7000-, moderate 7100-, heavy 7200- at 85%, overloaded
 start 7300-; ``--extra``: 15 more heavy and overloaded-start networks from seed 5000, the
-link-bound sets of ``bench/link_convergence.py`` and the paper scenarios). Deterministic up to
+link-bound sets of ``bench/link_convergence.py`` and the paper scenarios; ``--cold``: cold
+phases on ``bench/settle.py``'s networks, rounds to 1%). Deterministic up to
 SLSQP's floating point. Prints median / worst gap to the central optimum after 10, 25 and 50
 rounds for the stage-joint step and the default rule.
 
     python3 bench/heavy_stage_joint.py [--seeds 10] [--extra] [--no-damping] [--fraction 1]
-                                     [--solver slsqp|newton]
+                                     [--solver slsqp|newton] [--cold]
 """
 
 from __future__ import annotations
@@ -275,6 +276,39 @@ def _sets(seeds, extra):
     return sets
 
 
+def _rounds_to(hist, target):
+    """Rounds after which the model delay stays within 1% of ``target``."""
+    return max([r + 1 for r, d in enumerate(hist) if abs(d - target) > 0.01 * target] + [0])
+
+
+def cold(solver: str) -> int:
+    """Cold phases (200 rounds from the uniform routing) on bench/settle.py's networks (seeds
+    1-6, both link models; the ones no routing carries left out): rounds until the delay stays
+    within 1% of its round-200 value and of the optimum, median / max."""
+    from tests.unit.test_dtoee_agent_rounds import _scenario
+
+    print("| links | load | rule | to 1% of round 200 | to 1% of the optimum | gap at 50 |")
+    print("| --- | --- | --- | --- | --- | --- |")
+    for link_model in ("delay", "shared"):
+        for load in (0.3, 0.5, 0.7, 0.85):
+            nets = [dataclasses.replace(_scenario(seed, load), knobs={"link_model": link_model})
+                    for seed in range(1, 7)]
+            nets = [(sc, optimum(sc).delay_s) for sc in nets]
+            nets = [(sc, b) for sc, b in nets if np.isfinite(b)]
+            runs = (("stage-joint", [run_stage_joint(sc, 200, DtoeeParams(), solver=solver)
+                                     for sc, _ in nets]),
+                    ("default", [run_dtoee(sc, rounds=200, stop_when_converged=False,
+                                           track=True).history for sc, _ in nets]))
+            for label, hists in runs:
+                final = [_rounds_to(h, h[-1]) for h in hists]
+                best = [_rounds_to(h, b) for h, (_, b) in zip(hists, nets)]
+                print("| %s | %.0f%% (%d nets) | %s | %d / %d | %d / %d | %s |" % (
+                    link_model, 100 * load, len(nets), label, np.median(final), max(final),
+                    np.median(best), max(best),
+                    _cell([h[49] / b - 1.0 for h, (_, b) in zip(hists, nets)])), flush=True)
+    return 0
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seeds", type=int, default=10, help="random networks per set")
@@ -284,7 +318,11 @@ def main() -> int:
                     help="the stage problem's solver")
     ap.add_argument("--fraction", type=float, default=1.0,
                     help="part of the joint step each offloader takes")
+    ap.add_argument("--cold", action="store_true",
+                    help="cold phases on bench/settle.py's networks instead")
     args = ap.parse_args()
+    if args.cold:
+        return cold(args.solver)
     print("| set | rule | " + " | ".join("%d rounds" % k for k in CHECKPOINTS) + " |")
     print("| --- | --- |" + " --- |" * len(CHECKPOINTS))
     params = DtoeeParams()
