@@ -30,12 +30,14 @@ Not the policy's code: a driver of its own (thresholds fixed), for the convergen
 sets (``bench/convergence.py``: light 7000-, moderate 7100-, heavy 7200- at 85%, overloaded
 start 7300-; ``--extra``: 15 more heavy and overloaded-start networks from seed 5000, the
 link-bound sets of ``bench/link_convergence.py`` and the paper scenarios; ``--cold``: cold
-phases on ``bench/settle.py``'s networks, rounds to 1%). Deterministic up to
+phases on ``bench/settle.py``'s networks, rounds to 1%; ``--chain``: the same on
+``bench/config_phase.py``'s chain). Deterministic up to
 SLSQP's floating point. Prints median / worst gap to the central optimum after 10, 25 and 50
 rounds for the stage-joint step and the default rule.
 
     python3 bench/heavy_stage_joint.py [--seeds 10] [--extra] [--no-damping] [--fraction 1]
                                      [--solver slsqp|newton] [--cold]
+                                     [--chain]
 """
 
 from __future__ import annotations
@@ -309,6 +311,51 @@ def cold(solver: str) -> int:
     return 0
 
 
+def chain(solver: str) -> int:
+    """The chain of bench/config_phase.py (2 sources at 10 tasks/s each, 3/3/2/2 workers on the
+    demo bundle's stages, every node linked to every node of the next stage, capacities for
+    utilisation U as its ``--utilisation``), in process, thresholds fixed at the initial ones
+    and loopback links (1e12 bytes/s): rounds of a cold phase until the model delay stays
+    within 1% of its round-50 value."""
+    from config_phase import capacities
+
+    from agent.scenario.format import parse_scenario
+    from engines.bundle import load_bundle
+    from engines.demo import DEMO_BUNDLE_DIR
+    from engines.exit_profile import exit_stats, load_exit_profile
+
+    bundle = load_bundle(DEMO_BUNDLE_DIR)
+    profile = load_exit_profile(bundle.exit_profile_path)
+    params = DtoeeParams()
+    rem = exit_stats(profile, [params.initial_threshold] * len(profile.early_exit_stages))
+    per_stage = (3, 3, 2, 2)
+    names = [["s1", "s2"]] + [["w%d%s" % (h, "abc"[i]) for i in range(n)]
+                              for h, n in enumerate(per_stage, start=1)]
+    print("| utilisation | rule | within 1% of round 50 after round | "
+          "model delay after rounds 0, 1, 2, 5, 10, 49 |")
+    print("| --- | --- | --- | --- |")
+    for util in (0.65, 0.87):
+        caps = capacities(list(per_stage), 20.0, util)
+        sc = parse_scenario({
+            "stages": [{"flops": bundle.stage(h).flops, "input_bytes": bundle.stage(h).input_bytes,
+                        "exit": h in bundle.early_exit_stages} for h in range(1, 5)],
+            "remaining": [float(x) for x in rem.remaining], "tradeoff": 0.5,
+            "knobs": {"link_model": "delay"},
+            "sources": [{"id": s, "rate": 10.0} for s in names[0]],
+            "workers": [{"id": w, "stage": h, "capacity": caps[w]}
+                        for h in range(1, 5) for w in names[h]],
+            "links": [{"from": a, "to": b, "rate": 1e12}
+                      for h in range(4) for a in names[h] for b in names[h + 1]]})
+        for label, hist in (
+                ("stage-joint", run_stage_joint(sc, 50, params, solver=solver)),
+                ("default", run_dtoee(sc, rounds=50, params=params, stop_when_converged=False,
+                                      track=True).history)):
+            print("| %.0f%% | %s | %d | %s |" % (100 * util, label, _rounds_to(hist, hist[-1]),
+                                                ", ".join("%.4g" % hist[k] for k in
+                                                          (0, 1, 2, 5, 10, 49))), flush=True)
+    return 0
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seeds", type=int, default=10, help="random networks per set")
@@ -320,7 +367,11 @@ def main() -> int:
                     help="part of the joint step each offloader takes")
     ap.add_argument("--cold", action="store_true",
                     help="cold phases on bench/settle.py's networks instead")
+    ap.add_argument("--chain", action="store_true",
+                    help="cold phases on bench/config_phase.py's chain instead")
     args = ap.parse_args()
+    if args.chain:
+        return chain(args.solver)
     if args.cold:
         return cold(args.solver)
     print("| set | rule | " + " | ".join("%d rounds" % k for k in CHECKPOINTS) + " |")
