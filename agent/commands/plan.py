@@ -19,9 +19,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rounds", "-n", type=int, default=None,
                         help="dtoee: communication rounds (default: knobs.rounds, 200); ngto: "
                              "most best-response passes (100); ga: rounds (20)")
-    parser.add_argument("--step", choices=("default", "paper"), default=None,
-                        help="dtoee routing update: default (damped Newton) or paper (eq. 19); "
-                             "overrides knobs.step")
+    parser.add_argument("--step", choices=("default", "paper", "joint"), default=None,
+                        help="dtoee routing update: default (damped Newton per node), paper "
+                             "(eq. 19) or joint (each stage's offloaders together); overrides "
+                             "knobs.step")
     parser.add_argument("--staleness", type=int, default=None,
                         help="ga: age in rounds of the state sources search on (default: "
                              "knobs.ga_staleness, 1)")

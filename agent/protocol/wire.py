@@ -33,6 +33,8 @@ Kind-specific fields (all required; types checked on decode):
     DTOEE_REQUEST to str, payload map  (offloader -> receiver, per-node DTO-EE request)
     DTOEE_STATUS  payload map          (receiver -> each of its offloaders; also a heartbeat)
     THRESHOLD     payload map          (threshold proposal / delta-U share among a stage)
+    DTOEE_STAGE   payload map          (DTO-EE's stage report among the offloaders of a stage,
+                                        ``step = "joint"``)
 
 Optional fields (type-checked when present; absent means the default in brackets):
 
@@ -101,6 +103,7 @@ class Kind(enum.IntEnum):
     DTOEE_REQUEST = 12
     DTOEE_STATUS = 13
     THRESHOLD = 14
+    DTOEE_STAGE = 15
 
 
 _QUEUE_FIELDS = {"role": str, "stage": int, "capacity_flops": float, "input_queue": int,
@@ -120,6 +123,7 @@ SCHEMA: Dict[Kind, Dict[str, type]] = {
     Kind.DTOEE_REQUEST: {"to": str, "payload": dict},
     Kind.DTOEE_STATUS: {"payload": dict},
     Kind.THRESHOLD: {"payload": dict},
+    Kind.DTOEE_STAGE: {"payload": dict},
 }
 # Optional fields per kind, checked like SCHEMA's when present (see the module docstring).
 OPTIONAL: Dict[Kind, Dict[str, type]] = {

@@ -17,7 +17,7 @@ from agent.policies.model import DEFAULT_LINK_MODEL, LINK_MODELS
 from agent.policies.setting import ScenarioError
 from agent.policies.thresholds import DEFAULT_THRESHOLD
 
-STEP_RULES = ("default", "paper")
+STEP_RULES = ("default", "paper", "joint")
 SLOT_STARTS = ("last", "uniform")
 
 
@@ -25,7 +25,9 @@ SLOT_STARTS = ("last", "uniform")
 class DtoeeParams:
     """DTO-EE knobs (scenario ``knobs`` or node config); ``parse_knobs`` validates them."""
 
-    step: str = "default"  # routing update: "default" (scaled Newton) or "paper" (eq. 19)
+    # routing update: "default" (scaled Newton per node), "paper" (eq. 19) or "joint" (the
+    # offloaders of a stage solve their stage together: agent.policies.dtoee.joint)
+    step: str = "default"
     paper_step_size: float = 0.1  # tau_p of eq. 19, in (0, 1]
     step_scale: float = 1.5  # default rule: multiplier of the Newton step, in (0, 2]
     headroom_target: float = 0.95  # default rule: fill receivers up to this utilisation, (0, 1)

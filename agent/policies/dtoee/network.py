@@ -16,6 +16,7 @@ from typing import List, Mapping, Optional
 
 import numpy as np
 
+from agent.policies.dtoee.joint import StageReport, joint_routing, joint_row, stage_problem
 from agent.policies.dtoee.knobs import DtoeeParams, parse_knobs
 from agent.policies.dtoee.steps import adapt_damping, row_marginals, update_rows
 from agent.policies.model import (
@@ -86,7 +87,9 @@ def run_dtoee(scenario: Scenario, rounds: Optional[int] = None,
     lam_prev = None
     prev_step = np.zeros(valid.shape)
     change_prev = np.zeros(n)
-    kappa = np.maximum(npred, 1.0)
+    # receiver damping: from the predecessors' count (their steps pile up), or from 1 when they
+    # step jointly (the joint solve sees the pile-up)
+    kappa = np.ones(n) if params.step == "joint" else np.maximum(npred, 1.0)
     delays: List[float] = []
     quiet_needed = params.m * max(1, len(exits)) if exits else 0
     last_th_change = -1
@@ -115,6 +118,11 @@ def run_dtoee(scenario: Scenario, rounds: Optional[int] = None,
             if len(rows) == 0:
                 continue
             d = dst[rows]
+            if params.step == "joint":
+                new[rows], delta[rows], omega[row_node[rows]], psi[row_node[rows]] = _joint(
+                    net, rows, prow, valid, phi[row_node[rows]] * remv[h], remv[h], lam, omega,
+                    psi, kappa, npred, params, (phi - phi_prev)[row_node[rows]])
+                continue
             new[rows], delta[rows], omega[row_node[rows]], psi[row_node[rows]] = update_rows(
                 prow[rows], phi[row_node[rows]] * remv[h], remv[row_stage[rows]],
                 next_flops[rows], next_bytes[rows], link[rows], lam[d], net.capacity[d],
@@ -146,6 +154,44 @@ def run_dtoee(scenario: Scenario, rounds: Optional[int] = None,
             break
     return make_result("dtoee", scenario, net, p, th if profile is not None else None,
                        t + 1, converged, delays if track else None)
+
+
+def _joint(net, rows, prow, valid, out_rate, remaining, lam, omega, psi, kappa, npred, params,
+           pending):
+    """The joint step of one stage's offloader ``rows``: their ``StageReport``s as the agents
+    build them, then the same ``stage_problem`` / ``joint_routing`` / ``joint_row`` calls.
+    Returns (new p rows, Delta rows, Omega_i, Psi_i) as ``update_rows`` does."""
+    e = np.where(valid, net.slots, 0)
+    h = int(net.stage[net.offloaders[rows[0]]])
+    flops, size = float(net.flops[h + 1]), float(net.input_bytes[h + 1])
+    reports = []
+    for k, r in enumerate(rows):
+        slots = np.flatnonzero(valid[r])
+        succ = [net.ids[net.edge_dst[e[r, c]]] for c in slots]
+        dst = [int(net.edge_dst[e[r, c]]) for c in slots]
+        reports.append(StageReport(
+            net.ids[net.offloaders[r]], 0, float(out_rate[k]),
+            dict(zip(succ, (float(prow[r, c]) for c in slots))),
+            dict(zip(succ, (float(net.edge_rate[e[r, c]]) for c in slots))),
+            dict(zip(succ, (float(lam[d]) for d in dst))),
+            dict(zip(succ, (float(net.capacity[d]) for d in dst))),
+            dict(zip(succ, (float(omega[d]) for d in dst))),
+            dict(zip(succ, (float(psi[d]) for d in dst))),
+            dict(zip(succ, (float(kappa[d]) for d in dst))),
+            dict(zip(succ, (float(npred[d]) for d in dst)))))
+    prob = stage_problem(reports, flops, size, params)
+    routing, loads = joint_routing(prob, params)
+    by_id = dict(zip(prob.offloaders, routing))
+    new, delta = np.zeros((len(rows), valid.shape[1])), np.full((len(rows), valid.shape[1]), np.inf)
+    om, ps = np.zeros(len(rows)), np.zeros(len(rows))
+    for k, (r, rep) in enumerate(zip(rows, reports)):
+        mine = by_id[rep.sender]
+        dl, om[k], ps[k] = joint_row(rep, mine, loads, remaining, flops, size, params,
+                                     float(pending[k]))
+        for c in np.flatnonzero(valid[r]):
+            j = net.ids[net.edge_dst[e[r, c]]]
+            new[k, c], delta[k, c] = mine[j], dl[j]
+    return new, delta, om, ps
 
 
 def exact_marginals(net, p: np.ndarray, remaining, params: DtoeeParams):

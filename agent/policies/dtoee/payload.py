@@ -25,22 +25,26 @@ def _fields(cls: Any) -> Any:
 
 
 def to_payload(obj: Any) -> Dict[str, Any]:
-    """A DTO-EE message dataclass as a msgpack-able map (its fields are scalars and one
-    ``{stage: c}`` map, copied so the message cannot change after it is queued)."""
+    """A DTO-EE message dataclass as a msgpack-able map (its fields are scalars, ``{stage: c}``
+    maps and ``{node id: number}`` maps, copied so the message cannot change after it is
+    queued)."""
     out = {}
-    for name in _fields(type(obj))[0]:
+    for name, kind in _kinds(type(obj)):
         v = getattr(obj, name)
-        out[name] = thresholds_to_wire(v) if isinstance(v, dict) else v
+        out[name] = thresholds_to_wire(v) if kind == 3 else dict(v) if kind == 4 else v
     return out
 
 
 def _kinds(cls: Any) -> Any:
-    # (name, kind) per field, kind 0 float, 1 int, 2 str, 3 {stage: c}: resolved once per class
+    # (name, kind) per field, kind 0 float, 1 int, 2 str, 3 {stage: c}, 4 {node id: float}:
+    # resolved once per class
     got = _KINDS.get(cls)
     if got is None:
         hints = _fields(cls)[2]
-        got = _KINDS[cls] = tuple((n, {float: 0, int: 1, str: 2}.get(hints[n], 3))
-                                  for n in _fields(cls)[0])
+        got = _KINDS[cls] = tuple(
+            (n, {float: 0, int: 1, str: 2}.get(hints[n], 4 if hints[n] == Dict[str, float]
+                                               else 3))
+            for n in _fields(cls)[0])
     return got
 
 
@@ -65,6 +69,11 @@ def from_payload(cls: Any, payload: Mapping[str, Any]) -> Any:
             ok = (t is int or (isinstance(v, int) and t is not bool)) and v >= 0
         elif kind == 2:
             ok = isinstance(v, str)
+        elif kind == 4:  # {node id: finite number}
+            ok = isinstance(v, dict) and all(
+                isinstance(k, str) and isinstance(x, (int, float)) and not isinstance(x, bool)
+                and x - x == 0 for k, x in v.items())
+            v = {k: float(x) for k, x in v.items()} if ok else v
         else:  # {stage: c}: every entry must be a valid one
             th = thresholds_from_wire(_floats(v))
             ok = isinstance(v, dict) and len(th) == len(v)
