@@ -142,6 +142,9 @@ def node_objects(topo: Topology, bundle_path: str, policy: str, total_rate: floa
             neigh += [s.id for s in topo.sources if s.id not in neigh]
             # workers of one stage hear each other (DTO-EE's threshold step is agreed among them)
             neigh += [w.id for w in topo.workers if w.stage == st and w.id != n]
+        elif policy == "dtoee" and knobs.get("step") == "joint":
+            # so do the sources when they route jointly (DTO-EE's stage reports)
+            neigh += [s.id for s in topo.sources if s.id != n]
         neigh = list(dict.fromkeys(neigh))  # a mesh neighbour is successor and predecessor
         obj = dict(topo.agent)
         obj.update({

@@ -82,7 +82,10 @@ def _fleet(sc, rounds, thresholds=None, knobs=None):
             # round 0's requests: the rate the node measured under the current routing
             arrival_rate_tasks_s=steady[n], alive=set(succ) | set(pred), exit_profile=prof,
             tradeoff=sc.tradeoff)
-        sib = tuple(x for x in sorted(stage) if h > 0 and stage[x] == h and x != n)
+        # workers of a stage hear each other; sources too for the joint step (as the testbed
+        # configures them)
+        joint = (knobs or {}).get("step") == "joint"
+        sib = tuple(x for x in sorted(stage) if (h > 0 or joint) and stage[x] == h and x != n)
         view.alive |= set(sib)
         peers = [Peer(p, stage[p], "tcp://x:1", "tcp://x:2") for p in succ + pred + sib]
         cfg = NodeConfig(node_id=n, role=view.role, stage=h, bundle="/b", state_dir="/s",
@@ -119,7 +122,7 @@ def _run_phase(sc, rounds, order="fifo", drop=None, seed=0, thresholds=None, kno
         _deliver(nodes, n, pol.on_tick(view, 0.0), queue)
     rng = random.Random(seed)
     now, kinds = 0.0, Counter()
-    for _ in range(10000):
+    for _ in range(100000):
         if not queue:
             if drop is None or all(p.round >= rounds for p, v in nodes.values() if p.offloader):
                 break

@@ -8,34 +8,29 @@ Slots are aligned to the wall clock (slot n starts at n * slot_length_s), so nod
 synchronised clocks start together without a coordinator; a node that receives a request for a
 newer slot joins it at once. A slot's configuration phase lasts ``rounds_per_slot`` rounds and
 ends at the latest ``rounds_per_slot * round_interval_s`` after the slot starts. Rounds are
-message-driven and follow the protocol's order: requests flow forward from the sources, statuses
-come back from the last stage. A node takes round t's step once it has the round-t requests of
-all live predecessors and the round-t statuses of all live successors: it sums the requests
-(phi_i), steps as an offloader (new routing, the round-(t+1) requests), then answers with its
-status, which carries the Omega of that step. Between rounds it keeps what the per-node
-functions carry: its previous status, the rate its last requests were built with and its last
-step's change. Round 0's requests use the node's current arrival rate (a source's configured
-one; a worker's from the requests it summed last, before any its measured one). In the round an
-exit stage adjusts its threshold (every m rounds, from ``first_threshold_round``), that stage's
-workers hold their next requests until every sibling's report is in, so the new C and I_h travel
-in them. When a round stalls for ``round_interval_s`` (a lost message, a dead neighbour) the
-node goes on with what it has; an alive successor whose status is late counts with its last
-status (an alive predecessor's late request likewise), so only a neighbour that is gone (silent
-on the control plane) loses its routing mass or its share of a receiver's load. A request for a
-round already answered (repeated by an offloader that got no status, or late) gets the newest
-status again. Serving never pauses: tasks use the *active* routing and thresholds, replaced by
-the configured ones when the phase ends.
+message-driven: a node takes round t's step once it has the round-t requests of all live
+predecessors and the round-t statuses of all live successors: it sums the requests (phi_i),
+steps as an offloader (new routing, the round-(t+1) requests; under ``step = "joint"`` once its
+stage's reports are in, ``JointSyncMixin``), then answers with its status, which carries the
+Omega of that step. Between rounds it keeps what the per-node functions carry: its previous
+status, the rate its last requests were built with and its last step's change. Round 0's
+requests use the node's current arrival rate. In the round an exit stage adjusts its threshold
+(every m rounds, from ``first_threshold_round``), that stage's workers hold their next requests
+until every sibling's report is in, so the new C and I_h travel in them. When a round stalls
+for ``round_interval_s`` (a lost message, a dead neighbour) the node goes on with what it has; an
+alive successor whose status is late counts with its last status (an alive predecessor's late
+request likewise), so only a neighbour that is gone (silent on the control plane) loses its
+routing mass or its share of a receiver's load. A request for a round already answered gets
+the newest status again. Serving never pauses: tasks use the *active* routing and thresholds,
+replaced by the configured ones when the phase ends.
 
-The phase ends early once it has converged (``settle_rounds``, see ``protocol.quiet_streak``):
-each node ends it when its quiet streak, carried in every request and status, reaches
-``settle``; a node that has ended answers a neighbour still in the phase (a message with a
-shorter streak) from its final state: its last status restamped with the request's round, its
-last requests with the round after the status's, its last threshold report with the sibling's
-round, so no neighbour waits out ``round_interval_s``; two ended nodes send each other nothing.
+The phase ends early once it has converged (``settle_rounds``, see ``protocol.quiet_streak``
+and ``SettleMixin``): a node that has ended answers a neighbour still in the phase from its
+final state, so no neighbour waits out ``round_interval_s``.
 
 Threshold tuning needs the workers of an exit stage to hear each other: list them as peers
-(same ``stage``) in each other's configs. Phi for eq. 17: the stage's reported arrival rates
-summed, over the share of tasks that reaches the stage (from the exit profile).
+(same ``stage``) in each other's configs (the joint step, the sources too). Phi for eq. 17: the
+stage's reported arrival rates summed, over the share of tasks that reaches the stage.
 """
 
 from __future__ import annotations
@@ -47,6 +42,7 @@ from typing import Any, Dict, List, Mapping, Optional
 from agent.protocol.wire import Kind, Message
 from agent.policies.api import AgentPolicy, NodeView, Outgoing
 from agent.policies.dtoee import protocol as D
+from agent.policies.dtoee.joint_sync import JointSyncMixin
 from agent.policies.dtoee.knobs import parse_agent_knobs
 from agent.policies.dtoee.payload import from_payload, to_payload
 from agent.policies.dtoee.settle import SettleMixin
@@ -57,7 +53,6 @@ from agent.policies.thresholds import (
     thresholds_from_wire,
     thresholds_to_wire,
 )
-from engines.exit_profile import exit_stats
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +60,7 @@ UNKNOWN_LINK_RATE = 1e12  # bytes/s assumed for a link without an estimate (tran
 IDLE_TICK_MAX_S = 1.0  # longest sleep between phases (how late a stepped wall clock is seen)
 
 
-class DtoeePolicy(SettleMixin, ThresholdSyncMixin, AgentPolicy):
+class DtoeePolicy(SettleMixin, ThresholdSyncMixin, JointSyncMixin, AgentPolicy):
     """The ``dtoee`` policy of one node (offloader, receiver or both)."""
 
     name = "dtoee"
@@ -101,13 +96,17 @@ class DtoeePolicy(SettleMixin, ThresholdSyncMixin, AgentPolicy):
         self.settled = False  # this phase ended early: answering late neighbours only
         self._quiet_version = 0  # thresholds version at the last quiet_streak
         self.last_report: Optional[ThresholdReport] = None  # own, echoed once settled
+        self.stage_reports: Dict[int, Dict[str, Any]] = {}  # step "joint": round -> reports
+        self.joint_held: Optional[Any] = None  # step "joint": the step waiting for them
+        self.last_stage_report: Optional[Any] = None  # step "joint": own, echoed once settled
 
     def configure(self, cfg, view: NodeView) -> None:
         self.slot_length_s = cfg.slot_length_s
         self.rounds = cfg.rounds_per_slot
         self.round_interval_s = cfg.round_interval_s
         self.tick_interval_s = cfg.round_interval_s / 2
-        self.siblings = tuple(p.id for p in cfg.peers if cfg.stage > 0 and p.stage == cfg.stage)
+        self.siblings = tuple(p.id for p in cfg.peers if p.stage == cfg.stage and (
+            cfg.stage > 0 or self.params.step == "joint"))  # sources: for the joint step only
         self.offloader = cfg.stage < view.num_stages
         self.receiver = cfg.stage >= 1
         k = self.params.settle_rounds
@@ -148,20 +147,6 @@ class DtoeePolicy(SettleMixin, ThresholdSyncMixin, AgentPolicy):
             self.th, self.th_version = th, version
 
     # -- helpers -----------------------------------------------------------------------------
-
-    def _remaining(self, view: NodeView, stage: int) -> float:
-        """I_h of ``stage`` under the configured thresholds (1 for a source or without profile)."""
-        if stage < 1 or view.exit_profile is None:
-            return 1.0
-        # exit_stats sweeps the whole profile and every round asks: cache it per thresholds
-        key = (stage, tuple(sorted(self.th.items())))
-        got = self._remaining_cache.get(key)
-        if got is None:
-            st = exit_stats(view.exit_profile, self.th)
-            if len(self._remaining_cache) > 64:
-                self._remaining_cache.clear()
-            got = self._remaining_cache[key] = float(st.remaining[stage - 1])
-        return got
 
     def _rate(self, view: NodeView) -> float:
         """phi_i: a source's configured rate; a worker's rate summed from its last requests
@@ -213,7 +198,7 @@ class DtoeePolicy(SettleMixin, ThresholdSyncMixin, AgentPolicy):
         self.round = 0
         self.status_round, self.request_round = {}, {}
         self.own_status, self.prev_change = None, None
-        self.reports, self.held_round = {}, None
+        self.reports, self.held_round, self.stage_reports, self.joint_held = {}, None, {}, None
         self.progress_at = now
         self.work = dict(self.active) if self.params.slot_start == "last" else {
             s: 1.0 / len(self.active) for s in self.active}
@@ -259,6 +244,8 @@ class DtoeePolicy(SettleMixin, ThresholdSyncMixin, AgentPolicy):
         self.progress_at = now
         if self.held_round is not None:  # a sibling's threshold report is late
             return self._release(view, force=True)
+        if self.joint_held is not None:  # a sibling's stage report is late
+            return self._joint_release(view, now, force=True)
         if self.offloader:
             if any(self.status_round.get(s, -1) >= self.round for s in view.successors):
                 return self._advance(view, now)
@@ -270,7 +257,8 @@ class DtoeePolicy(SettleMixin, ThresholdSyncMixin, AgentPolicy):
     # -- messages ----------------------------------------------------------------------------
 
     def on_control(self, msg: Message, view: NodeView, now: float) -> List[Outgoing]:
-        if msg.kind not in (Kind.DTOEE_REQUEST, Kind.DTOEE_STATUS, Kind.THRESHOLD):
+        if msg.kind not in (Kind.DTOEE_REQUEST, Kind.DTOEE_STATUS, Kind.THRESHOLD,
+                            Kind.DTOEE_STAGE):
             return []
         out: List[Outgoing] = []
         if msg.slot > self.slot:
@@ -310,9 +298,11 @@ class DtoeePolicy(SettleMixin, ThresholdSyncMixin, AgentPolicy):
                 return out + self._release(view)
             self._maybe_choose(rep.round, view)
             return out
+        elif msg.kind == Kind.DTOEE_STAGE and msg.sender in self.siblings:
+            return out + self._on_stage_report(msg.sender, payload, view, now)
         else:
             return out
-        if self._open() and self._ready(view):
+        if self._open() and self.joint_held is None and self._ready(view):
             out += self._advance(view, now)
         return out
 
@@ -340,34 +330,23 @@ class DtoeePolicy(SettleMixin, ThresholdSyncMixin, AgentPolicy):
 
     def _advance(self, view: NodeView, now: float) -> List[Outgoing]:
         """One round of this node: sum the requests (phi_i), step as an offloader, then answer
-        the predecessors with a status carrying the Omega of that step."""
-        out: List[Outgoing] = []
+        the predecessors with a status carrying the Omega of that step (``step = "joint"``: the
+        step once the stage's reports are in, ``JointSyncMixin``)."""
+        self._reqs = []
         if self.receiver:
             # An alive predecessor whose request is late this round counts with its last one,
             # so a stalled round does not make this node look idle.
-            reqs = [self.last_request[p] for p in view.predecessors if p in self.last_request
-                    and (p in view.alive or self.request_round.get(p, -1) >= self.round)]
-            if reqs:
-                self.phi = D.arrival_rate(reqs, view.stage_flops[view.stage - 1])
-            self._shift = D.load_shift(reqs, self.own_status, view.capacity_flops)
+            self._reqs = [self.last_request[p] for p in view.predecessors
+                          if p in self.last_request
+                          and (p in view.alive or self.request_round.get(p, -1) >= self.round)]
+            if self._reqs:
+                self.phi = D.arrival_rate(self._reqs, view.stage_flops[view.stage - 1])
+            self._shift = D.load_shift(self._reqs, self.own_status, view.capacity_flops)
         else:
             self._shift = 0.0
-        if self.offloader:
-            out += self._step(view)
-        else:
+        if not self.offloader:
             self._note_quiet(view, self._shift)
-        if self.receiver:
-            self.own_status = D.receiver_status(
-                view.node_id, self.round, view.capacity_flops, reqs,
-                self.last_step if self.offloader else None, self.th, self.th_version,
-                previous=self.own_status)
-            out = self._status_out(view.predecessors) + out
-        self.round += 1
-        self.progress_at = now
-        self._settle_if_quiet()
-        return out
-
-    def _step(self, view: NodeView) -> List[Outgoing]:
+            return self._answer(view, now, [])
         h, rnd, rate = view.stage, self.round, self._rate(view)
         rates = {s: (view.link_rate_bytes_s.get(s) or UNKNOWN_LINK_RATE) for s in view.successors}
         # A successor that is alive but whose status is late this round keeps its last one:
@@ -375,15 +354,23 @@ class DtoeePolicy(SettleMixin, ThresholdSyncMixin, AgentPolicy):
         statuses = {s: self.last_status[s] for s in view.successors if s in self.last_status
                     and (s in view.alive or self.status_round.get(s, -1) >= rnd)}
         before = self._live_work(view)
+        if self.params.step == "joint":
+            return self._joint_report(view, now, rate, rates, statuses, before)
         res = D.offloader_step(view.node_id, rnd, before, rate, self._remaining(view, h),
                                view.stage_flops[h], view.stage_input_bytes[h], rates, statuses,
                                self.params, self.th, self.th_version,
                                previous_arrival_rate_tasks_s=self.req_rate,
                                previous_change=self.prev_change)
-        out: List[Outgoing] = []
+        return self._answer(view, now, self._apply(view, res, rate, before))
+
+    def _apply(self, view: NodeView, res: D.OffloaderResult, rate: float,
+               before: Dict[str, float]) -> List[Outgoing]:
+        """Take this round's offloader step: routing, quiet streak, the next round's requests
+        (held instead while this stage decides its threshold)."""
+        h, rnd = view.stage, self.round
         if not res.routing:
             self.quiet = 0
-            return out
+            return []
         first = self.prev_change is None  # the phase's first step: nothing to compare with
         shift = D.omega_shift(res, None if first else self.last_step)
         self.work, self.last_step, self.prev_change = res.routing, res, res.change
@@ -391,7 +378,19 @@ class DtoeePolicy(SettleMixin, ThresholdSyncMixin, AgentPolicy):
         self.pending, self.req_rate = res.requests, rate
         if view.exit_profile is not None and threshold_stage(
                 rnd, self.params.m, view.exit_stages, self.params.first_threshold_round) == h:
-            return out + self._report(view, rnd, rate, before, res.marginals_s)
-        if rnd + 1 < self.rounds:
-            out += self._send_requests(view)
+            return self._report(view, rnd, rate, before, res.marginals_s)
+        return self._send_requests(view) if rnd + 1 < self.rounds else []
+
+    def _answer(self, view: NodeView, now: float, out: List[Outgoing]) -> List[Outgoing]:
+        """End this node's round: its status to the predecessors (ahead of ``out``, the step's
+        messages), then the next round."""
+        if self.receiver:
+            self.own_status = D.receiver_status(
+                view.node_id, self.round, view.capacity_flops, self._reqs,
+                self.last_step if self.offloader else None, self.th, self.th_version,
+                previous=self.own_status, joint=self.params.step == "joint")
+            out = self._status_out(view.predecessors) + out
+        self.round += 1
+        self.progress_at = now
+        self._settle_if_quiet()
         return out

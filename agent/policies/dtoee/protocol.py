@@ -72,6 +72,13 @@ previous routing change (heavy ball), scaled down on receivers whose damping exc
 predecessors overshoot). Everything comes from the node's own RUS messages and its own
 previous step.
 
+``joint``: the offloaders of a stage step together (``agent.policies.dtoee.joint``): after
+the RUS of its successors, each sends the others of its stage a ``StageReport`` (its rate,
+routing, link rates and those RUSs) and, once every live sibling's report is in, solves the
+stage's joint problem and keeps its row; its Omega and Psi are then evaluated at the new routing
+and the receivers' loads under it. A round costs one hop forward and 2H back. The receivers'
+damping starts at 1 (the joint solve sees the pile-up).
+
 Links (``DtoeeParams.link_model``): under ``"shared"`` (the default) the hop term of Delta_ij is
 the node's own link to j as a server of r_ij bytes/s, b r/(r - L)^2 with L = b x_ij its wire
 bytes/s, plus eq. 11's penalty on L/r; the node knows x_ij, so no message carries more. The
@@ -158,19 +165,21 @@ def make_requests(node_id: str, round: int, routing: Mapping[str, float],
 def receiver_status(node_id: str, round: int, capacity_flops_s: float,
                     requests: Sequence[Request], downstream: Optional[OffloaderResult],
                     thresholds: Mapping[int, float], thresholds_version: int,
-                    previous: Optional[Status] = None) -> Status:
+                    previous: Optional[Status] = None, joint: bool = False) -> Status:
     """Alg. 1: sum this round's RURs into lambda_j and answer with a RUS.
 
     ``downstream`` is this node's latest ``OffloaderResult`` (None at the final stage, or before
     its first offloader step: Omega = 0); ``previous`` its own previous RUS in this phase (None in
-    the first round), from which the default rule's damping adapts.
+    the first round), from which the default rule's damping adapts. The damping starts at the
+    number of predecessors (their steps pile up), or at 1 under ``step = "joint"`` (``joint``:
+    the predecessors' joint step sees the pile-up).
     """
     load = float(sum(r.flops_s for r in requests))
     omega = downstream.omega_s if downstream is not None else 0.0
     curv = downstream.curvature_s2 if downstream is not None else 0.0
     n = len(requests)
     if previous is None:
-        change, damping = 0.0, float(max(n, 1))
+        change, damping = 0.0, 1.0 if joint else float(max(n, 1))
     else:
         change = load - previous.load_flops_s
         damping = float(adapt_damping(np.float64(change), previous.load_change_flops_s,

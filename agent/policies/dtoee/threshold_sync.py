@@ -22,8 +22,23 @@ log = logging.getLogger(__name__)
 
 
 class ThresholdSyncMixin:
-    """Held requests and the threshold decision; state lives on the policy (``held_round``,
-    ``reports``, ``last_report``, ``th``, ``th_version``, ``pending``, ``work``)."""
+    """Held requests, the threshold decision and I_h under the thresholds; state lives on the
+    policy (``held_round``, ``reports``, ``last_report``, ``th``, ``th_version``, ``pending``,
+    ``work``, ``_remaining_cache``)."""
+
+    def _remaining(self, view: NodeView, stage: int) -> float:
+        """I_h of ``stage`` under the configured thresholds (1 for a source or without profile)."""
+        if stage < 1 or view.exit_profile is None:
+            return 1.0
+        # exit_stats sweeps the whole profile and every round asks: cache it per thresholds
+        key = (stage, tuple(sorted(self.th.items())))
+        got = self._remaining_cache.get(key)
+        if got is None:
+            st = exit_stats(view.exit_profile, self.th)
+            if len(self._remaining_cache) > 64:
+                self._remaining_cache.clear()
+            got = self._remaining_cache[key] = float(st.remaining[stage - 1])
+        return got
 
     def _report(self, view: NodeView, rnd: int, rate: float, before: Dict[str, float],
                 marginals_s: Dict[str, float]) -> List[Outgoing]:
