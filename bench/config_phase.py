@@ -18,7 +18,7 @@ statuses' loads.
 
     python3 bench/config_phase.py [--slots 3] [--workers 3,3,2,2] [--sources 2]
                                   [--settle-rounds 8] [--rate 4] [--slot-start uniform]
-                                  [--utilisation 0.6] [--dump FILE]
+                                  [--utilisation 0.6] [--dump FILE] [--step joint]
 
 A slot starts from the routing the previous one ended with, so under a steady load the
 routing is within 1% from round 0 and the rounds only confirm it (the early end then cuts
@@ -31,7 +31,8 @@ within a stage in the ratios 1 : 0.7 : 0.5) such that each stage could carry the
 tasks at utilisation U, so the routing has loads to balance. ``--workers``/``--sources``
 shrink the fleet, to see how the round time depends on how many agent processes share the
 machine's cores; ``--settle-rounds 0`` runs every round (no early
-end), as before the early end existed.
+end), as before the early end existed. ``--step joint`` sets the DTO-EE knob ``step``: the
+offloaders of a stage step together (the testbed then lists the sources as each other's peers).
 """
 
 from __future__ import annotations
@@ -126,6 +127,8 @@ def main() -> int:
                          "and slot to this JSON file")
     ap.add_argument("--slot-start", default="last", choices=("last", "uniform"),
                     help="DTO-EE knob slot_start: each phase from the last routing or uniform")
+    ap.add_argument("--step", default="default", choices=("default", "joint"),
+                    help="DTO-EE knob step: per-node steps or the stage-joint step")
     args = ap.parse_args()
     per_stage = [int(x) for x in args.workers.split(",")]
     caps = (capacities(per_stage, args.rate, args.utilisation)
@@ -135,7 +138,7 @@ def main() -> int:
                           agent={"rounds_per_slot": ROUNDS, "round_interval_s": 0.05,
                                  "heartbeat_interval_s": 0.25})
     topo["knobs"] = {"dtoee": {"settle_rounds": args.settle_rounds,
-                               "slot_start": args.slot_start}}
+                               "slot_start": args.slot_start, "step": args.step}}
     load_s = args.slot_s * (args.slots + 3) + 10
     run = Local(topo, "dtoee", rate=args.rate, load_s=load_s)
     ctx = zmq.Context()
