@@ -198,14 +198,9 @@ def solve_stage(prob: StageProblem, params: DtoeeParams) -> np.ndarray:
         free = used | (g < top[row])
         while True:
             idx = np.flatnonzero(free)
-            hess = (inc[:, idx].T * h_recv) @ inc[:, idx] \
-                + np.diag(h_edge[idx] + 1e-9 * (1.0 + h_recv[col[idx]]))
-            kkt = np.block([[hess, balance[:, idx].T],
-                            [balance[:, idx], np.zeros((n_rows, n_rows))]])
-            sol = np.linalg.lstsq(kkt, np.concatenate([-g[idx], np.zeros(n_rows)]),
-                                  rcond=None)[0]
             d = np.zeros(n_edges)
-            d[idx] = sol[:len(idx)]
+            d[idx] = _newton_direction(inc[:, idx], h_recv, h_edge[idx] + 1e-9 * (
+                1.0 + h_recv[col[idx]]), balance[:, idx], g[idx])
             bad = free & ~used & (d < 0)
             if not bad.any():
                 break
@@ -231,6 +226,26 @@ def solve_stage(prob: StageProblem, params: DtoeeParams) -> np.ndarray:
         if settled:
             break
     return y
+
+
+def _newton_direction(inc, h_recv, h_edge, balance, g):
+    """The step d over the free edges: min g.d + 1/2 d^T H d with balance @ d = 0, H = inc^T
+    diag(h_recv) inc + diag(h_edge), h_edge > 0. Solved on the diagonally scaled system (the
+    curvatures span many orders of magnitude near saturation, where an unscaled system lost the
+    small differences between an offloader's edges), rows without a free edge left out."""
+    rows = np.flatnonzero(balance.any(axis=1))
+    bal = balance[rows]
+    hess = (inc.T * h_recv) @ inc + np.diag(h_edge)
+    scale = 1.0 / np.sqrt(np.diag(hess))
+    k = len(rows)
+    kkt = np.block([[hess * scale[:, None] * scale[None, :], (bal * scale).T],
+                    [bal * scale, np.zeros((k, k))]])
+    rhs = np.concatenate([-g * scale, np.zeros(k)])
+    try:
+        z = np.linalg.solve(kkt, rhs)
+    except np.linalg.LinAlgError:
+        z = np.linalg.lstsq(kkt, rhs, rcond=None)[0]
+    return z[:len(g)] * scale
 
 
 def joint_routing(prob: StageProblem, params: DtoeeParams
