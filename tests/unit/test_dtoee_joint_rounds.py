@@ -100,3 +100,22 @@ def test_the_testbed_lists_the_other_sources_as_peers_for_the_joint_step():
         objs = node_objects(dataclasses.replace(topo, knobs=knobs), "b", "dtoee", 10.0, 5.0,
                             "/tmp/x", ends, ends, paced=False)
         assert [p["id"] for p in objs["cam1"]["peers"]] == ["w1a", "w1b"] + extra
+
+
+def test_joint_agents_tune_thresholds_as_the_driver():
+    """Rule: the threshold step works as under the per-node rule: the workers of the adjusting
+    stage hold their next requests for each other's threshold reports, after their joint step,
+    and the agents' thresholds and routing equal run_dtoee's with step "joint"."""
+    from agent.policies.model import with_link_model
+    from tests.unit.test_dtoee_agent_rounds import _with_profile
+
+    sc = with_link_model(_with_profile(_scenario(3, 0.85), (2, 3), 0.5), "delay")
+    th = {2: 0.8}
+    mine, nodes, kinds = _run_phase(sc, 30, thresholds=th,
+                                    knobs=dict(JOINT, link_model="delay"))
+    ref = run_dtoee(sc, rounds=30, stop_when_converged=False, thresholds=th,
+                    params=DtoeeParams(step="joint", link_model="delay"))
+    assert _gap(mine, ref.routing) < 1e-5
+    assert all({int(k): c for k, c in p.th.items()} == ref.thresholds
+               for p, v in nodes.values() if v.stage == 2)
+    assert kinds[Kind.THRESHOLD] > 0 and ref.thresholds != th
