@@ -45,7 +45,7 @@ from agent.policies.dtoee.knobs import DtoeeParams  # noqa: E402
 from agent.policies.dtoee.network import run_dtoee  # noqa: E402
 from agent.policies.dtoee.steps import (  # noqa: E402
     DAMP_NOISE,
-    _penalty,
+    penalty_slopes,
     _water_fill,
     row_marginals,
 )
@@ -84,7 +84,7 @@ def _receivers(recv, phi, npred, omega, psi, a, mu, dual, rho_state, params, ada
     """The receivers' part of one round: new dual, published price and penalty rho."""
     y = phi[recv]
     _, d1, d2 = pressure(a * y, mu, params.rho_ext)
-    pen1, pen2 = _penalty(a * y, mu, a, params)
+    pen1, pen2 = penalty_slopes(a * y, mu, a, params)
     curv = a * a * d2 + pen2 + psi[recv]
     old = rho_state[recv]
     if adapt is None:
@@ -106,7 +106,7 @@ def _receivers(recv, phi, npred, omega, psi, a, mu, dual, rho_state, params, ada
 
     def marginal(load):
         _, s1, _ = pressure(a * load, mu, params.rho_ext)
-        return a * s1 + _penalty(a * load, mu, a, params)[0] + omega[recv] \
+        return a * s1 + penalty_slopes(a * load, mu, a, params)[0] + omega[recv] \
             + psi[recv] * (load - y)
 
     lo, hi = np.zeros_like(y), 4.0 * np.maximum(y, 1.0) + 10.0

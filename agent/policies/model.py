@@ -58,6 +58,15 @@ def wire_bytes(payload_bytes):
     return b + (np.ceil(b / WIRE_MSS_BYTES) + 1.0) * WIRE_SEGMENT_OVERHEAD_BYTES
 
 
+def hop_bytes(input_bytes, link_model: str):
+    """Bytes a task of ``input_bytes`` tensor bytes takes on a link: with the wire overhead
+    under ``"shared"``, the tensor's beta_h under the paper's ``"delay"`` (array ok)."""
+    b = np.asarray(input_bytes, dtype=np.float64)
+    if link_model == "shared":
+        return np.where(b > 0, wire_bytes(b), 0.0)
+    return b
+
+
 def link_model_of(knobs: Mapping[str, object], where: str = "knobs") -> str:
     """The ``link_model`` knob of a scenario's (or node config's) knobs, validated."""
     return Fields(knobs, where, ScenarioError).str("link_model", DEFAULT_LINK_MODEL, LINK_MODELS)
@@ -92,11 +101,8 @@ class Network:
 
     @property
     def hop_bytes(self) -> np.ndarray:
-        """(H+1,) bytes a task entering stage h takes on a link: with the wire overhead under
-        ``"shared"``, the tensor's beta_h under the paper's ``"delay"``."""
-        if self.link_model == "shared":
-            return np.where(self.input_bytes > 0, wire_bytes(self.input_bytes), 0.0)
-        return self.input_bytes
+        """(H+1,) bytes a task entering stage h takes on a link (``hop_bytes``)."""
+        return hop_bytes(self.input_bytes, self.link_model)
 
     @property
     def num_stages(self) -> int:

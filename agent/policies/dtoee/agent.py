@@ -99,6 +99,7 @@ class DtoeePolicy(SettleMixin, ThresholdSyncMixin, JointSyncMixin, AgentPolicy):
         self.stage_reports: Dict[int, Dict[str, Any]] = {}  # step "joint": round -> reports
         self.joint_held: Optional[Any] = None  # step "joint": the step waiting for them
         self.last_stage_report: Optional[Any] = None  # step "joint": own, echoed once settled
+        self.background_slot = -1  # step "joint": slot of the last missing-report warning
 
     def configure(self, cfg, view: NodeView) -> None:
         self.slot_length_s = cfg.slot_length_s

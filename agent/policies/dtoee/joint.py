@@ -34,8 +34,8 @@ from typing import Dict, List, Mapping, Sequence, Tuple
 import numpy as np
 
 from agent.policies.dtoee.knobs import DtoeeParams
-from agent.policies.dtoee.steps import row_marginals
-from agent.policies.model import pressure, wire_bytes
+from agent.policies.dtoee.steps import penalty_slopes, row_marginals
+from agent.policies.model import hop_bytes, penalty, pressure
 
 NEWTON_ITERATIONS = 60  # at most; 1-3 are typical, 31 the most seen (docs/dtoee.md)
 
@@ -140,17 +140,10 @@ def stage_problem(reports: Sequence[StageReport], flops: float, input_bytes: flo
     background = np.where(npred > fed, np.maximum(load / flops - flow, 0.0), 0.0)
     _, _, d2 = pressure(load, cap, params.rho_ext)
     curv = psi + (np.maximum(kappa, 1.0) - 1.0) * (flops * flops * d2 + psi)
-    hop = float(wire_bytes(input_bytes)) if params.link_model == "shared" else float(input_bytes)
+    hop = float(hop_bytes(input_bytes, params.link_model))
     return StageProblem(tuple(r.sender for r in reps), names, f, row_a, col_a, tuple(succ), p_a,
                         np.array(rate, dtype=np.float64), float(flops), hop, load, cap, omega,
                         curv, background)
-
-
-def _penalty(load, cap, params: DtoeeParams):
-    """Eq. 11 for servers of capacity ``cap`` and its first two derivatives in the load."""
-    ex = np.maximum(0.0, load / cap - 1.0 + params.epsilon)
-    k = params.penalty_k
-    return k * ex ** 2, 2.0 * k * ex / cap, np.where(ex > 0, 2.0 * k / cap ** 2, 0.0)
 
 
 def stage_cost(prob: StageProblem, y: np.ndarray, params: DtoeeParams):
@@ -159,17 +152,19 @@ def stage_cost(prob: StageProblem, y: np.ndarray, params: DtoeeParams):
     a = prob.flops
     arr = prob.background + np.bincount(prob.col, weights=y, minlength=len(prob.receivers))
     v, d1, d2 = pressure(a * arr, prob.capacity, params.rho_ext)
-    pen, pen1, pen2 = _penalty(a * arr, prob.capacity, params)
+    pen1, pen2 = penalty_slopes(a * arr, prob.capacity, a, params)
     gap = arr - prob.load / a
-    cost = float(np.sum(v + pen + prob.omega * arr + 0.5 * prob.curvature * gap * gap))
-    grad = (a * d1 + a * pen1 + prob.omega + prob.curvature * gap)[prob.col]
-    h_recv = a * a * (d2 + pen2) + prob.curvature
+    cost = float(np.sum(v + prob.omega * arr + 0.5 * prob.curvature * gap * gap)) + penalty(
+        a * arr, prob.capacity, params.penalty_k, params.epsilon)
+    grad = (a * d1 + pen1 + prob.omega + prob.curvature * gap)[prob.col]
+    h_recv = a * a * d2 + pen2 + prob.curvature
     b = prob.hop_bytes
     if params.link_model == "shared":
         lv, l1, l2 = pressure(b * y, prob.rate, params.rho_ext)
-        lpen, lpen1, lpen2 = _penalty(b * y, prob.rate, params)
-        return (cost + float(np.sum(lv + lpen)), grad + b * (l1 + lpen1), h_recv,
-                b * b * (l2 + lpen2))
+        lpen1, lpen2 = penalty_slopes(b * y, prob.rate, b, params)
+        return (cost + float(np.sum(lv)) + penalty(b * y, prob.rate, params.penalty_k,
+                                                   params.epsilon),
+                grad + b * l1 + lpen1, h_recv, b * b * l2 + lpen2)
     return cost + float(np.sum(b / prob.rate * y)), grad + b / prob.rate, h_recv, \
         np.zeros(len(y))
 
@@ -274,9 +269,7 @@ def joint_row(report: StageReport, new_routing: Mapping[str, float],
     cap = np.array([[report.capacities_flops_s[j] for j in succ]])
     omega = np.array([[report.omegas_s[j] for j in succ]])
     psi = np.array([[report.curvatures_s2[j] for j in succ]])
-    old = np.array([[report.routing[j] for j in succ]])
-    total = old.sum()
-    old = old / total if total > 0 else np.full(old.shape, 1.0 / len(succ))
+    old = np.array([[report.routing[j] for j in succ]])  # normalised by its builder
     delta = row_marginals(old, *args, np.array([[report.loads_flops_s[j] for j in succ]]), cap,
                           omega, psi, one, params, np.array([report.out_rate_tasks_s]))[0]
     _, _, om, ps = row_marginals(np.array([[new_routing[j] for j in succ]]), *args,

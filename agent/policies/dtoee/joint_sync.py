@@ -27,9 +27,8 @@ log = logging.getLogger(__name__)
 
 class JointSyncMixin:
     """Stage reports and the held joint step; state lives on the policy (``stage_reports``,
-    ``joint_held``, ``last_stage_report``, ``round``, ``req_rate``, ``siblings``)."""
-
-    _background_slot = -1  # the slot in which a missing report was last logged
+    ``joint_held``, ``last_stage_report``, ``background_slot``, ``round``, ``req_rate``,
+    ``siblings``)."""
 
     def _joint_report(self, view: NodeView, now: float, rate: float,
                       rates: Mapping[str, float], statuses: Mapping[str, D.Status],
@@ -76,8 +75,8 @@ class JointSyncMixin:
         h = view.stage
         flops, size, rem = view.stage_flops[h], view.stage_input_bytes[h], self._remaining(view, h)
         prob = J.stage_problem(list(reports.values()), flops, size, self.params)
-        if prob.background.any() and self._background_slot != self.slot:
-            self._background_slot = self.slot  # once per slot: a missing peer, or a dead one
+        if prob.background.any() and self.background_slot != self.slot:
+            self.background_slot = self.slot  # once per slot: a missing peer, or a dead one
             log.warning("joint step: receivers %s have predecessors that sent this node no "
                         "stage report (not listed as peers of stage %d, or late); their flows "
                         "count as fixed", ", ".join(j for j, b in zip(prob.receivers,

@@ -18,7 +18,7 @@ import numpy as np
 
 from agent.policies.dtoee.joint import StageReport, joint_routing, joint_row, stage_problem
 from agent.policies.dtoee.knobs import DtoeeParams, parse_knobs
-from agent.policies.dtoee.steps import adapt_damping, row_marginals, update_rows
+from agent.policies.dtoee.steps import adapt_damping, initial_damping, row_marginals, update_rows
 from agent.policies.model import (
     PolicyResult,
     accuracy_range,
@@ -87,9 +87,7 @@ def run_dtoee(scenario: Scenario, rounds: Optional[int] = None,
     lam_prev = None
     prev_step = np.zeros(valid.shape)
     change_prev = np.zeros(n)
-    # receiver damping: from the predecessors' count (their steps pile up), or from 1 when they
-    # step jointly (the joint solve sees the pile-up)
-    kappa = np.ones(n) if params.step == "joint" else np.maximum(npred, 1.0)
+    kappa = initial_damping(npred, params.step == "joint")
     delays: List[float] = []
     quiet_needed = params.m * max(1, len(exits)) if exits else 0
     last_th_change = -1
@@ -182,7 +180,8 @@ def _joint(net, rows, prow, valid, out_rate, remaining, lam, omega, psi, kappa, 
     prob = stage_problem(reports, flops, size, params)
     routing, loads = joint_routing(prob, params)
     by_id = dict(zip(prob.offloaders, routing))
-    new, delta = np.zeros((len(rows), valid.shape[1])), np.full((len(rows), valid.shape[1]), np.inf)
+    shape = (len(rows), valid.shape[1])
+    new, delta = np.zeros(shape), np.full(shape, np.inf)
     om, ps = np.zeros(len(rows)), np.zeros(len(rows))
     for k, (r, rep) in enumerate(zip(rows, reports)):
         mine = by_id[rep.sender]

@@ -98,7 +98,7 @@ from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
 import numpy as np
 
 from agent.policies.dtoee.knobs import DtoeeParams
-from agent.policies.dtoee.steps import adapt_damping, update_rows
+from agent.policies.dtoee.steps import adapt_damping, initial_damping, update_rows
 
 # ---------------------------------------------------------------------------------- messages
 
@@ -179,7 +179,7 @@ def receiver_status(node_id: str, round: int, capacity_flops_s: float,
     curv = downstream.curvature_s2 if downstream is not None else 0.0
     n = len(requests)
     if previous is None:
-        change, damping = 0.0, 1.0 if joint else float(max(n, 1))
+        change, damping = 0.0, float(initial_damping(n, joint))
     else:
         change = load - previous.load_flops_s
         damping = float(adapt_damping(np.float64(change), previous.load_change_flops_s,

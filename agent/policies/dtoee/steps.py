@@ -29,7 +29,7 @@ def link_terms(p, out_rate, next_bytes, link_rate, valid, params: DtoeeParams):
     return b, load, np.where(valid, link_rate, 1.0)
 
 
-def _penalty(load, cap, per_task, params: DtoeeParams):
+def penalty_slopes(load, cap, per_task, params: DtoeeParams):
     """Eq. 11's first and second derivative in the flow for one server (worker or link) whose
     load grows by ``per_task`` (FLOP or bytes) per task/s."""
     excess = np.maximum(0.0, load / cap - 1.0 + params.epsilon)
@@ -49,13 +49,13 @@ def row_marginals(p, remaining, next_flops, next_bytes, link_rate, load, capacit
     a = np.asarray(next_flops, dtype=np.float64)[:, None]
     cap = np.where(valid, capacity, 1.0)
     _, d1, d2 = pressure(np.where(valid, load, 0.0), cap, params.rho_ext)
-    pen1, pen2 = _penalty(load, cap, a, params)
+    pen1, pen2 = penalty_slopes(load, cap, a, params)
     if parts is not None:
         parts["receivers"] = (d1, d2)
     if params.link_model == "shared" and out_rate is not None:
         b, lload, rate = link_terms(p, out_rate, next_bytes, link_rate, valid, params)
         _, l1, l2 = pressure(lload, rate, params.rho_ext)
-        lp1, lp2 = _penalty(lload, rate, b, params)
+        lp1, lp2 = penalty_slopes(lload, rate, b, params)
         link, link_h = b * l1 + lp1, b * b * l2 + lp2
         if parts is not None:
             parts["links"] = (b, lload, rate, l1, l2, lp1, lp2)
@@ -136,6 +136,14 @@ def newton_step(p, out_rate, delta, curvature, headroom, predecessors, damping, 
     if idle.any():
         out[idle] = paper_step(pv[idle], delta[idle], valid[idle], 0.5)
     return out
+
+
+def initial_damping(predecessors, joint: bool):
+    """A receiver's damping kappa_j before its load has changed: its number of predecessors
+    (their steps pile up on it), or 1 under ``step = "joint"`` (the joint solve sees the
+    pile-up). Arrays or scalars."""
+    return np.ones_like(predecessors, dtype=np.float64) if joint \
+        else np.maximum(predecessors, 1.0)
 
 
 def adapt_damping(change, previous_change, damping, predecessors, capacity):
