@@ -39,13 +39,12 @@ def softmax_confidence(logits: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
     early. Returns ``(confidence (N,), predicted_class (N,))``.
     """
     z = np.asarray(logits, dtype=np.float64)
-    if z.ndim == 1:
-        z = z[None, :]
-    z = z.reshape(z.shape[0], -1)
-    z = z - z.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    p = e / e.sum(axis=1, keepdims=True)
-    return p.max(axis=1), p.argmax(axis=1)
+    if z.ndim != 2:
+        z = z.reshape(1, -1) if z.ndim == 1 else z.reshape(z.shape[0], -1)
+    # the top probability is exp(0) / sum = 1 / sum exactly: no division of the whole row (it
+    # runs once per task on a worker), the same figures
+    e = np.exp(z - z.max(axis=1, keepdims=True))
+    return 1.0 / e.sum(axis=1), z.argmax(axis=1)
 
 
 def should_exit(confidence: float, threshold: float) -> bool:

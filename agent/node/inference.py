@@ -234,15 +234,21 @@ class InferenceThread:
         widths agree; the call's time is shared among the jobs' service times."""
         busy = self.service_clock.get(stage, self.clock)
         b0 = busy()
-        rows = [np.asarray(lg).reshape(-1) for _, lg in heads]
-        if len({r.shape[0] for r in rows}) == 1:
-            conf, cls = softmax_confidence(np.stack(rows))
+        if len(heads) == 1:  # the common case on a lightly loaded worker: no copy
+            conf, cls = softmax_confidence(np.asarray(heads[0][1]).reshape(1, -1))
         else:
-            parts = [softmax_confidence(r.reshape(1, -1)) for r in rows]
-            conf, cls = [c[0] for c, _ in parts], [k[0] for _, k in parts]
+            rows = [np.asarray(lg).reshape(-1) for _, lg in heads]
+            if len({r.shape[0] for r in rows}) == 1:
+                conf, cls = softmax_confidence(np.stack(rows))
+            else:
+                parts = [softmax_confidence(r) for r in rows]
+                conf, cls = [c[0] for c, _ in parts], [k[0] for _, k in parts]
         share = (busy() - b0) / len(heads)
-        for i, (done, _) in enumerate(heads):
-            done.confidence, done.cls = float(conf[i]), int(cls[i])
+        # tolist: Python floats and ints in one call, not a numpy scalar per job
+        conf = conf.tolist() if isinstance(conf, np.ndarray) else [float(c) for c in conf]
+        cls = cls.tolist() if isinstance(cls, np.ndarray) else [int(k) for k in cls]
+        for (done, _), c, k in zip(heads, conf, cls):
+            done.confidence, done.cls = c, k
             done.service_time_s += share
 
     def _engine_step(self, x: np.ndarray, stage: int) -> Tuple[Done, Any]:
