@@ -220,7 +220,8 @@ class WorkerSide(Role):
         self.received += 1
         self.out.count("tasks_in")
         self.metrics.task_in(h)
-        meta = dict(f, **{EXPIRES: now + ttl})
+        meta = f  # decoded for this message alone: the job owns it from here
+        meta[EXPIRES] = now + ttl
         if self.head_hook and h == 1:
             meta[RAW] = x  # the raw input, for an ESCALATE (A4)
         self._queue(Job(meta=meta, x=x, stage=h), now)
@@ -243,7 +244,7 @@ class WorkerSide(Role):
     # -- after inference ---------------------------------------------------------------------
 
     def _inference_done(self, done: Done) -> None:
-        f = dict(done.meta)
+        f = done.meta  # the job's own map (on_data, _queue and reclaim each build one): no copy
         expires = f.pop(EXPIRES, 0.0)
         x0, local = f.pop(RAW, None), f.pop(LOCAL, None)
         f.pop("ttl_s", None)
@@ -253,7 +254,6 @@ class WorkerSide(Role):
         self.capacity.observe(done.service_time_s)
         h = f["stage"]
         view = self.out.view
-        nf = dict(f, stage=h + 1, hops=f["hops"] + 1)
         final = view.last_stage if self.cfg.terminal else view.num_stages
 
         def keep_local() -> bool:
@@ -278,13 +278,6 @@ class WorkerSide(Role):
         now = self.clock()
         if step is not Step.EXIT and expires and now >= expires:
             return self.out.drop("deadline")  # its source has given up: no next stage
-        if step is Step.LOCAL:
-            self.out.count("kept_local")  # this worker holds the next stage too
-            nf[EXPIRES] = expires
-            if self.head_hook:
-                nf[RAW], nf[LOCAL] = x0, local
-            self._queue(Job(meta=nf, x=done.features, stage=h + 1), now)
-            return
         if step is Step.EXIT:
             self.out.count("finished" if h == view.num_stages else "exited")
             self.metrics.task_exited(h)
@@ -299,6 +292,14 @@ class WorkerSide(Role):
             item = OutItem(Kind.RESULT, "R:" + wire.task_key(f["id"], f["attempt"]), out, None,
                            dest=f["source"], keep_until=expires)
         else:
+            nf = dict(f, stage=h + 1, hops=f["hops"] + 1)
+            if step is Step.LOCAL:
+                self.out.count("kept_local")  # this worker holds the next stage too
+                nf[EXPIRES] = expires
+                if self.head_hook:
+                    nf[RAW], nf[LOCAL] = x0, local
+                self._queue(Job(meta=nf, x=done.features, stage=h + 1), now)
+                return
             item = OutItem(Kind.TASK, wire.task_key(f["id"], f["attempt"]), nf, done.features,
                            expires=expires)
         self.metrics.task_out(h)
