@@ -279,26 +279,29 @@ class Outbox:
                 item.tried.append(peer)
                 item.link_start = 0.0
                 self.send(item, now)
+        measured = 0
         for key in keys:
             item = self.items.pop(key, None)
-            if item is not None:
-                self.counters["acked"] += 1
-                if item.link_start > 0 and item.resends == 0 and item.dest == peer:
-                    self._link_measured(peer, item, now)
-                # D_nm for the policy. Only a first send counts: after a hop resend the ACK
-                # may come from the earlier successor.
-                if (item.kind == Kind.TASK and item.link_start > 0 and item.resends == 0
-                        and item.dest == peer):
+            if item is None:
+                continue
+            self.counters["acked"] += 1
+            # only a first send's ACK measures: after a resend it may come from the other hop
+            if item.link_start > 0 and item.resends == 0 and item.dest == peer:
+                self.link_rates.observe(peer, item.link_start, now, wire_bytes_of(item.nbytes))
+                measured += 1
+                if item.kind == Kind.TASK:  # D_nm for the policy
                     self.policy.on_transfer(peer, now - item.link_start,
                                             0 if item.tensor is None else item.tensor.nbytes)
+        if measured:
+            self._link_measured(peer)
 
-    def _link_measured(self, peer: str, item: OutItem, now: float) -> None:
-        """One transfer's rate sample (``LinkRates``); while the link has an estimate the view
-        (DTO-EE, BF) uses it, and stats (counter ``link_rate_bytes_s_<peer>``) and metrics
-        show it; when its samples stop supporting one, the configured rate is back."""
-        self.link_rates.observe(peer, item.link_start, now, wire_bytes_of(item.nbytes))
+    def _link_measured(self, peer: str) -> None:
+        """``peer``'s link has new rate samples (``LinkRates``, once per ACK message): while it
+        has an estimate the view (DTO-EE, BF), stats (``link_rate_bytes_s_<peer>``) and metrics
+        use it; when its samples stop supporting one, the configured rate is back."""
         got = self.link_rates.estimate(peer)
-        self.view.link_rate_bytes_s[peer] = self.link_rates.rate(peer)
+        self.view.link_rate_bytes_s[peer] = (self.link_rates.prior.get(peer, 0.0) if got is None
+                                             else got)
         if got is not None:
             self.counters["link_rate_bytes_s_" + peer] = int(got)
             self.metrics.link_rate(peer, got)
