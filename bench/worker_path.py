@@ -15,15 +15,21 @@ the engine's compute out and times what is left, the agent's own code, in one pr
 - ``--engine stub`` (default) answers every job with the real engine's output for one input,
   computed once, so the figure is the agent alone; ``--engine real`` runs onnxruntime.
 
-Figure: CPU microseconds per task (``time.process_time`` over ``--tasks`` tasks), the minimum
-and median of ``--repeat`` runs after a warm-up.
+The worker's start-up objects are frozen out of the garbage collector as ``serve`` does
+(``agent.ops.collector``; ``--no-freeze``: not).
+
+Figures: CPU microseconds per task (``time.process_time`` over ``--tasks`` tasks), the minimum
+and median of ``--repeat`` runs after a warm-up; the collector's passes during the timed runs
+by generation and the longest full one (the loop stands still meanwhile).
 
     python3 bench/worker_path.py [--tasks 20000] [--batch 5] [--repeat 7] [--engine stub|real]
+                                 [--no-freeze]
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import statistics
 import sys
@@ -37,6 +43,7 @@ from _local import chain_topology, machine
 
 from agent.net.transport import DATA, REPLY
 from agent.node.build import build
+from agent.ops.collector import freeze_startup_objects
 from agent.protocol import wire
 from agent.testbed.local import node_configs
 from agent.testbed.topology import parse_topology
@@ -105,6 +112,8 @@ def main() -> int:
     ap.add_argument("--repeat", type=int, default=7, help="timed runs (after one warm-up run)")
     ap.add_argument("--engine", choices=("stub", "real"), default="stub")
     ap.add_argument("--core", type=int, default=0, help="the core this process is pinned to")
+    ap.add_argument("--no-freeze", action="store_true",
+                    help="leave start-up objects in the collector's full passes")
     args = ap.parse_args()
     os.sched_setaffinity(0, {args.core})  # a confined worker runs its jobs on the loop's thread
     built, sent, x = _worker(args.engine)
@@ -112,8 +121,21 @@ def main() -> int:
         run(built, sent, x, args.tasks, args.batch, 0)  # warm-up
         if not built.node.role.inline:
             raise SystemExit("the worker does not run its jobs on the loop's thread")
+        if not args.no_freeze:
+            freeze_startup_objects()
+        passes, longest, started = [0, 0, 0], [0.0], [0.0]
+
+        def on_gc(phase, info):
+            if phase == "start":
+                started[0] = time.perf_counter()
+                return
+            passes[info["generation"]] += 1
+            if info["generation"] == 2:
+                longest[0] = max(longest[0], time.perf_counter() - started[0])
+        gc.callbacks.append(on_gc)
         per_task = [run(built, sent, x, args.tasks, args.batch, (k + 1) * args.tasks)
                     / args.tasks * 1e6 for k in range(args.repeat)]
+        gc.callbacks.remove(on_gc)
         done = built.node.outbox.counters["finished"]
         want = (args.repeat + 1) * args.tasks
         if done != want:
@@ -124,6 +146,9 @@ def main() -> int:
           % (machine(), args.engine, args.tasks, args.batch))
     print("CPU per task: min %.2f us, median %.2f us (%s)" % (
         min(per_task), statistics.median(per_task), ", ".join("%.1f" % v for v in per_task)))
+    print("collector (%s): %d / %d / %d passes of generation 0 / 1 / 2, the longest full one "
+          "%.1f ms" % ("start-up objects in" if args.no_freeze else "start-up objects frozen",
+                       passes[0], passes[1], passes[2], longest[0] * 1e3))
     return 0
 
 

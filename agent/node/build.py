@@ -44,6 +44,7 @@ from agent.node.role import Role
 from agent.node.source import SourceSide
 from agent.node.status import NodeStatus
 from agent.node.worker import WorkerSide
+from agent.ops.collector import freeze_startup_objects
 from agent.ops.files import (FileFault, check_file_slot, check_regular_file,
                              check_writable_dir)
 from agent.ops.metrics import AgentMetrics, NullMetrics
@@ -344,6 +345,7 @@ def serve(cfg: NodeConfig, notifier: Any = None, ctx: Optional[zmq.Context] = No
                                     cfg.control_bind, cfg.data_bind, exc)) from None
             if built.runner is not None:
                 built.runner.start()
+            freeze_startup_objects()  # full collections skip what start-up built (collector.py)
             old = {s: signal.signal(s, lambda *_: node.stop())
                    for s in (signal.SIGTERM, signal.SIGINT)}
             if notifier is not None:
