@@ -345,13 +345,13 @@ def serve(cfg: NodeConfig, notifier: Any = None, ctx: Optional[zmq.Context] = No
                                     cfg.control_bind, cfg.data_bind, exc)) from None
             if built.runner is not None:
                 built.runner.start()
-            freeze_startup_objects()  # full collections skip what start-up built (collector.py)
             old = {s: signal.signal(s, lambda *_: node.stop())
                    for s in (signal.SIGTERM, signal.SIGINT)}
             if notifier is not None:
                 notifier.ready("%s %s serving (policy %s)" % (cfg.role, cfg.node_id, cfg.policy))
             log.info("%s %s serving: policy %s, control %s, data %s, %d peer(s)", cfg.role,
                      cfg.node_id, cfg.policy, cfg.control_bind, cfg.data_bind, len(cfg.peers))
+            freeze_startup_objects()  # full collections skip what start-up built (collector.py)
             node.run()
         finally:
             if notifier is not None:
