@@ -242,12 +242,11 @@ class InferenceThread:
                 conf, cls = softmax_confidence(np.stack(rows))
             else:
                 parts = [softmax_confidence(r) for r in rows]
-                conf, cls = [c[0] for c, _ in parts], [k[0] for _, k in parts]
+                conf = np.concatenate([c for c, _ in parts])
+                cls = np.concatenate([k for _, k in parts])
         share = (busy() - b0) / len(heads)
         # tolist: Python floats and ints in one call, not a numpy scalar per job
-        conf = conf.tolist() if isinstance(conf, np.ndarray) else [float(c) for c in conf]
-        cls = cls.tolist() if isinstance(cls, np.ndarray) else [int(k) for k in cls]
-        for (done, _), c, k in zip(heads, conf, cls):
+        for (done, _), c, k in zip(heads, conf.tolist(), cls.tolist()):
             done.confidence, done.cls = c, k
             done.service_time_s += share
 

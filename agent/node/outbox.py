@@ -300,8 +300,7 @@ class Outbox:
         has an estimate the view (DTO-EE, BF), stats (``link_rate_bytes_s_<peer>``) and metrics
         use it; when its samples stop supporting one, the configured rate is back."""
         got = self.link_rates.estimate(peer)
-        self.view.link_rate_bytes_s[peer] = (self.link_rates.prior.get(peer, 0.0) if got is None
-                                             else got)
+        self.view.link_rate_bytes_s[peer] = self.link_rates.rate(peer)
         if got is not None:
             self.counters["link_rate_bytes_s_" + peer] = int(got)
             self.metrics.link_rate(peer, got)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from agent.policies.dtoee.knobs import DtoeeParams
-from agent.policies.model import pressure, wire_bytes
+from agent.policies.model import hop_bytes, pressure
 
 # receiver damping (``adapt_damping``): growth on an overshoot, decay otherwise, and the load
 # change (fraction of capacity) below which a reversal counts as noise
@@ -23,7 +23,7 @@ def link_terms(p, out_rate, next_bytes, link_rate, valid, params: DtoeeParams):
     """The offloader's own links under ``link_model`` "shared": (b (R,1) wire bytes per task,
     L (R,D) bytes/s it puts on each link, r (R,D) link rates). Every directed link carries only
     this node's tasks, so its load is known here from the node's own routing and rate."""
-    b = wire_bytes(np.asarray(next_bytes, dtype=np.float64))[:, None]
+    b = hop_bytes(next_bytes, "shared")[:, None]
     pv = np.where(valid, p, 0.0)
     load = pv * np.asarray(out_rate, dtype=np.float64)[:, None] * b
     return b, load, np.where(valid, link_rate, 1.0)
