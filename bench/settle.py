@@ -67,7 +67,7 @@ def main() -> int:
             gaps.append(network_delay(net, routing_vector(net, routing), sc.remaining)
                         / optimum(sc).delay_s - 1.0)
             rounds.append(max(p.round for p, _ in nodes.values()))
-            ended += all(p.settled for p, _ in nodes.values())
+            ended += all(p.settling.settled for p, _ in nodes.values())
             hist = run_dtoee(sc, rounds=args.rounds, stop_when_converged=False,
                              track=True).history
             to1.append(max([r + 1 for r, d in enumerate(hist)

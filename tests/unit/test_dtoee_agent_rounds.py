@@ -206,7 +206,7 @@ def test_a_request_for_an_answered_round_gets_the_status_again():
     _, nodes, _ = _run_phase(sc, 3)
     pol, view = nodes["c0"]
     pred = view.predecessors[0]
-    again = to_payload(pol.last_request[pred])  # its round-2 request, repeated
+    again = to_payload(pol.neighbours.last_request[pred])  # its round-2 request, repeated
     msg = decode(encode(Kind.DTOEE_REQUEST, pred, {"to": "c0", "payload": again}, slot=0,
                         round=2))
     out = pol.on_control(msg, view, 0.0)
@@ -241,7 +241,7 @@ def test_threshold_tuning_at_the_last_offloading_stage_matches_the_driver(load, 
         ref = run_dtoee(sc, rounds=rounds, stop_when_converged=False, thresholds=th)
         assert _gap(mine, ref.routing) < 1e-9, rounds
         deciders = [p for p, v in nodes.values() if v.stage == 2]
-        assert all({int(k): c for k, c in p.th.items()} == ref.thresholds for p in deciders)
+        assert all({int(k): c for k, c in p.tsync.th.items()} == ref.thresholds for p in deciders)
         assert kinds[Kind.THRESHOLD] > 0
     assert ref.thresholds != th  # C really moved
 
@@ -256,7 +256,7 @@ def test_threshold_tuning_at_an_earlier_stage_lags_one_round_downstream():
     th = {1: 0.8, 2: 0.8}
     mine, nodes, _ = _run_phase(sc, 30, thresholds=th)
     ref = run_dtoee(sc, rounds=30, stop_when_converged=False, thresholds=th)
-    assert all({int(k): c for k, c in p.th.items()} == ref.thresholds
+    assert all({int(k): c for k, c in p.tsync.th.items()} == ref.thresholds
                for p, _ in nodes.values())
     assert ref.thresholds != th
     assert 0 < _gap(mine, ref.routing) < 1e-2
@@ -292,7 +292,7 @@ def test_a_cold_phase_takes_its_first_threshold_step_in_round_m_as_the_driver():
                     params=DtoeeParams(link_model="delay", slot_start="uniform"))
     assert _gap(mine, ref.routing) < 1e-9
     deciders = [p for p, v in nodes.values() if v.stage == 2]
-    assert all({int(k): c for k, c in p.th.items()} == ref.thresholds for p in deciders)
+    assert all({int(k): c for k, c in p.tsync.th.items()} == ref.thresholds for p in deciders)
     assert kinds[Kind.THRESHOLD] > 0
     # rounds 0-4 alone: no report when cold, round 0's when warm
     assert _run_phase(sc, 5, thresholds=th, knobs=knobs)[2][Kind.THRESHOLD] == 0

@@ -64,8 +64,8 @@ def test_settled_nodes_answer_the_siblings_still_in_the_phase():
     for seed, load in ((2, 0.7), (3, 0.5), (5, 0.7)):
         _, nodes, kinds = _run_phase(_scenario(seed, load), 200,
                                      knobs={"step": "joint", "settle_rounds": 8})
-        assert all(p.settled for p, _ in nodes.values()), seed
-        assert not any(p.joint_held for p, _ in nodes.values()), seed
+        assert all(p.settling.settled for p, _ in nodes.values()), seed
+        assert not any(p.joint.held for p, _ in nodes.values()), seed
         assert max(p.round for p, _ in nodes.values()) < 200
 
 
@@ -116,6 +116,6 @@ def test_joint_agents_tune_thresholds_as_the_driver():
     ref = run_dtoee(sc, rounds=30, stop_when_converged=False, thresholds=th,
                     params=DtoeeParams(step="joint", link_model="delay"))
     assert _gap(mine, ref.routing) < 1e-5
-    assert all({int(k): c for k, c in p.th.items()} == ref.thresholds
+    assert all({int(k): c for k, c in p.tsync.th.items()} == ref.thresholds
                for p, v in nodes.values() if v.stage == 2)
     assert kinds[Kind.THRESHOLD] > 0 and ref.thresholds != th

@@ -30,7 +30,7 @@ def test_the_phase_ends_early_everywhere_at_the_converged_routing():
     sc = _scenario(3, 0.5)
     mine, nodes, kinds = _run_phase(sc, 200, knobs={"settle_rounds": 8})
     rounds = [p.round for p, _ in nodes.values()]
-    assert all(p.settled and not p.configuring for p, _ in nodes.values())
+    assert all(p.settling.settled and not p.configuring for p, _ in nodes.values())
     assert max(rounds) < 150 and max(rounds) - min(rounds) <= 16, rounds
     ref = run_dtoee(sc, rounds=200, params=DtoeeParams(), stop_when_converged=False)
     net = compile_network(sc)
@@ -45,7 +45,7 @@ def test_without_settle_rounds_every_round_runs():
     sc = _scenario(3, 0.5)
     _, nodes, _ = _run_phase(sc, 40, knobs={"settle_rounds": 0})
     assert all(p.round == 40 for p, _ in nodes.values() if p.offloader)
-    assert not any(p.settled for p, _ in nodes.values())
+    assert not any(p.settling.settled for p, _ in nodes.values())
 
 
 def test_with_threshold_tuning_the_phase_still_ends_without_a_stalled_round():
@@ -55,7 +55,7 @@ def test_with_threshold_tuning_the_phase_still_ends_without_a_stalled_round():
     sc = _with_profile(_scenario(3, 0.85), (1, 2, 3), 1.0)
     th = {1: 0.8, 2: 0.8}
     _, nodes, kinds = _run_phase(sc, 300, thresholds=th, knobs={"settle_rounds": 8})
-    assert all(p.settled for p, _ in nodes.values())
+    assert all(p.settling.settled for p, _ in nodes.values())
     assert max(p.round for p, _ in nodes.values()) < 300
-    assert all(p.settle == 11 for p, _ in nodes.values())  # m=5 rounds x 2 exits + 1
+    assert all(p.settling.needed == 11 for p, _ in nodes.values())  # m=5 rounds x 2 exits + 1
     assert kinds[Kind.THRESHOLD] > 0

@@ -1,8 +1,9 @@
-"""DTO-EE inside the agent: slots, the configuration phase's rounds, and threshold sync.
+"""DTO-EE inside the agent: slots and the configuration phase's rounds.
 
 All equations are ``agent.policies.dtoee`` / ``agent.policies.thresholds`` (see the protocol in
 that module's docstring); this adapter only moves their messages and keeps the state between
-calls.
+calls, in parts it holds, each owning its state: ``Neighbours`` (what was heard, by round),
+``ThresholdSync`` (C and its decision), ``Settle`` (early end), ``JointSync`` (joint step).
 
 Slots are aligned to the wall clock (slot n starts at n * slot_length_s), so nodes with
 synchronised clocks start together without a coordinator; a node that receives a request for a
@@ -11,7 +12,7 @@ ends at the latest ``rounds_per_slot * round_interval_s`` after the slot starts.
 message-driven: a node takes round t's step once it has the round-t requests of all live
 predecessors and the round-t statuses of all live successors: it sums the requests (phi_i),
 steps as an offloader (new routing, the round-(t+1) requests; under ``step = "joint"`` once its
-stage's reports are in, ``JointSyncMixin``), then answers with its status, which carries the
+stage's reports are in, ``JointSync``), then answers with its status, which carries the
 Omega of that step. Between rounds it keeps what the per-node functions carry: its previous
 status, the rate its last requests were built with and its last step's change. Round 0's
 requests use the node's current arrival rate. In the round an exit stage adjusts its threshold
@@ -25,7 +26,7 @@ the newest status again. Serving never pauses: tasks use the *active* routing an
 replaced by the configured ones when the phase ends.
 
 The phase ends early once it has converged (``settle_rounds``, see ``protocol.quiet_streak``
-and ``SettleMixin``): a node that has ended answers a neighbour still in the phase from its
+and ``Settle``): a node that has ended answers a neighbour still in the phase from its
 final state, so no neighbour waits out ``round_interval_s``.
 
 Threshold tuning needs the workers of an exit stage to hear each other: list them as peers
@@ -42,17 +43,13 @@ from typing import Any, Dict, List, Mapping, Optional
 from agent.protocol.wire import Kind, Message
 from agent.policies.api import AgentPolicy, NodeView, Outgoing
 from agent.policies.dtoee import protocol as D
-from agent.policies.dtoee.joint_sync import JointSyncMixin
+from agent.policies.dtoee.joint_sync import JointSync
 from agent.policies.dtoee.knobs import parse_agent_knobs
-from agent.policies.dtoee.payload import from_payload, to_payload
-from agent.policies.dtoee.settle import SettleMixin
-from agent.policies.dtoee.threshold_sync import ThresholdSyncMixin
-from agent.policies.thresholds import (
-    ThresholdReport,
-    threshold_stage,
-    thresholds_from_wire,
-    thresholds_to_wire,
-)
+from agent.policies.dtoee.neighbours import Neighbours, requests_out, status_out
+from agent.policies.dtoee.payload import from_payload
+from agent.policies.dtoee.settle import Settle
+from agent.policies.dtoee.threshold_sync import ThresholdSync
+from agent.policies.thresholds import ThresholdReport, threshold_stage
 
 log = logging.getLogger(__name__)
 
@@ -60,46 +57,36 @@ UNKNOWN_LINK_RATE = 1e12  # bytes/s assumed for a link without an estimate (tran
 IDLE_TICK_MAX_S = 1.0  # longest sleep between phases (how late a stepped wall clock is seen)
 
 
-class DtoeePolicy(SettleMixin, ThresholdSyncMixin, JointSyncMixin, AgentPolicy):
-    """The ``dtoee`` policy of one node (offloader, receiver or both)."""
+class DtoeePolicy(AgentPolicy):
+    """The ``dtoee`` policy of one node (offloader, receiver or both): the slots and rounds
+    here; the thresholds' decision (``tsync``), the early end (``settling``) and the joint
+    step (``joint``) are parts it holds, each with its own state."""
 
     name = "dtoee"
 
     def __init__(self, thresholds, knobs, seed=0):
         super().__init__(thresholds, knobs, seed)
         self.params = parse_agent_knobs(self.knobs)
-        self.th: Dict[int, float] = {h: float(c) for h, c in thresholds.items()}
-        self.th_version = 0
+        self.tsync = ThresholdSync(thresholds, self.params.threshold_step)
+        self.settling = Settle(self.params.settle_tolerance)
+        self.joint = JointSync(self.params)
+        self.neighbours = Neighbours()
         self.active: Dict[str, float] = {}
         self.work: Dict[str, float] = {}
         self.slot = -1
         self.configuring = False
         self.phase_end = 0.0
         self.round = 0  # the round this node steps / answers next in this phase
-        self.last_status: Dict[str, D.Status] = {}  # newest status of each successor, any slot
-        self.last_request: Dict[str, D.Request] = {}  # newest request of each predecessor
-        self.status_round: Dict[str, int] = {}  # round of each successor's status, this slot
-        self.request_round: Dict[str, int] = {}  # round of each predecessor's request, this slot
         self.phi: Optional[float] = None  # own arrival rate from the last requests summed
         self.pending: Dict[str, D.Request] = {}  # this round's requests (resent on a stall)
         self.req_rate = 0.0  # arrival rate the pending requests were built with
         self.own_status: Optional[D.Status] = None  # own previous status in this phase
         self.prev_change: Optional[Dict[str, float]] = None  # last step's change, this phase
         self.last_step: Optional[D.OffloaderResult] = None
-        self.reports: Dict[int, Dict[str, ThresholdReport]] = {}
-        self.held_round: Optional[int] = None  # round whose threshold decision holds requests
         self.progress_at = 0.0
         self.wall = time.time
-        self._remaining_cache: Dict[Any, float] = {}  # (stage, thresholds) -> I_h
-        self.quiet = 0  # quiet streak after the last round (protocol.quiet_streak)
         self._shift = 0.0  # this round's relative load change (a receiver), for the streak
-        self.settled = False  # this phase ended early: answering late neighbours only
-        self._quiet_version = 0  # thresholds version at the last quiet_streak
-        self.last_report: Optional[ThresholdReport] = None  # own, echoed once settled
-        self.stage_reports: Dict[int, Dict[str, Any]] = {}  # step "joint": round -> reports
-        self.joint_held: Optional[Any] = None  # step "joint": the step waiting for them
-        self.last_stage_report: Optional[Any] = None  # step "joint": own, echoed once settled
-        self.background_slot = -1  # step "joint": slot of the last missing-report warning
+        self._reqs: List[D.Request] = []  # the requests this round summed (its status says)
 
     def configure(self, cfg, view: NodeView) -> None:
         self.slot_length_s = cfg.slot_length_s
@@ -108,11 +95,11 @@ class DtoeePolicy(SettleMixin, ThresholdSyncMixin, JointSyncMixin, AgentPolicy):
         self.tick_interval_s = cfg.round_interval_s / 2
         self.siblings = tuple(p.id for p in cfg.peers if p.stage == cfg.stage and (
             cfg.stage > 0 or self.params.step == "joint"))  # sources: for the joint step only
+        self.tsync.siblings = self.joint.siblings = self.siblings
         self.offloader = cfg.stage < view.num_stages
         self.receiver = cfg.stage >= 1
-        k = self.params.settle_rounds
-        # a quiet window must hold a threshold decision of every exit stage
-        self.settle = max(k, self.params.m * len(view.exit_stages) + 1) if k > 0 else 0
+        self.settling.configure(self.params.settle_rounds,
+                                self.params.m * len(view.exit_stages) + 1)
         first = self.params.first_threshold_round
         if view.exit_stages and view.exit_profile is not None and self.rounds <= first:
             log.warning("thresholds stay fixed: rounds_per_slot = %d ends each phase before "
@@ -130,8 +117,7 @@ class DtoeePolicy(SettleMixin, ThresholdSyncMixin, JointSyncMixin, AgentPolicy):
 
     def snapshot(self) -> Dict[str, Any]:
         out = super().snapshot()
-        out.update({"routing": dict(self.active), "dtoee_thresholds": thresholds_to_wire(self.th),
-                    "thresholds_version": self.th_version})
+        out.update(self.tsync.snapshot(), routing=dict(self.active))
         return out
 
     def restore(self, state: Mapping[str, Any]) -> None:
@@ -140,12 +126,7 @@ class DtoeePolicy(SettleMixin, ThresholdSyncMixin, JointSyncMixin, AgentPolicy):
         if isinstance(r, Mapping) and set(r) == set(self.active) and all(
                 isinstance(v, float) and v >= 0 for v in r.values()) and sum(r.values()) > 0:
             self.active = dict(r)
-        # the thresholds under negotiation too, or a restart's first phase restores the config's
-        raw, version = state.get("dtoee_thresholds"), state.get("thresholds_version")
-        th = thresholds_from_wire(raw)
-        if (isinstance(raw, Mapping) and len(raw) == len(th) and set(th) == set(self.th)
-                and isinstance(version, int) and not isinstance(version, bool) and version >= 0):
-            self.th, self.th_version = th, version
+        self.tsync.restore(state)
 
     # -- helpers -----------------------------------------------------------------------------
 
@@ -161,33 +142,13 @@ class DtoeePolicy(SettleMixin, ThresholdSyncMixin, JointSyncMixin, AgentPolicy):
 
     def _send_requests(self, view: NodeView, dests: Optional[Any] = None,
                        round: Optional[int] = None) -> List[Outgoing]:
-        """The pending requests (to ``dests``, default every live successor), carrying our
-        quiet streak; ``round`` restamps them (a settled node's answer)."""
-        out = []
-        for s, r in self.pending.items():
-            if s not in view.alive or (dests is not None and s not in dests):
-                continue
-            payload = to_payload(r)
-            payload["quiet"] = self.quiet
-            if round is not None:
-                payload["round"] = round
-            out.append(Outgoing(Kind.DTOEE_REQUEST, s, {"to": s, "payload": payload}, self.slot,
-                                payload["round"]))
-        return out
+        """The pending requests to the live successors (``neighbours.requests_out``)."""
+        return requests_out(self.pending, view.alive, self.settling.quiet, self.slot, dests,
+                            round)
 
     def _status_out(self, dests, round: Optional[int] = None) -> List[Outgoing]:
-        """Our newest status with our quiet streak, addressed to each of ``dests``
-        (predecessors): only they use it, and a broadcast would wake every sibling and
-        successor too, each round. ``round`` restamps it (a settled node's answer)."""
-        st = self.own_status
-        if st is None:
-            return []
-        payload = to_payload(st)
-        payload["quiet"] = self.quiet
-        if round is not None:
-            payload["round"] = round
-        return [Outgoing(Kind.DTOEE_STATUS, p, {"payload": payload}, self.slot, payload["round"])
-                for p in dests]
+        """Our newest status to ``dests`` (``neighbours.status_out``)."""
+        return status_out(self.own_status, self.settling.quiet, self.slot, dests, round)
 
     # -- slot clock --------------------------------------------------------------------------
 
@@ -197,28 +158,28 @@ class DtoeePolicy(SettleMixin, ThresholdSyncMixin, JointSyncMixin, AgentPolicy):
         self.phase_end = now + max(0.0, slot * self.slot_length_s
                                    + self.rounds * self.round_interval_s - self.wall())
         self.round = 0
-        self.status_round, self.request_round = {}, {}
+        self.neighbours.start()
         self.own_status, self.prev_change = None, None
-        self.reports, self.held_round, self.stage_reports, self.joint_held = {}, None, {}, None
+        self.tsync.start()
+        self.joint.start()
         self.progress_at = now
         self.work = dict(self.active) if self.params.slot_start == "last" else {
             s: 1.0 / len(self.active) for s in self.active}
-        self.quiet, self.settled, self._quiet_version = 0, False, self.th_version
-        self.last_report = None
+        self.settling.start(self.tsync.version)
         if not self.offloader:
             return []
         h = view.stage
         self.req_rate = self._rate(view)
         self.pending = D.make_requests(view.node_id, 0, self._live_work(view), self.req_rate,
-                                       self._remaining(view, h), view.stage_flops[h], self.th,
-                                       self.th_version)
+                                       self.tsync.remaining(view, h), view.stage_flops[h],
+                                       self.tsync.th, self.tsync.version)
         return self._send_requests(view)
 
     def _finish_phase(self) -> None:
         self.configuring = False
         if self.work and sum(self.work.values()) > 0:
             self.active = dict(self.work)
-        self._thresholds.update({h: c for h, c in self.th.items() if h in self._thresholds})
+        self._thresholds.update({h: c for h, c in self.tsync.th.items() if h in self._thresholds})
 
     def next_tick_s(self, now: float) -> float:
         """Half a round in a phase; between phases, until the next slot (or a message) starts."""
@@ -243,15 +204,15 @@ class DtoeePolicy(SettleMixin, ThresholdSyncMixin, JointSyncMixin, AgentPolicy):
         # The round stalled: go on with what arrived (late neighbours count with their last
         # message), or, when nothing came back at all, repeat our requests (maybe lost).
         self.progress_at = now
-        if self.held_round is not None:  # a sibling's threshold report is late
+        if self.tsync.held_round is not None:  # a sibling's threshold report is late
             return self._release(view, force=True)
-        if self.joint_held is not None:  # a sibling's stage report is late
+        if self.joint.held is not None:  # a sibling's stage report is late
             return self._joint_release(view, now, force=True)
         if self.offloader:
-            if any(self.status_round.get(s, -1) >= self.round for s in view.successors):
+            if any(self.neighbours.has_status(s, self.round) for s in view.successors):
                 return self._advance(view, now)
             return self._send_requests(view)
-        if any(self.request_round.get(p, -1) >= self.round for p in view.predecessors):
+        if any(self.neighbours.has_request(p, self.round) for p in view.predecessors):
             return self._advance(view, now)
         return []
 
@@ -273,10 +234,8 @@ class DtoeePolicy(SettleMixin, ThresholdSyncMixin, JointSyncMixin, AgentPolicy):
         payload = msg.fields["payload"]
         if msg.kind == Kind.DTOEE_REQUEST and self.receiver and msg.sender in view.predecessors:
             req = from_payload(D.Request, payload)
-            self._sync(req)
-            if req.round >= self.request_round.get(msg.sender, -1):
-                self.request_round[msg.sender] = req.round
-                self.last_request[msg.sender] = req
+            self.tsync.merge(req)
+            self.neighbours.on_request(msg.sender, req)
             if self.own_status is not None and req.round <= self.own_status.round:
                 # a repeated or late request: its sender needs our status (again)
                 out += self._status_out((msg.sender,))
@@ -284,31 +243,26 @@ class DtoeePolicy(SettleMixin, ThresholdSyncMixin, JointSyncMixin, AgentPolicy):
                 out += self._status_out((msg.sender,), round=req.round)
         elif msg.kind == Kind.DTOEE_STATUS and self.offloader and msg.sender in view.successors:
             st = from_payload(D.Status, payload)
-            self._sync(st)
-            if st.round >= self.status_round.get(msg.sender, -1):
-                self.status_round[msg.sender] = st.round
-                self.last_status[msg.sender] = st
+            self.tsync.merge(st)
+            self.neighbours.on_status(msg.sender, st)
             sent = self.pending.get(msg.sender)
             if sent is not None and st.round + 1 > sent.round and self._answers(st, 1):
                 out += self._send_requests(view, (msg.sender,), round=st.round + 1)
         elif msg.kind == Kind.THRESHOLD and msg.sender in self.siblings:
             rep = from_payload(ThresholdReport, payload)
-            self.reports.setdefault(rep.round, {})[rep.sender] = rep
-            out += self._echo_report(rep.round)
-            if rep.round == self.held_round:
+            out += self.tsync.on_report(rep, self.settling.settled, self.slot)
+            if rep.round == self.tsync.held_round:
                 return out + self._release(view)
-            self._maybe_choose(rep.round, view)
+            self.tsync.decide(rep.round, view)
             return out
         elif msg.kind == Kind.DTOEE_STAGE and msg.sender in self.siblings:
             return out + self._on_stage_report(msg.sender, payload, view, now)
         else:
             return out
-        if self._open() and self.joint_held is None and self._ready(view):
+        if self._open() and self.joint.held is None and self.neighbours.ready(
+                view, self.round, self.receiver, self.offloader):
             out += self._advance(view, now)
         return out
-
-    def _sync(self, msg: Any) -> None:
-        self.th, self.th_version = D.merge_thresholds(self.th, self.th_version, [msg])
 
     # -- rounds ------------------------------------------------------------------------------
 
@@ -316,30 +270,13 @@ class DtoeePolicy(SettleMixin, ThresholdSyncMixin, JointSyncMixin, AgentPolicy):
         """True while this phase has a round left for this node."""
         return self.configuring and not (self.offloader and self.round >= self.rounds)
 
-    def _ready(self, view: NodeView) -> bool:
-        """This round's requests of every live predecessor and statuses of every live successor
-        are in (the protocol's order: requests flow forward, statuses come back from stage H)."""
-        if self.receiver:
-            got = [self.request_round.get(p, -1) >= self.round
-                   for p in view.predecessors if p in view.alive]
-            if not all(got) or not (any(got) or self.offloader):
-                return False
-        if self.offloader:
-            return all(self.status_round.get(s, -1) >= self.round
-                       for s in view.successors if s in view.alive)
-        return True
-
     def _advance(self, view: NodeView, now: float) -> List[Outgoing]:
         """One round of this node: sum the requests (phi_i), step as an offloader, then answer
         the predecessors with a status carrying the Omega of that step (``step = "joint"``: the
-        step once the stage's reports are in, ``JointSyncMixin``)."""
+        step once the stage's reports are in, ``JointSync``)."""
         self._reqs = []
         if self.receiver:
-            # An alive predecessor whose request is late this round counts with its last one,
-            # so a stalled round does not make this node look idle.
-            self._reqs = [self.last_request[p] for p in view.predecessors
-                          if p in self.last_request
-                          and (p in view.alive or self.request_round.get(p, -1) >= self.round)]
+            self._reqs = self.neighbours.requests(view, self.round)
             if self._reqs:
                 self.phi = D.arrival_rate(self._reqs, view.stage_flops[view.stage - 1])
             self._shift = D.load_shift(self._reqs, self.own_status, view.capacity_flops)
@@ -350,16 +287,14 @@ class DtoeePolicy(SettleMixin, ThresholdSyncMixin, JointSyncMixin, AgentPolicy):
             return self._answer(view, now, [])
         h, rnd, rate = view.stage, self.round, self._rate(view)
         rates = {s: (view.link_rate_bytes_s.get(s) or UNKNOWN_LINK_RATE) for s in view.successors}
-        # A successor that is alive but whose status is late this round keeps its last one:
-        # only a gone neighbour (no heartbeats) loses its routing mass.
-        statuses = {s: self.last_status[s] for s in view.successors if s in self.last_status
-                    and (s in view.alive or self.status_round.get(s, -1) >= rnd)}
+        statuses = self.neighbours.statuses(view, rnd)
         before = self._live_work(view)
         if self.params.step == "joint":
             return self._joint_report(view, now, rate, rates, statuses, before)
-        res = D.offloader_step(view.node_id, rnd, before, rate, self._remaining(view, h),
+        th = self.tsync
+        res = D.offloader_step(view.node_id, rnd, before, rate, th.remaining(view, h),
                                view.stage_flops[h], view.stage_input_bytes[h], rates, statuses,
-                               self.params, self.th, self.th_version,
+                               self.params, th.th, th.version,
                                previous_arrival_rate_tasks_s=self.req_rate,
                                previous_change=self.prev_change)
         return self._answer(view, now, self._apply(view, res, rate, before))
@@ -370,7 +305,7 @@ class DtoeePolicy(SettleMixin, ThresholdSyncMixin, JointSyncMixin, AgentPolicy):
         (held instead while this stage decides its threshold)."""
         h, rnd = view.stage, self.round
         if not res.routing:
-            self.quiet = 0
+            self.settling.quiet = 0
             return []
         first = self.prev_change is None  # the phase's first step: nothing to compare with
         shift = D.omega_shift(res, None if first else self.last_step)
@@ -379,7 +314,8 @@ class DtoeePolicy(SettleMixin, ThresholdSyncMixin, JointSyncMixin, AgentPolicy):
         self.pending, self.req_rate = res.requests, rate
         if view.exit_profile is not None and threshold_stage(
                 rnd, self.params.m, view.exit_stages, self.params.first_threshold_round) == h:
-            return self._report(view, rnd, rate, before, res.marginals_s)
+            return (self.tsync.report(view, rnd, rate, before, res.marginals_s, self.slot)
+                    + self._release(view))
         return self._send_requests(view) if rnd + 1 < self.rounds else []
 
     def _answer(self, view: NodeView, now: float, out: List[Outgoing]) -> List[Outgoing]:
@@ -388,10 +324,77 @@ class DtoeePolicy(SettleMixin, ThresholdSyncMixin, JointSyncMixin, AgentPolicy):
         if self.receiver:
             self.own_status = D.receiver_status(
                 view.node_id, self.round, view.capacity_flops, self._reqs,
-                self.last_step if self.offloader else None, self.th, self.th_version,
+                self.last_step if self.offloader else None, self.tsync.th, self.tsync.version,
                 previous=self.own_status, joint=self.params.step == "joint")
             out = self._status_out(view.predecessors) + out
         self.round += 1
         self.progress_at = now
         self._settle_if_quiet()
+        return out
+
+    # -- what the parts need from the rounds -------------------------------------------------
+
+    def _answers(self, msg: Any, ahead: int = 0) -> bool:
+        """A settled node answers ``msg``'s sender, still in the phase (``Settle.answers``)."""
+        return self.settling.answers(msg.quiet, msg.round + ahead, self.rounds)
+
+    def _note_quiet(self, view: NodeView, moved: float) -> None:
+        """The quiet streak after this round's step (``moved``) and the neighbours' streaks."""
+        self.settling.update(moved, self.tsync.version, self.neighbours.heard(
+            view, self.round, self.receiver, self.offloader))
+
+    def _settle_if_quiet(self) -> None:
+        """End the phase once the streak is long enough (after a round of this node)."""
+        if self.settling.ends_now():
+            log.debug("configuration phase of slot %d settled after %d rounds", self.slot,
+                      self.round)
+            self._finish_phase()
+
+    def _release(self, view: NodeView, force: bool = False) -> List[Outgoing]:
+        """The next round's requests, held for this round's threshold decision, once it is made
+        (or the round stalled): a new C changes this stage's I_h, which the requests carry
+        from the next round on, as in ``run_dtoee``."""
+        rnd, th = self.tsync.release(view, force), self.tsync
+        if rnd is None:
+            return []
+        if self.pending and next(iter(self.pending.values())).thresholds_version != th.version:
+            h = view.stage
+            self.pending = D.make_requests(view.node_id, rnd + 1, {s: self.work[s] for s in
+                                                                   self.pending},
+                                           self.req_rate, th.remaining(view, h),
+                                           view.stage_flops[h], th.th, th.version)
+        return self._send_requests(view) if rnd + 1 < self.rounds else []
+
+    def _joint_report(self, view: NodeView, now: float, rate: float,
+                      rates: Mapping[str, float], statuses: Mapping[str, D.Status],
+                      before: Dict[str, float]) -> List[Outgoing]:
+        """Step "joint": this round's report to the siblings, the step held for theirs."""
+        out, held = self.joint.report(view, self.round, rate,
+                                      self.tsync.remaining(view, view.stage),
+                                      self.settling.quiet, rates, statuses, before, self.slot)
+        if not held:  # every successor gone: an empty routing until one returns
+            return self._answer(view, now, self._apply(view, D.OffloaderResult(
+                {}, 0.0, 0.0, {}, {}), rate, before)) + out
+        # the siblings get here on the same wave: give their reports round_interval_s from now,
+        # not from this node's last round (a whole round earlier)
+        self.progress_at = now
+        return out + self._joint_release(view, now)
+
+    def _joint_release(self, view: NodeView, now: float, force: bool = False
+                       ) -> List[Outgoing]:
+        """Step "joint": the held step once the siblings' reports are in (``force``: stalled)."""
+        got = self.joint.release(view, self.round, self.tsync, self.req_rate, self.slot, force)
+        if got is None:
+            return []
+        res, rate, before = got
+        return self._answer(view, now, self._apply(view, res, rate, before))
+
+    def _on_stage_report(self, sender: str, payload: Any, view: NodeView, now: float
+                         ) -> List[Outgoing]:
+        """A sibling's stage report: kept, answered by a settled node, and it may complete the
+        held step."""
+        rep = self.joint.on_report(sender, payload, self.round)
+        out = self.joint.echo(rep, self._answers(rep), self.slot)
+        if self.joint.held is not None and rep.round == self.round:
+            out += self._joint_release(view, now)
         return out

@@ -1,70 +1,57 @@
-"""The early end of DTO-EE's configuration phase in the agent (``DtoeePolicy``'s part of it).
+"""The early end of DTO-EE's configuration phase in the agent: one part of ``DtoeePolicy``.
 
 Each node keeps a quiet streak (``protocol.quiet_streak``) and sends it in every request and
-status. Its phase ends once the streak reaches ``settle`` (the ``settle_rounds`` knob, raised to
+status. Its phase ends once the streak reaches ``needed`` (the ``settle_rounds`` knob, raised to
 one threshold cycle). A node that has ended (``settled``) still answers a neighbour whose
 message shows a shorter streak, from its final state, so that neighbour never waits out
 ``round_interval_s``: its last status restamped with the request's round, its last requests
-with the round after the status's, its last threshold report with the sibling's round. Two
-settled nodes send each other nothing, so the exchange dies out.
+with the round after the status's, its last threshold or stage report with the sibling's
+round (the policy and the other parts send those; ``answers`` says when). Two settled nodes
+send each other nothing, so the exchange dies out.
 """
 
 from __future__ import annotations
 
-import logging
-from typing import Any, List
+from typing import List
 
-from agent.policies.api import NodeView, Outgoing
 from agent.policies.dtoee import protocol as D
-from agent.policies.dtoee.payload import to_payload
-from agent.policies.thresholds import ThresholdReport
-from agent.protocol.wire import BROADCAST, Kind
-
-log = logging.getLogger(__name__)
 
 
-class SettleMixin:
-    """Quiet streak, early end and answers of a settled node; state lives on the policy
-    (``quiet``, ``settled``, ``settle``, ``last_report``, ``_quiet_version``)."""
+class Settle:
+    """One node's quiet streak and whether its phase has ended early (all its own state)."""
 
-    def _answers(self, msg: Any, ahead: int = 0) -> bool:
-        """A settled node answers a neighbour still in the phase (shorter streak), for rounds
-        the phase has (``msg.round + ahead`` below ``rounds``)."""
-        return (self.settled and msg.quiet < self.settle
-                and msg.round + ahead < self.rounds)
+    def __init__(self, tolerance: float):
+        self.tolerance = tolerance  # relative change that breaks the streak (settle_tolerance)
+        self.needed = 0  # streak that ends a phase (0: every phase runs all its rounds)
+        self.quiet = 0  # the streak after this node's last round
+        self.settled = False  # this phase ended early: answering late neighbours only
+        self._version = 0  # thresholds version at the last update (a change breaks the streak)
 
-    def _note_quiet(self, view: NodeView, moved: float) -> None:
-        """Update the quiet streak after this round's step (``moved``: the larger of the
-        relative changes ``protocol.omega_shift`` and ``protocol.load_shift``)."""
-        heard = []
-        if self.receiver:
-            heard += [self.last_request[p].quiet
-                      if self.request_round.get(p, -1) >= self.round else 0
-                      for p in view.predecessors if p in view.alive]
-        if self.offloader:
-            heard += [self.last_status[s].quiet
-                      if self.status_round.get(s, -1) >= self.round else 0
-                      for s in view.successors if s in view.alive]
-        changed = self.th_version != self._quiet_version
-        self._quiet_version = self.th_version
-        self.quiet = D.quiet_streak(self.quiet, moved, self.params.settle_tolerance, changed,
-                                    heard)
+    def configure(self, settle_rounds: int, threshold_cycle: int) -> None:
+        """``settle_rounds`` 0 turns the early end off; else a quiet window must hold a
+        threshold decision of every exit stage (``threshold_cycle`` rounds)."""
+        self.needed = max(settle_rounds, threshold_cycle) if settle_rounds > 0 else 0
 
-    def _settle_if_quiet(self) -> None:
-        """End the phase once the streak is long enough (after a round of this node)."""
-        if self.settle and self.quiet >= self.settle and not self.settled:
-            log.debug("configuration phase of slot %d settled after %d rounds", self.slot,
-                      self.round)
-            self._finish_phase()
+    def start(self, thresholds_version: int) -> None:
+        """A new phase: no streak, not settled."""
+        self.quiet, self.settled, self._version = 0, False, thresholds_version
+
+    def answers(self, their_quiet: int, their_round: int, rounds: int) -> bool:
+        """A settled node answers a neighbour still in the phase (a shorter streak), for a
+        round the phase has."""
+        return self.settled and their_quiet < self.needed and their_round < rounds
+
+    def update(self, moved: float, thresholds_version: int, heard: List[int]) -> None:
+        """The streak after this round's step (``moved``: the larger of the relative changes
+        ``protocol.omega_shift`` and ``protocol.load_shift``; ``heard``: the neighbours'
+        streaks, 0 for one not heard from this round)."""
+        changed = thresholds_version != self._version
+        self._version = thresholds_version
+        self.quiet = D.quiet_streak(self.quiet, moved, self.tolerance, changed, heard)
+
+    def ends_now(self) -> bool:
+        """True once, when the streak first reaches ``needed`` (the node then settles)."""
+        if self.needed and self.quiet >= self.needed and not self.settled:
             self.settled = True
-
-    def _echo_report(self, rnd: int) -> List[Outgoing]:
-        """A settled node's answer to a sibling's threshold report of round ``rnd``: its own
-        last report, restamped, so the sibling does not wait for it."""
-        mine = self.last_report
-        if not self.settled or mine is None or rnd <= mine.round:
-            return []
-        self.last_report = mine = ThresholdReport(mine.sender, rnd, mine.stage,
-                                                  mine.arrival_rate_tasks_s, mine.marginal_s)
-        return [Outgoing(Kind.THRESHOLD, BROADCAST, {"payload": to_payload(mine)}, self.slot,
-                         rnd)]
+            return True
+        return False

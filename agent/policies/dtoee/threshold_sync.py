@@ -1,33 +1,71 @@
-"""The threshold decision of DTO-EE in the agent (``DtoeePolicy``'s part of it).
+"""The threshold decision of DTO-EE in the agent: one part of ``DtoeePolicy``.
 
 In the round an exit stage adjusts its threshold, each worker of that stage holds its next
 requests until every live sibling's ``ThresholdReport`` is in, decides C with eqs. 17-18
 (``agent.policies.thresholds.choose_threshold``, the same reports everywhere, so the siblings
-agree), and sends the requests with the new C and I_h. See ``agent.policies.dtoee.agent``.
+agree), and sends the requests with the new C and I_h. This part owns the thresholds under
+negotiation, the reports and the held round; the policy asks ``release`` when it may send the
+held requests. See ``agent.policies.dtoee.agent``.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Dict, List
+from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 from agent.policies.api import NodeView, Outgoing
 from agent.policies.dtoee import protocol as D
 from agent.policies.dtoee.payload import to_payload
-from agent.policies.thresholds import choose_threshold, threshold_report
+from agent.policies.thresholds import (
+    ThresholdReport,
+    choose_threshold,
+    threshold_report,
+    thresholds_from_wire,
+    thresholds_to_wire,
+)
 from agent.protocol.wire import BROADCAST, Kind
 from engines.exit_profile import exit_stats
 
 log = logging.getLogger(__name__)
 
 
-class ThresholdSyncMixin:
-    """Held requests, the threshold decision and I_h under the thresholds; state lives on the
-    policy (``held_round``, ``reports``, ``last_report``, ``th``, ``th_version``, ``pending``,
-    ``work``, ``_remaining_cache``)."""
+class ThresholdSync:
+    """C as this node knows it (``th``, ``version``), the siblings' reports and the held round."""
 
-    def _remaining(self, view: NodeView, stage: int) -> float:
-        """I_h of ``stage`` under the configured thresholds (1 for a source or without profile)."""
+    def __init__(self, thresholds: Mapping[int, float], threshold_step: float):
+        self.th: Dict[int, float] = {h: float(c) for h, c in thresholds.items()}
+        self.version = 0  # raised at each decision that changes C; the newest wins (merge)
+        self.step = threshold_step  # the knob eq. 18 moves C by
+        self.siblings: Tuple[str, ...] = ()  # the other workers of this stage (configure)
+        self.reports: Dict[int, Dict[str, ThresholdReport]] = {}  # round -> sender -> report
+        self.held_round: Optional[int] = None  # round whose decision holds the next requests
+        self.last_report: Optional[ThresholdReport] = None  # own, echoed once settled
+        self._remaining_cache: Dict[Any, float] = {}  # (stage, thresholds) -> I_h
+
+    def start(self) -> None:
+        """A new phase: no reports, nothing held."""
+        self.reports, self.held_round, self.last_report = {}, None, None
+
+    def snapshot(self) -> Dict[str, Any]:
+        """C and its version for the node's saved state."""
+        return {"dtoee_thresholds": thresholds_to_wire(self.th),
+                "thresholds_version": self.version}
+
+    def restore(self, state: Mapping[str, Any]) -> None:
+        """C and its version from saved state, when they fit these stages (else the
+        configured C stays): a restart's first phase goes on from them."""
+        raw, version = state.get("dtoee_thresholds"), state.get("thresholds_version")
+        th = thresholds_from_wire(raw)
+        if (isinstance(raw, Mapping) and len(raw) == len(th) and set(th) == set(self.th)
+                and isinstance(version, int) and not isinstance(version, bool) and version >= 0):
+            self.th, self.version = th, version
+
+    def merge(self, msg: Any) -> None:
+        """Take the thresholds a request or status carries when they are newer."""
+        self.th, self.version = D.merge_thresholds(self.th, self.version, [msg])
+
+    def remaining(self, view: NodeView, stage: int) -> float:
+        """I_h of ``stage`` under the current thresholds (1 for a source or without profile)."""
         if stage < 1 or view.exit_profile is None:
             return 1.0
         # exit_stats sweeps the whole profile and every round asks: cache it per thresholds
@@ -40,35 +78,40 @@ class ThresholdSyncMixin:
             got = self._remaining_cache[key] = float(st.remaining[stage - 1])
         return got
 
-    def _report(self, view: NodeView, rnd: int, rate: float, before: Dict[str, float],
-                marginals_s: Dict[str, float]) -> List[Outgoing]:
-        """Broadcast this worker's report for round ``rnd``'s threshold decision (g_i over the
-        routing the step started from, as Alg. 3 evaluates it) and hold the next requests
-        until the decision; sent at once when every sibling's report is already in."""
+    def report(self, view: NodeView, rnd: int, rate: float, before: Dict[str, float],
+               marginals_s: Dict[str, float], slot: int) -> List[Outgoing]:
+        """This worker's report for round ``rnd``'s decision (g_i over the routing the step
+        started from, as Alg. 3 evaluates it), to broadcast; the round's requests are held
+        from now until ``release``."""
         rep = threshold_report(view.node_id, rnd, view.stage, rate, before, marginals_s)
         self.reports.setdefault(rnd, {})[view.node_id] = rep
         self.last_report = rep
         self.held_round = rnd
-        return [Outgoing(Kind.THRESHOLD, BROADCAST, {"payload": to_payload(rep)}, self.slot,
-                         rnd)] + self._release(view)
+        return [Outgoing(Kind.THRESHOLD, BROADCAST, {"payload": to_payload(rep)}, slot, rnd)]
 
-    def _release(self, view: NodeView, force: bool = False) -> List[Outgoing]:
-        """Send the next round's requests held for this round's threshold decision, once every
-        live sibling's report is in (or the round stalled): a new C changes this stage's I_h,
-        which the requests carry from the next round on, as in ``run_dtoee``."""
+    def release(self, view: NodeView, force: bool = False) -> Optional[int]:
+        """The held round, once its decision is made (every live sibling's report in) or
+        ``force`` (the round stalled): the requests it held may go now. None: still held, or
+        nothing is."""
         rnd = self.held_round
-        if rnd is None or not (self._maybe_choose(rnd, view) or force):
-            return []
+        if rnd is None or not (self.decide(rnd, view) or force):
+            return None
         self.held_round = None
-        if self.pending and next(iter(self.pending.values())).thresholds_version != self.th_version:
-            h = view.stage
-            self.pending = D.make_requests(view.node_id, rnd + 1, {s: self.work[s] for s in
-                                                                   self.pending},
-                                           self.req_rate, self._remaining(view, h),
-                                           view.stage_flops[h], self.th, self.th_version)
-        return self._send_requests(view) if rnd + 1 < self.rounds else []
+        return rnd
 
-    def _maybe_choose(self, rnd: int, view: NodeView) -> bool:
+    def on_report(self, rep: ThresholdReport, settled: bool, slot: int) -> List[Outgoing]:
+        """A sibling's report, kept for its round; a settled node answers with its own."""
+        self.reports.setdefault(rep.round, {})[rep.sender] = rep
+        mine = self.last_report
+        if not settled or mine is None or rep.round <= mine.round:
+            return []
+        # restamped with the sibling's round, so the sibling does not wait for it
+        self.last_report = mine = ThresholdReport(mine.sender, rep.round, mine.stage,
+                                                  mine.arrival_rate_tasks_s, mine.marginal_s)
+        return [Outgoing(Kind.THRESHOLD, BROADCAST, {"payload": to_payload(mine)}, slot,
+                         rep.round)]
+
+    def decide(self, rnd: int, view: NodeView) -> bool:
         """Eqs. 17-18 on round ``rnd``'s reports once this node's and every live sibling's are
         in; True when it decided (whether or not C changed)."""
         reps = self.reports.get(rnd, {})
@@ -85,10 +128,10 @@ class ThresholdSyncMixin:
             del self.reports[rnd]
             return True
         new = choose_threshold(h, self.th, list(reps.values()),
-                               total, view.exit_profile, view.tradeoff, self.params.threshold_step)
+                               total, view.exit_profile, view.tradeoff, self.step)
         if any(abs(new[k] - v) > 1e-12 for k, v in self.th.items()):
             self.th = {k: float(v) for k, v in new.items()}
-            self.th_version += 1
-            log.info("threshold of stage %d -> %.3f (version %d)", h, new[h], self.th_version)
+            self.version += 1
+            log.info("threshold of stage %d -> %.3f (version %d)", h, new[h], self.version)
         del self.reports[rnd]
         return True
