@@ -72,14 +72,18 @@ def test_sigkilled_source_restarted_has_exactly_one_record_per_created_task(bund
     finally:
         c.stop_all()
     recs = c.records("s1")
-    assert not _one_line_each(recs), "tasks recorded twice: %s" % _one_line_each(recs)
-    assert len(recs) == first + 20
     second = [r for r in recs if r["created_wall"] >= restarted_wall]
-    assert len(recs) - len(second) == first and len(second) == 20
     crash = [r for r in recs if r["reason"] == "crash"]
-    assert crash and len(crash) == recovered and all(r["status"] == "lost" for r in crash)
-    assert len(before) < first  # the kill did leave tasks without a line on disk
-    assert all(r["status"] == "completed" for r in second)
+    # every figure in each message: a failure on a loaded machine says which step went wrong
+    seen = ("%d records (%d of the second run, %d crash, %d recovered), %d on disk at the kill; "
+            "statuses %s" % (len(recs), len(second), len(crash), recovered, len(before),
+                             sorted(Counter((r["status"], r["reason"]) for r in recs).items())))
+    assert not _one_line_each(recs), "tasks recorded twice: %s" % _one_line_each(recs)
+    assert len(recs) == first + 20, seen
+    assert len(recs) - len(second) == first and len(second) == 20, seen
+    assert crash and len(crash) == recovered and all(r["status"] == "lost" for r in crash), seen
+    assert len(before) < first, seen  # the kill did leave tasks without a line on disk
+    assert all(r["status"] == "completed" for r in second), seen
 
 
 def test_full_disk_under_a_source_keeps_serving_counts_and_resumes(bundle, tmp_path):
