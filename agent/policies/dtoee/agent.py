@@ -58,9 +58,9 @@ IDLE_TICK_MAX_S = 1.0  # longest sleep between phases (how late a stepped wall c
 
 
 class DtoeePolicy(AgentPolicy):
-    """The ``dtoee`` policy of one node (offloader, receiver or both): the slots and rounds
-    here; the thresholds' decision (``tsync``), the early end (``settling``) and the joint
-    step (``joint``) are parts it holds, each with its own state."""
+    """The ``dtoee`` policy of one node (offloader, receiver or both): slots and rounds here;
+    what was heard (``neighbours``), C (``tsync``), the early end (``settling``) and the joint
+    step (``joint``) in parts it holds, each with its own state."""
 
     name = "dtoee"
 
