@@ -21,6 +21,7 @@ from agent.policies.api import NodeView, Outgoing
 from agent.policies.dtoee import joint as J
 from agent.policies.dtoee import protocol as D
 from agent.policies.dtoee.payload import from_payload, to_payload
+from agent.policies.dtoee.threshold_sync import ThresholdSync
 from agent.protocol.wire import Kind
 
 log = logging.getLogger(__name__)
@@ -70,7 +71,7 @@ class JointSync:
         self.held = (rate, before, rep)
         return out, True
 
-    def release(self, view: NodeView, rnd: int, th: Any, req_rate: float, slot: int,
+    def release(self, view: NodeView, rnd: int, th: ThresholdSync, req_rate: float, slot: int,
                 force: bool = False
                 ) -> Optional[Tuple[D.OffloaderResult, float, Dict[str, float]]]:
         """The held step, taken once every live sibling's report of round ``rnd`` is in
