@@ -13,8 +13,8 @@ one: its wire bytes over that interval measure the rate without the ACK's way ba
 receiver's poll delay (both cancel between consecutive ACKs). A message that found the link
 idle includes them, so its bytes over its start-to-ACK time only bound the rate from below.
 A receiver acknowledges what it has read in one ACK message: messages acknowledged together
-with the one before them add their bytes to that one's sample (its interval covered them),
-not a zero-length queued interval. ACKs that reach the sender in bunches (a receiver that
+with the one before them (the same ACK time) add their bytes to that one's sample (its
+interval covered them), not a zero-length queued interval. ACKs that reach the sender in bunches (a receiver that
 polls, a busy sender loop) move time between consecutive intervals but not out of their sum,
 so a slow link reads its rate within a few percent (unit tests on such patterns).
 On a link whose messages take less than the ACKs' latency (a 1.6 MB/s link carries an image
@@ -48,7 +48,6 @@ MIN_SAMPLES = 8  # transfers on a link before its estimate replaces the configur
 RECENT_S = 2.0  # transfers ACKed this recently bound the rate from below (fastest_recent)
 CONSISTENT = 1.5  # queued intervals slower than a recent transfer by more: ACK spacing
 DECAY = 0.9  # weight of the past per new sample (about the last ten transfers count)
-SAME_ACK_S = 1e-4  # ACK times closer than this are one ACK message covering several transfers
 
 
 def message_wire_bytes(tensor_bytes: int) -> float:
@@ -89,9 +88,12 @@ class LinkRates:
         """One transfer to ``peer``: link start and ACK (monotonic seconds), its wire bytes."""
         s = self._sums.setdefault(peer, [0.0, 0.0, 0, 0.0, 0.0, 0])
         last = self._last_ack.get(peer)
-        if last is not None and start < last <= ack < last + SAME_ACK_S:
-            # acknowledged together with the message before it (one ACK message for both):
-            # that one's interval already covers this transfer, so its bytes join that bucket
+        if last is not None and start < last == ack:
+            # acknowledged together with the message before it (one ACK message for both: the
+            # sender observes its transfers at one ACK time): that one's interval already
+            # covers this transfer, so its bytes join that bucket. Separate ACK messages, even
+            # microseconds apart, each add their interval: joining those too let a chain of
+            # close ACKs add bytes without time, and the estimate grew without bound.
             i, seconds = self._last_bucket.get(peer, 0), 0.0
         elif last is not None and start < last:  # queued behind the previous message
             i, seconds = 0, max(0.0, ack - last)

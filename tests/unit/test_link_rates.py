@@ -259,3 +259,18 @@ def test_fastest_recent_is_the_largest_rate_acked_within_the_window():
         seen.append((t, 4000.0 / (t - start)))
         want = max(r for a, r in seen if a >= t - RECENT_S)
         assert rates.fastest_recent("w") == want
+
+
+@pytest.mark.parametrize("gap_s", [5e-6, 5e-5, 2e-4])
+def test_separate_acks_close_together_keep_their_time(gap_s):
+    """Only transfers acknowledged in one ACK message (one ACK time) join a sample: separate
+    ACK messages, however close (a saturated fast link, ACKs 5-200 us apart for 20,000
+    transfers), each add their interval, so the estimate stays the link's rate (it grew
+    without bound when ACKs under 0.1 ms apart all joined one zero-length chain: 1e12 bytes/s
+    after 100 ACKs, then infinite)."""
+    rates, t, nbytes = LinkRates({"w1": 1e6}), 0.0, 1000.0
+    for _ in range(20000):
+        start = t - 4 * gap_s  # sent while earlier transfers were still unacknowledged
+        t += gap_s
+        rates.observe("w1", start, t, nbytes)
+    assert rates.estimate("w1") == pytest.approx(nbytes / gap_s, rel=0.05)
