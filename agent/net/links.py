@@ -29,7 +29,8 @@ passes: under kernel shaping an idle message there arrives after its bytes but t
 packet's (``agent.testbed.shaping``), about 1.2x its rate, while the queued intervals read
 0.9-1.0x. (With segmentation offload on the veths a whole message passed an idle HTB class
 at once, and this estimator read a 41.7 KB/s link 3-6x too fast.)
-Sums of bytes and of seconds decay by ``DECAY`` per sample. The configured rate is the prior:
+Sums of bytes and of seconds decay by ``DECAY`` per interval (an ACK message's). The configured
+rate is the prior:
 after ``MIN_SAMPLES`` queued transfers their estimate replaces it; with only idle transfers, the
 lower bound replaces it where it is higher (a link faster than configured). A link slower than
 configured that carries enough to matter queues its messages, so it is seen within a few
@@ -47,7 +48,7 @@ from agent.policies.model import wire_bytes
 MIN_SAMPLES = 8  # transfers on a link before its estimate replaces the configured rate
 RECENT_S = 2.0  # transfers ACKed this recently bound the rate from below (fastest_recent)
 CONSISTENT = 1.5  # queued intervals slower than a recent transfer by more: ACK spacing
-DECAY = 0.9  # weight of the past per new sample (about the last ten transfers count)
+DECAY = 0.9  # weight of the past per new interval (about the last ten ACKs count)
 
 
 def message_wire_bytes(tensor_bytes: int) -> float:
@@ -88,18 +89,6 @@ class LinkRates:
         """One transfer to ``peer``: link start and ACK (monotonic seconds), its wire bytes."""
         s = self._sums.setdefault(peer, [0.0, 0.0, 0, 0.0, 0.0, 0])
         last = self._last_ack.get(peer)
-        if last is not None and start < last == ack:
-            # acknowledged together with the message before it (one ACK message for both: the
-            # sender observes its transfers at one ACK time): that one's interval already
-            # covers this transfer, so its bytes join that bucket. Separate ACK messages, even
-            # microseconds apart, each add their interval: joining those too let a chain of
-            # close ACKs add bytes without time, and the estimate grew without bound.
-            i, seconds = self._last_bucket.get(peer, 0), 0.0
-        elif last is not None and start < last:  # queued behind the previous message
-            i, seconds = 0, max(0.0, ack - last)
-        else:  # found the link idle: start-to-ACK includes the ACK's way back
-            i, seconds = 3, max(0.0, ack - start)
-        self._last_bucket[peer] = i
         # a sliding-window maximum: values fall from left to right (an entry below a newer one
         # can never be the maximum again), so the left end is the fastest and each sample costs
         # O(1) however many transfers the window holds
@@ -111,6 +100,23 @@ class LinkRates:
             recent.append((ack, rate))
         while recent and recent[0][0] < ack - RECENT_S:
             recent.popleft()
+        if last is not None and start < last == ack:
+            # acknowledged together with the message before it (one ACK message for both: the
+            # sender observes its transfers at one ACK time): that one's interval already
+            # covers this transfer, so its bytes join that sample, undecayed (a decay per
+            # joined transfer shrank the one interval while the bytes kept adding: 32 keys an
+            # ACK read 8x the rate, 6,700 overflowed). Separate ACK messages, even microseconds
+            # apart, each add their own interval (a chain of them joined added bytes without
+            # time, and the estimate grew without bound).
+            i = self._last_bucket.get(peer, 0)
+            s[i] += nbytes
+            s[i + 2] += 1
+            return
+        if last is not None and start < last:  # queued behind the previous message
+            i, seconds = 0, max(0.0, ack - last)
+        else:  # found the link idle: start-to-ACK includes the ACK's way back
+            i, seconds = 3, max(0.0, ack - start)
+        self._last_bucket[peer] = i
         s[i] = DECAY * s[i] + nbytes
         s[i + 1] = DECAY * s[i + 1] + seconds
         s[i + 2] += 1

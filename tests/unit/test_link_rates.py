@@ -274,3 +274,36 @@ def test_separate_acks_close_together_keep_their_time(gap_s):
         t += gap_s
         rates.observe("w1", start, t, nbytes)
     assert rates.estimate("w1") == pytest.approx(nbytes / gap_s, rel=0.05)
+
+
+@pytest.mark.parametrize("keys", [1, 10, 128])
+def test_one_ack_message_of_many_keys_reads_the_bytes_its_interval_carried(keys):
+    """A busy link whose receiver acknowledges ``keys`` transfers in each ACK message (every
+    10 ms, all sent before the previous ACK): the estimate is the bytes per second the link
+    carried, whatever the batch (decaying the one interval once per key read 8x at 32 keys)."""
+    rates, ack, nbytes = LinkRates({"w1": 1e7}), 0.0, message_wire_bytes(TENSOR)
+    for _ in range(100):
+        ack += 0.010
+        for _ in range(keys):
+            rates.observe("w1", ack - 0.015, ack, nbytes)
+    assert rates.estimate("w1") == pytest.approx(keys * nbytes / 0.010, rel=1e-6)
+
+
+def test_an_ack_of_thousands_of_keys_leaves_a_finite_rate_in_the_view(outbox):
+    """A receiver that stalled and then acknowledges 7,000 transfers at once: the outbox takes
+    the ACK without an error and plans with a finite rate (it overflowed to inf, the stats
+    counter's int() raised, and BF's weights were no longer finite)."""
+    out, policy = outbox
+    x = np.zeros(TENSOR, dtype=np.uint8)
+    for i in range(MIN_SAMPLES):  # a measured link first
+        item = OutItem(Kind.TASK, "a%d" % i, {}, x, dest="w1", link_start=100.0 + 0.1 * i)
+        out.items[item.key] = item
+        out.on_ack("w1", [item.key], 100.0 + 0.1 * i + 0.09)
+    keys = []
+    for i in range(7000):
+        item = OutItem(Kind.TASK, "b%d" % i, {}, x, dest="w1", link_start=110.0)
+        out.items[item.key] = item
+        keys.append(item.key)
+    out.on_ack("w1", keys, 170.0)
+    assert not out.items and 0 < out.view.link_rate_bytes_s["w1"] < 1e9
+    assert all(np.isfinite(v) for v in policy.weights(out.view).values())
