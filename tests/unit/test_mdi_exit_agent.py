@@ -169,3 +169,13 @@ def test_agent_alg3_starts_from_the_rate_the_fed_nodes_can_serve_unless_mu_is_co
     q = policy(admission_control=True, initial_interarrival_s=0.5)
     q.on_tick(src, 0.0)
     assert q.snapshot()["interarrival_s"] == 0.5
+
+
+def test_agent_alg3_seed_from_nodes_faster_than_the_floor_starts_at_the_floor():
+    """Stage-1 nodes that together serve faster than ``min_interarrival_s`` (two at 1.5 ms:
+    0.75 ms) start mu at that floor, not at the 1 s default (the seed was refused as out of
+    bounds, and Alg. 3 then needed about 31 periods to come down)."""
+    src = view(role="source", stage=0, peers={"a": (0, 0.0015), "b": (0, 0.0015)})
+    p = policy(admission_control=True, min_interarrival_s=0.001)
+    p.on_tick(src, 0.0)
+    assert p.snapshot()["interarrival_s"] == 0.001
