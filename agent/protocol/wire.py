@@ -60,7 +60,8 @@ Optional fields (type-checked when present; absent means the default in brackets
     HEARTBEAT     no_route int (0: this node can reach every stage after its own; else the
                   first stage it has no live route to: it refuses new tasks meanwhile) [0]
 
-``cls`` is the one field that may be negative (-1 on an answer that carries no class).
+``cls`` is the one field that may be negative (-1 on an answer that carries no class). Every
+integer field is below 2**53 in size (``MAX_INT``), so a receiver's +1 still encodes.
 
 ``payload`` maps are checked for shape only (string keys, msgpack scalars/lists/maps); the
 policy that reads them turns them into its own dataclasses and rejects what does not fit.
@@ -147,6 +148,9 @@ def check_float_lists(kind: "Kind", out: Dict[str, Any]) -> None:
 
 OUTCOMES = ("completed", "rejected", "lost", "error")
 _SIGNED = frozenset(("cls",))  # int fields that may be negative
+# integer fields stay below this in size: a peer's 2**64 - 1 passed, a +1 (hops, resends) then
+# no longer encoded and failed the whole RESULTS batch it was in
+MAX_INT = 2 ** 53
 TENSOR_COUNT = {Kind.TASK: 1}  # kinds not listed carry no tensors
 
 BROADCAST = "*"
@@ -241,9 +245,9 @@ def _check_type(name: str, value: Any, want: type) -> Any:
             return float(value)
         raise WireError("bad_field", "%s must be a finite number" % name)
     if want is int:
-        if t is int and (value >= 0 or name in _SIGNED):
+        if t is int and (0 <= value < MAX_INT or (name in _SIGNED and -MAX_INT < value < 0)):
             return value
-        raise WireError("bad_field", "%s must be an integer >= 0" % name)
+        raise WireError("bad_field", "%s must be an integer in [0, 2**53)" % name)
     if t is want:
         return value
     if not isinstance(value, want) or t is bool:
@@ -292,7 +296,8 @@ def _fields(kind: Kind, header: Dict[str, Any]) -> Dict[str, Any]:
                 raise WireError("bad_field", "%s lacks %s" % (kind.name, name))
             continue
         t = type(value)  # the common case, an exact type in range, without a call
-        if t is not want or (t is int and value < 0) or (t is float and not _isfinite(value)):
+        if t is not want or (t is int and not 0 <= value < MAX_INT) or (
+                t is float and not _isfinite(value)):
             value = _check_type(name, value, want)
         out[name] = value
     if kind == Kind.ACK and not all(isinstance(k, str)
@@ -337,9 +342,9 @@ def decode(frames: Sequence[Any]) -> Message:
         sender = _check_type("from", sender, str)
         if not sender:
             raise WireError("bad_field", "from must be non-empty")
-    if type(slot) is not int or slot < 0:
+    if type(slot) is not int or not 0 <= slot < MAX_INT:
         slot = _check_type("slot", slot, int)
-    if type(rnd) is not int or rnd < 0:
+    if type(rnd) is not int or not 0 <= rnd < MAX_INT:
         rnd = _check_type("round", rnd, int)
     out = _fields(kind, header)
     if kind == Kind.RESULTS:

@@ -190,3 +190,36 @@ def test_the_sender_refuses_an_empty_oversized_or_incomplete_results_batch():
                   [{"id": "t1"}]):
         with pytest.raises(ValueError):
             wire.encode(Kind.RESULTS, "w4a", {"items": items})
+
+
+@pytest.mark.parametrize("field, value, ok", [
+    ("hops", 2 ** 53 - 1, True), ("hops", 2 ** 53, False), ("hops", 2 ** 64 - 1, False),
+    ("resends", 2 ** 63, False), ("slot", 2 ** 64 - 1, False), ("round", 2 ** 60, False)])
+def test_integer_fields_stay_below_2_to_53_so_a_plus_one_still_encodes(field, value, ok):
+    """An integer field at or above 2**53 is a bad field: a TASK with hops 2**64 - 1 was taken,
+    its RESULT's hops + 1 no longer encoded, and the whole RESULTS batch it joined failed."""
+    x = np.zeros(4, dtype=np.float32)
+    header = {"slot": 0, "round": 0}
+    fields = _task_fields()
+    (header if field in header else fields)[field] = value
+    frames = [bytes(f) for f in wire.encode(Kind.TASK, "s1", fields, [x], **header)]
+    if ok:
+        msg = wire.decode(frames)
+        assert msg.fields[field] + 1 == value + 1
+        wire.encode(Kind.RESULT, "w1", {"id": "t1", "attempt": 0, "source": "s1",
+                                        "exit_stage": 1, "cls": 0, "confidence": 0.5,
+                                        "worker": "w1", "hops": msg.fields["hops"] + 1,
+                                        "resends": 0, "created": 1.5})
+    else:
+        with pytest.raises(WireError) as err:
+            wire.decode(frames)
+        assert err.value.reason == "bad_field"
+
+
+def test_a_negative_class_is_bounded_too():
+    """``cls`` may be negative (-1: no class), but not beyond -2**53."""
+    base = {"id": "t1", "attempt": 0, "source": "s1", "exit_stage": 1, "confidence": 0.5,
+            "worker": "w1", "hops": 1, "resends": 0, "created": 1.5}
+    assert wire.decode(wire.encode(Kind.RESULT, "w1", dict(base, cls=-1))).fields["cls"] == -1
+    with pytest.raises(WireError):
+        wire.decode([bytes(f) for f in wire.encode(Kind.RESULT, "w1", dict(base, cls=-2 ** 60))])
