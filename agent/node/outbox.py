@@ -12,23 +12,18 @@ Back-pressure: a receiver that cannot take a task (queue full, no route on) name
 the ``refused`` list of its ACK; ``on_ack`` then marks that successor ``unavailable`` for the
 ``retry_s`` it asked (``NodeView.alive_successors`` leaves it out) and routes the task again at
 once: to another successor, or into ``waiting`` until the hold ends (a timer retries then).
-A task carries its deadline (``OutItem.expires``, sent as the remaining ``ttl_s``): past it, it
-is dropped wherever it waits (``drop_deadline``), since its source has given up on that attempt.
-ACKs (and refusals) are collected per sender and sent once per poll (``flush_replies``), and
-so are results on a link without pacing: one RESULTS message per source (``flush_results``),
-each result still in custody under its own key and deadline.
+A task past its deadline (``OutItem.expires``, sent as the remaining ``ttl_s``) is dropped
+wherever it waits (``drop_deadline``): its source has given up on it. ACKs (and refusals) go
+once per poll (``flush_replies``), per sender, and so do results on a link without pacing: one
+RESULTS message per source (``flush_results``), each result in custody under its own key.
 
-Liveness: what was sent on a successor's data connection that dropped (``on_link_down``) is
-routed again at once. A late task whose connection never dropped is not copied onto it again
-when no other successor is usable (``held_same_link``: the connection delivers in order; a copy
-would only lengthen a slow link's queue); its deadline moves on. A successor more than
-``LINK_QUEUE_MAX_S`` of link time behind (tasks not ACKed, at the lower of its configured and
-measured rate) is left alone like a refusing one until that drains (``link_full``): the queue
-its heartbeats and TCP ACKs wait in stays short, and a source rejects the excess (``overload``)
-instead of queueing tasks that would miss their deadline.
-
-The outbox also holds the node's ``counters`` (``count``, ``drop``, ``guarded``) and keeps the
-policy's ``NodeView`` current (``current_view``): queue lengths and the capacity owner's mu.
+Liveness: what was sent on a dropped data connection (``on_link_down``) is routed again at
+once. A late task whose connection never dropped is not copied onto it again when no other
+successor is usable (``held_same_link``: the connection delivers in order); its deadline moves
+on. A successor more than ``LINK_QUEUE_MAX_S`` of link time behind (tasks not ACKed, at the
+lower of its configured and measured rate) is left alone like a refusing one until that drains
+(``link_full``), so the queue its heartbeats wait in stays short and a source rejects the
+excess (``overload``). A policy that fails to route a task leaves it waiting (``routing_error``).
 """
 
 from __future__ import annotations
@@ -56,10 +51,9 @@ LINK_QUEUE_MAX_S = 1.0  # link time queued to a successor at most: below heartbe
 
 
 class Outbox:
-    """What the node's sides are handed: send with custody, timers, counters, the current view.
-
-    ``input_queue`` says how many tasks wait for or run in the engine (0 on a source);
-    ``capacity`` is the capacity owner (``capacity.Capacity``) that writes mu into the view.
+    """What the node's sides are handed: send with custody, timers, the node's counters, the
+    policy's current view. ``input_queue``: tasks waiting for or in the engine (0 on a source);
+    ``capacity``: the capacity owner (``capacity.Capacity``), which writes mu into the view.
     """
 
     def __init__(self, cfg: NodeConfig, transport: Transport, policy: AgentPolicy, view: NodeView,
@@ -192,7 +186,13 @@ class Outbox:
             self._hold_full_links(now)
             info = TaskInfo(item.fields["id"], item.fields["stage"],
                             0 if item.tensor is None else item.tensor.nbytes)
-            dest = self.policy.choose_successor(info, self.current_view(), item.tried)
+            try:
+                dest = self.policy.choose_successor(info, self.current_view(), item.tried)
+            except Exception:  # a policy's error must not lose the task: it waits, counted
+                self.counters["routing_error"] += 1
+                if self.counters["routing_error"] <= 5:  # a bug to report, not a log flood
+                    log.warning("the policy failed to route a task; it waits", exc_info=True)
+                dest = None
             if dest is None:
                 self.waiting.append(item)
                 return

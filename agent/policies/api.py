@@ -52,6 +52,7 @@ imports no policy folder.
 
 from __future__ import annotations
 
+import math
 import random
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Set, Tuple, Type
@@ -237,9 +238,13 @@ class AgentPolicy:
             return None
         cands = [s for s in alive if s not in exclude] or alive
         w = self.weights(view)
-        ws = [max(0.0, float(w.get(s, 0.0))) for s in cands]
-        if sum(ws) <= 0:  # routing mass only on gone/excluded peers: spread over the rest
+        ws = [max(0.0, float(w.get(s, 0.0))) for s in cands]  # NaN counts 0
+        total = sum(ws)
+        if total <= 0:  # routing mass only on gone/excluded peers: spread over the rest
             ws = [1.0] * len(cands)
+        elif not total < math.inf:  # huge weights (a peer's capacity of 1e308): scaled, or
+            top = max(ws)  # the infinite ones alone; random.choices refuses an infinite total
+            ws = [float(x == top) for x in ws] if top == math.inf else [x / top for x in ws]
         return self.rng.choices(cands, weights=ws)[0]
 
     def keep_local(self, task: TaskInfo, view: NodeView) -> bool:

@@ -54,6 +54,20 @@ def test_resend_prefers_a_successor_not_tried_yet():
     assert _choices(p, _view(alive={"a"}), exclude=("a", "b")) == {"a": 400}
 
 
+def test_huge_or_infinite_weights_still_route():
+    """Weights whose sum is not finite (two peers announcing a capacity of 1e308, an infinite
+    one) still give a successor: scaled, or the infinite ones alone (random.choices raised on
+    the infinite total, and the task being routed was lost); a NaN weight counts 0."""
+    cf = make_policy("cf", {}, {})
+    v = _view(peer_state={"a": {"capacity_flops": 1e308}, "b": {"capacity_flops": 1e308}})
+    got = _choices(cf, v)
+    assert set(got) == {"a", "b"} and min(got.values()) > 100
+    v.peer_state["a"]["capacity_flops"] = float("inf")
+    assert _choices(cf, v) == {"a": 400}
+    v.peer_state["a"]["capacity_flops"] = float("nan")
+    assert _choices(cf, v) == {"b": 400}
+
+
 def test_fixed_routing_knob_is_validated():
     with pytest.raises(UsageError, match="policy_knobs.routing"):
         make_policy("fixed", {}, {"routing": {"a": -1}})

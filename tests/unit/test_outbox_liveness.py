@@ -171,3 +171,28 @@ def test_a_source_holding_max_queue_tasks_unacked_rejects_with_overload(node):
         out.send(_task("t%d" % i), now)
     assert not out.waiting and out.holding() == out.cfg.max_queue_tasks
     assert side.refusal() == "overload"
+
+
+class _Failing(AgentPolicy):
+    """A policy whose routing raises (a bug, or inputs it cannot handle)."""
+
+    def choose_successor(self, task, view, exclude=()):
+        raise ValueError("cannot route")
+
+
+def test_a_policy_that_fails_to_route_leaves_the_task_waiting_counted(node):
+    """Rule: an error in the policy's choose_successor never loses a task: each one waits in
+    the outbox (counted ``routing_error``), and is routed once the policy works again (the
+    held tasks were lost from ``retry_waiting`` after the first error)."""
+    out, _, routers, _ = node
+    real = out.policy
+    out.policy = _Failing({}, {})
+    out.view.alive.update({"w1", "w2"})
+    for i in range(3):
+        out.send(_task("t%d" % i), time.monotonic())
+    assert len(out.waiting) == 3 and out.counters["routing_error"] == 3
+    out.retry_waiting(time.monotonic())
+    assert len(out.waiting) == 3 and out.counters["routing_error"] == 6
+    out.policy = real
+    out.retry_waiting(time.monotonic())
+    assert not out.waiting and len(out.items) == 3
