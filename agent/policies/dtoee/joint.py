@@ -28,6 +28,7 @@ are in (``agent.policies.dtoee.joint_sync``).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Dict, List, Mapping, Sequence, Tuple
 
@@ -63,22 +64,30 @@ class StageReport:
 
 _POSITIVE = ("link_rates_bytes_s", "capacities_flops_s")
 _NON_NEGATIVE = ("routing", "loads_flops_s", "curvatures_s2", "dampings", "predecessors")
+# Floor of a link rate (bytes/s) and a capacity (FLOP/s). "> 0" let a denormal such as 1e-320
+# through: the hop cost beta/r and the utilisation overflow to inf, the joint solve's KKT
+# system turns NaN, and LAPACK's least-squares fallback never returns on NaN (the agent's loop
+# hung). No real link or device is this slow, and at >= 1 beta/r stays finite.
+MIN_RATE = 1.0
 
 
 def check_report(report: StageReport) -> StageReport:
-    """``report`` if its maps cover the same successors and hold sensible numbers (rates and
-    capacities > 0, the rest >= 0 but Omega, which the rate extrapolation may take below 0);
-    ValueError naming the field otherwise."""
+    """``report`` if its maps cover the same successors and hold sensible numbers (all finite;
+    link rates and capacities >= ``MIN_RATE``, the rest >= 0 but Omega, which the rate
+    extrapolation may take below 0); ValueError naming the field otherwise."""
     keys = set(report.routing)
-    if not report.out_rate_tasks_s >= 0:
+    if not (report.out_rate_tasks_s >= 0 and math.isfinite(report.out_rate_tasks_s)):
         raise ValueError("StageReport.out_rate_tasks_s: %r" % report.out_rate_tasks_s)
     for name in _POSITIVE + _NON_NEGATIVE + ("omegas_s",):
         got = getattr(report, name)
         if set(got) != keys:
             raise ValueError("StageReport.%s: successors %s, routing has %s"
                              % (name, sorted(got), sorted(keys)))
-        low = min(got.values(), default=1.0)
-        if name in _POSITIVE + _NON_NEGATIVE and not (low > 0 if name in _POSITIVE
+        bad = [v for v in got.values() if not math.isfinite(v)]
+        if bad:  # inf or NaN: no comparison below would catch NaN
+            raise ValueError("StageReport.%s: %r not finite" % (name, bad[0]))
+        low = min(got.values(), default=MIN_RATE)
+        if name in _POSITIVE + _NON_NEGATIVE and not (low >= MIN_RATE if name in _POSITIVE
                                                       else low >= 0):
             raise ValueError("StageReport.%s: %r out of range" % (name, low))
     return report
@@ -215,6 +224,8 @@ def solve_stage(prob: StageProblem, params: DtoeeParams) -> np.ndarray:
             if new[0] <= cost + 1e-4 * t * slope or t < 1e-10:
                 break
             t *= 0.5
+        if not np.isfinite(new[0]):  # the backtrack gave up on a NaN cost: do not move there
+            break
         # a step cut short by a bound only fixes that flow at 0: go on
         settled = t_max >= 1.0 and cost - new[0] < 1e-13 * max(1.0, abs(cost))
         y, (cost, g, h_recv, h_edge) = y_new, new
@@ -230,17 +241,24 @@ def _newton_direction(inc, h_recv, h_edge, balance, g):
     small differences between an offloader's edges), rows without a free edge left out."""
     rows = np.flatnonzero(balance.any(axis=1))
     bal = balance[rows]
-    hess = (inc.T * h_recv) @ inc + np.diag(h_edge)
-    scale = 1.0 / np.sqrt(np.diag(hess))
-    k = len(rows)
-    kkt = np.block([[hess * scale[:, None] * scale[None, :], (bal * scale).T],
-                    [bal * scale, np.zeros((k, k))]])
-    rhs = np.concatenate([-g * scale, np.zeros(k)])
+    none = np.zeros(len(g))
+    # inf/NaN data (an overflowed curvature or hop cost) make the system meaningless, and
+    # LAPACK's lstsq (gelsd) can spin forever on NaN: no step this round rather than a hang
+    with np.errstate(all="ignore"):
+        hess = (inc.T * h_recv) @ inc + np.diag(h_edge)
+        scale = 1.0 / np.sqrt(np.diag(hess))
+        k = len(rows)
+        kkt = np.block([[hess * scale[:, None] * scale[None, :], (bal * scale).T],
+                        [bal * scale, np.zeros((k, k))]])
+        rhs = np.concatenate([-g * scale, np.zeros(k)])
+    if not (np.isfinite(kkt).all() and np.isfinite(rhs).all()):
+        return none
     try:
         z = np.linalg.solve(kkt, rhs)
     except np.linalg.LinAlgError:
         z = np.linalg.lstsq(kkt, rhs, rcond=None)[0]
-    return z[:len(g)] * scale
+    d = z[:len(g)] * scale
+    return d if np.isfinite(d).all() else none
 
 
 def joint_routing(prob: StageProblem, params: DtoeeParams
@@ -251,7 +269,9 @@ def joint_routing(prob: StageProblem, params: DtoeeParams
     total = np.bincount(prob.row, weights=y, minlength=len(prob.offloaders))
     routing: List[Dict[str, float]] = [{} for _ in prob.offloaders]
     for e, (i, j) in enumerate(zip(prob.row, prob.succ)):
-        routing[i][j] = float(y[e] / total[i]) if total[i] > 0 else float(prob.p[e])
+        # a non-finite total (inf/NaN rate in ``prob``) would give NaN shares: keep the old ones
+        routing[i][j] = (float(y[e] / total[i]) if 0 < total[i] < np.inf
+                         else float(prob.p[e]))
     arr = prob.background + np.bincount(prob.col, weights=y, minlength=len(prob.receivers))
     return routing, {j: float(prob.flops * a) for j, a in zip(prob.receivers, arr)}
 
