@@ -160,8 +160,8 @@ class DtoeePolicy(AgentPolicy):
         self.round = 0
         self.neighbours.start()
         self.own_status, self.prev_change = None, None
-        self.tsync.start()
-        self.joint.start()
+        self.tsync.start(self.rounds)
+        self.joint.start(self.rounds)
         self.progress_at = now
         self.work = dict(self.active) if self.params.slot_start == "last" else {
             s: 1.0 / len(self.active) for s in self.active}
@@ -250,7 +250,7 @@ class DtoeePolicy(AgentPolicy):
                 out += self._send_requests(view, (msg.sender,), round=st.round + 1)
         elif msg.kind == Kind.THRESHOLD and msg.sender in self.siblings:
             rep = from_payload(ThresholdReport, payload)
-            out += self.tsync.on_report(rep, self.settling.settled, self.slot)
+            out += self.tsync.on_report(rep, self.settling.settled, self.slot, self.round)
             if rep.round == self.tsync.held_round:
                 return out + self._release(view)
             self.tsync.decide(rep.round, view)

@@ -40,10 +40,11 @@ class JointSync:
         self.held: Optional[Held] = None  # the step waiting for the siblings' reports
         self.last_report: Optional[Any] = None  # own, echoed once settled
         self.warned_slot = -1  # slot of the last missing-report warning (one per slot)
+        self.rounds = 0  # the phase's rounds (start): reports for later rounds are refused
 
-    def start(self) -> None:
-        """A new phase: no reports, nothing held."""
-        self.reports, self.held = {}, None
+    def start(self, rounds: int) -> None:
+        """A new phase of ``rounds`` rounds: no reports, nothing held."""
+        self.reports, self.held, self.rounds = {}, None, rounds
 
     def report(self, view: NodeView, rnd: int, rate: float, remaining: float, quiet: int,
                rates: Mapping[str, float], statuses: Mapping[str, D.Status],
@@ -111,10 +112,15 @@ class JointSync:
 
     def on_report(self, sender: str, payload: Any, rnd: int) -> Any:
         """A sibling's report, checked; kept for its round unless it is older than ``rnd``
-        (this node's round: late). Raises ``ValueError`` for a malformed or forged one."""
+        (this node's round: late). Raises ``ValueError`` for a malformed or forged one, or one
+        for a round past the phase (``start``)."""
         rep = J.check_report(from_payload(J.StageReport, payload))
         if rep.sender != sender:
             raise ValueError("stage report of %r sent by %r" % (rep.sender, sender))
+        if rep.round >= self.rounds:
+            # kept, such reports would pile up until the next slot: one entry per round sent
+            raise ValueError("stage report of %r for round %d, the phase has %d"
+                             % (sender, rep.round, self.rounds))
         if rep.round >= rnd:
             self.reports.setdefault(rep.round, {})[sender] = rep
         return rep

@@ -144,6 +144,38 @@ class OffloaderResult:
     change: Dict[str, float] = field(default_factory=dict)  # new minus old p, per successor
 
 
+def check_request(req: Request) -> Request:
+    """``req`` if its numbers are in range (xi_ij >= 0: a negative one would lower the
+    receiver's load below what it is); ValueError naming the field otherwise. Types, finiteness
+    and magnitudes are ``payload.from_payload``'s."""
+    if not req.flops_s >= 0:
+        raise ValueError("Request.flops_s: %r, must be >= 0" % req.flops_s)
+    return req
+
+
+# Least capacity a status may report: far below any device, and the receiver's delay terms go
+# as 1/mu^3 (``model.pressure``), which overflow to inf for tiny mu.
+MIN_CAPACITY_FLOPS_S = 1.0
+
+
+def check_status(st: Status) -> Status:
+    """``st`` if its numbers are in range, as ``receiver_status`` builds them: capacity >=
+    ``MIN_CAPACITY_FLOPS_S`` (the step divides by its cube), load >= 0, curvature >= 0 (Psi is
+    a sum of squares times convex terms), damping >= 1 (``steps.initial_damping`` /
+    ``adapt_damping`` never go below); ValueError naming the field otherwise. Omega and the
+    load change may take any sign."""
+    for name, value, low, strict in (("capacity_flops_s", st.capacity_flops_s,
+                                      MIN_CAPACITY_FLOPS_S, False),
+                                     ("load_flops_s", st.load_flops_s, 0.0, False),
+                                     ("curvature_s2", st.curvature_s2, 0.0, False),
+                                     ("damping", st.damping, 1.0, False),
+                                     ("predecessors", st.predecessors, 0, False)):
+        if not (value > low if strict else value >= low):
+            raise ValueError("Status.%s: %r, must be %s %r"
+                             % (name, value, ">" if strict else ">=", low))
+    return st
+
+
 # --------------------------------------------------------------------------- per-node steps
 
 def arrival_rate(requests: Sequence[Request], stage_flops: float) -> float:
@@ -269,9 +301,16 @@ def quiet_streak(previous: int, moved: float, tolerance: float, thresholds_chang
 
 def merge_thresholds(thresholds: Mapping[int, float], version: int,
                      messages: Sequence[Any]) -> Tuple[Dict[int, float], int]:
-    """Synchronise C (Algs. 1-2, line 2): keep the newest version among ours and the messages'."""
+    """Synchronise C (Algs. 1-2, line 2): keep the newest version among ours and the messages'.
+
+    ValueError when a message's map has other stages than ours: adopted, it would leave an
+    exit stage without a threshold (or add one nobody has) and break every later round.
+    """
     best, best_v = dict(thresholds), version
     for msg in messages:
+        if msg.thresholds.keys() != thresholds.keys():
+            raise ValueError("thresholds for stages %s from %r, this node has %s"
+                             % (sorted(msg.thresholds), msg.sender, sorted(thresholds)))
         if msg.thresholds_version > best_v:
             best, best_v = dict(msg.thresholds), msg.thresholds_version
     return best, best_v

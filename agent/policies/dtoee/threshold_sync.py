@@ -23,7 +23,7 @@ from agent.policies.thresholds import (
     thresholds_from_wire,
     thresholds_to_wire,
 )
-from agent.protocol.wire import BROADCAST, Kind
+from agent.protocol.wire import BROADCAST, MAX_INT, Kind
 from engines.exit_profile import exit_stats
 
 log = logging.getLogger(__name__)
@@ -40,11 +40,13 @@ class ThresholdSync:
         self.reports: Dict[int, Dict[str, ThresholdReport]] = {}  # round -> sender -> report
         self.held_round: Optional[int] = None  # round whose decision holds the next requests
         self.last_report: Optional[ThresholdReport] = None  # own, echoed once settled
+        self.rounds = 0  # the phase's rounds (start): reports for later rounds are refused
         self._remaining_cache: Dict[Any, float] = {}  # (stage, thresholds) -> I_h
 
-    def start(self) -> None:
-        """A new phase: no reports, nothing held."""
+    def start(self, rounds: int) -> None:
+        """A new phase of ``rounds`` rounds: no reports, nothing held."""
         self.reports, self.held_round, self.last_report = {}, None, None
+        self.rounds = rounds
 
     def snapshot(self) -> Dict[str, Any]:
         """C and its version for the node's saved state."""
@@ -57,11 +59,13 @@ class ThresholdSync:
         raw, version = state.get("dtoee_thresholds"), state.get("thresholds_version")
         th = thresholds_from_wire(raw)
         if (isinstance(raw, Mapping) and len(raw) == len(th) and set(th) == set(self.th)
-                and isinstance(version, int) and not isinstance(version, bool) and version >= 0):
+                and isinstance(version, int) and not isinstance(version, bool)
+                and 0 <= version < MAX_INT):
             self.th, self.version = th, version
 
     def merge(self, msg: Any) -> None:
-        """Take the thresholds a request or status carries when they are newer."""
+        """Take the thresholds a request or status carries when they are newer; ValueError
+        (nothing taken) when its map has other stages than ours."""
         self.th, self.version = D.merge_thresholds(self.th, self.version, [msg])
 
     def remaining(self, view: NodeView, stage: int) -> float:
@@ -99,9 +103,22 @@ class ThresholdSync:
         self.held_round = None
         return rnd
 
-    def on_report(self, rep: ThresholdReport, settled: bool, slot: int) -> List[Outgoing]:
-        """A sibling's report, kept for its round; a settled node answers with its own."""
-        self.reports.setdefault(rep.round, {})[rep.sender] = rep
+    def on_report(self, rep: ThresholdReport, settled: bool, slot: int, rnd: int
+                  ) -> List[Outgoing]:
+        """A sibling's report, kept for its round if this node may still decide it (the round
+        it holds, ``rnd - 1``, or later; ``rnd`` is the node's round); a settled node answers
+        with its own. ValueError for a round past the phase or a negative rate."""
+        if rep.round >= self.rounds:
+            # kept, such reports would pile up until the next slot: one entry per round sent
+            raise ValueError("threshold report of %r for round %d, the phase has %d"
+                             % (rep.sender, rep.round, self.rounds))
+        if not rep.arrival_rate_tasks_s >= 0:
+            raise ValueError("threshold report of %r: arrival rate %r < 0"
+                             % (rep.sender, rep.arrival_rate_tasks_s))
+        # rnd - 1: the node has stepped past the round it holds; older rounds only while this
+        # node's own report waits there (a forced release), so a late report still decides it
+        if rep.round >= rnd - 1 or rep.round in self.reports:
+            self.reports.setdefault(rep.round, {})[rep.sender] = rep
         mine = self.last_report
         if not settled or mine is None or rep.round <= mine.round:
             return []
@@ -131,7 +148,9 @@ class ThresholdSync:
                                total, view.exit_profile, view.tradeoff, self.step)
         if any(abs(new[k] - v) > 1e-12 for k, v in self.th.items()):
             self.th = {k: float(v) for k, v in new.items()}
-            self.version += 1
+            # saturated: a version past MAX_INT would make every message of this node bad
+            # at its peers (one adopted from a peer at the bound must not stop the decisions)
+            self.version = min(self.version + 1, MAX_INT - 1)
             log.info("threshold of stage %d -> %.3f (version %d)", h, new[h], self.version)
         del self.reports[rnd]
         return True
