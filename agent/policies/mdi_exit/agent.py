@@ -200,11 +200,7 @@ class MdiExitPolicy(AgentPolicy):
         if not rates:
             return
         self._seed_mu = False
-        # within the knobs' bounds: faster nodes (a fleet interval under min_interarrival_s)
-        # start at the floor, not at 1 s (restore refuses a value out of bounds)
-        lo, hi = self.admission.params.min_interarrival_s, self.admission.params.max_interarrival_s
-        self.admission.restore(min(max(min(self.admission.interarrival_s, 1.0 / sum(rates)), lo),
-                                   hi))
+        self.admission.seed(1.0 / sum(rates))  # faster than min_interarrival_s: the floor
 
     def _fed_queue(self, view: NodeView) -> int:
         """Queued tasks (I_m + O_m) of the least-loaded alive node this source feeds.

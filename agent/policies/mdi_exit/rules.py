@@ -265,7 +265,12 @@ def adapt_interarrival(interarrival_s: float, queued: float, params: MdiExitPara
         mu = interarrival_s + params.zeta * interarrival_s
     else:
         mu = interarrival_s
-    return min(max(mu, params.min_interarrival_s), params.max_interarrival_s)
+    return bounded_interarrival(mu, params)
+
+
+def bounded_interarrival(interarrival_s: float, params: MdiExitParams) -> float:
+    """mu clamped to [min_interarrival_s, max_interarrival_s]."""
+    return min(max(interarrival_s, params.min_interarrival_s), params.max_interarrival_s)
 
 
 class Admission:
@@ -296,6 +301,12 @@ class Admission:
         if self.params.admission_control:
             self.interarrival_s = adapt_interarrival(self.interarrival_s, queued, self.params)
         return self.interarrival_s
+
+    def seed(self, interarrival_s: float) -> None:
+        """Start mu at ``interarrival_s`` (what the fed nodes serve), within the bounds, when
+        that is shorter than mu now."""
+        self.interarrival_s = bounded_interarrival(min(self.interarrival_s, interarrival_s),
+                                                   self.params)
 
     def restore(self, interarrival_s: Any) -> None:
         """Take a saved mu back when it is a float within the configured bounds."""
