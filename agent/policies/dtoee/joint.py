@@ -35,6 +35,9 @@ from typing import Dict, List, Mapping, Sequence, Tuple
 import numpy as np
 
 from agent.policies.dtoee.knobs import DtoeeParams
+# rates and capacities below it (a denormal) overflow the hop cost and the pressure terms, and
+# LAPACK's least-squares fallback never returns on the NaN system that follows
+from agent.policies.dtoee.protocol import MIN_RATE
 from agent.policies.dtoee.steps import penalty_slopes, row_marginals
 from agent.policies.model import hop_bytes, penalty, pressure
 
@@ -64,11 +67,6 @@ class StageReport:
 
 _POSITIVE = ("link_rates_bytes_s", "capacities_flops_s")
 _NON_NEGATIVE = ("routing", "loads_flops_s", "curvatures_s2", "dampings", "predecessors")
-# Floor of a link rate (bytes/s) and a capacity (FLOP/s). "> 0" let a denormal such as 1e-320
-# through: the hop cost beta/r and the utilisation overflow to inf, the joint solve's KKT
-# system turns NaN, and LAPACK's least-squares fallback never returns on NaN (the agent's loop
-# hung). No real link or device is this slow, and at >= 1 beta/r stays finite.
-MIN_RATE = 1.0
 
 
 def check_report(report: StageReport) -> StageReport:

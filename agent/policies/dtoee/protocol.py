@@ -153,26 +153,25 @@ def check_request(req: Request) -> Request:
     return req
 
 
-# Least capacity a status may report: far below any device, and the receiver's delay terms go
-# as 1/mu^3 (``model.pressure``), which overflow to inf for tiny mu.
-MIN_CAPACITY_FLOPS_S = 1.0
+# Least capacity (FLOP/s) or link rate (bytes/s) a peer's message may report, statuses and
+# stage reports alike: far below any device or link, and the delay terms go as 1/mu^3
+# (``model.pressure``) and beta/r, which overflow to inf (the joint solve's KKT system then
+# turns NaN) for a denormal such as 1e-320.
+MIN_RATE = 1.0
 
 
 def check_status(st: Status) -> Status:
     """``st`` if its numbers are in range, as ``receiver_status`` builds them: capacity >=
-    ``MIN_CAPACITY_FLOPS_S`` (the step divides by its cube), load >= 0, curvature >= 0 (Psi is
-    a sum of squares times convex terms), damping >= 1 (``steps.initial_damping`` /
-    ``adapt_damping`` never go below); ValueError naming the field otherwise. Omega and the
-    load change may take any sign."""
-    for name, value, low, strict in (("capacity_flops_s", st.capacity_flops_s,
-                                      MIN_CAPACITY_FLOPS_S, False),
-                                     ("load_flops_s", st.load_flops_s, 0.0, False),
-                                     ("curvature_s2", st.curvature_s2, 0.0, False),
-                                     ("damping", st.damping, 1.0, False),
-                                     ("predecessors", st.predecessors, 0, False)):
-        if not (value > low if strict else value >= low):
-            raise ValueError("Status.%s: %r, must be %s %r"
-                             % (name, value, ">" if strict else ">=", low))
+    ``MIN_RATE``, load >= 0, curvature >= 0 (Psi is a sum of squares times convex terms),
+    damping >= 1 (``steps.initial_damping`` / ``adapt_damping`` never go below); ValueError
+    naming the field otherwise. Omega and the load change may take any sign."""
+    for name, value, low in (("capacity_flops_s", st.capacity_flops_s, MIN_RATE),
+                             ("load_flops_s", st.load_flops_s, 0.0),
+                             ("curvature_s2", st.curvature_s2, 0.0),
+                             ("damping", st.damping, 1.0),
+                             ("predecessors", st.predecessors, 0)):
+        if not value >= low:
+            raise ValueError("Status.%s: %r, must be >= %r" % (name, value, low))
     return st
 
 
