@@ -14,9 +14,10 @@ receiver's poll delay (both cancel between consecutive ACKs). A message that fou
 idle includes them, so its bytes over its start-to-ACK time only bound the rate from below.
 A receiver acknowledges what it has read in one ACK message: messages acknowledged together
 with the one before them (the same ACK time) add their bytes to that one's sample (its
-interval covered them), not a zero-length queued interval. ACKs that reach the sender in bunches (a receiver that
-polls, a busy sender loop) move time between consecutive intervals but not out of their sum,
-so a slow link reads its rate within a few percent (unit tests on such patterns).
+interval covered them), not a zero-length queued interval. ACKs that reach the sender in
+bunches (a receiver that polls, a busy sender loop) move time between consecutive intervals
+but not out of their sum, so a slow link reads its rate within a few percent (unit tests on
+such patterns).
 On a link whose messages take less than the ACKs' latency (a 1.6 MB/s link carries an image
 in 2.2 ms; a receiver's loop on a loaded machine answers in 1-60 ms) "queued behind the
 previous one" only means the ACK was late: the intervals are the gaps between sends, and
@@ -29,10 +30,10 @@ passes: under kernel shaping an idle message there arrives after its bytes but t
 packet's (``agent.testbed.shaping``), about 1.2x its rate, while the queued intervals read
 0.9-1.0x. (With segmentation offload on the veths a whole message passed an idle HTB class
 at once, and this estimator read a 41.7 KB/s link 3-6x too fast.)
-Sums of bytes and of seconds decay by ``DECAY`` per interval (an ACK message's). The configured
-rate is the prior:
-after ``MIN_SAMPLES`` queued transfers their estimate replaces it; with only idle transfers, the
-lower bound replaces it where it is higher (a link faster than configured). A link slower than
+Sums of bytes and of seconds decay by ``DECAY`` per interval (an ACK message's). The
+configured rate is the prior: after ``MIN_SAMPLES`` queued transfers their estimate replaces
+it; with only idle transfers, the lower bound replaces it where it is higher (a link faster
+than configured). A link slower than
 configured that carries enough to matter queues its messages, so it is seen within a few
 dozen transfers.
 """
