@@ -172,7 +172,7 @@ class Node:
         self.role.after_tick(now)
 
     def _in_flight(self) -> bool:
-        return self.role.in_flight() or len(self.outbox) > 0
+        return self.role.in_flight() or bool(self.outbox.items)
 
     def _finish(self) -> None:
         self.role.finish(self.clock(), self.wall())

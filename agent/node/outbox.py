@@ -3,10 +3,10 @@
 A side of the node (``source.SourceSide``, ``worker.WorkerSide``) hands an ``OutItem`` to
 ``Outbox.send``: a task is routed by the policy (``choose_successor``; held in ``waiting`` while
 no successor is alive), encoded, sent (after the emulated link's pacing, when links are
-emulated) and kept until the next hop ACKs its key (``on_ack``). With no ACK by its deadline,
-``run_timers`` re-sends it to another successor (a result: to its source again), at most
-``MAX_HOP_RESENDS`` times. The same timer heap carries the sides' own timers (``call_at``, e.g. a
-source's result deadline), handed back to the side in deadline order.
+emulated) and kept until a hop it was sent to ACKs its key (``on_ack``; another peer's ACK of
+it is ignored, counted as ``ack_not_sent_<peer>``). With no ACK by its deadline, ``run_timers``
+re-sends it to another successor (a result: to its source again), at most ``MAX_HOP_RESENDS``
+times. The same timer heap carries the sides' own timers (``call_at``).
 
 Back-pressure: a receiver that cannot take a task (queue full, no route on) names its key in
 the ``refused`` list of its ACK; ``on_ack`` then marks that successor ``unavailable`` for the
@@ -18,12 +18,12 @@ once per poll (``flush_replies``), per sender, and so do results on a link witho
 RESULTS message per source (``flush_results``), each result in custody under its own key.
 
 Liveness: what was sent on a dropped data connection (``on_link_down``) is routed again at
-once. A late task whose connection never dropped is not copied onto it again when no other
-successor is usable (``held_same_link``: the connection delivers in order); its deadline moves
-on. A successor more than ``LINK_QUEUE_MAX_S`` of link time behind (tasks not ACKed, at the
-lower of its configured and measured rate) is left alone like a refusing one until that drains
-(``link_full``), so the queue its heartbeats wait in stays short and a source rejects the
-excess (``overload``). A policy that fails to route a task leaves it waiting (``routing_error``).
+once; a late task whose connection is up is not copied onto it again when no other successor is
+usable (``held_same_link``: it delivers in order): its deadline moves on. A successor more
+than ``LINK_QUEUE_MAX_S`` of link time behind (tasks not ACKed, at the lower of its configured
+and measured rate) is left alone like a refusing one until that drains (``link_full``), so the
+queue its heartbeats wait in stays short and a source rejects the excess (``overload``). A
+policy that fails to route a task leaves it waiting (``routing_error``).
 """
 
 from __future__ import annotations
@@ -175,9 +175,6 @@ class Outbox:
 
     # -- sending with custody ----------------------------------------------------------------
 
-    def __len__(self) -> int:
-        return len(self.items)
-
     def send(self, item: OutItem, now: float) -> None:
         """Route (tasks), send and keep ``item`` until its ACK; see the module docstring."""
         if item.expires and now >= item.expires:
@@ -260,7 +257,7 @@ class Outbox:
 
     def on_ack(self, peer: str, keys: List[str], now: float, refused: List[str] = (),
                retry_s: float = 0.0, reason: str = "") -> None:
-        """``peer`` ACKed ``keys``: custody ends; a first send's transfer time goes to the policy.
+        """``peer`` ACKed ``keys``: custody of those sent to it ends; first sends time the link.
 
         ``refused`` keys come back at once: ``peer`` is left alone for ``retry_s`` (within
         HOLD_MIN_S..HOLD_MAX_S) and each task is routed again, to another successor or held.
@@ -281,9 +278,13 @@ class Outbox:
                 self.send(item, now)
         measured = 0
         for key in keys:
-            item = self.items.pop(key, None)
+            item = self.items.get(key)
             if item is None:
                 continue
+            if item.dest != peer and peer not in item.tried:  # not sent there: not its to end
+                self.counters["ack_not_sent_" + peer] += 1
+                continue
+            del self.items[key]
             self.counters["acked"] += 1
             # only a first send's ACK measures: after a resend it may come from the other hop
             if item.link_start > 0 and item.resends == 0 and item.dest == peer:

@@ -208,19 +208,19 @@ def test_a_result_is_kept_for_its_restarting_source_until_the_tasks_deadline(wor
         t += 0.5
         out.run_timers(t, lambda key, now: None)
         out.flush_results(t)
-    assert result.resends > MAX_HOP_RESENDS and len(out) == 1
+    assert result.resends > MAX_HOP_RESENDS and len(out.items) == 1
     assert out.counters.get("drop_undeliverable", 0) == 0
     t = 1031.0
     out.run_timers(t, lambda key, now: None)
-    assert len(out) == 0 and out.counters["drop_undeliverable"] == 1
+    assert len(out.items) == 0 and out.counters["drop_undeliverable"] == 1
     task = OutItem(Kind.TASK, "t2#0", {"id": "t2", "attempt": 0, "source": "s1", "stage": 2,
                                        "hops": 1, "resends": 0, "created": 0.0},
                    np.zeros((8, 14, 14), dtype=np.float32), expires=t + 30.0)
     out.send(task, t)
-    while t < 1045.0 and len(out):
+    while t < 1045.0 and out.items:
         t += 0.5
         out.run_timers(t, lambda key, now: None)
-    assert len(out) == 0 and out.counters["drop_undeliverable"] == 2
+    assert len(out.items) == 0 and out.counters["drop_undeliverable"] == 2
     assert t < 1031.0 + 29.0  # given up on its re-send count, well before its deadline
 
 
