@@ -248,3 +248,14 @@ def test_a_negative_threshold_report_rate_is_refused():
     nodes, errors = _run(mutate, rounds=30, sc=_profiled(), thresholds={2: 0.8}, knobs=PROFILED)
     assert len(errors) == 1 and "arrival rate" in next(iter(errors))[1]
     _completed(nodes, 30)
+
+
+@pytest.mark.parametrize("change,why", [({"sender": "b2"}, "sent by"), ({"stage": 3}, "stage 3")])
+def test_a_threshold_report_for_another_sibling_or_stage_is_refused(change, why):
+    """Rule: a threshold report counts only as its sender's own and for the receiver's stage:
+    one naming another sibling (it would stand in for that sibling's report in the decision)
+    or another stage is refused, and the phase completes everywhere."""
+    mutate, done = _once(Kind.THRESHOLD, "b1", lambda p: p.update(change), to="b")
+    nodes, errors = _run(mutate, rounds=30, sc=_profiled(), thresholds={2: 0.8}, knobs=PROFILED)
+    assert done and len(errors) == 1 and why in next(iter(errors))[1]
+    _completed(nodes, 30)

@@ -49,7 +49,7 @@ from agent.policies.dtoee.neighbours import Neighbours, requests_out, status_out
 from agent.policies.dtoee.payload import from_payload
 from agent.policies.dtoee.settle import Settle
 from agent.policies.dtoee.threshold_sync import ThresholdSync
-from agent.policies.thresholds import ThresholdReport, threshold_stage
+from agent.policies.thresholds import threshold_stage
 
 log = logging.getLogger(__name__)
 
@@ -249,7 +249,7 @@ class DtoeePolicy(AgentPolicy):
             if sent is not None and st.round + 1 > sent.round and self._answers(st, 1):
                 out += self._send_requests(view, (msg.sender,), round=st.round + 1)
         elif msg.kind == Kind.THRESHOLD and msg.sender in self.siblings:
-            rep = from_payload(ThresholdReport, payload)
+            rep = self.tsync.checked(msg.sender, view.stage, payload)
             out += self.tsync.on_report(rep, self.settling.settled, self.slot, self.round)
             if rep.round == self.tsync.held_round:
                 return out + self._release(view)

@@ -15,7 +15,7 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 from agent.policies.api import NodeView, Outgoing
 from agent.policies.dtoee import protocol as D
-from agent.policies.dtoee.payload import to_payload
+from agent.policies.dtoee.payload import from_payload, to_payload
 from agent.policies.thresholds import (
     ThresholdReport,
     choose_threshold,
@@ -102,6 +102,17 @@ class ThresholdSync:
             return None
         self.held_round = None
         return rnd
+
+    @staticmethod
+    def checked(sender: str, stage: int, payload: Any) -> ThresholdReport:
+        """The ``ThresholdReport`` in ``payload``; ValueError unless it is ``sender``'s own (a
+        sibling cannot report for another) and for this node's ``stage``, as every sibling's is
+        (a report for another stage would enter this stage's decision)."""
+        rep = from_payload(ThresholdReport, payload)
+        if rep.sender != sender or rep.stage != stage:
+            raise ValueError("threshold report of %r for stage %d sent by %r of stage %d"
+                             % (rep.sender, rep.stage, sender, stage))
+        return rep
 
     def on_report(self, rep: ThresholdReport, settled: bool, slot: int, rnd: int
                   ) -> List[Outgoing]:
