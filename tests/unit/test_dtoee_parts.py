@@ -53,7 +53,7 @@ def test_a_round_is_ready_with_every_live_neighbour_heard_and_a_gone_one_loses_i
     view.alive.discard("a1")
     assert [r.sender for r in nb.requests(view, 1)] == ["a0"]  # a0 late: its last; a1 gone
     assert sorted(nb.statuses(view, 1)) == ["c0", "c1"]
-    nb.start()
+    nb.start(20)
     assert not nb.has_request("a0", 0) and "a0" in nb.last_request
 
 
@@ -128,3 +128,18 @@ def test_the_policy_holds_its_parts_and_no_part_shares_its_state():
     for name in ("tsync", "settling", "joint", "neighbours"):
         assert getattr(a, name) is not getattr(b, name)
     assert not hasattr(a, "th") and not hasattr(a, "settled") and not hasattr(a, "last_request")
+
+
+def test_a_request_or_status_for_a_round_past_the_phase_is_refused():
+    """``checked`` parses a request or status and refuses one for a round at or past the
+    phase's end: kept, it would count as its sender's message for every later round."""
+    from agent.policies.dtoee.payload import to_payload
+    import pytest
+
+    nb = Neighbours()
+    nb.start(20)
+    assert nb.checked(Request, to_payload(_req("a0", 19))).round == 19
+    assert nb.checked(Status, to_payload(_status("c0", 0))).sender == "c0"
+    for msg, cls in ((_req("a0", 20), Request), (_status("c0", 10 ** 9), Status)):
+        with pytest.raises(ValueError, match="round"):
+            nb.checked(cls, to_payload(msg))

@@ -259,3 +259,17 @@ def test_a_threshold_report_for_another_sibling_or_stage_is_refused(change, why)
     nodes, errors = _run(mutate, rounds=30, sc=_profiled(), thresholds={2: 0.8}, knobs=PROFILED)
     assert done and len(errors) == 1 and why in next(iter(errors))[1]
     _completed(nodes, 30)
+
+
+@pytest.mark.parametrize("kind,sender", [(Kind.DTOEE_REQUEST, "a0"), (Kind.DTOEE_STATUS, "c0")])
+def test_a_request_or_status_for_a_far_round_is_refused_and_later_ones_count(kind, sender):
+    """Rule: a request or status rewritten to a round past the phase is refused, so it cannot
+    stand for its sender's messages of the rounds left: the phase completes everywhere."""
+    mutate, done = _once(kind, sender, lambda p: p.update(round=10 ** 12))
+    nodes, errors = _run(mutate)
+    assert done and len(errors) == 1 and "round" in next(iter(errors))[1]
+    for pol, _ in nodes.values():
+        heard = pol.neighbours
+        assert all(r < ROUNDS for r in list(heard.request_round.values())
+                   + list(heard.status_round.values()))
+    _completed(nodes)

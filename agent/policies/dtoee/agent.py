@@ -46,7 +46,6 @@ from agent.policies.dtoee import protocol as D
 from agent.policies.dtoee.joint_sync import JointSync
 from agent.policies.dtoee.knobs import parse_agent_knobs
 from agent.policies.dtoee.neighbours import Neighbours, requests_out, status_out
-from agent.policies.dtoee.payload import from_payload
 from agent.policies.dtoee.settle import Settle
 from agent.policies.dtoee.threshold_sync import ThresholdSync
 from agent.policies.thresholds import threshold_stage
@@ -158,7 +157,7 @@ class DtoeePolicy(AgentPolicy):
         self.phase_end = now + max(0.0, slot * self.slot_length_s
                                    + self.rounds * self.round_interval_s - self.wall())
         self.round = 0
-        self.neighbours.start()
+        self.neighbours.start(self.rounds)
         self.own_status, self.prev_change = None, None
         self.tsync.start(self.rounds)
         self.joint.start(self.rounds)
@@ -233,7 +232,7 @@ class DtoeePolicy(AgentPolicy):
             return out  # stale: from a slot already over
         payload = msg.fields["payload"]
         if msg.kind == Kind.DTOEE_REQUEST and self.receiver and msg.sender in view.predecessors:
-            req = from_payload(D.Request, payload)
+            req = self.neighbours.checked(D.Request, payload)
             self.tsync.merge(req)
             self.neighbours.on_request(msg.sender, req)
             if self.own_status is not None and req.round <= self.own_status.round:
@@ -242,7 +241,7 @@ class DtoeePolicy(AgentPolicy):
             elif self._answers(req):
                 out += self._status_out((msg.sender,), round=req.round)
         elif msg.kind == Kind.DTOEE_STATUS and self.offloader and msg.sender in view.successors:
-            st = from_payload(D.Status, payload)
+            st = self.neighbours.checked(D.Status, payload)
             self.tsync.merge(st)
             self.neighbours.on_status(msg.sender, st)
             sent = self.pending.get(msg.sender)

@@ -15,7 +15,7 @@ from typing import Any, Dict, List, Mapping, Optional
 
 from agent.policies.api import NodeView, Outgoing
 from agent.policies.dtoee import protocol as D
-from agent.policies.dtoee.payload import to_payload
+from agent.policies.dtoee.payload import from_payload, to_payload
 from agent.protocol.wire import Kind
 
 
@@ -27,10 +27,22 @@ class Neighbours:
         self.last_request: Dict[str, D.Request] = {}  # newest request of each predecessor
         self.status_round: Dict[str, int] = {}  # round of each successor's status, this slot
         self.request_round: Dict[str, int] = {}  # round of each predecessor's request, this slot
+        self.rounds = 0  # the phase's rounds (start): messages for later rounds are refused
 
-    def start(self) -> None:
-        """A new slot: nothing heard for its rounds yet (the last messages stay)."""
+    def start(self, rounds: int) -> None:
+        """A new slot of ``rounds`` rounds: nothing heard for them yet (the last messages stay)."""
         self.status_round, self.request_round = {}, {}
+        self.rounds = rounds
+
+    def checked(self, cls: Any, payload: Any) -> Any:
+        """The ``D.Request`` or ``D.Status`` (``cls``) in ``payload``; ValueError for a round
+        past the phase: kept, it would stand for its sender's message of every round left in
+        the slot, and make the sender's real ones look late until the next slot."""
+        msg = from_payload(cls, payload)
+        if msg.round >= self.rounds:
+            raise ValueError("%s of %r for round %d, the phase has %d"
+                             % (cls.__name__.lower(), msg.sender, msg.round, self.rounds))
+        return msg
 
     def on_request(self, sender: str, req: D.Request) -> None:
         """Keep a predecessor's request unless an older round's (late)."""
