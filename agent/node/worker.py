@@ -289,6 +289,8 @@ class WorkerSide(Role):
                 out.update(action.fields)
                 if action.cls is not None:
                     out["cls"], out["confidence"] = int(action.cls), float(action.confidence)
+                    if not math.isfinite(out["confidence"]):  # would fail the RESULTS batch
+                        return self.out.drop("bad_output")
             item = OutItem(Kind.RESULT, "R:" + wire.task_key(f["id"], f["attempt"]), out, None,
                            dest=f["source"], keep_until=expires)
         else:

@@ -169,6 +169,20 @@ def test_escalate_sends_the_raw_input_as_a_stage_1_task_with_token_and_deadline(
     wire.encode(item.kind, "w1", dict(item.fields, resends=0), [item.tensor])  # sendable
 
 
+def test_a_policy_answer_with_a_non_finite_confidence_is_dropped_not_sent(two_stage_worker):
+    """A policy's ANSWER whose confidence is not finite is dropped (``drop_bad_output``): a
+    RESULT carrying it would fail the wire check at the source, with every result batched
+    with it; a finite answer is sent."""
+    side, out, policy, view = two_stage_worker
+    x = np.zeros((1, 1, 28, 28), np.float32)
+    for conf in (float("inf"), float("nan"), 0.75):
+        policy.on_head = lambda head, view, c=conf: HeadAction(ANSWER, cls=3, confidence=c)
+        _deliver(side, wire.decode(wire.encode(Kind.TASK, "s1", _task(), [x])))
+        side.seen.clear()  # the same task id again
+    assert out.counters["drop_bad_output"] == 2
+    assert [i.fields["confidence"] for i in out.items.values()] == [0.75]
+
+
 def test_a_terminal_worker_answers_at_its_last_stage(tmp_path):
     """A1: a terminal worker's view reports no unreachable stage (it sends nothing on), and a
     terminal flag on a config round-trips; the base rule then answers at its last stage."""
@@ -321,10 +335,35 @@ def test_mlci_level_continues_by_patience_then_escalates_or_the_top_answers_the_
     top = MlciPolicy({}, {}, seed=0)
     top.configure(_Cfg(), cloud)
     logits = np.eye(10, dtype=np.float32)[3] * 5
-    ens = [0.0] * 9 + [5.0]
+    ens = [0.0] * 9 + [1.0]  # the lower levels all said class 9, with weights adding up to 1
     ans = top.on_head(HeadInfo("t", 0, 4, 0.9, 3, logits, {"ens": ens, "ens_w": 1.0}, {}, True),
                       cloud)
     assert ans.kind == ANSWER and ans.fields == {"level": 2} and ans.cls == 9
+    sent = top.on_head(HeadInfo("v", 0, 4, 0.9, 3, logits, dict(up.fields), {}, True), cloud)
+    assert sent.kind == ANSWER and top.bad_ensemble == 0  # the edge's own ensemble fits
     bad = top.on_head(HeadInfo("u", 0, 4, 0.9, 3, logits, {"ens": [1.0], "ens_w": 1.0}, {},
                                True), cloud)
     assert bad.cls == 3 and top.bad_ensemble == 1
+
+
+@pytest.mark.parametrize("ens,ens_w", [
+    ([1.7e308] * 10, 1e-300), ([5.0] * 10, 1e-300), ([0.5] * 10, 5.0), ([0.0] * 9 + [5.0], 1.0),
+    ([-0.35] + [0.15] * 9, 1.0), ([0.1] * 10, 1e9)], ids=[
+    "overflow", "above-weight", "sum-below-weight", "sum-above-weight", "negative",
+    "weight-above-lower-levels"])
+def test_mlci_top_refuses_an_ensemble_lower_levels_cannot_have_sent(ens, ens_w):
+    """MLCI's top level takes an escalated TASK's ensemble only if lower levels can have sent
+    it (eq. 11: a weighted sum of probability vectors, weights at most the lower levels'
+    together); anything else is counted and the level answers afresh, with a confidence in
+    [0, 1] (a forged one answered inf, which failed the source's whole RESULTS batch)."""
+    from agent.policies.mlci.agent import MlciPolicy
+
+    cloud = NodeView("cloud", "worker", 1, 4, BUNDLE_FLOPS, (3136.0,) * 4, (1, 2, 3), (), (),
+                     {}, exit_profile=PROFILE, last_stage=4)
+    top = MlciPolicy({}, {}, seed=0)
+    top.configure(_Cfg(), cloud)
+    logits = np.eye(10, dtype=np.float32)[3] * 5
+    ans = top.on_head(HeadInfo("t", 0, 4, 0.9, 3, logits, {"ens": ens, "ens_w": ens_w}, {},
+                               True), cloud)
+    assert ans.kind == ANSWER and ans.cls == 3 and 0.0 <= ans.confidence <= 1.0
+    assert top.bad_ensemble == 1

@@ -58,6 +58,7 @@ class MlciPolicy(TieredPolicy):
         self.stages: tuple = ()  # the profile's head stages (its columns)
         self.temperatures = np.ones(0)
         self.weight = 1.0
+        self.below_w = 0.0  # the lower levels' weights together (configure)
         self.escalated = 0
         self.answered = 0
         self.bad_ensemble = 0  # escalated tasks whose ens/ens_w did not fit (counted, not fatal)
@@ -96,6 +97,8 @@ class MlciPolicy(TieredPolicy):
         model = mlci_replay.fit(profile, self.params, prefixes)
         self.temperatures = model.temperatures
         self.weight = float(model.weights[self.level]) if self.level >= 0 else 1.0
+        # what an escalated TASK's ensemble weight can be: the lower levels' weights together
+        self.below_w = float(sum(model.weights[:max(self.level, 0)]))
         self.top = self.level == len(self.params.levels) - 1
 
     def thresholds(self) -> Dict[int, float]:
@@ -140,13 +143,14 @@ class MlciPolicy(TieredPolicy):
         self.answered += 1
         return HeadAction(ANSWER, cls=cls, confidence=conf, fields={"level": self.level})
 
-    @staticmethod
-    def _incoming(fields: Mapping[str, Any], classes: int) -> Optional[np.ndarray]:
-        """The TASK's running ensemble sum (None at level 1, or when malformed)."""
+    def _incoming(self, fields: Mapping[str, Any], classes: int) -> Optional[np.ndarray]:
+        """The TASK's running ensemble sum (None at level 1, or when malformed or out of
+        range: ``rules.valid_ensemble``)."""
         ens, w = fields.get("ens"), fields.get("ens_w")
-        if ens is None or w is None or len(ens) != classes or not w > 0:
+        if ens is None or w is None or len(ens) != classes:
             return None
-        return np.asarray(ens, dtype=np.float64)
+        vec = np.asarray(ens, dtype=np.float64)
+        return vec if R.valid_ensemble(vec, float(w), self.below_w) else None
 
     def choose_successor(self, task: TaskInfo, view: NodeView,
                          exclude: Sequence[str] = ()) -> Optional[str]:

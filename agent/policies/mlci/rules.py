@@ -204,6 +204,16 @@ def ensemble_add(vec: Optional[np.ndarray], wsum: float, w: float,
     return (w * p if vec is None else vec + w * p), wsum + w
 
 
+def valid_ensemble(vec: np.ndarray, wsum: float, max_wsum: float) -> bool:
+    """A running ensemble sum (eq. 11) that lower levels can have sent: ``wsum`` in
+    (0, ``max_wsum``], the sum of their weights; each entry in [0, wsum] and all of them adding
+    up to ``wsum`` (a weighted sum of probability vectors), within rounding."""
+    tol = 1e-6 * wsum
+    return bool(0.0 < wsum <= max_wsum * (1.0 + 1e-9) and np.all(np.isfinite(vec))
+                and vec.min() >= -tol and vec.max() <= wsum + tol
+                and abs(float(vec.sum()) - wsum) <= tol)
+
+
 def ensemble_answer(vec: np.ndarray, wsum: float) -> Tuple[np.ndarray, int, float]:
     """eq. 12: the normalised ensemble, its class and its confidence."""
     probs = np.asarray(vec, dtype=np.float64) / wsum
