@@ -1,6 +1,8 @@
 """MDI-Exit policy (agent/policies/mdi_exit/rules.py): one test per branch of Algs. 1-4, the rule in
 each test's name."""
 
+import math
+
 import numpy as np
 import pytest
 
@@ -137,6 +139,14 @@ def test_alg2_never_offloads_when_output_not_longer_than_neighbour_input():
 
 def test_alg2_neighbour_with_zero_expected_delay_takes_task():
     assert mx.offload_probability(1, 0, 1.0, nb(input_len=0, transfer_delay_s=0.0)) == 1.0
+
+
+def test_alg2_a_node_that_cannot_run_the_stage_offloads_even_to_an_overflowing_neighbour():
+    """A source (own wait inf) offloads with probability 1 even when a neighbour's expected
+    delay I_m Gamma_m overflows to inf: inf / inf must not become a NaN no draw accepts."""
+    m = nb(input_len=2, compute_delay_s=1e308, transfer_delay_s=0.01)
+    assert mx.offload_probability(5, 1, math.inf, m) == 1.0
+    assert mx.choose_neighbour(5, 1, math.inf, [m], lambda: 0.999) == "m"
 
 
 def test_alg2_sure_neighbour_preferred_over_probabilistic_one_then_lowest_delay():

@@ -212,7 +212,9 @@ def offload_probability(output_len: int, input_len: int, compute_delay_s: float,
         return 0.0
     local_s = input_len * compute_delay_s
     remote_s = neighbour.transfer_delay_s + neighbour.input_len * neighbour.compute_delay_s
-    if local_s > remote_s or remote_s <= 0.0:
+    # an infinite local wait (a node that cannot run the stage) offloads whatever the remote
+    # one: inf / inf would be NaN, which no draw accepts, and the task would wait forever
+    if local_s > remote_s or remote_s <= 0.0 or local_s == math.inf:
         return 1.0
     return min(local_s / remote_s, 1.0)
 
