@@ -65,3 +65,13 @@ def test_transfer_delay_drops_negative_and_non_finite_samples():
         d.observe("a", bad, NBYTES)
     assert d.get("a", NBYTES) is None
 
+
+
+def test_an_estimate_of_zero_still_follows_a_slower_link():
+    """A first transfer timed at 0 s must not lock D_nm at 0 (its outlier band would be
+    [0, 0]): the estimate leaves 0 and follows a link now taking 5 ms within 60 samples."""
+    d = TransferDelay()
+    d.observe("a", 0.0, 1000)
+    for _ in range(60):
+        d.observe("a", 0.005, 1000)
+    assert d.get("a", 1000) > 0.004

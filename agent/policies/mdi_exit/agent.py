@@ -38,6 +38,9 @@ from agent.policies.api import AgentPolicy, NodeView, Outgoing, TaskInfo
 from agent.protocol.wire import Kind, Message
 
 
+MIN_DELAY_S = 1e-6  # the outlier band's base at least: below any real network transfer
+
+
 class TransferDelay:
     """Smoothed measured transfer delay D_nm per (neighbour, payload bytes).
 
@@ -64,7 +67,10 @@ class TransferDelay:
         if est is None:
             self._est[key] = seconds
             return
-        lo, hi = est / self.outlier_factor, est * self.outlier_factor
+        # the band around a near-zero estimate (a first transfer timed at 0 s) would be
+        # [0, 0]: every later sample clipped to 0, the estimate stuck there for good
+        base = max(est, MIN_DELAY_S)
+        lo, hi = base / self.outlier_factor, base * self.outlier_factor
         direction = 1 if seconds > hi else -1 if seconds < lo else 0
         if direction and self._pending.pop(key, 0) != direction:
             self._pending[key] = direction  # first outlier this way: ignore it
