@@ -124,3 +124,11 @@ def test_proportional_split_is_cf_and_bf_rule_for_one_offloader():
     assert proportional_split({"a": 1.0, "b": 3.0}, usable={"a"}) == {"a": 1.0, "b": 0.0}
     assert proportional_split({"a": 0.0, "b": 0.0}) == {"a": 0.0, "b": 0.0}
     assert proportional_split({"a": 2.0, "b": 2.0}, usable=()) == {"a": 0.0, "b": 0.0}
+
+
+def test_proportional_split_of_huge_or_infinite_weights_still_sums_to_one():
+    """Weights whose sum overflows (two capacities of 1e308) are scaled first, and infinite
+    ones share the row alone: the row never sums to 0 while a weight is positive."""
+    assert proportional_split({"a": 1e308, "b": 1e308}) == {"a": 0.5, "b": 0.5}
+    assert proportional_split({"a": 1e308, "b": 1.7e308, "c": 1.0}, usable={"a", "b"})["c"] == 0
+    assert proportional_split({"a": float("inf"), "b": 1e308}) == {"a": 1.0, "b": 0.0}

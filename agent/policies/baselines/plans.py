@@ -20,6 +20,8 @@ from __future__ import annotations
 
 from typing import Any, Callable, Collection, Dict, Mapping, Optional, Tuple
 
+import math
+
 import numpy as np
 
 from agent.policies.dtoee.network import exact_marginals
@@ -48,9 +50,13 @@ def proportional_split(weights: Mapping[Any, float],
     BF) over the successors in ``usable`` (default: all); the others, and every one when no
     usable weight is positive, get 0. The agent's ``cf``/``bf`` and the planners share it."""
     keep = weights.keys() if usable is None else usable
-    total = sum(max(0.0, float(weights[j])) for j in weights if j in keep)
-    return {j: (max(0.0, float(w)) / total if total > 0 and j in keep else 0.0)
-            for j, w in weights.items()}
+    w = {j: max(0.0, float(v)) if j in keep else 0.0 for j, v in weights.items()}  # NaN: 0
+    total = sum(w.values())
+    if total == math.inf:  # huge weights (1e308 each): scaled, or the infinite ones alone
+        top = max(w.values())
+        w = {j: float(v == top) if top == math.inf else v / top for j, v in w.items()}
+        total = sum(w.values())
+    return {j: (v / total if total > 0 else 0.0) for j, v in w.items()}
 
 
 def _proportional(net: Network, weight: np.ndarray) -> np.ndarray:
