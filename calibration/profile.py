@@ -295,9 +295,12 @@ def update_profile(
         with _lock(path):
             base = load_profile(path) if os.path.exists(path) else Profile()
             profile = merge_profile(base, entries, unavailable)
+            obj = profile_to_obj(profile)
+            # what is written must read back: a bad entry refused here, never a damaged file
+            parse_profile(json.loads(json.dumps(obj)), "%s (as it would be written)" % path)
             write_atomic(
                 path,
-                json.dumps(profile_to_obj(profile), indent=2, sort_keys=True) + "\n",
+                json.dumps(obj, indent=2, sort_keys=True) + "\n",
                 perms=0o600,  # owner-only, as the profile was always created
             )
             return profile

@@ -185,3 +185,17 @@ def test_concurrent_writers_lose_no_entries(tmp_path):
         assert p.exitcode == 0
     assert len(load_profile(path).entries) == 16
     assert not [n for n in os.listdir(str(tmp_path)) if n.endswith(".tmp")]
+
+
+@pytest.mark.parametrize("bad", [{"capacity_flops": 0.0}, {"capacity_flops": float("inf")},
+                                 {"service_time_median_s": float("nan")}])
+def test_an_entry_that_would_not_read_back_is_refused_and_the_file_kept(tmp_path, bad):
+    """update_profile checks what it would write with the reader's rules: an entry the reader
+    refuses (a capacity of 0 or inf, a NaN time) raises ProfileError naming the field, and the
+    file keeps its good entries, readable (it used to be written and then unreadable)."""
+    path = str(tmp_path / "profile.json")
+    update_profile(path, [_entry(stage=2, stage_sha256="b" * 64)])
+    field = next(iter(bad))
+    with pytest.raises(ProfileError, match=field):
+        update_profile(path, [_entry(**bad)])
+    assert [e.stage for e in load_profile(path).entries] == [2]
