@@ -295,6 +295,13 @@ def calibrate(
         raise UsageError(
             "--stages: bundle %s has stages 1..%d, got %s" % (bundle.name, len(bundle.stages), ",".join(map(str, bad)))
         )
+    # mu is FLOP/s: a stage counted at 0 FLOPs (no Conv/Gemm/MatMul) has no capacity to measure
+    zero = [i for i in wanted if bundle.stage(i).flops <= 0]
+    if zero:
+        raise UsageError(
+            "bundle %s: stage(s) %s have flops 0 in bundle.json; capacities are FLOP/s, so give "
+            "each stage its FLOP count (its \"flops\" field) before calibrating" % (bundle.name, ",".join(map(str, zero)))
+        )
     explicit_ids = parse_modes(cfg.modes)
     os.makedirs(cfg.state_dir, exist_ok=True)
     ident = host.read_host_identity()

@@ -220,3 +220,21 @@ def test_saved_mode_that_cannot_be_restored_is_a_clear_error(tmp_path, bundle_di
     with pytest.raises(UsageError, match="cannot be restored.*nvpmodel -m"):
         runner.calibrate(cfg, jtop_module=fake_module(board), stream=io.StringIO())
     assert (state_dir / ORIGINAL_MODE_FILE).exists() and _no_force(read_board(board))
+
+
+def test_a_stage_of_zero_flops_is_refused_before_anything_runs(tmp_path):
+    """A stage whose manifest counts 0 FLOPs has no capacity in FLOP/s to measure: the run
+    stops with a UsageError naming it before any mode switch, and writes no profile (such an
+    entry made the whole profile unreadable)."""
+    bundle = calibration_bundle(str(tmp_path))
+    manifest_path = os.path.join(bundle, "bundle.json")
+    with open(manifest_path) as f:
+        manifest = json.load(f)
+    manifest["stages"][0]["flops"] = 0
+    with open(manifest_path, "w") as f:
+        json.dump(manifest, f)
+    board = new_board(tmp_path / "board.json", mode=1)
+    cfg = _config(tmp_path, bundle)
+    with pytest.raises(UsageError, match=r"stage\(s\) 1 have flops 0"):
+        runner.calibrate(cfg, jtop_module=fake_module(board), stream=io.StringIO())
+    assert read_board(board)["requests"] == [] and not os.path.exists(cfg.profile_path)

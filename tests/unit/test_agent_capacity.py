@@ -103,3 +103,20 @@ def test_time_engine_takes_the_runs_own_measurement_when_given():
     median = time_engine(lambda a: (run(a), 0.004)[1], np.zeros(1), warmup_runs=0,
                          timing_runs=3, clock=lambda: clock[0], measured=lambda got: got)
     assert median == pytest.approx(0.004)
+
+
+def test_a_worker_refuses_to_start_on_a_stage_of_zero_flops():
+    """mu is FLOP/s: a stage whose manifest counts 0 FLOPs would give mu = 0 (or a service
+    time of 0); the worker stops with a UsageError naming the stage, not a traceback later."""
+    import dataclasses
+    from types import SimpleNamespace
+
+    from agent.errors import UsageError
+    from agent.node.capacity import worker_capacity
+    from engines.bundle import load_bundle
+    from engines.demo import DEMO_BUNDLE_DIR
+
+    spec = dataclasses.replace(load_bundle(DEMO_BUNDLE_DIR).stage(2), flops=0)
+    with pytest.raises(UsageError, match=r"stage\(s\) 2 have flops 0"):
+        worker_capacity(SimpleNamespace(emulate_capacity_flops=0.0), {2: spec}, {2: None},
+                        lambda x, h, pad=False: None)
