@@ -214,8 +214,14 @@ class JetsonDevice:
         self._error = unavailable_error
 
     def wait(self) -> None:
-        """Block until jtop delivers its next update."""
-        if not self._j.ok():
+        """Block until jtop delivers its next update; JtopUnavailable once the service is gone
+        (``ok()`` returns False, or re-raises the error its reader thread stored: jetson-stats
+        raises JtopException("Lost connection with jtop server") there)."""
+        try:
+            running = self._j.ok()
+        except self._error as exc:
+            raise JtopUnavailable("the connection to the jtop service was lost (%s)" % exc)
+        if not running:
             raise JtopUnavailable("the connection to the jtop service was lost")
 
     def has_nvpmodel(self) -> bool:
@@ -244,7 +250,11 @@ class JetsonDevice:
         return None if jc is None else bool(jc)
 
     def set_jetson_clocks(self, on: bool) -> None:
-        self._j.jetson_clocks = bool(on)
+        try:
+            self._j.jetson_clocks = bool(on)
+        except self._error as exc:  # a lost service, or jetson_clocks it does not control
+            raise JtopUnavailable("jtop could not set jetson_clocks %s (%s)"
+                                  % ("on" if on else "off", exc))
 
     def read(self) -> Reading:
         j = self._j

@@ -13,7 +13,9 @@ takes a few updates (service busy, id changes, then the GPU cap follows one upda
 jetson_clocks ends up off after a switch (as jtop stops it around nvpmodel), a mode can be
 "stuck" (its switch never completes) and a mode with ``status`` False could only be set with
 force (a reboot). Every request is logged with its force flag, so tests can check that force
-is never used.
+is never used. A board whose state says ``lost`` has lost its service: ``ok()`` raises
+``JtopException("Lost connection with jtop server")``, as jetson-stats' ``ok()`` re-raises the
+error its reader thread stored (documented: "raises ex_value: if jtop client fail").
 """
 
 from __future__ import annotations
@@ -271,6 +273,8 @@ class FakeJtop:
     def ok(self):
         time.sleep(self._interval)
         state = read_board(self._path)
+        if state.get("lost"):
+            raise JtopException("Lost connection with jtop server")
         state["updates"] += 1
         if state["pending"] is not None and state["pending"] not in state["stuck"] and STATUS[state["pending"]]:
             state["ticks"] += 1
@@ -387,6 +391,20 @@ def test_jtop_exception_becomes_a_clear_unavailable_message(tmp_path):
 
 
 # ---------------------------------------------------------------- switching
+
+
+def test_a_service_lost_mid_run_is_jtop_unavailable_not_a_traceback(tmp_path):
+    """When the jtop service goes away, jetson-stats' ``ok()`` raises JtopException (it does
+    not return False): waiting for the next update then raises JtopUnavailable, the error the
+    calibration run and its command turn into one clear line."""
+    board = new_board(tmp_path / "board.json")
+    with jtop_adapter.open_device(fake_module(board), interval_s=0.001) as device:
+        device.wait()
+        state = read_board(board)
+        state["lost"] = True
+        _write_board(board, state)
+        with pytest.raises(jtop_adapter.JtopUnavailable, match="Lost connection with jtop"):
+            device.wait()
 
 
 def test_switch_waits_until_id_service_and_gpu_cap_are_verified(tmp_path):
