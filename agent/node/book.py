@@ -131,8 +131,8 @@ class SourceBook:
             return
         self.lost += 1
         self._record(task.id, "lost", task.created_wall, task.created_mono, wall, mono,
-                     label=task.label, resends=task.resends, attempts=task.attempt + 1,
-                     reason=reason, row=task.row)
+                     label=task.label if task.label >= 0 else None, resends=task.resends,
+                     attempts=task.attempt + 1, reason=reason, row=task.row)
 
     def _record(self, task_id: str, status: str, cw: float, cm: float, fw: float, fm: float,
                 **extra: Any) -> None:
@@ -144,15 +144,20 @@ class SourceBook:
         rec.update(extra)
         self.records.write(rec)
 
-    def recover(self, wall: float, mono: float) -> int:
-        """Record the earlier run's tasks that the journal shows without a final line as lost
-        (reason ``crash``); returns how many."""
+    def recover(self, wall: float, mono: float, reason: str = "crash") -> int:
+        """Record the tasks the journal shows without a final line as lost: at start-up the
+        earlier run's (reason ``crash``; their delay from the wall clock, as monotonic times
+        of two boots do not compare), later those whose line was given up while the disk was
+        full (``unrecorded``); returns how many."""
         entries = self.records.recovered()
         for e in entries:
             label = e.get("label")
-            self._record(str(e["id"]), "lost", _num(e.get("created_wall"), wall),
-                         _num(e.get("created_mono"), mono), wall, mono, label=label if isinstance(label, int) and label >= 0 else None,
-                         reason="crash")
+            cw, cm = _num(e.get("created_wall"), wall), _num(e.get("created_mono"), mono)
+            self._record(str(e["id"]), "lost", cw, cm, wall, mono,
+                         label=label if isinstance(label, int) and label >= 0 else None,
+                         reason=reason, **({"delay_s": wall - cw} if reason == "crash" else {}))
+            if self.records.buffered >= self.records.max_buffered:  # none given up here
+                self.records.flush()
         self.recovered_lost += len(entries)
         if entries:
             self.records.flush()

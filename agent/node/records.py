@@ -11,9 +11,12 @@ One final line per created task, across crashes and full disks:
 - **Records** are buffered and appended by ``flush`` (every ``records_flush_interval_s``) in one
   ``write``; a write that fails part-way (``ENOSPC``) is cut back to the last whole line, so the
   file never holds a torn line. Unwritten lines stay buffered and are written when space returns;
-  beyond ``max_buffered`` lines the oldest are given up and counted (``records_dropped``). A
-  torn last line left by an earlier crash is cut off at start-up (its task is then recovered
-  from the journal).
+  beyond ``max_buffered`` lines the oldest are given up and counted (``records_dropped``), and
+  nothing of their tasks stays in memory: their journal lines, kept from compaction meanwhile,
+  are read again at the next successful write, and those tasks then get a ``lost`` line with
+  reason ``unrecorded`` (``recovered``), as after a crash. A torn last line left by an earlier
+  crash is cut off at start-up (its task is then recovered from the journal), and so is a torn
+  last journal line (a line appended after it would be unreadable).
 
 Failed writes are counted and logged at most once a minute (``agent.ops.files.WriteFaults``);
 nothing here raises ``OSError`` once the files are open.
@@ -107,14 +110,17 @@ class RecordWriter:
         self._jfd = -1
         self._journal_lines = 0
         self._recovered: List[Dict[str, Any]] = []
+        self.given_up = 0  # tasks whose line was given up since the journal was last read
         if self.journal_path:
             self._recovered = self._read_journal()
+            cut_torn_tail(self.journal_path)
             self._jfd = _append_fd(self.journal_path)
 
     # -- journal -----------------------------------------------------------------------------
 
-    def _read_journal(self) -> List[Dict[str, Any]]:
-        """Open tasks of an earlier run that have no line in ``records.jsonl``."""
+    def _read_journal(self, skip: Any = ()) -> List[Dict[str, Any]]:
+        """Journalled tasks that have no line in ``records.jsonl`` (at start-up: the earlier
+        run's), except those in ``skip`` (open in this run)."""
         opened: "OrderedDict[str, Dict[str, Any]]" = OrderedDict()
         try:
             with open(self.journal_path, "rb") as f:
@@ -131,6 +137,8 @@ class RecordWriter:
                         opened.pop(raw[1:].strip().decode("utf-8", "replace"), None)
         except FileNotFoundError:
             return []
+        for task_id in skip:
+            opened.pop(task_id, None)
         if not opened:
             return []
         with open(self.path, "rb") as f:  # a final line written before its "-" made it
@@ -141,8 +149,9 @@ class RecordWriter:
         return list(opened.values())
 
     def recovered(self) -> List[Dict[str, Any]]:
-        """The earlier run's tasks without a final line (``id, created_wall, created_mono,
-        label``), once; the caller records each (``lost``, reason ``crash``)."""
+        """Journalled tasks without a final line (``id, created_wall, created_mono, label``),
+        once: the earlier run's at start-up (the caller records each ``lost``, reason
+        ``crash``), later those whose line was given up (reason ``unrecorded``)."""
         out, self._recovered = self._recovered, []
         for entry in out:
             self.open_tasks[str(entry["id"])] = entry
@@ -193,6 +202,9 @@ class RecordWriter:
             _, (tid, _) = self._buf.popitem(last=False)
             self.dropped += 1
             self.faults.failed(OSError("buffer full"), " (record of %s given up)" % tid)
+            # nothing of it kept (a full disk may last): its journal line stands for it
+            if self.open_tasks.pop(tid, None) is not None and self._jfd >= 0:
+                self.given_up += 1
 
     @property
     def buffered(self) -> int:
@@ -218,9 +230,16 @@ class RecordWriter:
             self.open_tasks.pop(tid, None)
         if self._jfd >= 0:
             self._journal("".join("-%s\n" % tid for tid in ids).encode("utf-8"))
-            if self._journal_lines > 2 * len(self.open_tasks) + 1000:
+            if self.given_up:  # the disk works again: the given-up tasks, from their journal lines
+                self._recovered += self._read_journal(skip=self.open_tasks)
+                self.given_up = 0
+            if self._journal_lines > 2 * len(self.open_tasks) + 1000 and not self._recovered:
                 self._compact()
         return True
+
+    def has_recovered(self) -> bool:
+        """True when ``recovered`` has tasks to hand out."""
+        return bool(self._recovered)
 
     def close(self) -> None:
         """Flush, then close the files (the journal keeps whatever is still open)."""
@@ -228,7 +247,8 @@ class RecordWriter:
         if self._buf:
             log.warning("%d record line(s) could not be written to %s before exit; their tasks "
                         "are recorded as lost (crash) at the next start", len(self._buf), self.path)
-        if self._jfd >= 0 and not self._buf and not self.open_tasks:
+        if self._jfd >= 0 and not (self._buf or self.open_tasks or self.given_up
+                                   or self._recovered):
             self._compact()
         for fd in (self._fd, self._jfd):
             if fd >= 0:

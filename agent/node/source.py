@@ -83,6 +83,8 @@ class SourceSide(Role):
 
     def flush(self) -> None:
         self.book.records.flush()
+        if self.book.records.has_recovered():  # lines given up while the disk was full
+            self.book.recover(self.wall(), self.clock(), "unrecorded")
 
     def stats(self) -> Dict[str, Any]:
         return {"tasks": self.book.counts(), "rejected_by_reason": dict(self.rejected)}

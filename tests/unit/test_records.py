@@ -120,3 +120,58 @@ def test_a_full_tmpfs_gets_no_torn_line_and_writing_resumes_when_space_returns(t
         assert [r["id"] for r in _lines(path)] == ["t%d" % i for i in range(20)]
         w.close()
         assert RecordWriter(path).recovered() == []
+
+
+def test_a_torn_journal_line_is_cut_so_the_next_runs_tasks_stay_recoverable(tmp_path):
+    """Rule: a journal ending in a torn line (a crash mid-write) is cut at start-up before the
+    new run appends: a '+' line glued to the fragment would be unreadable, and that run's task
+    would get no record after a second crash."""
+    path = str(tmp_path / "records.jsonl")
+    with open(path + ".journal", "w") as f:
+        f.write('+{"id":"old","crea')
+    book = _book(path)
+    assert book.recover(100.0, 10.0) == 0  # the torn task was never handed out
+    task = book.new(np.zeros((1, 2), np.float32), 3, 101.0, 11.0)
+    del book  # a second crash
+    again = _book(path)
+    assert again.recover(200.0, 5.0) == 1
+    again.records.close()
+    (rec,) = _lines(path)
+    assert rec["id"] == task.id and rec["reason"] == "crash" and rec["label"] == 3
+    assert rec["delay_s"] == 200.0 - 101.0  # wall clock: another boot's monotonic time
+
+
+def test_lines_given_up_on_a_full_disk_keep_nothing_in_memory_and_are_recorded_later(tmp_path):
+    """Rule: a record line given up while the disk is full (the buffer bound) keeps nothing of
+    its task in memory (a long outage must not grow the agent); once a write works again the
+    task is read back from its journal line and recorded lost, reason ``unrecorded``: every
+    task still ends with exactly one line. The records file's descriptor is pointed at
+    /dev/full for the outage (the kernel's real ENOSPC); the journal stays writable."""
+    from tests.unit.source_parts import source_parts
+    from agent.policies.api import AgentPolicy
+
+    parts = source_parts(tmp_path, AgentPolicy({}, {}))
+    try:
+        book = parts.side.book
+        w = book.records
+        w.max_buffered = 3
+        tasks = [book.new(np.zeros((1, 2), np.float32), -1, 100.0 + i, 10.0 + i)
+                 for i in range(10)]
+        good_fd, w._fd = w._fd, os.open("/dev/full", os.O_WRONLY)
+        for t in tasks:
+            book.complete({"id": t.id, "exit_stage": 1, "cls": 1, "confidence": 0.9, "hops": 1,
+                           "resends": 0, "worker": "w1"}, 200.0, 20.0)
+        parts.side.flush()
+        assert w.dropped == 7 and w.buffered == 3 and len(w.open_tasks) == 3
+        os.close(w._fd)
+        w._fd = good_fd
+        parts.side.flush()  # the disk works again: 3 lines, then the 7 read back
+        recs = _lines(parts.records)
+        assert sorted(r["id"] for r in recs) == sorted(t.id for t in tasks)
+        lost = [r for r in recs if r["status"] == "lost"]
+        assert len(lost) == 7 and {r["reason"] for r in lost} == {"unrecorded"}
+        assert all(r["label"] is None for r in recs) and not w.open_tasks
+        w.close()
+        assert RecordWriter(parts.records).recovered() == []
+    finally:
+        parts.close()
