@@ -218,6 +218,8 @@ class Node:
             msg = wire.decode(frames)
         except WireError as exc:
             self.outbox.drop(exc.reason)
+            if tag == CLIENT:  # the client waits for an answer by its task's id
+                self.role.on_client_refused(who, wire.peek_id(frames))
             return
         if tag != CLIENT and msg.sender != (who.decode("utf-8", "replace") if tag == DATA
                                             else who):

@@ -82,6 +82,10 @@ class Role:
         """A local client's message arrived."""
         self.out.drop("unexpected_kind")
 
+    def on_client_refused(self, identity: bytes, task_id: Optional[str]) -> None:
+        """A local client's message that the wire check refused (counted already); ``task_id``:
+        its header's id, if it has one."""
+
     # -- status ------------------------------------------------------------------------------
 
     def stats(self) -> Dict[str, Any]:

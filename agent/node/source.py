@@ -125,6 +125,13 @@ class SourceSide(Role):
             return self._answer(client, "error", "bad_input")
         self._create_task(np.ascontiguousarray(x), -1, client=client)
 
+    def on_client_refused(self, identity: bytes, task_id: Optional[str]) -> None:
+        """A client's task the wire check refused (a dtype it may not send, an oversized or
+        malformed tensor): answered ``error`` / ``bad_input`` when it names its id, so the
+        client need not wait out its timeout."""
+        if task_id is not None:
+            self._answer((identity, task_id), "error", "bad_input")
+
     def refusal(self) -> str:
         """Why a new task cannot be admitted now ("" when it can)."""
         view = self.out.current_view()

@@ -78,7 +78,7 @@ from __future__ import annotations
 import enum
 import math
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import msgpack
 import numpy as np
@@ -365,6 +365,23 @@ def decode(frames: Sequence[Any]) -> Message:
                         % (kind.name, want_n, len(descs), len(frames) - 1))
     tensors = [_tensor(d, f) for d, f in zip(descs, frames[1:])]
     return Message(kind=kind, sender=sender, slot=slot, round=rnd, fields=out, tensors=tensors)
+
+
+def peek_id(frames: Sequence[Any]) -> Optional[str]:
+    """The string ``id`` in the header of a message ``decode`` refused, when the header still
+    reads as a map (a client's task with a tensor it may not send waits for its answer by that
+    id); None otherwise."""
+    try:
+        raw = memoryview(frames[0])
+        if raw.nbytes > MAX_HEADER_BYTES:
+            return None
+        header = msgpack.unpackb(raw, raw=False, max_str_len=MAX_HEADER_BYTES,
+                                 max_bin_len=MAX_HEADER_BYTES, max_array_len=4096,
+                                 max_map_len=1024, max_ext_len=0)
+    except Exception:  # junk: nobody to answer
+        return None
+    tid = header.get("id") if isinstance(header, dict) else None
+    return tid if isinstance(tid, str) and tid else None
 
 
 def frames_nbytes(frames: Sequence[Any]) -> int:

@@ -88,7 +88,8 @@ def test_bad_config_fails_with_one_line_naming_the_field(tmp_path):
 def test_a_local_client_pushes_tasks_and_gets_each_result_back(bundle, tmp_path):
     """arrival = "client": tasks pushed over the source's client socket are answered with a
     RESULT carrying the client's own id; a task of the wrong shape or with NaN values is
-    counted and answered with an error (outcome "error", reason "bad_input")."""
+    counted and answered with an error (outcome "error", reason "bad_input"), and so is one
+    whose tensor the wire check refuses (a uint16 frame), by the id in its header."""
     port = free_ports(1)[0]
     c = Cluster(str(tmp_path), bundle, {"s1": 0, "w1": 1, "w2": 2})
     ctx = zmq.Context()
@@ -106,13 +107,15 @@ def test_a_local_client_pushes_tasks_and_gets_each_result_back(bundle, tmp_path)
         client.send_multipart(wire.encode(Kind.TASK, "cam", dict(fields, id="bad"), [bad]))
         nan = np.full((1, 1, 8, 8), np.nan, np.float32)  # right shape, not a number
         client.send_multipart(wire.encode(Kind.TASK, "cam", dict(fields, id="nan"), [nan]))
+        u16 = np.zeros((1, 1, 8, 8), np.uint16)  # a dtype the wire does not carry
+        client.send_multipart(wire.encode(Kind.TASK, "cam", dict(fields, id="u16"), [u16]))
         for i in range(5):
             x = np.full((1, 1, 8, 8), i / 5.0, np.float32)
             client.send_multipart(wire.encode(Kind.TASK, "cam", dict(fields, id="q%d" % i), [x]))
         got = {}
         poller = zmq.Poller()
         poller.register(client, zmq.POLLIN)
-        while len(got) < 7 and poller.poll(60000):
+        while len(got) < 8 and poller.poll(60000):
             msg = wire.decode(client.recv_multipart())
             got[msg.fields["id"]] = msg
         c.wait_for(lambda: (c.stats("s1") or {}).get("counters", {}).get("drop_bad_shape") == 1,
@@ -120,8 +123,8 @@ def test_a_local_client_pushes_tasks_and_gets_each_result_back(bundle, tmp_path)
     finally:
         c.stop_all()
         ctx.destroy(linger=0)
-    assert sorted(got) == ["bad", "nan"] + ["q%d" % i for i in range(5)]
-    for bad in (got.pop("bad"), got.pop("nan")):  # answered too: an error, not silence
+    assert sorted(got) == ["bad", "nan"] + ["q%d" % i for i in range(5)] + ["u16"]
+    for bad in (got.pop("bad"), got.pop("nan"), got.pop("u16")):  # answered too: an error, not silence
         assert (bad.fields["outcome"], bad.fields["reason"], bad.fields["cls"]) == \
             ("error", "bad_input", -1)
     assert all(m.kind == Kind.RESULT and m.fields["exit_stage"] in (1, 2)

@@ -223,3 +223,18 @@ def test_a_negative_class_is_bounded_too():
     assert wire.decode(wire.encode(Kind.RESULT, "w1", dict(base, cls=-1))).fields["cls"] == -1
     with pytest.raises(WireError):
         wire.decode([bytes(f) for f in wire.encode(Kind.RESULT, "w1", dict(base, cls=-2 ** 60))])
+
+
+def test_peek_id_reads_the_id_of_a_refused_message_or_none():
+    """``peek_id`` gives the string id in the header of a message ``decode`` refuses (so a
+    client can be answered), and None for junk, a non-map header or a missing or non-string
+    id."""
+    u16 = wire.encode(Kind.TASK, "cam", {"id": "c7", "source": "me", "stage": 1, "attempt": 0,
+                                         "created": 0.0, "hops": 0, "resends": 0},
+                      [np.zeros((1, 2), np.uint16)])
+    with pytest.raises(WireError):
+        wire.decode(u16)
+    assert wire.peek_id(u16) == "c7"
+    for frames in ([b"\xc1junk"], [msgpack.packb([1, 2])], [msgpack.packb({"id": 5})],
+                   [msgpack.packb({"k": 1})], [msgpack.packb({"id": ""})], [b"x" * 70000]):
+        assert wire.peek_id(frames) is None
