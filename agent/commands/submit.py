@@ -25,8 +25,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="with --fleet: the client keypair to use (default workstation)")
     parser.add_argument("--count", type=int, default=0,
                         help="send this many inputs, cycling through the file (default: each once)")
-    parser.add_argument("--timeout", type=float, default=60.0, metavar="S",
-                        help="seconds to wait for each answer (default 60)")
+    parser.add_argument("--timeout", type=float, default=None, metavar="S",
+                        help="seconds to wait for each answer (default 75: past the source's "
+                             "own answer for a task it gave up on, 60 s by default)")
 
 
 def _endpoint_and_keys(args):
@@ -79,9 +80,11 @@ def _inputs(path: str):
 def run(args: argparse.Namespace) -> int:
     from collections import Counter
 
-    from agent.fleet.client import Client
+    from agent.fleet.client import DEFAULT_TIMEOUT_S, Client
     from agent.errors import UsageError
 
+    if args.timeout is None:
+        args.timeout = DEFAULT_TIMEOUT_S
     if not args.timeout > 0:
         raise UsageError("--timeout: must be > 0 seconds, got %r" % args.timeout)
     endpoint, keys = _endpoint_and_keys(args)

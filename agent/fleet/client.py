@@ -38,7 +38,9 @@ import zmq
 from agent.protocol import wire
 
 OUTCOMES = ("completed", "rejected", "lost", "error")
-DEFAULT_TIMEOUT_S = 60.0  # longer than a source's result_timeout_s * max_attempts by default
+# a source answers a task it gave up on (lost, reason deadline) after result_timeout_s *
+# max_attempts, 60 s by default, counted from its own start of the task: wait a margin longer
+DEFAULT_TIMEOUT_S = 75.0
 
 
 @dataclass(frozen=True)
@@ -121,7 +123,8 @@ _ids = itertools.count(1)
 
 
 def task_frames(x: np.ndarray, tid: str, source: str) -> List[Any]:
-    """The TASK frames for one input (a batch of one is added when ``x`` lacks it)."""
+    """The TASK frames for one input, sent as given (a source takes a batch of one: shape
+    ``(1,) + its replay rows' shape``, else it answers ``error`` / ``bad_input``)."""
     x = np.ascontiguousarray(x)
     fields = {"id": tid, "source": source, "stage": 1, "attempt": 0, "created": time.time(),
               "hops": 0, "resends": 0}
