@@ -148,8 +148,10 @@ class SourceSide(Role):
     def _create_task(self, x: np.ndarray, label: int, client=None,
                      row: Optional[int] = None) -> None:
         now, w = self.clock(), self.wall()
-        reason = "" if self.policy.admit(self.out.current_view(), now) else "admission"
-        reason = reason or self.refusal()
+        # the node's own refusal first: an admission policy counts the tasks it admits (MDI-Exit
+        # spaces them by mu), and one rejected for another reason must not use up a place
+        reason = self.refusal()
+        reason = reason or ("" if self.policy.admit(self.out.current_view(), now) else "admission")
         if reason:
             self.book.reject(w, now, reason)
             self.rejected[reason] = self.rejected.get(reason, 0) + 1

@@ -87,3 +87,28 @@ def test_each_result_of_a_results_batch_is_acked_checked_and_recorded_on_its_own
     side.flush()
     assert [(r["id"], r["status"]) for r in _records(records)] == [(a, "completed")]
     assert list(side.book.pending) == [b]  # still waiting for its genuine result
+
+
+def test_a_task_rejected_for_no_route_does_not_use_up_an_admission_place(tmp_path):
+    """MDI-Exit admission spaces admitted tasks by mu: a task the source rejects for its own
+    reason (no route) is not admitted, so the next arrival half a mu later is admitted, not
+    rejected as ``admission``."""
+    from agent.policies.registry import make_policy
+
+    pol = make_policy("mdi-exit", {1: 0.7}, {"admission_control": True}, seed=0)
+    parts = source_parts(tmp_path, pol)
+    try:
+        side, view = parts.side, parts.view
+        view.alive.add("w1")
+        t = [100.0]
+        side.clock = lambda: t[0]
+        mu = pol.admission.interarrival_s
+        x, _ = side.replay.sample(side.rng)
+        view.no_route = 1
+        side._create_task(x.copy(), -1)
+        view.no_route = 0
+        t[0] += mu / 2
+        side._create_task(x.copy(), -1)
+        assert side.rejected == {"no_route": 1} and len(side.book.pending) == 1
+    finally:
+        parts.close()
