@@ -120,7 +120,10 @@ def worker_capacity(cfg: Any, specs: Dict[int, Any], engines: Dict[int, Any],
         if cfg.capacity_profile:
             used = ("tensorrt" if "tensorrt" in str(engine.info.get("backend", "")).lower()
                     else "onnxruntime")
-            profile_mu = lookup_capacity(cfg.capacity_profile, spec, used, cfg.precision,
+            # the precision the engine runs, as calibrate stores it (fp16 asked of an
+            # onnxruntime without TensorRT runs, and was measured, as fp32)
+            precision = str(engine.info.get("precision") or cfg.precision)
+            profile_mu = lookup_capacity(cfg.capacity_profile, spec, used, precision,
                                          cfg.power_mode or None)
             if profile_mu is None:
                 log.warning("no current entry for stage %d in %s; timing the engine instead",

@@ -168,8 +168,11 @@ def test_online_estimate_follows_an_injected_slow_down(calibrated):
     assert est.capacity_flops == pytest.approx(slowed_mu, rel=0.5)
 
 
-def test_agent_started_with_the_profile_reports_its_mu(calibrated, tmp_path):
-    """A worker whose config names the calibration profile uses the profile's mu (stats.json)."""
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])
+def test_agent_started_with_the_profile_reports_its_mu(calibrated, tmp_path, precision):
+    """A worker whose config names the calibration profile uses the profile's mu (stats.json),
+    looked up under the precision its engine runs: fp16 asked of an onnxruntime without
+    TensorRT runs fp32, which calibrate measured and stored as fp32."""
     from tests.integration.agent_cluster import Cluster
 
     bundle_dir, state_dir, _ = calibrated
@@ -177,7 +180,8 @@ def test_agent_started_with_the_profile_reports_its_mu(calibrated, tmp_path):
     entry = [e for e in load_profile(profile_path).entries if e.stage == 1][0]
     cluster = Cluster(str(tmp_path), bundle_dir, {"src": 0, "w1": 1, "w2": 2, "w3": 3, "w4": 4})
     try:
-        cluster.start("w1", capacity_profile=profile_path)  # its neighbours need not run
+        # its neighbours need not run
+        cluster.start("w1", capacity_profile=profile_path, precision=precision)
         cluster.wait_for(lambda: (cluster.stats("w1") or {}).get("capacity_flops"), 120, "w1 stats")
         assert cluster.stats("w1")["capacity_flops"] == pytest.approx(entry.capacity_flops)
     finally:
