@@ -33,6 +33,7 @@ next to the file, so concurrent calibrations on one device do not lose each othe
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 from dataclasses import asdict, dataclass, field
@@ -40,6 +41,8 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple
 
 from agent.errors import UsageError
 from agent.ops.atomic import write_atomic
+
+log = logging.getLogger(__name__)
 
 PROFILE_FORMAT = "edge-agent-calibration-profile"
 PROFILE_VERSION = 1
@@ -155,8 +158,9 @@ def _parse_entry(obj: Any, where: str) -> ProfileEntry:
         if name not in obj:
             raise ProfileError("%s: missing field %r" % (where, name))
         values[name] = _check(obj[name], kind, "%s.%s" % (where, name))
-    if values["capacity_flops"] <= 0:
-        raise ProfileError("%s.capacity_flops: must be > 0, got %r" % (where, values["capacity_flops"]))
+    for name in ("capacity_flops", "service_time_median_s"):
+        if values[name] <= 0:
+            raise ProfileError("%s.%s: must be > 0, got %r" % (where, name, values[name]))
     for name in ("measured_seconds",):
         if name in obj:
             values[name] = _check(obj[name], float, "%s.%s" % (where, name))
@@ -261,7 +265,10 @@ def merge_profile(
     unavailable: Iterable[UnavailableMode] = (),
 ) -> Profile:
     """``base`` with ``entries``/``unavailable`` added; same keys are replaced. A mode measured
-    successfully is no longer listed as unavailable, and vice versa."""
+    successfully is no longer listed as unavailable. One recorded unavailable keeps what was
+    measured in it: a reboot-only mode is measured after booting into it (``--modes current``)
+    and is unavailable to every later run that switches, and a switch that timed out once
+    says nothing against the measurements."""
     merged = {e.key(): e for e in base.entries}
     gone = {u.key(): u for u in base.unavailable}
     for e in entries:
@@ -269,7 +276,6 @@ def merge_profile(
         gone.pop((e.board, e.l4t, e.power_mode), None)
     for u in unavailable:
         gone[u.key()] = u
-        merged = {k: e for k, e in merged.items() if (e.board, e.l4t, e.power_mode) != u.key()}
     ordered = sorted(
         merged.values(),
         key=lambda e: (e.board, e.l4t, e.power_mode, e.bundle, e.stage, e.backend),
@@ -375,4 +381,11 @@ def lookup_capacity(
     ident = host_identity if host_identity is not None else host.read_host_identity()
     mode = power_mode if power_mode is not None else current_power_mode()
     entry = find_entry(profile, ident.board, ident.l4t, mode, stage.sha256, backend, precision)
-    return entry.capacity_flops if entry is not None else None
+    if entry is None:
+        return None
+    if entry.throttled:
+        log.warning("%s: stage %d in %s was measured while throttled; its mu may be low "
+                    "(calibrate again with the board cool)", profile_path, stage.index, mode)
+    # mu = flops / service time with the stage's flops now: a manifest whose count changed
+    # for the same engine file keeps the time measured, not a mu of the old count
+    return float(stage.flops) / entry.service_time_median_s

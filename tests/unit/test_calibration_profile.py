@@ -85,8 +85,9 @@ def test_same_key_is_replaced_and_other_modes_kept(tmp_path):
 def test_lookup_uses_board_l4t_mode_and_engine_identity(tmp_path):
     """lookup_capacity returns mu only for the same board, L4T, mode, stage hash, backend, precision."""
     path = str(tmp_path / "p.json")
-    update_profile(path, [_entry(), _entry(power_mode="15W", capacity_flops=1.5e9)])
-    stage = SimpleNamespace(sha256="a" * 64, index=1)
+    update_profile(path, [_entry(), _entry(power_mode="15W", capacity_flops=1.5e9,
+                                           service_time_median_s=2.0e6 / 1.5e9)])
+    stage = SimpleNamespace(sha256="a" * 64, index=1, flops=2.0e6)
     assert lookup_capacity(path, stage, "onnxruntime", "fp32", "MAXN", host_identity=HOST) == 2.0e9
     assert lookup_capacity(path, stage, "onnxruntime", "fp32", "15W", host_identity=HOST) == 1.5e9
     assert lookup_capacity(path, stage, "onnxruntime", "fp32", "10W", host_identity=HOST) is None
@@ -94,7 +95,7 @@ def test_lookup_uses_board_l4t_mode_and_engine_identity(tmp_path):
     assert lookup_capacity(path, stage, "onnxruntime", "fp16", "MAXN", host_identity=HOST) is None
     other_l4t = replace(HOST, l4t="36.2.0")
     assert lookup_capacity(path, stage, "onnxruntime", "fp32", "MAXN", host_identity=other_l4t) is None
-    changed = SimpleNamespace(sha256="c" * 64, index=1)
+    changed = SimpleNamespace(sha256="c" * 64, index=1, flops=2.0e6)
     assert lookup_capacity(path, changed, "onnxruntime", "fp32", "MAXN", host_identity=HOST) is None
     assert lookup_capacity(str(tmp_path / "absent.json"), stage, "onnxruntime", "fp32", "MAXN") is None
     assert lookup_capacity(None, stage, "onnxruntime", "fp32", "MAXN") is None
@@ -109,8 +110,24 @@ def test_lookup_defaults_to_this_machine_and_its_current_mode(tmp_path):
         path,
         [_entry(board=ident.board, l4t=ident.l4t, power_mode=mode, power_mode_id=None)],
     )
-    stage = SimpleNamespace(sha256="a" * 64)
+    stage = SimpleNamespace(sha256="a" * 64, index=1, flops=2.0e6)
     assert lookup_capacity(path, stage, "onnxruntime", "fp32") == 2.0e9
+
+
+def test_lookup_takes_the_measured_time_with_the_stages_flops_now_and_warns_if_throttled(
+        tmp_path, caplog):
+    """mu = the stage's flops now / the measured median time: a manifest whose FLOP count
+    changed for the same engine file gets the mu of its count; an entry measured while
+    throttled is used with a warning."""
+    path = str(tmp_path / "p.json")
+    update_profile(path, [_entry(), _entry(power_mode="15W", throttled=True)])
+    recounted = SimpleNamespace(sha256="a" * 64, index=1, flops=6.0e6)  # 3x the count measured
+    assert lookup_capacity(path, recounted, "onnxruntime", "fp32", "MAXN",
+                           host_identity=HOST) == pytest.approx(6.0e9)
+    assert not caplog.records
+    stage = SimpleNamespace(sha256="a" * 64, index=1, flops=2.0e6)
+    assert lookup_capacity(path, stage, "onnxruntime", "fp32", "15W", host_identity=HOST) == 2.0e9
+    assert "throttled" in caplog.text
 
 
 def test_stale_entries_are_those_whose_stage_hash_changed():
@@ -121,16 +138,18 @@ def test_stale_entries_are_those_whose_stage_hash_changed():
     assert stale_entries(profile, "other", {1: "x"}) == []
 
 
-def test_measured_mode_leaves_unavailable_list_and_vice_versa(tmp_path):
-    """A mode that was unavailable and is later measured is no longer listed as unavailable."""
+def test_measured_mode_leaves_unavailable_list_and_unavailable_keeps_its_entries(tmp_path):
+    """A mode that was unavailable and is later measured is no longer listed as unavailable;
+    a measured mode recorded unavailable later (a reboot-only mode measured after booting into
+    it, then skipped by a run that switches) keeps its entries, which lookups still find."""
     path = str(tmp_path / "p.json")
     update_profile(path, [], [UnavailableMode(HOST.board, HOST.l4t, "MAXN", "timeout", "t", 0)])
     update_profile(path, [_entry()])
     loaded = load_profile(path)
     assert loaded.unavailable == () and len(loaded.entries) == 1
-    update_profile(path, [], [UnavailableMode(HOST.board, HOST.l4t, "MAXN", "timeout", "t", 0)])
+    update_profile(path, [], [UnavailableMode(HOST.board, HOST.l4t, "MAXN", "reboot", "t", 0)])
     loaded = load_profile(path)
-    assert loaded.entries == () and len(loaded.unavailable) == 1
+    assert len(loaded.entries) == 1 and len(loaded.unavailable) == 1
 
 
 @pytest.mark.parametrize(
