@@ -222,9 +222,9 @@ def _known_gpu_caps(cfg: CalibrationConfig, ident: host.HostIdentity) -> dict:
     return caps
 
 
-def _jetson_path(ctx: dict, device: jtop_adapter.JetsonDevice, result: CalibrationResult) -> None:
-    cfg: CalibrationConfig = ctx["cfg"]
-    ident: host.HostIdentity = ctx["ident"]
+def _recover_mode(cfg: "CalibrationConfig", device: jtop_adapter.JetsonDevice) -> None:
+    """Restore the original mode a crashed run saved, before anything else touches the board
+    (engine loading may take minutes: a TensorRT build)."""
     keeper = ModeKeeper(device, cfg.state_dir, cfg.switch_timeout_s)
     try:
         keeper.recover()
@@ -233,6 +233,12 @@ def _jetson_path(ctx: dict, device: jtop_adapter.JetsonDevice, result: Calibrati
             "a previous calibration saved the original power mode in %s but it cannot be restored "
             "(%s); set it by hand (sudo nvpmodel -m ID) and delete that file" % (keeper.path, exc)
         )
+
+
+def _jetson_path(ctx: dict, device: jtop_adapter.JetsonDevice, result: CalibrationResult) -> None:
+    cfg: CalibrationConfig = ctx["cfg"]
+    ident: host.HostIdentity = ctx["ident"]
+    keeper = ModeKeeper(device, cfg.state_dir, cfg.switch_timeout_s)
     modes = device.modes()
     ids = parse_modes(cfg.modes)
     if cfg.modes.strip() == "current":
@@ -314,6 +320,15 @@ def calibrate(
     try:
         stop = _StopFlag()
         with _signals(stop.handler), contextlib.ExitStack() as stack:
+            device = None
+            try:
+                device = stack.enter_context(jtop_adapter.open_device(jtop_module, cfg.jtop_interval_s))
+            except jtop_adapter.JtopUnavailable as exc:
+                if explicit_ids is not None:
+                    raise UsageError("--modes %s needs jetson-stats' jtop service: %s" % (cfg.modes, exc))
+                logger.warning("%s; calibrating the CPU path (one mode)", exc)
+            if device is not None:
+                _recover_mode(cfg, device)
             stages = [bundle.stages[i - 1] for i in wanted]
             engines = {}
             for s in stages:
@@ -326,13 +341,6 @@ def calibrate(
                         cache_dir=cfg.cache_dir,
                     )
                 )
-            device = None
-            try:
-                device = stack.enter_context(jtop_adapter.open_device(jtop_module, cfg.jtop_interval_s))
-            except jtop_adapter.JtopUnavailable as exc:
-                if explicit_ids is not None:
-                    raise UsageError("--modes %s needs jetson-stats' jtop service: %s" % (cfg.modes, exc))
-                logger.warning("%s; calibrating the CPU path (one mode)", exc)
             ctx = {
                 "cfg": cfg,
                 "bundle": bundle,

@@ -238,3 +238,26 @@ def test_a_stage_of_zero_flops_is_refused_before_anything_runs(tmp_path):
     with pytest.raises(UsageError, match=r"stage\(s\) 1 have flops 0"):
         runner.calibrate(cfg, jtop_module=fake_module(board), stream=io.StringIO())
     assert read_board(board)["requests"] == [] and not os.path.exists(cfg.profile_path)
+
+
+def test_the_crashed_runs_mode_is_restored_before_the_engines_load(tmp_path, bundle_dir,
+                                                                    monkeypatch):
+    """The original mode a crashed run saved is restored before anything else touches the
+    board: an engine that fails to load (or a TensorRT build taking minutes) comes after it."""
+    import engines.loader
+
+    board = new_board(tmp_path / "board.json", mode=0)  # left switched by a crashed run
+    state_dir = tmp_path / "state"
+    state_dir.mkdir()
+    with open(str(state_dir / ORIGINAL_MODE_FILE), "w") as f:
+        json.dump({"id": 1, "name": MODELS[1], "pid": 1}, f)
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("engine build failed")
+
+    monkeypatch.setattr(engines.loader, "load_engine", broken)
+    cfg = _config(tmp_path, bundle_dir, modes="current", switch_timeout_s=30.0)
+    with pytest.raises(RuntimeError, match="engine build failed"):
+        runner.calibrate(cfg, jtop_module=fake_module(board), stream=io.StringIO())
+    assert read_board(board)["mode"] == 1 and _no_force(read_board(board))
+    assert not os.path.exists(str(state_dir / ORIGINAL_MODE_FILE))
