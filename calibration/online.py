@@ -3,10 +3,13 @@ serving, and drift detection against the calibrated (profile) value.
 
 The estimator smooths the *service time* (an exponentially weighted moving average) and
 reports mu = flops / smoothed service time: averaging times rather than rates keeps the
-estimate unbiased when individual runs vary. One very slow run (a scheduling hiccup) is
-clipped to ``outlier_factor`` times the current estimate before it enters the average, so a
-single outlier cannot make the node look several times slower, while a lasting slow-down
-(thermal throttling, a lower power mode) still moves the estimate within a few dozen tasks.
+estimate unbiased when individual runs vary within ``outlier_factor``. One very slow run (a
+scheduling hiccup) is clipped to ``outlier_factor`` times the current estimate before it enters
+the average, so a single outlier cannot make the node look several times slower, while a
+lasting slow-down (thermal throttling, a lower power mode) still moves the estimate within a
+few dozen tasks. The price: an engine where a regular share of runs takes more than
+``outlier_factor`` times the rest (e.g. 15% of runs 4x slower) reads mu high (there by about
+20%), as those runs count clipped.
 
 Drift has hysteresis: ``drifting`` turns on when the estimate leaves the initial value by more
 than ``drift_fraction`` and off only once it is back within ``recover_fraction`` (half of it by
