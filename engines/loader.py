@@ -26,6 +26,16 @@ def tensorrt_available() -> bool:
     return True
 
 
+def check_precision(precision: str) -> None:
+    """UsageError unless ``precision`` is one an engine can run; int8, refused as the node config
+    refuses it, with the reason."""
+    if precision == "int8":
+        raise UsageError("precision int8 is not supported (TensorRT INT8 needs a calibration cache, "
+                         "which edge-agent does not build); use fp16")
+    if precision not in PRECISIONS:
+        raise UsageError("precision must be one of %s, got %r" % ("|".join(PRECISIONS), precision))
+
+
 def load_engine(stage: StageSpec, backend: str = "auto", threads: int = 1, precision: str = "fp32",
                 cache_dir: Optional[str] = None, providers=None, accelerator: str = "preferred") -> Engine:
     """Load ``stage`` on ``backend`` (auto | tensorrt | onnxruntime).
@@ -41,11 +51,7 @@ def load_engine(stage: StageSpec, backend: str = "auto", threads: int = 1, preci
     """
     if backend not in BACKENDS:
         raise UsageError("backend must be one of %s, got %r" % ("|".join(BACKENDS), backend))
-    if precision == "int8":  # refused as the node config and `calibrate --precision` refuse it
-        raise UsageError("precision int8 is not supported (TensorRT INT8 needs a calibration cache, "
-                         "which edge-agent does not build); use fp16")
-    if precision not in PRECISIONS:
-        raise UsageError("precision must be one of %s, got %r" % ("|".join(PRECISIONS), precision))
+    check_precision(precision)
     if not isinstance(threads, int) or threads < 0:
         raise UsageError("threads must be an integer >= 0 (0 = library default), got %r" % (threads,))
     if accelerator not in ACCELERATORS:

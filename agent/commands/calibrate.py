@@ -63,7 +63,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--backend", default="auto", choices=["auto", "tensorrt", "onnxruntime"])
     # int8 is refused here as by the node config and the engines: no INT8 calibration cache
-    parser.add_argument("--precision", default="fp32", choices=["fp32", "fp16"])
+    parser.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "int8"],
+                        help="int8 is refused with its reason")
     parser.add_argument(
         "--threads",
         type=int,
@@ -171,6 +172,9 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if not args.bundle:
         raise UsageError("--bundle DIR is required (or use --show)")
+    from engines.loader import check_precision
+
+    check_precision(args.precision)
     if args.threads < 0:
         raise UsageError("--threads must be >= 0, got %d" % args.threads)
     try:

@@ -119,10 +119,12 @@ def test_changed_stage_is_reported_stale_and_no_longer_looked_up(calibrated, tmp
             ["--modes", "fast"],
             "--modes: expected all, current or comma-separated mode ids",
         ),
+        (["--precision", "int8"], "precision int8 is not supported (TensorRT INT8 needs"),
     ],
 )
 def test_misuse_fails_with_one_line(calibrated, tmp_path, args, message):
-    """Wrong --modes/--stages values exit 2 with one line naming the option."""
+    """Wrong --modes/--stages values exit 2 with one line naming the option; int8 is refused
+    with its reason, as the node config refuses it."""
     bundle_dir, _, _ = calibrated
     proc = _cli("--bundle", bundle_dir, "--state-dir", str(tmp_path / "s"), *args)
     assert proc.returncode == 2
