@@ -131,6 +131,7 @@ def test_int8_is_refused_the_same_way_by_config_cli_and_engine(tmp_path):
     with pytest.raises(Exception, match="int8 is not supported"):
         load_engine(load_bundle(DEMO_BUNDLE_DIR).stages[0], precision="int8")
     proc = subprocess.run([sys.executable, "-m", "agent", "calibrate", "--bundle", DEMO_BUNDLE_DIR,
-                           "--precision", "int8"], cwd=REPO, stdout=subprocess.PIPE,
-                          stderr=subprocess.PIPE, universal_newlines=True, timeout=60)
-    assert proc.returncode == 2 and "invalid choice: 'int8'" in proc.stderr
+                           "--precision", "int8", "--state-dir", str(tmp_path / "cal")],
+                          cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          universal_newlines=True, timeout=60)
+    assert proc.returncode == 2 and "int8 is not supported" in proc.stderr
