@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Tuple
@@ -22,11 +23,13 @@ import numpy as np
 
 from agent.errors import UsageError
 from agent.ops.atomic import write_atomic
+from agent.protocol.wire import MAX_DIMS
 
 MANIFEST_NAME = "bundle.json"
 EXIT_PROFILE_NAME = "exit_profile.npz"
 FORMAT_NAME = "edge-agent-bundle"
 FORMAT_VERSION = 1
+MAX_ELEMENTS = 2 ** 32  # elements of one stage tensor at most (a shape beyond is not a model's)
 
 
 class BundleError(UsageError):
@@ -118,8 +121,9 @@ def read_manifest(path: str) -> Tuple[str, Dict[str, Any]]:
     try:
         with open(manifest_path) as f:
             obj = json.load(f)
-    except ValueError as exc:
-        raise BundleError("%s: not valid JSON (%s)" % (manifest_path, exc))
+    except (ValueError, RecursionError) as exc:  # RecursionError: nesting too deep to be ours
+        raise BundleError("%s: not valid JSON (%s)" % (manifest_path, type(exc).__name__
+                                                       if isinstance(exc, RecursionError) else exc))
     except OSError as exc:
         raise BundleError("%s: cannot read (%s)" % (manifest_path, exc.strerror or exc))
     if not isinstance(obj, dict):
@@ -147,8 +151,12 @@ class _Fields:
 
     def shape(self, obj, key: str, ctx: str) -> Tuple[int, ...]:
         raw = self.get(obj, key, list, ctx)
-        if not raw or not all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in raw):
-            raise BundleError("%s: field %s.%s must be a list of positive integers, got %r"
+        if not raw or len(raw) > MAX_DIMS or not all(
+                isinstance(d, int) and not isinstance(d, bool) and 0 < d < 2 ** 31 for d in raw):
+            raise BundleError("%s: field %s.%s must be a list of at most %d positive integers "
+                              "below 2^31, got %.200r" % (self.where, ctx, key, MAX_DIMS, raw))
+        if math.prod(raw) > MAX_ELEMENTS:
+            raise BundleError("%s: field %s.%s holds more than 2^32 elements: %r"
                               % (self.where, ctx, key, raw))
         if raw[0] != 1:
             raise BundleError("%s: field %s.%s must have batch dimension 1, got %r"
@@ -158,9 +166,13 @@ class _Fields:
     def dtype(self, obj, key: str, ctx: str) -> str:
         raw = self.get(obj, key, str, ctx)
         try:
-            return np.dtype(raw).name
+            dt = np.dtype(raw)
         except TypeError:
             raise BundleError("%s: field %s.%s is not a numpy dtype: %r" % (self.where, ctx, key, raw))
+        if dt.kind not in "biuf" or dt.fields is not None:  # what a tensor on the wire can be
+            raise BundleError("%s: field %s.%s must be a number or bool dtype, got %r"
+                              % (self.where, ctx, key, raw))
+        return dt.name
 
 
 def _parse_stage(f: _Fields, obj, position: int, directory: str, verify_files: bool) -> StageSpec:

@@ -189,9 +189,17 @@ def load_engines(cfg: NodeConfig, bundle: Bundle,
                         % (first, last))
     try:
         for h, spec in specs.items():
-            engines[h] = load_engine(spec, backend=cfg.backend, threads=cfg.engine_threads,
-                                     precision=cfg.precision, cache_dir=cfg.engine_cache_dir or None,
-                                     accelerator=resolve_accelerator(cfg.accelerator))
+            try:
+                engines[h] = load_engine(spec, backend=cfg.backend, threads=cfg.engine_threads,
+                                         precision=cfg.precision,
+                                         cache_dir=cfg.engine_cache_dir or None,
+                                         accelerator=resolve_accelerator(cfg.accelerator))
+            except (UsageError, MemoryError):
+                raise
+            except Exception as exc:  # a file the runtime cannot load: a bundle fault (exit 78)
+                raise UsageError("stage %d: %s cannot be loaded as an engine (%s: %.300s); "
+                                 "rebuild the bundle" % (h, spec.onnx_path,
+                                                         type(exc).__name__, exc)) from None
         # accelerator = "required" and a stage on the CPU: one line, exit 78 (EX_CONFIG)
         check_engines(cfg.accelerator, engines, cfg.state_dir)
     except BaseException:
@@ -273,7 +281,15 @@ def build(cfg: NodeConfig, notifier: Any = None, ctx: Optional[zmq.Context] = No
         runner_cls = LogitsInferenceThread if policy.wants_logits else InferenceThread
         runner = runner_cls(engines, {h: s.flops for h, s in specs.items()},
                             cfg.emulate_capacity_flops)
-        report = worker_capacity(cfg, specs, engines, runner.run_one)
+        try:
+            report = worker_capacity(cfg, specs, engines, runner.run_one)
+        except (UsageError, MemoryError):
+            raise
+        except Exception as exc:  # the first run on a zero input: the manifest does not fit
+            raise UsageError("stage(s) %d-%d failed on a test input at start-up (%s: %.300s); "
+                             "the bundle's manifest (input name, shape, dtype, outputs) does "
+                             "not match its ONNX files: rebuild the bundle"
+                             % (cfg.stages[0], cfg.stages[1], type(exc).__name__, exc)) from None
         estimator = None
         if cfg.online_capacity and len(specs) == 1:  # one stage: every service time is comparable
             estimator = OnlineCapacityEstimator(float(specs[cfg.stage].flops),

@@ -330,8 +330,33 @@ def check_bundle(ctx: Context) -> Check:
         b = load_bundle(path)  # checks every stage file's sha256 against the manifest
     except (UsageError, OSError) as exc:
         return Check("bundle", FAIL, " ".join(str(exc).split()), "copy the bundle again")
-    return Check("bundle", OK, "%s: %d stages, every file matches its sha256%s"
-                 % (b.name, len(b.stages), "" if ctx.bundle else " (the demo bundle; --bundle DIR)"))
+    broken = _unrunnable_stage(b)
+    if broken:
+        return Check("bundle", FAIL, broken, "rebuild the bundle (edge-agent build)")
+    return Check("bundle", OK, "%s: %d stages, every file matches its sha256 and runs on the "
+                 "CPU%s" % (b.name, len(b.stages),
+                            "" if ctx.bundle else " (the demo bundle; --bundle DIR)"))
+
+
+def _unrunnable_stage(bundle: Any) -> str:
+    """Why a stage of ``bundle`` cannot run as a worker runs it at start-up (onnxruntime on the
+    CPU, a zero input of the manifest's name, shape and dtype), or "" when every one can."""
+    import numpy as np
+
+    from engines.loader import load_engine
+
+    for spec in bundle.stages:
+        try:
+            engine = load_engine(spec, backend="onnxruntime", accelerator="none")
+            try:
+                engine.run(np.zeros(spec.input_shape, dtype=spec.input_dtype))
+            finally:
+                engine.close()
+        except Exception as exc:  # noqa: BLE001 - any failure here is the bundle's
+            return "stage %d (%s) does not run: %s: %s" % (
+                spec.index, os.path.basename(spec.onnx_path), type(exc).__name__,
+                " ".join(str(exc).split())[:300])
+    return ""
 
 
 def check_calibration(ctx: Context) -> Check:

@@ -125,6 +125,32 @@ def _mkdir(path: str) -> None:
     os.mkdir(path)
 
 
+def _bundle(c: Case, change: Callable[[Dict[str, Any], str], None]) -> str:
+    """The worker's config over a copy of the tiny bundle that ``change(manifest, dir)`` has
+    damaged (stage files re-hashed after it, so only the damage itself is the fault)."""
+    import json
+    import shutil
+
+    from engines.bundle import sha256_file
+
+    directory = os.path.join(c.dir, "bundle")
+    shutil.copytree(c.bundle, directory)
+    path = os.path.join(directory, "bundle.json")
+    with open(path) as f:
+        manifest = json.load(f)
+    change(manifest, directory)
+    for st in manifest["stages"]:
+        st["sha256"] = sha256_file(os.path.join(directory, st["file"]))
+    with open(path, "w") as f:
+        json.dump(manifest, f)
+    return c.write(c.config("worker", bundle=directory))
+
+
+def _garbage_stage2(manifest: Dict[str, Any], directory: str) -> None:
+    with open(os.path.join(directory, manifest["stages"][1]["file"]), "wb") as f:
+        f.write(RANDOM_BYTES)
+
+
 # name -> (build the fault, words the error line must hold)
 CASES: Dict[str, Tuple[Callable[[Case], str], Tuple[str, ...]]] = {
     "config missing": (lambda c: os.path.join(c.dir, "absent.toml"), ("absent.toml", "no such file")),
@@ -202,6 +228,20 @@ CASES: Dict[str, Tuple[Callable[[Case], str], Tuple[str, ...]]] = {
     "a FIFO among the bundle's files": (
         lambda c: (c.fifo("stage1.onnx"), c.file("bundle.json", b"{}"),
                    c.write(c.config("worker", bundle=c.dir)))[2], ("bundle", "stage1.onnx", "FIFO")),
+    "a manifest nested 100000 deep": (
+        lambda c: (c.file("bundle.json", b"[" * 100000), c.write(c.config("worker", bundle=c.dir)))[1],
+        ("bundle.json", "not valid JSON")),
+    "a stage file the runtime cannot load": (lambda c: _bundle(c, _garbage_stage2),
+                                             ("stage 2", "cannot be loaded", "rebuild")),
+    "a manifest naming another input": (
+        lambda c: _bundle(c, lambda m, d: m["stages"][1]["input"].update(name="nope")),
+        ("failed on a test input", "manifest")),
+    "a manifest dimension of 10**30": (
+        lambda c: _bundle(c, lambda m, d: m["stages"][1]["input"].update(shape=[1, 10 ** 30])),
+        ("shape", "below 2^31")),
+    "a manifest dtype of object": (
+        lambda c: _bundle(c, lambda m, d: m["stages"][1]["input"].update(dtype="object")),
+        ("dtype", "number or bool")),
     "stage the bundle lacks": (lambda c: c.write(c.config("worker", stage=3)), ("stage", "3")),
     "rounds longer than a slot": (lambda c: c.write(c.config("worker", rounds_per_slot=200)),
                                   ("rounds_per_slot",)),

@@ -81,3 +81,29 @@ def test_cli_json_and_exit_status_agree(tmp_path):
     report = json.loads(proc.stdout)
     failed = any(c["status"] == FAIL for c in report["checks"])
     assert proc.returncode == (1 if failed else 0) and report["ok"] is (not failed), proc.stderr
+
+
+def test_a_bundle_whose_stage_does_not_run_fails_the_bundle_check(tmp_path):
+    """``doctor`` runs each stage as a worker does at start-up (onnxruntime on the CPU, a zero
+    input): a stage file the runtime cannot load fails the check even with its hash matching,
+    naming the stage and the fix; the demo bundle passes."""
+    import shutil
+
+    from agent.ops.doctor import check_bundle
+    from engines.bundle import sha256_file
+    from engines.demo import DEMO_BUNDLE_DIR
+
+    assert check_bundle(Context(state_dir=str(tmp_path))).status == OK
+    bundle = str(tmp_path / "bundle")
+    shutil.copytree(DEMO_BUNDLE_DIR, bundle)
+    with open(os.path.join(bundle, "stage2.onnx"), "wb") as f:
+        f.write(b"\x00garbage" * 64)
+    manifest_path = os.path.join(bundle, "bundle.json")
+    with open(manifest_path) as f:
+        manifest = json.load(f)
+    manifest["stages"][1]["sha256"] = sha256_file(os.path.join(bundle, "stage2.onnx"))
+    with open(manifest_path, "w") as f:
+        json.dump(manifest, f)
+    got = check_bundle(Context(bundle=bundle, state_dir=str(tmp_path)))
+    assert got.status == FAIL and "stage 2 (stage2.onnx) does not run" in got.detail
+    assert "rebuild" in got.fix
