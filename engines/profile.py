@@ -16,6 +16,7 @@ from typing import Callable, Optional, Tuple
 import numpy as np
 
 from agent.errors import UsageError
+from agent.ops.files import open_npz
 from engines.bundle import Bundle
 from engines.loader import load_engine
 from engines.embedding import CHOICES as EMBEDDING_CHOICES, auto_kind, embed_as_stored, kind_name
@@ -29,7 +30,7 @@ def load_dataset(path) -> Tuple[np.ndarray, np.ndarray]:
     if not os.path.isfile(path):
         raise UsageError("data file %s does not exist" % path)
     try:
-        with np.load(path, allow_pickle=False) as z:
+        with open_npz(path, "data") as z:
             if "x" not in z or "y" not in z:
                 raise UsageError("%s: expected arrays 'x' and 'y', found %s" % (path, sorted(z.keys())))
             x, y = z["x"], z["y"]

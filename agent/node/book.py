@@ -23,6 +23,7 @@ from typing import Any, Dict, Optional, Tuple
 import numpy as np
 
 from agent.errors import UsageError
+from agent.ops.files import open_npz
 from agent.node.records import RecordWriter
 from agent.policies.splits import rows_named
 
@@ -36,7 +37,7 @@ class ReplaySet:
     def __init__(self, path: str, input_shape: Tuple[int, ...], input_dtype: str,
                  rows: str = "all"):
         try:
-            with np.load(path) as data:
+            with open_npz(path, "replay_path") as data:
                 x, y = data["x"], data["y"]
         except (OSError, KeyError, ValueError) as exc:
             raise UsageError("replay_path: cannot read x and y from %s: %s" % (path, exc)) from None

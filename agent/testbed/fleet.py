@@ -34,6 +34,7 @@ import zmq
 
 from agent.fleet.client import Client, ClientKeys
 from agent.errors import UsageError
+from agent.ops.files import open_npz
 from agent.testbed.local import rate_label, write_run_file
 from agent.testbed.report import RunResult, summarise_records
 from agent.testbed.topology import Topology, TopologyError
@@ -88,7 +89,7 @@ def _replay(path: Optional[str]):
     if not path:
         path = REPLAY_PATH
     try:
-        with np.load(path) as z:
+        with open_npz(path, "fleet.replay") as z:
             return np.ascontiguousarray(z["x"]), np.asarray(z["y"]).astype(np.int64)
     except (OSError, KeyError, ValueError) as exc:
         raise UsageError("fleet.replay: cannot read x and y from %s: %s" % (path, exc))

@@ -146,6 +146,14 @@ def _bundle(c: Case, change: Callable[[Dict[str, Any], str], None]) -> str:
     return c.write(c.config("worker", bundle=directory))
 
 
+def _npy(c: Case) -> str:
+    import numpy as np
+
+    path = os.path.join(c.dir, "replay.npy")
+    np.save(path, np.zeros((4, 1, 8, 8), np.float32))
+    return path
+
+
 def _garbage_stage2(manifest: Dict[str, Any], directory: str) -> None:
     with open(os.path.join(directory, manifest["stages"][1]["file"]), "wb") as f:
         f.write(RANDOM_BYTES)
@@ -218,6 +226,8 @@ CASES: Dict[str, Tuple[Callable[[Case], str], Tuple[str, ...]]] = {
         c.dir, "none.npz"))), ("replay_path", "none.npz")),
     "replay set of random bytes": (lambda c: c.write(c.config("source", replay_path=c.file(
         "replay.npz", RANDOM_BYTES))), ("replay_path", "replay.npz")),
+    "replay set is a plain .npy": (lambda c: c.write(c.config("source", replay_path=_npy(c))),
+                                   ("replay_path", "replay.npy", "one array (.npy)")),
     "replay set is a FIFO": (lambda c: c.write(c.config("source", replay_path=c.fifo("r.npz"))),
                              ("replay_path", "FIFO")),
     "bundle missing": (lambda c: c.write(c.config("worker", bundle=os.path.join(c.dir, "nob"))),
