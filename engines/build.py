@@ -45,7 +45,7 @@ def parse_exits(text: str) -> Dict[int, str]:
         return exits
     for item in text.split(","):
         stage, sep, name = item.strip().partition(":")
-        if not sep or not name.strip() or not stage.strip().isdigit():
+        if not sep or not name.strip() or not (stage.strip().isascii() and stage.strip().isdigit()):
             raise BuildError("--exits: expected STAGE:OUTPUT items, got %r" % item.strip())
         if int(stage) in exits:
             raise BuildError("--exits: stage %s has two exit heads" % stage)
@@ -219,7 +219,7 @@ def build_bundle(onnx_path: str, cuts: Sequence[str], exits: Dict[int, str], out
         log.info("stage %d: %s -> %s, %d MACs", h, start, ", ".join(outs), stages[-1]["flops"])
     for stale in os.listdir(out_dir):
         m = stale[len("stage"):-len(".onnx")] if stale.startswith("stage") and stale.endswith(".onnx") else ""
-        if m.isdigit() and int(m) > len(plan):
+        if m.isascii() and m.isdigit() and int(m) > len(plan):
             os.remove(os.path.join(out_dir, stale))
     old_profile = os.path.join(out_dir, bfmt.EXIT_PROFILE_NAME)
     if os.path.exists(old_profile):

@@ -50,7 +50,7 @@ def check_endpoint(value: str, where: str, error: Type[Exception]) -> str:
         host, colon, port = rest.rpartition(":")
         if not colon or not host:
             raise error("%s: must be tcp://HOST:PORT, got %s" % (where, short(value)))
-        if not port.isdigit() or not 1 <= int(port) <= 65535:
+        if not (port.isascii() and port.isdigit()) or not 1 <= int(port) <= 65535:
             raise error("%s: port must be a number in 1..65535, got %s in %s"
                         % (where, short(port), short(value)))
     elif scheme == "ipc" and len(rest.encode("utf-8")) > _IPC_PATH_MAX_BYTES:

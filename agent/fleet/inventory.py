@@ -81,7 +81,8 @@ def parse_inventory(text: str, node_ids: Sequence[str], path: str = "inventory",
             if key not in ports:
                 raise InventoryError("%s: %s: unknown key %r (known: %s, user)"
                                      % (where, node, key, ", ".join(sorted(ports))))
-            if not value.isdigit() or not (0 if key == "metrics" else 1) <= int(value) <= 65535:
+            lo = 0 if key == "metrics" else 1
+            if not (value.isascii() and value.isdigit()) or not lo <= int(value) <= 65535:
                 raise InventoryError("%s: %s: %s=%s is not a port number"
                                      % (where, node, key, value))
             ports[key] = int(value)

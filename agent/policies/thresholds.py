@@ -33,8 +33,8 @@ def thresholds_from_wire(obj: Any) -> Dict[int, float]:
     """
     if not isinstance(obj, Mapping):
         return {}
-    return {int(k): v for k, v in obj.items()
-            if isinstance(k, str) and k.isdigit() and isinstance(v, float) and 0.0 < v <= 1.0}
+    return {int(k): v for k, v in obj.items() if isinstance(k, str) and k.isascii()
+            and k.isdigit() and isinstance(v, float) and 0.0 < v <= 1.0}
 
 
 @dataclass(frozen=True)

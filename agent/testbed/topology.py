@@ -270,7 +270,7 @@ def _thresholds(top: Fields, h: int) -> Dict[int, float]:
     thresholds = top.table("thresholds", {}, shape="an object {stage: threshold}")
     th: Dict[int, float] = {}
     for k in thresholds.obj:
-        if not str(k).isdigit() or not 1 <= int(k) < h:
+        if not (str(k).isascii() and str(k).isdigit()) or not 1 <= int(k) < h:
             raise TopologyError("thresholds: key %r is not an early-exit stage in 1..%d"
                                 % (k, h - 1))
         th[int(k)] = thresholds.num(k, lo=0.0, lo_open=True, hi=1.0)

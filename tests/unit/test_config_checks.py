@@ -20,9 +20,11 @@ def _worker(**over):
 
 
 @pytest.mark.parametrize("endpoint", ["tcp://h:0", "tcp://h:65536", "tcp://h:99999", "tcp://h:*",
-                                      "tcp://h", "tcp://:5", "udp://h:5", "ipc://" + "x" * 200])
+                                      "tcp://h", "tcp://:5", "udp://h:5", "ipc://" + "x" * 200,
+                                      "tcp://h:\u00b2", "tcp://h:\u0661\u0662"])
 def test_endpoints_outside_what_zeromq_binds_are_refused(endpoint):
-    """Rule: a tcp port is 1..65535 (ZeroMQ would wrap 99999 to 34463), an ipc path fits AF_UNIX."""
+    """Rule: a tcp port is 1..65535 in ASCII digits (ZeroMQ would wrap 99999 to 34463; a
+    superscript or Arabic-Indic digit is not a port), an ipc path fits AF_UNIX."""
     with pytest.raises(ConfigError, match="control_bind"):
         check_endpoint(endpoint, "control_bind", ConfigError)
 

@@ -121,6 +121,7 @@ def test_a_bad_inventory_is_one_line_naming_the_entry(tmp_path, capsys, extra, m
 
 @pytest.mark.parametrize("text,message", [
     ("a 1.2.3.4 control=x\nb h\n", "inv:1: a: control=x is not a port number"),
+    ("a 1.2.3.4 control=\u00b2\nb h\n", "inv:1: a: control=\u00b2 is not a port number"),
     ("a 1.2.3.4 colour=5\nb h\n", "inv:1: a: unknown key 'colour'"),
     ("a h\nb h control=5551\n", "inv:2: b: port 5551 on h is already a's"),
     ("a h\n", "inv: no line for b"),
