@@ -3,18 +3,34 @@
 from __future__ import annotations
 
 import json
+import os
 from typing import Any, Type
 
 from agent.errors import UsageError
+from agent.ops.files import FileFault, read_bounded
+
+# a generated scenario of thousands of nodes is a few MB; far beyond this is not one of ours
+JSON_MAX_BYTES = 256 * 1024 * 1024
 
 
 def read_json_file(path: str, error: Type[UsageError], what: str) -> Any:
-    """Decode ``path``; a missing file or bad JSON raises ``error`` naming the file and spot."""
-    try:
-        with open(path, "r", encoding="utf-8") as f:
-            return json.load(f)
-    except FileNotFoundError:
+    """Decode ``path``; anything but a readable regular file of UTF-8 JSON (missing, a
+    directory or FIFO, binary, bad or too deeply nested JSON) raises ``error`` naming the file
+    and what is wrong, never blocking on a FIFO."""
+    if not os.path.lexists(path):
         raise error("%s: no such %s file" % (path, what))
+    try:
+        raw = read_bounded(path, what, JSON_MAX_BYTES)
+    except FileFault as exc:
+        raise error(str(exc)) from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise error("%s: not a UTF-8 text file (byte %d)" % (path, exc.start)) from None
+    try:
+        return json.loads(text)
     except json.JSONDecodeError as exc:
         raise error("%s: not valid JSON (line %d, column %d: %s)"
-                    % (path, exc.lineno, exc.colno, exc.msg))
+                    % (path, exc.lineno, exc.colno, exc.msg)) from None
+    except RecursionError:
+        raise error("%s: not valid JSON here (nested too deep)" % path) from None

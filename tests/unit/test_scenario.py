@@ -118,3 +118,22 @@ def test_writer_saves_the_exit_profile_next_to_the_file(tmp_path):
     assert back.exit_profile.synthetic
     with pytest.raises(ScenarioError, match="exit_profile"):
         scenario_to_json(sc)
+
+
+@pytest.mark.parametrize("kind,message", [
+    ("binary", "not a UTF-8 text file"), ("deep", "nested too deep"),
+    ("directory", "is a directory"), ("fifo", "is a FIFO")])
+def test_a_scenario_that_is_not_a_json_text_file_is_one_line(tmp_path, kind, message):
+    """Binary bytes, JSON nested too deep for the parser, a directory or a FIFO (read without
+    blocking) are ScenarioErrors naming the file, not tracebacks or a hang."""
+    path = tmp_path / "s.json"
+    if kind == "binary":
+        path.write_bytes(bytes(range(256)) * 4)
+    elif kind == "deep":
+        path.write_text("[" * 100000)
+    elif kind == "directory":
+        path.mkdir()
+    else:
+        os.mkfifo(str(path))
+    with pytest.raises(ScenarioError, match=message):
+        load_scenario(str(path))
