@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from agent.commands import seed_arg
+
 HELP = "attach early-exit heads to a backbone ONNX at named tensors, train them (backbone frozen)"
 
 
@@ -29,7 +31,7 @@ def add_arguments(parser) -> None:
                              "accuracy (default 0.2)")
     parser.add_argument("--weight-decay", type=float, default=1e-3,
                         help="L2 penalty on the head weights, on standardised features (default 1e-3)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the split and initial weights")
+    parser.add_argument("--seed", type=seed_arg, default=0, help="seed of the split and initial weights")
     parser.add_argument("--threads", type=int, default=1, help="onnxruntime intra-op threads (default 1)")
     parser.add_argument("--cache", default=None, metavar="DIR",
                         help="keep the pooled features in DIR and reuse them when the backbone file, "

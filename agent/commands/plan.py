@@ -7,6 +7,8 @@ import json
 import math
 import sys
 
+from agent.commands import seed_arg
+
 HELP = "routing and exit thresholds a policy chooses for a scenario, with its model delay (eq. 8)"
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -26,7 +28,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--staleness", type=int, default=None,
                         help="ga: age in rounds of the state sources search on (default: "
                              "knobs.ga_staleness, 1)")
-    parser.add_argument("--seed", type=int, default=0, help="ga: random seed (default 0)")
+    parser.add_argument("--seed", type=seed_arg, default=0, help="ga: random seed (default 0)")
     parser.add_argument("--link-model", choices=("shared", "delay"), default=None,
                         help="links in the model: shared (a server of r bytes/s, wire overhead "
                              "counted; the default) or delay (the paper's fixed beta/r); "

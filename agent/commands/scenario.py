@@ -7,6 +7,7 @@ import argparse
 
 from agent.errors import UsageError
 from agent.policies.setting import DEFAULT_TRADEOFF
+from agent.commands import seed_arg
 
 HELP = ("generate a scenario file for the DTO-EE paper's settings (paper-resnet101, paper-bert), "
         "an MDI-Exit topology (mdi-local, mdi-2-node, mdi-3-node-mesh, ...) or the demo bundle "
@@ -29,7 +30,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", "-o", default=None,
                         help="scenario JSON to write (default ./SETTING.json); the synthetic exit "
                              "profile goes next to it as NAME.exit_profile.npz")
-    parser.add_argument("--seed", type=int, default=0,
+    parser.add_argument("--seed", type=seed_arg, default=0,
                         help="seed of topology, devices and exit profile (default 0)")
     parser.add_argument("--rate", type=float, default=None,
                         help="tasks/s per source (default: the paper's, 4.8 ResNet101, 2.0 BERT; "

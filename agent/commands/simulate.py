@@ -9,6 +9,7 @@ import os
 from typing import Any, Dict, List
 
 from agent.errors import UsageError
+from agent.commands import seed_arg
 
 HELP = "simulate policies on a scenario (delay/accuracy vs rate, capacity, dynamic slots)"
 
@@ -60,7 +61,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cold-start", action="store_true",
                         help="slot 0 pays its configuration phase too (initial routing uniform, "
                              "thresholds 1.0 until then); default: configured before the first task")
-    parser.add_argument("--seed", type=int, default=0, help="seed of arrivals and dynamics")
+    parser.add_argument("--seed", type=seed_arg, default=0, help="seed of arrivals and dynamics")
     parser.add_argument("--rows", choices=("all", "validation", "test"), default=None,
                         help="exit-profile rows the tasks carry (default: test, the odd rows, when "
                              "a policy learns on the validation rows (dimee, mlci), else all)")

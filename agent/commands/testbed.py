@@ -8,6 +8,7 @@ import sys
 from typing import List
 
 from agent.errors import UsageError
+from agent.commands import seed_arg
 
 HELP = ("start agents as local processes (or drive a running fleet), push load at several rates, "
         "collect per-task records and compare policies")
@@ -62,7 +63,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="also write the results object {\"runs\": [...]} to FILE")
     parser.add_argument("--no-plots", action="store_true",
                         help="skip the delay/accuracy-vs-rate plots")
-    parser.add_argument("--seed", type=int, default=1, help="seed of the sources' arrivals")
+    parser.add_argument("--seed", type=seed_arg, default=1, help="seed of the sources' arrivals")
     parser.add_argument("--network", choices=("loopback", "netns"), default="loopback",
                         help="loopback (default): every agent on 127.0.0.1, senders pace their "
                              "messages to the link rates; netns: one network namespace per "

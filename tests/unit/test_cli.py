@@ -42,3 +42,14 @@ def test_help_imports_no_runtime_libraries():
             "print(sorted(m for m in ('numpy', 'zmq', 'onnxruntime', 'scipy') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip().splitlines()[-1] == "[]"
+
+
+@pytest.mark.parametrize("command", ["heads", "plan", "scenario", "simulate", "testbed"])
+@pytest.mark.parametrize("seed", ["-1", "4294967296", "x"])
+def test_a_seed_numpy_cannot_take_is_a_usage_error(command, seed, capsys):
+    """``--seed`` takes 0..2^32-1 on every command that has one: anything else is argparse's
+    one-line usage error (exit 2) naming the option, not a traceback from numpy."""
+    with pytest.raises(SystemExit) as exc:
+        cli.main([command, "--seed", seed])
+    assert exc.value.code == 2
+    assert "argument --seed: must be an integer in 0..4294967295" in capsys.readouterr().err
