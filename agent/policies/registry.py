@@ -147,6 +147,10 @@ def check_scenario_knobs(knobs: Mapping[str, Any], where: str = "knobs") -> None
     """Reject a scenario knob that no registered policy reads (a typo), with a hint."""
     known = {k for r in _ROWS.values() for k in r.scenario_knobs}
     Fields(knobs, where, ScenarioError).reject_unknown(sorted(known))
+    for name in sorted(set(knobs) & set(_ROWS)):  # a policy's own section: {knob: value}
+        if not isinstance(knobs[name], Mapping):
+            raise ScenarioError("%s.%s: must be an object {knob: value}, got %.100r"
+                                % (where, name, knobs[name]))
 
 
 def make_sim_policy(name: str, rounds: Optional[int] = None,

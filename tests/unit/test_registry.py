@@ -59,6 +59,15 @@ def test_scenario_knob_no_policy_reads_is_refused_with_a_hint():
         registry.check_scenario_knobs({"ga_stalenes": 2})
 
 
+@pytest.mark.parametrize("name,value", [("mdi-exit", 5), ("dimee", [1]), ("mlci", "x")])
+def test_a_policys_knob_section_that_is_not_an_object_is_refused(name, value):
+    """A scenario's section for one policy (``mdi-exit``, ``dimee``, ``mlci``) is an object
+    {knob: value}: anything else is a ScenarioError naming it (it was a TypeError inside the
+    simulator, or ignored by plan)."""
+    with pytest.raises(ScenarioError, match=r"^knobs\.%s: must be an object" % name):
+        registry.check_scenario_knobs({name: value})
+
+
 def test_agent_knobs_name_the_path_given():
     """The knob check names the field by the path the caller gives (config or code)."""
     with pytest.raises(UsageError, match=r"^policy_knobs\.rounds: not used by a node"):
