@@ -132,7 +132,11 @@ def open_book(cfg: NodeConfig, metrics: Any) -> SourceBook:
 
 
 def check_config(cfg: NodeConfig, bundle: Bundle) -> None:
-    """Raise ``UsageError`` for a worker config the bundle or the policy cannot serve."""
+    """Raise ``UsageError`` for a config the bundle or the policy cannot serve."""
+    if cfg.thresholds and len(cfg.thresholds) != bundle.num_stages:  # padded or cut, silently
+        raise UsageError("thresholds: %d value(s) for a bundle of %d stages; give one per stage "
+                         "1..%d (the last stage answers every task it gets) or none for the "
+                         "defaults" % (len(cfg.thresholds), bundle.num_stages, bundle.num_stages))
     if cfg.role != "worker":
         return
     bundle.stage(cfg.stages[1])  # raises a clear error for a stage the bundle lacks

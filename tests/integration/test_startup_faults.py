@@ -252,6 +252,9 @@ CASES: Dict[str, Tuple[Callable[[Case], str], Tuple[str, ...]]] = {
     "a manifest dtype of object": (
         lambda c: _bundle(c, lambda m, d: m["stages"][1]["input"].update(dtype="object")),
         ("dtype", "number or bool")),
+    "thresholds for another number of stages": (
+        lambda c: c.write(c.config("worker", thresholds=[0.5, 0.5, 0.5])),
+        ("thresholds", "3 value(s) for a bundle of 2 stages")),
     "stage the bundle lacks": (lambda c: c.write(c.config("worker", stage=3)), ("stage", "3")),
     "rounds longer than a slot": (lambda c: c.write(c.config("worker", rounds_per_slot=200)),
                                   ("rounds_per_slot",)),
