@@ -54,6 +54,9 @@ def _endpoint_and_keys(args):
         server = server or os.path.join(folder, "keys", args.source + ".key")
     if not endpoint:
         raise UsageError("--endpoint: needed (or --fleet DIR --source ID)")
+    from agent.config.checks import check_endpoint
+
+    check_endpoint(endpoint, "--endpoint", UsageError)  # a ZMQError traceback otherwise
     if bool(key) != bool(server):
         raise UsageError("--key and --server-key go together (a CURVE endpoint needs both)")
     try:
@@ -85,6 +88,8 @@ def run(args: argparse.Namespace) -> int:
 
     if args.timeout is None:
         args.timeout = DEFAULT_TIMEOUT_S
+    if args.count < 0:
+        raise UsageError("--count: must be >= 0 (0: each input once), got %d" % args.count)
     if not args.timeout > 0:
         raise UsageError("--timeout: must be > 0 seconds, got %r" % args.timeout)
     endpoint, keys = _endpoint_and_keys(args)

@@ -53,3 +53,21 @@ def test_a_seed_numpy_cannot_take_is_a_usage_error(command, seed, capsys):
         cli.main([command, "--seed", seed])
     assert exc.value.code == 2
     assert "argument --seed: must be an integer in 0..4294967295" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("extra,message", [
+    (["--endpoint", "notanendpoint"], "--endpoint: must be a ZeroMQ endpoint"),
+    (["--endpoint", "tcp://127.0.0.1:99999"], "--endpoint: port must be a number in 1..65535"),
+    (["--endpoint", "tcp://127.0.0.1:5999", "--count", "-5"], "--count: must be >= 0"),
+])
+def test_submit_misuse_is_one_line_before_anything_is_sent(tmp_path, capsys, extra, message):
+    """``submit`` checks its endpoint and count first: one error line, exit 2 (a malformed
+    endpoint was a ZMQError traceback, a port out of range timed out per input, a negative
+    count printed "-5 sent")."""
+    import numpy as np
+
+    images = str(tmp_path / "in.npz")
+    np.savez(images, x=np.zeros((2, 1, 28, 28), np.float32))
+    assert cli.main(["submit", "--images", images] + extra) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0]
