@@ -15,6 +15,7 @@ HELP = ("start agents as local processes (or drive a running fleet), push load a
 
 DEFAULT_POLICIES = "dtoee,cf,bf"
 DEFAULT_RATES = "35%,60%,80%"
+MAX_DURATION_S = 86400  # --duration at most a day per (policy, rate)
 # --mdi-mode: the mdi-exit knobs each of the paper's scenarios sets
 MDI_MODES = {"admission": {"admission_control": True, "threshold_adaptation": False},
              "adapt": {"admission_control": False, "threshold_adaptation": True},
@@ -195,8 +196,15 @@ def _run(args: argparse.Namespace) -> int:
     from agent.testbed.faults import loopback_problem
     from agent.testbed.topology import capacity_tasks_s, check_against_bundle, load_topology
 
-    if not args.duration > 0:
-        raise UsageError("--duration: must be > 0 seconds, got %r" % args.duration)
+    if not 0 < args.duration <= MAX_DURATION_S:
+        raise UsageError("--duration: must be > 0 seconds and at most %d, got %r"
+                         % (MAX_DURATION_S, args.duration))
+    if args.json:  # checked now, not after the whole run
+        from agent.ops.files import check_file_slot
+
+        check_file_slot(os.path.abspath(args.json), "--json")
+        if not os.path.isdir(os.path.dirname(os.path.abspath(args.json))):
+            raise UsageError("--json: %s: its folder does not exist" % args.json)
     policies = parse_list(args.policies, "policies")
     for p in policies:
         lookup(p, "--policies", "agent")
@@ -211,6 +219,7 @@ def _run(args: argparse.Namespace) -> int:
     if topo.fleet is not None and (topo.faults or args.network != "loopback"):
         raise UsageError("--network netns and faults are for local agents, not a fleet")
     plan = network_plan(topo) if args.network == "netns" else None
+    _check_node_configs(topo, bundle, policies, rates, float(args.duration), args.seed)
     out_dir = new_run_dir(os.path.abspath(args.out))
     lock = RunLock(out_dir)
     net = None
@@ -227,6 +236,25 @@ def _run(args: argparse.Namespace) -> int:
         if net is not None:
             net.close()
         lock.close()
+
+
+def _check_node_configs(topo, bundle, policies, rates, duration_s: float, seed: int) -> None:
+    """Every agent's config of every policy, parsed as the run will parse it, before the run
+    folder exists: a bad agent field, id or knob fails here, not in an empty run folder."""
+    import tempfile
+
+    from agent.testbed.local import node_configs
+
+    if topo.fleet is not None:  # a fleet's agents run from their own rendered configs
+        from agent.testbed.fleet import client_keys, fleet_settings
+
+        client_keys(topo, fleet_settings(topo))
+        return
+    ports = list(range(20000, 20000 + 2 * len(topo.node_ids())))  # checked, never bound
+    with tempfile.TemporaryDirectory(prefix="edge-agent-check-") as scratch:
+        for policy in policies:
+            node_configs(topo, bundle.path, policy, rates[0], topo.warmup_s + duration_s,
+                         scratch, seed, ports)
 
 
 def _run_in(args, topo, bundle, policies, rates, cap, out_dir, lock, settings) -> int:

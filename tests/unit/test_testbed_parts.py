@@ -141,14 +141,43 @@ def test_routing_used_and_remaining_from_counts():
     (["--duration", "0"], "--duration: must be > 0"),
     (["--topology", "/nonexistent/topology.json"], "no such topology file"),
     (["--rates", "10,abc"], "'abc' is not a number"),
+    (["--duration", "inf"], "--duration: must be > 0 seconds and at most 86400"),
+    (["--json", "/"], "--json: / is a directory"),
+    (["--json", "/nonexistent/r.json"], "--json: /nonexistent/r.json: its folder does not exist"),
 ])
 def test_testbed_misuse_is_one_line_and_exit_2(argv, message, capsys, tmp_path):
-    """Wrong options fail before any agent starts: one line naming the value, status 2."""
+    """Wrong options fail before any agent starts: one line naming the value, status 2 (an
+    infinite duration was an OverflowError, a bad --json path failed after the whole run)."""
     from agent.cli import main
 
     rc = main(["testbed", "--out", str(tmp_path)] + argv)
     err = capsys.readouterr().err.strip()
     assert rc == 2 and message in err and len(err.splitlines()) == 1
+
+
+@pytest.mark.parametrize("change,message", [
+    (lambda t: t["agent"].update(polcy="x"), "testbed node cam1: unknown field(s) polcy"),
+    (lambda t: t.update(knobs={"dtoee": {"foo": 1}}), "foo"),
+    (lambda t: t.update(fleet={"foo": 1}), "fleet: unknown field(s) ['foo']"),
+])
+def test_a_topology_no_agent_can_run_fails_before_the_run_folder_exists(
+        tmp_path, capsys, change, message):
+    """Every agent's config is parsed (a fleet's settings checked) before the run folder is
+    made: a bad agent field or knob is one line, exit 2, and leaves no empty run folder."""
+    from agent.cli import main
+    from agent.testbed.topology import load_topology
+
+    with open(load_topology("default").path) as f:
+        topo = json.load(f)  # its bundle is the shipped demo one, named "demo"
+    change(topo)
+    path = tmp_path / "topo.json"
+    path.write_text(json.dumps(topo))
+    out = tmp_path / "out"
+    rc = main(["testbed", "--topology", str(path), "--out", str(out), "--policies", "dtoee",
+               "--rates", "1", "--duration", "1"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and message in err and len(err.splitlines()) == 1
+    assert not out.exists()
 
 
 def test_testbed_help_prints(capsys):
