@@ -22,6 +22,7 @@ from agent.config.fields import Fields
 from agent.config.jsonfile import read_json_file
 from agent.errors import UsageError
 from agent.policies.model import wire_bytes
+from agent.policies.registry import names
 from agent.policies.setting import DEFAULT_TRADEOFF
 from agent.scenario.format import read_links
 from agent.testbed.carry import carried_tasks_s
@@ -162,6 +163,11 @@ class Topology:
         return "; ".join(parts)
 
 
+# node-config fields the testbed writes for each agent: in "agent" they would be overwritten
+PER_AGENT_FIELDS = ("node_id", "role", "stage", "last_stage", "terminal", "bundle", "state_dir",
+                    "control_bind", "data_bind", "peers", "policy", "policy_knobs", "tradeoff",
+                    "slot_length_s", "backend", "emulate_links", "thresholds", "arrival",
+                    "arrival_rate_tasks_s", "max_tasks", "seed", "emulate_capacity_flops")
 KNOWN_KEYS = ("comment", "bundle", "backend", "tradeoff", "slot_s", "warmup_s", "thresholds",
               "knobs", "agent", "sources", "workers", "links", "fleet", "faults", "rates")
 SOURCE_KEYS = ("id", "share", "host", "comment")
@@ -225,7 +231,14 @@ def parse_topology(obj: Any, base_dir: str = ".", path: str = "") -> Topology:
         bundle = os.path.normpath(os.path.join(base_dir, bundle))
     knobs = top.table("knobs", {}, shape="an object {policy: {knob: value}}")
     for policy in knobs.obj:
+        if policy not in names("agent"):  # a typo's knobs would be ignored
+            raise knobs.fail(policy, "no such policy on a node (policies: %s)"
+                             % ", ".join(names("agent")))
         knobs.table(policy, shape="an object {knob: value}")
+    agent = top.table("agent", {}, shape="an object of node-config fields")
+    for key in sorted(set(agent.obj) & set(PER_AGENT_FIELDS)):
+        raise agent.fail(key, "the testbed sets it for each agent (from sources, workers, "
+                         "links, thresholds, knobs or the command line)")
     fleet = None  # checked field by field by the fleet driver
     if top.value("fleet", None) is not None:
         fleet = top.table("fleet", shape="an object").obj
@@ -236,7 +249,7 @@ def parse_topology(obj: Any, base_dir: str = ".", path: str = "") -> Topology:
         slot_s=top.num("slot_s", 2.0, lo=0.0, lo_open=True),
         warmup_s=top.num("warmup_s", 2.0, lo=0.0),
         thresholds=_thresholds(top, h), knobs=dict(knobs.obj),
-        agent=dict(top.table("agent", {}, shape="an object of node-config fields").obj),
+        agent=dict(agent.obj),
         fleet=fleet, path=path, rates=top.str("rates", ""),
         faults=tuple(parse_faults(top, [w.id for w in workers],
                                   [s.id for s in sources] + [w.id for w in workers],

@@ -50,9 +50,14 @@ def test_topology_parses_and_names_what_is_emulated():
     ({"links": [{"from": "s1", "to": "a", "rate_byte_s": 1e5}]},
      "links[0].rate_byte_s: unknown field (did you mean 'rate_bytes_s'?)"),
     ({"thresholds": {"1": 1.5}}, "thresholds.1: must be in (0, 1], got 1.5"),
+    ({"knobs": {"dtoe": {"step": "joint"}}}, "knobs.dtoe: no such policy on a node"),
+    ({"agent": {"node_id": "x"}}, "agent.node_id: the testbed sets it for each agent"),
+    ({"agent": {"policy": "cf"}}, "agent.policy: the testbed sets it for each agent"),
 ])
 def test_topology_errors_name_the_field(change, message):
-    """Misuse fails with one line that names the offending field."""
+    """Misuse fails with one line that names the offending field; knobs under a name no node
+    policy has, and per-agent fields in ``agent`` (the testbed writes them for each agent), are
+    refused rather than ignored or overwritten."""
     with pytest.raises(TopologyError, match=re.escape(message)):
         parse_topology(small_topology(**change))
 
@@ -143,16 +148,18 @@ def test_routing_used_and_remaining_from_counts():
     (["--rates", "10,abc"], "'abc' is not a number"),
     (["--duration", "inf"], "--duration: must be > 0 seconds and at most 86400"),
     (["--json", "/"], "--json: / is a directory"),
-    (["--json", "/nonexistent/r.json"], "--json: /nonexistent/r.json: its folder does not exist"),
+    (["--json", "{tmp}/none/r.json"], "--json: {tmp}/none/r.json: its folder does not exist"),
 ])
 def test_testbed_misuse_is_one_line_and_exit_2(argv, message, capsys, tmp_path):
     """Wrong options fail before any agent starts: one line naming the value, status 2 (an
     infinite duration was an OverflowError, a bad --json path failed after the whole run)."""
     from agent.cli import main
 
+    argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
     rc = main(["testbed", "--out", str(tmp_path)] + argv)
     err = capsys.readouterr().err.strip()
-    assert rc == 2 and message in err and len(err.splitlines()) == 1
+    assert rc == 2 and message.replace("{tmp}", str(tmp_path)) in err
+    assert len(err.splitlines()) == 1
 
 
 @pytest.mark.parametrize("change,message", [
