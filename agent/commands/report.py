@@ -1,4 +1,9 @@
-"""``edge-agent report``: summarise past testbed or fleet runs again and compare them."""
+"""``edge-agent report``: summarise past testbed or fleet runs again and compare them.
+
+Output paths are checked before anything is read. A damaged run (its ``testbed.json``) is one
+error line, exit status 2; a damaged (policy, rate) of a run is a warning line on stderr naming
+its file, the rest is reported, and the exit status is 1 (``agent.testbed.history``).
+"""
 
 from __future__ import annotations
 
@@ -21,13 +26,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import json
     import os
+    import sys
 
+    from agent.errors import UsageError
     from agent.ops.atomic import write_atomic
     from agent.testbed.history import load_run, write_cdf_plot
     from agent.testbed.report import format_table, write_plots
 
+    check_outputs(args.out, args.json)  # before any work: a wrong path fails at once
     runs = [load_run(p) for p in args.runs]
+    skipped = 0
     for run in runs:
+        for why in run.skipped:
+            print("edge-agent report: warning: %s; this (policy, rate) is left out"
+                  % " ".join(why.split()), file=sys.stderr)
+        skipped += len(run.skipped)
         print("run %s (topology %s%s)%s" % (run.path, run.info.get("topology"),
                                             ", mdi mode %s" % run.info["mdi_mode"]
                                             if run.info.get("mdi_mode") else "",
@@ -36,15 +49,53 @@ def run(args: argparse.Namespace) -> int:
         print()
     if len(runs) > 1:
         print(compare_table(runs))
-    if args.out:
-        if len(runs) == 1:
-            for path in write_plots(args.out, runs[0].results):
-                print("plot: %s" % path)
-        print("plot: %s" % write_cdf_plot(os.path.join(args.out, "delay_cdf.png"), runs))
-    if args.json:
-        everything = [dict(r.to_json(), run=run.path) for run in runs for r in run.results]
-        write_atomic(args.json, json.dumps({"runs": everything}, indent=2) + "\n")
-    return 0
+    try:
+        if args.out:
+            if len(runs) == 1:
+                for path in write_plots(args.out, runs[0].results):
+                    print("plot: %s" % path)
+            print("plot: %s" % write_cdf_plot(os.path.join(args.out, CDF_PLOT), runs))
+        if args.json:
+            everything = [dict(r.to_json(), run=run.path) for run in runs for r in run.results]
+            write_atomic(args.json, json.dumps({"runs": everything}, indent=2) + "\n")
+    except OSError as exc:
+        raise UsageError("cannot write %s: %s" % (exc.filename or args.out or args.json,
+                                                   exc.strerror or exc)) from None
+    return 1 if skipped else 0
+
+
+CDF_PLOT = "delay_cdf.png"
+
+
+def check_outputs(out_dir, json_file) -> None:
+    """``--out`` must be a folder (or not exist yet, under a folder) with no folder where a
+    plot goes; ``--json`` a file (or not exist yet) in an existing folder. ``UsageError``
+    otherwise, before anything is read."""
+    import os
+
+    from agent.errors import UsageError
+    from agent.ops.files import check_file_slot
+    from agent.testbed.report import PLOT_NAMES
+
+    if out_dir:
+        if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+            raise UsageError("--out: %s is a file, not a folder; give a folder for the plots"
+                             % out_dir)
+        up = os.path.abspath(out_dir)
+        while not os.path.exists(up):
+            up = os.path.dirname(up)
+        if not os.path.isdir(up):
+            raise UsageError("--out: %s cannot be made: %s is a file, not a folder"
+                             % (out_dir, up))
+        for name in tuple(PLOT_NAMES) + (CDF_PLOT,):
+            check_file_slot(os.path.join(out_dir, name), "--out")
+    if json_file:
+        if os.path.isdir(json_file):
+            raise UsageError("--json: %s is a folder; give a file name, e.g. %s"
+                             % (json_file, os.path.join(json_file, "report.json")))
+        check_file_slot(os.path.abspath(json_file), "--json")
+        if not os.path.isdir(os.path.dirname(os.path.abspath(json_file))):
+            raise UsageError("--json: %s: its folder does not exist" % json_file)
 
 
 def compare_table(runs) -> str:

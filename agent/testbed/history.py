@@ -5,16 +5,24 @@ the run was asked for) and, per (policy, rate), ``POLICY/rate-R/run.json`` next 
 source's ``records.jsonl``. ``load_run`` redoes every rate's summary with the testbed's own
 summariser (``agent.testbed.local.summarise_rate``), so the table it gives is the one the
 testbed printed; ``delays_after_warmup`` gives the per-task delays behind a delay CDF.
+
+Damaged files never end in a traceback: a ``testbed.json`` that is not the run's (binary, not
+a JSON object, wrong field types) is a ``UsageError`` naming it, since nothing of the run can be
+redone without it; a (policy, rate) whose ``run.json`` or records cannot be read or summarised
+is left out and named in ``PastRun.skipped`` (the other rates still report), and a run with no
+rate left is a ``UsageError``.
 """
 
 from __future__ import annotations
 
 import glob
-import json
+import math
 import os
 from dataclasses import dataclass, field
 from typing import Dict, List, Tuple
 
+from agent.config.checks import short
+from agent.config.jsonfile import read_json_file
 from agent.errors import UsageError
 from agent.testbed.fleet import summarise_fleet
 from agent.testbed.local import RUN_FILE, _created, bundle_stages, summarise_rate
@@ -32,6 +40,7 @@ class PastRun:
     results: List[RunResult]
     delays_s: Dict[Tuple[str, float], List[float]] = field(default_factory=dict)
     in_progress: bool = False
+    skipped: List[str] = field(default_factory=list)  # why each damaged (policy, rate) was left out
 
     @property
     def label(self) -> str:
@@ -64,46 +73,143 @@ def delays_after_warmup(records: List[dict], warmup_s: float) -> List[float]:
     return out
 
 
+def read_run_info(run_dir: str) -> dict:
+    """``testbed.json`` of a run folder, checked: a JSON object with a string ``topology``, a
+    known ``mdi_mode`` and a list of policy names (missing ones are fine); ``UsageError``
+    naming the file otherwise."""
+    from agent.commands.testbed import MDI_MODES
+
+    path = os.path.join(run_dir, RUN_INFO)
+    info = read_json_file(path, UsageError, "run info")
+    if not isinstance(info, dict):
+        raise UsageError("%s: not a run's %s (a JSON object is needed, got %s)"
+                         % (path, RUN_INFO, type(info).__name__))
+    topo = info.get("topology")
+    if topo is not None and not (isinstance(topo, str) and topo):
+        raise UsageError("%s: topology: must be a file or a shipped name, got %s"
+                         % (path, short(topo)))
+    mode = info.get("mdi_mode")
+    if mode is not None and not (isinstance(mode, str) and mode in MDI_MODES):
+        raise UsageError("%s: mdi_mode: must be one of %s or null, got %s"
+                         % (path, ", ".join(MDI_MODES), short(mode)))
+    pols = info.get("policies")
+    if pols is not None and not (isinstance(pols, list) and all(isinstance(p, str) for p in pols)):
+        raise UsageError("%s: policies: must be a list of policy names, got %s"
+                         % (path, short(pols)))
+    return info
+
+
 def load_run(path: str) -> PastRun:
-    """Read a run folder and redo its summaries (see the module docstring)."""
+    """Read a run folder and redo its summaries (see the module docstring).
+
+    A damaged ``testbed.json`` (or a topology or bundle it names that no longer loads) raises
+    ``UsageError`` naming the file: nothing of the run can be summarised without it. A damaged
+    (policy, rate) (its ``run.json`` or a records file) is left out and named in
+    ``PastRun.skipped``; with none left, ``UsageError``.
+    """
     from agent.commands.testbed import with_mdi_mode
     from agent.testbed.driver import load_bundle_for
     from agent.testbed.topology import load_topology
 
     run_dir = resolve_run_dir(path)
-    with open(os.path.join(run_dir, RUN_INFO), "r", encoding="utf-8") as f:
-        info = json.load(f)
-    topo = with_mdi_mode(load_topology(info.get("topology")), info.get("mdi_mode"))
-    bundle = load_bundle_for(topo)
+    info = read_run_info(run_dir)
+    try:
+        topo = with_mdi_mode(load_topology(info.get("topology")), info.get("mdi_mode"))
+        bundle = load_bundle_for(topo)
+    except UsageError as exc:
+        raise UsageError("%s: %s" % (os.path.join(run_dir, RUN_INFO), exc)) from None
     order = {p: i for i, p in enumerate(info.get("policies") or [])}
-    files = glob.glob(os.path.join(run_dir, "*", "rate-*", RUN_FILE))
-    results, delays = [], {}
+    files = sorted(glob.glob(os.path.join(run_dir, "*", "rate-*", RUN_FILE)))
+    results, delays, skipped = [], {}, []
     for run_file in files:
-        res = summarise_run_file(topo, bundle, run_file)
+        try:
+            res, ds = read_rate(topo, bundle, run_file)
+        except UsageError as exc:
+            skipped.append(str(exc))
+            continue
         results.append(res)
-        with open(run_file, "r", encoding="utf-8") as f:
-            recs_paths = json.load(f)["records"].values()
-        recs = [r for p in recs_paths
-                for r in read_records(os.path.join(os.path.dirname(run_file), p))]
-        delays[(res.policy, res.rate)] = delays_after_warmup(recs, topo.warmup_s)
+        delays[(res.policy, res.rate)] = ds
     results.sort(key=lambda r: (order.get(r.policy, len(order)), r.policy, r.rate))
+    if skipped and not results:
+        raise UsageError("%s; no (policy, rate) of %s could be read%s" % (
+            skipped[0], run_dir, " (%d damaged, the first named)" % len(skipped)
+            if len(skipped) > 1 else ""))
     if not results:
         raise UsageError("%s: no finished (policy, rate) in this run yet" % run_dir)
-    return PastRun(run_dir, info, results, delays, in_use(run_dir))
+    return PastRun(run_dir, info, results, delays, in_use(run_dir), skipped)
+
+
+# run.json: key -> (check, what it must be); "local" runs need the last four too
+_RUN_FIELDS = {
+    "policy": (lambda v: isinstance(v, str) and bool(v), "a policy name"),
+    "rate": (lambda v: _number(v) and v >= 0, "a rate >= 0"),
+    "records": (lambda v: isinstance(v, dict) and all(isinstance(p, str) and p
+                                                      for p in v.values()),
+                "an object {source: records file}"),
+    "duration_s": (lambda v: _number(v) and v >= 0, "seconds >= 0"),
+    "expected": (lambda v: isinstance(v, dict) and all(
+        isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in v.values()),
+                 "an object {source: tasks created}"),
+    "stats": (lambda v: isinstance(v, dict) and all(s is None or isinstance(s, dict)
+                                                    for s in v.values()),
+              "an object {node: stats or null}"),
+    "load_s": (lambda v: _number(v) and v >= 0, "seconds >= 0"),
+}
+
+
+def _number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def read_run_file(topo: Topology, path: str) -> dict:
+    """A rate's ``run.json``, checked against the fields ``summarise_run_file`` uses and the
+    topology's sources; ``UsageError`` naming the file and the field otherwise."""
+    obj = read_json_file(path, UsageError, "run file")
+    if not isinstance(obj, dict):
+        raise UsageError("%s: not a rate's %s (a JSON object is needed, got %s)"
+                         % (path, RUN_FILE, type(obj).__name__))
+    kind = obj.get("kind", "local")
+    if not (isinstance(kind, str) and kind in ("local", "fleet")):
+        raise UsageError("%s: kind: must be \"local\" or \"fleet\", got %s"
+                         % (path, short(kind)))
+    for key, (ok, what) in _RUN_FIELDS.items():
+        if kind == "fleet" and key in ("expected", "stats", "load_s"):
+            continue
+        if key not in obj or not ok(obj[key]):
+            raise UsageError("%s: %s: must be %s, got %s"
+                             % (path, key, what, short(obj.get(key))))
+    missing = [s.id for s in topo.sources if s.id not in obj["records"]]
+    if kind == "local" and missing:
+        raise UsageError("%s: records: no records file for source %s"
+                         % (path, ", ".join(missing)))
+    return obj
+
+
+def read_rate(topo: Topology, bundle, path: str) -> Tuple[RunResult, List[float]]:
+    """One rate's summary redone from its ``run.json`` and records, and the delays after the
+    warm-up behind its CDF; ``UsageError`` naming the file when they cannot be redone."""
+    obj = read_run_file(topo, path)
+    d = os.path.dirname(path)
+    records = {s: os.path.join(d, p) for s, p in obj["records"].items()}
+    recs = [r for p in records.values() for r in read_records(p)]
+    try:
+        if obj.get("kind") == "fleet":
+            res = summarise_fleet(topo, obj["policy"], obj["rate"], recs, obj["duration_s"])
+        else:
+            res = summarise_rate(topo, bundle, bundle_stages(bundle), obj["policy"],
+                                 obj["rate"], records, obj["expected"], obj["stats"],
+                                 obj["duration_s"], obj["load_s"])
+        return res, delays_after_warmup(recs, topo.warmup_s)
+    except (KeyError, TypeError, ValueError, AttributeError, ZeroDivisionError) as exc:
+        # a record or stats field the summary cannot use: the files are damaged (the
+        # UsageError of an unreadable file passes through)
+        raise UsageError("%s: cannot redo this summary from it and its records (%s: %s)"
+                         % (path, type(exc).__name__, exc)) from None
 
 
 def summarise_run_file(topo: Topology, bundle, path: str) -> RunResult:
     """Redo one rate's summary from its ``run.json`` and records (``edge-agent report``)."""
-    with open(path, "r", encoding="utf-8") as f:
-        obj = json.load(f)
-    d = os.path.dirname(path)
-    records = {s: os.path.join(d, p) for s, p in obj["records"].items()}
-    if obj.get("kind") == "fleet":
-        recs = [r for p in records.values() for r in read_records(p)]
-        return summarise_fleet(topo, obj["policy"], obj["rate"], recs, obj["duration_s"])
-    return summarise_rate(topo, bundle, bundle_stages(bundle), obj["policy"], obj["rate"],
-                          records, obj["expected"], obj["stats"], obj["duration_s"],
-                          obj["load_s"])
+    return read_rate(topo, bundle, path)[0]
 
 
 def write_cdf_plot(path: str, runs: List[PastRun]) -> str:

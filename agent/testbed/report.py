@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import stat
 import sys
 import time
 from collections import Counter, defaultdict
@@ -97,22 +98,37 @@ def percentile(values: Sequence[float], q: float) -> Optional[float]:
 
 
 def read_records(path: str) -> List[dict]:
-    """Read a records.jsonl file; a torn last line (the writer was killed) is skipped."""
-    out = []
+    """Read a records.jsonl file; a torn last line (the writer was killed) is skipped.
+
+    Lines that are not JSON objects are skipped too, but anything else that is not a records
+    file raises ``UsageError`` naming it: missing, not a regular file (a folder, a FIFO),
+    unreadable, or not UTF-8 text (binary) anywhere but in a torn last line.
+    """
     try:
-        with open(path, "r", encoding="utf-8") as f:
-            for line in f:
-                line = line.strip()
-                if not line:
-                    continue
-                try:
-                    obj = json.loads(line)
-                except ValueError:
-                    continue
-                if isinstance(obj, dict):
-                    out.append(obj)
+        mode = os.stat(path).st_mode
+        if not stat.S_ISREG(mode):
+            raise UsageError("%s: not a records file (%s)" % (
+                path, "a folder" if stat.S_ISDIR(mode) else "not a regular file"))
+        f = open(path, "rb")
     except FileNotFoundError:
-        raise UsageError("%s: no records file (did the source start?)" % path)
+        raise UsageError("%s: no records file (did the source start?)" % path) from None
+    except OSError as exc:
+        raise UsageError("%s: cannot read the records file: %s" % (path, exc.strerror or exc)
+                         ) from None
+    out = []
+    with f:
+        for no, raw in enumerate(f, start=1):
+            try:
+                obj = json.loads(raw.decode("utf-8"))
+            except UnicodeDecodeError:
+                if raw.lstrip().startswith(b"{") and not raw.endswith(b"\n"):
+                    continue  # the last line, torn inside a multi-byte character
+                raise UsageError("%s: not a records file (line %d is not UTF-8 text)"
+                                 % (path, no)) from None
+            except (ValueError, RecursionError):
+                continue  # empty, or torn
+            if isinstance(obj, dict):
+                out.append(obj)
     return out
 
 

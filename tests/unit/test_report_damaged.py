@@ -1,0 +1,167 @@
+"""`edge-agent report` on damaged run folders and wrong output paths: never a traceback.
+
+A damaged run (its testbed.json) is one error line naming the file, exit 2; a damaged
+(policy, rate) (its run.json or a records file) is a warning line naming the file, the other
+rates are still reported, exit 1; a run with no readable rate left is one error line, exit 2.
+Output paths of the wrong kind are refused before anything is read.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from agent.cli import main
+from agent.errors import UsageError
+from agent.testbed.report import read_records
+
+
+def _records(source, n, t0=100.0):
+    return "".join(json.dumps({
+        "id": "%s-%d" % (source, i), "source": source, "status": "completed",
+        "created_mono": t0 + 0.3 * i, "finished_mono": t0 + 0.3 * i + 0.05,
+        "created_wall": 1e9 + 0.3 * i, "finished_wall": 1e9 + 0.3 * i + 0.05,
+        "delay_s": 0.05, "exit_stage": 4, "cls": 0, "label": 0, "correct": True,
+        "confidence": 0.9, "hops": 4, "resends": 0, "attempts": 1, "worker": "w4a",
+        "reason": None}) + "\n" for i in range(n))
+
+
+def _rate(run, rate):
+    d = run / "cf" / ("rate-%g" % rate)
+    for s, n in (("cam1", 4), ("cam2", 3)):
+        (d / s).mkdir(parents=True)
+        (d / s / "records.jsonl").write_text(_records(s, n))
+    (d / "run.json").write_text(json.dumps({
+        "kind": "local", "policy": "cf", "rate": rate,
+        "records": {"cam1": "cam1/records.jsonl", "cam2": "cam2/records.jsonl"},
+        "expected": {"cam1": 4, "cam2": 3}, "stats": {}, "duration_s": 1.0, "load_s": 1.5}))
+    return d
+
+
+@pytest.fixture
+def run(tmp_path):
+    """A real run folder as `testbed` leaves it: testbed.json and two (policy, rate)s."""
+    run = tmp_path / "20260101-000000"
+    run.mkdir()
+    (run / "testbed.json").write_text(json.dumps({
+        "topology": "default", "mdi_mode": None, "policies": ["cf"], "rates": [1.0, 2.0],
+        "duration_s": 1.0, "seed": 1, "network": "loopback", "faults": []}))
+    _rate(run, 1.0)
+    _rate(run, 2.0)
+    return run
+
+
+def _report(capsys, *argv):
+    rc = main(["report"] + [str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return rc, out, err.strip().splitlines()
+
+
+def test_an_intact_run_reports_both_rates_with_status_0(run, capsys):
+    """The fixture itself is a readable run: both rates in the table, nothing on stderr."""
+    rc, out, err = _report(capsys, run)
+    assert rc == 0 and err == []
+    assert "cf" in out and "1.0" in out and "2.0" in out
+
+
+@pytest.mark.parametrize("damage,file,says", [
+    (lambda d: (d / "run.json").write_text("[1]"), "run.json", "a JSON object is needed"),
+    (lambda d: (d / "run.json").write_bytes(b"\x80\xff{binary\x00"), "run.json",
+     "not a UTF-8 text file"),
+    (lambda d: (d / "run.json").write_text('{"policy": "cf"}'), "run.json", "rate: must be"),
+    (lambda d: (d / "cam1" / "records.jsonl").write_bytes(b"\xff\xfe\x00\x01garbage\n{}\n"),
+     "cam1/records.jsonl", "not a records file (line 1 is not UTF-8 text)"),
+    (lambda d: ((d / "cam1" / "records.jsonl").unlink(),
+                (d / "cam1" / "records.jsonl").mkdir()),
+     "cam1/records.jsonl", "not a records file (a folder)"),
+])
+def test_a_damaged_rate_is_a_warning_naming_its_file_and_the_rest_is_reported(
+        run, capsys, damage, file, says):
+    """run.json not an object, binary run.json, run.json without its fields, binary records,
+    records.jsonl a folder: that (policy, rate) is left out with one warning line naming the
+    file; the other rate is still reported; exit status 1."""
+    damage(run / "cf" / "rate-1")
+    rc, out, err = _report(capsys, run)
+    assert rc == 1 and len(err) == 1, err
+    assert err[0].startswith("edge-agent report: warning: ")
+    assert str(run / "cf" / "rate-1" / file) in err[0] and says in err[0]
+    assert "2.0" in out
+
+
+def test_a_run_with_every_rate_damaged_is_one_error_line(run, capsys):
+    """No readable (policy, rate) left: one error line naming a damaged file, exit 2."""
+    (run / "cf" / "rate-1" / "run.json").write_text("[1]")
+    (run / "cf" / "rate-2" / "run.json").write_bytes(b"\xff\xfe")
+    rc, out, err = _report(capsys, run)
+    assert rc == 2 and len(err) == 1 and out == ""
+    assert "edge-agent report: error: " in err[0] and "run.json" in err[0]
+    assert "no (policy, rate) of %s could be read (2 damaged" % run in err[0]
+
+
+@pytest.mark.parametrize("content,says", [
+    (b"[]", "not a run's testbed.json (a JSON object is needed, got list)"),
+    (b"\x89PNG\r\n\x1a\n\x00\x00", "not a UTF-8 text file"),
+    (b'{"topology": 5}', "topology: must be a file or a shipped name"),
+    (b'{"mdi_mode": ["x"]}', "mdi_mode: must be one of"),
+    (b'{"policies": "cf"}', "policies: must be a list of policy names"),
+    (b'{"topology": "no-such-topology"}', "neither a file nor a shipped topology"),
+])
+def test_a_damaged_testbed_json_is_one_error_line_naming_it(run, capsys, content, says):
+    """testbed.json that is binary, not an object or with wrong field types: exit 2, one line
+    naming the file (nothing of the run can be summarised without it)."""
+    (run / "testbed.json").write_bytes(content)
+    rc, out, err = _report(capsys, run)
+    assert rc == 2 and len(err) == 1 and out == ""
+    assert str(run / "testbed.json") in err[0] and says in err[0]
+
+
+def test_out_that_is_a_file_is_refused_before_reading(run, tmp_path, capsys):
+    """--out names a file (or a folder below a file): one error line, nothing read."""
+    base = tmp_path / "base.json"
+    base.write_text("{}")
+    (run / "testbed.json").write_text("[]")  # would fail if it were read first
+    for out in (base, base / "plots"):
+        rc, _, err = _report(capsys, run, "--out", out)
+        assert rc == 2 and len(err) == 1 and "--out: " in err[0] and "is a file" in err[0]
+    assert base.read_text() == "{}"
+
+
+def test_out_with_a_folder_where_a_plot_goes_is_refused(run, tmp_path, capsys):
+    """--out/delay_cdf.png a folder: one error line before any work."""
+    (tmp_path / "plots" / "delay_cdf.png").mkdir(parents=True)
+    rc, out, err = _report(capsys, run, "--out", tmp_path / "plots")
+    assert rc == 2 and len(err) == 1 and "delay_cdf.png" in err[0] and out == ""
+
+
+def test_json_that_is_a_folder_or_in_a_missing_folder_is_refused(run, tmp_path, capsys):
+    """--json names a folder, or a file in a folder that does not exist: one error line."""
+    rc, out, err = _report(capsys, run, "--json", tmp_path)
+    assert rc == 2 and len(err) == 1 and "--json: %s is a folder" % tmp_path in err[0]
+    assert out == ""
+    rc, out, err = _report(capsys, run, "--json", tmp_path / "nope" / "r.json")
+    assert rc == 2 and len(err) == 1 and "its folder does not exist" in err[0]
+
+
+def test_json_is_written_with_every_readable_row(run, tmp_path, capsys):
+    """A good --json path gets every row (with its run) of the rates that could be read."""
+    (run / "cf" / "rate-2" / "run.json").write_text("[1]")
+    rc, _, err = _report(capsys, run, "--json", tmp_path / "r.json")
+    assert rc == 1 and len(err) == 1
+    rows = json.loads((tmp_path / "r.json").read_text())["runs"]
+    assert [(r["policy"], r["rate"], r["run"]) for r in rows] == [("cf", 1.0, str(run))]
+
+
+def test_records_torn_last_line_is_skipped_but_binary_is_an_error(tmp_path):
+    """read_records keeps its torn-last-line tolerance (also torn inside a UTF-8 character)
+    and refuses binary data anywhere else, naming the file."""
+    path = tmp_path / "records.jsonl"
+    good = _records("cam1", 2)
+    path.write_bytes(good.encode() + b'{"id": "x", "note": "\xc3')
+    assert [r["id"] for r in read_records(str(path))] == ["cam1-0", "cam1-1"]
+    path.write_bytes(good.encode() + b"\xc3\x28 binary\n" + good.encode())
+    with pytest.raises(UsageError, match=r"records.jsonl: not a records file \(line 3"):
+        read_records(str(path))
+    path.write_bytes(b"\x00\x01\x02\xff")  # one line, no newline, but not a torn record
+    with pytest.raises(UsageError, match="not a records file"):
+        read_records(str(path))
