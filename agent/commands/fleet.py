@@ -1,4 +1,9 @@
-"""``edge-agent fleet render``: every device's node config, keys and sheet from a topology."""
+"""``edge-agent fleet render``: every device's node config, keys and sheet from a topology.
+
+The command checks its own options (``--rate``, ``--client``) before reading anything; the
+render itself is all or nothing (``agent.fleet.render``): a refused node or a failed write
+leaves ``--out`` as it was.
+"""
 
 from __future__ import annotations
 
@@ -39,6 +44,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import math
     import os
 
     from agent.errors import UsageError
@@ -47,14 +53,14 @@ def run(args: argparse.Namespace) -> int:
     from agent.policies.registry import lookup
     from agent.testbed.topology import load_topology
 
+    if not (math.isfinite(args.rate) and args.rate >= 0):
+        raise UsageError("--rate: must be a number >= 0 tasks/s, got %r" % args.rate)
+    for c in args.client:
+        if not (c and c.isascii() and c.replace("-", "").replace("_", "").isalnum()):
+            raise UsageError("--client: %r must be letters, digits, - and _" % c)
     topo = load_topology(args.topology)
     policy = args.policy or (topo.fleet or {}).get("policy") or "dtoee"
     lookup(policy, "--policy", "agent")
-    if args.rate < 0:
-        raise UsageError("--rate: must be >= 0 tasks/s, got %r" % args.rate)
-    for c in args.client:
-        if not c or not c.replace("-", "").replace("_", "").isalnum():
-            raise UsageError("--client: %r must be letters, digits, - and _" % c)
     hosts = load_inventory(args.inventory, topo.node_ids(), [s.id for s in topo.sources])
     root = os.path.abspath(args.root)
     opts = RenderOptions(out_dir=os.path.abspath(args.out), policy=policy,

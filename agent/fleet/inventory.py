@@ -11,16 +11,24 @@ Keys: ``control``, ``data`` (the agent's two ports, default 5551 and 5552), ``cl
 source's client endpoint port, default 5560), ``metrics`` (the Prometheus port, default 9464;
 0 = off) and ``user`` (the ssh login named on the device's sheet). Every node of the topology
 needs a line; an error names the file, the line and the entry.
+
+A host is an IPv4 or IPv6 address or an RFC 1123 host name, without a port (the ports are the
+keys); a user is a POSIX user name (``[a-z_][a-z0-9_-]*`` with an optional final ``$``, at
+most 32 characters). Both go into the sheet's shell commands, so nothing else is accepted.
 """
 
 from __future__ import annotations
 
+import ipaddress
+import re
 from dataclasses import dataclass
 from typing import Dict, Sequence
 
+from agent.config.checks import short
 from agent.errors import UsageError
 
 DEFAULT_PORTS = {"control": 5551, "data": 5552, "client": 5560, "metrics": 9464}
+INVENTORY_MAX_BYTES = 1 << 20  # one line per node
 
 
 class InventoryError(UsageError):
@@ -39,10 +47,48 @@ class Host:
     metrics_port: int = DEFAULT_PORTS["metrics"]  # 0 = no metrics endpoint
     user: str = ""  # ssh login for the sheet; "" = the operator's own
 
+    def netloc(self, port: int) -> str:
+        """``HOST:PORT`` (IPv6 addresses in brackets)."""
+        host = "[%s]" % self.host if ":" in self.host else self.host
+        return "%s:%d" % (host, port)
+
     def endpoint(self, port: int) -> str:
         """``tcp://HOST:PORT`` (IPv6 addresses in brackets)."""
-        host = "[%s]" % self.host if ":" in self.host else self.host
-        return "tcp://%s:%d" % (host, port)
+        return "tcp://" + self.netloc(port)
+
+
+_LABEL = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\Z")
+_USER = re.compile(r"[a-z_][a-z0-9_-]*[$]?\Z")
+USER_MAX_CHARS = 32
+
+
+def host_problem(host: str) -> str:
+    """Why ``host`` is not an IPv4/IPv6 address or an RFC 1123 host name ("" when it is one)."""
+    try:
+        ipaddress.ip_address(host)
+        return ""
+    except ValueError:
+        pass
+    if host.startswith("[") and host.endswith("]") and not host_problem(host[1:-1]):
+        return "is in brackets: give the address alone"
+    name, colon, port = host.rpartition(":")
+    if colon and port.isascii() and port.isdigit() and not host_problem(name.strip("[]")):
+        return "has a port: give the host alone and the ports as control=P data=P ..."
+    labels = host.split(".")
+    if len(host) > 253 or not host.isascii() or not all(_LABEL.match(x) for x in labels):
+        return ("is neither an IP address nor a host name (letters, digits and '-' in labels "
+                "of 1-63 characters, separated by '.')")
+    if labels[-1].isdigit():
+        return "is not an IP address (and a host name cannot end in a number)"
+    return ""
+
+
+def user_problem(user: str) -> str:
+    """Why ``user`` is not a POSIX user name ("" when it is one)."""
+    if len(user) > USER_MAX_CHARS or not user.isascii() or not _USER.match(user):
+        return ("is not a user name ([a-z_][a-z0-9_-]*, optionally ending in $, at most %d "
+                "characters)" % USER_MAX_CHARS)
+    return ""
 
 
 def parse_inventory(text: str, node_ids: Sequence[str], path: str = "inventory",
@@ -67,8 +113,9 @@ def parse_inventory(text: str, node_ids: Sequence[str], path: str = "inventory",
                                  % (where, node, ", ".join(node_ids)))
         if node in hosts:
             raise InventoryError("%s: %s: listed twice" % (where, node))
-        if "=" in host or "/" in host:
-            raise InventoryError("%s: %s: %r is not a host name or address" % (where, node, host))
+        why = host_problem(host)
+        if why:
+            raise InventoryError("%s: %s: host %s %s" % (where, node, short(host), why))
         ports = dict(DEFAULT_PORTS)
         user = ""
         for item in words[2:]:
@@ -76,6 +123,9 @@ def parse_inventory(text: str, node_ids: Sequence[str], path: str = "inventory",
             if not eq:
                 raise InventoryError("%s: %s: %r is not key=value" % (where, node, item))
             if key == "user":
+                why = user_problem(value)
+                if why:
+                    raise InventoryError("%s: %s: user=%s %s" % (where, node, short(value), why))
                 user = value
                 continue
             if key not in ports:
@@ -107,10 +157,15 @@ def parse_inventory(text: str, node_ids: Sequence[str], path: str = "inventory",
 
 def load_inventory(path: str, node_ids: Sequence[str], sources: Sequence[str] = ()
                    ) -> Dict[str, Host]:
-    """Read and validate an inventory file."""
+    """Read and validate an inventory file (a regular file of UTF-8 text)."""
+    from agent.ops.files import FileFault, read_bounded
+
     try:
-        with open(path, "r", encoding="utf-8") as f:
-            text = f.read()
-    except OSError as exc:
-        raise InventoryError("%s: cannot read: %s" % (path, exc.strerror or exc)) from None
+        raw = read_bounded(path, "--inventory", INVENTORY_MAX_BYTES)
+    except FileFault as exc:
+        raise InventoryError(str(exc)) from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InventoryError("%s: not a UTF-8 text file (byte %d)" % (path, exc.start)) from None
     return parse_inventory(text, node_ids, path, sources)

@@ -16,17 +16,26 @@ client endpoint over CURVE to the clients in ``/etc/edge-agent/clients``. Output
 
 Nothing emulated carries over unless asked (``emulate``): a device's capacity is measured and
 a link's rate is a prior the sender corrects.
+
+All or nothing: node ids, hosts, the rate and OUT are checked first, every node's config is
+parsed before any device file is written, and it is all written into a new folder next to OUT
+(holding a copy of OUT/keys: existing keys are kept, never made again) that replaces OUT only
+when everything succeeded. A failed render leaves OUT as it was; a render never mixes with an
+earlier one's devices. OUT may hold only what a render writes (``RENDERED``).
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
+import secrets
 import shutil
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from agent.config.node import NodeConfig, dump_config, parse_config
+from agent.errors import UsageError
 from agent.fleet.inventory import Host
 from agent.ops.atomic import write_atomic
 from agent.testbed.local import node_objects
@@ -81,12 +90,89 @@ def _copy(src: str, dst: str, mode: int) -> None:
     os.chmod(dst, mode)
 
 
+def check_render(topo: Topology, hosts: Dict[str, Host], opts: RenderOptions) -> None:
+    """What can be refused before anything is written: node ids (a file name, a socket
+    identity), a host for every node, the rate, and ``out_dir`` (a folder, or not there yet;
+    when there, only a render's own files in it: it is replaced as a whole)."""
+    from agent.config.checks import check_node_id
+
+    for n in topo.node_ids():
+        check_node_id(n, "%s: node id" % (topo.path or "topology"), UsageError)
+    missing = [n for n in topo.node_ids() if n not in hosts]
+    if missing:
+        raise UsageError("inventory: no host for %s" % ", ".join(missing))
+    if not (math.isfinite(opts.rate_tasks_s) and opts.rate_tasks_s >= 0):
+        raise UsageError("--rate: must be a number >= 0 tasks/s, got %r" % opts.rate_tasks_s)
+    out = os.path.realpath(opts.out_dir)
+    if os.path.lexists(out) and not os.path.isdir(out):
+        raise UsageError("--out: %s is a file, not a folder" % opts.out_dir)
+    if os.path.isdir(out):
+        try:
+            other = sorted(set(os.listdir(out)) - set(RENDERED))
+        except OSError as exc:
+            raise UsageError("--out: cannot read %s: %s" % (opts.out_dir, exc.strerror or exc)
+                             ) from None
+        if other:
+            raise UsageError("--out: %s holds files a render does not write (%s); a render "
+                             "replaces the folder as a whole: move them away or give another "
+                             "folder" % (opts.out_dir, ", ".join(other[:5])))
+
+
+RENDERED = ("keys", "devices", "fleet.json", "testbed.json")  # what a render's folder holds
+
+
 def render(topo: Topology, hosts: Dict[str, Host], opts: RenderOptions
            ) -> Tuple[Dict[str, NodeConfig], List[str]]:
     """Write every device's files (see the module docstring); returns the node configs and
-    the names of the keypairs made now (the others were kept from an earlier render)."""
-    out = os.path.abspath(opts.out_dir)
-    keys_dir = os.path.join(out, "keys")
+    the names of the keypairs made now (the others were kept from an earlier render).
+
+    All or nothing: everything is checked first (``check_render``), then written into a new
+    folder next to ``out_dir`` (with a copy of the keys already there) and renamed into place
+    only when every node's files are written; on any error ``out_dir`` is as it was."""
+    check_render(topo, hosts, opts)
+    out = os.path.realpath(opts.out_dir)
+    parent, name = os.path.split(out)
+    tag = "%d-%s" % (os.getpid(), secrets.token_hex(4))
+    stage = os.path.join(parent, ".%s.render-%s" % (name, tag))
+    try:
+        os.makedirs(parent, exist_ok=True)
+        os.mkdir(stage)
+        if os.path.isdir(out):
+            shutil.copymode(out, stage)
+            if os.path.isdir(os.path.join(out, "keys")):
+                shutil.copytree(os.path.join(out, "keys"), os.path.join(stage, "keys"))
+        cfgs, made = _render_into(stage, topo, hosts, opts)
+        _swap(stage, out, os.path.join(parent, ".%s.old-%s" % (name, tag)))
+    except OSError as exc:
+        shutil.rmtree(stage, ignore_errors=True)
+        raise UsageError("--out: cannot write %s: %s" % (exc.filename or opts.out_dir,
+                                                          exc.strerror or exc)) from None
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        raise
+    return cfgs, made
+
+
+def _swap(stage: str, out: str, old: str) -> None:
+    """Put the rendered ``stage`` folder in ``out``'s place (the old one, moved to ``old``
+    first, is removed; put back if the move fails)."""
+    if not os.path.isdir(out):
+        os.rename(stage, out)
+        return
+    os.rename(out, old)
+    try:
+        os.rename(stage, out)
+    except OSError:
+        os.rename(old, out)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _render_into(stage: str, topo: Topology, hosts: Dict[str, Host], opts: RenderOptions
+                 ) -> Tuple[Dict[str, NodeConfig], List[str]]:
+    """``render`` into the folder ``stage``: keys, then every node's config (all parsed before
+    any device file is written), then the files; paths shown to the user name ``out_dir``."""
+    keys_dir = os.path.join(stage, "keys")
     made = [n for n in topo.node_ids() if _keypair(keys_dir, n)]
     made += ["clients/" + c for c in opts.clients
              if _keypair(os.path.join(keys_dir, "clients"), c)]
@@ -124,11 +210,12 @@ def render(topo: Topology, hosts: Dict[str, Host], opts: RenderOptions
             obj.update({"arrival": "client", "client_bind": "tcp://*:%d" % h.client_port,
                         "client_keys_dir": _dev(opts, ETC + "/clients")})
         cfgs[n] = parse_config(obj, "/", where="fleet node %s" % n)
-        _write_device(out, topo, n, cfgs[n], opts)
-    _write_manifest(out, topo, hosts, cfgs, opts)
-    _write_sheets(out, topo, hosts, cfgs, opts)
+    for n, cfg in cfgs.items():
+        _write_device(stage, topo, n, cfg, opts)
+    _write_manifest(stage, topo, hosts, cfgs, opts)
+    _write_sheets(stage, topo, hosts, cfgs, opts)
     if not opts.rate_tasks_s:
-        write_atomic(os.path.join(out, DRIVE_TOPOLOGY),
+        write_atomic(os.path.join(stage, DRIVE_TOPOLOGY),
                      json.dumps(drive_topology(topo, hosts, opts), indent=1) + "\n")
     return cfgs, made
 
@@ -161,8 +248,6 @@ def _write_device(out: str, topo: Topology, n: str, cfg: NodeConfig,
                   opts: RenderOptions) -> None:
     """``OUT/devices/N/etc/edge-agent``: config, own keys, fleet keys, client keys, env file."""
     etc = os.path.join(out, "devices", n, "etc", "edge-agent")
-    if os.path.isdir(etc):
-        shutil.rmtree(etc)  # a re-render leaves no stale file behind (the keys are in OUT/keys)
     keys_dir = os.path.join(out, "keys")
     os.makedirs(etc)
     write_atomic(os.path.join(etc, n + ".toml"), dump_config(cfg), perms=0o640)
@@ -192,7 +277,7 @@ def manifest_object(topo: Topology, hosts: Dict[str, Host], cfgs: Dict[str, Node
                     "last_stage": cfg.stages[1], "control": h.endpoint(h.control_port),
                     "data": h.endpoint(h.data_port),
                     "client": h.endpoint(h.client_port) if cfg.client_bind else "",
-                    "metrics": ("http://%s:%d/metrics" % (h.host, h.metrics_port)
+                    "metrics": ("http://%s/metrics" % h.netloc(h.metrics_port)
                                 if h.metrics_port else ""),
                     "user": h.user,
                     "public_key": os.path.join("keys", n + ".key")}
@@ -207,23 +292,29 @@ def _write_manifest(out: str, topo: Topology, hosts: Dict[str, Host],
 
 
 def sheet_text(n: str, h: Host, cfg: NodeConfig, out: str) -> str:
-    """The per-device sheet: what to copy to device ``n`` and what to run there."""
-    login = ("%s@%s" % (h.user, h.host)) if h.user else h.host
+    """The per-device sheet: what to copy to device ``n`` and what to run there (paths and
+    the login shell-quoted where they need it; the inventory already refuses odd hosts and
+    users)."""
+    from shlex import quote
+
+    at = "[%s]" % h.host if ":" in h.host else h.host  # scp's form of an IPv6 address
+    login = ("%s@%s" % (h.user, at)) if h.user else at
     lines = ["%s: %s, %s" % (n, cfg.role, "stage %d" % cfg.stage if cfg.stage else "source"),
              "host %s; control %s, data %s%s" % (h.host, h.control_port, h.data_port,
                                                   ", client %d" % h.client_port
                                                   if cfg.client_bind else ""),
              "",
              "1. on the workstation: copy the device's files",
-             "   scp -r %s %s:edge-agent-files"
-             % (os.path.join(out, "devices", n, "etc", "edge-agent"), login),
+             "   scp -r %s %s" % (quote(os.path.join(out, "devices", n, "etc", "edge-agent")),
+                                    quote(login + ":edge-agent-files")),
              "2. on %s: install the service (from a clone of the repository), then the files"
              % n,
              "   sudo python3 -m agent install --instance %s" % n,
              "   sudo cp -r edge-agent-files/. /etc/edge-agent/ && rm -r edge-agent-files",
              "   sudo chown -R edge-agent:edge-agent /etc/edge-agent/keys",
              "   sudo chown root:edge-agent /etc/edge-agent/%s.toml" % n,
-             "   sudo mkdir -p %s && sudo cp -r BUNDLE/. %s/" % (cfg.bundle, cfg.bundle)]
+             "   sudo mkdir -p %s && sudo cp -r BUNDLE/. %s" % (quote(cfg.bundle),
+                                                                 quote(cfg.bundle + "/"))]
     step = 3
     if cfg.role == "worker":
         lines += ["%d. calibrate (the agents on the box stop while it runs)" % step,
@@ -234,11 +325,12 @@ def sheet_text(n: str, h: Host, cfg: NodeConfig, out: str) -> str:
     return "\n".join(lines)
 
 
-def _write_sheets(out: str, topo: Topology, hosts: Dict[str, Host],
+def _write_sheets(stage: str, topo: Topology, hosts: Dict[str, Host],
                   cfgs: Dict[str, NodeConfig], opts: RenderOptions) -> None:
+    """Every ``SHEET.txt``, written in ``stage``, naming the files where they will be."""
     for n, cfg in cfgs.items():
-        write_atomic(os.path.join(out, "devices", n, "SHEET.txt"),
-                     sheet_text(n, hosts[n], cfg, out), perms=0o644)
+        write_atomic(os.path.join(stage, "devices", n, "SHEET.txt"),
+                     sheet_text(n, hosts[n], cfg, os.path.abspath(opts.out_dir)), perms=0o644)
 
 
 def summary_lines(topo: Topology, hosts: Dict[str, Host], cfgs: Dict[str, NodeConfig],
