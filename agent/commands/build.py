@@ -21,8 +21,13 @@ def add_arguments(parser) -> None:
 def run(args) -> int:
     from engines.build import build_bundle, parse_cuts, parse_exits
 
-    bundle = build_bundle(args.onnx, parse_cuts(args.cuts), parse_exits(args.exits), args.out,
-                          final_output=args.final, name=args.name)
+    from agent.ops.files import check_output_dir, output_errors
+
+    cuts, exits = parse_cuts(args.cuts), parse_exits(args.exits)
+    check_output_dir(args.out, "--out")  # before the model is read and cut
+    with output_errors("--out", args.out):
+        bundle = build_bundle(args.onnx, cuts, exits, args.out, final_output=args.final,
+                              name=args.name)
     print("bundle %s: %d stages, early exits at %s, %d classes"
           % (bundle.path, bundle.num_stages, list(bundle.early_exit_stages), bundle.num_classes))
     print("%-6s %-14s %-14s %-14s %14s %12s" % ("stage", "input", "feature_out", "logits_out",

@@ -40,20 +40,37 @@ def add_arguments(parser) -> None:
 
 def run(args) -> int:
     import logging
+    import math
+    import os
 
     from engines.heads import make_heads, parse_at
     from engines.heads_graph import HeadsError, HeadSpec
     from engines.profile import load_dataset
 
-    if args.grid < 1 or args.hidden < 1 or args.threads < 1 or args.weight_decay < 0:
+    from agent.ops.files import FileFault, check_output_dir, check_output_file
+
+    if args.grid < 1 or args.hidden < 1 or args.threads < 1 or not args.weight_decay >= 0 \
+            or not math.isfinite(args.weight_decay):
         raise HeadsError("--grid, --hidden and --threads must be at least 1 and --weight-decay "
-                         "not negative")
+                         "a finite number, not negative")
+    at = parse_at(args.at)
+    check_output_file(args.out, "--out")  # before any training
+    if args.cache:
+        check_output_dir(args.cache, "--cache")
     x, y = load_dataset(args.data)
     log = logging.getLogger("engines.heads")
-    result = make_heads(args.onnx, parse_at(args.at), x, y, args.out,
-                        spec=HeadSpec(kind=args.head, grid=args.grid, hidden=args.hidden),
-                        final=args.final, holdout=args.holdout, weight_decay=args.weight_decay,
-                        seed=args.seed, threads=args.threads, cache_dir=args.cache, log=log.info)
+    try:
+        result = make_heads(args.onnx, at, x, y, args.out,
+                            spec=HeadSpec(kind=args.head, grid=args.grid, hidden=args.hidden),
+                            final=args.final, holdout=args.holdout,
+                            weight_decay=args.weight_decay, seed=args.seed, threads=args.threads,
+                            cache_dir=args.cache, log=log.info)
+    except OSError as exc:  # a write that failed: the feature cache's or --out's
+        cache = os.path.abspath(args.cache) if args.cache else None
+        name = os.path.abspath(str(exc.filename)) if exc.filename else ""
+        in_cache = cache is not None and (name == cache or name.startswith(cache + os.sep))
+        what, path = ("--cache", args.cache) if in_cache else ("--out", args.out)
+        raise FileFault("%s: cannot write %s: %s" % (what, path, exc.strerror or exc)) from None
     print("%s: %d %s heads trained on %d samples, held-out accuracy on %d"
           % (result.out_path, len(result.heads), args.head, result.num_train, result.num_holdout))
     total = result.backbone_macs

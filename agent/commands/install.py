@@ -7,6 +7,8 @@ enables them. ``--dry-run`` prints every step without doing anything; ``--root D
 into DIR as if it were ``/`` (an image, or a test's temp dir): steps that act on this machine's
 user database are then skipped and ``systemctl --root`` only writes the enablement links.
 Running it again is safe: existing users, directories, venv and calibrate.env are kept.
+Before the first step (dry run too) it checks what it can: the folders it writes are
+directories or can be made, the unit files and ``--package`` exist, ``--python`` can make a venv.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from typing import List, Optional
 
 from agent.errors import UsageError
 from agent.ops.atomic import write_atomic
+from agent.ops.files import check_output_dir
 
 HELP = "install the agent as a systemd service (user, venv, units); --dry-run shows the steps"
 
@@ -97,8 +100,11 @@ class Plan:
                                               shlex.quote(path)))
         if self.dry_run:
             return
-        os.makedirs(path, exist_ok=True)
-        os.chmod(path, mode)
+        try:
+            os.makedirs(path, exist_ok=True)
+            os.chmod(path, mode)
+        except OSError as exc:
+            raise InstallError("cannot create %s: %s" % (path, exc.strerror or exc)) from None
         if owner:
             import pwd
 
@@ -112,8 +118,11 @@ class Plan:
         self.say("write %s (mode %04o, %d lines)" % (path, mode, text.count("\n")))
         if self.dry_run:
             return
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        write_atomic(path, text, perms=mode)
+        try:
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            write_atomic(path, text, perms=mode)
+        except OSError as exc:
+            raise InstallError("cannot write %s: %s" % (path, exc.strerror or exc)) from None
 
 
 def _under(root: str, path: str) -> str:
@@ -175,15 +184,18 @@ def relocate_venv(plan: Plan, venv: str, final: str) -> None:
     plan.say("# rewrite %s -> %s in %s/*" % (venv, final, bindir))
     if plan.dry_run:
         return
-    for name in sorted(os.listdir(bindir)):
-        path = os.path.join(bindir, name)
-        if os.path.islink(path) or not os.path.isfile(path):
-            continue
-        with open(path, "rb") as f:
-            data = f.read()
-        if venv.encode() in data and b"\0" not in data[:1024]:
-            write_atomic(path, data.replace(venv.encode(), final.encode()),
-                         perms=os.stat(path).st_mode & 0o7777)
+    try:
+        for name in sorted(os.listdir(bindir)):
+            path = os.path.join(bindir, name)
+            if os.path.islink(path) or not os.path.isfile(path):
+                continue
+            with open(path, "rb") as f:
+                data = f.read()
+            if venv.encode() in data and b"\0" not in data[:1024]:
+                write_atomic(path, data.replace(venv.encode(), final.encode()),
+                             perms=os.stat(path).st_mode & 0o7777)
+    except OSError as exc:
+        raise InstallError("cannot rewrite the scripts in %s: %s" % (bindir, exc.strerror or exc))
 
 
 def check_onnxruntime(plan: Plan, venv: str) -> None:
@@ -204,6 +216,31 @@ def check_onnxruntime(plan: Plan, venv: str) -> None:
         plan.say("# onnxruntime in the venv: %s" % seen)
 
 
+def check_targets(root: str, args: argparse.Namespace) -> None:
+    """What can be checked before anything is written: the folders the steps write are
+    directories (or can be made) and, when the venv is to be made, ``--python`` can make one.
+    A dry run only looks; a real run also probes that each folder takes a new entry."""
+    probe = not args.dry_run
+    for sub in ("/etc/edge-agent/keys", "/etc/edge-agent/fleet", DEFAULT_PREFIX + "/venv",
+                "/etc/systemd/system"):
+        check_output_dir(_under(root, sub), "--root" if root != "/" else "target folder",
+                         probe=probe)
+    if os.path.exists(os.path.join(_under(root, DEFAULT_PREFIX + "/venv"), "bin", "python")):
+        return  # kept: --python is not used
+    need = "import venv" + ("" if args.no_pip else ", ensurepip")
+    try:
+        proc = subprocess.run([args.python, "-c", need], stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, universal_newlines=True, timeout=60)
+    except (OSError, subprocess.SubprocessError) as exc:
+        raise InstallError("--python %s: %s" % (args.python, getattr(exc, "strerror", None)
+                                                or exc)) from None
+    if proc.returncode != 0:
+        last = (proc.stdout.strip().splitlines() or ["exit %d" % proc.returncode])[-1]
+        hint = "; on Debian/Ubuntu: apt install python3-venv" if "No module named" in last else ""
+        raise InstallError("--python %s cannot make a virtual environment (%s)%s"
+                           % (args.python, last, hint))
+
+
 def run(args: argparse.Namespace) -> int:
     root = os.path.abspath(args.root)
     alt_root = root != "/"
@@ -215,6 +252,10 @@ def run(args: argparse.Namespace) -> int:
             raise InstallError("--instance %r must be a plain name of letters, digits, _ . : - "
                                "(the node config's stem, /etc/edge-agent/NAME.toml)" % name)
     spec = package_spec(args.package)
+    if not args.no_pip and not os.path.exists(spec):
+        raise InstallError("--package: %s does not exist" % spec)
+    src = unit_dir()  # the shipped unit files, found before anything is written
+    check_targets(root, args)
     plan = Plan(args.dry_run)
     detected = os.path.exists(_under(root, "/etc/nv_tegra_release"))
     jetson = args.jetson == "yes" or (args.jetson == "auto" and detected)
@@ -275,7 +316,6 @@ def run(args: argparse.Namespace) -> int:
 
     # 4. unit files; render and jtop go into a drop-in only where those groups exist, since
     # systemd refuses to start a unit that names a missing supplementary group.
-    src = unit_dir()
     system = _under(root, "/etc/systemd/system")
     for unit in UNIT_FILES:
         with open(os.path.join(src, unit)) as f:
@@ -289,7 +329,10 @@ def run(args: argparse.Namespace) -> int:
         elif os.path.exists(dropin):
             plan.say("rm " + dropin)
             if not plan.dry_run:
-                os.remove(dropin)
+                try:
+                    os.remove(dropin)
+                except OSError as exc:
+                    raise InstallError("cannot remove %s: %s" % (dropin, exc.strerror or exc))
 
     # 5. enable
     systemctl = ["systemctl"] + (["--root=" + root] if alt_root else [])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import socket
+from typing import Tuple
 
 HELP = "generate or show CURVE keypairs (NAME.key public, NAME.key_secret private)"
 
@@ -24,8 +25,7 @@ def run(args: argparse.Namespace) -> int:
     from agent.net.security import generate_keypair, load_public_key, load_secret_key_file
 
     if args.keys_action == "generate":
-        name = args.name or socket.gethostname().split(".")[0]
-        public_file, secret_file = generate_keypair(args.dir, name, overwrite=args.force)
+        public_file, secret_file = _generate(args, generate_keypair)
         print("public key: %s  (copy it into the other nodes' allowed_keys_dir)" % public_file)
         print("secret key: %s  (mode 0600, keep on this device only)" % secret_file)
         print(load_public_key(public_file).decode("ascii"))
@@ -36,3 +36,32 @@ def run(args: argparse.Namespace) -> int:
         public = load_public_key(args.file)
     print(public.decode("ascii"))
     return 0
+
+
+def _generate(args: argparse.Namespace, generate_keypair) -> Tuple[str, str]:
+    """Check --name (the node-id rule: it names the node's key files) and --dir, then write the
+    pair; a failed write removes what this run created (no half-written pair)."""
+    import os
+
+    from agent.config.checks import check_node_id
+    from agent.errors import UsageError
+    from agent.ops.files import check_output_dir, check_output_file, output_errors
+
+    name = args.name or socket.gethostname().split(".")[0]
+    check_node_id(name, "--name" if args.name else "--name (default: this host's name)",
+                  UsageError)
+    check_output_dir(args.dir, "--dir")
+    files = [os.path.join(args.dir, name + ext) for ext in (".key", ".key_secret")]
+    for path in files:
+        check_output_file(path, "--dir")
+    new = [path for path in files if not os.path.lexists(path)]
+    try:
+        with output_errors("--dir", args.dir):
+            return generate_keypair(args.dir, name, overwrite=args.force)
+    except UsageError:
+        for path in new:
+            try:
+                os.unlink(path)
+            except OSError:
+                pass  # not written (or not removable: the error says what failed)
+        raise

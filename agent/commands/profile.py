@@ -29,16 +29,25 @@ def run(args) -> int:
     from engines.profile import load_dataset, profile_bundle
 
     from agent.ops.atomic import atomic_open
+    from agent.ops.files import check_output_file, output_errors
 
+    out = args.out
+    if out:  # checked before anything is read or run
+        check_output_file(out, "--out")  # a directory is refused, never given ".npz"
+        if not out.endswith(".npz"):
+            out += ".npz"  # numpy's own rule for a path, kept for a file written atomically
+            check_output_file(out, "--out")
     bundle = load_bundle(args.bundle)
+    if not out:
+        out = os.path.join(bundle.path, EXIT_PROFILE_NAME)
+        check_output_file(out, "--out")
     x, y = load_dataset(args.data)
     profile = profile_bundle(bundle, x, y, backend=args.backend, threads=args.threads,
                              embedding=args.embedding)
-    out = args.out or os.path.join(bundle.path, EXIT_PROFILE_NAME)
-    if not out.endswith(".npz"):
-        out += ".npz"  # numpy's own rule for a path, kept for a file written atomically
-    with atomic_open(out, "wb") as f:
-        save_exit_profile(f, profile)
+    with output_errors("--out", out):
+        os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+        with atomic_open(out, "wb") as f:
+            save_exit_profile(f, profile)
     print("exit profile of %s on %d samples -> %s" % (bundle.name, profile.num_samples, out))
     print("stored: confidence, correct, logits (%d classes), labels, embedding %s"
           % (profile.num_classes, "%s (%d values)" % (profile.embedding_kind,

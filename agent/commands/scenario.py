@@ -4,6 +4,8 @@ tiered demo settings of DIMEE and MLCI as scenario files."""
 from __future__ import annotations
 
 import argparse
+import math
+import os
 
 from agent.errors import UsageError
 from agent.policies.setting import DEFAULT_TRADEOFF
@@ -56,19 +58,32 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="mdi-* settings: bytes/s of every link (default 12.5e6)")
 
 
-def run(args: argparse.Namespace) -> int:
-    """Generate the scenario and its exit profile, print the paths written."""
-    from agent.scenario.format import save_scenario
-    from agent.scenario.paper import paper_scenario
-
+def _check_numbers(args: argparse.Namespace) -> None:
+    """Every number finite and in its range, before anything is generated or written."""
     if args.sources < 1:
         raise UsageError("--sources: must be >= 1, got %d" % args.sources)
     if args.samples < 10:
         raise UsageError("--samples: must be >= 10, got %d" % args.samples)
-    if args.rate is not None and not args.rate > 0:
-        raise UsageError("--rate: must be > 0, got %r" % args.rate)
+    positive = ["rate", "load"] + (["node_capacity", "link_rate"]
+                                   if args.setting.startswith("mdi-") else [])
+    for name in positive:
+        value = getattr(args, name)
+        if value is not None and not (math.isfinite(value) and value > 0):
+            raise UsageError("--%s: must be a finite number > 0, got %r"
+                             % (name.replace("_", "-"), value))
     if not 0.0 <= args.tradeoff <= 1.0:
         raise UsageError("--tradeoff: must be in [0, 1], got %r" % args.tradeoff)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Generate the scenario and its exit profile, print the paths written."""
+    from agent.ops.files import check_output_file, output_errors
+    from agent.scenario.format import save_scenario
+    from agent.scenario.paper import paper_scenario
+
+    _check_numbers(args)
+    out = args.out or args.setting + ".json"
+    check_output_file(out, "--out")
     if args.setting in TIERED_SETTINGS:
         from agent.scenario.tiered import tiered_setting
 
@@ -76,10 +91,6 @@ def run(args: argparse.Namespace) -> int:
     elif args.setting.startswith("mdi-"):
         from agent.scenario.mdi import mdi_setting
 
-        for name in ("node_capacity", "link_rate"):
-            if not getattr(args, name) > 0:
-                raise UsageError("--%s: must be > 0, got %r"
-                                 % (name.replace("_", "-"), getattr(args, name)))
         sc = mdi_setting(args.setting, args.mdi_mode, seed=args.seed, rate=args.rate,
                          capacity_flops=args.node_capacity,
                          link_rate_bytes_s=args.link_rate, num_samples=args.samples,
@@ -88,6 +99,12 @@ def run(args: argparse.Namespace) -> int:
         sc = paper_scenario(args.setting, seed=args.seed, rate=args.rate, load=args.load,
                             num_sources=args.sources, num_samples=args.samples,
                             tradeoff=args.tradeoff, homogeneous=args.homogeneous)
-    for path in save_scenario(args.out or args.setting + ".json", sc):
+    if sc.exit_profile is not None:  # save_scenario's name for it: STEM.exit_profile.npz
+        stem = os.path.splitext(os.path.basename(out))[0]
+        check_output_file(os.path.join(os.path.dirname(os.path.abspath(out)),
+                                       stem + ".exit_profile.npz"), "--out")
+    with output_errors("--out", out):
+        written = save_scenario(out, sc)
+    for path in written:
         print(path)
     return 0

@@ -6,12 +6,18 @@ import argparse
 import json
 import math
 import os
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional
 
 from agent.errors import UsageError
 from agent.commands import seed_arg
 
 HELP = "simulate policies on a scenario (delay/accuracy vs rate, capacity, dynamic slots)"
+
+# bounds of one run, so that a typo cannot start a simulation that never ends: at 1-2 ms per
+# slot and about 10 us per task (a small scenario, one core) a run at a bound takes minutes
+MAX_SLOTS = 100000  # slots of one run (--duration / --slot, --dynamic-slots)
+MAX_TASKS = 10000000  # tasks expected in one run (rate x sources x duration)
+SCALE_RANGE = (1e-3, 1e3)  # --scales: capacity factors
 
 
 def _floats(text: str) -> List[float]:
@@ -46,7 +52,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="also compare DTO-EE with DTO-EE at fixed thresholds 0.7 and 1.0 "
                              "in the dynamic environment (25 slots unless --dynamic-slots)")
     parser.add_argument("--duration", type=float, default=200.0,
-                        help="simulated seconds of arrivals per run (default 200)")
+                        help="simulated seconds of arrivals per run (default 200; a run is at "
+                             "most %d slots and %d tasks)" % (MAX_SLOTS, MAX_TASKS))
     parser.add_argument("--warmup", type=float, default=10.0,
                         help="seconds left out of the summaries (default 10)")
     parser.add_argument("--slot", type=float, default=5.0, help="slot length s (default 5)")
@@ -93,6 +100,7 @@ def _table(rows: List[Dict[str, Any]], key: str) -> str:
 def run(args: argparse.Namespace) -> int:
     """Run the requested experiments; write ``results.json`` and plots to ``--out``."""
     from agent.ops.atomic import write_atomic
+    from agent.ops.files import check_output_dir, check_output_file, output_errors
     from agent.policies.registry import check_scenario_knobs, make_sim_policy
     from agent.scenario.format import load_scenario
     from agent.sim import DynamicConfig, SimConfig, with_source_rate
@@ -120,7 +128,16 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("--%s" % str(exc).replace("_s:", ":").replace("_", "-"))
     if args.warmup >= args.duration:
         raise UsageError("--warmup: must be shorter than --duration (%g s)" % args.duration)
-    os.makedirs(args.out, exist_ok=True)
+    _check_bounds(args, sc, row_set)
+    results = os.path.join(args.out, "results.json")
+    check_output_file(results, "--out")  # --out itself: a folder, or one that can be made
+    if args.records:
+        check_output_dir(os.path.join(args.out, "records"), "--out")
+
+    def make_dir(path: str) -> str:  # only once there is something to write
+        with output_errors("--out", path):
+            os.makedirs(path, exist_ok=True)
+        return path
 
     def factory(name: str):
         return make_sim_policy(name, rounds=args.rounds)
@@ -139,9 +156,10 @@ def run(args: argparse.Namespace) -> int:
                 sum(s.rate for s in sc.sources) / len(sc.sources), 9)
             rows.append(row)
             if args.records:
-                os.makedirs(os.path.join(args.out, "records"), exist_ok=True)
-                res["result"].save_records(os.path.join(
-                    args.out, "records", "%s_rate%g.npz" % (name, row["rate"])))
+                path = os.path.join(make_dir(os.path.join(args.out, "records")),
+                                    "%s_rate%g.npz" % (name, row["rate"]))
+                with output_errors("--out", path):
+                    res["result"].save_records(path)
     out["rates"] = rows
     print(_table(rows, "rate"))
     for r in rows:
@@ -162,24 +180,72 @@ def run(args: argparse.Namespace) -> int:
         names = ["dtoee", "dtoee-c0.7", "dtoee-c1.0"]
         series = ex.slot_series(sc, names, dyn_cfg, factory)
         out["thresholds"] = series
-    path = os.path.join(args.out, "results.json")
     out = _clean(out)
-    write_atomic(path, json.dumps(out, indent=1))
+    make_dir(args.out)
+    with output_errors("--out", results):
+        write_atomic(results, json.dumps(out, indent=1))
     if not args.no_plots:
         from agent.sim.plots import plot_results
 
         name = os.path.splitext(os.path.basename(args.scenario))[0]
-        plots = plot_results(out, name, args.out)
-        if len({r["rate"] for r in rows}) == 1:  # plot_results draws the sweep from 2 rates up
-            from agent.sim.plots import plot_vs
+        with output_errors("--out", args.out):
+            plots = plot_results(out, name, args.out)
+            if len({r["rate"] for r in rows}) == 1:  # plot_results: a sweep from 2 rates up
+                from agent.sim.plots import plot_vs
 
-            plots.insert(0, plot_vs(rows, "rate", "arrival rate per source (tasks/s)",
-                                    name + " (one rate: give --rates A,B,... for a curve)",
-                                    os.path.join(args.out, "%s_vs_rate.png" % name)))
-    print(path)
+                plots.insert(0, plot_vs(rows, "rate", "arrival rate per source (tasks/s)",
+                                        name + " (one rate: give --rates A,B,... for a curve)",
+                                        os.path.join(args.out, "%s_vs_rate.png" % name)))
+    print(results)
     for p in plots:
         print(p)
     return 0
+
+
+def _check_bounds(args: argparse.Namespace, sc: Any, row_set: Optional[str]) -> None:
+    """Times finite, runs of at most MAX_SLOTS slots and MAX_TASKS tasks, capacity scales in
+    SCALE_RANGE, a non-empty set of exit-profile rows: a run that could not end or could only
+    fail is refused before anything runs or is written."""
+    from agent.policies.splits import rows_named
+    from agent.sim import DynamicConfig
+
+    for name in ("duration", "warmup", "slot", "round_delay"):
+        if not math.isfinite(getattr(args, name)):
+            raise UsageError("--%s: must be a finite number, got %r"
+                             % (name.replace("_", "-"), getattr(args, name)))
+    if args.duration / args.slot > MAX_SLOTS:
+        raise UsageError("--duration: %g s is %.3g slots of --slot %g s; at most %d per run"
+                         % (args.duration, args.duration / args.slot, args.slot, MAX_SLOTS))
+    if args.dynamic_slots > MAX_SLOTS:
+        raise UsageError("--dynamic-slots: at most %d, got %d" % (MAX_SLOTS, args.dynamic_slots))
+    n = len(sc.sources)
+    for rate in args.rates or []:
+        if rate * n * args.duration > MAX_TASKS:
+            raise UsageError("--rates: %g tasks/s from each of %d sources for --duration %g s is "
+                             "%.3g tasks; at most %d per run" % (rate, n, args.duration,
+                                                                  rate * n * args.duration,
+                                                                  MAX_TASKS))
+        if rate * n * (args.duration - args.warmup) < 1:
+            raise UsageError("--rates: %g tasks/s from %d source(s) gives no task in the %g "
+                             "measured seconds" % (rate, n, args.duration - args.warmup))
+    total = sum(s.rate for s in sc.sources)
+    if not args.rates and total * args.duration > MAX_TASKS:
+        raise UsageError("--duration: the scenario's %g tasks/s for %g s is %.3g tasks; at most "
+                         "%d per run" % (total, args.duration, total * args.duration, MAX_TASKS))
+    slots = args.dynamic_slots or (25 if args.threshold_study else 0)
+    if total * DynamicConfig().rate_high * slots * args.slot > MAX_TASKS:
+        raise UsageError("--dynamic-slots: %d slots of %g s at the scenario's rates is over %d "
+                         "tasks" % (slots, args.slot, MAX_TASKS))
+    for scale in args.scales or []:
+        if not SCALE_RANGE[0] <= scale <= SCALE_RANGE[1]:
+            raise UsageError("--scales: each must be in [%g, %g], got %g"
+                             % (SCALE_RANGE + (scale,)))
+    rows = sc.exit_profile.num_samples if sc.exit_profile is not None else 1
+    if row_set is not None and not len(rows_named(row_set, rows)):  # (DIMEE, MLCI: test rows)
+        raise UsageError("%s: the tasks would carry the exit profile's %s rows, but the scenario "
+                         "has %s" % ("--rows" if args.rows else "--policies", row_set,
+                                     "%d row(s)" % rows if sc.exit_profile is not None
+                                     else "no exit_profile"))
 
 
 def _extras(summary: Dict[str, Any]) -> str:

@@ -9,6 +9,10 @@ opens (numpy, onnxruntime).
 Writing: ``check_writable_dir`` makes sure a state directory exists, is a directory and takes a
 new file (a read-only mount or a file in its place is found before the agent says READY), and
 ``check_file_slot`` that a path the agent will write is free or a regular file.
+For the commands' output options, ``check_output_file`` and ``check_output_dir`` say before any
+work is done whether a file (or a folder, created if missing) can be written there, creating
+nothing that outlives the check, and ``output_errors`` turns an ``OSError`` at a write site into
+a ``FileFault`` naming the option and the path.
 
 ``WriteFaults`` counts failed writes of one kind (``records``, ``journal``, ``state``) and logs
 the first failure and then at most once per ``log_interval_s``, and once more when writing works
@@ -19,12 +23,13 @@ Every error is a ``FileFault`` (a ``UsageError``) naming the config field, the p
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import os
 import stat
 import time
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Iterator, Optional
 
 from agent.errors import UsageError
 
@@ -129,15 +134,26 @@ def check_writable_dir(path: str, what: str) -> None:
         kind = "a file" if stat.S_ISREG(st.st_mode) else _kind(st.st_mode)
         raise FileFault("%s: %s is %s, not a directory; move it away or point %s elsewhere"
                         % (what, path, kind, what))
+    _probe(path, what, make_dir=False)
+
+
+def _probe(path: str, what: str, make_dir: bool) -> None:
+    """Create and remove a file (or, with ``make_dir``, a folder) in the directory ``path``."""
     probe = os.path.join(path, ".write-probe.%d" % os.getpid())
     try:
-        fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        os.close(fd)
-        os.unlink(probe)
+        if make_dir:
+            os.mkdir(probe, 0o700)
+            os.rmdir(probe)
+        else:
+            fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            os.close(fd)
+            os.unlink(probe)
     except OSError as exc:
-        fix = ("it is on a read-only file system" if exc.errno == errno.EROFS
-               else "give the agent's user write access")
-        raise FileFault("%s: cannot write in %s: %s (%s)" % (what, path, _reason(exc), fix)) from None
+        fix = (" (it is on a read-only file system)" if exc.errno == errno.EROFS
+               else " (give the agent's user write access)"
+               if exc.errno in (errno.EACCES, errno.EPERM) else "")
+        raise FileFault("%s: cannot %s in %s: %s%s" % (
+            what, "create a directory" if make_dir else "write", path, _reason(exc), fix)) from None
 
 
 def check_file_slot(path: str, what: str, allow_dir: bool = False) -> None:
@@ -157,6 +173,64 @@ def check_file_slot(path: str, what: str, allow_dir: bool = False) -> None:
     if not stat.S_ISREG(st.st_mode) and not (allow_dir and stat.S_ISDIR(st.st_mode)):
         raise FileFault("%s: %s is %s; the agent needs a regular file there: move it away"
                         % (what, path, _kind(st.st_mode)))
+
+
+def check_output_dir(path: str, what: str, probe: bool = True) -> None:
+    """``path``, a folder a command writes into (making it and its parents when missing), can be
+    used: it is a directory that takes a new file, or the nearest existing folder above it is a
+    directory that takes a new one. ``probe=False`` (a dry run) only looks. Leaves nothing
+    behind; ``FileFault`` naming ``what`` and the path otherwise."""
+    if not path:
+        raise FileFault("%s: give a path" % what)
+    here, missing = os.path.abspath(path), None
+    while True:
+        try:
+            st = os.stat(here)
+            break
+        except (FileNotFoundError, NotADirectoryError) as exc:
+            if os.path.islink(here):
+                raise FileFault("%s: %s is a dangling link" % (what, here)) from None
+            if isinstance(exc, FileNotFoundError):
+                missing = here
+            here = os.path.dirname(here)
+        except OSError as exc:
+            raise FileFault("%s: %s: %s" % (what, path, _reason(exc))) from None
+    if not stat.S_ISDIR(st.st_mode):
+        kind = "a file" if stat.S_ISREG(st.st_mode) else _kind(st.st_mode)
+        raise FileFault("%s: %s is %s, not a directory" % (what, here, kind))
+    if probe:
+        _probe(here, what, make_dir=missing is not None)
+
+
+def check_output_file(path: str, what: str, probe: bool = True) -> None:
+    """``path``, a file a command writes whole (atomically, making its folder when missing), can
+    be written: it is absent or a regular file, in a folder ``check_output_dir`` accepts. A
+    directory is refused, never given an extension. ``FileFault`` naming ``what`` otherwise."""
+    if not path or path.endswith(("/", os.sep)):
+        raise FileFault("%s: %r names a directory; give a file path" % (what, path))
+    try:
+        st = os.stat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        if os.path.islink(path):
+            raise FileFault("%s: %s is a dangling link" % (what, path)) from None
+        st = None
+    except OSError as exc:
+        raise FileFault("%s: %s: %s" % (what, path, _reason(exc))) from None
+    if st is not None and stat.S_ISDIR(st.st_mode):
+        raise FileFault("%s: %s is a directory; give a file path" % (what, path))
+    if st is not None and not stat.S_ISREG(st.st_mode):
+        raise FileFault("%s: %s is %s; give a regular file path" % (what, path, _kind(st.st_mode)))
+    check_output_dir(os.path.dirname(os.path.abspath(path)), what, probe)
+
+
+@contextlib.contextmanager
+def output_errors(what: str, path: str) -> Iterator[None]:
+    """Inside, an ``OSError`` (a write that failed) becomes ``FileFault``: ``WHAT: cannot write
+    PATH: reason`` (``path``: what the caller was writing, not a temporary file's name)."""
+    try:
+        yield
+    except OSError as exc:
+        raise FileFault("%s: cannot write %s: %s" % (what, path, _reason(exc))) from None
 
 
 class WriteFaults:
