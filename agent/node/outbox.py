@@ -197,8 +197,6 @@ class Outbox:
             self.counters["sent_to_" + dest] += 1  # the routing actually used, per successor
         tensors = [] if item.tensor is None else [item.tensor]
         item.fields["resends"] = item.fields.get("resends", 0)
-        if item.expires:
-            item.fields["ttl_s"] = item.expires - now
         pacer = self.pacers.get(item.dest)
         item.conn = self.transport.data_drops.get(item.dest, 0)
         if item.kind == Kind.RESULT and pacer is None:  # goes out with the pass's RESULTS
@@ -208,14 +206,16 @@ class Outbox:
             item.link_start = now
             self._push(item.deadline, item.key, False)
             return
+        nbytes = wire_bytes_of(item.nbytes)  # the link carries the framing too
+        due = now if pacer is None else pacer.schedule(now, nbytes)
+        if item.expires:  # what is left of it when it leaves (a paced link's wait is spent here)
+            item.fields["ttl_s"] = item.expires - due
         frames = wire.encode(item.kind, self.node_id, item.fields, tensors)
         self.items[item.key] = item
         # The transfer delay D_nm ("transmitted, then wait at m" in MDI-Exit) runs from the
         # moment the link starts carrying this task to its ACK (the ACK's way back is a small
         # message): waiting behind earlier tasks on the link is output-queue time (O_n).
         if pacer is not None:
-            nbytes = wire_bytes_of(item.nbytes)  # the link carries the framing too
-            due = pacer.schedule(now, nbytes)
             item.link_start = due - nbytes / pacer.rate_bytes_s
             self._seq += 1
             heapq.heappush(self._paced, (due, self._seq, item, frames))

@@ -142,6 +142,25 @@ def test_emulated_links_pace_the_wire_bytes(outbox):
     assert wire_bytes(TENSOR) > 1.1 * TENSOR
 
 
+def test_a_paced_task_carries_what_is_left_of_its_deadline_when_it_leaves(outbox):
+    """On an emulated link a task waits for its slot here: its ``ttl_s`` is counted from when
+    it leaves, so the next hop does not keep it past its source's deadline (a re-issue then
+    met a live original, dropped as a duplicate)."""
+    from agent.protocol import wire
+
+    out, _ = outbox
+    x = np.zeros(TENSOR, dtype=np.uint8)
+    for i in range(5):  # queued back to back on one link: each leaves one transfer later
+        out.send(OutItem(Kind.TASK, "k%d" % i, {"id": "t%d" % i, "source": "s1", "stage": 1,
+                                                "attempt": 0, "created": 0.0, "hops": 0,
+                                                "resends": 0, "token": "0" * 16},
+                         x, expires=60.0), 50.0)
+    paced = sorted(out._paced, key=lambda e: e[0])
+    assert paced[-1][0] > 50.001  # the last one leaves well after it was handed over
+    for due, _, item, frames in paced:
+        assert wire.decode(frames).fields["ttl_s"] == pytest.approx(item.expires - due)
+
+
 def test_transfers_acknowledged_together_do_not_make_a_slow_link_look_fast():
     """A receiver that reads two messages in one poll acknowledges them in one ACK message:
     the second (queued behind the first) has no interval of its own and must not count as
