@@ -132,6 +132,15 @@ def test_misuse_fails_with_one_line(calibrated, tmp_path, args, message):
     assert last.startswith("edge-agent calibrate: error: ") and message in last
 
 
+def test_a_folder_as_the_profile_is_refused_before_its_lock_is_made(tmp_path):
+    """--profile naming a folder is one line naming it, and leaves no FOLDER.lock beside it."""
+    folder = tmp_path / "adir"
+    folder.mkdir()
+    proc = _cli("--show", "--profile", str(folder))
+    assert proc.returncode == 2 and "--profile: %s is a directory" % folder in proc.stderr
+    assert not (tmp_path / "adir.lock").exists()
+
+
 def test_show_without_profile_is_a_clear_error(tmp_path):
     """--show on a state directory without a profile says so in one line."""
     proc = _cli("--show", "--state-dir", str(tmp_path))
