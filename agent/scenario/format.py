@@ -32,7 +32,7 @@ def _id(item: Fields, seen: set) -> str:
 
 def _power_modes(item: Fields) -> Tuple[Tuple[str, float], ...]:
     modes = item.table("power_modes", {}, shape="an object {mode name: capacity FLOP/s}")
-    return tuple((str(name), modes.num(name, lo=0.0, lo_open=True)) for name in modes.obj)
+    return tuple((str(name), _positive(modes, name)) for name in modes.obj)
 
 
 def _device(item: Fields) -> str:
@@ -67,8 +67,13 @@ WORKER_KEYS = ("id", "stage", "capacity", "power_modes", "device", "comment", "t
 LINK_KEYS = ("from", "to", "rate", "comment", "restart")
 
 
+# a scenario's rates, sizes and capacities: within these the model's products and powers (the
+# step's curvature goes with the cube of a service time) stay far from float overflow
+POSITIVE_RANGE = (1e-9, 1e24)
+
+
 def _positive(item: Fields, key: str) -> float:
-    return item.num(key, lo=0.0, lo_open=True)
+    return item.num(key, lo=POSITIVE_RANGE[0], hi=POSITIVE_RANGE[1])
 
 
 def parse_scenario(obj: Any, base_dir: str = ".") -> Scenario:

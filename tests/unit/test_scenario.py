@@ -137,3 +137,17 @@ def test_a_scenario_that_is_not_a_json_text_file_is_one_line(tmp_path, kind, mes
         os.mkfifo(str(path))
     with pytest.raises(ScenarioError, match=message):
         load_scenario(str(path))
+
+
+@pytest.mark.parametrize("path,value", [
+    (("sources", 0, "rate"), 1e308), (("stages", 0, "flops"), 1e200),
+    (("workers", 0, "capacity"), 5e-324), (("links", 0, "rate"), 1e30)])
+def test_scenario_numbers_far_outside_any_fleet_are_refused(path, value):
+    """Rates, sizes and capacities lie in [1e-9, 1e24]: a scenario at the edge of the float
+    range (the model's cubes overflowed, and plan's LP refused inf) is a one-line error."""
+    obj = copy.deepcopy(BASE)
+    section, i, key = path
+    obj[section][i][key] = value
+    with pytest.raises(ScenarioError, match=r"%s\[%d\]\.%s: must be in \[1e-09, 1e\+24\]"
+                       % (section, i, key)):
+        parse_scenario(obj)
