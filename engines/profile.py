@@ -71,6 +71,10 @@ def profile_bundle(bundle: Bundle, x: np.ndarray, y: np.ndarray, backend: str = 
         raise UsageError("data x has sample shape %s, stage 1 expects %s"
                          % (tuple(x.shape[1:]), tuple(first.input_shape[1:])))
     x = np.ascontiguousarray(x.astype(first.input_dtype, copy=False))
+    classes = max((s.num_classes for s in bundle.stages), default=0)
+    if classes and (y.min() < 0 or y.max() >= classes):  # every head would read 0% correct
+        raise UsageError("data y holds labels %d..%d; the bundle's heads have %d classes "
+                         "(0..%d)" % (y.min(), y.max(), classes, classes - 1))
     emb, emb_kind = profile_embedding(x, embedding)
     engines = [load_engine(s, backend=backend, threads=threads) for s in bundle.stages]
     heads = [s for s in bundle.stages if s.logits_output is not None]

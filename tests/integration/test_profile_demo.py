@@ -106,3 +106,15 @@ def test_profile_rejects_mismatched_data(tmp_path, capsys):
     assert cli(["profile", "--bundle", DEMO_BUNDLE_DIR, "--data", bad, "--out", str(tmp_path / "p.npz")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "(1, 8, 8)" in err[0] and "(1, 28, 28)" in err[0]
+
+
+def test_profile_rejects_labels_the_heads_cannot_have(tmp_path, capsys):
+    """Labels outside the heads' classes fail with one line naming both ranges (the profile
+    was written, every head at 0% correct)."""
+    bad = str(tmp_path / "bad.npz")
+    np.savez(bad, x=np.zeros((3, 1, 28, 28), dtype=np.float32), y=np.array([0, 99, 3]))
+    out = tmp_path / "p.npz"
+    assert cli(["profile", "--bundle", DEMO_BUNDLE_DIR, "--data", bad, "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "labels 0..99" in err[0] and "10 classes" in err[0]
+    assert not out.exists()
