@@ -105,6 +105,8 @@ class ExitProfile:
                              % (self.correct.shape, self.confidence.shape))
         if self.num_samples == 0:
             raise UsageError("exit profile: no samples")
+        if not np.all((self.confidence >= 0.0) & (self.confidence <= 1.0)):  # NaN fails too
+            raise UsageError("exit profile: confidences must be in [0, 1] (a softmax maximum)")
         self._validate_v2()
         return self
 

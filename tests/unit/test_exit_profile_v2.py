@@ -56,6 +56,19 @@ def test_v2_round_trip_keeps_every_field(tmp_path):
     assert back.num_classes == 4
 
 
+@pytest.mark.parametrize("bad", [float("nan"), 2.0, -0.1])
+def test_confidences_outside_0_1_are_refused(tmp_path, bad):
+    """A confidence is a softmax maximum: a file with NaN, 2.0 or a negative one is refused
+    (plan used to take it and show an accuracy of 1.0)."""
+    p = str(tmp_path / "bad.npz")
+    np.savez_compressed(p, format_version=np.int64(1), num_stages=np.int64(2),
+                        exit_stages=np.array([1, 2]), confidence=np.array([[0.5, bad]]),
+                        correct=np.array([[False, True]]), synthetic=np.bool_(False),
+                        note=np.asarray("bad"))
+    with pytest.raises(UsageError, match=r"confidences must be in \[0, 1\]"):
+        load_exit_profile(p)
+
+
 def test_unknown_format_version_is_refused(tmp_path):
     """A format-3 file is one clear error naming the versions this code reads."""
     p = str(tmp_path / "v3.npz")
