@@ -356,12 +356,16 @@ def summary_lines(topo: Topology, hosts: Dict[str, Host], cfgs: Dict[str, NodeCo
 
 
 def load_manifest(path: str) -> Optional[dict]:
-    """A ``fleet.json`` (a render's folder or the file itself); None when it is not one."""
+    """A ``fleet.json`` (a render's folder or the file itself); None when there is none, and
+    ``UsageError`` naming it when it is there but not a render's manifest."""
+    from agent.config.jsonfile import read_json_file
+
     if os.path.isdir(path):
         path = os.path.join(path, "fleet.json")
-    try:
-        with open(path, "r", encoding="utf-8") as f:
-            obj = json.load(f)
-    except (OSError, ValueError):
+    if not os.path.lexists(path):
         return None
-    return obj if isinstance(obj, dict) and isinstance(obj.get("nodes"), dict) else None
+    obj = read_json_file(path, UsageError, "fleet manifest")
+    if not (isinstance(obj, dict) and isinstance(obj.get("nodes"), dict)):
+        raise UsageError("%s: not a fleet.json made by `fleet render` (no \"nodes\" object)"
+                         % path)
+    return obj

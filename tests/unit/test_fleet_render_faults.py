@@ -202,3 +202,20 @@ def test_the_sheet_quotes_what_the_shell_would_read(tmp_path, capsys):
     man = json.loads((out / "fleet.json").read_text())
     assert man["nodes"]["w1"]["metrics"] == "http://[fd00::11]:9464/metrics"
     assert man["nodes"]["w1"]["control"] == "tcp://[fd00::11]:5551"
+
+
+def test_a_damaged_fleet_json_is_named_and_a_missing_one_is_none(tmp_path):
+    """``load_manifest``: no fleet.json is None (the command says the folder holds none); one
+    that is not JSON, or not a render's manifest, is a UsageError naming the file (it used to
+    read as missing)."""
+    from agent.errors import UsageError
+    from agent.fleet.render import load_manifest
+
+    assert load_manifest(str(tmp_path)) is None
+    path = tmp_path / "fleet.json"
+    for text, message in (("garbage{", "not valid JSON"), ("[1, 2]", "not a fleet.json made")):
+        path.write_text(text)
+        with pytest.raises(UsageError, match=message):
+            load_manifest(str(tmp_path))
+    path.write_text('{"nodes": {}}')
+    assert load_manifest(str(path)) == {"nodes": {}}
