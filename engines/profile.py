@@ -16,7 +16,7 @@ from typing import Callable, Optional, Tuple
 import numpy as np
 
 from agent.errors import UsageError
-from agent.ops.files import open_npz
+from agent.ops.files import check_regular_file, open_npz
 from engines.bundle import Bundle
 from engines.loader import load_engine
 from engines.embedding import CHOICES as EMBEDDING_CHOICES, auto_kind, embed_as_stored, kind_name
@@ -27,8 +27,7 @@ def load_dataset(path) -> Tuple[np.ndarray, np.ndarray]:
     """Read ``x`` (N, ...) and integer labels ``y`` (N,) from an ``.npz``; uint8 images are
     scaled to float32 in [0, 1]."""
     path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise UsageError("data file %s does not exist" % path)
+    check_regular_file(path, "data")  # missing, or a folder: said as such
     try:
         with open_npz(path, "data") as z:
             if "x" not in z or "y" not in z:
