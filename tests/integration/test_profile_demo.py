@@ -118,3 +118,11 @@ def test_profile_rejects_labels_the_heads_cannot_have(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "labels 0..99" in err[0] and "10 classes" in err[0]
     assert not out.exists()
+
+
+def test_profile_data_that_is_a_folder_is_said_to_be_one(tmp_path, capsys):
+    """--data naming a folder is one line saying so (it read "does not exist")."""
+    assert cli(["profile", "--bundle", DEMO_BUNDLE_DIR, "--data", str(tmp_path),
+                "--out", str(tmp_path / "p.npz")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "data: %s is a directory" % tmp_path in err[0]
