@@ -159,9 +159,9 @@ def run(args: argparse.Namespace) -> int:
     from calibration.runner import CalibrationConfig, CalibrationInterrupted, calibrate
 
     profile_path = args.profile or os.path.join(args.state_dir, PROFILE_NAME)
-    from agent.ops.files import check_file_slot
-
-    check_file_slot(profile_path, "--profile")  # a folder there: refused before its .lock is made
+    if os.path.isdir(profile_path):  # refused before a FOLDER.lock is made beside it
+        raise UsageError("--profile: %s is a directory; give the profile's file path"
+                         % profile_path)
     if args.show:
         prof = profile_mod.load_profile(profile_path)
         stale: Set[tuple] = set()
