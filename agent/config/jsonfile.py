@@ -7,7 +7,7 @@ import os
 from typing import Any, Type
 
 from agent.errors import UsageError
-from agent.ops.files import FileFault, read_bounded
+from agent.ops.files import FileFault, read_text
 
 # a generated scenario of thousands of nodes is a few MB; far beyond this is not one of ours
 JSON_MAX_BYTES = 256 * 1024 * 1024
@@ -20,13 +20,9 @@ def read_json_file(path: str, error: Type[UsageError], what: str) -> Any:
     if not os.path.lexists(path):
         raise error("%s: no such %s file" % (path, what))
     try:
-        raw = read_bounded(path, what, JSON_MAX_BYTES)
+        text = read_text(path, what, JSON_MAX_BYTES)
     except FileFault as exc:
         raise error(str(exc)) from None
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise error("%s: not a UTF-8 text file (byte %d)" % (path, exc.start)) from None
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:

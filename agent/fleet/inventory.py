@@ -158,14 +158,10 @@ def parse_inventory(text: str, node_ids: Sequence[str], path: str = "inventory",
 def load_inventory(path: str, node_ids: Sequence[str], sources: Sequence[str] = ()
                    ) -> Dict[str, Host]:
     """Read and validate an inventory file (a regular file of UTF-8 text)."""
-    from agent.ops.files import FileFault, read_bounded
+    from agent.ops.files import FileFault, read_text
 
     try:
-        raw = read_bounded(path, "--inventory", INVENTORY_MAX_BYTES)
+        text = read_text(path, "--inventory", INVENTORY_MAX_BYTES)
     except FileFault as exc:
         raise InventoryError(str(exc)) from None
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise InventoryError("%s: not a UTF-8 text file (byte %d)" % (path, exc.start)) from None
     return parse_inventory(text, node_ids, path, sources)

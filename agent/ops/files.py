@@ -118,6 +118,15 @@ def read_bounded(path: str, what: str, max_bytes: int) -> bytes:
         os.close(fd)
 
 
+def read_text(path: str, what: str, max_bytes: int) -> str:
+    """``read_bounded``, decoded as UTF-8; binary bytes are a ``FileFault`` too."""
+    raw = read_bounded(path, what, max_bytes)
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise FileFault("%s: not a UTF-8 text file (byte %d)" % (path, exc.start)) from None
+
+
 def check_writable_dir(path: str, what: str) -> None:
     """Create ``path`` if needed and make sure a file can be created in it (``FileFault`` if not)."""
     try:
