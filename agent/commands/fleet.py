@@ -1,8 +1,8 @@
 """``edge-agent fleet render``: every device's node config, keys and sheet from a topology.
 
-The command checks its own options (``--rate``, ``--client``) before reading anything; the
-render itself is all or nothing (``agent.fleet.render``): a refused node or a failed write
-leaves ``--out`` as it was.
+The command checks ``--client`` before reading anything; ``--rate`` is checked with the rest of
+the render's input (``agent.fleet.render.check_render``). The render is all or nothing: a
+refused node or a failed write leaves ``--out`` as it was.
 """
 
 from __future__ import annotations
@@ -44,7 +44,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import math
     import os
 
     from agent.errors import UsageError
@@ -53,8 +52,6 @@ def run(args: argparse.Namespace) -> int:
     from agent.policies.registry import lookup
     from agent.testbed.topology import load_topology
 
-    if not (math.isfinite(args.rate) and args.rate >= 0):
-        raise UsageError("--rate: must be a number >= 0 tasks/s, got %r" % args.rate)
     for c in args.client:
         if not (c and c.isascii() and c.replace("-", "").replace("_", "").isalnum()):
             raise UsageError("--client: %r must be letters, digits, - and _" % c)
