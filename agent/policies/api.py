@@ -125,6 +125,18 @@ class NodeView:
         return out
 
 
+def bounded_weights(weights: Sequence[float]) -> List[float]:
+    """Weights to sample or normalise by: negative and NaN ones count 0; when they sum past
+    the float range (a peer's capacity of 1e308) they are scaled by the largest, or the
+    infinite ones alone count (``random.choices`` refuses an infinite total, and w / inf
+    is 0 for every w)."""
+    out = [max(0.0, float(x)) for x in weights]  # max(0.0, nan) is 0.0
+    if not sum(out) < math.inf:
+        top = max(out)
+        out = [float(x == top) for x in out] if top == math.inf else [x / top for x in out]
+    return out
+
+
 def first_unreachable_stage(view: NodeView) -> int:
     """The first stage ``view``'s node cannot get a task to (0: a route to every stage).
 
@@ -238,13 +250,9 @@ class AgentPolicy:
             return None
         cands = [s for s in alive if s not in exclude] or alive
         w = self.weights(view)
-        ws = [max(0.0, float(w.get(s, 0.0))) for s in cands]  # NaN counts 0
-        total = sum(ws)
-        if total <= 0:  # routing mass only on gone/excluded peers: spread over the rest
+        ws = bounded_weights([w.get(s, 0.0) for s in cands])
+        if sum(ws) <= 0:  # routing mass only on gone/excluded peers: spread over the rest
             ws = [1.0] * len(cands)
-        elif not total < math.inf:  # huge weights (a peer's capacity of 1e308): scaled, or
-            top = max(ws)  # the infinite ones alone; random.choices refuses an infinite total
-            ws = [float(x == top) for x in ws] if top == math.inf else [x / top for x in ws]
         return self.rng.choices(cands, weights=ws)[0]
 
     def keep_local(self, task: TaskInfo, view: NodeView) -> bool:

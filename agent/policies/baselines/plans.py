@@ -20,10 +20,9 @@ from __future__ import annotations
 
 from typing import Any, Callable, Collection, Dict, Mapping, Optional, Tuple
 
-import math
-
 import numpy as np
 
+from agent.policies.api import bounded_weights
 from agent.policies.dtoee.network import exact_marginals
 from agent.policies.dtoee.knobs import DtoeeParams, parse_knobs
 from agent.policies.model import (
@@ -50,12 +49,9 @@ def proportional_split(weights: Mapping[Any, float],
     BF) over the successors in ``usable`` (default: all); the others, and every one when no
     usable weight is positive, get 0. The agent's ``cf``/``bf`` and the planners share it."""
     keep = weights.keys() if usable is None else usable
-    w = {j: max(0.0, float(v)) if j in keep else 0.0 for j, v in weights.items()}  # NaN: 0
+    w = dict(zip(weights, bounded_weights([v if j in keep else 0.0
+                                           for j, v in weights.items()])))
     total = sum(w.values())
-    if total == math.inf:  # huge weights (1e308 each): scaled, or the infinite ones alone
-        top = max(w.values())
-        w = {j: float(v == top) if top == math.inf else v / top for j, v in w.items()}
-        total = sum(w.values())
     return {j: (v / total if total > 0 else 0.0) for j, v in w.items()}
 
 
