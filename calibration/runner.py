@@ -292,7 +292,7 @@ def calibrate(
     import filelock
 
     from engines.loader import load_engine
-    from engines.bundle import load_bundle
+    from engines.bundle import check_measurable, load_bundle
 
     bundle = load_bundle(cfg.bundle_dir)
     wanted = cfg.stages or tuple(s.index for s in bundle.stages)
@@ -301,13 +301,7 @@ def calibrate(
         raise UsageError(
             "--stages: bundle %s has stages 1..%d, got %s" % (bundle.name, len(bundle.stages), ",".join(map(str, bad)))
         )
-    # mu is FLOP/s: a stage counted at 0 FLOPs (no Conv/Gemm/MatMul) has no capacity to measure
-    zero = [i for i in wanted if bundle.stage(i).flops <= 0]
-    if zero:
-        raise UsageError(
-            "bundle %s: stage(s) %s have flops 0 in bundle.json; capacities are FLOP/s, so give "
-            "each stage its FLOP count (its \"flops\" field) before calibrating" % (bundle.name, ",".join(map(str, zero)))
-        )
+    check_measurable([bundle.stage(i) for i in wanted])
     explicit_ids = parse_modes(cfg.modes)
     os.makedirs(cfg.state_dir, exist_ok=True)
     ident = host.read_host_identity()

@@ -17,7 +17,7 @@ import json
 import math
 import os
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -277,6 +277,17 @@ def load_bundle(path, verify_files: bool = True) -> Bundle:
     directory, obj = read_manifest(path)
     return parse_bundle(obj, directory, where=os.path.join(directory, MANIFEST_NAME),
                         verify_files=verify_files)
+
+
+def check_measurable(specs: Sequence[StageSpec]) -> None:
+    """UsageError naming the stages of ``specs`` counted at 0 FLOPs (no Conv/Gemm/MatMul):
+    capacities are FLOP/s, so such a stage has none to measure or serve with (mu would be 0, or
+    its service time 0). A bundle may hold one; calibrating or serving it is refused."""
+    zero = sorted(s.index for s in specs if not s.flops > 0)
+    if zero:
+        raise UsageError("stage(s) %s have flops 0 in the bundle's manifest; capacities are "
+                         "FLOP/s, so give each stage its FLOP count (its \"flops\" field in "
+                         "bundle.json)" % ",".join(map(str, zero)))
 
 
 def tensor_entry(name: str, shape, dtype: str) -> Dict[str, Any]:

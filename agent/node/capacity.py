@@ -28,8 +28,8 @@ from typing import Any, Callable, Dict, List, Optional
 
 import numpy as np
 
-from agent.errors import UsageError
 from calibration.profile import lookup_capacity
+from engines.bundle import check_measurable
 
 log = logging.getLogger(__name__)
 
@@ -108,11 +108,7 @@ def worker_capacity(cfg: Any, specs: Dict[int, Any], engines: Dict[int, Any],
     the real engine's ``engine_time_s`` of an unpadded run, the emulated time being known),
     merged."""
     measured = _engine_time if cfg.emulate_capacity_flops > 0 else _service_time
-    zero = [h for h, spec in specs.items() if not spec.flops > 0]
-    if zero:  # mu is FLOP/s: such a stage would make it 0 (or its service time 0)
-        raise UsageError("stage(s) %s have flops 0 in the bundle's manifest; capacities are "
-                         "FLOP/s, so give each stage its FLOP count (its \"flops\" field in "
-                         "bundle.json)" % ",".join(map(str, sorted(zero))))
+    check_measurable(list(specs.values()))
     reports = []
     for h, spec in specs.items():
         engine = engines[h]
