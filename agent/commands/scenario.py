@@ -77,7 +77,7 @@ def _check_numbers(args: argparse.Namespace) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Generate the scenario and its exit profile, print the paths written."""
-    from agent.ops.files import check_output_file, output_errors
+    from agent.ops.files import check_output_file
     from agent.scenario.format import save_scenario
     from agent.scenario.paper import paper_scenario
 
@@ -103,8 +103,7 @@ def run(args: argparse.Namespace) -> int:
         stem = os.path.splitext(os.path.basename(out))[0]
         check_output_file(os.path.join(os.path.dirname(os.path.abspath(out)),
                                        stem + ".exit_profile.npz"), "--out")
-    with output_errors("--out", out):
-        written = save_scenario(out, sc)
+    written = save_scenario(out, sc, "--out")  # all or nothing; errors name --out
     for path in written:
         print(path)
     return 0

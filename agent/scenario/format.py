@@ -16,7 +16,7 @@ from typing import Any, Collection, Dict, List, Optional, Sequence, Tuple
 from agent.config.fields import Fields
 from agent.config.jsonfile import read_json_file
 from agent.errors import UsageError
-from agent.ops.atomic import atomic_open, write_atomic
+from agent.ops.atomic import write_atomic
 from agent.policies.setting import (DEFAULT_TRADEOFF, Link, Scenario, ScenarioError, Source, Stage,
                                     Worker)
 from engines.exit_profile import ExitProfile, load_exit_profile, save_exit_profile
@@ -240,19 +240,67 @@ def scenario_to_json(scenario: Scenario, exit_profile_path: Optional[str] = None
     return obj
 
 
-def save_scenario(path: str, scenario: Scenario) -> List[str]:
+def save_scenario(path: str, scenario: Scenario, what: str = "scenario") -> List[str]:
     """Write ``scenario`` as JSON to ``path``; its exit profile goes next to it as
-    ``<name>.exit_profile.npz``. Returns the paths written."""
+    ``<name>.exit_profile.npz``. Returns the paths written.
+
+    All or nothing, as far as a file system allows: both contents are made and both paths
+    checked before anything is written; the profile is written first (so the JSON never names a
+    missing one) and, if the JSON then cannot be written, the profile this call wrote is removed
+    again (or the one it replaced put back), as are folders it made. Errors are ``FileFault``
+    (a ``UsageError``) naming ``what`` (e.g. ``--out``) and the path.
+    """
+    import io
+
+    from agent.ops.files import check_output_file, first_missing_dir, output_errors
+
     folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    written = []
-    profile_name = None
+    profile_name = profile_path = profile = None
     if scenario.exit_profile is not None:
-        stem = os.path.splitext(os.path.basename(path))[0]
-        profile_name = stem + ".exit_profile.npz"
-        with atomic_open(os.path.join(folder, profile_name), "wb") as f:
-            save_exit_profile(f, scenario.exit_profile)
-        written.append(os.path.join(folder, profile_name))
-    write_atomic(path, json.dumps(scenario_to_json(scenario, profile_name), indent=1) + "\n")
-    written.insert(0, path)
-    return written
+        profile_name = os.path.splitext(os.path.basename(path))[0] + ".exit_profile.npz"
+        profile_path = os.path.join(folder, profile_name)
+        buf = io.BytesIO()
+        save_exit_profile(buf, scenario.exit_profile)
+        profile = buf.getvalue()
+    text = json.dumps(scenario_to_json(scenario, profile_name), indent=1) + "\n"
+    check_output_file(path, what)
+    if profile_path is not None:
+        check_output_file(profile_path, what)
+    made = first_missing_dir(folder)
+    old_profile: Optional[bytes] = None
+    wrote_profile = False
+    try:
+        if made is not None:
+            with output_errors(what, folder):
+                os.makedirs(folder, exist_ok=True)
+        if profile_path is not None and profile is not None:
+            if os.path.exists(profile_path):  # kept, to be put back if the JSON fails
+                with output_errors(what, profile_path), open(profile_path, "rb") as f:
+                    old_profile = f.read()
+            with output_errors(what, profile_path):
+                write_atomic(profile_path, profile)
+            wrote_profile = True
+        with output_errors(what, path):
+            write_atomic(path, text)
+    except BaseException:
+        _undo(profile_path if wrote_profile else None, old_profile, folder, made)
+        raise
+    return [path] + ([profile_path] if profile_path is not None else [])
+
+
+def _undo(profile_path: Optional[str], old_profile: Optional[bytes], folder: str,
+          made: Optional[str]) -> None:
+    """After a failed ``save_scenario``: the profile it wrote (``profile_path``) put back as it
+    was or removed, then the folders it made, from ``folder`` up to ``made``, if empty."""
+    try:
+        if profile_path is not None and old_profile is not None:
+            write_atomic(profile_path, old_profile)
+        elif profile_path is not None:
+            os.unlink(profile_path)
+        while made is not None:
+            os.rmdir(folder)  # only an empty one: never what someone else put there
+            if folder == made:
+                break
+            folder = os.path.dirname(folder)
+    except OSError:
+        pass  # best effort: the error being raised says what failed first

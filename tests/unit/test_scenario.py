@@ -120,6 +120,65 @@ def test_writer_saves_the_exit_profile_next_to_the_file(tmp_path):
         scenario_to_json(sc)
 
 
+def _fail_json_writes(monkeypatch):
+    """Make ``save_scenario``'s JSON write fail as a full disk does (the profile write works)."""
+    from agent.scenario import format as fmt
+
+    real = fmt.write_atomic
+
+    def write(path, data, *args, **kwargs):
+        if str(path).endswith(".json"):
+            raise OSError(28, "No space left on device")
+        return real(path, data, *args, **kwargs)
+
+    monkeypatch.setattr(fmt, "write_atomic", write)
+
+
+def test_a_failed_json_write_leaves_no_orphaned_profile_or_folder(tmp_path, monkeypatch):
+    """save_scenario is all or nothing: when the JSON cannot be written, the exit profile it
+    wrote first is removed again, as is the folder it made; the error is one line naming what
+    was written (``--out``) and the path."""
+    from agent.ops.files import FileFault
+
+    sc = paper_scenario("paper-resnet101", seed=1, num_sources=5, num_samples=200)
+    _fail_json_writes(monkeypatch)
+    target = tmp_path / "sub" / "deeper" / "r.json"
+    with pytest.raises(FileFault) as err:
+        save_scenario(str(target), sc, "--out")
+    assert str(err.value) == "--out: cannot write %s: No space left on device" % target
+    assert os.listdir(str(tmp_path)) == []
+
+
+def test_a_failed_json_write_puts_back_the_profile_it_replaced(tmp_path, monkeypatch):
+    """Rewriting a scenario whose JSON then cannot be written leaves the previous pair as it
+    was: the old JSON and the old profile it names (not the new one), and no temporary file."""
+    from agent.ops.files import FileFault
+
+    path = str(tmp_path / "r.json")
+    old = paper_scenario("paper-resnet101", seed=1, num_sources=5, num_samples=200)
+    save_scenario(path, old)
+    before = {n: (tmp_path / n).read_bytes() for n in os.listdir(str(tmp_path))}
+    _fail_json_writes(monkeypatch)
+    new = paper_scenario("paper-resnet101", seed=2, num_sources=5, num_samples=300)
+    with pytest.raises(FileFault, match="No space left on device"):
+        save_scenario(path, new)
+    assert {n: (tmp_path / n).read_bytes() for n in os.listdir(str(tmp_path))} == before
+    assert np.array_equal(load_scenario(path).exit_profile.confidence,
+                          old.exit_profile.confidence)
+
+
+def test_a_directory_at_the_json_path_is_refused_before_the_profile_is_written(tmp_path):
+    """The output paths are checked before anything is written: a directory where the JSON
+    goes is a one-line error and no exit profile appears beside it."""
+    from agent.ops.files import FileFault
+
+    (tmp_path / "r.json").mkdir()
+    sc = paper_scenario("paper-resnet101", seed=1, num_sources=5, num_samples=200)
+    with pytest.raises(FileFault, match="r.json is a directory"):
+        save_scenario(str(tmp_path / "r.json"), sc)
+    assert os.listdir(str(tmp_path)) == ["r.json"]
+
+
 @pytest.mark.parametrize("kind,message", [
     ("binary", "not a UTF-8 text file"), ("deep", "nested too deep"),
     ("directory", "is a directory"), ("fifo", "is a FIFO")])
