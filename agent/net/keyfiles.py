@@ -15,7 +15,7 @@ import stat
 from typing import List, Optional, Tuple
 
 from agent.errors import UsageError
-from agent.ops.atomic import write_atomic
+from agent.ops.atomic import write_atomic_all
 from agent.ops.files import KEY_FILE_MAX_BYTES, FileFault, read_bounded
 
 _Z85_KEY_LEN = 40
@@ -32,7 +32,9 @@ def generate_keypair(directory: str, name: str, overwrite: bool = False) -> Tupl
     """Write ``NAME.key`` (0644) and ``NAME.key_secret`` (0600) in ZeroMQ's certificate format.
 
     The secret file is created with mode 0600 from the start (never briefly world-readable).
-    Returns (public_file, secret_file). Existing files are refused unless ``overwrite``.
+    Returns (public_file, secret_file). Existing files are refused unless ``overwrite``; a
+    replacement writes both files before moving either into place, so a failed write leaves
+    the old pair as it was (never a new secret beside an old public key).
     """
     import zmq
 
@@ -47,8 +49,9 @@ def generate_keypair(directory: str, name: str, overwrite: bool = False) -> Tupl
                 raise SecurityError("%s already exists; pass --force to replace it" % path)
     public, secret = zmq.curve_keypair()
     now = datetime.datetime.now()
-    _write_key_file(secret_file, 0o600, _SECRET_BANNER.format(now), public, secret)
-    _write_key_file(public_file, 0o644, _PUBLIC_BANNER.format(now), public, None)
+    # both written to temporaries before either replaces a file: a failure leaves the old pair
+    write_atomic_all([(secret_file, _key_text(_SECRET_BANNER.format(now), public, secret), 0o600),
+                      (public_file, _key_text(_PUBLIC_BANNER.format(now), public, None), 0o644)])
     return public_file, secret_file
 
 
@@ -64,12 +67,11 @@ _PUBLIC_BANNER = """#   ****  Generated on {0} by edge-agent  ****
 """
 
 
-def _write_key_file(path: str, mode: int, banner: str, public: bytes,
-                    secret: Optional[bytes]) -> None:
+def _key_text(banner: str, public: bytes, secret: Optional[bytes]) -> bytes:
     text = banner + "metadata\ncurve\n    public-key = \"%s\"\n" % public.decode("ascii")
     if secret is not None:
         text += "    secret-key = \"%s\"\n" % secret.decode("ascii")
-    write_atomic(path, text.encode("ascii"), perms=mode)
+    return text.encode("ascii")
 
 
 def _read_key_file(path: str) -> Tuple[Optional[bytes], Optional[bytes]]:

@@ -5,7 +5,8 @@ reports, TensorRT plans) goes through here: the data goes to a uniquely named te
 the same directory (so several processes writing the same path never share a temporary name),
 is fsynced, renamed over the target, and the directory is fsynced so the rename survives a power
 cut (what a Jetson in the field gets). On any error the temporary file is removed and the
-target is left as it was.
+target is left as it was. ``write_atomic_all`` does the same for files that belong together
+(a key pair): all are written before any is renamed into place.
 
 Permissions: ``perms`` when given (applied exactly, whatever the umask); otherwise those of the
 file being replaced; otherwise what ``open`` would give a new file (0o666 less the umask).
@@ -17,7 +18,7 @@ import contextlib
 import os
 import secrets
 import stat
-from typing import IO, Iterator, Optional, Tuple, Union
+from typing import IO, Iterator, List, Optional, Sequence, Tuple, Union
 
 _TEMP_TRIES = 100
 
@@ -33,30 +34,13 @@ def atomic_open(path: str, mode: str = "w", perms: Optional[int] = None,
     """
     if mode not in ("w", "wb"):
         raise ValueError("atomic_open: mode must be 'w' or 'wb', got %r" % (mode,))
-    path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    if perms is None:
-        perms = _existing_perms(path)
-    fd, tmp = _create_temp(directory, os.path.basename(path), perms)
+    staged = _Staged(path, mode, perms)
     try:
-        if perms is not None:
-            os.fchmod(fd, perms)  # exactly these bits: the umask may have removed some
-        with os.fdopen(fd, mode, **({"encoding": "utf-8"} if mode == "w" else {})) as f:
-            fd = -1  # owned by f now
-            yield f
-            f.flush()
-            if durable:
-                os.fsync(f.fileno())
-        os.replace(tmp, path)
-        tmp = ""
-        if durable:
-            fsync_dir(directory)
+        yield staged.file
+        staged.finish(durable)
+        staged.commit(durable)
     finally:
-        if fd >= 0:
-            os.close(fd)
-        if tmp:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
+        staged.discard()
 
 
 def write_atomic(path: str, data: Union[str, bytes], perms: Optional[int] = None,
@@ -64,6 +48,69 @@ def write_atomic(path: str, data: Union[str, bytes], perms: Optional[int] = None
     """Replace ``path`` with ``data`` (str: UTF-8 text; bytes: as is), atomically."""
     with atomic_open(path, "wb" if isinstance(data, bytes) else "w", perms, durable) as f:
         f.write(data)
+
+
+def write_atomic_all(files: Sequence[Tuple[str, Union[str, bytes], Optional[int]]],
+                     durable: bool = True) -> None:
+    """Replace several files that belong together, e.g. a key pair: ``(path, data, perms)``
+    each, as ``write_atomic`` does one. Every file is written (and synced) to its temporary
+    first and only then are they renamed into place, in order; a failure before the renames
+    (a full disk, an error in any one of them) removes every temporary and leaves all the old
+    files as they were. (Between the renames only a rename in the same folder can fail.)"""
+    staged: List[_Staged] = []
+    try:
+        for path, data, perms in files:
+            staged.append(_Staged(path, "wb" if isinstance(data, bytes) else "w", perms))
+            staged[-1].file.write(data)
+            staged[-1].finish(durable)
+        for one in staged:
+            one.commit(durable)
+    finally:
+        for one in staged:
+            one.discard()
+
+
+class _Staged:
+    """One file on its way in: a temporary beside ``path`` (``self.file``), then ``finish``
+    (flush, fsync, close) and ``commit`` (rename over ``path``); ``discard`` removes whatever
+    was not committed."""
+
+    def __init__(self, path: str, mode: str, perms: Optional[int]) -> None:
+        self.path = os.fspath(path)
+        self.directory = os.path.dirname(os.path.abspath(self.path))
+        if perms is None:
+            perms = _existing_perms(self.path)
+        fd, self.tmp = _create_temp(self.directory, os.path.basename(self.path), perms)
+        try:
+            if perms is not None:
+                os.fchmod(fd, perms)  # exactly these bits: the umask may have removed some
+            self.file = os.fdopen(fd, mode, **({"encoding": "utf-8"} if mode == "w" else {}))
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+            self.discard()
+            raise
+
+    def finish(self, durable: bool) -> None:
+        with self.file:
+            self.file.flush()
+            if durable:
+                os.fsync(self.file.fileno())
+
+    def commit(self, durable: bool) -> None:
+        os.replace(self.tmp, self.path)
+        self.tmp = ""
+        if durable:
+            fsync_dir(self.directory)
+
+    def discard(self) -> None:
+        if hasattr(self, "file"):
+            with contextlib.suppress(OSError):
+                self.file.close()
+        if self.tmp:
+            with contextlib.suppress(OSError):
+                os.unlink(self.tmp)
+            self.tmp = ""
 
 
 def fsync_dir(directory: str) -> None:

@@ -61,6 +61,25 @@ def test_failed_rename_keeps_the_old_file_and_removes_the_temporary(tmp_path, mo
     assert os.listdir(str(tmp_path)) == ["state.json"]
 
 
+def test_files_written_together_are_all_staged_before_any_replaces_its_target(tmp_path):
+    """write_atomic_all writes every temporary before the first rename: an error in a later
+    file (here its data is not text or bytes) leaves every earlier target as it was and no
+    temporary; without an error all are replaced, each with the permissions asked for."""
+    from agent.ops.atomic import write_atomic_all
+
+    a, b = str(tmp_path / "a.key_secret"), str(tmp_path / "a.key")
+    write_atomic(a, "old secret", perms=0o600)
+    write_atomic(b, "old public", perms=0o644)
+    with pytest.raises(TypeError):
+        write_atomic_all([(a, "new secret", 0o600), (b, 12345, 0o644)])
+    assert (_read(a), _read(b)) == (b"old secret", b"old public")
+    assert sorted(os.listdir(str(tmp_path))) == ["a.key", "a.key_secret"]
+    write_atomic_all([(a, b"new secret", 0o600), (b, "new public", 0o644)])
+    assert (_read(a), _read(b)) == (b"new secret", b"new public")
+    assert (_mode(a), _mode(b)) == (0o600, 0o644)
+    assert sorted(os.listdir(str(tmp_path))) == ["a.key", "a.key_secret"]
+
+
 def test_only_w_and_wb_modes_are_accepted(tmp_path):
     """Appending cannot be atomic: any mode but "w"/"wb" is refused before touching the disk."""
     with pytest.raises(ValueError, match="mode"):

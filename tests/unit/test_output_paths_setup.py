@@ -47,18 +47,18 @@ def test_keys_generate_refuses_a_directory_in_a_key_files_place(tmp_path, capsys
 
 def test_keys_generate_leaves_no_half_pair_when_a_write_fails(tmp_path, capsys, monkeypatch):
     """The secret key is written first: if the public one then cannot be written, the error is
-    one line naming --dir and the new secret key file is removed again."""
+    one line naming --dir and no key file (nor a temporary one) is left."""
     pytest.importorskip("zmq")
-    from agent.net import keyfiles
+    from agent.ops import atomic
 
-    real = keyfiles._write_key_file
+    real = atomic._create_temp
 
-    def write(path, *args):
-        if path.endswith(".key"):
-            raise OSError(28, "No space left on device", path)
-        real(path, *args)
+    def create(directory, name, perms):
+        if name.endswith(".key"):
+            raise OSError(28, "No space left on device", name)
+        return real(directory, name, perms)
 
-    monkeypatch.setattr(keyfiles, "_write_key_file", write)
+    monkeypatch.setattr(atomic, "_create_temp", create)
     _fails(["keys", "generate", "--dir", str(tmp_path), "--name", "w1"], capsys,
            "--dir: cannot write", "No space left on device")
     assert os.listdir(str(tmp_path)) == []

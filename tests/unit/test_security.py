@@ -1,6 +1,7 @@
 """Key files: zmq certificate format, safe permissions enforced, allow-list parsing, modes."""
 
 import os
+import stat
 from types import SimpleNamespace
 
 import pytest
@@ -38,6 +39,59 @@ def test_generate_refuses_to_overwrite_without_force(tmp_path):
     old = load_public_key(str(tmp_path / "w1.key"))
     generate_keypair(str(tmp_path), "w1", overwrite=True)
     assert load_public_key(str(tmp_path / "w1.key")) != old
+
+
+def _fail_second_key_write(monkeypatch, where, created_modes):
+    """Inject a full disk at the second key file of a pair (the public one): when its
+    temporary is created (``create``) or when its data is synced (``sync``). The modes the
+    temporaries had when created go to ``created_modes``."""
+    from agent.ops import atomic
+
+    real_create, real_fsync = atomic._create_temp, atomic.os.fsync
+
+    def create(directory, name, perms):
+        if where == "create" and name.endswith(".key"):
+            raise OSError(28, "No space left on device")
+        fd, tmp = real_create(directory, name, perms)
+        created_modes[name] = os.stat(tmp).st_mode & 0o777
+        return fd, tmp
+
+    files_synced = []
+
+    def fsync(fd):
+        if not stat.S_ISDIR(os.fstat(fd).st_mode):  # a file's data, not a folder's entries
+            files_synced.append(fd)
+            if where == "sync" and len(files_synced) == 2:
+                raise OSError(28, "No space left on device")
+        return real_fsync(fd)
+
+    monkeypatch.setattr(atomic, "_create_temp", create)
+    monkeypatch.setattr(atomic.os, "fsync", fsync)
+
+
+@pytest.mark.parametrize("where", ["create", "sync"])
+def test_a_replacement_that_fails_at_the_second_key_file_keeps_the_old_pair(
+        tmp_path, monkeypatch, where):
+    """generate_keypair(overwrite=True) writes both key files to temporaries before moving
+    either into place: a write that fails at the public (second) file leaves the old secret and
+    public files byte for byte, no temporary behind, and the secret's temporary was 0600 from
+    its creation (it used to replace the secret first: a new secret beside the old public)."""
+    public_file, secret_file = generate_keypair(str(tmp_path), "w1")
+    before = {n: (tmp_path / n).read_bytes() for n in os.listdir(str(tmp_path))}
+    created = {}
+    _fail_second_key_write(monkeypatch, where, created)
+    with pytest.raises(OSError, match="No space left on device"):
+        generate_keypair(str(tmp_path), "w1", overwrite=True)
+    assert {n: (tmp_path / n).read_bytes() for n in os.listdir(str(tmp_path))} == before
+    assert created["w1.key_secret"] == 0o600
+    assert os.stat(secret_file).st_mode & 0o777 == 0o600
+    assert load_secret_key_file(secret_file)[0] == load_public_key(public_file)
+    monkeypatch.undo()
+    generate_keypair(str(tmp_path), "w1", overwrite=True)  # a replacement that works: a new pair
+    assert load_secret_key_file(secret_file)[0] == load_public_key(public_file)
+    assert (tmp_path / "w1.key").read_bytes() != before["w1.key"]
+    assert sorted(os.listdir(str(tmp_path))) == ["w1.key", "w1.key_secret"]
+    assert os.stat(secret_file).st_mode & 0o777 == 0o600
 
 
 def test_files_from_zmq_create_certificates_are_accepted(tmp_path):
