@@ -13,6 +13,7 @@ from __future__ import annotations
 import difflib
 import logging
 import os
+import shutil
 from typing import Dict, List, Optional, Sequence, Set
 
 import onnx
@@ -172,10 +173,37 @@ def load_checked_onnx(path: str, error: Optional[type] = None) -> onnx.ModelProt
     return model
 
 
+def _stage_tensors(model: onnx.ModelProto, plan, exits: Dict[int, str]):
+    """Each stage's (input, feature, logits) tensor entries and the number of classes, checked:
+    every shape known at batch 1, every head (batch, classes) with one number of classes."""
+    types = tensor_types(fix_batch(model, 1))
+    num_classes = None
+    tensors = []
+    for h, (start, outs) in enumerate(plan, start=1):
+        feature = _tensor(types, outs[0], "cut tensor") if h < len(plan) else None
+        logits = _tensor(types, outs[-1], "exit output") if (h in exits or h == len(plan)) else None
+        if logits is not None:
+            if len(logits["shape"]) != 2:
+                raise BuildError("exit output %r must have shape (batch, classes), has %s"
+                                 % (outs[-1], logits["shape"]))
+            if num_classes not in (None, logits["shape"][1]):
+                raise BuildError("exit output %r has %d classes, an earlier head has %d"
+                                 % (outs[-1], logits["shape"][1], num_classes))
+            num_classes = logits["shape"][1]
+        tensors.append((_tensor(types, start, "stage input"), feature, logits))
+    return tensors, num_classes
+
+
 def build_bundle(onnx_path: str, cuts: Sequence[str], exits: Dict[int, str], out_dir: str,
                  final_output: Optional[str] = None, name: Optional[str] = None) -> bfmt.Bundle:
     """Cut ``onnx_path`` at ``cuts`` with early-exit heads ``exits`` ({stage: output}) into a
-    bundle in ``out_dir``; returns the loaded bundle. Raises ``BuildError`` on bad input."""
+    bundle in ``out_dir``; returns the loaded bundle. Raises ``BuildError`` on bad input.
+
+    Every check of the input comes before anything is made or written, so a refused build
+    leaves no new folder; should a stage still fail to extract, a folder this call made is
+    removed again."""
+    from agent.ops.files import first_missing_dir
+
     onnx_path = os.path.abspath(os.fspath(onnx_path))
     model = load_checked_onnx(onnx_path)
     _, plan, final_output = plan_stages(model, cuts, exits, final_output)
@@ -186,9 +214,27 @@ def build_bundle(onnx_path: str, cuts: Sequence[str], exits: Dict[int, str], out
                    and not (f.startswith("stage") and f.endswith(".onnx"))]
         if foreign:
             raise BuildError("--out %s is not empty and not a bundle (has %s)" % (out_dir, foreign[0]))
+    elif os.path.lexists(out_dir):
+        raise BuildError("--out %s is not a directory (a file or a broken link is there)"
+                         % out_dir)
+    tensors, num_classes = _stage_tensors(model, plan, exits)
+    made = first_missing_dir(out_dir)
     os.makedirs(out_dir, exist_ok=True)
-    types = tensor_types(fix_batch(model, 1))
-    num_classes = None
+    try:
+        _write_stages(onnx_path, plan, exits, tensors, num_classes, out_dir, cuts, final_output,
+                      name)
+    except BaseException:
+        if made is not None:
+            shutil.rmtree(made, ignore_errors=True)
+        raise
+    return bfmt.load_bundle(out_dir)
+
+
+def _write_stages(onnx_path: str, plan, exits: Dict[int, str], tensors, num_classes,
+                  out_dir: str, cuts: Sequence[str], final_output: str,
+                  name: Optional[str]) -> None:
+    """Extract every stage into ``out_dir`` (checked already), drop what an older build left
+    there, write the manifest."""
     stages = []
     for h, (start, outs) in enumerate(plan, start=1):
         file = "stage%d.onnx" % h
@@ -200,20 +246,11 @@ def build_bundle(onnx_path: str, cuts: Sequence[str], exits: Dict[int, str], out
                              % (h, start, outs, str(exc).strip().splitlines()[0]))
         stage_model = onnx.load(path)
         onnx.checker.check_model(stage_model)
-        feature = _tensor(types, outs[0], "cut tensor") if h < len(plan) else None
-        logits = _tensor(types, outs[-1], "exit output") if (h in exits or h == len(plan)) else None
-        if logits is not None:
-            if len(logits["shape"]) != 2:
-                raise BuildError("exit output %r must have shape (batch, classes), has %s"
-                                 % (outs[-1], logits["shape"]))
-            if num_classes not in (None, logits["shape"][1]):
-                raise BuildError("exit output %r has %d classes, an earlier head has %d"
-                                 % (outs[-1], logits["shape"][1], num_classes))
-            num_classes = logits["shape"][1]
+        input_tensor, feature, logits = tensors[h - 1]
         dims = stage_model.graph.input[0].type.tensor_type.shape.dim
         stages.append(bfmt.stage_entry(
             index=h, file=file, sha256=bfmt.sha256_file(path),
-            input_tensor=_tensor(types, start, "stage input"), feature=feature, logits=logits,
+            input_tensor=input_tensor, feature=feature, logits=logits,
             has_exit=h in exits, flops=count_macs(stage_model),
             dynamic_batch=bool(len(dims)) and not dims[0].HasField("dim_value")))
         log.info("stage %d: %s -> %s, %d MACs", h, start, ", ".join(outs), stages[-1]["flops"])
@@ -232,4 +269,3 @@ def build_bundle(onnx_path: str, cuts: Sequence[str], exits: Dict[int, str], out
     manifest = bfmt.make_manifest(name or os.path.splitext(os.path.basename(onnx_path))[0],
                                   num_classes or 0, stages, source)
     bfmt.write_manifest(out_dir, manifest)
-    return bfmt.load_bundle(out_dir)

@@ -108,6 +108,46 @@ def test_bad_cut_or_exit_specs_fail_with_one_line(tiny_onnx, tmp_path, capsys, a
     assert not out.exists()
 
 
+@pytest.mark.parametrize("args, message", [
+    (["--cuts", "c2", "--exits", "1:gap1", "--final", "out"],
+     "exit output 'gap1' must have shape (batch, classes)"),
+    (["--cuts", "c2", "--exits", "1:flat1", "--final", "out"],
+     "exit output 'out' has 3 classes, an earlier head has 4"),
+])
+def test_heads_refused_by_their_shapes_leave_no_out_folder(tiny_onnx, tmp_path, capsys, args,
+                                                          message):
+    """Every input check, the heads' shapes and classes included, comes before --out is made:
+    a refused build prints one line and leaves no new folder (nor its new parents)."""
+    out = tmp_path / "new" / "b"
+    assert cli(["build", "--onnx", tiny_onnx, "--out", str(out)] + args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0]
+    assert not (tmp_path / "new").exists()
+
+
+def test_a_stage_that_fails_to_extract_removes_the_folder_the_build_made(tiny_onnx, tmp_path,
+                                                                         monkeypatch):
+    """Should extraction still fail after the folder was made, the build removes the folders it
+    made (and nothing of an --out that existed before)."""
+    from engines.build import BuildError, build_bundle
+
+    real = onnx.utils.extract_model
+
+    def extract(src, dst, inputs, outputs, **kw):
+        if dst.endswith("stage2.onnx"):
+            raise ValueError("extraction broke")
+        return real(src, dst, inputs, outputs, **kw)
+
+    monkeypatch.setattr(onnx.utils, "extract_model", extract)
+    with pytest.raises(BuildError, match="cannot extract stage 2"):
+        build_bundle(tiny_onnx, ["c1", "c2"], {1: "e1", 2: "e2"}, str(tmp_path / "new" / "b"))
+    assert not (tmp_path / "new").exists()
+    (tmp_path / "kept").mkdir()
+    with pytest.raises(BuildError, match="cannot extract stage 2"):
+        build_bundle(tiny_onnx, ["c1", "c2"], {1: "e1", 2: "e2"}, str(tmp_path / "kept"))
+    assert (tmp_path / "kept").is_dir()
+
+
 def test_skip_connection_across_a_cut_is_refused(tmp_path, capsys):
     """A cut jumped over by a skip connection does not separate the graph: refused, one line."""
     path = str(tmp_path / "skip.onnx")
