@@ -206,7 +206,7 @@ def _check_bounds(args: argparse.Namespace, sc: Any, row_set: Optional[str]) -> 
     """Times finite, runs of at most MAX_SLOTS slots and MAX_TASKS tasks, capacity scales in
     SCALE_RANGE, a non-empty set of exit-profile rows: a run that could not end or could only
     fail is refused before anything runs or is written."""
-    from agent.policies.splits import rows_named
+    from agent.policies.splits import nonempty_rows
     from agent.sim import DynamicConfig
 
     for name in ("duration", "warmup", "slot", "round_delay"):
@@ -241,11 +241,9 @@ def _check_bounds(args: argparse.Namespace, sc: Any, row_set: Optional[str]) -> 
             raise UsageError("--scales: each must be in [%g, %g], got %g"
                              % (SCALE_RANGE + (scale,)))
     rows = sc.exit_profile.num_samples if sc.exit_profile is not None else 1
-    if row_set is not None and not len(rows_named(row_set, rows)):  # (DIMEE, MLCI: test rows)
-        raise UsageError("%s: the tasks would carry the exit profile's %s rows, but the scenario "
-                         "has %s" % ("--rows" if args.rows else "--policies", row_set,
-                                     "%d row(s)" % rows if sc.exit_profile is not None
-                                     else "no exit_profile"))
+    if row_set is not None:  # the simulator's own check, before anything runs (DIMEE, MLCI)
+        nonempty_rows(row_set, rows, "--rows" if args.rows else "--policies",
+                      sc.exit_profile is not None)
 
 
 def _extras(summary: Dict[str, Any]) -> str:

@@ -36,3 +36,15 @@ def rows_named(name: str, n: int) -> np.ndarray:
     if name == "test":
         return test_rows(n)
     raise UsageError("rows: must be one of %s, got %r" % (", ".join(ROW_SETS), name))
+
+
+def nonempty_rows(name: str, n: int, what: str, has_profile: bool = True) -> np.ndarray:
+    """``rows_named(name, n)`` for tasks to carry: an empty set (the test rows of a one-row
+    profile, or of a scenario with no exit profile) is a one-line ``UsageError`` naming
+    ``what``, the setting that chose ``name`` (``--rows``, ``sample_rows``, a policy)."""
+    rows = rows_named(name, n)
+    if not len(rows):
+        raise UsageError("%s: the tasks would carry the exit profile's %s rows, but the scenario "
+                         "has %s" % (what, name, "%d row(s)" % n if has_profile
+                                     else "no exit_profile"))
+    return rows

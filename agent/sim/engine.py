@@ -28,7 +28,7 @@ from typing import Any, Dict, List, Optional
 from agent.policies.model import with_link_model
 from agent.policies.setting import Scenario
 from agent.policies.sim_api import Decision, SimPolicy, SlotView, refuse_tiers
-from agent.policies.splits import rows_named
+from agent.policies.splits import nonempty_rows
 from agent.sim.config import SimConfig
 from agent.sim.environment import DynamicConfig, slot_arrivals, slot_scenario  # noqa: F401
 from agent.sim.results import SimResult
@@ -173,7 +173,9 @@ def _run(sim: Simulator) -> SimResult:  # noqa: C901 - one loop kept flat for sp
     hook, answer_hook, term = policy.per_task_exit, policy.per_task_answer, sim.terminal
     head = [False] + [s.exit for s in sc.stages[:-1]] + [True]
     row_set = cfg.sample_rows if cfg.sample_rows is not None else policy.sample_rows
-    rows = rows_named(row_set, nsamples) if row_set is not None else None
+    rows = None if row_set is None else nonempty_rows(
+        row_set, nsamples, "sample_rows" if cfg.sample_rows is not None
+        else "policy %r (its sample_rows)" % policy.name, profile is not None)
     answered: Dict[int, int] = {}
     answers: Dict[int, Optional[bool]] = {}
     admission = policy.admission

@@ -190,6 +190,33 @@ def test_sample_rows_test_draws_odd_rows_on_the_same_arrivals():
         SimConfig(sample_rows="odd").validate()
 
 
+def test_an_empty_row_set_is_refused_by_the_simulator_in_one_clear_line():
+    """S6: the tasks must carry some exit-profile row. The test rows of a one-row profile, or
+    of a scenario with no exit profile, are refused by ``simulate`` itself with the one-line
+    UsageError the ``simulate`` command gives up front (one check, splits.nonempty_rows),
+    naming the setting that chose the rows; it was numpy's ``ValueError: high <= 0``."""
+    from agent.errors import UsageError
+
+    sc = tiers_scenario()
+    p = sc.exit_profile
+    one_row = dataclasses.replace(sc, exit_profile=dataclasses.replace(
+        p, confidence=p.confidence[:1], correct=p.correct[:1]))
+    cfg = SimConfig(duration_s=100.0, seed=4, sample_rows="test")
+    with pytest.raises(UsageError) as err:
+        simulate(one_row, Probe(), cfg)
+    assert str(err.value) == ("sample_rows: the tasks would carry the exit profile's test rows, "
+                              "but the scenario has 1 row(s)")
+    no_profile = dataclasses.replace(sc, exit_profile=None, remaining=(1.0,) * sc.num_stages)
+    Probe.sample_rows = "test"  # the policy's own choice, the config silent
+    try:
+        with pytest.raises(UsageError) as err:
+            simulate(no_profile, Probe(), SimConfig(duration_s=100.0, seed=4))
+    finally:
+        del Probe.sample_rows
+    assert str(err.value) == ("policy 'probe' (its sample_rows): the tasks would carry the exit "
+                              "profile's test rows, but the scenario has no exit_profile")
+
+
 def test_records_carry_the_answering_worker(tmp_path):
     """S5: the saved records hold answered_by (-1 for a task with no answer)."""
     res = simulate(tiers_scenario(), Probe(), SimConfig(duration_s=400.0, seed=5))
