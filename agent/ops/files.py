@@ -1,10 +1,10 @@
 """Start-up checks of the files an agent reads and writes, and the bookkeeping of write faults.
 
-Reading: ``read_bounded`` opens a file with ``O_NONBLOCK`` and refuses anything that is not a
-regular file (a FIFO would block ``open`` until a writer came; a device could be read forever)
-and anything larger than the caller's limit, so a key or config file can never hang the agent or
-fill its memory. ``check_regular_file`` does the same by ``stat`` for files another library
-opens (numpy, onnxruntime).
+Reading: ``read_bounded`` opens a file with ``O_NONBLOCK`` (``open_regular``) and refuses
+anything that is not a regular file (a FIFO would block ``open`` until a writer came; a device
+could be read forever) and anything larger than the caller's limit, so a key or config file can
+never hang the agent or fill its memory. ``check_regular_file`` does the same by ``stat`` for
+files another library opens (numpy, onnxruntime).
 
 Writing: ``check_writable_dir`` makes sure a state directory exists, is a directory and takes a
 new file (a read-only mount or a file in its place is found before the agent says READY), and
@@ -81,22 +81,42 @@ def open_npz(path: str, what: str) -> Any:
     return z
 
 
+def open_regular(path: str, what: str, flags: int = os.O_RDONLY, mode: int = 0o644,
+                 follow_links: bool = True, fix: str = "give a regular file") -> int:
+    """``os.open(path, flags, mode)`` that never blocks and returns only a regular file's
+    descriptor: ``O_NONBLOCK`` (a FIFO would block the open until a writer came), with
+    ``follow_links=False`` also ``O_NOFOLLOW`` (a symbolic link is refused, even with
+    ``O_CREAT``), then ``fstat``. Anything else is a one-line ``FileFault``: ``WHAT: PATH is a
+    FIFO; FIX``."""
+    flags |= (getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
+              | (0 if follow_links else getattr(os, "O_NOFOLLOW", 0)))
+    try:
+        fd = os.open(path, flags, mode)
+    except OSError as exc:
+        kind = {errno.ENXIO: "a socket",  # O_NONBLOCK open of a socket file
+                errno.ELOOP: "a symbolic link", errno.EISDIR: "a directory"}.get(exc.errno or 0)
+        if kind is not None and (exc.errno != errno.ELOOP or not follow_links):
+            raise FileFault("%s: %s is %s; %s" % (what, path, kind, fix)) from None
+        raise FileFault("%s: %s: %s" % (what, path, _reason(exc))) from None
+    try:
+        st = os.fstat(fd)
+    except OSError as exc:
+        os.close(fd)
+        raise FileFault("%s: %s: %s" % (what, path, _reason(exc))) from None
+    if not stat.S_ISREG(st.st_mode):
+        os.close(fd)
+        raise FileFault("%s: %s is %s; %s" % (what, path, _kind(st.st_mode), fix))
+    return fd
+
+
 def read_bounded(path: str, what: str, max_bytes: int) -> bytes:
     """The bytes of the regular file ``path``, read without ever blocking; at most ``max_bytes``.
 
     A FIFO, device, socket or directory, an unreadable or a larger file raises ``FileFault``.
     """
-    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
-    try:
-        fd = os.open(path, flags)
-    except OSError as exc:
-        if exc.errno == errno.ENXIO:  # O_NONBLOCK open of a socket file
-            raise FileFault("%s: %s is a socket; give a regular file" % (what, path)) from None
-        raise FileFault("%s: %s: %s" % (what, path, _reason(exc))) from None
+    fd = open_regular(path, what)
     try:
         st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise FileFault("%s: %s is %s; give a regular file" % (what, path, _kind(st.st_mode)))
         if st.st_size > max_bytes:
             raise FileFault("%s: %s is %d bytes, more than the %d this file can be"
                             % (what, path, st.st_size, max_bytes))
@@ -230,6 +250,19 @@ def check_output_file(path: str, what: str, probe: bool = True) -> None:
     if st is not None and not stat.S_ISREG(st.st_mode):
         raise FileFault("%s: %s is %s; give a regular file path" % (what, path, _kind(st.st_mode)))
     check_output_dir(os.path.dirname(os.path.abspath(path)), what, probe)
+
+
+def first_missing_dir(path: str) -> Optional[str]:
+    """The outermost of the folder ``path`` and its parents that does not exist yet (None when
+    ``path`` exists): what ``os.makedirs(path)`` would make first, so a command that fails
+    after making it can remove what it made and nothing else."""
+    here, missing = os.path.abspath(path), None
+    while not os.path.lexists(here):
+        missing, parent = here, os.path.dirname(here)
+        if parent == here:
+            break
+        here = parent
+    return missing
 
 
 @contextlib.contextmanager

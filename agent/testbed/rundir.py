@@ -3,7 +3,9 @@
 ``new_run_dir`` makes the folder with ``os.mkdir`` (atomic: two testbeds started at once with
 the same ``--out`` get two folders) and points ``OUT/latest`` at it (replaced atomically).
 ``RunLock`` holds an exclusive ``flock`` on ``RUN/.lock`` while the run writes there, so a
-second writer (or ``report`` of a run in progress) can tell the folder is in use.
+second writer (or ``report`` of a run in progress) can tell the folder is in use. The lock file
+is opened without blocking or following links and must be a regular file (a FIFO or a link
+there is refused in one line).
 """
 
 from __future__ import annotations
@@ -55,7 +57,7 @@ class RunLock:
         import fcntl
 
         self.path = os.path.join(run_dir, LOCK_NAME)
-        self._fd: Optional[int] = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        self._fd: Optional[int] = _open_lock(self.path, os.O_RDWR | os.O_CREAT)
         try:
             fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as exc:
@@ -86,9 +88,9 @@ def in_use(run_dir: str) -> bool:
     import fcntl
 
     path = os.path.join(run_dir, LOCK_NAME)
-    if not os.path.exists(path):
+    if not os.path.lexists(path):
         return False
-    fd = os.open(path, os.O_RDONLY)
+    fd = _open_lock(path, os.O_RDONLY)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
@@ -96,3 +98,13 @@ def in_use(run_dir: str) -> bool:
     finally:
         os.close(fd)
     return False
+
+
+def _open_lock(path: str, flags: int) -> int:
+    """Open ``RUN/.lock`` without blocking or following a link: a FIFO there would hang the
+    testbed in ``open``, a symbolic link would lock (or create) a file elsewhere; anything but a
+    regular file is a one-line ``UsageError`` naming the path."""
+    from agent.ops.files import open_regular
+
+    return open_regular(path, "run lock", flags, 0o644, follow_links=False,
+                        fix="remove it (the testbed locks a regular file there)")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 
 import pytest
 
@@ -29,6 +30,66 @@ def test_a_run_folder_in_use_is_locked(tmp_path):
         with pytest.raises(UsageError, match="in use by another testbed"):
             RunLock(run)
     assert not in_use(run)
+
+
+def _outcomes_within(seconds, lock, calls):
+    """Run each (name, call) in a thread; {name: its UsageError text, or what else happened}.
+    A call still blocked after ``seconds`` (in ``open`` of a FIFO, waiting for a writer) is
+    released by opening the FIFO for writing, and reported as "blocked"."""
+    out = {}
+
+    def probe():
+        for name, call in calls:
+            try:
+                call()
+                out[name] = "no error"
+            except UsageError as exc:
+                out[name] = str(exc)
+            except Exception as exc:  # reported, compared below
+                out[name] = repr(exc)
+
+    t = threading.Thread(target=probe, daemon=True)
+    t.start()
+    t.join(seconds)
+    if t.is_alive():
+        os.close(os.open(lock, os.O_WRONLY | os.O_NONBLOCK))  # the reader's open returns
+        t.join(seconds)
+        return {"blocked": True}
+    return out
+
+
+def test_a_fifo_at_the_lock_path_is_refused_without_blocking(tmp_path):
+    """RUN/.lock is opened with O_NONBLOCK and must be a regular file: a FIFO there is a
+    one-line UsageError naming the path from RunLock and from in_use, at once (in_use's open
+    used to block until a writer came, hanging the testbed and its report)."""
+    run = new_run_dir(str(tmp_path))
+    lock = os.path.join(run, ".lock")
+    os.mkfifo(lock)
+    got = _outcomes_within(10, lock, [("in_use", lambda: in_use(run)),
+                                      ("RunLock", lambda: RunLock(run))])
+    want = "run lock: %s is a FIFO; remove it (the testbed locks a regular file there)" % lock
+    assert got == {"RunLock": want, "in_use": want}
+
+
+@pytest.mark.parametrize("dangling", [False, True])
+def test_a_symlink_at_the_lock_path_is_refused_and_not_followed(tmp_path, dangling):
+    """RUN/.lock is opened with O_NOFOLLOW: a symbolic link there (to a file elsewhere, or to
+    nothing) is a one-line UsageError naming the path; the file it points to is neither
+    written (the lock used to truncate it and write a pid) nor created."""
+    run = new_run_dir(str(tmp_path))
+    target = tmp_path / "elsewhere.txt"
+    if not dangling:
+        target.write_text("precious\n")
+    lock = os.path.join(run, ".lock")
+    os.symlink(str(target), lock)
+    want = ("run lock: %s is a symbolic link; remove it (the testbed locks a regular file "
+            "there)" % lock)
+    for call in (lambda: RunLock(run), lambda: in_use(run)):
+        with pytest.raises(UsageError) as err:
+            call()
+        assert str(err.value) == want
+    assert target.exists() != dangling
+    assert dangling or target.read_text() == "precious\n"
 
 
 def test_a_dead_agent_is_reported_with_its_last_error_line(tmp_path):
