@@ -78,6 +78,7 @@ class Node:
         self.hooks = hooks if hooks is not None else NodeHooks()
         self.clock = clock
         self.wall = wall
+        policy.wall = wall  # one wall clock per node: DTO-EE aligns its slots to it
         self.last_heard: Dict[str, float] = {}
         self._stopping = False
         self._rfd, self._wfd = os.pipe()

@@ -54,8 +54,9 @@ from __future__ import annotations
 
 import math
 import random
+import time
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Set, Tuple, Type
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Set, Tuple, Type
 
 from agent.config.fields import Fields
 from agent.errors import UsageError
@@ -226,6 +227,8 @@ class AgentPolicy:
         self._thresholds = dict(thresholds)
         self.knobs = dict(knobs)
         self.rng = random.Random(seed)
+        # the wall clock (slot alignment across nodes); the node hands its own (Node.__init__)
+        self.wall: Callable[[], float] = time.time
 
     def configure(self, cfg: Any, view: NodeView) -> None:
         """Called once at start-up with the node config (slot length, rounds, ...)."""

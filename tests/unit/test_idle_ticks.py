@@ -93,3 +93,19 @@ def test_the_loop_follows_the_policy_but_re_offers_held_tasks_every_tick_interva
     node.outbox.send(OutItem(Kind.TASK, "t1:0", {"id": "t1", "stage": 1}, None), 0.0)
     assert len(node.outbox.waiting) == 1  # no successor alive: held
     assert node._tick_gap_s(0.0) == 0.5
+
+
+def test_the_node_hands_its_wall_clock_to_its_policy(tmp_path):
+    """Rule: a node has one wall clock: the one it is built with is the one its policy aligns
+    DTO-EE slots to (a node built with a stepped clock must not run slots on real time)."""
+    nodes = _fleet(_scenario(3, 0.7), 4)
+    pol, _ = nodes["a0"]
+    parts = source_parts(tmp_path, pol)
+    try:
+        Node(parts.cfg, parts.transport, pol, parts.view, parts.out, parts.side,
+             NodeStatus(parts.cfg, pol, parts.view, parts.out.counters), wall=lambda: 7.5)
+        assert pol.wall() == 7.5
+        pol.on_tick(parts.view, 0.0)  # the slot it starts is the one of that clock's time
+        assert pol.slot == int(7.5 // pol.slot_length_s)
+    finally:
+        parts.close()

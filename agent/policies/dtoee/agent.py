@@ -37,7 +37,6 @@ stage's reported arrival rates summed, over the share of tasks that reaches the 
 from __future__ import annotations
 
 import logging
-import time
 from typing import Any, Dict, List, Mapping, Optional
 
 from agent.protocol.wire import Kind, Message
@@ -83,7 +82,6 @@ class DtoeePolicy(AgentPolicy):
         self.prev_change: Optional[Dict[str, float]] = None  # last step's change, this phase
         self.last_step: Optional[D.OffloaderResult] = None
         self.progress_at = 0.0
-        self.wall = time.time
         self._shift = 0.0  # this round's relative load change (a receiver), for the streak
         self._reqs: List[D.Request] = []  # the requests this round summed (its status says)
 
