@@ -74,6 +74,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cleanup", action="store_true",
                         help="remove the network namespaces (and the processes in them) that "
                              "netns testbeds no longer running left behind, then exit")
+    # set by the command on itself when it re-runs inside a user namespace (never again)
+    parser.add_argument("--in-userns", action="store_true", help=argparse.SUPPRESS)
 
 
 def parse_list(text: str, what: str) -> List[str]:
@@ -132,8 +134,8 @@ def _reexec_in_userns(problem: str) -> int:
     if wrap is None:
         raise UsageError("--network netns: %s, and user namespaces are not allowed here "
                          "either" % problem)
-    env = dict(os.environ, EDGE_AGENT_USERNS="1")
-    child = subprocess.Popen(wrap + [sys.executable, "-m", "agent"] + sys.argv[1:], env=env)
+    child = subprocess.Popen(wrap + [sys.executable, "-m", "agent"] + sys.argv[1:]
+                             + ["--in-userns"])
     while True:  # Ctrl-C reaches the child too: wait for it to clean up and exit
         try:
             return child.wait()
@@ -171,7 +173,7 @@ def run(args: argparse.Namespace) -> int:
         from agent.testbed.netns import support_problem
 
         problem = support_problem()
-        if problem is not None and os.environ.get("EDGE_AGENT_USERNS") != "1" \
+        if problem is not None and not args.in_userns \
                 and "not found" not in problem and "Linux" not in problem:
             return _reexec_in_userns(problem)
         if problem is not None:

@@ -171,3 +171,22 @@ def test_ctrl_c_in_the_middle_of_a_rate_keeps_its_records_so_far_as_a_partial_re
     assert len(res["partial"]) == 1 and res["partial"][0]["note"] == "partial: interrupted"
     assert res["partial"][0]["completed"] > 0
     assert "the run cut short" in stderr
+
+
+def test_a_run_that_cannot_build_namespaces_reruns_itself_once_inside_a_user_namespace(
+        monkeypatch, capfd):
+    """Rule: not root, ``--network netns`` runs the same command again under the user-namespace
+    wrapper, marked by the hidden ``--in-userns`` flag (no environment variable); the marked
+    run that still cannot build namespaces says why in one line instead of re-running again."""
+    from agent.testbed import netns
+
+    monkeypatch.setattr(netns, "support_problem", lambda: "needs root (or CAP_NET_ADMIN)")
+    # the wrapper is a real process that prints the command it was asked to run
+    monkeypatch.setattr(netns, "userns_wrapper", lambda: [
+        sys.executable, "-c", "import json, sys; print(json.dumps(sys.argv[1:]))"])
+    monkeypatch.setattr(sys, "argv", ["edge-agent", "testbed", "--network", "netns"])
+    assert main(["testbed", "--network", "netns"]) == 0
+    argv = json.loads(capfd.readouterr().out.strip().splitlines()[-1])
+    assert argv[1:] == ["-m", "agent", "testbed", "--network", "netns", "--in-userns"]
+    assert main(["testbed", "--network", "netns", "--in-userns"]) == 2
+    assert "--network netns: needs root" in capfd.readouterr().err
