@@ -9,10 +9,10 @@ import sys
 from typing import List, Optional, Set, Tuple
 
 from agent.errors import UsageError
+from agent.ops.state import DEFAULT_STATE_DIR, default_state_dir
 
 HELP = "measure capacity (FLOP/s) per power mode and stage engine into a calibration profile"
 
-DEFAULT_STATE_DIR = "/var/lib/edge-agent"
 PROFILE_NAME = "calibration.json"
 
 
@@ -83,7 +83,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--state-dir",
         # systemd's StateDirectory= (the calibrate unit) first
-        default=(os.environ.get("STATE_DIRECTORY") or "").split(":")[0] or DEFAULT_STATE_DIR,
+        default=default_state_dir(os.environ),
         help="state directory (default $STATE_DIRECTORY, else %s)" % DEFAULT_STATE_DIR,
     )
     parser.add_argument(

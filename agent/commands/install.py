@@ -24,6 +24,7 @@ from typing import List, Optional
 from agent.errors import UsageError
 from agent.ops.atomic import write_atomic
 from agent.ops.files import check_output_dir
+from agent.ops.state import DEFAULT_STATE_DIR
 
 HELP = "install the agent as a systemd service (user, venv, units); --dry-run shows the steps"
 
@@ -272,7 +273,7 @@ def run(args: argparse.Namespace) -> int:
         plan.skip("useradd/usermod %s" % args.user, "--root: not touching this machine's users")
     else:
         if args.user not in users:
-            plan.run(["useradd", "--system", "--user-group", "--home-dir", "/var/lib/edge-agent",
+            plan.run(["useradd", "--system", "--user-group", "--home-dir", DEFAULT_STATE_DIR,
                       "--no-create-home", "--shell", "/usr/sbin/nologin", args.user])
         if present:
             plan.run(["usermod", "--append", "--groups", ",".join(present), args.user])

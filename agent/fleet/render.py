@@ -38,11 +38,12 @@ from agent.config.node import NodeConfig, dump_config, parse_config
 from agent.errors import UsageError
 from agent.fleet.inventory import Host
 from agent.ops.atomic import write_atomic
+from agent.ops.state import DEFAULT_STATE_DIR
 from agent.testbed.local import node_objects
 from agent.testbed.topology import Topology
 
 ETC = "/etc/edge-agent"
-STATE = "/var/lib/edge-agent"
+STATE = DEFAULT_STATE_DIR
 CACHE = "/var/cache/edge-agent"
 DEFAULT_BUNDLE = "/opt/edge-agent/bundle"
 # the fields of a local testbed run that a deployed device does not use

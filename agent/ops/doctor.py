@@ -19,6 +19,7 @@ import tempfile
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional
 
+from agent.ops.state import default_state_dir
 from calibration import host
 
 OK, WARN, FAIL = "OK", "WARN", "FAIL"
@@ -302,8 +303,7 @@ def _writable(directory: str) -> Optional[str]:
 
 
 def state_dir_of(ctx: Context) -> str:
-    return ctx.state_dir or (os.environ.get("STATE_DIRECTORY") or "").split(":")[0] or \
-        "/var/lib/edge-agent"
+    return ctx.state_dir or default_state_dir(os.environ)
 
 
 def check_dirs(ctx: Context) -> List[Check]:

@@ -26,12 +26,20 @@ from agent.ops.files import FileFault, read_bounded
 log = logging.getLogger(__name__)
 
 STATE_FILE = "state.json"
+# the service's StateDirectory= (systemd/edge-agent.service), where a device keeps its state
+DEFAULT_STATE_DIR = "/var/lib/edge-agent"
 FORMAT_VERSION = 1
 STATE_MAX_BYTES = 16 * 1024 * 1024  # routing and thresholds: a few kB
 ROUTING_KEYS = ("routing",)  # {successor: probability}: each in [0, 1], summing to 1
 THRESHOLD_KEYS = ("thresholds", "dtoee_thresholds", "mdi_threshold")  # each in (0, 1]
 ROW_SUM_TOLERANCE = 1e-6
 LINK_RATES_KEY = "link_rates_bytes_s"  # {peer: measured bytes/s}: each > 0
+
+
+def default_state_dir(environ: Mapping[str, str]) -> str:
+    """The state directory of a command run without one: systemd's ``$STATE_DIRECTORY`` (its
+    first entry) where a unit sets it, else ``DEFAULT_STATE_DIR``."""
+    return (environ.get("STATE_DIRECTORY") or "").split(":")[0] or DEFAULT_STATE_DIR
 
 
 def _refuse_constant(name: str) -> float:

@@ -3,7 +3,7 @@
 import json
 import os
 
-from agent.ops.state import StateStore
+from agent.ops.state import DEFAULT_STATE_DIR, StateStore, default_state_dir
 
 
 def test_a_saved_state_loads_back_and_a_new_save_replaces_it_leaving_no_temp_files(tmp_path):
@@ -64,3 +64,12 @@ def test_nan_is_refused_at_save_time(tmp_path):
     else:
         raise AssertionError("NaN accepted")
     assert store.load() is None
+
+
+def test_the_default_state_dir_is_systemds_state_directory_else_var_lib():
+    """Rule: one default for every command run without a state directory (calibrate, doctor,
+    install's service user home, fleet render): systemd's $STATE_DIRECTORY (its first entry
+    when the unit lists several), else /var/lib/edge-agent."""
+    assert default_state_dir({}) == DEFAULT_STATE_DIR == "/var/lib/edge-agent"
+    assert default_state_dir({"STATE_DIRECTORY": ""}) == DEFAULT_STATE_DIR
+    assert default_state_dir({"STATE_DIRECTORY": "/var/lib/a:/var/lib/b"}) == "/var/lib/a"
