@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import ast
 import json
+import os
 import pathlib
 import subprocess
 import sys
@@ -129,20 +130,90 @@ def test_the_purity_check_fails_on_a_policy_that_imports_a_banned_module(tmp_pat
     assert found["toypol.files"] == ["file I/O open:4", "file I/O np.load:5"]
 
 
+# Run in a fresh interpreter: records each banned module imported while the policy modules are
+# imported, with the innermost frame that is neither the import machinery nor the standard
+# library (so ``import logging.handlers`` in a policy, which loads socket, is the policy's;
+# socket loaded by scipy is scipy's).
+_WATCH = r"""
+import importlib, json, os, sys, sysconfig, traceback
+import logging  # loads threading for its locks: imported before the watch starts
+STDLIB = os.path.realpath(sysconfig.get_paths()["stdlib"])
+BANNED, MODS = json.loads(sys.argv[1]), json.loads(sys.argv[2])
+
+def banned(name):
+    parts = name.split(".")
+    return any(".".join(parts[:i]) in BANNED for i in range(1, len(parts) + 1))
+
+def culprit():
+    for fr in reversed(traceback.extract_stack()[:-2]):
+        path = os.path.realpath(fr.filename)
+        if fr.filename.startswith("<") or (path.startswith(STDLIB) and not any(
+                d in path for d in ("site-packages", "dist-packages"))):
+            continue
+        return path, fr.lineno
+    return "?", 0
+
+class Watch:
+    found = []
+
+    def find_spec(self, name, path=None, target=None):
+        if banned(name) and name not in sys.modules:
+            self.found.append([name] + list(culprit()))
+        return None
+
+sys.meta_path.insert(0, Watch())
+for m in MODS:
+    importlib.import_module(m)
+print(json.dumps([sorted(sys.modules), Watch.found]))
+"""
+
+
+def _import_watched(modules: List[str], cwd: pathlib.Path):
+    """(every module loaded, [banned module, file, line] of each banned import and the
+    innermost file outside the standard library that asked for it) of importing ``modules``
+    in a fresh interpreter started in ``cwd``."""
+    out = subprocess.run([sys.executable, "-c", _WATCH, json.dumps(sorted(BANNED)),
+                          json.dumps(modules)], capture_output=True, text=True, check=True,
+                         cwd=str(cwd))
+    return json.loads(out.stdout)
+
+
+def _ours(found, roots) -> List[str]:
+    """The banned imports asked for by a file under one of ``roots`` (not a library's)."""
+    return ["%s (%s:%d)" % (name, path, line) for name, path, line in found
+            if any(path.startswith(os.path.realpath(str(r)) + os.sep) for r in roots)]
+
+
 def test_importing_policies_loads_no_messaging_or_engine_library():
-    """Importing every policy module in a fresh interpreter pulls in no zmq/onnxruntime/TensorRT."""
+    """Importing every policy module in a fresh interpreter pulls in no zmq/onnxruntime/TensorRT,
+    and no banned module (socket, threads, processes, the runtime) at the request of the
+    project's own code, directly or through the standard library: the source walk above stops
+    at the standard library, this does not (libraries such as scipy may load what they need)."""
     mods = [n for n in find_modules() if n == POLICIES or n.startswith(POLICIES + ".")]
-    code = (
-        "import importlib, json, sys\n"
-        "for m in %r: importlib.import_module(m)\n"
-        "print(json.dumps(sorted(sys.modules)))\n" % (mods,)
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                         cwd=str(ROOT))
-    loaded = json.loads(out.stdout)
+    loaded, found = _import_watched(mods, ROOT)
     parts = [m.split(".") for m in loaded]
     assert sorted(".".join(p) for p in parts
                   if any(".".join(p[:i]) in TRANSITIVE_BAN for i in range(1, len(p) + 1))) == []
+    assert _ours(found, [ROOT / "agent", ROOT / "engines"]) == []
+
+
+def test_the_import_watch_names_a_banned_module_reached_through_the_standard_library(tmp_path):
+    """The runtime check, on a policy-like package: ``import logging.handlers`` (which loads
+    socket) and ``importlib.import_module("subprocess")`` are the package's own banned imports;
+    scipy.optimize loading socket for itself is not; a pure module reports nothing."""
+    _write(tmp_path, {
+        "toypol/__init__.py": "",
+        "toypol/pure.py": "import math\nimport scipy.optimize\n",
+        "toypol/handlers.py": "import logging.handlers\n",
+        "toypol/dynamic.py": "import importlib\nimportlib.import_module('subprocess')\n",
+    })
+    _, found = _import_watched(["toypol.pure"], tmp_path)
+    assert _ours(found, [tmp_path]) == []
+    _, found = _import_watched(["toypol.handlers", "toypol.dynamic"], tmp_path)
+    ours = _ours(found, [tmp_path])
+    assert any(m.startswith("socket (%s" % (tmp_path / "toypol" / "handlers.py")) for m in ours)
+    assert any(m.startswith("subprocess (%s" % (tmp_path / "toypol" / "dynamic.py"))
+               for m in ours)
 
 
 def test_engine_side_modules_policies_may_import_are_pure():
