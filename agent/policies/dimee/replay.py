@@ -96,9 +96,7 @@ class DimeeReplay:
     @property
     def cost_vs_cloud(self) -> Optional[float]:
         """Mean cost relative to cloud-only, minus 1 (-0.42 = 42 % cheaper); None if free."""
-        if self.cloud_cost <= 0:
-            return None
-        return round(self.mean_cost / self.cloud_cost - 1.0, 12)  # no 2e-16 for cloud-only
+        return R.cost_vs_cloud(self.mean_cost, self.cloud_cost)
 
     @property
     def tier_fractions(self) -> np.ndarray:
@@ -154,7 +152,7 @@ def replay(profile: ExitProfile, model: DimeeModel, params: R.DimeeParams,
     c = params.costs
     return DimeeReplay(rows, tiers, heads, profile.correct[rows, heads],
                        R.costs_of(tiers, heads, c, model.layout),
-                       c.unit * (c.cloud_offload + c.cloud_fee), pools)
+                       R.cloud_cost(c), pools)
 
 
 def random_like(profile: ExitProfile, model: DimeeModel, params: R.DimeeParams,

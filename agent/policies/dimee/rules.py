@@ -223,6 +223,18 @@ def answer_heads(confidence: np.ndarray, tiers: np.ndarray, alpha: float,
     return out
 
 
+def cloud_cost(costs: DimeeCosts) -> float:
+    """eq. 2's cost of a sample sent to the cloud: the paper's 1.00 reference."""
+    return costs.unit * (costs.cloud_offload + costs.cloud_fee)
+
+
+def cost_vs_cloud(mean_cost: float, cloud: float) -> Optional[float]:
+    """Mean cost relative to cloud-only (``cloud``: ``cloud_cost``), minus 1 (-0.42 = 42 %
+    cheaper); None when the cloud costs nothing. Rounded to 12 places, so that cloud-only reads
+    0, not 2e-16."""
+    return round(mean_cost / cloud - 1.0, 12) if cloud > 0 else None
+
+
 def sample_cost(tier: int, head: int, costs: DimeeCosts, lay: Layout) -> float:
     """The cost part of eq. 2 for a sample answered at column ``head`` on ``tier``."""
     return float(_costs(np.array([tier]), np.array([head]), costs, lay)[0])
@@ -230,9 +242,8 @@ def sample_cost(tier: int, head: int, costs: DimeeCosts, lay: Layout) -> float:
 
 def _costs(tiers: np.ndarray, heads: np.ndarray, c: DimeeCosts, lay: Layout) -> np.ndarray:
     u = lay.units[heads]
-    return c.unit * np.where(tiers == MOBILE, c.mobile * u,
-                             np.where(tiers == EDGE, c.edge * u + c.edge_offload,
-                                      c.cloud_offload + c.cloud_fee))
+    return np.where(tiers == MOBILE, c.unit * (c.mobile * u),
+                    np.where(tiers == EDGE, c.unit * (c.edge * u + c.edge_offload), cloud_cost(c)))
 
 
 def costs_of(tiers: np.ndarray, heads: np.ndarray, costs: DimeeCosts, lay: Layout) -> np.ndarray:

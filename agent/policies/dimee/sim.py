@@ -106,8 +106,7 @@ class DimeeSimPolicy(TieredSimPolicy):
                 self._entry[l.src].setdefault(self._tier_node[l.dst], []).append(l.dst)
             elif dev[l.dst] == dev[l.src] and stage[l.dst] == stage[l.src] + 1:
                 self._next[l.src] = l.dst
-        self._cloud_cost = self.params.costs.unit * (self.params.costs.cloud_offload
-                                                     + self.params.costs.cloud_fee)
+        self._cloud_cost = R.cloud_cost(self.params.costs)
 
     # --- hooks ------------------------------------------------------------------------------
     def choose_tier(self, row: int) -> int:
@@ -169,5 +168,5 @@ class DimeeSimPolicy(TieredSimPolicy):
         cost = float(out["cost"][sel].mean())
         frac = np.bincount(out["tier"][sel], minlength=3) / float(sel.sum())
         return {"alpha": self.model.alpha, "cost": cost,
-                "cost_vs_cloud": cost / self._cloud_cost - 1.0 if self._cloud_cost > 0 else None,
+                "cost_vs_cloud": R.cost_vs_cloud(cost, self._cloud_cost),
                 "tier_fractions": dict(zip(R.TIERS, map(float, frac)))}
