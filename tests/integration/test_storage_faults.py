@@ -83,7 +83,11 @@ def test_sigkilled_source_restarted_has_exactly_one_record_per_created_task(bund
     assert len(recs) - len(second) == first and len(second) == 20, seen
     assert crash and len(crash) == recovered and all(r["status"] == "lost" for r in crash), seen
     assert len(before) < first, seen  # the kill did leave tasks without a line on disk
-    assert all(r["status"] == "completed" for r in second), seen
+    # its tasks are answered as usual: a few may find w1 still full of the first run's tasks
+    # (at 10 tasks/s w1 runs at capacity) and be refused for overload, an answer, never a loss
+    assert all(r["status"] == "completed" or (r["status"], r["reason"]) == ("rejected", "overload")
+               for r in second), seen
+    assert sum(r["status"] == "completed" for r in second) >= len(second) // 2, seen
 
 
 def test_full_disk_under_a_source_keeps_serving_counts_and_resumes(bundle, tmp_path):
