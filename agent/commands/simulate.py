@@ -18,6 +18,7 @@ HELP = "simulate policies on a scenario (delay/accuracy vs rate, capacity, dynam
 MAX_SLOTS = 100000  # slots of one run (--duration / --slot, --dynamic-slots)
 MAX_TASKS = 10000000  # tasks expected in one run (rate x sources x duration)
 SCALE_RANGE = (1e-3, 1e3)  # --scales: capacity factors
+SIM_ROUNDS = 50  # DTO-EE rounds per slot where neither --rounds nor the scenario says (100 ms)
 
 
 def _floats(text: str) -> List[float]:
@@ -59,10 +60,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--slot", type=float, default=5.0, help="slot length s (default 5)")
     parser.add_argument("--round-delay", type=float, default=0.002,
                         help="communication delay of one configuration round, s (default 0.002)")
-    parser.add_argument("--rounds", type=int, default=50,
-                        help="DTO-EE rounds per configuration phase (default 50: 100 ms)")
-    parser.add_argument("--link-model", choices=("delay", "shared"), default="delay",
-                        help="hop = fixed beta/r delay, or links as shared servers")
+    parser.add_argument("--rounds", type=int, default=None,
+                        help="DTO-EE rounds per configuration phase (default: the scenario's "
+                             "rounds knob, else %d: 100 ms)" % SIM_ROUNDS)
+    parser.add_argument("--link-model", choices=("delay", "shared"), default=None,
+                        help="hop = fixed beta/r delay, or links as shared servers (default: "
+                             "the scenario's link_model knob, else delay)")
     parser.add_argument("--discipline", choices=("ps", "fifo"), default="ps",
                         help="service discipline of workers (default ps, the paper's)")
     parser.add_argument("--cold-start", action="store_true",
@@ -115,8 +118,10 @@ def run(args: argparse.Namespace) -> int:
     for name in policies:  # fail on a bad name before any simulation runs
         if make_sim_policy(name).sample_rows == "test" and args.rows is None:
             row_set = "test"  # every policy on the same rows (common random numbers)
-    if args.rounds < 1:
+    if args.rounds is not None and args.rounds < 1:
         raise UsageError("--rounds: must be >= 1, got %d" % args.rounds)
+    # the scenario's rounds knob where it has one (None: the policy reads it), else SIM_ROUNDS
+    rounds = args.rounds or (None if "rounds" in sc.knobs else SIM_ROUNDS)
     if args.dynamic_slots < 0:
         raise UsageError("--dynamic-slots: must be >= 0, got %d" % args.dynamic_slots)
     try:
@@ -140,7 +145,7 @@ def run(args: argparse.Namespace) -> int:
         return path
 
     def factory(name: str):
-        return make_sim_policy(name, rounds=args.rounds)
+        return make_sim_policy(name, rounds=rounds)
 
     out: Dict[str, Any] = {"scenario": os.path.abspath(args.scenario), "policies": policies,
                            "config": {k: v for k, v in vars(cfg).items() if k != "dynamic"}}

@@ -18,7 +18,9 @@ class SimConfig:
     round_delay_s: float = 0.002  # communication delay of one configuration round
     warmup_s: float = 0.0  # tasks created before this are left out of the summary
     seed: int = 0  # same seed -> same arrivals, samples and dynamic changes for every policy
-    link_model: str = "delay"  # "delay": hop costs beta/r; "shared": a link is a server of r B/s
+    # "delay": a hop costs beta/r; "shared": a link is a server of r B/s carrying the wire
+    # bytes; None: the scenario's link_model knob, else "delay" (the policies plan with it too)
+    link_model: Optional[str] = None
     discipline: str = "ps"  # service at workers and shared links: "ps" or "fifo"
     service: str = "deterministic"  # work per task: "deterministic" (alpha) or "exponential"
     dynamic: Optional[DynamicConfig] = None  # redraw rates and power modes every slot
@@ -38,7 +40,7 @@ class SimConfig:
         for name in ("round_delay_s", "warmup_s", "drain_limit_s"):
             if not getattr(self, name) >= 0:
                 raise ValueError("%s: must be >= 0, got %r" % (name, getattr(self, name)))
-        choices = {"link_model": ("delay", "shared"), "discipline": ("ps", "fifo"),
+        choices = {"link_model": (None, "delay", "shared"), "discipline": ("ps", "fifo"),
                    "service": ("deterministic", "exponential")}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:

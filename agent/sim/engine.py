@@ -5,8 +5,8 @@ arrays (``environment.slot_arrivals``) through a pointer instead of the heap. A 
 server of capacity mu FLOP/s: with ``discipline="ps"`` every task in it gets mu/n (the paper's
 M/D/1-PS, kept in virtual time so one arrival or departure costs O(log n)); with ``"fifo"`` the
 head of the line gets all of it. A hop i -> j costs beta/r_ij (``link_model="delay"``) or goes
-through the link as a server of r_ij bytes/s (``"shared"``). Stale departure events are skipped
-by a per-server version number.
+through the link as a server of r_ij bytes/s carrying the wire bytes (``"shared"``). Stale
+departure events are skipped by a per-server version number.
 
 Per-task extensions, each off unless a scenario or policy asks for it (so a table-driven or
 MDI-Exit run is the same run with or without them): terminal workers answer every task at
@@ -23,9 +23,10 @@ import heapq
 import itertools
 import random
 from collections import deque
+from dataclasses import replace
 from typing import Any, Dict, List, Optional
 
-from agent.policies.model import with_link_model
+from agent.policies.model import hop_bytes, link_model_of, transmission_delay, with_link_model
 from agent.policies.setting import Scenario
 from agent.policies.sim_api import Decision, SimPolicy, SlotView, refuse_tiers
 from agent.policies.splits import nonempty_rows
@@ -44,8 +45,10 @@ class Simulator:
     def __init__(self, scenario: Scenario, policy: SimPolicy, config: SimConfig = SimConfig()):
         if not policy.tiered:
             refuse_tiers(scenario, "policy %r" % policy.name)
-        if "link_model" not in scenario.knobs:  # the policies plan with the links simulated
-            scenario = with_link_model(scenario, config.link_model)
+        # one link model, planned with and simulated: the config's, else the knob, else "delay"
+        model = config.link_model or ("link_model" in scenario.knobs
+                                      and link_model_of(scenario.knobs) or "delay")
+        scenario, config = with_link_model(scenario, model), replace(config, link_model=model)
         self.base = scenario
         self.policy = policy
         self.config = config.validate()
@@ -68,7 +71,8 @@ class Simulator:
         for li, l in enumerate(sc.links):
             i, j = self.index[l.src], self.index[l.dst]
             self.succ[i].append(j)
-            self.hop_s[i].append(sc.stages[self.stage[j] - 1].input_bytes / l.rate)
+            beta = sc.stages[self.stage[j] - 1].input_bytes
+            self.hop_s[i].append(transmission_delay(beta, l.rate))
             self.link_server[i].append(self._G + li)
         self.succ_pos = [{self.names[j]: x for x, j in enumerate(row)} for row in self.succ]
         # uniform routing until the first decision applies (the paper's initial strategy)
@@ -153,7 +157,9 @@ def _run(sim: Simulator) -> SimResult:  # noqa: C901 - one loop kept flat for sp
         mu[server[w_i]] = w.capacity
     sim._mu = mu
     wflops = [sc.stages[w.stage - 1].flops for w in sc.workers]
-    work = [0.0] * G + [sc.stages[sim.stage[sim.index[l.dst]] - 1].input_bytes for l in sc.links]
+    # a shared link carries the wire bytes the policies plan with (model.hop_bytes)
+    work = [0.0] * G + [float(hop_bytes(sc.stages[sim.stage[sim.index[l.dst]] - 1].input_bytes,
+                                        cfg.link_model)) for l in sc.links]
     link_dst = [sim.index[l.dst] - S for l in sc.links]
     loc: Dict[int, int] = {}
     V, tl, ver = [0.0] * nsrv, [0.0] * nsrv, [0] * nsrv

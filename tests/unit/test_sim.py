@@ -5,10 +5,11 @@ import dataclasses
 import numpy as np
 import pytest
 
-from agent.policies.model import mean_response_time
+from agent.policies.model import mean_response_time, wire_bytes
 from agent.scenario.format import parse_scenario
 from agent.sim import (COMPLETED, REJECTED, UNFINISHED, Decision, DynamicConfig, FixedPolicy,
                        SimConfig, SimPolicy, simulate)
+from agent.sim.engine import Simulator
 from engines.exit_profile import ExitProfile, exit_index
 
 
@@ -65,7 +66,8 @@ def test_fifo_single_server_matches_pollaczek_khinchine():
 
 def test_shared_link_queues_like_a_server():
     """With links as shared servers, a slow link adds its own queueing: mean delay exceeds the
-    fixed-hop model and equals the PS sojourn beta/(r - rate*beta) of the link plus the worker's."""
+    fixed-hop model and equals the PS sojourn b/(r - rate*b) of the link plus the worker's, b
+    the wire bytes of a beta-byte tensor (what the policies plan with: model.hop_bytes)."""
     obj = {"stages": [{"flops": 1e8, "input_bytes": 1e5, "exit": False}], "remaining": [1.0],
            "sources": [{"id": "s", "rate": 20.0}],
            "workers": [{"id": "w", "stage": 1, "capacity": 1e11}],
@@ -73,8 +75,31 @@ def test_shared_link_queues_like_a_server():
     sc = parse_scenario(obj)
     res = simulate(sc, FixedPolicy(None), SimConfig(duration_s=2000.0, warmup_s=10.0,
                                                     link_model="shared", seed=2))
-    link = 1e5 / (4e6 - 20.0 * 1e5)
+    b = float(wire_bytes(1e5))
+    assert 1e5 < b < 1.1e5
+    link = b / (4e6 - 20.0 * b)
     worker = 1e8 / (1e11 - 20.0 * 1e8)
+    assert res.summary()["mean_delay_s"] == pytest.approx(link + worker, rel=0.05)
+
+
+def test_one_link_model_is_planned_with_and_simulated():
+    """Rule: the simulator simulates the link model its policies plan with: the config's when
+    given (it overrides the scenario's knob for both), else the scenario's ``link_model`` knob,
+    else the paper's "delay"; a scenario whose knob says "shared" is simulated with queueing
+    links, as the shared-link rule above gives."""
+    obj = {"stages": [{"flops": 1e8, "input_bytes": 1e5, "exit": False}], "remaining": [1.0],
+           "sources": [{"id": "s", "rate": 20.0}],
+           "workers": [{"id": "w", "stage": 1, "capacity": 1e11}],
+           "links": [{"from": "s", "to": "w", "rate": 4e6}]}
+    plain, shared = parse_scenario(obj), parse_scenario(dict(obj, knobs={"link_model": "shared"}))
+    for sc, cfg, want in ((plain, SimConfig(), "delay"), (shared, SimConfig(), "shared"),
+                          (shared, SimConfig(link_model="delay"), "delay"),
+                          (plain, SimConfig(link_model="shared"), "shared")):
+        sim = Simulator(sc, FixedPolicy(None), cfg)
+        assert (sim.config.link_model, sim.scenario.knobs["link_model"]) == (want, want)
+    res = simulate(shared, FixedPolicy(None), SimConfig(duration_s=2000.0, warmup_s=10.0, seed=2))
+    b = float(wire_bytes(1e5))
+    link, worker = b / (4e6 - 20.0 * b), 1e8 / (1e11 - 20.0 * 1e8)
     assert res.summary()["mean_delay_s"] == pytest.approx(link + worker, rel=0.05)
 
 

@@ -51,3 +51,29 @@ def test_unknown_policy_is_a_one_line_usage_error(tmp_path, capsys):
                  "--duration", "10",
                  "--out", str(tmp_path / "o")]) == 2
     assert "--warmup" in capsys.readouterr().err
+
+
+def test_the_scenarios_rounds_and_link_model_knobs_apply_unless_an_option_overrides(tmp_path):
+    """Rule: ``simulate`` takes DTO-EE's rounds per phase from ``--rounds``, else from the
+    scenario's ``rounds`` knob, else 50; and its link model from ``--link-model``, else from
+    the scenario's ``link_model`` knob (simulated and planned with alike), else delay."""
+    import dataclasses
+
+    sc = paper_scenario("paper-bert", seed=3, num_sources=6, num_samples=400)
+    path = save_scenario(str(tmp_path / "k.json"), dataclasses.replace(
+        sc, knobs=dict(sc.knobs, rounds=3, link_model="shared")))[0]
+
+    def run(*extra):
+        out = tmp_path / ("o%d" % len(list(tmp_path.iterdir())))
+        assert main(["simulate", "--scenario", path, "--policies", "dtoee", "--rates", "1.5",
+                     "--duration", "4", "--warmup", "1", "--no-plots", "--out", str(out)]
+                    + list(extra)) == 0
+        return json.loads((out / "results.json").read_text())
+
+    knobs = run()
+    assert knobs["rates"][0]["rounds"] == 3
+    assert run("--rounds", "2")["rates"][0]["rounds"] == 2
+    # the same arrivals and samples: the knob's "shared" is what is simulated, not "delay"
+    delay = knobs["rates"][0]["mean_delay_s"]
+    assert run("--link-model", "shared")["rates"][0]["mean_delay_s"] == delay
+    assert run("--link-model", "delay")["rates"][0]["mean_delay_s"] != delay

@@ -24,13 +24,13 @@ DIGESTS_BY_SIMD = {
     "avx512": {
         "dtoee": "e2f7feddf7b6d04324df59d872e4be54b85538771bcfcb2e61747a6bf14a43dc",
         "dtoee-dynamic": "3a58dc835232d8a381fd9bee1de7e4f5dd50bb503b93349008b42e046af08f50",
-        "cf-shared-fifo": "8f74cd1c3f7e5f9d5534c94cf9cabfc07b9b83a4c95e6b5c0508472ad0bdf850",
+        "cf-shared-fifo": "d1f462dc7d65d5bda52b0f76cf5f3ae52dab05880385b1daa9395b09b30946de",
         "mdi-exit": "e86675d4cfbcbc4709d3281d760e44e333965ed7cdd51ad28a74a4f7b5cb6918",
     },
     "avx2": {
         "dtoee": "62a5ce502520647405f06f3580969caec84e57d93786d88f0b1fa364a5fe4974",
         "dtoee-dynamic": "dc119091eb1026e60d40e2c7c43350c61e14a42d130c059bf374e7cc75e0cdc2",
-        "cf-shared-fifo": "8f74cd1c3f7e5f9d5534c94cf9cabfc07b9b83a4c95e6b5c0508472ad0bdf850",
+        "cf-shared-fifo": "d1f462dc7d65d5bda52b0f76cf5f3ae52dab05880385b1daa9395b09b30946de",
         "mdi-exit": "e86675d4cfbcbc4709d3281d760e44e333965ed7cdd51ad28a74a4f7b5cb6918",
     },
 }
