@@ -35,6 +35,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 from agent.protocol import wire
 from agent.policies.mdi_exit import rules as mx
 from agent.policies.api import AgentPolicy, NodeView, Outgoing, TaskInfo
+from agent.policies.model import transmission_delay
 from agent.protocol.wire import Kind, Message
 
 
@@ -148,7 +149,7 @@ class MdiExitPolicy(AgentPolicy):
         if measured is not None:
             return measured
         rate = view.link_rate_bytes_s.get(dest, 0.0)
-        return task.nbytes / rate if rate > 0 else 0.0
+        return transmission_delay(task.nbytes, rate) if rate > 0 else 0.0
 
     def on_transfer(self, dest: str, seconds: float, payload_bytes: int) -> None:
         """A task transfer to ``dest`` was measured (link start to ACK): smooth it into D_nm."""

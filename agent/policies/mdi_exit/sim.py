@@ -33,6 +33,7 @@ from collections import defaultdict
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 from agent.policies.mdi_exit import rules as mx
+from agent.policies.model import transmission_delay
 from agent.policies.setting import Scenario
 from agent.policies.sim_api import Decision, SimPolicy, SlotView
 
@@ -83,7 +84,7 @@ class MdiExitSimPolicy(SimPolicy):
             for l in sc.links:
                 if l.src != n.id:
                     continue
-                hop_s = sc.stages[stage_of[l.dst] - 1].input_bytes / l.rate
+                hop_s = transmission_delay(sc.stages[stage_of[l.dst] - 1].input_bytes, l.rate)
                 if self._dev[l.dst] == self._dev[n.id]:
                     local = l.dst
                     self._local_hop_s[n.id] = hop_s

@@ -201,8 +201,9 @@ def reference(profile: ExitProfile, model: MlciModel, setting: MlciSetting, leve
     rows = test_rows(profile.num_samples) if rows is None else rows
     end = model.prefixes[level]
     flops = float(np.cumsum(setting.stage_flops)[end - 1])
-    lat = flops / setting.capacities[level] + sum(setting.payload_bytes / r
-                                                  for r in setting.rates[:level])
+    # eqs. 1-3 with nothing computed below ``level``: the input relayed up, then its model
+    lat = R.latency_s([0.0] * level + [flops], setting.capacities, setting.payload_bytes,
+                      setting.rates)
     return {"accuracy": float(profile.correct[rows, model.cols[level][-1]].mean()),
             "latency_s": lat}
 
