@@ -5,8 +5,8 @@ arrays (``environment.slot_arrivals``) through a pointer instead of the heap. A 
 server of capacity mu FLOP/s: with ``discipline="ps"`` every task in it gets mu/n (the paper's
 M/D/1-PS, kept in virtual time so one arrival or departure costs O(log n)); with ``"fifo"`` the
 head of the line gets all of it. A hop i -> j costs beta/r_ij (``link_model="delay"``) or goes
-through the link as a server of r_ij bytes/s carrying the wire bytes (``"shared"``). Stale
-departure events are skipped by a per-server version number.
+through the link, a server of r_ij bytes/s of wire bytes (``"shared"``). Stale departure events
+are skipped by a per-server version number.
 
 Per-task extensions, each off unless a scenario or policy asks for it (so a table-driven or
 MDI-Exit run is the same run with or without them): terminal workers answer every task at
@@ -46,8 +46,7 @@ class Simulator:
         if not policy.tiered:
             refuse_tiers(scenario, "policy %r" % policy.name)
         # one link model, planned with and simulated: the config's, else the knob, else "delay"
-        model = config.link_model or ("link_model" in scenario.knobs
-                                      and link_model_of(scenario.knobs) or "delay")
+        model = config.link_model or link_model_of({"link_model": "delay", **scenario.knobs})
         scenario, config = with_link_model(scenario, model), replace(config, link_model=model)
         self.base = scenario
         self.policy = policy
@@ -157,9 +156,8 @@ def _run(sim: Simulator) -> SimResult:  # noqa: C901 - one loop kept flat for sp
         mu[server[w_i]] = w.capacity
     sim._mu = mu
     wflops = [sc.stages[w.stage - 1].flops for w in sc.workers]
-    # a shared link carries the wire bytes the policies plan with (model.hop_bytes)
     work = [0.0] * G + [float(hop_bytes(sc.stages[sim.stage[sim.index[l.dst]] - 1].input_bytes,
-                                        cfg.link_model)) for l in sc.links]
+                                        cfg.link_model)) for l in sc.links]  # wire bytes
     link_dst = [sim.index[l.dst] - S for l in sc.links]
     loc: Dict[int, int] = {}
     V, tl, ver = [0.0] * nsrv, [0.0] * nsrv, [0] * nsrv
