@@ -201,18 +201,11 @@ def run(args: argparse.Namespace) -> int:
     try:
         result = calibrate(cfg)
     except JtopUnavailable as exc:  # lost mid-run; before the run it means the CPU path
-        print(
-            "edge-agent calibrate: error: %s; measurements so far are in %s, and the next run "
-            "restores the original power mode" % (exc, profile_path),
-            file=sys.stderr,
-        )
+        _error("%s; measurements so far are in %s, and the next run restores the original "
+               "power mode" % (exc, profile_path))
         return 1
     except OSError as exc:  # e.g. the profile's folder cannot be written
-        print(
-            "edge-agent calibrate: error: %s; the original power mode is restored (by the next "
-            "run if not now)" % " ".join(str(exc).split()),
-            file=sys.stderr,
-        )
+        _error("%s; the original power mode is restored (by the next run if not now)" % exc)
         return 1
     except CalibrationInterrupted as exc:
         print(
@@ -230,3 +223,10 @@ def run(args: argparse.Namespace) -> int:
         )
     )
     return 1 if result.restore_error else 0
+
+
+def _error(text: str) -> None:
+    """The run's one error line (with journald's error priority under systemd)."""
+    from agent.cli import error_line, stderr_is_journal
+
+    print(error_line("calibrate", text, stderr_is_journal()), file=sys.stderr)

@@ -27,7 +27,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _fail(text: str) -> int:
-    print("edge-agent run: error: %s" % " ".join(str(text).split()), file=sys.stderr)
+    from agent.cli import error_line, stderr_is_journal
+
+    # journald's error priority under systemd: `journalctl -p err` shows why it did not start
+    print(error_line("run", text, stderr_is_journal()), file=sys.stderr)
     return EXIT_CONFIG
 
 

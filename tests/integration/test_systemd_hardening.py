@@ -98,3 +98,27 @@ def test_watchdog_interval_follows_watchdog_usec():
     assert watchdog_interval_s({"WATCHDOG_USEC": "1000000"}) == 0.5
     assert watchdog_interval_s({"WATCHDOG_USEC": "1000000", "WATCHDOG_PID": "1"}) == 1.0
     assert watchdog_interval_s({"WATCHDOG_USEC": "junk"}) == 1.0
+
+
+@pytest.mark.parametrize("argv", [["run", "--config", "{tmp}/missing.toml"],
+                                  ["calibrate", "--bundle", "{tmp}/no-bundle", "--profile",
+                                   "{tmp}/p.json", "--modes", "current"]])
+def test_the_line_saying_why_a_service_did_not_start_has_journald_error_priority(tmp_path, argv):
+    """Rule: under systemd (stderr is the journal stream), the one line a service command prints
+    when it cannot start carries ``<3>``, so ``journalctl -p err`` shows it; elsewhere it is
+    plain."""
+    import sys
+
+    argv = [a.format(tmp=tmp_path) for a in argv]
+    for journal in (True, False):
+        with open(str(tmp_path / "err"), "w+") as f:
+            st = os.fstat(f.fileno())
+            env = dict(os.environ, JOURNAL_STREAM="%d:%d" % (st.st_dev, st.st_ino) if journal
+                       else "")
+            rc = subprocess.run([sys.executable, "-m", "agent"] + argv, stderr=f, env=env,
+                                cwd=os.path.dirname(os.path.dirname(os.path.dirname(
+                                    os.path.abspath(__file__)))), timeout=120).returncode
+            f.seek(0)
+            lines = [l for l in f.read().splitlines() if "error:" in l]
+        assert rc in (2, EXIT_CONFIG) and len(lines) == 1, lines
+        assert lines[0].startswith(("<3>" if journal else "") + "edge-agent " + argv[0] + ": error:")
