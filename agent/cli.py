@@ -15,7 +15,7 @@ import sys
 from typing import List, Mapping, Optional
 
 from agent import __version__
-from agent.errors import EXIT_USAGE, UsageError
+from agent.errors import EXIT_USAGE, UsageError, missing_module_hint
 
 # Order shown in --help; a name whose module is absent is simply not offered.
 COMMANDS = (
@@ -41,17 +41,6 @@ COMMANDS = (
 # stderr as the line's priority, so `journalctl -p err` finds the errors
 SYSLOG_PRIORITY = {logging.DEBUG: 7, logging.INFO: 6, logging.WARNING: 4, logging.ERROR: 3,
                    logging.CRITICAL: 2}
-
-# an optional dependency a command needs -> the install that brings it
-EXTRA_OF_MODULE = {
-    "onnxruntime": "'edge-agent[cpu]' (or [gpu]; on a Jetson NVIDIA's onnxruntime wheel, see "
-                   "docs/jetson.md)",
-    "scipy": "'edge-agent[tools]'",
-    "matplotlib": "'edge-agent[tools]'",
-    "onnx": "'edge-agent[tools]'",
-    "jtop": "'edge-agent[jetson]'",
-}
-
 
 def _load(name: str):
     try:
@@ -135,15 +124,6 @@ def error_line(command: str, message: str, journal: bool) -> str:
     """The one line a failed command prints (with journald's error priority under systemd)."""
     return "%sedge-agent %s: error: %s" % ("<3>" if journal else "", command,
                                            " ".join(str(message).split()))
-
-
-def missing_module_hint(exc: ModuleNotFoundError) -> Optional[str]:
-    """The install that provides a missing optional module, or None for any other module."""
-    top = (exc.name or "").split(".")[0]
-    if top not in EXTRA_OF_MODULE:
-        return None
-    return "this command needs %s, which is not installed: pip install %s" % (
-        top, EXTRA_OF_MODULE[top])
 
 
 def main(argv: Optional[List[str]] = None) -> int:

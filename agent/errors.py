@@ -7,7 +7,12 @@ callers can catch it like any exception. Subclasses name the kind of input.
 ``EXIT_CONFIG`` is the status a long-running command (``run``, ``calibrate``) exits with when it
 cannot start because of its configuration or its files: the systemd units list it in
 ``RestartPreventExitStatus`` so a fault that a restart cannot fix does not become a restart loop.
+
+``missing_module_hint`` names the install that brings an optional module a command or an
+engine needs (the CLI's hint, and a worker's when its engine runtime is missing).
 """
+
+from typing import Optional
 
 EXIT_USAGE = 2  # a bad command line or input file in an interactive command
 EXIT_CONFIG = 78  # sysexits.h EX_CONFIG: a service cannot start; the units do not restart on it
@@ -15,3 +20,23 @@ EXIT_CONFIG = 78  # sysexits.h EX_CONFIG: a service cannot start; the units do n
 
 class UsageError(Exception):
     """A user mistake: printed as one clear line, exit status 2, no traceback."""
+
+
+# an optional dependency a command or an engine needs -> the install that brings it
+EXTRA_OF_MODULE = {
+    "onnxruntime": "'edge-agent[cpu]' (or [gpu]; on a Jetson NVIDIA's onnxruntime wheel, see "
+                   "docs/jetson.md)",
+    "scipy": "'edge-agent[tools]'",
+    "matplotlib": "'edge-agent[tools]'",
+    "onnx": "'edge-agent[tools]'",
+    "jtop": "'edge-agent[jetson]'",
+}
+
+
+def missing_module_hint(exc: ModuleNotFoundError) -> Optional[str]:
+    """The install that provides a missing optional module, or None for any other module."""
+    top = (exc.name or "").split(".")[0]
+    if top not in EXTRA_OF_MODULE:
+        return None
+    return "this command needs %s, which is not installed: pip install %s" % (
+        top, EXTRA_OF_MODULE[top])

@@ -28,7 +28,7 @@ import zmq
 
 from agent.config.checks import is_loopback_host
 from agent.config.node import NodeConfig
-from agent.errors import UsageError
+from agent.errors import UsageError, missing_module_hint
 from agent.net.security import (key_owners, load_allowed_keys, load_public_key,
                                 security_from_config)
 from agent.net.transport import Transport
@@ -201,6 +201,10 @@ def load_engines(cfg: NodeConfig, bundle: Bundle,
             except (UsageError, MemoryError):
                 raise
             except Exception as exc:  # a file the runtime cannot load: a bundle fault (exit 78)
+                # unless the runtime itself is missing (onnxruntime not installed): say which
+                hint = missing_module_hint(exc) if isinstance(exc, ModuleNotFoundError) else None
+                if hint is not None:
+                    raise UsageError("stage %d: %s" % (h, hint)) from None
                 raise UsageError("stage %d: %s cannot be loaded as an engine (%s: %.300s); "
                                  "rebuild the bundle" % (h, spec.onnx_path,
                                                          type(exc).__name__, exc)) from None

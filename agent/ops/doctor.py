@@ -19,6 +19,7 @@ import tempfile
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional
 
+from agent.errors import missing_module_hint
 from agent.ops.state import default_state_dir
 from calibration import host
 
@@ -71,11 +72,8 @@ class Context:
 
 
 def _version_tuple(text: str) -> tuple:
-    out = []
-    for part in str(text).split(".")[:3]:
-        digits = "".join(c for c in part if c.isdigit())
-        out.append(int(digits) if digits else 0)
-    return tuple(out)
+    digits = ["".join(c for c in part if c.isdigit()) for part in str(text).split(".")[:3]]
+    return tuple(int(d) if d else 0 for d in digits)
 
 
 def _import(name: str):
@@ -135,10 +133,7 @@ def _nvidia_gpu_present(ctx: Context) -> bool:
 
 
 def _onnxruntime_dists() -> List[str]:
-    try:
-        from importlib import metadata
-    except ImportError:  # pragma: no cover - Python < 3.8
-        return []
+    from importlib import metadata
     names = set()
     for d in metadata.distributions():
         name = (d.metadata.get("Name") or "").lower()
@@ -330,7 +325,11 @@ def check_bundle(ctx: Context) -> Check:
         b = load_bundle(path)  # checks every stage file's sha256 against the manifest
     except (UsageError, OSError) as exc:
         return Check("bundle", FAIL, " ".join(str(exc).split()), "copy the bundle again")
-    broken = _unrunnable_stage(b)
+    try:
+        broken = _unrunnable_stage(b)
+    except ModuleNotFoundError as exc:  # the runtime is missing: no fault of the bundle's
+        return Check("bundle", WARN, "%s: files match their sha256; not run: no %s" % (
+            b.name, exc.name), missing_module_hint(exc) or "")
     if broken:
         return Check("bundle", FAIL, broken, "rebuild the bundle (edge-agent build)")
     return Check("bundle", OK, "%s: %d stages, every file matches its sha256 and runs on the "
@@ -352,7 +351,9 @@ def _unrunnable_stage(bundle: Any) -> str:
                 engine.run(np.zeros(spec.input_shape, dtype=spec.input_dtype))
             finally:
                 engine.close()
-        except Exception as exc:  # noqa: BLE001 - any failure here is the bundle's
+        except Exception as exc:  # noqa: BLE001 - any failure but a missing runtime: the bundle's
+            if isinstance(exc, ModuleNotFoundError) and missing_module_hint(exc):
+                raise
             return "stage %d (%s) does not run: %s: %s" % (
                 spec.index, os.path.basename(spec.onnx_path), type(exc).__name__,
                 " ".join(str(exc).split())[:300])

@@ -364,3 +364,27 @@ def test_read_only_state_dir_exits_78_naming_state_dir(tiny, tmp_path):
         rc, stderr, took_s = _run(case, case.write(case.config("source", state_dir=ro)))
     why = _check("read-only state_dir", rc, stderr, took_s, ("state_dir", "read-only"))
     assert not why, why
+
+
+def test_a_worker_without_its_engine_runtime_names_the_install_not_the_bundle(tiny, tmp_path):
+    """Rule: a worker whose engine runtime is not installed (onnxruntime missing from the venv,
+    as when NVIDIA's wheel was forgotten on a Jetson) exits 78 with one line that names the
+    missing module and the install, never "rebuild the bundle"; ``doctor`` says the same of
+    the bundle (WARN, not FAIL). The interpreter is real; only onnxruntime's import is refused
+    (``sys.modules`` entry None, what Python does for a module that is not there)."""
+    bundle, replay = tiny
+    case = Case(str(tmp_path), bundle, replay, "no-ort")
+    path = case.write(case.config("worker"))
+    code = ("import sys; sys.modules['onnxruntime'] = None; from agent.cli import main; "
+            "sys.exit(main(sys.argv[1:]))")
+    start = time.monotonic()
+    done = subprocess.run([sys.executable, "-c", code] + ARGV + [path], cwd=case.dir,
+                          env=_env(), capture_output=True, text=True, timeout=LIMIT_S * 3)
+    why = _check("no onnxruntime", done.returncode, done.stderr, time.monotonic() - start,
+                 ("stage 2", "onnxruntime", "pip install"))
+    assert not why and "rebuild" not in done.stderr, why or done.stderr
+    done = subprocess.run([sys.executable, "-c", code, "doctor", "--bundle", bundle],
+                          cwd=case.dir, env=_env(), capture_output=True, text=True,
+                          timeout=LIMIT_S * 6)
+    line = [l for l in done.stdout.splitlines() if " bundle: " in l]
+    assert line and line[0].startswith("WARN") and "onnxruntime" in line[0], done.stdout
