@@ -265,7 +265,17 @@ def _write_device(out: str, topo: Topology, n: str, cfg: NodeConfig,
     if cfg.role == "worker":
         write_atomic(os.path.join(etc, "calibrate.env"),
                      "# Read by edge-agent-calibrate.service\nEDGE_AGENT_BUNDLE=%s\n"
-                     "EDGE_AGENT_CALIBRATE_ARGS=--modes all\n" % cfg.bundle, perms=0o644)
+                     "EDGE_AGENT_CALIBRATE_ARGS=%s\n" % (cfg.bundle, calibrate_args(cfg)),
+                     perms=0o644)
+
+
+def calibrate_args(cfg: NodeConfig) -> str:
+    """The calibration unit's arguments for a worker: every mode, measured with the engine the
+    agent runs (its backend, precision, threads and plan cache), since a profile entry is
+    found only under the backend and precision it was measured with."""
+    args = "--modes all --backend %s --precision %s --threads %d" % (
+        cfg.backend, cfg.precision, cfg.engine_threads)
+    return args + (" --cache-dir %s" % cfg.engine_cache_dir if cfg.engine_cache_dir else "")
 
 
 def manifest_object(topo: Topology, hosts: Dict[str, Host], cfgs: Dict[str, NodeConfig],

@@ -122,8 +122,11 @@ def worker_capacity(cfg: Any, specs: Dict[int, Any], engines: Dict[int, Any],
             profile_mu = lookup_capacity(cfg.capacity_profile, spec, used, precision,
                                          cfg.power_mode or None)
             if profile_mu is None:
-                log.warning("no current entry for stage %d in %s; timing the engine instead",
-                            spec.index, cfg.capacity_profile)
+                # entries are keyed by backend and precision: say which, so a profile made
+                # with other ones is seen for what it is
+                log.warning("no current entry for stage %d (%s, %s, this mode) in %s; timing "
+                            "the engine instead (calibrate --backend %s --precision %s)",
+                            spec.index, used, precision, cfg.capacity_profile, used, precision)
         x = np.zeros(spec.input_shape, dtype=spec.input_dtype)
         report = startup_capacity(float(spec.flops), lambda a, h=h: run_stage(a, h, pad=False), x,
                                   cfg.warmup_runs, cfg.timing_runs, cfg.emulate_capacity_flops,

@@ -154,3 +154,29 @@ def test_a_network_client_endpoint_needs_curve_and_client_keys():
     cfg = parse_config(dict(src, client_keys_dir="clients", security="curve",
                             secret_key_path="k_secret", public_key_path="k"), "/x")
     assert cfg.client_keys_dir == "/x/clients"
+
+
+def test_a_workers_calibration_measures_the_engine_its_agent_runs(tmp_path, capsys):
+    """Rule: a worker's calibrate.env runs ``calibrate`` with its agent's backend, precision,
+    threads (and plan cache when set), so the profile entries it writes are the ones the agent
+    looks up (they are keyed by backend and precision); the arguments are valid calibrate
+    options."""
+    import argparse
+    import shlex
+
+    from agent.commands import calibrate
+
+    assert _render(tmp_path, "--policy", "fixed") == 0
+    parser = argparse.ArgumentParser()
+    calibrate.add_arguments(parser)
+    for n in NODES[2:]:
+        etc = tmp_path / "out" / "devices" / n / "etc" / "edge-agent"
+        cfg = load_config(str(etc / (n + ".toml")))
+        env = dict(line.split("=", 1) for line in (etc / "calibrate.env").read_text().splitlines()
+                   if line and not line.startswith("#"))
+        assert env["EDGE_AGENT_BUNDLE"] == cfg.bundle
+        args = parser.parse_args(["--bundle", cfg.bundle] + shlex.split(
+            env["EDGE_AGENT_CALIBRATE_ARGS"]))
+        assert (args.modes, args.backend, args.precision, args.threads) == (
+            "all", cfg.backend, cfg.precision, cfg.engine_threads)
+        assert args.cache_dir == (cfg.engine_cache_dir or None)
