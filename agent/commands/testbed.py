@@ -241,8 +241,9 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _check_node_configs(topo, bundle, policies, rates, duration_s: float, seed: int) -> None:
-    """Every agent's config of every policy, parsed as the run will parse it, before the run
-    folder exists: a bad agent field, id or knob fails here, not in an empty run folder."""
+    """Every agent's config of every policy, parsed and its policy made as the run will, before
+    the run folder exists: a bad agent field, id, knob or placement (a DIMEE worker in no tier)
+    fails here, not in an empty run folder."""
     import tempfile
 
     from agent.testbed.local import node_configs
@@ -252,11 +253,16 @@ def _check_node_configs(topo, bundle, policies, rates, duration_s: float, seed: 
 
         client_keys(topo, fleet_settings(topo))
         return
+    from agent.node.build import build_view, configured_policy, open_exit_profile
+
     ports = list(range(20000, 20000 + 2 * len(topo.node_ids())))  # checked, never bound
+    profile = open_exit_profile(bundle)
     with tempfile.TemporaryDirectory(prefix="edge-agent-check-") as scratch:
         for policy in policies:
-            node_configs(topo, bundle.path, policy, rates[0], topo.warmup_s + duration_s,
-                         scratch, seed, ports)
+            cfgs = node_configs(topo, bundle.path, policy, rates[0], topo.warmup_s + duration_s,
+                                scratch, seed, ports)
+            for cfg in cfgs.values():  # as each agent's start makes it: a placement it refuses
+                configured_policy(cfg, bundle, build_view(cfg, bundle, profile))
 
 
 def _run_in(args, topo, bundle, policies, rates, cap, out_dir, lock, settings) -> int:

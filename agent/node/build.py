@@ -45,14 +45,12 @@ from agent.node.source import SourceSide
 from agent.node.status import NodeStatus
 from agent.node.worker import WorkerSide
 from agent.ops.collector import freeze_startup_objects
-from agent.ops.files import (FileFault, check_file_slot, check_regular_file,
-                             check_writable_dir)
+from agent.ops.files import FileFault, check_file_slot, check_regular_file, check_writable_dir
 from agent.ops.metrics import AgentMetrics, NullMetrics
 from agent.ops.state import LINK_RATES_KEY, STATE_FILE, StateStore
 from agent.ops.watchdog import watchdog_interval_s
 from agent.policies.api import AgentPolicy, NodeView, default_thresholds
 from agent.policies import registry
-from agent.policies.registry import make_policy
 from agent.policies.thresholds import thresholds_to_wire
 from calibration.online import OnlineCapacityEstimator
 from calibration.profile import current_power_mode
@@ -181,6 +179,15 @@ def build_view(cfg: NodeConfig, bundle: Bundle, exit_profile: Any) -> NodeView:
         peer_stages={p.id: p.stages for p in cfg.peers}, terminal=cfg.terminal)
 
 
+def configured_policy(cfg: NodeConfig, bundle: Bundle, view: NodeView) -> AgentPolicy:
+    """The policy ``cfg`` names, made and configured (a knob or a placement it refuses raises
+    ``UsageError``): ``build``'s, and the testbed's check of every agent before a run."""
+    thresholds = default_thresholds(bundle.early_exit_stages, cfg.thresholds)
+    policy = registry.make_policy(cfg.policy, thresholds, cfg.policy_knobs, cfg.seed)
+    policy.configure(cfg, view)
+    return policy
+
+
 def load_engines(cfg: NodeConfig, bundle: Bundle,
                  notifier: Any = None) -> Tuple[Dict[int, Any], Dict[int, Any]]:
     """Stage specs and engines (stage -> each) of the stages this worker serves."""
@@ -278,9 +285,7 @@ def build(cfg: NodeConfig, notifier: Any = None, ctx: Optional[zmq.Context] = No
     keys = ({p.id: load_public_key(p.public_key) for p in cfg.peers}
             if cfg.security == "curve" else {})
     view = build_view(cfg, bundle, open_exit_profile(bundle))
-    thresholds = default_thresholds(bundle.early_exit_stages, cfg.thresholds)
-    policy = make_policy(cfg.policy, thresholds, cfg.policy_knobs, cfg.seed)
-    policy.configure(cfg, view)
+    policy = configured_policy(cfg, bundle, view)
     store = StateStore(cfg.state_dir)
     runner = None
     engines: Dict[int, Any] = {}

@@ -187,6 +187,21 @@ def test_a_topology_no_agent_can_run_fails_before_the_run_folder_exists(
     assert not out.exists()
 
 
+def test_a_policy_that_refuses_the_topologys_placement_fails_before_the_run_folder_exists(
+        tmp_path, capsys):
+    """Every agent's policy is made and configured as its start will before the run folder is
+    made: DIMEE on the default chain (workers in no tier) is one line, exit 2, no run folder and
+    no agent started (it used to start eight workers, then fail)."""
+    from agent.cli import main
+
+    out = tmp_path / "out"
+    rc = main(["testbed", "--out", str(out), "--policies", "dimee", "--rates", "1",
+               "--duration", "1"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and "is in no tier" in err and len(err.splitlines()) == 1, err
+    assert not out.exists()
+
+
 def test_testbed_help_prints(capsys):
     """``edge-agent testbed --help`` lists every option (help texts with % signs included)."""
     from agent.cli import main
