@@ -83,7 +83,7 @@ def _inputs(path: str):
 def run(args: argparse.Namespace) -> int:
     from collections import Counter
 
-    from agent.fleet.client import DEFAULT_TIMEOUT_S, Client
+    from agent.fleet.client import DEFAULT_TIMEOUT_S, Client, no_answer
     from agent.errors import UsageError
 
     if args.timeout is None:
@@ -113,6 +113,11 @@ def run(args: argparse.Namespace) -> int:
                   % (a.id, a.outcome, a.reason or "-", a.cls, a.confidence, a.exit_stage,
                      a.delay_s * 1000.0, label))
             sys.stdout.flush()
+            if i == 0 and n > 1 and a.reason == no_answer(a.id, args.timeout).reason:
+                # nothing at all came back: the rest would each wait as long for nothing
+                raise UsageError("no answer from %s within %g s: is its source running, and the "
+                                 "endpoint (and keys) right? %d input(s) not sent"
+                                 % (endpoint, args.timeout, n - 1))
     print("%d sent: %s" % (n, ", ".join("%d %s" % (fates[o], o) for o in
                                         ("completed", "rejected", "lost", "error") if fates[o])))
     return 0 if fates["completed"] == n else 1

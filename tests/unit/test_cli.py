@@ -71,3 +71,22 @@ def test_submit_misuse_is_one_line_before_anything_is_sent(tmp_path, capsys, ext
     assert cli.main(["submit", "--images", images] + extra) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and message in err[0]
+
+
+def test_submit_to_an_endpoint_that_never_answers_stops_after_the_first_input(tmp_path, capsys):
+    """Rule: when nothing at all comes back for the first input (no source at the endpoint, or
+    wrong keys), ``submit`` does not wait as long again for every other input: one error line
+    naming the endpoint and how many inputs were not sent, exit 2."""
+    import numpy as np
+
+    from agent.testbed.procs import free_ports
+
+    images = str(tmp_path / "in.npz")
+    np.savez(images, x=np.zeros((3, 1, 28, 28), np.float32))
+    endpoint = "tcp://127.0.0.1:%d" % free_ports(1)[0]  # nothing listens there
+    assert cli.main(["submit", "--images", images, "--endpoint", endpoint,
+                     "--timeout", "0.3"]) == 2
+    out, err = capsys.readouterr()
+    assert len([l for l in out.splitlines() if " lost " in l]) == 1
+    err = err.strip().splitlines()
+    assert len(err) == 1 and "no answer from %s" % endpoint in err[0] and "2 input(s)" in err[0]
