@@ -26,7 +26,6 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import zmq
 
-from agent.config.checks import is_loopback_host
 from agent.config.node import NodeConfig
 from agent.errors import UsageError, missing_module_hint
 from agent.net.security import (key_owners, load_allowed_keys, load_public_key,
@@ -46,7 +45,7 @@ from agent.node.status import NodeStatus
 from agent.node.worker import WorkerSide
 from agent.ops.collector import freeze_startup_objects
 from agent.ops.files import FileFault, check_file_slot, check_regular_file, check_writable_dir
-from agent.ops.metrics import AgentMetrics, NullMetrics
+from agent.ops.metrics import NewestWarning, serve_metrics
 from agent.ops.state import LINK_RATES_KEY, STATE_FILE, StateStore
 from agent.ops.watchdog import watchdog_interval_s
 from agent.policies.api import AgentPolicy, NodeView, default_thresholds
@@ -224,25 +223,6 @@ def load_engines(cfg: NodeConfig, bundle: Bundle,
     return specs, engines
 
 
-def make_metrics(cfg: NodeConfig) -> Any:
-    """Prometheus metrics served on ``metrics_port``, or the no-op ``NullMetrics``."""
-    if not cfg.metrics_port:
-        return NullMetrics(cfg.node_id)
-    m = AgentMetrics(cfg.node_id)
-    try:
-        m.serve(cfg.metrics_host, cfg.metrics_port)
-    except (OSError, OverflowError) as exc:  # gaierror, address in use, not an address here
-        raise UsageError("metrics_host/metrics_port: cannot serve metrics on %s:%d: %s (fix the "
-                         "address, free the port or set metrics_port = 0)"
-                         % (cfg.metrics_host, cfg.metrics_port,
-                            getattr(exc, "strerror", None) or exc)) from None
-    m.capture_warnings()  # `edge-agent status` shows each node's newest warning
-    if not is_loopback_host(cfg.metrics_host):
-        log.warning("metrics_public = true: http://%s:%d/metrics answers anyone who can reach "
-                    "it (no TLS, no authentication)", cfg.metrics_host, m.port)
-    return m
-
-
 def report_power_mode(cfg: NodeConfig, metrics: Any) -> None:
     """Power-mode gauge: the configured mode, else the one active now (jtop, or the CPU path)."""
     try:
@@ -278,6 +258,16 @@ def restore_link_rates(outbox: Outbox, saved: Optional[dict]) -> None:
 
 def build(cfg: NodeConfig, notifier: Any = None, ctx: Optional[zmq.Context] = None) -> BuiltNode:
     """Build every part of the node from ``cfg``; the sockets are not bound yet."""
+    memo = NewestWarning()  # start-up warnings: `status` shows them once the metrics serve
+    logging.getLogger().addHandler(memo)
+    try:
+        return _build(cfg, notifier, ctx, memo)
+    finally:
+        logging.getLogger().removeHandler(memo)
+
+
+def _build(cfg: NodeConfig, notifier: Any, ctx: Optional[zmq.Context],
+           memo: NewestWarning) -> BuiltNode:
     preflight(cfg)
     bundle = load_bundle(cfg.bundle)
     security = security_from_config(cfg)
@@ -313,7 +303,7 @@ def build(cfg: NodeConfig, notifier: Any = None, ctx: Optional[zmq.Context] = No
         replay = ReplaySet(cfg.replay_path or REPLAY_PATH, first.input_shape, first.input_dtype,
                            cfg.replay_rows)
         capacity = Capacity()
-    metrics = make_metrics(cfg)
+    metrics = serve_metrics(cfg, memo.newest)
     if cfg.role == "source":
         try:
             book = open_book(cfg, metrics)

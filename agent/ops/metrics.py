@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import threading
 from http.server import ThreadingHTTPServer
-from typing import Optional
+from typing import Any, Optional, Tuple
 
 log = logging.getLogger(__name__)
 
@@ -305,3 +305,43 @@ class NullMetrics:
 
     def close(self) -> None:
         pass
+
+
+class NewestWarning(logging.Handler):
+    """Remembers the newest WARNING or ERROR record (level, message, wall time): what a node
+    logs while it starts, before its metrics serve (an engine's fallback to the CPU)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.newest: Optional[Tuple[str, str, float]] = None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self.newest = (record.levelname, record.getMessage(), record.created)
+        except Exception:  # a bad format argument must never break logging
+            self.handleError(record)
+
+
+def serve_metrics(cfg: Any, earlier: Optional[Tuple[str, str, float]] = None) -> Any:
+    """Prometheus metrics of a node config served on ``metrics_port``, or the no-op
+    ``NullMetrics``; ``earlier`` (``NewestWarning.newest``) is its newest warning so far."""
+    from agent.config.checks import is_loopback_host
+    from agent.errors import UsageError
+
+    if not cfg.metrics_port:
+        return NullMetrics(cfg.node_id)
+    m = AgentMetrics(cfg.node_id)
+    try:
+        m.serve(cfg.metrics_host, cfg.metrics_port)
+    except (OSError, OverflowError) as exc:  # gaierror, address in use, not an address here
+        raise UsageError("metrics_host/metrics_port: cannot serve metrics on %s:%d: %s (fix the "
+                         "address, free the port or set metrics_port = 0)"
+                         % (cfg.metrics_host, cfg.metrics_port,
+                            getattr(exc, "strerror", None) or exc)) from None
+    if earlier is not None:
+        m.last_warning(*earlier)
+    m.capture_warnings()  # `edge-agent status` shows each node's newest warning
+    if not is_loopback_host(cfg.metrics_host):
+        log.warning("metrics_public = true: http://%s:%d/metrics answers anyone who can reach "
+                    "it (no TLS, no authentication)", cfg.metrics_host, m.port)
+    return m

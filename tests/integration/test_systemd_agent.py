@@ -169,3 +169,30 @@ def test_metrics_endpoint_serves_the_listed_series_while_tasks_flow(bundle, tmp_
             _value(t, "edge_agent_tasks_exited_total", node="w1", stage="1") or 0) >= 1
     finally:
         cluster.stop_all()
+
+
+def test_a_warning_logged_while_the_agent_starts_is_its_newest_warning_on_the_metrics(
+        bundle, tmp_path):
+    """Rule: ``status`` shows each node's newest warning, and that includes one logged while
+    the node was being built, before its metrics served (here: a calibration profile without
+    an entry for this engine, so the worker times its engine instead). The node is built in
+    this process (its metrics endpoint is real; its sockets are not bound yet)."""
+    import json
+
+    from agent.fleet.status import parse_metrics, summarise  # what `status` reads
+    from agent.node.build import build
+
+    profile = tmp_path / "calibration.json"
+    profile.write_text(json.dumps({"format": "edge-agent-calibration-profile", "version": 1,
+                                   "entries": [], "unavailable": []}))
+    cluster = Cluster(str(tmp_path), bundle, {"s1": 0, "w1": 1, "w2": 2})
+    port = free_ports(1)[0]
+    cfg = cluster.config("w1", metrics_port=port, capacity_profile=str(profile))
+    os.makedirs(cfg.state_dir, exist_ok=True)
+    built = build(cfg)
+    try:
+        newest = summarise(parse_metrics(_scrape(port)))["last_warning"]
+    finally:
+        built.close()
+    assert newest["level"] == "WARNING", newest
+    assert newest["message"].startswith("no current entry for stage 1"), newest
