@@ -1,7 +1,9 @@
-"""``edge-agent doctor [--json]``: check this device's installation, one line per check.
+"""``edge-agent doctor [--json] [--config NODE.toml ...]``: check this device's installation,
+one line per check; with ``--config``, also the start-up of each node the way ``run`` does it.
 
 Each line is OK, WARN or FAIL with what was seen and, for WARN/FAIL, the fix. Exit status 1
-when any check FAILs, else 0. The checks live in ``agent.ops.doctor``.
+when any check FAILs, else 0. The checks live in ``agent.ops.doctor`` and
+``agent.ops.doctor_node``.
 """
 
 from __future__ import annotations
@@ -23,14 +25,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cache-dir", default="", help="TensorRT plan cache directory "
                         "(default $CACHE_DIRECTORY, else ~/.cache/edge-agent)")
     parser.add_argument("--user", default="edge-agent", help="service user (default %(default)s)")
+    parser.add_argument("--config", action="append", default=[], metavar="NODE.toml",
+                        help="also check this node's start-up as `run` does (config, files, "
+                             "bundle, keys, policy), without starting it; repeatable. The "
+                             "first one's bundle and state_dir are the defaults of --bundle "
+                             "and --state-dir")
 
 
 def run(args: argparse.Namespace) -> int:
     """Run every check, print them, exit 1 on any FAIL."""
     from agent.ops.doctor import FAIL, Context, run_checks
+    from agent.ops.doctor_node import check_node
 
-    checks = run_checks(Context(bundle=args.bundle, state_dir=args.state_dir,
-                                cache_dir=args.cache_dir, user=args.user))
+    nodes, bundle, state_dir = [], args.bundle, args.state_dir
+    for path in args.config:
+        found, cfg = check_node(path)
+        nodes += found
+        if cfg is not None and path == args.config[0]:
+            bundle, state_dir = bundle or cfg.bundle, state_dir or cfg.state_dir
+    checks = run_checks(Context(bundle=bundle, state_dir=state_dir,
+                                cache_dir=args.cache_dir, user=args.user)) + nodes
     failed = any(c.status == FAIL for c in checks)
     if args.json:
         json.dump({"checks": [c.to_json() for c in checks], "ok": not failed}, sys.stdout, indent=1)

@@ -325,8 +325,11 @@ def sheet_text(n: str, h: Host, cfg: NodeConfig, out: str) -> str:
              "   sudo chown -R edge-agent:edge-agent /etc/edge-agent/keys",
              "   sudo chown root:edge-agent /etc/edge-agent/%s.toml" % n,
              "   sudo mkdir -p %s && sudo cp -r BUNDLE/. %s" % (quote(cfg.bundle),
-                                                                 quote(cfg.bundle + "/"))]
-    step = 3
+                                                                 quote(cfg.bundle + "/")),
+             "3. check the device and the node's start-up, as the service user",
+             "   sudo -u edge-agent /opt/edge-agent/venv/bin/edge-agent doctor --config "
+             "/etc/edge-agent/%s.toml" % n]
+    step = 4
     if cfg.role == "worker":
         lines += ["%d. calibrate (the agents on the box stop while it runs)" % step,
                   "   sudo systemctl start edge-agent-calibrate"]

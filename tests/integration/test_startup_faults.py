@@ -388,3 +388,34 @@ def test_a_worker_without_its_engine_runtime_names_the_install_not_the_bundle(ti
                           timeout=LIMIT_S * 6)
     line = [l for l in done.stdout.splitlines() if " bundle: " in l]
     assert line and line[0].startswith("WARN") and "onnxruntime" in line[0], done.stdout
+
+
+def test_doctor_config_runs_a_nodes_start_up_checks_without_starting_it(tiny, tmp_path, capsys):
+    """Rule: ``doctor --config NODE.toml`` reports each start-up step ``run`` makes of that node
+    (config, files, bundle, keys, policy) as OK or FAIL with the line the agent would print,
+    stops at the first that fails, and starts nothing (no state written)."""
+    import json
+
+    from agent.cli import main
+
+    bundle, replay = tiny
+    good = Case(str(tmp_path), bundle, replay, "good")
+    path = good.write(good.config("worker"))
+    assert main(["doctor", "--json", "--config", path]) in (0, 1)  # 1: this box FAILs a check
+    checks = {c["name"]: c for c in json.loads(capsys.readouterr().out)["checks"]}
+    steps = ["node config", "node files", "node bundle", "node keys", "node policy"]
+    assert [checks[n]["status"] for n in steps] == ["OK"] * 5, checks
+    assert checks["bundle"]["detail"].startswith("tiny")  # the config's bundle, not the demo
+    assert not os.listdir(os.path.join(good.dir, "state"))  # nothing written
+    bad = Case(str(tmp_path), bundle, replay, "bad")
+    path = bad.write(bad.config("worker", bundle=os.path.join(bad.dir, "no-bundle")))
+    main(["doctor", "--json", "--config", path])
+    checks = {c["name"]: c for c in json.loads(capsys.readouterr().out)["checks"]}
+    assert checks["node files"]["status"] == "OK" and "node policy" not in checks
+    assert checks["node bundle"]["status"] == "FAIL" and "no-bundle" in checks["node bundle"]["detail"]
+    broken = Case(str(tmp_path), bundle, replay, "broken")
+    with open(broken.path, "w") as f:
+        f.write("node_id = \n")
+    assert main(["doctor", "--config", broken.path]) == 1
+    out = capsys.readouterr().out
+    assert "FAIL node config: " in out and broken.path in out

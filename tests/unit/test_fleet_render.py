@@ -60,6 +60,7 @@ def test_render_writes_a_loadable_curve_config_per_device_and_keeps_keys(tmp_pat
             assert (etc / "calibrate.env").exists()
         sheet = (out / "devices" / n / "SHEET.txt").read_text()
         assert "sudo systemctl start edge-agent@%s" % n in sheet
+        assert "edge-agent doctor --config /etc/edge-agent/%s.toml" % n in sheet
     cam1 = load_config(str(out / "devices/cam1/etc/edge-agent/cam1.toml"))
     assert cam1.peer("w1a").data_address == "tcp://10.0.0.11:5552"
     cam2 = load_config(str(out / "devices/cam2/etc/edge-agent/cam2.toml"))
