@@ -210,7 +210,11 @@ def _run(args: argparse.Namespace) -> int:
     policies = parse_list(args.policies, "policies")
     for p in policies:
         lookup(p, "--policies", "agent")
+    if args.mdi_mode and "mdi-exit" not in policies:
+        raise UsageError("--mdi-mode sets the mdi-exit policy's knobs, and --policies has no "
+                         "mdi-exit")
     topo = with_mdi_mode(load_topology(args.topology), args.mdi_mode)
+    _check_tiers(topo, policies)
     bundle = load_bundle_for(topo)
     stages = bundle_stages(bundle)
     check_against_bundle(topo, stages)
@@ -240,6 +244,22 @@ def _run(args: argparse.Namespace) -> int:
         lock.close()
 
 
+def _check_tiers(topo, policies) -> None:
+    """Terminal workers short of the last stage (DIMEE's tiers) need a per-task policy, as in
+    ``plan`` and ``simulate``: the others would answer every task at the first tier it reaches,
+    whatever its confidence."""
+    from agent.policies.registry import lookup, names
+
+    if not any(w.terminal and w.stages[1] < topo.num_stages for w in topo.workers):
+        return
+    tiered = [n for n in names("agent") if lookup(n, "--policies").tiered]
+    wrong = [p for p in policies if not lookup(p, "--policies").tiered]
+    if wrong:
+        raise UsageError("--policies: the topology %s has tiers (terminal workers), which need a "
+                         "per-task policy (%s); %s cannot run on it"
+                         % (topo.path or "given", ", ".join(tiered), ", ".join(wrong)))
+
+
 def _check_node_configs(topo, bundle, policies, rates, duration_s: float, seed: int) -> None:
     """Every agent's config of every policy, parsed and its policy made as the run will, before
     the run folder exists: a bad agent field, id, knob or placement (a DIMEE worker in no tier)
@@ -253,7 +273,7 @@ def _check_node_configs(topo, bundle, policies, rates, duration_s: float, seed: 
 
         client_keys(topo, fleet_settings(topo))
         return
-    from agent.node.build import build_view, configured_policy, open_exit_profile
+    from agent.node.build import build_view, check_config, configured_policy, open_exit_profile
 
     ports = list(range(20000, 20000 + 2 * len(topo.node_ids())))  # checked, never bound
     profile = open_exit_profile(bundle)
@@ -262,6 +282,7 @@ def _check_node_configs(topo, bundle, policies, rates, duration_s: float, seed: 
             cfgs = node_configs(topo, bundle.path, policy, rates[0], topo.warmup_s + duration_s,
                                 scratch, seed, ports)
             for cfg in cfgs.values():  # as each agent's start makes it: a placement it refuses
+                check_config(cfg, bundle)
                 configured_policy(cfg, bundle, build_view(cfg, bundle, profile))
 
 
@@ -272,7 +293,8 @@ def _run_in(args, topo, bundle, policies, rates, cap, out_dir, lock, settings) -
     from agent.ops.atomic import write_atomic
     from agent.testbed.driver import run_all
     from agent.testbed.phases import RECOVERED_RUN, format_phases
-    from agent.testbed.report import PLOT_NAMES, format_table, write_json, write_plots
+    from agent.testbed.report import (PLOT_NAMES, admitted_lines, format_table, write_json,
+                                      write_plots)
     from agent.testbed.rundir import RUN_INFO
 
     write_atomic(os.path.join(out_dir, RUN_INFO), json.dumps({
@@ -297,8 +319,10 @@ def _run_in(args, topo, bundle, policies, rates, cap, out_dir, lock, settings) -
     for f in topo.faults:
         print("fault: %s" % f.label())
     if cap != float("inf"):
-        print("capacity: %.1f tasks/s at the initial thresholds; rates %s tasks/s"
-              % (cap, ", ".join("%g" % r for r in rates)))
+        tiers = topo.multi_stage and len({w.stages for w in topo.workers}) > 1  # DIMEE, MLCI
+        print("capacity: %.1f tasks/s at the initial thresholds%s; rates %s tasks/s"
+              % (cap, " (tiers: the devices' sum, as if each served whole tasks; a rate in % of "
+                 "it is no load level)" if tiers else "", ", ".join("%g" % r for r in rates)))
     sys.stdout.flush()
     extra = {"topology": topo.path, "mdi_mode": args.mdi_mode, "emulated": topo.emulation_summary(),
              "network": args.network,
@@ -361,10 +385,8 @@ def _run_in(args, topo, bundle, policies, rates, cap, out_dir, lock, settings) -
               "time and the link's\nreal rate (every link's in results.json: link_utilisation, "
               "with the senders' estimates)")
     print("emulated: %s" % topo.emulation_summary())
-    for r in runs:
-        if r.admitted_rate_tasks_s is not None and args.mdi_mode == "admission":
-            print("%s: admitted %.2f tasks/s after the warm-up (Alg. 3 admits one arrival per mu)"
-                  % (r.policy, r.admitted_rate_tasks_s))
+    for line in admitted_lines(runs):  # the admission-control runs (mdi-exit)
+        print(line)
     if args.json:
         write_json(args.json, runs, dict(extra, complete=True, runs_planned=total))
     if not args.no_plots:

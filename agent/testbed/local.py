@@ -40,6 +40,7 @@ from agent.testbed.procs import LocalAgents, free_ports
 from agent.testbed.report import (RunResult, _created, read_records, served_rate,
                                    summarise_records)
 from agent.testbed.topology import StageInfo, Topology
+from agent.policies.mdi_exit.rules import params_from_knobs as mdi_params
 from agent.policies.thresholds import DEFAULT_THRESHOLD
 from engines.exit_profile import exit_stats, load_exit_profile
 
@@ -371,7 +372,8 @@ def summarise_rate(topo: Topology, bundle, stages: Sequence[StageInfo], policy: 
     measured.created, measured.completed, measured.lost, measured.rejected = (
         everything.created, everything.completed, everything.lost, everything.rejected)
     measured.resent = everything.resent
-    measured.admitted_rate_tasks_s = admitted_rate or None
+    admits = policy == "mdi-exit" and mdi_params(topo.knobs.get("mdi-exit")).admission_control
+    measured.admitted_rate_tasks_s = (admitted_rate or None) if admits else None
     measured.routing = routing_used(topo, stats)
     rem = empirical_remaining(stages, measured.exit_counts, default_remaining(topo, bundle))
     measured.remaining = rem

@@ -100,6 +100,9 @@ def test_summary_counts_every_fate_and_measures_completed_tasks():
     r = summarise_records(recs, "dtoee", 10.0, True, expected_created=5)
     assert (r.created, r.completed, r.lost, r.rejected, r.resent) == (5, 2, 2, 1, 1)
     assert "rejected" in format_table([r]).splitlines()[0]
+    # the delays and accuracy rest on the 2 completed tasks (the table says how many)
+    head, _, row = format_table([r]).splitlines()
+    assert row.split()[head.split().index("measured")] == "2"
     assert r.mean_delay_s == pytest.approx(0.2) and r.accuracy == pytest.approx(0.5)
     assert r.exit_counts == {1: 1, 2: 1}
     assert percentile([1.0, 2.0, 3.0, 4.0], 50) == pytest.approx(2.5)
@@ -199,6 +202,28 @@ def test_a_policy_that_refuses_the_topologys_placement_fails_before_the_run_fold
                "--duration", "1"])
     err = capsys.readouterr().err.strip()
     assert rc == 2 and "is in no tier" in err and len(err.splitlines()) == 1, err
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--topology", "dimee"], "--policies: the topology"),
+    (["--topology", "dimee", "--policies", "dimee,cf"], "cf cannot run on it"),
+    (["--topology", "mlci"], "last_stage: policy dtoee: DTO-EE models one stage per worker"),
+    (["--mdi-mode", "admission", "--policies", "dtoee"], "--policies has no mdi-exit"),
+])
+def test_a_comparison_the_topology_cannot_make_fails_before_the_run_folder_exists(
+        tmp_path, capsys, argv, message):
+    """Rule: a topology with terminal tiers runs only per-task policies, as plan and simulate
+    require (CF ran there and answered every task at the first tier); a policy a worker's
+    stages do not suit fails here (DTO-EE, the default, failed on mlci after the agents had
+    started); --mdi-mode with no mdi-exit policy is refused (it used to print an "admitted"
+    rate for DTO-EE). One line, exit 2, no run folder."""
+    from agent.cli import main
+
+    out = tmp_path / "out"
+    rc = main(["testbed", "--out", str(out), "--rates", "1", "--duration", "1"] + argv)
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and message in err and len(err.splitlines()) == 1, err
     assert not out.exists()
 
 
