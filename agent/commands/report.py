@@ -31,7 +31,7 @@ def run(args: argparse.Namespace) -> int:
     from agent.errors import UsageError
     from agent.ops.atomic import write_atomic
     from agent.testbed.history import load_run, write_cdf_plot
-    from agent.testbed.report import format_table, write_plots
+    from agent.testbed.report import admitted_lines, format_table, write_plots
 
     check_outputs(args.out, args.json)  # before any work: a wrong path fails at once
     runs = [load_run(p) for p in args.runs]
@@ -46,7 +46,16 @@ def run(args: argparse.Namespace) -> int:
                                             if run.info.get("mdi_mode") else "",
                                             "  [in progress]" if run.in_progress else ""))
         print(format_table(run.results))
+        for line in admitted_lines(run.results):
+            print(line)
         print()
+    settings = {(r.info.get("topology"), r.info.get("mdi_mode")) for r in runs}
+    if len(settings) > 1:  # side by side is for the same setting under changed code or policy
+        print("edge-agent report: warning: the runs differ in topology or mdi mode (%s): side by "
+              "side compares unlike settings" % "; ".join(
+                  "%s %s" % (r.label, r.info.get("topology")) + (
+                      " (mdi mode %s)" % r.info["mdi_mode"] if r.info.get("mdi_mode") else "")
+                  for r in runs), file=sys.stderr)
     if len(runs) > 1:
         print(compare_table(runs))
     try:
@@ -110,12 +119,15 @@ def compare_table(runs) -> str:
             if r is None or r.mean_delay_s is None:
                 row.append("-")
             else:
-                row.append("%.1f (%.1f) ms, %s, %d/%d" % (
+                row.append("%.1f (%.1f) ms, %s, %d/%d%s" % (
                     r.mean_delay_s * 1e3, (r.p95_delay_s or 0) * 1e3,
-                    "-" if r.accuracy is None else "%.3f" % r.accuracy, r.completed, r.created))
+                    "-" if r.accuracy is None else "%.3f" % r.accuracy, r.completed, r.created,
+                    "".join(", %d %s" % (n, what) for n, what in ((r.rejected, "rejected"),
+                                                                 (r.lost, "lost")) if n)))
         rows.append(row)
     widths = [max(len(row[i]) for row in rows) for i in range(len(head))]
-    lines = ["side by side: mean (p95) delay, accuracy, completed/created"]
+    lines = ["side by side: mean (p95) delay, accuracy, completed/created (and the rejected "
+             "and lost, if any)"]
     for n, row in enumerate(rows):
         lines.append("  ".join([row[0].ljust(widths[0])]
                                + [c.rjust(w) for c, w in zip(row[1:], widths[1:])]).rstrip())

@@ -220,23 +220,31 @@ def busiest_link(utilisation: Mapping[str, float]) -> str:
     return "%.2f %s" % (utilisation[link], link)
 
 
+def admitted_lines(runs: Sequence[RunResult]) -> List[str]:
+    """One line per admission-control run (MDI-Exit's Alg. 3): the rate its sources admitted."""
+    return ["%s: admitted %.2f tasks/s after the warm-up (Alg. 3 admits one arrival per mu)"
+            % (r.policy, r.admitted_rate_tasks_s) for r in runs
+            if r.admitted_rate_tasks_s is not None]
+
+
 def format_table(runs: Sequence[RunResult]) -> str:
     """A plain-text table, one row per run, delays in milliseconds.
 
     A ``rejected`` column (admission control) appears when some run rejected tasks, a ``link
     util`` one (the busiest shaped link's mean utilisation, ``busiest_link``) when some run has
-    shaped links.
+    shaped links. ``measured`` is how many completed tasks the delays and accuracy are over
+    (those created after the warm-up): a short run's mean may rest on a handful.
     """
     rej = any(r.rejected for r in runs)
     util = any(r.link_utilisation for r in runs)
     head = ("policy", "rate/s", "created", "completed", "lost") + (("rejected",) if rej else ()) \
-        + ("mean ms", "p95 ms", "accuracy", "model ms", "fifo sim ms") \
+        + ("measured", "mean ms", "p95 ms", "accuracy", "model ms", "fifo sim ms") \
         + (("link util",) if util else ())
     rows = [head]
     for r in runs:
         rows.append((r.policy, "%.1f" % r.rate, str(r.created), str(r.completed), str(r.lost))
                     + ((str(r.rejected),) if rej else ())
-                    + (_ms(r.mean_delay_s), _ms(r.p95_delay_s),
+                    + (str(sum(r.exit_counts.values())), _ms(r.mean_delay_s), _ms(r.p95_delay_s),
                        "-" if r.accuracy is None else "%.3f" % r.accuracy,
                        _ms(r.model_delay_s), _ms(r.fifo_sim_delay_s))
                     + ((busiest_link(r.link_utilisation),) if util else ()))

@@ -165,3 +165,46 @@ def test_records_torn_last_line_is_skipped_but_binary_is_an_error(tmp_path):
     path.write_bytes(b"\x00\x01\x02\xff")  # one line, no newline, but not a torn record
     with pytest.raises(UsageError, match="not a records file"):
         read_records(str(path))
+
+
+def _long_run(folder, topology, lost=0):
+    """A run folder of one (cf, 1.0) with 20 tasks per source over 6 s (past the warm-up);
+    ``lost`` more tasks of cam2 recorded lost."""
+    folder.mkdir()
+    (folder / "testbed.json").write_text(json.dumps({
+        "topology": topology, "mdi_mode": None, "policies": ["cf"], "rates": [1.0],
+        "duration_s": 1.0, "seed": 1, "network": "loopback", "faults": []}))
+    d = folder / "cf" / "rate-1"
+    for s in ("cam1", "cam2"):
+        (d / s).mkdir(parents=True)
+        text = _records(s, 20)
+        if s == "cam2":
+            for i in range(lost):
+                rec = json.loads(_records(s, 1, t0=103.0 + i).splitlines()[0])
+                rec.update(id="%s-lost-%d" % (s, i), status="lost", reason="deadline",
+                           delay_s=None, cls=None, correct=None, exit_stage=None)
+                text += json.dumps(rec) + "\n"
+        (d / s / "records.jsonl").write_text(text)
+    (d / "run.json").write_text(json.dumps({
+        "kind": "local", "policy": "cf", "rate": 1.0,
+        "records": {"cam1": "cam1/records.jsonl", "cam2": "cam2/records.jsonl"},
+        "expected": {"cam1": 20, "cam2": 20 + lost}, "stats": {}, "duration_s": 1.0,
+        "load_s": 6.0}))
+    return folder
+
+
+def test_side_by_side_warns_when_the_runs_differ_in_topology_and_names_the_losses(
+        tmp_path, capsys):
+    """Rule: ``report`` of runs made on different topologies (or MDI modes) says so on stderr,
+    since side by side is for one setting under changed code or policy; each cell names the
+    tasks rejected and lost besides completed/created (84/540 alone hid 456 refusals)."""
+    a = _long_run(tmp_path / "20260101-000000", "default")
+    b = _long_run(tmp_path / "20260101-000001", "slow-link", lost=1)
+    rc, out, err = _report(capsys, a, b)
+    assert rc == 0
+    assert len(err) == 1 and "differ in topology" in err[0] and "slow-link" in err[0], err
+    side = out[out.index("side by side"):]
+    row = [l for l in side.splitlines() if l.startswith("cf ")]
+    assert row and "40/40" in row[0] and "40/41, 1 lost" in row[0], side
+    rc, out, err = _report(capsys, a, a)
+    assert rc == 0 and err == []
