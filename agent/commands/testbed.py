@@ -303,10 +303,10 @@ def _run_in(args, topo, bundle, policies, rates, cap, out_dir, lock, settings) -
         "seed": args.seed, "network": args.network,
         "faults": [f.label() for f in topo.faults]}, indent=1) + "\n")
     print("run folder: %s" % out_dir)
-
+    emulated = topo.emulation_summary("shaped in the kernel" if settings.network else "emulated")
     print("topology: %s (%d sources, %d workers, %d stages; bundle %s)"
           % (topo.path, len(topo.sources), len(topo.workers), topo.num_stages, bundle.path))
-    print("emulated: %s" % topo.emulation_summary())
+    print("emulated: %s" % emulated)
     if settings.network is not None:
         plan = settings.network.plan
         print("network: netns, %d devices (namespaces %s-*), %d directed links shaped in the "
@@ -324,7 +324,7 @@ def _run_in(args, topo, bundle, policies, rates, cap, out_dir, lock, settings) -
               % (cap, " (tiers: the devices' sum, as if each served whole tasks; a rate in % of "
                  "it is no load level)" if tiers else "", ", ".join("%g" % r for r in rates)))
     sys.stdout.flush()
-    extra = {"topology": topo.path, "mdi_mode": args.mdi_mode, "emulated": topo.emulation_summary(),
+    extra = {"topology": topo.path, "mdi_mode": args.mdi_mode, "emulated": emulated,
              "network": args.network,
              "capacity_tasks_s": None if cap == float("inf") else cap,
              "duration_s": settings.duration_s, "warmup_s": topo.warmup_s}
@@ -333,13 +333,14 @@ def _run_in(args, topo, bundle, policies, rates, cap, out_dir, lock, settings) -
     def save(runs, complete: bool) -> None:
         # after every (policy, rate): an interrupted or failed testbed keeps what finished;
         # results.json last, so a reader that sees a run in it finds its plots too. A rate cut
-        # short (Ctrl-C, an agent's death) goes under "partial", apart from the finished runs
+        # short (Ctrl-C, an agent's death) goes under "partial", apart from the finished runs;
+        # --json gets the same, so an interrupted run leaves it too (complete: false)
         cut = [r.to_json() for r in runs if _partial(r)]
         runs = [r for r in runs if not _partial(r)]
         if not args.no_plots and runs:
             write_plots(out_dir, runs)
-        write_json(os.path.join(out_dir, "results.json"), runs,
-                   dict(extra, complete=complete, runs_planned=total, partial=cut))
+        for path in [os.path.join(out_dir, "results.json")] + ([args.json] if args.json else []):
+            write_json(path, runs, dict(extra, complete=complete, runs_planned=total, partial=cut))
 
     finished: list = []
 
@@ -384,11 +385,9 @@ def _run_in(args, topo, bundle, policies, rates, cap, out_dir, lock, settings) -
         print("link util = the busiest shaped link: wire bytes its sender sent over the load "
               "time and the link's\nreal rate (every link's in results.json: link_utilisation, "
               "with the senders' estimates)")
-    print("emulated: %s" % topo.emulation_summary())
+    print("emulated: %s" % emulated)
     for line in admitted_lines(runs):  # the admission-control runs (mdi-exit)
         print(line)
-    if args.json:
-        write_json(args.json, runs, dict(extra, complete=True, runs_planned=total))
     if not args.no_plots:
         for name in PLOT_NAMES:
             print("plot: %s" % os.path.join(out_dir, name))

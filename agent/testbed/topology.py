@@ -142,8 +142,9 @@ class Topology:
     def capacities_emulated(self) -> bool:
         return any(w.emulate_capacity_flops is not None for w in self.workers)
 
-    def emulation_summary(self) -> str:
-        """One line saying what is emulated (printed with every report)."""
+    def emulation_summary(self, links_by: str = "emulated") -> str:
+        """One line saying what is emulated (printed with every report); ``links_by``: how the
+        links' rates are enforced (by the senders' pacing, or "shaped in the kernel")."""
         em = [w for w in self.workers if w.emulate_capacity_flops is not None]
         lk = [l for l in self.links if l.rate_bytes_s is not None]
         parts = []
@@ -156,8 +157,8 @@ class Topology:
             parts.append("worker capacities are real (measured)")
         if lk:
             rates = [l.rate_bytes_s for l in lk]
-            parts.append("%d/%d links emulated (%.3g..%.3g bytes/s)"
-                         % (len(lk), len(self.links), min(rates), max(rates)))
+            parts.append("%d/%d links %s (%.3g..%.3g bytes/s)"
+                         % (len(lk), len(self.links), links_by, min(rates), max(rates)))
         else:
             parts.append("links are real")
         return "; ".join(parts)

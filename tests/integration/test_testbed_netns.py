@@ -113,6 +113,7 @@ def test_netns_run_with_link_down_and_loss_loses_nothing_and_removes_its_namespa
                        universal_newlines=True)
     assert p.returncode == 0, p.stderr[-2000:]
     assert "network: netns, 4 devices" in p.stdout
+    assert "links shaped in the kernel (" in p.stdout and "links emulated" not in p.stdout
     run = json.loads((out / "latest" / "results.json").read_text())["runs"][0]
     assert run["lost"] == 0 and run["completed"] == run["created"] > 0
     assert [f["kind"] for f in run["faults"]] == ["link-down", "loss"]

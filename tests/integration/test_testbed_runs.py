@@ -17,11 +17,11 @@ from tests.integration.test_testbed import write_topology
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
-def _testbed(topo, out, rates):
+def _testbed(topo, out, rates, *extra):
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=REPO)
     return subprocess.Popen([sys.executable, "-m", "agent", "testbed", "--topology", topo,
                              "--policies", "cf", "--rates", rates, "--duration", "2",
-                             "--out", out], env=env, stdout=subprocess.PIPE,
+                             "--out", out] + list(extra), env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, universal_newlines=True)
 
 
@@ -52,11 +52,12 @@ def test_two_testbeds_on_one_out_folder_keep_apart(tmp_path):
 
 def test_ctrl_c_after_the_first_rate_keeps_its_results_and_plot(tmp_path):
     """SIGINT once the first (policy, rate) is written: exit 130, one line saying what was kept,
-    results.json with that run and its plot on disk."""
+    results.json with that run and its plot on disk, and the --json file with the same."""
     bundle = build_two_stage_bundle(str(tmp_path / "tiny"))
     topo, _ = write_topology(tmp_path, bundle)
     out = str(tmp_path / "out")
-    p = _testbed(topo, out, "5,10")
+    asked = str(tmp_path / "asked.json")
+    p = _testbed(topo, out, "5,10", "--json", asked)
     deadline = time.monotonic() + 300
     results = None
     while time.monotonic() < deadline and p.poll() is None:
@@ -73,4 +74,5 @@ def test_ctrl_c_after_the_first_rate_keeps_its_results_and_plot(tmp_path):
     assert "interrupted: 1 of 2 runs finished, kept in %s" % results in stderr
     run = json.loads(open(results).read())
     assert run["complete"] is False and [r["rate"] for r in run["runs"]] == [5.0]
+    assert json.loads(open(asked).read()) == run
     assert os.path.getsize(os.path.join(os.path.dirname(results), "delay_vs_rate.png")) > 0
