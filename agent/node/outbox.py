@@ -32,7 +32,7 @@ import heapq
 import logging
 import time
 from collections import Counter
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from agent.config.node import NodeConfig
 from agent.protocol import wire
@@ -41,7 +41,7 @@ from agent.net.transport import Transport
 from agent.protocol.wire import Kind
 from agent.ops.metrics import NullMetrics
 from agent.policies.api import AgentPolicy, NodeView, TaskInfo
-from agent.node.outitem import OutItem, wire_bytes_of
+from agent.node.outitem import Custody, OutItem, wire_bytes_of
 
 log = logging.getLogger("agent.node.loop")  # these are the loop's steps: logged under its name
 
@@ -67,7 +67,7 @@ class Outbox:
         self.input_queue = input_queue
         self.metrics = metrics if metrics is not None else NullMetrics()
         self.counters: Counter = Counter()
-        self.items: Dict[str, OutItem] = {}
+        self.items = Custody()  # key -> item, its tasks counted (held without a scan)
         self.waiting: List[OutItem] = []  # no alive successor when they were due
         self.pacers = ({p.id: LinkPacer(p.link_rate_bytes_s) for p in cfg.peers}
                        if cfg.emulate_links else {})
@@ -84,13 +84,10 @@ class Outbox:
 
     # -- counters ----------------------------------------------------------------------------
 
-    def held(self) -> List[OutItem]:
-        """Tasks this node holds for a successor (sent and not ACKed, or waiting)."""
-        return [i for i in self.items.values() if i.kind == Kind.TASK] + self.waiting
-
-    def holding(self) -> int:
-        """How many tasks this node holds for a successor (``held``, counted without a list)."""
-        return sum(1 for i in self.items.values() if i.kind == Kind.TASK) + len(self.waiting)
+    def held(self) -> Tuple[int, int]:
+        """(tasks, tensor bytes) held for a successor: sent and not ACKed, or waiting."""
+        w = self.waiting
+        return self.items.tasks + len(w), self.items.task_bytes + sum(i.nbytes for i in w)
 
     def count(self, name: str, n: int = 1) -> None:
         """Add ``n`` to counter ``name`` (written to stats.json)."""

@@ -38,3 +38,53 @@ class OutItem:
     def nbytes(self) -> int:
         """Tensor bytes this item holds."""
         return 0 if self.tensor is None else self.tensor.nbytes
+
+
+_TASK = Kind.TASK
+_set, _del, _pop = dict.__setitem__, dict.__delitem__, dict.pop
+
+
+class Custody(dict):
+    """The outbox's items by key, the tasks among them counted as they come and go.
+
+    A worker checks its queue bounds on every TASK it takes (``Outbox.held``): a scan of every
+    item in custody there cost time in proportion to the queue, on each intake. An item's kind
+    and tensor do not change while it is held, so the counts stay exact whichever of the dict's
+    ways (``[]=``, ``del``, ``pop``) puts an item in or takes it out.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tasks = 0  # TASK items held
+        self.task_bytes = 0  # their tensor bytes
+
+    def __setitem__(self, key: str, item: OutItem) -> None:
+        old = self.get(key)
+        if old is not None and old.kind is _TASK:
+            self.tasks -= 1
+            self.task_bytes -= old.nbytes
+        _set(self, key, item)
+        if item.kind is _TASK:
+            self.tasks += 1
+            self.task_bytes += item.nbytes
+
+    def __delitem__(self, key: str) -> None:
+        item = self[key]
+        _del(self, key)
+        if item.kind is _TASK:
+            self.tasks -= 1
+            self.task_bytes -= item.nbytes
+
+    def pop(self, key: str, *default: Any) -> Any:
+        """``dict.pop``, counted."""
+        item = _pop(self, key, *default)
+        if isinstance(item, OutItem) and item.kind is _TASK:
+            self.tasks -= 1
+            self.task_bytes -= item.nbytes
+        return item
+
+    def _closed(self, *args: Any, **kwargs: Any) -> None:
+        raise TypeError("Custody keeps its counts through []=, del and pop only")
+
+    # the dict's other ways in and out would bypass the counts
+    update = setdefault = popitem = clear = _closed  # type: ignore[assignment]

@@ -141,7 +141,7 @@ class SourceSide(Role):
         if held_off and not view.alive_successors(1):  # every one refused work lately
             why = {self.out.refused_why.get(p, "") for p in held_off}
             return "no_route" if why == {"no_route"} else "overload"
-        if self.out.holding() >= self.cfg.max_queue_tasks:  # waiting, or sent and not ACKed
+        if self.out.held()[0] >= self.cfg.max_queue_tasks:  # waiting, or sent and not ACKed
             return "overload"
         return ""
 

@@ -118,9 +118,8 @@ class WorkerSide(Role):
 
     def held(self) -> Tuple[int, int]:
         """(tasks, tensor bytes) this node holds: input and output queues together."""
-        out = self.out.held()
-        return (len(self.backlog) + self.runner.queued + len(out),
-                self.backlog_bytes + sum(i.nbytes for i in out))
+        tasks, nbytes = self.out.held()
+        return (len(self.backlog) + self.runner.queued + tasks, self.backlog_bytes + nbytes)
 
     def stats(self) -> Dict[str, Any]:
         tasks, nbytes = self.held()

@@ -103,3 +103,45 @@ def test_a_result_ends_custody_only_by_its_sources_ack(out):
     assert out.items == {"R:t1#0": result} and out.counters["ack_not_sent_w2"] == 1
     out.on_ack("s1", ["R:t1#0"], 100.2)
     assert out.items == {} and out.counters["acked"] == 1
+
+
+def _scan(out) -> tuple:
+    """``held`` the slow way: every task in custody or waiting, and their tensor bytes."""
+    tasks = [i for i in out.items.values() if i.kind == Kind.TASK] + out.waiting
+    return len(tasks), sum(i.nbytes for i in tasks)
+
+
+def test_held_counts_stay_equal_to_a_scan_of_custody_through_sends_acks_resends_and_refusals(out):
+    """``held`` is kept as items come and go (no scan per intake): after every step of a
+    mixed sequence (sends, a resend, a refusal, ACKs, a cancel, a result) it equals a scan."""
+    items = [_task("t%d" % k) for k in range(6)]
+    for k, item in enumerate(items):
+        out.send(item, 100.0 + k * 0.01)
+        assert out.held() == _scan(out)
+    assert out.held()[0] == 6 and out.held()[1] == 6 * items[0].nbytes
+    out.run_timers(101.0, lambda key, now: None)  # past their ACK deadlines: re-sent
+    assert out.held() == _scan(out) and out.held()[0] == 6
+    out.on_ack(items[0].dest, [items[0].key], 101.1)
+    out.on_ack(items[1].dest, [], 101.1, refused=[items[1].key], retry_s=0.5, reason="overload")
+    assert out.held() == _scan(out)
+    out.cancel(items[2].key)
+    out.cancel("never-sent#0")
+    assert out.held() == _scan(out) and out.held()[0] == 4
+    out.send(OutItem(Kind.RESULT, "R:t9#0", {"id": "t9", "attempt": 0, "source": "s1",
+                                             "exit_stage": 1, "cls": 1, "confidence": 0.9,
+                                             "worker": "w1", "hops": 1, "resends": 0,
+                                             "created": 0.0, "token": ""},
+                     None, dest="s1", keep_until=130.0), 101.2)
+    assert out.held() == _scan(out) and out.held()[0] == 4  # results are not tasks held
+    for item in items[3:]:
+        out.on_ack(item.dest, [item.key], 101.3)
+    assert out.held() == _scan(out)
+
+
+def test_custody_refuses_the_dict_methods_that_would_bypass_its_counts(out):
+    """``update``, ``setdefault``, ``popitem`` and ``clear`` would change the items without
+    the counts: they raise instead of drifting."""
+    for call in (lambda: out.items.update({}), lambda: out.items.setdefault("k", None),
+                 out.items.popitem, out.items.clear):
+        with pytest.raises(TypeError):
+            call()

@@ -169,7 +169,7 @@ def test_a_source_holding_max_queue_tasks_unacked_rejects_with_overload(node):
     now = time.monotonic()
     for i in range(out.cfg.max_queue_tasks):
         out.send(_task("t%d" % i), now)
-    assert not out.waiting and out.holding() == out.cfg.max_queue_tasks
+    assert not out.waiting and out.held()[0] == out.cfg.max_queue_tasks
     assert side.refusal() == "overload"
 
 
