@@ -232,6 +232,8 @@ class Outbox:
 
     def _hold_full_links(self, now: float) -> None:
         """Hold off each successor more than ``LINK_QUEUE_MAX_S`` of link time behind."""
+        if self.items.fits((self.link_rates.prior, self.view.link_rate_bytes_s), LINK_QUEUE_MAX_S):
+            return  # the common case, without a scan of every item
         queued: Dict[str, int] = {}
         for i in self.items.values():
             if i.kind == Kind.TASK and i.link_start > 0:

@@ -57,16 +57,19 @@ class Custody(dict):
         super().__init__()
         self.tasks = 0  # TASK items held
         self.task_bytes = 0  # their tensor bytes
+        self.task_wire_bytes = 0.0  # and what they take on the links, framing included
 
     def __setitem__(self, key: str, item: OutItem) -> None:
         old = self.get(key)
         if old is not None and old.kind is _TASK:
             self.tasks -= 1
             self.task_bytes -= old.nbytes
+            self.task_wire_bytes -= wire_bytes_of(old.nbytes)
         _set(self, key, item)
         if item.kind is _TASK:
             self.tasks += 1
             self.task_bytes += item.nbytes
+            self.task_wire_bytes += wire_bytes_of(item.nbytes)
 
     def __delitem__(self, key: str) -> None:
         item = self[key]
@@ -74,6 +77,7 @@ class Custody(dict):
         if item.kind is _TASK:
             self.tasks -= 1
             self.task_bytes -= item.nbytes
+            self.task_wire_bytes -= wire_bytes_of(item.nbytes)
 
     def pop(self, key: str, *default: Any) -> Any:
         """``dict.pop``, counted."""
@@ -81,7 +85,15 @@ class Custody(dict):
         if isinstance(item, OutItem) and item.kind is _TASK:
             self.tasks -= 1
             self.task_bytes -= item.nbytes
+            self.task_wire_bytes -= wire_bytes_of(item.nbytes)
         return item
+
+    def fits(self, rate_maps: Any, seconds: float) -> bool:
+        """True when all the tasks held would cross the slowest positive rate of ``rate_maps``
+        (each peer -> bytes/s) within ``seconds`` (no rate: True); then no one link can hold
+        more than that."""
+        rates = [r for m in rate_maps for r in m.values() if r > 0]
+        return not rates or self.task_wire_bytes <= min(rates) * seconds
 
     def _closed(self, *args: Any, **kwargs: Any) -> None:
         raise TypeError("Custody keeps its counts through []=, del and pop only")

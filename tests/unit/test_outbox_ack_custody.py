@@ -145,3 +145,17 @@ def test_custody_refuses_the_dict_methods_that_would_bypass_its_counts(out):
                  out.items.popitem, out.items.clear):
         with pytest.raises(TypeError):
             call()
+
+
+def test_custody_fits_when_all_tasks_cross_the_slowest_positive_rate_in_time(out):
+    """``fits``: every task held, framing included, against the slowest rate above zero of
+    all the maps (a zero rate is no rate; no rate at all fits)."""
+    item = _task("t1")
+    out.items[item.key] = item
+    need = out.items.task_wire_bytes
+    assert need > item.nbytes
+    assert out.items.fits(({}, {}), 1.0) and out.items.fits(({"w2": 0.0}, {}), 1.0)
+    assert out.items.fits(({"w2": need}, {"w3": 10 * need}), 1.0)
+    assert not out.items.fits(({"w2": 10 * need}, {"w3": need / 2, "w4": 0.0}), 1.0)
+    del out.items[item.key]
+    assert out.items.task_wire_bytes == 0 and out.items.fits(({"w2": 1.0}, {}), 1.0)

@@ -161,6 +161,21 @@ def test_a_slow_link_a_second_behind_is_left_alone_and_the_source_rejects_with_o
     assert not out.waiting and out.items["held"].dest == "w1"
 
 
+def test_tasks_past_the_slowest_links_budget_on_a_fast_link_hold_nothing_off(node):
+    """The bound is per link: more tasks in custody than the slow link (w1) could carry in
+    LINK_QUEUE_MAX_S, all sent over the fast one (w2), leave w2 usable (the quick check on
+    all tasks together only skips the per-link count when even the slowest link would do)."""
+    out, side, routers, _ = node
+    out.view.alive.add("w2")
+    n = int(LINK_QUEUE_MAX_S * SLOW_BYTES_S / message_wire_bytes(3136)) + 5
+    now = time.monotonic()
+    for i in range(n):
+        out.send(_task("t%d" % i), now)
+    assert out.items.task_wire_bytes > SLOW_BYTES_S * LINK_QUEUE_MAX_S
+    assert [i.dest for i in out.items.values()] == ["w2"] * n and not out.waiting
+    assert out.counters["link_full"] == 0 and "w2" not in out.view.unavailable
+
+
 def test_a_source_holding_max_queue_tasks_unacked_rejects_with_overload(node):
     """Tasks sent and not ACKed count toward max_queue_tasks like tasks waiting for a
     successor: at the limit a new task is rejected (overload), not queued."""
