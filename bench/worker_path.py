@@ -23,7 +23,10 @@ and median of ``--repeat`` runs after a warm-up; the collector's passes during t
 by generation and the longest full one (the loop stands still meanwhile).
 
     python3 bench/worker_path.py [--tasks 20000] [--batch 5] [--repeat 7] [--engine stub|real]
-                                 [--no-freeze]
+                                 [--lag 0] [--no-freeze]
+
+``--lag P``: the source's ACK of each pass's results comes P passes later, so the worker
+holds about P x batch results in custody meanwhile (what a slow or distant source does).
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections import deque
 
 import numpy as np
 
@@ -80,9 +84,10 @@ def _worker(engine: str):
     return built, sent, x
 
 
-def run(built, sent, x, tasks: int, batch: int, first: int) -> float:
+def run(built, sent, x, tasks: int, batch: int, first: int, lag: int = 0) -> float:
     """Push ``tasks`` tasks (ids from ``first``) through the worker; CPU seconds used. The
-    TASKs and the source's ACK of each pass's results are encoded before the clock starts."""
+    TASKs and the source's ACK of each pass's results are encoded before the clock starts;
+    each ACK comes ``lag`` passes after its results went out."""
     node = built.node
     out, side = node.outbox, node.role
     ids = ["t%d" % i for i in range(first, first + tasks)]
@@ -92,6 +97,7 @@ def run(built, sent, x, tasks: int, batch: int, first: int) -> float:
     acks = [[bytes(f) for f in wire.encode(wire.Kind.ACK, "s1", {
         "keys": ["R:" + wire.task_key(i, 0) for i in ids[k:k + batch]]})]
         for k in range(0, tasks, batch)]
+    pending: deque = deque()
     c0 = time.process_time()
     for k in range(0, tasks, batch):
         for frames in msgs[k:k + batch]:
@@ -101,9 +107,13 @@ def run(built, sent, x, tasks: int, batch: int, first: int) -> float:
         side.on_clock(now)
         out.flush_results(now)
         if sent:  # the pass's results went out (to s1, as one RESULTS message): ACK them
-            node._dispatch((REPLY, "s1", acks[k // batch]))
+            pending.append(acks[k // batch])
             del sent[:]
+        while len(pending) > lag:
+            node._dispatch((REPLY, "s1", pending.popleft()))
         out.run_timers(node.clock(), side.on_timer)
+    while pending:
+        node._dispatch((REPLY, "s1", pending.popleft()))
     cpu_s = time.process_time() - c0
     if out.items:
         raise SystemExit("%d results left without their ACK" % len(out.items))
@@ -116,6 +126,9 @@ def main() -> int:
     ap.add_argument("--batch", type=int, default=5, help="TASK messages per loop pass")
     ap.add_argument("--repeat", type=int, default=7, help="timed runs (after one warm-up run)")
     ap.add_argument("--engine", choices=("stub", "real"), default="stub")
+    ap.add_argument("--lag", type=int, default=0,
+                    help="passes each ACK of results comes late (custody holds about "
+                         "lag x batch results meanwhile)")
     ap.add_argument("--core", type=int, default=0, help="the core this process is pinned to")
     ap.add_argument("--no-freeze", action="store_true",
                     help="leave start-up objects in the collector's full passes")
@@ -123,7 +136,7 @@ def main() -> int:
     os.sched_setaffinity(0, {args.core})  # a confined worker runs its jobs on the loop's thread
     built, sent, x = _worker(args.engine)
     try:
-        run(built, sent, x, args.tasks, args.batch, 0)  # warm-up
+        run(built, sent, x, args.tasks, args.batch, 0, args.lag)  # warm-up
         if not built.node.role.inline:
             raise SystemExit("the worker does not run its jobs on the loop's thread")
         if not args.no_freeze:
@@ -138,7 +151,7 @@ def main() -> int:
             if info["generation"] == 2:
                 longest[0] = max(longest[0], time.perf_counter() - started[0])
         gc.callbacks.append(on_gc)
-        per_task = [run(built, sent, x, args.tasks, args.batch, (k + 1) * args.tasks)
+        per_task = [run(built, sent, x, args.tasks, args.batch, (k + 1) * args.tasks, args.lag)
                     / args.tasks * 1e6 for k in range(args.repeat)]
         gc.callbacks.remove(on_gc)
         done = built.node.outbox.counters["finished"]
@@ -147,8 +160,8 @@ def main() -> int:
             raise SystemExit("%d of %d tasks finished" % (done, want))
     finally:
         built.close()
-    print("machine: %s; engine %s, %d tasks per run, %d per pass"
-          % (machine(), args.engine, args.tasks, args.batch))
+    print("machine: %s; engine %s, %d tasks per run, %d per pass, ACKs %d passes late"
+          % (machine(), args.engine, args.tasks, args.batch, args.lag))
     print("CPU per task: min %.2f us, median %.2f us (%s)" % (
         min(per_task), statistics.median(per_task), ", ".join("%.1f" % v for v in per_task)))
     print("collector (%s): %d / %d / %d passes of generation 0 / 1 / 2, the longest full one "
