@@ -28,6 +28,7 @@ from typing import Any, Callable, Dict, List, Optional
 
 import numpy as np
 
+from agent.ops.throttle import Throttle, more_since
 from calibration.profile import lookup_capacity
 from engines.bundle import check_measurable
 
@@ -158,11 +159,9 @@ class Capacity:
         self.estimator = estimator
         self.startup_capacity_flops = report.capacity_flops if report is not None else 0.0
         self.startup_service_time_s = report.service_time_s if report is not None else 0.0
-        self.clock = clock
         self._last_drift = False
-        self._logged_at: Optional[float] = None  # clock() of the last drift log line
         self.drift_changes = 0  # times the drift flag turned on or off
-        self._unlogged = 0  # of those, not logged (rate limit)
+        self._drift_log = Throttle(DRIFT_WARNING_INTERVAL_S, clock)
 
     @property
     def capacity_flops(self) -> float:
@@ -190,11 +189,10 @@ class Capacity:
             return
         self._last_drift = drifted
         self.drift_changes += 1
-        now = self.clock()
-        if self._logged_at is not None and now - self._logged_at < DRIFT_WARNING_INTERVAL_S:
-            self._unlogged += 1
+        left = self._drift_log.due()
+        if left is None:
             return
-        also = (" (%d more changes since the last line)" % self._unlogged) if self._unlogged else ""
+        also = more_since(left, "more changes")
         mu = self.estimator.capacity_flops or 0.0
         if drifted:
             log.warning("capacity drifted: start-up %.3g FLOP/s, now %.3g FLOP/s%s",
@@ -202,7 +200,6 @@ class Capacity:
         else:
             log.info("capacity back near its start-up value: %.3g FLOP/s (start-up %.3g)%s",
                      mu, self.startup_capacity_flops, also)
-        self._logged_at, self._unlogged = now, 0
 
     def refresh(self, view: Any) -> None:
         """Write the current mu and service time into the policies' ``NodeView``."""

@@ -49,6 +49,7 @@ from typing import Any, Callable, Deque, Dict, List, Optional, Tuple
 
 import numpy as np
 
+from agent.ops.throttle import Throttle, more_since
 from engines.exit_profile import softmax_confidence
 
 log = logging.getLogger(__name__)
@@ -121,8 +122,7 @@ class InferenceThread:
         self._busy = 0  # changed by the I/O thread only (submit, take_done)
         # a wake-up byte is on its way (set by the thread, cleared by take_done)
         self._signalled = False
-        self._failure_logged_at: Optional[float] = None  # clock() of the last failure line
-        self._failures_unlogged = 0
+        self._failure_log = Throttle(FAILURE_LOG_INTERVAL_S, clock)
         self._thread = threading.Thread(target=self._run, name="inference", daemon=True)
 
     @property
@@ -271,15 +271,9 @@ class InferenceThread:
         return None
 
     def _log_failure(self, fmt: str, exc: Exception) -> None:
-        now = self.clock()
-        if (self._failure_logged_at is not None
-                and now - self._failure_logged_at < FAILURE_LOG_INTERVAL_S):
-            self._failures_unlogged += 1
-            return
-        more = self._failures_unlogged
-        log.warning(fmt + (" (and %d more failed jobs since the last line)" % more if more else ""),
-                    exc)
-        self._failure_logged_at, self._failures_unlogged = now, 0
+        left = self._failure_log.due()
+        if left is not None:
+            log.warning(fmt + more_since(left, "more failed jobs"), exc)
 
     def _run(self) -> None:
         while True:

@@ -218,15 +218,16 @@ class Node:
                 _, frames = wire.split_topic(frames)
             msg = wire.decode(frames)
         except WireError as exc:
-            self.outbox.drop(exc.reason)
+            self.outbox.reject(exc.reason, who, str(exc))
             if tag == CLIENT:  # the client waits for an answer by its task's id
                 self.role.on_client_refused(who, wire.peek_id(frames))
             return
         if tag != CLIENT and msg.sender != (who.decode("utf-8", "replace") if tag == DATA
                                             else who):
             # it speaks for another node (or, on the control plane, for none we know)
-            return self.outbox.drop("unknown_sender" if tag == CONTROL and msg.sender
-                                    not in self.transport.peers else "impersonation")
+            return self.outbox.reject(
+                "unknown_sender" if tag == CONTROL and msg.sender not in self.transport.peers
+                else "impersonation", who, "it says it is %r" % msg.sender)
         try:
             if tag == CONTROL:
                 self._on_control(msg)
@@ -244,14 +245,14 @@ class Node:
 
     def _on_reply(self, peer: str, msg: wire.Message) -> None:
         if msg.kind != Kind.ACK:
-            return self.outbox.drop("unexpected_kind")
+            return self.outbox.reject("unexpected_kind", peer, "%s, not an ACK" % msg.kind.name)
         f = msg.fields
         self.outbox.on_ack(peer, f["keys"], self.clock(), f.get("refused", ()),
                            f.get("retry_s", 0.0), f.get("reason", ""))
 
     def _on_control(self, msg: wire.Message) -> None:
         if msg.sender not in self.transport.peers:
-            return self.outbox.drop("unknown_sender")
+            return self.outbox.reject("unknown_sender", msg.sender, "not among the peers")
         now = self.clock()
         was_alive = msg.sender in self.view.alive
         self.last_heard[msg.sender] = now
@@ -268,8 +269,7 @@ class Node:
         try:
             out = self.policy.on_control(msg, self.outbox.current_view(), now)
         except (ValueError, TypeError, KeyError) as exc:  # payload that does not fit the policy
-            log.debug("policy rejected %s from %s: %s", msg.kind.name, msg.sender, exc)
-            return self.outbox.drop("bad_payload")
+            return self.outbox.reject("bad_payload", msg.sender, "%s: %s" % (msg.kind.name, exc))
         self._publish(out)
 
     # -- control -----------------------------------------------------------------------------

@@ -42,6 +42,7 @@ from agent.protocol.wire import Kind
 from agent.ops.metrics import NullMetrics
 from agent.policies.api import AgentPolicy, NodeView, TaskInfo
 from agent.node.outitem import Custody, OutItem, wire_bytes_of
+from agent.node.rejects import Rejects
 
 log = logging.getLogger("agent.node.loop")  # these are the loop's steps: logged under its name
 
@@ -67,6 +68,7 @@ class Outbox:
         self.input_queue = input_queue
         self.metrics = metrics if metrics is not None else NullMetrics()
         self.counters: Counter = Counter()
+        self.reject = Rejects(self.drop, lambda: self.clock())  # bad input: counted and logged
         self.items = Custody()  # key -> item, its tasks counted (held without a scan)
         self.waiting: List[OutItem] = []  # no alive successor when they were due
         self.pacers = ({p.id: LinkPacer(p.link_rate_bytes_s) for p in cfg.peers}
@@ -371,8 +373,7 @@ class Outbox:
         while self._paced and self._paced[0][0] <= now:
             _, _, item, frames = heapq.heappop(self._paced)
             if self.items.get(item.key) is item and not self.transport.send(item.dest, frames):
-                item.link_start = 0.0
-                item.deadline = now
+                item.link_start, item.deadline = 0.0, now
                 self._push(now, item.key, False)
 
     def run_timers(self, now: float, on_timer: Callable[[str, float], None]) -> None:

@@ -76,11 +76,11 @@ class Role:
 
     def on_data(self, identity: bytes, msg: wire.Message) -> None:
         """A data message (TASK or RESULT) arrived at this node's ROUTER."""
-        self.out.drop("unexpected_kind")
+        self.out.reject("unexpected_kind", identity, "%s on the data socket" % msg.kind.name)
 
     def on_client(self, identity: bytes, msg: wire.Message) -> None:
         """A local client's message arrived."""
-        self.out.drop("unexpected_kind")
+        self.out.reject("unexpected_kind", identity, "%s from a client" % msg.kind.name)
 
     def on_client_refused(self, identity: bytes, task_id: Optional[str]) -> None:
         """A local client's message that the wire check refused (counted already); ``task_id``:

@@ -112,7 +112,7 @@ class SourceSide(Role):
     def on_client(self, identity: bytes, msg: wire.Message) -> None:
         """A local client pushed a task (TASK message, its own id); answered with a RESULT."""
         if msg.kind != Kind.TASK:
-            return self.out.drop("unexpected_kind")
+            return self.out.reject("unexpected_kind", identity, "%s from a client" % msg.kind.name)
         x = msg.tensors[0]
         want = self.replay.x
         client = (identity, msg.fields["id"])
@@ -216,17 +216,19 @@ class SourceSide(Role):
         elif msg.kind == Kind.RESULT:
             self._on_result(identity, msg.fields)
         else:
-            self.out.drop("unexpected_kind")
+            self.out.reject("unexpected_kind", identity, "%s, not a result" % msg.kind.name)
 
     def _on_result(self, identity: bytes, f: Dict[str, Any]) -> None:
         self.out.ack(identity, ["R:" + wire.task_key(f["id"], f["attempt"])])
         if f["source"] != self.cfg.node_id:
-            return self.out.drop("foreign_result")
+            return self.out.reject("foreign_result", identity,
+                                   "a result for source %r" % f["source"])
         token = self.tokens.get(f["id"])
         if token is None:
             return self.out.count("duplicate_result")  # answered already, or never ours
         if not secrets.compare_digest(token, f.get("token", "")):
-            return self.out.drop("forged_result")
+            return self.out.reject("forged_result", identity,
+                                   "task %r's result without its token" % f["id"])
         del self.tokens[f["id"]]
         task = self.book.complete(f, self.wall(), self.clock())
         if task is None:

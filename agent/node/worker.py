@@ -183,18 +183,21 @@ class WorkerSide(Role):
     def on_data(self, identity: bytes, msg: wire.Message) -> None:
         """A TASK for a stage here: checked, refused or ACKed, de-duplicated, queued."""
         if msg.kind != Kind.TASK:
-            return self.out.drop("unexpected_kind")
+            return self.out.reject("unexpected_kind", msg.sender, "%s, not a TASK" % msg.kind.name)
         f, x = msg.fields, msg.tensors[0]
         h = f["stage"]
         want = self.inputs.get(h)
         if want is None:
-            return self.out.drop("wrong_stage")
+            return self.out.reject("wrong_stage", msg.sender, "a TASK for stage %d" % h)
         if f["source"] not in self.sources:
-            return self.out.drop("unknown_source")
+            return self.out.reject("unknown_source", msg.sender,
+                                   "a TASK of source %r, not a peer" % f["source"])
         if x.dtype != want[0] or x.shape != want[1]:
-            return self.out.drop("bad_shape")
+            return self.out.reject("bad_shape", msg.sender, "a stage-%d input of %s%s, not %s%s"
+                                   % (h, x.dtype, x.shape, want[0], want[1]))
         if f["attempt"] >= self.cfg.max_attempts:
-            return self.out.drop("bad_attempt")
+            return self.out.reject("bad_attempt", msg.sender, "attempt %d of a TASK, max %d"
+                                   % (f["attempt"], self.cfg.max_attempts))
         key = wire.task_key(f["id"], f["attempt"])
         now = self.clock()
         ttl = min(f.get("ttl_s", self.cfg.result_timeout_s), self.cfg.result_timeout_s)

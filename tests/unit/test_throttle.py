@@ -1,0 +1,59 @@
+"""Recurring warnings are throttled to one line per interval with the count of what went
+unlogged (``agent.ops.throttle``), and refused input is counted and logged that way, naming
+its sender (``agent.node.rejects``)."""
+
+from __future__ import annotations
+
+import logging
+
+from agent.node.rejects import Rejects, sender_label
+from agent.ops.throttle import Throttle, more_since
+
+
+def test_the_first_event_is_due_then_none_until_the_interval_has_passed():
+    """``due`` gives an empty count first, None (counted by key) within the interval, and the
+    counts by key once it has passed, starting a new interval."""
+    now = [100.0]
+    t = Throttle(60.0, clock=lambda: now[0])
+    assert t.due("a") == {}
+    now[0] = 130.0
+    assert t.due("a") is None and t.due("b") is None and t.due("a") is None
+    now[0] = 160.0
+    assert t.due("a") == {"a": 2, "b": 1}
+    now[0] = 200.0
+    assert t.due() is None
+
+
+def test_more_since_names_the_count_and_the_keys_only_when_there_are_keys():
+    """No events left: nothing; keyed events: the total and each key; only the empty key:
+    the total alone."""
+    assert more_since({}) == ""
+    assert more_since({"b": 1, "a": 3}, "more dropped") == (
+        " (and 4 more dropped since the last line: a 3, b 1)")
+    assert more_since({"": 5}, "more failed jobs") == " (and 5 more failed jobs since the last line)"
+
+
+def test_refused_input_is_always_counted_and_logged_once_a_minute_with_the_rest_summed(caplog):
+    """Every reject goes to the drop counter; the log gets the first at once (its sender and
+    why), then one line per interval carrying how many came meanwhile, by reason."""
+    drops, now = [], [0.0]
+    reject = Rejects(drops.append, clock=lambda: now[0])
+    with caplog.at_level(logging.WARNING, logger="agent.node.loop"):
+        reject("bad_header", b"w3a", "bad_header: ExtraData")
+        for _ in range(40):
+            reject("bad_header", b"w3a")
+        reject("bad_shape", "w2", "a stage-2 input of float32(1, 3), not float32(1, 8)")
+        now[0] = 61.0
+        reject("bad_version", b"\x00k\x8b\x45\x67")
+    assert len(drops) == 43 and drops.count("bad_header") == 41
+    lines = [r.getMessage() for r in caplog.records]
+    assert lines == [
+        "dropped a message from w3a: bad_header: ExtraData",
+        "dropped a message from 0x006b8b4567: bad_version"
+        " (and 41 more dropped since the last line: bad_header 40, bad_shape 1)"]
+
+
+def test_a_sender_prints_as_its_node_id_or_in_hex_when_it_is_not_text():
+    """Node ids (str or routing-id bytes) print as they are; ZeroMQ's binary ids in hex."""
+    assert sender_label("w1") == "w1" and sender_label(b"s1") == "s1"
+    assert sender_label(b"\x00\x80\x00\x00\x29") == "0x0080000029"
