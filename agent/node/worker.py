@@ -87,6 +87,7 @@ class WorkerSide(Role):
         self.metrics = metrics if metrics is not None else NullMetrics()
         self.clock = clock
         self.sources = {p.id for p in cfg.sources}
+        self.peers = {p.id for p in cfg.peers}  # who may send TASKs here
         # (task id, stage) -> (attempt, monotonic deadline) of the last issue taken here
         self.seen: "OrderedDict[Tuple[str, int], Tuple[int, float]]" = OrderedDict()
         self.backlog: Deque[Job] = deque()  # input queue not yet handed to the engine
@@ -184,6 +185,9 @@ class WorkerSide(Role):
         """A TASK for a stage here: checked, refused or ACKed, de-duplicated, queued."""
         if msg.kind != Kind.TASK:
             return self.out.reject("unexpected_kind", msg.sender, "%s, not a TASK" % msg.kind.name)
+        if msg.sender not in self.peers:
+            return self.out.reject("unknown_sender", msg.sender, "a TASK from a node not among "
+                                   "the peers (a predecessor belongs in [[peers]])")
         f, x = msg.fields, msg.tensors[0]
         h = f["stage"]
         want = self.inputs.get(h)

@@ -188,6 +188,29 @@ def test_intake_refuses_past_the_bound_drops_replays_and_expired_tasks(tmp_path)
         ctx.term()
 
 
+def test_a_task_from_a_node_that_is_not_a_peer_is_dropped_counted_and_logged(worker, caplog):
+    """Only configured peers may send TASKs: one from another node (here "evil", naming the
+    known source s1) is not ACKed, not queued, counted as unknown_sender and logged once with
+    its sender; a peer's TASK still goes in."""
+    side, out, spec = worker
+    x = np.zeros(spec.input_shape, dtype=spec.input_dtype)
+
+    def task(sender, tid):
+        return wire.Message(Kind.TASK, sender, fields={
+            "id": tid, "source": "s1", "stage": 1, "attempt": 0, "created": 0.0, "hops": 0,
+            "resends": 0}, tensors=[x])
+
+    with caplog.at_level("WARNING"):
+        side.on_data(b"evil", task("evil", "t1"))
+        side.on_data(b"evil", task("evil", "t2"))
+    assert out.counters["drop_unknown_sender"] == 2 and not out._replies
+    assert side.received == 0
+    lines = [r.getMessage() for r in caplog.records if "dropped a message" in r.message]
+    assert len(lines) == 1 and "from evil: a TASK from a node not among the peers" in lines[0]
+    side.on_data(b"s1", task("s1", "t3"))
+    assert out._replies == {(b"s1", ""): ["t3#0"]} and side.received == 1
+
+
 def test_a_result_is_kept_for_its_restarting_source_until_the_tasks_deadline(worker):
     """A RESULT whose source cannot be reached (a restarted source not yet connected) is re-sent
     past the per-hop re-send limit until the task's deadline, then given up; a TASK is still
