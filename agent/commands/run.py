@@ -51,12 +51,18 @@ def run(args: argparse.Namespace) -> int:
     except UsageError as exc:
         if notifier.ready_sent:  # not a start-up fault: let the service manager restart
             raise
-        return _fail(str(exc))
+        return _fail(_naming(args.config, str(exc)))
     except OSError as exc:  # a file the checks did not foresee: still one line, no restart loop
         if notifier.ready_sent:
             raise
         where = exc.filename or args.config
-        return _fail("cannot start: %s: %s" % (where, exc.strerror or exc))
+        return _fail(_naming(args.config, "cannot start: %s: %s" % (where, exc.strerror or exc)))
+
+
+def _naming(config: str, text: str) -> str:
+    """``text`` led by the config file's path, unless it names that file first already (a
+    fleet's journals hold many nodes' lines: each says whose config is at fault)."""
+    return text if text.startswith(config + ":") else "%s: %s" % (config, text)
 
 
 class _Started:

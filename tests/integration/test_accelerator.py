@@ -72,7 +72,7 @@ def test_required_on_this_machine_exits_78_with_one_line(tmp_path):
     assert proc.returncode == EXIT_CONFIG, proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1, proc.stderr
-    assert lines[0].startswith("edge-agent run: error: stage 1 would run on the CPU (")
+    assert lines[0].startswith("edge-agent run: error: %s: stage 1 would run on the CPU (" % cfg)
     assert "not in this onnxruntime build" in lines[0] and "edge-agent doctor" in lines[0]
     written = json.loads((tmp_path / "state" / "engines.json").read_text())
     assert written["accelerator"] == "required" and not written["stages"]["1"]["on_gpu"]

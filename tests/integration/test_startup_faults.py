@@ -310,8 +310,9 @@ def _run(case: Case, config_path: str) -> Tuple[int, str, float]:
     return done.returncode, done.stderr, time.monotonic() - start
 
 
-def _check(name: str, rc: int, stderr: str, took_s: float, needles: Tuple[str, ...]) -> str:
-    """'' when the run met the rule, else why not."""
+def _check(name: str, rc: int, stderr: str, took_s: float, needles: Tuple[str, ...],
+           config: str = "") -> str:
+    """'' when the run met the rule, else why not (``config``: the line starts with it)."""
     errors = [line for line in stderr.splitlines() if "error:" in line]
     why = []
     if rc != EXIT_CONFIG:
@@ -320,6 +321,8 @@ def _check(name: str, rc: int, stderr: str, took_s: float, needles: Tuple[str, .
         why.append("%d error lines / a traceback" % len(errors))
     elif not all(n in errors[0] for n in needles):
         why.append("error line lacks %r" % [n for n in needles if n not in errors[0]])
+    elif config and not errors[0].startswith("edge-agent run: error: %s: " % config):
+        why.append("error line does not start with the config file %s" % config)
     if took_s > LOADED_LIMIT_S:
         why.append("took %.1f s" % took_s)
     return "" if not why else "%s: %s\n    stderr: %s" % (name, "; ".join(why), stderr[-600:])
@@ -334,7 +337,8 @@ def tiny(tmp_path_factory):
 
 def test_at_least_thirty_startup_faults_each_exit_78_with_one_line_naming_the_field(tiny, tmp_path):
     """Rule: every start-up fault in the table gives exit status 78 within 10 s and exactly one
-    stderr error line (no traceback) that names the field or file at fault."""
+    stderr error line (no traceback) that names the config file first, then the field or file
+    at fault."""
     assert len(CASES) >= 30
     bundle, replay = tiny
     cases = []
@@ -350,7 +354,8 @@ def test_at_least_thirty_startup_faults_each_exit_78_with_one_line_naming_the_fi
                                   for _, case, path, _ in cases], LIMIT_S * 3, 3, closed)
     results = [(-1, "HUNG: " + err, took) if rc is None else (rc, err, took)
                for rc, err, took in results]
-    failures = [_check(name, *res, needles) for (name, _, _, needles), res in zip(cases, results)]
+    failures = [_check(name, *res, needles, path)
+                for (name, _, path, needles), res in zip(cases, results)]
     failures = [f for f in failures if f]
     assert not failures, "\n".join(failures)
 
