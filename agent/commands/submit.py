@@ -67,17 +67,43 @@ def _endpoint_and_keys(args):
 
 
 def _inputs(path: str):
+    """Inputs ``x`` and labels ``y`` (or None) of ``--images``, checked: ``UsageError`` in one
+    line for anything the send loop could not index, send or print."""
+    import math
+
     import numpy as np
 
     from agent.errors import UsageError
+    from agent.protocol.wire import DTYPES
 
     try:
-        if path.endswith(".npy"):
-            return np.load(path), None
-        with np.load(path) as z:
-            return np.asarray(z["x"]), (np.asarray(z["y"]) if "y" in z.files else None)
+        data = np.load(path)
+        if isinstance(data, np.lib.npyio.NpzFile):  # by content: a .npy named .npz too
+            with data as z:
+                x, y = np.asarray(z["x"]), (np.asarray(z["y"]) if "y" in z.files else None)
+        else:
+            x, y = data, None
     except (OSError, KeyError, ValueError) as exc:
         raise UsageError("--images: cannot read inputs x from %s: %s" % (path, exc)) from None
+    if not isinstance(x, np.ndarray) or x.ndim == 0:
+        raise UsageError("--images: %s: x must be an array of inputs, one per row, got a single "
+                         "value" % path)
+    if x.dtype.name not in DTYPES:  # a source refuses any other tensor type
+        raise UsageError("--images: %s: x has dtype %s; inputs must be one of %s"
+                         % (path, x.dtype.name, ", ".join(DTYPES)))
+    if y is None:
+        return x, None
+    if y.ndim != 1 or len(y) != len(x):
+        raise UsageError("--images: %s: y must hold one label per input (x has %d inputs, y is "
+                         "shaped %s)" % (path, len(x), tuple(y.shape)))
+    if y.dtype.kind not in "iuf":
+        raise UsageError("--images: %s: y must hold whole-number class labels, got dtype %s"
+                         % (path, y.dtype.name))
+    odd = [v for v in y.tolist() if not (math.isfinite(v) and v == int(v))]
+    if odd:
+        raise UsageError("--images: %s: y must hold whole-number class labels, got %r"
+                         % (path, odd[0]))
+    return x, y.astype(np.int64)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -113,11 +139,13 @@ def run(args: argparse.Namespace) -> int:
                   % (a.id, a.outcome, a.reason or "-", a.cls, a.confidence, a.exit_stage,
                      a.delay_s * 1000.0, label))
             sys.stdout.flush()
-            if i == 0 and n > 1 and a.reason == no_answer(a.id, args.timeout).reason:
-                # nothing at all came back: the rest would each wait as long for nothing
+            if i == 0 and a.reason == no_answer(a.id, args.timeout).reason:
+                # nothing at all came back: the rest would each wait as long for nothing, and
+                # a lone input says the same as a first one (no source there, or wrong keys)
                 raise UsageError("no answer from %s within %g s: is its source running, and the "
-                                 "endpoint (and keys) right? %d input(s) not sent"
-                                 % (endpoint, args.timeout, n - 1))
+                                 "endpoint (and keys) right?%s"
+                                 % (endpoint, args.timeout, " %d input(s) not sent" % (n - 1)
+                                    if n > 1 else ""))
     print("%d sent: %s" % (n, ", ".join("%d %s" % (fates[o], o) for o in
                                         ("completed", "rejected", "lost", "error") if fates[o])))
     return 0 if fates["completed"] == n else 1

@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from agent import cli
@@ -90,3 +91,61 @@ def test_submit_to_an_endpoint_that_never_answers_stops_after_the_first_input(tm
     assert len([l for l in out.splitlines() if " lost " in l]) == 1
     err = err.strip().splitlines()
     assert len(err) == 1 and "no answer from %s" % endpoint in err[0] and "2 input(s)" in err[0]
+
+
+@pytest.mark.parametrize("arrays,message", [
+    ({"x": np.float32(1)}, "x must be an array of inputs, one per row, got a single value"),
+    ({"x": np.array(["a", "b"])}, "x has dtype str"),
+    ({"x": np.zeros((3, 2), np.float32), "y": np.array([1])},
+     "y must hold one label per input (x has 3 inputs, y is shaped (1,))"),
+    ({"x": np.zeros((3, 2), np.float32), "y": np.int64(1)}, "y is shaped ()"),
+    ({"x": np.zeros((3, 2), np.float32), "y": np.array(["a", "b", "c"])},
+     "y must hold whole-number class labels, got dtype str"),
+    ({"x": np.zeros((2, 2), np.float32), "y": np.array([1.0, 2.5])},
+     "y must hold whole-number class labels, got 2.5"),
+])
+def test_submit_inputs_it_cannot_send_are_one_line_before_anything_is_sent(
+        tmp_path, capsys, arrays, message):
+    """Rule: an --images file whose x is a single value or of a type no source takes, or whose
+    y is not one whole-number label per input, is one error line naming the file, exit 2,
+    before anything is sent (these were TypeError, IndexError and ValueError tracebacks)."""
+    images = str(tmp_path / "in.npz")
+    np.savez(images, **arrays)
+    assert cli.main(["submit", "--images", images, "--endpoint", "tcp://127.0.0.1:5999"]) == 2
+    out, err = capsys.readouterr()
+    err = err.strip().splitlines()
+    assert out == "" and len(err) == 1 and images in err[0] and message in err[0], err
+
+
+def test_submit_reads_a_npy_array_whatever_its_name_says(tmp_path, capsys):
+    """Rule: an --images file is read by its content: a .npy array saved under an .npz name
+    is read as its inputs (it was an AttributeError traceback); a 0-d .npy is one line."""
+    images = tmp_path / "in.npz"
+    np.save(str(tmp_path / "a.npy"), np.float32(1))
+    assert cli.main(["submit", "--images", str(tmp_path / "a.npy"),
+                     "--endpoint", "tcp://127.0.0.1:5999"]) == 2
+    assert "got a single value" in capsys.readouterr().err
+    with open(str(images), "wb") as f:
+        np.save(f, np.zeros((0, 2), np.float32))
+    assert cli.main(["submit", "--images", str(images), "--endpoint", "tcp://127.0.0.1:5999"]) == 2
+    assert "holds no inputs" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("shape,extra", [((1, 1, 28, 28), []), ((3, 1, 28, 28), ["--count", "1"])])
+def test_submit_of_a_single_input_to_an_endpoint_that_never_answers_is_one_error_line(
+        tmp_path, capsys, shape, extra):
+    """Rule: with one input to send (one in the file, or --count 1), nothing coming back is
+    the same "no answer from ENDPOINT" error line, exit 2, as for the first of many (it was a
+    "1 sent: 1 lost" summary, exit 1)."""
+    from agent.testbed.procs import free_ports
+
+    images = str(tmp_path / "in.npz")
+    np.savez(images, x=np.zeros(shape, np.float32))
+    endpoint = "tcp://127.0.0.1:%d" % free_ports(1)[0]  # nothing listens there
+    assert cli.main(["submit", "--images", images, "--endpoint", endpoint,
+                     "--timeout", "0.3"] + extra) == 2
+    out, err = capsys.readouterr()
+    assert len([l for l in out.splitlines() if " lost " in l]) == 1 and " sent: " not in out
+    err = err.strip().splitlines()
+    assert len(err) == 1 and "no answer from %s within 0.3 s" % endpoint in err[0], err
+    assert "not sent" not in err[0]
