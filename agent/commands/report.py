@@ -1,8 +1,11 @@
 """``edge-agent report``: summarise past testbed or fleet runs again and compare them.
 
-Output paths are checked before anything is read. A damaged run (its ``testbed.json``) is one
-error line, exit status 2; a damaged (policy, rate) of a run is a warning line on stderr naming
-its file, the rest is reported, and the exit status is 1 (``agent.testbed.history``).
+Output paths are checked before anything is read. A damaged run (its ``testbed.json`` or
+``topology.json``) is one error line, exit status 2; a damaged (policy, rate) of a run is a
+warning line on stderr naming its file, the rest is reported, and the exit status is 1
+(``agent.testbed.history``); so are records lines that are no task record, but their rate is
+still summarised (without them). A run folder from before ``topology.json`` gets a warning
+line naming the topology file read instead (exit status unchanged).
 """
 
 from __future__ import annotations
@@ -37,10 +40,14 @@ def run(args: argparse.Namespace) -> int:
     runs = [load_run(p) for p in args.runs]
     skipped = 0
     for run in runs:
+        for note in run.notes:
+            print("edge-agent report: warning: %s" % " ".join(note.split()), file=sys.stderr)
         for why in run.skipped:
             print("edge-agent report: warning: %s; this (policy, rate) is left out"
                   % " ".join(why.split()), file=sys.stderr)
-        skipped += len(run.skipped)
+        for why in run.damaged:
+            print("edge-agent report: warning: %s" % " ".join(why.split()), file=sys.stderr)
+        skipped += len(run.skipped) + len(run.damaged)
         print("run %s (topology %s%s)%s" % (run.path, run.info.get("topology"),
                                             ", mdi mode %s" % run.info["mdi_mode"]
                                             if run.info.get("mdi_mode") else "",

@@ -288,20 +288,18 @@ def _check_node_configs(topo, bundle, policies, rates, duration_s: float, seed: 
 
 def _run_in(args, topo, bundle, policies, rates, cap, out_dir, lock, settings) -> int:
     """Run every (policy, rate) in the run folder; print and write the results."""
-    import json
-
-    from agent.ops.atomic import write_atomic
     from agent.testbed.driver import run_all
     from agent.testbed.phases import RECOVERED_RUN, format_phases
     from agent.testbed.report import (PLOT_NAMES, admitted_lines, format_table, write_json,
                                       write_plots)
-    from agent.testbed.rundir import RUN_INFO
+    from agent.testbed.runtopo import write_run_info
 
-    write_atomic(os.path.join(out_dir, RUN_INFO), json.dumps({
+    # testbed.json and the topology the run uses: `report` reads both from this folder alone
+    write_run_info(out_dir, {
         "topology": args.topology or "default", "mdi_mode": args.mdi_mode,
         "policies": policies, "rates": rates, "duration_s": settings.duration_s,
         "seed": args.seed, "network": args.network,
-        "faults": [f.label() for f in topo.faults]}, indent=1) + "\n")
+        "faults": [f.label() for f in topo.faults]}, topo)
     print("run folder: %s" % out_dir)
     emulated = topo.emulation_summary("shaped in the kernel" if settings.network else "emulated")
     print("topology: %s (%d sources, %d workers, %d stages; bundle %s)"

@@ -8,9 +8,12 @@ testbed printed; ``delays_after_warmup`` gives the per-task delays behind a dela
 
 Damaged files never end in a traceback: a ``testbed.json`` that is not the run's (binary, not
 a JSON object, wrong field types) is a ``UsageError`` naming it, since nothing of the run can be
-redone without it; a (policy, rate) whose ``run.json`` or records cannot be read or summarised
-is left out and named in ``PastRun.skipped`` (the other rates still report), and a run with no
-rate left is a ``UsageError``.
+redone without it, and so is a damaged ``topology.json`` (the topology the run used,
+``agent.testbed.runtopo``); a (policy, rate) whose ``run.json`` or records cannot be read or
+summarised is left out and named in ``PastRun.skipped`` (the other rates still report), and a
+run with no rate left is a ``UsageError``. Records lines that are no task record (other than a
+torn last line) leave the rate in, summarised without them, and are named in
+``PastRun.damaged``.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from agent.config.jsonfile import read_json_file
 from agent.errors import UsageError
 from agent.testbed.fleet import summarise_fleet
 from agent.testbed.local import RUN_FILE, _created, bundle_stages, summarise_rate
-from agent.testbed.report import RunResult, _delay, read_records
+from agent.testbed.report import RunResult, _delay, damaged_lines, read_records
 from agent.testbed.topology import Topology
 from agent.testbed.rundir import RUN_INFO, in_use
 
@@ -41,6 +44,9 @@ class PastRun:
     delays_s: Dict[Tuple[str, float], List[float]] = field(default_factory=dict)
     in_progress: bool = False
     skipped: List[str] = field(default_factory=list)  # why each damaged (policy, rate) was left out
+    # records files with damaged lines, one line each: their rates are reported without them
+    damaged: List[str] = field(default_factory=list)
+    notes: List[str] = field(default_factory=list)  # e.g. which file an older run's topology is
 
     @property
     def label(self) -> str:
@@ -102,33 +108,38 @@ def read_run_info(run_dir: str) -> dict:
 def load_run(path: str) -> PastRun:
     """Read a run folder and redo its summaries (see the module docstring).
 
-    A damaged ``testbed.json`` (or a topology or bundle it names that no longer loads) raises
-    ``UsageError`` naming the file: nothing of the run can be summarised without it. A damaged
-    (policy, rate) (its ``run.json`` or a records file) is left out and named in
-    ``PastRun.skipped``; with none left, ``UsageError``.
+    A damaged ``testbed.json`` or ``topology.json`` (or a topology or bundle that no longer
+    loads) raises ``UsageError`` naming the file: nothing of the run can be summarised without
+    it. A damaged (policy, rate) (its ``run.json`` or a records file) is left out and named in
+    ``PastRun.skipped``; with none left, ``UsageError``. Damaged records lines are named in
+    ``PastRun.damaged``; an older run's topology file in ``PastRun.notes``.
     """
     from agent.commands.testbed import with_mdi_mode
     from agent.testbed.driver import load_bundle_for
-    from agent.testbed.topology import load_topology
+    from agent.testbed.runtopo import CopyError, run_topology
 
     run_dir = resolve_run_dir(path)
     info = read_run_info(run_dir)
     try:
-        topo = with_mdi_mode(load_topology(info.get("topology")), info.get("mdi_mode"))
+        topo, note = run_topology(run_dir, info.get("topology"))
+        topo = with_mdi_mode(topo, info.get("mdi_mode"))
         bundle = load_bundle_for(topo)
+    except CopyError:
+        raise  # names the run folder's topology copy
     except UsageError as exc:
         raise UsageError("%s: %s" % (os.path.join(run_dir, RUN_INFO), exc)) from None
     order = {p: i for i, p in enumerate(info.get("policies") or [])}
     files = sorted(glob.glob(os.path.join(run_dir, "*", "rate-*", RUN_FILE)))
-    results, delays, skipped = [], {}, []
+    results, delays, skipped, damaged = [], {}, [], []
     for run_file in files:
         try:
-            res, ds = read_rate(topo, bundle, run_file)
+            res, ds, bad = read_rate(topo, bundle, run_file)
         except UsageError as exc:
             skipped.append(str(exc))
             continue
         results.append(res)
         delays[(res.policy, res.rate)] = ds
+        damaged += bad
     results.sort(key=lambda r: (order.get(r.policy, len(order)), r.policy, r.rate))
     if skipped and not results:
         raise UsageError("%s; no (policy, rate) of %s could be read%s" % (
@@ -136,7 +147,8 @@ def load_run(path: str) -> PastRun:
             if len(skipped) > 1 else ""))
     if not results:
         raise UsageError("%s: no finished (policy, rate) in this run yet" % run_dir)
-    return PastRun(run_dir, info, results, delays, in_use(run_dir), skipped)
+    return PastRun(run_dir, info, results, delays, in_use(run_dir), skipped, damaged,
+                   [note] if note else [])
 
 
 # run.json: key -> (check, what it must be); "local" runs need the last four too
@@ -185,13 +197,19 @@ def read_run_file(topo: Topology, path: str) -> dict:
     return obj
 
 
-def read_rate(topo: Topology, bundle, path: str) -> Tuple[RunResult, List[float]]:
-    """One rate's summary redone from its ``run.json`` and records, and the delays after the
-    warm-up behind its CDF; ``UsageError`` naming the file when they cannot be redone."""
+def read_rate(topo: Topology, bundle, path: str) -> Tuple[RunResult, List[float], List[str]]:
+    """One rate's summary redone from its ``run.json`` and records, the delays after the
+    warm-up behind its CDF, and a line per records file with damaged lines (the summary leaves
+    those lines out); ``UsageError`` naming the file when they cannot be redone."""
     obj = read_run_file(topo, path)
     d = os.path.dirname(path)
     records = {s: os.path.join(d, p) for s, p in obj["records"].items()}
-    recs = [r for p in records.values() for r in read_records(p)]
+    recs, damaged = [], []
+    for p in records.values():
+        bad: List[int] = []
+        recs += read_records(p, bad)
+        if bad:
+            damaged.append(damaged_lines(p, bad))
     try:
         if obj.get("kind") == "fleet":
             res = summarise_fleet(topo, obj["policy"], obj["rate"], recs, obj["duration_s"])
@@ -199,7 +217,7 @@ def read_rate(topo: Topology, bundle, path: str) -> Tuple[RunResult, List[float]
             res = summarise_rate(topo, bundle, bundle_stages(bundle), obj["policy"],
                                  obj["rate"], records, obj["expected"], obj["stats"],
                                  obj["duration_s"], obj["load_s"])
-        return res, delays_after_warmup(recs, topo.warmup_s)
+        return res, delays_after_warmup(recs, topo.warmup_s), damaged
     except (KeyError, TypeError, ValueError, AttributeError, ZeroDivisionError) as exc:
         # a record or stats field the summary cannot use: the files are damaged (the
         # UsageError of an unreadable file passes through)

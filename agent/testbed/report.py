@@ -97,10 +97,13 @@ def percentile(values: Sequence[float], q: float) -> Optional[float]:
     return xs[lo] + (xs[hi] - xs[lo]) * (pos - lo)
 
 
-def read_records(path: str) -> List[dict]:
-    """Read a records.jsonl file; a torn last line (the writer was killed) is skipped.
+def read_records(path: str, bad: Optional[List[int]] = None) -> List[dict]:
+    """Read a records.jsonl file: its task records, in order.
 
-    Lines that are not JSON objects are skipped too, but anything else that is not a records
+    A torn last line (no newline at its end: the writer was killed mid-line) is skipped. Other
+    lines that are no task record (not JSON, not an object, or without the fields
+    ``is_record`` needs) are skipped too, and their line numbers appended to ``bad`` when
+    given; blank lines carry no task and are passed over. Anything else that is not a records
     file raises ``UsageError`` naming it: missing, not a regular file (a folder, a FIFO),
     unreadable, or not UTF-8 text (binary) anywhere but in a torn last line.
     """
@@ -118,18 +121,41 @@ def read_records(path: str) -> List[dict]:
     out = []
     with f:
         for no, raw in enumerate(f, start=1):
+            torn = not raw.endswith(b"\n")  # only the last line can lack its newline
             try:
                 obj = json.loads(raw.decode("utf-8"))
             except UnicodeDecodeError:
-                if raw.lstrip().startswith(b"{") and not raw.endswith(b"\n"):
+                if raw.lstrip().startswith(b"{") and torn:
                     continue  # the last line, torn inside a multi-byte character
                 raise UsageError("%s: not a records file (line %d is not UTF-8 text)"
                                  % (path, no)) from None
             except (ValueError, RecursionError):
-                continue  # empty, or torn
-            if isinstance(obj, dict):
+                if not torn and raw.strip() and bad is not None:
+                    bad.append(no)
+                continue  # blank, torn, or damaged (counted above)
+            if is_record(obj):
                 out.append(obj)
+            elif bad is not None:
+                bad.append(no)
     return out
+
+
+def is_record(obj) -> bool:
+    """Whether a decoded line is a task record the summaries can count: an object with a
+    string ``id`` and ``status`` and a creation time (``created_mono``, ``created_wall`` or
+    ``created``)."""
+    return (isinstance(obj, dict) and isinstance(obj.get("id"), str) and bool(obj["id"])
+            and isinstance(obj.get("status"), str) and _created(obj) is not None)
+
+
+def damaged_lines(path: str, lines: Sequence[int]) -> str:
+    """One line naming a records file's damaged lines (the first few, with their count)."""
+    if len(lines) == 1:
+        return ("%s: line %d is not a task record; its (policy, rate) is summarised without it"
+                % (path, lines[0]))
+    more = " and %d more" % (len(lines) - 5) if len(lines) > 5 else ""
+    return ("%s: %d lines are not task records (lines %s%s); its (policy, rate) is summarised "
+            "without them" % (path, len(lines), ", ".join(str(n) for n in lines[:5]), more))
 
 
 def summarise_records(records: Iterable[Mapping], policy: str, rate: float,

@@ -99,6 +99,8 @@ class Topology:
     faults: Tuple[Fault, ...] = ()  # fault schedule, injected in every rate's load
     path: str = ""  # file it came from
     rates: str = ""  # the testbed's --rates when none is given ("" = the command's default)
+    # the decoded JSON object it was parsed from, for the run folder's copy (rundir)
+    document: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     def host_of(self, node_id: str) -> str:
         """The device label of a node ("" when it has a device of its own)."""
@@ -251,7 +253,7 @@ def parse_topology(obj: Any, base_dir: str = ".", path: str = "") -> Topology:
         warmup_s=top.num("warmup_s", 2.0, lo=0.0),
         thresholds=_thresholds(top, h), knobs=dict(knobs.obj),
         agent=dict(agent.obj),
-        fleet=fleet, path=path, rates=top.str("rates", ""),
+        fleet=fleet, path=path, rates=top.str("rates", ""), document=obj,
         faults=tuple(parse_faults(top, [w.id for w in workers],
                                   [s.id for s in sources] + [w.id for w in workers],
                                   [(l.src, l.dst) for l in links])))

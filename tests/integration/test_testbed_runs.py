@@ -17,12 +17,12 @@ from tests.integration.test_testbed import write_topology
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
-def _testbed(topo, out, rates, *extra):
+def _testbed(topo, out, rates, *extra, cwd=None):
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=REPO)
     return subprocess.Popen([sys.executable, "-m", "agent", "testbed", "--topology", topo,
                              "--policies", "cf", "--rates", rates, "--duration", "2",
                              "--out", out] + list(extra), env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, universal_newlines=True)
+                            stderr=subprocess.PIPE, universal_newlines=True, cwd=cwd)
 
 
 def _runs(out):
@@ -76,3 +76,30 @@ def test_ctrl_c_after_the_first_rate_keeps_its_results_and_plot(tmp_path):
     assert run["complete"] is False and [r["rate"] for r in run["runs"]] == [5.0]
     assert json.loads(open(asked).read()) == run
     assert os.path.getsize(os.path.join(os.path.dirname(results), "delay_vs_rate.png")) > 0
+
+
+def test_report_redoes_a_run_from_its_folder_alone(tmp_path):
+    """Rule: a run whose --topology was relative to the folder the testbed ran in reports the
+    numbers the testbed printed from any other folder, even after that file changed: the run
+    folder holds the topology it ran (topology.json)."""
+    bundle = build_two_stage_bundle(str(tmp_path / "tiny"))
+    topo, _ = write_topology(tmp_path, bundle)
+    fleet, elsewhere = tmp_path / "fleet1", tmp_path / "elsewhere"
+    fleet.mkdir()
+    elsewhere.mkdir()
+    obj = json.loads(open(topo).read())
+    (fleet / "topo.json").write_text(json.dumps(obj))
+    p = _testbed("topo.json", "runs", "10", "--no-plots", cwd=str(fleet))
+    _, stderr = p.communicate(timeout=600)
+    assert p.returncode == 0, stderr[-2000:]
+    obj["warmup_s"] = 1.5  # what the file says now, here and in the other folder
+    for folder in (fleet, elsewhere):
+        (folder / "topo.json").write_text(json.dumps(obj))
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=REPO)
+    rep = subprocess.run([sys.executable, "-m", "agent", "report", "../fleet1/runs", "--json",
+                          "r.json"], cwd=str(elsewhere), env=env, capture_output=True, text=True)
+    assert rep.returncode == 0 and rep.stderr == "", rep.stderr
+    keys = ("created", "completed", "lost", "mean_delay_s", "p95_delay_s", "accuracy")
+    (then,) = json.loads((fleet / "runs" / "latest" / "results.json").read_text())["runs"]
+    (now,) = json.loads((elsewhere / "r.json").read_text())["runs"]
+    assert {k: now[k] for k in keys} == {k: then[k] for k in keys}

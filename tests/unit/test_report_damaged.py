@@ -208,3 +208,64 @@ def test_side_by_side_warns_when_the_runs_differ_in_topology_and_names_the_losse
     assert row and "40/40" in row[0] and "40/41, 1 lost" in row[0], side
     rc, out, err = _report(capsys, a, a)
     assert rc == 0 and err == []
+
+
+def _cam1(run):
+    return run / "cf" / "rate-1" / "cam1" / "records.jsonl"
+
+
+def test_damaged_record_lines_are_a_warning_with_their_numbers_and_the_rate_still_reported(
+        run, capsys):
+    """Rule: records lines that are no task record (not JSON, an object without id, status and
+    creation time, not an object) anywhere but a torn last line give one warning line naming
+    the file and the line numbers, exit 1; the rate is still summarised, without them (they
+    used to count as lost, or as created, with exit 0)."""
+    lines = _cam1(run).read_text().splitlines(True)
+    lines[2:2] = ["this is not json\n", '{"id": 5}\n', "[1,2]\n"]
+    _cam1(run).write_text("".join(lines))
+    rc, out, err = _report(capsys, run)
+    assert rc == 1 and len(err) == 1, err
+    assert err[0].startswith("edge-agent report: warning: %s: 3 lines are not task records "
+                             "(lines 3, 4, 5)" % _cam1(run))
+    row = [l.split() for l in out.splitlines() if l.startswith("cf ") and " 1.0 " in l]
+    assert row and row[0][2:5] == ["7", "7", "0"], out  # created, completed, lost
+
+
+def test_many_damaged_record_lines_are_counted_in_one_line(run, capsys):
+    """Rule: however many lines are damaged, one warning line per file: the count, the first
+    five line numbers and how many more."""
+    _cam1(run).write_text(_cam1(run).read_text() + "junk\n" * 9)
+    rc, _, err = _report(capsys, run)
+    assert rc == 1 and len(err) == 1
+    assert "9 lines are not task records (lines 5, 6, 7, 8, 9 and 4 more)" in err[0]
+
+
+def test_a_torn_last_line_is_tolerated_without_a_warning(run, capsys):
+    """Rule: a last line without its newline (the writer was killed mid-line) is passed over
+    silently, as are blank lines (no task in them): exit 0, nothing on stderr."""
+    _cam1(run).write_text("\n" + _cam1(run).read_text() + '{"id": "cam1-9", "sta')
+    rc, _, err = _report(capsys, run)
+    assert rc == 0 and err == []
+
+
+def test_a_records_file_cut_short_reads_as_a_rate_whose_source_stopped_early(run, capsys):
+    """Rule: a records file cut inside a line (whole lines for some tasks, then a torn last
+    line) cannot be told from one whose source was killed mid-write before the drain timeout
+    ended the rate: the tasks without a record count as lost, as the testbed counted them."""
+    text = _cam1(run).read_bytes()
+    _cam1(run).write_bytes(text[:len(text) // 2])
+    rc, out, err = _report(capsys, run)
+    assert rc == 0 and err == []
+    row = [l.split() for l in out.splitlines() if l.startswith("cf ") and " 1.0 " in l]
+    assert row and row[0][2:5] == ["7", "5", "2"], out
+
+
+def test_read_records_names_the_damaged_lines_it_skips(tmp_path):
+    """Rule: read_records returns only task records and, when asked, the numbers of the other
+    lines (a torn last line and blank lines are not damage)."""
+    path = tmp_path / "records.jsonl"
+    good = _records("cam1", 2).splitlines(True)
+    path.write_text(good[0] + "\n" + '{"id": "x"}\n' + good[1] + "null\n" + '{"id": "y", "s')
+    bad = []
+    assert [r["id"] for r in read_records(str(path), bad)] == ["cam1-0", "cam1-1"]
+    assert bad == [3, 5]

@@ -1,0 +1,110 @@
+"""The topology a testbed run used, kept in its run folder so ``report`` needs nothing else.
+
+``testbed --topology topo.json`` names its file relative to the folder it ran in, and that file
+may change or vanish later; ``report`` run elsewhere, or after an edit, would redo the summaries
+on another warm-up or another set of agents. So the testbed writes ``RUN/topology.json``: the
+topology object it parsed, with what pointed outside the file made absolute (``bundle``,
+``fleet.keys_dir``) and the knobs it ran with (``<name>-noee``, ``--mdi-mode``), before
+``testbed.json``; both atomically. ``run_topology`` reads that copy back. A run folder from
+before the copy existed falls back to the name in ``testbed.json``: a shipped topology by its
+name, else the file looked up from the run folder upwards and then in the current folder, with
+a note saying which file was read.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Optional, Tuple
+
+from agent.config.jsonfile import read_json_file
+from agent.errors import UsageError
+from agent.ops.atomic import write_atomic
+from agent.testbed.rundir import RUN_INFO
+from agent.testbed.topology import (NO_EXIT_SUFFIX, Topology, TopologyError, load_topology,
+                                    parse_topology, shipped_presets)
+
+TOPOLOGY_COPY = "topology.json"  # in the run folder, next to testbed.json
+
+
+class CopyError(UsageError):
+    """The run folder's topology copy is damaged; the message names it."""
+
+
+def topology_copy(topo: Topology) -> dict:
+    """The JSON object of ``topo`` as a run folder keeps it: parsing it anywhere gives ``topo``
+    again (its ``path`` aside)."""
+    obj = dict(topo.document)
+    if topo.bundle != "demo":  # a relative bundle path was relative to the original file
+        obj["bundle"] = os.path.abspath(topo.bundle)
+    if topo.knobs or "knobs" in obj:
+        obj["knobs"] = {policy: dict(knobs) for policy, knobs in topo.knobs.items()}
+    fleet = obj.get("fleet")
+    keys = fleet.get("keys_dir") if isinstance(fleet, dict) else None
+    if isinstance(keys, str) and keys and topo.path:  # relative to the original file too
+        obj["fleet"] = dict(fleet, keys_dir=os.path.join(
+            os.path.dirname(os.path.abspath(topo.path)), keys))
+    return obj
+
+
+def write_run_info(run_dir: str, info: dict, topo: Topology) -> None:
+    """Write ``RUN/topology.json`` (the topology the run uses) and then ``RUN/testbed.json``
+    (``info``: how the run was asked for), each atomically: a ``testbed.json`` is never without
+    its copy."""
+    write_atomic(os.path.join(run_dir, TOPOLOGY_COPY),
+                 json.dumps(topology_copy(topo), indent=1) + "\n")
+    write_atomic(os.path.join(run_dir, RUN_INFO), json.dumps(info, indent=1) + "\n")
+
+
+def run_topology(run_dir: str, recorded: Optional[str]) -> Tuple[Topology, Optional[str]]:
+    """The topology of a run folder and a note (None, or which file an older run's topology
+    was read from). ``recorded`` is ``testbed.json``'s ``topology``; ``CopyError`` for a damaged
+    copy, ``UsageError`` when an older run's topology cannot be read."""
+    copy = os.path.join(run_dir, TOPOLOGY_COPY)
+    if os.path.lexists(copy):
+        try:
+            return parse_topology(read_json_file(copy, TopologyError, "topology"), run_dir,
+                                  copy), None
+        except UsageError as exc:
+            raise CopyError(str(exc) if copy in str(exc) else "%s: %s" % (copy, exc)) from None
+    if not recorded or _shipped(recorded):  # it ships with the code: no file of the run's
+        return load_topology(recorded), None
+    path = _older_file(run_dir, recorded)
+    if path is None:
+        if os.sep not in recorded and not recorded.endswith(".json"):
+            return load_topology(recorded), None  # its own error: no file, no shipped name
+        raise UsageError("%s: no such topology file (this run folder has no %s; looked for it "
+                         "%s)" % (recorded, TOPOLOGY_COPY, "as given" if os.path.isabs(recorded)
+                                  else "in the run folder, the folders above it and the "
+                                  "current folder"))
+    note = ("%s: this run folder has no %s (a run from before the testbed kept one): the "
+            "topology was read from %s, which may have changed since the run"
+            % (os.path.join(run_dir, RUN_INFO), TOPOLOGY_COPY, path))
+    return load_topology(path), note
+
+
+def _shipped(name: str) -> bool:
+    """Whether ``name`` is how ``testbed.json`` records a shipped topology (``default``,
+    ``mdi-2-node-noee``), as ``load_topology`` takes it."""
+    if os.sep in name or name.endswith(".json"):
+        return False
+    base = name[:-len(NO_EXIT_SUFFIX)] if name.endswith(NO_EXIT_SUFFIX) else name
+    return base in shipped_presets()
+
+
+def _older_file(run_dir: str, recorded: str) -> Optional[str]:
+    """The topology file an older run folder names (None: not found): an absolute path as is;
+    a relative one (it was relative to the folder the testbed ran in, which no file records)
+    first in the run folder and the folders above it, then in the current folder."""
+    if os.path.isabs(recorded):
+        tried = [recorded]
+    else:
+        tried, d = [], os.path.abspath(run_dir)
+        while True:
+            tried.append(os.path.join(d, recorded))
+            up = os.path.dirname(d)
+            if up == d:
+                break
+            d = up
+        tried.append(os.path.abspath(recorded))
+    return next((path for path in tried if os.path.isfile(path)), None)
