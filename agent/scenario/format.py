@@ -195,7 +195,10 @@ def _exits(top: Fields, stages: List[Stage],
 def load_scenario(path: str) -> Scenario:
     """Read and validate a scenario JSON file."""
     obj = read_json_file(path, ScenarioError, "scenario")
-    return parse_scenario(obj, os.path.dirname(os.path.abspath(path)))
+    try:
+        return parse_scenario(obj, os.path.dirname(os.path.abspath(path)))
+    except ScenarioError as exc:  # the field's path in the file, after the file's
+        raise ScenarioError("%s: %s" % (path, exc)) from None
 
 
 def scenario_to_json(scenario: Scenario, exit_profile_path: Optional[str] = None) -> Dict[str, Any]:

@@ -5,7 +5,8 @@ optionally, an emulated capacity) and links (optionally emulated at a rate in by
 testbed turns it into one node config per agent for a local run, and into a DTO-EE scenario
 (stage FLOP and bytes from the bundle) for the model's predicted delay. Parsing is separate from
 reading: ``parse_topology(obj, base_dir)`` validates, ``load_topology(path)`` reads. Every error
-names the field, e.g. ``workers[2].stage: must be an integer >= 1, got 0``.
+names the field, after the file when read from one, e.g. ``topo.json: workers[2].stage: must be
+an integer >= 1, got 0``.
 
 A topology with a ``fleet`` object describes agents that already run on other hosts: the
 testbed then starts nothing and only drives load into the sources and collects their records
@@ -287,8 +288,10 @@ def _thresholds(top: Fields, h: int) -> Dict[int, float]:
     th: Dict[int, float] = {}
     for k in thresholds.obj:
         if not (str(k).isascii() and str(k).isdigit()) or not 1 <= int(k) < h:
-            raise TopologyError("thresholds: key %r is not an early-exit stage in 1..%d"
-                                % (k, h - 1))
+            raise TopologyError("thresholds: key %r is not an early-exit stage: %s" % (k, (
+                "the workers serve stages 1..%d and the last answers every task, so thresholds "
+                "go to stages 1..%d" % (h, h - 1)) if h > 1 else "the workers serve stage 1 "
+                "only, which answers every task, so there is no threshold to set"))
         th[int(k)] = thresholds.num(k, lo=0.0, lo_open=True, hi=1.0)
     return th
 
@@ -319,7 +322,10 @@ def load_topology(path: Optional[str] = None) -> Topology:
         knobs.setdefault("mdi-exit", {})["early_exit"] = False
         return replace(topo, knobs=knobs, path=topo.path + " (" + name + ")")
     obj = read_json_file(path, TopologyError, "topology")
-    return parse_topology(obj, os.path.dirname(os.path.abspath(path)), path)
+    try:
+        return parse_topology(obj, os.path.dirname(os.path.abspath(path)), path)
+    except TopologyError as exc:  # the field's path in the file, after the file's
+        raise TopologyError("%s: %s" % (path, exc)) from None
 
 
 def check_against_bundle(topo: Topology, stages: Sequence[StageInfo]) -> None:

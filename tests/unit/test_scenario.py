@@ -94,6 +94,18 @@ def test_missing_file_and_bad_json_are_one_line_errors(tmp_path, capsys):
     assert len(err) == 1 and "bad.json" in err[0]
 
 
+def test_a_bad_field_in_a_file_is_named_after_the_file(tmp_path):
+    """Read from a file, a field's error is led by the file's path (a plan over several
+    scenarios says which one is wrong)."""
+    obj = copy.deepcopy(BASE)
+    _set(obj, ("stages", 0, "exit"), "yes")
+    path = tmp_path / "s.json"
+    path.write_text(json.dumps(obj))
+    with pytest.raises(ScenarioError) as exc:
+        load_scenario(str(path))
+    assert str(exc.value).startswith("%s: stages[0].exit: " % path)
+
+
 def test_writer_round_trips_fixed_remaining(tmp_path):
     """scenario_to_json is the inverse of parse_scenario (power modes included)."""
     sc = parse_scenario(copy.deepcopy(BASE))

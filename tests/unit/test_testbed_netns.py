@@ -2,6 +2,7 @@
 program, fault schedules and their commands, per-phase delays."""
 
 import ipaddress
+import json
 import struct
 
 import pytest
@@ -11,7 +12,7 @@ from agent.testbed.faults import Fault, loopback_problem
 from agent.testbed.inject import FAULT_PREF, fault_commands
 from agent.testbed.netns import plan_network, setup_commands
 from agent.testbed.phases import fault_phases, recovery_time
-from agent.testbed.topology import TopologyError, parse_topology
+from agent.testbed.topology import TopologyError, load_topology, parse_topology
 
 
 def _topo(**extra):
@@ -144,6 +145,38 @@ def test_fault_schedules_are_checked_field_by_field():
     for entry, word in bad:
         with pytest.raises(TopologyError, match=word):
             _topo(faults=[entry])
+
+
+def test_a_fault_error_names_the_bad_target_once_and_a_files_error_names_the_file(tmp_path):
+    """A fault's error gives its value once (``got 'cam'``, not twice); read from a file, any
+    field's error is led by the file's path."""
+    for entry, target in (({"at": 1, "kind": "kill", "target": "cam"}, "cam"),
+                          ({"at": 1, "duration": 1, "kind": "blackhole", "target": "w3->cam"},
+                           "w3->cam"),
+                          ({"at": 1, "duration": 1, "kind": "stop", "target": "nobody"},
+                           "nobody")):
+        with pytest.raises(TopologyError) as err:
+            _topo(faults=[entry])
+        assert str(err.value).count(repr(target)) == 1, str(err.value)
+    path = tmp_path / "topo.json"
+    path.write_text(json.dumps({"sources": [{"id": "cam", "share": 1.0}],
+                                "workers": [{"id": "w1", "stage": "1"}]}))
+    with pytest.raises(TopologyError) as err:
+        load_topology(str(path))
+    assert str(err.value).startswith("%s: workers[0].stage: " % path)
+
+
+def test_a_threshold_past_the_topologys_exit_stages_says_which_stages_take_one():
+    """Thresholds go to stages 1..h-1 of the stages the workers serve; with workers for stage 1
+    only, the error says there is none to set (not "a stage in 1..0")."""
+    with pytest.raises(TopologyError, match=r"stages 1\.\.2 and the last answers every task, "
+                                            r"so thresholds go to stages 1\.\.1"):
+        _topo(thresholds={"2": 0.8})
+    with pytest.raises(TopologyError, match="serve stage 1 only, which answers every task, so "
+                                            "there is no threshold to set"):
+        parse_topology({"sources": [{"id": "cam", "share": 1.0}],
+                        "workers": [{"id": "w1", "stage": 1}],
+                        "links": [{"from": "cam", "to": "w1"}], "thresholds": {"1": 0.8}})
 
 
 def test_loopback_refuses_network_faults_naming_the_first():
