@@ -92,6 +92,17 @@ def fault_phases(recs: Sequence[Mapping], windows: Sequence[Tuple[float, float]]
     return stats, recovery_time(parts["after"], window[1], stats["before"])
 
 
+def recovery_label(rec: Optional[float], ph: Mapping[str, dict]) -> str:
+    """The recovery column: seconds, or why there are none: ``no baseline`` (no delay measured
+    before the faults), ``too short`` (fewer than RECOVERED_RUN tasks after them: the load
+    ended first), ``never`` (enough tasks after, no run of them back at the normal delay)."""
+    if rec is not None:
+        return "%.1f" % rec
+    if (ph.get("before") or {}).get("mean_delay_s") is None:
+        return "no baseline"
+    return "too short" if (ph.get("after") or {}).get("tasks", 0) < RECOVERED_RUN else "never"
+
+
 def format_phases(rows: Sequence[Tuple[str, float, Mapping[str, dict], Optional[float]]]) -> str:
     """A table: policy, rate, then per phase mean/p95 ms and lost, and the recovery time."""
     head = ["policy", "rate/s"]
@@ -106,7 +117,7 @@ def format_phases(rows: Sequence[Tuple[str, float, Mapping[str, dict], Optional[
             row += ["-" if s.get("mean_delay_s") is None else "%.0f" % (s["mean_delay_s"] * 1e3),
                     "-" if s.get("p95_delay_s") is None else "%.0f" % (s["p95_delay_s"] * 1e3),
                     str(s.get("lost", "-"))]
-        row.append("never" if rec is None else "%.1f" % rec)
+        row.append(recovery_label(rec, ph))
         lines.append(row)
     widths = [max(len(r[i]) for r in lines) for i in range(len(head))]
     return "\n".join("  ".join(c.rjust(w) if i else c.ljust(w)

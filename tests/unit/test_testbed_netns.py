@@ -11,7 +11,7 @@ from agent.testbed import shaping
 from agent.testbed.faults import Fault, loopback_problem
 from agent.testbed.inject import FAULT_PREF, fault_commands
 from agent.testbed.netns import plan_network, setup_commands
-from agent.testbed.phases import fault_phases, recovery_time
+from agent.testbed.phases import RECOVERED_RUN, fault_phases, recovery_label, recovery_time
 from agent.testbed.topology import TopologyError, load_topology, parse_topology
 
 
@@ -224,6 +224,19 @@ def test_phases_split_tasks_by_creation_and_recovery_waits_for_normal_delays():
     assert phases["after"]["tasks"] == 7
     assert recovery == pytest.approx(1.5)  # window ends at 4.5, first good run starts at 6.0
     assert recovery_time([_rec(5.0, 3.0)], 4.5, phases["before"]) is None
+
+
+def test_the_recovery_column_says_why_there_is_no_time():
+    """No recovery time reads ``no baseline`` (nothing completed before the faults), ``too
+    short`` (fewer than five tasks after them) or ``never`` (enough after, none recovered);
+    a time reads in seconds."""
+    base = [_rec(t, 0.1) for t in (1.0, 1.5, 2.0)]
+    slow_after = [_rec(5.0 + i * 0.1, 3.0) for i in range(RECOVERED_RUN)]
+    for recs, want in ((base + slow_after[:2], "too short"), (base + slow_after, "never"),
+                       ([_rec(1.0, 0.0, "lost")] + slow_after, "no baseline"),
+                       (base + [_rec(5.0 + i * 0.1, 0.1) for i in range(5)], "0.5")):
+        phases, rec = fault_phases(recs, [(2.5, 4.5)], warmup_end=0.8)
+        assert recovery_label(rec, phases) == want
 
 
 def test_agents_are_told_config_rate_while_the_kernel_shapes_the_real_rate():
