@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 HELP = "send inputs (an .npz/.npy file) to a source's client endpoint and print each answer"
@@ -76,13 +77,16 @@ def _inputs(path: str):
     from agent.errors import UsageError
     from agent.protocol.wire import DTYPES
 
-    try:
-        data = np.load(path)
-        if isinstance(data, np.lib.npyio.NpzFile):  # by content: a .npy named .npz too
-            with data as z:
-                x, y = np.asarray(z["x"]), (np.asarray(z["y"]) if "y" in z.files else None)
-        else:
-            x, y = data, None
+    from agent.ops.files import open_regular
+
+    try:  # a FIFO or a device would block np.load: a regular file only, opened without waiting
+        with os.fdopen(open_regular(path, "--images"), "rb") as f:
+            data = np.load(f)
+            if isinstance(data, np.lib.npyio.NpzFile):  # by content: a .npy named .npz too
+                with data as z:
+                    x, y = np.asarray(z["x"]), (np.asarray(z["y"]) if "y" in z.files else None)
+            else:
+                x, y = data, None
     except (OSError, KeyError, ValueError) as exc:
         raise UsageError("--images: cannot read inputs x from %s: %s" % (path, exc)) from None
     if not isinstance(x, np.ndarray) or x.ndim == 0:

@@ -131,6 +131,19 @@ def test_submit_reads_a_npy_array_whatever_its_name_says(tmp_path, capsys):
     assert "holds no inputs" in capsys.readouterr().err
 
 
+def test_submit_of_a_fifo_or_a_folder_is_one_line_without_waiting(tmp_path, capsys):
+    """Rule: --images must be a regular file: a FIFO (which would block the read until a
+    writer came) or a folder is one line naming it, exit 2."""
+    import os
+
+    fifo = str(tmp_path / "in.npz")
+    os.mkfifo(fifo)
+    for path, kind in ((fifo, "is a FIFO"), (str(tmp_path), "is a directory")):
+        assert cli.main(["submit", "--images", path, "--endpoint", "tcp://127.0.0.1:5999"]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and path in err[0] and kind in err[0], err
+
+
 @pytest.mark.parametrize("shape,extra", [((1, 1, 28, 28), []), ((3, 1, 28, 28), ["--count", "1"])])
 def test_submit_of_a_single_input_to_an_endpoint_that_never_answers_is_one_error_line(
         tmp_path, capsys, shape, extra):
