@@ -21,8 +21,8 @@ from agent.config.jsonfile import read_json_file
 from agent.errors import UsageError
 from agent.ops.atomic import write_atomic
 from agent.testbed.rundir import RUN_INFO
-from agent.testbed.topology import (NO_EXIT_SUFFIX, Topology, TopologyError, load_topology,
-                                    parse_topology, shipped_presets)
+from agent.testbed.topology import (Topology, TopologyError, load_topology, parse_topology,
+                                    shipped_base)
 
 TOPOLOGY_COPY = "topology.json"  # in the run folder, next to testbed.json
 
@@ -67,7 +67,7 @@ def run_topology(run_dir: str, recorded: Optional[str]) -> Tuple[Topology, Optio
                                   copy), None
         except UsageError as exc:
             raise CopyError(str(exc) if copy in str(exc) else "%s: %s" % (copy, exc)) from None
-    if not recorded or _shipped(recorded):  # it ships with the code: no file of the run's
+    if not recorded or shipped_base(recorded) is not None:  # it ships with the code: no file of the run's
         return load_topology(recorded), None
     path = _older_file(run_dir, recorded)
     if path is None:
@@ -81,15 +81,6 @@ def run_topology(run_dir: str, recorded: Optional[str]) -> Tuple[Topology, Optio
             "topology was read from %s, which may have changed since the run"
             % (os.path.join(run_dir, RUN_INFO), TOPOLOGY_COPY, path))
     return load_topology(path), note
-
-
-def _shipped(name: str) -> bool:
-    """Whether ``name`` is how ``testbed.json`` records a shipped topology (``default``,
-    ``mdi-2-node-noee``), as ``load_topology`` takes it."""
-    if os.sep in name or name.endswith(".json"):
-        return False
-    base = name[:-len(NO_EXIT_SUFFIX)] if name.endswith(NO_EXIT_SUFFIX) else name
-    return base in shipped_presets()
 
 
 def _older_file(run_dir: str, recorded: str) -> Optional[str]:

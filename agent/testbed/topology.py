@@ -296,6 +296,15 @@ def _thresholds(top: Fields, h: int) -> Dict[int, float]:
     return th
 
 
+def shipped_base(name: str) -> Optional[str]:
+    """The shipped topology ``name`` stands for (``mdi-2-node-noee``: ``mdi-2-node``), or None
+    when it names none (a path, a ``.json`` file, an unknown name)."""
+    if os.sep in name or name.endswith(".json"):
+        return None
+    base = name[:-len(NO_EXIT_SUFFIX)] if name.endswith(NO_EXIT_SUFFIX) else name
+    return base if base in shipped_presets() else None
+
+
 def shipped_presets() -> List[str]:
     """Names of the shipped topologies (``agent/testbed/topologies/<name>.json``), sorted."""
     return sorted(f[:-5] for f in os.listdir(TOPOLOGY_DIR) if f.endswith(".json"))
@@ -310,8 +319,8 @@ def load_topology(path: Optional[str] = None) -> Topology:
     path = path or DEFAULT_TOPOLOGY
     if not os.path.exists(path) and os.sep not in path and not path.endswith(".json"):
         name, no_exit = path, path.endswith(NO_EXIT_SUFFIX)
-        base = name[:-len(NO_EXIT_SUFFIX)] if no_exit else name
-        if base not in shipped_presets():
+        base = shipped_base(name)
+        if base is None:
             raise TopologyError("--topology: %r is neither a file nor a shipped topology "
                                 "(shipped: %s, each also as <name>%s)"
                                 % (path, ", ".join(shipped_presets()), NO_EXIT_SUFFIX))
