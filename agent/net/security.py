@@ -21,7 +21,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from typing import Dict, Iterable, List, Optional
+from typing import Callable, Dict, Iterable, List, Optional
 
 from agent.net.keyfiles import (  # noqa: F401  (key-file functions are part of this API)
     SecurityError, _check_z85, check_secret_key_permissions, generate_keypair, load_allowed_keys,
@@ -109,25 +109,37 @@ class CurveSecurity:
 class _AllowList:
     """Credentials provider for pyzmq's authenticator: a fixed set of z85 public keys.
 
-    A refused peer reconnects every few hundred milliseconds, so each key is logged at most
-    once per ``log_interval_s`` (with the number of refusals since).
+    A refused peer reconnects every few hundred milliseconds, and anyone who can reach a bound
+    endpoint can offer a new key on every handshake, so refusals are logged as one line per
+    ``log_interval_s`` at most, naming up to ``MAX_KEYS_NAMED`` keys with their counts (the
+    rest summed): memory and log lines stay bounded however many keys are tried.
     """
 
-    def __init__(self, keys: frozenset, log_interval_s: float = 60.0) -> None:
+    MAX_KEYS_NAMED = 16
+
+    def __init__(self, keys: frozenset, log_interval_s: float = 60.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.keys = keys
         self.log_interval_s = log_interval_s
-        self._refused: Dict[bytes, List[float]] = {}  # key -> [last log time, refusals since]
+        self.clock = clock
+        self._logged_at: Optional[float] = None  # clock() of the last line
+        self._since: Dict[bytes, int] = {}  # refusals since the last line, by key
+        self._others = 0  # refusals since the last line of keys past MAX_KEYS_NAMED
 
     def callback(self, domain: str, key: bytes) -> bool:
         if key in self.keys:
             return True
-        now = time.monotonic()
-        entry = self._refused.setdefault(key, [-1e18, 0])
-        entry[1] += 1
-        if now - entry[0] >= self.log_interval_s:
-            log.warning("CURVE handshake refused for unknown public key %s (%d refusal(s))",
-                        key.decode("ascii", "replace"), entry[1])
-            entry[0], entry[1] = now, 0
+        if key in self._since or len(self._since) < self.MAX_KEYS_NAMED:
+            self._since[key] = self._since.get(key, 0) + 1
+        else:
+            self._others += 1
+        now = self.clock()
+        if self._logged_at is None or now - self._logged_at >= self.log_interval_s:
+            named = ", ".join("%s (%d)" % (k.decode("ascii", "replace"), n)
+                              for k, n in self._since.items())
+            more = ("; and %d refusal(s) of other keys" % self._others) if self._others else ""
+            log.warning("CURVE handshake refused for unknown public key(s): %s%s", named, more)
+            self._since, self._others, self._logged_at = {}, 0, now
         return False
 
 
@@ -153,7 +165,7 @@ def security_from_config(cfg):
         if listed != public:
             raise SecurityError("public_key_path %s does not match the public key inside "
                                 "secret_key_path %s" % (cfg.public_key_path, cfg.secret_key_path))
-    allowed = []  # type: List[bytes]
+    allowed: List[bytes] = []
     for i, peer in enumerate(cfg.peers):
         if not peer.public_key:
             raise SecurityError("security = \"curve\": peer %r has no public_key" % peer.id)

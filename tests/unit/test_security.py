@@ -230,6 +230,35 @@ def test_refused_keys_are_logged_once_per_interval_not_per_reconnect(caplog):
     assert caplog.text.count("CURVE handshake refused") == 1
 
 
+def test_a_flood_of_distinct_keys_keeps_memory_and_log_lines_bounded(caplog):
+    """100,000 different keys in one interval: one line at once, one line after the interval
+    naming at most MAX_KEYS_NAMED keys with their counts and the rest summed; what the list
+    remembers never grows past MAX_KEYS_NAMED keys."""
+    from agent.net.security import _AllowList
+
+    now = [0.0]
+    allow = _AllowList(frozenset([b"k" * 40]), log_interval_s=60.0, clock=lambda: now[0])
+    keys = [("%040d" % i).encode() for i in range(100000)]
+    for key in keys:
+        assert allow.callback("*", key) is False
+        assert len(allow._since) <= allow.MAX_KEYS_NAMED
+    allow.callback("*", keys[1])  # a named key refused again
+    lines = [r.getMessage() for r in caplog.records if "handshake refused" in r.getMessage()]
+    assert lines == ["CURVE handshake refused for unknown public key(s): %s (1)"
+                     % keys[0].decode()]
+    now[0] = 60.0
+    allow.callback("*", keys[2])
+    lines = [r.getMessage() for r in caplog.records if "handshake refused" in r.getMessage()]
+    assert len(lines) == 2
+    named = lines[1].split(": ", 1)[1]
+    assert named.count(" (") == allow.MAX_KEYS_NAMED
+    assert "%s (2)" % keys[1].decode() in named and "%s (2)" % keys[2].decode() in named
+    # 99,999 refusals after the first line, plus 2 repeats; MAX_KEYS_NAMED keys named
+    others = 99999 + 2 - (allow.MAX_KEYS_NAMED + 2)
+    assert named.endswith("and %d refusal(s) of other keys" % others)
+    assert allow._since == {} and allow._others == 0
+
+
 def test_a_config_file_must_choose_its_security_mode_explicitly(tmp_path):
     """security = "none" only by explicit choice: a node file without the field is refused."""
     from agent.config.node import ConfigError, load_config
