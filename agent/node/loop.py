@@ -45,6 +45,7 @@ from agent.protocol import wire
 from agent.net.transport import CLIENT, CONTROL, DATA, FD, LINK_DOWN, LINK_UP, REPLY, Transport
 from agent.protocol.wire import Kind, WireError
 from agent.node.hooks import NodeHooks
+from agent.node.linklog import LinkLog
 from agent.node.outbox import Outbox
 from agent.ops.state import LINK_RATES_KEY
 from agent.node.role import Role
@@ -80,6 +81,7 @@ class Node:
         self.wall = wall
         policy.wall = wall  # one wall clock per node: DTO-EE aligns its slots to it
         self.last_heard: Dict[str, float] = {}
+        self._links = LinkLog(clock=clock)  # data connections' drops and returns, bounded
         self._stopping = False
         self._rfd, self._wfd = os.pipe()
         os.set_blocking(self._wfd, False)
@@ -158,6 +160,7 @@ class Node:
                 nxt["status"] = now + self.cfg.status_interval_s
                 self.status.write()
                 log.info("%s", self.status.line())
+                self._links.flush()
             self.hooks.health(role.healthy())
         self._finish()
 
@@ -177,6 +180,7 @@ class Node:
 
     def _finish(self) -> None:
         self.role.finish(self.clock(), self.wall())
+        self._links.flush(final=True)
         self.hooks.save_state(self._state())
         self.status.write()
         log.info("stopped: %s", self.status.line())
@@ -200,7 +204,7 @@ class Node:
                 self.role.on_fd(who)
             return
         if tag == LINK_DOWN:  # its process died (or the network cut): gone now, not in 2 s
-            log.info("data connection to %s dropped", who)
+            self._links.event(who, up=False)
             self.outbox.count("data_link_down")
             if who in self.view.alive:
                 self.last_heard.pop(who, None)
@@ -208,7 +212,7 @@ class Node:
             self.outbox.on_link_down(who, self.clock())
             return
         if tag == LINK_UP:  # (re)connected: the times in the log show how long a return takes
-            log.info("data connection to %s up", who)
+            self._links.event(who, up=True)
             self.outbox.count("data_link_up")
             return
         try:
