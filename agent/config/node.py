@@ -125,8 +125,7 @@ class NodeConfig:
     online_capacity: bool = True  # re-estimate mu from observed service times while serving
     arrival: str = "poisson"  # source: "poisson" (replay set at arrival_rate_tasks_s) or "client"
     arrival_rate_tasks_s: float = 1.0  # source: Poisson arrival rate phi
-    client_bind: str = ""  # source: endpoint a client pushes tasks to (ipc:// or loopback tcp
-    # unless client_keys_dir is set)
+    client_bind: str = ""  # source: endpoint clients push tasks to (ipc:// or loopback tcp, or CURVE)
     client_keys_dir: str = ""  # source, curve: folder of the clients' *.key files; set, the client
     # socket is a CURVE server taking only those keys (and client_bind may be any address)
     replay_path: str = ""  # source: npz with x, y; "" = the demo replay set shipped with engines
@@ -143,6 +142,8 @@ class NodeConfig:
     metrics_public: bool = False  # allow a non-loopback metrics_host (no TLS/auth: logged warning)
     status_interval_s: float = 5.0  # period of the status log line and stats.json
     records_flush_interval_s: float = 1.0  # source: flush records.jsonl at least this often
+    records_max_bytes: int = 64 << 20  # source: rotate records.jsonl at this size; 0 = never
+    records_keep_files: int = 8  # source: rotated files kept, records.jsonl.1 (newest) .. .N
 
     def peer(self, peer_id: str) -> Peer:
         """The peer named ``peer_id``; KeyError if it is not configured."""
@@ -284,11 +285,10 @@ def parse_config(obj: Any, base_dir: str = ".", where: str = "config") -> NodeCo
                 "drain_timeout_s"):
         kw[key] = r.num(key, dflt(key), lo=MIN_INTERVAL_S)
     for key in ("rounds_per_slot", "neighbour_timeout_rounds", "max_attempts", "engine_threads",
-                "timing_runs"):
+                "timing_runs", "records_keep_files"):
         kw[key] = r.int(key, dflt(key), lo=1)
-    kw["warmup_runs"] = r.int("warmup_runs", dflt("warmup_runs"), lo=0)
-    kw["max_tasks"] = r.int("max_tasks", dflt("max_tasks"), lo=0)
-    kw["seed"] = r.int("seed", dflt("seed"), lo=0)
+    for key in ("warmup_runs", "max_tasks", "seed", "records_max_bytes"):
+        kw[key] = r.int(key, dflt(key), lo=0)
     kw["max_message_bytes"] = r.int("max_message_bytes", dflt("max_message_bytes"), lo=1024,
                                     hi=MAX_MESSAGE_BYTES_LIMIT)
     kw["max_queue_tasks"] = r.int("max_queue_tasks", dflt("max_queue_tasks"), lo=1)

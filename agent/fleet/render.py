@@ -47,8 +47,8 @@ STATE = DEFAULT_STATE_DIR
 CACHE = "/var/cache/edge-agent"
 DEFAULT_BUNDLE = "/opt/edge-agent/bundle"
 # the fields of a local testbed run that a deployed device does not use
-TESTBED_ONLY = ("records_flush_interval_s", "max_tasks", "emulate_capacity_flops",
-                "emulate_links", "arrival_rate_tasks_s")
+TESTBED_ONLY = ("records_flush_interval_s", "records_max_bytes", "max_tasks",
+                "emulate_capacity_flops", "emulate_links", "arrival_rate_tasks_s")
 
 
 @dataclass(frozen=True)

@@ -98,7 +98,7 @@ def preflight(cfg: NodeConfig) -> None:
     check_writable_dir(cfg.state_dir, "state_dir")
     slots = [STATE_FILE, "stats.json"]
     if cfg.role == "source":
-        slots += [RECORDS_FILE, RECORDS_FILE + ".journal"]
+        slots += [RECORDS_FILE, RECORDS_FILE + ".journal", RECORDS_FILE + ".1"]
     for name in slots:
         check_file_slot(os.path.join(cfg.state_dir, name), "state_dir")
     if os.path.isdir(cfg.bundle):  # a FIFO among the bundle's files would block its reader
@@ -115,7 +115,8 @@ def open_book(cfg: NodeConfig, metrics: Any) -> SourceBook:
     and never recorded (a crash) are recorded as lost now."""
     path = os.path.join(cfg.state_dir, RECORDS_FILE)
     try:
-        records = RecordWriter(path)
+        records = RecordWriter(path, max_bytes=cfg.records_max_bytes,
+                               keep_files=cfg.records_keep_files)
     except OSError as exc:
         raise FileFault("state_dir: cannot open %s: %s" % (path, exc.strerror or exc)) from None
     records.faults.on_count = lambda what, n: metrics.write_failed("records", n)

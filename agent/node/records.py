@@ -8,6 +8,13 @@ One final line per created task, across crashes and full disks:
   every ``+`` without a ``-`` whose id has no line in ``records.jsonl`` either is a task the
   previous run created and never recorded: it gets a ``lost`` line with reason ``crash``. The
   journal is rewritten (atomically) with only the open tasks whenever it has grown well past them.
+- **Rotation**: once ``records.jsonl`` holds ``max_bytes``, the next flush first compacts the
+  journal to the open tasks (whose final lines are all still to come), then renames the file to
+  ``records.jsonl.1`` (``.1`` to ``.2`` and so on, keeping ``keep_files``) and starts a new one.
+  So every task in the journal has its final line, if any, in the current file, and the
+  start-up scan for them reads that file only: its length is bounded by ``max_bytes``. While
+  the journal cannot be compacted (a full disk, given-up lines not yet recovered) the file
+  grows on and rotation waits.
 - **Records** are buffered and appended by ``flush`` (every ``records_flush_interval_s``) in one
   ``write``; a write that fails part-way (``ENOSPC``) is cut back to the last whole line, so the
   file never holds a torn line. Unwritten lines stay buffered and are written when space returns;
@@ -92,11 +99,15 @@ class RecordWriter:
 
     def __init__(self, path: str, journal: bool = True, max_buffered: int = MAX_BUFFERED_RECORDS,
                  faults: Optional[WriteFaults] = None,
-                 journal_faults: Optional[WriteFaults] = None):
+                 journal_faults: Optional[WriteFaults] = None,
+                 max_bytes: int = 0, keep_files: int = 1):
         os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
         self.path = path
         self.journal_path = path + JOURNAL_SUFFIX if journal else ""
         self.max_buffered = max_buffered
+        self.max_bytes = max_bytes  # rotate past this size; 0 = never
+        self.keep_files = max(1, keep_files)
+        self.rotations = 0  # times the file was rotated by this writer
         self.faults = faults or WriteFaults("records " + path)
         self.journal_faults = journal_faults or WriteFaults("record journal " + path + JOURNAL_SUFFIX)
         torn = cut_torn_tail(path)
@@ -141,11 +152,14 @@ class RecordWriter:
             opened.pop(task_id, None)
         if not opened:
             return []
-        with open(self.path, "rb") as f:  # a final line written before its "-" made it
-            for raw in f:  # (a regex, not json: a long file must not slow the start much)
-                m = _RECORD_ID.match(raw)
-                if m:
-                    opened.pop(m.group(1).decode("utf-8", "replace"), None)
+        try:  # a final line written before its "-" made it: in this file (see rotation)
+            with open(self.path, "rb") as f:
+                for raw in f:  # (a regex, not json: a long file must not slow the start much)
+                    m = _RECORD_ID.match(raw)
+                    if m:
+                        opened.pop(m.group(1).decode("utf-8", "replace"), None)
+        except FileNotFoundError:
+            pass
         return list(opened.values())
 
     def recovered(self) -> List[Dict[str, Any]]:
@@ -174,23 +188,73 @@ class RecordWriter:
         except OSError as exc:
             self.journal_faults.failed(exc)
 
-    def _compact(self) -> None:
-        """Rewrite the journal with only the open tasks (atomically, no fsync)."""
+    def _compact(self) -> bool:
+        """Rewrite the journal with only the open tasks (atomically, no fsync); False when the
+        rewrite failed (the journal is then as it was)."""
         text = "".join("+%s\n" % json.dumps(e, separators=(",", ":"))
                        for e in self.open_tasks.values())
         try:
             write_atomic(self.journal_path, text, durable=False)
         except OSError as exc:
             self.journal_faults.failed(exc, " (compaction)")
-            return
+            return False
         os.close(self._jfd)
         self._jfd = -1
         try:
             self._jfd = _append_fd(self.journal_path)
         except OSError as exc:
             self.journal_faults.failed(exc)
-            return
+            return True
         self._journal_lines = len(self.open_tasks)
+        return True
+
+    def _due_rotation(self, adding: int) -> bool:
+        """True when ``adding`` bytes would take a non-empty file past ``max_bytes`` (its size
+        read now: a copy-and-truncate by an outside tool counts)."""
+        try:
+            size = os.fstat(self._fd).st_size
+        except OSError:
+            return False
+        return size > 0 and size + adding > self.max_bytes
+
+    def _rotate(self) -> None:
+        """records.jsonl -> .1 (-> .2 ...), a new records.jsonl; see the module docstring."""
+        if self._jfd >= 0:
+            if self.given_up or self._recovered or not self._compact():
+                return  # the journal still names tasks recorded in this file: grow on
+        fresh, renamed = self.path + ".new", False
+        try:  # made first, so a failure leaves every name as it was; O_EXCL: a name left by
+            # a crash mid-rotation is removed, and a link or FIFO there is never opened
+            if os.path.lexists(fresh):
+                os.unlink(fresh)
+            fd = os.open(fresh, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_EXCL
+                         | getattr(os, "O_CLOEXEC", 0), 0o644)
+        except OSError as exc:
+            self.faults.failed(exc, " (rotation; writing on to the same file)")
+            return
+        try:
+            for i in range(self.keep_files - 1, 0, -1):
+                older = "%s.%d" % (self.path, i)
+                if os.path.lexists(older):
+                    os.replace(older, "%s.%d" % (self.path, i + 1))
+            os.replace(self.path, self.path + ".1")
+            renamed = True
+            os.replace(fresh, self.path)
+        except OSError as exc:
+            self.faults.failed(exc, " (rotation; writing on to the same file)")
+            try:
+                if renamed:
+                    os.replace(self.path + ".1", self.path)
+                os.close(fd)
+                os.unlink(fresh)
+            except OSError:
+                pass
+            return
+        os.close(self._fd)
+        self._fd = fd
+        self.rotations += 1
+        log.info("%s reached %d bytes: rotated to %s.1 (keeping %d older file(s))",
+                 self.path, self.max_bytes, self.path, self.keep_files)
 
     # -- records -----------------------------------------------------------------------------
 
@@ -217,6 +281,8 @@ class RecordWriter:
             return not self._buf
         lines = list(self._buf.values())
         data = ("\n".join(line for _, line in lines) + "\n").encode("utf-8")
+        if self.max_bytes and self._due_rotation(len(data)):
+            self._rotate()
         try:
             _write_whole(self._fd, data)
         except OSError as exc:

@@ -155,7 +155,7 @@ def node_objects(topo: Topology, bundle_path: str, policy: str, total_rate: floa
             "control_bind": ctrl[n], "data_bind": data[n],
             "peers": [peer(n, o) for o in neigh], "policy": policy, "policy_knobs": knobs,
             "tradeoff": topo.tradeoff, "slot_length_s": topo.slot_s, "backend": topo.backend,
-            "emulate_links": emulate_links, "records_flush_interval_s": 0.2,
+            "emulate_links": emulate_links, "records_flush_interval_s": 0.2, "records_max_bytes": 0,
         })
         if thresholds:
             obj["thresholds"] = thresholds

@@ -108,11 +108,17 @@ class Cluster:
         return read_stats(os.path.join(self.root, node, "stats.json"))
 
     def records(self, node: str) -> List[dict]:
+        """``node``'s records: its rotated files (records.jsonl.N .. .1), then records.jsonl."""
         path = os.path.join(self.root, node, "records.jsonl")
-        if not os.path.exists(path):
-            return []
-        with open(path) as f:
-            return [json.loads(line) for line in f if line.strip()]
+        n = 1
+        while os.path.exists("%s.%d" % (path, n)):
+            n += 1
+        out: List[dict] = []
+        for p in ["%s.%d" % (path, i) for i in range(n - 1, 0, -1)] + [path]:
+            if os.path.exists(p):
+                with open(p) as f:
+                    out += [json.loads(line) for line in f if line.strip()]
+        return out
 
     def wait_for(self, cond: Callable[[], bool], timeout_s: float, what: str) -> None:
         """Poll ``cond`` until true; fail with the agents' log tails otherwise."""

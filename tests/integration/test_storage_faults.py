@@ -47,12 +47,17 @@ def _status_counts(cluster: Cluster, node: str = "s1") -> Dict[str, int]:
     return {}
 
 
-def test_sigkilled_source_restarted_has_exactly_one_record_per_created_task(bundle, tmp_path):
+@pytest.mark.parametrize("rotate", [False, True], ids=["one-file", "rotating"])
+def test_sigkilled_source_restarted_has_exactly_one_record_per_created_task(bundle, tmp_path,
+                                                                            rotate):
     """Rule: kill -9 of a source holding unanswered tasks and unflushed records, then a restart:
     each task the first run created has exactly one final line (completed, or lost with reason
-    crash), and the restarted source serves and records its own tasks as usual."""
+    crash), and the restarted source serves and records its own tasks as usual; the same when
+    records.jsonl is rotated every few tasks (records_max_bytes) before and after the kill."""
+    files = dict(records_flush_interval_s=0.3, records_max_bytes=2000, records_keep_files=100
+                 ) if rotate else dict(records_flush_interval_s=3.0)
     c = Cluster(str(tmp_path), bundle, {"s1": 0, "w1": 1, "w2": 2}, policy="fixed",
-                records_flush_interval_s=3.0, result_timeout_s=30.0)
+                result_timeout_s=30.0, **files)
     first = 60
     try:
         c.start("w1", emulate_capacity_flops=stage_flops(bundle, 1) * 10.0)  # 100 ms a task
@@ -88,6 +93,8 @@ def test_sigkilled_source_restarted_has_exactly_one_record_per_created_task(bund
     assert all(r["status"] == "completed" or (r["status"], r["reason"]) == ("rejected", "overload")
                for r in second), seen
     assert sum(r["status"] == "completed" for r in second) >= len(second) // 2, seen
+    rotated = os.path.join(str(tmp_path), "s1", "records.jsonl.2")
+    assert os.path.exists(rotated) == rotate, seen
 
 
 def test_full_disk_under_a_source_keeps_serving_counts_and_resumes(bundle, tmp_path):

@@ -1,0 +1,166 @@
+"""records.jsonl is rotated by the source itself, bounded in size and count, and crash
+recovery still gives every created task exactly one final line (agent.node.records)."""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+
+import numpy as np
+import pytest
+
+from agent.config.node import ConfigError, parse_config
+from agent.node import records as records_mod
+from agent.node.book import SourceBook
+from agent.node.records import RecordWriter
+
+X = np.zeros((1, 2), np.float32)
+RESULT = {"exit_stage": 1, "cls": 1, "confidence": 0.9, "hops": 1, "resends": 0, "worker": "w1"}
+
+
+def _files(path):
+    """records.jsonl and its rotated files, oldest first."""
+    rotated = sorted(glob.glob(path + ".[0-9]*"), key=lambda p: -int(p.rsplit(".", 1)[1]))
+    return rotated + [path]
+
+
+def _ids(paths):
+    out = []
+    for p in paths:
+        with open(p, "rb") as f:
+            data = f.read()
+        assert not data or data.endswith(b"\n"), "torn line in %s" % p
+        out += [json.loads(line)["id"] for line in data.splitlines()]
+    return out
+
+
+def _serve(book, n, t0=0.0):
+    """Create and complete ``n`` tasks, flushing after each; their ids in order."""
+    ids = []
+    for i in range(n):
+        task = book.new(X, 1, t0 + i, t0 + i)
+        book.complete(dict(RESULT, id=task.id), t0 + i + 0.5, t0 + i + 0.5)
+        book.records.flush()
+        ids.append(task.id)
+    return ids
+
+
+def test_the_file_is_rotated_at_its_size_and_only_keep_files_older_ones_stay(tmp_path):
+    """No file grows past max_bytes; .1 is the newest rotated file; past keep_files the oldest
+    go; the lines kept are the newest tasks, in order, each once."""
+    path = str(tmp_path / "records.jsonl")
+    book = SourceBook("s1", RecordWriter(path, max_bytes=2000, keep_files=3))
+    ids = _serve(book, 60)
+    book.records.close()
+    files = _files(path)
+    assert [os.path.basename(p) for p in files] == [
+        "records.jsonl.3", "records.jsonl.2", "records.jsonl.1", "records.jsonl"]
+    assert all(os.path.getsize(p) <= 2000 for p in files)
+    kept = _ids(files)
+    assert kept == ids[-len(kept):] and len(kept) < len(ids)
+    assert book.records.rotations > 3
+    assert not os.path.exists(path + ".new")
+
+
+def test_a_crash_after_rotations_records_each_open_task_once_from_the_current_file_only(
+        tmp_path, monkeypatch):
+    """After a rotation the journal names only tasks still open, so the start-up scan reads
+    the current records.jsonl only; a crash still gives each open task one lost/crash line,
+    and the task recorded just before the crash (its '-' line lost) is not recorded again."""
+    path = str(tmp_path / "records.jsonl")
+    book = SourceBook("s1", RecordWriter(path, max_bytes=1500, keep_files=2))
+    _serve(book, 30)
+    open_tasks = [book.new(X, 1, 100.0 + i, 100.0 + i) for i in range(3)]
+    done = book.new(X, 1, 104.0, 104.0)
+    book.complete(dict(RESULT, id=done.id), 105.0, 105.0)
+    monkeypatch.setattr(book.records, "_journal", lambda data: None)  # its '-' line is lost
+    book.records.flush()
+    del book  # SIGKILL: nothing closed
+    with open(path + ".journal") as f:
+        journalled = {json.loads(line[1:])["id"] for line in f if line.startswith("+")}
+    rotated = set(_ids(_files(path)[:-1]))
+    assert rotated and not journalled & rotated, "the journal names tasks of a rotated file"
+
+    scanned = []
+    real_open = open
+
+    def spy(name, *a, **kw):
+        scanned.append(os.path.basename(str(name)))
+        return real_open(name, *a, **kw)
+
+    monkeypatch.setattr("builtins.open", spy)
+    again = SourceBook("s1", RecordWriter(path, max_bytes=1500, keep_files=2))
+    monkeypatch.setattr("builtins.open", real_open)
+    assert not [n for n in scanned if n.startswith("records.jsonl.") and n[-1].isdigit()]
+    assert again.recover(200.0, 200.0) == 3
+    again.records.close()
+    recs = [json.loads(line) for p in _files(path) for line in open(p)]
+    ids = [r["id"] for r in recs]
+    assert ids.count(done.id) == 1
+    crash = {r["id"] for r in recs if r.get("reason") == "crash"}
+    assert crash == {t.id for t in open_tasks}
+
+
+def test_rotation_waits_while_the_journal_cannot_be_compacted(tmp_path, monkeypatch):
+    """A journal that cannot be rewritten (a full disk) still names tasks recorded in this
+    file: the file grows on past max_bytes and rotates once compaction works again."""
+    path = str(tmp_path / "records.jsonl")
+    book = SourceBook("s1", RecordWriter(path, max_bytes=1000, keep_files=2))
+
+    def full(*a, **kw):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(records_mod, "write_atomic", full)
+    ids = _serve(book, 20)
+    assert not os.path.exists(path + ".1") and os.path.getsize(path) > 1000
+    monkeypatch.undo()
+    ids += _serve(book, 1, t0=50.0)
+    book.records.close()
+    assert os.path.exists(path + ".1") and _ids(_files(path)) == ids
+
+
+def test_a_failed_rotation_keeps_every_line_in_the_same_file(tmp_path):
+    """A folder where records.jsonl.1 goes makes the rename fail: counted and logged, the
+    lines go on into records.jsonl, nothing lost."""
+    path = str(tmp_path / "records.jsonl")
+    os.mkdir(path + ".1")
+    os.mkdir(path + ".1/x")
+    book = SourceBook("s1", RecordWriter(path, max_bytes=800, keep_files=1))
+    ids = _serve(book, 12)
+    book.records.close()
+    assert _ids([path]) == ids
+    assert book.records.faults.failures >= 1 and book.records.rotations == 0
+    assert not os.path.exists(path + ".new")
+
+
+def test_a_symlink_left_at_the_new_files_name_is_not_followed(tmp_path):
+    path = str(tmp_path / "records.jsonl")
+    target = tmp_path / "precious"
+    target.write_text("keep me\n")
+    os.symlink(str(target), path + ".new")
+    book = SourceBook("s1", RecordWriter(path, max_bytes=800, keep_files=20))
+    ids = _serve(book, 12)
+    book.records.close()
+    assert target.read_text() == "keep me\n"
+    assert book.records.rotations >= 1 and _ids(_files(path)) == ids
+
+
+def _source(**extra):
+    obj = {"node_id": "s1", "role": "source", "stage": 0, "bundle": "b", "state_dir": "s",
+           "control_bind": "tcp://127.0.0.1:5551", "data_bind": "tcp://127.0.0.1:5552",
+           "security": "none", "peers": [{"id": "w1", "stage": 1, "control_address":
+                                          "tcp://127.0.0.1:5561",
+                                          "data_address": "tcp://127.0.0.1:5562"}]}
+    obj.update(extra)
+    return parse_config(obj, "/tmp")
+
+
+def test_rotation_settings_default_to_64_mib_and_8_files_and_are_range_checked():
+    cfg = _source()
+    assert (cfg.records_max_bytes, cfg.records_keep_files) == (64 << 20, 8)
+    assert _source(records_max_bytes=0).records_max_bytes == 0
+    with pytest.raises(ConfigError, match="records_max_bytes"):
+        _source(records_max_bytes=-1)
+    with pytest.raises(ConfigError, match="records_keep_files"):
+        _source(records_keep_files=0)
