@@ -71,4 +71,7 @@ class NodeStatus:
                  "queue=%d/%d" % (s["input_queue"], s["output_queue"]), "dropped=%d" % s["dropped"]]
         if "tasks" in s:
             parts.append(" ".join("%s=%d" % kv for kv in s["tasks"].items()))
+        own = s["thresholds"].get(str(self.cfg.stage))  # its changes are logged at DEBUG only
+        if self.cfg.role == "worker" and own is not None:
+            parts.append("threshold=%.3f" % own)
         return " ".join(parts)

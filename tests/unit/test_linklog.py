@@ -58,3 +58,4 @@ def test_changes_held_back_are_logged_when_the_node_stops(caplog):
     assert _lines(caplog) == ["data connection to w2 dropped"]
     links.flush(final=True)
     assert _lines(caplog)[-1] == "data connection to w2 up"
+

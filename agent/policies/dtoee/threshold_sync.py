@@ -162,6 +162,7 @@ class ThresholdSync:
             # saturated: a version past MAX_INT would make every message of this node bad
             # at its peers (one adopted from a peer at the bound must not stop the decisions)
             self.version = min(self.version + 1, MAX_INT - 1)
-            log.info("threshold of stage %d -> %.3f (version %d)", h, new[h], self.version)
+            # DEBUG: it changes every few slots; the status line shows the one in force
+            log.debug("threshold of stage %d -> %.3f (version %d)", h, new[h], self.version)
         del self.reports[rnd]
         return True
