@@ -70,14 +70,11 @@ def _endpoint_and_keys(args):
 def _inputs(path: str):
     """Inputs ``x`` and labels ``y`` (or None) of ``--images``, checked: ``UsageError`` in one
     line for anything the send loop could not index, send or print."""
-    import math
-
     import numpy as np
 
     from agent.errors import UsageError
-    from agent.protocol.wire import DTYPES
-
     from agent.ops.files import open_regular
+    from agent.ops.samples import checked_inputs, checked_labels
 
     try:  # a FIFO or a device would block np.load: a regular file only, opened without waiting
         with os.fdopen(open_regular(path, "--images"), "rb") as f:
@@ -89,25 +86,9 @@ def _inputs(path: str):
                 x, y = data, None
     except (OSError, KeyError, ValueError) as exc:
         raise UsageError("--images: cannot read inputs x from %s: %s" % (path, exc)) from None
-    if not isinstance(x, np.ndarray) or x.ndim == 0:
-        raise UsageError("--images: %s: x must be an array of inputs, one per row, got a single "
-                         "value" % path)
-    if x.dtype.name not in DTYPES:  # a source refuses any other tensor type
-        raise UsageError("--images: %s: x has dtype %s; inputs must be one of %s"
-                         % (path, x.dtype.name, ", ".join(DTYPES)))
-    if y is None:
-        return x, None
-    if y.ndim != 1 or len(y) != len(x):
-        raise UsageError("--images: %s: y must hold one label per input (x has %d inputs, y is "
-                         "shaped %s)" % (path, len(x), tuple(y.shape)))
-    if y.dtype.kind not in "iuf":
-        raise UsageError("--images: %s: y must hold whole-number class labels, got dtype %s"
-                         % (path, y.dtype.name))
-    odd = [v for v in y.tolist() if not (math.isfinite(v) and v == int(v))]
-    if odd:
-        raise UsageError("--images: %s: y must hold whole-number class labels, got %r"
-                         % (path, odd[0]))
-    return x, y.astype(np.int64)
+    where = "--images: %s" % path
+    x = checked_inputs(x, where)
+    return x, (None if y is None else checked_labels(y, len(x), where))
 
 
 def run(args: argparse.Namespace) -> int:

@@ -24,6 +24,7 @@ import numpy as np
 
 from agent.errors import UsageError
 from agent.ops.files import open_npz
+from agent.ops.samples import checked_labels
 from agent.node.records import RecordWriter
 from agent.policies.splits import rows_named
 
@@ -45,7 +46,7 @@ class ReplaySet:
             raise UsageError("replay_path: %s has x %s, y %s; stage 1 needs x (N,%s)"
                              % (path, x.shape, y.shape, ",".join(map(str, input_shape[1:]))))
         self.x = np.ascontiguousarray(x.astype(input_dtype, copy=False))
-        self.y = np.asarray(y).astype(np.int64)
+        self.y = checked_labels(y, len(x), "replay_path: %s" % path)
         self.rows = None if rows == "all" else rows_named(rows, len(self.x))
         if self.rows is not None and not len(self.rows):
             raise UsageError("replay_rows: %s has no %s rows" % (path, rows))

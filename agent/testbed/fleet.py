@@ -35,6 +35,7 @@ import zmq
 from agent.fleet.client import Client, ClientKeys
 from agent.errors import UsageError
 from agent.ops.files import open_npz
+from agent.ops.samples import checked_inputs, checked_labels
 from agent.testbed.local import rate_label, write_run_file
 from agent.testbed.report import RunResult, summarise_records
 from agent.testbed.topology import Topology, TopologyError
@@ -90,9 +91,12 @@ def _replay(path: Optional[str]):
         path = REPLAY_PATH
     try:
         with open_npz(path, "fleet.replay") as z:
-            return np.ascontiguousarray(z["x"]), np.asarray(z["y"]).astype(np.int64)
+            x, y = np.ascontiguousarray(z["x"]), np.asarray(z["y"])
     except (OSError, KeyError, ValueError) as exc:
         raise UsageError("fleet.replay: cannot read x and y from %s: %s" % (path, exc))
+    where = "fleet.replay: %s" % path
+    x = checked_inputs(x, where)
+    return x, checked_labels(y, len(x), where)
 
 
 def drive(clients: Dict[str, str], shares: Dict[str, float], total_rate: float, load_s: float,

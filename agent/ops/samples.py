@@ -1,0 +1,46 @@
+"""Checks on input arrays and class labels read from a file (a replay set, ``submit``'s
+inputs): one rule for every reader, a ``UsageError`` in one line naming the file.
+
+``numpy`` only; the wire's tensor types come from ``agent.protocol.wire.DTYPES``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from agent.errors import UsageError
+from agent.protocol.wire import DTYPES
+
+
+def checked_inputs(x: Any, where: str) -> np.ndarray:
+    """``x`` as an array of inputs, one per row, of a type the wire carries."""
+    if not isinstance(x, np.ndarray) or x.ndim == 0:
+        raise UsageError("%s: x must be an array of inputs, one per row, got a single value"
+                         % where)
+    if x.dtype.name not in DTYPES:  # a source refuses any other tensor type
+        raise UsageError("%s: x has dtype %s; inputs must be one of %s"
+                         % (where, x.dtype.name, ", ".join(DTYPES)))
+    return x
+
+
+def checked_labels(y: Any, n: int, where: str) -> np.ndarray:
+    """``y`` as ``n`` whole-number class labels (int64): one per input, nothing that a cast
+    would silently change (2.5, NaN, text)."""
+    y = np.asarray(y)
+    if y.ndim != 1 or len(y) != n:
+        raise UsageError("%s: y must hold one label per input (x has %d inputs, y is shaped %s)"
+                         % (where, n, tuple(y.shape)))
+    if y.dtype.kind not in "iuf":
+        raise UsageError("%s: y must hold whole-number class labels, got dtype %s"
+                         % (where, y.dtype.name))
+    if y.dtype.kind == "f":
+        odd = [v for v in y.tolist() if not (math.isfinite(v) and v == int(v))]
+        if odd:
+            raise UsageError("%s: y must hold whole-number class labels, got %r"
+                             % (where, odd[0]))
+    if y.dtype.kind == "u" and y.size and int(y.max()) > np.iinfo(np.int64).max:
+        raise UsageError("%s: y must hold whole-number class labels, got %d" % (where, y.max()))
+    return y.astype(np.int64)
