@@ -117,11 +117,15 @@ class SourceSide(Role):
         want = self.replay.x
         client = (identity, msg.fields["id"])
         if x.dtype != want.dtype or tuple(x.shape) != (1,) + tuple(want.shape[1:]):
-            self.out.drop("bad_shape")
+            self.out.reject("bad_shape", identity, "a client's input is %s %s; stage 1 takes %s %s "
+                            "(answered error, bad_input)" % (x.dtype.name, tuple(x.shape),
+                                                             want.dtype.name,
+                                                             (1,) + tuple(want.shape[1:])))
             return self._answer(client, "error", "bad_input")
         if x.dtype.kind in "fc" and not (np.isfinite(x).all()
                                          and float(np.abs(x).max(initial=0)) <= INPUT_ABS_MAX):
-            self.out.drop("bad_input")
+            self.out.reject("bad_input", identity, "a client's input holds NaN, inf or values "
+                            "beyond +-%g (answered error, bad_input)" % INPUT_ABS_MAX)
             return self._answer(client, "error", "bad_input")
         self._create_task(np.ascontiguousarray(x), -1, client=client)
 

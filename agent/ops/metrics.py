@@ -110,7 +110,7 @@ class AgentMetrics:
         self._tasks_exited.labels(self.node_id, str(stage)).inc()
 
     def queue_length(self, name: str, n: int) -> None:
-        """Set the length of the queue ``name`` (e.g. "inference", "unacked")."""
+        """Set the length of the queue ``name`` ("input" or "output")."""
         self._queue.labels(self.node_id, str(name)).set(n)
 
     def service_time(self, seconds: float) -> None:
@@ -130,7 +130,7 @@ class AgentMetrics:
         self._threshold.labels(self.node_id, str(stage)).set(c)
 
     def dropped(self, reason: str) -> None:
-        """Count a dropped frame, by reason (e.g. "malformed", "version", "unknown_kind")."""
+        """Count a dropped frame, by reason (e.g. "bad_header", "bad_version", "deadline")."""
         self._dropped.labels(self.node_id, str(reason)).inc()
 
     def write_failed(self, what: str, n: int = 1) -> None:

@@ -120,6 +120,7 @@ def test_a_local_client_pushes_tasks_and_gets_each_result_back(bundle, tmp_path)
             got[msg.fields["id"]] = msg
         c.wait_for(lambda: (c.stats("s1") or {}).get("counters", {}).get("drop_bad_shape") == 1,
                    30, "the bad task counted")
+        log = "\n".join(c.procs["s1"].log_lines(400, 1 << 18))
     finally:
         c.stop_all()
         ctx.destroy(linger=0)
@@ -131,6 +132,9 @@ def test_a_local_client_pushes_tasks_and_gets_each_result_back(bundle, tmp_path)
                and m.fields["outcome"] == "completed" for m in got.values())
     recs = c.records("s1")
     assert len(recs) == 5 and all(r["status"] == "completed" and r["label"] is None for r in recs)
+    # the first refused input is logged at once, naming what was wrong (later ones once a minute)
+    assert ": a client's input is float32 (1, 3, 8, 8); stage 1 takes float32 (1, 1, 8, 8) " \
+           "(answered error, bad_input)" in log, log
 
 
 def test_a_worker_holding_both_stages_runs_them_in_turn(bundle, tmp_path):
