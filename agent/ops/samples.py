@@ -26,9 +26,13 @@ def checked_inputs(x: Any, where: str) -> np.ndarray:
     return x
 
 
+LABEL_MIN, LABEL_MAX = -1, 2 ** 53  # -1: no label; past 2**53 a float label is not exact
+
+
 def checked_labels(y: Any, n: int, where: str) -> np.ndarray:
-    """``y`` as ``n`` whole-number class labels (int64): one per input, nothing that a cast
-    would silently change (2.5, NaN, text)."""
+    """``y`` as ``n`` whole-number class labels (int64) in LABEL_MIN..LABEL_MAX (-1 is an
+    input without a label): one per input, nothing that a cast would silently change (2.5,
+    NaN, 1e20, text)."""
     y = np.asarray(y)
     if y.ndim != 1 or len(y) != n:
         raise UsageError("%s: y must hold one label per input (x has %d inputs, y is shaped %s)"
@@ -36,11 +40,9 @@ def checked_labels(y: Any, n: int, where: str) -> np.ndarray:
     if y.dtype.kind not in "iuf":
         raise UsageError("%s: y must hold whole-number class labels, got dtype %s"
                          % (where, y.dtype.name))
-    if y.dtype.kind == "f":
-        odd = [v for v in y.tolist() if not (math.isfinite(v) and v == int(v))]
-        if odd:
-            raise UsageError("%s: y must hold whole-number class labels, got %r"
-                             % (where, odd[0]))
-    if y.dtype.kind == "u" and y.size and int(y.max()) > np.iinfo(np.int64).max:
-        raise UsageError("%s: y must hold whole-number class labels, got %d" % (where, y.max()))
+    odd = [v for v in y.tolist()
+           if not (math.isfinite(v) and v == int(v) and LABEL_MIN <= v <= LABEL_MAX)]
+    if odd:
+        raise UsageError("%s: y must hold whole-number class labels (-1: none), got %r"
+                         % (where, odd[0]))
     return y.astype(np.int64)

@@ -102,7 +102,7 @@ def test_submit_to_an_endpoint_that_never_answers_stops_after_the_first_input(tm
     ({"x": np.zeros((3, 2), np.float32), "y": np.array(["a", "b", "c"])},
      "y must hold whole-number class labels, got dtype str"),
     ({"x": np.zeros((2, 2), np.float32), "y": np.array([1.0, 2.5])},
-     "y must hold whole-number class labels, got 2.5"),
+     "y must hold whole-number class labels (-1: none), got 2.5"),
 ])
 def test_submit_inputs_it_cannot_send_are_one_line_before_anything_is_sent(
         tmp_path, capsys, arrays, message):

@@ -3,6 +3,8 @@ fleet replay and ``submit`` refuse the same bad files in one line (agent.ops.sam
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
@@ -15,16 +17,18 @@ BAD_LABELS = [
     (np.array([0, 1]), "one label per input (x has 3 inputs, y is shaped (2,))"),
     (np.array([[0, 1, 2]]), "one label per input (x has 3 inputs, y is shaped (1, 3))"),
     (np.array(["a", "b", "c"]), "whole-number class labels, got dtype str"),
-    (np.array([0.0, 2.5, 1.0]), "whole-number class labels, got 2.5"),
-    (np.array([0.0, np.nan, 1.0]), "whole-number class labels, got nan"),
-    (np.array([0, 2 ** 63, 1], np.uint64), "whole-number class labels, got 9223372036854775808"),
+    (np.array([0.0, 2.5, 1.0]), "whole-number class labels (-1: none), got 2.5"),
+    (np.array([0.0, np.nan, 1.0]), "whole-number class labels (-1: none), got nan"),
+    (np.array([0, 2 ** 63, 1], np.uint64),
+     "whole-number class labels (-1: none), got 9223372036854775808"),
+    (np.array([0.0, 1e20, 1.0]), "whole-number class labels (-1: none), got 1e+20"),
+    (np.array([0, -3, 1]), "whole-number class labels (-1: none), got -3"),
 ]
 
 
 @pytest.mark.parametrize("y, message", BAD_LABELS)
 def test_labels_a_cast_would_change_are_refused_naming_the_file(y, message):
-    with pytest.raises(UsageError, match="^f.npz: y must hold " + message.replace("(", r"\(")
-                       .replace(")", r"\)")):
+    with pytest.raises(UsageError, match="^" + re.escape("f.npz: y must hold " + message)):
         checked_labels(y, 3, "f.npz")
 
 
@@ -32,6 +36,7 @@ def test_whole_number_labels_of_any_numeric_type_become_int64():
     for y in (np.array([0, 1, 9], np.uint8), np.array([0.0, 1.0, 9.0]), np.array([0, 1, 9])):
         out = checked_labels(y, 3, "f.npz")
         assert out.dtype == np.int64 and out.tolist() == [0, 1, 9]
+    assert checked_labels(np.array([-1, 0, 2]), 3, "f").tolist() == [-1, 0, 2]  # -1: no label
 
 
 def test_inputs_must_be_rows_of_a_type_the_wire_carries():
