@@ -98,7 +98,8 @@ def preflight(cfg: NodeConfig) -> None:
     check_writable_dir(cfg.state_dir, "state_dir")
     slots = [STATE_FILE, "stats.json"]
     if cfg.role == "source":
-        slots += [RECORDS_FILE, RECORDS_FILE + ".journal", RECORDS_FILE + ".1"]
+        slots += [RECORDS_FILE, RECORDS_FILE + ".journal"]
+        slots += [RECORDS_FILE + ".1"] if cfg.records_max_bytes else []
     for name in slots:
         check_file_slot(os.path.join(cfg.state_dir, name), "state_dir")
     if os.path.isdir(cfg.bundle):  # a FIFO among the bundle's files would block its reader
@@ -121,6 +122,7 @@ def open_book(cfg: NodeConfig, metrics: Any) -> SourceBook:
         raise FileFault("state_dir: cannot open %s: %s" % (path, exc.strerror or exc)) from None
     records.faults.on_count = lambda what, n: metrics.write_failed("records", n)
     records.journal_faults.on_count = lambda what, n: metrics.write_failed("journal", n)
+    records.rotation_faults.on_count = lambda what, n: metrics.write_failed("rotation", n)
     book = SourceBook(cfg.node_id, records)
     n = book.recover(time.time(), time.monotonic())
     if n:

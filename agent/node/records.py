@@ -12,9 +12,10 @@ One final line per created task, across crashes and full disks:
   journal to the open tasks (whose final lines are all still to come), then renames the file to
   ``records.jsonl.1`` (``.1`` to ``.2`` and so on, keeping ``keep_files``) and starts a new one.
   So every task in the journal has its final line, if any, in the current file, and the
-  start-up scan for them reads that file only: its length is bounded by ``max_bytes``. While
-  the journal cannot be compacted (a full disk, given-up lines not yet recovered) the file
-  grows on and rotation waits.
+  start-up scan for them reads that file only: about ``max_bytes`` (one flush's lines are
+  never split). While the journal cannot be compacted (a full disk, given-up lines not yet
+  recovered) the file grows on and rotation waits. A ``records.jsonl`` renamed or deleted by
+  something else is noticed at the next flush, which starts a new one.
 - **Records** are buffered and appended by ``flush`` (every ``records_flush_interval_s``) in one
   ``write``; a write that fails part-way (``ENOSPC``) is cut back to the last whole line, so the
   file never holds a torn line. Unwritten lines stay buffered and are written when space returns;
@@ -110,6 +111,7 @@ class RecordWriter:
         self.rotations = 0  # times the file was rotated by this writer
         self.faults = faults or WriteFaults("records " + path)
         self.journal_faults = journal_faults or WriteFaults("record journal " + path + JOURNAL_SUFFIX)
+        self.rotation_faults = WriteFaults("records rotation " + path)
         torn = cut_torn_tail(path)
         if torn:
             log.warning("%s ended in a torn line (%d bytes, from a crash); removed it", path, torn)
@@ -179,26 +181,29 @@ class RecordWriter:
         self._journal(b"+" + json.dumps(entry, separators=(",", ":")).encode("utf-8") + b"\n")
 
     def _journal(self, data: bytes) -> None:
-        if self._jfd < 0:
+        if not self.journal_path:
             return
         try:
+            if self._jfd < 0:  # lost (a failed reopen after compaction): try again
+                self._jfd = _append_fd(self.journal_path)
             _write_whole(self._jfd, data)
             self._journal_lines += data.count(b"\n")
             self.journal_faults.succeeded()
         except OSError as exc:
             self.journal_faults.failed(exc)
 
-    def _compact(self) -> bool:
+    def _compact(self, faults: Optional[WriteFaults] = None) -> bool:
         """Rewrite the journal with only the open tasks (atomically, no fsync); False when the
-        rewrite failed (the journal is then as it was)."""
+        rewrite failed (the journal is then as it was; counted on ``faults``)."""
         text = "".join("+%s\n" % json.dumps(e, separators=(",", ":"))
                        for e in self.open_tasks.values())
         try:
             write_atomic(self.journal_path, text, durable=False)
         except OSError as exc:
-            self.journal_faults.failed(exc, " (compaction)")
+            (faults or self.journal_faults).failed(exc, " (compaction)")
             return False
-        os.close(self._jfd)
+        if self._jfd >= 0:
+            os.close(self._jfd)
         self._jfd = -1
         try:
             self._jfd = _append_fd(self.journal_path)
@@ -217,10 +222,32 @@ class RecordWriter:
             return False
         return size > 0 and size + adding > self.max_bytes
 
+    def _follow_path(self) -> None:
+        """Write to a new file at ``path`` when the open one was moved or deleted there (an
+        operator's ``rm`` or ``mv``, a rename-style logrotate): lines written to an unlinked
+        file would be lost to everyone."""
+        try:
+            try:
+                if os.path.samestat(os.stat(self.path), os.fstat(self._fd)):
+                    return
+            except FileNotFoundError:
+                pass
+            fd = _append_fd(self.path)
+        except OSError as exc:
+            self.rotation_faults.failed(exc, " (reopening %s)" % self.path)
+            return
+        os.close(self._fd)
+        self._fd = fd
+        log.warning("%s was moved or deleted while open: writing to a new %s", self.path,
+                    self.path)
+
     def _rotate(self) -> None:
-        """records.jsonl -> .1 (-> .2 ...), a new records.jsonl; see the module docstring."""
-        if self._jfd >= 0:
-            if self.given_up or self._recovered or not self._compact():
+        """records.jsonl -> .1 (-> .2 ...), a new records.jsonl; see the module docstring.
+        A failure is counted on ``rotation_faults`` (apart from the writes, which go on into
+        the same file and work)."""
+        faults = self.rotation_faults
+        if self.journal_path:
+            if self.given_up or self._recovered or not self._compact(faults):
                 return  # the journal still names tasks recorded in this file: grow on
         fresh, renamed = self.path + ".new", False
         try:  # made first, so a failure leaves every name as it was; O_EXCL: a name left by
@@ -230,7 +257,7 @@ class RecordWriter:
             fd = os.open(fresh, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_EXCL
                          | getattr(os, "O_CLOEXEC", 0), 0o644)
         except OSError as exc:
-            self.faults.failed(exc, " (rotation; writing on to the same file)")
+            faults.failed(exc, " (writing on to the same file)")
             return
         try:
             for i in range(self.keep_files - 1, 0, -1):
@@ -241,11 +268,14 @@ class RecordWriter:
             renamed = True
             os.replace(fresh, self.path)
         except OSError as exc:
-            self.faults.failed(exc, " (rotation; writing on to the same file)")
+            faults.failed(exc, " (writing on to the same file)")
             try:
                 if renamed:
                     os.replace(self.path + ".1", self.path)
-                os.close(fd)
+            except OSError:
+                pass
+            os.close(fd)
+            try:
                 os.unlink(fresh)
             except OSError:
                 pass
@@ -253,6 +283,14 @@ class RecordWriter:
         os.close(self._fd)
         self._fd = fd
         self.rotations += 1
+        faults.succeeded()
+        i = self.keep_files + 1  # left by a larger records_keep_files earlier
+        while os.path.lexists("%s.%d" % (self.path, i)):
+            try:
+                os.unlink("%s.%d" % (self.path, i))
+            except OSError:
+                break
+            i += 1
         log.info("%s reached %d bytes: rotated to %s.1 (keeping %d older file(s))",
                  self.path, self.max_bytes, self.path, self.keep_files)
 
@@ -267,7 +305,7 @@ class RecordWriter:
             self.dropped += 1
             self.faults.failed(OSError("buffer full"), " (record of %s given up)" % tid)
             # nothing of it kept (a full disk may last): its journal line stands for it
-            if self.open_tasks.pop(tid, None) is not None and self._jfd >= 0:
+            if self.open_tasks.pop(tid, None) is not None and self.journal_path:
                 self.given_up += 1
 
     @property
@@ -281,6 +319,7 @@ class RecordWriter:
             return not self._buf
         lines = list(self._buf.values())
         data = ("\n".join(line for _, line in lines) + "\n").encode("utf-8")
+        self._follow_path()
         if self.max_bytes and self._due_rotation(len(data)):
             self._rotate()
         try:
@@ -294,7 +333,7 @@ class RecordWriter:
         ids = [tid for tid, _ in lines]
         for tid in ids:
             self.open_tasks.pop(tid, None)
-        if self._jfd >= 0:
+        if self.journal_path:
             self._journal("".join("-%s\n" % tid for tid in ids).encode("utf-8"))
             if self.given_up:  # the disk works again: the given-up tasks, from their journal lines
                 self._recovered += self._read_journal(skip=self.open_tasks)
@@ -313,7 +352,7 @@ class RecordWriter:
         if self._buf:
             log.warning("%d record line(s) could not be written to %s before exit; their tasks "
                         "are recorded as lost (crash) at the next start", len(self._buf), self.path)
-        if self._jfd >= 0 and not (self._buf or self.open_tasks or self.given_up
+        if self.journal_path and not (self._buf or self.open_tasks or self.given_up
                                    or self._recovered):
             self._compact()
         for fd in (self._fd, self._jfd):

@@ -134,7 +134,7 @@ class AgentMetrics:
         self._dropped.labels(self.node_id, str(reason)).inc()
 
     def write_failed(self, what: str, n: int = 1) -> None:
-        """Count failed writes of ``what`` ("records", "journal", "state")."""
+        """Count failed writes of ``what`` ("records", "journal", "state", "rotation")."""
         self._write_failed.labels(self.node_id, str(what)).inc(n)
 
     def refused(self, reason: str) -> None:

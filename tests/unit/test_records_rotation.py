@@ -120,9 +120,10 @@ def test_rotation_waits_while_the_journal_cannot_be_compacted(tmp_path, monkeypa
     assert os.path.exists(path + ".1") and _ids(_files(path)) == ids
 
 
-def test_a_failed_rotation_keeps_every_line_in_the_same_file(tmp_path):
-    """A folder where records.jsonl.1 goes makes the rename fail: counted and logged, the
-    lines go on into records.jsonl, nothing lost."""
+def test_a_failed_rotation_keeps_every_line_in_the_same_file(tmp_path, caplog):
+    """A folder where records.jsonl.1 goes makes the rename fail: counted as a rotation
+    failure and logged once a minute, the lines go on into records.jsonl, nothing lost; the
+    writes themselves worked, so they are not counted as failed (no "works again" flood)."""
     path = str(tmp_path / "records.jsonl")
     os.mkdir(path + ".1")
     os.mkdir(path + ".1/x")
@@ -130,8 +131,64 @@ def test_a_failed_rotation_keeps_every_line_in_the_same_file(tmp_path):
     ids = _serve(book, 12)
     book.records.close()
     assert _ids([path]) == ids
-    assert book.records.faults.failures >= 1 and book.records.rotations == 0
+    w = book.records
+    assert w.rotation_faults.failures >= 5 and w.rotations == 0 and w.faults.failures == 0
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1 and "records rotation" in warnings[0], warnings
     assert not os.path.exists(path + ".new")
+
+
+def test_a_records_file_moved_or_deleted_while_open_is_followed_by_a_new_one(tmp_path):
+    """An operator's rm or mv (or a rename-style logrotate) of records.jsonl: the next flush
+    writes to a new records.jsonl instead of the unlinked or renamed file, and rotation
+    then shifts nothing it should not (the rotated files stay whole)."""
+    path = str(tmp_path / "records.jsonl")
+    book = SourceBook("s1", RecordWriter(path, max_bytes=1500, keep_files=20))
+    first = _serve(book, 20)
+    rotated = _files(path)[:-1]
+    before = _ids(rotated)
+    os.unlink(path)
+    second = _serve(book, 3, t0=100.0)
+    assert _ids([path]) == second
+    os.rename(path, str(tmp_path / "moved.jsonl"))
+    third = _serve(book, 3, t0=200.0)
+    book.records.close()
+    assert _ids([str(tmp_path / "moved.jsonl")]) == second
+    assert _ids(_files(path)) == before + third
+    assert set(before) <= set(first)
+
+
+def test_a_journal_lost_after_compaction_is_reopened_and_rotation_still_compacts(tmp_path,
+                                                                              monkeypatch):
+    """The journal's descriptor lost (its reopen after a compaction failed): the next journal
+    line reopens it, and a rotation still compacts first, so no task recorded in a rotated
+    file is recorded again as lost at the next start."""
+    path = str(tmp_path / "records.jsonl")
+    book = SourceBook("s1", RecordWriter(path, max_bytes=1500, keep_files=20))
+    _serve(book, 3)
+    os.close(book.records._jfd)
+    book.records._jfd = -1
+    ids = _serve(book, 30, t0=10.0)
+    assert book.records._jfd >= 0 and book.records.rotations >= 2
+    del book  # SIGKILL
+    again = SourceBook("s1", RecordWriter(path, max_bytes=1500, keep_files=20))
+    assert again.recover(100.0, 100.0) == 0
+    again.records.close()
+    kept = _ids(_files(path))
+    assert kept[-30:] == ids and len(kept) == len(set(kept)) == 33
+
+
+def test_lowering_keep_files_removes_the_files_past_it_at_the_next_rotation(tmp_path):
+    path = str(tmp_path / "records.jsonl")
+    book = SourceBook("s1", RecordWriter(path, max_bytes=800, keep_files=6))
+    _serve(book, 40)
+    book.records.close()
+    assert os.path.exists(path + ".6")
+    book = SourceBook("s1", RecordWriter(path, max_bytes=800, keep_files=2))
+    _serve(book, 8, t0=100.0)
+    book.records.close()
+    assert [os.path.basename(p) for p in _files(path)] == [
+        "records.jsonl.2", "records.jsonl.1", "records.jsonl"]
 
 
 def test_a_symlink_left_at_the_new_files_name_is_not_followed(tmp_path):
