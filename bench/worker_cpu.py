@@ -113,8 +113,6 @@ def drive(worker_data: str, source_data: str, x, seconds: float, window: int, pi
                         break
                     if sock is r:  # RESULT(S) from the worker: ACK them as the source would
                         h = msgpack.unpackb(frames[1], raw=False)
-                        if h["k"] not in (wire.Kind.RESULT, wire.Kind.RESULTS):
-                            continue  # the HEARTBEAT that opens its connection
                         keys = ["R:" + wire.task_key(i["id"], i["attempt"])
                                 for i in h.get("items", [h])]
                         r.send_multipart([frames[0]] + wire.encode(wire.Kind.ACK, "s1",

@@ -46,7 +46,6 @@ from agent.net.transport import CLIENT, CONTROL, DATA, FD, LINK_DOWN, LINK_UP, R
 from agent.protocol.wire import Kind, WireError
 from agent.node.hooks import NodeHooks
 from agent.node.linklog import LinkLog
-from agent.node.twins import TwinWatch
 from agent.node.outbox import Outbox
 from agent.ops.state import LINK_RATES_KEY
 from agent.node.role import Role
@@ -83,8 +82,6 @@ class Node:
         policy.wall = wall  # one wall clock per node: DTO-EE aligns its slots to it
         self.last_heard: Dict[str, float] = {}
         self._links = LinkLog(clock=clock)  # data connections' drops and returns, bounded
-        self.run_id = os.urandom(6).hex()  # this process, in its heartbeats (agent.node.twins)
-        self._twins = TwinWatch(cfg.neighbour_timeout_rounds * cfg.heartbeat_interval_s, clock)
         self._stopping = False
         self._rfd, self._wfd = os.pipe()
         os.set_blocking(self._wfd, False)
@@ -217,9 +214,6 @@ class Node:
         if tag == LINK_UP:  # (re)connected: the times in the log show how long a return takes
             self._links.event(who, up=True)
             self.outbox.count("data_link_up")
-            # the connection's first message says which process opened it (agent.node.twins)
-            self.transport.send(who, wire.encode(Kind.HEARTBEAT, self.cfg.node_id,
-                                                 self._heartbeat_fields()))
             return
         try:
             if wire.frames_nbytes(frames) > self.cfg.max_message_bytes:
@@ -243,9 +237,6 @@ class Node:
                 self._on_control(msg)
             elif tag == REPLY:
                 self._on_reply(who, msg)
-            elif tag == DATA and msg.kind == Kind.HEARTBEAT:  # (a non-peer's: nothing to check)
-                if msg.sender in self.transport.peers:
-                    self._twins.connected(msg.sender, msg.fields.get("run", ""))
             elif tag == DATA:
                 self.role.on_data(who, msg)
             elif tag == CLIENT:
@@ -275,8 +266,6 @@ class Node:
             state.update(msg.fields)  # QUEUE_STATE has no no_route: the last heartbeat's holds
             if msg.kind == Kind.HEARTBEAT:
                 state["no_route"] = msg.fields.get("no_route", 0)
-                if self._twins.heard(msg.sender, msg.fields.get("run", "")):
-                    self.outbox.count("duplicate_node_id")
             if state.get("no_route", 0) != before and was_alive:
                 self._check_route(now)
         if not was_alive:
@@ -294,15 +283,12 @@ class Node:
             self.transport.publish(o.dest, wire.encode(o.kind, self.cfg.node_id, o.fields,
                                                        slot=o.slot, round=o.round))
 
-    def _heartbeat_fields(self) -> dict:
-        v = self.outbox.current_view()
-        return {"role": self.cfg.role, "stage": self.cfg.stage, "capacity_flops": v.capacity_flops,
-                "input_queue": v.input_queue, "output_queue": v.output_queue,
-                "service_time_s": v.service_time_s, "no_route": v.no_route, "run": self.run_id}
-
     def _publish_heartbeat(self) -> None:
-        self.transport.publish(wire.BROADCAST, wire.encode(Kind.HEARTBEAT, self.cfg.node_id,
-                                                           self._heartbeat_fields()))
+        v = self.outbox.current_view()
+        self.transport.publish(wire.BROADCAST, wire.encode(Kind.HEARTBEAT, self.cfg.node_id, {
+            "role": self.cfg.role, "stage": self.cfg.stage, "capacity_flops": v.capacity_flops,
+            "input_queue": v.input_queue, "output_queue": v.output_queue,
+            "service_time_s": v.service_time_s, "no_route": v.no_route}))
 
     def _heartbeat(self, now: float) -> None:
         self._publish_heartbeat()

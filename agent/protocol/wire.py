@@ -58,9 +58,7 @@ Optional fields (type-checked when present; absent means the default in brackets
                   exit_stage 0 and the client's own id ["completed", ""];
                   level int (MLCI: the level that answered) [none]
     HEARTBEAT     no_route int (0: this node can reach every stage after its own; else the
-                  first stage it has no live route to: it refuses new tasks meanwhile) [0],
-                  run str (random id of the sending process, new at each start; a HEARTBEAT
-                  also opens each data connection: agent.node.twins) [""]
+                  first stage it has no live route to: it refuses new tasks meanwhile) [0]
 
 ``cls`` is the one field that may be negative (-1 on an answer that carries no class). Every
 integer field is below 2**53 in size (``MAX_INT``), so a receiver's +1 still encodes.
@@ -133,7 +131,7 @@ OPTIONAL: Dict[Kind, Dict[str, type]] = {
     Kind.TASK: {"ttl_s": float, "token": str},
     Kind.ACK: {"refused": list, "reason": str, "retry_s": float},
     Kind.RESULT: {"token": str, "outcome": str, "reason": str},
-    Kind.HEARTBEAT: {"no_route": int, "run": str},
+    Kind.HEARTBEAT: {"no_route": int},
 }
 # -- policy fields (DIMEE/MLCI, docs/dimee-mlci.md): optional: no new version ----------------
 OPTIONAL[Kind.TASK].update({"level": int, "ens": list, "ens_w": float})
