@@ -140,7 +140,7 @@ class NodeConfig:
     metrics_port: int = 0  # Prometheus exporter port; 0 = off
     metrics_host: str = "127.0.0.1"  # Prometheus exporter bind address (loopback unless public)
     metrics_public: bool = False  # allow a non-loopback metrics_host (no TLS/auth: logged warning)
-    status_interval_s: float = 5.0  # period of the status log line and stats.json
+    status_interval_s: float = 5.0  # period of stats.json and of the status line when it changed
     records_flush_interval_s: float = 1.0  # source: flush records.jsonl at least this often
     records_max_bytes: int = 64 << 20  # source: rotate records.jsonl at this size; 0 = never
     records_keep_files: int = 8  # source: rotated files kept, records.jsonl.1 (newest) .. .N

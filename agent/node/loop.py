@@ -159,7 +159,7 @@ class Node:
             if now >= nxt["status"]:
                 nxt["status"] = now + self.cfg.status_interval_s
                 self.status.write()
-                log.info("%s", self.status.line())
+                self.status.log_line(now)
                 self._links.flush()
             self.hooks.health(role.healthy())
         self._finish()

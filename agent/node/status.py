@@ -1,13 +1,15 @@
 """Status of a node: the stats dict, ``<state_dir>/stats.json`` and the status log line.
 
 ``NodeStatus`` reads the node's counters, its view, the policy and what its side adds (a
-source's task counts); the loop calls ``write`` every ``status_interval_s`` and at the end.
+source's task counts); the loop calls ``write`` and ``log_line`` every ``status_interval_s``
+and at the end.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import time
 from typing import Any, Callable, Dict, Mapping
@@ -19,6 +21,11 @@ from agent.policies.api import AgentPolicy, NodeView
 from agent.policies.thresholds import thresholds_to_wire
 
 log = logging.getLogger("agent.node.loop")  # these are the loop's steps: logged under its name
+
+# An unchanged status line is logged again only after this long: an idle fleet would otherwise
+# write the same line every status_interval_s for days (17,000 lines a day at 5 s) to the
+# device's flash, and one line in ten minutes still shows the agent is there.
+STATUS_REPEAT_S = 600.0
 
 
 class NodeStatus:
@@ -34,6 +41,7 @@ class NodeStatus:
         self.extra = extra
         self.wall = wall
         self.faults = WriteFaults("stats " + os.path.join(cfg.state_dir, "stats.json"))
+        self._logged = ("", -math.inf)  # (the last status line logged, when)
 
     def stats(self) -> Dict[str, Any]:
         """Counters and state for stats.json and the status line."""
@@ -75,3 +83,14 @@ class NodeStatus:
         if self.cfg.role == "worker" and own is not None:
             parts.append("threshold=%.3f" % own)
         return " ".join(parts)
+
+    def log_line(self, now: float) -> bool:
+        """Log the status line at INFO when it differs from the last one logged, or when that
+        was ``STATUS_REPEAT_S`` ago (``now``: a monotonic clock); True when it was logged."""
+        line = self.line()
+        last, at = self._logged
+        if line == last and now - at < STATUS_REPEAT_S:
+            return False
+        log.info("%s", line)
+        self._logged = (line, now)
+        return True
