@@ -5,6 +5,7 @@ Two ``Security`` objects share one small interface the transport calls:
 - ``start(ctx)`` once per context before sockets are bound (starts the ZAP authenticator),
 - ``apply_server(sock)`` on every socket that binds (ROUTER data, PUB control),
 - ``apply_client(sock, server_public_key)`` on every socket that connects (DEALER, SUB),
+- ``flush_log()`` now and then (the loop's status tick): refusals not yet logged, once due,
 - ``stop()`` at shutdown.
 
 ``CurveSecurity`` makes every bound socket a CURVE server whose ZAP handler (pyzmq's
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
 from typing import Callable, Dict, Iterable, List, Optional
 
@@ -46,6 +48,9 @@ class NoSecurity:
     def stop(self) -> None:
         """Nothing to stop."""
 
+    def flush_log(self) -> None:
+        """Nothing is refused: nothing to log."""
+
     def apply_server(self, sock) -> None:
         """Leave a binding socket unauthenticated."""
 
@@ -65,6 +70,7 @@ class CurveSecurity:
         self.allowed_public_keys = frozenset(_check_z85(k, "allowed public key")
                                              for k in allowed_public_keys)
         self._auth = None
+        self._allow: Optional[_AllowList] = None
 
     def start(self, ctx) -> None:
         """Start the ZAP authenticator on ``ctx``; call before any socket binds."""
@@ -74,17 +80,26 @@ class CurveSecurity:
             return
         auth = ThreadAuthenticator(ctx, log=logging.getLogger("agent.net.security.zap"))
         auth.start()
-        auth.configure_curve_callback(domain="*", credentials_provider=_AllowList(
-            self.allowed_public_keys))
+        self._allow = _AllowList(self.allowed_public_keys)
+        auth.configure_curve_callback(domain="*", credentials_provider=self._allow)
         self._auth = auth
         log.info("CURVE on: %d allowed peer key(s), own public key %s",
                  len(self.allowed_public_keys), self.public_key.decode("ascii"))
 
+    def flush_log(self) -> None:
+        """Log the refusals counted since the last line once ``log_interval_s`` has passed,
+        though no handshake came since to log them (a refused peer that gave up)."""
+        if self._allow is not None:
+            self._allow.flush()
+
     def stop(self) -> None:
-        """Stop the authenticator (after the sockets are closed)."""
+        """Stop the authenticator (after the sockets are closed); refusals not yet logged are
+        logged now."""
         if self._auth is not None:
             self._auth.stop()
             self._auth = None
+        if self._allow is not None:
+            self._allow.flush(force=True)
 
     def apply_server(self, sock) -> None:
         """Make a socket that binds a CURVE server checked against the allow-list."""
@@ -112,7 +127,9 @@ class _AllowList:
     A refused peer reconnects every few hundred milliseconds, and anyone who can reach a bound
     endpoint can offer a new key on every handshake, so refusals are logged as one line per
     ``log_interval_s`` at most, naming up to ``MAX_KEYS_NAMED`` keys with their counts (the
-    rest summed): memory and log lines stay bounded however many keys are tried.
+    rest summed): memory and log lines stay bounded however many keys are tried. ``flush``
+    logs what was counted since the last line when no handshake came to do it (the callback
+    runs on the authenticator's thread, ``flush`` on the loop's: a lock guards the counts).
     """
 
     MAX_KEYS_NAMED = 16
@@ -125,22 +142,33 @@ class _AllowList:
         self._logged_at: Optional[float] = None  # clock() of the last line
         self._since: Dict[bytes, int] = {}  # refusals since the last line, by key
         self._others = 0  # refusals since the last line of keys past MAX_KEYS_NAMED
+        self._lock = threading.Lock()
 
     def callback(self, domain: str, key: bytes) -> bool:
         if key in self.keys:
             return True
-        if key in self._since or len(self._since) < self.MAX_KEYS_NAMED:
-            self._since[key] = self._since.get(key, 0) + 1
-        else:
-            self._others += 1
+        with self._lock:
+            if key in self._since or len(self._since) < self.MAX_KEYS_NAMED:
+                self._since[key] = self._since.get(key, 0) + 1
+            else:
+                self._others += 1
+            self._log_if_due(False)
+        return False
+
+    def flush(self, force: bool = False) -> None:
+        """Log the refusals counted since the last line, if any, once due (``force``: now)."""
+        with self._lock:
+            if self._since or self._others:
+                self._log_if_due(force)
+
+    def _log_if_due(self, force: bool) -> None:
         now = self.clock()
-        if self._logged_at is None or now - self._logged_at >= self.log_interval_s:
+        if force or self._logged_at is None or now - self._logged_at >= self.log_interval_s:
             named = ", ".join("%s (%d)" % (k.decode("ascii", "replace"), n)
                               for k, n in self._since.items())
             more = ("; and %d refusal(s) of other keys" % self._others) if self._others else ""
             log.warning("CURVE handshake refused for unknown public key(s): %s%s", named, more)
             self._since, self._others, self._logged_at = {}, 0, now
-        return False
 
 
 def security_from_config(cfg):

@@ -161,6 +161,7 @@ class Node:
                 self.status.write()
                 self.status.log_line(now)
                 self._links.flush()
+                self.transport.security.flush_log()
             self.hooks.health(role.healthy())
         self._finish()
 

@@ -293,3 +293,34 @@ def test_each_key_speaks_for_exactly_one_node(tmp_path):
     assert keys["w1"] not in key_owners(cfg)
     cfg.security = "none"
     assert key_owners(cfg) == {}
+
+
+def test_refusals_counted_after_the_last_line_are_logged_by_flush_once_due_and_at_stop(caplog):
+    """Rule: refusals counted after a line are not lost when no further handshake comes:
+    ``flush`` logs them once log_interval_s has passed (not before, and nothing when none
+    were counted), and CurveSecurity.stop logs what is left at once."""
+    from agent.net.security import _AllowList
+
+    now = [0.0]
+    allow = _AllowList(frozenset([b"k" * 40]), log_interval_s=60.0, clock=lambda: now[0])
+    for _ in range(3):
+        allow.callback("*", b"x" * 40)  # the first is logged, the next two counted
+    now[0] = 30.0
+    allow.flush()
+    refused = [r.getMessage() for r in caplog.records if "handshake refused" in r.getMessage()]
+    assert len(refused) == 1  # not due yet
+    now[0] = 61.0
+    allow.flush()
+    refused = [r.getMessage() for r in caplog.records if "handshake refused" in r.getMessage()]
+    assert len(refused) == 2 and refused[1].endswith("%s (2)" % ("x" * 40))
+    now[0] = 200.0
+    allow.flush()  # nothing counted since: no line
+    assert sum("handshake refused" in r.getMessage() for r in caplog.records) == 2
+
+    sec = CurveSecurity(*zmq.curve_keypair(), allowed_public_keys=[zmq.curve_keypair()[0]])
+    sec._allow = _AllowList(sec.allowed_public_keys, log_interval_s=3600.0)  # as start() makes it
+    sec._allow.callback("*", b"y" * 40)
+    sec._allow.callback("*", b"y" * 40)  # counted, not yet logged
+    sec.stop()
+    refused = [r.getMessage() for r in caplog.records if "handshake refused" in r.getMessage()]
+    assert len(refused) == 4 and refused[-1].endswith("%s (1)" % ("y" * 40))
