@@ -53,6 +53,7 @@ import zmq
 
 from agent.config.node import Peer
 from agent.net.security import NoSecurity, serve_clients_over_curve
+from agent.net.twins import RUN_PROPERTY, Twins
 from agent.protocol.wire import BROADCAST, topic
 
 log = logging.getLogger(__name__)
@@ -131,7 +132,7 @@ class Transport:
                  peers: Sequence[Peer], security: Any = None, max_message_bytes: int = 16 << 20,
                  client_bind: str = "", server_keys: Optional[Dict[str, bytes]] = None,
                  client_keys: Optional[Sequence[bytes]] = None, on_client_refused: Any = None,
-                 key_owners: Optional[Dict[str, str]] = None):
+                 key_owners: Optional[Dict[str, str]] = None, twins: Optional[Twins] = None):
         self.ctx = ctx
         self.node_id = node_id
         self.control_bind = control_bind
@@ -147,6 +148,9 @@ class Transport:
         # z85 public key -> the one node id it may speak as (empty: no CURVE, no check)
         self.key_owners = dict(key_owners or {})
         self.impersonations = 0  # data messages dropped: routing id is not the key's node
+        # this process's run id, sent in each DEALER's handshake, and the watch over those that
+        # arrive (two agents under one node id: agent.net.twins); None: neither
+        self.twins = twins
         self._impostors: set = set()  # (key's node, claimed id) pairs logged once
         self.poller = zmq.Poller()
         self.pub: Optional[zmq.Socket] = None
@@ -210,6 +214,11 @@ class Transport:
         self.poller.register(sub, zmq.POLLIN)
         d = self._socket(zmq.DEALER)
         d.setsockopt(zmq.ROUTING_ID, self.node_id.encode("utf-8"))
+        if self.twins is not None:
+            try:
+                d.setsockopt(zmq.METADATA, ("%s:%s" % (RUN_PROPERTY, self.twins.run_id)).encode())
+            except (AttributeError, zmq.ZMQError):  # a libzmq before 4.3: not watched
+                pass
         d.setsockopt(zmq.IMMEDIATE, 1)
         _liveness(d)
         self.security.apply_client(d, self.server_keys.get(peer.id))
@@ -233,6 +242,7 @@ class Transport:
         # Round up: a timer due in 0.4 ms must not turn into a zero timeout and a spinning loop.
         ready = self.poller.poll(max(0, int(math.ceil(timeout_s * 1000))))
         events: List[Tuple[str, Any, Any]] = []
+        watched: set = set()  # senders whose run id this call has read: once per call is enough
         for sock_or_fd, _ in ready:
             if isinstance(sock_or_fd, int):
                 events.append((FD, sock_or_fd, None))
@@ -264,7 +274,11 @@ class Transport:
                 elif sock_or_fd is self.router:
                     if self.key_owners and not self._own_key(frames):
                         continue
-                    events.append((DATA, frames[0].bytes, frames[1:]))
+                    sender = frames[0].bytes
+                    if self.twins is not None and sender not in watched:
+                        watched.add(sender)
+                        self._watch(sender, frames[-1])
+                    events.append((DATA, sender, frames[1:]))
                 elif sock_or_fd in self._sub_peer:
                     events.append((CONTROL, self._sub_peer[sock_or_fd], frames))
                 elif sock_or_fd is self.client:
@@ -272,6 +286,18 @@ class Transport:
                 else:
                     events.append((REPLY, self._dealer_peer[sock_or_fd], frames))
         return events
+
+    def _watch(self, sender: bytes, frame: Any) -> None:
+        """Hand the run id and host a data message came with to the twins watch."""
+        try:
+            run = frame.get(RUN_PROPERTY)
+        except (zmq.ZMQError, AttributeError):  # none: a sender of an older version
+            return
+        try:
+            host = frame.get("Peer-Address")
+        except (zmq.ZMQError, AttributeError):  # ipc:// has none
+            host = ""
+        self.twins.observe(sender.decode("utf-8", "replace"), run, host)
 
     @staticmethod
     def _event(frames: Sequence[Any]) -> int:

@@ -31,6 +31,7 @@ from agent.errors import UsageError, missing_module_hint
 from agent.net.security import (key_owners, load_allowed_keys, load_public_key,
                                 security_from_config)
 from agent.net.transport import Transport
+from agent.net.twins import Twins, new_run_id
 from agent.node.book import ReplaySet, SourceBook
 from agent.node.capacity import Capacity, worker_capacity
 from agent.node.hooks import NodeHooks
@@ -329,7 +330,7 @@ def _build(cfg: NodeConfig, notifier: Any, ctx: Optional[zmq.Context],
     transport = Transport(ctx, cfg.node_id, cfg.control_bind, cfg.data_bind, cfg.peers, security,
                           cfg.max_message_bytes,
                           cfg.client_bind if cfg.arrival == "client" else "", keys,
-                          client_keys, on_client_refused, key_owners(cfg))
+                          client_keys, on_client_refused, key_owners(cfg), Twins(new_run_id()))
     role: Role
     if runner is not None:
         outbox = Outbox(cfg, transport, policy, view, capacity, lambda: runner.queued, metrics)
@@ -371,8 +372,9 @@ def serve(cfg: NodeConfig, notifier: Any = None, ctx: Optional[zmq.Context] = No
                    for s in (signal.SIGTERM, signal.SIGINT)}
             if notifier is not None:
                 notifier.ready("%s %s serving (policy %s)" % (cfg.role, cfg.node_id, cfg.policy))
-            log.info("%s %s serving: policy %s, control %s, data %s, %d peer(s)", cfg.role,
-                     cfg.node_id, cfg.policy, cfg.control_bind, cfg.data_bind, len(cfg.peers))
+            log.info("%s %s serving: policy %s, control %s, data %s, %d peer(s), run %s",
+                     cfg.role, cfg.node_id, cfg.policy, cfg.control_bind, cfg.data_bind,
+                     len(cfg.peers), built.transport.twins.run_id)
             freeze_startup_objects()  # full collections skip what start-up built (collector.py)
             node.run()
         finally:

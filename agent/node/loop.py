@@ -158,6 +158,10 @@ class Node:
                 role.flush()
             if now >= nxt["status"]:
                 nxt["status"] = now + self.cfg.status_interval_s
+                twins = self.transport.twins
+                if twins is not None and twins.seen:  # two agents under one id (net.twins)
+                    out.count("duplicate_node_id", twins.seen)
+                    twins.seen = 0
                 self.status.write()
                 self.status.log_line(now)
                 self._links.flush()
