@@ -45,7 +45,7 @@ from agent.protocol import wire
 from agent.net.transport import CLIENT, CONTROL, DATA, FD, LINK_DOWN, LINK_UP, REPLY, Transport
 from agent.protocol.wire import Kind, WireError
 from agent.node.hooks import NodeHooks
-from agent.node.linklog import LinkLog
+from agent.node.statelog import StateLog
 from agent.node.outbox import Outbox
 from agent.ops.state import LINK_RATES_KEY
 from agent.node.role import Role
@@ -81,7 +81,7 @@ class Node:
         self.wall = wall
         policy.wall = wall  # one wall clock per node: DTO-EE aligns its slots to it
         self.last_heard: Dict[str, float] = {}
-        self._links = LinkLog(clock=clock)  # data connections' drops and returns, bounded
+        self._changes = StateLog(clock=clock)  # connections, neighbours, routes: bounded lines
         self._stopping = False
         self._rfd, self._wfd = os.pipe()
         os.set_blocking(self._wfd, False)
@@ -164,7 +164,7 @@ class Node:
                     twins.seen = 0
                 self.status.write()
                 self.status.log_line(now)
-                self._links.flush()
+                self._changes.flush()
                 self.transport.security.flush_log()
             self.hooks.health(role.healthy())
         self._finish()
@@ -185,7 +185,7 @@ class Node:
 
     def _finish(self) -> None:
         self.role.finish(self.clock(), self.wall())
-        self._links.flush(final=True)
+        self._changes.flush(final=True)
         self.hooks.save_state(self._state())
         self.status.write()
         log.info("stopped: %s", self.status.line())
@@ -209,7 +209,7 @@ class Node:
                 self.role.on_fd(who)
             return
         if tag == LINK_DOWN:  # its process died (or the network cut): gone now, not in 2 s
-            self._links.event(who, up=False)
+            self._changes.event("data " + who, "dropped", "data connection to %s dropped" % who)
             self.outbox.count("data_link_down")
             if who in self.view.alive:
                 self.last_heard.pop(who, None)
@@ -217,7 +217,7 @@ class Node:
             self.outbox.on_link_down(who, self.clock())
             return
         if tag == LINK_UP:  # (re)connected: the times in the log show how long a return takes
-            self._links.event(who, up=True)
+            self._changes.event("data " + who, "up", "data connection to %s up" % who)
             self.outbox.count("data_link_up")
             return
         try:
@@ -320,10 +320,12 @@ class Node:
         was, self.view.no_route = self.view.no_route, stage
         if stage:
             self.outbox.count("no_route")
-            log.warning("no live route to stage %d: %s new tasks (no_route) until one is back",
-                        stage, "rejecting" if self.cfg.role == "source" else "refusing")
+            verb = "rejecting" if self.cfg.role == "source" else "refusing"
+            self._changes.event("route", "lost", "no live route to stage %d: %s new tasks "
+                                "(no_route) until one is back" % (stage, verb), logging.WARNING)
         else:
-            log.info("route to stage %d is back: accepting tasks again", was)
+            self._changes.event("route", "back", "route to stage %d is back: accepting tasks "
+                                "again" % was)
         self._publish_heartbeat()
 
     def _set_alive(self, peer: str, alive: bool) -> None:
@@ -331,7 +333,8 @@ class Node:
             self.view.alive.add(peer)
         else:
             self.view.alive.discard(peer)
-        log.info("neighbour %s is %s", peer, "alive" if alive else "gone")
+        state = "alive" if alive else "gone"
+        self._changes.event("neighbour " + peer, state, "neighbour %s is %s" % (peer, state))
         self.outbox.count("neighbour_joined" if alive else "neighbour_gone")
         self.hooks.metrics.neighbour_alive(peer, alive)
         self.policy.on_peers_changed(self.outbox.current_view())

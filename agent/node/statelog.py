@@ -1,0 +1,75 @@
+"""Log lines about things that come and go, bounded per thing: data connections dropping and
+returning, neighbours gone and alive again, a stage's route lost and back.
+
+Each of these can flap: a peer with a mismatched CURVE key is dropped on every handshake (about
+ten times a second), a link loses and regains carrier, a crash-looping neighbour comes and goes
+every few seconds, two agents under one node id take a connection from each other in turn. A
+line per change would fill the journal. Here the changes of one key are logged at most once per
+``interval_s``; a change held back by the limit is logged by ``flush()`` once the interval has
+passed, with the counts since the last line (at the most severe level among them), so the last
+line about a key always tells its present state.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from typing import Callable, Dict, List, Optional
+
+log = logging.getLogger("agent.node.loop")
+
+
+class _Key:
+    __slots__ = ("line", "level", "logged_at", "since", "held_level")
+
+    def __init__(self) -> None:
+        self.line = ""  # the line of the present state
+        self.level = logging.INFO
+        self.logged_at: Optional[float] = None  # clock() of the last line about this key
+        self.since: Counter = Counter()  # changes by state since that line, logged or not
+        self.held_level = logging.NOTSET  # the most severe level among the changes held back
+
+
+class StateLog:
+    """``event(key, state, line)`` for each change; ``flush()`` now and then (the node calls it
+    with its status line) and with ``final`` when it stops."""
+
+    def __init__(self, interval_s: float = 60.0, clock: Callable[[], float] = time.monotonic):
+        self.interval_s = float(interval_s)
+        self.clock = clock
+        self._keys: Dict[str, _Key] = {}  # a few per configured peer: bounded by the config
+
+    def event(self, key: str, state: str, line: str, level: int = logging.INFO) -> None:
+        """``key`` (a peer's data connection, a neighbour, a route) changed to ``state``;
+        ``line`` says so, logged at ``level`` when due."""
+        k = self._keys.get(key)
+        if k is None:
+            k = self._keys[key] = _Key()
+        k.line, k.level = line, level
+        k.since[state] += 1
+        k.held_level = max(k.held_level, level)
+        self._log_if_due(k)
+
+    def flush(self, final: bool = False) -> None:
+        """Log each key whose changes were held back and whose interval has passed (all of them
+        when ``final``: the node is stopping)."""
+        for k in self._keys.values():
+            if k.since:
+                self._log_if_due(k, final)
+
+    def pending(self) -> List[str]:
+        """Keys with changes not yet logged."""
+        return sorted(key for key, k in self._keys.items() if k.since)
+
+    def _log_if_due(self, k: _Key, final: bool = False) -> None:
+        now = self.clock()
+        if not final and k.logged_at is not None and now - k.logged_at < self.interval_s:
+            return
+        n = sum(k.since.values())
+        more = ""
+        if n > 1:
+            more = " (%d changes since the last line: %s)" % (
+                n, ", ".join("%s %d" % kv for kv in sorted(k.since.items())))
+        log.log(max(k.level, k.held_level), "%s%s", k.line, more)
+        k.logged_at, k.since, k.held_level = now, Counter(), logging.NOTSET

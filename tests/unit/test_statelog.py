@@ -1,0 +1,91 @@
+"""Lines about things that come and go (data connections, neighbours, routes) are bounded per
+key, and the last line about a key always tells its present state (agent.node.statelog)."""
+
+import logging
+
+from agent.node.statelog import StateLog
+
+
+def _lines(caplog, what="data connection"):
+    return [r.getMessage() for r in caplog.records if what in r.getMessage()]
+
+
+def _link(log, peer, up):
+    state = "up" if up else "dropped"
+    log.event("data " + peer, state, "data connection to %s %s" % (peer, state))
+
+
+def test_the_first_change_is_logged_at_once_and_a_flap_costs_one_line_a_minute(caplog):
+    caplog.set_level(logging.INFO)
+    now = [0.0]
+    links = StateLog(interval_s=60.0, clock=lambda: now[0])
+    _link(links, "w2", up=False)
+    assert _lines(caplog) == ["data connection to w2 dropped"]
+    for i in range(99):  # ten a second for ten seconds, as a mismatched CURVE key does
+        now[0] += 0.1
+        _link(links, "w2", up=i % 2 == 0)
+    links.flush()
+    assert len(_lines(caplog)) == 1 and links.pending() == ["data w2"]
+    now[0] = 60.0
+    links.flush()
+    assert _lines(caplog)[1:] == [
+        "data connection to w2 up (99 changes since the last line: dropped 49, up 50)"]
+    assert links.pending() == []
+
+
+def test_a_change_held_back_is_logged_with_the_present_state_when_due(caplog):
+    """dropped at once; up and dropped again within the minute held back; the flush after the
+    interval says dropped, the state the peer is in."""
+    caplog.set_level(logging.INFO)
+    now = [0.0]
+    links = StateLog(interval_s=60.0, clock=lambda: now[0])
+    _link(links, "w2", up=False)
+    now[0] = 1.0
+    _link(links, "w2", up=True)
+    now[0] = 2.0
+    _link(links, "w2", up=False)
+    now[0] = 61.0
+    _link(links, "w3", up=False)  # another peer has its own limit
+    links.flush()
+    assert _lines(caplog) == [
+        "data connection to w2 dropped",
+        "data connection to w3 dropped",
+        "data connection to w2 dropped (2 changes since the last line: dropped 1, up 1)"]
+
+
+def test_changes_held_back_are_logged_when_the_node_stops(caplog):
+    caplog.set_level(logging.INFO)
+    now = [0.0]
+    links = StateLog(interval_s=60.0, clock=lambda: now[0])
+    _link(links, "w2", up=False)
+    _link(links, "w2", up=True)
+    links.flush()
+    assert _lines(caplog) == ["data connection to w2 dropped"]
+    links.flush(final=True)
+    assert _lines(caplog)[-1] == "data connection to w2 up"
+
+
+def test_a_flapping_route_logs_its_summary_at_the_most_severe_level_held_back(caplog):
+    """Rule: a route lost (WARNING) and back (INFO) every few seconds writes one line a minute;
+    the summary tells the present state (back) at WARNING, since losses were held back in it;
+    a quiet change after that is logged at its own level."""
+    caplog.set_level(logging.INFO)
+    now = [0.0]
+    log = StateLog(interval_s=60.0, clock=lambda: now[0])
+    lost = "no live route to stage 1: rejecting new tasks (no_route) until one is back"
+    back = "route to stage 1 is back: accepting tasks again"
+    for i in range(10):
+        now[0] = 4.0 * i
+        log.event("route", "lost", lost, logging.WARNING)
+        now[0] += 0.1
+        log.event("route", "back", back)
+    now[0] = 60.0
+    log.flush()
+    recs = [(r.levelno, r.getMessage()) for r in caplog.records if "route" in r.getMessage()]
+    assert recs == [(logging.WARNING, lost), (logging.WARNING, back + " (19 changes since the "
+                                                           "last line: back 10, lost 9)")]
+    now[0] = 200.0
+    log.event("route", "lost", lost, logging.WARNING)
+    now[0] = 300.0
+    log.event("route", "back", back)
+    assert [r.levelno for r in caplog.records][-2:] == [logging.WARNING, logging.INFO]
