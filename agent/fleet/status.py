@@ -62,7 +62,10 @@ def summarise(series: Mapping[str, List[tuple]]) -> Dict[str, Any]:
         drops["client_refused"] = int(refused)
     cap = [v for _, v in series.get("capacity_flops", [])]
     stages = sorted({l.get("stage") for l, _ in series.get("tasks_in_total", [])} - {None})
+    info = series.get("node_info", [({}, 0.0)])[0][0]
     return {
+        "role_reported": info.get("role", ""),
+        "stage_reported": info.get("stage", ""),
         "power_mode": next((m for m, v in by("power_mode", "mode").items() if v == 1), ""),
         "capacity_flops": cap[0] if cap else None,
         "queues": {k: int(v) for k, v in by("queue_length", "queue").items()},
@@ -113,8 +116,10 @@ def fleet_status(nodes: Mapping[str, Mapping[str, Any]], timeout_s: float = 2.0
     for n, meta in nodes.items():
         st = read_node(meta["metrics"], timeout_s) if meta.get("metrics") else {
             "alive": False, "error": "no metrics endpoint (metrics_port = 0)", "url": ""}
-        st["role"] = meta.get("role") or ("worker" if st.get("capacity_flops") else "?")
-        st["stage"] = meta.get("stage", "")
+        # the manifest's word first; else what the agent says of itself (an older one: guessed)
+        st["role"] = (meta.get("role") or st.get("role_reported")
+                      or ("worker" if st.get("capacity_flops") else "?"))
+        st["stage"] = meta.get("stage", st.get("stage_reported", ""))
         st["checked_wall"] = time.time()
         out[n] = st
     return out

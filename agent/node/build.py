@@ -227,8 +227,14 @@ def load_engines(cfg: NodeConfig, bundle: Bundle,
     return specs, engines
 
 
-def report_power_mode(cfg: NodeConfig, metrics: Any) -> None:
-    """Power-mode gauge: the configured mode, else the one active now (jtop, or the CPU path)."""
+def report_node(cfg: NodeConfig, metrics: Any) -> None:
+    """What the agent is, every configured neighbour (0 until heard), and a worker's power
+    mode: the configured one, else the one active now (jtop, or the CPU path)."""
+    metrics.node_info(cfg.role, cfg.stage, cfg.policy)
+    for p in cfg.peers:
+        metrics.neighbour_alive(p.id, False)
+    if not cfg.metrics_port or cfg.role != "worker":
+        return
     try:
         metrics.power_mode(cfg.power_mode or current_power_mode())
     except Exception as exc:  # a metrics label must never keep the agent from serving
@@ -315,8 +321,7 @@ def _build(cfg: NodeConfig, notifier: Any, ctx: Optional[zmq.Context],
             metrics.close()
             raise
     report_engines(engines, metrics)
-    if cfg.metrics_port and cfg.role == "worker":
-        report_power_mode(cfg, metrics)
+    report_node(cfg, metrics)
     hooks = NodeHooks(notifier, metrics, store, watchdog_interval_s(os.environ))
     saved = restore_policy(policy, hooks, store)
     capacity.refresh(view)

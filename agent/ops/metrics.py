@@ -91,6 +91,8 @@ class AgentMetrics:
                                        "CURVE handshakes refused on a source's client socket "
                                        "(a client key not on its allow-list)", ["node"],
                                        registry=r)
+        self._info = Gauge("edge_agent_node_info", "Always 1; the labels say what this agent is "
+                           "(stage 0: a source)", ["node", "role", "stage", "policy"], registry=r)
         self._power_lock = threading.Lock()
         self._power_mode = None  # type: Optional[str]
         self._server = None  # type: Optional[ThreadingHTTPServer]
@@ -140,6 +142,10 @@ class AgentMetrics:
     def refused(self, reason: str) -> None:
         """Count a task refused here (worker) or rejected (source), by reason."""
         self._refused.labels(self.node_id, str(reason)).inc()
+
+    def node_info(self, role: str, stage: int, policy: str) -> None:
+        """Say what this agent is (``edge-agent status`` reads it where no manifest does)."""
+        self._info.labels(self.node_id, str(role), str(stage), str(policy)).set(1)
 
     def neighbour_alive(self, peer: str, alive: bool) -> None:
         """Mark a neighbour alive (1) or gone (0)."""
@@ -277,6 +283,9 @@ class NullMetrics:
         pass
 
     def refused(self, reason: str) -> None:
+        pass
+
+    def node_info(self, role: str, stage: int, policy: str) -> None:
         pass
 
     def neighbour_alive(self, peer: str, alive: bool) -> None:

@@ -172,3 +172,29 @@ def test_status_shows_each_nodes_newest_warning_line():
     m2.last_warning("WARNING", 'a "quoted"\nmulti-line \\ text', 1.0)
     s2 = summarise(parse_metrics(generate_latest(m2.registry).decode()))
     assert s2["last_warning"]["message"] == "a 'quoted' multi-line / text"
+
+
+def test_status_without_a_manifest_shows_role_stage_and_every_configured_neighbour():
+    """Rule: an agent says what it is (``edge_agent_node_info``) and lists every configured
+    neighbour from start-up (0 until heard), so `status --endpoints` (no fleet manifest) shows
+    a source's role and stage, and `hears` counts heard / configured, a neighbour that never
+    came up included."""
+    from types import SimpleNamespace
+
+    from agent.fleet.status import fleet_status
+    from agent.node.build import report_node
+
+    m = AgentMetrics("cam")
+    cfg = SimpleNamespace(role="source", stage=0, policy="dtoee", metrics_port=0,
+                          peers=[SimpleNamespace(id=p) for p in ("w1a", "w1b", "w1c")])
+    report_node(cfg, m)
+    m.neighbour_alive("w1a", True)  # heard; w1b, w1c never came up
+    port = m.serve("127.0.0.1", 0)
+    try:
+        st = fleet_status({"cam": {"metrics": "http://127.0.0.1:%d/metrics" % port}})["cam"]
+    finally:
+        m.close()
+    assert st["alive"] and st["role"] == "source" and st["stage"] == "0"
+    assert st["neighbours"] == {"w1a": True, "w1b": False, "w1c": False}
+    row = [line for line in format_status({"cam": st}).splitlines() if line.startswith("cam ")]
+    assert " source " in row[0] and " 1/3 " in row[0]
