@@ -4,18 +4,19 @@ returning, neighbours gone and alive again, a stage's route lost and back.
 Each of these can flap: a peer with a mismatched CURVE key is dropped on every handshake (about
 ten times a second), a link loses and regains carrier, a crash-looping neighbour comes and goes
 every few seconds, two agents under one node id take a connection from each other in turn. A
-line per change would fill the journal. Here the changes of one key are logged at most once per
-``interval_s``; a change held back by the limit is logged by ``flush()`` once the interval has
-passed, with the counts since the last line (at the most severe level among them), so the last
-line about a key always tells its present state.
+line per change would fill the journal. Here the changes of one key are logged at most
+``burst`` times per ``interval_s`` (two: a drop and its return, a loss and its end, are both
+logged at once); a change held back by the limit is logged by ``flush()`` once due, with the
+counts since the last line (at the most severe level among them), so the last line about a key
+always tells its present state.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections import Counter
-from typing import Callable, Dict, List, Optional
+from collections import Counter, deque
+from typing import Callable, Deque, Dict, List
 
 log = logging.getLogger("agent.node.loop")
 
@@ -23,10 +24,10 @@ log = logging.getLogger("agent.node.loop")
 class _Key:
     __slots__ = ("line", "level", "logged_at", "since", "held_level")
 
-    def __init__(self) -> None:
+    def __init__(self, burst: int) -> None:
         self.line = ""  # the line of the present state
         self.level = logging.INFO
-        self.logged_at: Optional[float] = None  # clock() of the last line about this key
+        self.logged_at: Deque[float] = deque(maxlen=burst)  # clock() of the last lines
         self.since: Counter = Counter()  # changes by state since that line, logged or not
         self.held_level = logging.NOTSET  # the most severe level among the changes held back
 
@@ -35,8 +36,10 @@ class StateLog:
     """``event(key, state, line)`` for each change; ``flush()`` now and then (the node calls it
     with its status line) and with ``final`` when it stops."""
 
-    def __init__(self, interval_s: float = 60.0, clock: Callable[[], float] = time.monotonic):
+    def __init__(self, interval_s: float = 60.0, clock: Callable[[], float] = time.monotonic,
+                 burst: int = 2):
         self.interval_s = float(interval_s)
+        self.burst = burst
         self.clock = clock
         self._keys: Dict[str, _Key] = {}  # a few per configured peer: bounded by the config
 
@@ -45,7 +48,7 @@ class StateLog:
         ``line`` says so, logged at ``level`` when due."""
         k = self._keys.get(key)
         if k is None:
-            k = self._keys[key] = _Key()
+            k = self._keys[key] = _Key(self.burst)
         k.line, k.level = line, level
         k.since[state] += 1
         k.held_level = max(k.held_level, level)
@@ -64,7 +67,8 @@ class StateLog:
 
     def _log_if_due(self, k: _Key, final: bool = False) -> None:
         now = self.clock()
-        if not final and k.logged_at is not None and now - k.logged_at < self.interval_s:
+        full = len(k.logged_at) == self.burst
+        if not final and full and now - k.logged_at[0] < self.interval_s:
             return
         n = sum(k.since.values())
         more = ""
@@ -72,4 +76,5 @@ class StateLog:
             more = " (%d changes since the last line: %s)" % (
                 n, ", ".join("%s %d" % kv for kv in sorted(k.since.items())))
         log.log(max(k.level, k.held_level), "%s%s", k.line, more)
-        k.logged_at, k.since, k.held_level = now, Counter(), logging.NOTSET
+        k.logged_at.append(now)
+        k.since, k.held_level = Counter(), logging.NOTSET

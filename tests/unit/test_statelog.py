@@ -15,27 +15,31 @@ def _link(log, peer, up):
     log.event("data " + peer, state, "data connection to %s %s" % (peer, state))
 
 
-def test_the_first_change_is_logged_at_once_and_a_flap_costs_one_line_a_minute(caplog):
+def test_a_drop_and_its_return_are_logged_at_once_and_a_flap_costs_two_lines_a_minute(caplog):
+    """Rule: the first ``burst`` (2) changes of a key are logged as they come; after that at
+    most ``burst`` lines per interval, the held-back changes summed in the next one."""
     caplog.set_level(logging.INFO)
     now = [0.0]
     links = StateLog(interval_s=60.0, clock=lambda: now[0])
     _link(links, "w2", up=False)
-    assert _lines(caplog) == ["data connection to w2 dropped"]
-    for i in range(99):  # ten a second for ten seconds, as a mismatched CURVE key does
+    now[0] = 0.1
+    _link(links, "w2", up=True)
+    assert _lines(caplog) == ["data connection to w2 dropped", "data connection to w2 up"]
+    for i in range(98):  # ten a second for ten seconds, as a mismatched CURVE key does
         now[0] += 0.1
-        _link(links, "w2", up=i % 2 == 0)
+        _link(links, "w2", up=i % 2 == 1)
     links.flush()
-    assert len(_lines(caplog)) == 1 and links.pending() == ["data w2"]
+    assert len(_lines(caplog)) == 2 and links.pending() == ["data w2"]
     now[0] = 60.0
     links.flush()
-    assert _lines(caplog)[1:] == [
-        "data connection to w2 up (99 changes since the last line: dropped 49, up 50)"]
+    assert _lines(caplog)[2:] == [
+        "data connection to w2 up (98 changes since the last line: dropped 49, up 49)"]
     assert links.pending() == []
 
 
 def test_a_change_held_back_is_logged_with_the_present_state_when_due(caplog):
-    """dropped at once; up and dropped again within the minute held back; the flush after the
-    interval says dropped, the state the peer is in."""
+    """dropped and up at once (the burst), dropped again within the minute held back; the
+    flush after the interval says dropped, the state the peer is in."""
     caplog.set_level(logging.INFO)
     now = [0.0]
     links = StateLog(interval_s=60.0, clock=lambda: now[0])
@@ -49,24 +53,26 @@ def test_a_change_held_back_is_logged_with_the_present_state_when_due(caplog):
     links.flush()
     assert _lines(caplog) == [
         "data connection to w2 dropped",
+        "data connection to w2 up",
         "data connection to w3 dropped",
-        "data connection to w2 dropped (2 changes since the last line: dropped 1, up 1)"]
+        "data connection to w2 dropped"]
 
 
 def test_changes_held_back_are_logged_when_the_node_stops(caplog):
     caplog.set_level(logging.INFO)
     now = [0.0]
     links = StateLog(interval_s=60.0, clock=lambda: now[0])
-    _link(links, "w2", up=False)
-    _link(links, "w2", up=True)
+    for up in (False, True, False, True):
+        _link(links, "w2", up=up)
     links.flush()
-    assert _lines(caplog) == ["data connection to w2 dropped"]
+    assert len(_lines(caplog)) == 2
     links.flush(final=True)
-    assert _lines(caplog)[-1] == "data connection to w2 up"
+    assert _lines(caplog)[2:] == [
+        "data connection to w2 up (2 changes since the last line: dropped 1, up 1)"]
 
 
 def test_a_flapping_route_logs_its_summary_at_the_most_severe_level_held_back(caplog):
-    """Rule: a route lost (WARNING) and back (INFO) every few seconds writes one line a minute;
+    """Rule: a route lost (WARNING) and back (INFO) every few seconds writes two lines a minute;
     the summary tells the present state (back) at WARNING, since losses were held back in it;
     a quiet change after that is logged at its own level."""
     caplog.set_level(logging.INFO)
@@ -82,8 +88,8 @@ def test_a_flapping_route_logs_its_summary_at_the_most_severe_level_held_back(ca
     now[0] = 60.0
     log.flush()
     recs = [(r.levelno, r.getMessage()) for r in caplog.records if "route" in r.getMessage()]
-    assert recs == [(logging.WARNING, lost), (logging.WARNING, back + " (19 changes since the "
-                                                           "last line: back 10, lost 9)")]
+    assert recs == [(logging.WARNING, lost), (logging.INFO, back),
+                    (logging.WARNING, back + " (18 changes since the last line: back 9, lost 9)")]
     now[0] = 200.0
     log.event("route", "lost", lost, logging.WARNING)
     now[0] = 300.0
