@@ -39,6 +39,7 @@ def _endpoint_and_keys(args):
     from agent.fleet.render import load_manifest
 
     endpoint, key, server = args.endpoint, args.key, args.server_key
+    named = "--key/--server-key"  # the options a key error is about
     if args.fleet:
         man = load_manifest(args.fleet)
         if man is None:
@@ -51,6 +52,8 @@ def _endpoint_and_keys(args):
                                                        if v.get("client"))))
         folder = args.fleet if os.path.isdir(args.fleet) else os.path.dirname(args.fleet)
         endpoint = endpoint or node["client"]
+        if not key:
+            named = "--client %s (the fleet's keys/clients/)" % args.client
         key = key or os.path.join(folder, "keys", "clients", args.client + ".key_secret")
         server = server or os.path.join(folder, "keys", args.source + ".key")
     if not endpoint:
@@ -63,7 +66,7 @@ def _endpoint_and_keys(args):
     try:
         keys = ClientKeys.load(key, server) if key else None
     except ValueError as exc:
-        raise UsageError("--key/--server-key: %s" % exc) from None
+        raise UsageError("%s: %s" % (named, exc)) from None
     return endpoint, keys
 
 

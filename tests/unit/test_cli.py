@@ -74,6 +74,25 @@ def test_submit_misuse_is_one_line_before_anything_is_sent(tmp_path, capsys, ext
     assert len(err) == 1 and message in err[0]
 
 
+def test_submit_with_a_client_name_the_fleet_has_no_key_for_names_that_client(tmp_path, capsys):
+    """``--fleet DIR --client NAME`` without a key for NAME: one line naming ``--client`` and
+    the file it looked for, not options the user never gave (``--key``)."""
+    import json
+
+    import numpy as np
+
+    (tmp_path / "keys" / "clients").mkdir(parents=True)
+    (tmp_path / "fleet.json").write_text(json.dumps(
+        {"nodes": {"cam": {"client": "tcp://127.0.0.1:5999", "role": "source", "stage": 0}}}))
+    images = str(tmp_path / "in.npz")
+    np.savez(images, x=np.zeros((2, 1, 28, 28), np.float32))
+    assert cli.main(["submit", "--fleet", str(tmp_path), "--source", "cam", "--client",
+                     "laptop", "--images", images]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--client laptop" in err[0] and "laptop.key_secret" in err[0]
+    assert "--key" not in err[0]
+
+
 def test_submit_to_an_endpoint_that_never_answers_stops_after_the_first_input(tmp_path, capsys):
     """Rule: when nothing at all comes back for the first input (no source at the endpoint, or
     wrong keys), ``submit`` does not wait as long again for every other input: one error line
