@@ -51,7 +51,10 @@ def run(args: argparse.Namespace) -> int:
         print("run %s (topology %s%s)%s" % (run.path, run.info.get("topology"),
                                             ", mdi mode %s" % run.info["mdi_mode"]
                                             if run.info.get("mdi_mode") else "",
-                                            "  [in progress]" if run.in_progress else ""))
+                                            "  [in progress]" if run.in_progress else
+                                            "  [interrupted: %d of %d (policy, rate) done]"
+                                            % (len(run.results), run.planned)
+                                            if run.interrupted else ""))
         print(format_table(run.results))
         for line in admitted_lines(run.results):
             print(line)

@@ -47,6 +47,12 @@ class PastRun:
     # records files with damaged lines, one line each: their rates are reported without them
     damaged: List[str] = field(default_factory=list)
     notes: List[str] = field(default_factory=list)  # e.g. which file an older run's topology is
+    planned: int = 0  # (policy, rate)s the run set out to do (0: not recorded)
+
+    @property
+    def interrupted(self) -> bool:
+        """True when the run stopped (Ctrl-C, an error) before all it planned was done."""
+        return not self.in_progress and 0 < len(self.results) + len(self.skipped) < self.planned
 
     @property
     def label(self) -> str:
@@ -147,8 +153,10 @@ def load_run(path: str) -> PastRun:
             if len(skipped) > 1 else ""))
     if not results:
         raise UsageError("%s: no finished (policy, rate) in this run yet" % run_dir)
+    pols, rates = info.get("policies"), info.get("rates")
+    planned = len(pols) * len(rates) if isinstance(pols, list) and isinstance(rates, list) else 0
     return PastRun(run_dir, info, results, delays, in_use(run_dir), skipped, damaged,
-                   [note] if note else [])
+                   [note] if note else [], planned)
 
 
 # run.json: key -> (check, what it must be); "local" runs need the last four too

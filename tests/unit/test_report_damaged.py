@@ -65,6 +65,18 @@ def test_an_intact_run_reports_both_rates_with_status_0(run, capsys):
     assert "cf" in out and "1.0" in out and "2.0" in out
 
 
+def test_a_run_stopped_before_its_plan_was_done_is_marked_interrupted(run, capsys):
+    """Rule: a run folder with fewer finished (policy, rate)s than its testbed.json planned
+    (Ctrl-C, an error) says so in its heading; a finished one does not."""
+    rc, out, _ = _report(capsys, run)
+    assert "interrupted" not in out
+    info = json.loads((run / "testbed.json").read_text())
+    info["rates"] = [1.0, 2.0, 3.0]
+    (run / "testbed.json").write_text(json.dumps(info))
+    rc, out, _ = _report(capsys, run)
+    assert rc == 0 and "[interrupted: 2 of 3 (policy, rate) done]" in out.splitlines()[0]
+
+
 @pytest.mark.parametrize("damage,file,says", [
     (lambda d: (d / "run.json").write_text("[1]"), "run.json", "a JSON object is needed"),
     (lambda d: (d / "run.json").write_bytes(b"\x80\xff{binary\x00"), "run.json",
