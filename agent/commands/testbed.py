@@ -46,8 +46,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "produces at --rates, one arrival per mu is admitted and the rest "
                              "rejected; fixed thresholds), adapt (Alg. 4 threshold adaptation, Poisson arrivals) "
                              "or fixed (neither); default: the topology's knobs")
-    parser.add_argument("--policies", default=DEFAULT_POLICIES,
-                        help="comma-separated policies to compare (default %s)" % DEFAULT_POLICIES)
+    parser.add_argument("--policies", default=None,
+                        help="comma-separated policies to compare (default %s; on a fleet: the "
+                             "policy it runs, the only one it may name)" % DEFAULT_POLICIES)
     parser.add_argument("--rates", default=None,
                         # argparse %-expands help texts: every literal % is written %%
                         help="comma-separated total arrival rates over all sources: tasks/s, or "
@@ -196,6 +197,7 @@ def _run(args: argparse.Namespace) -> int:
     from agent.testbed.driver import load_bundle_for
     from agent.testbed.rundir import RunLock, new_run_dir
     from agent.testbed.faults import loopback_problem
+    from agent.testbed.prerun import check_node_configs, check_tiers
     from agent.testbed.topology import capacity_tasks_s, check_against_bundle, load_topology
 
     if not 0 < args.duration <= MAX_DURATION_S:
@@ -207,14 +209,16 @@ def _run(args: argparse.Namespace) -> int:
         check_file_slot(os.path.abspath(args.json), "--json")
         if not os.path.isdir(os.path.dirname(os.path.abspath(args.json))):
             raise UsageError("--json: %s: its folder does not exist" % args.json)
-    policies = parse_list(args.policies, "policies")
-    for p in policies:
+    given = parse_list(args.policies, "policies") if args.policies is not None else None
+    for p in given or ():
         lookup(p, "--policies", "agent")
+    topo = load_topology(args.topology)
+    policies = _policies(topo, given)
     if args.mdi_mode and "mdi-exit" not in policies:
         raise UsageError("--mdi-mode sets the mdi-exit policy's knobs, and --policies has no "
                          "mdi-exit")
-    topo = with_mdi_mode(load_topology(args.topology), args.mdi_mode)
-    _check_tiers(topo, policies)
+    topo = with_mdi_mode(topo, args.mdi_mode)
+    check_tiers(topo, policies)
     bundle = load_bundle_for(topo)
     stages = bundle_stages(bundle)
     check_against_bundle(topo, stages)
@@ -225,7 +229,7 @@ def _run(args: argparse.Namespace) -> int:
     if topo.fleet is not None and (topo.faults or args.network != "loopback"):
         raise UsageError("--network netns and faults are for local agents, not a fleet")
     plan = network_plan(topo) if args.network == "netns" else None
-    _check_node_configs(topo, bundle, policies, rates, float(args.duration), args.seed)
+    check_node_configs(topo, bundle, policies, rates, float(args.duration), args.seed)
     out_dir = new_run_dir(os.path.abspath(args.out))
     lock = RunLock(out_dir)
     net = None
@@ -244,46 +248,19 @@ def _run(args: argparse.Namespace) -> int:
         lock.close()
 
 
-def _check_tiers(topo, policies) -> None:
-    """Terminal workers short of the last stage (DIMEE's tiers) need a per-task policy, as in
-    ``plan`` and ``simulate``: the others would answer every task at the first tier it reaches,
-    whatever its confidence."""
-    from agent.policies.registry import lookup, names
+def _policies(topo, given):
+    """The policies to run: ``given`` (--policies), else the default; on a fleet only the
+    policy it runs, found before anything is made (``fleet_policies``)."""
+    from agent.policies.registry import lookup
 
-    if not any(w.terminal and w.stages[1] < topo.num_stages for w in topo.workers):
-        return
-    tiered = [n for n in names("agent") if lookup(n, "--policies").tiered]
-    wrong = [p for p in policies if not lookup(p, "--policies").tiered]
-    if wrong:
-        raise UsageError("--policies: the topology %s has tiers (terminal workers), which need a "
-                         "per-task policy (%s); %s cannot run on it"
-                         % (topo.path or "given", ", ".join(tiered), ", ".join(wrong)))
+    if topo.fleet is None:
+        return given if given is not None else parse_list(DEFAULT_POLICIES, "policies")
+    from agent.testbed.fleet import fleet_policies
 
-
-def _check_node_configs(topo, bundle, policies, rates, duration_s: float, seed: int) -> None:
-    """Every agent's config of every policy, parsed and its policy made as the run will, before
-    the run folder exists: a bad agent field, id, knob or placement (a DIMEE worker in no tier)
-    fails here, not in an empty run folder."""
-    import tempfile
-
-    from agent.testbed.local import node_configs
-
-    if topo.fleet is not None:  # a fleet's agents run from their own rendered configs
-        from agent.testbed.fleet import client_keys, fleet_settings
-
-        client_keys(topo, fleet_settings(topo))
-        return
-    from agent.node.build import build_view, check_config, configured_policy, open_exit_profile
-
-    ports = list(range(20000, 20000 + 2 * len(topo.node_ids())))  # checked, never bound
-    profile = open_exit_profile(bundle)
-    with tempfile.TemporaryDirectory(prefix="edge-agent-check-") as scratch:
-        for policy in policies:
-            cfgs = node_configs(topo, bundle.path, policy, rates[0], topo.warmup_s + duration_s,
-                                scratch, seed, ports)
-            for cfg in cfgs.values():  # as each agent's start makes it: a placement it refuses
-                check_config(cfg, bundle)
-                configured_policy(cfg, bundle, build_view(cfg, bundle, profile))
+    policies = fleet_policies(topo, given)
+    for p in policies:
+        lookup(p, "fleet.policy", "agent")
+    return policies
 
 
 def _run_in(args, topo, bundle, policies, rates, cap, out_dir, lock, settings) -> int:
@@ -292,6 +269,7 @@ def _run_in(args, topo, bundle, policies, rates, cap, out_dir, lock, settings) -
     from agent.testbed.phases import RECOVERED_RUN, format_phases
     from agent.testbed.report import (PLOT_NAMES, admitted_lines, format_table, write_json,
                                       write_plots)
+    from agent.testbed.fleet import capacity_origin, emulation_line, lost_hint
     from agent.testbed.runtopo import write_run_info
 
     # testbed.json and the topology the run uses: `report` reads both from this folder alone
@@ -301,7 +279,7 @@ def _run_in(args, topo, bundle, policies, rates, cap, out_dir, lock, settings) -
         "seed": args.seed, "network": args.network,
         "faults": [f.label() for f in topo.faults]}, topo)
     print("run folder: %s" % out_dir)
-    emulated = topo.emulation_summary("shaped in the kernel" if settings.network else "emulated")
+    emulated = emulation_line(topo, "shaped in the kernel" if settings.network else "emulated")
     print("topology: %s (%d sources, %d workers, %d stages; bundle %s)"
           % (topo.path, len(topo.sources), len(topo.workers), topo.num_stages, bundle.path))
     print("emulated: %s" % emulated)
@@ -318,9 +296,10 @@ def _run_in(args, topo, bundle, policies, rates, cap, out_dir, lock, settings) -
         print("fault: %s" % f.label())
     if cap != float("inf"):
         tiers = topo.multi_stage and len({w.stages for w in topo.workers}) > 1  # DIMEE, MLCI
-        print("capacity: %.1f tasks/s at the initial thresholds%s; rates %s tasks/s"
-              % (cap, " (tiers: the devices' sum, as if each served whole tasks; a rate in % of "
-                 "it is no load level)" if tiers else "", ", ".join("%g" % r for r in rates)))
+        print("capacity: %.1f tasks/s at the initial thresholds%s%s; rates %s tasks/s"
+              % (cap, capacity_origin(topo), " (tiers: the devices' sum, as if each served "
+                 "whole tasks; a rate in % of it is no load level)" if tiers else "",
+                 ", ".join("%g" % r for r in rates)))
     sys.stdout.flush()
     extra = {"topology": topo.path, "mdi_mode": args.mdi_mode, "emulated": emulated,
              "network": args.network,
@@ -392,6 +371,6 @@ def _run_in(args, topo, bundle, policies, rates, cap, out_dir, lock, settings) -
     print("results: %s" % os.path.join(out_dir, "results.json"))
     lost = sum(r.lost for r in runs)
     if lost:
-        print("LOST %d task(s): see the agent logs under %s" % (lost, out_dir), file=sys.stderr)
+        print("LOST %d task(s): %s" % (lost, lost_hint(topo, out_dir)), file=sys.stderr)
         return 1
     return 0

@@ -226,7 +226,8 @@ DRIVE_TOPOLOGY = "testbed.json"  # the topology with a "fleet" object: `testbed`
 
 def drive_topology(topo: Topology, hosts: Dict[str, Host], opts: RenderOptions) -> dict:
     """The topology as the testbed reads it, plus the ``fleet`` object that drives the rendered
-    fleet from the workstation: every source's client endpoint and the keys to reach it."""
+    fleet from the workstation: the policy it runs, every source's client endpoint, the keys to
+    reach it, and whether the agents emulate the topology's capacities and link rates."""
     from agent.config.jsonfile import read_json_file
     from agent.testbed.topology import TopologyError
 
@@ -237,7 +238,9 @@ def drive_topology(topo: Topology, hosts: Dict[str, Host], opts: RenderOptions) 
     fleet = {"policy": opts.policy,
              "clients": {s.id: hosts[s.id].endpoint(hosts[s.id].client_port)
                          for s in topo.sources},
-             "keys_dir": "keys", "client": opts.clients[0]}
+             "keys_dir": "keys", "client": opts.clients[0],
+             # false: the capacities and link rates above are nominal, the devices run at theirs
+             "emulated": bool(opts.emulate)}
     replay = topo.agent.get("replay_path")
     if replay:
         fleet["replay"] = replay
@@ -364,9 +367,19 @@ def summary_lines(topo: Topology, hosts: Dict[str, Host], cfgs: Dict[str, NodeCo
                  % out)
     lines.append("manifest for `edge-agent status --fleet`: %s" % os.path.join(out, "fleet.json"))
     if not opts.rate_tasks_s:
-        lines.append("drive load from here: edge-agent testbed --topology %s"
-                     % os.path.join(out, DRIVE_TOPOLOGY))
+        lines.append("drive load from here: " + drive_command(topo, out, opts))
     return lines
+
+
+def drive_command(topo: Topology, out: str, opts: RenderOptions) -> str:
+    """The `testbed` command that drives the rendered fleet: its policy, and rates in tasks/s
+    (``R``) when the topology states no capacity or link rate to take a percentage of."""
+    line = "edge-agent testbed --topology %s --policies %s" % (
+        os.path.join(out, DRIVE_TOPOLOGY), opts.policy)
+    if not topo.rates and all(w.emulate_capacity_flops is None for w in topo.workers) \
+            and all(l.rate_bytes_s is None for l in topo.links):
+        line += " --rates R (R: total tasks/s; the topology states no capacity for N%)"
+    return line
 
 
 def load_manifest(path: str) -> Optional[dict]:

@@ -17,8 +17,12 @@ accuracy. The testbed's side of each task is written as that rate's records (``r
 beside them), so ``edge-agent report`` can summarise the run again. A task without an answer after ``result_timeout_s`` (make
 it longer than the sources' ``result_timeout_s * max_attempts``) counts as lost. The fleet runs
 one policy; comparing another means restarting the fleet with it, so ``--policies`` may only
-name the fleet's policy. Worker capacities are those of the devices: the model column is
-filled only when the topology states every worker's capacity (``emulate_capacity_flops``).
+name the fleet's policy (and defaults to it), checked before the run folder is made.
+``"emulated": false`` (what `fleet render` writes without ``--emulate``) says the devices run
+at their own capacities and the links at their real rates: the topology's
+``emulate_capacity_flops`` and link rates are then nominal, used only to turn ``N%`` rates
+into tasks/s, and the run says so instead of claiming emulation. Without the field the
+topology's capacities are what the fleet runs.
 """
 
 from __future__ import annotations
@@ -46,7 +50,7 @@ def fleet_settings(topo: Topology) -> dict:
     """Validate the topology's ``fleet`` object; returns it with defaults filled in."""
     f = dict(topo.fleet or {})
     unknown = sorted(set(f) - {"policy", "clients", "replay", "result_timeout_s", "keys_dir",
-                               "client", "comment"})
+                               "client", "emulated", "comment"})
     if unknown:
         raise TopologyError("fleet: unknown field(s) %s" % unknown)
     if not isinstance(f.get("policy"), str):
@@ -65,10 +69,60 @@ def fleet_settings(topo: Topology) -> dict:
     if isinstance(t, bool) or not isinstance(t, (int, float)) or not t > 0:
         raise TopologyError("fleet.result_timeout_s: must be > 0 seconds, got %r" % (t,))
     f["result_timeout_s"] = float(t)
+    if not isinstance(f.get("emulated", True), bool):
+        raise TopologyError("fleet.emulated: must be true (the agents emulate the topology's "
+                            "capacities and link rates) or false, got %r" % (f["emulated"],))
     if f.get("keys_dir") is not None and not isinstance(f["keys_dir"], str):
         raise TopologyError("fleet.keys_dir: must be a `fleet render` keys folder, got %r"
                             % (f["keys_dir"],))
     return f
+
+
+def fleet_policies(topo: Topology, given: Optional[List[str]]) -> List[str]:
+    """The policies to run on a fleet topology: the one the fleet runs (``fleet.policy``) when
+    ``--policies`` is not given (``given`` None); a ``--policies`` naming any other is a
+    ``UsageError``, raised before anything is written or driven."""
+    running = fleet_settings(topo)["policy"]
+    if given is None:
+        return [running]
+    other = [p for p in given if p != running]
+    if other:
+        raise UsageError("--policies: the fleet runs %r; restart it with another policy to "
+                         "compare (got %r)" % (running, ",".join(other)))
+    return list(given)
+
+
+def fleet_emulates(topo: Topology) -> bool:
+    """Whether the fleet's agents run the topology's emulated capacities and link rates
+    (``fleet.emulated``, default true); false: those are the topology's nominal values."""
+    return (topo.fleet or {}).get("emulated", True) is not False
+
+
+def emulation_line(topo: Topology, links_by: str = "emulated") -> str:
+    """What the run emulates, for its ``emulated:`` lines (``Topology.emulation_summary``,
+    except on a fleet that emulates nothing)."""
+    if topo.fleet is None or fleet_emulates(topo):
+        return topo.emulation_summary(links_by)
+    return ("nothing: the fleet's devices run at their own capacities and its links at their "
+            "real rates (rendered without --emulate)")
+
+
+def capacity_origin(topo: Topology) -> str:
+    """Where the printed capacity comes from, when not from what the agents emulate."""
+    if topo.fleet is None or fleet_emulates(topo):
+        return ""
+    return (" (from the topology's nominal capacities and link rates; the fleet's devices run "
+            "at their own)")
+
+
+def lost_hint(topo: Topology, run_dir: str) -> str:
+    """Where to look for why tasks were lost: the run folder's agent logs, or a fleet's
+    logs on its devices."""
+    if topo.fleet is None:
+        return "see the agent logs under %s" % run_dir
+    return ("the agents log why on their devices: journalctl -u edge-agent@NODE (the sources: "
+            "%s); the testbed's records are under %s"
+            % (", ".join(s.id for s in topo.sources), run_dir))
 
 
 def client_keys(topo: Topology, f: dict) -> Dict[str, Any]:
@@ -202,9 +256,9 @@ def summarise_fleet(topo: Topology, policy: str, rate: float, recs: Sequence[dic
     counts over the whole run)."""
     t_first = min((r["created_mono"] for r in recs), default=0.0)
     measured = [r for r in recs if r["created_mono"] - t_first >= topo.warmup_s]
-    res = summarise_records(measured, policy, rate, topo.capacities_emulated,
-                            duration_s=duration_s)
-    everything = summarise_records(recs, policy, rate, topo.capacities_emulated)
+    emulated = topo.capacities_emulated and fleet_emulates(topo)
+    res = summarise_records(measured, policy, rate, emulated, duration_s=duration_s)
+    everything = summarise_records(recs, policy, rate, emulated)
     res.created, res.completed, res.lost, res.rejected = (
         everything.created, everything.completed, everything.lost, everything.rejected)
     res.note = "fleet: delays on the testbed's clock, including the client hop"

@@ -181,3 +181,23 @@ def test_a_workers_calibration_measures_the_engine_its_agent_runs(tmp_path, caps
         assert (args.modes, args.backend, args.precision, args.threads) == (
             "all", cfg.backend, cfg.precision, cfg.engine_threads)
         assert args.cache_dir == (cfg.engine_cache_dir or None)
+
+
+def test_the_drive_topology_says_whether_the_fleet_emulates_and_names_its_policy(tmp_path,
+                                                                                 capsys):
+    """testbed.json's fleet object says whether the agents emulate the topology's capacities
+    and link rates (false without --emulate: they are nominal there), and the suggested
+    `testbed` command names the policy the fleet runs."""
+    from agent.testbed.fleet import emulation_line, fleet_emulates
+    from agent.testbed.topology import load_topology
+
+    drive = str(tmp_path / "out" / "testbed.json")
+    for extra, emulates in (((), False), (("--emulate",), True)):
+        assert _render(tmp_path, "--policy", "cf", *extra) == 0
+        printed = capsys.readouterr().out
+        assert ("drive load from here: edge-agent testbed --topology %s --policies cf" % drive
+                in printed.splitlines())
+        assert json.loads(open(drive).read())["fleet"]["emulated"] is emulates
+        topo = load_topology(drive)
+        assert fleet_emulates(topo) is emulates
+        assert ("workers emulated" in emulation_line(topo)) is emulates

@@ -1,0 +1,48 @@
+"""What a testbed run refuses before its run folder exists: policies the topology's tiers
+cannot run, and agent configs that would not start."""
+
+from __future__ import annotations
+
+from agent.errors import UsageError
+
+
+def check_tiers(topo, policies) -> None:
+    """Terminal workers short of the last stage (DIMEE's tiers) need a per-task policy, as in
+    ``plan`` and ``simulate``: the others would answer every task at the first tier it reaches,
+    whatever its confidence."""
+    from agent.policies.registry import lookup, names
+
+    if not any(w.terminal and w.stages[1] < topo.num_stages for w in topo.workers):
+        return
+    tiered = [n for n in names("agent") if lookup(n, "--policies").tiered]
+    wrong = [p for p in policies if not lookup(p, "--policies").tiered]
+    if wrong:
+        raise UsageError("--policies: the topology %s has tiers (terminal workers), which need a "
+                         "per-task policy (%s); %s cannot run on it"
+                         % (topo.path or "given", ", ".join(tiered), ", ".join(wrong)))
+
+
+def check_node_configs(topo, bundle, policies, rates, duration_s: float, seed: int) -> None:
+    """Every agent's config of every policy, parsed and its policy made as the run will, before
+    the run folder exists: a bad agent field, id, knob or placement (a DIMEE worker in no tier)
+    fails here, not in an empty run folder."""
+    import tempfile
+
+    from agent.testbed.local import node_configs
+
+    if topo.fleet is not None:  # a fleet's agents run from their own rendered configs
+        from agent.testbed.fleet import client_keys, fleet_settings
+
+        client_keys(topo, fleet_settings(topo))
+        return
+    from agent.node.build import build_view, check_config, configured_policy, open_exit_profile
+
+    ports = list(range(20000, 20000 + 2 * len(topo.node_ids())))  # checked, never bound
+    profile = open_exit_profile(bundle)
+    with tempfile.TemporaryDirectory(prefix="edge-agent-check-") as scratch:
+        for policy in policies:
+            cfgs = node_configs(topo, bundle.path, policy, rates[0], topo.warmup_s + duration_s,
+                                scratch, seed, ports)
+            for cfg in cfgs.values():  # as each agent's start makes it: a placement it refuses
+                check_config(cfg, bundle)
+                configured_policy(cfg, bundle, build_view(cfg, bundle, profile))
