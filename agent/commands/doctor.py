@@ -37,14 +37,16 @@ def run(args: argparse.Namespace) -> int:
     from agent.ops.doctor import FAIL, Context, run_checks
     from agent.ops.doctor_node import check_node
 
-    nodes, bundle, state_dir = [], args.bundle, args.state_dir
+    nodes, configs, bundle, state_dir = [], [], args.bundle, args.state_dir
     for path in args.config:
         found, cfg = check_node(path)
         nodes += found
+        configs += [cfg] if cfg is not None else []
         if cfg is not None and path == args.config[0]:
             bundle, state_dir = bundle or cfg.bundle, state_dir or cfg.state_dir
     checks = run_checks(Context(bundle=bundle, state_dir=state_dir,
-                                cache_dir=args.cache_dir, user=args.user)) + nodes
+                                cache_dir=args.cache_dir, user=args.user,
+                                configs=configs)) + nodes
     failed = any(c.status == FAIL for c in checks)
     if args.json:
         json.dump({"checks": [c.to_json() for c in checks], "ok": not failed}, sys.stdout, indent=1)

@@ -16,7 +16,7 @@ import platform
 import pwd
 import sys
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional
 
 from agent.errors import missing_module_hint
@@ -61,6 +61,7 @@ class Context:
     jtop_module: Any = None  # None: import jetson-stats' jtop
     jetson: Optional[bool] = None  # None: detect from /etc/nv_tegra_release under root
     mode_name: Optional[str] = None  # filled by the jtop check: the active power mode
+    configs: List[Any] = field(default_factory=list)  # doctor --config's, parsed (NodeConfig)
 
     def path(self, p: str) -> str:
         return os.path.join(self.root, p.lstrip("/"))
@@ -85,9 +86,6 @@ def _import(name: str):
 
 def _l4t(ctx: Context) -> Optional[str]:
     return host.read_host_identity(ctx.root).l4t if ctx.is_jetson() else None
-
-
-# ------------------------------------------------------------------------------- the checks
 
 
 def check_board(ctx: Context) -> Check:
@@ -134,12 +132,8 @@ def _nvidia_gpu_present(ctx: Context) -> bool:
 
 def _onnxruntime_dists() -> List[str]:
     from importlib import metadata
-    names = set()
-    for d in metadata.distributions():
-        name = (d.metadata.get("Name") or "").lower()
-        if name.startswith("onnxruntime"):
-            names.add("%s %s" % (name, d.version))
-    return sorted(names)
+    named = (((d.metadata.get("Name") or "").lower(), d.version) for d in metadata.distributions())
+    return sorted({"%s %s" % nv for nv in named if nv[0].startswith("onnxruntime")})
 
 
 def check_onnxruntime(ctx: Context, session_factory: Optional[Callable] = None) -> Check:
@@ -211,13 +205,11 @@ def check_cuda_binding(ctx: Context) -> Check:
                          "pip install 'edge-agent[jetson]' (cuda-python 11.x on JetPack 5, 12.x "
                          "on JetPack 6)")
         return Check("cuda-python", OK, "not installed (not needed without TensorRT)")
-    version = "?"
     try:
         from importlib import metadata
-
         version = metadata.version("cuda-python")
     except Exception:
-        pass
+        version = "?"
     try:
         err_code, count = rt.cudaGetDeviceCount()
         seen = "%d CUDA device(s)" % count if int(err_code) == 0 else "CUDA error %s" % (err_code,)
@@ -360,28 +352,36 @@ def _unrunnable_stage(bundle: Any) -> str:
     return ""
 
 
-def check_calibration(ctx: Context) -> Check:
+def profile_line(name: str, path: str, mode: str, root: str, fix: str) -> Check:
+    """An existing profile: FAIL unreadable (a worker naming it exits 78), WARN with no entry
+    for this board in ``mode`` (the engine is timed at start), else OK; ``fix``: calibrate."""
     from calibration import profile
 
-    path = os.path.join(state_dir_of(ctx), "calibration.json")
-    if not os.path.exists(path):
-        return Check("calibration", WARN, "no profile at %s: agents time their engine at start"
-                     % path, "edge-agent calibrate --bundle DIR (or systemctl start "
-                     "edge-agent-calibrate)")
     try:
         prof = profile.load_profile(path)
     except Exception as exc:
-        return Check("calibration", FAIL, "%s unreadable: %s" % (path, exc),
-                     "move it away and recalibrate")
-    ident = host.read_host_identity(ctx.root)
-    mode = ctx.mode_name or host.read_cpu_mode_name(ctx.root)
+        return Check(name, FAIL, "%s unreadable: %s" % (path, exc), "move it away, then " + fix)
+    ident = host.read_host_identity(root)
     mine = [e for e in prof.entries if (e.board, e.l4t) == (ident.board, ident.l4t)]
-    here = [e for e in mine if e.power_mode == mode]
-    if not here:
-        return Check("calibration", WARN, "%s: %d entries for this board, none for mode %s"
-                     % (path, len(mine), mode), "edge-agent calibrate --modes current")
-    return Check("calibration", OK, "%s: %d entries for this board, %d in mode %s"
-                 % (path, len(mine), len(here), mode))
+    here = len([e for e in mine if e.power_mode == mode])
+    seen = "%s: %d entries for this board, " % (path, len(mine))
+    if here:
+        return Check(name, OK, seen + "%d in mode %s" % (here, mode))
+    return Check(name, WARN, seen + "none for mode %s: the engine is timed at start" % mode, fix)
+
+
+def check_calibration(ctx: Context) -> List[Check]:
+    """The profile ``calibrate --state-dir STATE_DIR`` writes; with node configs, none (each
+    worker's capacity_profile is a "node calibration" line of its own)."""
+    path = os.path.join(state_dir_of(ctx), "calibration.json")
+    fix = "edge-agent calibrate --bundle DIR --state-dir %s" % state_dir_of(ctx)
+    if ctx.configs or not os.path.exists(path):
+        return [] if ctx.configs else [
+            Check("calibration", WARN, "no profile at %s: a worker whose capacity_profile names "
+                  "it exits 78, one that names none times its engine at start" % path,
+                  fix + " (or sudo systemctl start edge-agent-calibrate)")]
+    mode = ctx.mode_name or host.read_cpu_mode_name(ctx.root)
+    return [profile_line("calibration", path, mode, ctx.root, fix + " --modes current")]
 
 
 def run_checks(ctx: Context) -> List[Check]:

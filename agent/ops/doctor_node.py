@@ -2,29 +2,45 @@
 
 Run as the service user (``sudo -u edge-agent ... doctor --config /etc/edge-agent/NODE.toml``),
 it finds what would make that agent exit 78 before it is started: a config it cannot read or
-parse, a state directory it cannot write, a bundle whose files do not match, keys it cannot
-read or that are unsafe, a config that does not fit the bundle, a knob or placement its policy
-refuses. Each step is the agent's own start-up code (``agent.node.build``) in the order the
-agent runs it, with the line the agent would print as the detail; nothing is loaded onto an
-accelerator, no socket is bound and nothing is written.
+parse, a state directory it cannot write, a calibration profile the config names that is not
+there, a bundle whose files do not match, keys it cannot read or that are unsafe, a config that
+does not fit the bundle, a knob or placement its policy refuses. Each step is the agent's own
+start-up code (``agent.node.build``) in the order the agent runs it, with the line the agent
+would print as the detail, up to the first that fails; nothing is loaded onto an accelerator,
+no socket is bound and nothing is written. A worker's ``capacity_profile`` (the last file
+``preflight`` checks; no later step needs it) is a line of its own after "node files", whatever
+it finds: what ``run`` does with it, and the ``calibrate`` command that makes it when missing.
+Each fix fits the fault: a missing profile is calibrated, an unwritable state_dir made writable.
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable, List, Tuple
+import os
+import shlex
+from dataclasses import replace
+from typing import Any, Callable, List, Optional, Tuple
 
 from agent.errors import UsageError
-from agent.ops.doctor import FAIL, OK, Check
+from agent.ops.doctor import FAIL, OK, WARN, Check, profile_line
 
 CONFIG_FIX = "fix the file (docs/formats.md, 'Node config'), then run doctor --config again"
 # a file the service user may not read or write: the deploy walkthrough's chown lines
 ACCESS_FIX = ("give the service user access (the chown lines of docs/deployment.md, step 2), "
               "and run doctor as that user")
+STATE_DIR_FIX = ("make state_dir (%s) a directory the service user can write, or point "
+                 "state_dir at one; run doctor as that user")
+# fixes of a preflight fault by the field it names, where its line states none
+FIELD_FIX = {"bundle": "copy the bundle again",
+             "replay_path": "give replay_path an existing .npz file, or leave it out (the demo "
+                            "replay set)"}
 
 
-def check_node(path: str) -> Tuple[List[Check], Any]:
+def check_node(path: str, mode: Optional[str] = None,
+               root: str = "/") -> Tuple[List[Check], Any]:
     """The checks of the node config at ``path`` (one per start-up step, up to the first that
-    fails) and the parsed config (None when it does not load)."""
+    fails, and a worker's calibration line) and the parsed config (None when it does not load).
+    ``mode``: the active power mode (None: read as ``run`` reads it; the config's power_mode
+    comes first); ``root``: where the board's identity is read."""
     from agent.config.node import load_config
 
     try:
@@ -34,17 +50,100 @@ def check_node(path: str) -> Tuple[List[Check], Any]:
     out = [Check("node config", OK, "%s: %s %s, policy %s, bundle %s"
                  % (path, cfg.role, cfg.node_id, cfg.policy, cfg.bundle))]
     for name, step, fix in _steps(cfg):
+        failed = None
         try:
             detail = step()
         except UsageError as exc:
-            out.append(Check(name, FAIL, _line(exc), _fix(exc, fix)))
+            failed = exc
+        out.append(Check(name, OK, detail) if failed is None else
+                   Check(name, FAIL, _line(failed), fix(failed)))
+        if name == "node files" and cfg.role == "worker":
+            out.append(check_profile(cfg, mode, root))
+        if failed is not None:
             break
-        out.append(Check(name, OK, detail))
     return out, cfg
 
 
-def _steps(cfg: Any) -> List[Tuple[str, Callable[[], str], str]]:
-    """(check name, step returning what it saw, fix) in the order ``build`` runs them."""
+def check_profile(cfg: Any, mode: Optional[str] = None, root: str = "/") -> Check:
+    """What ``run`` does with the worker config ``cfg``'s ``capacity_profile``: none named, it
+    times its engine at start (WARN); named and missing or not a regular file, it exits 78
+    (FAIL, with the calibrate command); unreadable, it exits 78 too; without an entry for this
+    board in the mode, it times its engine (WARN); with emulated capacity, the file must exist
+    but is not read."""
+    from agent.ops.files import FileFault, check_regular_file
+    from calibration.profile import current_power_mode
+
+    name, path, cmd = "node calibration", cfg.capacity_profile, calibrate_command(cfg)
+    emulated = ("capacity emulated at %.3g FLOP/s (emulate_capacity_flops)"
+                % cfg.emulate_capacity_flops if cfg.emulate_capacity_flops > 0 else "")
+    if not path:
+        if emulated:
+            return Check(name, OK, "no capacity_profile: " + emulated)
+        return Check(name, WARN, "no capacity_profile: run times the engine of each stage at "
+                     "start (timing_runs %d after warmup_runs %d)" % (cfg.timing_runs, cfg.warmup_runs),
+                     "%s, then set capacity_profile = \"%s\" in the config"
+                     % (cmd, _unit_profile()))
+    try:
+        check_regular_file(path, "capacity_profile")  # preflight's check: exit 78 on a fault
+    except FileFault as exc:
+        if _missing(path):
+            fix = "run `%s` first%s" % (cmd, _unit_note(path))
+        elif "Permission denied" in str(exc):
+            fix = ("let the service user read it (calibrate run as that user writes it so), "
+                   "and run doctor as that user")
+        else:
+            fix = "move it away, then run `%s`" % cmd
+        return Check(name, FAIL, "%s; run exits 78 until %s" % (
+            _line(exc), "it is made" if _missing(path) else "it is fixed"), fix)
+    if emulated:
+        return Check(name, OK, "%s: not read, %s" % (path, emulated))
+    mode = cfg.power_mode or mode or current_power_mode(root=root)
+    return profile_line(name, path, mode, root, "run `%s`" % cmd)
+
+
+def calibrate_command(cfg: Any) -> str:
+    """The ``edge-agent calibrate`` command line that writes the profile the worker config
+    ``cfg`` reads (``/var/lib/edge-agent/calibration.json`` if it names none), measured with
+    its engine's backend, precision and threads, as the calibration unit runs it."""
+    from agent.commands.calibrate import PROFILE_NAME
+    from agent.fleet.render import calibrate_args
+
+    path = cfg.capacity_profile or _unit_profile()
+    where = ["--state-dir", os.path.dirname(path) or "."]
+    if os.path.basename(path) != PROFILE_NAME:
+        where += ["--profile", path]
+    return "edge-agent calibrate --bundle %s %s %s" % (
+        shlex.quote(cfg.bundle), " ".join(shlex.quote(w) for w in where), calibrate_args(cfg))
+
+
+def _unit_profile() -> str:
+    """The profile the calibration unit writes: ``$STATE_DIRECTORY/calibration.json``."""
+    from agent.commands.calibrate import PROFILE_NAME
+    from agent.ops.state import DEFAULT_STATE_DIR
+
+    return os.path.join(DEFAULT_STATE_DIR, PROFILE_NAME)
+
+
+def _unit_note(path: str) -> str:
+    """The calibration unit's way to the same file, when it writes ``path``."""
+    if os.path.abspath(path) != _unit_profile():
+        return ""
+    return " (with the units installed: sudo systemctl start edge-agent-calibrate)"
+
+
+def _missing(path: str) -> bool:
+    try:
+        os.stat(path)
+    except FileNotFoundError:
+        return True
+    except OSError:
+        return False
+    return False
+
+
+def _steps(cfg: Any) -> List[Tuple[str, Callable[[], str], Callable[[Exception], str]]]:
+    """(check name, step returning what it saw, its fix of a fault) in the order ``build``
+    runs them."""
     from agent.net.keyfiles import load_public_key
     from agent.net.security import security_from_config
     from agent.node import build
@@ -53,7 +152,7 @@ def _steps(cfg: Any) -> List[Tuple[str, Callable[[], str], str]]:
     got = {}
 
     def files() -> str:
-        build.preflight(cfg)
+        build.preflight(replace(cfg, capacity_profile=""))  # the profile: check_profile
         return "state_dir %s writable; its files and the bundle's are regular files" % (
             cfg.state_dir)
 
@@ -76,10 +175,29 @@ def _steps(cfg: Any) -> List[Tuple[str, Callable[[], str], str]]:
         build.configured_policy(cfg, b, build.build_view(cfg, b, build.open_exit_profile(b)))
         return "%s made and configured for %s" % (cfg.policy, cfg.node_id)
 
-    return [("node files", files, "make state_dir writable by the service user"),
-            ("node bundle", bundle, "copy the bundle again, or fix the config's stages"),
-            ("node keys", keys, "chown the keys to the service user (docs/deployment.md)"),
-            ("node policy", policy, CONFIG_FIX)]
+    return [("node files", files, lambda exc: _files_fix(exc, cfg.state_dir)),
+            ("node bundle", bundle,
+             lambda exc: _fix(exc, "copy the bundle again, or fix the config's stages")),
+            ("node keys", keys,
+             lambda exc: _fix(exc, "chown the keys to the service user (docs/deployment.md)")),
+            ("node policy", policy, lambda exc: _fix(exc, CONFIG_FIX))]
+
+
+def _files_fix(exc: Exception, state_dir: str) -> str:
+    """The fix of a ``preflight`` fault: the one its line states (after its last "; "), else,
+    by the field it names, a writable state_dir, access to a file, or the field's own."""
+    text = _line(exc)
+    field = text.split(":", 1)[0]
+    if "; " in text:
+        return text.rsplit("; ", 1)[1]
+    if "dangling link" in text:
+        return "remove the link, or make the file it points to"
+    if field == "state_dir":
+        return STATE_DIR_FIX % state_dir
+    if "Permission denied" in text:
+        return ACCESS_FIX
+    return FIELD_FIX.get(field, "fix %s in the config or the file it names (docs/formats.md, "
+                                "'Node config')" % field)
 
 
 def _line(exc: Exception) -> str:

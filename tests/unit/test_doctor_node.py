@@ -1,0 +1,155 @@
+"""`edge-agent doctor --config NODE.toml` and calibration: a worker's calibration line is the
+profile its config's ``capacity_profile`` names (not one in its state_dir), reported once, with
+what ``run`` does about it and the real ``calibrate`` command that makes it; each "node files"
+fault gets the fix of that fault. Real configs, profiles (made by ``calibrate``) and files in
+tmp_path."""
+
+from __future__ import annotations
+
+import os
+import shlex
+
+import pytest
+
+from agent.cli import main
+from agent.errors import UsageError
+from agent.node import build
+from agent.ops.doctor import FAIL, OK, WARN, Context, check_calibration
+from agent.ops.doctor_node import check_node
+from engines.demo import DEMO_BUNDLE_DIR
+
+QUICK = ["--seconds", "0.05", "--warmup", "0.02"]  # a calibration of a second or so
+
+
+def _node(tmp_path, name, role="worker", **over):
+    """A node config of the demo bundle (a stage-4 worker, or a source) written to tmp_path."""
+    cfg = {"node_id": name, "role": role, "stage": 4 if role == "worker" else 0,
+           "bundle": DEMO_BUNDLE_DIR, "state_dir": str(tmp_path / "var" / name),
+           "security": "none", "control_bind": "tcp://127.0.0.1:7001",
+           "data_bind": "tcp://127.0.0.1:7002", "warmup_runs": 1, "timing_runs": 1}
+    cfg.update(over)
+    peer = ("s1", 0) if role == "worker" else ("w1", 1)
+    text = "".join("%s = %s\n" % (k, v if isinstance(v, int) else '"%s"' % v)
+                   for k, v in cfg.items())
+    text += ('\n[[peers]]\nid = "%s"\nstage = %d\ncontrol_address = "tcp://127.0.0.1:7003"\n'
+             'data_address = "tcp://127.0.0.1:7004"\n' % peer)
+    path = tmp_path / ("%s.toml" % name)
+    path.write_text(text)
+    return str(path)
+
+
+def _by_name(checks):
+    return {c.name: c for c in checks}
+
+
+def _calibrate(command):
+    """Run a ``calibrate`` command line as doctor printed it (shortened timings)."""
+    argv = shlex.split(command)
+    assert argv[:2] == ["edge-agent", "calibrate"], command
+    assert main(argv[1:] + QUICK) == 0
+
+
+def test_a_missing_profile_the_config_names_is_one_fail_whose_calibrate_command_makes_it(
+        tmp_path):
+    """A worker config naming a capacity_profile that is not there: "node files" is OK (the
+    state_dir is fine), the profile is one FAIL line ("node calibration") with the agent's own
+    line (``run`` exits 78 on it) and the fix "run `edge-agent calibrate ...` first"; the later
+    steps are still checked, the device-level calibration line is left out with configs, and
+    the command in the fix, run, makes the very file the config names."""
+    profile = str(tmp_path / "var" / "calibration.json")
+    path = _node(tmp_path, "w1a", capacity_profile=profile)
+    checks, cfg = check_node(path)
+    got = _by_name(checks)
+    assert [c.name for c in checks] == ["node config", "node files", "node calibration",
+                                        "node bundle", "node keys", "node policy"]
+    assert got["node files"].status == OK and "capacity_profile" not in got["node files"].detail
+    line = got["node calibration"]
+    with pytest.raises(UsageError) as agent_says:  # what `run` prints before exiting 78
+        build.preflight(cfg)
+    assert line.status == FAIL and " ".join(str(agent_says.value).split()) in line.detail
+    assert "exits 78" in line.detail
+    assert line.fix.startswith("run `edge-agent calibrate --bundle ") and line.fix.endswith("first")
+    assert "--state-dir %s " % (tmp_path / "var") in line.fix
+    assert [c for c in checks if profile in c.detail] == [line]  # reported once
+    assert all(c.status == OK for c in checks if c is not line)
+    assert check_calibration(Context(state_dir=cfg.state_dir, configs=[cfg])) == []
+    _calibrate(line.fix.split("`")[1])
+    assert os.path.isfile(profile)
+    again = _by_name(check_node(path)[0])["node calibration"]
+    assert again.status == OK and again.detail.startswith(profile + ": "), again
+
+
+def test_doctor_reads_the_profile_the_config_names_not_one_in_its_state_dir(tmp_path):
+    """After ``calibrate --state-dir VAR`` (the deploy walkthrough's), a node whose state_dir
+    is VAR/w1a and whose capacity_profile is VAR/calibration.json gets an OK calibration line
+    naming VAR/calibration.json; nothing reports VAR/w1a/calibration.json missing."""
+    var = tmp_path / "var"
+    assert main(["calibrate", "--bundle", DEMO_BUNDLE_DIR, "--state-dir", str(var)] + QUICK) == 0
+    path = _node(tmp_path, "w1a", capacity_profile=str(var / "calibration.json"))
+    checks, cfg = check_node(path)
+    line = _by_name(checks)["node calibration"]
+    assert line.status == OK and line.detail.startswith(str(var / "calibration.json") + ": ")
+    assert "entries for this board" in line.detail
+    assert not any("w1a/calibration.json" in c.detail for c in checks)
+    assert check_calibration(Context(state_dir=cfg.state_dir, configs=[cfg])) == []
+
+
+def test_a_worker_naming_no_profile_warns_that_run_times_its_engine(tmp_path):
+    """A worker config without capacity_profile: WARN that ``run`` times its engine at start
+    (what ``worker_capacity`` does), with the calibrate command and the line to add."""
+    checks, _ = check_node(_node(tmp_path, "w1a"))
+    line = _by_name(checks)["node calibration"]
+    assert line.status == WARN and "times the engine" in line.detail
+    assert line.fix.startswith("edge-agent calibrate --bundle %s --state-dir /var/lib/edge-agent "
+                               % DEMO_BUNDLE_DIR)
+    assert 'capacity_profile = "/var/lib/edge-agent/calibration.json"' in line.fix
+
+
+def test_an_unreadable_profile_the_config_names_fails_with_recalibrate_as_the_fix(tmp_path):
+    """A profile that is not one (``run`` raises ProfileError, exit 78): FAIL, "move it away,
+    then run `edge-agent calibrate ...`"."""
+    profile = tmp_path / "calibration.json"
+    profile.write_text("not json\n")
+    checks, _ = check_node(_node(tmp_path, "w1a", capacity_profile=str(profile)))
+    line = _by_name(checks)["node calibration"]
+    assert line.status == FAIL and "unreadable" in line.detail
+    assert line.fix.startswith("move it away, then run `edge-agent calibrate --bundle ")
+
+
+def test_each_node_files_fault_gets_the_fix_of_that_fault(tmp_path):
+    """"node files" fixes fit the fault: a state_dir that cannot be made is made writable, a
+    FIFO where the agent writes a file is moved away, a missing replay set is given or left
+    out; only the state_dir fault is told to make state_dir writable."""
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    fixes = {}
+    checks, _ = check_node(_node(tmp_path, "w1", state_dir=str(blocker / "state")))
+    fixes["state_dir"] = _by_name(checks)["node files"]
+    fifo_dir = tmp_path / "var" / "w2"
+    fifo_dir.mkdir(parents=True)
+    os.mkfifo(str(fifo_dir / "state.json"))
+    fixes["fifo"] = _by_name(check_node(_node(tmp_path, "w2"))[0])["node files"]
+    missing = str(tmp_path / "no-replay.npz")
+    fixes["replay"] = _by_name(check_node(_node(tmp_path, "s1", role="source",
+                                                replay_path=missing))[0])["node files"]
+    assert all(c.status == FAIL for c in fixes.values()), fixes
+    assert fixes["state_dir"].fix.startswith("make state_dir (%s) a directory the service user "
+                                             "can write" % (blocker / "state"))
+    assert fixes["fifo"].fix == "the agent needs a regular file there: move it away"
+    assert "replay_path" in fixes["replay"].fix and missing in fixes["replay"].detail
+    assert not any("state_dir" in fixes[k].fix for k in ("fifo", "replay")), fixes
+
+
+def test_the_device_calibration_line_names_a_calibrate_command_that_runs(tmp_path):
+    """Without --config the calibration line is STATE_DIR/calibration.json; missing, or
+    without an entry for the mode, its fix is a calibrate command with --bundle (which
+    calibrate requires) and that --state-dir."""
+    state = tmp_path / "state"
+    state.mkdir()
+    (line,) = check_calibration(Context(state_dir=str(state)))
+    assert line.status == WARN and str(state / "calibration.json") in line.detail
+    assert line.fix.startswith("edge-agent calibrate --bundle DIR --state-dir %s" % state)
+    assert main(["calibrate", "--bundle", DEMO_BUNDLE_DIR, "--state-dir", str(state)] + QUICK) == 0
+    (line,) = check_calibration(Context(state_dir=str(state), mode_name="no-such-mode"))
+    assert line.status == WARN and "none for mode no-such-mode" in line.detail
+    assert line.fix == "edge-agent calibrate --bundle DIR --state-dir %s --modes current" % state
