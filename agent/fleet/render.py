@@ -313,7 +313,7 @@ def sheet_text(n: str, h: Host, cfg: NodeConfig, out: str) -> str:
 
     at = "[%s]" % h.host if ":" in h.host else h.host  # scp's form of an IPv6 address
     login = ("%s@%s" % (h.user, at)) if h.user else at
-    lines = ["%s: %s, %s" % (n, cfg.role, "stage %d" % cfg.stage if cfg.stage else "source"),
+    lines = ["%s: %s" % (n, "worker, stage %d" % cfg.stage if cfg.stage else "source"),
              "host %s; control %s, data %s%s" % (h.host, h.control_port, h.data_port,
                                                   ", client %d" % h.client_port
                                                   if cfg.client_bind else ""),
@@ -328,16 +328,17 @@ def sheet_text(n: str, h: Host, cfg: NodeConfig, out: str) -> str:
              "   sudo chown -R edge-agent:edge-agent /etc/edge-agent/keys",
              "   sudo chown root:edge-agent /etc/edge-agent/%s.toml" % n,
              "   sudo mkdir -p %s && sudo cp -r BUNDLE/. %s" % (quote(cfg.bundle),
-                                                                 quote(cfg.bundle + "/")),
-             "3. check the device and the node's start-up, as the service user",
-             "   sudo -u edge-agent /opt/edge-agent/venv/bin/edge-agent doctor --config "
-             "/etc/edge-agent/%s.toml" % n]
-    step = 4
-    if cfg.role == "worker":
-        lines += ["%d. calibrate (the agents on the box stop while it runs)" % step,
+                                                                 quote(cfg.bundle + "/"))]
+    doctor = "   sudo -u edge-agent /opt/edge-agent/venv/bin/edge-agent doctor"
+    worker = cfg.role == "worker"
+    if worker:  # the node's own check reads the profile calibrate writes
+        lines += ["3. check the device, as the service user", doctor,
+                  "4. calibrate (the agents on the box stop while it runs)",
                   "   sudo systemctl start edge-agent-calibrate"]
-        step += 1
-    lines += ["%d. start" % step, "   sudo systemctl start edge-agent@%s" % n,
+    lines += ["%d. check the %snode's start-up, as the service user"
+              % ((5, "") if worker else (3, "device and the ")),
+              doctor + " --config /etc/edge-agent/%s.toml" % n,
+              "%d. start" % (6 if worker else 4), "   sudo systemctl start edge-agent@%s" % n,
               "   systemctl status edge-agent@%s" % n, ""]
     return "\n".join(lines)
 

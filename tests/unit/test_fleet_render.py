@@ -60,7 +60,11 @@ def test_render_writes_a_loadable_curve_config_per_device_and_keeps_keys(tmp_pat
             assert (etc / "calibrate.env").exists()
         sheet = (out / "devices" / n / "SHEET.txt").read_text()
         assert "sudo systemctl start edge-agent@%s" % n in sheet
-        assert "edge-agent doctor --config /etc/edge-agent/%s.toml" % n in sheet
+        node_check = sheet.index("edge-agent doctor --config /etc/edge-agent/%s.toml" % n)
+        assert sheet.splitlines()[0] == ("%s: source" % n if cfg.role == "source"
+                                         else "%s: worker, stage %d" % (n, cfg.stage))
+        if cfg.role == "worker":  # the node's check reads the profile: calibrate comes first
+            assert sheet.index("edge-agent-calibrate") < node_check
     cam1 = load_config(str(out / "devices/cam1/etc/edge-agent/cam1.toml"))
     assert cam1.peer("w1a").data_address == "tcp://10.0.0.11:5552"
     cam2 = load_config(str(out / "devices/cam2/etc/edge-agent/cam2.toml"))
