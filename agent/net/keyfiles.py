@@ -125,6 +125,9 @@ def load_public_key(spec: str, base_dir: str = ".") -> bytes:
         if _looks_like_z85(spec):
             return spec.encode("ascii")
         raise SecurityError(_neither_key_nor_file(spec, path))
+    if not os.path.isfile(path):  # a device or a FIFO: its mode says nothing about a key
+        raise SecurityError("public key %s is not a regular file (give a NAME.key file from "
+                            "`edge-agent keys generate`)" % path)
     _refuse_writable_by_others(path)
     public, _ = _read_key_file(path)
     if not public:

@@ -324,3 +324,13 @@ def test_refusals_counted_after_the_last_line_are_logged_by_flush_once_due_and_a
     sec.stop()
     refused = [r.getMessage() for r in caplog.records if "handshake refused" in r.getMessage()]
     assert len(refused) == 4 and refused[-1].endswith("%s (1)" % ("y" * 40))
+
+
+def test_a_public_key_path_that_is_no_regular_file_is_refused_as_such(tmp_path):
+    """Rule: a device or a FIFO given as a public key file is refused as not a regular file
+    (not read, which would block or never end, and not blamed on its mode)."""
+    fifo = str(tmp_path / "peer.key")
+    os.mkfifo(fifo)
+    for path in (fifo, "/dev/zero"):
+        with pytest.raises(SecurityError, match="is not a regular file"):
+            load_public_key(path)
