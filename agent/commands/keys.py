@@ -47,9 +47,9 @@ def _generate(args: argparse.Namespace, generate_keypair) -> Tuple[str, str]:
     from agent.errors import UsageError
     from agent.ops.files import check_output_dir, check_output_file, output_errors
 
-    name = args.name or socket.gethostname().split(".")[0]
-    check_node_id(name, "--name" if args.name else "--name (default: this host's name)",
-                  UsageError)
+    given = args.name is not None  # --name "" is a mistake, not a request for the default
+    name = args.name if given else socket.gethostname().split(".")[0]
+    check_node_id(name, "--name" if given else "--name (default: this host's name)", UsageError)
     check_output_dir(args.dir, "--dir")
     files = [os.path.join(args.dir, name + ext) for ext in (".key", ".key_secret")]
     for path in files:

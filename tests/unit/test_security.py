@@ -334,3 +334,10 @@ def test_a_public_key_path_that_is_no_regular_file_is_refused_as_such(tmp_path):
     for path in (fifo, "/dev/zero"):
         with pytest.raises(SecurityError, match="is not a regular file"):
             load_public_key(path)
+
+
+def test_keys_generate_with_an_empty_name_is_refused_not_the_host_name(tmp_path, capsys):
+    """Rule: ``--name ""`` is a usage error naming --name; only a missing --name means this
+    host's name."""
+    assert main(["keys", "generate", "--name", "", "--dir", str(tmp_path)]) == 2
+    assert "--name: must be" in capsys.readouterr().err and os.listdir(str(tmp_path)) == []
