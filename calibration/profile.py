@@ -36,6 +36,7 @@ import json
 import logging
 import math
 import os
+import stat
 from dataclasses import asdict, dataclass, field
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple
 
@@ -48,6 +49,7 @@ PROFILE_FORMAT = "edge-agent-calibration-profile"
 PROFILE_VERSION = 1
 # Seconds to wait for another process holding the profile lock before giving up.
 LOCK_TIMEOUT_S = 30.0
+PROFILE_MAX_BYTES = 64 * 1024 * 1024  # entries are ~1 kB; far beyond this is not a profile
 
 
 class ProfileError(UsageError):
@@ -84,14 +86,8 @@ class ProfileEntry:
 
     def key(self) -> Tuple[str, str, str, str, str, str]:
         """Identity of the entry: a newer measurement with the same key replaces it."""
-        return (
-            self.board,
-            self.l4t,
-            self.power_mode,
-            self.stage_sha256,
-            self.backend,
-            self.precision,
-        )
+        return (self.board, self.l4t, self.power_mode, self.stage_sha256, self.backend,
+                self.precision)
 
 
 @dataclass(frozen=True)
@@ -136,14 +132,26 @@ _REQUIRED = {
 }
 
 
+def _finite(value: Any) -> bool:
+    try:  # an integer too large for a float (10**400) is not a finite number here
+        return math.isfinite(value)
+    except OverflowError:
+        return False
+
+
+def _show(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else "%s... (%d characters)" % (text[:45], len(text))
+
+
 def _check(value: Any, kind: type, where: str) -> Any:
     if kind is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-            raise ProfileError("%s: must be a finite number, got %r" % (where, value))
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not _finite(value):
+            raise ProfileError("%s: must be a finite number, got %s" % (where, _show(value)))
         return float(value)
     if kind is int:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise ProfileError("%s: must be an integer, got %r" % (where, value))
+            raise ProfileError("%s: must be an integer, got %s" % (where, _show(value)))
         return value
     if not isinstance(value, kind):
         raise ProfileError("%s: must be a %s, got %r" % (where, kind.__name__, value))
@@ -239,17 +247,25 @@ def profile_to_obj(profile: Profile) -> Dict[str, Any]:
 
 def load_profile(path: str) -> Profile:
     """Read and validate a profile file; a missing file is a ``ProfileError``."""
-    try:
-        with open(path, "rb") as f:
-            raw = f.read()
+    try:  # O_NONBLOCK: opening a FIFO must not wait for a writer; only a regular file is read
+        with os.fdopen(os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0)), "rb") as f:
+            if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+                raise ProfileError("%s: not a regular file; give the calibration profile's JSON "
+                                   "file" % path)
+            raw = f.read(PROFILE_MAX_BYTES + 1)
     except FileNotFoundError:
         raise ProfileError("%s: no such calibration profile (run edge-agent calibrate first)" % path)
     except OSError as exc:
         raise ProfileError("%s: cannot read: %s" % (path, exc.strerror or exc))
+    if len(raw) > PROFILE_MAX_BYTES:
+        raise ProfileError("%s: larger than %d bytes; not a calibration profile"
+                           % (path, PROFILE_MAX_BYTES))
     try:  # UnicodeDecodeError is a ValueError: a binary file is "not JSON" too
         obj = json.loads(raw.decode("utf-8"))
     except ValueError as exc:
         raise ProfileError("%s: not valid JSON: %s" % (path, exc))
+    except RecursionError:
+        raise ProfileError("%s: not valid JSON here (nested too deep)" % path) from None
     return parse_profile(obj, path)
 
 
@@ -276,14 +292,10 @@ def merge_profile(
         gone.pop((e.board, e.l4t, e.power_mode), None)
     for u in unavailable:
         gone[u.key()] = u
-    ordered = sorted(
-        merged.values(),
-        key=lambda e: (e.board, e.l4t, e.power_mode, e.bundle, e.stage, e.backend),
-    )
-    return Profile(
-        entries=tuple(ordered),
-        unavailable=tuple(sorted(gone.values(), key=lambda u: u.key())),
-    )
+    ordered = sorted(merged.values(),
+                     key=lambda e: (e.board, e.l4t, e.power_mode, e.bundle, e.stage, e.backend))
+    return Profile(entries=tuple(ordered),
+                   unavailable=tuple(sorted(gone.values(), key=lambda u: u.key())))
 
 
 def update_profile(
@@ -317,15 +329,8 @@ def update_profile(
 # ---------------------------------------------------------------- queries
 
 
-def find_entry(
-    profile: Profile,
-    board: str,
-    l4t: str,
-    power_mode: str,
-    stage_sha256: str,
-    backend: str,
-    precision: str,
-) -> Optional[ProfileEntry]:
+def find_entry(profile: Profile, board: str, l4t: str, power_mode: str, stage_sha256: str,
+               backend: str, precision: str) -> Optional[ProfileEntry]:
     """The entry with exactly this key, or None."""
     key = (board, l4t, power_mode, stage_sha256, backend, precision)
     for entry in profile.entries:
@@ -337,11 +342,8 @@ def find_entry(
 def stale_entries(profile: Profile, bundle_name: str, stage_hashes: Mapping[int, str]) -> List[ProfileEntry]:
     """Entries of bundle ``bundle_name`` whose stage now has another ONNX hash (the engine
     changed since they were measured). ``stage_hashes`` maps stage index -> current sha256."""
-    return [
-        e
-        for e in profile.entries
-        if e.bundle == bundle_name and e.stage in stage_hashes and stage_hashes[e.stage] != e.stage_sha256
-    ]
+    return [e for e in profile.entries if e.bundle == bundle_name and e.stage in stage_hashes
+            and stage_hashes[e.stage] != e.stage_sha256]
 
 
 def current_power_mode(jtop_factory=None, root: str = "/") -> str:

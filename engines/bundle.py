@@ -23,9 +23,17 @@ import numpy as np
 
 from agent.errors import UsageError
 from agent.ops.atomic import write_atomic
+from agent.ops.files import FileFault, read_text
 from agent.protocol.wire import MAX_DIMS
 
 MANIFEST_NAME = "bundle.json"
+MANIFEST_MAX_BYTES = 16 * 1024 * 1024  # a manifest is a few kB
+COUNT_MAX = 2 ** 63 - 1  # flops and input_bytes: an int64, and exact enough as a float
+
+
+def _count_text(count: int) -> str:
+    text = str(count)
+    return text if len(text) <= 24 else "a %d-digit number" % len(text.lstrip("-"))
 EXIT_PROFILE_NAME = "exit_profile.npz"
 FORMAT_NAME = "edge-agent-bundle"
 FORMAT_VERSION = 1
@@ -118,14 +126,13 @@ def read_manifest(path: str) -> Tuple[str, Dict[str, Any]]:
         directory, manifest_path = os.path.dirname(path), path
     if not os.path.exists(manifest_path):
         raise BundleError("%s: no bundle manifest (expected %s)" % (path, MANIFEST_NAME))
-    try:
-        with open(manifest_path) as f:
-            obj = json.load(f)
+    try:  # never blocks: a FIFO or device named bundle.json is refused, not opened for reading
+        obj = json.loads(read_text(manifest_path, "bundle manifest", MANIFEST_MAX_BYTES))
+    except FileFault as exc:
+        raise BundleError(str(exc)) from None
     except (ValueError, RecursionError) as exc:  # RecursionError: nesting too deep to be ours
         raise BundleError("%s: not valid JSON (%s)" % (manifest_path, type(exc).__name__
                                                        if isinstance(exc, RecursionError) else exc))
-    except OSError as exc:
-        raise BundleError("%s: cannot read (%s)" % (manifest_path, exc.strerror or exc))
     if not isinstance(obj, dict):
         raise BundleError("%s: the manifest must be a JSON object" % manifest_path)
     return directory, obj
@@ -198,9 +205,9 @@ def _parse_stage(f: _Fields, obj, position: int, directory: str, verify_files: b
     logits = f.get(obj, "logits_output", dict, ctx, optional=True)
     flops = f.get(obj, "flops", int, ctx)
     input_bytes = f.get(obj, "input_bytes", int, ctx)
-    if flops < 0 or input_bytes <= 0:
-        raise BundleError("%s: %s needs flops >= 0 and input_bytes > 0, got %d and %d"
-                          % (f.where, ctx, flops, input_bytes))
+    if not (0 <= flops <= COUNT_MAX and 0 < input_bytes <= COUNT_MAX):
+        raise BundleError("%s: %s needs flops in [0, 2**63) and input_bytes in (0, 2**63), got "
+                          "%s and %s" % (f.where, ctx, _count_text(flops), _count_text(input_bytes)))
     num_classes = 0
     if logits is not None:
         lshape = f.get(logits, "shape", list, ctx + ".logits_output")

@@ -17,7 +17,10 @@ _NODE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*\Z")
 # ZMQ_MAXMSGSIZE is an int64 and the transport sets twice this plus headroom on its sockets;
 # a tensor message above 1 GiB is a mistake on any device this agent runs on.
 MAX_MESSAGE_BYTES_LIMIT = 1 << 30
+ENGINE_THREADS_MAX = 1024  # intra-op threads of one engine: far beyond any board's cores
 MIN_INTERVAL_S = 0.001  # every period and timeout: below 1 ms the loop would only spin
+_HOST_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]*\Z", re.ASCII)
+_DOTTED_DIGITS = re.compile(r"[0-9.]+\Z", re.ASCII)
 _IPC_PATH_MAX_BYTES = 107  # sun_path of an AF_UNIX socket, less the final NUL
 
 
@@ -53,10 +56,39 @@ def check_endpoint(value: str, where: str, error: Type[Exception]) -> str:
         if not (port.isascii() and port.isdigit()) or not 1 <= int(port) <= 65535:
             raise error("%s: port must be a number in 1..65535, got %s in %s"
                         % (where, short(port), short(value)))
+        if not _is_tcp_host(host):
+            raise error("%s: host must be a host or interface name, an IPv4 address, an IPv6 "
+                        "address in brackets ([::1]) or * to bind all, got %s in %s"
+                        % (where, short(host), short(value)))
     elif scheme == "ipc" and len(rest.encode("utf-8")) > _IPC_PATH_MAX_BYTES:
         raise error("%s: an ipc:// socket path can be at most %d bytes, got %d in %s"
                     % (where, _IPC_PATH_MAX_BYTES, len(rest.encode("utf-8")), short(value)))
     return value
+
+
+def _is_tcp_host(host: str) -> bool:
+    """A host ZeroMQ can resolve or bind: ``*``, a name (DNS or interface, ASCII letters,
+    digits, '.', '_', '-'), an IPv4 address or an IPv6 address (bracketed, or bare as libzmq
+    also reads it), with an optional ``%zone`` on a link-local IPv6 address."""
+    if host == "*":
+        return True
+    if host.startswith("[") or host.endswith("]") or ":" in host:
+        inner = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+        addr, pct, zone = inner.partition("%")
+        if pct and not _HOST_NAME.match(zone):
+            return False
+        try:
+            return isinstance(ipaddress.ip_address(addr), ipaddress.IPv6Address)
+        except ValueError:
+            return False
+    if not _HOST_NAME.match(host) or len(host) > 253:
+        return False
+    if _DOTTED_DIGITS.match(host):  # all digits and dots: it must be an IPv4 address
+        try:
+            ipaddress.IPv4Address(host)
+        except ValueError:
+            return False
+    return True
 
 
 def is_loopback_host(host: str) -> bool:

@@ -19,6 +19,7 @@ import math
 import os
 from typing import Any, Iterable, List, Mapping, Optional, Sequence, Type
 
+from agent.config.checks import short
 from agent.errors import UsageError
 
 REQUIRED: Any = object()  # default that makes a field mandatory
@@ -42,7 +43,10 @@ class Fields:
 
     def fail(self, key: str, what: str) -> Exception:
         """The error for field ``key``: ``where.key: <what>, got <value>``."""
-        return self.error("%s: %s, got %r" % (self.path(key), what, self.obj.get(key)))
+        value = self.obj.get(key)
+        shown = short(value, 80) if isinstance(value, int) and not isinstance(value, bool) \
+            else repr(value)  # a 400-digit integer stays one readable line
+        return self.error("%s: %s, got %s" % (self.path(key), what, shown))
 
     def _get(self, key: str, default: Any) -> Any:
         if key in self.obj:
@@ -76,7 +80,7 @@ class Fields:
         v = self._get(key, default)
         if v is None and default is None:
             return None  # type: ignore[return-value]
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not is_finite(v):
             raise self.fail(key, "must be a finite number")
         if (lo is not None and (v <= lo if lo_open else v < lo)) or (
                 hi is not None and (v >= hi if hi_open else v > hi)):
@@ -150,6 +154,15 @@ class Fields:
             for item in items:
                 item.reject_unknown(known)
         return items
+
+
+def is_finite(value: Any) -> bool:
+    """True for a number a float can hold: not NaN or infinite, and not an integer too large
+    to convert (``math.isfinite(10**400)`` raises ``OverflowError``)."""
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
 
 
 def _range_text(lo, hi, lo_open: bool, hi_open: bool) -> str:

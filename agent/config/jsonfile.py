@@ -28,5 +28,7 @@ def read_json_file(path: str, error: Type[UsageError], what: str) -> Any:
     except json.JSONDecodeError as exc:
         raise error("%s: not valid JSON (line %d, column %d: %s)"
                     % (path, exc.lineno, exc.colno, exc.msg)) from None
+    except ValueError as exc:  # an integer of more digits than Python converts
+        raise error("%s: not valid JSON here (%s)" % (path, str(exc).split("; use sys.")[0])) from None
     except RecursionError:
         raise error("%s: not valid JSON here (nested too deep)" % path) from None

@@ -33,7 +33,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any, Dict, Mapping, Tuple
 
 from agent.config.checks import (MAX_MESSAGE_BYTES_LIMIT, MIN_INTERVAL_S, check_endpoint,
-                                  check_node_id, is_loopback_host)
+                                  ENGINE_THREADS_MAX, check_node_id, is_loopback_host)
 from agent.config.fields import REQUIRED, Fields
 from agent.config.toml_dump import to_toml
 from agent.errors import UsageError
@@ -224,8 +224,7 @@ def parse_config(obj: Any, base_dir: str = ".", where: str = "config") -> NodeCo
     d = NodeConfig.__dataclass_fields__  # defaults come from the dataclass, stated once
 
     def dflt(name: str) -> Any:
-        f = d[name]
-        return f.default
+        return d[name].default
 
     kw: Dict[str, Any] = {}
     kw["node_id"] = r.str("node_id")
@@ -284,9 +283,10 @@ def parse_config(obj: Any, base_dir: str = ".", where: str = "config") -> NodeCo
                 "result_timeout_s", "status_interval_s", "records_flush_interval_s",
                 "drain_timeout_s"):
         kw[key] = r.num(key, dflt(key), lo=MIN_INTERVAL_S)
-    for key in ("rounds_per_slot", "neighbour_timeout_rounds", "max_attempts", "engine_threads",
-                "timing_runs", "records_keep_files"):
+    for key in ("rounds_per_slot", "neighbour_timeout_rounds", "max_attempts", "timing_runs",
+                "records_keep_files"):
         kw[key] = r.int(key, dflt(key), lo=1)
+    kw["engine_threads"] = r.int("engine_threads", dflt("engine_threads"), lo=1, hi=ENGINE_THREADS_MAX)
     for key in ("warmup_runs", "max_tasks", "seed", "records_max_bytes"):
         kw[key] = r.int(key, dflt(key), lo=0)
     kw["max_message_bytes"] = r.int("max_message_bytes", dflt("max_message_bytes"), lo=1024,
@@ -378,8 +378,9 @@ def load_config(path: str) -> NodeConfig:
     except UnicodeDecodeError as exc:
         raise ConfigError("%s: not a TOML text file (not UTF-8 at byte %d); give the node config "
                           "written for this device" % (path, exc.start)) from None
-    except _toml.TOMLDecodeError as exc:
-        raise ConfigError("%s: not valid TOML: %s" % (path, exc)) from None
+    except (ValueError, RecursionError) as exc:  # TOMLDecodeError, an over-long integer, nesting
+        raise ConfigError("%s: not valid TOML: %s" % (path, "nested too deep to be a node config" if
+                          isinstance(exc, RecursionError) else str(exc).split("; use sys.")[0])) from None
     try:
         cfg = parse_config(obj, os.path.dirname(os.path.abspath(path)))
     except ConfigError as exc:
