@@ -10,17 +10,9 @@ from agent.config.fields import Fields
 from agent.config.jsonfile import read_json_file
 from agent.config.node import ConfigError, load_config, parse_config
 from agent.errors import EXIT_CONFIG, UsageError
+from tests.unit.test_config_checks import _worker
 
 BIG = 10 ** 400  # more than a float holds
-
-
-def _worker(**over):
-    obj = {"node_id": "w1", "role": "worker", "stage": 1, "bundle": "b", "state_dir": "s",
-           "control_bind": "tcp://127.0.0.1:5551", "data_bind": "tcp://127.0.0.1:5552",
-           "peers": [{"id": "s1", "stage": 0, "control_address": "tcp://10.0.0.1:5551",
-                      "data_address": "tcp://10.0.0.1:5552"}]}
-    obj.update(over)
-    return obj
 
 
 def test_an_integer_too_large_for_a_float_is_not_a_finite_number():
