@@ -50,14 +50,18 @@ def run(args: argparse.Namespace) -> int:
     from agent.fleet.inventory import load_inventory
     from agent.fleet.render import DEFAULT_BUNDLE, RenderOptions, render, summary_lines
     from agent.policies.registry import lookup
-    from agent.testbed.topology import load_topology
+    from agent.testbed.topology import TopologyError, load_topology
 
     for c in args.client:
         if not (c and c.isascii() and c.replace("-", "").replace("_", "").isalnum()):
             raise UsageError("--client: %r must be letters, digits, - and _" % c)
     topo = load_topology(args.topology)
-    policy = args.policy or (topo.fleet or {}).get("policy") or "dtoee"
-    lookup(policy, "--policy", "agent")
+    fleet_policy = (topo.fleet or {}).get("policy")
+    if fleet_policy is not None and not isinstance(fleet_policy, str):  # as the testbed says
+        raise TopologyError("%s: fleet.policy: the policy the fleet runs, e.g. \"dtoee\"; got %r"
+                            % (topo.path or "topology", fleet_policy))
+    policy = args.policy or fleet_policy or "dtoee"
+    lookup(policy, "--policy" if args.policy else "fleet.policy", "agent")
     hosts = load_inventory(args.inventory, topo.node_ids(), [s.id for s in topo.sources])
     root = os.path.abspath(args.root)
     opts = RenderOptions(out_dir=os.path.abspath(args.out), policy=policy,

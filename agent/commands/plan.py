@@ -8,8 +8,12 @@ import math
 import sys
 
 from agent.commands import seed_arg
+from agent.config.checks import short
+from agent.errors import UsageError
 
 HELP = "routing and exit thresholds a policy chooses for a scenario, with its model delay (eq. 8)"
+# --rounds and --staleness at most this: ga at the bound plans for minutes (about 5 ms a round)
+MAX_ROUNDS = 100000
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Command-line options of ``plan``."""
@@ -77,6 +81,10 @@ def run(args: argparse.Namespace) -> int:
     from agent.scenario.format import load_scenario
     from agent.policies.plan_report import PlanReport
 
+    for opt in ("rounds", "staleness"):  # a typo must not start a plan that never ends
+        v = getattr(args, opt, None)
+        if v is not None and v > MAX_ROUNDS:
+            raise UsageError("--%s: at most %d, got %s" % (opt, MAX_ROUNDS, short(v, 40)))
     scenario = load_scenario(args.scenario)
     check_scenario_knobs(scenario.knobs)
     if getattr(args, "link_model", None):

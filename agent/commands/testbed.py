@@ -199,6 +199,7 @@ def _run(args: argparse.Namespace) -> int:
     from agent.testbed.faults import loopback_problem
     from agent.testbed.prerun import check_node_configs, check_tiers
     from agent.testbed.topology import capacity_tasks_s, check_against_bundle, load_topology
+    from agent.testbed.bounds import check_load
 
     if not 0 < args.duration <= MAX_DURATION_S:
         raise UsageError("--duration: must be > 0 seconds and at most %d, got %r"
@@ -224,6 +225,8 @@ def _run(args: argparse.Namespace) -> int:
     check_against_bundle(topo, stages)
     cap = capacity_tasks_s(topo, stages, default_remaining(topo, bundle))
     rates = parse_rates(args.rates or topo.rates or DEFAULT_RATES, cap)
+    check_load(rates, topo.warmup_s + float(args.duration), "--rates" if args.rates or not
+               topo.rates else "%s: rates" % (topo.path or "topology"))
     if args.network == "loopback" and loopback_problem(topo.faults):
         raise UsageError(loopback_problem(topo.faults))
     if topo.fleet is not None and (topo.faults or args.network != "loopback"):

@@ -57,6 +57,7 @@ class Host:
         return "tcp://" + self.netloc(port)
 
 
+_ZONE = re.compile(r"\A[A-Za-z0-9_.-]{1,15}\Z")  # an IPv6 zone id: an interface name
 _LABEL = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\Z")
 _USER = re.compile(r"[a-z_][a-z0-9_-]*[$]?\Z")
 USER_MAX_CHARS = 32
@@ -66,6 +67,10 @@ def host_problem(host: str) -> str:
     """Why ``host`` is not an IPv4/IPv6 address or an RFC 1123 host name ("" when it is one)."""
     try:
         ipaddress.ip_address(host)
+        addr, pct, zone = host.partition("%")  # Python 3.9+ takes any IPv6 zone id
+        if pct and not _ZONE.match(zone):
+            return ("has the zone id %r: give an interface name (letters, digits, '_', '.' "
+                    "and '-', at most 15 characters)" % zone)
         return ""
     except ValueError:
         pass

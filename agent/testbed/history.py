@@ -19,12 +19,12 @@ torn last line) leave the rate in, summarised without them, and are named in
 from __future__ import annotations
 
 import glob
-import math
 import os
 from dataclasses import dataclass, field
 from typing import Dict, List, Tuple
 
 from agent.config.checks import short
+from agent.config.fields import is_finite
 from agent.config.jsonfile import read_json_file
 from agent.errors import UsageError
 from agent.testbed.fleet import summarise_fleet
@@ -178,7 +178,8 @@ _RUN_FIELDS = {
 
 
 def _number(v) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+    """A finite number (no bool; a 400-digit integer is not one: no float holds it)."""
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and is_finite(v)
 
 
 def read_run_file(topo: Topology, path: str) -> dict:

@@ -20,8 +20,14 @@ from collections import Counter, defaultdict
 from dataclasses import asdict, dataclass, field
 from typing import Dict, Iterable, List, Mapping, Optional, Sequence
 
+from agent.config.fields import is_finite
 from agent.errors import UsageError
 from agent.ops.atomic import write_atomic
+
+STATUSES = ("completed", "lost", "rejected")  # a task's fates in a source's records
+# a record's times: each absent, null or a finite number (a NaN time is a damaged line)
+TIME_KEYS = ("created_mono", "created_wall", "created", "finished_mono", "finished_wall",
+             "finished", "delay_s")
 
 # Keys of the JSON object of one run, in the documented order.
 RUN_KEYS = ("policy", "rate", "created", "completed", "lost", "mean_delay_s", "p95_delay_s",
@@ -142,10 +148,18 @@ def read_records(path: str, bad: Optional[List[int]] = None) -> List[dict]:
 
 def is_record(obj) -> bool:
     """Whether a decoded line is a task record the summaries can count: an object with a
-    string ``id`` and ``status`` and a creation time (``created_mono``, ``created_wall`` or
-    ``created``)."""
+    string ``id``, a ``status`` of ``STATUSES``, a creation time (``created_mono``,
+    ``created_wall`` or ``created``), finite times (``TIME_KEYS``) and a finite ``resends``."""
     return (isinstance(obj, dict) and isinstance(obj.get("id"), str) and bool(obj["id"])
-            and isinstance(obj.get("status"), str) and _created(obj) is not None)
+            and obj.get("status") in STATUSES
+            and all(obj.get(k) is None or _finite(obj[k]) for k in TIME_KEYS)
+            and _created(obj) is not None
+            and (obj.get("resends") is None or _finite(obj["resends"]) and obj["resends"] >= 0))
+
+
+def _finite(v) -> bool:
+    """A number (no bool) whose float is finite (no NaN, no infinity, no 400-digit integer)."""
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and is_finite(v)
 
 
 def damaged_lines(path: str, lines: Sequence[int]) -> str:

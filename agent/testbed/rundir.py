@@ -23,7 +23,12 @@ RUN_INFO = "testbed.json"  # how the run was asked for (topology, mdi mode, ...)
 
 def new_run_dir(out_dir: str, clock=time.time) -> str:
     """Create and return a fresh run folder under ``out_dir``; ``out_dir/latest`` points to it."""
-    os.makedirs(out_dir, exist_ok=True)
+    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+        raise UsageError("--out: %s is a file, not a folder; give a folder for the runs" % out_dir)
+    try:
+        os.makedirs(out_dir, exist_ok=True)
+    except OSError as exc:  # a file on the way, no permission, a read-only file system
+        raise UsageError("--out: %s cannot be made: %s" % (out_dir, exc.strerror or exc)) from None
     stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(clock()))
     for n in range(1, 1000):
         path = os.path.join(out_dir, stamp if n == 1 else "%s-%d" % (stamp, n))

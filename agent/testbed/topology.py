@@ -26,6 +26,7 @@ from agent.policies.model import wire_bytes
 from agent.policies.registry import names
 from agent.policies.setting import DEFAULT_TRADEOFF
 from agent.scenario.format import read_links
+from agent.testbed.bounds import positive, seconds, worker_stages
 from agent.testbed.carry import carried_tasks_s
 from agent.testbed.faults import Fault, parse_faults
 
@@ -200,12 +201,9 @@ def _host(item: Fields) -> str:
 
 def _worker(s: Fields, seen: set) -> TbWorker:
     wid = _ident(s, seen)
-    st = s.int("stage", lo=1)
-    last = s.value("last_stage", 0)
-    if isinstance(last, bool) or not isinstance(last, int) or (last and last < st):
-        raise s.fail("last_stage", "must be 0 (one stage) or an integer >= stage %d" % st)
-    return TbWorker(wid, st, s.num("emulate_capacity_flops", None, lo=0.0, lo_open=True),
-                    _host(s), last, s.bool("terminal", False))
+    st, last = worker_stages(s)
+    return TbWorker(wid, st, positive(s, "emulate_capacity_flops"), _host(s), last,
+                    s.bool("terminal", False))
 
 
 def parse_topology(obj: Any, base_dir: str = ".", path: str = "") -> Topology:
@@ -250,8 +248,7 @@ def parse_topology(obj: Any, base_dir: str = ".", path: str = "") -> Topology:
         tuple(sources), tuple(workers), tuple(links), bundle=bundle,
         backend=top.str("backend", "onnxruntime", choices=BACKENDS),
         tradeoff=top.num("tradeoff", DEFAULT_TRADEOFF, lo=0.0, hi=1.0),
-        slot_s=top.num("slot_s", 2.0, lo=0.0, lo_open=True),
-        warmup_s=top.num("warmup_s", 2.0, lo=0.0),
+        slot_s=seconds(top, "slot_s", 2.0, lo_open=True), warmup_s=seconds(top, "warmup_s", 2.0),
         thresholds=_thresholds(top, h), knobs=dict(knobs.obj),
         agent=dict(agent.obj),
         fleet=fleet, path=path, rates=top.str("rates", ""), document=obj,
@@ -267,10 +264,10 @@ def _links(top: Fields, sources: Sequence[TbSource], workers: Sequence[TbWorker]
     stage_of.update({w.id: w.stage for w in workers})
     last_of = {s.id: 0 for s in sources}
     last_of.update({w.id: w.stages[1] if not w.terminal else h for w in workers})  # no link out
-    links = [TbLink(a, b, l.num("rate_bytes_s", None, lo=0.0, lo_open=True),
+    links = [TbLink(a, b, positive(l, "rate_bytes_s"),
                     l.num("delay_ms", 0.0, lo=0.0), l.num("loss", 0.0, lo=0.0, hi=1.0,
                                                           hi_open=True),
-                    l.num("config_rate_bytes_s", None, lo=0.0, lo_open=True))
+                    positive(l, "config_rate_bytes_s"))
              for l, a, b in read_links(top, stage_of, last_of, h, LINK_KEYS)]
     for l in links:
         if any(w.terminal and w.id == l.src for w in workers):
