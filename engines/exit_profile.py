@@ -1,6 +1,7 @@
 """Exit profiles and the reuse-based accuracy table (DTO-EE paper, Section 3.1).
 
-Pure numpy: no onnxruntime, no I/O beyond ``np.load``/``np.savez`` in the two file helpers.
+Pure numpy: no onnxruntime, no I/O beyond the two file helpers (``engines.npzfile.load_npz``
+reads, ``np.savez`` writes).
 The profile stores, for every validation sample, the softmax confidence and the correctness of
 every exit head (early exits and the final head). From it, ``exit_stats`` gives, for any
 threshold setting, the accuracy A(C) and the fraction I_h of tasks continuing past each stage
@@ -226,32 +227,68 @@ _OPTIONAL_ARRAYS = (("logits", np.float32), ("label", np.int64), ("embedding", n
 _OPTIONAL_STRINGS = ("embedding_kind", "data_sha256")
 
 
+def _whole(a: np.ndarray) -> bool:
+    """Integers, or floats that are whole numbers (what ``int`` keeps unchanged)."""
+    if a.dtype.kind in "iu":
+        return True
+    return a.dtype.kind == "f" and bool(np.all(np.isfinite(a) & (a == np.round(a))))
+
+
+def _field(z: Mapping[str, np.ndarray], key: str, where: str, kind: str) -> np.ndarray:
+    """Array ``key`` of the file, checked: ``kind`` is ``int`` (one whole number), ``ints``
+    (a 1-D list of whole numbers), ``flag`` (one bool or 0/1), ``flags`` (bools or 0/1 values),
+    ``text`` (one string) or ``array`` (numbers)."""
+    if key not in z:
+        raise UsageError("%s: not a valid exit profile (no %s array)" % (where, key))
+    a = np.asarray(z[key])
+    scalar = kind in ("int", "flag", "text")
+    if (a.ndim != 0) if scalar else (a.ndim == 0 or (kind == "ints" and a.ndim != 1)):
+        raise UsageError("%s: %s must be %s, got shape %r"
+                         % (where, key, "a single value" if scalar else
+                            "a list" if kind == "ints" else "an array", a.shape))
+    if kind == "text":
+        ok = a.dtype.kind == "U"
+    elif kind in ("flag", "flags"):
+        ok = a.dtype.kind == "b" or (a.dtype.kind in "iuf" and bool(np.all((a == 0) | (a == 1))))
+    elif kind in ("int", "ints"):
+        ok = _whole(a)
+    else:
+        ok = a.dtype.kind in "iufb"
+    if not ok:
+        raise UsageError("%s: %s must hold %s, got %s" % (where, key, {
+            "text": "text", "flag": "true/false (or 0/1)", "flags": "true/false (or 0/1) values",
+            "int": "a whole number", "ints": "whole numbers", "array": "numbers"}[kind],
+            a.tolist() if a.size <= 4 else "dtype %s" % a.dtype.name))
+    return a
+
+
 def load_exit_profile(path) -> ExitProfile:
-    """Read an exit profile written by ``save_exit_profile``; bad files raise ``UsageError``."""
+    """Read an exit profile written by ``save_exit_profile``; bad files raise ``UsageError``
+    naming the file and the fault (every field's type is checked: nothing is cast silently)."""
+    from engines.npzfile import load_npz
+
+    where = "exit profile: %s" % (path,)
+    z = load_npz(path, "exit profile")
+    version = int(_field(z, "format_version", where, "int"))
+    if version not in READABLE_VERSIONS:
+        raise UsageError("%s: exit profile format %d, this version reads %s"
+                         % (path, version, ", ".join(map(str, READABLE_VERSIONS))))
+    extra = {}  # type: dict
+    if version >= 2:
+        extra = {key: _field(z, key, where, "array").astype(dtype)
+                 for key, dtype in _OPTIONAL_ARRAYS if key in z}
+        extra.update({key: str(_field(z, key, where, "text"))
+                      for key in _OPTIONAL_STRINGS if key in z})
     try:
-        with np.load(path, allow_pickle=False) as z:
-            version = int(z["format_version"])
-            if version not in READABLE_VERSIONS:
-                raise UsageError("%s: exit profile format %d, this version reads %s"
-                                 % (path, version, ", ".join(map(str, READABLE_VERSIONS))))
-            extra = {}
-            if version >= 2:
-                extra = {key: np.asarray(z[key], dtype=dtype)
-                         for key, dtype in _OPTIONAL_ARRAYS if key in z}
-                extra.update({key: str(z[key]) for key in _OPTIONAL_STRINGS if key in z})
-            profile = ExitProfile(
-                num_stages=int(z["num_stages"]),
-                exit_stages=tuple(int(s) for s in z["exit_stages"]),
-                confidence=np.asarray(z["confidence"], dtype=np.float64),
-                correct=np.asarray(z["correct"], dtype=bool),
-                synthetic=bool(z["synthetic"]),
-                note=str(z["note"]),
-                **extra
-            )
-    except UsageError:
-        raise
-    except FileNotFoundError:
-        raise UsageError("%s: exit profile not found" % (path,))
-    except (KeyError, ValueError, OSError) as exc:
-        raise UsageError("%s: not a valid exit profile (%s)" % (path, exc))
+        profile = ExitProfile(
+            num_stages=int(_field(z, "num_stages", where, "int")),
+            exit_stages=tuple(int(s) for s in _field(z, "exit_stages", where, "ints")),
+            confidence=_field(z, "confidence", where, "array").astype(np.float64),
+            correct=_field(z, "correct", where, "flags").astype(bool),
+            synthetic=bool(_field(z, "synthetic", where, "flag")),
+            note=str(_field(z, "note", where, "text")),
+            **extra
+        )
+    except (ValueError, OverflowError) as exc:  # e.g. a number past float64's range
+        raise UsageError("%s: not a valid exit profile (%s)" % (where, exc)) from None
     return profile.validate()

@@ -30,6 +30,7 @@ import onnx
 
 from agent.errors import UsageError
 from agent.ops.atomic import atomic_open
+from engines.npzfile import load_npz
 from engines.build import BuildError, load_checked_onnx, parse_cuts, plan_stages
 from engines.bundle import sha256_file
 from engines.flops import count_macs, numpy_dtype
@@ -173,10 +174,10 @@ def _cache_path(cache_dir: str, onnx_path: str, x: np.ndarray, names: Sequence[s
 
 def _read_cache(path: str, shapes) -> Optional[List[np.ndarray]]:
     """The cached arrays when ``path`` holds them with the expected shapes, else None."""
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            arrays = [z["a%d" % i] for i in range(len(shapes))]
-    except (OSError, KeyError, ValueError):
+    try:  # a damaged cache file is recomputed and rewritten
+        z = load_npz(path, "--cache")
+        arrays = [z["a%d" % i] for i in range(len(shapes))]
+    except (UsageError, KeyError):
         return None
     return arrays if [a.shape for a in arrays] == [tuple(s) for s in shapes] else None
 

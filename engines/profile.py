@@ -16,7 +16,8 @@ from typing import Callable, Optional, Tuple
 import numpy as np
 
 from agent.errors import UsageError
-from agent.ops.files import check_regular_file, open_npz
+from agent.ops.files import check_regular_file
+from engines.npzfile import load_npz
 from engines.bundle import Bundle
 from engines.loader import load_engine
 from engines.embedding import CHOICES as EMBEDDING_CHOICES, auto_kind, embed_as_stored, kind_name
@@ -27,16 +28,16 @@ def load_dataset(path) -> Tuple[np.ndarray, np.ndarray]:
     """Read ``x`` (N, ...) and integer labels ``y`` (N,) from an ``.npz``; uint8 images are
     scaled to float32 in [0, 1]."""
     path = os.fspath(path)
-    check_regular_file(path, "data")  # missing, or a folder: said as such
-    try:
-        with open_npz(path, "data") as z:
-            if "x" not in z or "y" not in z:
-                raise UsageError("%s: expected arrays 'x' and 'y', found %s" % (path, sorted(z.keys())))
-            x, y = z["x"], z["y"]
-    except UsageError:
-        raise
-    except (ValueError, OSError) as exc:
-        raise UsageError("%s: not a readable .npz file (%s)" % (path, exc))
+    check_regular_file(path, "--data")  # missing, or a folder: said as such
+    z = load_npz(path, "--data")
+    if "x" not in z or "y" not in z:
+        raise UsageError("%s: expected arrays 'x' and 'y', found %s" % (path, sorted(z)))
+    x, y = z["x"], z["y"]
+    if x.ndim == 0 or x.dtype.kind not in "biuf":
+        raise UsageError("%s: x must be an array of numbers, one row per sample, got %s %s"
+                         % (path, x.dtype, x.shape))
+    if x.dtype.kind == "f" and not np.all(np.isfinite(x)):
+        raise UsageError("%s: x holds NaN or infinite values" % path)
     if x.dtype == np.uint8:
         x = x.astype(np.float32) / np.float32(255.0)
     if y.ndim != 1 or len(y) != len(x) or len(y) == 0 or not np.issubdtype(y.dtype, np.integer):

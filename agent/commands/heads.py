@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from agent.commands import seed_arg
+from agent.commands.profile import THREADS_MAX, threads_arg
 
 HELP = "attach early-exit heads to a backbone ONNX at named tensors, train them (backbone frozen)"
 
@@ -32,7 +33,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--weight-decay", type=float, default=1e-3,
                         help="L2 penalty on the head weights, on standardised features (default 1e-3)")
     parser.add_argument("--seed", type=seed_arg, default=0, help="seed of the split and initial weights")
-    parser.add_argument("--threads", type=int, default=1, help="onnxruntime intra-op threads (default 1)")
+    parser.add_argument("--threads", type=threads_arg, default=1,
+                        help="onnxruntime intra-op threads, 1..%d (default 1)" % THREADS_MAX)
     parser.add_argument("--cache", default=None, metavar="DIR",
                         help="keep the pooled features in DIR and reuse them when the backbone file, "
                              "data, tensors and --grid are the same (default: no cache)")

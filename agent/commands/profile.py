@@ -2,7 +2,22 @@
 
 from __future__ import annotations
 
+from agent.config.checks import ENGINE_THREADS_MAX as THREADS_MAX  # as a node's engine_threads
+
 HELP = "run a labelled data set through every stage once and write the bundle's exit profile"
+
+
+def threads_arg(text: str) -> int:
+    """``--threads``: a whole number in 1..THREADS_MAX (argparse's error otherwise)."""
+    import argparse
+
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError("must be a whole number, got %r" % text) from None
+    if not 1 <= n <= THREADS_MAX:
+        raise argparse.ArgumentTypeError("must be 1..%d, got %d" % (THREADS_MAX, n))
+    return n
 
 
 def add_arguments(parser) -> None:
@@ -13,7 +28,8 @@ def add_arguments(parser) -> None:
                         help="where to write the profile (default: the bundle's exit_profile.npz)")
     parser.add_argument("--backend", default="onnxruntime", choices=["auto", "tensorrt", "onnxruntime"],
                         help="engine backend (default onnxruntime)")
-    parser.add_argument("--threads", type=int, default=1, help="onnxruntime intra-op threads (default 1)")
+    parser.add_argument("--threads", type=threads_arg, default=1,
+                        help="onnxruntime intra-op threads, 1..%d (default 1)" % THREADS_MAX)
     parser.add_argument("--embedding", default="auto", choices=["auto", "patchnorm", "raw", "none"],
                         help="input embedding stored per sample (DIMEE's pools): patchnorm (L2 "
                              "norm of each 4x4 patch of an image), raw (the flattened input), "

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
+TIMEOUT_MAX_S = 86400  # a wait per answer past a day is a mistake, and past ~1e9 s overflows
 HELP = "send inputs (an .npz/.npy file) to a source's client endpoint and print each answer"
 
 
@@ -73,22 +73,15 @@ def _endpoint_and_keys(args):
 def _inputs(path: str):
     """Inputs ``x`` and labels ``y`` (or None) of ``--images``, checked: ``UsageError`` in one
     line for anything the send loop could not index, send or print."""
-    import numpy as np
-
     from agent.errors import UsageError
-    from agent.ops.files import open_regular
+    from engines.npzfile import load_npz
     from agent.ops.samples import checked_inputs, checked_labels
 
-    try:  # a FIFO or a device would block np.load: a regular file only, opened without waiting
-        with os.fdopen(open_regular(path, "--images"), "rb") as f:
-            data = np.load(f)
-            if isinstance(data, np.lib.npyio.NpzFile):  # by content: a .npy named .npz too
-                with data as z:
-                    x, y = np.asarray(z["x"]), (np.asarray(z["y"]) if "y" in z.files else None)
-            else:
-                x, y = data, None
-    except (OSError, KeyError, ValueError) as exc:
-        raise UsageError("--images: cannot read inputs x from %s: %s" % (path, exc)) from None
+    data = load_npz(path, "--images", npy_as="x")  # a .npy named .npz too: by content
+    if "x" not in data:
+        raise UsageError("--images: cannot read inputs x from %s: it holds %s"
+                         % (path, ", ".join(sorted(data)) or "no arrays"))
+    x, y = data["x"], data.get("y")
     where = "--images: %s" % path
     x = checked_inputs(x, where)
     return x, (None if y is None else checked_labels(y, len(x), where))
@@ -104,8 +97,9 @@ def run(args: argparse.Namespace) -> int:
         args.timeout = DEFAULT_TIMEOUT_S
     if args.count < 0:
         raise UsageError("--count: must be >= 0 (0: each input once), got %d" % args.count)
-    if not args.timeout > 0:
-        raise UsageError("--timeout: must be > 0 seconds, got %r" % args.timeout)
+    if not 0 < args.timeout <= TIMEOUT_MAX_S:  # NaN and inf fail too
+        raise UsageError("--timeout: must be > 0 and at most %d seconds (a day), got %r"
+                         % (TIMEOUT_MAX_S, args.timeout))
     endpoint, keys = _endpoint_and_keys(args)
     x, y = _inputs(args.images)
     if not len(x):

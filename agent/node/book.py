@@ -23,8 +23,8 @@ from typing import Any, Dict, Optional, Tuple
 import numpy as np
 
 from agent.errors import UsageError
-from agent.ops.files import open_npz
-from agent.ops.samples import checked_labels
+from engines.npzfile import load_npz
+from agent.ops.samples import checked_inputs, checked_labels
 from agent.node.records import RecordWriter
 from agent.policies.splits import rows_named
 
@@ -37,11 +37,14 @@ class ReplaySet:
 
     def __init__(self, path: str, input_shape: Tuple[int, ...], input_dtype: str,
                  rows: str = "all"):
-        try:
-            with open_npz(path, "replay_path") as data:
-                x, y = data["x"], data["y"]
-        except (OSError, KeyError, ValueError) as exc:
-            raise UsageError("replay_path: cannot read x and y from %s: %s" % (path, exc)) from None
+        data = load_npz(path, "replay_path")
+        if "x" not in data or "y" not in data:
+            raise UsageError("replay_path: cannot read x and y from %s: it holds %s"
+                             % (path, ", ".join(sorted(data)) or "no arrays"))
+        x, y = checked_inputs(data["x"], "replay_path: %s" % path), data["y"]
+        if y.ndim == 0:
+            raise UsageError("replay_path: %s: y must hold one label per input, got a single "
+                             "value" % path)
         if len(x) == 0 or len(x) != len(y) or tuple(x.shape[1:]) != tuple(input_shape[1:]):
             raise UsageError("replay_path: %s has x %s, y %s; stage 1 needs x (N,%s)"
                              % (path, x.shape, y.shape, ",".join(map(str, input_shape[1:]))))

@@ -29,7 +29,7 @@ import logging
 import os
 import stat
 import time
-from typing import Any, Callable, Iterator, Optional
+from typing import Callable, Iterator, Optional
 
 from agent.errors import UsageError
 
@@ -64,21 +64,6 @@ def check_regular_file(path: str, what: str) -> None:
         raise FileFault("%s: %s: %s" % (what, path, _reason(exc))) from None
     if not stat.S_ISREG(st.st_mode):
         raise FileFault("%s: %s is %s; give a regular file" % (what, path, _kind(st.st_mode)))
-
-
-def open_npz(path: str, what: str) -> Any:
-    """``np.load`` of an ``.npz`` archive (no pickles), to use in a ``with``; UsageError naming
-    ``what`` and ``path`` for anything else: a plain ``.npy`` array, garbage, a directory."""
-    import numpy as np
-
-    try:
-        z = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as exc:
-        raise UsageError("%s: %s is not a readable .npz file (%s)" % (what, path, exc)) from None
-    if not isinstance(z, np.lib.npyio.NpzFile):
-        raise UsageError("%s: %s holds one array (.npy); an .npz with arrays x and y is needed"
-                         % (what, path))
-    return z
 
 
 def open_regular(path: str, what: str, flags: int = os.O_RDONLY, mode: int = 0o644,

@@ -38,7 +38,7 @@ import zmq
 
 from agent.fleet.client import Client, ClientKeys
 from agent.errors import UsageError
-from agent.ops.files import open_npz
+from engines.npzfile import load_npz
 from agent.ops.samples import checked_inputs, checked_labels
 from agent.testbed.local import rate_label, write_run_file
 from agent.testbed.report import RunResult, summarise_records
@@ -143,11 +143,11 @@ def client_keys(topo: Topology, f: dict) -> Dict[str, Any]:
 def _replay(path: Optional[str]):
     if not path:
         path = REPLAY_PATH
-    try:
-        with open_npz(path, "fleet.replay") as z:
-            x, y = np.ascontiguousarray(z["x"]), np.asarray(z["y"])
-    except (OSError, KeyError, ValueError) as exc:
-        raise UsageError("fleet.replay: cannot read x and y from %s: %s" % (path, exc))
+    arrays = load_npz(path, "fleet.replay")
+    if "x" not in arrays or "y" not in arrays:
+        raise UsageError("fleet.replay: %s holds no arrays x and y (it has %s)"
+                         % (path, ", ".join(sorted(arrays)) or "none"))
+    x, y = np.ascontiguousarray(arrays["x"]), np.asarray(arrays["y"])
     where = "fleet.replay: %s" % path
     x = checked_inputs(x, where)
     return x, checked_labels(y, len(x), where)
