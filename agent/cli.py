@@ -146,5 +146,5 @@ def main(argv: Optional[List[str]] = None) -> int:
             raise
         print(error_line(args.command, hint, journal), file=sys.stderr)
         return EXIT_USAGE
-    except KeyboardInterrupt:
-        return 130
+    except KeyboardInterrupt as exc:  # SIGTERM where a command turns it into one: 143
+        return getattr(exc, "exit_status", 130)

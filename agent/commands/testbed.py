@@ -79,6 +79,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--in-userns", action="store_true", help=argparse.SUPPRESS)
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, handled as Ctrl-C is but ending with its own exit status (143)."""
+
+    exit_status = 143
+
+
 def parse_list(text: str, what: str) -> List[str]:
     """Split a comma-separated option; empty items are a usage error."""
     items = [t.strip() for t in text.split(",")]
@@ -182,7 +188,7 @@ def run(args: argparse.Namespace) -> int:
     import signal
 
     def on_term(signum, frame):  # SIGTERM: clean up as for Ctrl-C
-        raise KeyboardInterrupt
+        raise Terminated
 
     previous = signal.signal(signal.SIGTERM, on_term)
     try:
@@ -224,7 +230,8 @@ def _run(args: argparse.Namespace) -> int:
     stages = bundle_stages(bundle)
     check_against_bundle(topo, stages)
     cap = capacity_tasks_s(topo, stages, default_remaining(topo, bundle))
-    rates = parse_rates(args.rates or topo.rates or DEFAULT_RATES, cap)
+    rates = parse_rates(args.rates if args.rates is not None else topo.rates or DEFAULT_RATES,
+                        cap)  # --rates "" is a mistake, not the defaults
     check_load(rates, topo.warmup_s + float(args.duration), "--rates" if args.rates or not
                topo.rates else "%s: rates" % (topo.path or "topology"))
     if args.network == "loopback" and loopback_problem(topo.faults):
@@ -331,14 +338,16 @@ def _run_in(args, topo, bundle, policies, rates, cap, out_dir, lock, settings) -
     try:
         runs = run_all(topo, bundle, policies, rates, settings, seed=args.seed,
                        on_result=on_result)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         if finished:  # Ctrl-C may have cut the last save short: write what finished again
             save(finished, False)
         cut = [r for r in finished if _partial(r)]
-        print("\ninterrupted: %d of %d runs finished, kept in %s%s"
-              % (len(finished) - len(cut), total, os.path.join(out_dir, "results.json"),
+        print("\ninterrupted: %d of %d runs finished, %s%s"
+              % (len(finished) - len(cut), total, "kept in %s" % os.path.join(
+                  out_dir, "results.json") if finished else "nothing to keep (the agents' "
+                  "logs are under %s)" % out_dir,
                  " (the run cut short: under \"partial\")" if cut else ""), file=sys.stderr)
-        return 130
+        return getattr(exc, "exit_status", 130)
     except UsageError as exc:
         if not finished:
             raise

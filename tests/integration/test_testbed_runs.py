@@ -78,6 +78,27 @@ def test_ctrl_c_after_the_first_rate_keeps_its_results_and_plot(tmp_path):
     assert os.path.getsize(os.path.join(os.path.dirname(results), "delay_vs_rate.png")) > 0
 
 
+def test_sigterm_before_any_rate_finished_exits_143_and_says_nothing_was_kept(tmp_path):
+    """Rule: SIGTERM is handled as Ctrl-C (agents stopped, one line) but exits 143, and a run
+    stopped before any (policy, rate) finished says there is nothing to keep instead of naming
+    a results.json that does not exist."""
+    bundle = build_two_stage_bundle(str(tmp_path / "tiny"))
+    topo, _ = write_topology(tmp_path, bundle)
+    out = str(tmp_path / "out")
+    p = _testbed(topo, out, "5")
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and p.poll() is None:
+        runs = _runs(out) if os.path.isdir(out) else []
+        if runs and os.path.isdir(os.path.join(out, runs[0], "cf")):  # its agents start
+            break
+        time.sleep(0.1)
+    p.send_signal(signal.SIGTERM)
+    _, stderr = p.communicate(timeout=120)
+    assert p.returncode == 143, stderr[-3000:]
+    assert "interrupted: 0 of 1 runs finished, nothing to keep" in stderr, stderr[-3000:]
+    assert not os.path.exists(os.path.join(out, _runs(out)[0], "results.json"))
+
+
 def test_report_redoes_a_run_from_its_folder_alone(tmp_path):
     """Rule: a run whose --topology was relative to the folder the testbed ran in reports the
     numbers the testbed printed from any other folder, even after that file changed: the run

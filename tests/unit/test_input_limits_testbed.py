@@ -103,10 +103,10 @@ def test_rates_over_the_bounds_are_refused_naming_the_option():
     check_load([MAX_RATE], 10.0)
 
 
-@pytest.mark.parametrize("rates", ["1e300", "1e9%"])
+@pytest.mark.parametrize("rates", ["1e300", "1e9%", ""])
 def test_testbed_refuses_huge_rates_before_running(tmp_path, capsys, rates):
-    """Rule: testbed --rates 1e300 (or 1e9% of the capacity) exits 2 in one line naming
-    --rates, before any run folder exists."""
+    """Rule: testbed --rates 1e300 (or 1e9% of the capacity), or an empty --rates (a mistake,
+    not the defaults), exits 2 in one line naming --rates, before any run folder exists."""
     rc = main(["testbed", "--policies", "cf", "--rates", rates, "--duration", "1", "--no-plots",
                "--out", str(tmp_path / "tb")])
     assert rc == 2 and _err(capsys).startswith("edge-agent testbed: error: --rates:")
