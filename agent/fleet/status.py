@@ -167,10 +167,23 @@ def format_status(status: Mapping[str, Mapping[str, Any]]) -> str:
 
 def nodes_from_endpoints(urls: List[str]) -> Dict[str, Dict[str, Any]]:
     """Node entries for bare metrics endpoints (``HOST:PORT`` or URLs), named by the ``node``
-    label they serve (the URL until read)."""
+    label they serve (the URL until read); ``UsageError`` for one without a host and a port
+    (a bare host would be read as port 80 and only ever be refused)."""
+    from urllib.parse import urlsplit
+
+    from agent.errors import UsageError
+
     out: Dict[str, Dict[str, Any]] = {}
     for u in urls:
         url = u if "://" in u else "http://%s/metrics" % u
+        try:
+            parts = urlsplit(url)
+            port = parts.port
+        except ValueError:  # a port that is no number in 0..65535
+            port = None
+        if parts.scheme not in ("http", "https") or not parts.hostname or not port:
+            raise UsageError("--endpoints: %r: give HOST:PORT or http://HOST:PORT/metrics, with "
+                             "a port in 1..65535" % u)
         if not url.rstrip("/").endswith("/metrics"):
             url = url.rstrip("/") + "/metrics"
         name = _node_label(url) or u

@@ -7,6 +7,7 @@ import asyncio
 
 import msgpack
 import numpy as np
+import pytest
 import zmq
 
 from agent.fleet.client import AsyncClient, Client, parse_answer
@@ -198,3 +199,15 @@ def test_status_without_a_manifest_shows_role_stage_and_every_configured_neighbo
     assert st["neighbours"] == {"w1a": True, "w1b": False, "w1c": False}
     row = [line for line in format_status({"cam": st}).splitlines() if line.startswith("cam ")]
     assert " source " in row[0] and " 1/3 " in row[0]
+
+
+@pytest.mark.parametrize("endpoint", ["localhost", "localhost:99999", "localhost:abc",
+                                      "ftp://h:1/metrics", ":9464"])
+def test_status_endpoints_without_a_host_and_port_are_a_usage_error(endpoint, capsys):
+    """Rule: `status --endpoints` takes HOST:PORT or an http URL with a port in 1..65535;
+    anything else is one error line, exit 2 (a bare host was read as port 80 and refused)."""
+    from agent.cli import main
+
+    assert main(["status", "--endpoints", endpoint]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--endpoints: %r" % endpoint in err[0]
