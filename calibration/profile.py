@@ -155,6 +155,8 @@ def _check(value: Any, kind: type, where: str) -> Any:
         return value
     if not isinstance(value, kind):
         raise ProfileError("%s: must be a %s, got %r" % (where, kind.__name__, value))
+    if kind is str and any(ord(c) < 32 or ord(c) == 127 for c in value):  # escapes: shown raw
+        raise ProfileError("%s: must be printable text, got %r" % (where, value))
     return value
 
 
@@ -166,6 +168,8 @@ def _parse_entry(obj: Any, where: str) -> ProfileEntry:
         if name not in obj:
             raise ProfileError("%s: missing field %r" % (where, name))
         values[name] = _check(obj[name], kind, "%s.%s" % (where, name))
+    if values["stage"] < 1:
+        raise ProfileError("%s.stage: must be >= 1, got %d" % (where, values["stage"]))
     for name in ("capacity_flops", "service_time_median_s"):
         if values[name] <= 0:
             raise ProfileError("%s.%s: must be > 0, got %r" % (where, name, values[name]))

@@ -58,3 +58,22 @@ def test_a_fifo_as_the_profile_is_refused_without_blocking(tmp_path):
         os.close(os.open(path, os.O_WRONLY | os.O_NONBLOCK))
         pytest.fail("load_profile blocked on a FIFO")
     assert "not a regular file" in result["error"]
+
+
+@pytest.mark.parametrize("field,value,says", [
+    ("stage", -5, "stage: must be >= 1"),
+    ("board", "Orin\x1b[31m red", "board: must be printable text"),
+])
+def test_a_profile_entry_with_a_stage_below_1_or_escape_codes_is_refused(field, value, says):
+    """Rule: a profile entry's stage is a stage number (>= 1), and its text fields are printable
+    (escape codes would reach the terminal through `calibrate --show`)."""
+    from calibration.profile import ProfileError, parse_profile
+
+    entry = {"board": "b", "l4t": "35.3.1", "power_mode": "MAXN", "stage": 1,
+             "stage_sha256": "a" * 64, "backend": "onnxruntime", "precision": "fp32",
+             "capacity_flops": 1e9, "service_time_median_s": 0.01, "flops": 1e7, "samples": 20,
+             "service_time_p90_s": 0.012, "measured_at": "2026-01-01T00:00:00Z"}
+    entry[field] = value
+    with pytest.raises(ProfileError, match=says):
+        parse_profile({"format": "edge-agent-calibration-profile", "version": 1,
+                       "entries": [entry]})
