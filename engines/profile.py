@@ -36,6 +36,8 @@ def load_dataset(path) -> Tuple[np.ndarray, np.ndarray]:
     if x.ndim == 0 or x.dtype.kind not in "biuf":
         raise UsageError("%s: x must be an array of numbers, one row per sample, got %s %s"
                          % (path, x.dtype, x.shape))
+    if len(x) == 0:
+        raise UsageError("%s: x holds no samples (0 rows); a profile needs labelled samples" % path)
     if x.dtype.kind == "f" and not np.all(np.isfinite(x)):
         raise UsageError("%s: x holds NaN or infinite values" % path)
     if x.dtype == np.uint8:

@@ -201,3 +201,14 @@ def test_a_damaged_heads_feature_cache_is_a_miss_not_a_crash(tmp_path, make):
     from engines.heads import _read_cache
 
     assert _read_cache(_write(tmp_path, make()), [(3,)]) is None
+
+
+def test_a_dataset_without_samples_is_refused_as_such(tmp_path):
+    """Rule: `profile`/`heads --data` with zero rows says there are no samples (it said y
+    must match x's 0 rows, which it did)."""
+    import numpy as np
+
+    path = str(tmp_path / "empty.npz")
+    np.savez(path, x=np.zeros((0, 1, 28, 28), np.float32), y=np.zeros((0,), np.int64))
+    with pytest.raises(UsageError, match=r"x holds no samples \(0 rows\)"):
+        load_dataset(path)
