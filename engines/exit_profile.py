@@ -275,8 +275,8 @@ def load_exit_profile(path) -> ExitProfile:
                          % (path, version, ", ".join(map(str, READABLE_VERSIONS))))
     extra = {}  # type: dict
     if version >= 2:
-        extra = {key: _field(z, key, where, "array").astype(dtype)
-                 for key, dtype in _OPTIONAL_ARRAYS if key in z}
+        extra = {key: _field(z, key, where, "ints" if dtype == np.int64 else "array")
+                 .astype(dtype) for key, dtype in _OPTIONAL_ARRAYS if key in z}
         extra.update({key: str(_field(z, key, where, "text"))
                       for key in _OPTIONAL_STRINGS if key in z})
     try:

@@ -131,8 +131,9 @@ def _profile_arrays(**changes):
     (dict(correct=np.full((3, 2), 5)), "correct must hold true/false (or 0/1) values"),
     (dict(synthetic=np.array([True, False])), "synthetic must be a single value"),
     (dict(confidence=np.full((3, 2), "a")), "confidence must hold numbers"),
+    (dict(label=np.array([0.0, 2.5, 1.0])), "label must hold whole numbers"),
 ], ids=["version-array", "version-text", "stages-0d", "stages-2.5", "num-stages-2.5",
-        "correct-5", "synthetic-array", "confidence-text"])
+        "correct-5", "synthetic-array", "confidence-text", "label-2.5"])
 def test_exit_profile_fields_a_cast_would_change_are_refused(tmp_path, changes, fault):
     path = _write(tmp_path, _npz_bytes(**_profile_arrays(**changes)))
     with pytest.raises(UsageError) as err:
