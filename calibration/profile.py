@@ -34,12 +34,13 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 import stat
 from dataclasses import asdict, dataclass, field
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple
 
+from agent.config.checks import short
+from agent.config.fields import is_finite
 from agent.errors import UsageError
 from agent.ops.atomic import write_atomic
 
@@ -132,26 +133,14 @@ _REQUIRED = {
 }
 
 
-def _finite(value: Any) -> bool:
-    try:  # an integer too large for a float (10**400) is not a finite number here
-        return math.isfinite(value)
-    except OverflowError:
-        return False
-
-
-def _show(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else "%s... (%d characters)" % (text[:45], len(text))
-
-
 def _check(value: Any, kind: type, where: str) -> Any:
     if kind is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not _finite(value):
-            raise ProfileError("%s: must be a finite number, got %s" % (where, _show(value)))
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not is_finite(value):
+            raise ProfileError("%s: must be a finite number, got %s" % (where, short(value)))
         return float(value)
     if kind is int:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise ProfileError("%s: must be an integer, got %s" % (where, _show(value)))
+            raise ProfileError("%s: must be an integer, got %s" % (where, short(value)))
         return value
     if not isinstance(value, kind):
         raise ProfileError("%s: must be a %s, got %r" % (where, kind.__name__, value))

@@ -22,14 +22,14 @@ log = logging.getLogger("agent.node.loop")
 
 
 class _Key:
-    __slots__ = ("line", "level", "logged_at", "since", "held_level")
+    __slots__ = ("line", "logged_at", "since", "held_level")
 
     def __init__(self, burst: int) -> None:
         self.line = ""  # the line of the present state
-        self.level = logging.INFO
         self.logged_at: Deque[float] = deque(maxlen=burst)  # clock() of the last lines
         self.since: Counter = Counter()  # changes by state since that line, logged or not
-        self.held_level = logging.NOTSET  # the most severe level among the changes held back
+        # the most severe level among the changes not yet logged (the next line's level)
+        self.held_level = logging.NOTSET
 
 
 class StateLog:
@@ -49,7 +49,7 @@ class StateLog:
         k = self._keys.get(key)
         if k is None:
             k = self._keys[key] = _Key(self.burst)
-        k.line, k.level = line, level
+        k.line = line
         k.since[state] += 1
         k.held_level = max(k.held_level, level)
         self._log_if_due(k)
@@ -75,6 +75,6 @@ class StateLog:
         if n > 1:
             more = " (%d changes since the last line: %s)" % (
                 n, ", ".join("%s %d" % kv for kv in sorted(k.since.items())))
-        log.log(max(k.level, k.held_level), "%s%s", k.line, more)
+        log.log(k.held_level, "%s%s", k.line, more)
         k.logged_at.append(now)
         k.since, k.held_level = Counter(), logging.NOTSET

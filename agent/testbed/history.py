@@ -24,12 +24,11 @@ from dataclasses import dataclass, field
 from typing import Dict, List, Tuple
 
 from agent.config.checks import short
-from agent.config.fields import is_finite
 from agent.config.jsonfile import read_json_file
 from agent.errors import UsageError
 from agent.testbed.fleet import summarise_fleet
 from agent.testbed.local import RUN_FILE, _created, bundle_stages, summarise_rate
-from agent.testbed.report import RunResult, _delay, damaged_lines, read_records
+from agent.testbed.report import RunResult, _delay, _finite, damaged_lines, read_records
 from agent.testbed.topology import Topology
 from agent.testbed.rundir import RUN_INFO, in_use
 
@@ -162,24 +161,19 @@ def load_run(path: str) -> PastRun:
 # run.json: key -> (check, what it must be); "local" runs need the last four too
 _RUN_FIELDS = {
     "policy": (lambda v: isinstance(v, str) and bool(v), "a policy name"),
-    "rate": (lambda v: _number(v) and v >= 0, "a rate >= 0"),
+    "rate": (lambda v: _finite(v) and v >= 0, "a rate >= 0"),
     "records": (lambda v: isinstance(v, dict) and all(isinstance(p, str) and p
                                                       for p in v.values()),
                 "an object {source: records file}"),
-    "duration_s": (lambda v: _number(v) and v >= 0, "seconds >= 0"),
+    "duration_s": (lambda v: _finite(v) and v >= 0, "seconds >= 0"),
     "expected": (lambda v: isinstance(v, dict) and all(
         isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in v.values()),
                  "an object {source: tasks created}"),
     "stats": (lambda v: isinstance(v, dict) and all(s is None or isinstance(s, dict)
                                                     for s in v.values()),
               "an object {node: stats or null}"),
-    "load_s": (lambda v: _number(v) and v >= 0, "seconds >= 0"),
+    "load_s": (lambda v: _finite(v) and v >= 0, "seconds >= 0"),
 }
-
-
-def _number(v) -> bool:
-    """A finite number (no bool; a 400-digit integer is not one: no float holds it)."""
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and is_finite(v)
 
 
 def read_run_file(topo: Topology, path: str) -> dict:
