@@ -106,6 +106,7 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("--images: %s holds no inputs" % args.images)
     n = args.count or len(x)
     fates: Counter = Counter()
+    explained = set()  # the source's detail lines printed so far
     print("%-22s %-9s %-22s %5s %10s %4s %9s%s" % ("id", "outcome", "reason", "class",
                                                   "confidence", "exit", "delay ms",
                                                   "  label" if y is not None else ""))
@@ -120,6 +121,9 @@ def run(args: argparse.Namespace) -> int:
             print("%-22s %-9s %-22s %5d %10.3f %4d %9.1f%s"
                   % (a.id, a.outcome, a.reason or "-", a.cls, a.confidence, a.exit_stage,
                      a.delay_s * 1000.0, label))
+            if a.detail and a.detail not in explained:  # each explanation once, below its row
+                explained.add(a.detail)
+                print("  %s: %s" % (a.id, a.detail))
             sys.stdout.flush()
             if i == 0 and a.reason == no_answer(a.id, args.timeout).reason:
                 # nothing at all came back: the rest would each wait as long for nothing, and

@@ -15,7 +15,8 @@ gets no answer; the source counts the refusal as ``client_refused``)::
 
 Every call returns an ``Answer``: ``outcome`` is "completed", or "rejected" / "lost" / "error"
 with a ``reason`` (from the source, e.g. "overload", "deadline"; or "no answer within N s" when
-nothing came back). ``AsyncClient`` is the asyncio variant (``await client.infer(x)``, many in
+nothing came back) and, for an input the source refused, a ``detail`` line saying what was
+wrong with it (e.g. "input float64 (1, 28, 28); stage 1 takes float32 (1, 1, 28, 28)"). ``AsyncClient`` is the asyncio variant (``await client.infer(x)``, many in
 flight at once).
 
 Of the agent, only ``agent.protocol.wire`` (numpy and msgpack) and the key-file readers of
@@ -37,7 +38,8 @@ import zmq
 
 from agent.protocol import wire
 
-OUTCOMES = ("completed", "rejected", "lost", "error")
+OUTCOMES = wire.OUTCOMES
+DETAIL_MAX_CHARS = 300  # a source's reason or detail is cut to this (a line on a terminal)
 # a source answers a task it gave up on (lost, reason deadline) after result_timeout_s *
 # max_attempts, 60 s by default, counted from its own start of the task: wait a margin longer
 DEFAULT_TIMEOUT_S = 75.0
@@ -83,6 +85,7 @@ class Answer:
     confidence: float  # max-softmax confidence of the answering exit (0.0 when not completed)
     exit_stage: int  # stage whose exit answered (0 when not completed)
     delay_s: float  # send to answer on the client's clock (the timeout when none came)
+    detail: str = ""  # the source's explanation of a refused input ("" when it gave none)
 
     @property
     def ok(self) -> bool:
@@ -107,11 +110,19 @@ def parse_answer(frames: List[Any], sent_at: Dict[str, float], now: float) -> Op
     outcome = header.get("outcome") or "completed"
     outcome = outcome if outcome in OUTCOMES else "error"
     done = outcome == "completed"
-    return Answer(tid, outcome, str(header.get("reason") or ""),
+    return Answer(tid, outcome, _text(header.get("reason")),
                   int(header.get("cls", -1)) if done else -1,
                   float(header.get("confidence", 0.0)) if done else 0.0,
                   int(header.get("exit_stage", 0)) if done else 0,
-                  now - sent_at.pop(tid))
+                  now - sent_at.pop(tid), _text(header.get("detail")))
+
+
+def _text(value: Any) -> str:
+    """A source's text field as a client may print it: one line of printable characters (a
+    terminal must not take escape codes from the network), at most DETAIL_MAX_CHARS."""
+    if not value:
+        return ""
+    return "".join(c if c.isprintable() else "?" for c in str(value)[:DETAIL_MAX_CHARS])
 
 
 def no_answer(tid: str, timeout_s: float) -> Answer:

@@ -229,7 +229,7 @@ class Node:
         except WireError as exc:
             self.outbox.reject(exc.reason, who, str(exc))
             if tag == CLIENT:  # the client waits for an answer by its task's id
-                self.role.on_client_refused(who, wire.peek_id(frames))
+                self.role.on_client_refused(who, wire.peek_id(frames), str(exc))
             return
         if tag != CLIENT and msg.sender != (who.decode("utf-8", "replace") if tag == DATA
                                             else who):

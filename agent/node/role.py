@@ -82,9 +82,9 @@ class Role:
         """A local client's message arrived."""
         self.out.reject("unexpected_kind", identity, "%s from a client" % msg.kind.name)
 
-    def on_client_refused(self, identity: bytes, task_id: Optional[str]) -> None:
+    def on_client_refused(self, identity: bytes, task_id: Optional[str], why: str = "") -> None:
         """A local client's message that the wire check refused (counted already); ``task_id``:
-        its header's id, if it has one."""
+        its header's id, if it has one; ``why``: the check's message."""
 
     # -- status ------------------------------------------------------------------------------
 

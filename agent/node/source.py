@@ -117,24 +117,25 @@ class SourceSide(Role):
         want = self.replay.x
         client = (identity, msg.fields["id"])
         if x.dtype != want.dtype or tuple(x.shape) != (1,) + tuple(want.shape[1:]):
-            self.out.reject("bad_shape", identity, "a client's input is %s %s; stage 1 takes %s %s "
-                            "(answered error, bad_input)" % (x.dtype.name, tuple(x.shape),
-                                                             want.dtype.name,
-                                                             (1,) + tuple(want.shape[1:])))
-            return self._answer(client, "error", "bad_input")
+            why = "input %s %s; stage 1 takes %s %s" % (
+                x.dtype.name, tuple(x.shape), want.dtype.name, (1,) + tuple(want.shape[1:]))
+            self.out.reject("bad_shape", identity, "a client's %s (answered error, bad_input)"
+                            % why)
+            return self._answer(client, "error", "bad_input", why)
         if x.dtype.kind in "fc" and not (np.isfinite(x).all()
                                          and float(np.abs(x).max(initial=0)) <= INPUT_ABS_MAX):
-            self.out.reject("bad_input", identity, "a client's input holds NaN, inf or values "
-                            "beyond +-%g (answered error, bad_input)" % INPUT_ABS_MAX)
-            return self._answer(client, "error", "bad_input")
+            why = "input holds NaN, inf or values beyond +-%g" % INPUT_ABS_MAX
+            self.out.reject("bad_input", identity, "a client's %s (answered error, bad_input)"
+                            % why)
+            return self._answer(client, "error", "bad_input", why)
         self._create_task(np.ascontiguousarray(x), -1, client=client)
 
-    def on_client_refused(self, identity: bytes, task_id: Optional[str]) -> None:
+    def on_client_refused(self, identity: bytes, task_id: Optional[str], why: str = "") -> None:
         """A client's task the wire check refused (a dtype it may not send, an oversized or
-        malformed tensor): answered ``error`` / ``bad_input`` when it names its id, so the
-        client need not wait out its timeout."""
+        malformed tensor): answered ``error`` / ``bad_input`` with ``why`` as its detail when
+        it names its id, so the client need not wait out its timeout."""
         if task_id is not None:
-            self._answer((identity, task_id), "error", "bad_input")
+            self._answer((identity, task_id), "error", "bad_input", why)
 
     def refusal(self) -> str:
         """Why a new task cannot be admitted now ("" when it can)."""
@@ -180,11 +181,11 @@ class SourceSide(Role):
         self.out.call_at(task.result_due, task.id)
         self.out.send(item, now)
 
-    def _answer(self, client, outcome: str, reason: str) -> None:
+    def _answer(self, client, outcome: str, reason: str, detail: str = "") -> None:
         if client is not None:
             ident, cid = client
             self.out.answer_client(ident, wire.answer_fields(cid, self.cfg.node_id, outcome,
-                                                             reason, self.wall()))
+                                                             reason, self.wall(), detail))
 
     def _lose(self, task_id: str, now: float, reason: str) -> None:
         task = self.book.pending.get(task_id)

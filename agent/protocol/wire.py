@@ -56,6 +56,9 @@ Optional fields (type-checked when present; absent means the default in brackets
                   "overload", "deadline", "bad_input", "crash"): on every answer a source sends
                   to a local client; a non-completed answer has cls -1, confidence 0.0,
                   exit_stage 0 and the client's own id ["completed", ""];
+                  detail str (a non-completed answer's one-line explanation for the person
+                  at the client: what was wrong with the input and what the source takes;
+                  never parsed) [""];
                   level int (MLCI: the level that answered) [none]
     HEARTBEAT     no_route int (0: this node can reach every stage after its own; else the
                   first stage it has no live route to: it refuses new tasks meanwhile) [0]
@@ -130,7 +133,7 @@ SCHEMA: Dict[Kind, Dict[str, type]] = {
 OPTIONAL: Dict[Kind, Dict[str, type]] = {
     Kind.TASK: {"ttl_s": float, "token": str},
     Kind.ACK: {"refused": list, "reason": str, "retry_s": float},
-    Kind.RESULT: {"token": str, "outcome": str, "reason": str},
+    Kind.RESULT: {"token": str, "outcome": str, "reason": str, "detail": str},
     Kind.HEARTBEAT: {"no_route": int},
 }
 # -- policy fields (DIMEE/MLCI, docs/dimee-mlci.md): optional: no new version ----------------
@@ -185,14 +188,18 @@ def task_key(task_id: str, attempt: int) -> str:
 
 
 def answer_fields(client_id: str, source: str, outcome: str, reason: str,
-                  created: float) -> Dict[str, Any]:
+                  created: float, detail: str = "") -> Dict[str, Any]:
     """RESULT fields of a source's answer to a local client that carries no class: a task
-    ``rejected``, ``lost`` or in ``error`` (refused input), with its short ``reason``."""
+    ``rejected``, ``lost`` or in ``error`` (refused input), with its short ``reason`` and,
+    when given, a ``detail`` line for the person at the client."""
     if outcome not in OUTCOMES or outcome == "completed":
         raise ValueError("outcome %r is not one of %s" % (outcome, ", ".join(OUTCOMES[1:])))
-    return {"id": client_id, "attempt": 0, "source": source, "exit_stage": 0, "cls": -1,
-            "confidence": 0.0, "worker": "", "hops": 0, "resends": 0, "created": float(created),
-            "outcome": outcome, "reason": reason}
+    out = {"id": client_id, "attempt": 0, "source": source, "exit_stage": 0, "cls": -1,
+           "confidence": 0.0, "worker": "", "hops": 0, "resends": 0, "created": float(created),
+           "outcome": outcome, "reason": reason}
+    if detail:
+        out["detail"] = detail
+    return out
 
 
 def topic(node_id: str) -> bytes:

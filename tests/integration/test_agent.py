@@ -125,15 +125,22 @@ def test_a_local_client_pushes_tasks_and_gets_each_result_back(bundle, tmp_path)
         c.stop_all()
         ctx.destroy(linger=0)
     assert sorted(got) == ["bad", "nan"] + ["q%d" % i for i in range(5)] + ["u16"]
-    for bad in (got.pop("bad"), got.pop("nan"), got.pop("u16")):  # answered too: an error, not silence
+    # answered too: an error, not silence, with a detail line that says what was wrong
+    details = {}
+    for tid in ("bad", "nan", "u16"):
+        bad = got.pop(tid)
         assert (bad.fields["outcome"], bad.fields["reason"], bad.fields["cls"]) == \
             ("error", "bad_input", -1)
+        details[tid] = bad.fields["detail"]
+    assert details["bad"] == "input float32 (1, 3, 8, 8); stage 1 takes float32 (1, 1, 8, 8)"
+    assert details["nan"].startswith("input holds NaN, inf or values beyond")
+    assert "uint16" in details["u16"] and "not allowed" in details["u16"], details
     assert all(m.kind == Kind.RESULT and m.fields["exit_stage"] in (1, 2)
                and m.fields["outcome"] == "completed" for m in got.values())
     recs = c.records("s1")
     assert len(recs) == 5 and all(r["status"] == "completed" and r["label"] is None for r in recs)
     # the first refused input is logged at once, naming what was wrong (later ones once a minute)
-    assert ": a client's input is float32 (1, 3, 8, 8); stage 1 takes float32 (1, 1, 8, 8) " \
+    assert ": a client's input float32 (1, 3, 8, 8); stage 1 takes float32 (1, 1, 8, 8) " \
            "(answered error, bad_input)" in log, log
 
 

@@ -112,6 +112,48 @@ def test_submit_to_an_endpoint_that_never_answers_stops_after_the_first_input(tm
     assert len(err) == 1 and "no answer from %s" % endpoint in err[0] and "2 input(s)" in err[0]
 
 
+def test_submit_prints_the_sources_explanation_of_a_refused_input_once(tmp_path, capsys):
+    """Rule: an input the source refuses (``error`` / ``bad_input``) is followed by the source's
+    detail line (what was wrong, what stage 1 takes), printed once however many inputs it
+    explains; the exit status says not every input completed."""
+    import threading
+
+    import zmq
+
+    from agent.protocol import wire
+    from agent.testbed.procs import free_ports
+
+    images = str(tmp_path / "in.npz")
+    np.savez(images, x=np.zeros((3, 28, 28), np.float64))
+    endpoint = "tcp://127.0.0.1:%d" % free_ports(1)[0]
+    why = "input float64 (1, 28, 28); stage 1 takes float32 (1, 1, 28, 28)"
+    ctx = zmq.Context()
+    src = ctx.socket(zmq.ROUTER)  # stands in for a source: the same answer a source sends
+    src.bind(endpoint)
+
+    def answer(n):
+        for _ in range(n):
+            ident, *frames = src.recv_multipart()
+            tid = wire.decode(frames).fields["id"]
+            src.send_multipart([ident] + wire.encode(wire.Kind.RESULT, "cam", wire.answer_fields(
+                tid, "cam", "error", "bad_input", 1.0, why)))
+
+    t = threading.Thread(target=answer, args=(3,), daemon=True)
+    t.start()
+    try:
+        assert cli.main(["submit", "--images", images, "--endpoint", endpoint,
+                         "--timeout", "30"]) == 1
+    finally:
+        t.join(5)
+        src.close(0)
+        ctx.term()
+    lines = capsys.readouterr().out.splitlines()
+    assert len([l for l in lines if "bad_input" in l and " error " in l]) == 3
+    explained = [l for l in lines if l.endswith(": " + why)]
+    assert len(explained) == 1 and lines.index(explained[0]) == 2, lines  # below the first row
+    assert lines[-1] == "3 sent: 3 error"
+
+
 @pytest.mark.parametrize("arrays,message", [
     ({"x": np.float32(1)}, "x must be an array of inputs, one per row, got a single value"),
     ({"x": np.array(["a", "b"])}, "x has dtype str"),

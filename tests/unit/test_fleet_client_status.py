@@ -38,6 +38,26 @@ def test_a_result_without_outcome_is_completed_and_a_rejection_carries_its_reaso
     assert parse_answer([b"junk"], {"x": 1.0}, 2.0) is None
 
 
+def test_an_error_answer_carries_the_sources_detail_as_one_printable_line():
+    """A refused input's ``detail`` reaches the caller; control characters (escape codes from
+    the network) become "?" and an overlong text is cut, in ``reason`` too."""
+    from agent.fleet.client import DETAIL_MAX_CHARS
+
+    sent = {"a": 1.0, "b": 1.0, "c": 1.0}
+    why = "input float64 (1, 28, 28); stage 1 takes float32 (1, 1, 28, 28)"
+    a = parse_answer(_result("a", outcome="error", reason="bad_input", cls=-1, detail=why),
+                     sent, 2.0)
+    assert (a.outcome, a.reason, a.detail) == ("error", "bad_input", why)
+    b = parse_answer(_result("b", outcome="error", reason="bad\x1b[2J", cls=-1,
+                             detail="x\n\x1b]0;t\x07" + "y" * 1000), sent, 2.0)
+    assert b.reason == "bad?[2J"
+    assert b.detail.startswith("x??]0;t?yyy") and len(b.detail) == DETAIL_MAX_CHARS
+    assert parse_answer(_result("c"), sent, 2.0).detail == ""
+    assert wire.decode(_result("c", detail=why)).fields["detail"] == why  # a RESULT field
+    assert "detail" not in wire.answer_fields("c", "s1", "lost", "deadline", 1.0)
+    assert wire.answer_fields("c", "s1", "error", "bad_input", 1.0, why)["detail"] == why
+
+
 def _fake_source(ctx, endpoint):
     """A ROUTER answering every TASK with a RESULT for the client's id (as a source does)."""
     sock = ctx.socket(zmq.ROUTER)
