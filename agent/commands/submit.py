@@ -5,6 +5,9 @@ from __future__ import annotations
 import argparse
 import sys
 
+# how long the connection to the source is watched before the first input: a refused
+# connection or key is said then (a source started meanwhile is found)
+CONNECT_WAIT_S = 3.0
 TIMEOUT_MAX_S = 86400  # a wait per answer past a day is a mistake, and past ~1e9 s overflows
 HELP = "send inputs (an .npz/.npy file) to a source's client endpoint and print each answer"
 
@@ -107,10 +110,13 @@ def run(args: argparse.Namespace) -> int:
     n = args.count or len(x)
     fates: Counter = Counter()
     explained = set()  # the source's detail lines printed so far
-    print("%-22s %-9s %-22s %5s %10s %4s %9s%s" % ("id", "outcome", "reason", "class",
-                                                  "confidence", "exit", "delay ms",
-                                                  "  label" if y is not None else ""))
     with Client(endpoint, keys, name="submit", timeout_s=args.timeout) as client:
+        problem = client.check_connection(min(args.timeout, CONNECT_WAIT_S))
+        if problem:  # said now, not after a timeout per input
+            raise UsageError("%s: %s; %d input(s) not sent" % (endpoint, problem, n))
+        print("%-22s %-9s %-22s %5s %10s %4s %9s%s" % ("id", "outcome", "reason", "class",
+                                                      "confidence", "exit", "delay ms",
+                                                      "  label" if y is not None else ""))
         for i in range(n):
             a = client.infer(x[i % len(x)][None, ...])
             fates[a.outcome] += 1

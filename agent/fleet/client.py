@@ -168,6 +168,53 @@ class Client(_Base):
         self.ctx = ctx or zmq.Context()
         super().__init__(self.ctx, endpoint, keys, name, timeout_s)
 
+    def check_connection(self, wait_s: float) -> str:
+        """Watch the connection to the source for up to ``wait_s`` seconds, before anything is
+        sent: "" once the handshake succeeded (or nothing decided within ``wait_s``: a slow or
+        filtered network, left to the answer timeout), else why no input could get through:
+        nothing listens at the endpoint (refused the whole time), the source refused this
+        client's key, or the CURVE handshake failed (a wrong server key, or CURVE on one side
+        only). A source that starts within ``wait_s`` is found (ZeroMQ keeps reconnecting).
+
+        The socket connects again under a monitor (a handshake done before it was watched
+        would never be reported), so call this before ``send``."""
+        from zmq.utils.monitor import recv_monitor_message
+
+        if self.sent_at:
+            raise RuntimeError("check_connection reconnects: call it before sending")
+        mon = self.sock.get_monitor_socket()
+        self.sock.disconnect(self.endpoint)
+        self.sock.connect(self.endpoint)
+        refused = False
+        try:
+            deadline = time.monotonic() + wait_s
+            while True:
+                left = deadline - time.monotonic()
+                if left <= 0 or not mon.poll(max(1, int(math.ceil(left * 1000)))):
+                    break
+                event = recv_monitor_message(mon)["event"]
+                if event == zmq.EVENT_HANDSHAKE_SUCCEEDED:
+                    return ""
+                if event == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
+                    return ("the source refused this client's key (its public key must be in "
+                            "the source's client_keys_dir)")
+                if event in (zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL,
+                             zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL):
+                    return ("the handshake with the source failed: a CURVE endpoint needs --key "
+                            "and --server-key, and the server key must be the source's public "
+                            "key")
+                if event == zmq.EVENT_CONNECT_RETRIED:
+                    refused = True
+                elif event == zmq.EVENT_CONNECTED:
+                    refused = False
+        finally:
+            self.sock.disable_monitor()
+            mon.close(0)
+        if refused:
+            return ("nothing listens there (connection refused for %g s): is the source "
+                    "running, and the endpoint right?" % wait_s)
+        return ""
+
     def send(self, x: np.ndarray, tid: Optional[str] = None) -> str:
         """Send one input without waiting; returns its task id (see ``receive``)."""
         tid = tid or self._next_id()

@@ -93,23 +93,56 @@ def test_submit_with_a_client_name_the_fleet_has_no_key_for_names_that_client(tm
     assert "--key" not in err[0]
 
 
-def test_submit_to_an_endpoint_that_never_answers_stops_after_the_first_input(tmp_path, capsys):
-    """Rule: when nothing at all comes back for the first input (no source at the endpoint, or
-    wrong keys), ``submit`` does not wait as long again for every other input: one error line
-    naming the endpoint and how many inputs were not sent, exit 2."""
-    import numpy as np
+def _silent_router(endpoint):
+    """A ROUTER that accepts connections and never answers (a source that has stopped
+    answering, or another node's socket at a mistyped port)."""
+    import zmq
 
+    ctx = zmq.Context()
+    sock = ctx.socket(zmq.ROUTER)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.bind(endpoint)
+    return ctx, sock
+
+
+def test_submit_to_an_endpoint_that_never_answers_stops_after_the_first_input(tmp_path, capsys):
+    """Rule: when nothing at all comes back for the first input (a source that takes the
+    connection and never answers), ``submit`` does not wait as long again for every other
+    input: one error line naming the endpoint and how many inputs were not sent, exit 2."""
+    from agent.testbed.procs import free_ports
+
+    images = str(tmp_path / "in.npz")
+    np.savez(images, x=np.zeros((3, 1, 28, 28), np.float32))
+    endpoint = "tcp://127.0.0.1:%d" % free_ports(1)[0]
+    ctx, sock = _silent_router(endpoint)
+    try:
+        assert cli.main(["submit", "--images", images, "--endpoint", endpoint,
+                         "--timeout", "0.3"]) == 2
+    finally:
+        sock.close()
+        ctx.term()
+    out, err = capsys.readouterr()
+    assert len([l for l in out.splitlines() if " lost " in l]) == 1
+    err = err.strip().splitlines()
+    assert len(err) == 1 and "no answer from %s" % endpoint in err[0] and "2 input(s)" in err[0]
+
+
+def test_submit_where_nothing_listens_says_so_before_sending(tmp_path, capsys):
+    """Rule: a refused connection (no source running at the endpoint) is one error line naming
+    the endpoint, said after the connection wait (at most --timeout), not after a timeout per
+    input; nothing is sent, exit 2."""
     from agent.testbed.procs import free_ports
 
     images = str(tmp_path / "in.npz")
     np.savez(images, x=np.zeros((3, 1, 28, 28), np.float32))
     endpoint = "tcp://127.0.0.1:%d" % free_ports(1)[0]  # nothing listens there
     assert cli.main(["submit", "--images", images, "--endpoint", endpoint,
-                     "--timeout", "0.3"]) == 2
+                     "--timeout", "0.5"]) == 2
     out, err = capsys.readouterr()
-    assert len([l for l in out.splitlines() if " lost " in l]) == 1
+    assert out == ""  # not even the table's header: nothing was sent
     err = err.strip().splitlines()
-    assert len(err) == 1 and "no answer from %s" % endpoint in err[0] and "2 input(s)" in err[0]
+    assert len(err) == 1 and endpoint in err[0] and "nothing listens there" in err[0] \
+        and "3 input(s) not sent" in err[0], err
 
 
 def test_submit_prints_the_sources_explanation_of_a_refused_input_once(tmp_path, capsys):
@@ -215,9 +248,14 @@ def test_submit_of_a_single_input_to_an_endpoint_that_never_answers_is_one_error
 
     images = str(tmp_path / "in.npz")
     np.savez(images, x=np.zeros(shape, np.float32))
-    endpoint = "tcp://127.0.0.1:%d" % free_ports(1)[0]  # nothing listens there
-    assert cli.main(["submit", "--images", images, "--endpoint", endpoint,
-                     "--timeout", "0.3"] + extra) == 2
+    endpoint = "tcp://127.0.0.1:%d" % free_ports(1)[0]
+    ctx, sock = _silent_router(endpoint)
+    try:
+        assert cli.main(["submit", "--images", images, "--endpoint", endpoint,
+                         "--timeout", "0.3"] + extra) == 2
+    finally:
+        sock.close()
+        ctx.term()
     out, err = capsys.readouterr()
     assert len([l for l in out.splitlines() if " lost " in l]) == 1 and " sent: " not in out
     err = err.strip().splitlines()
