@@ -8,6 +8,7 @@ import os
 import sys
 from typing import List, Optional, Set, Tuple
 
+from agent.commands.profile import THREADS_MAX, threads_arg
 from agent.errors import UsageError
 from agent.ops.state import DEFAULT_STATE_DIR, default_state_dir
 
@@ -67,9 +68,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="int8 is refused with its reason")
     parser.add_argument(
         "--threads",
-        type=int,
+        type=threads_arg,
         default=1,
-        help="engine threads, as in the agents' engine_threads (default 1)",
+        help="engine threads, as in the agents' engine_threads: 1..%d (default 1)" % THREADS_MAX,
     )
     parser.add_argument("--cache-dir", default=None,
                         help="TensorRT plan cache directory (default $CACHE_DIRECTORY/trt, else "
@@ -178,8 +179,6 @@ def run(args: argparse.Namespace) -> int:
     from engines.loader import check_precision
 
     check_precision(args.precision)
-    if args.threads < 0:
-        raise UsageError("--threads must be >= 0, got %d" % args.threads)
     try:
         os.makedirs(args.state_dir, exist_ok=True)
     except OSError as exc:

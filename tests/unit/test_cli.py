@@ -261,3 +261,17 @@ def test_submit_of_a_single_input_to_an_endpoint_that_never_answers_is_one_error
     err = err.strip().splitlines()
     assert len(err) == 1 and "no answer from %s within 0.3 s" % endpoint in err[0], err
     assert "not sent" not in err[0]
+
+
+@pytest.mark.parametrize("command", ["calibrate", "profile", "heads"])
+@pytest.mark.parametrize("value", ["0", "1025", "two"])
+def test_threads_outside_what_an_agent_runs_is_refused_alike_by_every_command(
+        command, value, capsys):
+    """Rule: ``--threads`` takes 1..1024, as a node config's ``engine_threads`` does, in every
+    command that builds engines (calibrate took 0 and any large number): exit 2, one error
+    line naming the option."""
+    with pytest.raises(SystemExit) as exc:
+        cli.main([command, "--threads", value])  # refused before required options are missed
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("edge-agent %s: error: argument --threads: must be" % command), err
