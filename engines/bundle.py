@@ -122,6 +122,9 @@ def read_manifest(path: str) -> Tuple[str, Dict[str, Any]]:
     path = os.path.abspath(os.fspath(path))
     if os.path.isdir(path):
         directory, manifest_path = path, os.path.join(path, MANIFEST_NAME)
+    elif os.path.isfile(path) and os.path.basename(path) != MANIFEST_NAME:
+        raise BundleError("%s: is a file; expected a bundle directory (holding %s) or its %s"
+                          % (path, MANIFEST_NAME, MANIFEST_NAME))
     else:
         directory, manifest_path = os.path.dirname(path), path
     if not os.path.exists(manifest_path):

@@ -239,12 +239,10 @@ def parse_config(obj: Any, base_dir: str = ".", where: str = "config") -> NodeCo
     if kw["last_stage"] and (kw["role"] == "source" or kw["last_stage"] < kw["stage"]):
         raise ConfigError("%s.last_stage: must be 0 (one stage) or >= stage %d for a worker, got %r"
                           % (where, kw["stage"], kw["last_stage"]))
-    kw["bundle"] = r.file_path("bundle", base_dir)
-    if not kw["bundle"]:
-        raise ConfigError("%s.bundle: missing" % where)
-    kw["state_dir"] = r.file_path("state_dir", base_dir)
-    if not kw["state_dir"]:
-        raise ConfigError("%s.state_dir: missing" % where)
+    for key in ("bundle", "state_dir"):
+        kw[key] = r.file_path(key, base_dir)
+        if not kw[key]:
+            raise ConfigError("%s.%s: missing" % (where, key))
     for key in ("control_bind", "data_bind"):
         kw[key] = r.str(key)
         _check_endpoint(kw[key], "%s.%s" % (where, key))
@@ -308,9 +306,8 @@ def parse_config(obj: Any, base_dir: str = ".", where: str = "config") -> NodeCo
     for key in ("engine_cache_dir", "capacity_profile", "replay_path", "secret_key_path",
                 "public_key_path", "allowed_keys_dir", "client_keys_dir"):
         kw[key] = r.file_path(key, base_dir, dflt(key))
-    kw["emulate_capacity_flops"] = r.num("emulate_capacity_flops", dflt("emulate_capacity_flops"),
-                                         lo=0)
-    kw["arrival_rate_tasks_s"] = r.num("arrival_rate_tasks_s", dflt("arrival_rate_tasks_s"), lo=0)
+    for key in ("emulate_capacity_flops", "arrival_rate_tasks_s"):
+        kw[key] = r.num(key, dflt(key), lo=0)
     for key in ("emulate_links", "metrics_public", "online_capacity", "terminal"):
         kw[key] = r.bool(key, dflt(key))  # terminal: a source ignores it
     kw["replay_rows"] = r.str("replay_rows", dflt("replay_rows"), splits.ROW_SETS)
@@ -385,6 +382,9 @@ def load_config(path: str) -> NodeConfig:
         cfg = parse_config(obj, os.path.dirname(os.path.abspath(path)))
     except ConfigError as exc:
         raise ConfigError("%s: %s" % (path, exc)) from None
+    if os.path.isfile(cfg.bundle) and os.path.basename(cfg.bundle) != "bundle.json":
+        raise ConfigError("%s: config.bundle: %s is a file; expected a bundle directory (holding "
+                          "bundle.json)" % (path, cfg.bundle))
     if "security" not in obj:  # running unauthenticated must be a choice written down
         raise ConfigError('%s: security: missing; write security = "curve" (keys from `edge-agent '
                           'keys generate`) or security = "none" to run without authentication'

@@ -232,6 +232,9 @@ CASES: Dict[str, Tuple[Callable[[Case], str], Tuple[str, ...]]] = {
                              ("replay_path", "FIFO")),
     "bundle missing": (lambda c: c.write(c.config("worker", bundle=os.path.join(c.dir, "nob"))),
                        ("nob",)),
+    "bundle is a regular file": (
+        lambda c: c.write(c.config("worker", bundle=c.file("model.onnx", RANDOM_BYTES))),
+        ("config.bundle", "model.onnx is a file", "expected a bundle directory")),
     "bundle manifest of random bytes": (
         lambda c: (c.file("bundle.json", RANDOM_BYTES), c.write(c.config("worker", bundle=c.dir)))[1],
         ("bundle.json",)),

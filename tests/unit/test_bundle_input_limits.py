@@ -54,3 +54,14 @@ def test_a_manifest_nested_too_deep_is_a_bundle_error(tmp_path):
     (tmp_path / MANIFEST_NAME).write_text("[" * 100000)
     with pytest.raises(BundleError, match="not valid JSON"):
         read_manifest(str(tmp_path))
+
+
+def test_a_regular_file_as_the_bundle_says_a_directory_is_expected(tmp_path):
+    """Rule: a bundle path naming a regular file other than bundle.json is 'is a file;
+    expected a bundle directory (holding bundle.json)', not 'no manifest' or 'not valid JSON'."""
+    path = tmp_path / "model.onnx"
+    path.write_bytes(b"\x08\x07onnx")
+    with pytest.raises(BundleError, match=r"model.onnx: is a file; expected a bundle directory "
+                                          r"\(holding bundle.json\)") as info:
+        load_bundle(str(path))
+    assert "not valid JSON" not in str(info.value)

@@ -135,3 +135,22 @@ def test_knobs_a_node_honours_are_accepted():
     """DTO-EE's routing and threshold-step knobs pass into the config unchanged."""
     knobs = {"step": "paper", "paper_step_size": 0.2, "m": 3, "threshold_step": 0.1}
     assert parse_config(_worker(policy_knobs=knobs)).policy_knobs == knobs
+
+
+
+def test_a_bundle_path_naming_a_regular_file_is_refused_naming_config_bundle(tmp_path):
+    """Rule: `bundle` pointing at a regular file (not a bundle directory, nor its bundle.json)
+    is a ConfigError naming config.bundle, the path and that a bundle directory is expected,
+    not a bundle.json inside the file."""
+    (tmp_path / "model.onnx").write_text("not a bundle")
+    path = tmp_path / "node.toml"
+    path.write_text(dump_config(parse_config(_worker(bundle="model.onnx"), str(tmp_path))))
+    with pytest.raises(ConfigError, match=r"node.toml: config.bundle: .*model.onnx is a file; "
+                                          r"expected a bundle directory \(holding bundle.json\)"
+                       ) as info:
+        load_config(str(path))
+    assert "model.onnx/bundle.json" not in str(info.value)
+    (tmp_path / "b").mkdir()  # the bundle's own bundle.json is still a way to name it
+    (tmp_path / "b" / "bundle.json").write_text("{}")
+    path.write_text(dump_config(parse_config(_worker(bundle="b/bundle.json"), str(tmp_path))))
+    assert load_config(str(path)).bundle == str(tmp_path / "b" / "bundle.json")
