@@ -86,32 +86,39 @@ class Terminated(KeyboardInterrupt):
 
 
 def parse_list(text: str, what: str) -> List[str]:
-    """Split a comma-separated option; empty items are a usage error."""
+    """Split a comma-separated option (``what``: its name in errors, e.g. ``--policies``);
+    empty items are a usage error."""
     items = [t.strip() for t in text.split(",")]
     if not items or any(not t for t in items):
-        raise UsageError("--%s: expected a comma-separated list, got %r" % (what, text))
+        raise UsageError("%s: expected a comma-separated list, got %r" % (what, text))
     return items
 
 
-def parse_rates(text: str, capacity_tasks_s: float) -> List[float]:
-    """Rates in tasks/s; ``N%`` means N percent of ``capacity_tasks_s``."""
+def parse_rates(text: str, capacity_tasks_s: float, what: str = "--rates") -> List[float]:
+    """Rates in tasks/s; ``N%`` means N percent of ``capacity_tasks_s``. Each must be above 0
+    and at most MAX_RATE tasks/s; errors name ``what`` and quote the item as written."""
+    from agent.testbed.bounds import MAX_RATE
+
     out = []
-    for item in parse_list(text, "rates"):
+    for item in parse_list(text, what):
         pct = item.endswith("%")
         try:
             v = float(item[:-1] if pct else item)
         except ValueError:
-            raise UsageError("--rates: %r is not a number or a percentage" % item)
-        if not v > 0 or v != v or v == float("inf"):
-            raise UsageError("--rates: %r must be > 0" % item)
-        if pct:
-            if capacity_tasks_s == float("inf"):
-                raise UsageError("--rates: %r needs the topology's capacity, but its workers "
-                                 "have no emulate_capacity_flops; give rates in tasks/s" % item)
-            v = v / 100.0 * capacity_tasks_s
-        v = round(v, 2)
+            raise UsageError("%s: %r is not a number or a percentage" % (what, item))
+        if not v > 0:  # also NaN
+            raise UsageError("%s: %r must be > 0" % (what, item))
+        if pct and capacity_tasks_s == float("inf"):
+            raise UsageError("%s: %r needs the topology's capacity, but its workers have no "
+                             "emulate_capacity_flops; give rates in tasks/s" % (what, item))
+        rate = v / 100.0 * capacity_tasks_s if pct else v
+        if not rate <= MAX_RATE:  # also infinite
+            raise UsageError("%s: %r must be in (0, %g] tasks/s%s" % (what, item, MAX_RATE, (
+                " (up to %.4g%% of the capacity, %.4g tasks/s)" % (
+                    MAX_RATE / capacity_tasks_s * 100.0, capacity_tasks_s)) if pct else ""))
+        v = round(rate, 2)
         if v in out:
-            raise UsageError("--rates: %r gives %g tasks/s twice" % (text, v))
+            raise UsageError("%s: %r gives %g tasks/s twice" % (what, text, v))
         out.append(v)
     return out
 
@@ -216,7 +223,7 @@ def _run(args: argparse.Namespace) -> int:
         check_file_slot(os.path.abspath(args.json), "--json")
         if not os.path.isdir(os.path.dirname(os.path.abspath(args.json))):
             raise UsageError("--json: %s: its folder does not exist" % args.json)
-    given = parse_list(args.policies, "policies") if args.policies is not None else None
+    given = parse_list(args.policies, "--policies") if args.policies is not None else None
     for p in given or ():
         lookup(p, "--policies", "agent")
     topo = load_topology(args.topology)
@@ -230,10 +237,11 @@ def _run(args: argparse.Namespace) -> int:
     stages = bundle_stages(bundle)
     check_against_bundle(topo, stages)
     cap = capacity_tasks_s(topo, stages, default_remaining(topo, bundle))
+    what = ("--rates" if args.rates is not None or not topo.rates
+            else "%s: rates" % (topo.path or "topology"))
     rates = parse_rates(args.rates if args.rates is not None else topo.rates or DEFAULT_RATES,
-                        cap)  # --rates "" is a mistake, not the defaults
-    check_load(rates, topo.warmup_s + float(args.duration), "--rates" if args.rates or not
-               topo.rates else "%s: rates" % (topo.path or "topology"))
+                        cap, what)  # --rates "" is a mistake, not the defaults
+    check_load(rates, topo.warmup_s + float(args.duration), what)
     if args.network == "loopback" and loopback_problem(topo.faults):
         raise UsageError(loopback_problem(topo.faults))
     if topo.fleet is not None and (topo.faults or args.network != "loopback"):
@@ -264,7 +272,7 @@ def _policies(topo, given):
     from agent.policies.registry import lookup
 
     if topo.fleet is None:
-        return given if given is not None else parse_list(DEFAULT_POLICIES, "policies")
+        return given if given is not None else parse_list(DEFAULT_POLICIES, "--policies")
     from agent.testbed.fleet import fleet_policies
 
     policies = fleet_policies(topo, given)

@@ -12,12 +12,14 @@ from __future__ import annotations
 from typing import List, Optional, Tuple
 
 from agent.commands.simulate import MAX_TASKS  # tasks one load may create, as in a simulation
+from agent.config.checks import MIN_INTERVAL_S
 from agent.config.fields import Fields
 from agent.errors import UsageError
 from agent.scenario.format import POSITIVE_RANGE
 
 MAX_STAGES = 1000  # stages a topology's workers may name (a bundle has a handful)
 MAX_SECONDS = 86400.0  # warmup_s, slot_s: at most a day (as --duration)
+MIN_SLOT_S = MIN_INTERVAL_S  # slot_s: the agents' slot_length_s, at least 1 ms as every period
 MAX_RATE = 1e6  # total tasks/s of one load (all sources together)
 
 
@@ -38,9 +40,9 @@ def positive(item: Fields, key: str) -> Optional[float]:
     return item.num(key, None, lo=POSITIVE_RANGE[0], hi=POSITIVE_RANGE[1])
 
 
-def seconds(item: Fields, key: str, default: float, lo_open: bool = False) -> float:
-    """A time in seconds, at least 0 (above 0 when ``lo_open``) and at most MAX_SECONDS."""
-    return item.num(key, default, lo=0.0, lo_open=lo_open, hi=MAX_SECONDS)
+def seconds(item: Fields, key: str, default: float, lo: float = 0.0) -> float:
+    """A time in seconds, at least ``lo`` and at most MAX_SECONDS."""
+    return item.num(key, default, lo=lo, hi=MAX_SECONDS)
 
 
 def check_load(rates: List[float], load_s: float, what: str = "--rates") -> None:

@@ -26,7 +26,7 @@ from agent.policies.model import wire_bytes
 from agent.policies.registry import names
 from agent.policies.setting import DEFAULT_TRADEOFF
 from agent.scenario.format import read_links
-from agent.testbed.bounds import positive, seconds, worker_stages
+from agent.testbed.bounds import MIN_SLOT_S, positive, seconds, worker_stages
 from agent.testbed.carry import carried_tasks_s
 from agent.testbed.faults import Fault, parse_faults
 
@@ -248,7 +248,7 @@ def parse_topology(obj: Any, base_dir: str = ".", path: str = "") -> Topology:
         tuple(sources), tuple(workers), tuple(links), bundle=bundle,
         backend=top.str("backend", "onnxruntime", choices=BACKENDS),
         tradeoff=top.num("tradeoff", DEFAULT_TRADEOFF, lo=0.0, hi=1.0),
-        slot_s=seconds(top, "slot_s", 2.0, lo_open=True), warmup_s=seconds(top, "warmup_s", 2.0),
+        slot_s=seconds(top, "slot_s", 2.0, lo=MIN_SLOT_S), warmup_s=seconds(top, "warmup_s", 2.0),
         thresholds=_thresholds(top, h), knobs=dict(knobs.obj),
         agent=dict(agent.obj),
         fleet=fleet, path=path, rates=top.str("rates", ""), document=obj,

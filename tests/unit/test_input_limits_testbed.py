@@ -93,6 +93,23 @@ def test_topology_times_are_at_most_a_day(key):
     assert getattr(parse_topology(obj), key) == MAX_SECONDS
 
 
+def test_a_slot_below_a_millisecond_is_refused_naming_slot_s_and_its_range(tmp_path, capsys):
+    """Rule: a tiny positive slot_s (1e-300) is refused by the topology reader naming its own
+    slot_s key and the range [0.001, 86400], not a node-config field derived from it."""
+    obj = _default()
+    obj["slot_s"] = 1e-300
+    with pytest.raises(TopologyError, match=r"^slot_s: must be in \[0.001, 86400\], got 1e-300"):
+        parse_topology(obj)
+    path = _write(tmp_path, obj)
+    rc = main(["testbed", "--topology", path, "--policies", "cf", "--rates", "1", "--duration",
+               "1", "--no-plots", "--out", str(tmp_path / "tb")])
+    err = _err(capsys)
+    assert rc == 2 and "%s: slot_s: must be in [0.001, 86400]" % path in err, err
+    assert "slot_length_s" not in err
+    obj["slot_s"] = 0.001  # the bound itself is fine
+    assert parse_topology(obj).slot_s == 0.001
+
+
 def test_rates_over_the_bounds_are_refused_naming_the_option():
     """Rule: a total rate above MAX_RATE, or one making more than MAX_TASKS tasks in a load,
     is a UsageError naming the option."""
@@ -110,6 +127,23 @@ def test_testbed_refuses_huge_rates_before_running(tmp_path, capsys, rates):
     rc = main(["testbed", "--policies", "cf", "--rates", rates, "--duration", "1", "--no-plots",
                "--out", str(tmp_path / "tb")])
     assert rc == 2 and _err(capsys).startswith("edge-agent testbed: error: --rates:")
+    assert not (tmp_path / "tb").exists()
+
+
+@pytest.mark.parametrize("rates,shown", [("1e9%", "'1e9%'"), ("5e6", "'5e6'"),
+                                         ("2,1e400", "'1e400'")])
+def test_a_rate_over_the_bound_is_quoted_as_typed_with_the_allowed_range(tmp_path, capsys,
+                                                                         rates, shown):
+    """Rule: testbed --rates with an item over MAX_RATE (tasks/s, or N% of the capacity) quotes
+    the item as the user typed it and the allowed range (0, 1e+06] tasks/s, and for N% the
+    percentage that range is; never only the rate computed from it."""
+    rc = main(["testbed", "--policies", "cf", "--rates", rates, "--duration", "1", "--no-plots",
+               "--out", str(tmp_path / "tb")])
+    err = _err(capsys)
+    assert rc == 2 and err.startswith("edge-agent testbed: error: --rates: %s must be in "
+                                      "(0, 1e+06] tasks/s" % shown), err
+    if rates.endswith("%"):
+        assert re.search(r"up to [0-9.e+]+% of the capacity, [0-9.]+ tasks/s\)$", err), err
     assert not (tmp_path / "tb").exists()
 
 
