@@ -41,6 +41,7 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple
 
 from agent.config.checks import short
 from agent.config.fields import is_finite
+from agent.config.jsonfile import loads
 from agent.errors import UsageError
 from agent.ops.atomic import write_atomic
 
@@ -254,9 +255,11 @@ def load_profile(path: str) -> Profile:
         raise ProfileError("%s: larger than %d bytes; not a calibration profile"
                            % (path, PROFILE_MAX_BYTES))
     try:  # UnicodeDecodeError is a ValueError: a binary file is "not JSON" too
-        obj = json.loads(raw.decode("utf-8"))
-    except ValueError as exc:
+        obj = loads(raw.decode("utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ProfileError("%s: not valid JSON: %s" % (path, exc))
+    except ValueError as exc:  # an integer of more digits than any field holds
+        raise ProfileError("%s: %s" % (path, exc))
     except RecursionError:
         raise ProfileError("%s: not valid JSON here (nested too deep)" % path) from None
     return parse_profile(obj, path)

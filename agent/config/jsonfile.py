@@ -4,13 +4,52 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any, Type
+from typing import Any, List, Type
 
 from agent.errors import UsageError
 from agent.ops.files import FileFault, read_text
 
 # a generated scenario of thousands of nodes is a few MB; far beyond this is not one of ours
 JSON_MAX_BYTES = 256 * 1024 * 1024
+# digits of the longest integer read as a number: Python's own limit for int(text) (3.11, and
+# security releases before), applied on every version
+INT_MAX_DIGITS = 4300
+
+
+class _HugeInt:
+    """An integer of more than INT_MAX_DIGITS digits as read (never converted)."""
+
+    def __init__(self, digits: int):
+        self.digits = digits
+
+
+def loads(text: str) -> Any:
+    """``json.loads``, refusing an integer of more than INT_MAX_DIGITS digits with a
+    ``ValueError`` naming where it is (``entries[0].samples: number too large, ...``) instead
+    of Python's hint about ``sys.set_int_max_str_digits``."""
+    huge: List[_HugeInt] = []
+
+    def parse_int(digits: str) -> Any:
+        n = len(digits.lstrip("-"))
+        if n <= INT_MAX_DIGITS:
+            return int(digits)
+        huge.append(_HugeInt(n))
+        return huge[-1]
+
+    obj = json.loads(text, parse_int=parse_int)
+    if huge:  # found, then located (iteratively: a deep document cannot exhaust the stack)
+        todo = [(obj, "")]
+        while todo:
+            value, where = todo.pop()
+            if value is huge[0]:
+                raise ValueError("%snumber too large, got an integer of %d digits (at most %d)"
+                                 % (where + ": " if where else "", value.digits, INT_MAX_DIGITS))
+            if isinstance(value, dict):
+                todo.extend((v, "%s.%s" % (where, k) if where else str(k))
+                            for k, v in value.items())
+            elif isinstance(value, list):
+                todo.extend((v, "%s[%d]" % (where, i)) for i, v in enumerate(value))
+    return obj
 
 
 def read_json_file(path: str, error: Type[UsageError], what: str) -> Any:
@@ -24,11 +63,11 @@ def read_json_file(path: str, error: Type[UsageError], what: str) -> Any:
     except FileFault as exc:
         raise error(str(exc)) from None
     try:
-        return json.loads(text)
+        return loads(text)
     except json.JSONDecodeError as exc:
         raise error("%s: not valid JSON (line %d, column %d: %s)"
                     % (path, exc.lineno, exc.colno, exc.msg)) from None
-    except ValueError as exc:  # an integer of more digits than Python converts
-        raise error("%s: not valid JSON here (%s)" % (path, str(exc).split("; use sys.")[0])) from None
+    except ValueError as exc:  # an integer of more digits than any field holds
+        raise error("%s: %s" % (path, exc)) from None
     except RecursionError:
         raise error("%s: not valid JSON here (nested too deep)" % path) from None

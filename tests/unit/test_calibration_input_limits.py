@@ -77,3 +77,23 @@ def test_a_profile_entry_with_a_stage_below_1_or_escape_codes_is_refused(field, 
     with pytest.raises(ProfileError, match=says):
         parse_profile({"format": "edge-agent-calibration-profile", "version": 1,
                        "entries": [entry]})
+
+
+@pytest.mark.parametrize("field", ["samples", "capacity_flops"])
+def test_an_integer_of_more_than_4300_digits_is_a_number_too_large(tmp_path, capsys, field):
+    """Rule: an integer of more digits than Python converts (4300) in a profile is 'number too
+    large' naming the field, on every Python version (3.8 has no such limit), and `calibrate
+    --show` says so in one line, without Python's sys.set_int_max_str_digits hint."""
+    entry = {"board": "b", "l4t": "1", "power_mode": "M", "stage": 1, "stage_sha256": "a" * 64,
+             "backend": "onnxruntime", "precision": "fp32", "flops": 1.0, "samples": 1,
+             "service_time_median_s": 0.1, "service_time_p90_s": 0.1, "capacity_flops": 1,
+             "measured_at": "t"}
+    text = json.dumps({"format": "edge-agent-calibration-profile", "version": 1,
+                       "entries": [entry]}).replace('"%s": 1' % field, '"%s": 1' % field + "0" * 5000)
+    path = _profile(tmp_path, text)
+    with pytest.raises(ProfileError, match=r"entries\[0\]\.%s: number too large, got an integer "
+                                           r"of 5001 digits \(at most 4300\)" % field):
+        load_profile(path)
+    assert main(["calibrate", "--show", "--profile", path]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "number too large" in err and "set_int_max" not in err

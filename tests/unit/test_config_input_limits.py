@@ -52,12 +52,18 @@ def test_a_config_integer_of_too_many_digits_is_a_config_error(tmp_path):
     assert "\n" not in str(info.value) and "sys." not in str(info.value)
 
 
-def test_a_json_integer_of_too_many_digits_is_a_usage_error(tmp_path):
-    """Rule: read_json_file turns Python's integer-digit limit into the file's own error."""
+def test_a_json_integer_of_too_many_digits_is_a_usage_error_naming_where(tmp_path):
+    """Rule: read_json_file refuses an integer of more digits than Python converts (4300, on
+    every Python version) as the file's own one-line error naming the field, without
+    Python's sys.set_int_max_str_digits hint."""
     path = tmp_path / "s.json"
-    path.write_text('{"a": %s}' % ("1" * 5000))
-    with pytest.raises(UsageError, match="not valid JSON here"):
+    path.write_text('{"a": [1, {"b": -%s}]}' % ("1" * 5000))
+    with pytest.raises(UsageError) as info:
         read_json_file(str(path), UsageError, "scenario")
+    assert str(info.value) == "%s: a[1].b: number too large, got an integer of 5000 digits " \
+        "(at most 4300)" % path
+    path.write_text('{"a": %s}' % ("1" * 4300))  # the longest that converts: read as it is
+    assert read_json_file(str(path), UsageError, "scenario") == {"a": int("1" * 4300)}
 
 
 @pytest.mark.parametrize("endpoint", ["tcp://[::1:17572", "tcp://::1]:5", "tcp://not a host!:17572",
