@@ -56,9 +56,8 @@ Optional fields (type-checked when present; absent means the default in brackets
                   "overload", "deadline", "bad_input", "crash"): on every answer a source sends
                   to a local client; a non-completed answer has cls -1, confidence 0.0,
                   exit_stage 0 and the client's own id ["completed", ""];
-                  detail str (a non-completed answer's one-line explanation for the person
-                  at the client: what was wrong with the input and what the source takes;
-                  never parsed) [""];
+                  detail str (a refused input's one-line explanation for the person at the
+                  client, e.g. what stage 1 takes; never parsed) [""];
                   level int (MLCI: the level that answered) [none]
     HEARTBEAT     no_route int (0: this node can reach every stage after its own; else the
                   first stage it has no live route to: it refuses new tasks meanwhile) [0]
@@ -194,12 +193,10 @@ def answer_fields(client_id: str, source: str, outcome: str, reason: str,
     when given, a ``detail`` line for the person at the client."""
     if outcome not in OUTCOMES or outcome == "completed":
         raise ValueError("outcome %r is not one of %s" % (outcome, ", ".join(OUTCOMES[1:])))
-    out = {"id": client_id, "attempt": 0, "source": source, "exit_stage": 0, "cls": -1,
-           "confidence": 0.0, "worker": "", "hops": 0, "resends": 0, "created": float(created),
-           "outcome": outcome, "reason": reason}
-    if detail:
-        out["detail"] = detail
-    return out
+    return dict({"id": client_id, "attempt": 0, "source": source, "exit_stage": 0, "cls": -1,
+                 "confidence": 0.0, "worker": "", "hops": 0, "resends": 0,
+                 "created": float(created), "outcome": outcome, "reason": reason},
+                **({"detail": detail} if detail else {}))
 
 
 def topic(node_id: str) -> bytes:
