@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import threading
 from http.server import ThreadingHTTPServer
-from typing import Any, Optional, Tuple
+from typing import Any, Dict, Optional, Tuple
 
 log = logging.getLogger(__name__)
 
@@ -93,23 +93,35 @@ class AgentMetrics:
                                        registry=r)
         self._info = Gauge("edge_agent_node_info", "Always 1; the labels say what this agent is "
                            "(stage 0: a source)", ["node", "role", "stage", "policy"], registry=r)
+        self._service_child = self._service.labels(self.node_id)
+        self._children: Dict[Tuple[Any, Any], Any] = {}  # (metric, label) -> series (_child)
         self._power_lock = threading.Lock()
         self._power_mode = None  # type: Optional[str]
         self._server = None  # type: Optional[ThreadingHTTPServer]
         self._thread = None  # type: Optional[threading.Thread]
 
     # ------------------------------------------------------------ updates
+    def _child(self, metric: Any, label: Any) -> Any:
+        """``metric``'s series for (this node, ``label``), looked up once: ``labels()`` takes a
+        lock and builds its key on every call, about 1 us, and the per-task series are
+        updated several times per task (labels here come from fixed sets: stages, reasons)."""
+        key = (metric, label)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(self.node_id, str(label))
+        return child
+
     def task_in(self, stage) -> None:
         """Count a task received for ``stage``."""
-        self._tasks_in.labels(self.node_id, str(stage)).inc()
+        self._child(self._tasks_in, stage).inc()
 
     def task_out(self, stage) -> None:
         """Count a task passed on after ``stage``."""
-        self._tasks_out.labels(self.node_id, str(stage)).inc()
+        self._child(self._tasks_out, stage).inc()
 
     def task_exited(self, stage) -> None:
         """Count a task that exited at ``stage``."""
-        self._tasks_exited.labels(self.node_id, str(stage)).inc()
+        self._child(self._tasks_exited, stage).inc()
 
     def queue_length(self, name: str, n: int) -> None:
         """Set the length of the queue ``name`` ("input" or "output")."""
@@ -117,7 +129,7 @@ class AgentMetrics:
 
     def service_time(self, seconds: float) -> None:
         """Observe one engine service time."""
-        self._service.labels(self.node_id).observe(seconds)
+        self._service_child.observe(seconds)
 
     def capacity(self, flops: float) -> None:
         """Set the current capacity estimate (FLOP/s)."""
@@ -133,7 +145,7 @@ class AgentMetrics:
 
     def dropped(self, reason: str) -> None:
         """Count a dropped frame, by reason (e.g. "bad_header", "bad_version", "deadline")."""
-        self._dropped.labels(self.node_id, str(reason)).inc()
+        self._child(self._dropped, reason).inc()
 
     def write_failed(self, what: str, n: int = 1) -> None:
         """Count failed writes of ``what`` ("records", "journal", "state", "rotation")."""
@@ -141,7 +153,7 @@ class AgentMetrics:
 
     def refused(self, reason: str) -> None:
         """Count a task refused here (worker) or rejected (source), by reason."""
-        self._refused.labels(self.node_id, str(reason)).inc()
+        self._child(self._refused, reason).inc()
 
     def node_info(self, role: str, stage: int, policy: str) -> None:
         """Say what this agent is (``edge-agent status`` reads it where no manifest does)."""

@@ -81,3 +81,33 @@ def test_null_metrics_has_the_same_methods_and_does_nothing():
                 == inspect.signature(getattr(AgentMetrics, name)).parameters.keys()), name
     _exercise(n)
     assert n.serve() is None
+
+
+def test_per_task_series_looked_up_once_count_as_the_exported_ones():
+    """Rule: the per-task updates (tasks in/out/exited, service time, drops, refusals) keep
+    their labelled series after the first call; the exported samples still count every call,
+    each label value on its own series, stage given as int or text alike."""
+    reg = CollectorRegistry()
+    m = AgentMetrics("w", registry=reg)
+    for _ in range(3):
+        m.task_in(2)
+        m.task_out(2)
+        m.task_exited(3)
+        m.service_time(0.5)
+        m.dropped("deadline")
+        m.refused("overload")
+    m.task_in("2")
+    m.dropped("bad_header")
+
+    def value(name, **labels):
+        return reg.get_sample_value(name, dict(node="w", **labels))
+
+    assert value("edge_agent_tasks_in_total", stage="2") == 4.0
+    assert value("edge_agent_tasks_out_total", stage="2") == 3.0
+    assert value("edge_agent_tasks_exited_total", stage="3") == 3.0
+    assert value("edge_agent_tasks_exited_total", stage="2") is None
+    assert value("edge_agent_service_time_seconds_count") == 3.0
+    assert value("edge_agent_service_time_seconds_sum") == 1.5
+    assert value("edge_agent_dropped_frames_total", reason="deadline") == 3.0
+    assert value("edge_agent_dropped_frames_total", reason="bad_header") == 1.0
+    assert value("edge_agent_tasks_refused_total", reason="overload") == 3.0
