@@ -16,7 +16,9 @@ gets no answer; the source counts the refusal as ``client_refused``)::
 Every call returns an ``Answer``: ``outcome`` is "completed", or "rejected" / "lost" / "error"
 with a ``reason`` (from the source, e.g. "overload", "deadline"; or "no answer within N s" when
 nothing came back) and, for an input the source refused, a ``detail`` line saying what was
-wrong with it (e.g. "input float64 (1, 28, 28); stage 1 takes float32 (1, 1, 28, 28)"). ``AsyncClient`` is the asyncio variant (``await client.infer(x)``, many in
+wrong with it (e.g. "input float64 (1, 28, 28); stage 1 takes float32 (1, 1, 28, 28)").
+``Client.check_connection`` tells, before the first input, a refused connection or key from
+a running source. ``AsyncClient`` is the asyncio variant (``await client.infer(x)``, many in
 flight at once).
 
 Of the agent, only ``agent.protocol.wire`` (numpy and msgpack) and the key-file readers of
@@ -200,9 +202,8 @@ class Client(_Base):
                             "the source's client_keys_dir)")
                 if event in (zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL,
                              zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL):
-                    return ("the handshake with the source failed: a CURVE endpoint needs --key "
-                            "and --server-key, and the server key must be the source's public "
-                            "key")
+                    return ("the handshake with the source failed: a CURVE endpoint needs "
+                            "this client's keys, and the source's public key as the server key")
                 if event == zmq.EVENT_CONNECT_RETRIED:
                     refused = True
                 elif event == zmq.EVENT_CONNECTED:
