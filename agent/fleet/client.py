@@ -144,6 +144,46 @@ def task_frames(x: np.ndarray, tid: str, source: str) -> List[Any]:
     return wire.encode(wire.Kind.TASK, source, fields, [x])
 
 
+def handshake_problem(mon: zmq.Socket, wait_s: float, curve: bool) -> str:
+    """Read a connecting socket's monitor ``mon`` for up to ``wait_s`` seconds: "" once a
+    handshake succeeded (or when nothing was decided), else the cause, in words: nothing
+    listening (the last attempt refused), an address that cannot be resolved or opened (an
+    attempt retried without one under way), a refused client key, or a handshake the other
+    end closed (with ``curve``: a wrong server key; without: no source, or a CURVE one)."""
+    from zmq.utils.monitor import recv_monitor_message
+
+    state, trying = "", False
+    deadline = time.monotonic() + wait_s
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0 or not mon.poll(max(1, int(math.ceil(left * 1000)))):
+            break
+        event = recv_monitor_message(mon)["event"]
+        if event == zmq.EVENT_HANDSHAKE_SUCCEEDED:
+            return ""
+        if event == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
+            return ("the source refused this client's key (its public key must be in the "
+                    "source's client_keys_dir)")
+        if event in (zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL, zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL):
+            return ("the CURVE handshake failed: is the server key the source's public key, "
+                    "and does the source run CURVE?" if curve else
+                    "the other end closed the connection during the handshake: not a source's "
+                    "client endpoint, or a CURVE one (it needs this client's keys)")
+        if event == zmq.EVENT_CONNECT_DELAYED:  # a TCP connect under way
+            trying = True
+        elif event == zmq.EVENT_CONNECT_RETRIED:
+            state, trying = ("refused" if trying else "unreachable"), False
+        elif event == zmq.EVENT_CONNECTED:
+            state = ""
+    if state == "refused":
+        return ("nothing listens there (connection refused after %g s): is the source running, "
+                "and the endpoint right?" % wait_s)
+    if state == "unreachable":
+        return ("the address cannot be resolved or opened (a host name that does not resolve, "
+                "or an ipc path with nothing there?)")
+    return ""
+
+
 class _Base:
     def __init__(self, ctx: zmq.Context, endpoint: str, keys: Optional[ClientKeys],
                  name: str, timeout_s: float):
@@ -151,8 +191,10 @@ class _Base:
         self.name = name
         self.timeout_s = float(timeout_s)
         self.sent_at: Dict[str, float] = {}
+        self.curve = keys is not None  # the endpoint is a CURVE server
         self.sock = ctx.socket(zmq.DEALER)
         self.sock.setsockopt(zmq.LINGER, 0)
+        self.sock.setsockopt(zmq.IPV6, 1)  # an IPv6 endpoint connects; IPv4 ones as before
         if keys is not None:
             keys.apply(self.sock)
         self.sock.connect(endpoint)
@@ -173,48 +215,26 @@ class Client(_Base):
     def check_connection(self, wait_s: float) -> str:
         """Watch the connection to the source for up to ``wait_s`` seconds, before anything is
         sent: "" once the handshake succeeded (or nothing decided within ``wait_s``: a slow or
-        filtered network, left to the answer timeout), else why no input could get through:
-        nothing listens at the endpoint (refused the whole time), the source refused this
-        client's key, or the CURVE handshake failed (a wrong server key, or CURVE on one side
-        only). A source that starts within ``wait_s`` is found (ZeroMQ keeps reconnecting).
+        filtered network, left to the answer timeout), else why no input could get through
+        (``handshake_problem``). A source that starts within ``wait_s`` is found (ZeroMQ
+        keeps reconnecting).
 
         The socket connects again under a monitor (a handshake done before it was watched
         would never be reported), so call this before ``send``."""
-        from zmq.utils.monitor import recv_monitor_message
-
+        if not 0 <= wait_s < math.inf:
+            raise ValueError("wait_s must be a finite number >= 0, got %r" % (wait_s,))
         if self.sent_at:
             raise RuntimeError("check_connection reconnects: call it before sending")
-        mon = self.sock.get_monitor_socket()
-        self.sock.disconnect(self.endpoint)
-        self.sock.connect(self.endpoint)
-        refused = False
+        mon = None
         try:
-            deadline = time.monotonic() + wait_s
-            while True:
-                left = deadline - time.monotonic()
-                if left <= 0 or not mon.poll(max(1, int(math.ceil(left * 1000)))):
-                    break
-                event = recv_monitor_message(mon)["event"]
-                if event == zmq.EVENT_HANDSHAKE_SUCCEEDED:
-                    return ""
-                if event == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
-                    return ("the source refused this client's key (its public key must be in "
-                            "the source's client_keys_dir)")
-                if event in (zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL,
-                             zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL):
-                    return ("the handshake with the source failed: a CURVE endpoint needs "
-                            "this client's keys, and the source's public key as the server key")
-                if event == zmq.EVENT_CONNECT_RETRIED:
-                    refused = True
-                elif event == zmq.EVENT_CONNECTED:
-                    refused = False
-        finally:
-            self.sock.disable_monitor()
-            mon.close(0)
-        if refused:
-            return ("nothing listens there (connection refused for %g s): is the source "
-                    "running, and the endpoint right?" % wait_s)
-        return ""
+            mon = self.sock.get_monitor_socket()
+            self.sock.disconnect(self.endpoint)
+            self.sock.connect(self.endpoint)
+            return handshake_problem(mon, wait_s, self.curve)
+        finally:  # an open monitor would block the context's term() for ever
+            if mon is not None:
+                self.sock.disable_monitor()
+                mon.close(0)
 
     def send(self, x: np.ndarray, tid: Optional[str] = None) -> str:
         """Send one input without waiting; returns its task id (see ``receive``)."""

@@ -168,6 +168,7 @@ class Transport:
     def _socket(self, kind: int) -> zmq.Socket:
         s = self.ctx.socket(kind)
         s.setsockopt(zmq.LINGER, 0)
+        s.setsockopt(zmq.IPV6, 1)  # the IPv6 endpoints a config may name work (dual stack)
         # ZeroMQ cuts off (disconnects) a peer sending frames above twice the limit, so memory
         # stays bounded; messages between the limit and that reach the loop and are counted.
         s.setsockopt(zmq.MAXMSGSIZE, 2 * self.max_message_bytes + 65536)
