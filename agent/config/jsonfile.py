@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from typing import Any, List, Type
 
 from agent.errors import UsageError
@@ -28,10 +29,13 @@ def loads(text: str) -> Any:
     ``ValueError`` naming where it is (``entries[0].samples: number too large, ...``) instead
     of Python's hint about ``sys.set_int_max_str_digits``."""
     huge: List[_HugeInt] = []
+    # a lower limit set for this interpreter (PYTHONINTMAXSTRDIGITS; 0: none) applies too
+    limit = min(INT_MAX_DIGITS, getattr(sys, "get_int_max_str_digits", lambda: 0)()
+                or INT_MAX_DIGITS)
 
     def parse_int(digits: str) -> Any:
         n = len(digits.lstrip("-"))
-        if n <= INT_MAX_DIGITS:
+        if n <= limit:
             return int(digits)
         huge.append(_HugeInt(n))
         return huge[-1]
@@ -41,9 +45,9 @@ def loads(text: str) -> Any:
         todo = [(obj, "")]
         while todo:
             value, where = todo.pop()
-            if value is huge[0]:
+            if isinstance(value, _HugeInt):  # (one a repeated key replaced may be gone)
                 raise ValueError("%snumber too large, got an integer of %d digits (at most %d)"
-                                 % (where + ": " if where else "", value.digits, INT_MAX_DIGITS))
+                                 % (where + ": " if where else "", value.digits, limit))
             if isinstance(value, dict):
                 todo.extend((v, "%s.%s" % (where, k) if where else str(k))
                             for k, v in value.items())

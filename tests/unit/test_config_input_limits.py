@@ -62,6 +62,10 @@ def test_a_json_integer_of_too_many_digits_is_a_usage_error_naming_where(tmp_pat
         read_json_file(str(path), UsageError, "scenario")
     assert str(info.value) == "%s: a[1].b: number too large, got an integer of 5000 digits " \
         "(at most 4300)" % path
+    # a repeated key replacing the first long integer: the one left is still found
+    path.write_text('{"b": %s, "b": 2, "c": [%s]}' % ("1" * 5000, "2" * 4301))
+    with pytest.raises(UsageError, match=r": c\[0\]: number too large, got an integer of 4301"):
+        read_json_file(str(path), UsageError, "scenario")
     path.write_text('{"a": %s}' % ("1" * 4300))  # the longest that converts: read as it is
     assert read_json_file(str(path), UsageError, "scenario") == {"a": int("1" * 4300)}
 
