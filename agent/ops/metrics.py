@@ -93,7 +93,7 @@ class AgentMetrics:
                                        registry=r)
         self._info = Gauge("edge_agent_node_info", "Always 1; the labels say what this agent is "
                            "(stage 0: a source)", ["node", "role", "stage", "policy"], registry=r)
-        self._service_child = self._service.labels(self.node_id)
+        self._service_child: Any = None  # the service-time series, once observed
         self._children: Dict[Tuple[Any, Any], Any] = {}  # (metric, label) -> series (_child)
         self._power_lock = threading.Lock()
         self._power_mode = None  # type: Optional[str]
@@ -105,10 +105,10 @@ class AgentMetrics:
         """``metric``'s series for (this node, ``label``), looked up once: ``labels()`` takes a
         lock and builds its key on every call, about 1 us, and the per-task series are
         updated several times per task (labels here come from fixed sets: stages, reasons)."""
-        key = (metric, label)
+        key = (metric, label if type(label) is str else str(label))  # 2 and 2.0 hash alike
         child = self._children.get(key)
         if child is None:
-            child = self._children[key] = metric.labels(self.node_id, str(label))
+            child = self._children[key] = metric.labels(self.node_id, key[1])
         return child
 
     def task_in(self, stage) -> None:
@@ -129,6 +129,8 @@ class AgentMetrics:
 
     def service_time(self, seconds: float) -> None:
         """Observe one engine service time."""
+        if self._service_child is None:  # made at the first (a source never has one)
+            self._service_child = self._service.labels(self.node_id)
         self._service_child.observe(seconds)
 
     def capacity(self, flops: float) -> None:

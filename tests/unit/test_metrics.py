@@ -89,6 +89,8 @@ def test_per_task_series_looked_up_once_count_as_the_exported_ones():
     each label value on its own series, stage given as int or text alike."""
     reg = CollectorRegistry()
     m = AgentMetrics("w", registry=reg)
+    # no service-time series before a service time (a source never exports one)
+    assert reg.get_sample_value("edge_agent_service_time_seconds_count", {"node": "w"}) is None
     for _ in range(3):
         m.task_in(2)
         m.task_out(2)
