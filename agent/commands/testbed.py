@@ -117,6 +117,8 @@ def parse_rates(text: str, capacity_tasks_s: float, what: str = "--rates") -> Li
                 " (up to %.4g%% of the capacity, %.4g tasks/s)" % (
                     MAX_RATE / capacity_tasks_s * 100.0, capacity_tasks_s)) if pct else ""))
         v = round(rate, 2)
+        if not v > 0:  # the runs and their folders name rates to 0.01 tasks/s
+            raise UsageError("%s: %r is %.3g tasks/s, below 0.01" % (what, item, rate))
         if v in out:
             raise UsageError("%s: %r gives %g tasks/s twice" % (what, text, v))
         out.append(v)

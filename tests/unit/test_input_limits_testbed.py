@@ -143,7 +143,19 @@ def test_a_rate_over_the_bound_is_quoted_as_typed_with_the_allowed_range(tmp_pat
     assert rc == 2 and err.startswith("edge-agent testbed: error: --rates: %s must be in "
                                       "(0, 1e+06] tasks/s" % shown), err
     if rates.endswith("%"):
-        assert re.search(r"up to [0-9.e+]+% of the capacity, [0-9.]+ tasks/s\)$", err), err
+        assert re.search(r"up to [0-9.e+]+% of the capacity, [0-9.e+]+ tasks/s\)$", err), err
+    assert not (tmp_path / "tb").exists()
+
+
+@pytest.mark.parametrize("rates", ["0.001", "1e-9%"])
+def test_a_rate_that_rounds_to_zero_is_refused_as_typed(tmp_path, capsys, rates):
+    """Rule: runs are named by their rate to 0.01 tasks/s: a rate below that (it rounded to a
+    run of 0 tasks/s) is one line quoting the item, before anything runs."""
+    rc = main(["testbed", "--policies", "cf", "--rates", rates, "--duration", "1", "--no-plots",
+               "--out", str(tmp_path / "tb")])
+    err = _err(capsys)
+    assert rc == 2 and err.startswith("edge-agent testbed: error: --rates: %r is " % rates) \
+        and err.endswith("tasks/s, below 0.01"), err
     assert not (tmp_path / "tb").exists()
 
 
