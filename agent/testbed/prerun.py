@@ -22,6 +22,23 @@ def check_tiers(topo, policies) -> None:
                          % (topo.path or "given", ", ".join(tiered), ", ".join(wrong)))
 
 
+def check_slot(topo) -> None:
+    """A slot must hold its configuration phase; said with the topology's own fields (the
+    agents' configs would name their derived ``slot_length_s``)."""
+    from agent.config.node import NodeConfig
+
+    got = {k: topo.agent.get(k, getattr(NodeConfig, k)) for k in ("rounds_per_slot",
+                                                                   "round_interval_s")}
+    if not all(type(v) in (int, float) for v in got.values()):
+        return  # not numbers: the agents' own check names them
+    phase_s = got["rounds_per_slot"] * got["round_interval_s"]
+    if phase_s >= topo.slot_s:
+        raise UsageError("%s: slot_s: %g s must be longer than the configuration phase, %g s (%s)"
+                         % (topo.path or "topology", topo.slot_s, phase_s, " x ".join(
+                             ("agent.%s %g%s" if k in topo.agent else "%s %g%s (the default)")
+                             % (k, v, " s" if k.endswith("_s") else "") for k, v in got.items())))
+
+
 def check_node_configs(topo, bundle, policies, rates, duration_s: float, seed: int) -> None:
     """Every agent's config of every policy, parsed and its policy made as the run will, before
     the run folder exists: a bad agent field, id, knob or placement (a DIMEE worker in no tier)
@@ -35,6 +52,7 @@ def check_node_configs(topo, bundle, policies, rates, duration_s: float, seed: i
 
         client_keys(topo, fleet_settings(topo))
         return
+    check_slot(topo)
     from agent.node.build import build_view, check_config, configured_policy, open_exit_profile
 
     ports = list(range(20000, 20000 + 2 * len(topo.node_ids())))  # checked, never bound

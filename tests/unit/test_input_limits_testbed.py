@@ -147,6 +147,24 @@ def test_a_rate_over_the_bound_is_quoted_as_typed_with_the_allowed_range(tmp_pat
     assert not (tmp_path / "tb").exists()
 
 
+def test_a_slot_shorter_than_its_configuration_phase_names_the_topology_fields(tmp_path, capsys):
+    """Rule: a topology slot_s within range but not longer than the configuration phase
+    (rounds_per_slot x round_interval_s, from its "agent" block or the agents' defaults) is one
+    line naming slot_s and where each factor comes from, not a derived node-config field."""
+    obj = _default()
+    obj["slot_s"] = 0.5
+    obj["agent"]["rounds_per_slot"] = 30
+    obj["agent"].pop("round_interval_s", None)
+    path = _write(tmp_path, obj)
+    rc = main(["testbed", "--topology", path, "--policies", "cf", "--rates", "1",
+               "--duration", "1", "--no-plots", "--out", str(tmp_path / "tb")])
+    err = _err(capsys)
+    assert rc == 2 and err == ("edge-agent testbed: error: %s: slot_s: 0.5 s must be longer than "
+                               "the configuration phase, 1.5 s (agent.rounds_per_slot 30 x "
+                               "round_interval_s 0.05 s (the default))" % path), err
+    assert not (tmp_path / "tb").exists()
+
+
 @pytest.mark.parametrize("rates", ["0.001", "1e-9%"])
 def test_a_rate_that_rounds_to_zero_is_refused_as_typed(tmp_path, capsys, rates):
     """Rule: runs are named by their rate to 0.01 tasks/s: a rate below that (it rounded to a
