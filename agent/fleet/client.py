@@ -147,12 +147,11 @@ def task_frames(x: np.ndarray, tid: str, source: str) -> List[Any]:
 def handshake_problem(mon: zmq.Socket, wait_s: float, curve: bool) -> str:
     """Read a connecting socket's monitor ``mon`` for up to ``wait_s`` seconds: "" once a
     handshake succeeded (or when nothing was decided), else the cause, in words: nothing
-    listening (the last attempt refused), an address that cannot be resolved or opened (an
-    attempt retried without one under way), a refused client key, or a handshake the other
-    end closed (with ``curve``: a wrong server key; without: no source, or a CURVE one)."""
+    listening (the last attempt retried), a refused client key, or a handshake the other end
+    closed (with ``curve``: a wrong server key; without: no source, or a CURVE one)."""
     from zmq.utils.monitor import recv_monitor_message
 
-    state, trying = "", False
+    refused = False
     deadline = time.monotonic() + wait_s
     while True:
         left = deadline - time.monotonic()
@@ -169,18 +168,34 @@ def handshake_problem(mon: zmq.Socket, wait_s: float, curve: bool) -> str:
                     "and does the source run CURVE?" if curve else
                     "the other end closed the connection during the handshake: not a source's "
                     "client endpoint, or a CURVE one (it needs this client's keys)")
-        if event == zmq.EVENT_CONNECT_DELAYED:  # a TCP connect under way
-            trying = True
-        elif event == zmq.EVENT_CONNECT_RETRIED:
-            state, trying = ("refused" if trying else "unreachable"), False
+        if event == zmq.EVENT_CONNECT_RETRIED:
+            refused = True
         elif event == zmq.EVENT_CONNECTED:
-            state = ""
-    if state == "refused":
+            refused = False
+    if refused:
         return ("nothing listens there (connection refused after %g s): is the source running, "
                 "and the endpoint right?" % wait_s)
-    if state == "unreachable":
-        return ("the address cannot be resolved or opened (a host name that does not resolve, "
-                "or an ipc path with nothing there?)")
+    return ""
+
+
+def address_problem(endpoint: str) -> str:
+    """Why ``endpoint`` cannot be reached whatever runs there ("" when it may be): a tcp host
+    name that does not resolve, an ipc path with nothing at it. (ZeroMQ only retries such an
+    address, which its monitor tells apart from a refused one on no platform.)"""
+    import socket
+
+    scheme, _, rest = endpoint.partition("://")
+    if scheme == "ipc":
+        if rest.startswith("@") or os.path.exists(rest):  # @: Linux's abstract namespace
+            return ""
+        return "nothing at the ipc path %s: is the source running, and the endpoint right?" % rest
+    if scheme != "tcp":
+        return ""
+    host = rest.rpartition(":")[0].strip("[]").partition("%")[0]
+    try:
+        socket.getaddrinfo(host, None, 0, socket.SOCK_STREAM)
+    except (OSError, UnicodeError):  # socket.gaierror is an OSError
+        return "the host %s does not resolve" % host
     return ""
 
 
@@ -216,8 +231,8 @@ class Client(_Base):
         """Watch the connection to the source for up to ``wait_s`` seconds, before anything is
         sent: "" once the handshake succeeded (or nothing decided within ``wait_s``: a slow or
         filtered network, left to the answer timeout), else why no input could get through
-        (``handshake_problem``). A source that starts within ``wait_s`` is found (ZeroMQ
-        keeps reconnecting).
+        (``address_problem``, ``handshake_problem``). A source that starts within ``wait_s``
+        is found (ZeroMQ keeps reconnecting).
 
         The socket connects again under a monitor (a handshake done before it was watched
         would never be reported), so call this before ``send``."""
@@ -230,7 +245,7 @@ class Client(_Base):
             mon = self.sock.get_monitor_socket()
             self.sock.disconnect(self.endpoint)
             self.sock.connect(self.endpoint)
-            return handshake_problem(mon, wait_s, self.curve)
+            return address_problem(self.endpoint) or handshake_problem(mon, wait_s, self.curve)
         finally:  # an open monitor would block the context's term() for ever
             if mon is not None:
                 self.sock.disable_monitor()
