@@ -117,14 +117,21 @@ def write_manifest(directory: str, manifest: Dict[str, Any]) -> str:
     return path
 
 
+def not_a_bundle(path: str) -> str:
+    """Why ``path`` cannot name a bundle although it exists ("" when it may): a regular file
+    other than a bundle.json (it was read as a broken manifest)."""
+    if os.path.isfile(path) and os.path.basename(path) != MANIFEST_NAME:
+        return "is a file; expected a bundle directory (holding %s)" % MANIFEST_NAME
+    return ""
+
+
 def read_manifest(path: str) -> Tuple[str, Dict[str, Any]]:
     """Return (bundle directory, parsed manifest) for a bundle directory or its bundle.json."""
     path = os.path.abspath(os.fspath(path))
+    if not_a_bundle(path):
+        raise BundleError("%s: %s or its %s" % (path, not_a_bundle(path), MANIFEST_NAME))
     if os.path.isdir(path):
         directory, manifest_path = path, os.path.join(path, MANIFEST_NAME)
-    elif os.path.isfile(path) and os.path.basename(path) != MANIFEST_NAME:
-        raise BundleError("%s: is a file; expected a bundle directory (holding %s) or its %s"
-                          % (path, MANIFEST_NAME, MANIFEST_NAME))
     else:
         directory, manifest_path = os.path.dirname(path), path
     if not os.path.exists(manifest_path):

@@ -382,9 +382,9 @@ def load_config(path: str) -> NodeConfig:
         cfg = parse_config(obj, os.path.dirname(os.path.abspath(path)))
     except ConfigError as exc:
         raise ConfigError("%s: %s" % (path, exc)) from None
-    if os.path.isfile(cfg.bundle) and os.path.basename(cfg.bundle) != "bundle.json":
-        raise ConfigError("%s: config.bundle: %s is a file; expected a bundle directory (holding "
-                          "bundle.json)" % (path, cfg.bundle))
+    from engines.bundle import not_a_bundle  # (numpy with it: every caller loads engines)
+    if not_a_bundle(cfg.bundle):
+        raise ConfigError("%s: config.bundle: %s %s" % (path, cfg.bundle, not_a_bundle(cfg.bundle)))
     if "security" not in obj:  # running unauthenticated must be a choice written down
         raise ConfigError('%s: security: missing; write security = "curve" (keys from `edge-agent '
                           'keys generate`) or security = "none" to run without authentication'
