@@ -24,6 +24,12 @@ _DOTTED_DIGITS = re.compile(r"[0-9.]+\Z", re.ASCII)
 _IPC_PATH_MAX_BYTES = 107  # sun_path of an AF_UNIX socket, less the final NUL
 
 
+def phase_fits(rounds_per_slot: float, round_interval_s: float, slot_length_s: float) -> bool:
+    """DTO-EE's configuration phase (its rounds, each at most its stall timeout) ends within
+    its slot: the one rule a node config and a testbed topology are checked by."""
+    return rounds_per_slot * round_interval_s < slot_length_s
+
+
 def short(value: object, limit: int = 60) -> str:
     """``repr(value)``, cut to about ``limit`` characters (a 20,000-character id stays one line)."""
     text = repr(value)

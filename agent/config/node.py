@@ -32,8 +32,8 @@ import os
 from dataclasses import dataclass, field, fields
 from typing import Any, Dict, Mapping, Tuple
 
-from agent.config.checks import (MAX_MESSAGE_BYTES_LIMIT, MIN_INTERVAL_S, check_endpoint,
-                                  ENGINE_THREADS_MAX, check_node_id, is_loopback_host)
+from agent.config.checks import (MAX_MESSAGE_BYTES_LIMIT, MIN_INTERVAL_S, ENGINE_THREADS_MAX,
+                                  check_endpoint, check_node_id, is_loopback_host, phase_fits)
 from agent.config.fields import REQUIRED, Fields
 from agent.config.toml_dump import to_toml
 from agent.errors import UsageError
@@ -317,7 +317,7 @@ def parse_config(obj: Any, base_dir: str = ".", where: str = "config") -> NodeCo
 
 
 def _check_consistency(cfg: NodeConfig, where: str) -> None:
-    if cfg.rounds_per_slot * cfg.round_interval_s >= cfg.slot_length_s:
+    if not phase_fits(cfg.rounds_per_slot, cfg.round_interval_s, cfg.slot_length_s):
         raise ConfigError("%s.rounds_per_slot: configuration phase (%d rounds x %g s) must be shorter "
                           "than slot_length_s = %g" % (where, cfg.rounds_per_slot,
                                                        cfg.round_interval_s, cfg.slot_length_s))

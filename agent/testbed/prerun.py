@@ -25,16 +25,17 @@ def check_tiers(topo, policies) -> None:
 def check_slot(topo) -> None:
     """A slot must hold its configuration phase; said with the topology's own fields (the
     agents' configs would name their derived ``slot_length_s``)."""
+    from agent.config.checks import phase_fits
     from agent.config.node import NodeConfig
 
     got = {k: topo.agent.get(k, getattr(NodeConfig, k)) for k in ("rounds_per_slot",
                                                                    "round_interval_s")}
     if not all(type(v) in (int, float) for v in got.values()):
         return  # not numbers: the agents' own check names them
-    phase_s = got["rounds_per_slot"] * got["round_interval_s"]
-    if phase_s >= topo.slot_s:
+    if not phase_fits(got["rounds_per_slot"], got["round_interval_s"], topo.slot_s):
         raise UsageError("%s: slot_s: %g s must be longer than the configuration phase, %g s (%s)"
-                         % (topo.path or "topology", topo.slot_s, phase_s, " x ".join(
+                         % (topo.path or "topology", topo.slot_s,
+                            got["rounds_per_slot"] * got["round_interval_s"], " x ".join(
                              ("agent.%s %g%s" if k in topo.agent else "%s %g%s (the default)")
                              % (k, v, " s" if k.endswith("_s") else "") for k, v in got.items())))
 
