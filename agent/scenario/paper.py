@@ -166,6 +166,8 @@ def paper_scenario(model: str, seed: int = 0, rate: Optional[float] = None, load
     stage, all Xavier NX in mode 15W, every source link 5.5 MB/s and worker link 15 MB/s.
     ``workers_per_stage`` > 0: that many workers on every stage instead of the paper's 4-6 (a
     scaled-up network for the scaling benches; the rest is drawn the same way).
+    ``rate``: each source's tasks/s (default the paper's). The capacities are sized at the
+    paper's rate whatever ``rate`` is, so a higher rate is a heavier load.
     """
     if model not in PAPER_MODELS:
         raise UsageError("scenario: unknown setting %r (known: %s)"
@@ -173,7 +175,8 @@ def paper_scenario(model: str, seed: int = 0, rate: Optional[float] = None, load
     if not 0 < load < 1:
         raise UsageError("--load: must be in (0, 1), got %r" % (load,))
     spec = PAPER_MODELS[model]
-    rate = spec["rate"] if rate is None else float(rate)
+    paper_rate = spec["rate"]  # the capacities are sized at this rate, whatever the sources run
+    rate = paper_rate if rate is None else float(rate)
     num_stages = len(spec["gflops"])
     rng = np.random.default_rng([seed, 0x5CE7])
     stages = tuple(Stage(g * 1e9, b * MB, a is not None and h < num_stages - 1)
@@ -200,7 +203,7 @@ def paper_scenario(model: str, seed: int = 0, rate: Optional[float] = None, load
     # scale one unit of relative speed so the busiest stage runs at `load`
     k = len(exit_stages) - 1
     remaining = exit_stats(profile, [reference_threshold] * k).remaining
-    entering = num_sources * rate * np.concatenate(([1.0], np.cumprod(remaining)[:-1]))
+    entering = num_sources * paper_rate * np.concatenate(([1.0], np.cumprod(remaining)[:-1]))
     speed = np.zeros(num_stages)
     for _, h, dev, m in drawn:
         speed[h - 1] += DEVICE_MODES[dev][m][1]
@@ -214,9 +217,10 @@ def paper_scenario(model: str, seed: int = 0, rate: Optional[float] = None, load
     comment = ("DTO-EE paper Section %s setting, %s (Table 2), seed %d. Synthetic: topology, "
                "devices and exit profile are drawn; capacities are relative Jetson speeds times "
                "%.4g FLOP/s, chosen so the busiest stage runs at %.0f%% at %.3g tasks/s per "
-               "source with thresholds %.2f." % ("4.4 (homogeneous)" if homogeneous else "4.1",
-                                                  spec["dataset"], seed, unit, load * 100, rate,
-                                                  reference_threshold))
+               "source with thresholds %.2f%s." % (
+                   "4.4 (homogeneous)" if homogeneous else "4.1", spec["dataset"], seed, unit,
+                   load * 100, paper_rate, reference_threshold,
+                   "" if rate == paper_rate else "; the sources offer %.4g tasks/s each" % rate))
     return Scenario(stages, sources, workers, tuple(Link(a, b, r) for a, b, r in links), tradeoff,
                     None, profile, {}, comment, True)
 

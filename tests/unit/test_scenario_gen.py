@@ -72,6 +72,16 @@ def test_busiest_stage_runs_at_the_requested_load():
     assert max(util) == pytest.approx(0.5)
 
 
+def test_rate_changes_the_load_not_the_capacities():
+    """``rate`` sets what the sources offer; the capacities stay sized at the paper's rate, so
+    twice the rate is twice the load (it used to rescale the capacities with it)."""
+    base = paper_scenario("paper-resnet101", seed=2, num_samples=200)
+    double = paper_scenario("paper-resnet101", seed=2, num_samples=200, rate=9.6)
+    assert [w.capacity for w in double.workers] == [w.capacity for w in base.workers]
+    assert {s.rate for s in base.sources} == {4.8} and {s.rate for s in double.sources} == {9.6}
+    assert "at 4.8 tasks/s per source" in double.comment and "offer 9.6 tasks/s" in double.comment
+
+
 def test_seeded():
     """Same seed, same scenario; another seed, another topology."""
     a, b = paper_scenario("paper-bert", seed=4), paper_scenario("paper-bert", seed=4)
