@@ -32,46 +32,82 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", "-o", default=None,
                         help="scenario JSON to write (default ./SETTING.json); the synthetic exit "
                              "profile goes next to it as NAME.exit_profile.npz")
-    parser.add_argument("--seed", type=seed_arg, default=0,
+    parser.add_argument("--seed", type=seed_arg, default=None,
                         help="seed of topology, devices and exit profile (default 0)")
     parser.add_argument("--rate", type=float, default=None,
                         help="tasks/s per source (default: the paper's, 4.8 ResNet101, 2.0 BERT; "
                              "dimee-demo(-ee) 5, mlci-demo 2.5)")
-    parser.add_argument("--load", type=float, default=0.6,
-                        help="utilisation of the busiest stage at the paper's rate, sets the FLOP/s "
-                             "of one unit of device speed (default 0.6)")
-    parser.add_argument("--sources", type=int, default=50, help="number of sources (default 50)")
-    parser.add_argument("--samples", type=int, default=10000,
+    parser.add_argument("--load", type=float, default=None,
+                        help="paper-* settings: utilisation of the busiest stage at the paper's "
+                             "rate, in (0, 1), sets the FLOP/s of one unit of device speed "
+                             "(default 0.6)")
+    parser.add_argument("--sources", type=int, default=None,
+                        help="paper-* settings: number of sources (default 50)")
+    parser.add_argument("--samples", type=int, default=None,
                         help="samples in the synthetic exit profile (default 10000)")
-    parser.add_argument("--tradeoff", type=float, default=DEFAULT_TRADEOFF,
+    parser.add_argument("--tradeoff", type=float, default=None,
                         help="weight a of delay in the utility, in [0, 1] (default %g)"
                         % DEFAULT_TRADEOFF)
     parser.add_argument("--homogeneous", action="store_true",
                         help="paper-* settings: the threshold study's setting (Section 4.4): 5 "
                              "workers per stage, all alike, equal link rates")
-    parser.add_argument("--mdi-mode", choices=("fixed", "admission", "adapt"), default="fixed",
+    parser.add_argument("--mdi-mode", choices=("fixed", "admission", "adapt"), default=None,
                         help="mdi-* settings: fixed threshold 0.8 (rate 3/s), admission control "
                              "(Alg. 3, offered 100/s) or threshold adaptation (Alg. 4, 6/s)")
-    parser.add_argument("--node-capacity", type=float, default=2.0e10,
+    parser.add_argument("--node-capacity", type=float, default=None,
                         help="mdi-* settings: FLOP/s of every node (default 2e10)")
-    parser.add_argument("--link-rate", type=float, default=12.5e6,
+    parser.add_argument("--link-rate", type=float, default=None,
                         help="mdi-* settings: bytes/s of every link (default 12.5e6)")
+
+
+# the options each family of settings takes (besides the setting, --out and --rate), with the
+# default it gets when not given: an option given to a setting that has no use for it is refused
+_OPTIONS = {
+    "paper": {"seed": 0, "load": 0.6, "sources": 50, "samples": 10000,
+              "tradeoff": DEFAULT_TRADEOFF, "homogeneous": False},
+    "mdi": {"seed": 0, "samples": 10000, "tradeoff": DEFAULT_TRADEOFF, "mdi_mode": "fixed",
+            "node_capacity": 2.0e10, "link_rate": 12.5e6},
+    "tiered": {},
+}
+
+
+def _family(setting: str) -> str:
+    if setting in TIERED_SETTINGS:
+        return "tiered"
+    return "mdi" if setting.startswith("mdi-") else "paper"
+
+
+def _fill_defaults(args: argparse.Namespace) -> None:
+    """Refuse an option ``args.setting`` does not use (it would be ignored without a word);
+    give the others their defaults."""
+    family = _family(args.setting)
+    takes = _OPTIONS[family]
+    for name in sorted(set().union(*_OPTIONS.values())):
+        value = getattr(args, name)
+        if name in takes:
+            if value is None or value is False:
+                setattr(args, name, takes[name])
+        elif value is not None and value is not False:
+            users = " and ".join(f + "-*" for f in _OPTIONS if name in _OPTIONS[f])
+            raise UsageError("--%s: applies to %s settings, not %s"
+                             % (name.replace("_", "-"), users, args.setting))
 
 
 def _check_numbers(args: argparse.Namespace) -> None:
     """Every number finite and in its range, before anything is generated or written."""
-    if args.sources < 1:
+    _fill_defaults(args)  # None from here on: an option this setting does not take
+    if args.sources is not None and args.sources < 1:
         raise UsageError("--sources: must be >= 1, got %d" % args.sources)
-    if args.samples < 10:
+    if args.samples is not None and args.samples < 10:
         raise UsageError("--samples: must be >= 10, got %d" % args.samples)
-    positive = ["rate", "load"] + (["node_capacity", "link_rate"]
-                                   if args.setting.startswith("mdi-") else [])
-    for name in positive:
+    for name in ("rate", "node_capacity", "link_rate"):
         value = getattr(args, name)
         if value is not None and not (math.isfinite(value) and value > 0):
             raise UsageError("--%s: must be a finite number > 0, got %r"
                              % (name.replace("_", "-"), value))
-    if not 0.0 <= args.tradeoff <= 1.0:
+    if args.load is not None and not 0 < args.load < 1:  # nan fails too
+        raise UsageError("--load: must be in (0, 1), got %r" % args.load)
+    if args.tradeoff is not None and not 0.0 <= args.tradeoff <= 1.0:
         raise UsageError("--tradeoff: must be in [0, 1], got %r" % args.tradeoff)
 
 

@@ -130,19 +130,43 @@ def test_scenario_refuses_a_directory_where_its_exit_profile_goes(work, capsys):
     assert not os.path.exists("s.json")
 
 
-@pytest.mark.parametrize("setting,option,value", [
-    ("paper-resnet101", "--rate", "inf"), ("paper-resnet101", "--rate", "nan"),
-    ("paper-resnet101", "--load", "inf"), ("paper-resnet101", "--load", "0"),
-    ("mdi-local", "--link-rate", "inf"), ("mdi-local", "--node-capacity", "nan"),
-    ("mdi-local", "--rate", "-1"),
+@pytest.mark.parametrize("setting,option,value,want", [
+    ("paper-resnet101", "--rate", "inf", "must be a finite number > 0"),
+    ("paper-resnet101", "--rate", "nan", "must be a finite number > 0"),
+    ("paper-resnet101", "--load", "inf", "must be in (0, 1)"),
+    ("paper-resnet101", "--load", "0", "must be in (0, 1)"),
+    ("paper-resnet101", "--load", "nan", "must be in (0, 1)"),
+    ("mdi-local", "--link-rate", "inf", "must be a finite number > 0"),
+    ("mdi-local", "--node-capacity", "nan", "must be a finite number > 0"),
+    ("mdi-local", "--rate", "-1", "must be a finite number > 0"),
 ])
 def test_scenario_refuses_non_finite_and_non_positive_numbers(work, capsys, setting, option,
-                                                              value):
+                                                              value, want):
     """``--rate inf`` was written as "rate": Infinity (which ``plan`` then refused): every
-    rate, load, capacity and link rate must be a finite number > 0, checked up front."""
+    rate, capacity and link rate must be a finite number > 0 and the load in (0, 1), checked
+    up front."""
     before = _tree(work)
     _fails(["scenario", setting, "--samples", "100", "--out", "s.json", option, value], capsys,
-           option + ": must be a finite number > 0")
+           option + ": " + want)
+    assert _tree(work) == before
+
+
+@pytest.mark.parametrize("setting,option,value,users", [
+    ("mdi-2-node", "--sources", "3", "paper-*"),
+    ("mdi-2-node", "--homogeneous", None, "paper-*"),
+    ("mdi-2-node", "--load", "0.3", "paper-*"),
+    ("dimee-demo", "--samples", "20", "paper-* and mdi-*"),
+    ("mlci-demo", "--seed", "5", "paper-* and mdi-*"),
+    ("paper-bert", "--node-capacity", "1e9", "mdi-*"),
+    ("paper-bert", "--mdi-mode", "admission", "mdi-*"),
+])
+def test_scenario_refuses_an_option_its_setting_does_not_use(work, capsys, setting, option,
+                                                             value, users):
+    """An option the setting has no use for is a usage error naming the settings that take
+    it: it was ignored without a word, so the file written was not what was asked for."""
+    before = _tree(work)
+    _fails(["scenario", setting, "--out", "s.json", option] + ([value] if value else []),
+           capsys, "%s: applies to %s settings, not %s" % (option, users, setting))
     assert _tree(work) == before
 
 
