@@ -11,6 +11,8 @@ import argparse
 import importlib
 import logging
 import os
+import select
+import signal
 import sys
 from typing import List, Mapping, Optional
 
@@ -126,8 +128,35 @@ def error_line(command: str, message: str, journal: bool) -> str:
                                            " ".join(str(message).split()))
 
 
+def stdout_gone() -> bool:
+    """True when nobody reads our standard output any more (a pipe whose reader exited, as
+    ``| head`` does): the write end of such a pipe polls as an error."""
+    try:
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(events & select.POLLERR for _, events in poller.poll(0))
+    except (AttributeError, ValueError, OSError):  # no poll(), or stdout is not a real file
+        return False
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     """Entry point of the console script; returns the process exit status."""
+    try:
+        try:
+            status = _main(argv)
+        finally:  # --help's SystemExit too: a reader gone shows here, not in the flush at exit
+            sys.stdout.flush()
+        return status
+    except BrokenPipeError:
+        if not stdout_gone():  # a pipe of the command's own (a child process): a real error
+            raise
+        # `edge-agent plan --json | head`: stop as a tool killed by SIGPIPE does, without a
+        # traceback; stdout goes to /dev/null so that the flush at exit cannot fail again
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 128 + signal.SIGPIPE
+
+
+def _main(argv: Optional[List[str]]) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     journal = setup_logging(args.log_level)

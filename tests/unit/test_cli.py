@@ -275,3 +275,36 @@ def test_threads_outside_what_an_agent_runs_is_refused_alike_by_every_command(
     assert exc.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert err.startswith("edge-agent %s: error: argument --threads: must be" % command), err
+
+
+@pytest.mark.parametrize("argv,codes", [
+    (["scenario", "mlci-demo", "-o", "{tmp}/m.json"], (141,)),
+    (["--help"], (0, 141)), (["plan", "--help"], (0, 141)),  # argparse >= 3.9 ignores it
+])
+def test_a_reader_gone_from_stdout_ends_the_command_quietly(tmp_path, argv, codes):
+    """`edge-agent plan --json | head`: once the reader of stdout has gone, the command ends
+    with a SIGPIPE's status (141) and nothing on stderr, not a BrokenPipeError traceback."""
+    import os
+
+    r, w = os.pipe()
+    os.close(r)  # every write to w now fails with EPIPE, as after `head` has exited
+    try:
+        proc = subprocess.run([sys.executable, "-m", "agent"]
+                              + [a.replace("{tmp}", str(tmp_path)) for a in argv],
+                              stdout=w, stderr=subprocess.PIPE, timeout=120)
+    finally:
+        os.close(w)
+    assert proc.returncode in codes, proc.stderr
+    assert proc.stderr == b""
+
+
+def test_a_broken_pipe_of_the_command_itself_is_not_taken_for_stdout(monkeypatch):
+    """A BrokenPipeError from a pipe the command opened (stdout still read) is a real error and
+    propagates: only a reader gone from stdout is the quiet SIGPIPE ending."""
+    def broken(argv):
+        raise BrokenPipeError(32, "Broken pipe")
+
+    monkeypatch.setattr(cli, "_main", broken)
+    assert not cli.stdout_gone()
+    with pytest.raises(BrokenPipeError):
+        cli.main(["status"])
