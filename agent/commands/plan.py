@@ -81,10 +81,11 @@ def run(args: argparse.Namespace) -> int:
     from agent.scenario.format import load_scenario
     from agent.policies.plan_report import PlanReport
 
-    for opt in ("rounds", "staleness"):  # a typo must not start a plan that never ends
-        v = getattr(args, opt, None)
-        if v is not None and v > MAX_ROUNDS:
-            raise UsageError("--%s: at most %d, got %s" % (opt, MAX_ROUNDS, short(v, 40)))
+    for opt, least in (("rounds", 1), ("staleness", 0)):  # a typo must not start a plan
+        v = getattr(args, opt, None)                       # that never ends
+        if v is not None and not least <= v <= MAX_ROUNDS:
+            raise UsageError("--%s: must be in %d..%d, got %s"
+                             % (opt, least, MAX_ROUNDS, short(v, 40)))
     scenario = load_scenario(args.scenario)
     check_scenario_knobs(scenario.knobs)
     if getattr(args, "link_model", None):

@@ -270,10 +270,14 @@ def test_report_json_of_a_run_with_a_nan_time_is_valid_json(tmp_path, capsys):
 
 
 def test_plan_rounds_and_staleness_are_capped(tmp_path, capsys):
-    """Rule: plan --rounds (or --staleness) above MAX_ROUNDS exits 2 in one line."""
+    """Rule: plan --rounds (or --staleness) above MAX_ROUNDS, or below 1 (0), exits 2 in one
+    line whatever the policy (a negative --staleness passed for every policy but ga)."""
     from agent.commands.plan import MAX_ROUNDS
 
-    for opt in ("--rounds", "--staleness"):
-        rc = main(["plan", "-s", "no-such.json", "-p", "ga", opt, str(MAX_ROUNDS + 1)])
-        assert rc == 2 and _err(capsys) == ("edge-agent plan: error: %s: at most %d, got %d"
-                                            % (opt, MAX_ROUNDS, MAX_ROUNDS + 1))
+    for opt, least in (("--rounds", 1), ("--staleness", 0)):
+        for policy in ("ga", "dtoee"):
+            for bad in (MAX_ROUNDS + 1, least - 1):
+                rc = main(["plan", "-s", "no-such.json", "-p", policy, opt, str(bad)])
+                assert rc == 2 and _err(capsys) == (
+                    "edge-agent plan: error: %s: must be in %d..%d, got %d"
+                    % (opt, least, MAX_ROUNDS, bad))
