@@ -118,6 +118,7 @@ def run(args: argparse.Namespace) -> int:
     for name in policies:  # fail on a bad name before any simulation runs
         if make_sim_policy(name).sample_rows == "test" and args.rows is None:
             row_set = "test"  # every policy on the same rows (common random numbers)
+    _check_thresholds_apply(sc, policies, args.threshold_study)
     if args.rounds is not None and args.rounds < 1:
         raise UsageError("--rounds: must be >= 1, got %d" % args.rounds)
     # the scenario's rounds knob where it has one (None: the policy reads it), else SIM_ROUNDS
@@ -205,6 +206,23 @@ def run(args: argparse.Namespace) -> int:
     for p in plots:
         print(p)
     return 0
+
+
+def _check_thresholds_apply(sc: Any, policies: List[str], study: bool) -> None:
+    """A threshold experiment (``dtoee-cX``, ``--threshold-study``) needs exits to move: on a
+    scenario without an exit profile, or with no early exit, every variant would run the same
+    and be labelled as if its thresholds had been set."""
+    fixed = [n for n in policies if n.startswith("dtoee-c")]
+    if not (fixed or study):
+        return
+    profile = sc.exit_profile
+    why = ("has no exit profile (its stages' fixed `remaining` decide the exits)"
+           if profile is None else
+           "has no early exit" if not profile.early_exit_stages else "")
+    if why:
+        raise UsageError("%s: the scenario %s, so there is no threshold to %s"
+                         % ("--threshold-study" if study else "--policies " + fixed[0], why,
+                            "study" if study else "fix"))
 
 
 def _check_bounds(args: argparse.Namespace, sc: Any, row_set: Optional[str]) -> None:

@@ -209,6 +209,10 @@ def test_simulate_refuses_a_directory_where_results_json_goes(work, capsys):
     (["--rates", "1e-9"], "gives no task"),
     (["--scales", "1e9"], "--scales: each must be in"),
     (["--dynamic-slots", "1000000"], "--dynamic-slots: at most 100000"),
+    # no exit profile: every threshold variant would run alike under its own label
+    (["--policies", "dtoee,dtoee-c0.7"], "--policies dtoee-c0.7: the scenario has no exit "
+                                         "profile"),
+    (["--threshold-study"], "--threshold-study: the scenario has no exit profile"),
 ])
 def test_simulate_refuses_runs_that_cannot_end_or_only_fail_and_makes_no_folder(
         work, capsys, extra, why):
