@@ -167,8 +167,9 @@ def layout(profile: ExitProfile, params: DimeeParams,
         if stage == 0:
             return -1
         if stage not in stages:
-            raise DimeeParamsError("dimee.%s: stage %d carries no exit head (heads at %s)"
-                                   % (name, stage, list(stages)))
+            raise DimeeParamsError("dimee.%s: stage %d carries no exit head (heads at %s); "
+                                   "the mobile tier ends at stage m and the edge at n, each at "
+                                   "an exit head" % (name, stage, list(stages)))
         return stages.index(stage)
 
     mobile, edge = col(params.m, "m"), col(params.n, "n")

@@ -256,8 +256,9 @@ def setting_from_scenario(scenario: Any, params: R.MlciParams) -> MlciSetting:
     for ell, names in enumerate(params.levels):
         cap = [w.capacity for w in scenario.workers if dev[w.id] in names]
         if not cap:
-            raise UsageError("knobs.mlci.levels[%d]: no worker on device(s) %s in the scenario"
-                             % (ell, ", ".join(names)))
+            raise UsageError("knobs.mlci.levels[%d]: no worker on device(s) %s in the scenario "
+                             "(each level names the devices it runs on: a tiered scenario's "
+                             "workers have a device)" % (ell, ", ".join(names)))
         caps.append(cap[0])
     for ell, (names, up_names) in enumerate(zip(params.levels, params.levels[1:])):
         up = [l.rate for l in scenario.links if dev[l.src] in names and dev[l.dst] in up_names]
