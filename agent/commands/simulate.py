@@ -237,8 +237,9 @@ def _check_bounds(args: argparse.Namespace, sc: Any, row_set: Optional[str]) -> 
             raise UsageError("--%s: must be a finite number, got %r"
                              % (name.replace("_", "-"), getattr(args, name)))
     if args.duration / args.slot > MAX_SLOTS:
-        raise UsageError("--duration: %g s is %.3g slots of --slot %g s; at most %d per run"
-                         % (args.duration, args.duration / args.slot, args.slot, MAX_SLOTS))
+        raise UsageError("--duration: %g s is more than %d slots of --slot %g s, the most a "
+                         "run may have (at most %g s)"
+                         % (args.duration, MAX_SLOTS, args.slot, MAX_SLOTS * args.slot))
     if args.dynamic_slots > MAX_SLOTS:
         raise UsageError("--dynamic-slots: at most %d, got %d" % (MAX_SLOTS, args.dynamic_slots))
     n = len(sc.sources)

@@ -66,6 +66,8 @@ def resolve_run_dir(path: str) -> str:
     latest = os.path.join(path, "latest")
     if os.path.isfile(os.path.join(latest, RUN_INFO)):
         return os.path.realpath(latest)
+    if not os.path.exists(path):
+        raise UsageError("%s: no such folder" % path)
     raise UsageError("%s: not a testbed run folder (no %s; give DIR/YYYYmmdd-HHMMSS or a --out "
                      "folder with a latest link)" % (path, RUN_INFO))
 

@@ -202,7 +202,10 @@ def test_simulate_refuses_a_directory_where_results_json_goes(work, capsys):
 @pytest.mark.parametrize("extra,why", [
     (["--policies", "dimee"], "--policies: the tasks would carry the exit profile's test rows"),
     (["--rows", "test"], "--rows: the tasks would carry"),
-    (["--duration", "1e12", "--rates", "1e-9"], "--duration: 1e+12 s is 2e+11 slots"),
+    (["--duration", "1e12", "--rates", "1e-9"], "--duration: 1e+12 s is more than 100000 "
+                                                "slots of --slot 5 s, the most a run may have "
+                                                "(at most 500000 s)"),
+    (["--duration", "500001"], "--duration: 500001 s is more than 100000 slots"),
     (["--duration", "inf"], "--duration: must be a finite number"),
     (["--round-delay", "inf"], "--round-delay: must be a finite number"),
     (["--rates", "1e9"], "at most 10000000 per run"),

@@ -65,6 +65,16 @@ def test_an_intact_run_reports_both_rates_with_status_0(run, capsys):
     assert "cf" in out and "1.0" in out and "2.0" in out
 
 
+def test_a_missing_folder_is_named_missing_and_a_folder_without_a_run_is_named_so(
+        tmp_path, capsys):
+    """Rule: ``report`` on a path that does not exist says so; on an existing folder that is
+    no run it says what a run folder holds (it said the latter for both)."""
+    rc, _, err = _report(capsys, tmp_path / "nope")
+    assert rc == 2 and err == ["edge-agent report: error: %s: no such folder" % (tmp_path / "nope")]
+    rc, _, err = _report(capsys, tmp_path)
+    assert rc == 2 and len(err) == 1 and "not a testbed run folder (no testbed.json" in err[0]
+
+
 def test_a_run_stopped_before_its_plan_was_done_is_marked_interrupted(run, capsys):
     """Rule: a run folder with fewer finished (policy, rate)s than its testbed.json planned
     (Ctrl-C, an error) says so in its heading; a finished one does not."""
