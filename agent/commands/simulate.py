@@ -114,6 +114,9 @@ def run(args: argparse.Namespace) -> int:
     policies = [p.strip() for p in args.policies.split(",") if p.strip()]
     if not policies:
         raise UsageError("--policies: name at least one policy")
+    twice = sorted({p for p in policies if policies.count(p) > 1})
+    if twice:  # its rows would come twice and its records file be written over
+        raise UsageError("--policies: %s named more than once" % ", ".join(twice))
     row_set = args.rows
     for name in policies:  # fail on a bad name before any simulation runs
         if make_sim_policy(name).sample_rows == "test" and args.rows is None:

@@ -216,6 +216,7 @@ def test_simulate_refuses_a_directory_where_results_json_goes(work, capsys):
     (["--policies", "dtoee,dtoee-c0.7"], "--policies dtoee-c0.7: the scenario has no exit "
                                          "profile"),
     (["--threshold-study"], "--threshold-study: the scenario has no exit profile"),
+    (["--policies", "cf,bf,cf"], "--policies: cf named more than once"),
 ])
 def test_simulate_refuses_runs_that_cannot_end_or_only_fail_and_makes_no_folder(
         work, capsys, extra, why):
