@@ -11,6 +11,7 @@ line naming the topology file read instead (exit status unchanged).
 from __future__ import annotations
 
 import argparse
+import os
 
 HELP = "re-summarise past testbed/fleet runs from their records; compare runs side by side"
 
@@ -28,7 +29,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     import json
-    import os
     import sys
 
     from agent.errors import UsageError
@@ -38,6 +38,12 @@ def run(args: argparse.Namespace) -> int:
 
     check_outputs(args.out, args.json)  # before any work: a wrong path fails at once
     runs = [load_run(p) for p in args.runs]
+    seen = {}
+    for given, run in zip(args.runs, runs):  # `latest` and its target are one run too
+        where = os.path.realpath(run.path)
+        if where in seen:
+            raise UsageError("%s: the same run as %s, given twice" % (given, seen[where]))
+        seen[where] = given
     skipped = 0
     for run in runs:
         for note in run.notes:
@@ -120,7 +126,10 @@ def check_outputs(out_dir, json_file) -> None:
 def compare_table(runs) -> str:
     """Mean (p95) delay in ms and accuracy of each (policy, rate), one column per run."""
     keys = list(dict.fromkeys((r.policy, r.rate) for run in runs for r in run.results))
-    head = ["policy", "rate/s"] + [run.label for run in runs]
+    labels = [run.label for run in runs]
+    if len(set(labels)) < len(labels):  # runs of one name in two --out folders: say which
+        labels = [os.path.relpath(run.path) for run in runs]
+    head = ["policy", "rate/s"] + labels
     rows = [head]
     for pol, rate in keys:
         row = [pol, "%.1f" % rate]

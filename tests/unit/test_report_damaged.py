@@ -9,6 +9,7 @@ Output paths of the wrong kind are refused before anything is read.
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 
@@ -228,8 +229,26 @@ def test_side_by_side_warns_when_the_runs_differ_in_topology_and_names_the_losse
     side = out[out.index("side by side"):]
     row = [l for l in side.splitlines() if l.startswith("cf ")]
     assert row and "40/40" in row[0] and "40/41, 1 lost" in row[0], side
-    rc, out, err = _report(capsys, a, a)
+    c = _long_run(tmp_path / "20260101-000002", "default")
+    rc, out, err = _report(capsys, a, c)
     assert rc == 0 and err == []
+
+
+def test_one_run_given_twice_is_refused_and_runs_of_one_name_are_told_apart(tmp_path, capsys):
+    """Rule: the same run twice (also as its --out folder's `latest`) is one error line;
+    two runs whose folders share a name get columns headed by their paths, not twice the
+    same heading."""
+    a = _long_run(tmp_path / "20260101-000000", "default")
+    (tmp_path / "latest").symlink_to(a.name)
+    rc, _, err = _report(capsys, a, tmp_path)
+    assert rc == 2 and err == ["edge-agent report: error: %s: the same run as %s, given twice"
+                               % (tmp_path, a)]
+    (tmp_path / "other").mkdir()
+    b = _long_run(tmp_path / "other" / a.name, "default")
+    rc, out, err = _report(capsys, a, b)
+    assert rc == 0 and err == []
+    head = out[out.index("side by side"):].splitlines()[1]
+    assert os.path.relpath(str(a)) in head and os.path.relpath(str(b)) in head
 
 
 def _cam1(run):
