@@ -103,8 +103,14 @@ def check_engines(mode: str, engines: Mapping[int, Any], state_dir: str = "") ->
     cpu = [(h, s) for h, s in report.items() if not s["on_gpu"]]
     if mode == "required" and cpu:
         h, s = cpu[0]
-        causes = "; ".join(f["detail"] for f in s["fallbacks"]) or "no GPU backend in use"
-        raise AcceleratorUnavailable(
-            "stage %s would run on the CPU (%s) but accelerator = \"required\"; run `edge-agent "
-            "doctor` for the fix, or set accelerator = \"preferred\" to accept the CPU" % (h, causes))
+        raise on_cpu_but_required(h, "; ".join(f["detail"] for f in s["fallbacks"]))
     return report
+
+
+def on_cpu_but_required(stage: Any, causes: str) -> AcceleratorUnavailable:
+    """The start-up fault of a stage that would run on the CPU under accelerator = "required"
+    (the agent's line, and ``doctor --config``'s)."""
+    return AcceleratorUnavailable(
+        "stage %s would run on the CPU (%s) but accelerator = \"required\"; run `edge-agent "
+        "doctor` for the fix, or set accelerator = \"preferred\" to accept the CPU"
+        % (stage, causes or "no GPU backend in use"))

@@ -15,6 +15,10 @@ from engines.bundle import StageSpec
 from engines.engine import BACKENDS, PRECISIONS, Engine, EngineInputError, EngineUnavailable
 
 log = logging.getLogger("engines")
+TENSORRT_MISSING = "the tensorrt Python package is not installed"  # backend auto: onnxruntime
+# backend = "tensorrt" without the tensorrt package: the agent's start-up fault, doctor's line
+NO_TENSORRT = ("backend tensorrt: the tensorrt Python package is not installed (JetPack ships "
+               "it; use --backend onnxruntime elsewhere)")
 
 
 def tensorrt_available() -> bool:
@@ -80,12 +84,10 @@ def load_engine(stage: StageSpec, backend: str = "auto", threads: int = 1, preci
                 log.warning("stage %d: TensorRT failed (%s); falling back to onnxruntime", stage.index, first)
                 fallbacks.append(("tensorrt_failed", "TensorRT failed: %s" % first))
         elif backend == "tensorrt":
-            raise EngineUnavailable("backend tensorrt: the tensorrt Python package is not installed "
-                                    "(JetPack ships it; use --backend onnxruntime elsewhere)")
+            raise EngineUnavailable(NO_TENSORRT)
         else:
-            log.warning("stage %d: the tensorrt Python package is not installed; falling back to "
-                        "onnxruntime", stage.index)
-            fallbacks.append(("tensorrt_missing", "the tensorrt Python package is not installed"))
+            log.warning("stage %d: %s; falling back to onnxruntime", stage.index, TENSORRT_MISSING)
+            fallbacks.append(("tensorrt_missing", TENSORRT_MISSING))
     from engines.ort_backend import OrtEngine
 
     engine = OrtEngine(stage, threads=threads, precision=precision, providers=providers,

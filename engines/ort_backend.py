@@ -9,7 +9,7 @@ requests providers in the preferred order, then compares the request with
 from __future__ import annotations
 
 import logging
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -46,6 +46,12 @@ def provider_options(providers: Sequence[str], precision: str, cache_dir: Option
     return opts
 
 
+def providers_missing(ort: Any, missing: Sequence[str]) -> str:
+    """Why a stage would not get the GPU providers ``missing`` from the build ``ort``."""
+    return "%s not in this onnxruntime build (onnxruntime %s, device %s)" % (
+        ", ".join(missing), ort.__version__, ort.get_device())
+
+
 class OrtEngine(Engine):
     """One stage on an ``onnxruntime.InferenceSession``."""
 
@@ -63,8 +69,7 @@ class OrtEngine(Engine):
         if missing and expect_gpu:
             # a CPU-only wheel (the index's onnxruntime) has no GPU provider at all; on a Jetson
             # that usually means it shadows NVIDIA's build: `edge-agent doctor` says which
-            causes.append(("provider_missing", "%s not in this onnxruntime build (onnxruntime %s, "
-                           "device %s)" % (", ".join(missing), ort.__version__, ort.get_device())))
+            causes.append(("provider_missing", providers_missing(ort, missing)))
             log.warning("stage %d: %s; falling back to %s", stage.index, causes[-1][1], use[0])
         so = ort.SessionOptions()
         so.intra_op_num_threads = threads

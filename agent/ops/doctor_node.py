@@ -4,7 +4,8 @@ Run as the service user (``sudo -u edge-agent ... doctor --config /etc/edge-agen
 it finds what would make that agent exit 78 before it is started: a config it cannot read or
 parse, a state directory it cannot write, a calibration profile the config names that is not
 there, a bundle whose files do not match, keys it cannot read or that are unsafe, a config that
-does not fit the bundle, a knob or placement its policy refuses. Each step is the agent's own
+does not fit the bundle, a knob or placement its policy refuses, a worker whose accelerator =
+"required" finds no GPU backend here (no TensorRT, no GPU provider). Each step is the agent's own
 start-up code (``agent.node.build``) in the order the agent runs it, with the line the agent
 would print as the detail, up to the first that fails; nothing is loaded onto an accelerator,
 no socket is bound and nothing is written. A worker's ``capacity_profile`` (the last file
@@ -175,12 +176,48 @@ def _steps(cfg: Any) -> List[Tuple[str, Callable[[], str], Callable[[Exception],
         build.configured_policy(cfg, b, build.build_view(cfg, b, build.open_exit_profile(b)))
         return "%s made and configured for %s" % (cfg.policy, cfg.node_id)
 
-    return [("node files", files, lambda exc: _files_fix(exc, cfg.state_dir)),
-            ("node bundle", bundle,
-             lambda exc: _fix(exc, "copy the bundle again, or fix the config's stages")),
-            ("node keys", keys,
-             lambda exc: _fix(exc, "chown the keys to the service user (docs/deployment.md)")),
-            ("node policy", policy, lambda exc: _fix(exc, CONFIG_FIX))]
+    steps = [("node files", files, lambda exc: _files_fix(exc, cfg.state_dir)),
+             ("node bundle", bundle,
+              lambda exc: _fix(exc, "copy the bundle again, or fix the config's stages")),
+             ("node keys", keys,
+              lambda exc: _fix(exc, "chown the keys to the service user (docs/deployment.md)")),
+             ("node policy", policy, lambda exc: _fix(exc, CONFIG_FIX))]
+    if cfg.role == "worker":  # then run loads the stage engines
+        steps.append(("node accelerator", lambda: accelerator_line(cfg), lambda exc: _fix(
+            exc, "install the GPU build (docs/jetson.md), or set accelerator = \"preferred\" "
+                 "to accept the CPU")))
+    return steps
+
+
+def accelerator_line(cfg: Any) -> str:
+    """What the worker config ``cfg``'s ``accelerator`` makes of this machine's GPU backends,
+    without loading anything: raises the agent's own start-up fault where ``run`` would find a
+    stage on the CPU under accelerator = "required" (no TensorRT and no GPU provider in the
+    onnxruntime build); whether a GPU provider then really starts is the ``onnxruntime`` line."""
+    from engines.accelerator import on_cpu_but_required, resolve_accelerator
+    from engines.engine import EngineUnavailable
+    from engines.loader import NO_TENSORRT, TENSORRT_MISSING, tensorrt_available
+
+    mode = resolve_accelerator(cfg.accelerator)
+    if mode != "required":
+        return "accelerator = %s%s: %s" % (
+            mode, "" if cfg.accelerator else " (the default off a Jetson)",
+            "the CPU on purpose" if mode == "none" else "a stage the GPU cannot take runs on "
+            "the CPU, with a WARNING")
+    if cfg.backend in ("auto", "tensorrt") and tensorrt_available():
+        return "accelerator = required: TensorRT imports (each stage's plan is built or read " \
+               "from the cache at start)"
+    if cfg.backend == "tensorrt":
+        raise EngineUnavailable(NO_TENSORRT)
+    import onnxruntime as ort
+    from engines.ort_backend import choose_providers, providers_missing
+
+    use, missing = choose_providers(ort.get_available_providers())
+    if use == ["CPUExecutionProvider"]:  # the causes as the engine loader records them
+        causes = ([TENSORRT_MISSING] if cfg.backend == "auto" else []) + [
+            providers_missing(ort, missing)]
+        raise on_cpu_but_required(cfg.stages[0], "; ".join(causes))
+    return "accelerator = required: onnxruntime offers %s" % ", ".join(use[:-1])
 
 
 def _files_fix(exc: Exception, state_dir: str) -> str:

@@ -61,7 +61,8 @@ def test_a_missing_profile_the_config_names_is_one_fail_whose_calibrate_command_
     checks, cfg = check_node(path)
     got = _by_name(checks)
     assert [c.name for c in checks] == ["node config", "node files", "node calibration",
-                                        "node bundle", "node keys", "node policy"]
+                                        "node bundle", "node keys", "node policy",
+                                        "node accelerator"]
     assert got["node files"].status == OK and "capacity_profile" not in got["node files"].detail
     line = got["node calibration"]
     with pytest.raises(UsageError) as agent_says:  # what `run` prints before exiting 78
@@ -153,3 +154,45 @@ def test_the_device_calibration_line_names_a_calibrate_command_that_runs(tmp_pat
     (line,) = check_calibration(Context(state_dir=str(state), mode_name="no-such-mode"))
     assert line.status == WARN and "none for mode no-such-mode" in line.detail
     assert line.fix == "edge-agent calibrate --bundle DIR --state-dir %s --modes current" % state
+
+
+def _gpu_backend_here() -> bool:
+    import onnxruntime as ort
+
+    from engines.loader import tensorrt_available
+    from engines.ort_backend import choose_providers
+
+    return tensorrt_available() or choose_providers(ort.get_available_providers())[0] != [
+        "CPUExecutionProvider"]
+
+
+def test_accelerator_required_without_a_gpu_backend_fails_with_the_line_run_exits_78_on(
+        tmp_path):
+    """Rule: ``doctor --config`` finds what makes ``run`` exit 78, the accelerator included: a
+    worker with accelerator = "required" on a machine whose onnxruntime has no GPU provider
+    (and no TensorRT) is a FAIL carrying the agent's own start-up line (it was all OK, and
+    ``run`` then sent the user back to doctor); "preferred" and "none" are OK lines. Nothing is
+    loaded for the check: the real engines are loaded here only to read the agent's line."""
+    if _gpu_backend_here():
+        pytest.skip("this machine has a GPU backend (TensorRT or a GPU provider): the stage "
+                    "would not run on the CPU")
+    from engines.accelerator import AcceleratorUnavailable
+    from engines.bundle import load_bundle
+
+    checks, cfg = check_node(_node(tmp_path, "w1a", accelerator="required"))
+    line = _by_name(checks)["node accelerator"]
+    with pytest.raises(AcceleratorUnavailable) as agent_says:
+        build.load_engines(cfg, load_bundle(cfg.bundle))
+    assert line.status == FAIL and line.detail == " ".join(str(agent_says.value).split())
+    assert 'accelerator = "preferred"' in line.fix
+    for mode, says in (("preferred", "runs on the CPU, with a WARNING"),
+                       ("none", "the CPU on purpose")):
+        checks, _ = check_node(_node(tmp_path, "w1" + mode[0], accelerator=mode))
+        got = _by_name(checks)["node accelerator"]
+        assert got.status == OK and says in got.detail, got
+
+
+def test_a_source_has_no_accelerator_line(tmp_path):
+    """A source loads no engine, so ``doctor --config`` has no accelerator line for it."""
+    checks, _ = check_node(_node(tmp_path, "s1", role="source", accelerator="required"))
+    assert "node accelerator" not in _by_name(checks)
