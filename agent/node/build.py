@@ -90,13 +90,12 @@ class BuiltNode:
 RECORDS_FILE = "records.jsonl"
 
 
-def preflight(cfg: NodeConfig) -> None:
-    """Raise ``FileFault`` (one line: field, path, fix) for a file the node cannot use.
-
-    Runs before anything is loaded, so a state directory on a read-only mount or a FIFO where
-    the replay set should be is reported at once instead of after the engines loaded (or never).
-    """
-    check_writable_dir(cfg.state_dir, "state_dir")
+def preflight(cfg: NodeConfig, create: bool = True) -> str:
+    """Raise ``FileFault`` (one line: field, path, fix) for a file the node cannot use; before
+    anything is loaded, so a read-only state directory or a FIFO as the replay set is reported
+    at once. ``create`` False (``doctor``): a missing state_dir is not made; returns the
+    folder it would be made in ("" when it exists)."""
+    made_in = check_writable_dir(cfg.state_dir, "state_dir", create)
     slots = [STATE_FILE, "stats.json"]
     if cfg.role == "source":
         slots += [RECORDS_FILE, RECORDS_FILE + ".journal"]
@@ -110,6 +109,7 @@ def preflight(cfg: NodeConfig) -> None:
         check_regular_file(cfg.replay_path, "replay_path")
     if cfg.role == "worker" and cfg.capacity_profile:
         check_regular_file(cfg.capacity_profile, "capacity_profile")
+    return made_in
 
 
 def open_book(cfg: NodeConfig, metrics: Any) -> SourceBook:

@@ -132,11 +132,17 @@ def read_text(path: str, what: str, max_bytes: int) -> str:
         raise FileFault("%s: not a UTF-8 text file (byte %d)" % (path, exc.start)) from None
 
 
-def check_writable_dir(path: str, what: str) -> None:
-    """Create ``path`` if needed and make sure a file can be created in it (``FileFault`` if not)."""
+def check_writable_dir(path: str, what: str, create: bool = True) -> str:
+    """Create ``path`` if needed and make sure a file can be created in it (``FileFault`` if not).
+
+    ``create`` False (a check that must leave nothing behind, as ``doctor`` is): a missing
+    ``path`` is not made; its nearest existing parent must be a directory in which one can be
+    made instead. Returns that parent, or "" when ``path`` exists."""
     try:
         st = os.stat(path)
     except FileNotFoundError:
+        if not create:
+            return _creatable_in(path, what)
         try:
             os.makedirs(path, exist_ok=True)
         except OSError as exc:
@@ -149,6 +155,23 @@ def check_writable_dir(path: str, what: str) -> None:
         raise FileFault("%s: %s is %s, not a directory; move it away or point %s elsewhere"
                         % (what, path, kind, what))
     _probe(path, what, make_dir=False)
+    return ""
+
+
+def _creatable_in(path: str, what: str) -> str:
+    """The nearest existing parent of the missing ``path``, checked to take a new directory
+    (a probe directory made and removed at once), as ``os.makedirs(path)`` would need."""
+    parent = os.path.dirname(os.path.abspath(path))
+    while not os.path.lexists(parent):
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent):
+        raise FileFault("%s: cannot create directory %s: %s is not a directory"
+                        % (what, path, parent))
+    try:
+        _probe(parent, what, make_dir=True)
+    except FileFault as exc:
+        raise FileFault("%s (to create %s)" % (exc, path)) from None
+    return parent
 
 
 def _probe(path: str, what: str, make_dir: bool) -> None:

@@ -141,6 +141,19 @@ def test_each_node_files_fault_gets_the_fix_of_that_fault(tmp_path):
     assert not any("state_dir" in fixes[k].fix for k in ("fifo", "replay")), fixes
 
 
+def test_doctor_leaves_a_missing_state_dir_unmade_and_says_run_makes_it(tmp_path):
+    """Rule: doctor changes nothing: a state_dir that is not there yet is not created (it
+    was, and a doctor run as root left root-owned folders); "node files" is OK and says where
+    run will make it; ``run``'s own preflight still makes it."""
+    state = tmp_path / "var" / "lib" / "w1"
+    checks, cfg = check_node(_node(tmp_path, "w1", state_dir=str(state)))
+    line = _by_name(checks)["node files"]
+    assert line.status == OK and "not there yet: run makes it (%s takes" % tmp_path in line.detail
+    assert sorted(os.listdir(str(tmp_path))) == ["w1.toml"]  # nothing made, no probe left
+    build.preflight(cfg)
+    assert state.is_dir()
+
+
 def test_the_device_calibration_line_names_a_calibrate_command_that_runs(tmp_path):
     """Without --config the calibration line is STATE_DIR/calibration.json; missing, or
     without an entry for the mode, its fix is a calibrate command with --bundle (which
