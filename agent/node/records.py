@@ -342,6 +342,12 @@ class RecordWriter:
                 self._compact()
         return True
 
+    def flush_unless_failing(self) -> None:
+        """Write the buffered lines now, unless the last write failed (then the periodic
+        ``flush`` retries: a full disk is not written to on every loop pass)."""
+        if self._buf and not self.faults.failing:
+            self.flush()
+
     def has_recovered(self) -> bool:
         """True when ``recovered`` has tasks to hand out."""
         return bool(self._recovered)

@@ -9,7 +9,8 @@ gives an admitted task an unpredictable id; the source gives it a secret ``token
 result deadline (``result_timeout_s``); the stage-1 TASK carries both (the deadline as
 ``ttl_s``). The RESULT comes back from whichever worker let it exit; the source ACKs it and
 records it only when it echoes the task's token (only nodes on the task's path saw it; anything
-else is ``drop_forged_result``), then (client mode) answers the client. A task with no result
+else is ``drop_forged_result``), then (client mode) answers the client, in the same loop pass
+once the task's record line is written. A task with no result
 by its deadline is re-issued as a new attempt (by then its earlier issue has expired wherever
 it waited, so the two never run side by side), recorded as lost after ``max_attempts``, or at
 once when there is no route.
@@ -24,7 +25,7 @@ from __future__ import annotations
 
 import secrets
 import time
-from typing import Any, Callable, Dict, Optional
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -59,6 +60,9 @@ class SourceSide(Role):
         self.next_arrival = 0.0
         self.tokens: Dict[str, str] = {}  # task id -> the secret its RESULT must echo
         self.rejected: Dict[str, int] = {}  # reason -> tasks rejected for it
+        # client answers of this loop pass: sent once their tasks' record lines are written, so
+        # that a client never holds an answer a SIGKILL then turns into a `crash` record
+        self.answers: List[Tuple[bytes, Dict[str, Any]]] = []
 
     # -- life cycle --------------------------------------------------------------------------
 
@@ -80,6 +84,7 @@ class SourceSide(Role):
         for tid in list(self.book.pending):
             self._lose(tid, now, "shutdown")
         self.book.records.close()
+        self.send_answers()
 
     def flush(self) -> None:
         self.book.records.flush()
@@ -94,8 +99,18 @@ class SourceSide(Role):
     def wake_at(self) -> Optional[float]:
         return None if self.arrivals_done else self.next_arrival
 
+    def send_answers(self) -> None:
+        """The pass's client answers, after the record lines of their tasks are written."""
+        if self.answers:
+            self.book.records.flush_unless_failing()
+            answers, self.answers = self.answers, []
+            for identity, fields in answers:
+                self.out.answer_client(identity, fields)
+
     def on_clock(self, now: float) -> None:
-        """Poisson arrivals: one task when due, then the next gap (the policy may set its mean)."""
+        """The pass's client answers; Poisson arrivals: one task when due, then the next gap
+        (the policy may set its mean)."""
+        self.send_answers()
         if self.arrivals_done or now < self.next_arrival:
             return
         self.out.guarded(self._arrival, now)
@@ -184,8 +199,8 @@ class SourceSide(Role):
     def _answer(self, client, outcome: str, reason: str, detail: str = "") -> None:
         if client is not None:
             ident, cid = client
-            self.out.answer_client(ident, wire.answer_fields(cid, self.cfg.node_id, outcome,
-                                                             reason, self.wall(), detail))
+            self.answers.append((ident, wire.answer_fields(cid, self.cfg.node_id, outcome,
+                                                           reason, self.wall(), detail)))
 
     def _lose(self, task_id: str, now: float, reason: str) -> None:
         task = self.book.pending.get(task_id)
@@ -241,4 +256,4 @@ class SourceSide(Role):
         elif task.client is not None:
             ident, cid = task.client
             answer = {k: v for k, v in f.items() if k != "token"}  # the secret stays here
-            self.out.answer_client(ident, dict(answer, id=cid, outcome="completed", reason=""))
+            self.answers.append((ident, dict(answer, id=cid, outcome="completed", reason="")))

@@ -112,3 +112,22 @@ def test_a_task_rejected_for_no_route_does_not_use_up_an_admission_place(tmp_pat
         assert side.rejected == {"no_route": 1} and len(side.book.pending) == 1
     finally:
         parts.close()
+
+
+def test_a_client_answer_goes_out_after_its_record_line_is_written(source):
+    """Rule: a local client's answer leaves in the loop pass that completed its task, and only
+    once the task's record line is in records.jsonl, so a SIGKILL can never leave a client
+    holding a `completed` answer that the restarted source records as lost (crash); the
+    periodic flush (records_flush_interval_s) had left up to a second of answered tasks
+    unwritten."""
+    side, out, records = source
+    sent = []
+    out.answer_client = lambda identity, fields: sent.append(
+        (identity, fields["outcome"], [r["status"] for r in _records(records)]))
+    x, label = side.replay.sample(side.rng)
+    side._create_task(x, label, client=(b"c1", "mine-1"))
+    (task_id,) = side.book.pending
+    side.on_data(b"w1", _result(task_id, side.tokens[task_id]))
+    assert sent == [] and _records(records) == []  # nothing yet: the pass is not over
+    side.on_clock(out.clock())
+    assert sent == [(b"c1", "completed", ["completed"])]
