@@ -160,12 +160,17 @@ def _parse_entry(obj: Any, where: str) -> ProfileEntry:
         values[name] = _check(obj[name], kind, "%s.%s" % (where, name))
     if values["stage"] < 1:
         raise ProfileError("%s.stage: must be >= 1, got %d" % (where, values["stage"]))
-    for name in ("capacity_flops", "service_time_median_s"):
+    # what calibrate measures is positive: anything else is a damaged or hand-edited file
+    for name in ("capacity_flops", "service_time_median_s", "service_time_p90_s", "flops"):
         if values[name] <= 0:
             raise ProfileError("%s.%s: must be > 0, got %r" % (where, name, values[name]))
+    if values["samples"] < 1:
+        raise ProfileError("%s.samples: must be >= 1, got %d" % (where, values["samples"]))
     for name in ("measured_seconds",):
         if name in obj:
             values[name] = _check(obj[name], float, "%s.%s" % (where, name))
+            if values[name] < 0:
+                raise ProfileError("%s.%s: must be >= 0, got %r" % (where, name, values[name]))
     for name in ("power_mode_id",):
         if obj.get(name) is not None:
             values[name] = _check(obj[name], int, "%s.%s" % (where, name))

@@ -63,10 +63,15 @@ def test_a_fifo_as_the_profile_is_refused_without_blocking(tmp_path):
 @pytest.mark.parametrize("field,value,says", [
     ("stage", -5, "stage: must be >= 1"),
     ("board", "Orin\x1b[31m red", "board: must be printable text"),
+    ("flops", -1e7, "flops: must be > 0"),
+    ("service_time_p90_s", 0.0, "service_time_p90_s: must be > 0"),
+    ("samples", -3, "samples: must be >= 1"),
+    ("measured_seconds", -2.0, "measured_seconds: must be >= 0"),
 ])
 def test_a_profile_entry_with_a_stage_below_1_or_escape_codes_is_refused(field, value, says):
-    """Rule: a profile entry's stage is a stage number (>= 1), and its text fields are printable
-    (escape codes would reach the terminal through `calibrate --show`)."""
+    """Rule: a profile entry's stage is a stage number (>= 1), what calibrate measures is
+    positive (FLOPs, times, samples; a negative count was read as it was), and its text fields
+    are printable (escape codes would reach the terminal through `calibrate --show`)."""
     from calibration.profile import ProfileError, parse_profile
 
     entry = {"board": "b", "l4t": "35.3.1", "power_mode": "MAXN", "stage": 1,
