@@ -21,16 +21,24 @@ from __future__ import annotations
 import glob
 import os
 from dataclasses import dataclass, field
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Tuple
 
 from agent.config.checks import short
 from agent.config.jsonfile import read_json_file
 from agent.errors import UsageError
 from agent.testbed.fleet import summarise_fleet
 from agent.testbed.local import RUN_FILE, _created, bundle_stages, summarise_rate
+from agent.testbed.bounds import MAX_RATE
 from agent.testbed.report import RunResult, _delay, _finite, damaged_lines, read_records
 from agent.testbed.topology import Topology
 from agent.testbed.rundir import RUN_INFO, in_use
+
+# --rates rounds each rate to 0.01 tasks/s and refuses one that rounds to 0 (a rate below the
+# model's smallest per-source rate could not be summarised at all)
+MIN_RATE = 0.01
+# tasks one source of one rate may have created: 100 times what one load may create in all
+# (MAX_TASKS), so Poisson arrivals above their mean never reach it; a larger count is damage
+MAX_EXPECTED = 10 ** 9
 
 
 @dataclass
@@ -86,11 +94,19 @@ def delays_after_warmup(records: List[dict], warmup_s: float) -> List[float]:
     return out
 
 
+def _rate_ok(v) -> bool:
+    return _finite(v) and MIN_RATE <= v <= MAX_RATE
+
+
+RATE_RANGE = "in [%g, %g] tasks/s" % (MIN_RATE, MAX_RATE)
+
+
 def read_run_info(run_dir: str) -> dict:
     """``testbed.json`` of a run folder, checked: a JSON object with a string ``topology``, a
-    known ``mdi_mode`` and a list of policy names (missing ones are fine); ``UsageError``
-    naming the file otherwise."""
-    from agent.commands.testbed import MDI_MODES
+    known ``mdi_mode``, a list of policy names, a list of rates ``RATE_RANGE``, a
+    ``duration_s`` in (0, MAX_DURATION_S] and a list of fault labels (missing ones are fine);
+    ``UsageError`` naming the file and the field otherwise."""
+    from agent.commands.testbed import MAX_DURATION_S, MDI_MODES
 
     path = os.path.join(run_dir, RUN_INFO)
     info = read_json_file(path, UsageError, "run info")
@@ -109,6 +125,16 @@ def read_run_info(run_dir: str) -> dict:
     if pols is not None and not (isinstance(pols, list) and all(isinstance(p, str) for p in pols)):
         raise UsageError("%s: policies: must be a list of policy names, got %s"
                          % (path, short(pols)))
+    checks = (  # key, check, what it must be
+        ("rates", lambda v: isinstance(v, list) and all(_rate_ok(r) for r in v),
+         "a list of rates " + RATE_RANGE),
+        ("duration_s", lambda v: _finite(v) and 0 < v <= MAX_DURATION_S,
+         "seconds in (0, %d]" % MAX_DURATION_S),
+        ("faults", lambda v: isinstance(v, list) and all(isinstance(f, str) for f in v),
+         "a list of fault labels"))
+    for key, ok, what in checks:
+        if info.get(key) is not None and not ok(info[key]):
+            raise UsageError("%s: %s: must be %s, got %s" % (path, key, what, short(info[key])))
     return info
 
 
@@ -163,14 +189,14 @@ def load_run(path: str) -> PastRun:
 # run.json: key -> (check, what it must be); "local" runs need the last four too
 _RUN_FIELDS = {
     "policy": (lambda v: isinstance(v, str) and bool(v), "a policy name"),
-    "rate": (lambda v: _finite(v) and v >= 0, "a rate >= 0"),
+    "rate": (_rate_ok, "a rate " + RATE_RANGE),
     "records": (lambda v: isinstance(v, dict) and all(isinstance(p, str) and p
                                                       for p in v.values()),
                 "an object {source: records file}"),
     "duration_s": (lambda v: _finite(v) and v >= 0, "seconds >= 0"),
     "expected": (lambda v: isinstance(v, dict) and all(
-        isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in v.values()),
-                 "an object {source: tasks created}"),
+        isinstance(n, int) and not isinstance(n, bool) and 0 <= n <= MAX_EXPECTED
+        for n in v.values()), "an object {source: tasks created, at most %d}" % MAX_EXPECTED),
     "stats": (lambda v: isinstance(v, dict) and all(s is None or isinstance(s, dict)
                                                     for s in v.values()),
               "an object {node: stats or null}"),
@@ -195,11 +221,28 @@ def read_run_file(topo: Topology, path: str) -> dict:
         if key not in obj or not ok(obj[key]):
             raise UsageError("%s: %s: must be %s, got %s"
                              % (path, key, what, short(obj.get(key))))
+    bad = _stats_problem(obj["stats"]) if kind == "local" else None
+    if bad:
+        raise UsageError("%s: %s" % (path, bad))
     missing = [s.id for s in topo.sources if s.id not in obj["records"]]
     if kind == "local" and missing:
         raise UsageError("%s: records: no records file for source %s"
                          % (path, ", ".join(missing)))
     return obj
+
+
+def _stats_problem(stats: dict) -> Optional[str]:
+    """The first part of a run.json's ``stats`` the summary cannot read (its routing columns
+    read each node's ``counters`` and ``routing``), as ``stats.NODE.KEY: must be ...``; None
+    when every part can be read."""
+    for node, st in stats.items():
+        for key in ("counters", "routing"):
+            v = (st or {}).get(key)
+            if v is not None and not (isinstance(v, dict) and all(_finite(x)
+                                                                   for x in v.values())):
+                return "stats.%s.%s: must be an object {name: number} or null, got %s" % (
+                    node if len(node) <= 64 else short(node), key, short(v))
+    return None
 
 
 def read_rate(topo: Topology, bundle, path: str) -> Tuple[RunResult, List[float], List[str]]:
@@ -223,6 +266,12 @@ def read_rate(topo: Topology, bundle, path: str) -> Tuple[RunResult, List[float]
                                  obj["rate"], records, obj["expected"], obj["stats"],
                                  obj["duration_s"], obj["load_s"])
         return res, delays_after_warmup(recs, topo.warmup_s), damaged
+    except UsageError as exc:
+        # a records file names itself; anything else (a value the model refuses) is this
+        # run.json's, so the warning names it rather than an internal field alone
+        if d + os.sep in str(exc):
+            raise
+        raise UsageError("%s: cannot redo this summary from it (%s)" % (path, exc)) from None
     except (KeyError, TypeError, ValueError, AttributeError, ZeroDivisionError) as exc:
         # a record or stats field the summary cannot use: the files are damaged (the
         # UsageError of an unreadable file passes through)

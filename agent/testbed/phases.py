@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
-from agent.testbed.report import percentile
+from agent.testbed.report import delay_ok, percentile
 
 PHASES = ("before", "during", "after")
 RECOVERED_RUN = 5  # consecutive tasks back at the normal delay that mark the recovery
@@ -21,7 +21,10 @@ def _delay(rec: Mapping) -> Optional[float]:
     if rec.get("status") != "completed" or not isinstance(a, (int, float)) \
             or not isinstance(b, (int, float)):
         return None
-    return float(b) - float(a)
+    d = float(b) - float(a)
+    # records from read_records are checked already; one finished before it was created (or
+    # with overflowing times) must not turn a phase's mean negative or infinite either way
+    return d if delay_ok(d) else None
 
 
 def phase_stats(recs: Sequence[Mapping]) -> dict:

@@ -29,6 +29,11 @@ STATUSES = ("completed", "lost", "rejected")  # a task's fates in a source's rec
 TIME_KEYS = ("created_mono", "created_wall", "created", "finished_mono", "finished_wall",
              "finished", "delay_s")
 
+# A completed task's delay in seconds is at most this: a testbed load lasts at most two days
+# (warm-up and --duration each at most a day) and a source gives a task up within its result
+# timeouts, so a longer delay (11.6 days) is a damaged time, not a slow task.
+MAX_DELAY_S = 1e6
+
 # Keys of the JSON object of one run, in the documented order.
 RUN_KEYS = ("policy", "rate", "created", "completed", "lost", "mean_delay_s", "p95_delay_s",
             "accuracy", "model_delay_s", "capacities_emulated")
@@ -149,12 +154,21 @@ def read_records(path: str, bad: Optional[List[int]] = None) -> List[dict]:
 def is_record(obj) -> bool:
     """Whether a decoded line is a task record the summaries can count: an object with a
     string ``id``, a ``status`` of ``STATUSES``, a creation time (``created_mono``,
-    ``created_wall`` or ``created``), finite times (``TIME_KEYS``) and a finite ``resends``."""
+    ``created_wall`` or ``created``), finite times (``TIME_KEYS``), a finite ``resends``, a
+    ``correct`` of true, false or null and, when completed, a delay ``delay_ok`` takes."""
     return (isinstance(obj, dict) and isinstance(obj.get("id"), str) and bool(obj["id"])
             and obj.get("status") in STATUSES
             and all(obj.get(k) is None or _finite(obj[k]) for k in TIME_KEYS)
             and _created(obj) is not None
-            and (obj.get("resends") is None or _finite(obj["resends"]) and obj["resends"] >= 0))
+            and (obj.get("resends") is None or _finite(obj["resends"]) and obj["resends"] >= 0)
+            and (obj.get("correct") is None or isinstance(obj["correct"], bool))
+            and (obj["status"] != "completed" or delay_ok(_delay(obj))))
+
+
+def delay_ok(d: Optional[float]) -> bool:
+    """None (no pair of times to take it from) or a delay in [0, MAX_DELAY_S] seconds: a task
+    finished before it was created, or one whose times overflow, has damaged times."""
+    return d is None or is_finite(d) and 0.0 <= d <= MAX_DELAY_S
 
 
 def _finite(v) -> bool:
@@ -202,7 +216,7 @@ def summarise_records(records: Iterable[Mapping], policy: str, rate: float,
         d = _delay(rec)
         if d is not None:
             delays.append(d)
-        if rec.get("correct"):
+        if rec.get("correct") is True:  # null: the task had no label to check it against
             correct += 1
         st = rec.get("exit_stage")
         if isinstance(st, int):
