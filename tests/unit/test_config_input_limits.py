@@ -70,6 +70,42 @@ def test_a_json_integer_of_too_many_digits_is_a_usage_error_naming_where(tmp_pat
     assert read_json_file(str(path), UsageError, "scenario") == {"a": int("1" * 4300)}
 
 
+@pytest.mark.parametrize("text,where", [
+    ('{"tradeoff": 0.2, "knobs": {}, "tradeoff": 0.9}', "tradeoff: given twice"),
+    ('{"workers": [{"id": "w1"}, {"id": "w2", "stage": 1, "id": "w3"}]}',
+     "workers[1].id: given twice"),
+    ('{"knobs": {"rounds": 1, "rounds": 2, "rounds": 3}}', "knobs.rounds: given 3 times"),
+    ('{"a": {"b": 1, "b": 2}, "a": 3}', "a: given twice"),  # the inner one is gone
+    ('{"b": %s, "b": 2}' % ("1" * 5000), "b: given twice"),  # it hid the long integer
+])
+def test_a_json_key_given_twice_in_one_object_is_an_error_naming_it(tmp_path, text, where):
+    """Rule: a key repeated in one JSON object is refused, naming the key by its path (JSON
+    decoders keep the last one silently; the TOML reader refuses a repeated key)."""
+    path = tmp_path / "s.json"
+    path.write_text(text)
+    with pytest.raises(UsageError) as info:
+        read_json_file(str(path), UsageError, "scenario")
+    assert str(info.value) == "%s: %s" % (path, where)
+
+
+def test_a_scenario_and_a_calibration_profile_with_a_repeated_key_are_refused(tmp_path):
+    """Rule: every file read through the project's JSON reader refuses a repeated key: a
+    scenario (``plan``, ``simulate``) and a calibration profile, each naming the file first."""
+    from agent.policies.setting import ScenarioError
+    from agent.scenario.format import load_scenario
+    from calibration.profile import ProfileError, load_profile
+
+    sc = tmp_path / "s.json"
+    sc.write_text('{"tradeoff": 0.2, "tradeoff": 0.9}')
+    with pytest.raises(ScenarioError, match=r"^%s: tradeoff: given twice$" % sc):
+        load_scenario(str(sc))
+    prof = tmp_path / "p.json"
+    prof.write_text('{"format": "edge-agent-calibration-profile", "version": 1, "version": 1, '
+                    '"entries": []}')
+    with pytest.raises(ProfileError, match=r"^%s: version: given twice$" % prof):
+        load_profile(str(prof))
+
+
 @pytest.mark.parametrize("endpoint", ["tcp://[::1:17572", "tcp://::1]:5", "tcp://not a host!:17572",
                                       "tcp://h\u00fc:5", "tcp://a;b:5", "tcp://999.1.1.1:5",
                                       "tcp://[fe80::1%a b]:5", "tcp://[host]:5"])
