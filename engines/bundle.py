@@ -21,6 +21,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from agent.config.fields import Fields
 from agent.errors import UsageError
 from agent.ops.atomic import write_atomic
 from agent.ops.files import FileFault, read_text
@@ -38,6 +39,15 @@ EXIT_PROFILE_NAME = "exit_profile.npz"
 FORMAT_NAME = "edge-agent-bundle"
 FORMAT_VERSION = 1
 MAX_ELEMENTS = 2 ** 32  # elements of one stage tensor at most (a shape beyond is not a model's)
+
+
+# the fields a manifest, a stage and a tensor entry may hold: what make_manifest, stage_entry
+# and tensor_entry write (``source`` is carried for people and never read, so it is free)
+MANIFEST_KEYS = ("format", "version", "name", "num_classes", "flops_convention", "exit_profile",
+                 "source", "stages")
+STAGE_KEYS = ("index", "file", "sha256", "input", "feature_output", "logits_output", "has_exit",
+              "flops", "input_bytes", "dynamic_batch")
+TENSOR_KEYS = ("name", "shape", "dtype")
 
 
 class BundleError(UsageError):
@@ -166,6 +176,14 @@ class _Fields:
             raise BundleError("%s: field %s has the wrong type (%r)" % (self.where, label, value))
         return value
 
+    def known(self, obj: Dict[str, Any], keys: Sequence[str], ctx: str) -> None:
+        """Refuse a key outside ``keys`` (a misspelt optional field would be read as absent),
+        suggesting the closest one."""
+        try:
+            Fields(obj, ctx, BundleError).reject_unknown(keys)
+        except BundleError as exc:
+            raise BundleError("%s: %s" % (self.where, exc)) from None
+
     def shape(self, obj, key: str, ctx: str) -> Tuple[int, ...]:
         raw = self.get(obj, key, list, ctx)
         if not raw or len(raw) > MAX_DIMS or not all(
@@ -196,6 +214,7 @@ def _parse_stage(f: _Fields, obj, position: int, directory: str, verify_files: b
     ctx = "stages[%d]" % position
     if not isinstance(obj, dict):
         raise BundleError("%s: %s must be an object" % (f.where, ctx))
+    f.known(obj, STAGE_KEYS, ctx)
     index = f.get(obj, "index", int, ctx)
     if index != position + 1:
         raise BundleError("%s: %s.index is %d, expected %d (stages in order from 1)"
@@ -218,6 +237,9 @@ def _parse_stage(f: _Fields, obj, position: int, directory: str, verify_files: b
     if not (0 <= flops <= COUNT_MAX and 0 < input_bytes <= COUNT_MAX):
         raise BundleError("%s: %s needs flops in [0, 2**63) and input_bytes in (0, 2**63), got "
                           "%s and %s" % (f.where, ctx, _count_text(flops), _count_text(input_bytes)))
+    for key, tensor in (("input", inp), ("feature_output", feat), ("logits_output", logits)):
+        if tensor is not None:
+            f.known(tensor, TENSOR_KEYS, "%s.%s" % (ctx, key))
     num_classes = 0
     if logits is not None:
         lshape = f.get(logits, "shape", list, ctx + ".logits_output")
@@ -244,6 +266,7 @@ def parse_bundle(obj: Dict[str, Any], directory: str, where: str = MANIFEST_NAME
                  verify_files: bool = True) -> Bundle:
     """Validate a parsed manifest ``obj`` whose files live in ``directory``."""
     f = _Fields(where)
+    f.known(obj, MANIFEST_KEYS, "")
     if obj.get("format") != FORMAT_NAME:
         raise BundleError("%s: field format must be %r, got %r" % (where, FORMAT_NAME, obj.get("format")))
     version = f.get(obj, "version", int, "")
@@ -280,7 +303,14 @@ def parse_bundle(obj: Dict[str, Any], directory: str, where: str = MANIFEST_NAME
     profile_path = None
     if profile_rel is not None:
         candidate = os.path.normpath(os.path.join(directory, profile_rel))
-        profile_path = candidate if os.path.exists(candidate) else None
+        if os.path.exists(candidate):
+            profile_path = candidate
+        elif profile_rel != EXIT_PROFILE_NAME:
+            # build names the default file before `profile` writes it (not profiled yet); any
+            # other name was written by hand, and reading it as "no profile" would turn
+            # threshold tuning off without a word
+            raise BundleError("%s: field exit_profile names %s, which does not exist (%s)"
+                              % (where, profile_rel, candidate))
     return Bundle(path=directory, name=name, stages=stages, num_classes=num_classes,
                   exit_profile_path=profile_path)
 

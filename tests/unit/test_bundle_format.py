@@ -7,7 +7,9 @@ import os
 
 import pytest
 
-from engines.bundle import MANIFEST_NAME, BundleError, load_bundle
+from engines.bundle import (EXIT_PROFILE_NAME, MANIFEST_KEYS, MANIFEST_NAME, STAGE_KEYS,
+                            TENSOR_KEYS, BundleError, load_bundle, make_manifest, stage_entry,
+                            tensor_entry)
 from engines.tiny_model import build_tiny_bundle
 
 
@@ -91,3 +93,47 @@ def test_stage_chain_shapes_must_match(bundle_dir):
 def test_final_stage_must_have_logits(bundle_dir):
     _edit(bundle_dir, lambda o: o["stages"][2].update(logits_output=None))
     _one_line_error(bundle_dir, "final stage 3 must have logits_output")
+
+
+def test_a_named_exit_profile_that_does_not_exist_is_refused(bundle_dir):
+    """``"exit_profile": "nope.npz"`` was read as a bundle without a profile, turning threshold
+    tuning off without a word: a named file that is missing is an error naming bundle.json,
+    the field and the file."""
+    _edit(bundle_dir, lambda o: o.update(exit_profile="nope.npz"))
+    _one_line_error(bundle_dir, r"bundle\.json: field exit_profile names nope\.npz, which does "
+                                r"not exist \(.*nope\.npz\)")
+
+
+def test_the_default_exit_profile_may_be_missing_until_profile_writes_it(bundle_dir):
+    """build names exit_profile.npz before ``profile`` has written it: that bundle loads, with
+    no profile; once the file is there it is the bundle's profile."""
+    with open(os.path.join(bundle_dir, MANIFEST_NAME)) as f:
+        assert json.load(f)["exit_profile"] == EXIT_PROFILE_NAME
+    assert load_bundle(bundle_dir).exit_profile_path is None
+    open(os.path.join(bundle_dir, EXIT_PROFILE_NAME), "wb").close()
+    assert load_bundle(bundle_dir).exit_profile_path == os.path.join(bundle_dir,
+                                                                     EXIT_PROFILE_NAME)
+
+
+@pytest.mark.parametrize("change,match", [
+    (lambda o: o.update(exit_profil="p.npz"),
+     r"bundle\.json: exit_profil: unknown field \(did you mean 'exit_profile'\?\)"),
+    (lambda o: o["stages"][1].update(has_exits=True),
+     r"bundle\.json: stages\[1\]\.has_exits: unknown field \(did you mean 'has_exit'\?\)"),
+    (lambda o: o["stages"][0]["input"].update(dtpye="float32"),
+     r"bundle\.json: stages\[0\]\.input\.dtpye: unknown field \(did you mean 'dtype'\?\)"),
+])
+def test_an_unknown_manifest_field_is_refused_with_a_suggestion(bundle_dir, change, match):
+    """A misspelt optional field was read as absent (``exit_profil``: no profile): like every
+    other file of the project, the manifest refuses a field it does not know."""
+    _edit(bundle_dir, change)
+    _one_line_error(bundle_dir, match)
+
+
+def test_the_writer_emits_only_fields_the_reader_knows():
+    """make_manifest, stage_entry and tensor_entry write nothing the reader would refuse
+    (``source`` is free: it is never read)."""
+    t = tensor_entry("x", (1, 2), "float32")
+    st = stage_entry(1, "stage1.onnx", "0" * 64, t, t, t, False, 1, False)
+    assert set(make_manifest("m", 2, [st])) <= set(MANIFEST_KEYS)
+    assert set(st) <= set(STAGE_KEYS) and set(t) <= set(TENSOR_KEYS)
