@@ -77,7 +77,6 @@ def run(args: argparse.Namespace) -> int:
     """Load the scenario, plan, print the result (text or one JSON object)."""
     from agent.policies.model import compile_network, remaining_for, with_link_model
     from agent.policies.optimum import min_max_utilisation
-    from agent.policies.registry import check_scenario_knobs
     from agent.scenario.format import load_scenario
     from agent.policies.plan_report import PlanReport
 
@@ -86,8 +85,7 @@ def run(args: argparse.Namespace) -> int:
         if v is not None and not least <= v <= MAX_ROUNDS:
             raise UsageError("--%s: must be in %d..%d, got %s"
                              % (opt, least, MAX_ROUNDS, short(v, 40)))
-    scenario = load_scenario(args.scenario)
-    check_scenario_knobs(scenario.knobs)
+    scenario = load_scenario(args.scenario)  # knobs checked too, errors naming the file
     if getattr(args, "link_model", None):
         scenario = with_link_model(scenario, args.link_model)
     res = plan(scenario, args.policy, args.rounds, args.step, args.staleness, args.seed)

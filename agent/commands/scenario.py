@@ -93,18 +93,31 @@ def _fill_defaults(args: argparse.Namespace) -> None:
                              % (name.replace("_", "-"), users, args.setting))
 
 
+# upper bounds far above any real setting (the paper's 50 sources, ImageNet's 50,000 validation
+# images) that a typo passes: 10**12 samples ran numpy out of memory, 10**8 sources for minutes
+MAX_SOURCES = 10000
+MAX_SAMPLES = 1000000
+
+
 def _check_numbers(args: argparse.Namespace) -> None:
     """Every number finite and in its range, before anything is generated or written."""
+    # rates and capacities are written into the scenario, so they take its reader's range (a
+    # value outside it wrote a file that plan refused); imported here: --help loads no numpy
+    from agent.scenario.format import POSITIVE_RANGE
+
     _fill_defaults(args)  # None from here on: an option this setting does not take
-    if args.sources is not None and args.sources < 1:
-        raise UsageError("--sources: must be >= 1, got %d" % args.sources)
-    if args.samples is not None and args.samples < 10:
-        raise UsageError("--samples: must be >= 10, got %d" % args.samples)
+    if args.sources is not None and not 1 <= args.sources <= MAX_SOURCES:
+        raise UsageError("--sources: must be in [1, %d], got %d" % (MAX_SOURCES, args.sources))
+    if args.samples is not None and not 10 <= args.samples <= MAX_SAMPLES:
+        raise UsageError("--samples: must be in [10, %d], got %d" % (MAX_SAMPLES, args.samples))
     for name in ("rate", "node_capacity", "link_rate"):
         value = getattr(args, name)
         if value is not None and not (math.isfinite(value) and value > 0):
             raise UsageError("--%s: must be a finite number > 0, got %r"
                              % (name.replace("_", "-"), value))
+        if value is not None and not POSITIVE_RANGE[0] <= value <= POSITIVE_RANGE[1]:
+            raise UsageError("--%s: must be in [%g, %g] (a scenario's range), got %r"
+                             % ((name.replace("_", "-"),) + POSITIVE_RANGE + (value,)))
     if args.load is not None and not 0 < args.load < 1:  # nan fails too
         raise UsageError("--load: must be in (0, 1), got %r" % args.load)
     if args.tradeoff is not None and not 0.0 <= args.tradeoff <= 1.0:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from typing import Type
+from typing import Any, Dict, Type
 
 NODE_ID_MAX_CHARS = 64
 _NODE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*\Z")
@@ -19,6 +19,16 @@ _NODE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*\Z")
 MAX_MESSAGE_BYTES_LIMIT = 1 << 30
 ENGINE_THREADS_MAX = 1024  # intra-op threads of one engine: far beyond any board's cores
 MIN_INTERVAL_S = 0.001  # every period and timeout: below 1 ms the loop would only spin
+# every period and timeout at most a day: a heartbeat or slot of 1e308 s never comes, and the
+# agent never turns ready (its first heartbeat is what its neighbours wait for)
+MAX_INTERVAL_S = 86400.0
+# start-up timing runs (warm-up and timed) at most this: 10**9 runs never end, while 1000 runs
+# of a stage at 0.5 s are 8 minutes
+MAX_TIMING_RUNS = 1000
+# a scenario's rates, sizes and capacities, and an emulated device's capacity: within these the
+# model's products and powers (the step's curvature goes with the cube of a service time) stay
+# far from float overflow; an emulated capacity of 1e-300 FLOP/s pads every task to forever
+POSITIVE_RANGE = (1e-9, 1e24)
 _HOST_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]*\Z", re.ASCII)
 _DOTTED_DIGITS = re.compile(r"[0-9.]+\Z", re.ASCII)
 _IPC_PATH_MAX_BYTES = 107  # sun_path of an AF_UNIX socket, less the final NUL
@@ -28,6 +38,26 @@ def phase_fits(rounds_per_slot: float, round_interval_s: float, slot_length_s: f
     """DTO-EE's configuration phase (its rounds, each at most its stall timeout) ends within
     its slot: the one rule a node config and a testbed topology are checked by."""
     return rounds_per_slot * round_interval_s < slot_length_s
+
+
+def check_limits(kw: Dict[str, Any], where: str, error: Type[Exception]) -> Dict[str, Any]:
+    """The upper (and non-zero lower) bounds of node-config values the parser has read into
+    ``kw`` (types already checked): every period and timeout (``*_interval_s``, ``*_timeout_s``,
+    ``slot_length_s``) in [MIN_INTERVAL_S, MAX_INTERVAL_S], ``warmup_runs`` and ``timing_runs``
+    at most MAX_TIMING_RUNS, ``emulate_capacity_flops`` 0 (off) or in POSITIVE_RANGE.
+    Returns ``kw``; errors read as the parser's: ``config.timing_runs: must be an integer in
+    [1, 1000], got 1000000000``."""
+    limits = [(key, MIN_INTERVAL_S, MAX_INTERVAL_S, "") for key in sorted(kw)
+              if key.endswith(("_interval_s", "_timeout_s")) or key == "slot_length_s"]
+    limits += [("warmup_runs", 0, MAX_TIMING_RUNS, "an integer "),
+               ("timing_runs", 1, MAX_TIMING_RUNS, "an integer ")]
+    if kw["emulate_capacity_flops"] != 0:
+        limits.append(("emulate_capacity_flops",) + POSITIVE_RANGE + ("",))
+    for key, lo, hi, kind in limits:
+        if not lo <= kw[key] <= hi:
+            raise error("%s.%s: must be %sin [%g, %g], got %s"
+                        % (where, key, kind, lo, hi, short(kw[key], 40)))
+    return kw
 
 
 def short(value: object, limit: int = 60) -> str:

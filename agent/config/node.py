@@ -33,7 +33,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any, Dict, Mapping, Tuple
 
 from agent.config.checks import (MAX_MESSAGE_BYTES_LIMIT, MIN_INTERVAL_S, ENGINE_THREADS_MAX,
-                                  check_endpoint, check_node_id, is_loopback_host, phase_fits)
+                                  check_endpoint, check_limits, check_node_id, is_loopback_host, phase_fits)
 from agent.config.fields import REQUIRED, Fields
 from agent.config.toml_dump import to_toml
 from agent.errors import UsageError
@@ -311,7 +311,7 @@ def parse_config(obj: Any, base_dir: str = ".", where: str = "config") -> NodeCo
     for key in ("emulate_links", "metrics_public", "online_capacity", "terminal"):
         kw[key] = r.bool(key, dflt(key))  # terminal: a source ignores it
     kw["replay_rows"] = r.str("replay_rows", dflt("replay_rows"), splits.ROW_SETS)
-    cfg = NodeConfig(**kw)
+    cfg = NodeConfig(**check_limits(kw, where, ConfigError))
     _check_consistency(cfg, where)
     return cfg
 

@@ -144,9 +144,11 @@ def check_agent_knobs(name: str, knobs: Mapping[str, Any], where: str = "policy_
 
 
 def check_scenario_knobs(knobs: Mapping[str, Any], where: str = "knobs") -> None:
-    """Reject a scenario knob that no registered policy reads (a typo), with a hint."""
+    """Reject a scenario knob that no registered policy reads (a typo), with a hint, and a
+    DTO-EE knob out of its range (every planner reads those)."""
     known = {k for r in _ROWS.values() for k in r.scenario_knobs}
     Fields(knobs, where, ScenarioError).reject_unknown(sorted(known))
+    parse_knobs(knobs, where)
     for name in sorted(set(knobs) & set(_ROWS)):  # a policy's own section: {knob: value}
         if not isinstance(knobs[name], Mapping):
             raise ScenarioError("%s.%s: must be an object {knob: value}, got %.100r"

@@ -13,6 +13,7 @@ import json
 import os
 from typing import Any, Collection, Dict, List, Optional, Sequence, Tuple
 
+from agent.config.checks import POSITIVE_RANGE  # a scenario's rates, sizes and capacities
 from agent.config.fields import Fields
 from agent.config.jsonfile import read_json_file
 from agent.errors import UsageError
@@ -65,11 +66,6 @@ STAGE_KEYS = ("flops", "input_bytes", "exit", "comment")
 SOURCE_KEYS = ("id", "rate", "device", "comment")
 WORKER_KEYS = ("id", "stage", "capacity", "power_modes", "device", "comment", "terminal")
 LINK_KEYS = ("from", "to", "rate", "comment", "restart")
-
-
-# a scenario's rates, sizes and capacities: within these the model's products and powers (the
-# step's curvature goes with the cube of a service time) stay far from float overflow
-POSITIVE_RANGE = (1e-9, 1e24)
 
 
 def _positive(item: Fields, key: str) -> float:
@@ -193,10 +189,16 @@ def _exits(top: Fields, stages: List[Stage],
 
 
 def load_scenario(path: str) -> Scenario:
-    """Read and validate a scenario JSON file."""
+    """Read and validate a scenario JSON file, its ``knobs`` included."""
+    # the policies' table loads every policy: imported when a file is read, not by the users of
+    # this module's ranges and writer
+    from agent.policies.registry import check_scenario_knobs
+
     obj = read_json_file(path, ScenarioError, "scenario")
     try:
-        return parse_scenario(obj, os.path.dirname(os.path.abspath(path)))
+        scenario = parse_scenario(obj, os.path.dirname(os.path.abspath(path)))
+        check_scenario_knobs(scenario.knobs)  # here, so that its errors name the file too
+        return scenario
     except ScenarioError as exc:  # the field's path in the file, after the file's
         raise ScenarioError("%s: %s" % (path, exc)) from None
 

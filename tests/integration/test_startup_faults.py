@@ -183,6 +183,13 @@ CASES: Dict[str, Tuple[Callable[[Case], str], Tuple[str, ...]]] = {
                                  ("peers[0].data_address", "1..65535")),
     "heartbeat_interval_s 1e-6": (lambda c: c.write(c.config("worker", heartbeat_interval_s=1e-6)),
                                   ("heartbeat_interval_s", ">= 0.001")),
+    "heartbeat_interval_s 1e308": (lambda c: c.write(c.config("worker", heartbeat_interval_s=1e308)),
+                                   ("config.heartbeat_interval_s", "in [0.001, 86400]")),
+    "timing_runs 10**9": (lambda c: c.write(c.config("worker", timing_runs=10 ** 9)),
+                          ("config.timing_runs", "in [1, 1000]")),
+    "emulate_capacity_flops 1e-300": (
+        lambda c: c.write(c.config("worker", emulate_capacity_flops=1e-300)),
+        ("config.emulate_capacity_flops", "in [1e-09, 1e+24]")),
     "ack_timeout_s negative": (lambda c: c.write(c.config("worker", ack_timeout_s=-1.0)),
                                ("ack_timeout_s",)),
     "max_message_bytes 2**62": (lambda c: c.write(c.config("worker", max_message_bytes=2 ** 62)),
@@ -252,6 +259,12 @@ CASES: Dict[str, Tuple[Callable[[Case], str], Tuple[str, ...]]] = {
     "a manifest dimension of 10**30": (
         lambda c: _bundle(c, lambda m, d: m["stages"][1]["input"].update(shape=[1, 10 ** 30])),
         ("shape", "below 2^31")),
+    "a manifest naming an exit profile that does not exist": (
+        lambda c: _bundle(c, lambda m, d: m.update(exit_profile="nope.npz")),
+        ("bundle.json", "exit_profile names nope.npz, which does not exist")),
+    "a manifest field misspelt": (
+        lambda c: _bundle(c, lambda m, d: m.update(exit_profil="exit_profile.npz")),
+        ("bundle.json", "exit_profil: unknown field", "did you mean 'exit_profile'")),
     "a manifest dtype of object": (
         lambda c: _bundle(c, lambda m, d: m["stages"][1]["input"].update(dtype="object")),
         ("dtype", "number or bool")),
@@ -414,7 +427,7 @@ def test_doctor_config_runs_a_nodes_start_up_checks_without_starting_it(tiny, tm
     steps = ["node config", "node files", "node bundle", "node keys", "node policy"]
     assert [checks[n]["status"] for n in steps] == ["OK"] * 5, checks
     assert checks["bundle"]["detail"].startswith("tiny")  # the config's bundle, not the demo
-    assert not os.listdir(os.path.join(good.dir, "state"))  # nothing written
+    assert not os.path.exists(os.path.join(good.dir, "state"))  # nothing made or written
     bad = Case(str(tmp_path), bundle, replay, "bad")
     path = bad.write(bad.config("worker", bundle=os.path.join(bad.dir, "no-bundle")))
     main(["doctor", "--json", "--config", path])

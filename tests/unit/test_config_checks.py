@@ -73,6 +73,39 @@ def test_ranges_are_checked(over, field):
         parse_config(_worker(**over))
 
 
+@pytest.mark.parametrize("over, message", [
+    ({"timing_runs": 10 ** 9},
+     "config.timing_runs: must be an integer in [1, 1000], got 1000000000"),
+    ({"warmup_runs": 5000}, "config.warmup_runs: must be an integer in [0, 1000], got 5000"),
+    ({"heartbeat_interval_s": 1e308},
+     "config.heartbeat_interval_s: must be in [0.001, 86400], got 1e+308"),
+    ({"slot_length_s": 1e308}, "config.slot_length_s: must be in [0.001, 86400], got 1e+308"),
+    ({"result_timeout_s": 1e9}, "config.result_timeout_s: must be in [0.001, 86400], got"),
+    ({"emulate_capacity_flops": 1e-300},
+     "config.emulate_capacity_flops: must be in [1e-09, 1e+24], got 1e-300"),
+    ({"emulate_capacity_flops": 1e30},
+     "config.emulate_capacity_flops: must be in [1e-09, 1e+24], got 1e+30"),
+])
+def test_values_an_agent_never_gets_ready_with_are_refused(over, message):
+    """Rule: start-up timing runs at most 1000, every period and timeout at most a day, an
+    emulated capacity 0 (off) or in a scenario's range: ``timing_runs = 10**9`` timed forever,
+    a heartbeat or slot of 1e308 s never came, 1e-300 FLOP/s padded every task to forever."""
+    with pytest.raises(ConfigError) as info:
+        parse_config(_worker(**over))
+    assert str(info.value).startswith(message), str(info.value)
+
+
+def test_the_bounds_themselves_are_accepted():
+    """Rule: the bounds are inclusive, and 0 still turns emulation off."""
+    cfg = parse_config(_worker(timing_runs=1000, warmup_runs=1000, heartbeat_interval_s=86400,
+                               result_timeout_s=86400, emulate_capacity_flops=0,
+                               slot_length_s=86400.0, rounds_per_slot=20,
+                               round_interval_s=0.05))
+    assert (cfg.timing_runs, cfg.heartbeat_interval_s, cfg.emulate_capacity_flops) == \
+        (1000, 86400.0, 0.0)
+    assert parse_config(_worker(emulate_capacity_flops=1e-9)).emulate_capacity_flops == 1e-9
+
+
 def test_run_exits_78_on_a_start_up_fault(tmp_path, capsys):
     """Rule: ``edge-agent run`` exits with EXIT_CONFIG and one error line on a bad config."""
     assert main(["run", "--config", str(tmp_path / "absent.toml")]) == EXIT_CONFIG

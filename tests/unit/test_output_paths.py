@@ -151,6 +151,36 @@ def test_scenario_refuses_non_finite_and_non_positive_numbers(work, capsys, sett
     assert _tree(work) == before
 
 
+@pytest.mark.parametrize("setting,option,value,want", [
+    ("paper-resnet101", "--samples", "1000000000000", "must be in [10, 1000000], got"),
+    ("paper-resnet101", "--samples", "9", "must be in [10, 1000000], got 9"),
+    ("paper-resnet101", "--sources", "100000000", "must be in [1, 10000], got"),
+    ("paper-resnet101", "--sources", "0", "must be in [1, 10000], got 0"),
+    ("paper-resnet101", "--rate", "1e300", "must be in [1e-09, 1e+24] (a scenario's range)"),
+    ("paper-bert", "--rate", "1e-12", "must be in [1e-09, 1e+24] (a scenario's range)"),
+    ("mdi-local", "--node-capacity", "1e30", "must be in [1e-09, 1e+24]"),
+    ("mdi-local", "--link-rate", "1e25", "must be in [1e-09, 1e+24]"),
+])
+def test_scenario_refuses_numbers_past_their_bounds_up_front(work, capsys, setting, option,
+                                                             value, want):
+    """``--samples 10**12`` ran numpy out of memory (a traceback), ``--sources 10**8`` ran for
+    minutes and ``--rate 1e300`` wrote a file ``plan`` refused: samples and sources have upper
+    bounds, and rates and capacities the scenario reader's own range, all checked before any
+    work is done, with nothing written."""
+    before = _tree(work)
+    _fails(["scenario", setting, "--out", "s.json", option, value], capsys, option + ": " + want)
+    assert _tree(work) == before
+
+
+def test_scenario_accepts_the_bounds_themselves(work, capsys):
+    """The bounds are inclusive: the largest rate a scenario takes is written and read back."""
+    from agent.scenario.format import POSITIVE_RANGE, load_scenario
+
+    assert main(["scenario", "paper-bert", "--samples", "10", "--out", "s.json",
+                 "--rate", repr(POSITIVE_RANGE[1])]) == 0
+    assert {s.rate for s in load_scenario("s.json").sources} == {POSITIVE_RANGE[1]}
+
+
 @pytest.mark.parametrize("setting,option,value,users", [
     ("mdi-2-node", "--sources", "3", "paper-*"),
     ("mdi-2-node", "--homogeneous", None, "paper-*"),

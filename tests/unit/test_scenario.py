@@ -106,6 +106,29 @@ def test_a_bad_field_in_a_file_is_named_after_the_file(tmp_path):
     assert str(exc.value).startswith("%s: stages[0].exit: " % path)
 
 
+@pytest.mark.parametrize("knobs,message", [
+    ({"rounds": 0}, "knobs.rounds: must be an integer >= 1, got 0"),
+    ({"roundz": 5}, "knobs.roundz: unknown field (did you mean 'rounds'?)"),
+    ({"mdi-exit": 3}, "knobs.mdi-exit: must be an object {knob: value}, got 3"),
+])
+@pytest.mark.parametrize("command", ["plan", "simulate"])
+def test_a_bad_knob_is_named_after_the_scenario_file(tmp_path, capsys, knobs, message, command):
+    """A knob's error is led by the file's path like every other field's (it was checked after
+    loading, and its line named no file), in plan and simulate alike: one line, exit 2."""
+    obj = dict(copy.deepcopy(BASE), knobs=knobs)
+    path = tmp_path / "s.json"
+    path.write_text(json.dumps(obj))
+    with pytest.raises(ScenarioError) as exc:
+        load_scenario(str(path))
+    assert str(exc.value).startswith("%s: %s" % (path, message)), str(exc.value)
+    argv = {"plan": ["plan", "-s", str(path)],
+            "simulate": ["simulate", "--scenario", str(path), "--out", str(tmp_path / "o")]}
+    assert main(argv[command]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("edge-agent %s: error: %s: %s"
+                                               % (command, path, message)), err
+
+
 def test_writer_round_trips_fixed_remaining(tmp_path):
     """scenario_to_json is the inverse of parse_scenario (power modes included)."""
     sc = parse_scenario(copy.deepcopy(BASE))
