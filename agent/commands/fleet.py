@@ -55,6 +55,11 @@ def run(args: argparse.Namespace) -> int:
     for c in args.client:
         if not (c and c.isascii() and c.replace("-", "").replace("_", "").isalnum()):
             raise UsageError("--client: %r must be letters, digits, - and _" % c)
+    if args.bundle is not None and not os.path.isabs(args.bundle):
+        # a device path, unrelated to this folder: a relative one would be taken from the
+        # devices' "/" (and --root does not apply to a given --bundle)
+        raise UsageError("--bundle: the bundle's path on the devices must be absolute, got %r"
+                         % args.bundle)
     topo = load_topology(args.topology)
     fleet_policy = (topo.fleet or {}).get("policy")
     if fleet_policy is not None and not isinstance(fleet_policy, str):  # as the testbed says

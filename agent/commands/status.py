@@ -27,15 +27,11 @@ def run(args: argparse.Namespace) -> int:
     import time
 
     from agent.errors import UsageError
-    from agent.fleet.render import load_manifest
+    from agent.fleet.manifest import require_manifest
     from agent.fleet.status import fleet_status, format_status, nodes_from_endpoints
 
     if args.fleet:
-        man = load_manifest(args.fleet)
-        if man is None:
-            raise UsageError("--fleet: %s holds no fleet.json (made by `fleet render`)"
-                             % args.fleet)
-        nodes = man["nodes"]
+        nodes = require_manifest(args.fleet)["nodes"]
     else:
         nodes = nodes_from_endpoints(args.endpoints)
     if args.watch < 0 or not args.timeout > 0:

@@ -39,15 +39,12 @@ def _endpoint_and_keys(args):
 
     from agent.fleet.client import ClientKeys
     from agent.errors import UsageError
-    from agent.fleet.render import load_manifest
+    from agent.fleet.manifest import require_manifest
 
     endpoint, key, server = args.endpoint, args.key, args.server_key
     named = "--key/--server-key"  # the options a key error is about
     if args.fleet:
-        man = load_manifest(args.fleet)
-        if man is None:
-            raise UsageError("--fleet: %s holds no fleet.json (made by `fleet render`)"
-                             % args.fleet)
+        man = require_manifest(args.fleet)  # every entry checked: an object, fields typed
         node = man["nodes"].get(args.source or "")
         if node is None or not node.get("client"):
             raise UsageError("--source: %r is not a client-mode source of the fleet (sources: %s)"
@@ -131,13 +128,31 @@ def run(args: argparse.Namespace) -> int:
                 explained.add(a.detail)
                 print("  %s: %s" % (a.id, a.detail))
             sys.stdout.flush()
-            if i == 0 and a.reason == no_answer(a.id, args.timeout).reason:
+            if a.reason != no_answer(a.id, args.timeout).reason:
+                continue
+            if i == 0:
                 # nothing at all came back: the rest would each wait as long for nothing, and
                 # a lone input says the same as a first one (no source there, or wrong keys)
                 raise UsageError("no answer from %s within %g s: is its source running, and the "
                                  "endpoint (and keys) right?%s"
                                  % (endpoint, args.timeout, " %d input(s) not sent" % (n - 1)
                                     if n > 1 else ""))
-    print("%d sent: %s" % (n, ", ".join("%d %s" % (fates[o], o) for o in
-                                        ("completed", "rejected", "lost", "error") if fates[o])))
+            # a source that answered before and now does not: one gone (nothing listens, or
+            # another key or program at the endpoint) would make every input left wait out
+            # --timeout; one that is up but slow passes the check and the run goes on
+            problem = client.check_connection(min(args.timeout, CONNECT_WAIT_S)) \
+                if i + 1 < n else ""
+            if problem:
+                _summary(i + 1, fates)
+                err = UsageError("%s: %s; %d input(s) not sent" % (endpoint, problem, n - i - 1))
+                err.exit_status = 1  # answers came back: a failed run, not a mistaken command
+                raise err
+    _summary(n, fates)
     return 0 if fates["completed"] == n else 1
+
+
+def _summary(sent: int, fates) -> None:
+    print("%d sent: %s" % (sent, ", ".join("%d %s" % (fates[o], o) for o in
+                                           ("completed", "rejected", "lost", "error")
+                                           if fates[o])))
+    sys.stdout.flush()

@@ -14,7 +14,9 @@ client endpoint over CURVE to the clients in ``/etc/edge-agent/clients``. Output
     OUT/testbed.json                        the topology with a "fleet" object (client mode):
                                             `edge-agent testbed` drives the fleet with it
 
-Nothing emulated carries over unless asked (``emulate``): a device's capacity is measured and
+A source's replay set (the topology's ``agent.replay_path``, a workstation file) is copied
+into its files and named at its device path (``agent.fleet.replay``). Nothing emulated carries
+over unless asked (``emulate``): a device's capacity is measured and
 a link's rate is a prior the sender corrects.
 
 All or nothing: node ids, hosts, the rate and OUT are checked first, every node's config is
@@ -32,11 +34,12 @@ import os
 import secrets
 import shutil
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Sequence, Tuple
 
 from agent.config.node import NodeConfig, dump_config, parse_config
 from agent.errors import UsageError
 from agent.fleet.inventory import Host
+from agent.fleet.replay import place_replay, replay_set, sheet_lines, write_replay
 from agent.ops.atomic import write_atomic
 from agent.ops.state import DEFAULT_STATE_DIR
 from agent.testbed.local import node_objects
@@ -173,6 +176,7 @@ def _render_into(stage: str, topo: Topology, hosts: Dict[str, Host], opts: Rende
                  ) -> Tuple[Dict[str, NodeConfig], List[str]]:
     """``render`` into the folder ``stage``: keys, then every node's config (all parsed before
     any device file is written), then the files; paths shown to the user name ``out_dir``."""
+    replay = replay_set(topo)  # the workstation's file, copied to each source's files
     keys_dir = os.path.join(stage, "keys")
     made = [n for n in topo.node_ids() if _keypair(keys_dir, n)]
     made += ["clients/" + c for c in opts.clients
@@ -200,6 +204,7 @@ def _render_into(stage: str, topo: Topology, hosts: Dict[str, Host], opts: Rende
             "allowed_keys_dir": _dev(opts, ETC + "/fleet"),
             "metrics_port": h.metrics_port,
         })
+        place_replay(obj, replay, _dev(opts, ETC))
         for p in obj["peers"]:
             p["public_key"] = pub[p["id"]]
         if obj["role"] == "worker":
@@ -213,8 +218,9 @@ def _render_into(stage: str, topo: Topology, hosts: Dict[str, Host], opts: Rende
         cfgs[n] = parse_config(obj, "/", where="fleet node %s" % n)
     for n, cfg in cfgs.items():
         _write_device(stage, topo, n, cfg, opts)
+        write_replay(os.path.join(stage, "devices", n, "etc", "edge-agent"), replay, cfg)
     _write_manifest(stage, topo, hosts, cfgs, opts)
-    _write_sheets(stage, topo, hosts, cfgs, opts)
+    _write_sheets(stage, topo, hosts, cfgs, opts, replay)
     if not opts.rate_tasks_s:
         write_atomic(os.path.join(stage, DRIVE_TOPOLOGY),
                      json.dumps(drive_topology(topo, hosts, opts), indent=1) + "\n")
@@ -305,7 +311,7 @@ def _write_manifest(out: str, topo: Topology, hosts: Dict[str, Host],
                  json.dumps(manifest_object(topo, hosts, cfgs, opts), indent=1) + "\n")
 
 
-def sheet_text(n: str, h: Host, cfg: NodeConfig, out: str) -> str:
+def sheet_text(n: str, h: Host, cfg: NodeConfig, out: str, replay: str = "") -> str:
     """The per-device sheet: what to copy to device ``n`` and what to run there (paths and
     the login shell-quoted where they need it; the inventory already refuses odd hosts and
     users)."""
@@ -326,7 +332,8 @@ def sheet_text(n: str, h: Host, cfg: NodeConfig, out: str) -> str:
              "   sudo python3 -m agent install --instance %s" % n,
              "   sudo cp -r edge-agent-files/. /etc/edge-agent/ && rm -r edge-agent-files",
              "   sudo chown -R edge-agent:edge-agent /etc/edge-agent/keys",
-             "   sudo chown root:edge-agent /etc/edge-agent/%s.toml" % n,
+             "   sudo chown root:edge-agent /etc/edge-agent/%s.toml" % n] + sheet_lines(
+                 replay, cfg) + [
              "   sudo mkdir -p %s && sudo cp -r BUNDLE/. %s" % (quote(cfg.bundle),
                                                                  quote(cfg.bundle + "/"))]
     doctor = "   sudo -u edge-agent /opt/edge-agent/venv/bin/edge-agent doctor"
@@ -344,11 +351,12 @@ def sheet_text(n: str, h: Host, cfg: NodeConfig, out: str) -> str:
 
 
 def _write_sheets(stage: str, topo: Topology, hosts: Dict[str, Host],
-                  cfgs: Dict[str, NodeConfig], opts: RenderOptions) -> None:
+                  cfgs: Dict[str, NodeConfig], opts: RenderOptions, replay: str) -> None:
     """Every ``SHEET.txt``, written in ``stage``, naming the files where they will be."""
     for n, cfg in cfgs.items():
         write_atomic(os.path.join(stage, "devices", n, "SHEET.txt"),
-                     sheet_text(n, hosts[n], cfg, os.path.abspath(opts.out_dir)), perms=0o644)
+                     sheet_text(n, hosts[n], cfg, os.path.abspath(opts.out_dir), replay),
+                     perms=0o644)
 
 
 def summary_lines(topo: Topology, hosts: Dict[str, Host], cfgs: Dict[str, NodeConfig],
@@ -381,19 +389,3 @@ def drive_command(topo: Topology, out: str, opts: RenderOptions) -> str:
             and all(l.rate_bytes_s is None for l in topo.links):
         line += " --rates R (R: total tasks/s; the topology states no capacity for N%)"
     return line
-
-
-def load_manifest(path: str) -> Optional[dict]:
-    """A ``fleet.json`` (a render's folder or the file itself); None when there is none, and
-    ``UsageError`` naming it when it is there but not a render's manifest."""
-    from agent.config.jsonfile import read_json_file
-
-    if os.path.isdir(path):
-        path = os.path.join(path, "fleet.json")
-    if not os.path.lexists(path):
-        return None
-    obj = read_json_file(path, UsageError, "fleet manifest")
-    if not (isinstance(obj, dict) and isinstance(obj.get("nodes"), dict)):
-        raise UsageError("%s: not a fleet.json made by `fleet render` (no \"nodes\" object)"
-                         % path)
-    return obj

@@ -109,12 +109,22 @@ def check_secret_key_permissions(path: str, uid: Optional[int] = None) -> None:
 
 
 def load_secret_key_file(path: str) -> Tuple[bytes, bytes]:
-    """Return (public, secret) from a ``.key_secret`` file after checking its permissions."""
-    check_secret_key_permissions(path)
-    public, secret = _read_key_file(path)
+    """Return (public, secret) from a ``.key_secret`` file, checked: its content, then its
+    permissions.
+
+    The content comes first so that a file that is no secret key at all (a public ``NAME.key``
+    given in its place) is named as such, not sent to a chmod that would not help; a secret
+    key others can read, or another user owns, is refused as before. A file that cannot be
+    read is explained by its owner and mode when they are the cause."""
+    try:
+        public, secret = _read_key_file(path)
+    except SecurityError:
+        check_secret_key_permissions(path)  # e.g. "owned by uid 0 ... (run: chown ...)"
+        raise
     if not secret or not public:
         raise SecurityError("%s holds no %s; give the NAME.key_secret file from `edge-agent keys "
                             "generate`" % (path, "secret-key" if not secret else "public-key"))
+    check_secret_key_permissions(path)
     return _check_z85(public, path), _check_z85(secret, path)
 
 

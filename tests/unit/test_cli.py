@@ -93,6 +93,69 @@ def test_submit_with_a_client_name_the_fleet_has_no_key_for_names_that_client(tm
     assert "--key" not in err[0]
 
 
+def test_submit_with_a_public_key_for_key_says_so_before_its_mode(tmp_path, capsys):
+    """Rule: ``--key NAME.key`` (the public key file, mode 0644, where the secret key goes)
+    is one line saying the file holds no secret key and which file to give, not a chmod
+    advice that would only lead to that message next; a real secret key readable by others
+    is still refused with the chmod."""
+    import os
+
+    from agent.net.security import generate_keypair
+
+    public, secret = generate_keypair(str(tmp_path), "workstation")
+    server, _ = generate_keypair(str(tmp_path), "cam")
+    images = str(tmp_path / "in.npz")
+    np.savez(images, x=np.zeros((2, 1, 28, 28), np.float32))
+    argv = ["submit", "--images", images, "--endpoint", "tcp://127.0.0.1:5999",
+            "--server-key", server]
+    assert oct(os.stat(public).st_mode & 0o777) == "0o644"
+    assert cli.main(argv + ["--key", public]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "%s holds no secret-key; give the NAME.key_secret file" % public \
+        in err[0] and "chmod" not in err[0], err
+    os.chmod(secret, 0o644)
+    assert cli.main(argv + ["--key", secret]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "has mode 0644" in err[0] and "chmod 600" in err[0], err
+
+
+@pytest.mark.parametrize("nodes,entry,message", [
+    ({"cam1": "x"}, "nodes.cam1", 'must be an object, got "x"'),
+    ({"cam1": None}, "nodes.cam1", "must be an object, got null"),
+    ({"cam1": [1]}, "nodes.cam1", "must be an object, got [1]"),
+    ({"cam1": {"client": 5560, "role": "source"}}, "nodes.cam1.client",
+     "must be a string, got 5560"),
+    ({"cam1": {"client": "tcp://127.0.0.1:5999", "metrics": ["x"]}}, "nodes.cam1.metrics",
+     'must be a string, got ["x"]'),
+    ({"cam1": {"client": "tcp://127.0.0.1:5999", "role": {}}}, "nodes.cam1.role",
+     "must be a string, got {}"),
+    ({"cam1": {"client": "tcp://127.0.0.1:5999", "stage": "0"}}, "nodes.cam1.stage",
+     'must be a stage number (0 for a source), got "0"'),
+    ({"cam1": {"client": "tcp://127.0.0.1:5999", "stage": True}}, "nodes.cam1.stage",
+     "must be a stage number (0 for a source), got true"),
+])
+@pytest.mark.parametrize("command", ["status", "submit"])
+def test_a_fleet_json_entry_of_the_wrong_type_is_one_line_naming_it(
+        tmp_path, capsys, nodes, entry, message, command):
+    """Rule: ``status --fleet`` and ``submit --fleet`` read fleet.json through one checker:
+    a node entry that is not an object, or one of its fields of the wrong type, is one error
+    line naming the file and the entry, exit 2 (it was an AttributeError traceback), before
+    any endpoint is read or input sent."""
+    import json
+
+    (tmp_path / "fleet.json").write_text(json.dumps({"nodes": nodes}))
+    images = str(tmp_path / "in.npz")
+    np.savez(images, x=np.zeros((2, 1, 28, 28), np.float32))
+    argv = (["status", "--fleet", str(tmp_path)] if command == "status" else
+            ["submit", "--fleet", str(tmp_path), "--source", "cam1", "--images", images])
+    assert cli.main(argv) == 2
+    out, err = capsys.readouterr()
+    err = err.strip().splitlines()
+    assert out == "" and len(err) == 1, err
+    assert err[0] == "edge-agent %s: error: %s: %s: %s" % (
+        command, tmp_path / "fleet.json", entry, message), err
+
+
 def _silent_router(endpoint):
     """A ROUTER that accepts connections and never answers (a source that has stopped
     answering, or another node's socket at a mistyped port)."""
@@ -261,6 +324,105 @@ def test_submit_of_a_single_input_to_an_endpoint_that_never_answers_is_one_error
     err = err.strip().splitlines()
     assert len(err) == 1 and "no answer from %s within 0.3 s" % endpoint in err[0], err
     assert "not sent" not in err[0]
+
+
+def _router_answering(endpoint, answer_input):
+    """A ROUTER standing in for a source, served by a thread of its own: it answers each
+    input ``k`` (0, 1, ...) for which ``answer_input(k)`` is True with a completed answer,
+    leaves those it is False for unanswered, and is closed (the source gone) at the first
+    ``k`` it is None for. Returns (context, stop event, thread): set the event, join the
+    thread (it closes the socket), then end the context."""
+    import threading
+
+    import zmq
+
+    from agent.protocol import wire
+
+    ctx = zmq.Context()
+    src = ctx.socket(zmq.ROUTER)
+    src.setsockopt(zmq.LINGER, 0)
+    src.bind(endpoint)
+    stop = threading.Event()
+
+    def serve():
+        k = 0
+        try:
+            while not stop.is_set():
+                if not src.poll(50):
+                    continue
+                ident, *frames = src.recv_multipart()
+                what = answer_input(k)
+                if what is None:
+                    return
+                if what:
+                    fields = {"id": wire.decode(frames).fields["id"], "attempt": 0,
+                              "source": "cam", "exit_stage": 1, "cls": 7, "confidence": 0.9,
+                              "worker": "w1", "hops": 1, "resends": 0, "created": 1.0}
+                    src.send_multipart([ident] + wire.encode(wire.Kind.RESULT, "cam", fields))
+                k += 1
+        finally:
+            src.close()
+
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    return ctx, stop, t
+
+
+def test_submit_stops_when_its_source_is_gone_mid_run(tmp_path, capsys):
+    """Rule: a source that answered and then went away (nothing listens at its endpoint any
+    more) stops the run at the first input without an answer: the rows so far, their summary,
+    then one error line naming the endpoint, why, and how many inputs were not sent; exit 1
+    (answers came back: a failed run, as a lost input makes it), instead of waiting out
+    --timeout for every input left."""
+    import time
+
+    from agent.testbed.procs import free_ports
+
+    images = str(tmp_path / "in.npz")
+    np.savez(images, x=np.zeros((2, 1, 28, 28), np.float32))
+    endpoint = "tcp://127.0.0.1:%d" % free_ports(1)[0]
+    ctx, stop, t = _router_answering(endpoint, lambda k: True if k == 0 else None)
+    t0 = time.monotonic()
+    try:
+        assert cli.main(["submit", "--images", images, "--endpoint", endpoint, "--count", "50",
+                         "--timeout", "0.5"]) == 1
+    finally:
+        stop.set()
+        t.join(5)
+        ctx.term()
+    took = time.monotonic() - t0
+    out, err = capsys.readouterr()
+    rows = out.splitlines()
+    assert [r.split()[1] for r in rows[1:-1]] == ["completed", "lost"], rows
+    assert rows[-1] == "2 sent: 1 completed, 1 lost"
+    err = err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("edge-agent submit: error: %s: nothing listens "
+                                               "there" % endpoint), err
+    assert err[0].endswith("48 input(s) not sent"), err
+    assert took < 20, took  # not 48 more waits
+
+
+def test_submit_goes_on_when_its_source_is_up_but_slow(tmp_path, capsys):
+    """Rule: an input the source does not answer within --timeout, while the source is still
+    there, is one "lost" row and the run goes on with the next input (exit 1: not every
+    input completed); only a source that is gone stops it."""
+    from agent.testbed.procs import free_ports
+
+    images = str(tmp_path / "in.npz")
+    np.savez(images, x=np.zeros((3, 1, 28, 28), np.float32))
+    endpoint = "tcp://127.0.0.1:%d" % free_ports(1)[0]
+    ctx, stop, t = _router_answering(endpoint, lambda k: k != 1)
+    try:
+        assert cli.main(["submit", "--images", images, "--endpoint", endpoint,
+                         "--timeout", "0.5"]) == 1
+    finally:
+        stop.set()
+        t.join(5)
+        ctx.term()
+    out, err = capsys.readouterr()
+    rows = out.splitlines()
+    assert [r.split()[1] for r in rows[1:-1]] == ["completed", "lost", "completed"], rows
+    assert rows[-1] == "3 sent: 2 completed, 1 lost" and err == "", (rows, err)
 
 
 @pytest.mark.parametrize("command", ["calibrate", "profile", "heads"])

@@ -97,6 +97,26 @@ def test_rendered_keys_make_a_working_security_object(tmp_path):
     assert len(sec.allowed_public_keys) == len(NODES)
 
 
+def test_a_rendered_secret_key_made_readable_by_others_still_stops_the_start_up(tmp_path):
+    """Rule: the start-up path (``secret_key_path`` of a node config) refuses a secret key
+    others can read, with the chmod that fixes it; a public key in the secret key's place is
+    named as no secret key first, whatever its mode (the content is checked before the
+    mode)."""
+    from agent.net.security import SecurityError
+
+    assert _render(tmp_path) == 0
+    etc = str(tmp_path / "out/devices/w1a/etc/edge-agent")
+    obj = dict(_as_obj(load_config(etc + "/w1a.toml")), public_key_path=etc + "/keys/w1a.key",
+               allowed_keys_dir=etc + "/fleet")
+    os.chmod(etc + "/keys/w1a.key_secret", 0o644)
+    with pytest.raises(SecurityError, match="has mode 0644; .*chmod 600"):
+        security_from_config(parse_config(dict(obj, secret_key_path=etc + "/keys/w1a.key_secret"),
+                                          "/"))
+    with pytest.raises(SecurityError, match="w1a.key holds no secret-key; give the "
+                                            "NAME.key_secret file"):
+        security_from_config(parse_config(dict(obj, secret_key_path=etc + "/keys/w1a.key"), "/"))
+
+
 def _as_obj(cfg):
     import dataclasses
 

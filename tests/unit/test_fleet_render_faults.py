@@ -209,7 +209,7 @@ def test_a_damaged_fleet_json_is_named_and_a_missing_one_is_none(tmp_path):
     that is not JSON, or not a render's manifest, is a UsageError naming the file (it used to
     read as missing)."""
     from agent.errors import UsageError
-    from agent.fleet.render import load_manifest
+    from agent.fleet.manifest import load_manifest
 
     assert load_manifest(str(tmp_path)) is None
     path = tmp_path / "fleet.json"
@@ -219,3 +219,70 @@ def test_a_damaged_fleet_json_is_named_and_a_missing_one_is_none(tmp_path):
             load_manifest(str(tmp_path))
     path.write_text('{"nodes": {}}')
     assert load_manifest(str(path)) == {"nodes": {}}
+
+
+@pytest.mark.parametrize("bundle", ["relbundle", "opt/edge-agent/bundle", "~/bundle", ""])
+def test_a_bundle_path_that_is_not_absolute_is_refused(tmp_path, capsys, bundle):
+    """Rule: --bundle is the bundle's path on the devices, so it must be absolute: a relative
+    one (it was written into every config taken from the devices' "/", e.g.
+    ``bundle = "/relbundle"``) is one line naming it, exit 2, and nothing is written."""
+    out = tmp_path / "out"
+    rc, _, err = _render(capsys, _topology(tmp_path), _inventory(tmp_path), out,
+                         "--bundle", bundle)
+    assert rc == 2 and err == ["edge-agent fleet: error: --bundle: the bundle's path on the "
+                               "devices must be absolute, got %r" % bundle], err
+    assert not out.exists() and _leftovers(tmp_path) == []
+
+
+def _with_replay(tmp_path, replay):
+    """The test topology with ``agent.replay_path`` set to ``replay``."""
+    path = _topology(tmp_path)
+    obj = json.loads(open(path).read())
+    obj["agent"] = {"replay_path": replay}
+    with open(path, "w") as f:
+        json.dump(obj, f)
+    return path
+
+
+def test_a_sources_replay_set_is_copied_into_its_files_at_a_device_path(tmp_path, capsys):
+    """Rule: the topology's replay set (agent.replay_path, a workstation file) is copied into
+    the source's files (mode 0644, for the service user), its config names it where those
+    files go on the device (beside the config, under --root), its sheet says so; a worker's
+    config names no replay set (it reads none). A device's ``run`` found no file at the
+    workstation's path before."""
+    import numpy as np
+
+    from agent.config.node import load_config
+
+    replay = tmp_path / "data" / "replay.npz"
+    replay.parent.mkdir()
+    np.savez(str(replay), x=np.zeros((4, 1, 28, 28), np.float32), y=np.arange(4))
+    out, root = tmp_path / "out", tmp_path / "root"
+    rc, _, err = _render(capsys, _with_replay(tmp_path, str(replay)), _inventory(tmp_path), out,
+                         "--root", str(root))
+    assert rc == 0, err
+    etc = out / "devices" / "cam1" / "etc" / "edge-agent"
+    cfg = load_config(str(etc / "cam1.toml"))
+    assert cfg.replay_path == str(root / "etc" / "edge-agent" / "replay.npz")
+    assert (etc / "replay.npz").read_bytes() == replay.read_bytes()
+    assert oct(os.stat(str(etc / "replay.npz")).st_mode & 0o777) == "0o644"
+    sheet = (out / "devices" / "cam1" / "SHEET.txt").read_text()
+    assert "replay set (a copy of %s), now %s" % (replay, cfg.replay_path) in sheet
+    assert sheet.index("cp -r edge-agent-files/.") < sheet.index("replay set")
+    w1 = out / "devices" / "w1" / "etc" / "edge-agent"
+    assert load_config(str(w1 / "w1.toml")).replay_path == ""
+    assert not (w1 / "replay.npz").exists()
+    assert "replay set" not in (out / "devices" / "w1" / "SHEET.txt").read_text()
+
+
+def test_a_replay_set_that_is_not_there_is_refused_before_anything_is_written(tmp_path,
+                                                                              capsys):
+    """Rule: a topology whose agent.replay_path names no regular file is one line naming the
+    field and the path, exit 2, and --out is not written (the sheet would say to copy a file
+    that is not there)."""
+    out = tmp_path / "out"
+    missing = str(tmp_path / "none.npz")
+    rc, _, err = _render(capsys, _with_replay(tmp_path, missing), _inventory(tmp_path), out)
+    assert rc == 2 and len(err) == 1, err
+    assert "agent.replay_path: %s: No such file" % missing in err[0], err
+    assert not out.exists() and _leftovers(tmp_path) == []
