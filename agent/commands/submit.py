@@ -5,10 +5,13 @@ from __future__ import annotations
 import argparse
 import sys
 
+from agent.config.checks import MAX_INTERVAL_S
+
 # how long the connection to the source is watched before the first input: a refused
 # connection or key is said then (a source started meanwhile is found)
 CONNECT_WAIT_S = 3.0
-TIMEOUT_MAX_S = 86400  # a wait per answer past a day is a mistake, and past ~1e9 s overflows
+# a wait per answer past a day is a mistake, as any agent period is, and past ~1e9 s overflows
+TIMEOUT_MAX_S = int(MAX_INTERVAL_S)
 HELP = "send inputs (an .npz/.npy file) to a source's client endpoint and print each answer"
 
 

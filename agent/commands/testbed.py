@@ -7,6 +7,7 @@ import os
 import sys
 from typing import List
 
+from agent.config.checks import MAX_INTERVAL_S
 from agent.errors import UsageError
 from agent.commands import seed_arg
 
@@ -15,7 +16,7 @@ HELP = ("start agents as local processes (or drive a running fleet), push load a
 
 DEFAULT_POLICIES = "dtoee,cf,bf"
 DEFAULT_RATES = "35%,60%,80%"
-MAX_DURATION_S = 86400  # --duration at most a day per (policy, rate)
+MAX_DURATION_S = int(MAX_INTERVAL_S)  # --duration at most a day per (policy, rate)
 # --mdi-mode: the mdi-exit knobs each of the paper's scenarios sets
 MDI_MODES = {"admission": {"admission_control": True, "threshold_adaptation": False},
              "adapt": {"admission_control": False, "threshold_adaptation": True},

@@ -12,13 +12,12 @@ from __future__ import annotations
 from typing import List, Optional, Tuple
 
 from agent.commands.simulate import MAX_TASKS  # tasks one load may create, as in a simulation
-from agent.config.checks import MIN_INTERVAL_S
+from agent.config.checks import MAX_INTERVAL_S, MIN_INTERVAL_S, POSITIVE_RANGE
 from agent.config.fields import Fields
 from agent.errors import UsageError
-from agent.scenario.format import POSITIVE_RANGE
 
 MAX_STAGES = 1000  # stages a topology's workers may name (a bundle has a handful)
-MAX_SECONDS = 86400.0  # warmup_s, slot_s: at most a day (as --duration)
+MAX_SECONDS = MAX_INTERVAL_S  # warmup_s, slot_s: at most a day, as every agent period
 MIN_SLOT_S = MIN_INTERVAL_S  # slot_s: the agents' slot_length_s, at least 1 ms as every period
 MAX_RATE = 1e6  # total tasks/s of one load (all sources together)
 
