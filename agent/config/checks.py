@@ -29,6 +29,10 @@ MAX_TIMING_RUNS = 1000
 # model's products and powers (the step's curvature goes with the cube of a service time) stay
 # far from float overflow; an emulated capacity of 1e-300 FLOP/s pads every task to forever
 POSITIVE_RANGE = (1e-9, 1e24)
+# node-config fields that name a file or folder (besides bundle and state_dir): a relative one is
+# relative to the file that gives it (the node config, or a topology's "agent" table)
+PATH_FIELDS = ("engine_cache_dir", "capacity_profile", "replay_path", "secret_key_path",
+               "public_key_path", "allowed_keys_dir", "client_keys_dir")
 _HOST_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]*\Z", re.ASCII)
 _DOTTED_DIGITS = re.compile(r"[0-9.]+\Z", re.ASCII)
 _IPC_PATH_MAX_BYTES = 107  # sun_path of an AF_UNIX socket, less the final NUL

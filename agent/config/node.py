@@ -33,7 +33,8 @@ from dataclasses import dataclass, field, fields
 from typing import Any, Dict, Mapping, Tuple
 
 from agent.config.checks import (MAX_MESSAGE_BYTES_LIMIT, MIN_INTERVAL_S, ENGINE_THREADS_MAX,
-                                  check_endpoint, check_limits, check_node_id, is_loopback_host, phase_fits)
+                                  PATH_FIELDS, check_endpoint, check_limits, check_node_id,
+                                  is_loopback_host, phase_fits)
 from agent.config.fields import REQUIRED, Fields
 from agent.config.toml_dump import to_toml
 from agent.errors import UsageError
@@ -303,8 +304,7 @@ def parse_config(obj: Any, base_dir: str = ".", where: str = "config") -> NodeCo
     kw["power_mode"] = r.str("power_mode", dflt("power_mode"))
     kw["metrics_host"] = r.str("metrics_host", dflt("metrics_host"))
     kw["client_bind"] = r.str("client_bind", dflt("client_bind"))
-    for key in ("engine_cache_dir", "capacity_profile", "replay_path", "secret_key_path",
-                "public_key_path", "allowed_keys_dir", "client_keys_dir"):
+    for key in PATH_FIELDS:
         kw[key] = r.file_path(key, base_dir, dflt(key))
     for key in ("emulate_capacity_flops", "arrival_rate_tasks_s"):
         kw[key] = r.num(key, dflt(key), lo=0)

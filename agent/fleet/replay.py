@@ -23,8 +23,8 @@ REPLAY_FILE = "replay.npz"  # its name beside the node config on a device
 
 def replay_set(topo: Topology) -> str:
     """The workstation path of the topology's replay set ("" when it names none; a relative
-    path is read from the current folder, as the testbed's fleet driver reads it), checked
-    to be a regular file before anything is written."""
+    path is relative to the topology file, as its bundle is), checked to be a regular file
+    before anything is written."""
     path = topo.agent.get("replay_path") or ""
     where = "%s: agent.replay_path" % (topo.path or "topology")
     if not isinstance(path, str):

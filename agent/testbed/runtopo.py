@@ -37,6 +37,8 @@ def topology_copy(topo: Topology) -> dict:
     obj = dict(topo.document)
     if topo.bundle != "demo":  # a relative bundle path was relative to the original file
         obj["bundle"] = os.path.abspath(topo.bundle)
+    if "agent" in obj:  # its paths were relative to the original file too: made absolute
+        obj["agent"] = dict(topo.agent)
     if topo.knobs or "knobs" in obj:
         obj["knobs"] = {policy: dict(knobs) for policy, knobs in topo.knobs.items()}
     fleet = obj.get("fleet")

@@ -3,10 +3,9 @@
 A topology names sources (each with its share of the total arrival rate), workers (stage and,
 optionally, an emulated capacity) and links (optionally emulated at a rate in bytes/s). The
 testbed turns it into one node config per agent for a local run, and into a DTO-EE scenario
-(stage FLOP and bytes from the bundle) for the model's predicted delay. Parsing is separate from
-reading: ``parse_topology(obj, base_dir)`` validates, ``load_topology(path)`` reads. Every error
-names the field, after the file when read from one, e.g. ``topo.json: workers[2].stage: must be
-an integer >= 1, got 0``.
+(stage FLOP and bytes from the bundle) for the model's predicted delay. ``parse_topology(obj,
+base_dir)`` validates (relative paths are relative to ``base_dir``), ``load_topology(path)``
+reads. Every error names the field, after the file, e.g. ``topo.json: workers[2].stage: ...``.
 
 A topology with a ``fleet`` object describes agents that already run on other hosts: the
 testbed then starts nothing and only drives load into the sources and collects their records
@@ -19,6 +18,7 @@ import os
 from dataclasses import dataclass, field, replace
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
+from agent.config.checks import PATH_FIELDS
 from agent.config.fields import Fields
 from agent.config.jsonfile import read_json_file
 from agent.errors import UsageError
@@ -207,7 +207,7 @@ def _worker(s: Fields, seen: set) -> TbWorker:
 
 
 def parse_topology(obj: Any, base_dir: str = ".", path: str = "") -> Topology:
-    """Validate a decoded topology object; a relative ``bundle`` path is relative to base_dir."""
+    """Validate a decoded topology; relative paths (``bundle``, ``agent``'s) are from base_dir."""
     if not isinstance(obj, dict):
         raise TopologyError("topology: top level must be a JSON object")
     top = Fields(obj, "", TopologyError)
@@ -241,6 +241,9 @@ def parse_topology(obj: Any, base_dir: str = ".", path: str = "") -> Topology:
     for key in sorted(set(agent.obj) & set(PER_AGENT_FIELDS)):
         raise agent.fail(key, "the testbed sets it for each agent (from sources, workers, "
                          "links, thresholds, knobs or the command line)")
+    agent_fields = dict(agent.obj)  # paths, as bundle: relative to this file (not to a run
+    for key in (k for k in PATH_FIELDS if agent.str(k, "")):  # folder the configs go to)
+        agent_fields[key] = agent.file_path(key, base_dir)
     fleet = None  # checked field by field by the fleet driver
     if top.value("fleet", None) is not None:
         fleet = top.table("fleet", shape="an object").obj
@@ -250,7 +253,7 @@ def parse_topology(obj: Any, base_dir: str = ".", path: str = "") -> Topology:
         tradeoff=top.num("tradeoff", DEFAULT_TRADEOFF, lo=0.0, hi=1.0),
         slot_s=seconds(top, "slot_s", 2.0, lo=MIN_SLOT_S), warmup_s=seconds(top, "warmup_s", 2.0),
         thresholds=_thresholds(top, h), knobs=dict(knobs.obj),
-        agent=dict(agent.obj),
+        agent=agent_fields,
         fleet=fleet, path=path, rates=top.str("rates", ""), document=obj,
         faults=tuple(parse_faults(top, [w.id for w in workers],
                                   [s.id for s in sources] + [w.id for w in workers],

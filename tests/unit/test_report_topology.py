@@ -59,18 +59,25 @@ def test_the_copy_parses_back_to_the_topology_the_run_used(name, tmp_path):
 
 
 def test_paths_relative_to_the_topology_file_are_absolute_in_the_copy(tmp_path):
-    """Rule: a bundle path and a fleet's keys_dir, relative to the topology file, are made
-    absolute in the copy, since the copy lives in another folder."""
+    """Rule: a bundle path, a fleet's keys_dir and the node-config paths of ``agent`` (a
+    replay set), relative to the topology file, are read so and made absolute in the copy,
+    since the copy lives in another folder (a relative replay_path was looked for in the run
+    folder the testbed writes the node configs to)."""
     (tmp_path / "conf").mkdir()
     obj = _default(2.0)
     obj["bundle"] = "../bundles/b1"
     obj["fleet"] = {"policy": "cf", "keys_dir": "keys"}
+    obj["agent"] = {"replay_path": "data/val.npz", "engine_cache_dir": "", "heartbeat_interval_s": 0.5}
     (tmp_path / "conf" / "topo.json").write_text(json.dumps(obj))
     topo = load_topology(str(tmp_path / "conf" / "topo.json"))
     copy = runtopo.topology_copy(topo)
     assert copy["bundle"] == str(tmp_path / "bundles" / "b1") == topo.bundle
     assert parse_topology(copy, "/elsewhere").bundle == topo.bundle
     assert copy["fleet"] == {"policy": "cf", "keys_dir": str(tmp_path / "conf" / "keys")}
+    assert copy["agent"] == topo.agent == {
+        "replay_path": str(tmp_path / "conf" / "data" / "val.npz"), "engine_cache_dir": "",
+        "heartbeat_interval_s": 0.5}
+    assert parse_topology(copy, "/elsewhere").agent == topo.agent
 
 
 def test_the_copy_is_written_atomically_before_testbed_json(tmp_path, monkeypatch):
