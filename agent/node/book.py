@@ -31,6 +31,16 @@ from agent.policies.splits import rows_named
 __all__ = ["Pending", "RecordWriter", "ReplaySet", "SourceBook"]
 
 
+def open_replay(cfg: Any, bundle: Any) -> "ReplaySet":
+    """A source config's replay set (``replay_path``; the demo set when it names none), checked
+    against the bundle's stage-1 input: ``UsageError`` naming replay_path when it does not fit."""
+    from engines.demo import REPLAY_PATH
+
+    first = bundle.stage(1)
+    return ReplaySet(cfg.replay_path or REPLAY_PATH, first.input_shape, first.input_dtype,
+                     cfg.replay_rows)
+
+
 class ReplaySet:
     """Samples to send: ``x`` (N, ...) inputs and ``y`` (N,) labels from an npz file; ``rows``
     (``all``, ``test``: odd rows, ``validation``: even rows) says which rows are drawn."""

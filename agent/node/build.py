@@ -32,7 +32,7 @@ from agent.net.security import (key_owners, load_allowed_keys, load_public_key,
                                 security_from_config)
 from agent.net.transport import Transport
 from agent.net.twins import Twins, new_run_id
-from agent.node.book import ReplaySet, SourceBook
+from agent.node.book import SourceBook, open_replay
 from agent.node.capacity import Capacity, worker_capacity
 from agent.node.hooks import NodeHooks
 from agent.node.head_logits import LogitsInferenceThread
@@ -57,7 +57,6 @@ from calibration.profile import current_power_mode
 from engines.accelerator import check_engines, report_engines, resolve_accelerator
 from engines.loader import load_engine
 from engines.bundle import Bundle, load_bundle
-from engines.demo import REPLAY_PATH
 from engines.exit_profile import load_exit_profile
 
 # Start-up time asked of systemd (EXTEND_TIMEOUT_USEC) while engines load: a first TensorRT
@@ -309,9 +308,7 @@ def _build(cfg: NodeConfig, notifier: Any, ctx: Optional[zmq.Context],
                                                 report.capacity_flops)
         capacity = Capacity(report, estimator)
     else:
-        first = bundle.stage(1)
-        replay = ReplaySet(cfg.replay_path or REPLAY_PATH, first.input_shape, first.input_dtype,
-                           cfg.replay_rows)
+        replay = open_replay(cfg, bundle)
         capacity = Capacity()
     metrics = serve_metrics(cfg, memo.newest)
     if cfg.role == "source":

@@ -57,7 +57,13 @@ def check_node_configs(topo, bundle, policies, rates, duration_s: float, seed: i
     from agent.node.build import build_view, check_config, configured_policy, open_exit_profile
 
     ports = list(range(20000, 20000 + 2 * len(topo.node_ids())))  # checked, never bound
+    from agent.node.book import open_replay
+
     profile = open_exit_profile(bundle)
+    # the sources' replay sets, each (path, rows) once: one that does not fit the bundle's
+    # input (a bundle of one's own with the demo set) stopped its source after the workers
+    # had started
+    replays = set()
     with tempfile.TemporaryDirectory(prefix="edge-agent-check-") as scratch:
         for policy in policies:
             cfgs = node_configs(topo, bundle.path, policy, rates[0], topo.warmup_s + duration_s,
@@ -65,3 +71,6 @@ def check_node_configs(topo, bundle, policies, rates, duration_s: float, seed: i
             for cfg in cfgs.values():  # as each agent's start makes it: a placement it refuses
                 check_config(cfg, bundle)
                 configured_policy(cfg, bundle, build_view(cfg, bundle, profile))
+                if cfg.role == "source" and (cfg.replay_path, cfg.replay_rows) not in replays:
+                    open_replay(cfg, bundle)
+                    replays.add((cfg.replay_path, cfg.replay_rows))

@@ -190,6 +190,31 @@ def test_a_topology_no_agent_can_run_fails_before_the_run_folder_exists(
     assert not out.exists()
 
 
+def test_a_replay_set_that_does_not_fit_the_bundle_fails_before_any_agent_starts(
+        tmp_path, capsys):
+    """Rule: a source's replay set is read against the bundle's stage-1 input before the run
+    folder is made (the source exited only after every worker had started): one line naming
+    replay_path, exit 2, no run folder; its path is relative to the topology file."""
+    import numpy as np
+
+    from agent.cli import main
+    from agent.testbed.topology import load_topology
+
+    np.savez(str(tmp_path / "mine.npz"), x=np.zeros((4, 3, 16, 16), np.float32),
+             y=np.arange(4))
+    with open(load_topology("default").path) as f:
+        topo = json.load(f)
+    topo["agent"]["replay_path"] = "mine.npz"
+    (tmp_path / "topo.json").write_text(json.dumps(topo))
+    out = tmp_path / "out"
+    rc = main(["testbed", "--topology", str(tmp_path / "topo.json"), "--out", str(out),
+               "--policies", "cf", "--rates", "1", "--duration", "1"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1, err
+    assert "replay_path: %s has x (4, 3, 16, 16)" % (tmp_path / "mine.npz") in err[0]
+    assert "stage 1 needs x (N,1,28,28)" in err[0] and not out.exists()
+
+
 def test_a_policy_that_refuses_the_topologys_placement_fails_before_the_run_folder_exists(
         tmp_path, capsys):
     """Every agent's policy is made and configured as its start will before the run folder is
