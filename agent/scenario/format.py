@@ -76,6 +76,13 @@ def parse_scenario(obj: Any, base_dir: str = ".") -> Scenario:
     """Validate a decoded scenario object; ``exit_profile`` paths are relative to ``base_dir``."""
     if not isinstance(obj, dict):
         raise ScenarioError("scenario: top level must be a JSON object")
+    sources = obj.get("sources")
+    if "stages" not in obj and (set(obj) & {"bundle", "agent", "faults", "fleet"} or any(
+            isinstance(x, dict) and "share" in x for x in (sources if isinstance(sources, list)
+                                                          else []))):  # not "unknown field"
+        raise ScenarioError("a testbed topology, not a scenario: plan and simulate read a "
+                            "scenario file (stages, capacities and rates; docs/formats.md, "
+                            "'Scenario file'; `edge-agent scenario` writes the papers' settings)")
     top = Fields(obj, "", ScenarioError)
     top.reject_unknown(KNOWN_KEYS)
     stages = [Stage(_positive(s, "flops"), _positive(s, "input_bytes"), s.bool("exit", False))

@@ -73,6 +73,22 @@ def test_scenario_error_names_the_field(path, value, field):
     assert field in str(exc.value)
 
 
+def test_a_testbed_topology_given_as_a_scenario_is_named_as_one():
+    """Rule: plan and simulate on a testbed topology file (a likely mix-up: both are JSON with
+    sources, workers and links) say it is a topology and what they read instead, rather than
+    naming its first field as unknown; the shipped ones and a bare one are both told so."""
+    from agent.testbed.topology import load_topology
+
+    with open(load_topology("default").path) as f:
+        shipped = json.load(f)
+    bare = {"sources": [{"id": "s1", "share": 1.0}], "workers": [{"id": "w1", "stage": 1}],
+            "links": [{"from": "s1", "to": "w1"}]}
+    for obj in (shipped, bare):
+        with pytest.raises(ScenarioError, match="a testbed topology, not a scenario: plan and "
+                                                "simulate read a scenario file"):
+            parse_scenario(obj)
+
+
 def test_exactly_one_of_remaining_and_exit_profile():
     """Giving both (or neither) of remaining/exit_profile is an error naming both."""
     obj = copy.deepcopy(BASE)
