@@ -18,9 +18,10 @@ from typing import Dict, List, Optional, Sequence, Set
 
 import onnx
 
+from agent.ops.atomic import replace_dir
 from engines import bundle as bfmt
 from engines.bundle import BundleError
-from engines.flops import count_macs, fix_batch, numpy_dtype, tensor_types
+from engines.flops import count_macs, fix_batch, macs_by_node, numpy_dtype, tensor_types
 
 log = logging.getLogger("engines.build")
 
@@ -154,6 +155,11 @@ def _tensor(types, name: str, what: str):
     if shape is None:
         raise BuildError("shape of %s %r is unknown at batch 1 (run shape inference or give the "
                          "model static shapes)" % (what, name))
+    if shape[0] != 1:
+        raise BuildError("%s %r has shape %s when the input has batch 1: its first dimension "
+                         "must be the batch (is the batch size fixed inside the graph, by a Reshape "
+                         "for example?); export it with batch 1 or a dynamic batch dimension"
+                         % (what, name, list(shape)))
     return bfmt.tensor_entry(name, shape, numpy_dtype(elem))
 
 
@@ -194,19 +200,58 @@ def _stage_tensors(model: onnx.ModelProto, plan, exits: Dict[int, str]):
     return tensors, num_classes
 
 
+def check_batch_one(model: onnx.ModelProto, error: Optional[type] = None) -> None:
+    """Refuse a data input whose batch (first) dimension is fixed to anything but 1: every stage
+    of a bundle runs one sample at a time, and MACs are counted per sample."""
+    error = error or BuildError
+    consts = {t.name for t in model.graph.initializer}
+    for inp in model.graph.input:
+        if inp.name in consts or not inp.type.HasField("tensor_type"):
+            continue
+        dims = inp.type.tensor_type.shape.dim
+        if len(dims) and dims[0].HasField("dim_value") and dims[0].dim_value != 1:
+            shape = [d.dim_value if d.HasField("dim_value") else (d.dim_param or "?") for d in dims]
+            raise error("the ONNX input %r has a fixed batch dimension of %d (shape %s); a "
+                        "bundle's stages run one sample at a time: export the model with batch 1 "
+                        "or a dynamic batch dimension" % (inp.name, dims[0].dim_value, shape))
+
+
+def _stage_macs(model: onnx.ModelProto, plan, cuts: Sequence[str]) -> List[int]:
+    """MACs of every stage, counted on the whole graph before anything is cut; a stage with no
+    Conv/ConvTranspose/Gemm/MatMul is refused (its 0 MACs leave calibrate and the agent no
+    capacity to time it by)."""
+    g = model.graph
+    producer = {o: i for i, n in enumerate(g.node) for o in n.output if o}
+    per_node = [m for _, _, m in macs_by_node(model)]
+    macs = []
+    for h, (start, outs) in enumerate(plan, start=1):
+        nodes = {producer[t] for t in _upstream(g, outs, start) if t != start and t in producer}
+        macs.append(sum(per_node[i] for i in nodes))
+        if macs[-1] == 0:
+            near = [c for c in (cuts[h - 2] if h > 1 else None, cuts[h - 1] if h <= len(cuts)
+                                else None) if c is not None]
+            raise BuildError("stage %d (%s -> %s) has no Conv, ConvTranspose, Gemm or MatMul, so "
+                             "its MAC count is 0 and it cannot be calibrated or served: move the "
+                             "cut %s so that the stage holds some of that work"
+                             % (h, start, ", ".join(outs), " or ".join(repr(c) for c in near)))
+    return macs
+
+
 def build_bundle(onnx_path: str, cuts: Sequence[str], exits: Dict[int, str], out_dir: str,
                  final_output: Optional[str] = None, name: Optional[str] = None) -> bfmt.Bundle:
     """Cut ``onnx_path`` at ``cuts`` with early-exit heads ``exits`` ({stage: output}) into a
     bundle in ``out_dir``; returns the loaded bundle. Raises ``BuildError`` on bad input.
 
-    Every check of the input comes before anything is made or written, so a refused build
-    leaves no new folder; should a stage still fail to extract, a folder this call made is
-    removed again."""
+    Every check of the input (the manifest it makes included) comes before anything is made or
+    written, so a refused build leaves no new folder. The stages are then written into a new
+    folder next to ``out_dir`` and swapped in only once that bundle loads, so a build that still
+    fails leaves a bundle already at ``out_dir`` as it was (and removes the folders it made)."""
     from agent.ops.files import first_missing_dir
 
     onnx_path = os.path.abspath(os.fspath(onnx_path))
     model = load_checked_onnx(onnx_path)
     _, plan, final_output = plan_stages(model, cuts, exits, final_output)
+    check_batch_one(model)
     out_dir = os.path.abspath(os.fspath(out_dir))
     if os.path.isdir(out_dir):
         foreign = [f for f in os.listdir(out_dir)
@@ -214,27 +259,69 @@ def build_bundle(onnx_path: str, cuts: Sequence[str], exits: Dict[int, str], out
                    and not (f.startswith("stage") and f.endswith(".onnx"))]
         if foreign:
             raise BuildError("--out %s is not empty and not a bundle (has %s)" % (out_dir, foreign[0]))
+        out_dir = os.path.realpath(out_dir)  # a link to a bundle: the bundle is replaced
     elif os.path.lexists(out_dir):
         raise BuildError("--out %s is not a directory (a file or a broken link is there)"
                          % out_dir)
     tensors, num_classes = _stage_tensors(model, plan, exits)
-    made = first_missing_dir(out_dir)
-    os.makedirs(out_dir, exist_ok=True)
+    macs = _stage_macs(model, plan, cuts)
+    source = {"onnx": os.path.basename(onnx_path), "sha256": bfmt.sha256_file(onnx_path),
+              "cuts": list(cuts), "exits": {str(k): v for k, v in sorted(exits.items())},
+              "final": final_output}
+    manifest = bfmt.make_manifest(name or os.path.splitext(os.path.basename(onnx_path))[0],
+                                  num_classes or 0, [], source)
+    # everything `load_bundle` checks but the files, before any is written
+    draft = dict(manifest, stages=[
+        bfmt.stage_entry(index=h, file="stage%d.onnx" % h, sha256="", input_tensor=t[0],
+                         feature=t[1], logits=t[2], has_exit=h in exits, flops=macs[h - 1],
+                         dynamic_batch=False) for h, t in enumerate(tensors, start=1)])
+    bfmt.parse_bundle(draft, out_dir, os.path.join(out_dir, bfmt.MANIFEST_NAME), verify_files=False)
+    parent = os.path.dirname(out_dir)
+    made = first_missing_dir(parent)
+    os.makedirs(parent, exist_ok=True)
+    new = "%s.build-%d-%s" % (out_dir, os.getpid(), os.urandom(4).hex())
+    os.mkdir(new)
     try:
-        _write_stages(onnx_path, plan, exits, tensors, num_classes, out_dir, cuts, final_output,
-                      name)
+        _write_stages(onnx_path, plan, exits, tensors, new, manifest)
+        bfmt.load_bundle(new)
+        _swap_in(new, out_dir)
     except BaseException:
+        shutil.rmtree(new, ignore_errors=True)
         if made is not None:
             shutil.rmtree(made, ignore_errors=True)
         raise
     return bfmt.load_bundle(out_dir)
 
 
-def _write_stages(onnx_path: str, plan, exits: Dict[int, str], tensors, num_classes,
-                  out_dir: str, cuts: Sequence[str], final_output: str,
-                  name: Optional[str]) -> None:
-    """Extract every stage into ``out_dir`` (checked already), drop what an older build left
-    there, write the manifest."""
+def _swap_in(new: str, out_dir: str) -> None:
+    """Put the bundle folder ``new`` at ``out_dir``, replacing the bundle there, if any."""
+    if not os.path.isdir(out_dir):
+        os.rename(new, out_dir)
+        return
+    os.chmod(new, os.stat(out_dir).st_mode & 0o7777)
+    had_profile = os.path.exists(os.path.join(out_dir, bfmt.EXIT_PROFILE_NAME))
+    old = new + ".old"
+    cwd = os.getcwd()
+    if cwd == out_dir or cwd.startswith(out_dir + os.sep) or os.path.ismount(out_dir):
+        # the folder itself cannot move: bring the new files in, the manifest last
+        files = sorted(os.listdir(new), key=lambda f: f == bfmt.MANIFEST_NAME)
+        for f in files:
+            os.replace(os.path.join(new, f), os.path.join(out_dir, f))
+        os.rmdir(new)
+        for f in set(os.listdir(out_dir)) - set(files):  # older stages, the old profile
+            os.remove(os.path.join(out_dir, f))
+    else:
+        replace_dir(new, out_dir, old)
+    if had_profile:
+        # a profile of the previous stages would silently mislead threshold tuning
+        log.warning("removed %s: it belonged to the previous build; run `edge-agent profile`",
+                    os.path.join(out_dir, bfmt.EXIT_PROFILE_NAME))
+
+
+def _write_stages(onnx_path: str, plan, exits: Dict[int, str], tensors, out_dir: str,
+                  manifest) -> None:
+    """Extract every stage into the new folder ``out_dir`` (checked already), write the
+    manifest."""
     stages = []
     for h, (start, outs) in enumerate(plan, start=1):
         file = "stage%d.onnx" % h
@@ -254,18 +341,4 @@ def _write_stages(onnx_path: str, plan, exits: Dict[int, str], tensors, num_clas
             has_exit=h in exits, flops=count_macs(stage_model),
             dynamic_batch=bool(len(dims)) and not dims[0].HasField("dim_value")))
         log.info("stage %d: %s -> %s, %d MACs", h, start, ", ".join(outs), stages[-1]["flops"])
-    for stale in os.listdir(out_dir):
-        m = stale[len("stage"):-len(".onnx")] if stale.startswith("stage") and stale.endswith(".onnx") else ""
-        if m.isascii() and m.isdigit() and int(m) > len(plan):
-            os.remove(os.path.join(out_dir, stale))
-    old_profile = os.path.join(out_dir, bfmt.EXIT_PROFILE_NAME)
-    if os.path.exists(old_profile):
-        # a profile of the previous stages would silently mislead threshold tuning
-        os.remove(old_profile)
-        log.warning("removed %s: it belonged to the previous build; run `edge-agent profile`", old_profile)
-    source = {"onnx": os.path.basename(onnx_path), "sha256": bfmt.sha256_file(onnx_path),
-              "cuts": list(cuts), "exits": {str(k): v for k, v in sorted(exits.items())},
-              "final": final_output}
-    manifest = bfmt.make_manifest(name or os.path.splitext(os.path.basename(onnx_path))[0],
-                                  num_classes or 0, stages, source)
-    bfmt.write_manifest(out_dir, manifest)
+    bfmt.write_manifest(out_dir, dict(manifest, stages=stages))

@@ -40,7 +40,7 @@ from agent.config.node import NodeConfig, dump_config, parse_config
 from agent.errors import UsageError
 from agent.fleet.inventory import Host
 from agent.fleet.replay import place_replay, replay_set, sheet_lines, write_replay
-from agent.ops.atomic import write_atomic
+from agent.ops.atomic import replace_dir, write_atomic
 from agent.ops.state import DEFAULT_STATE_DIR
 from agent.testbed.local import node_objects
 from agent.testbed.topology import Topology
@@ -146,7 +146,7 @@ def render(topo: Topology, hosts: Dict[str, Host], opts: RenderOptions
             if os.path.isdir(os.path.join(out, "keys")):
                 shutil.copytree(os.path.join(out, "keys"), os.path.join(stage, "keys"))
         cfgs, made = _render_into(stage, topo, hosts, opts)
-        _swap(stage, out, os.path.join(parent, ".%s.old-%s" % (name, tag)))
+        replace_dir(stage, out, os.path.join(parent, ".%s.old-%s" % (name, tag)))
     except OSError as exc:
         shutil.rmtree(stage, ignore_errors=True)
         raise UsageError("--out: cannot write %s: %s" % (exc.filename or opts.out_dir,
@@ -155,21 +155,6 @@ def render(topo: Topology, hosts: Dict[str, Host], opts: RenderOptions
         shutil.rmtree(stage, ignore_errors=True)
         raise
     return cfgs, made
-
-
-def _swap(stage: str, out: str, old: str) -> None:
-    """Put the rendered ``stage`` folder in ``out``'s place (the old one, moved to ``old``
-    first, is removed; put back if the move fails)."""
-    if not os.path.isdir(out):
-        os.rename(stage, out)
-        return
-    os.rename(out, old)
-    try:
-        os.rename(stage, out)
-    except OSError:
-        os.rename(old, out)
-        raise
-    shutil.rmtree(old, ignore_errors=True)
 
 
 def _render_into(stage: str, topo: Topology, hosts: Dict[str, Host], opts: RenderOptions

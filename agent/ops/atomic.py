@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
+import shutil
 import stat
 from typing import IO, Iterator, List, Optional, Sequence, Tuple, Union
 
@@ -111,6 +112,23 @@ class _Staged:
             with contextlib.suppress(OSError):
                 os.unlink(self.tmp)
             self.tmp = ""
+
+
+def replace_dir(new: str, path: str, old: str) -> None:
+    """Put the folder ``new`` (made beside it) at ``path``: a folder already there is moved to
+    ``old`` first and removed once ``new`` is in place, or put back should that move fail; so
+    ``path`` holds the old folder or the new one, whole, at every moment but between the two
+    renames."""
+    if not os.path.isdir(path):
+        os.rename(new, path)
+        return
+    os.rename(path, old)
+    try:
+        os.rename(new, path)
+    except BaseException:
+        os.rename(old, path)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def fsync_dir(directory: str) -> None:

@@ -125,12 +125,8 @@ def test_heads_refused_by_their_shapes_leave_no_out_folder(tiny_onnx, tmp_path, 
     assert not (tmp_path / "new").exists()
 
 
-def test_a_stage_that_fails_to_extract_removes_the_folder_the_build_made(tiny_onnx, tmp_path,
-                                                                         monkeypatch):
-    """Should extraction still fail after the folder was made, the build removes the folders it
-    made (and nothing of an --out that existed before)."""
-    from engines.build import BuildError, build_bundle
-
+def _break_stage2_extraction(monkeypatch):
+    """Make onnx's extraction of stage 2 fail, as a graph onnx cannot cut would."""
     real = onnx.utils.extract_model
 
     def extract(src, dst, inputs, outputs, **kw):
@@ -139,6 +135,15 @@ def test_a_stage_that_fails_to_extract_removes_the_folder_the_build_made(tiny_on
         return real(src, dst, inputs, outputs, **kw)
 
     monkeypatch.setattr(onnx.utils, "extract_model", extract)
+
+
+def test_a_stage_that_fails_to_extract_removes_the_folder_the_build_made(tiny_onnx, tmp_path,
+                                                                         monkeypatch):
+    """Should extraction still fail after the folder was made, the build removes the folders it
+    made (and nothing of an --out that existed before)."""
+    from engines.build import BuildError, build_bundle
+
+    _break_stage2_extraction(monkeypatch)
     with pytest.raises(BuildError, match="cannot extract stage 2"):
         build_bundle(tiny_onnx, ["c1", "c2"], {1: "e1", 2: "e2"}, str(tmp_path / "new" / "b"))
     assert not (tmp_path / "new").exists()
@@ -184,3 +189,91 @@ def test_rebuilding_the_demo_bundle_from_its_source_gives_the_same_manifest(tmp_
     assert len(shipped.stages) == len(again.stages)
     for a, b in zip(shipped.stages, again.stages):
         assert replace(a, onnx_path="", sha256="") == replace(b, onnx_path="", sha256="")
+
+
+def _good_bundle(tiny_onnx, out):
+    """A bundle at ``out`` with an exit profile; returns its files' bytes."""
+    assert cli(["build", "--onnx", tiny_onnx, "--cuts", "c1,c2", "--exits", "1:e1,2:e2", "--out", out]) == 0
+    with open(os.path.join(out, "exit_profile.npz"), "wb") as f:
+        f.write(b"profile of these stages")
+    return {f: open(os.path.join(out, f), "rb").read() for f in os.listdir(out)}
+
+
+def test_fixed_batch_above_1_is_refused_before_the_existing_bundle_is_touched(tiny_onnx, tmp_path,
+                                                                             capsys):
+    """A model with a fixed batch of 4 is refused in one line naming the ONNX input and saying to
+    export with batch 1 or a dynamic batch, before --out is written: the bundle there stays."""
+    out = str(tmp_path / "b")
+    before = _good_bundle(tiny_onnx, out)
+    model = onnx.load(tiny_onnx)
+    for vi in list(model.graph.input) + list(model.graph.output):
+        vi.type.tensor_type.shape.dim[0].Clear()
+        vi.type.tensor_type.shape.dim[0].dim_value = 4
+    b4 = str(tmp_path / "b4.onnx")
+    onnx.save(model, b4)
+    assert cli(["build", "--onnx", b4, "--cuts", "c1,c2", "--exits", "1:e1,2:e2", "--out", out]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["edge-agent build: error: the ONNX input 'x' has a fixed batch dimension of 4 "
+                   "(shape [4, 1, 8, 8]); a bundle's stages run one sample at a time: export the "
+                   "model with batch 1 or a dynamic batch dimension"]
+    assert {f: open(os.path.join(out, f), "rb").read() for f in os.listdir(out)} == before
+    assert sorted(os.listdir(str(tmp_path))) == ["b", "b4.onnx", "tiny.onnx"]
+
+
+def test_a_build_failing_after_writing_leaves_the_previous_bundle_as_it_was(tiny_onnx, tmp_path,
+                                                                            monkeypatch):
+    """The new stages are written next to --out and swapped in only once they load: a build that
+    fails midway (here: the second stage cannot be extracted) leaves the bundle that was at --out
+    loading, with its stage files and exit profile, and no folder of its own behind."""
+    from engines.build import BuildError, build_bundle
+
+    out = str(tmp_path / "b")
+    before = _good_bundle(tiny_onnx, out)
+    _break_stage2_extraction(monkeypatch)
+    with pytest.raises(BuildError, match="cannot extract stage 2"):
+        build_bundle(tiny_onnx, ["c2"], {1: "e2"}, out, final_output=FINAL)
+    assert {f: open(os.path.join(out, f), "rb").read() for f in os.listdir(out)} == before
+    assert load_bundle(out).num_stages == 3
+    assert sorted(os.listdir(str(tmp_path))) == ["b", "tiny.onnx"]
+
+
+def test_a_stage_without_conv_gemm_or_matmul_is_refused_naming_its_cuts(tiny_onnx, tmp_path, capsys):
+    """A cut that leaves a stage no Conv/Gemm/MatMul (0 MACs, which calibrate and serving
+    cannot time) is refused before writing, naming the stage and the cuts to move."""
+    out = tmp_path / "b"
+    assert cli(["build", "--onnx", tiny_onnx, "--cuts", "conv1_out,c1", "--final", "out",
+                "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["edge-agent build: error: stage 2 (conv1_out -> c1) has no Conv, ConvTranspose, "
+                   "Gemm or MatMul, so its MAC count is 0 and it cannot be calibrated or served: "
+                   "move the cut 'conv1_out' or 'c1' so that the stage holds some of that work"]
+    assert not out.exists()
+
+
+def test_a_batch_fixed_inside_the_graph_is_refused_naming_the_tensor(tiny_onnx, tmp_path, capsys):
+    """A dynamic input whose graph fixes another batch size inside (a Reshape to (2, 128)) is
+    refused naming the tensor whose first dimension is not the batch, before writing."""
+    model = onnx.load(tiny_onnx)
+    for t in model.graph.initializer:
+        if t.name == "flat_shape":
+            t.CopyFrom(onnx.numpy_helper.from_array(np.array([2, 128], np.int64), "flat_shape"))
+    path = str(tmp_path / "b2.onnx")
+    onnx.save(model, path)
+    out = tmp_path / "b"
+    assert cli(["build", "--onnx", path, "--cuts", "flat3", "--exits", "1:e2", "--final", "out",
+                "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "cut tensor 'flat3' has shape [2, 128] when the input has batch 1" in err[0]
+    assert not out.exists()
+
+
+def test_rebuilding_the_working_folder_replaces_its_files_in_place(tiny_onnx, tmp_path, monkeypatch):
+    """When --out is the working folder (which cannot be moved aside), the new files replace the
+    old ones in it, the manifest last, and the old extra stage and profile go."""
+    out = str(tmp_path / "b")
+    _good_bundle(tiny_onnx, out)
+    monkeypatch.chdir(out)
+    assert cli(["build", "--onnx", tiny_onnx, "--cuts", "c2", "--exits", "1:e2", "--final", "out",
+                "--out", "."]) == 0
+    assert sorted(os.listdir(out)) == ["bundle.json", "stage1.onnx", "stage2.onnx"]
+    assert load_bundle(out).num_stages == 2 and os.getcwd() == os.path.realpath(out)
