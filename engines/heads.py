@@ -31,10 +31,11 @@ import onnx
 from agent.errors import UsageError
 from agent.ops.atomic import atomic_open
 from engines.npzfile import load_npz
-from engines.build import BuildError, load_checked_onnx, parse_cuts, plan_stages
+from engines.build import BuildError, check_batch_one, load_checked_onnx, parse_cuts, plan_stages
 from engines.bundle import sha256_file
 from engines.flops import count_macs, numpy_dtype
 from engines.heads_fit import fit_head, split_holdout
+from engines.profile import as_input
 from engines.heads_graph import (
     HeadsError,
     HeadSpec,
@@ -44,6 +45,7 @@ from engines.heads_graph import (
     fresh_name,
     head_macs,
     head_nodes,
+    only_output,
     opset_of,
     pool,
     run_tensors,
@@ -158,7 +160,7 @@ def _check_input(model: onnx.ModelProto, x: np.ndarray, path: str):
                          % (tuple(x.shape[1:]), inputs[0].name,
                             tuple("?" if w is None else w for w in want[1:])))
     if tt.elem_type:
-        x = x.astype(numpy_dtype(tt.elem_type), copy=False)
+        x = as_input(x, numpy_dtype(tt.elem_type))
     fixed = bool(want) and want[0] is not None
     return x, (want[0] if fixed else BATCH), fixed
 
@@ -201,7 +203,10 @@ def make_heads(onnx_path: str, at: Sequence[str], x: np.ndarray, y: np.ndarray, 
     if not 0.0 < holdout < 1.0:
         raise HeadsError("--holdout must be a fraction in (0, 1), got %g" % holdout)
     model = load_backbone(onnx_path)
+    check_batch_one(model, HeadsError)
     final = check_spec(model, at, final)
+    # other outputs of the backbone (exit heads it already has) are dropped with what feeds them
+    model = only_output(model, final)
     x, batch, fixed = _check_input(model, x, onnx_path)
     names = list(at) + [final]
     probe: List[np.ndarray] = []

@@ -16,7 +16,7 @@ Relu on the pooled map, Flatten + Gemm; images only). The numpy pooling used for
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import onnx
@@ -96,34 +96,103 @@ def run_tensors(model: onnx.ModelProto, names: Sequence[str], x: np.ndarray, thr
                 batch: int, fixed: bool, path: str, on_batch) -> None:
     """Run ``x`` through ``model`` in batches with ``names`` as the outputs; calls
     ``on_batch(start, [arrays])`` per batch. A graph with a ``fixed`` batch size gets its last
-    batch padded (and the padding dropped). onnxruntime failures become one-line HeadsErrors."""
+    batch padded (and the padding dropped). A graph with a dynamic batch that still runs only
+    at batch 1 (a batch size fixed inside, as by a Reshape to (1, ...)) is run one sample at a
+    time. onnxruntime failures become one-line HeadsErrors."""
     import onnxruntime as ort
 
     so = ort.SessionOptions()
     so.intra_op_num_threads = threads
     so.inter_op_num_threads = 1
-    so.log_severity_level = 3
+    so.log_severity_level = 4  # a failed run is reported as one line; onnxruntime's own block only repeats it
     try:
         sess = ort.InferenceSession(with_outputs(model, names).SerializeToString(), sess_options=so,
                                     providers=["CPUExecutionProvider"])
     except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph/NotImplemented types
         raise HeadsError("onnxruntime cannot load %s: %s" % (path, _first_line(exc)))
     feed = sess.get_inputs()[0].name
+    one_by_one = False
     for start in range(0, len(x), batch):
         chunk = x[start:start + batch]
         n = len(chunk)
         if fixed and n < batch:
             chunk = np.concatenate([chunk, np.repeat(chunk[-1:], batch - n, axis=0)])
-        try:
-            arrays = sess.run(list(names), {feed: chunk})
-        except Exception as exc:
-            raise HeadsError("onnxruntime cannot run %s on samples %d..%d: %s"
-                             % (path, start, start + n - 1, _first_line(exc)))
+        if one_by_one:
+            arrays = _one_by_one(sess, names, feed, chunk, path, start, None)
+        else:
+            try:
+                arrays = sess.run(list(names), {feed: chunk})
+            except Exception as exc:
+                if fixed or len(chunk) == 1:
+                    raise HeadsError("onnxruntime cannot run %s on samples %d..%d: %s"
+                                     % (path, start, start + n - 1, _first_line(exc)))
+                # a graph that runs only at batch 1 still gives every sample's tensors
+                arrays = _one_by_one(sess, names, feed, chunk, path, start, exc)
+                one_by_one = True
         for name, a in zip(names, arrays):
             if a.ndim == 0 or a.shape[0] != len(chunk):
                 raise HeadsError("tensor %r has shape %s for a batch of %d: it has no batch "
                                  "dimension a head can read" % (name, a.shape, len(chunk)))
         on_batch(start, [a[:n] for a in arrays])
+
+
+def _one_by_one(sess, names: Sequence[str], feed: str, chunk: np.ndarray, path: str, start: int,
+                batch_exc: Optional[Exception]) -> List[np.ndarray]:
+    """``chunk`` run one sample at a time, joined. Should the first sample fail after
+    ``batch_exc`` (the whole batch's failure), the graph fails at any batch size: that error."""
+    rows = []
+    for i in range(len(chunk)):
+        try:
+            rows.append(sess.run(list(names), {feed: chunk[i:i + 1]}))
+        except Exception as exc:
+            first = i == 0 and batch_exc is not None
+            lo, hi = (start, start + len(chunk) - 1) if first else (start + i, start + i)
+            raise HeadsError("onnxruntime cannot run %s on samples %d..%d: %s"
+                             % (path, lo, hi, _first_line(batch_exc if first else exc)))
+    return [np.concatenate([r[k] for r in rows]) for k in range(len(names))]
+
+
+def only_output(model: onnx.ModelProto, final: str) -> onnx.ModelProto:
+    """Copy of ``model`` whose one graph output is ``final``, without the nodes, initializers and
+    shape annotations nothing leads from to it any more (such as other exit heads)."""
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    g = out.graph
+    keep_vi = [o for o in g.output if o.name == final]
+    del g.output[:]
+    g.output.extend(keep_vi)
+    producer = {o: i for i, n in enumerate(g.node) for o in n.output if o}
+    needed, kept, todo = set(), set(), [final]
+    while todo:
+        t = todo.pop()
+        if t in needed:
+            continue
+        needed.add(t)
+        i = producer.get(t)
+        if i is not None and i not in kept:
+            kept.add(i)
+            todo.extend(list(g.node[i].input) + _subgraph_inputs(g.node[i]))
+    nodes = [n for i, n in enumerate(g.node) if i in kept]
+    inits = [t for t in g.initializer if t.name in needed]
+    vis = [v for v in g.value_info if v.name in needed]
+    consts = {t.name for t in g.initializer}
+    inputs = [i for i in g.input if i.name not in consts or i.name in needed]
+    for field, items in ((g.node, nodes), (g.initializer, inits), (g.value_info, vis), (g.input, inputs)):
+        kept_items = list(items)
+        del field[:]
+        field.extend(kept_items)
+    return out
+
+
+def _subgraph_inputs(node: onnx.NodeProto) -> List[str]:
+    """Outer tensors a node's subgraphs (If, Loop, Scan bodies) read."""
+    names: List[str] = []
+    for a in node.attribute:
+        for sub in ([a.g] if a.HasField("g") else []) + list(a.graphs):
+            for n in sub.node:
+                names.extend(n.input)
+                names.extend(_subgraph_inputs(n))
+    return names
 
 
 def _first_line(exc: Exception) -> str:

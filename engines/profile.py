@@ -24,9 +24,10 @@ from engines.embedding import CHOICES as EMBEDDING_CHOICES, auto_kind, embed_as_
 from engines.exit_profile import ExitProfile, softmax_confidence
 
 
-def load_dataset(path) -> Tuple[np.ndarray, np.ndarray]:
+def load_dataset(path, scale_uint8: bool = True) -> Tuple[np.ndarray, np.ndarray]:
     """Read ``x`` (N, ...) and integer labels ``y`` (N,) from an ``.npz``; uint8 images are
-    scaled to float32 in [0, 1]."""
+    scaled to float32 in [0, 1] unless ``scale_uint8`` is false (then ``as_input`` does it once
+    the model's input dtype is known)."""
     path = os.fspath(path)
     check_regular_file(path, "--data")  # missing, or a folder: said as such
     z = load_npz(path, "--data")
@@ -40,12 +41,20 @@ def load_dataset(path) -> Tuple[np.ndarray, np.ndarray]:
         raise UsageError("%s: x holds no samples (0 rows); a profile needs labelled samples" % path)
     if x.dtype.kind == "f" and not np.all(np.isfinite(x)):
         raise UsageError("%s: x holds NaN or infinite values" % path)
-    if x.dtype == np.uint8:
+    if scale_uint8 and x.dtype == np.uint8:
         x = x.astype(np.float32) / np.float32(255.0)
     if y.ndim != 1 or len(y) != len(x) or len(y) == 0 or not np.issubdtype(y.dtype, np.integer):
         raise UsageError("%s: y must be N integer labels matching x's %d rows, got %s %s"
                          % (path, len(x), y.dtype, y.shape))
     return x, y.astype(np.int64)
+
+
+def as_input(x: np.ndarray, dtype: str) -> np.ndarray:
+    """``x`` as a model input of numpy ``dtype`` takes it: uint8 images scaled to [0, 1] for a
+    floating-point input, anything else cast as it is (a uint8 input gets the bytes)."""
+    if x.dtype == np.uint8 and np.dtype(dtype).kind == "f":
+        x = x.astype(np.float32) / np.float32(255.0)
+    return x.astype(dtype, copy=False)
 
 
 def profile_embedding(x: np.ndarray, embedding: str = "auto") -> Tuple[Optional[np.ndarray], str]:
@@ -72,7 +81,7 @@ def profile_bundle(bundle: Bundle, x: np.ndarray, y: np.ndarray, backend: str = 
     if tuple(x.shape[1:]) != tuple(first.input_shape[1:]):
         raise UsageError("data x has sample shape %s, stage 1 expects %s"
                          % (tuple(x.shape[1:]), tuple(first.input_shape[1:])))
-    x = np.ascontiguousarray(x.astype(first.input_dtype, copy=False))
+    x = np.ascontiguousarray(as_input(x, first.input_dtype))
     classes = max((s.num_classes for s in bundle.stages), default=0)
     if classes and (y.min() < 0 or y.max() >= classes):  # every head would read 0% correct
         raise UsageError("data y holds labels %d..%d; the bundle's heads have %d classes "

@@ -15,7 +15,7 @@ def add_arguments(parser) -> None:
                         help="intermediate tensors, in graph order, to put a head on (they become "
                              "the cuts of `build`; no skip connection may cross one)")
     parser.add_argument("--data", required=True, metavar="LABELLED.npz",
-                        help="x (N, ...) float32 or uint8 images (uint8 scaled to [0, 1]), y (N,) labels")
+                        help="x (N, ...) float32, or uint8 images (scaled to [0, 1] for a float input, as they are for a uint8 input), y (N,) labels")
     parser.add_argument("--out", required=True, metavar="MULTI_EXIT.onnx", help="multi-exit graph to write")
     parser.add_argument("--final", default=None, metavar="OUTPUT",
                         help="the backbone output holding the final head's logits (default: its only "
@@ -56,10 +56,13 @@ def run(args) -> int:
         raise HeadsError("--grid, --hidden and --threads must be at least 1 and --weight-decay "
                          "a finite number, not negative")
     at = parse_at(args.at)
+    if os.path.realpath(args.out) == os.path.realpath(args.onnx):
+        raise HeadsError("--out %s is the --onnx backbone: write the multi-exit graph to another "
+                         "file, so the backbone stays for a later run" % args.out)
     check_output_file(args.out, "--out")  # before any training
     if args.cache:
         check_output_dir(args.cache, "--cache")
-    x, y = load_dataset(args.data)
+    x, y = load_dataset(args.data, scale_uint8=False)  # scaled as the backbone's input takes it
     log = logging.getLogger("engines.heads")
     try:
         result = make_heads(args.onnx, at, x, y, args.out,

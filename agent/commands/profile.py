@@ -57,7 +57,7 @@ def run(args) -> int:
     if not out:
         out = os.path.join(bundle.path, EXIT_PROFILE_NAME)
         check_output_file(out, "--out")
-    x, y = load_dataset(args.data)
+    x, y = load_dataset(args.data, scale_uint8=False)  # scaled as stage 1's input takes it
     profile = profile_bundle(bundle, x, y, backend=args.backend, threads=args.threads,
                              embedding=args.embedding)
     with output_errors("--out", out):
