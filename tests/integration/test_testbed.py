@@ -6,6 +6,7 @@ default run is the README's main-job command.
 
 import json
 import os
+import re
 
 from agent.cli import main
 from tests.integration.agent_cluster import build_two_stage_bundle
@@ -78,17 +79,20 @@ def test_testbed_run_loses_nothing_and_every_task_has_a_record(tmp_path, capsys)
 
 
 def test_an_agent_that_fails_to_start_is_named_in_one_line(tmp_path, capsys):
-    """A source that cannot start (its replay set is missing) stops the testbed with one line
-    naming the agent and its log, and no agent process is left behind."""
+    """A worker that cannot start (the calibration profile its config names is missing: the
+    testbed's own checks before the run do not read it) stops the testbed with one line naming
+    the agent and its log, and no agent process is left behind. (A missing replay set is
+    refused before any agent starts: tests/unit/test_testbed_parts.py.)"""
     bundle = build_two_stage_bundle(str(tmp_path / "tiny"))
     topo, _ = write_topology(tmp_path, bundle)
     obj = json.loads(open(topo).read())
-    obj["agent"]["replay_path"] = str(tmp_path / "missing.npz")
+    obj["agent"]["capacity_profile"] = str(tmp_path / "missing.json")
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps(obj))
     rc = main(["testbed", "--topology", str(bad), "--policies", "fixed", "--rates", "5",
                "--duration", "1", "--out", str(tmp_path / "out"), "--no-plots"])
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2
-    assert "agent cam" in err[-1] and "exited with status 78" in err[-1]
-    assert "missing.npz" in err[-1]  # the agent's own last log line says why
+    assert re.search(r"agent (fast|slow|w\d)\b", err[-1]), err
+    assert "exited with status 78" in err[-1]
+    assert "missing.json" in err[-1]  # the agent's own last log line says why
