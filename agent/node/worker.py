@@ -279,8 +279,10 @@ class WorkerSide(Role):
                          None if action is None else action.kind != CONTINUE)
         if step is Step.DROP:
             return self.out.drop(Step.DROP.value)
-        if step is Step.EXIT and not math.isfinite(done.confidence):
-            return self.out.drop("bad_output")
+        if step is Step.EXIT and not math.isfinite(done.confidence):  # logged: a lost task's why
+            return self.out.reject("bad_output", f["source"], "stage %d's exit confidence for "
+                                   "task %s is %r (its input or the engine)"
+                                   % (h, f["id"], done.confidence))
         now = self.clock()
         if step is not Step.EXIT and expires and now >= expires:
             return self.out.drop("deadline")  # its source has given up: no next stage
@@ -296,7 +298,9 @@ class WorkerSide(Role):
                 if action.cls is not None:
                     out["cls"], out["confidence"] = int(action.cls), float(action.confidence)
                     if not math.isfinite(out["confidence"]):  # would fail the RESULTS batch
-                        return self.out.drop("bad_output")
+                        return self.out.reject("bad_output", f["source"], "the policy's "
+                                               "confidence for task %s is %r"
+                                               % (f["id"], out["confidence"]))
             item = OutItem(Kind.RESULT, "R:" + wire.task_key(f["id"], f["attempt"]), out, None,
                            dest=f["source"], keep_until=expires)
         else:

@@ -5,6 +5,7 @@ wire fields, the topology's terminal field, and the DIMEE/MLCI adapters' own sta
 from __future__ import annotations
 
 import json
+import logging
 import random
 import select
 
@@ -169,10 +170,13 @@ def test_escalate_sends_the_raw_input_as_a_stage_1_task_with_token_and_deadline(
     wire.encode(item.kind, "w1", dict(item.fields, resends=0), [item.tensor])  # sendable
 
 
-def test_a_policy_answer_with_a_non_finite_confidence_is_dropped_not_sent(two_stage_worker):
+def test_a_policy_answer_with_a_non_finite_confidence_is_dropped_not_sent(two_stage_worker,
+                                                                          caplog):
     """A policy's ANSWER whose confidence is not finite is dropped (``drop_bad_output``): a
     RESULT carrying it would fail the wire check at the source, with every result batched
-    with it; a finite answer is sent."""
+    with it; a finite answer is sent. The drop is logged (once, naming the task), as every
+    refused input is: it was only counted, so a task lost to it had no why in the log."""
+    caplog.set_level(logging.WARNING)
     side, out, policy, view = two_stage_worker
     x = np.zeros((1, 1, 28, 28), np.float32)
     for conf in (float("inf"), float("nan"), 0.75):
@@ -181,6 +185,9 @@ def test_a_policy_answer_with_a_non_finite_confidence_is_dropped_not_sent(two_st
         side.seen.clear()  # the same task id again
     assert out.counters["drop_bad_output"] == 2
     assert [i.fields["confidence"] for i in out.items.values()] == [0.75]
+    lines = [r.getMessage() for r in caplog.records if "bad_output" in r.getMessage()
+             or "confidence for task" in r.getMessage()]
+    assert len(lines) == 1 and "the policy's confidence for task" in lines[0], lines
 
 
 def test_a_terminal_worker_answers_at_its_last_stage(tmp_path):
