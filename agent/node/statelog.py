@@ -6,7 +6,8 @@ ten times a second), a link loses and regains carrier, a crash-looping neighbour
 every few seconds, two agents under one node id take a connection from each other in turn. A
 line per change would fill the journal. Here the changes of one key are logged at most
 ``burst`` times per ``interval_s`` (two: a drop and its return, a loss and its end, are both
-logged at once); a change held back by the limit is logged by ``flush()`` once due, with the
+logged at once; a key's first state does not count); a change held back by the limit is
+logged by ``flush()`` once due, with the
 counts since the last line (at the most severe level among them), so the last line about a key
 always tells its present state.
 """
@@ -47,8 +48,13 @@ class StateLog:
         """``key`` (a peer's data connection, a neighbour, a route) changed to ``state``;
         ``line`` says so, logged at ``level`` when due."""
         k = self._keys.get(key)
-        if k is None:
-            k = self._keys[key] = _Key(self.burst)
+        if k is None:  # a key's first state (a neighbour first heard, a connection first up)
+            # is logged outside the burst: else a drop and its return within the first
+            # interval would find one line of the burst taken, and the return held back
+            self._keys[key] = k = _Key(self.burst)
+            k.line = line
+            log.log(level, "%s", line)
+            return
         k.line = line
         k.since[state] += 1
         k.held_level = max(k.held_level, level)

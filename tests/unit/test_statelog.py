@@ -15,12 +15,37 @@ def _link(log, peer, up):
     log.event("data " + peer, state, "data connection to %s %s" % (peer, state))
 
 
+def _started(caplog, links, *peers):
+    """Each peer's connection first up at start (logged outside the burst); the log cleared."""
+    for peer in peers:
+        _link(links, peer, up=True)
+    caplog.clear()
+
+
+def test_a_keys_first_state_does_not_hold_back_a_drop_and_return_in_the_first_minute(caplog):
+    """Rule: a key's first state (the connection up at start) is logged outside the burst, so
+    a drop soon after and its return are both logged at once (the return waited a minute,
+    the last line saying the peer was gone while it was back)."""
+    caplog.set_level(logging.INFO)
+    now = [0.0]
+    links = StateLog(interval_s=60.0, clock=lambda: now[0])
+    _link(links, "w2", up=True)
+    now[0] = 5.0
+    _link(links, "w2", up=False)
+    now[0] = 7.0
+    _link(links, "w2", up=True)
+    assert _lines(caplog) == ["data connection to w2 up", "data connection to w2 dropped",
+                              "data connection to w2 up"]
+    assert links.pending() == []
+
+
 def test_a_drop_and_its_return_are_logged_at_once_and_a_flap_costs_two_lines_a_minute(caplog):
     """Rule: the first ``burst`` (2) changes of a key are logged as they come; after that at
     most ``burst`` lines per interval, the held-back changes summed in the next one."""
     caplog.set_level(logging.INFO)
     now = [0.0]
     links = StateLog(interval_s=60.0, clock=lambda: now[0])
+    _started(caplog, links, "w2")
     _link(links, "w2", up=False)
     now[0] = 0.1
     _link(links, "w2", up=True)
@@ -43,6 +68,7 @@ def test_a_change_held_back_is_logged_with_the_present_state_when_due(caplog):
     caplog.set_level(logging.INFO)
     now = [0.0]
     links = StateLog(interval_s=60.0, clock=lambda: now[0])
+    _started(caplog, links, "w2", "w3")
     _link(links, "w2", up=False)
     now[0] = 1.0
     _link(links, "w2", up=True)
@@ -62,6 +88,7 @@ def test_changes_held_back_are_logged_when_the_node_stops(caplog):
     caplog.set_level(logging.INFO)
     now = [0.0]
     links = StateLog(interval_s=60.0, clock=lambda: now[0])
+    _started(caplog, links, "w2")
     for up in (False, True, False, True):
         _link(links, "w2", up=up)
     links.flush()
@@ -80,6 +107,8 @@ def test_a_flapping_route_logs_its_summary_at_the_most_severe_level_held_back(ca
     log = StateLog(interval_s=60.0, clock=lambda: now[0])
     lost = "no live route to stage 1: rejecting new tasks (no_route) until one is back"
     back = "route to stage 1 is back: accepting tasks again"
+    log.event("route", "back", back)  # its first state, outside the burst
+    caplog.clear()
     for i in range(10):
         now[0] = 4.0 * i
         log.event("route", "lost", lost, logging.WARNING)
