@@ -125,6 +125,13 @@ def _liveness(sock: zmq.Socket, timeout_ms: int = HEARTBEAT_TIMEOUT_MS) -> None:
             pass
 
 
+
+def handed_over(routing_id: bytes) -> bool:
+    """True for the routing id ZeroMQ gives a peer's older connection when the peer connects
+    again under its id (ROUTER_HANDOVER): five bytes, a zero byte and a counter. Messages
+    still queued on it arrive under that id; node ids start with a letter or digit."""
+    return len(routing_id) == 5 and routing_id[:1] == b"\x00"
+
 class Transport:
     """The sockets of one node; not thread-safe (owned by the I/O loop's thread)."""
 
@@ -148,6 +155,7 @@ class Transport:
         # z85 public key -> the one node id it may speak as (empty: no CURVE, no check)
         self.key_owners = dict(key_owners or {})
         self.impersonations = 0  # data messages dropped: routing id is not the key's node
+        self.stale_connections = 0  # ... or what a peer's replaced connection still carried
         # this process's run id, sent in each DEALER's handshake, and the watch over those that
         # arrive (two agents under one node id: agent.net.twins); None: neither
         self.twins = twins
@@ -317,6 +325,9 @@ class Transport:
         claimed = frames[0].bytes
         if owner is not None and claimed == owner.encode("utf-8"):
             return True
+        if owner is not None and handed_over(claimed):  # the owner's own older connection
+            self.stale_connections += 1
+            return False
         self.impersonations += 1
         if (owner, claimed) not in self._impostors and len(self._impostors) < 100:
             self._impostors.add((owner, claimed))  # once per pair: a flood logs nothing new

@@ -42,7 +42,8 @@ from typing import Callable, Dict, List, Optional
 
 from agent.config.node import NodeConfig
 from agent.protocol import wire
-from agent.net.transport import CLIENT, CONTROL, DATA, FD, LINK_DOWN, LINK_UP, REPLY, Transport
+from agent.net.transport import (CLIENT, CONTROL, DATA, FD, LINK_DOWN, LINK_UP, REPLY, Transport,
+                                 handed_over)
 from agent.protocol.wire import Kind, WireError
 from agent.node.hooks import NodeHooks
 from agent.node.statelog import StateLog
@@ -129,14 +130,20 @@ class Node:
                     due.append(extra)
             # wake often enough for the systemd watchdog even when idle
             due.append(now + self.hooks.watchdog_interval_s)
-            for ev in self.transport.poll(max(0.0, min(due) - now)):
+            wake = max(now, min(due))
+            for ev in self.transport.poll(wake - now):
                 self._dispatch(ev)
+            self.forgive_stall(wake)
             # a policy may sleep between its active periods (``next_tick_s``), but a message may
             # have started one, and held tasks are re-offered every tick_interval_s regardless
             nxt["tick"] = min(nxt["tick"], self.clock() + self._tick_gap_s(now))
-            if self.transport.impersonations:
-                out.drop("impersonation", self.transport.impersonations)
-                self.transport.impersonations = 0
+            tr = self.transport
+            if tr.impersonations or tr.stale_connections:  # the transport's own drops
+                for reason, n in (("impersonation", tr.impersonations),
+                                  ("stale_connection", tr.stale_connections)):
+                    if n:
+                        out.drop(reason, n)
+                tr.impersonations = tr.stale_connections = 0
             guarded(out.flush_replies)
             now = self.clock()
             guarded(out.run_paced, now)
@@ -233,6 +240,10 @@ class Node:
             return
         if tag != CLIENT and msg.sender != (who.decode("utf-8", "replace") if tag == DATA
                                             else who):
+            if tag == DATA and handed_over(who) and msg.sender in self.transport.peers:
+                # a peer's older connection, renamed when it connected again: what it still
+                # carried is in the peer's custody and comes again on the new one
+                return self.outbox.drop("stale_connection")
             # it speaks for another node (or, on the control plane, for none we know)
             return self.outbox.reject(
                 "unknown_sender" if tag == CONTROL and msg.sender not in self.transport.peers
@@ -307,6 +318,17 @@ class Node:
             if now - self.last_heard.get(peer, -1e18) > limit:
                 self._set_alive(peer, False)
         self.outbox.retry_waiting(now)
+
+    def forgive_stall(self, wake: float) -> None:
+        """After a pass that came a heartbeat interval or more after ``wake`` (this process was
+        stopped or starved: SIGSTOP, a suspended VM), the neighbours' last-heard times move on
+        by the time lost: a silence this node did not listen through says nothing of them (it
+        declared every neighbour gone and its stages unreachable on waking)."""
+        now = self.clock()
+        late = now - wake
+        if late > self.cfg.heartbeat_interval_s:
+            for peer, t in self.last_heard.items():
+                self.last_heard[peer] = min(now, t + late)
 
     def _check_route(self, now: float) -> None:
         """Work out ``view.no_route`` again; on a change, say so and tell the neighbours now."""
