@@ -36,6 +36,7 @@ outbox's ``counters`` (written to ``<state_dir>/stats.json`` by ``status.NodeSta
 from __future__ import annotations
 
 import logging
+import math
 import os
 import time
 from typing import Callable, Dict, List, Optional
@@ -82,6 +83,8 @@ class Node:
         self.wall = wall
         policy.wall = wall  # one wall clock per node: DTO-EE aligns its slots to it
         self.last_heard: Dict[str, float] = {}
+        self._polled_at = math.inf  # when the last poll returned (forgive_stall)
+        self._stall_grace_until = -math.inf  # a dropped data link is no neighbour gone till then
         self._changes = StateLog(clock=clock)  # connections, neighbours, routes: bounded lines
         self._stopping = False
         self._rfd, self._wfd = os.pipe()
@@ -131,9 +134,10 @@ class Node:
             # wake often enough for the systemd watchdog even when idle
             due.append(now + self.hooks.watchdog_interval_s)
             wake = max(now, min(due))
-            for ev in self.transport.poll(wake - now):
+            events = self.transport.poll(wake - now)
+            self.forgive_stall(now, wake)
+            for ev in events:
                 self._dispatch(ev)
-            self.forgive_stall(wake)
             # a policy may sleep between its active periods (``next_tick_s``), but a message may
             # have started one, and held tasks are re-offered every tick_interval_s regardless
             nxt["tick"] = min(nxt["tick"], self.clock() + self._tick_gap_s(now))
@@ -218,7 +222,7 @@ class Node:
         if tag == LINK_DOWN:  # its process died (or the network cut): gone now, not in 2 s
             self._changes.event("data " + who, "dropped", "data connection to %s dropped" % who)
             self.outbox.count("data_link_down")
-            if who in self.view.alive:
+            if who in self.view.alive and self.clock() >= self._stall_grace_until:
                 self.last_heard.pop(who, None)
                 self._set_alive(who, False)
             self.outbox.on_link_down(who, self.clock())
@@ -319,16 +323,21 @@ class Node:
                 self._set_alive(peer, False)
         self.outbox.retry_waiting(now)
 
-    def forgive_stall(self, wake: float) -> None:
-        """After a pass that came a heartbeat interval or more after ``wake`` (this process was
-        stopped or starved: SIGSTOP, a suspended VM), the neighbours' last-heard times move on
-        by the time lost: a silence this node did not listen through says nothing of them (it
-        declared every neighbour gone and its stages unreachable on waking)."""
+    def forgive_stall(self, started: float, wake: float) -> None:
+        """After each poll (the pass began at ``started`` and asked to wake at ``wake``): when
+        the poll returned, or the pass before it ended, more than a heartbeat interval late,
+        this process was stopped or starved (SIGSTOP, a suspended VM). Its neighbours'
+        last-heard times then move on by the time lost, and for two heartbeat intervals a data
+        connection that drops (ZeroMQ's own heartbeats timed out over the same stall) does not
+        make its neighbour gone: a silence this node did not listen through says nothing of
+        them (on waking it declared every neighbour gone and its next stage unreachable)."""
         now = self.clock()
-        late = now - wake
+        late = max(now - wake, started - self._polled_at)
+        self._polled_at = now
         if late > self.cfg.heartbeat_interval_s:
             for peer, t in self.last_heard.items():
                 self.last_heard[peer] = min(now, t + late)
+            self._stall_grace_until = now + 2 * self.cfg.heartbeat_interval_s
 
     def _check_route(self, now: float) -> None:
         """Work out ``view.no_route`` again; on a change, say so and tell the neighbours now."""
