@@ -155,7 +155,7 @@ def _tensor(types, name: str, what: str):
     if shape is None:
         raise BuildError("shape of %s %r is unknown at batch 1 (run shape inference or give the "
                          "model static shapes)" % (what, name))
-    if shape[0] != 1:
+    if shape and shape[0] != 1:  # (a rank-0 tensor is refused by its own check, later)
         raise BuildError("%s %r has shape %s when the input has batch 1: its first dimension "
                          "must be the batch (is the batch size fixed inside the graph, by a Reshape "
                          "for example?); export it with batch 1 or a dynamic batch dimension"
@@ -256,7 +256,8 @@ def build_bundle(onnx_path: str, cuts: Sequence[str], exits: Dict[int, str], out
     if os.path.isdir(out_dir):
         foreign = [f for f in os.listdir(out_dir)
                    if f != bfmt.MANIFEST_NAME and f != bfmt.EXIT_PROFILE_NAME
-                   and not (f.startswith("stage") and f.endswith(".onnx"))]
+                   and not (f.startswith("stage") and f.endswith(".onnx"))
+                   and not f.startswith(".build-")]  # one a killed build left
         if foreign:
             raise BuildError("--out %s is not empty and not a bundle (has %s)" % (out_dir, foreign[0]))
         out_dir = os.path.realpath(out_dir)  # a link to a bundle: the bundle is replaced
@@ -279,7 +280,11 @@ def build_bundle(onnx_path: str, cuts: Sequence[str], exits: Dict[int, str], out
     parent = os.path.dirname(out_dir)
     made = first_missing_dir(parent)
     os.makedirs(parent, exist_ok=True)
-    new = "%s.build-%d-%s" % (out_dir, os.getpid(), os.urandom(4).hex())
+    tag = "build-%d-%s" % (os.getpid(), os.urandom(4).hex())
+    # beside --out, to be renamed into its place; inside it where it cannot be renamed (a
+    # mount point, the working folder) or its folder takes no new entry (read-only)
+    new = ("%s.%s" % (out_dir, tag) if not os.path.isdir(out_dir) or _movable(out_dir)
+           else os.path.join(out_dir, "." + tag))
     os.mkdir(new)
     try:
         _write_stages(onnx_path, plan, exits, tensors, new, manifest)
@@ -300,22 +305,30 @@ def _swap_in(new: str, out_dir: str) -> None:
         return
     os.chmod(new, os.stat(out_dir).st_mode & 0o7777)
     had_profile = os.path.exists(os.path.join(out_dir, bfmt.EXIT_PROFILE_NAME))
-    old = new + ".old"
-    cwd = os.getcwd()
-    if cwd == out_dir or cwd.startswith(out_dir + os.sep) or os.path.ismount(out_dir):
+    if os.path.dirname(new) == out_dir:
         # the folder itself cannot move: bring the new files in, the manifest last
         files = sorted(os.listdir(new), key=lambda f: f == bfmt.MANIFEST_NAME)
         for f in files:
             os.replace(os.path.join(new, f), os.path.join(out_dir, f))
         os.rmdir(new)
         for f in set(os.listdir(out_dir)) - set(files):  # older stages, the old profile
-            os.remove(os.path.join(out_dir, f))
+            if os.path.isfile(os.path.join(out_dir, f)):
+                os.remove(os.path.join(out_dir, f))
     else:
-        replace_dir(new, out_dir, old)
+        replace_dir(new, out_dir, new + ".old")
     if had_profile:
         # a profile of the previous stages would silently mislead threshold tuning
         log.warning("removed %s: it belonged to the previous build; run `edge-agent profile`",
                     os.path.join(out_dir, bfmt.EXIT_PROFILE_NAME))
+
+
+def _movable(out_dir: str) -> bool:
+    """Whether the bundle folder ``out_dir`` can be replaced by renaming a sibling into its
+    place: not a mount point, not the working folder (or above it), in a folder that takes new
+    entries."""
+    cwd = os.getcwd()
+    return not (cwd == out_dir or cwd.startswith(out_dir + os.sep) or os.path.ismount(out_dir)
+                or not os.access(os.path.dirname(out_dir), os.W_OK | os.X_OK))
 
 
 def _write_stages(onnx_path: str, plan, exits: Dict[int, str], tensors, out_dir: str,

@@ -277,3 +277,35 @@ def test_rebuilding_the_working_folder_replaces_its_files_in_place(tiny_onnx, tm
                 "--out", "."]) == 0
     assert sorted(os.listdir(out)) == ["bundle.json", "stage1.onnx", "stage2.onnx"]
     assert load_bundle(out).num_stages == 2 and os.getcwd() == os.path.realpath(out)
+
+
+def test_rebuilding_a_mount_point_stages_inside_it(tiny_onnx, tmp_path, monkeypatch):
+    """A --out that is a mount point (or in a folder that takes no new entry) cannot be
+    replaced by renaming a sibling into its place: the new bundle is made inside it and its
+    files replace the old ones there, the manifest last (staging beside it failed: another
+    file system). Python is told the folder is a mount point; the rest is real."""
+    out = str(tmp_path / "b")
+    _good_bundle(tiny_onnx, out)
+    real = os.path.ismount
+    monkeypatch.setattr(os.path, "ismount", lambda p: os.path.abspath(p) == out or real(p))
+    assert cli(["build", "--onnx", tiny_onnx, "--cuts", "c2", "--exits", "1:e2", "--final", "out",
+                "--out", out]) == 0
+    assert sorted(os.listdir(out)) == ["bundle.json", "stage1.onnx", "stage2.onnx"]
+    assert load_bundle(out).num_stages == 2
+    assert sorted(os.listdir(str(tmp_path))) == ["b", "tiny.onnx"]  # nothing staged beside
+
+
+def test_a_rank_0_output_is_one_line(tiny_onnx, tmp_path, capsys):
+    """A final output without a batch dimension (a scalar) is refused in one line naming it,
+    not with an IndexError."""
+    model = onnx.load(tiny_onnx)
+    g = model.graph
+    g.node.append(onnx.helper.make_node("ReduceMax", [FINAL], ["s"], keepdims=0))
+    g.output.append(onnx.helper.make_tensor_value_info("s", onnx.TensorProto.FLOAT, []))
+    path = str(tmp_path / "scalar.onnx")
+    onnx.save(model, path)
+    rc = cli(["build", "--onnx", path, "--cuts", "c2", "--exits", "1:e2", "--final", "s",
+              "--out", str(tmp_path / "b")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and "'s'" in err[0] and "Traceback" not in err[0], err
+    assert not (tmp_path / "b").exists()
