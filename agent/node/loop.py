@@ -43,8 +43,8 @@ from typing import Callable, Dict, List, Optional
 
 from agent.config.node import NodeConfig
 from agent.protocol import wire
-from agent.net.transport import (CLIENT, CONTROL, DATA, FD, LINK_DOWN, LINK_UP, REPLY, Transport,
-                                 handed_over)
+from agent.net.transport import (CLIENT, CONTROL, DATA, FD, HEARTBEAT_TIMEOUT_MS, LINK_DOWN,
+                                 LINK_UP, REPLY, Transport, handed_over)
 from agent.protocol.wire import Kind, WireError
 from agent.node.hooks import NodeHooks
 from agent.node.statelog import StateLog
@@ -83,7 +83,7 @@ class Node:
         self.wall = wall
         policy.wall = wall  # one wall clock per node: DTO-EE aligns its slots to it
         self.last_heard: Dict[str, float] = {}
-        self._polled_at = math.inf  # when the last poll returned (forgive_stall)
+        self._awake_at = math.inf  # when the loop last checked it was running (note_awake)
         self._stall_grace_until = -math.inf  # a dropped data link is no neighbour gone till then
         self._changes = StateLog(clock=clock)  # connections, neighbours, routes: bounded lines
         self._stopping = False
@@ -133,9 +133,9 @@ class Node:
                     due.append(extra)
             # wake often enough for the systemd watchdog even when idle
             due.append(now + self.hooks.watchdog_interval_s)
-            wake = max(now, min(due))
-            events = self.transport.poll(wake - now)
-            self.forgive_stall(now, wake)
+            wait_s = max(0.0, min(due) - now)
+            events = self.transport.poll(wait_s)
+            self.note_awake(wait_s)
             for ev in events:
                 self._dispatch(ev)
             # a policy may sleep between its active periods (``next_tick_s``), but a message may
@@ -317,27 +317,31 @@ class Node:
         if self._route_from is not None and now >= self._route_from:
             self._route_from = None  # start-up grace over: neighbours had time to be heard
             self._check_route(now)
+        self.note_awake()  # a stop since the poll (in the pass's work) is no neighbour's silence
         limit = self.cfg.neighbour_timeout_rounds * self.cfg.heartbeat_interval_s
         for peer in list(self.view.alive):
             if now - self.last_heard.get(peer, -1e18) > limit:
                 self._set_alive(peer, False)
         self.outbox.retry_waiting(now)
 
-    def forgive_stall(self, started: float, wake: float) -> None:
-        """After each poll (the pass began at ``started`` and asked to wake at ``wake``): when
-        the poll returned, or the pass before it ended, more than a heartbeat interval late,
-        this process was stopped or starved (SIGSTOP, a suspended VM). Its neighbours'
-        last-heard times then move on by the time lost, and for two heartbeat intervals a data
-        connection that drops (ZeroMQ's own heartbeats timed out over the same stall) does not
-        make its neighbour gone: a silence this node did not listen through says nothing of
-        them (on waking it declared every neighbour gone and its next stage unreachable)."""
+    def note_awake(self, waited_s: float = 0.0) -> None:
+        """Called after each poll (``waited_s``: the wait the loop asked for) and before each
+        liveness check. Time since the last call beyond that wait and a heartbeat interval is
+        time this node did not listen (SIGSTOP, a suspended VM, a starved or very long pass):
+        its neighbours' last-heard times move on by it, since a silence it did not listen
+        through says nothing of them (on waking it declared every neighbour gone and its next
+        stage unreachable). After such a gap longer than ZeroMQ's own heartbeat timeout, a data
+        connection that drops within two heartbeat intervals (those heartbeats timed out over
+        the same gap) makes no neighbour gone."""
         now = self.clock()
-        late = max(now - wake, started - self._polled_at)
-        self._polled_at = now
-        if late > self.cfg.heartbeat_interval_s:
+        unattended = now - self._awake_at - waited_s
+        self._awake_at = now
+        lost = unattended - self.cfg.heartbeat_interval_s
+        if lost > 0:
             for peer, t in self.last_heard.items():
-                self.last_heard[peer] = min(now, t + late)
-            self._stall_grace_until = now + 2 * self.cfg.heartbeat_interval_s
+                self.last_heard[peer] = min(now, t + lost)
+            if unattended * 1000 > HEARTBEAT_TIMEOUT_MS and now >= self._stall_grace_until:
+                self._stall_grace_until = now + 2 * self.cfg.heartbeat_interval_s
 
     def _check_route(self, now: float) -> None:
         """Work out ``view.no_route`` again; on a change, say so and tell the neighbours now."""

@@ -110,7 +110,8 @@ class SourceSide(Role):
     def on_clock(self, now: float) -> None:
         """The pass's client answers; Poisson arrivals: one task when due, then the next gap
         (the policy may set its mean)."""
-        self.send_answers()
+        if self.answers:  # guarded as the handler that queued them was
+            self.out.guarded(self.send_answers)
         if self.arrivals_done or now < self.next_arrival:
             return
         self.out.guarded(self._arrival, now)
