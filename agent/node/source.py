@@ -23,6 +23,7 @@ not the stage-1 dtype and shape, or holds non-finite values or values above
 
 from __future__ import annotations
 
+import random
 import secrets
 import time
 from typing import Any, Callable, Dict, List, Optional, Tuple
@@ -54,7 +55,10 @@ class SourceSide(Role):
         self.replay = replay
         self.clock = clock
         self.wall = wall
-        self.rng = policy.rng
+        # arrivals and replay rows from a generator of their own, seeded by the config alone:
+        # every policy then gets the same arrival times and images (the policy's own generator
+        # is drawn from as it routes, differently per policy)
+        self.rng = random.Random("%d:arrivals" % cfg.seed)
         self.interarrival_s = 1.0 / cfg.arrival_rate_tasks_s if cfg.arrival_rate_tasks_s > 0 else 0
         self.arrivals_done = cfg.arrival != "poisson" or self.interarrival_s == 0
         self.next_arrival = 0.0
