@@ -35,14 +35,16 @@ from agent.ops.atomic import write_atomic
 from agent.testbed.columns import (empirical_remaining, fifo_sim_delay, link_utilisation,
                                    measured_link_rates, model_delay, routing_used,
                                    stats_delta)
-from agent.testbed.inject import FaultRunner, add_fault_phases
+from agent.testbed.created import created_so_far
+from agent.testbed.exits import default_remaining
+from agent.testbed.faultlog import record_fault_phases
+from agent.testbed.inject import FaultRunner
 from agent.testbed.procs import LocalAgents, free_ports
 from agent.testbed.report import (RunResult, _created, read_records, served_rate,
                                    summarise_records)
 from agent.testbed.topology import StageInfo, Topology
 from agent.policies.mdi_exit.rules import params_from_knobs as mdi_params
 from agent.policies.thresholds import DEFAULT_THRESHOLD
-from engines.exit_profile import exit_stats, load_exit_profile
 
 # Rate of a link the topology does not emulate when emulation is on elsewhere: loopback speed.
 FAST_LINK_BYTES_S = 1e9
@@ -65,17 +67,6 @@ def bundle_stages(bundle) -> List[StageInfo]:
     """Stage FLOP, input bytes and exit flags of an ``engines.bundle.Bundle``."""
     return [StageInfo(float(s.flops), float(s.input_bytes), bool(s.has_exit))
             for s in bundle.stages]
-
-
-def default_remaining(topo: Topology, bundle) -> List[float]:
-    """I_h per stage for the topology's initial thresholds (DEFAULT_THRESHOLD where none is
-    given)."""
-    h = len(bundle.stages)
-    if not bundle.exit_profile_path:
-        return [1.0] * h
-    profile = load_exit_profile(bundle.exit_profile_path)
-    th = {s: topo.thresholds.get(s, DEFAULT_THRESHOLD) for s in profile.early_exit_stages}
-    return [float(x) for x in exit_stats(profile, th).remaining]
 
 
 def _link_rate(topo: Topology, a: str, b: str) -> Optional[float]:
@@ -290,7 +281,8 @@ def run_local(topo: Topology, bundle, policy: str, rates: Sequence[float],
                            records, expected, stats, settings.duration_s, load_s)
             results.append(summarise_rate(topo, bundle, stages, policy, rate, records, expected,
                                       stats, settings.duration_s, load_s))
-            add_fault_phases(results[-1], faults, records, topo.warmup_s)
+            record_fault_phases(results[-1], faults, records, topo.warmup_s,
+                                os.path.join(run_dir, rate_label(rate)))
             if on_result is not None:
                 on_result(results[-1])
     return results
@@ -375,7 +367,8 @@ def summarise_rate(topo: Topology, bundle, stages: Sequence[StageInfo], policy: 
     admits = policy == "mdi-exit" and mdi_params(topo.knobs.get("mdi-exit")).admission_control
     measured.admitted_rate_tasks_s = (admitted_rate or None) if admits else None
     measured.routing = routing_used(topo, stats)
-    rem = empirical_remaining(stages, measured.exit_counts, default_remaining(topo, bundle))
+    rem = empirical_remaining(stages, measured.exit_counts,
+                              default_remaining(topo, bundle, policy))
     measured.remaining = rem
     measured.link_utilisation = link_utilisation(topo, stages, stats, load_s)
     measured.link_rate_measured_bytes_s = measured_link_rates(topo, stats)
@@ -388,11 +381,10 @@ def partial_result(topo: Topology, bundle, stages: Sequence[StageInfo], policy: 
                    rate: float, records: Mapping[str, str], expected: Mapping[str, int],
                    duration_s: float, load_s: float, exc: BaseException
                    ) -> Optional[RunResult]:
-    """The summary of a rate cut short (interrupted, or an agent died), from the records the
-    sources wrote so far; None when there are none."""
-    try:
-        res = summarise_rate(topo, bundle, stages, policy, rate, records, expected, {},
-                             duration_s, load_s)
+    """A rate cut short (interrupted, an agent died) summarised from what its sources created."""
+    try:  # created: the tasks made so far, not the plan (``expected``) the load never reached
+        res = summarise_rate(topo, bundle, stages, policy, rate, records,
+                             created_so_far(records, expected), {}, duration_s, load_s)
     except Exception:  # no records yet, or unreadable: nothing to keep
         return None
     why = "interrupted" if isinstance(exc, KeyboardInterrupt) else str(exc).splitlines()[0]
