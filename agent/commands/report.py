@@ -34,6 +34,7 @@ def run(args: argparse.Namespace) -> int:
     from agent.errors import UsageError
     from agent.ops.atomic import write_atomic
     from agent.testbed.history import load_run, write_cdf_plot
+    from agent.testbed.phases import phase_lines
     from agent.testbed.report import admitted_lines, format_table, write_plots
 
     check_outputs(args.out, args.json)  # before any work: a wrong path fails at once
@@ -63,6 +64,8 @@ def run(args: argparse.Namespace) -> int:
                                             if run.interrupted else ""))
         print(format_table(run.results))
         for line in admitted_lines(run.results):
+            print(line)
+        for line in phase_lines(run.results):  # a run with faults, as the testbed printed it
             print(line)
         print()
     settings = {(r.info.get("topology"), r.info.get("mdi_mode")) for r in runs}

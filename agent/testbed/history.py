@@ -13,7 +13,9 @@ redone without it, and so is a damaged ``topology.json`` (the topology the run u
 summarised is left out and named in ``PastRun.skipped`` (the other rates still report), and a
 run with no rate left is a ``UsageError``. Records lines that are no task record (other than a
 torn last line) leave the rate in, summarised without them, and are named in
-``PastRun.damaged``.
+``PastRun.damaged``. A run with faults gets each rate's delay per phase and recovery time
+again from the fault log the run folder keeps (``agent.testbed.faultlog``); a damaged log is
+named in ``PastRun.damaged`` too, and leaves that rate without them.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from typing import Dict, List, Optional, Tuple
 from agent.config.checks import short
 from agent.config.jsonfile import read_json_file
 from agent.errors import UsageError
+from agent.testbed.faultlog import redo_fault_phases
 from agent.testbed.fleet import summarise_fleet
 from agent.testbed.local import RUN_FILE, _created, bundle_stages, summarise_rate
 from agent.testbed.bounds import MAX_RATE
@@ -172,7 +175,7 @@ def load_run(path: str) -> PastRun:
             continue
         results.append(res)
         delays[(res.policy, res.rate)] = ds
-        damaged += bad
+        damaged += [b for b in bad if b not in damaged]  # results.json is shared by the rates
     results.sort(key=lambda r: (order.get(r.policy, len(order)), r.policy, r.rate))
     if skipped and not results:
         raise UsageError("%s; no (policy, rate) of %s could be read%s" % (
@@ -265,6 +268,9 @@ def read_rate(topo: Topology, bundle, path: str) -> Tuple[RunResult, List[float]
             res = summarise_rate(topo, bundle, bundle_stages(bundle), obj["policy"],
                                  obj["rate"], records, obj["expected"], obj["stats"],
                                  obj["duration_s"], obj["load_s"])
+            # the faults' delay per phase, as the testbed printed it (a damaged log: a warning)
+            problem = redo_fault_phases(res, d, records, topo.warmup_s) if topo.faults else None
+            damaged += [problem] if problem else []
         return res, delays_after_warmup(recs, topo.warmup_s), damaged
     except UsageError as exc:
         # a records file names itself; anything else (a value the model refuses) is this

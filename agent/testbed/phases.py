@@ -126,3 +126,14 @@ def format_phases(rows: Sequence[Tuple[str, float, Mapping[str, dict], Optional[
     return "\n".join("  ".join(c.rjust(w) if i else c.ljust(w)
                                for i, (c, w) in enumerate(zip(r, widths))).rstrip()
                      for r in lines)
+
+
+def phase_lines(results: Sequence) -> List[str]:
+    """The delay-per-phase table of the results that had faults, under the line saying what it
+    holds; none when no result had faults."""
+    rows = [(r.policy, r.rate, r.phases, r.recovery_s) for r in results if r.phases]
+    if not rows:
+        return []
+    return ["delay per phase (tasks created before, during and after the faults; recovery: "
+            "from the last fault's end until %d tasks in a row are back at the normal delay)"
+            % RECOVERED_RUN, format_phases(rows)]
