@@ -201,7 +201,9 @@ class AgentProcess:
         self.proc = subprocess.Popen(
             list(prefix) + [python] + list(launcher) + ["run", "--config", config_path],
             stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT, env=env,
-            cwd=os.path.dirname(config_path))
+            # a session of its own: a terminal's Ctrl-C signals the whole foreground group, and
+            # an agent taking it would exit before the testbed stops it (read as a crash)
+            cwd=os.path.dirname(config_path), start_new_session=True)
 
     @property
     def pid(self) -> int:
