@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 from typing import List
 
@@ -39,7 +40,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="topology JSON or the name of a shipped one (default, slow-link, "
                              "slow-link-unconfigured, mdi-local, "
                              "mdi-2-node, mdi-3-node-mesh, mdi-3-node-circular, mdi-5-node-mesh; "
-                             "dimee, mlci; an mdi name + \"-noee\" turns early exit off); "
+                             "dimee, mlci; an mdi-* name + \"-noee\" turns early exit off); "
                              "default: the shipped heterogeneous topology on the demo bundle; "
                              "with a \"fleet\" object it drives agents already running elsewhere")
     parser.add_argument("--mdi-mode", choices=sorted(MDI_MODES), default=None,
@@ -195,8 +196,6 @@ def run(args: argparse.Namespace) -> int:
             return _reexec_in_userns(problem)
         if problem is not None:
             raise UsageError("--network netns: %s" % problem)
-    import signal
-
     def on_term(signum, frame):  # SIGTERM: clean up as for Ctrl-C
         raise Terminated
 
@@ -212,7 +211,7 @@ def _run(args: argparse.Namespace) -> int:
     from agent.testbed.local import TestbedSettings, bundle_stages, default_remaining
     from agent.testbed.driver import load_bundle_for
     from agent.testbed.rundir import RunLock, new_run_dir
-    from agent.testbed.faults import loopback_problem
+    from agent.testbed.faults import check_faults
     from agent.testbed.prerun import check_node_configs, check_tiers
     from agent.testbed.topology import capacity_tasks_s, check_against_bundle, load_topology
     from agent.testbed.bounds import check_load
@@ -227,8 +226,10 @@ def _run(args: argparse.Namespace) -> int:
         if not os.path.isdir(os.path.dirname(os.path.abspath(args.json))):
             raise UsageError("--json: %s: its folder does not exist" % args.json)
     given = parse_list(args.policies, "--policies") if args.policies is not None else None
-    for p in given or ():
+    for i, p in enumerate(given or ()):
         lookup(p, "--policies", "agent")
+        if p in given[:i]:  # one folder per policy: its second run would overwrite the first
+            raise UsageError("--policies: %r gives %s twice" % (args.policies, p))
     topo = load_topology(args.topology)
     policies = _policies(topo, given)
     if args.mdi_mode and "mdi-exit" not in policies:
@@ -245,8 +246,7 @@ def _run(args: argparse.Namespace) -> int:
     rates = parse_rates(args.rates if args.rates is not None else topo.rates or DEFAULT_RATES,
                         cap, what)  # --rates "" is a mistake, not the defaults
     check_load(rates, topo.warmup_s + float(args.duration), what)
-    if args.network == "loopback" and loopback_problem(topo.faults):
-        raise UsageError(loopback_problem(topo.faults))
+    check_faults(topo.faults, args.network, topo.warmup_s, float(args.duration))
     if topo.fleet is not None and (topo.faults or args.network != "loopback"):
         raise UsageError("--network netns and faults are for local agents, not a fleet")
     plan = network_plan(topo) if args.network == "netns" else None

@@ -177,6 +177,36 @@ def test_a_rate_that_rounds_to_zero_is_refused_as_typed(tmp_path, capsys, rates)
     assert not (tmp_path / "tb").exists()
 
 
+def test_a_policy_named_twice_is_refused_before_anything_runs(tmp_path, capsys):
+    """Rule: each policy's runs have one folder, so a policy named twice in --policies (its
+    second run would overwrite the first) is one line naming it, as a rate given twice is,
+    and no run folder is made."""
+    rc = main(["testbed", "--policies", "dtoee,cf,dtoee", "--rates", "5", "--duration", "1",
+               "--no-plots", "--out", str(tmp_path / "tb")])
+    err = _err(capsys)
+    assert rc == 2 and err == ("edge-agent testbed: error: --policies: 'dtoee,cf,dtoee' gives "
+                               "dtoee twice"), err
+    assert not (tmp_path / "tb").exists()
+
+
+@pytest.mark.parametrize("at", [400, 5.5])
+def test_a_fault_due_once_the_load_is_over_is_refused_naming_the_loads_length(tmp_path, capsys,
+                                                                              at):
+    """Rule: a fault whose "at" is not before the end of the load (warm-up + --duration) would
+    never be injected: it is one line naming the fault and the load's length, before any run
+    folder or agent is made."""
+    obj = _default()
+    obj["warmup_s"] = 2.5
+    obj["faults"] = [{"at": at, "kind": "kill", "target": obj["workers"][0]["id"]}]
+    rc = main(["testbed", "--topology", _write(tmp_path, obj), "--policies", "cf", "--rates",
+               "5", "--duration", "3", "--no-plots", "--out", str(tmp_path / "tb")])
+    err = _err(capsys)
+    assert rc == 2 and err == ("edge-agent testbed: error: faults: kill %s at %gs for 0s starts "
+                               "after the load ends, at 5.5 s (warm-up 2.5 s + --duration 3 s)"
+                               % (obj["workers"][0]["id"], at)), err
+    assert not (tmp_path / "tb").exists()
+
+
 def test_testbed_refuses_topology_rates_over_the_bound_naming_the_field(tmp_path, capsys):
     """Rule: a topology's "rates" over the bound is one line naming the file's rates field."""
     obj = _default()
