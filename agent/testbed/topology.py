@@ -29,10 +29,10 @@ from agent.scenario.format import read_links
 from agent.testbed.bounds import MIN_SLOT_S, positive, seconds, worker_stages
 from agent.testbed.carry import carried_tasks_s
 from agent.testbed.faults import Fault, parse_faults
+from agent.testbed.presets import NO_EXIT_SUFFIX, TOPOLOGY_DIR, preset_problem, shipped_base
+from agent.testbed.presets import shipped_presets as shipped_presets  # callers import it here
 
-TOPOLOGY_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "topologies")
 DEFAULT_TOPOLOGY = os.path.join(TOPOLOGY_DIR, "default.json")
-NO_EXIT_SUFFIX = "-noee"  # a shipped preset name + this = the same topology with early exit off
 
 
 class TopologyError(UsageError):
@@ -296,34 +296,18 @@ def _thresholds(top: Fields, h: int) -> Dict[int, float]:
     return th
 
 
-def shipped_base(name: str) -> Optional[str]:
-    """The shipped topology ``name`` stands for (``mdi-2-node-noee``: ``mdi-2-node``), or None
-    when it names none (a path, a ``.json`` file, an unknown name)."""
-    if os.sep in name or name.endswith(".json"):
-        return None
-    base = name[:-len(NO_EXIT_SUFFIX)] if name.endswith(NO_EXIT_SUFFIX) else name
-    return base if base in shipped_presets() else None
-
-
-def shipped_presets() -> List[str]:
-    """Names of the shipped topologies (``agent/testbed/topologies/<name>.json``), sorted."""
-    return sorted(f[:-5] for f in os.listdir(TOPOLOGY_DIR) if f.endswith(".json"))
-
-
 def load_topology(path: Optional[str] = None) -> Topology:
     """Read and validate a topology JSON file (the shipped default when ``path`` is None).
 
     A ``path`` that is no file but names a shipped topology (``mdi-2-node``) loads that one;
-    ``<name>-noee`` loads it with the ``mdi-exit`` knob ``early_exit`` false (no exit heads).
+    ``<name>-noee`` (mdi-* only) loads it with the ``mdi-exit`` knob ``early_exit`` false.
     """
     path = path or DEFAULT_TOPOLOGY
     if not os.path.exists(path) and os.sep not in path and not path.endswith(".json"):
         name, no_exit = path, path.endswith(NO_EXIT_SUFFIX)
         base = shipped_base(name)
         if base is None:
-            raise TopologyError("--topology: %r is neither a file nor a shipped topology "
-                                "(shipped: %s, each also as <name>%s)"
-                                % (path, ", ".join(shipped_presets()), NO_EXIT_SUFFIX))
+            raise TopologyError(preset_problem(path))
         topo = load_topology(os.path.join(TOPOLOGY_DIR, base + ".json"))
         if not no_exit:
             return topo

@@ -85,6 +85,32 @@ def test_unknown_preset_name_lists_the_shipped_ones():
         load_topology("mdi-7-node")
 
 
+@pytest.mark.parametrize("name", ["dimee-noee", "default-noee", "mlci-noee"])
+def test_noee_is_refused_on_a_topology_that_is_not_mdi(name, tmp_path, capsys):
+    """Rule: -noee turns off the mdi-exit policy's early exit, so only the mdi-* presets take
+    it; on another shipped one it is one line naming those that do (it changed nothing and
+    labelled the runs as if it had), and nothing runs."""
+    from agent.cli import main
+
+    rc = main(["testbed", "--topology", name, "--policies", "cf", "--rates", "5",
+               "--duration", "1", "--no-plots", "--out", str(tmp_path / "tb")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and err == ["edge-agent testbed: error: --topology: %r: -noee turns the "
+                               "mdi-exit policy's early exit off, so it applies to the mdi-* "
+                               "topologies only (%s)" % (name, ", ".join(
+                                   n + "-noee" for n in shipped_presets()
+                                   if n.startswith("mdi-")))], err
+    assert not (tmp_path / "tb").exists()
+
+
+def test_an_unknown_name_says_which_presets_take_noee():
+    """Rule: the error for an unknown --topology name says -noee goes with the mdi-* presets,
+    as --help does, not with every shipped topology."""
+    with pytest.raises(TopologyError, match=r"the mdi-\* ones also as <name>-noee"):
+        load_topology("nope-noee")
+    assert load_topology("mdi-local-noee").knobs["mdi-exit"]["early_exit"] is False
+
+
 def test_served_rate_counts_answers_while_arrivals_last():
     """The admitted rate counts answers between the warm-up's end and the last arrival; a task
     answered after the load (a late re-issue) does not stretch the window."""
