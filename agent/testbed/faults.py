@@ -108,3 +108,20 @@ def loopback_problem(faults: Sequence[Fault]) -> Optional[str]:
         return None
     return ("faults: %s needs --network netns (on loopback only kill, stop and restart can "
             "be injected)" % net[0].kind)
+
+
+def check_faults(faults: Sequence[Fault], network: str, warmup_s: float,
+                 duration_s: float) -> None:
+    """Raise ``UsageError`` for a schedule that cannot run as given: a network fault on
+    loopback, or a fault due once the load is over (the sources have stopped, the run drains
+    and the fault would silently never happen)."""
+    from agent.errors import UsageError
+
+    problem = loopback_problem(faults) if network == "loopback" else None
+    if problem:
+        raise UsageError(problem)
+    load_s = warmup_s + duration_s
+    late = [f for f in faults if f.at_s >= load_s]
+    if late:
+        raise UsageError("faults: %s starts after the load ends, at %g s (warm-up %g s + "
+                         "--duration %g s)" % (late[0].label(), load_s, warmup_s, duration_s))

@@ -145,7 +145,7 @@ class FaultRunner:
             self.agents.injected.add(f.target)
             self.agents.kill(f.target)
             if not f.duration_s > 0:
-                self._entry(i)["ended_mono"] = self.clock()  # down for good: counts from now
+                self._ended(i)  # down for good: counts from now
         elif f.kind == "stop":
             os.kill(self.agents.procs[f.target].pid, signal.SIGSTOP)
         elif f.kind == "restart":
@@ -154,7 +154,7 @@ class FaultRunner:
             self.agents.launch([f.target])
             self.agents.injected.discard(f.target)
             self.state[i] = "off"
-            self._entry(i)["ended_mono"] = self.clock()
+            self._ended(i)
         else:
             self.network.run(self._cmds[i][0])
 
@@ -170,9 +170,14 @@ class FaultRunner:
             os.kill(self.agents.procs[f.target].pid, signal.SIGCONT)
         elif f.kind != "restart":
             self.network.run(self._cmds[i][1])
+        self._ended(i)
+
+    def _ended(self, i: int) -> None:
+        """Record when fault ``i`` ended (the first time only): monotonic for its phases,
+        wall-clock to line up with the agents' logs; every kind that ends gets both."""
         e = self._entry(i)
         e.setdefault("ended_mono", self.clock())
-        e.setdefault("ended_wall", round(time.time(), 3))  # to line up with the agents' logs
+        e.setdefault("ended_wall", round(time.time(), 3))
 
 
 def add_fault_phases(result, runner: FaultRunner, records: Mapping[str, str],
