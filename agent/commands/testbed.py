@@ -287,9 +287,10 @@ def _policies(topo, given):
 def _run_in(args, topo, bundle, policies, rates, cap, out_dir, lock, settings) -> int:
     """Run every (policy, rate) in the run folder; print and write the results."""
     from agent.testbed.driver import run_all
-    from agent.testbed.phases import RECOVERED_RUN, format_phases
+    from agent.testbed.phases import phase_lines
     from agent.testbed.report import (PLOT_NAMES, admitted_lines, format_table, write_json,
                                       write_plots)
+    from agent.testbed.exits import initial_thresholds
     from agent.testbed.fleet import capacity_origin, emulation_line, lost_hint
     from agent.testbed.runtopo import write_run_info
 
@@ -317,8 +318,10 @@ def _run_in(args, topo, bundle, policies, rates, cap, out_dir, lock, settings) -
         print("fault: %s" % f.label())
     if cap != float("inf"):
         tiers = topo.multi_stage and len({w.stages for w in topo.workers}) > 1  # DIMEE, MLCI
-        print("capacity: %.1f tasks/s at the initial thresholds%s%s; rates %s tasks/s"
-              % (cap, capacity_origin(topo), " (tiers: the devices' sum, as if each served "
+        print("capacity: %.1f tasks/s %s%s%s; rates %s tasks/s"
+              % (cap, "without early exits" if initial_thresholds(topo, ()) is None
+                 else "at the initial thresholds",
+                 capacity_origin(topo), " (tiers: the devices' sum, as if each served "
                  "whole tasks; a rate in % of it is no load level)" if tiers else "",
                  ", ".join("%g" % r for r in rates)))
     sys.stdout.flush()
@@ -369,12 +372,9 @@ def _run_in(args, topo, bundle, policies, rates, cap, out_dir, lock, settings) -
     print()
     print(format_table(runs))
     print()
-    if any(r.phases for r in runs):
-        print("delay per phase (tasks created before, during and after the faults; recovery: "
-              "from the last fault's end until %d tasks in a row are back at the normal delay)"
-              % RECOVERED_RUN)
-        print(format_phases([(r.policy, r.rate, r.phases, r.recovery_s) for r in runs
-                             if r.phases]))
+    phases = phase_lines(runs)  # as report prints it again
+    if phases:
+        print("\n".join(phases))
         print()
     print("delay and accuracy over tasks created after a %.1f s warm-up; created/completed/lost "
           "over the whole run.\nmodel = eq. 8 (processor sharing; each link a shared server of "
