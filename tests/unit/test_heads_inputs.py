@@ -93,15 +93,22 @@ def test_uint8_input_gets_the_bytes_so_heads_train_and_profile_well_above_chance
     assert prof.correct[:, 1].mean() >= 0.9
 
 
+def _flatten_batch_fixed_at(tmp_path, batch):
+    """The backbone with its Reshape to (batch, 128) instead of (-1, 128): a batch size fixed
+    inside a dynamic-batch graph."""
+    model, path = _backbone(tmp_path)
+    for t in model.graph.initializer:
+        if t.name == "flat_shape":
+            t.CopyFrom(numpy_helper.from_array(np.array([batch, 128], np.int64), "flat_shape"))
+    onnx.save(model, path)
+    return path
+
+
 def test_a_graph_that_runs_only_at_batch_1_is_run_one_sample_at_a_time(tmp_path, capsys):
     """A dynamic-batch graph that fixes batch 1 inside (a Reshape to (1, 128)) fails at a batch
     of 128; its tensors are then read one sample at a time, and the heads train as on the
     same graph without the fixed batch."""
-    model, path = _backbone(tmp_path)
-    for t in model.graph.initializer:
-        if t.name == "flat_shape":
-            t.CopyFrom(numpy_helper.from_array(np.array([1, 128], np.int64), "flat_shape"))
-    onnx.save(model, path)
+    path = _flatten_batch_fixed_at(tmp_path, 1)
     x, y = _data(300)
     res = make_heads(path, ["c1", "c2"], x, y, str(tmp_path / "me.onnx"))
     _, plain = _backbone(tmp_path, "plain.onnx")
@@ -149,11 +156,7 @@ def test_out_equal_to_the_backbone_is_refused(tmp_path, capsys):
 
 def test_batch_one_failure_on_every_sample_is_still_one_line(tmp_path):
     """A graph that fails at batch 1 too is refused with onnxruntime's first line of the batch."""
-    model, path = _backbone(tmp_path)
-    for t in model.graph.initializer:
-        if t.name == "flat_shape":
-            t.CopyFrom(numpy_helper.from_array(np.array([2, 128], np.int64), "flat_shape"))
-    onnx.save(model, path)
+    path = _flatten_batch_fixed_at(tmp_path, 2)
     x, y = _data(60)
     with pytest.raises(HeadsError, match="onnxruntime cannot run .* on samples 0..0"):
         make_heads(path, ["c1"], x, y, str(tmp_path / "me.onnx"))

@@ -42,6 +42,10 @@ def _rate(run, rate):
 
 @pytest.fixture
 def run(tmp_path):
+    return make_run(tmp_path)
+
+
+def make_run(tmp_path):
     """A real run folder as `testbed` leaves it: testbed.json and two (policy, rate)s."""
     run = tmp_path / "20260101-000000"
     run.mkdir()

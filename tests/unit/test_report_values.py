@@ -15,20 +15,13 @@ import pytest
 
 from agent.testbed.phases import phase_stats
 from agent.testbed.report import MAX_DELAY_S, is_record, summarise_records
-from tests.unit.test_report_damaged import _cam1, _rate, _report
+from tests.unit.test_report_damaged import _cam1, _report, make_run
 
 
 @pytest.fixture
 def run(tmp_path):
     """A readable run folder, as in test_report_damaged: testbed.json and two (policy, rate)s."""
-    run = tmp_path / "20260101-000000"
-    run.mkdir()
-    (run / "testbed.json").write_text(json.dumps({
-        "topology": "default", "mdi_mode": None, "policies": ["cf"], "rates": [1.0, 2.0],
-        "duration_s": 1.0, "seed": 1, "network": "loopback", "faults": []}))
-    _rate(run, 1.0)
-    _rate(run, 2.0)
-    return run
+    return make_run(tmp_path)
 
 
 def _rec(**kw):
