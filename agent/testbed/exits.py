@@ -3,15 +3,17 @@
 The capacity a testbed prints (and ``N%`` rates are relative to) and the model columns of a rate
 with no exits counted yet use it. It follows the exit thresholds the agents start with: the
 topology's, unless the ``mdi-exit`` policy's knobs say otherwise, as that policy reads them
-(``MdiExitPolicy.thresholds``): ``early_exit`` false runs every task to the final stage, and
-``threshold_adaptation`` starts every exit at the knob ``threshold``.
+(``mdi_exit.rules.exit_thresholds``, which ``MdiExitPolicy.thresholds`` applies too):
+``early_exit`` false runs every task to the final stage, and ``threshold_adaptation`` starts
+every exit at the knob ``threshold``.
 """
 
 from __future__ import annotations
 
 from typing import Dict, List, Optional
 
-from agent.policies.mdi_exit.rules import POLICY_NAME as MDI_EXIT, params_from_knobs
+from agent.policies.mdi_exit.rules import POLICY_NAME as MDI_EXIT
+from agent.policies.mdi_exit.rules import exit_thresholds, params_from_knobs
 from agent.policies.thresholds import DEFAULT_THRESHOLD
 from agent.testbed.topology import Topology
 from engines.exit_profile import exit_stats, load_exit_profile
@@ -24,14 +26,13 @@ def initial_thresholds(topo: Topology, stages, policy: Optional[str] = None
     ``policy`` None (the capacity, one for every policy of the run) reads the ``mdi-exit`` knobs
     when the topology has them: a topology that sets them is an MDI-Exit one.
     """
+    configured = {s: topo.thresholds.get(s, DEFAULT_THRESHOLD) for s in stages}
     knobs = topo.knobs.get(MDI_EXIT)
     if policy == MDI_EXIT or (policy is None and isinstance(knobs, dict)):
         params = params_from_knobs(knobs if isinstance(knobs, dict) else {})
-        if not params.early_exit:
-            return None
-        if params.threshold_adaptation:
-            return {s: params.threshold for s in stages}
-    return {s: topo.thresholds.get(s, DEFAULT_THRESHOLD) for s in stages}
+        # as the policy applies them (Alg. 4 starts at params.threshold)
+        return exit_thresholds(params, configured, params.threshold) or None
+    return configured
 
 
 def default_remaining(topo: Topology, bundle, policy: Optional[str] = None) -> List[float]:

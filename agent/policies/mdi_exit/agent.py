@@ -110,11 +110,7 @@ class MdiExitPolicy(AgentPolicy):
         self._seed_mu = self.params.admission_control and "initial_interarrival_s" not in knobs
 
     def thresholds(self) -> Dict[int, float]:
-        if not self.params.early_exit:  # no threshold: only the final stage answers
-            return {}
-        if self.params.threshold_adaptation:
-            return {h: self._threshold for h in self._thresholds}
-        return dict(self._thresholds)
+        return mx.exit_thresholds(self.params, self._thresholds, self._threshold)
 
     def keep_local(self, task: TaskInfo, view: NodeView) -> bool:
         """Alg. 1 on a worker that holds the task's next stage: keep it or queue it to offload."""

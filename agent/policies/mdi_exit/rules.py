@@ -113,6 +113,18 @@ class MdiExitParams:
 _BOOL_FIELDS = ("admission_control", "threshold_adaptation", "early_exit", "reclaim_when_idle")
 
 
+def exit_thresholds(params: MdiExitParams, configured: Mapping[int, float],
+                    adapted: float) -> Dict[int, float]:
+    """The exit thresholds a node applies: none without early exit (only the final stage
+    answers), Alg. 4's one ``adapted`` threshold at every exit with threshold adaptation (its
+    start is ``params.threshold``), else the ``configured`` ones."""
+    if not params.early_exit:
+        return {}
+    if params.threshold_adaptation:
+        return {h: adapted for h in configured}
+    return dict(configured)
+
+
 def _check(values: Mapping[str, Any], where: str) -> None:
     """Raise ``MdiExitParamsError`` naming ``where.field`` for the first bad value."""
     f = Fields(values, where, MdiExitParamsError)
