@@ -24,6 +24,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The command's options."""
     parser.add_argument("--config", required=True, metavar="NODE.toml",
                         help="node config file (see docs/formats.md, 'Node config')")
+    parser.add_argument("--parent-pid", type=int, default=0, metavar="PID",
+                        help="stop (as on SIGTERM) when process PID, the one starting this "
+                             "agent, exits; the testbed passes its own pid (Linux)")
 
 
 def _fail(text: str) -> int:
@@ -46,6 +49,13 @@ def run(args: argparse.Namespace) -> int:
     tune_allocator()  # big tensors: reuse receive buffers instead of faulting them in again
     notifier = _Started(Notifier.from_environ(os.environ))
     try:
+        if args.parent_pid:
+            from agent.ops.parent import stop_with_parent
+
+            why = stop_with_parent(args.parent_pid)
+            if why:
+                print("run: --parent-pid: %s; the agent will not stop with its parent" % why,
+                      file=sys.stderr)
         cfg = load_config(args.config)
         return serve(cfg, notifier)
     except UsageError as exc:

@@ -193,13 +193,13 @@ class AgentProcess:
         env.setdefault("OPENBLAS_NUM_THREADS", "1")
         # the children run this very package, installed or not (a checkout run in place)
         root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-        env["PYTHONPATH"] = os.pathsep.join([root] + [p for p in
-                                                      env.get("PYTHONPATH", "").split(os.pathsep)
-                                                      if p])
+        env["PYTHONPATH"] = os.pathsep.join(
+            [root] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p])
         self._terminated = False
         self._log = open(log_path, "ab")
+        argv = ["run", "--config", config_path, "--parent-pid", str(os.getpid())]  # stop with us
         self.proc = subprocess.Popen(
-            list(prefix) + [python] + list(launcher) + ["run", "--config", config_path],
+            list(prefix) + [python] + list(launcher) + argv,
             stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT, env=env,
             # a session of its own: a terminal's Ctrl-C signals the whole foreground group, and
             # an agent taking it would exit before the testbed stops it (read as a crash)
