@@ -168,7 +168,8 @@ class Transport:
         self.client: Optional[zmq.Socket] = None
         self.dealers: Dict[str, zmq.Socket] = {}
         self._dealer_peer: Dict[zmq.Socket, str] = {}
-        self._monitors: Dict[zmq.Socket, str] = {}  # DEALER monitor -> peer id
+        self._monitors: Dict[zmq.Socket, str] = {}  # DEALER monitor -> peer id ("": ROUTER's)
+        self.data_accepted = 0  # connections peers made to the data socket so far
         self.data_drops: Dict[str, int] = {}  # peer id -> its data connections dropped so far
         self._fds: List[int] = []
         self._sockets: List[zmq.Socket] = []
@@ -195,6 +196,12 @@ class Transport:
         self.router.setsockopt(zmq.ROUTER_HANDOVER, 1)  # a restarted peer takes its id back
         _liveness(self.router)
         self.security.apply_server(self.router)
+        # its connections counted (``data_accepted``): a node no peer connects to is missing
+        # from their configs (agent.node.reach); watched before a peer can connect
+        mon = self.router.get_monitor_socket(zmq.EVENT_HANDSHAKE_SUCCEEDED)
+        mon.setsockopt(zmq.LINGER, 0)
+        self._monitors[mon] = ""
+        self.poller.register(mon, zmq.POLLIN)
         self.router.bind(self.data_bind)
         self.poller.register(self.router, zmq.POLLIN)
         if self.client_bind:
@@ -275,7 +282,9 @@ class Transport:
                 if sock_or_fd in self._monitors:
                     peer = self._monitors[sock_or_fd]
                     event = self._event(frames)
-                    if event == zmq.EVENT_DISCONNECTED:
+                    if not peer:  # the ROUTER's own: a peer connected to this node
+                        self.data_accepted += 1
+                    elif event == zmq.EVENT_DISCONNECTED:
                         self.data_drops[peer] = self.data_drops.get(peer, 0) + 1
                         events.append((LINK_DOWN, peer, None))
                     elif event == zmq.EVENT_HANDSHAKE_SUCCEEDED:
@@ -365,7 +374,7 @@ class Transport:
 
     def close(self) -> None:
         """Close every socket at once (LINGER 0) and stop the security object."""
-        for d in list(self.dealers.values()):
+        for d in list(self.dealers.values()) + [s for s in (self.router,) if s is not None]:
             try:
                 d.disable_monitor()
             except zmq.ZMQError:

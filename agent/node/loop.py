@@ -12,11 +12,12 @@ holding it). So a crash loses no task; at worst it is answered late.
 
 Control plane: heartbeats (queue state) every ``heartbeat_interval_s``; a neighbour silent for
 ``neighbour_timeout_rounds`` heartbeat periods is gone (``view.alive``), which the policy sees at
-once; so is one whose data connection dropped (``LINK_DOWN``: its process died, or heartbeats
-on the connection stopped), until it is heard again. Tasks sent on the dropped connection and not
+once; so is one whose data connection dropped (``LINK_DOWN``: its process died, or heartbeats on
+the connection stopped), until it is heard again. Tasks sent on the dropped connection and not
 ACKed are routed again at once (``Outbox.on_link_down``); each dropped and re-established data
-connection is counted (``data_link_down``, ``data_link_up``) and logged with its time. Policy messages (DTO-EE request/status, thresholds) go through
-``AgentPolicy.on_control`` and ``on_tick``.
+connection is counted (``data_link_down``, ``data_link_up``) and logged with its time. Policy
+messages (DTO-EE request/status, thresholds) go through ``AgentPolicy.on_control`` and ``on_tick``.
+A node no peer connects to (missing from their configs) says so once (``reach.ReachWatch``).
 
 No route: after every change in who is alive (and every heartbeat) the loop works out the
 first stage it has no live route to (``policies.api.first_unreachable_stage``, from the
@@ -47,6 +48,7 @@ from agent.net.transport import (CLIENT, CONTROL, DATA, FD, HEARTBEAT_TIMEOUT_MS
                                  LINK_UP, REPLY, Transport, handed_over)
 from agent.protocol.wire import Kind, WireError
 from agent.node.hooks import NodeHooks
+from agent.node.reach import ReachWatch
 from agent.node.statelog import StateLog
 from agent.node.outbox import Outbox
 from agent.ops.state import LINK_RATES_KEY
@@ -86,6 +88,7 @@ class Node:
         self._awake_at = math.inf  # when the loop last checked it was running (note_awake)
         self._stall_grace_until = -math.inf  # a dropped data link is no neighbour gone till then
         self._changes = StateLog(clock=clock)  # connections, neighbours, routes: bounded lines
+        self._reach = ReachWatch(cfg, ROUTE_GRACE_S)  # warns once if no peer connects to us
         self._stopping = False
         self._rfd, self._wfd = os.pipe()
         os.set_blocking(self._wfd, False)
@@ -317,6 +320,7 @@ class Node:
         if self._route_from is not None and now >= self._route_from:
             self._route_from = None  # start-up grace over: neighbours had time to be heard
             self._check_route(now)
+        self._reach.check(now, self.view.alive, self.transport.data_accepted)
         self.note_awake()  # a stop since the poll (in the pass's work) is no neighbour's silence
         limit = self.cfg.neighbour_timeout_rounds * self.cfg.heartbeat_interval_s
         for peer in list(self.view.alive):
@@ -364,10 +368,7 @@ class Node:
         self._publish_heartbeat()
 
     def _set_alive(self, peer: str, alive: bool) -> None:
-        if alive:
-            self.view.alive.add(peer)
-        else:
-            self.view.alive.discard(peer)
+        (self.view.alive.add if alive else self.view.alive.discard)(peer)
         state = "alive" if alive else "gone"
         self._changes.event("neighbour " + peer, state, "neighbour %s is %s" % (peer, state))
         self.outbox.count("neighbour_joined" if alive else "neighbour_gone")
