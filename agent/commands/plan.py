@@ -78,6 +78,7 @@ def run(args: argparse.Namespace) -> int:
     from agent.policies.model import compile_network, remaining_for, with_link_model
     from agent.policies.optimum import min_max_utilisation
     from agent.scenario.format import load_scenario
+    from agent.scenario.sections import naming_the_file
     from agent.policies.plan_report import PlanReport
 
     for opt, least in (("rounds", 1), ("staleness", 0)):  # a typo must not start a plan
@@ -88,7 +89,8 @@ def run(args: argparse.Namespace) -> int:
     scenario = load_scenario(args.scenario)  # knobs checked too, errors naming the file
     if getattr(args, "link_model", None):
         scenario = with_link_model(scenario, args.link_model)
-    res = plan(scenario, args.policy, args.rounds, args.step, args.staleness, args.seed)
+    with naming_the_file(args.scenario):  # a policy section's knob the policy refuses
+        res = plan(scenario, args.policy, args.rounds, args.step, args.staleness, args.seed)
     if isinstance(res, PlanReport):  # a per-task policy's own report (DIMEE, MLCI)
         if args.json:
             json.dump(res.to_json(), sys.stdout, sort_keys=False)

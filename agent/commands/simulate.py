@@ -102,6 +102,13 @@ def _table(rows: List[Dict[str, Any]], key: str) -> str:
 
 def run(args: argparse.Namespace) -> int:
     """Run the requested experiments; write ``results.json`` and plots to ``--out``."""
+    from agent.scenario.sections import naming_the_file
+
+    with naming_the_file(args.scenario):  # a policy section's knob a policy refuses mid-run
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
     from agent.ops.atomic import write_atomic
     from agent.ops.files import check_output_dir, check_output_file, output_errors
     from agent.policies.registry import check_scenario_knobs, make_sim_policy

@@ -9,7 +9,8 @@ to read its knobs:
 - ``planner(scenario, PlanRequest) -> PolicyResult`` for ``plan`` (None: no offline plan),
 - ``agent_knobs(knobs, where, error)`` validates a node config's ``policy_knobs`` (unknown keys
   and keys the agent cannot honour are errors naming ``where.key``),
-- ``scenario_knobs``: the keys of a scenario's shared ``knobs`` object the policy reads.
+- ``scenario_knobs``: the keys of a scenario's shared ``knobs`` object the policy reads,
+- ``section(knobs[name], where)`` reads the policy's own section of them, when a file is read.
 
 The node config, ``plan``, ``simulate``, ``testbed`` and the simulator's experiments all take
 names and factories from here. ``register`` adds a row at run time (plug-ins, tests); see
@@ -28,7 +29,8 @@ from agent.policies import api
 from agent.policies.baselines import plans as baselines
 from agent.policies.baselines.agent import BaselinePolicy, parse_baseline_knobs
 from agent.policies.dimee import replay as dimee_replay
-from agent.policies.dimee.sim import DimeeSimPolicy
+from agent.policies.dimee.rules import params_from_knobs as parse_dimee_section
+from agent.policies.dimee.sim import DimeeSimPolicy, tier_devices
 from agent.policies.dimee.agent import DimeePolicy, parse_agent_knobs as parse_dimee_agent_knobs
 from agent.policies.dtoee import sim as dtoee_sim
 from agent.policies.dtoee.agent import DtoeePolicy
@@ -40,6 +42,7 @@ from agent.policies.mdi_exit.sim import MdiExitSimPolicy
 from agent.policies.mlci import replay as mlci_replay
 from agent.policies.mlci.sim import MlciSimPolicy
 from agent.policies.mlci.agent import MlciPolicy, parse_agent_knobs as parse_mlci_agent_knobs
+from agent.policies.mlci.rules import params_from_knobs as parse_mlci_section
 from agent.policies.model import PolicyResult
 from agent.policies.setting import Scenario, ScenarioError
 from agent.policies.sim_api import PlannerPolicy, SimPolicy, decision_from_result, refuse_tiers
@@ -78,6 +81,9 @@ class PolicyRow:
     pattern: str = ""  # regular expression of a family of names (``dtoee-c0.7``); "" = name
     one_stage_only: str = ""  # why the agent policy needs one stage per worker ("" = it doesn't)
     tiered: bool = False  # its planner takes terminal workers and restart links (DIMEE, MLCI)
+    # reads the policy's own scenario section, ``knobs[name]`` (errors name ``where.key``);
+    # run when a scenario is read, whichever policy is planned
+    section: Optional[Callable[[Mapping[str, Any], str], Any]] = None
 
 
 _ROWS: Dict[str, PolicyRow] = {}
@@ -153,6 +159,18 @@ def check_scenario_knobs(knobs: Mapping[str, Any], where: str = "knobs") -> None
         if not isinstance(knobs[name], Mapping):
             raise ScenarioError("%s.%s: must be an object {knob: value}, got %.100r"
                                 % (where, name, knobs[name]))
+        if _ROWS[name].section is not None:
+            try:
+                _ROWS[name].section(knobs[name], "%s.%s" % (where, name))
+            except ScenarioError:
+                raise
+            except UsageError as exc:  # the policy's own error class: a scenario's error here
+                raise ScenarioError(str(exc)) from None
+
+
+def section_names() -> List[str]:
+    """The policies that read a section of their own in a scenario's ``knobs``."""
+    return sorted(n for n, r in _ROWS.items() if r.section is not None)
 
 
 def make_sim_policy(name: str, rounds: Optional[int] = None,
@@ -251,7 +269,7 @@ for _row in (
               agent=MdiExitPolicy,
               agent_knobs=lambda k, w, e: params_from_knobs(k, w),
               sim=lambda n, r, o: MdiExitSimPolicy(overrides=o.get(n)),
-              scenario_knobs=(MDI_EXIT,)),
+              scenario_knobs=(MDI_EXIT,), section=params_from_knobs),
     PolicyRow("fixed", "fixed routing weights from policy_knobs.routing, else uniform",
               agent=api.FixedWeightsPolicy, agent_knobs=api.parse_fixed_knobs),
     PolicyRow("optimum", "the central convex optimum for the start thresholds",
@@ -262,6 +280,14 @@ for _row in (
 # DIMEE and MLCI: per-task policies over tiers (a worker holding stages 1..k), in every part
 _AGENT_CLASSES = {"dimee": (DimeePolicy, parse_dimee_agent_knobs),
                   "mlci": (MlciPolicy, parse_mlci_agent_knobs)}
+
+
+def _dimee_section(section: Mapping[str, Any], where: str) -> None:
+    parse_dimee_section(section, where, extra=("tiers",))  # the simulator's: its device tiers
+    tier_devices(section, where + ".tiers")
+
+
+_SECTIONS = {"dimee": _dimee_section, "mlci": parse_mlci_section}  # knobs.dimee, knobs.mlci
 
 
 def _tiered_sim(name: str, rounds: Optional[int], options: Mapping[str, Any]) -> SimPolicy:
@@ -281,7 +307,7 @@ for _name, _summary in (
                        agent=(lambda c, n: lambda th, k, s: c(th, k, s, name=n))(_cls, _name),
                        agent_knobs=lambda k, w, e, p=_knobs: p(k, w),
                        planner=(lambda m, n: lambda s, q: m.planner(s, n))(_mod, _name),
-                       tiered=True,
+                       tiered=True, section=_SECTIONS.get(_name),
                        scenario_knobs=("dimee",) if _mod is dimee_replay else ("mlci",)))
 for _name, _summary in (
         ("tier-cloud", "DIMEE's baseline: every task to the cloud (the paper's 1.00 cost)"),

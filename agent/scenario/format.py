@@ -196,7 +196,8 @@ def _exits(top: Fields, stages: List[Stage],
 
 
 def load_scenario(path: str) -> Scenario:
-    """Read and validate a scenario JSON file, its ``knobs`` included."""
+    """Read and validate a scenario JSON file, its ``knobs`` and policy sections included;
+    every error is a ``ScenarioError`` starting with ``path``."""
     # the policies' table loads every policy: imported when a file is read, not by the users of
     # this module's ranges and writer
     from agent.policies.registry import check_scenario_knobs
@@ -204,7 +205,7 @@ def load_scenario(path: str) -> Scenario:
     obj = read_json_file(path, ScenarioError, "scenario")
     try:
         scenario = parse_scenario(obj, os.path.dirname(os.path.abspath(path)))
-        check_scenario_knobs(scenario.knobs)  # here, so that its errors name the file too
+        check_scenario_knobs(scenario.knobs)  # here (policy sections too): errors name the file
         return scenario
     except ScenarioError as exc:  # the field's path in the file, after the file's
         raise ScenarioError("%s: %s" % (path, exc)) from None

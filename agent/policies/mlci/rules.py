@@ -35,7 +35,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from agent.config.fields import Fields
+from agent.config.fields import Fields, is_finite
 from agent.errors import UsageError
 
 POLICY_NAME = "mlci"
@@ -64,17 +64,29 @@ class MlciParams:
 
 
 KNOB_NAMES = tuple(f.name for f in fields(MlciParams))
+MAX_PREFIX_STAGE = 1000  # a prefix's last stage: a bundle has a handful (as a topology's stages)
 
 
 def _nums(f: Fields, key: str, n: Optional[int], lo: float, lo_open: bool) -> Tuple[float, ...]:
     values = f.list(key, min_len=1)
     if n is not None and len(values) != n:
         raise f.fail(key, "must list %d values, one per level" % n)
-    for v in values:
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or (
+    for v in values:  # is_finite: a 400-digit integer has no float (OverflowError)
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not is_finite(v) or (
                 v <= lo if lo_open else v < lo):
             raise f.fail(key, "must list numbers %s %g" % (">" if lo_open else ">=", lo))
     return tuple(float(v) for v in values)
+
+
+def _stages(f: Fields, key: str, n: int) -> Tuple[int, ...]:
+    """A list of ``n`` stage numbers, whole and in [1, MAX_PREFIX_STAGE] (1.5 is no stage)."""
+    values = f.list(key, min_len=1)
+    if len(values) != n:
+        raise f.fail(key, "must list %d values, one per level" % n)
+    if any(isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= MAX_PREFIX_STAGE
+           for v in values):
+        raise f.fail(key, "must list whole stage numbers in [1, %d]" % MAX_PREFIX_STAGE)
+    return tuple(values)
 
 
 def params_from_knobs(knobs: Optional[Mapping[str, Any]], where: str = "knobs.mlci",
@@ -99,7 +111,7 @@ def params_from_knobs(knobs: Optional[Mapping[str, Any]], where: str = "knobs.ml
         weights = _nums(f, "weights", len(levels), 0.0, True)
     prefixes = None
     if f.has("prefixes") and f.value("prefixes") is not None:
-        prefixes = tuple(int(v) for v in _nums(f, "prefixes", len(levels), 1.0, False))
+        prefixes = _stages(f, "prefixes", len(levels))
     if f.has("budgets_s"):
         budgets = _nums(f, "budgets_s", len(levels), 0.0, True)
     else:  # the demo's budgets for three levels; no compute limit for another number of levels
