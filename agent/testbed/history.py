@@ -79,6 +79,11 @@ def resolve_run_dir(path: str) -> str:
         return os.path.realpath(latest)
     if not os.path.exists(path):
         raise UsageError("%s: no such folder" % path)
+    info = os.path.join(path, RUN_INFO)
+    if os.path.lexists(info):  # there, but a folder, a FIFO or a dangling link: not "no file"
+        raise UsageError("%s: not a run's settings file (%s)" % (
+            info, "a folder" if os.path.isdir(info) else "a link to a missing file"
+            if not os.path.exists(info) else "not a regular file"))
     raise UsageError("%s: not a testbed run folder (no %s; give DIR/YYYYmmdd-HHMMSS or a --out "
                      "folder with a latest link)" % (path, RUN_INFO))
 

@@ -20,19 +20,12 @@ from collections import Counter, defaultdict
 from dataclasses import asdict, dataclass, field
 from typing import Dict, Iterable, List, Mapping, Optional, Sequence
 
-from agent.config.fields import is_finite
 from agent.errors import UsageError
 from agent.ops.atomic import write_atomic
-
-STATUSES = ("completed", "lost", "rejected")  # a task's fates in a source's records
-# a record's times: each absent, null or a finite number (a NaN time is a damaged line)
-TIME_KEYS = ("created_mono", "created_wall", "created", "finished_mono", "finished_wall",
-             "finished", "delay_s")
-
-# A completed task's delay in seconds is at most this: a testbed load lasts at most two days
-# (warm-up and --duration each at most a day) and a source gives a task up within its result
-# timeouts, so a longer delay (11.6 days) is a damaged time, not a slow task.
-MAX_DELAY_S = 1e6
+# the record check has a module of its own; history, phases, local and the tests import these
+# names from here too
+from agent.testbed.reportcheck import (  # noqa: F401
+    MAX_CLOCK_S, MAX_DELAY_S, STATUSES, TIME_KEYS, _created, _delay, _finite, delay_ok, is_record)
 
 # Keys of the JSON object of one run, in the documented order.
 RUN_KEYS = ("policy", "rate", "created", "completed", "lost", "mean_delay_s", "p95_delay_s",
@@ -85,16 +78,6 @@ class RunResult:
         ordered = {k: d.pop(k) for k in RUN_KEYS}
         ordered.update(d)
         return ordered
-
-
-def _delay(rec: Mapping) -> Optional[float]:
-    """Response time of one completed task, on the source's monotonic clock when present."""
-    for start, end in (("created_mono", "finished_mono"), ("created_wall", "finished_wall"),
-                       ("created", "finished")):
-        a, b = rec.get(start), rec.get(end)
-        if isinstance(a, (int, float)) and isinstance(b, (int, float)):
-            return float(b) - float(a)
-    return None
 
 
 def percentile(values: Sequence[float], q: float) -> Optional[float]:
@@ -151,31 +134,6 @@ def read_records(path: str, bad: Optional[List[int]] = None) -> List[dict]:
     return out
 
 
-def is_record(obj) -> bool:
-    """Whether a decoded line is a task record the summaries can count: an object with a
-    string ``id``, a ``status`` of ``STATUSES``, a creation time (``created_mono``,
-    ``created_wall`` or ``created``), finite times (``TIME_KEYS``), a finite ``resends``, a
-    ``correct`` of true, false or null and, when completed, a delay ``delay_ok`` takes."""
-    return (isinstance(obj, dict) and isinstance(obj.get("id"), str) and bool(obj["id"])
-            and obj.get("status") in STATUSES
-            and all(obj.get(k) is None or _finite(obj[k]) for k in TIME_KEYS)
-            and _created(obj) is not None
-            and (obj.get("resends") is None or _finite(obj["resends"]) and obj["resends"] >= 0)
-            and (obj.get("correct") is None or isinstance(obj["correct"], bool))
-            and (obj["status"] != "completed" or delay_ok(_delay(obj))))
-
-
-def delay_ok(d: Optional[float]) -> bool:
-    """None (no pair of times to take it from) or a delay in [0, MAX_DELAY_S] seconds: a task
-    finished before it was created, or one whose times overflow, has damaged times."""
-    return d is None or is_finite(d) and 0.0 <= d <= MAX_DELAY_S
-
-
-def _finite(v) -> bool:
-    """A number (no bool) whose float is finite (no NaN, no infinity, no 400-digit integer)."""
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and is_finite(v)
-
-
 def damaged_lines(path: str, lines: Sequence[int]) -> str:
     """One line naming a records file's damaged lines (the first few, with their count)."""
     if len(lines) == 1:
@@ -219,7 +177,7 @@ def summarise_records(records: Iterable[Mapping], policy: str, rate: float,
         if rec.get("correct") is True:  # null: the task had no label to check it against
             correct += 1
         st = rec.get("exit_stage")
-        if isinstance(st, int):
+        if isinstance(st, int) and not isinstance(st, bool):  # JSON true is no stage 1
             exits[st] += 1
     created = len(by_id)
     if expected_created is not None:
@@ -252,14 +210,6 @@ def served_rate(recs: Sequence[Mapping], warmup_s: float) -> Optional[float]:
             and isinstance(r.get("finished_mono"), (int, float))
             and start <= r["finished_mono"] <= end)
     return n / (end - start)
-
-
-def _created(rec: Mapping) -> Optional[float]:
-    for key in ("created_mono", "created_wall", "created"):
-        v = rec.get(key)
-        if isinstance(v, (int, float)):
-            return float(v)
-    return None
 
 
 def _ms(v: Optional[float]) -> str:

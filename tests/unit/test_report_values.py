@@ -56,11 +56,12 @@ def test_a_completed_record_answered_before_it_was_made_or_with_overflowing_time
 
 
 @pytest.mark.parametrize("kw", [{"finished_mono": 99.0}, {"correct": None}, {"correct": False}])
-def test_a_lost_record_may_end_before_it_began_and_correct_may_be_null_or_false(kw):
-    """Rule: only a completed task's delay is checked (a task recorded lost after a reboot has
-    times from two monotonic clocks), and ``correct`` null or false is a record."""
+def test_a_crash_lost_record_may_end_before_it_began_and_correct_may_be_null_or_false(kw):
+    """Rule: a task recorded lost at the start after a crash (reason ``crash``) may end before
+    it began (its times come from two monotonic clocks), and ``correct`` null or false is a
+    record."""
     status = "lost" if "finished_mono" in kw else "completed"
-    assert is_record(_rec(status=status, **kw))
+    assert is_record(_rec(status=status, reason="crash", **kw))
 
 
 @pytest.mark.parametrize("kw", [{"finished_mono": -1}, {"created_mono": 1e308},

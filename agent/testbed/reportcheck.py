@@ -1,0 +1,108 @@
+"""Which decoded records lines are task records the testbed's summaries can count.
+
+``is_record`` is the one check ``agent.testbed.report.read_records`` applies to every line of a
+source's ``records.jsonl``: a line it refuses is a damaged line (named in a warning, left out
+of the summary), never a number that turns a mean delay negative or infinite, or a warm-up
+window that starts at 10^300. Pure: no I/O.
+"""
+
+from __future__ import annotations
+
+from typing import Mapping, Optional
+
+from agent.config.fields import is_finite
+from agent.testbed.bounds import MAX_STAGES
+
+STATUSES = ("completed", "lost", "rejected")  # a task's fates in a source's records
+# a record's times: each absent, null or a finite number (a NaN time is a damaged line)
+TIME_KEYS = ("created_mono", "created_wall", "created", "finished_mono", "finished_wall",
+             "finished", "delay_s")
+
+# A completed task's delay in seconds is at most this: a testbed load lasts at most two days
+# (warm-up and --duration each at most a day) and a source gives a task up within its result
+# timeouts, so a longer delay (11.6 days) is a damaged time, not a slow task.
+MAX_DELAY_S = 1e6
+
+# Every time of a record, on either clock, is in [0, MAX_CLOCK_S] seconds: a monotonic clock
+# counts from its boot and a wall clock from 1970, and 1e10 s is the year 2286, so a time
+# outside (10^300, or below zero) is a damaged value, whatever the task's fate. delay_s, a
+# difference, may be negative on a lost task of two boots, but no larger in size.
+MAX_CLOCK_S = 1e10
+
+# A lost task whose record was made at the next start after a crash: its monotonic times come
+# from two boots (node.book), so its finish may come before its creation on that clock.
+CRASH_REASON = "crash"
+
+
+def _pairs(rec: Mapping):
+    return ((rec.get(a), rec.get(b)) for a, b in (
+        ("created_mono", "finished_mono"), ("created_wall", "finished_wall"),
+        ("created", "finished")))
+
+
+def _delay(rec: Mapping) -> Optional[float]:
+    """Response time of one completed task, on the source's monotonic clock when present."""
+    for a, b in _pairs(rec):
+        if isinstance(a, (int, float)) and isinstance(b, (int, float)):
+            return float(b) - float(a)
+    return None
+
+
+def _created(rec: Mapping) -> Optional[float]:
+    for key in ("created_mono", "created_wall", "created"):
+        v = rec.get(key)
+        if isinstance(v, (int, float)):
+            return float(v)
+    return None
+
+
+def _finite(v) -> bool:
+    """A number (no bool) whose float is finite (no NaN, no infinity, no 400-digit integer)."""
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and is_finite(v)
+
+
+def delay_ok(d: Optional[float]) -> bool:
+    """None (no pair of times to take it from) or a delay in [0, MAX_DELAY_S] seconds: a task
+    finished before it was created, or one whose times overflow, has damaged times."""
+    return d is None or is_finite(d) and 0.0 <= d <= MAX_DELAY_S
+
+
+def times_ok(rec: Mapping) -> bool:
+    """Each of ``TIME_KEYS`` absent, null or finite; each absolute time in [0, MAX_CLOCK_S] and
+    ``delay_s`` no larger in size; and the task's delay (finished minus created, ``_delay``)
+    one ``delay_ok`` takes, whatever its fate, except a lost task recorded after a crash
+    (``CRASH_REASON``: its two times may come from two boots)."""
+    for k in TIME_KEYS:
+        v = rec.get(k)
+        if v is None:
+            continue
+        if not _finite(v) or not (-MAX_CLOCK_S if k == "delay_s" else 0.0) <= v <= MAX_CLOCK_S:
+            return False
+    if rec.get("status") == "lost" and rec.get("reason") == CRASH_REASON:
+        return True
+    return delay_ok(_delay(rec))
+
+
+def exit_stage_ok(rec: Mapping) -> bool:
+    """``exit_stage`` null, or a whole number (JSON true is no stage) of at most MAX_STAGES: at
+    least 1 for a completed task (stages count from 1), 0 allowed for the others (the wire's
+    "no stage" on an answer that is no result)."""
+    v = rec.get("exit_stage")
+    if v is None:
+        return True
+    least = 1 if rec.get("status") == "completed" else 0
+    return isinstance(v, int) and not isinstance(v, bool) and least <= v <= MAX_STAGES
+
+
+def is_record(obj) -> bool:
+    """Whether a decoded line is a task record the summaries can count: an object with a
+    string ``id``, a ``status`` of ``STATUSES``, a creation time (``created_mono``,
+    ``created_wall`` or ``created``), times ``times_ok`` takes, a finite ``resends``, a
+    ``correct`` of true, false or null and an ``exit_stage`` ``exit_stage_ok`` takes."""
+    return (isinstance(obj, dict) and isinstance(obj.get("id"), str) and bool(obj["id"])
+            and obj.get("status") in STATUSES
+            and times_ok(obj)  # before _created: a 400-digit integer has no float
+            and _created(obj) is not None
+            and (obj.get("resends") is None or _finite(obj["resends"]) and obj["resends"] >= 0)
+            and (obj.get("correct") is None or isinstance(obj["correct"], bool))
+            and exit_stage_ok(obj))
