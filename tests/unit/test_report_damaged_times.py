@@ -15,20 +15,17 @@ import pytest
 from agent.testbed.bounds import MAX_STAGES
 from agent.testbed.report import MAX_CLOCK_S, is_record, read_records, summarise_records
 from tests.unit.test_report_damaged import _cam1, _report, make_run
+from tests.unit.test_report_values import _rec as _values_rec
 
 
 @pytest.fixture
 def run(tmp_path):
-    """A readable run folder, as in test_report_damaged: testbed.json and two (policy, rate)s."""
-    return make_run(tmp_path)
+    return make_run(tmp_path)  # testbed.json and two (policy, rate)s
 
 
 def _rec(**kw):
-    rec = {"id": "cam1-0", "source": "cam1", "status": "completed", "created_mono": 100.0,
-           "finished_mono": 100.05, "created_wall": 1e9, "finished_wall": 1e9 + 0.05,
-           "delay_s": 0.05, "correct": True, "resends": 0, "exit_stage": 2}
-    rec.update(kw)
-    return rec
+    """test_report_values' record with a delay and an exit stage."""
+    return _values_rec(**dict({"delay_s": 0.05, "exit_stage": 2}, **kw))
 
 
 def _lost(**kw):
