@@ -113,8 +113,11 @@ def loopback_problem(faults: Sequence[Fault]) -> Optional[str]:
 def check_faults(faults: Sequence[Fault], network: str, warmup_s: float,
                  duration_s: float) -> None:
     """Raise ``UsageError`` for a schedule that cannot run as given: a network fault on
-    loopback, or a fault due once the load is over (the sources have stopped, the run drains
-    and the fault would silently never happen)."""
+    loopback, a fault due once the load is over (the sources have stopped, the run drains
+    and the fault would silently never happen), or one still on when the load ends (it would
+    be cut short whenever the drain finishes, and no task would be created after it to show
+    the recovery). A ``kill`` without a duration (down for good) and a ``restart`` (over at
+    once) have no end to check."""
     from agent.errors import UsageError
 
     problem = loopback_problem(faults) if network == "loopback" else None
@@ -125,3 +128,9 @@ def check_faults(faults: Sequence[Fault], network: str, warmup_s: float,
     if late:
         raise UsageError("faults: %s starts after the load ends, at %g s (warm-up %g s + "
                          "--duration %g s)" % (late[0].label(), load_s, warmup_s, duration_s))
+    over = [f for f in faults if f.kind != "restart" and f.duration_s > 0 and f.end_s > load_s]
+    if over:
+        raise UsageError("faults: %s is still on when the load ends, at %g s (warm-up %g s + "
+                         "--duration %g s): give it a duration of at most %g s, or a longer "
+                         "--duration" % (over[0].label(), load_s, warmup_s, duration_s,
+                                         load_s - over[0].at_s))

@@ -11,6 +11,7 @@ seconds, the clock of the sources' records).
 
 from __future__ import annotations
 
+import math
 import os
 import signal
 import time
@@ -21,7 +22,7 @@ from agent.errors import UsageError
 from agent.testbed import shaping
 from agent.testbed.faults import EVERY_LINK, Fault
 from agent.testbed.netns import DEV, NetPlan
-from agent.testbed.phases import fault_phases, target_resumed
+from agent.testbed.phases import fault_phases, for_good, target_resumed
 from agent.testbed.report import read_records
 from agent.testbed.topology import TopologyError
 
@@ -127,9 +128,17 @@ class FaultRunner:
             self._ready_s = 0.0
             self.t0 = None
 
-    def windows(self) -> List[Tuple[float, float]]:
-        """(began, ended) monotonic times of each fault that began (ended: when it was undone)."""
-        return [(e["began_mono"], e.get("ended_mono", e["began_mono"])) for e in self.log]
+    def windows(self, for_good_end: Optional[float] = None) -> List[Tuple[float, float]]:
+        """(began, ended) monotonic times of each fault that began (ended: when it was undone).
+        A kill for good is logged as ended when it began (down from then on); with
+        ``for_good_end`` its window lasts until then instead."""
+        out = []
+        for e in self.log:
+            end = e.get("ended_mono", e["began_mono"])
+            if for_good_end is not None and for_good(e):
+                end = max(e["began_mono"], for_good_end)
+            out.append((e["began_mono"], end))
+        return out
 
     def _entry(self, i: int) -> dict:
         for e in self.log:
@@ -145,6 +154,7 @@ class FaultRunner:
             self.agents.injected.add(f.target)
             self.agents.kill(f.target)
             if not f.duration_s > 0:
+                self.log[-1]["for_good"] = True  # its phases last until the load's end
                 self._ended(i)  # down for good: counts from now
         elif f.kind == "stop":
             os.kill(self.agents.procs[f.target].pid, signal.SIGSTOP)
@@ -192,7 +202,10 @@ def add_fault_phases(result, runner: FaultRunner, records: Mapping[str, str],
         except UsageError:
             continue
     t0 = runner.started_at
-    result.phases, result.recovery_s = fault_phases(recs, runner.windows(), t0 + warmup_s)
+    # a kill for good: its worker is down for every task created after it, to the load's end
+    # (it starts again only once the rate's tasks have drained, in ``finish``)
+    result.phases, result.recovery_s = fault_phases(recs, runner.windows(math.inf),
+                                                    t0 + warmup_s)
     result.faults = relative_log(runner.log, t0)
     for d, e in zip(result.faults, runner.log):  # a worker's (or a link's receiver's) return
         worker = str(e.get("target", "")).split("->")[-1]

@@ -2,8 +2,9 @@
 
 Pure functions of the sources' records (``created_mono``/``finished_mono``: the monotonic
 clock the testbed also reads when it injects a fault). The fault window runs from the first
-fault's start to the last one's end (a kill for good ends where it starts). Tasks are put in
-a phase by creation time; the warm-up's tasks are left out of "before".
+fault's start to the last one's end; a kill for good (no duration) lasts until the load's end,
+so its worker's absence is "during", and nothing is "after" it. Tasks are put in a phase by
+creation time; the warm-up's tasks are left out of "before".
 """
 
 from __future__ import annotations
@@ -14,6 +15,15 @@ from agent.testbed.report import delay_ok, percentile
 
 PHASES = ("before", "during", "after")
 RECOVERED_RUN = 5  # consecutive tasks back at the normal delay that mark the recovery
+FOR_GOOD_LABEL = "down for good"  # the recovery column of a rate with a kill for good
+
+
+def for_good(entry: Mapping) -> bool:
+    """Whether a fault log entry is a kill for good (no duration): its ``for_good`` flag, or
+    for a log written before the flag, its label (``Fault.label``: "... for 0s")."""
+    if entry.get("for_good") is True:
+        return True
+    return entry.get("kind") == "kill" and str(entry.get("fault", "")).endswith(" for 0s")
 
 
 def _delay(rec: Mapping) -> Optional[float]:
@@ -95,32 +105,37 @@ def fault_phases(recs: Sequence[Mapping], windows: Sequence[Tuple[float, float]]
     return stats, recovery_time(parts["after"], window[1], stats["before"])
 
 
-def recovery_label(rec: Optional[float], ph: Mapping[str, dict]) -> str:
-    """The recovery column: seconds, or why there are none: ``no baseline`` (no delay measured
+def recovery_label(rec: Optional[float], ph: Mapping[str, dict], lasting: bool = False) -> str:
+    """The recovery column: seconds, or why there are none: ``down for good`` (``lasting``: a
+    kill for good kept the faults on until the load's end), ``no baseline`` (no delay measured
     before the faults), ``too short`` (fewer than RECOVERED_RUN tasks after them: the load
     ended first), ``never`` (enough tasks after, no run of them back at the normal delay)."""
     if rec is not None:
         return "%.1f" % rec
+    if lasting:
+        return FOR_GOOD_LABEL
     if (ph.get("before") or {}).get("mean_delay_s") is None:
         return "no baseline"
     return "too short" if (ph.get("after") or {}).get("tasks", 0) < RECOVERED_RUN else "never"
 
 
-def format_phases(rows: Sequence[Tuple[str, float, Mapping[str, dict], Optional[float]]]) -> str:
-    """A table: policy, rate, then per phase mean/p95 ms and lost, and the recovery time."""
+def format_phases(rows: Sequence[Tuple[str, float, Mapping[str, dict], Optional[float], bool]]
+                  ) -> str:
+    """A table: policy, rate, then per phase mean/p95 ms and lost, and the recovery time. Each
+    row: (policy, rate, phases, recovery s, whether a kill for good was among the faults)."""
     head = ["policy", "rate/s"]
     for p in PHASES:
         head += ["%s mean ms" % p, "p95", "lost"]
     head.append("recovery s")
     lines = [head]
-    for policy, rate, ph, rec in rows:
+    for policy, rate, ph, rec, lasting in rows:
         row = [policy, "%.1f" % rate]
         for p in PHASES:
             s = ph.get(p) or {}
             row += ["-" if s.get("mean_delay_s") is None else "%.0f" % (s["mean_delay_s"] * 1e3),
                     "-" if s.get("p95_delay_s") is None else "%.0f" % (s["p95_delay_s"] * 1e3),
                     str(s.get("lost", "-"))]
-        row.append(recovery_label(rec, ph))
+        row.append(recovery_label(rec, ph, lasting))
         lines.append(row)
     widths = [max(len(r[i]) for r in lines) for i in range(len(head))]
     return "\n".join("  ".join(c.rjust(w) if i else c.ljust(w)
@@ -131,9 +146,11 @@ def format_phases(rows: Sequence[Tuple[str, float, Mapping[str, dict], Optional[
 def phase_lines(results: Sequence) -> List[str]:
     """The delay-per-phase table of the results that had faults, under the line saying what it
     holds; none when no result had faults."""
-    rows = [(r.policy, r.rate, r.phases, r.recovery_s) for r in results if r.phases]
+    rows = [(r.policy, r.rate, r.phases, r.recovery_s, any(isinstance(f, dict) and for_good(f)
+                                                       for f in r.faults))
+            for r in results if r.phases]
     if not rows:
         return []
     return ["delay per phase (tasks created before, during and after the faults; recovery: "
-            "from the last fault's end until %d tasks in a row are back at the normal delay)"
-            % RECOVERED_RUN, format_phases(rows)]
+            "from the last fault's end until %d tasks in a row are back at the normal delay; a "
+            "kill for good lasts until the load's end)" % RECOVERED_RUN, format_phases(rows)]
