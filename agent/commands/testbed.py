@@ -70,10 +70,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=seed_arg, default=1, help="seed of the sources' arrivals")
     parser.add_argument("--network", choices=("loopback", "netns"), default="loopback",
                         help="loopback (default): every agent on 127.0.0.1, senders pace their "
-                             "messages to the link rates; netns: one network namespace per "
-                             "device (agents with the same topology host share one), links "
-                             "shaped in the kernel (HTB); needs root or user namespaces, and "
-                             "iproute2")
+                             "messages to the link rates they are told; netns: one network "
+                             "namespace per device (agents with the same topology host share "
+                             "one), links shaped in the kernel (HTB); needs root or user "
+                             "namespaces, and iproute2")
     parser.add_argument("--cleanup", action="store_true",
                         help="remove the network namespaces (and the processes in them) that "
                              "netns testbeds no longer running left behind, then exit")
@@ -291,8 +291,8 @@ def _run_in(args, topo, bundle, policies, rates, cap, out_dir, lock, settings) -
     from agent.testbed.report import (PLOT_NAMES, admitted_lines, format_table, write_json,
                                       write_plots)
     from agent.testbed.exits import initial_thresholds
-    from agent.testbed.fleet import capacity_origin, emulation_line, lost_hint
-    from agent.testbed.runtopo import write_run_info
+    from agent.testbed.fleet import capacity_origin, lost_hint
+    from agent.testbed.runtopo import link_lines, write_run_info
 
     # testbed.json and the topology the run uses: `report` reads both from this folder alone
     write_run_info(out_dir, {
@@ -301,19 +301,13 @@ def _run_in(args, topo, bundle, policies, rates, cap, out_dir, lock, settings) -
         "seed": args.seed, "network": args.network,
         "faults": [f.label() for f in topo.faults]}, topo)
     print("run folder: %s" % out_dir)
-    emulated = emulation_line(topo, "shaped in the kernel" if settings.network else "emulated")
+    # the links as the run applies them (loopback: the senders' pacing; netns: the kernel's)
+    emulated, net_lines = link_lines(topo, settings.network.plan if settings.network else None)
     print("topology: %s (%d sources, %d workers, %d stages; bundle %s)"
           % (topo.path, len(topo.sources), len(topo.workers), topo.num_stages, bundle.path))
     print("emulated: %s" % emulated)
-    if settings.network is not None:
-        plan = settings.network.plan
-        print("network: netns, %d devices (namespaces %s-*), %d directed links shaped in the "
-              "kernel" % (len(plan.devices), plan.prefix, len(plan.shaped)))
-        if any(s.delay_ms for s in plan.shaped):
-            print("link delay: %s" % ("sch_netem" if plan.delay_line == "netem" else
-                                      "NFQUEUE shim (this kernel has no sch_netem)"))
-    elif any(l.delay_ms or l.loss for l in topo.links):
-        print("network: loopback; the links' delay_ms and loss apply with --network netns only")
+    for line in net_lines:
+        print(line)
     for f in topo.faults:
         print("fault: %s" % f.label())
     if cap != float("inf"):

@@ -9,13 +9,20 @@ topology object it parsed, with what pointed outside the file made absolute (``b
 before the copy existed falls back to the name in ``testbed.json``: a shipped topology by its
 name, else the file looked up from the run folder upwards and then in the current folder, with
 a note saying which file was read.
+
+``link_lines`` says what the run does with the topology's links: its ``emulated:`` summary
+counts the rates really applied (on loopback the senders pace at the rate their configs give
+a link, ``config_rate_bytes_s`` when set; under netns a link between agents of one device runs
+over its loopback, unshaped), and the ``network:`` lines name the links whose fields the
+network mode leaves out.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
-from typing import Optional, Tuple
+from typing import List, Optional, Tuple
 
 from agent.config.jsonfile import read_json_file
 from agent.errors import UsageError
@@ -101,3 +108,61 @@ def _older_file(run_dir: str, recorded: str) -> Optional[str]:
             d = up
         tried.append(os.path.abspath(recorded))
     return next((path for path in tried if os.path.isfile(path)), None)
+
+
+def applied_links(topo: Topology, plan=None) -> Topology:
+    """``topo`` with each link's rate, delay and loss as the run applies them: on loopback
+    (``plan`` None) the rate the senders pace at (``agent.testbed.local.node_objects``: the
+    link's ``config_rate_bytes_s`` when set, and none at all when no link has a rate); on a
+    netns ``plan`` nothing on a link between agents of one device (its loopback)."""
+    from agent.testbed.netns import one_device_links
+
+    if topo.fleet is not None:  # a fleet's agents: as rendered (``emulation_line`` says)
+        return topo
+    if plan is None:
+        paced = any(l.rate_bytes_s is not None for l in topo.links)
+        links = [dataclasses.replace(l, rate_bytes_s=(
+            l.config_rate_bytes_s if l.config_rate_bytes_s is not None else l.rate_bytes_s)
+            if paced else None) for l in topo.links]
+    else:
+        inside = one_device_links(topo, plan)
+        links = [dataclasses.replace(l, rate_bytes_s=None, delay_ms=0.0, loss=0.0)
+                 if l in inside else l for l in topo.links]
+    return dataclasses.replace(topo, links=tuple(links))
+
+
+def link_lines(topo: Topology, plan=None) -> Tuple[str, List[str]]:
+    """(the ``emulated:`` summary, the ``network:`` lines) of a run on loopback (``plan``
+    None) or on a netns ``plan``: both say what the links really carry."""
+    from agent.testbed.fleet import emulation_line
+    from agent.testbed.netns import one_device_links
+
+    emulated = emulation_line(applied_links(topo, plan), "shaped in the kernel" if plan
+                              else "emulated")
+    lines = []
+    if plan is None:
+        told = [l for l in topo.links if topo.fleet is None and l.rate_bytes_s is not None
+                and l.config_rate_bytes_s not in (None, l.rate_bytes_s)]
+        if told:
+            lines.append("network: loopback; the senders pace these links at the "
+                          "config_rate_bytes_s their agents are told, not at their rate_bytes_s "
+                          "(applied with --network netns only): %s" % ", ".join(
+                              "%s->%s %g bytes/s (not %g)" % (l.src, l.dst,
+                                                              l.config_rate_bytes_s,
+                                                              l.rate_bytes_s) for l in told))
+        if any(l.delay_ms or l.loss for l in topo.links):
+            lines.append("network: loopback; the links' delay_ms and loss apply with --network "
+                         "netns only")
+        return emulated, lines
+    lines.append("network: netns, %d devices (namespaces %s-*), %d directed links shaped in the "
+                 "kernel" % (len(plan.devices), plan.prefix, len(plan.shaped)))
+    inside = [l for l in one_device_links(topo, plan)
+              if l.rate_bytes_s is not None or l.delay_ms or l.loss]
+    if inside:
+        lines.append("network: not shaped (agents of one device talk over its loopback): %s"
+                     % ", ".join("%s->%s (host %s)" % (l.src, l.dst, topo.host_of(l.src))
+                                 for l in inside))
+    if any(s.delay_ms for s in plan.shaped):
+        lines.append("link delay: %s" % ("sch_netem" if plan.delay_line == "netem" else
+                                         "NFQUEUE shim (this kernel has no sch_netem)"))
+    return emulated, lines
