@@ -157,13 +157,18 @@ def load_run(path: str) -> PastRun:
     """
     from agent.commands.testbed import with_mdi_mode
     from agent.testbed.driver import load_bundle_for
-    from agent.testbed.runtopo import CopyError, run_topology
+    from agent.testbed.netns import plan_network
+    from agent.testbed.runtopo import CopyError, applied_links, run_topology
 
     run_dir = resolve_run_dir(path)
     info = read_run_info(run_dir)
     try:
         topo, note = run_topology(run_dir, info.get("topology"))
         topo = with_mdi_mode(topo, info.get("mdi_mode"))
+        # the links as the run had them (the link and model columns): netns shapes no link
+        # inside a device; on loopback the senders paced what they were told
+        topo = applied_links(topo, plan_network(topo) if info.get("network") == "netns"
+                             else None)
         bundle = load_bundle_for(topo)
     except CopyError:
         raise  # names the run folder's topology copy

@@ -40,6 +40,7 @@ from agent.testbed.exits import default_remaining
 from agent.testbed.faultlog import record_fault_phases
 from agent.testbed.inject import FaultRunner
 from agent.testbed.procs import LocalAgents, free_ports
+from agent.testbed.runtopo import applied_links
 from agent.testbed.report import (RunResult, _created, read_records, served_rate,
                                    summarise_records)
 from agent.testbed.topology import StageInfo, Topology
@@ -231,6 +232,7 @@ def run_local(topo: Topology, bundle, policy: str, rates: Sequence[float],
     results: List[RunResult] = []
     after: Dict[str, Optional[dict]] = {}
     net = settings.network
+    shown = applied_links(topo, net.plan if net is not None else None)  # its links as run
     with LocalAgents(run_dir, settings.python, wrap=net.wrap if net is not None else None) \
             as agents:
         faults = FaultRunner(topo.faults, agents, net)
@@ -262,7 +264,7 @@ def run_local(topo: Topology, bundle, policy: str, rates: Sequence[float],
                     faults.finish(agents_ready_s=0.0)
                 except Exception:  # noqa: BLE001 - the network is removed whole right after
                     pass
-                partial = partial_result(topo, bundle, stages, policy, rate, records, expected,
+                partial = partial_result(shown, bundle, stages, policy, rate, records, expected,
                                          settings.duration_s, load_s, exc)
                 if partial is not None and on_result is not None:
                     on_result(partial)
@@ -279,7 +281,7 @@ def run_local(topo: Topology, bundle, policy: str, rates: Sequence[float],
             stats.update(stats_delta(before, after))
             write_run_file(os.path.join(run_dir, rate_label(rate)), "local", policy, rate,
                            records, expected, stats, settings.duration_s, load_s)
-            results.append(summarise_rate(topo, bundle, stages, policy, rate, records, expected,
+            results.append(summarise_rate(shown, bundle, stages, policy, rate, records, expected,
                                       stats, settings.duration_s, load_s))
             record_fault_phases(results[-1], faults, records, topo.warmup_s,
                                 os.path.join(run_dir, rate_label(rate)))

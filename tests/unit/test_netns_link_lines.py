@@ -88,3 +88,20 @@ def test_the_same_topology_on_loopback_paces_the_one_device_link():
     assert "3/4 links emulated (5e+04..1e+06 bytes/s)" in emulated
     assert lines == ["network: loopback; the links' delay_ms and loss apply with --network "
                      "netns only"]
+
+
+def test_link_utilisation_is_over_the_rate_the_link_was_run_at():
+    """Rule: the link utilisation column divides a link's bytes by the rate the run applied
+    (``applied_links``: on loopback the config_rate_bytes_s its sender paced at), so the same
+    bytes on slow-link-unconfigured's cam1->w1a read as 1.6e6 bytes/s of load, not 41.7 kB/s."""
+    from agent.testbed.columns import link_utilisation
+    from agent.testbed.driver import load_bundle_for
+    from agent.testbed.local import bundle_stages
+    from agent.testbed.runtopo import applied_links
+
+    topo = load_topology("slow-link-unconfigured")
+    stages = bundle_stages(load_bundle_for(topo))
+    stats = {"cam1": {"counters": {"sent_to_w1a": 100}}}
+    told = link_utilisation(topo, stages, stats, 10.0)["cam1->w1a"]
+    run = link_utilisation(applied_links(topo), stages, stats, 10.0)["cam1->w1a"]
+    assert abs(run / told - 41700.0 / 1.6e6) < 1e-9
