@@ -167,9 +167,13 @@ def network_plan(topo):
     import dataclasses
 
     from agent.testbed import delayshim
+    from agent.testbed.inject import fault_commands
     from agent.testbed.netns import kernel_has_netem, plan_network
 
     plan = plan_network(topo)
+    for i, f in enumerate(topo.faults):  # one it cannot inject: refused before anything starts
+        if f.kind not in ("kill", "stop", "restart"):
+            fault_commands(f, i, plan)
     if any(s.delay_ms for s in plan.shaped) and not kernel_has_netem():
         problem = delayshim.support_problem()
         if problem:

@@ -67,3 +67,22 @@ def test_a_network_fault_lasting_past_the_end_is_refused_under_netns_too():
     the drain ends, whenever that is)."""
     with pytest.raises(UsageError, match=r"faults: loss 0\.1 \* at 5s for 2s is still on"):
         check_faults([Fault(5.0, 2.0, "loss", "*", loss=0.1)], "netns", 2.5, 3.0)
+
+
+def test_a_netns_link_fault_inside_one_device_is_refused_by_the_network_plan():
+    """Rule: a link fault between two agents of one device (its loopback, which the kernel
+    cannot shape) is refused when the netns plan is made, before a run folder or namespace
+    exists; a process fault on the same agents is not."""
+    from agent.commands.testbed import network_plan
+    from agent.testbed.topology import parse_topology
+
+    obj = {"sources": [{"id": "cam", "share": 1.0, "host": "box"}],
+           "workers": [{"id": "w1", "stage": 1, "host": "box"}] + [
+               {"id": "w%d" % h, "stage": h} for h in (2, 3, 4)],
+           "links": [{"from": "cam", "to": "w1"}] + [
+               {"from": "w%d" % h, "to": "w%d" % (h + 1)} for h in (1, 2, 3)]}
+    network_plan(parse_topology(dict(obj, faults=[
+        {"at": 1, "duration": 1, "kind": "stop", "target": "w1"}])))
+    with pytest.raises(UsageError, match="cam and w1 share device 'box'"):
+        network_plan(parse_topology(dict(obj, faults=[
+            {"at": 1, "duration": 1, "kind": "link-down", "target": "cam->w1"}])))
