@@ -191,6 +191,9 @@ def _partial(result) -> bool:
 def run(args: argparse.Namespace) -> int:
     if args.cleanup:
         return cleanup()
+    if args.in_userns:  # the re-run's agents stop with the command the user started, SIGKILLed too
+        from agent.ops.parent import stop_with_parent
+        stop_with_parent(os.getppid())
     if args.network == "netns":
         from agent.testbed.netns import support_problem
 
