@@ -122,6 +122,21 @@ def test_toy_policy_plans_the_uniform_split(tmp_path, capsys):
     assert obj["delay_s"] > 0
 
 
+def test_toy_plan_with_an_exit_profile_keeps_the_initial_threshold_at_every_exit(tmp_path,
+                                                                                   capsys):
+    """On a scenario with an exit profile (the paper's ResNet101 setting, as the docs' s.json)
+    ``plan --policy round-robin`` answers with the starting threshold at every exit stage."""
+    path = str(tmp_path / "s.json")
+    assert main(["scenario", "paper-resnet101", "-o", path]) == 0
+    capsys.readouterr()
+    assert main(["plan", "--scenario", path, "--policy", NAME, "--json"]) == 0
+    obj = json.loads(capsys.readouterr().out)
+    exits = load_scenario(path).exit_profile.early_exit_stages
+    assert exits and {int(h): v for h, v in obj["thresholds"].items()} == {
+        h: 0.8 for h in exits}
+    assert 0 < obj["accuracy"] < 1
+
+
 def test_unregistered_toy_is_an_unknown_policy_listing_the_known_ones(tmp_path):
     """Without its row the name is unknown everywhere, with one line listing the known ones."""
     registry.unregister(NAME)

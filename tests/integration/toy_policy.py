@@ -85,9 +85,15 @@ class RoundRobinSimPolicy(SimPolicy):
 
 
 def plan_round_robin(scenario, request) -> Any:
-    """``plan``: in the long run every successor gets the same share (p_ij = 1/|L_i|)."""
+    """``plan``: in the long run every successor gets the same share (p_ij = 1/|L_i|), under
+    the scenario's starting threshold (knob ``initial_threshold``) at every exit, which it
+    never tunes."""
     net = compile_network(scenario)
-    return make_result(NAME, scenario, net, uniform_routing(net), None, 0, True)
+    th = None  # no exit profile: the scenario's remaining work is used as given
+    if scenario.exit_profile is not None:  # make_result needs a threshold per exit stage
+        th = {h: request.params.initial_threshold
+              for h in scenario.exit_profile.early_exit_stages}
+    return make_result(NAME, scenario, net, uniform_routing(net), th, 0, True)
 
 
 ROW = registry.PolicyRow(
