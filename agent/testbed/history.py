@@ -157,8 +157,9 @@ def load_run(path: str) -> PastRun:
     """
     from agent.commands.testbed import with_mdi_mode
     from agent.testbed.driver import load_bundle_for
+    from agent.testbed.asrun import applied_links
     from agent.testbed.netns import plan_network
-    from agent.testbed.runtopo import CopyError, applied_links, run_topology
+    from agent.testbed.runtopo import CopyError, run_topology
 
     run_dir = resolve_run_dir(path)
     info = read_run_info(run_dir)

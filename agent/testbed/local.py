@@ -40,7 +40,7 @@ from agent.testbed.exits import default_remaining
 from agent.testbed.faultlog import record_fault_phases
 from agent.testbed.inject import FaultRunner
 from agent.testbed.procs import LocalAgents, free_ports
-from agent.testbed.runtopo import applied_links
+from agent.testbed.asrun import applied_links
 from agent.testbed.report import (RunResult, _created, read_records, served_rate,
                                    summarise_records)
 from agent.testbed.topology import StageInfo, Topology

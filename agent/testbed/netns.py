@@ -142,13 +142,6 @@ def plan_network(topo: Topology, prefix: Optional[str] = None) -> NetPlan:
     return NetPlan(prefix, devices, tuple(p[0] for p in pairs.values()))
 
 
-def one_device_links(topo: Topology, plan: NetPlan) -> List:
-    """The topology's links between agents of one device: they run over its loopback, so the
-    kernel shapes none of them (no rate, delay or loss) and ``plan.shaped`` has none."""
-    return [l for l in topo.links
-            if plan.device_of(l.src).index == plan.device_of(l.dst).index]
-
-
 def ns_exec(ns: str) -> Cmd:
     """Prefix of a command run inside namespace ``ns``."""
     return ["ip", "netns", "exec", ns]

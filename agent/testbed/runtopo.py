@@ -19,7 +19,6 @@ network mode leaves out.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 from typing import List, Optional, Tuple
@@ -110,32 +109,11 @@ def _older_file(run_dir: str, recorded: str) -> Optional[str]:
     return next((path for path in tried if os.path.isfile(path)), None)
 
 
-def applied_links(topo: Topology, plan=None) -> Topology:
-    """``topo`` with each link's rate, delay and loss as the run applies them: on loopback
-    (``plan`` None) the rate the senders pace at (``agent.testbed.local.node_objects``: the
-    link's ``config_rate_bytes_s`` when set, and none at all when no link has a rate); on a
-    netns ``plan`` nothing on a link between agents of one device (its loopback)."""
-    from agent.testbed.netns import one_device_links
-
-    if topo.fleet is not None:  # a fleet's agents: as rendered (``emulation_line`` says)
-        return topo
-    if plan is None:
-        paced = any(l.rate_bytes_s is not None for l in topo.links)
-        links = [dataclasses.replace(l, rate_bytes_s=(
-            l.config_rate_bytes_s if l.config_rate_bytes_s is not None else l.rate_bytes_s)
-            if paced else None) for l in topo.links]
-    else:
-        inside = one_device_links(topo, plan)
-        links = [dataclasses.replace(l, rate_bytes_s=None, delay_ms=0.0, loss=0.0)
-                 if l in inside else l for l in topo.links]
-    return dataclasses.replace(topo, links=tuple(links))
-
-
 def link_lines(topo: Topology, plan=None) -> Tuple[str, List[str]]:
     """(the ``emulated:`` summary, the ``network:`` lines) of a run on loopback (``plan``
     None) or on a netns ``plan``: both say what the links really carry."""
     from agent.testbed.fleet import emulation_line
-    from agent.testbed.netns import one_device_links
+    from agent.testbed.asrun import applied_links, one_device_links
 
     emulated = emulation_line(applied_links(topo, plan), "shaped in the kernel" if plan
                               else "emulated")

@@ -9,7 +9,8 @@ device's loopback and is not shaped: it was counted among the links "shaped in t
 from __future__ import annotations
 
 from agent.testbed.local import node_objects
-from agent.testbed.netns import one_device_links, plan_network
+from agent.testbed.asrun import one_device_links
+from agent.testbed.netns import plan_network
 from agent.testbed.runtopo import link_lines
 from agent.testbed.topology import load_topology, parse_topology
 
@@ -97,7 +98,7 @@ def test_link_utilisation_is_over_the_rate_the_link_was_run_at():
     from agent.testbed.columns import link_utilisation
     from agent.testbed.driver import load_bundle_for
     from agent.testbed.local import bundle_stages
-    from agent.testbed.runtopo import applied_links
+    from agent.testbed.asrun import applied_links
 
     topo = load_topology("slow-link-unconfigured")
     stages = bundle_stages(load_bundle_for(topo))
