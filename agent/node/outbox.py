@@ -373,8 +373,7 @@ class Outbox:
         while self._paced and self._paced[0][0] <= now:
             _, _, item, frames = heapq.heappop(self._paced)
             if self.items.get(item.key) is item and not self.transport.send(item.dest, frames):
-                item.link_start, item.deadline = 0.0, now
-                self._push(now, item.key, False)
+                self._unsent(item, now)  # backing off as an unpaced send does: no spin
 
     def run_timers(self, now: float, on_timer: Callable[[str, float], None]) -> None:
         """Re-send items past their ACK deadline; pass due side timers to ``on_timer``."""
