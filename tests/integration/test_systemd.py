@@ -41,10 +41,12 @@ def test_unit_files_keep_the_documented_service_contract():
         unit = f.read()
     for line in ["Type=notify", "WatchdogSec=30s", "Restart=on-failure", "User=edge-agent",
                  "SupplementaryGroups=video", "StateDirectory=edge-agent/%i",
-                 "CacheDirectory=edge-agent", "Wants=network-online.target jtop.service",
+                 "CacheDirectory=edge-agent",
+                 "Wants=network-online.target jtop.service time-sync.target",
                  "NoNewPrivileges=yes", "ProtectSystem=strict"]:
         assert line in unit.splitlines(), line
     assert "After=network-online.target jtop.service" in unit
+    assert "time-sync.target" in unit.split("After=", 1)[1].splitlines()[0]  # the slots' clock
     active = [ln for ln in unit.splitlines() if ln and not ln.startswith("#")]
     for forbidden in ("PrivateDevices", "DevicePolicy", "DeviceAllow", "ProtectClock",
                       "PrivateUsers", "MemoryDenyWriteExecute"):

@@ -109,3 +109,30 @@ def test_the_node_hands_its_wall_clock_to_its_policy(tmp_path):
         assert pol.slot == int(7.5 // pol.slot_length_s)
     finally:
         parts.close()
+
+
+def test_a_wall_clock_stepped_back_is_followed_at_the_next_tick_with_one_warning(caplog):
+    """Rule: when the wall clock steps back more than a slot (an NTP correction), the next
+    tick starts a phase in the slot the clock now gives and logs one WARNING saying so; the
+    node neither idles until the clock passes its old slot again (1 h back: 720 slots of 5 s
+    without configuration) nor warns again in the next slots. A clock one slot behind (a
+    neighbour's request pulled it ahead) is no step."""
+    nodes = _fleet(_scenario(3, 0.7), 4)
+    pol, view = nodes["a0"]
+    _at(pol, 10 * SLOT_S + 5.0)
+    pol.on_tick(view, 0.0)
+    assert pol.slot == 10
+    _at(pol, 10 * SLOT_S + 10.0)
+    pol.on_tick(view, 5.0)  # its phase ends: slot 10 stays
+    assert not pol.configuring
+    _at(pol, 9 * SLOT_S + 1.0)  # one slot behind: waits for slot 10's end as before
+    assert pol.on_tick(view, 6.0) == [] and pol.slot == 10 and not pol.configuring
+    _at(pol, 3 * SLOT_S + 1.0)  # stepped back 7 slots
+    with caplog.at_level("WARNING", logger="agent.policies.dtoee.agent"):
+        pol.on_tick(view, 7.0)
+        assert pol.slot == 3 and pol.configuring
+        _at(pol, 4 * SLOT_S + 1.0)
+        pol.on_tick(view, 8.0)
+    assert pol.slot == 4
+    steps = [r.getMessage() for r in caplog.records if "stepped back" in r.getMessage()]
+    assert len(steps) == 1 and "slot 3 (was 10)" in steps[0], steps

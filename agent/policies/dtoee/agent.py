@@ -187,7 +187,10 @@ class DtoeePolicy(AgentPolicy):
 
     def on_tick(self, view: NodeView, now: float) -> List[Outgoing]:
         slot = int(self.wall() // self.slot_length_s)
-        if slot > self.slot:
+        if slot < self.slot - 1:  # the wall clock stepped back (NTP): follow it, or idle till then
+            log.warning("the wall clock stepped back about %.0f s: DTO-EE slots go on from slot "
+                        "%d (was %d)", (self.slot - slot) * self.slot_length_s, slot, self.slot)
+        if slot > self.slot or slot < self.slot - 1:
             if self.configuring:
                 self._finish_phase()
             return self._start_slot(slot, view, now)
