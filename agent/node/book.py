@@ -183,6 +183,7 @@ class SourceBook:
                 "rejected": self.rejected, "pending": len(self.pending),
                 "crash_recovered": self.recovered_lost,
                 "records_unwritten": self.records.buffered, "records_dropped": self.records.dropped,
+                "records_untraced": self.records.untraced,
                 "records_write_failed": self.records.faults.failures}
 
 

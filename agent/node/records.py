@@ -41,11 +41,14 @@ from typing import Any, Dict, List, Optional, Tuple
 
 from agent.ops.atomic import write_atomic
 from agent.ops.files import WriteFaults
+from agent.ops.reserve import RESERVE_BYTES, SpareRoom
 
 log = logging.getLogger("agent.run")
 
 MAX_BUFFERED_RECORDS = 20000  # unwritten record lines kept while the disk is full (~7 MB)
 JOURNAL_SUFFIX = ".journal"
+RESERVE_SUFFIX = ".reserve"  # room kept for a journalled writer's final flush (ops.reserve)
+MAX_UNTRACED_LOGGED = 1000  # record lines logged because neither they nor their journal fit
 _TAIL_SCAN_BYTES = 1 << 16
 _RECORD_ID = re.compile(rb'\{\s*"id"\s*:\s*"((?:[^"\\]|\\.)*)"')  # records are written with "id" first
 
@@ -124,6 +127,9 @@ class RecordWriter:
         self._journal_lines = 0
         self._recovered: List[Dict[str, Any]] = []
         self.given_up = 0  # tasks whose line was given up since the journal was last read
+        self._unjournalled: set = set()  # open tasks whose journal line failed (a full disk)
+        self.untraced = 0  # record lines given up whose task had no journal line either
+        self.spare = SpareRoom(path + RESERVE_SUFFIX, RESERVE_BYTES if journal else 0)
         if self.journal_path:
             self._recovered = self._read_journal()
             cut_torn_tail(self.journal_path)
@@ -178,19 +184,23 @@ class RecordWriter:
         entry = {"id": task_id, "created_wall": created_wall, "created_mono": created_mono,
                  "label": label}
         self.open_tasks[task_id] = entry
-        self._journal(b"+" + json.dumps(entry, separators=(",", ":")).encode("utf-8") + b"\n")
+        if not self._journal(b"+" + json.dumps(entry, separators=(",", ":")).encode("utf-8")
+                             + b"\n") and self.journal_path:
+            self._unjournalled.add(task_id)  # only its record line will tell its outcome
 
-    def _journal(self, data: bytes) -> None:
+    def _journal(self, data: bytes) -> bool:
         if not self.journal_path:
-            return
+            return False
         try:
             if self._jfd < 0:  # lost (a failed reopen after compaction): try again
                 self._jfd = _append_fd(self.journal_path)
             _write_whole(self._jfd, data)
             self._journal_lines += data.count(b"\n")
             self.journal_faults.succeeded()
+            return True
         except OSError as exc:
             self.journal_faults.failed(exc)
+            return False
 
     def _compact(self, faults: Optional[WriteFaults] = None) -> bool:
         """Rewrite the journal with only the open tasks (atomically, no fsync); False when the
@@ -202,6 +212,7 @@ class RecordWriter:
         except OSError as exc:
             (faults or self.journal_faults).failed(exc, " (compaction)")
             return False
+        self._unjournalled.clear()  # every open task has its line in the new journal
         if self._jfd >= 0:
             os.close(self._jfd)
         self._jfd = -1
@@ -301,10 +312,13 @@ class RecordWriter:
         self._seq += 1
         self._buf[self._seq] = (str(record.get("id")), json.dumps(record, separators=(",", ":")))
         while len(self._buf) > self.max_buffered:
-            _, (tid, _) = self._buf.popitem(last=False)
+            _, (tid, line) = self._buf.popitem(last=False)
             self.dropped += 1
             self.faults.failed(OSError("buffer full"), " (record of %s given up)" % tid)
             # nothing of it kept (a full disk may last): its journal line stands for it
+            if tid in self._unjournalled:  # none: the log is the one place left for it
+                self._unjournalled.discard(tid)
+                self._untraced(line)
             if self.open_tasks.pop(tid, None) is not None and self.journal_path:
                 self.given_up += 1
 
@@ -333,6 +347,7 @@ class RecordWriter:
         ids = [tid for tid, _ in lines]
         for tid in ids:
             self.open_tasks.pop(tid, None)
+        self._unjournalled.difference_update(ids)
         if self.journal_path:
             self._journal("".join("-%s\n" % tid for tid in ids).encode("utf-8"))
             if self.given_up:  # the disk works again: the given-up tasks, from their journal lines
@@ -348,16 +363,31 @@ class RecordWriter:
         if self._buf and not self.faults.failing:
             self.flush()
 
+    def _untraced(self, line: str) -> None:
+        """A record line with no place on disk: logged at ERROR (past a bound, counted)."""
+        self.untraced += 1
+        if self.untraced <= MAX_UNTRACED_LOGGED:
+            log.error("record not written to %s (disk full; its task has no journal line "
+                      "either): %s", self.path, line)
+
     def has_recovered(self) -> bool:
         """True when ``recovered`` has tasks to hand out."""
         return bool(self._recovered)
 
     def close(self) -> None:
-        """Flush, then close the files (the journal keeps whatever is still open)."""
-        self.flush()
-        if self._buf:
+        """Flush (on a full disk again, in the room kept for it), then close the files; a line
+        still unwritten is a ``crash`` record at the next start, or without a journal line an
+        ERROR line."""
+        if not self.flush() and self.spare.release():
+            self.flush()
+        self.spare.release()
+        untraced = [line for tid, line in self._buf.values() if tid in self._unjournalled]
+        if len(self._buf) > len(untraced):
             log.warning("%d record line(s) could not be written to %s before exit; their tasks "
-                        "are recorded as lost (crash) at the next start", len(self._buf), self.path)
+                        "are recorded as lost (crash) at the next start",
+                        len(self._buf) - len(untraced), self.path)
+        for line in untraced:
+            self._untraced(line)
         if self.journal_path and not (self._buf or self.open_tasks or self.given_up
                                    or self._recovered):
             self._compact()
