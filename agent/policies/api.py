@@ -107,6 +107,7 @@ class NodeView:
     unavailable: Dict[str, float] = field(default_factory=dict)
     no_route: int = 0  # first stage this node has no live route to (0: every stage reachable)
     terminal: bool = False  # a worker answering every task at its last_stage (a tier)
+    answers_alone: bool = False  # its policy answers what no later stage can take (MLCI level)
 
     def serves(self, stage: int) -> bool:
         """True when this node itself can run ``stage``."""
@@ -145,7 +146,7 @@ def first_unreachable_stage(view: NodeView) -> int:
     has a route on itself (no ``no_route`` in its heartbeat); a busy successor still counts.
     """
     nxt = (view.last_stage or view.stage) + 1 if view.stage > 0 else 1
-    if nxt > view.num_stages or view.terminal:  # a terminal worker sends no task on
+    if nxt > view.num_stages or view.terminal or view.answers_alone:  # none it must send on
         return 0
     alive = view.alive_successors(nxt, usable=False)
     if not alive:

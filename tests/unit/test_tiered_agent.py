@@ -326,7 +326,8 @@ def test_mlci_level_continues_by_patience_then_escalates_or_the_top_answers_the_
     from agent.policies.mlci.agent import MlciPolicy
 
     edge = NodeView("edge", "worker", 1, 4, BUNDLE_FLOPS, (3136.0,) * 4, (1, 2, 3), ("cloud",),
-                    (), {}, exit_profile=PROFILE, last_stage=3)
+                    (), {}, exit_profile=PROFILE, last_stage=3, alive={"cloud"},
+                    peer_stages={"cloud": (1, 4)})
     pol = MlciPolicy({}, {}, seed=0)
     pol.configure(_Cfg(), edge)
     flat = np.zeros(10, np.float32)  # softmax 0.1 each: conf 0.1 <= t
@@ -374,3 +375,29 @@ def test_mlci_top_refuses_an_ensemble_lower_levels_cannot_have_sent(ens, ens_w):
                                True), cloud)
     assert ans.kind == ANSWER and ans.cls == 3 and 0.0 <= ans.confidence <= 1.0
     assert top.bad_ensemble == 1
+
+
+def test_mlci_level_answers_what_it_cannot_escalate_and_never_reports_no_route():
+    """MLCI with every higher level down: an offload draw at the level's exit is answered here
+    with the ensemble so far (counted in ``mlci_kept``), not escalated to wait for a deadline,
+    and the level's node has no "no route" for the missing stage (it would reject every new
+    task at the sources while the cloud is down); with the cloud back it escalates again."""
+    from agent.policies.api import first_unreachable_stage
+    from agent.policies.mlci.agent import MlciPolicy
+
+    edge = NodeView("edge", "worker", 1, 4, BUNDLE_FLOPS, (3136.0,) * 4, (1, 2, 3), ("cloud",),
+                    (), {}, exit_profile=PROFILE, last_stage=3, peer_stages={"cloud": (1, 4)})
+    pol = MlciPolicy({}, {}, seed=0)
+    pol.configure(_Cfg(), edge)
+    assert first_unreachable_stage(edge) == 0  # the cloud is not alive: still a route
+    flat = np.zeros(10, np.float32)  # conf 0.1 <= t: p(x) = 1, always drawn to offload
+
+    def exit_head(tid):
+        local = {"conf": 0.1, "cnt": 5}  # patience over: the model's exit
+        return pol.on_head(HeadInfo(tid, 0, 3, 0.1, 0, flat, {}, local, False), edge)
+
+    kept = exit_head("a")
+    assert kept.kind == ANSWER and kept.fields == {"level": 1} and pol.kept == 1
+    assert pol.snapshot()["mlci_kept"] == 1 and pol.escalated == 0
+    edge.alive.add("cloud")
+    assert exit_head("b").kind == ESCALATE and pol.escalated == 1

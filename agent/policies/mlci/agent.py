@@ -21,7 +21,9 @@ task's raw input and a per-task ``local`` dict):
 
 ``choose_successor``: a source sends a new task to an alive worker of level 1; a level-l
 worker sends an escalated task to an alive worker of level l+1, else of the level after it (a
-level that is down is skipped), else keeps it waiting (the source's deadline re-issues it).
+level that is down is skipped). With every higher level down a level answers the task itself
+(counted: ``mlci_kept``) instead of escalating it, and its node never reports "no route" for
+them (``NodeView.answers_alone``): the highest live level serves on.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence
 import numpy as np
 
 from agent.policies.api import (ANSWER, CONTINUE, ESCALATE, HeadAction, HeadInfo, NodeView,
-                                TaskInfo, TieredPolicy)
+                                TaskInfo, TieredPolicy, first_group)
 from agent.policies.mlci import replay as mlci_replay
 from agent.policies.mlci import rules as R
 
@@ -62,6 +64,7 @@ class MlciPolicy(TieredPolicy):
         self.escalated = 0
         self.answered = 0
         self.bad_ensemble = 0  # escalated tasks whose ens/ens_w did not fit (counted, not fatal)
+        self.kept = 0  # offload draws answered here: no higher level was alive to take them
 
     def level_of(self, node_id: str) -> int:
         """The level index of ``node_id`` (-1: in none)."""
@@ -100,6 +103,8 @@ class MlciPolicy(TieredPolicy):
         # what an escalated TASK's ensemble weight can be: the lower levels' weights together
         self.below_w = float(sum(model.weights[:max(self.level, 0)]))
         self.top = self.level == len(self.params.levels) - 1
+        # a level answers what it cannot escalate: a higher level down is no "no route"
+        view.answers_alone = self.level >= 0
 
     def thresholds(self) -> Dict[int, float]:
         return {}  # every exit is on_head's
@@ -136,10 +141,12 @@ class MlciPolicy(TieredPolicy):
                 float(R.tempered_confidence(head.logits, float(self.temperatures[col]))),
                 p.confidence_threshold, p.k)
             if self.rng.random() < up:
-                self.escalated += 1
-                return HeadAction(ESCALATE, fields={"level": self.level + 1,
-                                                    "ens": [float(v) for v in vec],
-                                                    "ens_w": float(wsum)})
+                if first_group(self.params.levels[self.level + 1:], view.alive_successors(1))[1]:
+                    self.escalated += 1
+                    return HeadAction(ESCALATE, fields={"level": self.level + 1,
+                                                        "ens": [float(v) for v in vec],
+                                                        "ens_w": float(wsum)})
+                self.kept += 1  # every higher level is down: the ensemble so far answers
         self.answered += 1
         return HeadAction(ANSWER, cls=cls, confidence=conf, fields={"level": self.level})
 
@@ -162,7 +169,8 @@ class MlciPolicy(TieredPolicy):
     def snapshot(self) -> Dict[str, Any]:
         state = super().snapshot()
         state.update({"mlci_level": self.level, "mlci_escalated": self.escalated,
-                      "mlci_answered": self.answered, "mlci_bad_ensemble": self.bad_ensemble})
+                      "mlci_answered": self.answered, "mlci_bad_ensemble": self.bad_ensemble,
+                      "mlci_kept": self.kept})
         return state
 
 
