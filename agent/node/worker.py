@@ -46,7 +46,8 @@ from agent.node.steps import Step, next_step
 from agent.ops.metrics import NullMetrics
 from agent.policies.api import CONTINUE, ESCALATE, AgentPolicy, HeadInfo, TaskInfo
 
-SEEN_KEYS = 100_000  # task ids remembered for duplicate detection
+SEEN_KEYS = 100_000  # task ids remembered for duplicate detection, at most
+FORGET_INTERVAL_S = 1.0  # how often entries past their tasks' deadlines are dropped
 # jobs handed to the inference thread at a time: it runs them back to back while the loop
 # sleeps or reads (2 cost a thread switch per task on a busy core; the thread drops a job whose
 # deadline passed while it waited there)
@@ -97,6 +98,7 @@ class WorkerSide(Role):
         self.head_hook = type(policy).on_head is not AgentPolicy.on_head
         self.inline = False  # run jobs on the loop's thread (see INLINE_MAX_S)
         self._affinity_at = -math.inf  # clock() of the next affinity check
+        self._forget_at = -math.inf  # clock() of the next pass over ``seen`` (_forget)
 
     # -- what the loop asks ------------------------------------------------------------------
 
@@ -136,6 +138,18 @@ class WorkerSide(Role):
         if self._one_core(now) and self.backlog:
             self._run_here(now)
         self._pump(now)
+        if now >= self._forget_at:
+            self._forget_at = now + FORGET_INTERVAL_S
+            self._forget(now)
+
+    def _forget(self, now: float) -> None:
+        """Drop the duplicate-detection entries of tasks past their deadline by
+        ``result_timeout_s``: no copy of such a task can still come (its senders drop it at
+        its deadline), and a busy worker's table would otherwise grow to SEEN_KEYS entries
+        (about 300 bytes each: 30 MB) over hours."""
+        keep_s = self.cfg.result_timeout_s
+        while self.seen and next(iter(self.seen.values()))[1] + keep_s < now:
+            self.seen.popitem(last=False)
 
     def wake_at(self) -> Optional[float]:
         # jobs left for the next pass on the loop's thread: poll without waiting

@@ -331,3 +331,34 @@ def test_a_worker_on_one_core_runs_a_fast_engine_on_its_loop_thread(worker, monk
     assert not side.backlog and side.runner.queued == 1  # the thread's now
     _drain = select.select(side.wake_fds(), [], [], 30.0)[0]
     assert _drain, "inference thread gave no result within 30 s"
+
+
+def test_duplicate_detection_forgets_a_task_once_no_copy_of_it_can_come(worker):
+    """Rule: a task's duplicate-detection entry is dropped once its deadline is
+    ``result_timeout_s`` past (its senders drop every copy at the deadline), at most a
+    second late, so a busy worker's table holds its last minute's tasks, not SEEN_KEYS
+    entries; a copy arriving before that is still a duplicate."""
+    side, out, spec = worker
+    x = np.zeros(spec.input_shape, dtype=spec.input_dtype)
+
+    def task(tid):
+        return wire.Message(Kind.TASK, "s1", fields={
+            "id": tid, "source": "s1", "stage": 1, "attempt": 0, "created": 0.0, "hops": 0,
+            "resends": 0, "ttl_s": 5.0}, tensors=[x])
+
+    now = [1000.0]
+    side.clock = lambda: now[0]
+    side.on_data(b"s1", task("a"))
+    now[0] += 3.0
+    side.on_data(b"s1", task("b"))
+    keep_s = side.cfg.result_timeout_s
+    side.on_clock(now[0])
+    assert set(side.seen) == {("a", 1), ("b", 1)}
+    side.on_data(b"s1", task("a"))  # a copy before a's deadline: a duplicate still
+    assert out.counters["duplicate_task"] == 1
+    now[0] = 1000.0 + 5.0 + keep_s + 0.5  # a: past its deadline by keep_s; b: not yet
+    side.on_clock(now[0])
+    assert set(side.seen) == {("b", 1)}
+    now[0] += 3.0
+    side.on_clock(now[0])
+    assert not side.seen
