@@ -136,3 +136,23 @@ def test_a_wall_clock_stepped_back_is_followed_at_the_next_tick_with_one_warning
     assert pol.slot == 4
     steps = [r.getMessage() for r in caplog.records if "stepped back" in r.getMessage()]
     assert len(steps) == 1 and "slot 3 (was 10)" in steps[0], steps
+
+
+def test_a_phase_cut_short_is_counted_in_the_saved_state_and_logged_at_info(caplog):
+    """Rule: a configuration phase that ends before its rounds are done (its time ran out: a
+    neighbour late or gone) counts as ``cut_short`` in ``dtoee_phases`` of the policy's saved
+    state and logs one INFO line naming the slot and the rounds done (then at the 10th, 100th
+    ...); one that ends settled or after all its rounds counts as such, without a line."""
+    nodes = _fleet(_scenario(3, 0.7), 4)
+    pol, view = nodes["a0"]
+    with caplog.at_level("INFO", logger="agent.policies.dtoee.agent"):
+        for k in range(3):
+            _at(pol, k * SLOT_S + 5.0)
+            pol.on_tick(view, 10.0 * k)  # slot k's phase starts: no neighbour answers
+            _at(pol, k * SLOT_S + 10.0)
+            pol.on_tick(view, 10.0 * k + 5.0)  # past its end after round 0
+            assert not pol.configuring
+    assert pol.snapshot()["dtoee_phases"] == {"settled": 0, "all_rounds": 0, "cut_short": 3}
+    lines = [r.getMessage() for r in caplog.records if "cut short" in r.getMessage()]
+    assert lines == ["configuration phase of slot 0 ended after 0 of %d rounds (a neighbour "
+                     "late or gone; 1 phase(s) cut short so far)" % pol.rounds]

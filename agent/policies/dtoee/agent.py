@@ -71,9 +71,7 @@ class DtoeePolicy(AgentPolicy):
         self.neighbours = Neighbours()
         self.active: Dict[str, float] = {}
         self.work: Dict[str, float] = {}
-        self.slot = -1
-        self.configuring = False
-        self.phase_end = 0.0
+        self.slot, self.configuring, self.phase_end = -1, False, 0.0  # no phase before a tick
         self.round = 0  # the round this node steps / answers next in this phase
         self.phi: Optional[float] = None  # own arrival rate from the last requests summed
         self.pending: Dict[str, D.Request] = {}  # this round's requests (resent on a stall)
@@ -114,7 +112,8 @@ class DtoeePolicy(AgentPolicy):
 
     def snapshot(self) -> Dict[str, Any]:
         out = super().snapshot()
-        out.update(self.tsync.snapshot(), routing=dict(self.active))
+        out.update(self.tsync.snapshot(), routing=dict(self.active), dtoee_phases=dict(
+            self.settling.ends))
         return out
 
     def restore(self, state: Mapping[str, Any]) -> None:
@@ -174,6 +173,7 @@ class DtoeePolicy(AgentPolicy):
 
     def _finish_phase(self) -> None:
         self.configuring = False
+        self.settling.ended(self.slot, self.round, self.rounds)
         if self.work and sum(self.work.values()) > 0:
             self.active = dict(self.work)
         self._thresholds.update({h: c for h, c in self.tsync.th.items() if h in self._thresholds})

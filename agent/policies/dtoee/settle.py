@@ -8,13 +8,20 @@ message shows a shorter streak, from its final state, so that neighbour never wa
 with the round after the status's, its last threshold or stage report with the sibling's
 round (the policy and the other parts send those; ``answers`` says when). Two settled nodes
 send each other nothing, so the exchange dies out.
+
+``ended`` counts how each phase ended (``ends``, saved with the policy's state): settled early,
+after all its rounds, or cut short (its time or the next slot came first: a neighbour late or
+gone), the last logged at INFO the 1st, 10th, 100th... time.
 """
 
 from __future__ import annotations
 
+import logging
 from typing import List
 
 from agent.policies.dtoee import protocol as D
+
+log = logging.getLogger("agent.policies.dtoee.agent")  # one of the policy's parts
 
 
 class Settle:
@@ -26,6 +33,7 @@ class Settle:
         self.quiet = 0  # the streak after this node's last round
         self.settled = False  # this phase ended early: answering late neighbours only
         self._version = 0  # thresholds version at the last update (a change breaks the streak)
+        self.ends = {"settled": 0, "all_rounds": 0, "cut_short": 0}  # how phases ended
 
     def configure(self, settle_rounds: int, threshold_cycle: int) -> None:
         """``settle_rounds`` 0 turns the early end off; else a quiet window must hold a
@@ -55,3 +63,13 @@ class Settle:
             self.settled = True
             return True
         return False
+
+    def ended(self, slot: int, rnd: int, rounds: int) -> str:
+        """Count how the phase of ``slot`` ended after ``rnd`` of ``rounds`` rounds; its kind."""
+        kind = "settled" if self.settled else "all_rounds" if rnd >= rounds else "cut_short"
+        self.ends[kind] += 1
+        n = self.ends[kind]
+        if kind == "cut_short" and str(n).strip("0") == "1":  # 1, 10, 100, ...: a few lines
+            log.info("configuration phase of slot %d ended after %d of %d rounds (a neighbour "
+                     "late or gone; %d phase(s) cut short so far)", slot, rnd, rounds, n)
+        return kind
