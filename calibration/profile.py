@@ -1,27 +1,9 @@
 """The calibration profile on disk: measured capacity per board, L4T release, power mode and
 engine, as versioned JSON.
 
-Format (version 1)::
-
-    {
-      "format": "edge-agent-calibration-profile",
-      "version": 1,
-      "entries": [
-        {"board": "NVIDIA Jetson AGX Orin Developer Kit", "l4t": "35.3.1", "jetpack": "5.1.1",
-         "power_mode": "MAXN", "power_mode_id": 0, "bundle": "demo", "stage": 1,
-         "stage_sha256": "<hex>", "backend": "tensorrt", "precision": "fp16",
-         "flops": 1.2e7, "samples": 5120, "service_time_median_s": 0.0009,
-         "service_time_p90_s": 0.0011, "capacity_flops": 1.3e10, "power_avg_w": 14.2,
-         "clocks": {"gpu_max_khz": 1300500, "gpu_cur_khz": 1300500, "cpu_max_khz": 2201600},
-         "temperature_peak_c": {"CPU": 51.2, "GPU": 49.8}, "throttled": false,
-         "jetson_clocks": false, "engine": {"backend": "tensorrt", ...},
-         "measured_seconds": 20.0, "measured_at": "2026-11-22T16:40:00Z"}
-      ],
-      "unavailable": [
-        {"board": "...", "l4t": "...", "power_mode": "10W", "power_mode_id": 3,
-         "reason": "not active after 60 s", "measured_at": "..."}
-      ]
-    }
+Format (version 1): ``{"format": "edge-agent-calibration-profile", "version": 1, "entries":
+[...], "unavailable": [...]}``, each entry a ``ProfileEntry``, each unavailable mode an
+``UnavailableMode`` (fields below; docs/formats.md has an example).
 
 An entry is keyed by (board, l4t, power_mode, stage_sha256, backend, precision); a new
 measurement replaces the entry with the same key. An entry whose bundle stage now has another
@@ -39,7 +21,7 @@ import stat
 from dataclasses import asdict, dataclass, field
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple
 
-from agent.config.checks import short
+from agent.config.checks import MAX_INTERVAL_S, POSITIVE_RANGE, short
 from agent.config.fields import is_finite
 from agent.config.jsonfile import loads
 from agent.errors import UsageError
@@ -160,10 +142,13 @@ def _parse_entry(obj: Any, where: str) -> ProfileEntry:
         values[name] = _check(obj[name], kind, "%s.%s" % (where, name))
     if values["stage"] < 1:
         raise ProfileError("%s.stage: must be >= 1, got %d" % (where, values["stage"]))
-    # what calibrate measures is positive: anything else is a damaged or hand-edited file
-    for name in ("capacity_flops", "service_time_median_s", "service_time_p90_s", "flops"):
-        if values[name] <= 0:
-            raise ProfileError("%s.%s: must be > 0, got %r" % (where, name, values[name]))
+    # what calibrate measures is positive and bounded as the node config's emulated mu and
+    # intervals are: anything else is a damaged or hand-edited file
+    for name, hi in (("capacity_flops", POSITIVE_RANGE[1]), ("service_time_median_s", MAX_INTERVAL_S),
+                     ("service_time_p90_s", MAX_INTERVAL_S), ("flops", float("inf"))):
+        if not 0 < values[name] <= hi:
+            raise ProfileError("%s.%s: must be > 0%s, got %r" % (
+                where, name, " and at most %g" % hi if values[name] > 0 else "", values[name]))
     if values["samples"] < 1:
         raise ProfileError("%s.samples: must be >= 1, got %d" % (where, values["samples"]))
     for name in ("measured_seconds",):
@@ -391,4 +376,13 @@ def lookup_capacity(
                     "(calibrate again with the board cool)", profile_path, stage.index, mode)
     # mu = flops / service time with the stage's flops now: a manifest whose count changed
     # for the same engine file keeps the time measured, not a mu of the old count
-    return float(stage.flops) / entry.service_time_median_s
+    mu = float(stage.flops) / entry.service_time_median_s
+    if not POSITIVE_RANGE[0] <= mu <= POSITIVE_RANGE[1]:
+        raise ProfileError("%s: stage %d in %s: flops / service_time_median_s = %.3g FLOP/s, outside "
+                           "[%g, %g]; calibrate again" % ((profile_path, stage.index, mode, mu)
+                                                          + POSITIVE_RANGE))
+    if abs(entry.capacity_flops * entry.service_time_median_s / entry.flops - 1.0) > 0.01:
+        log.warning("%s: stage %d in %s: capacity_flops %.3g is not flops / service_time_median_s; "
+                    "mu comes from service_time_median_s (a hand edit of capacity_flops does "
+                    "nothing)", profile_path, stage.index, mode, entry.capacity_flops)
+    return mu

@@ -122,7 +122,7 @@ def parse_modes(text: str) -> Optional[Tuple[int, ...]]:
         raise UsageError("--modes: expected all, current or comma-separated mode ids, got %r" % text)
     if any(i < 0 for i in ids):
         raise UsageError("--modes: mode ids are >= 0, got %r" % text)
-    return ids
+    return tuple(sorted(set(ids), key=ids.index))  # a mode named twice is switched to once
 
 
 def _utc_now() -> str:

@@ -17,13 +17,19 @@ HELP = "measure capacity (FLOP/s) per power mode and stage engine into a calibra
 PROFILE_NAME = "calibration.json"
 
 
+# the longest --seconds, --warmup and --switch-timeout: a day, as the node config's intervals
+# (an infinite or astronomic one would keep the board out of service for good)
+MAX_SECONDS = 86400.0
+
+
 def _positive(text: str) -> float:
     try:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError("expected a number of seconds, got %r" % text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError("must be > 0, got %r" % text)
+    if not 0 < value <= MAX_SECONDS:
+        raise argparse.ArgumentTypeError("must be > 0 and at most %d (a day), got %r"
+                                         % (MAX_SECONDS, text))
     return value
 
 
@@ -34,7 +40,8 @@ def _stages(text: str) -> Tuple[int, ...]:
         raise argparse.ArgumentTypeError("expected stage numbers like 1,3, got %r" % text)
     if not values:
         raise argparse.ArgumentTypeError("expected at least one stage number")
-    return values
+    # a stage named twice is measured once (its second entry would only replace the first)
+    return tuple(sorted(set(values), key=values.index))
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -183,6 +190,7 @@ def run(args: argparse.Namespace) -> int:
         os.makedirs(args.state_dir, exist_ok=True)
     except OSError as exc:
         raise UsageError("cannot create state directory %s: %s; pass --state-dir" % (args.state_dir, exc.strerror))
+    _preflight(profile_path)
     cfg = CalibrationConfig(
         bundle_dir=args.bundle,
         profile_path=profile_path,
@@ -204,7 +212,10 @@ def run(args: argparse.Namespace) -> int:
                "power mode" % (exc, profile_path))
         return 1
     except OSError as exc:  # e.g. the profile's folder cannot be written
-        _error("%s; the original power mode is restored (by the next run if not now)" % exc)
+        _error("cannot write %s: %s; run as a user that can (the service user: sudo -u "
+               "edge-agent ...) or give another --profile or --state-dir; the original power "
+               "mode is restored (by the next run if not now)"
+               % (exc.filename or profile_path, exc.strerror or exc))
         return 1
     except CalibrationInterrupted as exc:
         print(
@@ -222,6 +233,20 @@ def run(args: argparse.Namespace) -> int:
         )
     )
     return 1 if result.restore_error else 0
+
+
+def _preflight(profile_path: str) -> None:
+    """Refuse, before any power mode is switched or engine built (minutes on a Jetson), an
+    existing profile that cannot be read or is damaged: the run merges into it, so it would
+    only fail at the first write, after the first stage's measurement."""
+    from calibration import profile as profile_mod
+
+    if os.path.lexists(profile_path):
+        try:
+            profile_mod.load_profile(profile_path)
+        except profile_mod.ProfileError as exc:
+            raise UsageError("%s; calibrate adds its entries to this profile: repair it or move "
+                             "it away (or give another --profile)" % exc)
 
 
 def _error(text: str) -> None:
