@@ -25,9 +25,17 @@ def run(args: argparse.Namespace) -> int:
     from agent.net.security import generate_keypair, load_public_key, load_secret_key_file
 
     if args.keys_action == "generate":
+        import os
+
+        name = args.name if args.name is not None else socket.gethostname().split(".")[0]
+        replaced = args.force and os.path.lexists(os.path.join(args.dir, name + ".key"))
         public_file, secret_file = _generate(args, generate_keypair)
         print("public key: %s  (copy it into the other nodes' allowed_keys_dir)" % public_file)
         print("secret key: %s  (mode 0600, keep on this device only)" % secret_file)
+        if replaced:  # the old key is still in the peers' configs and allow-lists
+            print("replaced the old pair: put the new public key in every peer's [[peers]] "
+                  "public_key and allowed_keys_dir, then restart every agent that talks to "
+                  "this node, and this node last")
         print(load_public_key(public_file).decode("ascii"))
         return 0
     if args.file.endswith("_secret"):

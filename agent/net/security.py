@@ -64,8 +64,9 @@ class CurveSecurity:
     name = "curve"
 
     def __init__(self, public_key: bytes, secret_key: bytes,
-                 allowed_public_keys: Iterable[bytes]) -> None:
+                 allowed_public_keys: Iterable[bytes], refusal_hint: str = "") -> None:
         self.public_key = _check_z85(public_key, "own public key")
+        self.refusal_hint = refusal_hint  # the fix a refusal's log line ends with
         self._secret_key = _check_z85(secret_key, "own secret key")
         self.allowed_public_keys = frozenset(_check_z85(k, "allowed public key")
                                              for k in allowed_public_keys)
@@ -80,7 +81,7 @@ class CurveSecurity:
             return
         auth = ThreadAuthenticator(ctx, log=logging.getLogger("agent.net.security.zap"))
         auth.start()
-        self._allow = _AllowList(self.allowed_public_keys)
+        self._allow = _AllowList(self.allowed_public_keys, hint=self.refusal_hint)
         auth.configure_curve_callback(domain="*", credentials_provider=self._allow)
         self._auth = auth
         log.info("CURVE on: %d allowed peer key(s), own public key %s",
@@ -135,8 +136,9 @@ class _AllowList:
     MAX_KEYS_NAMED = 16
 
     def __init__(self, keys: frozenset, log_interval_s: float = 60.0,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, hint: str = "") -> None:
         self.keys = keys
+        self.hint = hint  # where an allowed key goes, appended to each line
         self.log_interval_s = log_interval_s
         self.clock = clock
         self._logged_at: Optional[float] = None  # clock() of the last line
@@ -167,7 +169,8 @@ class _AllowList:
             named = ", ".join("%s (%d)" % (k.decode("ascii", "replace"), n)
                               for k, n in self._since.items())
             more = ("; and %d refusal(s) of other keys" % self._others) if self._others else ""
-            log.warning("CURVE handshake refused for unknown public key(s): %s%s", named, more)
+            log.warning("CURVE handshake refused for unknown public key(s): %s%s%s", named, more,
+                        "; " + self.hint if self.hint else "")
             self._since, self._others, self._logged_at = {}, 0, now
 
 
@@ -202,9 +205,33 @@ def security_from_config(cfg):
     keys_dir = getattr(cfg, "allowed_keys_dir", "")
     if keys_dir:
         allowed.extend(_named("allowed_keys_dir", load_allowed_keys, keys_dir))
+        _check_peer_files(cfg, keys_dir)
     if not allowed:
         raise SecurityError("security = \"curve\" needs at least one peer with a public_key")
-    return CurveSecurity(public, secret, allowed)
+    hint = ("a node of the fleet? put its NAME.key in allowed_keys_dir %s (or give it as that "
+            "peer's public_key), then restart the refused node: its agent does not retry a "
+            "connection whose key was refused" % keys_dir if keys_dir else
+            "a node of the fleet? give its key as that peer's public_key in the config, then "
+            "restart the refused node: its agent does not retry a connection whose key was refused")
+    return CurveSecurity(public, secret, allowed, refusal_hint=hint)
+
+
+def _check_peer_files(cfg, keys_dir: str) -> None:
+    """A peer's ``public_key`` and the ``NAME.key`` file of that peer in ``allowed_keys_dir``
+    must hold one key: two keys for one node mean one of them is stale (re-keyed on one side
+    only), and a wrong ``public_key`` fails every handshake with that peer without a word."""
+    for i, peer in enumerate(cfg.peers):
+        path = os.path.join(keys_dir, peer.id + ".key")
+        if not os.path.isfile(path):
+            continue
+        listed = load_public_key(peer.public_key)
+        held = load_public_key(path)
+        if listed != held:
+            raise SecurityError(
+                "peers[%d].public_key (peer %r) is %s but allowed_keys_dir holds %s for it (%s): "
+                "one of them is stale; give both the key in %s's own NAME.key file (`edge-agent "
+                "keys show` prints it)" % (i, peer.id, listed.decode("ascii"), held.decode("ascii"),
+                                           path, peer.id))
 
 
 def _named(field_name: str, load, arg):
@@ -231,7 +258,9 @@ def serve_clients_over_curve(security, sock, allowed_keys: Iterable[bytes],
 
     if not isinstance(security, CurveSecurity) or security._auth is None:
         raise SecurityError("a CURVE client socket needs security = \"curve\" (started)")
-    allow = _AllowList(frozenset(_check_z85(k, "client public key") for k in allowed_keys))
+    allow = _AllowList(frozenset(_check_z85(k, "client public key") for k in allowed_keys),
+                       hint="a client of this source? put its NAME.key in client_keys_dir and "
+                            "restart the source")
     if on_refused is not None:
         check = allow.callback
 
