@@ -209,10 +209,10 @@ def security_from_config(cfg):
     if not allowed:
         raise SecurityError("security = \"curve\" needs at least one peer with a public_key")
     hint = ("a node of the fleet? put its NAME.key in allowed_keys_dir %s (or give it as that "
-            "peer's public_key), then restart the refused node: its agent does not retry a "
-            "connection whose key was refused" % keys_dir if keys_dir else
-            "a node of the fleet? give its key as that peer's public_key in the config, then "
-            "restart the refused node: its agent does not retry a connection whose key was refused")
+            "peer's public_key) and restart this agent; the refused node dials again every few "
+            "seconds" % keys_dir if keys_dir else
+            "a node of the fleet? give its key as that peer's public_key in the config and "
+            "restart this agent; the refused node dials again every few seconds")
     return CurveSecurity(public, secret, allowed, refusal_hint=hint)
 
 

@@ -23,7 +23,9 @@
   needs it as much as the data plane: a node that cannot hear its successors' heartbeats
   thinks it has no route and refuses tasks. A DEALER's monitor also reports each completed
   handshake (``LINK_UP``); ``data_drops`` counts each peer's dropped data connections, so the
-  outbox can tell whether a task was sent on the connection that is still up.
+  outbox can tell whether a task was sent on the connection that is still up. A DEALER or SUB
+  connection a peer refused at the handshake (a CURVE key not allowed) is dialled again
+  (``agent.net.redial``): libzmq never retries it.
 - Every socket: LINGER 0 (shutdown never blocks), MAXMSGSIZE (twice ``max_message_bytes``:
   ZeroMQ disconnects a peer sending more; the node loop counts and drops anything above
   ``max_message_bytes``), and the security object applied
@@ -52,6 +54,8 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import zmq
 
 from agent.config.node import Peer
+from agent.net.frames import send_frames
+from agent.net.redial import WATCHED, Redial
 from agent.net.security import NoSecurity, serve_clients_over_curve
 from agent.net.twins import RUN_PROPERTY, Twins
 from agent.protocol.wire import BROADCAST, topic
@@ -70,25 +74,6 @@ LINK_UP = "link_up"  # (LINK_UP, peer id, None) a connection to its ROUTER is (a
 _DRAIN = 256  # messages taken per socket per poll, so one busy socket cannot starve the rest
 # plain ints: zmq's are enum flags, and ``&`` on those runs Python code (~2 us per message)
 _EVENTS, _POLLIN, _NOBLOCK = int(zmq.EVENTS), int(zmq.POLLIN), int(zmq.NOBLOCK)
-_NOBLOCK_MORE = int(zmq.NOBLOCK | zmq.SNDMORE)
-# a frame below this many bytes is copied into its message (headers, identities, small tensors);
-# a bigger buffer goes zero-copy, which costs a tracked frame object (the same bound as pyzmq's
-# copy_threshold)
-ZERO_COPY_MIN_BYTES = 65536
-
-
-def send_frames(sock: Any, frames: Sequence[Any]) -> None:
-    """Send ``frames`` as one message without blocking (``zmq.Again`` when it cannot go now).
-
-    What ``send_multipart(frames, NOBLOCK, copy=False)`` does, per frame with plain-int flags
-    and small frames copied (pyzmq's enum flags run Python per frame, and a zero-copy send of a
-    small buffer still builds the tracked frame first): measured 30 -> 22 us for a 256 KiB
-    tensor message, 10 -> 7 us for a small one."""
-    last = len(frames) - 1
-    for i, f in enumerate(frames):
-        small = type(f) is bytes or (type(f) is memoryview and f.nbytes < ZERO_COPY_MIN_BYTES)
-        sock.send(f, _NOBLOCK_MORE if i < last else _NOBLOCK, copy=small)
-
 # data-path liveness (module docstring), milliseconds / seconds
 HEARTBEAT_IVL_MS = 500  # ZMTP PING on an idle data connection
 HEARTBEAT_TIMEOUT_MS = 1500  # no traffic at all for this long: the connection is closed
@@ -170,6 +155,8 @@ class Transport:
         self._dealer_peer: Dict[zmq.Socket, str] = {}
         self._monitors: Dict[zmq.Socket, str] = {}  # DEALER monitor -> peer id ("": ROUTER's)
         self.data_accepted = 0  # connections peers made to the data socket so far
+        self._sub_monitors: Dict[zmq.Socket, str] = {}  # SUB monitor -> peer id
+        self.redial = Redial()  # connections a peer refused at the handshake, dialled again
         self.data_drops: Dict[str, int] = {}  # peer id -> its data connections dropped so far
         self._fds: List[int] = []
         self._sockets: List[zmq.Socket] = []
@@ -224,6 +211,10 @@ class Transport:
         sub.setsockopt(zmq.SUBSCRIBE, topic(BROADCAST))
         _liveness(sub, CONTROL_HEARTBEAT_TIMEOUT_MS)
         self.security.apply_client(sub, self.server_keys.get(peer.id))
+        smon = sub.get_monitor_socket(WATCHED)  # a refused handshake: dialled again (redial)
+        smon.setsockopt(zmq.LINGER, 0)
+        self._sub_monitors[smon] = peer.id
+        self.poller.register(smon, zmq.POLLIN)
         sub.connect(peer.control_address)
         self.subs[peer.id] = sub
         self._sub_peer[sub] = peer.id
@@ -239,7 +230,7 @@ class Transport:
         _liveness(d)
         self.security.apply_client(d, self.server_keys.get(peer.id))
         # the monitor first: a local peer's handshake can be over before connect() returns
-        mon = d.get_monitor_socket(zmq.EVENT_DISCONNECTED | zmq.EVENT_HANDSHAKE_SUCCEEDED)
+        mon = d.get_monitor_socket(zmq.EVENT_DISCONNECTED | WATCHED)
         mon.setsockopt(zmq.LINGER, 0)
         self._monitors[mon] = peer.id
         self.poller.register(mon, zmq.POLLIN)
@@ -256,6 +247,8 @@ class Transport:
     def poll(self, timeout_s: float) -> List[Tuple[str, Any, Any]]:
         """Wait up to ``timeout_s`` for input; return the events (possibly none)."""
         # Round up: a timer due in 0.4 ms must not turn into a zero timeout and a spinning loop.
+        if self.redial.due:
+            self.redial.run()
         ready = self.poller.poll(max(0, int(math.ceil(timeout_s * 1000))))
         events: List[Tuple[str, Any, Any]] = []
         watched: set = set()  # senders whose run id this call has read: once per call is enough
@@ -282,6 +275,9 @@ class Transport:
                 if sock_or_fd in self._monitors:
                     peer = self._monitors[sock_or_fd]
                     event = self._event(frames)
+                    if peer:
+                        self.redial.event(self.dealers[peer], peer, "data",
+                                          self.peers[peer].data_address, event)
                     if not peer:  # the ROUTER's own: a peer connected to this node
                         self.data_accepted += 1
                     elif event == zmq.EVENT_DISCONNECTED:
@@ -289,6 +285,10 @@ class Transport:
                         events.append((LINK_DOWN, peer, None))
                     elif event == zmq.EVENT_HANDSHAKE_SUCCEEDED:
                         events.append((LINK_UP, peer, None))
+                elif sock_or_fd in self._sub_monitors:
+                    peer = self._sub_monitors[sock_or_fd]
+                    self.redial.event(self.subs[peer], peer, "control",
+                                      self.peers[peer].control_address, self._event(frames))
                 elif sock_or_fd is self.router:
                     if self.key_owners and not self._own_key(frames):
                         continue
@@ -374,14 +374,15 @@ class Transport:
 
     def close(self) -> None:
         """Close every socket at once (LINGER 0) and stop the security object."""
-        for d in list(self.dealers.values()) + [s for s in (self.router,) if s is not None]:
+        for d in (list(self.dealers.values()) + list(self.subs.values())
+                  + [s for s in (self.router,) if s is not None]):
             try:
                 d.disable_monitor()
             except zmq.ZMQError:
                 pass
-        for mon in self._monitors:
+        for mon in list(self._monitors) + list(self._sub_monitors):
             mon.close(linger=0)
-        self._monitors = {}
+        self._monitors, self._sub_monitors = {}, {}
         for s in self._sockets:
             try:
                 s.close(linger=0)

@@ -98,7 +98,7 @@ def test_a_refused_handshake_is_logged_with_where_the_key_goes(tmp_path, caplog)
     assert lines, caplog.text
     assert stranger_pub.decode() in lines[0]
     assert "put its NAME.key in allowed_keys_dir %s" % (tmp_path / "fleet") in lines[0]
-    assert "restart the refused node" in lines[0]
+    assert "restart this agent; the refused node dials again" in lines[0]
 
 
 def test_keys_generate_force_says_what_the_old_key_leaves_behind(tmp_path, capsys):

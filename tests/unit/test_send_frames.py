@@ -1,4 +1,4 @@
-"""``transport.send_frames``: one message of many frames, small ones copied, big ones zero-copy."""
+"""``frames.send_frames``: one message of many frames, small ones copied, big ones zero-copy."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import zmq
 
-from agent.net.transport import ZERO_COPY_MIN_BYTES, send_frames
+from agent.net.frames import ZERO_COPY_MIN_BYTES, send_frames
 
 
 @pytest.fixture
