@@ -211,10 +211,11 @@ class Transport:
         sub.setsockopt(zmq.SUBSCRIBE, topic(BROADCAST))
         _liveness(sub, CONTROL_HEARTBEAT_TIMEOUT_MS)
         self.security.apply_client(sub, self.server_keys.get(peer.id))
-        smon = sub.get_monitor_socket(WATCHED)  # a refused handshake: dialled again (redial)
-        smon.setsockopt(zmq.LINGER, 0)
-        self._sub_monitors[smon] = peer.id
-        self.poller.register(smon, zmq.POLLIN)
+        if self.security.name == "curve":  # a refused key: dialled again (redial)
+            smon = sub.get_monitor_socket(WATCHED)
+            smon.setsockopt(zmq.LINGER, 0)
+            self._sub_monitors[smon] = peer.id
+            self.poller.register(smon, zmq.POLLIN)
         sub.connect(peer.control_address)
         self.subs[peer.id] = sub
         self._sub_peer[sub] = peer.id
@@ -374,8 +375,9 @@ class Transport:
 
     def close(self) -> None:
         """Close every socket at once (LINGER 0) and stop the security object."""
-        for d in (list(self.dealers.values()) + list(self.subs.values())
-                  + [s for s in (self.router,) if s is not None]):
+        watched = [self.subs[p] for p in self._sub_monitors.values() if p in self.subs]
+        watched += [] if self.router is None else [self.router]
+        for d in list(self.dealers.values()) + watched:
             try:
                 d.disable_monitor()
             except zmq.ZMQError:
