@@ -21,11 +21,12 @@ import zmq
 log = logging.getLogger("agent.net.transport")  # one of the transport's parts
 
 REDIAL_S = 5.0  # a refused connection is tried again this long after the refusal
+# the failures libzmq ends a connection for; one that breaks off (NO_DETAIL: a reset, a peer
+# killed mid-handshake) it reconnects by itself, so that one is left to it
 FAILED_EVENTS = {int(getattr(zmq, name)): why for name, why in (
     ("EVENT_HANDSHAKE_FAILED_AUTH", "this node's key is not in the peer's allowed_keys_dir"),
     ("EVENT_HANDSHAKE_FAILED_PROTOCOL", "the peer's key is not this node's "
-                                        "peers[].public_key for it, or another protocol"),
-    ("EVENT_HANDSHAKE_FAILED_NO_DETAIL", "the handshake broke off (a wrong server key?)"))
+                                        "peers[].public_key for it, or another protocol"))
     if hasattr(zmq, name)}
 WATCHED = sum(FAILED_EVENTS) | int(zmq.EVENT_HANDSHAKE_SUCCEEDED)
 
@@ -42,8 +43,9 @@ class Redial:
     def event(self, sock: Any, peer: str, plane: str, endpoint: str, event: int) -> None:
         """A handshake event of ``sock``'s connection to ``peer`` (``plane``: "data" or
         "control"): a failure schedules a redial, a success ends the watch's warning."""
-        if event == zmq.EVENT_HANDSHAKE_SUCCEEDED:
+        if event == zmq.EVENT_HANDSHAKE_SUCCEEDED:  # up (again): nothing to dial, or to say
             self._told.discard((peer, plane))
+            self.due.pop(sock, None)
             return
         why = FAILED_EVENTS.get(event)
         if why is None:

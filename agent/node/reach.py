@@ -41,7 +41,8 @@ class ReachWatch:
         if accepted:
             self._done = True
             return None
-        if not heard:
+        if not heard:  # none now: the grace starts again with the next one heard
+            self._heard_since = math.inf
             return None
         self._heard_since = min(self._heard_since, now)
         if now - self._heard_since < self.grace_s:

@@ -41,3 +41,14 @@ def test_one_connection_in_ends_the_watch():
     w = _watch()
     assert w.check(0.0, {"w1"}, 1) is None
     assert w.check(1000.0, {"w1"}, 0) is None
+
+
+def test_the_grace_starts_again_when_no_peer_is_heard_meanwhile():
+    """Rule: a peer heard and then gone before the grace ran out starts no clock for the next
+    one heard much later: that one gets the whole grace."""
+    w = _watch()
+    assert w.check(0.0, {"w1"}, 0) is None
+    assert w.check(5.0, set(), 0) is None
+    assert w.check(100.0, {"w2"}, 0) is None
+    assert w.check(109.0, {"w2"}, 0) is None
+    assert w.check(110.0, {"w2"}, 0) is not None

@@ -401,3 +401,5 @@ def test_mlci_level_answers_what_it_cannot_escalate_and_never_reports_no_route()
     assert pol.snapshot()["mlci_kept"] == 1 and pol.escalated == 0
     edge.alive.add("cloud")
     assert exit_head("b").kind == ESCALATE and pol.escalated == 1
+    edge.unavailable["cloud"] = 1e18  # alive but refusing (busy): still escalated, not kept
+    assert exit_head("c").kind == ESCALATE and pol.escalated == 2 and pol.kept == 1

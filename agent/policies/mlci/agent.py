@@ -141,7 +141,8 @@ class MlciPolicy(TieredPolicy):
                 float(R.tempered_confidence(head.logits, float(self.temperatures[col]))),
                 p.confidence_threshold, p.k)
             if self.rng.random() < up:
-                if first_group(self.params.levels[self.level + 1:], view.alive_successors(1))[1]:
+                up_ids = view.alive_successors(1, usable=False)  # alive, busy or not
+                if first_group(self.params.levels[self.level + 1:], up_ids)[1]:
                     self.escalated += 1
                     return HeadAction(ESCALATE, fields={"level": self.level + 1,
                                                         "ens": [float(v) for v in vec],
