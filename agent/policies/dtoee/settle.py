@@ -11,7 +11,8 @@ send each other nothing, so the exchange dies out.
 
 ``ended`` counts how each phase ended (``ends``, saved with the policy's state): settled early,
 after all its rounds, or cut short (its time or the next slot came first: a neighbour late or
-gone), the last logged at INFO the 1st, 10th, 100th... time.
+gone), the last logged at INFO the 1st, 10th, 100th... time (a cut-short first phase after
+start, with neighbours still starting, is counted but not logged).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ class Settle:
         self.settled = False  # this phase ended early: answering late neighbours only
         self._version = 0  # thresholds version at the last update (a change breaks the streak)
         self.ends = {"settled": 0, "all_rounds": 0, "cut_short": 0}  # how phases ended
+        self._unlogged = 0  # 1 when the first phase after start was cut short (not logged)
 
     def configure(self, settle_rounds: int, threshold_cycle: int) -> None:
         """``settle_rounds`` 0 turns the early end off; else a quiet window must hold a
@@ -69,7 +71,9 @@ class Settle:
         kind = "settled" if self.settled else "all_rounds" if rnd >= rounds else "cut_short"
         self.ends[kind] += 1
         n = self.ends[kind]
-        if kind == "cut_short" and str(n).strip("0") == "1":  # 1, 10, 100, ...: a few lines
+        if kind == "cut_short" and sum(self.ends.values()) == 1:
+            self._unlogged = 1  # the first phase after start: its neighbours may be starting
+        elif kind == "cut_short" and str(n - self._unlogged).strip("0") == "1":  # 1, 10, ...
             log.info("configuration phase of slot %d ended after %d of %d rounds (a neighbour "
                      "late or gone; %d phase(s) cut short so far)", slot, rnd, rounds, n)
         return kind
