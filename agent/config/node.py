@@ -38,6 +38,7 @@ from agent.config.checks import (MAX_MESSAGE_BYTES_LIMIT, MIN_INTERVAL_S, ENGINE
 from agent.config.fields import REQUIRED, Fields
 from agent.config.toml_dump import to_toml
 from agent.errors import UsageError
+from agent.net.keyfiles import peer_key_spec
 from agent.ops.files import CONFIG_MAX_BYTES, FileFault, read_bounded
 from agent.policies import registry, splits
 from agent.policies.setting import DEFAULT_TRADEOFF
@@ -187,7 +188,7 @@ def _check_endpoint(value: str, where: str) -> None:
     check_endpoint(value, where, ConfigError)
 
 
-def _parse_peer(obj: Any, where: str) -> Peer:
+def _parse_peer(obj: Any, where: str, base_dir: str) -> Peer:
     if not isinstance(obj, Mapping):
         raise ConfigError("%s: must be a table, got %r" % (where, obj))
     unknown = sorted(set(obj) - _PEER_FIELDS)
@@ -201,7 +202,7 @@ def _parse_peer(obj: Any, where: str) -> Peer:
         control_address=r.str("control_address"),
         data_address=r.str("data_address"),
         link_rate_bytes_s=r.num("link_rate_bytes_s", 0.0, lo=0),
-        public_key=r.str("public_key", ""),
+        public_key=peer_key_spec(r.str("public_key", ""), base_dir),  # a file: config-relative
         last_stage=r.int("last_stage", 0, lo=0),
     )
     if peer.last_stage and peer.last_stage < peer.stage:
@@ -222,10 +223,8 @@ def parse_config(obj: Any, base_dir: str = ".", where: str = "config") -> NodeCo
         raise ConfigError("%s: unknown field(s) %s (known: %s)"
                           % (where, ", ".join(unknown), ", ".join(sorted(_NODE_FIELDS))))
     r = Fields(obj, where, ConfigError)
-    d = NodeConfig.__dataclass_fields__  # defaults come from the dataclass, stated once
-
-    def dflt(name: str) -> Any:
-        return d[name].default
+    # defaults come from the dataclass, stated once
+    dflt = {n: f.default for n, f in NodeConfig.__dataclass_fields__.items()}.__getitem__
 
     kw: Dict[str, Any] = {}
     kw["node_id"] = r.str("node_id")
@@ -250,7 +249,7 @@ def parse_config(obj: Any, base_dir: str = ".", where: str = "config") -> NodeCo
     peers_obj = obj.get("peers", [])
     if not isinstance(peers_obj, list):
         raise ConfigError("%s.peers: must be an array of tables ([[peers]]), got %r" % (where, peers_obj))
-    peers = tuple(_parse_peer(p, "%s.peers[%d]" % (where, i)) for i, p in enumerate(peers_obj))
+    peers = tuple(_parse_peer(p, "%s.peers[%d]" % (where, i), base_dir) for i, p in enumerate(peers_obj))
     seen = set()
     for i, p in enumerate(peers):
         if p.id in seen or p.id == kw["node_id"]:

@@ -145,6 +145,20 @@ def load_public_key(spec: str, base_dir: str = ".") -> bytes:
     return _check_z85(public, path)
 
 
+def peer_key_spec(spec: str, base_dir: str) -> str:
+    """A peer's ``public_key`` as the config gives it: a z85 key as it is, a key file relative
+    to the config's folder (``base_dir``) as that path (a key file there named like a key wins)."""
+    if not spec or os.path.isabs(os.path.expanduser(spec)):
+        return spec
+    path = _resolve(spec, base_dir)
+    if os.path.lexists(path):
+        return path
+    # missing: a path when it reads as one (its error then names the config-relative file),
+    # else a key as given (a malformed one's error counts its characters)
+    named = os.sep in spec or spec.endswith((".key", ".key_secret"))
+    return path if named and not _looks_like_z85(spec) else spec
+
+
 def load_allowed_keys(entry: str, base_dir: str = ".") -> List[bytes]:
     """Public keys from one allow-list entry: a z85 key, a key file, or a directory of *.key."""
     path = _resolve(entry, base_dir)

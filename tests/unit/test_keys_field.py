@@ -114,3 +114,17 @@ def test_keys_generate_force_says_what_the_old_key_leaves_behind(tmp_path, capsy
     assert any(line.startswith("replaced the old pair: put the new public key in every peer's "
                                "[[peers]] public_key and allowed_keys_dir") for line in out)
     assert out[-1] == load_public_key(str(tmp_path / "w1.key")).decode()
+
+
+def test_a_peers_key_file_given_relative_is_read_from_the_configs_folder(tmp_path,
+                                                                        monkeypatch):
+    """Rule: a peer's ``public_key`` naming a key file by a relative path is taken from the
+    config's folder, as every other path in it (it was looked for from the current folder:
+    under systemd, ``/``); a z85 key stays a key."""
+    z85 = _fleet(tmp_path)
+    monkeypatch.chdir("/")
+    cfg = _config(tmp_path, "fleet/s1.key")
+    assert cfg.peers[0].public_key == str(tmp_path / "fleet" / "s1.key")
+    assert load_public_key(cfg.peers[0].public_key).decode() == z85
+    security_from_config(cfg)  # the file and the allow-list agree
+    assert _config(tmp_path, z85).peers[0].public_key == z85
