@@ -182,7 +182,7 @@ def _steps(cfg: Any) -> List[Tuple[str, Callable[[], str], Callable[[Exception],
              ("node bundle", bundle,
               lambda exc: _fix(exc, "copy the bundle again, or fix the config's stages")),
              ("node keys", keys,
-              lambda exc: _fix(exc, "chown the keys to the service user (docs/deployment.md)")),
+              lambda exc: _fix(exc, "as the line says (docs/deployment.md, Security)")),
              ("node policy", policy, lambda exc: _fix(exc, CONFIG_FIX))]
     if cfg.role == "worker":  # then run loads the stage engines
         steps.append(("node accelerator", lambda: accelerator_line(cfg), lambda exc: _fix(
