@@ -23,18 +23,28 @@ def one_device_links(topo: Topology, plan: NetPlan) -> List:
             if plan.device_of(l.src).index == plan.device_of(l.dst).index]
 
 
+def told_rate(link) -> Optional[float]:
+    """The rate a link's agents are given (the one its sender paces at on loopback): its
+    ``config_rate_bytes_s`` when set, else its ``rate_bytes_s``."""
+    return link.config_rate_bytes_s if link.config_rate_bytes_s is not None else link.rate_bytes_s
+
+
+def senders_pace(topo: Topology) -> bool:
+    """Whether a loopback run's senders pace their links: when any link has a rate."""
+    return any(l.rate_bytes_s is not None for l in topo.links)
+
+
 def applied_links(topo: Topology, plan: Optional[NetPlan] = None) -> Topology:
     """``topo`` with each link's rate, delay and loss as the run applies them: on loopback
-    (``plan`` None) the rate the senders pace at (``agent.testbed.local.node_objects``: the
-    link's ``config_rate_bytes_s`` when set, and none at all when no link has a rate); on a
-    netns ``plan`` nothing on a link between agents of one device (its loopback)."""
+    (``plan`` None) the rate the senders pace at (``told_rate``, and none at all unless
+    ``senders_pace``); on a netns ``plan`` nothing on a link between agents of one device (its
+    loopback)."""
     if topo.fleet is not None:  # a fleet's agents: as rendered (``emulation_line`` says)
         return topo
     if plan is None:
-        paced = any(l.rate_bytes_s is not None for l in topo.links)
-        links = [dataclasses.replace(l, rate_bytes_s=(
-            l.config_rate_bytes_s if l.config_rate_bytes_s is not None else l.rate_bytes_s)
-            if paced else None) for l in topo.links]
+        paced = senders_pace(topo)
+        links = [dataclasses.replace(l, rate_bytes_s=told_rate(l) if paced else None)
+                 for l in topo.links]
     else:
         inside = one_device_links(topo, plan)
         links = [dataclasses.replace(l, rate_bytes_s=None, delay_ms=0.0, loss=0.0)

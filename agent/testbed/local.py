@@ -40,7 +40,7 @@ from agent.testbed.exits import default_remaining
 from agent.testbed.faultlog import record_fault_phases
 from agent.testbed.inject import FaultRunner
 from agent.testbed.procs import LocalAgents, free_ports
-from agent.testbed.asrun import applied_links
+from agent.testbed.asrun import applied_links, senders_pace, told_rate
 from agent.testbed.report import (RunResult, _created, read_records, served_rate,
                                    summarise_records)
 from agent.testbed.topology import StageInfo, Topology
@@ -75,8 +75,7 @@ def _link_rate(topo: Topology, a: str, b: str) -> Optional[float]:
     ``config_rate_bytes_s`` when set); None if not emulated."""
     for l in topo.links:
         if {l.src, l.dst} == {a, b}:
-            return l.config_rate_bytes_s if l.config_rate_bytes_s is not None \
-                else l.rate_bytes_s
+            return told_rate(l)
     return None
 
 
@@ -112,7 +111,7 @@ def node_objects(topo: Topology, bundle_path: str, policy: str, total_rate: floa
     deployed device needs (binds on every interface, keys, paths) before parsing them.
     """
     ids = topo.node_ids()
-    emulate_links = paced and any(l.rate_bytes_s is not None for l in topo.links)
+    emulate_links = paced and senders_pace(topo)
     knobs = topo.knobs.get(policy, {}) if isinstance(topo.knobs.get(policy), dict) else {}
     h = topo.num_stages
     thresholds = [topo.thresholds.get(s, DEFAULT_THRESHOLD) for s in range(1, h + 1)] if topo.thresholds \
