@@ -88,7 +88,9 @@ class Node:
         self._awake_at = math.inf  # when the loop last checked it was running (note_awake)
         self._stall_grace_until = -math.inf  # a dropped data link is no neighbour gone till then
         self._changes = StateLog(clock=clock)  # connections, neighbours, routes: bounded lines
-        self._reach = ReachWatch(cfg, ROUTE_GRACE_S)  # warns once if no peer connects to us
+        # neighbours' first heartbeats: no route verdict before, no unlisted-node warning
+        self._grace_s = max(ROUTE_GRACE_S, cfg.neighbour_timeout_rounds * cfg.heartbeat_interval_s)
+        self._reach = ReachWatch(cfg, 2 * self._grace_s)  # warns once if no peer connects to us
         self._stopping = False
         self._rfd, self._wfd = os.pipe()
         os.set_blocking(self._wfd, False)
@@ -112,8 +114,7 @@ class Node:
         for fd in role.wake_fds():
             self.transport.register_fd(fd)
         now = self.clock()
-        self._route_from = now + max(ROUTE_GRACE_S, self.cfg.neighbour_timeout_rounds
-                                     * self.cfg.heartbeat_interval_s)
+        self._route_from = now + self._grace_s
         role.start(now)
         nxt = {"hb": now, "tick": now, "status": now + self.cfg.status_interval_s,
                "flush": now + self.cfg.records_flush_interval_s,

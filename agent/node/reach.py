@@ -23,13 +23,12 @@ log = logging.getLogger("agent.node.loop")  # one of the loop's checks: logged u
 class ReachWatch:
     """One warning, the first time peers are heard long enough with no connection in."""
 
-    def __init__(self, cfg: NodeConfig, route_grace_s: float):
+    def __init__(self, cfg: NodeConfig, grace_s: float):
         self.node_id = cfg.node_id
         self.data_bind = cfg.data_bind
         # a peer heard has connected its DEALER already (it connects at start, reconnecting
-        # every 0.5 s at most): twice the grace a route verdict waits is room for a busy host
-        self.grace_s = 2 * max(route_grace_s,
-                               cfg.neighbour_timeout_rounds * cfg.heartbeat_interval_s)
+        # every 0.5 s at most): the loop gives twice its route grace, room for a busy host
+        self.grace_s = grace_s
         self._heard_since = math.inf  # when a peer was first heard
         self._done = False  # warned, or a peer connected: nothing more to say
 

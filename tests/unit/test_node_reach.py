@@ -10,7 +10,7 @@ def _watch() -> ReachWatch:
     cfg = NodeConfig(node_id="w9", role="worker", stage=2, bundle="b", state_dir="s",
                      control_bind="tcp://127.0.0.1:7000", data_bind="tcp://127.0.0.1:7001",
                      heartbeat_interval_s=1.0, neighbour_timeout_rounds=3)
-    return ReachWatch(cfg, 5.0)  # grace: 2 x max(5 s, 3 heartbeats) = 10 s
+    return ReachWatch(cfg, 10.0)  # the loop's: 2 x max(5 s, 3 heartbeats) = 10 s
 
 
 def test_warns_once_when_peers_are_heard_for_the_grace_and_none_connected(caplog):
