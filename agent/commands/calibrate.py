@@ -9,6 +9,7 @@ import sys
 from typing import List, Optional, Set, Tuple
 
 from agent.commands.profile import THREADS_MAX, threads_arg
+from agent.config.checks import MAX_INTERVAL_S
 from agent.errors import UsageError
 from agent.ops.state import DEFAULT_STATE_DIR, default_state_dir
 
@@ -19,7 +20,7 @@ PROFILE_NAME = "calibration.json"
 
 # the longest --seconds, --warmup and --switch-timeout: a day, as the node config's intervals
 # (an infinite or astronomic one would keep the board out of service for good)
-MAX_SECONDS = 86400.0
+MAX_SECONDS = MAX_INTERVAL_S
 
 
 def _positive(text: str) -> float:
