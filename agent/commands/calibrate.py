@@ -11,6 +11,7 @@ from typing import List, Optional, Set, Tuple
 from agent.commands.profile import THREADS_MAX, threads_arg
 from agent.config.checks import MAX_INTERVAL_S
 from agent.errors import UsageError
+from agent.ops.files import FileFault, check_output_file
 from agent.ops.state import DEFAULT_STATE_DIR, default_state_dir
 
 HELP = "measure capacity (FLOP/s) per power mode and stage engine into a calibration profile"
@@ -239,9 +240,15 @@ def run(args: argparse.Namespace) -> int:
 def _preflight(profile_path: str) -> None:
     """Refuse, before any power mode is switched or engine built (minutes on a Jetson), an
     existing profile that cannot be read or is damaged: the run merges into it, so it would
-    only fail at the first write, after the first stage's measurement."""
+    only fail at the first write, after the first stage's measurement. So is a profile path
+    that cannot be written (its folder a file, a read-only file system)."""
     from calibration import profile as profile_mod
 
+    try:
+        check_output_file(profile_path, "--profile")
+    except FileFault as exc:
+        raise UsageError("%s; calibrate writes its measurements there: give another --profile or "
+                         "--state-dir, or run as a user that can write it" % exc)
     if os.path.lexists(profile_path):
         try:
             profile_mod.load_profile(profile_path)

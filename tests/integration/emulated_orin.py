@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -207,9 +208,18 @@ def _mode(env: dict) -> int:
         return int(f.read())
 
 
-def calibrate(env: dict, state: str, bundle: str, extra=(), sigterm_after_switch=False) -> dict:
-    """One `edge-agent calibrate --modes all` run; returns its exit status, output and the mode
-    the board is in afterwards."""
+def _calls(env: dict) -> int:
+    with open(env["NVPMODEL_LOG"]) as f:
+        return len(f.read().splitlines())
+
+
+def calibrate(env: dict, state: str, bundle: str, extra=(), sigterm_after_switch=False,
+              block_after_switch="") -> dict:
+    """One `edge-agent calibrate --modes all` run; returns its exit status, output, the mode
+    the board is in afterwards and how many nvpmodel calls the run made. Once the board has
+    left its mode, ``sigterm_after_switch`` sends SIGTERM and ``block_after_switch`` (a folder)
+    puts a file where that folder was (a write that fails mid-run)."""
+    calls_before = _calls(env)
     cmd = [sys.executable, "-m", "agent", "calibrate", "--bundle", bundle, "--modes", "all",
            "--stages", "1", "--seconds", "0.3", "--warmup", "0.05", "--switch-timeout", "30",
            "--state-dir", state] + list(extra)
@@ -219,18 +229,22 @@ def calibrate(env: dict, state: str, bundle: str, extra=(), sigterm_after_switch
     proc = subprocess.Popen(cmd, cwd=REPO, env=run_env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, universal_newlines=True)
     switched = False
-    if sigterm_after_switch:
+    if sigterm_after_switch or block_after_switch:
         deadline = time.monotonic() + WAIT_S
         while proc.poll() is None and time.monotonic() < deadline:
             if _mode(env) != START_MODE:
                 switched = True
-                time.sleep(0.2)
-                proc.send_signal(signal.SIGTERM)
+                if block_after_switch:
+                    shutil.rmtree(block_after_switch)
+                    _write(block_after_switch, "a file where the profile's folder was\n")
+                else:
+                    time.sleep(0.2)
+                    proc.send_signal(signal.SIGTERM)
                 break
             time.sleep(0.02)
     out, err = proc.communicate(timeout=WAIT_S * 3)
     return {"rc": proc.returncode, "stdout": out, "stderr": err[-4000:], "mode_after": _mode(env),
-            "switched_before_sigterm": switched}
+            "switched": switched, "nvpmodel_calls": _calls(env) - calls_before}
 
 
 def main(out_dir: str, bundle: str) -> int:
@@ -263,8 +277,14 @@ def main(out_dir: str, bundle: str) -> int:
             result["profile"] = json.load(f)
         blocked = os.path.join(out_dir, "blocked")
         _write(blocked, "a file where the profile's folder should be\n")
+        result["refused"] = calibrate(env, os.path.join(out_dir, "state-refused"), bundle,
+                                      ["--profile", os.path.join(blocked, "calibration.json")])
+        later = os.path.join(out_dir, "blocked-later")
+        os.makedirs(later)
         result["error"] = calibrate(env, os.path.join(out_dir, "state-err"), bundle,
-                                    ["--profile", os.path.join(blocked, "calibration.json")])
+                                    ["--seconds", "3", "--profile",
+                                     os.path.join(later, "calibration.json")],
+                                    block_after_switch=later)
         result["sigterm"] = calibrate(env, os.path.join(out_dir, "state-term"), bundle,
                                       ["--seconds", "5"], sigterm_after_switch=True)
     finally:

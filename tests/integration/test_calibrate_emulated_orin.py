@@ -88,7 +88,19 @@ def test_original_mode_is_restored(emulated, run):
         assert r["rc"] == 1 and r["stderr"].strip().splitlines()[-1].startswith(
             "edge-agent calibrate: error: "), r["stderr"]
     if run == "sigterm":
-        assert r["switched_before_sigterm"] and r["rc"] == 128 + 15, r["stderr"]
+        assert r["switched"] and r["rc"] == 128 + 15, r["stderr"]
+    if run == "error":
+        assert r["switched"] and "cannot write" in r["stderr"], r["stderr"]
+
+
+def test_an_unwritable_profile_path_is_refused_before_any_mode_switch(emulated):
+    """A profile whose folder is a file is refused up front (exit 2, naming --profile): no
+    nvpmodel call is made, so no stage is measured for nothing."""
+    r = emulated["refused"]
+    assert r["rc"] == 2 and r["nvpmodel_calls"] == 0, r["stderr"]
+    last = r["stderr"].strip().splitlines()[-1]
+    assert last.startswith("edge-agent calibrate: error: --profile: ") and (
+        "blocked is a file, not a directory" in last), r["stderr"]
 
 
 def test_doctor_on_the_emulated_orin_names_what_keeps_the_gpu_unused(emulated):

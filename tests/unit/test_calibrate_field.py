@@ -65,17 +65,19 @@ def test_a_damaged_profile_is_refused_before_any_stage_is_measured(tmp_path):
     assert "repair it or move it away" in last
 
 
-def test_a_profile_folder_that_cannot_be_made_is_one_line_with_the_options_that_fix_it(
-        tmp_path):
-    """A --profile whose folder cannot be created (a file stands in its path) ends the run with
-    one line naming the path, its cause and the options to change, exit 1."""
+def test_a_profile_folder_that_cannot_be_made_is_refused_before_measuring(tmp_path):
+    """A --profile whose folder cannot be created (a file stands in its path) is refused before
+    any engine is built or stage measured: one line naming the path, its cause and the options
+    to change, exit 2."""
     (tmp_path / "plain").write_text("not a folder")
     proc = _calibrate(tmp_path, "--state-dir", str(tmp_path / "st"), "--seconds", "0.1",
                       "--warmup", "0.1", "--stages", "1", "--backend", "onnxruntime",
                       "--profile", str(tmp_path / "plain" / "calibration.json"))
-    assert proc.returncode == 1, proc.stderr
+    assert proc.returncode == 2, proc.stderr
+    assert "measuring" not in proc.stderr
     last = proc.stderr.strip().splitlines()[-1]
-    assert last.startswith("edge-agent calibrate: error: cannot write %s" % (tmp_path / "plain"))
+    assert last.startswith("edge-agent calibrate: error: --profile: %s is a file, not a directory"
+                           % (tmp_path / "plain")), last
     assert "give another --profile or --state-dir" in last
 
 
