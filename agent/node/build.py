@@ -33,7 +33,7 @@ from agent.net.security import (key_owners, load_allowed_keys, load_public_key,
 from agent.net.transport import Transport
 from agent.net.twins import Twins, new_run_id
 from agent.node.book import SourceBook, open_replay
-from agent.node.capacity import Capacity, worker_capacity
+from agent.node.capacity import Capacity, require_profile_file, worker_capacity
 from agent.node.hooks import NodeHooks
 from agent.node.head_logits import LogitsInferenceThread
 from agent.node.inference import InferenceThread
@@ -107,7 +107,7 @@ def preflight(cfg: NodeConfig, create: bool = True) -> str:
     if cfg.role == "source" and cfg.replay_path:
         check_regular_file(cfg.replay_path, "replay_path")
     if cfg.role == "worker" and cfg.capacity_profile:
-        check_regular_file(cfg.capacity_profile, "capacity_profile")
+        require_profile_file(cfg.capacity_profile)
     return made_in
 
 

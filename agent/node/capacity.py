@@ -21,6 +21,7 @@ reported with the next line.
 from __future__ import annotations
 
 import logging
+import os
 import statistics
 import time
 from dataclasses import dataclass
@@ -28,6 +29,7 @@ from typing import Any, Callable, Dict, List, Optional
 
 import numpy as np
 
+from agent.ops.files import FileFault, check_regular_file
 from agent.ops.throttle import Throttle, more_since
 from calibration.profile import lookup_capacity
 from engines.bundle import check_measurable
@@ -99,6 +101,19 @@ def merge_reports(reports: List[CapacityReport], total_flops: float,
     measured = sum(r.measured_capacity_flops for r in reports) / len(reports)
     origin = "emulated" if emulated else reports[0].origin
     return CapacityReport(total_flops / total_s, total_s / len(reports), measured, origin)
+
+
+def require_profile_file(path: str) -> None:
+    """A worker's ``capacity_profile`` must be a regular file (``run`` exits 78 otherwise); a
+    missing one (a device not yet calibrated) says how it is made."""
+    try:
+        check_regular_file(path, "capacity_profile")
+    except FileFault as exc:
+        if os.path.lexists(path):
+            raise
+        raise FileFault("%s; calibrate this device first (`edge-agent doctor --config CONFIG` "
+                        "prints the command), or set capacity_profile = \"\" to time the engine "
+                        "at start" % exc) from None
 
 
 def worker_capacity(cfg: Any, specs: Dict[int, Any], engines: Dict[int, Any],

@@ -225,7 +225,7 @@ CASES: Dict[str, Tuple[Callable[[Case], str], Tuple[str, ...]]] = {
         ("profile.json", "not valid JSON")),
     "calibration profile missing": (
         lambda c: c.write(c.config("worker", capacity_profile=os.path.join(c.dir, "none.json"))),
-        ("capacity_profile", "none.json")),
+        ("capacity_profile", "none.json", "calibrate this device first", "doctor --config")),
     "calibration profile is a FIFO": (
         lambda c: c.write(c.config("worker", capacity_profile=c.fifo("profile.json"))),
         ("capacity_profile", "FIFO")),

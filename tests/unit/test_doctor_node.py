@@ -67,7 +67,9 @@ def test_a_missing_profile_the_config_names_is_one_fail_whose_calibrate_command_
     line = got["node calibration"]
     with pytest.raises(UsageError) as agent_says:  # what `run` prints before exiting 78
         build.preflight(cfg)
-    assert line.status == FAIL and " ".join(str(agent_says.value).split()) in line.detail
+    said, hint = str(agent_says.value).split("; calibrate this device first ")
+    assert line.status == FAIL and " ".join(said.split()) in line.detail
+    assert hint.startswith("(`edge-agent doctor --config CONFIG` prints the command)")
     assert "exits 78" in line.detail
     assert line.fix.startswith("run `edge-agent calibrate --bundle ") and line.fix.endswith("first")
     assert "--state-dir %s " % (tmp_path / "var") in line.fix
