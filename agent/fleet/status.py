@@ -14,6 +14,8 @@ import urllib.request
 from collections import defaultdict
 from typing import Any, Dict, List, Mapping, Optional
 
+from agent.ops.metrics import SOURCE_OUTCOMES
+
 PREFIX = "edge_agent_"
 
 
@@ -74,7 +76,11 @@ def summarise(series: Mapping[str, List[tuple]]) -> Dict[str, Any]:
         "drops": drops,
         "neighbours": {k: bool(v) for k, v in by("neighbour_alive", "peer").items()},
         "tasks_in": int(sum(v for _, v in series.get("tasks_in_total", []))),
-        "last_warning": _newest_warning(series.get("last_warning", [])),
+        "tasks_refused": int(sum(v for _, v in series.get("tasks_refused_total", []))),
+        "source_tasks": {k: int(v) for k, v in by("source_tasks_total", "outcome").items()},
+        # an agent of an earlier version names it without the unit
+        "last_warning": _newest_warning(series.get("last_warning_timestamp_seconds")
+                                        or series.get("last_warning", [])),
         "stages_seen": stages,
     }
 
@@ -125,20 +131,30 @@ def fleet_status(nodes: Mapping[str, Mapping[str, Any]], timeout_s: float = 2.0
     return out
 
 
+def _fmt_tasks(s: Mapping[str, Any]) -> str:
+    """A source's created/completed/lost/rejected, a worker's received/refused."""
+    counts = s.get("source_tasks") or {}
+    if counts:
+        return "/".join(str(counts.get(k, 0)) for k in SOURCE_OUTCOMES)
+    if s.get("role") == "source":
+        return "-"  # an agent of an earlier version exports no task counts
+    return "%d/%d" % (s.get("tasks_in", 0), s.get("tasks_refused", 0))
+
+
 def _fmt_routing(r: Mapping[str, float]) -> str:
     return " ".join("%s %.2f" % (k, v) for k, v in sorted(r.items())) or "-"
 
 
 def format_status(status: Mapping[str, Mapping[str, Any]]) -> str:
     """The status table (one row per node) and a line per node that does not answer."""
-    head = ("node", "alive", "role", "stage", "mode", "capacity", "queue", "hears", "routing",
-            "thresholds", "drops", "last warning")
+    head = ("node", "alive", "role", "stage", "mode", "capacity FLOP/s", "queue", "hears",
+            "tasks", "routing", "thresholds", "drops", "last warning")
     rows = [head]
     notes = []
     for n, s in status.items():
         if not s.get("alive"):
             rows.append((n, "NO", str(s.get("role", "")), str(s.get("stage", "")), "-", "-", "-",
-                         "-", "-", "-", "-", "-"))
+                         "-", "-", "-", "-", "-", "-"))
             notes.append("%s: %s (%s)" % (n, s.get("error"), s.get("url")))
             continue
         nb = s.get("neighbours", {})
@@ -147,7 +163,8 @@ def format_status(status: Mapping[str, Mapping[str, Any]]) -> str:
             n, "yes", str(s.get("role", "")), str(s.get("stage", "")), s.get("power_mode") or "-",
             "%.3g" % cap if cap else "-",
             "/".join(str(v) for _, v in sorted(s.get("queues", {}).items())) or "-",
-            "%d/%d" % (sum(nb.values()), len(nb)), _fmt_routing(s.get("routing", {})),
+            "%d/%d" % (sum(nb.values()), len(nb)), _fmt_tasks(s),
+            _fmt_routing(s.get("routing", {})),
             " ".join("%s:%.2f" % kv for kv in sorted(s.get("thresholds", {}).items())) or "-",
             " ".join("%s=%d" % kv for kv in sorted(s.get("drops", {}).items())) or "0",
             _fmt_warning(s.get("last_warning", {}))))
@@ -158,7 +175,8 @@ def format_status(status: Mapping[str, Mapping[str, Any]]) -> str:
         if i == 0:
             lines.append("  ".join("-" * w for w in widths))
     alive = sum(1 for s in status.values() if s.get("alive"))
-    lines.append("%d/%d nodes answering; queue = %s; hears = neighbours heard / configured"
+    lines.append("%d/%d nodes answering; queue = %s; hears = neighbours heard / configured; "
+                 "tasks = created/completed/lost/rejected (source), received/refused (worker)"
                  % (alive, len(status), "/".join(sorted(
                      next((s.get("queues", {}) for s in status.values() if s.get("queues")),
                           {}))) or "-"))

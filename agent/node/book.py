@@ -18,7 +18,7 @@ from __future__ import annotations
 import os
 import random
 from dataclasses import dataclass
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Callable, Dict, Optional, Tuple
 
 import numpy as np
 
@@ -103,10 +103,13 @@ class SourceBook:
         self.seq = 0
         self.created = self.completed = self.lost = self.rejected = 0
         self.recovered_lost = 0  # the earlier run's unrecorded tasks, recorded lost at start
+        # called with "created" and each of this run's final statuses (metrics.source_task)
+        self.on_outcome: Callable[[str], None] = lambda outcome: None
 
     def new(self, x: np.ndarray, label: int, wall: float, mono: float) -> Pending:
         self.seq += 1
         self.created += 1
+        self.on_outcome("created")
         task = Pending(self._new_id(), x, label, wall, mono)
         self.records.opened(task.id, wall, mono, label)
         self.pending[task.id] = task
@@ -121,6 +124,8 @@ class SourceBook:
         self.seq += 1
         self.created += 1
         self.rejected += 1
+        self.on_outcome("created")
+        self.on_outcome("rejected")
         task_id = self._new_id()
         self.records.opened(task_id, wall, mono, -1)
         self._record(task_id, "rejected", wall, mono, wall, mono, reason=reason)
@@ -131,6 +136,7 @@ class SourceBook:
         if task is None:
             return None
         self.completed += 1
+        self.on_outcome("completed")
         self._record(task.id, "completed", task.created_wall, task.created_mono, wall, mono,
                      exit_stage=fields["exit_stage"], cls=fields["cls"],
                      label=task.label if task.label >= 0 else None,
@@ -145,6 +151,7 @@ class SourceBook:
         if task is None:
             return
         self.lost += 1
+        self.on_outcome("lost")
         self._record(task.id, "lost", task.created_wall, task.created_mono, wall, mono,
                      label=task.label if task.label >= 0 else None, resends=task.resends,
                      attempts=task.attempt + 1, reason=reason, row=task.row)

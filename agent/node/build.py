@@ -124,6 +124,7 @@ def open_book(cfg: NodeConfig, metrics: Any) -> SourceBook:
     records.journal_faults.on_count = lambda what, n: metrics.write_failed("journal", n)
     records.rotation_faults.on_count = lambda what, n: metrics.write_failed("rotation", n)
     book = SourceBook(cfg.node_id, records)
+    book.on_outcome = metrics.source_task
     n = book.recover(time.time(), time.monotonic())
     if n:
         log.warning("%d task(s) created before the last crash had no record: recorded as lost "

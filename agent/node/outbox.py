@@ -308,6 +308,7 @@ class Outbox:
             self.metrics.link_rate(peer, got)
         else:
             self.counters.pop("link_rate_bytes_s_" + peer, None)
+            self.metrics.link_rate_gone(peer)
 
     def on_link_down(self, peer: str, now: float) -> None:
         """``peer``'s data connection dropped, and with it what was sent on it: route it again."""

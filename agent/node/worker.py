@@ -328,7 +328,7 @@ class WorkerSide(Role):
                 return
             item = OutItem(Kind.TASK, wire.task_key(f["id"], f["attempt"]), nf, done.features,
                            expires=expires)
-        self.metrics.task_out(h)
+            self.metrics.task_out(h)  # passed on; an answer is counted as exited
         self.out.send(item, now)
         if item.kind == Kind.TASK:
             self._reclaim_if_idle()

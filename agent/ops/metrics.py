@@ -17,6 +17,7 @@ from typing import Any, Dict, Optional, Tuple
 
 log = logging.getLogger(__name__)
 
+SOURCE_OUTCOMES = ("created", "completed", "lost", "rejected")  # edge_agent_source_tasks_total
 WARNING_LABEL_CHARS = 160  # the newest warning is shown cut to this many characters
 
 # Service times of one stage on a Jetson span ~1 ms (small stage, GPU) to seconds (TX2, CPU).
@@ -65,10 +66,10 @@ class AgentMetrics:
         self._alive = Gauge("edge_agent_neighbour_alive",
                             "1 while a neighbour is heard from, 0 once it is treated as gone",
                             ["node", "peer"], registry=r)
-        self._link_rate = Gauge("edge_agent_link_rate_bytes",
+        self._link_rate = Gauge("edge_agent_link_rate_bytes_per_second",
                                 "Measured rate of the link to a peer, bytes/s (transfers "
                                 "start to ACK)", ["node", "peer"], registry=r)
-        self._last_warning = Gauge("edge_agent_last_warning",
+        self._last_warning = Gauge("edge_agent_last_warning_timestamp_seconds",
                                    "The newest WARNING or ERROR line this agent logged (labels); "
                                    "the value is when, in Unix seconds", ["node", "level",
                                                                            "message"], registry=r)
@@ -84,13 +85,17 @@ class AgentMetrics:
         self._on_gpu = Gauge("edge_agent_engine_on_gpu",
                              "1 when the stage engine runs on the GPU, 0 on the CPU",
                              ["node", "stage", "backend"], registry=r)
-        self._fallbacks = Gauge("edge_agent_engine_fallbacks",
+        self._fallbacks = Counter("edge_agent_engine_fallbacks",
                                 "Steps away from the GPU when the stage engine loaded, by cause",
                                 ["node", "stage", "reason"], registry=r)
         self._client_refused = Counter("edge_agent_client_refused",
                                        "CURVE handshakes refused on a source's client socket "
                                        "(a client key not on its allow-list)", ["node"],
                                        registry=r)
+        self._source_tasks = Counter("edge_agent_source_tasks",
+                                     "A source's tasks by outcome: created, then each one's "
+                                     "final record (completed, lost, rejected)",
+                                     ["node", "outcome"], registry=r)
         self._info = Gauge("edge_agent_node_info", "Always 1; the labels say what this agent is "
                            "(stage 0: a source)", ["node", "role", "stage", "policy"], registry=r)
         self._service_child: Any = None  # the service-time series, once observed
@@ -157,9 +162,16 @@ class AgentMetrics:
         """Count a task refused here (worker) or rejected (source), by reason."""
         self._child(self._refused, reason).inc()
 
+    def source_task(self, outcome: str) -> None:
+        """Count a source's task by ``outcome``: "created", or its final record's status."""
+        self._child(self._source_tasks, outcome).inc()
+
     def node_info(self, role: str, stage: int, policy: str) -> None:
         """Say what this agent is (``edge-agent status`` reads it where no manifest does)."""
         self._info.labels(self.node_id, str(role), str(stage), str(policy)).set(1)
+        if role == "source":  # its task counts are shown from start-up, at 0 until a task
+            for outcome in SOURCE_OUTCOMES:
+                self._child(self._source_tasks, outcome)
 
     def neighbour_alive(self, peer: str, alive: bool) -> None:
         """Mark a neighbour alive (1) or gone (0)."""
@@ -168,6 +180,13 @@ class AgentMetrics:
     def link_rate(self, peer: str, rate_bytes_s: float) -> None:
         """Set the measured rate of the link to ``peer`` (bytes/s)."""
         self._link_rate.labels(self.node_id, str(peer)).set(rate_bytes_s)
+
+    def link_rate_gone(self, peer: str) -> None:
+        """The link to ``peer`` has no measured rate any more: its series goes, not left stale."""
+        try:
+            self._link_rate.remove(self.node_id, str(peer))
+        except KeyError:  # never measured
+            pass
 
     def power_mode(self, name: str) -> None:
         """Record the current power mode; the previous one drops to 0."""
@@ -299,6 +318,9 @@ class NullMetrics:
     def refused(self, reason: str) -> None:
         pass
 
+    def source_task(self, outcome: str) -> None:
+        pass
+
     def node_info(self, role: str, stage: int, policy: str) -> None:
         pass
 
@@ -306,6 +328,9 @@ class NullMetrics:
         pass
 
     def link_rate(self, peer: str, rate_bytes_s: float) -> None:
+        pass
+
+    def link_rate_gone(self, peer: str) -> None:
         pass
 
     def power_mode(self, name: str) -> None:

@@ -94,7 +94,7 @@ def test_preferred_falls_back_with_the_cause_in_log_file_and_metrics(tmp_path, c
 
     text = generate_latest(m.registry).decode()
     assert 'edge_agent_engine_on_gpu{backend="onnxruntime",node="w1",stage="1"} 0.0' in text
-    assert 'edge_agent_engine_fallbacks{node="w1",reason="provider_missing",stage="1"} 1.0' in text
+    assert 'edge_agent_engine_fallbacks_total{node="w1",reason="provider_missing",stage="1"} 1.0' in text
     with pytest.raises(AcceleratorUnavailable):
         check_engines("required", {1: engine})
 

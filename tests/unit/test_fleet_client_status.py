@@ -231,3 +231,45 @@ def test_status_endpoints_without_a_host_and_port_are_a_usage_error(endpoint, ca
     assert main(["status", "--endpoints", endpoint]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--endpoints: %r" % endpoint in err[0]
+
+
+def test_status_shows_a_sources_task_outcomes_and_a_workers_received_and_refused(tmp_path):
+    """Rule: a source's created/completed/lost/rejected tasks reach its metrics as they happen
+    (its task book's own counts, 0 from start-up) and `status` shows them; a worker's column is received /
+    refused. A rejected task shows there, not only in the drops of frames."""
+    from prometheus_client import generate_latest
+
+    from agent.node.book import SourceBook
+    from agent.node.records import RecordWriter
+
+    m = AgentMetrics("cam")
+    m.node_info("source", 0, "dtoee")  # at start-up: every outcome at 0, before any task
+    assert summarise(parse_metrics(generate_latest(m.registry).decode()))["source_tasks"] == {
+        "created": 0, "completed": 0, "lost": 0, "rejected": 0}
+    records = RecordWriter(str(tmp_path / "records.jsonl"))
+    book = SourceBook("cam", records)
+    book.on_outcome = m.source_task
+    x = np.zeros((1, 1, 28, 28), dtype=np.float32)
+    a, b, c = (book.new(x, 1, 1.0, 1.0) for _ in range(3))
+    book.complete({"id": a.id, "exit_stage": 1, "cls": 1, "confidence": 0.9, "hops": 1,
+                   "resends": 0, "worker": "w1"}, 2.0, 2.0)
+    book.lose(b.id, 3.0, 3.0, "deadline")
+    book.reject(4.0, 4.0, "overload")
+    records.close()
+    s = summarise(parse_metrics(generate_latest(m.registry).decode()))
+    assert s["source_tasks"] == {"created": 4, "completed": 1, "lost": 1, "rejected": 1}
+    assert {k: v for k, v in book.counts().items() if k in s["source_tasks"]} == s["source_tasks"]
+    s.update(alive=True, role="source", stage=0)
+    w = AgentMetrics("w1")
+    for _ in range(5):
+        w.task_in(1)
+    w.refused("overload")
+    ws = summarise(parse_metrics(generate_latest(w.registry).decode()))
+    ws.update(alive=True, role="worker", stage=1)
+    table = format_status({"cam": s, "w1": ws}).splitlines()
+    assert table[0].split()[:10] == ["node", "alive", "role", "stage", "mode", "capacity",
+                                     "FLOP/s", "queue", "hears", "tasks"]
+    assert " 4/1/1/1 " in [r for r in table if r.startswith("cam ")][0]
+    assert " 5/1 " in [r for r in table if r.startswith("w1 ")][0]
+    assert "tasks = created/completed/lost/rejected (source), received/refused (worker)" in (
+        table[-1])

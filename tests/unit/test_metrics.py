@@ -113,3 +113,16 @@ def test_per_task_series_looked_up_once_count_as_the_exported_ones():
     assert value("edge_agent_dropped_frames_total", reason="deadline") == 3.0
     assert value("edge_agent_dropped_frames_total", reason="bad_header") == 1.0
     assert value("edge_agent_tasks_refused_total", reason="overload") == 3.0
+
+
+def test_a_link_rate_that_lapses_leaves_the_metrics_instead_of_staying_stale():
+    """Rule: ``edge_agent_link_rate_bytes_per_second`` (bytes/s, as its name says) holds a
+    peer's rate while the agent has an estimate; once the estimate lapses (the agent is back
+    on the configured rate) the series goes, as the ``stats.json`` counter does."""
+    m = AgentMetrics("w1")
+    m.link_rate("w2", 1.5e6)
+    labels = {"node": "w1", "peer": "w2"}
+    assert m.registry.get_sample_value("edge_agent_link_rate_bytes_per_second", labels) == 1.5e6
+    m.link_rate_gone("w2")
+    m.link_rate_gone("w3")  # never measured: nothing to remove, no error
+    assert m.registry.get_sample_value("edge_agent_link_rate_bytes_per_second", labels) is None

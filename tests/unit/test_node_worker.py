@@ -43,8 +43,9 @@ def _cfg(tmp_path):
     return parse_config(_raw(tmp_path))
 
 
-@pytest.fixture
-def worker(tmp_path):
+def _worker(tmp_path, threshold=0.0, metrics=None):
+    """(side, out, spec) of a stage-1 worker whose stage-1 exit threshold is ``threshold``,
+    until the generator is closed."""
     cfg = _cfg(tmp_path)
     bundle = load_bundle(DEMO_BUNDLE_DIR)
     spec = bundle.stage(1)
@@ -55,15 +56,22 @@ def worker(tmp_path):
     view = build_view(cfg, bundle, None)
     view.alive.update({"s1", "w2"})
     capacity = Capacity(CapacityReport(1e8, 0.01, 1e8, "timed"))
-    out = Outbox(cfg, transport, AgentPolicy({1: 0.0, 2: 0.5, 3: 0.5}, {}), view, capacity,
-                 lambda: runner.queued)
-    side = WorkerSide(cfg, out, out.policy, {1: spec}, runner, capacity)
+    out = Outbox(cfg, transport, AgentPolicy({1: threshold, 2: 0.5, 3: 0.5}, {}), view,
+                 capacity, lambda: runner.queued, metrics=metrics)
+    side = WorkerSide(cfg, out, out.policy, {1: spec}, runner, capacity, metrics=metrics)
     runner.start()
-    yield side, out, spec
-    runner.stop()
-    engine.close()
-    transport.close()
-    ctx.term()
+    try:
+        yield side, out, spec
+    finally:
+        runner.stop()
+        engine.close()
+        transport.close()
+        ctx.term()
+
+
+@pytest.fixture
+def worker(tmp_path):
+    yield from _worker(tmp_path)
 
 
 def _run(side, out, spec, stage):
@@ -362,3 +370,27 @@ def test_duplicate_detection_forgets_a_task_once_no_copy_of_it_can_come(worker):
     now[0] += 3.0
     side.on_clock(now[0])
     assert not side.seen
+
+
+@pytest.mark.parametrize("threshold,answered", [(0.0, True), (2.0, False)])
+def test_metrics_count_a_task_as_exited_or_passed_on_never_both(tmp_path, threshold, answered):
+    """Rule: ``edge_agent_tasks_out_total`` counts tasks passed on to the next stage and
+    ``edge_agent_tasks_exited_total`` tasks answered at this stage; an answer is not also
+    counted as passed on (the two add up to the tasks served)."""
+    from agent.ops.metrics import AgentMetrics
+
+    metrics = AgentMetrics("w1")
+    built = _worker(tmp_path, threshold, metrics)
+    side, out, spec = next(built)
+    try:
+        _run(side, out, spec, 1)
+    finally:
+        built.close()
+
+    def value(name):
+        return metrics.registry.get_sample_value(name, {"node": "w1", "stage": "1"}) or 0.0
+
+    (item,) = out.items.values()
+    assert item.kind == (Kind.RESULT if answered else Kind.TASK)
+    assert value("edge_agent_tasks_exited_total") == (1.0 if answered else 0.0)
+    assert value("edge_agent_tasks_out_total") == (0.0 if answered else 1.0)
