@@ -197,7 +197,7 @@ def load_engines(cfg: NodeConfig, bundle: Bundle,
     first, last = cfg.stages
     specs = {h: bundle.stage(h) for h in range(first, last + 1)}
     engines: Dict[int, Any] = {}
-    if notifier is not None and cfg.backend != "onnxruntime":
+    if notifier is not None:  # onnxruntime too: its TensorRT provider builds the plan first
         notifier.extend_timeout(ENGINE_LOAD_TIMEOUT_S)
         notifier.status("loading stage engine(s) %d-%d (a TensorRT plan build takes minutes)"
                         % (first, last))
