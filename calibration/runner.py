@@ -291,7 +291,7 @@ def calibrate(
     ``jtop_adapter.open_device`` (None: the installed jetson-stats)."""
     import filelock
 
-    from engines.loader import load_engine
+    from engines.loader import load_engine, unloadable
     from engines.bundle import check_measurable, load_bundle
 
     bundle = load_bundle(cfg.bundle_dir)
@@ -326,15 +326,14 @@ def calibrate(
             stages = [bundle.stages[i - 1] for i in wanted]
             engines = {}
             for s in stages:
-                engines[s.index] = stack.enter_context(
-                    load_engine(
-                        s,
-                        backend=cfg.backend,
-                        threads=cfg.threads,
-                        precision=cfg.precision,
-                        cache_dir=cfg.cache_dir,
-                    )
-                )
+                try:
+                    engine = load_engine(s, backend=cfg.backend, threads=cfg.threads,
+                                         precision=cfg.precision, cache_dir=cfg.cache_dir)
+                except (UsageError, MemoryError, ModuleNotFoundError):
+                    raise
+                except Exception as exc:  # a stage file this runtime cannot load: one line
+                    raise UsageError(unloadable(s, exc)) from None
+                engines[s.index] = stack.enter_context(engine)
             ctx = {
                 "cfg": cfg,
                 "bundle": bundle,

@@ -7,7 +7,8 @@ this module imports the backends: no import circle.
 from __future__ import annotations
 
 import logging
-from typing import Optional
+import re
+from typing import Optional, Tuple
 
 from agent.errors import UsageError
 from engines.accelerator import ACCELERATORS, fallback
@@ -97,3 +98,33 @@ def load_engine(stage: StageSpec, backend: str = "auto", threads: int = 1, preci
         fallback(engine.info, reason, detail)
     engine.info.setdefault("fallbacks", []).extend(later)
     return engine
+
+
+# onnxruntime's load errors carry a C++ source place and function signature before the reason
+_ORT_NOISE = re.compile(r"/onnxruntime_src/\S+:\d+\s*|onnxruntime::[\w:~]+\([^()]*\)\s*")
+_IR_VERSION = re.compile(r"Unsupported model IR version: (\d+), max supported IR version: (\d+)")
+
+
+def load_failure(exc: BaseException, limit: int = 300) -> Tuple[str, str]:
+    """``(why, fix)`` for a stage file the runtime could not load: the error on one line, its
+    C++ noise dropped and at most ``limit`` characters (the end kept: the reason comes last),
+    and what to do. A model of a newer ONNX IR version than this onnxruntime reads (a bundle
+    built on a workstation, run on an older JetPack) needs the model saved at the older IR or
+    a newer onnxruntime; anything else, the bundle rebuilt."""
+    text = _ORT_NOISE.sub("", " ".join(str(exc).split()))
+    if len(text) > limit:
+        text = "..." + text[-(limit - 3):]
+    why = "%s: %s" % (type(exc).__name__, text)
+    ir = _IR_VERSION.search(text)
+    if ir:
+        return why, ("this onnxruntime reads ONNX IR up to %s: set the model's ir_version to %s "
+                     "(onnx: m.ir_version = %s; onnx.save(m, path)) and build the bundle again, "
+                     "or install a newer onnxruntime" % ((ir.group(2),) * 3))
+    return why, "rebuild the bundle"
+
+
+def unloadable(stage: StageSpec, exc: BaseException) -> str:
+    """The one line for a stage file that ``load_engine`` could not load (``load_failure``)."""
+    why, fix = load_failure(exc)
+    return "stage %d: %s cannot be loaded as an engine (%s); %s" % (
+        stage.index, stage.onnx_path, why, fix)

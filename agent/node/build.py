@@ -55,7 +55,7 @@ from agent.policies.thresholds import thresholds_to_wire
 from calibration.online import OnlineCapacityEstimator
 from calibration.profile import current_power_mode
 from engines.accelerator import check_engines, report_engines, resolve_accelerator
-from engines.loader import load_engine
+from engines.loader import load_engine, unloadable
 from engines.bundle import Bundle, load_bundle
 from engines.exit_profile import load_exit_profile
 
@@ -215,9 +215,7 @@ def load_engines(cfg: NodeConfig, bundle: Bundle,
                 hint = missing_module_hint(exc) if isinstance(exc, ModuleNotFoundError) else None
                 if hint is not None:
                     raise UsageError("stage %d: %s" % (h, hint)) from None
-                raise UsageError("stage %d: %s cannot be loaded as an engine (%s: %.300s); "
-                                 "rebuild the bundle" % (h, spec.onnx_path,
-                                                         type(exc).__name__, exc)) from None
+                raise UsageError(unloadable(spec, exc)) from None
         # accelerator = "required" and a stage on the CPU: one line, exit 78 (EX_CONFIG)
         check_engines(cfg.accelerator, engines, cfg.state_dir)
     except BaseException:

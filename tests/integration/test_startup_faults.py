@@ -146,6 +146,17 @@ def _bundle(c: Case, change: Callable[[Dict[str, Any], str], None]) -> str:
     return c.write(c.config("worker", bundle=directory))
 
 
+def _newer_ir_stage2(manifest: Dict[str, Any], directory: str) -> None:
+    """Stage 2 saved at an ONNX IR version no onnxruntime reads yet (a bundle built where
+    onnx is newer than the device's onnxruntime)."""
+    import onnx
+
+    path = os.path.join(directory, manifest["stages"][1]["file"])
+    model = onnx.load(path)
+    model.ir_version = 99
+    onnx.save(model, path)
+
+
 def _npy(c: Case) -> str:
     import numpy as np
 
@@ -253,6 +264,10 @@ CASES: Dict[str, Tuple[Callable[[Case], str], Tuple[str, ...]]] = {
         ("bundle.json", "not valid JSON")),
     "a stage file the runtime cannot load": (lambda c: _bundle(c, _garbage_stage2),
                                              ("stage 2", "cannot be loaded", "rebuild")),
+    "a stage of an ONNX IR version this onnxruntime does not read": (
+        lambda c: _bundle(c, _newer_ir_stage2),
+        ("stage 2", "cannot be loaded", "Unsupported model IR version: 99",
+         "max supported IR version", "set the model's ir_version to", "newer onnxruntime")),
     "a manifest naming another input": (
         lambda c: _bundle(c, lambda m, d: m["stages"][1]["input"].update(name="nope")),
         ("failed on a test input", "manifest")),
