@@ -292,8 +292,9 @@ def open_device(jtop_module: Any = None, interval_s: float = 0.5) -> Iterator[Je
         # the client itself refuses a service of another minor version (JtopException)
         j = jtop_module.jtop(interval=interval_s)
         j.__enter__()
-    except error as exc:
-        raise JtopUnavailable("jtop service not reachable (%s); is jtop.service running here?" % exc)
+    except error as exc:  # its messages hold line breaks: one log line each
+        raise JtopUnavailable("jtop service not reachable (%s); is jtop.service running here?"
+                              % " ".join(str(exc).split()))
     except OSError as exc:
         raise JtopUnavailable("jtop service not reachable (%s)" % exc)
     try:

@@ -255,7 +255,8 @@ class FakeJtop:
 
     def __enter__(self):
         if not os.path.exists(self._path):
-            raise JtopException("The jtop.service is not active. Please run: sudo systemctl restart jtop.service")
+            # jetson-stats' own text, line break included
+            raise JtopException("The jtop.service is not active. Please run:\nsudo jtop --install-service")
         self._state = read_board(self._path)
         return self
 
@@ -384,10 +385,12 @@ def test_modes_and_jetpack_through_the_adapter(tmp_path):
 
 
 def test_jtop_exception_becomes_a_clear_unavailable_message(tmp_path):
-    """Without the jtop service the adapter raises JtopUnavailable with one clear line."""
-    with pytest.raises(jtop_adapter.JtopUnavailable, match="jtop service not reachable.*jtop.service"):
+    """Without the jtop service the adapter raises JtopUnavailable with one clear line (the
+    line break in jetson-stats' message is not passed on: a log record stays one line)."""
+    with pytest.raises(jtop_adapter.JtopUnavailable, match="jtop service not reachable.*jtop.service") as err:
         with jtop_adapter.open_device(fake_module(str(tmp_path / "absent.json"))):
             pass
+    assert "\n" not in str(err.value) and "Please run: sudo jtop --install-service" in str(err.value)
 
 
 # ---------------------------------------------------------------- switching
