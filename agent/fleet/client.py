@@ -343,3 +343,9 @@ class AsyncClient(_Base):
         self.sock.close(0)
         if self._own_ctx:
             self.ctx.term()
+
+    async def __aenter__(self) -> "AsyncClient":
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        self.close()

@@ -89,7 +89,8 @@ def test_blocking_client_gets_its_answer_and_reports_a_loss_after_its_timeout():
 
 
 def test_async_client_keeps_many_requests_in_flight():
-    """Three awaited infer() calls at once each get their own answer."""
+    """Three awaited infer() calls at once each get their own answer; ``async with`` closes
+    the client as ``with`` closes ``Client``."""
     import zmq.asyncio
 
     async def main():
@@ -104,12 +105,12 @@ def test_async_client_keeps_many_requests_in_flight():
                 await src.send_multipart([ident] + _result(msg.fields["id"], outcome="rejected",
                                                            reason="deadline"))
 
-        client = AsyncClient("inproc://asrc", ctx=ctx, timeout_s=5.0)
         x = np.zeros((1, 1, 4, 4), np.float32)
         server = asyncio.ensure_future(serve(3))
-        answers = await asyncio.gather(*(client.infer(x) for _ in range(3)))
+        async with AsyncClient("inproc://asrc", ctx=ctx, timeout_s=5.0) as client:
+            answers = await asyncio.gather(*(client.infer(x) for _ in range(3)))
         await server
-        client.close()
+        assert client.sock.closed
         src.close(0)
         ctx.term()
         return answers
