@@ -15,6 +15,7 @@ from typing import Dict, List, Mapping, Optional, Sequence
 from agent.policies.model import mean_response_time, wire_bytes
 from agent.scenario.format import parse_scenario
 from agent.sim import FixedPolicy, SimConfig, simulate
+from agent.testbed.counters import is_total
 from agent.testbed.topology import StageInfo, Topology, scenario_object
 
 
@@ -137,14 +138,16 @@ def measured_link_rates(topo: Topology, stats: Mapping[str, Optional[Mapping]]
     return out
 
 
-# stats counters that are levels, not running totals: stats_delta keeps their last value
-GAUGE_PREFIXES = ("link_rate_bytes_s_",)
-
-
 def stats_delta(before: Mapping[str, Optional[dict]], after: Mapping[str, Optional[dict]]
                 ) -> Dict[str, Optional[dict]]:
     """``after`` with its counters reduced by ``before``'s: what one rate's run did (gauges
-    such as the measured link rates keep their value)."""
+    such as the measured link rates keep their value).
+
+    Both are running totals over all of a worker's processes (``agent.testbed.counters``), so
+    a change of process between the readings subtracts nothing it did not count. A total below
+    its earlier value (the counters started again from zero in a process the testbed did not
+    end) is never a negative share: the new process's count is taken as the rate's.
+    """
     out: Dict[str, Optional[dict]] = {}
     for n, a in after.items():
         if a is None:
@@ -152,8 +155,7 @@ def stats_delta(before: Mapping[str, Optional[dict]], after: Mapping[str, Option
             continue
         b = (before.get(n) or {}).get("counters") or {}
         d = dict(a)
-        d["counters"] = {k: v - b.get(k, 0) if isinstance(v, (int, float))
-                         and not k.startswith(GAUGE_PREFIXES) else v
-                         for k, v in (a.get("counters") or {}).items()}
+        d["counters"] = {k: v - b[k] if is_total(k, v) and is_total(k, b.get(k)) and v >= b[k]
+                         else v for k, v in (a.get("counters") or {}).items()}
         out[n] = d
     return out

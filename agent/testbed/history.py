@@ -32,7 +32,8 @@ from agent.testbed.faultlog import redo_fault_phases
 from agent.testbed.fleet import summarise_fleet
 from agent.testbed.local import RUN_FILE, _created, bundle_stages, summarise_rate
 from agent.testbed.bounds import MAX_RATE
-from agent.testbed.report import RunResult, _delay, _finite, damaged_lines, read_records
+from agent.testbed.report import (RunResult, _delay, _finite, damaged_lines, read_records,
+                                  warmup_end)
 from agent.testbed.topology import Topology
 from agent.testbed.rundir import RUN_INFO, in_use
 
@@ -90,12 +91,11 @@ def resolve_run_dir(path: str) -> str:
 
 def delays_after_warmup(records: List[dict], warmup_s: float) -> List[float]:
     """Delays (s) of the completed tasks created after the warm-up, as the table counts them."""
-    created = [c for c in (_created(r) for r in records) if c is not None]
-    t0 = min(created, default=0.0)
+    end = warmup_end(records, warmup_s)
     out = []
     for r in records:
         c = _created(r)
-        if r.get("status") == "completed" and c is not None and c - t0 >= warmup_s:
+        if r.get("status") == "completed" and c is not None and c >= end:
             d = _delay(r)
             if d is not None:
                 out.append(d)

@@ -6,7 +6,8 @@ time (signals for process faults, the commands for network ones), marks the agen
 down as injected so their death is no failure, and on ``finish`` undoes whatever is still in
 effect (network restored, stopped workers continued, killed workers started again) so the
 next rate starts from a whole topology. ``log`` says what was done and when (monotonic
-seconds, the clock of the sources' records).
+seconds, the clock of the sources' records); ``ended`` keeps the counters of the worker
+processes it ended (``agent.testbed.counters``), which the per-rate columns add in.
 """
 
 from __future__ import annotations
@@ -20,10 +21,11 @@ from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 from agent.errors import UsageError
 
 from agent.testbed import shaping
+from agent.testbed.counters import keep_ended
 from agent.testbed.faults import EVERY_LINK, Fault
 from agent.testbed.netns import DEV, NetPlan
 from agent.testbed.phases import fault_phases, for_good, target_resumed
-from agent.testbed.report import read_records
+from agent.testbed.report import read_records, warmup_end
 from agent.testbed.topology import TopologyError
 
 Cmd = List[str]
@@ -94,6 +96,8 @@ class FaultRunner:
         self._ready_s = 0.0  # while finishing: how long a restarted worker may take
         self.state: Dict[int, str] = {}  # index -> "on" | "off"
         self.log: List[dict] = []
+        # worker -> the summed last stats of its processes the faults ended (over every rate)
+        self.ended: Dict[str, dict] = {}
         self._cmds = {i: fault_commands(f, i, network.plan)
                       for i, f in enumerate(self.faults)
                       if network is not None and f.kind not in ("kill", "stop", "restart")}
@@ -150,9 +154,11 @@ class FaultRunner:
         self.state[i] = "on"
         self.log.append({"index": i, "fault": f.label(), "kind": f.kind, "target": f.target,
                          "began_mono": self.clock(), "began_wall": round(time.time(), 3)})
+        proc = self.agents.procs.get(f.target) if f.kind in ("kill", "restart") else None
         if f.kind == "kill":
             self.agents.injected.add(f.target)
             self.agents.kill(f.target)
+            self._keep_stats(f.target, proc)
             if not f.duration_s > 0:
                 self.log[-1]["for_good"] = True  # its phases last until the load's end
                 self._ended(i)  # down for good: counts from now
@@ -161,12 +167,19 @@ class FaultRunner:
         elif f.kind == "restart":
             self.agents.injected.add(f.target)
             self.agents.stop([f.target])
+            self._keep_stats(f.target, proc)
             self.agents.launch([f.target])
             self.agents.injected.discard(f.target)
             self.state[i] = "off"
             self._ended(i)
         else:
             self.network.run(self._cmds[i][0])
+
+    def _keep_stats(self, worker: str, proc) -> None:
+        """Keep the counters of ``worker``'s process ``proc``, gone now (``keep_ended``), so
+        those of the process started after it add to them."""
+        if proc is not None:
+            keep_ended(self.ended, worker, self.agents.configs[worker].state_dir, proc.pid)
 
     def _end(self, i: int, f: Fault) -> None:
         self.state[i] = "off"
@@ -204,8 +217,9 @@ def add_fault_phases(result, runner: FaultRunner, records: Mapping[str, str],
     t0 = runner.started_at
     # a kill for good: its worker is down for every task created after it, to the load's end
     # (it starts again only once the rate's tasks have drained, in ``finish``)
+    end = warmup_end(recs, warmup_s)  # the summary's warm-up, so their counts agree
     result.phases, result.recovery_s = fault_phases(recs, runner.windows(math.inf),
-                                                    t0 + warmup_s)
+                                                    t0 + warmup_s if end is None else end)
     result.faults = relative_log(runner.log, t0)
     for d, e in zip(result.faults, runner.log):  # a worker's (or a link's receiver's) return
         worker = str(e.get("target", "")).split("->")[-1]

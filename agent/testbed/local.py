@@ -35,6 +35,7 @@ from agent.ops.atomic import write_atomic
 from agent.testbed.columns import (empirical_remaining, fifo_sim_delay, link_utilisation,
                                    measured_link_rates, model_delay, routing_used,
                                    stats_delta)
+from agent.testbed.counters import read_stats, with_ended
 from agent.testbed.created import created_so_far
 from agent.testbed.exits import default_remaining
 from agent.testbed.faultlog import record_fault_phases
@@ -42,7 +43,7 @@ from agent.testbed.inject import FaultRunner
 from agent.testbed.procs import LocalAgents, free_ports
 from agent.testbed.asrun import applied_links, senders_pace, told_rate
 from agent.testbed.report import (RunResult, _created, read_records, served_rate,
-                                   summarise_records)
+                                   summarise_records, warmup_end)
 from agent.testbed.topology import StageInfo, Topology
 from agent.policies.mdi_exit.rules import params_from_knobs as mdi_params
 from agent.policies.thresholds import DEFAULT_THRESHOLD
@@ -201,16 +202,6 @@ def _count_records(path: str) -> int:
         return 0
 
 
-def read_stats(path: str) -> Optional[dict]:
-    """A node's ``stats.json`` (None when absent or unreadable)."""
-    try:
-        with open(path, "r", encoding="utf-8") as f:
-            obj = json.load(f)
-    except (OSError, ValueError):
-        return None
-    return obj if isinstance(obj, dict) else None
-
-
 def run_local(topo: Topology, bundle, policy: str, rates: Sequence[float],
               settings: TestbedSettings, seed: int = 0,
               tick: Optional[Callable[[int, str, float], None]] = None,
@@ -270,7 +261,7 @@ def run_local(topo: Topology, bundle, policy: str, rates: Sequence[float],
                 raise
             faults.finish(agents_ready_s=settings.ready_timeout_s)
             agents.stop([names[s.id] for s in topo.sources])
-            after = _worker_stats(topo, cfgs, agents, settle)
+            after = _worker_stats(topo, cfgs, agents, settle, faults.ended)
             # this rate's records and final source stats move aside; the sources' saved policy
             # state stays, so the next rate's sources resume from it as a restarted device does
             records = _archive(cfgs, [s.id for s in topo.sources],
@@ -330,16 +321,18 @@ def _archive(cfgs: Mapping[str, NodeConfig], ids: Sequence[str], directory: str
 
 
 def _worker_stats(topo: Topology, cfgs: Mapping[str, NodeConfig], agents: LocalAgents,
-                  settle_s: float) -> Dict[str, Optional[dict]]:
-    """Workers' stats.json once they have rewritten it with the load at rest.
+                  settle_s: float, ended: Mapping[str, dict]) -> Dict[str, Optional[dict]]:
+    """Workers' stats.json once they have rewritten it with the load at rest, each with the
+    counters of its processes that faults ended (``ended``) added: running totals over the
+    worker's processes (``agent.testbed.counters``).
 
     Workers rewrite it every ``status_interval_s``; waiting that long after the last task makes
     the counters current.
     """
     time.sleep(settle_s)
     agents.check_alive()
-    return {w.id: read_stats(os.path.join(cfgs[w.id].state_dir, "stats.json"))
-            for w in topo.workers}
+    return {w.id: with_ended(read_stats(os.path.join(cfgs[w.id].state_dir, "stats.json")),
+                             ended.get(w.id)) for w in topo.workers}
 
 
 def summarise_rate(topo: Topology, bundle, stages: Sequence[StageInfo], policy: str,
@@ -347,18 +340,12 @@ def summarise_rate(topo: Topology, bundle, stages: Sequence[StageInfo], policy: 
                    stats: Mapping[str, Optional[dict]], duration_s: float, load_s: float
                    ) -> RunResult:
     """One rate's result: counts over the whole run, delay/accuracy after the warm-up."""
-    recs: List[dict] = []
-    warm: List[dict] = []
-    admitted_rate = 0.0
-    for s in topo.sources:
-        rs = read_records(records[s.id])
-        t_first = min((_created(r) for r in rs if _created(r) is not None), default=None)
-        for r in rs:
-            c = _created(r)
-            (warm if t_first is not None and c is not None and c - t_first < topo.warmup_s
-             else recs).append(r)
-        admitted_rate += served_rate(rs, topo.warmup_s) or 0.0
-    everything = summarise_records(recs + warm, policy, rate, topo.capacities_emulated,
+    by_source = {s.id: read_records(records[s.id]) for s in topo.sources}
+    admitted_rate = sum(served_rate(rs, topo.warmup_s) or 0.0 for rs in by_source.values())
+    every = [r for rs in by_source.values() for r in rs]
+    end = warmup_end(every, topo.warmup_s)  # one start for all sources, as the phases have
+    recs = [r for r in every if end is None or _created(r) is None or _created(r) >= end]
+    everything = summarise_records(every, policy, rate, topo.capacities_emulated,
                                    duration_s=load_s, expected_created=sum(expected.values()))
     measured = summarise_records(recs, policy, rate, topo.capacities_emulated,
                                  duration_s=duration_s)

@@ -192,6 +192,19 @@ def summarise_records(records: Iterable[Mapping], policy: str, rate: float,
         duration_s=float(duration_s), resent=resent, exit_counts=dict(exits))
 
 
+def warmup_end(recs: Iterable[Mapping], warmup_s: float) -> Optional[float]:
+    """When one rate's warm-up ends: ``warmup_s`` after the first task any of its sources
+    created (the load's start, as the records show it); None without a creation time.
+
+    The one start of the warm-up: the summary's delay and accuracy, the delay per phase and
+    the delay CDF all leave out the tasks created before this, so their counts agree. Every
+    source starts at the load's start, so one start serves them all (a source's own first
+    task comes a random arrival gap later, longer at a lower rate).
+    """
+    created = [c for c in (_created(r) for r in recs) if c is not None]
+    return min(created) + warmup_s if created else None
+
+
 def served_rate(recs: Sequence[Mapping], warmup_s: float) -> Optional[float]:
     """Tasks answered per second while one source's arrivals last, after the warm-up.
 

@@ -13,6 +13,7 @@ class _Agents:
     def __init__(self):
         self.injected = set()
         self.calls = []
+        self.procs = {}  # no process runs: the runner has no stats of one to keep
 
     def kill(self, name):
         self.calls.append(("kill", name))

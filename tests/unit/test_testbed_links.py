@@ -1,11 +1,14 @@
 """The testbed's link columns: utilisation of each shaped link, the senders' rate estimates,
-and per-rate stats deltas that keep gauges."""
+per-rate stats deltas that keep gauges, and counters summed over a worker's processes."""
+
+import json
 
 import pytest
 
 from agent.policies.model import wire_bytes
 from agent.testbed.columns import link_utilisation, measured_link_rates
 from agent.testbed.columns import stats_delta
+from agent.testbed.counters import keep_ended, read_stats, with_ended
 from agent.testbed.report import busiest_link, format_table, summarise_records
 from agent.testbed.topology import StageInfo, parse_topology
 
@@ -50,6 +53,37 @@ def test_stats_delta_subtracts_counters_but_keeps_link_rate_gauges():
     d = stats_delta(before, after)
     assert d["a"]["counters"] == {"sent_to_c": 60, "link_rate_bytes_s_c": 9500}
     assert d["b"] is None
+
+
+def test_a_counter_lower_than_before_is_the_new_processs_count_never_a_negative_share():
+    """A running total below its earlier reading means its counters started again from zero
+    in a process the testbed did not end: the rate's share is the new count, not negative."""
+    before = {"a": {"counters": {"tasks_in": 40, "sent_to_c": 40}}}
+    after = {"a": {"counters": {"tasks_in": 6, "sent_to_c": 45}}}
+    assert stats_delta(before, after)["a"]["counters"] == {"tasks_in": 6, "sent_to_c": 5}
+
+
+def test_a_workers_counters_add_its_ended_processes_but_keep_the_running_ones_gauges(
+        tmp_path):
+    """The stats a rate reads of a worker are running totals over its processes: the last
+    stats.json of each ended process (moved aside, so it is never read twice) plus the running
+    one's; gauges and routing are the running process's, or the ended one's where it has none
+    yet."""
+    ended = {}
+    state = tmp_path / "w1"
+    state.mkdir()
+    (state / "stats.json").write_text(json.dumps({"counters": {
+        "tasks_in": 30, "sent_to_c": 30, "link_rate_bytes_s_c": 9000}, "routing": {"c": 1.0}}))
+    keep_ended(ended, "w1", str(state), 4242)
+    assert not (state / "stats.json").exists() and (state / "stats.4242.json").exists()
+    assert with_ended(read_stats(str(state / "stats.json")), ended.get("w1")) == ended["w1"]
+    (state / "stats.json").write_text(json.dumps({"counters": {
+        "tasks_in": 5, "sent_to_d": 5, "link_rate_bytes_s_c": 9500}, "routing": {"d": 1.0}}))
+    now = with_ended(read_stats(str(state / "stats.json")), ended["w1"])
+    assert now["counters"] == {"tasks_in": 35, "sent_to_c": 30, "sent_to_d": 5,
+                               "link_rate_bytes_s_c": 9500}
+    assert now["routing"] == {"d": 1.0}
+    assert with_ended(None, None) is None
 
 
 def test_table_shows_the_busiest_link_only_when_links_are_shaped():
