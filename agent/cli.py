@@ -53,13 +53,25 @@ def _load(name: str):
         raise
 
 
+class _Version(argparse.Action):
+    """``--version``: the package's version and the wire protocol it speaks (agents of one
+    fleet must speak one), the wire contract imported only when asked."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        from agent.protocol.wire import VERSION
+
+        print("edge-agent %s (wire protocol %d)" % (__version__, VERSION))
+        parser.exit()
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Build the top-level parser with every available subcommand."""
     parser = argparse.ArgumentParser(
         prog="edge-agent",
         description="Collaborative early-exit DNN inference on a fleet of edge devices.",
     )
-    parser.add_argument("--version", action="version", version="edge-agent " + __version__)
+    parser.add_argument("--version", action=_Version, nargs=0,
+                        help="show the version and its wire protocol, and exit")
     parser.add_argument(
         "--log-level",
         default="INFO",

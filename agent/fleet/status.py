@@ -67,6 +67,7 @@ def summarise(series: Mapping[str, List[tuple]]) -> Dict[str, Any]:
     info = series.get("node_info", [({}, 0.0)])[0][0]
     return {
         "role_reported": info.get("role", ""),
+        "protocol": info.get("protocol", ""),  # the wire protocol (none said: an older agent)
         "stage_reported": info.get("stage", ""),
         "power_mode": next((m for m, v in by("power_mode", "mode").items() if v == 1), ""),
         "capacity_flops": cap[0] if cap else None,

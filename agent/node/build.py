@@ -52,6 +52,7 @@ from agent.ops.watchdog import watchdog_interval_s
 from agent.policies.api import AgentPolicy, NodeView, default_thresholds
 from agent.policies import registry
 from agent.policies.thresholds import thresholds_to_wire
+from agent.protocol import wire
 from calibration.online import OnlineCapacityEstimator
 from calibration.profile import current_power_mode
 from engines.accelerator import check_engines, report_engines, resolve_accelerator
@@ -373,9 +374,9 @@ def serve(cfg: NodeConfig, notifier: Any = None, ctx: Optional[zmq.Context] = No
                    for s in (signal.SIGTERM, signal.SIGINT)}
             if notifier is not None:
                 notifier.ready("%s %s serving (policy %s)" % (cfg.role, cfg.node_id, cfg.policy))
-            log.info("%s %s serving: policy %s, control %s, data %s, %d peer(s), run %s",
-                     cfg.role, cfg.node_id, cfg.policy, cfg.control_bind, cfg.data_bind,
-                     len(cfg.peers), built.transport.twins.run_id)
+            log.info("%s %s serving: policy %s, control %s, data %s, %d peer(s), wire protocol "
+                     "%d, run %s", cfg.role, cfg.node_id, cfg.policy, cfg.control_bind,
+                     cfg.data_bind, len(cfg.peers), wire.VERSION, built.transport.twins.run_id)
             freeze_startup_objects()  # full collections skip what start-up built (collector.py)
             node.run()
         finally:

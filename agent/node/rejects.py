@@ -1,22 +1,25 @@
 """Input refused as malformed, unexpected or from the wrong sender: counted, and logged.
 
 Each such message is a drop counted by reason (``drop_<reason>``: stats.json, metrics,
-``status``). The first is also logged as a WARNING naming its sender and what was wrong; later
-ones at most once per ``REJECT_LOG_INTERVAL_S``, with how many more came meanwhile, by reason.
-So an operator learns that something sends garbage, and who, without a flood in the journal.
+``status``). The first of each reason from each sender is also logged at once as a WARNING
+naming its sender and what was wrong (for the first ``FIRST_PAIRS`` such pairs); later ones
+at most once per ``REJECT_LOG_INTERVAL_S``, with how many more came meanwhile, by reason. So
+an operator learns that something sends garbage, and every sender that does (three peers of
+an older wire protocol are three lines, not one a minute), without a flood in the journal.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Set, Tuple
 
 from agent.ops.throttle import Throttle, more_since
 
 log = logging.getLogger("agent.node.loop")  # the loop's step: logged under its name
 
 REJECT_LOG_INTERVAL_S = 60.0  # at most one line per this many seconds about refused input
+FIRST_PAIRS = 64  # (reason, sender) pairs whose first drop is logged at once: a bound on lines
 
 
 def sender_label(who: Any) -> str:
@@ -35,10 +38,17 @@ class Rejects:
     def __init__(self, drop: Callable[[str], None], clock: Callable[[], float] = time.monotonic):
         self._drop = drop
         self._log = Throttle(REJECT_LOG_INTERVAL_S, clock)
+        self._seen: Set[Tuple[str, str]] = set()  # (reason, sender) pairs logged once
 
     def __call__(self, reason: str, sender: Any, why: str = "") -> None:
         self._drop(reason)
+        who = sender_label(sender)
+        if (reason, who) not in self._seen and len(self._seen) < FIRST_PAIRS:
+            self._seen.add((reason, who))
+            log.warning("dropped a message from %s: %s", who, why or reason)
+            self._log.mark()
+            return
         left = self._log.due(reason)
         if left is not None:
-            log.warning("dropped a message from %s: %s%s", sender_label(sender), why or reason,
+            log.warning("dropped a message from %s: %s%s", who, why or reason,
                         more_since(left, "more dropped"))

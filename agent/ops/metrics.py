@@ -97,7 +97,8 @@ class AgentMetrics:
                                      "final record (completed, lost, rejected)",
                                      ["node", "outcome"], registry=r)
         self._info = Gauge("edge_agent_node_info", "Always 1; the labels say what this agent is "
-                           "(stage 0: a source)", ["node", "role", "stage", "policy"], registry=r)
+                           "(stage 0: a source) and the wire protocol it speaks",
+                           ["node", "role", "stage", "policy", "protocol"], registry=r)
         self._service_child: Any = None  # the service-time series, once observed
         self._children: Dict[Tuple[Any, Any], Any] = {}  # (metric, label) -> series (_child)
         self._power_lock = threading.Lock()
@@ -168,7 +169,9 @@ class AgentMetrics:
 
     def node_info(self, role: str, stage: int, policy: str) -> None:
         """Say what this agent is (``edge-agent status`` reads it where no manifest does)."""
-        self._info.labels(self.node_id, str(role), str(stage), str(policy)).set(1)
+        from agent.protocol.wire import VERSION
+
+        self._info.labels(self.node_id, str(role), str(stage), str(policy), str(VERSION)).set(1)
         if role == "source":  # its task counts are shown from start-up, at 0 until a task
             for outcome in SOURCE_OUTCOMES:
                 self._child(self._source_tasks, outcome)

@@ -34,6 +34,12 @@ class Throttle:
         return left
 
 
+    def mark(self) -> None:
+        """A line about these events was logged another way now: the interval starts again
+        (the counts left unlogged are kept for the next line)."""
+        self._logged_at = self.clock()
+
+
 def more_since(left: "Counter", what: str = "more") -> str:
     """`` (and N more since the last line: a 3, b 1)`` for ``due``'s counts ("" when none);
     ``what`` names the events (the key list is left out when there is only the empty key)."""

@@ -336,7 +336,8 @@ def decode(frames: Sequence[Any]) -> Message:
     if not isinstance(header, dict):
         raise WireError("bad_header", "header is not a map")
     if header.get("v") != VERSION:
-        raise WireError("bad_version", "version %r, expected %d" % (header.get("v"), VERSION))
+        raise WireError("bad_version", "wire protocol %r, expected %d: every agent and client "
+                        "of a fleet must speak one" % (header.get("v"), VERSION))
     k = header.get("k")
     kind = _KIND_BY_NUMBER.get(k) if type(k) is int else None
     if kind is None:
@@ -372,9 +373,8 @@ def decode(frames: Sequence[Any]) -> Message:
 
 
 def peek_id(frames: Sequence[Any]) -> Optional[str]:
-    """The string ``id`` in the header of a message ``decode`` refused, when the header still
-    reads as a map (a client's task with a tensor it may not send waits for its answer by that
-    id); None otherwise."""
+    """The string ``id`` in the header of a message ``decode`` refused, if it still reads as a
+    map (a client's refused task waits for its answer by that id); None otherwise."""
     try:
         raw = memoryview(frames[0])
         if raw.nbytes > MAX_HEADER_BYTES:

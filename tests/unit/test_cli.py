@@ -22,10 +22,15 @@ def test_every_subcommand_is_offered_and_has_help(command, capsys):
 
 
 def test_python_dash_m_agent_is_the_console_script():
-    """`python -m agent --version` runs the same entry point as `edge-agent`."""
+    """`python -m agent --version` runs the same entry point as `edge-agent`; the version
+    names the wire protocol, which every agent of a fleet must share (a rolling upgrade
+    checks it device by device)."""
+    from agent.protocol.wire import VERSION
+
     out = subprocess.run([sys.executable, "-m", "agent", "--version"], capture_output=True,
                          text=True, check=True)
-    assert out.stdout.strip() == "edge-agent " + __import__("agent").__version__
+    assert out.stdout.strip() == "edge-agent %s (wire protocol %d)" % (
+        __import__("agent").__version__, VERSION)
 
 
 def test_no_subcommand_prints_help_and_exits_2(capsys):

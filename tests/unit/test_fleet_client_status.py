@@ -217,6 +217,7 @@ def test_status_without_a_manifest_shows_role_stage_and_every_configured_neighbo
     finally:
         m.close()
     assert st["alive"] and st["role"] == "source" and st["stage"] == "0"
+    assert st["protocol"] == str(wire.VERSION)  # a rolling upgrade tells versions apart
     assert st["neighbours"] == {"w1a": True, "w1b": False, "w1c": False}
     row = [line for line in format_status({"cam": st}).splitlines() if line.startswith("cam ")]
     assert " source " in row[0] and " 1/3 " in row[0]

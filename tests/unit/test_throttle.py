@@ -34,8 +34,9 @@ def test_more_since_names_the_count_and_the_keys_only_when_there_are_keys():
 
 
 def test_refused_input_is_always_counted_and_logged_once_a_minute_with_the_rest_summed(caplog):
-    """Every reject goes to the drop counter; the log gets the first at once (its sender and
-    why), then one line per interval carrying how many came meanwhile, by reason."""
+    """Every reject goes to the drop counter; the log gets the first of each reason from each
+    sender at once (its sender and why), then one line per interval carrying how many came
+    meanwhile, by reason."""
     drops, now = [], [0.0]
     reject = Rejects(drops.append, clock=lambda: now[0])
     with caplog.at_level(logging.WARNING, logger="agent.node.loop"):
@@ -43,14 +44,39 @@ def test_refused_input_is_always_counted_and_logged_once_a_minute_with_the_rest_
         for _ in range(40):
             reject("bad_header", b"w3a")
         reject("bad_shape", "w2", "a stage-2 input of float32(1, 3), not float32(1, 8)")
+        reject("bad_shape", "w2", "again")
         now[0] = 61.0
         reject("bad_version", b"\x00k\x8b\x45\x67")
-    assert len(drops) == 43 and drops.count("bad_header") == 41
+        reject("bad_version", b"\x00k\x8b\x45\x67", "later")
+        now[0] = 122.0
+        reject("bad_header", b"w3a", "bad_header: ExtraData")
+    assert len(drops) == 46 and drops.count("bad_header") == 42
     lines = [r.getMessage() for r in caplog.records]
     assert lines == [
         "dropped a message from w3a: bad_header: ExtraData",
-        "dropped a message from 0x006b8b4567: bad_version"
-        " (and 41 more dropped since the last line: bad_header 40, bad_shape 1)"]
+        "dropped a message from w2: a stage-2 input of float32(1, 3), not float32(1, 8)",
+        "dropped a message from 0x006b8b4567: bad_version",
+        "dropped a message from w3a: bad_header: ExtraData"
+        " (and 42 more dropped since the last line: bad_header 40, bad_shape 1, bad_version 1)"]
+
+
+def test_every_sender_of_another_wire_protocol_is_named_but_the_lines_stay_bounded(caplog):
+    """Three peers of an older wire protocol are three lines at once, not one a minute naming
+    only one of them; past ``FIRST_PAIRS`` senders the throttle alone speaks."""
+    from agent.node.rejects import FIRST_PAIRS
+
+    drops = []
+    reject = Rejects(drops.append, clock=lambda: 0.0)
+    with caplog.at_level(logging.WARNING, logger="agent.node.loop"):
+        for peer in ("cam", "fast", "slow"):
+            for _ in range(10):
+                reject("bad_version", peer, "version 1, expected 2")
+        for i in range(2 * FIRST_PAIRS):
+            reject("bad_header", "client%d" % i)
+    named = [r.getMessage().split(": ")[0] for r in caplog.records]
+    assert named[:3] == ["dropped a message from cam", "dropped a message from fast",
+                         "dropped a message from slow"]
+    assert len(named) == FIRST_PAIRS and len(drops) == 30 + 2 * FIRST_PAIRS
 
 
 def test_a_sender_prints_as_its_node_id_or_in_hex_when_it_is_not_text():

@@ -183,6 +183,8 @@ def test_a_results_batch_of_another_protocol_version_is_dropped_as_bad_version()
         wire.decode(_results_header([_result_fields(0)], v=1))
     assert info.value.reason == "bad_version"
     assert wire.VERSION == 2
+    assert str(info.value).startswith("bad_version: wire protocol 1, expected 2: every agent "
+                                      "and client of a fleet must speak one"), str(info.value)
 
 
 def test_the_sender_refuses_an_empty_oversized_or_incomplete_results_batch():
