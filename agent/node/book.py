@@ -63,6 +63,9 @@ class ReplaySet:
         self.rows = None if rows == "all" else rows_named(rows, len(self.x))
         if self.rows is not None and not len(self.rows):
             raise UsageError("replay_rows: %s has no %s rows" % (path, rows))
+        # (min, max) of every input value: what the stage-1 engine is fed (clients' inputs
+        # are compared with it, so unscaled images are told, not answered wrong)
+        self.value_range = (float(self.x.min()), float(self.x.max()))
 
     def sample(self, rng: random.Random) -> Tuple[np.ndarray, int]:
         x, y, _ = self.sample_row(rng)

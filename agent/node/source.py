@@ -18,7 +18,8 @@ once when there is no route.
 A local client gets exactly one answer per task it pushed: the RESULT, or a RESULT with
 ``outcome`` rejected / lost / error and a ``reason`` (``wire.answer_fields``); an input that is
 not the stage-1 dtype and shape, or holds non-finite values or values above
-``INPUT_ABS_MAX``, is refused with outcome ``error``, reason ``bad_input``.
+``INPUT_ABS_MAX`` or far outside the replay set's value range (``INPUT_RANGE_WIDTHS``), is
+refused with outcome ``error``, reason ``bad_input``.
 """
 
 from __future__ import annotations
@@ -40,6 +41,9 @@ from agent.node.role import Role
 from agent.policies.api import AgentPolicy, TaskInfo
 
 INPUT_ABS_MAX = 1e6  # a client's input values must lie within +-this (finite)
+# ... and within the replay set's value range widened by this many times its width on each
+# side: 0-255 images where the model takes [0, 1] are refused, not answered wrong
+INPUT_RANGE_WIDTHS = 4.0
 
 
 class SourceSide(Role):
@@ -148,7 +152,26 @@ class SourceSide(Role):
             self.out.reject("bad_input", identity, "a client's %s (answered error, bad_input)"
                             % why)
             return self._answer(client, "error", "bad_input", why)
+        why = self._out_of_range(x)
+        if why:
+            self.out.reject("bad_input", identity, "a client's %s (answered error, bad_input)"
+                            % why)
+            return self._answer(client, "error", "bad_input", why)
         self._create_task(np.ascontiguousarray(x), -1, client=client)
+
+    def _out_of_range(self, x: np.ndarray) -> str:
+        """Why ``x``'s values are far outside the replay set's (the scale the engine takes);
+        "" when they are not, or the set has no range to compare with."""
+        lo, hi = self.replay.value_range
+        margin = INPUT_RANGE_WIDTHS * (hi - lo)
+        if x.dtype.kind != "f" or not margin > 0 or not x.size:
+            return ""
+        x_lo, x_hi = float(x.min()), float(x.max())
+        if lo - margin <= x_lo and x_hi <= hi + margin:
+            return ""
+        hint = " (images stored as 0-255? x / 255)" if hi <= 1.0 < x_hi <= 255.0 else ""
+        return ("input values in [%.4g, %.4g], far outside the [%.4g, %.4g] of the source's "
+                "replay set: scale it as the model's inputs are%s" % (x_lo, x_hi, lo, hi, hint))
 
     def on_client_refused(self, identity: bytes, task_id: Optional[str], why: str = "") -> None:
         """A client's task the wire check refused (a dtype it may not send, an oversized or

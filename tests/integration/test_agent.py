@@ -87,8 +87,9 @@ def test_bad_config_fails_with_one_line_naming_the_field(tmp_path):
 
 def test_a_local_client_pushes_tasks_and_gets_each_result_back(bundle, tmp_path):
     """arrival = "client": tasks pushed over the source's client socket are answered with a
-    RESULT carrying the client's own id; a task of the wrong shape or with NaN values is
-    counted and answered with an error (outcome "error", reason "bad_input"), and so is one
+    RESULT carrying the client's own id; a task of the wrong shape, with NaN values or with
+    values far outside the replay set's (unscaled images) is counted and answered with an
+    error (outcome "error", reason "bad_input"), and so is one
     whose tensor the wire check refuses (a uint16 frame), by the id in its header."""
     port = free_ports(1)[0]
     c = Cluster(str(tmp_path), bundle, {"s1": 0, "w1": 1, "w2": 2})
@@ -109,13 +110,15 @@ def test_a_local_client_pushes_tasks_and_gets_each_result_back(bundle, tmp_path)
         client.send_multipart(wire.encode(Kind.TASK, "cam", dict(fields, id="nan"), [nan]))
         u16 = np.zeros((1, 1, 8, 8), np.uint16)  # a dtype the wire does not carry
         client.send_multipart(wire.encode(Kind.TASK, "cam", dict(fields, id="u16"), [u16]))
+        big = np.full((1, 1, 8, 8), 250.0, np.float32)  # far outside the replay set's values
+        client.send_multipart(wire.encode(Kind.TASK, "cam", dict(fields, id="big"), [big]))
         for i in range(5):
             x = np.full((1, 1, 8, 8), i / 5.0, np.float32)
             client.send_multipart(wire.encode(Kind.TASK, "cam", dict(fields, id="q%d" % i), [x]))
         got = {}
         poller = zmq.Poller()
         poller.register(client, zmq.POLLIN)
-        while len(got) < 8 and poller.poll(60000):
+        while len(got) < 9 and poller.poll(60000):
             msg = wire.decode(client.recv_multipart())
             got[msg.fields["id"]] = msg
         c.wait_for(lambda: (c.stats("s1") or {}).get("counters", {}).get("drop_bad_shape") == 1,
@@ -124,10 +127,10 @@ def test_a_local_client_pushes_tasks_and_gets_each_result_back(bundle, tmp_path)
     finally:
         c.stop_all()
         ctx.destroy(linger=0)
-    assert sorted(got) == ["bad", "nan"] + ["q%d" % i for i in range(5)] + ["u16"]
+    assert sorted(got) == ["bad", "big", "nan"] + ["q%d" % i for i in range(5)] + ["u16"]
     # answered too: an error, not silence, with a detail line that says what was wrong
     details = {}
-    for tid in ("bad", "nan", "u16"):
+    for tid in ("bad", "nan", "u16", "big"):
         bad = got.pop(tid)
         assert (bad.fields["outcome"], bad.fields["reason"], bad.fields["cls"]) == \
             ("error", "bad_input", -1)
@@ -135,6 +138,8 @@ def test_a_local_client_pushes_tasks_and_gets_each_result_back(bundle, tmp_path)
     assert details["bad"] == "input float32 (1, 3, 8, 8); stage 1 takes float32 (1, 1, 8, 8)"
     assert details["nan"].startswith("input holds NaN, inf or values beyond")
     assert "uint16" in details["u16"] and "not allowed" in details["u16"], details
+    assert details["big"].startswith("input values in [250, 250], far outside the ") and (
+        "of the source's replay set: scale it as the model's inputs are" in details["big"])
     assert all(m.kind == Kind.RESULT and m.fields["exit_stage"] in (1, 2)
                and m.fields["outcome"] == "completed" for m in got.values())
     recs = c.records("s1")
