@@ -6,7 +6,9 @@ TensorRT bindings are importable), installs the package into it, writes the unit
 enables them. ``--dry-run`` prints every step without doing anything; ``--root DIR`` installs
 into DIR as if it were ``/`` (an image, or a test's temp dir): steps that act on this machine's
 user database are then skipped and ``systemctl --root`` only writes the enablement links.
-Running it again is safe: existing users, directories, venv and calibrate.env are kept.
+Running it again is safe: existing users, directories, venv and calibrate.env are kept (a
+``--bundle`` other than the kept calibrate.env's is named, with how to change it); unit files
+are rewritten, and one that differed from the shipped text is named as replaced.
 Before the first step (dry run too) it checks what it can: the folders it writes are
 directories or can be made, the unit files and ``--package`` exist, ``--python`` can make a venv.
 """
@@ -33,6 +35,7 @@ UNIT_FILES = ("edge-agent@.service", "edge-agent.target", "edge-agent-calibrate.
 GROUPS = ("video", "render", "jtop")
 DEFAULT_PREFIX = "/opt/edge-agent"  # venv at PREFIX/venv, as named in the unit files
 DEFAULT_USER = "edge-agent"
+DEFAULT_BUNDLE = DEFAULT_PREFIX + "/bundle"
 # a systemd instance name that is also a config file stem: no spaces, slashes or leading dot/dash
 INSTANCE_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.:-]*$")
 # what the venv's onnxruntime is, printed by the venv's own interpreter
@@ -59,8 +62,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "source checkout; never a name looked up on the package index)")
     parser.add_argument("--no-pip", action="store_true",
                         help="create the venv but do not pip-install into it (offline images)")
-    parser.add_argument("--bundle", default="/opt/edge-agent/bundle",
-                        help="bundle directory written to calibrate.env (default %(default)s)")
+    parser.add_argument("--bundle", default=None,
+                        help="bundle directory written to a new calibrate.env (default %s; "
+                        "an existing calibrate.env is kept)" % DEFAULT_BUNDLE)
     parser.add_argument("--calibrate-timer", action="store_true",
                         help="also enable the monthly calibration timer")
     parser.add_argument("--no-enable", action="store_true", help="write units but enable none")
@@ -112,11 +116,12 @@ class Plan:
             pw = pwd.getpwnam(owner)
             os.chown(path, pw.pw_uid, pw.pw_gid)
 
-    def write(self, path: str, text: str, mode: int = 0o644, keep: bool = False) -> None:
+    def write(self, path: str, text: str, mode: int = 0o644, keep=False, note: str = "") -> None:
+        """Write ``text`` to ``path`` (kept if it exists and ``keep``); ``note``: said after."""
         if keep and os.path.exists(path):
-            self.skip("write " + path, "exists, kept")
+            self.skip("write " + path, "exists, kept" + note)
             return
-        self.say("write %s (mode %04o, %d lines)" % (path, mode, text.count("\n")))
+        self.say("write %s (mode %04o, %d lines)%s" % (path, mode, text.count("\n"), note))
         if self.dry_run:
             return
         try:
@@ -124,6 +129,43 @@ class Plan:
             write_atomic(path, text, perms=mode)
         except OSError as exc:
             raise InstallError("cannot write %s: %s" % (path, exc.strerror or exc)) from None
+
+
+def kept_env_note(path: str, bundle: Optional[str]) -> str:
+    """Nothing when the calibrate.env at ``path`` names ``--bundle`` (None: not given), else
+    the bundle it keeps and how to change it."""
+    try:
+        with open(path) as f:
+            have = [ln.split("=", 1)[1].strip() for ln in f.read().splitlines()
+                    if ln.startswith("EDGE_AGENT_BUNDLE=")]
+    except OSError:
+        return ""
+    if bundle is None or not have or have[-1] == bundle:
+        return ""
+    return ("; it names EDGE_AGENT_BUNDLE=%s, so --bundle %s is not used: edit the file, or "
+            "remove it and run install again" % (have[-1], bundle))
+
+
+def replaced_note(path: str, text: str, unit: str) -> str:
+    """Said when the file at ``path`` differs from the ``text`` written for ``unit``: edits
+    there are lost; a ``systemctl edit`` drop-in, which install leaves alone, keeps them."""
+    try:
+        with open(path) as f:
+            if f.read() == text:
+                return ""
+    except OSError:
+        return ""  # a new file
+    return (": replaced (it differed from what install writes: an earlier release's, or local "
+            "edits, now lost; use `systemctl edit %s` for changes)" % unit)
+
+
+def as_service_user(command: str, path: str) -> str:
+    """``command`` (``edge-agent ...``) as the service user, with the venv's script (no PATH
+    under sudo has it), where ``path`` is in the service's state directory: calibrate run as
+    root leaves a profile there of root's, mode 0600, that the agent cannot read."""
+    if not os.path.abspath(path).startswith(DEFAULT_STATE_DIR + "/"):
+        return command
+    return "sudo -u %s %s/venv/bin/%s" % (DEFAULT_USER, DEFAULT_PREFIX, command)
 
 
 def _under(root: str, path: str) -> str:
@@ -289,9 +331,10 @@ def run(args: argparse.Namespace) -> int:
     plan.mkdir(etc, 0o755)
     plan.mkdir(os.path.join(etc, "keys"), 0o700, owner)
     plan.mkdir(os.path.join(etc, "fleet"), 0o755)  # the fleet's public keys (allowed_keys_dir)
-    plan.write(os.path.join(etc, "calibrate.env"),
-               "# Read by edge-agent-calibrate.service\nEDGE_AGENT_BUNDLE=%s\n"
-               "EDGE_AGENT_CALIBRATE_ARGS=--modes all\n" % args.bundle, keep=True)
+    env = os.path.join(etc, "calibrate.env")
+    plan.write(env, "# Read by edge-agent-calibrate.service\nEDGE_AGENT_BUNDLE=%s\n"
+               "EDGE_AGENT_CALIBRATE_ARGS=--modes all\n" % (args.bundle or DEFAULT_BUNDLE),
+               keep=True, note=kept_env_note(env, args.bundle))
 
     # 3. the virtual environment and the package
     venv_path = DEFAULT_PREFIX + "/venv"
@@ -320,13 +363,16 @@ def run(args: argparse.Namespace) -> int:
     system = _under(root, "/etc/systemd/system")
     for unit in UNIT_FILES:
         with open(os.path.join(src, unit)) as f:
-            plan.write(os.path.join(system, unit), render_unit(f.read(), venv_path, args.user))
+            text = render_unit(f.read(), venv_path, args.user)
+        dest = os.path.join(system, unit)
+        plan.write(dest, text, note=replaced_note(dest, text, unit))
     extra = [g for g in present if g != "video"]
     for unit in ("edge-agent@.service", "edge-agent-calibrate.service"):
         dropin = os.path.join(system, unit + ".d", "10-device-groups.conf")
         if extra:
-            plan.write(dropin, "# written by edge-agent install: groups that exist on this box\n"
-                       "[Service]\nSupplementaryGroups=%s\n" % " ".join(extra))
+            text = ("# written by edge-agent install: groups that exist on this box\n"
+                    "[Service]\nSupplementaryGroups=%s\n" % " ".join(extra))
+            plan.write(dropin, text, note=replaced_note(dropin, text, unit))
         elif os.path.exists(dropin):
             plan.say("rm " + dropin)
             if not plan.dry_run:

@@ -108,7 +108,7 @@ def check_python(ctx: Context) -> Check:
     want = L4T_RELEASES.get(str(l4t).split(".")[0], (None, None))[1] if l4t else None
     if want and want != here:
         return Check("python", WARN, detail + "; JetPack's TensorRT bindings are built for Python %s"
-                     % want, "create the venv with /usr/bin/python3 (edge-agent install does)")
+                     % want, "create the venv with /usr/bin/python3 (python3 -m agent install does)")
     return Check("python", OK, detail)
 
 
@@ -188,7 +188,7 @@ def check_tensorrt(ctx: Context) -> Check:
         if ctx.is_jetson():
             return Check("tensorrt", WARN, "the tensorrt Python package does not import (%s)" % err,
                          "install python3-libnvinfer (JetPack) and create the venv with "
-                         "--system-site-packages (edge-agent install --jetson yes does)")
+                         "--system-site-packages (python3 -m agent install --jetson yes does)")
         return Check("tensorrt", OK, "not installed (onnxruntime only)")
     return Check("tensorrt", OK, "TensorRT %s" % trt.__version__)
 
@@ -261,7 +261,7 @@ def check_groups(ctx: Context) -> Check:
         pw = pwd.getpwnam(ctx.user)
     except KeyError:
         return Check("service user", WARN, "no user %s here" % ctx.user,
-                     "sudo edge-agent install (creates it with the device groups)")
+                     "in a clone of edge-agent: sudo python3 -m agent install (creates it with the device groups)")
     member = {g.gr_name for g in grp.getgrall() if ctx.user in g.gr_mem}
     try:
         member.add(grp.getgrgid(pw.pw_gid).gr_name)
@@ -373,8 +373,9 @@ def profile_line(name: str, path: str, mode: str, root: str, fix: str) -> Check:
 def check_calibration(ctx: Context) -> List[Check]:
     """The profile ``calibrate --state-dir STATE_DIR`` writes; with node configs, none (each
     worker's capacity_profile is a "node calibration" line of its own)."""
+    from agent.commands.install import as_service_user
     path = os.path.join(state_dir_of(ctx), "calibration.json")
-    fix = "edge-agent calibrate --bundle DIR --state-dir %s" % state_dir_of(ctx)
+    fix = as_service_user("edge-agent calibrate --bundle DIR --state-dir " + state_dir_of(ctx), path)
     if ctx.configs or not os.path.exists(path):
         return [] if ctx.configs else [
             Check("calibration", WARN, "no profile at %s: a worker whose capacity_profile names "

@@ -10,7 +10,10 @@ start-up code (``agent.node.build``) in the order the agent runs it, with the li
 would print as the detail, up to the first that fails; nothing is loaded onto an accelerator,
 no socket is bound and nothing is written. A worker's ``capacity_profile`` (the last file
 ``preflight`` checks; no later step needs it) is a line of its own after "node files", whatever
-it finds: what ``run`` does with it, and the ``calibrate`` command that makes it when missing.
+it finds: what ``run`` does with it, and the ``calibrate`` command that makes it when missing
+(as the service user where the profile is the service's). A source's ``ipc://`` client endpoint
+is a line of its own after "node config": under edge-agent@.service only one in the unit's
+runtime directory (/run/edge-agent/NAME/) is reachable by a camera program on the device.
 Each fix fits the fault: a missing profile is calibrated, an unwritable state_dir made writable.
 """
 
@@ -21,6 +24,7 @@ import shlex
 from dataclasses import replace
 from typing import Any, Callable, List, Optional, Tuple
 
+from agent.commands.install import as_service_user
 from agent.errors import UsageError
 from agent.ops.doctor import FAIL, OK, WARN, Check, profile_line
 
@@ -30,6 +34,8 @@ ACCESS_FIX = ("give the service user access (the chown lines of docs/deployment.
               "and run doctor as that user")
 STATE_DIR_FIX = ("make state_dir (%s) a directory the service user can write, or point "
                  "state_dir at one; run doctor as that user")
+# the agent unit's RuntimeDirectory= for instance NAME, where a local client endpoint goes
+UNIT_RUNTIME_DIR = "/run/edge-agent/%s"
 # fixes of a preflight fault by the field it names, where its line states none
 FIELD_FIX = {"bundle": "copy the bundle again",
              "replay_path": "give replay_path an existing .npz file, or leave it out (the demo "
@@ -50,6 +56,8 @@ def check_node(path: str, mode: Optional[str] = None,
         return [Check("node config", FAIL, _line(exc), _fix(exc, CONFIG_FIX))], None
     out = [Check("node config", OK, "%s: %s %s, policy %s, bundle %s"
                  % (path, cfg.role, cfg.node_id, cfg.policy, cfg.bundle))]
+    if cfg.role == "source" and cfg.client_bind.startswith("ipc://"):
+        out.append(check_client_ipc(cfg.client_bind, os.path.splitext(os.path.basename(path))[0]))
     for name, step, fix in _steps(cfg):
         failed = None
         try:
@@ -102,10 +110,33 @@ def check_profile(cfg: Any, mode: Optional[str] = None, root: str = "/") -> Chec
     return profile_line(name, path, mode, root, "run `%s`" % cmd)
 
 
+def check_client_ipc(endpoint: str, instance: str) -> Check:
+    """Where a source's ``ipc://`` ``client_bind`` is, seen from ``edge-agent@INSTANCE``: /tmp
+    and /var/tmp are the unit's own (PrivateTmp=yes), elsewhere the file system is read-only
+    (ProtectSystem=strict) or closed to other users, all but its runtime directory
+    /run/edge-agent/INSTANCE/, which group edge-agent may enter and whose sockets it may
+    connect to (WARN outside it: run by hand the endpoint may well work)."""
+    sock = os.path.normpath(os.path.join("/", endpoint[len("ipc://"):]))  # the unit's cwd: /
+    here = UNIT_RUNTIME_DIR % instance
+    if sock.startswith(here + "/"):
+        return Check("node client endpoint", OK, "%s: in the unit's runtime directory; a local "
+                     "client's user needs group edge-agent" % endpoint)
+    if sock.startswith(("/tmp/", "/var/tmp/")):
+        why = "/tmp is private to the unit (PrivateTmp=yes): no program outside reaches it"
+    else:
+        why = "the unit can bind no socket there (ProtectSystem=strict), or other users cannot"
+    return Check("node client endpoint", WARN, "%s: under edge-agent@%s.service %s"
+                 % (endpoint, instance, why),
+                 'client_bind = "ipc://%s/client.sock" (the unit\'s RuntimeDirectory), and the '
+                 "camera program's user in group edge-agent (sudo usermod -aG edge-agent USER)"
+                 % here)
+
+
 def calibrate_command(cfg: Any) -> str:
     """The ``edge-agent calibrate`` command line that writes the profile the worker config
     ``cfg`` reads (``/var/lib/edge-agent/calibration.json`` if it names none), measured with
-    its engine's backend, precision and threads, as the calibration unit runs it."""
+    its engine's backend, precision and threads, as the calibration unit runs it; as the
+    service user (``install.as_service_user``) where the profile is the service's."""
     from agent.commands.calibrate import PROFILE_NAME
     from agent.fleet.render import calibrate_args
 
@@ -113,8 +144,9 @@ def calibrate_command(cfg: Any) -> str:
     where = ["--state-dir", os.path.dirname(path) or "."]
     if os.path.basename(path) != PROFILE_NAME:
         where += ["--profile", path]
-    return "edge-agent calibrate --bundle %s %s %s" % (
-        shlex.quote(cfg.bundle), " ".join(shlex.quote(w) for w in where), calibrate_args(cfg))
+    return as_service_user("edge-agent calibrate --bundle %s %s %s" % (
+        shlex.quote(cfg.bundle), " ".join(shlex.quote(w) for w in where),
+        calibrate_args(cfg)), path)
 
 
 def _unit_profile() -> str:

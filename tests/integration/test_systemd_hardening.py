@@ -1,4 +1,5 @@
-"""The units' service contract for faults and hardening: exit status 78 is never restarted, both
+"""The units' service contract for faults and hardening: the agent's exit status 78 is never
+restarted, a calibration stopped by a signal is no failure (and nothing restarts it), both
 units score <= 4.5 in `systemd-analyze security`, the calibration keeps the agents' plan cache
 and state directory ($CACHE_DIRECTORY/$STATE_DIRECTORY), and log lines carry journald priorities
 when stderr is the journal."""
@@ -10,6 +11,7 @@ import logging
 import os
 import re
 import shutil
+import signal
 import subprocess
 
 import pytest
@@ -29,10 +31,24 @@ def _unit(name):
         return f.read().splitlines()
 
 
-@pytest.mark.parametrize("name", SERVICES)
-def test_configuration_faults_are_not_restarted(name):
-    """RestartPreventExitStatus names EX_CONFIG (78), the status of a config/GPU fault."""
-    assert "RestartPreventExitStatus=%d" % EXIT_CONFIG in _unit(name)
+def test_configuration_faults_are_not_restarted():
+    """The agent unit restarts on failure, except after EX_CONFIG (78), the status of a
+    config/GPU fault, which a restart cannot fix."""
+    unit = _unit("edge-agent@.service")
+    assert "Restart=on-failure" in unit
+    assert "RestartPreventExitStatus=%d" % EXIT_CONFIG in unit
+
+
+def test_a_calibration_stopped_by_a_signal_is_no_failure_and_nothing_restarts_it():
+    """calibrate exits 128 + the signal after SIGTERM (systemctl stop, a shutdown) or SIGINT,
+    having restored the power mode: the calibration unit counts both statuses as success. It
+    has no Restart= (so no RestartPreventExitStatus either: there is nothing to prevent).
+    tests/integration/test_calibrate_interrupt.py checks the statuses calibrate exits with."""
+    unit = _unit("edge-agent-calibrate.service")
+    (line,) = [ln for ln in unit if ln.startswith("SuccessExitStatus=")]
+    assert set(line.split("=", 1)[1].split()) == {str(128 + signal.SIGTERM),
+                                                   str(128 + signal.SIGINT)}
+    assert not [ln for ln in unit if ln.startswith(("Restart=", "RestartPreventExitStatus="))]
 
 
 @pytest.mark.parametrize("name", SERVICES)
@@ -55,8 +71,9 @@ def test_systemd_analyze_security_exposure_is_at_most_4_5(name, tmp_path):
 
 
 def test_calibration_uses_the_agents_state_and_cache_directories():
-    """The calibrate unit passes no --state-dir/--cache-dir: $STATE_DIRECTORY and
-    $CACHE_DIRECTORY/trt are the ones the agents use."""
+    """The calibrate unit passes no --state-dir/--cache-dir of its own: $STATE_DIRECTORY, and
+    $CACHE_DIRECTORY/trt where the agents' engine_cache_dir is "" (a rendered calibrate.env
+    adds the rendered engine_cache_dir as --cache-dir)."""
     start = [ln for ln in _unit("edge-agent-calibrate.service") if ln.startswith("ExecStart=")]
     assert start and "--state-dir" not in start[0] and "--cache-dir" not in start[0]
     env = {"CACHE_DIRECTORY": "/var/cache/edge-agent:/other"}

@@ -107,3 +107,17 @@ def test_a_bundle_whose_stage_does_not_run_fails_the_bundle_check(tmp_path):
     got = check_bundle(Context(bundle=bundle, state_dir=str(tmp_path)))
     assert got.status == FAIL and "stage 2 (stage2.onnx) does not run" in got.detail
     assert "rebuild" in got.fix
+
+
+def test_a_missing_service_user_is_fixed_by_the_documented_install_command():
+    """On a fresh device edge-agent is on no PATH under sudo: the fix is the install command
+    of docs/deployment.md and README, ``sudo python3 -m agent install`` from the clone, and
+    that command is what those documents say."""
+    from agent.ops.doctor import check_groups
+
+    line = check_groups(Context(user="no-such-user-edge-agent-doctor"))
+    assert line.status == WARN and "no user no-such-user-edge-agent-doctor" in line.detail
+    assert "sudo python3 -m agent install" in line.fix and "sudo edge-agent" not in line.fix
+    for doc in ("README.md", os.path.join("docs", "deployment.md")):
+        with open(os.path.join(REPO, doc), encoding="utf-8") as f:
+            assert "sudo python3 -m agent install" in f.read(), doc

@@ -1,8 +1,9 @@
 """`edge-agent doctor --config NODE.toml` and calibration: a worker's calibration line is the
 profile its config's ``capacity_profile`` names (not one in its state_dir), reported once, with
 what ``run`` does about it and the real ``calibrate`` command that makes it; each "node files"
-fault gets the fix of that fault. Real configs, profiles (made by ``calibrate``) and files in
-tmp_path."""
+fault gets the fix of that fault; a profile under the service's /var/lib/edge-agent is made
+as the service user; a source's ipc:// client endpoint outside the unit's runtime directory is
+a WARN. Real configs, profiles (made by ``calibrate``) and files in tmp_path."""
 
 from __future__ import annotations
 
@@ -15,10 +16,11 @@ from agent.cli import main
 from agent.errors import UsageError
 from agent.node import build
 from agent.ops.doctor import FAIL, OK, WARN, Context, check_calibration
-from agent.ops.doctor_node import check_node
+from agent.ops.doctor_node import as_service_user, check_node
 from engines.demo import DEMO_BUNDLE_DIR
 
 QUICK = ["--seconds", "0.05", "--warmup", "0.02"]  # a calibration of a second or so
+SERVICE_USER = "sudo -u edge-agent /opt/edge-agent/venv/bin/"  # the service's profile's command
 
 
 def _node(tmp_path, name, role="worker", **over):
@@ -43,7 +45,10 @@ def _by_name(checks):
 
 
 def _calibrate(command):
-    """Run a ``calibrate`` command line as doctor printed it (shortened timings)."""
+    """Run a ``calibrate`` command line as doctor printed it (shortened timings; here as this
+    user, without the service user's ``sudo -u`` prefix)."""
+    if command.startswith(SERVICE_USER):
+        command = command[len(SERVICE_USER):]
     argv = shlex.split(command)
     assert argv[:2] == ["edge-agent", "calibrate"], command
     assert main(argv[1:] + QUICK) == 0
@@ -99,12 +104,14 @@ def test_doctor_reads_the_profile_the_config_names_not_one_in_its_state_dir(tmp_
 
 def test_a_worker_naming_no_profile_warns_that_run_times_its_engine(tmp_path):
     """A worker config without capacity_profile: WARN that ``run`` times its engine at start
-    (what ``worker_capacity`` does), with the calibrate command and the line to add."""
+    (what ``worker_capacity`` does), with the calibrate command and the line to add; the
+    profile is the service's (/var/lib/edge-agent), so the command runs as the service user
+    with the venv's script (edge-agent is on no PATH under sudo)."""
     checks, _ = check_node(_node(tmp_path, "w1a"))
     line = _by_name(checks)["node calibration"]
     assert line.status == WARN and "times the engine" in line.detail
-    assert line.fix.startswith("edge-agent calibrate --bundle %s --state-dir /var/lib/edge-agent "
-                               % DEMO_BUNDLE_DIR)
+    assert line.fix.startswith(SERVICE_USER + "edge-agent calibrate --bundle %s --state-dir "
+                               "/var/lib/edge-agent " % DEMO_BUNDLE_DIR)
     assert 'capacity_profile = "/var/lib/edge-agent/calibration.json"' in line.fix
 
 
@@ -211,3 +218,49 @@ def test_a_source_has_no_accelerator_line(tmp_path):
     """A source loads no engine, so ``doctor --config`` has no accelerator line for it."""
     checks, _ = check_node(_node(tmp_path, "s1", role="source", accelerator="required"))
     assert "node accelerator" not in _by_name(checks)
+
+
+def test_a_calibrate_command_runs_as_the_service_user_only_for_the_services_profile():
+    """Run as root, calibrate leaves a profile of root's, mode 0600, that the agent cannot
+    read: a profile under /var/lib/edge-agent is made with ``sudo -u edge-agent`` and the venv's
+    script; any other path keeps the plain command (which ``_calibrate`` runs here)."""
+    cmd = "edge-agent calibrate --bundle B --state-dir X"
+    assert as_service_user(cmd, "/var/lib/edge-agent/calibration.json") == SERVICE_USER + cmd
+    assert as_service_user(cmd, "/var/lib/edge-agent/w1/cal.json") == SERVICE_USER + cmd
+    for other in ("/var/lib/edge-agent-old/calibration.json", "/tmp/calibration.json",
+                  "profile.json"):
+        assert as_service_user(cmd, other) == cmd, other
+    (line,) = check_calibration(Context(state_dir="/var/lib/edge-agent"))
+    assert line.fix.startswith(SERVICE_USER + "edge-agent calibrate --bundle DIR --state-dir "
+                               "/var/lib/edge-agent")
+
+
+@pytest.mark.parametrize("endpoint, status, says", [
+    ("ipc:///tmp/cam.sock", WARN, "PrivateTmp=yes"),
+    ("ipc:///var/tmp/cam.sock", WARN, "PrivateTmp=yes"),
+    ("ipc:///srv/cam.sock", WARN, "ProtectSystem=strict"),
+    ("ipc:///run/edge-agent/cam/client.sock", OK, "group edge-agent"),
+    ("ipc:///run/edge-agent/other/client.sock", WARN, "ProtectSystem=strict"),
+])
+def test_a_sources_ipc_client_endpoint_is_checked_against_the_units_runtime_directory(
+        tmp_path, endpoint, status, says):
+    """Under edge-agent@cam.service (config cam.toml) only /run/edge-agent/cam/ (the unit's
+    RuntimeDirectory) holds a client socket a camera program on the device can reach: /tmp is
+    private to the unit, elsewhere is read-only or closed; outside it the line is a WARN whose
+    fix names that path and the group."""
+    path = _node(tmp_path, "cam", role="source", arrival="client", client_bind=endpoint)
+    checks, cfg = check_node(path)
+    assert cfg is not None and cfg.client_bind == endpoint
+    line = _by_name(checks)["node client endpoint"]
+    assert [c.name for c in checks][:2] == ["node config", "node client endpoint"]
+    assert line.status == status and says in line.detail, line
+    if status == WARN:
+        assert 'client_bind = "ipc:///run/edge-agent/cam/client.sock"' in line.fix
+        assert "usermod -aG edge-agent" in line.fix
+
+
+def test_a_source_on_tcp_has_no_client_endpoint_line(tmp_path):
+    """A loopback tcp client endpoint is reachable under the unit: no endpoint line."""
+    path = _node(tmp_path, "cam", role="source", arrival="client",
+                 client_bind="tcp://127.0.0.1:7010")
+    assert "node client endpoint" not in _by_name(check_node(path)[0])
