@@ -120,7 +120,7 @@ def load_failure(exc: BaseException, limit: int = 300) -> Tuple[str, str]:
         return why, ("this onnxruntime reads ONNX IR up to %s: set the model's ir_version to %s "
                      "(onnx: m.ir_version = %s; onnx.save(m, path)) and build the bundle again, "
                      "or install a newer onnxruntime" % ((ir.group(2),) * 3))
-    return why, "rebuild the bundle"
+    return why, "rebuild the bundle (edge-agent build)"
 
 
 def unloadable(stage: StageSpec, exc: BaseException) -> str:

@@ -17,7 +17,7 @@ import pwd
 import sys
 import tempfile
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from agent.errors import missing_module_hint
 from agent.ops.state import default_state_dir
@@ -318,23 +318,23 @@ def check_bundle(ctx: Context) -> Check:
     except (UsageError, OSError) as exc:
         return Check("bundle", FAIL, " ".join(str(exc).split()), "copy the bundle again")
     try:
-        broken = _unrunnable_stage(b)
+        broken, fix = _unrunnable_stage(b)
     except ModuleNotFoundError as exc:  # the runtime is missing: no fault of the bundle's
         return Check("bundle", WARN, "%s: files match their sha256; not run: no %s" % (
             b.name, exc.name), missing_module_hint(exc) or "")
     if broken:
-        return Check("bundle", FAIL, broken, "rebuild the bundle (edge-agent build)")
+        return Check("bundle", FAIL, broken, fix)
     return Check("bundle", OK, "%s: %d stages, every file matches its sha256 and runs on the "
                  "CPU%s" % (b.name, len(b.stages),
                             "" if ctx.bundle else " (the demo bundle; --bundle DIR)"))
 
 
-def _unrunnable_stage(bundle: Any) -> str:
+def _unrunnable_stage(bundle: Any) -> Tuple[str, str]:
     """Why a stage of ``bundle`` cannot run as a worker runs it at start-up (onnxruntime on the
-    CPU, a zero input of the manifest's name, shape and dtype), or "" when every one can."""
+    CPU, a zero input of the manifest's name, shape and dtype), and the fix; "" when it can."""
     import numpy as np
 
-    from engines.loader import load_engine
+    from engines.loader import load_engine, load_failure
 
     for spec in bundle.stages:
         try:
@@ -346,10 +346,10 @@ def _unrunnable_stage(bundle: Any) -> str:
         except Exception as exc:  # noqa: BLE001 - any failure but a missing runtime: the bundle's
             if isinstance(exc, ModuleNotFoundError) and missing_module_hint(exc):
                 raise
-            return "stage %d (%s) does not run: %s: %s" % (
-                spec.index, os.path.basename(spec.onnx_path), type(exc).__name__,
-                " ".join(str(exc).split())[:300])
-    return ""
+            why, fix = load_failure(exc)
+            return "stage %d (%s) does not run: %s" % (
+                spec.index, os.path.basename(spec.onnx_path), why), fix
+    return "", ""
 
 
 def profile_line(name: str, path: str, mode: str, root: str, fix: str) -> Check:

@@ -52,7 +52,7 @@ def test_a_long_error_keeps_its_end_and_any_other_error_says_rebuild():
     about the IR version keeps the fix "rebuild the bundle"."""
     why, fix = load_failure(ValueError("x" * 500 + " the reason"), limit=100)
     assert why.startswith("ValueError: ...") and why.endswith(" the reason")
-    assert len(why) == len("ValueError: ") + 100 and fix == "rebuild the bundle"
+    assert len(why) == len("ValueError: ") + 100 and fix == "rebuild the bundle (edge-agent build)"
 
 
 def test_calibrate_names_an_unloadable_stage_in_one_line(tmp_path):
@@ -66,3 +66,14 @@ def test_calibrate_names_an_unloadable_stage_in_one_line(tmp_path):
     last = proc.stderr.strip().splitlines()[-1]
     assert last.startswith("edge-agent calibrate: error: stage 1: ") and (
         "cannot be loaded as an engine" in last and "IR version: 99" in last), last
+
+
+def test_doctor_gives_the_same_reason_and_fix_for_an_unloadable_stage(tmp_path):
+    """Rule: `doctor --bundle` FAILs the bundle check with the reason `run` gives (onnxruntime's
+    noise dropped) and the fix for a newer IR version, not "rebuild"."""
+    from agent.ops.doctor import Context, check_bundle
+
+    check = check_bundle(Context(bundle=_newer_ir_bundle(tmp_path)))
+    assert check.status == "FAIL" and "stage 1 (stage1.onnx) does not run: " in check.detail
+    assert "IR version: 99" in check.detail and "onnxruntime::" not in check.detail
+    assert check.fix.startswith("this onnxruntime reads ONNX IR up to "), check.fix
