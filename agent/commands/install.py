@@ -23,6 +23,7 @@ import subprocess
 import sys
 from typing import List, Optional
 
+from agent.commands.install_files import clean_build_dir, kept_env_note, replaced_note
 from agent.errors import UsageError
 from agent.ops.atomic import write_atomic
 from agent.ops.files import check_output_dir
@@ -129,34 +130,6 @@ class Plan:
             write_atomic(path, text, perms=mode)
         except OSError as exc:
             raise InstallError("cannot write %s: %s" % (path, exc.strerror or exc)) from None
-
-
-def kept_env_note(path: str, bundle: Optional[str]) -> str:
-    """Nothing when the calibrate.env at ``path`` names ``--bundle`` (None: not given), else
-    the bundle it keeps and how to change it."""
-    try:
-        with open(path) as f:
-            have = [ln.split("=", 1)[1].strip() for ln in f.read().splitlines()
-                    if ln.startswith("EDGE_AGENT_BUNDLE=")]
-    except OSError:
-        return ""
-    if bundle is None or not have or have[-1] == bundle:
-        return ""
-    return ("; it names EDGE_AGENT_BUNDLE=%s, so --bundle %s is not used: edit the file, or "
-            "remove it and run install again" % (have[-1], bundle))
-
-
-def replaced_note(path: str, text: str, unit: str) -> str:
-    """Said when the file at ``path`` differs from the ``text`` written for ``unit``: edits
-    there are lost; a ``systemctl edit`` drop-in, which install leaves alone, keeps them."""
-    try:
-        with open(path) as f:
-            if f.read() == text:
-                return ""
-    except OSError:
-        return ""  # a new file
-    return (": replaced (it differed from what install writes: an earlier release's, or local "
-            "edits, now lost; use `systemctl edit %s` for changes)" % unit)
 
 
 def as_service_user(command: str, path: str) -> str:
@@ -351,8 +324,10 @@ def run(args: argparse.Namespace) -> int:
         plan.skip("pip install", "--no-pip")
     else:
         # jetson: NVIDIA's onnxruntime from the system site-packages, none from the index
+        clean_build_dir(plan, spec)
         plan.run([os.path.join(venv, "bin", "python"), "-m", "pip", "install", "--upgrade",
                   spec + ("[jetson]" if jetson else "[cpu]")])
+        clean_build_dir(plan, spec)
         if alt_root:
             relocate_venv(plan, venv, venv_path)
         elif jetson:

@@ -126,3 +126,31 @@ def test_the_documented_removal_lines_remove_everything_install_writes(tmp_path,
     # what stays is only folders, none of them edge-agent's
     assert not [p for p in glob.glob(str(root / "**"), recursive=True)
                 if re.search(r"edge-agent", os.path.relpath(p, str(root)))]
+
+
+def test_setuptools_build_leftovers_are_cleared_from_the_checkout_before_and_after_pip(tmp_path):
+    """Rule: pip builds a checkout in place and setuptools puts into the wheel what
+    ``build/lib`` still holds, so a module removed from the checkout (a `git pull`) would be
+    installed again: install removes the checkout's ``build/`` around pip (said in the plan;
+    a dry run only says it). A wheel, or a folder that is no checkout, is left alone."""
+    import io
+
+    from agent.commands.install import Plan
+    from agent.commands.install_files import clean_build_dir
+
+    checkout = tmp_path / "edge-agent"
+    (checkout / "build/lib/agent").mkdir(parents=True)
+    (checkout / "build/lib/agent/removed_since.py").write_text("X = 1\n")
+    (checkout / "setup.cfg").write_text("[metadata]\nname = edge-agent\n")
+    said = io.StringIO()
+    clean_build_dir(Plan(dry_run=True, out=said), str(checkout))
+    assert said.getvalue() == "would: rm -rf %s  # setuptools' leftovers\n" % (checkout / "build")
+    assert (checkout / "build/lib/agent/removed_since.py").exists()
+    clean_build_dir(Plan(dry_run=False, out=io.StringIO()), str(checkout))
+    assert not (checkout / "build").exists() and (checkout / "setup.cfg").exists()
+    other = tmp_path / "not-a-checkout"
+    (other / "build").mkdir(parents=True)
+    said = io.StringIO()
+    clean_build_dir(Plan(dry_run=False, out=said), str(other))
+    clean_build_dir(Plan(dry_run=False, out=said), str(tmp_path / "edge_agent-0.1.0.whl"))
+    assert (other / "build").is_dir() and said.getvalue() == ""

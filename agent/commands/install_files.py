@@ -1,0 +1,50 @@
+"""What ``edge-agent install`` says about the files it keeps or replaces, and the build
+leftovers it clears from a checkout it installs from."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from typing import Any, Optional
+
+
+def kept_env_note(path: str, bundle: Optional[str]) -> str:
+    """Nothing when the calibrate.env at ``path`` names ``--bundle`` (None: not given), else
+    the bundle it keeps and how to change it."""
+    try:
+        with open(path) as f:
+            have = [ln.split("=", 1)[1].strip() for ln in f.read().splitlines()
+                    if ln.startswith("EDGE_AGENT_BUNDLE=")]
+    except OSError:
+        return ""
+    if bundle is None or not have or have[-1] == bundle:
+        return ""
+    return ("; it names EDGE_AGENT_BUNDLE=%s, so --bundle %s is not used: edit the file, or "
+            "remove it and run install again" % (have[-1], bundle))
+
+
+def replaced_note(path: str, text: str, unit: str) -> str:
+    """Said when the file at ``path`` differs from the ``text`` written for ``unit``: edits
+    there are lost; a ``systemctl edit`` drop-in, which install leaves alone, keeps them."""
+    try:
+        with open(path) as f:
+            if f.read() == text:
+                return ""
+    except OSError:
+        return ""  # a new file
+    return (": replaced (it differed from what install writes: an earlier release's, or local "
+            "edits, now lost; use `systemctl edit %s` for changes)" % unit)
+
+
+def clean_build_dir(plan: Any, spec: str) -> None:
+    """Remove setuptools' ``build/`` from the checkout ``spec`` (nothing for a wheel): pip
+    builds in the checkout, and setuptools copies what ``build/lib`` still holds into the wheel,
+    so a module removed from the checkout (``git pull``) would be installed again; run as root,
+    it also leaves files of root's in the user's checkout. Called before and after pip."""
+    build = os.path.join(spec, "build")
+    if not (os.path.isdir(spec) and os.path.isdir(build)
+            and os.path.isfile(os.path.join(spec, "setup.cfg"))):
+        return
+    plan.say("rm -rf %s  # setuptools' leftovers" % build)
+    if not plan.dry_run:
+        shutil.rmtree(build, ignore_errors=True)
