@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from agent.config.checks import MAX_INTERVAL_S
@@ -10,6 +11,8 @@ from agent.config.checks import MAX_INTERVAL_S
 # how long the connection to the source is watched before the first input: a refused
 # connection or key is said then (a source started meanwhile is found)
 CONNECT_WAIT_S = 3.0
+# after Ctrl-C or SIGTERM: how long the answer in flight is waited for
+INTERRUPT_WAIT_S = 1.0
 # a wait per answer past a day is a mistake, as any agent period is, and past ~1e9 s overflows
 TIMEOUT_MAX_S = int(MAX_INTERVAL_S)
 HELP = "send inputs (an .npz/.npy file) to a source's client endpoint and print each answer"
@@ -38,8 +41,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _endpoint_and_keys(args):
-    import os
-
     from agent.fleet.client import ClientKeys
     from agent.errors import UsageError
     from agent.fleet.manifest import require_manifest
@@ -73,13 +74,16 @@ def _endpoint_and_keys(args):
     return endpoint, keys
 
 
-def _inputs(path: str):
+def _inputs(args):
     """Inputs ``x`` and labels ``y`` (or None) of ``--images``, checked: ``UsageError`` in one
-    line for anything the send loop could not index, send or print."""
+    line for anything the send loop could not index, send or print, or for labels no class of
+    the fleet's bundle (``--fleet``, when its ``testbed.json`` names one here) could match."""
     from agent.errors import UsageError
     from engines.npzfile import load_npz
     from agent.ops.samples import checked_inputs, checked_labels
+    from agent.commands.submit_checks import check_label_range, fleet_classes, unread_arrays
 
+    path = args.images
     data = load_npz(path, "--images", npy_as="x")  # a .npy named .npz too: by content
     if "x" not in data:
         raise UsageError("--images: cannot read inputs x from %s: it holds %s"
@@ -87,13 +91,26 @@ def _inputs(path: str):
     x, y = data["x"], data.get("y")
     where = "--images: %s" % path
     x = checked_inputs(x, where)
-    return x, (None if y is None else checked_labels(y, len(x), where))
+    y = None if y is None else checked_labels(y, len(x), where)
+    if y is not None and args.fleet:
+        check_label_range(y, *fleet_classes(args.fleet), where=where)
+    extra = unread_arrays(data)
+    if extra:  # read as a replay set or `profile --data` reads it: said, not refused
+        print("edge-agent submit: warning: %s: %s" % (where, extra), file=sys.stderr)
+    return x, y
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM during a run, handled as Ctrl-C is but ending with its own exit status."""
+
+    exit_status = 143
 
 
 def run(args: argparse.Namespace) -> int:
-    from collections import Counter
+    import signal
+    import threading
 
-    from agent.fleet.client import DEFAULT_TIMEOUT_S, Client, no_answer
+    from agent.fleet.client import DEFAULT_TIMEOUT_S
     from agent.errors import UsageError
 
     if args.timeout is None:
@@ -104,58 +121,101 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("--timeout: must be > 0 and at most %d seconds (a day), got %r"
                          % (TIMEOUT_MAX_S, args.timeout))
     endpoint, keys = _endpoint_and_keys(args)
-    x, y = _inputs(args.images)
+    x, y = _inputs(args)
     if not len(x):
         raise UsageError("--images: %s holds no inputs" % args.images)
+    if threading.current_thread() is not threading.main_thread():  # no signals there
+        return _send_all(args, endpoint, keys, x, y)
+
+    def on_term(signum, frame):  # the same path as Ctrl-C: answers so far, then the summary
+        raise Terminated
+
+    previous = signal.signal(signal.SIGTERM, on_term)
+    try:
+        return _send_all(args, endpoint, keys, x, y)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _send_all(args, endpoint: str, keys, x, y) -> int:
+    """Send the inputs one at a time, printing each answer; the exit status."""
+    from agent.fleet.client import Client
+    from agent.commands.submit_checks import wait_answers
+    from agent.commands.submit_tally import Tally, interrupted_line
+    import time
+
     n = args.count or len(x)
-    fates: Counter = Counter()
-    explained = set()  # the source's detail lines printed so far
+    tally = Tally(y, len(x))
+    i = 0
     with Client(endpoint, keys, name="submit", timeout_s=args.timeout) as client:
-        problem = client.check_connection(min(args.timeout, CONNECT_WAIT_S))
-        if problem:  # said now, not after a timeout per input
-            raise UsageError("%s: %s; %d input(s) not sent" % (endpoint, problem, n))
-        print("%-22s %-9s %-22s %5s %10s %4s %9s%s" % ("id", "outcome", "reason", "class",
-                                                      "confidence", "exit", "delay ms",
-                                                      "  label" if y is not None else ""))
-        for i in range(n):
-            a = client.infer(x[i % len(x)][None, ...])
-            fates[a.outcome] += 1
-            label = ""
-            if y is not None:
-                label = "  %d %s" % (int(y[i % len(x)]), "ok" if a.ok and a.cls == int(
-                    y[i % len(x)]) else "-")
-            print("%-22s %-9s %-22s %5d %10.3f %4d %9.1f%s"
-                  % (a.id, a.outcome, a.reason or "-", a.cls, a.confidence, a.exit_stage,
-                     a.delay_s * 1000.0, label))
-            if a.detail and a.detail not in explained:  # each explanation once, below its row
-                explained.add(a.detail)
-                print("  %s: %s" % (a.id, a.detail))
+        try:
+            for i in _answered(args, client, endpoint, x, n, tally):
+                pass
+        except KeyboardInterrupt as exc:
+            if tally.pending and tally.pending not in client.sent_at:
+                # interrupted as send returned: the input may be out, its answer still comes
+                client.sent_at[tally.pending] = time.monotonic()
+            try:  # the answer in flight, if it comes at once (a second Ctrl-C: not awaited)
+                for a in wait_answers(client, INTERRUPT_WAIT_S):
+                    tally.add(a, i)
+            except KeyboardInterrupt:
+                pass
+            in_flight = sorted(client.sent_at)
+            if tally.answered:
+                tally.summary()
+            print(interrupted_line("SIGTERM" if isinstance(exc, Terminated) else "SIGINT",
+                                   in_flight, n - tally.answered - len(in_flight)))
             sys.stdout.flush()
-            if a.reason != no_answer(a.id, args.timeout).reason:
-                continue
-            if i == 0:
-                # nothing at all came back: the rest would each wait as long for nothing, and
-                # a lone input says the same as a first one (no source there, or wrong keys)
-                raise UsageError("no answer from %s within %g s: is its source running, and the "
-                                 "endpoint (and keys) right?%s"
-                                 % (endpoint, args.timeout, " %d input(s) not sent" % (n - 1)
-                                    if n > 1 else ""))
-            # a source that answered before and now does not: one gone (nothing listens, or
-            # another key or program at the endpoint) would make every input left wait out
-            # --timeout; one that is up but slow passes the check and the run goes on
-            problem = client.check_connection(min(args.timeout, CONNECT_WAIT_S)) \
-                if i + 1 < n else ""
-            if problem:
-                _summary(i + 1, fates)
-                err = UsageError("%s: %s; %d input(s) not sent" % (endpoint, problem, n - i - 1))
-                err.exit_status = 1  # answers came back: a failed run, not a mistaken command
-                raise err
-    _summary(n, fates)
-    return 0 if fates["completed"] == n else 1
+            return int(getattr(exc, "exit_status", 130))
+    tally.summary()
+    return 0 if tally.fates["completed"] == n else 1
 
 
-def _summary(sent: int, fates) -> None:
-    print("%d sent: %s" % (sent, ", ".join("%d %s" % (fates[o], o) for o in
-                                           ("completed", "rejected", "lost", "error")
-                                           if fates[o])))
-    sys.stdout.flush()
+def _answered(args, client, endpoint: str, x, n: int, tally):
+    """Send input after input and record each answer, yielding the index of the input about
+    to be sent; ``UsageError`` when the run cannot go on (said in one line)."""
+    from agent.fleet.client import no_answer
+    from agent.errors import UsageError
+    from agent.commands.submit_checks import refused_kind, refused_kind_hint
+
+    problem = client.check_connection(min(args.timeout, CONNECT_WAIT_S))
+    if problem:  # said now, not after a timeout per input
+        raise UsageError("%s: %s; %d input(s) not sent" % (endpoint, problem, n))
+    tally.header()
+    for i in range(n):
+        yield i
+        tally.pending = "submit-%d-%d" % (os.getpid(), i + 1)  # in flight from before the send
+        client.send(x[i % len(x)][None, ...], tally.pending)
+        tally.add(client.wait_for(tally.pending, args.timeout), i)
+        a = tally.last
+        left = " %d input(s) not sent" % (n - i - 1) if n > i + 1 else ""
+        takes = refused_kind(a.detail) if a.reason == "bad_input" else None
+        if takes:  # every input of the file has this dtype and shape: all would be refused
+            hint = refused_kind_hint(x, takes)
+            err = UsageError("--images: %s: inputs %s %s each, stage 1 takes %s %s each%s%s"
+                             % (args.images, x.dtype.name, tuple(x.shape[1:]), takes[0],
+                                takes[1], "; " + hint if hint else "", ";" + left if left else ""))
+            if i:
+                tally.summary()
+                err.exit_status = 1  # answers came back: a failed run
+            raise err
+        if a.reason != no_answer(a.id, args.timeout).reason or (i and i + 1 == n):
+            continue
+        # nothing came back: a source gone (nothing listens, or another key or program at
+        # the endpoint) would make every input left wait out --timeout; one that is up but
+        # slow passes the check and the run goes on
+        problem = client.check_connection(CONNECT_WAIT_S if i == 0 else min(
+            args.timeout, CONNECT_WAIT_S))
+        if i == 0:  # nothing at all came back: a lone input says the same as a first one
+            raise UsageError("no answer from %s within %g s: %s%s" % (
+                endpoint, args.timeout, problem or (
+                    "the endpoint took the connection, so --timeout may be too short for the "
+                    "fleet's delay, or a source there speaks another wire protocol (compare "
+                    "`edge-agent --version` here and there)" if client.connected else
+                    "is its source running, and the endpoint (and keys) right?"),
+                ";" + left if left else ""))
+        if problem:
+            tally.summary()
+            err = UsageError("%s: %s;%s" % (endpoint, problem, left))
+            err.exit_status = 1  # answers came back: a failed run, not a mistaken command
+            raise err

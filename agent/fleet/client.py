@@ -32,7 +32,7 @@ import math
 import os
 import time
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 import msgpack
 import numpy as np
@@ -144,11 +144,12 @@ def task_frames(x: np.ndarray, tid: str, source: str) -> List[Any]:
     return wire.encode(wire.Kind.TASK, source, fields, [x])
 
 
-def handshake_problem(mon: zmq.Socket, wait_s: float, curve: bool) -> str:
-    """Read a connecting socket's monitor ``mon`` for up to ``wait_s`` seconds: "" once a
-    handshake succeeded (or when nothing was decided), else the cause, in words: nothing
-    listening (the last attempt retried), a refused client key, or a handshake the other end
-    closed (with ``curve``: a wrong server key; without: no source, or a CURVE one)."""
+def handshake_problem(mon: zmq.Socket, wait_s: float, curve: bool) -> Tuple[str, bool]:
+    """Read a connecting socket's monitor ``mon`` for up to ``wait_s`` seconds: ("", True)
+    once a handshake succeeded, ("", False) when nothing was decided, else (the cause, in
+    words, False): nothing listening (the last attempt retried), a refused client key, or a
+    handshake the other end closed (with ``curve``: a wrong server key; without: no source,
+    or a CURVE one)."""
     from zmq.utils.monitor import recv_monitor_message
 
     refused = False
@@ -159,23 +160,23 @@ def handshake_problem(mon: zmq.Socket, wait_s: float, curve: bool) -> str:
             break
         event = recv_monitor_message(mon)["event"]
         if event == zmq.EVENT_HANDSHAKE_SUCCEEDED:
-            return ""
+            return "", True
         if event == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
             return ("the source refused this client's key (its public key must be in the "
-                    "source's client_keys_dir)")
+                    "source's client_keys_dir)"), False
         if event in (zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL, zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL):
             return ("the CURVE handshake failed: is the server key the source's public key, "
                     "and does the source run CURVE?" if curve else
                     "the other end closed the connection during the handshake: not a source's "
-                    "client endpoint, or a CURVE one (it needs this client's keys)")
+                    "client endpoint, or a CURVE one (it needs this client's keys)"), False
         if event == zmq.EVENT_CONNECT_RETRIED:
             refused = True
         elif event == zmq.EVENT_CONNECTED:
             refused = False
     if refused:
         return ("nothing listens there (connection refused after %g s): is the source running, "
-                "and the endpoint right?" % wait_s)
-    return ""
+                "and the endpoint right?" % wait_s), False
+    return "", False
 
 
 def address_problem(endpoint: str) -> str:
@@ -207,6 +208,7 @@ class _Base:
         self.timeout_s = float(timeout_s)
         self.sent_at: Dict[str, float] = {}
         self.curve = keys is not None  # the endpoint is a CURVE server
+        self.connected = False  # the last check_connection saw the handshake succeed
         self.sock = ctx.socket(zmq.DEALER)
         self.sock.setsockopt(zmq.LINGER, 0)
         self.sock.setsockopt(zmq.IPV6, 1)  # an IPv6 endpoint connects; IPv4 ones as before
@@ -245,7 +247,11 @@ class Client(_Base):
             mon = self.sock.get_monitor_socket()
             self.sock.disconnect(self.endpoint)
             self.sock.connect(self.endpoint)
-            return address_problem(self.endpoint) or handshake_problem(mon, wait_s, self.curve)
+            self.connected = False
+            problem = address_problem(self.endpoint)
+            if not problem:
+                problem, self.connected = handshake_problem(mon, wait_s, self.curve)
+            return problem
         finally:  # an open monitor would block the context's term() for ever
             if mon is not None:
                 self.sock.disable_monitor()
@@ -271,8 +277,11 @@ class Client(_Base):
 
     def infer(self, x: np.ndarray, timeout_s: Optional[float] = None) -> Answer:
         """Send one input and wait for its answer (a "lost" answer after ``timeout_s``)."""
-        timeout_s = self.timeout_s if timeout_s is None else timeout_s
-        tid = self.send(x)
+        return self.wait_for(self.send(x), self.timeout_s if timeout_s is None else timeout_s)
+
+    def wait_for(self, tid: str, timeout_s: float) -> Answer:
+        """The answer to input ``tid`` (sent with ``send``), answers to others read past (a
+        "lost" answer ``timeout_s`` after it was sent)."""
         deadline = self.sent_at[tid] + timeout_s
         while True:
             ans = self.receive(max(0.0, deadline - time.monotonic()))

@@ -1,0 +1,100 @@
+"""What ``edge-agent submit`` checks besides its options: the class count of the fleet's
+bundle (labels outside it are refused), arrays of ``--images`` it does not read, a source's
+refusal of the file's dtype or shape (the same for every input of the file), and whether the
+source took the connection (a handshake done) when no answer came."""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from typing import Any, Optional, Tuple
+
+# the source's detail for an input of another dtype or shape than stage 1 takes
+# (agent/node/source.py): "input uint8 (1, 28, 28); stage 1 takes float32 (1, 1, 28, 28)"
+_REFUSED_KIND = re.compile(r"^input (\w+) \(([\d, ]*)\); stage 1 takes (\w+) \(([\d, ]*)\)$")
+
+
+def fleet_classes(fleet: str) -> Tuple[int, str]:
+    """(class count, bundle path) of the bundle a `fleet render` folder's ``testbed.json``
+    names (the workstation's copy of the model the fleet runs); (0, "") when the folder has
+    none or it cannot be read (then labels are not checked against it)."""
+    from agent.config.jsonfile import read_json_file
+    from agent.errors import UsageError
+    from engines.bundle import load_bundle
+
+    folder = fleet if os.path.isdir(fleet) else os.path.dirname(fleet)
+    path = os.path.join(folder, "testbed.json")
+    if not os.path.isfile(path):
+        return 0, ""
+    try:
+        bundle = read_json_file(path, UsageError, "testbed.json").get("bundle")
+        if not isinstance(bundle, str) or not bundle:
+            return 0, ""
+        return int(load_bundle(bundle, verify_files=False).num_classes), bundle
+    except (UsageError, OSError, ValueError, AttributeError):
+        return 0, ""  # another machine's path, or no bundle at all: nothing known
+
+
+def check_label_range(y: Any, classes: int, bundle: str, where: str) -> None:
+    """Refuse (``UsageError``, one line) labels outside 0..classes-1 (-1: no label): no answer
+    could ever match them."""
+    from agent.errors import UsageError
+
+    if y is None or classes <= 0:
+        return
+    bad = y[(y < -1) | (y >= classes)]
+    if len(bad):
+        raise UsageError("%s: y holds %d label(s) outside the %d classes of the fleet's bundle "
+                         "%s (0..%d; -1: no label), e.g. %d"
+                         % (where, len(bad), classes, bundle, classes - 1, int(bad[0])))
+
+
+def unread_arrays(data: dict) -> str:
+    """The warning for arrays of an ``--images`` archive besides ``x`` and ``y`` ("" when
+    none): they are not sent (as a replay set's or a profile's extra arrays are not read)."""
+    extra = sorted(k for k in data if k not in ("x", "y"))
+    if not extra:
+        return ""
+    return ("array(s) %s not read: inputs come from x, labels from y" % ", ".join(extra))
+
+
+def refused_kind(detail: str) -> Optional[Tuple[str, Tuple[int, ...]]]:
+    """(dtype, shape of one input, without the batch axis) stage 1 takes when ``detail`` is a
+    source's refusal of an input's dtype or shape, which every other input of the same file
+    would get too; else None."""
+    m = _REFUSED_KIND.match(detail or "")
+    if not m:
+        return None
+    return m.group(3), tuple(int(d) for d in m.group(4).split(",") if d.strip())[1:]
+
+
+def refused_kind_hint(x: Any, takes: Tuple[str, Tuple[int, ...]]) -> str:
+    """The usual fix for inputs ``x`` (the file's array, one input per row) of another dtype or
+    shape than stage 1 takes (``refused_kind``), "" when none is known."""
+    import numpy as np
+
+    dtype, want = takes
+    hints = []
+    if x.dtype == np.uint8 and np.dtype(dtype).kind == "f":
+        # the demo's model (engines/demo/train_demo.py) and `profile --data` scale so
+        hints.append("images stored as uint8 0-255: convert with x.astype(np.%s) / 255 if the "
+                     "model was trained on [0, 1]" % dtype)
+    have = tuple(x.shape[1:])
+    for axis in range(len(have) + 1):  # a missing axis of size 1 (a channel): which one
+        if len(want) == len(have) + 1 and have[:axis] + (1,) + have[axis:] == want:
+            hints.append("add the missing axis with np.expand_dims(x, %d)" % (axis + 1))
+            break
+    return "; ".join(hints)
+
+
+def wait_answers(client: Any, wait_s: float) -> list:
+    """Answers to inputs in flight that come within ``wait_s`` (all of them, or fewer)."""
+    got = []
+    deadline = time.monotonic() + wait_s
+    while client.sent_at:
+        ans = client.receive(max(0.0, deadline - time.monotonic()))
+        if ans is None:
+            break
+        got.append(ans)
+    return got
