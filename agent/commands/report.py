@@ -35,7 +35,7 @@ def run(args: argparse.Namespace) -> int:
     from agent.ops.atomic import write_atomic
     from agent.testbed.history import load_run, write_cdf_plot
     from agent.testbed.phases import phase_lines
-    from agent.testbed.report import admitted_lines, format_table, write_plots
+    from agent.testbed.report import admitted_lines, error_lines, format_table, write_plots
 
     check_outputs(args.out, args.json)  # before any work: a wrong path fails at once
     runs = [load_run(p) for p in args.runs]
@@ -63,8 +63,8 @@ def run(args: argparse.Namespace) -> int:
                                             % (len(run.results), run.planned)
                                             if run.interrupted else ""))
         print(format_table(run.results))
-        for line in admitted_lines(run.results):
-            print(line)
+        for line in admitted_lines(run.results) + error_lines(run.results):
+            print(line)  # errors: what the sources said of inputs they refused (fleet mode)
         for line in phase_lines(run.results):  # a run with faults, as the testbed printed it
             print(line)
         print()
@@ -144,12 +144,12 @@ def compare_table(runs) -> str:
                 row.append("%.1f (%.1f) ms, %s, %d/%d%s" % (
                     r.mean_delay_s * 1e3, (r.p95_delay_s or 0) * 1e3,
                     "-" if r.accuracy is None else "%.3f" % r.accuracy, r.completed, r.created,
-                    "".join(", %d %s" % (n, what) for n, what in ((r.rejected, "rejected"),
-                                                                 (r.lost, "lost")) if n)))
+                    "".join(", %d %s" % (n, what) for n, what in (
+                        (r.rejected, "rejected"), (r.error, "error"), (r.lost, "lost")) if n)))
         rows.append(row)
     widths = [max(len(row[i]) for row in rows) for i in range(len(head))]
-    lines = ["side by side: mean (p95) delay, accuracy, completed/created (and the rejected "
-             "and lost, if any)"]
+    lines = ["side by side: mean (p95) delay, accuracy, completed/created (and the rejected, "
+             "error and lost, if any)"]
     for n, row in enumerate(rows):
         lines.append("  ".join([row[0].ljust(widths[0])]
                                + [c.rjust(w) for c, w in zip(row[1:], widths[1:])]).rstrip())

@@ -295,8 +295,8 @@ def _run_in(args, topo, bundle, policies, rates, cap, out_dir, lock, settings) -
     """Run every (policy, rate) in the run folder; print and write the results."""
     from agent.testbed.driver import run_all
     from agent.testbed.phases import phase_lines
-    from agent.testbed.report import (PLOT_NAMES, admitted_lines, format_table, write_json,
-                                      write_plots)
+    from agent.testbed.report import (PLOT_NAMES, admitted_lines, error_lines, format_table,
+                                      write_json, write_plots)
     from agent.testbed.exits import initial_thresholds
     from agent.testbed.fleet import capacity_origin, lost_hint
     from agent.testbed.runtopo import link_lines, write_run_info
@@ -394,7 +394,7 @@ def _run_in(args, topo, bundle, policies, rates, cap, out_dir, lock, settings) -
             print("plot: %s" % os.path.join(out_dir, name))
     print("results: %s" % os.path.join(out_dir, "results.json"))
     lost = sum(r.lost for r in runs)
-    if lost:
-        print("LOST %d task(s): %s" % (lost, lost_hint(topo, out_dir)), file=sys.stderr)
-        return 1
-    return 0
+    ends = ["LOST %d task(s): %s" % (lost, lost_hint(topo, out_dir))] if lost else []
+    for line in error_lines(runs) + ends:  # errors: inputs a source refused, in its own words
+        print(line, file=sys.stderr)
+    return 1 if lost or any(r.error for r in runs) else 0

@@ -15,7 +15,10 @@ client endpoint over CURVE to the clients in ``/etc/edge-agent/clients``. Output
                                             `edge-agent testbed` drives the fleet with it
 
 A source's replay set (the topology's ``agent.replay_path``, a workstation file) is copied
-into its files and named at its device path (``agent.fleet.replay``). Nothing emulated carries
+into its files and named at its device path (``agent.fleet.replay``). ``testbed.json`` keeps
+the topology's own ``fleet`` fields the testbed reads (``replay``, ``result_timeout_s``;
+``replay`` defaults to ``agent.replay_path``); one the render cannot honour is refused
+(``agent.testbed.fleet.rendered_fleet``). Nothing emulated carries
 over unless asked (``emulate``): a device's capacity is measured and
 a link's rate is a prior the sender corrects.
 
@@ -42,6 +45,7 @@ from agent.fleet.inventory import Host
 from agent.fleet.replay import place_replay, replay_set, sheet_lines, write_replay
 from agent.ops.atomic import replace_dir, write_atomic
 from agent.ops.state import DEFAULT_STATE_DIR
+from agent.testbed.fleet import KEPT_BY_RENDER, rendered_fleet
 from agent.testbed.local import node_objects
 from agent.testbed.topology import Topology
 
@@ -96,8 +100,10 @@ def _copy(src: str, dst: str, mode: int) -> None:
 
 def check_render(topo: Topology, hosts: Dict[str, Host], opts: RenderOptions) -> None:
     """What can be refused before anything is written: node ids (a file name, a socket
-    identity), a host for every node, the rate, and ``out_dir`` (a folder, or not there yet;
-    when there, only a render's own files in it: it is replaced as a whole)."""
+    identity), a host for every node, the rate, the topology's own ``fleet`` fields (kept in
+    testbed.json; with a rate no testbed.json is written, so none of them may be given), and
+    ``out_dir`` (a folder, or not there yet; when there, only a render's own files in it: it
+    is replaced as a whole)."""
     from agent.config.checks import check_node_id
 
     for n in topo.node_ids():
@@ -107,6 +113,14 @@ def check_render(topo: Topology, hosts: Dict[str, Host], opts: RenderOptions) ->
         raise UsageError("inventory: no host for %s" % ", ".join(missing))
     if not (math.isfinite(opts.rate_tasks_s) and opts.rate_tasks_s >= 0):
         raise UsageError("--rate: must be a number >= 0 tasks/s, got %r" % opts.rate_tasks_s)
+    if not opts.rate_tasks_s:
+        drive_fleet(topo, hosts, opts)
+    else:
+        given = [k for k in KEPT_BY_RENDER[:2] if (topo.fleet or {}).get(k) is not None]
+        if given:
+            raise UsageError("%s: fleet.%s: with --rate the sources make their own load (no "
+                             "testbed.json is written): drop it or render without --rate"
+                             % (topo.path or "topology", given[0]))
     out = os.path.realpath(opts.out_dir)
     if os.path.lexists(out) and not os.path.isdir(out):
         raise UsageError("--out: %s is a file, not a folder" % opts.out_dir)
@@ -226,17 +240,22 @@ def drive_topology(topo: Topology, hosts: Dict[str, Host], opts: RenderOptions) 
     obj.pop("fleet", None)
     obj["bundle"] = topo.bundle
     obj["knobs"] = {k: dict(v) for k, v in topo.knobs.items()}
-    fleet = {"policy": opts.policy,
-             "clients": {s.id: hosts[s.id].endpoint(hosts[s.id].client_port)
-                         for s in topo.sources},
-             "keys_dir": "keys", "client": opts.clients[0],
-             # false: the capacities and link rates above are nominal, the devices run at theirs
-             "emulated": bool(opts.emulate)}
-    replay = topo.agent.get("replay_path")
-    if replay:
-        fleet["replay"] = replay
-    obj["fleet"] = fleet
+    obj["fleet"] = drive_fleet(topo, hosts, opts)
     return obj
+
+
+def drive_fleet(topo: Topology, hosts: Dict[str, Host], opts: RenderOptions) -> dict:
+    """testbed.json's ``fleet`` object: what the render sets, with the topology's own fields
+    the testbed reads kept (``rendered_fleet``: one it cannot honour is a ``UsageError``)."""
+    made = {"policy": opts.policy,
+            "clients": {s.id: hosts[s.id].endpoint(hosts[s.id].client_port)
+                        for s in topo.sources},
+            "keys_dir": "keys", "client": opts.clients[0],
+            # false: the capacities and link rates above are nominal, the devices run at theirs
+            "emulated": bool(opts.emulate)}
+    if topo.agent.get("replay_path"):  # what the sources replay, unless fleet.replay says
+        made["replay"] = topo.agent["replay_path"]
+    return rendered_fleet(topo, made, opts.clients)
 
 
 def _write_device(out: str, topo: Topology, n: str, cfg: NodeConfig,

@@ -9,13 +9,18 @@ takes tasks from a local client (its config has ``arrival = "client"`` and ``cli
 
 ``"keys_dir"`` (a `fleet render` keys folder, relative to the topology file) and ``"client"``
 (default ``workstation``) reach sources whose client endpoint is CURVE-served; `fleet render`
-writes such a topology (``testbed.json``). The testbed starts nothing there. For each rate it
+writes such a topology (``testbed.json``), keeping the topology's own ``replay`` and
+``result_timeout_s`` (``rendered_fleet``). The testbed starts nothing there. For each rate it
 connects one ``agent.fleet.client.Client`` per source, sends its inputs (images from the
 replay set) at Poisson times with the source's share of the rate, and takes the answer the
 source returns for each; the client's own clock gives the delay and the replay labels give the
 accuracy. The testbed's side of each task is written as that rate's records (``run.json``
 beside them), so ``edge-agent report`` can summarise the run again. A task without an answer after ``result_timeout_s`` (make
-it longer than the sources' ``result_timeout_s * max_attempts``) counts as lost. The fleet runs
+it longer than the sources' ``result_timeout_s * max_attempts``) counts as lost. A record's
+``status`` is the answer's outcome (``STATUSES``), with the source's ``reason`` and, for an
+input it refused (``error``, e.g. ``bad_input``: NaN or out-of-range values, a wrong shape),
+its ``detail``: such a task is counted as ``error``, not lost, and
+``agent.testbed.report.error_lines`` says what the sources said. The fleet runs
 one policy; comparing another means restarting the fleet with it, so ``--policies`` may only
 name the fleet's policy (and defaults to it), checked before the run folder is made.
 ``"emulated": false`` (what `fleet render` writes without ``--emulate``) says the devices run
@@ -27,6 +32,7 @@ topology's capacities are what the fleet runs.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import random
@@ -42,15 +48,22 @@ from engines.npzfile import load_npz
 from agent.ops.samples import checked_inputs, checked_labels
 from agent.testbed.local import rate_label, write_run_file
 from agent.testbed.report import RunResult, summarise_records
+from agent.testbed.reportcheck import STATUSES
 from agent.testbed.topology import Topology, TopologyError
 from engines.demo import REPLAY_PATH
+
+
+# the fields of a fleet object; `fleet render` keeps the topology's own value of the first
+# three in the testbed.json it writes, and writes the others from its options and inventory
+FLEET_FIELDS = ("replay", "result_timeout_s", "comment", "policy", "clients", "keys_dir",
+                "client", "emulated")
+KEPT_BY_RENDER = FLEET_FIELDS[:3]
 
 
 def fleet_settings(topo: Topology) -> dict:
     """Validate the topology's ``fleet`` object; returns it with defaults filled in."""
     f = dict(topo.fleet or {})
-    unknown = sorted(set(f) - {"policy", "clients", "replay", "result_timeout_s", "keys_dir",
-                               "client", "emulated", "comment"})
+    unknown = sorted(set(f) - set(FLEET_FIELDS))
     if unknown:
         raise TopologyError("fleet: unknown field(s) %s" % unknown)
     if not isinstance(f.get("policy"), str):
@@ -65,6 +78,9 @@ def fleet_settings(topo: Topology) -> dict:
         if not isinstance(ep, str) or "://" not in ep:
             raise TopologyError("fleet.clients.%s: must be an endpoint like tcp://HOST:PORT, "
                                 "got %r" % (sid, ep))
+    if f.get("replay") is not None and not isinstance(f["replay"], str):
+        raise TopologyError("fleet.replay: must be the path of an .npz file with arrays x and "
+                            "y (\"\": the demo replay set), got %r" % (f["replay"],))
     t = f.get("result_timeout_s", 70.0)
     if isinstance(t, bool) or not isinstance(t, (int, float)) or not t > 0:
         raise TopologyError("fleet.result_timeout_s: must be > 0 seconds, got %r" % (t,))
@@ -76,6 +92,46 @@ def fleet_settings(topo: Topology) -> dict:
         raise TopologyError("fleet.keys_dir: must be a `fleet render` keys folder, got %r"
                             % (f["keys_dir"],))
     return f
+
+
+def rendered_fleet(topo: Topology, made: dict, clients: Sequence[str]) -> dict:
+    """The fleet object `fleet render` writes into ``testbed.json``: ``made`` (what the render
+    sets: ``policy``, ``clients``, ``keys_dir``, ``client``, ``emulated``, and ``replay`` from
+    ``agent.replay_path``) with the topology's own ``KEPT_BY_RENDER`` fields over it (its
+    ``replay`` made absolute, as the testbed reads it from here: ``testbed.json`` lies in
+    another folder), checked as the testbed checks them. The topology's own value of a field
+    the render writes must agree with it (``policy`` is the render's --policy, defaulting to
+    it; ``client`` one of the render's ``clients``): else one ``UsageError`` line naming it."""
+    own = dict(topo.fleet or {})
+    where = "%s: fleet" % (topo.path or "topology")
+    unknown = sorted(set(own) - set(FLEET_FIELDS))
+    if unknown:
+        raise UsageError("%s: unknown field(s) %s" % (where, unknown))
+    out = dict(made, **{k: own[k] for k in KEPT_BY_RENDER if own.get(k) is not None})
+    if own.get("client") is not None:
+        if own["client"] not in clients:
+            raise UsageError("%s.client: %r is not a keypair this render writes (--client: %s)"
+                             % (where, own["client"], ", ".join(clients)))
+        out["client"] = own["client"]
+    if own.get("emulated") is not None and own["emulated"] is not made["emulated"]:
+        raise UsageError("%s.emulated: %s, but the render runs %s --emulate: drop the field "
+                         "or render accordingly" % (where, json.dumps(own["emulated"]),
+                                                    "with" if made["emulated"] else "without"))
+    for k in ("clients", "keys_dir"):
+        if own.get(k) is not None and own[k] != made[k]:
+            raise UsageError("%s.%s: the render writes it (%r, from the inventory and its keys "
+                             "folder); drop it from the topology" % (where, k, made[k]))
+    if isinstance(out.get("replay"), str) and out["replay"]:
+        out["replay"] = os.path.abspath(os.path.expanduser(out["replay"]))
+        # agent.replay_path is checked where the render copies it to the sources
+        if own.get("replay") and not os.path.isfile(out["replay"]):
+            raise UsageError("%s.replay: %s is no file (the testbed's replay set, on this "
+                             "workstation)" % (where, out["replay"]))
+    try:
+        fleet_settings(dataclasses.replace(topo, fleet=out))
+    except TopologyError as exc:
+        raise UsageError("%s: %s" % (topo.path or "topology", exc)) from None
+    return out
 
 
 def fleet_policies(topo: Topology, given: Optional[List[str]]) -> List[str]:
@@ -195,10 +251,13 @@ def drive(clients: Dict[str, str], shares: Dict[str, float], total_rate: float, 
                     rec = pending.pop(ans.id, None)
                     if rec is None:
                         continue
-                    rec.update(status=ans.outcome, reason=ans.reason,
+                    rec.update(status=ans.outcome if ans.outcome in STATUSES else "error",
+                               reason=ans.reason or None,
                                finished_mono=rec["created_mono"] + ans.delay_s,
                                exit_stage=ans.exit_stage, cls=ans.cls,
-                               correct=ans.ok and ans.cls == rec["label"])
+                               correct=(ans.cls == rec["label"]) if ans.ok else None)
+                    if ans.detail:  # what was wrong with a refused input, in the source's words
+                        rec["detail"] = ans.detail
                     records.append(rec)
             now = time.monotonic()
             loading = any(v is not None for v in nxt.values())
@@ -261,5 +320,6 @@ def summarise_fleet(topo: Topology, policy: str, rate: float, recs: Sequence[dic
     everything = summarise_records(recs, policy, rate, emulated)
     res.created, res.completed, res.lost, res.rejected = (
         everything.created, everything.completed, everything.lost, everything.rejected)
+    res.error, res.error_reasons = everything.error, everything.error_reasons
     res.note = "fleet: delays on the testbed's clock, including the client hop"
     return res

@@ -5,7 +5,8 @@ write to ``<state_dir>/records.jsonl`` into one ``RunResult``; ``format_table``,
 ``write_json`` and ``write_plots`` present a list of them. The JSON schema is
 ``{"runs": [{"policy", "rate", "created", "completed", "lost", "mean_delay_s", "p95_delay_s",
 "accuracy", "model_delay_s", "capacities_emulated"}, ...]}`` plus a few extra fields that
-readers may ignore.
+readers may ignore. A task's fate is one of ``STATUSES`` and created = completed + lost +
+rejected + error in every summary.
 """
 
 from __future__ import annotations
@@ -25,7 +26,8 @@ from agent.ops.atomic import write_atomic
 # the record check has a module of its own; history, phases, local and the tests import these
 # names from here too
 from agent.testbed.reportcheck import (  # noqa: F401
-    MAX_CLOCK_S, MAX_DELAY_S, STATUSES, TIME_KEYS, _created, _delay, _finite, delay_ok, is_record)
+    MAX_CLOCK_S, MAX_DELAY_S, STATUSES, TIME_KEYS, _created, _delay, _finite, delay_ok,
+    error_text, is_record)
 
 # Keys of the JSON object of one run, in the documented order.
 RUN_KEYS = ("policy", "rate", "created", "completed", "lost", "mean_delay_s", "p95_delay_s",
@@ -48,6 +50,10 @@ class RunResult:
     model_delay_s: Optional[float]
     capacities_emulated: bool  # worker capacities padded to emulate_capacity_flops
     rejected: int = 0  # refused at once by the source, with a reason (admission, overload, ...)
+    # answered "error" by the source, which made no task of the input (fleet mode: an input it
+    # refused, reason bad_input); what it said, "reason: detail" -> tasks, the first few kinds
+    error: int = 0
+    error_reasons: Dict[str, int] = field(default_factory=dict)
     # simulator, same routing, FIFO workers and serialised links (the agent's queueing)
     fifo_sim_delay_s: Optional[float] = None
     duration_s: float = 0.0  # load duration of the run
@@ -152,6 +158,8 @@ def summarise_records(records: Iterable[Mapping], policy: str, rate: float,
 
     A task id seen twice counts once (its last record wins). ``expected_created``, when the
     sources report how many tasks they made, turns tasks without any record into losses.
+    created = completed + lost + rejected + error: an ``error`` answer (the source refused
+    the input) is no loss; its reason and detail go to ``error_reasons``.
     """
     by_id: Dict[str, Mapping] = {}
     for i, rec in enumerate(records):
@@ -161,6 +169,7 @@ def summarise_records(records: Iterable[Mapping], policy: str, rate: float,
     correct = 0
     completed = 0
     rejected = 0
+    errors: Counter = Counter()
     resent = 0
     exits: Counter = Counter()
     for rec in by_id.values():
@@ -168,6 +177,8 @@ def summarise_records(records: Iterable[Mapping], policy: str, rate: float,
             resent += 1
         if rec.get("status") == "rejected":
             rejected += 1
+        if rec.get("status") == "error":
+            errors[error_text(rec)] += 1
         if rec.get("status") != "completed":
             continue
         completed += 1
@@ -184,12 +195,31 @@ def summarise_records(records: Iterable[Mapping], policy: str, rate: float,
         created = max(created, int(expected_created))
     return RunResult(
         policy=policy, rate=float(rate), created=created, completed=completed,
-        lost=created - completed - rejected, rejected=rejected,
+        lost=created - completed - rejected - sum(errors.values()), rejected=rejected,
+        error=sum(errors.values()), error_reasons=dict(errors.most_common(ERROR_KINDS_KEPT)),
         mean_delay_s=(sum(delays) / len(delays)) if delays else None,
         p95_delay_s=percentile(delays, 95.0),
         accuracy=(correct / completed) if completed else None,
         model_delay_s=model_delay_s, capacities_emulated=capacities_emulated,
         duration_s=float(duration_s), resent=resent, exit_counts=dict(exits))
+
+
+ERROR_KINDS_KEPT = 5  # distinct error answers a summary keeps (results.json, the end line)
+
+
+def error_lines(runs: Sequence[RunResult]) -> List[str]:
+    """One line per run whose sources answered inputs ``error``: the count and what they said
+    (the first few kinds, each with its count), so nobody has to look for it in their logs."""
+    out = []
+    for r in runs:
+        if not r.error:
+            continue
+        kinds = sorted(r.error_reasons.items(), key=lambda kv: -kv[1])[:3]
+        more = r.error - sum(n for _, n in kinds)
+        out.append("ERROR %d task(s) of %s at %.1f tasks/s answered error by the sources: %s%s"
+                   % (r.error, r.policy, r.rate, "; ".join("%s (%d)" % kv for kv in kinds),
+                      "; %d of other kinds" % more if more else ""))
+    return out
 
 
 def warmup_end(recs: Iterable[Mapping], warmup_s: float) -> Optional[float]:
@@ -247,20 +277,24 @@ def admitted_lines(runs: Sequence[RunResult]) -> List[str]:
 def format_table(runs: Sequence[RunResult]) -> str:
     """A plain-text table, one row per run, delays in milliseconds.
 
-    A ``rejected`` column (admission control) appears when some run rejected tasks, a ``link
+    A ``rejected`` column (admission control) appears when some run rejected tasks, an
+    ``error`` one when a source answered some input ``error`` (fleet mode), a ``link
     util`` one (the busiest shaped link's mean utilisation, ``busiest_link``) when some run has
     shaped links. ``measured`` is how many completed tasks the delays and accuracy are over
     (those created after the warm-up): a short run's mean may rest on a handful.
     """
     rej = any(r.rejected for r in runs)
+    err = any(r.error for r in runs)
     util = any(r.link_utilisation for r in runs)
     head = ("policy", "rate/s", "created", "completed", "lost") + (("rejected",) if rej else ()) \
+        + (("error",) if err else ()) \
         + ("measured", "mean ms", "p95 ms", "accuracy", "model ms", "fifo sim ms") \
         + (("link util",) if util else ())
     rows = [head]
     for r in runs:
         rows.append((r.policy, "%.1f" % r.rate, str(r.created), str(r.completed), str(r.lost))
                     + ((str(r.rejected),) if rej else ())
+                    + ((str(r.error),) if err else ())
                     + (str(sum(r.exit_counts.values())), _ms(r.mean_delay_s), _ms(r.p95_delay_s),
                        "-" if r.accuracy is None else "%.3f" % r.accuracy,
                        _ms(r.model_delay_s), _ms(r.fifo_sim_delay_s))

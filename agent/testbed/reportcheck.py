@@ -3,7 +3,8 @@
 ``is_record`` is the one check ``agent.testbed.report.read_records`` applies to every line of a
 source's ``records.jsonl``: a line it refuses is a damaged line (named in a warning, left out
 of the summary), never a number that turns a mean delay negative or infinite, or a warm-up
-window that starts at 10^300. Pure: no I/O.
+window that starts at 10^300. ``STATUSES`` is the one list of a task's fates, and
+``error_text`` what a summary shows of a task a source answered ``error``. Pure: no I/O.
 """
 
 from __future__ import annotations
@@ -13,7 +14,11 @@ from typing import Mapping, Optional
 from agent.config.fields import is_finite
 from agent.testbed.bounds import MAX_STAGES
 
-STATUSES = ("completed", "lost", "rejected")  # a task's fates in a source's records
+# A task's fates in a records file, the one list of them: an agent source writes the first
+# three (agent.node.book); "error" is an answer a source gave a client without making a task
+# of it (an input it refused, reason bad_input), written only by the testbed's fleet mode,
+# whose records hold the client's side of each task. The answers' outcomes (wire.OUTCOMES).
+STATUSES = ("completed", "lost", "rejected", "error")
 # a record's times: each absent, null or a finite number (a NaN time is a damaged line)
 TIME_KEYS = ("created_mono", "created_wall", "created", "finished_mono", "finished_wall",
              "finished", "delay_s")
@@ -32,6 +37,22 @@ MAX_CLOCK_S = 1e10
 # A lost task whose record was made at the next start after a crash: its monotonic times come
 # from two boots (node.book), so its finish may come before its creation on that clock.
 CRASH_REASON = "crash"
+
+
+TEXT_MAX_CHARS = 300  # a source's reason or detail as a line shows it (the client's cut)
+
+
+def _line_text(v) -> str:
+    """A record's text field as one printable line (a damaged file may hold anything)."""
+    if v is None or isinstance(v, (dict, list)):
+        return ""
+    return "".join(c if c.isprintable() else "?" for c in str(v)[:TEXT_MAX_CHARS])
+
+
+def error_text(rec: Mapping) -> str:
+    """What the source said of an input it answered ``error``: "reason: detail"."""
+    reason, detail = _line_text(rec.get("reason")), _line_text(rec.get("detail"))
+    return ": ".join(t for t in (reason or "error", detail) if t)
 
 
 def _pairs(rec: Mapping):
