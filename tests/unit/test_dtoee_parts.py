@@ -106,7 +106,8 @@ def test_settle_ends_once_and_answers_only_neighbours_still_in_the_phase():
 
 def test_saved_thresholds_come_back_only_when_they_fit_these_stages():
     """C and its version survive a restart through snapshot/restore; saved C for other stages,
-    or a bad version, leaves the configured C."""
+    or a bad version (negative, or one no decision reaches, as an older agent could have taken
+    from a peer), leaves the configured C."""
     ts = ThresholdSync({1: 0.8, 2: 0.7}, 0.05)
     ts.th, ts.version = {1: 0.6, 2: 0.75}, 3
     saved = ts.snapshot()
@@ -116,9 +117,10 @@ def test_saved_thresholds_come_back_only_when_they_fit_these_stages():
     other = ThresholdSync({1: 0.8}, 0.05)
     other.restore(saved)
     assert (other.th, other.version) == ({1: 0.8}, 0)
-    bad = ThresholdSync({1: 0.8, 2: 0.7}, 0.05)
-    bad.restore(dict(saved, thresholds_version=-1))
-    assert (bad.th, bad.version) == ({1: 0.8, 2: 0.7}, 0)
+    for version in (-1, 2 ** 40, 2 ** 53 - 1):  # no decision reaches 2**40: a peer's, refused
+        bad = ThresholdSync({1: 0.8, 2: 0.7}, 0.05)
+        bad.restore(dict(saved, thresholds_version=version))
+        assert (bad.th, bad.version) == ({1: 0.8, 2: 0.7}, 0), version
 
 
 def test_the_policy_holds_its_parts_and_no_part_shares_its_state():

@@ -171,15 +171,30 @@ def test_ints_from_2_53_are_refused(field, value):
     _completed(nodes)
 
 
-def test_a_version_at_the_bound_saturates_and_messages_still_encode():
-    """Rule: a version of 2**53 - 1, the largest taken, is taken, and decisions after it keep
-    the version there instead of growing past what peers accept (every message still encodes
-    and is taken)."""
-    mutate, _ = _once(Kind.DTOEE_REQUEST, "s0",
-                      lambda p: p.update(thresholds_version=MAX_INT - 1))
+@pytest.mark.parametrize("version", [2 ** 40, MAX_INT - 1])
+def test_a_version_no_decision_reaches_is_refused_and_the_nodes_keep_agreeing(version):
+    """Rule: a version of C at 2**40 or more (no fleet makes that many decisions) is refused.
+    Taken, one message of 2**53 - 1 had left every node at the wire's bound, where no node's
+    later decision was newer than any other's: the siblings' thresholds drifted apart for good,
+    and the saved state kept it across restarts."""
+    mutate, _ = _once(Kind.DTOEE_REQUEST, "s0", lambda p: p.update(thresholds_version=version))
+    nodes, errors = _run(mutate, sc=_profiled(), thresholds={2: 0.8}, knobs=PROFILED)
+    assert len(errors) == 1 and "thresholds_version" in next(iter(errors))[1]
+    assert all(p.tsync.version < 100 for p, _ in nodes.values())
+    assert len({tuple(sorted(p.tsync.th.items())) for p, _ in nodes.values()}) == 1
+    _completed(nodes)
+
+
+def test_a_version_ahead_but_in_range_is_taken_and_later_decisions_still_spread():
+    """Rule: a newer version within range is taken (a node that restarted with its state lost
+    catches up at once), and the decisions after it are newer still, so every node keeps the
+    same C."""
+    mutate, _ = _once(Kind.DTOEE_REQUEST, "s0", lambda p: p.update(
+        thresholds_version=p["thresholds_version"] + 1000))
     nodes, errors = _run(mutate, sc=_profiled(), thresholds={2: 0.8}, knobs=PROFILED)
     assert errors == Counter()
-    assert {p.tsync.version for p, _ in nodes.values()} == {MAX_INT - 1}
+    assert all(p.tsync.version >= 1000 for p, _ in nodes.values())
+    assert len({tuple(sorted(p.tsync.th.items())) for p, _ in nodes.values()}) == 1
     _completed(nodes)
 
 

@@ -144,13 +144,26 @@ class OffloaderResult:
     change: Dict[str, float] = field(default_factory=dict)  # new minus old p, per successor
 
 
+# Versions of C come from a node's decisions, one at most per round: none reaches this in any
+# fleet's life. A peer's larger one is refused: adopted, it would leave every node's next
+# version at the wire's bound, where no decision is newer and the siblings stop agreeing.
+MAX_THRESHOLDS_VERSION = 2 ** 40
+
+
 def check_request(req: Request) -> Request:
     """``req`` if its numbers are in range (xi_ij >= 0: a negative one would lower the
-    receiver's load below what it is); ValueError naming the field otherwise. Types, finiteness
-    and magnitudes are ``payload.from_payload``'s."""
+    receiver's load below what it is; the version of C below ``MAX_THRESHOLDS_VERSION``);
+    ValueError naming the field otherwise. Types, finiteness and magnitudes are
+    ``payload.from_payload``'s."""
     if not req.flops_s >= 0:
         raise ValueError("Request.flops_s: %r, must be >= 0" % req.flops_s)
+    _check_version(req.thresholds_version, "Request")
     return req
+
+
+def _check_version(version: int, what: str) -> None:
+    if not 0 <= version < MAX_THRESHOLDS_VERSION:
+        raise ValueError("%s.thresholds_version: %r, must be in [0, 2^40)" % (what, version))
 
 
 # Least capacity (FLOP/s) or link rate (bytes/s) a peer's message may report, statuses and
@@ -172,6 +185,7 @@ def check_status(st: Status) -> Status:
                              ("predecessors", st.predecessors, 0)):
         if not value >= low:
             raise ValueError("Status.%s: %r, must be >= %r" % (name, value, low))
+    _check_version(st.thresholds_version, "Status")
     return st
 
 

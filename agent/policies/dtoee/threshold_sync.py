@@ -23,7 +23,7 @@ from agent.policies.thresholds import (
     thresholds_from_wire,
     thresholds_to_wire,
 )
-from agent.protocol.wire import BROADCAST, MAX_INT, Kind
+from agent.protocol.wire import BROADCAST, Kind
 from engines.exit_profile import exit_stats
 
 log = logging.getLogger(__name__)
@@ -60,7 +60,7 @@ class ThresholdSync:
         th = thresholds_from_wire(raw)
         if (isinstance(raw, Mapping) and len(raw) == len(th) and set(th) == set(self.th)
                 and isinstance(version, int) and not isinstance(version, bool)
-                and 0 <= version < MAX_INT):
+                and 0 <= version < D.MAX_THRESHOLDS_VERSION):
             self.th, self.version = th, version
 
     def merge(self, msg: Any) -> None:
@@ -159,9 +159,7 @@ class ThresholdSync:
                                total, view.exit_profile, view.tradeoff, self.step)
         if any(abs(new[k] - v) > 1e-12 for k, v in self.th.items()):
             self.th = {k: float(v) for k, v in new.items()}
-            # saturated: a version past MAX_INT would make every message of this node bad
-            # at its peers (one adopted from a peer at the bound must not stop the decisions)
-            self.version = min(self.version + 1, MAX_INT - 1)
+            self.version += 1  # below D.MAX_THRESHOLDS_VERSION: one decision per round at most
             # DEBUG: it changes every few slots; the status line shows the one in force
             log.debug("threshold of stage %d -> %.3f (version %d)", h, new[h], self.version)
         del self.reports[rnd]
