@@ -51,6 +51,7 @@ from agent.node.hooks import NodeHooks
 from agent.node.reach import ReachWatch
 from agent.node.statelog import StateLog
 from agent.node.outbox import Outbox
+from agent.node.peerstate import take_heartbeat
 from agent.ops.state import LINK_RATES_KEY
 from agent.node.role import Role
 from agent.node.status import NodeStatus
@@ -285,12 +286,10 @@ class Node:
         was_alive = msg.sender in self.view.alive
         self.last_heard[msg.sender] = now
         if msg.kind in (Kind.HEARTBEAT, Kind.QUEUE_STATE):
-            state = self.view.peer_state.setdefault(msg.sender, {})
-            before = state.get("no_route", 0)
-            state.update(msg.fields)  # QUEUE_STATE has no no_route: the last heartbeat's holds
-            if msg.kind == Kind.HEARTBEAT:
-                state["no_route"] = msg.fields.get("no_route", 0)
-            if state.get("no_route", 0) != before and was_alive:
+            why, changed = take_heartbeat(self.view, msg, self.transport.peers[msg.sender])
+            if why:
+                return self.outbox.reject("bad_heartbeat", msg.sender, why)
+            if changed and was_alive:
                 self._check_route(now)
         if not was_alive:
             self._set_alive(msg.sender, True)

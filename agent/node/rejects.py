@@ -52,3 +52,4 @@ class Rejects:
         if left is not None:
             log.warning("dropped a message from %s: %s%s", who, why or reason,
                         more_since(left, "more dropped"))
+

@@ -1,0 +1,47 @@
+"""What a node keeps of its neighbours' heartbeats (``NodeView.peer_state``), once checked.
+
+A HEARTBEAT (and MDI-Exit's QUEUE_STATE) carries the sender's role, stage, capacity, queues,
+service time and, in a heartbeat, ``no_route``: the first stage it cannot reach. Policies and
+the route check read them as the sender says, so a claim its config rules out is refused
+(counted ``drop_bad_heartbeat``) instead of kept.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict, Tuple
+
+from agent.protocol.wire import Kind
+
+
+def take_heartbeat(view: Any, msg: Any, peer: Any) -> Tuple[str, bool]:
+    """Keep ``msg``'s fields (a HEARTBEAT or QUEUE_STATE of ``peer``) in ``view.peer_state``:
+    (why it is refused, "" when kept; whether the peer's ``no_route`` changed)."""
+    why = heartbeat_problem(msg.fields, peer, view.num_stages)
+    if why:
+        return why, False
+    state = view.peer_state.setdefault(msg.sender, {})
+    before = state.get("no_route", 0)
+    state.update(msg.fields)  # QUEUE_STATE has no no_route: the last heartbeat's holds
+    if msg.kind == Kind.HEARTBEAT:
+        state["no_route"] = msg.fields.get("no_route", 0)
+    return "", state.get("no_route", 0) != before
+
+
+def heartbeat_problem(fields: Dict[str, Any], peer: Any, num_stages: int) -> str:
+    """Why a HEARTBEAT or QUEUE_STATE of ``peer`` (its ``config.node.Peer``) cannot be true of
+    it ("" when it can): another stage or role than its config's, a negative capacity or
+    service time, or a ``no_route`` that is no stage after its own (1..``num_stages``). Taken,
+    one such claim made its neighbours refuse tasks for a stage that does not exist."""
+    first, last = peer.stages
+    if fields.get("stage") != first or fields.get("role") != ("source" if first == 0 else
+                                                              "worker"):
+        return "it claims to be a %s of stage %r; its config says stage %d" % (
+            fields.get("role"), fields.get("stage"), first)
+    for name in ("capacity_flops", "service_time_s"):
+        if not fields.get(name, 0.0) >= 0:
+            return "%s %r < 0" % (name, fields.get(name))
+    no_route = fields.get("no_route", 0)
+    if no_route and not last < no_route <= num_stages:
+        return "no_route %d is no stage after its own (%d..%d)" % (no_route, last + 1,
+                                                                   num_stages)
+    return ""
