@@ -5,9 +5,9 @@ that module's docstring); this adapter only moves their messages and keeps the s
 calls, in parts it holds, each owning its state: ``Neighbours`` (what was heard, by round),
 ``ThresholdSync`` (C and its decision), ``Settle`` (early end), ``JointSync`` (joint step).
 
-Slots are aligned to the wall clock (slot n starts at n * slot_length_s), so nodes with
-synchronised clocks start together without a coordinator; a node that receives a request for a
-newer slot joins it at once. A slot's configuration phase lasts ``rounds_per_slot`` rounds and
+Slots are aligned to the wall clock (slot n starts at n * slot_length_s), so nodes with clocks
+within a slot of each other start together without a coordinator (a message more than a slot
+off is refused, ``protocol.slot_skew``); a node hearing of a newer slot joins it. A slot's configuration phase lasts ``rounds_per_slot`` rounds and
 ends at the latest ``rounds_per_slot * round_interval_s`` after the slot starts. Rounds are
 message-driven: a node takes round t's step once it has the round-t requests of all live
 predecessors and the round-t statuses of all live successors: it sums the requests (phi_i),
@@ -25,13 +25,12 @@ routing mass or its share of a receiver's load. A request for a round already an
 the newest status again. Serving never pauses: tasks use the *active* routing and thresholds,
 replaced by the configured ones when the phase ends.
 
-The phase ends early once it has converged (``settle_rounds``, see ``protocol.quiet_streak``
-and ``Settle``): a node that has ended answers a neighbour still in the phase from its
-final state, so no neighbour waits out ``round_interval_s``.
+The phase ends early once converged (``settle_rounds``, ``protocol.quiet_streak``, ``Settle``);
+a node that has ended answers a neighbour still in the phase, so none waits out a round.
 
-Threshold tuning needs the workers of an exit stage to hear each other: list them as peers
-(same ``stage``) in each other's configs (the joint step, the sources too). Phi for eq. 17: the
-stage's reported arrival rates summed, over the share of tasks that reaches the stage.
+Threshold tuning needs an exit stage's workers (the joint step: the sources too) listed as
+each other's peers. Phi for eq. 17: the stage's reported arrival rates summed, over the share
+of tasks that reaches the stage.
 """
 
 from __future__ import annotations
@@ -57,8 +56,7 @@ IDLE_TICK_MAX_S = 1.0  # longest sleep between phases (how late a stepped wall c
 
 class DtoeePolicy(AgentPolicy):
     """The ``dtoee`` policy of one node (offloader, receiver or both): slots and rounds here;
-    what was heard (``neighbours``), C (``tsync``), the early end (``settling``) and the joint
-    step (``joint``) in parts it holds, each with its own state."""
+    what was heard, C, the early end and the joint step in the parts it holds (module doc)."""
 
     name = "dtoee"
 
@@ -223,9 +221,11 @@ class DtoeePolicy(AgentPolicy):
                             Kind.DTOEE_STAGE):
             return []
         out: List[Outgoing] = []
+        now_slot = int(self.wall() // self.slot_length_s)
+        skew = D.slot_skew(msg.slot, now_slot, self.slot_length_s)
+        if skew and (msg.slot > now_slot or msg.slot < self.slot - 1):  # a clock off, or junk
+            raise ValueError(skew)
         if msg.slot > self.slot:
-            if msg.slot > int(self.wall() // self.slot_length_s) + 1:
-                raise ValueError("slot %d is in the future" % msg.slot)  # clock far off, or junk
             if self.configuring:
                 self._finish_phase()
             out += self._start_slot(msg.slot, view, now)

@@ -312,6 +312,21 @@ def quiet_streak(previous: int, moved: float, tolerance: float, thresholds_chang
     return min([int(previous)] + [int(q) for q in heard]) + 1
 
 
+def slot_skew(slot: int, now_slot: int, slot_length_s: float) -> str:
+    """Why a message of ``slot`` cannot come from a node whose wall clock is within a slot of
+    this one's (now in ``now_slot``), "" when it can. DTO-EE's slots follow each node's own
+    clock: a node whose clock is off by more never takes part in its neighbours' phases."""
+    d = slot - now_slot
+    if -1 <= d <= 1:
+        return ""
+    return ("slot %d is %d slots %s this node's (%d): the sender's wall clock is about %.0f s "
+            "%s ours%s; DTO-EE needs the nodes' clocks within a slot (%g s) of each other: "
+            "sync them (NTP)" % (slot, abs(d), "ahead of" if d > 0 else "behind", now_slot,
+                                 abs(d) * slot_length_s, "ahead of" if d > 0 else "behind",
+                                 "" if d > 0 else " (or the message was that long on its way)",
+                                 slot_length_s))
+
+
 def merge_thresholds(thresholds: Mapping[int, float], version: int,
                      messages: Sequence[Any]) -> Tuple[Dict[int, float], int]:
     """Synchronise C (Algs. 1-2, line 2): keep the newest version among ours and the messages'.
