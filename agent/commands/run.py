@@ -44,9 +44,11 @@ def run(args: argparse.Namespace) -> int:
     from agent.config.node import load_config
     from agent.node.build import serve
     from agent.ops.malloc import tune_allocator
+    from agent.ops.openfiles import raise_open_files
     from agent.ops.sdnotify import Notifier
 
     tune_allocator()  # big tensors: reuse receive buffers instead of faulting them in again
+    raise_open_files()  # every peer and client connection takes descriptors
     notifier = _Started(Notifier.from_environ(os.environ))
     try:
         if args.parent_pid:
