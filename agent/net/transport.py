@@ -26,9 +26,9 @@
   outbox can tell whether a task was sent on the connection that is still up. A DEALER or SUB
   connection a peer refused at the handshake (a CURVE key not allowed) is dialled again
   (``agent.net.redial``): libzmq never retries it.
-- Every socket: LINGER 0 (shutdown never blocks), MAXMSGSIZE (twice ``max_message_bytes``:
-  ZeroMQ disconnects a peer sending more; the node loop counts and drops anything above
-  ``max_message_bytes``), and the security object applied
+- Every socket: LINGER 0 (shutdown never blocks), MAXMSGSIZE (twice ``max_message_bytes``,
+  per frame: ZeroMQ disconnects a peer sending a larger one; the node loop counts and drops a
+  message above ``max_message_bytes``), and the security object applied
   (``apply_server`` on bound sockets, ``apply_client`` with the peer's public key on the rest)
   -- except a source's client socket: CURVE with its own allow-list when client keys are
   given, else plain and restricted by the config to ipc:// or loopback.
