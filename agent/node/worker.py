@@ -80,9 +80,11 @@ class WorkerSide(Role):
         self.cfg = cfg
         self.policy = policy
         self.specs = specs
-        # each stage's input dtype and shape, resolved once (compared per task)
+        # each stage's input dtype and shape, resolved once (compared per task); a tier (DIMEE,
+        # MLCI) takes tasks only at its first stage, the raw input an escalation needs
         self.inputs: Dict[int, Tuple[np.dtype, Tuple[int, ...]]] = {
-            h: (np.dtype(s.input_dtype), tuple(s.input_shape)) for h, s in specs.items()}
+            h: (np.dtype(s.input_dtype), tuple(s.input_shape)) for h, s in specs.items()
+            if not cfg.terminal or h == cfg.stage}
         self.runner = runner
         self.capacity = capacity
         self.metrics = metrics if metrics is not None else NullMetrics()
@@ -206,7 +208,9 @@ class WorkerSide(Role):
         h = f["stage"]
         want = self.inputs.get(h)
         if want is None:
-            return self.out.reject("wrong_stage", msg.sender, "a TASK for stage %d" % h)
+            return self.out.reject("wrong_stage", msg.sender, "a TASK for stage %d%s" % (
+                h, " (a tier takes tasks at stage %d)" % self.cfg.stage if self.cfg.terminal
+                else ""))
         if f["source"] not in self.sources:
             return self.out.reject("unknown_source", msg.sender,
                                    "a TASK of source %r, not a peer" % f["source"])

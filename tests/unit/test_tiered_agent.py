@@ -170,6 +170,18 @@ def test_escalate_sends_the_raw_input_as_a_stage_1_task_with_token_and_deadline(
     wire.encode(item.kind, "w1", dict(item.fields, resends=0), [item.tensor])  # sendable
 
 
+def test_a_tier_refuses_a_task_past_its_first_stage_before_taking_custody(two_stage_worker):
+    """Rule: a tier (a terminal worker) takes tasks at its first stage only, the raw input an
+    escalation sends on; a stage-2 TASK, which it would have ACKed and then dropped at its
+    escalation (no raw input), is refused at once as wrong_stage: not ACKed, nothing run."""
+    side, out, policy, view = two_stage_worker
+    feats = np.zeros(BUNDLE.stage(2).input_shape, np.float32)
+    side.on_data(b"id", wire.decode(wire.encode(Kind.TASK, "s1", _task(stage=2), [feats])))
+    assert out.counters["drop_wrong_stage"] == 1 and not side.in_flight()
+    assert getattr(policy, "seen", 0) == 0 and not out.items and not out.waiting
+    assert out.counters["escalated"] == 0 and out.counters["drop_no_input"] == 0
+
+
 def test_a_policy_answer_with_a_non_finite_confidence_is_dropped_not_sent(two_stage_worker,
                                                                           caplog):
     """A policy's ANSWER whose confidence is not finite is dropped (``drop_bad_output``): a
