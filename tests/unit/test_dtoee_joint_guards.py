@@ -141,3 +141,24 @@ def test_lstsq_fallback_only_sees_finite_input(monkeypatch):
         bad = J.stage_problem(reps, flops, 7.7e5, params)
         _assert_valid(J.joint_routing(bad, params)[0], bad)
     assert seen and all(seen)
+
+
+def test_a_siblings_copy_of_a_receivers_status_never_overrides_the_nodes_own():
+    """Rule: solving the stage, a node takes each receiver's status from its own report when
+    that report routes there; a sibling's report claiming another capacity for the receiver
+    (a lie, or a stale copy) is used only where the node has none. Taken first (its id sorts
+    first), a sibling's capacity of 1 FLOP/s had drawn every share of its siblings off that
+    receiver."""
+    reps, flops = _reports(3)
+    params = PARAMS["delay"]
+    liar, victim = sorted(reps, key=lambda r: r.sender)[:2]
+    shared = sorted(set(liar.routing) & set(victim.routing))
+    assert shared, "the fixture's first two offloaders share a receiver"
+    lie = dataclasses.replace(liar, capacities_flops_s=dict(liar.capacities_flops_s,
+                                                            **{shared[0]: 1.0}))
+    told = [lie if r is liar else r for r in reps]
+    j = J.stage_problem(told, flops, 7.7e5, params, own=victim.sender)
+    k = list(j.receivers).index(shared[0])
+    assert j.capacity[k] == victim.capacities_flops_s[shared[0]]
+    first = J.stage_problem(told, flops, 7.7e5, params)  # no own: the first sender's copy
+    assert first.capacity[list(first.receivers).index(shared[0])] == 1.0

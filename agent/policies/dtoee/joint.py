@@ -114,14 +114,18 @@ class StageProblem:
 
 
 def stage_problem(reports: Sequence[StageReport], flops: float, input_bytes: float,
-                  params: DtoeeParams) -> StageProblem:
+                  params: DtoeeParams, own: str = "") -> StageProblem:
     """The joint problem of the offloaders whose ``reports`` are given (one each, any order).
 
     A receiver whose status counted more predecessors than the reports that feed it (a sibling
-    that is gone or late) keeps their flow as background: its load minus the reported flows."""
+    that is gone or late) keeps their flow as background: its load minus the reported flows.
+    A receiver's status is taken from the report of ``own`` (the node solving: what the
+    receiver told it) when that report routes to it, else from the first sender's: a sibling's
+    copy never overrides a node's own (one that lied about a receiver's capacity had steered
+    its siblings' routing); in one round every copy is the same status."""
     reps = sorted(reports, key=lambda r: r.sender)
     recv: Dict[str, Tuple[float, float, float, float, float, float]] = {}
-    for r in reps:
+    for r in sorted(reps, key=lambda r: r.sender != own):  # own first, the rest as sorted
         for j in sorted(r.routing):
             recv.setdefault(j, (r.loads_flops_s[j], r.capacities_flops_s[j], r.omegas_s[j],
                                 r.curvatures_s2[j], r.dampings[j], r.predecessors[j]))

@@ -91,7 +91,8 @@ class JointSync:
             del self.reports[r]
         h = view.stage
         flops, size, rem = view.stage_flops[h], view.stage_input_bytes[h], th.remaining(view, h)
-        prob = J.stage_problem(list(reports.values()), flops, size, self.params)
+        prob = J.stage_problem(list(reports.values()), flops, size, self.params,
+                               own=view.node_id)
         if prob.background.any() and self.warned_slot != slot:
             self.warned_slot = slot  # once per slot: a missing peer, or a dead one
             log.warning("joint step: receivers %s have predecessors that sent this node no "
