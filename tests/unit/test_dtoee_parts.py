@@ -117,7 +117,7 @@ def test_saved_thresholds_come_back_only_when_they_fit_these_stages():
     other = ThresholdSync({1: 0.8}, 0.05)
     other.restore(saved)
     assert (other.th, other.version) == ({1: 0.8}, 0)
-    for version in (-1, 2 ** 40, 2 ** 53 - 1):  # no decision reaches 2**40: a peer's, refused
+    for version in (-1, 2 ** 39, 2 ** 53 - 1):  # no decision reaches 2**39: never adopted
         bad = ThresholdSync({1: 0.8, 2: 0.7}, 0.05)
         bad.restore(dict(saved, thresholds_version=version))
         assert (bad.th, bad.version) == ({1: 0.8, 2: 0.7}, 0), version

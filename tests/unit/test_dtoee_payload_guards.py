@@ -171,6 +171,19 @@ def test_ints_from_2_53_are_refused(field, value):
     _completed(nodes)
 
 
+def test_a_version_just_below_the_refused_one_is_not_taken_and_messages_keep_flowing():
+    """Rule: a version of 2**40 - 1 passes the check but is not adopted (2**39 or more is
+    not): adopted, the node's next decision would make 2**40, which its peers refuse, and the
+    fleet's messages would stop instead."""
+    mutate, _ = _once(Kind.DTOEE_REQUEST, "s0",
+                      lambda p: p.update(thresholds_version=2 ** 40 - 1))
+    nodes, errors = _run(mutate, sc=_profiled(), thresholds={2: 0.8}, knobs=PROFILED)
+    assert errors == Counter()
+    assert all(p.tsync.version < 100 for p, _ in nodes.values())
+    assert len({tuple(sorted(p.tsync.th.items())) for p, _ in nodes.values()}) == 1
+    _completed(nodes)
+
+
 @pytest.mark.parametrize("version", [2 ** 40, MAX_INT - 1])
 def test_a_version_no_decision_reaches_is_refused_and_the_nodes_keep_agreeing(version):
     """Rule: a version of C at 2**40 or more (no fleet makes that many decisions) is refused.

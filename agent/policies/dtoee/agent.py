@@ -221,9 +221,9 @@ class DtoeePolicy(AgentPolicy):
                             Kind.DTOEE_STAGE):
             return []
         out: List[Outgoing] = []
-        now_slot = int(self.wall() // self.slot_length_s)
-        skew = D.slot_skew(msg.slot, now_slot, self.slot_length_s)
-        if skew and (msg.slot > now_slot or msg.slot < self.slot - 1):  # a clock off, or junk
+        # a slot ahead of this node's clock: a clock off (or junk); behind: stale (below)
+        skew = D.slot_skew(msg.slot, int(self.wall() // self.slot_length_s), self.slot_length_s)
+        if skew:
             raise ValueError(skew)
         if msg.slot > self.slot:
             if self.configuring:

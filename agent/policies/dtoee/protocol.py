@@ -144,10 +144,13 @@ class OffloaderResult:
     change: Dict[str, float] = field(default_factory=dict)  # new minus old p, per successor
 
 
-# Versions of C come from a node's decisions, one at most per round: none reaches this in any
-# fleet's life. A peer's larger one is refused: adopted, it would leave every node's next
-# version at the wire's bound, where no decision is newer and the siblings stop agreeing.
+# Versions of C come from a node's decisions, one at most per round: none reaches 2^39 in any
+# fleet's life. A peer's version of 2^40 or more is refused, and one of 2^39 or more is not
+# adopted (``merge_thresholds``), so a node's own decisions, each one more than the newest
+# version it took, never reach what its peers refuse. (A peer's 2^53 - 1, adopted, had left
+# every node at the wire's bound, where no decision was newer and the siblings drifted apart.)
 MAX_THRESHOLDS_VERSION = 2 ** 40
+ADOPTED_VERSION_MAX = 2 ** 39
 
 
 def check_request(req: Request) -> Request:
@@ -314,22 +317,23 @@ def quiet_streak(previous: int, moved: float, tolerance: float, thresholds_chang
 
 def slot_skew(slot: int, now_slot: int, slot_length_s: float) -> str:
     """Why a message of ``slot`` cannot come from a node whose wall clock is within a slot of
-    this one's (now in ``now_slot``), "" when it can. DTO-EE's slots follow each node's own
-    clock: a node whose clock is off by more never takes part in its neighbours' phases."""
+    this one's (now in ``now_slot``): it is more than one slot ahead; "" otherwise. DTO-EE's
+    slots follow each node's own clock: a node whose clock is off by more takes no part in its
+    neighbours' phases. (A message more than a slot behind is only stale: a node that was
+    paused sends and reads those, and the node whose clock is behind says so.)"""
     d = slot - now_slot
-    if -1 <= d <= 1:
+    if d <= 1:
         return ""
-    return ("slot %d is %d slots %s this node's (%d): the sender's wall clock is about %.0f s "
-            "%s ours%s; DTO-EE needs the nodes' clocks within a slot (%g s) of each other: "
-            "sync them (NTP)" % (slot, abs(d), "ahead of" if d > 0 else "behind", now_slot,
-                                 abs(d) * slot_length_s, "ahead of" if d > 0 else "behind",
-                                 "" if d > 0 else " (or the message was that long on its way)",
-                                 slot_length_s))
+    return ("slot %d is %d slots ahead of this node's (%d): the sender's wall clock is about "
+            "%.0f s ahead of ours (or ours behind); DTO-EE needs the nodes' clocks within a "
+            "slot (%g s) of each other: sync them (NTP)" % (slot, d, now_slot,
+                                                            d * slot_length_s, slot_length_s))
 
 
 def merge_thresholds(thresholds: Mapping[int, float], version: int,
                      messages: Sequence[Any]) -> Tuple[Dict[int, float], int]:
-    """Synchronise C (Algs. 1-2, line 2): keep the newest version among ours and the messages'.
+    """Synchronise C (Algs. 1-2, line 2): keep the newest version among ours and the messages'
+    (one of ``ADOPTED_VERSION_MAX`` or more is not taken: see there).
 
     ValueError when a message's map has other stages than ours: adopted, it would leave an
     exit stage without a threshold (or add one nobody has) and break every later round.
@@ -339,6 +343,6 @@ def merge_thresholds(thresholds: Mapping[int, float], version: int,
         if msg.thresholds.keys() != thresholds.keys():
             raise ValueError("thresholds for stages %s from %r, this node has %s"
                              % (sorted(msg.thresholds), msg.sender, sorted(thresholds)))
-        if msg.thresholds_version > best_v:
+        if best_v < msg.thresholds_version < ADOPTED_VERSION_MAX:
             best, best_v = dict(msg.thresholds), msg.thresholds_version
     return best, best_v

@@ -60,7 +60,7 @@ class ThresholdSync:
         th = thresholds_from_wire(raw)
         if (isinstance(raw, Mapping) and len(raw) == len(th) and set(th) == set(self.th)
                 and isinstance(version, int) and not isinstance(version, bool)
-                and 0 <= version < D.MAX_THRESHOLDS_VERSION):
+                and 0 <= version < D.ADOPTED_VERSION_MAX):
             self.th, self.version = th, version
 
     def merge(self, msg: Any) -> None:
@@ -159,7 +159,7 @@ class ThresholdSync:
                                total, view.exit_profile, view.tradeoff, self.step)
         if any(abs(new[k] - v) > 1e-12 for k, v in self.th.items()):
             self.th = {k: float(v) for k, v in new.items()}
-            self.version += 1  # below D.MAX_THRESHOLDS_VERSION: one decision per round at most
+            self.version += 1  # far below D.MAX_THRESHOLDS_VERSION (D.ADOPTED_VERSION_MAX)
             # DEBUG: it changes every few slots; the status line shows the one in force
             log.debug("threshold of stage %d -> %.3f (version %d)", h, new[h], self.version)
         del self.reports[rnd]
