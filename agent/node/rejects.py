@@ -3,7 +3,8 @@
 Each such message is a drop counted by reason (``drop_<reason>``: stats.json, metrics,
 ``status``). The first of each reason from each sender is also logged at once as a WARNING
 naming its sender and what was wrong (for the first ``FIRST_PAIRS`` such pairs); later ones
-at most once per ``REJECT_LOG_INTERVAL_S``, with how many more came meanwhile, by reason. So
+at most once per ``REJECT_LOG_INTERVAL_S``, with how many more came meanwhile, by reason (the
+pairs are forgotten every ``FIRST_PAIRS_FORGET_S``: a sender still at it is named again). So
 an operator learns that something sends garbage, and every sender that does (three peers of
 an older wire protocol are three lines, not one a minute), without a flood in the journal.
 """
@@ -20,6 +21,9 @@ log = logging.getLogger("agent.node.loop")  # the loop's step: logged under its 
 
 REJECT_LOG_INTERVAL_S = 60.0  # at most one line per this many seconds about refused input
 FIRST_PAIRS = 64  # (reason, sender) pairs whose first drop is logged at once: a bound on lines
+# ... forgotten this often, so clients (a new routing id per connection) filling the set do not
+# keep a later peer of another wire protocol from being named for the rest of the process
+FIRST_PAIRS_FORGET_S = 3600.0
 
 
 def sender_label(who: Any) -> str:
@@ -37,12 +41,16 @@ class Rejects:
 
     def __init__(self, drop: Callable[[str], None], clock: Callable[[], float] = time.monotonic):
         self._drop = drop
+        self.clock = clock
         self._log = Throttle(REJECT_LOG_INTERVAL_S, clock)
         self._seen: Set[Tuple[str, str]] = set()  # (reason, sender) pairs logged once
+        self._seen_since = clock()
 
     def __call__(self, reason: str, sender: Any, why: str = "") -> None:
         self._drop(reason)
         who = sender_label(sender)
+        if self.clock() - self._seen_since >= FIRST_PAIRS_FORGET_S:
+            self._seen, self._seen_since = set(), self.clock()
         if (reason, who) not in self._seen and len(self._seen) < FIRST_PAIRS:
             self._seen.add((reason, who))
             log.warning("dropped a message from %s: %s", who, why or reason)

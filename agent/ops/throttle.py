@@ -33,7 +33,6 @@ class Throttle:
         self._logged_at = now
         return left
 
-
     def mark(self) -> None:
         """A line about these events was logged another way now: the interval starts again
         (the counts left unlogged are kept for the next line)."""

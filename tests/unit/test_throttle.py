@@ -79,6 +79,31 @@ def test_every_sender_of_another_wire_protocol_is_named_but_the_lines_stay_bound
     assert len(named) == FIRST_PAIRS and len(drops) == 30 + 2 * FIRST_PAIRS
 
 
+def test_the_named_senders_are_forgotten_hourly_so_a_new_one_is_named_even_after_many():
+    """Rule: clients fill the set of named senders (a routing id per connection); an hour on,
+    a peer of another wire protocol is named at once again, not left to the minute's line."""
+    from agent.node.rejects import FIRST_PAIRS, FIRST_PAIRS_FORGET_S
+
+    now = [0.0]
+    reject = Rejects(lambda reason: None, clock=lambda: now[0])
+    lines = []
+    logger = logging.getLogger("agent.node.loop")
+    handler = logging.Handler()
+    handler.emit = lambda record: lines.append(record.getMessage())
+    logger.addHandler(handler)
+    try:
+        for i in range(FIRST_PAIRS):
+            reject("bad_input", "client%d" % i)
+        now[0] = 30.0
+        reject("bad_version", "w2", "wire protocol 1, expected 2")  # set full: the throttle's
+        assert not any(line.startswith("dropped a message from w2") for line in lines)
+        now[0] = FIRST_PAIRS_FORGET_S + 1.0
+        reject("bad_version", "w3", "wire protocol 1, expected 2")
+    finally:
+        logger.removeHandler(handler)
+    assert lines[-1] == "dropped a message from w3: wire protocol 1, expected 2"
+
+
 def test_a_sender_prints_as_its_node_id_or_in_hex_when_it_is_not_text():
     """Node ids (str or routing-id bytes) print as they are; ZeroMQ's binary ids in hex."""
     assert sender_label("w1") == "w1" and sender_label(b"s1") == "s1"
