@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any, Callable, Set, Tuple
+from typing import Any, Callable, Optional, Set, Tuple
 
 from agent.ops.throttle import Throttle, more_since
 
@@ -44,13 +44,14 @@ class Rejects:
         self.clock = clock
         self._log = Throttle(REJECT_LOG_INTERVAL_S, clock)
         self._seen: Set[Tuple[str, str]] = set()  # (reason, sender) pairs logged once
-        self._seen_since = clock()
+        self._seen_since: Optional[float] = None  # the first call's (the clock may come later)
 
     def __call__(self, reason: str, sender: Any, why: str = "") -> None:
         self._drop(reason)
         who = sender_label(sender)
-        if self.clock() - self._seen_since >= FIRST_PAIRS_FORGET_S:
-            self._seen, self._seen_since = set(), self.clock()
+        now = self.clock()
+        if self._seen_since is None or now - self._seen_since >= FIRST_PAIRS_FORGET_S:
+            self._seen, self._seen_since = set(), now
         if (reason, who) not in self._seen and len(self._seen) < FIRST_PAIRS:
             self._seen.add((reason, who))
             log.warning("dropped a message from %s: %s", who, why or reason)
