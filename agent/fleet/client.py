@@ -39,9 +39,9 @@ import numpy as np
 import zmq
 
 from agent.protocol import wire
+from agent.protocol.text import DETAIL_MAX_CHARS, printable  # noqa: F401 (DETAIL_MAX_CHARS: API)
 
 OUTCOMES = wire.OUTCOMES
-DETAIL_MAX_CHARS = 300  # a source's reason or detail is cut to this (a line on a terminal)
 # a source answers a task it gave up on (lost, reason deadline) after result_timeout_s *
 # max_attempts, 60 s by default, counted from its own start of the task: wait a margin longer
 DEFAULT_TIMEOUT_S = 75.0
@@ -112,19 +112,11 @@ def parse_answer(frames: List[Any], sent_at: Dict[str, float], now: float) -> Op
     outcome = header.get("outcome") or "completed"
     outcome = outcome if outcome in OUTCOMES else "error"
     done = outcome == "completed"
-    return Answer(tid, outcome, _text(header.get("reason")),
+    return Answer(tid, outcome, printable(header.get("reason")),
                   int(header.get("cls", -1)) if done else -1,
                   float(header.get("confidence", 0.0)) if done else 0.0,
                   int(header.get("exit_stage", 0)) if done else 0,
-                  now - sent_at.pop(tid), _text(header.get("detail")))
-
-
-def _text(value: Any) -> str:
-    """A source's text field as a client may print it: one line of printable characters (a
-    terminal must not take escape codes from the network), at most DETAIL_MAX_CHARS."""
-    if not value:
-        return ""
-    return "".join(c if c.isprintable() else "?" for c in str(value)[:DETAIL_MAX_CHARS])
+                  now - sent_at.pop(tid), printable(header.get("detail")))
 
 
 def no_answer(tid: str, timeout_s: float) -> Answer:

@@ -48,7 +48,6 @@ from engines.npzfile import load_npz
 from agent.ops.samples import checked_inputs, checked_labels
 from agent.testbed.local import rate_label, write_run_file
 from agent.testbed.report import RunResult, summarise_records
-from agent.testbed.reportcheck import STATUSES
 from agent.testbed.topology import Topology, TopologyError
 from engines.demo import REPLAY_PATH
 
@@ -251,7 +250,7 @@ def drive(clients: Dict[str, str], shares: Dict[str, float], total_rate: float, 
                     rec = pending.pop(ans.id, None)
                     if rec is None:
                         continue
-                    rec.update(status=ans.outcome if ans.outcome in STATUSES else "error",
+                    rec.update(status=ans.outcome,  # one of STATUSES (parse_answer's)
                                reason=ans.reason or None,
                                finished_mono=rec["created_mono"] + ans.delay_s,
                                exit_stage=ans.exit_stage, cls=ans.cls,

@@ -9,6 +9,7 @@ creation time; the warm-up's tasks are left out of "before".
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 from agent.testbed.report import delay_ok, percentile
@@ -39,13 +40,13 @@ def _delay(rec: Mapping) -> Optional[float]:
 
 def phase_stats(recs: Sequence[Mapping]) -> dict:
     """Tasks, completed, lost, rejected (refused by admission control or an overloaded
-    worker: no loss, but no answer either), resent, mean and p95 delay (s) of one phase's
-    records."""
+    worker: no loss, but no answer either), error (an input the source refused, in fleet
+    mode), resent, mean and p95 delay (s) of one phase's records."""
     delays = [d for d in (_delay(r) for r in recs) if d is not None]
-    return {"tasks": len(recs),
-            "completed": sum(1 for r in recs if r.get("status") == "completed"),
-            "lost": sum(1 for r in recs if r.get("status") not in ("completed", "rejected")),
-            "rejected": sum(1 for r in recs if r.get("status") == "rejected"),
+    fates = Counter(r.get("status") for r in recs)
+    return {"tasks": len(recs), "completed": fates["completed"],
+            "lost": len(recs) - fates["completed"] - fates["rejected"] - fates["error"],
+            "rejected": fates["rejected"], "error": fates["error"],
             "resent": sum(1 for r in recs if int(r.get("resends", 0) or 0) > 0),
             "mean_delay_s": sum(delays) / len(delays) if delays else None,
             "p95_delay_s": percentile(delays, 95.0)}
@@ -125,12 +126,13 @@ def recovery_label(rec: Optional[float], ph: Mapping[str, dict], lasting: bool =
 def format_phases(rows: Sequence[Tuple[str, float, Mapping[str, dict], Optional[float], bool]]
                   ) -> str:
     """A table: policy, rate, then per phase mean/p95 ms, lost and (when any phase of any row
-    had one) rejected, and the recovery time. Each row: (policy, rate, phases, recovery s,
-    whether a kill for good was among the faults)."""
-    rejects = any((ph.get(p) or {}).get("rejected") for _, _, ph, _, _ in rows for p in PHASES)
+    had one) rejected and error, and the recovery time. Each row: (policy, rate, phases,
+    recovery s, whether a kill for good was among the faults)."""
+    extra = [k for k in ("rejected", "error")
+             if any((ph.get(p) or {}).get(k) for _, _, ph, _, _ in rows for p in PHASES)]
     head = ["policy", "rate/s"]
     for p in PHASES:
-        head += ["%s mean ms" % p, "p95", "lost"] + (["rejected"] if rejects else [])
+        head += ["%s mean ms" % p, "p95", "lost"] + extra
     head.append("recovery s")
     lines = [head]
     for policy, rate, ph, rec, lasting in rows:
@@ -140,7 +142,7 @@ def format_phases(rows: Sequence[Tuple[str, float, Mapping[str, dict], Optional[
             row += ["-" if s.get("mean_delay_s") is None else "%.0f" % (s["mean_delay_s"] * 1e3),
                     "-" if s.get("p95_delay_s") is None else "%.0f" % (s["p95_delay_s"] * 1e3),
                     str(s.get("lost", "-"))]
-            row += [str(s.get("rejected", "-"))] if rejects else []
+            row += [str(s.get(k, "-")) for k in extra]
         row.append(recovery_label(rec, ph, lasting))
         lines.append(row)
     widths = [max(len(r[i]) for r in lines) for i in range(len(head))]

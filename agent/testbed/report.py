@@ -27,7 +27,7 @@ from agent.ops.atomic import write_atomic
 # names from here too
 from agent.testbed.reportcheck import (  # noqa: F401
     MAX_CLOCK_S, MAX_DELAY_S, STATUSES, TIME_KEYS, _created, _delay, _finite, delay_ok,
-    error_text, is_record)
+    error_kind, error_text, is_record)
 
 # Keys of the JSON object of one run, in the documented order.
 RUN_KEYS = ("policy", "rate", "created", "completed", "lost", "mean_delay_s", "p95_delay_s",
@@ -170,6 +170,7 @@ def summarise_records(records: Iterable[Mapping], policy: str, rate: float,
     completed = 0
     rejected = 0
     errors: Counter = Counter()
+    said: Dict[str, str] = {}
     resent = 0
     exits: Counter = Counter()
     for rec in by_id.values():
@@ -177,8 +178,10 @@ def summarise_records(records: Iterable[Mapping], policy: str, rate: float,
             resent += 1
         if rec.get("status") == "rejected":
             rejected += 1
-        if rec.get("status") == "error":
-            errors[error_text(rec)] += 1
+        if rec.get("status") == "error":  # counted by kind, shown in the first one's words
+            kind = error_kind(error_text(rec))
+            said.setdefault(kind, error_text(rec))
+            errors[kind] += 1
         if rec.get("status") != "completed":
             continue
         completed += 1
@@ -196,7 +199,7 @@ def summarise_records(records: Iterable[Mapping], policy: str, rate: float,
     return RunResult(
         policy=policy, rate=float(rate), created=created, completed=completed,
         lost=created - completed - rejected - sum(errors.values()), rejected=rejected,
-        error=sum(errors.values()), error_reasons=dict(errors.most_common(ERROR_KINDS_KEPT)),
+        error=sum(errors.values()), error_reasons={said[k]: n for k, n in errors.most_common(ERROR_KINDS_KEPT)},
         mean_delay_s=(sum(delays) / len(delays)) if delays else None,
         p95_delay_s=percentile(delays, 95.0),
         accuracy=(correct / completed) if completed else None,

@@ -9,16 +9,19 @@ window that starts at 10^300. ``STATUSES`` is the one list of a task's fates, an
 
 from __future__ import annotations
 
+import re
 from typing import Mapping, Optional
 
 from agent.config.fields import is_finite
+from agent.protocol.text import printable
+from agent.protocol.wire import OUTCOMES
 from agent.testbed.bounds import MAX_STAGES
 
 # A task's fates in a records file, the one list of them: an agent source writes the first
 # three (agent.node.book); "error" is an answer a source gave a client without making a task
 # of it (an input it refused, reason bad_input), written only by the testbed's fleet mode,
-# whose records hold the client's side of each task. The answers' outcomes (wire.OUTCOMES).
-STATUSES = ("completed", "lost", "rejected", "error")
+# whose records hold the client's side of each task: the answers' outcomes.
+STATUSES = OUTCOMES
 # a record's times: each absent, null or a finite number (a NaN time is a damaged line)
 TIME_KEYS = ("created_mono", "created_wall", "created", "finished_mono", "finished_wall",
              "finished", "delay_s")
@@ -39,20 +42,21 @@ MAX_CLOCK_S = 1e10
 CRASH_REASON = "crash"
 
 
-TEXT_MAX_CHARS = 300  # a source's reason or detail as a line shows it (the client's cut)
-
-
-def _line_text(v) -> str:
-    """A record's text field as one printable line (a damaged file may hold anything)."""
-    if v is None or isinstance(v, (dict, list)):
-        return ""
-    return "".join(c if c.isprintable() else "?" for c in str(v)[:TEXT_MAX_CHARS])
+# a number in a source's words (each input's own values: "input values in [250, 251]"), which
+# would make every such input a kind of its own in a summary: letters before it (float32) stay
+_NUMBER = re.compile(r"(?<![A-Za-z_0-9.])[-+]?\d+(?:\.\d+)?(?:e[-+]?\d+)?")
 
 
 def error_text(rec: Mapping) -> str:
     """What the source said of an input it answered ``error``: "reason: detail"."""
-    reason, detail = _line_text(rec.get("reason")), _line_text(rec.get("detail"))
+    reason, detail = printable(rec.get("reason")), printable(rec.get("detail"))
     return ": ".join(t for t in (reason or "error", detail) if t)
+
+
+def error_kind(text: str) -> str:
+    """The kind of an ``error_text`` for a summary to count under: the text with each number
+    as N, so inputs refused for one cause count together (the first one's words shown)."""
+    return _NUMBER.sub("N", text)
 
 
 def _pairs(rec: Mapping):

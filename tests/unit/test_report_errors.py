@@ -103,3 +103,14 @@ def test_a_fleet_runs_error_count_covers_the_whole_run_as_created_does():
     res = summarise_fleet(topo, "cf", 10.0, _records(), 6.0)
     assert (res.created, res.completed, res.lost, res.rejected, res.error) == (10, 4, 1, 1, 4)
     assert sum(res.error_reasons.values()) == 4
+
+
+def test_inputs_refused_for_one_cause_count_as_one_kind_in_the_first_ones_words():
+    """Rule: the source's words hold each input's own numbers (its values' range); refusals
+    that differ only in numbers are one kind, shown as the first was said, so the ERROR line
+    reads "... (3)" instead of one entry per input."""
+    said = ["input values in [%d, %d], far outside the [0, 1] of the source's replay set: "
+            "scale it as the model's inputs are" % (v, v + 5) for v in (200, 210, 250)]
+    recs = [_rec(i, "error", reason="bad_input", detail=d) for i, d in enumerate(said)]
+    res = summarise_records(recs, "cf", 10.0, True)
+    assert res.error_reasons == {"bad_input: " + said[0]: 3}
