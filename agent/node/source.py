@@ -41,8 +41,9 @@ from agent.node.role import Role
 from agent.policies.api import AgentPolicy, TaskInfo
 
 INPUT_ABS_MAX = 1e6  # a client's input values must lie within +-this (finite)
-# ... and within the replay set's value range widened by this many times its width on each
-# side: 0-255 images where the model takes [0, 1] are refused, not answered wrong
+# ... and within the replay set's value range widened on each side by this many times its width
+# or its largest magnitude, whichever is more (a near-constant set still leaves room): 0-255
+# images where the model takes [0, 1] are refused, not answered wrong
 INPUT_RANGE_WIDTHS = 4.0
 
 
@@ -163,7 +164,7 @@ class SourceSide(Role):
         """Why ``x``'s values are far outside the replay set's (the scale the engine takes);
         "" when they are not, or the set has no range to compare with."""
         lo, hi = self.replay.value_range
-        margin = INPUT_RANGE_WIDTHS * (hi - lo)
+        margin = INPUT_RANGE_WIDTHS * max(hi - lo, abs(lo), abs(hi))
         if x.dtype.kind != "f" or not margin > 0 or not x.size:
             return ""
         x_lo, x_hi = float(x.min()), float(x.max())
