@@ -1,3 +1,3 @@
 """Edge agent: collaborative early-exit inference across a fleet of Jetson devices."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
