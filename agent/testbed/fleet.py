@@ -121,7 +121,8 @@ def rendered_fleet(topo: Topology, made: dict, clients: Sequence[str]) -> dict:
             raise UsageError("%s.%s: the render writes it (%r, from the inventory and its keys "
                              "folder); drop it from the topology" % (where, k, made[k]))
     if isinstance(out.get("replay"), str) and out["replay"]:
-        out["replay"] = os.path.abspath(os.path.expanduser(out["replay"]))
+        out["replay"] = os.path.abspath(fleet_path(topo, out["replay"]) if own.get("replay")
+                                        else os.path.expanduser(out["replay"]))
         # agent.replay_path is checked where the render copies it to the sources
         if own.get("replay") and not os.path.isfile(out["replay"]):
             raise UsageError("%s.replay: %s is no file (the testbed's replay set, on this "
@@ -180,13 +181,19 @@ def lost_hint(topo: Topology, run_dir: str) -> str:
             % (", ".join(s.id for s in topo.sources), run_dir))
 
 
+def fleet_path(topo: Topology, path: str) -> str:
+    """A path of the topology's ``fleet`` object (``replay``, ``keys_dir``): relative to the
+    topology file, as its other paths are (``bundle``, ``agent.replay_path``)."""
+    base = os.path.dirname(os.path.abspath(topo.path)) if topo.path else "."
+    return os.path.join(base, os.path.expanduser(path))
+
+
 def client_keys(topo: Topology, f: dict) -> Dict[str, Any]:
     """CURVE keys per source from ``fleet.keys_dir`` (a `fleet render` keys folder, relative
     to the topology file): ``clients/<client>.key_secret`` and ``<source>.key``."""
     if not f.get("keys_dir"):
         return {}
-    base = os.path.dirname(os.path.abspath(topo.path)) if topo.path else "."
-    d = os.path.join(base, f["keys_dir"])
+    d = fleet_path(topo, f["keys_dir"])
     secret = os.path.join(d, "clients", str(f.get("client") or "workstation") + ".key_secret")
     try:
         return {sid: ClientKeys.load(secret, os.path.join(d, sid + ".key"))
@@ -281,7 +288,7 @@ def run_fleet(topo: Topology, bundle, policy: str, rates: Sequence[float], setti
     if policy != f["policy"]:
         raise UsageError("--policies: the fleet runs %r; restart it with another policy to "
                          "compare (got %r)" % (f["policy"], policy))
-    x, y = _replay(f.get("replay"))
+    x, y = _replay(fleet_path(topo, f["replay"]) if f.get("replay") else None)
     keys = client_keys(topo, f)
     shares = {s.id: s.share for s in topo.sources}
     load_s = topo.warmup_s + settings.duration_s

@@ -29,12 +29,12 @@ def _replay(path):
     return str(path)
 
 
-def _topology(tmp_path, fleet=None, agent=None):
+def _topology(tmp_path, fleet=None, agent=None, folder=""):
     obj = json.loads(open(DEFAULT_TOPOLOGY).read())
     if fleet is not None:
         obj["fleet"] = fleet
     obj["agent"] = dict(obj.get("agent") or {}, **(agent or {}))
-    path = tmp_path / "topology.json"
+    path = tmp_path / folder / "topology.json"
     path.write_text(json.dumps(obj))
     return str(path)
 
@@ -52,12 +52,14 @@ def test_the_topologys_replay_and_result_timeout_reach_testbed_json(tmp_path, ca
                                                                      monkeypatch):
     """A topology's fleet.replay and fleet.result_timeout_s are kept in testbed.json (the
     replay set made absolute: testbed.json lies in another folder), over agent.replay_path,
-    and the testbed's fleet mode reads them from there."""
-    ours = _replay(tmp_path / "ours.npz")
+    and the testbed's fleet mode reads them from there. A relative replay path is the
+    topology file's, as its other paths are, not the current folder's."""
+    (tmp_path / "t").mkdir()
+    ours = _replay(tmp_path / "t" / "ours.npz")
     theirs = _replay(tmp_path / "sources.npz")
-    monkeypatch.chdir(str(tmp_path))  # a relative replay path is taken from here, as the testbed does
+    monkeypatch.chdir(str(tmp_path))  # not the topology's folder
     topo = _topology(tmp_path, {"policy": "cf", "replay": "ours.npz", "result_timeout_s": 70,
-                                "comment": "the test set"}, {"replay_path": theirs})
+                                "comment": "the test set"}, {"replay_path": theirs}, "t")
     assert _render(tmp_path, topo, "--emulate") == 0
     capsys.readouterr()
     fleet = _drive(tmp_path)
