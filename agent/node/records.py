@@ -2,7 +2,7 @@
 
 One final line per created task, across crashes and full disks:
 
-- **Journal** (``<state_dir>/records.journal``): when a task is created, a ``+{id, created_wall,
+- **Journal** (``<state_dir>/records.jsonl.journal``): when a task is created, a ``+{id, created_wall,
   created_mono, label}`` line is written at once (one ``write``: it survives a SIGKILL of the
   agent); once the task's final line is in ``records.jsonl``, a ``-id`` line follows. At start-up
   every ``+`` without a ``-`` whose id has no line in ``records.jsonl`` either is a task the
@@ -16,9 +16,10 @@ One final line per created task, across crashes and full disks:
   never split). While the journal cannot be compacted (a full disk, given-up lines not yet
   recovered) the file grows on and rotation waits. A ``records.jsonl`` renamed or deleted by
   something else is noticed at the next flush, which starts a new one.
-- **Records** are buffered and appended by ``flush`` (every ``records_flush_interval_s``) in one
-  ``write``; a write that fails part-way (``ENOSPC``) is cut back to the last whole line, so the
-  file never holds a torn line. Unwritten lines stay buffered and are written when space returns;
+- **Records** are buffered and appended by ``flush`` (every ``records_flush_interval_s``) in
+  writes of at most ``FLUSH_CHUNK_BYTES`` of whole lines, oldest first; a write that fails
+  part-way (``ENOSPC``) is cut back, so the file never holds a torn line, and the lines before
+  it stay written (freed space takes what fits of a backlog, not all of it or nothing). Unwritten lines stay buffered and are written when space returns;
   beyond ``max_buffered`` lines the oldest are given up and counted (``records_dropped``), and
   nothing of their tasks stays in memory: their journal lines, kept from compaction meanwhile,
   are read again at the next successful write, and those tasks then get a ``lost`` line with
@@ -39,6 +40,7 @@ import re
 from collections import OrderedDict
 from typing import Any, Dict, List, Optional, Tuple
 
+from agent.node.appendfile import append_fd, cut_torn_tail, write_whole
 from agent.ops.atomic import write_atomic
 from agent.ops.files import WriteFaults
 from agent.ops.reserve import RESERVE_BYTES, SpareRoom
@@ -46,56 +48,11 @@ from agent.ops.reserve import RESERVE_BYTES, SpareRoom
 log = logging.getLogger("agent.run")
 
 MAX_BUFFERED_RECORDS = 20000  # unwritten record lines kept while the disk is full (~7 MB)
+FLUSH_CHUNK_BYTES = 1 << 20  # one write's lines at most (a backlog after a full disk goes in parts)
 JOURNAL_SUFFIX = ".journal"
 RESERVE_SUFFIX = ".reserve"  # room kept for a journalled writer's final flush (ops.reserve)
 MAX_UNTRACED_LOGGED = 1000  # record lines logged because neither they nor their journal fit
-_TAIL_SCAN_BYTES = 1 << 16
 _RECORD_ID = re.compile(rb'\{\s*"id"\s*:\s*"((?:[^"\\]|\\.)*)"')  # records are written with "id" first
-
-
-def _append_fd(path: str) -> int:
-    return os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_CLOEXEC", 0),
-                   0o644)
-
-
-def _write_whole(fd: int, data: bytes) -> None:
-    """Append ``data`` completely or not at all: a short write is cut back, then raised."""
-    start = os.lseek(fd, 0, os.SEEK_END)
-    done = 0
-    try:
-        while done < len(data):
-            n = os.write(fd, data[done:])
-            if n <= 0:
-                raise OSError("short write")
-            done += n
-    except OSError:
-        if done:
-            try:
-                os.ftruncate(fd, start)
-            except OSError:
-                pass
-        raise
-
-
-def cut_torn_tail(path: str) -> int:
-    """Remove a last line without its newline (a write cut short by a crash); bytes removed."""
-    try:
-        size = os.path.getsize(path)
-    except OSError:
-        return 0
-    if size == 0:
-        return 0
-    with open(path, "rb+") as f:
-        f.seek(max(0, size - _TAIL_SCAN_BYTES))
-        tail = f.read()
-        if tail.endswith(b"\n"):
-            return 0
-        cut = tail.rfind(b"\n")
-        keep = (size - len(tail) + cut + 1) if cut >= 0 else (0 if size <= _TAIL_SCAN_BYTES else None)
-        if keep is None:  # one enormous line: not ours; leave it
-            return 0
-        f.truncate(keep)
-        return size - keep
 
 
 class RecordWriter:
@@ -112,13 +69,14 @@ class RecordWriter:
         self.max_bytes = max_bytes  # rotate past this size; 0 = never
         self.keep_files = max(1, keep_files)
         self.rotations = 0  # times the file was rotated by this writer
+        self.files_deleted = 0  # ... and the oldest kept file deleted with it (its records gone)
         self.faults = faults or WriteFaults("records " + path)
         self.journal_faults = journal_faults or WriteFaults("record journal " + path + JOURNAL_SUFFIX)
         self.rotation_faults = WriteFaults("records rotation " + path)
         torn = cut_torn_tail(path)
         if torn:
             log.warning("%s ended in a torn line (%d bytes, from a crash); removed it", path, torn)
-        self._fd = _append_fd(path)
+        self._fd = append_fd(path)
         self._buf: "OrderedDict[int, Tuple[str, str]]" = OrderedDict()  # seq -> (task id, line)
         self._seq = 0
         self.open_tasks: Dict[str, Dict[str, Any]] = {}  # journalled, final line not on disk yet
@@ -133,7 +91,7 @@ class RecordWriter:
         if self.journal_path:
             self._recovered = self._read_journal()
             cut_torn_tail(self.journal_path)
-            self._jfd = _append_fd(self.journal_path)
+            self._jfd = append_fd(self.journal_path)
 
     # -- journal -----------------------------------------------------------------------------
 
@@ -193,8 +151,8 @@ class RecordWriter:
             return False
         try:
             if self._jfd < 0:  # lost (a failed reopen after compaction): try again
-                self._jfd = _append_fd(self.journal_path)
-            _write_whole(self._jfd, data)
+                self._jfd = append_fd(self.journal_path)
+            write_whole(self._jfd, data)
             self._journal_lines += data.count(b"\n")
             self.journal_faults.succeeded()
             return True
@@ -217,7 +175,7 @@ class RecordWriter:
             os.close(self._jfd)
         self._jfd = -1
         try:
-            self._jfd = _append_fd(self.journal_path)
+            self._jfd = append_fd(self.journal_path)
         except OSError as exc:
             self.journal_faults.failed(exc)
             return True
@@ -243,7 +201,7 @@ class RecordWriter:
                     return
             except FileNotFoundError:
                 pass
-            fd = _append_fd(self.path)
+            fd = append_fd(self.path)
         except OSError as exc:
             self.rotation_faults.failed(exc, " (reopening %s)" % self.path)
             return
@@ -271,10 +229,14 @@ class RecordWriter:
             faults.failed(exc, " (writing on to the same file)")
             return
         try:
+            kept = ["%s.%d" % (self.path, i) for i in range(1, self.keep_files + 1)]
+            for older in kept:  # an operator's folder there would be moved along, then stop it
+                if os.path.lexists(older) and not os.path.isfile(older):
+                    raise OSError("%s is not a file: move it away" % older)
+            gone = os.path.lexists(kept[-1])  # the oldest kept file, replaced below
             for i in range(self.keep_files - 1, 0, -1):
-                older = "%s.%d" % (self.path, i)
-                if os.path.lexists(older):
-                    os.replace(older, "%s.%d" % (self.path, i + 1))
+                if os.path.lexists(kept[i - 1]):
+                    os.replace(kept[i - 1], kept[i])
             os.replace(self.path, self.path + ".1")
             renamed = True
             os.replace(fresh, self.path)
@@ -294,6 +256,7 @@ class RecordWriter:
         os.close(self._fd)
         self._fd = fd
         self.rotations += 1
+        self.files_deleted += gone
         faults.succeeded()
         i = self.keep_files + 1  # left by a larger records_keep_files earlier
         while os.path.lexists("%s.%d" % (self.path, i)):
@@ -302,8 +265,9 @@ class RecordWriter:
             except OSError:
                 break
             i += 1
-        log.info("%s reached %d bytes: rotated to %s.1 (keeping %d older file(s))",
-                 self.path, self.max_bytes, self.path, self.keep_files)
+        log.info("%s would pass %d bytes: rotated to %s.1 (keeping %d older file(s)%s)",
+                 self.path, self.max_bytes, self.path, self.keep_files,
+                 "; the oldest, %s, deleted" % kept[-1] if gone else "")
 
     # -- records -----------------------------------------------------------------------------
 
@@ -328,34 +292,47 @@ class RecordWriter:
         return len(self._buf)
 
     def flush(self) -> bool:
-        """Append every buffered line in one write; False (counted, logged) when it failed."""
+        """Append the buffered lines, oldest first, in writes of whole lines of at most
+        ``FLUSH_CHUNK_BYTES`` (after a full disk what fits is written, not all or nothing);
+        False (counted, logged) when one failed: the lines from there on stay buffered."""
         if not self._buf or self._fd < 0:
             return not self._buf
-        lines = list(self._buf.values())
-        data = ("\n".join(line for _, line in lines) + "\n").encode("utf-8")
         self._follow_path()
-        if self.max_bytes and self._due_rotation(len(data)):
-            self._rotate()
-        try:
-            _write_whole(self._fd, data)
-        except OSError as exc:
-            self.faults.failed(exc, " (%d record line(s) kept in memory, written when it "
-                                    "works again)" % len(lines))
-            return False
+        while self._buf:
+            lines, size = [], 0
+            for seq, (tid, line) in self._buf.items():
+                if lines and size + len(line) + 1 > FLUSH_CHUNK_BYTES:
+                    break
+                lines.append((seq, tid, line))
+                size += len(line) + 1
+            data = ("\n".join(line for _, _, line in lines) + "\n").encode("utf-8")
+            if self.max_bytes and self._due_rotation(len(data)):
+                self._rotate()
+            try:
+                write_whole(self._fd, data)
+            except OSError as exc:
+                self.faults.failed(exc, " (%d record line(s) kept in memory, written when "
+                                        "it works again)" % len(self._buf))
+                return False
+            for seq, _, _ in lines:
+                del self._buf[seq]
+            self._written([tid for _, tid, _ in lines])
         self.faults.succeeded()
-        self._buf.clear()
-        ids = [tid for tid, _ in lines]
-        for tid in ids:
-            self.open_tasks.pop(tid, None)
-        self._unjournalled.difference_update(ids)
         if self.journal_path:
-            self._journal("".join("-%s\n" % tid for tid in ids).encode("utf-8"))
             if self.given_up:  # the disk works again: the given-up tasks, from their journal lines
                 self._recovered += self._read_journal(skip=self.open_tasks)
                 self.given_up = 0
             if self._journal_lines > 2 * len(self.open_tasks) + 1000 and not self._recovered:
                 self._compact()
         return True
+
+    def _written(self, ids: List[str]) -> None:
+        """The final lines of ``ids`` are on disk: they leave the open tasks and the journal."""
+        for tid in ids:
+            self.open_tasks.pop(tid, None)
+        self._unjournalled.difference_update(ids)
+        if self.journal_path:
+            self._journal("".join("-%s\n" % tid for tid in ids).encode("utf-8"))
 
     def flush_unless_failing(self) -> None:
         """Write the buffered lines now, unless the last write failed (then the periodic

@@ -8,7 +8,8 @@ import os
 import numpy as np
 
 from agent.node.book import SourceBook
-from agent.node.records import RecordWriter, cut_torn_tail
+from agent.node.appendfile import cut_torn_tail
+from agent.node.records import RecordWriter
 from tests.integration.tmpfs import fill, tmpfs
 
 
@@ -98,9 +99,16 @@ def test_disk_full_keeps_lines_in_memory_counts_and_never_raises():
     w.close()  # no exception either
 
 
-def test_a_full_tmpfs_gets_no_torn_line_and_writing_resumes_when_space_returns(tmp_path):
-    """Rule: on a real full file system a record flush is all or nothing (a short write is cut
-    back), and the kept lines are written once space is freed (root: a 64 kB tmpfs)."""
+def test_a_full_tmpfs_gets_no_torn_line_and_writing_resumes_when_space_returns(tmp_path,
+                                                                             monkeypatch):
+    """Rule: on a real full file system a record flush writes whole lines or nothing, in parts
+    of at most FLUSH_CHUNK_BYTES: freed space smaller than the backlog takes the oldest lines
+    that fit (the part that did not fit is cut back, nothing torn), and the rest follow once
+    there is room (root: a 64 kB tmpfs; parts of two 3 kB lines here). All or nothing, a
+    backlog larger than the freed space had kept every line out."""
+    from agent.node import records as records_mod
+
+    monkeypatch.setattr(records_mod, "FLUSH_CHUNK_BYTES", 6100)
     with tmpfs(str(tmp_path / "disk"), 64 * 1024) as disk:
         path = os.path.join(disk, "records.jsonl")
         w = RecordWriter(path)
@@ -113,13 +121,15 @@ def test_a_full_tmpfs_gets_no_torn_line_and_writing_resumes_when_space_returns(t
         assert w.flush() is False and w.buffered == 20
         assert _lines(path) == []
         os.truncate(filler, os.path.getsize(filler) - 16 * 1024)  # room for part of the flush
-        assert w.flush() is False and w.buffered == 20
-        assert _lines(path) == []  # the part that fitted was cut back: nothing torn
+        assert w.flush() is False
+        part = [r["id"] for r in _lines(path)]  # whole lines only: _lines parses every one
+        assert 0 < len(part) < 20 and part == ["t%d" % i for i in range(len(part))]
+        assert len(part) % 2 == 0 and w.buffered == 20 - len(part)
         os.unlink(filler)
         assert w.flush() is True and w.buffered == 0
         assert [r["id"] for r in _lines(path)] == ["t%d" % i for i in range(20)]
         w.close()
-        assert RecordWriter(path).recovered() == []
+        assert RecordWriter(path).recovered() == []  # each task's line is there, once
 
 
 def test_a_torn_journal_line_is_cut_so_the_next_runs_tasks_stay_recoverable(tmp_path):
