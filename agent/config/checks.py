@@ -25,6 +25,8 @@ MAX_INTERVAL_S = 86400.0
 # start-up timing runs (warm-up and timed) at most this: 10**9 runs never end, while 1000 runs
 # of a stage at 0.5 s are 8 minutes
 MAX_TIMING_RUNS = 1000
+# rotated records files kept at most: each rotation looks at every slot (3,000,000 took 6 s)
+MAX_KEEP_FILES = 1000
 # a scenario's rates, sizes and capacities, and an emulated device's capacity: within these the
 # model's products and powers (the step's curvature goes with the cube of a service time) stay
 # far from float overflow; an emulated capacity of 1e-300 FLOP/s pads every task to forever
@@ -48,13 +50,15 @@ def check_limits(kw: Dict[str, Any], where: str, error: Type[Exception]) -> Dict
     """The upper (and non-zero lower) bounds of node-config values the parser has read into
     ``kw`` (types already checked): every period and timeout (``*_interval_s``, ``*_timeout_s``,
     ``slot_length_s``) in [MIN_INTERVAL_S, MAX_INTERVAL_S], ``warmup_runs`` and ``timing_runs``
-    at most MAX_TIMING_RUNS, ``emulate_capacity_flops`` 0 (off) or in POSITIVE_RANGE.
+    at most MAX_TIMING_RUNS, ``records_keep_files`` at most MAX_KEEP_FILES,
+    ``emulate_capacity_flops`` 0 (off) or in POSITIVE_RANGE.
     Returns ``kw``; errors read as the parser's: ``config.timing_runs: must be an integer in
     [1, 1000], got 1000000000``."""
     limits = [(key, MIN_INTERVAL_S, MAX_INTERVAL_S, "") for key in sorted(kw)
               if key.endswith(("_interval_s", "_timeout_s")) or key == "slot_length_s"]
     limits += [("warmup_runs", 0, MAX_TIMING_RUNS, "an integer "),
-               ("timing_runs", 1, MAX_TIMING_RUNS, "an integer ")]
+               ("timing_runs", 1, MAX_TIMING_RUNS, "an integer "),
+               ("records_keep_files", 1, MAX_KEEP_FILES, "an integer ")]
     if kw["emulate_capacity_flops"] != 0:
         limits.append(("emulate_capacity_flops",) + POSITIVE_RANGE + ("",))
     for key, lo, hi, kind in limits:

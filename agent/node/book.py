@@ -194,6 +194,8 @@ class SourceBook:
                 "crash_recovered": self.recovered_lost,
                 "records_unwritten": self.records.buffered, "records_dropped": self.records.dropped,
                 "records_untraced": self.records.untraced,
+                "records_rotations": self.records.rotations,
+                "records_files_deleted": self.records.files_deleted,
                 "records_write_failed": self.records.faults.failures}
 
 

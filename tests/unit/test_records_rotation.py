@@ -138,6 +138,38 @@ def test_a_failed_rotation_keeps_every_line_in_the_same_file(tmp_path, caplog):
     assert not os.path.exists(path + ".new")
 
 
+def test_a_folder_among_the_kept_files_stops_rotation_instead_of_being_moved(tmp_path, caplog):
+    """Rule: with keep_files 3, an operator's folder at records.jsonl.1 is not moved to .2 by
+    the first rotation (the next ones then failing for good, the file growing without bound):
+    rotation is refused while it is there, naming it, and starts once it is gone."""
+    path = str(tmp_path / "records.jsonl")
+    os.mkdir(path + ".1")
+    (tmp_path / "records.jsonl.1" / "mine").write_text("an operator's file")
+    book = SourceBook("s1", RecordWriter(path, max_bytes=800, keep_files=3))
+    _serve(book, 12)
+    w = book.records
+    assert w.rotations == 0 and (tmp_path / "records.jsonl.1" / "mine").exists()
+    assert not os.path.exists(path + ".2")
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1 and "records.jsonl.1 is not a file: move it away" in warnings[0]
+    os.rename(path + ".1", str(tmp_path / "moved"))
+    _serve(book, 12, t0=100.0)
+    book.records.close()
+    assert w.rotations > 0 and os.path.isfile(path + ".1")
+
+
+def test_each_rotation_and_each_deleted_oldest_file_is_counted_for_stats(tmp_path):
+    """Rule: rotations and the oldest files they deleted (their records gone) are counted in
+    the source's task counts (stats.json ``tasks``), not only logged at INFO."""
+    path = str(tmp_path / "records.jsonl")
+    book = SourceBook("s1", RecordWriter(path, max_bytes=2000, keep_files=2))
+    _serve(book, 60)
+    book.records.close()
+    counts = book.counts()
+    assert counts["records_rotations"] == book.records.rotations > 2
+    assert counts["records_files_deleted"] == counts["records_rotations"] - 2
+
+
 def test_a_records_file_moved_or_deleted_while_open_is_followed_by_a_new_one(tmp_path):
     """An operator's rm or mv (or a rename-style logrotate) of records.jsonl: the next flush
     writes to a new records.jsonl instead of the unlinked or renamed file, and rotation
@@ -221,3 +253,5 @@ def test_rotation_settings_default_to_64_mib_and_8_files_and_are_range_checked()
         _source(records_max_bytes=-1)
     with pytest.raises(ConfigError, match="records_keep_files"):
         _source(records_keep_files=0)
+    with pytest.raises(ConfigError, match=r"records_keep_files: must be an integer in \[1, 1000\]"):
+        _source(records_keep_files=3000000)  # every rotation looked at each of 3e6 names
