@@ -29,6 +29,8 @@ class AgentMetrics:
     """The agent's series; update methods are cheap and safe to call from any thread."""
 
     def __init__(self, node_id: str, registry=None) -> None:
+        import prometheus_client as pc  # each counter's `_created` series, a Unix time named
+        getattr(pc, "disable_created_metrics", lambda: None)()  # like a count: left out (0.17+)
         from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
         self.node_id = str(node_id)

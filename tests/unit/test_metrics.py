@@ -126,3 +126,23 @@ def test_a_link_rate_that_lapses_leaves_the_metrics_instead_of_staying_stale():
     m.link_rate_gone("w2")
     m.link_rate_gone("w3")  # never measured: nothing to remove, no error
     assert m.registry.get_sample_value("edge_agent_link_rate_bytes_per_second", labels) is None
+
+
+def test_counters_export_no_created_series_that_would_read_as_counts():
+    """Rule: no `_created` series (a Unix time the client library adds per counter): a source's
+    `edge_agent_source_tasks_created{outcome="created"}` would read as a count of created tasks
+    (prometheus-client 0.17 or later can leave them out; 0.16 cannot)."""
+    import prometheus_client
+    import pytest
+    from prometheus_client import generate_latest
+
+    if not hasattr(prometheus_client, "disable_created_metrics"):
+        pytest.skip("prometheus-client %s cannot leave the _created series out"
+                    % getattr(prometheus_client, "__version__", "< 0.17"))
+    m = AgentMetrics("cam")
+    m.node_info("source", 0, "dtoee")
+    m.source_task("created")
+    m.task_in(1)
+    text = generate_latest(m.registry).decode()
+    assert 'edge_agent_source_tasks_total{node="cam",outcome="created"} 1.0' in text
+    assert "_created" not in text.replace('outcome="created"', "")
