@@ -8,24 +8,26 @@ One final line per created task, across crashes and full disks:
   every ``+`` without a ``-`` whose id has no line in ``records.jsonl`` either is a task the
   previous run created and never recorded: it gets a ``lost`` line with reason ``crash``. The
   journal is rewritten (atomically) with only the open tasks whenever it has grown well past them.
-- **Rotation**: once ``records.jsonl`` holds ``max_bytes``, the next flush first compacts the
-  journal to the open tasks (whose final lines are all still to come), then renames the file to
-  ``records.jsonl.1`` (``.1`` to ``.2`` and so on, keeping ``keep_files``) and starts a new one.
-  So every task in the journal has its final line, if any, in the current file, and the
-  start-up scan for them reads that file only: about ``max_bytes`` (one flush's lines are
-  never split). While the journal cannot be compacted (a full disk, given-up lines not yet
-  recovered) the file grows on and rotation waits. A ``records.jsonl`` renamed or deleted by
-  something else is noticed at the next flush, which starts a new one.
+- **Rotation**: before a flush that would take ``records.jsonl`` past ``max_bytes`` (checked
+  once a flush), the journal is first compacted to the open tasks (whose final lines are all
+  still to come), then the file is renamed to ``records.jsonl.1`` (``.1`` to ``.2`` and so on,
+  keeping ``keep_files``) and a new one started. So every task in the journal has its final
+  line, if any, in the current file, and the start-up scan for them reads that file only:
+  about ``max_bytes`` plus one flush's lines. While the journal cannot be compacted (a full
+  disk, given-up lines not yet recovered) the file grows on and rotation waits. A
+  ``records.jsonl`` renamed or deleted by something else is noticed at the next flush, which
+  starts a new one.
 - **Records** are buffered and appended by ``flush`` (every ``records_flush_interval_s``) in
   writes of at most ``FLUSH_CHUNK_BYTES`` of whole lines, oldest first; a write that fails
   part-way (``ENOSPC``) is cut back, so the file never holds a torn line, and the lines before
-  it stay written (freed space takes what fits of a backlog, not all of it or nothing). Unwritten lines stay buffered and are written when space returns;
-  beyond ``max_buffered`` lines the oldest are given up and counted (``records_dropped``), and
-  nothing of their tasks stays in memory: their journal lines, kept from compaction meanwhile,
-  are read again at the next successful write, and those tasks then get a ``lost`` line with
-  reason ``unrecorded`` (``recovered``), as after a crash. A torn last line left by an earlier
-  crash is cut off at start-up (its task is then recovered from the journal), and so is a torn
-  last journal line (a line appended after it would be unreadable).
+  it stay written (freed space takes what fits of a backlog, not all of it or nothing).
+  Unwritten lines stay buffered and are written when space returns; beyond ``max_buffered``
+  lines the oldest are given up and counted (``records_dropped``), and nothing of their tasks
+  stays in memory: their journal lines, kept from compaction meanwhile, are read again at the
+  next successful write, and those tasks then get a ``lost`` line with reason ``unrecorded``
+  (``recovered``), as after a crash. A torn last line left by an earlier crash is cut off at
+  start-up (its task is then recovered from the journal), and so is a torn last journal line
+  (a line appended after it would be unreadable).
 
 Failed writes are counted and logged at most once a minute (``agent.ops.files.WriteFaults``);
 nothing here raises ``OSError`` once the files are open.
@@ -233,7 +235,8 @@ class RecordWriter:
             for older in kept:  # an operator's folder there would be moved along, then stop it
                 if os.path.lexists(older) and not os.path.isfile(older):
                     raise OSError("%s is not a file: move it away" % older)
-            gone = os.path.lexists(kept[-1])  # the oldest kept file, replaced below
+            # the oldest kept file, replaced below when the one before it moves onto it
+            gone = os.path.lexists(kept[-1]) and (len(kept) == 1 or os.path.lexists(kept[-2]))
             for i in range(self.keep_files - 1, 0, -1):
                 if os.path.lexists(kept[i - 1]):
                     os.replace(kept[i - 1], kept[i])
@@ -264,6 +267,7 @@ class RecordWriter:
                 os.unlink("%s.%d" % (self.path, i))
             except OSError:
                 break
+            self.files_deleted += 1
             i += 1
         log.info("%s would pass %d bytes: rotated to %s.1 (keeping %d older file(s)%s)",
                  self.path, self.max_bytes, self.path, self.keep_files,
@@ -298,7 +302,8 @@ class RecordWriter:
         if not self._buf or self._fd < 0:
             return not self._buf
         self._follow_path()
-        while self._buf:
+        rotate = bool(self.max_bytes)  # once a flush at most: a backlog after a full disk
+        while self._buf:  # rotating per part would delete what it had just written
             lines, size = [], 0
             for seq, (tid, line) in self._buf.items():
                 if lines and size + len(line) + 1 > FLUSH_CHUNK_BYTES:
@@ -306,8 +311,9 @@ class RecordWriter:
                 lines.append((seq, tid, line))
                 size += len(line) + 1
             data = ("\n".join(line for _, _, line in lines) + "\n").encode("utf-8")
-            if self.max_bytes and self._due_rotation(len(data)):
+            if rotate and self._due_rotation(len(data)):
                 self._rotate()
+            rotate = False
             try:
                 write_whole(self._fd, data)
             except OSError as exc:

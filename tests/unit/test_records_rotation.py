@@ -255,3 +255,49 @@ def test_rotation_settings_default_to_64_mib_and_8_files_and_are_range_checked()
         _source(records_keep_files=0)
     with pytest.raises(ConfigError, match=r"records_keep_files: must be an integer in \[1, 1000\]"):
         _source(records_keep_files=3000000)  # every rotation looked at each of 3e6 names
+
+
+def test_a_deleted_file_is_counted_only_when_it_goes_and_lowering_keep_files_counts_each(
+        tmp_path):
+    """Rule: ``records_files_deleted`` counts files that are really gone: with .1 and .3 (no
+    .2) and keep_files 3 a rotation moves .1 to .2 and deletes nothing; with .1-.4 and
+    keep_files 2, .2 is replaced and .3 and .4 removed: three."""
+    path = str(tmp_path / "records.jsonl")
+    for n in (1, 3):
+        (tmp_path / ("records.jsonl.%d" % n)).write_text("{}\n")
+    w = RecordWriter(path, journal=False, max_bytes=10, keep_files=3)
+    w.write({"id": "a", "pad": "x" * 40})
+    w.flush()
+    w.write({"id": "b"})
+    w.flush()  # past max_bytes: rotates
+    assert w.rotations == 1 and w.files_deleted == 0
+    assert os.path.exists(path + ".3") and os.path.exists(path + ".2")
+    w.close()
+    other = tmp_path / "other"
+    other.mkdir()
+    path = str(other / "records.jsonl")
+    for n in (1, 2, 3, 4):
+        (other / ("records.jsonl.%d" % n)).write_text("{}\n")
+    w = RecordWriter(path, journal=False, max_bytes=10, keep_files=2)
+    w.write({"id": "a", "pad": "x" * 40})
+    w.flush()
+    w.write({"id": "b"})
+    w.flush()
+    w.close()
+    assert w.rotations == 1 and w.files_deleted == 3
+    assert sorted(os.listdir(str(other))) == ["records.jsonl", "records.jsonl.1", "records.jsonl.2"]
+
+
+def test_one_flush_of_a_big_backlog_rotates_at_most_once(tmp_path, monkeypatch):
+    """Rule: a backlog written in parts (after a full disk) rotates before its first part at
+    most, never between parts: with keep_files 1, rotating per part had deleted most of the
+    lines the same flush had just written."""
+    monkeypatch.setattr(records_mod, "FLUSH_CHUNK_BYTES", 1000)
+    path = str(tmp_path / "records.jsonl")
+    w = RecordWriter(path, journal=False, max_bytes=2000, keep_files=1)
+    ids = ["t%03d" % i for i in range(100)]
+    for tid in ids:
+        w.write({"id": tid, "pad": "x" * 40})
+    assert w.flush() is True
+    w.close()
+    assert w.rotations == 0 and _ids(_files(path)) == ids
