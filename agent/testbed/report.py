@@ -196,10 +196,11 @@ def summarise_records(records: Iterable[Mapping], policy: str, rate: float,
     created = len(by_id)
     if expected_created is not None:
         created = max(created, int(expected_created))
+    kinds = {said[k]: n for k, n in errors.most_common(ERROR_KINDS_KEPT)}
     return RunResult(
         policy=policy, rate=float(rate), created=created, completed=completed,
         lost=created - completed - rejected - sum(errors.values()), rejected=rejected,
-        error=sum(errors.values()), error_reasons={said[k]: n for k, n in errors.most_common(ERROR_KINDS_KEPT)},
+        error=sum(errors.values()), error_reasons=kinds,
         mean_delay_s=(sum(delays) / len(delays)) if delays else None,
         p95_delay_s=percentile(delays, 95.0),
         accuracy=(correct / completed) if completed else None,

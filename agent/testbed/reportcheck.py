@@ -42,9 +42,10 @@ MAX_CLOCK_S = 1e10
 CRASH_REASON = "crash"
 
 
-# a number in a source's words (each input's own values: "input values in [250, 251]"), which
-# would make every such input a kind of its own in a summary: letters before it (float32) stay
-_NUMBER = re.compile(r"(?<![A-Za-z_0-9.])[-+]?\d+(?:\.\d+)?(?:e[-+]?\d+)?")
+# a number standing alone in a source's words (each input's own values: "input values in
+# [250, 251]"), which would make every such input a kind of its own in a summary; digits in a
+# word, a name or an address (float32, w12, jetson-01, 10.0.0.5) stay
+_NUMBER = re.compile(r"(?<![\w.-])(?:[-+](?=\d))?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?(?![\w.])")
 
 
 def error_text(rec: Mapping) -> str:
