@@ -21,8 +21,7 @@ Interface (``AgentPolicy``), called from the I/O loop only:
 - ``on_control(msg, view, now) -> [Outgoing]``: a control message from a neighbour
   (``wire.Message``: DTO-EE request/status, threshold proposals, heartbeats / queue state).
 - ``on_tick(view, now) -> [Outgoing]``: called every ``tick_interval_s`` (rounds, slot clock).
-- ``next_tick_s(now) -> float``: how long until the next tick is needed (default
-  ``tick_interval_s``; longer lets an idle device sleep).
+- ``next_tick_s(now) -> float``: time until the next tick (default ``tick_interval_s``).
 - ``on_peers_changed(view)``: a neighbour came or went (``view.alive`` changed).
 - ``on_transfer(dest, seconds, payload_bytes)``: a TASK handed to successor ``dest`` was
   ACKed; ``seconds`` is its measured transfer delay (from the moment the link starts carrying
@@ -41,13 +40,10 @@ Interface (``AgentPolicy``), called from the I/O loop only:
   raw input, ``task.attempt`` the issue (0 = a new task), so a policy can decide per task from
   the input (DIMEE's embedding) and update its state once per task.
 
-A queue-based per-task policy such as MDI-Exit fits the same shape: ``choose_successor`` reads
-``view.input_queue`` / ``view.output_queue`` and the neighbours' published queue state in
-``view.peer_state`` (HEARTBEAT / QUEUE_STATE fields), returns None to keep a task queued, and
-``admit``/``interarrival_s``/``thresholds`` carry its admission and threshold adaptation.
-
-Which class serves which ``policy`` name is ``agent.policies.registry``'s table; this module
-imports no policy folder.
+A queue-based policy such as MDI-Exit fits the same shape: ``choose_successor`` reads the
+queues and the neighbours' queue state (``view.peer_state``), returns None to keep a task
+queued; ``admit``/``interarrival_s``/``thresholds`` carry admission and threshold adaptation.
+Which class serves which ``policy`` name is ``agent.policies.registry``'s table.
 """
 
 from __future__ import annotations
@@ -369,16 +365,23 @@ def parse_fixed_knobs(knobs: Mapping[str, Any], where: str = "policy_knobs",
 
 
 class FixedWeightsPolicy(AgentPolicy):
-    """``fixed``: routing weights from ``policy_knobs.routing = {peer = weight}``, else uniform.
-
-    Weights of gone neighbours are ignored, so mass moves to the rest.
-    """
+    """``fixed``: routing weights from ``policy_knobs.routing = {peer = weight}``, else uniform;
+    weights of gone neighbours are ignored, so mass moves to the rest."""
 
     name = "fixed"
 
     def __init__(self, thresholds, knobs, seed=0):
         super().__init__(thresholds, knobs, seed)
         self._weights = parse_fixed_knobs(self.knobs)
+
+    def configure(self, cfg: Any, view: NodeView) -> None:
+        """A weight for a node that is no successor here is a start-up fault: misspelt, the
+        node had routed uniformly (every successor weighing 0) while reporting the table."""
+        unknown = sorted(set(self._weights) - set(view.successors))
+        if unknown:
+            raise UsageError("policy_knobs.routing: %s %s no successor of this node (its "
+                             "successors: %s)" % (", ".join(unknown), "is" if len(unknown) == 1
+                                                  else "are", ", ".join(view.successors) or "none"))
 
     def weights(self, view: NodeView) -> Dict[str, float]:
         if not self._weights:

@@ -3,6 +3,8 @@ checking and the configuration phase's rounds between an offloader and a receive
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 
 from agent.config.node import NodeConfig, Peer
@@ -71,6 +73,18 @@ def test_huge_or_infinite_weights_still_route():
 def test_fixed_routing_knob_is_validated():
     with pytest.raises(UsageError, match="policy_knobs.routing"):
         make_policy("fixed", {}, {"routing": {"a": -1}})
+
+
+def test_a_fixed_weight_for_a_node_that_is_no_successor_is_a_start_up_fault():
+    """Rule: ``routing = {w9 = 1.0}`` where the successors are a and b is refused when the
+    node configures its policy (run exits 78 on it), naming the misspelt id and the
+    successors; misspelt, every successor had weighed 0 and the node routed uniformly while
+    its stats showed the table."""
+    p = make_policy("fixed", {}, {"routing": {"a": 1.0, "w9": 1.0}})
+    with pytest.raises(UsageError, match=r"^policy_knobs.routing: w9 is no successor of this "
+                       r"node \(its successors: a, b\)$"):
+        p.configure(SimpleNamespace(), _view())
+    make_policy("fixed", {}, {"routing": {"a": 1.0}}).configure(SimpleNamespace(), _view())
 
 
 def test_cf_splits_by_announced_capacity_and_bf_by_link_rate():
