@@ -63,6 +63,7 @@ from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
+from agent.config.checks import MAX_INTERVAL_S
 from agent.config.fields import Fields
 from agent.errors import UsageError
 from engines.exit_profile import should_exit, softmax_confidence
@@ -147,8 +148,8 @@ def _check(values: Mapping[str, Any], where: str) -> None:
         raise f.fail("threshold", "must be >= min_threshold (%r) when threshold_adaptation is on"
                      % values["min_threshold"])
     for name in ("adapt_interval_s", "state_interval_s", "initial_interarrival_s",
-                 "min_interarrival_s", "max_interarrival_s"):
-        f.num(name, lo=0.0, lo_open=True)
+                 "min_interarrival_s", "max_interarrival_s"):  # at most a day, as node periods
+        f.num(name, lo=0.0, hi=MAX_INTERVAL_S, lo_open=True)
     if values["max_interarrival_s"] < values["min_interarrival_s"]:
         raise f.fail("max_interarrival_s", "must be >= min_interarrival_s (%r)"
                      % values["min_interarrival_s"])
