@@ -155,6 +155,7 @@ def check_scenario_knobs(knobs: Mapping[str, Any], where: str = "knobs") -> None
     known = {k for r in _ROWS.values() for k in r.scenario_knobs}
     Fields(knobs, where, ScenarioError).reject_unknown(sorted(known))
     parse_knobs(knobs, where)
+    ga_staleness_knob(knobs, where)
     for name in sorted(set(knobs) & set(_ROWS)):  # a policy's own section: {knob: value}
         if not isinstance(knobs[name], Mapping):
             raise ScenarioError("%s.%s: must be an object {knob: value}, got %.100r"
@@ -222,7 +223,12 @@ def _ga_staleness(scenario: Scenario, req: PlanRequest) -> int:
         if req.staleness < 0:
             raise UsageError("--staleness: must be >= 0, got %d" % req.staleness)
         return req.staleness
-    return Fields(scenario.knobs, "knobs", ScenarioError).int("ga_staleness", 1, lo=0)
+    return ga_staleness_knob(scenario.knobs)
+
+
+def ga_staleness_knob(knobs: Mapping[str, Any], where: str = "knobs") -> int:
+    """GA's ``ga_staleness`` scenario knob (default 1): what plan and simulate both run with."""
+    return Fields(knobs, where, ScenarioError).int("ga_staleness", 1, lo=0)
 
 
 def _optimum(scenario: Scenario, req: PlanRequest) -> PolicyResult:
@@ -261,7 +267,8 @@ for _row in (
                                              _ngto_rounds),
               planner=lambda s, q: baselines.ngto(s, max_rounds=q.rounds or 100)),
     PolicyRow("ga", "GA: the sources' genetic path search", not_in_agent=_CENTRAL,
-              sim=lambda n, r, o: _stateless(n, lambda s: baselines.ga(s, **o.get(n, {}))),
+              sim=lambda n, r, o: _stateless(n, lambda s: baselines.ga(s, **dict(
+                  {"staleness": ga_staleness_knob(s.knobs)}, **o.get(n, {})))),
               planner=lambda s, q: baselines.ga(s, rounds=q.rounds or 20,
                                                 staleness=_ga_staleness(s, q), seed=q.seed),
               scenario_knobs=("ga_staleness",)),

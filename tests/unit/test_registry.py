@@ -114,3 +114,22 @@ def test_dimee_and_mlci_run_on_nodes_in_the_simulator_and_in_plan():
         policy = registry.make_sim_policy(name)
         assert policy.name == name and policy.tiered and policy.per_task
     registry.check_scenario_knobs({"dimee": {}, "mlci": {}})
+
+
+def test_the_simulators_ga_runs_with_the_scenarios_ga_staleness_as_plan_does():
+    """Rule: ``ga_staleness`` is read by ``simulate`` as by ``plan`` (it had always run GA with
+    staleness 1), and a bad value is refused when the scenario is checked, not only by plan."""
+    import dataclasses
+
+    from agent.policies.baselines.plans import ga
+    from agent.policies.sim_api import decision_from_result
+    from agent.scenario.paper import paper_scenario
+
+    base = paper_scenario("paper-bert", seed=3, num_sources=6, num_samples=400)
+    for staleness in (0, 8):
+        sc = dataclasses.replace(base, knobs=dict(base.knobs, ga_staleness=staleness))
+        planner = registry.make_sim_policy("ga")._planner
+        want = decision_from_result(ga(sc, staleness=staleness))
+        assert planner(sc, None).routing == want.routing
+    with pytest.raises(ScenarioError, match=r"^knobs\.ga_staleness: must be an integer >= 0"):
+        registry.check_scenario_knobs({"ga_staleness": "x"})
