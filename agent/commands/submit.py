@@ -176,7 +176,8 @@ def _answered(args, client, endpoint: str, x, n: int, tally):
     to be sent; ``UsageError`` when the run cannot go on (said in one line)."""
     from agent.fleet.client import no_answer
     from agent.errors import UsageError
-    from agent.commands.submit_checks import refused_kind, refused_kind_hint
+    from agent.commands.submit_checks import refused_kind_hint
+    from agent.protocol.text import parse_input_refusal
 
     problem = client.check_connection(min(args.timeout, CONNECT_WAIT_S))
     if problem:  # said now, not after a timeout per input
@@ -189,7 +190,7 @@ def _answered(args, client, endpoint: str, x, n: int, tally):
         tally.add(client.wait_for(tally.pending, args.timeout), i)
         a = tally.last
         left = " %d input(s) not sent" % (n - i - 1) if n > i + 1 else ""
-        takes = refused_kind(a.detail) if a.reason == "bad_input" else None
+        takes = parse_input_refusal(a.detail) if a.reason == "bad_input" else None
         if takes:  # every input of the file has this dtype and shape: all would be refused
             hint = refused_kind_hint(x, takes)
             err = UsageError("--images: %s: inputs %s %s each, stage 1 takes %s %s each%s%s"

@@ -6,13 +6,9 @@ source took the connection (a handshake done) when no answer came."""
 from __future__ import annotations
 
 import os
-import re
 import time
-from typing import Any, Optional, Tuple
+from typing import Any, Tuple
 
-# the source's detail for an input of another dtype or shape than stage 1 takes
-# (agent/node/source.py): "input uint8 (1, 28, 28); stage 1 takes float32 (1, 1, 28, 28)"
-_REFUSED_KIND = re.compile(r"^input (\w+) \(([\d, ]*)\); stage 1 takes (\w+) \(([\d, ]*)\)$")
 
 
 def fleet_classes(fleet: str) -> Tuple[int, str]:
@@ -59,19 +55,9 @@ def unread_arrays(data: dict) -> str:
     return ("array(s) %s not read: inputs come from x, labels from y" % ", ".join(extra))
 
 
-def refused_kind(detail: str) -> Optional[Tuple[str, Tuple[int, ...]]]:
-    """(dtype, shape of one input, without the batch axis) stage 1 takes when ``detail`` is a
-    source's refusal of an input's dtype or shape, which every other input of the same file
-    would get too; else None."""
-    m = _REFUSED_KIND.match(detail or "")
-    if not m:
-        return None
-    return m.group(3), tuple(int(d) for d in m.group(4).split(",") if d.strip())[1:]
-
-
 def refused_kind_hint(x: Any, takes: Tuple[str, Tuple[int, ...]]) -> str:
     """The usual fix for inputs ``x`` (the file's array, one input per row) of another dtype or
-    shape than stage 1 takes (``refused_kind``), "" when none is known."""
+    shape than stage 1 takes (``text.parse_input_refusal``), "" when none is known."""
     import numpy as np
 
     dtype, want = takes

@@ -33,6 +33,7 @@ import numpy as np
 
 from agent.config.node import NodeConfig
 from agent.protocol import wire
+from agent.protocol.text import input_refusal
 from agent.protocol.wire import Kind
 from agent.node.book import Pending, ReplaySet, SourceBook
 from agent.node.outbox import Outbox
@@ -142,8 +143,8 @@ class SourceSide(Role):
         want = self.replay.x
         client = (identity, msg.fields["id"])
         if x.dtype != want.dtype or tuple(x.shape) != (1,) + tuple(want.shape[1:]):
-            why = "input %s %s; stage 1 takes %s %s" % (
-                x.dtype.name, tuple(x.shape), want.dtype.name, (1,) + tuple(want.shape[1:]))
+            why = input_refusal(x.dtype.name, x.shape, want.dtype.name,
+                                (1,) + tuple(want.shape[1:]))
             self.out.reject("bad_shape", identity, "a client's %s (answered error, bad_input)"
                             % why)
             return self._answer(client, "error", "bad_input", why)

@@ -57,7 +57,7 @@ Optional fields (type-checked when present; absent means the default in brackets
                   to a local client; a non-completed answer has cls -1, confidence 0.0,
                   exit_stage 0 and the client's own id ["completed", ""];
                   detail str (a refused input's one-line explanation for the person at the
-                  client, e.g. what stage 1 takes; never parsed) [""];
+                  client, e.g. what stage 1 takes; text.input_refusal's is read back) [""];
                   level int (MLCI: the level that answered) [none]
     HEARTBEAT     no_route int (0: this node can reach every stage after its own; else the
                   first stage it has no live route to: it refuses new tasks meanwhile) [0]
