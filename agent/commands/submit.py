@@ -125,20 +125,26 @@ def run(args: argparse.Namespace) -> int:
     if not len(x):
         raise UsageError("--images: %s holds no inputs" % args.images)
     if threading.current_thread() is not threading.main_thread():  # no signals there
-        return _send_all(args, endpoint, keys, x, y)
+        return _send_all(args, endpoint, keys, x, y, [])
+    got: list = []  # signals not acted on yet (pyzmq may drop what their handler raised)
 
-    def on_term(signum, frame):  # the same path as Ctrl-C: answers so far, then the summary
-        raise Terminated
+    def on_signal(signum, frame):  # SIGTERM as Ctrl-C: answers so far, then the summary
+        got.append(signum)
+        raise Terminated if signum == signal.SIGTERM else KeyboardInterrupt
 
-    previous = signal.signal(signal.SIGTERM, on_term)
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
     try:
-        return _send_all(args, endpoint, keys, x, y)
+        return _send_all(args, endpoint, keys, x, y, got)
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for s, handler in previous.items():
+            signal.signal(s, handler)
 
 
-def _send_all(args, endpoint: str, keys, x, y) -> int:
-    """Send the inputs one at a time, printing each answer; the exit status."""
+def _send_all(args, endpoint: str, keys, x, y, got: list) -> int:
+    """Send the inputs one at a time, printing each answer; the exit status. ``got``: the
+    signals whose handler ran and that were not acted on yet (the client raises them again
+    between its polls)."""
+    import signal
     from agent.fleet.client import Client
     from agent.commands.submit_checks import wait_answers
     from agent.commands.submit_tally import Tally, interrupted_line
@@ -148,10 +154,15 @@ def _send_all(args, endpoint: str, keys, x, y) -> int:
     tally = Tally(y, len(x))
     i = 0
     with Client(endpoint, keys, name="submit", timeout_s=args.timeout) as client:
+        def interrupted() -> None:
+            if got:
+                raise Terminated if got[-1] == signal.SIGTERM else KeyboardInterrupt
+        client.interrupted = interrupted
         try:
             for i in _answered(args, client, endpoint, x, n, tally):
                 pass
         except KeyboardInterrupt as exc:
+            del got[:]  # acted on: the wait below is not cut short by it again
             if tally.pending and tally.pending not in client.sent_at:
                 # interrupted as send returned: the input may be out, its answer still comes
                 client.sent_at[tally.pending] = time.monotonic()

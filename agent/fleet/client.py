@@ -32,7 +32,7 @@ import math
 import os
 import time
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import msgpack
 import numpy as np
@@ -45,6 +45,7 @@ OUTCOMES = wire.OUTCOMES
 # a source answers a task it gave up on (lost, reason deadline) after result_timeout_s *
 # max_attempts, 60 s by default, counted from its own start of the task: wait a margin longer
 DEFAULT_TIMEOUT_S = 75.0
+POLL_SLICE_S = 0.2  # longest wait in one poll while an answer is awaited (see receive)
 
 
 @dataclass(frozen=True)
@@ -220,6 +221,9 @@ class Client(_Base):
         self._own_ctx = ctx is None
         self.ctx = ctx or zmq.Context()
         super().__init__(self.ctx, endpoint, keys, name, timeout_s)
+        # called between polls while an answer is awaited: raises to stop the wait (a caller
+        # whose signal handler's exception pyzmq may drop raises it again from here)
+        self.interrupted: Callable[[], None] = lambda: None
 
     def check_connection(self, wait_s: float) -> str:
         """Watch the connection to the source for up to ``wait_s`` seconds, before anything is
@@ -261,8 +265,14 @@ class Client(_Base):
         deadline = time.monotonic() + timeout_s
         while True:
             left = deadline - time.monotonic()
-            if not self.sock.poll(max(0, int(math.ceil(left * 1000)))):
-                return None
+            # in slices, asking ``interrupted`` between them: pyzmq (27.x) runs a signal's
+            # Python handler inside its calls but drops the exception the handler raised, so a
+            # Ctrl-C landing in one was lost until the answer's whole wait had passed
+            if not self.sock.poll(max(0, int(math.ceil(min(left, POLL_SLICE_S) * 1000)))):
+                self.interrupted()
+                if left <= POLL_SLICE_S:
+                    return None
+                continue
             ans = parse_answer(self.sock.recv_multipart(), self.sent_at, time.monotonic())
             if ans is not None:
                 return ans

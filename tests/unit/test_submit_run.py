@@ -238,3 +238,33 @@ def test_a_file_whose_dtype_or_shape_the_source_refuses_stops_at_the_first_input
     assert len(err) == 1 and err[0] == (
         "edge-agent submit: error: --images: %s: inputs %s %s each, stage 1 takes float32 "
         "(1, 28, 28) each; %s; 4 input(s) not sent" % (images, x.dtype.name, x.shape[1:], hint))
+
+
+def test_a_clients_wait_asks_whether_it_was_interrupted_between_polls():
+    """Rule: while an answer is awaited the client polls in slices and calls ``interrupted``
+    between them, so an interrupt whose exception pyzmq dropped (its handler runs inside a
+    pyzmq call, which discards what it raised: under load about 1 SIGTERM in 5 was lost, the
+    run then waiting out --timeout) still stops the wait. ``submit`` raises it there again."""
+    from agent.fleet.client import Client
+
+    class Stop(Exception):
+        pass
+
+    asked = []
+
+    def interrupted():
+        asked.append(1)
+        if len(asked) >= 3:
+            raise Stop
+
+    endpoint = _endpoint()
+    ctx, sock = _silent_router(endpoint)
+    try:
+        with Client(endpoint, timeout_s=60.0) as client:
+            client.interrupted = interrupted
+            with pytest.raises(Stop):
+                client.receive(60.0)  # nothing answers: only the hook ends it
+    finally:
+        sock.close()
+        ctx.term()
+    assert len(asked) == 3
