@@ -171,16 +171,21 @@ class SourceBook:
 
     def recover(self, wall: float, mono: float, reason: str = "crash") -> int:
         """Record the tasks the journal shows without a final line as lost: at start-up the
-        earlier run's (reason ``crash``; their delay from the wall clock, as monotonic times
-        of two boots do not compare), later those whose line was given up while the disk was
-        full (``unrecorded``); returns how many."""
+        earlier run's (reason ``crash``), later those whose line was given up while the disk was
+        full (``unrecorded``); returns how many. A crashed run's task is timed on the monotonic
+        clock when its journal line names this boot, else on the wall clock (monotonic times of
+        two boots do not compare; two wall clocks may, when one was wrong, give a negative
+        delay)."""
         entries = self.records.recovered()
         for e in entries:
             label = e.get("label")
             cw, cm = _num(e.get("created_wall"), wall), _num(e.get("created_mono"), mono)
+            same_boot = bool(self.records.boot) and e.get("boot") == self.records.boot \
+                and cm <= mono
             self._record(str(e["id"]), "lost", cw, cm, wall, mono,
                          label=label if isinstance(label, int) and label >= 0 else None,
-                         reason=reason, **({"delay_s": wall - cw} if reason == "crash" else {}))
+                         reason=reason,
+                         **({"delay_s": wall - cw} if reason == "crash" and not same_boot else {}))
             if self.records.buffered >= self.records.max_buffered:  # none given up here
                 self.records.flush()
         self.recovered_lost += len(entries)

@@ -40,6 +40,7 @@ from agent.node.inference import InferenceThread
 from agent.node.loop import Node
 from agent.node.outbox import Outbox
 from agent.node.records import RecordWriter
+from agent.ops.boot import read_boot_id
 from agent.node.role import Role
 from agent.node.source import SourceSide
 from agent.node.status import NodeStatus
@@ -118,7 +119,7 @@ def open_book(cfg: NodeConfig, metrics: Any) -> SourceBook:
     path = os.path.join(cfg.state_dir, RECORDS_FILE)
     try:
         records = RecordWriter(path, max_bytes=cfg.records_max_bytes,
-                               keep_files=cfg.records_keep_files)
+                               keep_files=cfg.records_keep_files, boot=read_boot_id())
     except OSError as exc:
         raise FileFault("state_dir: cannot open %s: %s" % (path, exc.strerror or exc)) from None
     records.faults.on_count = lambda what, n: metrics.write_failed("records", n)

@@ -63,11 +63,12 @@ class RecordWriter:
     def __init__(self, path: str, journal: bool = True, max_buffered: int = MAX_BUFFERED_RECORDS,
                  faults: Optional[WriteFaults] = None,
                  journal_faults: Optional[WriteFaults] = None,
-                 max_bytes: int = 0, keep_files: int = 1):
+                 max_bytes: int = 0, keep_files: int = 1, boot: str = ""):
         os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
         self.path = path
         self.journal_path = path + JOURNAL_SUFFIX if journal else ""
         self.max_buffered = max_buffered
+        self.boot = boot  # ops.boot tag journalled with each task: its created_mono holds on it
         self.max_bytes = max_bytes  # rotate past this size; 0 = never
         self.keep_files = max(1, keep_files)
         self.rotations = 0  # times the file was rotated by this writer
@@ -143,6 +144,8 @@ class RecordWriter:
         """Journal a task just created (written at once, before the task goes anywhere)."""
         entry = {"id": task_id, "created_wall": created_wall, "created_mono": created_mono,
                  "label": label}
+        if self.boot:
+            entry["boot"] = self.boot
         self.open_tasks[task_id] = entry
         if not self._journal(b"+" + json.dumps(entry, separators=(",", ":")).encode("utf-8")
                              + b"\n") and self.journal_path:

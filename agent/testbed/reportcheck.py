@@ -37,8 +37,8 @@ MAX_DELAY_S = 1e6
 # difference, may be negative on a lost task of two boots, but no larger in size.
 MAX_CLOCK_S = 1e10
 
-# A lost task whose record was made at the next start after a crash: its monotonic times come
-# from two boots (node.book), so its finish may come before its creation on that clock.
+# A lost task whose record was made at the next start after a crash: its monotonic times may
+# come from two boots (node.book), so its finish may come before its creation on that clock.
 CRASH_REASON = "crash"
 
 

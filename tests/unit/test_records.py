@@ -186,3 +186,40 @@ def test_lines_given_up_on_a_full_disk_keep_nothing_in_memory_and_are_recorded_l
         assert RecordWriter(parts.records).recovered() == []
     finally:
         parts.close()
+
+
+def test_a_crashed_runs_task_is_timed_on_the_monotonic_clock_when_the_boot_is_the_same(tmp_path):
+    """Rule: a crash record's delay_s comes from the monotonic clock when the journal line was
+    written in this boot (a wall clock stepped back between the runs gives no negative delay),
+    and from the wall clock when the boot differs or is unknown."""
+    path = str(tmp_path / "records.jsonl")
+    x = np.zeros((1, 2), np.float32)
+    book = SourceBook("s1", RecordWriter(path, boot="aaaaaaaaaaaa"))
+    same = book.new(x, 1, 1000.0, 50.0)
+    del book
+    again = SourceBook("s1", RecordWriter(path, boot="aaaaaaaaaaaa"))
+    assert again.recover(900.0, 52.5) == 1  # the wall clock went back 100 s meanwhile
+    again.records.close()
+    (rec,) = [r for r in _lines(path) if r["id"] == same.id]
+    assert rec["reason"] == "crash" and rec["delay_s"] == 2.5
+
+    other = SourceBook("s1", RecordWriter(path, boot="aaaaaaaaaaaa"))
+    rebooted = other.new(x, 1, 1000.0, 50.0)
+    del other
+    after = SourceBook("s1", RecordWriter(path, boot="bbbbbbbbbbbb"))
+    assert after.recover(1030.0, 5.0) == 1  # a new boot: its monotonic clock starts again
+    after.records.close()
+    (rec,) = [r for r in _lines(path) if r["id"] == rebooted.id]
+    assert rec["delay_s"] == 30.0
+
+
+def test_the_boot_tag_is_read_from_the_kernels_boot_id_and_empty_when_there_is_none(tmp_path):
+    """Rule: read_boot_id gives a short hex tag of the kernel's boot id, and "" for a missing or
+    malformed file (the wall clock is then used for crash records)."""
+    from agent.ops.boot import BOOT_TAG_CHARS, read_boot_id
+    f = tmp_path / "boot_id"
+    f.write_text("58a6ebfe-693b-4f1e-9d6a-0123456789ab\n")
+    assert read_boot_id(str(f)) == "58a6ebfe693b"[:BOOT_TAG_CHARS]
+    f.write_text("not an id\n")
+    assert read_boot_id(str(f)) == ""
+    assert read_boot_id(str(tmp_path / "missing")) == ""
