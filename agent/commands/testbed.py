@@ -20,7 +20,7 @@ DEFAULT_RATES = "35%,60%,80%"
 MAX_DURATION_S = int(MAX_INTERVAL_S)  # --duration at most a day per (policy, rate)
 # --mdi-mode: the mdi-exit knobs each of the paper's scenarios sets
 MDI_MODES = {"admission": {"admission_control": True, "threshold_adaptation": False},
-             "adapt": {"admission_control": False, "threshold_adaptation": True},
+             "adapt": {"admission_control": False, "threshold_adaptation": True, "threshold": 0.9},
              "fixed": {"admission_control": False, "threshold_adaptation": False}}
 
 

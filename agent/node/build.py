@@ -343,6 +343,7 @@ def _build(cfg: NodeConfig, notifier: Any, ctx: Optional[zmq.Context],
         outbox = Outbox(cfg, transport, policy, view, capacity, metrics=metrics)
         role = SourceSide(cfg, outbox, policy, book, replay)
     hooks.count = outbox.count
+    policy.count = outbox.count  # a policy's own counts (e.g. mlci_bad_ensemble) in stats.json
     restore_link_rates(outbox, saved)
     extra = role.stats
     if client_keys is not None:

@@ -43,7 +43,8 @@ Interface (``AgentPolicy``), called from the I/O loop only:
 A queue-based policy such as MDI-Exit fits the same shape: ``choose_successor`` reads the
 queues and the neighbours' queue state (``view.peer_state``), returns None to keep a task
 queued; ``admit``/``interarrival_s``/``thresholds`` carry admission and threshold adaptation.
-Which class serves which ``policy`` name is ``agent.policies.registry``'s table.
+Which class serves which ``policy`` name is ``agent.policies.registry``'s table. ``count(name)``
+adds to the node's counters (stats.json).
 """
 
 from __future__ import annotations
@@ -224,8 +225,9 @@ class AgentPolicy:
         self._thresholds = dict(thresholds)
         self.knobs = dict(knobs)
         self.rng = random.Random(seed)
-        # the wall clock (slot alignment across nodes); the node hands its own (Node.__init__)
+        # the node hands its own wall clock (slots align across nodes) and counters (stats.json)
         self.wall: Callable[[], float] = time.time
+        self.count: Callable[[str], None] = lambda name: None
 
     def configure(self, cfg: Any, view: NodeView) -> None:
         """Called once at start-up with the node config (slot length, rounds, ...)."""
@@ -257,10 +259,8 @@ class AgentPolicy:
 
     def keep_local(self, task: TaskInfo, view: NodeView) -> bool:
         """A worker holding the task's next stage itself: run it here (True) or offload it.
-
         Called only when ``view.serves(task.stage)``; the default keeps it (one device running
-        consecutive stages, no transfer). Queue-based policies decide by queue lengths.
-        """
+        consecutive stages, no transfer). Queue-based policies decide by queue lengths."""
         return True
 
     def reclaim(self, view: NodeView) -> bool:

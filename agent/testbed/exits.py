@@ -2,10 +2,10 @@
 
 The capacity a testbed prints (and ``N%`` rates are relative to) and the model columns of a rate
 with no exits counted yet use it. It follows the exit thresholds the agents start with: the
-topology's, unless the ``mdi-exit`` policy's knobs say otherwise, as that policy reads them
-(``mdi_exit.rules.exit_thresholds``, which ``MdiExitPolicy.thresholds`` applies too):
-``early_exit`` false runs every task to the final stage, and ``threshold_adaptation`` starts
-every exit at the knob ``threshold``.
+topology's, but under the ``mdi-exit`` policy its knobs', as that policy reads them
+(``mdi_exit.rules.exit_thresholds``, which ``MdiExitPolicy.thresholds`` applies too): every
+exit at the knob ``threshold`` (fixed, or Alg. 4's start), and ``early_exit`` false runs
+every task to the final stage.
 """
 
 from __future__ import annotations

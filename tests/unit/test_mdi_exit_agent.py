@@ -59,8 +59,11 @@ def test_agent_alg2_skips_successors_already_tried_for_the_task():
     assert p.choose_successor(TASK, v, exclude=["a"]) == "b"
 
 
-def test_agent_fixed_thresholds_hold_and_no_exit_variant_sets_none():
-    assert policy().thresholds() == {1: 0.7, 2: 0.8}
+def test_agent_fixed_threshold_is_the_knob_at_every_exit_and_no_exit_variant_sets_none():
+    """Rule: without threshold adaptation every exit applies the knob ``threshold`` (default
+    0.8), not the configured per-exit thresholds (0.7, 0.8 here); no early exit sets none."""
+    assert policy().thresholds() == {1: 0.8, 2: 0.8}
+    assert policy(threshold=0.65).thresholds() == {1: 0.65, 2: 0.65}
     assert policy(early_exit=False).thresholds() == {}
 
 

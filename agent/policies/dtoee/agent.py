@@ -393,7 +393,7 @@ class DtoeePolicy(AgentPolicy):
                          ) -> List[Outgoing]:
         """A sibling's stage report: kept, answered by a settled node, and it may complete the
         held step."""
-        rep = self.joint.on_report(sender, payload, self.round)
+        rep = self.joint.on_report(sender, payload, self.round, view)
         out = self.joint.echo(rep, self._answers(rep), self.slot)
         if self.joint.held is not None and rep.round == self.round:
             out += self._joint_release(view, now)

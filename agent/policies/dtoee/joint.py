@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Dict, List, Mapping, Sequence, Tuple
+from typing import Container, Dict, List, Mapping, Sequence, Tuple
 
 import numpy as np
 
@@ -88,6 +88,17 @@ def check_report(report: StageReport) -> StageReport:
         if name in _POSITIVE + _NON_NEGATIVE and not (low >= MIN_RATE if name in _POSITIVE
                                                       else low >= 0):
             raise ValueError("StageReport.%s: %r out of range" % (name, low))
+    return report
+
+
+def check_receivers(report: StageReport, not_receivers: Container[str]) -> StageReport:
+    """``report`` if its routing names no node of ``not_receivers`` (nodes known to serve no
+    stage after the sender's); ValueError naming them otherwise. Taken in, such a name became
+    a receiver of the stage problem, and the missing-report warning named it as one."""
+    bad = sorted(j for j in report.routing if j in not_receivers)
+    if bad:
+        raise ValueError("StageReport.routing of %r names %s, known to serve no stage after "
+                         "the sender's" % (report.sender, ", ".join(bad)))
     return report
 
 

@@ -8,14 +8,17 @@ is in (or the round stalls for ``round_interval_s``). Then each solves the same 
 answers its predecessors and sends its next requests as after the default step (the policy
 does that with the ``OffloaderResult`` that ``release`` returns). A round thus costs one hop
 forward and 2H back. A settled node answers a sibling's later report with its last one,
-restamped. See ``agent.policies.dtoee.joint`` for the maths.
+restamped. A report is refused (ValueError: the node counts it ``drop_bad_payload``) when
+malformed, forged, past the phase, or routing to a node known to serve no next stage (``learn``):
+taken in, such a name became a receiver of the stage problem. See ``agent.policies.dtoee.joint``
+for the maths.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
-from typing import Any, Dict, List, Mapping, Optional, Tuple
+from typing import Any, Dict, FrozenSet, List, Mapping, Optional, Tuple
 
 from agent.policies.api import NodeView, Outgoing
 from agent.policies.dtoee import joint as J
@@ -41,6 +44,17 @@ class JointSync:
         self.last_report: Optional[Any] = None  # own, echoed once settled
         self.warned_slot = -1  # slot of the last missing-report warning (one per slot)
         self.rounds = 0  # the phase's rounds (start): reports for later rounds are refused
+        self.not_receivers: FrozenSet[str] = frozenset()  # ``learn``: refused as receivers
+
+    def learn(self, view: NodeView) -> None:
+        """Note the nodes this node knows serve no stage after its own (a sibling's report
+        routing to one is refused): itself, its predecessors and the peers that do not serve
+        the next stage (its siblings among them), never one of its successors. A node that is
+        no peer of this one is unknown here and accepted: siblings need not share successors."""
+        nxt = view.stage + 1
+        known = {view.node_id} | set(view.predecessors) | set(self.siblings) | {
+            p for p, (first, last) in view.peer_stages.items() if not 0 < first <= nxt <= last}
+        self.not_receivers = frozenset(known - set(view.successors))
 
     def start(self, rounds: int) -> None:
         """A new phase of ``rounds`` rounds: no reports, nothing held."""
@@ -52,6 +66,7 @@ class JointSync:
         """Round ``rnd``'s report to the live siblings, and whether the step is now held for
         theirs (False: every successor is gone, no routing until one returns; the siblings
         still get the report, so they do not wait for it)."""
+        self.learn(view)
         live = [s for s in before if s in statuses]
         total = sum(max(0.0, before[s]) for s in live)
         st = {s: statuses[s] for s in live}
@@ -111,13 +126,19 @@ class JointSync:
         return (D.OffloaderResult(full, omega, psi, delta, requests,
                                   {s: new[s] - mine.routing[s] for s in new}), rate, before)
 
-    def on_report(self, sender: str, payload: Any, rnd: int) -> Any:
+    def on_report(self, sender: str, payload: Any, rnd: int,
+                  view: Optional[NodeView] = None) -> Any:
         """A sibling's report, checked; kept for its round unless it is older than ``rnd``
-        (this node's round: late). Raises ``ValueError`` for a malformed or forged one, or one
-        for a round past the phase (``start``)."""
+        (this node's round: late). Raises ``ValueError`` for a malformed or forged one, one
+        for a round past the phase (``start``), or one routing to a node known to serve no
+        next stage: the sender, a sibling, or what ``learn`` noted (from ``view`` when given,
+        else from this node's last report)."""
+        if view is not None:
+            self.learn(view)
         rep = J.check_report(from_payload(J.StageReport, payload))
         if rep.sender != sender:
             raise ValueError("stage report of %r sent by %r" % (rep.sender, sender))
+        J.check_receivers(rep, self.not_receivers | set(self.siblings) | {sender})
         if rep.round >= self.rounds:
             # kept, such reports would pile up until the next slot: one entry per round sent
             raise ValueError("stage report of %r for round %d, the phase has %d"

@@ -37,7 +37,9 @@ How a node uses this module (the simulator adapter, ``sim.py``, does all four; t
 3. Alg. 3 at a source with admission control: ``Admission.admit(now_s)`` per arrival, and
    when ``Period.due(now_s)`` (every ``adapt_interval_s`` seconds) ``Admission.adapt(I_n + O_n)``.
 4. Alg. 4 with threshold adaptation: when ``Period.due(now_s)``,
-   ``adapt_threshold(T_e, I_n + O_n, params)`` gives the one threshold used by every exit head.
+   ``adapt_threshold(T_e, I_n + O_n, params)`` gives the one threshold used by every exit head;
+   ``exit_threshold`` is what every head applies (T_e: the knob ``threshold``, fixed without
+   adaptation, Alg. 4's start with it).
 
 Exit rule. The paper exits when C > T_e (strict); this project has one exit rule for the agent,
 the simulator and the accuracy table, ``engines.exit_profile.should_exit`` (C >= T_e), and MDI-Exit
@@ -95,7 +97,7 @@ class MdiExitParams:
     alpha: float = 0.2  # large step when queues are short, 0 < beta < alpha < 1
     beta: float = 0.1  # small step when queues are moderate
     zeta: float = 0.2  # back-off step when queues are long, 0 < zeta < 1
-    threshold: float = 0.8  # T_e: the fixed exit threshold, or Alg. 4's starting value
+    threshold: float = 0.8  # T_e at every exit: fixed, or Alg. 4's starting value
     min_threshold: float = 0.5  # T_e^min: Alg. 4's floor (the paper names it without a value)
     adapt_interval_s: float = 1.0  # s: sleep between runs of Alg. 3/4 (no value in the paper)
     state_interval_s: float = 0.1  # how often a node publishes I_n and Gamma_n to its neighbours
@@ -114,16 +116,23 @@ class MdiExitParams:
 _BOOL_FIELDS = ("admission_control", "threshold_adaptation", "early_exit", "reclaim_when_idle")
 
 
+def exit_threshold(params: MdiExitParams, adapted: float) -> Optional[float]:
+    """T_e, the one threshold of every exit head of a node (the paper's T_e^k <- T_e, Alg. 4
+    line 9): None without early exit, Alg. 4's ``adapted`` value with threshold adaptation (it
+    starts at ``params.threshold``), else the fixed ``params.threshold``. The node and the
+    simulator both apply this; a node's configured per-exit thresholds play no part."""
+    if not params.early_exit:
+        return None
+    return adapted if params.threshold_adaptation else params.threshold
+
+
 def exit_thresholds(params: MdiExitParams, configured: Mapping[int, float],
                     adapted: float) -> Dict[int, float]:
-    """The exit thresholds a node applies: none without early exit (only the final stage
-    answers), Alg. 4's one ``adapted`` threshold at every exit with threshold adaptation (its
-    start is ``params.threshold``), else the ``configured`` ones."""
-    if not params.early_exit:
-        return {}
-    if params.threshold_adaptation:
-        return {h: adapted for h in configured}
-    return dict(configured)
+    """``{exit stage: T_e}`` for the exit stages that are ``configured``'s keys (its values
+    are not used: ``exit_threshold``); empty without early exit (only the final stage
+    answers)."""
+    th = exit_threshold(params, adapted)
+    return {} if th is None else {h: th for h in configured}
 
 
 def _check(values: Mapping[str, Any], where: str) -> None:

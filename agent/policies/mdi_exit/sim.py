@@ -14,7 +14,8 @@ counting its own wait as unbounded, so a neighbour m takes the task as soon as O
 Per task (``route``): Alg. 1 puts the next stage's task in the input or output queue
 (``agent.policies.mdi_exit.rules.next_step``); from the output queue Alg. 2 (``choose_neighbour``)
 sends it at once or holds it, and held tasks are re-offered after every tick. Exits use the
-engine's ``should_exit`` with the threshold this policy gives per device (Alg. 4 when adapting).
+engine's ``should_exit`` with the threshold this policy gives per device: the knob ``threshold``
+at every exit, Alg. 4's from it when adapting (``rules.exit_threshold``, as on a node).
 Every ``state_interval_s`` each device publishes I_m and Gamma_m (mean stage compute time at its
 capacity); between publications a node adds the tasks it sent to m since, so one stale snapshot
 does not send a burst to the same neighbour. D_nm is the hop time beta_{h+1} / r. Sources with
@@ -168,8 +169,10 @@ class MdiExitSimPolicy(SimPolicy):
         return target
 
     def threshold(self, node: str, stage: int, view: Any) -> float:
-        """The device's exit threshold (fixed, or Alg. 4's); no exit in the no-exit variant."""
-        return self._threshold[self._dev[node]] if self.params.early_exit else math.inf
+        """The device's exit threshold, as a node applies it (``rules.exit_threshold``: the knob
+        ``threshold``, or Alg. 4's from it); no exit in the no-exit variant."""
+        th = mx.exit_threshold(self.params, self._threshold[self._dev[node]])
+        return math.inf if th is None else th
 
     def admit(self, source: str, task: int, view: Any) -> bool:
         """Alg. 3's admission: one task per mu seconds; always when admission is off."""

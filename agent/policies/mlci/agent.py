@@ -12,7 +12,10 @@ task's raw input and a per-task ``local`` dict):
 - patience (eqs. 13-14, ``rules.patience_step``) over the plain max-softmax of successive
   heads: CONTINUE (the next stage runs here) until cnt reaches p or the level's last head;
 - at the model's exit: the ensemble (eq. 11, ``rules.ensemble_add``) of the TASK's ``ens`` /
-  ``ens_w`` (absent at level 1) and this level's weighted softmax of the head's logits;
+  ``ens_w`` (absent at level 1) and this level's weighted softmax of the head's logits; an
+  ``ens``/``ens_w`` lower levels cannot have sent (``rules.valid_ensemble``) is left out, the
+  level starting the task's ensemble afresh (counted: ``mlci_bad_ensemble``, logged the 1st,
+  10th, 100th... time);
 - below the top level, offload with probability p(x) (eqs. 6-8: temperature-scaled confidence,
   ``rules.offload_probability``), drawn with the node's seeded RNG: ESCALATE with ``level``,
   ``ens``, ``ens_w`` (the raw input goes as a stage-1 TASK to the next level); else ANSWER
@@ -24,23 +27,44 @@ worker sends an escalated task to an alive worker of level l+1, else of the leve
 level that is down is skipped). With every higher level down a level answers the task itself
 (counted: ``mlci_kept``) instead of escalating it, and its node never reports "no route" for
 them (``NodeView.answers_alone``): the highest live level serves on.
+
+The counts are in the saved state (``snapshot``); ``count`` adds to the node's counters
+(stats.json) once the node hands its own. ``budgets_s`` is refused in ``policy_knobs``
+(``NOT_ON_A_NODE``): the deployment rule it feeds picks each level's prefix from every level's
+capacity, which ``plan`` and ``simulate`` have and a node does not; a node's stages are its
+config's.
 """
 
 from __future__ import annotations
 
+import logging
 from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 import numpy as np
 
+from agent.config.fields import Fields
 from agent.policies.api import (ANSWER, CONTINUE, ESCALATE, HeadAction, HeadInfo, NodeView,
                                 TaskInfo, TieredPolicy, first_group)
 from agent.policies.mlci import replay as mlci_replay
 from agent.policies.mlci import rules as R
 
+log = logging.getLogger(__name__)
+
+# knobs of ``knobs.mlci`` a node cannot honour: refused in ``policy_knobs``, not ignored
+NOT_ON_A_NODE = {
+    "budgets_s": "it is the compute time the deployment rule gives each level when plan and "
+                 "simulate choose the levels' prefixes; a node serves the stages of its config "
+                 "(stage, last_stage; checked against prefixes when given)",
+}
+
 
 def parse_agent_knobs(knobs: Mapping[str, Any], where: str = "policy_knobs",
                       error: Any = None) -> R.MlciParams:
-    """Validate a node's MLCI knobs (those of ``knobs.mlci``; errors name ``where.key``)."""
+    """Validate a node's MLCI knobs (those of ``knobs.mlci`` but ``NOT_ON_A_NODE``'s; errors
+    name ``where.key``)."""
+    f = Fields(knobs, where, R.MlciParamsError)
+    for key in sorted(set(knobs) & set(NOT_ON_A_NODE)):
+        raise f.fail(key, "not used by a node: " + NOT_ON_A_NODE[key])
     return R.params_from_knobs(knobs, where)
 
 
@@ -126,8 +150,8 @@ class MlciPolicy(TieredPolicy):
             return HeadAction(ANSWER, fields={"level": self.level})
         probs = R.softmax(head.logits)
         vec = self._incoming(head.fields, len(probs))
-        if vec is None and "ens" in head.fields:
-            self.bad_ensemble += 1  # malformed (length, weight): this level starts afresh
+        if vec is None and "ens" in head.fields:  # malformed: this level starts afresh
+            self._bad_ensemble(head, len(probs))
         wsum = 0.0 if vec is None else float(head.fields["ens_w"])
         vec, wsum = R.ensemble_add(vec, wsum, self.weight, probs)
         if p.ensemble:
@@ -150,6 +174,20 @@ class MlciPolicy(TieredPolicy):
                 self.kept += 1  # every higher level is down: the ensemble so far answers
         self.answered += 1
         return HeadAction(ANSWER, cls=cls, confidence=conf, fields={"level": self.level})
+
+    def _bad_ensemble(self, head: HeadInfo, classes: int) -> None:
+        """Count an escalated task whose ensemble lower levels cannot have sent; log the 1st,
+        10th, 100th... (a faulty or hostile lower level would otherwise log every task)."""
+        self.bad_ensemble += 1
+        self.count("mlci_bad_ensemble")
+        if str(self.bad_ensemble).strip("0") == "1":
+            ens = head.fields.get("ens")
+            log.warning("mlci level %d: task %s came with an ensemble lower levels cannot have "
+                        "sent (ens of %d values for %d classes, ens_w %r; the lower levels' "
+                        "weights add up to %g); this level starts it afresh (%d such tasks so "
+                        "far)", self.level, head.id,
+                        len(ens) if isinstance(ens, (list, tuple)) else 0, classes,
+                        head.fields.get("ens_w"), self.below_w, self.bad_ensemble)
 
     def _incoming(self, fields: Mapping[str, Any], classes: int) -> Optional[np.ndarray]:
         """The TASK's running ensemble sum (None at level 1, or when malformed or out of

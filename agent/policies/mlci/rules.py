@@ -60,7 +60,9 @@ class MlciParams:
     prune_alpha: Optional[float] = None  # eq. 10's alpha; None = no pruning (no knob sets it yet)
     levels: Tuple[Tuple[str, ...], ...] = (("end",), ("edge",), ("cloud",))  # devices per level
     prefixes: Optional[Tuple[int, ...]] = None  # K_l per level; None = ``deploy`` picks them
-    budgets_s: Tuple[float, ...] = (0.04, 0.06, 0.04)  # deploy: compute time allowed per level
+    # deploy: compute time allowed per level (plan, simulate; a node refuses it: its stages
+    # are its config's, and the rule needs every level's capacity)
+    budgets_s: Tuple[float, ...] = (0.04, 0.06, 0.04)
 
 
 KNOB_NAMES = tuple(f.name for f in fields(MlciParams))
