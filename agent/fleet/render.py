@@ -39,7 +39,7 @@ import shutil
 from dataclasses import dataclass
 from typing import Dict, List, Sequence, Tuple
 
-from agent.config.node import NodeConfig, dump_config, parse_config
+from agent.config.node import ConfigError, NodeConfig, dump_config, parse_config
 from agent.errors import UsageError
 from agent.fleet.inventory import Host
 from agent.fleet.replay import place_replay, replay_set, sheet_lines, write_replay
@@ -47,6 +47,7 @@ from agent.ops.atomic import replace_dir, write_atomic
 from agent.ops.state import DEFAULT_STATE_DIR
 from agent.testbed.fleet import KEPT_BY_RENDER, rendered_fleet
 from agent.testbed.local import node_objects
+from agent.testbed.nodeparts import node_config_error
 from agent.testbed.topology import Topology
 
 ETC = "/etc/edge-agent"
@@ -118,9 +119,9 @@ def check_render(topo: Topology, hosts: Dict[str, Host], opts: RenderOptions) ->
     else:
         given = [k for k in KEPT_BY_RENDER[:2] if (topo.fleet or {}).get(k) is not None]
         if given:
-            raise UsageError("%s: fleet.%s: with --rate the sources make their own load (no "
+            raise topo.error("fleet.%s: with --rate the sources make their own load (no "
                              "testbed.json is written): drop it or render without --rate"
-                             % (topo.path or "topology", given[0]))
+                             % given[0])
     out = os.path.realpath(opts.out_dir)
     if os.path.lexists(out) and not os.path.isdir(out):
         raise UsageError("--out: %s is a file, not a folder" % opts.out_dir)
@@ -214,7 +215,10 @@ def _render_into(stage: str, topo: Topology, hosts: Dict[str, Host], opts: Rende
         else:
             obj.update({"arrival": "client", "client_bind": "tcp://*:%d" % h.client_port,
                         "client_keys_dir": _dev(opts, ETC + "/clients")})
-        cfgs[n] = parse_config(obj, "/", where="fleet node %s" % n)
+        try:
+            cfgs[n] = parse_config(obj, "/", where="fleet node %s" % n)
+        except ConfigError as exc:  # a value of the topology's: said where its file has it
+            raise node_config_error(topo, exc, "fleet node %s" % n, obj, opts.policy) from None
     for n, cfg in cfgs.items():
         _write_device(stage, topo, n, cfg, opts)
         write_replay(os.path.join(stage, "devices", n, "etc", "edge-agent"), replay, cfg)

@@ -30,7 +30,7 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Dict, List, Mapping, Optional, Sequence
 
-from agent.config.node import NodeConfig, parse_config
+from agent.config.node import ConfigError, NodeConfig, parse_config
 from agent.ops.atomic import write_atomic
 from agent.testbed.columns import (empirical_remaining, fifo_sim_delay, link_utilisation,
                                    measured_link_rates, model_delay, routing_used,
@@ -41,6 +41,7 @@ from agent.testbed.exits import default_remaining
 from agent.testbed.faultlog import record_fault_phases
 from agent.testbed.inject import FaultRunner
 from agent.testbed.procs import LocalAgents, free_ports
+from agent.testbed.nodeparts import node_config_error
 from agent.testbed.asrun import applied_links, senders_pace, told_rate
 from agent.testbed.report import (RunResult, _created, read_records, served_rate,
                                    summarise_records, warmup_end)
@@ -98,7 +99,13 @@ def node_configs(topo: Topology, bundle_path: str, policy: str, total_rate: floa
     data = {n: "tcp://%s:%d" % (addr[n], ports[2 * i + 1]) for i, n in enumerate(ids)}
     objs = node_objects(topo, bundle_path, policy, total_rate, load_s, run_dir, ctrl, data, seed,
                         paced=network is None)
-    return {n: parse_config(obj, run_dir, where="testbed node %s" % n) for n, obj in objs.items()}
+    cfgs = {}
+    for n, obj in objs.items():
+        try:
+            cfgs[n] = parse_config(obj, run_dir, where="testbed node %s" % n)
+        except ConfigError as exc:  # a value of the topology's: said where its file has it
+            raise node_config_error(topo, exc, "testbed node %s" % n, obj, policy) from None
+    return cfgs
 
 
 def node_objects(topo: Topology, bundle_path: str, policy: str, total_rate: float,

@@ -15,17 +15,23 @@ counts the rates really applied (on loopback the senders pace at the rate their 
 a link, ``config_rate_bytes_s`` when set; under netns a link between agents of one device runs
 over its loopback, unshaped), and the ``network:`` lines name the links whose fields the
 network mode leaves out.
+
+``node_config_error`` says an agent's config error of a value the topology gave (its ``agent``
+table, its knobs) at that field of the topology file; ``settings_warning`` says how the
+topologies two runs used differ, by their copies' contents (``report``'s side by side).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
-from typing import List, Optional, Tuple
+from typing import Any, List, Mapping, Optional, Sequence, Tuple
 
 from agent.config.jsonfile import read_json_file
 from agent.errors import UsageError
 from agent.ops.atomic import write_atomic
+from agent.policies.mdi_exit.rules import POLICY_NAME as MDI_EXIT
 from agent.testbed.rundir import RUN_INFO
 from agent.testbed.topology import (Topology, TopologyError, load_topology, parse_topology,
                                     shipped_base)
@@ -72,7 +78,7 @@ def run_topology(run_dir: str, recorded: Optional[str]) -> Tuple[Topology, Optio
     if os.path.lexists(copy):
         try:
             return parse_topology(read_json_file(copy, TopologyError, "topology"), run_dir,
-                                  copy), None
+                                  copy, strict=False), None
         except UsageError as exc:
             raise CopyError(str(exc) if copy in str(exc) else "%s: %s" % (copy, exc)) from None
     if not recorded or shipped_base(recorded) is not None:  # it ships with the code: no file of the run's
@@ -89,6 +95,99 @@ def run_topology(run_dir: str, recorded: Optional[str]) -> Tuple[Topology, Optio
             "topology was read from %s, which may have changed since the run"
             % (os.path.join(run_dir, RUN_INFO), TOPOLOGY_COPY, path))
     return load_topology(path), note
+
+
+MAX_NAMED_FIELDS = 5  # fields a warning names of two topologies that differ; the rest counted
+
+
+def settings_warning(runs: Sequence[Any]) -> str:
+    """What ``report`` warns of runs (``PastRun``s: ``path``, ``label``, ``info``) compared
+    side by side when they did not run one setting, "" when they did. Each run unlike the
+    first is named with what differs: its mdi mode, and the topology it ran, compared by the
+    content of the run folders' copies (defaults and ``comment`` fields aside, whatever the
+    files were named) with the fields that differ; by the names in ``testbed.json`` when a run
+    folder has no copy (an older run)."""
+    labels = [run.label for run in runs]
+    if len(set(labels)) < len(labels):  # runs of one name in two --out folders
+        labels = [os.path.relpath(run.path) for run in runs]
+    first = _setting(runs[0])
+    unlike = []
+    for label, run in zip(labels[1:], runs[1:]):
+        what = _unlike(first, _setting(run))
+        if what:
+            unlike.append("%s vs %s: %s" % (label, labels[0], what))
+    if not unlike:
+        return ""
+    return ("the runs differ in topology or mdi mode (%s): side by side compares unlike "
+            "settings" % "; ".join(unlike))
+
+
+def _setting(run: Any) -> Tuple[Any, Any, Optional[Topology]]:
+    """(topology name, mdi mode, topology its copy holds or None) of one run."""
+    copy = os.path.join(run.path, TOPOLOGY_COPY)
+    topo = None
+    if os.path.isfile(copy):
+        try:
+            topo = parse_topology(read_json_file(copy, TopologyError, "topology"), run.path,
+                                  "", strict=False)
+        except UsageError:  # reading the run refused a damaged copy already: by name then
+            pass
+    return run.info.get("topology"), run.info.get("mdi_mode"), topo
+
+
+def _unlike(a: Tuple[Any, Any, Optional[Topology]], b: Tuple[Any, Any, Optional[Topology]]
+            ) -> str:
+    """What setting ``b`` runs unlike ``a`` ("" when nothing)."""
+    out = []
+    if a[1] != b[1]:
+        out.append("mdi mode %s (not %s)" % (b[1] or "none", a[1] or "none"))
+    if a[2] is None or b[2] is None:  # an older run folder: its topology by name
+        if a[0] != b[0]:
+            out.append("topology %s (not %s)" % (b[0], a[0]))
+    else:
+        # two modes: their mdi-exit knobs differ by the modes, said as the modes
+        ta, tb = (t if a[1] == b[1] else dataclasses.replace(t, knobs={
+            k: v for k, v in t.knobs.items() if k != MDI_EXIT}) for t in (a[2], b[2]))
+        if ta == tb:
+            return " and ".join(out)
+        named = _differences(_plain(topology_copy(ta)), _plain(topology_copy(tb))) or [
+            f.name for f in dataclasses.fields(Topology) if f.compare
+            and getattr(ta, f.name) != getattr(tb, f.name)]
+        more = len(named) - MAX_NAMED_FIELDS
+        out.append("topology %s, differing in %s%s" % (
+            "%s (not %s)" % (b[0], a[0]) if b[0] != a[0] else "%s edited between them" % b[0],
+            ", ".join(named[:MAX_NAMED_FIELDS]), " and %d more" % more if more > 0 else ""))
+    return " and ".join(out)
+
+
+def _plain(obj: Any) -> Any:
+    """A decoded topology without its ``comment`` fields (they change nothing a run does)."""
+    if isinstance(obj, Mapping):
+        return {k: _plain(v) for k, v in obj.items() if k != "comment"}
+    if isinstance(obj, list):
+        return [_plain(v) for v in obj]
+    return obj
+
+
+_ABSENT = object()
+
+
+def _differences(a: Any, b: Any, where: str = "") -> List[str]:
+    """The key paths (``knobs.dtoee.step``, ``links[2].rate_bytes_s``) where two decoded
+    topologies differ: into objects by key and into lists of one length by index."""
+    if isinstance(a, Mapping) and isinstance(b, Mapping):
+        return [p for k in sorted(set(a) | set(b), key=str) for p in _differences(
+            a.get(k, _ABSENT), b.get(k, _ABSENT), "%s.%s" % (where, k) if where else str(k))]
+    if isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
+        return [p for i, (x, y) in enumerate(zip(a, b))
+                for p in _differences(x, y, "%s[%d]" % (where, i))]
+    return [] if a == b and type(a) is type(b) or _same_number(a, b) else [where or "(all)"]
+
+
+def _same_number(a: Any, b: Any) -> bool:
+    """2 and 2.0 are one value in a topology (bools are not numbers there)."""
+    return all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (a, b)) \
+        and a == b
 
 
 def _older_file(run_dir: str, recorded: str) -> Optional[str]:

@@ -5,7 +5,8 @@ optionally, an emulated capacity) and links (optionally emulated at a rate in by
 testbed turns it into one node config per agent for a local run, and into a DTO-EE scenario
 (stage FLOP and bytes from the bundle) for the model's predicted delay. ``parse_topology(obj,
 base_dir)`` validates (relative paths are relative to ``base_dir``), ``load_topology(path)``
-reads. Every error names the field, after the file, e.g. ``topo.json: workers[2].stage: ...``.
+reads. Every error names the field, after the file, e.g. ``topo.json: workers[2].stage: ...``
+(``topology_error``); knob tables and ``agent`` are read as an agent's config reads them.
 
 A topology with a ``fleet`` object describes agents that already run on other hosts: the
 testbed then starts nothing and only drives load into the sources and collects their records
@@ -29,6 +30,7 @@ from agent.scenario.format import read_links
 from agent.testbed.bounds import MIN_SLOT_S, positive, seconds, worker_stages
 from agent.testbed.carry import carried_tasks_s
 from agent.testbed.faults import Fault, parse_faults
+from agent.testbed.nodeparts import check_node_parts
 from agent.testbed.presets import NO_EXIT_SUFFIX, TOPOLOGY_DIR, preset_problem, shipped_base
 from agent.testbed.presets import shipped_presets as shipped_presets  # callers import it here
 
@@ -37,6 +39,11 @@ DEFAULT_TOPOLOGY = os.path.join(TOPOLOGY_DIR, "default.json")
 
 class TopologyError(UsageError):
     """A topology file is malformed; the message names the offending field."""
+
+
+def topology_error(path: str, what: str) -> TopologyError:
+    """``FILE: key.path: problem``: ``what`` in the topology file ``path``, as it was given."""
+    return TopologyError("%s: %s" % (path or "topology", what))
 
 
 @dataclass(frozen=True)
@@ -103,6 +110,10 @@ class Topology:
     rates: str = ""  # the testbed's --rates when none is given ("" = the command's default)
     # the decoded JSON object it was parsed from, for the run folder's copy (rundir)
     document: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+    def error(self, what: str) -> TopologyError:
+        """``topology_error`` in this topology's file."""
+        return topology_error(self.path, what)
 
     def host_of(self, node_id: str) -> str:
         """The device label of a node ("" when it has a device of its own)."""
@@ -206,8 +217,10 @@ def _worker(s: Fields, seen: set) -> TbWorker:
                     s.bool("terminal", False))
 
 
-def parse_topology(obj: Any, base_dir: str = ".", path: str = "") -> Topology:
-    """Validate a decoded topology; relative paths (``bundle``, ``agent``'s) are from base_dir."""
+def parse_topology(obj: Any, base_dir: str = ".", path: str = "",
+                   strict: bool = True) -> Topology:
+    """Validate a decoded topology; relative paths (``bundle``, ``agent``'s) are from base_dir;
+    ``strict`` False: knobs and ``agent`` unread as a node's (a run's copy: it ran with them)."""
     if not isinstance(obj, dict):
         raise TopologyError("topology: top level must be a JSON object")
     top = Fields(obj, "", TopologyError)
@@ -244,6 +257,8 @@ def parse_topology(obj: Any, base_dir: str = ".", path: str = "") -> Topology:
     agent_fields = dict(agent.obj)  # paths, as bundle: relative to this file (not to a run
     for key in (k for k in PATH_FIELDS if agent.str(k, "")):  # folder the configs go to)
         agent_fields[key] = agent.file_path(key, base_dir)
+    if strict:  # every knob table, run or not: a wrong knob fails now, not when first run
+        check_node_parts(knobs, Fields(agent_fields, agent.where, TopologyError), PER_AGENT_FIELDS)
     fleet = None  # checked field by field by the fleet driver
     if top.value("fleet", None) is not None:
         fleet = top.table("fleet", shape="an object").obj
@@ -318,17 +333,17 @@ def load_topology(path: Optional[str] = None) -> Topology:
     try:
         return parse_topology(obj, os.path.dirname(os.path.abspath(path)), path)
     except TopologyError as exc:  # the field's path in the file, after the file's
-        raise TopologyError("%s: %s" % (path, exc)) from None
+        raise topology_error(path, str(exc)) from None
 
 
 def check_against_bundle(topo: Topology, stages: Sequence[StageInfo]) -> None:
     """The topology's stages must exist in the bundle; thresholds only at exit stages."""
     if topo.num_stages != len(stages):
-        raise TopologyError("%s: workers serve stages 1..%d but the bundle has %d stages"
-                            % (topo.path or "topology", topo.num_stages, len(stages)))
+        raise topo.error("workers serve stages 1..%d but the bundle has %d stages"
+                         % (topo.num_stages, len(stages)))
     for st in topo.thresholds:
         if not stages[st - 1].has_exit:
-            raise TopologyError("thresholds: stage %d has no exit head in the bundle" % st)
+            raise topo.error("thresholds: stage %d has no exit head in the bundle" % st)
 
 
 def capacity_tasks_s(topo: Topology, stages: Sequence[StageInfo],

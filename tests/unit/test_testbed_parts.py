@@ -166,7 +166,7 @@ def test_testbed_misuse_is_one_line_and_exit_2(argv, message, capsys, tmp_path):
 
 
 @pytest.mark.parametrize("change,message", [
-    (lambda t: t["agent"].update(polcy="x"), "testbed node cam1: unknown field(s) polcy"),
+    (lambda t: t["agent"].update(polcy="x"), "topo.json: agent.polcy: unknown field"),
     (lambda t: t.update(knobs={"dtoee": {"foo": 1}}), "foo"),
     (lambda t: t.update(fleet={"foo": 1}), "fleet: unknown field(s) ['foo']"),
 ])
