@@ -36,9 +36,10 @@ def run(args: argparse.Namespace) -> int:
     from agent.testbed.history import load_run, write_cdf_plot
     from agent.testbed.phases import phase_lines
     from agent.testbed.report import admitted_lines, error_lines, format_table, write_plots
+    from agent.testbed.runtopo import settings_warning
 
     check_outputs(args.out, args.json)  # before any work: a wrong path fails at once
-    runs = [load_run(p) for p in args.runs]
+    runs = [_load(p, load_run) for p in args.runs]
     seen = {}
     for given, run in zip(args.runs, runs):  # `latest` and its target are one run too
         where = os.path.realpath(run.path)
@@ -55,26 +56,24 @@ def run(args: argparse.Namespace) -> int:
         for why in run.damaged:
             print("edge-agent report: warning: %s" % " ".join(why.split()), file=sys.stderr)
         skipped += len(run.skipped) + len(run.damaged)
-        print("run %s (topology %s%s)%s" % (run.path, run.info.get("topology"),
-                                            ", mdi mode %s" % run.info["mdi_mode"]
-                                            if run.info.get("mdi_mode") else "",
-                                            "  [in progress]" if run.in_progress else
-                                            "  [interrupted: %d of %d (policy, rate) done]"
-                                            % (len(run.results), run.planned)
-                                            if run.interrupted else ""))
+        print("run %s (%s%s)%s" % (run.path, "submit to %s" % run.info.get("endpoint")
+                                   if run.info.get("kind") == "submit" else
+                                   "topology %s" % run.info.get("topology"),
+                                   ", mdi mode %s" % run.info["mdi_mode"]
+                                   if run.info.get("mdi_mode") else "",
+                                   "  [in progress]" if run.in_progress else
+                                   "  [interrupted: %d of %d (policy, rate) done]"
+                                   % (len(run.results), run.planned)
+                                   if run.interrupted else ""))
         print(format_table(run.results))
         for line in admitted_lines(run.results) + error_lines(run.results):
             print(line)  # errors: what the sources said of inputs they refused (fleet mode)
         for line in phase_lines(run.results):  # a run with faults, as the testbed printed it
             print(line)
         print()
-    settings = {(r.info.get("topology"), r.info.get("mdi_mode")) for r in runs}
-    if len(settings) > 1:  # side by side is for the same setting under changed code or policy
-        print("edge-agent report: warning: the runs differ in topology or mdi mode (%s): side by "
-              "side compares unlike settings" % "; ".join(
-                  "%s %s" % (r.label, r.info.get("topology")) + (
-                      " (mdi mode %s)" % r.info["mdi_mode"] if r.info.get("mdi_mode") else "")
-                  for r in runs), file=sys.stderr)
+    warning = settings_warning(runs)  # side by side is for one setting under changed code
+    if warning:
+        print("edge-agent report: warning: " + warning, file=sys.stderr)
     if len(runs) > 1:
         print(compare_table(runs))
     try:
@@ -93,6 +92,15 @@ def run(args: argparse.Namespace) -> int:
 
 
 CDF_PLOT = "delay_cdf.png"
+
+
+def _load(path: str, load_run):
+    """A testbed run folder (``load_run``), or one `submit --out` wrote (its records summarised
+    as one row: ``agent.commands.submit_records``)."""
+    from agent.commands.submit_records import load_submit_run, submit_run_dir
+
+    found = submit_run_dir(path)
+    return load_run(path) if found is None else load_submit_run(found)
 
 
 def check_outputs(out_dir, json_file) -> None:

@@ -38,6 +38,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--timeout", type=float, default=None, metavar="S",
                         help="seconds to wait for each answer (default 75: past the source's "
                              "own answer for a task it gave up on, 60 s by default)")
+    parser.add_argument("--rate", type=float, default=None, metavar="R",
+                        help="send R inputs per second (Poisson arrivals) whatever is in "
+                             "flight, for the delays under load (default: one at a time, each "
+                             "answer awaited)")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="with --rate: seed of the random arrival gaps (default 0)")
+    parser.add_argument("--out", default=None, metavar="DIR",
+                        help="write a run folder DIR/YYYYmmdd-HHMMSS (DIR/latest) with one "
+                             "record per input, for `edge-agent report DIR`")
+    parser.add_argument("--max-message-bytes", type=int, default=None, metavar="N",
+                        help="the source's max_message_bytes (its node config; default: the "
+                             "node config's default): a larger input is refused before sending")
 
 
 def _endpoint_and_keys(args):
@@ -120,6 +132,16 @@ def run(args: argparse.Namespace) -> int:
     if not 0 < args.timeout <= TIMEOUT_MAX_S:  # NaN and inf fail too
         raise UsageError("--timeout: must be > 0 and at most %d seconds (a day), got %r"
                          % (TIMEOUT_MAX_S, args.timeout))
+    if args.rate is not None:
+        from agent.testbed.bounds import MAX_RATE
+        from agent.testbed.history import MIN_RATE
+
+        if not MIN_RATE <= args.rate <= MAX_RATE:  # NaN and inf fail too
+            raise UsageError("--rate: must be in [%g, %g] inputs per second, got %r"
+                             % (MIN_RATE, MAX_RATE, args.rate))
+    if args.max_message_bytes is not None and args.max_message_bytes <= 0:
+        raise UsageError("--max-message-bytes: must be > 0 (the source's max_message_bytes), "
+                         "got %d" % args.max_message_bytes)
     endpoint, keys = _endpoint_and_keys(args)
     x, y = _inputs(args)
     if not len(x):
@@ -141,45 +163,89 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _send_all(args, endpoint: str, keys, x, y, got: list) -> int:
-    """Send the inputs one at a time, printing each answer; the exit status. ``got``: the
-    signals whose handler ran and that were not acted on yet (the client raises them again
-    between its polls)."""
+    """Send the inputs, one at a time or at ``--rate``, printing each answer; the exit status.
+    ``got``: the signals whose handler ran and that were not acted on yet (the client raises
+    them again between its polls)."""
     import signal
     from agent.fleet.client import Client
     from agent.commands.submit_checks import wait_answers
+    from agent.commands.submit_rate import send_at_rate
     from agent.commands.submit_tally import Tally, interrupted_line
     import time
 
     n = args.count or len(x)
     tally = Tally(y, len(x))
-    i = 0
-    with Client(endpoint, keys, name="submit", timeout_s=args.timeout) as client:
+    tally.source = args.source if args.fleet else None
+    with Client(endpoint, keys, name="submit", timeout_s=args.timeout,
+                max_message_bytes=args.max_message_bytes) as client:
         def interrupted() -> None:
             if got:
                 raise Terminated if got[-1] == signal.SIGTERM else KeyboardInterrupt
         client.interrupted = interrupted
+        _check_size(args, client, x, n)
+        tally.out = _records_out(args, client, n)
+        ended = ""  # the signal that ended the run early ("" when none did)
         try:
-            for i in _answered(args, client, endpoint, x, n, tally):
+            if args.rate:
+                send_at_rate(args, client, endpoint, x, n, tally, CONNECT_WAIT_S)
+            for _ in () if args.rate else _answered(args, client, endpoint, x, n, tally):
                 pass
         except KeyboardInterrupt as exc:
             del got[:]  # acted on: the wait below is not cut short by it again
             if tally.pending and tally.pending not in client.sent_at:
                 # interrupted as send returned: the input may be out, its answer still comes
                 client.sent_at[tally.pending] = time.monotonic()
-            try:  # the answer in flight, if it comes at once (a second Ctrl-C: not awaited)
+            for tid, at in client.sent_at.items():  # one sent as the signal came: noted too
+                if tid not in tally.sent_inputs:
+                    tally.sent(tid, int(tid.rsplit("-", 1)[1]) - 1, at)
+            try:  # the answers in flight, if they come at once (a second Ctrl-C: not awaited)
                 for a in wait_answers(client, INTERRUPT_WAIT_S):
-                    tally.add(a, i)
+                    tally.add(a)
             except KeyboardInterrupt:
                 pass
             in_flight = sorted(client.sent_at)
+            ended = "SIGTERM" if isinstance(exc, Terminated) else "SIGINT"
+            tally.abandon(in_flight, "interrupted (%s)" % ended)
             if tally.answered:
                 tally.summary()
-            print(interrupted_line("SIGTERM" if isinstance(exc, Terminated) else "SIGINT",
-                                   in_flight, n - tally.answered - len(in_flight)))
+            print(interrupted_line(ended, in_flight, n - tally.answered - len(in_flight)))
             sys.stdout.flush()
             return int(getattr(exc, "exit_status", 130))
+        finally:
+            if tally.out is not None:
+                tally.out.close(interrupted=ended or None, answered=tally.answered)
     tally.summary()
     return 0 if tally.fates["completed"] == n else 1
+
+
+def _check_size(args, client, x, n: int) -> None:
+    """``UsageError`` (nothing sent) when the file's inputs, all of one size, are above the
+    source's ``max_message_bytes`` (``--max-message-bytes``, else the node config's default):
+    the source would refuse them, and above twice the limit ZeroMQ drops the connection."""
+    from agent.errors import UsageError
+    from agent.fleet.client import InputTooLarge
+
+    try:
+        client.frames(x[:1], "submit-0")
+    except InputTooLarge as exc:
+        raise UsageError("--images: %s: %s (--max-message-bytes here); %d input(s) not sent"
+                         % (args.images, exc, n)) from None
+
+
+def _records_out(args, client, n: int):
+    """The ``--out`` run folder's writer (``submit_records.RecordsOut``), or None."""
+    from agent.commands.submit_records import RecordsOut, fleet_policy
+
+    if not args.out:
+        return None
+    return RecordsOut(args.out, {
+        "kind": "submit", "endpoint": client.endpoint,
+        "source": args.source if args.fleet else None,
+        "policy": fleet_policy(args.fleet) or None, "images": os.path.abspath(args.images),
+        "count": n, "rate_tasks_s": args.rate or 0.0,
+        "arrivals": "poisson" if args.rate else "one at a time",
+        "seed": args.seed if args.rate else None, "timeout_s": args.timeout,
+        "max_message_bytes": client.max_message_bytes})
 
 
 def _answered(args, client, endpoint: str, x, n: int, tally):
@@ -187,8 +253,7 @@ def _answered(args, client, endpoint: str, x, n: int, tally):
     to be sent; ``UsageError`` when the run cannot go on (said in one line)."""
     from agent.fleet.client import no_answer
     from agent.errors import UsageError
-    from agent.commands.submit_checks import refused_kind_hint
-    from agent.protocol.text import parse_input_refusal
+    from agent.commands.submit_checks import file_refusal
 
     problem = client.check_connection(min(args.timeout, CONNECT_WAIT_S))
     if problem:  # said now, not after a timeout per input
@@ -198,15 +263,13 @@ def _answered(args, client, endpoint: str, x, n: int, tally):
         yield i
         tally.pending = "submit-%d-%d" % (os.getpid(), i + 1)  # in flight from before the send
         client.send(x[i % len(x)][None, ...], tally.pending)
+        tally.sent(tally.pending, i, client.sent_at[tally.pending])
         tally.add(client.wait_for(tally.pending, args.timeout), i)
         a = tally.last
         left = " %d input(s) not sent" % (n - i - 1) if n > i + 1 else ""
-        takes = parse_input_refusal(a.detail) if a.reason == "bad_input" else None
-        if takes:  # every input of the file has this dtype and shape: all would be refused
-            hint = refused_kind_hint(x, takes)
-            err = UsageError("--images: %s: inputs %s %s each, stage 1 takes %s %s each%s%s"
-                             % (args.images, x.dtype.name, tuple(x.shape[1:]), takes[0],
-                                takes[1], "; " + hint if hint else "", ";" + left if left else ""))
+        line = file_refusal(args.images, x, a, n - i - 1)
+        if line:  # every input of the file has this dtype, shape and size: all would be refused
+            err = UsageError(line)
             if i:
                 tally.summary()
                 err.exit_status = 1  # answers came back: a failed run

@@ -84,3 +84,30 @@ def wait_answers(client: Any, wait_s: float) -> list:
             break
         got.append(ans)
     return got
+
+
+def file_refusal(images: str, x: Any, a: Any, left: int) -> str:
+    """The one line that stops a run when answer ``a`` refused what every input of the file
+    shares (one array: one dtype, shape and size): its dtype or shape (with the usual fix,
+    ``refused_kind_hint``), or its size, above the source's ``max_message_bytes``; "" for any
+    other answer. ``left``: inputs not sent."""
+    from agent.fleet.client import task_frames
+    from agent.protocol import wire
+    from agent.protocol.text import parse_input_refusal
+
+    if a.reason != "bad_input":
+        return ""
+    rest = "; %d input(s) not sent" % left if left else ""
+    takes = parse_input_refusal(a.detail)
+    if takes:
+        hint = refused_kind_hint(x, takes)
+        return ("--images: %s: inputs %s %s each, stage 1 takes %s %s each%s%s"
+                % (images, x.dtype.name, tuple(x.shape[1:]), takes[0], takes[1],
+                   "; " + hint if hint else "", rest))
+    if "max_message_bytes" in a.detail:  # the wire check's "oversized" refusal
+        size = wire.frames_nbytes(task_frames(x[:1], a.id, "submit"))
+        return ("--images: %s: the source refused an input's message of %d bytes as above its "
+                "max_message_bytes (%s): raise max_message_bytes in the source's node config, "
+                "or give its limit as --max-message-bytes to have such inputs refused before "
+                "sending%s" % (images, size, a.detail, rest))
+    return ""

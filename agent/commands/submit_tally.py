@@ -5,8 +5,9 @@ answers, and, after Ctrl-C or SIGTERM, the inputs in flight and not sent."""
 from __future__ import annotations
 
 import sys
+import time
 from collections import Counter
-from typing import Any, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 ORDER = ("completed", "rejected", "lost", "error")
 
@@ -25,6 +26,31 @@ class Tally:
         self.explained = set()  # the source's detail lines printed so far
         self.pending = ""  # the id of the input being sent or awaited ("" when none)
         self.last: Any = None  # the answer recorded last
+        # inputs sent and not answered yet: id -> (position in the run, send time on the
+        # monotonic and the wall clock), so each answer finds its label and record
+        self.sent_inputs: Dict[str, Tuple[int, float, float]] = {}
+        self.out: Any = None  # a submit_records.RecordsOut (--out), or None
+        self.source = ""  # the source's id written in each record
+
+    def sent(self, tid: str, i: int, sent_mono: float) -> None:
+        """Note input ``i`` sent as ``tid`` at ``sent_mono`` (the client's ``sent_at``)."""
+        self.sent_inputs[tid] = (i, sent_mono, time.time() - (time.monotonic() - sent_mono))
+
+    def _label(self, i: int) -> Optional[int]:
+        return None if self.labels is None else int(self.labels[i % self.rows])
+
+    def abandon(self, ids: Sequence[str], why: str) -> None:
+        """Record the inputs ``ids`` sent whose answers are not awaited (the run ends): in the
+        records only (status lost, reason "not awaited: ``why``"), not in the counts printed."""
+        from agent.fleet.client import Answer
+
+        for tid in ids:
+            i, mono, wall = self.sent_inputs.pop(tid, (0, 0.0, 0.0))
+            if self.out is not None and mono:
+                from agent.commands.submit_records import record
+
+                a = Answer(tid, "lost", "not awaited: " + why, -1, 0.0, 0, 0.0)
+                self.out.write(record(a, mono, wall, self.source, self._label(i)))
 
     def header(self) -> None:
         """The table's column names."""
@@ -38,8 +64,16 @@ class Tally:
         """Answers (or timeouts) recorded so far."""
         return sum(self.fates.values())
 
-    def add(self, a: Any, i: int) -> None:
-        """Record and print answer ``a`` to input ``i`` (its position in the run)."""
+    def add(self, a: Any, i: Optional[int] = None) -> None:
+        """Record and print answer ``a`` to input ``i`` (its position in the run; by default
+        the one ``sent`` noted for its id)."""
+        at = self.sent_inputs.pop(a.id, None)
+        if i is None:
+            i = at[0] if at else 0
+        if self.out is not None and at is not None:
+            from agent.commands.submit_records import record
+
+            self.out.write(record(a, at[1], at[2], self.source, self._label(i)))
         self.fates[a.outcome] += 1
         self.last = a
         if a.id == self.pending:

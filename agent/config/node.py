@@ -58,6 +58,7 @@ BACKENDS = ("auto", "tensorrt", "onnxruntime")
 PRECISIONS = ("fp32", "fp16")  # no int8: it needs an INT8 calibration cache, which is not built
 ACCELERATORS = ("required", "preferred", "none")  # see engines/accelerator.py
 SECURITY_MODES = ("none", "curve")
+DEFAULT_MAX_MESSAGE_BYTES = 16 * 1024 * 1024  # one message's bound (clients check it too)
 ARRIVAL_MODES = ("poisson", "client")
 
 
@@ -112,7 +113,7 @@ class NodeConfig:
     drain_timeout_s: float = 10.0  # source: on shutdown, wait this long for results in flight
     max_queue_tasks: int = 32  # tasks a node holds (input + output queue); more are refused
     max_queue_bytes: int = 64 * 1024 * 1024  # tensor bytes a node holds; more are refused
-    max_message_bytes: int = 16 * 1024 * 1024  # ZMQ_MAXMSGSIZE on receiving sockets
+    max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES  # ZMQ_MAXMSGSIZE on receiving sockets
     backend: str = "auto"  # engine backend: auto | tensorrt | onnxruntime
     precision: str = "fp32"  # engine precision: fp32 | fp16 (int8 is refused: no calibration cache)
     accelerator: str = ""  # GPU use: required | preferred | none; "" = required on a Jetson, else preferred

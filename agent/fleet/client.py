@@ -18,11 +18,13 @@ with a ``reason`` (from the source, e.g. "overload", "deadline"; or "no answer w
 nothing came back) and, for an input the source refused, a ``detail`` line saying what was
 wrong with it (e.g. "input float64 (1, 28, 28); stage 1 takes float32 (1, 1, 28, 28)").
 ``Client.check_connection`` tells, before the first input, a refused connection or key from
-a running source. ``AsyncClient`` is the asyncio variant (``await client.infer(x)``, many in
+a running source. An input above the source's ``max_message_bytes`` (the node config's default
+unless ``max_message_bytes=`` says) is ``InputTooLarge``, not sent: the source would refuse it,
+and above twice that ZeroMQ drops the connection (no answer, nothing counted by the agent). ``AsyncClient`` is the asyncio variant (``await client.infer(x)``, many in
 flight at once).
 
-Of the agent, only ``agent.protocol.wire`` (numpy and msgpack) and the key-file readers of
-``agent.net.security`` are imported, so the module suits a camera program on any host.
+Of the agent, only ``agent.protocol.wire`` (numpy, msgpack), the key-file readers of
+``agent.net.security`` and ``agent.config.node`` (pure Python) are imported: any host will do.
 """
 
 from __future__ import annotations
@@ -193,9 +195,24 @@ def address_problem(endpoint: str) -> str:
     return ""
 
 
+def message_limit(given: Optional[int] = None) -> int:
+    """The source's limit on one message: ``given``, else NodeConfig's ``max_message_bytes``."""
+    from agent.config.node import DEFAULT_MAX_MESSAGE_BYTES
+    if given is None:
+        return DEFAULT_MAX_MESSAGE_BYTES
+    if isinstance(given, int) and given > 0:
+        return given
+    raise ValueError("max_message_bytes must be a whole number of bytes > 0, got %r" % (given,))
+
+
+class InputTooLarge(ValueError):
+    """An input whose message is above the source's ``max_message_bytes``: not sent."""
+
+
 class _Base:
     def __init__(self, ctx: zmq.Context, endpoint: str, keys: Optional[ClientKeys],
-                 name: str, timeout_s: float):
+                 name: str, timeout_s: float, limit: Tuple[int, bool]):
+        self.max_message_bytes, self._limit_given = limit  # (bytes, given by the caller)
         self.endpoint = endpoint
         self.name = name
         self.timeout_s = float(timeout_s)
@@ -212,15 +229,31 @@ class _Base:
     def _next_id(self) -> str:
         return "%s-%d-%d" % (self.name, os.getpid(), next(_ids))
 
+    def frames(self, x: np.ndarray, tid: str) -> List[Any]:
+        """The TASK frames of ``x``; ``InputTooLarge`` above the source's limit (not sent)."""
+        x, limit = np.asarray(x), self.max_message_bytes
+        frames = task_frames(x, tid, self.name)
+        size = wire.frames_nbytes(frames)
+        if size > limit:
+            raise InputTooLarge("input %s %s of %d bytes: its message of %d bytes is above the "
+                                "source's max_message_bytes %d (%s); %s: raise max_message_bytes "
+                                "in the source's node config and give the client that limit" % (
+                                    x.dtype.name, tuple(x.shape), x.nbytes, size, limit,
+                                    "given" if self._limit_given else "the node config's default",
+                                    "above about twice that ZeroMQ drops the connection, no "
+                                    "answer" if size > 2 * limit else "the source would refuse it"))
+        return frames
+
 
 class Client(_Base):
     """A blocking client of one source (one socket; not thread-safe)."""
 
     def __init__(self, endpoint: str, keys: Optional[ClientKeys] = None, name: str = "client",
-                 timeout_s: float = DEFAULT_TIMEOUT_S, ctx: Optional[zmq.Context] = None):
-        self._own_ctx = ctx is None
-        self.ctx = ctx or zmq.Context()
-        super().__init__(self.ctx, endpoint, keys, name, timeout_s)
+                 timeout_s: float = DEFAULT_TIMEOUT_S, ctx: Optional[zmq.Context] = None,
+                 max_message_bytes: Optional[int] = None):
+        limit = (message_limit(max_message_bytes), max_message_bytes is not None)
+        self._own_ctx, self.ctx = ctx is None, ctx or zmq.Context()
+        super().__init__(self.ctx, endpoint, keys, name, timeout_s, limit)
         # called between polls while an answer is awaited: raises to stop the wait (a caller
         # whose signal handler's exception pyzmq may drop raises it again from here)
         self.interrupted: Callable[[], None] = lambda: None
@@ -254,9 +287,10 @@ class Client(_Base):
                 mon.close(0)
 
     def send(self, x: np.ndarray, tid: Optional[str] = None) -> str:
-        """Send one input without waiting; returns its task id (see ``receive``)."""
+        """Send one input without waiting; returns its task id (see ``receive``).
+        ``InputTooLarge`` (nothing sent) for one above the source's ``max_message_bytes``."""
         tid = tid or self._next_id()
-        self.sock.send_multipart(task_frames(x, tid, self.name), copy=False)
+        self.sock.send_multipart(self.frames(x, tid), copy=False)
         self.sent_at[tid] = time.monotonic()
         return tid
 
@@ -310,13 +344,14 @@ class AsyncClient(_Base):
     """The asyncio client: ``await infer(x)``; many calls may be in flight at once."""
 
     def __init__(self, endpoint: str, keys: Optional[ClientKeys] = None, name: str = "client",
-                 timeout_s: float = DEFAULT_TIMEOUT_S, ctx: Any = None):
+                 timeout_s: float = DEFAULT_TIMEOUT_S, ctx: Any = None,
+                 max_message_bytes: Optional[int] = None):
         import asyncio
         import zmq.asyncio
 
-        self._own_ctx = ctx is None
-        self.ctx = ctx or zmq.asyncio.Context()
-        super().__init__(self.ctx, endpoint, keys, name, timeout_s)
+        limit = (message_limit(max_message_bytes), max_message_bytes is not None)
+        self._own_ctx, self.ctx = ctx is None, ctx or zmq.asyncio.Context()
+        super().__init__(self.ctx, endpoint, keys, name, timeout_s, limit)
         self._waiters: Dict[str, Any] = {}
         self._reader: Optional[Any] = None
         self._asyncio = asyncio
@@ -330,14 +365,16 @@ class AsyncClient(_Base):
                 fut.set_result(ans)
 
     async def infer(self, x: np.ndarray, timeout_s: Optional[float] = None) -> Answer:
-        """Send one input and wait for its answer (a "lost" answer after ``timeout_s``)."""
+        """Send one input and wait for its answer (a "lost" answer after ``timeout_s``);
+        ``InputTooLarge`` (nothing sent) for one above the source's ``max_message_bytes``."""
         asyncio = self._asyncio
         timeout_s = self.timeout_s if timeout_s is None else timeout_s
         tid = self._next_id()
+        frames = self.frames(x, tid)
         fut = asyncio.get_event_loop().create_future()
         self._waiters[tid] = fut
         self.sent_at[tid] = time.monotonic()
-        await self.sock.send_multipart(task_frames(x, tid, self.name))
+        await self.sock.send_multipart(frames)
         if self._reader is None or self._reader.done():
             self._reader = asyncio.ensure_future(self._read())
         try:

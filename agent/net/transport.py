@@ -53,7 +53,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import zmq
 
-from agent.config.node import Peer
+from agent.config.node import DEFAULT_MAX_MESSAGE_BYTES, Peer
 from agent.net.frames import send_frames
 from agent.net.redial import WATCHED, Redial
 from agent.net.security import NoSecurity, serve_clients_over_curve
@@ -121,7 +121,8 @@ class Transport:
     """The sockets of one node; not thread-safe (owned by the I/O loop's thread)."""
 
     def __init__(self, ctx: zmq.Context, node_id: str, control_bind: str, data_bind: str,
-                 peers: Sequence[Peer], security: Any = None, max_message_bytes: int = 16 << 20,
+                 peers: Sequence[Peer], security: Any = None,
+                 max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
                  client_bind: str = "", server_keys: Optional[Dict[str, bytes]] = None,
                  client_keys: Optional[Sequence[bytes]] = None, on_client_refused: Any = None,
                  key_owners: Optional[Dict[str, str]] = None, twins: Optional[Twins] = None):

@@ -1,0 +1,100 @@
+"""``edge-agent submit --rate R``: inputs sent on a Poisson schedule, answers taken as they come.
+
+Sends go out at exponential gaps of mean 1/R seconds (Poisson arrivals, as the testbed's load
+and the papers' models have them; ``--seed`` fixes the gaps) whatever is in flight, so the
+delays are those of a fleet under load. Every input sent ends in the tally: answered
+(completed, rejected, error) or, ``--timeout`` after its send with no answer, lost. No
+connection check is made mid-run (it reconnects the socket, and the answers of the inputs in
+flight would go to the old connection): an input without an answer is lost and the run goes
+on, except that a first ``--timeout`` passing before any answer at all came ends it (nothing
+is coming back). A refusal of what every input of the file shares (dtype, shape, size) stops
+the sending; the inputs in flight are still awaited.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import time
+from collections import OrderedDict
+from typing import Any, Dict
+
+
+def send_at_rate(args: Any, client: Any, endpoint: str, x: Any, n: int, tally: Any,
+                 connect_wait_s: float) -> None:
+    """Send ``n`` inputs at ``args.rate`` per second (see the module docstring), recording each
+    answer in ``tally``. ``UsageError`` when the run cannot go on (said in one line;
+    exit status 1 with the summary printed when answers came back)."""
+    from agent.errors import UsageError
+    from agent.fleet.client import no_answer
+    from agent.commands.submit_checks import file_refusal
+
+    problem = client.check_connection(min(args.timeout, connect_wait_s))
+    if problem:  # said now, not after a timeout per input
+        raise UsageError("%s: %s; %d input(s) not sent" % (endpoint, problem, n))
+    tally.header()
+    rng = random.Random(args.seed)
+    deadlines: Dict[str, float] = OrderedDict()  # in flight, in the order sent: id -> deadline
+    stop = None  # the error that ended the sending
+    sent = 0
+    due = time.monotonic() + rng.expovariate(args.rate)
+    while (sent < n and stop is None) or deadlines:
+        now = time.monotonic()
+        while sent < n and stop is None and due <= now:
+            tally.pending = "submit-%d-%d" % (os.getpid(), sent + 1)
+            client.send(x[sent % len(x)][None, ...], tally.pending)
+            tally.sent(tally.pending, sent, client.sent_at[tally.pending])
+            deadlines[tally.pending] = client.sent_at[tally.pending] + args.timeout
+            tally.pending = ""
+            sent += 1
+            due += rng.expovariate(args.rate)
+        for tid, deadline in list(deadlines.items()):  # the oldest first
+            if deadline > now:
+                break
+            del deadlines[tid]
+            client.sent_at.pop(tid, None)  # an answer after this is read past
+            if not tally.answered:  # nothing at all came back: nothing is coming
+                tally.add(no_answer(tid, args.timeout))
+                raise _nothing_back(args, client, endpoint, deadlines, tally, n - sent)
+            tally.add(no_answer(tid, args.timeout))
+        if not deadlines and (sent >= n or stop is not None):
+            break
+        wake = ([next(iter(deadlines.values()))] if deadlines else []) + (
+            [due] if sent < n and stop is None else [])
+        a = client.receive(max(0.0, min(wake) - time.monotonic()))
+        if a is None:
+            continue
+        deadlines.pop(a.id, None)
+        tally.add(a)
+        line = file_refusal(args.images, x, a, 0) if stop is None else ""
+        if line:  # every input would be refused alike: no more are sent
+            stop = (line, n - sent)
+    if stop is not None:
+        line, left = stop
+        err = UsageError(line + ("; %d input(s) not sent" % left if left else ""))
+        if tally.answered > 1:
+            tally.summary()
+            err.exit_status = 1  # answers came back: a failed run
+        raise err
+
+
+def _nothing_back(args: Any, client: Any, endpoint: str, deadlines: Dict[str, float],
+                  tally: Any, not_sent: int) -> Exception:
+    """The error ending a run in which no answer at all came within ``--timeout``: the inputs
+    still in flight are not awaited (recorded so), the connection is watched again and said."""
+    from agent.errors import UsageError
+
+    in_flight = list(deadlines)
+    tally.abandon(in_flight, "no answer came for any input")
+    for tid in in_flight:
+        client.sent_at.pop(tid, None)
+    deadlines.clear()
+    problem = client.check_connection(min(args.timeout, 3.0))
+    tally.summary()
+    return UsageError("no answer from %s within %g s: %s; %d input(s) in flight not awaited, %d "
+                      "not sent" % (endpoint, args.timeout, problem or (
+                          "the endpoint took the connection, so --timeout may be too short for "
+                          "the fleet's delay, or a source there speaks another wire protocol "
+                          "(compare `edge-agent --version` here and there)" if client.connected
+                          else "is its source running, and the endpoint (and keys) right?"),
+                          len(in_flight), not_sent))
