@@ -25,6 +25,10 @@ MAX_INTERVAL_S = 86400.0
 # start-up timing runs (warm-up and timed) at most this: 10**9 runs never end, while 1000 runs
 # of a stage at 0.5 s are 8 minutes
 MAX_TIMING_RUNS = 1000
+# tasks a node holds at most (max_queue_tasks), and so the most queued tasks a neighbour's
+# heartbeat may claim: each keeps a tensor and its bookkeeping, so 2^20 (over a GiB even of
+# 1 KiB tensors) is more than any device holds, and a claim of 2^53 steers routing on nothing
+MAX_QUEUE_TASKS = 1 << 20
 # rotated records files kept at most: each rotation looks at every slot (3,000,000 took 6 s)
 MAX_KEEP_FILES = 1000
 # a scenario's rates, sizes and capacities, and an emulated device's capacity: within these the

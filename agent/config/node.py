@@ -32,9 +32,9 @@ import os
 from dataclasses import dataclass, field, fields
 from typing import Any, Dict, Mapping, Tuple
 
-from agent.config.checks import (MAX_MESSAGE_BYTES_LIMIT, MIN_INTERVAL_S, ENGINE_THREADS_MAX,
-                                  PATH_FIELDS, check_endpoint, check_limits, check_node_id,
-                                  is_loopback_host, phase_fits)
+from agent.config.checks import (MAX_MESSAGE_BYTES_LIMIT, MAX_QUEUE_TASKS, MIN_INTERVAL_S,
+                                  ENGINE_THREADS_MAX, PATH_FIELDS, check_endpoint, check_limits,
+                                  check_node_id, is_loopback_host, phase_fits)
 from agent.config.fields import REQUIRED, Fields
 from agent.config.toml_dump import to_toml
 from agent.errors import UsageError
@@ -290,7 +290,8 @@ def parse_config(obj: Any, base_dir: str = ".", where: str = "config") -> NodeCo
         kw[key] = r.int(key, dflt(key), lo=0)
     kw["max_message_bytes"] = r.int("max_message_bytes", dflt("max_message_bytes"), lo=1024,
                                     hi=MAX_MESSAGE_BYTES_LIMIT)
-    kw["max_queue_tasks"] = r.int("max_queue_tasks", dflt("max_queue_tasks"), lo=1)
+    kw["max_queue_tasks"] = r.int("max_queue_tasks", dflt("max_queue_tasks"), lo=1,
+                                   hi=MAX_QUEUE_TASKS)
     kw["max_queue_bytes"] = r.int("max_queue_bytes", dflt("max_queue_bytes"), lo=1024)
     kw["metrics_port"] = r.int("metrics_port", dflt("metrics_port"), lo=0, hi=65535)
     kw["backend"] = r.str("backend", dflt("backend"), BACKENDS)
@@ -393,8 +394,6 @@ def load_config(path: str) -> NodeConfig:
 
 
 def dump_config(cfg: NodeConfig) -> str:
-    """TOML text for ``cfg``; ``parse_config`` of it gives back an equal config.
-
-    Paths are written as stored (absolute after parsing), so the file works from any folder.
-    """
+    """TOML text for ``cfg``; ``parse_config`` of it gives back an equal config. Paths are
+    written as stored (absolute after parsing), so the file works from any folder."""
     return to_toml(cfg)

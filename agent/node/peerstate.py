@@ -10,7 +10,10 @@ from __future__ import annotations
 
 from typing import Any, Dict, Tuple
 
+from agent.config.checks import MAX_INTERVAL_S, MAX_QUEUE_TASKS
 from agent.protocol.wire import Kind
+
+_QUEUES = ("input_queue", "output_queue")
 
 
 def take_heartbeat(view: Any, msg: Any, peer: Any) -> Tuple[str, bool]:
@@ -29,17 +32,25 @@ def take_heartbeat(view: Any, msg: Any, peer: Any) -> Tuple[str, bool]:
 
 def heartbeat_problem(fields: Dict[str, Any], peer: Any, num_stages: int) -> str:
     """Why a HEARTBEAT or QUEUE_STATE of ``peer`` (its ``config.node.Peer``) cannot be true of
-    it ("" when it can): another stage or role than its config's, a negative capacity or
-    service time, or a ``no_route`` that is no stage after its own (1..``num_stages``). Taken,
-    one such claim made its neighbours refuse tasks for a stage that does not exist."""
+    it ("" when it can): another stage or role than its config's, a negative capacity, a
+    queue outside [0, MAX_QUEUE_TASKS] (no node holds more), a service time outside [0,
+    MAX_INTERVAL_S] (every timeout of a config is at most that), or a ``no_route`` that is no
+    stage after its own (1..``num_stages``). Taken, one such claim made its neighbours refuse
+    tasks for a stage that does not exist, and a queue of 2^53 tasks steered MDI-Exit's
+    routing and admission."""
     first, last = peer.stages
     if fields.get("stage") != first or fields.get("role") != ("source" if first == 0 else
                                                               "worker"):
         return "it claims to be a %s of stage %r; its config says stage %d" % (
             fields.get("role"), fields.get("stage"), first)
-    for name in ("capacity_flops", "service_time_s"):
-        if not fields.get(name, 0.0) >= 0:
-            return "%s %r < 0" % (name, fields.get(name))
+    if not fields.get("capacity_flops", 0.0) >= 0:
+        return "capacity_flops %r < 0" % fields.get("capacity_flops")
+    for name in _QUEUES:
+        if not 0 <= fields.get(name, 0) <= MAX_QUEUE_TASKS:
+            return "%s %r outside [0, %d] (tasks a node can hold)" % (name, fields[name],
+                                                                       MAX_QUEUE_TASKS)
+    if not 0.0 <= fields.get("service_time_s", 0.0) <= MAX_INTERVAL_S:
+        return "service_time_s %r outside [0, %g] s" % (fields["service_time_s"], MAX_INTERVAL_S)
     no_route = fields.get("no_route", 0)
     if no_route and not last < no_route <= num_stages:
         return "no_route %d is no stage after its own (%d..%d)" % (no_route, last + 1,

@@ -138,3 +138,13 @@ def test_engine_threads_is_bounded_at_parse(threads):
     with pytest.raises(ConfigError, match=r"config\.engine_threads: must be an integer in \[1, 1024\]"):
         parse_config(_worker(engine_threads=threads))
     assert parse_config(_worker(engine_threads=1024)).engine_threads == 1024
+
+
+def test_max_queue_tasks_is_at_most_what_a_neighbours_heartbeat_may_claim():
+    """Rule: max_queue_tasks above MAX_QUEUE_TASKS is refused by name: a node's neighbours
+    refuse a heartbeat claiming more queued tasks than that (agent.node.peerstate)."""
+    from agent.config.checks import MAX_QUEUE_TASKS
+    assert parse_config(_worker(max_queue_tasks=MAX_QUEUE_TASKS), "/").max_queue_tasks \
+        == MAX_QUEUE_TASKS
+    with pytest.raises(ConfigError, match=r"max_queue_tasks: must be an integer in \[1, 1048576\]"):
+        parse_config(_worker(max_queue_tasks=MAX_QUEUE_TASKS + 1), "/")

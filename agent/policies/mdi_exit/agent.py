@@ -27,10 +27,9 @@ start with ``threshold_adaptation``), as in the simulator (``rules.exit_threshol
 config's ``thresholds`` are not used, and a WARNING at start names them when they differ.
 ``early_exit = false`` is the no-exit variant. Knob errors name ``policy_knobs.<field>``.
 
-A neighbour's queue state (HEARTBEAT or QUEUE_STATE) whose queue lengths or service time no
-node could report (``queue_state_problem``) is refused: ``on_control`` raises ``ValueError``,
-which the node loop counts as ``drop_bad_payload``, and the policy goes on with that
-neighbour's last state it accepted (none: as if not heard yet).
+A neighbour's queue state (HEARTBEAT or QUEUE_STATE) reaches ``view.peer_state`` only when a
+node could report it (``agent.node.peerstate``: queues of at most ``MAX_QUEUE_TASKS``, a
+service time of at most a day; else ``drop_bad_heartbeat`` and the last state holds).
 """
 
 from __future__ import annotations
@@ -39,7 +38,6 @@ import logging
 import math
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
-from agent.config.checks import MAX_INTERVAL_S
 from agent.protocol import wire
 from agent.policies.mdi_exit import rules as mx
 from agent.policies.api import AgentPolicy, NodeView, Outgoing, TaskInfo
@@ -49,32 +47,6 @@ from agent.protocol.wire import Kind, Message
 log = logging.getLogger(__name__)
 
 MIN_DELAY_S = 1e-6  # the outlier band's base at least: below any real network transfer
-# Queue lengths a neighbour may report. A node holds at most its config's max_queue_tasks (32
-# by default) and refuses more; each held task keeps a tensor and its bookkeeping in memory, so
-# 2^20 tasks (over a GiB even for 1 KiB tensors) is more than any device this agent runs on
-# can hold: a larger count (the wire carries up to 2^53 - 1) is no queue, and as I_m it would
-# steer Alg. 2 and Alg. 3 (a source adds its node's queues) on a number no config can produce.
-MAX_PEER_QUEUE_TASKS = 1 << 20
-# A neighbour's per-task service time Gamma_m at most a day (MAX_INTERVAL_S): every timeout of
-# a node config is at most that, so its sources re-issue every task a node that slow holds
-# before it answers; 1e300 s would make every wait at that node all but unbounded.
-MAX_PEER_SERVICE_TIME_S = MAX_INTERVAL_S
-_QUEUE_LENGTHS = ("input_queue", "output_queue")
-
-
-def queue_state_problem(fields: Mapping[str, Any]) -> str:
-    """Why a HEARTBEAT's or QUEUE_STATE's queue state cannot be a node's ("" when it can): a
-    queue length outside [0, MAX_PEER_QUEUE_TASKS] or a service time outside [0,
-    MAX_PEER_SERVICE_TIME_S] (NaN included). Absent fields are not checked."""
-    for name in _QUEUE_LENGTHS:
-        n = fields.get(name, 0)
-        if not 0 <= n <= MAX_PEER_QUEUE_TASKS:
-            return "%s %r outside [0, %d] (tasks a node can hold)" % (name, n,
-                                                                       MAX_PEER_QUEUE_TASKS)
-    g = fields.get("service_time_s", 0.0)
-    if not 0.0 <= g <= MAX_PEER_SERVICE_TIME_S:
-        return "service_time_s %r outside [0, %g] s" % (g, MAX_PEER_SERVICE_TIME_S)
-    return ""
 
 
 def unused_thresholds(params: mx.MdiExitParams, configured: Mapping[int, float]) -> str:
@@ -155,7 +127,6 @@ class MdiExitPolicy(AgentPolicy):
         self.transfer_delay = TransferDelay()  # measured D_nm
         # Alg. 3's first mu: the fleet's measured rate once heard, unless the knob sets it
         self._seed_mu = self.params.admission_control and "initial_interarrival_s" not in knobs
-        self._accepted: Dict[str, Dict[str, Any]] = {}  # each neighbour's last checked state
         unused = unused_thresholds(self.params, self._thresholds)
         if unused:  # a setting with no effect is said, not silently dropped
             log.warning("%s", unused)
@@ -176,7 +147,7 @@ class MdiExitPolicy(AgentPolicy):
         cands = [s for s in alive if s not in exclude] or alive
         states = []
         for m in cands:
-            st = self._peer(view, m)
+            st = view.peer_state.get(m, {})
             states.append(mx.NeighbourState(
                 m, int(st.get("input_queue", 0)) + self._sent.get(m, 0),
                 float(st.get("service_time_s", 0.0)), self._transfer_delay_s(m, task, view)))
@@ -219,23 +190,9 @@ class MdiExitPolicy(AgentPolicy):
                                                     self.params)
 
     def on_control(self, msg: Message, view: NodeView, now: float) -> List[Outgoing]:
-        """Take a neighbour's queue state; ``ValueError`` (the loop's ``bad_payload``) for one
-        that ``queue_state_problem`` refuses, which changes nothing here."""
         if msg.kind in (Kind.HEARTBEAT, Kind.QUEUE_STATE):
-            why = queue_state_problem(msg.fields)
-            if why:
-                raise ValueError(why)
-            self._accepted[msg.sender] = {k: msg.fields[k] for k in _QUEUE_LENGTHS
-                                          + ("service_time_s",) if k in msg.fields}
             self._sent.pop(msg.sender, None)  # its queue length now includes what we sent
         return []
-
-    def _peer(self, view: NodeView, m: str) -> Mapping[str, Any]:
-        """Neighbour ``m``'s queue state: the view's when it passes ``queue_state_problem``,
-        else the last one ``on_control`` accepted (the loop keeps a state before the policy
-        refuses it)."""
-        st = view.peer_state.get(m, {})
-        return self._accepted.get(m, {}) if queue_state_problem(st) else st
 
     def on_tick(self, view: NodeView, now: float) -> List[Outgoing]:
         """Publish this node's queue state; every ``adapt_interval_s`` run Algs. 3 and 4."""
@@ -263,7 +220,7 @@ class MdiExitPolicy(AgentPolicy):
         Alg. 3 adapts it from there as in the paper. Done once; never when the knob is set.
         """
         rates = [1.0 / st["service_time_s"] for st in (
-            self._peer(view, m) for m in view.alive_successors(1, usable=False))
+            view.peer_state.get(m, {}) for m in view.alive_successors(1, usable=False))
             if st.get("service_time_s", 0.0) > 0]
         if not rates:
             return
@@ -279,7 +236,7 @@ class MdiExitPolicy(AgentPolicy):
         """
         totals = []
         for m in view.alive_successors(1, usable=False):
-            st = self._peer(view, m)
+            st = view.peer_state.get(m, {})
             totals.append(int(st.get("input_queue", 0)) + int(st.get("output_queue", 0)))
         return min(totals) if totals else 0
 
