@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-HELP = ("one table of the fleet: alive, role, power mode, capacity, queues, tasks, routing, "
-        "drops, last warning")
+HELP = ("one table of the fleet: alive, role, power mode, capacity, queues, tasks, policy, "
+        "routing, drops, last warning")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -2,8 +2,9 @@
 
 Each agent serves Prometheus text on ``metrics_host:metrics_port`` (``agent.ops.metrics``);
 ``read_node`` fetches one endpoint and keeps what an operator looks at: whether it answers,
-power mode, capacity, queues, routing shares, exit thresholds, drops by reason (with the
-clients refused at a source's CURVE client endpoint) and which neighbours it hears. Role and
+power mode, capacity, queues, the policy it runs, routing shares, exit thresholds, drops by
+reason (with the clients refused at a source's CURVE client endpoint) and which neighbours it
+hears; nodes running different policies are named in one warning line under the table. Role and
 stage come from the fleet manifest (``fleet render``'s ``fleet.json``) when there is one.
 """
 
@@ -68,6 +69,7 @@ def summarise(series: Mapping[str, List[tuple]]) -> Dict[str, Any]:
     return {
         "role_reported": info.get("role", ""),
         "protocol": info.get("protocol", ""),  # the wire protocol (none said: an older agent)
+        "policy": info.get("policy", ""),  # the policy it runs: a fleet runs one
         "stage_reported": info.get("stage", ""),
         "power_mode": next((m for m, v in by("power_mode", "mode").items() if v == 1), ""),
         "capacity_flops": cap[0] if cap else None,
@@ -127,6 +129,7 @@ def fleet_status(nodes: Mapping[str, Mapping[str, Any]], timeout_s: float = 2.0
         st["role"] = (meta.get("role") or st.get("role_reported")
                       or ("worker" if st.get("capacity_flops") else "?"))
         st["stage"] = meta.get("stage", st.get("stage_reported", ""))
+        st.setdefault("policy", "")  # what the agent says it runs ("": silent or no answer)
         st["checked_wall"] = time.time()
         out[n] = st
     return out
@@ -149,13 +152,13 @@ def _fmt_routing(r: Mapping[str, float]) -> str:
 def format_status(status: Mapping[str, Mapping[str, Any]]) -> str:
     """The status table (one row per node) and a line per node that does not answer."""
     head = ("node", "alive", "role", "stage", "mode", "capacity FLOP/s", "queue", "hears",
-            "tasks", "routing", "thresholds", "drops", "last warning")
+            "tasks", "policy", "routing", "thresholds", "drops", "last warning")
     rows = [head]
     notes = []
     for n, s in status.items():
         if not s.get("alive"):
             rows.append((n, "NO", str(s.get("role", "")), str(s.get("stage", "")), "-", "-", "-",
-                         "-", "-", "-", "-", "-", "-"))
+                         "-", "-", "-", "-", "-", "-", "-"))
             notes.append("%s: %s (%s)" % (n, s.get("error"), s.get("url")))
             continue
         nb = s.get("neighbours", {})
@@ -164,7 +167,7 @@ def format_status(status: Mapping[str, Mapping[str, Any]]) -> str:
             n, "yes", str(s.get("role", "")), str(s.get("stage", "")), s.get("power_mode") or "-",
             "%.3g" % cap if cap else "-",
             "/".join(str(v) for _, v in sorted(s.get("queues", {}).items())) or "-",
-            "%d/%d" % (sum(nb.values()), len(nb)), _fmt_tasks(s),
+            "%d/%d" % (sum(nb.values()), len(nb)), _fmt_tasks(s), s.get("policy") or "-",
             _fmt_routing(s.get("routing", {})),
             " ".join("%s:%.2f" % kv for kv in sorted(s.get("thresholds", {}).items())) or "-",
             " ".join("%s=%d" % kv for kv in sorted(s.get("drops", {}).items())) or "0",
@@ -181,7 +184,23 @@ def format_status(status: Mapping[str, Mapping[str, Any]]) -> str:
                  % (alive, len(status), "/".join(sorted(
                      next((s.get("queues", {}) for s in status.values() if s.get("queues")),
                           {}))) or "-"))
-    return "\n".join(lines + notes)
+    mixed = policies_line(status)
+    return "\n".join(lines + ([mixed] if mixed else []) + notes)
+
+
+def policies_line(status: Mapping[str, Mapping[str, Any]]) -> str:
+    """A WARNING line naming which nodes run which policy when the answering nodes run more
+    than one ("" when they agree; a node that does not say, an older agent, is left out)."""
+    by_policy: Dict[str, List[str]] = defaultdict(list)
+    for n, s in status.items():
+        if s.get("alive") and s.get("policy"):
+            by_policy[s["policy"]].append(n)
+    if len(by_policy) < 2:
+        return ""
+    return ("WARNING: nodes run different policies: %s; a fleet runs one policy (each drops the "
+            "other's control messages): render every node with one --policy and restart them all"
+            % "; ".join("%s on %s" % (p, ", ".join(sorted(ns)))
+                        for p, ns in sorted(by_policy.items())))
 
 
 def nodes_from_endpoints(urls: List[str]) -> Dict[str, Dict[str, Any]]:

@@ -47,6 +47,7 @@ from agent.protocol import wire
 from agent.net.transport import (CLIENT, CONTROL, DATA, FD, HEARTBEAT_TIMEOUT_MS, LINK_DOWN,
                                  LINK_UP, REPLY, Transport, handed_over)
 from agent.protocol.wire import Kind, WireError
+from agent.node.fleetcheck import FleetCheck
 from agent.node.hooks import NodeHooks
 from agent.node.reach import ReachWatch
 from agent.node.statelog import StateLog
@@ -89,6 +90,7 @@ class Node:
         self._awake_at = math.inf  # when the loop last checked it was running (note_awake)
         self._stall_grace_until = -math.inf  # a dropped data link is no neighbour gone till then
         self._changes = StateLog(clock=clock)  # connections, neighbours, routes: bounded lines
+        self._fleet = FleetCheck(cfg, outbox.count, clock)  # what the fleet's nodes must share
         # neighbours' first heartbeats: no route verdict before, no unlisted-node warning
         self._grace_s = max(ROUTE_GRACE_S, cfg.neighbour_timeout_rounds * cfg.heartbeat_interval_s)
         self._reach = ReachWatch(cfg, 2 * self._grace_s)  # warns once if no peer connects to us
@@ -286,7 +288,8 @@ class Node:
         was_alive = msg.sender in self.view.alive
         self.last_heard[msg.sender] = now
         if msg.kind in (Kind.HEARTBEAT, Kind.QUEUE_STATE):
-            why, changed = take_heartbeat(self.view, msg, self.transport.peers[msg.sender])
+            why, changed = take_heartbeat(self.view, msg, self.transport.peers[msg.sender],
+                                          self._fleet)
             if why:
                 return self.outbox.reject("bad_heartbeat", msg.sender, why)
             if changed and was_alive:
@@ -307,11 +310,8 @@ class Node:
                                                        slot=o.slot, round=o.round))
 
     def _publish_heartbeat(self) -> None:
-        v = self.outbox.current_view()
-        self.transport.publish(wire.BROADCAST, wire.encode(Kind.HEARTBEAT, self.cfg.node_id, {
-            "role": self.cfg.role, "stage": self.cfg.stage, "capacity_flops": v.capacity_flops,
-            "input_queue": v.input_queue, "output_queue": v.output_queue,
-            "service_time_s": v.service_time_s, "no_route": v.no_route}))
+        self.transport.publish(wire.BROADCAST, wire.encode(
+            Kind.HEARTBEAT, self.cfg.node_id, self._fleet.heartbeat(self.outbox.current_view())))
 
     def _heartbeat(self, now: float) -> None:
         self._publish_heartbeat()

@@ -3,25 +3,34 @@
 A HEARTBEAT (and MDI-Exit's QUEUE_STATE) carries the sender's role, stage, capacity, queues,
 service time and, in a heartbeat, ``no_route``: the first stage it cannot reach. Policies and
 the route check read them as the sender says, so a claim its config rules out is refused
-(counted ``drop_bad_heartbeat``) instead of kept.
+(counted ``drop_bad_heartbeat``) instead of kept. A heartbeat's ``policy`` and
+``dtoee_timing``, what every node of a fleet must share, are compared with this node's
+(``agent.node.fleetcheck``), and kept in the state like the rest.
 """
 
 from __future__ import annotations
 
-from typing import Any, Dict, Tuple
+from typing import Any, Dict, Optional, Tuple
 
 from agent.config.checks import MAX_INTERVAL_S, MAX_QUEUE_TASKS
+from agent.node.fleetcheck import FleetCheck
 from agent.protocol.wire import Kind
 
 _QUEUES = ("input_queue", "output_queue")
 
 
-def take_heartbeat(view: Any, msg: Any, peer: Any) -> Tuple[str, bool]:
+def take_heartbeat(view: Any, msg: Any, peer: Any, fleet: Optional[FleetCheck] = None
+                   ) -> Tuple[str, bool]:
     """Keep ``msg``'s fields (a HEARTBEAT or QUEUE_STATE of ``peer``) in ``view.peer_state``:
-    (why it is refused, "" when kept; whether the peer's ``no_route`` changed)."""
+    (why it is refused, "" when kept; whether the peer's ``no_route`` changed). A kept
+    HEARTBEAT's policy and DTO-EE timing are compared with this node's by ``fleet``: a
+    difference is counted and logged there, never a reason to refuse the heartbeat (the
+    neighbour is alive all the same)."""
     why = heartbeat_problem(msg.fields, peer, view.num_stages)
     if why:
         return why, False
+    if fleet is not None and msg.kind == Kind.HEARTBEAT:
+        fleet.check(msg.sender, msg.fields)
     state = view.peer_state.setdefault(msg.sender, {})
     before = state.get("no_route", 0)
     state.update(msg.fields)  # QUEUE_STATE has no no_route: the last heartbeat's holds

@@ -60,7 +60,8 @@ Optional fields (type-checked when present; absent means the default in brackets
                   client, e.g. what stage 1 takes; text.input_refusal's is read back) [""];
                   level int (MLCI: the level that answered) [none]
     HEARTBEAT     no_route int (0: this node can reach every stage after its own; else the
-                  first stage it has no live route to: it refuses new tasks meanwhile) [0]
+                  first stage it has no live route to: it refuses new tasks meanwhile) [0];
+                  policy str, dtoee_timing list (node.fleetcheck: compared, never dropped)
 
 ``cls`` is the one field that may be negative (-1 on an answer that carries no class). Every
 integer field is below 2**53 in size (``MAX_INT``), so a receiver's +1 still encodes.
@@ -133,7 +134,7 @@ OPTIONAL: Dict[Kind, Dict[str, type]] = {
     Kind.TASK: {"ttl_s": float, "token": str},
     Kind.ACK: {"refused": list, "reason": str, "retry_s": float},
     Kind.RESULT: {"token": str, "outcome": str, "reason": str, "detail": str},
-    Kind.HEARTBEAT: {"no_route": int},
+    Kind.HEARTBEAT: {"no_route": int, "policy": str, "dtoee_timing": list},
 }
 # -- policy fields (DIMEE/MLCI, docs/dimee-mlci.md): optional: no new version ----------------
 OPTIONAL[Kind.TASK].update({"level": int, "ens": list, "ens_w": float})
@@ -201,9 +202,7 @@ def answer_fields(client_id: str, source: str, outcome: str, reason: str,
 
 def topic(node_id: str) -> bytes:
     """Control-plane topic frame for messages addressed to ``node_id`` (BROADCAST for all).
-
-    The trailing '|' keeps SUB prefix matching exact ("w1" does not receive "w10"'s messages).
-    """
+    The trailing '|' keeps SUB prefix matching exact ("w1" does not receive "w10"'s messages)."""
     return (node_id + "|").encode("utf-8")
 
 
