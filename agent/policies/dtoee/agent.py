@@ -221,7 +221,7 @@ class DtoeePolicy(AgentPolicy):
                             Kind.DTOEE_STAGE):
             return []
         out: List[Outgoing] = []
-        # a slot ahead of this node's clock: a clock off (or junk); behind: stale (below)
+        # a slot ahead: a clock off or another slot_length_s (or junk); behind: stale (below)
         skew = D.slot_skew(msg.slot, int(self.wall() // self.slot_length_s), self.slot_length_s)
         if skew:
             raise ValueError(skew)

@@ -315,14 +315,51 @@ def quiet_streak(previous: int, moved: float, tolerance: float, thresholds_chang
     return min([int(previous)] + [int(q) for q in heard]) + 1
 
 
+# Slots more than a day apart more likely come from another slot_length_s than from a clock
+# that far off (NTP keeps fleets within seconds); the sender's length is then estimated.
+CLOCK_SKEW_PLAUSIBLE_S = 86400.0
+SLOT_LENGTH_RANGE_S = (0.001, 86400.0)  # a config's slot_length_s bounds (config.checks)
+
+
+def sender_slot_length_s(slot: int, now_slot: int, slot_length_s: float) -> float:
+    """The slot length with which a sender's ``slot`` number fits this node's wall clock
+    (about ``now_slot * slot_length_s``): the sender's own slot length when the two clocks
+    agree and only the lengths differ; 0.0 for a slot below 1."""
+    if slot < 1:
+        return 0.0
+    return (now_slot + 0.5) * slot_length_s / slot
+
+
 def slot_skew(slot: int, now_slot: int, slot_length_s: float) -> str:
     """Why a message of ``slot`` cannot come from a node whose wall clock is within a slot of
-    this one's (now in ``now_slot``): it is more than one slot ahead; "" otherwise. DTO-EE's
-    slots follow each node's own clock: a node whose clock is off by more takes no part in its
-    neighbours' phases. (A message more than a slot behind is only stale: a node that was
-    paused sends and reads those, and the node whose clock is behind says so.)"""
+    this one's (now in ``now_slot``) and whose slots are as long: "" when it can. DTO-EE's
+    slots follow each node's own clock: a node whose clock is off by more than a slot takes no
+    part in its neighbours' phases. A message more than one slot ahead names the clock skew
+    and NTP. A message more than a slot behind is only stale (a node that was paused sends and
+    reads those, and the node whose clock is behind says so): "".
+
+    Either way, when the slots imply more than a day between the clocks and the slot length
+    that fits the sender's slot number to this node's clock (``sender_slot_length_s``) is a
+    valid one more than 1% off this node's, the likely cause is another ``slot_length_s`` on
+    the sender (a node rendered from another topology or edited by hand): the text names both
+    lengths and the fix (one render for every node)."""
     d = slot - now_slot
-    if d <= 1:
+    if -1 <= d <= 1:
+        return ""
+    theirs_s = sender_slot_length_s(slot, now_slot, slot_length_s)
+    lo_s, hi_s = SLOT_LENGTH_RANGE_S
+    if (abs(d) * slot_length_s > CLOCK_SKEW_PLAUSIBLE_S and lo_s <= theirs_s <= hi_s
+            and abs(theirs_s / slot_length_s - 1.0) > 0.01):
+        return ("slot %d is %d slots %s this node's (%d): the sender's slot_length_s "
+                "probably differs from this node's: its slot number fits our wall clock with "
+                "slots of about %g s, this node's are %g s (else the clocks are about %.0f "
+                "days apart: sync them (NTP)); slot_length_s, rounds_per_slot and "
+                "round_interval_s must be equal on every node: render every node's config from "
+                "one topology (edge-agent fleet render), copy it to every device and restart "
+                "the agents" % (slot, abs(d), "ahead of" if d > 0 else "behind", now_slot,
+                                float("%.3g" % theirs_s), slot_length_s,
+                                abs(d) * slot_length_s / 86400.0))
+    if d < 0:
         return ""
     return ("slot %d is %d slots ahead of this node's (%d): the sender's wall clock is about "
             "%.0f s ahead of ours (or ours behind); DTO-EE needs the nodes' clocks within a "
