@@ -26,7 +26,10 @@ All or nothing: node ids, hosts, the rate and OUT are checked first, every node'
 parsed before any device file is written, and it is all written into a new folder next to OUT
 (holding a copy of OUT/keys: existing keys are kept, never made again) that replaces OUT only
 when everything succeeded. A failed render leaves OUT as it was; a render never mixes with an
-earlier one's devices. OUT may hold only what a render writes (``RENDERED``).
+earlier one's devices. OUT may hold only what a render writes (``RENDERED``). A render over an
+earlier one names the nodes it drops, on the console and on every sheet: their public keys
+stay in every device's allow-list until the sheet's copy step replaces it
+(``agent.fleet.render_notes``).
 """
 
 from __future__ import annotations
@@ -42,7 +45,9 @@ from typing import Dict, List, Sequence, Tuple
 from agent.config.node import ConfigError, NodeConfig, dump_config, parse_config
 from agent.errors import UsageError
 from agent.fleet.inventory import Host
-from agent.fleet.replay import place_replay, replay_set, sheet_lines, write_replay
+from agent.fleet.render_notes import (ETC, removed_nodes, removed_summary, retired_keys,
+                                      sheet_text)
+from agent.fleet.replay import place_replay, replay_set, write_replay
 from agent.ops.atomic import replace_dir, write_atomic
 from agent.ops.state import DEFAULT_STATE_DIR
 from agent.testbed.fleet import KEPT_BY_RENDER, rendered_fleet
@@ -50,7 +55,6 @@ from agent.testbed.local import node_objects
 from agent.testbed.nodeparts import node_config_error
 from agent.testbed.topology import Topology
 
-ETC = "/etc/edge-agent"
 STATE = DEFAULT_STATE_DIR
 CACHE = "/var/cache/edge-agent"
 DEFAULT_BUNDLE = "/opt/edge-agent/bundle"
@@ -141,9 +145,11 @@ RENDERED = ("keys", "devices", "fleet.json", "testbed.json")  # what a render's 
 
 
 def render(topo: Topology, hosts: Dict[str, Host], opts: RenderOptions
-           ) -> Tuple[Dict[str, NodeConfig], List[str]]:
-    """Write every device's files (see the module docstring); returns the node configs and
-    the names of the keypairs made now (the others were kept from an earlier render).
+           ) -> Tuple[Dict[str, NodeConfig], List[str], List[str]]:
+    """Write every device's files (see the module docstring); returns the node configs, the
+    names of the keypairs made now (the others were kept from an earlier render) and the
+    nodes of the earlier render in ``out_dir`` that this one drops (every sheet names them:
+    their keys must leave every device's allow-list).
 
     All or nothing: everything is checked first (``check_render``), then written into a new
     folder next to ``out_dir`` (with a copy of the keys already there) and renamed into place
@@ -153,6 +159,7 @@ def render(topo: Topology, hosts: Dict[str, Host], opts: RenderOptions
     parent, name = os.path.split(out)
     tag = "%d-%s" % (os.getpid(), secrets.token_hex(4))
     stage = os.path.join(parent, ".%s.render-%s" % (name, tag))
+    removed = removed_nodes(out, topo.node_ids())
     try:
         os.makedirs(parent, exist_ok=True)
         os.mkdir(stage)
@@ -160,7 +167,7 @@ def render(topo: Topology, hosts: Dict[str, Host], opts: RenderOptions
             shutil.copymode(out, stage)
             if os.path.isdir(os.path.join(out, "keys")):
                 shutil.copytree(os.path.join(out, "keys"), os.path.join(stage, "keys"))
-        cfgs, made = _render_into(stage, topo, hosts, opts)
+        cfgs, made = _render_into(stage, topo, hosts, opts, removed)
         replace_dir(stage, out, os.path.join(parent, ".%s.old-%s" % (name, tag)))
     except OSError as exc:
         shutil.rmtree(stage, ignore_errors=True)
@@ -169,11 +176,11 @@ def render(topo: Topology, hosts: Dict[str, Host], opts: RenderOptions
     except BaseException:
         shutil.rmtree(stage, ignore_errors=True)
         raise
-    return cfgs, made
+    return cfgs, made, removed
 
 
-def _render_into(stage: str, topo: Topology, hosts: Dict[str, Host], opts: RenderOptions
-                 ) -> Tuple[Dict[str, NodeConfig], List[str]]:
+def _render_into(stage: str, topo: Topology, hosts: Dict[str, Host], opts: RenderOptions,
+                 removed: List[str]) -> Tuple[Dict[str, NodeConfig], List[str]]:
     """``render`` into the folder ``stage``: keys, then every node's config (all parsed before
     any device file is written), then the files; paths shown to the user name ``out_dir``."""
     replay = replay_set(topo)  # the workstation's file, copied to each source's files
@@ -223,7 +230,7 @@ def _render_into(stage: str, topo: Topology, hosts: Dict[str, Host], opts: Rende
         _write_device(stage, topo, n, cfg, opts)
         write_replay(os.path.join(stage, "devices", n, "etc", "edge-agent"), replay, cfg)
     _write_manifest(stage, topo, hosts, cfgs, opts)
-    _write_sheets(stage, topo, hosts, cfgs, opts, replay)
+    _write_sheets(stage, hosts, cfgs, opts, replay, removed)
     if not opts.rate_tasks_s:
         write_atomic(os.path.join(stage, DRIVE_TOPOLOGY),
                      json.dumps(drive_topology(topo, hosts, opts), indent=1) + "\n")
@@ -319,63 +326,28 @@ def _write_manifest(out: str, topo: Topology, hosts: Dict[str, Host],
                  json.dumps(manifest_object(topo, hosts, cfgs, opts), indent=1) + "\n")
 
 
-def sheet_text(n: str, h: Host, cfg: NodeConfig, out: str, replay: str = "") -> str:
-    """The per-device sheet: what to copy to device ``n`` and what to run there (paths and
-    the login shell-quoted where they need it; the inventory already refuses odd hosts and
-    users)."""
-    from shlex import quote
-
-    at = "[%s]" % h.host if ":" in h.host else h.host  # scp's form of an IPv6 address
-    login = ("%s@%s" % (h.user, at)) if h.user else at
-    lines = ["%s: %s" % (n, "worker, stage %d" % cfg.stage if cfg.stage else "source"),
-             "host %s; control %s, data %s%s" % (h.host, h.control_port, h.data_port,
-                                                  ", client %d" % h.client_port
-                                                  if cfg.client_bind else ""),
-             "",
-             "1. on the workstation: copy the device's files",
-             "   scp -r %s %s" % (quote(os.path.join(out, "devices", n, "etc", "edge-agent")),
-                                    quote(login + ":edge-agent-files")),
-             "2. on %s: install the service (from a clone of the repository), then the files"
-             % n,
-             "   sudo python3 -m agent install --instance %s" % n,
-             "   sudo cp -r edge-agent-files/. /etc/edge-agent/ && rm -r edge-agent-files",
-             "   sudo chown -R edge-agent:edge-agent /etc/edge-agent/keys",
-             "   sudo chown root:edge-agent /etc/edge-agent/%s.toml" % n] + sheet_lines(
-                 replay, cfg) + [
-             "   sudo mkdir -p %s && sudo cp -r BUNDLE/. %s" % (quote(cfg.bundle),
-                                                                 quote(cfg.bundle + "/"))]
-    doctor = "   sudo -u edge-agent /opt/edge-agent/venv/bin/edge-agent doctor"
-    worker = cfg.role == "worker"
-    if worker:  # the node's own check reads the profile calibrate writes
-        lines += ["3. check the device, as the service user", doctor,
-                  "4. calibrate (the agents on the box stop while it runs)",
-                  "   sudo systemctl start edge-agent-calibrate"]
-    lines += ["%d. check the %snode's start-up, as the service user"
-              % ((5, "") if worker else (3, "device and the ")),
-              doctor + " --config /etc/edge-agent/%s.toml" % n,
-              "%d. start" % (6 if worker else 4), "   sudo systemctl start edge-agent@%s" % n,
-              "   systemctl status edge-agent@%s" % n, ""]
-    return "\n".join(lines)
-
-
-def _write_sheets(stage: str, topo: Topology, hosts: Dict[str, Host],
-                  cfgs: Dict[str, NodeConfig], opts: RenderOptions, replay: str) -> None:
-    """Every ``SHEET.txt``, written in ``stage``, naming the files where they will be."""
+def _write_sheets(stage: str, hosts: Dict[str, Host], cfgs: Dict[str, NodeConfig],
+                  opts: RenderOptions, replay: str, removed: List[str]) -> None:
+    """Every ``SHEET.txt``, written in ``stage``, naming the files where they will be (and the
+    nodes that left the fleet since the earlier render)."""
     for n, cfg in cfgs.items():
         write_atomic(os.path.join(stage, "devices", n, "SHEET.txt"),
-                     sheet_text(n, hosts[n], cfg, os.path.abspath(opts.out_dir), replay),
-                     perms=0o644)
+                     sheet_text(n, hosts[n], cfg, os.path.abspath(opts.out_dir), replay,
+                                removed), perms=0o644)
 
 
 def summary_lines(topo: Topology, hosts: Dict[str, Host], cfgs: Dict[str, NodeConfig],
-                  made: List[str], out: str, opts: RenderOptions) -> List[str]:
-    """What ``fleet render`` prints."""
+                  made: List[str], out: str, opts: RenderOptions,
+                  removed: Sequence[str] = ()) -> List[str]:
+    """What ``fleet render`` prints (``removed``: the earlier render's nodes it dropped)."""
     lines = ["%-8s %-6s %-5s %-16s %s" % ("node", "role", "stage", "host", "peers")]
     for n, cfg in cfgs.items():
         lines.append("%-8s %-6s %-5s %-16s %s" % (n, cfg.role, cfg.stage or "-", hosts[n].host,
                                                   ", ".join(p.id for p in cfg.peers)))
     kept = len(topo.node_ids()) + len(opts.clients) - len(made)
     lines.append("keys: %d made, %d kept (%s)" % (len(made), kept, os.path.join(out, "keys")))
+    lines += removed_summary(removed, retired_keys(os.path.join(out, "keys"), topo.node_ids()),
+                             out)
     if not opts.emulate and (topo.capacities_emulated
                              or any(l.rate_bytes_s is not None for l in topo.links)):
         lines.append("emulation off: devices measure their capacity; link rates are priors "

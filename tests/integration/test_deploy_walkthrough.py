@@ -86,7 +86,7 @@ def test_the_documented_walkthrough_runs_on_a_loopback_fleet(tmp_path):
                           stderr=subprocess.PIPE, universal_newlines=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     shutil.copytree(tiny, os.path.join(root, "opt", "edge-agent", "bundle"))
-    for n in nodes:  # `sudo cp -r edge-agent-files/. /etc/edge-agent/` (chown: same user here)
+    for n in nodes:  # the sheet's copy step (`sudo rm -rf .../fleet && sudo cp -r ...`)
         _copy_tree(os.path.join(work, "fleet-out", "devices", n, "etc", "edge-agent"),
                    os.path.join(root, "etc", "edge-agent"))
 
