@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import sys
 from typing import List, Optional, Set, Tuple
 
@@ -13,6 +12,7 @@ from agent.commands.profile import THREADS_MAX, threads_arg
 from agent.config.checks import MAX_INTERVAL_S
 from agent.errors import UsageError
 from agent.ops.files import FileFault, check_output_file
+from agent.ops.running import agents_running_text, running_agents
 from agent.ops.state import DEFAULT_STATE_DIR, default_state_dir
 
 HELP = "measure capacity (FLOP/s) per power mode and stage engine into a calibration profile"
@@ -245,99 +245,6 @@ def run(args: argparse.Namespace) -> int:
         )
     )
     return 1 if result.restore_error else 0
-
-
-def _agent_config(argv: List[str]) -> str:
-    """The ``--config`` of an ``edge-agent run`` command line (the console script, or ``python
-    -m agent``, global options before ``run``); "" for any other command."""
-    for j, word in enumerate(argv):
-        if os.path.basename(word) == "edge-agent" or (word == "agent" and argv[j - 1:j] == ["-m"]):
-            rest = argv[j + 1:]
-            k = 0
-            while k < len(rest) and rest[k].startswith("-"):  # --log-level X, --log-level=X
-                k += 2 if rest[k] == "--log-level" else 1
-            if rest[k:k + 1] != ["run"]:
-                return ""
-            for i, arg in enumerate(rest[k + 1:], k + 1):
-                if arg.startswith("--config="):
-                    return arg[len("--config="):]
-                if arg == "--config" and i + 1 < len(rest):
-                    return rest[i + 1]
-            return ""
-    return ""
-
-
-def _state_dir_of(config: str) -> str:
-    """The ``state_dir`` a node config names (relative: to the config's folder, as the agent
-    reads it); "" when it cannot be read."""
-    from agent.ops.files import CONFIG_MAX_BYTES, read_bounded
-
-    try:  # Python 3.11+
-        import tomllib as toml
-    except ImportError:  # pragma: no cover - Python < 3.11
-        import tomli as toml  # type: ignore[no-redef]
-    try:
-        value = toml.loads(read_bounded(config, "config", CONFIG_MAX_BYTES).decode("utf-8")).get(
-            "state_dir")
-    except (FileFault, OSError, ValueError):  # TOMLDecodeError and UnicodeError are ValueErrors
-        return ""
-    if not isinstance(value, str) or not value:
-        return ""
-    return os.path.join(os.path.dirname(os.path.abspath(config)), value)
-
-
-def running_agents(state_dir: str, proc: str = "/proc") -> List[Tuple[int, str, str]]:
-    """Every ``edge-agent run`` process whose node config keeps its state in ``state_dir`` or
-    a folder below it (a device's agents: /var/lib/edge-agent/NODE under calibrate's
-    /var/lib/edge-agent), as (pid, config path, its systemd unit or ""). Found in ``proc``
-    (Linux); processes this user cannot see or whose config it cannot read are not found."""
-    try:
-        pids = sorted(int(p) for p in os.listdir(proc) if p.isdigit())
-    except OSError:
-        return []
-    base = os.path.realpath(state_dir).rstrip(os.sep) + os.sep
-    found = []
-    for pid in pids:
-        where = os.path.join(proc, str(pid))
-        try:
-            with open(os.path.join(where, "cmdline"), "rb") as f:
-                argv = f.read().decode("utf-8", "replace").split("\0")
-            config = _agent_config(argv)
-            if config and not os.path.isabs(config):  # as the agent opened it: from its cwd
-                config = os.path.join(os.readlink(os.path.join(where, "cwd")), config)
-        except OSError:  # gone meanwhile, or not ours to read
-            continue
-        agent_dir = _state_dir_of(config) if config and pid != os.getpid() else ""
-        if not agent_dir or not (os.path.realpath(agent_dir) + os.sep).startswith(base):
-            continue
-        unit = ""
-        try:
-            with open(os.path.join(where, "cgroup")) as f:
-                units = re.findall(r"edge-agent@[^/\s]+\.service", f.read())
-            unit = units[-1] if units else ""
-        except OSError:
-            pass
-        found.append((pid, config, unit))
-    return found
-
-
-def agents_running_text(agents: List[Tuple[int, str, str]], state_dir: str) -> str:
-    """What runs (``running_agents``) and how to stop it: the one line that refuses the
-    calibration (the calibration unit stops and restarts the systemd ones itself)."""
-    names = ["%s (pid %d, %s)" % (os.path.splitext(os.path.basename(c))[0], pid, unit or c)
-             for pid, c, unit in agents]
-    one = len(agents) == 1
-    if any(unit for _, _, unit in agents):
-        how = ("stop %s first (sudo systemctl stop edge-agent.target; start it again "
-               "afterwards), or run sudo systemctl start edge-agent-calibrate, which does both"
-               % ("it" if one else "them"))
-    else:
-        how = "stop %s first (kill %s)" % ("it" if one else "them",
-                                           " ".join(str(pid) for pid, _, _ in agents))
-    return ("agent%s %s %s running with %s state in %s: %s work would compete with the "
-            "measurement for the CPU and GPU and skew it: %s; --force measures anyway"
-            % ("" if one else "s", ", ".join(names), "is" if one else "are",
-               "its" if one else "their", state_dir, "its" if one else "their", how))
 
 
 def _preflight(profile_path: str) -> None:

@@ -16,7 +16,7 @@ import sys
 
 import pytest
 
-from agent.commands.calibrate import running_agents
+from agent.ops.running import running_agents
 from tests.integration.calibration_fixtures import REPO, calibration_bundle
 
 

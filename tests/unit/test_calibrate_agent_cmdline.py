@@ -5,7 +5,7 @@ pid and unit, and the way to stop it that fits (systemd or kill)."""
 
 from __future__ import annotations
 
-from agent.commands.calibrate import _agent_config, agents_running_text
+from agent.ops.running import _agent_config, agents_running_text
 
 
 def test_the_agents_command_line_forms_give_their_config_and_others_none():
