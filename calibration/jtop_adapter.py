@@ -21,12 +21,14 @@ Only documented attributes are used::
 Parsing is separate from reading: the ``parse_*`` functions take those dicts (as recorded in
 tests) and return plain values; ``JetsonDevice`` only reads attributes. Off-Jetson, without
 jetson-stats or without its service, ``open_device`` raises ``JtopUnavailable`` with one clear
-line, and callers take the CPU path.
+line, and callers take the CPU path off a Jetson; on one (an L4T release file) they refuse to
+name or measure a mode without it (``PowerModeUnknown``; docs/jetson.md).
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 from dataclasses import dataclass, field
 from typing import Any, Dict, Iterator, List, Mapping, Optional, Tuple
 
@@ -46,7 +48,38 @@ def _release(version: str) -> Tuple[int, ...]:
 
 
 class JtopUnavailable(Exception):
-    """jtop cannot be used here (not installed, not a Jetson, service down); one-line reason."""
+    """jtop cannot be used here (not installed, not a Jetson, service down); one-line reason.
+    ``reason``: the cause alone, without a hint on what to do (callers add their own fix)."""
+
+    def __init__(self, message: str, reason: str = "") -> None:
+        super().__init__(message)
+        self.reason = reason or message
+
+
+class NoPowerModes(JtopUnavailable):
+    """jtop answers but the board has no nvpmodel: one mode, measured as the CPU path's."""
+
+
+class PowerModeUnknown(JtopUnavailable):
+    """On a Jetson (an L4T release file) jtop cannot say the active power mode: the mode is
+    unknown, never the CPU path's name. The message holds the cause and the fix."""
+
+
+def unreachable_fix(user: str) -> str:
+    """The runnable fixes of a jtop service that ``user`` cannot reach: the group (a process
+    gets it when it starts) or the service."""
+    return ("add %s to group jtop (sudo usermod -aG jtop %s) and restart it, or start "
+            "jtop.service (sudo systemctl enable --now jtop.service)" % (user, user))
+
+
+def current_user() -> str:
+    """Name of the user this process runs as (its uid where the user database has none)."""
+    import pwd
+
+    try:
+        return pwd.getpwuid(os.geteuid()).pw_name
+    except KeyError:
+        return str(os.geteuid())
 
 
 @dataclass(frozen=True)
@@ -293,14 +326,14 @@ def open_device(jtop_module: Any = None, interval_s: float = 0.5) -> Iterator[Je
         j = jtop_module.jtop(interval=interval_s)
         j.__enter__()
     except error as exc:  # its messages hold line breaks: one log line each
-        raise JtopUnavailable("jtop service not reachable (%s); is jtop.service running here?"
-                              % " ".join(str(exc).split()))
+        reason = "jtop service not reachable (%s)" % " ".join(str(exc).split())
+        raise JtopUnavailable(reason + "; is jtop.service running here?", reason)
     except OSError as exc:
         raise JtopUnavailable("jtop service not reachable (%s)" % exc)
     try:
         device = JetsonDevice(j, unavailable_error=error)
         if not device.has_nvpmodel():
-            raise JtopUnavailable("this board has no nvpmodel power modes")
+            raise NoPowerModes("this board has no nvpmodel power modes")
         yield device
     finally:
         j.__exit__(None, None, None)

@@ -89,6 +89,15 @@ class OnlineCapacityEstimator:
         else:
             self.drifting = d > self.drift_fraction
 
+    def rebase(self, capacity_flops: float) -> None:
+        """Start again from ``capacity_flops`` (a new power mode's calibrated mu): it becomes
+        the initial value and the estimate, and the drift flag is off."""
+        if not (capacity_flops > 0 and math.isfinite(capacity_flops)):
+            raise ValueError("capacity_flops must be positive, got %r" % (capacity_flops,))
+        self.initial_capacity_flops = float(capacity_flops)
+        self._service_time_s = self.flops_per_task / float(capacity_flops)
+        self.drifting = False
+
     @property
     def service_time_s(self) -> Optional[float]:
         """Smoothed service time (seconds), None before any value is known."""

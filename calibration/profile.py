@@ -26,6 +26,7 @@ from agent.config.fields import is_finite
 from agent.config.jsonfile import loads
 from agent.errors import UsageError
 from agent.ops.atomic import write_atomic
+from calibration.profile_match import find_entry  # noqa: F401 - the matching rule's home
 
 log = logging.getLogger(__name__)
 
@@ -315,16 +316,6 @@ def update_profile(
 # ---------------------------------------------------------------- queries
 
 
-def find_entry(profile: Profile, board: str, l4t: str, power_mode: str, stage_sha256: str,
-               backend: str, precision: str) -> Optional[ProfileEntry]:
-    """The entry with exactly this key, or None."""
-    key = (board, l4t, power_mode, stage_sha256, backend, precision)
-    for entry in profile.entries:
-        if entry.key() == key:
-            return entry
-    return None
-
-
 def stale_entries(profile: Profile, bundle_name: str, stage_hashes: Mapping[int, str]) -> List[ProfileEntry]:
     """Entries of bundle ``bundle_name`` whose stage now has another ONNX hash (the engine
     changed since they were measured). ``stage_hashes`` maps stage index -> current sha256."""
@@ -333,14 +324,27 @@ def stale_entries(profile: Profile, bundle_name: str, stage_hashes: Mapping[int,
 
 
 def current_power_mode(jtop_factory=None, root: str = "/") -> str:
-    """Name of the active power mode: the nvpmodel name through jtop, else the CPU-path name."""
+    """Name of the active power mode: the nvpmodel name through jtop; off a Jetson (and on one
+    without nvpmodel) the CPU-path name. On a Jetson -- an L4T release file under ``root`` --
+    whose jtop service cannot be reached raises ``jtop_adapter.PowerModeUnknown`` (one line:
+    the cause and the fix): the CPU-path name there would find no entry, or a wrong one."""
     from calibration import host, jtop_adapter
+    from engines.accelerator import TEGRA_RELEASE, is_jetson
 
     try:
         with jtop_adapter.open_device(jtop_factory) as device:
             return device.current_mode().name
-    except jtop_adapter.JtopUnavailable:
+    except jtop_adapter.NoPowerModes:
         return host.read_cpu_mode_name(root)
+    except jtop_adapter.JtopUnavailable as exc:
+        if not is_jetson(root):
+            return host.read_cpu_mode_name(root)
+        user = jtop_adapter.current_user()
+        raise jtop_adapter.PowerModeUnknown(
+            "%s on this Jetson (%s): the power mode is unknown; %s, or set power_mode = "
+            "\"NAME\" in the node config" % (exc.reason, TEGRA_RELEASE,
+                                               jtop_adapter.unreachable_fix(user)),
+            exc.reason) from None
 
 
 def lookup_capacity(
@@ -357,17 +361,23 @@ def lookup_capacity(
     with ``backend`` -- the backend actually used, "tensorrt" or "onnxruntime" -- and
     ``precision``). ``power_mode`` defaults to the mode active now. Returns None when the profile
     file does not exist or holds no entry for this board, L4T release, mode and engine (an entry
-    measured for a previous version of the stage does not match: it is stale). A malformed
-    profile raises ``ProfileError``. ``host_identity`` (a ``HostIdentity``) defaults to this
-    machine's.
+    measured for a previous version of the stage does not match: it is stale), and, logged at
+    WARNING with the fix, on a Jetson whose active mode jtop cannot say (``PowerModeUnknown``).
+    A malformed profile raises ``ProfileError``. ``host_identity`` (a ``HostIdentity``)
+    defaults to this machine's.
     """
     from calibration import host
+    from calibration.jtop_adapter import PowerModeUnknown
 
     if not profile_path or not os.path.exists(profile_path):
         return None
     profile = load_profile(profile_path)
     ident = host_identity if host_identity is not None else host.read_host_identity()
-    mode = power_mode if power_mode is not None else current_power_mode()
+    try:
+        mode = power_mode if power_mode is not None else current_power_mode()
+    except PowerModeUnknown as exc:  # no entry is right for a mode not known: time the engine
+        log.warning("%s: no entry used for stage %d: %s", profile_path, stage.index, exc)
+        return None
     entry = find_entry(profile, ident.board, ident.l4t, mode, stage.sha256, backend, precision)
     if entry is None:
         return None

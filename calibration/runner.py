@@ -5,9 +5,9 @@ On a Jetson with jetson-stats the modes are nvpmodel modes switched through jtop
 mode is saved to the state directory before the first switch and restored on every way out
 (normal end, exception, SIGINT/SIGTERM -- which are turned into ``CalibrationInterrupted``
 while a run is in progress), and by the next run if this one died. Without jtop (CI, a
-workstation, a Jetson without the service) there is one mode, named after the CPU governor and
-frequency, measured the same way. Results are written after each stage, so an interrupted run
-keeps every stage it finished.
+workstation) there is one mode, named after the CPU governor and frequency, measured the same
+way; a Jetson whose jtop service cannot be reached is refused (``refuse_cpu_path_on_jetson``).
+Results are written after each stage, so an interrupted run keeps every stage it finished.
 """
 
 from __future__ import annotations
@@ -282,13 +282,31 @@ def _jetson_path(ctx: dict, device: jtop_adapter.JetsonDevice, result: Calibrati
                 )
 
 
+def refuse_cpu_path_on_jetson(exc: jtop_adapter.JtopUnavailable, root: str = "/") -> None:
+    """UsageError (exit 2, one line with the fix) when jtop is unavailable (``exc``) on a Jetson,
+    an L4T release file under ``root``: its modes can be neither switched nor named, and the CPU
+    path's entry would be filed under the Jetson's board, where no agent finds it (or a wrong
+    one does). A Jetson whose jtop answers but has no nvpmodel (``NoPowerModes``) is measured
+    as one mode, as before."""
+    from engines.accelerator import TEGRA_RELEASE, is_jetson
+
+    if isinstance(exc, jtop_adapter.NoPowerModes) or not is_jetson(root):
+        return
+    raise UsageError("%s on this Jetson (%s): calibrate names and switches power modes through "
+                     "it and writes no CPU-path entry here; %s, then run calibrate again"
+                     % (exc.reason, TEGRA_RELEASE,
+                        jtop_adapter.unreachable_fix(jtop_adapter.current_user())))
+
+
 def calibrate(
     cfg: CalibrationConfig,
     jtop_module: Any = None,
     stream: Optional[TextIO] = None,
+    root: str = "/",
 ) -> CalibrationResult:
     """Run a calibration (see the module docstring). ``jtop_module`` is passed to
-    ``jtop_adapter.open_device`` (None: the installed jetson-stats)."""
+    ``jtop_adapter.open_device`` (None: the installed jetson-stats); ``root``: where the
+    board's identity and L4T release file are read."""
     import filelock
 
     from engines.loader import load_engine, unloadable
@@ -304,7 +322,7 @@ def calibrate(
     check_measurable([bundle.stage(i) for i in wanted])
     explicit_ids = parse_modes(cfg.modes)
     os.makedirs(cfg.state_dir, exist_ok=True)
-    ident = host.read_host_identity()
+    ident = host.read_host_identity(root)
     result = CalibrationResult()
     lock = filelock.FileLock(os.path.join(cfg.state_dir, RUN_LOCK_FILE), timeout=0)
     try:
@@ -320,6 +338,7 @@ def calibrate(
             except jtop_adapter.JtopUnavailable as exc:
                 if explicit_ids is not None:
                     raise UsageError("--modes %s needs jetson-stats' jtop service: %s" % (cfg.modes, exc))
+                refuse_cpu_path_on_jetson(exc, root)
                 logger.warning("%s; calibrating the CPU path (one mode)", exc)
             if device is not None:
                 _recover_mode(cfg, device)

@@ -121,6 +121,7 @@ class NodeConfig:
     engine_cache_dir: str = ""  # TensorRT plan cache; "" = $CACHE_DIRECTORY/trt, else ~/.cache
     capacity_profile: str = ""  # calibration profile file; "" = time the engine at start-up
     power_mode: str = ""  # power mode name to look up in the calibration profile; "" = current
+    power_mode_check_interval_s: float = 5.0  # worker, power_mode "": re-read the mode this often
     warmup_runs: int = 5  # start-up timing: runs discarded before measuring
     timing_runs: int = 20  # start-up timing: runs whose median gives the service time
     emulate_capacity_flops: float = 0.0  # >0: pad service time to flops / this (slower device)
@@ -280,7 +281,7 @@ def parse_config(obj: Any, base_dir: str = ".", where: str = "config") -> NodeCo
     kw["tradeoff"] = tradeoff
     for key in ("slot_length_s", "round_interval_s", "heartbeat_interval_s", "ack_timeout_s",
                 "result_timeout_s", "status_interval_s", "records_flush_interval_s",
-                "drain_timeout_s"):
+                "drain_timeout_s", "power_mode_check_interval_s"):
         kw[key] = r.num(key, dflt(key), lo=MIN_INTERVAL_S)
     for key in ("rounds_per_slot", "neighbour_timeout_rounds", "max_attempts", "timing_runs",
                 "records_keep_files"):

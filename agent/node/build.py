@@ -39,6 +39,7 @@ from agent.node.head_logits import LogitsInferenceThread
 from agent.node.inference import InferenceThread
 from agent.node.loop import Node
 from agent.node.outbox import Outbox
+from agent.node.powerwatch import attach as watch_power_mode
 from agent.node.records import RecordWriter
 from agent.ops.boot import read_boot_id
 from agent.node.role import Role
@@ -55,7 +56,6 @@ from agent.policies import registry
 from agent.policies.thresholds import thresholds_to_wire
 from agent.protocol import wire
 from calibration.online import OnlineCapacityEstimator
-from calibration.profile import current_power_mode
 from engines.accelerator import check_engines, report_engines, resolve_accelerator
 from engines.loader import load_engine, unloadable
 from engines.bundle import Bundle, load_bundle
@@ -228,17 +228,11 @@ def load_engines(cfg: NodeConfig, bundle: Bundle,
 
 
 def report_node(cfg: NodeConfig, metrics: Any) -> None:
-    """What the agent is, every configured neighbour (0 until heard), and a worker's power
-    mode: the configured one, else the one active now (jtop, or the CPU path)."""
+    """What the agent is and every configured neighbour (0 until heard); a worker's power
+    mode is reported (and watched) by ``agent.node.powerwatch``."""
     metrics.node_info(cfg.role, cfg.stage, cfg.policy)
     for p in cfg.peers:
         metrics.neighbour_alive(p.id, False)
-    if not cfg.metrics_port or cfg.role != "worker":
-        return
-    try:
-        metrics.power_mode(cfg.power_mode or current_power_mode())
-    except Exception as exc:  # a metrics label must never keep the agent from serving
-        log.warning("power mode unknown for metrics: %s", exc)
 
 
 def restore_policy(policy: AgentPolicy, hooks: NodeHooks, store: StateStore) -> Optional[dict]:
@@ -289,6 +283,7 @@ def _build(cfg: NodeConfig, notifier: Any, ctx: Optional[zmq.Context],
     store = StateStore(cfg.state_dir)
     runner = None
     engines: Dict[int, Any] = {}
+    specs: Dict[int, Any] = {}
     if cfg.role == "worker":
         specs, engines = load_engines(cfg, bundle, notifier)
         runner_cls = LogitsInferenceThread if policy.wants_logits else InferenceThread
@@ -349,6 +344,7 @@ def _build(cfg: NodeConfig, notifier: Any, ctx: Optional[zmq.Context],
     if client_keys is not None:
         extra = lambda: dict(role.stats(), client_refused=refused[0])  # noqa: E731
     status = NodeStatus(cfg, policy, view, outbox.counters, extra)
+    watch_power_mode(cfg, capacity, view, metrics, hooks, status, specs, engines)
     node = Node(cfg, transport, policy, view, outbox, role, status, hooks)
     return BuiltNode(node, transport, metrics, runner, list(engines.values()))
 

@@ -13,9 +13,12 @@ current mu and service time it writes into the policies' ``NodeView``.
 
 Service times, at start-up and while serving, are the inference thread's (``Done.service_time_s``:
 no waits for the interpreter lock, see ``agent.node.inference``), so the two are comparable.
-A drift of mu from its start-up value is logged when the estimator's flag (with hysteresis)
-turns on, at most once per ``DRIFT_WARNING_INTERVAL_S``; flips within that time are counted and
-reported with the next line.
+A drift of mu from its expected value (the start-up value, or the profile's entry for a power
+mode the worker switched to while serving: ``Capacity.rebase``, from ``agent.node.powerwatch``)
+is logged when the estimator's flag (with hysteresis) turns on, and when it turns off, at most
+one line per ``DRIFT_WARNING_INTERVAL_S``: a change inside that time stays pending and is logged
+(with the count of flips in between) as soon as the interval has passed, by the next task or the
+next ``refresh``, so the last line always tells the flag as it is.
 """
 
 from __future__ import annotations
@@ -25,13 +28,14 @@ import os
 import statistics
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Optional
+from dataclasses import replace
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 
 from agent.ops.files import FileFault, check_regular_file
-from agent.ops.throttle import Throttle, more_since
-from calibration.profile import lookup_capacity
+from agent.node.profilekey import calibrate_hint, missing_entry
+from calibration.profile import current_power_mode, lookup_capacity
 from engines.bundle import check_measurable
 
 log = logging.getLogger(__name__)
@@ -47,14 +51,17 @@ class CapacityReport:
     service_time_s: float  # service time per task that mu corresponds to
     measured_capacity_flops: float  # mu of the real engine on this machine (0 if not timed)
     origin: str  # "profile", "timed" or "emulated"
+    power_mode: str = ""  # the power mode it was obtained in ("": unknown)
 
     def describe(self) -> str:
         """One line for logs and status."""
+        mode = ", mode %s" % self.power_mode if self.power_mode else ""
         if self.origin == "emulated":
-            return ("capacity %.3g FLOP/s EMULATED (engine measured %.3g FLOP/s, padded to %.2f ms)"
-                    % (self.capacity_flops, self.measured_capacity_flops, self.service_time_s * 1e3))
-        return "capacity %.3g FLOP/s (%s, %.2f ms per task)" % (
-            self.capacity_flops, self.origin, self.service_time_s * 1e3)
+            return ("capacity %.3g FLOP/s EMULATED (engine measured %.3g FLOP/s%s, padded to "
+                    "%.2f ms)" % (self.capacity_flops, self.measured_capacity_flops, mode,
+                                  self.service_time_s * 1e3))
+        return "capacity %.3g FLOP/s (%s%s, %.2f ms per task)" % (
+            self.capacity_flops, self.origin, mode, self.service_time_s * 1e3)
 
 
 def time_engine(run: Callable[[np.ndarray], Any], x: np.ndarray, warmup_runs: int,
@@ -116,41 +123,85 @@ def require_profile_file(path: str) -> None:
                         "at start" % exc) from None
 
 
+def engine_key(cfg: Any, engine: Any) -> Tuple[str, str]:
+    """(backend, precision) of a loaded engine as calibrate keys its entries: the backend
+    actually used, and the precision it runs (fp16 asked of an onnxruntime without TensorRT
+    runs, and was measured, as fp32)."""
+    used = ("tensorrt" if "tensorrt" in str(engine.info.get("backend", "")).lower()
+            else "onnxruntime")
+    return used, str(engine.info.get("precision") or cfg.precision)
+
+
+def profile_mu(cfg: Any, spec: Any, engine: Any, mode: str) -> Tuple[Optional[float], str]:
+    """mu of ``spec``'s engine in ``mode`` from ``cfg.capacity_profile``, or (None, why: which
+    part of the entry's key has no entry, and the calibrate command that writes it)."""
+    used, precision = engine_key(cfg, engine)
+    mu = lookup_capacity(cfg.capacity_profile, spec, used, precision, mode) if mode else None
+    if mu is not None:
+        return mu, ""
+    part, why = missing_entry(cfg.capacity_profile, spec, used, precision, mode)
+    return None, "%s (`%s` writes it)" % (why, calibrate_hint(
+        cfg.bundle, cfg.capacity_profile, used, precision, part))
+
+
+def mode_report(cfg: Any, specs: Dict[int, Any], engines: Dict[int, Any],
+                mode: str) -> Tuple[Optional[CapacityReport], str]:
+    """The worker's mu in ``mode`` from its calibration profile, every stage merged; or (None,
+    why) when a stage has no entry (``profile_mu``) or no profile is configured."""
+    if not cfg.capacity_profile:
+        return None, "no capacity_profile"
+    reports = []
+    for h, spec in specs.items():
+        mu, why = profile_mu(cfg, spec, engines[h], mode)
+        if mu is None:
+            return None, "stage %d: %s" % (spec.index, why)
+        reports.append(CapacityReport(mu, float(spec.flops) / mu, 0.0, "profile", mode))
+    merged = merge_reports(reports, float(sum(s.flops for s in specs.values())), False)
+    return replace(merged, power_mode=mode), ""
+
+
+def start_mode(cfg: Any, read: Callable[[], str] = current_power_mode) -> str:
+    """The power mode a worker starts in: the config's ``power_mode``, else the one active now
+    ("" when it cannot be read: logged)."""
+    if cfg.power_mode:
+        return cfg.power_mode
+    try:
+        return read()
+    except Exception as exc:  # jtop's own errors, psutil: the mode is only looked up
+        log.warning("power mode unknown (%s: %s); no profile entry can be found for it",
+                    type(exc).__name__, exc)
+        return ""
+
+
 def worker_capacity(cfg: Any, specs: Dict[int, Any], engines: Dict[int, Any],
                     run_stage: Callable[[np.ndarray, int], Any]) -> CapacityReport:
     """Start-up mu of a worker: per stage from its calibration profile or by timing
     ``run_stage(x, stage, pad=False)`` (the inference thread's ``run_one``: its
     ``Done.service_time_s``, on the clock the thread measures with while serving; with emulation
     the real engine's ``engine_time_s`` of an unpadded run, the emulated time being known),
-    merged."""
+    merged; the report names the power mode it was obtained in."""
     measured = _engine_time if cfg.emulate_capacity_flops > 0 else _service_time
     check_measurable(list(specs.values()))
+    mode = start_mode(cfg)
     reports = []
     for h, spec in specs.items():
         engine = engines[h]
-        profile_mu: Optional[float] = None
-        if cfg.capacity_profile:
-            used = ("tensorrt" if "tensorrt" in str(engine.info.get("backend", "")).lower()
-                    else "onnxruntime")
-            # the precision the engine runs, as calibrate stores it (fp16 asked of an
-            # onnxruntime without TensorRT runs, and was measured, as fp32)
-            precision = str(engine.info.get("precision") or cfg.precision)
-            profile_mu = lookup_capacity(cfg.capacity_profile, spec, used, precision,
-                                         cfg.power_mode or None)
-            if profile_mu is None:
-                # entries are keyed by backend and precision: say which, so a profile made
-                # with other ones is seen for what it is
-                log.warning("no current entry for stage %d (%s, %s, this mode) in %s; timing "
-                            "the engine instead (calibrate --backend %s --precision %s)",
-                            spec.index, used, precision, cfg.capacity_profile, used, precision)
+        profile: Optional[float] = None
+        if cfg.capacity_profile and cfg.emulate_capacity_flops <= 0:  # emulated: not read
+            profile, why = profile_mu(cfg, spec, engine, mode)
+            if profile is None:
+                log.warning("no calibration entry for stage %d in mode %s in %s: %s; timing the "
+                            "engine instead", spec.index, mode or "?", cfg.capacity_profile, why)
         x = np.zeros(spec.input_shape, dtype=spec.input_dtype)
         report = startup_capacity(float(spec.flops), lambda a, h=h: run_stage(a, h, pad=False), x,
                                   cfg.warmup_runs, cfg.timing_runs, cfg.emulate_capacity_flops,
-                                  profile_mu, measured=measured)
+                                  profile, measured=measured)
+        report = replace(report, power_mode=mode)
         log.info("stage %d on %s: %s", h, engine.info.get("backend", "?"), report.describe())
         reports.append(report)
-    return merge_reports(reports, float(sum(s.flops for s in specs.values())),
-                         cfg.emulate_capacity_flops > 0)
+    merged = merge_reports(reports, float(sum(s.flops for s in specs.values())),
+                           cfg.emulate_capacity_flops > 0)
+    return replace(merged, power_mode=mode)
 
 
 def _engine_time(done: Any) -> float:
@@ -165,7 +216,8 @@ class Capacity:
     """The one owner of this node's mu: start-up report, online estimator, current values.
 
     A source has no report (mu 0). With an estimator (``calibration.online``), observed service
-    times update mu; without one, mu stays the start-up value.
+    times update mu; without one, mu stays the start-up value. ``rebase`` makes a new expected
+    value (a power mode's profile entry) the baseline, as if the worker had started with it.
     """
 
     def __init__(self, report: Optional[CapacityReport] = None, estimator: Any = None,
@@ -174,9 +226,12 @@ class Capacity:
         self.estimator = estimator
         self.startup_capacity_flops = report.capacity_flops if report is not None else 0.0
         self.startup_service_time_s = report.service_time_s if report is not None else 0.0
-        self._last_drift = False
+        self.clock = clock
+        self._last_drift = False  # the estimator's drift flag as last seen
+        self._logged_drift = False  # ... as the last line told it
+        self._logged_at: Optional[float] = None  # clock() of the last drift line
+        self._flips = 0  # flag changes since that line
         self.drift_changes = 0  # times the drift flag turned on or off
-        self._drift_log = Throttle(DRIFT_WARNING_INTERVAL_S, clock)
 
     @property
     def capacity_flops(self) -> float:
@@ -193,30 +248,54 @@ class Capacity:
         return self.startup_service_time_s
 
     def observe(self, service_time_s: float) -> None:
-        """One task's service time; logs when mu drifts from its start-up value and when it
-        comes back (the estimator's flag, with hysteresis), at most once per
-        ``DRIFT_WARNING_INTERVAL_S``."""
+        """One task's service time; logs when mu drifts from its expected value and when it
+        comes back (the estimator's flag, with hysteresis; see the module docstring)."""
         if self.estimator is None:
             return
         self.estimator.observe(service_time_s)
         drifted = bool(getattr(self.estimator, "drifting", False))
-        if drifted == self._last_drift:
+        if drifted != self._last_drift:
+            self._last_drift = drifted
+            self.drift_changes += 1
+            self._flips += 1
+        self._log_drift()
+
+    def _log_drift(self) -> None:
+        """Log the drift flag when it differs from what the last line said and that line is
+        ``DRIFT_WARNING_INTERVAL_S`` old (or there is none), naming the flips in between."""
+        if self._last_drift == self._logged_drift:
             return
-        self._last_drift = drifted
-        self.drift_changes += 1
-        left = self._drift_log.due()
-        if left is None:
-            return
-        also = more_since(left, "more changes")
+        now = self.clock()
+        if self._logged_at is not None and now - self._logged_at < DRIFT_WARNING_INTERVAL_S:
+            return  # pending: the next observe or refresh after the interval logs it
+        also = (" (and %d more changes since the last line)" % (self._flips - 1)
+                if self._flips > 1 else "")
         mu = self.estimator.capacity_flops or 0.0
-        if drifted:
-            log.warning("capacity drifted: start-up %.3g FLOP/s, now %.3g FLOP/s%s",
-                        self.startup_capacity_flops, mu, also)
+        mode = (" in mode %s" % self.report.power_mode
+                if self.report is not None and self.report.power_mode else "")
+        if self._last_drift:
+            log.warning("capacity drifted: expected %.3g FLOP/s%s, now %.3g FLOP/s%s",
+                        self.startup_capacity_flops, mode, mu, also)
         else:
-            log.info("capacity back near its start-up value: %.3g FLOP/s (start-up %.3g)%s",
-                     mu, self.startup_capacity_flops, also)
+            log.info("capacity back near its expected value: %.3g FLOP/s (expected %.3g%s)%s",
+                     mu, self.startup_capacity_flops, mode, also)
+        self._logged_drift, self._logged_at, self._flips = self._last_drift, now, 0
+
+    def rebase(self, report: CapacityReport) -> None:
+        """Take ``report`` (a power mode's profile entry) as the expected mu: the start-up
+        values, the estimator's baseline and estimate start from it, the drift flag is off."""
+        self.report = report
+        self.startup_capacity_flops = report.capacity_flops
+        self.startup_service_time_s = report.service_time_s
+        if self.estimator is not None:
+            self.estimator.rebase(report.capacity_flops)
+        self._last_drift = self._logged_drift = False
+        self._flips = 0
 
     def refresh(self, view: Any) -> None:
-        """Write the current mu and service time into the policies' ``NodeView``."""
+        """Write the current mu and service time into the policies' ``NodeView`` (and log a
+        drift change left pending by the one-line-per-interval limit)."""
+        if self.estimator is not None:
+            self._log_drift()
         view.capacity_flops = self.capacity_flops
         view.service_time_s = self.service_time_s

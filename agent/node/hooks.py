@@ -7,6 +7,8 @@ testbed use. The loop calls:
 - ``health(ok)`` once per loop iteration: sends the systemd watchdog ping at most every
   ``watchdog_interval_s`` (from the main loop, not a thread, so a stuck loop stops the pings);
 - ``gauges(view, routing, thresholds)`` every heartbeat: queue lengths, mu, routing, thresholds;
+  first, a worker's power-mode watch (``power``, ``agent.node.powerwatch``) takes its newest
+  reading, so a mode switch reaches mu, the view and these gauges within a heartbeat;
 - ``save_state(dict)`` each slot: the policy's state, atomically (``StateStore``); a failed
   save (full or read-only disk) is counted (``state_save_failed``, and in metrics) and logged
   at most once a minute, and the agent keeps serving.
@@ -40,6 +42,7 @@ class NodeHooks:
         self._last_ping = -1e18
         self._unhealthy_logged = False
         self.count: Callable[[str], None] = lambda name: None  # the node's counters (build sets it)
+        self.power: Any = None  # a worker's PowerModeWatch (powerwatch.attach sets it)
         self.state_faults = WriteFaults("state " + str(getattr(state_store, "path", "")),
                                         clock=clock)
 
@@ -56,7 +59,9 @@ class NodeHooks:
             self.notifier.watchdog()
 
     def gauges(self, view: Any, routing: Dict[str, float], thresholds: Dict[int, float]) -> None:
-        """Publish the heartbeat's gauges to metrics."""
+        """Publish the heartbeat's gauges to metrics, after the power-mode watch's poll."""
+        if self.power is not None:
+            self.power.poll()
         m = self.metrics
         m.queue_length("input", view.input_queue)
         m.queue_length("output", view.output_queue)

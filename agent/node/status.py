@@ -12,7 +12,7 @@ import logging
 import math
 import os
 import time
-from typing import Any, Callable, Dict, Mapping
+from typing import Any, Callable, Dict, Mapping, Optional
 
 from agent.config.node import NodeConfig
 from agent.ops.atomic import write_atomic
@@ -41,6 +41,8 @@ class NodeStatus:
         self.extra = extra
         self.wall = wall
         self.faults = WriteFaults("stats " + os.path.join(cfg.state_dir, "stats.json"))
+        # a worker's power mode now ("" unknown); None: no power_mode key (a source)
+        self.power_mode: Optional[Callable[[], str]] = None  # set by powerwatch.attach
         self._logged = ("", -math.inf)  # (the last status line logged, when)
 
     def stats(self) -> Dict[str, Any]:
@@ -58,6 +60,8 @@ class NodeStatus:
                                "input_queue": self.view.input_queue,
                                "output_queue": self.view.output_queue,
                                "wall_time": self.wall()}
+        if self.power_mode is not None:
+            out["power_mode"] = self.power_mode()
         out.update(self.extra())
         return out
 

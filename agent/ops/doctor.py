@@ -17,36 +17,18 @@ import pwd
 import sys
 import tempfile
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, List, Optional, Tuple
 
 from agent.errors import missing_module_hint
+from agent.ops.doctor_check import FAIL, OK, WARN, Check  # noqa: F401 - importers' names
 from agent.ops.state import default_state_dir
 from calibration import host
 
-OK, WARN, FAIL = "OK", "WARN", "FAIL"
 DEVICE_GROUPS = ("video", "render", "jtop")  # GPU device nodes, DRI nodes, jetson-stats' socket
 JTOP_MIN_VERSION = (4, 3)  # earlier releases mark every nvpmodel mode settable
 # L4T major release -> (JetPack, the Python its Ubuntu ships, highest numpy that works there)
 L4T_RELEASES = {"32": ("4.x", "3.6", None), "35": ("5.x", "3.8", (1, 24)),
                 "36": ("6.x", "3.10", (2, 0))}
-
-
-@dataclass(frozen=True)
-class Check:
-    """One line of the doctor's report."""
-
-    name: str  # what was checked, e.g. "onnxruntime"
-    status: str  # OK | WARN | FAIL
-    detail: str  # what was seen
-    fix: str = ""  # what to do about a WARN or FAIL
-
-    def line(self) -> str:
-        """``STATUS name: detail [-> fix]`` as printed."""
-        text = "%-4s %s: %s" % (self.status, self.name, self.detail)
-        return text + ("\n     fix: " + self.fix if self.fix else "")
-
-    def to_json(self) -> Dict[str, str]:
-        return {"name": self.name, "status": self.status, "detail": self.detail, "fix": self.fix}
 
 
 @dataclass
@@ -61,6 +43,7 @@ class Context:
     jtop_module: Any = None  # None: import jetson-stats' jtop
     jetson: Optional[bool] = None  # None: detect from /etc/nv_tegra_release under root
     mode_name: Optional[str] = None  # filled by the jtop check: the active power mode
+    jtop_fail: Optional["Check"] = None  # filled by the jtop check: its line when it FAILs
     configs: List[Any] = field(default_factory=list)  # doctor --config's, parsed (NodeConfig)
 
     def path(self, p: str) -> str:
@@ -221,6 +204,14 @@ def check_cuda_binding(ctx: Context) -> Check:
 
 
 def check_jtop(ctx: Context) -> Check:
+    """jetson-stats and its service; a FAIL is kept in ``ctx.jtop_fail`` for the calibration
+    lines (their calibrate fix needs jtop first)."""
+    got = _jtop_line(ctx)
+    ctx.jtop_fail = got if got.status == FAIL else None
+    return got
+
+
+def _jtop_line(ctx: Context) -> Check:
     jtop_mod = ctx.jtop_module
     if jtop_mod is None:
         jtop_mod, err = _import("jtop")
@@ -235,6 +226,8 @@ def check_jtop(ctx: Context) -> Check:
         return Check("jtop", FAIL, "jetson-stats %s < 4.3 (reports every power mode settable)"
                      % version, "pip install -U 'jetson-stats>=4.3' (venv and system)")
     error = getattr(jtop_mod, "JtopException", Exception)
+    from agent.ops.doctor_calib import jtop_fix, jtop_user
+
     try:
         with jtop_mod.jtop(interval=0.5) as j:
             nvp = j.nvpmodel
@@ -244,16 +237,10 @@ def check_jtop(ctx: Context) -> Check:
             ctx.mode_name = str(nvp.name)
             return Check("jtop", OK, "jetson-stats %s, service reachable; power mode %s (id %d)"
                          % (version, nvp.name, int(nvp.id)))
-    except error as exc:
+    except (error, OSError) as exc:
         text = " ".join(str(exc).split())
-        fix = ("install the same jetson-stats version in the venv and system-wide, then sudo "
-               "systemctl restart jtop.service" if "ismatch" in text else
-               "sudo systemctl enable --now jtop.service; the user needs group jtop")
-        return Check("jtop", FAIL if ctx.is_jetson() else WARN,
-                     "jetson-stats %s: %s" % (version, text[:200]), fix)
-    except OSError as exc:
-        return Check("jtop", FAIL if ctx.is_jetson() else WARN, "service not reachable: %s" % exc,
-                     "sudo systemctl enable --now jtop.service")
+        return Check("jtop", FAIL if ctx.is_jetson() else WARN, "jetson-stats %s: %s" % (
+            version, text[:200]), jtop_fix(text, jtop_user(ctx.user)))
 
 
 def check_groups(ctx: Context) -> Check:
@@ -352,37 +339,31 @@ def _unrunnable_stage(bundle: Any) -> Tuple[str, str]:
     return "", ""
 
 
-def profile_line(name: str, path: str, mode: str, root: str, fix: str) -> Check:
-    """An existing profile: FAIL unreadable (a worker naming it exits 78), WARN with no entry
-    for this board in ``mode`` (the engine is timed at start), else OK; ``fix``: calibrate."""
-    from calibration import profile
-
-    try:
-        prof = profile.load_profile(path)
-    except Exception as exc:
-        return Check(name, FAIL, "%s unreadable: %s" % (path, exc), "move it away, then " + fix)
-    ident = host.read_host_identity(root)
-    mine = [e for e in prof.entries if (e.board, e.l4t) == (ident.board, ident.l4t)]
-    here = len([e for e in mine if e.power_mode == mode])
-    seen = "%s: %d entries for this board, " % (path, len(mine))
-    if here:
-        return Check(name, OK, seen + "%d in mode %s" % (here, mode))
-    return Check(name, WARN, seen + "none for mode %s: the engine is timed at start" % mode, fix)
-
-
 def check_calibration(ctx: Context) -> List[Check]:
     """The profile ``calibrate --state-dir STATE_DIR`` writes; with node configs, none (each
-    worker's capacity_profile is a "node calibration" line of its own)."""
+    worker's capacity_profile is a "node calibration" line of its own). On a Jetson whose jtop
+    line FAILs the mode is unknown and calibrate refuses: the fix is jtop's first."""
     from agent.commands.install import as_service_user
+    from agent.ops.doctor_calib import calibration_fix, profile_line
     path = os.path.join(state_dir_of(ctx), "calibration.json")
     fix = as_service_user("edge-agent calibrate --bundle DIR --state-dir " + state_dir_of(ctx), path)
     if ctx.configs or not os.path.exists(path):
         return [] if ctx.configs else [
             Check("calibration", WARN, "no profile at %s: a worker whose capacity_profile names "
                   "it exits 78, one that names none times its engine at start" % path,
-                  fix + " (or sudo systemctl start edge-agent-calibrate)")]
+                  calibration_fix(fix + " (or sudo systemctl start edge-agent-calibrate)",
+                                  ctx.jtop_fail))]
+    fix = calibration_fix(fix + " --modes current", ctx.jtop_fail)
+    if ctx.jtop_fail is not None and ctx.mode_name is None:
+        return [Check("calibration", WARN, "%s: not used: the power mode is unknown (jtop FAILs "
+                      "above), so a worker without power_mode times its engine at start" % path,
+                      fix)]
+    hashes = ()
+    if ctx.bundle:  # the demo bundle by default: a device's profile is of its own bundle
+        from engines.bundle import load_bundle
+        hashes = tuple((s.index, s.sha256) for s in load_bundle(ctx.bundle).stages)
     mode = ctx.mode_name or host.read_cpu_mode_name(ctx.root)
-    return [profile_line("calibration", path, mode, ctx.root, fix + " --modes current")]
+    return [profile_line("calibration", path, mode, ctx.root, fix, hashes)]
 
 
 def run_checks(ctx: Context) -> List[Check]:

@@ -26,7 +26,7 @@ from typing import Any, Callable, List, Optional, Tuple
 
 from agent.commands.install import as_service_user
 from agent.errors import UsageError
-from agent.ops.doctor import FAIL, OK, WARN, Check, profile_line
+from agent.ops.doctor import FAIL, OK, WARN, Check
 
 CONFIG_FIX = "fix the file (docs/formats.md, 'Node config'), then run doctor --config again"
 # a file the service user may not read or write: the deploy walkthrough's chown lines
@@ -76,11 +76,16 @@ def check_node(path: str, mode: Optional[str] = None,
 def check_profile(cfg: Any, mode: Optional[str] = None, root: str = "/") -> Check:
     """What ``run`` does with the worker config ``cfg``'s ``capacity_profile``: none named, it
     times its engine at start (WARN); named and missing or not a regular file, it exits 78
-    (FAIL, with the calibrate command); unreadable, it exits 78 too; without an entry for this
-    board in the mode, it times its engine (WARN); with emulated capacity, the file must exist
-    but is not read."""
+    (FAIL, with the calibrate command); unreadable, it exits 78 too; without an entry for each
+    stage by the whole key (board, L4T release, mode, stage hash, backend, precision), it times
+    that engine (WARN, naming the part that misses); on a Jetson whose jtop cannot be reached,
+    the mode is unknown without power_mode (WARN) and the fix is jtop's first; with emulated
+    capacity, the file must exist but is not read."""
+    from agent.ops.doctor_calib import node_profile_line
     from agent.ops.files import FileFault, check_regular_file
+    from calibration.jtop_adapter import PowerModeUnknown
     from calibration.profile import current_power_mode
+    from engines.accelerator import is_jetson
 
     name, path, cmd = "node calibration", cfg.capacity_profile, calibrate_command(cfg)
     emulated = ("capacity emulated at %.3g FLOP/s (emulate_capacity_flops)"
@@ -106,8 +111,14 @@ def check_profile(cfg: Any, mode: Optional[str] = None, root: str = "/") -> Chec
             _line(exc), "it is made" if _missing(path) else "it is fixed"), fix)
     if emulated:
         return Check(name, OK, "%s: not read, %s" % (path, emulated))
-    mode = cfg.power_mode or mode or current_power_mode(root=root)
-    return profile_line(name, path, mode, root, "run `%s`" % cmd)
+    down = None
+    if mode is None:  # as run finds it; on a Jetson also when power_mode is set: calibrate needs jtop
+        try:
+            mode = current_power_mode(root=root) if not cfg.power_mode or is_jetson(root) else None
+        except PowerModeUnknown as exc:
+            down = exc
+    return node_profile_line(name, path, cfg, cfg.power_mode or mode, root, "run `%s`" % cmd,
+                             down)
 
 
 def check_client_ipc(endpoint: str, instance: str) -> Check:

@@ -1,0 +1,101 @@
+"""Why a calibration profile holds no entry for one stage engine in one power mode.
+
+A profile entry is keyed by (board, L4T release, power mode, stage sha256, backend, precision)
+(``calibration.profile``). When ``lookup_capacity`` finds nothing, ``missing_entry`` names the
+first part of that key no entry matches, in that order, with what the profile holds instead:
+another board, another L4T release (the board was upgraded since it was calibrated), a mode not
+calibrated (or recorded as unavailable), a stage whose ONNX file changed since (a stale entry),
+another backend or precision. ``calibrate_hint`` is the ``edge-agent calibrate`` command that
+writes the entry.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+from typing import Any, List, Tuple
+
+from calibration.profile import Profile, ProfileError, load_profile
+
+SHOWN = 4  # values of a key part listed in a line; more are counted
+
+
+def _listed(values: List[str]) -> str:
+    values = sorted(set(values))
+    more = " and %d more" % (len(values) - SHOWN) if len(values) > SHOWN else ""
+    return ", ".join(values[:SHOWN]) + more
+
+
+def missing_part(profile: Profile, board: str, l4t: str, mode: str, stage: Any, backend: str,
+                 precision: str) -> Tuple[str, str]:
+    """(part, phrase): the first part of the key of ``stage`` (a ``StageSpec``) in ``mode``
+    that no entry of ``profile`` matches -- "board", "l4t", "mode", "stage", "sha256",
+    "backend" or "precision" -- and a phrase saying so with what the profile holds instead
+    (e.g. ``mode MAXN is not calibrated ... (calibrated: 15W)``); ("", "") when an entry
+    matches the whole key."""
+    entries = list(profile.entries)
+    if not entries:
+        return "mode", "the profile has no entries"
+    steps = (
+        ("board", board, lambda e: e.board, "board %r has no entry (the profile holds %s)"),
+        ("l4t", l4t, lambda e: e.l4t, "L4T %s has no entry on this board (the profile holds "
+                                      "L4T %s: calibrated before an upgrade?)"),
+        ("mode", mode, lambda e: e.power_mode, "mode %s is not calibrated on this board and "
+                                               "release (calibrated: %s)"),
+    )
+    for part, want, get, text in steps:
+        match = [e for e in entries if get(e) == want]
+        if not match:
+            line = text % (want, _listed([get(e) for e in entries]))
+            why = [u.reason for u in profile.unavailable
+                   if (u.board, u.l4t, u.power_mode) == (board, l4t, mode)]
+            if part == "mode" and why:  # a mode calibrate could not make active says why
+                line += "; calibrate found it unavailable: %s" % why[0]
+            return part, line
+        entries = match
+    entries = [e for e in entries if e.stage == stage.index]
+    if not entries:
+        return "stage", "stage %d is not calibrated in mode %s" % (stage.index, mode)
+    match = [e for e in entries if e.stage_sha256 == stage.sha256]
+    if not match:
+        return "sha256", ("stage %d's sha256 %s has no entry in mode %s (the profile holds %s: its ONNX "
+                "file changed since calibration, a stale entry, or another bundle's)"
+                % (stage.index, stage.sha256[:12], mode,
+                   _listed([e.stage_sha256[:12] for e in entries])))
+    for part, want, get in (("backend", backend, lambda e: e.backend),
+                            ("precision", precision, lambda e: e.precision)):
+        entries, others = [e for e in match if get(e) == want], [get(e) for e in match]
+        if not entries:
+            return part, ("stage %d is calibrated in mode %s with %s %s, not %s"
+                          % (stage.index, mode, part, _listed(others), want))
+        match = entries
+    return "", ""
+
+
+def missing_entry(path: str, stage: Any, backend: str, precision: str, mode: str,
+                  ident: Any = None) -> Tuple[str, str]:
+    """``missing_part`` of the profile at ``path`` for ``stage``'s engine in ``mode`` on this
+    device (``ident``: a ``HostIdentity``, default this machine's); part "file" when the
+    profile cannot be read, "mode" when the mode is unknown."""
+    from calibration import host
+
+    if not mode:
+        return "mode", "the power mode is unknown"
+    if not os.path.exists(path):
+        return "file", "%s does not exist" % path
+    try:
+        profile = load_profile(path)
+    except ProfileError as exc:
+        return "file", str(exc)
+    ident = ident if ident is not None else host.read_host_identity()
+    part, line = missing_part(profile, ident.board, ident.l4t, mode, stage, backend, precision)
+    return (part, line) if part else ("", "an entry matches, yet was not found")
+
+
+def calibrate_hint(bundle: str, path: str, backend: str, precision: str, part: str) -> str:
+    """The ``edge-agent calibrate`` command that writes the entry ``missing_entry`` found
+    missing: ``--modes current`` (the board is in that mode now) when only this mode or stage
+    lacks it, else every mode (another board, release, stage file, backend or precision)."""
+    return ("edge-agent calibrate --bundle %s --profile %s --modes %s --backend %s --precision %s"
+            % (shlex.quote(bundle), shlex.quote(path),
+               "current" if part in ("mode", "stage") else "all", backend, precision))
