@@ -73,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
                          bundle=args.bundle or os.path.join(root, DEFAULT_BUNDLE.lstrip("/")),
                          root=root, clients=tuple(args.client or ["workstation"]),
                          rate_tasks_s=args.rate, emulate=args.emulate)
-    cfgs, made, removed = render(topo, hosts, opts)
-    for line in summary_lines(topo, hosts, cfgs, made, opts.out_dir, opts, removed):
+    cfgs, made, dropped = render(topo, hosts, opts)
+    for line in summary_lines(topo, hosts, cfgs, made, opts.out_dir, opts, dropped):
         print(line)
     return 0

@@ -28,7 +28,8 @@ parsed before any device file is written, and it is all written into a new folde
 when everything succeeded. A failed render leaves OUT as it was; a render never mixes with an
 earlier one's devices. OUT may hold only what a render writes (``RENDERED``). A render over an
 earlier one names the nodes it drops, on the console and on every sheet: their public keys
-stay in every device's allow-list until the sheet's copy step replaces it
+stay in every device's allow-list until the sheet's copy step replaces it; and the client keys
+it no longer writes for a source, which stay on that device until deleted by hand
 (``agent.fleet.render_notes``).
 """
 
@@ -45,8 +46,9 @@ from typing import Dict, List, Sequence, Tuple
 from agent.config.node import ConfigError, NodeConfig, dump_config, parse_config
 from agent.errors import UsageError
 from agent.fleet.inventory import Host
-from agent.fleet.render_notes import (ETC, removed_nodes, removed_summary, retired_keys,
-                                      sheet_text)
+from agent.fleet.render_notes import (ETC, Dropped, clients_summary, dropped_since,
+                                      metrics_tunnels, removed_summary, retired_keys,
+                                      sheet_text, tunnels_summary)
 from agent.fleet.replay import place_replay, replay_set, write_replay
 from agent.ops.atomic import replace_dir, write_atomic
 from agent.ops.state import DEFAULT_STATE_DIR
@@ -145,11 +147,12 @@ RENDERED = ("keys", "devices", "fleet.json", "testbed.json")  # what a render's 
 
 
 def render(topo: Topology, hosts: Dict[str, Host], opts: RenderOptions
-           ) -> Tuple[Dict[str, NodeConfig], List[str], List[str]]:
+           ) -> Tuple[Dict[str, NodeConfig], List[str], Dropped]:
     """Write every device's files (see the module docstring); returns the node configs, the
-    names of the keypairs made now (the others were kept from an earlier render) and the
-    nodes of the earlier render in ``out_dir`` that this one drops (every sheet names them:
-    their keys must leave every device's allow-list).
+    names of the keypairs made now (the others were kept from an earlier render) and what
+    this render drops of the earlier one in ``out_dir``: its nodes (every sheet names them:
+    their keys must leave every device's allow-list) and the client keys no longer written for
+    a source (its sheet says to delete them).
 
     All or nothing: everything is checked first (``check_render``), then written into a new
     folder next to ``out_dir`` (with a copy of the keys already there) and renamed into place
@@ -159,7 +162,9 @@ def render(topo: Topology, hosts: Dict[str, Host], opts: RenderOptions
     parent, name = os.path.split(out)
     tag = "%d-%s" % (os.getpid(), secrets.token_hex(4))
     stage = os.path.join(parent, ".%s.render-%s" % (name, tag))
-    removed = removed_nodes(out, topo.node_ids())
+    # the client keys this render writes per source (none with --rate: no client endpoint)
+    removed = dropped_since(out, topo.node_ids(),
+                            {s.id: () if opts.rate_tasks_s else opts.clients for s in topo.sources})
     try:
         os.makedirs(parent, exist_ok=True)
         os.mkdir(stage)
@@ -180,7 +185,7 @@ def render(topo: Topology, hosts: Dict[str, Host], opts: RenderOptions
 
 
 def _render_into(stage: str, topo: Topology, hosts: Dict[str, Host], opts: RenderOptions,
-                 removed: List[str]) -> Tuple[Dict[str, NodeConfig], List[str]]:
+                 removed: Dropped) -> Tuple[Dict[str, NodeConfig], List[str]]:
     """``render`` into the folder ``stage``: keys, then every node's config (all parsed before
     any device file is written), then the files; paths shown to the user name ``out_dir``."""
     replay = replay_set(topo)  # the workstation's file, copied to each source's files
@@ -304,8 +309,10 @@ def calibrate_args(cfg: NodeConfig) -> str:
 
 def manifest_object(topo: Topology, hosts: Dict[str, Host], cfgs: Dict[str, NodeConfig],
                     opts: RenderOptions) -> dict:
-    """The fleet manifest (``fleet.json``): every node's host, role and endpoints."""
+    """The fleet manifest (``fleet.json``): every node's host, role and endpoints (and the
+    tunnel to metrics that listen on the device's loopback, which ``status`` names)."""
     nodes = {}
+    tunnels = metrics_tunnels(hosts, cfgs)
     for n, cfg in cfgs.items():
         h = hosts[n]
         nodes[n] = {"host": h.host, "role": cfg.role, "stage": cfg.stage,
@@ -316,6 +323,8 @@ def manifest_object(topo: Topology, hosts: Dict[str, Host], cfgs: Dict[str, Node
                                 if h.metrics_port else ""),
                     "user": h.user,
                     "public_key": os.path.join("keys", n + ".key")}
+        if n in tunnels:
+            nodes[n].update(metrics_tunnel=tunnels[n].command, metrics_local=tunnels[n].local)
     return {"topology": topo.path, "policy": opts.policy, "root": opts.root,
             "clients": list(opts.clients), "nodes": nodes}
 
@@ -327,27 +336,30 @@ def _write_manifest(out: str, topo: Topology, hosts: Dict[str, Host],
 
 
 def _write_sheets(stage: str, hosts: Dict[str, Host], cfgs: Dict[str, NodeConfig],
-                  opts: RenderOptions, replay: str, removed: List[str]) -> None:
+                  opts: RenderOptions, replay: str, removed: Dropped) -> None:
     """Every ``SHEET.txt``, written in ``stage``, naming the files where they will be (and the
-    nodes that left the fleet since the earlier render)."""
+    nodes and client keys dropped since the earlier render, and a metrics tunnel)."""
+    tunnels = metrics_tunnels(hosts, cfgs)
     for n, cfg in cfgs.items():
         write_atomic(os.path.join(stage, "devices", n, "SHEET.txt"),
                      sheet_text(n, hosts[n], cfg, os.path.abspath(opts.out_dir), replay,
-                                removed), perms=0o644)
+                                removed.nodes, removed.clients.get(n, ()), tunnels.get(n)),
+                     perms=0o644)
 
 
 def summary_lines(topo: Topology, hosts: Dict[str, Host], cfgs: Dict[str, NodeConfig],
                   made: List[str], out: str, opts: RenderOptions,
-                  removed: Sequence[str] = ()) -> List[str]:
-    """What ``fleet render`` prints (``removed``: the earlier render's nodes it dropped)."""
+                  removed: Dropped = Dropped([], {})) -> List[str]:
+    """What ``fleet render`` prints (``removed``: what it dropped of the earlier render)."""
     lines = ["%-8s %-6s %-5s %-16s %s" % ("node", "role", "stage", "host", "peers")]
     for n, cfg in cfgs.items():
         lines.append("%-8s %-6s %-5s %-16s %s" % (n, cfg.role, cfg.stage or "-", hosts[n].host,
                                                   ", ".join(p.id for p in cfg.peers)))
     kept = len(topo.node_ids()) + len(opts.clients) - len(made)
     lines.append("keys: %d made, %d kept (%s)" % (len(made), kept, os.path.join(out, "keys")))
-    lines += removed_summary(removed, retired_keys(os.path.join(out, "keys"), topo.node_ids()),
-                             out)
+    lines += removed_summary(removed.nodes, retired_keys(os.path.join(out, "keys"),
+                                                         topo.node_ids()), out)
+    lines += clients_summary(removed.clients)
     if not opts.emulate and (topo.capacities_emulated
                              or any(l.rate_bytes_s is not None for l in topo.links)):
         lines.append("emulation off: devices measure their capacity; link rates are priors "
@@ -355,6 +367,7 @@ def summary_lines(topo: Topology, hosts: Dict[str, Host], cfgs: Dict[str, NodeCo
     lines.append("per-device files and sheets: %s/devices/NODE/ (SHEET.txt)"
                  % out)
     lines.append("manifest for `edge-agent status --fleet`: %s" % os.path.join(out, "fleet.json"))
+    lines += tunnels_summary(metrics_tunnels(hosts, cfgs))
     if not opts.rate_tasks_s:
         lines.append("drive load from here: " + drive_command(topo, out, opts))
     return lines

@@ -131,6 +131,10 @@ def fleet_status(nodes: Mapping[str, Mapping[str, Any]], timeout_s: float = 2.0
         st["stage"] = meta.get("stage", st.get("stage_reported", ""))
         st.setdefault("policy", "")  # what the agent says it runs ("": silent or no answer)
         st["checked_wall"] = time.time()
+        if not st.get("alive") and isinstance(meta.get("metrics_tunnel"), str) \
+                and meta["metrics_tunnel"]:  # listens on the device's loopback (fleet render)
+            st["metrics_tunnel"] = meta["metrics_tunnel"]
+            st["metrics_local"] = str(meta.get("metrics_local") or "127.0.0.1:PORT")
         out[n] = st
     return out
 
@@ -159,7 +163,7 @@ def format_status(status: Mapping[str, Mapping[str, Any]]) -> str:
         if not s.get("alive"):
             rows.append((n, "NO", str(s.get("role", "")), str(s.get("stage", "")), "-", "-", "-",
                          "-", "-", "-", "-", "-", "-", "-"))
-            notes.append("%s: %s (%s)" % (n, s.get("error"), s.get("url")))
+            notes.append(_not_answering(n, s))
             continue
         nb = s.get("neighbours", {})
         cap = s.get("capacity_flops")
@@ -186,6 +190,16 @@ def format_status(status: Mapping[str, Mapping[str, Any]]) -> str:
                           {}))) or "-"))
     mixed = policies_line(status)
     return "\n".join(lines + ([mixed] if mixed else []) + notes)
+
+
+def _not_answering(n: str, s: Mapping[str, Any]) -> str:
+    """The line on a node that does not answer: why, its URL, and when its metrics listen on
+    the device's loopback (``fleet.json``'s ``metrics_tunnel``), the tunnel that reaches them."""
+    line = "%s: %s (%s)" % (n, s.get("error"), s.get("url"))
+    if s.get("metrics_tunnel"):
+        line += ("; its metrics listen on the device's loopback only: tunnel (%s) and use "
+                 "--endpoints %s" % (s["metrics_tunnel"], s.get("metrics_local")))
+    return line
 
 
 def policies_line(status: Mapping[str, Mapping[str, Any]]) -> str:
