@@ -202,8 +202,10 @@ def _render_into(stage: str, topo: Topology, hosts: Dict[str, Host], opts: Rende
     for n, obj in objs.items():
         h = hosts[n]
         keep = {k: obj[k] for k in ("emulate_capacity_flops", "emulate_links") if k in obj}
-        for k in TESTBED_ONLY:
+        for k in TESTBED_ONLY:  # the testbed's own values; the topology's `agent` ones are kept
             obj.pop(k, None)
+            if k in topo.agent and k.startswith("records_"):
+                obj[k] = topo.agent[k]
         if opts.emulate:
             obj.update(keep)
         obj.update({

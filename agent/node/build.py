@@ -42,6 +42,7 @@ from agent.node.outbox import Outbox
 from agent.node.powerwatch import attach as watch_power_mode
 from agent.node.records import RecordWriter
 from agent.ops.boot import read_boot_id
+from agent.ops.hangup import ignore_hangup
 from agent.node.role import Role
 from agent.node.source import SourceSide
 from agent.node.status import NodeStatus
@@ -370,6 +371,7 @@ def serve(cfg: NodeConfig, notifier: Any = None, ctx: Optional[zmq.Context] = No
                 built.runner.start()
             old = {s: signal.signal(s, lambda *_: node.stop())
                    for s in (signal.SIGTERM, signal.SIGINT)}
+            old[signal.SIGHUP] = ignore_hangup()
             if notifier is not None:
                 notifier.ready("%s %s serving (policy %s)" % (cfg.role, cfg.node_id, cfg.policy))
             log.info("%s %s serving: policy %s, control %s, data %s, %d peer(s), wire protocol "
@@ -393,3 +395,4 @@ def serve(cfg: NodeConfig, notifier: Any = None, ctx: Optional[zmq.Context] = No
             else:  # a start-up fault may leave a socket half made: never hang on it
                 ctx.destroy(linger=0)
     return 0
+
