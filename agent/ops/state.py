@@ -96,16 +96,26 @@ class StateStore:
     def __init__(self, directory: str, filename: str = STATE_FILE) -> None:
         self.directory = str(directory)
         self.path = os.path.join(self.directory, filename)
+        self._saved = ""  # the state last written, as JSON: an equal one is not written again
+        self.skipped = 0  # saves left out because nothing had changed
 
-    def save(self, state: Dict[str, Any]) -> None:
-        """Atomically replace the stored state with ``state`` (JSON-serialisable dict)."""
+    def save(self, state: Dict[str, Any]) -> bool:
+        """Atomically replace the stored state with ``state`` (JSON-serialisable dict); False
+        when it equals the state this store last wrote and the file is still there (nothing
+        written: an idle agent would otherwise replace it, with two fsyncs, every slot)."""
         if not isinstance(state, dict):
             raise TypeError("state must be a dict, got %s" % type(state).__name__)
+        text = json.dumps(state, sort_keys=True, allow_nan=False)
+        if text == self._saved and os.path.isfile(self.path):
+            self.skipped += 1
+            return False
         doc = {"format_version": FORMAT_VERSION, "saved_unix_s": time.time(), "state": state}
         data = json.dumps(doc, sort_keys=True, allow_nan=False).encode("utf-8")
         os.makedirs(self.directory, exist_ok=True)
         # durable although saved every slot: the state exists to survive a power cut
         write_atomic(self.path, data, perms=0o600)
+        self._saved = text
+        return True
 
     def load(self) -> Optional[Dict[str, Any]]:
         """The last saved state, or None when absent or unusable (logged, never raised)."""

@@ -119,3 +119,18 @@ def test_bounded_reads_refuse_fifos_devices_and_oversized_files(tmp_path):
         read_bounded(str(big), "key file", 100)
     assert read_bounded(str(big), "key file", 101) == b"x" * 101
     assert json.loads(json.dumps("ok")) == "ok"
+
+
+def test_an_unchanged_state_is_not_written_again(tmp_path):
+    """Rule: a save equal to the last one written leaves the file alone (an idle agent saved it,
+    with two fsyncs, every slot); a changed state, or a file removed meanwhile, is written."""
+    from agent.ops.state import StateStore
+    store = StateStore(str(tmp_path))
+    assert store.save({"routing": {"w1": 1.0}}) is True
+    before = os.stat(store.path).st_mtime_ns, os.stat(store.path).st_ino
+    assert store.save({"routing": {"w1": 1.0}}) is False and store.skipped == 1
+    assert (os.stat(store.path).st_mtime_ns, os.stat(store.path).st_ino) == before
+    assert store.save({"routing": {"w1": 0.5, "w2": 0.5}}) is True
+    os.remove(store.path)
+    assert store.save({"routing": {"w1": 0.5, "w2": 0.5}}) is True
+    assert store.load() == {"routing": {"w1": 0.5, "w2": 0.5}}
