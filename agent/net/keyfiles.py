@@ -2,21 +2,29 @@
 
 Key files use ZeroMQ's certificate format (as written by ``zmq.auth.create_certificates``):
 ``NAME.key`` holds the public key, ``NAME.key_secret`` both keys. A secret key file must be
-owned by the user running the agent and readable by nobody else (0600 or 0400). Files are read
-bounded and without blocking (a FIFO or device is refused, never waited on). A key may also be
-given inline as its 40-character z85 text.
+owned by the user running the agent and readable by nobody else (0600 or 0400), its
+secret-key line must belong to its public-key line, and its folder (and, for a symbolic link,
+its target's folder: a link is allowed, with a warning) must not be writable by group or
+others, since whoever can write the folder can swap the key. Files are read bounded and
+without blocking (a FIFO or device is refused, never waited on). A peer's public key may also
+be given inline as its 40-character z85 text; no error message shows a value that may be a
+secret key.
 """
 
 from __future__ import annotations
 
 import datetime
+import logging
 import os
 import stat
+import struct
 from typing import List, Optional, Tuple
 
 from agent.errors import UsageError
 from agent.ops.atomic import write_atomic_all
 from agent.ops.files import KEY_FILE_MAX_BYTES, FileFault, read_bounded
+
+log = logging.getLogger("agent.net.security")
 
 _Z85_KEY_LEN = 40
 _Z85_CHARS = frozenset("0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
@@ -91,12 +99,20 @@ def _read_key_file(path: str) -> Tuple[Optional[bytes], Optional[bytes]]:
 
 
 def check_secret_key_permissions(path: str, uid: Optional[int] = None) -> None:
-    """Refuse a secret key file that others could read or that another user owns."""
+    """Refuse a secret key file that others could read, that another user owns, or whose
+    folder (or, for a symbolic link, its target's) group or others could write."""
     uid = os.geteuid() if uid is None else uid
     try:
         st = os.stat(path)
     except OSError as exc:
-        raise SecurityError("secret key file %s: %s" % (path, exc.strerror or exc))
+        if os.path.islink(path):  # the link is there, its target is not
+            raise SecurityError("secret key file %s is a symbolic link to %s: %s"
+                                % (path, os.path.realpath(path), exc.strerror or exc)) from None
+        if not os.path.lexists(path) and looks_like_inline_key(path):
+            raise SecurityError("the value looks like an inline key (40 z85 characters), not "
+                                "a file: give the path of NAME.key_secret (value not shown)"
+                                ) from None
+        raise SecurityError("secret key file %s: %s" % (path, exc.strerror or exc)) from None
     if not stat.S_ISREG(st.st_mode):
         raise SecurityError("secret key file %s is not a regular file" % path)
     mode = stat.S_IMODE(st.st_mode)
@@ -106,6 +122,66 @@ def check_secret_key_permissions(path: str, uid: Optional[int] = None) -> None:
     if st.st_uid != uid:
         raise SecurityError("secret key file %s is owned by uid %d, but the agent runs as uid %d "
                             "(run: chown %d %s)" % (path, st.st_uid, uid, uid, path))
+    folders = [os.path.dirname(os.path.abspath(path))]
+    if os.path.islink(path):
+        folders.append(os.path.dirname(os.path.realpath(path)))
+        if path not in _links_told:  # once per file: doctor and run may both load it
+            _links_told.add(path)
+            log.warning("secret key file %s is a symbolic link to %s: accepted (the target and "
+                        "both folders are checked); a link can be pointed elsewhere by whoever "
+                        "can write its folder, so prefer the file itself", path,
+                        os.path.realpath(path))
+    for folder in folders:
+        _refuse_open_folder(path, folder, uid)
+
+
+_links_told = set()  # symbolic links to secret keys already warned about
+
+
+def _refuse_open_folder(path: str, folder: str, uid: int) -> None:
+    """Refuse a secret key in a folder group or others may write (they could swap the key,
+    as anyone who could read it could copy it: both are refused alike). A sticky folder
+    (/tmp) lets nobody else rename or remove the file; a group that is the owner's own
+    (a user-private group with no other member) adds nobody."""
+    try:
+        st = os.stat(folder)
+    except OSError as exc:
+        raise SecurityError("secret key file %s: its folder %s: %s"
+                            % (path, folder, exc.strerror or exc)) from None
+    mode = stat.S_IMODE(st.st_mode)
+    if mode & stat.S_ISVTX or not mode & 0o022:
+        return
+    if mode & 0o002:
+        who = "others"
+    elif _private_group(st.st_gid, uid):
+        return
+    else:
+        who = "group %s" % _group_name(st.st_gid)
+    raise SecurityError("secret key file %s is in folder %s, which %s may write (mode %04o): "
+                        "they could swap the key (run: chmod go-w %s)"
+                        % (path, folder, who, mode, folder))
+
+
+def _private_group(gid: int, uid: int) -> bool:
+    """True when ``gid`` is the primary group of ``uid`` and has no other member."""
+    try:
+        import grp
+        import pwd
+
+        user = pwd.getpwuid(uid)
+        group = grp.getgrgid(gid)
+    except (ImportError, KeyError):
+        return False
+    return user.pw_gid == gid and all(m == user.pw_name for m in group.gr_mem)
+
+
+def _group_name(gid: int) -> str:
+    try:
+        import grp
+
+        return "%s (gid %d)" % (grp.getgrgid(gid).gr_name, gid)
+    except (ImportError, KeyError):
+        return "gid %d" % gid
 
 
 def load_secret_key_file(path: str) -> Tuple[bytes, bytes]:
@@ -124,8 +200,29 @@ def load_secret_key_file(path: str) -> Tuple[bytes, bytes]:
     if not secret or not public:
         raise SecurityError("%s holds no %s; give the NAME.key_secret file from `edge-agent keys "
                             "generate`" % (path, "secret-key" if not secret else "public-key"))
+    public, secret = _check_z85(public, path), _check_z85(secret, path)
+    import zmq
+
+    if zmq.curve_public(secret) != public:  # the node would be cut off without a word
+        raise SecurityError("%s: its secret-key line does not belong to its public-key line "
+                            "(edited, or put together from two pairs); make a new pair "
+                            "(`edge-agent keys generate --force`) and give the peers its public "
+                            "key" % path)
     check_secret_key_permissions(path)
-    return _check_z85(public, path), _check_z85(secret, path)
+    return public, secret
+
+
+def looks_like_inline_key(value: str) -> bool:
+    """True when ``value`` (a path as the config resolved it: the config's folder joined with
+    what was given) ends in a z85 key right after an existing folder: a key given where a key
+    file's path belongs, possibly a secret one, so never to be shown. A key file's name
+    (``NAME.key``, ``NAME.key_secret``) never passes."""
+    if len(value) == _Z85_KEY_LEN and _looks_like_z85(value):  # as given (not resolved)
+        return True
+    tail, head = value[-_Z85_KEY_LEN:], value[:-_Z85_KEY_LEN]
+    if value.endswith((".key", ".key_secret")) or not head.endswith(os.sep):
+        return False  # a key's "/" splits it into folders: its head still ends at the config's
+    return os.path.isdir(head) and _looks_like_z85(tail)
 
 
 def load_public_key(spec: str, base_dir: str = ".") -> bytes:
@@ -182,6 +279,9 @@ def _neither_key_nor_file(spec: str, path: str) -> str:
     if looks_inline and len(spec) == _Z85_KEY_LEN:
         return ("%r is 40 characters but not a valid z85 key (copy it again from the peer's "
                 "NAME.key file)" % spec)
+    if looks_like_inline_key(path):  # a key mangled into a path: perhaps a secret one
+        return ("no key file: the value ends in 40 z85 characters, like an inline key (value "
+                "not shown); give the path of an existing NAME.key file")
     return ("no key file %s (give a 40-character z85 public key or the path of an existing "
             "NAME.key file)" % path)
 
@@ -222,6 +322,6 @@ def _check_z85(key, what: str) -> bytes:
 
     try:
         z85.decode(key)
-    except (ValueError, KeyError, IndexError, TypeError):
+    except (ValueError, KeyError, IndexError, TypeError, struct.error):  # struct: > 2**32
         raise SecurityError("%s is not a valid z85 CURVE key" % what) from None
     return key

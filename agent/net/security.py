@@ -193,6 +193,10 @@ def security_from_config(cfg):
     public, secret = _named("secret_key_path", load_secret_key_file, cfg.secret_key_path)
     if cfg.public_key_path:
         listed = _named("public_key_path", load_public_key, cfg.public_key_path)
+        if _secret_of(listed, {public: ""}) is not None:
+            raise SecurityError("public_key_path %s holds this node's SECRET key: put its public "
+                                "key there (`edge-agent keys show %s`), and re-key this node if "
+                                "that file left it" % (cfg.public_key_path, cfg.secret_key_path))
         if listed != public:
             raise SecurityError("public_key_path %s does not match the public key inside "
                                 "secret_key_path %s" % (cfg.public_key_path, cfg.secret_key_path))
@@ -205,6 +209,8 @@ def security_from_config(cfg):
     keys_dir = getattr(cfg, "allowed_keys_dir", "")
     if keys_dir:
         allowed.extend(_named("allowed_keys_dir", load_allowed_keys, keys_dir))
+    _refuse_secrets(cfg, public, keys_dir)
+    if keys_dir:
         _check_peer_files(cfg, keys_dir)
     if not allowed:
         raise SecurityError("security = \"curve\" needs at least one peer with a public_key")
@@ -214,6 +220,43 @@ def security_from_config(cfg):
             "a node of the fleet? give its key as that peer's public_key in the config and "
             "restart this agent; the refused node dials again every few seconds")
     return CurveSecurity(public, secret, allowed, refusal_hint=hint)
+
+
+def _secret_of(value: bytes, known: Dict[bytes, str]) -> Optional[str]:
+    """The node whose SECRET key ``value`` is, among ``known`` (public key -> node id, "" for
+    this node); None when it is the secret of no known key."""
+    import zmq
+
+    try:
+        return known.get(zmq.curve_public(value))
+    except (zmq.ZMQError, ValueError, TypeError):
+        return None
+
+
+def _refuse_secrets(cfg, public: bytes, keys_dir: str) -> None:
+    """Refuse a peer's ``public_key`` (or a ``NAME.key`` in ``allowed_keys_dir``) that is the
+    SECRET key of a node whose public key this config holds: the value is never shown (the
+    stale-key message would show it, and call a secret stale), and that node must be re-keyed,
+    its secret having left it."""
+    sources = [("peers[%d].public_key (peer %r)" % (i, p.id), p.id, load_public_key(p.public_key))
+               for i, p in enumerate(cfg.peers)]
+    if keys_dir and os.path.isdir(keys_dir):
+        sources += [("allowed_keys_dir file %s" % os.path.join(keys_dir, n), n[:-len(".key")],
+                     load_public_key(os.path.join(keys_dir, n)))
+                    for n in sorted(os.listdir(keys_dir)) if n.endswith(".key")]
+    known = {public: ""}  # public key -> its node ("": this one)
+    for _, node, value in sources:
+        known.setdefault(value, node)
+    for where, node, value in sources:
+        owner = _secret_of(value, known)
+        if owner is None:
+            continue
+        exposed = "this node" if owner == "" else owner
+        raise SecurityError("%s holds %s SECRET key (value not shown): put %s's public key there "
+                            "(`edge-agent keys show` prints it), and re-key %s (`edge-agent keys "
+                            "generate --force`): its secret is exposed"
+                            % (where, "this node's own" if owner == "" else owner + "'s", node,
+                               exposed))
 
 
 def _check_peer_files(cfg, keys_dir: str) -> None:

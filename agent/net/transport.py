@@ -23,9 +23,9 @@
   needs it as much as the data plane: a node that cannot hear its successors' heartbeats
   thinks it has no route and refuses tasks. A DEALER's monitor also reports each completed
   handshake (``LINK_UP``); ``data_drops`` counts each peer's dropped data connections, so the
-  outbox can tell whether a task was sent on the connection that is still up. A DEALER or SUB
-  connection a peer refused at the handshake (a CURVE key not allowed) is dialled again
-  (``agent.net.redial``): libzmq never retries it.
+  outbox can tell whether a task was sent on the connection that is still up. Handshakes that
+  fail (a key refused or wrong, another ``security``) are told, bounded, and dialled again at
+  a slow pace (``agent.net.redial``; on the bound sockets ``agent.net.handshakes``).
 - Every socket: LINGER 0 (shutdown never blocks), MAXMSGSIZE (twice ``max_message_bytes``,
   per frame: ZeroMQ disconnects a peer sending a larger one; the node loop counts and drops a
   message above ``max_message_bytes``), and the security object applied
@@ -55,7 +55,8 @@ import zmq
 
 from agent.config.node import DEFAULT_MAX_MESSAGE_BYTES, Peer
 from agent.net.frames import send_frames
-from agent.net.redial import WATCHED, Redial
+from agent.net.handshakes import event_of, monitor, watches
+from agent.net.redial import PROTOCOL, WATCHED
 from agent.net.security import NoSecurity, serve_clients_over_curve
 from agent.net.twins import RUN_PROPERTY, Twins
 from agent.protocol.wire import BROADCAST, topic
@@ -110,12 +111,12 @@ def _liveness(sock: zmq.Socket, timeout_ms: int = HEARTBEAT_TIMEOUT_MS) -> None:
             pass
 
 
-
 def handed_over(routing_id: bytes) -> bool:
     """True for the routing id ZeroMQ gives a peer's older connection when the peer connects
     again under its id (ROUTER_HANDOVER): five bytes, a zero byte and a counter. Messages
     still queued on it arrive under that id; node ids start with a letter or digit."""
     return len(routing_id) == 5 and routing_id[:1] == b"\x00"
+
 
 class Transport:
     """The sockets of one node; not thread-safe (owned by the I/O loop's thread)."""
@@ -154,10 +155,12 @@ class Transport:
         self.client: Optional[zmq.Socket] = None
         self.dealers: Dict[str, zmq.Socket] = {}
         self._dealer_peer: Dict[zmq.Socket, str] = {}
-        self._monitors: Dict[zmq.Socket, str] = {}  # DEALER monitor -> peer id ("": ROUTER's)
+        self._monitors: Dict[zmq.Socket, str] = {}  # DEALER monitor -> peer id
         self.data_accepted = 0  # connections peers made to the data socket so far
         self._sub_monitors: Dict[zmq.Socket, str] = {}  # SUB monitor -> peer id
-        self.redial = Redial()  # connections a peer refused at the handshake, dialled again
+        self._bound: Dict[zmq.Socket, str] = {}  # ROUTER's, PUB's monitor -> "data", "control"
+        # connections refused at the handshake (or to a wrong key) dialled again; failures told
+        self.redial, self.server_watch = watches(self.security, node_id, peers, self.server_keys)
         self.data_drops: Dict[str, int] = {}  # peer id -> its data connections dropped so far
         self._fds: List[int] = []
         self._sockets: List[zmq.Socket] = []
@@ -178,6 +181,7 @@ class Transport:
         self.pub = self._socket(zmq.PUB)
         _liveness(self.pub, CONTROL_HEARTBEAT_TIMEOUT_MS)
         self.security.apply_server(self.pub)
+        self._watch_bound(self.pub, PROTOCOL, "control")  # a connecting node's key not ours
         self.pub.bind(self.control_bind)
         self.router = self._socket(zmq.ROUTER)
         self.router.setsockopt(zmq.ROUTER_MANDATORY, 1)  # unknown identity -> error, counted
@@ -186,10 +190,7 @@ class Transport:
         self.security.apply_server(self.router)
         # its connections counted (``data_accepted``): a node no peer connects to is missing
         # from their configs (agent.node.reach); watched before a peer can connect
-        mon = self.router.get_monitor_socket(zmq.EVENT_HANDSHAKE_SUCCEEDED)
-        mon.setsockopt(zmq.LINGER, 0)
-        self._monitors[mon] = ""
-        self.poller.register(mon, zmq.POLLIN)
+        self._watch_bound(self.router, zmq.EVENT_HANDSHAKE_SUCCEEDED | PROTOCOL, "data")
         self.router.bind(self.data_bind)
         self.poller.register(self.router, zmq.POLLIN)
         if self.client_bind:
@@ -204,6 +205,11 @@ class Transport:
         for p in self.peers.values():
             self._connect_peer(p)
 
+    def _watch_bound(self, sock: zmq.Socket, events: int, plane: str) -> None:
+        mon = monitor(sock, events)
+        self._bound[mon] = plane
+        self.poller.register(mon, zmq.POLLIN)
+
     def _connect_peer(self, peer: Peer) -> None:
         # a SUB to its PUB (control) and a DEALER to its ROUTER (data); the CURVE server key
         # is the peer's own
@@ -213,8 +219,7 @@ class Transport:
         _liveness(sub, CONTROL_HEARTBEAT_TIMEOUT_MS)
         self.security.apply_client(sub, self.server_keys.get(peer.id))
         if self.security.name == "curve":  # a refused key: dialled again (redial)
-            smon = sub.get_monitor_socket(WATCHED)
-            smon.setsockopt(zmq.LINGER, 0)
+            smon = monitor(sub, WATCHED)
             self._sub_monitors[smon] = peer.id
             self.poller.register(smon, zmq.POLLIN)
         sub.connect(peer.control_address)
@@ -232,8 +237,7 @@ class Transport:
         _liveness(d)
         self.security.apply_client(d, self.server_keys.get(peer.id))
         # the monitor first: a local peer's handshake can be over before connect() returns
-        mon = d.get_monitor_socket(zmq.EVENT_DISCONNECTED | WATCHED)
-        mon.setsockopt(zmq.LINGER, 0)
+        mon = monitor(d, zmq.EVENT_DISCONNECTED | WATCHED)
         self._monitors[mon] = peer.id
         self.poller.register(mon, zmq.POLLIN)
         d.connect(peer.data_address)
@@ -251,6 +255,8 @@ class Transport:
         # Round up: a timer due in 0.4 ms must not turn into a zero timeout and a spinning loop.
         if self.redial.due:
             self.redial.run()
+        if self.server_watch.pending:  # failures counted since the last line, once due
+            self.server_watch.flush()
         ready = self.poller.poll(max(0, int(math.ceil(timeout_s * 1000))))
         events: List[Tuple[str, Any, Any]] = []
         watched: set = set()  # senders whose run id this call has read: once per call is enough
@@ -276,21 +282,25 @@ class Transport:
                     frames.append(frame)
                 if sock_or_fd in self._monitors:
                     peer = self._monitors[sock_or_fd]
-                    event = self._event(frames)
-                    if peer:
-                        self.redial.event(self.dealers[peer], peer, "data",
-                                          self.peers[peer].data_address, event)
-                    if not peer:  # the ROUTER's own: a peer connected to this node
-                        self.data_accepted += 1
-                    elif event == zmq.EVENT_DISCONNECTED:
+                    event, value, _ = event_of(frames)
+                    self.redial.event(self.dealers[peer], peer, "data",
+                                      self.peers[peer].data_address, event, value)
+                    if event == zmq.EVENT_DISCONNECTED:
                         self.data_drops[peer] = self.data_drops.get(peer, 0) + 1
                         events.append((LINK_DOWN, peer, None))
                     elif event == zmq.EVENT_HANDSHAKE_SUCCEEDED:
                         events.append((LINK_UP, peer, None))
                 elif sock_or_fd in self._sub_monitors:
                     peer = self._sub_monitors[sock_or_fd]
+                    event, value, _ = event_of(frames)
                     self.redial.event(self.subs[peer], peer, "control",
-                                      self.peers[peer].control_address, self._event(frames))
+                                      self.peers[peer].control_address, event, value)
+                elif sock_or_fd in self._bound:
+                    event, value, where = event_of(frames)
+                    if event == zmq.EVENT_HANDSHAKE_SUCCEEDED:  # a peer connected to this node
+                        self.data_accepted += 1
+                    else:  # a connecting node failed the handshake (key, mode)
+                        self.server_watch.event(self._bound[sock_or_fd], event, value, where)
                 elif sock_or_fd is self.router:
                     if self.key_owners and not self._own_key(frames):
                         continue
@@ -318,14 +328,6 @@ class Transport:
         except (zmq.ZMQError, AttributeError):  # ipc:// has none
             host = ""
         self.twins.observe(sender.decode("utf-8", "replace"), run, host)
-
-    @staticmethod
-    def _event(frames: Sequence[Any]) -> int:
-        """The event number of a monitor message (0: unreadable)."""
-        try:
-            return int.from_bytes(frames[0].bytes[:2], "little")
-        except (AttributeError, IndexError):
-            return 0
 
     def _own_key(self, frames: Sequence[Any]) -> bool:
         """True when the routing id names the node the authenticated key belongs to."""
@@ -377,15 +379,16 @@ class Transport:
     def close(self) -> None:
         """Close every socket at once (LINGER 0) and stop the security object."""
         watched = [self.subs[p] for p in self._sub_monitors.values() if p in self.subs]
-        watched += [] if self.router is None else [self.router]
+        watched += [s for s in (self.router, self.pub) if s is not None]
         for d in list(self.dealers.values()) + watched:
             try:
                 d.disable_monitor()
             except zmq.ZMQError:
                 pass
-        for mon in list(self._monitors) + list(self._sub_monitors):
+        for mon in list(self._monitors) + list(self._sub_monitors) + list(self._bound):
             mon.close(linger=0)
-        self._monitors, self._sub_monitors = {}, {}
+        self._monitors, self._sub_monitors, self._bound = {}, {}, {}
+        self.server_watch.flush(force=True)
         for s in self._sockets:
             try:
                 s.close(linger=0)
