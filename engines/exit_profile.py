@@ -33,6 +33,25 @@ CONFIDENCE_TOLERANCE = 1e-5
 Thresholds = Union[Mapping[int, float], Sequence[float]]
 
 
+PROBABILITY_SUM_TOL = 1e-3  # float32 softmax rows sum to 1 within this
+
+
+def probabilities_problem(logits: np.ndarray, what: str) -> str:
+    """Why ``logits`` (N, classes), the output ``what`` of a model, are softmax probabilities
+    rather than logits ("" when they are not): every row at least 0 and summing to 1. The exit
+    rule applies softmax itself, so probabilities give every head a confidence near 1/classes
+    spread (a final head's 0.2 against 0.8 before it) and MLCI scales the wrong numbers."""
+    z = np.asarray(logits, dtype=np.float64)
+    if z.size == 0:
+        return ""
+    z = z.reshape(len(z), -1)
+    if z.shape[1] < 2 or z.min() < 0.0 or \
+            np.abs(z.sum(axis=1) - 1.0).max() > PROBABILITY_SUM_TOL:
+        return ""
+    return ("%s looks like softmax probabilities (every row >= 0, summing to 1): give the "
+            "logits, the tensor before the Softmax (the exit rule applies softmax itself)" % what)
+
+
 def softmax_confidence(logits: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
     """Max-softmax confidence and predicted class per row of ``logits`` (shape (N, classes)).
 

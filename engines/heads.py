@@ -34,6 +34,7 @@ from engines.npzfile import load_npz
 from engines.build import BuildError, check_batch_one, load_checked_onnx, parse_cuts, plan_stages
 from engines.bundle import sha256_file
 from engines.flops import count_macs, numpy_dtype
+from engines.exit_profile import probabilities_problem
 from engines.heads_fit import fit_head, split_holdout
 from engines.profile import as_input
 from engines.heads_graph import (
@@ -240,6 +241,9 @@ def make_heads(onnx_path: str, at: Sequence[str], x: np.ndarray, y: np.ndarray, 
     else:
         log("features read from %s" % cache)
     pooled, final_logits = arrays[:-1], arrays[-1]
+    wrong = probabilities_problem(final_logits, "%s: output %r" % (onnx_path, final))
+    if wrong:
+        raise UsageError(wrong)
 
     train, hold = split_holdout(y, holdout, seed)
     taken = tensor_names(model)

@@ -21,7 +21,7 @@ from engines.npzfile import load_npz
 from engines.bundle import Bundle
 from engines.loader import load_engine
 from engines.embedding import CHOICES as EMBEDDING_CHOICES, auto_kind, embed_as_stored, kind_name
-from engines.exit_profile import ExitProfile, softmax_confidence
+from engines.exit_profile import ExitProfile, probabilities_problem, softmax_confidence
 
 
 def load_dataset(path, scale_uint8: bool = True) -> Tuple[np.ndarray, np.ndarray]:
@@ -113,6 +113,11 @@ def profile_bundle(bundle: Bundle, x: np.ndarray, y: np.ndarray, backend: str = 
     finally:
         for engine in engines:
             engine.close()
+    for col, stage in enumerate(heads):  # before anything is written: every head's own numbers
+        wrong = probabilities_problem(logits[:, col] if logits is not None else [],
+                                      "stage %d's head %r" % (stage.index, stage.logits_output))
+        if wrong:
+            raise UsageError(wrong)
     return ExitProfile(num_stages=bundle.num_stages, exit_stages=bundle.exit_stages,
                        confidence=confidence, correct=correct,
                        note="measured on %d samples, batch 1" % n, logits=logits,

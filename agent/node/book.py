@@ -24,6 +24,7 @@ import numpy as np
 
 from agent.errors import UsageError
 from engines.npzfile import load_npz
+from engines.profile import as_input
 from agent.ops.samples import checked_inputs, checked_labels
 from agent.node.records import RecordWriter
 from agent.policies.splits import rows_named
@@ -58,7 +59,8 @@ class ReplaySet:
         if len(x) == 0 or len(x) != len(y) or tuple(x.shape[1:]) != tuple(input_shape[1:]):
             raise UsageError("replay_path: %s has x %s, y %s; stage 1 needs x (N,%s)"
                              % (path, x.shape, y.shape, ",".join(map(str, input_shape[1:]))))
-        self.x = np.ascontiguousarray(x.astype(input_dtype, copy=False))
+        # uint8 images scaled to [0, 1] for a float input, as `heads` and `profile` read them
+        self.x = np.ascontiguousarray(as_input(x, input_dtype))
         self.y = checked_labels(y, len(x), "replay_path: %s" % path)
         self.rows = None if rows == "all" else rows_named(rows, len(self.x))
         if self.rows is not None and not len(self.rows):

@@ -45,6 +45,7 @@ import zmq
 from agent.fleet.client import Client, ClientKeys
 from agent.errors import UsageError
 from engines.npzfile import load_npz
+from engines.profile import as_input
 from agent.ops.samples import checked_inputs, checked_labels
 from agent.testbed.local import rate_label, write_run_file
 from agent.testbed.report import RunResult, summarise_records
@@ -289,6 +290,7 @@ def run_fleet(topo: Topology, bundle, policy: str, rates: Sequence[float], setti
         raise UsageError("--policies: the fleet runs %r; restart it with another policy to "
                          "compare (got %r)" % (f["policy"], policy))
     x, y = _replay(fleet_path(topo, f["replay"]) if f.get("replay") else None)
+    x = as_input(x, bundle.stage(1).input_dtype)  # uint8 images scaled, as the sources do
     keys = client_keys(topo, f)
     shares = {s.id: s.share for s in topo.sources}
     load_s = topo.warmup_s + settings.duration_s

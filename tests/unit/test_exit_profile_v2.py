@@ -166,3 +166,15 @@ def test_shipped_demo_profile_is_v2_tied_to_the_replay_set():
     assert np.allclose(prof.embedding, embed(x, "patchnorm4"), rtol=1e-6, atol=1e-6)
     assert np.array_equal(prof.embedding[7], embed_as_stored(x[7:8], "patchnorm4")[0])
     assert prof.data_sha256 == hashlib.sha256(np.ascontiguousarray(x).tobytes()).hexdigest()
+
+
+def test_probabilities_are_told_from_logits():
+    """Rule: rows all >= 0 summing to 1 (a softmax's output) are named as probabilities, with
+    the fix; logits (any sign, any sum), one class, or no rows are not."""
+    from engines.exit_profile import probabilities_problem
+    p = np.array([[0.7, 0.2, 0.1], [0.05, 0.05, 0.9]], np.float32)
+    assert "looks like softmax probabilities" in probabilities_problem(p, "stage 4's head 'x'")
+    assert probabilities_problem(np.log(p), "h") == ""
+    assert probabilities_problem(p * 2, "h") == ""
+    assert probabilities_problem(np.ones((3, 1), np.float32), "h") == ""
+    assert probabilities_problem(np.zeros((0, 3), np.float32), "h") == ""

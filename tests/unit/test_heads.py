@@ -278,3 +278,28 @@ def test_feature_cache_is_reused_only_for_the_same_backbone_data_and_grid(backbo
     assert calls == [1, len(x), 1, 1, len(x)]  # each run probes one sample first
     with open(a, "rb") as fa, open(b, "rb") as fb:
         assert fa.read() == fb.read()
+
+
+def test_a_backbone_ending_in_softmax_is_refused_naming_the_logits_to_give(tmp_path):
+    """Rule: a backbone whose output is softmax probabilities (rows >= 0, summing to 1) is
+    refused in one line before anything is written: the exit rule applies softmax itself, so
+    probabilities gave the final head a mean confidence of 0.2 while every head reported fine."""
+    w = onnx.numpy_helper.from_array(np.random.default_rng(1).normal(size=(6, 3))
+                                     .astype(np.float32), "w")
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["hid"]),
+             helper.make_node("Softmax", ["hid"], ["probs"], axis=1)]
+    graph = helper.make_graph(nodes, "sm", [helper.make_tensor_value_info("x", TensorProto.FLOAT,
+                                                                          ["N", 6])],
+                              [helper.make_tensor_value_info("probs", TensorProto.FLOAT, ["N", 3])],
+                              initializer=[w])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    path, out = str(tmp_path / "sm.onnx"), str(tmp_path / "me.onnx")
+    onnx.save(model, path)
+    y = np.arange(90) % 3
+    x = np.random.default_rng(2).normal(size=(90, 6)).astype(np.float32)
+    with pytest.raises(Exception, match=r"output 'probs' looks like softmax probabilities .*"
+                                        r"give the logits, the tensor before the Softmax"):
+        make_heads(path, ["hid"], x, y, out)
+    import os
+    assert not os.path.exists(out)

@@ -213,3 +213,18 @@ def test_a_dataset_without_samples_is_refused_as_such(tmp_path):
     np.savez(path, x=np.zeros((0, 1, 28, 28), np.float32), y=np.zeros((0,), np.int64))
     with pytest.raises(UsageError, match=r"x holds no samples \(0 rows\)"):
         load_dataset(path)
+
+
+def test_a_uint8_replay_set_is_scaled_for_a_float_model_as_profile_reads_it(tmp_path):
+    """Rule: a source's replay set of uint8 images feeds a float32 stage 1 with x / 255, as
+    `heads` and `profile` read the same file (a plain cast had sent 0-255 to a model trained
+    on [0, 1]: the testbed's accuracy fell from 0.82 to 0.68 without a word); a uint8 stage 1
+    gets the bytes."""
+    from engines.profile import as_input
+    path = str(tmp_path / "u8.npz")
+    x = np.array([[[0, 51]], [[255, 102]]], np.uint8)
+    np.savez(path, x=x, y=np.array([0, 1]))
+    got = ReplaySet(path, (1, 1, 2), "float32").x
+    assert got.dtype == np.float32 and np.allclose(got, x / 255.0)
+    assert np.array_equal(got, as_input(x, "float32"))
+    assert np.array_equal(ReplaySet(path, (1, 1, 2), "uint8").x, x)
