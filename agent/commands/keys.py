@@ -43,6 +43,10 @@ def run(args: argparse.Namespace) -> int:
     else:
         public = load_public_key(args.file)
     print(public.decode("ascii"))
+    import sys
+
+    from agent.net.keyfiles import key_fingerprint
+    print("fingerprint %s (log lines name keys by it)" % key_fingerprint(public), file=sys.stderr)
     return 0
 
 

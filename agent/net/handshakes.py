@@ -20,6 +20,7 @@ from typing import Any, Callable, Dict, Optional, Sequence, Tuple
 
 import zmq
 
+from agent.net.keyfiles import key_fingerprint
 from agent.net.redial import MECHANISM_MISMATCH, PROTOCOL, Redial, mismatch
 
 log = logging.getLogger("agent.net.transport")  # one of the transport's parts
@@ -97,15 +98,18 @@ class ServerWatch:
 
 def key_sources(peers: Sequence[Any], server_keys: Dict[str, bytes]) -> Dict[str, str]:
     """Peer id -> where the public key this node holds for it comes from, for a warning:
-    ``peers[i].public_key`` and its file, with the key (public, so it may be shown)."""
+    ``peers[i].public_key`` and its file, and the key's fingerprint, never the key: one that
+    keeps failing may be a secret pasted in its place."""
     out = {}
     for i, p in enumerate(peers):
         key = server_keys.get(p.id)
-        held = key.decode("ascii", "replace") if key else "none"
+        held = "key %s" % key_fingerprint(key) if key else "none"
         spec = getattr(p, "public_key", "")
-        out[p.id] = ("peers[%d].public_key = %s" % (i, held) if not spec or spec == held else
+        inline = not spec or spec == (key or b"").decode("ascii", "replace")
+        out[p.id] = ("peers[%d].public_key = %s" % (i, held) if inline else
                      "peers[%d].public_key = %s from %s" % (i, held, spec))
     return out
+
 
 
 def watches(security: Any, node_id: str, peers: Sequence[Any],

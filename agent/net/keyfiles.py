@@ -14,6 +14,7 @@ secret key.
 from __future__ import annotations
 
 import datetime
+import hashlib
 import logging
 import os
 import stat
@@ -325,3 +326,9 @@ def _check_z85(key, what: str) -> bytes:
     except (ValueError, KeyError, IndexError, TypeError, struct.error):  # struct: > 2**32
         raise SecurityError("%s is not a valid z85 CURVE key" % what) from None
     return key
+
+
+def key_fingerprint(key: bytes) -> str:
+    """The first 12 hex digits of a z85 key's SHA-256: how log lines name a key whose value
+    they must not show (it may be a secret in the wrong place); ``keys show`` prints it too."""
+    return hashlib.sha256(bytes(key).strip()).hexdigest()[:12]

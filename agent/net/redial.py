@@ -118,8 +118,9 @@ class Redial:
             log.warning("handshake with %s keeps failing (%d times in a row on the %s "
                         "connection, %s): the public key this node holds for it (%s) is "
                         "probably not %s's (a key rotated on %s, or its key file's lines do not "
-                        "match): compare it with `edge-agent keys show` of %s's NAME.key_secret; "
-                        "dialling it again every %.0f s", peer, n, plane, endpoint,
+                        "match): compare its fingerprint with what `edge-agent keys show` "
+                        "prints for %s's NAME.key_secret; dialling it again every %.0f s",
+                        peer, n, plane, endpoint,
                         self.key_sources.get(peer, "its peers[].public_key"), peer, peer, peer,
                         REDIAL_S)
 
