@@ -155,16 +155,39 @@ def _thread(fn: Callable[[], None]) -> None:
 
 
 class PowerModeWatch:
-    """A ``ModeReader`` feeding a ``PowerWatch``; ``poll`` runs on the loop's thread."""
+    """A ``ModeReader`` feeding a ``PowerWatch``; ``poll`` runs on the loop's thread. A new mode
+    is followed once two reads in a row give it (one read between two others is no switch),
+    and the CPU path's names (``cpu-GOVERNOR-NNNNMHz``) count as one mode while the governor
+    stays: without a frequency cap the name carries the current frequency, and a frequency
+    near a 100 MHz boundary would read as a switch every few seconds."""
 
     def __init__(self, reader: ModeReader, watch: PowerWatch):
         self.reader = reader
         self.watch = watch
+        self._seen = ""  # a new mode read once, followed if the next read gives it again
 
     def poll(self) -> bool:
         """Apply a finished reading, start the next when due; True when the mode changed."""
         got = self.reader.poll(self.watch.mode)
-        return self.watch.apply(got) if got is not None else False
+        if got is None:
+            return False
+        if got.error or same_mode(got.mode, self.watch.mode):
+            self._seen = ""
+            return self.watch.apply(got) if got.error else False
+        if got.mode != self._seen:
+            self._seen = got.mode
+            return False
+        self._seen = ""
+        return self.watch.apply(got)
+
+
+def same_mode(read: str, known: str) -> bool:
+    """True when ``read`` is no switch from ``known``: the same name, or two CPU-path names
+    (``calibration.host.cpu_mode_name``) of one governor."""
+    if not read or read == known:
+        return True
+    a, b = read.split("-"), known.split("-")
+    return len(a) == len(b) == 3 and a[0] == b[0] == "cpu" and a[1] == b[1]
 
 
 def attach(cfg: Any, capacity: Any, view: Any, metrics: Any, hooks: Any, status: Any,

@@ -216,3 +216,42 @@ def test_a_fixed_power_mode_is_reported_and_not_watched(tmp_path):
         assert built.node.outbox.current_view().capacity_flops == pytest.approx(flops / 0.004)
     finally:
         built.close()
+
+
+def _watch_reading(modes, known="15W"):
+    """A PowerModeWatch over a reader that gives ``modes`` one per poll (read inline)."""
+    from agent.node.powerwatch import PowerModeWatch
+    now, it = [0.0], iter(modes)
+    reader = ModeReader(lambda: next(it), lambda m: (None, "no entry"), interval_s=1.0,
+                        clock=lambda: now[0], spawn=lambda fn: fn())
+    watch = PowerWatch(known, _capacity(), _view(), AgentMetrics("w"), False)
+
+    def step():
+        now[0] += 1.0
+        reader.poll(watch.mode)  # starts the read (inline) ...
+        return pw.poll()  # ... whose result this poll applies
+    pw = PowerModeWatch(reader, watch)
+    return watch, step
+
+
+def test_a_new_mode_is_followed_only_when_two_reads_in_a_row_give_it(caplog):
+    """Rule: one read of another mode between reads of the known one is no switch (no line);
+    the same new mode read twice in a row is followed, with one WARNING."""
+    watch, step = _watch_reading(["15W", "MAXN", "15W", "MAXN", "MAXN", "MAXN"])
+    with caplog.at_level(logging.WARNING):
+        flips = [step() for _ in range(6)]
+    assert flips == [False, False, False, False, True, False] and watch.mode == "MAXN"
+    assert caplog.text.count("power mode changed") == 1
+
+
+def test_cpu_path_names_of_one_governor_are_one_mode_whatever_the_frequency(caplog):
+    """Rule: without a frequency cap the CPU path's name carries the current frequency, so
+    cpu-nogovernor-2600MHz and -2500MHz (a frequency near a 100 MHz boundary) are no switch;
+    another governor is."""
+    reads = ["cpu-nogovernor-2500MHz", "cpu-nogovernor-2500MHz", "cpu-nogovernor-2600MHz",
+             "cpu-performance-2600MHz", "cpu-performance-2600MHz"]
+    watch, step = _watch_reading(reads, known="cpu-nogovernor-2600MHz")
+    with caplog.at_level(logging.WARNING):
+        flips = [step() for _ in range(5)]
+    assert flips == [False, False, False, False, True]
+    assert watch.mode == "cpu-performance-2600MHz" and caplog.text.count("power mode changed") == 1
