@@ -196,4 +196,4 @@ def test_a_warning_logged_while_the_agent_starts_is_its_newest_warning_on_the_me
     finally:
         built.close()
     assert newest["level"] == "WARNING", newest
-    assert newest["message"].startswith("no current entry for stage 1"), newest
+    assert newest["message"].startswith("no calibration entry for stage 1 in mode "), newest
