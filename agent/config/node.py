@@ -121,7 +121,7 @@ class NodeConfig:
     engine_cache_dir: str = ""  # TensorRT plan cache; "" = $CACHE_DIRECTORY/trt, else ~/.cache
     capacity_profile: str = ""  # calibration profile file; "" = time the engine at start-up
     power_mode: str = ""  # power mode name to look up in the calibration profile; "" = current
-    power_mode_check_interval_s: float = 5.0  # worker, power_mode "": re-read the mode this often
+    power_mode_check_interval_s: float = 30.0  # Jetson worker, power_mode "": re-read the mode
     warmup_runs: int = 5  # start-up timing: runs discarded before measuring
     timing_runs: int = 20  # start-up timing: runs whose median gives the service time
     emulate_capacity_flops: float = 0.0  # >0: pad service time to flops / this (slower device)

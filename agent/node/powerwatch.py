@@ -3,10 +3,10 @@
 A worker reads its power mode at start-up (``capacity.start_mode``) and takes mu from its
 calibration profile's entry for it. Someone may switch the mode later (``nvpmodel -m 0``, a
 thermal policy); without a watch mu, the ``edge_agent_power_mode`` metric and ``status`` would
-tell the old mode until a restart. So every ``power_mode_check_interval_s`` the worker reads the
-mode again, through the reader ``calibration.profile.current_power_mode`` (jtop, else the CPU
-path's governor/frequency name). A node config with ``power_mode = "NAME"`` fixes the mode: no
-watch.
+tell the old mode until a restart. So on a Jetson, every ``power_mode_check_interval_s``, the
+worker reads the mode again through the reader ``calibration.profile.current_power_mode``
+(jtop). A node config with ``power_mode = "NAME"`` fixes the mode, and off a Jetson the CPU path
+has one mode: no watch (``JETSON_ROOT``).
 
 Two parts, kept apart:
 
@@ -35,10 +35,16 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable, Optional, Tuple
 
+from engines.accelerator import is_jetson
+
 log = logging.getLogger("agent.run")  # a serving agent's own lines are logged under this name
 
 # A read in flight this long is reported (once) as hanging; the next read waits for it.
 READ_HUNG_S = 60.0
+# Watched only where nvpmodel modes exist: an L4T release file under this root. Off a Jetson
+# the CPU path is one mode, and a jtop client made per read (jetson-stats installed for tests
+# or tools) runs nvcc, dpkg, ldconfig and, finding no CUDA libraries, gcc: 0.5 CPU-s a minute.
+JETSON_ROOT = "/"
 
 
 @dataclass(frozen=True)
@@ -204,7 +210,7 @@ def attach(cfg: Any, capacity: Any, view: Any, metrics: Any, hooks: Any, status:
     status.power_mode = lambda: watch.mode
     if watch.mode:
         metrics.power_mode(watch.mode)
-    if cfg.power_mode:  # fixed by the operator
+    if cfg.power_mode or not is_jetson(JETSON_ROOT):  # fixed by the operator; no nvpmodel modes
         return None
     if watch.emulated:  # the profile is not read: mu stays the emulated one
         lookup = lambda m: (None, "capacity emulated")  # noqa: E731

@@ -170,11 +170,15 @@ def _profile(tmp_path, modes):
     return path, float(spec.flops)
 
 
-def test_a_built_worker_follows_a_switch_in_status_stats_and_its_view(tmp_path, caplog):
-    """A real worker (profile entries for its start mode and MAXN, metrics served) switched by
-    its reader: `edge-agent status`'s summary shows MAXN and its mu, stats.json has
-    power_mode, and the view heartbeats and DTO-EE read carries MAXN's entry."""
+def test_a_built_worker_follows_a_switch_in_status_stats_and_its_view(tmp_path, caplog,
+                                                                      monkeypatch):
+    """A real worker (profile entries for its start mode and MAXN, metrics served; the board
+    taken for a Jetson) switched by its reader: `edge-agent status`'s summary shows MAXN and its
+    mu, stats.json has power_mode, and the view heartbeats and DTO-EE read carries MAXN's
+    entry."""
+    from agent.node import powerwatch
     from agent.fleet.status import read_node
+    monkeypatch.setattr(powerwatch, "is_jetson", lambda root: True)
     from calibration.profile import current_power_mode
     from tests.unit.built_worker import built_worker
 
@@ -255,3 +259,20 @@ def test_cpu_path_names_of_one_governor_are_one_mode_whatever_the_frequency(capl
         flips = [step() for _ in range(5)]
     assert flips == [False, False, False, False, True]
     assert watch.mode == "cpu-performance-2600MHz" and caplog.text.count("power mode changed") == 1
+
+
+def test_off_a_jetson_the_mode_is_reported_but_not_watched(tmp_path):
+    """Rule: off a Jetson (no L4T release file) the CPU path has one mode: stats.json reports
+    it, and no reads are made while serving (a jtop client per read ran nvcc, dpkg, ldconfig
+    and gcc: 0.5 CPU-s a minute per worker)."""
+    from agent.node import powerwatch
+    from tests.unit.built_worker import built_worker
+
+    if powerwatch.is_jetson(powerwatch.JETSON_ROOT):
+        pytest.skip("this machine is a Jetson: its workers watch the mode")
+    built = built_worker(str(tmp_path / "run"))
+    try:
+        assert built.node.hooks.power is None
+        assert built.node.status.stats()["power_mode"].startswith("cpu-")
+    finally:
+        built.close()
