@@ -72,12 +72,13 @@ class NodeHooks:
         for stage, c in thresholds.items():
             m.threshold(stage, c)
 
-    def save_state(self, state: Dict[str, Any]) -> None:
-        """Save the policy's state; a failure is logged, never raised."""
+    def save_state(self, state: Dict[str, Any], force: bool = False) -> None:
+        """Save the policy's state (``force``: even if only its counts changed, at a stop); a
+        failure is logged, never raised."""
         if self.state_store is None:
             return
         try:
-            self.state_store.save(state)
+            self.state_store.save(state, force)
         except (OSError, TypeError, ValueError) as exc:  # a full disk must not stop serving
             self.count("state_save_failed")
             self.metrics.write_failed("state")

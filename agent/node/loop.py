@@ -204,7 +204,7 @@ class Node:
     def _finish(self) -> None:
         self.role.finish(self.clock(), self.wall())
         self._changes.flush(final=True)
-        self.hooks.save_state(self._state())
+        self.hooks.save_state(self._state(), force=True)
         self.status.write()
         log.info("stopped: %s", self.status.line())
         for fd in (self._rfd, self._wfd):

@@ -34,6 +34,10 @@ ROUTING_KEYS = ("routing",)  # {successor: probability}: each in [0, 1], summing
 THRESHOLD_KEYS = ("thresholds", "dtoee_thresholds", "mdi_threshold")  # each in (0, 1]
 ROW_SUM_TOLERANCE = 1e-6
 LINK_RATES_KEY = "link_rates_bytes_s"  # {peer: measured bytes/s}: each > 0
+# counts kept for diagnosis, not decisions: a state that differs only in these is not written
+# again (DTO-EE counts its settled phases every slot, so an idle agent fsynced every slot);
+# they reach the file with the next real change and at shutdown (``force``)
+COUNTER_KEYS = ("dtoee_phases",)
 
 
 def default_state_dir(environ: Mapping[str, str]) -> str:
@@ -99,14 +103,16 @@ class StateStore:
         self._saved = ""  # the state last written, as JSON: an equal one is not written again
         self.skipped = 0  # saves left out because nothing had changed
 
-    def save(self, state: Dict[str, Any]) -> bool:
+    def save(self, state: Dict[str, Any], force: bool = False) -> bool:
         """Atomically replace the stored state with ``state`` (JSON-serialisable dict); False
-        when it equals the state this store last wrote and the file is still there (nothing
-        written: an idle agent would otherwise replace it, with two fsyncs, every slot)."""
+        when, but for its ``COUNTER_KEYS``, it equals the state this store last wrote and the
+        file is still there (nothing written: an idle agent would otherwise replace it, with two
+        fsyncs, every slot), unless ``force`` (a stop: the counts too)."""
         if not isinstance(state, dict):
             raise TypeError("state must be a dict, got %s" % type(state).__name__)
-        text = json.dumps(state, sort_keys=True, allow_nan=False)
-        if text == self._saved and os.path.isfile(self.path):
+        text = json.dumps({k: v for k, v in state.items() if k not in COUNTER_KEYS},
+                          sort_keys=True, allow_nan=False)
+        if text == self._saved and not force and os.path.isfile(self.path):
             self.skipped += 1
             return False
         doc = {"format_version": FORMAT_VERSION, "saved_unix_s": time.time(), "state": state}

@@ -64,7 +64,7 @@ class _FailingStore:
     def __init__(self):
         self.fail = True
 
-    def save(self, state):
+    def save(self, state, force=False):
         if self.fail:
             raise OSError(28, "No space left on device")
 
@@ -134,3 +134,16 @@ def test_an_unchanged_state_is_not_written_again(tmp_path):
     os.remove(store.path)
     assert store.save({"routing": {"w1": 0.5, "w2": 0.5}}) is True
     assert store.load() == {"routing": {"w1": 0.5, "w2": 0.5}}
+
+
+def test_a_state_differing_only_in_its_counts_is_not_written_until_a_stop(tmp_path):
+    """Rule: DTO-EE counts its settled phases every slot (``dtoee_phases``, a COUNTER_KEYS
+    entry); a state that differs only there is not written (an idle agent fsynced every
+    slot), and ``force`` (the agent's stop) writes the counts."""
+    from agent.ops.state import StateStore
+    store = StateStore(str(tmp_path))
+    assert store.save({"routing": {"w1": 1.0}, "dtoee_phases": {"settled": 1}})
+    assert not store.save({"routing": {"w1": 1.0}, "dtoee_phases": {"settled": 2}})
+    assert store.load()["dtoee_phases"] == {"settled": 1}
+    assert store.save({"routing": {"w1": 1.0}, "dtoee_phases": {"settled": 3}}, force=True)
+    assert store.load()["dtoee_phases"] == {"settled": 3}
