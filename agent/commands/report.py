@@ -34,7 +34,7 @@ def run(args: argparse.Namespace) -> int:
     from agent.errors import UsageError
     from agent.ops.atomic import write_atomic
     from agent.testbed.history import load_run, write_cdf_plot
-    from agent.testbed.phases import phase_lines
+    from agent.testbed.phasecheck import lines_under_table
     from agent.testbed.report import admitted_lines, error_lines, format_table, write_plots
     from agent.testbed.runtopo import settings_warning
 
@@ -68,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
         print(format_table(run.results))
         for line in admitted_lines(run.results) + error_lines(run.results):
             print(line)  # errors: what the sources said of inputs they refused (fleet mode)
-        for line in phase_lines(run.results):  # a run with faults, as the testbed printed it
+        for line in lines_under_table(run.path, run.results):  # as the testbed printed them
             print(line)
         print()
     warning = settings_warning(runs)  # side by side is for one setting under changed code

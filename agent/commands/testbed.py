@@ -294,7 +294,7 @@ def _policies(topo, given):
 def _run_in(args, topo, bundle, policies, rates, cap, out_dir, lock, settings) -> int:
     """Run every (policy, rate) in the run folder; print and write the results."""
     from agent.testbed.driver import run_all
-    from agent.testbed.phases import phase_lines
+    from agent.testbed.phasecheck import lines_under_table
     from agent.testbed.report import (PLOT_NAMES, admitted_lines, error_lines, format_table,
                                       write_json, write_plots)
     from agent.testbed.exits import initial_thresholds
@@ -373,7 +373,7 @@ def _run_in(args, topo, bundle, policies, rates, cap, out_dir, lock, settings) -
     print()
     print(format_table(runs))
     print()
-    phases = phase_lines(runs)  # as report prints it again
+    phases = lines_under_table(out_dir, runs)  # as report prints them again
     if phases:
         print("\n".join(phases))
         print()

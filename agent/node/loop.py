@@ -205,7 +205,7 @@ class Node:
         self.role.finish(self.clock(), self.wall())
         self._changes.flush(final=True)
         self.hooks.save_state(self._state(), force=True)
-        self.status.write()
+        self.status.write(force=True)
         log.info("stopped: %s", self.status.line())
         for fd in (self._rfd, self._wfd):
             try:

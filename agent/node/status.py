@@ -2,7 +2,9 @@
 
 ``NodeStatus`` reads the node's counters, its view, the policy and what its side adds (a
 source's task counts); the loop calls ``write`` and ``log_line`` every ``status_interval_s``
-and at the end.
+and at the end. Both leave out what has not changed: stats.json is replaced only when
+something in it but its time (``TIME_KEYS``) changed, or ``STATUS_REPEAT_S`` after the last
+write (so ``wall_time`` is never older than that on a running agent), or when the file is gone.
 """
 
 from __future__ import annotations
@@ -26,6 +28,10 @@ log = logging.getLogger("agent.node.loop")  # these are the loop's steps: logged
 # write the same line every status_interval_s for days (17,000 lines a day at 5 s) to the
 # device's flash, and one line in ten minutes still shows the agent is there.
 STATUS_REPEAT_S = 600.0
+# keys of stats.json that change at every write by themselves: a file that differs from the
+# last one written in these alone is not written again before STATUS_REPEAT_S (each
+# replacement is a journal commit on ext4, every status_interval_s for ever on an idle device)
+TIME_KEYS = ("wall_time",)
 
 
 class NodeStatus:
@@ -33,17 +39,21 @@ class NodeStatus:
 
     def __init__(self, cfg: NodeConfig, policy: AgentPolicy, view: NodeView,
                  counters: Mapping[str, int], extra: Callable[[], Dict[str, Any]] = dict,
-                 wall: Callable[[], float] = time.time):
+                 wall: Callable[[], float] = time.time,
+                 mono: Callable[[], float] = time.monotonic):
         self.cfg = cfg
         self.policy = policy
         self.view = view
         self.counters = counters
         self.extra = extra
         self.wall = wall
+        self.mono = mono  # when stats.json was last written (the repeat interval)
         self.faults = WriteFaults("stats " + os.path.join(cfg.state_dir, "stats.json"))
         # a worker's power mode now ("" unknown); None: no power_mode key (a source)
         self.power_mode: Optional[Callable[[], str]] = None  # set by powerwatch.attach
         self._logged = ("", -math.inf)  # (the last status line logged, when)
+        self._written = ("", -math.inf)  # (stats.json last written but TIME_KEYS, when)
+        self.skipped = 0  # writes left out: nothing but the time had changed
 
     def stats(self) -> Dict[str, Any]:
         """Counters and state for stats.json and the status line."""
@@ -65,16 +75,28 @@ class NodeStatus:
         out.update(self.extra())
         return out
 
-    def write(self) -> None:
-        """Atomically replace ``<state_dir>/stats.json`` (no fsync: it is rewritten every few
-        seconds and only has to be whole when read)."""
+    def write(self, force: bool = False) -> bool:
+        """Atomically replace ``<state_dir>/stats.json`` (no fsync: it only has to be whole
+        when read); False when nothing was written: all but its ``TIME_KEYS`` equal the last
+        file written, that was under ``STATUS_REPEAT_S`` ago and the file is still there, and
+        not ``force`` (a stop may give it: the final counts, whatever the last write held)."""
         path = os.path.join(self.cfg.state_dir, "stats.json")
+        stats = self.stats()
+        body = json.dumps({k: v for k, v in stats.items() if k not in TIME_KEYS},
+                          sort_keys=True)
+        now = self.mono()
+        last, at = self._written
+        if not force and body == last and now - at < STATUS_REPEAT_S and os.path.isfile(path):
+            self.skipped += 1
+            return False
         try:
-            write_atomic(path, json.dumps(self.stats(), indent=1, sort_keys=True), durable=False)
+            write_atomic(path, json.dumps(stats, indent=1, sort_keys=True), durable=False)
         except OSError as exc:  # a full disk: counted, logged at most once a minute
             self.faults.failed(exc)
-        else:
-            self.faults.succeeded()
+            return False  # tried again at the next call, changed or not
+        self.faults.succeeded()
+        self._written = (body, now)
+        return True
 
     def line(self) -> str:
         """One status line for the log."""

@@ -40,6 +40,7 @@ from agent.testbed.created import created_so_far
 from agent.testbed.exits import default_remaining
 from agent.testbed.faultlog import record_fault_phases
 from agent.testbed.inject import FaultRunner
+from agent.testbed.phasecheck import PhaseTally
 from agent.testbed.procs import LocalAgents, free_ports
 from agent.testbed.nodeparts import node_config_error
 from agent.testbed.asrun import applied_links, senders_pace, told_rate
@@ -228,6 +229,7 @@ def run_local(topo: Topology, bundle, policy: str, rates: Sequence[float],
     ports = free_ports(2 * len(topo.node_ids()))
     results: List[RunResult] = []
     after: Dict[str, Optional[dict]] = {}
+    tally = PhaseTally()  # DTO-EE's configuration phases, rate by rate
     net = settings.network
     shown = applied_links(topo, net.plan if net is not None else None)  # its links as run
     with LocalAgents(run_dir, settings.python, wrap=net.wrap if net is not None else None) \
@@ -282,6 +284,7 @@ def run_local(topo: Topology, bundle, policy: str, rates: Sequence[float],
                                       stats, settings.duration_s, load_s))
             record_fault_phases(results[-1], faults, records, topo.warmup_s,
                                 os.path.join(run_dir, rate_label(rate)))
+            tally.record(results[-1], cfgs, os.path.join(run_dir, rate_label(rate)))
             if on_result is not None:
                 on_result(results[-1])
     return results

@@ -23,8 +23,7 @@ from typing import Dict, Iterable, List, Mapping, Optional, Sequence
 
 from agent.errors import UsageError
 from agent.ops.atomic import write_atomic
-# the record check has a module of its own; history, phases, local and the tests import these
-# names from here too
+# the record check's own module; history, phases, local and the tests import its names here too
 from agent.testbed.reportcheck import (  # noqa: F401
     MAX_CLOCK_S, MAX_DELAY_S, STATUSES, TIME_KEYS, _created, _delay, _finite, delay_ok,
     error_kind, error_text, is_record)
@@ -77,6 +76,7 @@ class RunResult:
     # sent / load time / real rate) and the senders' own rate estimates at the end, bytes/s
     link_utilisation: Dict[str, float] = field(default_factory=dict)
     link_rate_measured_bytes_s: Dict[str, float] = field(default_factory=dict)
+    dtoee_phases: Dict[str, int] = field(default_factory=dict)  # how they ended (phasecheck)
 
     def to_json(self) -> dict:
         d = asdict(self)
