@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import platform
 import signal
+import string
 import sys
 import tempfile
 from typing import Dict, List, Optional
@@ -26,7 +27,8 @@ def machine() -> str:
 def chain_topology(workers_per_stage: List[int], num_sources: int = 1,
                    capacities: Optional[Dict[str, float]] = None, agent: Optional[dict] = None,
                    warmup_s: float = 1.0, slot_s: float = 2.0) -> dict:
-    """Every node of stage h linked to every node of stage h+1; ids s1.., w<h><letter>."""
+    """Every node of stage h linked to every node of stage h+1; ids s1.., w<h><letter> (up to 26
+    workers a stage)."""
     caps = capacities or {}
     sources = [{"id": "s%d" % (i + 1), "share": round(1.0 / num_sources, 12)}
                for i in range(num_sources)]
@@ -34,7 +36,7 @@ def chain_topology(workers_per_stage: List[int], num_sources: int = 1,
     workers, links = [], []
     prev = [s["id"] for s in sources]
     for h, n in enumerate(workers_per_stage, start=1):
-        ids = ["w%d%s" % (h, "abcdefgh"[i]) for i in range(n)]
+        ids = ["w%d%s" % (h, string.ascii_lowercase[i]) for i in range(n)]
         for wid in ids:
             w = {"id": wid, "stage": h}
             if wid in caps:
@@ -57,7 +59,8 @@ class Local:
     """Start a topology's workers, then its sources at ``rate`` for ``load_s`` seconds."""
 
     def __init__(self, topo_obj: dict, policy: str, rate: float, load_s: float,
-                 out_dir: Optional[str] = None, seed: int = 1):
+                 out_dir: Optional[str] = None, seed: int = 1, bundle_dir: Optional[str] = None):
+        """``bundle_dir``: the bundle the agents serve (the demo bundle when None)."""
         from engines.bundle import load_bundle
         from engines.demo import DEMO_BUNDLE_DIR
 
@@ -65,8 +68,8 @@ class Local:
 
         self.topo = parse_topology(topo_obj)
         self.out_dir = out_dir or tempfile.mkdtemp(prefix="edge-bench-")
-        self.cfgs = node_configs(self.topo, load_bundle(DEMO_BUNDLE_DIR).path, policy, rate,
-                                 load_s, self.out_dir, seed)
+        self.cfgs = node_configs(self.topo, load_bundle(bundle_dir or DEMO_BUNDLE_DIR).path,
+                                 policy, rate, load_s, self.out_dir, seed)
         self.agents = LocalAgents(self.out_dir)
 
     def start(self) -> None:
