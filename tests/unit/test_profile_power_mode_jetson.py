@@ -84,3 +84,13 @@ def test_a_jetson_whose_jtop_has_no_nvpmodel_keeps_the_cpu_path_name(tmp_path):
     module = types.SimpleNamespace(jtop=NoModes, JtopException=JtopException)
     root = _l4t_root(tmp_path)
     assert current_power_mode(module, root=root) == host.read_cpu_mode_name(root)
+
+
+def test_off_a_jetson_jtop_is_not_asked(tmp_path):
+    """Rule: without /etc/nv_tegra_release no jtop client is made (its start runs nvcc, dpkg,
+    ldconfig and gcc): a jtop that would answer a mode is not asked, the CPU path's name is
+    the mode."""
+    (tmp_path / "plain").mkdir()
+    board = new_board(tmp_path / "board.json", mode=2)
+    got = current_power_mode(fake_module(board), root=str(tmp_path / "plain"))
+    assert got == host.read_cpu_mode_name(str(tmp_path / "plain")) and got.startswith("cpu-")
