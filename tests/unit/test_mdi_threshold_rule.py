@@ -70,17 +70,18 @@ def test_a_node_and_the_simulator_keep_agreeing_as_alg4_runs_on_the_same_queues(
 
 
 def test_configured_thresholds_that_differ_from_the_knob_are_named_in_one_warning(caplog):
-    """Rule: a node whose configured thresholds differ from the knob ``threshold`` logs one
-    WARNING naming both (a setting with no effect is said); none when they agree or when no
-    head exits."""
+    """Rule: a node whose configured thresholds differ from the fixed knob ``threshold`` logs
+    one WARNING naming both (a setting with no effect is said); none when they agree, when no
+    head exits, or when Alg. 4 sets the threshold (threshold_adaptation)."""
     with caplog.at_level("WARNING", logger="agent.policies.mdi_exit.agent"):
         MdiExitPolicy(CONFIGURED, {"threshold": 0.75})
     lines = [r.getMessage() for r in caplog.records]
-    assert lines == ["mdi-exit applies policy_knobs.threshold = 0.75 at every exit (fixed); the "
+    assert lines == ["mdi-exit applies policy_knobs.threshold = 0.75 at every exit; the "
                      "configured thresholds (stage 1: 0.7, stage 2: 0.8, stage 3: 0.6) are not "
                      "used"]
     caplog.clear()
     with caplog.at_level("WARNING", logger="agent.policies.mdi_exit.agent"):
         MdiExitPolicy({1: 0.75, 2: 0.75}, {"threshold": 0.75})
         MdiExitPolicy(CONFIGURED, {"early_exit": False})
+        MdiExitPolicy(CONFIGURED, {"threshold_adaptation": True, "threshold": 0.9})
     assert caplog.records == []

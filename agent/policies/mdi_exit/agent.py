@@ -51,14 +51,16 @@ MIN_DELAY_S = 1e-6  # the outlier band's base at least: below any real network t
 
 def unused_thresholds(params: mx.MdiExitParams, configured: Mapping[int, float]) -> str:
     """Why a node's ``configured`` per-exit thresholds have no effect under MDI-Exit ("" when
-    no head exits or they all equal the knob ``threshold``, what every head starts with)."""
+    no head exits, they all equal the fixed knob ``threshold``, or Alg. 4 sets the threshold:
+    with ``threshold_adaptation`` on, configured thresholds are plainly the policy's to set,
+    and a warning on every node of the adapt runs would only be noise)."""
     start = mx.exit_threshold(params, params.threshold)
-    if start is None or all(c == start for c in configured.values()):
+    if start is None or params.threshold_adaptation or all(c == start
+                                                            for c in configured.values()):
         return ""
-    return ("mdi-exit applies policy_knobs.threshold = %g at every exit (%s); the configured "
+    return ("mdi-exit applies policy_knobs.threshold = %g at every exit; the configured "
             "thresholds (%s) are not used" % (
-                start, "Alg. 4's start" if params.threshold_adaptation else "fixed",
-                ", ".join("stage %d: %g" % (h, c) for h, c in sorted(configured.items()))))
+                start, ", ".join("stage %d: %g" % (h, c) for h, c in sorted(configured.items()))))
 
 
 class TransferDelay:
