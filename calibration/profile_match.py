@@ -9,7 +9,7 @@ release is seen for what it is).
 
 from __future__ import annotations
 
-from typing import Any, Optional, Sequence
+from typing import Any, List, Optional, Sequence, Tuple
 
 # the parts of an entry's key, in ``ProfileEntry.key()`` order, as a report names them
 KEY_PARTS = ("board", "L4T release", "mode", "stage hash", "backend", "precision")
@@ -25,13 +25,22 @@ def find_entry(profile: Any, board: str, l4t: str, power_mode: str, stage_sha256
     return None
 
 
-def unmatched_part(profile: Any, key: Sequence[str]) -> Optional[str]:
-    """The first part of ``key`` (a whole key, or its first parts only) that no entry matching
-    every earlier part has, as named in ``KEY_PARTS``; None when an entry matches it all. E.g.
-    "L4T release": entries of this board, all measured under another release."""
+def narrowed(profile: Any, key: Sequence[str]) -> Tuple[Optional[int], List[Any]]:
+    """(index of the first part of ``key`` -- a whole key, or its first parts only -- that no
+    entry matching every earlier part has, the entries matching every earlier part); (None,
+    the entries matching it all) when some do."""
     left = list(profile.entries)
     for i, want in enumerate(key):
-        left = [e for e in left if e.key()[i] == want]
-        if not left:
-            return KEY_PARTS[i]
-    return None
+        match = [e for e in left if e.key()[i] == want]
+        if not match:
+            return i, left
+        left = match
+    return None, left
+
+
+def unmatched_part(profile: Any, key: Sequence[str]) -> Optional[str]:
+    """The first part of ``key`` that no entry matching every earlier part has (``narrowed``),
+    as named in ``KEY_PARTS``; None when an entry matches it all. E.g. "L4T release": entries
+    of this board, all measured under another release."""
+    i, _ = narrowed(profile, key)
+    return None if i is None else KEY_PARTS[i]

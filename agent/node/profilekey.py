@@ -16,6 +16,7 @@ import shlex
 from typing import Any, List, Tuple
 
 from calibration.profile import Profile, ProfileError, load_profile
+from calibration.profile_match import narrowed
 
 SHOWN = 4  # values of a key part listed in a line; more are counted
 
@@ -33,43 +34,36 @@ def missing_part(profile: Profile, board: str, l4t: str, mode: str, stage: Any, 
     "backend" or "precision" -- and a phrase saying so with what the profile holds instead
     (e.g. ``mode MAXN is not calibrated ... (calibrated: 15W)``); ("", "") when an entry
     matches the whole key."""
-    entries = list(profile.entries)
-    if not entries:
+    if not profile.entries:
         return "mode", "the profile has no entries"
-    steps = (
-        ("board", board, lambda e: e.board, "board %r has no entry (the profile holds %s)"),
-        ("l4t", l4t, lambda e: e.l4t, "L4T %s has no entry on this board (the profile holds "
-                                      "L4T %s: calibrated before an upgrade?)"),
-        ("mode", mode, lambda e: e.power_mode, "mode %s is not calibrated on this board and "
-                                               "release (calibrated: %s)"),
-    )
-    for part, want, get, text in steps:
-        match = [e for e in entries if get(e) == want]
-        if not match:
-            line = text % (want, _listed([get(e) for e in entries]))
-            why = [u.reason for u in profile.unavailable
-                   if (u.board, u.l4t, u.power_mode) == (board, l4t, mode)]
-            if part == "mode" and why:  # a mode calibrate could not make active says why
-                line += "; calibrate found it unavailable: %s" % why[0]
-            return part, line
-        entries = match
-    entries = [e for e in entries if e.stage == stage.index]
-    if not entries:
-        return "stage", "stage %d is not calibrated in mode %s" % (stage.index, mode)
-    match = [e for e in entries if e.stage_sha256 == stage.sha256]
-    if not match:
-        return "sha256", ("stage %d's sha256 %s has no entry in mode %s (the profile holds %s: its ONNX "
-                "file changed since calibration, a stale entry, or another bundle's)"
-                % (stage.index, stage.sha256[:12], mode,
-                   _listed([e.stage_sha256[:12] for e in entries])))
-    for part, want, get in (("backend", backend, lambda e: e.backend),
-                            ("precision", precision, lambda e: e.precision)):
-        entries, others = [e for e in match if get(e) == want], [get(e) for e in match]
-        if not entries:
-            return part, ("stage %d is calibrated in mode %s with %s %s, not %s"
-                          % (stage.index, mode, part, _listed(others), want))
-        match = entries
-    return "", ""
+    i, left = narrowed(profile, (board, l4t, mode, stage.sha256, backend, precision))
+    if i is None:
+        return "", ""
+    if i == 0:
+        return "board", "board %r has no entry (the profile holds %s)" % (
+            board, _listed([e.board for e in left]))
+    if i == 1:
+        return "l4t", ("L4T %s has no entry on this board (the profile holds L4T %s: calibrated "
+                       "before an upgrade?)" % (l4t, _listed([e.l4t for e in left])))
+    if i == 2:
+        line = "mode %s is not calibrated on this board and release (calibrated: %s)" % (
+            mode, _listed([e.power_mode for e in left]))
+        why = [u.reason for u in profile.unavailable
+               if (u.board, u.l4t, u.power_mode) == (board, l4t, mode)]
+        if why:  # a mode calibrate could not make active says why
+            line += "; calibrate found it unavailable: %s" % why[0]
+        return "mode", line
+    if i == 3:
+        left = [e for e in left if e.stage == stage.index]
+        if not left:
+            return "stage", "stage %d is not calibrated in mode %s" % (stage.index, mode)
+        return "sha256", ("stage %d's sha256 %s has no entry in mode %s (the profile holds %s: "
+                          "its ONNX file changed since calibration, a stale entry, or another "
+                          "bundle's)" % (stage.index, stage.sha256[:12], mode,
+                                         _listed([e.stage_sha256[:12] for e in left])))
+    part, want = ("backend", backend) if i == 4 else ("precision", precision)
+    return part, ("stage %d is calibrated in mode %s with %s %s, not %s" % (
+        stage.index, mode, part, _listed([e.key()[i] for e in left]), want))
 
 
 def missing_entry(path: str, stage: Any, backend: str, precision: str, mode: str,
