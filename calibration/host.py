@@ -85,6 +85,14 @@ def cpu_mode_name(governor: Optional[str], max_mhz: float, current_mhz: float) -
     return "cpu-%s-%dMHz" % (governor or "nogovernor", mhz_rounded)
 
 
+def cpu_mode_governor(name: str) -> Optional[str]:
+    """The governor of a ``cpu_mode_name`` (``cpu-GOVERNOR-NNNNMHz``); None for another name
+    (an nvpmodel mode)."""
+    parts = name.split("-")
+    return parts[1] if len(parts) == 3 and parts[0] == "cpu" and parts[2].endswith("MHz") \
+        else None
+
+
 def read_cpu_mode_name(root: str = "/") -> str:
     """The CPU-path mode name for this machine (governor from sysfs, frequency via psutil)."""
     import psutil

@@ -190,10 +190,12 @@ class PowerModeWatch:
 def same_mode(read: str, known: str) -> bool:
     """True when ``read`` is no switch from ``known``: the same name, or two CPU-path names
     (``calibration.host.cpu_mode_name``) of one governor."""
+    from calibration.host import cpu_mode_governor
+
     if not read or read == known:
         return True
-    a, b = read.split("-"), known.split("-")
-    return len(a) == len(b) == 3 and a[0] == b[0] == "cpu" and a[1] == b[1]
+    governor = cpu_mode_governor(read)
+    return governor is not None and governor == cpu_mode_governor(known)
 
 
 def attach(cfg: Any, capacity: Any, view: Any, metrics: Any, hooks: Any, status: Any,
