@@ -247,6 +247,25 @@ def calibrate(env: dict, state: str, bundle: str, extra=(), sigterm_after_switch
             "switched": switched, "nvpmodel_calls": _calls(env) - calls_before}
 
 
+def run_in_namespace(script: str, args, timeout_s: float = 900.0) -> subprocess.CompletedProcess:
+    """Run ``script`` with ``args`` in a private mount namespace, as the tests that use an
+    emulated board do (output and errors together); skip where that cannot be: not root, no
+    unshare, no jetson-stats, or namespaces not allowed."""
+    import pytest
+
+    if os.geteuid() != 0:
+        pytest.skip("needs root: the emulated board lives in a private mount namespace")
+    if shutil.which("unshare") is None:
+        pytest.skip("unshare (util-linux) is not installed")
+    pytest.importorskip("jtop", reason="jetson-stats is not installed (pip install -e '.[dev]')")
+    proc = subprocess.run(["unshare", "--mount", "--propagation", "private", sys.executable,
+                           script] + [str(a) for a in args], cwd=REPO, stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, universal_newlines=True, timeout=timeout_s)
+    if "unshare failed" in proc.stdout or "Operation not permitted" in proc.stdout:
+        pytest.skip("mount namespaces are not allowed here: " + proc.stdout[-300:])
+    return proc
+
+
 def main(out_dir: str, bundle: str) -> int:
     work = os.path.join(out_dir, "work")
     os.makedirs(work, exist_ok=True)

@@ -8,14 +8,11 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import subprocess
-import sys
 
 import pytest
 
 from tests.integration.calibration_fixtures import REPO, calibration_bundle
-from tests.integration.emulated_orin import MODES, START_MODE
+from tests.integration.emulated_orin import MODES, START_MODE, run_in_namespace
 
 FAKE_SYS = "/fake_sys"
 
@@ -23,26 +20,17 @@ FAKE_SYS = "/fake_sys"
 @pytest.fixture(scope="module")
 def emulated(tmp_path_factory):
     """Runs emulated_orin.py in a private mount namespace once; its result.json."""
-    if os.geteuid() != 0:
-        pytest.skip("needs root: the emulated board lives in a private mount namespace")
-    if shutil.which("unshare") is None:
-        pytest.skip("unshare (util-linux) is not installed")
-    pytest.importorskip("jtop", reason="jetson-stats is not installed (pip install -e '.[dev]')")
     out = tmp_path_factory.mktemp("orin")
     bundle = calibration_bundle(str(out))
     created = not os.path.exists(FAKE_SYS)
     if created:
         os.mkdir(FAKE_SYS)  # a mount point; the namespace mounts a tmpfs on it
     try:
-        proc = subprocess.run(["unshare", "--mount", "--propagation", "private", sys.executable,
-                               os.path.join(REPO, "tests", "integration", "emulated_orin.py"),
-                               str(out), bundle], cwd=REPO, stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT, universal_newlines=True, timeout=900)
+        proc = run_in_namespace(os.path.join(REPO, "tests", "integration", "emulated_orin.py"),
+                                [out, bundle])
     finally:
         if created:
             os.rmdir(FAKE_SYS)
-    if "unshare failed" in proc.stdout or "Operation not permitted" in proc.stdout:
-        pytest.skip("mount namespaces are not allowed here: " + proc.stdout[-300:])
     assert proc.returncode == 0, proc.stdout[-4000:]
     with open(str(out / "result.json")) as f:
         return json.load(f)

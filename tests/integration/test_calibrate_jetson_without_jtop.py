@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import io
 import os
-import types
 
 import pytest
 
 from agent.errors import EXIT_USAGE, UsageError
 from calibration import host, runner
 from tests.integration.calibration_fixtures import calibration_bundle
-from tests.unit.test_jtop_adapter import JtopException, fake_module
+from tests.unit.test_jtop_adapter import fake_module, no_nvpmodel_module
 from tests.unit.test_profile_power_mode_jetson import _l4t_root
 
 
@@ -62,19 +61,7 @@ def test_off_a_jetson_the_cpu_path_is_still_measured(tmp_path, bundle_dir):
 def test_a_jetson_whose_jtop_has_no_nvpmodel_is_measured_as_one_mode(tmp_path, bundle_dir):
     """Rule: jtop answers but the board has no nvpmodel: the CPU-path mode, as
     ``current_power_mode`` names it there (not refused)."""
-    class NoModes:
-        nvpmodel = None
-
-        def __init__(self, interval=0.5):
-            pass
-
-        def __enter__(self):
-            return self
-
-        def __exit__(self, *exc):
-            return False
-
-    module = types.SimpleNamespace(jtop=NoModes, JtopException=JtopException)
+    module = no_nvpmodel_module()
     root = _l4t_root(tmp_path)
     result = runner.calibrate(_config(tmp_path, bundle_dir), jtop_module=module,
                               stream=io.StringIO(), root=root)

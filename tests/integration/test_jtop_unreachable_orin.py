@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 
@@ -110,21 +109,12 @@ def _scenario(out_dir: str, work: str, bundle: str, run_env: dict) -> dict:
 @pytest.fixture(scope="module")
 def orin(tmp_path_factory):
     """Runs this file in a private mount namespace once; its result.json."""
-    if os.geteuid() != 0:
-        pytest.skip("needs root: the emulated board lives in a private mount namespace")
-    if shutil.which("unshare") is None:
-        pytest.skip("unshare (util-linux) is not installed")
-    pytest.importorskip("jtop", reason="jetson-stats is not installed (pip install -e '.[dev]')")
     from tests.integration.calibration_fixtures import calibration_bundle
+    from tests.integration.emulated_orin import run_in_namespace
 
     out = tmp_path_factory.mktemp("orin-nojtop")
     bundle = calibration_bundle(str(out))
-    proc = subprocess.run(["unshare", "--mount", "--propagation", "private", sys.executable,
-                           os.path.abspath(__file__), str(out), bundle], cwd=REPO,
-                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                          universal_newlines=True, timeout=900)
-    if "unshare failed" in proc.stdout or "Operation not permitted" in proc.stdout:
-        pytest.skip("mount namespaces are not allowed here: " + proc.stdout[-300:])
+    proc = run_in_namespace(os.path.abspath(__file__), [out, bundle])
     assert proc.returncode == 0, proc.stdout[-4000:]
     with open(str(out / "result.json")) as f:
         got = json.load(f)

@@ -351,6 +351,26 @@ def fake_module(board_path):
     )
 
 
+class _NoModes:
+    """A jtop client on a board without nvpmodel (``nvpmodel`` None, as jtop gives there)."""
+
+    nvpmodel = None
+
+    def __init__(self, interval=0.5):
+        pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+def no_nvpmodel_module():
+    """A module-like object like ``fake_module``'s whose board has no nvpmodel."""
+    return SimpleNamespace(jtop=_NoModes, JtopException=JtopException)
+
+
 def _forced(board):
     return [r for r in board["requests"] if r["force"]]
 

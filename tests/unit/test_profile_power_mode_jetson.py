@@ -13,7 +13,8 @@ import pytest
 
 from calibration import host, jtop_adapter
 from calibration.profile import current_power_mode
-from tests.unit.test_jtop_adapter import MODELS, JtopException, fake_module, new_board
+from tests.unit.test_jtop_adapter import (MODELS, JtopException, fake_module, new_board,
+                                          no_nvpmodel_module)
 
 L4T_RELEASE = "# R35 (release), REVISION: 4.1, GCID: 33958178, BOARD: t186ref, EABI: aarch64\n"
 
@@ -69,19 +70,7 @@ def test_a_reachable_jtop_names_the_nvpmodel_mode_on_a_jetson(tmp_path):
 def test_a_jetson_whose_jtop_has_no_nvpmodel_keeps_the_cpu_path_name(tmp_path):
     """Rule: jtop reachable but no nvpmodel on the board (NoPowerModes): one mode, the CPU
     path's, which is what calibrate measures there."""
-    class NoModes:
-        nvpmodel = None
-
-        def __init__(self, interval=0.5):
-            pass
-
-        def __enter__(self):
-            return self
-
-        def __exit__(self, *exc):
-            return False
-
-    module = types.SimpleNamespace(jtop=NoModes, JtopException=JtopException)
+    module = no_nvpmodel_module()
     root = _l4t_root(tmp_path)
     assert current_power_mode(module, root=root) == host.read_cpu_mode_name(root)
 

@@ -4,7 +4,8 @@
 import logging
 
 
-def _status(tmp_path, counters=None):
+def _status(tmp_path, counters=None, **clocks):
+    """A stage-1 worker's NodeStatus (``clocks``: its ``wall`` and ``mono``, when given)."""
     from agent.config.node import parse_config
     from agent.node.status import NodeStatus
     from agent.policies.api import AgentPolicy, NodeView
@@ -16,7 +17,8 @@ def _status(tmp_path, counters=None):
                         "data_bind": "tcp://127.0.0.1:5552", "security": "none",
                         "peers": [peer], "terminal": True}, str(tmp_path))
     view = NodeView("w1", "worker", 1, 2, (1.0, 1.0), (4.0, 4.0), (1,), (), ("s1",), {})
-    return NodeStatus(cfg, AgentPolicy({1: 0.8125}, {}), view, {} if counters is None else counters)
+    return NodeStatus(cfg, AgentPolicy({1: 0.8125}, {}), view, {} if counters is None else counters,
+                      **clocks)
 
 
 def test_a_workers_status_line_shows_the_threshold_of_its_stage_in_force(tmp_path):

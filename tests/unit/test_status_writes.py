@@ -17,18 +17,8 @@ class Clock:
 
 
 def _status(tmp_path, counters, wall, mono):
-    from agent.config.node import parse_config
-    from agent.node.status import NodeStatus
-    from agent.policies.api import AgentPolicy, NodeView
-
-    peer = {"id": "s1", "stage": 0, "control_address": "tcp://127.0.0.1:5561",
-            "data_address": "tcp://127.0.0.1:5562"}
-    cfg = parse_config({"node_id": "w1", "role": "worker", "stage": 1, "bundle": "b",
-                        "state_dir": str(tmp_path), "control_bind": "tcp://127.0.0.1:5551",
-                        "data_bind": "tcp://127.0.0.1:5552", "security": "none",
-                        "peers": [peer], "terminal": True}, str(tmp_path))
-    view = NodeView("w1", "worker", 1, 2, (1.0, 1.0), (4.0, 4.0), (1,), (), ("s1",), {})
-    return NodeStatus(cfg, AgentPolicy({1: 0.8125}, {}), view, counters, wall=wall, mono=mono)
+    from tests.unit.test_status_line import _status as status
+    return status(tmp_path, counters, wall=wall, mono=mono)
 
 
 def _read(tmp_path):
