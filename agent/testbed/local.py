@@ -42,6 +42,7 @@ from agent.testbed.faultlog import record_fault_phases
 from agent.testbed.inject import FaultRunner
 from agent.testbed.phasecheck import PhaseTally
 from agent.testbed.procs import LocalAgents, free_ports
+from agent.testbed.rundir import rate_label
 from agent.testbed.nodeparts import node_config_error
 from agent.testbed.asrun import applied_links, senders_pace, told_rate
 from agent.testbed.report import (RunResult, _created, read_records, served_rate,
@@ -174,11 +175,6 @@ def node_objects(topo: Topology, bundle_path: str, policy: str, total_rate: floa
                 obj["terminal"] = True
         out[n] = obj
     return out
-
-
-def rate_label(total_rate: float) -> str:
-    """Folder name of one rate's source state, e.g. ``rate-30.07``."""
-    return "rate-%g" % total_rate
 
 
 def wait_records(records: Mapping[str, str], expected: Mapping[str, int], timeout_s: float,

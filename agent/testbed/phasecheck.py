@@ -31,9 +31,11 @@ import os
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 from agent.ops.atomic import write_atomic
+from agent.ops.state import STATE_FILE
 from agent.testbed.phases import phase_lines
+from agent.testbed.rundir import rate_label
 
-PHASES_FILE = "dtoee_phases.json"  # in each DTO-EE rate's folder (local.rate_label's name)
+PHASES_FILE = "dtoee_phases.json"  # in each DTO-EE rate's folder (rundir.rate_label's name)
 KINDS = ("settled", "all_rounds", "cut_short")  # the counters of Settle.ends
 # a rate's share of phases cut short (each agent's first after its start left out) from which
 # the testbed says so: a few late rounds on a loaded machine stay well below it
@@ -44,7 +46,7 @@ def read_phase_counts(state_dir: str) -> Optional[Dict[str, int]]:
     """An agent's ``dtoee_phases`` from ``state_dir/state.json``; None when there is no such
     file or entry, or the entry is not a count for each of ``KINDS``."""
     try:
-        with open(os.path.join(state_dir, "state.json"), "r", encoding="utf-8") as f:
+        with open(os.path.join(state_dir, STATE_FILE), "r", encoding="utf-8") as f:
             doc = json.load(f)
     except (OSError, ValueError):
         return None
@@ -134,7 +136,7 @@ def cut_short_lines(run_dir: str, results: Sequence) -> List[str]:
     when it has none, as a re-summarised one); a line naming a damaged file."""
     out = []
     for r in results:
-        path = os.path.join(run_dir, r.policy, "rate-%g" % r.rate, PHASES_FILE)  # rate_label
+        path = os.path.join(run_dir, r.policy, rate_label(r.rate), PHASES_FILE)
         if r.policy != "dtoee" or not os.path.lexists(path):
             continue
         try:

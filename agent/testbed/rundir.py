@@ -113,3 +113,8 @@ def _open_lock(path: str, flags: int) -> int:
 
     return open_regular(path, "run lock", flags, 0o644, follow_links=False,
                         fix="remove it (the testbed locks a regular file there)")
+
+
+def rate_label(total_rate: float) -> str:
+    """Folder name of one rate in a policy's folder of a run, e.g. ``rate-30.07``."""
+    return "rate-%g" % total_rate
