@@ -24,6 +24,14 @@ processes count); any other engine (a GPU, a thread pool) by the wall clock arou
 lock waits included, since its work is not on this thread. An emulated device's service time
 is flops / emulated mu (or the engine's own time, if that is longer), not the sleep measured.
 
+A run is *warm* (``Done.warm``) when its job was already waiting as the engine finished the
+run before: the engine did not sit idle between them. After an idle spell a run is far slower
+than back to back (caches, CPU idle states and clocks, a GPU's clocks on a Jetson: a 14 us demo
+stage took 0.3 ms after 50 ms idle on a 2-core x86_64 VM), while calibration and the start-up
+timing measure back-to-back runs; so only warm runs feed the online capacity estimate
+(``agent.node.worker``), and a lightly loaded worker keeps its calibrated mu instead of
+reading its cold starts as a slower device. Under load most runs are warm.
+
 The hand-off costs one ``SimpleQueue.put`` (C, no Python-level lock) per job and at most one
 pipe byte per batch of finished jobs: the thread writes a byte only when the I/O loop has
 taken everything it signalled before (``take_done`` clears the flag before it empties the
@@ -81,6 +89,7 @@ class Done:
     error: str = ""  # non-empty when the job failed (the exception's type name)
     reason: str = ""  # why it failed, the drop counter's suffix: engine_error, unknown_stage
     # or deadline
+    warm: bool = False  # the job waited for the engine, which ran it back to back (module doc)
 
 
 def on_calling_thread(engine: Any) -> bool:
@@ -200,10 +209,11 @@ class InferenceThread:
             done.service_time_s = max(done.service_time_s, target)
         return done
 
-    def run_many(self, jobs: List[Job]) -> List[Done]:
+    def run_many(self, jobs: List[Job], warm: bool = False) -> List[Done]:
         """Run ``jobs`` back to back on the calling thread (the inference thread, or the loop's
         on one core: ``worker.INLINE_MAX_S``): one ``Done`` each, failures and jobs past their
-        ``expires`` included, never raised.
+        ``expires`` included, never raised. ``warm``: the first job was waiting when the
+        engine's previous run ended (the others always were; ``Done.warm``).
 
         The exit heads' confidences are computed in one vectorised ``softmax_confidence`` call
         for all jobs whose logits have one width (per task in numpy it cost about as much as
@@ -211,8 +221,11 @@ class InferenceThread:
         share of that call. Emulated devices and subclasses with their own ``run_one`` run
         job by job."""
         if self.emulate_capacity_flops > 0 or type(self).run_one is not InferenceThread.run_one:
-            return [self._expired(j) or self._run_job(j) for j in jobs]
-        dones: List[Done] = []
+            dones = [self._expired(j) or self._run_job(j) for j in jobs]
+            for i, done in enumerate(dones):
+                done.warm = warm or i > 0
+            return dones
+        dones = []
         heads: List[Tuple[Done, Any]] = []
         for job in jobs:
             done = self._expired(job)
@@ -221,7 +234,7 @@ class InferenceThread:
                     done, logits = self._engine_step(job.x, job.stage)
                 except Exception as exc:
                     done, logits = self._failed(job, exc), None
-                done.meta = job.meta
+                done.meta, done.warm = job.meta, warm or bool(dones)
                 if logits is not None:
                     heads.append((done, logits))
             dones.append(done)
@@ -276,8 +289,13 @@ class InferenceThread:
             log.warning(fmt + more_since(left, "more failed jobs"), exc)
 
     def _run(self) -> None:
+        warm = False  # the first job of a batch was waiting when the last batch ended
         while True:
-            jobs = [self._jobs.get()]
+            try:
+                jobs = [self._jobs.get_nowait()]
+            except queue.Empty:
+                warm = False
+                jobs = [self._jobs.get()]
             while jobs[-1] is not None and len(jobs) < RUN_MAX:  # what else waits now
                 try:
                     jobs.append(self._jobs.get_nowait())
@@ -286,7 +304,8 @@ class InferenceThread:
             stop = jobs[-1] is None
             if stop:
                 jobs.pop()
-            self._done.extend(self.run_many(jobs))
+            self._done.extend(self.run_many(jobs, warm))
+            warm = True
             if stop:
                 return
             if jobs and not self._signalled:  # else the loop is yet to take the batch these join

@@ -99,6 +99,7 @@ class WorkerSide(Role):
         # the policy decides per head (``on_head`` overridden): keep raw inputs, ask it
         self.head_hook = type(policy).on_head is not AgentPolicy.on_head
         self.inline = False  # run jobs on the loop's thread (see INLINE_MAX_S)
+        self._backlogged = False  # inline: jobs were left when the last run on this thread ended
         self._affinity_at = -math.inf  # clock() of the next affinity check
         self._forget_at = -math.inf  # clock() of the next pass over ``seen`` (_forget)
 
@@ -173,6 +174,7 @@ class WorkerSide(Role):
         """Run backlog jobs on this thread, ENGINE_DEPTH at a time, for up to INLINE_BUDGET_S;
         each is carried out at once (their ACKs left after the poll that brought them)."""
         end = now + INLINE_BUDGET_S
+        warm = self._backlogged  # jobs were left waiting when the last call ended
         while self.backlog and now < end:
             jobs = []
             while len(jobs) < ENGINE_DEPTH:
@@ -180,9 +182,10 @@ class WorkerSide(Role):
                 if job is None:
                     break
                 jobs.append(job)
-            for done in self.runner.run_many(jobs):
+            for done in self.runner.run_many(jobs, warm):
                 self.out.guarded(self._inference_done, done)
-            now = self.clock()
+            now, warm = self.clock(), True
+        self._backlogged = bool(self.backlog)
 
     def _take(self, now: float) -> Optional[Job]:
         """The next backlog job still within its deadline; expired ones are dropped on the way
@@ -275,7 +278,8 @@ class WorkerSide(Role):
         if done.error:
             return self.out.drop(done.reason or "engine_error")
         self.metrics.service_time(done.service_time_s)
-        self.capacity.observe(done.service_time_s)
+        if done.warm:  # a run after an idle spell is no measure of capacity (agent.node.inference)
+            self.capacity.observe(done.service_time_s)
         h = f["stage"]
         view = self.out.view
         final = view.last_stage if self.cfg.terminal else view.num_stages
