@@ -17,7 +17,8 @@ from agent.errors import UsageError
 MANIFEST = "fleet.json"
 # the fields of a node entry that are read, and what each must be: text (endpoints, URLs,
 # names; "" where the node has none) or a stage number
-TEXT_FIELDS = ("host", "role", "control", "data", "client", "metrics", "user", "public_key")
+TEXT_FIELDS = ("host", "role", "control", "data", "client", "metrics", "user", "public_key",
+               "metrics_tunnel", "metrics_local")
 STAGE_FIELDS = ("stage", "last_stage")
 
 

@@ -67,6 +67,7 @@ def summarise(series: Mapping[str, List[tuple]]) -> Dict[str, Any]:
     stages = sorted({l.get("stage") for l, _ in series.get("tasks_in_total", [])} - {None})
     info = series.get("node_info", [({}, 0.0)])[0][0]
     return {
+        "node_reported": info.get("node", ""),  # the node id it says it is
         "role_reported": info.get("role", ""),
         "protocol": info.get("protocol", ""),  # the wire protocol (none said: an older agent)
         "policy": info.get("policy", ""),  # the policy it runs: a fleet runs one
@@ -118,13 +119,34 @@ def read_node(url: str, timeout_s: float = 2.0) -> Dict[str, Any]:
     return out
 
 
+def _read_as(n: str, url: str, timeout_s: float, named: bool = True) -> Dict[str, Any]:
+    """``read_node(url)``, but an answer from another node (its ``node_info`` names another
+    id: a stale tunnel or a wrong endpoint) counts as no answer, not as ``n``'s figures
+    (``named`` False: ``n`` is only what the endpoint answered, ``nodes_from_endpoints``)."""
+    st = read_node(url, timeout_s)
+    other = st.get("node_reported")
+    if named and st.get("alive") and other and other != n:
+        return {"alive": False, "url": url,
+                "error": "answered as node %s, not %s (a tunnel or endpoint of another node?)"
+                         % (other, n)}
+    return st
+
+
 def fleet_status(nodes: Mapping[str, Mapping[str, Any]], timeout_s: float = 2.0
                  ) -> Dict[str, Dict[str, Any]]:
-    """Every node's status; ``nodes`` maps node id -> {metrics URL, role, stage, ...}."""
+    """Every node's status; ``nodes`` maps node id -> {metrics URL, role, stage, ...}. A node
+    whose metrics listen on its device's loopback (``metrics_local``, the local end of the
+    tunnel ``fleet render`` names) is read through that tunnel when it is open, else at its
+    URL; an answer naming another node is no answer (``_read_as``)."""
     out = {}
     for n, meta in nodes.items():
-        st = read_node(meta["metrics"], timeout_s) if meta.get("metrics") else {
-            "alive": False, "error": "no metrics endpoint (metrics_port = 0)", "url": ""}
+        st = {"alive": False}  # type: Dict[str, Any]
+        if meta.get("metrics_local") and meta.get("metrics_tunnel"):
+            st = _read_as(n, "http://%s/metrics" % meta["metrics_local"], timeout_s)
+        if not st.get("alive"):
+            st = _read_as(n, meta["metrics"], timeout_s, not meta.get("named_by_answer")) \
+                if meta.get("metrics") else {
+                "alive": False, "error": "no metrics endpoint (metrics_port = 0)", "url": ""}
         # the manifest's word first; else what the agent says of itself (an older one: guessed)
         st["role"] = (meta.get("role") or st.get("role_reported")
                       or ("worker" if st.get("capacity_flops") else "?"))
@@ -239,7 +261,7 @@ def nodes_from_endpoints(urls: List[str]) -> Dict[str, Dict[str, Any]]:
         if not url.rstrip("/").endswith("/metrics"):
             url = url.rstrip("/") + "/metrics"
         name = _node_label(url) or u
-        out[name] = {"metrics": url}
+        out[name] = {"metrics": url, "named_by_answer": True}
     return out
 
 
