@@ -2,13 +2,17 @@
 
 Sends go out at exponential gaps of mean 1/R seconds (Poisson arrivals, as the testbed's load
 and the papers' models have them; ``--seed`` fixes the gaps) whatever is in flight, so the
-delays are those of a fleet under load. Every input sent ends in the tally: answered
-(completed, rejected, error) or, ``--timeout`` after its send with no answer, lost. No
-connection check is made mid-run (it reconnects the socket, and the answers of the inputs in
-flight would go to the old connection): an input without an answer is lost and the run goes
-on, except that a first ``--timeout`` passing before any answer at all came ends it (nothing
-is coming back). A refusal of what every input of the file shares (dtype, shape, size) stops
-the sending; the inputs in flight are still awaited.
+delays are those of a fleet under load. A uint8 file whose stage-1 dtype is not known yet
+(``submit_checks.InputScaling``) sends its first input alone and awaits its answer: a refusal
+of its uint8 for a float stage 1 scales the file, and the schedule starts again from that
+input, so no more than one input is refused for it. Every input sent ends in the tally:
+answered (completed, rejected, error) or, ``--timeout`` after its send with no answer, lost.
+The connection is checked before the run (``submit``), never mid-run (that reconnects the
+socket, and the answers of the inputs in flight would go to the old connection): an input
+without an answer is lost and the run goes on, except that a first ``--timeout`` passing
+before any answer at all came ends it (nothing is coming back). A refusal of what every input
+of the file shares (dtype, shape, size) stops the sending; the inputs in flight are still
+awaited.
 """
 
 from __future__ import annotations
@@ -20,18 +24,17 @@ from collections import OrderedDict
 from typing import Any, Dict
 
 
-def send_at_rate(args: Any, client: Any, endpoint: str, x: Any, n: int, tally: Any,
-                 connect_wait_s: float) -> None:
-    """Send ``n`` inputs at ``args.rate`` per second (see the module docstring), recording each
-    answer in ``tally``. ``UsageError`` when the run cannot go on (said in one line;
-    exit status 1 with the summary printed when answers came back)."""
+def send_at_rate(args: Any, client: Any, endpoint: str, inputs: Any, n: int,
+                 tally: Any) -> None:
+    """Send ``n`` inputs (``inputs.x``, a ``submit_checks.InputScaling``; the connection
+    checked) at ``args.rate`` per second (see the module docstring), recording each answer in
+    ``tally``. ``UsageError`` when the run cannot go on (said in one line; exit status 1 with
+    the summary printed when answers came back)."""
     from agent.errors import UsageError
     from agent.fleet.client import no_answer
-    from agent.commands.submit_checks import file_refusal
+    from agent.commands.submit_checks import check_size, file_refusal
 
-    problem = client.check_connection(min(args.timeout, connect_wait_s))
-    if problem:  # said now, not after a timeout per input
-        raise UsageError("%s: %s; %d input(s) not sent" % (endpoint, problem, n))
+    x = inputs.x
     tally.header()
     rng = random.Random(args.seed)
     deadlines: Dict[str, float] = OrderedDict()  # in flight, in the order sent: id -> deadline
@@ -40,7 +43,8 @@ def send_at_rate(args: Any, client: Any, endpoint: str, x: Any, n: int, tally: A
     due = time.monotonic() + rng.expovariate(args.rate)
     while (sent < n and stop is None) or deadlines:
         now = time.monotonic()
-        while sent < n and stop is None and due <= now:
+        held = inputs.asking and sent > 0  # the first input's answer is awaited alone
+        while sent < n and stop is None and due <= now and not held:
             tally.pending = "submit-%d-%d" % (os.getpid(), sent + 1)
             client.send(x[sent % len(x)][None, ...], tally.pending)
             tally.sent(tally.pending, sent, client.sent_at[tally.pending])
@@ -48,6 +52,7 @@ def send_at_rate(args: Any, client: Any, endpoint: str, x: Any, n: int, tally: A
             tally.pending = ""
             sent += 1
             due += rng.expovariate(args.rate)
+            held = inputs.asking
         for tid, deadline in list(deadlines.items()):  # the oldest first
             if deadline > now:
                 break
@@ -60,11 +65,22 @@ def send_at_rate(args: Any, client: Any, endpoint: str, x: Any, n: int, tally: A
         if not deadlines and (sent >= n or stop is not None):
             break
         wake = ([next(iter(deadlines.values()))] if deadlines else []) + (
-            [due] if sent < n and stop is None else [])
+            [due] if sent < n and stop is None and not held else [])
         a = client.receive(max(0.0, min(wake) - time.monotonic()))
         if a is None:
             continue
         deadlines.pop(a.id, None)
+        if held:  # the first answer: the schedule goes on from now, not in a burst
+            due = max(due, time.monotonic())
+            if inputs.again(a):  # its uint8 refused for a float stage 1: scaled, sent again
+                x = inputs.x
+                try:
+                    check_size(args.images, client, x, n - 1)
+                except UsageError:
+                    tally.add(a)  # the refusal stands: its record, then the size's line
+                    raise
+                sent = 0  # sent again at once, under the same id
+                continue
         tally.add(a)
         line = file_refusal(args.images, x, a, 0) if stop is None else ""
         if line:  # every input would be refused alike: no more are sent

@@ -2,7 +2,8 @@
 and ``edge-agent report``'s reading of such a run.
 
 ``submit --out DIR`` makes a run folder ``DIR/YYYYmmdd-HHMMSS`` (``DIR/latest`` points to it,
-as ``testbed --out`` does) holding ``submit.json`` (how the run was asked for: endpoint,
+as ``testbed --out`` does) once its connection check has passed (a refused connection leaves
+no empty run for ``report``), holding ``submit.json`` (how the run was asked for: endpoint,
 images, rate, seed, count, timeout; rewritten at the end with what happened) and
 ``records.jsonl``: one task record per input sent, appended as its answer comes (or its
 ``--timeout`` passes), each line written whole with one ``write`` on a file opened for

@@ -1,8 +1,8 @@
 """``edge-agent submit`` against real agents (a client-mode source and two workers on the tiny
 two-stage bundle, its ``max_message_bytes`` set to 4096): ``--rate`` with ``--out`` and
-``report`` of the records, and inputs above the source's message limit, refused with an answer
-between the limit and twice it, dropped by ZeroMQ above that, and refused by the client before
-sending when it knows the limit."""
+``report`` of the records, no run folder after a refused connection, and inputs above the
+source's message limit, refused with an answer between the limit and twice it, dropped by
+ZeroMQ above that, and refused by the client before sending when it knows the limit."""
 
 from __future__ import annotations
 
@@ -53,6 +53,29 @@ def test_a_rate_run_completes_every_input_and_report_reads_its_records(fleet, tm
     rows = capsys.readouterr().out.splitlines()
     row = rows[3].split()  # policy, rate, created, completed, lost, measured, ...
     assert row[:6] == ["submit", "25.0", "20", "20", "0", "20"], rows
+
+
+@pytest.mark.parametrize("rate", [[], ["--rate", "25"]], ids=["one-at-a-time", "rate"])
+def test_a_refused_connection_leaves_no_run_folder_for_report(fleet, tmp_path, capsys, rate):
+    """Rule: `submit --out DIR` makes its run folder only once the connection is known good:
+    one to an endpoint where nothing listens is one error line, exit 2, and DIR keeps only the
+    runs that sent something (`latest` still the last of them; `report DIR` reads it alone)."""
+    endpoint, replay = fleet
+    out = str(tmp_path / "runs")
+    assert cli.main(["submit", "--images", replay, "--endpoint", endpoint, "--count", "2",
+                     "--timeout", "30", "--out", out] + rate) == 0
+    runs = sorted(os.listdir(out))
+    latest = os.readlink(os.path.join(out, "latest"))
+    nothing = "tcp://127.0.0.1:%d" % free_ports(1)[0]
+    capsys.readouterr()
+    assert cli.main(["submit", "--images", replay, "--endpoint", nothing, "--timeout", "30",
+                     "--out", out] + rate) == 2
+    err = capsys.readouterr().err
+    assert "nothing listens there" in err and "64 input(s) not sent" in err, err
+    assert sorted(os.listdir(out)) == runs and os.readlink(os.path.join(out, "latest")) == latest
+    assert cli.main(["report", out]) == 0
+    rows = capsys.readouterr().out.splitlines()
+    assert rows[3].split()[2:4] == ["2", "2"], rows  # created, completed: the good run's
 
 
 def test_an_input_between_the_limit_and_twice_it_stops_the_run_with_the_knob_named(
