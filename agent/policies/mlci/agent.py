@@ -13,7 +13,8 @@ task's raw input and a per-task ``local`` dict):
   heads: CONTINUE (the next stage runs here) until cnt reaches p or the level's last head;
 - at the model's exit: the ensemble (eq. 11, ``rules.ensemble_add``) of the TASK's ``ens`` /
   ``ens_w`` (absent at level 1) and this level's weighted softmax of the head's logits; an
-  ``ens``/``ens_w`` lower levels cannot have sent (``rules.valid_ensemble``) is left out, the
+  ``ens``/``ens_w`` lower levels cannot have sent (``rules.valid_ensemble``: not a weighted
+  sum of probability vectors, or ``ens_w`` above ``rules.lower_weight_bound``) is left out, the
   level starting the task's ensemble afresh (counted: ``mlci_bad_ensemble``, logged the 1st,
   10th, 100th... time);
 - below the top level, offload with probability p(x) (eqs. 6-8: temperature-scaled confidence,
@@ -118,6 +119,8 @@ class MlciPolicy(TieredPolicy):
                                         "stages 1..K (K = %d, a stage with a head), it holds "
                                         "%d..%d" % (self.level, view.node_id, want, view.stage,
                                                     last))
+        # without ``prefixes`` a node knows only its own level's prefix: the others' stand in
+        # as the whole model, so of the fitted weights only this level's own is used
         prefixes = self.params.prefixes or tuple(
             last if ell == self.level else view.num_stages
             for ell in range(len(self.params.levels)))
@@ -125,7 +128,8 @@ class MlciPolicy(TieredPolicy):
         self.temperatures = model.temperatures
         self.weight = float(model.weights[self.level]) if self.level >= 0 else 1.0
         # what an escalated TASK's ensemble weight can be: the lower levels' weights together
-        self.below_w = float(sum(model.weights[:max(self.level, 0)]))
+        self.below_w = R.lower_weight_bound(self.params, max(self.level, 0), model.weights,
+                                            model.head_accuracies)
         self.top = self.level == len(self.params.levels) - 1
         # a level answers what it cannot escalate: a higher level down is no "no route"
         view.answers_alone = self.level >= 0

@@ -48,13 +48,15 @@ class MlciSetting:
 @dataclass(frozen=True)
 class MlciModel:
     """What ``fit`` learns and decides: each level's prefix end K_l and its heads' profile
-    columns, a temperature per head, a weight and a validation accuracy per level."""
+    columns, a temperature per head, a weight and a validation accuracy per level, and every
+    head's validation accuracy (what any level's accuracy weight can be)."""
 
     prefixes: Tuple[int, ...]
     cols: Tuple[Tuple[int, ...], ...]
     temperatures: np.ndarray
     weights: np.ndarray
     accuracies: np.ndarray
+    head_accuracies: np.ndarray
 
 
 def _need_logits(profile: ExitProfile) -> None:
@@ -103,7 +105,8 @@ def fit(profile: ExitProfile, params: R.MlciParams, prefixes: Sequence[int],
     acc = np.array([profile.correct[rows, c[-1]].mean() for c in cols])
     weights = (np.array([R.level_weight(a) for a in acc]) if params.weights == "accuracy"
                else np.asarray(params.weights, dtype=np.float64))
-    return MlciModel(tuple(prefixes), tuple(cols), temps, weights, acc)
+    heads = np.array([profile.correct[rows, c].mean() for c in range(k)])
+    return MlciModel(tuple(prefixes), tuple(cols), temps, weights, acc, heads)
 
 
 @dataclass(frozen=True)

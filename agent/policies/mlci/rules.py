@@ -17,7 +17,8 @@ Equations (Section II-F and III), each implemented once:
   cnt reaches p, else the model's last head. tau = 0 never exits early (Tabi).
 - eqs. 11-12 ``ensemble_add`` / ``ensemble_answer``: sum of w_l softmax_l over the levels that
   ran, normalised by the sum of their weights; w_l = ``level_weight``(validation accuracy of
-  level l's model).
+  level l's model). ``valid_ensemble`` refuses a running sum lower levels cannot have sent,
+  its weight above ``lower_weight_bound``.
 - eq. 10 ``prune_mask``: keep token y when imp_y > alpha ave (no attention in the demo CNN, so
   nothing is pruned: a tested pure function only).
 - eqs. 1-3 ``latency_s``: compute of every level that ran plus the transfers made.
@@ -216,6 +217,24 @@ def ensemble_add(vec: Optional[np.ndarray], wsum: float, w: float,
     """eq. 11: add level l's weighted softmax to the running sum (``vec`` None at level 1)."""
     p = np.asarray(probs, dtype=np.float64)
     return (w * p if vec is None else vec + w * p), wsum + w
+
+
+def lower_weight_bound(params: MlciParams, level: int, level_weights: Sequence[float],
+                       head_accuracies: Sequence[float]) -> float:
+    """The largest ``ens_w`` (eq. 11's running weight) an escalated task can bring to level
+    ``level`` (0-based): the lower levels' weights together. Explicit ``params.weights``: their
+    first ``level``; accuracy weights with every level's prefix given (``params.prefixes``):
+    the first ``level`` of ``level_weights`` (``replay.fit``'s for those prefixes); accuracy
+    weights otherwise: a node does not know the other levels' prefixes, and each lower level's
+    weight is the validation accuracy of one of the heads, so ``level`` times the largest of
+    ``head_accuracies`` (a lower level's head may beat this level's: overthinking)."""
+    if level <= 0:
+        return 0.0
+    if params.weights != "accuracy":
+        return float(sum(params.weights[:level]))
+    if params.prefixes is not None:
+        return float(sum(level_weights[:level]))
+    return float(level * max(level_weight(a) for a in head_accuracies))
 
 
 def valid_ensemble(vec: np.ndarray, wsum: float, max_wsum: float) -> bool:
