@@ -87,16 +87,14 @@ def _endpoint_and_keys(args):
 
 
 def _inputs(args):
-    """The inputs of ``--images`` (``submit_checks.InputScaling``: uint8 images scaled for a
-    float stage 1 when the fleet's bundle says it takes one) and its labels ``y`` (or None),
-    checked: ``UsageError`` in one line for anything the send loop could not index, send or
-    print, or for labels no class of the fleet's bundle (``--fleet``, when its ``testbed.json``
-    names one here) could match."""
+    """Inputs ``x`` (sent as stored: a source scales uint8 images for its float stage 1
+    itself) and labels ``y`` (or None) of ``--images``, checked: ``UsageError`` in one line for
+    anything the send loop could not index, send or print, or for labels no class of the
+    fleet's bundle (``--fleet``, when its ``testbed.json`` names one here) could match."""
     from agent.errors import UsageError
     from engines.npzfile import load_npz
     from agent.ops.samples import checked_inputs, checked_labels
-    from agent.commands.submit_checks import (InputScaling, check_label_range, fleet_model,
-                                              unread_arrays)
+    from agent.commands.submit_checks import check_label_range, fleet_classes, unread_arrays
 
     path = args.images
     data = load_npz(path, "--images", npy_as="x")  # a .npy named .npz too: by content
@@ -109,12 +107,12 @@ def _inputs(args):
     if not len(x):
         raise UsageError("--images: %s holds no inputs" % path)
     y = None if y is None else checked_labels(y, len(x), where)
-    classes, dtype, bundle = fleet_model(args.fleet) if args.fleet else (0, "", "")
+    classes, bundle = fleet_classes(args.fleet) if args.fleet else (0, "")
     check_label_range(y, classes, bundle, where=where)
     extra = unread_arrays(data)
     if extra:  # read as a replay set or `profile --data` reads it: said, not refused
         print("edge-agent submit: warning: %s: %s" % (where, extra), file=sys.stderr)
-    return InputScaling(path, x, dtype, bundle), y
+    return x, y
 
 
 class Terminated(KeyboardInterrupt):
@@ -148,9 +146,9 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("--max-message-bytes: must be > 0 (the source's max_message_bytes), "
                          "got %d" % args.max_message_bytes)
     endpoint, keys = _endpoint_and_keys(args)
-    inputs, y = _inputs(args)
+    x, y = _inputs(args)
     if threading.current_thread() is not threading.main_thread():  # no signals there
-        return _send_all(args, endpoint, keys, inputs, y, [])
+        return _send_all(args, endpoint, keys, x, y, [])
     got: list = []  # signals not acted on yet (pyzmq may drop what their handler raised)
 
     def on_signal(signum, frame):  # SIGTERM as Ctrl-C: answers so far, then the summary
@@ -159,16 +157,16 @@ def run(args: argparse.Namespace) -> int:
 
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
     try:
-        return _send_all(args, endpoint, keys, inputs, y, got)
+        return _send_all(args, endpoint, keys, x, y, got)
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
 
 
-def _send_all(args, endpoint: str, keys, inputs, y, got: list) -> int:
-    """Send the inputs (``submit_checks.InputScaling``), one at a time or at ``--rate``,
-    printing each answer; the exit status. ``got``: the signals whose handler ran and that were
-    not acted on yet (the client raises them again between its polls)."""
+def _send_all(args, endpoint: str, keys, x, y, got: list) -> int:
+    """Send the inputs ``x`` (one per row), one at a time or at ``--rate``, printing each
+    answer; the exit status. ``got``: the signals whose handler ran and that were not acted on
+    yet (the client raises them again between its polls)."""
     import signal
     from agent.errors import UsageError
     from agent.fleet.client import Client
@@ -177,8 +175,8 @@ def _send_all(args, endpoint: str, keys, inputs, y, got: list) -> int:
     from agent.commands.submit_tally import Tally, interrupted_line
     import time
 
-    n = args.count or len(inputs.x)
-    tally = Tally(y, len(inputs.x))
+    n = args.count or len(x)
+    tally = Tally(y, len(x))
     tally.source = args.source if args.fleet else None
     with Client(endpoint, keys, name="submit", timeout_s=args.timeout,
                 max_message_bytes=args.max_message_bytes) as client:
@@ -186,7 +184,7 @@ def _send_all(args, endpoint: str, keys, inputs, y, got: list) -> int:
             if got:
                 raise Terminated if got[-1] == signal.SIGTERM else KeyboardInterrupt
         client.interrupted = interrupted
-        check_size(args.images, client, inputs.x, n)
+        check_size(args.images, client, x, n)  # as stored: what goes on the wire
         ended = ""  # the signal that ended the run early ("" when none did)
         try:
             problem = client.check_connection(min(args.timeout, CONNECT_WAIT_S))
@@ -195,8 +193,8 @@ def _send_all(args, endpoint: str, keys, inputs, y, got: list) -> int:
             # the --out run folder only now: a refused connection leaves none for `report`
             tally.out = _records_out(args, client, n)
             if args.rate:
-                send_at_rate(args, client, endpoint, inputs, n, tally)
-            for _ in () if args.rate else _answered(args, client, endpoint, inputs, n, tally):
+                send_at_rate(args, client, endpoint, x, n, tally)
+            for _ in () if args.rate else _answered(args, client, endpoint, x, n, tally):
                 pass
         except KeyboardInterrupt as exc:
             del got[:]  # acted on: the wait below is not cut short by it again
@@ -242,34 +240,22 @@ def _records_out(args, client, n: int):
         "max_message_bytes": client.max_message_bytes})
 
 
-def _answered(args, client, endpoint: str, inputs, n: int, tally):
-    """Send input after input (``inputs.x``, the connection checked) and record each answer,
+def _answered(args, client, endpoint: str, x, n: int, tally):
+    """Send input after input of ``x`` (the connection checked) and record each answer,
     yielding the index of the input about to be sent; ``UsageError`` when the run cannot go on
     (said in one line)."""
     from agent.fleet.client import no_answer
     from agent.errors import UsageError
-    from agent.commands.submit_checks import check_size, file_refusal
+    from agent.commands.submit_checks import file_refusal
 
-    def answer(i: int):  # input i sent as tally.pending, and its answer
-        client.send(x[i % len(x)][None, ...], tally.pending)
-        tally.sent(tally.pending, i, client.sent_at[tally.pending])
-        return client.wait_for(tally.pending, args.timeout)
-
-    x = inputs.x
     tally.header()
     for i in range(n):
         yield i
         tally.pending = "submit-%d-%d" % (os.getpid(), i + 1)  # in flight from before the send
-        a = answer(i)
-        if inputs.again(a):  # its uint8 refused for a float stage 1: scaled, sent again
-            x = inputs.x
-            try:
-                check_size(args.images, client, x, n - i - 1)
-            except UsageError:
-                tally.add(a, i)  # the refusal stands: its record, then the size's line
-                raise
-            a = answer(i)
-        tally.add(a, i)
+        client.send(x[i % len(x)][None, ...], tally.pending)
+        tally.sent(tally.pending, i, client.sent_at[tally.pending])
+        tally.add(client.wait_for(tally.pending, args.timeout), i)
+        a = tally.last
         left = " %d input(s) not sent" % (n - i - 1) if n > i + 1 else ""
         line = file_refusal(args.images, x, a, n - i - 1)
         if line:  # every input of the file has this dtype, shape and size: all would be refused

@@ -2,22 +2,21 @@
 bundle (labels outside it are refused), arrays of ``--images`` it does not read, a source's
 refusal of the file's dtype or shape (the same for every input of the file), the size of an
 input's message, and whether the source took the connection (a handshake done) when no answer
-came; and the one conversion it makes, uint8 images for a float stage 1 (``InputScaling``)."""
+came. Inputs are sent as stored: a source scales uint8 images for its float stage 1 itself."""
 
 from __future__ import annotations
 
 import os
-import sys
 import time
 from typing import Any, Tuple
 
 import numpy as np
 
 
-def fleet_model(fleet: str) -> Tuple[int, str, str]:
-    """(class count, stage-1 input dtype, bundle path) of the bundle a `fleet render` folder's
-    ``testbed.json`` names (the workstation's copy of the model the fleet runs); (0, "", "")
-    when the folder has none or it cannot be read (then nothing is checked or scaled by it)."""
+def fleet_classes(fleet: str) -> Tuple[int, str]:
+    """(class count, bundle path) of the bundle a `fleet render` folder's ``testbed.json``
+    names (the workstation's copy of the model the fleet runs); (0, "") when the folder has
+    none or it cannot be read (then labels are not checked against it)."""
     from agent.config.jsonfile import read_json_file
     from agent.errors import UsageError
     from engines.bundle import load_bundle
@@ -25,74 +24,26 @@ def fleet_model(fleet: str) -> Tuple[int, str, str]:
     folder = fleet if os.path.isdir(fleet) else os.path.dirname(fleet)
     path = os.path.join(folder, "testbed.json")
     if not os.path.isfile(path):
-        return 0, "", ""
+        return 0, ""
     try:
         bundle = read_json_file(path, UsageError, "testbed.json").get("bundle")
         if not isinstance(bundle, str) or not bundle:
-            return 0, "", ""
-        model = load_bundle(bundle, verify_files=False)
-        return int(model.num_classes), str(model.stage(1).input_dtype), bundle
-    except (UsageError, OSError, ValueError, AttributeError, KeyError, IndexError):
-        return 0, "", ""  # another machine's path, or no bundle at all: nothing known
-
-
-class InputScaling:
-    """The inputs as they are sent (``x``): a file of uint8 images for a floating-point stage 1
-    is scaled to [0, 1] by ``engines.profile.as_input``, as a source reads its replay set and
-    ``heads``, ``profile`` and the testbed's fleet driver read theirs, with one note on stderr.
-    Stage 1's dtype is the fleet's bundle's when it is known here (``fleet_model``), else the
-    source's answer to the first input tells it: a refusal of that uint8 input for a float
-    dtype of the same shape scales the file, and the input is sent again (``again``)."""
-
-    def __init__(self, images: str, x: Any, dtype: str = "", bundle: str = ""):
-        self.images = images
-        self.x = x
-        # a uint8 file not scaled yet: the first answer may still say stage 1 takes floats
-        self.asking = x.dtype == np.uint8
-        if dtype:  # the fleet's bundle (``bundle``) says: no input need be refused first
-            self._scale(dtype, "per the fleet's bundle %s" % bundle)
-
-    def _scale(self, dtype: str, whose: str) -> bool:
-        """Scale ``x`` for a stage 1 taking ``dtype`` when it is uint8 and that a float; whether
-        it was."""
-        if self.x.dtype != np.uint8 or not _float_name(dtype):
-            return False
-        from engines.profile import as_input
-
-        self.x = as_input(self.x, dtype)
-        self.asking = False
-        print("edge-agent submit: note: --images: %s: %d uint8 input(s) scaled to [0, 1] as %s "
-              "(x / 255), the dtype stage 1 takes (%s)" % (self.images, len(self.x),
-                                                          self.x.dtype.name, whose),
-              file=sys.stderr)
-        return True
-
-    def again(self, a: Any) -> bool:
-        """Whether answer ``a`` (to the first input) refused its uint8 for a float dtype of the
-        same shape: then ``x`` is scaled and that input is to be sent again. Only the first
-        answer is asked (``asking``); False for any other."""
-        from agent.protocol.text import parse_input_refusal
-
-        if not self.asking:
-            return False
-        self.asking = False
-        takes = parse_input_refusal(a.detail) if a.reason == "bad_input" else None
-        if not takes or tuple(takes[1]) != tuple(self.x.shape[1:]):
-            return False
-        return self._scale(takes[0], "per the source's refusal of the first input, now sent "
-                                     "again")
+            return 0, ""
+        return int(load_bundle(bundle, verify_files=False).num_classes), bundle
+    except (UsageError, OSError, ValueError, AttributeError):
+        return 0, ""  # another machine's path, or no bundle at all: nothing known
 
 
 def check_size(images: str, client: Any, x: Any, n: int) -> None:
     """``UsageError`` (``n`` inputs not sent) when the file's inputs ``x``, all of one size, are
     above the source's ``max_message_bytes`` (``--max-message-bytes``, else the node config's
     default): the source would refuse them, and above twice the limit ZeroMQ drops the
-    connection."""
+    connection. Weighed under the run's longest task id (the last input's), as it is sent."""
     from agent.errors import UsageError
     from agent.fleet.client import InputTooLarge
 
     try:
-        client.frames(x[:1], "submit-0")
+        client.frames(x[:1], "submit-%d-%d" % (os.getpid(), max(n, 1)))
     except InputTooLarge as exc:
         raise UsageError("--images: %s: %s (--max-message-bytes here); %d input(s) not sent"
                          % (images, exc, n)) from None
@@ -131,9 +82,14 @@ def refused_kind_hint(x: Any, takes: Tuple[str, Tuple[int, ...]]) -> str:
         if len(want) == len(have) + 1 and have[:axis] + (1,) + have[axis:] == want:
             hints.append("add the missing axis with np.expand_dims(x, %d)" % (axis + 1))
             break
-    if x.dtype == np.uint8 and _float_name(dtype) and have != tuple(want):
-        # the dtype needs no fix: once the shape fits, InputScaling scales such a file
-        hints.append("uint8 images are scaled to [0, 1] for a float stage 1 as they are sent")
+    if x.dtype == np.uint8 and _float_name(dtype):
+        if have != tuple(want):  # the dtype needs no fix: a source scales such inputs itself
+            hints.append("uint8 images need no conversion: the source scales them to [0, 1] "
+                         "for a float stage 1")
+        else:  # the shape fits, so the source refused the uint8: it does not scale them
+            hints.append("this source does not scale uint8 images (an agent before 0.2.0): "
+                         "upgrade it, or convert with x.astype(np.%s) / 255 if the model was "
+                         "trained on [0, 1]" % dtype)
     return "; ".join(hints)
 
 

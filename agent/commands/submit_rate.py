@@ -2,12 +2,9 @@
 
 Sends go out at exponential gaps of mean 1/R seconds (Poisson arrivals, as the testbed's load
 and the papers' models have them; ``--seed`` fixes the gaps) whatever is in flight, so the
-delays are those of a fleet under load. A uint8 file whose stage-1 dtype is not known yet
-(``submit_checks.InputScaling``) sends its first input alone and awaits its answer: a refusal
-of its uint8 for a float stage 1 scales the file, and the schedule starts again from that
-input, so no more than one input is refused for it. Every input sent ends in the tally:
-answered (completed, rejected, error) or, ``--timeout`` after its send with no answer, lost.
-The connection is checked before the run (``submit``), never mid-run (that reconnects the
+delays are those of a fleet under load. Every input sent ends in the tally: answered
+(completed, rejected, error) or, ``--timeout`` after its send with no answer, lost. The
+connection is checked before the run (``submit``), never mid-run (that reconnects the
 socket, and the answers of the inputs in flight would go to the old connection): an input
 without an answer is lost and the run goes on, except that a first ``--timeout`` passing
 before any answer at all came ends it (nothing is coming back). A refusal of what every input
@@ -24,17 +21,15 @@ from collections import OrderedDict
 from typing import Any, Dict
 
 
-def send_at_rate(args: Any, client: Any, endpoint: str, inputs: Any, n: int,
-                 tally: Any) -> None:
-    """Send ``n`` inputs (``inputs.x``, a ``submit_checks.InputScaling``; the connection
-    checked) at ``args.rate`` per second (see the module docstring), recording each answer in
-    ``tally``. ``UsageError`` when the run cannot go on (said in one line; exit status 1 with
-    the summary printed when answers came back)."""
+def send_at_rate(args: Any, client: Any, endpoint: str, x: Any, n: int, tally: Any) -> None:
+    """Send ``n`` inputs of ``x`` (one per row, as stored; the connection checked) at
+    ``args.rate`` per second (see the module docstring), recording each answer in ``tally``.
+    ``UsageError`` when the run cannot go on (said in one line; exit status 1 with the summary
+    printed when answers came back)."""
     from agent.errors import UsageError
     from agent.fleet.client import no_answer
-    from agent.commands.submit_checks import check_size, file_refusal
+    from agent.commands.submit_checks import file_refusal
 
-    x = inputs.x
     tally.header()
     rng = random.Random(args.seed)
     deadlines: Dict[str, float] = OrderedDict()  # in flight, in the order sent: id -> deadline
@@ -43,8 +38,7 @@ def send_at_rate(args: Any, client: Any, endpoint: str, inputs: Any, n: int,
     due = time.monotonic() + rng.expovariate(args.rate)
     while (sent < n and stop is None) or deadlines:
         now = time.monotonic()
-        held = inputs.asking and sent > 0  # the first input's answer is awaited alone
-        while sent < n and stop is None and due <= now and not held:
+        while sent < n and stop is None and due <= now:
             tally.pending = "submit-%d-%d" % (os.getpid(), sent + 1)
             client.send(x[sent % len(x)][None, ...], tally.pending)
             tally.sent(tally.pending, sent, client.sent_at[tally.pending])
@@ -52,7 +46,6 @@ def send_at_rate(args: Any, client: Any, endpoint: str, inputs: Any, n: int,
             tally.pending = ""
             sent += 1
             due += rng.expovariate(args.rate)
-            held = inputs.asking
         for tid, deadline in list(deadlines.items()):  # the oldest first
             if deadline > now:
                 break
@@ -65,22 +58,11 @@ def send_at_rate(args: Any, client: Any, endpoint: str, inputs: Any, n: int,
         if not deadlines and (sent >= n or stop is not None):
             break
         wake = ([next(iter(deadlines.values()))] if deadlines else []) + (
-            [due] if sent < n and stop is None and not held else [])
+            [due] if sent < n and stop is None else [])
         a = client.receive(max(0.0, min(wake) - time.monotonic()))
         if a is None:
             continue
         deadlines.pop(a.id, None)
-        if held:  # the first answer: the schedule goes on from now, not in a burst
-            due = max(due, time.monotonic())
-            if inputs.again(a):  # its uint8 refused for a float stage 1: scaled, sent again
-                x = inputs.x
-                try:
-                    check_size(args.images, client, x, n - 1)
-                except UsageError:
-                    tally.add(a)  # the refusal stands: its record, then the size's line
-                    raise
-                sent = 0  # sent again at once, under the same id
-                continue
         tally.add(a)
         line = file_refusal(args.images, x, a, 0) if stop is None else ""
         if line:  # every input would be refused alike: no more are sent

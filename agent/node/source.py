@@ -16,14 +16,17 @@ it waited, so the two never run side by side), recorded as lost after ``max_atte
 once when there is no route.
 
 A local client gets exactly one answer per task it pushed: the RESULT, or a RESULT with
-``outcome`` rejected / lost / error and a ``reason`` (``wire.answer_fields``); an input that is
-not the stage-1 dtype and shape, or holds non-finite values or values above
-``INPUT_ABS_MAX`` or far outside the replay set's value range (``INPUT_RANGE_WIDTHS``), is
-refused with outcome ``error``, reason ``bad_input``.
+``outcome`` rejected / lost / error and a ``reason`` (``wire.answer_fields``). A client's uint8
+images of the stage-1 shape for a floating-point stage 1 are scaled to [0, 1] by
+``engines.profile.as_input``, as the replay set is (``book.ReplaySet``), and said once per run
+at INFO; an input that is not the stage-1 dtype and shape otherwise, or holds non-finite values
+or values above ``INPUT_ABS_MAX`` or far outside the replay set's value range
+(``INPUT_RANGE_WIDTHS``), is refused with outcome ``error``, reason ``bad_input``.
 """
 
 from __future__ import annotations
 
+import logging
 import random
 import secrets
 import time
@@ -40,6 +43,9 @@ from agent.node.outbox import Outbox
 from agent.node.outitem import OutItem
 from agent.node.role import Role
 from agent.policies.api import AgentPolicy, TaskInfo
+from engines.profile import as_input
+
+log = logging.getLogger(__name__)
 
 INPUT_ABS_MAX = 1e6  # a client's input values must lie within +-this (finite)
 # ... and within the replay set's value range widened on each side by this many times its width
@@ -73,6 +79,7 @@ class SourceSide(Role):
         # client answers of this loop pass: sent once their tasks' record lines are written, so
         # that a client never holds an answer a SIGKILL then turns into a `crash` record
         self.answers: List[Tuple[bytes, Dict[str, Any]]] = []
+        self.scaling_said = False  # the INFO line on scaling a client's uint8 input, once a run
 
     # -- life cycle --------------------------------------------------------------------------
 
@@ -142,7 +149,10 @@ class SourceSide(Role):
         x = msg.tensors[0]
         want = self.replay.x
         client = (identity, msg.fields["id"])
-        if x.dtype != want.dtype or tuple(x.shape) != (1,) + tuple(want.shape[1:]):
+        shaped = tuple(x.shape) == (1,) + tuple(want.shape[1:])
+        if shaped and x.dtype == np.uint8 and want.dtype.kind == "f":
+            x = self._scaled(x, want.dtype.name)  # then checked as any float input is
+        if x.dtype != want.dtype or not shaped:
             why = input_refusal(x.dtype.name, x.shape, want.dtype.name,
                                 (1,) + tuple(want.shape[1:]))
             self.out.reject("bad_shape", identity, "a client's %s (answered error, bad_input)"
@@ -160,6 +170,16 @@ class SourceSide(Role):
                             % why)
             return self._answer(client, "error", "bad_input", why)
         self._create_task(np.ascontiguousarray(x), -1, client=client)
+
+    def _scaled(self, x: np.ndarray, dtype: str) -> np.ndarray:
+        """A client's uint8 images ``x`` for a stage 1 taking float ``dtype``: scaled to [0, 1]
+        as the replay set is (``as_input``), so the engine gets what the replay set gives it;
+        said at INFO the first time in a run, never counted as a refusal."""
+        if not self.scaling_said:
+            self.scaling_said = True
+            log.info("client inputs in uint8 are scaled to [0, 1] as %s for stage 1 (x / 255), "
+                     "as the replay set is", dtype)
+        return as_input(x, dtype)
 
     def _out_of_range(self, x: np.ndarray) -> str:
         """Why ``x``'s values are far outside the replay set's (the scale the engine takes);

@@ -1,9 +1,9 @@
-"""``edge-agent submit`` of uint8 images to a float model, against real agents: a CURVE fleet
-(a client-mode source and two workers on the tiny two-stage bundle, whose stage 1 takes
-float32, the fixed policy) replaying a set of uint8 images, which the source scales to [0, 1].
-The same images in an ``.npy`` are scaled by ``submit`` as the source scales its replay set
-(``engines.profile.as_input``), said in one note, with at most one input refused for it;
-every other dtype is sent as it is and refused as before."""
+"""uint8 images for a float model, against real agents: a CURVE fleet (a client-mode source and
+two workers on the tiny two-stage bundle, whose stage 1 takes float32, the fixed policy)
+replaying a set of uint8 images, which the source scales to [0, 1]. ``edge-agent submit`` and
+``agent.fleet.client`` send the same images from an ``.npy`` as uint8, and the source scales
+them as it scales its replay set (``engines.profile.as_input``): no input refused for it, one
+INFO line in its log; every other dtype is sent as it is and refused as before."""
 
 from __future__ import annotations
 
@@ -90,86 +90,103 @@ def _rows(out):
             if r.startswith("submit-")}
 
 
-def _note(images, whose):
-    """submit's note for ``images`` scaled, stage 1's dtype known from ``whose``."""
-    return ("edge-agent submit: note: --images: %s: %d uint8 input(s) scaled to [0, 1] as "
-            "float32 (x / 255), the dtype stage 1 takes (%s)" % (images, ROWS, whose))
-
-
-REFUSED = "per the source's refusal of the first input, now sent again"
-
-
-def test_a_uint8_file_for_a_float_model_is_scaled_as_the_source_scales_its_replay_set(
-        fleet, tmp_path, capsys):
-    """Rule: the uint8 images a source replays, submitted from an .npy to its float32 stage 1,
-    are scaled to [0, 1] as the source scales them: every input completes with the class,
-    confidence and exit of the same images given as float32 x / 255, one note on stderr says
-    how many uint8 inputs were scaled, and the source refused one input for it (the first)."""
+def _submit_pair(fleet, tmp_path, capsys, extra):
+    """``submit`` of the uint8 .npy, then of the same images saved as float32 x / 255, both with
+    ``extra`` options: (stdout of each run, stderr of the uint8 one, the source's counts before
+    and after the uint8 run)."""
     c = fleet["cluster"]
     before = _counts(c)
-    argv = ["--endpoint", fleet["endpoint"], "--timeout", "30"] + fleet["keys"]
-    assert cli.main(["submit", "--images", fleet["npy"]] + argv) == 0
+    assert cli.main(["submit", "--images", fleet["npy"], "--timeout", "30"] + extra) == 0
     out, err = capsys.readouterr()
-    assert err.splitlines() == [_note(fleet["npy"], REFUSED)], err
-    assert out.splitlines()[-2] == "%d sent: %d completed" % (ROWS, ROWS), out
-    scaled = _rows(out)
     after = _after(c, before, ROWS)
-    assert after[1:] == (before[1] + 1, before[2]), (before, after)
     floats = str(tmp_path / "floats.npy")
     np.save(floats, np.load(fleet["npy"]).astype(np.float32) / np.float32(255.0))
-    assert cli.main(["submit", "--images", floats] + argv) == 0
-    out, err = capsys.readouterr()
+    assert cli.main(["submit", "--images", floats, "--timeout", "30"] + extra) == 0
+    return out, capsys.readouterr().out, err, before, after
+
+
+@pytest.mark.parametrize("how", ["endpoint", "endpoint-rate", "fleet", "fleet-rate"])
+def test_a_uint8_file_is_sent_as_it_is_and_the_source_scales_it_refusing_none(
+        fleet, tmp_path, capsys, how):
+    """Rule: uint8 images submitted to a float32 stage 1 (from an .npy, by --endpoint and keys
+    or by --fleet, one at a time or at --rate) go as uint8 and the source scales them as it
+    scales its replay set: every input completes with the class, confidence and exit of the
+    same images given as float32 x / 255, nothing is said on stderr, and the source counts no
+    refusal (drop_bad_shape and drop_bad_input stay as they were)."""
+    target = (["--fleet", fleet["folder"], "--source", "s1"] if how.startswith("fleet") else
+              ["--endpoint", fleet["endpoint"]] + fleet["keys"])
+    rate = ["--rate", "40"] if how.endswith("rate") else []
+    uint8_out, floats_out, err, before, after = _submit_pair(fleet, tmp_path, capsys,
+                                                             target + rate)
     assert err == "", err
-    assert len(scaled) == ROWS and scaled == _rows(out), (scaled, out)  # the same ids
+    summary = [r for r in uint8_out.splitlines() if r.startswith("%d sent" % ROWS)]
+    assert summary == ["%d sent: %d completed" % (ROWS, ROWS)], uint8_out
+    assert after[1:] == before[1:], (before, after)
+    scaled = _rows(uint8_out)
+    assert len(scaled) == ROWS and {v[0] for v in scaled.values()} == {"completed"}, uint8_out
+    assert scaled == _rows(floats_out), (uint8_out, floats_out)  # the same ids and answers
 
 
-def test_at_a_rate_the_first_uint8_input_alone_is_refused_and_every_input_is_recorded_once(
+def test_a_uint8_input_is_checked_at_its_uint8_size_the_size_it_is_sent_at(
         fleet, tmp_path, capsys):
-    """Rule: with --rate, a uint8 file sends its first input alone until its answer says what
-    stage 1 takes, so only that input is refused; it is sent again scaled under its own id,
-    and every input is answered and recorded once (`report` reads them all completed)."""
-    c = fleet["cluster"]
-    before = _counts(c)
-    runs = str(tmp_path / "runs")
-    assert cli.main(["submit", "--images", fleet["npy"], "--endpoint", fleet["endpoint"],
-                     "--rate", "40", "--count", str(2 * ROWS), "--timeout", "30",
-                     "--out", runs] + fleet["keys"]) == 0
+    """Rule: submit's size check (--max-message-bytes) weighs an input as it goes on the wire:
+    at a limit between the uint8 message and the float32 one, the uint8 file is sent and
+    completes, and the same images as float32 are refused before anything is sent (exit 2)."""
+    from agent.fleet.client import task_frames
+    from agent.protocol import wire
+
+    x = np.load(fleet["npy"])
+    floats = str(tmp_path / "floats.npy")
+    np.save(floats, x.astype(np.float32) / np.float32(255.0))
+    last = "submit-%d-3" % os.getpid()  # the id of the third input, the run's longest
+    limit = wire.frames_nbytes(task_frames(x[:1], last, "submit"))  # the uint8 message's size
+    assert wire.frames_nbytes(task_frames(x[:1].astype(np.float32), last, "submit")) > limit
+    argv = ["--endpoint", fleet["endpoint"], "--timeout", "30", "--count", "3",
+            "--max-message-bytes", str(limit)] + fleet["keys"]
+    assert cli.main(["submit", "--images", fleet["npy"]] + argv) == 0
     out, err = capsys.readouterr()
-    assert err.splitlines() == [_note(fleet["npy"], REFUSED)], err
-    rows = _rows(out)
-    pid_ids = sorted(int(k.rsplit("-", 1)[1]) for k in rows)
-    assert pid_ids == list(range(1, 2 * ROWS + 1)), out
-    assert {v[0] for v in rows.values()} == {"completed"}, out
-    after = _after(c, before, 2 * ROWS)
-    assert after[1:] == (before[1] + 1, before[2]), (before, after)
-    assert cli.main(["report", runs]) == 0
-    row = capsys.readouterr().out.splitlines()[3].split()
-    assert row[:6] == ["submit", "40.0", str(2 * ROWS), str(2 * ROWS), "0", str(2 * ROWS)], row
+    assert err == "" and "3 sent: 3 completed" in out.splitlines(), (out, err)
+    assert cli.main(["submit", "--images", floats] + argv) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and "above the source's max_message_bytes %d (given)" % limit in err, err
+    assert err.rstrip().endswith("3 input(s) not sent"), err
 
 
-def test_with_the_fleets_bundle_known_a_uint8_file_is_scaled_before_anything_is_sent(
-        fleet, capsys):
-    """Rule: with --fleet, when the render's testbed.json names a bundle readable here, its
-    stage-1 dtype scales the uint8 file before the first input goes (as `testbed` driving that
-    fleet scales its replay set): the note names the bundle, and the source refuses nothing."""
+def test_the_client_api_gets_uint8_tensors_scaled_at_the_source_with_one_log_line(fleet):
+    """Rule: a source takes uint8 tensors of stage 1's shape from any client of its endpoint
+    (``agent.fleet.client.Client``, not only submit) for its float32 stage 1: each of 30 is
+    answered completed with the answer its float32 x / 255 gets, no refusal is counted, and
+    the source's log says it scales them in one INFO line however many come."""
+    from agent.fleet.client import Client, ClientKeys
+
     c = fleet["cluster"]
+    keys = ClientKeys.load(fleet["keys"][1], fleet["keys"][3])
+    x = np.load(fleet["npy"])
     before = _counts(c)
-    assert cli.main(["submit", "--images", fleet["npy"], "--fleet", fleet["folder"],
-                     "--source", "s1", "--timeout", "30"]) == 0
-    out, err = capsys.readouterr()
-    with open(os.path.join(fleet["folder"], "testbed.json")) as f:
-        bundle = json.load(f)["bundle"]
-    assert err.splitlines() == [_note(fleet["npy"], "per the fleet's bundle %s"
-                                      % bundle)], err
-    assert out.splitlines()[-2] == "%d sent: %d completed" % (ROWS, ROWS), out
-    assert _after(c, before, ROWS)[1:] == before[1:], (before, _counts(c))
+    answers = []
+    with Client(fleet["endpoint"], keys, timeout_s=30) as client:
+        assert client.check_connection(10.0) == ""
+        for i in range(30):
+            row = x[i % len(x)][None, ...]
+            scaled, floats = client.infer(row), client.infer(
+                row.astype(np.float32) / np.float32(255.0))
+            answers.append((scaled, floats))
+    for scaled, floats in answers:
+        assert scaled.outcome == "completed", scaled
+        assert (scaled.cls, scaled.confidence, scaled.exit_stage) == (
+            floats.cls, floats.confidence, floats.exit_stage), (scaled, floats)
+    assert _after(c, before, 60)[1:] == before[1:], (before, _counts(c))
+    with open(c.logs["s1"], errors="replace") as f:
+        lines = [line for line in f if "client inputs in uint8 are scaled" in line]
+    assert len(lines) == 1 and " INFO agent.node.source: client inputs in uint8 are scaled " \
+        "to [0, 1] as float32 for stage 1 (x / 255)" in lines[0], lines
 
 
 def test_float_images_left_at_0_255_are_not_scaled_and_the_source_refuses_each(
         fleet, tmp_path, capsys):
     """Rule: only uint8 is scaled: float32 images holding 0-255 are sent as they are, each
     refused by the source (bad_input, values far outside its replay set's, with its x / 255
-    hint), no note, exit 1."""
+    hint), nothing on stderr, exit 1."""
     images = str(tmp_path / "float-0-255.npy")
     np.save(images, np.load(fleet["npy"])[:3].astype(np.float32))
     c = fleet["cluster"]
@@ -187,7 +204,7 @@ def test_another_integer_dtype_is_sent_as_it_is_and_its_refusal_stops_the_run(
         fleet, tmp_path, capsys):
     """Rule: an int64 file of 0-255 images is neither cast nor scaled: the source refuses the
     first input's dtype and the run stops with the one line saying what the file holds and
-    what stage 1 takes, exit 2, no note."""
+    what stage 1 takes, exit 2."""
     images = str(tmp_path / "int64.npy")
     np.save(images, np.load(fleet["npy"]).astype(np.int64))
     assert cli.main(["submit", "--images", images, "--endpoint", fleet["endpoint"],

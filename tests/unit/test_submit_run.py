@@ -191,8 +191,12 @@ def test_arrays_besides_x_and_y_are_named_in_one_warning_and_the_run_goes_on(tmp
 
 @pytest.mark.parametrize("x,detail,hint", [
     (np.zeros((5, 28, 28), np.uint8), "input uint8 (1, 28, 28); stage 1 takes float32 "
-     "(1, 1, 28, 28)", "add the missing axis with np.expand_dims(x, 1); uint8 images are scaled "
-     "to [0, 1] for a float stage 1 as they are sent"),
+     "(1, 1, 28, 28)", "add the missing axis with np.expand_dims(x, 1); uint8 images need no "
+     "conversion: the source scales them to [0, 1] for a float stage 1"),
+    (np.zeros((5, 1, 28, 28), np.uint8), "input uint8 (1, 1, 28, 28); stage 1 takes float32 "
+     "(1, 1, 28, 28)", "this source does not scale uint8 images (an agent before 0.2.0): "
+     "upgrade it, or convert with x.astype(np.float32) / 255 if the model was trained on "
+     "[0, 1]"),
     (np.zeros((5, 28, 28), np.float32), "input float32 (1, 28, 28); stage 1 takes float32 "
      "(1, 1, 28, 28)", "add the missing axis with np.expand_dims(x, 1)"),
 ])
@@ -201,8 +205,10 @@ def test_a_file_whose_dtype_or_shape_the_source_refuses_stops_at_the_first_input
     """Rule: the source refusing an input's dtype or shape refuses every input of the file
     (one dtype and shape): the run stops after the first, with one error line saying what the
     file holds, what stage 1 takes, the usual fix, and how many inputs were not sent (exit 2),
-    instead of one refused row per input. A uint8 file's dtype needs no fix (submit scales it
-    for a float stage 1): only its shape is, and the line says so."""
+    instead of one refused row per input. A uint8 file's dtype needs no fix (the source scales
+    it for a float stage 1): only its shape does, and the line says so; a uint8 file of stage
+    1's shape refused for its dtype meets a source that does not scale (before 0.2.0), and the
+    line says to upgrade it or convert the file."""
     import zmq
 
     from agent.protocol import wire
