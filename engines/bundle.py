@@ -202,7 +202,8 @@ class _Fields:
         raw = self.get(obj, key, str, ctx)
         try:
             dt = np.dtype(raw)
-        except TypeError:
+        except (TypeError, ValueError, SyntaxError):  # numpy: SyntaxError for a digit string
+            # past Python's 4,300-digit limit
             raise BundleError("%s: field %s.%s is not a numpy dtype: %r" % (self.where, ctx, key, raw))
         if dt.kind not in "biuf" or dt.fields is not None:  # what a tensor on the wire can be
             raise BundleError("%s: field %s.%s must be a number or bool dtype, got %r"

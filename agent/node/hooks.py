@@ -92,6 +92,6 @@ class NodeHooks:
             return None
         try:
             return self.state_store.load()
-        except (OSError, ValueError) as exc:
+        except (OSError, ValueError, RecursionError) as exc:
             log.warning("ignoring saved state: %s", exc)
             return None

@@ -140,7 +140,7 @@ class StateStore:
                 raise ValueError("format_version %r, expected %d"
                                  % (doc.get("format_version"), FORMAT_VERSION))
             check_state(doc["state"])
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:  # RecursionError: nesting past the stack
             aside = self.path + ".corrupt"
             log.warning("saved state %s is unusable (%s); moved to %s, starting fresh",
                         self.path, exc, aside)

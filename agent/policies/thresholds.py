@@ -25,16 +25,22 @@ def thresholds_to_wire(thresholds: Mapping[int, float]) -> Dict[str, float]:
     return {str(h): float(c) for h, c in thresholds.items()}
 
 
+STAGE_KEY_DIGITS = 6  # a stage number's digits at most (bundles have far fewer stages)
+
+
 def thresholds_from_wire(obj: Any) -> Dict[int, float]:
     """The valid entries of a received ``{"stage": c}`` map as ``{stage: c}``.
 
-    An entry is valid when its key is a stage number (text of digits) and its value a float
-    in (0, 1]; anything else is left out, so callers compare sizes to tell a clean map.
+    An entry is valid when its key is a stage number (text of at most ``STAGE_KEY_DIGITS``
+    digits: a longer one is no stage, and past 4,300 digits ``int`` itself refuses it) and its
+    value a float in (0, 1]; anything else is left out, so callers compare sizes to tell a
+    clean map.
     """
     if not isinstance(obj, Mapping):
         return {}
     return {int(k): v for k, v in obj.items() if isinstance(k, str) and k.isascii()
-            and k.isdigit() and isinstance(v, float) and 0.0 < v <= 1.0}
+            and k.isdigit() and len(k) <= STAGE_KEY_DIGITS and isinstance(v, float)
+            and 0.0 < v <= 1.0}
 
 
 @dataclass(frozen=True)

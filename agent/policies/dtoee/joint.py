@@ -80,7 +80,7 @@ def check_report(report: StageReport) -> StageReport:
         got = getattr(report, name)
         if set(got) != keys:
             raise ValueError("StageReport.%s: successors %s, routing has %s"
-                             % (name, sorted(got), sorted(keys)))
+                             % (name, sorted(map(repr, got)), sorted(map(repr, keys))))
         bad = [v for v in got.values() if not math.isfinite(v)]
         if bad:  # inf or NaN: no comparison below would catch NaN
             raise ValueError("StageReport.%s: %r not finite" % (name, bad[0]))

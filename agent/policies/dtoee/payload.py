@@ -83,7 +83,9 @@ def from_payload(cls: Any, payload: Mapping[str, Any]) -> Any:
     (``_CHECKS``); ValueError otherwise."""
     names = _fields(cls)[1]
     if payload.keys() != names:
-        raise ValueError("%s fields %s, got %s" % (cls.__name__, sorted(names), sorted(payload)))
+        # repr: a map may mix text and bytes keys, which do not sort together
+        raise ValueError("%s fields %s, got %s" % (cls.__name__, sorted(names),
+                                                   sorted(map(repr, payload))))
     kw = {}
     for name, kind in _kinds(cls):
         v = payload[name]
