@@ -64,8 +64,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-pip", action="store_true",
                         help="create the venv but do not pip-install into it (offline images)")
     parser.add_argument("--bundle", default=None,
-                        help="bundle directory written to a new calibrate.env (default %s; "
-                        "an existing calibrate.env is kept)" % DEFAULT_BUNDLE)
+                        help="bundle directory written to a new calibrate.env, absolute "
+                        "(default %s; an existing calibrate.env is kept)" % DEFAULT_BUNDLE)
     parser.add_argument("--calibrate-timer", action="store_true",
                         help="also enable the monthly calibration timer")
     parser.add_argument("--no-enable", action="store_true", help="write units but enable none")
@@ -267,6 +267,10 @@ def run(args: argparse.Namespace) -> int:
         if not INSTANCE_RE.match(name or ""):
             raise InstallError("--instance %r must be a plain name of letters, digits, _ . : - "
                                "(the node config's stem, /etc/edge-agent/NAME.toml)" % name)
+    if args.bundle is not None and not os.path.isabs(args.bundle):
+        # calibrate.env's path is read by the calibration unit, which runs in /, not here
+        raise InstallError("--bundle: the bundle's path on the device must be absolute (the "
+                           "calibration unit runs from /), got %r" % args.bundle)
     spec = package_spec(args.package)
     if not args.no_pip and not os.path.exists(spec):
         raise InstallError("--package: %s does not exist" % spec)

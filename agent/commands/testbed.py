@@ -217,7 +217,7 @@ def _run(args: argparse.Namespace) -> int:
     from agent.policies.registry import lookup
     from agent.testbed.local import TestbedSettings, bundle_stages, default_remaining
     from agent.testbed.driver import load_bundle_for
-    from agent.testbed.rundir import RunLock, new_run_dir
+    from agent.testbed.rundir import RunLock, check_outputs, new_run_dir
     from agent.testbed.faults import check_faults
     from agent.testbed.prerun import check_node_configs, check_tiers
     from agent.testbed.topology import capacity_tasks_s, check_against_bundle, load_topology
@@ -226,12 +226,7 @@ def _run(args: argparse.Namespace) -> int:
     if not 0 < args.duration <= MAX_DURATION_S:
         raise UsageError("--duration: must be > 0 seconds and at most %d, got %r"
                          % (MAX_DURATION_S, args.duration))
-    if args.json:  # checked now, not after the whole run
-        from agent.ops.files import check_file_slot
-
-        check_file_slot(os.path.abspath(args.json), "--json")
-        if not os.path.isdir(os.path.dirname(os.path.abspath(args.json))):
-            raise UsageError("--json: %s: its folder does not exist" % args.json)
+    check_outputs(args.out, args.json)  # checked now, not after the whole run
     given = parse_list(args.policies, "--policies") if args.policies is not None else None
     for i, p in enumerate(given or ()):
         lookup(p, "--policies", "agent")

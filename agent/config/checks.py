@@ -3,12 +3,14 @@
 Each check raises the caller's error class with one line naming the field, the value (cut
 short when long) and what would be accepted, so a value that would be accepted by the parser
 but fail later (a port ZeroMQ wraps around, a node id too long for a socket identity, a message
-size libzmq cannot hold) is refused where it is written. Pure: no I/O.
+size libzmq cannot hold) is refused where it is written. A relative ``ipc://`` path is taken
+from the config's folder (``ipc_from``) before its length is checked. Pure: no I/O.
 """
 
 from __future__ import annotations
 
 import ipaddress
+import os
 import re
 from typing import Any, Dict, Type
 
@@ -90,6 +92,20 @@ def check_node_id(value: str, where: str, error: Type[Exception]) -> str:
     return value
 
 
+def check_text_path(path: str, where: str, error: Type[Exception]) -> str:
+    """``path``, when its name is UTF-8: one with other bytes (held as lone surrogates) cannot
+    be written into a node config or a JSON file, which are UTF-8 text, so a command that
+    writes one naming it is refused before it starts."""
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        shown = os.fsencode(path).decode("utf-8", "backslashreplace")
+        raise error("%s: %s is not a UTF-8 name (byte 0x%02x): the node configs that name it "
+                    "are UTF-8 text; rename it or give another path"
+                    % (where, shown, ord(path[exc.start]) & 0xff)) from None
+    return path
+
+
 def check_endpoint(value: str, where: str, error: Type[Exception]) -> str:
     """A ZeroMQ endpoint: tcp://HOST:PORT (port 1-65535), ipc://PATH (a socket path short
     enough for AF_UNIX) or inproc://NAME."""
@@ -112,6 +128,34 @@ def check_endpoint(value: str, where: str, error: Type[Exception]) -> str:
         raise error("%s: an ipc:// socket path can be at most %d bytes, got %d in %s"
                     % (where, _IPC_PATH_MAX_BYTES, len(rest.encode("utf-8")), short(value)))
     return value
+
+
+def ipc_from(endpoint: str, base_dir: str) -> str:
+    """``endpoint`` with a relative ``ipc://`` path taken from ``base_dir`` (the node config's
+    folder, as its other relative paths are; ``~`` expanded). ZeroMQ itself takes it from the
+    working folder of the process that binds or connects, so agents started from different
+    folders (systemd starts them in /) would never meet. Absolute, abstract (``ipc://@NAME``)
+    and wildcard (``ipc://*``) paths and other schemes are returned as given."""
+    if not isinstance(endpoint, str) or not endpoint.startswith("ipc://"):
+        return endpoint
+    path = endpoint[len("ipc://"):]
+    if not path or path == "*" or path.startswith(("/", "@")):
+        return endpoint
+    return "ipc://" + os.path.normpath(os.path.join(base_dir, os.path.expanduser(path)))
+
+
+def check_endpoint_from(value: str, where: str, base_dir: str, error: Type[Exception]) -> str:
+    """``check_endpoint`` of ``value`` as the agent uses it: a relative ``ipc://`` path taken
+    from ``base_dir`` first (``ipc_from``), so the socket path's length is that of the path
+    bound. Returns that endpoint; one too long once resolved is named with where it came from."""
+    full = ipc_from(value, base_dir)
+    if full == value:
+        return check_endpoint(value, where, error)
+    try:
+        return check_endpoint(full, where, error)
+    except error as exc:
+        raise error("%s (the relative %s is taken from the config's folder; give a shorter "
+                    "absolute path)" % (exc, short(value))) from None
 
 
 def _is_tcp_host(host: str) -> bool:

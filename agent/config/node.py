@@ -33,8 +33,9 @@ from dataclasses import dataclass, field, fields
 from typing import Any, Dict, Mapping, Tuple
 
 from agent.config.checks import (MAX_MESSAGE_BYTES_LIMIT, MAX_QUEUE_TASKS, MIN_INTERVAL_S,
-                                  ENGINE_THREADS_MAX, PATH_FIELDS, check_endpoint, check_limits,
-                                  check_node_id, is_loopback_host, phase_fits)
+                                  ENGINE_THREADS_MAX, PATH_FIELDS, check_endpoint,
+                                  check_endpoint_from, check_limits, check_node_id, ipc_from,
+                                  is_loopback_host, phase_fits)
 from agent.config.fields import REQUIRED, Fields
 from agent.config.toml_dump import to_toml
 from agent.errors import UsageError
@@ -186,8 +187,8 @@ _PEER_FIELDS = {f.name for f in fields(Peer)}
 _NODE_FIELDS = {f.name for f in fields(NodeConfig)}
 
 
-def _check_endpoint(value: str, where: str) -> None:
-    check_endpoint(value, where, ConfigError)
+def _endpoint(value: str, where: str, base_dir: str) -> str:
+    return check_endpoint_from(value, where, base_dir, ConfigError)  # ipc://REL: config's folder
 
 
 def _parse_peer(obj: Any, where: str, base_dir: str) -> Peer:
@@ -201,8 +202,8 @@ def _parse_peer(obj: Any, where: str, base_dir: str) -> Peer:
     peer = Peer(
         id=r.str("id"),
         stage=r.int("stage", lo=0),
-        control_address=r.str("control_address"),
-        data_address=r.str("data_address"),
+        control_address=_endpoint(r.str("control_address"), where + ".control_address", base_dir),
+        data_address=_endpoint(r.str("data_address"), where + ".data_address", base_dir),
         link_rate_bytes_s=r.num("link_rate_bytes_s", 0.0, lo=0),
         public_key=peer_key_spec(r.str("public_key", ""), base_dir),  # a file: config-relative
         last_stage=r.int("last_stage", 0, lo=0),
@@ -211,8 +212,6 @@ def _parse_peer(obj: Any, where: str, base_dir: str) -> Peer:
         raise ConfigError("%s.last_stage: must be 0 or >= stage %d, got %r"
                           % (where, peer.stage, peer.last_stage))
     check_node_id(peer.id, where + ".id", ConfigError)
-    _check_endpoint(peer.control_address, where + ".control_address")
-    _check_endpoint(peer.data_address, where + ".data_address")
     return peer
 
 
@@ -246,8 +245,7 @@ def parse_config(obj: Any, base_dir: str = ".", where: str = "config") -> NodeCo
         if not kw[key]:
             raise ConfigError("%s.%s: missing" % (where, key))
     for key in ("control_bind", "data_bind"):
-        kw[key] = r.str(key)
-        _check_endpoint(kw[key], "%s.%s" % (where, key))
+        kw[key] = _endpoint(r.str(key), "%s.%s" % (where, key), base_dir)
     peers_obj = obj.get("peers", [])
     if not isinstance(peers_obj, list):
         raise ConfigError("%s.peers: must be an array of tables ([[peers]]), got %r" % (where, peers_obj))
@@ -305,7 +303,7 @@ def parse_config(obj: Any, base_dir: str = ".", where: str = "config") -> NodeCo
     kw["arrival"] = r.str("arrival", dflt("arrival"), ARRIVAL_MODES)
     kw["power_mode"] = r.str("power_mode", dflt("power_mode"))
     kw["metrics_host"] = r.str("metrics_host", dflt("metrics_host"))
-    kw["client_bind"] = r.str("client_bind", dflt("client_bind"))
+    kw["client_bind"] = ipc_from(r.str("client_bind", dflt("client_bind")), base_dir)
     for key in PATH_FIELDS:
         kw[key] = r.file_path(key, base_dir, dflt(key))
     for key in ("emulate_capacity_flops", "arrival_rate_tasks_s"):
@@ -326,7 +324,7 @@ def _check_consistency(cfg: NodeConfig, where: str) -> None:
     if cfg.arrival == "client" and cfg.role == "source":
         if not cfg.client_bind:
             raise ConfigError("%s.client_bind: needed when arrival = \"client\"" % where)
-        _check_endpoint(cfg.client_bind, where + ".client_bind")
+        check_endpoint(cfg.client_bind, where + ".client_bind", ConfigError)
         host = cfg.client_bind.split("://", 1)[1].rsplit(":", 1)[0]
         if cfg.client_keys_dir and cfg.security != "curve":
             raise ConfigError("%s.client_keys_dir: needs security = \"curve\"" % where)

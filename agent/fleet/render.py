@@ -39,18 +39,20 @@ import json
 import math
 import os
 import secrets
+import shlex
 import shutil
 from dataclasses import dataclass
 from typing import Dict, List, Sequence, Tuple
 
+from agent.config.checks import PATH_FIELDS
 from agent.config.node import ConfigError, NodeConfig, dump_config, parse_config
 from agent.errors import UsageError
 from agent.fleet.inventory import Host
 from agent.fleet.render_notes import (ETC, Dropped, clients_summary, dropped_since,
                                       metrics_tunnels, removed_summary, retired_keys,
-                                      sheet_text, tunnels_summary)
+                                      sheet_text, tunnels_summary, workstation_paths_summary)
 from agent.fleet.replay import place_replay, replay_set, write_replay
-from agent.ops.atomic import replace_dir, write_atomic
+from agent.ops.atomic import is_mount_point, replace_dir, write_atomic
 from agent.ops.state import DEFAULT_STATE_DIR
 from agent.testbed.fleet import KEPT_BY_RENDER, rendered_fleet
 from agent.testbed.local import node_objects
@@ -106,15 +108,11 @@ def _copy(src: str, dst: str, mode: int) -> None:
 
 
 def check_render(topo: Topology, hosts: Dict[str, Host], opts: RenderOptions) -> None:
-    """What can be refused before anything is written: node ids (a file name, a socket
-    identity), a host for every node, the rate, the topology's own ``fleet`` fields (kept in
-    testbed.json; with a rate no testbed.json is written, so none of them may be given), and
-    ``out_dir`` (a folder, or not there yet; when there, only a render's own files in it: it
-    is replaced as a whole)."""
-    from agent.config.checks import check_node_id
-
-    for n in topo.node_ids():
-        check_node_id(n, "%s: node id" % (topo.path or "topology"), UsageError)
+    """What can be refused before anything is written (node ids: the topology's own check): a
+    host for every node, the rate, the topology's own ``fleet`` fields (kept in testbed.json;
+    with a rate no testbed.json is written, so none of them may be given), and ``out_dir`` (a
+    folder, or not there yet; when there, only a render's own files in it, and no mount point:
+    it is replaced as a whole)."""
     missing = [n for n in topo.node_ids() if n not in hosts]
     if missing:
         raise UsageError("inventory: no host for %s" % ", ".join(missing))
@@ -131,6 +129,10 @@ def check_render(topo: Topology, hosts: Dict[str, Host], opts: RenderOptions) ->
     out = os.path.realpath(opts.out_dir)
     if os.path.lexists(out) and not os.path.isdir(out):
         raise UsageError("--out: %s is a file, not a folder" % opts.out_dir)
+    if is_mount_point(out):  # renamed over as a whole, which a mount point cannot be
+        raise UsageError("--out: %s is a mount point, which a render cannot replace as a "
+                         "whole; give a folder inside it, e.g. %s"
+                         % (opts.out_dir, os.path.join(opts.out_dir, "fleet")))
     if os.path.isdir(out):
         try:
             other = sorted(set(os.listdir(out)) - set(RENDERED))
@@ -201,6 +203,8 @@ def _render_into(stage: str, topo: Topology, hosts: Dict[str, Host], opts: Rende
     cfgs: Dict[str, NodeConfig] = {}
     for n, obj in objs.items():
         h = hosts[n]
+        for k in PATH_FIELDS:  # the topology's are workstation paths: a device gets the render's
+            obj.pop(k, None)
         keep = {k: obj[k] for k in ("emulate_capacity_flops", "emulate_links") if k in obj}
         for k in TESTBED_ONLY:  # the testbed's own values; the topology's `agent` ones are kept
             obj.pop(k, None)
@@ -254,9 +258,11 @@ def drive_topology(topo: Topology, hosts: Dict[str, Host], opts: RenderOptions) 
     from agent.config.jsonfile import read_json_file
     from agent.testbed.topology import TopologyError
 
-    obj = dict(read_json_file(topo.path.split(" (")[0], TopologyError, "topology"))
+    obj = dict(read_json_file(topo.file, TopologyError, "topology"))  # path may carry a label
     obj.pop("fleet", None)
     obj["bundle"] = topo.bundle
+    if "agent" in obj:  # its paths as read (absolute): testbed.json is in another folder
+        obj["agent"] = dict(topo.agent)
     obj["knobs"] = {k: dict(v) for k, v in topo.knobs.items()}
     obj["fleet"] = drive_fleet(topo, hosts, opts)
     return obj
@@ -370,6 +376,7 @@ def summary_lines(topo: Topology, hosts: Dict[str, Host], cfgs: Dict[str, NodeCo
                  % out)
     lines.append("manifest for `edge-agent status --fleet`: %s" % os.path.join(out, "fleet.json"))
     lines += tunnels_summary(metrics_tunnels(hosts, cfgs))
+    lines += workstation_paths_summary(topo.agent)
     if not opts.rate_tasks_s:
         lines.append("drive load from here: " + drive_command(topo, out, opts))
     return lines
@@ -379,7 +386,7 @@ def drive_command(topo: Topology, out: str, opts: RenderOptions) -> str:
     """The `testbed` command that drives the rendered fleet: its policy, and rates in tasks/s
     (``R``) when the topology states no capacity or link rate to take a percentage of."""
     line = "edge-agent testbed --topology %s --policies %s" % (
-        os.path.join(out, DRIVE_TOPOLOGY), opts.policy)
+        shlex.quote(os.path.join(out, DRIVE_TOPOLOGY)), shlex.quote(opts.policy))
     if not topo.rates and all(w.emulate_capacity_flops is None for w in topo.workers) \
             and all(l.rate_bytes_s is None for l in topo.links):
         line += " --rates R (R: total tasks/s; the topology states no capacity for N%)"

@@ -15,7 +15,8 @@ longer writes a client key an earlier one wrote for a source says, on the consol
 source's sheet, to delete the key there and restart the source (until then it answers that
 client). A node whose metrics listen on a loopback ``metrics_host`` of another machine is
 reached only through an ssh tunnel: the summary, its sheet and ``fleet.json`` (read by ``status
---fleet``) give the tunnel.
+--fleet``) give the tunnel. The topology's ``agent`` paths are the workstation's: the summary
+names those no device config carries.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import os
 from shlex import quote
 from typing import Dict, List, Mapping, NamedTuple, Optional, Sequence
 
-from agent.config.checks import is_loopback_host
+from agent.config.checks import PATH_FIELDS, is_loopback_host
 from agent.config.node import NodeConfig
 from agent.fleet.inventory import Host
 from agent.fleet.replay import sheet_lines
@@ -143,6 +144,18 @@ def tunnels_summary(tunnels: Mapping[str, Tunnel]) -> List[str]:
             % (", ".join(tunnels), "it" if len(tunnels) == 1 else "them",
                " ".join(t.local for t in tunnels.values()))] + [
         "   " + t.command for t in tunnels.values()]
+
+
+def workstation_paths_summary(agent: Mapping[str, object]) -> List[str]:
+    """The summary's line on the topology's ``agent`` paths that no device config carries:
+    each names a file on this workstation, which a device does not have (the render writes
+    every device path itself; ``replay_path`` is copied, so it is no such path)."""
+    left = ["agent." + k for k in PATH_FIELDS if k != "replay_path" and agent.get(k)]
+    if not left:
+        return []
+    return ["%s: workstation path%s, not written into the device configs (each device's paths "
+            "are the render's: %s, /var/lib/edge-agent, /var/cache/edge-agent)"
+            % (", ".join(left), "" if len(left) == 1 else "s", ETC)]
 
 
 def retired_keys(keys_dir: str, node_ids: Sequence[str]) -> List[str]:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import secrets
 import shutil
 import stat
@@ -118,7 +119,8 @@ def replace_dir(new: str, path: str, old: str) -> None:
     """Put the folder ``new`` (made beside it) at ``path``: a folder already there is moved to
     ``old`` first and removed once ``new`` is in place, or put back should that move fail; so
     ``path`` holds the old folder or the new one, whole, at every moment but between the two
-    renames."""
+    renames. A mount point cannot be moved (EBUSY): callers refuse one first
+    (``is_mount_point``)."""
     if not os.path.isdir(path):
         os.rename(new, path)
         return
@@ -129,6 +131,27 @@ def replace_dir(new: str, path: str, old: str) -> None:
         os.rename(old, path)
         raise
     shutil.rmtree(old, ignore_errors=True)
+
+
+def is_mount_point(path: str) -> bool:
+    """Whether the folder ``path`` is a mount point: ``os.path.ismount``, or (Linux) listed in
+    ``/proc/self/mountinfo``, which also knows a bind mount of a folder of the same file
+    system (same device as its parent, so ``ismount`` misses it)."""
+    if os.path.ismount(path):
+        return True
+    real = os.fsencode(os.path.realpath(path))
+    try:
+        with open("/proc/self/mountinfo", "rb") as f:
+            lines = f.read().splitlines()
+    except OSError:  # not Linux, or no /proc: ismount's answer
+        return False
+    for line in lines:
+        fields = line.split(b" ")
+        # field 5 is the mount point, with space, tab, newline and backslash written \ooo
+        if len(fields) > 4 and re.sub(rb"\\([0-7]{3})", lambda m: bytes([int(m.group(1), 8)]),
+                                      fields[4]) == real:
+            return True
+    return False
 
 
 def fsync_dir(directory: str) -> None:

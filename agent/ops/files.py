@@ -7,8 +7,9 @@ never hang the agent or fill its memory. ``check_regular_file`` does the same by
 files another library opens (numpy, onnxruntime).
 
 Writing: ``check_writable_dir`` makes sure a state directory exists, is a directory and takes a
-new file (a read-only mount or a file in its place is found before the agent says READY), and
-``check_file_slot`` that a path the agent will write is free or a regular file.
+new file (a read-only mount, a file in its place or a link to a card not mounted is found before
+the agent says READY), and ``check_file_slot`` that a path the agent will write is free or a
+regular file.
 For the commands' output options, ``check_output_file`` and ``check_output_dir`` say before any
 work is done whether a file (or a folder, created if missing) can be written there, creating
 nothing that outlives the check, and ``output_errors`` turns an ``OSError`` at a write site into
@@ -29,7 +30,7 @@ import logging
 import os
 import stat
 import time
-from typing import Callable, Iterator, Optional
+from typing import Callable, Iterator, Optional, Tuple
 
 from agent.errors import UsageError
 
@@ -141,6 +142,10 @@ def check_writable_dir(path: str, what: str, create: bool = True) -> str:
     try:
         st = os.stat(path)
     except FileNotFoundError:
+        dangling = link_to_nothing(path)
+        if dangling is not None:  # makedirs would say "File exists", doctor "can be made"
+            raise FileFault("%s: %s is a link to nothing (%s): mount or create %s"
+                            % (what, dangling[0], dangling[1], dangling[1])) from None
         if not create:
             return _creatable_in(path, what)
         try:
@@ -156,6 +161,18 @@ def check_writable_dir(path: str, what: str, create: bool = True) -> str:
                         % (what, path, kind, what))
     _probe(path, what, make_dir=False)
     return ""
+
+
+def link_to_nothing(path: str) -> Optional[Tuple[str, str]]:
+    """(link, target) when the missing ``path``, or the nearest of its folders that is there,
+    is a symbolic link whose target is missing (an SD card's mount point while it is not
+    mounted); else None. The target is the link's, resolved as far as the links go."""
+    here = os.path.abspath(path)
+    while not os.path.lexists(here) and os.path.dirname(here) != here:
+        here = os.path.dirname(here)
+    if os.path.islink(here) and not os.path.exists(here):
+        return here, os.path.realpath(here)
+    return None
 
 
 def _creatable_in(path: str, what: str) -> str:

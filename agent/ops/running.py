@@ -10,34 +10,54 @@ from __future__ import annotations
 
 import os
 import re
-from typing import List, Tuple
+from typing import List, Optional, Tuple
 
 from agent.ops.files import CONFIG_MAX_BYTES, FileFault, read_bounded
 
 
+_PYTHON = re.compile(r"python[0-9.]*\Z")  # python, python3, python3.8: an interpreter's name
+
+
+def _agent_args(argv: List[str]) -> Optional[List[str]]:
+    """The arguments after the program of an agent's process: the console script run as
+    itself (``edge-agent ...``) or by its interpreter (``python .../edge-agent ...``, how a
+    script's shebang line shows), or ``python -m agent ...``; None for any other process.
+    A wrapper that stays as a process of its own (``timeout 60 edge-agent run``, ``sudo -u
+    USER edge-agent run``) is not the agent, whose own process is found too."""
+    name = os.path.basename(argv[0]) if argv else ""
+    if name == "edge-agent":
+        return argv[1:]
+    if _PYTHON.match(name):
+        if argv[1:2] and os.path.basename(argv[1]) == "edge-agent":
+            return argv[2:]
+        if argv[1:3] == ["-m", "agent"]:
+            return argv[3:]
+    return None
+
+
 def _agent_config(argv: List[str]) -> str:
-    """The ``--config`` of an ``edge-agent run`` command line (the console script, or ``python
-    -m agent``, global options before ``run``); "" for any other command."""
-    for j, word in enumerate(argv):
-        if os.path.basename(word) == "edge-agent" or (word == "agent" and argv[j - 1:j] == ["-m"]):
-            rest = argv[j + 1:]
-            k = 0
-            while k < len(rest) and rest[k].startswith("-"):  # --log-level X, --log-level=X
-                k += 2 if rest[k] == "--log-level" else 1
-            if rest[k:k + 1] != ["run"]:
-                return ""
-            for i, arg in enumerate(rest[k + 1:], k + 1):
-                if arg.startswith("--config="):
-                    return arg[len("--config="):]
-                if arg == "--config" and i + 1 < len(rest):
-                    return rest[i + 1]
-            return ""
+    """The ``--config`` of an ``edge-agent run`` command line (``_agent_args``, global options
+    before ``run``); "" for any other command or process."""
+    rest = _agent_args(argv)
+    if rest is None:
+        return ""
+    k = 0
+    while k < len(rest) and rest[k].startswith("-"):  # --log-level X, --log-level=X
+        k += 2 if rest[k] == "--log-level" else 1
+    if rest[k:k + 1] != ["run"]:
+        return ""
+    for i, arg in enumerate(rest[k + 1:], k + 1):
+        if arg.startswith("--config="):
+            return arg[len("--config="):]
+        if arg == "--config" and i + 1 < len(rest):
+            return rest[i + 1]
     return ""
 
 
-def _state_dir_of(config: str) -> str:
-    """The ``state_dir`` a node config names (relative: to the config's folder, as the agent
-    reads it); "" when it cannot be read."""
+def _state_dir_of(config: str, uid: int = -1) -> str:
+    """The ``state_dir`` a node config names, as the agent reads it: ``~`` expanded (the home
+    of ``uid``, the agent's user, when known), relative to the config's folder; "" when it
+    cannot be read."""
     try:  # Python 3.11+
         import tomllib as toml
     except ImportError:  # pragma: no cover - Python < 3.11
@@ -49,7 +69,21 @@ def _state_dir_of(config: str) -> str:
         return ""
     if not isinstance(value, str) or not value:
         return ""
-    return os.path.join(os.path.dirname(os.path.abspath(config)), value)
+    return os.path.join(os.path.dirname(os.path.abspath(config)), _expand_home(value, uid))
+
+
+def _expand_home(path: str, uid: int) -> str:
+    """``os.path.expanduser`` as the agent's process did it: ``~`` is its user's home (the
+    agent's HOME is that home under systemd, which sets it from the user database)."""
+    if uid >= 0 and (path == "~" or path.startswith("~/")):
+        import pwd
+
+        try:
+            home = pwd.getpwuid(uid).pw_dir
+            return home if path == "~" else os.path.join(home, path[2:])
+        except KeyError:  # a uid without a user: the agent's HOME is not known here
+            pass
+    return os.path.expanduser(path)
 
 
 def running_agents(state_dir: str, proc: str = "/proc") -> List[Tuple[int, str, str]]:
@@ -71,9 +105,10 @@ def running_agents(state_dir: str, proc: str = "/proc") -> List[Tuple[int, str, 
             config = _agent_config(argv)
             if config and not os.path.isabs(config):  # as the agent opened it: from its cwd
                 config = os.path.join(os.readlink(os.path.join(where, "cwd")), config)
+            uid = os.stat(where).st_uid  # the agent's user, whose home ~ is
         except OSError:  # gone meanwhile, or not ours to read
             continue
-        agent_dir = _state_dir_of(config) if config and pid != os.getpid() else ""
+        agent_dir = _state_dir_of(config, uid) if config and pid != os.getpid() else ""
         if not agent_dir or not (os.path.realpath(agent_dir) + os.sep).startswith(base):
             continue
         unit = ""

@@ -38,9 +38,16 @@ def thresholds_from_wire(obj: Any) -> Dict[int, float]:
     """
     if not isinstance(obj, Mapping):
         return {}
-    return {int(k): v for k, v in obj.items() if isinstance(k, str) and k.isascii()
-            and k.isdigit() and len(k) <= STAGE_KEY_DIGITS and isinstance(v, float)
-            and 0.0 < v <= 1.0}
+    return {int(k): v for k, v in obj.items() if stage_key(k) is not None
+            and isinstance(v, float) and 0.0 < v <= 1.0}
+
+
+def stage_key(key: Any) -> Optional[int]:
+    """The stage number a map key names: text of at most ``STAGE_KEY_DIGITS`` ASCII digits
+    (a longer one is no stage, and past 4,300 digits ``int`` itself refuses it); else None."""
+    if isinstance(key, str) and key.isascii() and key.isdigit() and len(key) <= STAGE_KEY_DIGITS:
+        return int(key)
+    return None
 
 
 @dataclass(frozen=True)

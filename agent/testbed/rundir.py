@@ -5,7 +5,8 @@ the same ``--out`` get two folders) and points ``OUT/latest`` at it (replaced at
 ``RunLock`` holds an exclusive ``flock`` on ``RUN/.lock`` while the run writes there, so a
 second writer (or ``report`` of a run in progress) can tell the folder is in use. The lock file
 is opened without blocking or following links and must be a regular file (a FIFO or a link
-there is refused in one line).
+there is refused in one line). ``check_outputs`` says before a run starts whether ``--out``
+and ``--json`` can be written.
 """
 
 from __future__ import annotations
@@ -19,6 +20,26 @@ from agent.errors import UsageError
 
 LOCK_NAME = ".lock"
 RUN_INFO = "testbed.json"  # how the run was asked for (topology, mdi mode, ...), for `report`
+
+
+def check_outputs(out_dir: str, json_path: Optional[str] = None) -> None:
+    """Before anything runs: ``--out`` is a folder (or one that can be made) with a UTF-8 name
+    (the agents' configs name their files in it) that takes a new folder, and ``--json`` (when
+    given) a regular file or none, in an existing folder that takes a new file. A ``UsageError``
+    naming the option otherwise, not a traceback after the first (policy, rate)."""
+    from agent.config.checks import check_text_path
+    from agent.ops.files import check_file_slot, check_output_dir
+
+    out_dir = check_text_path(os.path.abspath(out_dir), "--out", UsageError)
+    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+        raise UsageError("--out: %s is a file, not a folder; give a folder for the runs" % out_dir)
+    check_output_dir(out_dir, "--out")
+    if json_path:
+        path = os.path.abspath(json_path)
+        check_file_slot(path, "--json")
+        if not os.path.isdir(os.path.dirname(path)):
+            raise UsageError("--json: %s: its folder does not exist" % json_path)
+        check_output_dir(os.path.dirname(path), "--json")
 
 
 def new_run_dir(out_dir: str, clock=time.time) -> str:
@@ -36,6 +57,9 @@ def new_run_dir(out_dir: str, clock=time.time) -> str:
             os.mkdir(path)
         except FileExistsError:
             continue
+        except OSError as exc:  # no permission, a read-only file system, a full disk
+            raise UsageError("--out: cannot make a run folder in %s: %s"
+                             % (out_dir, exc.strerror or exc)) from None
         point_latest(out_dir, os.path.basename(path))
         return path
     raise UsageError("--out: cannot make a new run folder under %s" % out_dir)

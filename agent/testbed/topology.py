@@ -1,12 +1,12 @@
 """Testbed topology files (JSON): which agents exist, what they emulate, how they are linked.
 
 A topology names sources (each with its share of the total arrival rate), workers (stage and,
-optionally, an emulated capacity) and links (optionally emulated at a rate in bytes/s). The
-testbed turns it into one node config per agent for a local run, and into a DTO-EE scenario
-(stage FLOP and bytes from the bundle) for the model's predicted delay. ``parse_topology(obj,
-base_dir)`` validates (relative paths are relative to ``base_dir``), ``load_topology(path)``
-reads. Every error names the field, after the file, e.g. ``topo.json: workers[2].stage: ...``
-(``topology_error``); knob tables and ``agent`` are read as an agent's config reads them.
+optionally, an emulated capacity) and links (optionally emulated at a rate in bytes/s); node
+ids follow the node config's rule. The testbed turns it into one node config per agent for a
+local run, and into a DTO-EE scenario (stage FLOP and bytes from the bundle) for the model's
+predicted delay. ``parse_topology(obj, base_dir)`` validates (relative paths from ``base_dir``),
+``load_topology(path)`` reads. Every error names the field, after the file (``topo.json:
+workers[2].stage: ...``); knob tables and ``agent`` are read as an agent's config reads them.
 
 A topology with a ``fleet`` object describes agents that already run on other hosts: the
 testbed then starts nothing and only drives load into the sources and collects their records
@@ -19,13 +19,14 @@ import os
 from dataclasses import dataclass, field, replace
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
-from agent.config.checks import PATH_FIELDS
+from agent.config.checks import PATH_FIELDS, check_node_id, check_text_path
 from agent.config.fields import Fields
 from agent.config.jsonfile import read_json_file
 from agent.errors import UsageError
 from agent.policies.model import wire_bytes
 from agent.policies.registry import names
 from agent.policies.setting import DEFAULT_TRADEOFF
+from agent.policies.thresholds import stage_key
 from agent.scenario.format import read_links
 from agent.testbed.bounds import MIN_SLOT_S, positive, seconds, worker_stages
 from agent.testbed.carry import carried_tasks_s
@@ -106,7 +107,8 @@ class Topology:
     agent: Mapping[str, Any] = field(default_factory=dict)  # extra node-config fields, every agent
     fleet: Optional[Mapping[str, Any]] = None  # agents already running elsewhere
     faults: Tuple[Fault, ...] = ()  # fault schedule, injected in every rate's load
-    path: str = ""  # file it came from
+    path: str = ""  # file it came from, as shown (a shipped variant's name follows it)
+    file: str = field(default="", compare=False)  # the file itself ("" for none), not from path
     rates: str = ""  # the testbed's --rates when none is given ("" = the command's default)
     # the decoded JSON object it was parsed from, for the run folder's copy (rundir)
     document: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
@@ -194,9 +196,7 @@ BACKENDS = ("auto", "onnxruntime", "tensorrt")
 
 
 def _ident(item: Fields, seen: set) -> str:
-    v = item.value("id", None)
-    if not isinstance(v, str) or not v or not v.replace("-", "").replace("_", "").isalnum():
-        raise item.fail("id", "must be a non-empty string of letters, digits, - and _")
+    v = check_node_id(item.value("id", None), item.path("id"), TopologyError)  # a node's rule
     if v in seen:
         raise item.fail("id", "duplicate node id")
     seen.add(v)
@@ -242,8 +242,9 @@ def parse_topology(obj: Any, base_dir: str = ".", path: str = "",
     bundle = top.value("bundle", "demo")
     if not isinstance(bundle, str) or not bundle:
         raise top.fail("bundle", "must be \"demo\" or a path")
-    if bundle != "demo":
-        bundle = os.path.normpath(os.path.join(base_dir, bundle))
+    if bundle != "demo":  # written into every agent's config: a UTF-8 name
+        bundle = check_text_path(os.path.normpath(os.path.join(base_dir, bundle)), "bundle",
+                                 TopologyError)
     knobs = top.table("knobs", {}, shape="an object {policy: {knob: value}}")
     for policy in knobs.obj:
         if policy not in names("agent"):  # a typo's knobs would be ignored
@@ -256,7 +257,8 @@ def parse_topology(obj: Any, base_dir: str = ".", path: str = "",
                          "links, thresholds, knobs or the command line)")
     agent_fields = dict(agent.obj)  # paths, as bundle: relative to this file (not to a run
     for key in (k for k in PATH_FIELDS if agent.str(k, "")):  # folder the configs go to)
-        agent_fields[key] = agent.file_path(key, base_dir)
+        agent_fields[key] = check_text_path(agent.file_path(key, base_dir), agent.path(key),
+                                            TopologyError)
     if strict:  # every knob table, run or not: a wrong knob fails now, not when first run
         check_node_parts(knobs, Fields(agent_fields, agent.where, TopologyError), PER_AGENT_FIELDS)
     fleet = None  # checked field by field by the fleet driver
@@ -269,7 +271,7 @@ def parse_topology(obj: Any, base_dir: str = ".", path: str = "",
         slot_s=seconds(top, "slot_s", 2.0, lo=MIN_SLOT_S), warmup_s=seconds(top, "warmup_s", 2.0),
         thresholds=_thresholds(top, h), knobs=dict(knobs.obj),
         agent=agent_fields,
-        fleet=fleet, path=path, rates=top.str("rates", ""), document=obj,
+        fleet=fleet, path=path, file=path, rates=top.str("rates", ""), document=obj,
         faults=tuple(parse_faults(top, [w.id for w in workers],
                                   [s.id for s in sources] + [w.id for w in workers],
                                   [(l.src, l.dst) for l in links])))
@@ -299,10 +301,9 @@ def _links(top: Fields, sources: Sequence[TbSource], workers: Sequence[TbWorker]
 
 def _thresholds(top: Fields, h: int) -> Dict[int, float]:
     """Initial exit thresholds ``{stage: threshold}``, keyed by early-exit stages 1..h-1."""
-    thresholds = top.table("thresholds", {}, shape="an object {stage: threshold}")
-    th: Dict[int, float] = {}
+    thresholds, th = top.table("thresholds", {}, shape="an object {stage: threshold}"), {}
     for k in thresholds.obj:
-        if not (str(k).isascii() and str(k).isdigit()) or not 1 <= int(k) < h:
+        if not 1 <= (stage_key(k) or 0) < h:  # digits only, and few: no stage has more
             raise TopologyError("thresholds: key %r is not an early-exit stage: %s" % (k, (
                 "the workers serve stages 1..%d and the last answers every task, so thresholds "
                 "go to stages 1..%d" % (h, h - 1)) if h > 1 else "the workers serve stage 1 "

@@ -20,11 +20,11 @@ from agent.fleet import render as render_mod
 from agent.fleet.inventory import InventoryError, load_inventory, parse_inventory
 
 
-def _topology(tmp_path, last="w4", name="topo.json"):
+def _topology(tmp_path, last="w4", name="topo.json", agent=None):
     ids = ["cam1", "w1", "w2", "w3", last]
     obj = {"bundle": "demo", "sources": [{"id": "cam1", "share": 1.0}],
            "workers": [{"id": i, "stage": n + 1} for n, i in enumerate(ids[1:])],
-           "links": [{"from": a, "to": b} for a, b in zip(ids, ids[1:])]}
+           "links": [{"from": a, "to": b} for a, b in zip(ids, ids[1:])], "agent": agent or {}}
     path = tmp_path / name
     path.write_text(json.dumps(obj), encoding="utf-8")
     return str(path)
@@ -61,12 +61,25 @@ def _leftovers(tmp_path):
 
 
 def test_a_node_refused_after_the_topology_checks_writes_nothing(tmp_path, capsys):
-    """The last worker's id passes the topology's check but not a node config's: one line
-    naming it, exit 2, and no keys, devices or manifest on disk (no temporary folder left)."""
+    """A value the topology takes but a device's config refuses (agent.metrics_host off
+    loopback, with the metrics port the inventory gives every node), found once the keys are
+    made: one line naming the field and the node, exit 2, and no keys, devices or manifest on
+    disk (no temporary folder left)."""
+    out = tmp_path / "out"
+    rc, _, err = _render(capsys, _topology(tmp_path, agent={"metrics_host": "0.0.0.0"}),
+                         _inventory(tmp_path), out)
+    assert rc == 2 and len(err) == 1, err
+    assert "agent.metrics_host" in err[0] and "(fleet node cam1)" in err[0]
+    assert not out.exists() and _leftovers(tmp_path) == []
+
+
+def test_a_node_id_a_node_config_refuses_is_refused_with_the_topology(tmp_path, capsys):
+    """A worker id outside the node config's rule (non-ASCII) is refused as the topology is
+    read, naming the file and the field: one line, exit 2, nothing on disk."""
     out = tmp_path / "out"
     rc, _, err = _render(capsys, _topology(tmp_path, "w4\u00e9"),
                          _inventory(tmp_path, "w4\u00e9"), out)
-    assert rc == 2 and len(err) == 1 and "w4\u00e9" in err[0] and "node id" in err[0]
+    assert rc == 2 and len(err) == 1 and "topo.json: workers[3].id: must be 1-64" in err[0]
     assert not out.exists() and _leftovers(tmp_path) == []
 
 

@@ -50,3 +50,15 @@ def test_a_payload_whose_keys_mix_text_and_bytes_is_malformed_not_a_crash():
     """Rule: from_payload raises ValueError (counted bad_payload), whatever the keys' types."""
     with pytest.raises(ValueError, match="Request fields"):
         from_payload(Request, {"a": 1, b"b": 2})
+
+
+def test_a_topology_threshold_key_of_thousands_of_digits_is_a_topology_error():
+    """Rule: the testbed refuses it in one line naming thresholds (it was a traceback)."""
+    from agent.testbed.topology import TopologyError, parse_topology
+
+    chain = ["s1", "w1", "w2", "w3", "w4"]
+    with pytest.raises(TopologyError, match="thresholds: key .* is not an early-exit stage"):
+        parse_topology({"sources": [{"id": "s1", "share": 1.0}],
+                        "workers": [{"id": w, "stage": h} for h, w in enumerate(chain[1:], 1)],
+                        "links": [{"from": a, "to": b} for a, b in zip(chain, chain[1:])],
+                        "thresholds": {"9" * 5000: 0.5}})
