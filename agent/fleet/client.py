@@ -24,7 +24,9 @@ and above twice that ZeroMQ drops the connection (no answer, nothing counted by 
 flight at once).
 
 Of the agent, only ``agent.protocol.wire`` (numpy, msgpack), the key-file readers of
-``agent.net.security`` and ``agent.config.node`` (pure Python) are imported: any host will do.
+``agent.net.security``, ``agent.net.addrfamily`` and ``agent.config.node`` (pure Python) are
+imported: any host will do. The socket uses IPv6 only for an IPv6 address or a name with no
+IPv4 address (``agent.net.addrfamily``).
 """
 
 from __future__ import annotations
@@ -176,23 +178,17 @@ def handshake_problem(mon: zmq.Socket, wait_s: float, curve: bool) -> Tuple[str,
 
 def address_problem(endpoint: str) -> str:
     """Why ``endpoint`` cannot be reached whatever runs there ("" when it may be): a tcp host
-    name that does not resolve, an ipc path with nothing at it. (ZeroMQ only retries such an
-    address, which its monitor tells apart from a refused one on no platform.)"""
-    import socket
+    name that does not resolve (``agent.net.addrfamily.resolution_problem``), an ipc path with
+    nothing at it. (ZeroMQ only retries such an address, which its monitor tells apart from a
+    refused one on no platform.)"""
+    from agent.net.addrfamily import resolution_problem
 
     scheme, _, rest = endpoint.partition("://")
     if scheme == "ipc":
         if rest.startswith("@") or os.path.exists(rest):  # @: Linux's abstract namespace
             return ""
         return "nothing at the ipc path %s: is the source running, and the endpoint right?" % rest
-    if scheme != "tcp":
-        return ""
-    host = rest.rpartition(":")[0].strip("[]").partition("%")[0]
-    try:
-        socket.getaddrinfo(host, None, 0, socket.SOCK_STREAM)
-    except (OSError, UnicodeError):  # socket.gaierror is an OSError
-        return "the host %s does not resolve" % host
-    return ""
+    return resolution_problem(endpoint, None)  # as long as the resolver takes
 
 
 def message_limit(given: Optional[int] = None) -> int:
@@ -219,9 +215,11 @@ class _Base:
         self.sent_at: Dict[str, float] = {}
         self.curve = keys is not None  # the endpoint is a CURVE server
         self.connected = False  # the last check_connection saw the handshake succeed
+        from agent.net.addrfamily import wants_ipv6
+
         self.sock = ctx.socket(zmq.DEALER)
         self.sock.setsockopt(zmq.LINGER, 0)
-        self.sock.setsockopt(zmq.IPV6, 1)  # an IPv6 endpoint connects; IPv4 ones as before
+        self.sock.setsockopt(zmq.IPV6, int(wants_ipv6(endpoint)))
         if keys is not None:
             keys.apply(self.sock)
         self.sock.connect(endpoint)

@@ -22,7 +22,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from dataclasses import dataclass
-from typing import Dict, Sequence
+from typing import Dict, Optional, Sequence, Tuple
 
 from agent.config.checks import short
 from agent.errors import UsageError
@@ -63,17 +63,25 @@ _USER = re.compile(r"[a-z_][a-z0-9_-]*[$]?\Z")
 USER_MAX_CHARS = 32
 
 
+def split_zone(host: str) -> Tuple[str, Optional[str]]:
+    """``(address, zone)`` of ``ADDRESS%ZONE`` (zone None without a ``%``). The address is
+    parsed alone: Python 3.8's ``ipaddress`` refuses any zone id, 3.9+ takes any."""
+    addr, pct, zone = host.partition("%")
+    return (addr, zone) if pct else (host, None)
+
+
 def host_problem(host: str) -> str:
     """Why ``host`` is not an IPv4/IPv6 address or an RFC 1123 host name ("" when it is one)."""
+    addr, zone = split_zone(host)
     try:
-        ipaddress.ip_address(host)
-        addr, pct, zone = host.partition("%")  # Python 3.9+ takes any IPv6 zone id
-        if pct and not _ZONE.match(zone):
-            return ("has the zone id %r: give an interface name (letters, digits, '_', '.' "
-                    "and '-', at most 15 characters)" % zone)
-        return ""
+        version = ipaddress.ip_address(addr).version
     except ValueError:
-        pass
+        version = 0
+    if version == 6 and zone is not None and not _ZONE.match(zone):
+        return ("has the zone id %r: give an interface name (letters, digits, '_', '.' "
+                "and '-', at most 15 characters)" % zone)
+    if version == 6 or (version == 4 and zone is None):
+        return ""
     if host.startswith("[") and host.endswith("]") and not host_problem(host[1:-1]):
         return "is in brackets: give the address alone"
     name, colon, port = host.rpartition(":")

@@ -1,48 +1,47 @@
 """ZeroMQ sockets of one agent: the control plane (PUB/SUB) and the data plane (DEALER->ROUTER).
 
 - Control: this node binds one PUB; it keeps one SUB per peer, connected to that peer's PUB
-  (under CURVE with that peer's server key) and subscribed to two topics, its own id and the
-  broadcast topic (``wire.topic``). Frames: [topic, header]. One SUB per peer means every
-  control message is known to come from the one peer whose PUB delivered it (the loop drops a
-  message whose ``from`` names another node).
+  (under CURVE with that peer's server key) and subscribed to its own id's and the broadcast
+  topic (``wire.topic``). Frames: [topic, header]. One SUB per peer: every control message is
+  known to come from the peer whose PUB delivered it (the loop drops one whose ``from`` differs).
 - Data: this node binds one ROUTER (tasks and results arrive there; ACKs go back through it)
   and keeps one DEALER per peer (ROUTING_ID = node id) to send tasks/results; the peer's ACKs
   come back on that DEALER. DEALERs use IMMEDIATE so a send to a dead peer fails at once
   instead of queueing, and the node re-sends elsewhere. A monitor on each DEALER reports a
   dropped connection (a peer process that died closes its sockets) as ``LINK_DOWN`` at once,
   so the node need not wait for the peer's heartbeats to stop.
-- Liveness (``_liveness``, on every socket: DEALERs, ROUTER, PUB and SUBs): ZMTP heartbeats (a
-  PING every ``HEARTBEAT_IVL_MS``; no traffic for ``HEARTBEAT_TIMEOUT_MS`` closes the
-  connection, and a DEALER's monitor reports it as ``LINK_DOWN``), TCP keepalive and a TCP user
-  timeout (unacknowledged data for ``TCP_USER_TIMEOUT_MS`` closes it), a reconnect interval
-  capped at ``RECONNECT_IVL_MAX_MS`` and a connect timeout (``CONNECT_TIMEOUT_MS``: a SYN lost
-  while the link was down is sent again by a fresh connect, not after TCP's 1-2-4 s SYN
-  backoff). A stalled connection (a link down, a peer stopped) is closed and rebuilt as a
-  fresh TCP connection instead of waiting out TCP's retransmission backoff on the old one, so
-  data and heartbeats flow again soon after the link or the peer returns. The control plane
-  needs it as much as the data plane: a node that cannot hear its successors' heartbeats
-  thinks it has no route and refuses tasks. A DEALER's monitor also reports each completed
-  handshake (``LINK_UP``); ``data_drops`` counts each peer's dropped data connections, so the
-  outbox can tell whether a task was sent on the connection that is still up. Handshakes that
-  fail (a key refused or wrong, another ``security``) are told, bounded, and dialled again at
-  a slow pace (``agent.net.redial``; on the bound sockets ``agent.net.handshakes``).
-- Every socket: LINGER 0 (shutdown never blocks), MAXMSGSIZE (twice ``max_message_bytes``,
-  per frame: ZeroMQ disconnects a peer sending a larger one; the node loop counts and drops a
-  message above ``max_message_bytes``), and the security object applied
+- Liveness (``_liveness``, on every socket): ZMTP heartbeats (a PING every
+  ``HEARTBEAT_IVL_MS``; no traffic for ``HEARTBEAT_TIMEOUT_MS`` closes the connection, which a
+  DEALER's monitor reports as ``LINK_DOWN``), TCP keepalive, a TCP user timeout
+  (unacknowledged data for ``TCP_USER_TIMEOUT_MS`` closes it), reconnects capped at
+  ``RECONNECT_IVL_MAX_MS`` and a connect timeout (``CONNECT_TIMEOUT_MS``: a SYN lost while the
+  link was down is sent again by a fresh connect, not after TCP's 1-2-4 s backoff). A stalled
+  connection (a link down, a peer stopped) is rebuilt as a fresh TCP connection instead of
+  waiting out TCP's retransmission backoff, so data and heartbeats flow again soon after the
+  link or the peer returns; the control plane needs it too (a node that cannot hear its
+  successors thinks it has no route). A DEALER's monitor also reports each handshake done
+  (``LINK_UP``); ``data_drops`` counts each peer's dropped data connections, so the outbox can
+  tell whether a task went on the connection still up. Failed handshakes (a key refused or
+  wrong, another ``security``) are told, bounded, and dialled again slowly
+  (``agent.net.redial``; on the bound sockets ``agent.net.handshakes``).
+- Every socket: LINGER 0 (shutdown never blocks), IPV6 only where its endpoint needs it
+  (``agent.net.addrfamily``; ``bound``: what each bind took), MAXMSGSIZE (twice
+  ``max_message_bytes``, per frame: ZeroMQ disconnects a peer sending a larger one; the loop
+  counts and drops a message above ``max_message_bytes``), the security object applied
   (``apply_server`` on bound sockets, ``apply_client`` with the peer's public key on the rest)
   -- except a source's client socket: CURVE with its own allow-list when client keys are
   given, else plain and restricted by the config to ipc:// or loopback.
 
 Identity: under CURVE the ZAP handler authenticates each DEALER that connects to the ROUTER
 and sets the message property ``User-Id`` to its z85 public key; ``key_owners`` maps each
-allowed key to exactly one node id, and a data message whose routing id (the DEALER's
-ROUTING_ID, the node id it claims) is not that key's node is dropped here and counted in
-``impersonations`` (the loop turns it into ``drop_impersonation``); the loop checks the header's
-``from`` against the routing id. So a listed key can only ever speak as its own node.
+allowed key to one node id, and a data message whose routing id (the node id the DEALER claims)
+is not that key's node is dropped here and counted in ``impersonations`` (the loop's
+``drop_impersonation``); the loop checks the header's ``from`` against the routing id. So a
+listed key can only ever speak as its own node.
 
 The transport does no decoding and keeps no policy state: ``poll`` returns raw events and the
-node loop decides. It also lets the loop register plain file descriptors (the inference
-thread's wake-up pipe) so there is exactly one poller.
+node loop decides; it also polls plain file descriptors the loop registers (the inference
+thread's wake-up pipe), so there is exactly one poller.
 """
 
 from __future__ import annotations
@@ -54,6 +53,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import zmq
 
 from agent.config.node import DEFAULT_MAX_MESSAGE_BYTES, Peer
+from agent.net.addrfamily import for_node
 from agent.net.frames import send_frames
 from agent.net.handshakes import event_of, monitor, watches
 from agent.net.redial import PROTOCOL, WATCHED
@@ -102,12 +102,9 @@ def _liveness(sock: zmq.Socket, timeout_ms: int = HEARTBEAT_TIMEOUT_MS) -> None:
                         ("TCP_KEEPALIVE", 1), ("TCP_KEEPALIVE_IDLE", KEEPALIVE_IDLE_S),
                         ("TCP_KEEPALIVE_INTVL", KEEPALIVE_INTVL_S),
                         ("TCP_KEEPALIVE_CNT", KEEPALIVE_CNT)):
-        opt = getattr(zmq, name, None)
-        if opt is None:
-            continue
         try:
-            sock.setsockopt(opt, value)
-        except zmq.ZMQError:  # not supported by this libzmq / platform
+            sock.setsockopt(getattr(zmq, name), value)
+        except (AttributeError, zmq.ZMQError):  # not in this pyzmq, or this libzmq / platform
             pass
 
 
@@ -127,11 +124,8 @@ class Transport:
                  client_bind: str = "", server_keys: Optional[Dict[str, bytes]] = None,
                  client_keys: Optional[Sequence[bytes]] = None, on_client_refused: Any = None,
                  key_owners: Optional[Dict[str, str]] = None, twins: Optional[Twins] = None):
-        self.ctx = ctx
-        self.node_id = node_id
-        self.control_bind = control_bind
-        self.data_bind = data_bind
-        self.client_bind = client_bind
+        self.ctx, self.node_id = ctx, node_id
+        self.control_bind, self.data_bind, self.client_bind = control_bind, data_bind, client_bind
         self.peers = {p.id: p for p in peers}
         self.security = security if security is not None else NoSecurity()
         self.server_keys = dict(server_keys or {})  # peer id -> its CURVE public key
@@ -159,16 +153,18 @@ class Transport:
         self.data_accepted = 0  # connections peers made to the data socket so far
         self._sub_monitors: Dict[zmq.Socket, str] = {}  # SUB monitor -> peer id
         self._bound: Dict[zmq.Socket, str] = {}  # ROUTER's, PUB's monitor -> "data", "control"
+        self.bound: Dict[str, str] = {}  # "control", "data", "client" -> the endpoint bound
+        self._ipv6: Dict[Tuple[str, bool], bool] = {}  # (endpoint, bind) -> its zmq.IPV6
         # connections refused at the handshake (or to a wrong key) dialled again; failures told
         self.redial, self.server_watch = watches(self.security, node_id, peers, self.server_keys)
         self.data_drops: Dict[str, int] = {}  # peer id -> its data connections dropped so far
         self._fds: List[int] = []
         self._sockets: List[zmq.Socket] = []
 
-    def _socket(self, kind: int) -> zmq.Socket:
+    def _socket(self, kind: int, endpoint: str = "", bind: bool = False) -> zmq.Socket:
         s = self.ctx.socket(kind)
         s.setsockopt(zmq.LINGER, 0)
-        s.setsockopt(zmq.IPV6, 1)  # the IPv6 endpoints a config may name work (dual stack)
+        s.setsockopt(zmq.IPV6, int(self._ipv6.get((endpoint, bind), False)))
         # ZeroMQ cuts off (disconnects) a peer sending frames above twice the limit, so memory
         # stays bounded; messages between the limit and that reach the loop and are counted.
         s.setsockopt(zmq.MAXMSGSIZE, 2 * self.max_message_bytes + 65536)
@@ -178,42 +174,46 @@ class Transport:
     def open(self) -> None:
         """Bind PUB and ROUTER, connect SUB and DEALERs to every peer; raise zmq errors on bind."""
         self.security.start(self.ctx)
-        self.pub = self._socket(zmq.PUB)
+        self._ipv6 = for_node((self.control_bind, self.data_bind, self.client_bind),
+                              self.peers.values())  # names resolved at once, seconds at most
+        self.pub = self._socket(zmq.PUB, self.control_bind, True)
         _liveness(self.pub, CONTROL_HEARTBEAT_TIMEOUT_MS)
         self.security.apply_server(self.pub)
-        self._watch_bound(self.pub, PROTOCOL, "control")  # a connecting node's key not ours
-        self.pub.bind(self.control_bind)
-        self.router = self._socket(zmq.ROUTER)
+        self._bind(self.pub, self.control_bind, "control", PROTOCOL)  # a node's key not ours
+        self.router = self._socket(zmq.ROUTER, self.data_bind, True)
         self.router.setsockopt(zmq.ROUTER_MANDATORY, 1)  # unknown identity -> error, counted
         self.router.setsockopt(zmq.ROUTER_HANDOVER, 1)  # a restarted peer takes its id back
         _liveness(self.router)
         self.security.apply_server(self.router)
-        # its connections counted (``data_accepted``): a node no peer connects to is missing
-        # from their configs (agent.node.reach); watched before a peer can connect
-        self._watch_bound(self.router, zmq.EVENT_HANDSHAKE_SUCCEEDED | PROTOCOL, "data")
-        self.router.bind(self.data_bind)
+        # connections counted (``data_accepted``): none made is told (agent.node.reach)
+        self._bind(self.router, self.data_bind, "data", zmq.EVENT_HANDSHAKE_SUCCEEDED | PROTOCOL)
         self.poller.register(self.router, zmq.POLLIN)
         if self.client_bind:
             # Plain when local (the config allows only ipc:// and loopback then), so a camera
             # process on the same device needs no keys; with client keys a CURVE server.
-            self.client = self._socket(zmq.ROUTER)
+            self.client = self._socket(zmq.ROUTER, self.client_bind, True)
             if self.client_keys is not None:  # clients from the network: CURVE, own allow-list
                 serve_clients_over_curve(self.security, self.client, self.client_keys,
                                          self.on_client_refused)
-            self.client.bind(self.client_bind)
+            self._bind(self.client, self.client_bind, "client")
             self.poller.register(self.client, zmq.POLLIN)
         for p in self.peers.values():
             self._connect_peer(p)
 
-    def _watch_bound(self, sock: zmq.Socket, events: int, plane: str) -> None:
-        mon = monitor(sock, events)
-        self._bound[mon] = plane
-        self.poller.register(mon, zmq.POLLIN)
+    def _bind(self, sock: zmq.Socket, endpoint: str, plane: str, events: int = 0) -> None:
+        if events:  # the monitor (``_bound``) first: a local peer may connect at once
+            mon = monitor(sock, events)
+            self._bound[mon] = plane
+            self.poller.register(mon, zmq.POLLIN)
+        sock.bind(endpoint)  # below: the address a name, an interface or * took
+        bound = self.bound[plane] = sock.getsockopt(zmq.LAST_ENDPOINT).decode("utf-8", "replace")
+        if bound != endpoint:
+            log.info("%s socket %s bound at %s", plane, endpoint, bound)
 
     def _connect_peer(self, peer: Peer) -> None:
         # a SUB to its PUB (control) and a DEALER to its ROUTER (data); the CURVE server key
         # is the peer's own
-        sub = self._socket(zmq.SUB)
+        sub = self._socket(zmq.SUB, peer.control_address)
         sub.setsockopt(zmq.SUBSCRIBE, topic(self.node_id))
         sub.setsockopt(zmq.SUBSCRIBE, topic(BROADCAST))
         _liveness(sub, CONTROL_HEARTBEAT_TIMEOUT_MS)
@@ -226,7 +226,7 @@ class Transport:
         self.subs[peer.id] = sub
         self._sub_peer[sub] = peer.id
         self.poller.register(sub, zmq.POLLIN)
-        d = self._socket(zmq.DEALER)
+        d = self._socket(zmq.DEALER, peer.data_address)
         d.setsockopt(zmq.ROUTING_ID, self.node_id.encode("utf-8"))
         if self.twins is not None:
             try:

@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import logging
 import threading
-from http.server import ThreadingHTTPServer
 from typing import Any, Dict, Optional, Tuple
+
+from agent.ops.metrics_server import start, stop, url
 
 log = logging.getLogger(__name__)
 
@@ -234,19 +235,16 @@ class AgentMetrics:
     def serve(self, host: str = "127.0.0.1", port: int = 9464) -> int:
         """Serve ``/metrics`` on ``host:port`` from a daemon thread; returns the bound port.
 
-        Port 0 picks a free port (tests). A port already in use raises ``OSError``.
+        ``host`` is an IPv4 or IPv6 address (``::1`` or ``[::1]``; ``::`` takes IPv4 too) or a
+        name (``agent.ops.metrics_server``). Port 0 picks a free port (tests). A port already
+        in use raises ``OSError``.
         """
         from prometheus_client.exposition import MetricsHandler
 
         if self._server is not None:
             return self.port
-        server = ThreadingHTTPServer((host, int(port)), MetricsHandler.factory(self.registry))
-        server.daemon_threads = True
-        self._server = server
-        self._thread = threading.Thread(target=server.serve_forever, name="metrics-http",
-                                        daemon=True)
-        self._thread.start()
-        log.info("metrics on http://%s:%d/metrics", host, self.port)
+        self._server, self._thread = start(host, port, MetricsHandler.factory(self.registry))
+        log.info("metrics on %s", url(host, self.port))
         return self.port
 
     @property
@@ -260,12 +258,8 @@ class AgentMetrics:
             self._warning_logger.removeHandler(self._warning_handler)
             self._warning_handler = None
         if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-            self._thread = None
+            stop(self._server, self._thread)
+            self._server = self._thread = None
 
 
 class _LastWarningHandler(logging.Handler):
@@ -387,14 +381,14 @@ def serve_metrics(cfg: Any, earlier: Optional[Tuple[str, str, float]] = None) ->
     try:
         m.serve(cfg.metrics_host, cfg.metrics_port)
     except (OSError, OverflowError) as exc:  # gaierror, address in use, not an address here
-        raise UsageError("metrics_host/metrics_port: cannot serve metrics on %s:%d: %s (fix the "
+        raise UsageError("metrics_host/metrics_port: cannot serve metrics on %s: %s (fix the "
                          "address, free the port or set metrics_port = 0)"
-                         % (cfg.metrics_host, cfg.metrics_port,
+                         % (url(cfg.metrics_host, cfg.metrics_port),
                             getattr(exc, "strerror", None) or exc)) from None
     if earlier is not None:
         m.last_warning(*earlier)
     m.capture_warnings()  # `edge-agent status` shows each node's newest warning
     if not is_loopback_host(cfg.metrics_host):
-        log.warning("metrics_public = true: http://%s:%d/metrics answers anyone who can reach "
-                    "it (no TLS, no authentication)", cfg.metrics_host, m.port)
+        log.warning("metrics_public = true: %s answers anyone who can reach it (no TLS, no "
+                    "authentication)", url(cfg.metrics_host, m.port))
     return m

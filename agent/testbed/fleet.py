@@ -16,7 +16,10 @@ replay set) at Poisson times with the source's share of the rate, and takes the 
 source returns for each; the client's own clock gives the delay and the replay labels give the
 accuracy. The testbed's side of each task is written as that rate's records (``run.json``
 beside them), so ``edge-agent report`` can summarise the run again. A task without an answer after ``result_timeout_s`` (make
-it longer than the sources' ``result_timeout_s * max_attempts``) counts as lost. A record's
+it longer than the sources' ``result_timeout_s * max_attempts``) counts as lost. Before the
+first rate each source's endpoint is checked (``check_sources``): one that cannot be reached
+(a host that does not resolve, nothing listening, a key refused) stops the run at once with
+one line naming it, as ``submit`` does, instead of a whole run of lost tasks. A record's
 ``status`` is the answer's outcome (``STATUSES``), with the source's ``reason`` and, for an
 input it refused (``error``, e.g. ``bad_input``: NaN or out-of-range values, a wrong shape),
 its ``detail``: such a task is counted as ``error``, not lost, and
@@ -58,6 +61,7 @@ from engines.demo import REPLAY_PATH
 FLEET_FIELDS = ("replay", "result_timeout_s", "comment", "policy", "clients", "keys_dir",
                 "client", "emulated")
 KEPT_BY_RENDER = FLEET_FIELDS[:3]
+CONNECT_WAIT_S = 3.0  # how long each source's endpoint is watched before the first rate
 
 
 def fleet_settings(topo: Topology) -> dict:
@@ -281,6 +285,23 @@ def drive(clients: Dict[str, str], shares: Dict[str, float], total_rate: float, 
     return records + list(pending.values())
 
 
+def check_sources(clients: Dict[str, str], keys: Optional[Dict[str, Any]] = None,
+                  wait_s: float = CONNECT_WAIT_S) -> None:
+    """``UsageError`` naming the first source (``fleet.clients.ID``) and endpoint that cannot
+    take tasks (``Client.check_connection``: a host that does not resolve, nothing listening
+    within ``wait_s``, a key refused); a source that is slow to answer the handshake passes."""
+    keys = keys or {}
+    ctx = zmq.Context()
+    try:
+        for sid, ep in sorted(clients.items()):
+            with Client(ep, keys.get(sid), name="testbed", ctx=ctx) as c:
+                problem = c.check_connection(wait_s)
+            if problem:
+                raise UsageError("fleet.clients.%s: %s: %s; no task sent" % (sid, ep, problem))
+    finally:
+        ctx.term()
+
+
 def run_fleet(topo: Topology, bundle, policy: str, rates: Sequence[float], settings,
               seed: int = 0, tick: Optional[Callable[[int, str, float], None]] = None,
               on_result: Optional[Callable[[RunResult], None]] = None) -> List[RunResult]:
@@ -294,6 +315,7 @@ def run_fleet(topo: Topology, bundle, policy: str, rates: Sequence[float], setti
     keys = client_keys(topo, f)
     shares = {s.id: s.share for s in topo.sources}
     load_s = topo.warmup_s + settings.duration_s
+    check_sources(f["clients"], keys)  # at once, not after a whole rate of lost tasks
     out = []
     for i, rate in enumerate(rates):
         recs = drive(f["clients"], shares, rate, load_s, x, y, f["result_timeout_s"],

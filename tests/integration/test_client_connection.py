@@ -5,7 +5,6 @@ and a wrong server key, with real ZeroMQ sockets and the source's own CURVE set-
 
 from __future__ import annotations
 
-import socket
 import time
 
 import pytest
@@ -14,6 +13,7 @@ import zmq
 from agent.fleet.client import Client, ClientKeys
 from agent.net.security import CurveSecurity, serve_clients_over_curve
 from agent.testbed.procs import free_ports
+from tests.unit.endpoints import has_ipv6_loopback
 
 WAIT_S = 30.0  # a decided case must answer well within this (asserted below 10 s)
 
@@ -28,15 +28,6 @@ def _check(endpoint, keys=None, ctx=None, wait_s=WAIT_S):
     with Client(endpoint, keys, ctx=ctx) as c:
         why = c.check_connection(wait_s)
     return why, time.monotonic() - t0
-
-
-def _has_ipv6_loopback() -> bool:
-    try:
-        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as s:
-            s.bind(("::1", 0))
-        return True
-    except OSError:
-        return False
 
 
 def test_a_listening_plain_source_passes_at_once_and_a_closed_port_is_named_refused(tmp_path):
@@ -63,7 +54,7 @@ def test_a_listening_plain_source_passes_at_once_and_a_closed_port_is_named_refu
         ctx.term()
 
 
-@pytest.mark.skipif(not _has_ipv6_loopback(), reason="no IPv6 loopback (::1) on this machine")
+@pytest.mark.skipif(not has_ipv6_loopback(), reason="no IPv6 loopback (::1) on this machine")
 def test_an_ipv6_endpoint_connects():
     """Rule: the IPv6 endpoints a config may name work: a client reaches a source bound on
     [::1] (the sockets are dual stack)."""

@@ -11,6 +11,7 @@ import subprocess
 import sys
 
 import pytest
+import zmq
 
 from agent.cli import main
 from agent.testbed.local import node_configs
@@ -110,12 +111,23 @@ def test_fleet_emulated_must_be_true_or_false(tmp_path, capsys):
 
 def test_fleet_mode_lost_tasks_point_at_the_devices_logs(tmp_path, capsys):
     """Tasks a fleet never answers are LOST with a pointer to the agents' logs on the devices
-    (journalctl -u edge-agent@NODE), not to agent logs the run folder does not hold."""
+    (journalctl -u edge-agent@NODE), not to agent logs the run folder does not hold. (The
+    endpoint takes the connection and answers nothing: one where nothing listens stops the
+    run before its first rate.)"""
     bundle = build_two_stage_bundle(str(tmp_path / "tiny"))
+    endpoint = "tcp://127.0.0.1:%d" % free_ports(1)[0]
     path = _fleet_topology(tmp_path, bundle, "dtoee", result_timeout_s=0.3,
-                           clients={"cam": "tcp://127.0.0.1:%d" % free_ports(1)[0]})
-    rc = main(["testbed", "--topology", path, "--policies", "dtoee", "--rates", "10",
-               "--duration", "0.5", "--out", str(tmp_path / "out"), "--no-plots"])
+                           clients={"cam": endpoint})
+    ctx = zmq.Context()
+    silent = ctx.socket(zmq.ROUTER)
+    silent.setsockopt(zmq.LINGER, 0)
+    silent.bind(endpoint)
+    try:
+        rc = main(["testbed", "--topology", path, "--policies", "dtoee", "--rates", "10",
+                   "--duration", "0.5", "--out", str(tmp_path / "out"), "--no-plots"])
+    finally:
+        silent.close()
+        ctx.term()
     err = capsys.readouterr().err
     lost = [line for line in err.splitlines() if line.startswith("LOST ")]
     assert rc == 1 and len(lost) == 1, err[-2000:]

@@ -7,6 +7,8 @@ to bind nor reach each other's sockets.
 
 from __future__ import annotations
 
+import socket
+
 from typing import Dict, Hashable, Iterable
 
 from agent.testbed.procs import free_ports
@@ -16,3 +18,13 @@ def loopback_endpoints(names: Iterable[Hashable]) -> Dict[Hashable, str]:
     """{name: "tcp://127.0.0.1:PORT"}, one free port per name (names are just labels)."""
     names = list(names)
     return {n: "tcp://127.0.0.1:%d" % p for n, p in zip(names, free_ports(len(names)))}
+
+
+def has_ipv6_loopback() -> bool:
+    """True when this machine can bind IPv6's loopback (::1): IPv6 tests skip without it."""
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as s:
+            s.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
