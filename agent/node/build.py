@@ -37,6 +37,7 @@ from agent.node.capacity import Capacity, require_profile_file, worker_capacity
 from agent.node.hooks import NodeHooks
 from agent.node.head_logits import LogitsInferenceThread
 from agent.node.inference import InferenceThread
+from agent.node.limits import check_limits
 from agent.node.loop import Node
 from agent.node.outbox import Outbox
 from agent.node.powerwatch import attach as watch_power_mode
@@ -135,14 +136,14 @@ def open_book(cfg: NodeConfig, metrics: Any) -> SourceBook:
     return book
 
 
-def check_config(cfg: NodeConfig, bundle: Bundle) -> None:
-    """Raise ``UsageError`` for a config the bundle or the policy cannot serve."""
+def check_config(cfg: NodeConfig, bundle: Bundle) -> str:
+    """Raise ``UsageError`` for a config the bundle, the policy or its limits cannot serve."""
     if cfg.thresholds and len(cfg.thresholds) != bundle.num_stages:  # padded or cut, silently
         raise UsageError("thresholds: %d value(s) for a bundle of %d stages; give one per stage "
                          "1..%d (the last stage answers every task it gets) or none for the "
                          "defaults" % (len(cfg.thresholds), bundle.num_stages, bundle.num_stages))
-    if cfg.role != "worker":
-        return
+    if cfg.role != "worker":  # limits last: a limit below one task drops or refuses every task
+        return check_limits(cfg, bundle)
     bundle.stage(cfg.stages[1])  # raises a clear error for a stage the bundle lacks
     why = registry.lookup(cfg.policy, "policy", "agent").one_stage_only
     if cfg.stages[1] > cfg.stage and why:
@@ -156,6 +157,7 @@ def check_config(cfg: NodeConfig, bundle: Bundle) -> None:
         raise UsageError("peers: a stage-%d worker needs at least one stage-%d peer (the "
                          "bundle has %d stages)" % (cfg.stages[1], cfg.stages[1] + 1,
                                                     bundle.num_stages))
+    return check_limits(cfg, bundle)
 
 
 def open_exit_profile(bundle: Bundle) -> Any:

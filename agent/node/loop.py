@@ -49,6 +49,7 @@ from agent.net.transport import (CLIENT, CONTROL, DATA, FD, HEARTBEAT_TIMEOUT_MS
 from agent.protocol.wire import Kind, WireError
 from agent.node.fleetcheck import FleetCheck
 from agent.node.hooks import NodeHooks
+from agent.node.limits import check_message_size
 from agent.node.reach import ReachWatch
 from agent.node.statelog import StateLog
 from agent.node.outbox import Outbox
@@ -239,8 +240,7 @@ class Node:
             self.outbox.count("data_link_up")
             return
         try:
-            if wire.frames_nbytes(frames) > self.cfg.max_message_bytes:
-                raise WireError("oversized", "message above max_message_bytes")
+            check_message_size(frames, self.cfg.max_message_bytes)  # WireError: oversized
             if tag == CONTROL:
                 _, frames = wire.split_topic(frames)
             msg = wire.decode(frames)

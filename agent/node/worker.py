@@ -3,15 +3,18 @@
 A task's path through a worker: a TASK arrives at the ROUTER; the worker checks it (a stage it
 serves, a known source, the stage's input shape and dtype, ``attempt`` below ``max_attempts``),
 then either refuses it in its ACK (``overload``: the node already holds ``max_queue_tasks``
-tasks or ``max_queue_bytes`` of tensors, input and output queues together; ``no_route``: no
-live route to a later stage) or ACKs it, drops a duplicate, and puts it in the input queue
-(``backlog``), from which at most ``ENGINE_DEPTH`` jobs at a time go to the inference thread
-(``inference.py``), or, on a worker confined to one core with a fast engine, run on the loop's
-own thread (``INLINE_MAX_S``); a task past its deadline is dropped there instead of run. When
-the thread hands the ``Done`` back, ``steps.next_step`` decides: EXIT (a RESULT to the task's
-source), FORWARD (a stage h+1 TASK with the features and what is left of its deadline), LOCAL
-(stage h+1 queued here) or DROP. Results and forwarded tasks go to the outbox, which keeps them
-until the next hop ACKs (results leave once per loop pass, one RESULTS message per source).
+tasks or ``max_queue_bytes`` of tensors, input and output queues together, or the tasks waiting
+for or in its engine times its service time exceed what is left of the task's deadline, so it
+would expire before it ran, or every successor of its next stage refuses work while tasks
+already wait here for one; ``no_route``: no live route to a later stage) or ACKs it, drops a
+duplicate, and puts it in the input queue (``backlog``), from which at most ``ENGINE_DEPTH``
+jobs at a time go to the inference thread (``inference.py``), or, on a worker confined to one
+core with a fast engine, run on the loop's own thread (``INLINE_MAX_S``); a task past its
+deadline is dropped there instead of run. When the thread hands the ``Done`` back,
+``steps.next_step`` decides: EXIT (a RESULT to the task's source), FORWARD (a stage h+1 TASK
+with the features and what is left of its deadline), LOCAL (stage h+1 queued here) or DROP.
+Results and forwarded tasks go to the outbox, which keeps them until the next hop ACKs (results
+leave once per loop pass, one RESULTS message per source).
 
 A policy that overrides ``on_head`` (``policies.api``) decides instead after each stage with a
 head: ANSWER, CONTINUE or ESCALATE. For such a policy the worker keeps a task's raw input (the
@@ -237,9 +240,18 @@ class WorkerSide(Role):
         if view.no_route:
             return self.out.refuse(identity, key, "no_route", self.cfg.heartbeat_interval_s)
         tasks, nbytes = self.held()
-        if tasks >= self.cfg.max_queue_tasks or nbytes + x.nbytes > self.cfg.max_queue_bytes:
+        ahead = self.input_queue()  # it would wait behind these: refused when it would expire
+        if tasks >= self.cfg.max_queue_tasks or nbytes + x.nbytes > self.cfg.max_queue_bytes or (
+                ahead and ahead * view.service_time_s > ttl):  # NaN or 0 s: never refused so
             # come back in about one service time: a place frees when a task leaves
             return self.out.refuse(identity, key, "overload", view.service_time_s)
+        if self.out.waiting and not self.cfg.terminal and h < view.num_stages \
+                and not view.serves(h + 1) and not self.out.current_view().alive_successors(h + 1):
+            # every stage-(h+1) successor refuses work and tasks already wait here for one:
+            # this one would queue behind them, so the pressure goes upstream to the source
+            # (which then rejects) instead; come back when the first successor's hold ends
+            hold_s = min(view.unavailable.values(), default=now) - now
+            return self.out.refuse(identity, key, "overload", max(hold_s, view.service_time_s))
         self.out.ack(identity, [key])
         self.seen[(f["id"], h)] = (f["attempt"], now + ttl)
         if len(self.seen) > SEEN_KEYS:

@@ -100,19 +100,44 @@ def fifo_sim_delay(topo: Topology, stages: Sequence[StageInfo], total_rate: floa
     return float((res.finished_s[done] - res.created_s[done]).mean())
 
 
+# a record's (start, end) times, on one clock: the monotonic pair where a record has both
+_RECORD_CLOCKS = (("created_mono", "finished_mono"), ("created_wall", "finished_wall"))
+
+
+def sending_s(records: Sequence[Mapping], load_s: float) -> float:
+    """The time one rate's sends were made in: from the first task its sources created to the
+    last record (a result, or a task given up), at least ``load_s``.
+
+    The send counters are read once every task has its record, so they hold the sends made
+    while the queues drained after the load too; every send of the rate's tasks was made by
+    its last record. Taken from the records, a run folder of any age gives it again
+    (``report``); records without both times of one clock give ``load_s``."""
+    for start, end in _RECORD_CLOCKS:
+        starts = [r[start] for r in records if _time(r.get(start))]
+        ends = [r[end] for r in records if _time(r.get(end))]
+        if starts and ends:
+            return max(float(load_s), float(max(ends)) - float(min(starts)))
+    return float(load_s)
+
+
+def _time(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
 def link_utilisation(topo: Topology, stages: Sequence[StageInfo],
-                     stats: Mapping[str, Optional[Mapping]], load_s: float
+                     stats: Mapping[str, Optional[Mapping]], sent_s: float
                      ) -> Dict[str, float]:
-    """Mean utilisation of every shaped link over the load: {"a->b": rho}.
+    """Mean utilisation of every shaped link while its tasks were sent: {"a->b": rho}.
 
     The tasks each sender sent on the link (its ``sent_to_<peer>`` counter, re-sends included)
     times the wire bytes of one (``agent.policies.model.wire_bytes`` of the input of the
-    receiver's stage: tensor, framing, TCP/IP), over ``load_s`` and the link's real rate (what
-    the kernel shapes in netns mode, not ``config_rate_bytes_s``). Links without a rate, or
-    whose sender left no stats, are left out.
+    receiver's stage: tensor, framing, TCP/IP), over ``sent_s`` (``sending_s``: the time those
+    counters count, the drain after the load included) and the link's real rate (what the
+    kernel shapes in netns mode, not ``config_rate_bytes_s``). Links without a rate, or whose
+    sender left no stats, are left out.
     """
     out: Dict[str, float] = {}
-    if not load_s > 0:
+    if not sent_s > 0:
         return out
     for l in topo.links:
         counters = ((stats.get(l.src) or {}).get("counters") or {})
@@ -121,7 +146,7 @@ def link_utilisation(topo: Topology, stages: Sequence[StageInfo],
             continue
         sent = float(counters.get("sent_to_" + l.dst, 0) or 0)
         nbytes = sent * float(wire_bytes(stages[h - 1].input_bytes))
-        out["%s->%s" % (l.src, l.dst)] = nbytes / load_s / l.rate_bytes_s
+        out["%s->%s" % (l.src, l.dst)] = nbytes / sent_s / l.rate_bytes_s
     return out
 
 

@@ -34,7 +34,7 @@ from agent.config.node import ConfigError, NodeConfig, parse_config
 from agent.ops.atomic import write_atomic
 from agent.testbed.columns import (empirical_remaining, fifo_sim_delay, link_utilisation,
                                    measured_link_rates, model_delay, routing_used,
-                                   stats_delta)
+                                   sending_s, stats_delta)
 from agent.testbed.counters import read_stats, with_ended
 from agent.testbed.created import created_so_far
 from agent.testbed.exits import default_remaining
@@ -364,7 +364,7 @@ def summarise_rate(topo: Topology, bundle, stages: Sequence[StageInfo], policy: 
     rem = empirical_remaining(stages, measured.exit_counts,
                               default_remaining(topo, bundle, policy))
     measured.remaining = rem
-    measured.link_utilisation = link_utilisation(topo, stages, stats, load_s)
+    measured.link_utilisation = link_utilisation(topo, stages, stats, sending_s(every, load_s))
     measured.link_rate_measured_bytes_s = measured_link_rates(topo, stats)
     measured.model_delay_s = model_delay(topo, stages, rate, measured.routing, rem)
     measured.fifo_sim_delay_s = fifo_sim_delay(topo, stages, rate, measured.routing, rem)

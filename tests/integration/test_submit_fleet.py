@@ -81,9 +81,9 @@ def test_a_refused_connection_leaves_no_run_folder_for_report(fleet, tmp_path, c
 def test_an_input_between_the_limit_and_twice_it_stops_the_run_with_the_knob_named(
         fleet, tmp_path, capsys):
     """Rule: an input whose message is above the source's max_message_bytes but below twice
-    it is answered error / bad_input by the source; submit (told no limit) stops at the first
-    with one line naming the message size, the source's words and max_message_bytes in the
-    source's node config, exit 2."""
+    it is answered error / bad_input by the source, whose detail names the message's size and
+    its limit; submit (told no limit) stops at the first with one line naming the message
+    size, the source's words and max_message_bytes in the source's node config, exit 2."""
     endpoint, _ = fleet
     images = str(tmp_path / "big.npz")
     np.savez(images, x=np.zeros((3, 1, 40, 40), np.float32))  # 6400 bytes each
@@ -94,8 +94,10 @@ def test_an_input_between_the_limit_and_twice_it_stops_the_run_with_the_knob_nam
     size = wire.frames_nbytes(task_frames(np.zeros((1, 1, 40, 40), np.float32), "submit-1",
                                           "submit"))  # give or take a header's number
     said = re.search(r"the source refused an input's message of (\d+) bytes as above its "
-                     r"max_message_bytes \(oversized: message above max_message_bytes\)", err)
+                     r"max_message_bytes \(oversized: message above max_message_bytes: (\d+) "
+                     r"bytes, the limit is %d\)" % LIMIT, err)  # the source names both
     assert said and abs(int(said.group(1)) - size) < 32, err
+    assert abs(int(said.group(2)) - size) < 32, err
     assert "raise max_message_bytes in the source's node config" in err and (
         "; 2 input(s) not sent") in err, err
 

@@ -66,8 +66,8 @@ def test_a_missing_profile_the_config_names_is_one_fail_whose_calibrate_command_
     checks, cfg = check_node(path)
     got = _by_name(checks)
     assert [c.name for c in checks] == ["node config", "node files", "node calibration",
-                                        "node bundle", "node keys", "node policy",
-                                        "node accelerator"]
+                                        "node bundle", "node limits", "node keys",
+                                        "node policy", "node accelerator"]
     assert got["node files"].status == OK and "capacity_profile" not in got["node files"].detail
     line = got["node calibration"]
     with pytest.raises(UsageError) as agent_says:  # what `run` prints before exiting 78

@@ -25,9 +25,10 @@ TOPO = {
 STAGES = [StageInfo(1e5, 1000.0, True), StageInfo(2e5, 2000.0, False)]
 
 
-def test_link_utilisation_is_wire_bytes_sent_over_load_time_and_real_rate():
-    """rho(a->b) = sent_to_b x wire bytes of b's stage input / load_s / the real (shaped) rate,
-    not the configured one; unshaped links and senders without stats are left out."""
+def test_link_utilisation_is_wire_bytes_sent_over_the_time_sent_and_real_rate():
+    """rho(a->b) = sent_to_b x wire bytes of b's stage input / the time they were sent in
+    (``sending_s``) / the real (shaped) rate, not the configured one; unshaped links and
+    senders without stats are left out."""
     topo = parse_topology(TOPO)
     stats = {"s1": {"counters": {"sent_to_a": 50, "sent_to_b": 10}}, "a": None,
              "b": {"counters": {"sent_to_c": 100}}}
