@@ -25,7 +25,7 @@ from agent.config.checks import MAX_INTERVAL_S, POSITIVE_RANGE, short
 from agent.config.fields import is_finite
 from agent.config.jsonfile import loads
 from agent.errors import UsageError
-from agent.ops.atomic import write_atomic
+from agent.ops.atomic import atomic_open
 from calibration.profile_match import find_entry  # noqa: F401 - the matching rule's home
 
 log = logging.getLogger(__name__)
@@ -303,11 +303,11 @@ def update_profile(
             obj = profile_to_obj(profile)
             # what is written must read back: a bad entry refused here, never a damaged file
             parse_profile(json.loads(json.dumps(obj)), "%s (as it would be written)" % path)
-            write_atomic(
-                path,
-                json.dumps(obj, indent=2, sort_keys=True) + "\n",
-                perms=0o600,  # owner-only, as the profile was always created
-            )
+            with atomic_open(path, "w", perms=0o600) as f:  # owner-only, as always created
+                f.write(json.dumps(obj, indent=2, sort_keys=True) + "\n")
+                owner = os.stat(directory)  # root's calibrate: the folder owner's file, for
+                if os.geteuid() == 0 and owner.st_uid != 0:  # the agent (fchown: no link race)
+                    os.fchown(f.fileno(), owner.st_uid, owner.st_gid)
             return profile
     except filelock.Timeout:
         raise ProfileError("%s: locked by another process for more than %.0f s" % (path, LOCK_TIMEOUT_S))

@@ -52,7 +52,9 @@ def run(args: argparse.Namespace) -> int:
 
 def _generate(args: argparse.Namespace, generate_keypair) -> Tuple[str, str]:
     """Check --name (the node-id rule: it names the node's key files) and --dir, then write the
-    pair; a failed write removes what this run created (no half-written pair)."""
+    pair. A failed write leaves no half-written pair and removes nothing it did not make:
+    ``generate_keypair`` removes what it put in place itself (files that were not there when
+    this run looked may be another run's pair, made meanwhile)."""
     import os
 
     from agent.config.checks import check_node_id
@@ -63,17 +65,7 @@ def _generate(args: argparse.Namespace, generate_keypair) -> Tuple[str, str]:
     name = args.name if given else socket.gethostname().split(".")[0]
     check_node_id(name, "--name" if given else "--name (default: this host's name)", UsageError)
     check_output_dir(args.dir, "--dir")
-    files = [os.path.join(args.dir, name + ext) for ext in (".key", ".key_secret")]
-    for path in files:
+    for path in (os.path.join(args.dir, name + ext) for ext in (".key", ".key_secret")):
         check_output_file(path, "--dir")
-    new = [path for path in files if not os.path.lexists(path)]
-    try:
-        with output_errors("--dir", args.dir):
-            return generate_keypair(args.dir, name, overwrite=args.force)
-    except UsageError:
-        for path in new:
-            try:
-                os.unlink(path)
-            except OSError:
-                pass  # not written (or not removable: the error says what failed)
-        raise
+    with output_errors("--dir", args.dir):
+        return generate_keypair(args.dir, name, overwrite=args.force)

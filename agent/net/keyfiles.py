@@ -13,7 +13,9 @@ secret key.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
+import errno
 import hashlib
 import logging
 import os
@@ -22,7 +24,8 @@ import struct
 from typing import List, Optional, Tuple
 
 from agent.errors import UsageError
-from agent.ops.atomic import write_atomic_all
+# _Staged: the atomic write's temporary, placed here by a link that refuses an existing name
+from agent.ops.atomic import _Staged, fsync_dir, write_atomic_all
 from agent.ops.files import KEY_FILE_MAX_BYTES, FileFault, read_bounded
 
 log = logging.getLogger("agent.net.security")
@@ -36,15 +39,13 @@ class SecurityError(UsageError):
     """A key file or key setting is wrong (missing, malformed, unsafe permissions)."""
 
 
-
 def generate_keypair(directory: str, name: str, overwrite: bool = False) -> Tuple[str, str]:
     """Write ``NAME.key`` (0644) and ``NAME.key_secret`` (0600) in ZeroMQ's certificate format.
 
     The secret file is created with mode 0600 from the start (never briefly world-readable).
-    Returns (public_file, secret_file). Existing files are refused unless ``overwrite``; a
-    replacement writes both files before moving either into place, so a failed write leaves
-    the old pair as it was (never a new secret beside an old public key).
-    """
+    Returns (public_file, secret_file). Existing files are refused unless ``overwrite``, also
+    files another run makes meanwhile (``_link_new_pair``); a replacement writes both files
+    before moving either into place: a failed write leaves the old pair as it was."""
     import zmq
 
     if not name or os.sep in name or name.startswith("."):
@@ -54,14 +55,55 @@ def generate_keypair(directory: str, name: str, overwrite: bool = False) -> Tupl
     secret_file = public_file + "_secret"
     if not overwrite:
         for path in (public_file, secret_file):
-            if os.path.exists(path):
-                raise SecurityError("%s already exists; pass --force to replace it" % path)
+            if os.path.exists(path):  # early, before a key is made; _link_new_pair decides
+                raise SecurityError(_EXISTS % path)
     public, secret = zmq.curve_keypair()
     now = datetime.datetime.now()
-    # both written to temporaries before either replaces a file: a failure leaves the old pair
-    write_atomic_all([(secret_file, _key_text(_SECRET_BANNER.format(now), public, secret), 0o600),
-                      (public_file, _key_text(_PUBLIC_BANNER.format(now), public, None), 0o644)])
+    pair = [(secret_file, _key_text(_SECRET_BANNER.format(now), public, secret), 0o600),
+            (public_file, _key_text(_PUBLIC_BANNER.format(now), public, None), 0o644)]
+    # either way both are written to temporaries before either is put in place
+    (write_atomic_all if overwrite else _link_new_pair)(pair)
     return public_file, secret_file
+
+
+_EXISTS = "%s already exists; pass --force to replace it"
+
+
+def _link_new_pair(files: List[Tuple[str, bytes, int]]) -> None:
+    """Put a new pair ``(path, data, perms)`` where no file is, secret first: each is written
+    whole to a temporary, then hard-linked to its name, which fails when the name exists, also
+    when another run made it after any check (a rename would replace it). A failure removes
+    what this run linked, files still its temporaries' inodes, never another run's."""
+    staged: List[_Staged] = []
+    placed: List[Tuple[str, os.stat_result]] = []
+    try:
+        for path, data, perms in files:
+            staged.append(_Staged(path, "wb", perms))
+            staged[-1].file.write(data)
+            staged[-1].finish(True)
+        for one in staged:
+            mine = os.stat(one.tmp)
+            try:
+                os.link(one.tmp, one.path)
+            except FileExistsError:
+                raise SecurityError(_EXISTS % one.path) from None
+            except OSError as exc:
+                if exc.errno not in (errno.EPERM, errno.EOPNOTSUPP):
+                    raise
+                raise SecurityError("%s: its file system makes no hard links (%s), by which a new "
+                                    "pair is put only where none is: pass --force, or make the "
+                                    "pair elsewhere" % (one.path, exc.strerror)) from None
+            placed.append((one.path, mine))
+        fsync_dir(staged[0].directory)
+    except BaseException:
+        for path, mine in placed:  # not if another run (--force) has replaced it since
+            with contextlib.suppress(OSError):
+                if os.path.samestat(os.lstat(path), mine):
+                    os.unlink(path)
+        raise
+    finally:
+        for one in staged:
+            one.discard()
 
 
 _SECRET_BANNER = """#   ****  Generated on {0} by edge-agent  ****
@@ -113,7 +155,8 @@ def check_secret_key_permissions(path: str, uid: Optional[int] = None) -> None:
             raise SecurityError("the value looks like an inline key (40 z85 characters), not "
                                 "a file: give the path of NAME.key_secret (value not shown)"
                                 ) from None
-        raise SecurityError("secret key file %s: %s" % (path, exc.strerror or exc)) from None
+        raise SecurityError("secret key file %s: %s%s" % (
+            path, exc.strerror or exc, _closed_folder(path, uid))) from None
     if not stat.S_ISREG(st.st_mode):
         raise SecurityError("secret key file %s is not a regular file" % path)
     mode = stat.S_IMODE(st.st_mode)
@@ -137,6 +180,26 @@ def check_secret_key_permissions(path: str, uid: Optional[int] = None) -> None:
 
 
 _links_told = set()  # symbolic links to secret keys already warned about
+
+
+def _closed_folder(path: str, uid: int) -> str:
+    """The folder on the way to ``path`` this process may not enter and its fix ("" if none):
+    the key's own is given to ``uid`` with its files (``sudo keys generate`` makes it 0700)."""
+    folders, here = [], os.path.dirname(os.path.abspath(path))
+    while here not in folders:
+        folders.insert(0, here)
+        here = os.path.dirname(here)
+    for folder in folders:
+        if not os.access(folder, os.X_OK):
+            try:
+                st = os.stat(folder)
+            except OSError:
+                return ""
+            fix = ("chown -R %d %s" % (uid, folder) if folder == folders[-1] else
+                   "chmod o+x %s, or keep the key in a folder uid %d may enter" % (folder, uid))
+            return ": uid %d may not enter folder %s, owner uid %d mode %04o (run: %s)" % (
+                uid, folder, st.st_uid, stat.S_IMODE(st.st_mode), fix)
+    return ""
 
 
 def _refuse_open_folder(path: str, folder: str, uid: int) -> None:

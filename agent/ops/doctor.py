@@ -21,6 +21,7 @@ from typing import Any, Callable, List, Optional, Tuple
 
 from agent.errors import missing_module_hint
 from agent.ops.doctor_check import FAIL, OK, WARN, Check  # noqa: F401 - importers' names
+from agent.ops.doctor_check import state_dir_closed
 from agent.ops.state import default_state_dir
 from calibration import host
 
@@ -266,8 +267,15 @@ def check_groups(ctx: Context) -> Check:
 
 def _writable(directory: str) -> Optional[str]:
     """None when a file can be created in ``directory``, else why not."""
+    from agent.ops.files import link_to_nothing
+
     if not os.path.isdir(directory):
-        return "does not exist"
+        dangling = link_to_nothing(directory)
+        if dangling is None:
+            return "does not exist"
+        return "%s link to nothing (%s): mount or create %s" % (
+            "a" if dangling[0] == os.path.abspath(directory) else dangling[0] + " is a",
+            dangling[1], dangling[1])
     try:
         with tempfile.NamedTemporaryFile(dir=directory, prefix=".doctor-"):
             pass
@@ -287,10 +295,15 @@ def check_dirs(ctx: Context) -> List[Check]:
     for name, d in (("state dir", state_dir_of(ctx)),
                     ("cache dir", ctx.cache_dir or os.path.dirname(default_cache_dir()))):
         why = _writable(d)
+        closed = state_dir_closed(ctx.user, d, why) if name == "state dir" else None
+        if closed is not None:  # the service user cannot write it: run exits 78
+            out.append(closed)
+            continue
+        fix = (why.rsplit("): ", 1)[1] if why and "link to nothing (" in why else
+               "run as the service user (systemd creates it: StateDirectory=/CacheDirectory=), "
+               "or pass --state-dir/--cache-dir")
         out.append(Check(name, OK, "%s writable" % d) if why is None else
-                   Check(name, WARN, "%s: %s" % (d, why),
-                         "run as the service user (systemd creates it: StateDirectory=/"
-                         "CacheDirectory=), or pass --state-dir/--cache-dir"))
+                   Check(name, WARN, "%s: %s" % (d, why), fix))
     return out
 
 
@@ -363,7 +376,7 @@ def check_calibration(ctx: Context) -> List[Check]:
         from engines.bundle import load_bundle
         hashes = tuple((s.index, s.sha256) for s in load_bundle(ctx.bundle).stages)
     mode = ctx.mode_name or host.read_cpu_mode_name(ctx.root)
-    return [profile_line("calibration", path, mode, ctx.root, fix, hashes)]
+    return [profile_line("calibration", path, mode, ctx.root, fix, hashes, ctx.user)]
 
 
 def run_checks(ctx: Context) -> List[Check]:

@@ -11,9 +11,10 @@ so the fix there is jtop first, never the calibrate command alone.
 
 from __future__ import annotations
 
+import os
 from typing import Any, List, Optional, Sequence, Tuple
 
-from agent.ops.doctor_check import FAIL, OK, WARN, Check
+from agent.ops.doctor_check import FAIL, OK, WARN, Check, access_fix, closed_to
 from calibration import host
 
 # what the report says for a key part no entry has (calibration.profile_match.KEY_PARTS)
@@ -58,17 +59,24 @@ def _miss(part: str, key: Sequence[str]) -> str:
 
 
 def profile_line(name: str, path: str, mode: str, root: str, fix: str,
-                 stage_hashes: Sequence[Tuple[int, str]] = ()) -> Check:
+                 stage_hashes: Sequence[Tuple[int, str]] = (), user: str = "") -> Check:
     """An existing profile: FAIL unreadable (a worker naming it exits 78), WARN without an entry
     for this board, L4T release and ``mode`` (and each of ``stage_hashes``, (stage, sha256),
-    when given): the engine is timed at start; else OK. ``fix``: calibrate."""
+    when given): the engine is timed at start; else OK. ``fix``: calibrate, where the file is
+    no profile; one the service ``user`` (default: the unit's) may not read is given to it."""
     from calibration import profile
     from calibration.profile_match import unmatched_part
 
+    closed = closed_line(name, path, user)
+    if closed is not None:
+        return closed
     try:
         prof = profile.load_profile(path)
     except Exception as exc:
-        return Check(name, FAIL, "%s unreadable: %s" % (path, exc), "move it away, then " + fix)
+        text = str(exc)[len(path) + 2:] if str(exc).startswith(path + ": ") else str(exc)
+        if isinstance(exc, PermissionError) or isinstance(exc.__context__, PermissionError):
+            return closed_line(name, path, user, text)
+        return Check(name, FAIL, "%s unreadable: %s" % (path, text), "move it away, then " + fix)
     ident = host.read_host_identity(root)
     key = (ident.board, ident.l4t, mode)
     mine = [e for e in prof.entries if (e.board, e.l4t) == (ident.board, ident.l4t)]
@@ -87,6 +95,21 @@ def profile_line(name: str, path: str, mode: str, root: str, fix: str,
                      % (mode, ",".join(map(str, missing))), fix)
     return Check(name, OK, seen + "%d in mode %s" % (len([e for e in mine if e.power_mode == mode]),
                                                      mode))
+
+
+def closed_line(name: str, path: str, user: str = "", why: str = "") -> Optional[Check]:
+    """The FAIL of a profile the service ``user`` (default: the unit's) may not read: ``why``,
+    what reading it as doctor's user gave, or its owner and mode when doctor runs as root. Its
+    fix gives it to that user (``sudo chown``): ``calibrate`` run with sudo leaves a profile
+    root's, mode 0600, and its measurements are kept. None when the user may read it."""
+    from agent.commands.install import DEFAULT_USER
+
+    user = user or DEFAULT_USER
+    closed = closed_to(user, path, os.R_OK)
+    if closed is None and not why:
+        return None
+    return Check(name, FAIL, "%s: a worker naming it exits 78" % (
+        closed[1] if closed else "%s unreadable: %s" % (path, why)), access_fix(user, path))
 
 
 def expected_engine(cfg: Any) -> Tuple[str, str]:
@@ -123,6 +146,9 @@ def node_profile_line(name: str, path: str, cfg: Any, mode: Optional[str], root:
     from calibration.profile_match import find_entry, unmatched_part
     from engines.bundle import load_bundle
 
+    closed = closed_line(name, path)  # doctor run as root reads what the agent may not
+    if closed is not None:
+        return closed
     if jtop_down is not None:
         jfix = jtop_fix(jtop_down.reason, jtop_user(DEFAULT_USER))
         fix = "jtop first: %s; then %s" % (jfix, fix)

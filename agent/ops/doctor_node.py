@@ -1,20 +1,22 @@
 """``edge-agent doctor --config NODE.toml``: the start-up checks ``run`` makes of one node.
 
-Run as the service user (``sudo -u edge-agent ... doctor --config /etc/edge-agent/NODE.toml``),
-it finds what would make that agent exit 78 before it is started: a config it cannot read or
-parse, a state directory it cannot write, a calibration profile the config names that is not
-there, a bundle whose files do not match, keys it cannot read or that are unsafe, a config that
-does not fit the bundle, a knob or placement its policy refuses, a worker whose accelerator =
+Run as the service user (``sudo -u edge-agent ... doctor --config /etc/edge-agent/NODE.toml``), it
+finds what would make that agent exit 78 before it is started: a config it cannot read or parse, a
+state directory it cannot write, a calibration profile the config names that is not there, a bundle
+whose files do not match, a config that does not fit the bundle or whose ``max_message_bytes`` or
+``max_queue_bytes`` cannot hold the tensors it receives (``agent.node.limits``), keys it cannot
+read or that are unsafe, a knob or placement its policy refuses, a worker whose accelerator =
 "required" finds no GPU backend here (no TensorRT, no GPU provider). Each step is the agent's own
-start-up code (``agent.node.build``) in the order the agent runs it, with the line the agent
-would print as the detail, up to the first that fails; nothing is loaded onto an accelerator,
-no socket is bound and nothing is written. A worker's ``capacity_profile`` (the last file
-``preflight`` checks; no later step needs it) is a line of its own after "node files", whatever
-it finds: what ``run`` does with it, and the ``calibrate`` command that makes it when missing
-(as the service user where the profile is the service's). A source's ``ipc://`` client endpoint
-is a line of its own after "node config": under edge-agent@.service only one in the unit's
-runtime directory (/run/edge-agent/NAME/) is reachable by a camera program on the device.
-Each fix fits the fault: a missing profile is calibrated, an unwritable state_dir made writable.
+start-up code (``agent.node.build``) in the order the agent runs it (the limits, the last part of
+``check_config``, as a line of their own after "node bundle"), with the line the agent would print
+as the detail, up to the first that fails; nothing is loaded onto an accelerator, no socket is
+bound and nothing is written. A worker's ``capacity_profile`` (the last file ``preflight`` checks;
+no later step needs it) is a line of its own after "node files", whatever it finds: what ``run``
+does with it, and the ``calibrate`` command that makes it when missing (as the service user where
+the profile is the service's). A source's ``ipc://`` client endpoint is a line of its own after
+"node config": under edge-agent@.service only one in the unit's runtime directory
+(/run/edge-agent/NAME/) is reachable by a camera program on the device. Each fix fits the fault: a
+missing profile is calibrated, an unwritable state_dir made writable.
 """
 
 from __future__ import annotations
@@ -81,7 +83,9 @@ def check_profile(cfg: Any, mode: Optional[str] = None, root: str = "/") -> Chec
     that engine (WARN, naming the part that misses); on a Jetson whose jtop cannot be reached,
     the mode is unknown without power_mode (WARN) and the fix is jtop's first; with emulated
     capacity, the file must exist but is not read."""
+    from agent.commands.install import DEFAULT_USER
     from agent.ops.doctor_calib import node_profile_line
+    from agent.ops.doctor_check import access_fix
     from agent.ops.files import FileFault, check_regular_file
     from calibration.jtop_adapter import PowerModeUnknown
     from calibration.profile import current_power_mode
@@ -102,9 +106,8 @@ def check_profile(cfg: Any, mode: Optional[str] = None, root: str = "/") -> Chec
     except FileFault as exc:
         if _missing(path):
             fix = "run `%s` first%s" % (cmd, _unit_note(path))
-        elif "Permission denied" in str(exc):
-            fix = ("let the service user read it (calibrate run as that user writes it so), "
-                   "and run doctor as that user")
+        elif "Permission denied" in str(exc):  # a folder above it is closed to doctor's user
+            fix = access_fix(DEFAULT_USER, path)
         else:
             fix = "move it away, then run `%s`" % cmd
         return Check(name, FAIL, "%s; run exits 78 until %s" % (
@@ -127,7 +130,7 @@ def check_client_ipc(endpoint: str, instance: str) -> Check:
     (ProtectSystem=strict) or closed to other users, all but its runtime directory
     /run/edge-agent/INSTANCE/, which group edge-agent may enter and whose sockets it may
     connect to (WARN outside it: run by hand the endpoint may well work)."""
-    sock = os.path.normpath(os.path.join("/", endpoint[len("ipc://"):]))  # the unit's cwd: /
+    sock = os.path.normpath(endpoint[len("ipc://"):])  # absolute: from the config's folder
     here = UNIT_RUNTIME_DIR % instance
     if sock.startswith(here + "/"):
         return Check("node client endpoint", OK, "%s: in the unit's runtime directory; a local "
@@ -191,6 +194,7 @@ def _steps(cfg: Any) -> List[Tuple[str, Callable[[], str], Callable[[Exception],
     from agent.net.keyfiles import load_public_key
     from agent.net.security import security_from_config
     from agent.node import build
+    from agent.node.limits import LimitError
     from engines.bundle import load_bundle
 
     got = {}
@@ -204,9 +208,17 @@ def _steps(cfg: Any) -> List[Tuple[str, Callable[[], str], Callable[[Exception],
 
     def bundle() -> str:
         got["bundle"] = b = load_bundle(cfg.bundle)
-        build.check_config(cfg, b)
+        try:  # the limits come last in check_config: their fault is the next step's
+            got["limits"] = build.check_config(cfg, b)
+        except LimitError as exc:
+            got["limits"] = exc
         return "%s: %d stages, files match their sha256; the config fits it" % (
             b.name, len(b.stages))
+
+    def limits() -> str:
+        if isinstance(got["limits"], LimitError):
+            raise got["limits"]
+        return got["limits"]
 
     def keys() -> str:
         security_from_config(cfg)
@@ -224,6 +236,7 @@ def _steps(cfg: Any) -> List[Tuple[str, Callable[[], str], Callable[[Exception],
     steps = [("node files", files, lambda exc: _files_fix(exc, cfg.state_dir)),
              ("node bundle", bundle,
               lambda exc: _fix(exc, "copy the bundle again, or fix the config's stages")),
+             ("node limits", limits, lambda exc: getattr(exc, "fix", "") or CONFIG_FIX),
              ("node keys", keys,
               lambda exc: _fix(exc, "as the line says (docs/deployment.md, Security)")),
              ("node policy", policy, lambda exc: _fix(exc, CONFIG_FIX))]
@@ -274,6 +287,8 @@ def _files_fix(exc: Exception, state_dir: str) -> str:
         return text.rsplit("; ", 1)[1]
     if "dangling link" in text:
         return "remove the link, or make the file it points to"
+    if " is a link to nothing (" in text:  # state_dir on a card not mounted: its own fix
+        return text.rsplit("): ", 1)[1]
     if field == "state_dir":
         return STATE_DIR_FIX % state_dir
     if "Permission denied" in text:
@@ -287,4 +302,7 @@ def _line(exc: Exception) -> str:
 
 
 def _fix(exc: Exception, fix: str) -> str:
-    return ACCESS_FIX if "Permission denied" in str(exc) else fix
+    """``fix``, or where access was refused ACCESS_FIX, unless the line states its own
+    ``(run: ...)``."""
+    text = str(exc)
+    return ACCESS_FIX if "Permission denied" in text and "(run: " not in text else fix
