@@ -2,11 +2,12 @@
 
 A side of the node (``source.SourceSide``, ``worker.WorkerSide``) hands an ``OutItem`` to
 ``Outbox.send``: a task is routed by the policy (``choose_successor``; held in ``waiting`` while
-no successor is alive), encoded, sent (after the emulated link's pacing, when links are
-emulated) and kept until a hop it was sent to ACKs its key (``on_ack``; another peer's ACK of
-it is ignored, counted as ``ack_not_sent_<peer>``). With no ACK by its deadline, ``run_timers``
-re-sends it to another successor (a result: to its source again), at most ``MAX_HOP_RESENDS``
-times. The same timer heap carries the sides' own timers (``call_at``).
+it names none, offered again oldest first: ``agent.node.outqueue``), encoded, sent (after the
+emulated link's pacing, when links are emulated) and kept until a hop it was sent to ACKs its
+key (``on_ack``; another peer's ACK of it is ignored, counted as ``ack_not_sent_<peer>``).
+With no ACK by its deadline, ``run_timers`` re-sends it to another successor (a result: to its
+source again), at most ``MAX_HOP_RESENDS`` times. The same timer heap carries the sides' own
+timers (``call_at``).
 
 Back-pressure: a receiver that cannot take a task (queue full, no route on) names its key in
 the ``refused`` list of its ACK; ``on_ack`` then marks that successor ``unavailable`` for the
@@ -41,6 +42,7 @@ from agent.net.transport import Transport
 from agent.protocol.wire import Kind
 from agent.ops.metrics import NullMetrics
 from agent.policies.api import AgentPolicy, NodeView, TaskInfo
+from agent.node import outqueue
 from agent.node.outitem import Custody, OutItem, wire_bytes_of
 from agent.node.rejects import Rejects
 
@@ -114,10 +116,10 @@ class Outbox:
     # -- the view ----------------------------------------------------------------------------
 
     def current_view(self) -> NodeView:
-        """The policy's view with this moment's queue lengths and mu."""
+        """The policy's view with this moment's queue lengths (O_n: ``outqueue``) and mu."""
         v = self.view
         v.input_queue = self.input_queue()
-        v.output_queue = len(self.items) + len(self.waiting)
+        v.output_queue = outqueue.output_tasks(self.waiting, self._paced, self.items, self.clock())
         self.capacity.refresh(v)
         if v.unavailable:
             now = self.clock()
@@ -174,11 +176,15 @@ class Outbox:
 
     # -- sending with custody ----------------------------------------------------------------
 
-    def send(self, item: OutItem, now: float) -> None:
-        """Route (tasks), send and keep ``item`` until its ACK; see the module docstring."""
+    def send(self, item: OutItem, now: float, again: bool = False) -> None:
+        """Route (tasks), send and keep ``item`` until its ACK; see the module docstring.
+        ``again``: a task held, refused or late; a new one may join held ones (``outqueue``)."""
         if item.expires and now >= item.expires:
             return self.drop("deadline")  # its source has given up on it
         if item.kind == Kind.TASK:
+            if not again and outqueue.behind(self.waiting, item, self.policy):
+                self.waiting.append(item)  # at the tail of the output queue; its head is offered
+                return self.retry_waiting(now)
             self._hold_full_links(now)
             info = TaskInfo(item.fields["id"], item.fields["stage"],
                             0 if item.tensor is None else item.tensor.nbytes)
@@ -276,7 +282,7 @@ class Outbox:
                 self.counters["refused_by_" + peer] += 1
                 item.tried.append(peer)
                 item.link_start = 0.0
-                self.send(item, now)
+                self.send(item, now, True)
         measured = 0
         for key in keys:
             item = self.items.get(key)
@@ -334,25 +340,19 @@ class Outbox:
 
     def take_back(self, wanted: Callable[[OutItem], bool]) -> Optional[OutItem]:
         """Remove and return the oldest held task ``wanted`` accepts (None: none held)."""
-        for i, item in enumerate(self.waiting):
-            if wanted(item):
-                return self.waiting.pop(i)
-        return None
+        return outqueue.take_back(self.waiting, wanted)
 
     def expire_waiting(self, now: float) -> None:
         """Drop held tasks past their deadline (their source has given up on them)."""
-        keep = [i for i in self.waiting if not i.expires or i.expires > now]
-        if len(keep) < len(self.waiting):
-            self.drop("deadline", len(self.waiting) - len(keep))
-            self.waiting = keep
+        gone = outqueue.expire(self.waiting, now)
+        if gone:
+            self.drop("deadline", gone)
 
     def retry_waiting(self, now: float) -> None:
-        """Offer held tasks to the policy again (a successor came back, queues changed)."""
+        """Offer held tasks to the policy again, oldest first (``outqueue.reoffer``)."""
         self.expire_waiting(now)
         if self.waiting and self.current_view().alive_successors():
-            items, self.waiting = self.waiting, []
-            for item in items:
-                self.send(item, now)
+            outqueue.reoffer(self.waiting, self.send, now, outqueue.in_order(self.policy))
 
     # -- timers ------------------------------------------------------------------------------
 
@@ -397,4 +397,4 @@ class Outbox:
                 continue
             item.tried.append(item.dest)
             item.fields["resends"] = item.fields.get("resends", 0) + 1
-            self.send(item, now)
+            self.send(item, now, True)

@@ -1,22 +1,26 @@
 """MDI-Exit in the agent: ``agent.policies.mdi_exit`` behind the ``AgentPolicy`` interface.
 
 What the node loop gives the policy (``NodeView``): its own input queue (tasks waiting for or in
-the engine) and output queue (tasks handed to a successor and not yet ACKed, plus those waiting
-for one), its per-task compute time ``service_time_s`` (Gamma_n), and each neighbour's last
-HEARTBEAT / QUEUE_STATE fields (``input_queue`` = I_m, ``service_time_s`` = Gamma_m). D_nm is
-measured: the node reports each ACKed task transfer through ``on_transfer`` (link start to ACK),
-and ``TransferDelay`` smooths it per neighbour and payload size; until a task of that size has
-been measured to m, D_nm is its bytes over the configured link rate (0 when unknown). The
-policy publishes QUEUE_STATE
-every ``state_interval_s`` (its tick), so neighbours see I_n more often than heartbeats carry
-it, and between two messages from m it adds the tasks it sent to m since.
+the engine) and output queue O_n (``agent.node.outqueue.output_tasks``: tasks waiting to leave,
+held for a successor or queued on an emulated link not yet carrying them; no results, no task
+in transfer, which is D_nm), its per-task compute time ``service_time_s`` (Gamma_n), and each
+neighbour's last HEARTBEAT / QUEUE_STATE fields (``input_queue`` = I_m, ``service_time_s`` =
+Gamma_m). D_nm is measured: the node reports each ACKed task transfer through ``on_transfer``
+(link start to ACK), and ``TransferDelay`` smooths it per neighbour and payload size; until a
+task of that size has been measured to m, D_nm is its bytes over the configured link rate (0
+when unknown). The policy publishes QUEUE_STATE every ``state_interval_s`` (its tick), so
+neighbours see I_n more often than heartbeats carry it, and between two messages from m it
+adds the tasks it sent to m since.
 
 A worker holding several stages (``last_stage``) runs Alg. 1 in ``keep_local``: the next stage
 stays here when the input queue is empty or O_n > T_O, else the task goes to the output queue
 and Alg. 2 (``choose_successor``, own wait I_n Gamma_n). A node that cannot run the task's next
 stage (a one-stage worker, a source) counts its own wait as unbounded, so neighbour m takes the
 task as soon as O_n > I_m. ``choose_successor`` returning None keeps the task; the node offers
-it again on its next tick or heartbeat, or when a neighbour comes back; a worker that holds the
+it again on its next tick or heartbeat, when a refusing neighbour's hold ends or when a neighbour
+comes back, oldest first with the whole O_n, and a stage's offers stop at the first task kept,
+a new task queuing behind (``held_in_order``: Alg. 2 offers the head of the output queue only,
+``agent.node.outqueue``); a worker that holds the
 task's stage asks ``reclaim`` after such a refusal and, when it says True (input queue empty,
 ``reclaim_when_idle``), runs its oldest held task itself. Alg. 3 (knob ``admission_control``)
 admits a source's arrivals through ``rules.Admission`` (at least mu apart; the rest are
@@ -26,6 +30,11 @@ node would); every exit head applies one threshold T_e, the knob ``threshold`` (
 start with ``threshold_adaptation``), as in the simulator (``rules.exit_threshold``); the node
 config's ``thresholds`` are not used, and a WARNING at start names them when they differ.
 ``early_exit = false`` is the no-exit variant. Knob errors name ``policy_knobs.<field>``.
+
+Alg. 4 lowers T_e only when I_n + O_n > ``queue_high`` (T_Q2) and Alg. 1 keeps tasks when
+O_n > ``output_queue_limit`` (T_O), while a node holds at most ``max_queue_tasks`` tasks:
+``configure`` logs one WARNING at start when a worker's bound keeps it from passing them
+(``queue_room_problem``; ``queue_room`` is the bound the testbed's mdi-* presets set).
 
 A neighbour's queue state (HEARTBEAT or QUEUE_STATE) reaches ``view.peer_state`` only when a
 node could report it (``agent.node.peerstate``: queues of at most ``MAX_QUEUE_TASKS``, a
@@ -61,6 +70,43 @@ def unused_thresholds(params: mx.MdiExitParams, configured: Mapping[int, float])
     return ("mdi-exit applies policy_knobs.threshold = %g at every exit; the configured "
             "thresholds (%s) are not used" % (
                 start, ", ".join("stage %d: %g" % (h, c) for h, c in sorted(configured.items()))))
+
+
+def queue_room(params: mx.MdiExitParams) -> int:
+    """The ``max_queue_tasks`` an MDI-Exit node should have: room above T_Q2 as wide as below
+    it, and past T_O by T_Q2 (80 with the paper's T_Q2 = 30, T_O = 50; the testbed's mdi-*
+    presets set it)."""
+    return int(math.ceil(max(2 * params.queue_high,
+                             params.output_queue_limit + params.queue_high)))
+
+
+def queue_room_problem(params: mx.MdiExitParams, max_queue_tasks: int, role: str,
+                       several_stages: bool) -> str:
+    """Why a node of ``role`` holding at most ``max_queue_tasks`` tasks cannot follow the
+    paper's queue rules ("" when it can). A worker refuses tasks past that bound (its senders
+    hold them, and sources reject arrivals as ``overload``), so I_n + O_n stays at or below it:
+    with at most T_Q2 + 1, Alg. 4 (``threshold_adaptation``) has a band of a task or none in
+    which it lowers T_e, and a worker holding ``several_stages`` that cannot hold T_O tasks
+    never sees Alg. 1's O_n > T_O. A warning, not a refusal: the node serves correctly, only
+    these rules never act. A source's Alg. 3 adds its stage-1 node's queues to its own, so
+    its own bound alone does not close its band and is not checked."""
+    if role != "worker":
+        return ""
+    adapts = params.threshold_adaptation
+    no_limit = several_stages and max_queue_tasks <= params.output_queue_limit
+    if not (no_limit or adapts and max_queue_tasks <= params.queue_high + 1):
+        return ""
+    problems = []
+    if adapts:  # named whenever the warning is given: its band above T_Q2 is narrow then too
+        problems.append("threshold_adaptation (Alg. 4) lowers T_e only when I_n + O_n > "
+                        "policy_knobs.queue_high = %g" % params.queue_high)
+    if no_limit:
+        problems.append("Alg. 1 keeps a task local when O_n > policy_knobs.output_queue_limit "
+                        "= %g" % params.output_queue_limit)
+    return ("max_queue_tasks = %d is too small for mdi-exit: %s, but this node refuses tasks "
+            "past %d held (its senders hold them, sources reject them as overload); set "
+            "max_queue_tasks to at least %d (max(2 queue_high, output_queue_limit + queue_high))"
+            % (max_queue_tasks, "; ".join(problems), max_queue_tasks, queue_room(params)))
 
 
 class TransferDelay:
@@ -117,6 +163,7 @@ class MdiExitPolicy(AgentPolicy):
     """``mdi-exit``: queue-based offloading (Alg. 2), admission (Alg. 3), thresholds (Alg. 4)."""
 
     name = mx.POLICY_NAME
+    held_in_order = True  # the outbox re-offers held tasks as Alg. 2: the head first, to a refusal
 
     def __init__(self, thresholds: Mapping[int, float], knobs: Mapping[str, Any], seed: int = 0):
         super().__init__(thresholds, knobs, seed)
@@ -132,6 +179,14 @@ class MdiExitPolicy(AgentPolicy):
         unused = unused_thresholds(self.params, self._thresholds)
         if unused:  # a setting with no effect is said, not silently dropped
             log.warning("%s", unused)
+
+    def configure(self, cfg: Any, view: NodeView) -> None:
+        """One WARNING at start when ``cfg.max_queue_tasks`` is too small for the queue
+        rules (``queue_room_problem``)."""
+        room = queue_room_problem(self.params, int(cfg.max_queue_tasks), cfg.role,
+                                  int(cfg.last_stage or 0) > int(cfg.stage))
+        if room:
+            log.warning("%s", room)
 
     def thresholds(self) -> Dict[int, float]:
         return mx.exit_thresholds(self.params, self._thresholds, self._threshold)

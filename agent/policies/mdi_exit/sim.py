@@ -13,7 +13,10 @@ counting its own wait as unbounded, so a neighbour m takes the task as soon as O
 
 Per task (``route``): Alg. 1 puts the next stage's task in the input or output queue
 (``agent.policies.mdi_exit.rules.next_step``); from the output queue Alg. 2 (``choose_neighbour``)
-sends it at once or holds it, and held tasks are re-offered after every tick. Exits use the
+sends it at once or holds it, and held tasks are re-offered after every tick. Alg. 2 offers the
+head of the output queue only: a task joins a node's held tasks at the tail (the engine offers
+the head after every tick and stops at the first kept), and the agent's outbox does the same
+(``agent.node.outqueue``). Exits use the
 engine's ``should_exit`` with the threshold this policy gives per device: the knob ``threshold``
 at every exit, Alg. 4's from it when adapting (``rules.exit_threshold``, as on a node).
 Every ``state_interval_s`` each device publishes I_m and Gamma_m (mean stage compute time at its
@@ -145,6 +148,9 @@ class MdiExitSimPolicy(SimPolicy):
                                 has_neighbours=bool(self._nbrs[node]))
             if step == mx.LOCAL:
                 return self._keep(node, dev, view)
+        if view.output_queue(node):  # Alg. 2 offers the head: a new task queues behind it
+            self._held.add(task)
+            return None
         return self._offload(node, dev, task, view, queued=False)
 
     def _offload(self, node: str, dev: str, task: int, view: Any, queued: bool) -> Optional[str]:

@@ -1,0 +1,91 @@
+"""The output queue of a node: tasks held for a successor, how many wait to leave (O_n), and
+how held tasks are offered again.
+
+A task the policy does not route (no usable successor; MDI-Exit's Alg. 2 keeps it) waits in the
+outbox's ``waiting`` list, oldest first. ``reoffer`` offers them again, oldest first (the node
+calls it on every policy tick and heartbeat, when a refusing successor's hold ends and when a
+neighbour comes back). A task stays in ``waiting`` until its own offer, so the policy's view
+counts the whole output queue: the task offered, the held tasks behind it and the tasks still
+waiting for their link (``output_tasks``). One the policy keeps again goes back to its place.
+
+A policy with ``held_in_order`` true (MDI-Exit: Alg. 1 puts a task at the tail of the output
+queue and Alg. 2 offers its head only) gets each stage's held tasks offered until the first it
+keeps, which stays the head with the rest behind it, and a new task of a stage with tasks held
+joins them at the tail (``behind``), the head being offered at once; the simulator does
+the same (it offers the head of each node's output queue and stops at the first refusal). Other
+policies get every held task offered and route a new task at once: most keep a task only while
+no successor of its stage is usable, which every later task of that stage finds too, but
+DIMEE's sources route each task by its own tier, and one tier's held task must not hold back
+another's.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, List, Mapping, Optional, Set
+
+from agent.node.outitem import OutItem
+from agent.protocol.wire import Kind
+
+
+def output_tasks(waiting: List[OutItem], paced: List[Any], items: Mapping[str, OutItem],
+                 now: float) -> int:
+    """O_n, the tasks waiting to leave this node: those held (``waiting``) and those sent on an
+    emulated link that has not started carrying them yet (``paced``, the outbox's heap of
+    ``(due, seq, item, frames)``: queued behind earlier tasks). From the moment a link starts
+    carrying a task to its ACK the task is in transfer (the measured D_nm), no longer in O_n;
+    results, which go to their source, never count."""
+    on_hold = {id(it) for _, _, it, _ in paced
+               if it.kind is Kind.TASK and it.link_start > now and items.get(it.key) is it}
+    return len(waiting) + len(on_hold)
+
+
+def in_order(policy: Any) -> bool:
+    """Whether ``policy`` has its held tasks offered head first (module docstring)."""
+    return bool(getattr(policy, "held_in_order", False))
+
+
+def behind(waiting: List[OutItem], item: OutItem, policy: Any) -> bool:
+    """True when new task ``item`` is to join ``waiting`` at the tail: ``policy`` offers held
+    tasks head first and a task of ``item``'s stage is held."""
+    stage = item.fields["stage"]
+    return in_order(policy) and any(i.fields["stage"] == stage for i in waiting)
+
+
+def reoffer(waiting: List[OutItem], send: Callable[[OutItem, float, bool], None], now: float,
+            head_first: bool) -> None:
+    """Offer the held tasks of ``waiting`` to ``send`` (``Outbox.send`` of a task offered
+    again, which appends one kept again to ``waiting``) oldest first; with ``head_first``
+    (``in_order``), a stage's offers end at the first task kept (module docstring)."""
+    blocked: Set[int] = set()  # stages whose oldest held task was kept just now
+    i = 0
+    while i < len(waiting):
+        item = waiting[i]
+        stage = item.fields["stage"]
+        if stage in blocked:
+            i += 1
+            continue
+        del waiting[i]
+        before = len(waiting)
+        send(item, now, True)
+        if len(waiting) > before:  # kept again: ``send`` put it last, its place is here
+            waiting.insert(i, waiting.pop())
+            i += 1
+            if head_first:
+                blocked.add(stage)
+
+
+def take_back(waiting: List[OutItem], wanted: Callable[[OutItem], bool]) -> Optional[OutItem]:
+    """Remove and return the oldest task of ``waiting`` that ``wanted`` accepts (None: none)."""
+    for i, item in enumerate(waiting):
+        if wanted(item):
+            return waiting.pop(i)
+    return None
+
+
+def expire(waiting: List[OutItem], now: float) -> int:
+    """Remove the tasks past their deadline from ``waiting`` (in place); how many went."""
+    keep = [i for i in waiting if not i.expires or i.expires > now]
+    gone = len(waiting) - len(keep)
+    if gone:
+        waiting[:] = keep
+    return gone
