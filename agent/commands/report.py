@@ -134,8 +134,14 @@ def check_outputs(out_dir, json_file) -> None:
             raise UsageError("--json: %s: its folder does not exist" % json_file)
 
 
-def compare_table(runs) -> str:
-    """Mean (p95) delay in ms and accuracy of each (policy, rate), one column per run."""
+def compare_table(runs, plus_minus=None) -> str:
+    """Mean delay ± its 95% interval (p95) in ms and accuracy of each (policy, rate), one
+    column per run; ``plus_minus`` as ``format_table``'s."""
+    import sys
+
+    from agent.testbed.spread import mean_ms_cell, plus_minus_for
+
+    pm = plus_minus if plus_minus is not None else plus_minus_for(sys.stdout)
     keys = list(dict.fromkeys((r.policy, r.rate) for run in runs for r in run.results))
     labels = [run.label for run in runs]
     if len(set(labels)) < len(labels):  # runs of one name in two --out folders: say which
@@ -149,15 +155,15 @@ def compare_table(runs) -> str:
             if r is None or r.mean_delay_s is None:
                 row.append("-")
             else:
-                row.append("%.1f (%.1f) ms, %s, %d/%d%s" % (
-                    r.mean_delay_s * 1e3, (r.p95_delay_s or 0) * 1e3,
+                row.append("%s (%.1f) ms, %s, %d/%d%s" % (
+                    mean_ms_cell(r.mean_delay_s, r.mean_delay_ci_s, pm), (r.p95_delay_s or 0) * 1e3,
                     "-" if r.accuracy is None else "%.3f" % r.accuracy, r.completed, r.created,
                     "".join(", %d %s" % (n, what) for n, what in (
                         (r.rejected, "rejected"), (r.error, "error"), (r.lost, "lost")) if n)))
         rows.append(row)
     widths = [max(len(row[i]) for row in rows) for i in range(len(head))]
-    lines = ["side by side: mean (p95) delay, accuracy, completed/created (and the rejected, "
-             "error and lost, if any)"]
+    lines = ["side by side: mean%s95%% interval (p95) delay, accuracy, completed/created (and "
+             "the rejected, error and lost, if any)" % pm]
     for n, row in enumerate(rows):
         lines.append("  ".join([row[0].ljust(widths[0])]
                                + [c.rjust(w) for c, w in zip(row[1:], widths[1:])]).rstrip())

@@ -3,16 +3,15 @@
 Pure apart from the file writers: ``summarise_records`` turns the per-task records that sources
 write to ``<state_dir>/records.jsonl`` into one ``RunResult``; ``format_table``,
 ``write_json`` and ``write_plots`` present a list of them. The JSON schema is
-``{"runs": [{"policy", "rate", "created", "completed", "lost", "mean_delay_s", "p95_delay_s",
-"accuracy", "model_delay_s", "capacities_emulated"}, ...]}`` plus a few extra fields that
-readers may ignore. A task's fate is one of ``STATUSES`` and created = completed + lost +
-rejected + error in every summary.
+``{"runs": [{"policy", "rate", "created", "completed", "lost", "mean_delay_s",
+"mean_delay_ci_s", "p95_delay_s", "accuracy", "model_delay_s", "capacities_emulated"}, ...]}``
+plus a few extra fields that readers may ignore. A task's fate is one of ``STATUSES`` and
+created = completed + lost + rejected + error in every summary.
 """
 
 from __future__ import annotations
 
 import json
-import math
 import os
 import stat
 import sys
@@ -27,10 +26,12 @@ from agent.ops.atomic import write_atomic
 from agent.testbed.reportcheck import (  # noqa: F401
     MAX_CLOCK_S, MAX_DELAY_S, STATUSES, TIME_KEYS, _created, _delay, _finite, delay_ok,
     error_kind, error_text, is_record)
+from agent.testbed.spread import (  # noqa: F401  (percentile: phases and benches import it here)
+    batch_means_half_width, mean_ms_cell, ms_cell, percentile, plus_minus_for)
 
 # Keys of the JSON object of one run, in the documented order.
-RUN_KEYS = ("policy", "rate", "created", "completed", "lost", "mean_delay_s", "p95_delay_s",
-            "accuracy", "model_delay_s", "capacities_emulated")
+RUN_KEYS = ("policy", "rate", "created", "completed", "lost", "mean_delay_s", "mean_delay_ci_s",
+            "p95_delay_s", "accuracy", "model_delay_s", "capacities_emulated")
 
 
 @dataclass
@@ -77,6 +78,8 @@ class RunResult:
     link_utilisation: Dict[str, float] = field(default_factory=dict)
     link_rate_measured_bytes_s: Dict[str, float] = field(default_factory=dict)
     dtoee_phases: Dict[str, int] = field(default_factory=dict)  # how they ended (phasecheck)
+    # the mean delay's 95% confidence interval, half-width (agent.testbed.spread); None: < 20
+    mean_delay_ci_s: Optional[float] = None
 
     def to_json(self) -> dict:
         d = asdict(self)
@@ -84,17 +87,6 @@ class RunResult:
         ordered = {k: d.pop(k) for k in RUN_KEYS}
         ordered.update(d)
         return ordered
-
-
-def percentile(values: Sequence[float], q: float) -> Optional[float]:
-    """The q-th percentile (0..100) with linear interpolation; None for no values."""
-    if not values:
-        return None
-    xs = sorted(values)
-    pos = (len(xs) - 1) * q / 100.0
-    lo = int(math.floor(pos))
-    hi = min(lo + 1, len(xs) - 1)
-    return xs[lo] + (xs[hi] - xs[lo]) * (pos - lo)
 
 
 def read_records(path: str, bad: Optional[List[int]] = None) -> List[dict]:
@@ -159,13 +151,14 @@ def summarise_records(records: Iterable[Mapping], policy: str, rate: float,
     A task id seen twice counts once (its last record wins). ``expected_created``, when the
     sources report how many tasks they made, turns tasks without any record into losses.
     created = completed + lost + rejected + error: an ``error`` answer (the source refused
-    the input) is no loss; its reason and detail go to ``error_reasons``.
+    the input) is no loss; its reason and detail go to ``error_reasons``. The mean delay's
+    confidence interval takes the completed tasks in creation order (``mean_delay_ci_s``).
     """
     by_id: Dict[str, Mapping] = {}
     for i, rec in enumerate(records):
         key = "%s/%s" % (rec.get("source", ""), rec.get("id", i))
         by_id[key] = rec
-    delays: List[float] = []
+    delays: List[tuple] = []  # (created, record's place, delay): to sort by creation
     correct = 0
     completed = 0
     rejected = 0
@@ -173,7 +166,7 @@ def summarise_records(records: Iterable[Mapping], policy: str, rate: float,
     said: Dict[str, str] = {}
     resent = 0
     exits: Counter = Counter()
-    for rec in by_id.values():
+    for place, rec in enumerate(by_id.values()):
         if int(rec.get("resends", 0) or 0) > 0:
             resent += 1
         if rec.get("status") == "rejected":
@@ -187,7 +180,7 @@ def summarise_records(records: Iterable[Mapping], policy: str, rate: float,
         completed += 1
         d = _delay(rec)
         if d is not None:
-            delays.append(d)
+            delays.append((_created(rec) or 0.0, place, d))
         if rec.get("correct") is True:  # null: the task had no label to check it against
             correct += 1
         st = rec.get("exit_stage")
@@ -197,12 +190,13 @@ def summarise_records(records: Iterable[Mapping], policy: str, rate: float,
     if expected_created is not None:
         created = max(created, int(expected_created))
     kinds = {said[k]: n for k, n in errors.most_common(ERROR_KINDS_KEPT)}
+    ds = [d for _, _, d in sorted(delays)]
     return RunResult(
         policy=policy, rate=float(rate), created=created, completed=completed,
         lost=created - completed - rejected - sum(errors.values()), rejected=rejected,
         error=sum(errors.values()), error_reasons=kinds,
-        mean_delay_s=(sum(delays) / len(delays)) if delays else None,
-        p95_delay_s=percentile(delays, 95.0),
+        mean_delay_s=(sum(ds) / len(ds)) if ds else None, p95_delay_s=percentile(ds, 95.0),
+        mean_delay_ci_s=batch_means_half_width(ds),
         accuracy=(correct / completed) if completed else None,
         model_delay_s=model_delay_s, capacities_emulated=capacities_emulated,
         duration_s=float(duration_s), resent=resent, exit_counts=dict(exits))
@@ -259,10 +253,6 @@ def served_rate(recs: Sequence[Mapping], warmup_s: float) -> Optional[float]:
     return n / (end - start)
 
 
-def _ms(v: Optional[float]) -> str:
-    return "-" if v is None else "%.1f" % (v * 1000.0)
-
-
 def busiest_link(utilisation: Mapping[str, float]) -> str:
     """"0.62 cam1->w1a": the highest utilisation and its link ("-" for none)."""
     if not utilisation:
@@ -278,15 +268,18 @@ def admitted_lines(runs: Sequence[RunResult]) -> List[str]:
             if r.admitted_rate_tasks_s is not None]
 
 
-def format_table(runs: Sequence[RunResult]) -> str:
+def format_table(runs: Sequence[RunResult], plus_minus: Optional[str] = None) -> str:
     """A plain-text table, one row per run, delays in milliseconds.
 
     A ``rejected`` column (admission control) appears when some run rejected tasks, an
     ``error`` one when a source answered some input ``error`` (fleet mode), a ``link
     util`` one (the busiest shaped link's mean utilisation, ``busiest_link``) when some run has
     shaped links. ``measured`` is how many completed tasks the delays and accuracy are over
-    (those created after the warm-up): a short run's mean may rest on a handful.
+    (those created after the warm-up): a short run's mean may rest on a handful. ``mean ms``
+    is ``97.8±6.1``, the mean and its 95% interval's half-width (``mean_ms_cell``; the sign is
+    ``plus_minus``, by default what stdout can print: ``plus_minus_for``).
     """
+    pm = plus_minus if plus_minus is not None else plus_minus_for(sys.stdout)
     rej = any(r.rejected for r in runs)
     err = any(r.error for r in runs)
     util = any(r.link_utilisation for r in runs)
@@ -299,9 +292,10 @@ def format_table(runs: Sequence[RunResult]) -> str:
         rows.append((r.policy, "%.1f" % r.rate, str(r.created), str(r.completed), str(r.lost))
                     + ((str(r.rejected),) if rej else ())
                     + ((str(r.error),) if err else ())
-                    + (str(sum(r.exit_counts.values())), _ms(r.mean_delay_s), _ms(r.p95_delay_s),
+                    + (str(sum(r.exit_counts.values())),
+                       mean_ms_cell(r.mean_delay_s, r.mean_delay_ci_s, pm), ms_cell(r.p95_delay_s),
                        "-" if r.accuracy is None else "%.3f" % r.accuracy,
-                       _ms(r.model_delay_s), _ms(r.fifo_sim_delay_s))
+                       ms_cell(r.model_delay_s), ms_cell(r.fifo_sim_delay_s))
                     + ((busiest_link(r.link_utilisation),) if util else ()))
     widths = [max(len(row[i]) for row in rows) for i in range(len(head))]
     lines = []
@@ -343,8 +337,10 @@ def write_plots(directory: str, runs: Sequence[RunResult]) -> List[str]:
         fig, ax = plt.subplots(figsize=(5.5, 3.8))
         for pol, rs in sorted(by_policy.items()):
             pts = sorted((r for r in rs if getattr(r, attr) is not None), key=lambda r: r.rate)
-            line = ax.plot([r.rate for r in pts], [getattr(r, attr) * scale for r in pts],
-                           marker="o", label=pol)[0]
+            err = [(r.mean_delay_ci_s or 0.0) * scale for r in pts]  # 95% interval: error bars
+            line = ax.errorbar([r.rate for r in pts], [getattr(r, attr) * scale for r in pts],
+                               yerr=err if attr == "mean_delay_s" else None, marker="o",
+                               capsize=3, label=pol).lines[0]
             model = sorted((r for r in rs if r.model_delay_s is not None), key=lambda r: r.rate)
             if attr == "mean_delay_s" and model:
                 # the model's prediction for the routing this policy used, in its colour
