@@ -68,6 +68,10 @@ class ReplaySet:
         # (min, max) of every input value: what the stage-1 engine is fed (clients' inputs
         # are compared with it, so unscaled images are told, not answered wrong)
         self.value_range = (float(self.x.min()), float(self.x.max()))
+        # the engine takes images on [0, 1]: stored as uint8 (scaled above) or as floats there;
+        # a client's uint8 images are then scaled too (a model fed 0-255 floats is not)
+        self.unit_scale = self.x.dtype.kind == "f" and (
+            x.dtype == np.uint8 or (0.0 <= self.value_range[0] and self.value_range[1] <= 1.0))
 
     def sample(self, rng: random.Random) -> Tuple[np.ndarray, int]:
         x, y, _ = self.sample_row(rng)

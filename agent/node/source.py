@@ -150,7 +150,7 @@ class SourceSide(Role):
         want = self.replay.x
         client = (identity, msg.fields["id"])
         shaped = tuple(x.shape) == (1,) + tuple(want.shape[1:])
-        if shaped and x.dtype == np.uint8 and want.dtype.kind == "f":
+        if shaped and x.dtype == np.uint8 and self.replay.unit_scale:
             x = self._scaled(x, want.dtype.name)  # then checked as any float input is
         if x.dtype != want.dtype or not shaped:
             why = input_refusal(x.dtype.name, x.shape, want.dtype.name,
@@ -172,9 +172,11 @@ class SourceSide(Role):
         self._create_task(np.ascontiguousarray(x), -1, client=client)
 
     def _scaled(self, x: np.ndarray, dtype: str) -> np.ndarray:
-        """A client's uint8 images ``x`` for a stage 1 taking float ``dtype``: scaled to [0, 1]
-        as the replay set is (``as_input``), so the engine gets what the replay set gives it;
-        said at INFO the first time in a run, never counted as a refusal."""
+        """A client's uint8 images ``x`` for a stage 1 taking float ``dtype`` on [0, 1] (the
+        replay set's scale, ``ReplaySet.unit_scale``): scaled to [0, 1] as the replay set is
+        (``as_input``), so the engine gets what the replay set gives it; said at INFO the first
+        time in a run, never counted as a refusal. A model fed 0-255 floats gets no scaled
+        input: its uint8 inputs are refused as a dtype it does not take."""
         if not self.scaling_said:
             self.scaling_said = True
             log.info("client inputs in uint8 are scaled to [0, 1] as %s for stage 1 (x / 255), "

@@ -88,3 +88,20 @@ def test_other_inputs_stay_refused_and_nothing_is_scaled(source, caplog, x, coun
         b"c1", "c-1", "error", "bad_input")
     assert fields["detail"] == detail
     assert _scaling_lines(caplog) == []
+
+
+def test_uint8_images_are_not_scaled_for_a_model_fed_0_to_255_floats(source, tmp_path):
+    """Rule: a replay set of floats in [0, 255] says the model takes unscaled pixels, so a
+    client's uint8 images are not scaled to [0, 1] (they would be answered, wrongly): they stay
+    refused as a dtype stage 1 does not take."""
+    from agent.node.book import ReplaySet
+    from engines.demo import REPLAY_PATH
+
+    side, out = source
+    data = np.load(REPLAY_PATH)
+    raw = tmp_path / "raw255.npz"
+    np.savez(str(raw), x=(data["x"].astype(np.float32) * 255.0), y=data["y"])
+    side.replay = ReplaySet(str(raw), (1, 1, 28, 28), "float32")
+    assert not side.replay.unit_scale
+    _push(side, np.full((1, 1, 28, 28), 200, dtype=np.uint8), "c-raw")
+    assert not side.book.pending and _drops(out) == {"drop_bad_shape": 1}
