@@ -26,6 +26,7 @@ from agent.config.fields import is_finite
 from agent.config.jsonfile import loads
 from agent.errors import UsageError
 from agent.ops.atomic import atomic_open
+from agent.ops.lockfile import folder_owners_filelock
 from calibration.profile_match import find_entry  # noqa: F401 - the matching rule's home
 
 log = logging.getLogger(__name__)
@@ -257,9 +258,7 @@ def load_profile(path: str) -> Profile:
 
 
 def _lock(path: str):
-    import filelock
-
-    return filelock.FileLock(os.path.abspath(path) + ".lock", timeout=LOCK_TIMEOUT_S)
+    return folder_owners_filelock(os.path.abspath(path) + ".lock", LOCK_TIMEOUT_S)
 
 
 def merge_profile(

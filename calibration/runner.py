@@ -24,6 +24,7 @@ from typing import Any, Callable, Iterator, List, Optional, TextIO, Tuple
 import numpy as np
 
 from agent.errors import UsageError
+from agent.ops.lockfile import give_path_to_folder_owner
 from calibration import host, jtop_adapter, profile
 from calibration.measure import CpuSampler, ProgressBar, StageMeasurement, measure_stage
 from calibration.modes import ModeKeeper, ModeUnavailable
@@ -330,6 +331,7 @@ def calibrate(
     except filelock.Timeout:
         raise UsageError("another calibration is running (state directory %s is locked)" % cfg.state_dir)
     try:
+        give_path_to_folder_owner(lock.lock_file)  # root's run: the service user's next opens it
         stop = _StopFlag()
         with _signals(stop.handler), contextlib.ExitStack() as stack:
             device = None

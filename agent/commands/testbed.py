@@ -11,6 +11,7 @@ from typing import List
 from agent.config.checks import MAX_INTERVAL_S
 from agent.errors import UsageError
 from agent.commands import seed_arg
+from agent.testbed.mdimode import MDI_MODES, with_mdi_mode  # noqa: F401 - report's, tests' import
 
 HELP = ("start agents as local processes (or drive a running fleet), push load at several rates, "
         "collect per-task records and compare policies")
@@ -18,23 +19,6 @@ HELP = ("start agents as local processes (or drive a running fleet), push load a
 DEFAULT_POLICIES = "dtoee,cf,bf"
 DEFAULT_RATES = "35%,60%,80%"
 MAX_DURATION_S = int(MAX_INTERVAL_S)  # --duration at most a day per (policy, rate)
-# --mdi-mode: the mdi-exit knobs each of the paper's scenarios sets
-MDI_MODES = {"admission": {"admission_control": True, "threshold_adaptation": False},
-             "adapt": {"admission_control": False, "threshold_adaptation": True, "threshold": 0.9},
-             "fixed": {"admission_control": False, "threshold_adaptation": False}}
-
-
-def with_mdi_mode(topo, mode):
-    """The topology with the ``mdi-exit`` knobs of ``mode`` (None: unchanged)."""
-    import dataclasses
-
-    if mode is None:
-        return topo
-    knobs = {k: dict(v) for k, v in topo.knobs.items()}
-    knobs.setdefault("mdi-exit", {}).update(MDI_MODES[mode])
-    return dataclasses.replace(topo, knobs=knobs)
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--topology", metavar="FILE", default=None,
                         help="topology JSON or the name of a shipped one (default, slow-link, "
@@ -253,6 +237,11 @@ def _run(args: argparse.Namespace) -> int:
         raise UsageError("--network netns and faults are for local agents, not a fleet")
     plan = network_plan(topo) if args.network == "netns" else None
     check_node_configs(topo, bundle, policies, rates, float(args.duration), args.seed)
+    if topo.fleet is not None:  # a source it cannot reach: refused before a run folder is made
+        from agent.testbed.fleet import check_sources, client_keys, fleet_settings
+
+        f = fleet_settings(topo)
+        check_sources(f["clients"], client_keys(topo, f))
     out_dir = new_run_dir(os.path.abspath(args.out))
     lock = RunLock(out_dir)
     net = None
@@ -378,9 +367,9 @@ def _run_in(args, topo, bundle, policies, rates, cap, out_dir, lock, settings) -
           "fifo sim = the simulator on the same routing\nwith FIFO workers and serialised "
           "links, as the agents run." % topo.warmup_s)
     if any(r.link_utilisation for r in runs):
-        print("link util = the busiest shaped link: wire bytes its sender sent over the load "
-              "time and the link's\nreal rate (every link's in results.json: link_utilisation, "
-              "with the senders' estimates)")
+        print("link util = the busiest shaped link: wire bytes its sender sent over the time "
+              "from the rate's first task\nto its last record, and the link's real rate (every "
+              "link's in results.json: link_utilisation,\nwith the senders' estimates)")
     print("emulated: %s" % emulated)
     for line in admitted_lines(runs):  # the admission-control runs (mdi-exit)
         print(line)

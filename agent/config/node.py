@@ -369,7 +369,7 @@ def load_config(path: str) -> NodeConfig:
     except FileFault as exc:
         if not os.path.lexists(path):
             raise ConfigError("%s: no such file" % path) from None
-        raise ConfigError(str(exc)) from None
+        raise ConfigError(str(exc).replace("config: " + path, path + ": config file", 1)) from None
     try:
         obj = _toml.loads(raw.decode("utf-8"))
     except UnicodeDecodeError as exc:

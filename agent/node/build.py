@@ -1,14 +1,17 @@
 """The composition root: every part of one node built from its ``NodeConfig``, then served.
 
-Start-up order: check the files the node reads and writes (``preflight``: state directory
-writable, records/state/stats paths free or regular files, replay set and calibration profile
-regular files), read the bundle and check the config against it, build the view and the policy
+Start-up order: check the files the node reads and writes (``agent.node.preflight``: state
+directory writable, records/state/stats paths free or regular files and the files appended to
+writable, replay set and calibration profile regular files), lock the state directory
+(``agent.node.statelock``: one agent per state_dir, held until ``BuiltNode.close``), read the
+bundle and check the config against it, build the view and the policy
 (``agent.policies.registry.make_policy``), load the stage engine(s) and measure (or look up) the
 capacity (a worker) or open the replay set and the task book (a source), start metrics, restore
-the policy's saved state, then build the transport, the outbox, the node's side, its status and
-the loop. ``serve`` binds the sockets, tells systemd READY and runs the loop until SIGTERM or
-SIGINT: a source stops creating tasks and waits up to ``drain_timeout_s`` for answers in flight
-(the rest are recorded as lost), then every socket closes with LINGER 0.
+the policy's saved state (``agent.node.restore``), then build the transport, the outbox, the
+node's side, its status and the loop. ``serve`` binds the sockets, tells systemd READY and runs
+the loop until SIGTERM or SIGINT: a source stops creating tasks and waits up to
+``drain_timeout_s`` for answers in flight (the rest are recorded as lost), then every socket
+closes with LINGER 0.
 
 Every start-up fault is a ``UsageError`` of one line naming the field or file and the fix;
 ``agent.commands.run`` exits with ``EXIT_CONFIG`` on it (no restart loop under systemd).
@@ -16,7 +19,7 @@ Every start-up fault is a ``UsageError`` of one line naming the field or file an
 
 from __future__ import annotations
 
-import json
+import errno
 import logging
 import os
 import signal
@@ -28,12 +31,13 @@ import zmq
 
 from agent.config.node import NodeConfig
 from agent.errors import UsageError, missing_module_hint
+from agent.net.addrfamily import endpoint_host, resolution_problem
 from agent.net.security import (key_owners, load_allowed_keys, load_public_key,
                                 security_from_config)
 from agent.net.transport import Transport
 from agent.net.twins import Twins, new_run_id
 from agent.node.book import SourceBook, open_replay
-from agent.node.capacity import Capacity, require_profile_file, worker_capacity
+from agent.node.capacity import Capacity, worker_capacity
 from agent.node.hooks import NodeHooks
 from agent.node.head_logits import LogitsInferenceThread
 from agent.node.inference import InferenceThread
@@ -41,21 +45,23 @@ from agent.node.limits import check_limits
 from agent.node.loop import Node
 from agent.node.outbox import Outbox
 from agent.node.powerwatch import attach as watch_power_mode
+from agent.node.preflight import RECORDS_FILE, preflight  # noqa: F401 - doctor's build.preflight
 from agent.node.records import RecordWriter
+from agent.node.restore import restore_link_rates, restore_policy
 from agent.ops.boot import read_boot_id
 from agent.ops.hangup import ignore_hangup
 from agent.node.role import Role
 from agent.node.source import SourceSide
+from agent.node.statelock import StateLock
 from agent.node.status import NodeStatus
 from agent.node.worker import WorkerSide
 from agent.ops.collector import freeze_startup_objects
-from agent.ops.files import FileFault, check_file_slot, check_regular_file, check_writable_dir
+from agent.ops.files import FileFault
 from agent.ops.metrics import NewestWarning, serve_metrics
-from agent.ops.state import LINK_RATES_KEY, STATE_FILE, StateStore
+from agent.ops.state import StateStore
 from agent.ops.watchdog import watchdog_interval_s
 from agent.policies.api import AgentPolicy, NodeView, default_thresholds
 from agent.policies import registry
-from agent.policies.thresholds import thresholds_to_wire
 from agent.protocol import wire
 from calibration.online import OnlineCapacityEstimator
 from engines.accelerator import check_engines, report_engines, resolve_accelerator
@@ -79,40 +85,21 @@ class BuiltNode:
     metrics: Any
     runner: Optional[InferenceThread] = None
     engines: List[Any] = field(default_factory=list)
+    lock: Optional[StateLock] = None  # the state directory's, let go last
 
     def close(self) -> None:
-        """Stop the inference thread, close engines, sockets and the metrics server."""
-        if self.runner is not None:
-            self.runner.stop()
-        for engine in self.engines:
-            engine.close()
-        self.transport.close()
-        self.metrics.close()
-
-
-RECORDS_FILE = "records.jsonl"
-
-
-def preflight(cfg: NodeConfig, create: bool = True) -> str:
-    """Raise ``FileFault`` (one line: field, path, fix) for a file the node cannot use; before
-    anything is loaded, so a read-only state directory or a FIFO as the replay set is reported
-    at once. ``create`` False (``doctor``): a missing state_dir is not made; returns the
-    folder it would be made in ("" when it exists)."""
-    made_in = check_writable_dir(cfg.state_dir, "state_dir", create)
-    slots = [STATE_FILE, "stats.json"]
-    if cfg.role == "source":
-        slots += [RECORDS_FILE, RECORDS_FILE + ".journal"]
-        slots += [RECORDS_FILE + ".1"] if cfg.records_max_bytes else []
-    for name in slots:
-        check_file_slot(os.path.join(cfg.state_dir, name), "state_dir")
-    if os.path.isdir(cfg.bundle):  # a FIFO among the bundle's files would block its reader
-        for name in sorted(os.listdir(cfg.bundle)):
-            check_file_slot(os.path.join(cfg.bundle, name), "bundle", allow_dir=True)
-    if cfg.role == "source" and cfg.replay_path:
-        check_regular_file(cfg.replay_path, "replay_path")
-    if cfg.role == "worker" and cfg.capacity_profile:
-        require_profile_file(cfg.capacity_profile)
-    return made_in
+        """Stop the inference thread, close engines, sockets and the metrics server, then let
+        the state directory go."""
+        try:
+            if self.runner is not None:
+                self.runner.stop()
+            for engine in self.engines:
+                engine.close()
+            self.transport.close()
+            self.metrics.close()
+        finally:
+            if self.lock is not None:
+                self.lock.close()
 
 
 def open_book(cfg: NodeConfig, metrics: Any) -> SourceBook:
@@ -238,44 +225,27 @@ def report_node(cfg: NodeConfig, metrics: Any) -> None:
         metrics.neighbour_alive(p.id, False)
 
 
-def restore_policy(policy: AgentPolicy, hooks: NodeHooks, store: StateStore) -> Optional[dict]:
-    """Restore the policy's saved routing and thresholds when they are this policy's; the saved
-    state (None: none usable)."""
-    saved = hooks.load_state()
-    if saved and saved.get("policy") == policy.name:
-        policy.restore(saved)
-        log.info("restored policy state from %s: routing %s thresholds %s", store.path,
-                 json.dumps(policy.routing(), sort_keys=True),
-                 json.dumps(thresholds_to_wire(policy.thresholds()), sort_keys=True))
-    elif saved:  # another policy's routing or thresholds would be wrong for this one
-        log.info("ignoring saved state of policy %r (now %r)", saved.get("policy"), policy.name)
-    return saved
-
-
-def restore_link_rates(outbox: Outbox, saved: Optional[dict]) -> None:
-    """Rates measured before a restart as the links' priors (``LinkRates.seed``), so a
-    restarted sender does not plan with a configured rate it had found wrong."""
-    rates = (saved or {}).get(LINK_RATES_KEY)
-    seeded = outbox.link_rates.seed(rates) if isinstance(rates, dict) else {}
-    outbox.view.link_rate_bytes_s.update(seeded)
-    if seeded:
-        log.info("link rates measured before the restart: %s",
-                 json.dumps({p: round(r) for p, r in sorted(seeded.items())}))
-
-
 def build(cfg: NodeConfig, notifier: Any = None, ctx: Optional[zmq.Context] = None) -> BuiltNode:
     """Build every part of the node from ``cfg``; the sockets are not bound yet."""
     memo = NewestWarning()  # start-up warnings: `status` shows them once the metrics serve
     logging.getLogger().addHandler(memo)
+    lock = None
     try:
-        return _build(cfg, notifier, ctx, memo)
+        preflight(cfg)
+        lock = StateLock(cfg.state_dir, cfg.node_id)  # before the journal or the state is read
+        built = _build(cfg, notifier, ctx, memo)
+        built.lock = lock
+        return built
+    except BaseException:
+        if lock is not None:
+            lock.close()
+        raise
     finally:
         logging.getLogger().removeHandler(memo)
 
 
 def _build(cfg: NodeConfig, notifier: Any, ctx: Optional[zmq.Context],
            memo: NewestWarning) -> BuiltNode:
-    preflight(cfg)
     bundle = load_bundle(cfg.bundle)
     security = security_from_config(cfg)
     check_config(cfg, bundle)
@@ -319,7 +289,8 @@ def _build(cfg: NodeConfig, notifier: Any, ctx: Optional[zmq.Context],
     report_engines(engines, metrics)
     report_node(cfg, metrics)
     hooks = NodeHooks(notifier, metrics, store, watchdog_interval_s(os.environ))
-    saved = restore_policy(policy, hooks, store)
+    policy, saved = restore_policy(policy, hooks, store,
+                                   lambda: configured_policy(cfg, bundle, view))
     capacity.refresh(view)
     client_keys = (load_allowed_keys(cfg.client_keys_dir)
                    if cfg.client_keys_dir and cfg.arrival == "client" else None)
@@ -352,6 +323,24 @@ def _build(cfg: NodeConfig, notifier: Any, ctx: Optional[zmq.Context],
     return BuiltNode(node, transport, metrics, runner, list(engines.values()))
 
 
+def bind_fault(cfg: NodeConfig, bound: Dict[str, str], exc: zmq.ZMQError) -> str:
+    """The line of a bind that failed: the first endpoint not bound (``bound``: those that
+    were), why and the fix: a host name that does not resolve, or an address that is none of
+    this machine's, is not told to free a port."""
+    binds = [("control", cfg.control_bind), ("data", cfg.data_bind)]
+    binds += [("client", cfg.client_bind)] if cfg.arrival == "client" else []
+    plane, endpoint = next((b for b in binds if b[0] not in bound), binds[0])
+    why = os.strerror(exc.errno) if exc.errno else str(exc)  # without zmq's "(addr=...)"
+    fix = "free the port or change the address"
+    if exc.errno in (errno.ENODEV, errno.EADDRNOTAVAIL):  # libzmq: a name it took for an interface
+        why = (resolution_problem(endpoint)
+               or "%s is no address of this machine" % endpoint_host(endpoint))
+        fix = "give an address of this machine, an interface name, or * for all"
+    elif exc.errno != errno.EADDRINUSE:
+        fix = "change the address"
+    return "%s_bind: cannot bind %s: %s (%s)" % (plane, endpoint, why, fix)
+
+
 def serve(cfg: NodeConfig, notifier: Any = None, ctx: Optional[zmq.Context] = None) -> int:
     """Build the node from ``cfg`` and run it until SIGTERM/SIGINT."""
     own_ctx = ctx is None
@@ -365,10 +354,7 @@ def serve(cfg: NodeConfig, notifier: Any = None, ctx: Optional[zmq.Context] = No
             try:
                 built.transport.open()
             except zmq.ZMQError as exc:
-                raise UsageError("control_bind/data_bind%s: cannot bind %s / %s: %s (free the "
-                                 "port or change the address)"
-                                 % ("/client_bind" if cfg.arrival == "client" else "",
-                                    cfg.control_bind, cfg.data_bind, exc)) from None
+                raise UsageError(bind_fault(cfg, built.transport.bound, exc)) from None
             if built.runner is not None:
                 built.runner.start()
             old = {s: signal.signal(s, lambda *_: node.stop())
@@ -377,8 +363,10 @@ def serve(cfg: NodeConfig, notifier: Any = None, ctx: Optional[zmq.Context] = No
             if notifier is not None:
                 notifier.ready("%s %s serving (policy %s)" % (cfg.role, cfg.node_id, cfg.policy))
             log.info("%s %s serving: policy %s, control %s, data %s, %d peer(s), wire protocol "
-                     "%d, run %s", cfg.role, cfg.node_id, cfg.policy, cfg.control_bind,
-                     cfg.data_bind, len(cfg.peers), wire.VERSION, built.transport.twins.run_id)
+                     "%d, run %s", cfg.role, cfg.node_id, cfg.policy,
+                     built.transport.bound.get("control", cfg.control_bind),
+                     built.transport.bound.get("data", cfg.data_bind), len(cfg.peers),
+                     wire.VERSION, built.transport.twins.run_id)
             freeze_startup_objects()  # full collections skip what start-up built (collector.py)
             node.run()
         finally:

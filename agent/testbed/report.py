@@ -73,8 +73,9 @@ class RunResult:
     faults: List[dict] = field(default_factory=list)
     phases: Dict[str, dict] = field(default_factory=dict)
     recovery_s: Optional[float] = None
-    # mean utilisation of each shaped link over the load {"a->b": rho} (wire bytes the sender
-    # sent / load time / real rate) and the senders' own rate estimates at the end, bytes/s
+    # mean utilisation of each shaped link {"a->b": rho} (wire bytes the sender sent / the time
+    # from the rate's first task to its last record / real rate; agent.testbed.columns) and the
+    # senders' own rate estimates at the end, bytes/s
     link_utilisation: Dict[str, float] = field(default_factory=dict)
     link_rate_measured_bytes_s: Dict[str, float] = field(default_factory=dict)
     dtoee_phases: Dict[str, int] = field(default_factory=dict)  # how they ended (phasecheck)

@@ -11,7 +11,6 @@ and ``--json`` can be written.
 
 from __future__ import annotations
 
-import errno
 import os
 import time
 from typing import Optional
@@ -19,6 +18,8 @@ from typing import Optional
 from agent.errors import UsageError
 
 LOCK_NAME = ".lock"
+# the lock file is opened without blocking or following a link (agent.ops.lockfile)
+LOCK_FIX = "remove it (the testbed locks a regular file there)"
 RUN_INFO = "testbed.json"  # how the run was asked for (topology, mdi mode, ...), for `report`
 
 
@@ -83,21 +84,15 @@ class RunLock:
     """An exclusive, non-blocking ``flock`` on ``RUN/.lock``, released on close or exit."""
 
     def __init__(self, run_dir: str):
-        import fcntl
+        from agent.ops import lockfile
 
         self.path = os.path.join(run_dir, LOCK_NAME)
-        self._fd: Optional[int] = _open_lock(self.path, os.O_RDWR | os.O_CREAT)
         try:
-            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as exc:
-            os.close(self._fd)
-            self._fd = None
-            if exc.errno in (errno.EWOULDBLOCK, errno.EACCES):
-                raise UsageError("%s is in use by another testbed (pid in %s)"
-                                 % (run_dir, self.path)) from None
-            raise
-        os.ftruncate(self._fd, 0)
-        os.write(self._fd, ("%d\n" % os.getpid()).encode("ascii"))
+            self._fd: Optional[int] = lockfile.take(self.path, "run lock", LOCK_FIX)
+        except lockfile.Busy:
+            raise UsageError("%s is in use by another testbed (pid in %s)"
+                             % (run_dir, self.path)) from None
+        lockfile.write_holder(self._fd, "%d\n" % os.getpid())
 
     def close(self) -> None:
         """Release the lock (the file stays, empty of meaning)."""
@@ -114,29 +109,9 @@ class RunLock:
 
 def in_use(run_dir: str) -> bool:
     """Whether a testbed still holds ``run_dir``'s lock."""
-    import fcntl
+    from agent.ops.lockfile import holder
 
-    path = os.path.join(run_dir, LOCK_NAME)
-    if not os.path.lexists(path):
-        return False
-    fd = _open_lock(path, os.O_RDONLY)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        return True
-    finally:
-        os.close(fd)
-    return False
-
-
-def _open_lock(path: str, flags: int) -> int:
-    """Open ``RUN/.lock`` without blocking or following a link: a FIFO there would hang the
-    testbed in ``open``, a symbolic link would lock (or create) a file elsewhere; anything but a
-    regular file is a one-line ``UsageError`` naming the path."""
-    from agent.ops.files import open_regular
-
-    return open_regular(path, "run lock", flags, 0o644, follow_links=False,
-                        fix="remove it (the testbed locks a regular file there)")
+    return holder(os.path.join(run_dir, LOCK_NAME), "run lock", LOCK_FIX) is not None
 
 
 def rate_label(total_rate: float) -> str:
