@@ -5,18 +5,20 @@ A side of the node (``source.SourceSide``, ``worker.WorkerSide``) hands an ``Out
 it names none, offered again oldest first: ``agent.node.outqueue``), encoded, sent (after the
 emulated link's pacing, when links are emulated) and kept until a hop it was sent to ACKs its
 key (``on_ack``; another peer's ACK of it is ignored, counted as ``ack_not_sent_<peer>``).
-With no ACK by its deadline, ``run_timers`` re-sends it to another successor (a result: to its
-source again), at most ``MAX_HOP_RESENDS`` times. The same timer heap carries the sides' own
-timers (``call_at``).
+With no ACK by its deadline (``ack_timeout_s`` after the link is expected to have carried it:
+paced, or at the link's known rate, ``agent.node.linkclock``), ``run_timers`` re-sends it to
+another successor (a result: to its source again), at most ``MAX_HOP_RESENDS`` times. The same
+timer heap carries the sides' own timers (``call_at``).
 
 Back-pressure: a receiver that cannot take a task (queue full, no route on) names its key in
 the ``refused`` list of its ACK; ``on_ack`` then marks that successor ``unavailable`` for the
 ``retry_s`` it asked (``NodeView.alive_successors`` leaves it out) and routes the task again at
 once: to another successor, or into ``waiting`` until the hold ends (a timer retries then).
 A task past its deadline (``OutItem.expires``, sent as the remaining ``ttl_s``) is dropped
-wherever it waits (``drop_deadline``): its source has given up on it. ACKs (and refusals) go
-once per poll (``flush_replies``), per sender, and so do results on a link without pacing: one
-RESULTS message per source (``flush_results``), each result in custody under its own key.
+wherever it waits (``drop_deadline``), a paced link's queue included: its source has given up
+on it. ACKs (and refusals) go once per poll (``flush_replies``), per sender, and so do results
+on a link without pacing: RESULTS messages per source (``flush_results``), each result in
+custody under its own key.
 
 Liveness: what was sent on a dropped data connection (``on_link_down``) is routed again at
 once; a late task whose connection is up is not copied onto it again when no other successor is
@@ -43,7 +45,8 @@ from agent.protocol.wire import Kind
 from agent.ops.metrics import NullMetrics
 from agent.policies.api import AgentPolicy, NodeView, TaskInfo
 from agent.node import outqueue
-from agent.node.outitem import Custody, OutItem, wire_bytes_of
+from agent.node.linkclock import LinkClock, links_behind, rate_measured
+from agent.node.outitem import Custody, OutItem, result_batches, wire_bytes_of
 from agent.node.rejects import Rejects
 
 log = logging.getLogger("agent.node.loop")  # these are the loop's steps: logged under its name
@@ -76,8 +79,10 @@ class Outbox:
         self.pacers = ({p.id: LinkPacer(p.link_rate_bytes_s) for p in cfg.peers}
                        if cfg.emulate_links else {})
         self._paced: List[Any] = []  # heap of (due, seq, item, frames) for emulated links
+        self._out_count = outqueue.OutputCount()  # O_n for the view
         # measured link rates; each estimate replaces the configured one in the view
         self.link_rates = LinkRates({p.id: p.link_rate_bytes_s for p in cfg.peers})
+        self.link_clock = LinkClock()  # links nothing paces: when each is expected to be free
         self._timers: List[Any] = []  # heap of (due, seq, key, side's timer?)
         self._seq = 0
         self._replies: Dict[Any, List[str]] = {}  # (identity, refusal reason) -> keys
@@ -119,7 +124,8 @@ class Outbox:
         """The policy's view with this moment's queue lengths (O_n: ``outqueue``) and mu."""
         v = self.view
         v.input_queue = self.input_queue()
-        v.output_queue = outqueue.output_tasks(self.waiting, self._paced, self.items, self.clock())
+        v.output_queue = self._out_count(self.policy, self.waiting, self._paced, self.items,
+                                         self.clock())
         self.capacity.refresh(v)
         if v.unavailable:
             now = self.clock()
@@ -156,17 +162,18 @@ class Outbox:
             self.transport.reply(identity, wire.encode(Kind.ACK, self.node_id, fields))
 
     def flush_results(self, now: Optional[float] = None) -> None:
-        """Send the results collected since the last call: one RESULTS message per source (of
-        at most ``wire.MAX_BATCH``), so a busy worker pays one send per batch, not per task."""
+        """Send the results collected since the last call: RESULTS messages per source (of at
+        most ``wire.MAX_BATCH`` results, one header's bytes and this node's
+        ``max_message_bytes``: a fleet runs one value, so the source takes them), one send per
+        batch, not per task."""
         if not self._results:
             return
         batches, self._results = self._results, {}
         now = self.clock() if now is None else now
         for dest, items in batches.items():
-            for i in range(0, len(items), wire.MAX_BATCH):
-                part = [it for it in items[i:i + wire.MAX_BATCH] if self.items.get(it.key) is it]
-                if part and not self.transport.send(dest, wire.encode(
-                        Kind.RESULTS, self.node_id, {"items": [it.fields for it in part]})):
+            live = [it for it in items if self.items.get(it.key) is it]
+            for part, frames in result_batches(self.node_id, live, self.cfg.max_message_bytes):
+                if not self.transport.send(dest, frames):
                     for it in part:
                         self._unsent(it, now)
 
@@ -226,32 +233,28 @@ class Outbox:
             heapq.heappush(self._paced, (due, self._seq, item, frames))
             item.deadline = due + self.cfg.ack_timeout_s
         else:
-            item.deadline = now + self.cfg.ack_timeout_s
             item.link_start = now
             if not self.transport.send(item.dest, frames):
                 return self._unsent(item, now)
+            # its ACK cannot come before the link has carried it and what went before it
+            item.link_end = self.link_clock.reserve(
+                item.dest, now, nbytes, self.view.link_rate_bytes_s.get(item.dest, 0.0))
+            item.deadline = item.link_end + self.cfg.ack_timeout_s
         self._push(item.deadline, item.key, False)
 
     def _unsent(self, item: OutItem, now: float) -> None:
         # Peer unreachable now: try elsewhere soon, backing off if every peer fails.
-        item.link_start = 0.0
+        item.link_start = item.link_end = 0.0
         item.deadline = now + min(self.cfg.ack_timeout_s, 0.02 * item.resends)
         self._push(item.deadline, item.key, False)
 
     def _hold_full_links(self, now: float) -> None:
         """Hold off each successor more than ``LINK_QUEUE_MAX_S`` of link time behind."""
-        if self.items.fits((self.link_rates.prior, self.view.link_rate_bytes_s), LINK_QUEUE_MAX_S):
+        rates = (self.link_rates.prior, self.view.link_rate_bytes_s)
+        if self.items.fits(rates, LINK_QUEUE_MAX_S):
             return  # the common case, without a scan of every item
-        queued: Dict[str, int] = {}
-        for i in self.items.values():
-            if i.kind == Kind.TASK and i.link_start > 0:
-                queued[i.dest] = queued.get(i.dest, 0) + wire_bytes_of(i.nbytes)
-        for peer, nbytes in queued.items():
-            rates = [r for r in (self.link_rates.prior.get(peer, 0.0),
-                                 self.view.link_rate_bytes_s.get(peer, 0.0)) if r > 0]
-            if not rates or nbytes <= min(rates) * LINK_QUEUE_MAX_S:
-                continue
-            hold = min(max(nbytes / min(rates) - LINK_QUEUE_MAX_S, HOLD_MIN_S), HOLD_MAX_S)
+        for peer, over_s in links_behind(self.items.values(), rates, LINK_QUEUE_MAX_S).items():
+            hold = min(max(over_s, HOLD_MIN_S), HOLD_MAX_S)
             if self.view.unavailable.get(peer, 0.0) < now + hold:
                 self.view.unavailable[peer] = now + hold
                 self.refused_why[peer] = "link_full"
@@ -281,6 +284,7 @@ class Outbox:
                 del self.items[key]
                 self.counters["refused_by_" + peer] += 1
                 item.tried.append(peer)
+                self.link_clock.carried(peer, item.link_end, now)  # it came, to be refused
                 item.link_start = 0.0
                 self.send(item, now, True)
         measured = 0
@@ -293,6 +297,8 @@ class Outbox:
                 continue
             del self.items[key]
             self.counters["acked"] += 1
+            if item.dest == peer:  # its link has carried it
+                self.link_clock.carried(peer, item.link_end, now)
             # only a first send's ACK measures: after a resend it may come from the other hop
             if item.link_start > 0 and item.resends == 0 and item.dest == peer:
                 self.link_rates.observe(peer, item.link_start, now, wire_bytes_of(item.nbytes))
@@ -300,24 +306,12 @@ class Outbox:
                 if item.kind == Kind.TASK:  # D_nm for the policy
                     self.policy.on_transfer(peer, now - item.link_start,
                                             0 if item.tensor is None else item.tensor.nbytes)
-        if measured:
-            self._link_measured(peer)
-
-    def _link_measured(self, peer: str) -> None:
-        """``peer``'s link has new rate samples (``LinkRates``, once per ACK message): while it
-        has an estimate the view (DTO-EE, BF), stats (``link_rate_bytes_s_<peer>``) and metrics
-        use it; when its samples stop supporting one, the configured rate is back."""
-        got = self.link_rates.estimate(peer)
-        self.view.link_rate_bytes_s[peer] = self.link_rates.rate(peer)
-        if got is not None:
-            self.counters["link_rate_bytes_s_" + peer] = int(got)
-            self.metrics.link_rate(peer, got)
-        else:
-            self.counters.pop("link_rate_bytes_s_" + peer, None)
-            self.metrics.link_rate_gone(peer)
+        if measured:  # once per ACK message
+            rate_measured(self.link_rates, peer, self.view, self.counters, self.metrics)
 
     def on_link_down(self, peer: str, now: float) -> None:
         """``peer``'s data connection dropped, and with it what was sent on it: route it again."""
+        self.link_clock.reset(peer)
         for item in self.items.values():
             if item.dest == peer and item.conn < self.transport.data_drops.get(peer, 0):
                 item.deadline = now
@@ -370,10 +364,16 @@ class Outbox:
         return min(due) if due else None
 
     def run_paced(self, now: float) -> None:
-        """Hand every paced message whose link slot has come to its socket."""
+        """Hand every paced message whose link slot has come to its socket; a task whose
+        deadline passed while it waited is dropped (``deadline``), as its receiver would."""
         while self._paced and self._paced[0][0] <= now:
             _, _, item, frames = heapq.heappop(self._paced)
-            if self.items.get(item.key) is item and not self.transport.send(item.dest, frames):
+            if self.items.get(item.key) is not item:
+                continue
+            if item.expires and now >= item.expires:
+                del self.items[item.key]
+                self.drop("deadline")
+            elif not self.transport.send(item.dest, frames):
                 self._unsent(item, now)  # backing off as an unpaced send does: no spin
 
     def run_timers(self, now: float, on_timer: Callable[[str, float], None]) -> None:

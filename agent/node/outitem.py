@@ -1,14 +1,16 @@
-"""What the outbox holds in custody: one task or result until the next hop ACKs it."""
+"""What the outbox holds in custody: one task or result until the next hop ACKs it, and the
+RESULTS messages its results go back in."""
 
 from __future__ import annotations
 
 import functools
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
 from agent.net.links import message_wire_bytes
+from agent.protocol import wire
 from agent.protocol.wire import Kind
 
 # a stage's messages come in a few sizes: numpy per call costs ~5 us per ACKed item
@@ -28,6 +30,9 @@ class OutItem:
     resends: int = 0
     deadline: float = 0.0
     link_start: float = 0.0  # monotonic time its last send began on the link (0: not sent)
+    # monotonic time a link nothing paces is expected to have carried its last send
+    # (``agent.node.linkclock``; the send's time at an unknown rate; 0: paced, or not sent)
+    link_end: float = 0.0
     expires: float = 0.0  # monotonic time its source gives up on it (0: never; results)
     # a result is re-sent until then whatever its count of re-sends: its one destination, the
     # source, may be restarting (a fresh process takes a while to be reachable again)
@@ -100,3 +105,23 @@ class Custody(dict):
 
     # the dict's other ways in and out would bypass the counts
     update = setdefault = popitem = clear = _closed  # type: ignore[assignment]
+
+
+def result_batches(sender: str, items: Sequence[OutItem], limit_bytes: int
+                   ) -> Iterator[Tuple[Sequence[OutItem], List[Any]]]:
+    """The RESULTS messages that carry ``items`` (results for one source) in order, each with
+    its results: at most ``wire.MAX_BATCH`` results and ``limit_bytes`` a message, nor more
+    than a receiver decodes as one header (``wire.MAX_HEADER_BYTES``: a RESULTS message is all
+    header). A longer message is split in halves until it fits (128 results with the widest
+    ids and tokens take about 70 KB, and ``max_message_bytes`` may be as low as 1 KiB); one
+    result alone goes as it is (the widest takes under 700 bytes)."""
+    limit_bytes = min(limit_bytes, wire.MAX_HEADER_BYTES)
+    todo = [items[i:i + wire.MAX_BATCH] for i in range(0, len(items), wire.MAX_BATCH)][::-1]
+    while todo:
+        part = todo.pop()
+        frames = wire.encode(Kind.RESULTS, sender, {"items": [it.fields for it in part]})
+        if len(part) > 1 and wire.frames_nbytes(frames) > limit_bytes:
+            half = len(part) // 2
+            todo += [part[half:], part[:half]]  # the first half goes next: the order is kept
+            continue
+        yield part, frames

@@ -27,6 +27,29 @@ from agent.node.outitem import OutItem
 from agent.protocol.wire import Kind
 
 
+PACED_RECOUNT_S = 0.1  # a policy that does not decide by O_n task by task: recount this often
+
+
+class OutputCount:
+    """O_n (``output_tasks``) with its scan of the emulated links' queues bounded: exact on
+    every call for a policy that decides by O_n task by task (``in_order``: MDI-Exit), else the
+    links' part counted again at most every ``PACED_RECOUNT_S`` (only status, heartbeats and
+    metrics read it then). A scan of 80 queued tasks takes about 12 us, and the view is taken
+    two or three times per task."""
+
+    def __init__(self) -> None:
+        self._paced_n = 0
+        self._at = -float("inf")
+
+    def __call__(self, policy: Any, waiting: List[OutItem], paced: List[Any],
+                 items: Mapping[str, OutItem], now: float) -> int:
+        if not paced:
+            return len(waiting)
+        if in_order(policy) or now >= self._at + PACED_RECOUNT_S:
+            self._paced_n, self._at = output_tasks([], paced, items, now), now
+        return len(waiting) + self._paced_n
+
+
 def output_tasks(waiting: List[OutItem], paced: List[Any], items: Mapping[str, OutItem],
                  now: float) -> int:
     """O_n, the tasks waiting to leave this node: those held (``waiting``) and those sent on an

@@ -91,7 +91,7 @@ class NodeView:
     capacity_flops: float = 0.0  # own mu (workers)
     arrival_rate_tasks_s: float = 0.0  # own phi: measured (workers) or configured (sources)
     input_queue: int = 0  # tasks waiting for / in the engine
-    output_queue: int = 0  # tasks waiting to be handed to a successor (not yet ACKed)
+    output_queue: int = 0  # O_n: tasks waiting to leave (held, or queued on an emulated link)
     service_time_s: float = 0.0  # own per-task compute time (Gamma)
     alive: Set[str] = field(default_factory=set)  # neighbours heard from recently
     peer_state: Dict[str, Dict[str, Any]] = field(default_factory=dict)  # last heartbeat fields

@@ -126,8 +126,9 @@ def test_output_queue_counts_tasks_waiting_to_leave_not_results_nor_tasks_in_tra
     earlier ones); a task the link carries or that awaits its ACK is in transfer (D_nm), and a
     result awaiting its source's ACK is no task: neither counts."""
     rate = 2e4  # bytes/s: one demo task takes the link ~0.3 s, three fit its 1 s budget
-    out, close = _outbox(tmp_path, AgentPolicy({1: 0.5}, {}), {"n2": (2, 0)}, rate=rate,
-                         emulate_links=True)
+    pol = AgentPolicy({1: 0.5}, {})
+    pol.held_in_order = True  # decides by O_n task by task, as MDI-Exit: counted on every view
+    out, close = _outbox(tmp_path, pol, {"n2": (2, 0)}, rate=rate, emulate_links=True)
     try:
         now = 100.0
         out.clock = lambda: now
@@ -409,3 +410,26 @@ def test_every_mdi_preset_gives_its_nodes_room_for_the_queue_rules_in_every_mode
             assert cfg.max_queue_tasks >= queue_room(params) == 80
             assert queue_room_problem(params, cfg.max_queue_tasks, cfg.role,
                                       cfg.last_stage > cfg.stage) == ""
+
+
+def test_a_policy_not_deciding_by_o_n_gets_the_links_part_recounted_at_most_every_tick(tmp_path):
+    """For a policy that reads O_n only in status, heartbeats and metrics, the emulated links'
+    queued tasks are counted again at most every PACED_RECOUNT_S (a scan per view cost ~12 us
+    with 80 queued), held tasks always at once; after the interval the count is exact."""
+    from agent.node.outqueue import PACED_RECOUNT_S
+
+    rate = 2e4
+    out, close = _outbox(tmp_path, AgentPolicy({1: 0.5}, {}), {"n2": (2, 0)}, rate=rate,
+                         emulate_links=True)
+    try:
+        now = 100.0
+        out.clock = lambda: now
+        assert out.current_view().output_queue == 0  # counted now: nothing queued
+        for i in range(3):
+            out.send(_task(i), now)
+        out.waiting.append(_task("held"))
+        assert out.current_view().output_queue == 1  # the held task at once, the links' later
+        now += PACED_RECOUNT_S
+        assert out.current_view().output_queue == 3  # t1 and t2 behind t0 on the link, + held
+    finally:
+        close()

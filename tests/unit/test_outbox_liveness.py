@@ -102,7 +102,9 @@ def test_a_late_task_is_not_copied_onto_the_connection_it_is_still_on(node):
     now = time.monotonic()
     out.send(_task("t1"), now)
     assert out.items["t1"].dest == "w1" and _received(routers["w1"]) == 1
-    later = now + out.cfg.ack_timeout_s + 0.01
+    # its ACK deadline counts from when its 40 KB/s link is expected to have carried it
+    later = out.items["t1"].deadline + 0.01
+    assert later > now + message_wire_bytes(3136) / SLOW_BYTES_S + out.cfg.ack_timeout_s
     out.run_timers(later, lambda key, t: None)
     item = out.items["t1"]
     assert item.dest == "w1" and item.resends == 0 and out.counters["held_same_link"] == 1
