@@ -48,7 +48,8 @@ def run(args: argparse.Namespace) -> int:
 
     from agent.errors import UsageError
     from agent.fleet.inventory import load_inventory
-    from agent.fleet.render import DEFAULT_BUNDLE, RenderOptions, render, summary_lines
+    from agent.fleet.render import DEFAULT_BUNDLE, RenderOptions, render
+    from agent.fleet.render_notes import summary_lines
     from agent.policies.registry import lookup
     from agent.testbed.topology import TopologyError, load_topology
 
@@ -72,7 +73,9 @@ def run(args: argparse.Namespace) -> int:
     opts = RenderOptions(out_dir=os.path.abspath(args.out), policy=policy,
                          bundle=args.bundle or os.path.join(root, DEFAULT_BUNDLE.lstrip("/")),
                          root=root, clients=tuple(args.client or ["workstation"]),
-                         rate_tasks_s=args.rate, emulate=args.emulate)
+                         rate_tasks_s=args.rate, emulate=args.emulate,
+                         policy_from="--policy" if args.policy else
+                         "fleet.policy" if fleet_policy else "")
     cfgs, made, dropped = render(topo, hosts, opts)
     for line in summary_lines(topo, hosts, cfgs, made, opts.out_dir, opts, dropped):
         print(line)

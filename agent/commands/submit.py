@@ -48,17 +48,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="write a run folder DIR/YYYYmmdd-HHMMSS (DIR/latest) with one "
                              "record per input, for `edge-agent report DIR`")
     parser.add_argument("--max-message-bytes", type=int, default=None, metavar="N",
-                        help="the source's max_message_bytes (its node config; default: the "
-                             "node config's default): a larger input is refused before sending")
+                        help="the source's max_message_bytes (its node config; default: with "
+                             "--fleet the one its fleet.json records, else the node config's "
+                             "default): a larger input is refused before sending")
 
 
 def _endpoint_and_keys(args):
+    """The endpoint, the CURVE keys (or None) and the source's ``max_message_bytes`` as its
+    fleet's ``fleet.json`` records it (None: no --fleet, or a render that did not record it)."""
     from agent.fleet.client import ClientKeys
     from agent.errors import UsageError
     from agent.fleet.manifest import require_manifest
 
     endpoint, key, server = args.endpoint, args.key, args.server_key
     named = "--key/--server-key"  # the options a key error is about
+    limit = None
     if args.fleet:
         man = require_manifest(args.fleet)  # every entry checked: an object, fields typed
         node = man["nodes"].get(args.source or "")
@@ -68,6 +72,7 @@ def _endpoint_and_keys(args):
                                                        if v.get("client"))))
         folder = args.fleet if os.path.isdir(args.fleet) else os.path.dirname(args.fleet)
         endpoint = endpoint or node["client"]
+        limit = node.get("max_message_bytes")  # checked by load_manifest: an int > 0
         if not key:
             named = "--client %s (the fleet's keys/clients/)" % args.client
         key = key or os.path.join(folder, "keys", "clients", args.client + ".key_secret")
@@ -83,7 +88,7 @@ def _endpoint_and_keys(args):
         keys = ClientKeys.load(key, server) if key else None
     except ValueError as exc:
         raise UsageError("%s: %s" % (named, exc)) from None
-    return endpoint, keys
+    return endpoint, keys, limit
 
 
 def _inputs(args):
@@ -145,10 +150,10 @@ def run(args: argparse.Namespace) -> int:
     if args.max_message_bytes is not None and args.max_message_bytes <= 0:
         raise UsageError("--max-message-bytes: must be > 0 (the source's max_message_bytes), "
                          "got %d" % args.max_message_bytes)
-    endpoint, keys = _endpoint_and_keys(args)
+    endpoint, keys, limit = _endpoint_and_keys(args)
     x, y = _inputs(args)
     if threading.current_thread() is not threading.main_thread():  # no signals there
-        return _send_all(args, endpoint, keys, x, y, [])
+        return _send_all(args, endpoint, keys, x, y, [], limit)
     got: list = []  # signals not acted on yet (pyzmq may drop what their handler raised)
 
     def on_signal(signum, frame):  # SIGTERM as Ctrl-C: answers so far, then the summary
@@ -157,16 +162,18 @@ def run(args: argparse.Namespace) -> int:
 
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
     try:
-        return _send_all(args, endpoint, keys, x, y, got)
+        return _send_all(args, endpoint, keys, x, y, got, limit)
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
 
 
-def _send_all(args, endpoint: str, keys, x, y, got: list) -> int:
+def _send_all(args, endpoint: str, keys, x, y, got: list, fleet_limit=None) -> int:
     """Send the inputs ``x`` (one per row), one at a time or at ``--rate``, printing each
     answer; the exit status. ``got``: the signals whose handler ran and that were not acted on
-    yet (the client raises them again between its polls)."""
+    yet (the client raises them again between its polls); ``fleet_limit``: the source's
+    ``max_message_bytes`` as its fleet.json records it (None: not known), the client's limit
+    unless ``--max-message-bytes`` gives one."""
     import signal
     from agent.errors import UsageError
     from agent.fleet.client import Client
@@ -178,13 +185,16 @@ def _send_all(args, endpoint: str, keys, x, y, got: list) -> int:
     n = args.count or len(x)
     tally = Tally(y, len(x))
     tally.source = args.source if args.fleet else None
+    given = args.max_message_bytes
     with Client(endpoint, keys, name="submit", timeout_s=args.timeout,
-                max_message_bytes=args.max_message_bytes) as client:
+                max_message_bytes=fleet_limit if given is None else given) as client:
         def interrupted() -> None:
             if got:
                 raise Terminated if got[-1] == signal.SIGTERM else KeyboardInterrupt
         client.interrupted = interrupted
-        check_size(args.images, client, x, n)  # as stored: what goes on the wire
+        # as stored: what goes on the wire
+        check_size(args.images, client, x, n, "" if given is not None or fleet_limit is None
+                   else "fleet.json's, for %s" % args.source)
         ended = ""  # the signal that ended the run early ("" when none did)
         try:
             problem = client.check_connection(min(args.timeout, CONNECT_WAIT_S))
@@ -194,7 +204,8 @@ def _send_all(args, endpoint: str, keys, x, y, got: list) -> int:
             tally.out = _records_out(args, client, n)
             if args.rate:
                 send_at_rate(args, client, endpoint, x, n, tally)
-            for _ in () if args.rate else _answered(args, client, endpoint, x, n, tally):
+            for _ in () if args.rate else _answered(args, client, endpoint, x, n, tally,
+                                                    fleet_limit):
                 pass
         except KeyboardInterrupt as exc:
             del got[:]  # acted on: the wait below is not cut short by it again
@@ -240,13 +251,13 @@ def _records_out(args, client, n: int):
         "max_message_bytes": client.max_message_bytes})
 
 
-def _answered(args, client, endpoint: str, x, n: int, tally):
+def _answered(args, client, endpoint: str, x, n: int, tally, fleet_limit=None):
     """Send input after input of ``x`` (the connection checked) and record each answer,
     yielding the index of the input about to be sent; ``UsageError`` when the run cannot go on
-    (said in one line)."""
+    (said in one line). ``fleet_limit``: as ``_send_all``'s."""
     from agent.fleet.client import no_answer
     from agent.errors import UsageError
-    from agent.commands.submit_checks import file_refusal
+    from agent.commands.submit_checks import dropped_for_size, file_refusal
 
     tally.header()
     for i in range(n):
@@ -272,8 +283,10 @@ def _answered(args, client, endpoint: str, x, n: int, tally):
         problem = client.check_connection(CONNECT_WAIT_S if i == 0 else min(
             args.timeout, CONNECT_WAIT_S))
         if i == 0:  # nothing at all came back: a lone input says the same as a first one
+            # a message over about twice the source's limit: ZeroMQ drops the connection
+            dropped = "" if problem else dropped_for_size(client, x, tally.pending, fleet_limit)
             raise UsageError("no answer from %s within %g s: %s%s" % (
-                endpoint, args.timeout, problem or (
+                endpoint, args.timeout, problem or dropped or (
                     "the endpoint took the connection, so --timeout may be too short for the "
                     "fleet's delay, or a source there speaks another wire protocol (compare "
                     "`edge-agent --version` here and there)" if client.connected else

@@ -1,14 +1,17 @@
 """What ``edge-agent submit`` checks besides its options: the class count of the fleet's
 bundle (labels outside it are refused), arrays of ``--images`` it does not read, a source's
 refusal of the file's dtype or shape (the same for every input of the file), the size of an
-input's message, and whether the source took the connection (a handshake done) when no answer
-came. Inputs are sent as stored: a source scales uint8 images for its float stage 1 itself."""
+input's message (against the source's ``max_message_bytes``: ``--max-message-bytes``, else
+the one its fleet's ``fleet.json`` records, else the node config's default), whether the
+source took the connection (a handshake done) when no answer came, and whether the message
+was big enough for ZeroMQ to drop the connection. Inputs are sent as stored: a source scales
+uint8 images for its float stage 1 itself."""
 
 from __future__ import annotations
 
 import os
 import time
-from typing import Any, Tuple
+from typing import Any, Optional, Tuple
 
 import numpy as np
 
@@ -34,19 +37,48 @@ def fleet_classes(fleet: str) -> Tuple[int, str]:
         return 0, ""  # another machine's path, or no bundle at all: nothing known
 
 
-def check_size(images: str, client: Any, x: Any, n: int) -> None:
+def check_size(images: str, client: Any, x: Any, n: int, recorded: str = "") -> None:
     """``UsageError`` (``n`` inputs not sent) when the file's inputs ``x``, all of one size, are
-    above the source's ``max_message_bytes`` (``--max-message-bytes``, else the node config's
-    default): the source would refuse them, and above twice the limit ZeroMQ drops the
-    connection. Weighed under the run's longest task id (the last input's), as it is sent."""
+    above the source's ``max_message_bytes`` (the client's limit: ``--max-message-bytes``, else
+    the fleet's record of it, ``recorded`` saying so, else the node config's default): the
+    source would refuse them, and above twice the limit ZeroMQ drops the connection. Weighed
+    under the run's longest task id (the last input's), as it is sent."""
     from agent.errors import UsageError
     from agent.fleet.client import InputTooLarge
 
     try:
         client.frames(x[:1], "submit-%d-%d" % (os.getpid(), max(n, 1)))
     except InputTooLarge as exc:
-        raise UsageError("--images: %s: %s (--max-message-bytes here); %d input(s) not sent"
-                         % (images, exc, n)) from None
+        text = str(exc)
+        if recorded:  # the limit is the source's own, as rendered: not "given" here
+            text = text.replace("(given)", "(%s)" % recorded).replace(
+                "give the client that limit", "render the fleet again")
+        raise UsageError("--images: %s: %s%s; %d input(s) not sent"
+                         % (images, text, "" if recorded else " (--max-message-bytes here)",
+                            n)) from None
+
+
+def dropped_for_size(client: Any, x: Any, tid: str, recorded: Optional[int] = None) -> str:
+    """Why no answer came to the input ``x[:1]`` sent as ``tid`` when its message is over twice
+    the source's ``max_message_bytes`` as known here (``recorded``: the fleet's record of it;
+    else the node config's default), "" when it is not: ZeroMQ drops a connection whose message
+    is over about twice the receiver's limit, so the source never saw it. ``check_size``
+    refuses such an input first unless ``--max-message-bytes`` said more than that limit."""
+    from agent.config.node import DEFAULT_MAX_MESSAGE_BYTES
+    from agent.fleet.client import task_frames
+    from agent.protocol import wire
+
+    limit = recorded or DEFAULT_MAX_MESSAGE_BYTES
+    size = wire.frames_nbytes(task_frames(x[:1], tid, client.name))
+    if size <= 2 * limit:
+        return ""
+    return ("its message of %d bytes is over twice the source's max_message_bytes %d (%s), and "
+            "ZeroMQ drops a connection whose message is over about twice the source's "
+            "max_message_bytes, so the source never sees the input; --max-message-bytes %d says "
+            "it takes more: unless its node config sets max_message_bytes to at least %d, raise "
+            "it there, or send smaller inputs"
+            % (size, limit, "fleet.json's" if recorded else
+               "the node config's default", client.max_message_bytes, size))
 
 
 def check_label_range(y: Any, classes: int, bundle: str, where: str) -> None:

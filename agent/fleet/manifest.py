@@ -4,7 +4,9 @@
 every node entry is checked on reading: an object whose fields (when there) have the type the
 render writes. A wrong one is one ``UsageError`` naming the file and the entry
 (``DIR/fleet.json: nodes.cam1: must be an object``), never an error deep in a command.
-Unknown fields are left alone (a newer render may add some).
+Unknown fields are left alone (a newer render may add some), and a field a render of an
+earlier version did not write is simply absent (``max_message_bytes``: the reader then takes
+its own default).
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ MANIFEST = "fleet.json"
 TEXT_FIELDS = ("host", "role", "control", "data", "client", "metrics", "user", "public_key",
                "metrics_tunnel", "metrics_local")
 STAGE_FIELDS = ("stage", "last_stage")
+# whole numbers > 0: the node's limit on one message, as its config has it
+COUNT_FIELDS = ("max_message_bytes",)
 
 
 def load_manifest(path: str) -> Optional[dict]:
@@ -41,8 +45,9 @@ def load_manifest(path: str) -> Optional[dict]:
 
 
 def check_nodes(nodes: dict, path: str) -> None:
-    """Every node entry of a manifest's ``nodes``: an object, its text fields text and its
-    stage fields whole numbers >= 0 (a bool is no stage, though JSON's true is an int)."""
+    """Every node entry of a manifest's ``nodes``: an object, its text fields text, its
+    stage fields whole numbers >= 0 and its count fields whole numbers > 0 (a bool is neither,
+    though JSON's true is an int)."""
     for n, entry in nodes.items():
         where = "%s: nodes.%s" % (path, n)
         if not isinstance(entry, dict):
@@ -56,6 +61,11 @@ def check_nodes(nodes: dict, path: str) -> None:
             if isinstance(v, bool) or not isinstance(v, int) or v < 0:
                 raise UsageError("%s.%s: must be a stage number (0 for a source), got %s"
                                  % (where, key, _shown(v)))
+        for key in COUNT_FIELDS:
+            v = entry.get(key, 1)
+            if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
+                raise UsageError("%s.%s: must be a whole number of bytes > 0 (the node "
+                                 "config's), got %s" % (where, key, _shown(v)))
 
 
 def _shown(value) -> str:

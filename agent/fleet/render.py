@@ -22,8 +22,14 @@ the topology's own ``fleet`` fields the testbed reads (``replay``, ``result_time
 over unless asked (``emulate``): a device's capacity is measured and
 a link's rate is a prior the sender corrects.
 
+``fleet.json`` records each node's ``max_message_bytes``: ``submit --fleet`` and the testbed
+driving the fleet take it as the source's limit on one input's message. A node on a loopback
+inventory host serves its metrics on that address (``::1`` too), the one ``fleet.json`` names.
+
 All or nothing: node ids, hosts, the rate and OUT are checked first, every node's config is
-parsed before any device file is written, and it is all written into a new folder next to OUT
+parsed, and each worker's placement checked against the policy as ``run`` checks it
+(``check_placement``: a policy of one stage per worker refuses a worker with several), before
+any device file is written, and it is all written into a new folder next to OUT
 (holding a copy of OUT/keys: existing keys are kept, never made again) that replaces OUT only
 when everything succeeded. A failed render leaves OUT as it was; a render never mixes with an
 earlier one's devices. OUT may hold only what a render writes (``RENDERED``). A render over an
@@ -39,7 +45,6 @@ import json
 import math
 import os
 import secrets
-import shlex
 import shutil
 from dataclasses import dataclass
 from typing import Dict, List, Sequence, Tuple
@@ -48,9 +53,9 @@ from agent.config.checks import PATH_FIELDS
 from agent.config.node import ConfigError, NodeConfig, dump_config, parse_config
 from agent.errors import UsageError
 from agent.fleet.inventory import Host
-from agent.fleet.render_notes import (ETC, Dropped, clients_summary, dropped_since,
-                                      metrics_tunnels, removed_summary, retired_keys,
-                                      sheet_text, tunnels_summary, workstation_paths_summary)
+from agent.fleet.render_notes import (DRIVE_TOPOLOGY, ETC, Dropped, dropped_since,
+                                      loopback_address, metrics_tunnels, metrics_url,
+                                      sheet_text)
 from agent.fleet.replay import place_replay, replay_set, write_replay
 from agent.ops.atomic import is_mount_point, replace_dir, write_atomic
 from agent.ops.state import DEFAULT_STATE_DIR
@@ -78,6 +83,9 @@ class RenderOptions:
     clients: Sequence[str] = ("workstation",)  # client keypairs allowed on the sources
     rate_tasks_s: float = 0.0  # > 0: sources make Poisson load themselves; 0: client mode
     emulate: bool = False  # keep the topology's emulated capacities and link rates
+    # where ``policy`` came from, for the placement refusal: "--policy", "fleet.policy" (the
+    # topology's) or "" (the default)
+    policy_from: str = "--policy"
 
 
 def _dev(opts: RenderOptions, path: str) -> str:
@@ -222,6 +230,8 @@ def _render_into(stage: str, topo: Topology, hosts: Dict[str, Host], opts: Rende
             "allowed_keys_dir": _dev(opts, ETC + "/fleet"),
             "metrics_port": h.metrics_port,
         })
+        if "metrics_host" not in topo.agent and loopback_address(h.host):
+            obj["metrics_host"] = loopback_address(h.host)  # where fleet.json's URL points
         place_replay(obj, replay, _dev(opts, ETC))
         for p in obj["peers"]:
             p["public_key"] = pub[p["id"]]
@@ -237,6 +247,7 @@ def _render_into(stage: str, topo: Topology, hosts: Dict[str, Host], opts: Rende
             cfgs[n] = parse_config(obj, "/", where="fleet node %s" % n)
         except ConfigError as exc:  # a value of the topology's: said where its file has it
             raise node_config_error(topo, exc, "fleet node %s" % n, obj, opts.policy) from None
+    check_placement(cfgs, opts)
     for n, cfg in cfgs.items():
         _write_device(stage, topo, n, cfg, opts)
         write_replay(os.path.join(stage, "devices", n, "etc", "edge-agent"), replay, cfg)
@@ -246,9 +257,6 @@ def _render_into(stage: str, topo: Topology, hosts: Dict[str, Host], opts: Rende
         write_atomic(os.path.join(stage, DRIVE_TOPOLOGY),
                      json.dumps(drive_topology(topo, hosts, opts), indent=1) + "\n")
     return cfgs, made
-
-
-DRIVE_TOPOLOGY = "testbed.json"  # the topology with a "fleet" object: `testbed` drives the fleet
 
 
 def drive_topology(topo: Topology, hosts: Dict[str, Host], opts: RenderOptions) -> dict:
@@ -315,6 +323,26 @@ def calibrate_args(cfg: NodeConfig) -> str:
     return args + (" --cache-dir %s" % cfg.engine_cache_dir if cfg.engine_cache_dir else "")
 
 
+def check_placement(cfgs: Dict[str, NodeConfig], opts: RenderOptions) -> None:
+    """The placement check ``run`` (and ``doctor --config``) makes of each worker config
+    (``agent.node.build.check_config``), before any device file is written: a policy that
+    models one stage per worker (its ``one_stage_only``) cannot run a worker holding several
+    (``last_stage``); one ``UsageError`` line naming those workers and ``--policy``."""
+    from agent.policies.registry import MDI_EXIT, lookup
+
+    why = lookup(opts.policy, opts.policy_from or "--policy", "agent").one_stage_only
+    wide = ["%s (stages %d-%d)" % (n, c.stage, c.stages[1]) for n, c in cfgs.items()
+            if c.role == "worker" and c.stages[1] > c.stage]
+    if not (why and wide):
+        return
+    given = {"--policy": "--policy %s", "fleet.policy": "the topology's fleet.policy %s"}.get(
+        opts.policy_from, "policy %s (the default without --policy)") % opts.policy
+    raise UsageError("%s cannot run worker%s %s: %s, and `run` and `doctor` refuse such a "
+                     "config; render with --policy %s (or another policy whose workers may "
+                     "hold several stages)" % (given, "" if len(wide) == 1 else "s",
+                                               ", ".join(wide), why, MDI_EXIT))
+
+
 def manifest_object(topo: Topology, hosts: Dict[str, Host], cfgs: Dict[str, NodeConfig],
                     opts: RenderOptions) -> dict:
     """The fleet manifest (``fleet.json``): every node's host, role and endpoints (and the
@@ -327,9 +355,8 @@ def manifest_object(topo: Topology, hosts: Dict[str, Host], cfgs: Dict[str, Node
                     "last_stage": cfg.stages[1], "control": h.endpoint(h.control_port),
                     "data": h.endpoint(h.data_port),
                     "client": h.endpoint(h.client_port) if cfg.client_bind else "",
-                    "metrics": ("http://%s/metrics" % h.netloc(h.metrics_port)
-                                if h.metrics_port else ""),
-                    "user": h.user,
+                    "metrics": metrics_url(h, cfg),
+                    "user": h.user, "max_message_bytes": cfg.max_message_bytes,
                     "public_key": os.path.join("keys", n + ".key")}
         if n in tunnels:
             nodes[n].update(metrics_tunnel=tunnels[n].command, metrics_local=tunnels[n].local)
@@ -351,43 +378,6 @@ def _write_sheets(stage: str, hosts: Dict[str, Host], cfgs: Dict[str, NodeConfig
     for n, cfg in cfgs.items():
         write_atomic(os.path.join(stage, "devices", n, "SHEET.txt"),
                      sheet_text(n, hosts[n], cfg, os.path.abspath(opts.out_dir), replay,
-                                removed.nodes, removed.clients.get(n, ()), tunnels.get(n)),
+                                removed.nodes, removed.clients.get(n, ()), tunnels.get(n),
+                                opts.root),
                      perms=0o644)
-
-
-def summary_lines(topo: Topology, hosts: Dict[str, Host], cfgs: Dict[str, NodeConfig],
-                  made: List[str], out: str, opts: RenderOptions,
-                  removed: Dropped = Dropped([], {})) -> List[str]:
-    """What ``fleet render`` prints (``removed``: what it dropped of the earlier render)."""
-    lines = ["%-8s %-6s %-5s %-16s %s" % ("node", "role", "stage", "host", "peers")]
-    for n, cfg in cfgs.items():
-        lines.append("%-8s %-6s %-5s %-16s %s" % (n, cfg.role, cfg.stage or "-", hosts[n].host,
-                                                  ", ".join(p.id for p in cfg.peers)))
-    kept = len(topo.node_ids()) + len(opts.clients) - len(made)
-    lines.append("keys: %d made, %d kept (%s)" % (len(made), kept, os.path.join(out, "keys")))
-    lines += removed_summary(removed.nodes, retired_keys(os.path.join(out, "keys"),
-                                                         topo.node_ids()), out)
-    lines += clients_summary(removed.clients)
-    if not opts.emulate and (topo.capacities_emulated
-                             or any(l.rate_bytes_s is not None for l in topo.links)):
-        lines.append("emulation off: devices measure their capacity; link rates are priors "
-                     "(--emulate keeps the topology's)")
-    lines.append("per-device files and sheets: %s/devices/NODE/ (SHEET.txt)"
-                 % out)
-    lines.append("manifest for `edge-agent status --fleet`: %s" % os.path.join(out, "fleet.json"))
-    lines += tunnels_summary(metrics_tunnels(hosts, cfgs))
-    lines += workstation_paths_summary(topo.agent)
-    if not opts.rate_tasks_s:
-        lines.append("drive load from here: " + drive_command(topo, out, opts))
-    return lines
-
-
-def drive_command(topo: Topology, out: str, opts: RenderOptions) -> str:
-    """The `testbed` command that drives the rendered fleet: its policy, and rates in tasks/s
-    (``R``) when the topology states no capacity or link rate to take a percentage of."""
-    line = "edge-agent testbed --topology %s --policies %s" % (
-        shlex.quote(os.path.join(out, DRIVE_TOPOLOGY)), shlex.quote(opts.policy))
-    if not topo.rates and all(w.emulate_capacity_flops is None for w in topo.workers) \
-            and all(l.rate_bytes_s is None for l in topo.links):
-        line += " --rates R (R: total tasks/s; the topology states no capacity for N%)"
-    return line

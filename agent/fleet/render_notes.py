@@ -1,6 +1,6 @@
-"""What ``fleet render`` tells the operator: each device's ``SHEET.txt``, the notes on nodes
-that left the fleet and on client keys dropped, and the tunnels to metrics that listen on the
-devices' loopback.
+"""What ``fleet render`` tells the operator: its summary, each device's ``SHEET.txt``, the notes
+on nodes that left the fleet and on client keys dropped, and the tunnels to metrics that listen
+on the devices' loopback.
 
 A node's public key stays in every device's ``/etc/edge-agent/fleet/`` (the agents'
 ``allowed_keys_dir``) until it is removed there: copying a newer render over it only adds
@@ -15,27 +15,33 @@ longer writes a client key an earlier one wrote for a source says, on the consol
 source's sheet, to delete the key there and restart the source (until then it answers that
 client). A node whose metrics listen on a loopback ``metrics_host`` of another machine is
 reached only through an ssh tunnel: the summary, its sheet and ``fleet.json`` (read by ``status
---fleet``) give the tunnel. The topology's ``agent`` paths are the workstation's: the summary
-names those no device config carries.
+--fleet``) give the tunnel. A node on a loopback address (a rehearsal on one machine, ``::1``
+among them) serves its metrics on that address, which ``fleet.json`` names. The topology's
+``agent`` paths are the workstation's: the summary names those no device config carries.
+
+Every device path named (the copy step, the chown lines, the doctor command, the keys to
+delete) is under the render's ``--root``, as the configs' paths are (``/`` on devices; a
+rehearsal folder on one machine, where ``install --root`` puts the venv too).
 """
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from shlex import quote
-from typing import Dict, List, Mapping, NamedTuple, Optional, Sequence
+from typing import Any, Dict, List, Mapping, NamedTuple, Optional, Sequence
 
 from agent.config.checks import PATH_FIELDS, is_loopback_host
 from agent.config.node import NodeConfig
-from agent.fleet.inventory import Host
+from agent.fleet.inventory import Host, split_zone
 from agent.fleet.replay import sheet_lines
+from agent.ops.state import DEFAULT_STATE_DIR
+from agent.testbed.topology import Topology
 
 ETC = "/etc/edge-agent"
-# the device's copy step: the fleet/ folder (the allow-list) is the render's alone, replaced
-# whole so a removed node's key goes with it; keys/, clients/ and the rest are only added to
-COPY_STEP = ("sudo rm -rf %s/fleet && sudo cp -r edge-agent-files/. %s/ && rm -r "
-             "edge-agent-files" % (ETC, ETC))
+VENV_BIN = "/opt/edge-agent/venv/bin"  # where `install` puts the agent's scripts (under --root)
 RESTART = "sudo systemctl restart edge-agent.target"
+DRIVE_TOPOLOGY = "testbed.json"  # the topology with a "fleet" object: `testbed` drives the fleet
 TUNNEL_PORT = 9501  # the workstation's local port of the first node's metrics tunnel
 
 
@@ -92,26 +98,67 @@ def dropped_since(out_dir: str, node_ids: Sequence[str],
     return Dropped(removed_nodes(out_dir, node_ids), clients)
 
 
-def client_key_paths(names: Sequence[str]) -> str:
+def device_etc(root: str = "/") -> str:
+    """``/etc/edge-agent`` under the render's ``root``."""
+    return os.path.join(root, ETC.lstrip("/"))
+
+
+def copy_step(etc: str = ETC) -> str:
+    """The device's copy step into ``etc``: the fleet/ folder (the allow-list) is the render's
+    alone, replaced whole so a removed node's key goes with it; keys/, clients/ and the rest
+    are only added to."""
+    return ("sudo rm -rf %s && sudo cp -r edge-agent-files/. %s && rm -r edge-agent-files"
+            % (quote(etc + "/fleet"), quote(etc + "/")))
+
+
+def client_key_paths(names: Sequence[str], etc: str = ETC) -> str:
     """The device paths of client keys ``names``, shell-quoted, space-separated."""
-    return " ".join(quote("%s/clients/%s.key" % (ETC, c)) for c in names)
+    return " ".join(quote("%s/clients/%s.key" % (etc, c)) for c in names)
 
 
-def drop_clients_command(node: str, names: Sequence[str]) -> str:
+def drop_clients_command(node: str, names: Sequence[str], etc: str = ETC) -> str:
     """What takes client keys ``names`` off ``node``'s device: delete them, then restart its
     agent (a source reads its client keys only at start)."""
-    return "sudo rm -f %s && sudo systemctl restart edge-agent@%s" % (client_key_paths(names),
-                                                                       quote(node))
+    return "sudo rm -f %s && sudo systemctl restart edge-agent@%s" % (
+        client_key_paths(names, etc), quote(node))
 
 
-def clients_summary(clients: Mapping[str, Sequence[str]]) -> List[str]:
+def clients_summary(clients: Mapping[str, Sequence[str]], etc: str = ETC) -> List[str]:
     """The summary's lines on client keys dropped since the earlier render, one per source."""
     return ["no longer a client: %s; %s still answers %s until %s deleted there and it "
-            "restarts (the copy step only adds to /etc/edge-agent/clients): on %s: %s"
+            "restarts (the copy step only adds to %s/clients): on %s: %s"
             % (", ".join(names), n, "it" if len(names) == 1 else "them",
-               "its key is" if len(names) == 1 else "their keys are", n,
-               drop_clients_command(n, names))
+               "its key is" if len(names) == 1 else "their keys are", etc, n,
+               drop_clients_command(n, names, etc))
             for n, names in sorted(clients.items())]
+
+
+def bracketed(host: str) -> str:
+    """``host`` as it goes before ``:PORT``: an IPv6 address in brackets (once)."""
+    return "[%s]" % host if ":" in host and not host.startswith("[") else host
+
+
+def loopback_address(host: str) -> str:
+    """``host`` when it is a loopback address (``::1``, ``127.0.0.1``; without a ``%zone``),
+    else "": an agent on such a host serves its metrics on that address, the one fleet.json's
+    URL names (the config's default, 127.0.0.1, is not ``::1``); elsewhere metrics stay on the
+    device's loopback (a tunnel reaches them)."""
+    addr = split_zone(host)[0]
+    try:
+        return addr if ipaddress.ip_address(addr).is_loopback else ""
+    except ValueError:
+        return ""
+
+
+def metrics_url(h: Host, cfg: NodeConfig) -> str:
+    """fleet.json's URL of a node's metrics ("" without them): on its loopback
+    ``metrics_host`` where the inventory host is a loopback too (this machine: where the agent
+    serves them), else at the inventory host."""
+    if not h.metrics_port:
+        return ""
+    if is_loopback_host(h.host) and is_loopback_host(cfg.metrics_host):
+        return "http://%s:%d/metrics" % (bracketed(cfg.metrics_host), h.metrics_port)
+    return "http://%s/metrics" % h.netloc(h.metrics_port)
 
 
 def metrics_tunnels(hosts: Mapping[str, Host], cfgs: Mapping[str, NodeConfig]
@@ -126,7 +173,7 @@ def metrics_tunnels(hosts: Mapping[str, Host], cfgs: Mapping[str, NodeConfig]
                 or is_loopback_host(h.host):
             continue
         local = "127.0.0.1:%d" % (TUNNEL_PORT + len(out))
-        there = "[%s]" % cfg.metrics_host if ":" in cfg.metrics_host else cfg.metrics_host
+        there = bracketed(cfg.metrics_host)
         out[n] = Tunnel(local, "ssh -N -L %s:%s:%d %s" % (
             local.split(":")[1], there, h.metrics_port, ("%s@%s" % (h.user, h.host))
             if h.user else h.host))
@@ -146,7 +193,7 @@ def tunnels_summary(tunnels: Mapping[str, Tunnel]) -> List[str]:
         "   " + t.command for t in tunnels.values()]
 
 
-def workstation_paths_summary(agent: Mapping[str, object]) -> List[str]:
+def workstation_paths_summary(agent: Mapping[str, object], root: str = "/") -> List[str]:
     """The summary's line on the topology's ``agent`` paths that no device config carries:
     each names a file on this workstation, which a device does not have (the render writes
     every device path itself; ``replay_path`` is copied, so it is no such path)."""
@@ -154,8 +201,9 @@ def workstation_paths_summary(agent: Mapping[str, object]) -> List[str]:
     if not left:
         return []
     return ["%s: workstation path%s, not written into the device configs (each device's paths "
-            "are the render's: %s, /var/lib/edge-agent, /var/cache/edge-agent)"
-            % (", ".join(left), "" if len(left) == 1 else "s", ETC)]
+            "are the render's: %s)" % (", ".join(left), "" if len(left) == 1 else "s", ", ".join(
+                os.path.join(root, p.lstrip("/")) for p in (ETC, DEFAULT_STATE_DIR,
+                                                            "/var/cache/edge-agent")))]
 
 
 def retired_keys(keys_dir: str, node_ids: Sequence[str]) -> List[str]:
@@ -170,17 +218,19 @@ def retired_keys(keys_dir: str, node_ids: Sequence[str]) -> List[str]:
                   if n.endswith(suffix) and n[:-len(suffix)] not in set(node_ids))
 
 
-def removed_summary(removed: Sequence[str], retired: Sequence[str], out: str) -> List[str]:
+def removed_summary(removed: Sequence[str], retired: Sequence[str], out: str,
+                    etc: str = ETC) -> List[str]:
     """The summary's lines on nodes no longer in the fleet: those the earlier render in
-    ``out`` had (their keys must go from every device) and the keypairs kept in OUT/keys."""
+    ``out`` had (their keys must go from every device, in ``etc``) and the keypairs kept in
+    OUT/keys."""
     lines = []
     if removed:
         lines.append("no longer in the fleet: %s; every device still lets %s in until its "
-                     "/etc/edge-agent/fleet is replaced: on every device, copy the new files as "
-                     "its SHEET.txt says (step 2 replaces that folder; or `sudo rm -f %s`), "
-                     "then `%s`" % (", ".join(removed), "it" if len(removed) == 1 else "them",
-                                    " ".join("%s/fleet/%s.key" % (ETC, quote(n))
-                                             for n in removed), RESTART))
+                     "%s/fleet is replaced: on every device, copy the new files as its "
+                     "SHEET.txt says (step 2 replaces that folder; or `sudo rm -f %s`), then "
+                     "`%s`" % (", ".join(removed), "it" if len(removed) == 1 else "them", etc,
+                               " ".join(quote("%s/fleet/%s.key" % (etc, n)) for n in removed),
+                               RESTART))
     if retired:
         lines.append("keypairs of nodes not in the fleet kept in %s: %s (a node added back "
                      "keeps its key; delete its NAME.key and NAME.key_secret there to retire "
@@ -190,13 +240,15 @@ def removed_summary(removed: Sequence[str], retired: Sequence[str], out: str) ->
 
 def sheet_text(n: str, h: Host, cfg: NodeConfig, out: str, replay: str = "",
                removed: Sequence[str] = (), clients_gone: Sequence[str] = (),
-               tunnel: Optional[Tunnel] = None) -> str:
+               tunnel: Optional[Tunnel] = None, root: str = "/") -> str:
     """The per-device sheet: what to copy to device ``n`` and what to run there (paths and
     the login shell-quoted where they need it; the inventory already refuses odd hosts and
     users). ``removed``: nodes the earlier render had, whose keys the copy step takes off the
     device (a running device then restarts its agents); ``clients_gone``: client keys the
     earlier render wrote for ``n`` and this one does not (to delete by hand); ``tunnel``: how
-    the workstation reaches the node's metrics on the device's loopback."""
+    the workstation reaches the node's metrics on the device's loopback; ``root``: the
+    render's ``--root``, under which every device path is (as in the configs)."""
+    etc = device_etc(root)
     at = "[%s]" % h.host if ":" in h.host else h.host  # scp's form of an IPv6 address
     login = ("%s@%s" % (h.user, at)) if h.user else at
     lines = ["%s: %s" % (n, "worker, stage %d" % cfg.stage if cfg.stage else "source"),
@@ -206,48 +258,91 @@ def sheet_text(n: str, h: Host, cfg: NodeConfig, out: str, replay: str = "",
              ""]
     if removed:
         lines += ["fleet changed: %s %s no longer in the fleet. Step 2's copy replaces "
-                  "/etc/edge-agent/fleet (the allow-list), which removes %s key%s; on a device "
-                  "already running, copy (steps 1-2, without install) and restart its agents:"
-                  % (", ".join(removed), "is" if len(removed) == 1 else "are",
+                  "%s/fleet (the allow-list), which removes %s key%s; on a device already "
+                  "running, copy (steps 1-2, without install) and restart its agents:"
+                  % (", ".join(removed), "is" if len(removed) == 1 else "are", etc,
                      "its" if len(removed) == 1 else "their", "" if len(removed) == 1 else "s"),
                   "   " + RESTART, ""]
     if clients_gone:
         one = len(clients_gone) == 1
         lines += ["clients changed: %s %s no longer a client of %s, but step 2's copy only adds "
-                  "to /etc/edge-agent/clients and the agent reads that folder only at start: on "
-                  "a device already running, copy (steps 1-2, without install), then delete "
-                  "the key%s and restart the agent (until then %s answers %s):"
-                  % (", ".join(clients_gone), "is" if one else "are", n, "" if one else "s", n,
-                     "it" if one else "them"),
-                  "   " + drop_clients_command(n, clients_gone), ""]
+                  "to %s/clients and the agent reads that folder only at start: on a device "
+                  "already running, copy (steps 1-2, without install), then delete the key%s "
+                  "and restart the agent (until then %s answers %s):"
+                  % (", ".join(clients_gone), "is" if one else "are", n, etc,
+                     "" if one else "s", n, "it" if one else "them"),
+                  "   " + drop_clients_command(n, clients_gone, etc), ""]
     lines += ["1. on the workstation: copy the device's files",
               "   scp -r %s %s" % (quote(os.path.join(out, "devices", n, "etc", "edge-agent")),
                                      quote(login + ":edge-agent-files")),
               "2. on %s: install the service (from a clone of the repository), then the files "
               "(fleet/, the allow-list, is replaced whole)" % n,
-              "   sudo python3 -m agent install --instance %s" % n,
-              "   " + COPY_STEP,
-              "   sudo chown -R edge-agent:edge-agent /etc/edge-agent/keys",
-              "   sudo chown root:edge-agent /etc/edge-agent/%s.toml" % n] + sheet_lines(
+              "   sudo python3 -m agent install %s--instance %s"
+              % ("" if root == "/" else "--root %s " % quote(root), n),
+              "   " + copy_step(etc),
+              "   sudo chown -R edge-agent:edge-agent %s" % quote(etc + "/keys"),
+              "   sudo chown root:edge-agent %s" % quote("%s/%s.toml" % (etc, n))] + sheet_lines(
                   replay, cfg) + [
               "   sudo mkdir -p %s && sudo cp -r BUNDLE/. %s" % (quote(cfg.bundle),
                                                                   quote(cfg.bundle + "/"))]
-    doctor = "   sudo -u edge-agent /opt/edge-agent/venv/bin/edge-agent doctor"
+    doctor = "   sudo -u edge-agent %s doctor" % quote(
+        os.path.join(root, VENV_BIN.lstrip("/"), "edge-agent"))
     worker = cfg.role == "worker"
     if worker:  # the node's own check reads the profile calibrate writes
-        lines += ["3. check the device, as the service user", doctor,
+        lines += ["3. check the device, as the service user",
+                  doctor + ("" if root == "/" else " --state-dir %s" % quote(
+                      os.path.join(root, DEFAULT_STATE_DIR.lstrip("/")))),
                   "4. calibrate (the agents on the box stop while it runs)",
                   "   sudo systemctl start edge-agent-calibrate"]
     lines += ["%d. check the %snode's start-up, as the service user"
               % ((5, "") if worker else (3, "device and the ")),
-              doctor + " --config /etc/edge-agent/%s.toml" % n,
+              doctor + " --config %s" % quote("%s/%s.toml" % (etc, n)),
               "%d. start" % (6 if worker else 4), "   sudo systemctl start edge-agent@%s" % n,
               "   systemctl status edge-agent@%s" % n]
     if tunnel:  # metrics_host is loopback: the workstation reads them through ssh
         lines += ["%d. watch it from the workstation: its metrics listen on %s:%d on %s only, "
-                  "so read them through a tunnel" % (7 if worker else 5, cfg.metrics_host,
-                                                     h.metrics_port, n),
+                  "so read them through a tunnel"
+                  % (7 if worker else 5, bracketed(cfg.metrics_host), h.metrics_port, n),
                   "   " + tunnel.command,
                   "   edge-agent status --endpoints " + tunnel.local]
     lines.append("")
     return "\n".join(lines)
+
+
+def summary_lines(topo: Topology, hosts: Dict[str, Host], cfgs: Dict[str, NodeConfig],
+                  made: List[str], out: str, opts: Any,
+                  removed: Dropped = Dropped([], {})) -> List[str]:
+    """What ``fleet render`` prints (``removed``: what it dropped of the earlier render)."""
+    lines = ["%-8s %-6s %-5s %-16s %s" % ("node", "role", "stage", "host", "peers")]
+    for n, cfg in cfgs.items():
+        lines.append("%-8s %-6s %-5s %-16s %s" % (n, cfg.role, cfg.stage or "-", hosts[n].host,
+                                                  ", ".join(p.id for p in cfg.peers)))
+    kept = len(topo.node_ids()) + len(opts.clients) - len(made)
+    lines.append("keys: %d made, %d kept (%s)" % (len(made), kept, os.path.join(out, "keys")))
+    etc = device_etc(opts.root)
+    lines += removed_summary(removed.nodes, retired_keys(os.path.join(out, "keys"),
+                                                         topo.node_ids()), out, etc)
+    lines += clients_summary(removed.clients, etc)
+    if not opts.emulate and (topo.capacities_emulated
+                             or any(l.rate_bytes_s is not None for l in topo.links)):
+        lines.append("emulation off: devices measure their capacity; link rates are priors "
+                     "(--emulate keeps the topology's)")
+    lines.append("per-device files and sheets: %s/devices/NODE/ (SHEET.txt)"
+                 % out)
+    lines.append("manifest for `edge-agent status --fleet`: %s" % os.path.join(out, "fleet.json"))
+    lines += tunnels_summary(metrics_tunnels(hosts, cfgs))
+    lines += workstation_paths_summary(topo.agent, opts.root)
+    if not opts.rate_tasks_s:
+        lines.append("drive load from here: " + drive_command(topo, out, opts))
+    return lines
+
+
+def drive_command(topo: Topology, out: str, opts: Any) -> str:
+    """The `testbed` command that drives the rendered fleet: its policy, and rates in tasks/s
+    (``R``) when the topology states no capacity or link rate to take a percentage of."""
+    line = "edge-agent testbed --topology %s --policies %s" % (
+        quote(os.path.join(out, DRIVE_TOPOLOGY)), quote(opts.policy))
+    if not topo.rates and all(w.emulate_capacity_flops is None for w in topo.workers) \
+            and all(l.rate_bytes_s is None for l in topo.links):
+        line += " --rates R (R: total tasks/s; the topology states no capacity for N%)"
+    return line

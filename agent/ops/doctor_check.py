@@ -1,5 +1,8 @@
 """One line of ``edge-agent doctor``'s report: ``Check`` and its statuses (OK, WARN, FAIL);
-and the service user's access to a file, as the fixes of the checks word it."""
+the service user's access to a file, as the fixes of the checks word it; and a node config's
+addresses (``check_addresses``): the host names among its binds and its peers' addresses,
+resolved all at once for at most ``agent.net.addrfamily.RESOLVE_WAIT_S`` (as the agent waits
+for them at start), so doctor is never held up longer by a slow DNS."""
 
 from __future__ import annotations
 
@@ -10,7 +13,7 @@ import pwd
 import shlex
 import stat
 from dataclasses import dataclass
-from typing import Dict, Optional, Tuple
+from typing import Any, Dict, Optional, Sequence, Tuple
 
 OK, WARN, FAIL = "OK", "WARN", "FAIL"
 
@@ -74,11 +77,12 @@ def closed_to(user: str, path: str, want: int) -> Optional[Tuple[str, str]]:
     return None
 
 
-def access_fix(user: str, path: str, want: int = os.R_OK) -> str:
+def access_fix(user: str, path: str, want: int = os.R_OK, more: Sequence[str] = ()) -> str:
     """The fix of ``path`` the service ``user`` may not read (``want`` as ``closed_to``'s):
-    ``sudo chown USER PATH``, which keeps what the file holds (moving a calibration profile
-    away would lose its measurements; ``calibrate`` run with sudo leaves one root's, mode
-    0600); where a folder above it is the one closed, letting the user through that folder."""
+    ``sudo chown USER PATH`` (``more``: other files in the same command), which keeps what the
+    file holds (moving a calibration profile away would lose its measurements; ``calibrate``
+    run with sudo leaves one root's, mode 0600); where a folder above it is the one closed,
+    letting the user through that folder."""
     closed = closed_to(user, path, want)
     then = "then run doctor " + ("again" if runs_as(user) else "as that user")
     if closed is not None and closed[0] != os.path.abspath(path):
@@ -92,7 +96,31 @@ def access_fix(user: str, path: str, want: int = os.R_OK) -> str:
             return "run doctor as %s (sudo -u %s ...): this user may not reach it" % (user, user)
         except (OSError, KeyError):
             pass  # no such user: the chown below
-    return "sudo chown %s %s, %s" % (user, shlex.quote(path), then)
+    return "sudo chown %s %s, %s" % (user, " ".join(shlex.quote(p) for p in [path] + list(more)),
+                                      then)
+
+
+def files_closed(paths: Sequence[str], user: Optional[str] = None) -> Optional[str]:
+    """``PATH is not writable by USER (owner OWNER, mode 0644); sudo chown USER PATH ...`` for
+    the first of the existing files ``paths`` that ``user`` (None: this process's) may not
+    write, the chown naming every such file (a ``run`` with sudo leaves them all root's while
+    the folder stays the service user's); None when it may write them all (and for root, or a
+    user without a name)."""
+    if user is None:
+        try:
+            user = pwd.getpwuid(os.geteuid()).pw_name
+        except KeyError:
+            return None
+    closed = [p for p in paths if os.path.lexists(p) and closed_to(user, p, os.W_OK) is not None]
+    if not closed:
+        return None
+    try:
+        st = os.stat(closed[0])
+    except OSError:
+        return None
+    return "%s is not writable by %s (owner %s, mode %04o); %s" % (
+        closed[0], user, _owner(st.st_uid), stat.S_IMODE(st.st_mode),
+        access_fix(user, closed[0], os.W_OK, closed[1:]))
 
 
 def state_dir_closed(user: str, path: str, why: Optional[str]) -> Optional[Check]:
@@ -131,3 +159,81 @@ def _has_acl(path: str) -> bool:
         return "system.posix_acl_access" in os.listxattr(path)
     except (AttributeError, OSError):  # no xattrs on this system or file system: no ACL
         return False
+
+
+BIND_FIELDS = ("control_bind", "data_bind", "client_bind")
+PEER_FIX = "fix the peer's address in the config, or this host's name resolution (DNS, /etc/hosts)"
+BIND_FIX = "bind on an address of this machine, an interface name, or * for all"
+
+
+def check_addresses(cfg: Any, wait_s: Optional[float] = None,
+                    resolve: Any = None) -> Optional[Check]:
+    """The "node addresses" line of node config ``cfg`` (None when it names no host: only
+    addresses and ``*``): each ``peers[i].control_address`` / ``data_address`` whose host
+    does not resolve here, or takes longer than ``wait_s`` to (WARN: the agent starts but
+    never reaches that peer; ``agent.net.addrfamily.resolution_problem``), and each bind on
+    a host or interface name with the address family its socket takes (``wants_ipv6``): a
+    name that is no interface and does not resolve is a FAIL (``run`` cannot bind it and exits
+    78), a slow one a WARN. All names are resolved at once, ``wait_s`` (default
+    ``RESOLVE_WAIT_S``) at most; ``resolve``: the resolver (default the system's)."""
+    from agent.net import addrfamily as af
+
+    wait = af.RESOLVE_WAIT_S if wait_s is None else wait_s
+    binds = [(f, getattr(cfg, f)) for f in BIND_FIELDS if getattr(cfg, f, "")]
+    peers = [("peers[%d].%s" % (i, f), getattr(p, f), p.id) for i, p in enumerate(cfg.peers)
+             for f in ("control_address", "data_address")]
+    hosts = {f: af.endpoint_host(ep) for f, ep in binds + [p[:2] for p in peers]}
+    names = [h for h in hosts.values() if h and h != "*" and af.literal_family(h) is None]
+    if not names:
+        return None
+    got = af.resolve_all(names, wait, resolve or af.getaddrinfo_families)  # all at once
+
+    def known(host: str):  # what resolve_all found (None: not within the wait)
+        return got.get(host)
+
+    worst, said, fixes = OK, [], []  # what each name gives, the fixes of its faults
+    for f, ep in binds:
+        host = hosts[f]
+        if host not in names:
+            continue
+        nic = af.interface_families(host)
+        fams = nic if nic is not None else known(host)
+        v6 = af.wants_ipv6(ep, bind=True, wait_s=wait, resolve=known)
+        what = "interface %s" % host if nic is not None else "host %s" % host
+        if fams is None:
+            status, text = WARN, "resolving %s takes longer than %g s" % (what, wait)
+        elif not fams:
+            status, text = FAIL, ("%s: run cannot bind it (exits 78)" % (
+                "interface %s has no address" % host if nic is not None else
+                "the host %s does not resolve and no interface has that name" % host))
+        elif v6:  # no IPv4 address to take (wants_ipv6's rule)
+            status, text = OK, "%s has IPv6 addresses only: listens on IPv6" % what
+        else:  # its IPv4 address, even where it has IPv6 ones too
+            status, text = OK, "%s: listens on its IPv4 address" % what
+        worst = _worse(worst, status)
+        said.append("%s %s: %s" % (f, ep, text))
+        if status != OK and BIND_FIX not in fixes:
+            fixes.append(BIND_FIX)
+    fine = []  # the peers' host names that resolve
+    for f, ep, peer in peers:
+        problem = af.resolution_problem(ep, wait, known)
+        if problem:
+            worst = _worse(worst, WARN)
+            said.append("%s %s: %s: the agent starts, but cannot reach peer %s there"
+                        % (f, ep, problem, peer))
+            if PEER_FIX not in fixes:
+                fixes.append(PEER_FIX)
+        elif hosts[f] in names and hosts[f] not in fine:
+            fine.append(hosts[f])
+    if fine:
+        said.append("the peers' host name%s %s resolve%s" % (
+            "" if len(fine) == 1 else "s", ", ".join(fine), "s" if len(fine) == 1 else ""))
+    return Check("node addresses", worst, "; ".join(said),
+                 "; ".join(fixes) + (", then run doctor --config again" if fixes else ""))
+
+
+def _worse(a: str, b: str) -> str:
+    """The worse of two statuses."""
+    order = (OK, WARN, FAIL)
+    return max(a, b, key=order.index)
+

@@ -15,7 +15,13 @@ no later step needs it) is a line of its own after "node files", whatever it fin
 does with it, and the ``calibrate`` command that makes it when missing (as the service user where
 the profile is the service's). A source's ``ipc://`` client endpoint is a line of its own after
 "node config": under edge-agent@.service only one in the unit's runtime directory
-(/run/edge-agent/NAME/) is reachable by a camera program on the device. Each fix fits the fault: a
+(/run/edge-agent/NAME/) is reachable by a camera program on the device. A config naming host
+or interface names (binds, peers' addresses) gets a "node addresses" line after that
+(``agent.ops.doctor_check.check_addresses``): a peer's name that does not resolve here, a bind
+name that gives no address, the family each bind name listens on. A state_dir a running agent
+holds (``agent.node.statelock``) is a WARN line after "node files" (``run`` exits 78 while it
+runs); records or a journal the service user may not write (root's after a run with sudo) FAIL
+"node files" with the chown, judged by mode when doctor runs as root. Each fix fits the fault: a
 missing profile is calibrated, an unwritable state_dir made writable.
 """
 
@@ -29,6 +35,7 @@ from typing import Any, Callable, List, Optional, Tuple
 from agent.commands.install import as_service_user
 from agent.errors import UsageError
 from agent.ops.doctor import FAIL, OK, WARN, Check
+from agent.ops.doctor_check import check_addresses
 
 CONFIG_FIX = "fix the file (docs/formats.md, 'Node config'), then run doctor --config again"
 # a file the service user may not read or write: the deploy walkthrough's chown lines
@@ -60,6 +67,9 @@ def check_node(path: str, mode: Optional[str] = None,
                  % (path, cfg.role, cfg.node_id, cfg.policy, cfg.bundle))]
     if cfg.role == "source" and cfg.client_bind.startswith("ipc://"):
         out.append(check_client_ipc(cfg.client_bind, os.path.splitext(os.path.basename(path))[0]))
+    addresses = check_addresses(cfg)  # host names resolved, RESOLVE_WAIT_S at most
+    if addresses is not None:
+        out.append(addresses)
     for name, step, fix in _steps(cfg):
         failed = None
         try:
@@ -68,6 +78,9 @@ def check_node(path: str, mode: Optional[str] = None,
             failed = exc
         out.append(Check(name, OK, detail) if failed is None else
                    Check(name, FAIL, _line(failed), fix(failed)))
+        if name == "node files" and failed is None:
+            held = check_state_lock(cfg)
+            out += [held] if held is not None else []
         if name == "node files" and cfg.role == "worker":
             out.append(check_profile(cfg, mode, root))
         if failed is not None:
@@ -122,6 +135,28 @@ def check_profile(cfg: Any, mode: Optional[str] = None, root: str = "/") -> Chec
             down = exc
     return node_profile_line(name, path, cfg, cfg.power_mode or mode, root, "run `%s`" % cmd,
                              down)
+
+
+def check_state_lock(cfg: Any) -> Optional[Check]:
+    """A WARN where an agent holds the lock of ``cfg``'s state_dir (``run`` exits 78 while it
+    runs: one agent per state_dir), naming its pid and node id; a FAIL where the lock file
+    cannot be used; None where it is free. The lock is tried and let go at once."""
+    from agent.node.statelock import holder, lock_path, parse_holder
+
+    try:
+        held = holder(cfg.state_dir) if os.path.isdir(cfg.state_dir) else None
+    except UsageError as exc:  # a FIFO, a link or a file closed to doctor's user at .lock
+        return Check("node state lock", FAIL, _line(exc), _files_fix(exc, cfg.state_dir))
+    if held is None:
+        return None
+    pid, node = parse_holder(held)
+    mine = node == cfg.node_id
+    return Check("node state lock", WARN, "%s is locked by a running agent (pid %s, node %s)%s: "
+                 "run exits 78 while it runs" % (lock_path(cfg.state_dir), pid or "unknown",
+                                                 node or "unknown", "" if mine else
+                                                 ", another node's"),
+                 "none if that agent is this node's (stop it before starting another)" if mine
+                 else "give each node its own state_dir")
 
 
 def check_client_ipc(endpoint: str, instance: str) -> Check:
@@ -195,6 +230,7 @@ def _steps(cfg: Any) -> List[Tuple[str, Callable[[], str], Callable[[Exception],
     from agent.net.security import security_from_config
     from agent.node import build
     from agent.node.limits import LimitError
+    from agent.ops.files import FileFault
     from engines.bundle import load_bundle
 
     got = {}
@@ -202,6 +238,9 @@ def _steps(cfg: Any) -> List[Tuple[str, Callable[[], str], Callable[[Exception],
     def files() -> str:
         # the profile: check_profile; a missing state_dir is left for run to make
         made_in = build.preflight(replace(cfg, capacity_profile=""), create=False)
+        closed = service_files_closed(cfg)  # as root: the service user's run, judged by mode
+        if closed:
+            raise FileFault("state_dir: " + closed)
         return "state_dir %s %s; its files and the bundle's are regular files" % (
             cfg.state_dir, "writable" if not made_in else
             "not there yet: run makes it (%s takes a new folder)" % made_in)
@@ -245,6 +284,25 @@ def _steps(cfg: Any) -> List[Tuple[str, Callable[[], str], Callable[[Exception],
             exc, "install the GPU build (docs/jetson.md), or set accelerator = \"preferred\" "
                  "to accept the CPU")))
     return steps
+
+
+def service_files_closed(cfg: Any) -> Optional[str]:
+    """Where doctor runs as another user (root) than the service user and the state_dir is
+    that user's: the files ``run`` appends to there that the service user may not write
+    (``preflight``'s line; left root's by a run with sudo), else None. As the service user,
+    ``preflight`` itself has found them."""
+    import pwd
+
+    from agent.commands.install import DEFAULT_USER
+    from agent.node.preflight import appended_files
+    from agent.ops.doctor_check import files_closed, runs_as
+
+    try:
+        mine = os.stat(cfg.state_dir).st_uid == pwd.getpwnam(DEFAULT_USER).pw_uid
+    except (OSError, KeyError):  # no state_dir yet, or no service user here
+        return None
+    return files_closed(appended_files(cfg), DEFAULT_USER) if mine and not runs_as(
+        DEFAULT_USER) else None
 
 
 def accelerator_line(cfg: Any) -> str:

@@ -18,8 +18,11 @@ accuracy. The testbed's side of each task is written as that rate's records (``r
 beside them), so ``edge-agent report`` can summarise the run again. A task without an answer after ``result_timeout_s`` (make
 it longer than the sources' ``result_timeout_s * max_attempts``) counts as lost. Before the
 first rate each source's endpoint is checked (``check_sources``): one that cannot be reached
-(a host that does not resolve, nothing listening, a key refused) stops the run at once with
-one line naming it, as ``submit`` does, instead of a whole run of lost tasks. A record's
+(a host that does not resolve, nothing listening, a key refused, a replay input above its
+``max_message_bytes``) stops the run at once with one line naming it, as ``submit`` does,
+instead of a whole run of lost tasks. A source's ``max_message_bytes`` is the one the render's
+``fleet.json`` records for it, else the topology's ``agent.max_message_bytes``, else the node
+config's default (``source_limits``). A record's
 ``status`` is the answer's outcome (``STATUSES``), with the source's ``reason`` and, for an
 input it refused (``error``, e.g. ``bad_input``: NaN or out-of-range values, a wrong shape),
 its ``detail``: such a task is counted as ``error``, not lost, and
@@ -45,7 +48,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 import numpy as np
 import zmq
 
-from agent.fleet.client import Client, ClientKeys
+from agent.fleet.client import Client, ClientKeys, InputTooLarge
 from agent.errors import UsageError
 from engines.npzfile import load_npz
 from engines.profile import as_input
@@ -207,6 +210,23 @@ def client_keys(topo: Topology, f: dict) -> Dict[str, Any]:
         raise TopologyError("fleet.keys_dir: %s" % exc) from None
 
 
+def source_limits(topo: Topology, f: dict) -> Dict[str, Optional[int]]:
+    """Each source's ``max_message_bytes``, the limit its client checks an input against: what
+    the render's ``fleet.json`` records for it (a `fleet render` ``testbed.json`` names the
+    render's keys folder, ``fleet.keys_dir``, beside which the render wrote it), else the
+    topology's ``agent.max_message_bytes`` (what the render put in every config), else None
+    (the node config's default)."""
+    from agent.fleet.manifest import MANIFEST, load_manifest
+
+    man = None
+    if f.get("keys_dir"):
+        keys = os.path.normpath(fleet_path(topo, f["keys_dir"]))
+        man = load_manifest(os.path.join(os.path.dirname(keys), MANIFEST))
+    nodes = (man or {}).get("nodes", {})
+    agent = topo.agent.get("max_message_bytes")
+    return {sid: (nodes.get(sid) or {}).get("max_message_bytes", agent) for sid in f["clients"]}
+
+
 def _replay(path: Optional[str]):
     if not path:
         path = REPLAY_PATH
@@ -223,11 +243,13 @@ def _replay(path: Optional[str]):
 def drive(clients: Dict[str, str], shares: Dict[str, float], total_rate: float, load_s: float,
           x: np.ndarray, y: np.ndarray, result_timeout_s: float, seed: int = 0,
           tick: Optional[Callable[[str, float], None]] = None,
-          keys: Optional[Dict[str, Any]] = None) -> List[dict]:
+          keys: Optional[Dict[str, Any]] = None,
+          limits: Optional[Dict[str, Optional[int]]] = None) -> List[dict]:
     """Push Poisson load into each source's client endpoint (``agent.client.Client``, CURVE
-    with ``keys[source]`` where given); one record per task."""
+    with ``keys[source]`` where given, its ``max_message_bytes`` ``limits[source]``); one
+    record per task."""
     tick = tick or (lambda phase, frac: None)
-    keys = keys or {}
+    keys, limits = keys or {}, limits or {}
     rng = random.Random(seed)
     ctx = zmq.Context()
     conns: Dict[str, Client] = {}
@@ -236,7 +258,8 @@ def drive(clients: Dict[str, str], shares: Dict[str, float], total_rate: float, 
     try:
         poller = zmq.Poller()
         for sid, ep in clients.items():
-            conns[sid] = Client(ep, keys.get(sid), name="testbed", ctx=ctx)
+            conns[sid] = Client(ep, keys.get(sid), name="testbed", ctx=ctx,
+                                max_message_bytes=limits.get(sid))
             poller.register(conns[sid].sock, zmq.POLLIN)
         by_sock = {c.sock: c for c in conns.values()}
         t0 = time.monotonic()
@@ -286,15 +309,27 @@ def drive(clients: Dict[str, str], shares: Dict[str, float], total_rate: float, 
 
 
 def check_sources(clients: Dict[str, str], keys: Optional[Dict[str, Any]] = None,
-                  wait_s: float = CONNECT_WAIT_S) -> None:
+                  wait_s: float = CONNECT_WAIT_S,
+                  limits: Optional[Dict[str, Optional[int]]] = None,
+                  x: Optional[np.ndarray] = None) -> None:
     """``UsageError`` naming the first source (``fleet.clients.ID``) and endpoint that cannot
     take tasks (``Client.check_connection``: a host that does not resolve, nothing listening
-    within ``wait_s``, a key refused); a source that is slow to answer the handshake passes."""
-    keys = keys or {}
+    within ``wait_s``, a key refused; or the replay inputs ``x``, all of one size, above its
+    ``max_message_bytes`` ``limits[ID]``); a source that is slow to answer the handshake
+    passes."""
+    keys, limits = keys or {}, limits or {}
     ctx = zmq.Context()
     try:
         for sid, ep in sorted(clients.items()):
-            with Client(ep, keys.get(sid), name="testbed", ctx=ctx) as c:
+            with Client(ep, keys.get(sid), name="testbed", ctx=ctx,
+                        max_message_bytes=limits.get(sid)) as c:
+                try:
+                    if x is not None:
+                        c.frames(x[:1], "testbed-%d-0" % os.getpid())
+                except InputTooLarge as exc:  # the limit is the source's, as rendered
+                    raise UsageError("fleet.replay: fleet.clients.%s: %s; no task sent" % (
+                        sid, str(exc).replace(" (given)", "").replace(
+                            "give the client that limit", "render the fleet again"))) from None
                 problem = c.check_connection(wait_s)
             if problem:
                 raise UsageError("fleet.clients.%s: %s: %s; no task sent" % (sid, ep, problem))
@@ -312,14 +347,15 @@ def run_fleet(topo: Topology, bundle, policy: str, rates: Sequence[float], setti
                          "compare (got %r)" % (f["policy"], policy))
     x, y = _replay(fleet_path(topo, f["replay"]) if f.get("replay") else None)
     x = as_input(x, bundle.stage(1).input_dtype)  # uint8 images scaled, as the sources do
-    keys = client_keys(topo, f)
+    keys, limits = client_keys(topo, f), source_limits(topo, f)
     shares = {s.id: s.share for s in topo.sources}
     load_s = topo.warmup_s + settings.duration_s
-    check_sources(f["clients"], keys)  # at once, not after a whole rate of lost tasks
+    # at once, not after a whole rate of lost tasks (or an input no source would take)
+    check_sources(f["clients"], keys, limits=limits, x=x)
     out = []
     for i, rate in enumerate(rates):
         recs = drive(f["clients"], shares, rate, load_s, x, y, f["result_timeout_s"],
-                     seed=seed * 100 + i, keys=keys,
+                     seed=seed * 100 + i, keys=keys, limits=limits,
                      tick=lambda phase, frac, i=i: (tick or (lambda *a: None))(i, phase, frac))
         directory = os.path.join(settings.out_dir, policy, rate_label(rate))
         paths = {}

@@ -60,7 +60,9 @@ def test_render_writes_a_loadable_curve_config_per_device_and_keeps_keys(tmp_pat
             assert (etc / "calibrate.env").exists()
         sheet = (out / "devices" / n / "SHEET.txt").read_text()
         assert "sudo systemctl start edge-agent@%s" % n in sheet
-        node_check = sheet.index("edge-agent doctor --config /etc/edge-agent/%s.toml" % n)
+        # the device paths under --root, as in the configs
+        node_check = sheet.index("edge-agent doctor --config %s/etc/edge-agent/%s.toml"
+                                 % (root, n))
         assert sheet.splitlines()[0] == ("%s: source" % n if cfg.role == "source"
                                          else "%s: worker, stage %d" % (n, cfg.stage))
         if cfg.role == "worker":  # the node's check reads the profile: calibrate comes first

@@ -44,11 +44,11 @@ def _sheet(tmp_path, node):
 
 
 def _on_device(tmp_path, line):
-    """Run a sheet's command line without sudo or systemctl, /etc/edge-agent under the root."""
+    """Run a sheet's command line as written, without sudo or systemctl (its paths are the
+    device's under the render's --root, as the configs' are)."""
     etc = str(tmp_path / "root" / "etc" / "edge-agent")
     cmd = line.strip().split(" && sudo systemctl")[0].replace("sudo ", "")
-    subprocess.run(["sh", "-c", cmd.replace("/etc/edge-agent", etc)], cwd=str(tmp_path / "home"),
-                   check=True)
+    subprocess.run(["sh", "-c", cmd], cwd=str(tmp_path / "home"), check=True)
     return etc
 
 
@@ -84,7 +84,7 @@ def test_a_dropped_client_is_named_with_the_command_that_takes_its_key_off(tmp_p
     assert tablet in _allowed_clients(etc)
 
     out = _render(tmp_path, capsys, "workstation")
-    rm = "sudo rm -f /etc/edge-agent/clients/tablet.key && sudo systemctl restart edge-agent@cam"
+    rm = "sudo rm -f %s/clients/tablet.key && sudo systemctl restart edge-agent@cam" % etc
     lines = [ln for ln in out.splitlines() if ln.startswith("no longer a client: tablet;")]
     assert len(lines) == 1 and lines[0].endswith("on cam: " + rm)
     sheet = _sheet(tmp_path, "cam")
@@ -115,5 +115,6 @@ def test_sources_that_make_their_own_load_drop_every_client_key(tmp_path, capsys
     out = capsys.readouterr().out
     assert ("no longer a client: tablet, workstation; cam still answers them until their keys "
             "are deleted there") in out
-    assert ("sudo rm -f /etc/edge-agent/clients/tablet.key /etc/edge-agent/clients/"
-            "workstation.key && sudo systemctl restart edge-agent@cam") in out
+    etc = tmp_path / "root" / "etc" / "edge-agent"
+    assert ("sudo rm -f %s/clients/tablet.key %s/clients/workstation.key && sudo systemctl "
+            "restart edge-agent@cam" % (etc, etc)) in out

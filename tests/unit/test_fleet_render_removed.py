@@ -49,8 +49,9 @@ def _render(tmp_path, capsys, workers, tag):
 
 
 def _copy_as_the_sheet_says(tmp_path, node):
-    """Run the sheet's copy step (without sudo, /etc/edge-agent under the test's root) with the
-    device's rendered files as ``edge-agent-files`` in a scratch home folder."""
+    """Run the sheet's copy step as written, without sudo (its paths are under the render's
+    --root, the test's root), with the device's rendered files as ``edge-agent-files`` in a
+    scratch home folder."""
     sheet = (tmp_path / "out" / "devices" / node / "SHEET.txt").read_text()
     step = [ln.strip() for ln in sheet.splitlines() if "cp -r edge-agent-files/." in ln]
     assert len(step) == 1
@@ -60,7 +61,7 @@ def _copy_as_the_sheet_says(tmp_path, node):
     subprocess.run(["cp", "-r", str(tmp_path / "out" / "devices" / node / "etc" / "edge-agent"),
                     str(home / "edge-agent-files")], check=True)
     os.makedirs(etc, exist_ok=True)
-    cmd = step[0].replace("sudo ", "").replace("/etc/edge-agent", etc)
+    cmd = step[0].replace("sudo ", "")
     subprocess.run(["sh", "-c", cmd], cwd=str(home), check=True)
     return etc
 
@@ -97,7 +98,7 @@ def test_a_render_over_an_earlier_one_names_the_dropped_nodes_and_what_to_run(tm
     out = _render(tmp_path, capsys, [w for w in FIVE if w[0] != "w1c"], "t2")
     line = [ln for ln in out.splitlines() if ln.startswith("no longer in the fleet: w1c;")]
     assert len(line) == 1
-    assert "sudo rm -f /etc/edge-agent/fleet/w1c.key" in line[0]
+    assert "sudo rm -f %s/fleet/w1c.key" % (tmp_path / "root" / "etc" / "edge-agent") in line[0]
     assert "sudo systemctl restart edge-agent.target" in line[0]
     assert "keypairs of nodes not in the fleet kept in %s: w1c" % (tmp_path / "out" / "keys") \
         in out
