@@ -125,7 +125,7 @@ class Outbox:
         v = self.view
         v.input_queue = self.input_queue()
         v.output_queue = self._out_count(self.policy, self.waiting, self._paced, self.items,
-                                         self.clock())
+                                         self.clock()) if self._paced else len(self.waiting)
         self.capacity.refresh(v)
         if v.unavailable:
             now = self.clock()
@@ -297,7 +297,7 @@ class Outbox:
                 continue
             del self.items[key]
             self.counters["acked"] += 1
-            if item.dest == peer:  # its link has carried it
+            if item.link_end and item.dest == peer:  # its link has carried it (a reserved one)
                 self.link_clock.carried(peer, item.link_end, now)
             # only a first send's ACK measures: after a resend it may come from the other hop
             if item.link_start > 0 and item.resends == 0 and item.dest == peer:
