@@ -208,9 +208,10 @@ def _mode(env: dict) -> int:
         return int(f.read())
 
 
-def _calls(env: dict) -> int:
+def _calls(env: dict) -> list:
+    """Every nvpmodel call logged so far (its arguments), the jtop service's queries included."""
     with open(env["NVPMODEL_LOG"]) as f:
-        return len(f.read().splitlines())
+        return f.read().splitlines()
 
 
 def calibrate(env: dict, state: str, bundle: str, extra=(), sigterm_after_switch=False,
@@ -218,7 +219,8 @@ def calibrate(env: dict, state: str, bundle: str, extra=(), sigterm_after_switch
     """One `edge-agent calibrate --modes all` run; returns its exit status, output, the mode
     the board is in afterwards and how many nvpmodel calls the run made. Once the board has
     left its mode, ``sigterm_after_switch`` sends SIGTERM and ``block_after_switch`` (a folder)
-    puts a file where that folder was (a write that fails mid-run)."""
+    puts a file where that folder was (a write that fails mid-run). ``nvpmodel_calls``: the
+    calls logged meanwhile, the jtop service's own queries (``-q``) among them."""
     calls_before = _calls(env)
     cmd = [sys.executable, "-m", "agent", "calibrate", "--bundle", bundle, "--modes", "all",
            "--stages", "1", "--seconds", "0.3", "--warmup", "0.05", "--switch-timeout", "30",
@@ -244,7 +246,7 @@ def calibrate(env: dict, state: str, bundle: str, extra=(), sigterm_after_switch
             time.sleep(0.02)
     out, err = proc.communicate(timeout=WAIT_S * 3)
     return {"rc": proc.returncode, "stdout": out, "stderr": err[-4000:], "mode_after": _mode(env),
-            "switched": switched, "nvpmodel_calls": _calls(env) - calls_before}
+            "switched": switched, "nvpmodel_calls": _calls(env)[len(calls_before):]}
 
 
 def run_in_namespace(script: str, args, timeout_s: float = 900.0) -> subprocess.CompletedProcess:
