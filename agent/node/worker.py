@@ -246,8 +246,10 @@ class WorkerSide(Role):
             # come back in about one service time: a place frees when a task leaves
             return self.out.refuse(identity, key, "overload", view.service_time_s)
         if self.out.waiting and not self.cfg.terminal and h < view.num_stages \
-                and not view.serves(h + 1) and not self.out.current_view().alive_successors(h + 1):
-            # every stage-(h+1) successor refuses work and tasks already wait here for one:
+                and not view.serves(h + 1) and view.alive_successors(h + 1, usable=False) \
+                and not self.out.current_view().alive_successors(h + 1):
+            # every stage-(h+1) successor refuses work and tasks already wait here for one
+            # (none heard yet, or all gone, is no refusal: the task waits, or no_route says so):
             # this one would queue behind them, so the pressure goes upstream to the source
             # (which then rejects) instead; come back when the first successor's hold ends
             hold_s = min(view.unavailable.values(), default=now) - now
