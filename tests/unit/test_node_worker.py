@@ -304,6 +304,13 @@ def test_results_leave_as_one_results_message_per_source_each_kept_until_its_own
         ctx.term()
 
 
+def task_message(i, x):
+    """Stage-1 TASK ``t<i>`` from s1 with tensor ``x`` and a minute to live, as decoded."""
+    return wire.Message(Kind.TASK, "s1", fields={
+        "id": "t%d" % i, "source": "s1", "stage": 1, "attempt": 0, "created": 0.0,
+        "hops": 0, "resends": 0, "ttl_s": 60.0}, tensors=[x])
+
+
 def test_a_worker_on_one_core_runs_a_fast_engine_on_its_loop_thread(worker, monkeypatch):
     """CPU affinity of one core and a fast stage (measured service time <= INLINE_MAX_S): jobs
     run on the loop's thread in ``on_clock`` (no hand-off to a thread that could only take
@@ -317,9 +324,7 @@ def test_a_worker_on_one_core_runs_a_fast_engine_on_its_loop_thread(worker, monk
     x = np.zeros(spec.input_shape, dtype=spec.input_dtype)
 
     def task(i):
-        return wire.Message(Kind.TASK, "s1", fields={
-            "id": "t%d" % i, "source": "s1", "stage": 1, "attempt": 0, "created": 0.0,
-            "hops": 0, "resends": 0, "ttl_s": 60.0}, tensors=[x])
+        return task_message(i, x)
 
     monkeypatch.setattr(worker_module.os, "sched_getaffinity", lambda pid: {0})
     out.view.service_time_s = worker_module.INLINE_MAX_S / 2

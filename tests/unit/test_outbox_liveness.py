@@ -36,13 +36,11 @@ def _port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture
-def node(tmp_path):
-    """A source with two stage-1 successors, w1 behind a 40 KB/s link and w2 behind a fast one,
-    each a real ROUTER here; the source's transport is open and connected to both."""
-    ctx = zmq.Context()
+def router_peers(ctx, rates):
+    """({peer: bound ROUTER}, [peer config objects]): one stage-1 successor per ``rates`` entry
+    (configured link bytes/s), each a real ROUTER here on a free loopback port."""
     routers, peers = {}, []
-    for peer, rate in (("w1", SLOW_BYTES_S), ("w2", 1e7)):
+    for peer, rate in rates.items():
         data = "tcp://127.0.0.1:%d" % _port()
         r = ctx.socket(zmq.ROUTER)
         r.setsockopt(zmq.LINGER, 0)
@@ -51,6 +49,15 @@ def node(tmp_path):
         peers.append({"id": peer, "stage": 1, "data_address": data,
                       "control_address": "tcp://127.0.0.1:%d" % _port(),
                       "link_rate_bytes_s": rate})
+    return routers, peers
+
+
+@pytest.fixture
+def node(tmp_path):
+    """A source with two stage-1 successors, w1 behind a 40 KB/s link and w2 behind a fast one,
+    each a real ROUTER here; the source's transport is open and connected to both."""
+    ctx = zmq.Context()
+    routers, peers = router_peers(ctx, {"w1": SLOW_BYTES_S, "w2": 1e7})
     cfg = parse_config({
         "node_id": "s1", "role": "source", "bundle": DEMO_BUNDLE_DIR, "state_dir": str(tmp_path),
         "control_bind": "tcp://127.0.0.1:%d" % _port(),

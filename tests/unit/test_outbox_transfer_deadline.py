@@ -26,7 +26,7 @@ from agent.node.outitem import OutItem
 from agent.policies.api import AgentPolicy
 from agent.protocol.wire import Kind
 from agent.testbed.procs import free_ports
-from tests.unit.test_outbox_liveness import _received
+from tests.unit.test_outbox_liveness import _received, router_peers
 from engines.bundle import load_bundle
 from engines.demo import DEMO_BUNDLE_DIR
 
@@ -47,16 +47,7 @@ def make(tmp_path):
 
     def build(rates, emulate=False):
         ctx = zmq.Context()
-        routers, peers = {}, []
-        for peer, rate in rates.items():
-            data = "tcp://127.0.0.1:%d" % _port()
-            r = ctx.socket(zmq.ROUTER)
-            r.setsockopt(zmq.LINGER, 0)
-            r.bind(data)
-            routers[peer] = r
-            peers.append({"id": peer, "stage": 1, "data_address": data,
-                          "control_address": "tcp://127.0.0.1:%d" % _port(),
-                          "link_rate_bytes_s": rate})
+        routers, peers = router_peers(ctx, rates)
         cfg = parse_config({
             "node_id": "s1", "role": "source", "bundle": DEMO_BUNDLE_DIR,
             "state_dir": str(tmp_path), "control_bind": "tcp://127.0.0.1:%d" % _port(),

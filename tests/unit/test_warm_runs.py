@@ -11,13 +11,12 @@ import numpy as np
 
 from agent.node.capacity import Capacity, CapacityReport
 from agent.node.inference import InferenceThread, Job
-from agent.protocol import wire
 from calibration.online import OnlineCapacityEstimator
 from engines.bundle import load_bundle
 from engines.demo import DEMO_BUNDLE_DIR
 from engines.loader import load_engine
 from tests.unit.test_node_inference import _wait_done
-from tests.unit.test_node_worker import _worker
+from tests.unit.test_node_worker import _worker, task_message
 
 
 def _stage1():
@@ -89,9 +88,7 @@ def test_a_lightly_loaded_worker_keeps_its_capacity_and_a_busy_one_measures_it(t
         x = np.zeros(spec.input_shape, dtype=spec.input_dtype)
 
         def task(i):
-            return wire.Message(wire.Kind.TASK, "s1", fields={
-                "id": "t%d" % i, "source": "s1", "stage": 1, "attempt": 0, "created": 0.0,
-                "hops": 0, "resends": 0, "ttl_s": 60.0}, tensors=[x])
+            return task_message(i, x)
 
         monkeypatch.setattr(worker_module.os, "sched_getaffinity", lambda pid: {0})
         out.view.service_time_s = worker_module.INLINE_MAX_S / 2
