@@ -107,13 +107,15 @@ def test_a_security_none_node_among_curve_nodes_is_told_a_mode_mismatch(tmp_path
     b.open()
     try:
         with caplog.at_level("WARNING", logger="agent.net.transport"):
-            def told():  # a's DEALER or SUB refused, and b's bound socket's failure
+            # b tells it as a connecting node (its DEALER or SUB to a refused) or on its bound
+            # sockets. Either side may miss a try: the first to read the other's greeting
+            # closes, and the other can then see only a broken-off handshake (NO_DETAIL). On a
+            # loaded 2-core machine b's bound sockets once logged no mismatch in 30 s.
+            def told():
                 return (_lines(caplog, 'refused at the handshake: security mismatch: this node '
                                        'runs security = "none", the peer CURVE')
-                        and [m for m in _lines(caplog, 'this node runs security = "curve", the '
-                                                       'peer none')
-                             if m.startswith("handshake failed")])
-            _pump([a, b], told, 30.0)
+                        and _lines(caplog, 'this node runs security = "curve", the peer none'))
+            _pump([a, b], told, 60.0)
         mine = _lines(caplog, 'this node runs security = "none", the peer CURVE')
         assert mine and all("public_key" not in m and "allowed_keys" not in m for m in mine)
     finally:
