@@ -80,8 +80,16 @@ def threshold_stage(round: int, m: int, exit_stages: Sequence[int],
 def threshold_report(node_id: str, round: int, stage: int, arrival_rate_tasks_s: float,
                      routing: Mapping[str, float], marginals_s: Mapping[str, float]
                      ) -> ThresholdReport:
-    """Build this worker's report from its routing and the Delta_ij of its offloader step."""
+    """Build this worker's report from its routing and the Delta_ij of its offloader step.
+
+    A successor with probability but no Delta (silent this round: gone, lost or late) has its
+    mass moved to the others in proportion, as the offloader step moves it; else g_i would
+    count only part of this node's marginal delay and understate eq. 17's change of T."""
     g = sum(float(routing.get(s, 0.0)) * d for s, d in marginals_s.items())
+    if any(float(q) > 0.0 and s not in marginals_s for s, q in routing.items()):
+        live = sum(float(routing.get(s, 0.0)) for s in marginals_s)
+        if live > 0.0:
+            g /= live
     return ThresholdReport(node_id, round, stage, float(arrival_rate_tasks_s), float(g))
 
 
@@ -98,7 +106,8 @@ def choose_threshold(stage: int, thresholds: Mapping[int, float],
                      accuracy_bounds: Optional[Tuple[float, float]] = None) -> Dict[int, float]:
     """Eq. 18: the thresholds after trying c_h - step and c_h + step (clipped to (0, 1]).
 
-    ``total_rate_tasks_s`` is Phi (the fleet's total task rate, from the agent's configuration);
+    ``total_rate_tasks_s`` is Phi (the fleet's total task rate: the driver's own, an agent's
+    estimate from its stage's reports, ``threshold_sync``);
     ``accuracy_bounds`` (A_min, A_max) is computed from the profile when not given.
     """
     current = {int(k): float(v) for k, v in thresholds.items()}

@@ -82,3 +82,43 @@ def test_knobs_defaults_and_overrides():
     """Unknown keys belong to other policies; known ones override the documented defaults."""
     p = parse_knobs({"step": "paper", "paper_step_size": 0.2, "ga_staleness": 3})
     assert p.step == "paper" and p.paper_step_size == 0.2 and p.m == 5
+
+
+def test_a_silent_successors_mass_goes_to_the_live_ones_in_a_threshold_report():
+    """g_i of a report is sum_j p_ij Delta_ij over the successors with a Delta this round, their
+    probabilities renormalised as the offloader step does: a silent successor's share must not
+    count as zero marginal delay (eq. 17's change of T would be understated)."""
+    from agent.policies.thresholds import threshold_report
+
+    full = threshold_report("w", 5, 2, 4.0, {"a": 0.5, "b": 0.5}, {"a": 2.0, "b": 4.0})
+    assert full.marginal_s == pytest.approx(3.0)
+    silent = threshold_report("w", 5, 2, 4.0, {"a": 0.5, "b": 0.5}, {"a": 2.0})
+    assert silent.marginal_s == pytest.approx(2.0)
+    zero_mass = threshold_report("w", 5, 2, 4.0, {"a": 1.0, "b": 0.0}, {"a": 2.0})
+    assert zero_mass.marginal_s == pytest.approx(2.0)
+
+
+def test_the_paper_step_takes_omega_as_eq_16_gives_it():
+    """step = "paper" (Algorithm 2, eq. 19) uses Omega_i as eq. 16 computes it from the current
+    routing: the default rule's extrapolation by the pending change of the arrival rate
+    (Psi_i * pending) is not applied, so a pending change leaves its result unchanged."""
+    import numpy as np
+
+    from agent.policies.dtoee.knobs import DtoeeParams
+    from agent.policies.dtoee.steps import update_rows
+
+    args = dict(p=np.array([[0.5, 0.5]]), out_rate=np.array([4.0]), remaining=np.array([0.7]),
+                next_flops=np.array([1e8]), next_bytes=np.array([1e4]),
+                link_rate=np.array([[1e7, 1e7]]), load=np.array([[3e8, 5e8]]),
+                capacity=np.array([[1e9, 1e9]]), omega=np.array([[0.01, 0.02]]),
+                curvature=np.zeros((1, 2)), predecessors=np.array([[1.0, 1.0]]),
+                damping=np.array([[1.0, 1.0]]), valid=np.ones((1, 2), dtype=bool))
+    paper = DtoeeParams(step="paper")
+    plain = update_rows(params=paper, pending=None, **args)
+    moved = update_rows(params=paper, pending=np.array([3.0]), **args)
+    for a, b in zip(plain, moved):
+        assert np.array_equal(a, b)
+    default = DtoeeParams()
+    d_plain = update_rows(params=default, pending=None, **args)
+    d_moved = update_rows(params=default, pending=np.array([3.0]), **args)
+    assert d_moved[2][0] > d_plain[2][0]  # the default rule extrapolates Omega_i

@@ -41,7 +41,8 @@ sends a ``ThresholdReport`` (its phi_i and sum_j p_ij Delta_ij of its step) to t
 stage; each calls ``choose_threshold`` on the same reports and the accuracy-ratio table (the
 exit profile) and gets the same new thresholds C (eqs. 17-18). C travels in every RUR/RUS with a
 version number; ``merge_thresholds`` keeps the newest. Phi (the fleet's task rate) for eq. 17
-comes from the agent's configuration.
+is estimated from the stage's reports: their phi_i summed over the share of tasks that reach
+the stage (``threshold_sync``).
 
 Neighbours that are gone: an offloader passes only the statuses it received this round. A
 successor without a status gets probability 0 and its mass moves to the live ones in

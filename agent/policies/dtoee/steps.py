@@ -167,14 +167,15 @@ def update_rows(p, out_rate, remaining, next_flops, next_bytes, link_rate, load,
     """One offloader step for many rows: returns (new p, Delta, Omega_i, Psi_i).
 
     ``pending`` (R,): the change of the node's arrival rate that its successors have not seen
-    yet (its requests carried the previous rate); Omega_i is extrapolated by Psi_i * pending.
+    yet (its requests carried the previous rate); Omega_i is extrapolated by Psi_i * pending
+    (not under ``step = "paper"``: Algorithm 2 takes Omega_i as eq. 16 gives it).
     ``previous_step`` (R,D): the node's previous routing change (default rule's momentum).
     """
     parts = {}
     delta, h, omega_i, psi_i = row_marginals(p, remaining, next_flops, next_bytes, link_rate,
                                              load, capacity, omega, curvature, valid, params,
                                              out_rate, parts=parts)
-    if pending is not None:
+    if pending is not None and params.step != "paper":  # eq. 16 as it stands for the paper's
         omega_i = omega_i + psi_i * np.asarray(pending, dtype=np.float64)
     if params.step == "paper":
         new = paper_step(p, delta, valid, params.paper_step_size)
