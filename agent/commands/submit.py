@@ -203,7 +203,7 @@ def _send_all(args, endpoint: str, keys, x, y, got: list, fleet_limit=None) -> i
             # the --out run folder only now: a refused connection leaves none for `report`
             tally.out = _records_out(args, client, n)
             if args.rate:
-                send_at_rate(args, client, endpoint, x, n, tally)
+                send_at_rate(args, client, endpoint, x, n, tally, fleet_limit)
             for _ in () if args.rate else _answered(args, client, endpoint, x, n, tally,
                                                     fleet_limit):
                 pass
@@ -257,7 +257,7 @@ def _answered(args, client, endpoint: str, x, n: int, tally, fleet_limit=None):
     (said in one line). ``fleet_limit``: as ``_send_all``'s."""
     from agent.fleet.client import no_answer
     from agent.errors import UsageError
-    from agent.commands.submit_checks import dropped_for_size, file_refusal
+    from agent.commands.submit_checks import file_refusal, no_answer_cause
 
     tally.header()
     for i in range(n):
@@ -283,14 +283,9 @@ def _answered(args, client, endpoint: str, x, n: int, tally, fleet_limit=None):
         problem = client.check_connection(CONNECT_WAIT_S if i == 0 else min(
             args.timeout, CONNECT_WAIT_S))
         if i == 0:  # nothing at all came back: a lone input says the same as a first one
-            # a message over about twice the source's limit: ZeroMQ drops the connection
-            dropped = "" if problem else dropped_for_size(client, x, tally.pending, fleet_limit)
             raise UsageError("no answer from %s within %g s: %s%s" % (
-                endpoint, args.timeout, problem or dropped or (
-                    "the endpoint took the connection, so --timeout may be too short for the "
-                    "fleet's delay, or a source there speaks another wire protocol (compare "
-                    "`edge-agent --version` here and there)" if client.connected else
-                    "is its source running, and the endpoint (and keys) right?"),
+                endpoint, args.timeout,
+                no_answer_cause(client, x, tally.pending, problem, fleet_limit),
                 ";" + left if left else ""))
         if problem:
             tally.summary()

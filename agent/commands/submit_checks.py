@@ -81,6 +81,24 @@ def dropped_for_size(client: Any, x: Any, tid: str, recorded: Optional[int] = No
                "the node config's default", client.max_message_bytes, size))
 
 
+def no_answer_cause(client: Any, x: Any, tid: str, problem: str,
+                    recorded: Optional[int] = None) -> str:
+    """The likely cause said when no answer at all came to the input ``x[:1]`` sent as ``tid``
+    (one input at a time or at ``--rate`` alike): ``problem`` (the connection check's finding)
+    when there is one, else a message ZeroMQ dropped for its size (``dropped_for_size``;
+    ``recorded`` as there), else what the connection's state suggests."""
+    if problem:
+        return problem
+    dropped = dropped_for_size(client, x, tid, recorded)
+    if dropped:
+        return dropped
+    if client.connected:
+        return ("the endpoint took the connection, so --timeout may be too short for the "
+                "fleet's delay, or a source there speaks another wire protocol (compare "
+                "`edge-agent --version` here and there)")
+    return "is its source running, and the endpoint (and keys) right?"
+
+
 def check_label_range(y: Any, classes: int, bundle: str, where: str) -> None:
     """Refuse (``UsageError``, one line) labels outside 0..classes-1 (-1: no label): no answer
     could ever match them."""

@@ -18,14 +18,16 @@ import os
 import random
 import time
 from collections import OrderedDict
-from typing import Any, Dict
+from typing import Any, Dict, Optional
 
 
-def send_at_rate(args: Any, client: Any, endpoint: str, x: Any, n: int, tally: Any) -> None:
+def send_at_rate(args: Any, client: Any, endpoint: str, x: Any, n: int, tally: Any,
+                 fleet_limit: Optional[int] = None) -> None:
     """Send ``n`` inputs of ``x`` (one per row, as stored; the connection checked) at
     ``args.rate`` per second (see the module docstring), recording each answer in ``tally``.
     ``UsageError`` when the run cannot go on (said in one line; exit status 1 with the summary
-    printed when answers came back)."""
+    printed when answers came back). ``fleet_limit``: the source's ``max_message_bytes`` as its
+    fleet.json records it (None: not known), weighed when no answer at all comes."""
     from agent.errors import UsageError
     from agent.fleet.client import no_answer
     from agent.commands.submit_checks import file_refusal
@@ -53,7 +55,8 @@ def send_at_rate(args: Any, client: Any, endpoint: str, x: Any, n: int, tally: A
             client.sent_at.pop(tid, None)  # an answer after this is read past
             if not tally.answered:  # nothing at all came back: nothing is coming
                 tally.add(no_answer(tid, args.timeout))
-                raise _nothing_back(args, client, endpoint, deadlines, tally, n - sent)
+                raise _nothing_back(args, client, endpoint, x, tid, deadlines, tally,
+                                    n - sent, fleet_limit)
             tally.add(no_answer(tid, args.timeout))
         if not deadlines and (sent >= n or stop is not None):
             break
@@ -76,23 +79,24 @@ def send_at_rate(args: Any, client: Any, endpoint: str, x: Any, n: int, tally: A
         raise err
 
 
-def _nothing_back(args: Any, client: Any, endpoint: str, deadlines: Dict[str, float],
-                  tally: Any, not_sent: int) -> Exception:
-    """The error ending a run in which no answer at all came within ``--timeout``: the inputs
-    still in flight are not awaited (recorded so), the connection is watched again and said."""
+def _nothing_back(args: Any, client: Any, endpoint: str, x: Any, tid: str,
+                  deadlines: Dict[str, float], tally: Any, not_sent: int,
+                  fleet_limit: Optional[int]) -> Exception:
+    """The error ending a run in which no answer at all came within ``--timeout`` (``tid``: the
+    first input so lost): the inputs still in flight are not awaited (recorded so), the
+    connection is watched again and the likely cause said, as for one input at a time
+    (``submit_checks.no_answer_cause``: a message ZeroMQ dropped for its size among them)."""
     from agent.errors import UsageError
+    from agent.commands.submit_checks import no_answer_cause
 
     in_flight = list(deadlines)
     tally.abandon(in_flight, "no answer came for any input")
-    for tid in in_flight:
-        client.sent_at.pop(tid, None)
+    for t in in_flight:
+        client.sent_at.pop(t, None)
     deadlines.clear()
     problem = client.check_connection(min(args.timeout, 3.0))
     tally.summary()
     return UsageError("no answer from %s within %g s: %s; %d input(s) in flight not awaited, %d "
-                      "not sent" % (endpoint, args.timeout, problem or (
-                          "the endpoint took the connection, so --timeout may be too short for "
-                          "the fleet's delay, or a source there speaks another wire protocol "
-                          "(compare `edge-agent --version` here and there)" if client.connected
-                          else "is its source running, and the endpoint (and keys) right?"),
-                          len(in_flight), not_sent))
+                      "not sent" % (endpoint, args.timeout,
+                                    no_answer_cause(client, x, tid, problem, fleet_limit),
+                                    len(in_flight), not_sent))

@@ -1,6 +1,7 @@
 """``submit`` told a ``--max-message-bytes`` above what the source really takes: a message over
 about twice the source's ``max_message_bytes`` makes ZeroMQ drop the connection, so no answer
-comes, and submit names that as the likely cause (not ``--timeout`` or another wire protocol).
+comes, and submit names that as the likely cause (not ``--timeout`` or another wire protocol),
+one input at a time and at ``--rate`` alike.
 A real source agent on loopback with the node config's default limit."""
 
 from __future__ import annotations
@@ -32,23 +33,27 @@ def source(tmp_path_factory):
         c.stop_all()
 
 
-def test_no_answer_to_a_message_over_twice_the_sources_limit_names_zeromqs_drop(
-        source, tmp_path, capsys):
-    """Rule: an input whose message is over twice the node config's default max_message_bytes,
-    sent with --max-message-bytes above it, gets no answer (ZeroMQ drops the connection); the
-    error says so, with the message size and the limit, and not that --timeout may be too
-    short; exit 2. The source never saw the task."""
+@pytest.mark.parametrize("rate", [[], ["--rate", "10", "--count", "1"]], ids=["one", "rate"])
+def test_no_answer_to_a_message_over_twice_the_limit_names_zeromqs_drop(
+        source, tmp_path, capsys, rate):
+    """Rule: a run whose input's message is over twice the node config's default
+    max_message_bytes (sent with --max-message-bytes above it) and so gets no answer says that
+    ZeroMQ dropped the connection for the message's size, with the message size and the limit,
+    and not that --timeout may be too short, one input at a time and at --rate alike; exit 2.
+    The source never saw the task."""
     source, cluster = source
     # 34 MB: above twice 16 MiB and the 64 KiB of headroom the agent's socket adds to it
     images = str(tmp_path / "huge.npz")
     np.savez(images, x=np.zeros((1, 1, 8500, 1000), np.float32))
-    assert cli.main(["submit", "--images", images, "--endpoint", source, "--timeout", "5",
-                     "--max-message-bytes", str(64 << 20)]) == 2
+    assert cli.main(["submit", "--images", images, "--endpoint", source, "--timeout", "5"]
+                    + rate + ["--max-message-bytes", str(64 << 20)]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("edge-agent submit: error: no answer from %s within 5 s: its message "
                           "of " % source), err
     assert ("is over twice the source's max_message_bytes %d (the node config's default), and "
             "ZeroMQ drops a connection whose message is over about twice the source's "
             "max_message_bytes" % DEFAULT_MAX_MESSAGE_BYTES) in err, err
+    if rate:
+        assert err.endswith("; 0 input(s) in flight not awaited, 0 not sent"), err
     assert "--timeout may be too short" not in err and len(err.splitlines()) == 1, err
     assert cluster.tasks("s1").get("created", 0) == 0, cluster.tasks("s1")
