@@ -237,11 +237,10 @@ def _run(args: argparse.Namespace) -> int:
         raise UsageError("--network netns and faults are for local agents, not a fleet")
     plan = network_plan(topo) if args.network == "netns" else None
     check_node_configs(topo, bundle, policies, rates, float(args.duration), args.seed)
-    if topo.fleet is not None:  # a source it cannot reach: refused before a run folder is made
-        from agent.testbed.fleet import check_sources, client_keys, fleet_settings
+    if topo.fleet is not None:  # a source it cannot reach, or a replay input it would refuse:
+        from agent.testbed.fleet import fleet_inputs  # refused before a run folder is made
 
-        f = fleet_settings(topo)
-        check_sources(f["clients"], client_keys(topo, f))
+        fleet_inputs(topo, bundle, check=True)
     out_dir = new_run_dir(os.path.abspath(args.out))
     lock = RunLock(out_dir)
     net = None
@@ -252,7 +251,9 @@ def _run(args: argparse.Namespace) -> int:
             cleanup_stale()  # what a killed netns testbed left
             net = Network(plan)
             net.setup()
-        settings = TestbedSettings(duration_s=float(args.duration), out_dir=out_dir, network=net)
+        # a fleet's sources were checked above: the run does not connect to check them again
+        settings = TestbedSettings(duration_s=float(args.duration), out_dir=out_dir,
+                                   network=net, sources_checked=topo.fleet is not None)
         return _run_in(args, topo, bundle, policies, rates, cap, out_dir, lock, settings)
     finally:
         if net is not None:

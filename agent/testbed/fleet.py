@@ -11,24 +11,24 @@ takes tasks from a local client (its config has ``arrival = "client"`` and ``cli
 (default ``workstation``) reach sources whose client endpoint is CURVE-served; `fleet render`
 writes such a topology (``testbed.json``), keeping the topology's own ``replay`` and
 ``result_timeout_s`` (``rendered_fleet``). The testbed starts nothing there. For each rate it
-connects one ``agent.fleet.client.Client`` per source, sends its inputs (images from the
-replay set) at Poisson times with the source's share of the rate, and takes the answer the
-source returns for each; the client's own clock gives the delay and the replay labels give the
-accuracy. The testbed's side of each task is written as that rate's records (``run.json``
-beside them), so ``edge-agent report`` can summarise the run again. A task without an answer after ``result_timeout_s`` (make
-it longer than the sources' ``result_timeout_s * max_attempts``) counts as lost. Before the
-first rate each source's endpoint is checked (``check_sources``): one that cannot be reached
-(a host that does not resolve, nothing listening, a key refused, a replay input above its
-``max_message_bytes``) stops the run at once with one line naming it, as ``submit`` does,
-instead of a whole run of lost tasks. A source's ``max_message_bytes`` is the one the render's
+connects one ``agent.fleet.client.Client`` per source, sends its inputs (images from the replay
+set) at Poisson times with the source's share of the rate, and takes the answer the source returns
+for each; the client's own clock gives the delay and the replay labels give the accuracy. The
+testbed's side of each task is written as that rate's records (``run.json`` beside them), so
+``edge-agent report`` can summarise the run again. A task without an answer after
+``result_timeout_s`` (make it longer than the sources' ``result_timeout_s * max_attempts``) counts
+as lost. Before the first rate each source's endpoint is checked (``fleet_inputs``; `edge-agent
+testbed` checks before it makes the run folder, ``sources_checked`` saying so): one that cannot be
+reached (a host that does not resolve, nothing listening, a key refused, a replay input above its
+``max_message_bytes``) stops the run at once with one line naming it, as ``submit`` does, instead
+of a whole run of lost tasks. A source's ``max_message_bytes`` is the one the render's
 ``fleet.json`` records for it, else the topology's ``agent.max_message_bytes``, else the node
-config's default (``source_limits``). A record's
-``status`` is the answer's outcome (``STATUSES``), with the source's ``reason`` and, for an
-input it refused (``error``, e.g. ``bad_input``: NaN or out-of-range values, a wrong shape),
-its ``detail``: such a task is counted as ``error``, not lost, and
-``agent.testbed.report.error_lines`` says what the sources said. The fleet runs
-one policy; comparing another means restarting the fleet with it, so ``--policies`` may only
-name the fleet's policy (and defaults to it), checked before the run folder is made.
+config's default (``source_limits``). A record's ``status`` is the answer's outcome (``STATUSES``),
+with the source's ``reason`` and, for an input it refused (``error``, e.g. ``bad_input``: NaN or
+out-of-range values, a wrong shape), its ``detail``: such a task is counted as ``error``, not lost,
+and ``agent.testbed.report.error_lines`` says what the sources said. The fleet runs one policy;
+comparing another means restarting the fleet with it, so ``--policies`` may only name the fleet's
+policy (and defaults to it), checked before the run folder is made.
 ``"emulated": false`` (what `fleet render` writes without ``--emulate``) says the devices run
 at their own capacities and the links at their real rates: the topology's
 ``emulate_capacity_flops`` and link rates are then nominal, used only to turn ``N%`` rates
@@ -228,16 +228,14 @@ def source_limits(topo: Topology, f: dict) -> Dict[str, Optional[int]]:
 
 
 def _replay(path: Optional[str]):
-    if not path:
-        path = REPLAY_PATH
+    path = path or REPLAY_PATH
     arrays = load_npz(path, "fleet.replay")
     if "x" not in arrays or "y" not in arrays:
         raise UsageError("fleet.replay: %s holds no arrays x and y (it has %s)"
                          % (path, ", ".join(sorted(arrays)) or "none"))
-    x, y = np.ascontiguousarray(arrays["x"]), np.asarray(arrays["y"])
     where = "fleet.replay: %s" % path
-    x = checked_inputs(x, where)
-    return x, checked_labels(y, len(x), where)
+    x = checked_inputs(np.ascontiguousarray(arrays["x"]), where)
+    return x, checked_labels(np.asarray(arrays["y"]), len(x), where)
 
 
 def drive(clients: Dict[str, str], shares: Dict[str, float], total_rate: float, load_s: float,
@@ -337,25 +335,32 @@ def check_sources(clients: Dict[str, str], keys: Optional[Dict[str, Any]] = None
         ctx.term()
 
 
-def run_fleet(topo: Topology, bundle, policy: str, rates: Sequence[float], settings,
-              seed: int = 0, tick: Optional[Callable[[int, str, float], None]] = None,
-              on_result: Optional[Callable[[RunResult], None]] = None) -> List[RunResult]:
-    """One ``RunResult`` per rate for the fleet's policy (see the module docstring)."""
+def fleet_inputs(topo: Topology, bundle, check: bool = True) -> tuple:
+    """(fleet object, replay inputs as the sources take them, labels, keys, limits); with
+    ``check``, each source checked first (``check_sources``: reached, the inputs under its
+    ``max_message_bytes``), a ``UsageError`` line naming the first that fails."""
     f = fleet_settings(topo)
-    if policy != f["policy"]:
-        raise UsageError("--policies: the fleet runs %r; restart it with another policy to "
-                         "compare (got %r)" % (f["policy"], policy))
     x, y = _replay(fleet_path(topo, f["replay"]) if f.get("replay") else None)
     x = as_input(x, bundle.stage(1).input_dtype)  # uint8 images scaled, as the sources do
     keys, limits = client_keys(topo, f), source_limits(topo, f)
-    shares = {s.id: s.share for s in topo.sources}
+    if check:  # at once, not after a whole rate of lost tasks (or an input no source takes)
+        check_sources(f["clients"], keys, limits=limits, x=x)
+    return f, x, y, keys, limits
+
+
+def run_fleet(topo: Topology, bundle, policy: str, rates: Sequence[float], settings,
+              seed: int = 0, tick: Optional[Callable[[int, str, float], None]] = None,
+              on_result: Optional[Callable[[RunResult], None]] = None) -> List[RunResult]:
+    """One ``RunResult`` per rate for the fleet's policy (see the module docstring); its
+    sources checked first unless ``settings.sources_checked`` says they were."""
+    fleet_policies(topo, [policy])  # the fleet runs no other
+    f, x, y, keys, limits = fleet_inputs(topo, bundle,
+                                         not settings.sources_checked)
     load_s = topo.warmup_s + settings.duration_s
-    # at once, not after a whole rate of lost tasks (or an input no source would take)
-    check_sources(f["clients"], keys, limits=limits, x=x)
     out = []
     for i, rate in enumerate(rates):
-        recs = drive(f["clients"], shares, rate, load_s, x, y, f["result_timeout_s"],
-                     seed=seed * 100 + i, keys=keys, limits=limits,
+        recs = drive(f["clients"], {s.id: s.share for s in topo.sources}, rate, load_s, x, y,
+                     f["result_timeout_s"], seed=seed * 100 + i, keys=keys, limits=limits,
                      tick=lambda phase, frac, i=i: (tick or (lambda *a: None))(i, phase, frac))
         directory = os.path.join(settings.out_dir, policy, rate_label(rate))
         paths = {}
@@ -363,9 +368,7 @@ def run_fleet(topo: Topology, bundle, policy: str, rates: Sequence[float], setti
             paths[sid] = os.path.join(directory, sid, "records.jsonl")
             os.makedirs(os.path.dirname(paths[sid]), exist_ok=True)
             with open(paths[sid], "w", encoding="utf-8") as fh:
-                for r in recs:
-                    if r["source"] == sid:
-                        fh.write(json.dumps(r) + "\n")
+                fh.writelines(json.dumps(r) + "\n" for r in recs if r["source"] == sid)
         write_run_file(directory, "fleet", policy, rate, paths,
                        {sid: sum(1 for r in recs if r["source"] == sid) for sid in f["clients"]},
                        {}, settings.duration_s, load_s)

@@ -66,6 +66,8 @@ class TestbedSettings:
     python: str = ""  # interpreter for the agents; "" = this one
     # agent.testbed.netns.Network the agents run in (None: loopback, links paced by senders)
     network: Optional[object] = None
+    # a fleet's sources were checked just before the run (``agent.testbed.fleet.fleet_inputs``)
+    sources_checked: bool = False
 
 
 def bundle_stages(bundle) -> List[StageInfo]:
