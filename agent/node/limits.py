@@ -18,7 +18,9 @@ carry no tensor). For each:
 
 A config that fails raises ``LimitError`` (a ``UsageError``: ``run`` exits 78) in one line
 naming the node, the stage, the tensor bytes, the limit and the value to raise it to; its
-``fix`` is that value as a config line.
+``fix`` is that value as a config line. Where several nodes take their limits from one place
+(the testbed's topology), ``largest_need`` picks the error that names the value every node
+needs, not the first node checked.
 """
 
 from __future__ import annotations
@@ -38,11 +40,14 @@ ID_MAX_CHARS = 2 * NODE_ID_MAX_CHARS
 
 
 class LimitError(UsageError):
-    """A message or queue limit below what the node must receive; ``fix`` says the value."""
+    """A message or queue limit below what the node must receive; ``fix`` says the value,
+    ``field`` names the limit and ``need_bytes`` is the least value it may take."""
 
-    def __init__(self, line: str, fix: str):
+    def __init__(self, line: str, fix: str, field: str = "", need_bytes: int = 0):
         super().__init__(line)
         self.fix = fix
+        self.field = field
+        self.need_bytes = need_bytes
 
 
 def task_header_bytes(shape: Sequence[int], dtype: str, num_classes: int) -> int:
@@ -102,14 +107,16 @@ def check_limits(cfg: Any, bundle: Any) -> str:
                 "with the largest header), above the most max_message_bytes may be (%d); cut "
                 "the model where the tensor is smaller" % (_who(cfg), h, tensor, message,
                                                            MAX_MESSAGE_BYTES_LIMIT),
-                "rebuild the bundle with a cut whose tensor is below 1 GiB")
+                "rebuild the bundle with a cut whose tensor is below 1 GiB",
+                "max_message_bytes", message)
         raise LimitError(
             "max_message_bytes: %d is below the largest message %s receives (a stage-%d task%s: "
             "%d tensor bytes + up to %d header bytes); every such task would be dropped: raise "
             "max_message_bytes to %d or more" % (
                 cfg.max_message_bytes, _who(cfg), h, " from a client" if cfg.role == "source"
                 else "", tensor, message - tensor, message),
-            "max_message_bytes = %d (or more) in the node config" % message)
+            "max_message_bytes = %d (or more) in the node config" % message,
+            "max_message_bytes", message)
     line = "max_message_bytes %d holds the largest message, %d bytes (stage %d)" % (
         cfg.max_message_bytes, message, h)
     if cfg.role != "worker":  # a source holds no received tensor against max_queue_bytes
@@ -120,9 +127,26 @@ def check_limits(cfg: Any, bundle: Any) -> str:
             "max_queue_bytes: %d is below one stage-%d input (%d tensor bytes) of %s; every "
             "such task would be refused (overload): raise max_queue_bytes to %d or more"
             % (cfg.max_queue_bytes, h, tensor, _who(cfg), tensor),
-            "max_queue_bytes = %d (or more) in the node config" % tensor)
+            "max_queue_bytes = %d (or more) in the node config" % tensor,
+            "max_queue_bytes", tensor)
     return line + "; max_queue_bytes %d holds a stage-%d input, %d bytes" % (
         cfg.max_queue_bytes, h, tensor)
+
+
+def largest_need(errors: Sequence[LimitError]) -> LimitError:
+    """Of the ``LimitError`` of several nodes whose limits come from one place (a topology's
+    agents), the one naming the node and the value that decide what to set, so one change
+    fixes every node: a ``max_message_bytes`` one before a ``max_queue_bytes`` one (each node
+    is checked for the former first), of those the largest need (the first of equal ones),
+    saying how many nodes are below theirs when more than one is."""
+    order = {"max_message_bytes": 0, "max_queue_bytes": 1}
+    field = min((e.field for e in errors), key=lambda f: order.get(f, 2))
+    same = [e for e in errors if e.field == field]
+    top = max(same, key=lambda e: e.need_bytes)  # max keeps the first of equal needs
+    if len(same) == 1:
+        return top
+    return LimitError("%s (the largest need: %d agents are below theirs)" % (top, len(same)),
+                      top.fix, top.field, top.need_bytes)
 
 
 def check_message_size(frames: Sequence[Any], limit_bytes: int) -> None:

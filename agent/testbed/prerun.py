@@ -43,7 +43,8 @@ def check_slot(topo) -> None:
 def check_node_configs(topo, bundle, policies, rates, duration_s: float, seed: int) -> None:
     """Every agent's config of every policy, parsed and its policy made as the run will, before
     the run folder exists: a bad agent field, id, knob or placement (a DIMEE worker in no tier)
-    fails here, not in an empty run folder."""
+    fails here, not in an empty run folder; of the agents whose message or queue limit is below
+    their need, the one with the largest need is named (``limits.largest_need``)."""
     import tempfile
 
     from agent.testbed.local import node_configs
@@ -55,6 +56,7 @@ def check_node_configs(topo, bundle, policies, rates, duration_s: float, seed: i
         return
     check_slot(topo)
     from agent.node.build import build_view, check_config, configured_policy, open_exit_profile
+    from agent.node.limits import LimitError, largest_need
 
     ports = list(range(20000, 20000 + 2 * len(topo.node_ids())))  # checked, never bound
     from agent.node.book import open_replay
@@ -68,9 +70,15 @@ def check_node_configs(topo, bundle, policies, rates, duration_s: float, seed: i
         for policy in policies:
             cfgs = node_configs(topo, bundle.path, policy, rates[0], topo.warmup_s + duration_s,
                                 scratch, seed, ports)
+            short = []  # limits below an agent's need: the largest said once all are seen
             for cfg in cfgs.values():  # as each agent's start makes it: a placement it refuses
-                check_config(cfg, bundle)
+                try:
+                    check_config(cfg, bundle)
+                except LimitError as exc:  # checked last there: the agent's other checks passed
+                    short.append(exc)
                 configured_policy(cfg, bundle, build_view(cfg, bundle, profile))
                 if cfg.role == "source" and (cfg.replay_path, cfg.replay_rows) not in replays:
                     open_replay(cfg, bundle)
                     replays.add((cfg.replay_path, cfg.replay_rows))
+            if short:  # one topology-wide limit: the value that fixes every agent at once
+                raise largest_need(short)
