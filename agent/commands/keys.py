@@ -52,13 +52,15 @@ def run(args: argparse.Namespace) -> int:
 
 def _generate(args: argparse.Namespace, generate_keypair) -> Tuple[str, str]:
     """Check --name (the node-id rule: it names the node's key files) and --dir, then write the
-    pair. A failed write leaves no half-written pair and removes nothing it did not make:
+    pair. A failed write leaves no half-written pair (a failed --force says what it left when
+    it could not put the old pair back) and removes nothing it did not make:
     ``generate_keypair`` removes what it put in place itself (files that were not there when
     this run looked may be another run's pair, made meanwhile)."""
     import os
 
     from agent.config.checks import check_node_id
     from agent.errors import UsageError
+    from agent.ops.atomic import SetTorn
     from agent.ops.files import check_output_dir, check_output_file, output_errors
 
     given = args.name is not None  # --name "" is a mistake, not a request for the default
@@ -68,4 +70,9 @@ def _generate(args: argparse.Namespace, generate_keypair) -> Tuple[str, str]:
     for path in (os.path.join(args.dir, name + ext) for ext in (".key", ".key_secret")):
         check_output_file(path, "--dir")
     with output_errors("--dir", args.dir):
-        return generate_keypair(args.dir, name, overwrite=args.force)
+        try:
+            return generate_keypair(args.dir, name, overwrite=args.force)
+        except SetTorn as exc:  # a secret file that does not match its public file is no key
+            exc.strerror = ("%s; make a new pair (--force again) once the folder takes writes"
+                            % exc.strerror)
+            raise

@@ -45,7 +45,9 @@ def generate_keypair(directory: str, name: str, overwrite: bool = False) -> Tupl
     The secret file is created with mode 0600 from the start (never briefly world-readable).
     Returns (public_file, secret_file). Existing files are refused unless ``overwrite``, also
     files another run makes meanwhile (``_link_new_pair``); a replacement writes both files
-    before moving either into place: a failed write leaves the old pair as it was."""
+    before moving either into place: a failed write leaves the old pair as it was, and so does
+    a failed move of the public file, the secret one moved before it put back
+    (``write_atomic_all``)."""
     import zmq
 
     if not name or os.sep in name or name.startswith("."):

@@ -6,7 +6,8 @@ the same directory (so several processes writing the same path never share a tem
 is fsynced, renamed over the target, and the directory is fsynced so the rename survives a power
 cut (what a Jetson in the field gets). On any error the temporary file is removed and the
 target is left as it was. ``write_atomic_all`` does the same for files that belong together
-(a key pair): all are written before any is renamed into place.
+(a key pair): all are written before any is renamed into place, and the old files are kept
+until all are, to be put back should a later rename fail.
 
 Permissions: ``perms`` when given (applied exactly, whatever the umask); otherwise those of the
 file being replaced; otherwise what ``open`` would give a new file (0o666 less the umask).
@@ -15,6 +16,7 @@ file being replaced; otherwise what ``open`` would give a new file (0o666 less t
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import re
 import secrets
@@ -58,18 +60,124 @@ def write_atomic_all(files: Sequence[Tuple[str, Union[str, bytes], Optional[int]
     each, as ``write_atomic`` does one. Every file is written (and synced) to its temporary
     first and only then are they renamed into place, in order; a failure before the renames
     (a full disk, an error in any one of them) removes every temporary and leaves all the old
-    files as they were. (Between the renames only a rename in the same folder can fail.)"""
+    files as they were. Each target already there is kept under a second name (``_keep_old``)
+    until every rename succeeded: should a rename fail after another succeeded, the targets
+    already replaced get their old file back (one that was not there is removed), so the set
+    on disk is the old one or the new one, never a mix (an ``OSError`` saying so); should
+    that fail too, ``SetTorn`` says which target holds which file and where an old one is
+    kept."""
     staged: List[_Staged] = []
+    kept: List[str] = []  # per target: its old file's second name ("": none was there)
     try:
         for path, data, perms in files:
             staged.append(_Staged(path, "wb" if isinstance(data, bytes) else "w", perms))
             staged[-1].file.write(data)
             staged[-1].finish(durable)
         for one in staged:
+            kept.append(_keep_old(one.path))
+        for one in staged:
             one.commit(durable)
+    except BaseException as exc:
+        done = [i for i, one in enumerate(staged) if not one.tmp]  # renamed into place
+        if done and len(done) < len(staged):  # a mix on disk: undone before anything else
+            failed = next(one.path for one in staged if one.tmp)
+            said = _put_back(staged, kept, done, failed, exc, durable)
+            if said is not None:
+                raise said from exc
+        raise
     finally:
         for one in staged:
             one.discard()
+        for path in kept:  # second names no longer needed ("" once put back or to stay)
+            if path:
+                with contextlib.suppress(OSError):
+                    os.unlink(path)
+
+
+class SetTorn(OSError):
+    """``write_atomic_all`` left a set mixed: some targets hold new files, others old ones (the
+    message says which, and where an old file is kept)."""
+
+
+def _keep_old(path: str) -> str:
+    """A second name, beside it, for what is at ``path`` ("" when nothing is): a hard link
+    (the very file: its owner, permissions and data), else, where the file system makes no
+    hard links, a copy (a symbolic link: a new one to the same target)."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return ""
+    directory, name = os.path.split(os.path.abspath(path))
+    for _ in range(_TEMP_TRIES):
+        keep = os.path.join(directory, ".%s.%s.old" % (name, secrets.token_hex(8)))
+        try:
+            os.link(path, keep, follow_symlinks=False)
+            return keep
+        except FileExistsError:
+            continue
+        except OSError as exc:
+            if exc.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.EMLINK, errno.ENOSYS):
+                raise
+        if stat.S_ISLNK(st.st_mode):
+            os.symlink(os.readlink(path), keep)
+            return keep
+        fd = os.open(keep, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0),
+                     0o600)  # owner-only until its bits are the old file's: it may be a secret
+        try:
+            with open(path, "rb") as src, os.fdopen(fd, "wb") as dst:
+                os.fchmod(dst.fileno(), stat.S_IMODE(st.st_mode))
+                shutil.copyfileobj(src, dst)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(keep)
+            raise
+        return keep
+    raise FileExistsError("no free name to keep %s under in %s" % (name, directory))
+
+
+def _put_back(staged: List["_Staged"], kept: List[str], done: List[int], failed: str,
+              exc: BaseException, durable: bool) -> Optional[OSError]:
+    """Undo the renames ``done`` (indexes into ``staged``) after ``exc`` stopped the set at
+    ``failed``: each of those targets gets its kept old file back, or is removed when none was
+    there (``kept[i]`` emptied for each old file put back, and for one that must stay on disk:
+    its target could not get it back).
+    Returns the ``OSError`` to raise: for an ``OSError`` ``exc``, that every file is as it was;
+    when something could not be undone, which target holds which file; else None."""
+    had = [bool(k) for k in kept]
+    why = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+    stuck = {}  # target index -> why it still holds its new file
+    for i in reversed(done):
+        try:
+            if kept[i]:
+                os.replace(kept[i], staged[i].path)
+                kept[i] = ""
+            else:
+                os.unlink(staged[i].path)
+        except OSError as undo:
+            stuck[i] = undo.strerror or str(undo)
+    if durable:
+        fsync_dir(staged[0].directory)
+    code = getattr(exc, "errno", None) or errno.EIO
+    if not stuck:
+        if not isinstance(exc, OSError):
+            return None
+        return OSError(code, "%s not put in place (%s); %s: every file is as it was" % (
+            failed, why, ", ".join("%s %s" % (staged[i].path, "has its old file back" if had[i]
+                                              else "removed (none was there)") for i in done)))
+    states = []
+    for i, one in enumerate(staged):
+        if i in stuck:
+            states.append("%s holds the new file%s" % (one.path, " (its old one kept as %s)"
+                                                       % kept[i] if kept[i] else ""))
+            kept[i] = ""  # the old file's only name now: it stays
+        else:
+            states.append("%s %s" % (one.path, "holds the old one" if had[i] else
+                                     "is not there (nor was it)"))
+    return SetTorn(code, "%s not put in place (%s), and undoing the replacements before it "
+                         "failed (%s): the files do not belong together: %s" % (
+                             failed, why, "; ".join("%s: %s" % (staged[i].path, r)
+                                                   for i, r in sorted(stuck.items())),
+                             "; ".join(states)))
 
 
 class _Staged:
