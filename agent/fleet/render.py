@@ -232,6 +232,8 @@ def _render_into(stage: str, topo: Topology, hosts: Dict[str, Host], opts: Rende
         })
         if "metrics_host" not in topo.agent and loopback_address(h.host):
             obj["metrics_host"] = loopback_address(h.host)  # where fleet.json's URL points
+        elif obj.get("metrics_host") == "0.0.0.0" and ":" in h.host:  # IPv4 only; the URL is
+            obj["metrics_host"] = "::"  # the host's IPv6 address: "::" takes both families
         place_replay(obj, replay, _dev(opts, ETC))
         for p in obj["peers"]:
             p["public_key"] = pub[p["id"]]

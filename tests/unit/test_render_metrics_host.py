@@ -61,14 +61,26 @@ def test_a_loopback_host_by_name_and_the_topologys_metrics_host_keep_url_and_con
         tmp_path, capsys):
     """Rule: on a loopback host named by name (localhost) the config keeps its default
     metrics_host and fleet.json names that address; a topology's own agent.metrics_host is
-    kept (not replaced by the host's address), and a remote host keeps the default with a
-    tunnel."""
+    kept (not replaced by the host's address; "0.0.0.0" becomes "::" on an IPv6 host, whose
+    address fleet.json names), and a remote host keeps the default with a tunnel."""
     cfgs, nodes = _render(tmp_path, "cam localhost metrics=19464\nw1 ::1 control=15651 "
                                     "data=15652 metrics=19465\n",
                           {"metrics_host": "0.0.0.0", "metrics_public": True})
-    assert cfgs["cam"].metrics_host == cfgs["w1"].metrics_host == "0.0.0.0"
+    assert cfgs["cam"].metrics_host == "0.0.0.0" and cfgs["w1"].metrics_host == "::"
     cfgs, nodes = _render(tmp_path, "cam localhost metrics=19464\nw1 10.0.0.11 metrics=19465\n")
     assert cfgs["cam"].metrics_host == "127.0.0.1"
     assert nodes["cam"]["metrics"] == "http://127.0.0.1:19464/metrics"
     assert cfgs["w1"].metrics_host == "127.0.0.1" and "metrics_tunnel" in nodes["w1"]
     assert nodes["w1"]["metrics"] == "http://10.0.0.11:19465/metrics"
+
+
+def test_metrics_host_all_ipv4_addresses_on_an_ipv6_host_becomes_both_families(tmp_path):
+    """Rule: a topology's metrics_host "0.0.0.0" (IPv4 only) on a node whose inventory host is
+    an IPv6 address is rendered as "::" (both families), since fleet.json's URL for it names
+    that IPv6 address; a node on an IPv4 host keeps "0.0.0.0"."""
+    c1, c2, m1, m2 = free_ports(4)
+    cfgs, nodes = _render(tmp_path, "cam 10.0.0.5 control=%d client=%d metrics=%d\n"
+                                    "w1 fd00::12 control=%d metrics=%d\n" % (c1, c2, m1, c1 + 1, m2),
+                          agent={"metrics_host": "0.0.0.0", "metrics_public": True})
+    assert cfgs["w1"].metrics_host == "::" and cfgs["cam"].metrics_host == "0.0.0.0"
+    assert nodes["w1"]["metrics"] == "http://[fd00::12]:%d/metrics" % m2
