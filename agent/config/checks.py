@@ -3,8 +3,9 @@
 Each check raises the caller's error class with one line naming the field, the value (cut
 short when long) and what would be accepted, so a value that would be accepted by the parser
 but fail later (a port ZeroMQ wraps around, a node id too long for a socket identity, a message
-size libzmq cannot hold) is refused where it is written. A relative ``ipc://`` path is taken
-from the config's folder (``ipc_from``) before its length is checked. Pure: no I/O.
+size libzmq cannot hold, two planes bound at one endpoint) is refused where it is written. A
+relative ``ipc://`` path is taken from the config's folder (``ipc_from``) before its length is
+checked. Pure: no I/O.
 """
 
 from __future__ import annotations
@@ -57,9 +58,9 @@ def check_limits(kw: Dict[str, Any], where: str, error: Type[Exception]) -> Dict
     ``kw`` (types already checked): every period and timeout (``*_interval_s``, ``*_timeout_s``,
     ``slot_length_s``) in [MIN_INTERVAL_S, MAX_INTERVAL_S], ``warmup_runs`` and ``timing_runs``
     at most MAX_TIMING_RUNS, ``records_keep_files`` at most MAX_KEEP_FILES,
-    ``emulate_capacity_flops`` 0 (off) or in POSITIVE_RANGE.
-    Returns ``kw``; errors read as the parser's: ``config.timing_runs: must be an integer in
-    [1, 1000], got 1000000000``."""
+    ``emulate_capacity_flops`` 0 (off) or in POSITIVE_RANGE; and no two bound endpoints one
+    (``check_distinct_binds``). Returns ``kw``; errors read as the parser's:
+    ``config.timing_runs: must be an integer in [1, 1000], got 1000000000``."""
     limits = [(key, MIN_INTERVAL_S, MAX_INTERVAL_S, "") for key in sorted(kw)
               if key.endswith(("_interval_s", "_timeout_s")) or key == "slot_length_s"]
     limits += [("warmup_runs", 0, MAX_TIMING_RUNS, "an integer "),
@@ -71,7 +72,43 @@ def check_limits(kw: Dict[str, Any], where: str, error: Type[Exception]) -> Dict
         if not lo <= kw[key] <= hi:
             raise error("%s.%s: must be %sin [%g, %g], got %s"
                         % (where, key, kind, lo, hi, short(kw[key], 40)))
+    check_distinct_binds(kw, where, error)
     return kw
+
+
+def check_distinct_binds(kw: Dict[str, Any], where: str, error: Type[Exception]) -> None:
+    """No two endpoints a node binds (``control_bind``, ``data_bind``, and ``client_bind``
+    when ``arrival`` is "client") are one, compared as bound (a relative ``ipc://`` path
+    already taken from the config's folder): an ipc:// bind replaces the socket file of the
+    other plane, which is then unreachable, and a tcp:// or inproc:// one fails at start-up
+    with a line that sends one looking for another process. Wildcards (``ipc://*``, port
+    ``*``) bind a fresh address each and are never the same."""
+    keys = ("control_bind", "data_bind") + (("client_bind",) if kw.get("arrival") == "client"
+                                            else ())
+    seen: Dict[str, str] = {}
+    for key in keys:
+        value = kw.get(key)
+        if not isinstance(value, str) or not value:
+            continue
+        same = _bound_as(value)
+        if same and same in seen:
+            raise error("%s.%s: the same endpoint as %s (%s): each plane needs its own"
+                        % (where, key, seen[same], value))
+        seen.setdefault(same, key)
+
+
+def _bound_as(endpoint: str) -> str:
+    """``endpoint`` as the address it binds, to compare two ("" for a wildcard): an ipc://
+    file path normalised (``/run//x.sock`` is ``/run/x.sock``), a tcp:// host in lower case."""
+    scheme, _, rest = endpoint.partition("://")
+    if scheme == "ipc" and rest in ("", "*"):
+        return ""
+    if scheme == "ipc" and not rest.startswith("@"):  # an abstract name is no file path
+        return "ipc://" + os.path.normpath(rest)
+    if scheme == "tcp":
+        host, _, port = rest.rpartition(":")
+        return "" if port in ("*", "0") else "tcp://%s:%s" % (host.lower(), port)
+    return endpoint
 
 
 def short(value: object, limit: int = 60) -> str:

@@ -53,6 +53,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import zmq
 
 from agent.config.node import DEFAULT_MAX_MESSAGE_BYTES, Peer
+from agent.net import ipcbind
 from agent.net.addrfamily import for_node
 from agent.net.frames import send_frames
 from agent.net.handshakes import event_of, monitor, watches
@@ -205,7 +206,7 @@ class Transport:
             mon = monitor(sock, events)
             self._bound[mon] = plane
             self.poller.register(mon, zmq.POLLIN)
-        sock.bind(endpoint)  # below: the address a name, an interface or * took
+        ipcbind.bind(sock, endpoint)  # not over a live ipc:// socket; below: what * took
         bound = self.bound[plane] = sock.getsockopt(zmq.LAST_ENDPOINT).decode("utf-8", "replace")
         if bound != endpoint:
             log.info("%s socket %s bound at %s", plane, endpoint, bound)

@@ -325,8 +325,8 @@ def _build(cfg: NodeConfig, notifier: Any, ctx: Optional[zmq.Context],
 
 def bind_fault(cfg: NodeConfig, bound: Dict[str, str], exc: zmq.ZMQError) -> str:
     """The line of a bind that failed: the first endpoint not bound (``bound``: those that
-    were), why and the fix: a host name that does not resolve, or an address that is none of
-    this machine's, is not told to free a port."""
+    were), why and the fix: a host name that does not resolve, an address that is none of
+    this machine's, or an ipc:// path another process serves, is not told to free a port."""
     binds = [("control", cfg.control_bind), ("data", cfg.data_bind)]
     binds += [("client", cfg.client_bind)] if cfg.arrival == "client" else []
     plane, endpoint = next((b for b in binds if b[0] not in bound), binds[0])
@@ -338,6 +338,8 @@ def bind_fault(cfg: NodeConfig, bound: Dict[str, str], exc: zmq.ZMQError) -> str
         fix = "give an address of this machine, an interface name, or * for all"
     elif exc.errno != errno.EADDRINUSE:
         fix = "change the address"
+    elif endpoint.startswith("ipc://"):  # a live socket there (agent.net.ipcbind), not a port
+        why, fix = "another process serves on this path", "stop it or give this node its own path"
     return "%s_bind: cannot bind %s: %s (%s)" % (plane, endpoint, why, fix)
 
 
