@@ -1,8 +1,8 @@
 """One line of ``edge-agent doctor``'s report: ``Check`` and its statuses (OK, WARN, FAIL);
 the service user's access to a file, as the fixes of the checks word it; and a node config's
-addresses (``check_addresses``): the host names among its binds and its peers' addresses,
-resolved all at once for at most ``agent.net.addrfamily.RESOLVE_WAIT_S`` (as the agent waits
-for them at start), so doctor is never held up longer by a slow DNS."""
+addresses (``check_addresses``): the host names among its binds, its metrics_host and its
+peers' addresses, resolved all at once for at most ``agent.net.addrfamily.RESOLVE_WAIT_S`` (as
+the agent waits for them at start), so doctor is never held up longer by a slow DNS."""
 
 from __future__ import annotations
 
@@ -164,6 +164,40 @@ def _has_acl(path: str) -> bool:
 BIND_FIELDS = ("control_bind", "data_bind", "client_bind")
 PEER_FIX = "fix the peer's address in the config, or this host's name resolution (DNS, /etc/hosts)"
 BIND_FIX = "bind on an address of this machine, an interface name, or * for all"
+METRICS_FIX = ("set metrics_host to an address of this machine or a name that resolves to one "
+               "(0.0.0.0 or :: for all), or metrics_port = 0")
+
+
+def metrics_host_of(cfg: Any) -> Optional[str]:
+    """The host the metrics server of node config ``cfg`` binds, as it binds it (no brackets),
+    when it names one to check: None where metrics are off (``metrics_port = 0``), for an IP
+    address (nothing to resolve) and for "" (every IPv4 address)."""
+    from agent.net import addrfamily as af
+    from agent.ops.metrics_server import bind_host
+
+    if not getattr(cfg, "metrics_port", 0):
+        return None
+    host = bind_host(getattr(cfg, "metrics_host", ""))
+    return host if host and af.literal_family(host) is None else None
+
+
+def _metrics_text(host: str, fams: Any, wait_s: float) -> Tuple[str, str]:
+    """(status, text) of ``metrics_host`` ``host`` (a name or ``*``) that resolves to the
+    families ``fams`` (None: not within ``wait_s``). The metrics server binds what the name
+    resolves to: an interface name or ``*``, which ZeroMQ binds take, give it nothing."""
+    from agent.net.addrfamily import IPV4, IPV6
+
+    if host == "*":
+        return FAIL, ("* is no address to the metrics server (use 0.0.0.0, or :: for IPv6 and "
+                      "IPv4): run cannot serve metrics there (exits 78)")
+    if fams is None:
+        return WARN, "resolving host %s takes longer than %g s" % (host, wait_s)
+    if not fams:
+        return FAIL, ("the host %s does not resolve (the metrics server binds addresses, not "
+                      "interface names): run cannot serve metrics there (exits 78)" % host)
+    if IPV6 in fams and IPV4 not in fams:  # the metrics server's family rule (make_server)
+        return OK, "host %s has IPv6 addresses only: serves on IPv6" % host
+    return OK, "host %s: serves on its IPv4 address" % host
 
 
 def check_addresses(cfg: Any, wait_s: Optional[float] = None,
@@ -175,7 +209,10 @@ def check_addresses(cfg: Any, wait_s: Optional[float] = None,
     a host or interface name with the address family its socket takes (``wants_ipv6``): a
     name that is no interface and does not resolve is a FAIL (``run`` cannot bind it and exits
     78), a slow one a WARN. All names are resolved at once, ``wait_s`` (default
-    ``RESOLVE_WAIT_S``) at most; ``resolve``: the resolver (default the system's)."""
+    ``RESOLVE_WAIT_S``) at most; ``resolve``: the resolver (default the system's). Where
+    ``metrics_port`` > 0, a ``metrics_host`` name is checked as the metrics server binds it
+    (``metrics_host_of``): one that does not resolve, and ``*``, are a FAIL naming
+    metrics_host (``run`` cannot serve metrics there and exits 78), a slow one a WARN."""
     from agent.net import addrfamily as af
 
     wait = af.RESOLVE_WAIT_S if wait_s is None else wait_s
@@ -184,8 +221,10 @@ def check_addresses(cfg: Any, wait_s: Optional[float] = None,
              for f in ("control_address", "data_address")]
     hosts = {f: af.endpoint_host(ep) for f, ep in binds + [p[:2] for p in peers]}
     names = [h for h in hosts.values() if h and h != "*" and af.literal_family(h) is None]
-    if not names:
+    metrics = metrics_host_of(cfg)  # the metrics server binds it too (run exits 78 if not)
+    if not names and metrics is None:
         return None
+    names += [metrics] if metrics not in (None, "*") else []
     got = af.resolve_all(names, wait, resolve or af.getaddrinfo_families)  # all at once
 
     def known(host: str):  # what resolve_all found (None: not within the wait)
@@ -214,6 +253,12 @@ def check_addresses(cfg: Any, wait_s: Optional[float] = None,
         said.append("%s %s: %s" % (f, ep, text))
         if status != OK and BIND_FIX not in fixes:
             fixes.append(BIND_FIX)
+    if metrics is not None:
+        status, text = _metrics_text(metrics, known(metrics), wait)
+        worst = _worse(worst, status)
+        said.append("metrics_host %s: %s" % (metrics, text))
+        if status != OK:
+            fixes.append(METRICS_FIX)
     fine = []  # the peers' host names that resolve
     for f, ep, peer in peers:
         problem = af.resolution_problem(ep, wait, known)
