@@ -72,6 +72,17 @@ class Fields:
             raise self.error("%s: unknown field%s; known: %s"
                              % (self.path(str(key)), hint, ", ".join(sorted(allowed)) or "none"))
 
+    def refuse_fixed(self, fixed: Mapping[str, Any], by: str, instead: str) -> None:
+        """Raise for a key of ``fixed`` given another value than the one it holds there: ``by``
+        (a policy variant) fixes those knobs itself, so another value would be replaced, not
+        used; ``instead`` is the policy that takes them. The value it fixes is accepted."""
+        for key in sorted(fixed):
+            want = fixed[key]
+            if key in self.obj and not (isinstance(self.obj[key], bool) == isinstance(want, bool)
+                                        and self.obj[key] == want):
+                raise self.fail(key, '%s fixes it at %s (use policy "%s" to set it)'
+                                % (by, _plain(want), instead))
+
     # -- scalars -------------------------------------------------------------------------------
 
     def num(self, key: str, default: Any = REQUIRED, lo: Optional[float] = None,
@@ -163,6 +174,13 @@ def is_finite(value: Any) -> bool:
         return math.isfinite(value)
     except OverflowError:
         return False
+
+
+def _plain(value: Any) -> str:
+    """``value`` as a config file spells it: true/false, a number without a trailing .0."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return _fmt(value) if isinstance(value, (int, float)) else repr(value)
 
 
 def _range_text(lo, hi, lo_open: bool, hi_open: bool) -> str:

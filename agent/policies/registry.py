@@ -228,7 +228,9 @@ def _ga_staleness(scenario: Scenario, req: PlanRequest) -> int:
 
 def ga_staleness_knob(knobs: Mapping[str, Any], where: str = "knobs") -> int:
     """GA's ``ga_staleness`` scenario knob (default 1): what plan and simulate both run with."""
-    return Fields(knobs, where, ScenarioError).int("ga_staleness", 1, lo=0)
+    from agent.policies.baselines.plans import staleness_knob
+
+    return staleness_knob(knobs, where)
 
 
 def _optimum(scenario: Scenario, req: PlanRequest) -> PolicyResult:
@@ -312,7 +314,7 @@ for _name, _summary in (
     _cls, _knobs = _AGENT_CLASSES["dimee" if _name.startswith("dimee") else "mlci"]
     register(PolicyRow(_name, _summary, sim=_tiered_sim,
                        agent=(lambda c, n: lambda th, k, s: c(th, k, s, name=n))(_cls, _name),
-                       agent_knobs=lambda k, w, e, p=_knobs: p(k, w),
+                       agent_knobs=lambda k, w, e, p=_knobs, n=_name: p(k, w, name=n),
                        planner=(lambda m, n: lambda s, q: m.planner(s, n))(_mod, _name),
                        tiered=True, section=_SECTIONS.get(_name),
                        scenario_knobs=("dimee",) if _mod is dimee_replay else ("mlci",)))

@@ -56,12 +56,16 @@ def parse_tiers(knobs: Mapping[str, Any], where: str) -> Dict[str, tuple]:
 
 
 def parse_agent_knobs(knobs: Mapping[str, Any], where: str = "policy_knobs",
-                      error: Any = None) -> Any:
-    """Validate a node's DIMEE knobs (the ``knobs.dimee`` ones plus ``tiers``)."""
+                      error: Any = None, name: str = R.POLICY_NAME) -> Any:
+    """Validate a node's knobs of policy ``name`` (``dimee``, ``dimee-f``): the ``knobs.dimee``
+    ones plus ``tiers``, and none the variant fixes set otherwise
+    (``replay.check_variant_knobs``). The params ``name`` runs, and the tiers."""
     params = R.params_from_knobs(knobs, where, extra=(TIER_KNOB,))
     if params.assign == "oracle":
         raise R.DimeeParamsError("%s.assign: oracle needs the task's own confidences at every "
                                  "head, which no node has before running it" % where)
+    dimee_replay.check_variant_knobs(name, knobs, where)
+    params = replace(params, **dimee_replay.VARIANTS.get(name, {}))
     return params, parse_tiers(knobs, where)
 
 
@@ -74,9 +78,7 @@ class DimeePolicy(TieredPolicy):
                  name: str = R.POLICY_NAME):
         super().__init__(thresholds, knobs, seed)
         self.name = name
-        self.params, self.tiers = parse_agent_knobs(knobs)
-        if name == "dimee-f":
-            self.params = replace(self.params, adaptive=False)
+        self.params, self.tiers = parse_agent_knobs(knobs, name=name)
         self.model: Optional[dimee_replay.DimeeModel] = None
         self.pools: Optional[R.Pools] = None
         self._tier_of: "OrderedDict[str, int]" = OrderedDict()

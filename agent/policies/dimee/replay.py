@@ -11,10 +11,11 @@ carries from one row to the next. ``plan_report`` is ``edge-agent plan --policy 
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Any, Dict, Optional, Sequence
+from typing import Any, Dict, Mapping, Optional, Sequence
 
 import numpy as np
 
+from agent.config.fields import Fields
 from agent.errors import UsageError
 from agent.policies.dimee import rules as R
 from agent.policies.plan_report import PlanReport
@@ -22,6 +23,19 @@ from agent.policies.splits import test_rows, validation_rows
 from engines.exit_profile import ExitProfile
 
 BASELINES = ("tier-cloud", "tier-edge", "tier-mobile", "tier-random", "tier-oracle")
+# what each name fixes of DIMEE's knobs: a node's or a testbed's knobs of that name may not set
+# them otherwise (``check_variant_knobs``); a scenario's shared ``knobs.dimee`` is DIMEE's own
+VARIANTS: Dict[str, Dict[str, Any]] = {"dimee": {}, "dimee-f": {"adaptive": False}}
+
+
+def check_variant_knobs(name: str, knobs: Mapping[str, Any], where: str,
+                        fixed: Optional[Mapping[str, Any]] = None) -> None:
+    """Refuse a knob of ``knobs`` (those given to policy ``name`` itself) that the variant
+    fixes (``fixed``, default ``VARIANTS[name]``), set to another value: ``where.adaptive:
+    dimee-f fixes it at false (use policy "dimee" to set it), got true``; the value it fixes
+    is accepted."""
+    fixed = VARIANTS.get(name, {}) if fixed is None else fixed
+    Fields(knobs, where, R.DimeeParamsError).refuse_fixed(fixed, name, R.POLICY_NAME)
 
 
 @dataclass(frozen=True)
@@ -181,8 +195,7 @@ def plan_report(profile: ExitProfile, params: R.DimeeParams, name: str = R.POLIC
                 flops: Optional[Sequence[float]] = None, seed: int = 0) -> Dict[str, Any]:
     """``plan --policy dimee|dimee-f``: alpha*, E[r] per alpha, pool sizes (validation rows),
     and the replay on the test rows of DIMEE and of each baseline."""
-    if name == "dimee-f":
-        params = replace(params, adaptive=False)
+    params = replace(params, **VARIANTS.get(name, {}))
     model = fit(profile, params, flops=flops)
     res = replay(profile, model, params, seed=seed)
     out: Dict[str, Any] = {"policy": name, "alpha": model.alpha,

@@ -34,8 +34,7 @@ DEFAULT_TIERS = {"mobile": ["mob"], "edge": ["edge"], "cloud": ["cloud"]}
 # the paper's baselines as fixed assignments (``replay.BASELINES``; tier-oracle is Alg. 1 on the
 # task's own confidences, an unattainable upper bound)
 VARIANTS: Dict[str, Dict[str, Any]] = dict(
-    {"dimee": {}, "dimee-f": {"adaptive": False}},
-    **{b: {"assign": b[len("tier-"):], "adaptive": False} for b in P.BASELINES})
+    P.VARIANTS, **{b: {"assign": b[len("tier-"):], "adaptive": False} for b in P.BASELINES})
 
 
 def tier_devices(knobs: Mapping[str, Any], where: str = "knobs.dimee.tiers") -> Dict[str, int]:
@@ -74,6 +73,7 @@ class DimeeSimPolicy(TieredSimPolicy):
     def _build(self, sc: Scenario, seed: int) -> None:
         knobs = self.knobs(sc)
         self.params = replace(R.params_from_knobs(knobs, extra=("tiers",)), **self._variant)
+        P.check_variant_knobs(self.name, self._overrides, self.name, self._variant)  # its own
         if sc.exit_profile is None:
             raise ScenarioError("%s: the scenario needs an exit_profile (format 2, with an input "
                                 "embedding)" % self.name)

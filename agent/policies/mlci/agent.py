@@ -60,13 +60,16 @@ NOT_ON_A_NODE = {
 
 
 def parse_agent_knobs(knobs: Mapping[str, Any], where: str = "policy_knobs",
-                      error: Any = None) -> R.MlciParams:
-    """Validate a node's MLCI knobs (those of ``knobs.mlci`` but ``NOT_ON_A_NODE``'s; errors
-    name ``where.key``)."""
+                      error: Any = None, name: str = R.POLICY_NAME) -> R.MlciParams:
+    """Validate a node's knobs of policy ``name`` (``mlci``, ``tabi``, ``mlci-noens``): those
+    of ``knobs.mlci`` but ``NOT_ON_A_NODE``'s, and none the variant fixes set otherwise
+    (``replay.check_variant_knobs``); errors name ``where.key``. The params ``name`` runs."""
     f = Fields(knobs, where, R.MlciParamsError)
     for key in sorted(set(knobs) & set(NOT_ON_A_NODE)):
         raise f.fail(key, "not used by a node: " + NOT_ON_A_NODE[key])
-    return R.params_from_knobs(knobs, where)
+    params = R.params_from_knobs(knobs, where)
+    mlci_replay.check_variant_knobs(name, knobs, where)
+    return mlci_replay.variant(params, name)
 
 
 class MlciPolicy(TieredPolicy):
@@ -79,7 +82,7 @@ class MlciPolicy(TieredPolicy):
                  name: str = R.POLICY_NAME):
         super().__init__(thresholds, knobs, seed)
         self.name = name
-        self.params = mlci_replay.variant(parse_agent_knobs(knobs), name)
+        self.params = parse_agent_knobs(knobs, name=name)
         self.level = -1  # this node's level (a source: -1)
         self.top = False
         self.stages: tuple = ()  # the profile's head stages (its columns)

@@ -12,16 +12,19 @@ simulator and the agent do per task); a test holds the two equal in expectation.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
+from agent.config.fields import Fields
 from agent.errors import UsageError
 from agent.policies.mlci import rules as R
 from agent.policies.plan_report import PlanReport
 from agent.policies.splits import test_rows, validation_rows
 from engines.exit_profile import ExitProfile
 
+# what each name fixes of MLCI's knobs: a node's or a testbed's knobs of that name may not set
+# them otherwise (``check_variant_knobs``); a scenario's shared ``knobs.mlci`` is MLCI's own
 VARIANTS = {"mlci": {}, "tabi": {"tau": 0.0}, "mlci-noens": {"ensemble": False}}
 GRID_T = (0.7, 0.8, 0.9)
 GRID_TAU = (0.0, 1e-5, 1e-4, 1e-2, 5e-2, 1e-1)
@@ -32,6 +35,14 @@ def variant(params: R.MlciParams, name: str) -> R.MlciParams:
     if name not in VARIANTS:
         raise UsageError("mlci: unknown variant %r (known: %s)" % (name, ", ".join(VARIANTS)))
     return replace(params, **VARIANTS[name])
+
+
+def check_variant_knobs(name: str, knobs: Mapping[str, Any], where: str) -> None:
+    """Refuse a knob of ``knobs`` (those given to policy ``name`` itself) that the variant
+    fixes, set to another value: ``where.tau: tabi fixes it at 0 (use policy "mlci" to set
+    it), got 0.5``; the value it fixes is accepted."""
+    Fields(knobs, where, R.MlciParamsError).refuse_fixed(VARIANTS.get(name, {}), name,
+                                                         R.POLICY_NAME)
 
 
 @dataclass(frozen=True)

@@ -60,6 +60,7 @@ class MlciSimPolicy(TieredSimPolicy):
 
     def _build(self, sc: Scenario, seed: int) -> None:
         self.params = P.variant(R.params_from_knobs(self.knobs(sc)), self.name)
+        P.check_variant_knobs(self.name, self._overrides, self.name)  # knobs given to the name
         prof = sc.exit_profile
         if prof is None:
             raise ScenarioError("%s: the scenario needs an exit_profile (format 2, with logits "
