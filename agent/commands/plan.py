@@ -12,7 +12,8 @@ from agent.config.checks import short
 from agent.errors import UsageError
 
 HELP = "routing and exit thresholds a policy chooses for a scenario, with its model delay (eq. 8)"
-# --rounds and --staleness at most this: ga at the bound plans for minutes (about 5 ms a round)
+# --rounds at most this: ga at the bound plans for minutes (about 5 ms a round); --staleness
+# is bounded as knobs.ga_staleness is (agent.policies.baselines.plans.MAX_STALENESS_ROUNDS)
 MAX_ROUNDS = 100000
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -81,11 +82,13 @@ def run(args: argparse.Namespace) -> int:
     from agent.scenario.sections import naming_the_file
     from agent.policies.plan_report import PlanReport
 
-    for opt, least in (("rounds", 1), ("staleness", 0)):  # a typo must not start a plan
-        v = getattr(args, opt, None)                       # that never ends
-        if v is not None and not least <= v <= MAX_ROUNDS:
+    from agent.policies.baselines.plans import MAX_STALENESS_ROUNDS  # knobs.ga_staleness's too
+
+    for opt, least, most in (("rounds", 1, MAX_ROUNDS), ("staleness", 0, MAX_STALENESS_ROUNDS)):
+        v = getattr(args, opt, None)  # a typo must not start a plan that never ends
+        if v is not None and not least <= v <= most:
             raise UsageError("--%s: must be in %d..%d, got %s"
-                             % (opt, least, MAX_ROUNDS, short(v, 40)))
+                             % (opt, least, most, short(v, 40)))
     scenario = load_scenario(args.scenario)  # knobs checked too, errors naming the file
     if getattr(args, "link_model", None):
         scenario = with_link_model(scenario, args.link_model)

@@ -32,7 +32,8 @@ import os
 from dataclasses import dataclass, field, fields
 from typing import Any, Dict, Mapping, Tuple
 
-from agent.config.checks import (MAX_MESSAGE_BYTES_LIMIT, MAX_QUEUE_TASKS, MIN_INTERVAL_S,
+from agent.config.checks import (MAX_INTERVAL_S, MAX_MESSAGE_BYTES_LIMIT, MAX_QUEUE_TASKS,
+                                  MIN_INTERVAL_S,
                                   ENGINE_THREADS_MAX, PATH_FIELDS, check_endpoint,
                                   check_endpoint_from, check_limits, check_node_id, ipc_from,
                                   is_loopback_host, phase_fits)
@@ -280,7 +281,7 @@ def parse_config(obj: Any, base_dir: str = ".", where: str = "config") -> NodeCo
     for key in ("slot_length_s", "round_interval_s", "heartbeat_interval_s", "ack_timeout_s",
                 "result_timeout_s", "status_interval_s", "records_flush_interval_s",
                 "drain_timeout_s", "power_mode_check_interval_s"):
-        kw[key] = r.num(key, dflt(key), lo=MIN_INTERVAL_S)
+        kw[key] = r.num(key, dflt(key), lo=MIN_INTERVAL_S, hi=MAX_INTERVAL_S)
     for key in ("rounds_per_slot", "neighbour_timeout_rounds", "max_attempts", "timing_runs",
                 "records_keep_files"):
         kw[key] = r.int(key, dflt(key), lo=1)

@@ -39,7 +39,7 @@ def test_relative_paths_resolve_against_the_config_folder():
     ({"role": "camera"}, "config.role: must be one of source|worker"),
     ({"stage": 0}, "config.stage: a worker serves a stage >= 1"),
     ({"policy": "random"}, "config.policy"),
-    ({"ack_timeout_s": -1}, "config.ack_timeout_s: must be >= 0.001"),
+    ({"ack_timeout_s": -1}, "config.ack_timeout_s: must be in [0.001, 86400]"),
     ({"data_bind": "localhost:1"}, "config.data_bind: must be a ZeroMQ endpoint"),
     ({"thresholds": [0.5, 1.5]}, "config.thresholds"),
     ({"colour": "red"}, "unknown field(s) colour"),

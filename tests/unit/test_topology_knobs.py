@@ -39,7 +39,7 @@ BAD = [  # (change, the key path and what is wrong)
     (lambda t: t["knobs"]["dtoee"].update(step="fast"),
      "knobs.dtoee.step: must be one of default|paper|joint, got 'fast'"),
     (lambda t: t["agent"].update(status_interval_s=-1),
-     "agent.status_interval_s: must be >= 0.001, got -1"),
+     "agent.status_interval_s: must be in [0.001, 86400], got -1"),
     (lambda t: t["agent"].update(records_keep_files=10 ** 6),
      "agent.records_keep_files: must be an integer in [1, 1000]"),
     (lambda t: t["agent"].update(polcy="x"), "agent.polcy: unknown field"),

@@ -36,9 +36,15 @@ from agent.policies.model import (
     stage_remaining,
     uniform_routing,
 )
+from agent.config.fields import Fields
 from agent.policies.thresholds import ThresholdReport, choose_threshold
 from agent.policies.setting import Scenario, ScenarioError
 from engines.exit_profile import exit_stats
+
+# ga's staleness at most this many rounds, as the scenario knob ga_staleness and plan
+# --staleness both take it: plan --rounds stops at the same number, and a state older than
+# every round of a run changes nothing
+MAX_STALENESS_ROUNDS = 100000
 
 Router = Callable[[np.ndarray, Optional[np.ndarray]], Tuple[np.ndarray, int, bool]]
 
@@ -180,6 +186,13 @@ def ngto(scenario: Scenario, thresholds: Optional[Mapping[int, float]] = None,
     return _with_thresholds("ngto", scenario, net, route, thresholds)
 
 
+def staleness_knob(knobs: Mapping[str, Any], where: str = "knobs") -> int:
+    """GA's ``ga_staleness`` scenario knob: an integer in [0, MAX_STALENESS_ROUNDS], default 1
+    (errors name ``where.ga_staleness``)."""
+    return Fields(knobs, where, ScenarioError).int("ga_staleness", 1, lo=0,
+                                                   hi=MAX_STALENESS_ROUNDS)
+
+
 def ga(scenario: Scenario, thresholds: Optional[Mapping[int, float]] = None,
        rounds: int = 20, staleness: int = 1, mix: float = 0.2, population: int = 12,
        generations: int = 6, seed: int = 0) -> PolicyResult:
@@ -189,8 +202,10 @@ def ga(scenario: Scenario, thresholds: Optional[Mapping[int, float]] = None,
     paths, ``generations`` generations, one-point crossover and mutation with repair so that
     every path follows existing links) and moves ``mix`` of its traffic to the best one.
     """
-    if staleness < 0 or rounds < 1 or not 0 < mix <= 1:
-        raise ScenarioError("ga: need rounds >= 1, staleness >= 0 and 0 < mix <= 1")
+    staleness_knob({"ga_staleness": staleness})  # plan checked --staleness: it is the knob
+    if rounds < 1 or not 0 < mix <= 1:
+        raise ScenarioError("ga: need rounds >= 1 and 0 < mix <= 1, got rounds %s, mix %s"
+                            % (rounds, mix))
     from agent.policies.baselines.ga_search import ga_routing
     net = compile_network(scenario)
 

@@ -177,7 +177,11 @@ def params_from_knobs(knobs: Optional[Mapping[str, Any]],
     values = {fl.name: f.value(fl.name) if f.has(fl.name) else fl.default
               for fl in fields(MdiExitParams)}
     _check(values, where)
-    return MdiExitParams(**values)
+    lo, hi = values["min_interarrival_s"], values["max_interarrival_s"]
+    if f.has("initial_interarrival_s") and not lo <= values["initial_interarrival_s"] <= hi:
+        raise f.fail("initial_interarrival_s", "must be in [min_interarrival_s, "
+                     "max_interarrival_s] = [%g, %g]" % (lo, hi))
+    return MdiExitParams(**values)  # unset, the start is the default within them (Admission)
 
 
 def head_confidence(logits: np.ndarray) -> Tuple[float, int]:
@@ -305,7 +309,7 @@ class Admission:
 
     def __init__(self, params: MdiExitParams):
         self.params = params
-        self.interarrival_s = params.initial_interarrival_s  # mu
+        self.interarrival_s = bounded_interarrival(params.initial_interarrival_s, params)  # mu
         self.last_admitted_s = -math.inf  # the first arrival is always admitted
 
     def admit(self, now_s: float) -> bool:
