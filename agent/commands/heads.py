@@ -51,10 +51,14 @@ def run(args) -> int:
 
     from agent.ops.files import FileFault, check_output_dir, check_output_file
 
-    if args.grid < 1 or args.hidden < 1 or args.threads < 1 or not args.weight_decay >= 0 \
-            or not math.isfinite(args.weight_decay):
-        raise HeadsError("--grid, --hidden and --threads must be at least 1 and --weight-decay "
-                         "a finite number, not negative")
+    for opt, value, ok, what in (
+            ("--grid", args.grid, args.grid >= 1, "a whole number >= 1"),
+            ("--hidden", args.hidden, args.hidden >= 1, "a whole number >= 1"),
+            ("--threads", args.threads, 1 <= args.threads <= THREADS_MAX, "1..%d" % THREADS_MAX),
+            ("--weight-decay", args.weight_decay,
+             math.isfinite(args.weight_decay) and args.weight_decay >= 0, "a finite number >= 0")):
+        if not ok:  # the first option that is wrong, by name, with the value given
+            raise HeadsError("%s: must be %s, got %g" % (opt, what, value))
     at = parse_at(args.at)
     if os.path.realpath(args.out) == os.path.realpath(args.onnx):
         raise HeadsError("--out %s is the --onnx backbone: write the multi-exit graph to another "

@@ -27,16 +27,21 @@ def run(args: argparse.Namespace) -> int:
     import sys
     import time
 
+    from agent.config.checks import MAX_INTERVAL_S
     from agent.errors import UsageError
     from agent.fleet.manifest import require_manifest
     from agent.fleet.status import fleet_status, format_status, nodes_from_endpoints
 
+    for opt, value, ok, what in (  # finite and at most a day, as every period (sleep(inf) fails)
+            ("--watch", args.watch, 0 <= args.watch <= MAX_INTERVAL_S, "[0, %g]"),
+            ("--timeout", args.timeout, 0 < args.timeout <= MAX_INTERVAL_S, "(0, %g]")):
+        if not ok:  # nan fails both comparisons
+            raise UsageError("%s: must be in %s seconds, got %g" % (opt, what % MAX_INTERVAL_S,
+                                                                      value))
     if args.fleet:
         nodes = require_manifest(args.fleet)["nodes"]
     else:
         nodes = nodes_from_endpoints(args.endpoints)
-    if args.watch < 0 or not args.timeout > 0:
-        raise UsageError("--watch must be >= 0 and --timeout > 0 seconds")
     tty = sys.stdout.isatty()
     while True:
         status = fleet_status(nodes, args.timeout)

@@ -294,6 +294,8 @@ def test_heads_checks_out_and_cache_before_reading_data(work, capsys, extra, why
 
 
 def test_heads_refuses_a_non_finite_weight_decay(work, capsys):
-    """``--weight-decay nan`` passed the old ``< 0`` test: it is refused with the others."""
+    """``--weight-decay nan`` passed the old ``< 0`` test: it is refused, naming the option
+    and the value."""
     _fails(["heads", "--onnx", "m.onnx", "--at", "a", "--data", "d.npz", "--out", "h.onnx",
-            "--weight-decay", "nan"], capsys, "--weight-decay a finite number")
+            "--weight-decay", "nan"], capsys, "--weight-decay: must be a finite number >= 0, "
+                                              "got nan")
