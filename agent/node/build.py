@@ -88,13 +88,13 @@ class BuiltNode:
     lock: Optional[StateLock] = None  # the state directory's, let go last
 
     def close(self) -> None:
-        """Stop the inference thread, close engines, sockets and the metrics server, then let
-        the state directory go."""
+        """Stop the inference thread, close engines (not while the thread is still inside
+        one's call), sockets and the metrics server, then let the state directory go."""
         try:
-            if self.runner is not None:
-                self.runner.stop()
-            for engine in self.engines:
-                engine.close()
+            ended = self.runner.stop() if self.runner is not None else True
+            if ended:  # else a call still runs: closing would free the buffers and stream it
+                for engine in self.engines:  # uses (TensorRT); the process's exit frees them
+                    engine.close()
             self.transport.close()
             self.metrics.close()
         finally:

@@ -42,6 +42,13 @@ thread several jobs at once without running tasks whose source has given up. A f
 counted by the loop (``Done.reason``); the thread logs the first failure and then at most one
 line per ``FAILURE_LOG_INTERVAL_S`` with the number left unlogged, so a flood of bad jobs
 cannot flood the log.
+
+``stop`` closes the wake-up pipe only once the thread has ended: a thread still inside an
+engine call past the join timeout (a hung GPU) would otherwise write its byte to a descriptor
+number the process may have reused for another file by then. Such a thread's pipe, and its
+engines (``BuiltNode.close`` skips their ``close`` while ``alive``: a TensorRT engine's close
+frees the buffers and stream the call still uses), are left to the process's exit; once
+stopped the thread writes no byte and takes no further job.
 """
 
 from __future__ import annotations
@@ -131,6 +138,8 @@ class InferenceThread:
         self._busy = 0  # changed by the I/O thread only (submit, take_done)
         # a wake-up byte is on its way (set by the thread, cleared by take_done)
         self._signalled = False
+        self._stopped = False  # set by stop: the thread writes no wake-up byte after it
+        self._closed = False  # the pipe is closed: never twice (its numbers may be reused)
         self._failure_log = Throttle(FAILURE_LOG_INTERVAL_S, clock)
         self._thread = threading.Thread(target=self._run, name="inference", daemon=True)
 
@@ -176,8 +185,11 @@ class InferenceThread:
         self._busy -= len(out)
         return out
 
-    def stop(self, timeout_s: float = 5.0) -> None:
-        """Finish the running job, drop the rest, join the thread and close the pipe."""
+    def stop(self, timeout_s: float = 5.0) -> bool:
+        """Finish the running job, drop the rest and join the thread (``timeout_s`` at most);
+        True when it has ended. Only then is the pipe closed (module docstring): a thread
+        still running is logged once and left, with its pipe, to the process's exit."""
+        self._stopped = True
         while True:
             try:
                 self._jobs.get_nowait()
@@ -186,11 +198,20 @@ class InferenceThread:
         self._jobs.put(None)
         if self._thread.is_alive():
             self._thread.join(timeout_s)
-        for fd in (self._rfd, self._wfd):
-            try:
-                os.close(fd)
-            except OSError:
-                pass
+        if self._thread.is_alive():
+            log.warning("inference thread of stage(s) %s still running %.1f s after stop (an "
+                        "engine call that does not return): its engines and wake-up pipe are "
+                        "left open until the process exits",
+                        ", ".join(str(h) for h in sorted(self.engines)), timeout_s)
+            return False
+        if not self._closed:
+            self._closed = True
+            for fd in (self._rfd, self._wfd):
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+        return True
 
     def run_one(self, x: np.ndarray, stage: int = 0, pad: bool = True) -> Done:
         """Run ``stage``'s engine on ``x``, padded to the emulated service time unless ``pad`` is
@@ -306,14 +327,14 @@ class InferenceThread:
                 jobs.pop()
             self._done.extend(self.run_many(jobs, warm))
             warm = True
-            if stop:
+            if stop or self._stopped:  # stopped: no loop takes a result, no byte is written
                 return
             if jobs and not self._signalled:  # else the loop is yet to take the batch these join
                 self._signalled = True
                 try:
                     os.write(self._wfd, b"x")
-                except OSError:  # pipe closed during shutdown
-                    return
+                except OSError:  # never raised while the pipe is open (stop closes it after
+                    return  # the thread ended); ended, the thread reads as not alive
 
     def _run_job(self, job: Job) -> Done:
         """Run one job; an engine failure comes back as a failed ``Done``, never raised."""

@@ -102,6 +102,7 @@ class WorkerSide(Role):
         # the policy decides per head (``on_head`` overridden): keep raw inputs, ask it
         self.head_hook = type(policy).on_head is not AgentPolicy.on_head
         self.inline = False  # run jobs on the loop's thread (see INLINE_MAX_S)
+        self._one = False  # affinity and speed ask for inline; it follows once the thread is empty
         self._backlogged = False  # inline: jobs were left when the last run on this thread ended
         self._affinity_at = -math.inf  # clock() of the next affinity check
         self._forget_at = -math.inf  # clock() of the next pass over ``seen`` (_forget)
@@ -162,15 +163,20 @@ class WorkerSide(Role):
         return -math.inf if self.inline and self.backlog else None
 
     def _one_core(self, now: float) -> bool:
-        """True when jobs run on the loop's thread (INLINE_MAX_S); re-checked now and then."""
+        """True when jobs run on the loop's thread (INLINE_MAX_S); re-checked now and then. The
+        switch waits until the inference thread has handed every job back (``_pump`` holds new
+        ones meanwhile): a TensorRT engine's one context, buffers and stream take one call at
+        a time. Back to the thread at once: an inline run has ended when this is called."""
         if now >= self._affinity_at:
             self._affinity_at = now + AFFINITY_CHECK_S
             try:
                 cores = len(os.sched_getaffinity(0))
             except (AttributeError, OSError):  # not on Linux: the thread, as before
                 cores = 0
-            self.inline = (cores == 1 and not self.runner.emulate_capacity_flops
-                           and self.out.view.service_time_s <= INLINE_MAX_S)
+            self._one = (cores == 1 and not self.runner.emulate_capacity_flops
+                         and self.out.view.service_time_s <= INLINE_MAX_S)
+        if not self.runner.queued:
+            self.inline = self._one
         return self.inline
 
     def _run_here(self, now: float) -> None:
@@ -274,8 +280,8 @@ class WorkerSide(Role):
 
     def _pump(self, now: float) -> None:
         """Hand queued jobs to the engine, up to ENGINE_DEPTH; expired ones are dropped (when
-        jobs run on the loop's thread, ``on_clock`` runs them instead)."""
-        while self.runner.queued < ENGINE_DEPTH and not self.inline:
+        jobs run, or are about to run, on the loop's thread, ``on_clock`` runs them instead)."""
+        while self.runner.queued < ENGINE_DEPTH and not (self.inline or self._one):
             job = self._take(now)
             if job is None:
                 return
