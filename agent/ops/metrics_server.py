@@ -5,19 +5,63 @@
 of the agent's ZeroMQ sockets (``agent.net.addrfamily``): IPv6 for an IPv6 address (brackets
 allowed: ``[::1]``) and for a name with IPv6 addresses only; ``::`` listens on IPv6 and IPv4
 alike (``IPV6_V6ONLY`` off), so IPv4 scrapes reach it too; IPv4 for everything else.
+
+Each request runs on its own thread, so a connection that sends nothing, or half a request,
+held its thread for good with prometheus_client's handler (no timeout): 2,000 such
+connections took an agent from 6 threads to 60 and then left new ones refused. ``start``
+serves a subclass of the handler that drops a request idle for ``REQUEST_TIMEOUT_S``, and the
+server closes unanswered any connection beyond ``MAX_REQUESTS`` served at once (a trickle of
+one header byte a few seconds apart would outlast any idle timeout).
 """
 
 from __future__ import annotations
 
 import socket
+import sys
 import threading
 from http.server import ThreadingHTTPServer
 from typing import Any, Optional, Tuple
 
 from agent.net.addrfamily import wants_ipv6
 
+# Seconds a request may sit idle (nothing received, or a reply not taken) before its
+# connection is dropped; a scrape sends its request at once and reads its reply at once.
+REQUEST_TIMEOUT_S = 10.0
+# Requests served at once, at most; Prometheus, `status` and `fleet` need a few at a time.
+MAX_REQUESTS = 32
 
-class _Server6(ThreadingHTTPServer):
+
+class _Server(ThreadingHTTPServer):
+    """A threading HTTP server that serves at most ``MAX_REQUESTS`` requests at once."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self._slots = threading.BoundedSemaphore(MAX_REQUESTS)
+        super().__init__(*args, **kwargs)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self._slots.acquire(blocking=False):  # every slot taken: closed unanswered
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:  # no thread started (none left): the slot is free again
+            self._slots.release()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # a client gone mid-request (reset, broken pipe) is no fault of the agent's: no
+        # traceback on stderr for it; anything else as socketserver reports it
+        if not isinstance(sys.exc_info()[1], OSError):
+            super().handle_error(request, client_address)
+
+
+class _Server6(_Server):
     """A threading HTTP server on an IPv6 address (``::`` takes IPv4 connections too)."""
 
     address_family = socket.AF_INET6
@@ -46,12 +90,19 @@ def make_server(host: str, port: int, handler: Any) -> ThreadingHTTPServer:
     endpoint = "tcp://%s:%d" % ("[%s]" % host if ":" in host else host, int(port))
     if host not in ("", "*") and wants_ipv6(endpoint, bind=True):  # "": IPv4, as before
         return _Server6((host, int(port)), handler)
-    return ThreadingHTTPServer((host, int(port)), handler)
+    return _Server((host, int(port)), handler)
+
+
+def timed(handler: Any) -> Any:
+    """A subclass of the request handler class ``handler`` whose connection is dropped once
+    a read or a write waits ``REQUEST_TIMEOUT_S`` (``http.server`` ends such a request)."""
+    return type(handler.__name__, (handler,), {"timeout": REQUEST_TIMEOUT_S})
 
 
 def start(host: str, port: int, handler: Any) -> Tuple[ThreadingHTTPServer, threading.Thread]:
-    """``make_server``, served from a daemon thread (each request on a daemon thread too)."""
-    server = make_server(host, port, handler)
+    """``make_server`` of ``timed(handler)``, served from a daemon thread (each request on a
+    daemon thread too)."""
+    server = make_server(host, port, timed(handler))
     server.daemon_threads = True
     thread = threading.Thread(target=server.serve_forever, name="metrics-http", daemon=True)
     thread.start()
