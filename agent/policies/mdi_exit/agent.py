@@ -16,7 +16,9 @@ A worker holding several stages (``last_stage``) runs Alg. 1 in ``keep_local``: 
 stays here when the input queue is empty or O_n > T_O, else the task goes to the output queue
 and Alg. 2 (``choose_successor``, own wait I_n Gamma_n). A node that cannot run the task's next
 stage (a one-stage worker, a source) counts its own wait as unbounded, so neighbour m takes the
-task as soon as O_n > I_m. ``choose_successor`` returning None keeps the task; the node offers
+task as soon as O_n > I_m. The knob ``count_own_service`` adds the task's own run to both sides
+and keeps such a node's tasks for its fastest neighbour, as in the simulator (``offload``).
+``choose_successor`` returning None keeps the task; the node offers
 it again on its next tick or heartbeat, when a refusing neighbour's hold ends or when a neighbour
 comes back, oldest first with the whole O_n, and a stage's offers stop at the first task kept,
 a new task queuing behind (``held_in_order``: Alg. 2 offers the head of the output queue only,
@@ -213,7 +215,8 @@ class MdiExitPolicy(AgentPolicy):
             in_len, own_s = view.input_queue, view.service_time_s
         else:  # this node cannot run the next stage: waiting here never ends
             in_len, own_s = 1, math.inf
-        target = mx.choose_neighbour(view.output_queue + 1, in_len, own_s, states, self.rng.random)
+        target = mx.choose_neighbour(view.output_queue + 1, in_len, own_s, states,
+                                     self.rng.random, self.params.count_own_service)
         if target is not None:
             self._sent[target] = self._sent.get(target, 0) + 1
         return target

@@ -33,7 +33,8 @@ How a node uses this module (the simulator adapter, ``sim.py``, does all four; t
 2. Alg. 2, sender: while ``output_queue`` is not empty, ``choose_neighbour(...)`` with the latest
    ``NeighbourState`` of each one-hop neighbour (its I_m and Gamma_m, published on the control
    plane, and the measured transfer delay D_nm) names the neighbour that takes the head task, or
-   None (keep it and try again when neighbour state changes).
+   None (keep it and try again when neighbour state changes). Alg. 2 is in ``offload.py``,
+   re-exported here.
 3. Alg. 3 at a source with admission control: ``Admission.admit(now_s)`` per arrival, and
    when ``Period.due(now_s)`` (every ``adapt_interval_s`` seconds) ``Admission.adapt(I_n + O_n)``.
 4. Alg. 4 with threshold adaptation: when ``Period.due(now_s)``,
@@ -52,8 +53,9 @@ after the processed task left it; in Algs. 3-4 a queue total exactly equal to T_
 nothing (the paper's comparisons are all strict); in Alg. 2 a neighbour whose expected delay
 D_nm + I_m Gamma_m is 0 takes the task with probability 1. Additions not in the paper, each a
 parameter: a node without neighbours keeps every task (its output queue would never drain), an
-idle node takes back the head of its own output queue (``reclaim_when_idle``), and the
-inter-arrival time starts at ``initial_interarrival_s`` and stays within
+idle node takes back the head of its own output queue (``reclaim_when_idle``), Alg. 2 may count
+the task's own run on each candidate, for fleets of unequal devices (``count_own_service``), and
+the inter-arrival time starts at ``initial_interarrival_s`` and stays within
 [``min_interarrival_s``, ``max_interarrival_s``].
 """
 
@@ -61,7 +63,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, fields
-from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, Mapping, Optional, Tuple
 
 import numpy as np
 
@@ -69,6 +71,10 @@ from agent.config.checks import MAX_INTERVAL_S
 from agent.config.fields import Fields
 from agent.errors import UsageError
 from engines.exit_profile import should_exit, softmax_confidence
+
+# Alg. 2 lives in its own module; its names stay reachable here, where both adapters look
+from agent.policies.mdi_exit.offload import (  # noqa: F401
+    NeighbourState, choose_neighbour, local_delay_s, offload_probability, remote_delay_s)
 
 POLICY_NAME = "mdi-exit"
 
@@ -108,12 +114,14 @@ class MdiExitParams:
     threshold_adaptation: bool = False  # run Alg. 4 (paper's fixed-rate scenario)
     early_exit: bool = True  # False: the no-exit variant, every task runs to the final stage
     reclaim_when_idle: bool = True  # an idle node takes back its own oldest queued-for-offload task
+    count_own_service: bool = False  # Alg. 2 adds the task's own run to both delays (offload.py)
 
     def __post_init__(self) -> None:
         _check({f.name: getattr(self, f.name) for f in fields(self)}, POLICY_NAME)
 
 
-_BOOL_FIELDS = ("admission_control", "threshold_adaptation", "early_exit", "reclaim_when_idle")
+_BOOL_FIELDS = ("admission_control", "threshold_adaptation", "early_exit", "reclaim_when_idle",
+                "count_own_service")
 
 
 def exit_threshold(params: MdiExitParams, adapted: float) -> Optional[float]:
@@ -215,56 +223,6 @@ def should_reclaim(input_len: int, output_len: int, params: MdiExitParams) -> bo
     no neighbour currently accepts (Alg. 2 needs O_n > I_m).
     """
     return params.reclaim_when_idle and input_len == 0 and output_len > 0
-
-
-@dataclass(frozen=True)
-class NeighbourState:
-    """What node n knows about a one-hop neighbour m."""
-
-    id: str
-    input_len: int  # I_m, from m's last queue-state message
-    compute_delay_s: float  # Gamma_m: m's per-task compute delay
-    transfer_delay_s: float  # D_nm: time to send one task n -> m
-
-
-def offload_probability(output_len: int, input_len: int, compute_delay_s: float,
-                        neighbour: NeighbourState) -> float:
-    """Alg. 2 for one neighbour: the probability of offloading the head task to it.
-
-    1 when O_n > I_m and I_n Gamma_n > D_nm + I_m Gamma_m (line 2); min(I_n Gamma_n /
-    (D_nm + I_m Gamma_m), 1) when only O_n > I_m (line 4); 0 when O_n <= I_m.
-    """
-    if output_len <= neighbour.input_len:
-        return 0.0
-    local_s = input_len * compute_delay_s
-    remote_s = neighbour.transfer_delay_s + neighbour.input_len * neighbour.compute_delay_s
-    # an infinite local wait (a node that cannot run the stage) offloads whatever the remote
-    # one: inf / inf would be NaN, which no draw accepts, and the task would wait forever
-    if local_s > remote_s or remote_s <= 0.0 or local_s == math.inf:
-        return 1.0
-    return min(local_s / remote_s, 1.0)
-
-
-def choose_neighbour(output_len: int, input_len: int, compute_delay_s: float,
-                     neighbours: Sequence[NeighbourState],
-                     uniform: Callable[[], float]) -> Optional[str]:
-    """Alg. 2 over all one-hop neighbours: who takes the head of the output queue, or None.
-
-    Neighbours are tried in order of expected delay D_nm + I_m Gamma_m (ties by id); the first
-    with probability 1 takes the task, a neighbour with probability p in (0, 1) takes it when a
-    fresh draw ``uniform()`` (in [0, 1), e.g. ``rng.random``) is below p. Draws are made only for
-    such neighbours, so a test can script them.
-    """
-    ordered = sorted(neighbours, key=lambda m: (m.transfer_delay_s
-                                                + m.input_len * m.compute_delay_s, m.id))
-    probs = [(m, offload_probability(output_len, input_len, compute_delay_s, m)) for m in ordered]
-    for m, p in probs:
-        if p >= 1.0:
-            return m.id
-    for m, p in probs:
-        if p > 0.0 and uniform() < p:
-            return m.id
-    return None
 
 
 def queue_band(queued: float, params: MdiExitParams) -> Optional[str]:

@@ -9,7 +9,8 @@ stage h; the link ``n/h -> n/h+1`` (at ``local_rate_bytes_s``) is "keep it" (Alg
 output queue O_n is the tasks the simulator holds at n's workers because ``route`` returned None.
 Any scenario works the same way: a node that cannot run the next stage itself (a worker of the
 DTO-EE setting, a source without a processor) offloads every task it does not exit by Alg. 2,
-counting its own wait as unbounded, so a neighbour m takes the task as soon as O_n > I_m.
+counting its own wait as unbounded, so a neighbour m takes the task as soon as O_n > I_m (with
+the knob ``count_own_service``, only a neighbour that would finish it soonest: ``offload``).
 
 Per task (``route``): Alg. 1 puts the next stage's task in the input or output queue
 (``agent.policies.mdi_exit.rules.next_step``); from the output queue Alg. 2 (``choose_neighbour``)
@@ -162,7 +163,8 @@ class MdiExitSimPolicy(SimPolicy):
         states = [mx.NeighbourState(m, self._published[md] + self._sent[dev][md],
                                     self._gamma[md], hop_s)
                   for m, md, hop_s in self._nbrs[node]]
-        target = mx.choose_neighbour(out_len, in_len, own, states, self._rng.random)
+        target = mx.choose_neighbour(out_len, in_len, own, states, self._rng.random,
+                                     self.params.count_own_service)
         if target is None and self._local[node] is not None and \
                 mx.should_reclaim(self._input_len(dev, view), out_len, self.params):
             self._held.discard(task)
