@@ -10,10 +10,13 @@
   instead of queueing, and the node re-sends elsewhere. A monitor on each DEALER reports a
   dropped connection (a peer process that died closes its sockets) as ``LINK_DOWN`` at once,
   so the node need not wait for the peer's heartbeats to stop.
-- Liveness (``_liveness``, on every socket): ZMTP heartbeats (a PING every
-  ``HEARTBEAT_IVL_MS``; no traffic for ``HEARTBEAT_TIMEOUT_MS`` closes the connection, which a
-  DEALER's monitor reports as ``LINK_DOWN``), TCP keepalive, a TCP user timeout
-  (unacknowledged data for ``TCP_USER_TIMEOUT_MS`` closes it), reconnects capped at
+- Liveness (``agent.net.liveness``, on every socket): ZMTP heartbeats (a PING every
+  ``HEARTBEAT_IVL_MS``; no traffic for the timeout closes the connection, which a DEALER's
+  monitor reports as ``LINK_DOWN``; a data socket's timeout grows with the time its slowest
+  link needs for one message, from ``sizes``, else ``HEARTBEAT_TIMEOUT_MS``; a control
+  socket's likewise, at least ``CONTROL_HEARTBEAT_TIMEOUT_MS``), TCP keepalive,
+  a TCP user timeout (unacknowledged data for ``TCP_USER_TIMEOUT_MS``, or a slow link's
+  timeout, closes it), reconnects capped at
   ``RECONNECT_IVL_MAX_MS`` and a connect timeout (``CONNECT_TIMEOUT_MS``: a SYN lost while the
   link was down is sent again by a fresh connect, not after TCP's 1-2-4 s backoff). A stalled
   connection (a link down, a peer stopped) is rebuilt as a fresh TCP connection instead of
@@ -53,7 +56,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import zmq
 
 from agent.config.node import DEFAULT_MAX_MESSAGE_BYTES, Peer
-from agent.net import ipcbind
+from agent.net import ipcbind, liveness
 from agent.net.addrfamily import for_node
 from agent.net.frames import send_frames
 from agent.net.handshakes import event_of, monitor, watches
@@ -76,37 +79,10 @@ LINK_UP = "link_up"  # (LINK_UP, peer id, None) a connection to its ROUTER is (a
 _DRAIN = 256  # messages taken per socket per poll, so one busy socket cannot starve the rest
 # plain ints: zmq's are enum flags, and ``&`` on those runs Python code (~2 us per message)
 _EVENTS, _POLLIN, _NOBLOCK = int(zmq.EVENTS), int(zmq.POLLIN), int(zmq.NOBLOCK)
-# data-path liveness (module docstring), milliseconds / seconds
-HEARTBEAT_IVL_MS = 500  # ZMTP PING on an idle data connection
-HEARTBEAT_TIMEOUT_MS = 1500  # no traffic at all for this long: the connection is closed
-HEARTBEAT_TTL_MS = 3000  # the peer may close our connection after this long without a PING
-# control connections (PUB/SUB) wait longer: a heartbeat may queue behind a busy link's tasks,
-# and a dropped SUB connection loses the heartbeats sent meanwhile
-CONTROL_HEARTBEAT_TIMEOUT_MS = 3000
-TCP_USER_TIMEOUT_MS = 3000  # ZMQ_TCP_MAXRT: unacknowledged data this long closes the connection
-RECONNECT_IVL_MS, RECONNECT_IVL_MAX_MS = 100, 500  # first retry and the cap of the backoff
-CONNECT_TIMEOUT_MS = 1000  # a connect not done by then is abandoned and tried afresh
-KEEPALIVE_IDLE_S, KEEPALIVE_INTVL_S, KEEPALIVE_CNT = 5, 1, 3  # TCP keepalive probes
-
-
-def _liveness(sock: zmq.Socket, timeout_ms: int = HEARTBEAT_TIMEOUT_MS) -> None:
-    """Heartbeats (silence for ``timeout_ms`` closes a connection), TCP keepalive and user
-    timeout, capped reconnects and a connect timeout on a socket; options this libzmq lacks are
-    skipped."""
-    for name, value in (("HEARTBEAT_IVL", HEARTBEAT_IVL_MS),
-                        ("HEARTBEAT_TIMEOUT", timeout_ms),
-                        ("HEARTBEAT_TTL", HEARTBEAT_TTL_MS),
-                        ("TCP_MAXRT", TCP_USER_TIMEOUT_MS),
-                        ("RECONNECT_IVL", RECONNECT_IVL_MS),
-                        ("RECONNECT_IVL_MAX", RECONNECT_IVL_MAX_MS),
-                        ("CONNECT_TIMEOUT", CONNECT_TIMEOUT_MS),
-                        ("TCP_KEEPALIVE", 1), ("TCP_KEEPALIVE_IDLE", KEEPALIVE_IDLE_S),
-                        ("TCP_KEEPALIVE_INTVL", KEEPALIVE_INTVL_S),
-                        ("TCP_KEEPALIVE_CNT", KEEPALIVE_CNT)):
-        try:
-            sock.setsockopt(getattr(zmq, name), value)
-        except (AttributeError, zmq.ZMQError):  # not in this pyzmq, or this libzmq / platform
-            pass
+# liveness options and timeouts (agent.net.liveness); the loop reads the default timeout here
+HEARTBEAT_TIMEOUT_MS = liveness.HEARTBEAT_TIMEOUT_MS
+CONTROL_MS = liveness.CONTROL_HEARTBEAT_TIMEOUT_MS  # a control socket's, on fast links
+stage_sizes = liveness.stage_sizes  # what a node sets ``Transport.sizes`` from
 
 
 def handed_over(routing_id: bytes) -> bool:
@@ -161,6 +137,10 @@ class Transport:
         self.data_drops: Dict[str, int] = {}  # peer id -> its data connections dropped so far
         self._fds: List[int] = []
         self._sockets: List[zmq.Socket] = []
+        # what the data links carry (set by the node before ``open``; default: sizes unknown)
+        self.sizes = liveness.StageSizes()
+        # the ROUTER's heartbeat timeout and each peer's DEALER's (``open`` works them out)
+        self.timeouts_ms: Tuple[int, Dict[str, int]] = (HEARTBEAT_TIMEOUT_MS, {})
 
     def _socket(self, kind: int, endpoint: str = "", bind: bool = False) -> zmq.Socket:
         s = self.ctx.socket(kind)
@@ -177,14 +157,15 @@ class Transport:
         self.security.start(self.ctx)
         self._ipv6 = for_node((self.control_bind, self.data_bind, self.client_bind),
                               self.peers.values())  # names resolved at once, seconds at most
+        self.timeouts_ms = liveness.data_timeouts(self.peers.values(), self.sizes)
         self.pub = self._socket(zmq.PUB, self.control_bind, True)
-        _liveness(self.pub, CONTROL_HEARTBEAT_TIMEOUT_MS)
+        liveness.apply(self.pub, max(CONTROL_MS, self.timeouts_ms[0]))
         self.security.apply_server(self.pub)
         self._bind(self.pub, self.control_bind, "control", PROTOCOL)  # a node's key not ours
         self.router = self._socket(zmq.ROUTER, self.data_bind, True)
         self.router.setsockopt(zmq.ROUTER_MANDATORY, 1)  # unknown identity -> error, counted
         self.router.setsockopt(zmq.ROUTER_HANDOVER, 1)  # a restarted peer takes its id back
-        _liveness(self.router)
+        liveness.apply(self.router, self.timeouts_ms[0])
         self.security.apply_server(self.router)
         # connections counted (``data_accepted``): none made is told (agent.node.reach)
         self._bind(self.router, self.data_bind, "data", zmq.EVENT_HANDSHAKE_SUCCEEDED | PROTOCOL)
@@ -217,7 +198,7 @@ class Transport:
         sub = self._socket(zmq.SUB, peer.control_address)
         sub.setsockopt(zmq.SUBSCRIBE, topic(self.node_id))
         sub.setsockopt(zmq.SUBSCRIBE, topic(BROADCAST))
-        _liveness(sub, CONTROL_HEARTBEAT_TIMEOUT_MS)
+        liveness.apply(sub, max(CONTROL_MS, self.timeouts_ms[1].get(peer.id, 0)))
         self.security.apply_client(sub, self.server_keys.get(peer.id))
         if self.security.name == "curve":  # a refused key: dialled again (redial)
             smon = monitor(sub, WATCHED)
@@ -235,7 +216,7 @@ class Transport:
             except (AttributeError, zmq.ZMQError):  # a libzmq before 4.3: not watched
                 pass
         d.setsockopt(zmq.IMMEDIATE, 1)
-        _liveness(d)
+        liveness.apply(d, self.timeouts_ms[1].get(peer.id, HEARTBEAT_TIMEOUT_MS))
         self.security.apply_client(d, self.server_keys.get(peer.id))
         # the monitor first: a local peer's handshake can be over before connect() returns
         mon = monitor(d, zmq.EVENT_DISCONNECTED | WATCHED)

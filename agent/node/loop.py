@@ -45,7 +45,7 @@ from typing import Callable, Dict, List, Optional
 from agent.config.node import NodeConfig
 from agent.protocol import wire
 from agent.net.transport import (CLIENT, CONTROL, DATA, FD, HEARTBEAT_TIMEOUT_MS, LINK_DOWN,
-                                 LINK_UP, REPLY, Transport, handed_over)
+                                 LINK_UP, REPLY, Transport, handed_over, stage_sizes)
 from agent.protocol.wire import Kind, WireError
 from agent.node.fleetcheck import FleetCheck
 from agent.node.hooks import NodeHooks
@@ -78,6 +78,7 @@ class Node:
                  clock: Callable[[], float] = time.monotonic, wall: Callable[[], float] = time.time):
         self.cfg = cfg
         self.transport = transport
+        transport.sizes = stage_sizes(view)  # a slow link's data heartbeats wait for a message
         self.policy = policy
         self.view = view
         self.outbox = outbox
