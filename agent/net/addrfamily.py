@@ -180,10 +180,11 @@ def resolution_problem(endpoint: str, wait_s: Optional[float] = RESOLVE_WAIT_S,
     return ""
 
 
-def for_node(binds: Sequence[str], peers: Iterable[Any],
-             wait_s: float = RESOLVE_WAIT_S) -> Dict[Tuple[str, bool], bool]:
+def for_node(binds: Sequence[str], peers: Iterable[Any], wait_s: float = RESOLVE_WAIT_S,
+             resolve: Resolver = getaddrinfo_families) -> Dict[Tuple[str, bool], bool]:
     """``choose`` for a node's sockets: its bind endpoints (empty ones left out) and each
-    peer's ``control_address`` and ``data_address``."""
+    peer's ``control_address`` and ``data_address`` (``resolve``: the transport's, which keeps
+    the addresses too, ``agent.net.peeraddr``)."""
     return choose([(e, True) for e in binds if e]
                   + [(a, False) for p in peers for a in (p.control_address, p.data_address)],
-                  wait_s)
+                  wait_s, resolve)

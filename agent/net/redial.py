@@ -69,13 +69,19 @@ class Redial:
         self.due: Dict[Any, Tuple[str, str, float, bool]] = {}
         self._told: Set[Tuple[str, str]] = set()  # (peer, plane or "key") whose failure was logged
         self._broken: Dict[Any, int] = {}  # socket -> broken-off handshakes in a row
+        # socket -> the numeric endpoint it was connected to (agent.net.peeraddr): dialled
+        # again as it was, for libzmq never to resolve a name on its I/O thread
+        self._dial: Dict[Any, str] = {}
         self.redials = 0  # connections dialled again so far
 
     def event(self, sock: Any, peer: str, plane: str, endpoint: str, event: int,
-              value: int = 0) -> None:
+              value: int = 0, dial: str = "") -> None:
         """A handshake event of ``sock``'s connection to ``peer`` (``plane``: "data" or
         "control"; ``value``: the event's value, a protocol error's code): a failure schedules
-        a redial, a success ends the watch's warning."""
+        a redial, a success ends the watch's warning. ``endpoint`` is the configured one (what
+        the warnings name); ``dial``, when given, the one ``sock`` was connected to."""
+        if dial:
+            self._dial[sock] = dial
         if event == zmq.EVENT_HANDSHAKE_SUCCEEDED:  # up (again): nothing to dial, or to say
             self._told.discard((peer, plane))
             self._told.discard((peer, "key"))
@@ -109,7 +115,7 @@ class Redial:
         if n < NO_DETAIL_IN_A_ROW or sock in self.due:
             return
         try:
-            sock.disconnect(endpoint)  # stops libzmq's own reconnects to it
+            sock.disconnect(self._dial.get(sock, endpoint))  # stops libzmq's own reconnects
         except zmq.ZMQError:
             pass
         self.due[sock] = (peer, endpoint, self.clock() + REDIAL_S, True)
@@ -131,12 +137,13 @@ class Redial:
             if at > now:
                 continue
             del self.due[sock]
+            dial = self._dial.get(sock, endpoint)
             try:
-                sock.disconnect(endpoint)
+                sock.disconnect(dial)
             except zmq.ZMQError:  # libzmq already dropped the endpoint: connect is enough
                 pass
             try:
-                sock.connect(endpoint)
+                sock.connect(dial)
                 self.redials += 1
             except zmq.ZMQError as exc:
                 log.warning("cannot dial %s (%s) again: %s", peer, endpoint, exc)

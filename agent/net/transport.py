@@ -28,7 +28,9 @@
   wrong, another ``security``) are told, bounded, and dialled again slowly
   (``agent.net.redial``; on the bound sockets ``agent.net.handshakes``).
 - Every socket: LINGER 0 (shutdown never blocks), IPV6 only where its endpoint needs it
-  (``agent.net.addrfamily``; ``bound``: what each bind took), MAXMSGSIZE (twice
+  (``agent.net.addrfamily``; ``bound``: what each bind took); a peer's sockets connect to
+  the numeric address its name resolved to, never the name (``agent.net.peeraddr``: libzmq
+  would resolve it on its I/O thread, stalling every socket), MAXMSGSIZE (twice
   ``max_message_bytes``, per frame: ZeroMQ disconnects a peer sending a larger one; the loop
   counts and drops a message above ``max_message_bytes``), the security object applied
   (``apply_server`` on bound sockets, ``apply_client`` with the peer's public key on the rest)
@@ -60,6 +62,7 @@ from agent.net import ipcbind, liveness
 from agent.net.addrfamily import for_node
 from agent.net.frames import send_frames
 from agent.net.handshakes import event_of, monitor, watches
+from agent.net.peeraddr import Lookup, PeerAddresses
 from agent.net.redial import PROTOCOL, WATCHED
 from agent.net.security import NoSecurity, serve_clients_over_curve
 from agent.net.twins import RUN_PROPERTY, Twins
@@ -100,7 +103,8 @@ class Transport:
                  max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
                  client_bind: str = "", server_keys: Optional[Dict[str, bytes]] = None,
                  client_keys: Optional[Sequence[bytes]] = None, on_client_refused: Any = None,
-                 key_owners: Optional[Dict[str, str]] = None, twins: Optional[Twins] = None):
+                 key_owners: Optional[Dict[str, str]] = None, twins: Optional[Twins] = None,
+                 lookup: Optional[Lookup] = None):
         self.ctx, self.node_id = ctx, node_id
         self.control_bind, self.data_bind, self.client_bind = control_bind, data_bind, client_bind
         self.peers = {p.id: p for p in peers}
@@ -132,6 +136,8 @@ class Transport:
         self._bound: Dict[zmq.Socket, str] = {}  # ROUTER's, PUB's monitor -> "data", "control"
         self.bound: Dict[str, str] = {}  # "control", "data", "client" -> the endpoint bound
         self._ipv6: Dict[Tuple[str, bool], bool] = {}  # (endpoint, bind) -> its zmq.IPV6
+        # peers' names -> addresses (``lookup``: the resolver, getaddrinfo when None)
+        self.addrs = PeerAddresses(lookup) if lookup is not None else PeerAddresses()
         # connections refused at the handshake (or to a wrong key) dialled again; failures told
         self.redial, self.server_watch = watches(self.security, node_id, peers, self.server_keys)
         self.data_drops: Dict[str, int] = {}  # peer id -> its data connections dropped so far
@@ -156,7 +162,8 @@ class Transport:
         """Bind PUB and ROUTER, connect SUB and DEALERs to every peer; raise zmq errors on bind."""
         self.security.start(self.ctx)
         self._ipv6 = for_node((self.control_bind, self.data_bind, self.client_bind),
-                              self.peers.values())  # names resolved at once, seconds at most
+                              self.peers.values(),  # names resolved at once, seconds at most
+                              resolve=self.addrs.families)  # their addresses kept
         self.timeouts_ms = liveness.data_timeouts(self.peers.values(), self.sizes)
         self.pub = self._socket(zmq.PUB, self.control_bind, True)
         liveness.apply(self.pub, max(CONTROL_MS, self.timeouts_ms[0]))
@@ -204,7 +211,7 @@ class Transport:
             smon = monitor(sub, WATCHED)
             self._sub_monitors[smon] = peer.id
             self.poller.register(smon, zmq.POLLIN)
-        sub.connect(peer.control_address)
+        self.addrs.connect(sub, (peer.id, "control"), peer.control_address)  # not a name
         self.subs[peer.id] = sub
         self._sub_peer[sub] = peer.id
         self.poller.register(sub, zmq.POLLIN)
@@ -222,7 +229,7 @@ class Transport:
         mon = monitor(d, zmq.EVENT_DISCONNECTED | WATCHED)
         self._monitors[mon] = peer.id
         self.poller.register(mon, zmq.POLLIN)
-        d.connect(peer.data_address)
+        self.addrs.connect(d, (peer.id, "data"), peer.data_address)  # not a name
         self.dealers[peer.id] = d
         self._dealer_peer[d] = peer.id
         self.poller.register(d, zmq.POLLIN)
@@ -239,6 +246,8 @@ class Transport:
             self.redial.run()
         if self.server_watch.pending:  # failures counted since the last line, once due
             self.server_watch.flush()
+        if self.addrs.waiting:  # names not resolved at open: resolved again off this thread
+            self.addrs.retry()
         ready = self.poller.poll(max(0, int(math.ceil(timeout_s * 1000))))
         events: List[Tuple[str, Any, Any]] = []
         watched: set = set()  # senders whose run id this call has read: once per call is enough
@@ -266,7 +275,8 @@ class Transport:
                     peer = self._monitors[sock_or_fd]
                     event, value, _ = event_of(frames)
                     self.redial.event(self.dealers[peer], peer, "data",
-                                      self.peers[peer].data_address, event, value)
+                                      self.peers[peer].data_address, event, value,
+                                      self.addrs.dialled.get((peer, "data"), ""))
                     if event == zmq.EVENT_DISCONNECTED:
                         self.data_drops[peer] = self.data_drops.get(peer, 0) + 1
                         events.append((LINK_DOWN, peer, None))
@@ -276,7 +286,8 @@ class Transport:
                     peer = self._sub_monitors[sock_or_fd]
                     event, value, _ = event_of(frames)
                     self.redial.event(self.subs[peer], peer, "control",
-                                      self.peers[peer].control_address, event, value)
+                                      self.peers[peer].control_address, event, value,
+                                      self.addrs.dialled.get((peer, "control"), ""))
                 elif sock_or_fd in self._bound:
                     event, value, where = event_of(frames)
                     if event == zmq.EVENT_HANDSHAKE_SUCCEEDED:  # a peer connected to this node

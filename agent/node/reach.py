@@ -82,7 +82,8 @@ class ReachWatch:
             causes = "; ".join(dict.fromkeys(p for _, _, p in found))  # one host: said once
             log.warning("neighbour %s not heard %.0f s after start: %s: %s (fix the address "
                         "in this node's config and restart the agent, or this host's name "
-                        "resolution: DNS, /etc/hosts)", peer.id, after_s, where, causes)
+                        "resolution: DNS, /etc/hosts, which the agent retries every 5 s)",
+                        peer.id, after_s, where, causes)
 
     def _unreached(self, now: float, heard: Collection[str], accepted: int) -> Optional[str]:
         if self._done:
