@@ -41,7 +41,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true",
                         help="print exactly one JSON object: policy, routing, thresholds, "
                              "delay_s, accuracy, utility, rounds, converged, "
-                             "link_utilisation (dimee and mlci: "
+                             "link_utilisation, worker_utilisation (dimee and mlci: "
                              "their own fields, docs/dimee-mlci.md)")
 
 
@@ -60,27 +60,12 @@ def _fmt(x, unit: str = "") -> str:
     return "%.4f%s" % (x, unit)
 
 
-def _link_utilisation(scenario, res):
-    """{node: {successor: L/r}} of the result's routing (wire bytes under the shared model)."""
-    from agent.policies.model import (compile_network, link_utilisation, remaining_for,
-                                      routing_vector)
-
-    net = compile_network(scenario)
-    rem, _ = remaining_for(scenario, res.thresholds or None)
-    u = link_utilisation(net, routing_vector(net, res.routing), rem)
-    out = {}
-    for e, x in enumerate(u):
-        out.setdefault(net.ids[net.edge_src[e]], {})[net.ids[net.edge_dst[e]]] = float(x)
-    return out
-
-
 def run(args: argparse.Namespace) -> int:
     """Load the scenario, plan, print the result (text or one JSON object)."""
-    from agent.policies.model import compile_network, remaining_for, with_link_model
-    from agent.policies.optimum import min_max_utilisation
+    from agent.policies.model import with_link_model
     from agent.scenario.format import load_scenario
     from agent.scenario.sections import naming_the_file
-    from agent.policies.plan_report import PlanReport
+    from agent.policies.plan_report import PlanReport, Utilisation, overload_warning
 
     from agent.policies.baselines.plans import MAX_STALENESS_ROUNDS  # knobs.ga_staleness's too
 
@@ -106,19 +91,14 @@ def run(args: argparse.Namespace) -> int:
         print("edge-agent plan: note: workers on one device share its processor in the "
               "simulator, but the DTO-EE model (eq. 6) treats each as its own server",
               file=sys.stderr)
+    used = Utilisation.of(scenario, res.routing, res.thresholds)
     if not math.isfinite(res.delay_s):
-        rem, _ = remaining_for(scenario, res.thresholds or None)
-        best, _ = min_max_utilisation(compile_network(scenario), rem)
-        what = "worker or link" if compile_network(scenario).link_model == "shared" \
-            else "worker"
-        print("edge-agent plan: warning: the %s routing overloads a %s; the least possible "
-              "utilisation of the busiest %s is %.3f%s" % (
-                  res.policy, what, what, best, " (no routing fits)" if best >= 1 else ""),
-              file=sys.stderr)
-    links = _link_utilisation(scenario, res)
+        print("edge-agent plan: warning: %s"
+              % overload_warning(res.policy, scenario, used, res.thresholds), file=sys.stderr)
     if args.json:
         obj = res.to_json()
-        obj["link_utilisation"] = links
+        obj["link_utilisation"] = used.links
+        obj["worker_utilisation"] = used.workers
         json.dump(obj, sys.stdout, sort_keys=False)
         sys.stdout.write("\n")
         return 0
@@ -132,10 +112,12 @@ def run(args: argparse.Namespace) -> int:
            "routing"]
     for node, row in res.routing.items():
         out.append("  %-12s %s" % (node, "  ".join("%s %.3f" % (s, p) for s, p in row.items())))
+    out.append("workers     utilisation (load over capacity, lambda/mu)")
+    out.extend(used.worker_lines())
     out.append("links       utilisation (%s model: %s)" % (
-        compile_network(scenario).link_model, "wire bytes/s over r"
-        if compile_network(scenario).link_model == "shared" else "tensor bytes/s over r"))
-    for node, row in links.items():
+        used.link_model, "wire bytes/s over r"
+        if used.link_model == "shared" else "tensor bytes/s over r"))
+    for node, row in used.links.items():
         out.append("  %-12s %s" % (node, "  ".join("%s %.3f" % kv for kv in row.items())))
     print("\n".join(out))
     return 0

@@ -240,7 +240,8 @@ def link_delays(net: Network, flows: np.ndarray) -> np.ndarray:
                                           net.edge_rate)
     load = link_loads(net, flows)
     free = net.edge_rate - load
-    with np.errstate(divide="ignore"):
+    # where free <= 0 the quotient (load/1e-300 overflows) is thrown away: no RuntimeWarning
+    with np.errstate(divide="ignore", over="ignore"):
         return np.where(free > 0, load / np.maximum(free, 1e-300), np.inf)
 
 

@@ -15,7 +15,7 @@ from agent.policies.model import mean_response_time
 from agent.scenario.format import load_scenario
 
 KEYS = ["policy", "routing", "thresholds", "delay_s", "accuracy", "utility", "rounds",
-        "converged", "link_utilisation"]
+        "converged", "link_utilisation", "worker_utilisation"]
 
 
 def _write(tmp_path, knobs=None, rate=2.0):
