@@ -11,9 +11,10 @@ checked. Pure: no I/O.
 from __future__ import annotations
 
 import ipaddress
+import math
 import os
 import re
-from typing import Any, Dict, Type
+from typing import Any, Callable, Dict, Mapping, Optional, Type
 
 NODE_ID_MAX_CHARS = 64
 _NODE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*\Z")
@@ -38,6 +39,13 @@ MAX_KEEP_FILES = 1000
 # model's products and powers (the step's curvature goes with the cube of a service time) stay
 # far from float overflow; an emulated capacity of 1e-300 FLOP/s pads every task to forever
 POSITIVE_RANGE = (1e-9, 1e24)
+# Least capacity (FLOP/s) or link rate (bytes/s) a node config, topology or scenario may give:
+# DTO-EE's peers refuse a status or stage report below it (its messages' own bound,
+# ``agent.policies.dtoee.protocol.MIN_RATE``, which cannot be imported here: protocol imports
+# dtoee.knobs, which imports config.fields, which imports this module). A 1e-3 FLOP/s worker
+# started, and its neighbours dropped every message it sent.
+MIN_RATE = 1.0
+RATE_RANGE = (MIN_RATE, POSITIVE_RANGE[1])  # capacities and link rates
 # node-config fields that name a file or folder (besides bundle and state_dir): a relative one is
 # relative to the file that gives it (the node config, or a topology's "agent" table)
 PATH_FIELDS = ("engine_cache_dir", "capacity_profile", "replay_path", "secret_key_path",
@@ -58,7 +66,7 @@ def check_limits(kw: Dict[str, Any], where: str, error: Type[Exception]) -> Dict
     ``kw`` (types already checked): every period and timeout (``*_interval_s``, ``*_timeout_s``,
     ``slot_length_s``) in [MIN_INTERVAL_S, MAX_INTERVAL_S], ``warmup_runs`` and ``timing_runs``
     at most MAX_TIMING_RUNS, ``records_keep_files`` at most MAX_KEEP_FILES,
-    ``emulate_capacity_flops`` 0 (off) or in POSITIVE_RANGE; and no two bound endpoints one
+    ``emulate_capacity_flops`` 0 (off) or in RATE_RANGE; and no two bound endpoints one
     (``check_distinct_binds``). Returns ``kw``; errors read as the parser's:
     ``config.timing_runs: must be an integer in [1, 1000], got 1000000000``."""
     limits = [(key, MIN_INTERVAL_S, MAX_INTERVAL_S, "") for key in sorted(kw)
@@ -67,13 +75,39 @@ def check_limits(kw: Dict[str, Any], where: str, error: Type[Exception]) -> Dict
                ("timing_runs", 1, MAX_TIMING_RUNS, "an integer "),
                ("records_keep_files", 1, MAX_KEEP_FILES, "an integer ")]
     if kw["emulate_capacity_flops"] != 0:
-        limits.append(("emulate_capacity_flops",) + POSITIVE_RANGE + ("",))
+        limits.append(("emulate_capacity_flops",) + RATE_RANGE + ("",))
     for key, lo, hi, kind in limits:
         if not lo <= kw[key] <= hi:
             raise error("%s.%s: must be %sin [%g, %g], got %s"
                         % (where, key, kind, lo, hi, short(kw[key], 40)))
     check_distinct_binds(kw, where, error)
     return kw
+
+
+def service_time_problem(flops: float, capacity_flops: float) -> str:
+    """Why a stage of ``flops`` FLOP on a device of ``capacity_flops`` FLOP/s cannot be
+    served ("" when it can): its service time, flops / capacity, is above MAX_INTERVAL_S, the
+    most a peer accepts in a heartbeat (``agent.node.peerstate``), so the agent would start and
+    its neighbours drop its every heartbeat. Callers raise it naming their capacity field."""
+    seconds = flops / capacity_flops
+    if seconds <= MAX_INTERVAL_S:
+        return ""
+    need = flops / MAX_INTERVAL_S  # shown rounded up: the figure printed is one that passes
+    step = 10.0 ** (math.floor(math.log10(need)) - 2)
+    return ("%g FLOP at %g FLOP/s is a service time of %.3g s, above a day (%g s, the most a "
+            "peer accepts); give at least %.3g FLOP/s"
+            % (flops, capacity_flops, seconds, MAX_INTERVAL_S, math.ceil(need / step) * step))
+
+
+def check_service_times(capacity_flops: Optional[float], stage_flops: Mapping[int, float],
+                        where: str, error: Callable[[str], Exception]) -> None:
+    """Raise ``error("WHERE: stage H: ...")`` for the first of a worker's stages
+    (``{stage: flops}``) that its capacity (None or 0: measured, not checked) serves in over
+    a day (``service_time_problem``)."""
+    for stage, flops in sorted(stage_flops.items()) if capacity_flops else ():
+        why = service_time_problem(flops, capacity_flops)
+        if why:
+            raise error("%s: stage %d: %s" % (where, stage, why))
 
 
 def check_distinct_binds(kw: Dict[str, Any], where: str, error: Type[Exception]) -> None:

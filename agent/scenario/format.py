@@ -13,8 +13,9 @@ import json
 import os
 from typing import Any, Collection, Dict, List, Optional, Sequence, Tuple
 
-from agent.config.checks import POSITIVE_RANGE  # a scenario's rates, sizes and capacities
-from agent.config.fields import Fields
+from agent.config.checks import POSITIVE_RANGE  # a scenario's task rates and sizes
+from agent.config.checks import RATE_RANGE, service_time_problem  # capacities and link rates
+from agent.config.fields import REQUIRED, Fields
 from agent.config.jsonfile import read_json_file
 from agent.errors import UsageError
 from agent.ops.atomic import write_atomic
@@ -33,7 +34,7 @@ def _id(item: Fields, seen: set) -> str:
 
 def _power_modes(item: Fields) -> Tuple[Tuple[str, float], ...]:
     modes = item.table("power_modes", {}, shape="an object {mode name: capacity FLOP/s}")
-    return tuple((str(name), _positive(modes, name)) for name in modes.obj)
+    return tuple((str(name), rate_field(modes, name)) for name in modes.obj)
 
 
 def _device(item: Fields) -> str:
@@ -72,6 +73,33 @@ def _positive(item: Fields, key: str) -> float:
     return item.num(key, lo=POSITIVE_RANGE[0], hi=POSITIVE_RANGE[1])
 
 
+def rate_field(item: Fields, key: str, default: Any = REQUIRED) -> float:
+    """A capacity (FLOP/s) or link rate (bytes/s) of a scenario or topology: in RATE_RANGE,
+    the range the agents' messages carry (``default`` None: optional, None when absent)."""
+    return item.num(key, default, lo=RATE_RANGE[0], hi=RATE_RANGE[1])
+
+
+def check_servable(scenario: Scenario) -> Scenario:
+    """``scenario`` if agents could serve it: every capacity (power modes too) and link rate in
+    RATE_RANGE, and every worker's stage done within a day (``service_time_problem``) at each
+    of its capacities; else a ``ScenarioError`` naming the field (``workers[2].capacity: ...``).
+    ``parse_scenario`` checks a file with it, ``save_scenario`` what it is given to write (a
+    generated setting that ``plan`` would refuse is not written)."""
+    for i, w in enumerate(scenario.workers):
+        flops = scenario.stages[w.stage - 1].flops
+        for field, mu in (("capacity", w.capacity),) + tuple(
+                ("power_modes.%s" % name, c) for name, c in w.power_modes):
+            why = (service_time_problem(flops, mu) if RATE_RANGE[0] <= mu <= RATE_RANGE[1]
+                   else "must be in [%g, %g], got %r" % (RATE_RANGE + (mu,)))
+            if why:
+                raise ScenarioError("workers[%d].%s: %s" % (i, field, why))
+    for i, link in enumerate(scenario.links):
+        if not RATE_RANGE[0] <= link.rate <= RATE_RANGE[1]:
+            raise ScenarioError("links[%d].rate: must be in [%g, %g], got %r"
+                                % ((i,) + RATE_RANGE + (link.rate,)))
+    return scenario
+
+
 def parse_scenario(obj: Any, base_dir: str = ".") -> Scenario:
     """Validate a decoded scenario object; ``exit_profile`` paths are relative to ``base_dir``."""
     if not isinstance(obj, dict):
@@ -96,7 +124,7 @@ def parse_scenario(obj: Any, base_dir: str = ".") -> Scenario:
     by_device: Dict[str, List[Worker]] = {}
     for s in top.tables("workers", min_len=1, known=WORKER_KEYS):
         wid = _id(s, seen)
-        workers.append(Worker(wid, s.int("stage", lo=1, hi=h), _positive(s, "capacity"),
+        workers.append(Worker(wid, s.int("stage", lo=1, hi=h), rate_field(s, "capacity"),
                               _power_modes(s), _device(s), s.bool("terminal", False)))
         _check_shared_device(workers, s.where, by_device)
         _check_terminal(workers[-1], stages, s.where)
@@ -107,13 +135,14 @@ def parse_scenario(obj: Any, base_dir: str = ".") -> Scenario:
         if st not in served:
             raise ScenarioError("workers: no worker serves stage %d" % st)
     terminal = {w.id for w in workers if w.terminal}
-    links = [Link(a, b, _positive(l, "rate"), l.bool("restart", False))
+    links = [Link(a, b, rate_field(l, "rate"), l.bool("restart", False))
              for l, a, b in read_links(top, stage_of, stage_of, h, LINK_KEYS, terminal)]
     remaining, profile = _exits(top, stages, base_dir)
-    return Scenario(tuple(stages), tuple(sources), tuple(workers), tuple(links),
-                    top.num("tradeoff", DEFAULT_TRADEOFF, lo=0.0, hi=1.0), remaining, profile,
-                    dict(top.table("knobs", {}, shape="an object").obj),
-                    top.str("comment", ""), top.bool("synthetic", False))
+    return check_servable(Scenario(
+        tuple(stages), tuple(sources), tuple(workers), tuple(links),
+        top.num("tradeoff", DEFAULT_TRADEOFF, lo=0.0, hi=1.0), remaining, profile,
+        dict(top.table("knobs", {}, shape="an object").obj), top.str("comment", ""),
+        top.bool("synthetic", False)))
 
 
 def read_links(top: Fields, stage_of: Dict[str, int], last_of: Dict[str, int], h: int,
@@ -261,12 +290,14 @@ def save_scenario(path: str, scenario: Scenario, what: str = "scenario") -> List
     checked before anything is written; the profile is written first (so the JSON never names a
     missing one) and, if the JSON then cannot be written, the profile this call wrote is removed
     again (or the one it replaced put back), as are folders it made. Errors are ``FileFault``
-    (a ``UsageError``) naming ``what`` (e.g. ``--out``) and the path.
+    (a ``UsageError``) naming ``what`` (e.g. ``--out``) and the path, or, before anything is
+    written, ``check_servable``'s ``ScenarioError`` naming the field.
     """
     import io
 
     from agent.ops.files import check_output_file, first_missing_dir, output_errors
 
+    check_servable(scenario)
     folder = os.path.dirname(os.path.abspath(path))
     profile_name = profile_path = profile = None
     if scenario.exit_profile is not None:

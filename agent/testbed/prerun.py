@@ -1,9 +1,17 @@
 """What a testbed run refuses before its run folder exists: policies the topology's tiers
-cannot run, and agent configs that would not start."""
+cannot run, and agent configs that would not start. What the agents' start-up would warn of
+is said here once per distinct line, naming the agents (``SaidOnce``), not once per agent."""
 
 from __future__ import annotations
 
+import logging
+from typing import Dict, List, Optional, Tuple
+
 from agent.errors import UsageError
+
+# agents a grouped warning names before it only counts the rest: a line stays readable
+# for a topology of dozens of agents
+NAMED_AGENTS = 8
 
 
 def check_tiers(topo, policies) -> None:
@@ -40,27 +48,77 @@ def check_slot(topo) -> None:
                              % (k, v, " s" if k.endswith("_s") else "") for k, v in got.items())))
 
 
+class SaidOnce(logging.Handler):
+    """Holds what the ``agent`` loggers log between ``start`` and ``finish`` (their records
+    reach no other handler then), each record under the agent being checked (``agent``);
+    ``finish`` then logs each distinct message once, from the logger that logged it, with the
+    agents that said it when more than one did: ``... are not used (10 agents: cam1, cam2,
+    w1a, ...)``. The testbed checks every agent's config as its start would, so a warning
+    every agent's policy gives on a shared setting came once per agent: ten identical lines."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.agent: Optional[str] = None  # the agent whose config is being checked
+        self._said: Dict[Tuple[int, str, str], Tuple[logging.LogRecord, List[str]]] = {}
+        self._logger = logging.getLogger("agent")
+        self._propagate = True
+
+    def start(self) -> "SaidOnce":
+        self._propagate = self._logger.propagate
+        self._logger.addHandler(self)
+        self._logger.propagate = False  # held here until finish, then logged once
+        return self
+
+    def emit(self, record: logging.LogRecord) -> None:
+        key = (record.levelno, record.name, record.getMessage())
+        names = self._said.setdefault(key, (record, []))[1]
+        if self.agent is not None and self.agent not in names:
+            names.append(self.agent)
+
+    def finish(self) -> None:
+        """Stop holding, and log what was held: each distinct message once, in order."""
+        self._logger.removeHandler(self)
+        self._logger.propagate = self._propagate
+        said, self._said = self._said, {}
+        for (_, name, message), (record, agents) in said.items():
+            if len(agents) > 1:
+                shown = ", ".join(agents[:NAMED_AGENTS]) + (
+                    " and %d more" % (len(agents) - NAMED_AGENTS)
+                    if len(agents) > NAMED_AGENTS else "")
+                record = logging.makeLogRecord(dict(record.__dict__, args=None, msg=(
+                    "%s (%d agents: %s)" % (message, len(agents), shown))))
+            logging.getLogger(name).handle(record)
+
+
 def check_node_configs(topo, bundle, policies, rates, duration_s: float, seed: int) -> None:
     """Every agent's config of every policy, parsed and its policy made as the run will, before
     the run folder exists: a bad agent field, id, knob or placement (a DIMEE worker in no tier)
     fails here, not in an empty run folder; of the agents whose message or queue limit is below
     their need, the one with the largest need is named (``limits.largest_need``)."""
-    import tempfile
-
-    from agent.testbed.local import node_configs
-
     if topo.fleet is not None:  # a fleet's agents run from their own rendered configs
         from agent.testbed.fleet import client_keys, fleet_settings
 
         client_keys(topo, fleet_settings(topo))
         return
     check_slot(topo)
+    said = SaidOnce().start()
+    try:
+        _check_each_agent(topo, bundle, policies, rates, duration_s, seed, said)
+    finally:  # what was said, once, before the error (if one) that ends the run
+        said.finish()
+
+
+def _check_each_agent(topo, bundle, policies, rates, duration_s: float, seed: int,
+                      said: SaidOnce) -> None:
+    """``check_node_configs`` of a local run, each agent's warnings held by ``said``."""
+    import tempfile
+
+    from agent.node.book import open_replay
     from agent.node.build import build_view, check_config, configured_policy, open_exit_profile
     from agent.node.limits import LimitError, largest_need
+    from agent.testbed.local import node_configs
 
     ports = list(range(20000, 20000 + 2 * len(topo.node_ids())))  # checked, never bound
-    from agent.node.book import open_replay
-
     profile = open_exit_profile(bundle)
     # the sources' replay sets, each (path, rows) once: one that does not fit the bundle's
     # input (a bundle of one's own with the demo set) stopped its source after the workers
@@ -68,10 +126,12 @@ def check_node_configs(topo, bundle, policies, rates, duration_s: float, seed: i
     replays = set()
     with tempfile.TemporaryDirectory(prefix="edge-agent-check-") as scratch:
         for policy in policies:
+            said.agent = None  # the testbed's own, until an agent's config is checked
             cfgs = node_configs(topo, bundle.path, policy, rates[0], topo.warmup_s + duration_s,
                                 scratch, seed, ports)
             short = []  # limits below an agent's need: the largest said once all are seen
             for cfg in cfgs.values():  # as each agent's start makes it: a placement it refuses
+                said.agent = cfg.node_id
                 try:
                     check_config(cfg, bundle)
                 except LimitError as exc:  # checked last there: the agent's other checks passed

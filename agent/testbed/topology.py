@@ -19,7 +19,7 @@ import os
 from dataclasses import dataclass, field, replace
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
-from agent.config.checks import PATH_FIELDS, check_node_id, check_text_path
+from agent.config.checks import PATH_FIELDS, check_node_id, check_service_times, check_text_path
 from agent.config.fields import Fields
 from agent.config.jsonfile import read_json_file
 from agent.errors import UsageError
@@ -27,8 +27,8 @@ from agent.policies.model import wire_bytes
 from agent.policies.registry import names
 from agent.policies.setting import DEFAULT_TRADEOFF
 from agent.policies.thresholds import stage_key
-from agent.scenario.format import read_links
-from agent.testbed.bounds import MIN_SLOT_S, positive, seconds, worker_stages
+from agent.scenario.format import rate_field, read_links
+from agent.testbed.bounds import MIN_SLOT_S, seconds, worker_stages
 from agent.testbed.carry import carried_tasks_s
 from agent.testbed.faults import Fault, parse_faults
 from agent.testbed.nodeparts import check_node_parts
@@ -166,10 +166,9 @@ class Topology:
         lk = [l for l in self.links if l.rate_bytes_s is not None]
         parts = []
         if em:
-            caps = [w.emulate_capacity_flops for w in em]
-            parts.append("capacities of %d/%d workers emulated (%.3g..%.3g FLOP/s, %.1fx spread)"
-                         % (len(em), len(self.workers), min(caps), max(caps),
-                            max(caps) / min(caps)))
+            caps = sorted(w.emulate_capacity_flops for w in em)  # the spread as %g: 3.9e+10x
+            parts.append("capacities of %d/%d workers emulated (%.3g..%.3g FLOP/s, %.3gx spread)"
+                         % (len(em), len(self.workers), caps[0], caps[-1], caps[-1] / caps[0]))
         else:
             parts.append("worker capacities are real (measured)")
         if lk:
@@ -213,7 +212,7 @@ def _host(item: Fields) -> str:
 def _worker(s: Fields, seen: set) -> TbWorker:
     wid = _ident(s, seen)
     st, last = worker_stages(s)
-    return TbWorker(wid, st, positive(s, "emulate_capacity_flops"), _host(s), last,
+    return TbWorker(wid, st, rate_field(s, "emulate_capacity_flops", None), _host(s), last,
                     s.bool("terminal", False))
 
 
@@ -284,10 +283,9 @@ def _links(top: Fields, sources: Sequence[TbSource], workers: Sequence[TbWorker]
     stage_of.update({w.id: w.stage for w in workers})
     last_of = {s.id: 0 for s in sources}
     last_of.update({w.id: w.stages[1] if not w.terminal else h for w in workers})  # no link out
-    links = [TbLink(a, b, positive(l, "rate_bytes_s"),
-                    l.num("delay_ms", 0.0, lo=0.0), l.num("loss", 0.0, lo=0.0, hi=1.0,
-                                                          hi_open=True),
-                    positive(l, "config_rate_bytes_s"))
+    links = [TbLink(a, b, rate_field(l, "rate_bytes_s", None), l.num("delay_ms", 0.0, lo=0.0),
+                    l.num("loss", 0.0, lo=0.0, hi=1.0, hi_open=True),
+                    rate_field(l, "config_rate_bytes_s", None))
              for l, a, b in read_links(top, stage_of, last_of, h, LINK_KEYS)]
     for l in links:
         if any(w.terminal and w.id == l.src for w in workers):
@@ -342,9 +340,11 @@ def check_against_bundle(topo: Topology, stages: Sequence[StageInfo]) -> None:
     if topo.num_stages != len(stages):
         raise topo.error("workers serve stages 1..%d but the bundle has %d stages"
                          % (topo.num_stages, len(stages)))
-    for st in topo.thresholds:
-        if not stages[st - 1].has_exit:
-            raise topo.error("thresholds: stage %d has no exit head in the bundle" % st)
+    for st in (st for st in topo.thresholds if not stages[st - 1].has_exit):
+        raise topo.error("thresholds: stage %d has no exit head in the bundle" % st)
+    for i, w in enumerate(topo.workers):  # a stage a day at most: an agent's peers want no more
+        check_service_times(w.emulate_capacity_flops, {h: stages[h - 1].flops for h in range(
+            w.stage, w.stages[1] + 1)}, "workers[%d].emulate_capacity_flops" % i, topo.error)
 
 
 def capacity_tasks_s(topo: Topology, stages: Sequence[StageInfo],

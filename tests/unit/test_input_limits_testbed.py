@@ -15,7 +15,7 @@ import pytest
 from agent.cli import main
 from agent.errors import UsageError
 from agent.fleet.inventory import host_problem
-from agent.scenario.format import POSITIVE_RANGE
+from agent.config.checks import RATE_RANGE
 from agent.testbed.bounds import MAX_RATE, MAX_SECONDS, MAX_STAGES, check_load
 from agent.testbed.report import is_record, read_records
 from agent.testbed.rundir import new_run_dir
@@ -71,14 +71,14 @@ def test_fleet_render_and_report_refuse_a_huge_last_stage_in_one_line(tmp_path, 
                                        ("links", "config_rate_bytes_s")])
 @pytest.mark.parametrize("value", [1e-300, 1e300])
 def test_capacities_and_link_rates_take_the_scenario_range_at_load(where, key, value):
-    """Rule: emulated capacities and link rates outside the scenario's POSITIVE_RANGE are
+    """Rule: emulated capacities and link rates outside the RATE_RANGE (what the wire takes) are
     refused when the topology is read, naming the topology field."""
     obj = _default()
     obj[where][0][key] = value
     with pytest.raises(TopologyError, match=re.escape("%s[0].%s: must be in [%g, %g]"
-                                                      % (where, key, *POSITIVE_RANGE))):
+                                                      % (where, key, *RATE_RANGE))):
         parse_topology(obj)
-    obj[where][0][key] = POSITIVE_RANGE[1]  # the bounds themselves are fine
+    obj[where][0][key] = RATE_RANGE[1]  # the bounds themselves are fine
     parse_topology(obj)
 
 

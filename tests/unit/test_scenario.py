@@ -253,11 +253,13 @@ def test_a_scenario_that_is_not_a_json_text_file_is_one_line(tmp_path, kind, mes
     (("sources", 0, "rate"), 1e308), (("stages", 0, "flops"), 1e200),
     (("workers", 0, "capacity"), 5e-324), (("links", 0, "rate"), 1e30)])
 def test_scenario_numbers_far_outside_any_fleet_are_refused(path, value):
-    """Rates, sizes and capacities lie in [1e-9, 1e24]: a scenario at the edge of the float
-    range (the model's cubes overflowed, and plan's LP refused inf) is a one-line error."""
+    """Capacities and link rates lie in [1, 1e24] (what the wire takes), rates and sizes in
+    [1e-9, 1e24]: a scenario at the edge of the float range (the model's cubes overflowed, and
+    plan's LP refused inf) is a one-line error."""
     obj = copy.deepcopy(BASE)
     section, i, key = path
     obj[section][i][key] = value
-    with pytest.raises(ScenarioError, match=r"%s\[%d\]\.%s: must be in \[1e-09, 1e\+24\]"
-                       % (section, i, key)):
+    low = "1" if key in ("capacity", "rate") and section in ("workers", "links") else "1e-09"
+    with pytest.raises(ScenarioError, match=r"%s\[%d\]\.%s: must be in \[%s, 1e\+24\]"
+                       % (section, i, key, low)):
         parse_scenario(obj)

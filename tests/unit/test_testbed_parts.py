@@ -38,7 +38,7 @@ def test_topology_parses_and_names_what_is_emulated():
     assert [w.id for w in topo.workers] == ["a", "b", "c"]
     assert topo.capacities_emulated
     line = topo.emulation_summary()
-    assert "3/3 workers emulated" in line and "3.0x spread" in line and "4/5 links" in line
+    assert "3/3 workers emulated" in line and "3x spread" in line and "4/5 links" in line
 
 
 @pytest.mark.parametrize("change, message", [

@@ -98,6 +98,7 @@ from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
+from agent.config.checks import MIN_RATE as _MIN_RATE
 from agent.policies.dtoee.knobs import DtoeeParams
 from agent.policies.dtoee.steps import adapt_damping, initial_damping, update_rows
 
@@ -173,8 +174,8 @@ def _check_version(version: int, what: str) -> None:
 # Least capacity (FLOP/s) or link rate (bytes/s) a peer's message may report, statuses and
 # stage reports alike: far below any device or link, and the delay terms go as 1/mu^3
 # (``model.pressure``) and beta/r, which overflow to inf (the joint solve's KKT system then
-# turns NaN) for a denormal such as 1e-320.
-MIN_RATE = 1.0
+# turns NaN) for a denormal such as 1e-320. One home with the configs' and scenarios' range.
+MIN_RATE = _MIN_RATE
 
 
 def check_status(st: Status) -> Status:
