@@ -53,11 +53,10 @@ import math
 import random
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Set, Tuple, Type
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Set, Tuple
 
-from agent.config.fields import Fields
-from agent.errors import UsageError
 from agent.protocol.wire import Kind, Message
+from agent.policies.fixed import check_own_row, own_row, parse_fixed_knobs, per_node
 from agent.policies.setting import DEFAULT_TRADEOFF
 from agent.policies.thresholds import DEFAULT_THRESHOLD, thresholds_from_wire, thresholds_to_wire
 from engines.exit_profile import should_exit
@@ -351,37 +350,23 @@ class TieredPolicy(AgentPolicy):
         return i, self.rng.choice(cands)
 
 
-def parse_fixed_knobs(knobs: Mapping[str, Any], where: str = "policy_knobs",
-                      error: Type[Exception] = UsageError) -> Dict[str, float]:
-    """``fixed``'s one knob, ``routing = {peer = weight >= 0}``; any other key is an error."""
-    f = Fields(knobs, where, error)
-    f.reject_unknown(("routing",))
-    routing = knobs.get("routing", {})
-    if not isinstance(routing, Mapping) or not all(
-            isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0
-            for v in routing.values()):
-        raise f.fail("routing", "must be a table {peer = weight >= 0}")
-    return {str(k): float(v) for k, v in routing.items()}
-
-
 class FixedWeightsPolicy(AgentPolicy):
-    """``fixed``: routing weights from ``policy_knobs.routing = {peer = weight}``, else uniform;
-    weights of gone neighbours are ignored, so mass moves to the rest."""
+    """``fixed``: routing weights from ``policy_knobs.routing``, a row ``{peer = weight}`` or a
+    topology's per-node table whose own row the node takes (``agent.policies.fixed``), else
+    uniform; weights of gone neighbours are ignored, so mass moves to the rest."""
 
     name = "fixed"
 
     def __init__(self, thresholds, knobs, seed=0):
         super().__init__(thresholds, knobs, seed)
-        self._weights = parse_fixed_knobs(self.knobs)
+        self._table = parse_fixed_knobs(self.knobs)
+        self._weights = {} if per_node(self._table) else dict(self._table)
 
     def configure(self, cfg: Any, view: NodeView) -> None:
         """A weight for a node that is no successor here is a start-up fault: misspelt, the
         node had routed uniformly (every successor weighing 0) while reporting the table."""
-        unknown = sorted(set(self._weights) - set(view.successors))
-        if unknown:
-            raise UsageError("policy_knobs.routing: %s %s no successor of this node (its "
-                             "successors: %s)" % (", ".join(unknown), "is" if len(unknown) == 1
-                                                  else "are", ", ".join(view.successors) or "none"))
+        check_own_row(self._table, view.node_id, view.successors)
+        self._weights = own_row(self._table, view.node_id)
 
     def weights(self, view: NodeView) -> Dict[str, float]:
         if not self._weights:

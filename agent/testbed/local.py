@@ -48,6 +48,7 @@ from agent.testbed.asrun import applied_links, senders_pace, told_rate
 from agent.testbed.report import (RunResult, _created, read_records, served_rate,
                                    summarise_records, warmup_end)
 from agent.testbed.topology import StageInfo, Topology
+from agent.policies.fixed import node_knobs
 from agent.policies.mdi_exit.rules import params_from_knobs as mdi_params
 from agent.policies.thresholds import DEFAULT_THRESHOLD
 
@@ -156,7 +157,8 @@ def node_objects(topo: Topology, bundle_path: str, policy: str, total_rate: floa
             "bundle": bundle_path,
             "state_dir": os.path.join(run_dir, n),
             "control_bind": ctrl[n], "data_bind": data[n],
-            "peers": [peer(n, o) for o in neigh], "policy": policy, "policy_knobs": knobs,
+            "peers": [peer(n, o) for o in neigh], "policy": policy,
+            "policy_knobs": node_knobs(policy, knobs, n),  # fixed: this node's own row
             "tradeoff": topo.tradeoff, "slot_length_s": topo.slot_s, "backend": topo.backend,
             "emulate_links": emulate_links, "records_flush_interval_s": 0.2, "records_max_bytes": 0,
         })

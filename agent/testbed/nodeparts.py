@@ -6,7 +6,9 @@ value was named as one node's field (``testbed node cam1.status_interval_s``, no
 and a knob table of a policy the run did not name was never read at all. ``check_knob_table``
 and ``check_agent_table`` (both: ``check_node_parts``) read them with the node config's own rules, raising the caller's
 error (``Fields.error``) that names the key path in the topology (``knobs.dtoee.step``,
-``agent.status_interval_s``). Pure: no I/O.
+``agent.status_interval_s``). ``check_fixed_rows`` checks ``fixed``'s per-node routing rows
+against the topology's links, and ``agent_start_error`` says what an agent's start-up refused
+at the topology's field, with the agent. Pure: no I/O.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from agent.config.fields import Fields
 from agent.config.checks import MAX_INTERVAL_S
 from agent.config.node import ConfigError, NodeConfig, parse_config
 from agent.errors import UsageError
+from agent.policies.fixed import POLICY_NAME as FIXED, check_topology_form, check_topology_rows
 from agent.policies.registry import check_agent_knobs
 
 
@@ -34,9 +37,11 @@ def check_node_parts(knobs: Fields, agent: Fields, per_agent: Sequence[str]) -> 
 def check_knob_table(policy: str, table: Fields) -> None:
     """``table`` as policy ``policy``'s ``policy_knobs`` in a node config: unknown keys and bad
     values raise ``table.error`` (whatever class the policy's parser raises) naming
-    ``table.where.key``."""
+    ``table.where.key``; ``fixed``'s ``routing`` must be per node (``agent.policies.fixed``)."""
     try:
         check_agent_knobs(policy, table.obj, table.where, table.error)
+        if policy == FIXED:  # one table for every node: per node, each taking its own row
+            check_topology_form(table.obj, table.where, table.error)
     except table.error:
         raise
     except UsageError as exc:  # the policy's own error class
@@ -89,3 +94,38 @@ def node_config_error(topo: Any, exc: Exception, where: str, obj: Mapping[str, A
     else:
         return exc
     return topo.error("%s%s (%s)" % (origin, rest[len(key):], where))
+
+
+def check_fixed_rows(topo: Any) -> None:
+    """The topology ``topo``'s ``knobs.fixed.routing`` rows against its links, before a run or a
+    render: each row's key a node, each weight a successor of it (``FILE:
+    knobs.fixed.routing.w1a: w3a is no successor of w1a (its successors: w2a, w2b)``)."""
+    knobs = topo.knobs.get(FIXED)
+    if isinstance(knobs, Mapping):
+        check_topology_rows(knobs, {n: [l.dst for l in topo.successors(n)]
+                                    for n in topo.node_ids()}, "knobs." + FIXED, topo.error)
+
+
+# node-config fields a topology worker's own fields set (``workers[i].KEY``)
+_WORKER_KEYS = ("last_stage", "terminal")
+
+
+def agent_start_error(topo: Any, exc: Exception, node: str, policy: str) -> Exception:
+    """``exc``, what agent ``node``'s start-up (its config checked against the bundle, its
+    policy made and configured) refused, said in the topology file ``topo`` at the field its
+    value came from, with the agent: ``FILE: knobs.POLICY.KEY: ... (testbed node N)`` for
+    ``policy_knobs.KEY``, ``workers[i].KEY`` for the worker's own ``last_stage`` or
+    ``terminal``, ``agent.KEY`` for a field of the topology's ``agent`` table, else ``FILE:
+    <the agent's words> (testbed node N)``."""
+    text = str(exc)
+    key = re.match(r"\w*", text).group(0)  # type: ignore[union-attr]
+    rest = text[len(key):]
+    workers = [w.id for w in topo.workers]
+    if key and rest[:1] in (".", ":"):  # the agent's words name a node-config field
+        if key == "policy_knobs":
+            text = "knobs.%s%s" % (policy, rest)
+        elif key in _WORKER_KEYS and node in workers:
+            text = "workers[%d].%s%s" % (workers.index(node), key, rest)
+        elif key in topo.agent:
+            text = "agent." + text
+    return topo.error("%s (testbed node %s)" % (text, node))

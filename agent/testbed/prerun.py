@@ -93,8 +93,10 @@ class SaidOnce(logging.Handler):
 def check_node_configs(topo, bundle, policies, rates, duration_s: float, seed: int) -> None:
     """Every agent's config of every policy, parsed and its policy made as the run will, before
     the run folder exists: a bad agent field, id, knob or placement (a DIMEE worker in no tier)
-    fails here, not in an empty run folder; of the agents whose message or queue limit is below
-    their need, the one with the largest need is named (``limits.largest_need``)."""
+    fails here, not in an empty run folder, said at the topology's field with the agent
+    (``FILE: knobs.dimee.tiers: ... (testbed node w1a)``); of the agents whose message or
+    queue limit is below their need, the one with the largest need is named
+    (``limits.largest_need``)."""
     if topo.fleet is not None:  # a fleet's agents run from their own rendered configs
         from agent.testbed.fleet import client_keys, fleet_settings
 
@@ -117,7 +119,10 @@ def _check_each_agent(topo, bundle, policies, rates, duration_s: float, seed: in
     from agent.node.build import build_view, check_config, configured_policy, open_exit_profile
     from agent.node.limits import LimitError, largest_need
     from agent.testbed.local import node_configs
+    from agent.testbed.nodeparts import agent_start_error, check_fixed_rows
+    from agent.testbed.topology import TopologyError
 
+    check_fixed_rows(topo)  # every row against the links: a row of no node is no agent's
     ports = list(range(20000, 20000 + 2 * len(topo.node_ids())))  # checked, never bound
     profile = open_exit_profile(bundle)
     # the sources' replay sets, each (path, rows) once: one that does not fit the bundle's
@@ -133,12 +138,17 @@ def _check_each_agent(topo, bundle, policies, rates, duration_s: float, seed: in
             for cfg in cfgs.values():  # as each agent's start makes it: a placement it refuses
                 said.agent = cfg.node_id
                 try:
-                    check_config(cfg, bundle)
-                except LimitError as exc:  # checked last there: the agent's other checks passed
-                    short.append(exc)
-                configured_policy(cfg, bundle, build_view(cfg, bundle, profile))
-                if cfg.role == "source" and (cfg.replay_path, cfg.replay_rows) not in replays:
-                    open_replay(cfg, bundle)
-                    replays.add((cfg.replay_path, cfg.replay_rows))
+                    try:
+                        check_config(cfg, bundle)
+                    except LimitError as exc:  # checked last there: the other checks passed
+                        short.append(exc)
+                    configured_policy(cfg, bundle, build_view(cfg, bundle, profile))
+                    if cfg.role == "source" and (cfg.replay_path, cfg.replay_rows) not in replays:
+                        open_replay(cfg, bundle)
+                        replays.add((cfg.replay_path, cfg.replay_rows))
+                except TopologyError:
+                    raise
+                except UsageError as exc:  # the agent's words: said at the topology's field
+                    raise agent_start_error(topo, exc, cfg.node_id, policy) from None
             if short:  # one topology-wide limit: the value that fixes every agent at once
                 raise largest_need(short)
