@@ -21,7 +21,7 @@ import stat
 from dataclasses import asdict, dataclass, field
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple
 
-from agent.config.checks import MAX_INTERVAL_S, POSITIVE_RANGE, short
+from agent.config.checks import MAX_INTERVAL_S, RATE_RANGE, check_rate, short
 from agent.config.fields import is_finite
 from agent.config.jsonfile import loads
 from agent.errors import UsageError
@@ -146,11 +146,13 @@ def _parse_entry(obj: Any, where: str) -> ProfileEntry:
         raise ProfileError("%s.stage: must be >= 1, got %d" % (where, values["stage"]))
     # what calibrate measures is positive and bounded as the node config's emulated mu and
     # intervals are: anything else is a damaged or hand-edited file
-    for name, hi in (("capacity_flops", POSITIVE_RANGE[1]), ("service_time_median_s", MAX_INTERVAL_S),
-                     ("service_time_p90_s", MAX_INTERVAL_S), ("flops", float("inf"))):
+    for name, hi in (("service_time_median_s", MAX_INTERVAL_S), ("service_time_p90_s", MAX_INTERVAL_S),
+                     ("flops", float("inf"))):
         if not 0 < values[name] <= hi:
             raise ProfileError("%s.%s: must be > 0%s, got %r" % (
                 where, name, " and at most %g" % hi if values[name] > 0 else "", values[name]))
+    # mu goes out in the agent's reports, where a peer refuses one below MIN_RATE (1 FLOP/s)
+    check_rate(values["capacity_flops"], where + ".capacity_flops", ProfileError)
     if values["samples"] < 1:
         raise ProfileError("%s.samples: must be >= 1, got %d" % (where, values["samples"]))
     for name in ("measured_seconds",):
@@ -348,14 +350,8 @@ def current_power_mode(jtop_factory=None, root: str = "/") -> str:
             exc.reason) from None
 
 
-def lookup_capacity(
-    profile_path: Optional[str],
-    stage: Any,
-    backend: str,
-    precision: str,
-    power_mode: Optional[str] = None,
-    host_identity: Any = None,
-) -> Optional[float]:
+def lookup_capacity(profile_path: Optional[str], stage: Any, backend: str, precision: str,
+                    power_mode: Optional[str] = None, host_identity: Any = None) -> Optional[float]:
     """Measured capacity mu (FLOP/s) of ``stage``'s engine on this device, or None.
 
     ``stage`` is an ``engines.bundle.StageSpec`` (its ``sha256`` identifies the engine together
@@ -388,10 +384,10 @@ def lookup_capacity(
     # mu = flops / service time with the stage's flops now: a manifest whose count changed
     # for the same engine file keeps the time measured, not a mu of the old count
     mu = float(stage.flops) / entry.service_time_median_s
-    if not POSITIVE_RANGE[0] <= mu <= POSITIVE_RANGE[1]:
+    if not RATE_RANGE[0] <= mu <= RATE_RANGE[1]:  # the wire's range: a peer refuses less
         raise ProfileError("%s: stage %d in %s: flops / service_time_median_s = %.3g FLOP/s, outside "
                            "[%g, %g]; calibrate again" % ((profile_path, stage.index, mode, mu)
-                                                          + POSITIVE_RANGE))
+                                                          + RATE_RANGE))
     if abs(entry.capacity_flops * entry.service_time_median_s / entry.flops - 1.0) > 0.01:
         log.warning("%s: stage %d in %s: capacity_flops %.3g is not flops / service_time_median_s; "
                     "mu comes from service_time_median_s (a hand edit of capacity_flops does "

@@ -102,8 +102,9 @@ MAX_SAMPLES = 1000000
 def _check_numbers(args: argparse.Namespace) -> None:
     """Every number finite and in its range, before anything is generated or written."""
     # rates and capacities are written into the scenario, so they take its reader's range (a
-    # value outside it wrote a file that plan refused); imported here: --help loads no numpy
-    from agent.scenario.format import POSITIVE_RANGE
+    # value outside it wrote a file that plan refused): a task rate POSITIVE_RANGE, a capacity
+    # or link rate the wire's RATE_RANGE; imported here: --help loads no numpy
+    from agent.config.checks import POSITIVE_RANGE, RATE_RANGE
 
     _fill_defaults(args)  # None from here on: an option this setting does not take
     if args.sources is not None and not 1 <= args.sources <= MAX_SOURCES:
@@ -115,9 +116,12 @@ def _check_numbers(args: argparse.Namespace) -> None:
         if value is not None and not (math.isfinite(value) and value > 0):
             raise UsageError("--%s: must be a finite number > 0, got %r"
                              % (name.replace("_", "-"), value))
-        if value is not None and not POSITIVE_RANGE[0] <= value <= POSITIVE_RANGE[1]:
-            raise UsageError("--%s: must be in [%g, %g] (a scenario's range), got %r"
-                             % ((name.replace("_", "-"),) + POSITIVE_RANGE + (value,)))
+        lo, hi = POSITIVE_RANGE if name == "rate" else RATE_RANGE
+        if value is not None and not lo <= value <= hi:
+            raise UsageError("--%s: must be in [%g, %g] (%s), got %r"
+                             % (name.replace("_", "-"), lo, hi, "a scenario's range"
+                                if name == "rate" else "the range the agents' messages carry",
+                                value))
     if args.load is not None and not 0 < args.load < 1:  # nan fails too
         raise UsageError("--load: must be in (0, 1), got %r" % args.load)
     if args.tradeoff is not None and not 0.0 <= args.tradeoff <= 1.0:
@@ -126,6 +130,7 @@ def _check_numbers(args: argparse.Namespace) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Generate the scenario and its exit profile, print the paths written."""
+    from agent.config.checks import check_service_times
     from agent.ops.files import check_output_file
     from agent.scenario.format import save_scenario
     from agent.scenario.paper import paper_scenario
@@ -144,6 +149,10 @@ def run(args: argparse.Namespace) -> int:
                          capacity_flops=args.node_capacity,
                          link_rate_bytes_s=args.link_rate, num_samples=args.samples,
                          tradeoff=args.tradeoff)
+        # every node holds every stage at --node-capacity: a stage it takes over a day on is
+        # said naming the option (the file's check would name workers[0].capacity)
+        check_service_times(args.node_capacity, {h: s.flops for h, s in enumerate(sc.stages, 1)},
+                            "--node-capacity", UsageError)
     else:
         sc = paper_scenario(args.setting, seed=args.seed, rate=args.rate, load=args.load,
                             num_sources=args.sources, num_samples=args.samples,

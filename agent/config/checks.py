@@ -99,6 +99,18 @@ def service_time_problem(flops: float, capacity_flops: float) -> str:
             % (flops, capacity_flops, seconds, MAX_INTERVAL_S, math.ceil(need / step) * step))
 
 
+def check_rate(value: float, where: str, error: Callable[[str], Exception],
+               zero: str = "") -> float:
+    """``value``, a capacity (FLOP/s) or link rate (bytes/s), when in RATE_RANGE, or 0 when
+    ``zero`` says what 0 means (``"unknown"``); else ``error("WHERE: must be 0 (unknown) or
+    in [1, 1e+24], got 0.5")``. A peer refuses a report below MIN_RATE, so a smaller value
+    would start an agent whose neighbours drop what it says."""
+    if (zero and value == 0) or RATE_RANGE[0] <= value <= RATE_RANGE[1]:
+        return value
+    raise error("%s: must be %sin [%g, %g], got %s"
+                % ((where, "0 (%s) or " % zero if zero else "") + RATE_RANGE + (short(value),)))
+
+
 def check_service_times(capacity_flops: Optional[float], stage_flops: Mapping[int, float],
                         where: str, error: Callable[[str], Exception]) -> None:
     """Raise ``error("WHERE: stage H: ...")`` for the first of a worker's stages

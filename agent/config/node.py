@@ -33,11 +33,11 @@ from dataclasses import dataclass, field, fields
 from typing import Any, Dict, Mapping, Tuple
 
 from agent.config.checks import (MAX_INTERVAL_S, MAX_MESSAGE_BYTES_LIMIT, MAX_QUEUE_TASKS,
-                                  MIN_INTERVAL_S,
-                                  ENGINE_THREADS_MAX, PATH_FIELDS, check_endpoint,
-                                  check_endpoint_from, check_limits, check_node_id, ipc_from,
-                                  is_loopback_host, phase_fits)
+                                  MIN_INTERVAL_S, ENGINE_THREADS_MAX, PATH_FIELDS, check_endpoint,
+                                  check_endpoint_from, check_limits, check_node_id, check_rate,
+                                  ipc_from, is_loopback_host, phase_fits)
 from agent.config.fields import REQUIRED, Fields
+from agent.config.jsonfile import load_toml
 from agent.config.toml_dump import to_toml
 from agent.errors import UsageError
 from agent.net.keyfiles import peer_key_spec
@@ -205,7 +205,8 @@ def _parse_peer(obj: Any, where: str, base_dir: str) -> Peer:
         stage=r.int("stage", lo=0),
         control_address=_endpoint(r.str("control_address"), where + ".control_address", base_dir),
         data_address=_endpoint(r.str("data_address"), where + ".data_address", base_dir),
-        link_rate_bytes_s=r.num("link_rate_bytes_s", 0.0, lo=0),
+        link_rate_bytes_s=check_rate(r.num("link_rate_bytes_s", 0.0), r.path("link_rate_bytes_s"),
+                                     ConfigError, "unknown"),  # the wire's range, as a capacity
         public_key=peer_key_spec(r.str("public_key", ""), base_dir),  # a file: config-relative
         last_stage=r.int("last_stage", 0, lo=0),
     )
@@ -290,8 +291,7 @@ def parse_config(obj: Any, base_dir: str = ".", where: str = "config") -> NodeCo
         kw[key] = r.int(key, dflt(key), lo=0)
     kw["max_message_bytes"] = r.int("max_message_bytes", dflt("max_message_bytes"), lo=1024,
                                     hi=MAX_MESSAGE_BYTES_LIMIT)
-    kw["max_queue_tasks"] = r.int("max_queue_tasks", dflt("max_queue_tasks"), lo=1,
-                                   hi=MAX_QUEUE_TASKS)
+    kw["max_queue_tasks"] = r.int("max_queue_tasks", dflt("max_queue_tasks"), lo=1, hi=MAX_QUEUE_TASKS)
     kw["max_queue_bytes"] = r.int("max_queue_bytes", dflt("max_queue_bytes"), lo=1024)
     kw["metrics_port"] = r.int("metrics_port", dflt("metrics_port"), lo=0, hi=65535)
     kw["backend"] = r.str("backend", dflt("backend"), BACKENDS)
@@ -372,7 +372,7 @@ def load_config(path: str) -> NodeConfig:
             raise ConfigError("%s: no such file" % path) from None
         raise ConfigError(str(exc).replace("config: " + path, path + ": config file", 1)) from None
     try:
-        obj = _toml.loads(raw.decode("utf-8"))
+        obj = load_toml(_toml.loads, raw.decode("utf-8"), ConfigError, path + ": config")
     except UnicodeDecodeError as exc:
         raise ConfigError("%s: not a TOML text file (not UTF-8 at byte %d); give the node config "
                           "written for this device" % (path, exc.start)) from None

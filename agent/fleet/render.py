@@ -59,10 +59,12 @@ from agent.fleet.render_notes import (DRIVE_TOPOLOGY, ETC, Dropped, dropped_sinc
 from agent.fleet.replay import place_replay, replay_set, write_replay
 from agent.ops.atomic import is_mount_point, replace_dir, write_atomic
 from agent.ops.state import DEFAULT_STATE_DIR
+from agent.policies.fixed import node_knobs
 from agent.testbed.fleet import KEPT_BY_RENDER, rendered_fleet
-from agent.testbed.local import node_objects
-from agent.testbed.nodeparts import node_config_error
-from agent.testbed.topology import Topology
+from agent.testbed.driver import load_bundle_for
+from agent.testbed.local import bundle_stages, node_objects
+from agent.testbed.nodeparts import check_fixed_rows, node_config_error
+from agent.testbed.topology import Topology, check_against_bundle
 
 STATE = DEFAULT_STATE_DIR
 CACHE = "/var/cache/edge-agent"
@@ -117,15 +119,17 @@ def _copy(src: str, dst: str, mode: int) -> None:
 
 def check_render(topo: Topology, hosts: Dict[str, Host], opts: RenderOptions) -> None:
     """What can be refused before anything is written (node ids: the topology's own check): a
-    host for every node, the rate, the topology's own ``fleet`` fields (kept in testbed.json;
-    with a rate no testbed.json is written, so none of them may be given), and ``out_dir`` (a
-    folder, or not there yet; when there, only a render's own files in it, and no mount point:
-    it is replaced as a whole)."""
+    host for every node, the rate, ``fixed``'s per-node routing rows (``check_fixed_rows``),
+    the topology's own ``fleet`` fields (kept in testbed.json; with a rate no testbed.json is
+    written, so none of them may be given), and ``out_dir`` (a folder, or not there yet; when
+    there, only a render's own files in it, and no mount point: it is replaced as a whole)."""
     missing = [n for n in topo.node_ids() if n not in hosts]
     if missing:
         raise UsageError("inventory: no host for %s" % ", ".join(missing))
+    check_emulated(topo, opts)
     if not (math.isfinite(opts.rate_tasks_s) and opts.rate_tasks_s >= 0):
         raise UsageError("--rate: must be a number >= 0 tasks/s, got %r" % opts.rate_tasks_s)
+    check_fixed_rows(topo)  # fixed's per-node rows against the links, as the testbed does
     if not opts.rate_tasks_s:
         drive_fleet(topo, hosts, opts)
     else:
@@ -154,6 +158,14 @@ def check_render(topo: Topology, hosts: Dict[str, Host], opts: RenderOptions) ->
 
 
 RENDERED = ("keys", "devices", "fleet.json", "testbed.json")  # what a render's folder holds
+
+
+def check_emulated(topo: Topology, opts: RenderOptions) -> None:
+    """With ``emulate``, the topology against its bundle (the one testbed.json names) as the
+    testbed checks it (``check_against_bundle``): each emulated capacity does each stage of its
+    worker within a day, else the device's ``run`` refuses the config it is written into."""
+    if opts.emulate and any(w.emulate_capacity_flops for w in topo.workers):
+        check_against_bundle(topo, bundle_stages(load_bundle_for(topo)))
 
 
 def render(topo: Topology, hosts: Dict[str, Host], opts: RenderOptions
@@ -211,6 +223,7 @@ def _render_into(stage: str, topo: Topology, hosts: Dict[str, Host], opts: Rende
     cfgs: Dict[str, NodeConfig] = {}
     for n, obj in objs.items():
         h = hosts[n]
+        obj["policy_knobs"] = node_knobs(opts.policy, obj["policy_knobs"], n)  # fixed: its row
         for k in PATH_FIELDS:  # the topology's are workstation paths: a device gets the render's
             obj.pop(k, None)
         keep = {k: obj[k] for k in ("emulate_capacity_flops", "emulate_links") if k in obj}

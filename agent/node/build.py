@@ -124,7 +124,10 @@ def open_book(cfg: NodeConfig, metrics: Any) -> SourceBook:
 
 
 def check_config(cfg: NodeConfig, bundle: Bundle) -> str:
-    """Raise ``UsageError`` for a config the bundle, the policy or its limits cannot serve."""
+    """Raise ``UsageError`` for a config the bundle, the policy or its limits cannot serve
+    (a worker's ``emulate_capacity_flops`` too: each stage it holds done within a day)."""
+    from agent.config.checks import check_service_times
+
     if cfg.thresholds and len(cfg.thresholds) != bundle.num_stages:  # padded or cut, silently
         raise UsageError("thresholds: %d value(s) for a bundle of %d stages; give one per stage "
                          "1..%d (the last stage answers every task it gets) or none for the "
@@ -144,6 +147,9 @@ def check_config(cfg: NodeConfig, bundle: Bundle) -> str:
         raise UsageError("peers: a stage-%d worker needs at least one stage-%d peer (the "
                          "bundle has %d stages)" % (cfg.stages[1], cfg.stages[1] + 1,
                                                     bundle.num_stages))
+    # an emulated device slower than a stage a day: its neighbours would drop its heartbeats
+    flops = {h: float(bundle.stage(h).flops) for h in range(cfg.stage, cfg.stages[1] + 1)}
+    check_service_times(cfg.emulate_capacity_flops, flops, "emulate_capacity_flops", UsageError)
     return check_limits(cfg, bundle)
 
 

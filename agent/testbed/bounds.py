@@ -3,16 +3,16 @@
 A topology's stage numbers bound the loops over its stages, its times (``warmup_s``,
 ``slot_s``) and the command's ``--duration`` bound how long one load runs, and its rates bound
 how many tasks one load creates (``MAX_TASKS``, as for ``simulate``). Emulated capacities and
-link rates take the range a scenario allows (``POSITIVE_RANGE``): the testbed's model
-predictions are computed on that scenario. Pure: no I/O.
+link rates are read by ``agent.scenario.format.rate_field``, in the range the agents' messages
+carry (``agent.config.checks.RATE_RANGE``), as a scenario's are. Pure: no I/O.
 """
 
 from __future__ import annotations
 
-from typing import List, Optional, Tuple
+from typing import List, Tuple
 
 from agent.commands.simulate import MAX_TASKS  # tasks one load may create, as in a simulation
-from agent.config.checks import MAX_INTERVAL_S, MIN_INTERVAL_S, POSITIVE_RANGE
+from agent.config.checks import MAX_INTERVAL_S, MIN_INTERVAL_S
 from agent.config.fields import Fields
 from agent.errors import UsageError
 
@@ -32,11 +32,6 @@ def worker_stages(s: Fields) -> Tuple[int, int]:
         raise s.fail("last_stage", "must be 0 (one stage) or an integer in [%d, %d]"
                      % (st, MAX_STAGES))
     return st, last
-
-
-def positive(item: Fields, key: str) -> Optional[float]:
-    """An optional capacity or rate, within a scenario's ``POSITIVE_RANGE`` (None: absent)."""
-    return item.num(key, None, lo=POSITIVE_RANGE[0], hi=POSITIVE_RANGE[1])
 
 
 def seconds(item: Fields, key: str, default: float, lo: float = 0.0) -> float:
