@@ -363,4 +363,6 @@ def _fix(exc: Exception, fix: str) -> str:
     """``fix``, or where access was refused ACCESS_FIX, unless the line states its own
     ``(run: ...)``."""
     text = str(exc)
+    if text.startswith("emulate_capacity_flops:"):  # the line names the capacity that would do
+        return "raise emulate_capacity_flops to what the line gives, or set it to 0 (no emulation)"
     return ACCESS_FIX if "Permission denied" in text and "(run: " not in text else fix

@@ -70,10 +70,12 @@ def test_run_exits_78_on_a_node_config_whose_emulated_capacity_takes_over_a_day(
 
 def test_doctor_config_fails_on_the_same_config_and_passes_a_fast_enough_one(tmp_path):
     """Rule: `doctor --config` (its node steps) FAILs the config `run` refuses, naming
-    emulate_capacity_flops; the same config at the least capacity the line gives passes."""
+    emulate_capacity_flops, with a fix that says to raise it; the same config at the least
+    capacity the line gives passes."""
     checks, _ = check_node(_worker_toml(tmp_path))
     failed = [c for c in checks if c.status == FAIL]
     assert len(failed) == 1 and "emulate_capacity_flops: stage 4:" in failed[0].detail, checks
+    assert failed[0].fix.startswith("raise emulate_capacity_flops"), failed[0].fix
     need = float(failed[0].detail.rsplit("give at least ", 1)[1].split()[0])
     checks, _ = check_node(_worker_toml(tmp_path, emulate=need))
     assert not [c for c in checks if "emulate_capacity_flops" in c.detail and c.status == FAIL]
