@@ -15,13 +15,13 @@ import json
 import os
 import stat
 import sys
-import time
 from collections import Counter, defaultdict
 from dataclasses import asdict, dataclass, field
 from typing import Dict, Iterable, List, Mapping, Optional, Sequence
 
 from agent.errors import UsageError
 from agent.ops.atomic import write_atomic
+from agent.testbed.progress import Progress  # noqa: F401  (callers import it from here)
 # the record check's own module; history, phases, local and the tests import its names here too
 from agent.testbed.reportcheck import (  # noqa: F401
     MAX_CLOCK_S, MAX_DELAY_S, STATUSES, TIME_KEYS, _created, _delay, _finite, delay_ok,
@@ -81,6 +81,9 @@ class RunResult:
     dtoee_phases: Dict[str, int] = field(default_factory=dict)  # how they ended (phasecheck)
     # the mean delay's 95% confidence interval, half-width (agent.testbed.spread); None: < 20
     mean_delay_ci_s: Optional[float] = None
+    model_window: str = ""  # the sends model/fifo sim route by (testbed.summary_window); and
+    # emulating workers slower than their emulate_capacity_flops (testbed.summary_capacity)
+    capacity_unreachable: Dict[str, Dict[str, float]] = field(default_factory=dict)
 
     def to_json(self) -> dict:
         d = asdict(self)
@@ -263,8 +266,13 @@ def busiest_link(utilisation: Mapping[str, float]) -> str:
 
 
 def admitted_lines(runs: Sequence[RunResult]) -> List[str]:
-    """One line per admission-control run (MDI-Exit's Alg. 3): the rate its sources admitted."""
-    return ["%s: admitted %.2f tasks/s after the warm-up (Alg. 3 admits one arrival per mu)"
+    """Lines under ``emulated:``: unreached emulated capacities, whole-run model columns
+    (``summary_capacity``, ``summary_window``: they import this module), the rate each
+    admission-control run (MDI-Exit's Alg. 3) admitted."""
+    from agent.testbed.summary_capacity import capacity_warning_lines
+    from agent.testbed.summary_window import window_lines
+    return capacity_warning_lines([r.capacity_unreachable for r in runs]) + window_lines(runs) + [
+        "%s: admitted %.2f tasks/s after the warm-up (Alg. 3 admits one arrival per mu)"
             % (r.policy, r.admitted_rate_tasks_s) for r in runs
             if r.admitted_rate_tasks_s is not None]
 
@@ -357,41 +365,3 @@ def write_plots(directory: str, runs: Sequence[RunResult]) -> List[str]:
         plt.close(fig)
         written.append(path)
     return written
-
-
-class Progress:
-    """A one-line progress bar on a text stream (stderr), redrawn in place with ``\\r``.
-
-    On a stream that is not a terminal it prints one line per step instead, so logs stay
-    readable.
-    """
-
-    def __init__(self, total: int, stream=None, width: int = 28, clock=time.monotonic):
-        self.total = max(1, int(total))
-        self.stream = stream if stream is not None else sys.stderr
-        self.width = width
-        self.clock = clock
-        self.t0 = clock()
-        self.done = 0.0
-        self._tty = bool(getattr(self.stream, "isatty", lambda: False)())
-        self._last_label = None
-
-    def update(self, done: float, label: str = "") -> None:
-        """Show ``done`` of ``total`` steps (fractions allowed) with a short label."""
-        self.done = min(float(done), float(self.total))
-        frac = self.done / self.total
-        fill = int(round(frac * self.width))
-        line = "[%s%s] %3d%% %5.0fs %s" % ("#" * fill, "." * (self.width - fill),
-                                           int(frac * 100), self.clock() - self.t0, label)
-        if self._tty:
-            self.stream.write("\r" + line[:110].ljust(110))
-        elif label.split(":")[-1] != self._last_label:
-            # not a terminal: one line per phase, not one per redraw
-            self._last_label = label.split(":")[-1]
-            self.stream.write(line + "\n")
-        self.stream.flush()
-
-    def finish(self) -> None:
-        if self._tty:
-            self.stream.write("\n")
-            self.stream.flush()
