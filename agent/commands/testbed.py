@@ -364,9 +364,9 @@ def _run_in(args, topo, bundle, policies, rates, cap, out_dir, lock, settings) -
         print()
     print("delay and accuracy over tasks created after a %.1f s warm-up; created/completed/lost "
           "over the whole run.\nmodel = eq. 8 (processor sharing; each link a shared server of "
-          "its rate, wire overhead counted)\nfor the routing and exit ratios each run used; "
-          "fifo sim = the simulator on the same routing\nwith FIFO workers and serialised "
-          "links, as the agents run." % topo.warmup_s)
+          "its rate, wire overhead counted)\nfor the routing (after the warm-up) and exit "
+          "ratios each run used; fifo sim = the simulator on the same routing\nwith FIFO "
+          "workers and serialised links, as the agents run." % topo.warmup_s)
     if any(r.link_utilisation for r in runs):
         print("link util = the busiest shaped link: wire bytes its sender sent over the time "
               "from the rate's first task\nto its last record, and the link's real rate (every "
