@@ -11,10 +11,10 @@ replay of the profile's test rows gives; each policy documents its own fields.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
-from agent.policies.model import (Network, compile_network, link_utilisation, loads, node_rates,
+from agent.policies.model import (compile_network, link_utilisation, loads, node_rates,
                                   remaining_for, routing_vector)
 from agent.policies.setting import Scenario
 
@@ -118,16 +118,6 @@ class Utilisation:
                 for h, row in sorted(by_stage.items())]
 
 
-def per_unit(net: Network) -> Network:
-    """``net`` with every rate (sources' tasks/s, capacities, link rates) over the total rate
-    Phi: the same utilisations for the same routing, with numbers near 1. An LP solver's
-    tolerances are absolute (1e-7 in HiGHS), so at a total of 1e-9 tasks/s every flow fits
-    "within tolerance" and the least utilisation came out 0, and at 1e24 the LP failed."""
-    phi = net.total_rate
-    return replace(net, source_rate=net.source_rate / phi, capacity=net.capacity / phi,
-                   edge_rate=net.edge_rate / phi)
-
-
 def overload_warning(policy: str, scenario: Scenario, used: Utilisation,
                      thresholds: Optional[Mapping[int, float]]) -> str:
     """The line ``plan`` prints when ``policy``'s routing (``used``, at ``thresholds``)
@@ -137,7 +127,7 @@ def overload_warning(policy: str, scenario: Scenario, used: Utilisation,
     from agent.policies.optimum import min_max_utilisation  # scipy: only for this line
 
     rem, _ = remaining_for(scenario, thresholds or None)
-    best, _ = min_max_utilisation(per_unit(compile_network(scenario)), rem)
+    best, _ = min_max_utilisation(compile_network(scenario), rem)
     ranked = used.busiest()
     over = [x for x in ranked if x[0] >= 1.0] or ranked[:1]
     what, whats = (("worker or link", "workers or links") if used.link_model == "shared"
