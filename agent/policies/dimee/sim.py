@@ -81,6 +81,7 @@ class DimeeSimPolicy(TieredSimPolicy):
         self.model = P.fit(self.profile, self.params, flops=[s.flops for s in sc.stages])
         self.pools = self.model.pools
         self._rng = random.Random(seed * 7919 + 0xD1)
+        self.tier_of_task = {}  # a run's task ids start at 0: none kept from an earlier run
         self._tier_dev = tier_devices(knobs)
         dev = {n.id: sc.device_of(n.id) for n in sc.sources + sc.workers}
         self._tier_node = {w.id: self._tier_dev.get(dev[w.id], -1) for w in sc.workers}
@@ -158,15 +159,31 @@ class DimeeSimPolicy(TieredSimPolicy):
         cost[ok] = R.costs_of(tiers[ok], cols[ok], self.params.costs, self.model.layout)
         return {"tier": tiers, "col": cols, "cost": cost}
 
+    def routed_tiers(self, result: Any) -> np.ndarray:
+        """Per task: the tier its source sent it to (-1 for a task no source routed), whether
+        or not it completed."""
+        tiers = np.full(len(result.status), -1, dtype=np.int64)
+        if self.tier_of_task:
+            ids = np.fromiter(self.tier_of_task.keys(), dtype=np.int64,
+                              count=len(self.tier_of_task))
+            tiers[ids] = np.fromiter(self.tier_of_task.values(), dtype=np.int64,
+                                     count=len(self.tier_of_task))
+        return tiers
+
     def extra_summary(self, result: Any, scenario: Scenario) -> Dict[str, Any]:
-        """alpha*, mean cost, cost relative to cloud-only and tier fractions of the measured
-        tasks."""
-        out = self.task_outcomes(result, scenario)
+        """alpha*; ``tier_fractions``: the share of the tasks created in the summary window that
+        the source sent to each tier, completed or not (over completed tasks only, a tier too
+        slow to finish its tasks would read 0 however many it was sent); ``cost`` and
+        ``cost_vs_cloud`` over the completed ones (a cost needs the exit stage)."""
+        out: Dict[str, Any] = {"alpha": self.model.alpha}
+        c = result.created_s
+        tiers = self.routed_tiers(result)
+        window = (c >= result.config.warmup_s) & (c < result.config.duration_s) & (tiers >= 0)
         sel = measured(result)
-        if not sel.any():
-            return {"alpha": self.model.alpha}
-        cost = float(out["cost"][sel].mean())
-        frac = np.bincount(out["tier"][sel], minlength=3) / float(sel.sum())
-        return {"alpha": self.model.alpha, "cost": cost,
-                "cost_vs_cloud": R.cost_vs_cloud(cost, self._cloud_cost),
-                "tier_fractions": dict(zip(R.TIERS, map(float, frac)))}
+        if sel.any():
+            cost = float(self.task_outcomes(result, scenario)["cost"][sel].mean())
+            out.update(cost=cost, cost_vs_cloud=R.cost_vs_cloud(cost, self._cloud_cost))
+        if window.any():
+            frac = np.bincount(tiers[window], minlength=len(R.TIERS)) / float(window.sum())
+            out["tier_fractions"] = dict(zip(R.TIERS, map(float, frac)))
+        return out
