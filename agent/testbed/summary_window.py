@@ -25,6 +25,7 @@ import os
 import time
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
+from agent.config.node import NodeConfig
 from agent.testbed.columns import fifo_sim_delay, model_delay, routing_used, stats_delta
 from agent.testbed.counters import STATS_FILE, read_stats
 from agent.testbed.rundir import rate_label
@@ -35,10 +36,11 @@ AFTER_WARMUP = "after warm-up"  # ... of one whose routing counts only sends aft
 
 
 def status_interval_s(topo: Topology) -> float:
-    """How often the agents rewrite ``stats.json`` (the topology's ``agent`` settings; 1 s,
-    the agents' default, when it sets none)."""
-    got = (topo.agent or {}).get("status_interval_s", 1.0)
-    return float(got) if isinstance(got, (int, float)) and got > 0 else 1.0
+    """How often the agents rewrite ``stats.json``: the topology's ``agent`` setting, else the
+    node config's default (what an agent given none runs with)."""
+    default = NodeConfig.__dataclass_fields__["status_interval_s"].default
+    got = (topo.agent or {}).get("status_interval_s", default)
+    return float(got) if isinstance(got, (int, float)) and got > 0 else float(default)
 
 
 class WindowSnapshot:

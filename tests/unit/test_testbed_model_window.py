@@ -107,3 +107,17 @@ def test_reading_before_the_records_warm_up_end_is_not_used(tmp_path):
     _, r = run_window(tmp_path, first_created=101.5)
     assert r.model_window == WHOLE_RUN
     assert r.routing == {"s1": {"w1": 0.9, "w2": 0.1}}
+
+
+def test_the_window_waits_for_the_agents_own_status_interval_when_the_topology_sets_none():
+    """Rule: with no agent.status_interval_s in the topology the agents rewrite stats.json at
+    the node config's default period, so the window's reading waits that long (not 1 s: a
+    reading up to 5 s old would still hold warm-up sends)."""
+    from agent.config.node import NodeConfig
+    from agent.testbed.summary_window import status_interval_s
+
+    obj = topology_obj()
+    del obj["agent"]["status_interval_s"]
+    assert status_interval_s(parse_topology(obj)) == NodeConfig.__dataclass_fields__[
+        "status_interval_s"].default == 5.0
+    assert status_interval_s(parse_topology(topology_obj())) == 1.0
