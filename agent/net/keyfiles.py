@@ -25,7 +25,7 @@ from typing import List, Optional, Tuple
 
 from agent.errors import UsageError
 # _Staged: the atomic write's temporary, placed here by a link that refuses an existing name
-from agent.ops.atomic import _Staged, fsync_dir, write_atomic_all
+from agent.ops.atomic import _Staged, fsync_dir, remove_kept, write_atomic_all
 from agent.ops.files import KEY_FILE_MAX_BYTES, FileFault, read_bounded
 
 log = logging.getLogger("agent.net.security")
@@ -65,6 +65,7 @@ def generate_keypair(directory: str, name: str, overwrite: bool = False) -> Tupl
             (public_file, _key_text(_PUBLIC_BANNER.format(now), public, None), 0o644)]
     # either way both are written to temporaries before either is put in place
     (write_atomic_all if overwrite else _link_new_pair)(pair)
+    remove_kept(directory, (name + ".key", name + ".key_secret"))  # a killed --force run's
     return public_file, secret_file
 
 

@@ -99,6 +99,24 @@ class SetTorn(OSError):
     message says which, and where an old file is kept)."""
 
 
+_KEPT = re.compile(r"^\.(?P<name>.+)\.[0-9a-f]{16}\.old$")  # ``_keep_old``'s second names
+
+
+def remove_kept(directory: str, names: Sequence[str]) -> None:
+    """Remove the old files ``write_atomic_all`` kept beside ``names`` in ``directory`` that a
+    killed run (power cut, SIGKILL) left there: a replaced secret key must not stay on disk
+    under a hidden name. Call it after a ``write_atomic_all`` of those names succeeded."""
+    try:
+        entries = os.listdir(directory)
+    except OSError:
+        return
+    for entry in entries:
+        m = _KEPT.match(entry)
+        if m and m.group("name") in names:
+            with contextlib.suppress(OSError):
+                os.unlink(os.path.join(directory, entry))
+
+
 def _keep_old(path: str) -> str:
     """A second name, beside it, for what is at ``path`` ("" when nothing is): a hard link
     (the very file: its owner, permissions and data), else, where the file system makes no

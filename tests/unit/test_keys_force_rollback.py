@@ -135,3 +135,22 @@ def test_a_set_with_no_old_files_is_removed_again_and_an_interrupt_still_undoes(
     monkeypatch.undo()
     assert (open(a, "rb").read(), open(b, "rb").read()) == (b"old secret", b"old public")
     assert sorted(os.listdir(str(tmp_path))) == ["a.key", "a.key_secret"]
+
+
+def test_old_files_a_killed_force_run_kept_are_removed_by_the_next_generate(tmp_path):
+    """Rule: a --force run killed between keeping the old files and its end leaves them under
+    hidden second names (a replaced secret key among them); the next `keys generate` of that
+    name removes them, and only them: another name's kept file and other files stay."""
+    d, old = _pair(tmp_path)
+    stale = [os.path.join(d, ".n1.key_secret.0123456789abcdef.old"),
+             os.path.join(d, ".n1.key.fedcba9876543210.old")]
+    for path in stale:
+        os.link(os.path.join(d, os.path.basename(path)[1:].rsplit(".", 2)[0]), path)
+    others = [os.path.join(d, ".n2.key_secret.0123456789abcdef.old"), os.path.join(d, "notes")]
+    for path in others:
+        open(path, "w").close()
+    assert main(["keys", "generate", "--dir", d, "--name", "n1", "--force"]) == 0
+    assert not any(os.path.exists(p) for p in stale)
+    assert all(os.path.exists(p) for p in others)
+    assert open(os.path.join(d, "n1.key_secret"), "rb").read() != old[os.path.join(
+        d, "n1.key_secret")]
