@@ -25,6 +25,7 @@ from typing import Collection, List, Optional, Set
 
 from agent.config.node import NodeConfig
 from agent.net.addrfamily import resolution_problem
+from agent.net.peeraddr import RETRY_S
 
 log = logging.getLogger("agent.node.loop")  # one of the loop's checks: logged under its name
 # a name's lookup on the watch's own thread: as long as a resolver with no DNS server to ask
@@ -82,8 +83,8 @@ class ReachWatch:
             causes = "; ".join(dict.fromkeys(p for _, _, p in found))  # one host: said once
             log.warning("neighbour %s not heard %.0f s after start: %s: %s (fix the address "
                         "in this node's config and restart the agent, or this host's name "
-                        "resolution: DNS, /etc/hosts, which the agent retries every 5 s)",
-                        peer.id, after_s, where, causes)
+                        "resolution: DNS, /etc/hosts, which the agent retries every %.0f s)",
+                        peer.id, after_s, where, causes, RETRY_S)
 
     def _unreached(self, now: float, heard: Collection[str], accepted: int) -> Optional[str]:
         if self._done:

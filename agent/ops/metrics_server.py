@@ -57,7 +57,7 @@ class _Server(ThreadingHTTPServer):
     def handle_error(self, request: Any, client_address: Any) -> None:
         # a client gone mid-request (reset, broken pipe) is no fault of the agent's: no
         # traceback on stderr for it; anything else as socketserver reports it
-        if not isinstance(sys.exc_info()[1], OSError):
+        if not isinstance(sys.exc_info()[1], (ConnectionError, socket.timeout)):
             super().handle_error(request, client_address)
 
 
