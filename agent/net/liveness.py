@@ -17,7 +17,16 @@ crossing the other way too: one queue per link); the ROUTER, one socket for all 
 slowest link's (``data_timeouts``); a control socket the larger of its own default and the
 link's (a heartbeat queues behind tasks alike). A link of unknown rate (0), or
 with no large message, keeps ``HEARTBEAT_TIMEOUT_MS``, and a fast link gets a few ms more:
-dead peers on fast links are still found within seconds.
+dead peers on fast links are still found within seconds. The outbox holds off a successor with
+more than the larger of its queue bound and one message's link time queued, so one message
+alone never fills a slow link: in front of a message wait at most max(bound, t) <= bound + t
+for a message of link time t, within the timeout's bound + 2 t.
+
+A node's loop declares a neighbour gone after ``neighbour_timeout_rounds`` heartbeat periods
+without a control message. Behind a slow link those (or their TCP ACKs, one queue per link)
+wait behind the tasks crossing it, so that silence grows by what the link's data timeout has
+above ``HEARTBEAT_TIMEOUT_MS`` (``neighbour_timeout_s``); a fast link's stays within a few
+ms of the configured one.
 
 The sizes come from the node's view (``stage_sizes``): a task for stage h carries that
 stage's input tensor (``stage_input_bytes``) and a header (``HEADER_ALLOWANCE_BYTES`` at
@@ -43,11 +52,12 @@ RECONNECT_IVL_MS, RECONNECT_IVL_MAX_MS = 100, 500  # first retry and the cap of 
 CONNECT_TIMEOUT_MS = 1000  # a connect not done by then is abandoned and tried afresh
 KEEPALIVE_IDLE_S, KEEPALIVE_INTVL_S, KEEPALIVE_CNT = 5, 1, 3  # TCP keepalive probes
 # a link's timeout: this margin (a PING goes out up to one interval after the last traffic),
-# plus the link time the outbox lets queue in front of a message (agent.node.outbox
-# LINK_QUEUE_MAX_S), plus twice the message's own link time; on a fast link that is about
-# HEARTBEAT_TIMEOUT_MS, which stays the least
+# plus the link time the outbox lets queue in front of a message (LINK_QUEUE_MAX_S), plus
+# twice the message's own link time; on a fast link that is about HEARTBEAT_TIMEOUT_MS, which
+# stays the least
 MARGIN_MS = HEARTBEAT_IVL_MS
-QUEUE_BOUND_MS = 1000
+LINK_QUEUE_MAX_S = 1.0  # link time the outbox queues to a successor at most (agent.node.outbox)
+QUEUE_BOUND_MS = 1000.0 * LINK_QUEUE_MAX_S
 HEADER_ALLOWANCE_BYTES = 2048  # a TASK header's bytes at most, beside its tensor
 # ZMTP sends the TTL in a PING as 16-bit deciseconds: libzmq refuses a larger one
 TTL_MAX_MS = 0xFFFF * 100
@@ -77,6 +87,14 @@ def link_timeout_ms(message_bytes: float, rate_bytes_s: float) -> int:
     return int(min(TTL_MAX_MS, max(HEARTBEAT_TIMEOUT_MS, math.ceil(need))))
 
 
+def neighbour_timeout_s(base_s: float, link_ms: int) -> float:
+    """How long a neighbour whose link has the heartbeat timeout ``link_ms``
+    (``link_timeouts``) may be silent on the control plane before it counts as gone: the
+    configured ``base_s`` plus what that timeout has above ``HEARTBEAT_TIMEOUT_MS`` (the link
+    time its messages, either way, may hold a heartbeat up: twice the largest one's)."""
+    return base_s + max(0, link_ms - HEARTBEAT_TIMEOUT_MS) / 1000.0
+
+
 def _task_bytes(sizes: StageSizes, first: int, last: int) -> float:
     """The largest task message for a stage in first..last (0 when none is known)."""
     known = [sizes.input_bytes[h - 1] for h in range(max(first, 1), last + 1)
@@ -94,7 +112,10 @@ def link_timeouts(peers: Iterable[Any], sizes: StageSizes) -> Dict[str, int]:
     out = {}
     for p in peers:
         p_first, p_last = p.stages
-        sent = _task_bytes(sizes, p_first, p_last) if p_first > 0 else 0.0
+        # what this node sends it: the inputs of its stages after this node's first (a
+        # predecessor's own stages never cross to it from here)
+        lo = max(p_first, first + 1)
+        sent = _task_bytes(sizes, lo, p_last) if p_first > 0 and lo <= p_last else 0.0
         sends_us = first > 0 and (p_first == 0 or p_last < first)
         out[p.id] = link_timeout_ms(max(sent, received if sends_us else 0.0),
                                     float(p.link_rate_bytes_s or 0.0))

@@ -61,18 +61,26 @@ class LinkClock:
 
 def links_behind(items: Iterable[OutItem], rate_maps: Sequence[Mapping[str, float]],
                  max_s: float) -> Dict[str, float]:
-    """{successor: seconds beyond ``max_s``} of each successor whose tasks sent and not ACKed
-    (``items``) take more than ``max_s`` of link time at the lowest positive rate that
-    ``rate_maps`` (each peer -> bytes/s) give it; one without a rate is never behind."""
+    """{successor: seconds beyond its bound} of each successor whose tasks sent and not ACKed
+    (``items``) take more link time, at the lowest positive rate that ``rate_maps`` (each peer
+    -> bytes/s) give it, than the larger of ``max_s`` and the largest of those tasks alone;
+    one without a rate is never behind. So one task in flight never makes a link full by
+    itself: on a link where a task takes longer than ``max_s`` (the demo image, 1.78 s at
+    2,000 B/s) a task arriving while another was unacknowledged otherwise found the link full
+    (a source rejected it: ``overload``) though the link would carry it next."""
     queued: Dict[str, float] = {}
+    largest: Dict[str, float] = {}
     for i in items:
         if i.kind == Kind.TASK and i.link_start > 0:
-            queued[i.dest] = queued.get(i.dest, 0.0) + wire_bytes_of(i.nbytes)
+            nbytes = wire_bytes_of(i.nbytes)
+            queued[i.dest] = queued.get(i.dest, 0.0) + nbytes
+            largest[i.dest] = max(largest.get(i.dest, 0.0), nbytes)
     out: Dict[str, float] = {}
     for peer, nbytes in queued.items():
         rates = [r for r in (m.get(peer, 0.0) for m in rate_maps) if r > 0]
-        if rates and nbytes > min(rates) * max_s:
-            out[peer] = nbytes / min(rates) - max_s
+        # bytes, not seconds, compared: one task alone is never beyond itself by rounding
+        if rates and nbytes > max(min(rates) * max_s, largest[peer]):
+            out[peer] = nbytes / min(rates) - max(max_s, largest[peer] / min(rates))
     return out
 
 

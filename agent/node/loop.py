@@ -11,13 +11,13 @@ source re-issues a task with no result after ``result_timeout_s`` (covering a wo
 holding it). So a crash loses no task; at worst it is answered late.
 
 Control plane: heartbeats (queue state) every ``heartbeat_interval_s``; a neighbour silent for
-``neighbour_timeout_rounds`` heartbeat periods is gone (``view.alive``), which the policy sees at
-once; so is one whose data connection dropped (``LINK_DOWN``: its process died, or heartbeats on
-the connection stopped), until it is heard again. Tasks sent on the dropped connection and not
-ACKed are routed again at once (``Outbox.on_link_down``); each dropped and re-established data
-connection is counted (``data_link_down``, ``data_link_up``) and logged with its time. Policy
-messages (DTO-EE request/status, thresholds) go through ``AgentPolicy.on_control`` and ``on_tick``.
-A node no peer connects to (missing from their configs) says so once (``reach.ReachWatch``).
+``neighbour_timeout_rounds`` heartbeat periods (more on slow links) is gone (``view.alive``), which
+the policy sees at once; so is one whose data connection dropped (``LINK_DOWN``: its process died,
+or its connection's heartbeats stopped), until it is heard again. Tasks sent on it and not ACKed are
+routed again at once (``Outbox.on_link_down``); each dropped and re-established data connection is
+counted (``data_link_down``, ``data_link_up``) and logged with its time. Policy messages (DTO-EE
+request/status, thresholds) go through ``AgentPolicy.on_control`` and ``on_tick``. A node no peer
+connects to (missing from their configs) says so once (``reach.ReachWatch``).
 
 No route: after every change in who is alive (and every heartbeat) the loop works out the
 first stage it has no live route to (``policies.api.first_unreachable_stage``, from the
@@ -50,6 +50,7 @@ from agent.protocol.wire import Kind, WireError
 from agent.node.fleetcheck import FleetCheck
 from agent.node.hooks import NodeHooks
 from agent.node.limits import check_message_size
+from agent.node.neighbourtime import NeighbourSilence
 from agent.node.reach import ReachWatch
 from agent.node.statelog import StateLog
 from agent.node.outbox import Outbox
@@ -78,7 +79,8 @@ class Node:
                  clock: Callable[[], float] = time.monotonic, wall: Callable[[], float] = time.time):
         self.cfg = cfg
         self.transport = transport
-        transport.sizes = stage_sizes(view)  # a slow link's data heartbeats wait for a message
+        transport.sizes = stage_sizes(view)  # a slow link's heartbeats wait for a message
+        self._silence = NeighbourSilence(cfg, transport.peers.values(), transport.sizes)
         self.policy = policy
         self.view = view
         self.outbox = outbox
@@ -323,10 +325,8 @@ class Node:
             self._check_route(now)
         self._reach.check(now, self.view.alive, self.transport.data_accepted)
         self.note_awake()  # a stop since the poll (in the pass's work) is no neighbour's silence
-        limit = self.cfg.neighbour_timeout_rounds * self.cfg.heartbeat_interval_s
-        for peer in list(self.view.alive):
-            if now - self.last_heard.get(peer, -1e18) > limit:
-                self._set_alive(peer, False)
+        for peer in self._silence.gone(self.view.alive, self.last_heard, now):
+            self._set_alive(peer, False)
         self.outbox.retry_waiting(now)
 
     def note_awake(self, waited_s: float = 0.0) -> None:

@@ -20,13 +20,13 @@ on it. ACKs (and refusals) go once per poll (``flush_replies``), per sender, and
 on a link without pacing: RESULTS messages per source (``flush_results``), each result in
 custody under its own key.
 
-Liveness: what was sent on a dropped data connection (``on_link_down``) is routed again at
-once; a late task whose connection is up is not copied onto it again when no other successor is
-usable (``held_same_link``: it delivers in order): its deadline moves on. A successor more
-than ``LINK_QUEUE_MAX_S`` of link time behind (tasks not ACKed, at the lower of its configured
-and measured rate) is left alone like a refusing one until that drains (``link_full``), so the
-queue its heartbeats wait in stays short and a source rejects the excess (``overload``). A
-policy that fails to route a task leaves it waiting (``routing_error``).
+Liveness: what was sent on a dropped data connection (``on_link_down``) is routed again at once; a
+late task whose connection is up is not copied onto it again when no other successor is usable
+(``held_same_link``: it delivers in order): its deadline moves on. A successor more than the larger
+of ``LINK_QUEUE_MAX_S`` and its largest task's link time behind (tasks not ACKed, at the lower of
+its configured and measured rate: one task alone never fills a link) is left alone like a refusing
+one until that drains (``link_full``), so the queue its heartbeats wait in stays short and a source
+rejects the excess (``overload``). A task the policy fails to route waits (``routing_error``).
 """
 
 from __future__ import annotations
@@ -40,6 +40,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 from agent.config.node import NodeConfig
 from agent.protocol import wire
 from agent.net.links import LinkPacer, LinkRates
+from agent.net.liveness import LINK_QUEUE_MAX_S  # link time queued to a successor at most
 from agent.net.transport import Transport
 from agent.protocol.wire import Kind
 from agent.ops.metrics import NullMetrics
@@ -53,7 +54,6 @@ log = logging.getLogger("agent.node.loop")  # these are the loop's steps: logged
 
 MAX_HOP_RESENDS = 10  # per hop; beyond that the task is dropped here and its source re-issues it
 HOLD_MIN_S, HOLD_MAX_S = 0.005, 1.0  # bounds on how long a refusing successor is left alone
-LINK_QUEUE_MAX_S = 1.0  # link time queued to a successor at most: below heartbeat timeouts
 
 
 class Outbox:
@@ -249,7 +249,7 @@ class Outbox:
         self._push(item.deadline, item.key, False)
 
     def _hold_full_links(self, now: float) -> None:
-        """Hold off each successor more than ``LINK_QUEUE_MAX_S`` of link time behind."""
+        """Hold off each successor behind by over ``LINK_QUEUE_MAX_S`` (or one task's) link time."""
         rates = (self.link_rates.prior, self.view.link_rate_bytes_s)
         if self.items.fits(rates, LINK_QUEUE_MAX_S):
             return  # the common case, without a scan of every item

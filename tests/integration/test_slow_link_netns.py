@@ -35,10 +35,11 @@ def _topology(tmp_path):
 
 def test_tasks_that_take_longer_than_the_heartbeat_timeout_on_their_link_are_delivered(tmp_path):
     """Rule: a data connection's heartbeat timeout grows with the time one message needs on
-    its link. cam1 -> w1a at 2,000 B/s (~1.8 s per task): no task is lost, and every task not
-    turned away at once (overload: one task fills the link) completes (with a 1.5 s timeout
-    every connection closed mid-transfer: none completed). Re-sends are not counted here: the
-    neighbours' control heartbeats queue on the same link and may declare a neighbour gone."""
+    its link, and a neighbour's control-plane silence limit with it. cam1 -> w1a at 2,000 B/s
+    (~1.8 s per task): no task is lost, every task not turned away (overload: more than one
+    task queued on the link) completes (with a 1.5 s timeout every connection closed
+    mid-transfer: none completed), and neither cam1 nor w1a declares the other gone while
+    tasks cross (their heartbeats, or those heartbeats' TCP ACKs, queue behind the tasks)."""
     if os.geteuid() != 0 or netns.support_problem() is not None:
         pytest.skip("needs root with network namespaces: %s" % netns.support_problem())
     out = tmp_path / "out"
@@ -54,3 +55,7 @@ def test_tasks_that_take_longer_than_the_heartbeat_timeout_on_their_link_are_del
     assert run["lost"] == 0, run
     assert run["completed"] + run["rejected"] == run["created"], run
     assert run["completed"] >= 1, run
+    for stats in ("cf/rate-0.3/cam1/stats.json", "cf/w1a/stats.json"):
+        counters = json.loads((out / "latest" / stats).read_text())["counters"]
+        assert counters.get("neighbour_gone", 0) == 0, (stats, counters)
+        assert counters.get("data_link_down", 0) == 0, (stats, counters)

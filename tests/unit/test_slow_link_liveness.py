@@ -79,3 +79,15 @@ def test_the_transport_gives_its_data_and_control_sockets_the_links_timeouts():
     finally:
         t.close()
         ctx.term()
+
+
+def test_a_predecessors_link_is_sized_by_what_crosses_it_not_by_its_own_inputs():
+    """Rule: a stage-2 worker's link to its stage-1 predecessor carries the stage-2 inputs the
+    predecessor sends it (and nothing of stage 1's own, larger inputs, which never cross from
+    here), so a slow predecessor link does not stretch every connection's timeout to the
+    predecessor's input size."""
+    sizes = StageSizes((2, 2), (1e5, 1e3, 500.0))
+    router, links = data_timeouts([_peer("w1", 1, 2000.0), _peer("w3", 3, 1e6)], sizes)
+    crossing = 1e3 + liveness.HEADER_ALLOWANCE_BYTES
+    assert links["w1"] == liveness.link_timeout_ms(crossing, 2000.0) < 5000
+    assert router == links["w1"]

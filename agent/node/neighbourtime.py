@@ -1,0 +1,39 @@
+"""How long each neighbour may be silent on the control plane before the loop counts it gone.
+
+The configured silence is ``neighbour_timeout_rounds`` x ``heartbeat_interval_s``. A
+neighbour behind a slow link gets more: its heartbeats, or the TCP ACKs and ZMTP PINGs of
+their connection, queue behind the tasks crossing that link, and on a 2,000 B/s link one
+demo image takes 1.78 s. With the configured 2 s the loop declared such a neighbour gone
+while a task was crossing (no connection had dropped) and its tasks were sent again
+elsewhere. The extra time is the one the link's data heartbeat timeout has over a fast
+link's (``agent.net.liveness.neighbour_timeout_s``, from the same link rates and message
+sizes as the transport's sockets), so a fast link keeps (within a few ms) the configured
+silence and a dead neighbour there is found as quickly as before.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict, Iterable, List, Mapping
+
+from agent.net import liveness
+
+
+class NeighbourSilence:
+    """Per neighbour, the seconds of control-plane silence after which it is gone."""
+
+    def __init__(self, cfg: Any, peers: Iterable[Any], sizes: liveness.StageSizes) -> None:
+        self.base_s = float(cfg.neighbour_timeout_rounds * cfg.heartbeat_interval_s)
+        self._by_peer: Dict[str, float] = {
+            peer: liveness.neighbour_timeout_s(self.base_s, ms)
+            for peer, ms in liveness.link_timeouts(peers, sizes).items()}
+
+    def limit_s(self, peer: str) -> float:
+        """``peer``'s silence limit (the configured one for a peer not in the config)."""
+        return self._by_peer.get(peer, self.base_s)
+
+    def gone(self, alive: Iterable[str], last_heard: Mapping[str, float],
+             now: float) -> List[str]:
+        """The ``alive`` neighbours not heard (``last_heard``: monotonic times) for longer
+        than their limit at ``now``."""
+        return [p for p in list(alive)
+                if now - last_heard.get(p, -1e18) > self.limit_s(p)]
