@@ -80,7 +80,7 @@ def check_node(path: str, mode: Optional[str] = None,
                    Check(name, FAIL, _line(failed), fix(failed)))
         if name == "node files" and failed is None:
             held = check_state_lock(cfg)
-            out += [held] if held is not None else []
+            out += [c for c in (held, check_ipc_binds(cfg)) if c is not None]
         if name == "node files" and cfg.role == "worker":
             out.append(check_profile(cfg, mode, root))
         if failed is not None:
@@ -135,6 +135,23 @@ def check_profile(cfg: Any, mode: Optional[str] = None, root: str = "/") -> Chec
             down = exc
     return node_profile_line(name, path, cfg, cfg.power_mode or mode, root, "run `%s`" % cmd,
                              down)
+
+
+def check_ipc_binds(cfg: Any) -> Optional[Check]:
+    """A WARN where another process serves one of ``cfg``'s ``ipc://`` binds (``run`` exits
+    78 while it does: a live endpoint is never taken over); None where none is served (a stale
+    socket file left by a stopped agent is replaced, as ``run`` does)."""
+    from agent.net.ipcbind import ipc_path, served
+
+    binds = [("control_bind", cfg.control_bind), ("data_bind", cfg.data_bind)]
+    if cfg.role == "source" and cfg.arrival == "client":
+        binds.append(("client_bind", cfg.client_bind))
+    live = ["%s %s" % (f, ep) for f, ep in binds if ipc_path(ep) and served(ipc_path(ep))]
+    if not live:
+        return None
+    return Check("node endpoints", WARN, "%s: another process serves there: run exits 78 while "
+                 "it does" % ", ".join(live), "stop that process (this node's agent already "
+                 "running?), or give this node its own path")
 
 
 def check_state_lock(cfg: Any) -> Optional[Check]:

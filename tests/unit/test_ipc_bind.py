@@ -17,6 +17,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import time
 
 import pytest
 import zmq
@@ -173,6 +174,25 @@ def test_run_exits_78_naming_the_endpoint_another_process_serves(short_dir, ctx)
             "this node its own path)" % cfg.data_bind) in line, line
     assert "free the port" not in line
     assert _reaches(ctx, cfg.data_bind, live)
+
+
+def test_doctor_config_warns_of_an_ipc_bind_another_process_serves(short_dir, ctx):
+    """Rule: ``doctor --config`` WARNs "node endpoints" naming data_bind and its endpoint while
+    another process serves that path (``run`` would exit 78), and gives no such line once the
+    path is free again (a stale socket file, which ``run`` replaces)."""
+    cfg = parse_config(_config(short_dir), short_dir)
+    path = os.path.join(short_dir, "s1.toml")
+    with open(path, "w") as f:
+        f.write(dump_config(cfg))
+    live = _router(ctx, cfg.data_bind)
+    (line,) = [c for c in check_node(path)[0] if c.name == "node endpoints"]
+    assert line.status == "WARN" and ("data_bind %s: another process serves there"
+                                      % cfg.data_bind) in line.detail, line
+    live.close(linger=0)
+    deadline = time.monotonic() + 30.0  # libzmq closes the listener on its own thread
+    while ipcbind.served(ipcbind.ipc_path(cfg.data_bind)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not [c for c in check_node(path)[0] if c.name == "node endpoints"]
 
 
 def test_an_abstract_name_in_use_is_refused_by_zeromq_itself(ctx):
