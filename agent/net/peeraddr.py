@@ -17,12 +17,15 @@ here, off the I/O thread, and libzmq is handed only numeric endpoints:
   such names again every ``RETRY_S``, on a daemon thread (a slow resolver never holds up the
   loop), and connects a socket once its name has an address.
 
-An address is taken once: a name whose address changes while the node runs keeps the first
-one until the node is restarted.
+Every ``REFRESH_S`` the names this node dialled are resolved again on that thread (libzmq
+did so at each reconnect): a socket whose name now picks another address (a device back with
+a new DHCP lease, an mDNS name moved) is disconnected from the old one and connected to the
+new. A name that resolves to nothing then (DNS down) keeps its address.
 """
 
 from __future__ import annotations
 
+import logging
 import socket
 import threading
 import time
@@ -32,7 +35,10 @@ import zmq
 
 from agent.net.addrfamily import IPV4, IPV6, endpoint_host, literal_family
 
+log = logging.getLogger("agent.net.transport")  # one of the transport's parts
+
 RETRY_S = 5.0  # names that did not resolve are tried again this often
+REFRESH_S = 30.0  # names dialled are resolved again this often, for an address that moved
 
 Addresses = Tuple[Tuple[int, str], ...]  # (family, numeric address) in the resolver's order
 Lookup = Callable[[str], Addresses]
@@ -80,13 +86,20 @@ class PeerAddresses:
     when a retry is due."""
 
     def __init__(self, lookup: Lookup = getaddrinfo_addresses,
-                 clock: Callable[[], float] = time.monotonic, retry_s: float = RETRY_S):
+                 clock: Callable[[], float] = time.monotonic, retry_s: float = RETRY_S,
+                 refresh_s: float = REFRESH_S):
         self.lookup, self.clock, self.retry_s = lookup, clock, retry_s
+        self.refresh_s = refresh_s
         self.found: Dict[str, Addresses] = {}  # host -> its addresses (empty: none)
         self.dialled: Dict[Tuple[str, str], str] = {}
         self.waiting: Dict[Tuple[str, str], Tuple[Any, str]] = {}  # key -> (socket, endpoint)
+        # key -> (socket, configured endpoint) of each socket dialled by a name's address
+        self.named: Dict[Tuple[str, str], Tuple[Any, str]] = {}
+        self.moved = 0  # sockets moved to a name's new address so far
         self._lock = threading.Lock()  # ``found`` is written by resolver threads
         self._next_retry = 0.0
+        self._next_refresh = 0.0
+        self._fresh = False  # a refresh round's results are in (set by its thread)
         self._retrying: Optional[threading.Thread] = None
 
     def families(self, host: str) -> FrozenSet[int]:
@@ -121,7 +134,41 @@ class PeerAddresses:
         sock.connect(target)
         self.waiting.pop(key, None)
         self.dialled[key] = target
+        if target != endpoint:
+            self.named[key] = (sock, endpoint)
+            if not self._next_refresh:
+                self._next_refresh = self.clock() + self.refresh_s
         return True
+
+    def refresh(self, on_move: Callable[[Tuple[str, str], Any, str, str], None]) -> None:
+        """Move each named socket whose name picks another address since the last round
+        (``on_move(key, socket, old, new)`` after it is connected to the new one); every
+        ``refresh_s``, resolve those names again on a daemon thread (one round at a time).
+        Call it only while ``named`` holds a socket (the loop's thread)."""
+        if self._fresh:
+            self._fresh = False
+            for key, (sock, endpoint) in list(self.named.items()):
+                old, new = self.dialled.get(key), self.numeric(endpoint)
+                if new is None or new == old:  # nothing found (DNS down): keep the address
+                    continue
+                try:
+                    sock.disconnect(old)
+                except zmq.ZMQError:  # libzmq dropped it already, or a redial holds it off
+                    pass
+                self.connect(sock, key, endpoint)
+                self.moved += 1
+                log.info("%s connection to %s (%s): its address moved from %s to %s",
+                         key[1], key[0], endpoint, old, new)
+                on_move(key, sock, old or "", new)
+        if self.clock() < self._next_refresh:
+            return
+        self._next_refresh = self.clock() + self.refresh_s
+        if self._retrying is not None and self._retrying.is_alive():
+            return
+        hosts = sorted({endpoint_host(ep) or "" for _, ep in self.named.values()})
+        self._retrying = threading.Thread(target=self._resolve, args=(hosts, True),
+                                          name="re-resolve", daemon=True)
+        self._retrying.start()
 
     def retry(self) -> None:
         """Connect the waiting sockets whose names have an address now; every ``retry_s``,
@@ -139,6 +186,8 @@ class PeerAddresses:
                                           name="re-resolve", daemon=True)
         self._retrying.start()
 
-    def _resolve(self, hosts: Any) -> None:
+    def _resolve(self, hosts: Any, refresh: bool = False) -> None:
         for host in hosts:
             self.families(host)
+        if refresh:
+            self._fresh = True

@@ -130,6 +130,11 @@ class Redial:
                         self.key_sources.get(peer, "its peers[].public_key"), peer, peer, peer,
                         REDIAL_S)
 
+    def moved(self, sock: Any, dial: str) -> None:
+        """``sock`` now connects to ``dial`` (its name's address moved): dialled there again."""
+        if sock in self._dial:
+            self._dial[sock] = dial
+
     def run(self) -> None:
         """Dial again every socket whose time has come."""
         now = self.clock()

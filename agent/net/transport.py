@@ -248,6 +248,8 @@ class Transport:
             self.server_watch.flush()
         if self.addrs.waiting:  # names not resolved at open: resolved again off this thread
             self.addrs.retry()
+        if self.addrs.named:  # names dialled: resolved again now and then, for a moved address
+            self.addrs.refresh(lambda key, sock, old, new: self.redial.moved(sock, new))
         ready = self.poller.poll(max(0, int(math.ceil(timeout_s * 1000))))
         events: List[Tuple[str, Any, Any]] = []
         watched: set = set()  # senders whose run id this call has read: once per call is enough

@@ -144,3 +144,49 @@ def test_the_host_is_replaced_by_the_address_and_nothing_else():
     assert with_host("tcp://b.example:5551", "fd00::2") == "tcp://[fd00::2]:5551"
     assert (with_host("tcp://10.0.0.1:0;b.example:5551", "10.0.0.2")
             == "tcp://10.0.0.1:0;10.0.0.2:5551")
+
+
+def test_a_name_whose_address_moves_is_dialled_at_its_new_address():
+    """Rule: the names a node dialled are resolved again now and then (off the loop's
+    thread): a peer whose name now gives another address (a device back with a new lease) is
+    disconnected from the old address and connected to the new one, and its data and
+    heartbeats flow; a round in which the name resolves to nothing (DNS down) keeps the
+    address it has."""
+    pa, pb = free_ports(2), free_ports(2)
+    ep = lambda host, ports, i: "tcp://%s:%d" % (host, ports[i])  # noqa: E731
+    where = {"mover": ((IPV4, "127.0.0.2"),)}  # nothing listens there: b binds 127.0.0.1
+    ctx = zmq.Context()
+    a = Transport(ctx, "a", ep("127.0.0.1", pa, 0), ep("127.0.0.1", pa, 1),
+                  [Peer("b", 1, ep("mover", pb, 0), ep("mover", pb, 1))],
+                  lookup=lambda host: where.get(host, ()))
+    b = Transport(ctx, "b", ep("127.0.0.1", pb, 0), ep("127.0.0.1", pb, 1),
+                  [Peer("a", 0, ep("127.0.0.1", pa, 0), ep("127.0.0.1", pa, 1))])
+    a.addrs.refresh_s = 0.05  # the refresh's period, not a wait the test depends on
+    try:
+        a.open()
+        b.open()
+        assert a.addrs.dialled[("b", "data")] == ep("127.0.0.2", pb, 1)
+        where["mover"] = ((IPV4, "127.0.0.1"),)
+        end = time.monotonic() + 30.0
+        while a.addrs.dialled[("b", "data")] != ep("127.0.0.1", pb, 1) and \
+                time.monotonic() < end:
+            a.poll(0.02)
+        assert a.addrs.dialled == {("b", "data"): ep("127.0.0.1", pb, 1),
+                                   ("b", "control"): ep("127.0.0.1", pb, 0)}
+        assert a.addrs.moved == 2
+        _flows(b, a, "b")
+        where.pop("mover")  # DNS down: a round finds nothing
+        rounds = a.addrs.lookup
+        asked = []
+        a.addrs.lookup = lambda host: asked.append(host) or rounds(host)
+        end = time.monotonic() + 30.0
+        while len(asked) < 2 and time.monotonic() < end:
+            a.poll(0.02)
+        a.poll(0.1)
+        assert asked and a.addrs.dialled[("b", "data")] == ep("127.0.0.1", pb, 1)
+        assert a.addrs.moved == 2
+        _flows(b, a, "b")
+    finally:
+        a.close()
+        b.close()
+        ctx.term()
