@@ -39,11 +39,11 @@ MAX_KEEP_FILES = 1000
 # model's products and powers (the step's curvature goes with the cube of a service time) stay
 # far from float overflow; an emulated capacity of 1e-300 FLOP/s pads every task to forever
 POSITIVE_RANGE = (1e-9, 1e24)
-# Least capacity (FLOP/s) or link rate (bytes/s) a node config, topology or scenario may give:
-# DTO-EE's peers refuse a status or stage report below it (its messages' own bound,
-# ``agent.policies.dtoee.protocol.MIN_RATE``, which cannot be imported here: protocol imports
-# dtoee.knobs, which imports config.fields, which imports this module). A 1e-3 FLOP/s worker
-# started, and its neighbours dropped every message it sent.
+# Least capacity (FLOP/s) or link rate (bytes/s) a node config, topology or scenario may give,
+# and a peer's DTO-EE status or stage report may carry (``agent.policies.dtoee.protocol``
+# refuses one below it): far below any device or link, and the delay terms go as 1/mu^3 and
+# beta/r, which overflow to inf (the joint solve's KKT system then NaN) for a denormal such as
+# 1e-320. A 1e-3 FLOP/s worker had started, and its neighbours dropped every message it sent.
 MIN_RATE = 1.0
 RATE_RANGE = (MIN_RATE, POSITIVE_RANGE[1])  # capacities and link rates
 # node-config fields that name a file or folder (besides bundle and state_dir): a relative one is

@@ -37,7 +37,7 @@ import numpy as np
 from agent.policies.dtoee.knobs import DtoeeParams
 # rates and capacities below it (a denormal) overflow the hop cost and the pressure terms, and
 # LAPACK's least-squares fallback never returns on the NaN system that follows
-from agent.policies.dtoee.protocol import MIN_RATE
+from agent.config.checks import MIN_RATE
 from agent.policies.dtoee.steps import penalty_slopes, row_marginals
 from agent.policies.model import hop_bytes, penalty, pressure
 

@@ -98,7 +98,8 @@ from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
-from agent.config.checks import MIN_RATE as _MIN_RATE
+# the least capacity or link rate a peer's message may report (its comment in checks)
+from agent.config.checks import MIN_RATE
 from agent.policies.dtoee.knobs import DtoeeParams
 from agent.policies.dtoee.steps import adapt_damping, initial_damping, update_rows
 
@@ -169,13 +170,6 @@ def check_request(req: Request) -> Request:
 def _check_version(version: int, what: str) -> None:
     if not 0 <= version < MAX_THRESHOLDS_VERSION:
         raise ValueError("%s.thresholds_version: %r, must be in [0, 2^40)" % (what, version))
-
-
-# Least capacity (FLOP/s) or link rate (bytes/s) a peer's message may report, statuses and
-# stage reports alike: far below any device or link, and the delay terms go as 1/mu^3
-# (``model.pressure``) and beta/r, which overflow to inf (the joint solve's KKT system then
-# turns NaN) for a denormal such as 1e-320. One home with the configs' and scenarios' range.
-MIN_RATE = _MIN_RATE
 
 
 def check_status(st: Status) -> Status:
