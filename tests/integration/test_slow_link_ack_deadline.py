@@ -17,7 +17,6 @@ import numpy as np
 import pytest
 import zmq
 
-from agent.config.node import parse_config
 from agent.net import transport as T
 from agent.net.links import message_wire_bytes
 from agent.node.build import build_view
@@ -29,6 +28,7 @@ from agent.protocol import wire
 from agent.protocol.wire import Kind
 from engines.bundle import load_bundle
 from engines.demo import DEMO_BUNDLE_DIR
+from tests.unit.test_outbox_liveness import connected_source
 
 LINK_BYTES_S = 400000.0  # what the proxy passes on
 CONFIGURED_BYTES_S = 100000.0  # what the sender is told (a cautious prior: a quarter)
@@ -112,16 +112,7 @@ def link(tmp_path):
               "link_rate_bytes_s": CONFIGURED_BYTES_S},
              {"id": "w2", "stage": 1, "data_address": "tcp://127.0.0.1:%d" % ports["w2"],
               "control_address": "tcp://127.0.0.1:%d" % _port(), "link_rate_bytes_s": 1e8}]
-    cfg = parse_config({
-        "node_id": "s1", "role": "source", "bundle": DEMO_BUNDLE_DIR, "state_dir": str(tmp_path),
-        "control_bind": "tcp://127.0.0.1:%d" % _port(),
-        "data_bind": "tcp://127.0.0.1:%d" % _port(), "ack_timeout_s": ACK_S, "peers": peers})
-    transport = T.Transport(ctx, cfg.node_id, cfg.control_bind, cfg.data_bind, cfg.peers)
-    transport.open()
-    up, end = set(), time.monotonic() + 30.0
-    while up != {"w1", "w2"}:
-        assert time.monotonic() < end, "the data connections never came up"
-        up.update(who for kind, who, _ in transport.poll(0.05) if kind == T.LINK_UP)
+    cfg, transport = connected_source(ctx, tmp_path, peers, ACK_S)
     view = build_view(cfg, load_bundle(DEMO_BUNDLE_DIR), None)
     yield Outbox(cfg, transport, AgentPolicy({}, {}), view, Capacity()), transport, routers
     transport.close()

@@ -11,9 +11,9 @@ from agent.net.transport import LINK_DOWN
 from tests.unit.built_worker import built_worker
 
 
-@pytest.fixture
-def node(tmp_path):
-    built = built_worker(str(tmp_path))
+def on_test_clock(built):
+    """``built``'s node on a clock of the test's (``node.t[0]``), its neighbours s1 and w2a
+    alive and heard at its start, its loop's first poll returned."""
     node = built.node
     node._publish_heartbeat = lambda: None  # nothing is bound to publish on
     t = [1000.0]
@@ -22,7 +22,13 @@ def node(tmp_path):
     node.view.alive.update({"s1", "w2a"})
     node.last_heard.update({"s1": t[0], "w2a": t[0]})
     node.note_awake()  # the loop's first poll returned
-    yield node
+    return node
+
+
+@pytest.fixture
+def node(tmp_path):
+    built = built_worker(str(tmp_path))
+    yield on_test_clock(built)
     built.close()
 
 

@@ -8,12 +8,13 @@ import math
 import numpy as np
 import pytest
 
-from agent.policies.api import NodeView, TaskInfo
+from agent.policies.api import TaskInfo
 from agent.policies.mdi_exit import rules as mx
 from agent.policies.mdi_exit.sim import MdiExitSimPolicy
 from agent.policies.registry import make_policy
 from agent.scenario.format import parse_scenario
 from agent.sim import SimConfig, simulate
+from tests.unit.test_mdi_exit_agent import view
 
 
 def nb(id, input_len, compute_delay_s, transfer_delay_s=0.1):
@@ -98,14 +99,10 @@ def test_equally_fast_neighbours_past_the_gate_share_the_least_delay():
 def agent_view(peers, output_queue=0, last_stage=0, input_queue=0):
     """A stage-1 worker (holding stages 1..``last_stage``) whose successors ``peers`` publish
     {id: (I_m, Gamma_m)}; every link carries the 10 kB task in 10 ms."""
-    return NodeView(node_id="n", role="worker", stage=1, num_stages=3, last_stage=last_stage,
-                    peer_stages={m: (2, 3) for m in peers},
-                    stage_flops=(1e9, 1e9, 1e9), stage_input_bytes=(1e4, 1e4, 1e4),
-                    exit_stages=(1, 2), successors=tuple(peers), predecessors=(),
-                    link_rate_bytes_s={m: 1e6 for m in peers}, input_queue=input_queue,
-                    output_queue=output_queue, service_time_s=0.05, alive=set(peers),
-                    peer_state={m: {"input_queue": q, "service_time_s": g}
-                                for m, (q, g) in peers.items()})
+    v = view(output_queue=output_queue, input_queue=input_queue, peers=peers,
+             last_stage=last_stage)
+    v.peer_stages = {m: (2, 3) for m in peers}  # the successors hold the later stages
+    return v
 
 
 TASK = TaskInfo("t1", 2, 10000)

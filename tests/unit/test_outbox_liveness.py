@@ -52,30 +52,43 @@ def router_peers(ctx, rates):
     return routers, peers
 
 
+def connected_source(ctx, tmp_path, peers, ack_timeout_s=0.5):
+    """(config, transport) of a source s1 whose ``peers`` (node-config peer tables) are given;
+    its transport open, with a data connection up to every peer."""
+    cfg = parse_config({
+        "node_id": "s1", "role": "source", "bundle": DEMO_BUNDLE_DIR, "state_dir": str(tmp_path),
+        "control_bind": "tcp://127.0.0.1:%d" % _port(),
+        "data_bind": "tcp://127.0.0.1:%d" % _port(), "ack_timeout_s": ack_timeout_s,
+        "peers": peers})
+    transport = T.Transport(ctx, cfg.node_id, cfg.control_bind, cfg.data_bind, cfg.peers)
+    transport.open()
+    up, want, end = set(), {p["id"] for p in peers}, time.monotonic() + 30.0
+    while up != want:
+        assert time.monotonic() < end, "the data connections never came up"
+        up.update(who for kind, who, _ in transport.poll(0.05) if kind == T.LINK_UP)
+    return cfg, transport
+
+
+def source_side(cfg, transport, tmp_path):
+    """(outbox, source side) of ``cfg``'s source over ``transport``: no policy, the demo
+    bundle's replay set, records under ``tmp_path``."""
+    bundle = load_bundle(DEMO_BUNDLE_DIR)
+    out = Outbox(cfg, transport, AgentPolicy({}, {}), build_view(cfg, bundle, None), Capacity())
+    first = bundle.stage(1)
+    side = SourceSide(cfg, out, out.policy, SourceBook("s1", RecordWriter(
+        str(tmp_path / "records.jsonl"))), ReplaySet(REPLAY_PATH, first.input_shape,
+                                                     first.input_dtype))
+    return out, side
+
+
 @pytest.fixture
 def node(tmp_path):
     """A source with two stage-1 successors, w1 behind a 40 KB/s link and w2 behind a fast one,
     each a real ROUTER here; the source's transport is open and connected to both."""
     ctx = zmq.Context()
     routers, peers = router_peers(ctx, {"w1": SLOW_BYTES_S, "w2": 1e7})
-    cfg = parse_config({
-        "node_id": "s1", "role": "source", "bundle": DEMO_BUNDLE_DIR, "state_dir": str(tmp_path),
-        "control_bind": "tcp://127.0.0.1:%d" % _port(),
-        "data_bind": "tcp://127.0.0.1:%d" % _port(), "ack_timeout_s": 0.5, "peers": peers})
-    transport = T.Transport(ctx, cfg.node_id, cfg.control_bind, cfg.data_bind, cfg.peers)
-    transport.open()
-    up = set()
-    end = time.monotonic() + 30.0
-    while up != {"w1", "w2"}:
-        assert time.monotonic() < end, "the data connections never came up"
-        up.update(who for kind, who, _ in transport.poll(0.05) if kind == T.LINK_UP)
-    bundle = load_bundle(DEMO_BUNDLE_DIR)
-    view = build_view(cfg, bundle, None)
-    out = Outbox(cfg, transport, AgentPolicy({}, {}), view, Capacity())
-    first = bundle.stage(1)
-    side = SourceSide(cfg, out, out.policy, SourceBook("s1", RecordWriter(
-        str(tmp_path / "records.jsonl"))), ReplaySet(REPLAY_PATH, first.input_shape,
-                                                     first.input_dtype))
+    cfg, transport = connected_source(ctx, tmp_path, peers)
+    out, side = source_side(cfg, transport, tmp_path)
     yield out, side, routers, transport
     transport.close()
     for r in routers.values():

@@ -17,22 +17,18 @@ import time
 import pytest
 import zmq
 
-from agent.config.node import parse_config
 from agent.net import liveness
-from agent.net import transport as T
 from agent.net.links import message_wire_bytes
-from agent.node.book import RecordWriter, ReplaySet, SourceBook
-from agent.node.build import build, build_view
-from agent.node.capacity import Capacity
+from agent.node.build import build
 from agent.node.linkclock import links_behind
-from agent.node.outbox import LINK_QUEUE_MAX_S, Outbox
-from agent.node.source import SourceSide
-from agent.policies.api import AgentPolicy
+from agent.node.outbox import LINK_QUEUE_MAX_S
 from agent.testbed.local import node_configs
 from agent.testbed.topology import parse_topology
 from engines.bundle import load_bundle
-from engines.demo import DEMO_BUNDLE_DIR, REPLAY_PATH
-from tests.unit.test_outbox_liveness import _port, _received, _task, router_peers
+from engines.demo import DEMO_BUNDLE_DIR
+from tests.unit.test_loop_stall import on_test_clock
+from tests.unit.test_outbox_liveness import (_received, _task, connected_source,
+                                             router_peers, source_side)
 
 SLOW_BYTES_S, FAST_BYTES_S = 2000.0, 1.6e6
 CHAIN = ["w1a", "w2a", "w3a", "w4a"]
@@ -62,15 +58,7 @@ def node(tmp_path):
     cfg = node_configs(topo, load_bundle(DEMO_BUNDLE_DIR).path, "fixed", 1.0, 1.0,
                        str(tmp_path))["w1a"]
     built = build(dataclasses.replace(cfg))
-    node = built.node
-    node._publish_heartbeat = lambda: None  # nothing is bound to publish on
-    t = [1000.0]
-    node.clock = lambda: t[0]
-    node.t = t
-    node.view.alive.update({"s1", "w2a"})
-    node.last_heard.update({"s1": t[0], "w2a": t[0]})
-    node.note_awake()
-    yield node
+    yield on_test_clock(built)
     built.close()
 
 
@@ -106,22 +94,8 @@ def source(tmp_path):
     w2 one behind a fast link; its transport is open and connected to both."""
     ctx = zmq.Context()
     routers, peers = router_peers(ctx, {"w1": SLOW_BYTES_S, "w2": FAST_BYTES_S})
-    cfg = parse_config({
-        "node_id": "s1", "role": "source", "bundle": DEMO_BUNDLE_DIR, "state_dir": str(tmp_path),
-        "control_bind": "tcp://127.0.0.1:%d" % _port(),
-        "data_bind": "tcp://127.0.0.1:%d" % _port(), "ack_timeout_s": 0.5, "peers": peers})
-    transport = T.Transport(ctx, cfg.node_id, cfg.control_bind, cfg.data_bind, cfg.peers)
-    transport.open()
-    up, end = set(), time.monotonic() + 30.0
-    while up != {"w1", "w2"}:
-        assert time.monotonic() < end, "the data connections never came up"
-        up.update(who for kind, who, _ in transport.poll(0.05) if kind == T.LINK_UP)
-    bundle = load_bundle(DEMO_BUNDLE_DIR)
-    out = Outbox(cfg, transport, AgentPolicy({}, {}), build_view(cfg, bundle, None), Capacity())
-    first = bundle.stage(1)
-    side = SourceSide(cfg, out, out.policy, SourceBook("s1", RecordWriter(
-        str(tmp_path / "records.jsonl"))), ReplaySet(REPLAY_PATH, first.input_shape,
-                                                     first.input_dtype))
+    cfg, transport = connected_source(ctx, tmp_path, peers)
+    out, side = source_side(cfg, transport, tmp_path)
     yield out, side, routers
     transport.close()
     for r in routers.values():

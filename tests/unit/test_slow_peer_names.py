@@ -16,6 +16,7 @@ from agent.net.redial import Redial
 from agent.net.transport import CONTROL, DATA, Transport
 from agent.protocol.wire import BROADCAST
 from agent.testbed.procs import free_ports
+from tests.unit.test_redial import _Sock
 
 NOWHERE = "nowhere.invalid"
 
@@ -108,17 +109,6 @@ def test_names_are_dialled_as_addresses_and_one_that_does_not_resolve_waits():
         for t in (a, b, c):
             t.close()
         ctx.term()
-
-
-class _Sock:
-    def __init__(self):
-        self.calls = []
-
-    def disconnect(self, endpoint):
-        self.calls.append(("disconnect", endpoint))
-
-    def connect(self, endpoint):
-        self.calls.append(("connect", endpoint))
 
 
 def test_a_redial_dials_the_numeric_endpoint_and_names_the_configured_one(caplog):
