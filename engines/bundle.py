@@ -22,6 +22,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from agent.config.fields import Fields
+from agent.config.jsonfile import loads as json_loads
 from agent.errors import UsageError
 from agent.ops.atomic import write_atomic
 from agent.ops.files import FileFault, read_text
@@ -147,7 +148,8 @@ def read_manifest(path: str) -> Tuple[str, Dict[str, Any]]:
     if not os.path.exists(manifest_path):
         raise BundleError("%s: no bundle manifest (expected %s)" % (path, MANIFEST_NAME))
     try:  # never blocks: a FIFO or device named bundle.json is refused, not opened for reading
-        obj = json.loads(read_text(manifest_path, "bundle manifest", MANIFEST_MAX_BYTES))
+        # json_loads: a number no float holds, a huge integer or a key given twice is refused
+        obj = json_loads(read_text(manifest_path, "bundle manifest", MANIFEST_MAX_BYTES))
     except FileFault as exc:
         raise BundleError(str(exc)) from None
     except (ValueError, RecursionError) as exc:  # RecursionError: nesting too deep to be ours

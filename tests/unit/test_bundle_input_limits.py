@@ -65,3 +65,24 @@ def test_a_regular_file_as_the_bundle_says_a_directory_is_expected(tmp_path):
                                           r"\(holding bundle.json\)") as info:
         load_bundle(str(path))
     assert "not valid JSON" not in str(info.value)
+
+
+@pytest.mark.parametrize("raw, said", [
+    ('"version": 1, "version": 1,', "version: given twice"),
+    ('"lossy": 1e400,', "lossy: 1e400 is above the largest float"),
+])
+def test_a_key_given_twice_or_a_number_no_float_holds_is_named_in_the_manifest(tmp_path, raw,
+                                                                               said):
+    """Rule: bundle.json is read as every other JSON input is: a key given twice (JSON would
+    keep the last without a word) or a number no float holds (read as inf) is refused, naming
+    the manifest and the field, before any field is looked at."""
+    bundle = build_tiny_bundle(str(tmp_path)).path
+    path = os.path.join(bundle, MANIFEST_NAME)
+    with open(path) as f:
+        text = f.read()
+    with open(path, "w") as f:
+        f.write(text.replace('"version": 1,', raw, 1))
+    with pytest.raises(BundleError) as info:
+        read_manifest(bundle)
+    assert str(info.value).startswith(path + ": not valid JSON ("), info.value
+    assert said in str(info.value), info.value
