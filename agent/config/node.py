@@ -137,7 +137,8 @@ class NodeConfig:
     replay_path: str = ""  # source: npz with x, y; "" = the demo replay set shipped with engines
     replay_rows: str = "all"  # source: replay rows drawn: all | test (odd) | validation (even)
     max_tasks: int = 0  # source: stop creating tasks after this many; 0 = unlimited
-    seed: int = 0  # source: random seed of arrivals and sample choice
+    seed: int = 0  # random seed of a source's arrivals and samples, and of routing draws (mixed
+    # with node_id: no two nodes draw alike)
     security: str = "none"  # "none" or "curve" (CurveZMQ on every socket)
     secret_key_path: str = ""  # curve: this node's secret key file (from `edge-agent keys`)
     public_key_path: str = ""  # curve: this node's public key file

@@ -60,7 +60,7 @@ from agent.ops.files import FileFault
 from agent.ops.metrics import NewestWarning, serve_metrics
 from agent.ops.state import StateStore
 from agent.ops.watchdog import watchdog_interval_s
-from agent.policies.api import AgentPolicy, NodeView, default_thresholds
+from agent.policies.api import AgentPolicy, NodeView, default_thresholds, routing_seed
 from agent.policies import registry
 from agent.protocol import wire
 from calibration.online import OnlineCapacityEstimator
@@ -184,7 +184,8 @@ def configured_policy(cfg: NodeConfig, bundle: Bundle, view: NodeView) -> AgentP
     """The policy ``cfg`` names, made and configured (a knob or a placement it refuses raises
     ``UsageError``): ``build``'s, and the testbed's check of every agent before a run."""
     thresholds = default_thresholds(bundle.early_exit_stages, cfg.thresholds)
-    policy = registry.make_policy(cfg.policy, thresholds, cfg.policy_knobs, cfg.seed)
+    policy = registry.make_policy(cfg.policy, thresholds, cfg.policy_knobs,
+                                  routing_seed(cfg.seed, cfg.node_id))  # one stream per node
     policy.configure(cfg, view)
     return policy
 

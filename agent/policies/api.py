@@ -49,6 +49,7 @@ adds to the node's counters (stats.json).
 
 from __future__ import annotations
 
+import hashlib
 import math
 import random
 import time
@@ -208,6 +209,16 @@ class HeadAction:
 
 _CONTINUE = HeadAction(CONTINUE)
 _ANSWER = HeadAction(ANSWER)
+
+
+def routing_seed(seed: int, node_id: str) -> int:
+    """The seed of node ``node_id``'s routing draws (``AgentPolicy.rng``) from its config's
+    ``seed``: the two mixed, so that nodes with the same ``seed`` (the default 0 on every
+    worker) draw different streams; with one stream, every node's early draws lean the same
+    way and a run's routing is off its rows alike on all nodes, in every run. Stable across
+    processes and Python versions (sha256, not ``hash``)."""
+    digest = hashlib.sha256(("%d:routing:%s" % (seed, node_id)).encode("utf-8")).digest()
+    return int.from_bytes(digest[:8], "big")
 
 
 class AgentPolicy:

@@ -169,7 +169,8 @@ def node_objects(topo: Topology, bundle_path: str, policy: str, total_rate: floa
             obj.update({"arrival": "poisson", "arrival_rate_tasks_s": share * total_rate,
                         "max_tasks": max(1, int(round(share * total_rate * load_s))),
                         "seed": seed * 1000 + ids.index(n) + 1})
-        else:
+        else:  # the run's seed: --seed changes the workers' routing draws too
+            obj["seed"] = seed
             w = [w for w in topo.workers if w.id == n][0]
             if w.emulate_capacity_flops is not None:
                 obj["emulate_capacity_flops"] = w.emulate_capacity_flops
