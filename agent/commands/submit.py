@@ -141,12 +141,11 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("--timeout: must be > 0 and at most %d seconds (a day), got %r"
                          % (TIMEOUT_MAX_S, args.timeout))
     if args.rate is not None:
-        from agent.testbed.bounds import MAX_RATE
-        from agent.testbed.history import MIN_RATE
+        from agent.testbed.bounds import MAX_RATE, MIN_TASK_RATE_TASKS_S
 
-        if not MIN_RATE <= args.rate <= MAX_RATE:  # NaN and inf fail too
+        if not MIN_TASK_RATE_TASKS_S <= args.rate <= MAX_RATE:  # NaN and inf fail too
             raise UsageError("--rate: must be in [%g, %g] inputs per second, got %r"
-                             % (MIN_RATE, MAX_RATE, args.rate))
+                             % (MIN_TASK_RATE_TASKS_S, MAX_RATE, args.rate))
     if args.max_message_bytes is not None and args.max_message_bytes <= 0:
         raise UsageError("--max-message-bytes: must be > 0 (the source's max_message_bytes), "
                          "got %d" % args.max_message_bytes)

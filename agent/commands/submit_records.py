@@ -30,9 +30,9 @@ import time
 from typing import Any, Dict, List, Optional
 
 from agent.errors import UsageError
+from agent.ops.state import RECORDS_FILE  # a submit run's records: named as a source's are
 
 INFO = "submit.json"  # how a submit run was asked for, in its run folder
-RECORDS = "records.jsonl"
 UNKNOWN_POLICY = "submit"  # the policy column of a run whose fleet's policy is not known
 
 
@@ -61,7 +61,7 @@ class RecordsOut:
         self.run_dir = new_run_dir(out_dir)
         self.lock = RunLock(self.run_dir)
         self.info = dict(info, started_wall=time.time())
-        self.path = os.path.join(self.run_dir, RECORDS)
+        self.path = os.path.join(self.run_dir, RECORDS_FILE)
         write_atomic(os.path.join(self.run_dir, INFO), json.dumps(self.info, indent=1) + "\n")
         self.fd: Optional[int] = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND,
                                          0o644)
@@ -143,7 +143,7 @@ def load_submit_run(run_dir: str):
     policy = info.get("policy") if isinstance(info.get("policy"), str) and info.get(
         "policy") else UNKNOWN_POLICY
     bad: List[int] = []
-    recs = read_records(os.path.join(run_dir, RECORDS), bad)
+    recs = read_records(os.path.join(run_dir, RECORDS_FILE), bad)
     created = [r["created_mono"] for r in recs if isinstance(r.get("created_mono"), (int, float))]
     span_s = max(created) - min(created) if created else 0.0
     res = summarise_records(recs, policy, float(rate), False, duration_s=span_s)
@@ -160,4 +160,5 @@ def load_submit_run(run_dir: str):
         notes.append("%s: the run was interrupted (%s): inputs in flight then are recorded "
                      "lost, \"not awaited\"" % (path, info["interrupted"]))
     return PastRun(run_dir, info, [res], {(policy, float(rate)): delays}, in_use(run_dir), [],
-                   [damaged_lines(os.path.join(run_dir, RECORDS), bad)] if bad else [], notes, 1)
+                   [damaged_lines(os.path.join(run_dir, RECORDS_FILE), bad)] if bad else [],
+                   notes, 1)

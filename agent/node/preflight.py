@@ -18,9 +18,7 @@ from agent.node.capacity import require_profile_file
 from agent.node.records import JOURNAL_SUFFIX
 from agent.node.statelock import lock_path
 from agent.ops.files import FileFault, check_file_slot, check_regular_file, check_writable_dir
-from agent.ops.state import STATE_FILE
-
-RECORDS_FILE = "records.jsonl"
+from agent.ops.state import RECORDS_FILE, STATE_FILE, STATS_FILE
 
 
 def appended_files(cfg: Any) -> List[str]:
@@ -40,7 +38,7 @@ def preflight(cfg: Any, create: bool = True) -> str:
     from agent.ops.doctor_check import files_closed
 
     made_in = check_writable_dir(cfg.state_dir, "state_dir", create)
-    slots = [STATE_FILE, "stats.json"]
+    slots = [STATE_FILE, STATS_FILE]
     if cfg.role == "source":
         slots += [RECORDS_FILE, RECORDS_FILE + JOURNAL_SUFFIX]
         slots += [RECORDS_FILE + ".1"] if cfg.records_max_bytes else []

@@ -19,6 +19,7 @@ from typing import Any, Callable, Dict, Mapping, Optional
 from agent.config.node import NodeConfig
 from agent.ops.atomic import write_atomic
 from agent.ops.files import WriteFaults
+from agent.ops.state import STATS_FILE
 from agent.policies.api import AgentPolicy, NodeView
 from agent.policies.thresholds import thresholds_to_wire
 
@@ -48,7 +49,7 @@ class NodeStatus:
         self.extra = extra
         self.wall = wall
         self.mono = mono  # when stats.json was last written (the repeat interval)
-        self.faults = WriteFaults("stats " + os.path.join(cfg.state_dir, "stats.json"))
+        self.faults = WriteFaults("stats " + os.path.join(cfg.state_dir, STATS_FILE))
         # a worker's power mode now ("" unknown); None: no power_mode key (a source)
         self.power_mode: Optional[Callable[[], str]] = None  # set by powerwatch.attach
         self._logged = ("", -math.inf)  # (the last status line logged, when)
@@ -80,7 +81,7 @@ class NodeStatus:
         when read); False when nothing was written: all but its ``TIME_KEYS`` equal the last
         file written, that was under ``STATUS_REPEAT_S`` ago and the file is still there, and
         not ``force`` (a stop may give it: the final counts, whatever the last write held)."""
-        path = os.path.join(self.cfg.state_dir, "stats.json")
+        path = os.path.join(self.cfg.state_dir, STATS_FILE)
         stats = self.stats()
         body = json.dumps({k: v for k, v in stats.items() if k not in TIME_KEYS},
                           sort_keys=True)

@@ -25,7 +25,10 @@ from agent.ops.files import FileFault, read_bounded
 
 log = logging.getLogger(__name__)
 
-STATE_FILE = "state.json"
+# the files a node keeps in its state_dir, named once for every reader and writer
+STATE_FILE = "state.json"  # saved policy state (this module)
+STATS_FILE = "stats.json"  # counters and status, rewritten every status_interval_s
+RECORDS_FILE = "records.jsonl"  # a source's task records (agent.node.records)
 # the service's StateDirectory= (systemd/edge-agent.service), where a device keeps its state
 DEFAULT_STATE_DIR = "/var/lib/edge-agent"
 FORMAT_VERSION = 1

@@ -20,6 +20,10 @@ MAX_STAGES = 1000  # stages a topology's workers may name (a bundle has a handfu
 MAX_SECONDS = MAX_INTERVAL_S  # warmup_s, slot_s: at most a day, as every agent period
 MIN_SLOT_S = MIN_INTERVAL_S  # slot_s: the agents' slot_length_s, at least 1 ms as every period
 MAX_RATE = 1e6  # total tasks/s of one load (all sources together)
+# the least total rate of a load, a run folder's or a submit's: --rates names rates to 0.01
+# tasks/s and refuses one that rounds to 0 (the model has no per-source rate below it)
+MIN_TASK_RATE_TASKS_S = 0.01
+TASK_RATE_RANGE_TEXT = "in [%g, %g] tasks/s" % (MIN_TASK_RATE_TASKS_S, MAX_RATE)
 
 
 def worker_stages(s: Fields) -> Tuple[int, int]:

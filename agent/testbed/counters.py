@@ -16,7 +16,8 @@ import json
 import os
 from typing import Dict, Mapping, Optional
 
-STATS_FILE = "stats.json"
+from agent.ops.state import STATS_FILE
+
 # stats counters that are levels, not running totals: the latest value is kept, never summed
 GAUGE_PREFIXES = ("link_rate_bytes_s_",)
 

@@ -15,6 +15,7 @@ import os
 from typing import Dict, Mapping, Set
 
 from agent.node.records import JOURNAL_SUFFIX
+from agent.ops.state import STATS_FILE
 
 
 def _ids(path: str, prefix: bytes) -> Set[str]:
@@ -52,6 +53,6 @@ def created_so_far(records: Mapping[str, str], planned: Mapping[str, int]) -> Di
     out = {}
     for s, path in records.items():
         ids = _ids(path, b"") | _ids(path + JOURNAL_SUFFIX, b"+")
-        stats = _stats_created(os.path.join(os.path.dirname(path), "stats.json"))
+        stats = _stats_created(os.path.join(os.path.dirname(path), STATS_FILE))
         out[s] = min(max(len(ids), stats), int(planned.get(s, 0)))
     return out

@@ -53,6 +53,7 @@ from agent.errors import UsageError
 from engines.npzfile import load_npz
 from engines.profile import as_input
 from agent.ops.samples import checked_inputs, checked_labels
+from agent.ops.state import RECORDS_FILE
 from agent.testbed.local import rate_label, write_run_file
 from agent.testbed.report import RunResult, summarise_records
 from agent.testbed.topology import Topology, TopologyError
@@ -365,7 +366,7 @@ def run_fleet(topo: Topology, bundle, policy: str, rates: Sequence[float], setti
         directory = os.path.join(settings.out_dir, policy, rate_label(rate))
         paths = {}
         for sid in f["clients"]:  # the testbed's side of each task, as a source writes it
-            paths[sid] = os.path.join(directory, sid, "records.jsonl")
+            paths[sid] = os.path.join(directory, sid, RECORDS_FILE)
             os.makedirs(os.path.dirname(paths[sid]), exist_ok=True)
             with open(paths[sid], "w", encoding="utf-8") as fh:
                 fh.writelines(json.dumps(r) + "\n" for r in recs if r["source"] == sid)

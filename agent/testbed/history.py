@@ -15,7 +15,11 @@ run with no rate left is a ``UsageError``. Records lines that are no task record
 torn last line) leave the rate in, summarised without them, and are named in
 ``PastRun.damaged``. A run with faults gets each rate's delay per phase and recovery time
 again from the fault log the run folder keeps (``agent.testbed.faultlog``); a damaged log is
-named in ``PastRun.damaged`` too, and leaves that rate without them.
+named in ``PastRun.damaged`` too, and leaves that rate without them. A local rate's model and
+fifo sim columns route by the counters its rate folder keeps from after the warm-up
+(``agent.testbed.summary_window.redo_window``), as the testbed printed them; a rate folder
+without them is reported over the whole run (``model_window`` "whole run", a line says so), and
+a damaged one is named in ``PastRun.damaged``.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from __future__ import annotations
 import glob
 import os
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Tuple
 
 from agent.config.checks import short
 from agent.config.jsonfile import read_json_file
@@ -31,15 +35,13 @@ from agent.errors import UsageError
 from agent.testbed.faultlog import redo_fault_phases
 from agent.testbed.fleet import summarise_fleet
 from agent.testbed.local import RUN_FILE, _created, bundle_stages, summarise_rate
-from agent.testbed.bounds import MAX_RATE
+from agent.testbed.bounds import MAX_RATE, MIN_TASK_RATE_TASKS_S, TASK_RATE_RANGE_TEXT
 from agent.testbed.report import (RunResult, _delay, _finite, damaged_lines, read_records,
                                   warmup_end)
+from agent.testbed.summary_window import redo_window, stats_problem
 from agent.testbed.topology import Topology
 from agent.testbed.rundir import RUN_INFO, in_use
 
-# --rates rounds each rate to 0.01 tasks/s and refuses one that rounds to 0 (a rate below the
-# model's smallest per-source rate could not be summarised at all)
-MIN_RATE = 0.01
 # tasks one source of one rate may have created: 100 times what one load may create in all
 # (MAX_TASKS), so Poisson arrivals above their mean never reach it; a larger count is damage
 MAX_EXPECTED = 10 ** 9
@@ -103,15 +105,12 @@ def delays_after_warmup(records: List[dict], warmup_s: float) -> List[float]:
 
 
 def _rate_ok(v) -> bool:
-    return _finite(v) and MIN_RATE <= v <= MAX_RATE
-
-
-RATE_RANGE = "in [%g, %g] tasks/s" % (MIN_RATE, MAX_RATE)
+    return _finite(v) and MIN_TASK_RATE_TASKS_S <= v <= MAX_RATE
 
 
 def read_run_info(run_dir: str) -> dict:
     """``testbed.json`` of a run folder, checked: a JSON object with a string ``topology``, a
-    known ``mdi_mode``, a list of policy names, a list of rates ``RATE_RANGE``, a
+    known ``mdi_mode``, a list of policy names, a list of rates ``TASK_RATE_RANGE_TEXT``, a
     ``duration_s`` in (0, MAX_DURATION_S] and a list of fault labels (missing ones are fine);
     ``UsageError`` naming the file and the field otherwise."""
     from agent.commands.testbed import MAX_DURATION_S, MDI_MODES
@@ -135,7 +134,7 @@ def read_run_info(run_dir: str) -> dict:
                          % (path, short(pols)))
     checks = (  # key, check, what it must be
         ("rates", lambda v: isinstance(v, list) and all(_rate_ok(r) for r in v),
-         "a list of rates " + RATE_RANGE),
+         "a list of rates " + TASK_RATE_RANGE_TEXT),
         ("duration_s", lambda v: _finite(v) and 0 < v <= MAX_DURATION_S,
          "seconds in (0, %d]" % MAX_DURATION_S),
         ("faults", lambda v: isinstance(v, list) and all(isinstance(f, str) for f in v),
@@ -203,7 +202,7 @@ def load_run(path: str) -> PastRun:
 # run.json: key -> (check, what it must be); "local" runs need the last four too
 _RUN_FIELDS = {
     "policy": (lambda v: isinstance(v, str) and bool(v), "a policy name"),
-    "rate": (_rate_ok, "a rate " + RATE_RANGE),
+    "rate": (_rate_ok, "a rate " + TASK_RATE_RANGE_TEXT),
     "records": (lambda v: isinstance(v, dict) and all(isinstance(p, str) and p
                                                       for p in v.values()),
                 "an object {source: records file}"),
@@ -235,7 +234,7 @@ def read_run_file(topo: Topology, path: str) -> dict:
         if key not in obj or not ok(obj[key]):
             raise UsageError("%s: %s: must be %s, got %s"
                              % (path, key, what, short(obj.get(key))))
-    bad = _stats_problem(obj["stats"]) if kind == "local" else None
+    bad = stats_problem(obj["stats"]) if kind == "local" else None
     if bad:
         raise UsageError("%s: %s" % (path, bad))
     missing = [s.id for s in topo.sources if s.id not in obj["records"]]
@@ -243,20 +242,6 @@ def read_run_file(topo: Topology, path: str) -> dict:
         raise UsageError("%s: records: no records file for source %s"
                          % (path, ", ".join(missing)))
     return obj
-
-
-def _stats_problem(stats: dict) -> Optional[str]:
-    """The first part of a run.json's ``stats`` the summary cannot read (its routing columns
-    read each node's ``counters`` and ``routing``), as ``stats.NODE.KEY: must be ...``; None
-    when every part can be read."""
-    for node, st in stats.items():
-        for key in ("counters", "routing"):
-            v = (st or {}).get(key)
-            if v is not None and not (isinstance(v, dict) and all(_finite(x)
-                                                                   for x in v.values())):
-                return "stats.%s.%s: must be an object {name: number} or null, got %s" % (
-                    node if len(node) <= 64 else short(node), key, short(v))
-    return None
 
 
 def read_rate(topo: Topology, bundle, path: str) -> Tuple[RunResult, List[float], List[str]]:
@@ -276,12 +261,14 @@ def read_rate(topo: Topology, bundle, path: str) -> Tuple[RunResult, List[float]
         if obj.get("kind") == "fleet":
             res = summarise_fleet(topo, obj["policy"], obj["rate"], recs, obj["duration_s"])
         else:
-            res = summarise_rate(topo, bundle, bundle_stages(bundle), obj["policy"],
-                                 obj["rate"], records, obj["expected"], obj["stats"],
-                                 obj["duration_s"], obj["load_s"])
-            # the faults' delay per phase, as the testbed printed it (a damaged log: a warning)
-            problem = redo_fault_phases(res, d, records, topo.warmup_s) if topo.faults else None
-            damaged += [problem] if problem else []
+            stages = bundle_stages(bundle)
+            res = summarise_rate(topo, bundle, stages, obj["policy"], obj["rate"], records,
+                                 obj["expected"], obj["stats"], obj["duration_s"], obj["load_s"])
+            # the model columns over the sends after the warm-up, and the faults' delay per
+            # phase, as the testbed printed them (a damaged file: a warning)
+            problems = [redo_window(topo, stages, res, d),
+                        redo_fault_phases(res, d, records, topo.warmup_s) if topo.faults else None]
+            damaged += [p for p in problems if p]
         return res, delays_after_warmup(recs, topo.warmup_s), damaged
     except UsageError as exc:
         # a records file names itself; anything else (a value the model refuses) is this

@@ -32,6 +32,7 @@ from typing import Callable, Dict, List, Mapping, Optional, Sequence
 
 from agent.config.node import ConfigError, NodeConfig, parse_config
 from agent.ops.atomic import write_atomic
+from agent.ops.state import RECORDS_FILE, STATS_FILE
 from agent.testbed.columns import (empirical_remaining, fifo_sim_delay, link_utilisation,
                                    measured_link_rates, model_delay, routing_used,
                                    sending_s, stats_delta)
@@ -252,7 +253,7 @@ def run_local(topo: Topology, bundle, policy: str, rates: Sequence[float],
             agents.start([names[s.id] for s in topo.sources], settings.ready_timeout_s,
                          on_tick=lambda i=i: tick(i, "starting sources", 0.0))
             expected = {s.id: cfgs[s.id].max_tasks for s in topo.sources}
-            records = {s.id: os.path.join(cfgs[s.id].state_dir, "records.jsonl")
+            records = {s.id: os.path.join(cfgs[s.id].state_dir, RECORDS_FILE)
                        for s in topo.sources}
             faults.start()
             try:
@@ -276,8 +277,8 @@ def run_local(topo: Topology, bundle, policy: str, rates: Sequence[float],
             # state stays, so the next rate's sources resume from it as a restarted device does
             records = _archive(cfgs, [s.id for s in topo.sources],
                                os.path.join(run_dir, rate_label(rate)))
-            stats = {s.id: read_stats(os.path.join(os.path.dirname(records[s.id]),
-                                                   "stats.json")) for s in topo.sources}
+            stats = {s.id: read_stats(os.path.join(os.path.dirname(records[s.id]), STATS_FILE))
+                     for s in topo.sources}
             stats.update(stats_delta(before, after))
             write_run_file(os.path.join(run_dir, rate_label(rate)), "local", policy, rate,
                            records, expected, stats, settings.duration_s, load_s)
@@ -323,11 +324,11 @@ def _archive(cfgs: Mapping[str, NodeConfig], ids: Sequence[str], directory: str
     for n in ids:
         dest = os.path.join(directory, n)
         os.makedirs(dest, exist_ok=True)
-        for name in ("records.jsonl", "stats.json"):
+        for name in (RECORDS_FILE, STATS_FILE):
             src = os.path.join(cfgs[n].state_dir, name)
             if os.path.exists(src):
                 os.replace(src, os.path.join(dest, name))
-        out[n] = os.path.join(dest, "records.jsonl")
+        out[n] = os.path.join(dest, RECORDS_FILE)
     return out
 
 
@@ -342,7 +343,7 @@ def _worker_stats(topo: Topology, cfgs: Mapping[str, NodeConfig], agents: LocalA
     """
     time.sleep(settle_s)
     agents.check_alive()
-    return {w.id: with_ended(read_stats(os.path.join(cfgs[w.id].state_dir, "stats.json")),
+    return {w.id: with_ended(read_stats(os.path.join(cfgs[w.id].state_dir, STATS_FILE)),
                              ended.get(w.id)) for w in topo.workers}
 
 

@@ -265,12 +265,26 @@ def busiest_link(utilisation: Mapping[str, float]) -> str:
     return "%.2f %s" % (utilisation[link], link)
 
 
+# RunResult.model_window of a local run (agent.testbed.summary_window): its model and fifo sim
+# columns route by the sends after the warm-up, or by the whole run's, warm-up included
+AFTER_WARMUP = "after warm-up"
+WHOLE_RUN = "whole run"
+
+
+def window_lines(runs: Sequence[RunResult]) -> List[str]:
+    """One line when some run's model columns still include its warm-up (``WHOLE_RUN``)."""
+    whole = ["%s@%g/s" % (r.policy, r.rate) for r in runs if r.model_window == WHOLE_RUN]
+    if not whole:
+        return []
+    return ["model, fifo sim: routing over the whole run, warm-up included, for %s (its "
+            "send counters could not be read at the warm-up's end)" % ", ".join(whole)]
+
+
 def admitted_lines(runs: Sequence[RunResult]) -> List[str]:
-    """Lines under ``emulated:``: unreached emulated capacities, whole-run model columns
-    (``summary_capacity``, ``summary_window``: they import this module), the rate each
-    admission-control run (MDI-Exit's Alg. 3) admitted."""
+    """Lines under ``emulated:``: unreached emulated capacities (``summary_capacity``),
+    whole-run model columns (``window_lines``), the rate each admission-control run (MDI-Exit's
+    Alg. 3) admitted."""
     from agent.testbed.summary_capacity import capacity_warning_lines
-    from agent.testbed.summary_window import window_lines
     return capacity_warning_lines([r.capacity_unreachable for r in runs]) + window_lines(runs) + [
         "%s: admitted %.2f tasks/s after the warm-up (Alg. 3 admits one arrival per mu)"
             % (r.policy, r.admitted_rate_tasks_s) for r in runs

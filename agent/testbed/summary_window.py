@@ -1,7 +1,5 @@
 """The model columns of a local run over its measured window, not its warm-up.
 
-(``RunResult`` is typed ``Any`` here: ``agent.testbed.report`` imports this module.)
-
 The measured delay leaves out the tasks created in the warm-up; the ``model ms`` and ``fifo
 sim ms`` columns take their routing from the nodes' send counters (``columns.routing_used``),
 which the nodes keep over the whole run. A policy that routes uniformly until its first
@@ -16,6 +14,11 @@ after the warm-up's end holds no warm-up send. The reading is kept only where it
 trusted: every node's file read, no fault schedule (a process restarted by a fault counts
 from zero again), and the records confirm the warm-up had ended one interval before it.
 Otherwise the run keeps its whole-run columns and ``model_window`` says so.
+
+A trusted reading leaves each node's counters over the window in the rate's folder
+(``WINDOW_FILE``), from which ``edge-agent report`` redoes the same columns (``redo_window``);
+a rate folder without one (its reading not trusted, or a run folder from before the file) is
+reported with the whole-run columns, as the testbed printed them then.
 """
 
 from __future__ import annotations
@@ -23,16 +26,23 @@ from __future__ import annotations
 import json
 import os
 import time
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
+from agent.config.checks import short
+from agent.config.jsonfile import read_json_file
 from agent.config.node import NodeConfig
+from agent.errors import UsageError
+from agent.ops.atomic import write_atomic
+from agent.ops.state import RECORDS_FILE, STATS_FILE
 from agent.testbed.columns import fifo_sim_delay, model_delay, routing_used, stats_delta
-from agent.testbed.counters import STATS_FILE, read_stats
+from agent.testbed.counters import read_stats
+from agent.testbed.report import AFTER_WARMUP, WHOLE_RUN, RunResult, _finite, read_records
 from agent.testbed.rundir import rate_label
 from agent.testbed.topology import StageInfo, Topology
 
-WHOLE_RUN = "whole run"  # model_window of a run whose columns include the warm-up
-AFTER_WARMUP = "after warm-up"  # ... of one whose routing counts only sends after it
+# in each rate's folder, next to run.json: {"model_window", "read_mono", "stats": {node:
+# {"counters", "routing"}}}, every node's counters grown since the reading after the warm-up
+WINDOW_FILE = "window.json"
 
 
 def status_interval_s(topo: Topology) -> float:
@@ -68,7 +78,7 @@ class WindowSnapshot:
             self.taken[i] = (now, {n: read_stats(os.path.join(self.run_dir, n, STATS_FILE))
                                    for n in self.topo.node_ids()})
 
-    def apply(self, i: int, r: Any) -> None:
+    def apply(self, i: int, r: RunResult) -> None:
         """Recompute ``r``'s routing and model columns over the counts after rate ``i``'s
         reading; leave them, marked ``WHOLE_RUN``, where the reading cannot be trusted."""
         r.model_window = WHOLE_RUN
@@ -78,7 +88,7 @@ class WindowSnapshot:
             return
         rate_dir = os.path.join(self.run_dir, rate_label(r.rate))
         created = [t for s in self.topo.sources
-                   for t in _created_mono(os.path.join(rate_dir, s.id, "records.jsonl"))]
+                   for t in _created_mono(os.path.join(rate_dir, s.id, RECORDS_FILE))]
         if not created or snap[0] - self.interval < min(created) + self.topo.warmup_s:
             return  # the reading may hold warm-up sends
         final: Dict[str, Optional[dict]] = {
@@ -88,35 +98,81 @@ class WindowSnapshot:
         if any(v is None for v in final.values()):
             return
         window = stats_delta(snap[1], final)
-        r.routing = routing_used(self.topo, window)
-        r.model_delay_s = model_delay(self.topo, self.stages, r.rate, r.routing, r.remaining)
-        r.fifo_sim_delay_s = fifo_sim_delay(self.topo, self.stages, r.rate, r.routing,
-                                            r.remaining)
-        r.model_window = AFTER_WARMUP
+        try:  # first: a report finds the window the testbed printed, or none and whole-run
+            write_window(rate_dir, snap[0], window)
+        except OSError:
+            return
+        window_columns(self.topo, self.stages, r, window)
 
 
-def window_lines(runs: Sequence[Any]) -> List[str]:
-    """One line when some run's model columns still include its warm-up (``WHOLE_RUN``)."""
-    whole = ["%s@%g/s" % (r.policy, r.rate) for r in runs if r.model_window == WHOLE_RUN]
-    if not whole:
-        return []
-    return ["model, fifo sim: routing over the whole run, warm-up included, for %s (its "
-            "send counters could not be read at the warm-up's end)" % ", ".join(whole)]
+def write_window(rate_dir: str, read_mono: float, window: Mapping[str, Optional[dict]]
+                 ) -> None:
+    """``rate_dir/WINDOW_FILE``, atomically: each node's ``counters`` and ``routing`` over the
+    window (all ``routing_used`` reads) and when the reading was taken (monotonic s)."""
+    obj = {"model_window": AFTER_WARMUP, "read_mono": read_mono,
+           "stats": {n: None if st is None else {"counters": st.get("counters") or {},
+                                                 "routing": st.get("routing")}
+                     for n, st in window.items()}}
+    write_atomic(os.path.join(rate_dir, WINDOW_FILE),
+                 json.dumps(obj, indent=1, sort_keys=True) + "\n")
+
+
+def window_columns(topo: Topology, stages: Sequence[StageInfo], r: RunResult,
+                   window: Mapping[str, Optional[dict]]) -> None:
+    """``r``'s routing, model and fifo sim columns from the nodes' counters over the window."""
+    r.routing = routing_used(topo, window)
+    r.model_delay_s = model_delay(topo, stages, r.rate, r.routing, r.remaining)
+    r.fifo_sim_delay_s = fifo_sim_delay(topo, stages, r.rate, r.routing, r.remaining)
+    r.model_window = AFTER_WARMUP
+
+
+def redo_window(topo: Topology, stages: Sequence[StageInfo], r: RunResult, rate_dir: str
+                ) -> Optional[str]:
+    """``edge-agent report``: ``r``'s columns over the window its rate folder keeps
+    (``WINDOW_FILE``), as the testbed printed them. Without that file ``r`` keeps its
+    whole-run columns, marked ``WHOLE_RUN``; so it does when the file is damaged, and a line
+    naming the file is returned."""
+    r.model_window = WHOLE_RUN
+    path = os.path.join(rate_dir, WINDOW_FILE)
+    if not os.path.lexists(path):
+        return None
+    keep = "model and fifo sim are over the whole run"
+    try:
+        obj = read_json_file(path, UsageError, "model window")
+    except UsageError as exc:
+        return "%s; %s" % (exc, keep)
+    stats = obj.get("stats") if isinstance(obj, dict) else None
+    if not (isinstance(stats, dict) and all(v is None or isinstance(v, dict)
+                                            for v in stats.values())):
+        return "%s: stats: must be an object {node: {counters, routing} or null}, got %s; %s" \
+            % (path, short(stats), keep)
+    bad = stats_problem(stats)
+    if bad:
+        return "%s: %s; %s" % (path, bad, keep)
+    window_columns(topo, stages, r, stats)
+    return None
+
+
+def stats_problem(stats: Mapping[str, Optional[dict]]) -> Optional[str]:
+    """The first part of a ``{node: stats}`` (a run.json's, a window's) the routing columns
+    cannot read (each node's ``counters`` and ``routing``), as ``stats.NODE.KEY: must be
+    ...``; None when every part can be read."""
+    for node, st in stats.items():
+        for key in ("counters", "routing"):
+            v = (st or {}).get(key)
+            if v is not None and not (isinstance(v, dict) and all(_finite(x)
+                                                                   for x in v.values())):
+                return "stats.%s.%s: must be an object {name: number} or null, got %s" % (
+                    node if len(node) <= 64 else short(node), key, short(v))
+    return None
 
 
 def _created_mono(path: str) -> List[float]:
-    """The ``created_mono`` of every record in a records file (none if it cannot be read; a
-    damaged line is passed over, as the summary passes over it)."""
-    out: List[float] = []
+    """The ``created_mono`` of every task record of a records file, read by the summary's own
+    reader (``report.read_records``: a line that is no task record is passed over, as the
+    summary passes it over); none when the file cannot be read."""
     try:
-        with open(path, "r", encoding="utf-8", errors="replace") as f:
-            for line in f:
-                try:
-                    t = json.loads(line).get("created_mono")
-                except (ValueError, AttributeError):
-                    continue
-                if isinstance(t, (int, float)) and not isinstance(t, bool):
-                    out.append(float(t))
-    except OSError:
-        pass
-    return out
+        recs = read_records(path)
+    except UsageError:
+        return []
+    return [float(r["created_mono"]) for r in recs if _finite(r.get("created_mono"))]
