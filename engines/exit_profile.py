@@ -1,7 +1,7 @@
 """Exit profiles and the reuse-based accuracy table (DTO-EE paper, Section 3.1).
 
-Pure numpy: no onnxruntime, no I/O beyond the two file helpers (``engines.npzfile.load_npz``
-reads, ``np.savez`` writes).
+Pure numpy: no onnxruntime, no I/O beyond the two file helpers (``load_exit_profile`` reads
+through ``engines.npzfile.load_npz``, ``save_exit_profile`` writes with ``np.savez_compressed``).
 The profile stores, for every validation sample, the softmax confidence and the correctness of
 every exit head (early exits and the final head). From it, ``exit_stats`` gives, for any
 threshold setting, the accuracy A(C) and the fraction I_h of tasks continuing past each stage

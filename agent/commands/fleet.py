@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import argparse
 
+from agent.ops.paths import BUNDLE, ETC
+from agent.ops.state import DEFAULT_STATE_DIR
+
 HELP = "render every device's node config, CURVE keys and sheet from a topology and an inventory"
 
 
@@ -27,12 +30,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help="the policy the fleet runs (default: the topology's fleet.policy, "
                         "else dtoee)")
     r.add_argument("--bundle", default=None,
-                   help="the bundle's path on the devices (default /opt/edge-agent/bundle "
-                        "under --root)")
+                   help="the bundle's path on the devices (default %s under --root)" % BUNDLE)
     r.add_argument("--root", default="/",
-                   help="device paths (/etc/edge-agent, /var/lib/edge-agent, ...) are under "
-                        "this directory (default /; a rehearsal on one machine uses the "
-                        "`install --root` folder)")
+                   help="device paths (%s, %s, ...) are under this directory (default /; a "
+                        "rehearsal on one machine uses the `install --root` folder)"
+                        % (ETC, DEFAULT_STATE_DIR))
     r.add_argument("--client", action="append", default=[], metavar="NAME",
                    help="a client keypair allowed on the sources' client endpoints "
                         "(repeatable; default: workstation)")
@@ -48,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
 
     from agent.errors import UsageError
     from agent.fleet.inventory import load_inventory
-    from agent.fleet.render import DEFAULT_BUNDLE, RenderOptions, render
+    from agent.fleet.render import RenderOptions, render
     from agent.fleet.render_notes import summary_lines
     from agent.policies.registry import lookup
     from agent.testbed.topology import TopologyError, load_topology
@@ -71,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
     hosts = load_inventory(args.inventory, topo.node_ids(), [s.id for s in topo.sources])
     root = os.path.abspath(args.root)
     opts = RenderOptions(out_dir=os.path.abspath(args.out), policy=policy,
-                         bundle=args.bundle or os.path.join(root, DEFAULT_BUNDLE.lstrip("/")),
+                         bundle=args.bundle or os.path.join(root, BUNDLE.lstrip("/")),
                          root=root, clients=tuple(args.client or ["workstation"]),
                          rate_tasks_s=args.rate, emulate=args.emulate,
                          policy_from="--policy" if args.policy else

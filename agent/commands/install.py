@@ -27,6 +27,7 @@ from agent.commands.install_files import clean_build_dir, kept_env_note, replace
 from agent.errors import UsageError
 from agent.ops.atomic import write_atomic
 from agent.ops.files import check_output_dir
+from agent.ops.paths import BUNDLE, ETC, PREFIX, VENV, VENV_BIN
 from agent.ops.state import DEFAULT_STATE_DIR
 
 HELP = "install the agent as a systemd service (user, venv, units); --dry-run shows the steps"
@@ -34,9 +35,7 @@ HELP = "install the agent as a systemd service (user, venv, units); --dry-run sh
 UNIT_FILES = ("edge-agent@.service", "edge-agent.target", "edge-agent-calibrate.service",
               "edge-agent-calibrate.timer")
 GROUPS = ("video", "render", "jtop")
-DEFAULT_PREFIX = "/opt/edge-agent"  # venv at PREFIX/venv, as named in the unit files
 DEFAULT_USER = "edge-agent"
-DEFAULT_BUNDLE = DEFAULT_PREFIX + "/bundle"
 # a systemd instance name that is also a config file stem: no spaces, slashes or leading dot/dash
 INSTANCE_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.:-]*$")
 # what the venv's onnxruntime is, printed by the venv's own interpreter
@@ -53,8 +52,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--root", default="/", help="install under this directory as if it were "
                         "/ (default /); skips user creation")
     parser.add_argument("--instance", action="append", default=[], metavar="NAME",
-                        help="enable edge-agent@NAME (config /etc/edge-agent/NAME.toml); "
-                        "repeat for several agents on one box")
+                        help="enable edge-agent@NAME (config %s/NAME.toml); repeat for several "
+                        "agents on one box" % ETC)
     parser.add_argument("--jetson", choices=("auto", "yes", "no"), default="auto",
                         help="venv sees the system site-packages (TensorRT); auto = detect "
                         "/etc/nv_tegra_release")
@@ -65,7 +64,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="create the venv but do not pip-install into it (offline images)")
     parser.add_argument("--bundle", default=None,
                         help="bundle directory written to a new calibrate.env, absolute "
-                        "(default %s; an existing calibrate.env is kept)" % DEFAULT_BUNDLE)
+                        "(default %s; an existing calibrate.env is kept)" % BUNDLE)
     parser.add_argument("--calibrate-timer", action="store_true",
                         help="also enable the monthly calibration timer")
     parser.add_argument("--no-enable", action="store_true", help="write units but enable none")
@@ -138,7 +137,7 @@ def as_service_user(command: str, path: str) -> str:
     root leaves a profile there of root's, mode 0600, that the agent cannot read."""
     if not os.path.abspath(path).startswith(DEFAULT_STATE_DIR + "/"):
         return command
-    return "sudo -u %s %s/venv/bin/%s" % (DEFAULT_USER, DEFAULT_PREFIX, command)
+    return "sudo -u %s %s/%s" % (DEFAULT_USER, VENV_BIN, command)
 
 
 def _under(root: str, path: str) -> str:
@@ -175,7 +174,7 @@ def unit_dir() -> str:
 
 def render_unit(text: str, venv: str, user: str) -> str:
     """Unit text with the venv path and service user of this installation."""
-    text = text.replace(DEFAULT_PREFIX + "/venv", venv)
+    text = text.replace(VENV, venv)
     return text.replace("User=%s\nGroup=%s" % (DEFAULT_USER, DEFAULT_USER),
                         "User=%s\nGroup=%s" % (user, user))
 
@@ -237,11 +236,11 @@ def check_targets(root: str, args: argparse.Namespace) -> None:
     directories (or can be made) and, when the venv is to be made, ``--python`` can make one.
     A dry run only looks; a real run also probes that each folder takes a new entry."""
     probe = not args.dry_run
-    for sub in ("/etc/edge-agent/keys", "/etc/edge-agent/fleet", DEFAULT_PREFIX + "/venv",
+    for sub in (ETC + "/keys", ETC + "/fleet", VENV,
                 "/etc/systemd/system"):
         check_output_dir(_under(root, sub), "--root" if root != "/" else "target folder",
                          probe=probe)
-    if os.path.exists(os.path.join(_under(root, DEFAULT_PREFIX + "/venv"), "bin", "python")):
+    if os.path.exists(os.path.join(_under(root, VENV), "bin", "python")):
         return  # kept: --python is not used
     need = "import venv" + ("" if args.no_pip else ", ensurepip")
     try:
@@ -266,7 +265,7 @@ def run(args: argparse.Namespace) -> int:
     for name in args.instance:
         if not INSTANCE_RE.match(name or ""):
             raise InstallError("--instance %r must be a plain name of letters, digits, _ . : - "
-                               "(the node config's stem, /etc/edge-agent/NAME.toml)" % name)
+                               "(the node config's stem, %s/NAME.toml)" % (name, ETC))
     if args.bundle is not None and not os.path.isabs(args.bundle):
         # calibrate.env's path is read by the calibration unit, which runs in /, not here
         raise InstallError("--bundle: the bundle's path on the device must be absolute (the "
@@ -304,19 +303,19 @@ def run(args: argparse.Namespace) -> int:
 
     # 2. config and key directories (keys: only the service user can read its secret key;
     # fleet: public keys, writable by root only since whoever writes it decides who is let in)
-    etc = _under(root, "/etc/edge-agent")
+    etc = _under(root, ETC)
     plan.mkdir(etc, 0o755)
     plan.mkdir(os.path.join(etc, "keys"), 0o700, owner)
     plan.mkdir(os.path.join(etc, "fleet"), 0o755)  # the fleet's public keys (allowed_keys_dir)
     env = os.path.join(etc, "calibrate.env")
     plan.write(env, "# Read by edge-agent-calibrate.service\nEDGE_AGENT_BUNDLE=%s\n"
-               "EDGE_AGENT_CALIBRATE_ARGS=--modes all\n" % (args.bundle or DEFAULT_BUNDLE),
+               "EDGE_AGENT_CALIBRATE_ARGS=--modes all\n" % (args.bundle or BUNDLE),
                keep=True, note=kept_env_note(env, args.bundle))
 
     # 3. the virtual environment and the package
-    venv_path = DEFAULT_PREFIX + "/venv"
+    venv_path = VENV
     venv = _under(root, venv_path)
-    plan.mkdir(_under(root, DEFAULT_PREFIX), 0o755)
+    plan.mkdir(_under(root, PREFIX), 0o755)
     if os.path.exists(os.path.join(venv, "bin", "python")):
         plan.skip("python -m venv " + venv, "exists, kept")
     else:

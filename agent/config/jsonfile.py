@@ -137,12 +137,22 @@ def loads(text: str) -> Any:
     return obj
 
 
-def load_toml(toml_loads: Callable[..., Any], text: str, error: Callable[[str], Exception],
-              root: str) -> Any:
-    """``toml_loads(text)`` (``tomllib.loads``, or tomli's before Python 3.11), refusing as
-    ``loads`` does a number no float holds, which TOML readers, too, read as 0.0 or inf
-    without a word: ``error("ROOT.peers[0].link_rate_bytes_s: 1e-400 is below the smallest
-    float (5e-324)")``. Their own faults (``TOMLDecodeError``, a ``ValueError``) pass through."""
+def toml_loads(text: str, **kwargs: Any) -> Dict[str, Any]:
+    """TOML ``text`` decoded: the one TOML reader (``tomllib.loads``, tomli's before Python
+    3.11); its faults are ``TOMLDecodeError``s, which are ``ValueError``s. Imported when first
+    used, so that reading JSON needs neither."""
+    try:  # Python 3.11+
+        import tomllib as toml
+    except ImportError:  # pragma: no cover - Python < 3.11: tomli, the package's dependency there
+        import tomli as toml  # type: ignore[no-redef]
+    return toml.loads(text, **kwargs)
+
+
+def load_toml(text: str, error: Callable[[str], Exception], root: str) -> Any:
+    """``toml_loads(text)``, refusing as ``loads`` does a number no float holds, which TOML
+    readers, too, read as 0.0 or inf without a word: ``error("ROOT.peers[0].link_rate_bytes_s:
+    1e-400 is below the smallest float (5e-324)")``. The reader's own faults
+    (``TOMLDecodeError``, a ``ValueError``) pass through."""
     odd: List[_OddFloat] = []
     obj = toml_loads(text, parse_float=_float_reader(odd))
     fault = _first_fault(obj, root, {}) if odd else ""

@@ -45,11 +45,6 @@ from agent.ops.files import CONFIG_MAX_BYTES, FileFault, read_bounded
 from agent.policies import registry, splits
 from agent.policies.setting import DEFAULT_TRADEOFF
 
-try:  # Python 3.11+
-    import tomllib as _toml
-except ImportError:  # pragma: no cover - Python < 3.11
-    import tomli as _toml  # type: ignore[no-redef]
-
 
 class ConfigError(UsageError):
     """A node config is malformed; the message names the file, field and value."""
@@ -373,7 +368,7 @@ def load_config(path: str) -> NodeConfig:
             raise ConfigError("%s: no such file" % path) from None
         raise ConfigError(str(exc).replace("config: " + path, path + ": config file", 1)) from None
     try:
-        obj = load_toml(_toml.loads, raw.decode("utf-8"), ConfigError, path + ": config")
+        obj = load_toml(raw.decode("utf-8"), ConfigError, path + ": config")
     except UnicodeDecodeError as exc:
         raise ConfigError("%s: not a TOML text file (not UTF-8 at byte %d); give the node config "
                           "written for this device" % (path, exc.start)) from None

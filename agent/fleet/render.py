@@ -53,12 +53,13 @@ from agent.config.checks import PATH_FIELDS
 from agent.config.node import ConfigError, NodeConfig, dump_config, parse_config
 from agent.errors import UsageError
 from agent.fleet.inventory import Host
-from agent.fleet.render_notes import (DRIVE_TOPOLOGY, ETC, Dropped, dropped_since,
+from agent.fleet.render_notes import (DRIVE_TOPOLOGY, Dropped, dropped_since,
                                       loopback_address, metrics_tunnels, metrics_url,
                                       sheet_text)
 from agent.fleet.replay import place_replay, replay_set, write_replay
 from agent.ops.atomic import is_mount_point, replace_dir, write_atomic
-from agent.ops.state import DEFAULT_STATE_DIR
+from agent.ops.paths import BUNDLE, CACHE, ETC
+from agent.ops.state import DEFAULT_STATE_DIR as STATE
 from agent.policies.fixed import node_knobs
 from agent.testbed.fleet import KEPT_BY_RENDER, rendered_fleet
 from agent.testbed.driver import load_bundle_for
@@ -66,9 +67,6 @@ from agent.testbed.local import bundle_stages, node_objects
 from agent.testbed.nodeparts import check_fixed_rows, node_config_error
 from agent.testbed.topology import Topology, check_against_bundle
 
-STATE = DEFAULT_STATE_DIR
-CACHE = "/var/cache/edge-agent"
-DEFAULT_BUNDLE = "/opt/edge-agent/bundle"
 # the fields of a local testbed run that a deployed device does not use
 TESTBED_ONLY = ("records_flush_interval_s", "records_max_bytes", "max_tasks",
                 "emulate_capacity_flops", "emulate_links", "arrival_rate_tasks_s")
@@ -80,7 +78,7 @@ class RenderOptions:
 
     out_dir: str
     policy: str = "dtoee"
-    bundle: str = DEFAULT_BUNDLE  # the bundle's path on the devices
+    bundle: str = BUNDLE  # the bundle's path on the devices
     root: str = "/"  # device paths are under this root ("/" on devices; a temp dir in tests)
     clients: Sequence[str] = ("workstation",)  # client keypairs allowed on the sources
     rate_tasks_s: float = 0.0  # > 0: sources make Poisson load themselves; 0: client mode

@@ -35,11 +35,10 @@ from agent.config.checks import PATH_FIELDS, is_loopback_host
 from agent.config.node import NodeConfig
 from agent.fleet.inventory import Host, split_zone
 from agent.fleet.replay import sheet_lines
+from agent.ops.paths import CACHE, ETC, VENV_BIN
 from agent.ops.state import DEFAULT_STATE_DIR
 from agent.testbed.topology import Topology
 
-ETC = "/etc/edge-agent"
-VENV_BIN = "/opt/edge-agent/venv/bin"  # where `install` puts the agent's scripts (under --root)
 RESTART = "sudo systemctl restart edge-agent.target"
 DRIVE_TOPOLOGY = "testbed.json"  # the topology with a "fleet" object: `testbed` drives the fleet
 TUNNEL_PORT = 9501  # the workstation's local port of the first node's metrics tunnel
@@ -202,8 +201,7 @@ def workstation_paths_summary(agent: Mapping[str, object], root: str = "/") -> L
         return []
     return ["%s: workstation path%s, not written into the device configs (each device's paths "
             "are the render's: %s)" % (", ".join(left), "" if len(left) == 1 else "s", ", ".join(
-                os.path.join(root, p.lstrip("/")) for p in (ETC, DEFAULT_STATE_DIR,
-                                                            "/var/cache/edge-agent")))]
+                os.path.join(root, p.lstrip("/")) for p in (ETC, DEFAULT_STATE_DIR, CACHE)))]
 
 
 def retired_keys(keys_dir: str, node_ids: Sequence[str]) -> List[str]:

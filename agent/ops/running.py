@@ -12,6 +12,7 @@ import os
 import re
 from typing import List, Optional, Tuple
 
+from agent.config.jsonfile import toml_loads
 from agent.ops.files import CONFIG_MAX_BYTES, FileFault, read_bounded
 
 
@@ -58,12 +59,8 @@ def _state_dir_of(config: str, uid: int = -1) -> str:
     """The ``state_dir`` a node config names, as the agent reads it: ``~`` expanded (the home
     of ``uid``, the agent's user, when known), relative to the config's folder; "" when it
     cannot be read."""
-    try:  # Python 3.11+
-        import tomllib as toml
-    except ImportError:  # pragma: no cover - Python < 3.11
-        import tomli as toml  # type: ignore[no-redef]
     try:
-        value = toml.loads(read_bounded(config, "config", CONFIG_MAX_BYTES).decode("utf-8")).get(
+        value = toml_loads(read_bounded(config, "config", CONFIG_MAX_BYTES).decode("utf-8")).get(
             "state_dir")
     except (FileFault, OSError, ValueError):  # TOMLDecodeError and UnicodeError are ValueErrors
         return ""

@@ -1,4 +1,5 @@
-"""Agent-side policy interface, and ``fixed``, the trivial policy every other one extends.
+"""Agent-side policy interface (``AgentPolicy``, which every policy extends), and ``fixed``
+(``FixedWeightsPolicy``), the trivial one.
 
 The node loop owns sockets, queues and clocks; a policy object owns only decisions. Everything
 the policy may read is in a ``NodeView`` the loop keeps up to date; everything it wants to say

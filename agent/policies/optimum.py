@@ -258,12 +258,6 @@ def solve(net: Network, remaining, x0: Optional[np.ndarray] = None, max_iter: in
     return best
 
 
-def optimal_flows(net: Network, remaining, x0: Optional[np.ndarray] = None,
-                  max_iter: int = 500, ftol: float = 1e-11) -> np.ndarray:
-    """Edge flows (tasks/s) minimising Phi*T under flow conservation (``solve``'s flows)."""
-    return solve(net, remaining, x0, max_iter, ftol).flows
-
-
 def optimum(scenario: Scenario, thresholds: Optional[Mapping[int, float]] = None
             ) -> PolicyResult:
     """The optimal routing for fixed thresholds (policy name ``optimum``).

@@ -33,7 +33,6 @@ from engines.exit_profile import ExitProfile
 LOCAL_RATE = 1.0e12  # bytes/s between the stages of one device (free)
 CAPACITY = {"end": 2.0e6, "mob": 2.0e6, "edge": 1.0e7, "cloud": 1.0e8}  # FLOP/s
 EDGE_RATE, CLOUD_RATE = 3.2e5, 3.2e4  # bytes/s: to the edge, to the cloud
-DIMEE_TIERS = {"mobile": ["mob"], "edge": ["edge"], "cloud": ["cloud"]}
 SETTINGS = ("dimee-demo", "dimee-demo-ee", "mlci-demo")
 
 
@@ -64,8 +63,8 @@ def dimee_demo(rate: float = 5.0, knobs: Optional[Mapping[str, Any]] = None,
     stage), cloud 1..H; ``knobs["dimee"]`` (m, n, costs, ...) with the tiers' devices."""
     stages, profile = model or demo_model()
     dk = dict((knobs or {}).get(DR.POLICY_NAME) or {})
-    dk.setdefault("tiers", DIMEE_TIERS)
-    params = DR.params_from_knobs(dk, extra=("tiers",))
+    dk.setdefault(DR.TIER_KNOB, {t: list(d) for t, d in DR.SCENARIO_TIERS.items()})
+    params = DR.params_from_knobs(dk, extra=(DR.TIER_KNOB,))
     h = len(stages)
     workers: List[Worker] = []
     links = []
@@ -76,7 +75,7 @@ def dimee_demo(rate: float = 5.0, knobs: Optional[Mapping[str, Any]] = None,
             workers += _tier(dev, last, CAPACITY[dev], terminal)
             links += [Link("mob/src", dev + "/1", r)] + _chain(dev, last)
     all_knobs: Dict[str, Any] = dict(knobs or {})
-    all_knobs[DR.POLICY_NAME] = dict(DR.params_dict(params), tiers=dk["tiers"])
+    all_knobs[DR.POLICY_NAME] = dict(DR.params_dict(params), tiers=dk[DR.TIER_KNOB])
     return Scenario(stages, (Source("mob/src", float(rate), device="mob"),), tuple(workers),
                     tuple(links), 0.5, None, profile, all_knobs,
                     comment="DIMEE on the demo bundle: mobile 1..%d (%.3g FLOP/s), edge 1..%d "
@@ -92,7 +91,7 @@ def dimee_demo_ee(rate: float = 5.0, knobs: Optional[Mapping[str, Any]] = None,
     the last), exits at the alpha* DIMEE fits with ``knobs.dimee`` on the three tiers."""
     stages, profile = model or demo_model()
     dk = dict((knobs or {}).get(DR.POLICY_NAME) or {})
-    params = DR.params_from_knobs(dk, extra=("tiers",))
+    params = DR.params_from_knobs(dk, extra=(DR.TIER_KNOB,))
     alpha = DP.fit(profile, params, flops=[s.flops for s in stages]).alpha
     h = len(stages)
     ee = dict(DR.params_dict(params), m=h, n=h, grid=[alpha], assign="mobile", adaptive=False,

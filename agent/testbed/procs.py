@@ -240,10 +240,6 @@ class AgentProcess:
                 return line
         return lines[-1] if lines else "(empty log)"
 
-    def log_tail(self, lines: int = 5) -> str:
-        """The last lines of the log on one line, for an error message."""
-        return " | ".join(l.strip() for l in self.log_lines(lines))
-
     def terminate(self) -> None:
         """Ask the agent to stop (SIGTERM): it drains and writes its final stats.
 

@@ -2,15 +2,18 @@
 
 Every module under ``agent/policies`` is checked three ways: (1) from source, everything it can
 run when imported or called, following the project's own imports transitively (module and
-function level, parent packages included), reaches none of the banned modules; (2) its own
-source does no file I/O; (3) importing them all in a fresh interpreter loads no messaging,
-engine or hardware library. (numpy/scipy themselves load ``socket``/``subprocess`` internally,
-so the source walk stops at third-party libraries and names only what our code imports.)
+function level, parent packages included), reaches none of the banned modules; (2) neither its
+own source nor that of any project module it reaches does file I/O (a reader imported from
+elsewhere, such as ``engines.bundle.read_manifest``, counts as the policy's); (3) importing them
+all in a fresh interpreter loads no messaging, engine or hardware library. (numpy/scipy
+themselves load ``socket``/``subprocess`` internally, so the source walk stops at third-party
+libraries and names only what our code imports.)
 
 ``engines.exit_profile`` (the exit profile data type and its maths) may be imported, but not
-the engine loader and backends (``engines/__init__`` imports neither). Its two file helpers
-(``np.load``/``np.savez_compressed``) are not policy code, so the file-I/O check, which reads
-the policies' own source, does not see them.
+the engine loader and backends (``engines/__init__`` imports neither). Its two file helpers,
+``load_exit_profile`` (through ``engines.npzfile.load_npz``) and ``save_exit_profile``
+(``np.savez_compressed``), are the file I/O the policies may reach (``IO_ALLOWED``): the
+policies call neither, they are handed the profile.
 """
 
 from __future__ import annotations
@@ -43,6 +46,11 @@ IO_CALLS = {"open", "os.open", "io.open", "os.replace", "os.rename", "os.remove"
             "numpy.save", "numpy.savez", "numpy.savez_compressed", "numpy.load"}
 IO_METHODS = {"read_text", "write_text", "read_bytes", "write_bytes"}
 POLICIES = "agent.policies"
+# project modules whose file I/O a policy may reach: the exit profile's module (its data type
+# and maths are the policies'; its reader and writer sit beside them and run at start-up, on
+# the node or in the simulator, never in a policy's decisions) and the numpy file reader it
+# loads through
+IO_ALLOWED = {"engines.exit_profile", "engines.npzfile"}
 
 
 def _banned(name: str) -> bool:
@@ -72,8 +80,10 @@ def file_io_calls(mod: Module) -> List[str]:
 
 
 def impurities(modules: Dict[str, Module], package: str) -> Dict[str, List[str]]:
-    """For each module in ``package``: the banned modules it reaches (with the import path)
-    and its own file I/O calls; modules with nothing to report are left out."""
+    """For each module in ``package``: the banned modules it reaches (with the import path),
+    its own file I/O calls, then those of every other project module it reaches (with the
+    import path; ``IO_ALLOWED`` and banned modules, already reported, left out); modules with
+    nothing to report are left out."""
     out: Dict[str, List[str]] = {}
     for name in sorted(modules):
         if name != package and not name.startswith(package + "."):
@@ -84,6 +94,9 @@ def impurities(modules: Dict[str, Module], package: str) -> Dict[str, List[str]]
         bad += ["%s (via %s)" % (m, " -> ".join(chain(name, outside[m], inside)))
                 for m in sorted(outside) if _banned(m)]
         bad += ["file I/O %s" % c for c in file_io_calls(modules[name])]
+        bad += ["file I/O %s in %s (via %s)" % (c, m, " -> ".join(chain(name, m, inside)))
+                for m in sorted(inside) if m != name and m not in IO_ALLOWED and not _banned(m)
+                for c in file_io_calls(modules[m])]
         if bad:
             out[name] = bad
     return out
@@ -104,9 +117,16 @@ def _write(root: pathlib.Path, files: Dict[str, str]) -> None:
 
 def test_the_purity_check_fails_on_a_policy_that_imports_a_banned_module(tmp_path):
     """The same check, on a policy-like package written to disk: a direct socket import, a
-    banned library reached through a helper module, a real runtime module (agent.net) and a
-    file opened in policy code are each reported; the pure module is not."""
+    banned library reached through a helper module, a real runtime module (agent.net), a file
+    opened in policy code and a file reader imported from another project module (a helper
+    package, ``engines.bundle``, ``agent.scenario.format``) are each reported; the pure module
+    is not."""
     _write(tmp_path, {
+        "toyio/__init__.py": "",
+        "toyio/reader.py": "def read(p):\n    with open(p) as f:\n        return f.read()\n",
+        "toypol/reads.py": "from toyio.reader import read\n",
+        "toypol/manifest.py": "from engines.bundle import read_manifest\n",
+        "toypol/scenario.py": "from agent.scenario.format import load_scenario\n",
         "toypol/__init__.py": "",
         "toypol/pure.py": "import math\nfrom agent.errors import UsageError\n",
         "toypol/direct.py": "import socket\n",
@@ -117,7 +137,7 @@ def test_the_purity_check_fails_on_a_policy_that_imports_a_banned_module(tmp_pat
                            "        return np.load(f)\n",
     })
     modules = dict(find_modules())
-    modules.update(find_modules(tmp_path, ["toypol"]))
+    modules.update(find_modules(tmp_path, ["toypol", "toyio"]))
     found = impurities(modules, "toypol")
     assert "toypol.pure" not in found and "toypol" not in found
     assert found["toypol.direct"] == ["socket (via toypol.direct)"]
@@ -128,6 +148,34 @@ def test_the_purity_check_fails_on_a_policy_that_imports_a_banned_module(tmp_pat
     assert any(m.startswith("zmq (via toypol.runtime -> agent.net.transport")
                for m in found["toypol.runtime"])
     assert found["toypol.files"] == ["file I/O open:4", "file I/O np.load:5"]
+    assert found["toypol.reads"] == ["file I/O open:2 in toyio.reader "
+                                     "(via toypol.reads -> toyio.reader)"]
+    for mod, reader in (("manifest", "engines.bundle"), ("scenario", "agent.scenario.format")):
+        assert any(m.startswith("file I/O open:") and
+                   m.endswith(" in %s (via toypol.%s -> %s)" % (reader, mod, reader))
+                   for m in found["toypol." + mod]), found["toypol." + mod]
+
+
+def test_the_exit_profile_file_helpers_are_the_only_file_io_policies_may_reach(tmp_path):
+    """``engines.exit_profile`` and ``engines.npzfile`` (the exit profile's reader and writer)
+    do file I/O, which a policy importing the exit profile does not answer for; the same
+    policy importing ``engines.bundle`` does."""
+    modules = find_modules()
+    assert file_io_calls(modules["engines.exit_profile"]) and \
+        file_io_calls(modules["engines.npzfile"])
+    _write(tmp_path, {
+        "toypol/__init__.py": "",
+        "toypol/profile.py": "from engines.exit_profile import load_exit_profile\n",
+        "toypol/bundle.py": "from engines.exit_profile import load_exit_profile\n"
+                            "from engines.bundle import read_manifest\n",
+    })
+    modules = dict(modules)
+    modules.update(find_modules(tmp_path, ["toypol"]))
+    found = impurities(modules, "toypol")
+    assert "toypol.profile" not in found
+    io = [m for m in found["toypol.bundle"] if m.startswith("file I/O ")]
+    assert io and all(" in engines.bundle (via toypol.bundle -> engines.bundle)" in m
+                      for m in io), io
 
 
 # Run in a fresh interpreter: records each banned module imported while the policy modules are

@@ -26,33 +26,22 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 import numpy as np
 
-from agent.config.fields import Fields
 from agent.policies.api import NodeView, TaskInfo, TieredPolicy
 from agent.policies.dimee import replay as dimee_replay
 from agent.policies.dimee import rules as R
 from engines.embedding import embed_as_stored
 
-TIER_KNOB = "tiers"
-DEFAULT_TIERS = {name: (name,) for name in R.TIERS}
+DEFAULT_TIERS = R.NODE_TIERS  # node ids per tier when ``policy_knobs.tiers`` is absent
 FALLBACK = {R.MOBILE: (R.MOBILE, R.EDGE, R.CLOUD), R.EDGE: (R.EDGE, R.CLOUD, R.MOBILE),
             R.CLOUD: (R.CLOUD, R.EDGE, R.MOBILE)}
 MAX_TASKS_KEPT = 100_000  # task id -> tier entries a source keeps for re-issues
 
 
 def parse_tiers(knobs: Mapping[str, Any], where: str) -> Dict[str, tuple]:
-    """``tiers = {mobile = [ids], edge = [ids], cloud = [ids]}``: node ids per tier."""
-    f = Fields(knobs, where, R.DimeeParamsError)
-    if TIER_KNOB not in knobs:
-        return dict(DEFAULT_TIERS)
-    t = f.table(TIER_KNOB, shape="a table {mobile = [ids], edge = [ids], cloud = [ids]}")
-    t.reject_unknown(R.TIERS)
-    out = {}
-    for name in R.TIERS:
-        ids = t.list(name, default=[])
-        if not all(isinstance(i, str) and i for i in ids):
-            raise t.fail(name, "must be a list of node ids")
-        out[name] = tuple(ids)
-    return out
+    """``tiers = {mobile = [ids], edge = [ids], cloud = [ids]}``: node ids per tier
+    (``rules.parse_tiers``: a node id or a list of them per tier; default ``DEFAULT_TIERS``)."""
+    return R.parse_tiers(knobs.get(R.TIER_KNOB, DEFAULT_TIERS), "%s.%s" % (where, R.TIER_KNOB),
+                         "node id")
 
 
 def parse_agent_knobs(knobs: Mapping[str, Any], where: str = "policy_knobs",
@@ -60,7 +49,7 @@ def parse_agent_knobs(knobs: Mapping[str, Any], where: str = "policy_knobs",
     """Validate a node's knobs of policy ``name`` (``dimee``, ``dimee-f``): the ``knobs.dimee``
     ones plus ``tiers``, and none the variant fixes set otherwise
     (``replay.check_variant_knobs``). The params ``name`` runs, and the tiers."""
-    params = R.params_from_knobs(knobs, where, extra=(TIER_KNOB,))
+    params = R.params_from_knobs(knobs, where, extra=(R.TIER_KNOB,))
     if params.assign == "oracle":
         raise R.DimeeParamsError("%s.assign: oracle needs the task's own confidences at every "
                                  "head, which no node has before running it" % where)

@@ -226,6 +226,6 @@ def planner(scenario: Any, name: str) -> Any:
     if scenario.exit_profile is None:
         raise UsageError("plan --policy %s: the scenario needs an exit_profile (format 2, with "
                          "an input embedding)" % name)
-    params = R.params_from_knobs(scenario.knobs.get(R.POLICY_NAME), extra=("tiers",))
+    params = R.params_from_knobs(scenario.knobs.get(R.POLICY_NAME), extra=(R.TIER_KNOB,))
     flops = [s.flops for s in scenario.stages]
     return PlanReport(name, plan_report(scenario.exit_profile, params, name, flops))

@@ -39,6 +39,7 @@ from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
+from agent.config.checks import short
 from agent.config.fields import Fields
 from agent.errors import UsageError
 from engines.exit_profile import ExitProfile, should_exit
@@ -52,6 +53,43 @@ STAGE_UNITS = ("count", "flops")
 
 class DimeeParamsError(UsageError):
     """A DIMEE knob is out of range; the message names the field."""
+
+
+TIER_KNOB = "tiers"
+# The ``tiers`` knob's default in each place it is read. The simulator's tiers name scenario
+# devices (``scenario dimee-demo`` puts them on the devices mob, edge, cloud); a node's name
+# node ids (the shipped ``dimee`` topology's workers mobile, edge, cloud): one default, written
+# in the two namings.
+SCENARIO_TIERS: Mapping[str, Tuple[str, ...]] = {"mobile": ("mob",), "edge": ("edge",),
+                                                 "cloud": ("cloud",)}
+NODE_TIERS: Mapping[str, Tuple[str, ...]] = {name: (name,) for name in TIERS}
+
+
+def parse_tiers(raw: Any, path: str, member: str, error: Any = DimeeParamsError
+                ) -> Dict[str, Tuple[str, ...]]:
+    """The ``tiers`` knob's value ``raw`` (at ``path``, e.g. ``policy_knobs.tiers``): {tier:
+    names} for every tier, each given as one ``member`` (a device name, a node id) or a list of
+    them, a missing tier holding none. An unknown tier, a wrong type or a name in two tiers
+    raises ``error`` naming the field."""
+    if not isinstance(raw, Mapping) or set(raw) - set(TIERS):
+        raise error("%s: must be an object with keys among %s, got %s"
+                    % (path, ", ".join(TIERS), short(raw, 80)))
+    out: Dict[str, Tuple[str, ...]] = {}
+    tier_of: Dict[str, str] = {}
+    for name in TIERS:
+        names = raw.get(name, ())
+        names = [names] if isinstance(names, str) else names
+        # tuples are the defaults' own form (the files give lists)
+        if not isinstance(names, (list, tuple)) or not all(isinstance(n, str) and n
+                                                           for n in names):
+            raise error("%s.%s: must be a %s or a list of them, got %s"
+                        % (path, name, member, short(raw[name], 80)))
+        for n in names:
+            if tier_of.setdefault(n, name) != name:
+                raise error("%s: %r is in both the %s and the %s tier"
+                            % (path, n, tier_of[n], name))
+        out[name] = tuple(names)
+    return out
 
 
 @dataclass(frozen=True)

@@ -1,10 +1,11 @@
 """DIMEE behind the simulator's per-task hook (scenario ``edge-agent scenario dimee-demo``).
 
 A tier is the workers of its devices (``knobs.dimee.tiers``: ``{"mobile": [DEVICE, ...], "edge":
-[...], "cloud": [...]}``, default ``mob``/``edge``/``cloud``): the mobile's hold stages 1..m and
-the edge's 1..n, each ending in a ``terminal`` worker; the cloud's hold 1..H. At slot 0 the
-policy does what every place running DIMEE does, ``replay.fit`` on the validation rows (alpha*
-and the pools), from the scenario's exit profile (format 2 with an embedding) and stage FLOPs.
+[...], "cloud": [...]}``, default ``mob``/``edge``/``cloud``, ``rules.SCENARIO_TIERS``): the
+mobile's hold stages 1..m and the edge's 1..n, each ending in a ``terminal`` worker; the cloud's
+hold 1..H. At slot 0 the policy does what every place running DIMEE does, ``replay.fit`` on the
+validation rows (alpha* and the pools), from the scenario's exit profile (format 2 with an
+embedding) and stage FLOPs.
 
 Per task (``route`` at the source): the tier by ``params.assign`` through the same per-sample
 functions the replay uses (``rules.nearest_tier`` and, for Ours-D, ``rules.update_pool`` once per
@@ -30,7 +31,6 @@ from agent.policies.dimee import rules as R
 from agent.policies.setting import Scenario, ScenarioError
 from agent.policies.sim_api import Decision, SlotView, TieredSimPolicy, measured
 
-DEFAULT_TIERS = {"mobile": ["mob"], "edge": ["edge"], "cloud": ["cloud"]}
 # the paper's baselines as fixed assignments (``replay.BASELINES``; tier-oracle is Alg. 1 on the
 # task's own confidences, an unattainable upper bound)
 VARIANTS: Dict[str, Dict[str, Any]] = dict(
@@ -38,18 +38,11 @@ VARIANTS: Dict[str, Dict[str, Any]] = dict(
 
 
 def tier_devices(knobs: Mapping[str, Any], where: str = "knobs.dimee.tiers") -> Dict[str, int]:
-    """{device: tier} from the ``tiers`` knob (a device name or a list of them per tier)."""
-    raw = knobs.get("tiers", DEFAULT_TIERS)
-    if not isinstance(raw, Mapping) or set(raw) - set(R.TIERS):
-        raise ScenarioError("%s: must be an object with keys among %s" % (where, ", ".join(R.TIERS)))
-    out: Dict[str, int] = {}
-    for name, devs in raw.items():
-        devs = [devs] if isinstance(devs, str) else devs
-        if not isinstance(devs, list) or not all(isinstance(d, str) and d for d in devs):
-            raise ScenarioError("%s.%s: must be a device name or a list of them" % (where, name))
-        for d in devs:
-            out[d] = R.TIERS.index(name)
-    return out
+    """{device: tier} from the ``tiers`` knob (``rules.parse_tiers``: a device name or a list of
+    them per tier; default ``rules.SCENARIO_TIERS``)."""
+    tiers = R.parse_tiers(knobs.get(R.TIER_KNOB, R.SCENARIO_TIERS), where, "device name",
+                          ScenarioError)
+    return {d: R.TIERS.index(name) for name, devs in tiers.items() for d in devs}
 
 
 class DimeeSimPolicy(TieredSimPolicy):
@@ -72,7 +65,8 @@ class DimeeSimPolicy(TieredSimPolicy):
 
     def _build(self, sc: Scenario, seed: int) -> None:
         knobs = self.knobs(sc)
-        self.params = replace(R.params_from_knobs(knobs, extra=("tiers",)), **self._variant)
+        self.params = replace(R.params_from_knobs(knobs, extra=(R.TIER_KNOB,)),
+                              **self._variant)
         P.check_variant_knobs(self.name, self._overrides, self.name, self._variant)  # its own
         if sc.exit_profile is None:
             raise ScenarioError("%s: the scenario needs an exit_profile (format 2, with an input "

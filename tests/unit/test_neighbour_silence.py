@@ -1,0 +1,67 @@
+"""The configured neighbour silence, ``neighbour_timeout_rounds`` heartbeat periods, is computed
+in one place for the node (``agent.node.neighbourtime.configured_silence_s``): the loop's
+start-up grace and every neighbour's silence limit start from it, and the tiered policies'
+wait for a tier not yet heard (``TieredPolicy``, pure, given the node config) lasts as long."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from agent.node.build import build, build_view
+from agent.node.loop import ROUTE_GRACE_S
+from agent.node.neighbourtime import configured_silence_s
+from agent.policies.api import TieredPolicy
+from agent.testbed.local import node_configs
+from agent.testbed.topology import parse_topology
+from engines.bundle import load_bundle
+from engines.demo import DEMO_BUNDLE_DIR
+from engines.exit_profile import load_exit_profile
+
+BUNDLE = load_bundle(DEMO_BUNDLE_DIR)
+
+
+def _config(tmp_path, **over):
+    """The real node config of worker w1 of a source -> w1 -> w2 chain, with ``over``."""
+    topo = parse_topology({
+        "sources": [{"id": "s1", "share": 1.0}],
+        "workers": [{"id": "w1", "stage": 1, "last_stage": 2}, {"id": "w2", "stage": 3,
+                                                                  "last_stage": 4}],
+        "links": [{"from": "s1", "to": "w1"}, {"from": "w1", "to": "w2"}]})
+    cfg = node_configs(topo, BUNDLE.path, "fixed", 1.0, 1.0, str(tmp_path))["w1"]
+    return dataclasses.replace(cfg, **over)
+
+
+@pytest.mark.parametrize("interval_s,rounds", [(0.5, 4), (1.5, 4), (0.25, 9)])
+def test_the_loop_and_the_neighbour_limits_start_from_the_configured_silence(tmp_path,
+                                                                             interval_s, rounds):
+    """Rule: the configured silence is rounds x heartbeat interval; a built node's start-up
+    grace is the larger of it and ROUTE_GRACE_S, and a neighbour the config does not name is
+    gone after exactly that silence."""
+    cfg = _config(tmp_path, heartbeat_interval_s=interval_s, neighbour_timeout_rounds=rounds)
+    assert configured_silence_s(cfg) == pytest.approx(interval_s * rounds)
+    built = build(cfg)
+    try:
+        node = built.node
+        assert node._grace_s == max(ROUTE_GRACE_S, configured_silence_s(cfg))
+        assert node._silence.base_s == configured_silence_s(cfg)
+        assert node._silence.limit_s("not-in-the-config") == configured_silence_s(cfg)
+    finally:
+        built.close()
+
+
+def test_a_tiered_policy_waits_for_an_unheard_tier_for_the_configured_silence(tmp_path):
+    """Rule: a tiered policy's start-up wait (before it routes past a tier not yet heard) is
+    the node's configured silence, read from the same node config; it settles on the first
+    tick at least that long after its first."""
+    cfg = _config(tmp_path, heartbeat_interval_s=0.75, neighbour_timeout_rounds=3)
+    pol = TieredPolicy({}, {})
+    pol.configure(cfg, build_view(cfg, BUNDLE, load_exit_profile(BUNDLE.exit_profile_path)))
+    silence_s = configured_silence_s(cfg)
+    assert pol._grace_s == pytest.approx(silence_s)
+    pol.on_tick(None, 100.0)
+    pol.on_tick(None, 100.0 + silence_s - 0.01)
+    assert not pol._settled
+    pol.on_tick(None, 100.0 + silence_s)
+    assert pol._settled
