@@ -12,8 +12,9 @@ from agent.policies.setting import DEFAULT_TRADEOFF
 from agent.commands import seed_arg
 
 HELP = ("generate a scenario file for the DTO-EE paper's settings (paper-resnet101, paper-bert), "
-        "an MDI-Exit topology (mdi-local, mdi-2-node, mdi-3-node-mesh, ...) or the demo bundle "
-        "on tiers for DIMEE or MLCI (dimee-demo, dimee-demo-ee, mlci-demo)")
+        "an MDI-Exit topology (mdi-local, mdi-2-node, mdi-3-node-mesh, ...), the demo bundle "
+        "on tiers for DIMEE or MLCI (dimee-demo, dimee-demo-ee, mlci-demo) or a testbed "
+        "topology as plan and simulate model it (topology)")
 
 # MDI-Exit topologies, each node holding every stage: agent.scenario.mdi.topology_names, written
 # out here so that --help loads no numpy (a test holds the two lists equal)
@@ -23,12 +24,18 @@ MDI_SETTINGS = tuple("mdi-%s%s" % (t, v) for t in ("local", "2-node", "3-node-me
 # the demo bundle on end/mobile, edge and cloud: agent.scenario.tiered.SETTINGS (a test holds
 # the two lists equal)
 TIERED_SETTINGS = ("dimee-demo", "dimee-demo-ee", "mlci-demo")
-SETTINGS = ("paper-resnet101", "paper-bert") + MDI_SETTINGS + TIERED_SETTINGS
+# a testbed topology (--topology) at a total rate (--total-rate): agent.testbed.topology_scenario
+TOPOLOGY_SETTING = "topology"
+SETTINGS = ("paper-resnet101", "paper-bert") + MDI_SETTINGS + TIERED_SETTINGS + (TOPOLOGY_SETTING,)
+# --total-rate's default: the middle one of the testbed's default --rates
+DEFAULT_TOTAL_RATE = "60%"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Command-line options of ``scenario``."""
-    parser.add_argument("setting", choices=SETTINGS, help="which paper setting to generate")
+    parser.add_argument("setting", choices=SETTINGS,
+                        help="which setting to generate: a paper's, or topology (a testbed "
+                             "topology's, --topology)")
     parser.add_argument("--out", "-o", default=None,
                         help="scenario JSON to write (default ./SETTING.json); the synthetic exit "
                              "profile goes next to it as NAME.exit_profile.npz")
@@ -36,7 +43,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="seed of topology, devices and exit profile (default 0)")
     parser.add_argument("--rate", type=float, default=None,
                         help="tasks/s per source (default: the paper's, 4.8 ResNet101, 2.0 BERT; "
-                             "dimee-demo(-ee) 5, mlci-demo 2.5)")
+                             "dimee-demo(-ee) 5, mlci-demo 2.5; topology takes --total-rate)")
     parser.add_argument("--load", type=float, default=None,
                         help="paper-* settings: utilisation of the busiest stage at the paper's "
                              "rate, in (0, 1), sets the FLOP/s of one unit of device speed "
@@ -58,6 +65,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="mdi-* settings: FLOP/s of every node (default 2e10)")
     parser.add_argument("--link-rate", type=float, default=None,
                         help="mdi-* settings: bytes/s of every link (default 12.5e6)")
+    parser.add_argument("--topology", metavar="FILE", default=None,
+                        help="topology setting: a testbed topology JSON or the name of a shipped "
+                             "one whose workers each serve one stage (default: the testbed's "
+                             "default topology); written with its thresholds as the initial "
+                             "ones, links as shared servers (knobs.link_model shared) and "
+                             "baselines at fixed thresholds (knobs.baseline_thresholds fixed), "
+                             "as its agents run")
+    parser.add_argument("--total-rate", metavar="RATE", default=None,
+                        # argparse %-expands help texts: every literal % is written %%
+                        help="topology setting: total arrival rate over all sources, split by "
+                             "their shares, as testbed --rates takes one: tasks/s, or N%% of "
+                             "the topology's capacity (default "
+                             + DEFAULT_TOTAL_RATE.replace("%", "%%") + ")")
 
 
 # the options each family of settings takes (besides the setting, --out and --rate), with the
@@ -68,10 +88,15 @@ _OPTIONS = {
     "mdi": {"seed": 0, "samples": 10000, "tradeoff": DEFAULT_TRADEOFF, "mdi_mode": "fixed",
             "node_capacity": 2.0e10, "link_rate": 12.5e6},
     "tiered": {},
+    "topology": {"topology": None, "total_rate": DEFAULT_TOTAL_RATE},
 }
+_FAMILY_NAMES = {"paper": "paper-*", "mdi": "mdi-*", "tiered": "tiered",
+                 "topology": TOPOLOGY_SETTING}
 
 
 def _family(setting: str) -> str:
+    if setting == TOPOLOGY_SETTING:
+        return "topology"
     if setting in TIERED_SETTINGS:
         return "tiered"
     return "mdi" if setting.startswith("mdi-") else "paper"
@@ -88,9 +113,13 @@ def _fill_defaults(args: argparse.Namespace) -> None:
             if value is None or value is False:
                 setattr(args, name, takes[name])
         elif value is not None and value is not False:
-            users = " and ".join(f + "-*" for f in _OPTIONS if name in _OPTIONS[f])
-            raise UsageError("--%s: applies to %s settings, not %s"
-                             % (name.replace("_", "-"), users, args.setting))
+            users = " and ".join(_FAMILY_NAMES[f] for f in _OPTIONS if name in _OPTIONS[f])
+            raise UsageError("--%s: applies to %s, not %s" % (
+                name.replace("_", "-"), "the topology setting" if users == TOPOLOGY_SETTING
+                else users + " settings", args.setting))
+    if family == "topology" and args.rate is not None:  # per source there; a total here
+        raise UsageError("--rate: tasks/s per source of the paper's settings; the topology "
+                         "setting takes --total-rate (over all sources, split by their shares)")
 
 
 # upper bounds far above any real setting (the paper's 50 sources, ImageNet's 50,000 validation
@@ -138,7 +167,9 @@ def run(args: argparse.Namespace) -> int:
     _check_numbers(args)
     out = args.out or args.setting + ".json"
     check_output_file(out, "--out")
-    if args.setting in TIERED_SETTINGS:
+    if args.setting == TOPOLOGY_SETTING:
+        sc = _topology_scenario(args)
+    elif args.setting in TIERED_SETTINGS:
         from agent.scenario.tiered import tiered_setting
 
         sc = tiered_setting(args.setting, rate=args.rate)
@@ -165,3 +196,21 @@ def run(args: argparse.Namespace) -> int:
     for path in written:
         print(path)
     return 0
+
+
+def _topology_scenario(args: argparse.Namespace):
+    """The scenario of ``--topology`` at ``--total-rate``, read as ``testbed`` reads them (the
+    rate rounded to 0.01 tasks/s as its runs are)."""
+    from agent.commands.testbed import parse_rates
+    from agent.testbed.topology_scenario import load_testbed, topology_scenario
+
+    setting = load_testbed(args.topology)
+    rates = parse_rates(args.total_rate, setting.capacity_tasks_s, "--total-rate")
+    if len(rates) != 1:
+        raise UsageError("--total-rate: one rate, got %r" % args.total_rate)
+    cap = setting.capacity_tasks_s
+    comment = ("testbed topology %s at %g tasks/s over all sources%s, written by edge-agent "
+               "scenario topology" % (setting.topo.path, rates[0], "" if cap == float("inf")
+                                      else " (%.4g%% of its capacity, %.4g tasks/s)"
+                                      % (rates[0] / cap * 100.0, cap)))
+    return topology_scenario(setting, rates[0], comment)

@@ -63,9 +63,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rounds", type=int, default=None,
                         help="DTO-EE rounds per configuration phase (default: the scenario's "
                              "rounds knob, else %d: 100 ms)" % SIM_ROUNDS)
+    # "else delay": agent.policies.model.SIM_DEFAULT_LINK_MODEL, written out (--help loads no
+    # numpy)
     parser.add_argument("--link-model", choices=("delay", "shared"), default=None,
                         help="hop = fixed beta/r delay, or links as shared servers (default: "
-                             "the scenario's link_model knob, else delay)")
+                             "the scenario's link_model knob, else delay, the paper's, which "
+                             "its reproductions use; plan's default is shared); results.json "
+                             "records the one used")
     parser.add_argument("--discipline", choices=("ps", "fifo"), default="ps",
                         help="service discipline of workers (default ps, the paper's)")
     parser.add_argument("--cold-start", action="store_true",
@@ -139,7 +143,8 @@ def _run(args: argparse.Namespace) -> int:
         cfg = SimConfig(duration_s=args.duration, slot_s=args.slot,
                         round_delay_s=args.round_delay, warmup_s=args.warmup, seed=args.seed,
                         link_model=args.link_model, discipline=args.discipline,
-                        configured_start=not args.cold_start, sample_rows=row_set).validate()
+                        configured_start=not args.cold_start, sample_rows=row_set
+                        ).validate().resolved(sc.knobs)  # results.json: the link model used
     except ValueError as exc:
         raise UsageError("--%s" % str(exc).replace("_s:", ":").replace("_", "-"))
     if args.warmup >= args.duration:

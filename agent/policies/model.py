@@ -41,6 +41,9 @@ Routing = Dict[str, Dict[str, float]]
 
 LINK_MODELS = ("shared", "delay")  # a link as a server of r bytes/s / the paper's fixed beta/r
 DEFAULT_LINK_MODEL = "shared"
+# the simulator's when neither its config nor the scenario says: the paper's fixed beta/r, on
+# which the paper reproductions (docs/benchmarks.md) were run and stay comparable
+SIM_DEFAULT_LINK_MODEL = "delay"
 
 # Wire overhead of one data message, measured (bench/wire_overhead.py, docs/dtoee.md): the
 # header and ZMTP framing add 170 bytes of TCP payload to the tensor; every TCP segment of at

@@ -55,7 +55,8 @@ KnobParser = Callable[[Mapping[str, Any], str, Type[Exception]], Any]
 @dataclasses.dataclass(frozen=True)
 class PlanRequest:
     """What ``plan`` asks a planner: the command's options and the scenario's DTO-EE knobs
-    (every planner tunes thresholds with DTO-EE's threshold step)."""
+    (every planner tunes thresholds with DTO-EE's threshold step; the baselines' do not when
+    knobs.baseline_thresholds is "fixed")."""
 
     params: DtoeeParams
     rounds: Optional[int] = None  # --rounds; None = the policy's own default
@@ -156,6 +157,7 @@ def check_scenario_knobs(knobs: Mapping[str, Any], where: str = "knobs") -> None
     Fields(knobs, where, ScenarioError).reject_unknown(sorted(known))
     parse_knobs(knobs, where)
     ga_staleness_knob(knobs, where)
+    baselines.baseline_thresholds_knob(knobs, where)
     for name in sorted(set(knobs) & set(_ROWS)):  # a policy's own section: {knob: value}
         if not isinstance(knobs[name], Mapping):
             raise ScenarioError("%s.%s: must be an object {knob: value}, got %.100r"
@@ -243,6 +245,7 @@ def _optimum(scenario: Scenario, req: PlanRequest) -> PolicyResult:
 
 
 _CENTRAL = "a central computation over the whole network's state, which no node holds"
+_TUNED = ("baseline_thresholds",)  # the baselines' planners: tuned or fixed thresholds
 
 for _row in (
     PolicyRow("dtoee", "DTO-EE: distributed routing and exit thresholds (the default)",
@@ -258,22 +261,23 @@ for _row in (
               agent=lambda th, k, s: BaselinePolicy("cf", th, k, s),
               agent_knobs=parse_baseline_knobs,
               sim=lambda n, r, o: _stateless(n, lambda s: baselines.cf_routing(s, **o.get(n, {}))),
-              planner=lambda s, q: baselines.cf_routing(s)),
+              planner=lambda s, q: baselines.cf_routing(s), scenario_knobs=_TUNED),
     PolicyRow("bf", "bandwidth-first: split by the link rates",
               agent=lambda th, k, s: BaselinePolicy("bf", th, k, s),
               agent_knobs=parse_baseline_knobs,
               sim=lambda n, r, o: _stateless(n, lambda s: baselines.bf_routing(s, **o.get(n, {}))),
-              planner=lambda s, q: baselines.bf_routing(s)),
+              planner=lambda s, q: baselines.bf_routing(s), scenario_knobs=_TUNED),
     PolicyRow("ngto", "NGTO: offloaders' best responses in turn", not_in_agent=_CENTRAL,
               sim=lambda n, r, o: _stateless(n, lambda s: baselines.ngto(s, **o.get(n, {})),
                                              _ngto_rounds),
-              planner=lambda s, q: baselines.ngto(s, max_rounds=q.rounds or 100)),
+              planner=lambda s, q: baselines.ngto(s, max_rounds=q.rounds or 100),
+              scenario_knobs=_TUNED),
     PolicyRow("ga", "GA: the sources' genetic path search", not_in_agent=_CENTRAL,
               sim=lambda n, r, o: _stateless(n, lambda s: baselines.ga(s, **dict(
                   {"staleness": ga_staleness_knob(s.knobs)}, **o.get(n, {})))),
               planner=lambda s, q: baselines.ga(s, rounds=q.rounds or 20,
                                                 staleness=_ga_staleness(s, q), seed=q.seed),
-              scenario_knobs=("ga_staleness",)),
+              scenario_knobs=("ga_staleness",) + _TUNED),
     PolicyRow(MDI_EXIT, "MDI-Exit: per-task queues, admission and threshold adaptation",
               agent=MdiExitPolicy,
               agent_knobs=lambda k, w, e: params_from_knobs(k, w),

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Optional
+from dataclasses import dataclass, replace
+from typing import Any, Dict, Mapping, Optional
 
+from agent.policies.model import SIM_DEFAULT_LINK_MODEL, link_model_of
 from agent.policies.splits import ROW_SETS
 from agent.sim.environment import DynamicConfig
 
@@ -19,7 +20,8 @@ class SimConfig:
     warmup_s: float = 0.0  # tasks created before this are left out of the summary
     seed: int = 0  # same seed -> same arrivals, samples and dynamic changes for every policy
     # "delay": a hop costs beta/r; "shared": a link is a server of r B/s carrying the wire
-    # bytes; None: the scenario's link_model knob, else "delay" (the policies plan with it too)
+    # bytes; None: the scenario's link_model knob, else SIM_DEFAULT_LINK_MODEL ("delay", the
+    # paper's, for its reproductions; plan's default is "shared"); the policies plan with it too
     link_model: Optional[str] = None
     discipline: str = "ps"  # service at workers and shared links: "ps" or "fifo"
     service: str = "deterministic"  # work per task: "deterministic" (alpha) or "exponential"
@@ -31,6 +33,13 @@ class SimConfig:
     # exit-profile rows the tasks carry: None = the policy's choice (all rows unless it learns
     # on the validation rows), "all", "validation" (even rows) or "test" (odd rows)
     sample_rows: Optional[str] = None
+
+    def resolved(self, knobs: Mapping[str, Any]) -> "SimConfig":
+        """This config with ``link_model`` the one a run on a scenario with ``knobs`` uses:
+        its own, else the scenario's ``link_model`` knob, else ``SIM_DEFAULT_LINK_MODEL``."""
+        merged: Dict[str, Any] = {"link_model": SIM_DEFAULT_LINK_MODEL}
+        merged.update(knobs)
+        return replace(self, link_model=self.link_model or link_model_of(merged))
 
     def validate(self) -> "SimConfig":
         """Raise ValueError naming the first bad field."""

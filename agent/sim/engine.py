@@ -23,10 +23,9 @@ import heapq
 import itertools
 import random
 from collections import deque
-from dataclasses import replace
 from typing import Any, Dict, List, Optional
 
-from agent.policies.model import hop_bytes, link_model_of, transmission_delay, with_link_model
+from agent.policies.model import hop_bytes, transmission_delay, with_link_model
 from agent.policies.setting import Scenario
 from agent.policies.sim_api import Decision, SimPolicy, SlotView, refuse_tiers
 from agent.policies.splits import nonempty_rows
@@ -45,9 +44,10 @@ class Simulator:
     def __init__(self, scenario: Scenario, policy: SimPolicy, config: SimConfig = SimConfig()):
         if not policy.tiered:
             refuse_tiers(scenario, "policy %r" % policy.name)
-        # one link model, planned with and simulated: the config's, else the knob, else "delay"
-        model = config.link_model or link_model_of({"link_model": "delay", **scenario.knobs})
-        scenario, config = with_link_model(scenario, model), replace(config, link_model=model)
+        # one link model, planned with and simulated: the config's, else the scenario's knob,
+        # else SIM_DEFAULT_LINK_MODEL (the paper's, agent.policies.model says why)
+        config = config.resolved(scenario.knobs)
+        scenario = with_link_model(scenario, config.link_model)
         self.base = scenario
         self.policy = policy
         self.config = config.validate()

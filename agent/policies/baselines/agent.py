@@ -17,13 +17,17 @@ from typing import Any, Dict, Mapping, Type
 from agent.config.fields import Fields
 from agent.errors import UsageError
 from agent.policies.api import AgentPolicy, NodeView
-from agent.policies.baselines.plans import proportional_split
+from agent.policies.baselines.plans import NOT_IN_AGENT, proportional_split
 
 
 def parse_baseline_knobs(knobs: Mapping[str, Any], where: str = "policy_knobs",
                          error: Type[Exception] = UsageError) -> None:
-    """``cf`` and ``bf`` take no knobs: any key in ``knobs`` is an error naming it."""
-    Fields(knobs, where, error).reject_unknown(())
+    """``cf`` and ``bf`` take no knobs: any key in ``knobs`` is an error naming it (a
+    planners' knob, such as ``baseline_thresholds``, saying why a node does not use it)."""
+    f = Fields(knobs, where, error)
+    for key in sorted(set(knobs) & set(NOT_IN_AGENT)):
+        raise f.fail(key, "not used by a node: " + NOT_IN_AGENT[key])
+    f.reject_unknown(())
 
 
 class BaselinePolicy(AgentPolicy):

@@ -13,6 +13,9 @@
 All return a ``PolicyResult`` (``agent.policies.model``). With an exit profile the thresholds
 are tuned as the paper does for every baseline: the same threshold step (eqs. 17-18), with the
 marginal delays of the baseline's routing, alternating with the routing until neither moves.
+The scenario knob ``baseline_thresholds`` = "fixed" turns that off for all four: they route
+only, at the scenario's initial thresholds, as the agents' ``cf`` and ``bf`` run (a node cannot
+tune without DTO-EE's messages), so ``plan`` and ``simulate`` predict what a testbed measures.
 ``mean_response_time`` (eq. 8) is re-exported here for callers that evaluate a routing.
 """
 
@@ -45,6 +48,18 @@ from engines.exit_profile import exit_stats
 # --staleness both take it: plan --rounds stops at the same number, and a state older than
 # every round of a run changes nothing
 MAX_STALENESS_ROUNDS = 100000
+
+# the scenario knob baseline_thresholds: "tuned", the DTO-EE paper's baselines ("We adaptively
+# adjust confidence thresholds across all baselines"), or "fixed", routing only at the initial
+# thresholds, as a node's cf and bf run
+BASELINE_THRESHOLDS = ("tuned", "fixed")
+
+# baseline knobs only the whole-network planners read; in a node's policy_knobs they would be
+# silently without effect, so a node config refuses them, saying why
+NOT_IN_AGENT = {
+    "baseline_thresholds": "a node's cf and bf keep the thresholds of its config (tuning them "
+                           "takes DTO-EE's messages); plan and simulate only",
+}
 
 Router = Callable[[np.ndarray, Optional[np.ndarray]], Tuple[np.ndarray, int, bool]]
 
@@ -193,6 +208,16 @@ def staleness_knob(knobs: Mapping[str, Any], where: str = "knobs") -> int:
                                                    hi=MAX_STALENESS_ROUNDS)
 
 
+def baseline_thresholds_knob(knobs: Mapping[str, Any], where: str = "knobs") -> str:
+    """The ``baseline_thresholds`` scenario knob: "tuned" (the default) or "fixed"; anything else
+    is an error naming ``where.baseline_thresholds`` and both values."""
+    f = Fields(knobs, where, ScenarioError)
+    value = f.value("baseline_thresholds", BASELINE_THRESHOLDS[0])
+    if not isinstance(value, str) or value not in BASELINE_THRESHOLDS:
+        raise f.fail("baseline_thresholds", "must be one of %s" % "|".join(BASELINE_THRESHOLDS))
+    return value
+
+
 def ga(scenario: Scenario, thresholds: Optional[Mapping[int, float]] = None,
        rounds: int = 20, staleness: int = 1, mix: float = 0.2, population: int = 12,
        generations: int = 6, seed: int = 0) -> PolicyResult:
@@ -219,8 +244,10 @@ def _with_thresholds(policy: str, scenario: Scenario, net: Network, route: Route
                      thresholds: Optional[Mapping[int, float]],
                      params: Optional[DtoeeParams] = None, max_alternations: int = 4
                      ) -> PolicyResult:
-    """Run ``route`` and, with an exit profile, DTO-EE's threshold step on its routing."""
+    """Run ``route`` and, with an exit profile, DTO-EE's threshold step on its routing
+    (unless ``thresholds`` are given or the ``baseline_thresholds`` knob is "fixed")."""
     profile = scenario.exit_profile
+    fixed = baseline_thresholds_knob(scenario.knobs) == "fixed"
     if profile is None:
         p, rounds, conv = route(np.asarray(scenario.remaining, dtype=np.float64), None)
         return make_result(policy, scenario, net, p, None, rounds, conv)
@@ -228,7 +255,7 @@ def _with_thresholds(policy: str, scenario: Scenario, net: Network, route: Route
     exits = profile.early_exit_stages
     th = {h: params.initial_threshold for h in exits}
     th.update({int(k): float(v) for k, v in (thresholds or {}).items()})
-    if thresholds is not None or not exits:  # thresholds given: route only
+    if thresholds is not None or not exits or fixed:  # thresholds given or fixed: route only
         p, rounds, conv = route(exit_stats(profile, th).remaining, None)
         return make_result(policy, scenario, net, p, th, rounds, conv)
     bounds = accuracy_range(profile)
