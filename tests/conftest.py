@@ -1,7 +1,8 @@
 """Test-wide settings: one thread for every numeric library, so the suite behaves the same on a
 loaded 2-core CI machine as on a workstation; and the ``exclusive`` mark for the few tests that
 compare CPU times, which run with no other test beside them when the suite runs on several
-pytest-xdist workers (``-n 2`` in setup.cfg)."""
+pytest-xdist workers (``-n 2`` in setup.cfg): nor beside another file's module fixtures, set
+up or torn down or kept between that file's tests."""
 
 import fcntl
 import os
@@ -36,22 +37,68 @@ def _lock(name):
     return os.open(os.path.join(folder, name), os.O_RDWR | os.O_CREAT, 0o600)
 
 
-@pytest.fixture(autouse=True)
-def _exclusive_gate(request):
-    """A readers-writer lock over the workers: every test holds "run" shared, an ``exclusive``
-    test holds it alone. Both pass through "gate" first, which an exclusive test keeps while
-    it waits, so the others cannot keep it waiting by starting test after test."""
-    if not hasattr(request.config, "workerinput"):  # one process: nothing runs beside a test
+class _Gate:
+    """This worker's side of the readers-writer lock over the workers: "run" is held shared
+    from the start of a test file's first test until its last test has torn down (the file's
+    module fixtures, and the agents or pip runs they keep going between tests, included), and
+    held alone for an ``exclusive`` test. Both pass through "gate" first, which an exclusive
+    test keeps while it waits, so the other worker cannot keep it waiting by starting file
+    after file. A worker gives up its shared hold before it waits for the gate (two workers
+    each holding "run" shared while the one at the gate waits for the other: no deadlock), so
+    a file with an ``exclusive`` test among others keeps its own module fixtures set up beside
+    the other worker's exclusive test: such a file keeps none that run anything."""
+
+    def __init__(self):
+        self.gate, self.run = _lock("gate"), _lock("run")
+        self.held = None  # None, "shared" or "exclusive"
+
+    def enter(self, exclusive):
+        if exclusive:
+            if self.held:
+                fcntl.flock(self.run, fcntl.LOCK_UN)
+                self.held = None
+            fcntl.flock(self.gate, fcntl.LOCK_EX)
+            fcntl.flock(self.run, fcntl.LOCK_EX)
+            self.held = "exclusive"  # the gate stays taken until the test has ended
+        elif not self.held:
+            fcntl.flock(self.gate, fcntl.LOCK_EX)
+            fcntl.flock(self.run, fcntl.LOCK_SH)
+            fcntl.flock(self.gate, fcntl.LOCK_UN)
+            self.held = "shared"
+
+    def leave(self, same_file_next):
+        """After a test's teardown; ``same_file_next``: the next test is of the same file, so
+        the file's module fixtures are still set up."""
+        if same_file_next:
+            if self.held == "exclusive":  # the gate is still ours: no one takes "run" meanwhile
+                fcntl.flock(self.run, fcntl.LOCK_SH)
+                self.held = "shared"
+        elif self.held:
+            fcntl.flock(self.run, fcntl.LOCK_UN)
+            self.held = None
+        fcntl.flock(self.gate, fcntl.LOCK_UN)  # a no-op where this worker does not hold it
+
+
+_gate = []  # this worker's _Gate, made at its first test
+
+
+def _file_of(item):
+    return item.nodeid.split("::", 1)[0]
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item, nextitem):
+    """The lock around a test's whole run (setup, call, teardown): the module fixtures a test
+    file sets up at its first test and tears down at its last are inside it, which a
+    function fixture's hold would not cover. One process: nothing runs beside a test."""
+    if not hasattr(item.config, "workerinput"):
         yield
         return
-    exclusive = request.node.get_closest_marker("exclusive") is not None
-    gate, run = _lock("gate"), _lock("run")
+    if not _gate:
+        _gate.append(_Gate())
+    gate = _gate[0]
+    gate.enter(item.get_closest_marker("exclusive") is not None)
     try:
-        fcntl.flock(gate, fcntl.LOCK_EX)
-        fcntl.flock(run, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
-        if not exclusive:
-            fcntl.flock(gate, fcntl.LOCK_UN)
         yield
     finally:
-        os.close(run)  # closing drops the locks
-        os.close(gate)
+        gate.leave(nextitem is not None and _file_of(nextitem) == _file_of(item))

@@ -13,7 +13,7 @@ import sys
 import pytest
 
 from agent.config.node import ConfigError, parse_config
-from agent.errors import EXIT_CONFIG
+from agent.errors import EXIT_CONFIG, UsageError
 from agent.ops.metrics import AgentMetrics
 from agent.testbed.procs import free_ports
 from engines.accelerator import (AcceleratorUnavailable, check_engines, report_engines,
@@ -106,7 +106,7 @@ def test_none_runs_on_the_cpu_on_purpose():
     assert engine.info["providers"] == ["CPUExecutionProvider"]
     assert not engine.info.get("fallbacks")
     assert check_engines("none", {1: engine})["1"]["on_gpu"] is False
-    with pytest.raises(Exception, match="needs the GPU"):
+    with pytest.raises(UsageError, match="needs the GPU"):
         load_engine(stage, backend="tensorrt", accelerator="none")
 
 
@@ -128,7 +128,7 @@ def test_int8_is_refused_the_same_way_by_config_cli_and_engine(tmp_path):
                       "data_address": "tcp://127.0.0.1:5542"}]}
     with pytest.raises(ConfigError, match="int8 is not supported"):
         parse_config(raw)
-    with pytest.raises(Exception, match="int8 is not supported"):
+    with pytest.raises(UsageError, match="int8 is not supported"):
         load_engine(load_bundle(DEMO_BUNDLE_DIR).stages[0], precision="int8")
     proc = subprocess.run([sys.executable, "-m", "agent", "calibrate", "--bundle", DEMO_BUNDLE_DIR,
                            "--precision", "int8", "--state-dir", str(tmp_path / "cal")],

@@ -8,7 +8,8 @@ pip evaluates environment markers with the interpreter it runs on, so each case 
 real interpreter of that Python version (pyenv's, or python3.X on PATH); the aarch64 wheels come
 from --platform. ``.`` is the project's wheel, built once by pip as ``pip install .`` builds it,
 and the cases resolve at once. Skipped with the reason when no such interpreter exists or the
-index cannot be reached.
+index cannot be reached, before the resolutions or while pip runs them (its output names the
+connection that failed).
 """
 
 import json
@@ -23,6 +24,35 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 AARCH64_TAGS = ("manylinux2014_aarch64", "manylinux_2_17_aarch64", "manylinux_2_28_aarch64",
                 "linux_aarch64")
 PIP_TIMEOUT_S = 600
+# What pip prints (its own words, urllib3's and the resolver's) where it could not reach the
+# package index: this machine's network, not the project's requirements, is at fault.
+NETWORK_FAILURES = ("ConnectionError", "NewConnectionError", "ConnectTimeoutError",
+                    "ReadTimeoutError", "Max retries", "Could not fetch", "connection broken by",
+                    "Temporary failure in name resolution", "Network is unreachable",
+                    "Connection reset by peer", "Connection refused", "RemoteDisconnected")
+
+
+class IndexLost(Exception):
+    """pip failed because it could not reach the package index (the message says where)."""
+
+
+def _index_lost(out: str) -> str:
+    """The line of a failed pip run's output ``out`` that says it could not reach the index,
+    or '' (also where pip found the requirements in conflict: the project's fault)."""
+    if "ResolutionImpossible" in out:
+        return ""
+    for line in out.splitlines():
+        if any(word in line for word in NETWORK_FAILURES):
+            return "pip could not reach the package index: %s" % line.strip()[:300]
+    return ""
+
+
+def _pip_failed(returncode: int, out: str) -> None:
+    """Raise ``IndexLost`` for a pip run that failed on the network, AssertionError (with
+    pip's output) for any other failure."""
+    if returncode != 0 and _index_lost(out):
+        raise IndexLost(_index_lost(out))
+    assert returncode == 0, out[-3000:]
 
 
 def _interpreter(version: str):
@@ -43,9 +73,12 @@ def _interpreter(version: str):
 
 
 def _index_reachable(python: str) -> bool:
-    proc = subprocess.run([python, "-m", "pip", "index", "versions", "jetson-stats"],
-                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                          universal_newlines=True, timeout=120)
+    try:
+        proc = subprocess.run([python, "-m", "pip", "index", "versions", "jetson-stats"],
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              universal_newlines=True, timeout=120)
+    except subprocess.TimeoutExpired:  # an index that does not answer
+        return False
     return proc.returncode == 0 and "jetson-stats" in proc.stdout
 
 
@@ -68,13 +101,14 @@ def _start(python: str, version: str, spec: str, folder: str, tags):
 
 
 def _report(proc, folder: str) -> dict:
-    """{package: version} that the finished resolution ``proc`` reported."""
+    """{package: version} that the finished resolution ``proc`` reported (``IndexLost``
+    where it failed on the network)."""
     try:
         out = proc.communicate(timeout=PIP_TIMEOUT_S)[0]
     except subprocess.TimeoutExpired:
         proc.kill()
         out = proc.communicate()[0] + "\n(timed out after %d s)" % PIP_TIMEOUT_S
-    assert proc.returncode == 0, out[-3000:]
+    _pip_failed(proc.returncode, out)
     with open(os.path.join(folder, "report.json")) as f:
         items = json.load(f)["install"]
     return {i["metadata"]["name"].lower().replace("_", "-"): i["metadata"]["version"]
@@ -82,11 +116,12 @@ def _report(proc, folder: str) -> dict:
 
 
 def _wheel(python: str, folder: str) -> str:
-    """The project's wheel, built by pip as ``pip install .`` builds it before it resolves."""
+    """The project's wheel, built by pip as ``pip install .`` builds it before it resolves
+    (``IndexLost`` where its build requirements could not be fetched)."""
     proc = subprocess.run([python, "-m", "pip", "wheel", "--no-deps", "--quiet", "-w", folder,
                            REPO], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                           universal_newlines=True, timeout=PIP_TIMEOUT_S)
-    assert proc.returncode == 0, proc.stdout[-3000:]
+    _pip_failed(proc.returncode, proc.stdout)
     (name,) = [n for n in os.listdir(folder) if n.endswith(".whl")]
     return os.path.join(folder, name)
 
@@ -94,10 +129,11 @@ def _wheel(python: str, folder: str) -> str:
 @pytest.fixture(scope="module")
 def resolved(tmp_path_factory):
     """case -> {package: version}, the AssertionError it failed with, or the reason it cannot
-    run here. pip builds the project's wheel once (``.[extra]`` is that wheel's metadata: what
-    ``pip install '.[extra]'`` builds and resolves) and the resolutions run at once (each is
-    seconds of pip's CPU; in turn they took 40 s on a 2-core machine); each test asserts on its
-    own case."""
+    run here (no interpreter, or the index not reached: before or during pip's run). pip
+    builds the project's wheel once (``.[extra]`` is that wheel's metadata: what ``pip
+    install '.[extra]'`` builds and resolves) and the resolutions run at once (each is seconds
+    of pip's CPU; in turn they took 40 s on a 2-core machine); each test asserts on its own
+    case."""
     pythons, reachable, runnable, got = {}, {}, {}, {}
     for case, (version, spec, tags) in CASES.items():
         if tags == X86_64_TAGS and platform.machine() != "x86_64":
@@ -122,6 +158,8 @@ def resolved(tmp_path_factory):
         wheel = _wheel(next(iter(runnable.values())), str(tmp_path_factory.mktemp("wheel")))
     except AssertionError as exc:  # every runnable case fails with pip's output
         return dict(got, **{case: exc for case in runnable})
+    except IndexLost as exc:  # every runnable case is skipped with the reason
+        return dict(got, **{case: str(exc) for case in runnable})
     started = {}
     try:
         for case, python in runnable.items():
@@ -134,6 +172,8 @@ def resolved(tmp_path_factory):
                 got[case] = _report(proc, folder)
             except AssertionError as exc:  # the test of this case fails with pip's output
                 got[case] = exc
+            except IndexLost as exc:  # the test of this case is skipped with the reason
+                got[case] = str(exc)
     finally:
         for proc, _ in started.values():
             if proc.poll() is None:

@@ -32,10 +32,12 @@ def _wrapper():
 
 
 def test_a_transfer_over_a_link_shaped_to_r_takes_b_over_r_and_leaves_no_namespace():
-    """Smoke test: three namespaces, a -> b shaped to R; B bytes from a to b take B/R within
-    15% while a -> c (unshaped) is far faster; one message alone on the idle link is not let
-    through at once (it takes at least half its wire bytes over R: no segmentation offload, no
-    free burst); no testbed namespace is left afterwards."""
+    """Smoke test: three namespaces, a -> b shaped to R; B bytes from a to b take at least
+    0.85 B/R (the shaping is in force; a loaded machine only makes it slower, so the upper
+    bound, 3 B/R, is loose: it catches a rate set in the wrong unit) while a -> c (unshaped)
+    takes less than half of B/R (it is not shaped to R); one message alone on the idle link is
+    not let through at once (it takes at least half its wire bytes over R: no segmentation
+    offload, no free burst); no testbed namespace is left afterwards."""
     wrap = _wrapper()
     rate, nbytes = 200e3, 600000
     env = dict(os.environ, PYTHONPATH=REPO)
@@ -45,8 +47,11 @@ def test_a_transfer_over_a_link_shaped_to_r_takes_b_over_r_and_leaves_no_namespa
                          universal_newlines=True)
     assert out.returncode == 0, out.stderr[-2000:]
     got = json.loads(out.stdout.strip().splitlines()[-1])
-    assert abs(got["shaped_s"] / (nbytes / rate) - 1.0) <= 0.15, got
-    assert got["unshaped_s"] < 0.2 * got["shaped_s"], got
+    b_over_r = nbytes / rate
+    assert 0.85 * b_over_r <= got["shaped_s"] <= 3.0 * b_over_r, got
+    # a -> c shaped to R too would take 0.85 B/R at least; unshaped, the 600 kB take
+    # milliseconds of CPU, so half of B/R (1.5 s) leaves a loaded machine's scheduler room
+    assert got["unshaped_s"] < 0.5 * b_over_r, got
     assert got["message_s"] >= 0.5 * got["message_wire_s"], got
     assert got["left"] == []
     if not wrap:  # as root the namespaces are the host's: none may be left there

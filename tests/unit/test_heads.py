@@ -10,6 +10,7 @@ import pytest
 from onnx import TensorProto, helper
 
 from agent.cli import main as cli
+from agent.errors import UsageError
 from engines.heads import make_heads
 from engines.heads_fit import _Net, fit_head, split_holdout
 from engines.heads_graph import HeadSpec
@@ -298,8 +299,8 @@ def test_a_backbone_ending_in_softmax_is_refused_naming_the_logits_to_give(tmp_p
     onnx.save(model, path)
     y = np.arange(90) % 3
     x = np.random.default_rng(2).normal(size=(90, 6)).astype(np.float32)
-    with pytest.raises(Exception, match=r"output 'probs' looks like softmax probabilities .*"
-                                        r"give the logits, the tensor before the Softmax"):
+    with pytest.raises(UsageError, match=r"output 'probs' looks like softmax probabilities .*"
+                                         r"give the logits, the tensor before the Softmax"):
         make_heads(path, ["hid"], x, y, out)
     import os
     assert not os.path.exists(out)
