@@ -6,6 +6,11 @@ power mode, capacity, queues, the policy it runs, routing shares, exit threshold
 reason (with the clients refused at a source's CURVE client endpoint) and which neighbours it
 hears; nodes running different policies are named in one warning line under the table. Role and
 stage come from the fleet manifest (``fleet render``'s ``fleet.json``) when there is one.
+
+A node whose endpoint does not answer may still run: its metrics off (``metrics_port = 0``) or
+on another port than the manifest's. The nodes that answer say whom they hear
+(``edge_agent_neighbour_alive``), so such a node's line names those that hear it
+(``heard_by``), and a refused endpoint is not taken for a dead agent.
 """
 
 from __future__ import annotations
@@ -158,7 +163,17 @@ def fleet_status(nodes: Mapping[str, Mapping[str, Any]], timeout_s: float = 2.0
             st["metrics_tunnel"] = meta["metrics_tunnel"]
             st["metrics_local"] = str(meta.get("metrics_local") or "127.0.0.1:PORT")
         out[n] = st
+    for n, st in out.items():
+        if not st.get("alive"):
+            st["heard_by"] = heard_by(out, n)
     return out
+
+
+def heard_by(status: Mapping[str, Mapping[str, Any]], node: str) -> List[str]:
+    """The answering nodes that report ``node`` alive (their ``edge_agent_neighbour_alive``
+    series for it is 1), sorted."""
+    return sorted(m for m, s in status.items()
+                  if m != node and s.get("alive") and s.get("neighbours", {}).get(node))
 
 
 def _fmt_tasks(s: Mapping[str, Any]) -> str:
@@ -215,9 +230,17 @@ def format_status(status: Mapping[str, Mapping[str, Any]]) -> str:
 
 
 def _not_answering(n: str, s: Mapping[str, Any]) -> str:
-    """The line on a node that does not answer: why, its URL, and when its metrics listen on
-    the device's loopback (``fleet.json``'s ``metrics_tunnel``), the tunnel that reaches them."""
+    """The line on a node that does not answer: why, its URL, the answering nodes that still
+    hear it (it runs: its metrics are off or elsewhere), and when its metrics listen on the
+    device's loopback (``fleet.json``'s ``metrics_tunnel``), the tunnel that reaches them."""
     line = "%s: %s (%s)" % (n, s.get("error"), s.get("url"))
+    hear = s.get("heard_by") or []
+    if hear and s.get("url"):
+        line += ("; but %s hear%s it: the agent runs, its metrics off (metrics_port = 0) or on "
+                 "another port?" % (", ".join(hear), "s" if len(hear) == 1 else ""))
+    elif hear:  # no endpoint to read (metrics_port = 0 in the render)
+        line += "; %s hear%s it: the agent runs" % (", ".join(hear),
+                                                     "s" if len(hear) == 1 else "")
     if s.get("metrics_tunnel"):
         line += ("; its metrics listen on the device's loopback only: tunnel (%s) and use "
                  "--endpoints %s" % (s["metrics_tunnel"], s.get("metrics_local")))

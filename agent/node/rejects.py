@@ -7,6 +7,12 @@ at most once per ``REJECT_LOG_INTERVAL_S``, with how many more came meanwhile, b
 pairs are forgotten every ``FIRST_PAIRS_FORGET_S``: a sender still at it is named again). So
 an operator learns that something sends garbage, and every sender that does (three peers of
 an older wire protocol are three lines, not one a minute), without a flood in the journal.
+
+A sender is a node id. A connection that gives none (a source's clients, whose routing ids
+ZeroMQ makes afresh for each connection; anything not an agent on the data socket) is one
+sender, ``ANONYMOUS``, however many connections it makes: named by its random routing id, each
+new connection took a fresh first line (30 bad inputs over 30 connections were 30 lines in a
+tenth of a second, each naming an id nobody can look up).
 """
 
 from __future__ import annotations
@@ -21,17 +27,20 @@ log = logging.getLogger("agent.node.loop")  # the loop's step: logged under its 
 
 REJECT_LOG_INTERVAL_S = 60.0  # at most one line per this many seconds about refused input
 FIRST_PAIRS = 64  # (reason, sender) pairs whose first drop is logged at once: a bound on lines
-# ... forgotten this often, so clients (a new routing id per connection) filling the set do not
-# keep a later peer of another wire protocol from being named for the rest of the process
+# ... forgotten this often, so senders of many names filling the set do not keep a later peer
+# of another wire protocol from being named for the rest of the process
 FIRST_PAIRS_FORGET_S = 3600.0
+ANONYMOUS = "a client"  # the one sender of every connection without a node id
 
 
 def sender_label(who: Any) -> str:
-    """A sender for a log line: a node id as it is; a routing id that is not printable ASCII
-    (a client's, ZeroMQ-made) in hex."""
+    """A sender for a log line: a node id as it is; a routing id that is no node id (empty,
+    or not printable ASCII: ZeroMQ makes a client's from a zero byte and a counter)
+    ``ANONYMOUS``."""
     if isinstance(who, (bytes, bytearray)):
         text = bytes(who).decode("ascii", "replace")
-        return text if text.isprintable() and "\ufffd" not in text else "0x" + bytes(who).hex()
+        named = text.isprintable() and "\ufffd" not in text
+        return text if named and text else ANONYMOUS
     return str(who)
 
 

@@ -9,7 +9,10 @@ line per change would fill the journal. Here the changes of one key are logged a
 logged at once; a key's first state does not count); a change held back by the limit is
 logged by ``flush()`` once due, with the
 counts since the last line (at the most severe level among them), so the last line about a key
-always tells its present state.
+always tells its present state. A line that goes out more than ``LATE_S`` after the change it
+tells of says when that change happened, by the wall clock (``(at 10:17:48)``; with the counts,
+``(3 changes since the last line: alive 1, gone 2; the last at 10:17:48)``): the line's own
+time stamp is the flush's, up to ``interval_s`` later.
 """
 
 from __future__ import annotations
@@ -21,9 +24,11 @@ from typing import Callable, Deque, Dict, List
 
 log = logging.getLogger("agent.node.loop")
 
+LATE_S = 1.0  # a line logged this long after its change says when the change happened
+
 
 class _Key:
-    __slots__ = ("line", "logged_at", "since", "held_level")
+    __slots__ = ("line", "logged_at", "since", "held_level", "changed_at", "changed_wall")
 
     def __init__(self, burst: int) -> None:
         self.line = ""  # the line of the present state
@@ -31,6 +36,8 @@ class _Key:
         self.since: Counter = Counter()  # changes by state since that line, logged or not
         # the most severe level among the changes not yet logged (the next line's level)
         self.held_level = logging.NOTSET
+        self.changed_at = 0.0  # clock() of the latest change
+        self.changed_wall = 0.0  # wall() of the latest change: what a late line names
 
 
 class StateLog:
@@ -38,10 +45,11 @@ class StateLog:
     with its status line) and with ``final`` when it stops."""
 
     def __init__(self, interval_s: float = 60.0, clock: Callable[[], float] = time.monotonic,
-                 burst: int = 2):
+                 burst: int = 2, wall: Callable[[], float] = time.time):
         self.interval_s = float(interval_s)
         self.burst = burst
         self.clock = clock
+        self.wall = wall  # Unix seconds, for the time a late line names
         self._keys: Dict[str, _Key] = {}  # a few per configured peer: bounded by the config
 
     def event(self, key: str, state: str, line: str, level: int = logging.INFO) -> None:
@@ -58,6 +66,7 @@ class StateLog:
         k.line = line
         k.since[state] += 1
         k.held_level = max(k.held_level, level)
+        k.changed_at, k.changed_wall = self.clock(), self.wall()
         self._log_if_due(k)
 
     def flush(self, final: bool = False) -> None:
@@ -77,10 +86,22 @@ class StateLog:
         if not final and full and now - k.logged_at[0] < self.interval_s:
             return
         n = sum(k.since.values())
-        more = ""
+        parts = []
         if n > 1:
-            more = " (%d changes since the last line: %s)" % (
-                n, ", ".join("%s %d" % kv for kv in sorted(k.since.items())))
+            parts.append("%d changes since the last line: %s" % (
+                n, ", ".join("%s %d" % kv for kv in sorted(k.since.items()))))
+        if now - k.changed_at > LATE_S:  # held back: the line's own stamp is not the change's
+            at = _clock_time(k.changed_wall, self.wall())
+            parts.append(("the last at " if parts else "at ") + at)
+        more = " (%s)" % "; ".join(parts) if parts else ""
         log.log(k.held_level, "%s%s", k.line, more)
         k.logged_at.append(now)
         k.since, k.held_level = Counter(), logging.NOTSET
+
+
+def _clock_time(wall_s: float, now_wall_s: float) -> str:
+    """``wall_s`` as local time of day (the journal's own stamps are local), with its date when
+    that is not today's (a change held back over midnight, or logged at a late stop)."""
+    then = time.localtime(wall_s)
+    same_day = then[:3] == time.localtime(now_wall_s)[:3]
+    return time.strftime("%H:%M:%S" if same_day else "%Y-%m-%d %H:%M:%S", then)

@@ -5,6 +5,8 @@ source's task counts); the loop calls ``write`` and ``log_line`` every ``status_
 and at the end. Both leave out what has not changed: stats.json is replaced only when
 something in it but its time (``TIME_KEYS``) changed, or ``STATUS_REPEAT_S`` after the last
 write (so ``wall_time`` is never older than that on a running agent), or when the file is gone.
+A link's measured rate (``link_rate_bytes_s_<peer>``) is left out while that configured peer
+is gone: the estimate is kept for its return, but a dead peer's link carries nothing.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ STATUS_REPEAT_S = 600.0
 # last one written in these alone is not written again before STATUS_REPEAT_S (each
 # replacement is a journal commit on ext4, every status_interval_s for ever on an idle device)
 TIME_KEYS = ("wall_time",)
+LINK_RATE_KEY = "link_rate_bytes_s_"  # + peer: its link's measured rate (linkclock.rate_measured)
 
 
 class NodeStatus:
@@ -55,12 +58,13 @@ class NodeStatus:
         self._logged = ("", -math.inf)  # (the last status line logged, when)
         self._written = ("", -math.inf)  # (stats.json last written but TIME_KEYS, when)
         self.skipped = 0  # writes left out: nothing but the time had changed
+        self._peers = frozenset(p.id for p in cfg.peers)
 
     def stats(self) -> Dict[str, Any]:
         """Counters and state for stats.json and the status line."""
         out: Dict[str, Any] = {"node_id": self.cfg.node_id, "role": self.cfg.role,
                                "stage": self.cfg.stage, "policy": self.policy.name,
-                               "counters": dict(self.counters),
+                               "counters": self._counters(),
                                "dropped": sum(v for k, v in self.counters.items()
                                               if k.startswith("drop_")),
                                "alive": sorted(self.view.alive), "routing": self.policy.routing(),
@@ -74,6 +78,13 @@ class NodeStatus:
         if self.power_mode is not None:
             out["power_mode"] = self.power_mode()
         out.update(self.extra())
+        return out
+
+    def _counters(self) -> Dict[str, int]:
+        """The node's counters, but the measured rates of links to peers now gone."""
+        out = dict(self.counters)
+        for peer in self._peers.difference(self.view.alive):
+            out.pop(LINK_RATE_KEY + peer, None)
         return out
 
     def write(self, force: bool = False) -> bool:

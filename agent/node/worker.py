@@ -356,7 +356,7 @@ class WorkerSide(Role):
                 return
             item = OutItem(Kind.TASK, wire.task_key(f["id"], f["attempt"]), nf, done.features,
                            expires=expires)
-            self.metrics.task_out(h)  # passed on; an answer is counted as exited
+            self.metrics.task_out(h)  # handed on (may yet die held); an answer is exited
         self.out.send(item, now)
         if item.kind == Kind.TASK:
             self._reclaim_if_idle()

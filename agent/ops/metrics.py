@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, Optional, Set, Tuple
 
 from agent.ops.metrics_server import start, stop, url
 
@@ -39,9 +39,8 @@ class AgentMetrics:
         r = self.registry
         self._tasks_in = Counter("edge_agent_tasks_in", "Tasks received for a stage",
                                  ["node", "stage"], registry=r)
-        self._tasks_out = Counter("edge_agent_tasks_out",
-                                  "Tasks sent on to the next stage after this stage",
-                                  ["node", "stage"], registry=r)
+        self._tasks_out = Counter("edge_agent_tasks_out", "Tasks handed on to the next stage "
+                                  "(sent, or held for a successor)", ["node", "stage"], registry=r)
         self._tasks_exited = Counter("edge_agent_tasks_exited",
                                      "Tasks that left at this stage's exit head",
                                      ["node", "stage"], registry=r)
@@ -93,8 +92,7 @@ class AgentMetrics:
                                 ["node", "stage", "reason"], registry=r)
         self._client_refused = Counter("edge_agent_client_refused",
                                        "CURVE handshakes refused on a source's client socket "
-                                       "(a client key not on its allow-list)", ["node"],
-                                       registry=r)
+                                       "(a client key not on its allow-list)", ["node"], registry=r)
         self._source_tasks = Counter("edge_agent_source_tasks",
                                      "A source's tasks by outcome: created, then each one's "
                                      "final record (completed, lost, rejected)",
@@ -103,6 +101,8 @@ class AgentMetrics:
                            "(stage 0: a source) and the wire protocol it speaks",
                            ["node", "role", "stage", "policy", "protocol"], registry=r)
         self._service_child: Any = None  # the service-time series, once observed
+        self._link_lock = threading.Lock()
+        self._gone: Set[str] = set()  # peers marked gone: no link rate series for them
         self._children: Dict[Tuple[Any, Any], Any] = {}  # (metric, label) -> series (_child)
         self._power_lock = threading.Lock()
         self._power_mode = None  # type: Optional[str]
@@ -125,7 +125,7 @@ class AgentMetrics:
         self._child(self._tasks_in, stage).inc()
 
     def task_out(self, stage) -> None:
-        """Count a task passed on after ``stage``."""
+        """Count a task handed on after ``stage`` (sent or held: its arrival not yet known)."""
         self._child(self._tasks_out, stage).inc()
 
     def task_exited(self, stage) -> None:
@@ -180,12 +180,18 @@ class AgentMetrics:
                 self._child(self._source_tasks, outcome)
 
     def neighbour_alive(self, peer: str, alive: bool) -> None:
-        """Mark a neighbour alive (1) or gone (0)."""
+        """Mark a neighbour alive (1) or gone (0: its link's rate series goes too)."""
         self._alive.labels(self.node_id, str(peer)).set(1 if alive else 0)
+        with self._link_lock:  # not between link_rate's look at _gone and its set
+            (self._gone.discard if alive else self._gone.add)(str(peer))
+            if not alive:
+                self.link_rate_gone(peer)
 
     def link_rate(self, peer: str, rate_bytes_s: float) -> None:
-        """Set the measured rate of the link to ``peer`` (bytes/s)."""
-        self._link_rate.labels(self.node_id, str(peer)).set(rate_bytes_s)
+        """Set the measured rate of the link to ``peer`` (bytes/s), unless ``peer`` is gone."""
+        with self._link_lock:
+            if str(peer) not in self._gone:
+                self._link_rate.labels(self.node_id, str(peer)).set(rate_bytes_s)
 
     def link_rate_gone(self, peer: str) -> None:
         """The link to ``peer`` has no measured rate any more: its series goes, not left stale."""

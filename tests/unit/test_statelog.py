@@ -2,8 +2,16 @@
 key, and the last line about a key always tells its present state (agent.node.statelog)."""
 
 import logging
+import time
 
 from agent.node.statelog import StateLog
+
+WALL0 = 1796464668.0  # the wall clock at the fake monotonic clock's 0
+
+
+def _at(t):
+    """The time of day a line held back names for a change at fake time ``t``."""
+    return time.strftime("%H:%M:%S", time.localtime(WALL0 + t))
 
 
 def _lines(caplog, what="data connection"):
@@ -44,7 +52,7 @@ def test_a_drop_and_its_return_are_logged_at_once_and_a_flap_costs_two_lines_a_m
     most ``burst`` lines per interval, the held-back changes summed in the next one."""
     caplog.set_level(logging.INFO)
     now = [0.0]
-    links = StateLog(interval_s=60.0, clock=lambda: now[0])
+    links = StateLog(interval_s=60.0, clock=lambda: now[0], wall=lambda: WALL0 + now[0])
     _started(caplog, links, "w2")
     _link(links, "w2", up=False)
     now[0] = 0.1
@@ -55,19 +63,21 @@ def test_a_drop_and_its_return_are_logged_at_once_and_a_flap_costs_two_lines_a_m
         _link(links, "w2", up=i % 2 == 1)
     links.flush()
     assert len(_lines(caplog)) == 2 and links.pending() == ["data w2"]
+    last_change = now[0]
     now[0] = 60.0
     links.flush()
     assert _lines(caplog)[2:] == [
-        "data connection to w2 up (98 changes since the last line: dropped 49, up 49)"]
+        "data connection to w2 up (98 changes since the last line: dropped 49, up 49; "
+        "the last at %s)" % _at(last_change)]
     assert links.pending() == []
 
 
 def test_a_change_held_back_is_logged_with_the_present_state_when_due(caplog):
     """dropped and up at once (the burst), dropped again within the minute held back; the
-    flush after the interval says dropped, the state the peer is in."""
+    flush after the interval says dropped, the state the peer is in, and when it happened."""
     caplog.set_level(logging.INFO)
     now = [0.0]
-    links = StateLog(interval_s=60.0, clock=lambda: now[0])
+    links = StateLog(interval_s=60.0, clock=lambda: now[0], wall=lambda: WALL0 + now[0])
     _started(caplog, links, "w2", "w3")
     _link(links, "w2", up=False)
     now[0] = 1.0
@@ -81,7 +91,7 @@ def test_a_change_held_back_is_logged_with_the_present_state_when_due(caplog):
         "data connection to w2 dropped",
         "data connection to w2 up",
         "data connection to w3 dropped",
-        "data connection to w2 dropped"]
+        "data connection to w2 dropped (at %s)" % _at(2.0)]
 
 
 def test_changes_held_back_are_logged_when_the_node_stops(caplog):
@@ -104,7 +114,7 @@ def test_a_flapping_route_logs_its_summary_at_the_most_severe_level_held_back(ca
     a quiet change after that is logged at its own level."""
     caplog.set_level(logging.INFO)
     now = [0.0]
-    log = StateLog(interval_s=60.0, clock=lambda: now[0])
+    log = StateLog(interval_s=60.0, clock=lambda: now[0], wall=lambda: WALL0 + now[0])
     lost = "no live route to stage 1: rejecting new tasks (no_route) until one is back"
     back = "route to stage 1 is back: accepting tasks again"
     log.event("route", "back", back)  # its first state, outside the burst
@@ -118,7 +128,8 @@ def test_a_flapping_route_logs_its_summary_at_the_most_severe_level_held_back(ca
     log.flush()
     recs = [(r.levelno, r.getMessage()) for r in caplog.records if "route" in r.getMessage()]
     assert recs == [(logging.WARNING, lost), (logging.INFO, back),
-                    (logging.WARNING, back + " (18 changes since the last line: back 9, lost 9)")]
+                    (logging.WARNING, back + " (18 changes since the last line: back 9, lost 9; "
+                     "the last at %s)" % _at(36.1))]
     now[0] = 200.0
     log.event("route", "lost", lost, logging.WARNING)
     now[0] = 300.0
