@@ -234,7 +234,6 @@ def _private_group(gid: int, uid: int) -> bool:
     try:
         import grp
         import pwd
-
         user = pwd.getpwuid(uid)
         group = grp.getgrgid(gid)
     except (ImportError, KeyError):
@@ -245,19 +244,16 @@ def _private_group(gid: int, uid: int) -> bool:
 def _group_name(gid: int) -> str:
     try:
         import grp
-
         return "%s (gid %d)" % (grp.getgrgid(gid).gr_name, gid)
     except (ImportError, KeyError):
         return "gid %d" % gid
 
 
 def load_secret_key_file(path: str) -> Tuple[bytes, bytes]:
-    """Return (public, secret) from a ``.key_secret`` file, checked: its content, then its
-    permissions.
+    """(public, secret) from a ``.key_secret`` file, checked: its content, then permissions.
 
-    The content comes first so that a file that is no secret key at all (a public ``NAME.key``
-    given in its place) is named as such, not sent to a chmod that would not help; a secret
-    key others can read, or another user owns, is refused as before. A file that cannot be
+    The content first: a file that is no secret key at all (a public ``NAME.key`` in its
+    place) is named as such, not sent to a chmod that would not help. A file that cannot be
     read is explained by its owner and mode when they are the cause."""
     try:
         public, secret = _read_key_file(path)
@@ -324,7 +320,8 @@ def peer_key_spec(spec: str, base_dir: str) -> str:
 
 
 def load_allowed_keys(entry: str, base_dir: str = ".") -> List[bytes]:
-    """Public keys from one allow-list entry: a z85 key, a key file, or a directory of *.key."""
+    """Public keys from one allow-list entry: a z85 key, a key file, or a directory of *.key
+    (a missing path that reads as neither a key nor a key file is a missing folder)."""
     path = _resolve(entry, base_dir)
     if os.path.isdir(path):
         _refuse_writable_by_others(path)
@@ -332,6 +329,10 @@ def load_allowed_keys(entry: str, base_dir: str = ".") -> List[bytes]:
         if not names:
             raise SecurityError("allowed_keys directory %s holds no *.key files" % path)
         return [load_public_key(os.path.join(path, n)) for n in names]
+    if not os.path.lexists(path) and not entry.endswith((".key", ".key_secret")) \
+            and _neither_key_nor_file(entry, path).startswith("no key file " + path):
+        raise SecurityError("no folder %s: copy the public keys it allows there (NAME.key "
+                            "files: a render's fleet/ folder; clients/ for client_keys_dir)" % path)
     return [load_public_key(entry, base_dir)]
 
 
@@ -386,7 +387,6 @@ def _check_z85(key, what: str) -> bytes:
     if not isinstance(key, bytes) or len(key) != _Z85_KEY_LEN:
         raise SecurityError("%s is not a 40-character z85 CURVE key" % what)
     from zmq.utils import z85
-
     try:
         z85.decode(key)
     except (ValueError, KeyError, IndexError, TypeError, struct.error):  # struct: > 2**32

@@ -111,7 +111,7 @@ class SourceBook:
         self.pending: Dict[str, Pending] = {}
         self.seq = 0
         self.created = self.completed = self.lost = self.rejected = 0
-        self.recovered_lost = 0  # the earlier run's unrecorded tasks, recorded lost at start
+        self.recovered_lost = 0  # the earlier run's unrecorded tasks, recorded lost (crash)
         # called with "created" and each of this run's final statuses (metrics.source_task)
         self.on_outcome: Callable[[str], None] = lambda outcome: None
 
@@ -181,7 +181,8 @@ class SourceBook:
         full (``unrecorded``); returns how many. A crashed run's task is timed on the monotonic
         clock when its journal line names this boot, else on the wall clock (monotonic times of
         two boots do not compare; two wall clocks may, when one was wrong, give a negative
-        delay)."""
+        delay). Only ``crash`` ones count as ``crash_recovered``: a given-up line's task was
+        counted when it ended, and its line in ``records_dropped``."""
         entries = self.records.recovered()
         for e in entries:
             label = e.get("label")
@@ -194,7 +195,8 @@ class SourceBook:
                          **({"delay_s": wall - cw} if reason == "crash" and not same_boot else {}))
             if self.records.buffered >= self.records.max_buffered:  # none given up here
                 self.records.flush()
-        self.recovered_lost += len(entries)
+        if reason == "crash":  # a given-up line's task is no crash: records_dropped has it
+            self.recovered_lost += len(entries)
         if entries:
             self.records.flush()
         return len(entries)

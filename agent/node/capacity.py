@@ -35,7 +35,7 @@ import numpy as np
 
 from agent.ops.files import FileFault, check_regular_file
 from agent.node.profilekey import calibrate_hint, missing_entry
-from calibration.profile import current_power_mode, lookup_capacity
+from calibration.profile import ProfileError, current_power_mode, load_profile, lookup_capacity
 from engines.bundle import check_measurable
 
 log = logging.getLogger(__name__)
@@ -111,8 +111,10 @@ def merge_reports(reports: List[CapacityReport], total_flops: float,
 
 
 def require_profile_file(path: str) -> None:
-    """A worker's ``capacity_profile`` must be a regular file (``run`` exits 78 otherwise); a
-    missing one (a device not yet calibrated) says how it is made."""
+    """A worker's ``capacity_profile`` must be a regular file holding a valid profile (``run``
+    exits 78 otherwise), read and checked also where the capacity is emulated and no entry of
+    it is used: a rehearsal refuses the file a real run would. A missing one (a device not yet
+    calibrated) says how it is made."""
     try:
         check_regular_file(path, "capacity_profile")
     except FileFault as exc:
@@ -121,6 +123,25 @@ def require_profile_file(path: str) -> None:
         raise FileFault("%s; calibrate this device first (`edge-agent doctor --config CONFIG` "
                         "prints the command), or set capacity_profile = \"\" to time the engine "
                         "at start" % exc) from None
+    try:
+        load_profile(path)
+    except ProfileError as exc:
+        if not os.access(path, os.R_OK):  # root's after a calibrate with sudo: keep its entries
+            fix = "give this user read access to it (sudo chown %s %s)" % (_user(), path)
+        else:
+            fix = ("move it away, then calibrate this device (`edge-agent doctor --config "
+                   "CONFIG` then prints the command)")
+        raise FileFault("capacity_profile: %s; %s" % (exc, fix)) from None
+
+
+def _user() -> str:
+    """This process's user name (its uid where it has none)."""
+    import pwd
+
+    try:
+        return pwd.getpwuid(os.geteuid()).pw_name
+    except KeyError:
+        return str(os.geteuid())
 
 
 def engine_key(cfg: Any, engine: Any) -> Tuple[str, str]:
@@ -187,7 +208,8 @@ def worker_capacity(cfg: Any, specs: Dict[int, Any], engines: Dict[int, Any],
     for h, spec in specs.items():
         engine = engines[h]
         profile: Optional[float] = None
-        if cfg.capacity_profile and cfg.emulate_capacity_flops <= 0:  # emulated: not read
+        # emulated: no entry used (the file was checked at start, ``require_profile_file``)
+        if cfg.capacity_profile and cfg.emulate_capacity_flops <= 0:
             profile, why = profile_mu(cfg, spec, engine, mode)
             if profile is None:
                 log.warning("no calibration entry for stage %d in mode %s in %s: %s; timing the "

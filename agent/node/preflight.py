@@ -6,7 +6,9 @@ The state directory must take a new file; ``state.json``, ``stats.json`` and a s
 (and the state directory's lock, ``agent.node.statelock``) writable by this process: after one
 run with sudo they are root's in the service user's folder, and the task book's open would
 fail with a bare "Permission denied". The bundle's files, the replay set and a worker's
-calibration profile must be regular files (a FIFO would block its reader).
+calibration profile must be regular files (a FIFO would block its reader), and the profile a
+valid one, read whether or not the worker emulates its capacity (a rehearsal with emulation
+refuses the file a real run would).
 """
 
 from __future__ import annotations
@@ -40,8 +42,8 @@ def preflight(cfg: Any, create: bool = True) -> str:
     made_in = check_writable_dir(cfg.state_dir, "state_dir", create)
     slots = [STATE_FILE, STATS_FILE]
     if cfg.role == "source":
+        # not records.jsonl.1 (..N): a rotation that finds a non-file there warns and writes on
         slots += [RECORDS_FILE, RECORDS_FILE + JOURNAL_SUFFIX]
-        slots += [RECORDS_FILE + ".1"] if cfg.records_max_bytes else []
     for name in slots:
         check_file_slot(os.path.join(cfg.state_dir, name), "state_dir")
     closed = files_closed(appended_files(cfg))

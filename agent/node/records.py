@@ -91,6 +91,11 @@ class RecordWriter:
         self._unjournalled: set = set()  # open tasks whose journal line failed (a full disk)
         self.untraced = 0  # record lines given up whose task had no journal line either
         self.spare = SpareRoom(path + RESERVE_SUFFIX, RESERVE_BYTES if journal else 0)
+        if journal and not self.spare.held:  # made at start only: said once, here
+            log.warning("cannot keep %s (%d bytes of room for the last record lines at a stop; "
+                        "%s): a stop while the disk is full may leave lines unwritten, their "
+                        "tasks recorded lost (crash) at the next start", self.spare.path,
+                        RESERVE_BYTES, _free_space(path))
         if self.journal_path:
             self._recovered = self._read_journal()
             cut_torn_tail(self.journal_path)
@@ -384,3 +389,12 @@ class RecordWriter:
                 except OSError:
                     pass
         self._fd = self._jfd = -1
+
+
+def _free_space(path: str) -> str:
+    """The room left on ``path``'s file system, for a log line."""
+    try:
+        st = os.statvfs(os.path.dirname(os.path.abspath(path)))
+    except OSError as exc:
+        return "free space unknown: %s" % (exc.strerror or exc)
+    return "%d bytes free" % (st.f_bavail * st.f_frsize)

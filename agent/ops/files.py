@@ -151,15 +151,33 @@ def check_writable_dir(path: str, what: str, create: bool = True) -> str:
         try:
             os.makedirs(path, exist_ok=True)
         except OSError as exc:
-            raise FileFault("%s: cannot create directory %s: %s" % (what, path, _reason(exc))) from None
+            raise FileFault("%s: cannot create directory %s: %s%s"
+                            % (what, path, _reason(exc), _dir_fix(path, what, exc))) from None
         st = os.stat(path)
     except OSError as exc:
-        raise FileFault("%s: %s: %s" % (what, path, _reason(exc))) from None
+        raise FileFault("%s: %s: %s%s" % (what, path, _reason(exc),
+                                          _dir_fix(path, what, exc))) from None
     if not stat.S_ISDIR(st.st_mode):
         kind = "a file" if stat.S_ISREG(st.st_mode) else _kind(st.st_mode)
         raise FileFault("%s: %s is %s, not a directory; move it away or point %s elsewhere"
                         % (what, path, kind, what))
     _probe(path, what, make_dir=False)
+    return ""
+
+
+def _dir_fix(path: str, what: str, exc: OSError) -> str:
+    """The fix for a directory ``path`` that cannot be made or reached (`` (...)``, or "")."""
+    if exc.errno == errno.ENOTDIR:  # a parent is a file: named, as the error does not
+        parent = os.path.dirname(os.path.abspath(path))
+        while parent != os.path.dirname(parent) and (os.path.isdir(parent)
+                                                     or not os.path.lexists(parent)):
+            parent = os.path.dirname(parent)  # (below a file nothing exists: one is found)
+        return " (a parent%s is a file: move it or point %s elsewhere)" % (
+            ", %s," % parent if not os.path.isdir(parent) else "", what)
+    if exc.errno == errno.EROFS:
+        return " (point %s at a writable folder)" % what
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        return " (give the agent's user write access, or point %s at a writable folder)" % what
     return ""
 
 

@@ -4,16 +4,26 @@ A unit with ``Type=notify`` hands the service the path of an AF_UNIX datagram so
 ``NOTIFY_SOCKET``; the service writes newline-separated ``KEY=VALUE`` assignments to it. A path
 starting with ``@`` names a Linux abstract socket (leading NUL byte). Outside systemd there is no
 socket and every call is a no-op, so the agent runs the same under a shell or a test.
+
+A notification that fails is logged at WARNING, except one whose socket is gone (nothing bound
+there: ``ECONNREFUSED``, ``ENOENT``) once the agent is stopping (``stopping`` was called) or
+the process that started it has exited (``edge-agent testbed`` killed: its socket went with it
+and the agent stops with it, ``run --parent-pid``): that is the expected end, logged at DEBUG.
 """
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import socket
+import stat
+import tempfile
 from typing import Mapping, Optional
 
 log = logging.getLogger(__name__)
+
+_SOCKET_GONE = (errno.ECONNREFUSED, errno.ENOENT)  # nothing bound at the path (any longer)
 
 
 class Notifier:
@@ -22,6 +32,8 @@ class Notifier:
     def __init__(self, socket_path: Optional[str]) -> None:
         self.socket_path = socket_path or None
         self._sock = None  # type: Optional[socket.socket]
+        self._stopping = False  # set by ``stopping``: a receiver gone since is no fault
+        self._parent_pid = os.getppid()  # the starter; another parent: it has exited
         if self.socket_path is not None:
             if not (self.socket_path.startswith("/") or self.socket_path.startswith("@")):
                 # systemd only ever passes absolute or abstract paths; anything else is ignored
@@ -61,7 +73,11 @@ class Notifier:
             self._sock.sendto(payload, self._address())
             return True
         except OSError as exc:
-            log.warning("sd_notify to %s failed: %s", self.socket_path, exc)
+            ended = exc.errno in _SOCKET_GONE and (self._stopping
+                                                   or os.getppid() != self._parent_pid)
+            log.log(logging.DEBUG if ended else logging.WARNING, "sd_notify to %s failed: %s%s",
+                    self.socket_path, exc, " (the receiver is gone; this agent is stopping)"
+                    if ended else "")
             return False
 
     def ready(self, status: str = "") -> bool:
@@ -86,6 +102,7 @@ class Notifier:
 
     def stopping(self) -> bool:
         """Tell systemd the service is shutting down cleanly."""
+        self._stopping = True
         return self.notify("STOPPING=1")
 
     def close(self) -> None:
@@ -98,3 +115,49 @@ class Notifier:
 def _one_line(text: str) -> str:
     # A newline would start a new assignment in the datagram.
     return " ".join(str(text).split())
+
+
+NOTIFY_DIR_PREFIX = "edge-notify-"  # a testbed's notify socket folder (agent.testbed.procs)
+NOTIFY_SOCKET_NAME = "notify.sock"
+
+
+def remove_stale_notify_dirs(directory: Optional[str] = None) -> int:
+    """Remove the notify socket folders (``edge-notify-*`` in ``directory``, the temporary
+    folder by default) that a testbed killed before its clean-up left behind: this user's,
+    holding only a socket nothing is bound to (a connect to it is refused). A live testbed's
+    socket takes the connect, and a folder whose socket is not made yet holds none: both stay.
+    Returns how many were removed."""
+    parent = directory or tempfile.gettempdir()
+    try:
+        names = [n for n in os.listdir(parent) if n.startswith(NOTIFY_DIR_PREFIX)]
+    except OSError:
+        return 0
+    removed = 0
+    for name in names:
+        folder = os.path.join(parent, name)
+        path = os.path.join(folder, NOTIFY_SOCKET_NAME)
+        try:
+            st = os.lstat(folder)
+            if (not stat.S_ISDIR(st.st_mode) or st.st_uid != os.geteuid()
+                    or os.listdir(folder) != [NOTIFY_SOCKET_NAME]
+                    or not stat.S_ISSOCK(os.lstat(path).st_mode)):
+                continue
+        except OSError:
+            continue
+        probe = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
+        try:
+            probe.connect(path)
+            continue  # bound: a testbed is using it
+        except ConnectionRefusedError:
+            pass
+        except OSError:
+            continue
+        finally:
+            probe.close()
+        try:
+            os.unlink(path)
+            os.rmdir(folder)
+            removed += 1
+        except OSError:
+            pass
+    return removed

@@ -17,6 +17,7 @@ import json
 import logging
 import math
 import os
+import stat
 import time
 from typing import Any, Dict, Mapping, Optional
 
@@ -133,8 +134,12 @@ class StateStore:
         try:  # bounded and non-blocking: a FIFO or a huge file in its place cannot stall start-up
             raw = read_bounded(self.path, "saved state", STATE_MAX_BYTES)
         except FileFault as exc:
-            log.warning("cannot read saved state: %s; starting fresh", exc)
-            return None
+            size = _oversized_bytes(self.path)
+            if not size:  # a FIFO or device: nothing of ours to set aside
+                log.warning("cannot read %s; starting fresh", exc)
+                return None
+            return self._set_aside("%d bytes, more than the %d a saved state can be"
+                                   % (size, STATE_MAX_BYTES))
         try:
             doc = json.loads(raw.decode("utf-8"), parse_constant=_refuse_constant)
             if not isinstance(doc, dict) or not isinstance(doc.get("state"), dict):
@@ -144,13 +149,27 @@ class StateStore:
                                  % (doc.get("format_version"), FORMAT_VERSION))
             check_state(doc["state"])
         except (ValueError, RecursionError) as exc:  # RecursionError: nesting past the stack
-            aside = self.path + ".corrupt"
-            log.warning("saved state %s is unusable (%s); moved to %s, starting fresh",
-                        self.path, exc, aside)
-            try:
-                os.replace(self.path, aside)
-            except OSError:
-                pass
-            return None
+            return self._set_aside(str(exc))
         return doc["state"]
 
+    def _set_aside(self, why: str) -> None:
+        """Move an unusable ``state.json`` to ``state.json.corrupt`` (kept for inspection; the
+        next save must not overwrite it) and say so."""
+        aside = self.path + ".corrupt"
+        log.warning("saved state %s is unusable (%s); moved to %s, starting fresh",
+                    self.path, why, aside)
+        try:
+            os.replace(self.path, aside)
+        except OSError:
+            pass
+        return None
+
+
+def _oversized_bytes(path: str) -> int:
+    """The size of ``path`` when it is a regular file larger than a saved state can be, else
+    0."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return 0
+    return st.st_size if stat.S_ISREG(st.st_mode) and st.st_size > STATE_MAX_BYTES else 0

@@ -22,6 +22,7 @@ from typing import Callable, Dict, Iterable, List, Optional, Sequence
 
 from agent.config.node import NodeConfig, dump_config
 from agent.errors import UsageError
+from agent.ops.sdnotify import NOTIFY_DIR_PREFIX, NOTIFY_SOCKET_NAME, remove_stale_notify_dirs
 
 
 # Ports are handed out below the kernel's ephemeral range, where neither another program's
@@ -128,8 +129,9 @@ class NotifyListener:
     """
 
     def __init__(self, directory: Optional[str] = None):
-        self._dir = tempfile.mkdtemp(prefix="edge-notify-", dir=directory)
-        self.path = os.path.join(self._dir, "notify.sock")
+        remove_stale_notify_dirs(directory)  # those of testbeds killed before their clean-up
+        self._dir = tempfile.mkdtemp(prefix=NOTIFY_DIR_PREFIX, dir=directory)
+        self.path = os.path.join(self._dir, NOTIFY_SOCKET_NAME)
         self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self._sock.bind(self.path)
         # SO_PASSCRED lets the kernel attach the sender's pid, as systemd reads it
