@@ -95,7 +95,7 @@ def check_profile(cfg: Any, mode: Optional[str] = None, root: str = "/") -> Chec
     stage by the whole key (board, L4T release, mode, stage hash, backend, precision), it times
     that engine (WARN, naming the part that misses); on a Jetson whose jtop cannot be reached,
     the mode is unknown without power_mode (WARN) and the fix is jtop's first; with emulated
-    capacity, the file must exist but is not read."""
+    capacity, the file must be a valid profile (run checks it too) but no entry is used."""
     from agent.commands.install import DEFAULT_USER
     from agent.ops.doctor_calib import node_profile_line
     from agent.ops.doctor_check import access_fix
@@ -125,8 +125,14 @@ def check_profile(cfg: Any, mode: Optional[str] = None, root: str = "/") -> Chec
             fix = "move it away, then run `%s`" % cmd
         return Check(name, FAIL, "%s; run exits 78 until %s" % (
             _line(exc), "it is made" if _missing(path) else "it is fixed"), fix)
-    if emulated:
-        return Check(name, OK, "%s: not read, %s" % (path, emulated))
+    if emulated:  # no entry is used, but run refuses a profile it cannot read (exit 78)
+        from calibration.profile import ProfileError, load_profile
+        try:
+            load_profile(path)
+        except ProfileError as exc:
+            return Check(name, FAIL, "%s; run exits 78 until it is fixed" % _line(exc),
+                         "move it away, then run `%s`" % cmd)
+        return Check(name, OK, "%s: a valid profile, no entry used: %s" % (path, emulated))
     down = None
     if mode is None:  # as run finds it; on a Jetson also when power_mode is set: calibrate needs jtop
         try:
