@@ -118,7 +118,7 @@ def _fill_defaults(args: argparse.Namespace) -> None:
                 name.replace("_", "-"), "the topology setting" if users == TOPOLOGY_SETTING
                 else users + " settings", args.setting))
     if family == "topology" and args.rate is not None:  # per source there; a total here
-        raise UsageError("--rate: tasks/s per source of the paper's settings; the topology "
+        raise UsageError("--rate: tasks/s per source of the other settings; the topology "
                          "setting takes --total-rate (over all sources, split by their shares)")
 
 

@@ -175,6 +175,11 @@ class NodeConfig:
         return tuple(p for p in self.peers if p.stages[0] + 1 <= last and p.stages[1] + 1 >= first)
 
     @property
+    def neighbour_silence_s(self) -> float:
+        """Seconds of a neighbour's silence after which it is gone, before a slow link's extra."""
+        return float(self.neighbour_timeout_rounds * self.heartbeat_interval_s)
+
+    @property
     def sources(self) -> Tuple[Peer, ...]:
         """Sources this worker returns results to."""
         return tuple(p for p in self.peers if p.stage == 0)

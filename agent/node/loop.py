@@ -50,7 +50,7 @@ from agent.protocol.wire import Kind, WireError
 from agent.node.fleetcheck import FleetCheck
 from agent.node.hooks import NodeHooks
 from agent.node.limits import check_message_size
-from agent.node.neighbourtime import NeighbourSilence, configured_silence_s
+from agent.node.neighbourtime import NeighbourSilence
 from agent.node.reach import ReachWatch
 from agent.node.statelog import StateLog
 from agent.node.outbox import Outbox
@@ -96,7 +96,7 @@ class Node:
         self._changes = StateLog(clock=clock)  # connections, neighbours, routes: bounded lines
         self._fleet = FleetCheck(cfg, outbox.count, clock)  # what the fleet's nodes must share
         # neighbours' first heartbeats: no route verdict before, no unlisted-node warning
-        self._grace_s = max(ROUTE_GRACE_S, configured_silence_s(cfg))
+        self._grace_s = max(ROUTE_GRACE_S, cfg.neighbour_silence_s)
         self._reach = ReachWatch(cfg, 2 * self._grace_s)  # warns once if no peer connects to us
         self._stopping = False
         self._rfd, self._wfd = os.pipe()

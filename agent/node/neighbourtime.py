@@ -18,17 +18,11 @@ from typing import Any, Dict, Iterable, List, Mapping
 from agent.net import liveness
 
 
-def configured_silence_s(cfg: Any) -> float:
-    """The node config's neighbour silence: ``neighbour_timeout_rounds`` heartbeat periods
-    (``heartbeat_interval_s``), before any slow link's extra time."""
-    return float(cfg.neighbour_timeout_rounds * cfg.heartbeat_interval_s)
-
-
 class NeighbourSilence:
     """Per neighbour, the seconds of control-plane silence after which it is gone."""
 
     def __init__(self, cfg: Any, peers: Iterable[Any], sizes: liveness.StageSizes) -> None:
-        self.base_s = configured_silence_s(cfg)
+        self.base_s = cfg.neighbour_silence_s
         self._by_peer: Dict[str, float] = {
             peer: liveness.neighbour_timeout_s(self.base_s, ms)
             for peer, ms in liveness.link_timeouts(peers, sizes).items()}

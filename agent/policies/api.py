@@ -342,7 +342,7 @@ class TieredPolicy(AgentPolicy):
     """
 
     def configure(self, cfg: Any, view: NodeView) -> None:
-        self._grace_s = float(cfg.heartbeat_interval_s) * int(cfg.neighbour_timeout_rounds)
+        self._grace_s = cfg.neighbour_silence_s
         self._since: Optional[float] = None
         self._settled = False
 

@@ -276,8 +276,9 @@ def window_lines(runs: Sequence[RunResult]) -> List[str]:
     whole = ["%s@%g/s" % (r.policy, r.rate) for r in runs if r.model_window == WHOLE_RUN]
     if not whole:
         return []
-    return ["model, fifo sim: routing over the whole run, warm-up included, for %s (its "
-            "send counters could not be read at the warm-up's end)" % ", ".join(whole)]
+    return ["model, fifo sim: routing over the whole run, warm-up included, for %s (no "
+            "reading of its send counters at the warm-up's end: none could be taken, the run "
+            "had faults, or its rate folder keeps no window.json)" % ", ".join(whole)]
 
 
 def admitted_lines(runs: Sequence[RunResult]) -> List[str]:

@@ -146,10 +146,34 @@ def redo_window(topo: Topology, stages: Sequence[StageInfo], r: RunResult, rate_
                                             for v in stats.values())):
         return "%s: stats: must be an object {node: {counters, routing} or null}, got %s; %s" \
             % (path, short(stats), keep)
-    bad = stats_problem(stats)
+    bad = stats_problem(stats) or _window_problem(topo, stats)
     if bad:
         return "%s: %s; %s" % (path, bad, keep)
-    window_columns(topo, stages, r, stats)
+    before = (r.routing, r.model_delay_s, r.fifo_sim_delay_s)
+    try:
+        window_columns(topo, stages, r, stats)
+    except (ValueError, ZeroDivisionError, KeyError, TypeError) as exc:  # counters no run gives
+        r.routing, r.model_delay_s, r.fifo_sim_delay_s = before
+        r.model_window = WHOLE_RUN
+        return "%s: cannot route by it (%s); %s" % (path, short(str(exc)), keep)
+    return None
+
+
+def _window_problem(topo: Topology, stats: Mapping[str, Optional[dict]]) -> Optional[str]:
+    """What a window's stats lack that the testbed always writes: every node of the topology
+    (a node left out would route uniformly, unsaid) and counts of at least 0 (the counters'
+    growth over the window)."""
+    missing = [n for n in topo.node_ids() if n not in stats]
+    if missing:
+        return "stats: no entry for %s (the testbed writes every node)" % ", ".join(missing[:5])
+    for node, st in stats.items():
+        for key in ("counters", "routing"):
+            v = (st or {}).get(key) or {}
+            neg = next((k for k, x in v.items() if x < 0), None)
+            if neg is not None:
+                return "stats.%s.%s.%s: must be >= 0, got %s" % (
+                    node if len(node) <= 64 else short(node), key,
+                    neg if len(str(neg)) <= 64 else short(neg), short(v[neg]))
     return None
 
 

@@ -27,6 +27,7 @@ PREFIXES = tuple(last for _, last, _ in LEVELS)
 
 class _Cfg:
     heartbeat_interval_s, neighbour_timeout_rounds = 0.25, 4
+    neighbour_silence_s = heartbeat_interval_s * neighbour_timeout_rounds  # NodeConfig's
 
 
 def _level(index, **knobs):

@@ -25,6 +25,7 @@ BUNDLE_FLOPS = tuple(float(s.flops) for s in BUNDLE.stages)
 
 class _Cfg:
     heartbeat_interval_s, neighbour_timeout_rounds = 0.25, 4
+    neighbour_silence_s = heartbeat_interval_s * neighbour_timeout_rounds  # NodeConfig's
 
 
 def _level_worker(**knobs):

@@ -1,5 +1,5 @@
 """The configured neighbour silence, ``neighbour_timeout_rounds`` heartbeat periods, is computed
-in one place for the node (``agent.node.neighbourtime.configured_silence_s``): the loop's
+in one place, the node config's ``neighbour_silence_s``: the loop's
 start-up grace and every neighbour's silence limit start from it, and the tiered policies'
 wait for a tier not yet heard (``TieredPolicy``, pure, given the node config) lasts as long."""
 
@@ -11,7 +11,6 @@ import pytest
 
 from agent.node.build import build, build_view
 from agent.node.loop import ROUTE_GRACE_S
-from agent.node.neighbourtime import configured_silence_s
 from agent.policies.api import TieredPolicy
 from agent.testbed.local import node_configs
 from agent.testbed.topology import parse_topology
@@ -40,13 +39,13 @@ def test_the_loop_and_the_neighbour_limits_start_from_the_configured_silence(tmp
     grace is the larger of it and ROUTE_GRACE_S, and a neighbour the config does not name is
     gone after exactly that silence."""
     cfg = _config(tmp_path, heartbeat_interval_s=interval_s, neighbour_timeout_rounds=rounds)
-    assert configured_silence_s(cfg) == pytest.approx(interval_s * rounds)
+    assert cfg.neighbour_silence_s == pytest.approx(interval_s * rounds)
     built = build(cfg)
     try:
         node = built.node
-        assert node._grace_s == max(ROUTE_GRACE_S, configured_silence_s(cfg))
-        assert node._silence.base_s == configured_silence_s(cfg)
-        assert node._silence.limit_s("not-in-the-config") == configured_silence_s(cfg)
+        assert node._grace_s == max(ROUTE_GRACE_S, cfg.neighbour_silence_s)
+        assert node._silence.base_s == cfg.neighbour_silence_s
+        assert node._silence.limit_s("not-in-the-config") == cfg.neighbour_silence_s
     finally:
         built.close()
 
@@ -58,7 +57,7 @@ def test_a_tiered_policy_waits_for_an_unheard_tier_for_the_configured_silence(tm
     cfg = _config(tmp_path, heartbeat_interval_s=0.75, neighbour_timeout_rounds=3)
     pol = TieredPolicy({}, {})
     pol.configure(cfg, build_view(cfg, BUNDLE, load_exit_profile(BUNDLE.exit_profile_path)))
-    silence_s = configured_silence_s(cfg)
+    silence_s = cfg.neighbour_silence_s
     assert pol._grace_s == pytest.approx(silence_s)
     pol.on_tick(None, 100.0)
     pol.on_tick(None, 100.0 + silence_s - 0.01)

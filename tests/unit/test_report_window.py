@@ -102,13 +102,22 @@ def test_a_run_folder_without_window_files_is_reported_over_the_whole_run_and_sa
     ('{"stats": {"cam1": {"counters": {"sent_to_w1a": "x"}}}}',
      "stats.cam1.counters: must be an object {name: number} or null, got {'sent_to_w1a'"),
     ('{"stats": {}, "stats": {}}', "stats"),
+    ('{"stats": {}}', "stats: no entry for cam1, cam2"),
+    ("NEGATIVE", "stats.cam1.counters.sent_to_w1a: must be >= 0, got -5"),
 ])
 def test_a_damaged_window_file_is_named_and_its_rate_reported_over_the_whole_run(
         tmp_path, capsys, text, says):
-    """Rule: a window.json that is not an object of {node: {counters, routing}} of numbers
-    is a warning line naming it (exit 1); its rate is still reported, over the whole run."""
+    """Rule: a window.json that is not an object of {node: {counters, routing}} of numbers,
+    lacks a node of the topology or holds a count below 0 is a warning line naming it (exit
+    1); its rate is still reported, over the whole run."""
     run = make_run(tmp_path)
     path = run / "cf" / "rate-1" / WINDOW_FILE
+    if text == "NEGATIVE":  # every node, as the testbed writes them, one count below 0
+        topo, _ = run_topology(str(run), "default")
+        window = {n: {"counters": st["counters"], "routing": {}}
+                  for n, st in _sends(topo, lambda k: 1).items()}
+        window["cam1"]["counters"]["sent_to_w1a"] = -5
+        text = json.dumps({"model_window": AFTER_WARMUP, "stats": window})
     path.write_text(text)
     rc, out, err = _report(capsys, run, "--json", run / "r.json")
     assert rc == 1 and len(err) == 1 and str(path) in err[0] and says in err[0], err

@@ -165,7 +165,7 @@ def test_topologies_whose_nodes_are_not_one_stage_each_are_refused(tmp_path, cap
 
 
 @pytest.mark.parametrize("argv, needle", [
-    (["topology", "--rate", "3"], "--rate: tasks/s per source of the paper's settings; the "
+    (["topology", "--rate", "3"], "--rate: tasks/s per source of the other settings; the "
                                   "topology setting takes --total-rate"),
     (["topology", "--total-rate", "10,20"], "--total-rate: one rate, got '10,20'"),
     (["topology", "--total-rate", "fast"], "--total-rate: 'fast' is not a number"),
@@ -203,3 +203,16 @@ def test_simulates_results_json_records_the_link_model_it_used(tmp_path, default
     assert _simulate(tmp_path, str(plain)) == SIM_DEFAULT_LINK_MODEL == "delay"
     assert _simulate(tmp_path, default_scenario, "--link-model", "delay") == "delay"
     assert _simulate(tmp_path, str(plain), "--link-model", "shared") == "shared"
+
+
+def test_a_topologys_own_link_model_is_the_scenarios(tmp_path):
+    """Rule: a topology whose knobs.dtoee sets link_model "delay" (its agents plan with it)
+    gets a scenario with that link model, not the default "shared"."""
+    with open(DEFAULT_TOPOLOGY) as f:
+        obj = json.load(f)
+    obj["knobs"]["dtoee"]["link_model"] = "delay"
+    topo = tmp_path / "delay.json"
+    topo.write_text(json.dumps(obj))
+    out = tmp_path / "s.json"
+    assert main(["scenario", "topology", "--topology", str(topo), "-o", str(out)]) == 0
+    assert load_scenario(str(out)).knobs["link_model"] == "delay"

@@ -247,6 +247,7 @@ BUNDLE_FLOPS = tuple(float(s.flops) for s in BUNDLE.stages)
 
 class _Cfg:
     heartbeat_interval_s, neighbour_timeout_rounds = 0.25, 4
+    neighbour_silence_s = heartbeat_interval_s * neighbour_timeout_rounds  # NodeConfig's
 
 
 def test_dimee_source_routes_by_nearest_pool_and_restores_its_adaptive_means():
