@@ -273,7 +273,8 @@ WHOLE_RUN = "whole run"
 
 def window_lines(runs: Sequence[RunResult]) -> List[str]:
     """One line when some run's model columns still include its warm-up (``WHOLE_RUN``)."""
-    whole = ["%s@%g/s" % (r.policy, r.rate) for r in runs if r.model_window == WHOLE_RUN]
+    whole = ["%s@%g/s" % (r.policy, r.rate) for r in runs if r.model_window == WHOLE_RUN
+             and (r.model_delay_s is not None or r.fifo_sim_delay_s is not None)]
     if not whole:
         return []
     return ["model, fifo sim: routing over the whole run, warm-up included, for %s (no "

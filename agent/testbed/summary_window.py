@@ -24,6 +24,7 @@ reported with the whole-run columns, as the testbed printed them then.
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
 from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
@@ -152,7 +153,7 @@ def redo_window(topo: Topology, stages: Sequence[StageInfo], r: RunResult, rate_
     before = (r.routing, r.model_delay_s, r.fifo_sim_delay_s)
     try:
         window_columns(topo, stages, r, stats)
-    except (ValueError, ZeroDivisionError, KeyError, TypeError) as exc:  # counters no run gives
+    except (UsageError, ValueError, ZeroDivisionError, KeyError, TypeError) as exc:  # no run's
         r.routing, r.model_delay_s, r.fifo_sim_delay_s = before
         r.model_window = WHOLE_RUN
         return "%s: cannot route by it (%s); %s" % (path, short(str(exc)), keep)
@@ -161,17 +162,19 @@ def redo_window(topo: Topology, stages: Sequence[StageInfo], r: RunResult, rate_
 
 def _window_problem(topo: Topology, stats: Mapping[str, Optional[dict]]) -> Optional[str]:
     """What a window's stats lack that the testbed always writes: every node of the topology
-    (a node left out would route uniformly, unsaid) and counts of at least 0 (the counters'
-    growth over the window)."""
-    missing = [n for n in topo.node_ids() if n not in stats]
+    with its counters (a node left out would route uniformly, unsaid) and finite counts of at
+    least 0 (the counters' growth over the window)."""
+    missing = [n for n in topo.node_ids()
+               if not isinstance((stats.get(n) or {}).get("counters"), dict)]
     if missing:
-        return "stats: no entry for %s (the testbed writes every node)" % ", ".join(missing[:5])
+        return "stats: no counters for %s (the testbed writes every node's)" % ", ".join(
+            missing[:5])
     for node, st in stats.items():
         for key in ("counters", "routing"):
             v = (st or {}).get(key) or {}
-            neg = next((k for k, x in v.items() if x < 0), None)
+            neg = next((k for k, x in v.items() if not 0 <= x < math.inf), None)
             if neg is not None:
-                return "stats.%s.%s.%s: must be >= 0, got %s" % (
+                return "stats.%s.%s.%s: must be in [0, inf), got %s" % (
                     node if len(node) <= 64 else short(node), key,
                     neg if len(str(neg)) <= 64 else short(neg), short(v[neg]))
     return None

@@ -313,11 +313,11 @@ def _thresholds(top: Fields, h: int) -> Dict[int, float]:
 def load_topology(path: Optional[str] = None) -> Topology:
     """Read and validate a topology JSON file (the shipped default when ``path`` is None).
 
-    A ``path`` that is no file but names a shipped topology (``mdi-2-node``) loads that one;
-    ``<name>-noee`` (mdi-* only) loads it with the ``mdi-exit`` knob ``early_exit`` false.
-    """
+    A ``path`` that is no file (none, or a run's ``--out`` folder) naming a shipped topology
+    loads that one; ``<name>-noee`` (mdi-* only): with ``mdi-exit``'s ``early_exit`` false."""
     path = path or DEFAULT_TOPOLOGY
-    if not os.path.exists(path) and os.sep not in path and not path.endswith(".json"):
+    if (not os.path.exists(path) or os.path.isdir(path) and shipped_base(path) is not None) \
+            and os.sep not in path and not path.endswith(".json"):
         name, no_exit = path, path.endswith(NO_EXIT_SUFFIX)
         base = shipped_base(name)
         if base is None:

@@ -102,8 +102,10 @@ def test_a_run_folder_without_window_files_is_reported_over_the_whole_run_and_sa
     ('{"stats": {"cam1": {"counters": {"sent_to_w1a": "x"}}}}',
      "stats.cam1.counters: must be an object {name: number} or null, got {'sent_to_w1a'"),
     ('{"stats": {}, "stats": {}}', "stats"),
-    ('{"stats": {}}', "stats: no entry for cam1, cam2"),
-    ("NEGATIVE", "stats.cam1.counters.sent_to_w1a: must be >= 0, got -5"),
+    ('{"stats": {}}', "stats: no counters for cam1, cam2"),
+    ("NEGATIVE", "stats.cam1.counters.sent_to_w1a: must be in [0, inf), got -5"),
+    ("NULL", "stats: no counters for w1a"),
+    ("HUGE", "cannot route by it ('routing: probabilities of w1a sum to 0"),
 ])
 def test_a_damaged_window_file_is_named_and_its_rate_reported_over_the_whole_run(
         tmp_path, capsys, text, says):
@@ -117,6 +119,15 @@ def test_a_damaged_window_file_is_named_and_its_rate_reported_over_the_whole_run
         window = {n: {"counters": st["counters"], "routing": {}}
                   for n, st in _sends(topo, lambda k: 1).items()}
         window["cam1"]["counters"]["sent_to_w1a"] = -5
+        text = json.dumps({"model_window": AFTER_WARMUP, "stats": window})
+    elif text in ("NULL", "HUGE"):  # a node's entry null; counts whose sum no float holds
+        topo, _ = run_topology(str(run), "default")
+        window = {n: {"counters": st["counters"], "routing": {}}
+                  for n, st in _sends(topo, lambda k: 1).items()}
+        if text == "NULL":
+            window["w1a"] = None
+        else:
+            window["w1a"]["counters"].update(sent_to_w2a=1e308, sent_to_w2b=1e308)
         text = json.dumps({"model_window": AFTER_WARMUP, "stats": window})
     path.write_text(text)
     rc, out, err = _report(capsys, run, "--json", run / "r.json")
