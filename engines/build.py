@@ -11,6 +11,7 @@ graph and is refused).
 from __future__ import annotations
 
 import difflib
+import json
 import logging
 import os
 import shutil
@@ -24,6 +25,10 @@ from engines.bundle import BundleError
 from engines.flops import count_macs, fix_batch, macs_by_node, numpy_dtype, tensor_types
 
 log = logging.getLogger("engines.build")
+
+# metadata key of a graph `heads` wrote: "[lo, hi]", the range of its training inputs' values (as
+# the graph took them), carried into the bundle as stage 1's input.value_range
+INPUT_RANGE_KEY = "edge_agent.input_range"
 
 
 class BuildError(BundleError):
@@ -200,6 +205,23 @@ def _stage_tensors(model: onnx.ModelProto, plan, exits: Dict[int, str]):
     return tensors, num_classes
 
 
+def input_range(model: onnx.ModelProto, path: str) -> Optional[List[float]]:
+    """The training inputs' ``[lo, hi]`` that ``heads`` recorded in ``model``'s metadata (None
+    when it holds none); a malformed value is a one-line BuildError naming the file and key."""
+    text = {p.key: p.value for p in model.metadata_props}.get(INPUT_RANGE_KEY)
+    if text is None:
+        return None
+    try:
+        value = json.loads(text)
+    except (ValueError, RecursionError):  # not JSON (or nested past reading): said as such
+        value = text
+    why = bfmt.value_range_problem(value)
+    if why:
+        raise BuildError("%s: metadata %s %s, got %.200r (remove it, or run `edge-agent heads` "
+                         "again)" % (path, INPUT_RANGE_KEY, why, text))
+    return [float(v) for v in value]
+
+
 def check_batch_one(model: onnx.ModelProto, error: Optional[type] = None) -> None:
     """Refuse a data input whose batch (first) dimension is fixed to anything but 1: every stage
     of a bundle runs one sample at a time, and MACs are counted per sample."""
@@ -265,6 +287,9 @@ def build_bundle(onnx_path: str, cuts: Sequence[str], exits: Dict[int, str], out
         raise BuildError("--out %s is not a directory (a file or a broken link is there)"
                          % out_dir)
     tensors, num_classes = _stage_tensors(model, plan, exits)
+    value_range = input_range(model, onnx_path)
+    if value_range is not None:  # replay and profiling sets are compared with it
+        tensors[0][0]["value_range"] = value_range
     macs = _stage_macs(model, plan, cuts)
     source = {"onnx": os.path.basename(onnx_path), "sha256": bfmt.sha256_file(onnx_path),
               "cuts": list(cuts), "exits": {str(k): v for k, v in sorted(exits.items())},

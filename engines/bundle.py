@@ -49,6 +49,9 @@ MANIFEST_KEYS = ("format", "version", "name", "num_classes", "flops_convention",
 STAGE_KEYS = ("index", "file", "sha256", "input", "feature_output", "logits_output", "has_exit",
               "flops", "input_bytes", "dynamic_batch")
 TENSOR_KEYS = ("name", "shape", "dtype")
+# stage 1's input may also say what range of values the model's training inputs spanned
+# (written by `build` from the metadata `heads` leaves; replay and profiling sets are compared)
+INPUT_KEYS = TENSOR_KEYS + ("value_range",)
 
 
 class BundleError(UsageError):
@@ -73,6 +76,7 @@ class StageSpec:
     feature_shape: Optional[Tuple[int, ...]] = None  # shape of feature_output (batch 1)
     num_classes: int = 0  # width of logits_output, 0 when there is none
     dynamic_batch: bool = False  # the ONNX input accepts any batch size
+    input_value_range: Optional[Tuple[float, float]] = None  # stage 1: training inputs' [lo, hi]
 
 
 @dataclass(frozen=True)
@@ -119,6 +123,15 @@ def sha256_file(path: str) -> str:
 def tensor_bytes(shape, dtype: str) -> int:
     """Bytes of one tensor of ``shape`` and numpy ``dtype``."""
     return int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
+
+
+def value_range_problem(raw: Any) -> str:
+    """Why ``raw`` is no value range ``[lo, hi]`` ("" when it is): two finite numbers, lo <= hi."""
+    if not (isinstance(raw, list) and len(raw) == 2 and all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+            for v in raw)):
+        return "must be two finite numbers [lo, hi]"
+    return "" if raw[0] <= raw[1] else "must have lo <= hi"
 
 
 def write_manifest(directory: str, manifest: Dict[str, Any]) -> str:
@@ -242,7 +255,12 @@ def _parse_stage(f: _Fields, obj, position: int, directory: str, verify_files: b
                           "%s and %s" % (f.where, ctx, _count_text(flops), _count_text(input_bytes)))
     for key, tensor in (("input", inp), ("feature_output", feat), ("logits_output", logits)):
         if tensor is not None:
-            f.known(tensor, TENSOR_KEYS, "%s.%s" % (ctx, key))
+            f.known(tensor, INPUT_KEYS if key == "input" and index == 1 else TENSOR_KEYS,
+                    "%s.%s" % (ctx, key))
+    value_range = inp.get("value_range")
+    if value_range is not None and value_range_problem(value_range):
+        raise BundleError("%s: field %s.input.value_range %s, got %.200r"
+                          % (f.where, ctx, value_range_problem(value_range), value_range))
     num_classes = 0
     if logits is not None:
         lshape = f.get(logits, "shape", list, ctx + ".logits_output")
@@ -262,6 +280,7 @@ def _parse_stage(f: _Fields, obj, position: int, directory: str, verify_files: b
         feature_shape=None if feat is None else f.shape(feat, "shape", ctx + ".feature_output"),
         num_classes=num_classes,
         dynamic_batch=bool(f.get(obj, "dynamic_batch", bool, ctx, optional=True) or False),
+        input_value_range=None if value_range is None else tuple(float(v) for v in value_range),
     )
 
 

@@ -12,7 +12,9 @@ head, the backbone's output = the final head):
    outputs; each batch is pooled at once (``engines.heads_graph.pool``), so only the small pooled
    features are kept, and every head trains from them;
 3. each head is fitted on a stratified training split and early-stopped on the held-out split
-   (``engines.heads_fit``), then written into a copy of the graph (``heads_graph.attach``).
+   (``engines.heads_fit``), then written into a copy of the graph (``heads_graph.attach``),
+   whose metadata also records the range of the training inputs' values (``build`` carries it
+   into the bundle, where replay and profiling sets on another scale are told).
 
 Deterministic for a given ``seed``.
 """
@@ -21,9 +23,10 @@ from __future__ import annotations
 
 import difflib
 import hashlib
+import json
 import os
 from dataclasses import dataclass
-from typing import Callable, List, Optional, Sequence
+from typing import Callable, List, Optional, Sequence, Tuple
 
 import numpy as np
 import onnx
@@ -31,7 +34,8 @@ import onnx
 from agent.errors import UsageError
 from agent.ops.atomic import atomic_open
 from engines.npzfile import load_npz
-from engines.build import BuildError, check_batch_one, load_checked_onnx, parse_cuts, plan_stages
+from engines.build import (INPUT_RANGE_KEY, BuildError, check_batch_one, load_checked_onnx,
+                           parse_cuts, plan_stages)
 from engines.bundle import sha256_file
 from engines.flops import count_macs, numpy_dtype
 from engines.exit_profile import probabilities_problem
@@ -81,6 +85,7 @@ class HeadsResult:
     backbone_macs: Optional[int]  # None when the backbone's shapes are not all static
     num_train: int
     num_holdout: int
+    input_range: Optional[Tuple[float, float]] = None  # (min, max) of the inputs, as fed
 
     def build_command(self, bundle_dir: str = "BUNDLE") -> str:
         """The ``edge-agent build`` command line that cuts the written graph."""
@@ -164,6 +169,20 @@ def _check_input(model: onnx.ModelProto, x: np.ndarray, path: str):
         x = as_input(x, numpy_dtype(tt.elem_type))
     fixed = bool(want) and want[0] is not None
     return x, (want[0] if fixed else BATCH), fixed
+
+
+def record_input_range(model: onnx.ModelProto, x: np.ndarray) -> Tuple[float, float]:
+    """Write the (min, max) of the training inputs ``x`` (as the graph takes them) into
+    ``model``'s metadata under ``INPUT_RANGE_KEY``, replacing any earlier value: ``build`` makes
+    it the bundle's stage-1 ``input.value_range``, and a replay or profiling set on another
+    scale is then told. Returns the range."""
+    lo, hi = float(np.min(x)), float(np.max(x))
+    kept = [p for p in model.metadata_props if p.key != INPUT_RANGE_KEY]
+    del model.metadata_props[:]
+    model.metadata_props.extend(kept)
+    entry = model.metadata_props.add()
+    entry.key, entry.value = INPUT_RANGE_KEY, json.dumps([lo, hi])
+    return lo, hi
 
 
 def _cache_path(cache_dir: str, onnx_path: str, x: np.ndarray, names: Sequence[str], grid: int) -> str:
@@ -265,6 +284,7 @@ def make_heads(onnx_path: str, at: Sequence[str], x: np.ndarray, y: np.ndarray, 
         log("head %s at %s: held-out accuracy %.4f after %d iterations"
             % (output, name, fitted.holdout_accuracy, fitted.iterations))
     multi = attach(model, heads, final, num_classes, x.shape[1:])
+    value_range = record_input_range(multi, x)
     onnx.checker.check_model(multi)
     plan_stages(multi, at, {r.stage: r.output for r in reports}, final)  # as `build` will
     out_dir = os.path.dirname(os.path.abspath(out_path))
@@ -277,4 +297,5 @@ def make_heads(onnx_path: str, at: Sequence[str], x: np.ndarray, y: np.ndarray, 
         backbone_macs = None
     final_acc = float(np.mean(np.argmax(final_logits[hold], axis=1) == y[hold]))
     return HeadsResult(out_path=out_path, heads=reports, final=final, final_holdout_accuracy=final_acc,
-                       backbone_macs=backbone_macs, num_train=len(train), num_holdout=len(hold))
+                       backbone_macs=backbone_macs, num_train=len(train), num_holdout=len(hold),
+                       input_range=value_range)

@@ -10,6 +10,7 @@ profiled inputs, so row i stays tied to sample i of the data file.
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 from typing import Callable, Optional, Tuple
 
@@ -22,6 +23,17 @@ from engines.bundle import Bundle
 from engines.loader import load_engine
 from engines.embedding import CHOICES as EMBEDDING_CHOICES, auto_kind, embed_as_stored, kind_name
 from engines.exit_profile import ExitProfile, probabilities_problem, softmax_confidence
+
+log = logging.getLogger("engines.profile")
+
+# Values are far from a reference range when they reach beyond it widened on each side by a
+# number of times its width or its largest magnitude, whichever is more (a near-constant
+# reference still leaves room). One input spans less than a whole set, so it gets a wide margin
+# against the replay set (0-255 images where the model takes [0, 1] are still caught); a whole
+# set against the model's training inputs gets a tight one, compared both ways, so that a set
+# on another scale (ImageNet-normalised against [0, 1], either way round) is caught too.
+INPUT_RANGE_WIDTHS = 4.0
+SET_RANGE_WIDTHS = 1.0
 
 
 def load_dataset(path, scale_uint8: bool = True) -> Tuple[np.ndarray, np.ndarray]:
@@ -57,6 +69,55 @@ def as_input(x: np.ndarray, dtype: str) -> np.ndarray:
     return x.astype(dtype, copy=False)
 
 
+def beyond_range(ref: Tuple[float, float], lo: float, hi: float, widths: float) -> bool:
+    """Whether values spanning [``lo``, ``hi``] reach beyond the range ``ref`` widened on each
+    side by ``widths`` times max(its width, |its ends|); False when ``ref`` is all zero (no scale
+    to compare with)."""
+    ref_lo, ref_hi = ref
+    margin = widths * max(ref_hi - ref_lo, abs(ref_lo), abs(ref_hi))
+    return margin > 0 and (lo < ref_lo - margin or hi > ref_hi + margin)
+
+
+def unscaled_hint(ref_hi: float, lo: float, hi: float) -> str:
+    """The usual fix when values in [``lo``, ``hi``], none negative, reach up to 255 where the
+    reference stays within 1: images stored as bytes and never scaled."""
+    return " (images stored as 0-255? x / 255)" if 0.0 <= lo and ref_hi <= 1.0 < hi <= 255.0 else ""
+
+
+def set_range_problem(data: Tuple[float, float], trained: Tuple[float, float]) -> str:
+    """Why a data set whose values span ``data`` is on another scale than the model's training
+    inputs, which spanned ``trained`` (the bundle's stage-1 ``input.value_range``): "" when
+    neither range reaches beyond the other widened by ``SET_RANGE_WIDTHS``."""
+    (lo, hi), (t_lo, t_hi) = data, trained
+    if not (beyond_range(trained, lo, hi, SET_RANGE_WIDTHS)
+            or beyond_range(data, t_lo, t_hi, SET_RANGE_WIDTHS)):
+        return ""
+    hint = unscaled_hint(t_hi, lo, hi) or (" (training images were 0-255? x * 255)"
+                                           if 0.0 <= t_lo and hi <= 1.0 < t_hi <= 255.0 else "")
+    if not hint and t_lo < 0.0 <= lo:
+        hint = " (the training inputs were normalised: (x - mean) / std as there?)"
+    elif not hint and lo < 0.0 <= t_lo:
+        hint = " (normalised here, the training inputs were not?)"
+    return ("values in [%.4g, %.4g], far from the [%.4g, %.4g] of the model's training inputs "
+            "(the bundle's stage 1 input.value_range): scale the set as the training inputs "
+            "were%s" % (lo, hi, t_lo, t_hi, hint))
+
+
+def check_set_range(x: np.ndarray, trained: Optional[Tuple[float, float]], where: str,
+                    consequence: str, logger: logging.Logger = log) -> str:
+    """Log one WARNING (on ``logger``) when the data set ``x`` (as stage 1 is fed it) is on
+    another scale than the model's training inputs (``set_range_problem``), ``where`` naming
+    the file and ``consequence`` what happens now; returns the warning ("" when none). Only
+    float inputs are compared, and only with a bundle that recorded its range."""
+    if trained is None or x.dtype.kind != "f" or not x.size:
+        return ""
+    why = set_range_problem((float(x.min()), float(x.max())), trained)
+    if why:
+        why = "%s: %s; %s" % (where, why, consequence)
+        logger.warning("%s", why)
+    return why
+
+
 def profile_embedding(x: np.ndarray, embedding: str = "auto") -> Tuple[Optional[np.ndarray], str]:
     """The input embedding the profile stores for ``x`` and its kind name; ``embedding`` is one
     of ``engines.embedding.CHOICES`` (``auto`` picks by the input's shape, ``none`` stores
@@ -73,10 +134,12 @@ def profile_embedding(x: np.ndarray, embedding: str = "auto") -> Tuple[Optional[
 
 def profile_bundle(bundle: Bundle, x: np.ndarray, y: np.ndarray, backend: str = "onnxruntime",
                    threads: int = 1, progress: Optional[Callable[[int], None]] = None,
-                   embedding: str = "auto") -> ExitProfile:
+                   embedding: str = "auto", data_path: str = "--data") -> ExitProfile:
     """Run every sample of ``x`` through all stages of ``bundle`` and record every head: its
     confidence, correctness and logits, plus the labels and the input ``embedding`` (see
-    ``profile_embedding``)."""
+    ``profile_embedding``). ``x`` on another scale than the model's training inputs (the
+    bundle's stage-1 ``input.value_range``) is measured as it is, with one WARNING naming
+    ``data_path``."""
     first = bundle.stages[0]
     if tuple(x.shape[1:]) != tuple(first.input_shape[1:]):
         raise UsageError("data x has sample shape %s, stage 1 expects %s"
@@ -86,6 +149,9 @@ def profile_bundle(bundle: Bundle, x: np.ndarray, y: np.ndarray, backend: str = 
     if classes and (y.min() < 0 or y.max() >= classes):  # every head would read 0% correct
         raise UsageError("data y holds labels %d..%d; the bundle's heads have %d classes "
                          "(0..%d)" % (y.min(), y.max(), classes, classes - 1))
+    check_set_range(x, first.input_value_range, data_path,
+                    "the profile measures the set as it is, and the accuracies it gives are "
+                    "those of that scale")
     emb, emb_kind = profile_embedding(x, embedding)
     engines = [load_engine(s, backend=backend, threads=threads) for s in bundle.stages]
     heads = [s for s in bundle.stages if s.logits_output is not None]

@@ -93,5 +93,8 @@ def run(args) -> int:
     print("%-6s %-22s %-10s %-18s %9.2f%% %14s" % ("final", "-", result.final, "-",
                                                     100.0 * result.final_holdout_accuracy,
                                                     "backbone %d" % total if total else "-"))
+    if result.input_range is not None:
+        print("training inputs' values in [%.4g, %.4g]: recorded for build (a replay set on "
+              "another scale is warned of)" % tuple(result.input_range))
     print("next: " + result.build_command())
     return 0

@@ -59,7 +59,7 @@ def run(args) -> int:
         check_output_file(out, "--out")
     x, y = load_dataset(args.data, scale_uint8=False)  # scaled as stage 1's input takes it
     profile = profile_bundle(bundle, x, y, backend=args.backend, threads=args.threads,
-                             embedding=args.embedding)
+                             embedding=args.embedding, data_path=args.data)
     with output_errors("--out", out):
         os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
         with atomic_open(out, "wb") as f:

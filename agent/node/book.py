@@ -15,6 +15,7 @@ task), ``level`` the answering level a RESULT names (MLCI; None otherwise).
 
 from __future__ import annotations
 
+import logging
 import os
 import random
 from dataclasses import dataclass
@@ -24,22 +25,29 @@ import numpy as np
 
 from agent.errors import UsageError
 from engines.npzfile import load_npz
-from engines.profile import as_input
+from engines.profile import as_input, check_set_range
 from agent.ops.samples import checked_inputs, checked_labels
 from agent.node.records import RecordWriter
 from agent.policies.splits import rows_named
 
 __all__ = ["Pending", "RecordWriter", "ReplaySet", "SourceBook"]
 
+log = logging.getLogger(__name__)
+
 
 def open_replay(cfg: Any, bundle: Any) -> "ReplaySet":
     """A source config's replay set (``replay_path``; the demo set when it names none), checked
-    against the bundle's stage-1 input: ``UsageError`` naming replay_path when it does not fit."""
+    against the bundle's stage-1 input: ``UsageError`` naming replay_path when it does not fit;
+    one WARNING when its values are on another scale than the model's training inputs (the
+    bundle's ``input.value_range``): the source serves it all the same."""
     from engines.demo import REPLAY_PATH
 
     first = bundle.stage(1)
-    return ReplaySet(cfg.replay_path or REPLAY_PATH, first.input_shape, first.input_dtype,
-                     cfg.replay_rows)
+    path = cfg.replay_path or REPLAY_PATH
+    replay = ReplaySet(path, first.input_shape, first.input_dtype, cfg.replay_rows)
+    check_set_range(replay.x, first.input_value_range, "replay_path: %s" % path,
+                    "the source sends it as it is (its accuracy suffers)", log)
+    return replay
 
 
 class ReplaySet:

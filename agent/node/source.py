@@ -43,15 +43,15 @@ from agent.node.outbox import Outbox
 from agent.node.outitem import OutItem
 from agent.node.role import Role
 from agent.policies.api import AgentPolicy, TaskInfo
-from engines.profile import as_input
+from engines.profile import INPUT_RANGE_WIDTHS, as_input, beyond_range, unscaled_hint
 
 log = logging.getLogger(__name__)
 
 INPUT_ABS_MAX = 1e6  # a client's input values must lie within +-this (finite)
-# ... and within the replay set's value range widened on each side by this many times its width
-# or its largest magnitude, whichever is more (a near-constant set still leaves room): 0-255
+# ... and within the replay set's value range widened on each side by INPUT_RANGE_WIDTHS times
+# its width or its largest magnitude, whichever is more (``engines.profile.beyond_range``, the
+# rule replay and profiling sets are compared with the model's training inputs by): 0-255
 # images where the model takes [0, 1] are refused, not answered wrong
-INPUT_RANGE_WIDTHS = 4.0
 
 
 class SourceSide(Role):
@@ -187,15 +187,14 @@ class SourceSide(Role):
         """Why ``x``'s values are far outside the replay set's (the scale the engine takes);
         "" when they are not, or the set has no range to compare with."""
         lo, hi = self.replay.value_range
-        margin = INPUT_RANGE_WIDTHS * max(hi - lo, abs(lo), abs(hi))
-        if x.dtype.kind != "f" or not margin > 0 or not x.size:
+        if x.dtype.kind != "f" or not x.size:
             return ""
         x_lo, x_hi = float(x.min()), float(x.max())
-        if lo - margin <= x_lo and x_hi <= hi + margin:
+        if not beyond_range((lo, hi), x_lo, x_hi, INPUT_RANGE_WIDTHS):
             return ""
-        hint = " (images stored as 0-255? x / 255)" if hi <= 1.0 < x_hi <= 255.0 else ""
         return ("input values in [%.4g, %.4g], far outside the [%.4g, %.4g] of the source's "
-                "replay set: scale it as the model's inputs are%s" % (x_lo, x_hi, lo, hi, hint))
+                "replay set: scale it as the model's inputs are%s"
+                % (x_lo, x_hi, lo, hi, unscaled_hint(hi, x_lo, x_hi)))
 
     def on_client_refused(self, identity: bytes, task_id: Optional[str], why: str = "") -> None:
         """A client's task the wire check refused (a dtype it may not send, an oversized or

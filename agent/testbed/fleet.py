@@ -51,7 +51,7 @@ import zmq
 from agent.fleet.client import Client, ClientKeys, InputTooLarge
 from agent.errors import UsageError
 from engines.npzfile import load_npz
-from engines.profile import as_input
+from engines.profile import as_input, check_set_range
 from agent.ops.samples import checked_inputs, checked_labels
 from agent.ops.state import RECORDS_FILE
 from agent.testbed.local import rate_label, write_run_file
@@ -343,6 +343,8 @@ def fleet_inputs(topo: Topology, bundle, check: bool = True) -> tuple:
     f = fleet_settings(topo)
     x, y = _replay(fleet_path(topo, f["replay"]) if f.get("replay") else None)
     x = as_input(x, bundle.stage(1).input_dtype)  # uint8 images scaled, as the sources do
+    check_set_range(x, bundle.stage(1).input_value_range, "fleet.replay: %s" % (
+        f.get("replay") or "the demo replay set"), "the testbed sends it as it is")
     keys, limits = client_keys(topo, f), source_limits(topo, f)
     if check:  # at once, not after a whole rate of lost tasks (or an input no source takes)
         check_sources(f["clients"], keys, limits=limits, x=x)
