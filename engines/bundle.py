@@ -31,6 +31,7 @@ from agent.protocol.wire import MAX_DIMS
 MANIFEST_NAME = "bundle.json"
 MANIFEST_MAX_BYTES = 16 * 1024 * 1024  # a manifest is a few kB
 COUNT_MAX = 2 ** 63 - 1  # flops and input_bytes: an int64, and exact enough as a float
+_FLOAT_MAX = 1.7976931348623157e308  # the largest float: abs(v) <= it is finite (ints too)
 
 
 def _count_text(count: int) -> str:
@@ -128,8 +129,8 @@ def tensor_bytes(shape, dtype: str) -> int:
 def value_range_problem(raw: Any) -> str:
     """Why ``raw`` is no value range ``[lo, hi]`` ("" when it is): two finite numbers, lo <= hi."""
     if not (isinstance(raw, list) and len(raw) == 2 and all(
-            isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-            for v in raw)):
+            isinstance(v, (int, float)) and not isinstance(v, bool) and abs(v) <= _FLOAT_MAX
+            for v in raw)):  # abs(v) <= max: finite, and an int no float holds is refused
         return "must be two finite numbers [lo, hi]"
     return "" if raw[0] <= raw[1] else "must have lo <= hi"
 

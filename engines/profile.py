@@ -30,10 +30,15 @@ log = logging.getLogger("engines.profile")
 # number of times its width or its largest magnitude, whichever is more (a near-constant
 # reference still leaves room). One input spans less than a whole set, so it gets a wide margin
 # against the replay set (0-255 images where the model takes [0, 1] are still caught); a whole
-# set against the model's training inputs gets a tight one, compared both ways, so that a set
-# on another scale (ImageNet-normalised against [0, 1], either way round) is caught too.
+# set against the model's training inputs gets a tight one, so that a set on another scale
+# (ImageNet-normalised against [0, 1]) is caught too. The other way round, training inputs
+# beyond the set, a set may well be narrower (a few rows, dark frames): only a far wider
+# training range (0-255 against [0, 1]), or training inputs normalised around 0 reaching
+# below it by more than the set's magnitude while the set has no negative value, tell of
+# another scale.
 INPUT_RANGE_WIDTHS = 4.0
 SET_RANGE_WIDTHS = 1.0
+TRAINED_RANGE_WIDTHS = 10.0
 
 
 def load_dataset(path, scale_uint8: bool = True) -> Tuple[np.ndarray, np.ndarray]:
@@ -87,10 +92,13 @@ def unscaled_hint(ref_hi: float, lo: float, hi: float) -> str:
 def set_range_problem(data: Tuple[float, float], trained: Tuple[float, float]) -> str:
     """Why a data set whose values span ``data`` is on another scale than the model's training
     inputs, which spanned ``trained`` (the bundle's stage-1 ``input.value_range``): "" when
-    neither range reaches beyond the other widened by ``SET_RANGE_WIDTHS``."""
+    the set stays within the training range widened by ``SET_RANGE_WIDTHS`` and the training
+    range within the set's widened by ``TRAINED_RANGE_WIDTHS``, unless the training inputs were
+    centred on 0 and the set is not (the module's comment on the margins)."""
     (lo, hi), (t_lo, t_hi) = data, trained
-    if not (beyond_range(trained, lo, hi, SET_RANGE_WIDTHS)
-            or beyond_range(data, t_lo, t_hi, SET_RANGE_WIDTHS)):
+    centred = t_lo < 0.0 <= lo and -t_lo > SET_RANGE_WIDTHS * max(hi - lo, abs(hi))
+    if not (beyond_range(trained, lo, hi, SET_RANGE_WIDTHS) or centred
+            or beyond_range(data, t_lo, t_hi, TRAINED_RANGE_WIDTHS)):
         return ""
     hint = unscaled_hint(t_hi, lo, hi) or (" (training images were 0-255? x * 255)"
                                            if 0.0 <= t_lo and hi <= 1.0 < t_hi <= 255.0 else "")

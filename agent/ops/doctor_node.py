@@ -129,9 +129,10 @@ def check_profile(cfg: Any, mode: Optional[str] = None, root: str = "/") -> Chec
         from calibration.profile import ProfileError, load_profile
         try:
             load_profile(path)
-        except ProfileError as exc:
-            return Check(name, FAIL, "%s; run exits 78 until it is fixed" % _line(exc),
-                         "move it away, then run `%s`" % cmd)
+        except ProfileError as exc:  # run's rule (require_profile_file): unreadable, keep it
+            fix = (access_fix(DEFAULT_USER, path) if not os.access(path, os.R_OK)
+                   else "move it away, then run `%s`" % cmd)
+            return Check(name, FAIL, "%s; run exits 78 until it is fixed" % _line(exc), fix)
         return Check(name, OK, "%s: a valid profile, no entry used: %s" % (path, emulated))
     down = None
     if mode is None:  # as run finds it; on a Jetson also when power_mode is set: calibrate needs jtop

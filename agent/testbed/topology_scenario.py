@@ -5,15 +5,16 @@ the simulator predict what a testbed run measures.
 It is ``scenario_object``'s (stages from the bundle, each source's rate its share of a total,
 the workers' emulated capacities, the links' emulated rates), plus what the agents run that a
 scenario says in its knobs: the bundle's exit profile with every exit starting at the
-topology's threshold (``initial_threshold``), the link model its DTO-EE agents plan with
-(``link_model``: the topology's ``knobs.dtoee``, else "shared", the agents' default: links as
-servers of r bytes/s, as the testbed paces or shapes them), baselines that keep their thresholds
+topology's threshold (``initial_threshold``), links as servers of r bytes/s (``link_model``
+"shared": the links the testbed paces or shapes, and its model column's; a topology whose
+DTO-EE agents plan with another link model gets a WARNING saying so), baselines that keep their thresholds
 (``baseline_thresholds`` "fixed": a node's ``cf`` and ``bf`` cannot tune them), and the
 topology's DTO-EE knobs and ``mdi-exit`` section.
 """
 
 from __future__ import annotations
 
+import logging
 from typing import Any, Dict, List, NamedTuple, Optional
 
 from agent.policies.setting import Scenario
@@ -25,11 +26,14 @@ from agent.testbed.local import bundle_stages
 from agent.testbed.topology import (StageInfo, Topology, capacity_tasks_s, check_against_bundle,
                                     load_topology, scenario_object)
 
+log = logging.getLogger(__name__)
+
 # the agents' policy whose thresholds a scenario starts from: cf and bf keep the topology's, and
 # DTO-EE starts its tuning there (MDI-Exit's come from its own knobs, carried as its section)
 _CONFIGURED = "cf"
-# knobs of the written scenario, whatever the topology says: baselines as its agents run them
-FIXED_KNOBS = {"baseline_thresholds": "fixed"}
+# knobs of the written scenario, whatever the topology says: links as the testbed's are
+# (servers of r bytes/s; its model column too), baselines as its agents run them
+FIXED_KNOBS = {"link_model": "shared", "baseline_thresholds": "fixed"}
 
 
 class TopologySetting(NamedTuple):
@@ -93,8 +97,13 @@ def topology_scenario(setting: TopologySetting, total_rate: float, comment: str 
     knobs: Dict[str, Any] = dict(topo.knobs.get("dtoee") or {})  # DTO-EE's are the top level
     if isinstance(topo.knobs.get("mdi-exit"), dict):
         knobs["mdi-exit"] = dict(topo.knobs["mdi-exit"])
+    own = knobs.get("link_model", DEFAULT_LINK_MODEL)
+    if own != FIXED_KNOBS["link_model"]:  # one link model in a scenario: its links' and plans'
+        log.warning("%s: knobs.dtoee.link_model %r: the scenario models the links as %r (the "
+                    "testbed's links and its model column), so plan -p dtoee on it plans as "
+                    "agents with link_model %r would", topo.path, own,
+                    FIXED_KNOBS["link_model"], FIXED_KNOBS["link_model"])
     knobs.update(FIXED_KNOBS)
-    knobs.setdefault("link_model", DEFAULT_LINK_MODEL)  # the topology's, else the agents' default
     c = start_threshold(setting)
     if c is not None:  # the profile decides the exits, from the topology's thresholds on
         del obj["remaining"]

@@ -106,7 +106,7 @@ def _edit_range(bundle_dir, value, stage=0):
     ([0.0], "must be two finite numbers"), ([0, 1, 2], "must be two finite numbers"),
     (["0", 1], "must be two finite numbers"), ([True, 1], "must be two finite numbers"),
     ("0,1", "must be two finite numbers"), ([0, float("nan")], "must be two finite numbers"),
-    ([2.0, 1.0], "must have lo <= hi"),
+    ([2.0, 1.0], "must have lo <= hi"), ([0, 10 ** 400], "must be two finite numbers"),
 ])
 def test_a_bad_value_range_is_refused_in_one_line_naming_the_field(tmp_path, value, why):
     """Rule: ``value_range`` must be two finite numbers with lo <= hi; anything else is one
@@ -129,7 +129,7 @@ def test_a_value_range_on_a_later_stage_is_an_unknown_field(tmp_path):
         load_bundle(b.path)
 
 
-@pytest.mark.parametrize("text", ["[1, 0]", "not json", "[0, 1e400]"])
+@pytest.mark.parametrize("text", ["[1, 0]", "not json", "[0, 1e400]", "[0, 1%s]" % ("0" * 400)])
 def test_build_refuses_a_malformed_recorded_range_naming_the_file_and_key(tmp_path, text):
     """Rule: a graph whose range metadata is not [lo, hi] (finite, lo <= hi) is refused by
     ``build`` in one line naming the ONNX file and the metadata key; nothing is written."""
@@ -154,8 +154,10 @@ def test_build_refuses_a_malformed_recorded_range_naming_the_file_and_key(tmp_pa
 ])
 def test_a_set_on_another_scale_is_told_with_the_likely_fix(data, trained_range, hint):
     """Rule: a set is on another scale when its range reaches beyond the training inputs' widened
-    by one width (or magnitude) on each side, or theirs beyond its own (ImageNet-normalised
-    against [0, 1], either way round); the message names both ranges and the likely fix."""
+    by one width (or magnitude) on each side, when theirs reaches beyond its own widened by ten
+    (0-255 training images against [0, 1]), or when the training inputs were centred on 0 and
+    the set is not (ImageNet-normalised against [0, 1], either way round); the message names
+    both ranges and the likely fix."""
     why = set_range_problem(data, trained_range)
     assert why.startswith("values in [%.4g, %.4g], far from the [%.4g, %.4g]"
                           % (data + trained_range))
@@ -164,7 +166,8 @@ def test_a_set_on_another_scale_is_told_with_the_likely_fix(data, trained_range,
 
 @pytest.mark.parametrize("data,trained_range", [
     ((0.0, 1.0), (0.0, 1.0)), ((0.02, 0.9), (0.0, 1.0)), ((-1.9, 2.5), (-2.118, 2.64)),
-    ((0.0, 0.6), (0.0, 1.0)), ((0.0, 0.0), (0.0, 1.0)),
+    ((0.0, 0.6), (0.0, 1.0)), ((0.0, 0.0), (0.0, 1.0)), ((0.0, 0.3), (0.0, 1.0)),
+    ((0.0, 0.45), (0.0, 1.0)), ((0.3, 0.5), (0.0, 1.0)), ((0.05, 0.2), (0.0, 1.0)),
 ])
 def test_a_set_on_the_training_scale_is_not_told(data, trained_range):
     """Rule: a set of the training inputs' scale, whether narrower (fewer samples, darker

@@ -5,6 +5,7 @@ simulated."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 
 import pytest
@@ -205,14 +206,20 @@ def test_simulates_results_json_records_the_link_model_it_used(tmp_path, default
     assert _simulate(tmp_path, str(plain), "--link-model", "shared") == "shared"
 
 
-def test_a_topologys_own_link_model_is_the_scenarios(tmp_path):
+def test_a_topologys_other_link_model_is_said_and_the_scenario_keeps_the_testbeds(tmp_path,
+                                                                                  caplog):
     """Rule: a topology whose knobs.dtoee sets link_model "delay" (its agents plan with it)
-    gets a scenario with that link model, not the default "shared"."""
+    gets a scenario whose links are the testbed's ("shared", one link model for the links and
+    the plans), and one WARNING naming the topology's knob and what plan -p dtoee then does."""
     with open(DEFAULT_TOPOLOGY) as f:
         obj = json.load(f)
     obj["knobs"]["dtoee"]["link_model"] = "delay"
     topo = tmp_path / "delay.json"
     topo.write_text(json.dumps(obj))
     out = tmp_path / "s.json"
-    assert main(["scenario", "topology", "--topology", str(topo), "-o", str(out)]) == 0
-    assert load_scenario(str(out)).knobs["link_model"] == "delay"
+    with caplog.at_level(logging.WARNING):
+        assert main(["scenario", "topology", "--topology", str(topo), "-o", str(out)]) == 0
+    assert load_scenario(str(out)).knobs["link_model"] == "shared"
+    said = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(said) == 1 and "knobs.dtoee.link_model 'delay'" in said[0], said
+    assert "plan -p dtoee on it plans as agents with link_model 'shared' would" in said[0]
