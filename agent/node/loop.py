@@ -380,9 +380,9 @@ class Node:
             self.outbox.retry_waiting(self.clock())
 
     def _slot(self, now: float) -> None:
-        arrived = self.role.slot_arrivals()
-        if arrived is not None:  # a worker's phi: tasks accepted over the last slot
-            self.view.arrival_rate_tasks_s = arrived / self.cfg.slot_length_s
+        rate = self.role.slot_rate(self.cfg.slot_length_s)
+        if rate is not None:  # a worker's measured phi, a client source's estimate
+            self.view.arrival_rate_tasks_s = rate
         self._save_due = True
         self._save_state()
 

@@ -61,8 +61,9 @@ class Role:
     def flush(self) -> None:
         """Periodic flush of what this side writes to disk."""
 
-    def slot_arrivals(self) -> Optional[int]:
-        """Tasks that arrived here since the last slot (None: not measured here); resets."""
+    def slot_rate(self, slot_length_s: float) -> Optional[float]:
+        """A slot of ``slot_length_s`` ended: the arrival rate (tasks/s) the view carries from
+        now on (None: leave it as it is); starts counting the next slot."""
         return None
 
     # -- input -------------------------------------------------------------------------------

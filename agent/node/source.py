@@ -22,6 +22,13 @@ images of the stage-1 shape for a floating-point stage 1 are scaled to [0, 1] by
 at INFO; an input that is not the stage-1 dtype and shape otherwise, or holds non-finite values
 or values above ``INPUT_ABS_MAX`` or far outside the replay set's value range
 (``INPUT_RANGE_WIDTHS``), is refused with outcome ``error``, reason ``bad_input``.
+
+A client source's arrival rate, the phi DTO-EE plans with, is estimated at each slot's end from
+the new tasks it took in over the slot (``arrivalrate.ArrivalRate``, the configured
+``arrival_rate_tasks_s`` its prior): every task ``_create_task`` sees counts once, admitted or
+rejected (the load offered to the fleet, which routing has to spread), never a re-issue, nor a
+client input refused as ``bad_input`` (no task of the model). A Poisson source keeps its
+configured rate (``arrivalrate.measures_arrivals``).
 """
 
 from __future__ import annotations
@@ -38,6 +45,7 @@ from agent.config.node import NodeConfig
 from agent.protocol import wire
 from agent.protocol.text import input_refusal
 from agent.protocol.wire import Kind
+from agent.node.arrivalrate import ArrivalRate, measures_arrivals
 from agent.node.book import Pending, ReplaySet, SourceBook
 from agent.node.outbox import Outbox
 from agent.node.outitem import OutItem
@@ -80,11 +88,16 @@ class SourceSide(Role):
         # that a client never holds an answer a SIGKILL then turns into a `crash` record
         self.answers: List[Tuple[bytes, Dict[str, Any]]] = []
         self.scaling_said = False  # the INFO line on scaling a client's uint8 input, once a run
+        # the estimated rate of a client source (None: a Poisson source's configured rate stands)
+        self.rate = (ArrivalRate(cfg.arrival_rate_tasks_s) if measures_arrivals(cfg.arrival)
+                     else None)
+        self.arrived = 0  # new tasks taken in this slot, admitted or not
+        self.slot_from = clock()  # when this slot's count started
 
     # -- life cycle --------------------------------------------------------------------------
 
     def start(self, now: float) -> None:
-        self.next_arrival = now
+        self.next_arrival = self.slot_from = now
 
     def stop_arrivals(self) -> None:
         self.arrivals_done = True
@@ -109,7 +122,20 @@ class SourceSide(Role):
             self.book.recover(self.wall(), self.clock(), "unrecorded")
 
     def stats(self) -> Dict[str, Any]:
-        return {"tasks": self.book.counts(), "rejected_by_reason": dict(self.rejected)}
+        # the rate the view carries, rounded: an idle client source's estimate decays towards 0
+        # by SMOOTHING a slot, and stats.json is rewritten only when something in it changed
+        return {"tasks": self.book.counts(), "rejected_by_reason": dict(self.rejected),
+                "arrival_rate_tasks_s": round(self.out.view.arrival_rate_tasks_s, 3),
+                "arrival_rate_measured": self.rate is not None}
+
+    def slot_rate(self, slot_length_s: float) -> Optional[float]:
+        """A client source's estimate after the slot just ended (None for a Poisson source:
+        its configured rate stands). The slot is timed on the source's clock, not taken as
+        ``slot_length_s``: a loop pass that comes late makes a longer slot, not a higher rate."""
+        now = self.clock()
+        arrived, self.arrived = self.arrived, 0
+        slot_s, self.slot_from = now - self.slot_from, now
+        return None if self.rate is None else self.rate.update(arrived, slot_s)
 
     # -- arrivals ----------------------------------------------------------------------------
 
@@ -219,6 +245,7 @@ class SourceSide(Role):
     def _create_task(self, x: np.ndarray, label: int, client=None,
                      row: Optional[int] = None) -> None:
         now, w = self.clock(), self.wall()
+        self.arrived += 1  # offered load: counted before admission decides
         # the node's own refusal first: an admission policy counts the tasks it admits (MDI-Exit
         # spaces them by mu), and one rejected for another reason must not use up a place
         reason = self.refusal()

@@ -1,12 +1,14 @@
 """Status of a node: the stats dict, ``<state_dir>/stats.json`` and the status log line.
 
 ``NodeStatus`` reads the node's counters, its view, the policy and what its side adds (a
-source's task counts); the loop calls ``write`` and ``log_line`` every ``status_interval_s``
-and at the end. Both leave out what has not changed: stats.json is replaced only when
-something in it but its time (``TIME_KEYS``) changed, or ``STATUS_REPEAT_S`` after the last
-write (so ``wall_time`` is never older than that on a running agent), or when the file is gone.
-A link's measured rate (``link_rate_bytes_s_<peer>``) is left out while that configured peer
-is gone: the estimate is kept for its return, but a dead peer's link carries nothing.
+source's task counts and arrival rate, the latter on the status line of a client source,
+whose rate is estimated); the loop calls ``write`` and ``log_line`` every
+``status_interval_s`` and at the end. Both leave out what has not changed: stats.json is
+replaced only when something in it but its time (``TIME_KEYS``) changed, or
+``STATUS_REPEAT_S`` after the last write (so ``wall_time`` is never older than that on a
+running agent), or when the file is gone. A link's measured rate
+(``link_rate_bytes_s_<peer>``) is left out while that configured peer is gone: the estimate is
+kept for its return, but a dead peer's link carries nothing.
 """
 
 from __future__ import annotations
@@ -117,6 +119,8 @@ class NodeStatus:
                  "queue=%d/%d" % (s["input_queue"], s["output_queue"]), "dropped=%d" % s["dropped"]]
         if "tasks" in s:
             parts.append(" ".join("%s=%d" % kv for kv in s["tasks"].items()))
+        if s.get("arrival_rate_measured"):  # a client source: the rate DTO-EE plans with
+            parts.append("arrival_rate=%.1f/s" % s["arrival_rate_tasks_s"])
         own = s["thresholds"].get(str(self.cfg.stage))  # its changes are logged at DEBUG only
         if self.cfg.role == "worker" and own is not None:
             parts.append("threshold=%.3f" % own)

@@ -118,9 +118,9 @@ class WorkerSide(Role):
     def wake_fds(self) -> List[int]:
         return [self.runner.wake_fd]
 
-    def slot_arrivals(self) -> Optional[int]:
+    def slot_rate(self, slot_length_s: float) -> Optional[float]:
         n, self.received = self.received, 0
-        return n
+        return n / slot_length_s  # phi: tasks accepted over the last slot
 
     def input_queue(self) -> int:
         """Tasks waiting for or in the engine (I_n)."""

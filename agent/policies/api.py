@@ -90,7 +90,8 @@ class NodeView:
     predecessors: Tuple[str, ...]  # configured previous-stage peers
     link_rate_bytes_s: Dict[str, float]  # r to each peer (0 = unknown)
     capacity_flops: float = 0.0  # own mu (workers)
-    arrival_rate_tasks_s: float = 0.0  # own phi: measured (workers) or configured (sources)
+    arrival_rate_tasks_s: float = 0.0  # own phi: measured (workers), estimated (client
+    # sources: agent.node.arrivalrate) or configured (Poisson sources)
     input_queue: int = 0  # tasks waiting for / in the engine
     output_queue: int = 0  # O_n: tasks waiting to leave (held, or queued on an emulated link)
     service_time_s: float = 0.0  # own per-task compute time (Gamma)

@@ -125,8 +125,8 @@ class DtoeePolicy(AgentPolicy):
     # -- helpers -----------------------------------------------------------------------------
 
     def _rate(self, view: NodeView) -> float:
-        """phi_i: a source's configured rate; a worker's rate summed from its last requests
-        (before any: the measured one)."""
+        """phi_i: a source's rate in its view (configured; a client source's estimated); a
+        worker's rate summed from its last requests (before any: the measured one)."""
         if view.stage == 0:
             return view.arrival_rate_tasks_s
         return view.arrival_rate_tasks_s if self.phi is None else self.phi
