@@ -39,6 +39,9 @@ log = logging.getLogger("engines.profile")
 INPUT_RANGE_WIDTHS = 4.0
 SET_RANGE_WIDTHS = 1.0
 TRAINED_RANGE_WIDTHS = 10.0
+# training inputs reaching below 0 by half the set's magnitude, the set never below 0: centred
+# on 0 there ((x - 0.5) / 0.5 gives [-1, 1] for a [0, 1] set), not here
+CENTRED_WIDTHS = 0.5
 
 
 def load_dataset(path, scale_uint8: bool = True) -> Tuple[np.ndarray, np.ndarray]:
@@ -96,7 +99,7 @@ def set_range_problem(data: Tuple[float, float], trained: Tuple[float, float]) -
     range within the set's widened by ``TRAINED_RANGE_WIDTHS``, unless the training inputs were
     centred on 0 and the set is not (the module's comment on the margins)."""
     (lo, hi), (t_lo, t_hi) = data, trained
-    centred = t_lo < 0.0 <= lo and -t_lo > SET_RANGE_WIDTHS * max(hi - lo, abs(hi))
+    centred = t_lo < 0.0 <= lo and -t_lo >= CENTRED_WIDTHS * max(hi - lo, abs(hi))
     if not (beyond_range(trained, lo, hi, SET_RANGE_WIDTHS) or centred
             or beyond_range(data, t_lo, t_hi, TRAINED_RANGE_WIDTHS)):
         return ""

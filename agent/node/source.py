@@ -56,6 +56,7 @@ from engines.profile import INPUT_RANGE_WIDTHS, as_input, beyond_range, unscaled
 log = logging.getLogger(__name__)
 
 INPUT_ABS_MAX = 1e6  # a client's input values must lie within +-this (finite)
+STALLED_SLOTS = 2.0  # a slot longer than this many slot lengths had the loop stalled
 # ... and within the replay set's value range widened on each side by INPUT_RANGE_WIDTHS times
 # its width or its largest magnitude, whichever is more (``engines.profile.beyond_range``, the
 # rule replay and profiling sets are compared with the model's training inputs by): 0-255
@@ -93,6 +94,7 @@ class SourceSide(Role):
                      else None)
         self.arrived = 0  # new tasks taken in this slot, admitted or not
         self.slot_from = clock()  # when this slot's count started
+        self.stalled = False  # the last slot ran long: it is counted with the next one
 
     # -- life cycle --------------------------------------------------------------------------
 
@@ -131,11 +133,20 @@ class SourceSide(Role):
     def slot_rate(self, slot_length_s: float) -> Optional[float]:
         """A client source's estimate after the slot just ended (None for a Poisson source:
         its configured rate stands). The slot is timed on the source's clock, not taken as
-        ``slot_length_s``: a loop pass that comes late makes a longer slot, not a higher rate."""
+        ``slot_length_s``: a loop pass that comes late makes a longer slot, not a higher rate.
+        A slot over twice its length (the loop stalled or the process was stopped: the clients'
+        tasks of that time still wait in the sockets, and the next slot takes them) is counted
+        on with the next, so that neither shows a rate no client sent."""
         now = self.clock()
+        if self.rate is None:
+            return None
+        if now - self.slot_from > STALLED_SLOTS * slot_length_s and not self.stalled:
+            self.stalled = True  # this slot and the next, counted together at the next boundary
+            return None
+        self.stalled = False
         arrived, self.arrived = self.arrived, 0
         slot_s, self.slot_from = now - self.slot_from, now
-        return None if self.rate is None else self.rate.update(arrived, slot_s)
+        return self.rate.update(arrived, slot_s)
 
     # -- arrivals ----------------------------------------------------------------------------
 

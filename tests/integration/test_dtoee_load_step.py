@@ -72,10 +72,12 @@ def test_a_client_source_load_step_moves_dtoee_routing_off_the_one_fast_worker(b
         c.wait_for(lambda: _share(c, "w1a") >= 0.99, 15 * SLOT_S + 10,
                    "s1 to route all to the fast worker again while idle")
     finally:
-        if client is not None and client.poll() is None:
-            client.terminate()
-            client.wait(30)
-        c.stop_all()
+        try:
+            if client is not None and client.poll() is None:
+                client.kill()
+                client.wait(30)
+        finally:
+            c.stop_all()
     for node in STAGES:  # final stats: no step of any node failed on the way (a rate of 0)
         assert c.stats(node)["counters"].get("internal_error", 0) == 0, node
     assert all(math.isfinite(p) and p >= 0 for p in c.stats("s1")["routing"].values())

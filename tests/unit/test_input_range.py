@@ -151,6 +151,7 @@ def test_build_refuses_a_malformed_recorded_range_naming_the_file_and_key(tmp_pa
     ((0.0, 255.0), (0.0, 1.0), "(images stored as 0-255? x / 255)"),
     ((0.0, 1.0), (0.0, 255.0), "(training images were 0-255? x * 255)"),
     ((0.0, 255.0), (-2.118, 2.64), "(the training inputs were normalised"),
+    ((0.0, 1.0), (-1.0, 1.0), "(the training inputs were normalised"),
 ])
 def test_a_set_on_another_scale_is_told_with_the_likely_fix(data, trained_range, hint):
     """Rule: a set is on another scale when its range reaches beyond the training inputs' widened

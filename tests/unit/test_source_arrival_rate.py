@@ -82,6 +82,16 @@ def test_a_load_step_is_followed_within_one_slot():
     assert est.update(60, 5.0) == 12.0 and est.steps == 2
 
 
+def test_a_moderate_step_is_followed_when_a_few_slots_together_show_it():
+    """Rule: 13/s stepping to 20/s over 2 s slots (40 tasks against 26 expected: within one
+    slot's noise, 3 sqrt(26) = 15.3) is followed once two slots together (80 against the 52
+    expected from the estimate they started at: beyond 3 sqrt(52) = 21.6) show it: the
+    estimate jumps to their rate, 20/s, at the second slot."""
+    est = ArrivalRate(13.0)
+    assert est.update(40, 2.0) == pytest.approx(13.0 + SMOOTHING * 7.0) and est.steps == 0
+    assert est.update(40, 2.0) == 20.0 and est.steps == 1
+
+
 def test_a_small_steady_error_is_corrected_slowly():
     """Rule: a real 13/s against a configured 12/s (65 tasks per 5 s slot: within the noise of
     60) moves the estimate by SMOOTHING of the gap each slot: 13 - 0.9^k after k slots, within
@@ -193,6 +203,24 @@ def test_a_client_source_counts_each_new_task_admitted_or_not_but_no_reissue(cli
     assert side.stats()["arrival_rate_measured"] is True
 
 
+def test_a_stalled_slot_is_counted_with_the_next(client_source):
+    """Rule: a slot that ran over twice its length (the loop stalled; the clients' tasks of
+    that time still wait in the sockets) gives no rate, and its tasks are counted with the next
+    slot's, over both slots' time: the rate is what one slot of 10 tasks over 4 s gives, not a
+    dip then a spike."""
+    side, clock, view = client_source
+    x = np.zeros((1, 1, 28, 28), np.float32)
+    for i in range(8):
+        _push(side, x, "s-%d" % i)
+    clock.now += 3.0  # three slots long
+    assert side.slot_rate(SLOT_S) is None
+    for i in range(2):
+        _push(side, x, "t-%d" % i)
+    clock.now += 1.0
+    want = ArrivalRate(side.cfg.arrival_rate_tasks_s).update(10, 4.0)
+    assert side.slot_rate(SLOT_S) == pytest.approx(want)
+
+
 def test_a_poisson_source_keeps_its_configured_rate(tmp_path):
     """Rule: a Poisson source's slots leave its view's rate alone (``slot_rate`` None), however
     many tasks it created; its stats say the rate is the configured one, not measured."""
@@ -271,7 +299,7 @@ class _Running:
 
 def test_a_client_source_node_plans_with_the_rate_its_clients_send(tmp_path):
     """Rule: a real client source (configured for 1/s, its only worker never up) fed about
-    40 tasks/s over ZeroMQ for 4 s carries a rate of 20 to 80/s in its view from a slot
+    40 tasks/s over ZeroMQ for 4 s carries a rate of 20 to 120/s in its view from a slot
     boundary on, and once the clients stop it falls to a tenth of that within 10 slots;
     stats.json and the status line show the rate the view carries, marked measured."""
     cfg = _node_config(tmp_path / "s1", client=True)
@@ -289,7 +317,7 @@ def test_a_client_source_node_plans_with_the_rate_its_clients_send(tmp_path):
                 due += rng.expovariate(40.0)
         run.wait(lambda: max(run.rates) >= 20.0, 10 * SLOT_S, "the client traffic's rate")
         peak = max(run.rates)
-        assert peak <= 80.0, run.rates
+        assert peak <= 120.0, run.rates  # a sender stalled a while catches up in a burst
         run.wait(lambda: run.rates[-1] <= peak / 10, 10 * SLOT_S, "the rate to fall")
     finally:
         run.stop()
