@@ -58,6 +58,7 @@ from agent.protocol.wire import Kind, Message
 log = logging.getLogger(__name__)
 
 MIN_DELAY_S = 1e-6  # the outlier band's base at least: below any real network transfer
+RECENT_DECAY = 0.98  # per task sent, in the shares routing() reports (~50 tasks' memory)
 
 
 def unused_thresholds(params: mx.MdiExitParams, configured: Mapping[int, float]) -> str:
@@ -174,6 +175,9 @@ class MdiExitPolicy(AgentPolicy):
         self._threshold = self.params.threshold  # Alg. 4's T_e, used when adapting
         self.admission = mx.Admission(self.params)  # Alg. 3 at a source
         self._sent: Dict[str, int] = {}  # tasks sent to a neighbour since its last queue state
+        # where recent tasks went ({successor: decayed count}): Alg. 2 decides task by task, so
+        # this is the routing an operator sees (status, stats.json, the routing metric)
+        self._recent: Dict[str, float] = {}
         self._adapt = mx.Period(self.params.adapt_interval_s)  # starts at the first tick
         self.transfer_delay = TransferDelay()  # measured D_nm
         # Alg. 3's first mu: the fleet's measured rate once heard, unless the knob sets it
@@ -219,7 +223,16 @@ class MdiExitPolicy(AgentPolicy):
                                      self.rng.random, self.params.count_own_service)
         if target is not None:
             self._sent[target] = self._sent.get(target, 0) + 1
+            for m in self._recent:
+                self._recent[m] *= RECENT_DECAY
+            self._recent[target] = self._recent.get(target, 0.0) + 1.0
         return target
+
+    def routing(self) -> Dict[str, float]:
+        """The shares of the tasks this node sent lately (each task's weight decays by
+        ``RECENT_DECAY`` per later one: about the last ``1 / (1 - RECENT_DECAY)`` tasks)."""
+        total = sum(self._recent.values())
+        return {m: w / total for m, w in sorted(self._recent.items())} if total > 0 else {}
 
     def _transfer_delay_s(self, dest: str, task: TaskInfo, view: NodeView) -> float:
         """D_nm: measured when known, else the task's bytes over the configured link rate."""
