@@ -125,10 +125,10 @@ class DtoeePolicy(AgentPolicy):
     # -- helpers -----------------------------------------------------------------------------
 
     def _rate(self, view: NodeView) -> float:
-        """phi_i: a source's rate in its view (configured; a client source's estimated); a
-        worker's rate summed from its last requests (before any: the measured one)."""
-        if view.stage == 0:
-            return view.arrival_rate_tasks_s
+        """phi_i: a source's rate in its view (configured, or estimated: as the phase began);
+        a worker's rate summed from its last requests (before any: the measured one)."""
+        if view.stage == 0:  # a source: its rate as the phase began (plan's: one per phase)
+            return self.src_rate if self.configuring else view.arrival_rate_tasks_s
         return view.arrival_rate_tasks_s if self.phi is None else self.phi
 
     def _live_work(self, view: NodeView) -> Dict[str, float]:
@@ -147,8 +147,8 @@ class DtoeePolicy(AgentPolicy):
     # -- slot clock --------------------------------------------------------------------------
 
     def _start_slot(self, slot: int, view: NodeView, now: float) -> List[Outgoing]:
-        self.slot = slot
-        self.configuring = True
+        self.slot = slot  # a client source's estimate may change mid-phase: held for the phase
+        self.configuring, self.src_rate = True, view.arrival_rate_tasks_s
         self.phase_end = now + max(0.0, slot * self.slot_length_s
                                    + self.rounds * self.round_interval_s - self.wall())
         self.round = 0
