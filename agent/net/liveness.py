@@ -90,13 +90,9 @@ def link_timeout_ms(message_bytes: float, rate_bytes_s: float) -> int:
 def neighbour_timeout_s(base_s: float, link_ms: int) -> float:
     """How long a neighbour whose link has the heartbeat timeout ``link_ms``
     (``link_timeouts``) may be silent on the control plane before it counts as gone: the
-    configured ``base_s`` plus twice what that timeout has above ``HEARTBEAT_TIMEOUT_MS``. The
-    link time its messages, either way, may hold a heartbeat up is twice the largest one's;
-    twice that again, as a shaped link's dropped packets are re-sent after TCP's growing
-    timeouts and a loaded machine adds its own delay (the limit once fell short so on a
-    2,000 B/s link). A fast link adds milliseconds; a dead peer's dropped connection is seen
-    at once whatever this limit."""
-    return base_s + 2.0 * max(0, link_ms - HEARTBEAT_TIMEOUT_MS) / 1000.0
+    configured ``base_s`` plus what that timeout has above ``HEARTBEAT_TIMEOUT_MS`` (the link
+    time its messages, either way, may hold a heartbeat up: twice the largest one's)."""
+    return base_s + max(0, link_ms - HEARTBEAT_TIMEOUT_MS) / 1000.0
 
 
 def _task_bytes(sizes: StageSizes, first: int, last: int) -> float:
