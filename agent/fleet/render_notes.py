@@ -10,10 +10,10 @@ the earlier one had and this one has not, on the console and on every sheet. The
 stay in ``OUT/keys`` (a node added back keeps its identity) and are listed by the summary.
 
 A client key is another matter: ``/etc/edge-agent/clients/`` may hold keys an operator put there
-by hand, so the copy step only adds to it, and a source reads it only at start. A render that no
-longer writes a client key an earlier one wrote for a source says, on the console and on that
-source's sheet, to delete the key there and restart the source (until then it answers that
-client). A node whose metrics listen on a loopback ``metrics_host`` of another machine is
+by hand, so the copy step only adds to it, and a source reads it at start and on reload
+(SIGHUP). A render that no longer writes a client key an earlier one wrote for a source says, on
+the console and on that source's sheet, to delete the key there and reload the source (until
+then it answers that client). A node whose metrics listen on a loopback ``metrics_host`` of another machine is
 reached only through an ssh tunnel: the summary, its sheet and ``fleet.json`` (read by ``status
 --fleet``) give the tunnel. A node on a loopback address (a rehearsal on one machine, ``::1``
 among them) serves its metrics on that address, which ``fleet.json`` names. The topology's
@@ -116,16 +116,16 @@ def client_key_paths(names: Sequence[str], etc: str = ETC) -> str:
 
 
 def drop_clients_command(node: str, names: Sequence[str], etc: str = ETC) -> str:
-    """What takes client keys ``names`` off ``node``'s device: delete them, then restart its
-    agent (a source reads its client keys only at start)."""
-    return "sudo rm -f %s && sudo systemctl restart edge-agent@%s" % (
+    """What takes client keys ``names`` off ``node``'s device: delete them, then reload its
+    agent (a source reads its client keys at start and on SIGHUP, which ``reload`` sends)."""
+    return "sudo rm -f %s && sudo systemctl reload edge-agent@%s" % (
         client_key_paths(names, etc), quote(node))
 
 
 def clients_summary(clients: Mapping[str, Sequence[str]], etc: str = ETC) -> List[str]:
     """The summary's lines on client keys dropped since the earlier render, one per source."""
     return ["no longer a client: %s; %s still answers %s until %s deleted there and it "
-            "restarts (the copy step only adds to %s/clients): on %s: %s"
+            "reloads (the copy step only adds to %s/clients): on %s: %s"
             % (", ".join(names), n, "it" if len(names) == 1 else "them",
                "its key is" if len(names) == 1 else "their keys are", etc, n,
                drop_clients_command(n, names, etc))
@@ -264,9 +264,9 @@ def sheet_text(n: str, h: Host, cfg: NodeConfig, out: str, replay: str = "",
     if clients_gone:
         one = len(clients_gone) == 1
         lines += ["clients changed: %s %s no longer a client of %s, but step 2's copy only adds "
-                  "to %s/clients and the agent reads that folder only at start: on a device "
-                  "already running, copy (steps 1-2, without install), then delete the key%s "
-                  "and restart the agent (until then %s answers %s):"
+                  "to %s/clients and the agent reads that folder at start and on reload: on a "
+                  "device already running, copy (steps 1-2, without install), then delete the "
+                  "key%s and reload the agent (until then %s answers %s):"
                   % (", ".join(clients_gone), "is" if one else "are", n, etc,
                      "" if one else "s", n, "it" if one else "them"),
                   "   " + drop_clients_command(n, clients_gone, etc), ""]

@@ -23,8 +23,9 @@ import logging
 import os
 import threading
 import time
-from typing import Callable, Dict, Iterable, List, Optional
+from typing import Callable, Container, Dict, Iterable, List, Optional
 
+from agent.net.clientkeys import AllowedClients
 from agent.net.keyfiles import (  # noqa: F401  (key-file functions are part of this API)
     SecurityError, _check_z85, check_secret_key_permissions, generate_keypair, load_allowed_keys,
     load_public_key, load_secret_key_file)
@@ -123,7 +124,8 @@ class CurveSecurity:
 
 
 class _AllowList:
-    """Credentials provider for pyzmq's authenticator: a fixed set of z85 public keys.
+    """Credentials provider for pyzmq's authenticator: z85 public keys (a set, or an
+    ``AllowedClients`` read again on SIGHUP: ``in`` is all it is asked).
 
     A refused peer reconnects every few hundred milliseconds, and anyone who can reach a bound
     endpoint can offer a new key on every handshake, so refusals are logged as one line per
@@ -135,7 +137,7 @@ class _AllowList:
 
     MAX_KEYS_NAMED = 16
 
-    def __init__(self, keys: frozenset, log_interval_s: float = 60.0,
+    def __init__(self, keys: Container, log_interval_s: float = 60.0,
                  clock: Callable[[], float] = time.monotonic, hint: str = "") -> None:
         self.keys = keys
         self.hint = hint  # where an allowed key goes, appended to each line
@@ -293,7 +295,8 @@ def serve_clients_over_curve(security, sock, allowed_keys: Iterable[bytes],
     """Make ``sock`` (a source's client socket) a CURVE server with its own allow-list.
 
     The socket uses this node's keys and the ZAP domain ``CLIENT_ZAP_DOMAIN``, whose allow-list
-    is ``allowed_keys`` (the clients' public keys), apart from the fleet's. ``on_refused()`` is
+    is ``allowed_keys`` (the clients' public keys, or an ``AllowedClients`` whose current list
+    each handshake is checked against), apart from the fleet's. ``on_refused()`` is
     called, on the authenticator's thread, for every refused handshake. Call after
     ``security.start(ctx)`` and before ``sock.bind``.
     """
@@ -301,9 +304,14 @@ def serve_clients_over_curve(security, sock, allowed_keys: Iterable[bytes],
 
     if not isinstance(security, CurveSecurity) or security._auth is None:
         raise SecurityError("a CURVE client socket needs security = \"curve\" (started)")
-    allow = _AllowList(frozenset(_check_z85(k, "client public key") for k in allowed_keys),
-                       hint="a client of this source? put its NAME.key in client_keys_dir and "
-                            "restart the source")
+    if isinstance(allowed_keys, AllowedClients):  # read again on SIGHUP: asked at each handshake
+        allow = _AllowList(allowed_keys, hint="a client of this source? put its NAME.key in "
+                           "client_keys_dir and reload the source (sudo systemctl reload "
+                           "edge-agent@NAME: SIGHUP)")
+    else:
+        allow = _AllowList(frozenset(_check_z85(k, "client public key") for k in allowed_keys),
+                           hint="a client of this source? put its NAME.key in client_keys_dir "
+                                "and restart the source")
     if on_refused is not None:
         check = allow.callback
 

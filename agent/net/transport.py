@@ -35,7 +35,8 @@
   counts and drops a message above ``max_message_bytes``), the security object applied
   (``apply_server`` on bound sockets, ``apply_client`` with the peer's public key on the rest)
   -- except a source's client socket: CURVE with its own allow-list when client keys are
-  given, else plain and restricted by the config to ipc:// or loopback.
+  given (read again on SIGHUP, each message's key checked: ``agent.net.clientkeys``), else
+  plain and restricted by the config to ipc:// or loopback.
 
 Identity: under CURVE the ZAP handler authenticates each DEALER that connects to the ROUTER
 and sets the message property ``User-Id`` to its z85 public key; ``key_owners`` maps each
@@ -102,7 +103,7 @@ class Transport:
                  peers: Sequence[Peer], security: Any = None,
                  max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
                  client_bind: str = "", server_keys: Optional[Dict[str, bytes]] = None,
-                 client_keys: Optional[Sequence[bytes]] = None, on_client_refused: Any = None,
+                 client_keys: Any = None, on_client_refused: Any = None,
                  key_owners: Optional[Dict[str, str]] = None, twins: Optional[Twins] = None,
                  lookup: Optional[Lookup] = None):
         self.ctx, self.node_id = ctx, node_id
@@ -112,7 +113,8 @@ class Transport:
         self.server_keys = dict(server_keys or {})  # peer id -> its CURVE public key
         self.max_message_bytes = max_message_bytes
         # clients' public keys: the client socket is a CURVE server (None: plain, local only)
-        self.client_keys = client_keys
+        self.client_keys = client_keys  # a ClientKeys: each message's key checked (``tag``)
+        self._tag = getattr(client_keys, "tag", None)
         self.on_client_refused = on_client_refused
         # z85 public key -> the one node id it may speak as (empty: no CURVE, no check)
         self.key_owners = dict(key_owners or {})
@@ -306,8 +308,9 @@ class Transport:
                     events.append((DATA, sender, frames[1:]))
                 elif sock_or_fd in self._sub_peer:
                     events.append((CONTROL, self._sub_peer[sock_or_fd], frames))
-                elif sock_or_fd is self.client:
-                    events.append((CLIENT, frames[0].bytes, frames[1:]))
+                elif sock_or_fd is self.client:  # under CURVE: a ClientId (net.clientkeys)
+                    events.append((CLIENT, self._tag(frames) if self._tag else frames[0].bytes,
+                                   frames[1:]))
                 else:
                     events.append((REPLY, self._dealer_peer[sock_or_fd], frames))
         return events

@@ -32,8 +32,8 @@ import zmq
 from agent.config.node import NodeConfig
 from agent.errors import UsageError, missing_module_hint
 from agent.net.addrfamily import endpoint_host, resolution_problem
-from agent.net.security import (key_owners, load_allowed_keys, load_public_key,
-                                security_from_config)
+from agent.net.clientkeys import AllowedClients
+from agent.net.security import key_owners, load_public_key, security_from_config
 from agent.net.transport import Transport
 from agent.net.twins import Twins, new_run_id
 from agent.node.book import SourceBook, open_replay
@@ -49,7 +49,7 @@ from agent.node.preflight import RECORDS_FILE, preflight  # noqa: F401 - doctor'
 from agent.node.records import RecordWriter
 from agent.node.restore import restore_link_rates, restore_policy
 from agent.ops.boot import read_boot_id
-from agent.ops.hangup import ignore_hangup
+from agent.ops.hangup import handle_hangup
 from agent.node.role import Role
 from agent.node.source import SourceSide
 from agent.node.statelock import StateLock
@@ -299,7 +299,7 @@ def _build(cfg: NodeConfig, notifier: Any, ctx: Optional[zmq.Context],
     policy, saved = restore_policy(policy, hooks, store,
                                    lambda: configured_policy(cfg, bundle, view))
     capacity.refresh(view)
-    client_keys = (load_allowed_keys(cfg.client_keys_dir)
+    client_keys = (AllowedClients(cfg.client_keys_dir)  # read again on SIGHUP
                    if cfg.client_keys_dir and cfg.arrival == "client" else None)
     refused = [0]  # CURVE handshakes refused on the client socket (counted on the ZAP thread)
 
@@ -368,7 +368,7 @@ def serve(cfg: NodeConfig, notifier: Any = None, ctx: Optional[zmq.Context] = No
                 built.runner.start()
             old = {s: signal.signal(s, lambda *_: node.stop())
                    for s in (signal.SIGTERM, signal.SIGINT)}
-            old[signal.SIGHUP] = ignore_hangup()
+            old[signal.SIGHUP] = handle_hangup(built.transport.client_keys)
             if notifier is not None:
                 notifier.ready("%s %s serving (policy %s)" % (cfg.role, cfg.node_id, cfg.policy))
             log.info("%s %s serving: policy %s, control %s, data %s, %d peer(s), wire protocol "

@@ -21,7 +21,10 @@ images of the stage-1 shape for a floating-point stage 1 are scaled to [0, 1] by
 ``engines.profile.as_input``, as the replay set is (``book.ReplaySet``), and said once per run
 at INFO; an input that is not the stage-1 dtype and shape otherwise, or holds non-finite values
 or values above ``INPUT_ABS_MAX`` or far outside the replay set's value range
-(``INPUT_RANGE_WIDTHS``), is refused with outcome ``error``, reason ``bad_input``.
+(``INPUT_RANGE_WIDTHS``), is refused with outcome ``error``, reason ``bad_input``. A task from
+a client whose key was removed from ``client_keys_dir`` and the source sent SIGHUP (the
+connection it opened before stays up: ZeroMQ checks keys only at the handshake) is refused
+with outcome ``error``, reason ``revoked_client`` (``drop_revoked_client``).
 
 A client source's arrival rate, the phi DTO-EE plans with, is estimated at each slot's end from
 the new tasks it took in over the slot (``arrivalrate.ArrivalRate``, the configured
@@ -180,7 +183,17 @@ class SourceSide(Role):
         self._create_task(x, label, row=row)
 
     def on_client(self, identity: bytes, msg: wire.Message) -> None:
-        """A local client pushed a task (TASK message, its own id); answered with a RESULT."""
+        """A local client pushed a task (TASK message, its own id); answered with a RESULT. A
+        client whose key was removed from ``client_keys_dir`` (on the connection it opened
+        before) is refused, answered ``error`` / ``revoked_client``, and nothing it sends is
+        admitted."""
+        if getattr(identity, "revoked", False):
+            self.out.reject("revoked_client", identity, "its key is not in client_keys_dir "
+                            "(any more): refused (answered error, revoked_client)")
+            if msg.kind == Kind.TASK:
+                self._answer((identity, msg.fields["id"]), "error", "revoked_client",
+                             "this client's key is no longer allowed by the source")
+            return None
         if msg.kind != Kind.TASK:
             return self.out.reject("unexpected_kind", identity, "%s from a client" % msg.kind.name)
         x = msg.tensors[0]

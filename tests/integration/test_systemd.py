@@ -141,7 +141,7 @@ def _unit_executables(system):
     for name in os.listdir(str(system)):
         path = system / name
         if path.is_file():
-            for key in ("ExecStartPre", "ExecStart", "ExecStartPost", "ExecStopPost"):
+            for key in ("ExecStartPre", "ExecStart", "ExecStartPost", "ExecReload", "ExecStopPost"):
                 out.update(cmd.split()[0] for cmd in _exec_lines(path.read_text(), key))
     return sorted(out)
 

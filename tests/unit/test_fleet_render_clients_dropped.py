@@ -84,7 +84,7 @@ def test_a_dropped_client_is_named_with_the_command_that_takes_its_key_off(tmp_p
     assert tablet in _allowed_clients(etc)
 
     out = _render(tmp_path, capsys, "workstation")
-    rm = "sudo rm -f %s/clients/tablet.key && sudo systemctl restart edge-agent@cam" % etc
+    rm = "sudo rm -f %s/clients/tablet.key && sudo systemctl reload edge-agent@cam" % etc
     lines = [ln for ln in out.splitlines() if ln.startswith("no longer a client: tablet;")]
     assert len(lines) == 1 and lines[0].endswith("on cam: " + rm)
     sheet = _sheet(tmp_path, "cam")
@@ -117,4 +117,4 @@ def test_sources_that_make_their_own_load_drop_every_client_key(tmp_path, capsys
             "are deleted there") in out
     etc = tmp_path / "root" / "etc" / "edge-agent"
     assert ("sudo rm -f %s/clients/tablet.key %s/clients/workstation.key && sudo systemctl "
-            "restart edge-agent@cam" % (etc, etc)) in out
+            "reload edge-agent@cam" % (etc, etc)) in out
