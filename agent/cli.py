@@ -175,17 +175,19 @@ def _main(argv: Optional[List[str]]) -> int:
     if not getattr(args, "_module", None):
         parser.print_help()
         return EXIT_USAGE
+    # a command with actions names the action too (`edge-agent fleet render: error: ...`)
+    command = " ".join(filter(None, (args.command, getattr(args, args.command + "_action", ""))))
     try:
         return int(args._module.run(args) or 0)
     except UsageError as exc:
         # a subclass may name its own status (a service's configuration fault: EXIT_CONFIG)
-        print(error_line(args.command, str(exc), journal), file=sys.stderr)
+        print(error_line(command, str(exc), journal), file=sys.stderr)
         return int(getattr(exc, "exit_status", EXIT_USAGE))
     except ModuleNotFoundError as exc:
         hint = missing_module_hint(exc)
         if hint is None:
             raise
-        print(error_line(args.command, hint, journal), file=sys.stderr)
+        print(error_line(command, hint, journal), file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt as exc:  # SIGTERM where a command turns it into one: 143
         return getattr(exc, "exit_status", 130)

@@ -29,7 +29,7 @@ pytest.importorskip("zmq")
 
 RUNS = 8  # processes started together in each round
 ROUNDS = 4  # fresh folders, each raced for by RUNS processes
-REFUSED = re.compile(r"^edge-agent keys: error: (.*/)?n1\.key(_secret)? already exists; pass "
+REFUSED = re.compile(r"^edge-agent keys generate: error: (.*/)?n1\.key(_secret)? already exists; pass "
                      r"--force to replace it$")
 
 

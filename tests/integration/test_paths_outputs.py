@@ -127,7 +127,7 @@ def test_fleet_render_out_at_a_mount_point_is_refused_and_a_folder_inside_works(
                    "--out", mnt, "--root", str(tmp_path / "root")])
         err = capsys.readouterr().err.strip().splitlines()
         assert rc == 2 and err == [
-            "edge-agent fleet: error: --out: %s is a mount point, which a render cannot "
+            "edge-agent fleet render: error: --out: %s is a mount point, which a render cannot "
             "replace as a whole; give a folder inside it, e.g. %s/fleet" % (mnt, mnt)]
         assert os.listdir(mnt) == []
         assert main(["fleet", "render", "--topology", topo, "--inventory", str(inv),

@@ -242,7 +242,7 @@ def test_a_bundle_path_that_is_not_absolute_is_refused(tmp_path, capsys, bundle)
     out = tmp_path / "out"
     rc, _, err = _render(capsys, _topology(tmp_path), _inventory(tmp_path), out,
                          "--bundle", bundle)
-    assert rc == 2 and err == ["edge-agent fleet: error: --bundle: the bundle's path on the "
+    assert rc == 2 and err == ["edge-agent fleet render: error: --bundle: the bundle's path on the "
                                "devices must be absolute, got %r" % bundle], err
     assert not out.exists() and _leftovers(tmp_path) == []
 

@@ -112,6 +112,6 @@ def test_a_fleet_field_the_render_cannot_honour_is_refused_in_one_line(tmp_path,
     topo = _topology(tmp_path, fleet)
     assert _render(tmp_path, topo, *extra) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("edge-agent fleet: error: %s: " % topo), err
+    assert len(err) == 1 and err[0].startswith("edge-agent fleet render: error: %s: " % topo), err
     assert says in err[0]
     assert not os.path.lexists(str(tmp_path / "out"))

@@ -53,7 +53,7 @@ def test_a_failed_second_rename_leaves_the_old_pair_whole_and_says_so(tmp_path, 
     monkeypatch.undo()
     err = capsys.readouterr().err.strip().splitlines()
     secret, public = sorted(old, reverse=True)
-    assert err == ["edge-agent keys: error: --dir: cannot write %s: %s not put in place "
+    assert err == ["edge-agent keys generate: error: --dir: cannot write %s: %s not put in place "
                    "(Input/output error); %s has its old file back: every file is as it was"
                    % (d, public, secret)], err
     assert {p: open(p, "rb").read() for p in old} == old

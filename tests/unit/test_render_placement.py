@@ -38,13 +38,13 @@ def test_a_one_stage_policy_with_a_multi_stage_worker_is_refused_before_anything
     dtoee the line names --policy; with --policy mdi-exit the render succeeds."""
     assert _render(tmp_path, "mdi-local") == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert err == ["edge-agent fleet: error: policy dtoee (the default without --policy) "
+    assert err == ["edge-agent fleet render: error: policy dtoee (the default without --policy) "
                    "cannot run worker n1 (stages 1-4): DTO-EE models one stage per worker, "
                    "and `run` and `doctor` refuse such a config; render with --policy mdi-exit "
                    "(or another policy whose workers may hold several stages)"], err
     assert not (tmp_path / "out").exists()
     assert _render(tmp_path, "mdi-local", "--policy", "dtoee") == 2
-    assert capsys.readouterr().err.startswith("edge-agent fleet: error: --policy dtoee cannot "
+    assert capsys.readouterr().err.startswith("edge-agent fleet render: error: --policy dtoee cannot "
                                               "run worker n1 (stages 1-4)")
     assert _render(tmp_path, "mdi-local", "--policy", "mdi-exit") == 0
     assert (tmp_path / "out" / "devices" / "n1" / "etc" / "edge-agent" / "n1.toml").exists()
@@ -77,6 +77,6 @@ def test_the_topologys_fleet_policy_is_the_default_and_named_when_it_cannot_run(
         assert _render(tmp_path, str(path)) == rc
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith(
-        "edge-agent fleet: error: the topology's fleet.policy dtoee cannot run worker n1"), err
+        "edge-agent fleet render: error: the topology's fleet.policy dtoee cannot run worker n1"), err
     drive = json.loads((tmp_path / "out" / "testbed.json").read_text())
     assert drive["fleet"]["policy"] == "mdi-exit"

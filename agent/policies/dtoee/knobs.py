@@ -72,6 +72,10 @@ NOT_IN_AGENT = {
     "rounds": "a node runs rounds_per_slot rounds per configuration phase (set that field)",
     "tolerance": "a node's configuration phase ends by settle_rounds and settle_tolerance",
     "initial_threshold": "a node starts from the config's thresholds (set that field)",
+    # the scenario's knobs of other policies, which share its knobs object
+    "ga_staleness": "ga runs on no node; plan and simulate only",
+    "baseline_thresholds": "how the baselines' plans (cf, bf, ngto, ga) set thresholds; plan "
+                           "and simulate only",
 }
 
 _D = DtoeeParams()
