@@ -130,10 +130,18 @@ def data_timeouts(peers: Iterable[Any], sizes: StageSizes) -> Tuple[int, Dict[st
     return max([HEARTBEAT_TIMEOUT_MS] + list(links.values())), links
 
 
-def apply(sock: zmq.Socket, timeout_ms: int = HEARTBEAT_TIMEOUT_MS) -> None:
+def apply(sock: zmq.Socket, timeout_ms: int = HEARTBEAT_TIMEOUT_MS,
+          user_timeout: bool = True) -> None:
     """Heartbeats (silence for ``timeout_ms`` closes a connection; the TTL announced to the
     peer and the TCP user timeout grow with it), TCP keepalive, capped reconnects and a
-    connect timeout on a socket; options this libzmq lacks are skipped."""
+    connect timeout on a socket; options this libzmq lacks are skipped.
+
+    ``user_timeout`` False: no TCP user timeout (control sockets). Linux counts it from the
+    first re-send of the oldest unacknowledged data, and a connection that always has a
+    re-sent segment outstanding (a heartbeat every 0.5 s whose ACKs queue behind tasks on a
+    slow link, so each times out) is cut although ACKs still arrive, without a word to the
+    peer; the ZMTP heartbeat timeout, counted from what the peer last sent, still closes a
+    connection that is really stalled."""
     # the TTL is the peer's own timeout for our PINGs, which queue behind our messages as its
     # PONGs queue behind its: at least the timeout (twice it, as the defaults have it)
     ttl = min(TTL_MAX_MS, max(HEARTBEAT_TTL_MS, 2 * timeout_ms))
@@ -141,7 +149,8 @@ def apply(sock: zmq.Socket, timeout_ms: int = HEARTBEAT_TIMEOUT_MS) -> None:
                         ("HEARTBEAT_TIMEOUT", timeout_ms),
                         ("HEARTBEAT_TTL", ttl),
                         # unacknowledged bytes wait in a slow link's queue as long as a message
-                        ("TCP_MAXRT", max(TCP_USER_TIMEOUT_MS, timeout_ms)),
+                        ("TCP_MAXRT", max(TCP_USER_TIMEOUT_MS, timeout_ms) if user_timeout
+                         else 0),
                         ("RECONNECT_IVL", RECONNECT_IVL_MS),
                         ("RECONNECT_IVL_MAX", RECONNECT_IVL_MAX_MS),
                         ("CONNECT_TIMEOUT", CONNECT_TIMEOUT_MS),

@@ -15,8 +15,9 @@
   monitor reports as ``LINK_DOWN``; a data socket's timeout grows with the time its slowest
   link needs for one message, from ``sizes``, else ``HEARTBEAT_TIMEOUT_MS``; a control
   socket's likewise, at least ``CONTROL_HEARTBEAT_TIMEOUT_MS``), TCP keepalive,
-  a TCP user timeout (unacknowledged data for ``TCP_USER_TIMEOUT_MS``, or a slow link's
-  timeout, closes it), reconnects capped at
+  on data sockets a TCP user timeout (unacknowledged data for ``TCP_USER_TIMEOUT_MS``, or
+  a slow link's timeout, closes it; none on control sockets: ``liveness.apply``), reconnects
+  capped at
   ``RECONNECT_IVL_MAX_MS`` and a connect timeout (``CONNECT_TIMEOUT_MS``: a SYN lost while the
   link was down is sent again by a fresh connect, not after TCP's 1-2-4 s backoff). A stalled
   connection (a link down, a peer stopped) is rebuilt as a fresh TCP connection instead of
@@ -168,7 +169,7 @@ class Transport:
                               resolve=self.addrs.families)  # their addresses kept
         self.timeouts_ms = liveness.data_timeouts(self.peers.values(), self.sizes)
         self.pub = self._socket(zmq.PUB, self.control_bind, True)
-        liveness.apply(self.pub, max(CONTROL_MS, self.timeouts_ms[0]))
+        liveness.apply(self.pub, max(CONTROL_MS, self.timeouts_ms[0]), user_timeout=False)
         self.security.apply_server(self.pub)
         self._bind(self.pub, self.control_bind, "control", PROTOCOL)  # a node's key not ours
         self.router = self._socket(zmq.ROUTER, self.data_bind, True)
@@ -207,7 +208,8 @@ class Transport:
         sub = self._socket(zmq.SUB, peer.control_address)
         sub.setsockopt(zmq.SUBSCRIBE, topic(self.node_id))
         sub.setsockopt(zmq.SUBSCRIBE, topic(BROADCAST))
-        liveness.apply(sub, max(CONTROL_MS, self.timeouts_ms[1].get(peer.id, 0)))
+        liveness.apply(sub, max(CONTROL_MS, self.timeouts_ms[1].get(peer.id, 0)),
+                       user_timeout=False)
         self.security.apply_client(sub, self.server_keys.get(peer.id))
         if self.security.name == "curve":  # a refused key: dialled again (redial)
             smon = monitor(sub, WATCHED)

@@ -81,6 +81,32 @@ def test_the_transport_gives_its_data_and_control_sockets_the_links_timeouts():
         ctx.term()
 
 
+def test_control_sockets_have_no_tcp_user_timeout_and_data_sockets_keep_theirs():
+    """Rule: the PUB and the SUBs carry no TCP user timeout (TCP_MAXRT 0): Linux counts it
+    from the first re-send of the oldest unacknowledged bytes, and heartbeats whose ACKs queue
+    behind tasks on a slow link are re-sent over and over, so the kernel cut the control
+    connection while ACKs still arrived and the peer was taken for gone; the data sockets keep
+    theirs (at least TCP_USER_TIMEOUT_MS). Real sockets, read back with getsockopt."""
+    if not hasattr(zmq, "TCP_MAXRT"):
+        import pytest
+        pytest.skip("this pyzmq has no TCP_MAXRT")
+    ctx = zmq.Context()
+    t = Transport(ctx, "w1a", "tcp://127.0.0.1:*", "tcp://127.0.0.1:*",
+                  [_peer("cam1", 0, 2000.0), _peer("w2a", 2, 1.6e6)])
+    t.sizes = SIZES_W1
+    try:
+        t.open()
+        assert t.pub.getsockopt(zmq.TCP_MAXRT) == 0
+        assert {p: s.getsockopt(zmq.TCP_MAXRT) for p, s in t.subs.items()} == {"cam1": 0,
+                                                                              "w2a": 0}
+        assert t.router.getsockopt(zmq.TCP_MAXRT) >= liveness.TCP_USER_TIMEOUT_MS
+        assert all(d.getsockopt(zmq.TCP_MAXRT) >= liveness.TCP_USER_TIMEOUT_MS
+                   for d in t.dealers.values())
+    finally:
+        t.close()
+        ctx.term()
+
+
 def test_a_predecessors_link_is_sized_by_what_crosses_it_not_by_its_own_inputs():
     """Rule: a stage-2 worker's link to its stage-1 predecessor carries the stage-2 inputs the
     predecessor sends it (and nothing of stage 1's own, larger inputs, which never cross from
