@@ -5,8 +5,10 @@ Format (version 1): ``{"format": "edge-agent-calibration-profile", "version": 1,
 [...], "unavailable": [...]}``, each entry a ``ProfileEntry``, each unavailable mode an
 ``UnavailableMode`` (fields below; docs/formats.md has an example).
 
-An entry is keyed by (board, l4t, power_mode, stage_sha256, backend, precision); a new
-measurement replaces the entry with the same key. An entry whose bundle stage now has another
+An entry is keyed by (board, l4t, power_mode, stage_sha256, backend, precision, engine
+threads) (``calibration.profile_match``: the thread count only where it sets the speed,
+onnxruntime on the CPU); a new measurement replaces the entry with the same key, and entries
+of different thread counts live side by side. An entry whose bundle stage now has another
 hash is *stale* (``stale_entries``): ``lookup_capacity`` never returns it, since it is keyed by
 the current hash. Writes are atomic (temporary file, fsync, rename) under a ``filelock`` lock
 next to the file, so concurrent calibrations on one device do not lose each other's entries.
@@ -27,7 +29,8 @@ from agent.config.jsonfile import loads
 from agent.errors import UsageError
 from agent.ops.atomic import atomic_open
 from agent.ops.lockfile import folder_owners_filelock
-from calibration.profile_match import find_entry  # noqa: F401 - the matching rule's home
+from calibration.active_mode import current_power_mode  # noqa: F401 - read through here too
+from calibration.profile_match import cpu_entry, entry_threads, find_entry
 
 log = logging.getLogger(__name__)
 
@@ -70,10 +73,12 @@ class ProfileEntry:
     jetson_clocks: Optional[bool] = None  # jetson_clocks state during the run; None if unknown
     engine: Dict[str, Any] = field(default_factory=dict)  # Engine.info (backend, providers, device)
 
-    def key(self) -> Tuple[str, str, str, str, str, str]:
-        """Identity of the entry: a newer measurement with the same key replaces it."""
+    def key(self) -> Tuple[str, str, str, str, str, str, Optional[int]]:
+        """Identity of the entry: a newer measurement with the same key replaces it. The last
+        part is the engine thread count where it sets the speed, else None
+        (``calibration.profile_match.entry_threads``)."""
         return (self.board, self.l4t, self.power_mode, self.stage_sha256, self.backend,
-                self.precision)
+                self.precision, entry_threads(self))
 
 
 @dataclass(frozen=True)
@@ -280,8 +285,8 @@ def merge_profile(
         gone.pop((e.board, e.l4t, e.power_mode), None)
     for u in unavailable:
         gone[u.key()] = u
-    ordered = sorted(merged.values(),
-                     key=lambda e: (e.board, e.l4t, e.power_mode, e.bundle, e.stage, e.backend))
+    ordered = sorted(merged.values(), key=lambda e: (e.board, e.l4t, e.power_mode, e.bundle,
+                                                     e.stage, e.backend, entry_threads(e) or 0))
     return Profile(entries=tuple(ordered),
                    unavailable=tuple(sorted(gone.values(), key=lambda u: u.key())))
 
@@ -324,45 +329,23 @@ def stale_entries(profile: Profile, bundle_name: str, stage_hashes: Mapping[int,
             and stage_hashes[e.stage] != e.stage_sha256]
 
 
-def current_power_mode(jtop_factory=None, root: str = "/") -> str:
-    """Name of the active power mode: the nvpmodel name through jtop; off a Jetson (and on one
-    without nvpmodel) the CPU-path name. On a Jetson -- an L4T release file under ``root`` --
-    whose jtop service cannot be reached raises ``jtop_adapter.PowerModeUnknown`` (one line:
-    the cause and the fix): the CPU-path name there would find no entry, or a wrong one. Off a
-    Jetson jtop is not asked: a jtop client's start runs nvcc, dpkg, ldconfig and, finding no
-    CUDA libraries, gcc, at every agent's start where jetson-stats is installed."""
-    from calibration import host, jtop_adapter
-    from engines.accelerator import TEGRA_RELEASE, is_jetson
-
-    if not is_jetson(root):
-        return host.read_cpu_mode_name(root)
-    try:
-        with jtop_adapter.open_device(jtop_factory) as device:
-            return device.current_mode().name
-    except jtop_adapter.NoPowerModes:
-        return host.read_cpu_mode_name(root)
-    except jtop_adapter.JtopUnavailable as exc:
-        user = jtop_adapter.current_user()
-        raise jtop_adapter.PowerModeUnknown(
-            "%s on this Jetson (%s): the power mode is unknown; %s, or set power_mode = "
-            "\"NAME\" in the node config" % (exc.reason, TEGRA_RELEASE,
-                                               jtop_adapter.unreachable_fix(user)),
-            exc.reason) from None
-
-
 def lookup_capacity(profile_path: Optional[str], stage: Any, backend: str, precision: str,
-                    power_mode: Optional[str] = None, host_identity: Any = None) -> Optional[float]:
+                    power_mode: Optional[str] = None, host_identity: Any = None,
+                    threads: Optional[int] = None) -> Optional[float]:
     """Measured capacity mu (FLOP/s) of ``stage``'s engine on this device, or None.
 
     ``stage`` is an ``engines.bundle.StageSpec`` (its ``sha256`` identifies the engine together
-    with ``backend`` -- the backend actually used, "tensorrt" or "onnxruntime" -- and
-    ``precision``). ``power_mode`` defaults to the mode active now. Returns None when the profile
-    file does not exist or holds no entry for this board, L4T release, mode and engine (an entry
-    measured for a previous version of the stage does not match: it is stale), and, logged at
-    WARNING with the fix, on a Jetson whose active mode jtop cannot say (``PowerModeUnknown``).
-    A malformed profile raises ``ProfileError``. ``host_identity`` (a ``HostIdentity``)
-    defaults to this machine's.
+    with ``backend`` -- the backend actually used, "tensorrt" or "onnxruntime" --,
+    ``precision`` and, on the CPU, ``threads``, the engine's ``engine_threads``; None: not said,
+    ``find_entry``). ``power_mode`` defaults to the mode active now. Returns None when the
+    profile file does not exist or holds no entry for this board, L4T release, mode and engine
+    (an entry measured for a previous version of the stage does not match: it is stale; nor
+    does one of another thread count), and, logged at WARNING with the fix, on a Jetson whose
+    active mode jtop cannot say (``PowerModeUnknown``). A CPU entry recording no thread count
+    is used for any, with a WARNING. A malformed profile raises ``ProfileError``.
+    ``host_identity`` (a ``HostIdentity``) defaults to this machine's.
     """
+
     from calibration import host
     from calibration.jtop_adapter import PowerModeUnknown
 
@@ -375,9 +358,14 @@ def lookup_capacity(profile_path: Optional[str], stage: Any, backend: str, preci
     except PowerModeUnknown as exc:  # no entry is right for a mode not known: time the engine
         log.warning("%s: no entry used for stage %d: %s", profile_path, stage.index, exc)
         return None
-    entry = find_entry(profile, ident.board, ident.l4t, mode, stage.sha256, backend, precision)
+    entry = find_entry(profile, ident.board, ident.l4t, mode, stage.sha256, backend, precision,
+                       threads)
     if entry is None:
         return None
+    if threads is not None and cpu_entry(entry) and entry_threads(entry) is None:
+        log.warning("%s: stage %d in %s: the entry records no engine thread count; used for "
+                    "engine_threads %d (calibrate again with --threads %d to record it)",
+                    profile_path, stage.index, mode, threads, threads)
     if entry.throttled:
         log.warning("%s: stage %d in %s was measured while throttled; its mu may be low "
                     "(calibrate again with the board cool)", profile_path, stage.index, mode)

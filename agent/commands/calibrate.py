@@ -6,12 +6,12 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from typing import List, Optional, Set, Tuple
+from typing import Tuple
 
+from agent.commands.calibrate_checks import check_profile_place, write_fault
 from agent.commands.profile import THREADS_MAX, threads_arg
 from agent.config.checks import MAX_INTERVAL_S
 from agent.errors import UsageError
-from agent.ops.files import FileFault, check_output_file
 from agent.ops.running import agents_running_text, running_agents
 from agent.ops.state import DEFAULT_STATE_DIR, default_state_dir
 
@@ -48,7 +48,8 @@ def _stages(text: str) -> Tuple[int, ...]:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--bundle", help="model bundle directory (with --show: mark stale entries)")
+    parser.add_argument("--bundle", help="model bundle directory (with --show: list its stages, "
+                        "found by their stage files, and its stale entries)")
     parser.add_argument(
         "--stages",
         type=_stages,
@@ -108,84 +109,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "competes for the CPU and GPU and skews the timings)")
 
 
-def _fmt(value: Optional[float], scale: float = 1.0, digits: int = 3) -> str:
-    return "-" if value is None else "%.*f" % (digits, value * scale)
-
-
-def format_table(prof, stale: Set[tuple]) -> str:
-    """The profile as text: one block per board/L4T release, one row per mode and stage."""
-    headers = [
-        "mode",
-        "stage",
-        "backend",
-        "median ms",
-        "p90 ms",
-        "mu FLOP/s",
-        "power W",
-        "GPU MHz",
-        "peak C",
-        "throttled",
-        "measured",
-        "note",
-    ]
-    lines: List[str] = []
-    groups = sorted({(e.board, e.l4t) for e in prof.entries} | {(u.board, u.l4t) for u in prof.unavailable})
-    for board, l4t in groups:
-        rows = []
-        for e in prof.entries:
-            if (e.board, e.l4t) != (board, l4t):
-                continue
-            gpu = e.clocks.get("gpu_max_khz")
-            rows.append(
-                [
-                    e.power_mode if e.power_mode_id is None else "%s (%d)" % (e.power_mode, e.power_mode_id),
-                    "%d" % e.stage,
-                    "%s/%s" % (e.backend, e.precision),
-                    _fmt(e.service_time_median_s, 1e3),
-                    _fmt(e.service_time_p90_s, 1e3),
-                    "%.3g" % e.capacity_flops,
-                    _fmt(e.power_avg_w, 1.0, 1),
-                    _fmt(gpu, 1e-3, 0) if gpu is not None else "-",
-                    _fmt(max(e.temperature_peak_c.values()), 1.0, 1) if e.temperature_peak_c else "-",
-                    "yes" if e.throttled else "no",
-                    e.measured_at,
-                    "STALE (stage file changed)" if e.key() in stale else "",
-                ]
-            )
-        lines.append("board: %s   L4T: %s" % (board, l4t))
-        widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
-        lines.append("  ".join(h.ljust(w) for h, w in zip(headers, widths)).rstrip())
-        for r in rows:
-            lines.append("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
-        for u in prof.unavailable:
-            if (u.board, u.l4t) == (board, l4t):
-                ident = u.power_mode if u.power_mode_id is None else "%s (%d)" % (u.power_mode, u.power_mode_id)
-                lines.append("unavailable: %s: %s (%s)" % (ident, u.reason, u.measured_at))
-        lines.append("")
-    if not groups:
-        lines.append("(no entries)")
-    return "\n".join(lines).rstrip() + "\n"
-
-
 def run(args: argparse.Namespace) -> int:
     from calibration import profile as profile_mod
     from calibration.jtop_adapter import JtopUnavailable
     from calibration.runner import CalibrationConfig, CalibrationInterrupted, calibrate
 
     profile_path = args.profile or os.path.join(args.state_dir, PROFILE_NAME)
+    what = "--profile" if args.profile else "--state-dir"  # the option the path came from
     if os.path.isdir(profile_path):  # refused before a FOLDER.lock is made beside it
-        raise UsageError("--profile: %s is a directory; give the profile's file path"
-                         % profile_path)
+        raise UsageError("%s: %s is a directory; give the profile's file path"
+                         % (what, profile_path))
     if args.show:
-        prof = profile_mod.load_profile(profile_path)
-        stale: Set[tuple] = set()
-        if args.bundle:
-            from engines.bundle import load_bundle
+        from agent.commands.calibrate_show import format_table
+        from engines.bundle import load_bundle
 
-            bundle = load_bundle(args.bundle)
-            hashes = {s.index: s.sha256 for s in bundle.stages}
-            stale = {e.key() for e in profile_mod.stale_entries(prof, bundle.name, hashes)}
-        sys.stdout.write(format_table(prof, stale))
+        prof = profile_mod.load_profile(profile_path)
+        sys.stdout.write(format_table(prof, load_bundle(args.bundle) if args.bundle else None))
         return 0
     if not args.bundle:
         raise UsageError("--bundle DIR is required (or use --show)")
@@ -202,7 +141,7 @@ def run(args: argparse.Namespace) -> int:
         os.makedirs(args.state_dir, exist_ok=True)
     except OSError as exc:
         raise UsageError("cannot create state directory %s: %s; pass --state-dir" % (args.state_dir, exc.strerror))
-    _preflight(profile_path)
+    _preflight(profile_path, what, args.state_dir)
     cfg = CalibrationConfig(
         bundle_dir=args.bundle,
         profile_path=profile_path,
@@ -220,20 +159,17 @@ def run(args: argparse.Namespace) -> int:
     try:
         result = calibrate(cfg)
     except JtopUnavailable as exc:  # lost mid-run; before the run it means the CPU path
-        _error("%s; measurements so far are in %s, and the next run restores the original "
-               "power mode" % (exc, profile_path))
+        _error("%s; measurements so far are in %s%s" % (exc, profile_path, mode_said(exc)))
         return 1
-    except OSError as exc:  # e.g. the profile's folder cannot be written
-        _error("cannot write %s: %s; run as a user that can (the service user: sudo -u "
-               "edge-agent ...) or give another --profile or --state-dir; the original power "
-               "mode is restored (by the next run if not now)"
-               % (exc.filename or profile_path, exc.strerror or exc))
+    except OSError as exc:  # e.g. the profile's folder cannot be written, or is full
+        path = exc.filename or profile_path  # a temporary file or lock beside it: the profile
+        if os.path.dirname(os.path.abspath(path)) == os.path.dirname(os.path.abspath(profile_path)):
+            path = profile_path
+        cause, fix = write_fault(exc, os.path.dirname(os.path.abspath(path)))
+        _error("cannot write %s: %s; %s%s" % (path, cause, fix, mode_said(exc)))
         return 1
     except CalibrationInterrupted as exc:
-        print(
-            "edge-agent calibrate: %s; original power mode restored" % exc,
-            file=sys.stderr,
-        )
+        print("edge-agent calibrate: %s%s" % (exc, mode_said(exc)), file=sys.stderr)
         return 128 + exc.signum
     print(
         "%d entries written to %s (%d modes unavailable, %d stale entries)"
@@ -247,18 +183,28 @@ def run(args: argparse.Namespace) -> int:
     return 1 if result.restore_error else 0
 
 
-def _preflight(profile_path: str) -> None:
-    """Refuse, before any power mode is switched or engine built (minutes on a Jetson), an
-    existing profile that cannot be read or is damaged: the run merges into it, so it would
-    only fail at the first write, after the first stage's measurement. So is a profile path
-    that cannot be written (its folder a file, a read-only file system)."""
+def mode_said(exc: BaseException) -> str:
+    """What a run ending early with ``exc`` says of the power mode (``calibrate`` attaches its
+    result): nothing where no mode was switched (the CPU path, ``--modes current``), else
+    whether the original one is back."""
+    result = getattr(exc, "result", None)
+    if result is None or not result.switched:
+        return ""
+    if result.restore_error:
+        return ("; the original power mode could not be restored (%s): the next calibrate run "
+                "restores it, or set it with sudo nvpmodel -m ID" % result.restore_error)
+    return "; original power mode restored"
+
+
+def _preflight(profile_path: str, what: str, state_dir: str) -> None:
+    """Refuse, before any power mode is switched or engine built (minutes on a Jetson), a
+    profile path calibrate cannot write (``calibrate_checks.check_profile_place``; ``what``:
+    the option it came from) and an existing profile that cannot be read or is damaged: the
+    run merges into it, so it would only fail at the first write, after the first stage's
+    measurement."""
     from calibration import profile as profile_mod
 
-    try:
-        check_output_file(profile_path, "--profile")
-    except FileFault as exc:
-        raise UsageError("%s; calibrate writes its measurements there: give another --profile or "
-                         "--state-dir, or run as a user that can write it" % exc)
+    check_profile_place(profile_path, what, state_dir)
     if os.path.lexists(profile_path):
         try:
             profile_mod.load_profile(profile_path)

@@ -1,30 +1,28 @@
 """``edge-agent doctor``'s calibration lines and jtop fixes.
 
 A worker finds its mu in the profile under the key (board, L4T release, power mode, stage
-sha256, backend, precision) (``calibration.profile_match``, the rule ``lookup_capacity``
-uses): ``node_profile_line`` counts the entries of each of the worker's stages by that same
-key and names the part that misses, so a profile of another bundle, release or backend is a
-WARN (the agent times its engine), not an OK. On a Jetson whose jtop service cannot be
-reached the active mode is unknown: the agent uses no entry, and ``calibrate`` refuses to run,
-so the fix there is jtop first, never the calibrate command alone.
+sha256, backend, precision, engine threads) (``calibration.profile_match``, the rule
+``lookup_capacity`` uses): ``node_profile_line`` looks each of the worker's stages up by that
+same key and, where one misses, says why in the words ``run`` logs
+(``agent.node.profilekey.missing_part``), so a profile of another bundle, release, backend or
+thread count is a WARN (the agent times its engine), not an OK. On a Jetson whose jtop service
+cannot be reached the active mode is unknown: the agent uses no entry, and ``calibrate`` refuses
+to run, so the fix there is jtop first, never the calibrate command alone.
 """
 
 from __future__ import annotations
 
 import os
-from typing import Any, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from agent.ops.doctor_check import FAIL, OK, WARN, Check, access_fix, closed_to
 from calibration import host
 
-# what the report says for a key part no entry has (calibration.profile_match.KEY_PARTS)
+# what the device line says for a key part no entry has (calibration.profile_match.KEY_PARTS)
 MISSES = {"board": "no entry for this board (%s)",
-          "L4T release": "entries for this board, none for this L4T release (%s)",
-          "mode": "none for mode %s",
-          "stage hash": "none for the stage file (sha256 %s...): its entries are of another "
-                        "bundle or another version of this one",
-          "backend": "none measured with backend %s",
-          "precision": "none measured at precision %s"}
+          "L4T release": "entries for this board, none for this L4T release (%s)"}
+# missing_part's parts whose phrase names the stage itself
+STAGE_PARTS = ("stage", "sha256", "backend", "precision", "threads")
 AGENT_RESTART = "sudo systemctl restart edge-agent.target"
 
 
@@ -54,8 +52,7 @@ def jtop_fix(text: str, user: str) -> str:
 def _miss(part: str, key: Sequence[str]) -> str:
     from calibration.profile_match import KEY_PARTS
 
-    value = key[KEY_PARTS.index(part)]
-    return MISSES[part] % (value[:12] if part == "stage hash" else value)
+    return MISSES[part] % key[KEY_PARTS.index(part)]
 
 
 def profile_line(name: str, path: str, mode: str, root: str, fix: str,
@@ -142,8 +139,9 @@ def node_profile_line(name: str, path: str, cfg: Any, mode: Optional[str], root:
     one); ``jtop_down``: the ``PowerModeUnknown`` of a Jetson whose jtop cannot be reached
     (then the mode is unknown without a power_mode, and calibrate needs jtop first)."""
     from agent.commands.install import DEFAULT_USER
+    from agent.node.profilekey import missing_part, unmeasurable_mode
     from calibration import profile
-    from calibration.profile_match import find_entry, unmatched_part
+    from calibration.profile_match import cpu_entry, entry_threads, find_entry
     from engines.bundle import load_bundle
 
     closed = closed_line(name, path)  # doctor run as root reads what the agent may not
@@ -164,22 +162,45 @@ def node_profile_line(name: str, path: str, cfg: Any, mode: Optional[str], root:
         return profile_line(name, path, mode or "", root, fix)
     ident = host.read_host_identity(root)
     backend, precision = expected_engine(cfg)
+    threads = cfg.engine_threads  # a key part only where the entries are onnxruntime on the CPU
     found: List[int] = []
-    missed: List[str] = []
+    unrecorded: List[int] = []
+    missed: Dict[Tuple[str, str], List[int]] = {}
     for spec in specs:
-        key = (ident.board, ident.l4t, mode, spec.sha256, backend, precision)
-        if find_entry(prof, *key) is not None:
+        entry = find_entry(prof, ident.board, ident.l4t, mode, spec.sha256, backend, precision,
+                           threads)
+        if entry is not None:
             found.append(spec.index)
-        else:
-            missed.append("stage %d: %s" % (spec.index, _miss(unmatched_part(prof, key), key)))
-    engine = "mode %s, %s %s" % (mode, backend, precision)
+            if cpu_entry(entry) and entry_threads(entry) is None:
+                unrecorded.append(spec.index)
+            continue
+        missed.setdefault(missing_part(prof, ident.board, ident.l4t, mode, spec, backend,
+                                       precision, threads), []).append(spec.index)
+    engine = "mode %s, %s %s, engine_threads %d" % (mode, backend, precision, threads)
+    listed = ",".join(map(str, found))
     if not missed:
         mine = [e for e in prof.entries if (e.board, e.l4t) == (ident.board, ident.l4t)]
-        return Check(name, OK, "%s: %d entries for this board and L4T release; stage(s) %s "
-                     "found (%s)" % (path, len(mine), ",".join(map(str, found)), engine))
+        seen = "%s: %d entries for this board and L4T release; stage(s) %s found (%s)" % (
+            path, len(mine), listed, engine)
+        if unrecorded:  # run uses them (with a WARNING): measured with an unknown thread count
+            seen += ("; stage(s) %s: the entry records no engine thread count, run uses it for "
+                     "engine_threads %d (calibrating again with --threads %d records it)"
+                     % (",".join(map(str, unrecorded)), threads, threads))
+        return Check(name, OK, seen)
+    lines = []
+    for (part, phrase), stages in missed.items():  # a phrase of the stage's own names it
+        lines.append(phrase if part in STAGE_PARTS else "stage%s %s: %s" % (
+            "s" if len(stages) > 1 else "", ",".join(map(str, stages)), phrase))
+    now = unmeasurable_mode(mode, root) if cfg.power_mode else None
+    if now is not None:  # the config pins a mode calibrate cannot measure here
+        lines.append("calibrate measures only the mode active now here, %s, never %s"
+                     % (now, mode))
+        fix = ("set power_mode = \"%s\" in the config (or remove it), or %s with this machine "
+               "in mode %s" % (now, fix, mode))
+    timed = ("the engine of each stage" if not found else "that stage's engine"
+             if len(found) == len(specs) - 1 else "the engines of the stages named")
     return Check(name, WARN, "%s: %s (%s); run times %s at start" % (
-        path, "; ".join(missed), engine,
-        "that stage's engine" if found else "the engine of each stage"), fix)
+        path, "; ".join(lines), engine, timed), fix)
 
 
 def calibration_fix(fix: str, jtop: Optional[Check]) -> str:

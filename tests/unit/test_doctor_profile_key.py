@@ -1,8 +1,9 @@
 """``doctor``'s calibration lines match a profile as the agent does: a worker's "node
 calibration" line looks up each of its stages by the whole key ``lookup_capacity`` uses
 (board, L4T release, mode, stage hash, backend, precision), is OK exactly when the agent finds
-an entry for every stage, and otherwise names the key part that misses (WARN: the engine is
-timed at start, with the calibrate command). On a Jetson whose jtop is unreachable the mode is
+an entry for every stage, and otherwise names the key part that misses in the words ``run``
+logs (``agent.node.profilekey.missing_part``; WARN: the engine is timed at start, with the
+calibrate command). On a Jetson whose jtop is unreachable the mode is
 unknown and the calibrate fix comes after jtop's; jtop's own fixes are runnable commands.
 Real node configs, profiles written by ``update_profile`` and, for the Jetson, a root with an
 L4T release file and the installed jetson-stats client with no service to reach."""
@@ -49,12 +50,14 @@ def _line(tmp_path, name, entries, **cfg):
 
 CASES = {  # what differs from this worker's key -> the words the line names it by
     "match": ({}, None),
-    "otherbundle": ({"stage_sha256": "b" * 64}, "none for the stage file (sha256 "),
-    "otherrelease": ({"l4t": "36.3.0"}, "entries for this board, none for this L4T release"),
-    "otherboard": ({"board": "NVIDIA Jetson Nano"}, "no entry for this board"),
-    "othermode": ({"power_mode": "15W"}, "none for mode MAXN"),
-    "tensorrt": ({"backend": "tensorrt"}, "none measured with backend onnxruntime"),
-    "fp16": ({"precision": "fp16"}, "none measured at precision fp32"),
+    "otherbundle": ({"stage_sha256": "b" * 64}, "stage 4's sha256 "),
+    "otherrelease": ({"l4t": "36.3.0"}, "has no entry on this board (the profile holds L4T "
+                                        "36.3.0"),
+    "otherboard": ({"board": "NVIDIA Jetson Nano"}, "has no entry (the profile holds NVIDIA "
+                                                    "Jetson Nano)"),
+    "othermode": ({"power_mode": "15W"}, "mode MAXN is not calibrated on this board"),
+    "tensorrt": ({"backend": "tensorrt"}, "with backend tensorrt, not onnxruntime"),
+    "fp16": ({"precision": "fp16"}, "with precision fp16, not fp32"),
 }
 
 
@@ -73,9 +76,9 @@ def test_node_calibration_is_ok_exactly_when_the_agent_finds_the_entry(tmp_path,
     found = lookup_capacity(profile, stage, backend, precision, MODE, ident)
     assert (line.status == OK) == (found is not None), line
     if says is None:
-        assert "stage(s) 4 found (mode MAXN, onnxruntime fp32)" in line.detail
+        assert "stage(s) 4 found (mode MAXN, onnxruntime fp32, engine_threads 1)" in line.detail
     else:
-        assert line.status == WARN and says in line.detail and "stage 4: " in line.detail, line
+        assert line.status == WARN and says in line.detail and "stage 4" in line.detail, line
         assert line.fix.startswith("run `edge-agent calibrate --bundle "), line.fix
 
 
@@ -179,7 +182,7 @@ def test_node_calibration_on_a_jetson_without_jtop(tmp_path):
     checks, _ = check_node(_node(tmp_path, "w3", capacity_profile=profile, power_mode="15W"),
                            root=root)
     line = _by_name(checks)["node calibration"]
-    assert line.status == WARN and "none for mode 15W" in line.detail
+    assert line.status == WARN and "mode 15W is not calibrated" in line.detail
     assert line.fix.startswith("jtop first: ") and "edge-agent calibrate" in line.fix
 
 
