@@ -1,11 +1,17 @@
 """Timing one stage engine for a fixed time, with power, clock and temperature samples.
 
 ``measure_stage`` warms the engine up, then runs it back to back for ``seconds`` on a fixed
-input, timing every run with ``time.perf_counter``. Between runs (at most every
-``sample_interval_s``) it takes a ``Reading`` from the sampler -- jtop on a Jetson, psutil on
-the CPU path -- and reports: service time median and p90, mu = flops / median, mean total
-power, clocks, peak temperature per sensor and whether throttling was seen (a clock cap below
-its value at the start, or a sensor at its limit).
+input, timing every run by ``engines.timing.timed_run`` on ``service_clock``. Between runs (at
+most every ``sample_interval_s``) it takes a ``Reading`` from the sampler -- jtop on a Jetson,
+psutil on the CPU path -- and reports: service time median and p90, mu = flops / median, mean
+total power, clocks, peak temperature per sensor and whether throttling was seen (a clock cap
+below its value at the start, or a sensor at its limit).
+
+``measure_engine`` is how calibrate times a stage engine, by the rule a worker times it by at
+start-up and while serving (``engines.timing``): the engine call alone, on the stage's timing
+input, by the calling thread's CPU clock when the engine computes on that thread (onnxruntime
+on the CPU with one intra-op thread), else the wall clock; the warm-up and the timed phase's
+length stay on the wall clock.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ from typing import Any, Callable, Dict, List, Optional, TextIO
 import numpy as np
 
 from calibration.jtop_adapter import Reading
+from engines import timing
 
 
 @dataclass(frozen=True)
@@ -155,10 +162,13 @@ def measure_stage(
     progress: Optional[ProgressBar] = None,
     clock: Callable[[], float] = time.perf_counter,
     check: Optional[Callable[[], None]] = None,
+    service_clock: Optional[Callable[[], float]] = None,
 ) -> StageMeasurement:
     """Warm up for ``warmup_s`` (at least 3 runs), then time ``run(x)`` back to back for
-    ``seconds`` (at least 5 runs) and summarise; see the module docstring. ``check`` is called
-    after every run; it may raise to stop the measurement (a pending SIGTERM)."""
+    ``seconds`` (at least 5 runs) and summarise; see the module docstring. ``clock`` paces the
+    phases; ``service_clock`` (default ``clock``) times each run. ``check`` is called after
+    every run; it may raise to stop the measurement (a pending SIGTERM)."""
+    busy = clock if service_clock is None else service_clock
     total_s = warmup_s + seconds
     t_begin = clock()
     runs = 0
@@ -174,10 +184,8 @@ def measure_stage(
     next_sample = clock()
     t_start = clock()
     while len(times) < 5 or clock() - t_start < seconds:
-        t0 = clock()
-        run(x)
+        times.append(timing.timed_run(run, x, busy)[1])
         t1 = clock()
-        times.append(t1 - t0)
         if check is not None:
             check()
         if sampler is not None and t1 >= next_sample:
@@ -199,3 +207,11 @@ def measure_stage(
         measured_seconds=measured_s,
         **summary,
     )
+
+
+def measure_engine(engine: Any, stage: Any, seconds: float, **kw: Any) -> StageMeasurement:
+    """``measure_stage`` of ``engine`` (the stage ``stage``, a ``StageSpec``) as a worker times
+    it: on ``engines.timing.timing_input(stage)``, each run on ``engines.timing.engine_clock``
+    (module docstring); ``kw`` are ``measure_stage``'s other options."""
+    return measure_stage(engine.run, timing.timing_input(stage), float(stage.flops), seconds,
+                         service_clock=timing.engine_clock(engine), **kw)

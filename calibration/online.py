@@ -11,6 +11,17 @@ few dozen tasks. The price: an engine where a regular share of runs takes more t
 ``outlier_factor`` times the rest (e.g. 15% of runs 4x slower) reads mu high (there by about
 20%), as those runs count clipped.
 
+A worker feeds it what ``edge-agent calibrate`` measures, so that a worker serving at its
+calibrated speed reads its calibrated mu: the service time of the engine call alone, on the
+clock calibrate times it by (``engines.timing``; the exit heads' softmax and the copies around
+the call are per-task overhead, not the stage's compute), and only of warm runs, those after at
+least ``agent.node.inference.WARM_RUNS`` runs back to back (calibration times a tight loop; a
+run after an idle spell, and the next few, are slower). A lightly loaded worker, whose tasks
+arrive alone or a few together, thus feeds it nothing and keeps its expected mu; under load
+the engine runs its jobs back to back, all but the first few of each streak count, and a
+lasting slow-down moves the estimate. An emulated device feeds its padded service time
+(``agent.node.inference``).
+
 Drift has hysteresis: ``drifting`` turns on when the estimate leaves the initial value by more
 than ``drift_fraction`` and off only once it is back within ``recover_fraction`` (half of it by
 default), so an estimate hovering at the threshold does not flip the flag on every task.

@@ -21,12 +21,10 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, List, Optional, TextIO, Tuple
 
-import numpy as np
-
 from agent.errors import UsageError
 from agent.ops.lockfile import give_path_to_folder_owner
 from calibration import host, jtop_adapter, profile
-from calibration.measure import CpuSampler, ProgressBar, StageMeasurement, measure_stage
+from calibration.measure import CpuSampler, ProgressBar, StageMeasurement, measure_engine
 from calibration.modes import ModeKeeper, ModeUnavailable
 
 logger = logging.getLogger(__name__)
@@ -63,6 +61,7 @@ class CalibrationResult:
     unavailable: List[profile.UnavailableMode] = field(default_factory=list)
     stale: List[profile.ProfileEntry] = field(default_factory=list)
     restore_error: Optional[str] = None  # set when the original mode could not be restored
+    switched: bool = False  # a power mode switch was begun (the CPU path never switches)
 
 
 class CalibrationInterrupted(KeyboardInterrupt):
@@ -130,14 +129,6 @@ def _utc_now() -> str:
     return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _stage_input(stage: Any) -> np.ndarray:
-    dtype = np.dtype(stage.input_dtype)
-    shape = tuple(stage.input_shape)
-    if dtype.kind == "f":
-        return np.random.default_rng(0).standard_normal(shape).astype(dtype)
-    return np.zeros(shape, dtype=dtype)
-
-
 def _entry(
     ident: host.HostIdentity,
     mode_name: str,
@@ -186,10 +177,9 @@ def _measure_mode(
     for n, stage in enumerate(stages, 1):
         engine = ctx["engines"][stage.index]
         ctx["progress"].start("mode %s | stage %d (%d/%d)" % (mode_name, stage.index, n, len(stages)))
-        m = measure_stage(
-            engine.run,
-            _stage_input(stage),
-            stage.flops,
+        m = measure_engine(
+            engine,
+            stage,
             cfg.seconds,
             warmup_s=cfg.warmup_s,
             sampler=sampler,
@@ -261,6 +251,7 @@ def _jetson_path(ctx: dict, device: jtop_adapter.JetsonDevice, result: Calibrati
     caps = _known_gpu_caps(cfg, ident)
     try:
         for mode in modes:
+            result.switched = True  # before: the keeper saves the original, then switches
             try:
                 keeper.switch(mode, expected_gpu_max_khz=caps.get(mode.name), check=ctx["stop"].check)
             except ModeUnavailable as exc:
@@ -370,6 +361,9 @@ def calibrate(
             else:
                 result.entries += _measure_mode(ctx, host.read_cpu_mode_name(), None, CpuSampler(), None)
             stop.check()  # a signal during the last write still ends the run as interrupted
+    except (CalibrationInterrupted, OSError, jtop_adapter.JtopUnavailable) as exc:
+        exc.result = result  # type: ignore[union-attr]  # the command says if a mode was restored
+        raise
     finally:
         lock.release()
     written = profile.load_profile(cfg.profile_path)

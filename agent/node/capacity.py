@@ -2,7 +2,11 @@
 
 At start-up a worker either reads mu from its calibration profile
 (``calibration.profile.lookup_capacity``) or times its own engine: a few warm-up runs, then the
-median service time of ``timing_runs`` runs, mu = flops / median. With
+median service time of ``timing_runs`` runs, mu = flops / median. With a profile entry the
+engine makes as many runs, untimed: a fresh engine's first runs are slower (memory arenas,
+lazy set-up, caches: the first one several times, runs 1-10 of the demo stages 1.2-1.6x on a
+2-core x86_64 VM), and the first tasks it serves feed the online estimate as a timed worker's
+do. With
 ``emulate_capacity_flops`` the engine still runs for real and the service time is padded (by the
 inference thread) to flops / emulated mu, so the reported capacity is the emulated one; its
 start-up timing runs the engine unpadded (only the real engine's time is needed, and padded runs
@@ -11,8 +15,15 @@ serving, ``calibration.online.OnlineCapacityEstimator`` keeps a smoothed mu from
 service times. ``Capacity`` owns all of it: the start-up report, the estimator, and the
 current mu and service time it writes into the policies' ``NodeView``.
 
-Service times, at start-up and while serving, are the inference thread's (``Done.service_time_s``:
-no waits for the interpreter lock, see ``agent.node.inference``), so the two are comparable.
+mu means one thing wherever it is measured: flops over the service time of one engine call, as
+``engines.timing`` times it (the engine call alone, on the stage's timing input, by the calling
+thread's CPU clock when the engine computes on it, else the wall clock). ``edge-agent
+calibrate`` times it so (``calibration.measure``); the start-up timing takes the inference
+thread's ``Done.engine_time_s`` of a run on that input, and the online estimate the same time
+of each warm run (``Done.capacity_sample_s``: a run after ``WARM_RUNS`` back to back; an
+emulated device's padded time instead), see ``agent.node.inference``. The exit heads' softmax
+and the copies around the call are per-task overhead, like messaging, and in none of them.
+
 A drift of mu from its expected value (the start-up value, or the profile's entry for a power
 mode the worker switched to while serving: ``Capacity.rebase``, from ``agent.node.powerwatch``)
 is logged when the estimator's flag (with hysteresis) turns on, and when it turns off, at most
@@ -37,6 +48,7 @@ from agent.ops.files import FileFault, check_regular_file
 from agent.node.profilekey import calibrate_hint, missing_entry
 from calibration.profile import ProfileError, current_power_mode, load_profile, lookup_capacity
 from engines.bundle import check_measurable
+from engines.timing import timing_input
 
 log = logging.getLogger(__name__)
 
@@ -157,12 +169,15 @@ def profile_mu(cfg: Any, spec: Any, engine: Any, mode: str) -> Tuple[Optional[fl
     """mu of ``spec``'s engine in ``mode`` from ``cfg.capacity_profile``, or (None, why: which
     part of the entry's key has no entry, and the calibrate command that writes it)."""
     used, precision = engine_key(cfg, engine)
-    mu = lookup_capacity(cfg.capacity_profile, spec, used, precision, mode) if mode else None
+    threads = cfg.engine_threads  # a CPU entry of another thread count is no match
+    mu = lookup_capacity(cfg.capacity_profile, spec, used, precision, mode,
+                         threads=threads) if mode else None
     if mu is not None:
         return mu, ""
-    part, why = missing_entry(cfg.capacity_profile, spec, used, precision, mode)
+    part, why = missing_entry(cfg.capacity_profile, spec, used, precision, mode,
+                              threads=threads)
     return None, "%s (`%s` writes it)" % (why, calibrate_hint(
-        cfg.bundle, cfg.capacity_profile, used, precision, part))
+        cfg.bundle, cfg.capacity_profile, used, precision, part, threads))
 
 
 def mode_report(cfg: Any, specs: Dict[int, Any], engines: Dict[int, Any],
@@ -197,11 +212,9 @@ def start_mode(cfg: Any, read: Callable[[], str] = current_power_mode) -> str:
 def worker_capacity(cfg: Any, specs: Dict[int, Any], engines: Dict[int, Any],
                     run_stage: Callable[[np.ndarray, int], Any]) -> CapacityReport:
     """Start-up mu of a worker: per stage from its calibration profile or by timing
-    ``run_stage(x, stage, pad=False)`` (the inference thread's ``run_one``: its
-    ``Done.service_time_s``, on the clock the thread measures with while serving; with emulation
-    the real engine's ``engine_time_s`` of an unpadded run, the emulated time being known),
-    merged; the report names the power mode it was obtained in."""
-    measured = _engine_time if cfg.emulate_capacity_flops > 0 else _service_time
+    ``run_stage(x, stage, pad=False)`` (the inference thread's ``run_one``, unpadded) on the
+    stage's timing input: its ``Done.engine_time_s``, the engine call as calibrate times it
+    (module docstring), merged; the report names the power mode it was obtained in."""
     check_measurable(list(specs.values()))
     mode = start_mode(cfg)
     reports = []
@@ -214,10 +227,13 @@ def worker_capacity(cfg: Any, specs: Dict[int, Any], engines: Dict[int, Any],
             if profile is None:
                 log.warning("no calibration entry for stage %d in mode %s in %s: %s; timing the "
                             "engine instead", spec.index, mode or "?", cfg.capacity_profile, why)
-        x = np.zeros(spec.input_shape, dtype=spec.input_dtype)
-        report = startup_capacity(float(spec.flops), lambda a, h=h: run_stage(a, h, pad=False), x,
-                                  cfg.warmup_runs, cfg.timing_runs, cfg.emulate_capacity_flops,
-                                  profile, measured=measured)
+        x = timing_input(spec)
+        if profile is not None:  # not timed: as warm as if it were (module docstring)
+            for _ in range(cfg.warmup_runs + cfg.timing_runs):
+                run_stage(x, h, pad=False)
+        report = startup_capacity(float(spec.flops), lambda a, h=h: run_stage(a, h, pad=False),
+                                  x, cfg.warmup_runs, cfg.timing_runs,
+                                  cfg.emulate_capacity_flops, profile, measured=_engine_time)
         report = replace(report, power_mode=mode)
         log.info("stage %d on %s: %s", h, engine.info.get("backend", "?"), report.describe())
         reports.append(report)
@@ -228,10 +244,6 @@ def worker_capacity(cfg: Any, specs: Dict[int, Any], engines: Dict[int, Any],
 
 def _engine_time(done: Any) -> float:
     return float(done.engine_time_s)
-
-
-def _service_time(done: Any) -> float:
-    return float(done.service_time_s)
 
 
 class Capacity:

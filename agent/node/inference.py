@@ -14,23 +14,37 @@ never spins). A worker confined to one core runs ``run_many`` on its loop's thre
 The exit decision itself is the worker side's (``steps.next_step``, in the I/O thread, which
 owns the current thresholds).
 
-Service time, the online capacity estimate's input, is the time the task kept this thread busy,
-never the time it waited for the interpreter lock: a busy I/O thread holds the lock, and every
-return from a C call (the engine releases the lock while it computes) waits for it, which read
-20-27% below the start-up mu under saturation. An engine that computes on the calling thread
-(onnxruntime on the CPU with one intra-op thread: ``info`` device "CPU", threads 1) is timed by
-this thread's CPU clock (``time.thread_time``: neither lock waits nor time descheduled by other
+Service time (``Done.service_time_s``) is the time the task kept this thread busy: the
+engine call plus its share of the exit heads' softmax. ``Done.engine_time_s`` is the engine
+call alone, timed by the rule ``edge-agent calibrate`` times it by (``engines.timing``): the
+start-up timing and the online capacity estimate take that, so the three measure one mu, and
+the softmax and copies stay per-task overhead like messaging. Neither counts the time the task
+waited for the interpreter lock: a busy I/O thread holds the lock, and every return from a C
+call (the engine releases the lock while it computes) waits for it, which read 20-27% below
+the start-up mu under saturation. An engine that computes on the calling thread (onnxruntime
+on the CPU with one intra-op thread: ``info`` device "CPU", threads 1) is timed by this
+thread's CPU clock (``time.thread_time``: neither lock waits nor time descheduled by other
 processes count); any other engine (a GPU, a thread pool) by the wall clock around the call,
-lock waits included, since its work is not on this thread. An emulated device's service time
-is flops / emulated mu (or the engine's own time, if that is longer), not the sleep measured.
+lock waits included, since its work is not on this thread. The CPU clock still counts what
+taking the lock back costs this thread after the call (system calls, caches the other thread
+evicted): nothing beside a stage of milliseconds, but a demo stage of 9.5 us read 30 us beside
+a Python thread that never sleeps, so a stage of microseconds reads slower than calibrated
+while its I/O thread is busy. An emulated device's service time is flops / emulated mu (or
+the engine's own time, if that is longer), not the sleep measured.
 
-A run is *warm* (``Done.warm``) when its job was already waiting as the engine finished the
-run before: the engine did not sit idle between them. After an idle spell a run is far slower
-than back to back (caches, CPU idle states and clocks, a GPU's clocks on a Jetson: a 14 us demo
-stage took 0.3 ms after 50 ms idle on a 2-core x86_64 VM), while calibration and the start-up
-timing measure back-to-back runs; so only warm runs feed the online capacity estimate
-(``agent.node.worker``), and a lightly loaded worker keeps its calibrated mu instead of
-reading its cold starts as a slower device. Under load most runs are warm.
+A run is *warm* (``Done.warm``) when the engine ran at least ``WARM_RUNS`` jobs back to back
+right before it (``Done.streak``: each of them, and this one, was already waiting as the run
+before it ended). After an idle spell the first run is far slower than back to back (caches,
+CPU idle states and clocks, a GPU's clocks on a Jetson: a 14 us demo stage took 0.3 ms after
+50 ms idle on a 2-core x86_64 VM), and the next ones only approach that speed: on that VM,
+after 5-50 ms idle, a 9.4 us stage took 47-122, 14-16, 10-11 and 9.8-10.2 us in runs 1 to 4.
+Calibration and the start-up timing measure a tight loop, so only warm runs feed the online
+capacity estimate (``Done.capacity_sample_s``, which ``agent.node.worker`` hands on): a lightly
+loaded worker, whose tasks arrive alone or a few together, keeps its calibrated mu instead of
+reading its cold starts as a slower device, while under load (a backlog) the engine runs the
+jobs it is handed back to back, all but the first ``WARM_RUNS`` of each such streak count, and
+a lasting slow-down (a lower power mode, thermal throttling) moves the estimate. On an
+emulated device the sample is the padded service time, the emulated speed.
 
 The hand-off costs one ``SimpleQueue.put`` (C, no Python-level lock) per job and at most one
 pipe byte per batch of finished jobs: the thread writes a byte only when the I/O loop has
@@ -65,12 +79,15 @@ from typing import Any, Callable, Deque, Dict, List, Optional, Tuple
 import numpy as np
 
 from agent.ops.throttle import Throttle, more_since
+from engines import timing
 from engines.exit_profile import softmax_confidence
+from engines.timing import engine_clock
 
 log = logging.getLogger(__name__)
 
 FAILURE_LOG_INTERVAL_S = 60.0  # at most one failure log line per this many seconds
 RUN_MAX = 8  # jobs the thread takes from its queue at once and runs back to back
+WARM_RUNS = 3  # runs back to back before a run that measures capacity (module docstring)
 
 
 @dataclass
@@ -96,14 +113,21 @@ class Done:
     error: str = ""  # non-empty when the job failed (the exception's type name)
     reason: str = ""  # why it failed, the drop counter's suffix: engine_error, unknown_stage
     # or deadline
-    warm: bool = False  # the job waited for the engine, which ran it back to back (module doc)
+    streak: int = 0  # runs the engine made back to back right before this one (0: it was idle)
+    padded: bool = False  # service_time_s is an emulated device's padded time
 
+    @property
+    def warm(self) -> bool:
+        """The engine ran ``WARM_RUNS`` jobs back to back right before this one (module doc)."""
+        return self.streak >= WARM_RUNS
 
-def on_calling_thread(engine: Any) -> bool:
-    """True when ``engine`` computes on the thread that calls ``run`` (its ``info`` says CPU
-    and one intra-op thread), so that thread's CPU time is its service time."""
-    info = getattr(engine, "info", None) or {}
-    return info.get("device") == "CPU" and info.get("threads") == 1
+    @property
+    def capacity_sample_s(self) -> float:
+        """This run's service time as the online capacity estimate takes it: the engine call
+        (``engine_time_s``), or an emulated device's padded time; 0 (none) unless warm."""
+        if self.streak < WARM_RUNS:
+            return 0.0
+        return self.service_time_s if self.padded else self.engine_time_s
 
 
 class UnknownStage(LookupError):
@@ -127,10 +151,10 @@ class InferenceThread:
         self.clock = clock
         self.sleep = sleep
         # stage -> clock its service is timed with: this thread's CPU time when the engine
-        # computes on the calling thread, else the wall clock (module docstring)
+        # computes on the calling thread, else the wall clock (engines.timing)
         self.service_clock: Dict[int, Callable[[], float]] = {
-            h: (time.thread_time if on_calling_thread(e) else clock)
-            for h, e in self.engines.items()}
+            h: engine_clock(e, clock) for h, e in self.engines.items()}
+        self._streak = 0  # runs back to back so far (Done.streak); run_many's callers only
         self._jobs: "queue.SimpleQueue[Optional[Job]]" = queue.SimpleQueue()
         self._done: Deque[Done] = deque()
         self._rfd, self._wfd = os.pipe()
@@ -228,23 +252,32 @@ class InferenceThread:
             if rest > 0:
                 self.sleep(rest)
             done.service_time_s = max(done.service_time_s, target)
+            done.padded = True
         return done
 
     def run_many(self, jobs: List[Job], warm: bool = False) -> List[Done]:
         """Run ``jobs`` back to back on the calling thread (the inference thread, or the loop's
         on one core: ``worker.INLINE_MAX_S``): one ``Done`` each, failures and jobs past their
         ``expires`` included, never raised. ``warm``: the first job was waiting when the
-        engine's previous run ended (the others always were; ``Done.warm``).
+        engine's previous run ended, so the streak of runs back to back goes on (the others
+        always were); False starts a new one (``Done.streak``).
 
         The exit heads' confidences are computed in one vectorised ``softmax_confidence`` call
         for all jobs whose logits have one width (per task in numpy it cost about as much as
         a small stage's engine call); each job's service time is its engine call plus its
         share of that call. Emulated devices and subclasses with their own ``run_one`` run
         job by job."""
+        if not warm:
+            self._streak = 0
         if self.emulate_capacity_flops > 0 or type(self).run_one is not InferenceThread.run_one:
-            dones = [self._expired(j) or self._run_job(j) for j in jobs]
-            for i, done in enumerate(dones):
-                done.warm = warm or i > 0
+            dones = []
+            for job in jobs:
+                done = self._expired(job)
+                if done is None:  # a job not run leaves the engine as it was
+                    done = self._run_job(job)
+                    done.streak = self._streak
+                    self._streak += 1
+                dones.append(done)
             return dones
         dones = []
         heads: List[Tuple[Done, Any]] = []
@@ -255,7 +288,8 @@ class InferenceThread:
                     done, logits = self._engine_step(job.x, job.stage)
                 except Exception as exc:
                     done, logits = self._failed(job, exc), None
-                done.meta, done.warm = job.meta, warm or bool(dones)
+                done.meta, done.streak = job.meta, self._streak
+                self._streak += 1
                 if logits is not None:
                     heads.append((done, logits))
             dones.append(done)
@@ -289,10 +323,7 @@ class InferenceThread:
         if stage not in self.engines:
             raise UnknownStage("no engine for stage %d here (stages %s)"
                                % (stage, sorted(self.engines)))
-        busy = self.service_clock[stage]
-        b0 = busy()
-        out = self.engines[stage].run(x)
-        engine_s = busy() - b0
+        out, engine_s = timing.timed_run(self.engines[stage].run, x, self.service_clock[stage])
         feats = out.features
         if feats is not None:
             feats = np.ascontiguousarray(feats)

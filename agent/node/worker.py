@@ -298,8 +298,8 @@ class WorkerSide(Role):
         if done.error:
             return self.out.drop(done.reason or "engine_error")
         self.metrics.service_time(done.service_time_s)
-        if done.warm:  # a run after an idle spell is no measure of capacity (agent.node.inference)
-            self.capacity.observe(done.service_time_s)
+        if done.warm:  # cold runs and the heads' softmax are no measure of mu (node.inference)
+            self.capacity.observe(done.capacity_sample_s)
         h = f["stage"]
         view = self.out.view
         final = view.last_stage if self.cfg.terminal else view.num_stages

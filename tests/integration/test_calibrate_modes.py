@@ -96,7 +96,7 @@ def test_all_modes_measured_or_unavailable_and_original_restored(tmp_path, bundl
 def test_original_mode_restored_after_an_exception(tmp_path, bundle_dir, monkeypatch):
     """An exception in the middle of a run still restores the original mode."""
     board = new_board(tmp_path / "board.json", mode=1)
-    real_measure = runner.measure_stage
+    real_measure = runner.measure_engine
     calls = []
 
     def failing_measure(*args, **kwargs):  # the second measurement fails, e.g. an engine error
@@ -105,7 +105,7 @@ def test_original_mode_restored_after_an_exception(tmp_path, bundle_dir, monkeyp
             raise RuntimeError("engine failed")
         return real_measure(*args, **kwargs)
 
-    monkeypatch.setattr(runner, "measure_stage", failing_measure)
+    monkeypatch.setattr(runner, "measure_engine", failing_measure)
     cfg = _config(tmp_path, bundle_dir)
     with pytest.raises(RuntimeError, match="engine failed"):
         runner.calibrate(cfg, jtop_module=fake_module(board), stream=io.StringIO())
