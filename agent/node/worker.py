@@ -6,7 +6,8 @@ then either refuses it in its ACK (``overload``: the node already holds ``max_qu
 tasks or ``max_queue_bytes`` of tensors, input and output queues together, or the tasks waiting
 for or in its engine times its service time exceed what is left of the task's deadline, so it
 would expire before it ran, or every successor of its next stage refuses work while tasks
-already wait here for one; ``no_route``: no live route to a later stage) or ACKs it, drops a
+already wait here for one; ``no_route``: no live route to a later stage, or its source, heard
+before, is gone) or ACKs it, drops a
 duplicate, and puts it in the input queue (``backlog``), from which at most ``ENGINE_DEPTH``
 jobs at a time go to the inference thread (``inference.py``), or, on a worker confined to one
 core with a fast engine, run on the loop's own thread (``INLINE_MAX_S``); a task past its
@@ -51,9 +52,8 @@ from agent.policies.api import CONTINUE, ESCALATE, AgentPolicy, HeadInfo, TaskIn
 
 SEEN_KEYS = 100_000  # task ids remembered for duplicate detection, at most
 FORGET_INTERVAL_S = 1.0  # how often entries past their tasks' deadlines are dropped
-# jobs handed to the inference thread at a time: it runs them back to back while the loop
-# sleeps or reads (2 cost a thread switch per task on a busy core; the thread drops a job whose
-# deadline passed while it waited there)
+# jobs handed to the inference thread at a time, run back to back while the loop sleeps or reads
+# (2 cost a thread switch per task on a busy core; it drops a job whose deadline passed there)
 ENGINE_DEPTH = 8
 # On one core the inference thread cannot run beside the loop, only take turns with it, and
 # every turn is a pass of the interpreter lock with two context switches: a worker whose CPU
@@ -243,7 +243,9 @@ class WorkerSide(Role):
             self.out.ack(identity, [key])
             return self.out.drop("deadline")
         view = self.out.view
-        if view.no_route:
+        if view.no_route or (f["source"] not in view.alive and f["source"] in view.peer_state):
+            # no live route onward, or back: its source was heard and is gone, so its results
+            # would wait here for their deadline; the sender routes around this node meanwhile
             return self.out.refuse(identity, key, "no_route", self.cfg.heartbeat_interval_s)
         tasks, nbytes = self.held()
         ahead = self.input_queue()  # it would wait behind these: refused when it would expire

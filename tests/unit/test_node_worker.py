@@ -399,3 +399,26 @@ def test_metrics_count_a_task_as_exited_or_passed_on_never_both(tmp_path, thresh
     assert item.kind == (Kind.RESULT if answered else Kind.TASK)
     assert value("edge_agent_tasks_exited_total") == (1.0 if answered else 0.0)
     assert value("edge_agent_tasks_out_total") == (0.0 if answered else 1.0)
+
+
+def test_a_task_whose_source_was_heard_and_is_gone_is_refused_no_route(worker):
+    """Rule: a worker cut off from a task's source (heard before, now gone) refuses the task
+    with no_route in its ACK, so the sender routes it to another worker of the stage instead
+    of this one holding it while its result cannot go back; a source not heard yet (start-up)
+    is no reason to refuse, and once the source is heard again its tasks go in."""
+    side, out, spec = worker
+    x = np.zeros(spec.input_shape, dtype=spec.input_dtype)
+
+    def task(tid):
+        return wire.Message(Kind.TASK, "s1", fields={
+            "id": tid, "source": "s1", "stage": 1, "attempt": 0, "created": 0.0, "hops": 0,
+            "resends": 0}, tensors=[x])
+
+    out.view.alive.discard("s1")  # not heard yet: no peer_state entry
+    side.on_data(b"s1", task("t1"))
+    out.view.peer_state["s1"] = {"no_route": 0}  # heard, then gone
+    side.on_data(b"s1", task("t2"))
+    out.view.alive.add("s1")  # heard again
+    side.on_data(b"s1", task("t3"))
+    assert out._replies == {(b"s1", ""): ["t1#0", "t3#0"], (b"s1", "no_route"): ["t2#0"]}
+    assert out.counters["refused_no_route"] == 1 and side.received == 2
