@@ -8,7 +8,8 @@ its ``NAME.key`` files). Three readers share it:
 - the transport (``tag``, on the loop's thread), for every client message: ZeroMQ authenticates
   a connection only at its handshake, so a key removed from the folder would go on being served
   on the connection it already holds; the routing id handed to the loop is a ``ClientId`` that
-  says whether the message's ``User-Id`` (its key) is still allowed, and the key's name;
+  says whether the message's ``User-Id`` (its key) is still allowed, and the key's name (on a
+  plain client socket, ``plain_id``: a ``ClientId`` without a key's name, never revoked);
 - ``reload`` (on SIGHUP, ``agent.ops.hangup``): reads the folder again and swaps the mapping in
   one assignment, so a reader sees the old list or the new one, never half of each. A folder
   that cannot be read, is empty or holds a bad file keeps the list in force (one WARNING).
@@ -32,6 +33,13 @@ class ClientId(bytes):
 
     key_name = ""
     revoked = False
+
+
+def plain_id(frames: Sequence[Any]) -> ClientId:
+    """The routing id of a message on a plain (keyless, local) client socket as a ``ClientId``
+    without a key's name: whatever routing id a client sets (a worker's name, say), every such
+    connection is one sender, ``a client`` (``agent.node.rejects``), never revoked."""
+    return ClientId(frames[0].bytes)
 
 
 def read_client_keys(folder: str) -> Dict[str, str]:

@@ -12,22 +12,20 @@
   so the node need not wait for the peer's heartbeats to stop.
 - Liveness (``agent.net.liveness``, on every socket): ZMTP heartbeats (a PING every
   ``HEARTBEAT_IVL_MS``; no traffic for the timeout closes the connection, which a DEALER's
-  monitor reports as ``LINK_DOWN``; a data socket's timeout grows with the time its slowest
-  link needs for one message, from ``sizes``, else ``HEARTBEAT_TIMEOUT_MS``; a control
-  socket's likewise, at least ``CONTROL_HEARTBEAT_TIMEOUT_MS``), TCP keepalive,
-  on data sockets a TCP user timeout (unacknowledged data for ``TCP_USER_TIMEOUT_MS``, or
-  a slow link's timeout, closes it; none on control sockets: ``liveness.apply``), reconnects
-  capped at
-  ``RECONNECT_IVL_MAX_MS`` and a connect timeout (``CONNECT_TIMEOUT_MS``: a SYN lost while the
-  link was down is sent again by a fresh connect, not after TCP's 1-2-4 s backoff). A stalled
-  connection (a link down, a peer stopped) is rebuilt as a fresh TCP connection instead of
-  waiting out TCP's retransmission backoff, so data and heartbeats flow again soon after the
-  link or the peer returns; the control plane needs it too (a node that cannot hear its
-  successors thinks it has no route). A DEALER's monitor also reports each handshake done
-  (``LINK_UP``); ``data_drops`` counts each peer's dropped data connections, so the outbox can
-  tell whether a task went on the connection still up. Failed handshakes (a key refused or
-  wrong, another ``security``) are told, bounded, and dialled again slowly
-  (``agent.net.redial``; on the bound sockets ``agent.net.handshakes``).
+  monitor reports as ``LINK_DOWN``; a data socket's timeout grows with the time its slowest link
+  needs for one message, from ``sizes``, else ``HEARTBEAT_TIMEOUT_MS``; a control socket's
+  likewise, at least ``CONTROL_HEARTBEAT_TIMEOUT_MS``), TCP keepalive, on data sockets a TCP user
+  timeout (unacknowledged data for ``TCP_USER_TIMEOUT_MS``, or a slow link's timeout, closes it;
+  none on control sockets: ``liveness.apply``), reconnects capped at ``RECONNECT_IVL_MAX_MS`` and
+  a connect timeout (``CONNECT_TIMEOUT_MS``: a SYN lost while the link was down is sent again by
+  a fresh connect, not after TCP's 1-2-4 s backoff). A stalled connection (a link down, a peer
+  stopped) is rebuilt as a fresh TCP connection instead of waiting out TCP's retransmission
+  backoff, so data and heartbeats flow again soon after the link or the peer returns; the control
+  plane needs it too (a node that cannot hear its successors thinks it has no route). A DEALER's
+  monitor also reports each handshake done (``LINK_UP``); ``data_drops`` counts each peer's
+  dropped data connections, so the outbox can tell whether a task went on the connection still
+  up. Failed handshakes (a key refused or wrong, another ``security``) are told, bounded, and
+  dialled again slowly (``agent.net.redial``; on the bound sockets ``agent.net.handshakes``).
 - Every socket: LINGER 0 (shutdown never blocks), IPV6 only where its endpoint needs it
   (``agent.net.addrfamily``; ``bound``: what each bind took); a peer's sockets connect to
   the numeric address its name resolved to, never the name (``agent.net.peeraddr``: libzmq
@@ -37,7 +35,8 @@
   (``apply_server`` on bound sockets, ``apply_client`` with the peer's public key on the rest)
   -- except a source's client socket: CURVE with its own allow-list when client keys are
   given (read again on SIGHUP, each message's key checked: ``agent.net.clientkeys``), else
-  plain and restricted by the config to ipc:// or loopback.
+  plain and restricted by the config to ipc:// or loopback; its accepts watched at the
+  open-file limit (``agent.net.acceptwatch``: a full table told, an ipc:// path held aside).
 
 Identity: under CURVE the ZAP handler authenticates each DEALER that connects to the ROUTER
 and sets the message property ``User-Id`` to its z85 public key; ``key_owners`` maps each
@@ -60,7 +59,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import zmq
 
 from agent.config.node import DEFAULT_MAX_MESSAGE_BYTES, Peer
-from agent.net import ipcbind, liveness
+from agent.net import acceptwatch, clientkeys, liveness
 from agent.net.addrfamily import for_node
 from agent.net.frames import send_frames
 from agent.net.handshakes import event_of, monitor, watches
@@ -115,7 +114,8 @@ class Transport:
         self.max_message_bytes = max_message_bytes
         # clients' public keys: the client socket is a CURVE server (None: plain, local only)
         self.client_keys = client_keys  # a ClientKeys: each message's key checked (``tag``)
-        self._tag = getattr(client_keys, "tag", None)
+        self._tag = getattr(client_keys, "tag", None) or clientkeys.plain_id  # plain: no key
+        self.accepts = acceptwatch.AcceptWatch(client_bind)  # the client socket's descriptors
         self.on_client_refused = on_client_refused
         # z85 public key -> the one node id it may speak as (empty: no CURVE, no check)
         self.key_owners = dict(key_owners or {})
@@ -187,6 +187,7 @@ class Transport:
             if self.client_keys is not None:  # clients from the network: CURVE, own allow-list
                 serve_clients_over_curve(self.security, self.client, self.client_keys,
                                          self.on_client_refused)
+            self.accepts.arm(self.client, self.poller)  # first: a client may connect at once
             self._bind(self.client, self.client_bind, "client")
             self.poller.register(self.client, zmq.POLLIN)
         for p in self.peers.values():
@@ -197,10 +198,7 @@ class Transport:
             mon = monitor(sock, events)
             self._bound[mon] = plane
             self.poller.register(mon, zmq.POLLIN)
-        ipcbind.bind(sock, endpoint)  # not over a live ipc:// socket; below: what * took
-        bound = self.bound[plane] = sock.getsockopt(zmq.LAST_ENDPOINT).decode("utf-8", "replace")
-        if bound != endpoint:
-            log.info("%s socket %s bound at %s", plane, endpoint, bound)
+        self.bound[plane] = acceptwatch.bind(sock, endpoint, plane)  # not over a live ipc://
 
     def _connect_peer(self, peer: Peer) -> None:
         # a SUB to its PUB (control) and a DEALER to its ROUTER (data); the CURVE server key
@@ -254,6 +252,7 @@ class Transport:
             self.addrs.retry()
         if self.addrs.named:  # names dialled: resolved again now and then, for a moved address
             self.addrs.refresh(lambda key, sock, old, new: self.redial.moved(sock, new))
+        self.accepts.tick()  # descriptors counted: a full table told, an ipc:// path aside
         ready = self.poller.poll(max(0, int(math.ceil(timeout_s * 1000))))
         events: List[Tuple[str, Any, Any]] = []
         watched: set = set()  # senders whose run id this call has read: once per call is enough
@@ -310,9 +309,10 @@ class Transport:
                     events.append((DATA, sender, frames[1:]))
                 elif sock_or_fd in self._sub_peer:
                     events.append((CONTROL, self._sub_peer[sock_or_fd], frames))
-                elif sock_or_fd is self.client:  # under CURVE: a ClientId (net.clientkeys)
-                    events.append((CLIENT, self._tag(frames) if self._tag else frames[0].bytes,
-                                   frames[1:]))
+                elif sock_or_fd is self.client:  # a ClientId (net.clientkeys)
+                    events.append((CLIENT, self._tag(frames), frames[1:]))
+                elif sock_or_fd is self.accepts.mon:
+                    self.accepts.event(frames)
                 else:
                     events.append((REPLY, self._dealer_peer[sock_or_fd], frames))
         return events
@@ -371,7 +371,7 @@ class Transport:
         """Send frames back through the ROUTER to ``identity``; False if it is gone."""
         sock = self.client if client else self.router
         try:
-            send_frames(sock, [identity] + list(frames))
+            send_frames(sock, [bytes(identity)] + list(frames))  # ClientId: as bytes
         except (zmq.Again, zmq.ZMQError):  # EHOSTUNREACH: the peer disconnected meanwhile
             return False
         return True
@@ -389,6 +389,7 @@ class Transport:
             mon.close(linger=0)
         self._monitors, self._sub_monitors, self._bound = {}, {}, {}
         self.server_watch.flush(force=True)
+        self.accepts.close()
         for s in self._sockets:
             try:
                 s.close(linger=0)

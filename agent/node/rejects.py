@@ -12,10 +12,12 @@ A sender is a node id. A connection that gives none (a source's clients, whose r
 ZeroMQ makes afresh for each connection; anything not an agent on the data socket) is one
 sender, ``ANONYMOUS``, however many connections it makes: named by its random routing id, each
 new connection took a fresh first line (30 bad inputs over 30 connections were 30 lines in a
-tenth of a second, each naming an id nobody can look up). A client of a CURVE client socket
-is named by its key instead, ``client NAME`` (its ``NAME.key`` in ``client_keys_dir``: the
-transport hands its routing id over as an ``agent.net.clientkeys.ClientId``): one sender per
-key, however many connections it makes.
+tenth of a second, each naming an id nobody can look up). Every client's routing id comes as
+an ``agent.net.clientkeys.ClientId``: one without a key's name (a plain client socket) is
+``ANONYMOUS`` whatever id the client set itself (one that called itself ``w1`` was named as
+if worker w1 sent it, and 40 clients of 40 ids were 40 lines); a client of a CURVE client
+socket is named by its key, ``client NAME`` (its ``NAME.key`` in ``client_keys_dir``): one
+sender per key, however many connections it makes.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import logging
 import time
 from typing import Any, Callable, Optional, Set, Tuple
 
+from agent.net.clientkeys import ClientId
 from agent.ops.throttle import Throttle, more_since
 
 log = logging.getLogger("agent.node.loop")  # the loop's step: logged under its name
@@ -38,11 +41,14 @@ ANONYMOUS = "a client"  # the one sender of every connection without a node id
 
 def sender_label(who: Any) -> str:
     """A sender for a log line: a node id as it is; a client whose key has a name ``client
-    NAME``; another routing id that is no node id (empty, or not printable ASCII: ZeroMQ makes
-    a client's from a zero byte and a counter) ``ANONYMOUS``."""
+    NAME``; any other client (a ``ClientId``, whatever routing id it set) and a routing id that
+    is no node id (empty, or not printable ASCII: ZeroMQ makes a client's from a zero byte and
+    a counter) ``ANONYMOUS``."""
     name = getattr(who, "key_name", "")
     if name:  # a file's name: shown as it is only when printable
         return "client " + (name if name.isprintable() else ascii(name))
+    if isinstance(who, ClientId):  # a client's own routing id names nobody we know
+        return ANONYMOUS
     if isinstance(who, (bytes, bytearray)):
         text = bytes(who).decode("ascii", "replace")
         named = text.isprintable() and "\ufffd" not in text

@@ -21,7 +21,7 @@ from typing import Any, Callable, List, Optional, Tuple
 
 from agent.errors import missing_module_hint
 from agent.ops.doctor_check import FAIL, OK, WARN, Check  # noqa: F401 - importers' names
-from agent.ops.doctor_check import state_dir_closed
+from agent.ops.doctor_check import check_open_files, state_dir_closed
 from agent.ops.state import default_state_dir
 from calibration import host
 
@@ -384,7 +384,7 @@ def run_checks(ctx: Context) -> List[Check]:
     out: List[Check] = []
     for fn in (check_board, check_python, check_numpy, check_onnxruntime, check_tensorrt,
                check_cuda_binding, check_jtop, check_groups, check_dirs, check_bundle,
-               check_calibration):
+               check_calibration, check_open_files):
         try:
             got = fn(ctx)
         except Exception as exc:  # a doctor must report, never crash

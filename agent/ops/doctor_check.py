@@ -2,7 +2,8 @@
 the service user's access to a file, as the fixes of the checks word it; and a node config's
 addresses (``check_addresses``): the host names among its binds, its metrics_host and its
 peers' addresses, resolved all at once for at most ``agent.net.addrfamily.RESOLVE_WAIT_S`` (as
-the agent waits for them at start), so doctor is never held up longer by a slow DNS."""
+the agent waits for them at start), so doctor is never held up longer by a slow DNS; and the
+open-file limit an agent gets (``check_open_files``)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,9 @@ import grp
 import os
 import pwd
 import shlex
+import shutil
 import stat
+import subprocess
 from dataclasses import dataclass
 from typing import Any, Dict, Optional, Sequence, Tuple
 
@@ -282,3 +285,64 @@ def _worse(a: str, b: str) -> str:
     order = (OK, WARN, FAIL)
     return max(a, b, key=order.index)
 
+
+
+AGENT_UNIT = "/etc/systemd/system/edge-agent@.service"  # where install puts the agent's unit
+SYSTEMCTL_WAIT_S = 5.0  # one ``systemctl show``: the manager answers at once, or is not there
+UNIT_LIMIT_FIX = ("give the unit LimitNOFILE=65536 (sudo systemctl edit edge-agent@NAME: "
+                  "[Service] LimitNOFILE=65536, or install the shipped unit again), then "
+                  "sudo systemctl restart edge-agent@NAME")
+SHELL_LIMIT_FIX = ("raise the hard open-file limit where the agent is started (ulimit -Hn "
+                   "65536 as root, nofile in /etc/security/limits.conf, a container's "
+                   "--ulimit nofile=65536); under edge-agent@.service, LimitNOFILE=65536")
+
+
+def unit_limits(units: Sequence[str], systemctl: str) -> Dict[str, str]:
+    """{unit: its ``LimitNOFILE`` as systemd shows it ("65536", "infinity")} from one
+    ``systemctl show`` run with ``systemctl``; {} when that fails (no manager running)."""
+    try:
+        proc = subprocess.run([systemctl, "show", "-p", "LimitNOFILE"] + list(units),
+                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                              universal_newlines=True, timeout=SYSTEMCTL_WAIT_S)
+    except (OSError, subprocess.SubprocessError):
+        return {}
+    values = [ln.split("=", 1)[1].strip() for ln in proc.stdout.splitlines()
+              if ln.startswith("LimitNOFILE=")]
+    return dict(zip(units, values)) if proc.returncode == 0 and len(values) == len(units) else {}
+
+
+def check_open_files(ctx: Any) -> Check:
+    """The "open files" line: this process's soft and hard ``RLIMIT_NOFILE`` (``run`` takes
+    the hard one, at most ``OPEN_FILES_WANTED``) and, where the agent's unit is installed and
+    systemctl answers, each instance's ``LimitNOFILE`` (the instances: the configs in
+    /etc/edge-agent, else the node ids of ``ctx.configs``); WARN where what the agent gets
+    (the units', when known, else this process's) is below ``OPEN_FILES_LOW``."""
+    import resource
+
+    from agent.ops.openfiles import OPEN_FILES_LOW, OPEN_FILES_WANTED
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    inf = resource.RLIM_INFINITY
+    takes = OPEN_FILES_WANTED if hard == inf else min(hard, OPEN_FILES_WANTED)
+    said = ["this process: soft %s, hard %s (run takes %d)" % (
+        "unlimited" if soft == inf else soft, "unlimited" if hard == inf else hard, takes)]
+    limits: Dict[str, str] = {}
+    systemctl = shutil.which("systemctl")
+    if systemctl and os.path.isfile(ctx.path(AGENT_UNIT)):
+        etc = ctx.path("/etc/edge-agent")
+        names = sorted(n[:-len(".toml")] for n in (os.listdir(etc) if os.path.isdir(etc)
+                                                    else []) if n.endswith(".toml"))
+        names = names or [c.node_id for c in getattr(ctx, "configs", [])]
+        limits = unit_limits(["edge-agent@%s.service" % n for n in names[:8]], systemctl)
+    said += ["%s LimitNOFILE=%s" % kv for kv in sorted(limits.items())]
+    low = [u for u, v in sorted(limits.items()) if v.isdigit() and int(v) < OPEN_FILES_LOW]
+    if low:
+        return Check("open files", WARN, "; ".join(said) + ": below %d for %s, and every client "
+                     "and peer connection takes one (an ipc:// client endpoint aborts the agent "
+                     "past it)" % (OPEN_FILES_LOW, ", ".join(low)), UNIT_LIMIT_FIX)
+    if not limits and takes < OPEN_FILES_LOW:
+        return Check("open files", WARN, "; ".join(said) + ": an agent started here gets %d, "
+                     "below %d, and every client and peer connection takes one (an ipc:// "
+                     "client endpoint aborts the agent past it)" % (takes, OPEN_FILES_LOW),
+                     SHELL_LIMIT_FIX)
+    return Check("open files", OK, "; ".join(said))

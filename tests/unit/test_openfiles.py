@@ -1,5 +1,5 @@
 """An agent takes the open-file limit the system allows at start-up: at the usual soft limit a
-busy source ran out of descriptors, and ZeroMQ then refused connections without a word. Run
+busy source ran out of descriptors, and ZeroMQ then refused tcp:// connections (an ipc:// one aborted it). Run
 in child processes (the limit is the process's own), with limits set as a shell's `ulimit`."""
 
 from __future__ import annotations
