@@ -1,4 +1,5 @@
-"""Sending one message's frames from the agent's sockets: small frames copied, big ones not."""
+"""Sending one message's frames from the agent's sockets: small frames copied, big ones not;
+and whether a socket can send now."""
 
 from __future__ import annotations
 
@@ -25,3 +26,9 @@ def send_frames(sock: Any, frames: Sequence[Any]) -> None:
     for i, f in enumerate(frames):
         small = type(f) is bytes or (type(f) is memoryview and f.nbytes < ZERO_COPY_MIN_BYTES)
         sock.send(f, _NOBLOCK_MORE if i < last else _NOBLOCK, copy=small)
+
+
+def can_send(sock: Any) -> bool:
+    """True when ``sock`` (a DEALER with IMMEDIATE, as the transport's are) has a connection
+    that takes a message now: without one, a send would be refused at once (None: no socket)."""
+    return sock is not None and bool(sock.getsockopt(zmq.EVENTS) & zmq.POLLOUT)

@@ -6,8 +6,8 @@ then either refuses it in its ACK (``overload``: the node already holds ``max_qu
 tasks or ``max_queue_bytes`` of tensors, input and output queues together, or the tasks waiting
 for or in its engine times its service time exceed what is left of the task's deadline, so it
 would expire before it ran, or every successor of its next stage refuses work while tasks
-already wait here for one; ``no_route``: no live route to a later stage, or its source, heard
-before, is gone) or ACKs it, drops a
+already wait here for one; ``no_route``: no live route to a later stage, or back to its
+source: heard before, now gone and not connected) or ACKs it, drops a
 duplicate, and puts it in the input queue (``backlog``), from which at most ``ENGINE_DEPTH``
 jobs at a time go to the inference thread (``inference.py``), or, on a worker confined to one
 core with a fast engine, run on the loop's own thread (``INLINE_MAX_S``); a task past its
@@ -40,6 +40,7 @@ from typing import Any, Callable, Deque, Dict, List, Optional, Tuple
 import numpy as np
 
 from agent.config.node import NodeConfig
+from agent.net.frames import can_send
 from agent.protocol import wire
 from agent.protocol.wire import Kind
 from agent.node.inference import Done, InferenceThread, Job
@@ -61,9 +62,7 @@ ENGINE_DEPTH = 8
 # loop's own thread instead, at most INLINE_BUDGET_S of jobs per loop pass so that ACKs,
 # heartbeats and timers keep their pace. Affinity is read again every AFFINITY_CHECK_S (a
 # service manager or an operator may change it while the agent runs).
-INLINE_MAX_S = 0.002
-INLINE_BUDGET_S = 0.005
-AFFINITY_CHECK_S = 1.0
+INLINE_MAX_S, INLINE_BUDGET_S, AFFINITY_CHECK_S = 0.002, 0.005, 1.0
 EXPIRES = "_expires"  # a job's monotonic deadline in its meta (never sent: popped first)
 RAW = "_x0"  # on_head policies: the task's stage-1 input in its meta (never sent)
 LOCAL = "_local"  # on_head policies: the task's per-node policy state in its meta (never sent)
@@ -243,9 +242,9 @@ class WorkerSide(Role):
             self.out.ack(identity, [key])
             return self.out.drop("deadline")
         view = self.out.view
-        if view.no_route or (f["source"] not in view.alive and f["source"] in view.peer_state):
-            # no live route onward, or back: its source was heard and is gone, so its results
-            # would wait here for their deadline; the sender routes around this node meanwhile
+        src = f["source"]  # heard, now gone and not connected: results could not go back
+        if view.no_route or (src not in view.alive and src in view.peer_state
+                             and not can_send(self.out.transport.dealers.get(src))):
             return self.out.refuse(identity, key, "no_route", self.cfg.heartbeat_interval_s)
         tasks, nbytes = self.held()
         ahead = self.input_queue()  # it would wait behind these: refused when it would expire

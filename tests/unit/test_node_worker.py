@@ -402,10 +402,12 @@ def test_metrics_count_a_task_as_exited_or_passed_on_never_both(tmp_path, thresh
 
 
 def test_a_task_whose_source_was_heard_and_is_gone_is_refused_no_route(worker):
-    """Rule: a worker cut off from a task's source (heard before, now gone) refuses the task
-    with no_route in its ACK, so the sender routes it to another worker of the stage instead
-    of this one holding it while its result cannot go back; a source not heard yet (start-up)
-    is no reason to refuse, and once the source is heard again its tasks go in."""
+    """Rule: a worker cut off from a task's source (heard before, now gone, and no data
+    connection to it) refuses the task with no_route in its ACK, so the sender routes it to
+    another worker of the stage instead of this one holding it while its result cannot go
+    back; a source not heard yet (start-up) is no reason to refuse, a source whose data
+    connection is up again (restarted, its heartbeat not heard yet) neither, and once the
+    source is heard again its tasks go in."""
     side, out, spec = worker
     x = np.zeros(spec.input_shape, dtype=spec.input_dtype)
 
@@ -418,7 +420,23 @@ def test_a_task_whose_source_was_heard_and_is_gone_is_refused_no_route(worker):
     side.on_data(b"s1", task("t1"))
     out.view.peer_state["s1"] = {"no_route": 0}  # heard, then gone
     side.on_data(b"s1", task("t2"))
+    ctx = zmq.Context()
+    router, dealer = ctx.socket(zmq.ROUTER), ctx.socket(zmq.DEALER)
+    try:
+        dealer.setsockopt(zmq.IMMEDIATE, 1)
+        port = router.bind_to_random_port("tcp://127.0.0.1")
+        out.transport.dealers["s1"] = dealer  # its DEALER to the source: not connected yet
+        side.on_data(b"s1", task("t3"))
+        dealer.connect("tcp://127.0.0.1:%d" % port)  # the source back, its heartbeat not heard
+        assert dealer.poll(30000, zmq.POLLOUT), "no connection to a bound ROUTER in 30 s"
+        side.on_data(b"s1", task("t4"))
+    finally:
+        out.transport.dealers.pop("s1", None)
+        dealer.close(0)
+        router.close(0)
+        ctx.term()
     out.view.alive.add("s1")  # heard again
-    side.on_data(b"s1", task("t3"))
-    assert out._replies == {(b"s1", ""): ["t1#0", "t3#0"], (b"s1", "no_route"): ["t2#0"]}
-    assert out.counters["refused_no_route"] == 1 and side.received == 2
+    side.on_data(b"s1", task("t5"))
+    assert out._replies == {(b"s1", ""): ["t1#0", "t4#0", "t5#0"],
+                            (b"s1", "no_route"): ["t2#0", "t3#0"]}
+    assert out.counters["refused_no_route"] == 2 and side.received == 3
