@@ -14,19 +14,19 @@ gets no answer; the source counts the refusal as ``client_refused``)::
         print(answer.outcome, answer.reason, answer.cls, answer.confidence)
 
 Every call returns an ``Answer``: ``outcome`` is "completed", or "rejected" / "lost" / "error"
-with a ``reason`` (from the source, e.g. "overload", "deadline"; or "no answer within N s" when
-nothing came back) and, for an input the source refused, a ``detail`` line saying what was
-wrong with it (e.g. "input float64 (1, 28, 28); stage 1 takes float32 (1, 1, 28, 28)").
-``Client.check_connection`` tells, before the first input, a refused connection or key from
-a running source. An input above the source's ``max_message_bytes`` (the node config's default
-unless ``max_message_bytes=`` says) is ``InputTooLarge``, not sent: the source would refuse it,
-and above twice that ZeroMQ drops the connection (no answer, nothing counted by the agent). ``AsyncClient`` is the asyncio variant (``await client.infer(x)``, many in
-flight at once).
+with a ``reason`` (the source's, e.g. "overload", "deadline"; or "no answer within N s"), for a
+refused input a ``detail`` line saying what was wrong with it (e.g. "input float64 (1, 28, 28);
+stage 1 takes float32 (1, 1, 28, 28)") and for a rejected one ``retry_s``, the wait the source
+advises before sending it again. ``Client.check_connection`` tells, before the first input, a
+refused connection or key. An input above the source's ``max_message_bytes`` (the node config's
+default unless ``max_message_bytes=`` says) is ``InputTooLarge``, not sent: the source would
+refuse it, and above twice that ZeroMQ drops the connection (no answer, nothing counted by the
+agent). ``AsyncClient`` is the asyncio variant (``await client.infer(x)``, many at once).
 
 Of the agent, only ``agent.protocol.wire`` (numpy, msgpack), the key-file readers of
-``agent.net.security``, ``agent.net.addrfamily`` and ``agent.config.node`` (pure Python) are
-imported: any host will do. The socket uses IPv6 only for an IPv6 address or a name with no
-IPv4 address (``agent.net.addrfamily``).
+``agent.net.security``, ``agent.fleet.clientcheck``, ``agent.net.addrfamily`` and
+``agent.config.node`` (pure Python) are imported: any host will do. The socket uses IPv6 only
+for an IPv6 address or a name with no IPv4 address (``agent.net.addrfamily``).
 """
 
 from __future__ import annotations
@@ -93,6 +93,7 @@ class Answer:
     exit_stage: int  # stage whose exit answered (0 when not completed)
     delay_s: float  # send to answer on the client's clock (the timeout when none came)
     detail: str = ""  # the source's explanation of a refused input ("" when it gave none)
+    retry_s: Optional[float] = None  # rejected: seconds to wait before sending it again
 
     @property
     def ok(self) -> bool:
@@ -117,11 +118,13 @@ def parse_answer(frames: List[Any], sent_at: Dict[str, float], now: float) -> Op
     outcome = header.get("outcome") or "completed"
     outcome = outcome if outcome in OUTCOMES else "error"
     done = outcome == "completed"
+    retry = header.get("retry_s")
+    retry = float(retry) if type(retry) in (int, float) and 0 <= retry < math.inf else None
     return Answer(tid, outcome, printable(header.get("reason")),
                   int(header.get("cls", -1)) if done else -1,
                   float(header.get("confidence", 0.0)) if done else 0.0,
                   int(header.get("exit_stage", 0)) if done else 0,
-                  now - sent_at.pop(tid), printable(header.get("detail")))
+                  now - sent_at.pop(tid), printable(header.get("detail")), retry)
 
 
 def no_answer(tid: str, timeout_s: float) -> Answer:
@@ -139,56 +142,6 @@ def task_frames(x: np.ndarray, tid: str, source: str) -> List[Any]:
     fields = {"id": tid, "source": source, "stage": 1, "attempt": 0, "created": time.time(),
               "hops": 0, "resends": 0}
     return wire.encode(wire.Kind.TASK, source, fields, [x])
-
-
-def handshake_problem(mon: zmq.Socket, wait_s: float, curve: bool) -> Tuple[str, bool]:
-    """Read a connecting socket's monitor ``mon`` for up to ``wait_s`` seconds: ("", True)
-    once a handshake succeeded, ("", False) when nothing was decided, else (the cause, in
-    words, False): nothing listening (the last attempt retried), a refused client key, or a
-    handshake the other end closed (with ``curve``: a wrong server key; without: no source,
-    or a CURVE one)."""
-    from zmq.utils.monitor import recv_monitor_message
-
-    refused = False
-    deadline = time.monotonic() + wait_s
-    while True:
-        left = deadline - time.monotonic()
-        if left <= 0 or not mon.poll(max(1, int(math.ceil(left * 1000)))):
-            break
-        event = recv_monitor_message(mon)["event"]
-        if event == zmq.EVENT_HANDSHAKE_SUCCEEDED:
-            return "", True
-        if event == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
-            return ("the source refused this client's key (its public key must be in the "
-                    "source's client_keys_dir)"), False
-        if event in (zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL, zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL):
-            return ("the CURVE handshake failed: is the server key the source's public key, "
-                    "and does the source run CURVE?" if curve else
-                    "the other end closed the connection during the handshake: not a source's "
-                    "client endpoint, or a CURVE one (it needs this client's keys)"), False
-        if event == zmq.EVENT_CONNECT_RETRIED:
-            refused = True
-        elif event == zmq.EVENT_CONNECTED:
-            refused = False
-    if refused:
-        return ("nothing listens there (connection refused after %g s): is the source running, "
-                "and the endpoint right?" % wait_s), False
-    return "", False
-
-
-def address_problem(endpoint: str) -> str:
-    """Why ``endpoint`` cannot be reached whatever runs there ("" when it may be): a tcp host
-    name that does not resolve (``agent.net.addrfamily.resolution_problem``), an ipc path with
-    nothing at it. (ZeroMQ only retries such an address, which its monitor tells apart from a
-    refused one on no platform.)"""
-    from agent.net.addrfamily import resolution_problem
-
-    scheme, _, rest = endpoint.partition("://")
-    if scheme == "ipc":
-        if rest.startswith("@") or os.path.exists(rest):  # @: Linux's abstract namespace
-            return ""
-        return "nothing at the ipc path %s: is the source running, and the endpoint right?" % rest
-    return resolution_problem(endpoint, None)  # as long as the resolver takes
 
 
 def message_limit(given: Optional[int] = None) -> int:
@@ -255,6 +208,9 @@ class Client(_Base):
         # called between polls while an answer is awaited: raises to stop the wait (a caller
         # whose signal handler's exception pyzmq may drop raises it again from here)
         self.interrupted: Callable[[], None] = lambda: None
+        # answers read while ``wait_for`` awaited another input's, by id, oldest first: served
+        # by ``wait_for`` and ``receive`` before the socket (at most one per input sent)
+        self.ready: Dict[str, Answer] = {}
 
     def check_connection(self, wait_s: float) -> str:
         """Watch the connection to the source for up to ``wait_s`` seconds, before anything is
@@ -269,6 +225,8 @@ class Client(_Base):
             raise ValueError("wait_s must be a finite number >= 0, got %r" % (wait_s,))
         if self.sent_at:
             raise RuntimeError("check_connection reconnects: call it before sending")
+        from agent.fleet.clientcheck import address_problem, handshake_problem
+
         mon = None
         try:
             mon = self.sock.get_monitor_socket()
@@ -286,14 +244,22 @@ class Client(_Base):
 
     def send(self, x: np.ndarray, tid: Optional[str] = None) -> str:
         """Send one input without waiting; returns its task id (see ``receive``).
-        ``InputTooLarge`` (nothing sent) for one above the source's ``max_message_bytes``."""
+        ``InputTooLarge`` (nothing sent) for one above the source's ``max_message_bytes``;
+        ``ValueError`` for a ``tid`` still in flight or whose answer is not collected yet."""
         tid = tid or self._next_id()
+        if tid in self.sent_at or tid in self.ready:
+            raise ValueError("task id %r is in flight already: give each input its own id" % tid)
         self.sock.send_multipart(self.frames(x, tid), copy=False)
         self.sent_at[tid] = time.monotonic()
         return tid
 
     def receive(self, timeout_s: float) -> Optional[Answer]:
-        """The next answer to one of the inputs sent, or None when none came in ``timeout_s``."""
+        """The next answer to one of the inputs sent (one ``wait_for`` read past first), or
+        None when none came in ``timeout_s``."""
+        return self.ready.pop(next(iter(self.ready))) if self.ready else self._read(timeout_s)
+
+    def _read(self, timeout_s: float) -> Optional[Answer]:
+        """The next answer on the socket, or None when none came in ``timeout_s``."""
         deadline = time.monotonic() + timeout_s
         while True:
             left = deadline - time.monotonic()
@@ -314,16 +280,23 @@ class Client(_Base):
         return self.wait_for(self.send(x), self.timeout_s if timeout_s is None else timeout_s)
 
     def wait_for(self, tid: str, timeout_s: float) -> Answer:
-        """The answer to input ``tid`` (sent with ``send``), answers to others read past (a
-        "lost" answer ``timeout_s`` after it was sent)."""
+        """The answer to input ``tid`` (sent with ``send``; a "lost" answer ``timeout_s`` after
+        it was sent, and a later one is read past). Answers to other inputs that come first
+        are kept for their own ``wait_for`` or ``receive``; ``ValueError`` for an id neither in
+        flight nor kept (never sent, or its answer returned already)."""
+        if tid in self.ready:
+            return self.ready.pop(tid)
+        if tid not in self.sent_at:
+            raise ValueError("unknown or already answered task id %r" % (tid,))
         deadline = self.sent_at[tid] + timeout_s
         while True:
-            ans = self.receive(max(0.0, deadline - time.monotonic()))
+            ans = self._read(max(0.0, deadline - time.monotonic()))
             if ans is None:
                 self.sent_at.pop(tid, None)
                 return no_answer(tid, timeout_s)
             if ans.id == tid:
                 return ans
+            self.ready[ans.id] = ans
 
     def close(self) -> None:
         """Close the socket (and the context this client made)."""

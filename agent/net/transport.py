@@ -181,9 +181,10 @@ class Transport:
         self._bind(self.router, self.data_bind, "data", zmq.EVENT_HANDSHAKE_SUCCEEDED | PROTOCOL)
         self.poller.register(self.router, zmq.POLLIN)
         if self.client_bind:
-            # Plain when local (the config allows only ipc:// and loopback then), so a camera
-            # process on the same device needs no keys; with client keys a CURVE server.
+            # Plain when local (only ipc:// and loopback then: a camera on the device needs no
+            # keys); with client keys a CURVE server. MANDATORY: a gone client's answer fails
             self.client = self._socket(zmq.ROUTER, self.client_bind, True)
+            self.client.setsockopt(zmq.ROUTER_MANDATORY, 1)  # (counted, not dropped unseen)
             if self.client_keys is not None:  # clients from the network: CURVE, own allow-list
                 serve_clients_over_curve(self.security, self.client, self.client_keys,
                                          self.on_client_refused)
@@ -201,8 +202,7 @@ class Transport:
         self.bound[plane] = acceptwatch.bind(sock, endpoint, plane)  # not over a live ipc://
 
     def _connect_peer(self, peer: Peer) -> None:
-        # a SUB to its PUB (control) and a DEALER to its ROUTER (data); the CURVE server key
-        # is the peer's own
+        # a SUB to its PUB (control), a DEALER to its ROUTER (data); CURVE server key: the peer's
         sub = self._socket(zmq.SUB, peer.control_address)
         sub.setsockopt(zmq.SUBSCRIBE, topic(self.node_id))
         sub.setsockopt(zmq.SUBSCRIBE, topic(BROADCAST))

@@ -1,24 +1,23 @@
 """Custody of tasks and results between hops: the outbox, ACK deadlines, resends and pacing.
 
 A side of the node (``source.SourceSide``, ``worker.WorkerSide``) hands an ``OutItem`` to
-``Outbox.send``: a task is routed by the policy (``choose_successor``; held in ``waiting`` while
-it names none, offered again oldest first: ``agent.node.outqueue``), encoded, sent (after the
-emulated link's pacing, when links are emulated) and kept until a hop it was sent to ACKs its
-key (``on_ack``; another peer's ACK of it is ignored, counted as ``ack_not_sent_<peer>``).
-With no ACK by its deadline (``ack_timeout_s`` after the link is expected to have carried it:
-paced, or at the link's known rate, ``agent.node.linkclock``), ``run_timers`` re-sends it to
-another successor (a result: to its source again), at most ``MAX_HOP_RESENDS`` times. The same
-timer heap carries the sides' own timers (``call_at``).
+``Outbox.send``: a task is routed by the policy (``choose_successor``; held in ``waiting`` while it
+names none, offered again oldest first: ``agent.node.outqueue``), encoded, sent (after the emulated
+link's pacing, when links are emulated) and kept until a hop it was sent to ACKs its key
+(``on_ack``; another peer's ACK of it is ignored, counted as ``ack_not_sent_<peer>``). With no ACK
+by its deadline (``ack_timeout_s`` after the link is expected to have carried it: paced, or at the
+link's known rate, ``agent.node.linkclock``), ``run_timers`` re-sends it to another successor (a
+result: to its source again), at most ``MAX_HOP_RESENDS`` times. The same timer heap carries the
+sides' own timers (``call_at``).
 
-Back-pressure: a receiver that cannot take a task (queue full, no route on) names its key in
-the ``refused`` list of its ACK; ``on_ack`` then marks that successor ``unavailable`` for the
+Back-pressure: a receiver that cannot take a task (queue full, no route on) names its key in the
+``refused`` list of its ACK; ``on_ack`` then marks that successor ``unavailable`` for the
 ``retry_s`` it asked (``NodeView.alive_successors`` leaves it out) and routes the task again at
-once: to another successor, or into ``waiting`` until the hold ends (a timer retries then).
-A task past its deadline (``OutItem.expires``, sent as the remaining ``ttl_s``) is dropped
-wherever it waits (``drop_deadline``), a paced link's queue included: its source has given up
-on it. ACKs (and refusals) go once per poll (``flush_replies``), per sender, and so do results
-on a link without pacing: RESULTS messages per source (``flush_results``), each result in
-custody under its own key.
+once: to another successor, or into ``waiting`` until the hold ends (a timer retries then). A task
+past its deadline (``OutItem.expires``, sent as the remaining ``ttl_s``) is dropped wherever it
+waits (``drop_deadline``), a paced link's queue included: its source has given up on it. ACKs (and
+refusals) go once per poll (``flush_replies``), per sender, and so do results on a link without
+pacing: RESULTS messages per source (``flush_results``), each result in custody under its own key.
 
 Liveness: what was sent on a dropped data connection (``on_link_down``) is routed again at once; a
 late task whose connection is up is not copied onto it again when no other successor is usable
@@ -27,6 +26,7 @@ of ``LINK_QUEUE_MAX_S`` and its largest task's link time behind (tasks not ACKed
 its configured and measured rate: one task alone never fills a link) is left alone like a refusing
 one until that drains (``link_full``), so the queue its heartbeats wait in stays short and a source
 rejects the excess (``overload``). A task the policy fails to route waits (``routing_error``).
+A client's answer it cannot deliver counts ``client_answer_undeliverable`` (logged 1/min at most).
 """
 
 from __future__ import annotations
@@ -44,6 +44,7 @@ from agent.net.liveness import LINK_QUEUE_MAX_S  # link time queued to a success
 from agent.net.transport import Transport
 from agent.protocol.wire import Kind
 from agent.ops.metrics import NullMetrics
+from agent.ops.throttle import Throttle, more_since
 from agent.policies.api import AgentPolicy, NodeView, TaskInfo
 from agent.node import outqueue
 from agent.node.linkclock import LinkClock, links_behind, rate_measured
@@ -59,8 +60,7 @@ HOLD_MIN_S, HOLD_MAX_S = 0.005, 1.0  # bounds on how long a refusing successor i
 class Outbox:
     """What the node's sides are handed: send with custody, timers, the node's counters, the
     policy's current view. ``input_queue``: tasks waiting for or in the engine (0 on a source);
-    ``capacity``: the capacity owner (``capacity.Capacity``), which writes mu into the view.
-    """
+    ``capacity``: the capacity owner (``capacity.Capacity``), which writes mu into the view."""
 
     def __init__(self, cfg: NodeConfig, transport: Transport, policy: AgentPolicy, view: NodeView,
                  capacity: Any, input_queue: Callable[[], int] = lambda: 0, metrics: Any = None):
@@ -90,6 +90,7 @@ class Outbox:
         self._results: Dict[str, List[OutItem]] = {}  # source -> results for its next RESULTS
         self.refused_why: Dict[str, str] = {}  # successor -> reason of its last refusal
         self.clock = time.monotonic
+        self._undeliverable_log = Throttle(60.0, lambda: self.clock())  # a line a minute at most
 
     # -- counters ----------------------------------------------------------------------------
 
@@ -155,10 +156,8 @@ class Outbox:
         replies, self._replies = self._replies, {}
         retry, self._retry_s = self._retry_s, {}
         for (identity, reason), keys in replies.items():
-            fields: Dict[str, Any] = {"keys": keys}
-            if reason:
-                fields = {"keys": [], "refused": keys, "reason": reason,
-                          "retry_s": float(retry.get(identity, 0.0))}
+            fields = {"keys": [], "refused": keys, "reason": reason,
+                      "retry_s": float(retry.get(identity, 0.0))} if reason else {"keys": keys}
             self.transport.reply(identity, wire.encode(Kind.ACK, self.node_id, fields))
 
     def flush_results(self, now: Optional[float] = None) -> None:
@@ -178,8 +177,14 @@ class Outbox:
                         self._unsent(it, now)
 
     def answer_client(self, identity: bytes, fields: Dict[str, Any]) -> None:
-        """Send a RESULT to a local client."""
-        self.transport.reply(identity, wire.encode(Kind.RESULT, self.node_id, fields), client=True)
+        """Send a RESULT to a local client (one it cannot get: counted, logged; module doc)."""
+        if self.transport.reply(identity, wire.encode(Kind.RESULT, self.node_id, fields), True):
+            return
+        self.counters["client_answer_undeliverable"] += 1
+        left = self._undeliverable_log.due()
+        if left is not None:  # the client sent the input, then went away (or reads nothing)
+            log.warning("an answer to a client (its task %r) could not be delivered: its "
+                        "connection is gone%s", fields.get("id"), more_since(left))
 
     # -- sending with custody ----------------------------------------------------------------
 
@@ -203,8 +208,7 @@ class Outbox:
                     log.warning("the policy failed to route a task; it waits", exc_info=True)
                 dest = None
             if dest is None:
-                self.waiting.append(item)
-                return
+                return self.waiting.append(item)
             item.dest = dest
             self.counters["sent_to_" + dest] += 1  # the routing actually used, per successor
         tensors = [] if item.tensor is None else [item.tensor]
@@ -214,8 +218,7 @@ class Outbox:
         if item.kind == Kind.RESULT and pacer is None:  # goes out with the pass's RESULTS
             self.items[item.key] = item
             self._results.setdefault(item.dest, []).append(item)
-            item.deadline = now + self.cfg.ack_timeout_s
-            item.link_start = now
+            item.link_start, item.deadline = now, now + self.cfg.ack_timeout_s
             self._push(item.deadline, item.key, False)
             return
         nbytes = wire_bytes_of(item.nbytes)  # the link carries the framing too
@@ -268,10 +271,8 @@ class Outbox:
     def on_ack(self, peer: str, keys: List[str], now: float, refused: List[str] = (),
                retry_s: float = 0.0, reason: str = "") -> None:
         """``peer`` ACKed ``keys``: custody of those sent to it ends; first sends time the link.
-
         ``refused`` keys come back at once: ``peer`` is left alone for ``retry_s`` (within
-        HOLD_MIN_S..HOLD_MAX_S) and each task is routed again, to another successor or held.
-        """
+        HOLD_MIN_S..HOLD_MAX_S) and each task is routed again, to another successor or held."""
         if refused:
             hold = min(max(retry_s, HOLD_MIN_S), HOLD_MAX_S)
             self.view.unavailable[peer] = max(self.view.unavailable.get(peer, 0.0), now + hold)
@@ -324,8 +325,7 @@ class Outbox:
                 or item.conn != self.transport.data_drops.get(item.dest, 0)
                 or (item.expires and now >= item.expires)):
             return False
-        others = self.current_view().alive_successors(item.fields["stage"])
-        if [p for p in others if p != item.dest]:
+        if any(p != item.dest for p in self.current_view().alive_successors(item.fields["stage"])):
             return False
         item.deadline = now + self.cfg.ack_timeout_s
         self._push(item.deadline, item.key, False)

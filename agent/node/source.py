@@ -4,7 +4,9 @@ A task's path: a Poisson arrival samples the replay set (or a local client pushe
 it is admitted only when the fleet can take it, else recorded at once as ``rejected`` with its
 reason: ``admission`` (the policy's ``admit`` said no), ``no_route`` (no live route to some
 stage: ``NodeView.no_route``), ``overload`` (every stage-1 successor refused work lately and
-the source already holds ``max_queue_tasks`` unACKed or waiting, or none is usable). The book (``book.SourceBook``)
+the source already holds ``max_queue_tasks`` unACKed or waiting, or none is usable),
+``shutdown`` (a client's input that comes while the source drains after SIGTERM; what it
+admitted before is drained as usual). The book (``book.SourceBook``)
 gives an admitted task an unpredictable id; the source gives it a secret ``token`` and sets its
 result deadline (``result_timeout_s``); the stage-1 TASK carries both (the deadline as
 ``ttl_s``). The RESULT comes back from whichever worker let it exit; the source ACKs it and
@@ -16,7 +18,8 @@ it waited, so the two never run side by side), recorded as lost after ``max_atte
 once when there is no route.
 
 A local client gets exactly one answer per task it pushed: the RESULT, or a RESULT with
-``outcome`` rejected / lost / error and a ``reason`` (``wire.answer_fields``). A client's uint8
+``outcome`` rejected / lost / error and a ``reason`` (``wire.answer_fields``; a rejected one
+with the wait the source advises before it is sent again, ``retry_s``). A client's uint8
 images of the stage-1 shape for a floating-point stage 1 are scaled to [0, 1] by
 ``engines.profile.as_input``, as the replay set is (``book.ReplaySet``), and said once per run
 at INFO; an input that is not the stage-1 dtype and shape otherwise, or holds non-finite values
@@ -98,6 +101,7 @@ class SourceSide(Role):
         self.arrived = 0  # new tasks taken in this slot, admitted or not
         self.slot_from = clock()  # when this slot's count started
         self.stalled = False  # the last slot ran long: it is counted with the next one
+        self.stopping = False  # draining after SIGTERM: tasks in flight only, no new one
 
     # -- life cycle --------------------------------------------------------------------------
 
@@ -105,7 +109,7 @@ class SourceSide(Role):
         self.next_arrival = self.slot_from = now
 
     def stop_arrivals(self) -> None:
-        self.arrivals_done = True
+        self.arrivals_done = self.stopping = True  # a client's new input: rejected, shutdown
 
     @property
     def drain_time_s(self) -> float:
@@ -272,13 +276,14 @@ class SourceSide(Role):
         self.arrived += 1  # offered load: counted before admission decides
         # the node's own refusal first: an admission policy counts the tasks it admits (MDI-Exit
         # spaces them by mu), and one rejected for another reason must not use up a place
-        reason = self.refusal()
+        reason = "shutdown" if self.stopping else self.refusal()
         reason = reason or ("" if self.policy.admit(self.out.current_view(), now) else "admission")
         if reason:
             self.book.reject(w, now, reason)
             self.rejected[reason] = self.rejected.get(reason, 0) + 1
             self.out.metrics.refused(reason)
-            self._answer(client, "rejected", reason)
+            if client is not None:
+                self._answer(client, "rejected", reason, retry_s=self.retry_s(reason, now))
             return
         task = self.book.new(x, label, w, now)
         task.client = client
@@ -298,11 +303,29 @@ class SourceSide(Role):
         self.out.call_at(task.result_due, task.id)
         self.out.send(item, now)
 
-    def _answer(self, client, outcome: str, reason: str, detail: str = "") -> None:
+    def retry_s(self, reason: str, now: float) -> Optional[float]:
+        """How long a client whose input was rejected for ``reason`` should wait before it
+        sends it again (the answer's ``retry_s``; None after ``shutdown``: when the source is
+        back). ``overload``: until the first held-off stage-1 successor's hold ends, at least
+        one stage-1 service time (a place frees as a task leaves); ``no_route`` and
+        ``admission``: a heartbeat interval, when the fleet's state is next heard."""
+        if reason == "shutdown":
+            return None
+        view, beat_s = self.out.view, self.cfg.heartbeat_interval_s
+        if reason != "overload":
+            return beat_s
+        first = view.alive_successors(1, usable=False)
+        holds = [view.unavailable[p] - now for p in first if p in view.unavailable]
+        served = [float(view.peer_state.get(p, {}).get("service_time_s") or 0) for p in first]
+        wait_s = max(min(holds, default=0.0), min([t for t in served if t > 0], default=0.0))
+        return round(wait_s if wait_s > 0 else beat_s, 3)
+
+    def _answer(self, client, outcome: str, reason: str, detail: str = "",
+                retry_s: Optional[float] = None) -> None:
         if client is not None:
             ident, cid = client
-            self.answers.append((ident, wire.answer_fields(cid, self.cfg.node_id, outcome,
-                                                           reason, self.wall(), detail)))
+            self.answers.append((ident, wire.answer_fields(
+                cid, self.cfg.node_id, outcome, reason, self.wall(), detail, retry_s)))
 
     def _lose(self, task_id: str, now: float, reason: str) -> None:
         task = self.book.pending.get(task_id)

@@ -22,19 +22,17 @@ Kind-specific fields (all required; types checked on decode):
     ACK           keys [str] (task keys "id#attempt" being acknowledged)
     RESULT        id str, attempt int, source str, exit_stage int, cls int, confidence float,
                   worker str, hops int, resends int, created float
-    RESULTS       items [map] (1..MAX_BATCH RESULTs for one source, each a map of RESULT's
-                  fields, required and optional, checked as RESULT's; sent once per loop pass
-                  and destination instead of one RESULT each, so a busy worker pays one send,
-                  one wake-up of the source and one ACK per batch; custody, ACK keys, tokens and
-                  records stay per result.)  A batch with one bad item is dropped whole.
+    RESULTS       items [map] (1..MAX_BATCH RESULTs for one source, each checked as a RESULT;
+                  sent once per loop pass and destination: one send, wake-up and ACK per batch;
+                  custody, ACK keys, tokens and records stay per result; a batch with one bad
+                  item is dropped whole)
     HEARTBEAT     role str, stage int, capacity_flops float, input_queue int, output_queue int,
                   service_time_s float  (liveness + queue state, broadcast)
     QUEUE_STATE   same fields as HEARTBEAT; for queue-based policies publishing more often
     DTOEE_REQUEST to str, payload map  (offloader -> receiver, per-node DTO-EE request)
     DTOEE_STATUS  payload map          (receiver -> each of its offloaders; also a heartbeat)
     THRESHOLD     payload map          (threshold proposal / delta-U share among a stage)
-    DTOEE_STAGE   payload map          (DTO-EE's stage report among the offloaders of a stage,
-                                        ``step = "joint"``)
+    DTOEE_STAGE   payload map          (DTO-EE's report among a stage's offloaders, "joint")
 
 Optional fields (type-checked when present; absent means the default in brackets):
 
@@ -58,6 +56,8 @@ Optional fields (type-checked when present; absent means the default in brackets
                   exit_stage 0 and the client's own id ["completed", ""];
                   detail str (a refused input's one-line explanation for the person at the
                   client, e.g. what stage 1 takes; text.input_refusal's is read back) [""];
+                  retry_s float (on a rejected answer: seconds the client should wait before
+                  it sends that input again; absent on ``shutdown``) [none];
                   level int (MLCI: the level that answered) [none]
     HEARTBEAT     no_route int (0: this node can reach every stage after its own; else the
                   first stage it has no live route to: it refuses new tasks meanwhile) [0];
@@ -69,11 +69,10 @@ integer field is below 2**53 in size (``MAX_INT``), so a receiver's +1 still enc
 ``payload`` maps are checked for shape only (string keys, msgpack scalars/lists/maps); the
 policy that reads them turns them into its own dataclasses and rejects what does not fit.
 
-Sending: ``encode`` returns buffers to hand to ``send_multipart(..., copy=False)``; the tensors
-are passed as memoryviews of the caller's arrays, so ZeroMQ sends them without copies from its
-copy threshold (64 KiB) up. Non-contiguous arrays are refused (make them contiguous first).
-Receiving: ``decode`` returns a ``Message`` whose tensors are read-only views on the frames.
-Anything malformed raises ``WireError`` whose ``reason`` is a short counter name.
+Sending: ``encode`` returns buffers for ``send_multipart(..., copy=False)``, the tensors as
+memoryviews of the caller's arrays (ZeroMQ copies none from its 64 KiB copy threshold up);
+non-contiguous arrays are refused. Receiving: ``decode`` returns a ``Message`` (its tensors
+read-only views on the frames); anything malformed raises ``WireError`` (``reason``: a counter).
 """
 
 from __future__ import annotations
@@ -122,18 +121,15 @@ SCHEMA: Dict[Kind, Dict[str, type]] = {
                   "confidence": float, "worker": str, "hops": int, "resends": int,
                   "created": float},
     Kind.RESULTS: {"items": list},
-    Kind.HEARTBEAT: _QUEUE_FIELDS,
-    Kind.QUEUE_STATE: _QUEUE_FIELDS,
-    Kind.DTOEE_REQUEST: {"to": str, "payload": dict},
-    Kind.DTOEE_STATUS: {"payload": dict},
-    Kind.THRESHOLD: {"payload": dict},
-    Kind.DTOEE_STAGE: {"payload": dict},
+    Kind.HEARTBEAT: _QUEUE_FIELDS, Kind.QUEUE_STATE: _QUEUE_FIELDS,
+    Kind.DTOEE_REQUEST: {"to": str, "payload": dict}, Kind.DTOEE_STATUS: {"payload": dict},
+    Kind.THRESHOLD: {"payload": dict}, Kind.DTOEE_STAGE: {"payload": dict},
 }
 # Optional fields per kind, checked like SCHEMA's when present (see the module docstring).
 OPTIONAL: Dict[Kind, Dict[str, type]] = {
     Kind.TASK: {"ttl_s": float, "token": str},
     Kind.ACK: {"refused": list, "reason": str, "retry_s": float},
-    Kind.RESULT: {"token": str, "outcome": str, "reason": str, "detail": str},
+    Kind.RESULT: {"token": str, "outcome": str, "reason": str, "detail": str, "retry_s": float},
     Kind.HEARTBEAT: {"no_route": int, "policy": str, "dtoee_timing": list},
 }
 # -- policy fields (DIMEE/MLCI, docs/dimee-mlci.md): optional: no new version ----------------
@@ -187,17 +183,18 @@ def task_key(task_id: str, attempt: int) -> str:
     return "%s#%d" % (task_id, attempt)
 
 
-def answer_fields(client_id: str, source: str, outcome: str, reason: str,
-                  created: float, detail: str = "") -> Dict[str, Any]:
+def answer_fields(client_id: str, source: str, outcome: str, reason: str, created: float,
+                  detail: str = "", retry_s: Optional[float] = None) -> Dict[str, Any]:
     """RESULT fields of a source's answer to a local client that carries no class: a task
     ``rejected``, ``lost`` or in ``error`` (refused input), with its short ``reason`` and,
-    when given, a ``detail`` line for the person at the client."""
+    when given, a ``detail`` line for the person at the client and (rejected) ``retry_s``."""
     if outcome not in OUTCOMES or outcome == "completed":
         raise ValueError("outcome %r is not one of %s" % (outcome, ", ".join(OUTCOMES[1:])))
+    extra = dict({"detail": detail} if detail else {},
+                 **({} if retry_s is None else {"retry_s": float(retry_s)}))
     return dict({"id": client_id, "attempt": 0, "source": source, "exit_stage": 0, "cls": -1,
                  "confidence": 0.0, "worker": "", "hops": 0, "resends": 0,
-                 "created": float(created), "outcome": outcome, "reason": reason},
-                **({"detail": detail} if detail else {}))
+                 "created": float(created), "outcome": outcome, "reason": reason}, **extra)
 
 
 def topic(node_id: str) -> bytes:
@@ -254,7 +251,8 @@ def _check_type(name: str, value: Any, want: type) -> Any:
     if t is want:
         return value
     if not isinstance(value, want) or t is bool:
-        raise WireError("bad_field", "%s must be %s" % (name, want.__name__))
+        raise WireError("bad_field", "%s must be %s, not %s" % (
+            name, "a string" if want is str else want.__name__, t.__name__))
     return value
 
 
@@ -372,8 +370,9 @@ def decode(frames: Sequence[Any]) -> Message:
 
 
 def peek_id(frames: Sequence[Any]) -> Optional[str]:
-    """The string ``id`` in the header of a message ``decode`` refused, if it still reads as a
-    map (a client's refused task waits for its answer by that id); None otherwise."""
+    """The ``id`` in the header of a message ``decode`` refused, as a string, if it still reads
+    as a map (a client's refused task waits for its answer by that id): a string as it is, a
+    number (a client's mistake: answered all the same) or bytes as their text; None otherwise."""
     try:
         raw = memoryview(frames[0])
         if raw.nbytes > MAX_HEADER_BYTES:
@@ -384,6 +383,8 @@ def peek_id(frames: Sequence[Any]) -> Optional[str]:
     except Exception:  # junk: nobody to answer
         return None
     tid = header.get("id") if isinstance(header, dict) else None
+    if type(tid) in (int, float, bytes):  # a client's mistake, answered all the same
+        tid = tid.decode("utf-8", "replace") if type(tid) is bytes else str(tid)
     return tid if isinstance(tid, str) and tid else None
 
 

@@ -90,3 +90,24 @@ def test_forty_plain_clients_of_forty_printable_ids_are_one_sender(source, caplo
     finally:
         for d in clients:
             d.close()
+
+
+def test_an_answer_to_a_client_whose_connection_is_gone_is_reported_not_sent(source):
+    """Rule: the client socket refuses a send to a routing id with no connection
+    (ROUTER_MANDATORY), so ``reply`` says False and the outbox counts the answer as
+    undeliverable (``client_answer_undeliverable``) instead of ZeroMQ dropping it unseen."""
+    t, endpoint, ctx = source
+    d = _client(ctx, endpoint, b"cam")
+    try:
+        d.send(b"hello")
+        (_, who, _), = _client_events(t, 1)
+        assert t.reply(who, [b"answer"], client=True)
+        assert d.recv() == b"answer"
+    finally:
+        d.close(0)
+    for _ in range(400):  # the disconnect reaches the ROUTER within 20 s
+        if not t.reply(who, [b"late answer"], client=True):
+            break
+        t.poll(0.05)
+    else:
+        raise AssertionError("a reply to a gone client still reported as sent after 20 s")

@@ -227,16 +227,31 @@ def test_a_negative_class_is_bounded_too():
         wire.decode([bytes(f) for f in wire.encode(Kind.RESULT, "w1", dict(base, cls=-2 ** 60))])
 
 
-def test_peek_id_reads_the_id_of_a_refused_message_or_none():
-    """``peek_id`` gives the string id in the header of a message ``decode`` refuses (so a
-    client can be answered), and None for junk, a non-map header or a missing or non-string
-    id."""
+def test_peek_id_reads_the_id_of_a_refused_message_as_a_string_or_none():
+    """``peek_id`` gives the id in the header of a message ``decode`` refuses (so a client can
+    be answered): a string as it is, a number or bytes as their text (a client that sent an
+    int id is answered under "42"); None for junk, a non-map header, a missing or empty id or
+    one of another type (a list)."""
     u16 = wire.encode(Kind.TASK, "cam", {"id": "c7", "source": "me", "stage": 1, "attempt": 0,
                                          "created": 0.0, "hops": 0, "resends": 0},
                       [np.zeros((1, 2), np.uint16)])
     with pytest.raises(WireError):
         wire.decode(u16)
     assert wire.peek_id(u16) == "c7"
-    for frames in ([b"\xc1junk"], [msgpack.packb([1, 2])], [msgpack.packb({"id": 5})],
+    for tid, want in ((42, "42"), (2.5, "2.5"), (b"cam-1", "cam-1")):
+        assert wire.peek_id([msgpack.packb({"id": tid}, use_bin_type=True)]) == want
+    for frames in ([b"\xc1junk"], [msgpack.packb([1, 2])], [msgpack.packb({"id": [5]})],
                    [msgpack.packb({"k": 1})], [msgpack.packb({"id": ""})], [b"x" * 70000]):
         assert wire.peek_id(frames) is None
+
+
+def test_a_task_with_a_number_for_its_id_is_refused_saying_the_id_must_be_a_string():
+    """Rule: decode refuses a TASK whose id is an int (bad_field) with a message naming the
+    id, that it must be a string and what it was: the detail its client is answered with."""
+    frames = wire.encode(Kind.TASK, "cam", {"id": 42, "source": "me", "stage": 1, "attempt": 0,
+                                            "created": 0.0, "hops": 0, "resends": 0},
+                         [np.zeros((1, 2), np.float32)])
+    with pytest.raises(WireError) as err:
+        wire.decode(frames)
+    assert err.value.reason == "bad_field"
+    assert str(err.value) == "bad_field: id must be a string, not int"
