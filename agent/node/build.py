@@ -273,7 +273,7 @@ def _build(cfg: NodeConfig, notifier: Any, ctx: Optional[zmq.Context],
             report = worker_capacity(cfg, specs, engines, runner.run_one)
         except (UsageError, MemoryError):
             raise
-        except Exception as exc:  # the first run on a zero input: the manifest does not fit
+        except Exception as exc:  # the first run on the timing input: the manifest does not fit
             raise UsageError("stage(s) %d-%d failed on a test input at start-up (%s: %.300s); "
                              "the bundle's manifest (input name, shape, dtype, outputs) does "
                              "not match its ONNX files: rebuild the bundle"

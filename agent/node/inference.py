@@ -68,6 +68,7 @@ stopped the thread writes no byte and takes no further job.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import queue
 import threading
@@ -98,6 +99,7 @@ class Job:
     x: np.ndarray
     stage: int = 0  # 0 = the worker's only stage
     expires: float = 0.0  # clock() time past which it is not run (0: no deadline)
+    queued_at: float = math.inf  # clock() time it began to wait (``submit`` stamps it if unset)
 
 
 @dataclass
@@ -155,6 +157,7 @@ class InferenceThread:
         self.service_clock: Dict[int, Callable[[], float]] = {
             h: engine_clock(e, clock) for h, e in self.engines.items()}
         self._streak = 0  # runs back to back so far (Done.streak); run_many's callers only
+        self._last_end = -math.inf  # clock() when the engine's last run ended (``waited``)
         self._jobs: "queue.SimpleQueue[Optional[Job]]" = queue.SimpleQueue()
         self._done: Deque[Done] = deque()
         self._rfd, self._wfd = os.pipe()
@@ -190,6 +193,8 @@ class InferenceThread:
         """Queue ``job``; its ``Done`` comes back through ``take_done`` (call both from one
         thread, the I/O loop's)."""
         self._busy += 1
+        if job.queued_at == math.inf:
+            job.queued_at = self.clock()
         self._jobs.put(job)
 
     def take_done(self) -> List[Done]:
@@ -278,6 +283,7 @@ class InferenceThread:
                     done.streak = self._streak
                     self._streak += 1
                 dones.append(done)
+            self._last_end = self.clock()
             return dones
         dones = []
         heads: List[Tuple[Done, Any]] = []
@@ -295,6 +301,7 @@ class InferenceThread:
             dones.append(done)
         if heads:
             self._confidences(heads, jobs[0].stage)
+        self._last_end = self.clock()
         return dones
 
     def _confidences(self, heads: List[Tuple[Done, Any]], stage: int) -> None:
@@ -340,14 +347,16 @@ class InferenceThread:
         if left is not None:
             log.warning(fmt + more_since(left, "more failed jobs"), exc)
 
+    def waited(self, jobs: List[Job]) -> bool:
+        """True when the first of ``jobs`` was queued before the engine's last run ended: it
+        waited, so the engine was not idle before it (``run_many``'s ``warm``). Decided from
+        time stamps, not from finding it queued: a thread descheduled after a run would else
+        take a job that came after an idle spell for one that waited."""
+        return bool(jobs) and jobs[0].queued_at <= self._last_end
+
     def _run(self) -> None:
-        warm = False  # the first job of a batch was waiting when the last batch ended
         while True:
-            try:
-                jobs = [self._jobs.get_nowait()]
-            except queue.Empty:
-                warm = False
-                jobs = [self._jobs.get()]
+            jobs = [self._jobs.get()]
             while jobs[-1] is not None and len(jobs) < RUN_MAX:  # what else waits now
                 try:
                     jobs.append(self._jobs.get_nowait())
@@ -356,8 +365,7 @@ class InferenceThread:
             stop = jobs[-1] is None
             if stop:
                 jobs.pop()
-            self._done.extend(self.run_many(jobs, warm))
-            warm = True
+            self._done.extend(self.run_many(jobs, self.waited(jobs)))
             if stop or self._stopped:  # stopped: no loop takes a result, no byte is written
                 return
             if jobs and not self._signalled:  # else the loop is yet to take the batch these join

@@ -9,6 +9,7 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from agent.net.frames import can_send
 from agent.net.links import message_wire_bytes
 from agent.protocol import wire
 from agent.protocol.wire import Kind
@@ -125,3 +126,21 @@ def result_batches(sender: str, items: Sequence[OutItem], limit_bytes: int
             todo += [part[half:], part[:half]]  # the first half goes next: the order is kept
             continue
         yield part, frames
+
+
+def cut_off_from(source: str, sender: str, view: Any, out: Any, sources: Any = ()) -> bool:
+    """True when a worker's results cannot go back to ``source`` now and more tasks of it would
+    only wait here for their deadline: the source was heard and is gone (``view``), the task did
+    not come from it directly (a task sent by the source is proof it is back), this node has no
+    data connection to it (``out.transport``'s DEALER; a restarted source's comes back within
+    a reconnect interval) and results to it are already held here undelivered (``out.items``:
+    a source just restarted has none waiting, so its first tasks are not refused). Never while
+    another of the worker's ``sources`` is alive: a refusal holds this worker off at the sender
+    for every source's tasks, so it would cost the sources still reached their only route."""
+    if source in view.alive or source not in view.peer_state or sender == source:
+        return False
+    if any(s in view.alive for s in sources if s != source):
+        return False
+    if can_send(out.transport.dealers.get(source)):
+        return False
+    return any(i.kind == Kind.RESULT and i.dest == source for i in out.items.values())

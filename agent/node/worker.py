@@ -7,7 +7,7 @@ tasks or ``max_queue_bytes`` of tensors, input and output queues together, or th
 for or in its engine times its service time exceed what is left of the task's deadline, so it
 would expire before it ran, or every successor of its next stage refuses work while tasks
 already wait here for one; ``no_route``: no live route to a later stage, or back to its
-source: heard before, now gone and not connected) or ACKs it, drops a
+source: ``outitem.cut_off_from``) or ACKs it, drops a
 duplicate, and puts it in the input queue (``backlog``), from which at most ``ENGINE_DEPTH``
 jobs at a time go to the inference thread (``inference.py``), or, on a worker confined to one
 core with a fast engine, run on the loop's own thread (``INLINE_MAX_S``); a task past its
@@ -40,12 +40,11 @@ from typing import Any, Callable, Deque, Dict, List, Optional, Tuple
 import numpy as np
 
 from agent.config.node import NodeConfig
-from agent.net.frames import can_send
 from agent.protocol import wire
 from agent.protocol.wire import Kind
 from agent.node.inference import Done, InferenceThread, Job
 from agent.node.outbox import Outbox
-from agent.node.outitem import OutItem
+from agent.node.outitem import OutItem, cut_off_from
 from agent.node.role import Role
 from agent.node.steps import Step, next_step
 from agent.ops.metrics import NullMetrics
@@ -102,7 +101,6 @@ class WorkerSide(Role):
         self.head_hook = type(policy).on_head is not AgentPolicy.on_head
         self.inline = False  # run jobs on the loop's thread (see INLINE_MAX_S)
         self._one = False  # affinity and speed ask for inline; it follows once the thread is empty
-        self._backlogged = False  # inline: jobs were left when the last run on this thread ended
         self._affinity_at = -math.inf  # clock() of the next affinity check
         self._forget_at = -math.inf  # clock() of the next pass over ``seen`` (_forget)
 
@@ -182,7 +180,6 @@ class WorkerSide(Role):
         """Run backlog jobs on this thread, ENGINE_DEPTH at a time, for up to INLINE_BUDGET_S;
         each is carried out at once (their ACKs left after the poll that brought them)."""
         end = now + INLINE_BUDGET_S
-        warm = self._backlogged  # jobs were left waiting when the last call ended
         while self.backlog and now < end:
             jobs = []
             while len(jobs) < ENGINE_DEPTH:
@@ -190,10 +187,9 @@ class WorkerSide(Role):
                 if job is None:
                     break
                 jobs.append(job)
-            for done in self.runner.run_many(jobs, warm):
+            for done in self.runner.run_many(jobs, self.runner.waited(jobs)):
                 self.out.guarded(self._inference_done, done)
-            now, warm = self.clock(), True
-        self._backlogged = bool(self.backlog)
+            now = self.clock()
 
     def _take(self, now: float) -> Optional[Job]:
         """The next backlog job still within its deadline; expired ones are dropped on the way
@@ -242,9 +238,8 @@ class WorkerSide(Role):
             self.out.ack(identity, [key])
             return self.out.drop("deadline")
         view = self.out.view
-        src = f["source"]  # heard, now gone and not connected: results could not go back
-        if view.no_route or (src not in view.alive and src in view.peer_state
-                             and not can_send(self.out.transport.dealers.get(src))):
+        # no route onward, or none back (``outitem.cut_off_from``): the sender routes around
+        if view.no_route or cut_off_from(f["source"], msg.sender, view, self.out, self.sources):
             return self.out.refuse(identity, key, "no_route", self.cfg.heartbeat_interval_s)
         tasks, nbytes = self.held()
         ahead = self.input_queue()  # it would wait behind these: refused when it would expire
@@ -275,6 +270,7 @@ class WorkerSide(Role):
         self._queue(Job(meta=meta, x=x, stage=h), now)
 
     def _queue(self, job: Job, now: float) -> None:
+        job.queued_at = self.runner.clock()  # it waits from now: ``InferenceThread.waited``
         self.backlog.append(job)
         self.backlog_bytes += job.x.nbytes
         self._pump(now)

@@ -331,7 +331,7 @@ def check_bundle(ctx: Context) -> Check:
 
 def _unrunnable_stage(bundle: Any) -> Tuple[str, str]:
     """Why a stage of ``bundle`` cannot run as a worker runs it at start-up (onnxruntime on the
-    CPU, a zero input of the manifest's name, shape and dtype), and the fix; "" when it can."""
+    CPU, an input of the manifest's name, shape and dtype), and the fix; "" when it can."""
     import numpy as np
 
     from engines.loader import load_engine, load_failure

@@ -18,6 +18,7 @@ from agent.node.build import build_view
 from agent.node.capacity import Capacity, CapacityReport
 from agent.node.inference import InferenceThread, Job
 from agent.node.outbox import Outbox
+from agent.node.outitem import OutItem, cut_off_from
 from agent.node.worker import WorkerSide
 from agent.policies.api import AgentPolicy
 from engines.loader import load_engine
@@ -401,42 +402,63 @@ def test_metrics_count_a_task_as_exited_or_passed_on_never_both(tmp_path, thresh
     assert value("edge_agent_tasks_out_total") == (0.0 if answered else 1.0)
 
 
-def test_a_task_whose_source_was_heard_and_is_gone_is_refused_no_route(worker):
-    """Rule: a worker cut off from a task's source (heard before, now gone, and no data
-    connection to it) refuses the task with no_route in its ACK, so the sender routes it to
-    another worker of the stage instead of this one holding it while its result cannot go
-    back; a source not heard yet (start-up) is no reason to refuse, a source whose data
-    connection is up again (restarted, its heartbeat not heard yet) neither, and once the
-    source is heard again its tasks go in."""
+def test_a_task_whose_source_is_cut_off_is_refused_no_route(worker):
+    """Rule: a worker cut off from a task's source -- heard before, now gone, no data
+    connection to it, and results to it already held here undelivered -- refuses the task with
+    no_route in its ACK, so the sender routes it to another worker of the stage instead of this
+    one holding it while its result cannot go back. None of these alone refuses: a source not
+    heard yet (start-up), one gone with no result waiting (a restarted source's first tasks),
+    a task sent by the source itself (proof it is back), a data connection up again, or the
+    source heard again."""
     side, out, spec = worker
     x = np.zeros(spec.input_shape, dtype=spec.input_dtype)
 
-    def task(tid):
-        return wire.Message(Kind.TASK, "s1", fields={
+    def task(tid, sender="w2"):
+        return wire.Message(Kind.TASK, sender, fields={
             "id": tid, "source": "s1", "stage": 1, "attempt": 0, "created": 0.0, "hops": 0,
             "resends": 0}, tensors=[x])
 
     out.view.alive.discard("s1")  # not heard yet: no peer_state entry
-    side.on_data(b"s1", task("t1"))
-    out.view.peer_state["s1"] = {"no_route": 0}  # heard, then gone
-    side.on_data(b"s1", task("t2"))
+    side.on_data(b"w2", task("t1"))
+    out.view.peer_state["s1"] = {"no_route": 0}  # heard, then gone: nothing held for it yet
+    side.on_data(b"w2", task("t2"))
+    held = OutItem(Kind.RESULT, "R:old#0", {"id": "old"}, None, dest="s1")
+    out.items[held.key] = held  # a result to s1 waiting here: it cannot go back
+    side.on_data(b"w2", task("t3"))
+    side.on_data(b"s1", task("t4", "s1"))  # from the source itself: it is back
     ctx = zmq.Context()
     router, dealer = ctx.socket(zmq.ROUTER), ctx.socket(zmq.DEALER)
     try:
         dealer.setsockopt(zmq.IMMEDIATE, 1)
         port = router.bind_to_random_port("tcp://127.0.0.1")
         out.transport.dealers["s1"] = dealer  # its DEALER to the source: not connected yet
-        side.on_data(b"s1", task("t3"))
+        side.on_data(b"w2", task("t5"))
         dealer.connect("tcp://127.0.0.1:%d" % port)  # the source back, its heartbeat not heard
         assert dealer.poll(30000, zmq.POLLOUT), "no connection to a bound ROUTER in 30 s"
-        side.on_data(b"s1", task("t4"))
+        side.on_data(b"w2", task("t6"))
     finally:
         out.transport.dealers.pop("s1", None)
         dealer.close(0)
         router.close(0)
         ctx.term()
     out.view.alive.add("s1")  # heard again
-    side.on_data(b"s1", task("t5"))
-    assert out._replies == {(b"s1", ""): ["t1#0", "t4#0", "t5#0"],
-                            (b"s1", "no_route"): ["t2#0", "t3#0"]}
-    assert out.counters["refused_no_route"] == 2 and side.received == 3
+    side.on_data(b"w2", task("t7"))
+    assert out._replies == {(b"w2", ""): ["t1#0", "t2#0", "t6#0", "t7#0"],
+                            (b"w2", "no_route"): ["t3#0", "t5#0"], (b"s1", ""): ["t4#0"]}
+    assert out.counters["refused_no_route"] == 2 and side.received == 5
+
+
+def test_a_worker_still_reaching_another_source_refuses_no_task_for_a_cut_off_one(worker):
+    """Rule: a refusal holds the refusing worker off at its sender for every source's tasks,
+    so while another of the worker's sources is alive, a task of a cut-off source (gone, no
+    data connection, results held for it) is not refused: the sources it still reaches keep
+    their route (the cut-off one's results wait out their deadline, as before)."""
+    side, out, spec = worker
+    out.view.alive.discard("s1")
+    out.view.peer_state["s1"] = {"no_route": 0}
+    held = OutItem(Kind.RESULT, "R:old#0", {"id": "old"}, None, dest="s1")
+    out.items[held.key] = held
+    assert cut_off_from("s1", "w2", out.view, out, {"s1"})
+    out.view.alive.add("s2")
+    assert not cut_off_from("s1", "w2", out.view, out, {"s1", "s2"})
+    assert cut_off_from("s1", "w2", out.view, out, {"s1", "s3"})  # s3 not heard: no route
