@@ -56,10 +56,16 @@ def write_fault(exc: OSError, folder: str) -> Tuple[str, str]:
     return ("%s: %s" % (folder, exc.strerror or exc), "give another --profile or --state-dir")
 
 
-def free_bytes(folder: str) -> float:
+def free_bytes(folder: str) -> Optional[float]:
     """Bytes this user may still write on the file system holding ``folder`` (root may also
-    use the blocks reserved for it)."""
-    st = os.statvfs(folder)
+    use the blocks reserved for it); None when the file system does not say (statvfs fails,
+    or reports no blocks at all, as some FUSE mounts do): the write probe decides alone."""
+    try:
+        st = os.statvfs(folder)
+    except OSError:
+        return None
+    if not st.f_blocks:
+        return None
     blocks = st.f_bfree if os.geteuid() == 0 else st.f_bavail
     return float(blocks) * st.f_frsize
 
@@ -89,7 +95,7 @@ def check_profile_place(profile_path: str, what: str, state_dir: Optional[str] =
     folder = folders[0]
     size = os.path.getsize(profile_path) if os.path.isfile(profile_path) else 0
     free = free_bytes(folder)
-    if free < MIN_FREE_BYTES + size:
+    if free is not None and free < MIN_FREE_BYTES + size:
         raise UsageError("%s: cannot write the profile %s: the file system holding %s has %s "
                          "free, less than the %s a write needs; free space there (df -h %s) "
                          "or give another --state-dir or --profile" % (

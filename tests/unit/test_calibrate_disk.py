@@ -117,3 +117,19 @@ def test_a_nearly_full_file_system_is_refused_before_measuring(mounts, capsys):
     rc, err = _calibrate(capsys, small)
     assert rc == 2 and "the file system holding %s has 256.0 KiB free" % small in err, err
     assert not (small / "calibration.json").exists()
+
+
+def test_a_file_system_that_reports_no_size_is_not_refused(tmp_path, monkeypatch):
+    """Rule: where statvfs reports no blocks at all (some FUSE mounts) or fails, the free
+    space is unknown (None) and the write probe alone decides: a writable folder there is
+    never refused as full."""
+    real = os.statvfs(str(tmp_path))
+    zero = os.statvfs_result((real.f_bsize, real.f_frsize, 0, 0, 0, 0, 0, 0, 0, 255))
+    monkeypatch.setattr(calibrate_checks.os, "statvfs", lambda path: zero)
+    assert free_bytes(str(tmp_path)) is None
+    calibrate_checks.check_profile_place(str(tmp_path / "calibration.json"), "--profile")
+
+    def fails(path):
+        raise OSError(38, "Function not implemented")
+    monkeypatch.setattr(calibrate_checks.os, "statvfs", fails)
+    assert free_bytes(str(tmp_path)) is None
