@@ -92,7 +92,7 @@ class AcceptWatch:
         self.endpoint = endpoint
         path = ipcbind.ipc_path(endpoint)
         self.path = path  # the file moved aside near the limit ("": none)
-        self.aside = os.path.join(os.path.dirname(path), "." + os.path.basename(path) + ".full")
+        self.aside = ipcbind.aside_path(path)
         self.clock = clock
         self.limit = 0  # the soft open-file limit (0: unlimited or unknown, nothing counted)
         self.spare = MIN_SPARE_FDS

@@ -19,6 +19,7 @@ closes its listener on another thread): an accepted connect is tried again for u
 from __future__ import annotations
 
 import errno
+import os
 import socket
 import time
 from typing import Any
@@ -57,14 +58,21 @@ def served(path: str) -> bool:
     return code == 0 or code in _BUSY
 
 
+def aside_path(path: str) -> str:
+    """Where a source holds its ipc:// client path aside from new clients near the open-file
+    limit (``agent.net.acceptwatch``): ``.NAME.full`` in the same folder."""
+    return os.path.join(os.path.dirname(path), "." + os.path.basename(path) + ".full")
+
+
 def refuse_served(endpoint: str, grace_s: float = GRACE_S) -> None:
     """Raise ``zmq.ZMQError(EADDRINUSE)`` when ``endpoint`` is an ``ipc://`` path another
-    socket serves (still, after ``grace_s``); return otherwise."""
+    socket serves, there or held aside (``aside_path``: its agent still listens on it), still
+    after ``grace_s``; return otherwise."""
     path = ipc_path(endpoint)
     if not path:
         return
     deadline = time.monotonic() + grace_s
-    while served(path):
+    while served(path) or served(aside_path(path)):
         if time.monotonic() >= deadline:
             raise zmq.ZMQError(errno.EADDRINUSE, "another process serves on %s" % path)
         time.sleep(_RETRY_S)

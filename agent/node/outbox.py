@@ -183,8 +183,8 @@ class Outbox:
         self.counters["client_answer_undeliverable"] += 1
         left = self._undeliverable_log.due()
         if left is not None:  # the client sent the input, then went away (or reads nothing)
-            log.warning("an answer to a client (its task %r) could not be delivered: its "
-                        "connection is gone%s", fields.get("id"), more_since(left))
+            log.warning("an answer to a client (its task %r) could not be delivered: its connection"
+                        " is gone, or it reads no answers%s", fields.get("id"), more_since(left))
 
     # -- sending with custody ----------------------------------------------------------------
 

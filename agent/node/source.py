@@ -267,7 +267,9 @@ class SourceSide(Role):
             why = {self.out.refused_why.get(p, "") for p in held_off}
             return "no_route" if why == {"no_route"} else "overload"
         if self.out.held()[0] >= self.cfg.max_queue_tasks:  # waiting, or sent and not ACKed
-            return "overload"
+            # with no stage-1 worker heard (start-up, before the route verdict) it is no
+            # overload of the fleet: nothing takes tasks yet
+            return "overload" if held_off else "no_route"
         return ""
 
     def _create_task(self, x: np.ndarray, label: int, client=None,

@@ -264,3 +264,22 @@ def test_files_that_are_no_listening_socket_are_not_served(short_dir):
         s.close()
     assert ipcbind.ipc_path("ipc://@name") == "" and ipcbind.ipc_path("ipc://*") == ""
     assert ipcbind.ipc_path("tcp://127.0.0.1:1") == ""
+
+
+def test_an_ipc_path_held_aside_by_a_live_agent_is_refused(short_dir):
+    """Rule: a client path a source holds aside near the open-file limit (``.NAME.full``,
+    still listened on) counts as served: a second agent binding the same endpoint meanwhile is
+    refused (EADDRINUSE) instead of taking a path the first one would then fail to put back."""
+    path = os.path.join(short_dir, "client.sock")
+    ctx = zmq.Context()
+    first = ctx.socket(zmq.ROUTER)
+    try:
+        first.bind("ipc://" + ipcbind.aside_path(path))
+        with pytest.raises(zmq.ZMQError) as exc:
+            ipcbind.refuse_served("ipc://" + path, grace_s=0.0)
+        assert exc.value.errno == errno.EADDRINUSE
+        assert not os.path.exists(path)
+    finally:
+        first.close(0)
+        ctx.term()
+    ipcbind.refuse_served("ipc://" + path, grace_s=0.0)  # nothing listens any more: free
