@@ -253,6 +253,13 @@ class Client(_Base):
         self.sent_at[tid] = time.monotonic()
         return tid
 
+    @property
+    def pending(self) -> int:
+        """Inputs whose answers ``receive`` is still to return: those awaited (``sent_at``)
+        and those already kept by a ``wait_for`` (``ready``). Loop on this, not on
+        ``sent_at`` alone, to drain every answer."""
+        return len(self.sent_at) + len(self.ready)
+
     def receive(self, timeout_s: float) -> Optional[Answer]:
         """The next answer to one of the inputs sent (one ``wait_for`` read past first), or
         None when none came in ``timeout_s``."""

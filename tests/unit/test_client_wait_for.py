@@ -177,3 +177,21 @@ def test_the_async_client_gives_each_input_in_flight_its_own_answer(router):
     assert sorted(by_id) == sorted(t for _, t in tasks)
     for i, (_, tid) in enumerate(tasks):
         assert by_id[tid].ok and by_id[tid].cls == i
+
+
+def test_pending_counts_answers_awaited_and_answers_kept_until_received(router):
+    """Rule: ``pending`` is what ``receive`` still has to return: 3 inputs sent are 3 pending;
+    after wait_for(last), whose read kept the 2 others' answers, still 2 (though ``sent_at``
+    is empty), so a loop on ``pending`` drains both, and then none is left."""
+    endpoint, sock, ctx = router
+    with Client(endpoint, name="cam", ctx=ctx, timeout_s=10) as c:
+        ids = [c.send(X) for _ in range(3)]
+        assert c.pending == 3
+        for ident, tid in _take(sock, 3):
+            _answer(sock, ident, tid)
+        c.wait_for(ids[-1], 10)
+        assert (c.pending, len(c.sent_at)) == (2, 0)
+        got = []
+        while c.pending:
+            got.append(c.receive(10).id)
+        assert sorted(got) == sorted(ids[:2]) and c.pending == 0
