@@ -270,7 +270,7 @@ def _build(cfg: NodeConfig, notifier: Any, ctx: Optional[zmq.Context],
         runner = runner_cls(engines, {h: s.flops for h, s in specs.items()},
                             cfg.emulate_capacity_flops)
         try:
-            report = worker_capacity(cfg, specs, engines, runner.run_one)
+            report = worker_capacity(cfg, specs, engines)
         except (UsageError, MemoryError):
             raise
         except Exception as exc:  # the first run on the timing input: the manifest does not fit

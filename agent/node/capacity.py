@@ -18,10 +18,13 @@ current mu and service time it writes into the policies' ``NodeView``.
 mu means one thing wherever it is measured: flops over the service time of one engine call, as
 ``engines.timing`` times it (the engine call alone, on the stage's timing input, by the calling
 thread's CPU clock when the engine computes on it, else the wall clock). ``edge-agent
-calibrate`` times it so (``calibration.measure``); the start-up timing takes the inference
-thread's ``Done.engine_time_s`` of a run on that input, and the online estimate the same time
-of each warm run (``Done.capacity_sample_s``: a run after ``WARM_RUNS`` back to back; an
-emulated device's padded time instead), see ``agent.node.inference``. The exit heads' softmax
+calibrate`` times it so (``calibration.measure``), and so does the start-up timing
+(``time_engine``: the engine's calls back to back, as calibrate's loop makes them; a run of
+the inference thread between calls would add the softmax's and copies' cache traffic, which
+read a 9 us stage ~25% slower); the online estimate takes the inference thread's
+``Done.engine_time_s`` of each warm run (``Done.capacity_sample_s``: a run after
+``WARM_RUNS`` back to back; an emulated device's padded time instead), see
+``agent.node.inference``. The exit heads' softmax
 and the copies around the call are per-task overhead, like messaging, and in none of them.
 
 A drift of mu from its expected value (the start-up value, or the profile's entry for a power
@@ -48,7 +51,8 @@ from agent.ops.files import FileFault, check_regular_file
 from agent.node.profilekey import calibrate_hint, missing_entry
 from calibration.profile import ProfileError, current_power_mode, load_profile, lookup_capacity
 from engines.bundle import check_measurable
-from engines.timing import timing_input
+from engines import timing
+from engines.timing import engine_clock, timing_input
 
 log = logging.getLogger(__name__)
 
@@ -77,29 +81,25 @@ class CapacityReport:
 
 
 def time_engine(run: Callable[[np.ndarray], Any], x: np.ndarray, warmup_runs: int,
-                timing_runs: int, clock: Callable[[], float] = time.perf_counter,
-                measured: Optional[Callable[[Any], float]] = None) -> float:
-    """Median service time (s) of ``run(x)`` over ``timing_runs`` runs after ``warmup_runs``:
-    ``clock`` around each run, or ``measured(result)`` (the run's own measurement) if given."""
+                timing_runs: int, clock: Callable[[], float] = time.perf_counter) -> float:
+    """Median service time (s) of ``run(x)`` over ``timing_runs`` runs after ``warmup_runs``,
+    back to back, each timed by ``engines.timing.timed_run`` on ``clock``: as calibrate
+    times an engine."""
     for _ in range(warmup_runs):
         run(x)
-    times = []
-    for _ in range(max(1, timing_runs)):
-        t0 = clock()
-        got = run(x)
-        times.append(measured(got) if measured is not None else clock() - t0)
-    return statistics.median(times)
+    return statistics.median(timing.timed_run(run, x, clock)[1]
+                             for _ in range(max(1, timing_runs)))
 
 
 def startup_capacity(flops: float, run: Callable[[np.ndarray], Any], x: np.ndarray,
                      warmup_runs: int, timing_runs: int, emulate_capacity_flops: float = 0.0,
                      profile_capacity_flops: Optional[float] = None,
-                     measured: Optional[Callable[[Any], float]] = None) -> CapacityReport:
-    """mu at start-up: emulated, from the profile, or timed (``time_engine``, with
-    ``measured``); see the module docstring."""
+                     clock: Callable[[], float] = time.perf_counter) -> CapacityReport:
+    """mu at start-up: emulated, from the profile, or timed (``time_engine`` on ``clock``);
+    see the module docstring."""
     if profile_capacity_flops and emulate_capacity_flops <= 0:
         return CapacityReport(profile_capacity_flops, flops / profile_capacity_flops, 0.0, "profile")
-    median = time_engine(run, x, warmup_runs, timing_runs, measured=measured)
+    median = time_engine(run, x, warmup_runs, timing_runs, clock=clock)
     measured = flops / median if median > 0 else float("inf")
     if emulate_capacity_flops > 0:
         if emulate_capacity_flops > measured:
@@ -209,12 +209,11 @@ def start_mode(cfg: Any, read: Callable[[], str] = current_power_mode) -> str:
         return ""
 
 
-def worker_capacity(cfg: Any, specs: Dict[int, Any], engines: Dict[int, Any],
-                    run_stage: Callable[[np.ndarray, int], Any]) -> CapacityReport:
-    """Start-up mu of a worker: per stage from its calibration profile or by timing
-    ``run_stage(x, stage, pad=False)`` (the inference thread's ``run_one``, unpadded) on the
-    stage's timing input: its ``Done.engine_time_s``, the engine call as calibrate times it
-    (module docstring), merged; the report names the power mode it was obtained in."""
+def worker_capacity(cfg: Any, specs: Dict[int, Any], engines: Dict[int, Any]) -> CapacityReport:
+    """Start-up mu of a worker: per stage from its calibration profile or by timing the stage
+    engine's call on its timing input, back to back on the clock its runs are timed by
+    (``engines.timing``: calibrate's loop; an emulated device's real engine, unpadded), merged;
+    the report names the power mode it was obtained in."""
     check_measurable(list(specs.values()))
     mode = start_mode(cfg)
     reports = []
@@ -230,20 +229,16 @@ def worker_capacity(cfg: Any, specs: Dict[int, Any], engines: Dict[int, Any],
         x = timing_input(spec)
         if profile is not None:  # not timed: as warm as if it were (module docstring)
             for _ in range(cfg.warmup_runs + cfg.timing_runs):
-                run_stage(x, h, pad=False)
-        report = startup_capacity(float(spec.flops), lambda a, h=h: run_stage(a, h, pad=False),
-                                  x, cfg.warmup_runs, cfg.timing_runs,
-                                  cfg.emulate_capacity_flops, profile, measured=_engine_time)
+                engine.run(x)
+        report = startup_capacity(float(spec.flops), engine.run, x, cfg.warmup_runs,
+                                  cfg.timing_runs, cfg.emulate_capacity_flops, profile,
+                                  engine_clock(engine))
         report = replace(report, power_mode=mode)
         log.info("stage %d on %s: %s", h, engine.info.get("backend", "?"), report.describe())
         reports.append(report)
     merged = merge_reports(reports, float(sum(s.flops for s in specs.values())),
                            cfg.emulate_capacity_flops > 0)
     return replace(merged, power_mode=mode)
-
-
-def _engine_time(done: Any) -> float:
-    return float(done.engine_time_s)
 
 
 class Capacity:

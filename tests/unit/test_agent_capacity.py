@@ -95,16 +95,6 @@ def test_link_pacer_serialises_transfers_on_one_link():
         LinkPacer(0.0)
 
 
-def test_time_engine_takes_the_runs_own_measurement_when_given():
-    """With ``measured``, each run's time is what the run reports (the inference thread's
-    service time), not the clock around the call."""
-    clock = [0.0]
-    run = _CountingRun(clock, [9.0, 9.0, 9.0])
-    median = time_engine(lambda a: (run(a), 0.004)[1], np.zeros(1), warmup_runs=0,
-                         timing_runs=3, clock=lambda: clock[0], measured=lambda got: got)
-    assert median == pytest.approx(0.004)
-
-
 def test_a_worker_refuses_to_start_on_a_stage_of_zero_flops():
     """mu is FLOP/s: a stage whose manifest counts 0 FLOPs would give mu = 0 (or a service
     time of 0); the worker stops with a UsageError naming the stage, not a traceback later."""
@@ -118,5 +108,4 @@ def test_a_worker_refuses_to_start_on_a_stage_of_zero_flops():
 
     spec = dataclasses.replace(load_bundle(DEMO_BUNDLE_DIR).stage(2), flops=0)
     with pytest.raises(UsageError, match=r"stage\(s\) 2 have flops 0"):
-        worker_capacity(SimpleNamespace(emulate_capacity_flops=0.0), {2: spec}, {2: None},
-                        lambda x, h, pad=False: None)
+        worker_capacity(SimpleNamespace(emulate_capacity_flops=0.0), {2: spec}, {2: None})

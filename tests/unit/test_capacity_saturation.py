@@ -122,8 +122,8 @@ def _run_once(spec, engine, wall_clock: bool):
     x = np.ones(spec.input_shape, dtype=np.float32)
 
     def unloaded() -> float:
-        return startup_capacity(float(spec.flops), lambda a: runner.run_one(a, 1), x, 5, 30,
-                                measured=lambda d: d.service_time_s).capacity_flops
+        return startup_capacity(float(spec.flops), engine.run, x, 5, 30,
+                                clock=runner.service_clock[1]).capacity_flops
 
     before = unloaded()
     capacity = Capacity(CapacityReport(before, spec.flops / before, before, "timed"),
@@ -151,8 +151,8 @@ def _unloaded_reference(spec, engine, readings) -> float:
     machine's noise (one read a third of the others on this VM) does not set the reference."""
     runner = InferenceThread({1: engine}, {1: spec.flops})
     x = np.ones(spec.input_shape, dtype=np.float32)
-    more = [startup_capacity(float(spec.flops), lambda a: runner.run_one(a, 1), x, 5, 30,
-                             measured=lambda d: d.service_time_s).capacity_flops
+    more = [startup_capacity(float(spec.flops), engine.run, x, 5, 30,
+                             clock=runner.service_clock[1]).capacity_flops
             for _ in range(3)]
     return float(np.median(list(readings) + more))
 

@@ -35,7 +35,7 @@ def test_start_up_timing_of_an_emulated_worker_sleeps_for_no_padding(tmp_path):
     try:
         runner = InferenceThread({1: engine}, {1: spec.flops}, cfg.emulate_capacity_flops,
                                  sleep=slept.append)
-        report = worker_capacity(cfg, {1: spec}, {1: engine}, runner.run_one)
+        report = worker_capacity(cfg, {1: spec}, {1: engine})
         assert slept == []  # no run of the timing was padded
         assert report.origin == "emulated"
         assert report.capacity_flops == cfg.emulate_capacity_flops

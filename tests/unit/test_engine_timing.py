@@ -80,8 +80,7 @@ def test_calibrate_and_the_start_up_timing_time_the_engine_call_alone_on_one_clo
     calibrated = recorder.take()
     engine = load_engine(spec, backend="onnxruntime", threads=1)
     try:
-        runner = InferenceThread({1: engine}, {1: spec.flops})
-        report = worker_capacity(_worker_cfg(tmp_path), {1: spec}, {1: engine}, runner.run_one)
+        report = worker_capacity(_worker_cfg(tmp_path), {1: spec}, {1: engine})
     finally:
         engine.close()
     assert report.origin == "timed"
@@ -117,8 +116,7 @@ def test_calibrate_and_the_start_up_timing_choose_the_clock_by_one_rule(tmp_path
     engine = _Asleep(spec, device)
     calibrated = measure_engine(engine, spec, 0.0, warmup_s=0.0).service_time_median_s
     runner = InferenceThread({1: engine}, {1: spec.flops})
-    started = worker_capacity(_worker_cfg(tmp_path), {1: spec}, {1: engine},
-                              runner.run_one).service_time_s
+    started = worker_capacity(_worker_cfg(tmp_path), {1: spec}, {1: engine}).service_time_s
     if device == "CPU":
         assert runner.service_clock[1] is time.thread_time
         assert calibrated < SLEEP_S / 2 and started < SLEEP_S / 2
@@ -171,16 +169,19 @@ def test_a_worker_with_a_profile_entry_warms_its_engine_up_as_a_timed_one_does(t
     timing_runs times on the timing input before serving, as a timed start-up runs it: the
     first tasks served (and the online estimate) meet an engine past its first slow runs."""
     spec = _spec()
-    engine = load_engine(spec, backend="onnxruntime", threads=1)
+    real = load_engine(spec, backend="onnxruntime", threads=1)
     seen = []
+
+    class Counted:  # the real engine, its calls and inputs seen
+        info = real.info
+
+        def run(self, x):
+            seen.append(np.array(x, copy=True))
+            return real.run(x)
+
+    engine = Counted()
     try:
-        runner = InferenceThread({1: engine}, {1: spec.flops})
-
-        def run_stage(x, h, pad=True):
-            seen.append((h, pad, np.array(x, copy=True)))
-            return runner.run_one(x, h, pad)
-
-        timed = worker_capacity(_worker_cfg(tmp_path), {1: spec}, {1: engine}, run_stage)
+        timed = worker_capacity(_worker_cfg(tmp_path), {1: spec}, {1: engine})
         n_timed = len(seen)
         cfg = _worker_cfg(tmp_path, capacity_profile=str(tmp_path / "profile.json"))
         calibration_runner.calibrate(calibration_runner.CalibrationConfig(
@@ -188,10 +189,10 @@ def test_a_worker_with_a_profile_entry_warms_its_engine_up_as_a_timed_one_does(t
             state_dir=str(tmp_path / "state"), stages=(1,), seconds=0.02, warmup_s=0.0,
             backend="onnxruntime"), jtop_module=fake_module(str(tmp_path / "none")),
             stream=io.StringIO())
-        from_profile = worker_capacity(cfg, {1: spec}, {1: engine}, run_stage)
+        from_profile = worker_capacity(cfg, {1: spec}, {1: engine})
     finally:
-        engine.close()
+        real.close()
     assert timed.origin == "timed" and from_profile.origin == "profile"
     assert n_timed == len(seen) - n_timed == cfg.warmup_runs + cfg.timing_runs
     want = timing.timing_input(spec)
-    assert all(h == 1 and not pad and np.array_equal(x, want) for h, pad, x in seen)
+    assert all(np.array_equal(x, want) for x in seen)
