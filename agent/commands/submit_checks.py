@@ -166,15 +166,19 @@ def wait_answers(client: Any, wait_s: float) -> list:
 def file_refusal(images: str, x: Any, a: Any, left: int) -> str:
     """The one line that stops a run when answer ``a`` refused what every input of the file
     shares (one array: one dtype, shape and size): its dtype or shape (with the usual fix,
-    ``refused_kind_hint``), or its size, above the source's ``max_message_bytes``; "" for any
-    other answer. ``left``: inputs not sent."""
+    ``refused_kind_hint``), or its size, above the source's ``max_message_bytes``; or refused
+    this client itself (``revoked_client``: every later input would be too); "" for any other
+    answer. ``left``: inputs not sent."""
     from agent.fleet.client import task_frames
     from agent.protocol import wire
     from agent.protocol.text import parse_input_refusal
 
+    rest = "; %d input(s) not sent" % left if left else ""
+    if a.reason == "revoked_client":
+        return ("the source refuses this client's key (revoked_client: it is no longer in the "
+                "source's client_keys_dir): ask its operator to allow the key again%s" % rest)
     if a.reason != "bad_input":
         return ""
-    rest = "; %d input(s) not sent" % left if left else ""
     takes = parse_input_refusal(a.detail)
     if takes:
         hint = refused_kind_hint(x, takes)
