@@ -9,7 +9,10 @@ line per change would fill the journal. Here the changes of one key are logged a
 logged at once; a key's first state does not count); a change held back by the limit is
 logged by ``flush()`` once due, with the
 counts since the last line (at the most severe level among them), so the last line about a key
-always tells its present state. A line that goes out more than ``LATE_S`` after the change it
+always tells its present state. The end of a trouble whose line went out at WARNING (a route
+back, after the line that said it was lost) is logged at once, whatever the limit: an operator
+must not read a route as lost for up to ``interval_s`` after it came back, and such lines are
+no more than the WARNING lines before them. A line that goes out more than ``LATE_S`` after the change it
 tells of says when that change happened, by the wall clock (``(at 10:17:48)``; with the counts,
 ``(3 changes since the last line: alive 1, gone 2; the last at 10:17:48)``): the line's own
 time stamp is the flush's, up to ``interval_s`` later.
@@ -28,7 +31,8 @@ LATE_S = 1.0  # a line logged this long after its change says when the change ha
 
 
 class _Key:
-    __slots__ = ("line", "logged_at", "since", "held_level", "changed_at", "changed_wall")
+    __slots__ = ("line", "logged_at", "since", "held_level", "changed_at", "changed_wall",
+                 "logged_level")
 
     def __init__(self, burst: int) -> None:
         self.line = ""  # the line of the present state
@@ -38,6 +42,7 @@ class _Key:
         self.held_level = logging.NOTSET
         self.changed_at = 0.0  # clock() of the latest change
         self.changed_wall = 0.0  # wall() of the latest change: what a late line names
+        self.logged_level = logging.NOTSET  # the level of the last line logged
 
 
 class StateLog:
@@ -60,14 +65,15 @@ class StateLog:
             # is logged outside the burst: else a drop and its return within the first
             # interval would find one line of the burst taken, and the return held back
             self._keys[key] = k = _Key(self.burst)
-            k.line = line
+            k.line, k.logged_level = line, level
             log.log(level, "%s", line)
             return
         k.line = line
         k.since[state] += 1
         k.held_level = max(k.held_level, level)
         k.changed_at, k.changed_wall = self.clock(), self.wall()
-        self._log_if_due(k)
+        # the trouble a WARNING line told of is over: said at once (module docstring)
+        self._log_if_due(k, final=level < logging.WARNING <= k.logged_level)
 
     def flush(self, final: bool = False) -> None:
         """Log each key whose changes were held back and whose interval has passed (all of them
@@ -95,6 +101,7 @@ class StateLog:
             parts.append(("the last at " if parts else "at ") + at)
         more = " (%s)" % "; ".join(parts) if parts else ""
         log.log(k.held_level, "%s%s", k.line, more)
+        k.logged_level = k.held_level
         k.logged_at.append(now)
         k.since, k.held_level = Counter(), logging.NOTSET
 

@@ -135,3 +135,32 @@ def test_a_flapping_route_logs_its_summary_at_the_most_severe_level_held_back(ca
     now[0] = 300.0
     log.event("route", "back", back)
     assert [r.levelno for r in caplog.records][-2:] == [logging.WARNING, logging.INFO]
+
+
+def test_a_route_back_after_a_held_loss_was_logged_is_said_at_once_not_a_minute_later(caplog):
+    """Rule: the end of a trouble whose last line went out at WARNING is logged at once, past
+    the limit: a route lost and back (the burst), lost again (held, then logged by the flush at
+    WARNING) and back 5 s later is said at 65 s, not at 120 s (an operator read the route as
+    lost for half a minute while it was back); a loss after that is held as before."""
+    caplog.set_level(logging.INFO)
+    now = [0.0]
+    log = StateLog(interval_s=60.0, clock=lambda: now[0], wall=lambda: WALL0 + now[0])
+    lost = "no live route to stage 2: refusing new tasks (no_route) until one is back"
+    back = "route to stage 2 is back: accepting tasks again"
+    log.event("route", "back", back)  # its first state
+    caplog.clear()
+    log.event("route", "lost", lost, logging.WARNING)
+    now[0] = 1.0
+    log.event("route", "back", back)
+    now[0] = 2.0
+    log.event("route", "lost", lost, logging.WARNING)  # held: two lines this minute
+    now[0] = 60.0
+    log.flush()
+    now[0] = 65.0
+    log.event("route", "back", back)
+    now[0] = 66.0
+    log.event("route", "lost", lost, logging.WARNING)
+    recs = [(r.levelno, r.getMessage()) for r in caplog.records if "route" in r.getMessage()]
+    assert recs == [(logging.WARNING, lost), (logging.INFO, back),
+                    (logging.WARNING, lost + " (at %s)" % _at(2.0)), (logging.INFO, back)]
+    assert log.pending() == ["route"]
