@@ -71,8 +71,11 @@ def refuse_served(endpoint: str, grace_s: float = GRACE_S) -> None:
     path = ipc_path(endpoint)
     if not path:
         return
+    if served(aside_path(path)):  # probed once: its agent is near its descriptor limit
+        raise zmq.ZMQError(errno.EADDRINUSE, "another process serves on %s (its path held "
+                                             "aside: %s)" % (path, aside_path(path)))
     deadline = time.monotonic() + grace_s
-    while served(path) or served(aside_path(path)):
+    while served(path):
         if time.monotonic() >= deadline:
             raise zmq.ZMQError(errno.EADDRINUSE, "another process serves on %s" % path)
         time.sleep(_RETRY_S)

@@ -17,7 +17,8 @@ owns the current thresholds).
 Service time (``Done.service_time_s``) is the time the task kept this thread busy: the
 engine call plus its share of the exit heads' softmax. ``Done.engine_time_s`` is the engine
 call alone, timed by the rule ``edge-agent calibrate`` times it by (``engines.timing``): the
-start-up timing and the online capacity estimate take that, so the three measure one mu, and
+online capacity estimate takes that (and the start-up timing times the engine the same way,
+back to back: ``agent.node.capacity``), so the three measure one mu, and
 the softmax and copies stay per-task overhead like messaging. Neither counts the time the task
 waited for the interpreter lock: a busy I/O thread holds the lock, and every return from a C
 call (the engine releases the lock while it computes) waits for it, which read 20-27% below
@@ -244,8 +245,8 @@ class InferenceThread:
 
     def run_one(self, x: np.ndarray, stage: int = 0, pad: bool = True) -> Done:
         """Run ``stage``'s engine on ``x``, padded to the emulated service time unless ``pad`` is
-        False (start-up timing of an emulated device, which needs the real engine's time only);
-        used by the thread and start-up timing."""
+        False (the real engine's time only); used by the thread job by job (emulated devices,
+        subclasses with their own ``run_one``)."""
         t0 = self.clock()
         done, logits = self._engine_step(x, stage)
         if logits is not None:
@@ -272,6 +273,8 @@ class InferenceThread:
         a small stage's engine call); each job's service time is its engine call plus its
         share of that call. Emulated devices and subclasses with their own ``run_one`` run
         job by job."""
+        if not jobs:  # no run: the streak and the time the engine last ran stay as they are
+            return []
         if not warm:
             self._streak = 0
         if self.emulate_capacity_flops > 0 or type(self).run_one is not InferenceThread.run_one:

@@ -267,8 +267,8 @@ class SourceSide(Role):
             why = {self.out.refused_why.get(p, "") for p in held_off}
             return "no_route" if why == {"no_route"} else "overload"
         if self.out.held()[0] >= self.cfg.max_queue_tasks:  # waiting, or sent and not ACKed
-            # with no stage-1 worker heard (start-up, before the route verdict) it is no
-            # overload of the fleet: nothing takes tasks yet
+            # with no stage-1 worker alive (none heard yet, or all gone before the route
+            # verdict) it is no overload of the fleet: nothing takes tasks now
             return "overload" if held_off else "no_route"
         return ""
 

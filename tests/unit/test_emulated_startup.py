@@ -27,16 +27,26 @@ def _cfg(tmp_path, emulated_s: float, flops: float):
 def test_start_up_timing_of_an_emulated_worker_sleeps_for_no_padding(tmp_path):
     """Rule: with ``emulate_capacity_flops`` the start-up report is the emulated mu, and the
     real engine is timed unpadded (27 padded runs of a 0.25 s emulated stage would hold the
-    worker's start for 7 s); serving still pads every task to the emulated time."""
+    worker's start for 7 s): the timing calls the engine itself, warmup_runs + timing_runs
+    times, never the padding inference thread; serving still pads every task to the emulated
+    time."""
     spec = load_bundle(DEMO_BUNDLE_DIR).stage(1)
     cfg = _cfg(tmp_path, 0.25, spec.flops)
     engine = load_engine(spec, backend="onnxruntime", threads=1)
-    slept = []
+    slept, calls = [], []
+
+    class Counted:  # the real engine, its calls counted
+        info = engine.info
+
+        def run(self, x):
+            calls.append(1)
+            return engine.run(x)
+
     try:
         runner = InferenceThread({1: engine}, {1: spec.flops}, cfg.emulate_capacity_flops,
                                  sleep=slept.append)
-        report = worker_capacity(cfg, {1: spec}, {1: engine})
-        assert slept == []  # no run of the timing was padded
+        report = worker_capacity(cfg, {1: spec}, {1: Counted()})
+        assert len(calls) == cfg.warmup_runs + cfg.timing_runs and slept == []
         assert report.origin == "emulated"
         assert report.capacity_flops == cfg.emulate_capacity_flops
         assert report.service_time_s == spec.flops / cfg.emulate_capacity_flops
