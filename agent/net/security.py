@@ -304,14 +304,11 @@ def serve_clients_over_curve(security, sock, allowed_keys: Iterable[bytes],
 
     if not isinstance(security, CurveSecurity) or security._auth is None:
         raise SecurityError("a CURVE client socket needs security = \"curve\" (started)")
-    if isinstance(allowed_keys, AllowedClients):  # read again on SIGHUP: asked at each handshake
-        allow = _AllowList(allowed_keys, hint="a client of this source? put its NAME.key in "
-                           "client_keys_dir and reload the source (sudo systemctl reload "
-                           "edge-agent@NAME: SIGHUP)")
-    else:
-        allow = _AllowList(frozenset(_check_z85(k, "client public key") for k in allowed_keys),
-                           hint="a client of this source? put its NAME.key in client_keys_dir "
-                                "and restart the source")
+    keys = (allowed_keys if isinstance(allowed_keys, AllowedClients)  # asked at each handshake
+            else frozenset(_check_z85(k, "client public key") for k in allowed_keys))
+    allow = _AllowList(keys, hint="a client of this source? put its NAME.key in client_keys_dir "
+                                  "and reload the source (sudo systemctl reload edge-agent@NAME: "
+                                  "SIGHUP)")
     if on_refused is not None:
         check = allow.callback
 

@@ -261,12 +261,13 @@ class InferenceThread:
             done.padded = True
         return done
 
-    def run_many(self, jobs: List[Job], warm: bool = False) -> List[Done]:
+    def run_many(self, jobs: List[Job], warm: Optional[bool] = None) -> List[Done]:
         """Run ``jobs`` back to back on the calling thread (the inference thread, or the loop's
         on one core: ``worker.INLINE_MAX_S``): one ``Done`` each, failures and jobs past their
         ``expires`` included, never raised. ``warm``: the first job was waiting when the
         engine's previous run ended, so the streak of runs back to back goes on (the others
-        always were); False starts a new one (``Done.streak``).
+        always were); False starts a new one (``Done.streak``); None (the default): as its time
+        stamps say (``waited``).
 
         The exit heads' confidences are computed in one vectorised ``softmax_confidence`` call
         for all jobs whose logits have one width (per task in numpy it cost about as much as
@@ -275,7 +276,7 @@ class InferenceThread:
         job by job."""
         if not jobs:  # no run: the streak and the time the engine last ran stay as they are
             return []
-        if not warm:
+        if not (self.waited(jobs) if warm is None else warm):
             self._streak = 0
         if self.emulate_capacity_flops > 0 or type(self).run_one is not InferenceThread.run_one:
             dones = []
@@ -368,7 +369,7 @@ class InferenceThread:
             stop = jobs[-1] is None
             if stop:
                 jobs.pop()
-            self._done.extend(self.run_many(jobs, self.waited(jobs)))
+            self._done.extend(self.run_many(jobs))
             if stop or self._stopped:  # stopped: no loop takes a result, no byte is written
                 return
             if jobs and not self._signalled:  # else the loop is yet to take the batch these join

@@ -187,7 +187,7 @@ class WorkerSide(Role):
                 if job is None:
                     break
                 jobs.append(job)
-            for done in self.runner.run_many(jobs, self.runner.waited(jobs)):
+            for done in self.runner.run_many(jobs):
                 self.out.guarded(self._inference_done, done)
             now = self.clock()
 

@@ -1,6 +1,7 @@
 """A data connection's heartbeat timeout grows with the time one message needs on its link
 (``agent.net.liveness``), and the transport's sockets are given those timeouts."""
 
+import pytest
 import zmq
 
 from agent.config.node import Peer
@@ -57,54 +58,52 @@ def test_a_peer_holding_several_stages_counts_its_largest_input():
     assert dealers["w"] == link_timeout_ms(9000.0 + liveness.HEADER_ALLOWANCE_BYTES, 1000.0)
 
 
-def test_the_transport_gives_its_data_and_control_sockets_the_links_timeouts():
-    """Rule: with sizes set before ``open``, a slow peer's DEALER and SUB, the ROUTER and the
-    PUB carry the slow link's timeout (the TTL at least that), a fast peer's DEALER the
-    default; real sockets, read back with getsockopt."""
+@pytest.fixture
+def w1a():
+    """w1a's transport, opened with its links' sizes: a slow link to cam1 (2,000 B/s) and a
+    fast one to w2a; closed after the test."""
     ctx = zmq.Context()
     t = Transport(ctx, "w1a", "tcp://127.0.0.1:*", "tcp://127.0.0.1:*",
                   [_peer("cam1", 0, 2000.0), _peer("w2a", 2, 1.6e6)])
     t.sizes = SIZES_W1
     try:
         t.open()
-        slow = link_timeout_ms(3570.0 + liveness.HEADER_ALLOWANCE_BYTES, 2000.0)
-        assert t.dealers["cam1"].getsockopt(zmq.HEARTBEAT_TIMEOUT) == slow
-        assert t.dealers["cam1"].getsockopt(zmq.HEARTBEAT_TTL) >= slow
-        assert t.dealers["w2a"].getsockopt(zmq.HEARTBEAT_TIMEOUT) < HEARTBEAT_TIMEOUT_MS + 50
-        assert t.router.getsockopt(zmq.HEARTBEAT_TIMEOUT) == slow
-        assert t.subs["cam1"].getsockopt(zmq.HEARTBEAT_TIMEOUT) == slow
-        assert t.pub.getsockopt(zmq.HEARTBEAT_TIMEOUT) == slow
-        assert (t.subs["w2a"].getsockopt(zmq.HEARTBEAT_TIMEOUT)
-                == liveness.CONTROL_HEARTBEAT_TIMEOUT_MS)
+        yield t
     finally:
         t.close()
         ctx.term()
 
 
-def test_control_sockets_have_no_tcp_user_timeout_and_data_sockets_keep_theirs():
+def test_the_transport_gives_its_data_and_control_sockets_the_links_timeouts(w1a):
+    """Rule: with sizes set before ``open``, a slow peer's DEALER and SUB, the ROUTER and the
+    PUB carry the slow link's timeout (the TTL at least that), a fast peer's DEALER the
+    default; real sockets, read back with getsockopt."""
+    t = w1a
+    slow = link_timeout_ms(3570.0 + liveness.HEADER_ALLOWANCE_BYTES, 2000.0)
+    assert t.dealers["cam1"].getsockopt(zmq.HEARTBEAT_TIMEOUT) == slow
+    assert t.dealers["cam1"].getsockopt(zmq.HEARTBEAT_TTL) >= slow
+    assert t.dealers["w2a"].getsockopt(zmq.HEARTBEAT_TIMEOUT) < HEARTBEAT_TIMEOUT_MS + 50
+    assert t.router.getsockopt(zmq.HEARTBEAT_TIMEOUT) == slow
+    assert t.subs["cam1"].getsockopt(zmq.HEARTBEAT_TIMEOUT) == slow
+    assert t.pub.getsockopt(zmq.HEARTBEAT_TIMEOUT) == slow
+    assert (t.subs["w2a"].getsockopt(zmq.HEARTBEAT_TIMEOUT)
+            == liveness.CONTROL_HEARTBEAT_TIMEOUT_MS)
+
+
+def test_control_sockets_have_no_tcp_user_timeout_and_data_sockets_keep_theirs(w1a):
     """Rule: the PUB and the SUBs carry no TCP user timeout (TCP_MAXRT 0): Linux counts it
     from the first re-send of the oldest unacknowledged bytes, and heartbeats whose ACKs queue
     behind tasks on a slow link are re-sent over and over, so the kernel cut the control
     connection while ACKs still arrived and the peer was taken for gone; the data sockets keep
     theirs (at least TCP_USER_TIMEOUT_MS). Real sockets, read back with getsockopt."""
     if not hasattr(zmq, "TCP_MAXRT"):
-        import pytest
         pytest.skip("this pyzmq has no TCP_MAXRT")
-    ctx = zmq.Context()
-    t = Transport(ctx, "w1a", "tcp://127.0.0.1:*", "tcp://127.0.0.1:*",
-                  [_peer("cam1", 0, 2000.0), _peer("w2a", 2, 1.6e6)])
-    t.sizes = SIZES_W1
-    try:
-        t.open()
-        assert t.pub.getsockopt(zmq.TCP_MAXRT) == 0
-        assert {p: s.getsockopt(zmq.TCP_MAXRT) for p, s in t.subs.items()} == {"cam1": 0,
-                                                                              "w2a": 0}
-        assert t.router.getsockopt(zmq.TCP_MAXRT) >= liveness.TCP_USER_TIMEOUT_MS
-        assert all(d.getsockopt(zmq.TCP_MAXRT) >= liveness.TCP_USER_TIMEOUT_MS
-                   for d in t.dealers.values())
-    finally:
-        t.close()
-        ctx.term()
+    t = w1a
+    assert t.pub.getsockopt(zmq.TCP_MAXRT) == 0
+    assert {p: s.getsockopt(zmq.TCP_MAXRT) for p, s in t.subs.items()} == {"cam1": 0, "w2a": 0}
+    assert t.router.getsockopt(zmq.TCP_MAXRT) >= liveness.TCP_USER_TIMEOUT_MS
+    assert all(d.getsockopt(zmq.TCP_MAXRT) >= liveness.TCP_USER_TIMEOUT_MS
+               for d in t.dealers.values())
 
 
 def test_a_predecessors_link_is_sized_by_what_crosses_it_not_by_its_own_inputs():
