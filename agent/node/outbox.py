@@ -50,6 +50,7 @@ from agent.node import outqueue
 from agent.node.linkclock import LinkClock, links_behind, rate_measured
 from agent.node.outitem import Custody, OutItem, result_batches, wire_bytes_of
 from agent.node.rejects import Rejects
+from agent.node.timerq import TimerQueue
 
 log = logging.getLogger("agent.node.loop")  # these are the loop's steps: logged under its name
 
@@ -83,7 +84,7 @@ class Outbox:
         # measured link rates; each estimate replaces the configured one in the view
         self.link_rates = LinkRates({p.id: p.link_rate_bytes_s for p in cfg.peers})
         self.link_clock = LinkClock()  # links nothing paces: when each is expected to be free
-        self._timers: List[Any] = []  # heap of (due, seq, key, side's timer?)
+        self._timers = TimerQueue()  # (due, key, side's timer?)
         self._seq = 0
         self._replies: Dict[Any, List[str]] = {}  # (identity, refusal reason) -> keys
         self._retry_s: Dict[bytes, float] = {}  # identity -> hold asked with its refusals
@@ -219,7 +220,7 @@ class Outbox:
             self.items[item.key] = item
             self._results.setdefault(item.dest, []).append(item)
             item.link_start, item.deadline = now, now + self.cfg.ack_timeout_s
-            self._push(item.deadline, item.key, False)
+            self._timers.push(item.deadline, item.key, False)
             return
         nbytes = wire_bytes_of(item.nbytes)  # the link carries the framing too
         due = now if pacer is None else pacer.schedule(now, nbytes)
@@ -243,13 +244,13 @@ class Outbox:
             item.link_end = self.link_clock.reserve(
                 item.dest, now, nbytes, self.view.link_rate_bytes_s.get(item.dest, 0.0))
             item.deadline = item.link_end + self.cfg.ack_timeout_s
-        self._push(item.deadline, item.key, False)
+        self._timers.push(item.deadline, item.key, False)
 
     def _unsent(self, item: OutItem, now: float) -> None:
         # Peer unreachable now: try elsewhere soon, backing off if every peer fails.
         item.link_start = item.link_end = 0.0
         item.deadline = now + min(self.cfg.ack_timeout_s, 0.02 * item.resends)
-        self._push(item.deadline, item.key, False)
+        self._timers.push(item.deadline, item.key, False)
 
     def _hold_full_links(self, now: float) -> None:
         """Hold off each successor behind by over ``LINK_QUEUE_MAX_S`` (or one task's) link time."""
@@ -261,7 +262,7 @@ class Outbox:
             if self.view.unavailable.get(peer, 0.0) < now + hold:
                 self.view.unavailable[peer] = now + hold
                 self.refused_why[peer] = "link_full"
-                self._push(now + hold, "", False)  # offer held tasks again when it has drained
+                self._timers.push(now + hold, "", False)  # offer held tasks again when it has drained
                 self.counters["link_full"] += 1
 
     def cancel(self, key: str) -> None:
@@ -277,7 +278,7 @@ class Outbox:
             hold = min(max(retry_s, HOLD_MIN_S), HOLD_MAX_S)
             self.view.unavailable[peer] = max(self.view.unavailable.get(peer, 0.0), now + hold)
             self.refused_why[peer] = reason
-            self._push(now + hold, "", False)  # offer held tasks again when the hold ends
+            self._timers.push(now + hold, "", False)  # offer held tasks again when the hold ends
             for key in refused:
                 item = self.items.get(key)
                 if item is None or item.dest != peer:
@@ -316,7 +317,7 @@ class Outbox:
         for item in self.items.values():
             if item.dest == peer and item.conn < self.transport.data_drops.get(peer, 0):
                 item.deadline = now
-                self._push(now, item.key, False)
+                self._timers.push(now, item.key, False)
 
     def _same_link_only(self, item: OutItem, now: float) -> bool:
         """True when a late task would only be re-sent to where it went, on the connection it
@@ -328,7 +329,7 @@ class Outbox:
         if any(p != item.dest for p in self.current_view().alive_successors(item.fields["stage"])):
             return False
         item.deadline = now + self.cfg.ack_timeout_s
-        self._push(item.deadline, item.key, False)
+        self._timers.push(item.deadline, item.key, False)
         self.counters["held_same_link"] += 1
         return True
 
@@ -352,16 +353,14 @@ class Outbox:
 
     def call_at(self, due: float, key: str) -> None:
         """Hand ``key`` back to the side's ``on_timer`` at monotonic time ``due``."""
-        self._push(due, key, True)
-
-    def _push(self, due: float, key: str, side: bool) -> None:
-        self._seq += 1
-        heapq.heappush(self._timers, (due, self._seq, key, side))
+        self._timers.push(due, key, True)
 
     def next_due(self) -> Optional[float]:
         """Earliest pending deadline or paced departure (None: nothing scheduled)."""
-        due = [h[0][0] for h in (self._timers, self._paced) if h]
-        return min(due) if due else None
+        due = self._timers.next_due()
+        if self._paced and (due is None or self._paced[0][0] < due):
+            due = self._paced[0][0]
+        return due
 
     def run_paced(self, now: float) -> None:
         """Hand every paced message whose link slot has come to its socket; a task whose
@@ -378,8 +377,9 @@ class Outbox:
 
     def run_timers(self, now: float, on_timer: Callable[[str, float], None]) -> None:
         """Re-send items past their ACK deadline; pass due side timers to ``on_timer``."""
-        while self._timers and self._timers[0][0] <= now:
-            _, _, key, side = heapq.heappop(self._timers)
+        pop = self._timers.pop_due
+        while (entry := pop(now)) is not None:
+            _, _, key, side = entry
             if side:
                 on_timer(key, now)
                 continue
