@@ -17,6 +17,7 @@ import os
 import shutil
 from typing import Dict, List, Optional, Sequence, Set
 
+import numpy as np
 import onnx
 
 from agent.ops.atomic import replace_dir
@@ -197,6 +198,14 @@ def _stage_tensors(model: onnx.ModelProto, plan, exits: Dict[int, str]):
             if len(logits["shape"]) != 2:
                 raise BuildError("exit output %r must have shape (batch, classes), has %s"
                                  % (outs[-1], logits["shape"]))
+            if np.dtype(logits["dtype"]).kind != "f":  # class indices (ArgMax, TopK), a mask
+                raise BuildError("exit output %r is %s, not logits: give the head's float logits "
+                                 "(the tensor before any ArgMax or TopK)" % (outs[-1], logits["dtype"]))
+            if logits["shape"][1] < 2:  # softmax of one logit is 1: every task would exit there
+                raise BuildError("exit output %r has 1 class: a head's confidence is its largest "
+                                 "softmax probability, always 1 with one logit; give the head one "
+                                 "logit per class (a binary classifier's logit z as [0, z])"
+                                 % outs[-1])
             if num_classes not in (None, logits["shape"][1]):
                 raise BuildError("exit output %r has %d classes, an earlier head has %d"
                                  % (outs[-1], logits["shape"][1], num_classes))

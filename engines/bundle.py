@@ -78,6 +78,7 @@ class StageSpec:
     num_classes: int = 0  # width of logits_output, 0 when there is none
     dynamic_batch: bool = False  # the ONNX input accepts any batch size
     input_value_range: Optional[Tuple[float, float]] = None  # stage 1: training inputs' [lo, hi]
+    feature_dtype: Optional[str] = None  # numpy dtype of feature_output (= next stage input)
 
 
 @dataclass(frozen=True)
@@ -279,6 +280,7 @@ def _parse_stage(f: _Fields, obj, position: int, directory: str, verify_files: b
         input_bytes=input_bytes,
         sha256=sha,
         feature_shape=None if feat is None else f.shape(feat, "shape", ctx + ".feature_output"),
+        feature_dtype=None if feat is None else f.dtype(feat, "dtype", ctx + ".feature_output"),
         num_classes=num_classes,
         dynamic_batch=bool(f.get(obj, "dynamic_batch", bool, ctx, optional=True) or False),
         input_value_range=None if value_range is None else tuple(float(v) for v in value_range),

@@ -17,6 +17,7 @@ leaves at stage h when ``confidence >= threshold_h``. The final head always answ
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Mapping, Optional, Sequence, Tuple, Union
 
@@ -61,10 +62,22 @@ def softmax_confidence(logits: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
     z = np.asarray(logits, dtype=np.float64)
     if z.ndim != 2:
         z = z.reshape(1, -1) if z.ndim == 1 else z.reshape(z.shape[0], -1)
+    top = z.max(axis=1, keepdims=True)
     # the top probability is exp(0) / sum = 1 / sum exactly: no division of the whole row (it
     # runs once per task on a worker), the same figures
-    e = np.exp(z - z.max(axis=1, keepdims=True))
-    return 1.0 / e.sum(axis=1), z.argmax(axis=1)
+    conf = 1.0 / np.exp(z - top).sum(axis=1)
+    if math.isnan(sum(conf.tolist())):  # rare; a list's sum costs a tenth of a numpy test
+        conf = _at_inf(z, top, conf)
+    return conf, z.argmax(axis=1)
+
+
+def _at_inf(z: np.ndarray, top: np.ndarray, conf: np.ndarray) -> np.ndarray:
+    """``conf`` with each row whose largest logit is +inf taken as its limit: a logit past its
+    type's range (float16 overflows above 65504) is a large one, so the classes at +inf share
+    the probability, not a NaN (inf - inf) that loses the task. Rows with a NaN, or all -inf,
+    stay NaN."""
+    at_inf = np.isposinf(top[:, 0])
+    return np.where(at_inf, 1.0 / np.maximum((z == np.inf).sum(axis=1), 1), conf)
 
 
 def should_exit(confidence: float, threshold: float) -> bool:

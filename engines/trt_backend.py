@@ -45,6 +45,15 @@ def numpy_dtype(trt_dtype: Any) -> Any:
         raise RuntimeError("TensorRT tensor type %s has no numpy equivalent here" % name)
 
 
+def feature_as_manifest(feats: np.ndarray, dtype: Optional[str]) -> np.ndarray:
+    """``feats`` in the manifest's feature ``dtype``, the next stage's input dtype: a plan may
+    hand back another type than the graph's (half precision from an FP16 plan); a float16
+    graph's features stay float16. Without a recorded dtype, half precision becomes float32."""
+    want = np.dtype(dtype) if dtype else np.dtype(np.float32 if feats.dtype == np.float16
+                                                  else feats.dtype)
+    return feats.astype(want, copy=False)
+
+
 def default_cache_dir(environ: Any = None) -> str:
     """Where plans go without ``cache_dir``: systemd's ``$CACHE_DIRECTORY`` (the unit's
     CacheDirectory=, writable under ProtectSystem=strict), else ``~/.cache/edge-agent``."""
@@ -247,9 +256,8 @@ class TensorRTEngine(Engine):
         _check(cudart.cudaStreamSynchronize(self._stream))
         feats = outputs.get(self.stage.feature_output) if self.stage.feature_output else None
         logits = outputs.get(self.stage.logits_output) if self.stage.logits_output else None
-        # an FP16 plan may hand back half-precision tensors; the next stage expects the manifest's dtype
         if feats is not None:
-            feats = feats.astype(np.float32, copy=False) if feats.dtype == np.float16 else feats
+            feats = feature_as_manifest(feats, self.stage.feature_dtype)
         if logits is not None:
             logits = logits.astype(np.float32, copy=False)
         return StageOutput(features=feats, logits=logits)
