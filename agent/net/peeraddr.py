@@ -18,9 +18,10 @@ here, off the I/O thread, and libzmq is handed only numeric endpoints:
   loop), and connects a socket once its name has an address.
 
 Every ``REFRESH_S`` the names this node dialled are resolved again on that thread (libzmq
-did so at each reconnect): a socket whose name now picks another address (a device back with
-a new DHCP lease, an mDNS name moved) is disconnected from the old one and connected to the
-new. A name that resolves to nothing then (DNS down) keeps its address.
+did so at each reconnect): a socket whose address its name no longer gives (a device back
+with a new DHCP lease, an mDNS name moved) is disconnected from the old one and connected to
+the new. A name that resolves to nothing then (DNS down) keeps its address, and so does one
+whose addresses came in another order (DNS round robin).
 """
 
 from __future__ import annotations
@@ -149,8 +150,8 @@ class PeerAddresses:
             self._fresh = False
             for key, (sock, endpoint) in list(self.named.items()):
                 old, new = self.dialled.get(key), self.numeric(endpoint)
-                if new is None or new == old:  # nothing found (DNS down): keep the address
-                    continue
+                if new is None or new == old or self._still_listed(endpoint, old):
+                    continue  # nothing found (DNS down), or the same: keep the address
                 try:
                     sock.disconnect(old)
                 except zmq.ZMQError:  # libzmq dropped it already, or a redial holds it off
@@ -169,6 +170,17 @@ class PeerAddresses:
         self._retrying = threading.Thread(target=self._resolve, args=(hosts, True),
                                           name="re-resolve", daemon=True)
         self._retrying.start()
+
+    def _still_listed(self, endpoint: str, dialled: Optional[str]) -> bool:
+        """True when the address ``dialled`` for ``endpoint``'s name is still among the name's
+        addresses, of the family ``pick`` takes: a name with several addresses, which a DNS
+        server hands out in turn (round robin), is not moved (and its connections cut) each
+        time another comes first."""
+        host, addr = endpoint_host(endpoint), endpoint_host(dialled or "")
+        with self._lock:
+            found = self.found.get(host or "", ())
+        chosen = pick(found)
+        return chosen is not None and (chosen[0], addr) in found
 
     def retry(self) -> None:
         """Connect the waiting sockets whose names have an address now; every ``retry_s``,

@@ -61,7 +61,7 @@ import zmq
 from agent.config.node import DEFAULT_MAX_MESSAGE_BYTES, Peer
 from agent.net import acceptwatch, clientkeys, liveness
 from agent.net.addrfamily import for_node
-from agent.net.frames import send_frames
+from agent.net.frames import recv_message, send_frames
 from agent.net.handshakes import event_of, monitor, watches
 from agent.net.peeraddr import Lookup, PeerAddresses
 from agent.net.redial import PROTOCOL, WATCHED
@@ -82,7 +82,7 @@ LINK_UP = "link_up"  # (LINK_UP, peer id, None) a connection to its ROUTER is (a
 
 _DRAIN = 256  # messages taken per socket per poll, so one busy socket cannot starve the rest
 # plain ints: zmq's are enum flags, and ``&`` on those runs Python code (~2 us per message)
-_EVENTS, _POLLIN, _NOBLOCK = int(zmq.EVENTS), int(zmq.POLLIN), int(zmq.NOBLOCK)
+_EVENTS, _POLLIN = int(zmq.EVENTS), int(zmq.POLLIN)
 # liveness options and timeouts (agent.net.liveness); the loop reads the default timeout here
 HEARTBEAT_TIMEOUT_MS = liveness.HEARTBEAT_TIMEOUT_MS
 CONTROL_MS = liveness.CONTROL_HEARTBEAT_TIMEOUT_MS  # a control socket's, on fast links
@@ -260,22 +260,15 @@ class Transport:
             if isinstance(sock_or_fd, int):
                 events.append((FD, sock_or_fd, None))
                 continue
-            recv = sock_or_fd.recv
             for i in range(_DRAIN):
                 # After the first message, ask ZeroMQ whether more is queued instead of letting
                 # a recv fail with EAGAIN (an exception per poll costs more than the check).
                 if i and not sock_or_fd.getsockopt(_EVENTS) & _POLLIN:
                     break
                 try:
-                    frame = recv(_NOBLOCK, copy=False)
+                    frames = recv_message(sock_or_fd)  # a junk message's frames bounded
                 except zmq.Again:
                     break
-                # the rest of a multipart message is there at once (ZeroMQ delivers it whole);
-                # Frame.more costs less than recv_multipart's RCVMORE query per frame
-                frames = [frame]
-                while frame.more:
-                    frame = recv(_NOBLOCK, copy=False)
-                    frames.append(frame)
                 if sock_or_fd in self._monitors:
                     peer = self._monitors[sock_or_fd]
                     event, value, _ = event_of(frames)
@@ -319,9 +312,9 @@ class Transport:
 
     def _watch(self, sender: bytes, frame: Any) -> None:
         """Hand the run id and host a data message came with to the twins watch."""
-        try:
+        try:  # a run id not UTF-8 (any sender may set one) would raise out of ``poll``
             run = frame.get(RUN_PROPERTY)
-        except (zmq.ZMQError, AttributeError):  # none: a sender of an older version
+        except (zmq.ZMQError, AttributeError, UnicodeDecodeError):  # none: an older version
             return
         try:
             host = frame.get("Peer-Address")

@@ -136,22 +136,29 @@ def test_the_host_is_replaced_by_the_address_and_nothing_else():
             == "tcp://10.0.0.1:0;10.0.0.2:5551")
 
 
+def dialling_by_name(ctx, host, lookup):
+    """Transports a and b on 127.0.0.1, a dialling b by the name ``host`` through ``lookup``
+    and re-resolving it every 0.05 s (the refresh's period, not a wait a test depends on):
+    (a, b, ep(host, ports, i) -> endpoint, b's ports)."""
+    pa, pb = free_ports(2), free_ports(2)
+    ep = lambda h, ports, i: "tcp://%s:%d" % (h, ports[i])  # noqa: E731
+    a = Transport(ctx, "a", ep("127.0.0.1", pa, 0), ep("127.0.0.1", pa, 1),
+                  [Peer("b", 1, ep(host, pb, 0), ep(host, pb, 1))], lookup=lookup)
+    b = Transport(ctx, "b", ep("127.0.0.1", pb, 0), ep("127.0.0.1", pb, 1),
+                  [Peer("a", 0, ep("127.0.0.1", pa, 0), ep("127.0.0.1", pa, 1))])
+    a.addrs.refresh_s = 0.05
+    return a, b, ep, pb
+
+
 def test_a_name_whose_address_moves_is_dialled_at_its_new_address():
     """Rule: the names a node dialled are resolved again now and then (off the loop's
     thread): a peer whose name now gives another address (a device back with a new lease) is
     disconnected from the old address and connected to the new one, and its data and
     heartbeats flow; a round in which the name resolves to nothing (DNS down) keeps the
     address it has."""
-    pa, pb = free_ports(2), free_ports(2)
-    ep = lambda host, ports, i: "tcp://%s:%d" % (host, ports[i])  # noqa: E731
     where = {"mover": ((IPV4, "127.0.0.2"),)}  # nothing listens there: b binds 127.0.0.1
     ctx = zmq.Context()
-    a = Transport(ctx, "a", ep("127.0.0.1", pa, 0), ep("127.0.0.1", pa, 1),
-                  [Peer("b", 1, ep("mover", pb, 0), ep("mover", pb, 1))],
-                  lookup=lambda host: where.get(host, ()))
-    b = Transport(ctx, "b", ep("127.0.0.1", pb, 0), ep("127.0.0.1", pb, 1),
-                  [Peer("a", 0, ep("127.0.0.1", pa, 0), ep("127.0.0.1", pa, 1))])
-    a.addrs.refresh_s = 0.05  # the refresh's period, not a wait the test depends on
+    a, b, ep, pb = dialling_by_name(ctx, "mover", lambda host: where.get(host, ()))
     try:
         a.open()
         b.open()
