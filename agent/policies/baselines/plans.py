@@ -127,8 +127,9 @@ def best_response(flow: float, alpha: float, free: np.ndarray, hop: np.ndarray,
 
 
 def _water_level(split, lo: float, flow: float) -> np.ndarray:
-    """The split at the marginal delay nu where ``split(nu)`` sums to ``flow`` (bisection)."""
-    hi = lo + 1.0
+    """The split at the marginal delay nu where ``split(nu)`` sums to ``flow`` (bisection).
+    The bracket grows from a step the size of ``lo``: above 2**53 s, lo + 1.0 is lo itself."""
+    hi = lo + max(1.0, abs(lo))
     while split(hi).sum() < flow:
         hi = lo + 2.0 * (hi - lo)
     for _ in range(60):

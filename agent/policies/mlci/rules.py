@@ -135,8 +135,14 @@ def params_from_knobs(knobs: Optional[Mapping[str, Any]], where: str = "knobs.ml
 def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
     """eq. 5 (eq. 6's inner part with T): softmax over the last axis, float64, max subtracted."""
     z = np.asarray(logits, dtype=np.float64) / temperature
-    z = z - z.max(axis=-1, keepdims=True)
-    e = np.exp(z)
+    top = z.max(axis=-1, keepdims=True)
+    if np.isposinf(top).any():
+        # a logit past its type's range (float16 overflows above 65504) is the limit of a large
+        # one: the classes at +inf share the probability (as engines.exit_profile's softmax),
+        # not a NaN (inf - inf) that answers class 0 with confidence NaN
+        z = np.where(np.isposinf(top), np.where(z == np.inf, 0.0, -np.inf), z)
+        top = np.where(np.isposinf(top), 0.0, top)
+    e = np.exp(z - top)
     return e / e.sum(axis=-1, keepdims=True)
 
 
