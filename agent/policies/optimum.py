@@ -15,6 +15,7 @@ from __future__ import annotations
 from typing import Mapping, NamedTuple, Optional, Tuple
 
 import numpy as np
+from scipy import sparse
 from scipy.optimize import linprog, minimize
 
 from agent.policies.model import (
@@ -69,24 +70,28 @@ def _program(net: Network, remaining):
     Both sides of every row are free of Phi's unit on purpose: solvers' tolerances are
     absolute (HiGHS's 1e-7 on a row), so rows in tasks/s took every flow 0 for conserved at a
     total of 1e-9 tasks/s, and rows of 1e24 defeated the LP."""
-    n = len(net.ids)
+    n, ne = len(net.ids), net.num_edges
     rem = stage_remaining(remaining)
     workers = np.nonzero(net.stage > 0)[0]
     alpha = net.flops[net.stage]
     offl = net.offloaders
-    row = {int(i): k for k, i in enumerate(offl)}
     scale = net.total_rate if net.total_rate > 0 else 1.0  # no tasks: every flow is 0 anyway
-    a_eq = np.zeros((len(offl), net.num_edges))
-    a_in = np.zeros((len(workers), net.num_edges))
-    wrow = {int(j): k for k, j in enumerate(workers)}
-    for e in range(net.num_edges):
-        a_eq[row[int(net.edge_src[e])], e] += 1.0
-        d = int(net.edge_dst[e])
-        if d in row:
-            a_eq[row[d], e] -= rem[net.stage[d]]
-        a_in[wrow[d], e] = alpha[d] * scale / net.capacity[d]
+    # sparse: two entries per edge at most, where dense rows x edges grew with the square of
+    # the sources (10,000 sources of paper-bert: over 24 GB)
+    row = np.full(n, -1)
+    row[offl] = np.arange(len(offl))
+    wrow = np.full(n, -1)
+    wrow[workers] = np.arange(len(workers))
+    src, dst, edges = net.edge_src, net.edge_dst, np.arange(ne)
+    fwd = row[dst] >= 0  # an edge into an offloading worker: it forwards I_h of that flow
+    a_eq = sparse.csr_matrix((np.r_[np.ones(ne), -rem[net.stage[dst[fwd]]]],
+                              (np.r_[row[src], row[dst[fwd]]], np.r_[edges, edges[fwd]])),
+                             shape=(len(offl), ne))
+    a_in = sparse.csr_matrix((alpha[dst] * scale / net.capacity[dst], (wrow[dst], edges)),
+                             shape=(len(workers), ne))
     if net.link_model == "shared":
-        a_in = np.r_[a_in, np.diag(_link_bytes(net) * scale / net.edge_rate)]
+        a_in = sparse.vstack([a_in, sparse.diags(_link_bytes(net) * scale / net.edge_rate)],
+                             format="csr")
     return a_eq, net.source_rate[offl] / scale, a_in, scale, workers, n
 
 
@@ -131,14 +136,15 @@ def min_max_utilisation(net: Network, remaining) -> Tuple[float, np.ndarray]:
     # an edge whose worker or link a share of Phi loads over 1e15 times more than another edge
     # of its sender can relieve the answer by 1e-15 of it at most: kept at 0 when HiGHS would
     # refuse its coefficient, so that the LP is solved at all
-    col = a_in.max(axis=0)
+    col = a_in.max(axis=0).toarray().ravel()
     cheapest = np.full(len(net.ids), np.inf)
     np.minimum.at(cheapest, net.edge_src, col)
     far = (col > 1e15) & (col > 1e15 * cheapest[net.edge_src])
-    a_in[:, far] = 0.0
+    a_in = a_in @ sparse.diags((~far).astype(float))
     lp = linprog(np.r_[np.zeros(ne), 1.0],
-                 A_ub=np.c_[a_in, -np.ones(rows)], b_ub=np.zeros(rows),
-                 A_eq=np.c_[a_eq, np.zeros(len(b_eq))], b_eq=b_eq,
+                 A_ub=sparse.hstack([a_in, -np.ones((rows, 1))], format="csr"),
+                 b_ub=np.zeros(rows),
+                 A_eq=sparse.hstack([a_eq, np.zeros((len(b_eq), 1))], format="csr"), b_eq=b_eq,
                  bounds=[(0.0, 0.0) if f else (0.0, None) for f in far] + [(0.0, None)],
                  method="highs")
     if lp.status != 0:
@@ -210,6 +216,7 @@ def solve(net: Network, remaining, x0: Optional[np.ndarray] = None, max_iter: in
     afresh in the units of the last result. When every result is worse than the start point,
     the start point is returned, not converged."""
     a_eq, b_eq, a_in, scale, workers, n = _program(net, remaining)
+    a_eq, a_in = a_eq.toarray(), a_in.toarray()  # SLSQP takes dense Jacobians
     fun, grad = _objective(net, scale, workers, n)
     if x0 is None:
         # start from the flows that minimise the highest utilisation: feasible whenever the
