@@ -10,11 +10,10 @@ import sys
 from agent.commands import seed_arg
 from agent.config.checks import short
 from agent.errors import UsageError
+from agent.policies.setting import MAX_ROUNDS  # --rounds at most (ga: ~5 ms a round)
 
 HELP = "routing and exit thresholds a policy chooses for a scenario, with its model delay (eq. 8)"
-# --rounds at most this: ga at the bound plans for minutes (about 5 ms a round); --staleness
-# is bounded as knobs.ga_staleness is (agent.policies.baselines.plans.MAX_STALENESS_ROUNDS)
-MAX_ROUNDS = 100000
+# --staleness is bounded as knobs.ga_staleness is (agent.policies.baselines.plans)
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Command-line options of ``plan``."""

@@ -10,6 +10,7 @@ from typing import Any, Dict, List, Optional
 
 from agent.errors import UsageError
 from agent.commands import seed_arg
+from agent.policies.setting import MAX_ROUNDS  # --rounds: DTO-EE rounds per slot
 
 HELP = "simulate policies on a scenario (delay/accuracy vs rate, capacity, dynamic slots)"
 
@@ -133,8 +134,8 @@ def _run(args: argparse.Namespace) -> int:
         if make_sim_policy(name).sample_rows == "test" and args.rows is None:
             row_set = "test"  # every policy on the same rows (common random numbers)
     _check_thresholds_apply(sc, policies, args.threshold_study)
-    if args.rounds is not None and args.rounds < 1:
-        raise UsageError("--rounds: must be >= 1, got %d" % args.rounds)
+    if args.rounds is not None and not 1 <= args.rounds <= MAX_ROUNDS:  # plan's bound
+        raise UsageError("--rounds: must be in 1..%d, got %d" % (MAX_ROUNDS, args.rounds))
     # the scenario's rounds knob where it has one (None: the policy reads it), else SIM_ROUNDS
     rounds = args.rounds or (None if "rounds" in sc.knobs else SIM_ROUNDS)
     if args.dynamic_slots < 0:
@@ -275,6 +276,12 @@ def _check_bounds(args: argparse.Namespace, sc: Any, row_set: Optional[str]) -> 
     if total * DynamicConfig().rate_high * slots * args.slot > MAX_TASKS:
         raise UsageError("--dynamic-slots: %d slots of %g s at the scenario's rates is over %d "
                          "tasks" % (slots, args.slot, MAX_TASKS))
+    for opt in ("rates", "scales"):  # a row per value, named by it (records/POLICY_rateR.npz)
+        named = ["%g" % v for v in getattr(args, opt) or []]
+        twice = sorted({v for v in named if named.count(v) > 1})
+        if twice:  # its rows would come twice and its records file be written over
+            raise UsageError("--%s: %s given more than once (values equal to 6 digits)"
+                             % (opt, ", ".join(twice)))
     for scale in args.scales or []:
         if not SCALE_RANGE[0] <= scale <= SCALE_RANGE[1]:
             raise UsageError("--scales: each must be in [%g, %g], got %g"

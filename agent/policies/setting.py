@@ -11,6 +11,10 @@ from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Tuple
 
 from agent.errors import UsageError
 
+# DTO-EE rounds per configuration phase at most (knobs.rounds, plan's and simulate's --rounds):
+# a setting where it does not converge runs them all, and ga at the bound plans for minutes
+MAX_ROUNDS = 100000
+
 if TYPE_CHECKING:  # only named in annotations: the setting's constants load without numpy
     from engines.exit_profile import ExitProfile
 

@@ -206,9 +206,9 @@ def _exits(top: Fields, stages: List[Stage],
         for i, v in enumerate(rem):
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0.0 <= v <= 1.0:
                 raise ScenarioError("remaining[%d]: must be a number in [0, 1], got %r" % (i, v))
-            if not stages[i].exit and v != 1.0:
-                raise ScenarioError("remaining[%d]: stage %d has no exit, so it must be 1.0, got %r"
-                                    % (i, i + 1, v))
+            if (not stages[i].exit or i == h - 1) and v != 1.0:  # the last stage answers all
+                raise ScenarioError("remaining[%d]: stage %d %s, so it must be 1.0, got %r" % (
+                    i, i + 1, "is the last" if i == h - 1 else "has no exit", v))
         return tuple(float(v) for v in rem), None
     p = top.value("exit_profile")
     if not isinstance(p, str):
@@ -217,7 +217,7 @@ def _exits(top: Fields, stages: List[Stage],
         profile = load_exit_profile(os.path.join(base_dir, p))
     except UsageError as exc:
         raise ScenarioError("exit_profile: %s" % exc)
-    want = tuple(i + 1 for i, s in enumerate(stages) if s.exit) + (h,)
+    want = tuple(i + 1 for i, s in enumerate(stages[:-1]) if s.exit) + (h,)  # final head once
     if profile.exit_stages != want:
         raise ScenarioError("exit_profile: heads at stages %s, but the scenario's exits "
                             "(plus the final stage) are %s" % (profile.exit_stages, want))

@@ -123,7 +123,7 @@ def test_a_bad_field_in_a_file_is_named_after_the_file(tmp_path):
 
 
 @pytest.mark.parametrize("knobs,message", [
-    ({"rounds": 0}, "knobs.rounds: must be an integer >= 1, got 0"),
+    ({"rounds": 0}, "knobs.rounds: must be an integer in [1, 100000], got 0"),
     ({"roundz": 5}, "knobs.roundz: unknown field (did you mean 'rounds'?)"),
     ({"mdi-exit": 3}, "knobs.mdi-exit: must be an object {knob: value}, got 3"),
 ])

@@ -14,7 +14,7 @@ from typing import Any, Mapping, Type
 from agent.config.fields import Fields
 from agent.errors import UsageError
 from agent.policies.model import DEFAULT_LINK_MODEL, LINK_MODELS
-from agent.policies.setting import ScenarioError
+from agent.policies.setting import MAX_ROUNDS, ScenarioError
 from agent.policies.thresholds import DEFAULT_THRESHOLD
 
 STEP_RULES = ("default", "paper", "joint")
@@ -97,7 +97,7 @@ def parse_knobs(knobs: Mapping[str, Any], where: str = "knobs",
         rho_ext=f.num("rho_ext", _D.rho_ext, 0.5, 1.0, hi_open=True),
         penalty_k=f.num("penalty_k", _D.penalty_k, 0.0, None),
         epsilon=f.num("epsilon", _D.epsilon, 0.0, 0.5, hi_open=True),
-        rounds=f.int("rounds", _D.rounds, lo=1),
+        rounds=f.int("rounds", _D.rounds, lo=1, hi=MAX_ROUNDS),
         tolerance=f.num("tolerance", _D.tolerance, 0.0, 1.0, lo_open=True),
         settle_rounds=f.int("settle_rounds", _D.settle_rounds, lo=0),
         settle_tolerance=f.num("settle_tolerance", _D.settle_tolerance, 0.0, 1.0, lo_open=True),
