@@ -31,7 +31,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--fleet", default=None, metavar="DIR",
                         help="a `fleet render` folder: endpoint and keys of --source from it")
     parser.add_argument("--source", default=None, help="with --fleet: the source to send to")
-    parser.add_argument("--client", default="workstation",
+    parser.add_argument("--client", default=None,
                         help="with --fleet: the client keypair to use (default workstation)")
     parser.add_argument("--count", type=int, default=0,
                         help="send this many inputs, cycling through the file (default: each once)")
@@ -63,6 +63,10 @@ def _endpoint_and_keys(args):
     endpoint, key, server = args.endpoint, args.key, args.server_key
     named = "--key/--server-key"  # the options a key error is about
     limit = None
+    if not args.fleet and (args.source or args.client):  # would be ignored: said instead
+        raise UsageError("--%s: only with --fleet DIR (a `fleet render` folder); without it give "
+                         "--endpoint, and --key/--server-key for a CURVE endpoint"
+                         % ("source" if args.source else "client"))
     if args.fleet:
         man = require_manifest(args.fleet)  # every entry checked: an object, fields typed
         node = man["nodes"].get(args.source or "")
@@ -73,9 +77,10 @@ def _endpoint_and_keys(args):
         folder = args.fleet if os.path.isdir(args.fleet) else os.path.dirname(args.fleet)
         endpoint = endpoint or node["client"]
         limit = node.get("max_message_bytes")  # checked by load_manifest: an int > 0
+        client = args.client or "workstation"
         if not key:
-            named = "--client %s (the fleet's keys/clients/)" % args.client
-        key = key or os.path.join(folder, "keys", "clients", args.client + ".key_secret")
+            named = "--client %s (the fleet's keys/clients/)" % client
+        key = key or os.path.join(folder, "keys", "clients", client + ".key_secret")
         server = server or os.path.join(folder, "keys", args.source + ".key")
     if not endpoint:
         raise UsageError("--endpoint: needed (or --fleet DIR --source ID)")

@@ -7,7 +7,9 @@ delays are those of a fleet under load. Every input sent ends in the tally: answ
 connection is checked before the run (``submit``), never mid-run (that reconnects the
 socket, and the answers of the inputs in flight would go to the old connection): an input
 without an answer is lost and the run goes on, except that a first ``--timeout`` passing
-before any answer at all came ends it (nothing is coming back). A refusal of what every input
+before any answer at all came ends it (nothing is coming back). An input ZeroMQ cannot queue
+(``NotSent``: a source gone mid-run takes none) is lost at once, reason "not sent": waiting
+for room would stop the schedule and every deadline with it. A refusal of what every input
 of the file shares (dtype, shape, size) stops the sending; the inputs in flight are still
 awaited.
 """
@@ -29,7 +31,7 @@ def send_at_rate(args: Any, client: Any, endpoint: str, x: Any, n: int, tally: A
     printed when answers came back). ``fleet_limit``: the source's ``max_message_bytes`` as its
     fleet.json records it (None: not known), weighed when no answer at all comes."""
     from agent.errors import UsageError
-    from agent.fleet.client import no_answer
+    from agent.fleet.client import NotSent, no_answer
     from agent.commands.submit_checks import file_refusal
 
     tally.header()
@@ -37,14 +39,20 @@ def send_at_rate(args: Any, client: Any, endpoint: str, x: Any, n: int, tally: A
     deadlines: Dict[str, float] = OrderedDict()  # in flight, in the order sent: id -> deadline
     stop = None  # the error that ended the sending
     sent = 0
+    heard = False  # an answer came from the source
     due = time.monotonic() + rng.expovariate(args.rate)
     while (sent < n and stop is None) or deadlines:
         now = time.monotonic()
         while sent < n and stop is None and due <= now:
             tally.pending = "submit-%d-%d" % (os.getpid(), sent + 1)
-            client.send(x[sent % len(x)][None, ...], tally.pending)
-            tally.sent(tally.pending, sent, client.sent_at[tally.pending])
-            deadlines[tally.pending] = client.sent_at[tally.pending] + args.timeout
+            try:
+                client.send(x[sent % len(x)][None, ...], tally.pending)
+            except NotSent as exc:
+                tally.sent(tally.pending, sent, time.monotonic())
+                tally.add(no_answer(tally.pending, args.timeout, str(exc)))
+            else:
+                tally.sent(tally.pending, sent, client.sent_at[tally.pending])
+                deadlines[tally.pending] = client.sent_at[tally.pending] + args.timeout
             tally.pending = ""
             sent += 1
             due += rng.expovariate(args.rate)
@@ -53,7 +61,7 @@ def send_at_rate(args: Any, client: Any, endpoint: str, x: Any, n: int, tally: A
                 break
             del deadlines[tid]
             client.sent_at.pop(tid, None)  # an answer after this is read past
-            if not tally.answered:  # nothing at all came back: nothing is coming
+            if not heard:  # nothing at all came back: nothing is coming
                 tally.add(no_answer(tid, args.timeout))
                 raise _nothing_back(args, client, endpoint, x, tid, deadlines, tally,
                                     n - sent, fleet_limit)
@@ -65,6 +73,7 @@ def send_at_rate(args: Any, client: Any, endpoint: str, x: Any, n: int, tally: A
         a = client.receive(max(0.0, min(wake) - time.monotonic()))
         if a is None:
             continue
+        heard = True
         deadlines.pop(a.id, None)
         tally.add(a)
         line = file_refusal(args.images, x, a, 0) if stop is None else ""

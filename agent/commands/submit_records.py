@@ -94,8 +94,7 @@ def record(a: Any, sent_mono: float, sent_wall: float, source: str,
            label: Optional[int]) -> Dict[str, Any]:
     """The task record of answer ``a`` (``agent.fleet.client.Answer``) to an input sent at
     ``sent_mono`` (``label``: None or -1 when the file gives none)."""
-    answered = not a.reason.startswith("no answer within") and not a.reason.startswith(
-        "not awaited")
+    answered = not a.reason.startswith(("no answer within", "not awaited", "not sent"))
     rec: Dict[str, Any] = {"id": a.id, "source": source, "status": a.outcome,
                            "reason": a.reason or None, "created_mono": sent_mono,
                            "created_wall": sent_wall}

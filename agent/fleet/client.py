@@ -21,7 +21,8 @@ advises before sending it again. ``Client.check_connection`` tells, before the f
 refused connection or key. An input above the source's ``max_message_bytes`` (the node config's
 default unless ``max_message_bytes=`` says) is ``InputTooLarge``, not sent: the source would
 refuse it, and above twice that ZeroMQ drops the connection (no answer, nothing counted by the
-agent). ``AsyncClient`` is the asyncio variant (``await client.infer(x)``, many at once).
+agent). ``AsyncClient`` is the asyncio variant (``await client.infer(x)``, many at once). No
+send blocks: with ``SNDHWM`` inputs queued for a source gone or stalled, ``NotSent`` is raised.
 
 Of the agent, only ``agent.protocol.wire`` (numpy, msgpack), the key-file readers of
 ``agent.net.security``, ``agent.fleet.clientcheck``, ``agent.net.addrfamily`` and
@@ -127,8 +128,10 @@ def parse_answer(frames: List[Any], sent_at: Dict[str, float], now: float) -> Op
                   now - sent_at.pop(tid), printable(header.get("detail")), retry)
 
 
-def no_answer(tid: str, timeout_s: float) -> Answer:
-    """The answer of an input nothing came back for."""
+def no_answer(tid: str, timeout_s: float, not_sent: str = "") -> Answer:
+    """The answer of an input nothing came back for (``not_sent``: why it was not sent)."""
+    if not_sent:
+        return Answer(tid, "lost", "not sent", -1, 0.0, 0, 0.0, not_sent)
     return Answer(tid, "lost", "no answer within %g s" % timeout_s, -1, 0.0, 0, timeout_s)
 
 
@@ -156,6 +159,10 @@ def message_limit(given: Optional[int] = None) -> int:
 
 class InputTooLarge(ValueError):
     """An input whose message is above the source's ``max_message_bytes``: not sent."""
+
+
+class NotSent(RuntimeError):
+    """An input ZeroMQ could not queue (nothing sent): its queue to the source is full."""
 
 
 class _Base:
@@ -194,6 +201,10 @@ class _Base:
                                     "above about twice that ZeroMQ drops the connection, no "
                                     "answer" if size > 2 * limit else "the source would refuse it"))
         return frames
+
+    def _queue_full(self) -> str:
+        return ("%d input(s) already wait for %s, which takes none (gone or stalled)"
+                % (self.sock.getsockopt(zmq.SNDHWM), self.endpoint))
 
 
 class Client(_Base):
@@ -245,11 +256,15 @@ class Client(_Base):
     def send(self, x: np.ndarray, tid: Optional[str] = None) -> str:
         """Send one input without waiting; returns its task id (see ``receive``).
         ``InputTooLarge`` (nothing sent) for one above the source's ``max_message_bytes``;
-        ``ValueError`` for a ``tid`` still in flight or whose answer is not collected yet."""
+        ``NotSent`` when ZeroMQ's queue to the source is full; ``ValueError`` for a ``tid``
+        still in flight or whose answer is not collected yet."""
         tid = tid or self._next_id()
         if tid in self.sent_at or tid in self.ready:
             raise ValueError("task id %r is in flight already: give each input its own id" % tid)
-        self.sock.send_multipart(self.frames(x, tid), copy=False)
+        try:
+            self.sock.send_multipart(self.frames(x, tid), copy=False, flags=zmq.NOBLOCK)
+        except zmq.Again:  # blocking would hold every deadline until the source is back
+            raise NotSent(self._queue_full()) from None
         self.sent_at[tid] = time.monotonic()
         return tid
 
@@ -283,8 +298,13 @@ class Client(_Base):
                 return ans
 
     def infer(self, x: np.ndarray, timeout_s: Optional[float] = None) -> Answer:
-        """Send one input and wait for its answer (a "lost" answer after ``timeout_s``)."""
-        return self.wait_for(self.send(x), self.timeout_s if timeout_s is None else timeout_s)
+        """Send one input and wait for its answer ("lost" after ``timeout_s``, or not sent)."""
+        tid = self._next_id()
+        try:
+            self.send(x, tid)
+        except NotSent as exc:
+            return no_answer(tid, 0.0, str(exc))
+        return self.wait_for(tid, self.timeout_s if timeout_s is None else timeout_s)
 
     def wait_for(self, tid: str, timeout_s: float) -> Answer:
         """The answer to input ``tid`` (sent with ``send``; a "lost" answer ``timeout_s`` after
@@ -349,10 +369,13 @@ class AsyncClient(_Base):
         timeout_s = self.timeout_s if timeout_s is None else timeout_s
         tid = self._next_id()
         frames = self.frames(x, tid)
+        try:  # done at once, no other task runs before its waiter is in place
+            await self.sock.send_multipart(frames, flags=zmq.NOBLOCK)
+        except zmq.Again:
+            return no_answer(tid, 0.0, self._queue_full())
         fut = asyncio.get_event_loop().create_future()
         self._waiters[tid] = fut
         self.sent_at[tid] = time.monotonic()
-        await self.sock.send_multipart(frames)
         if self._reader is None or self._reader.done():
             self._reader = asyncio.ensure_future(self._read())
         try:
