@@ -67,6 +67,7 @@ class MdiExitSimPolicy(SimPolicy):
             knobs = dict(sc.knobs.get(mx.POLICY_NAME, {}) or {})
             knobs.update(self._overrides)
             self.params = mx.params_from_knobs(knobs, where="knobs.mdi-exit")
+            self._rng = random.Random(view.seed * 7907 + 11)  # the run's seed (tie-breaks)
             self._build(sc)
         self._gamma = self._compute_delays(sc)
         return Decision(info={"policy": self.name})
