@@ -71,6 +71,12 @@ class Terminated(KeyboardInterrupt):
     exit_status = 143
 
 
+class HungUp(Terminated):
+    """SIGHUP (the terminal or ssh session closed): handled as SIGTERM, exit status 129."""
+
+    exit_status = 129
+
+
 def parse_list(text: str, what: str) -> List[str]:
     """Split a comma-separated option (``what``: its name in errors, e.g. ``--policies``);
     empty items are a usage error."""
@@ -187,14 +193,15 @@ def run(args: argparse.Namespace) -> int:
             return _reexec_in_userns(problem)
         if problem is not None:
             raise UsageError("--network netns: %s" % problem)
-    def on_term(signum, frame):  # SIGTERM: clean up as for Ctrl-C
-        raise Terminated
+    def on_term(signum, frame):  # clean up as for Ctrl-C: a hang-up's default action left
+        raise HungUp if signum == signal.SIGHUP else Terminated  # namespaces and no results
 
-    previous = signal.signal(signal.SIGTERM, on_term)
+    previous = {s: signal.signal(s, on_term) for s in (signal.SIGTERM, signal.SIGHUP)}
     try:
         return _run(args)
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for s, handler in previous.items():
+            signal.signal(s, handler)
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -256,9 +263,12 @@ def _run(args: argparse.Namespace) -> int:
                                    network=net, sources_checked=topo.fleet is not None)
         return _run_in(args, topo, bundle, policies, rates, cap, out_dir, lock, settings)
     finally:
-        if net is not None:
-            net.close()
-        lock.close()
+        from agent.testbed.sigdefer import DeferredSignals
+
+        with DeferredSignals():  # Ctrl-C again must not leave namespaces behind
+            if net is not None:
+                net.close()
+            lock.close()
 
 
 def _policies(topo, given):
@@ -338,15 +348,19 @@ def _run_in(args, topo, bundle, policies, rates, cap, out_dir, lock, settings) -
     try:
         runs = run_all(topo, bundle, policies, rates, settings, seed=args.seed,
                        on_result=on_result)
+        save(runs, True)  # in here: Ctrl-C while it writes is said as every interrupt is
     except KeyboardInterrupt as exc:
-        if finished:  # Ctrl-C may have cut the last save short: write what finished again
-            save(finished, False)
         cut = [r for r in finished if _partial(r)]
-        print("\ninterrupted: %d of %d runs finished, %s%s"
-              % (len(finished) - len(cut), total, "kept in %s" % os.path.join(
-                  out_dir, "results.json") if finished else "nothing to keep (the agents' "
-                  "logs are under %s)" % out_dir,
-                 " (the run cut short: under \"partial\")" if cut else ""), file=sys.stderr)
+        if finished:  # Ctrl-C may have cut the last save short: write what finished again
+            save(finished, len(finished) - len(cut) == total)
+        try:
+            print("\ninterrupted: %d of %d runs finished, %s%s"
+                  % (len(finished) - len(cut), total, "kept in %s" % os.path.join(
+                      out_dir, "results.json") if finished else "nothing to keep (the agents' "
+                      "logs are under %s)" % out_dir,
+                     " (the run cut short: under \"partial\")" if cut else ""), file=sys.stderr)
+        except OSError:  # a hung-up terminal (EIO): the namespaces and lock are still released
+            pass
         return getattr(exc, "exit_status", 130)
     except UsageError as exc:
         if not finished:
@@ -354,7 +368,6 @@ def _run_in(args, topo, bundle, policies, rates, cap, out_dir, lock, settings) -
         raise UsageError("%s (%d of %d runs finished, kept in %s)"
                          % (exc, sum(1 for r in finished if not _partial(r)), total,
                             out_dir)) from None
-    save(runs, True)
     print()
     print(format_table(runs))
     print()

@@ -44,6 +44,7 @@ from agent.testbed.inject import FaultRunner
 from agent.testbed.phasecheck import PhaseTally
 from agent.testbed.procs import LocalAgents, free_ports
 from agent.testbed.rundir import rate_label
+from agent.testbed.sigdefer import DeferredSignals
 from agent.testbed.nodeparts import node_config_error
 from agent.testbed.asrun import applied_links, senders_pace, told_rate
 from agent.testbed.report import (RunResult, _created, read_records, served_rate,
@@ -261,14 +262,15 @@ def run_local(topo: Topology, bundle, policy: str, rates: Sequence[float],
                              lambda el, frac, i=i: (faults.poll(), _check_network(net), tick(
                                  i, "load" if el < load_s else "draining", frac)))
             except BaseException as exc:  # Ctrl-C or an agent's death: keep what ran so far
-                try:
-                    faults.finish(agents_ready_s=0.0)
-                except Exception:  # noqa: BLE001 - the network is removed whole right after
-                    pass
-                partial = partial_result(shown, bundle, stages, policy, rate, records, expected,
-                                         settings.duration_s, load_s, exc)
-                if partial is not None and on_result is not None:
-                    on_result(partial)
+                with DeferredSignals():  # Ctrl-C pressed twice (or held) must not lose it
+                    try:
+                        faults.finish(agents_ready_s=0.0)
+                    except Exception:  # noqa: BLE001 - the network is removed whole right after
+                        pass
+                    partial = partial_result(shown, bundle, stages, policy, rate, records,
+                                             expected, settings.duration_s, load_s, exc)
+                    if partial is not None and on_result is not None:
+                        on_result(partial)
                 raise
             faults.finish(agents_ready_s=settings.ready_timeout_s)
             agents.stop([names[s.id] for s in topo.sources])

@@ -23,6 +23,7 @@ from typing import Callable, Dict, Iterable, List, Optional, Sequence
 from agent.config.node import NodeConfig, dump_config
 from agent.errors import UsageError
 from agent.ops.sdnotify import NOTIFY_DIR_PREFIX, NOTIFY_SOCKET_NAME, remove_stale_notify_dirs
+from agent.testbed.sigdefer import DeferredSignals
 
 
 # Ports are handed out below the kernel's ephemeral range, where neither another program's
@@ -116,8 +117,8 @@ def free_ports(n: int, host: str = "127.0.0.1") -> List[int]:
     return out
 
 
-# how an agent process starts: python <launcher> run --config FILE (a plug-in's launcher
-# registers its policies first, then calls agent.cli.main)
+# an agent's argv: python <launcher> run --config FILE (a plug-in's launcher registers its
+# policies, then calls agent.cli.main)
 AGENT_LAUNCHER = ("-m", "agent")
 
 class NotifyListener:
@@ -171,11 +172,7 @@ class NotifyListener:
         self._closed.set()
         self._thread.join(2.0)
         self._sock.close()
-        try:
-            os.remove(self.path)
-            os.rmdir(self._dir)
-        except OSError:
-            pass
+        shutil.rmtree(self._dir, ignore_errors=True)  # our own mkdtemp: the socket file only
 
 
 class AgentProcess:
@@ -188,11 +185,9 @@ class AgentProcess:
         self.node_id = node_id
         self.config_path = config_path
         self.log_path = log_path
-        env = dict(os.environ)
-        env["NOTIFY_SOCKET"] = notify_path
-        # one thread per numeric library: many agents share few cores
-        env.setdefault("OMP_NUM_THREADS", "1")
-        env.setdefault("OPENBLAS_NUM_THREADS", "1")
+        env = dict(os.environ, NOTIFY_SOCKET=notify_path)
+        for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS"):  # many agents share few cores
+            env.setdefault(name, "1")
         # the children run this very package, installed or not (a checkout run in place)
         root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
         env["PYTHONPATH"] = os.pathsep.join(
@@ -277,7 +272,6 @@ def wait_ready(procs: Iterable[AgentProcess], listener: NotifyListener, timeout_
     procs = list(procs)
     deadline = clock() + timeout_s
     while True:
-        listener.poll()
         pending = [p for p in procs if p.pid not in listener.ready_pids]
         if not pending:
             return
@@ -368,13 +362,18 @@ class LocalAgents:
                                  % (n, rc, p.last_error(), p.log_path))
 
     def stop(self, names: Iterable[str], timeout_s: float = 15.0) -> None:
-        """SIGTERM the named agents at once, then wait up to ``timeout_s`` for each (SIGKILL
-        after it)."""
+        """SIGTERM the named agents at once, wait up to ``timeout_s`` for each, then SIGKILL."""
         procs = [self.procs.pop(n) for n in list(names) if n in self.procs]
-        for p in procs:
-            p.terminate()
-        for p in procs:
-            p.stop(timeout_s)
+        try:
+            for p in procs:
+                p.terminate()
+            for p in procs:
+                p.stop(timeout_s)
+        except BaseException:  # Ctrl-C again while they drain: none may outlive the testbed
+            with DeferredSignals():
+                for p in procs:
+                    p.kill()  # one reaped already is left as it is
+            raise
 
     def kill(self, name: str) -> None:
         """SIGKILL one agent, as a power cut would stop it."""
@@ -386,10 +385,13 @@ class LocalAgents:
 
     def close(self) -> None:
         """Stop every agent and close the notify socket."""
-        self.stop_all()
-        if self._listener is not None:
-            self._listener.close()
-            self._listener = None
+        try:
+            self.stop_all()
+        finally:
+            if self._listener is not None:
+                with DeferredSignals():  # its folder goes even on Ctrl-C pressed again
+                    self._listener.close()
+                self._listener = None
 
     def __enter__(self) -> "LocalAgents":
         return self

@@ -154,21 +154,10 @@ def test_ctrl_c_in_the_middle_of_a_rate_keeps_its_records_so_far_as_a_partial_re
     """SIGINT while the only rate is under load: exit 130 and results.json holds no finished
     run but that rate's summary so far under "partial", marked as interrupted."""
     import signal
-    import time
 
     topo = _faulty_topology(tmp_path, [])
     out = str(tmp_path / "out")
-    env = dict(os.environ, PYTHONPATH=REPO, OMP_NUM_THREADS="1")
-    p = subprocess.Popen([sys.executable, "-m", "agent", "testbed", "--topology", topo,
-                          "--policies", "cf", "--rates", "8", "--duration", "60", "--out", out,
-                          "--no-plots"], env=env, stdout=subprocess.PIPE,
-                         stderr=subprocess.PIPE, universal_newlines=True)
-    records = os.path.join(out, "latest", "cf", "cam", "records.jsonl")
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline and p.poll() is None:
-        if os.path.exists(records) and os.path.getsize(records) > 0:
-            break
-        time.sleep(0.2)
+    p = start_under_load(topo, out, dict(os.environ, PYTHONPATH=REPO, OMP_NUM_THREADS="1"))
     p.send_signal(signal.SIGINT)
     _, stderr = p.communicate(timeout=120)
     assert p.returncode == 130, stderr[-3000:]
@@ -196,3 +185,21 @@ def test_a_run_that_cannot_build_namespaces_reruns_itself_once_inside_a_user_nam
     assert argv[1:] == ["-m", "agent", "testbed", "--network", "netns", "--in-userns"]
     assert main(["testbed", "--network", "netns", "--in-userns"]) == 2
     assert "--network netns: needs root" in capfd.readouterr().err
+
+
+def start_under_load(topo, out, env, **popen):
+    """A testbed of ``topo`` (cf at 8 tasks/s for 60 s, records under ``out``) started and
+    waited for until its source has written a record line: a rate under load."""
+    import time
+
+    p = subprocess.Popen([sys.executable, "-m", "agent", "testbed", "--topology", topo,
+                          "--policies", "cf", "--rates", "8", "--duration", "60", "--out", out,
+                          "--no-plots"], env=env, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, universal_newlines=True, **popen)
+    records = os.path.join(out, "latest", "cf", "cam", "records.jsonl")
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and p.poll() is None:
+        if os.path.exists(records) and os.path.getsize(records) > 0:
+            break
+        time.sleep(0.2)
+    return p

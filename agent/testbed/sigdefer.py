@@ -1,0 +1,44 @@
+"""Clean-up that a terminal's signals cannot cut short: Ctrl-C pressed again, SIGTERM, SIGHUP.
+
+The testbed stops on the first Ctrl-C (or SIGTERM, or a hang-up) and then removes what it made:
+agent processes, network namespaces, its notify socket. A second Ctrl-C raising
+``KeyboardInterrupt`` inside that clean-up would leave namespaces, with agents still serving
+in them, behind. Inside ``DeferredSignals()`` those signals are only noted; the
+handlers are swapped, not the signal mask, since Python runs every handler on the main thread
+whichever thread the kernel picks, so a mask on one thread would not hold them.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+import threading
+from typing import List
+
+TERMINAL_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+class DeferredSignals:
+    """``with DeferredSignals(): ...`` notes SIGINT, SIGTERM and SIGHUP instead of acting on
+    them (main thread only). At the end the handlers are restored and the first signal noted is
+    raised again, unless an exception (an interrupt already under way) is propagating."""
+
+    def __init__(self) -> None:
+        self.noted: List[int] = []
+        self._previous: dict = {}
+
+    def _note(self, signum: int, _frame) -> None:
+        self.noted.append(signum)
+
+    def __enter__(self) -> "DeferredSignals":
+        # only the main thread may set handlers; on another one a signal cannot interrupt it
+        if threading.current_thread() is threading.main_thread():
+            self._previous = {s: signal.signal(s, self._note) for s in TERMINAL_SIGNALS}
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        for s, handler in self._previous.items():
+            signal.signal(s, signal.SIG_DFL if handler is None else handler)  # None: set in C
+        # sys.exc_info(): the exception a ``finally`` around this block is propagating
+        if self.noted and exc_type is None and sys.exc_info()[0] is None:
+            signal.raise_signal(self.noted[0])
