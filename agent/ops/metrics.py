@@ -221,10 +221,10 @@ class AgentMetrics:
 
     def last_warning(self, level: str, message: str, wall: float) -> None:
         """Show ``message`` as the newest warning (the one before it is removed)."""
-        # one line, no quotes or backslashes: the label stays readable by simple parsers
-        text = " ".join(str(message).split()).replace('"', "'").replace("\\", "/")
-        if len(text) > WARNING_LABEL_CHARS:
-            text = text[:WARNING_LABEL_CHARS - 3] + "..."
+        # one line; no quotes, backslashes (simple parsers) or unencodable lone surrogates
+        text = " ".join(str(message).encode("utf-8", "replace").decode("utf-8").split())
+        text = text.replace('"', "'").replace("\\", "/")
+        text = text if len(text) <= WARNING_LABEL_CHARS else text[:WARNING_LABEL_CHARS - 3] + "..."
         with self._warning_lock:
             self._last_warning.clear()
             self._last_warning.labels(self.node_id, str(level), text).set(wall)

@@ -18,6 +18,7 @@ import logging
 import math
 import os
 import stat
+import sys
 import time
 from typing import Any, Dict, Mapping, Optional
 
@@ -71,8 +72,10 @@ def _numbers(value: Any, where: str):
 def check_state(state: Mapping[str, Any]) -> None:
     """Raise ``ValueError`` naming the entry when saved state is not what a policy may restore."""
     for where, v in _numbers(state, "state"):
-        if not math.isfinite(v):
-            raise ValueError("%s is %r" % (where, v))
+        # an int past a float's range (JSON writes any digits) is no number a policy can use:
+        # isfinite's OverflowError on it would escape ``load`` and stop every start
+        if abs(v) > sys.float_info.max if isinstance(v, int) else not math.isfinite(v):
+            raise ValueError("%s is %.40r" % (where, v))
     for key in ROUTING_KEYS:
         row = state.get(key)
         if row is None:
