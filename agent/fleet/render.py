@@ -231,9 +231,12 @@ def _render_into(stage: str, topo: Topology, hosts: Dict[str, Host], opts: Rende
                 obj[k] = topo.agent[k]
         if opts.emulate:
             obj.update(keep)
+        # a device binds every interface; a loopback host is this machine, where nodes on
+        # other loopback addresses may take the same ports: bind that address only
+        bind = h.endpoint if loopback_address(h.host) else "tcp://*:%d".__mod__
         obj.update({
-            "control_bind": "tcp://*:%d" % h.control_port,
-            "data_bind": "tcp://*:%d" % h.data_port,
+            "control_bind": bind(h.control_port),
+            "data_bind": bind(h.data_port),
             "engine_cache_dir": _dev(opts, CACHE),
             "security": "curve",
             "secret_key_path": _dev(opts, "%s/keys/%s.key_secret" % (ETC, n)),
@@ -254,7 +257,7 @@ def _render_into(stage: str, topo: Topology, hosts: Dict[str, Host], opts: Rende
             share = [s.share for s in topo.sources if s.id == n][0]
             obj.update({"arrival": "poisson", "arrival_rate_tasks_s": share * opts.rate_tasks_s})
         else:
-            obj.update({"arrival": "client", "client_bind": "tcp://*:%d" % h.client_port,
+            obj.update({"arrival": "client", "client_bind": bind(h.client_port),
                         "client_keys_dir": _dev(opts, ETC + "/clients")})
         try:
             cfgs[n] = parse_config(obj, "/", where="fleet node %s" % n)

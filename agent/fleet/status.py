@@ -15,6 +15,8 @@ on another port than the manifest's. The nodes that answer say whom they hear
 
 from __future__ import annotations
 
+import math
+import threading
 import time
 import urllib.request
 from collections import defaultdict
@@ -23,6 +25,8 @@ from typing import Any, Dict, List, Mapping, Optional
 from agent.ops.metrics import SOURCE_OUTCOMES
 
 PREFIX = "edge_agent_"
+# an agent's metrics text is a few KiB; an endpoint sending more is something else
+ANSWER_MAX_BYTES = 4 << 20
 
 
 def parse_metrics(text: str) -> Dict[str, List[tuple]]:
@@ -38,9 +42,11 @@ def parse_metrics(text: str) -> Dict[str, List[tuple]]:
             k, _, v = item.partition("=")
             labels[k.strip()] = v.strip().strip('"')
         try:
-            out[name[len(PREFIX):]].append((labels, float(value)))
+            v = float(value)
         except ValueError:
             continue
+        if math.isfinite(v):  # NaN/Inf is no count, mode or time a row can show
+            out[name[len(PREFIX):]].append((labels, v))
     return dict(out)
 
 
@@ -110,12 +116,31 @@ def _fmt_warning(w: Mapping[str, Any], width: int = 60) -> str:
     return text if len(text) <= width else text[:width - 3] + "..."
 
 
+def fetch_text(url: str, timeout_s: float) -> str:
+    """The body at ``url``, read whole within ``timeout_s`` (the socket's timeout bounds each
+    read only: an endpoint trickling bytes would hold a reader for ever) and at most
+    ``ANSWER_MAX_BYTES``; ``TimeoutError`` or ``ValueError`` otherwise."""
+    deadline = time.monotonic() + timeout_s
+    chunks, size = [], 0
+    with urllib.request.urlopen(url, timeout=timeout_s) as resp:
+        while True:
+            chunk = resp.read1(65536)
+            if not chunk:
+                return b"".join(chunks).decode("utf-8", "replace")
+            size += len(chunk)
+            if size > ANSWER_MAX_BYTES:
+                raise ValueError("answered over %d MiB: not an agent's metrics"
+                                 % (ANSWER_MAX_BYTES >> 20))
+            chunks.append(chunk)
+            if time.monotonic() > deadline:
+                raise TimeoutError("no complete answer within %g s" % timeout_s)
+
+
 def read_node(url: str, timeout_s: float = 2.0) -> Dict[str, Any]:
     """One node's status from its metrics URL; ``alive`` False with ``error`` when it does not
-    answer."""
+    answer (in full, within ``timeout_s``)."""
     try:
-        with urllib.request.urlopen(url, timeout=timeout_s) as resp:
-            text = resp.read().decode("utf-8", "replace")
+        text = fetch_text(url, timeout_s)
     except Exception as exc:  # refused, timed out, DNS: the node is not reachable
         reason = getattr(exc, "reason", None) or exc
         return {"alive": False, "error": str(reason), "url": url}
@@ -142,31 +167,52 @@ def fleet_status(nodes: Mapping[str, Mapping[str, Any]], timeout_s: float = 2.0
     """Every node's status; ``nodes`` maps node id -> {metrics URL, role, stage, ...}. A node
     whose metrics listen on its device's loopback (``metrics_local``, the local end of the
     tunnel ``fleet render`` names) is read through that tunnel when it is open, else at its
-    URL; an answer naming another node is no answer (``_read_as``)."""
-    out = {}
-    for n, meta in nodes.items():
-        st = {"alive": False}  # type: Dict[str, Any]
-        if meta.get("metrics_local") and meta.get("metrics_tunnel"):
-            st = _read_as(n, "http://%s/metrics" % meta["metrics_local"], timeout_s)
-        if not st.get("alive"):
-            st = _read_as(n, meta["metrics"], timeout_s, not meta.get("named_by_answer")) \
-                if meta.get("metrics") else {
-                "alive": False, "error": "no metrics endpoint (metrics_port = 0)", "url": ""}
-        # the manifest's word first; else what the agent says of itself (an older one: guessed)
-        st["role"] = (meta.get("role") or st.get("role_reported")
-                      or ("worker" if st.get("capacity_flops") else "?"))
-        st["stage"] = meta.get("stage", st.get("stage_reported", ""))
-        st.setdefault("policy", "")  # what the agent says it runs ("": silent or no answer)
-        st["checked_wall"] = time.time()
-        if not st.get("alive") and isinstance(meta.get("metrics_tunnel"), str) \
-                and meta["metrics_tunnel"]:  # listens on the device's loopback (fleet render)
-            st["metrics_tunnel"] = meta["metrics_tunnel"]
-            st["metrics_local"] = str(meta.get("metrics_local") or "127.0.0.1:PORT")
-        out[n] = st
+    URL; an answer naming another node is no answer (``_read_as``). The nodes are read at
+    once, each on its own thread: nodes that do not answer cost one timeout, not one each."""
+    out: Dict[str, Dict[str, Any]] = {}
+    failed: List[BaseException] = []
+
+    def read(n: str, meta: Mapping[str, Any]) -> None:
+        try:
+            out[n] = _node_status(n, meta, timeout_s)
+        except BaseException as exc:  # raised again on the caller's thread
+            failed.append(exc)
+
+    threads = [threading.Thread(target=read, args=(n, meta), daemon=True)
+               for n, meta in nodes.items()]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if failed:
+        raise failed[0]
+    out = {n: out[n] for n in nodes}  # the manifest's order
     for n, st in out.items():
         if not st.get("alive"):
             st["heard_by"] = heard_by(out, n)
     return out
+
+
+def _node_status(n: str, meta: Mapping[str, Any], timeout_s: float) -> Dict[str, Any]:
+    """``fleet_status`` of one node."""
+    st = {"alive": False}  # type: Dict[str, Any]
+    if meta.get("metrics_local") and meta.get("metrics_tunnel"):
+        st = _read_as(n, "http://%s/metrics" % meta["metrics_local"], timeout_s)
+    if not st.get("alive"):
+        st = _read_as(n, meta["metrics"], timeout_s, not meta.get("named_by_answer")) \
+            if meta.get("metrics") else {
+            "alive": False, "error": "no metrics endpoint (metrics_port = 0)", "url": ""}
+    # the manifest's word first; else what the agent says of itself (an older one: guessed)
+    st["role"] = (meta.get("role") or st.get("role_reported")
+                  or ("worker" if st.get("capacity_flops") else "?"))
+    st["stage"] = meta.get("stage", st.get("stage_reported", ""))
+    st.setdefault("policy", "")  # what the agent says it runs ("": silent or no answer)
+    st["checked_wall"] = time.time()
+    if not st.get("alive") and isinstance(meta.get("metrics_tunnel"), str) \
+            and meta["metrics_tunnel"]:  # listens on the device's loopback (fleet render)
+        st["metrics_tunnel"] = meta["metrics_tunnel"]
+        st["metrics_local"] = str(meta.get("metrics_local") or "127.0.0.1:PORT")
+    return st
 
 
 def heard_by(status: Mapping[str, Mapping[str, Any]], node: str) -> List[str]:
@@ -290,8 +336,7 @@ def nodes_from_endpoints(urls: List[str]) -> Dict[str, Dict[str, Any]]:
 
 def _node_label(url: str) -> Optional[str]:
     try:
-        with urllib.request.urlopen(url, timeout=2.0) as resp:
-            text = resp.read().decode("utf-8", "replace")
+        text = fetch_text(url, 2.0)
     except Exception:
         return None
     for labels, _ in (v for vs in parse_metrics(text).values() for v in vs):
