@@ -232,6 +232,7 @@ class AgentPolicy:
     # per-slot state save, which would stall every neighbour waiting on this node's answers
     configuring = False
     wants_logits = False  # True: workers keep each head's logits for ``on_head`` (HeadInfo)
+    tunes_thresholds = False  # True: saved thresholds are its own (else an earlier config's)
 
     def __init__(self, thresholds: Mapping[int, float], knobs: Mapping[str, Any], seed: int = 0):
         self._thresholds = dict(thresholds)
@@ -327,8 +328,9 @@ class AgentPolicy:
         return {"policy": self.name, "thresholds": thresholds_to_wire(self._thresholds)}
 
     def restore(self, state: Mapping[str, Any]) -> None:
-        """Take back a ``snapshot``; invalid entries are ignored."""
-        th = thresholds_from_wire(state.get("thresholds"))
+        """Take back a ``snapshot``; invalid entries are ignored. Thresholds only when the policy
+        tunes them: a fixed policy's saved ones are an earlier config's, which its config overrides."""
+        th = thresholds_from_wire(state.get("thresholds")) if self.tunes_thresholds else {}
         self._thresholds.update({h: c for h, c in th.items() if h in self._thresholds})
 
 

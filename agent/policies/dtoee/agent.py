@@ -58,7 +58,7 @@ class DtoeePolicy(AgentPolicy):
     """The ``dtoee`` policy of one node (offloader, receiver or both): slots and rounds here;
     what was heard, C, the early end and the joint step in the parts it holds (module doc)."""
 
-    name = "dtoee"
+    name, tunes_thresholds = "dtoee", True  # its thresholds: Alg. 3's, restored at a restart
 
     def __init__(self, thresholds, knobs, seed=0):
         super().__init__(thresholds, knobs, seed)
