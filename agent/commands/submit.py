@@ -131,6 +131,20 @@ class Terminated(KeyboardInterrupt):
     exit_status = 143
 
 
+class HungUp(Terminated):
+    """SIGHUP (the terminal or ssh session closed): as SIGTERM, exit status 129; its default
+    action ended the run at once, the inputs in flight without a record."""
+
+    exit_status = 129
+
+
+def _raised_for(signum: int) -> type:
+    """The exception a signal ends the run with (KeyboardInterrupt for SIGINT)."""
+    import signal
+
+    return {signal.SIGTERM: Terminated, signal.SIGHUP: HungUp}.get(signum, KeyboardInterrupt)
+
+
 def run(args: argparse.Namespace) -> int:
     import signal
     import threading
@@ -160,11 +174,12 @@ def run(args: argparse.Namespace) -> int:
         return _send_all(args, endpoint, keys, x, y, [], limit)
     got: list = []  # signals not acted on yet (pyzmq may drop what their handler raised)
 
-    def on_signal(signum, frame):  # SIGTERM as Ctrl-C: answers so far, then the summary
+    def on_signal(signum, frame):  # SIGTERM, SIGHUP as Ctrl-C: answers so far, the summary
         got.append(signum)
-        raise Terminated if signum == signal.SIGTERM else KeyboardInterrupt
+        raise _raised_for(signum)
 
-    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+    previous = {s: signal.signal(s, on_signal)
+                for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}
     try:
         return _send_all(args, endpoint, keys, x, y, got, limit)
     finally:
@@ -178,7 +193,6 @@ def _send_all(args, endpoint: str, keys, x, y, got: list, fleet_limit=None) -> i
     yet (the client raises them again between its polls); ``fleet_limit``: the source's
     ``max_message_bytes`` as its fleet.json records it (None: not known), the client's limit
     unless ``--max-message-bytes`` gives one."""
-    import signal
     from agent.errors import UsageError
     from agent.fleet.client import Client
     from agent.commands.submit_checks import check_size, wait_answers
@@ -194,7 +208,7 @@ def _send_all(args, endpoint: str, keys, x, y, got: list, fleet_limit=None) -> i
                 max_message_bytes=fleet_limit if given is None else given) as client:
         def interrupted() -> None:
             if got:
-                raise Terminated if got[-1] == signal.SIGTERM else KeyboardInterrupt
+                raise _raised_for(got[-1])
         client.interrupted = interrupted
         # as stored: what goes on the wire
         check_size(args.images, client, x, n, "" if given is not None or fleet_limit is None
@@ -225,12 +239,16 @@ def _send_all(args, endpoint: str, keys, x, y, got: list, fleet_limit=None) -> i
             except KeyboardInterrupt:
                 pass
             in_flight = sorted(client.sent_at)
-            ended = "SIGTERM" if isinstance(exc, Terminated) else "SIGINT"
+            ended = ("SIGHUP" if isinstance(exc, HungUp) else "SIGTERM"
+                     if isinstance(exc, Terminated) else "SIGINT")
             tally.abandon(in_flight, "interrupted (%s)" % ended)
-            if tally.answered:
-                tally.summary()
-            print(interrupted_line(ended, in_flight, n - tally.answered - len(in_flight)))
-            sys.stdout.flush()
+            try:  # a closed terminal (SIGHUP) fails the print (EIO): the records are kept
+                if tally.answered:
+                    tally.summary()
+                print(interrupted_line(ended, in_flight, n - tally.answered - len(in_flight)))
+                sys.stdout.flush()
+            except OSError:
+                pass
             return int(getattr(exc, "exit_status", 130))
         finally:
             if tally.out is not None:

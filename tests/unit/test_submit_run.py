@@ -84,12 +84,14 @@ def _submit_process(images, endpoint, interrupt_wait_s=None):
 
 
 @pytest.mark.parametrize("signum,status,name", [(signal.SIGINT, 130, "SIGINT"),
-                                                (signal.SIGTERM, 143, "SIGTERM")])
+                                                (signal.SIGTERM, 143, "SIGTERM"),
+                                                (signal.SIGHUP, 129, "SIGHUP")])
 def test_an_interrupt_names_the_input_in_flight_and_those_not_sent(tmp_path, signum, status,
                                                                    name):
-    """Rule: Ctrl-C or SIGTERM while an answer is awaited ends the run with the summary of the
-    answers so far and one line naming the input sent and not answered and how many were not
-    sent; exit 130 (SIGINT) or 143 (SIGTERM), no traceback."""
+    """Rule: Ctrl-C, SIGTERM or SIGHUP (a closed terminal) while an answer is awaited ends the
+    run with the summary of the answers so far and one line naming the input sent and not
+    answered and how many were not sent; exit 130 (SIGINT), 143 (SIGTERM) or 129 (SIGHUP), no
+    traceback."""
     from agent.protocol import wire
 
     images = str(tmp_path / "in.npz")
