@@ -336,6 +336,13 @@ class SourceSide(Role):
         if task is not None:
             self._answer(task.client, "lost", reason)
 
+    def _release(self, task: Pending) -> None:
+        """End the custody of ``task``'s latest issue, sent or held: it is neither sent again
+        (a worker would run an answered task) nor counted in ``held`` (admission, drain)."""
+        key = wire.task_key(task.id, task.attempt)
+        self.out.cancel(key)
+        self.out.take_back(lambda item: item.key == key)
+
     # -- results -----------------------------------------------------------------------------
 
     def on_timer(self, key: str, now: float) -> None:
@@ -344,7 +351,7 @@ class SourceSide(Role):
         task = self.book.pending.get(key)
         if task is None or now < task.result_due:
             return
-        self.out.cancel(wire.task_key(task.id, task.attempt))
+        self._release(task)
         if task.attempt + 1 >= self.cfg.max_attempts:
             return self._lose(key, now, "deadline")
         if self.out.current_view().no_route:
@@ -379,8 +386,9 @@ class SourceSide(Role):
         del self.tokens[f["id"]]
         task = self.book.complete(f, self.wall(), self.clock())
         if task is None:
-            self.out.count("duplicate_result")
-        elif task.client is not None:
+            return self.out.count("duplicate_result")
+        self._release(task)  # an earlier attempt's result may cross the latest issue
+        if task.client is not None:
             ident, cid = task.client
             answer = {k: v for k, v in f.items() if k != "token"}  # the secret stays here
             self.answers.append((ident, dict(answer, id=cid, outcome="completed", reason="")))

@@ -258,6 +258,7 @@ class WorkerSide(Role):
             return self.out.refuse(identity, key, "overload", max(hold_s, view.service_time_s))
         self.out.ack(identity, [key])
         self.seen[(f["id"], h)] = (f["attempt"], now + ttl)
+        self.seen.move_to_end((f["id"], h))  # _forget and SEEN_KEYS take the oldest first
         if len(self.seen) > SEEN_KEYS:
             self.seen.popitem(last=False)
         self.received += 1
