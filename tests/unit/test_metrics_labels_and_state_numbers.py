@@ -28,13 +28,15 @@ def test_a_warning_naming_a_non_utf8_file_keeps_the_metrics_page_scrapable():
     in its place, and every other series is still served."""
     m = AgentMetrics('w"1\\é')
     port = _serve(m)
-    log = logging.getLogger("rv_ops.labels")
+    log = logging.getLogger("metrics_labels_test")
+    log.propagate = False  # pytest's log capture, sent between test processes, takes no surrogate
     try:
         m.capture_warnings(log)
         m.routing("w2", 0.25)
         log.warning("cannot open %s", os.fsdecode(b"/data/caf\xe9.onnx"))
         families = _scrape(port)
     finally:
+        log.propagate = True
         m.close()
     (warning,) = families["edge_agent_last_warning_timestamp_seconds"].samples
     assert warning.labels["message"] == "cannot open /data/caf?.onnx"
