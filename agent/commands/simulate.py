@@ -6,6 +6,7 @@ import argparse
 import json
 import math
 import os
+import sys
 from typing import Any, Dict, List, Optional
 
 from agent.errors import UsageError
@@ -106,10 +107,13 @@ def _table(rows: List[Dict[str, Any]], key: str) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run the requested experiments; write ``results.json`` and plots to ``--out``."""
+    """Run the requested experiments; write ``results.json`` and plots to ``--out``. Ctrl-C,
+    SIGTERM or SIGHUP keeps what finished (``"interrupted"`` in results.json)."""
+    from agent.commands.interrupts import as_interrupts
     from agent.scenario.sections import naming_the_file
 
-    with naming_the_file(args.scenario):  # a policy section's knob a policy refuses mid-run
+    # a policy section's knob a policy refuses mid-run names the file
+    with naming_the_file(args.scenario), as_interrupts():
         return _run(args)
 
 
@@ -118,8 +122,7 @@ def _run(args: argparse.Namespace) -> int:
     from agent.ops.files import check_output_dir, check_output_file, output_errors
     from agent.policies.registry import check_scenario_knobs, make_sim_policy
     from agent.scenario.format import load_scenario
-    from agent.sim import DynamicConfig, SimConfig, with_source_rate
-    from agent.sim import experiments as ex
+    from agent.sim import SimConfig
 
     sc = load_scenario(args.scenario)
     check_scenario_knobs(sc.knobs)
@@ -168,7 +171,39 @@ def _run(args: argparse.Namespace) -> int:
                            "config": {k: v for k, v in vars(cfg).items() if k != "dynamic"}}
     plots = []
     rates = args.rates or [None]
-    rows = []
+    rows: List[Dict[str, Any]] = []
+    try:
+        _sweeps(args, sc, policies, cfg, factory, rates, rows, out, make_dir)
+    except KeyboardInterrupt as exc:
+        return _interrupted(args, out, rows, len(rates) * len(policies), results, exc)
+    out = _clean(out)
+    make_dir(args.out)
+    with output_errors("--out", results):
+        write_atomic(results, json.dumps(out, indent=1))
+    if not args.no_plots:
+        from agent.sim.plots import plot_results
+
+        name = os.path.splitext(os.path.basename(args.scenario))[0]
+        with output_errors("--out", args.out):
+            plots = plot_results(out, name, args.out)
+            if len({r["rate"] for r in rows}) == 1:  # plot_results: a sweep from 2 rates up
+                from agent.sim.plots import plot_vs
+
+                plots.insert(0, plot_vs(rows, "rate", "arrival rate per source (tasks/s)",
+                                        name + " (one rate: give --rates A,B,... for a curve)",
+                                        os.path.join(args.out, "%s_vs_rate.png" % name)))
+    print(results)
+    for p in plots:
+        print(p)
+    return 0
+
+
+def _sweeps(args, sc, policies, cfg, factory, rates, rows, out, make_dir) -> None:
+    """The runs asked for, into ``out`` (``rows``: the rate sweep's, filled as each ends)."""
+    from agent.ops.files import output_errors
+    from agent.sim import DynamicConfig, with_source_rate
+    from agent.sim import experiments as ex
+
     for rate in rates:
         scn = sc if rate is None else with_source_rate(sc, rate)
         for name in policies:
@@ -202,26 +237,28 @@ def _run(args: argparse.Namespace) -> int:
         names = ["dtoee", "dtoee-c0.7", "dtoee-c1.0"]
         series = ex.slot_series(sc, names, dyn_cfg, factory)
         out["thresholds"] = series
-    out = _clean(out)
-    make_dir(args.out)
-    with output_errors("--out", results):
-        write_atomic(results, json.dumps(out, indent=1))
-    if not args.no_plots:
-        from agent.sim.plots import plot_results
 
-        name = os.path.splitext(os.path.basename(args.scenario))[0]
-        with output_errors("--out", args.out):
-            plots = plot_results(out, name, args.out)
-            if len({r["rate"] for r in rows}) == 1:  # plot_results: a sweep from 2 rates up
-                from agent.sim.plots import plot_vs
 
-                plots.insert(0, plot_vs(rows, "rate", "arrival rate per source (tasks/s)",
-                                        name + " (one rate: give --rates A,B,... for a curve)",
-                                        os.path.join(args.out, "%s_vs_rate.png" % name)))
-    print(results)
-    for p in plots:
-        print(p)
-    return 0
+def _interrupted(args, out, rows, total: int, results: str, exc: BaseException) -> int:
+    """Ctrl-C (or SIGTERM, SIGHUP) mid-run: the rate sweep's finished runs kept in
+    results.json, marked ``"interrupted"``, and one line saying so; the signal's exit status."""
+    from agent.commands.interrupts import signal_name
+    from agent.ops.atomic import write_atomic
+    from agent.ops.files import output_errors
+
+    out.update(rates=rows, interrupted=signal_name(exc))
+    kept = "nothing to keep"
+    if rows:
+        with output_errors("--out", results):
+            os.makedirs(args.out, exist_ok=True)
+            write_atomic(results, json.dumps(_clean(out), indent=1))
+        kept = "kept in %s" % results
+    try:  # a closed terminal (SIGHUP) fails the print (EIO)
+        print("\ninterrupted (%s): %d of %d rate-sweep runs finished, %s"
+              % (signal_name(exc), len(rows), total, kept), file=sys.stderr)
+    except OSError:
+        pass
+    return int(getattr(exc, "exit_status", 130))
 
 
 def _check_thresholds_apply(sc: Any, policies: List[str], study: bool) -> None:

@@ -125,30 +125,10 @@ def _inputs(args):
     return x, y
 
 
-class Terminated(KeyboardInterrupt):
-    """SIGTERM during a run, handled as Ctrl-C is but ending with its own exit status."""
-
-    exit_status = 143
-
-
-class HungUp(Terminated):
-    """SIGHUP (the terminal or ssh session closed): as SIGTERM, exit status 129; its default
-    action ended the run at once, the inputs in flight without a record."""
-
-    exit_status = 129
-
-
-def _raised_for(signum: int) -> type:
-    """The exception a signal ends the run with (KeyboardInterrupt for SIGINT)."""
-    import signal
-
-    return {signal.SIGTERM: Terminated, signal.SIGHUP: HungUp}.get(signum, KeyboardInterrupt)
-
-
 def run(args: argparse.Namespace) -> int:
     import signal
-    import threading
 
+    from agent.commands.interrupts import as_interrupts
     from agent.fleet.client import DEFAULT_TIMEOUT_S
     from agent.errors import UsageError
 
@@ -170,21 +150,10 @@ def run(args: argparse.Namespace) -> int:
                          "got %d" % args.max_message_bytes)
     endpoint, keys, limit = _endpoint_and_keys(args)
     x, y = _inputs(args)
-    if threading.current_thread() is not threading.main_thread():  # no signals there
-        return _send_all(args, endpoint, keys, x, y, [], limit)
     got: list = []  # signals not acted on yet (pyzmq may drop what their handler raised)
-
-    def on_signal(signum, frame):  # SIGTERM, SIGHUP as Ctrl-C: answers so far, the summary
-        got.append(signum)
-        raise _raised_for(signum)
-
-    previous = {s: signal.signal(s, on_signal)
-                for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}
-    try:
+    # SIGTERM, SIGHUP as Ctrl-C: the answers so far, then the summary
+    with as_interrupts((signal.SIGTERM, signal.SIGINT, signal.SIGHUP), got.append):
         return _send_all(args, endpoint, keys, x, y, got, limit)
-    finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)
 
 
 def _send_all(args, endpoint: str, keys, x, y, got: list, fleet_limit=None) -> int:
@@ -195,6 +164,7 @@ def _send_all(args, endpoint: str, keys, x, y, got: list, fleet_limit=None) -> i
     unless ``--max-message-bytes`` gives one."""
     from agent.errors import UsageError
     from agent.fleet.client import Client
+    from agent.commands.interrupts import raised_for, signal_name
     from agent.commands.submit_checks import check_size, wait_answers
     from agent.commands.submit_rate import send_at_rate
     from agent.commands.submit_tally import Tally, interrupted_line
@@ -208,7 +178,7 @@ def _send_all(args, endpoint: str, keys, x, y, got: list, fleet_limit=None) -> i
                 max_message_bytes=fleet_limit if given is None else given) as client:
         def interrupted() -> None:
             if got:
-                raise _raised_for(got[-1])
+                raise raised_for(got[-1])
         client.interrupted = interrupted
         # as stored: what goes on the wire
         check_size(args.images, client, x, n, "" if given is not None or fleet_limit is None
@@ -239,8 +209,7 @@ def _send_all(args, endpoint: str, keys, x, y, got: list, fleet_limit=None) -> i
             except KeyboardInterrupt:
                 pass
             in_flight = sorted(client.sent_at)
-            ended = ("SIGHUP" if isinstance(exc, HungUp) else "SIGTERM"
-                     if isinstance(exc, Terminated) else "SIGINT")
+            ended = signal_name(exc)
             tally.abandon(in_flight, "interrupted (%s)" % ended)
             try:  # a closed terminal (SIGHUP) fails the print (EIO): the records are kept
                 if tally.answered:

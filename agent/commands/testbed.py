@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
 import sys
 from typing import List
 
@@ -63,18 +62,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "netns testbeds no longer running left behind, then exit")
     # set by the command on itself when it re-runs inside a user namespace (never again)
     parser.add_argument("--in-userns", action="store_true", help=argparse.SUPPRESS)
-
-
-class Terminated(KeyboardInterrupt):
-    """SIGTERM, handled as Ctrl-C is but ending with its own exit status (143)."""
-
-    exit_status = 143
-
-
-class HungUp(Terminated):
-    """SIGHUP (the terminal or ssh session closed): handled as SIGTERM, exit status 129."""
-
-    exit_status = 129
 
 
 def parse_list(text: str, what: str) -> List[str]:
@@ -193,15 +180,10 @@ def run(args: argparse.Namespace) -> int:
             return _reexec_in_userns(problem)
         if problem is not None:
             raise UsageError("--network netns: %s" % problem)
-    def on_term(signum, frame):  # clean up as for Ctrl-C: a hang-up's default action left
-        raise HungUp if signum == signal.SIGHUP else Terminated  # namespaces and no results
+    from agent.commands.interrupts import as_interrupts
 
-    previous = {s: signal.signal(s, on_term) for s in (signal.SIGTERM, signal.SIGHUP)}
-    try:
+    with as_interrupts():  # cleaned up as for Ctrl-C: a hang-up left namespaces, no results
         return _run(args)
-    finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)
 
 
 def _run(args: argparse.Namespace) -> int:
