@@ -80,6 +80,7 @@ class Outbox:
         self.pacers = ({p.id: LinkPacer(p.link_rate_bytes_s) for p in cfg.peers}
                        if cfg.emulate_links else {})
         self._paced: List[Any] = []  # heap of (due, seq, item, frames) for emulated links
+        self._paced_seq: Dict[str, int] = {}  # key -> seq of its latest paced send (the one to go)
         self._out_count = outqueue.OutputCount()  # O_n for the view
         # measured link rates; each estimate replaces the configured one in the view
         self.link_rates = LinkRates({p.id: p.link_rate_bytes_s for p in cfg.peers})
@@ -163,9 +164,8 @@ class Outbox:
 
     def flush_results(self, now: Optional[float] = None) -> None:
         """Send the results collected since the last call: RESULTS messages per source (of at
-        most ``wire.MAX_BATCH`` results, one header's bytes and this node's
-        ``max_message_bytes``: a fleet runs one value, so the source takes them), one send per
-        batch, not per task."""
+        most ``wire.MAX_BATCH`` results, one header's bytes and this node's ``max_message_bytes``:
+        a fleet runs one value, so the source takes them), one send per batch, not per task."""
         if not self._results:
             return
         batches, self._results = self._results, {}
@@ -199,8 +199,7 @@ class Outbox:
                 self.waiting.append(item)  # at the tail of the output queue; its head is offered
                 return self.retry_waiting(now)
             self._hold_full_links(now)
-            info = TaskInfo(item.fields["id"], item.fields["stage"],
-                            0 if item.tensor is None else item.tensor.nbytes)
+            info = TaskInfo(item.fields["id"], item.fields["stage"], item.nbytes)
             try:
                 dest = self.policy.choose_successor(info, self.current_view(), item.tried)
             except Exception:  # a policy's error must not lose the task: it waits, counted
@@ -220,8 +219,7 @@ class Outbox:
             self.items[item.key] = item
             self._results.setdefault(item.dest, []).append(item)
             item.link_start, item.deadline = now, now + self.cfg.ack_timeout_s
-            self._timers.push(item.deadline, item.key, False)
-            return
+            return self._timers.push(item.deadline, item.key, False)
         nbytes = wire_bytes_of(item.nbytes)  # the link carries the framing too
         due = now if pacer is None else pacer.schedule(now, nbytes)
         if item.expires:  # what is left of it when it leaves (a paced link's wait is spent here)
@@ -234,6 +232,7 @@ class Outbox:
         if pacer is not None:
             item.link_start = due - nbytes / pacer.rate_bytes_s
             self._seq += 1
+            self._paced_seq[item.key] = self._seq
             heapq.heappush(self._paced, (due, self._seq, item, frames))
             item.deadline = due + self.cfg.ack_timeout_s
         else:
@@ -306,8 +305,7 @@ class Outbox:
                 self.link_rates.observe(peer, item.link_start, now, wire_bytes_of(item.nbytes))
                 measured += 1
                 if item.kind == Kind.TASK:  # D_nm for the policy
-                    self.policy.on_transfer(peer, now - item.link_start,
-                                            0 if item.tensor is None else item.tensor.nbytes)
+                    self.policy.on_transfer(peer, now - item.link_start, item.nbytes)
         if measured:  # once per ACK message
             rate_measured(self.link_rates, peer, self.view, self.counters, self.metrics)
 
@@ -366,7 +364,10 @@ class Outbox:
         """Hand every paced message whose link slot has come to its socket; a task whose
         deadline passed while it waited is dropped (``deadline``), as its receiver would."""
         while self._paced and self._paced[0][0] <= now:
-            _, _, item, frames = heapq.heappop(self._paced)
+            _, seq, item, frames = heapq.heappop(self._paced)
+            if self._paced_seq.get(item.key) != seq:  # sent again since (link down): that goes
+                continue
+            del self._paced_seq[item.key]
             if self.items.get(item.key) is not item:
                 continue
             if item.expires and now >= item.expires:
@@ -380,21 +381,18 @@ class Outbox:
         pop = self._timers.pop_due
         while (entry := pop(now)) is not None:
             _, _, key, side = entry
-            if side:
-                on_timer(key, now)
-                continue
-            if not key:  # a refusing successor's hold ended
-                self.retry_waiting(now)
+            if side or not key:  # a side's timer, or a refusing successor's hold ended
+                on_timer(key, now) if side else self.retry_waiting(now)
                 continue
             item = self.items.get(key)
             if item is None or item.deadline > now or self._same_link_only(item, now):
                 continue
             del self.items[key]
             item.resends += 1
-            self.counters["resends"] += 1
             if item.resends > MAX_HOP_RESENDS and now >= item.keep_until:
-                self.drop("undeliverable")
+                self.drop("undeliverable")  # given up, not re-sent: no ``resends``
                 continue
+            self.counters["resends"] += 1
             item.tried.append(item.dest)
             item.fields["resends"] = item.fields.get("resends", 0) + 1
             self.send(item, now, True)
