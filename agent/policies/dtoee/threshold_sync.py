@@ -41,12 +41,13 @@ class ThresholdSync:
         self.held_round: Optional[int] = None  # round whose decision holds the next requests
         self.last_report: Optional[ThresholdReport] = None  # own, echoed once settled
         self.rounds = 0  # the phase's rounds (start): reports for later rounds are refused
+        self.reported_c: Dict[int, Optional[float]] = {}  # round -> own stage's C when reported
         self._remaining_cache: Dict[Any, float] = {}  # (stage, thresholds) -> I_h
 
     def start(self, rounds: int) -> None:
         """A new phase of ``rounds`` rounds: no reports, nothing held."""
         self.reports, self.held_round, self.last_report = {}, None, None
-        self.rounds = rounds
+        self.rounds, self.reported_c = rounds, {}
 
     def snapshot(self) -> Dict[str, Any]:
         """C and its version for the node's saved state."""
@@ -89,6 +90,7 @@ class ThresholdSync:
         from now until ``release``."""
         rep = threshold_report(view.node_id, rnd, view.stage, rate, before, marginals_s)
         self.reports.setdefault(rnd, {})[view.node_id] = rep
+        self.reported_c[rnd] = self.th.get(view.stage)
         self.last_report = rep
         self.held_round = rnd
         return [Outgoing(Kind.THRESHOLD, BROADCAST, {"payload": to_payload(rep)}, slot, rnd)]
@@ -147,6 +149,12 @@ class ThresholdSync:
         if view.node_id not in reps or not all(s in reps for s in live):
             return False
         h = view.stage
+        if self.reported_c.pop(rnd, self.th.get(h)) != self.th.get(h):
+            # this stage's C moved since these reports (the siblings' decision of this round,
+            # or a later one, came in a merge while a report was late): deciding again would
+            # apply the round's step twice, on this node only
+            del self.reports[rnd]
+            return True
         st = exit_stats(view.exit_profile, self.th)
         reach = 1.0
         for k in range(1, h):
