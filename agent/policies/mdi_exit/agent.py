@@ -315,15 +315,20 @@ class MdiExitPolicy(AgentPolicy):
 
     def snapshot(self) -> Dict[str, Any]:
         state = super().snapshot()
-        state.update({"mdi_threshold": self._threshold,
-                      "interarrival_s": self.admission.interarrival_s,
+        p = self.params  # only what Algs. 3-4 set: a fixed value is the config's (restore)
+        state.update({"mdi_threshold": self._threshold if p.threshold_adaptation else None,
+                      "interarrival_s": self.admission.interarrival_s if p.admission_control
+                      else None,
                       # for inspection only: links may differ after a restart, so not restored
                       "transfer_delay_s": self.transfer_delay.table()})
         return state
 
     def restore(self, state: Mapping[str, Any]) -> None:
+        """Take back Alg. 4's T_e and Alg. 3's mu when this node adapts them; a run that did
+        not saved none, so a restart that turns Alg. 3 or 4 on starts from the knobs."""
         super().restore(state)
-        th, mu = state.get("mdi_threshold"), state.get("interarrival_s")
-        if isinstance(th, float) and self.params.min_threshold <= th <= 1.0:
+        p, th, mu = self.params, state.get("mdi_threshold"), state.get("interarrival_s")
+        if p.threshold_adaptation and isinstance(th, float) and p.min_threshold <= th <= 1.0:
             self._threshold = th
-        self.admission.restore(mu)
+        if p.admission_control:
+            self.admission.restore(mu)
