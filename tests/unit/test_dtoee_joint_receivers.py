@@ -137,3 +137,17 @@ def test_learn_notes_the_peers_that_serve_no_next_stage_but_never_a_successor():
     fresh.start(4)
     with pytest.raises(ValueError, match="of 'v' names s, known"):  # the view handed along
         fresh.on_report("v", _with_receiver(ok, "s"), 0, view)
+
+
+def test_a_missing_stage_report_is_logged_at_the_1st_10th_and_100th_slot_only(caplog):
+    """Rule: receivers whose predecessors sent no stage report are named once a slot at most,
+    and only at the 1st, 10th, 100th... slot with one, each line counting them: a sibling left
+    out of the peers logged a WARNING every slot for good."""
+    js = JointSync(DtoeeParams(step="joint"))
+    with caplog.at_level(logging.WARNING, logger="agent.policies.dtoee.joint_sync"):
+        for slot in range(150):
+            js.warn_missing(slot, 1, ["b1"])
+            js.warn_missing(slot, 1, ["b1"])  # the same slot again: no line
+    lines = [r.getMessage() for r in caplog.records]
+    assert [line.rsplit("this: ", 1)[1] for line in lines] == ["1)", "10)", "100)"]
+    assert all("receivers b1 " in line for line in lines)
