@@ -86,11 +86,15 @@ def fifo_sim_delay(topo: Topology, stages: Sequence[StageInfo], total_rate: floa
     Eq. 8 models a worker and a link as processor-sharing servers (link model ``shared``);
     an agent serves one task at a time (FIFO) and its links serialise transfers. ``agent.sim`` with FIFO
     workers and shared links is that system, so this column tells the queueing discipline's
-    share of a measured-vs-model gap from the agent's own overheads.
+    share of a measured-vs-model gap from the agent's own overheads. None, as for eq. 8, when
+    the routing overloads a worker or a link: the queue then grows for as long as the
+    simulation runs, so its mean would say how long that is, not what the agents measured.
     """
     if topo.multi_stage or any(w.emulate_capacity_flops is None for w in topo.workers):
         return None
     scenario = parse_scenario(scenario_object(topo, stages, total_rate, remaining))
+    if not math.isfinite(mean_response_time(scenario, routing)):
+        return None  # FIFO and processor sharing are stable under the same loads
     res = simulate(scenario, FixedPolicy({k: dict(v) for k, v in routing.items()}),
                    SimConfig(duration_s=120.0, slot_s=1000.0, discipline="fifo",
                              link_model="shared", seed=seed))
