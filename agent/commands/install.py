@@ -6,7 +6,8 @@ TensorRT bindings are importable), installs the package into it, writes the unit
 enables them. ``--dry-run`` prints every step without doing anything; ``--root DIR`` installs
 into DIR as if it were ``/`` (an image, or a test's temp dir): steps that act on this machine's
 user database are then skipped and ``systemctl --root`` only writes the enablement links.
-Running it again is safe: existing users, directories, venv and calibrate.env are kept (a
+Running it again is safe: existing users, directories, venv (made again where its interpreter
+is gone; on a Jetson, set to see the system site-packages) and calibrate.env are kept (a
 ``--bundle`` other than the kept calibrate.env's is named, with how to change it); unit files
 are rewritten, and one that differed from the shipped text is named as replaced.
 Before the first step (dry run too) it checks what it can: the folders it writes are
@@ -23,7 +24,8 @@ import subprocess
 import sys
 from typing import List, Optional
 
-from agent.commands.install_files import clean_build_dir, kept_env_note, replaced_note
+from agent.commands.install_files import (clean_build_dir, kept_env_note, replaced_note,
+                                          see_system_site)
 from agent.errors import UsageError
 from agent.ops.atomic import write_atomic
 from agent.ops.files import check_output_dir
@@ -316,20 +318,29 @@ def run(args: argparse.Namespace) -> int:
     venv_path = VENV
     venv = _under(root, venv_path)
     plan.mkdir(_under(root, PREFIX), 0o755)
-    if os.path.exists(os.path.join(venv, "bin", "python")):
+    venv_python = os.path.join(venv, "bin", "python")
+    if os.path.exists(venv_python):
         plan.skip("python -m venv " + venv, "exists, kept")
+        if jetson:
+            see_system_site(plan, venv)
     else:
         cmd = [args.python, "-m", "venv"] + (["--system-site-packages"] if jetson else []) + [venv]
         if args.no_pip:
             cmd.insert(3, "--without-pip")
+        if os.path.lexists(venv_python):  # venv leaves such links as they are: made anew
+            plan.say("# %s links to %s, which is gone (Python upgraded?): the venv is made again"
+                     % (venv_python, os.path.realpath(venv_python)))
+            cmd.insert(3, "--clear")
         plan.run(cmd)
     if args.no_pip:
         plan.skip("pip install", "--no-pip")
     else:
         # jetson: NVIDIA's onnxruntime from the system site-packages, none from the index
         clean_build_dir(plan, spec)
-        plan.run([os.path.join(venv, "bin", "python"), "-m", "pip", "install", "--upgrade",
-                  spec + ("[jetson]" if jetson else "[cpu]")])
+        pip = [os.path.join(venv, "bin", "python"), "-m", "pip", "install"]
+        plan.run(pip + ["--upgrade", spec + ("[jetson]" if jetson else "[cpu]")])
+        if spec.endswith(".whl"):  # pip keeps an installed version a rebuilt wheel repeats
+            plan.run(pip + ["--force-reinstall", "--no-deps", spec])
         clean_build_dir(plan, spec)
         if alt_root:
             relocate_venv(plan, venv, venv_path)

@@ -1,11 +1,14 @@
-"""What ``edge-agent install`` says about the files it keeps or replaces, and the build
-leftovers it clears from a checkout it installs from."""
+"""What ``edge-agent install`` says about the files it keeps or replaces, the build leftovers
+it clears from a checkout it installs from, and a kept venv it fits to a Jetson."""
 
 from __future__ import annotations
 
 import os
 import shutil
 from typing import Any, Optional
+
+from agent.errors import UsageError
+from agent.ops.atomic import write_atomic
 
 
 def kept_env_note(path: str, bundle: Optional[str]) -> str:
@@ -48,3 +51,25 @@ def clean_build_dir(plan: Any, spec: str) -> None:
     plan.say("rm -rf %s  # setuptools' leftovers" % build)
     if not plan.dry_run:
         shutil.rmtree(build, ignore_errors=True)
+
+
+def see_system_site(plan: Any, venv: str) -> None:
+    """Make a kept venv see the system site-packages, as ``--system-site-packages`` makes a new
+    one on a Jetson: one made by an earlier install with ``--jetson no`` (or before JetPack)
+    cannot import JetPack's TensorRT bindings, and ``site`` reads this flag at every start."""
+    cfg = os.path.join(venv, "pyvenv.cfg")
+    try:
+        with open(cfg) as f:
+            lines = f.read().splitlines(True)
+    except OSError:
+        return
+    key = "include-system-site-packages"
+    new = [key + " = true\n" if ln.split("=", 1)[0].strip() == key else ln for ln in lines]
+    if new == lines:
+        return  # already true, or no such line (pyvenv.cfg of another tool)
+    plan.say("# set %s = true in %s (JetPack's TensorRT bindings)" % (key, cfg))
+    if not plan.dry_run:
+        try:
+            write_atomic(cfg, "".join(new), perms=os.stat(cfg).st_mode & 0o7777)
+        except OSError as exc:
+            raise UsageError("cannot write %s: %s" % (cfg, exc.strerror or exc)) from None
