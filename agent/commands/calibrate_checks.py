@@ -17,7 +17,7 @@ import os
 from typing import Optional, Tuple
 
 from agent.errors import UsageError
-from agent.ops.files import FileFault, check_output_file
+from agent.ops.files import FileFault, check_output_file, free_bytes  # noqa: F401 (its home)
 
 MIN_FREE_BYTES = 1024 * 1024  # entries are ~1 kB: a file system with less than this is full
 SERVICE_USER_FIX = "run as a user that can (the service user: sudo -u edge-agent ...)"
@@ -54,20 +54,6 @@ def write_fault(exc: OSError, folder: str) -> Tuple[str, str]:
     if code in (errno.EACCES, errno.EPERM):
         return ("%s: permission denied" % folder, SERVICE_USER_FIX)
     return ("%s: %s" % (folder, exc.strerror or exc), "give another --profile or --state-dir")
-
-
-def free_bytes(folder: str) -> Optional[float]:
-    """Bytes this user may still write on the file system holding ``folder`` (root may also
-    use the blocks reserved for it); None when the file system does not say (statvfs fails,
-    or reports no blocks at all, as some FUSE mounts do): the write probe decides alone."""
-    try:
-        st = os.statvfs(folder)
-    except OSError:
-        return None
-    if not st.f_blocks:
-        return None
-    blocks = st.f_bfree if os.geteuid() == 0 else st.f_bavail
-    return float(blocks) * st.f_frsize
 
 
 def check_profile_place(profile_path: str, what: str, state_dir: Optional[str] = None) -> None:

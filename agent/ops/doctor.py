@@ -289,6 +289,8 @@ def state_dir_of(ctx: Context) -> str:
 
 
 def check_dirs(ctx: Context) -> List[Check]:
+    from agent.ops.files import free_bytes
+    from agent.ops.reserve import RESERVE_BYTES
     from engines.trt_backend import default_cache_dir
 
     out = []
@@ -299,9 +301,13 @@ def check_dirs(ctx: Context) -> List[Check]:
         if closed is not None:  # the service user cannot write it: run exits 78
             out.append(closed)
             continue
-        fix = (why.rsplit("): ", 1)[1] if why and "link to nothing (" in why else
-               "run as the service user (systemd creates it: StateDirectory=/CacheDirectory=), "
-               "or pass --state-dir/--cache-dir")
+        free = free_bytes(d) if why is None else None  # a full disk still makes empty files
+        if free is not None and free < RESERVE_BYTES:
+            why = "%d bytes free: records, state and logs cannot be written" % free
+        fix = (why.rsplit("): ", 1)[1] if why and "link to nothing (" in why else "%s, or pass "
+               "--state-dir/--cache-dir" % ("free space there" if free is not None else "remount"
+               " it read-write" if "Read-only" in (why or "") else "run as the service user "
+               "(systemd creates it: StateDirectory=/CacheDirectory=)"))
         out.append(Check(name, OK, "%s writable" % d) if why is None else
                    Check(name, WARN, "%s: %s" % (d, why), fix))
     return out

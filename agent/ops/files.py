@@ -353,3 +353,17 @@ class WriteFaults:
             self.failing = False
             log.warning("writing %s works again after %d failure(s) in all", self.what,
                         self.failures)
+
+
+def free_bytes(folder: str) -> Optional[float]:
+    """Bytes this user may still write on the file system holding ``folder`` (root may also
+    use the blocks reserved for it); None when the file system does not say (statvfs fails,
+    or reports no blocks at all, as some FUSE mounts do): the write probe decides alone."""
+    try:
+        st = os.statvfs(folder)
+    except OSError:
+        return None
+    if not st.f_blocks:
+        return None
+    blocks = st.f_bfree if os.geteuid() == 0 else st.f_bavail
+    return float(blocks) * st.f_frsize
