@@ -17,7 +17,7 @@ import os
 from typing import Optional, Tuple
 
 from agent.errors import UsageError
-from agent.ops.files import FileFault, check_output_file, free_bytes  # noqa: F401 (its home)
+from agent.ops.files import FileFault, check_output_file, free_bytes
 
 MIN_FREE_BYTES = 1024 * 1024  # entries are ~1 kB: a file system with less than this is full
 SERVICE_USER_FIX = "run as a user that can (the service user: sudo -u edge-agent ...)"
