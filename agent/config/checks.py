@@ -67,8 +67,14 @@ def check_limits(kw: Dict[str, Any], where: str, error: Type[Exception]) -> Dict
     ``slot_length_s``) in [MIN_INTERVAL_S, MAX_INTERVAL_S], ``warmup_runs`` and ``timing_runs``
     at most MAX_TIMING_RUNS, ``records_keep_files`` at most MAX_KEEP_FILES,
     ``emulate_capacity_flops`` 0 (off) or in RATE_RANGE; and no two bound endpoints one
-    (``check_distinct_binds``). Returns ``kw``; errors read as the parser's:
-    ``config.timing_runs: must be an integer in [1, 1000], got 1000000000``."""
+    (``check_distinct_binds``); ``arrival = "client"`` on a source only (a worker would bind
+    the client socket unchecked: an unauthenticated port on any address). Returns ``kw``;
+    errors read as the parser's: ``config.timing_runs: must be an integer in [1, 1000], got
+    1000000000``."""
+    if kw.get("arrival") == "client" and kw.get("role") != "source":
+        raise error('%s.arrival: "client" is for a source (its clients send stage-1 inputs to '
+                    'client_bind); a worker takes its tasks from its predecessors: remove it'
+                    % where)
     limits = [(key, MIN_INTERVAL_S, MAX_INTERVAL_S, "") for key in sorted(kw)
               if key.endswith(("_interval_s", "_timeout_s")) or key == "slot_length_s"]
     limits += [("warmup_runs", 0, MAX_TIMING_RUNS, "an integer "),
@@ -123,29 +129,68 @@ def check_service_times(capacity_flops: Optional[float], stage_flops: Mapping[in
 
 
 def check_distinct_binds(kw: Dict[str, Any], where: str, error: Type[Exception]) -> None:
-    """No two endpoints a node binds (``control_bind``, ``data_bind``, and ``client_bind``
-    when ``arrival`` is "client") are one, compared as bound (a relative ``ipc://`` path
-    already taken from the config's folder): an ipc:// bind replaces the socket file of the
-    other plane, which is then unreachable, and a tcp:// or inproc:// one fails at start-up
-    with a line that sends one looking for another process. Wildcards (``ipc://*``, port
-    ``*``) bind a fresh address each and are never the same."""
+    """No two endpoints a node binds (``control_bind``, ``data_bind``, ``client_bind`` when
+    ``arrival`` is "client", and the metrics server's ``metrics_host``:``metrics_port`` when
+    set) are one, compared as bound (a relative ``ipc://`` path already taken from the config's
+    folder): an ipc:// bind replaces the socket file of the other plane, which is then
+    unreachable, and a tcp:// or inproc:// one fails at start-up with a line that sends one
+    looking for another process. A tcp:// wildcard host (``*``, ``0.0.0.0``, ``[::]``) takes
+    its port on every address, so it clashes with any host on that port; ``localhost`` is
+    127.0.0.1. Wildcards (``ipc://*``, port ``*`` or 0) bind a fresh address each and clash
+    with nothing."""
     keys = ("control_bind", "data_bind") + (("client_bind",) if kw.get("arrival") == "client"
                                             else ())
-    seen: Dict[str, str] = {}
-    for key in keys:
-        value = kw.get(key)
-        if not isinstance(value, str) or not value:
-            continue
-        same = _bound_as(value)
-        if same and same in seen:
-            raise error("%s.%s: the same endpoint as %s (%s): each plane needs its own"
-                        % (where, key, seen[same], value))
-        seen.setdefault(same, key)
+    binds = [(key, kw[key]) for key in keys if isinstance(kw.get(key), str) and kw[key]]
+    if kw.get("metrics_port"):
+        host = str(kw.get("metrics_host", ""))
+        host = "[%s]" % host if ":" in host and not host.startswith("[") else host
+        binds.append(("metrics_port", "tcp://%s:%s" % (host or "*", kw["metrics_port"])))
+    for i, (key, value) in enumerate(binds):
+        for other, earlier in binds[:i]:
+            same = _bound_as(value)
+            if not _clash(same, _bound_as(earlier)):
+                continue
+            if same == _bound_as(earlier):
+                raise error("%s.%s: the same endpoint as %s (%s): each plane needs its own"
+                            % (where, key, other, value if key != "metrics_port" else earlier))
+            raise error("%s.%s: %s and %s (%s) take the same port on this machine (a wildcard "
+                        "host binds every address): give each its own port"
+                        % (where, key, value, other, earlier))
+    for i, peer in enumerate(kw.get("peers", ())):  # a peer at one of our endpoints is us
+        for field in ("control_address", "data_address"):
+            address = getattr(peer, field, "")
+            own = next((k for k, v in binds if _bound_as(address) and
+                        _bound_as(v) == _bound_as(address)), "")
+            if own:
+                raise error("%s.peers[%d].%s: %s is this node's own %s: give the address of "
+                            "peer %s" % (where, i, field, address, own, peer.id))
+
+
+_ANY_HOSTS = ("*", "0.0.0.0", "::", "")  # tcp hosts that bind a port on every address
+
+
+def _clash(a: str, b: str) -> bool:
+    """Whether two endpoints as bound (``_bound_as``) cannot both be bound: equal, or tcp on
+    one port where one host is a wildcard (0.0.0.0 only against IPv4 or a name)."""
+    if not a or not b:
+        return False
+    if a == b:
+        return True
+    if not (a.startswith("tcp://") and b.startswith("tcp://")):
+        return False
+    (host_a, _, port_a), (host_b, _, port_b) = a[6:].rpartition(":"), b[6:].rpartition(":")
+    if port_a != port_b:
+        return False
+    for wild, host in ((host_a, host_b), (host_b, host_a)):
+        if wild in _ANY_HOSTS and not (wild == "0.0.0.0" and ":" in host):
+            return True
+    return False
 
 
 def _bound_as(endpoint: str) -> str:
     """``endpoint`` as the address it binds, to compare two ("" for a wildcard): an ipc://
-    file path normalised (``/run//x.sock`` is ``/run/x.sock``), a tcp:// host in lower case."""
+    file path normalised (``/run//x.sock`` is ``/run/x.sock``), a tcp:// host in lower case,
+    without brackets, ``localhost`` as 127.0.0.1."""
     scheme, _, rest = endpoint.partition("://")
     if scheme == "ipc" and rest in ("", "*"):
         return ""
@@ -153,7 +198,9 @@ def _bound_as(endpoint: str) -> str:
         return "ipc://" + os.path.normpath(rest)
     if scheme == "tcp":
         host, _, port = rest.rpartition(":")
-        return "" if port in ("*", "0") else "tcp://%s:%s" % (host.lower(), port)
+        host = host.lower().strip("[]")
+        return "" if port in ("*", "0") else "tcp://%s:%s" % (
+            "127.0.0.1" if host == "localhost" else host, port)
     return endpoint
 
 

@@ -8,16 +8,20 @@ run with sudo they are root's in the service user's folder, and the task book's 
 fail with a bare "Permission denied". The bundle's files, the replay set and a worker's
 calibration profile must be regular files (a FIFO would block its reader), and the profile a
 valid one, read whether or not the worker emulates its capacity (a rehearsal with emulation
-refuses the file a real run would).
+refuses the file a real run would). An ``ipc://`` path the node binds must be absent or a
+socket: ZeroMQ's bind unlinks whatever is there, so a path naming a file (a typo, another
+file of the node's folder) would delete it and start as if nothing were wrong.
 """
 
 from __future__ import annotations
 
 import os
+import stat
 from typing import Any, List
 
 from agent.node.capacity import require_profile_file
 from agent.node.records import JOURNAL_SUFFIX
+from agent.net.ipcbind import ipc_path
 from agent.node.statelock import lock_path
 from agent.ops.files import FileFault, check_file_slot, check_regular_file, check_writable_dir
 from agent.ops.state import RECORDS_FILE, STATE_FILE, STATS_FILE
@@ -39,6 +43,7 @@ def preflight(cfg: Any, create: bool = True) -> str:
     folder it would be made in ("" when it exists)."""
     from agent.ops.doctor_check import files_closed
 
+    check_bind_paths(cfg)
     made_in = check_writable_dir(cfg.state_dir, "state_dir", create)
     slots = [STATE_FILE, STATS_FILE]
     if cfg.role == "source":
@@ -57,3 +62,23 @@ def preflight(cfg: Any, create: bool = True) -> str:
     if cfg.role == "worker" and cfg.capacity_profile:
         require_profile_file(cfg.capacity_profile)
     return made_in
+
+
+def check_bind_paths(cfg: Any) -> None:
+    """Raise ``FileFault`` for an ``ipc://`` endpoint the node binds whose path holds anything
+    but a socket (a socket there is an old run's, replaced, or a live one's, refused at bind)."""
+    binds = [("control_bind", cfg.control_bind), ("data_bind", cfg.data_bind)]
+    binds += [("client_bind", cfg.client_bind)] if cfg.arrival == "client" else []
+    for key, endpoint in binds:
+        path = ipc_path(endpoint or "")
+        try:
+            mode = os.lstat(path).st_mode if path else stat.S_IFSOCK
+        except OSError:  # absent, or unreachable: the bind says why
+            continue
+        if not stat.S_ISSOCK(mode):
+            kind = ("a directory" if stat.S_ISDIR(mode) else "a symbolic link"
+                    if stat.S_ISLNK(mode) else "a regular file" if stat.S_ISREG(mode)
+                    else "another kind of file")
+            raise FileFault("%s: %s is %s, not a socket (binding %s deletes the file at its "
+                            "path); give the socket a path of its own"
+                            % (key, path, kind, endpoint))
