@@ -38,8 +38,9 @@ def signal_name(exc: BaseException) -> str:
 def as_interrupts(signals=(signal.SIGTERM, signal.SIGHUP),
                   note: Optional[Callable[[int], None]] = None) -> Iterator[None]:
     """Within the block, ``signals`` raise ``raised_for`` them (``note`` called first with the
-    signal number); the handlers before are put back after. Off the main thread (no handler
-    can be set there) the block runs as it is."""
+    signal number); the handlers before are put back after. A signal ignored when the block
+    starts stays ignored (``nohup`` ignores SIGHUP so that a closed session does not stop the
+    command). Off the main thread (no handler can be set there) the block runs as it is."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -49,9 +50,10 @@ def as_interrupts(signals=(signal.SIGTERM, signal.SIGHUP),
             note(signum)
         raise raised_for(signum)
 
-    previous = {s: signal.signal(s, handler) for s in signals}
+    previous = {s: signal.signal(s, handler) for s in signals
+                if signal.getsignal(s) is not signal.SIG_IGN}
     try:
         yield
     finally:
         for s, old in previous.items():
-            signal.signal(s, old)
+            signal.signal(s, signal.SIG_DFL if old is None else old)  # None: set in C

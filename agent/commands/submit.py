@@ -246,7 +246,9 @@ def _answered(args, client, endpoint: str, x, n: int, tally, fleet_limit=None):
     """Send input after input of ``x`` (the connection checked) and record each answer,
     yielding the index of the input about to be sent; ``UsageError`` when the run cannot go on
     (said in one line). ``fleet_limit``: as ``_send_all``'s."""
-    from agent.fleet.client import no_answer
+    import time
+
+    from agent.fleet.client import NotSent, no_answer
     from agent.errors import UsageError
     from agent.commands.submit_checks import file_refusal, no_answer_cause
 
@@ -254,7 +256,13 @@ def _answered(args, client, endpoint: str, x, n: int, tally, fleet_limit=None):
     for i in range(n):
         yield i
         tally.pending = "submit-%d-%d" % (os.getpid(), i + 1)  # in flight from before the send
-        client.send(x[i % len(x)][None, ...], tally.pending)
+        try:
+            client.send(x[i % len(x)][None, ...], tally.pending)
+        except NotSent as exc:  # 1,000 unanswered inputs queued for a source that takes none
+            tid, tally.pending = tally.pending, ""
+            tally.sent(tid, i, time.monotonic())
+            tally.add(no_answer(tid, args.timeout, str(exc)), i)
+            continue
         tally.sent(tally.pending, i, client.sent_at[tally.pending])
         tally.add(client.wait_for(tally.pending, args.timeout), i)
         a = tally.last

@@ -47,9 +47,10 @@ def send_at_rate(args: Any, client: Any, endpoint: str, x: Any, n: int, tally: A
             tally.pending = "submit-%d-%d" % (os.getpid(), sent + 1)
             try:
                 client.send(x[sent % len(x)][None, ...], tally.pending)
-            except NotSent as exc:
-                tally.sent(tally.pending, sent, time.monotonic())
-                tally.add(no_answer(tally.pending, args.timeout, str(exc)))
+            except NotSent as exc:  # not in flight: a Ctrl-C now must not count it again
+                tid, tally.pending = tally.pending, ""
+                tally.sent(tid, sent, time.monotonic())
+                tally.add(no_answer(tid, args.timeout, str(exc)))
             else:
                 tally.sent(tally.pending, sent, client.sent_at[tally.pending])
                 deadlines[tally.pending] = client.sent_at[tally.pending] + args.timeout

@@ -169,12 +169,12 @@ def fleet_status(nodes: Mapping[str, Mapping[str, Any]], timeout_s: float = 2.0
     tunnel ``fleet render`` names) is read through that tunnel when it is open, else at its
     URL; an answer naming another node is no answer (``_read_as``). The nodes are read at
     once, each on its own thread: nodes that do not answer cost one timeout, not one each."""
-    out: Dict[str, Dict[str, Any]] = {}
+    got: Dict[str, Dict[str, Any]] = {}  # a thread past the bound below may still write here
     failed: List[BaseException] = []
 
     def read(n: str, meta: Mapping[str, Any]) -> None:
         try:
-            out[n] = _node_status(n, meta, timeout_s)
+            got[n] = _node_status(n, meta, timeout_s)
         except BaseException as exc:  # raised again on the caller's thread
             failed.append(exc)
 
@@ -182,11 +182,16 @@ def fleet_status(nodes: Mapping[str, Mapping[str, Any]], timeout_s: float = 2.0
                for n, meta in nodes.items()]
     for t in threads:
         t.start()
+    # one bound for all: a name lookup or headers sent a byte at a time are outside the
+    # body's deadline (``fetch_text``); a node read twice (tunnel, then URL) takes two
+    end = time.monotonic() + 2 * timeout_s + 1.0
     for t in threads:
-        t.join()
+        t.join(max(0.0, end - time.monotonic()))
     if failed:
         raise failed[0]
-    out = {n: out[n] for n in nodes}  # the manifest's order
+    late = {"alive": False, "error": "no complete answer within %g s" % (2 * timeout_s + 1.0)}
+    out = {n: dict(got.get(n) or dict(late, url=meta.get("metrics", "")))
+           for n, meta in nodes.items()}
     for n, st in out.items():
         if not st.get("alive"):
             st["heard_by"] = heard_by(out, n)

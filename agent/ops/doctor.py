@@ -301,7 +301,7 @@ def check_dirs(ctx: Context) -> List[Check]:
         if closed is not None:  # the service user cannot write it: run exits 78
             out.append(closed)
             continue
-        free = free_bytes(d) if why is None else None  # a full disk still makes empty files
+        free = free_bytes(d, ctx.user == "root") if why is None else None  # not root's blocks
         if free is not None and free < RESERVE_BYTES:
             why = "%d bytes free: records, state and logs cannot be written" % free
         fix = (why.rsplit("): ", 1)[1] if why and "link to nothing (" in why else "%s, or pass "

@@ -355,15 +355,16 @@ class WriteFaults:
                         self.failures)
 
 
-def free_bytes(folder: str) -> Optional[float]:
-    """Bytes this user may still write on the file system holding ``folder`` (root may also
-    use the blocks reserved for it); None when the file system does not say (statvfs fails,
-    or reports no blocks at all, as some FUSE mounts do): the write probe decides alone."""
+def free_bytes(folder: str, as_root: Optional[bool] = None) -> Optional[float]:
+    """Bytes this user (``as_root``: root, or another user, whoever runs this) may still write
+    on the file system holding ``folder`` (root may also use the blocks reserved for it); None
+    when the file system does not say (statvfs fails, or reports no blocks at all, as some
+    FUSE mounts do): the write probe decides alone."""
     try:
         st = os.statvfs(folder)
     except OSError:
         return None
     if not st.f_blocks:
         return None
-    blocks = st.f_bfree if os.geteuid() == 0 else st.f_bavail
+    blocks = st.f_bfree if (os.geteuid() == 0 if as_root is None else as_root) else st.f_bavail
     return float(blocks) * st.f_frsize

@@ -20,8 +20,10 @@ TERMINAL_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 class DeferredSignals:
     """``with DeferredSignals(): ...`` notes SIGINT, SIGTERM and SIGHUP instead of acting on
-    them (main thread only). At the end the handlers are restored and the first signal noted is
-    raised again, unless an exception (an interrupt already under way) is propagating."""
+    them (main thread only; a signal ignored before, as ``nohup`` ignores SIGHUP, stays
+    ignored). At the end the handlers are restored and the first signal noted is raised again,
+    unless an exception is propagating (an interrupt already under way, or the error whose
+    clean-up this is: it ends the command)."""
 
     def __init__(self) -> None:
         self.noted: List[int] = []
@@ -33,7 +35,8 @@ class DeferredSignals:
     def __enter__(self) -> "DeferredSignals":
         # only the main thread may set handlers; on another one a signal cannot interrupt it
         if threading.current_thread() is threading.main_thread():
-            self._previous = {s: signal.signal(s, self._note) for s in TERMINAL_SIGNALS}
+            self._previous = {s: signal.signal(s, self._note) for s in TERMINAL_SIGNALS
+                              if signal.getsignal(s) is not signal.SIG_IGN}  # nohup's stays
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:

@@ -15,7 +15,7 @@ def _state(checks):
 
 def test_a_full_file_system_is_a_warning_with_free_space_as_the_fix(tmp_path, monkeypatch):
     """Writable but under 1 MiB free (the records' reserve): WARN naming the bytes free."""
-    monkeypatch.setattr(files, "free_bytes", lambda folder: 512.0)
+    monkeypatch.setattr(files, "free_bytes", lambda folder, as_root=None: 512.0)
     c = _state(check_dirs(Context(state_dir=str(tmp_path), cache_dir=str(tmp_path))))
     assert c.status == WARN
     assert c.detail == "%s: 512 bytes free: records, state and logs cannot be written" % tmp_path
@@ -34,3 +34,18 @@ def test_a_read_only_file_system_is_fixed_by_a_remount_not_by_the_service_user(t
 def test_a_writable_folder_with_room_is_ok(tmp_path):
     """The plain case stays OK."""
     assert _state(check_dirs(Context(state_dir=str(tmp_path), cache_dir=str(tmp_path)))).status == OK
+
+
+def test_the_room_counted_is_the_service_users_not_roots(tmp_path, monkeypatch):
+    """doctor runs as root, the agent as the service user: root's reserved blocks (f_bfree
+    beyond f_bavail) are no room for the agent."""
+    import os
+
+    class St:
+        f_blocks, f_frsize, f_bfree, f_bavail = 1000, 4096, 500, 0
+
+    monkeypatch.setattr(os, "statvfs", lambda folder: St())
+    assert files.free_bytes(str(tmp_path), as_root=False) == 0.0
+    assert files.free_bytes(str(tmp_path), as_root=True) == 500 * 4096.0
+    c = _state(check_dirs(Context(state_dir=str(tmp_path), cache_dir=str(tmp_path))))
+    assert c.status == WARN and "0 bytes free" in c.detail

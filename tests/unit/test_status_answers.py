@@ -92,6 +92,30 @@ def test_a_trickled_answer_is_no_answer_and_the_rest_of_the_fleet_is_shown(serve
     assert "odd: no complete answer within 0.5 s (%s)" % odd.url in format_status(status)
 
 
+def test_headers_trickled_past_every_deadline_still_leave_the_table(servers, agent_endpoint):
+    """Rule: the whole read of the fleet is bounded (twice --timeout and a second), headers
+    included: an endpoint sending its status line a byte per read timeout is a node not
+    answering, and the others are shown."""
+    stop = threading.Event()
+
+    def slow_headers(conn):
+        for ch in b"HTTP/1.0 200 OK\r\nX-Slow: " + b"x" * 10000:
+            if stop.wait(0.3):
+                return
+            conn.sendall(bytes([ch]))
+
+    odd = servers(slow_headers)
+    try:
+        status = fleet_status({"w1": {"metrics": agent_endpoint}, "odd": {"metrics": odd.url}},
+                              0.5)
+    finally:
+        stop.set()
+    assert status["w1"]["alive"]
+    assert not status["odd"]["alive"]
+    assert status["odd"]["error"] == "no complete answer within 2 s"
+    assert status["odd"]["url"] == odd.url
+
+
 def test_an_endless_answer_is_no_answer(servers, monkeypatch):
     """Rule: an endpoint sending more than an agent's metrics ever are is not read to its end
     (memory): it is a node not answering, said so."""

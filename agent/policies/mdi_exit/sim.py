@@ -56,7 +56,7 @@ class MdiExitSimPolicy(SimPolicy):
         self.name = name
         self.tick_s = tick_s  # how often the sender re-offers held tasks and state is checked
         self._overrides = dict(overrides or {})
-        self._rng = random.Random(seed * 7907 + 11)
+        self._rng = random.Random(seed * 7907 + 11)  # until a run starts: slot 0 takes its seed
         self.params = mx.params_from_knobs(self._overrides, where="mdi-exit")
         self.history: List[Dict[str, Any]] = []  # per adaptation: time, thresholds, rates
 
