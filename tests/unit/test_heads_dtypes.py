@@ -75,6 +75,7 @@ def test_float16_features_keep_their_type_for_the_next_stage(tmp_path):
     assert feature_as_manifest(features, None).dtype == np.float32  # no dtype recorded
 
 
+@pytest.mark.filterwarnings("ignore:invalid value encountered in subtract")  # inf - inf, then mended
 def test_an_overflowed_logit_is_a_confident_answer(tmp_path):
     """Rule: a logit past its type's range (+inf, a float16 head above 65504) answers its class
     with confidence 1, shared among the classes at +inf, never NaN (which loses the task);
