@@ -67,17 +67,19 @@ def softmax_confidence(logits: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
     # runs once per task on a worker), the same figures
     conf = 1.0 / np.exp(z - top).sum(axis=1)
     if math.isnan(sum(conf.tolist())):  # rare; a list's sum costs a tenth of a numpy test
-        conf = _at_inf(z, top, conf)
+        z, top = inf_as_limit(z, top)
+        conf = 1.0 / np.exp(z - top).sum(axis=1)
     return conf, z.argmax(axis=1)
 
 
-def _at_inf(z: np.ndarray, top: np.ndarray, conf: np.ndarray) -> np.ndarray:
-    """``conf`` with each row whose largest logit is +inf taken as its limit: a logit past its
-    type's range (float16 overflows above 65504) is a large one, so the classes at +inf share
-    the probability, not a NaN (inf - inf) that loses the task. Rows with a NaN, or all -inf,
-    stay NaN."""
-    at_inf = np.isposinf(top[:, 0])
-    return np.where(at_inf, 1.0 / np.maximum((z == np.inf).sum(axis=1), 1), conf)
+def inf_as_limit(z: np.ndarray, top: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    """Logits ``z`` and their row maxima ``top`` (keepdims) with each row whose largest logit is
+    +inf taken as its limit: a logit past its type's range (float16 overflows above 65504) is
+    a large one, so the classes at +inf (0 after the shift) share the probability and the rest
+    get none, not a NaN (inf - inf) that loses the task. Rows with a NaN, or all -inf, are left
+    as they are (NaN). The softmax of the exit rule and of MLCI both take it."""
+    inf = np.isposinf(top)
+    return np.where(inf, np.where(z == np.inf, 0.0, -np.inf), z), np.where(inf, 0.0, top)
 
 
 def should_exit(confidence: float, threshold: float) -> bool:

@@ -38,6 +38,7 @@ import numpy as np
 
 from agent.config.fields import Fields, is_finite
 from agent.errors import UsageError
+from engines.exit_profile import inf_as_limit
 
 POLICY_NAME = "mlci"
 TEMPERATURE_RANGE = (0.05, 20.0)
@@ -136,12 +137,8 @@ def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
     """eq. 5 (eq. 6's inner part with T): softmax over the last axis, float64, max subtracted."""
     z = np.asarray(logits, dtype=np.float64) / temperature
     top = z.max(axis=-1, keepdims=True)
-    if np.isposinf(top).any():
-        # a logit past its type's range (float16 overflows above 65504) is the limit of a large
-        # one: the classes at +inf share the probability (as engines.exit_profile's softmax),
-        # not a NaN (inf - inf) that answers class 0 with confidence NaN
-        z = np.where(np.isposinf(top), np.where(z == np.inf, 0.0, -np.inf), z)
-        top = np.where(np.isposinf(top), 0.0, top)
+    if np.isposinf(top).any():  # an overflowed logit: its limit, as the exit rule takes it
+        z, top = inf_as_limit(z, top)
     e = np.exp(z - top)
     return e / e.sum(axis=-1, keepdims=True)
 
