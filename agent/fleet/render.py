@@ -28,15 +28,16 @@ inventory host serves its metrics on that address (``::1`` too), the one ``fleet
 
 All or nothing: node ids, hosts, the rate and OUT are checked first, every node's config is
 parsed, and each worker's placement checked against the policy as ``run`` checks it
-(``check_placement``: a policy of one stage per worker refuses a worker with several), before
-any device file is written, and it is all written into a new folder next to OUT
-(holding a copy of OUT/keys: existing keys are kept, never made again) that replaces OUT only
-when everything succeeded. A failed render leaves OUT as it was; a render never mixes with an
-earlier one's devices. OUT may hold only what a render writes (``RENDERED``). A render over an
-earlier one names the nodes it drops, on the console and on every sheet: their public keys
-stay in every device's allow-list until the sheet's copy step replaces it; and the client keys
-it no longer writes for a source, which stay on that device until deleted by hand
-(``agent.fleet.render_notes``).
+(``check_placement``: a policy of one stage per worker refuses a worker with several), the
+topology against its bundle when readable here (``agent.fleet.render_bundle``) and no two nodes
+of one machine on one port (``agent.fleet.render_ports``), before any device file is
+written, and it is all written into a new folder next to OUT (holding a copy of OUT/keys:
+existing keys are kept, never made again) that replaces OUT only when everything succeeded.
+A failed render leaves OUT as it was; a render never mixes with an earlier one's devices.
+OUT may hold only what a render writes (``RENDERED``). A render over an earlier one names the
+nodes it drops, on the console and on every sheet: their public keys stay in every device's
+allow-list until the sheet's copy step replaces it; and the client keys it no longer writes
+for a source, which stay on that device until deleted by hand (``agent.fleet.render_notes``).
 """
 
 from __future__ import annotations
@@ -53,19 +54,20 @@ from agent.config.checks import PATH_FIELDS
 from agent.config.node import ConfigError, NodeConfig, dump_config, parse_config
 from agent.errors import UsageError
 from agent.fleet.inventory import Host
+from agent.fleet.render_bundle import check_bundle
 from agent.fleet.render_notes import (DRIVE_TOPOLOGY, Dropped, dropped_since,
                                       loopback_address, metrics_tunnels, metrics_url,
                                       sheet_text)
+from agent.fleet.render_ports import check_port_clashes
 from agent.fleet.replay import place_replay, replay_set, write_replay
 from agent.ops.atomic import is_mount_point, replace_dir, write_atomic
 from agent.ops.paths import BUNDLE, CACHE, ETC
 from agent.ops.state import DEFAULT_STATE_DIR as STATE
 from agent.policies.fixed import node_knobs
 from agent.testbed.fleet import KEPT_BY_RENDER, rendered_fleet
-from agent.testbed.driver import load_bundle_for
-from agent.testbed.local import bundle_stages, node_objects
+from agent.testbed.local import node_objects
 from agent.testbed.nodeparts import check_fixed_rows, node_config_error
-from agent.testbed.topology import Topology, check_against_bundle
+from agent.testbed.topology import Topology
 
 # the fields of a local testbed run that a deployed device does not use
 TESTBED_ONLY = ("records_flush_interval_s", "records_max_bytes", "max_tasks",
@@ -124,7 +126,7 @@ def check_render(topo: Topology, hosts: Dict[str, Host], opts: RenderOptions) ->
     missing = [n for n in topo.node_ids() if n not in hosts]
     if missing:
         raise UsageError("inventory: no host for %s" % ", ".join(missing))
-    check_emulated(topo, opts)
+    check_bundle(topo, opts)  # when readable here: stages, thresholds (--emulate: capacities)
     if not (math.isfinite(opts.rate_tasks_s) and opts.rate_tasks_s >= 0):
         raise UsageError("--rate: must be a number >= 0 tasks/s, got %r" % opts.rate_tasks_s)
     check_fixed_rows(topo)  # fixed's per-node rows against the links, as the testbed does
@@ -156,14 +158,6 @@ def check_render(topo: Topology, hosts: Dict[str, Host], opts: RenderOptions) ->
 
 
 RENDERED = ("keys", "devices", "fleet.json", "testbed.json")  # what a render's folder holds
-
-
-def check_emulated(topo: Topology, opts: RenderOptions) -> None:
-    """With ``emulate``, the topology against its bundle (the one testbed.json names) as the
-    testbed checks it (``check_against_bundle``): each emulated capacity does each stage of its
-    worker within a day, else the device's ``run`` refuses the config it is written into."""
-    if opts.emulate and any(w.emulate_capacity_flops for w in topo.workers):
-        check_against_bundle(topo, bundle_stages(load_bundle_for(topo)))
 
 
 def render(topo: Topology, hosts: Dict[str, Host], opts: RenderOptions
@@ -259,6 +253,8 @@ def _render_into(stage: str, topo: Topology, hosts: Dict[str, Host], opts: Rende
         else:
             obj.update({"arrival": "client", "client_bind": bind(h.client_port),
                         "client_keys_dir": _dev(opts, ETC + "/clients")})
+    check_port_clashes(hosts, objs)  # hosts written differently may be one machine
+    for n, obj in objs.items():
         try:
             cfgs[n] = parse_config(obj, "/", where="fleet node %s" % n)
         except ConfigError as exc:  # a value of the topology's: said where its file has it

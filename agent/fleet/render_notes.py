@@ -34,6 +34,7 @@ from typing import Any, Dict, List, Mapping, NamedTuple, Optional, Sequence
 from agent.config.checks import PATH_FIELDS, is_loopback_host
 from agent.config.node import NodeConfig
 from agent.fleet.inventory import Host, split_zone
+from agent.fleet.render_bundle import unchecked_bundle_note
 from agent.fleet.replay import sheet_lines
 from agent.ops.paths import CACHE, ETC, VENV_BIN
 from agent.ops.state import DEFAULT_STATE_DIR
@@ -321,6 +322,7 @@ def summary_lines(topo: Topology, hosts: Dict[str, Host], cfgs: Dict[str, NodeCo
     lines += removed_summary(removed.nodes, retired_keys(os.path.join(out, "keys"),
                                                          topo.node_ids()), out, etc)
     lines += clients_summary(removed.clients, etc)
+    lines += [n for n in [unchecked_bundle_note(topo, opts)] if n]
     if not opts.emulate and (topo.capacities_emulated
                              or any(l.rate_bytes_s is not None for l in topo.links)):
         lines.append("emulation off: devices measure their capacity; link rates are priors "

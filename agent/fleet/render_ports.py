@@ -1,0 +1,70 @@
+"""``fleet render``'s check that no two nodes on one machine bind the same port.
+
+The inventory refuses a port given twice on one host's text; hosts written differently may
+still be one machine (``localhost`` and ``127.0.0.1``, ``::1`` and ``localhost``, a name and
+its address in ``/etc/hosts``, ``0.0.0.0`` and a loopback address), and the second agent there
+would fail to bind. So every rendered bind (control, data, a source's client endpoint, metrics)
+is compared on the machine its node runs on, decided without the network
+(``agent.net.addr_machine``): a wildcard bind (``tcp://*:P``, which a node off loopback gets)
+takes its port on every address of its machine. A clash is one line naming both nodes.
+"""
+
+from __future__ import annotations
+
+from typing import Any, List, Mapping, Optional, Tuple
+
+from agent.config.node import NodeConfig
+from agent.errors import UsageError
+from agent.fleet.inventory import Host
+from agent.net.addr_machine import (HostsTable, binds_clash, read_hosts_table,
+                                    same_machine)
+from agent.net.addrfamily import endpoint_host
+
+METRICS_HOST = NodeConfig.__dataclass_fields__["metrics_host"].default  # the config's default
+Bind = Tuple[str, str, int, str]  # (plane, host as bound, port, the bind as the config has it)
+
+
+def node_binds(obj: Mapping[str, Any]) -> List[Bind]:
+    """The tcp ports a node config's agent binds (``obj``: the config's fields, before
+    parsing: a value of the wrong type is left to the parse to refuse): its planes' endpoints
+    (the client one with ``arrival = "client"``) and its metrics server."""
+    binds: List[Bind] = []
+    planes = ("control", "data") + (("client",) if obj.get("arrival") == "client" else ())
+    for plane in planes:
+        endpoint = obj.get(plane + "_bind")
+        host = endpoint_host(endpoint) if isinstance(endpoint, str) else None
+        port = endpoint.rpartition(":")[2] if host is not None else ""
+        if port.isascii() and port.isdigit() and int(port):
+            binds.append((plane, host, int(port), endpoint))
+    port, host = obj.get("metrics_port"), obj.get("metrics_host", METRICS_HOST)
+    if isinstance(port, int) and not isinstance(port, bool) and port > 0 \
+            and isinstance(host, str):
+        shown = "[%s]" % host if ":" in host and not host.startswith("[") else host
+        binds.append(("metrics", host, port, "%s:%d" % (shown, port)))
+    return binds
+
+
+def check_port_clashes(hosts: Mapping[str, Host], objs: Mapping[str, Mapping[str, Any]],
+                       table: Optional[HostsTable] = None) -> None:
+    """``UsageError`` naming the first two nodes that would bind one port on one machine
+    (see the module docstring); ``objs``: every node's config fields, before parsing (so the
+    clash is the line said, not a node's own check of a peer at its endpoint); ``table``: the
+    hosts file's (read here when None)."""
+    table = read_hosts_table() if table is None else table
+    nodes = list(objs)
+    binds = {n: node_binds(objs[n]) for n in nodes}
+    for i, a in enumerate(nodes):
+        for b in nodes[:i]:
+            one, why = same_machine(hosts[b].host, hosts[a].host, table)
+            if not one:
+                continue
+            for plane_a, host_a, port_a, shown_a in binds[a]:
+                for plane_b, host_b, port_b, shown_b in binds[b]:
+                    if port_a == port_b and binds_clash(host_a, host_b, table):
+                        raise UsageError(
+                            "inventory: %s (%s) and %s (%s) are one machine%s and both bind "
+                            "port %d there (%s's %s %s, %s's %s %s; a * bind takes the port "
+                            "on every address): give one of them other ports"
+                            % (b, hosts[b].host, a, hosts[a].host,
+                               " (%s)" % why if why else "", port_a, b, plane_b, shown_b,
+                               a, plane_a, shown_a))
