@@ -22,8 +22,10 @@ for ``round_interval_s`` (a lost message, a dead neighbour) the node goes on wit
 alive successor whose status is late counts with its last status (an alive predecessor's late
 request likewise), so only a neighbour that is gone (silent on the control plane) loses its
 routing mass or its share of a receiver's load. A request for a round already answered gets
-the newest status again. Serving never pauses: tasks use the *active* routing and thresholds,
-replaced by the configured ones when the phase ends.
+the newest status again; a final-stage worker behind the round its predecessors are in (one
+restarted mid-phase) joins that round (``Neighbours.joined_round``). Serving never pauses:
+tasks use the *active* routing and thresholds, replaced by the configured ones when the phase
+ends.
 
 The phase ends early once converged (``settle_rounds``, ``protocol.quiet_streak``, ``Settle``);
 a node that has ended answers a neighbour still in the phase, so none waits out a round.
@@ -210,6 +212,7 @@ class DtoeePolicy(AgentPolicy):
             if any(self.neighbours.has_status(s, self.round) for s in view.successors):
                 return self._advance(view, now)
             return self._send_requests(view)
+        self.round = self.neighbours.joined_round(view, self.round, False, stalled=True)
         if any(self.neighbours.has_request(p, self.round) for p in view.predecessors):
             return self._advance(view, now)
         return []
@@ -259,9 +262,10 @@ class DtoeePolicy(AgentPolicy):
             return out + self._on_stage_report(msg.sender, payload, view, now)
         else:
             return out
-        if self._open() and self.joint.held is None and self.neighbours.ready(
-                view, self.round, self.receiver, self.offloader):
-            out += self._advance(view, now)
+        if self._open() and self.joint.held is None:
+            self.round = self.neighbours.joined_round(view, self.round, self.offloader)
+            if self.neighbours.ready(view, self.round, self.receiver, self.offloader):
+                out += self._advance(view, now)
         return out
 
     # -- rounds ------------------------------------------------------------------------------
@@ -354,15 +358,10 @@ class DtoeePolicy(AgentPolicy):
         """The next round's requests, held for this round's threshold decision, once it is made
         (or the round stalled): a new C changes this stage's I_h, which the requests carry
         from the next round on, as in ``run_dtoee``."""
-        rnd, th = self.tsync.release(view, force), self.tsync
+        rnd = self.tsync.release(view, force)
         if rnd is None:
             return []
-        if self.pending and next(iter(self.pending.values())).thresholds_version != th.version:
-            h = view.stage
-            self.pending = D.make_requests(view.node_id, rnd + 1, {s: self.work[s] for s in
-                                                                   self.pending},
-                                           self.req_rate, th.remaining(view, h),
-                                           view.stage_flops[h], th.th, th.version)
+        self.pending = self.tsync.under_c(view, rnd + 1, self.pending, self.work, self.req_rate)
         return self._send_requests(view) if rnd + 1 < self.rounds else []
 
     def _joint_report(self, view: NodeView, now: float, rate: float,

@@ -2,11 +2,12 @@
 
 Each predecessor's newest request and each successor's newest status, and the round of this
 slot each is for. A node takes round t's step once it has the round-t request of every live
-predecessor and the round-t status of every live successor (``ready``); an alive neighbour
-whose message is late counts with its last one, so only a neighbour that is gone (silent on the
-control plane) loses its share (``requests``, ``statuses``). Also the outgoing requests and
-statuses, built from the phase's state with the node's quiet streak (``requests_out``,
-``status_out``).
+predecessor and the round-t status of every live successor (``ready``); a final-stage worker
+behind its predecessors (restarted mid-phase) joins their round (``joined_round``). An alive
+neighbour whose message is late counts with its last one, so only a neighbour that is gone
+(silent on the control plane) loses its share (``requests``, ``statuses``). Also the outgoing
+requests and statuses, built from the phase's state with the node's quiet streak
+(``requests_out``, ``status_out``).
 """
 
 from __future__ import annotations
@@ -72,9 +73,30 @@ class Neighbours:
             got = [self.has_request(p, rnd) for p in view.predecessors if p in view.alive]
             if not all(got) or not (any(got) or offloader):
                 return False
+            if not offloader and all(self.request_round[p] > rnd for p in view.predecessors
+                                     if p in view.alive):
+                return False  # all it heard have moved past rnd: it joins them (joined_round)
         if offloader:
             return all(self.has_status(s, rnd) for s in view.successors if s in view.alive)
         return True
+
+    def joined_round(self, view: NodeView, rnd: int, offloader: bool,
+                     stalled: bool = False) -> int:
+        """The round a node answers next: ``rnd``, or, for a node that steps no routing (a
+        final-stage worker), a later round that every predecessor has asked for (``stalled``:
+        its round timed out, the latest round any of them asked for). Nobody waits for its
+        answer to an earlier round any more, and a status counts for every round up to its own
+        (``has_status``), so a worker that restarted mid-phase joins its predecessors' round at
+        once instead of answering the rounds it missed one request at a time, each after they
+        waited out ``round_interval_s`` for it. Every configured predecessor counts, alive or
+        not: a restarted node learns who is alive from their messages, one by one, and joining
+        at the first would answer with that one's load alone. An offloader catches up without
+        such waits: each of its requests for a round its successors have answered gets their
+        newest status at once."""
+        asked = [self.request_round.get(p, -1) for p in view.predecessors]
+        if offloader or not asked:
+            return rnd
+        return max(rnd, max(asked) if stalled else min(asked))
 
     def requests(self, view: NodeView, rnd: int) -> List[D.Request]:
         """The requests to sum in round ``rnd``: an alive predecessor whose request is late

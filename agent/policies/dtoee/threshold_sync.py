@@ -105,6 +105,19 @@ class ThresholdSync:
         self.held_round = None
         return rnd
 
+    def under_c(self, view: NodeView, rnd: int, pending: Dict[str, D.Request],
+                work: Mapping[str, float], rate: float) -> Dict[str, D.Request]:
+        """``pending`` (this node's requests for round ``rnd``, built from its routing ``work``
+        and arrival rate ``rate``, tasks/s) as they go out under the current C: rebuilt when a
+        decision changed C since, for the new C changes this stage's I_h, which the requests
+        carry (as in ``run_dtoee``)."""
+        if not pending or next(iter(pending.values())).thresholds_version == self.version:
+            return pending
+        h = view.stage
+        return D.make_requests(view.node_id, rnd, {s: work[s] for s in pending}, rate,
+                               self.remaining(view, h), view.stage_flops[h], self.th,
+                               self.version)
+
     @staticmethod
     def checked(sender: str, stage: int, payload: Any) -> ThresholdReport:
         """The ``ThresholdReport`` in ``payload``; ValueError unless it is ``sender``'s own (a
