@@ -196,7 +196,7 @@ class Outbox:
             return self.drop("deadline")  # its source has given up on it
         if item.kind == Kind.TASK:
             if not again and outqueue.behind(self.waiting, item, self.policy):
-                self.waiting.append(item)  # at the tail of the output queue; its head is offered
+                outqueue.hold(self.waiting, item)  # the tail of the output queue; its head goes
                 return self.retry_waiting(now)
             self._hold_full_links(now)
             info = TaskInfo(item.fields["id"], item.fields["stage"], item.nbytes)
@@ -208,7 +208,7 @@ class Outbox:
                     log.warning("the policy failed to route a task; it waits", exc_info=True)
                 dest = None
             if dest is None:
-                return self.waiting.append(item)
+                return outqueue.hold(self.waiting, item)  # at its place by age
             item.dest = dest
             self.counters["sent_to_" + dest] += 1  # the routing actually used, per successor
         tensors = [] if item.tensor is None else [item.tensor]

@@ -4,6 +4,7 @@ RESULTS messages its results go back in."""
 from __future__ import annotations
 
 import functools
+import itertools
 from dataclasses import dataclass, field
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
@@ -16,6 +17,7 @@ from agent.protocol.wire import Kind
 
 # a stage's messages come in a few sizes: numpy per call costs ~5 us per ACKed item
 wire_bytes_of = functools.lru_cache(maxsize=256)(message_wire_bytes)
+_next_seq = itertools.count().__next__  # ages of items, in the order they are made
 
 
 @dataclass
@@ -39,6 +41,9 @@ class OutItem:
     # source, may be restarting (a fresh process takes a while to be reachable again)
     keep_until: float = 0.0
     conn: int = -1  # the destination's data connection it was sent on (transport.data_drops)
+    # its age: made before every item of a higher seq (held tasks wait in this order, whenever
+    # each was sent, refused or sent again: ``outqueue.hold``)
+    seq: int = field(default_factory=_next_seq)
 
     @property
     def nbytes(self) -> int:

@@ -2,9 +2,11 @@
 how held tasks are offered again.
 
 A task the policy does not route (no usable successor; MDI-Exit's Alg. 2 keeps it) waits in the
-outbox's ``waiting`` list, oldest first. ``reoffer`` offers them again, oldest first (the node
-calls it on every policy tick and heartbeat, when a refusing successor's hold ends and when a
-neighbour comes back). A task stays in ``waiting`` until its own offer, so the policy's view
+outbox's ``waiting`` list, oldest first by the order tasks were made (``OutItem.seq``), however
+late one comes back (refused by a successor, or routed again after a lost ACK or link: ``hold``
+puts it at its place). ``reoffer`` offers them again, oldest first (the node calls it on every
+policy tick and heartbeat, when a refusing successor's hold ends and when a neighbour comes
+back). A task stays in ``waiting`` until its own offer, so the policy's view
 counts the whole output queue: the task offered, the held tasks behind it and the tasks still
 waiting for their link (``output_tasks``). One the policy keeps again goes back to its place.
 
@@ -74,11 +76,28 @@ def behind(waiting: List[OutItem], item: OutItem, policy: Any) -> bool:
     return in_order(policy) and any(i.fields["stage"] == stage for i in waiting)
 
 
+def hold(waiting: List[OutItem], item: OutItem) -> None:
+    """Put ``item`` among the held tasks of ``waiting`` (oldest first) at its place by age: at
+    the tail when it is the newest (a task just made: no search), else after the last older
+    one (a task refused or sent again, made before some already held)."""
+    if not waiting or waiting[-1].seq < item.seq:
+        return waiting.append(item)
+    lo, hi, seq = 0, len(waiting), item.seq
+    while lo < hi:  # bisect by seq (Python 3.8's bisect takes no key)
+        mid = (lo + hi) // 2
+        if waiting[mid].seq < seq:
+            lo = mid + 1
+        else:
+            hi = mid
+    waiting.insert(lo, item)
+
+
 def reoffer(waiting: List[OutItem], send: Callable[[OutItem, float, bool], None], now: float,
             head_first: bool) -> None:
     """Offer the held tasks of ``waiting`` to ``send`` (``Outbox.send`` of a task offered
-    again, which appends one kept again to ``waiting``) oldest first; with ``head_first``
-    (``in_order``), a stage's offers end at the first task kept (module docstring)."""
+    again, which ``hold``s one kept again: at its place, where it was) oldest first; with
+    ``head_first`` (``in_order``), a stage's offers end at the first task kept (module
+    docstring)."""
     blocked: Set[int] = set()  # stages whose oldest held task was kept just now
     i = 0
     while i < len(waiting):
@@ -90,8 +109,7 @@ def reoffer(waiting: List[OutItem], send: Callable[[OutItem, float, bool], None]
         del waiting[i]
         before = len(waiting)
         send(item, now, True)
-        if len(waiting) > before:  # kept again: ``send`` put it last, its place is here
-            waiting.insert(i, waiting.pop())
+        if len(waiting) > before:  # kept again: back at its place, i (all before it are older)
             i += 1
             if head_first:
                 blocked.add(stage)

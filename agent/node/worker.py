@@ -24,9 +24,9 @@ ESCALATE sends that input again as a stage-1 TASK, with the action's fields, the
 and what is left of its deadline, to the successor the policy picks. A ``terminal`` worker
 answers every task at its own last stage (a tier of DIMEE or MLCI holding stages 1..k).
 
-Duplicates are found by task id and stage, whatever the ``attempt``: a higher attempt runs
-again only once the earlier one's deadline here has passed (then the earlier one is dead
-everywhere, so this is its source's re-issue); a replay before that runs nothing.
+Duplicates are found by task id and stage (``out_reissue``): a copy of an attempt taken already
+runs nothing; a higher attempt (its source's re-issue) is taken in, and runs once the earlier
+one's deadline here has passed (held until then: this deadline ends later than the source's).
 """
 
 from __future__ import annotations
@@ -45,6 +45,7 @@ from agent.protocol.wire import Kind
 from agent.node.inference import Done, InferenceThread, Job
 from agent.node.outbox import Outbox
 from agent.node.outitem import OutItem, cut_off_from
+from agent.node.out_reissue import Reissues, forget_expired
 from agent.node.role import Role
 from agent.node.steps import Step, next_step
 from agent.ops.metrics import NullMetrics
@@ -94,6 +95,7 @@ class WorkerSide(Role):
         self.peers = {p.id for p in cfg.peers}  # who may send TASKs here
         # (task id, stage) -> (attempt, monotonic deadline) of the last issue taken here
         self.seen: "OrderedDict[Tuple[str, int], Tuple[int, float]]" = OrderedDict()
+        self.reissues = Reissues(outbox)  # re-issues held until the earlier issue's deadline
         self.backlog: Deque[Job] = deque()  # input queue not yet handed to the engine
         self.backlog_bytes = 0
         self.received = 0  # tasks accepted this slot (arrival-rate estimate)
@@ -102,12 +104,12 @@ class WorkerSide(Role):
         self.inline = False  # run jobs on the loop's thread (see INLINE_MAX_S)
         self._one = False  # affinity and speed ask for inline; it follows once the thread is empty
         self._affinity_at = -math.inf  # clock() of the next affinity check
-        self._forget_at = -math.inf  # clock() of the next pass over ``seen`` (_forget)
+        self._forget_at = -math.inf  # clock() of the next pass over ``seen``
 
     # -- what the loop asks ------------------------------------------------------------------
 
     def in_flight(self) -> bool:
-        return bool(self.runner.queued or self.backlog)
+        return bool(self.runner.queued or self.backlog or self.reissues.jobs)
 
     def healthy(self) -> bool:
         return self.runner.alive
@@ -120,13 +122,14 @@ class WorkerSide(Role):
         return n / slot_length_s  # phi: tasks accepted over the last slot
 
     def input_queue(self) -> int:
-        """Tasks waiting for or in the engine (I_n)."""
-        return len(self.backlog) + self.runner.queued
+        """Tasks waiting for or in the engine (I_n), held re-issues included."""
+        return len(self.backlog) + len(self.reissues.jobs) + self.runner.queued
 
     def held(self) -> Tuple[int, int]:
         """(tasks, tensor bytes) this node holds: input and output queues together."""
         tasks, nbytes = self.out.held()
-        return (len(self.backlog) + self.runner.queued + tasks, self.backlog_bytes + nbytes)
+        return (len(self.backlog) + len(self.reissues.jobs) + self.runner.queued + tasks,
+                self.backlog_bytes + self.reissues.nbytes + nbytes)
 
     def stats(self) -> Dict[str, Any]:
         tasks, nbytes = self.held()
@@ -144,16 +147,7 @@ class WorkerSide(Role):
         self._pump(now)
         if now >= self._forget_at:
             self._forget_at = now + FORGET_INTERVAL_S
-            self._forget(now)
-
-    def _forget(self, now: float) -> None:
-        """Drop the duplicate-detection entries of tasks past their deadline by
-        ``result_timeout_s``: no copy of such a task can still come (its senders drop it at
-        its deadline), and a busy worker's table would otherwise grow to SEEN_KEYS entries
-        (about 300 bytes each: 30 MB) over hours."""
-        keep_s = self.cfg.result_timeout_s
-        while self.seen and next(iter(self.seen.values()))[1] + keep_s < now:
-            self.seen.popitem(last=False)
+            forget_expired(self.seen, self.cfg.result_timeout_s, now)
 
     def wake_at(self) -> Optional[float]:
         # jobs left for the next pass on the loop's thread: poll without waiting
@@ -231,7 +225,7 @@ class WorkerSide(Role):
         now = self.clock()
         ttl = min(f.get("ttl_s", self.cfg.result_timeout_s), self.cfg.result_timeout_s)
         seen = self.seen.get((f["id"], h))
-        if seen is not None and (f["attempt"] <= seen[0] or now < seen[1]):
+        if seen is not None and f["attempt"] <= seen[0]:
             self.out.ack(identity, [key])  # held (or done) here already: the sender stops
             return self.out.count("duplicate_task")
         if ttl <= 0:
@@ -258,7 +252,7 @@ class WorkerSide(Role):
             return self.out.refuse(identity, key, "overload", max(hold_s, view.service_time_s))
         self.out.ack(identity, [key])
         self.seen[(f["id"], h)] = (f["attempt"], now + ttl)
-        self.seen.move_to_end((f["id"], h))  # _forget and SEEN_KEYS take the oldest first
+        self.seen.move_to_end((f["id"], h))  # forget_expired, SEEN_KEYS: oldest first
         if len(self.seen) > SEEN_KEYS:
             self.seen.popitem(last=False)
         self.received += 1
@@ -268,7 +262,15 @@ class WorkerSide(Role):
         meta[EXPIRES] = now + ttl
         if self.head_hook and h == 1:
             meta[RAW] = x  # the raw input, for an ESCALATE (A4)
+        if seen is not None and now < seen[1]:  # a re-issue: after the earlier one (out_reissue)
+            return self.reissues.hold(key, Job(meta=meta, x=x, stage=h), seen[1])
         self._queue(Job(meta=meta, x=x, stage=h), now)
+
+    def on_timer(self, key: str, now: float) -> None:
+        """A re-issue held until its earlier issue's deadline here (``out_reissue``) is due."""
+        job = self.reissues.release(key)
+        if job is not None:
+            self._queue(job, now)
 
     def _queue(self, job: Job, now: float) -> None:
         job.queued_at = self.runner.clock()  # it waits from now: ``InferenceThread.waited``

@@ -158,9 +158,10 @@ def test_an_idle_worker_takes_a_held_task_back_only_for_a_stage_it_serves(tmp_pa
 
 def test_intake_refuses_past_the_bound_drops_replays_and_expired_tasks(tmp_path):
     """With max_queue_tasks = 2 a third TASK is refused (overload) in the ACK, not queued; the
-    same id again with a higher attempt before the first one's deadline runs nothing
-    (duplicate_task), an attempt >= max_attempts is dropped, and a task whose ttl_s is used up
-    is ACKed and dropped (deadline). All ACKs and refusals to one sender go out as one message
+    same id again with a higher attempt (a re-issue) is checked like any task: refused too
+    (overload); a copy of an attempt taken already is ACKed and runs nothing (duplicate_task),
+    an attempt >= max_attempts is dropped, and a task whose ttl_s is used up is ACKed and
+    dropped (deadline). All ACKs and refusals to one sender go out as one message
     per reason."""
     raw = dict(_raw(tmp_path), max_queue_tasks=2)
     cfg = parse_config(raw)
@@ -182,14 +183,14 @@ def test_intake_refuses_past_the_bound_drops_replays_and_expired_tasks(tmp_path)
             "hops": 0, "resends": 0, "ttl_s": ttl_s}, tensors=[x])
 
     try:
-        for msg in (task("a"), task("b"), task("c"), task("a", 1), task("d", 5),
+        for msg in (task("a"), task("b"), task("c"), task("a", 1), task("a"), task("d", 5),
                     task("e", 0, 0.0)):
             side.on_data(b"s1", msg)
         assert side.held()[0] == 2 and side.input_queue() == 2
-        assert out._replies == {(b"s1", ""): ["a#0", "b#0", "a#1", "e#0"],
-                                (b"s1", "overload"): ["c#0"]}
+        assert out._replies == {(b"s1", ""): ["a#0", "b#0", "a#0", "e#0"],
+                                (b"s1", "overload"): ["c#0", "a#1"]}
         assert (out.counters["duplicate_task"], out.counters["drop_bad_attempt"],
-                out.counters["drop_deadline"], out.counters["refused_overload"]) == (1, 1, 1, 1)
+                out.counters["drop_deadline"], out.counters["refused_overload"]) == (1, 1, 1, 2)
     finally:
         runner.stop()
         engine.close()
