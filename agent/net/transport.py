@@ -26,7 +26,9 @@
   dropped data connections, so the outbox can tell whether a task went on the connection still
   up. Failed handshakes (a key refused or wrong, another ``security``) are told, bounded, and
   dialled again slowly (``agent.net.redial``; on the bound sockets ``agent.net.handshakes``).
-- Every socket: LINGER 0 (shutdown never blocks), IPV6 only where its endpoint needs it
+- Every socket: LINGER 0 (a stop never blocks; at ``close`` the data sockets get a short,
+  bounded linger so the last ACKs, answers and results go out: ``agent.net.transport_stop``),
+  IPV6 only where its endpoint needs it
   (``agent.net.addrfamily``; ``bound``: what each bind took); a peer's sockets connect to
   the numeric address its name resolved to, never the name (``agent.net.peeraddr``: libzmq
   would resolve it on its I/O thread, stalling every socket), MAXMSGSIZE (twice
@@ -54,12 +56,13 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import zmq
 
 from agent.config.node import DEFAULT_MAX_MESSAGE_BYTES, Peer
-from agent.net import acceptwatch, clientkeys, liveness
+from agent.net import acceptwatch, clientkeys, liveness, transport_stop
 from agent.net.addrfamily import for_node
 from agent.net.frames import recv_message, send_frames
 from agent.net.handshakes import event_of, monitor, watches
@@ -145,6 +148,7 @@ class Transport:
         self.redial, self.server_watch = watches(self.security, node_id, peers, self.server_keys)
         self.data_drops: Dict[str, int] = {}  # peer id -> its data connections dropped so far
         self._fds: List[int] = []
+        self.replied_at = -math.inf  # monotonic time of the last reply on the data socket
         self._sockets: List[zmq.Socket] = []
         # what the data links carry (set by the node before ``open``; default: sizes unknown)
         self.sizes = liveness.StageSizes()
@@ -367,10 +371,14 @@ class Transport:
             send_frames(sock, [bytes(identity)] + list(frames))  # ClientId: as bytes
         except (zmq.Again, zmq.ZMQError):  # EHOSTUNREACH: the peer disconnected meanwhile
             return False
+        if not client:  # a peer's DEALER must read it before ``close`` (transport_stop)
+            self.replied_at = time.monotonic()
         return True
 
     def close(self) -> None:
-        """Close every socket at once (LINGER 0) and stop the security object."""
+        """Close every socket and stop the security object, after the peers had a moment to read
+        the last ACKs, and with a bounded linger on the data sockets (``transport_stop``)."""
+        transport_stop.settle(self.replied_at)
         watched = [self.subs[p] for p in self._sub_monitors.values() if p in self.subs]
         watched += [s for s in (self.router, self.pub) if s is not None]
         for d in list(self.dealers.values()) + watched:
@@ -383,11 +391,9 @@ class Transport:
         self._monitors, self._sub_monitors, self._bound = {}, {}, {}
         self.server_watch.flush(force=True)
         self.accepts.close()
-        for s in self._sockets:
-            try:
-                s.close(linger=0)
-            except zmq.ZMQError:
-                pass
+        data = [s for s in (self.router, self.client) if s is not None]
+        data += list(self.dealers.values())  # ACKs, answers, results, tasks: a bounded linger
+        transport_stop.close_sockets(self._sockets, data, transport_stop.STOP_LINGER_MS)
         self._sockets = []
         self.dealers = {}
         self.security.stop()
