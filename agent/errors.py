@@ -4,8 +4,8 @@ Raise ``UsageError("what is wrong, and where")`` for bad input (config, scenario
 command-line values). The CLI prints it as a single line and exits with status 2; library
 callers can catch it like any exception. Subclasses name the kind of input.
 
-``EXIT_CONFIG`` is the status a long-running command (``run``, ``calibrate``) exits with when it
-cannot start because of its configuration or its files: the systemd units list it in
+``EXIT_CONFIG`` is the status ``run`` exits with when it cannot start because of its
+configuration or its files (``calibrate``'s refusals are usage errors, status 2): the systemd units list it in
 ``RestartPreventExitStatus`` so a fault that a restart cannot fix does not become a restart loop.
 
 ``missing_module_hint`` names the install that brings an optional module a command or an

@@ -6,6 +6,7 @@ import argparse
 import os
 import sys
 
+from agent.commands import seed_arg
 from agent.config.checks import MAX_INTERVAL_S
 
 # how long the connection to the source is watched before the first input: a refused
@@ -42,7 +43,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="send R inputs per second (Poisson arrivals) whatever is in "
                              "flight, for the delays under load (default: one at a time, each "
                              "answer awaited)")
-    parser.add_argument("--seed", type=int, default=0,
+    parser.add_argument("--seed", type=seed_arg, default=0,
                         help="with --rate: seed of the random arrival gaps (default 0)")
     parser.add_argument("--out", default=None, metavar="DIR",
                         help="write a run folder DIR/YYYYmmdd-HHMMSS (DIR/latest) with one "

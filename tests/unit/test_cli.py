@@ -50,7 +50,7 @@ def test_help_imports_no_runtime_libraries():
     assert out.stdout.strip().splitlines()[-1] == "[]"
 
 
-@pytest.mark.parametrize("command", ["heads", "plan", "scenario", "simulate", "testbed"])
+@pytest.mark.parametrize("command", ["heads", "plan", "scenario", "simulate", "submit", "testbed"])
 @pytest.mark.parametrize("seed", ["-1", "4294967296", "x"])
 def test_a_seed_numpy_cannot_take_is_a_usage_error(command, seed, capsys):
     """``--seed`` takes 0..2^32-1 on every command that has one: anything else is argparse's
