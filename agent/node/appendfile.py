@@ -34,6 +34,12 @@ def write_whole(fd: int, data: bytes) -> None:
         raise
 
 
+def sync_data(fd: int) -> None:
+    """Make the data written to ``fd`` durable (``fdatasync``; ``fsync`` where there is none:
+    the file's size, which an append changes, is synced by both)."""
+    getattr(os, "fdatasync", os.fsync)(fd)
+
+
 def cut_torn_tail(path: str) -> int:
     """Remove a last line without its newline (a write cut short by a crash); bytes removed."""
     try:

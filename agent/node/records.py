@@ -4,7 +4,8 @@ One final line per created task, across crashes and full disks:
 
 - **Journal** (``<state_dir>/records.jsonl.journal``): when a task is created, a ``+{id, created_wall,
   created_mono, label}`` line is written at once (one ``write``: it survives a SIGKILL of the
-  agent); once the task's final line is in ``records.jsonl``, a ``-id`` line follows. At start-up
+  agent); once the task's final line is durable in ``records.jsonl`` (the next group commit,
+  ``agent.node.journal``: about once a second), a ``-id`` line follows. At start-up
   every ``+`` without a ``-`` whose id has no line in ``records.jsonl`` either is a task the
   previous run created and never recorded: it gets a ``lost`` line with reason ``crash``. The
   journal is rewritten (atomically) with only the open tasks whenever it has grown well past them.
@@ -29,21 +30,29 @@ One final line per created task, across crashes and full disks:
   start-up (its task is then recovered from the journal), and so is a torn last journal line
   (a line appended after it would be unreadable).
 
+Durability: a group commit (``journal.GroupCommit``) syncs the records, then writes the ``-``
+lines they cover, then syncs the journal, at most once per ``COMMIT_GAP_S`` (at a flush) and
+before a compaction or rotation: a power cut loses at most the last second or so of lines, and
+never leaves a ``-`` line whose record line it took.
+
 Failed writes are counted and logged at most once a minute (``agent.ops.files.WriteFaults``);
 nothing here raises ``OSError`` once the files are open.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
-import re
+import time
 from collections import OrderedDict
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
-from agent.node.appendfile import append_fd, cut_torn_tail, write_whole
-from agent.ops.atomic import write_atomic
+from agent.node.appendfile import append_fd, cut_torn_tail, sync_data, write_whole
+from agent.node.journal import GroupCommit, unrecorded
+from agent.node.records_rotation import remove_past, rotate_files
+from agent.ops.atomic import fsync_dir, write_atomic
 from agent.ops.files import WriteFaults
 from agent.ops.reserve import RESERVE_BYTES, SpareRoom
 
@@ -54,7 +63,6 @@ FLUSH_CHUNK_BYTES = 1 << 20  # one write's lines at most (a backlog after a full
 JOURNAL_SUFFIX = ".journal"
 RESERVE_SUFFIX = ".reserve"  # room kept for a journalled writer's final flush (ops.reserve)
 MAX_UNTRACED_LOGGED = 1000  # record lines logged because neither they nor their journal fit
-_RECORD_ID = re.compile(rb'\{\s*"id"\s*:\s*"((?:[^"\\]|\\.)*)"')  # records are written with "id" first
 
 
 class RecordWriter:
@@ -63,7 +71,8 @@ class RecordWriter:
     def __init__(self, path: str, journal: bool = True, max_buffered: int = MAX_BUFFERED_RECORDS,
                  faults: Optional[WriteFaults] = None,
                  journal_faults: Optional[WriteFaults] = None,
-                 max_bytes: int = 0, keep_files: int = 1, boot: str = ""):
+                 max_bytes: int = 0, keep_files: int = 1, boot: str = "",
+                 clock: Callable[[], float] = time.monotonic):
         os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
         self.path = path
         self.journal_path = path + JOURNAL_SUFFIX if journal else ""
@@ -76,6 +85,8 @@ class RecordWriter:
         self.faults = faults or WriteFaults("records " + path)
         self.journal_faults = journal_faults or WriteFaults("record journal " + path + JOURNAL_SUFFIX)
         self.rotation_faults = WriteFaults("records rotation " + path)
+        self.sync_faults = WriteFaults("records sync " + path)  # fdatasync failed: retried
+        self.commit = GroupCommit(clock=clock)
         torn = cut_torn_tail(path)
         if torn:
             log.warning("%s ended in a torn line (%d bytes, from a crash); removed it", path, torn)
@@ -83,6 +94,8 @@ class RecordWriter:
         self._buf: "OrderedDict[int, Tuple[str, str]]" = OrderedDict()  # seq -> (task id, line)
         self._seq = 0
         self.open_tasks: Dict[str, Dict[str, Any]] = {}  # journalled, final line not on disk yet
+        # final line written, not yet synced: their "-" lines wait for the next commit
+        self._closing: "OrderedDict[str, Dict[str, Any]]" = OrderedDict()
         self.dropped = 0  # record lines given up (the disk stayed full too long)
         self._jfd = -1
         self._journal_lines = 0
@@ -97,44 +110,11 @@ class RecordWriter:
                         "tasks recorded lost (crash) at the next start", self.spare.path,
                         RESERVE_BYTES, _free_space(path))
         if self.journal_path:
-            self._recovered = self._read_journal()
+            self._recovered = unrecorded(self.journal_path, self.path)
             cut_torn_tail(self.journal_path)
             self._jfd = append_fd(self.journal_path)
 
     # -- journal -----------------------------------------------------------------------------
-
-    def _read_journal(self, skip: Any = ()) -> List[Dict[str, Any]]:
-        """Journalled tasks that have no line in ``records.jsonl`` (at start-up: the earlier
-        run's), except those in ``skip`` (open in this run)."""
-        opened: "OrderedDict[str, Dict[str, Any]]" = OrderedDict()
-        try:
-            with open(self.journal_path, "rb") as f:
-                for raw in f:
-                    if not raw.endswith(b"\n"):
-                        break  # torn: the task was never handed out
-                    if raw.startswith(b"+"):
-                        try:
-                            entry = json.loads(raw[1:].decode("utf-8"))
-                            opened[str(entry["id"])] = entry
-                        except (ValueError, KeyError, TypeError):
-                            continue
-                    elif raw.startswith(b"-"):
-                        opened.pop(raw[1:].strip().decode("utf-8", "replace"), None)
-        except FileNotFoundError:
-            return []
-        for task_id in skip:
-            opened.pop(task_id, None)
-        if not opened:
-            return []
-        try:  # a final line written before its "-" made it: in this file (see rotation)
-            with open(self.path, "rb") as f:
-                for raw in f:  # (a regex, not json: a long file must not slow the start much)
-                    m = _RECORD_ID.match(raw)
-                    if m:
-                        opened.pop(m.group(1).decode("utf-8", "replace"), None)
-        except FileNotFoundError:
-            pass
-        return list(opened.values())
 
     def recovered(self) -> List[Dict[str, Any]]:
         """Journalled tasks without a final line (``id, created_wall, created_mono, label``),
@@ -163,6 +143,7 @@ class RecordWriter:
             if self._jfd < 0:  # lost (a failed reopen after compaction): try again
                 self._jfd = append_fd(self.journal_path)
             write_whole(self._jfd, data)
+            self.commit.journal = True
             self._journal_lines += data.count(b"\n")
             self.journal_faults.succeeded()
             return True
@@ -171,12 +152,14 @@ class RecordWriter:
             return False
 
     def _compact(self, faults: Optional[WriteFaults] = None) -> bool:
-        """Rewrite the journal with only the open tasks (atomically, no fsync); False when the
-        rewrite failed (the journal is then as it was; counted on ``faults``)."""
+        """Rewrite the journal with only the open tasks (atomically and durably: a power cut
+        must not keep the rename and lose the lines); False when the rewrite failed (the
+        journal is then as it was; counted on ``faults``)."""
         text = "".join("+%s\n" % json.dumps(e, separators=(",", ":"))
-                       for e in self.open_tasks.values())
+                       for e in list(self.open_tasks.values()) + list(self._closing.values()))
         try:
-            write_atomic(self.journal_path, text, durable=False)
+            write_atomic(self.journal_path, text, durable=True)
+            self.commit.syncs += 2  # the new file and the folder
         except OSError as exc:
             (faults or self.journal_faults).failed(exc, " (compaction)")
             return False
@@ -189,7 +172,7 @@ class RecordWriter:
         except OSError as exc:
             self.journal_faults.failed(exc)
             return True
-        self._journal_lines = len(self.open_tasks)
+        self._journal_lines = len(self.open_tasks) + len(self._closing)
         return True
 
     def _due_rotation(self, adding: int) -> bool:
@@ -215,6 +198,8 @@ class RecordWriter:
         except OSError as exc:
             self.rotation_faults.failed(exc, " (reopening %s)" % self.path)
             return
+        self.sync()  # the lines written to the old file: their "-" lines
+        self.commit.folder = True
         os.close(self._fd)
         self._fd = fd
         log.warning("%s was moved or deleted while open: writing to a new %s", self.path,
@@ -226,60 +211,23 @@ class RecordWriter:
         the same file and work)."""
         faults = self.rotation_faults
         if self.journal_path:
-            if self.given_up or self._recovered or not self._compact(faults):
+            if (not self.sync() or self.given_up or self._recovered or self._closing
+                    or not self._compact(faults)):
                 return  # the journal still names tasks recorded in this file: grow on
-        fresh, renamed = self.path + ".new", False
-        try:  # made first, so a failure leaves every name as it was; O_EXCL: a name left by
-            # a crash mid-rotation is removed, and a link or FIFO there is never opened
-            if os.path.lexists(fresh):
-                os.unlink(fresh)
-            fd = os.open(fresh, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_EXCL
-                         | getattr(os, "O_CLOEXEC", 0), 0o644)
-        except OSError as exc:
-            faults.failed(exc, " (writing on to the same file)")
-            return
         try:
-            kept = ["%s.%d" % (self.path, i) for i in range(1, self.keep_files + 1)]
-            for older in kept:  # an operator's folder there would be moved along, then stop it
-                if os.path.lexists(older) and not os.path.isfile(older):
-                    raise OSError("%s is not a file: move it away" % older)
-            # the oldest kept file, replaced below when the one before it moves onto it
-            gone = os.path.lexists(kept[-1]) and (len(kept) == 1 or os.path.lexists(kept[-2]))
-            for i in range(self.keep_files - 1, 0, -1):
-                if os.path.lexists(kept[i - 1]):
-                    os.replace(kept[i - 1], kept[i])
-            os.replace(self.path, self.path + ".1")
-            renamed = True
-            os.replace(fresh, self.path)
+            fd, gone = rotate_files(self.path, self.keep_files)
         except OSError as exc:
             faults.failed(exc, " (writing on to the same file)")
-            try:
-                if renamed:
-                    os.replace(self.path + ".1", self.path)
-            except OSError:
-                pass
-            os.close(fd)
-            try:
-                os.unlink(fresh)
-            except OSError:
-                pass
             return
         os.close(self._fd)
         self._fd = fd
+        self.commit.folder = True  # the renames and the new file: durable at the next commit
         self.rotations += 1
-        self.files_deleted += gone
+        self.files_deleted += gone + remove_past(self.path, self.keep_files)
         faults.succeeded()
-        i = self.keep_files + 1  # left by a larger records_keep_files earlier
-        while os.path.lexists("%s.%d" % (self.path, i)):
-            try:
-                os.unlink("%s.%d" % (self.path, i))
-            except OSError:
-                break
-            self.files_deleted += 1
-            i += 1
         log.info("%s would pass %d bytes: rotated to %s.1 (keeping %d older file(s)%s)",
                  self.path, self.max_bytes, self.path, self.keep_files,
-                 "; the oldest, %s, deleted" % kept[-1] if gone else "")
+                 "; the oldest, %s.%d, deleted" % (self.path, self.keep_files) if gone else "")
 
     # -- records -----------------------------------------------------------------------------
 
@@ -306,9 +254,16 @@ class RecordWriter:
     def flush(self) -> bool:
         """Append the buffered lines, oldest first, in writes of whole lines of at most
         ``FLUSH_CHUNK_BYTES`` (after a full disk what fits is written, not all or nothing);
-        False (counted, logged) when one failed: the lines from there on stay buffered."""
-        if not self._buf or self._fd < 0:
+        False (counted, logged) when one failed: the lines from there on stay buffered. Then
+        the group commit, when due (``sync``)."""
+        if self._fd < 0:
             return not self._buf
+        ok = self._append() if self._buf else True
+        if self.commit.due():
+            self.sync()
+        return ok
+
+    def _append(self) -> bool:
         self._follow_path()
         rotate = bool(self.max_bytes)  # once a flush at most: a backlog after a full disk
         while self._buf:  # rotating per part would delete what it had just written
@@ -332,21 +287,55 @@ class RecordWriter:
                 del self._buf[seq]
             self._written([tid for _, tid, _ in lines])
         self.faults.succeeded()
-        if self.journal_path:
-            if self.given_up:  # the disk works again: the given-up tasks, from their journal lines
-                self._recovered += self._read_journal(skip=self.open_tasks)
-                self.given_up = 0
-            if self._journal_lines > 2 * len(self.open_tasks) + 1000 and not self._recovered:
-                self._compact()
+        if self.journal_path and self.given_up:  # the disk works again: the given-up tasks,
+            # from their journal lines
+            self._recovered += unrecorded(self.journal_path, self.path,
+                                          list(self.open_tasks) + list(self._closing))
+            self.given_up = 0
         return True
 
     def _written(self, ids: List[str]) -> None:
-        """The final lines of ``ids`` are on disk: they leave the open tasks and the journal."""
+        """The final lines of ``ids`` are written: they leave the open tasks; their ``-`` lines
+        wait for the next commit (``sync``), which first makes these lines durable."""
+        self.commit.records = True
         for tid in ids:
-            self.open_tasks.pop(tid, None)
+            entry = self.open_tasks.pop(tid, None)
+            if entry is not None and self.journal_path:
+                self._closing[tid] = entry
         self._unjournalled.difference_update(ids)
-        if self.journal_path:
-            self._journal("".join("-%s\n" % tid for tid in ids).encode("utf-8"))
+
+    def sync(self) -> bool:
+        """The group commit (``agent.node.journal``): sync the folder (after a file was made or
+        renamed), the records, then write the ``-`` lines of the tasks whose record lines that
+        made durable, and sync the journal (or compact it, durably, when it has grown well past
+        the open tasks). False when a sync failed (counted on ``sync_faults``; the next commit retries,
+        and the ``-`` lines wait for it)."""
+        c = self.commit
+        if not (c.dirty() or self._closing):
+            return True
+        c.last = c.clock()
+        try:
+            if c.folder:
+                fsync_dir(os.path.dirname(os.path.abspath(self.path)))
+                c.folder, c.syncs = False, c.syncs + 1
+            if c.records and self._fd >= 0:
+                _sync(self._fd)
+                c.records, c.syncs = False, c.syncs + 1
+            closing, self._closing = self._closing, OrderedDict()
+            if closing:  # their record lines are on the disk now; never written before that
+                self._journal("".join("-%s\n" % tid for tid in closing).encode("utf-8"))
+            if (self.journal_path and self._journal_lines > 2 * len(self.open_tasks) + 1000
+                    and not self._recovered and self._compact()):
+                c.journal = False  # the new journal was synced whole: no sync of the old
+            if c.journal and self._jfd >= 0:
+                _sync(self._jfd)
+                c.journal, c.syncs = False, c.syncs + 1
+        except OSError as exc:
+            self.sync_faults.failed(exc, " (synced at the next commit)")
+            return False
+        self.sync_faults.succeeded()
+        c.commits += 1
+        return True
 
     def flush_unless_failing(self) -> None:
         """Write the buffered lines now, unless the last write failed (then the periodic
@@ -372,6 +361,7 @@ class RecordWriter:
         if not self.flush() and self.spare.release():
             self.flush()
         self.spare.release()
+        self.sync()  # a clean stop leaves every line durable and the "-" lines written
         untraced = [line for tid, line in self._buf.values() if tid in self._unjournalled]
         if len(self._buf) > len(untraced):
             log.warning("%d record line(s) could not be written to %s before exit; their tasks "
@@ -380,7 +370,7 @@ class RecordWriter:
         for line in untraced:
             self._untraced(line)
         if self.journal_path and not (self._buf or self.open_tasks or self.given_up
-                                   or self._recovered):
+                                   or self._recovered or self._closing):
             self._compact()
         for fd in (self._fd, self._jfd):
             if fd >= 0:
@@ -389,6 +379,16 @@ class RecordWriter:
                 except OSError:
                     pass
         self._fd = self._jfd = -1
+
+
+def _sync(fd: int) -> None:
+    """``sync_data``; a file that cannot be synced (``EINVAL``: a device such as /dev/null)
+    holds nothing a power cut could take, so it counts as synced."""
+    try:
+        sync_data(fd)
+    except OSError as exc:
+        if exc.errno != errno.EINVAL:
+            raise
 
 
 def _free_space(path: str) -> str:
