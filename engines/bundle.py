@@ -7,7 +7,8 @@ its SHA-256, tensor names/shapes/dtypes (batch dimension 1), ``flops`` (alpha, m
 accumulates counted from the graph, see ``engines.flops``) and ``input_bytes`` (beta, batch 1).
 
 ``load_bundle`` validates everything it reads and raises ``BundleError`` with one line naming
-the file and field at fault.
+the file and field at fault; how the stages fit together (stage h's feature is stage h+1's
+input, in shape and dtype) is ``engines.bundle_stages``.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from agent.errors import UsageError
 from agent.ops.atomic import write_atomic
 from agent.ops.files import FileFault, read_text
 from agent.protocol.wire import MAX_DIMS
+from engines.bundle_stages import stages_problem, tensor_bytes
 
 MANIFEST_NAME = "bundle.json"
 MANIFEST_MAX_BYTES = 16 * 1024 * 1024  # a manifest is a few kB
@@ -120,11 +122,6 @@ def sha256_file(path: str) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
-
-
-def tensor_bytes(shape, dtype: str) -> int:
-    """Bytes of one tensor of ``shape`` and numpy ``dtype``."""
-    return int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
 
 
 def value_range_problem(raw: Any) -> str:
@@ -304,26 +301,9 @@ def parse_bundle(obj: Dict[str, Any], directory: str, where: str = MANIFEST_NAME
     if len(raw_stages) < 1:
         raise BundleError("%s: field stages is empty" % where)
     stages = tuple(_parse_stage(f, s, i, directory, verify_files) for i, s in enumerate(raw_stages))
-    last = stages[-1]
-    if last.feature_output is not None or last.logits_output is None or last.has_exit:
-        raise BundleError("%s: the final stage %d must have logits_output, no feature_output and "
-                          "has_exit false" % (where, last.index))
-    for s in stages:
-        if s.has_exit and s.logits_output is None:
-            raise BundleError("%s: stage %d has_exit but no logits_output" % (where, s.index))
-        if s.logits_output is not None and s.num_classes != num_classes:
-            raise BundleError("%s: stage %d logits have %d classes, num_classes is %d"
-                              % (where, s.index, s.num_classes, num_classes))
-        if s.input_bytes != tensor_bytes(s.input_shape, s.input_dtype):
-            raise BundleError("%s: stage %d input_bytes %d does not match shape %r %s"
-                              % (where, s.index, s.input_bytes, s.input_shape, s.input_dtype))
-    for prev, nxt in zip(stages[:-1], stages[1:]):
-        if prev.feature_output is None:
-            raise BundleError("%s: stage %d has no feature_output for stage %d"
-                              % (where, prev.index, nxt.index))
-        if prev.feature_shape != nxt.input_shape:
-            raise BundleError("%s: stage %d feature shape %r != stage %d input shape %r"
-                              % (where, prev.index, prev.feature_shape, nxt.index, nxt.input_shape))
+    problem = stages_problem(stages, num_classes)  # feature h = input h+1, heads, sizes
+    if problem:
+        raise BundleError("%s: %s" % (where, problem))
     profile_rel = f.get(obj, "exit_profile", str, "", optional=True)
     profile_path = None
     if profile_rel is not None:

@@ -14,7 +14,7 @@ import ipaddress
 import math
 import os
 import re
-from typing import Any, Callable, Dict, Mapping, Optional, Type
+from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Type
 
 NODE_ID_MAX_CHARS = 64
 _NODE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*\Z")
@@ -126,6 +126,21 @@ def check_service_times(capacity_flops: Optional[float], stage_flops: Mapping[in
         why = service_time_problem(flops, capacity_flops)
         if why:
             raise error("%s: stage %d: %s" % (where, stage, why))
+
+
+def check_peer_stages(peers: Sequence[Any], num_stages: int, bundle: str,
+                      error: Callable[[str], Exception]) -> None:
+    """Raise ``error("peers[I].stage: ...")`` for the first peer serving a stage beyond the
+    bundle's ``num_stages`` (stage or last_stage): no task is ever sent to it nor comes from
+    it, so a typo (stage 7 of a 4-stage bundle) would leave that device out without a word."""
+    for i, p in enumerate(peers):
+        first, last = p.stages
+        if last > num_stages:
+            raise error("peers[%d].%s: peer %s serves stage %s, but the bundle (%s) has stages "
+                        "1..%d; give it a stage in 1..%d (0: a source), or remove the peer"
+                        % (i, "stage" if first > num_stages else "last_stage", p.id,
+                           first if first == last else "%d..%d" % (first, last), bundle,
+                           num_stages, num_stages))
 
 
 def check_distinct_binds(kw: Dict[str, Any], where: str, error: Type[Exception]) -> None:

@@ -46,3 +46,18 @@ def checked_labels(y: Any, n: int, where: str) -> np.ndarray:
         raise UsageError("%s: y must hold whole-number class labels (-1: none), got %r"
                          % (where, odd[0]))
     return y.astype(np.int64)
+
+
+def check_label_classes(y: np.ndarray, classes: int, where: str) -> None:
+    """Refuse labels (checked by ``checked_labels``) outside 0..classes-1, -1 (no label) apart:
+    the model's heads answer one of ``classes`` classes, so such a label is never matched and
+    every accuracy figure of the set would be wrong. One line: how many labels are out, the
+    range of the labels found and the classes expected."""
+    labelled = y[y != -1]
+    out = int(np.count_nonzero((labelled < 0) | (labelled >= classes)))
+    if out:
+        raise UsageError("%s: %d of %d labels lie outside 0..%d, the %d classes of the "
+                         "bundle's heads (labels found: %d..%d); give labels 0..%d (-1: none), "
+                         "or the bundle the set was made for"
+                         % (where, out, len(y), classes - 1, classes, int(labelled.min()),
+                            int(labelled.max()), classes - 1))
