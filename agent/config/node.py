@@ -107,7 +107,7 @@ class NodeConfig:
     ack_timeout_s: float = 1.0  # data plane: re-send to another successor when no ACK by then
     result_timeout_s: float = 20.0  # source: re-issue a task whose result has not come by then
     max_attempts: int = 3  # source: issues of one task (first + re-issues) before it is lost
-    drain_timeout_s: float = 10.0  # source: on shutdown, wait this long for results in flight
+    drain_timeout_s: float = 10.0  # on SIGTERM: a source waits for results, a worker finishes
     max_queue_tasks: int = 32  # tasks a node holds (input + output queue); more are refused
     max_queue_bytes: int = 64 * 1024 * 1024  # tensor bytes a node holds; more are refused
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES  # ZMQ_MAXMSGSIZE on receiving sockets

@@ -10,8 +10,9 @@ capacity (a worker) or open the replay set and the task book (a source), start m
 the policy's saved state (``agent.node.restore``), then build the transport, the outbox, the
 node's side, its status and the loop. ``serve`` binds the sockets, tells systemd READY and runs
 the loop until SIGTERM or SIGINT: a source stops creating tasks and waits up to
-``drain_timeout_s`` for answers in flight (the rest are recorded as lost), then every socket
-closes with LINGER 0.
+``drain_timeout_s`` for answers in flight (the rest are recorded as lost), a worker refuses new
+tasks and finishes those it holds (``worker_drain``), then the sockets close
+(``agent.net.transport_stop``).
 
 Every start-up fault is a ``UsageError`` of one line naming the field or file and the fix;
 ``agent.commands.run`` exits with ``EXIT_CONFIG`` on it (no restart loop under systemd).

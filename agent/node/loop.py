@@ -50,6 +50,7 @@ from agent.protocol.wire import Kind, WireError
 from agent.node.fleetcheck import FleetCheck
 from agent.node.hooks import NodeHooks
 from agent.node.limits import check_message_size
+from agent.node.loop_drain import custody_left
 from agent.node.neighbourtime import NeighbourSilence
 from agent.node.reach import ReachWatch
 from agent.node.statelog import StateLog
@@ -115,7 +116,7 @@ class Node:
             pass
 
     def run(self) -> None:
-        """Serve until ``stop()``; then drain (sources) and write final stats."""
+        """Serve until ``stop()``; drain up to ``role.drain_time_s`` (``loop_drain``); stats."""
         guarded, out, role = self.outbox.guarded, self.outbox, self.role
         self.transport.register_fd(self._rfd)
         for fd in role.wake_fds():
@@ -139,9 +140,7 @@ class Node:
             if drain_until is not None and (now >= drain_until or not self._in_flight()):
                 break
             due = list(nxt.values())
-            for extra in (role.wake_at(), out.next_due(), drain_until):
-                if extra is not None:
-                    due.append(extra)
+            due += [t for t in (role.wake_at(), out.next_due(), drain_until) if t is not None]
             # wake often enough for the systemd watchdog even when idle
             due.append(now + self.hooks.watchdog_interval_s)
             wait_s = max(0.0, min(due) - now)
@@ -203,7 +202,8 @@ class Node:
         self.role.after_tick(now)
 
     def _in_flight(self) -> bool:
-        return self.role.in_flight() or bool(self.outbox.items)
+        # custody ends with an ACK: worth waiting for only while where it went is alive
+        return self.role.in_flight() or custody_left(self.outbox)[0] > 0
 
     def _finish(self) -> None:
         self.role.finish(self.clock(), self.wall())

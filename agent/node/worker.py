@@ -2,16 +2,11 @@
 
 A task's path through a worker: a TASK arrives at the ROUTER; the worker checks it (a stage it
 serves, a known source, the stage's input shape and dtype, ``attempt`` below ``max_attempts``),
-then either refuses it in its ACK (``overload``: the node already holds ``max_queue_tasks``
-tasks or ``max_queue_bytes`` of tensors, input and output queues together, or the tasks waiting
-for or in its engine times its service time exceed what is left of the task's deadline, so it
-would expire before it ran, or every successor of its next stage refuses work while tasks
-already wait here for one; ``no_route``: no live route to a later stage, or back to its
-source: ``outitem.cut_off_from``) or ACKs it, drops a
-duplicate, and puts it in the input queue (``backlog``), from which at most ``ENGINE_DEPTH``
-jobs at a time go to the inference thread (``inference.py``), or, on a worker confined to one
-core with a fast engine, run on the loop's own thread (``INLINE_MAX_S``); a task past its
-deadline is dropped there instead of run. When the thread hands the ``Done`` back,
+then either refuses it in its ACK (``shutdown``, ``no_route``, ``overload``: ``worker_admit``)
+or ACKs it, drops a duplicate, and puts it in the input queue (``backlog``), from which at
+most ``ENGINE_DEPTH`` jobs at a time go to the inference thread (``inference.py``), or, on a
+worker confined to one core with a fast engine, run on the loop's own thread (``INLINE_MAX_S``);
+a task past its deadline is dropped there instead of run. When the thread hands the ``Done`` back,
 ``steps.next_step`` decides: EXIT (a RESULT to the task's source), FORWARD (a stage h+1 TASK
 with the features and what is left of its deadline), LOCAL (stage h+1 queued here) or DROP.
 Results and forwarded tasks go to the outbox, which keeps them until the next hop ACKs (results
@@ -27,6 +22,8 @@ answers every task at its own last stage (a tier of DIMEE or MLCI holding stages
 Duplicates are found by task id and stage (``out_reissue``): a copy of an attempt taken already
 runs nothing; a higher attempt (its source's re-issue) is taken in, and runs once the earlier
 one's deadline here has passed (held until then: this deadline ends later than the source's).
+
+On SIGTERM the worker refuses new tasks and finishes those it holds (``worker_drain``).
 """
 
 from __future__ import annotations
@@ -44,10 +41,12 @@ from agent.protocol import wire
 from agent.protocol.wire import Kind
 from agent.node.inference import Done, InferenceThread, Job
 from agent.node.outbox import Outbox
-from agent.node.outitem import OutItem, cut_off_from
+from agent.node.outitem import OutItem
 from agent.node.out_reissue import Reissues, forget_expired
 from agent.node.role import Role
 from agent.node.steps import Step, next_step
+from agent.node.worker_admit import refusal
+from agent.node.worker_drain import WorkerDrain
 from agent.ops.metrics import NullMetrics
 from agent.policies.api import CONTINUE, ESCALATE, AgentPolicy, HeadInfo, TaskInfo
 
@@ -105,8 +104,19 @@ class WorkerSide(Role):
         self._one = False  # affinity and speed ask for inline; it follows once the thread is empty
         self._affinity_at = -math.inf  # clock() of the next affinity check
         self._forget_at = -math.inf  # clock() of the next pass over ``seen``
+        self.drain = WorkerDrain(cfg.drain_timeout_s, outbox)  # the stop (SIGTERM)
 
     # -- what the loop asks ------------------------------------------------------------------
+
+    def stop_arrivals(self) -> None:
+        self.drain.begin(self.input_queue(), self.clock())  # new TASKs refused from now on
+
+    @property
+    def drain_time_s(self) -> float:
+        return self.cfg.drain_timeout_s
+
+    def finish(self, now: float, wall: float) -> None:
+        self.drain.report(self.input_queue(), now)
 
     def in_flight(self) -> bool:
         return bool(self.runner.queued or self.backlog or self.reissues.jobs)
@@ -191,9 +201,12 @@ class WorkerSide(Role):
         while self.backlog:
             job = self.backlog.popleft()
             self.backlog_bytes -= job.x.nbytes
-            if (job.meta.get(EXPIRES) or math.inf) > now:  # 0: no deadline
+            if self.drain.source_gone(job.meta.get("source")):  # stopping: nobody to answer
+                self.out.drop("source_gone")
+            elif (job.meta.get(EXPIRES) or math.inf) > now:  # 0: no deadline
                 return job
-            self.out.drop("deadline")
+            else:
+                self.out.drop("deadline")
         return None
 
     # -- intake ------------------------------------------------------------------------------
@@ -231,25 +244,9 @@ class WorkerSide(Role):
         if ttl <= 0:
             self.out.ack(identity, [key])
             return self.out.drop("deadline")
-        view = self.out.view
-        # no route onward, or none back (``outitem.cut_off_from``): the sender routes around
-        if view.no_route or cut_off_from(f["source"], msg.sender, view, self.out, self.sources):
-            return self.out.refuse(identity, key, "no_route", self.cfg.heartbeat_interval_s)
-        tasks, nbytes = self.held()
-        ahead = self.input_queue()  # it would wait behind these: refused when it would expire
-        if tasks >= self.cfg.max_queue_tasks or nbytes + x.nbytes > self.cfg.max_queue_bytes or (
-                ahead and ahead * view.service_time_s > ttl):  # NaN or 0 s: never refused so
-            # come back in about one service time: a place frees when a task leaves
-            return self.out.refuse(identity, key, "overload", view.service_time_s)
-        if self.out.waiting and not self.cfg.terminal and h < view.num_stages \
-                and not view.serves(h + 1) and view.alive_successors(h + 1, usable=False) \
-                and not self.out.current_view().alive_successors(h + 1):
-            # every stage-(h+1) successor refuses work and tasks already wait here for one
-            # (none heard yet, or all gone, is no refusal: the task waits, or no_route says so):
-            # this one would queue behind them, so the pressure goes upstream to the source
-            # (which then rejects) instead; come back when the first successor's hold ends
-            hold_s = min(view.unavailable.values(), default=now) - now
-            return self.out.refuse(identity, key, "overload", max(hold_s, view.service_time_s))
+        why = refusal(self, f, x.nbytes, msg.sender, ttl, now)  # (reason, retry_s)
+        if why is not None:
+            return self.out.refuse(identity, key, *why)
         self.out.ack(identity, [key])
         self.seen[(f["id"], h)] = (f["attempt"], now + ttl)
         self.seen.move_to_end((f["id"], h))  # forget_expired, SEEN_KEYS: oldest first
@@ -295,6 +292,7 @@ class WorkerSide(Role):
         expires = f.pop(EXPIRES, 0.0)
         x0, local = f.pop(RAW, None), f.pop(LOCAL, None)
         f.pop("ttl_s", None)
+        self.drain.ran += 1
         if done.error:
             return self.out.drop(done.reason or "engine_error")
         self.metrics.service_time(done.service_time_s)

@@ -46,7 +46,7 @@ Optional fields (type-checked when present; absent means the default in brackets
                   ens_w float (MLCI: the sum of those levels' weights) [none]
     ACK           refused [str] (task keys the receiver refuses: its queue is full or it has
                   no route on; the sender re-routes or holds them at once) [],
-                  reason str (why they were refused: "overload" or "no_route") [""],
+                  reason str (why refused: "overload", "no_route", "shutdown") [""],
                   retry_s float (how long the sender should not offer this receiver more) [0]
     RESULT        token str (the TASK's token, echoed) [""];
                   outcome str ("completed" | "rejected" | "lost" | "error") and reason str

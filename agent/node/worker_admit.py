@@ -1,0 +1,46 @@
+"""Whether a worker takes a well-formed TASK now, or refuses it in its ACK (and for how long its
+sender should leave the worker alone).
+
+The refusals, in order: ``shutdown`` (the worker is stopping: ``worker_drain``); ``no_route``
+(no live route to a later stage, or back to the task's source: ``outitem.cut_off_from``);
+``overload`` (the node already holds ``max_queue_tasks`` tasks or ``max_queue_bytes`` of
+tensors, input and output queues together, or the tasks waiting for or in its engine times its
+service time exceed what is left of the task's deadline, so it would expire before it ran, or
+every successor of its next stage refuses work while tasks already wait here for one).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict, Optional, Tuple
+
+from agent.node.outitem import cut_off_from
+
+
+def refusal(w: Any, f: Dict[str, Any], nbytes: int, sender: str, ttl: float,
+            now: float) -> Optional[Tuple[str, float]]:
+    """(reason, retry_s) when worker ``w`` (a ``worker.WorkerSide``) refuses the TASK with
+    fields ``f`` and ``nbytes`` of tensor from ``sender``, ``ttl`` seconds before its deadline,
+    at monotonic ``now``; None when it takes it."""
+    if w.drain.stopping:
+        return "shutdown", w.drain.retry_s(now)
+    view = w.out.view
+    # no route onward, or none back (``outitem.cut_off_from``): the sender routes around
+    if view.no_route or cut_off_from(f["source"], sender, view, w.out, w.sources):
+        return "no_route", w.cfg.heartbeat_interval_s
+    tasks, held_bytes = w.held()
+    ahead = w.input_queue()  # it would wait behind these: refused when it would expire
+    if tasks >= w.cfg.max_queue_tasks or held_bytes + nbytes > w.cfg.max_queue_bytes or (
+            ahead and ahead * view.service_time_s > ttl):  # NaN or 0 s: never refused so
+        # come back in about one service time: a place frees when a task leaves
+        return "overload", view.service_time_s
+    h = f["stage"]
+    if w.out.waiting and not w.cfg.terminal and h < view.num_stages \
+            and not view.serves(h + 1) and view.alive_successors(h + 1, usable=False) \
+            and not w.out.current_view().alive_successors(h + 1):
+        # every stage-(h+1) successor refuses work and tasks already wait here for one
+        # (none heard yet, or all gone, is no refusal: the task waits, or no_route says so):
+        # this one would queue behind them, so the pressure goes upstream to the source
+        # (which then rejects) instead; come back when the first successor's hold ends
+        hold_s = min(view.unavailable.values(), default=now) - now
+        return "overload", max(hold_s, view.service_time_s)
+    return None
