@@ -290,6 +290,17 @@ def refuse_cpu_path_on_jetson(exc: jtop_adapter.JtopUnavailable, root: str = "/"
                         jtop_adapter.unreachable_fix(jtop_adapter.current_user())))
 
 
+def log_cpu_path(exc: jtop_adapter.JtopUnavailable, root: str = "/") -> None:
+    """The one line saying why the CPU path is taken: off a Jetson that it is none (jtop's
+    absence, and its install hint, are no fault there), on one ``exc``."""
+    from engines.accelerator import TEGRA_RELEASE, is_jetson
+
+    if is_jetson(root):
+        logger.warning("%s; calibrating the CPU path (one mode)", exc)
+    else:
+        logger.info("not a Jetson (no %s): calibrating the CPU path (one mode)", TEGRA_RELEASE)
+
+
 def calibrate(
     cfg: CalibrationConfig,
     jtop_module: Any = None,
@@ -332,7 +343,7 @@ def calibrate(
                 if explicit_ids is not None:
                     raise UsageError("--modes %s needs jetson-stats' jtop service: %s" % (cfg.modes, exc))
                 refuse_cpu_path_on_jetson(exc, root)
-                logger.warning("%s; calibrating the CPU path (one mode)", exc)
+                log_cpu_path(exc, root)
             if device is not None:
                 _recover_mode(cfg, device)
             stages = [bundle.stages[i - 1] for i in wanted]

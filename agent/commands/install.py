@@ -384,6 +384,7 @@ def run(args: argparse.Namespace) -> int:
     for name in args.instance:
         cfg = os.path.join(etc, name + ".toml")
         if not os.path.exists(cfg):
-            plan.say("# next: write %s (README: Deploying to a fleet), then "
-                     "`systemctl start edge-agent@%s`" % (cfg, name))
+            plan.say("# next: write %s (README: Deploying to a fleet), check it with `doctor "
+                     "--config`, calibrate a worker (`systemctl start edge-agent-calibrate`), "
+                     "then `systemctl start edge-agent@%s`" % (cfg, name))
     return 0

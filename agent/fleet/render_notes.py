@@ -288,9 +288,9 @@ def sheet_text(n: str, h: Host, cfg: NodeConfig, out: str, replay: str = "",
         os.path.join(root, VENV_BIN.lstrip("/"), "edge-agent"))
     worker = cfg.role == "worker"
     if worker:  # the node's own check reads the profile calibrate writes
-        lines += ["3. check the device, as the service user",
-                  doctor + ("" if root == "/" else " --state-dir %s" % quote(
-                      os.path.join(root, DEFAULT_STATE_DIR.lstrip("/")))),
+        lines += ["3. check the device and its bundle, as the service user",
+                  doctor + " --bundle %s" % quote(cfg.bundle) + ("" if root == "/" else
+                  " --state-dir %s" % quote(os.path.join(root, DEFAULT_STATE_DIR.lstrip("/")))),
                   "4. calibrate (the agents on the box stop while it runs)",
                   "   sudo systemctl start edge-agent-calibrate"]
     lines += ["%d. check the %snode's start-up, as the service user"

@@ -59,6 +59,9 @@ def check_node(path: str, mode: Optional[str] = None,
     comes first); ``root``: where the board's identity is read."""
     from agent.config.node import load_config
 
+    if not os.path.lexists(path):  # a wrong path, not a file to fix
+        return [Check("node config", FAIL, "%s: no such file" % path,
+                      "give the path of the node's config (/etc/edge-agent/NODE.toml)")], None
     try:
         cfg = load_config(path)
     except UsageError as exc:

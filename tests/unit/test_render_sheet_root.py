@@ -55,7 +55,9 @@ def test_with_root_every_device_path_on_the_sheet_is_under_it(tmp_path, capsys):
         assert _line(sheet, "doctor --config") == (
             "sudo -u edge-agent %s/opt/edge-agent/venv/bin/edge-agent doctor --config "
             "%s/etc/edge-agent/%s.toml" % (root, root, n))
-    assert ("edge-agent doctor --state-dir %s/var/lib/edge-agent" % root) in sheets["w1"]
+    # the device check reads the device's own bundle, not the demo one doctor defaults to
+    assert ("edge-agent doctor --bundle %s/opt/edge-agent/bundle --state-dir "
+            "%s/var/lib/edge-agent" % (root, root)) in sheets["w1"]
 
 
 def test_the_sheets_device_steps_run_as_written_under_the_root(tmp_path, capsys):
