@@ -2,7 +2,8 @@
 loaded 2-core CI machine as on a workstation; and the ``exclusive`` mark for the few tests that
 compare CPU times, which run with no other test beside them when the suite runs on several
 pytest-xdist workers (``-n 2`` in setup.cfg): nor beside another file's module fixtures, set
-up or torn down or kept between that file's tests."""
+up or torn down or kept between that file's tests. On the workers the files run longest
+first by kind (``_file_rank``), so that neither worker idles through a long file at the end."""
 
 import fcntl
 import os
@@ -23,6 +24,35 @@ def pytest_configure(config):
     if not hasattr(config, "workerinput") and _LOCKS_ENV not in os.environ:
         os.environ[_LOCKS_ENV] = tempfile.mkdtemp(prefix="edge-agent-tests-")
         config._edge_agent_locks = os.environ[_LOCKS_ENV]
+    # pytest-xdist hands out test files in the order the workers collected them (see
+    # pytest_collection_modifyitems) rather than sorted by their number of tests, which put
+    # the files of one or two long integration tests last and left one worker idle for them.
+    if hasattr(config.option, "loadscopereorder"):
+        config.option.loadscopereorder = False
+
+
+def _file_rank(items):
+    """file -> where it runs on the workers: a file with an ``exclusive`` test first (the
+    other worker's first file is all its test waits for, not a long file met mid-session),
+    then the integration files (real processes: the longest files), then the others, so the
+    many short unit files fill both workers to the end of the session."""
+    rank = {}
+    for item in items:
+        path = _file_of(item)
+        r = 0 if item.get_closest_marker("exclusive") else (
+            1 if path.startswith("tests/integration/") else 2)
+        rank[path] = min(r, rank.get(path, r))
+    return rank
+
+
+def pytest_collection_modifyitems(config, items):
+    """On pytest-xdist workers, the files in the order of ``_file_rank`` (a stable sort: a
+    file's tests, and the files of one rank, keep their collected order). Every worker sorts
+    the same collection the same way, as xdist requires."""
+    if not hasattr(config, "workerinput"):
+        return
+    rank = _file_rank(items)
+    items.sort(key=lambda item: rank[_file_of(item)])
 
 
 def pytest_unconfigure(config):

@@ -6,9 +6,12 @@ real onnxruntime engines (the 2-stage cut of the tiny multi-exit model from ``en
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
+import shutil
 import signal
+import tempfile
 import time
 from typing import Callable, Dict, List, Optional
 
@@ -21,9 +24,32 @@ from agent.testbed.procs import AGENT_LAUNCHER, AgentProcess, LocalAgents, free_
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
+_BUILT: List[str] = []  # the folder of this process's first build, copied for later calls
+_BUILT_FILES = ("tiny.onnx", "bundle", "replay.npz")
+
+
 def build_two_stage_bundle(directory: str) -> str:
     """Bundle of the tiny multi-exit model cut in 2 stages (stage 1 has an exit head), plus a
-    replay set next to it; returns the bundle dir."""
+    replay set next to it; returns the bundle dir. The build is deterministic (fixed seeds,
+    byte-identical files), so a process builds it once and copies those files into each later
+    ``directory``: every caller still gets files of its own to read or damage."""
+    if not _BUILT:
+        cache = tempfile.mkdtemp(prefix="two-stage-bundle-")
+        atexit.register(shutil.rmtree, cache, True)
+        _build_two_stage_bundle(cache)
+        _BUILT.append(cache)
+    os.makedirs(directory, exist_ok=True)
+    for name in _BUILT_FILES:
+        src, dst = os.path.join(_BUILT[0], name), os.path.join(directory, name)
+        if os.path.isdir(src):
+            shutil.copytree(src, dst, dirs_exist_ok=True)
+        else:
+            shutil.copyfile(src, dst)
+    return os.path.join(directory, "bundle")
+
+
+def _build_two_stage_bundle(directory: str) -> str:
+    """The build itself, into ``directory``; returns the bundle dir."""
     import onnx
 
     from engines.build import build_bundle
