@@ -87,7 +87,9 @@ def check_against_bundle(cfg: Any) -> None:
     except BundleError:
         return
     check_peer_stages(cfg.peers, bundle.num_stages, bundle.path, UsageError)
-    if cfg.role == "source":  # every source opens its replay set (the demo set by default)
+    # a Poisson source draws its tasks and their labels from its replay set (the demo set by
+    # default); a client source reads it only for the input's shape and scale (labels -1)
+    if cfg.role == "source" and cfg.arrival != "client":
         check_replay_labels(cfg.replay_path or REPLAY_PATH, bundle.num_classes,
                             bundle.stage(1).input_shape)
 

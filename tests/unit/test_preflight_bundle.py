@@ -97,6 +97,20 @@ def test_replay_labels_within_the_classes_or_without_a_label_pass_preflight(tmp_
     preflight(dataclasses.replace(cfg, replay_path=""))
 
 
+def test_a_client_sources_replay_labels_are_not_checked(tmp_path):
+    """Rule: a source with arrival = "client" reads its replay set only for the input's shape
+    and scale (its tasks carry no label), so labels outside the classes do not stop it: a
+    few-class model's client source with the demo set (or none: the demo set) starts."""
+    y = np.arange(40) % 10
+    y[::4] += 10
+    cfg = dataclasses.replace(_configs(tmp_path)["s1"], arrival="client",
+                              client_bind="ipc://%s" % (tmp_path / "client.sock"),
+                              replay_path=_replay(tmp_path, y))
+    preflight(cfg)
+    with pytest.raises(UsageError):  # the same set under Poisson arrivals is refused
+        preflight(dataclasses.replace(cfg, arrival="poisson", client_bind=""))
+
+
 def test_a_worker_does_not_read_a_replay_set(tmp_path):
     """Rule: only a source's replay set is read; a worker names none (its labels are unused)."""
     cfg = _configs(tmp_path)["w2"]
