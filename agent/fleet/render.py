@@ -126,7 +126,7 @@ def check_render(topo: Topology, hosts: Dict[str, Host], opts: RenderOptions) ->
     missing = [n for n in topo.node_ids() if n not in hosts]
     if missing:
         raise UsageError("inventory: no host for %s" % ", ".join(missing))
-    check_bundle(topo, opts)  # when readable here: stages, thresholds (--emulate: capacities)
+    check_bundle(topo, opts)  # when readable here: its stages (--emulate: the full check)
     if not (math.isfinite(opts.rate_tasks_s) and opts.rate_tasks_s >= 0):
         raise UsageError("--rate: must be a number >= 0 tasks/s, got %r" % opts.rate_tasks_s)
     check_fixed_rows(topo)  # fixed's per-node rows against the links, as the testbed does
