@@ -2,10 +2,13 @@
 
 After SIGTERM the loop serves on until its side's work is done and its custody has ended, or
 the side's ``drain_time_s`` is over (``loop.Node.run``). Custody only ends with an ACK of the
-hop it went to, so waiting is worth it only while that hop is alive: a result for a source that
-has stopped (the testbed stops the sources first, then the workers), or a task sent to a worker
-that is gone, would keep the stop waiting for the whole bound and be given up all the same; so
-would a task whose source was heard and is gone (nobody takes its answer). A task held for want
+hop it went to, so waiting is worth it only while that can still come: a result for a source
+that has stopped (the testbed stops the sources first, then the workers) would keep the stop
+waiting for the whole bound and be given up all the same; so would a task whose source was
+heard and is gone (nobody takes its answer). A task sent to a successor that has gone since is
+still waited for while another successor of its stage is alive: at its ACK deadline
+(``ack_timeout_s``) the outbox sends it there (a successor found gone by its silence keeps its
+tasks until then; only a dropped connection re-routes at once). A task held for want
 of a successor (``Outbox.waiting``) is waited for while a successor of its stage is alive,
 refusing or not: its hold ends within a second (``outbox.HOLD_MAX_S``).
 """
@@ -28,7 +31,11 @@ def custody_left(out: Any) -> Tuple[int, int]:
         src = item.fields.get("source")
         return item.kind == Kind.TASK and src in heard and src not in alive
 
-    live = sum(1 for i in out.items.values() if i.dest in alive and not source_gone(i))
+    def reaches(item: Any) -> bool:  # where it went, or for a task another of its stage
+        return item.dest in alive or (item.kind == Kind.TASK and bool(
+            view.alive_successors(item.fields["stage"], usable=False)))
+
+    live = sum(1 for i in out.items.values() if reaches(i) and not source_gone(i))
     gone = len(out.items) - live
     for item in out.waiting:
         if view.alive_successors(item.fields["stage"], usable=False) and not source_gone(item):

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from agent.node.loop_drain import custody_left
+from agent.node.outitem import OutItem
 from agent.protocol import wire
 from agent.protocol.wire import Kind
 from tests.unit.test_node_worker import _worker
@@ -88,3 +89,25 @@ def test_a_stopping_node_waits_for_acks_only_from_live_destinations_and_sources(
     assert custody_left(out) == (1, 0)
     out.view.alive.discard("s1")
     assert custody_left(out) == (0, 1)
+
+
+def test_a_task_sent_to_a_gone_successor_is_waited_for_while_another_of_its_stage_lives(worker):
+    """Rule: a stopping node keeps waiting for a task it sent to a successor found gone since
+    (by its silence: the task stays in custody until its ACK deadline) while another successor
+    of that stage is alive, since the outbox sends it there at that deadline; with none left it
+    is given up."""
+    side, out, spec = worker
+    view = out.view
+    view.successors = tuple(view.successors) + ("w2b",)
+    view.peer_stages["w2b"] = (2, 2)
+    view.alive.add("w2b")
+    item = OutItem(Kind.TASK, wire.task_key("t", 0), {
+        "id": "t", "source": "s1", "stage": 2, "attempt": 0, "created": 0.0, "hops": 1,
+        "resends": 0}, None, dest="w2")
+    out.items[item.key] = item
+    assert custody_left(out) == (1, 0)
+    view.alive.discard("w2")  # found gone by its silence
+    assert custody_left(out) == (1, 0)
+    view.alive.discard("w2b")
+    assert custody_left(out) == (0, 1)
+    del out.items[item.key]
