@@ -164,3 +164,16 @@ def test_lower_weight_bound_rule():
     explicit = dataclasses.replace(given, weights=(0.2, 0.3, 0.5))
     assert R.lower_weight_bound(explicit, 1, fitted, heads) == pytest.approx(0.2)
     assert R.lower_weight_bound(explicit, 2, fitted, heads) == pytest.approx(0.5)
+
+
+@pytest.mark.parametrize("half", ["ens", "ens_w"])
+def test_an_escalation_with_only_half_an_ensemble_is_counted_bad(half):
+    """Rule: an escalated task carrying ``ens`` without ``ens_w``, or ``ens_w`` without ``ens``,
+    is counted as ``mlci_bad_ensemble`` and this level starts afresh (a task without ``ens``
+    was taken as a new end-level task, its lower levels' share dropped without a count)."""
+    flat = np.zeros(10, np.float32)
+    pol, view = _level(2)
+    fields = {"ens": [0.0] * 9 + [0.1], "ens_w": 0.1}
+    del fields[half]
+    act = pol.on_head(HeadInfo("t", 0, view.last_stage, 0.1, 0, flat, fields, {}, True), view)
+    assert pol.bad_ensemble == 1 and act.kind == ANSWER and act.cls == 0

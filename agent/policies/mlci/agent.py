@@ -157,7 +157,8 @@ class MlciPolicy(TieredPolicy):
             return HeadAction(ANSWER, fields={"level": self.level})
         probs = R.softmax(head.logits)
         vec = self._incoming(head.fields, len(probs))
-        if vec is None and "ens" in head.fields:  # malformed: this level starts afresh
+        if vec is None and ("ens" in head.fields or "ens_w" in head.fields):  # malformed: this
+            # level starts afresh (half an ensemble, either half, is no level-0 task)
             self._bad_ensemble(head, len(probs))
         wsum = 0.0 if vec is None else float(head.fields["ens_w"])
         vec, wsum = R.ensemble_add(vec, wsum, self.weight, probs)
