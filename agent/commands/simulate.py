@@ -87,18 +87,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-plots", action="store_true", help="write JSON only")
 
 
+def _policy_width(rows: List[Dict[str, Any]]) -> int:
+    """The policy column's width: 8, or the longest name among ``rows`` (``mlci-noens``)."""
+    return max([8] + [len(r["policy"]) for r in rows])
+
+
 def _table(rows: List[Dict[str, Any]], key: str) -> str:
     """One row per (key, policy): delays and accuracy of the completed tasks, and the fate of
     every task created in the measured window (created = completed + rejected + unfinished)."""
     rej = any(r.get("rejected") for r in rows)
-    lines = ["%-10s %-8s %10s %10s %10s %9s %8s %9s %10s%s %9s" % (
-        key, "policy", "mean ms", "p50 ms", "p95 ms", "accuracy", "created", "completed",
+    w = _policy_width(rows)
+    lines = ["%-10s %-*s %10s %10s %10s %9s %8s %9s %10s%s %9s" % (
+        key, w, "policy", "mean ms", "p50 ms", "p95 ms", "accuracy", "created", "completed",
         "unfinished", " %8s" % "rejected" if rej else "", "model ms")]
     for r in rows:
         def ms(v):
             return "-" if v is None or not math.isfinite(v) else "%.1f" % (v * 1e3)
-        lines.append("%-10s %-8s %10s %10s %10s %9s %8d %9d %10d%s %9s" % (
-            r[key], r["policy"], ms(r["mean_delay_s"]), ms(r["p50_delay_s"]),
+        lines.append("%-10s %-*s %10s %10s %10s %9s %8d %9d %10d%s %9s" % (
+            r[key], w, r["policy"], ms(r["mean_delay_s"]), ms(r["p50_delay_s"]),
             ms(r["p95_delay_s"]),
             "-" if r["accuracy"] is None else "%.2f%%" % (r["accuracy"] * 100),
             r["tasks"], r["completed"], r.get("unfinished", 0),
@@ -221,7 +227,8 @@ def _sweeps(args, sc, policies, cfg, factory, rates, rows, out, make_dir) -> Non
     print(_table(rows, "rate"))
     for r in rows:
         if r.get("policy_summary"):
-            print("%-10s %-8s %s" % (r["rate"], r["policy"], _extras(r["policy_summary"])))
+            print("%-10s %-*s %s" % (r["rate"], _policy_width(rows), r["policy"],
+                                      _extras(r["policy_summary"])))
     if args.scales:
         crows = ex.capacity_sweep(sc, policies, args.scales, cfg, factory)
         out["capacity"] = crows
