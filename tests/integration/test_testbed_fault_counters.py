@@ -59,5 +59,8 @@ def test_counters_of_a_killed_and_a_restarted_worker_sum_over_their_processes(tm
     kept = [json.loads(open(p).read())["counters"].get("tasks_in", 0)
             for p in glob.glob(str(policy / "fast" / "stats.*.json"))]
     assert len(kept) == 2 and min(kept) > 0  # one killed process per rate
-    last = json.loads((policy / "fast" / "stats.json").read_text())["counters"].get("tasks_in", 0)
+    # fast's last process, started again 1 s after its kill, near the last rate's end: stopped
+    # while still starting on a loaded machine, it wrote no stats.json and took no task
+    final = policy / "fast" / "stats.json"
+    last = json.loads(final.read_text())["counters"].get("tasks_in", 0) if final.exists() else 0
     assert sum(kept) <= took <= sum(kept) + last, (kept, last, took)
