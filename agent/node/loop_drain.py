@@ -20,19 +20,23 @@ from typing import Any, Tuple
 from agent.protocol.wire import Kind
 
 
+def heard_and_gone(view: Any, node: Any) -> bool:
+    """True when ``node`` (a task's source) was heard and is gone now (``view``, a NodeView):
+    nobody takes its task's answer."""
+    return node in view.peer_state and node not in view.alive
+
+
 def custody_left(out: Any) -> Tuple[int, int]:
     """(items of ``out``, an ``outbox.Outbox``, a stopping node waits for, items it gives up):
     sent and not ACKed, or held for a successor; waited for while where they go, and the
     source of a task, are alive."""
     view = out.view
-    alive, heard = view.alive, view.peer_state
 
     def source_gone(item: Any) -> bool:
-        src = item.fields.get("source")
-        return item.kind == Kind.TASK and src in heard and src not in alive
+        return item.kind == Kind.TASK and heard_and_gone(view, item.fields.get("source"))
 
     def reaches(item: Any) -> bool:  # where it went, or for a task another of its stage
-        return item.dest in alive or (item.kind == Kind.TASK and bool(
+        return item.dest in view.alive or (item.kind == Kind.TASK and bool(
             view.alive_successors(item.fields["stage"], usable=False)))
 
     live = sum(1 for i in out.items.values() if reaches(i) and not source_gone(i))

@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 from typing import Any, Dict, Optional
 
-from agent.node.loop_drain import custody_left
+from agent.node.loop_drain import custody_left, heard_and_gone
 
 log = logging.getLogger("agent.node.loop")  # a step of the loop's stop: logged under its name
 
@@ -61,8 +61,7 @@ class WorkerDrain:
     def source_gone(self, source: Optional[str]) -> bool:
         """True when a queued task of ``source`` is not worth running: the worker is stopping
         and that source was heard and is gone (its result could not be delivered)."""
-        view = self.out.view  # heard, and gone since (``outitem.cut_off_from`` alike)
-        return self.stopping and source in view.peer_state and source not in view.alive
+        return self.stopping and heard_and_gone(self.out.view, source)
 
     def line(self, queued_left: int, now: float) -> str:
         """What the stop did, for the log: handed back (refused), finished, abandoned."""
