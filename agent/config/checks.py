@@ -14,7 +14,10 @@ import ipaddress
 import math
 import os
 import re
-from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Type
+from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Tuple, Type
+
+from agent.net.addr_machine import (HostsTable, bind_scope, binds_clash,
+                                    connect_reaches_bind)
 
 NODE_ID_MAX_CHARS = 64
 _NODE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*\Z")
@@ -149,10 +152,14 @@ def check_distinct_binds(kw: Dict[str, Any], where: str, error: Type[Exception])
     set) are one, compared as bound (a relative ``ipc://`` path already taken from the config's
     folder): an ipc:// bind replaces the socket file of the other plane, which is then
     unreachable, and a tcp:// or inproc:// one fails at start-up with a line that sends one
-    looking for another process. A tcp:// wildcard host (``*``, ``0.0.0.0``, ``[::]``) takes
-    its port on every address, so it clashes with any host on that port; ``localhost`` is
-    127.0.0.1. Wildcards (``ipc://*``, port ``*`` or 0) bind a fresh address each and clash
-    with nothing."""
+    looking for another process. Two tcp:// hosts on one port are compared by the machine's
+    rule (``agent.net.addr_machine``, names by their text: no file or DNS is read): one address
+    however written (``localhost`` is 127.0.0.1, ``[::ffff:127.0.0.1]`` is 127.0.0.1,
+    ``[0:0::1]`` is ``[::1]``), and a wildcard host (``*``, ``[::]``; ``0.0.0.0``: the IPv4
+    ones) takes its port on every address. Wildcards (``ipc://*``, port ``*`` or 0) bind a
+    fresh address each and clash with nothing. A peer's address that surely reaches one of
+    these binds (``addr_machine.connect_reaches_bind``: ``tcp://localhost:P`` when this node
+    binds ``tcp://*:P``) is this node itself, and refused too."""
     keys = ("control_bind", "data_bind") + (("client_bind",) if kw.get("arrival") == "client"
                                             else ())
     binds = [(key, kw[key]) for key in keys if isinstance(kw.get(key), str) and kw[key]]
@@ -162,60 +169,73 @@ def check_distinct_binds(kw: Dict[str, Any], where: str, error: Type[Exception])
         binds.append(("metrics_port", "tcp://%s:%s" % (host or "*", kw["metrics_port"])))
     for i, (key, value) in enumerate(binds):
         for other, earlier in binds[:i]:
-            same = _bound_as(value)
-            if not _clash(same, _bound_as(earlier)):
-                continue
-            if same == _bound_as(earlier):
-                raise error("%s.%s: the same endpoint as %s (%s): each plane needs its own"
-                            % (where, key, other, value if key != "metrics_port" else earlier))
-            raise error("%s.%s: %s and %s (%s) take the same port on this machine (a wildcard "
-                        "host binds every address): give each its own port"
-                        % (where, key, value, other, earlier))
+            how = _bind_clash(value, earlier)
+            shown = value if key != "metrics_port" else earlier
+            if how == "same":
+                raise error("%s.%s: the same endpoint as %s (%s): %seach plane needs its own"
+                            % (where, key, other, shown, "" if value == earlier else
+                               "%s and %s bind one address; " % (earlier, value)))
+            if how == "port":
+                raise error("%s.%s: %s and %s (%s) take the same port on this machine (a "
+                            "wildcard host binds every address): give each its own port"
+                            % (where, key, value, other, earlier))
     for i, peer in enumerate(kw.get("peers", ())):  # a peer at one of our endpoints is us
         for field in ("control_address", "data_address"):
             address = getattr(peer, field, "")
-            own = next((k for k, v in binds if _bound_as(address) and
-                        _bound_as(v) == _bound_as(address)), "")
+            own = next(((k, v) for k, v in binds if _reaches(address, v)), None)
             if own:
-                raise error("%s.peers[%d].%s: %s is this node's own %s: give the address of "
-                            "peer %s" % (where, i, field, address, own, peer.id))
+                raise error("%s.peers[%d].%s: %s is this node's own %s%s: give the address of "
+                            "peer %s" % (where, i, field, address, own[0], "" if own[1] ==
+                                         address else " (%s)" % own[1], peer.id))
 
 
-_ANY_HOSTS = ("*", "0.0.0.0", "::", "")  # tcp hosts that bind a port on every address
+_NAMES_AS_TEXT: HostsTable = {}  # a config check reads no hosts file: a name is its own text
 
 
-def _clash(a: str, b: str) -> bool:
-    """Whether two endpoints as bound (``_bound_as``) cannot both be bound: equal, or tcp on
-    one port where one host is a wildcard (0.0.0.0 only against IPv4 or a name)."""
-    if not a or not b:
-        return False
-    if a == b:
-        return True
-    if not (a.startswith("tcp://") and b.startswith("tcp://")):
-        return False
-    (host_a, _, port_a), (host_b, _, port_b) = a[6:].rpartition(":"), b[6:].rpartition(":")
-    if port_a != port_b:
-        return False
-    for wild, host in ((host_a, host_b), (host_b, host_a)):
-        if wild in _ANY_HOSTS and not (wild == "0.0.0.0" and ":" in host):
-            return True
-    return False
+def _tcp_port(endpoint: str) -> Optional[Tuple[str, str]]:
+    """``(host, port)`` of a tcp:// endpoint that binds a fixed port (brackets kept, as
+    ``addr_machine`` takes them); None for another scheme or port ``*`` or 0 (a fresh port)."""
+    scheme, _, rest = endpoint.partition("://")
+    host, _, port = rest.rpartition(":")
+    if scheme != "tcp" or port in ("*", "0"):
+        return None
+    return host, port
+
+
+def _bind_clash(a: str, b: str) -> str:
+    """How two bound endpoints collide: "same" (one address and port, or one ipc path or
+    inproc name), "port" (one tcp port where a wildcard host takes every address), or ""."""
+    tcp_a, tcp_b = _tcp_port(a), _tcp_port(b)
+    if tcp_a is None or tcp_b is None:
+        bound = _bound_as(a)
+        return "same" if bound and bound == _bound_as(b) else ""
+    (host_a, port_a), (host_b, port_b) = tcp_a, tcp_b
+    if port_a != port_b or not binds_clash(host_a, host_b, _NAMES_AS_TEXT):
+        return ""
+    same = bind_scope(host_a, _NAMES_AS_TEXT) == bind_scope(host_b, _NAMES_AS_TEXT)
+    return "same" if same else "port"
+
+
+def _reaches(address: str, bound: str) -> bool:
+    """Whether a connect to ``address`` surely reaches this node's bind ``bound``: the same
+    ipc path or inproc name, or a tcp port whose host reaches the bind's on this machine."""
+    tcp_a, tcp_b = _tcp_port(address), _tcp_port(bound)
+    if tcp_a is None or tcp_b is None:
+        return bool(_bound_as(address)) and _bound_as(address) == _bound_as(bound)
+    return tcp_a[1] == tcp_b[1] and connect_reaches_bind(tcp_a[0], tcp_b[0], _NAMES_AS_TEXT)
 
 
 def _bound_as(endpoint: str) -> str:
     """``endpoint`` as the address it binds, to compare two ("" for a wildcard): an ipc://
-    file path normalised (``/run//x.sock`` is ``/run/x.sock``), a tcp:// host in lower case,
-    without brackets, ``localhost`` as 127.0.0.1."""
+    file path normalised (``/run//x.sock`` is ``/run/x.sock``); a tcp:// one as written (its
+    hosts are compared by ``addr_machine``), "" with port ``*`` or 0."""
     scheme, _, rest = endpoint.partition("://")
     if scheme == "ipc" and rest in ("", "*"):
         return ""
     if scheme == "ipc" and not rest.startswith("@"):  # an abstract name is no file path
         return "ipc://" + os.path.normpath(rest)
-    if scheme == "tcp":
-        host, _, port = rest.rpartition(":")
-        host = host.lower().strip("[]")
-        return "" if port in ("*", "0") else "tcp://%s:%s" % (
-            "127.0.0.1" if host == "localhost" else host, port)
+    if scheme == "tcp" and _tcp_port(endpoint) is None:
+        return ""
     return endpoint
 
 

@@ -109,6 +109,10 @@ def parse_inventory(text: str, node_ids: Sequence[str], path: str = "inventory",
     """Validate an inventory's text against the topology's node ids; one ``Host`` per node.
 
     ``sources`` are the nodes with a client endpoint (their client port must be free too).
+    A port is refused here when one host text gives it twice; hosts that are one machine under
+    other text (``localhost`` and ``127.0.0.1``, a name and its address in ``/etc/hosts``) are
+    compared by ``fleet render`` on the binds it writes (``agent.fleet.render_ports``, by
+    ``agent.net.addr_machine``'s rule), which knows which address each node binds.
     """
     hosts: Dict[str, Host] = {}
     used: Dict[tuple, str] = {}
@@ -154,10 +158,11 @@ def parse_inventory(text: str, node_ids: Sequence[str], path: str = "inventory",
                 continue
             owner = used.get((host, ports[key]))
             if owner is not None and owner != node:
-                raise InventoryError("%s: %s: port %d on %s is already %s's" % (
-                    where, node, ports[key], host, owner))
+                raise InventoryError("%s: %s: port %d on %s is already %s's: give one of them "
+                                     "other ports" % (where, node, ports[key], host, owner))
             if owner == node:
-                raise InventoryError("%s: %s: port %d is given twice" % (where, node, ports[key]))
+                raise InventoryError("%s: %s: port %d is given twice: give each of its "
+                                     "endpoints its own port" % (where, node, ports[key]))
             used[(host, ports[key])] = node
         hosts[node] = Host(node, host, ports["control"], ports["data"], ports["client"],
                            ports["metrics"], user)

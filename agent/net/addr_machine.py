@@ -1,5 +1,6 @@
-"""Which hosts name one machine, and which binds on one machine take the same port: decided
-without the network (no DNS), so that a fleet's inventory can be checked on an offline laptop.
+"""Which hosts name one machine, which binds on one machine take the same port, and which
+connects surely reach a bind of this machine: decided without the network (no DNS), so that a
+fleet's inventory can be checked on an offline laptop, and a node config where it is read.
 
 A host is known as one of:
 
@@ -117,3 +118,28 @@ def binds_clash(host_a: str, host_b: str, table: HostsTable) -> bool:
                                                  for x in other)):
             return True
     return bool(a & b)
+
+
+def _reaches_this_machine(key: str, ipv4_only: bool) -> bool:
+    """Whether a ``bind_scope`` key of a connect's host is this machine (a loopback or
+    unspecified address; an IPv4 one when ``ipv4_only``); a name or other address is not known
+    to be."""
+    if key == ANY:  # a connect to "::" goes to this machine's IPv6 loopback
+        return not ipv4_only
+    if key.startswith("name:") or (ipv4_only and ":" in key):
+        return False
+    return is_this_machine(key)
+
+
+def connect_reaches_bind(connect_host: str, bind_host: str, table: HostsTable) -> bool:
+    """Whether a connect to ``connect_host`` on a port surely reaches this machine's bind on
+    ``bind_host`` on that port: they share an address (or a name), or the bind takes every
+    address (``*``, ``::``; ``0.0.0.0``: the IPv4 ones) and ``connect_host`` is this machine
+    (``localhost``, a loopback or unspecified address). An address of one of this machine's
+    interfaces cannot be known here, so a connect to it is not counted."""
+    to, bound = bind_scope(connect_host, table), bind_scope(bind_host, table)
+    if to & bound:
+        return True
+    if ANY in bound or ANY4 in bound:
+        return any(_reaches_this_machine(k, ANY not in bound) for k in to)
+    return False

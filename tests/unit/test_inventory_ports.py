@@ -1,0 +1,48 @@
+"""An inventory that gives one port twice on one host text is refused in one line naming the
+file, the line, both nodes (or the node's own two endpoints) and the fix; hosts that are one
+machine under other text are left to ``fleet render``'s check of the binds it writes."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from agent.cli import main
+from agent.fleet.inventory import InventoryError, parse_inventory
+
+
+def test_two_nodes_given_one_port_on_one_host_are_named_with_the_fix():
+    """Rule: a second node on a host text with a port another node there already has is
+    refused naming the line, both nodes, the port and the fix."""
+    with pytest.raises(InventoryError) as err:
+        parse_inventory("a h\nb h control=5551\n", ["a", "b"], "inv", sources=["a"])
+    assert str(err.value) == ("inv:2: b: port 5551 on h is already a's: give one of them "
+                              "other ports")
+
+
+def test_one_node_given_one_port_twice_is_named_with_the_fix():
+    """Rule: a node whose own two endpoints take one port is refused naming it and the fix."""
+    with pytest.raises(InventoryError) as err:
+        parse_inventory("a h data=5551\nb g\n", ["a", "b"], "inv", sources=["a"])
+    assert str(err.value) == ("inv:1: a: port 5551 is given twice: give each of its endpoints "
+                              "its own port")
+
+
+def test_fleet_render_stops_on_a_port_given_twice_in_one_line(tmp_path, capsys):
+    """Rule: ``fleet render`` with such an inventory exits 2 with that one line, and writes
+    nothing."""
+    topo = tmp_path / "topo.json"
+    topo.write_text(json.dumps({
+        "bundle": "demo", "sources": [{"id": "cam", "share": 1.0}],
+        "workers": [{"id": "n1", "stage": 1, "last_stage": 4}],
+        "links": [{"from": "cam", "to": "n1"}]}), encoding="utf-8")
+    inv = tmp_path / "hosts.txt"
+    inv.write_text("cam jetson-1\nn1 jetson-1 control=5560\n", encoding="utf-8")
+    rc = main(["fleet", "render", "--topology", str(topo), "--inventory", str(inv), "--out",
+               str(tmp_path / "out"), "--root", str(tmp_path / "root"), "--policy", "mdi-exit"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1
+    assert err[0].endswith("%s:2: n1: port 5560 on jetson-1 is already cam's: give one of them "
+                           "other ports" % inv)
+    assert not (tmp_path / "out").exists()
