@@ -70,7 +70,9 @@ def run(args: argparse.Namespace) -> int:
                             % (topo.path or "topology", fleet_policy))
     policy = args.policy or fleet_policy or "dtoee"
     lookup(policy, "--policy" if args.policy else "fleet.policy", "agent")
-    hosts = load_inventory(args.inventory, topo.node_ids(), [s.id for s in topo.sources])
+    # with --rate a source makes its own load and binds no client port: none is reserved
+    clients = [] if args.rate else [s.id for s in topo.sources]
+    hosts = load_inventory(args.inventory, topo.node_ids(), clients)
     root = os.path.abspath(args.root)
     opts = RenderOptions(out_dir=os.path.abspath(args.out), policy=policy,
                          bundle=args.bundle or os.path.join(root, BUNDLE.lstrip("/")),

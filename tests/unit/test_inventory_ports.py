@@ -46,3 +46,26 @@ def test_fleet_render_stops_on_a_port_given_twice_in_one_line(tmp_path, capsys):
     assert err[0].endswith("%s:2: n1: port 5560 on jetson-1 is already cam's: give one of them "
                            "other ports" % inv)
     assert not (tmp_path / "out").exists()
+
+
+def test_with_rate_a_sources_client_port_is_not_reserved(tmp_path, capsys):
+    """Rule: with ``--rate`` a source makes its own load and binds no client port, so another
+    node on its host may take that port; without ``--rate`` the same inventory is refused."""
+    topo = tmp_path / "topo.json"
+    topo.write_text(json.dumps({
+        "bundle": "demo", "sources": [{"id": "cam", "share": 1.0}],
+        "workers": [{"id": "n1", "stage": 1, "last_stage": 4}],
+        "links": [{"from": "cam", "to": "n1"}]}), encoding="utf-8")
+    inv = tmp_path / "hosts.txt"
+    inv.write_text("cam jetson-1\nn1 jetson-1 control=5553 data=5560 metrics=9465\n",
+                   encoding="utf-8")
+    base = ["fleet", "render", "--topology", str(topo), "--inventory", str(inv),
+            "--root", str(tmp_path / "root"), "--policy", "mdi-exit"]
+    assert main(base + ["--out", str(tmp_path / "client")]) == 2
+    assert "port 5560 on jetson-1 is already cam's" in capsys.readouterr().err
+    assert main(base + ["--out", str(tmp_path / "rate"), "--rate", "5"]) == 0
+    capsys.readouterr()
+    etc = tmp_path / "rate" / "devices"
+    worker = (etc / "n1" / "etc" / "edge-agent" / "n1.toml").read_text(encoding="utf-8")
+    source = (etc / "cam" / "etc" / "edge-agent" / "cam.toml").read_text(encoding="utf-8")
+    assert 'data_bind = "tcp://*:5560"' in worker and 'client_bind = ""' in source
