@@ -29,27 +29,38 @@ def forget_expired(seen: Dict[Tuple[str, int], Tuple[int, float]], keep_s: float
 
 class Reissues:
     """Re-issued tasks taken in while the earlier issue's deadline here had not passed, each
-    held until then (a side's timer on ``outbox``: ``Outbox.call_at``), by task key."""
+    held until then (a side's timer on ``outbox``: ``Outbox.call_at``), by task key and stage:
+    a worker serving several stages (``last_stage``) can hold one attempt for two stages at
+    once (a copy run at the earlier stage elsewhere, after a re-send), each until its own
+    earlier issue's deadline."""
 
     def __init__(self, outbox: Any) -> None:
         self.out = outbox
-        self.jobs: Dict[str, Any] = {}  # task key -> its Job
+        self.jobs: Dict[str, Any] = {}  # held key (``held_key``) -> its Job
         self.nbytes = 0  # their input tensors' bytes (they count in the node's queue bounds)
 
     def __len__(self) -> int:
         return len(self.jobs)
 
+    @staticmethod
+    def held_key(key: str, stage: int) -> str:
+        """The key a re-issue of task ``key`` (``wire.task_key``) for ``stage`` is held and
+        timed under."""
+        return "%s@%d" % (key, stage)
+
     def hold(self, key: str, job: Any, until: float) -> None:
-        """Keep ``job`` (task ``key``) until monotonic time ``until``; counted
-        ``reissue_held``."""
-        self.jobs[key] = job
+        """Keep ``job`` (task ``key``, for ``job.stage``) until monotonic time ``until``;
+        counted ``reissue_held``. The side's timer comes back with its ``held_key``."""
+        held = self.held_key(key, job.stage)
+        self.jobs[held] = job
         self.nbytes += job.x.nbytes
         self.out.count("reissue_held")
-        self.out.call_at(until, key)
+        self.out.call_at(until, held)
 
-    def release(self, key: str) -> Optional[Any]:
-        """The job held under ``key``, now due (None: no such job)."""
-        job = self.jobs.pop(key, None)
+    def release(self, held: str) -> Optional[Any]:
+        """The job held under ``held`` (a timer's key: ``held_key``), now due (None: no such
+        job)."""
+        job = self.jobs.pop(held, None)
         if job is not None:
             self.nbytes -= job.x.nbytes
         return job

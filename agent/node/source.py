@@ -3,8 +3,9 @@
 A task's path: a Poisson arrival samples the replay set (or a local client pushes a tensor);
 it is admitted only when the fleet can take it, else recorded at once as ``rejected`` with its
 reason: ``admission`` (the policy's ``admit`` said no), ``no_route`` (no live route to some
-stage: ``NodeView.no_route``), ``overload`` (every stage-1 successor refused work lately and
-the source already holds ``max_queue_tasks`` unACKed or waiting, or none is usable),
+stage, or no stage-1 successor takes tasks now and none of them is full: each is stopping or
+has no route on), ``overload`` (every stage-1 successor refused work lately, one being full,
+or the source already holds ``max_queue_tasks`` unACKed or waiting: ``source_refusal``),
 ``shutdown`` (a client's input that comes while the source drains after SIGTERM; what it
 admitted before is drained as usual). The book (``book.SourceBook``)
 gives an admitted task an unpredictable id; the source gives it a secret ``token`` and sets its
@@ -56,6 +57,7 @@ from agent.node.book import Pending, ReplaySet, SourceBook
 from agent.node.outbox import Outbox
 from agent.node.outitem import OutItem
 from agent.node.role import Role
+from agent.node import source_refusal
 from agent.policies.api import AgentPolicy, TaskInfo
 from engines.profile import INPUT_RANGE_WIDTHS, as_input, beyond_range, unscaled_hint
 
@@ -258,19 +260,9 @@ class SourceSide(Role):
             self._answer((identity, task_id), "error", "bad_input", why)
 
     def refusal(self) -> str:
-        """Why a new task cannot be admitted now ("" when it can)."""
-        view = self.out.current_view()
-        if view.no_route:
-            return "no_route"
-        held_off = view.alive_successors(1, usable=False)
-        if held_off and not view.alive_successors(1):  # every one refused work lately
-            why = {self.out.refused_why.get(p, "") for p in held_off}
-            return "no_route" if why == {"no_route"} else "overload"
-        if self.out.held()[0] >= self.cfg.max_queue_tasks:  # waiting, or sent and not ACKed
-            # with no stage-1 worker alive (none heard yet, or all gone before the route
-            # verdict) it is no overload of the fleet: nothing takes tasks now
-            return "overload" if held_off else "no_route"
-        return ""
+        """Why a new task cannot be admitted now ("" when it can: ``source_refusal.refusal``)."""
+        return source_refusal.refusal(self.out.current_view(), self.out.refused_why,
+                                      self.out.held()[0], self.cfg.max_queue_tasks)
 
     def _create_task(self, x: np.ndarray, label: int, client=None,
                      row: Optional[int] = None) -> None:
@@ -307,20 +299,8 @@ class SourceSide(Role):
 
     def retry_s(self, reason: str, now: float) -> Optional[float]:
         """How long a client whose input was rejected for ``reason`` should wait before it
-        sends it again (the answer's ``retry_s``; None after ``shutdown``: when the source is
-        back). ``overload``: until the first held-off stage-1 successor's hold ends, at least
-        one stage-1 service time (a place frees as a task leaves); ``no_route`` and
-        ``admission``: a heartbeat interval, when the fleet's state is next heard."""
-        if reason == "shutdown":
-            return None
-        view, beat_s = self.out.view, self.cfg.heartbeat_interval_s
-        if reason != "overload":
-            return beat_s
-        first = view.alive_successors(1, usable=False)
-        holds = [view.unavailable[p] - now for p in first if p in view.unavailable]
-        served = [float(view.peer_state.get(p, {}).get("service_time_s") or 0) for p in first]
-        wait_s = max(min(holds, default=0.0), min([t for t in served if t > 0], default=0.0))
-        return round(wait_s if wait_s > 0 else beat_s, 3)
+        sends it again (the answer's ``retry_s``: ``source_refusal.retry_s``)."""
+        return source_refusal.retry_s(self.out.view, reason, self.cfg.heartbeat_interval_s, now)
 
     def _answer(self, client, outcome: str, reason: str, detail: str = "",
                 retry_s: Optional[float] = None) -> None:

@@ -6,7 +6,9 @@ The refusals, in order: ``shutdown`` (the worker is stopping: ``worker_drain``);
 ``overload`` (the node already holds ``max_queue_tasks`` tasks or ``max_queue_bytes`` of
 tensors, input and output queues together, or the tasks waiting for or in its engine times its
 service time exceed what is left of the task's deadline, so it would expire before it ran, or
-every successor of its next stage refuses work while tasks already wait here for one).
+every successor of its next stage refuses work while tasks already wait here for one, one of
+them being full; ``no_route`` when each of them is stopping or has no route on:
+``source_refusal.why_held_off``).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from __future__ import annotations
 from typing import Any, Dict, Optional, Tuple
 
 from agent.node.outitem import cut_off_from
+from agent.node.source_refusal import NOT_TAKING, why_held_off
 
 
 def refusal(w: Any, f: Dict[str, Any], nbytes: int, sender: str, ttl: float,
@@ -40,7 +43,12 @@ def refusal(w: Any, f: Dict[str, Any], nbytes: int, sender: str, ttl: float,
         # every stage-(h+1) successor refuses work and tasks already wait here for one
         # (none heard yet, or all gone, is no refusal: the task waits, or no_route says so):
         # this one would queue behind them, so the pressure goes upstream to the source
-        # (which then rejects) instead; come back when the first successor's hold ends
+        # (which then rejects) instead; come back when the first successor's hold ends.
+        # Successors that are all stopping (shutdown) or have no route on are no overload:
+        # nothing takes the task onward now, however little is sent (no_route)
         hold_s = min(view.unavailable.values(), default=now) - now
+        nxt = view.alive_successors(h + 1, usable=False)
+        if all(why_held_off(view, w.out.refused_why, p) in NOT_TAKING for p in nxt):
+            return "no_route", max(hold_s, w.cfg.heartbeat_interval_s)
         return "overload", max(hold_s, view.service_time_s)
     return None
