@@ -16,7 +16,7 @@ import os
 import re
 from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Tuple, Type
 
-from agent.net.addr_machine import (HostsTable, bind_scope, binds_clash,
+from agent.config.addr_machine import (HostsTable, bind_scope, binds_clash,
                                     connect_reaches_bind)
 
 NODE_ID_MAX_CHARS = 64
@@ -153,7 +153,7 @@ def check_distinct_binds(kw: Dict[str, Any], where: str, error: Type[Exception])
     folder): an ipc:// bind replaces the socket file of the other plane, which is then
     unreachable, and a tcp:// or inproc:// one fails at start-up with a line that sends one
     looking for another process. Two tcp:// hosts on one port are compared by the machine's
-    rule (``agent.net.addr_machine``, names by their text: no file or DNS is read): one address
+    rule (``agent.config.addr_machine``, names by their text: no file or DNS is read): one address
     however written (``localhost`` is 127.0.0.1, ``[::ffff:127.0.0.1]`` is 127.0.0.1,
     ``[0:0::1]`` is ``[::1]``), and a wildcard host (``*``, ``[::]``; ``0.0.0.0``: the IPv4
     ones) takes its port on every address. Wildcards (``ipc://*``, port ``*`` or 0) bind a

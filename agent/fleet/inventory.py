@@ -112,7 +112,7 @@ def parse_inventory(text: str, node_ids: Sequence[str], path: str = "inventory",
     A port is refused here when one host text gives it twice; hosts that are one machine under
     other text (``localhost`` and ``127.0.0.1``, a name and its address in ``/etc/hosts``) are
     compared by ``fleet render`` on the binds it writes (``agent.fleet.render_ports``, by
-    ``agent.net.addr_machine``'s rule), which knows which address each node binds.
+    ``agent.config.addr_machine``'s rule), which knows which address each node binds.
     """
     hosts: Dict[str, Host] = {}
     used: Dict[tuple, str] = {}

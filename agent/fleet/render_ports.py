@@ -5,7 +5,7 @@ still be one machine (``localhost`` and ``127.0.0.1``, ``::1`` and ``localhost``
 its address in ``/etc/hosts``, ``0.0.0.0`` and a loopback address), and the second agent there
 would fail to bind. So every rendered bind (control, data, a source's client endpoint, metrics)
 is compared on the machine its node runs on, decided without the network
-(``agent.net.addr_machine``): a wildcard bind (``tcp://*:P``, which a node off loopback gets)
+(``agent.config.addr_machine``): a wildcard bind (``tcp://*:P``, which a node off loopback gets)
 takes its port on every address of its machine. A clash is one line naming both nodes.
 """
 
@@ -16,8 +16,8 @@ from typing import Any, List, Mapping, Optional, Tuple
 from agent.config.node import NodeConfig
 from agent.errors import UsageError
 from agent.fleet.inventory import Host
-from agent.net.addr_machine import (HostsTable, binds_clash, read_hosts_table,
-                                    same_machine)
+from agent.config.addr_machine import HostsTable, binds_clash, same_machine
+from agent.fleet.hosts_file import read_hosts_table
 from agent.net.addrfamily import endpoint_host
 
 METRICS_HOST = NodeConfig.__dataclass_fields__["metrics_host"].default  # the config's default

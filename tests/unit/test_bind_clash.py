@@ -1,6 +1,6 @@
-"""A node config's binds and peers are compared by the machine's rule (``agent.net.addr_machine``),
-not by their text: one address written two ways (``[::ffff:127.0.0.1]`` is 127.0.0.1,
-``[0:0:0:0:0:0:0:1]`` is ``[::1]``) on one port is one endpoint, ``0.0.0.0`` takes an
+"""A node config's binds and peers are compared by the machine's rule
+(``agent.config.addr_machine``), not by their text: one address written two ways
+(``[::ffff:127.0.0.1]`` is 127.0.0.1, ``[0:0:0:0:0:0:0:1]`` is ``[::1]``) on one port is one endpoint, ``0.0.0.0`` takes an
 IPv4-mapped address's port, and a peer that a connect to this machine reaches on one of the
 node's wildcard binds (``tcp://localhost:P`` next to ``tcp://*:P``) is the node itself. Each is
 refused where the config is read, in one line naming both fields, rather than failing at
@@ -18,7 +18,7 @@ import zmq
 from agent.cli import main
 from agent.config.node import ConfigError, dump_config, parse_config
 from agent.errors import EXIT_CONFIG
-from agent.net.addr_machine import connect_reaches_bind
+from agent.config.addr_machine import connect_reaches_bind
 from agent.net.addrfamily import wants_ipv6
 from agent.testbed.procs import free_ports
 from engines.demo import DEMO_BUNDLE_DIR

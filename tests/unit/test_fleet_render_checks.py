@@ -17,7 +17,8 @@ from agent.config.node import load_config
 from agent.errors import UsageError
 from agent.fleet.inventory import parse_inventory
 from agent.fleet.render_ports import check_port_clashes
-from agent.net.addr_machine import binds_clash, read_hosts_table, same_machine
+from agent.config.addr_machine import binds_clash, same_machine
+from agent.fleet.hosts_file import read_hosts_table
 from agent.testbed.procs import free_ports
 from tests.unit.endpoints import has_ipv6_loopback
 

@@ -1,6 +1,8 @@
 """Which hosts name one machine, which binds on one machine take the same port, and which
 connects surely reach a bind of this machine: decided without the network (no DNS), so that a
 fleet's inventory can be checked on an offline laptop, and a node config where it is read.
+Pure: the hosts file's table is read by ``agent.fleet.hosts_file`` and handed in (a node
+config's check hands none, so a name is its text).
 
 A host is known as one of:
 
@@ -22,7 +24,6 @@ import ipaddress
 from typing import Dict, FrozenSet, Tuple
 
 HOSTS_FILE = "/etc/hosts"
-HOSTS_FILE_MAX_BYTES = 1 << 20  # a hosts file is a few lines; more is not read
 LOCAL_NAMES = ("localhost", "localhost.localdomain", "ip6-localhost", "ip6-loopback")
 THIS_MACHINE = "this machine"
 ANY, ANY4 = "*", "0.0.0.0"  # a bind on every address (both families), on every IPv4 one
@@ -48,23 +49,6 @@ def is_this_machine(address: str) -> bool:
     """Whether a canonical address reaches this machine (loopback or unspecified)."""
     ip = ipaddress.ip_address(address.partition("%")[0])
     return ip.is_loopback or ip.is_unspecified
-
-
-def read_hosts_table(path: str = HOSTS_FILE) -> HostsTable:
-    """The hosts file's names and their canonical addresses ({} when it cannot be read)."""
-    try:
-        with open(path, "rb") as f:
-            text = f.read(HOSTS_FILE_MAX_BYTES).decode("utf-8", "replace")
-    except OSError:
-        return {}
-    table: Dict[str, Tuple[str, ...]] = {}
-    for line in text.splitlines():
-        words = line.split("#", 1)[0].split()
-        addr = canonical_address(words[0]) if words else ""
-        for name in words[1:] if addr else ():
-            known = table.get(name.lower(), ())
-            table[name.lower()] = known + (addr,) if addr not in known else known
-    return table
 
 
 def known_as(host: str, table: HostsTable) -> Tuple[FrozenSet[str], str]:
