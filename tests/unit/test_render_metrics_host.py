@@ -67,9 +67,12 @@ def test_a_loopback_host_by_name_and_the_topologys_metrics_host_keep_url_and_con
                                     "data=15652 metrics=19465\n",
                           {"metrics_host": "0.0.0.0", "metrics_public": True})
     assert cfgs["cam"].metrics_host == "0.0.0.0" and cfgs["w1"].metrics_host == "::"
-    cfgs, nodes = _render(tmp_path, "cam localhost metrics=19464\nw1 10.0.0.11 metrics=19465\n")
+    cfgs, nodes = _render(tmp_path, "cam localhost metrics=19464\nw1 localhost control=15651 "
+                                    "data=15652 metrics=19465\n")
     assert cfgs["cam"].metrics_host == "127.0.0.1"
     assert nodes["cam"]["metrics"] == "http://127.0.0.1:19464/metrics"
+    # a remote host (a device off this machine: w1 could not reach a source on localhost)
+    cfgs, nodes = _render(tmp_path, "cam 10.0.0.10 metrics=19464\nw1 10.0.0.11 metrics=19465\n")
     assert cfgs["w1"].metrics_host == "127.0.0.1" and "metrics_tunnel" in nodes["w1"]
     assert nodes["w1"]["metrics"] == "http://10.0.0.11:19465/metrics"
 
