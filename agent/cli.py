@@ -14,6 +14,7 @@ import os
 import select
 import signal
 import sys
+import textwrap
 from typing import List, Mapping, Optional
 
 from agent import __version__
@@ -87,6 +88,22 @@ def build_parser() -> argparse.ArgumentParser:
         module.add_arguments(p)
         p.set_defaults(_module=module)
     return parser
+
+
+def short_usage() -> str:
+    """What a bare ``edge-agent`` prints (``--help`` prints the whole page): one usage line,
+    the commands with their one-line help, and where to read more."""
+    offered = [(name, module.HELP) for name, module in ((n, _load(n)) for n in COMMANDS)
+               if module is not None]
+    width = max(len(name) for name, _ in offered)
+    lines = ["usage: edge-agent [--version] [--log-level LEVEL] COMMAND [ARGS]", "",
+             "commands:"]
+    # one screen line per command (80 columns): the full text is in each command's --help
+    lines += ["  %-*s  %s" % (width, name, textwrap.shorten(text, 76 - width, placeholder=" ..."))
+              for name, text in offered]
+    lines += ["", "See 'edge-agent COMMAND --help' for a command's options,",
+              "'edge-agent --help' for the global ones."]
+    return "\n".join(lines) + "\n"
 
 
 def stderr_is_journal(environ: Mapping[str, str] = os.environ, stream=None) -> bool:
@@ -173,7 +190,7 @@ def _main(argv: Optional[List[str]]) -> int:
     args = parser.parse_args(argv)
     journal = setup_logging(args.log_level)
     if not getattr(args, "_module", None):
-        parser.print_help()
+        print(short_usage(), end="")
         return EXIT_USAGE
     # a command with actions names the action too (`edge-agent fleet render: error: ...`)
     command = " ".join(filter(None, (args.command, getattr(args, args.command + "_action", ""))))

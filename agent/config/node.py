@@ -34,13 +34,13 @@ from typing import Any, Dict, Mapping, Tuple
 
 from agent.config.checks import (MAX_INTERVAL_S, MAX_MESSAGE_BYTES_LIMIT, MAX_QUEUE_TASKS,
                                   MIN_INTERVAL_S, ENGINE_THREADS_MAX, PATH_FIELDS, check_endpoint,
-                                  check_endpoint_from, check_limits, check_node_id, check_rate,
-                                  ipc_from, is_loopback_host, phase_fits)
+                                  check_endpoint_from, check_limits, check_node_id, ipc_from,
+                                  is_loopback_host, phase_fits)
 from agent.config.fields import REQUIRED, Fields
 from agent.config.jsonfile import load_toml
+from agent.config.peer import Peer, parse_peer
 from agent.config.toml_dump import to_toml
 from agent.errors import UsageError
-from agent.net.keyfiles import peer_key_spec
 from agent.ops.files import CONFIG_MAX_BYTES, FileFault, read_bounded
 from agent.policies import registry, splits
 from agent.policies.setting import DEFAULT_TRADEOFF
@@ -57,28 +57,6 @@ ACCELERATORS = ("required", "preferred", "none")  # see engines/accelerator.py
 SECURITY_MODES = ("none", "curve")
 DEFAULT_MAX_MESSAGE_BYTES = 16 * 1024 * 1024  # one message's bound (clients check it too)
 ARRIVAL_MODES = ("poisson", "client")
-
-
-@dataclass(frozen=True)
-class Peer:
-    """A neighbour this node exchanges messages with (predecessor, successor or source)."""
-
-    id: str  # node id of the peer (unique in the fleet)
-    stage: int  # 0 for a source, else the 1-based stage the peer serves
-    control_address: str  # the peer's PUB endpoint (we SUBscribe to it)
-    data_address: str  # the peer's ROUTER endpoint (we send tasks/results there)
-    link_rate_bytes_s: float = 0.0  # r_ij estimate for this node -> peer; 0 = unknown (no cost)
-    public_key: str = ""  # the peer's CURVE public key (Z85); used when security = "curve"
-    last_stage: int = 0  # a peer holding several stages serves stage..last_stage; 0 = just stage
-
-    @property
-    def stages(self) -> Tuple[int, int]:
-        """(first, last) stage the peer serves; (0, 0) for a source."""
-        return (self.stage, max(self.stage, self.last_stage))
-
-    def serves(self, stage: int) -> bool:
-        first, last = self.stages
-        return self.stage > 0 and first <= stage <= last
 
 
 @dataclass(frozen=True)
@@ -104,6 +82,8 @@ class NodeConfig:
     round_interval_s: float = 0.05  # dtoee: time between rounds; configuration lasts rounds*this
     heartbeat_interval_s: float = 0.5  # liveness/queue-state broadcast period
     neighbour_timeout_rounds: int = 4  # heartbeat periods of silence after which a peer is gone
+    start_grace_s: float = 5.0  # no "no route" verdict (nor unheard-peer warning) this long
+    # after start unless a successor is heard: neighbours need heartbeats, CURVE handshakes
     ack_timeout_s: float = 1.0  # data plane: re-send to another successor when no ACK by then
     result_timeout_s: float = 20.0  # source: re-issue a task whose result has not come by then
     max_attempts: int = 3  # source: issues of one task (first + re-issues) before it is lost
@@ -185,37 +165,11 @@ class NodeConfig:
         return tuple(p for p in self.peers if p.stage == 0)
 
 
-_PEER_FIELDS = {f.name for f in fields(Peer)}
 _NODE_FIELDS = {f.name for f in fields(NodeConfig)}
 
 
 def _endpoint(value: str, where: str, base_dir: str) -> str:
     return check_endpoint_from(value, where, base_dir, ConfigError)  # ipc://REL: config's folder
-
-
-def _parse_peer(obj: Any, where: str, base_dir: str) -> Peer:
-    if not isinstance(obj, Mapping):
-        raise ConfigError("%s: must be a table, got %r" % (where, obj))
-    unknown = sorted(set(obj) - _PEER_FIELDS)
-    if unknown:
-        raise ConfigError("%s: unknown field(s) %s (known: %s)"
-                          % (where, ", ".join(unknown), ", ".join(sorted(_PEER_FIELDS))))
-    r = Fields(obj, where, ConfigError)
-    peer = Peer(
-        id=r.str("id"),
-        stage=r.int("stage", lo=0),
-        control_address=_endpoint(r.str("control_address"), where + ".control_address", base_dir),
-        data_address=_endpoint(r.str("data_address"), where + ".data_address", base_dir),
-        link_rate_bytes_s=check_rate(r.num("link_rate_bytes_s", 0.0), r.path("link_rate_bytes_s"),
-                                     ConfigError, "unknown"),  # the wire's range, as a capacity
-        public_key=peer_key_spec(r.str("public_key", ""), base_dir),  # a file: config-relative
-        last_stage=r.int("last_stage", 0, lo=0),
-    )
-    if peer.last_stage and peer.last_stage < peer.stage:
-        raise ConfigError("%s.last_stage: must be 0 or >= stage %d, got %r"
-                          % (where, peer.stage, peer.last_stage))
-    check_node_id(peer.id, where + ".id", ConfigError)
-    return peer
 
 
 def parse_config(obj: Any, base_dir: str = ".", where: str = "config") -> NodeConfig:
@@ -252,7 +206,8 @@ def parse_config(obj: Any, base_dir: str = ".", where: str = "config") -> NodeCo
     peers_obj = obj.get("peers", [])
     if not isinstance(peers_obj, list):
         raise ConfigError("%s.peers: must be an array of tables ([[peers]]), got %r" % (where, peers_obj))
-    peers = tuple(_parse_peer(p, "%s.peers[%d]" % (where, i), base_dir) for i, p in enumerate(peers_obj))
+    peers = tuple(parse_peer(p, "%s.peers[%d]" % (where, i), base_dir, ConfigError)
+                  for i, p in enumerate(peers_obj))
     seen = set()
     for i, p in enumerate(peers):
         if p.id in seen or p.id == kw["node_id"]:
@@ -282,7 +237,7 @@ def parse_config(obj: Any, base_dir: str = ".", where: str = "config") -> NodeCo
     kw["tradeoff"] = tradeoff
     for key in ("slot_length_s", "round_interval_s", "heartbeat_interval_s", "ack_timeout_s",
                 "result_timeout_s", "status_interval_s", "records_flush_interval_s",
-                "drain_timeout_s", "power_mode_check_interval_s"):
+                "drain_timeout_s", "power_mode_check_interval_s", "start_grace_s"):
         kw[key] = r.num(key, dflt(key), lo=MIN_INTERVAL_S, hi=MAX_INTERVAL_S)
     for key in ("rounds_per_slot", "neighbour_timeout_rounds", "max_attempts", "timing_runs",
                 "records_keep_files"):

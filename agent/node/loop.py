@@ -63,10 +63,6 @@ from agent.policies.api import AgentPolicy, NodeView, Outgoing, first_unreachabl
 
 log = logging.getLogger(__name__)
 
-# no "no route" verdict in the first seconds of serving until a successor has been heard:
-# neighbours need a few heartbeats, and CURVE handshakes, before they are heard
-ROUTE_GRACE_S = 5.0
-
 
 class Node:
     """One agent. ``run()`` serves until ``stop()`` (e.g. from a SIGTERM handler).
@@ -96,8 +92,9 @@ class Node:
         self._stall_grace_until = -math.inf  # a dropped data link is no neighbour gone till then
         self._changes = StateLog(clock=clock)  # connections, neighbours, routes: bounded lines
         self._fleet = FleetCheck(cfg, outbox.count, clock)  # what the fleet's nodes must share
-        # neighbours' first heartbeats: no route verdict before, no unlisted-node warning
-        self._grace_s = max(ROUTE_GRACE_S, cfg.neighbour_silence_s)
+        # no route verdict (nor unlisted-node warning) before neighbours' first heartbeats and
+        # CURVE handshakes, nor within the silence that makes one gone: it may be heard no sooner
+        self._grace_s = max(cfg.start_grace_s, cfg.neighbour_silence_s)
         self._reach = ReachWatch(cfg, 2 * self._grace_s)  # warns once if no peer connects to us
         self._stopping = False
         self._rfd, self._wfd = os.pipe()
@@ -136,6 +133,7 @@ class Node:
             if self._stopping and drain_until is None:
                 drain_until = now + role.drain_time_s
                 role.stop_arrivals()
+                out.current_view()  # the view's queues are as of its last refresh: now's
                 log.info("stopping: %s", self.status.line())
             if drain_until is not None and (now >= drain_until or not self._in_flight()):
                 break
@@ -183,6 +181,7 @@ class Node:
                 if twins is not None and twins.seen:  # two agents under one id (net.twins)
                     out.count("duplicate_node_id", twins.seen)
                     twins.seen = 0
+                out.current_view()  # stats.json and the line give this moment's queues
                 self.status.write()
                 self.status.log_line(now)
                 self._changes.flush()
@@ -209,6 +208,7 @@ class Node:
         self.role.finish(self.clock(), self.wall())
         self._changes.flush(final=True)
         self.hooks.save_state(self._state(), force=True)
+        self.outbox.current_view()  # the final stats and line: what is held at the end
         self.status.write(force=True)
         log.info("stopped: %s", self.status.line())
         for fd in (self._rfd, self._wfd):

@@ -33,7 +33,9 @@ def test_a_source_names_the_peer_fields_whose_host_does_not_resolve(bundle, tmp_
                                data_address="tcp://no-such-w1b.invalid:5552")
            if p.id == "w1b" else p for p in peers]
     try:
-        c.start("s1", peers=tuple(bad))
+        # a short start-up grace: the lookup (and its warning) comes 1 s after the first
+        # heartbeat instead of 5 s; w1b never resolves however long the grace
+        c.start("s1", peers=tuple(bad), start_grace_s=1.0)
         c.wait_for(lambda: WARNING in c.tail("s1", 400), 90, "s1's warning about w1b")
         time.sleep(1.0)  # a status interval or two: a second line would show by now
         log = c.tail("s1", 400)

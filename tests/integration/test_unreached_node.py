@@ -26,9 +26,12 @@ def test_a_node_its_peers_do_not_list_warns_once_and_a_listed_one_does_not(bundl
     naming its id and data address; the listed node of the same stage has none."""
     c = Cluster(str(tmp_path), bundle, {"s1": 0, "w1": 1, "w2": 2, "w2x": 2}, policy="fixed")
     try:
-        c.start("w1", peers=tuple(p for p in c.config("w1").peers if p.id != "w2x"))
-        c.start("w2")
-        c.start("w2x")
+        # a short start-up grace (warning after 2 x 1 s of peers heard, not 2 x 5 s): still
+        # four times w1's longest reconnect interval (0.5 s) for it to connect to w2
+        c.start("w1", peers=tuple(p for p in c.config("w1").peers if p.id != "w2x"),
+                start_grace_s=1.0)
+        c.start("w2", start_grace_s=1.0)
+        c.start("w2x", start_grace_s=1.0)
         c.wait_for(lambda: WARNING in c.tail("w2x", 200), 60, "w2x's warning")
         time.sleep(1.0)  # a status interval or two: a second line would show by now
         lines = [l for l in c.tail("w2x", 400).splitlines() if WARNING in l]

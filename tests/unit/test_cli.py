@@ -33,7 +33,7 @@ def test_python_dash_m_agent_is_the_console_script():
         __import__("agent").__version__, VERSION)
 
 
-def test_no_subcommand_prints_help_and_exits_2(capsys):
+def test_no_subcommand_lists_the_commands_and_exits_2(capsys):
     """A bare `edge-agent` lists the subcommands and fails (nothing was asked)."""
     assert cli.main([]) == 2
     assert "testbed" in capsys.readouterr().out

@@ -10,7 +10,6 @@ import dataclasses
 import pytest
 
 from agent.node.build import build, build_view
-from agent.node.loop import ROUTE_GRACE_S
 from agent.policies.api import TieredPolicy
 from agent.testbed.local import node_configs
 from agent.testbed.topology import parse_topology
@@ -36,14 +35,14 @@ def _config(tmp_path, **over):
 def test_the_loop_and_the_neighbour_limits_start_from_the_configured_silence(tmp_path,
                                                                              interval_s, rounds):
     """Rule: the configured silence is rounds x heartbeat interval; a built node's start-up
-    grace is the larger of it and ROUTE_GRACE_S, and a neighbour the config does not name is
-    gone after exactly that silence."""
+    grace is the larger of it and the configured start_grace_s, and a neighbour the config
+    does not name is gone after exactly that silence."""
     cfg = _config(tmp_path, heartbeat_interval_s=interval_s, neighbour_timeout_rounds=rounds)
     assert cfg.neighbour_silence_s == pytest.approx(interval_s * rounds)
     built = build(cfg)
     try:
         node = built.node
-        assert node._grace_s == max(ROUTE_GRACE_S, cfg.neighbour_silence_s)
+        assert node._grace_s == max(cfg.start_grace_s, cfg.neighbour_silence_s)
         assert node._silence.base_s == cfg.neighbour_silence_s
         assert node._silence.limit_s("not-in-the-config") == cfg.neighbour_silence_s
     finally:
