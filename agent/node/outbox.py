@@ -25,7 +25,9 @@ late task whose connection is up is not copied onto it again when no other succe
 of ``LINK_QUEUE_MAX_S`` and its largest task's link time behind (tasks not ACKed, at the lower of
 its configured and measured rate: one task alone never fills a link) is left alone like a refusing
 one until that drains (``link_full``), so the queue its heartbeats wait in stays short and a source
-rejects the excess (``overload``). A task the policy fails to route waits (``routing_error``).
+rejects the excess (``overload``: ``out_linkhold``). A task the policy fails to route waits
+(``routing_error``). A tier's escalation none of whose successors is alive goes back to its worker,
+which answers it (``out_takeback``).
 A client's answer it cannot deliver counts ``client_answer_undeliverable`` (logged 1/min at most).
 """
 
@@ -40,22 +42,23 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 from agent.config.node import NodeConfig
 from agent.protocol import wire
 from agent.net.links import LinkPacer, LinkRates
-from agent.net.liveness import LINK_QUEUE_MAX_S  # link time queued to a successor at most
+from agent.net.liveness import LINK_QUEUE_MAX_S  # noqa: F401  (link time per successor at most)
 from agent.net.transport import Transport
 from agent.protocol.wire import Kind
 from agent.ops.metrics import NullMetrics
 from agent.ops.throttle import Throttle, more_since
 from agent.policies.api import AgentPolicy, NodeView, TaskInfo
 from agent.node import outqueue
-from agent.node.linkclock import LinkClock, links_behind, rate_measured
+from agent.node.linkclock import LinkClock, rate_measured
+from agent.node.out_linkhold import HOLD_MAX_S, HOLD_MIN_S, hold_full_links
 from agent.node.outitem import Custody, OutItem, result_batches, wire_bytes_of
+from agent.node.out_takeback import take_back, take_back_held
 from agent.node.rejects import Rejects
 from agent.node.timerq import TimerQueue
 
 log = logging.getLogger("agent.node.loop")  # these are the loop's steps: logged under its name
 
 MAX_HOP_RESENDS = 10  # per hop; beyond that the task is dropped here and its source re-issues it
-HOLD_MIN_S, HOLD_MAX_S = 0.005, 1.0  # bounds on how long a refusing successor is left alone
 
 
 class Outbox:
@@ -198,7 +201,7 @@ class Outbox:
             if not again and outqueue.behind(self.waiting, item, self.policy):
                 outqueue.hold(self.waiting, item)  # the tail of the output queue; its head goes
                 return self.retry_waiting(now)
-            self._hold_full_links(now)
+            hold_full_links(self, now)
             info = TaskInfo(item.fields["id"], item.fields["stage"], item.nbytes)
             try:
                 dest = self.policy.choose_successor(info, self.current_view(), item.tried)
@@ -207,8 +210,8 @@ class Outbox:
                 if self.counters["routing_error"] <= 5:  # a bug to report, not a log flood
                     log.warning("the policy failed to route a task; it waits", exc_info=True)
                 dest = None
-            if dest is None:
-                return outqueue.hold(self.waiting, item)  # at its place by age
+            if dest is None:  # held at its place by age, or a stranded escalation answered
+                return None if take_back(self, item, now) else outqueue.hold(self.waiting, item)
             item.dest = dest
             self.counters["sent_to_" + dest] += 1  # the routing actually used, per successor
         tensors = [] if item.tensor is None else [item.tensor]
@@ -250,19 +253,6 @@ class Outbox:
         item.link_start = item.link_end = 0.0
         item.deadline = now + min(self.cfg.ack_timeout_s, 0.02 * item.resends)
         self._timers.push(item.deadline, item.key, False)
-
-    def _hold_full_links(self, now: float) -> None:
-        """Hold off each successor behind by over ``LINK_QUEUE_MAX_S`` (or one task's) link time."""
-        rates = (self.link_rates.prior, self.view.link_rate_bytes_s)
-        if self.items.fits(rates, LINK_QUEUE_MAX_S):
-            return  # the common case, without a scan of every item
-        for peer, over_s in links_behind(self.items.values(), rates, LINK_QUEUE_MAX_S).items():
-            hold = min(max(over_s, HOLD_MIN_S), HOLD_MAX_S)
-            if self.view.unavailable.get(peer, 0.0) < now + hold:
-                self.view.unavailable[peer] = now + hold
-                self.refused_why[peer] = "link_full"
-                self._timers.push(now + hold, "", False)  # offer held tasks again when it has drained
-                self.counters["link_full"] += 1
 
     def cancel(self, key: str) -> None:
         """Give up custody of ``key`` (its sender re-issues it under a new key)."""
@@ -344,6 +334,7 @@ class Outbox:
     def retry_waiting(self, now: float) -> None:
         """Offer held tasks to the policy again, oldest first (``outqueue.reoffer``)."""
         self.expire_waiting(now)
+        take_back_held(self, now)  # escalations whose every successor is gone: out_takeback
         if self.waiting and self.current_view().alive_successors():
             outqueue.reoffer(self.waiting, self.send, now, outqueue.in_order(self.policy))
 

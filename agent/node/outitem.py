@@ -6,7 +6,7 @@ from __future__ import annotations
 import functools
 import itertools
 from dataclasses import dataclass, field
-from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -44,6 +44,10 @@ class OutItem:
     # its age: made before every item of a higher seq (held tasks wait in this order, whenever
     # each was sent, refused or sent again: ``outqueue.hold``)
     seq: int = field(default_factory=_next_seq)
+    # an escalation's answer at this node (``worker_tier``), called with the monotonic time
+    # instead of holding the task once no successor of its stage is alive (``out_takeback``);
+    # it returns False when the policy answers nothing here (the task is then held)
+    takeback: Optional[Callable[[float], bool]] = None
 
     @property
     def nbytes(self) -> int:

@@ -16,8 +16,9 @@ A policy that overrides ``on_head`` (``policies.api``) decides instead after eac
 head: ANSWER, CONTINUE or ESCALATE. For such a policy the worker keeps a task's raw input (the
 tensor it arrived with at stage 1) and a per-task ``local`` dict while the task stays here; an
 ESCALATE sends that input again as a stage-1 TASK, with the action's fields, the task's token
-and what is left of its deadline, to the successor the policy picks. A ``terminal`` worker
-answers every task at its own last stage (a tier of DIMEE or MLCI holding stages 1..k).
+and what is left of its deadline, to the successor the policy picks; one no higher tier can take
+any more is answered here instead (``worker_tier``). A ``terminal`` worker answers every task
+at its own last stage (a tier of DIMEE or MLCI holding stages 1..k).
 
 Duplicates are found by task id and stage (``out_reissue``): a copy of an attempt taken already
 runs nothing; a higher attempt (its source's re-issue) is taken in, and runs once the earlier
@@ -47,6 +48,7 @@ from agent.node.role import Role
 from agent.node.steps import Step, next_step
 from agent.node.worker_admit import refusal
 from agent.node.worker_drain import WorkerDrain
+from agent.node.worker_tier import escalate, result_item
 from agent.ops.metrics import NullMetrics
 from agent.policies.api import CONTINUE, ESCALATE, AgentPolicy, HeadInfo, TaskInfo
 
@@ -313,7 +315,7 @@ class WorkerSide(Role):
                 f["id"], f["attempt"], h, done.confidence, int(done.cls),
                 getattr(done, "logits", None), f, local, h == final), self.out.current_view())
             if action.kind == ESCALATE:
-                return self._escalate(f, x0, expires, action.fields)
+                return escalate(self, f, x0, expires, action, done.cls, done.confidence)
         step = next_step(h, final, done.confidence, self.policy.thresholds().get(h),
                          done.features is not None, view.serves(h + 1), keep_local,
                          None if action is None else action.kind != CONTINUE)
@@ -327,22 +329,9 @@ class WorkerSide(Role):
         if step is not Step.EXIT and expires and now >= expires:
             return self.out.drop("deadline")  # its source has given up: no next stage
         if step is Step.EXIT:
-            self.out.count("finished" if h == view.num_stages else "exited")
-            self.metrics.task_exited(h)
-            out = {"id": f["id"], "attempt": f["attempt"], "source": f["source"], "exit_stage": h,
-                   "cls": int(done.cls), "confidence": float(done.confidence),
-                   "worker": self.cfg.node_id, "hops": f["hops"] + 1, "resends": f["resends"],
-                   "created": f["created"], "token": f.get("token", "")}
-            if action is not None:  # the policy's answer (an ensemble's class) and fields
-                out.update(action.fields)
-                if action.cls is not None:
-                    out["cls"], out["confidence"] = int(action.cls), float(action.confidence)
-                    if not math.isfinite(out["confidence"]):  # would fail the RESULTS batch
-                        return self.out.reject("bad_output", f["source"], "the policy's "
-                                               "confidence for task %s is %r"
-                                               % (f["id"], out["confidence"]))
-            item = OutItem(Kind.RESULT, "R:" + wire.task_key(f["id"], f["attempt"]), out, None,
-                           dest=f["source"], keep_until=expires)
+            item = result_item(self, f, h, done.cls, done.confidence, action, expires)
+            if item is None:
+                return
         else:
             nf = dict(f, stage=h + 1, hops=f["hops"] + 1)
             if step is Step.LOCAL:
@@ -358,22 +347,6 @@ class WorkerSide(Role):
         self.out.send(item, now)
         if item.kind == Kind.TASK:
             self._reclaim_if_idle()
-
-    def _escalate(self, f: Dict[str, Any], x0: Any, expires: float,
-                  extra: Dict[str, Any]) -> None:
-        """ESCALATE: the task's raw input as a stage-1 TASK with ``extra`` fields, its token and
-        what is left of its deadline, to the successor the policy picks (the outbox asks)."""
-        now = self.clock()
-        if x0 is None:  # it did not start here at stage 1: no raw input to send
-            return self.out.drop("no_input")
-        if expires and now >= expires:
-            return self.out.drop("deadline")
-        nf = dict(f, stage=1, hops=f["hops"] + 1)
-        nf.update(extra)
-        self.out.count("escalated")
-        self.metrics.task_out(f["stage"])
-        self.out.send(OutItem(Kind.TASK, wire.task_key(f["id"], f["attempt"]), nf, x0,
-                              expires=expires), now)
 
     def after_tick(self, now: float) -> None:
         self._reclaim_if_idle()

@@ -1,5 +1,5 @@
-"""Agent-side policy interface (``AgentPolicy``, which every policy extends), and ``fixed``
-(``FixedWeightsPolicy``), the trivial one.
+"""Agent-side policy interface (``AgentPolicy``, which every policy extends; ``fixed``, the
+trivial one, is ``agent.policies.fixed_agent.FixedWeightsPolicy``).
 
 The node loop owns sockets, queues and clocks; a policy object owns only decisions. Everything
 the policy may read is in a ``NodeView`` the loop keeps up to date; everything it wants to say
@@ -58,7 +58,6 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Set, Tuple
 
 from agent.protocol.wire import Kind, Message
-from agent.policies.fixed import check_own_row, own_row, parse_fixed_knobs, per_node
 from agent.policies.setting import DEFAULT_TRADEOFF
 from agent.policies.thresholds import DEFAULT_THRESHOLD, thresholds_from_wire, thresholds_to_wire
 from engines.exit_profile import should_exit
@@ -320,6 +319,12 @@ class AgentPolicy:
             return _ANSWER
         return _CONTINUE
 
+    def answer_kept(self, escalated: HeadAction) -> Optional[HeadAction]:
+        """Workers of a tier: the ANSWER, at this node, of a task it escalated (``escalated``,
+        from ``on_head``) that no higher tier can take any more (every one went while the TASK
+        was in the outbox); None: the escalation waits in the outbox, as a forwarded task does."""
+        return None
+
     def on_issue(self, task: TaskInfo, view: NodeView) -> None:
         """Sources: each issue of a task, with its raw input ``task.x``, before it is routed."""
 
@@ -363,33 +368,6 @@ class TieredPolicy(AgentPolicy):
         if not cands or (i > 0 and not getattr(self, "_settled", True)):
             return -1, None
         return i, self.rng.choice(cands)
-
-
-class FixedWeightsPolicy(AgentPolicy):
-    """``fixed``: routing weights from ``policy_knobs.routing``, a row ``{peer = weight}`` or a
-    topology's per-node table whose own row the node takes (``agent.policies.fixed``), else
-    uniform; weights of gone neighbours are ignored, so mass moves to the rest."""
-
-    name = "fixed"
-
-    def __init__(self, thresholds, knobs, seed=0):
-        super().__init__(thresholds, knobs, seed)
-        self._table = parse_fixed_knobs(self.knobs)
-        self._weights = {} if per_node(self._table) else dict(self._table)
-
-    def configure(self, cfg: Any, view: NodeView) -> None:
-        """A weight for a node that is no successor here is a start-up fault: misspelt, the
-        node had routed uniformly (every successor weighing 0) while reporting the table."""
-        check_own_row(self._table, view.node_id, view.successors)
-        self._weights = own_row(self._table, view.node_id)
-
-    def weights(self, view: NodeView) -> Dict[str, float]:
-        if not self._weights:
-            return super().weights(view)
-        return {s: self._weights.get(s, 0.0) for s in view.successors}
-
-    def routing(self) -> Dict[str, float]:
-        return dict(self._weights)
 
 
 def default_thresholds(exit_stages: Sequence[int], configured: Sequence[float]) -> Dict[int, float]:

@@ -16,7 +16,7 @@ routing uniformly without a word (the fault ``fixed`` refuses at start-up). A to
 are checked against its links before a run or a render (``check_topology_rows``).
 
 The object ``parse_fixed_knobs`` returns is the ``routing`` table as floats, in its form.
-``FixedWeightsPolicy`` (``agent.policies.api``, an ``AgentPolicy``) is built on these. Pure: no
+``FixedWeightsPolicy`` (``agent.policies.fixed_agent``, an ``AgentPolicy``) is built on these. Pure: no
 I/O.
 """
 

@@ -36,6 +36,8 @@ from agent.policies.dtoee import sim as dtoee_sim
 from agent.policies.dtoee.agent import DtoeePolicy
 from agent.policies.dtoee.knobs import KNOB_NAMES, DtoeeParams, parse_agent_knobs, parse_knobs
 from agent.policies.dtoee.network import run_dtoee
+from agent.policies.fixed import parse_fixed_knobs
+from agent.policies.fixed_agent import FixedWeightsPolicy
 from agent.policies.mdi_exit.agent import MdiExitPolicy
 from agent.policies.mdi_exit.rules import POLICY_NAME as MDI_EXIT, params_from_knobs
 from agent.policies.mdi_exit.sim import MdiExitSimPolicy
@@ -284,7 +286,7 @@ for _row in (
               sim=lambda n, r, o: MdiExitSimPolicy(overrides=o.get(n)),
               scenario_knobs=(MDI_EXIT,), section=params_from_knobs),
     PolicyRow("fixed", "fixed routing weights from policy_knobs.routing, else uniform",
-              agent=api.FixedWeightsPolicy, agent_knobs=api.parse_fixed_knobs),
+              agent=FixedWeightsPolicy, agent_knobs=parse_fixed_knobs),
     PolicyRow("optimum", "the central convex optimum for the start thresholds",
               not_in_agent=_CENTRAL, planner=_optimum),
 ):

@@ -17,8 +17,9 @@ from agent.cli import main
 from agent.config.node import dump_config, load_config
 from agent.errors import UsageError
 from agent.node.build import build_view, configured_policy
-from agent.policies.api import FixedWeightsPolicy, NodeView, parse_fixed_knobs
-from agent.policies.fixed import node_knobs
+from agent.policies.api import NodeView
+from agent.policies.fixed import node_knobs, parse_fixed_knobs
+from agent.policies.fixed_agent import FixedWeightsPolicy
 from agent.policies.registry import make_policy
 from agent.testbed.local import node_configs
 from agent.testbed.topology import DEFAULT_TOPOLOGY, TopologyError, load_topology

@@ -27,7 +27,9 @@ task's raw input and a per-task ``local`` dict):
 worker sends an escalated task to an alive worker of level l+1, else of the level after it (a
 level that is down is skipped). With every higher level down a level answers the task itself
 (counted: ``mlci_kept``) instead of escalating it, and its node never reports "no route" for
-them (``NodeView.answers_alone``): the highest live level serves on.
+them (``NodeView.answers_alone``): the highest live level serves on. An escalation still in
+the outbox when every higher level goes is answered the same way (``answer_kept``, counted:
+``mlci_taken_back``; ``agent.node.worker_tier``).
 
 The counts are in the saved state (``snapshot``); ``count`` adds to the node's counters
 (stats.json) once the node hands its own. ``budgets_s`` is refused in ``policy_knobs``
@@ -93,6 +95,7 @@ class MlciPolicy(TieredPolicy):
         self.answered = 0
         self.bad_ensemble = 0  # escalated tasks whose ens/ens_w did not fit (counted, not fatal)
         self.kept = 0  # offload draws answered here: no higher level was alive to take them
+        self.taken_back = 0  # escalations answered here: every higher level went before an ACK
 
     def level_of(self, node_id: str) -> int:
         """The level index of ``node_id`` (-1: in none)."""
@@ -175,13 +178,24 @@ class MlciPolicy(TieredPolicy):
             if self.rng.random() < up:
                 up_ids = view.alive_successors(1, usable=False)  # alive, busy or not
                 if first_group(self.params.levels[self.level + 1:], up_ids)[1]:
-                    self.escalated += 1
-                    return HeadAction(ESCALATE, fields={"level": self.level + 1,
-                                                        "ens": [float(v) for v in vec],
-                                                        "ens_w": float(wsum)})
+                    self.escalated += 1  # cls, conf: the answer kept here (answer_kept)
+                    return HeadAction(ESCALATE, cls=cls, confidence=conf,
+                                      fields={"level": self.level + 1,
+                                              "ens": [float(v) for v in vec],
+                                              "ens_w": float(wsum)})
                 self.kept += 1  # every higher level is down: the ensemble so far answers
         self.answered += 1
         return HeadAction(ANSWER, cls=cls, confidence=conf, fields={"level": self.level})
+
+    def answer_kept(self, escalated: HeadAction) -> HeadAction:
+        """The ANSWER for a task this level escalated (``escalated``, from ``on_head``) that
+        no higher level can take any more (every one went while the TASK was in the outbox):
+        what the level answers when it finds every higher level down at the draw, the ensemble
+        so far (``mlci-noens``: its own output), counted in ``mlci_taken_back``."""
+        self.taken_back += 1
+        self.answered += 1
+        return HeadAction(ANSWER, cls=escalated.cls, confidence=escalated.confidence,
+                          fields={"level": self.level})
 
     def _bad_ensemble(self, head: HeadInfo, classes: int) -> None:
         """Count an escalated task whose ensemble lower levels cannot have sent; log the 1st,
@@ -217,7 +231,7 @@ class MlciPolicy(TieredPolicy):
         state = super().snapshot()
         state.update({"mlci_level": self.level, "mlci_escalated": self.escalated,
                       "mlci_answered": self.answered, "mlci_bad_ensemble": self.bad_ensemble,
-                      "mlci_kept": self.kept})
+                      "mlci_kept": self.kept, "mlci_taken_back": self.taken_back})
         return state
 
 
