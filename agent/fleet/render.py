@@ -58,7 +58,7 @@ from agent.fleet.render_bundle import check_bundle
 from agent.fleet.render_notes import (DRIVE_TOPOLOGY, Dropped, dropped_since,
                                       loopback_address, metrics_tunnels, metrics_url,
                                       sheet_text)
-from agent.fleet.render_ports import check_port_clashes
+from agent.fleet.render_ports import check_loopback_peers, check_port_clashes
 from agent.fleet.replay import place_replay, replay_set, write_replay
 from agent.ops.atomic import is_mount_point, replace_dir, write_atomic
 from agent.ops.paths import BUNDLE, CACHE, ETC
@@ -254,6 +254,7 @@ def _render_into(stage: str, topo: Topology, hosts: Dict[str, Host], opts: Rende
             obj.update({"arrival": "client", "client_bind": bind(h.client_port),
                         "client_keys_dir": _dev(opts, ETC + "/clients")})
     check_port_clashes(hosts, objs)  # hosts written differently may be one machine
+    check_loopback_peers(hosts, objs)  # a device's peer at localhost would be itself
     for n, obj in objs.items():
         try:
             cfgs[n] = parse_config(obj, "/", where="fleet node %s" % n)

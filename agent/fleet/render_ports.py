@@ -7,6 +7,10 @@ would fail to bind. So every rendered bind (control, data, a source's client end
 is compared on the machine its node runs on, decided without the network
 (``agent.config.addr_machine``): a wildcard bind (``tcp://*:P``, which a node off loopback gets)
 takes its port on every address of its machine. A clash is one line naming both nodes.
+
+A node's peer must be reachable from the node's machine: a peer whose host is a loopback
+address or name (``localhost``, ``127.0.0.1``, ``::1``) next to a node on another machine
+would have that node connect to itself (``check_loopback_peers``).
 """
 
 from __future__ import annotations
@@ -16,7 +20,8 @@ from typing import Any, List, Mapping, Optional, Tuple
 from agent.config.node import NodeConfig
 from agent.errors import UsageError
 from agent.fleet.inventory import Host
-from agent.config.addr_machine import HostsTable, binds_clash, same_machine
+from agent.config.addr_machine import (THIS_MACHINE, HostsTable, binds_clash, known_as,
+                                       same_machine)
 from agent.fleet.hosts_file import read_hosts_table
 from agent.net.addrfamily import endpoint_host
 
@@ -68,3 +73,23 @@ def check_port_clashes(hosts: Mapping[str, Host], objs: Mapping[str, Mapping[str
                             % (b, hosts[b].host, a, hosts[a].host,
                                " (%s)" % why if why else "", port_a, b, plane_b, shown_b,
                                a, plane_a, shown_a))
+
+
+def check_loopback_peers(hosts: Mapping[str, Host], objs: Mapping[str, Mapping[str, Any]],
+                         table: Optional[HostsTable] = None) -> None:
+    """``UsageError`` naming the first node whose peer's inventory host is this machine's
+    loopback (``localhost``, ``127.0.0.1``, ``::1``, a name the hosts file gives such an
+    address) while the node itself runs on another machine: its connects would reach its own
+    machine, never the peer. A fleet on one machine (every host loopback) is fine."""
+    table = read_hosts_table() if table is None else table
+    for n, obj in objs.items():
+        if THIS_MACHINE in known_as(hosts[n].host, table)[0]:
+            continue
+        for peer in obj.get("peers", ()):
+            p = peer.get("id") if isinstance(peer, Mapping) else None
+            if p in hosts and THIS_MACHINE in known_as(hosts[p].host, table)[0]:
+                raise UsageError(
+                    "inventory: %s (%s) has peer %s at %s, a loopback host: from %s's machine "
+                    "that reaches %s's own machine, not %s; give %s an address %s can reach (or "
+                    "every node a loopback host, for a fleet on one machine)"
+                    % (n, hosts[n].host, p, hosts[p].host, n, n, p, p, n))
