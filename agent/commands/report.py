@@ -39,6 +39,7 @@ def run(args: argparse.Namespace) -> int:
     from agent.testbed.runtopo import settings_warning
 
     check_outputs(args.out, args.json)  # before any work: a wrong path fails at once
+    check_json_not_an_input(args.json, args.runs)
     runs = [_load(p, load_run) for p in args.runs]
     seen = {}
     for given, run in zip(args.runs, runs):  # `latest` and its target are one run too
@@ -97,8 +98,15 @@ CDF_PLOT = "delay_cdf.png"
 def _load(path: str, load_run):
     """A testbed run folder (``load_run``), or one `submit --out` wrote (its records summarised
     as one row: ``agent.commands.submit_records``)."""
-    from agent.commands.submit_records import load_submit_run, submit_run_dir
+    from agent.commands.submit_records import INFO, load_submit_run, submit_run_dir
+    from agent.errors import UsageError
+    from agent.testbed.rundir import RUN_INFO
 
+    if os.path.isfile(path):  # a run's own file (tab completion goes one step too far)
+        up = os.path.dirname(path) or "."
+        raise UsageError("%s: a file, not a run folder; give %s" % (
+            path, "its folder, %s" % up if os.path.basename(path) in (RUN_INFO, INFO)
+            else "a run folder (DIR/YYYYmmdd-HHMMSS, the one holding %s)" % RUN_INFO))
     found = submit_run_dir(path)
     return load_run(path) if found is None else load_submit_run(found)
 
@@ -132,6 +140,40 @@ def check_outputs(out_dir, json_file) -> None:
         check_file_slot(os.path.abspath(json_file), "--json")
         if not os.path.isdir(os.path.dirname(os.path.abspath(json_file))):
             raise UsageError("--json: %s: its folder does not exist" % json_file)
+
+
+def check_json_not_an_input(json_file, run_dirs) -> None:
+    """``--json`` must not name a file of a run given (its ``testbed.json``, a ``run.json``,
+    a records file...): the report would be written over what it was made from, and the run
+    could not be read again. An existing file in a run folder is taken only when it holds a
+    report's own output (``{"runs": ...}``, as an earlier ``--json`` left it); ``UsageError``
+    otherwise, before anything is read."""
+    from agent.errors import UsageError
+
+    if not json_file or not os.path.isfile(json_file):
+        return
+    target = os.path.realpath(json_file)
+    for given in run_dirs:
+        folders = [os.path.realpath(given)]
+        if os.path.isdir(os.path.join(given, "latest")):  # a --out folder: its latest run
+            folders.append(os.path.realpath(os.path.join(given, "latest")))
+        if any(target.startswith(f + os.sep) for f in folders) and not _report_output(target):
+            raise UsageError("--json: %s is a file of run %s, which report reads; write the "
+                             "report to a new file, e.g. %s" % (
+                                 json_file, given, os.path.join(given, "report.json")))
+
+
+def _report_output(path: str) -> bool:
+    """Whether ``path`` begins as a ``--json`` output does (an object whose first key is
+    ``runs``); only its first bytes are read (a records file may be large)."""
+    import re
+
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4096)
+    except OSError:  # unreadable: not known to be a report's; refused as a run's file
+        return False
+    return re.match(br'\s*\{\s*"runs"\s*:', head) is not None
 
 
 def compare_table(runs, plus_minus=None) -> str:

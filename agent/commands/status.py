@@ -23,14 +23,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import json
-    import sys
     import time
 
     from agent.config.checks import MAX_INTERVAL_S
     from agent.errors import UsageError
-    from agent.fleet.manifest import require_manifest
-    from agent.fleet.status import fleet_status, format_status, nodes_from_endpoints
 
     for opt, value, ok, what in (  # finite and at most a day, as every period (sleep(inf) fails)
             ("--watch", args.watch, 0 <= args.watch <= MAX_INTERVAL_S, "[0, %g]"),
@@ -38,24 +34,44 @@ def run(args: argparse.Namespace) -> int:
         if not ok:  # nan fails both comparisons
             raise UsageError("%s: must be in %s seconds, got %g" % (opt, what % MAX_INTERVAL_S,
                                                                       value))
-    if args.fleet:
-        nodes = require_manifest(args.fleet)["nodes"]
-    else:
-        nodes = nodes_from_endpoints(args.endpoints)
-    tty = sys.stdout.isatty()
-    while True:
-        status = fleet_status(nodes, args.timeout)
-        if args.json:
-            print(json.dumps(status, indent=1, sort_keys=True))
-        else:
-            if args.watch and tty:
-                sys.stdout.write("\033[H\033[2J")  # clear the screen, cursor home
-            print(time.strftime("%Y-%m-%d %H:%M:%S  ") + "edge-agent status")
-            print(format_status(status))
-        sys.stdout.flush()
-        if not args.watch:
-            return 0 if all(s.get("alive") for s in status.values()) else 1
-        try:
+    if not args.watch:
+        return _draw(args, _nodes(args))
+    try:  # Ctrl-C ends a watch with 0 whether it lands in a read or in the pause between
+        nodes = _nodes(args)
+        while True:
+            _draw(args, nodes)
             time.sleep(args.watch)
-        except KeyboardInterrupt:
-            return 0
+    except KeyboardInterrupt as exc:
+        if getattr(exc, "exit_status", None) is not None:  # SIGTERM, SIGHUP: their own status
+            raise
+        return 0
+
+
+def _nodes(args: argparse.Namespace):
+    """The nodes to read: ``--fleet``'s manifest entries, or the ``--endpoints`` given."""
+    from agent.fleet.manifest import require_manifest
+    from agent.fleet.status import nodes_from_endpoints
+
+    if args.fleet:
+        return require_manifest(args.fleet)["nodes"]
+    return nodes_from_endpoints(args.endpoints)
+
+
+def _draw(args: argparse.Namespace, nodes) -> int:
+    """Read every node once and print the table (or JSON); 0 when all answer, else 1."""
+    import json
+    import sys
+    import time
+
+    from agent.fleet.status import fleet_status, format_status
+
+    status = fleet_status(nodes, args.timeout)
+    if args.json:
+        print(json.dumps(status, indent=1, sort_keys=True))
+    else:
+        if args.watch and sys.stdout.isatty():
+            sys.stdout.write("\033[H\033[2J")  # clear the screen, cursor home
+        print(time.strftime("%Y-%m-%d %H:%M:%S  ") + "edge-agent status")
+        print(format_status(status))
+    sys.stdout.flush()
+    return 0 if all(s.get("alive") for s in status.values()) else 1
