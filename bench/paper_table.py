@@ -1,6 +1,7 @@
 """Markdown table of the paper-setting results written by ``bench/paper_figures.sh``.
 
-Usage: python3 bench/paper_table.py [FIGURES_DIR] [--replot]   (default bench/figures)
+Usage: python3 bench/paper_table.py [FIGURES_DIR] [--replot] [--same-thresholds]
+(FIGURES_DIR: default bench/figures)
 For each setting, at the paper's per-source rate: every policy's mean/p95 delay and accuracy,
 and DTO-EE's delay change and accuracy difference relative to it. ``--replot`` redraws every
 figure from the results.json files without simulating again. ``--same-thresholds`` adds the
@@ -59,8 +60,21 @@ def same_thresholds() -> None:
                                                else "%.1f" % (d * 1e3) for d in cells)))
 
 
+OPTIONS = ("--replot", "--same-thresholds")
+
+
 def main() -> int:
-    args = [a for a in sys.argv[1:] if not a.startswith("--")]
+    """Print the tables; 2 on an option it does not know (a typo would drop a table silently)."""
+    if "-h" in sys.argv[1:] or "--help" in sys.argv[1:]:
+        print(__doc__.strip())
+        return 0
+    unknown = [a for a in sys.argv[1:] if a.startswith("-") and a not in OPTIONS]
+    if unknown:
+        print("paper_table.py: unknown option %s (known: %s)" % (" ".join(unknown),
+                                                               ", ".join(OPTIONS)),
+              file=sys.stderr)
+        return 2
+    args = [a for a in sys.argv[1:] if not a.startswith("-")]
     folder = args[0] if args else os.path.join(os.path.dirname(__file__), "figures")
     if "--replot" in sys.argv:
         replot(folder)
