@@ -38,15 +38,23 @@ def run(args: argparse.Namespace) -> int:
                   "this node, and this node last")
         print(load_public_key(public_file).decode("ascii"))
         return 0
+    import sys
+
+    from agent.net.keyfiles import key_fingerprint, read_key_file
+
+    secret_inside = False
     if args.file.endswith("_secret"):
         public, _ = load_secret_key_file(args.file)  # also checks its permissions
     else:
         public = load_public_key(args.file)
+        # a NAME.key_secret copied or renamed: a file named like a public key gets shared
+        secret_inside = read_key_file(args.file)[1] is not None
     print(public.decode("ascii"))
-    import sys
-
-    from agent.net.keyfiles import key_fingerprint
     print("fingerprint %s (log lines name keys by it)" % key_fingerprint(public), file=sys.stderr)
+    if secret_inside:
+        print("WARNING: %s holds a SECRET key (a NAME.key_secret copied or renamed?): do not "
+              "share it or copy it to other nodes; give them the public key above or the "
+              "NAME.key of its pair" % args.file, file=sys.stderr)
     return 0
 
 

@@ -77,8 +77,14 @@ def _shown(value) -> str:
 
 
 def require_manifest(path: str) -> dict:
-    """``load_manifest`` for a command's ``--fleet DIR``: a folder without one is an error."""
+    """``load_manifest`` for a command's ``--fleet DIR``: a folder without one is an error, and
+    so is a manifest without a node (a render always names some: an empty ``nodes`` is an
+    edit or a broken file, and a status of no node would read as a fleet all well)."""
     man = load_manifest(path)
     if man is None:
         raise UsageError("--fleet: %s holds no fleet.json (made by `fleet render`)" % path)
+    if not man["nodes"]:
+        where = os.path.join(path, MANIFEST) if os.path.isdir(path) else path
+        raise UsageError("%s: \"nodes\" is empty: no node to read; render the fleet again "
+                         "(`edge-agent fleet render`) or restore its fleet.json" % where)
     return man

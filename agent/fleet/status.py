@@ -20,7 +20,7 @@ import threading
 import time
 import urllib.request
 from collections import defaultdict
-from typing import Any, Dict, List, Mapping, Optional
+from typing import Any, Dict, List, Mapping
 
 from agent.ops.metrics import SOURCE_OUTCOMES
 
@@ -78,7 +78,9 @@ def summarise(series: Mapping[str, List[tuple]]) -> Dict[str, Any]:
     stages = sorted({l.get("stage") for l, _ in series.get("tasks_in_total", [])} - {None})
     info = series.get("node_info", [({}, 0.0)])[0][0]
     return {
-        "node_reported": info.get("node", ""),  # the node id it says it is
+        # the node id it says it is (an agent of an earlier version, without node_info, says
+        # it on every other series)
+        "node_reported": info.get("node") or _series_node(series),
         "role_reported": info.get("role", ""),
         "protocol": info.get("protocol", ""),  # the wire protocol (none said: an older agent)
         "policy": info.get("policy", ""),  # the policy it runs: a fleet runs one
@@ -98,6 +100,14 @@ def summarise(series: Mapping[str, List[tuple]]) -> Dict[str, Any]:
                                         or series.get("last_warning", [])),
         "stages_seen": stages,
     }
+
+
+def _series_node(series: Mapping[str, List[tuple]]) -> str:
+    """The ``node`` label of the first series that has one ("" when none has)."""
+    for labels, _ in (v for vs in series.values() for v in vs):
+        if labels.get("node"):
+            return labels["node"]
+    return ""
 
 
 def _newest_warning(samples: List[tuple]) -> Dict[str, Any]:
@@ -168,7 +178,10 @@ def fleet_status(nodes: Mapping[str, Mapping[str, Any]], timeout_s: float = 2.0
     whose metrics listen on its device's loopback (``metrics_local``, the local end of the
     tunnel ``fleet render`` names) is read through that tunnel when it is open, else at its
     URL; an answer naming another node is no answer (``_read_as``). The nodes are read at
-    once, each on its own thread: nodes that do not answer cost one timeout, not one each."""
+    once, each on its own thread: nodes that do not answer cost one timeout, not one each. An
+    entry ``keyed_by_answer`` (``nodes_from_endpoints``) is keyed by the node id its answer
+    gives, by its own key when it does not answer or another entry has that id: that one read
+    both names it and gives its figures."""
     got: Dict[str, Dict[str, Any]] = {}  # a thread past the bound below may still write here
     failed: List[BaseException] = []
 
@@ -190,8 +203,11 @@ def fleet_status(nodes: Mapping[str, Mapping[str, Any]], timeout_s: float = 2.0
     if failed:
         raise failed[0]
     late = {"alive": False, "error": "no complete answer within %g s" % (2 * timeout_s + 1.0)}
-    out = {n: dict(got.get(n) or dict(late, url=meta.get("metrics", "")))
-           for n, meta in nodes.items()}
+    out = {}  # type: Dict[str, Dict[str, Any]]
+    for n, meta in nodes.items():
+        st = dict(got.get(n) or dict(late, url=meta.get("metrics", "")))
+        said = st.get("node_reported") if meta.get("keyed_by_answer") and st.get("alive") else ""
+        out[said if said and said not in out and said not in nodes else n] = st
     for n, st in out.items():
         if not st.get("alive"):
             st["heard_by"] = heard_by(out, n)
@@ -314,9 +330,12 @@ def policies_line(status: Mapping[str, Mapping[str, Any]]) -> str:
 
 
 def nodes_from_endpoints(urls: List[str]) -> Dict[str, Dict[str, Any]]:
-    """Node entries for bare metrics endpoints (``HOST:PORT`` or URLs), named by the ``node``
-    label they serve (the URL until read); ``UsageError`` for one without a host and a port
-    (a bare host would be read as port 80 and only ever be refused)."""
+    """Node entries for bare metrics endpoints (``HOST:PORT`` or URLs), keyed by the text
+    given and marked ``keyed_by_answer`` (and ``named_by_answer``: no answer is another node's):
+    ``fleet_status``'s read of each names it by the ``node`` label it serves, so an endpoint is
+    read once per round, within ``--timeout``.
+    ``UsageError`` for one without a host and a port (a bare host would be read as port 80 and
+    only ever be refused)."""
     from urllib.parse import urlsplit
 
     from agent.errors import UsageError
@@ -334,17 +353,5 @@ def nodes_from_endpoints(urls: List[str]) -> Dict[str, Dict[str, Any]]:
                              "a port in 1..65535" % u)
         if not url.rstrip("/").endswith("/metrics"):
             url = url.rstrip("/") + "/metrics"
-        name = _node_label(url) or u
-        out[name] = {"metrics": url, "named_by_answer": True}
+        out[u] = {"metrics": url, "named_by_answer": True, "keyed_by_answer": True}
     return out
-
-
-def _node_label(url: str) -> Optional[str]:
-    try:
-        text = fetch_text(url, 2.0)
-    except Exception:
-        return None
-    for labels, _ in (v for vs in parse_metrics(text).values() for v in vs):
-        if labels.get("node"):
-            return labels["node"]
-    return None

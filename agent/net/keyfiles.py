@@ -128,8 +128,8 @@ def _key_text(banner: str, public: bytes, secret: Optional[bytes]) -> bytes:
     return text.encode("ascii")
 
 
-def _read_key_file(path: str) -> Tuple[Optional[bytes], Optional[bytes]]:
-    # non-blocking and bounded: a FIFO or device in a key's place must not hang the start-up
+def read_key_file(path: str) -> Tuple[Optional[bytes], Optional[bytes]]:
+    """(public, secret) key lines of a file (None: absent); read bounded, never blocking."""
     try:
         data = read_bounded(path, "key file", KEY_FILE_MAX_BYTES)
     except FileFault as exc:
@@ -256,7 +256,7 @@ def load_secret_key_file(path: str) -> Tuple[bytes, bytes]:
     place) is named as such, not sent to a chmod that would not help. A file that cannot be
     read is explained by its owner and mode when they are the cause."""
     try:
-        public, secret = _read_key_file(path)
+        public, secret = read_key_file(path)
     except SecurityError:
         check_secret_key_permissions(path)  # e.g. "owned by uid 0 ... (run: chown ...)"
         raise
@@ -299,7 +299,7 @@ def load_public_key(spec: str, base_dir: str = ".") -> bytes:
         raise SecurityError("public key %s is not a regular file (give a NAME.key file from "
                             "`edge-agent keys generate`)" % path)
     _refuse_writable_by_others(path)
-    public, _ = _read_key_file(path)
+    public, _ = read_key_file(path)
     if not public:
         raise SecurityError("%s holds no public-key line" % path)
     return _check_z85(public, path)
