@@ -188,19 +188,25 @@ class SourceBook:
         earlier run's (reason ``crash``), later those whose line was given up while the disk was
         full (``unrecorded``); returns how many. A crashed run's task is timed on the monotonic
         clock when its journal line names this boot, else on the wall clock (monotonic times of
-        two boots do not compare; two wall clocks may, when one was wrong, give a negative
-        delay). Only ``crash`` ones count as ``crash_recovered``: a given-up line's task was
-        counted when it ended, and its line in ``records_dropped``."""
+        two boots do not compare), or null when the wall clock gives less than must have passed
+        (``wall_delay_s``: a device without an RTC battery starts with a stale clock, and the
+        agent may start before NTP steps it). Only ``crash`` ones count as
+        ``crash_recovered``: a given-up line's task was counted when it ended, and its line in
+        ``records_dropped``."""
         entries = self.records.recovered()
         for e in entries:
             label = e.get("label")
             cw, cm = _num(e.get("created_wall"), wall), _num(e.get("created_mono"), mono)
-            same_boot = bool(self.records.boot) and e.get("boot") == self.records.boot \
-                and cm <= mono
+            boot = e.get("boot")
+            same_boot = bool(self.records.boot) and boot == self.records.boot and cm <= mono
+            # another boot for sure: all of this boot's monotonic time has passed since
+            other_boot = bool(self.records.boot) and isinstance(boot, str) and bool(boot) \
+                and boot != self.records.boot
             self._record(str(e["id"]), "lost", cw, cm, wall, mono,
                          label=label if isinstance(label, int) and label >= 0 else None,
                          reason=reason,
-                         **({"delay_s": wall - cw} if reason == "crash" and not same_boot else {}))
+                         **({"delay_s": wall_delay_s(cw, wall, mono if other_boot else 0.0)}
+                            if reason == "crash" and not same_boot else {}))
             if self.records.buffered >= self.records.max_buffered:  # none given up here
                 self.records.flush()
         if reason == "crash":  # a given-up line's task is no crash: records_dropped has it
@@ -218,6 +224,15 @@ class SourceBook:
                 "records_rotations": self.records.rotations,
                 "records_files_deleted": self.records.files_deleted,
                 "records_write_failed": self.records.faults.failures}
+
+
+def wall_delay_s(created_wall: float, now_wall: float, least_s: float) -> Optional[float]:
+    """Seconds from ``created_wall`` to ``now_wall`` on the wall clock, or None when that is
+    less than ``least_s``, the time known to have passed (0, or this boot's monotonic time for
+    a task of an earlier boot): the wall clock was stale or stepped between the two readings,
+    and a negative or too short delay would be a made-up figure."""
+    delay = now_wall - created_wall
+    return delay if delay >= least_s else None
 
 
 def _num(value: Any, default: float) -> float:

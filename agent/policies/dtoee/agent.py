@@ -7,7 +7,8 @@ calls, in parts it holds, each owning its state: ``Neighbours`` (what was heard,
 
 Slots are aligned to the wall clock (slot n starts at n * slot_length_s), so nodes with clocks
 within a slot of each other start together without a coordinator (a message more than a slot
-off is refused, ``protocol.slot_skew``); a node hearing of a newer slot joins it. A slot's configuration phase lasts ``rounds_per_slot`` rounds and
+off is refused, ``protocol.slot_skew``); a node hearing of a newer slot joins it; a stepped
+wall clock is followed as ``slotclock`` says. A slot's configuration phase lasts ``rounds_per_slot`` rounds and
 ends at the latest ``rounds_per_slot * round_interval_s`` after the slot starts. Rounds are
 message-driven: a node takes round t's step once it has the round-t requests of all live
 predecessors and the round-t statuses of all live successors: it sums the requests (phi_i),
@@ -47,6 +48,7 @@ from agent.policies.dtoee.joint_sync import JointSync
 from agent.policies.dtoee.knobs import parse_agent_knobs
 from agent.policies.dtoee.neighbours import Neighbours, requests_out, status_out
 from agent.policies.dtoee.settle import Settle
+from agent.policies.dtoee.slotclock import SlotClock
 from agent.policies.dtoee.threshold_sync import ThresholdSync
 from agent.policies.thresholds import threshold_stage
 
@@ -72,6 +74,7 @@ class DtoeePolicy(AgentPolicy):
         self.active: Dict[str, float] = {}
         self.work: Dict[str, float] = {}
         self.slot, self.configuring, self.phase_end = -1, False, 0.0  # no phase before a tick
+        self.slot_clock = SlotClock()  # the slot each tick runs in, through clock steps
         self.round = 0  # the round this node steps / answers next in this phase
         self.phi: Optional[float] = None  # own arrival rate from the last requests summed
         self.pending: Dict[str, D.Request] = {}  # this round's requests (resent on a stall)
@@ -186,11 +189,8 @@ class DtoeePolicy(AgentPolicy):
         return min(IDLE_TICK_MAX_S, max(0.001, until))  # 1 ms: no spin on a rounded boundary
 
     def on_tick(self, view: NodeView, now: float) -> List[Outgoing]:
-        slot = int(self.wall() // self.slot_length_s)
-        if slot < self.slot - 1:  # the wall clock stepped back (NTP): follow it, or idle till then
-            log.warning("the wall clock stepped back about %.0f s: DTO-EE slots go on from slot "
-                        "%d (was %d)", (self.slot - slot) * self.slot_length_s, slot, self.slot)
-        if slot > self.slot or slot < self.slot - 1:
+        slot = self.slot_clock.tick(self.slot, now, self.wall(), self.slot_length_s)
+        if slot != self.slot:  # the clock's next slot, or a step forward or back (slotclock)
             if self.configuring:
                 self._finish_phase()
             return self._start_slot(slot, view, now)
