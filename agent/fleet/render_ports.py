@@ -75,19 +75,20 @@ def check_port_clashes(hosts: Mapping[str, Host], objs: Mapping[str, Mapping[str
                                a, plane_a, shown_a))
 
 
-def check_loopback_peers(hosts: Mapping[str, Host], objs: Mapping[str, Mapping[str, Any]],
-                         table: Optional[HostsTable] = None) -> None:
-    """``UsageError`` naming the first node whose peer's inventory host is this machine's
-    loopback (``localhost``, ``127.0.0.1``, ``::1``, a name the hosts file gives such an
-    address) while the node itself runs on another machine: its connects would reach its own
-    machine, never the peer. A fleet on one machine (every host loopback) is fine."""
-    table = read_hosts_table() if table is None else table
+def check_loopback_peers(hosts: Mapping[str, Host], objs: Mapping[str, Mapping[str, Any]]
+                         ) -> None:
+    """``UsageError`` naming the first node whose peer's inventory host is a loopback address
+    or name (``localhost``, ``127.0.0.1``, ``::1``) while the node itself is not on one: its
+    connects would reach its own machine, never the peer. A fleet on one machine (every host
+    loopback) is fine. Judged without the hosts file: a name it maps to loopback (a device's
+    own hostname is 127.0.1.1 in its ``/etc/hosts``) is loopback only on the machine that
+    renders, and the devices resolve it their own way."""
     for n, obj in objs.items():
-        if THIS_MACHINE in known_as(hosts[n].host, table)[0]:
+        if THIS_MACHINE in known_as(hosts[n].host, {})[0]:
             continue
         for peer in obj.get("peers", ()):
             p = peer.get("id") if isinstance(peer, Mapping) else None
-            if p in hosts and THIS_MACHINE in known_as(hosts[p].host, table)[0]:
+            if p in hosts and THIS_MACHINE in known_as(hosts[p].host, {})[0]:
                 raise UsageError(
                     "inventory: %s (%s) has peer %s at %s, a loopback host: from %s's machine "
                     "that reaches %s's own machine, not %s; give %s an address %s can reach (or "

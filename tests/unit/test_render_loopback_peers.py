@@ -45,3 +45,21 @@ def test_a_fleet_on_one_machine_and_a_fleet_of_devices_render(tmp_path, capsys):
                              "metrics=9470\n", "one") == 0
     assert _render(tmp_path, "cam 10.0.0.10\nw1 10.0.0.11\n", "devices") == 0
     capsys.readouterr()
+
+
+
+def test_a_name_the_rendering_machines_hosts_file_maps_to_loopback_is_no_loopback_peer(
+        tmp_path, capsys):
+    """Rule: the check reads no hosts file: a device's own hostname, which its ``/etc/hosts``
+    maps to loopback (127.0.1.1 on Debian), is a name the other devices resolve their own way,
+    so a render on that machine is not refused; a loopback address is."""
+    from agent.config.addr_machine import LOCAL_NAMES, canonical_address, is_this_machine
+    from agent.fleet.hosts_file import read_hosts_table
+
+    names = sorted(n for n, addrs in read_hosts_table().items() if n not in LOCAL_NAMES
+                   and not canonical_address(n) and any(is_this_machine(a) for a in addrs))
+    if not names:
+        pytest.skip("no name in this machine's /etc/hosts maps to a loopback address")
+    assert _render(tmp_path, "cam %s\nw1 10.0.0.11\n" % names[0], "named") == 0
+    assert _render(tmp_path, "cam 127.0.1.1\nw1 10.0.0.11\n", "address") == 2
+    assert "w1 (10.0.0.11) has peer cam at 127.0.1.1" in capsys.readouterr().err
