@@ -56,7 +56,7 @@ KEEPALIVE_IDLE_S, KEEPALIVE_INTVL_S, KEEPALIVE_CNT = 5, 1, 3  # TCP keepalive pr
 # twice the message's own link time; on a fast link that is about HEARTBEAT_TIMEOUT_MS, which
 # stays the least
 MARGIN_MS = HEARTBEAT_IVL_MS
-LINK_QUEUE_MAX_S = 1.0  # link time the outbox queues to a successor at most (agent.node.outbox)
+LINK_QUEUE_MAX_S = 1.0  # link time the outbox queues to a successor at most (agent.node.out_linkhold)
 QUEUE_BOUND_MS = 1000.0 * LINK_QUEUE_MAX_S
 HEADER_ALLOWANCE_BYTES = 2048  # a TASK header's bytes at most, beside its tensor
 # ZMTP sends the TTL in a PING as 16-bit deciseconds: libzmq refuses a larger one

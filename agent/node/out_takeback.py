@@ -24,7 +24,7 @@ def _stranded(view: Any, item: OutItem) -> bool:
                                                                      usable=False)
 
 
-def take_back(out: Any, item: OutItem, now: float) -> bool:
+def answer_stranded(out: Any, item: OutItem, now: float) -> bool:
     """Hand task ``item`` (out of custody: routed now and given no successor) back to the
     worker when it is stranded (module docstring); True when the worker answered it, counted
     ``taken_back`` (False: it is to be held, as without a take-back)."""
@@ -37,12 +37,12 @@ def take_back(out: Any, item: OutItem, now: float) -> bool:
     return True
 
 
-def take_back_held(out: Any, now: float) -> None:
+def answer_stranded_held(out: Any, now: float) -> None:
     """Hand every stranded held task (``out.waiting``) back to its worker, oldest first."""
     gone = [i for i in out.waiting if _stranded(out.view, i)]
     if gone:
         ids = {id(i) for i in gone}
         out.waiting[:] = [i for i in out.waiting if id(i) not in ids]
         for item in gone:
-            if not take_back(out, item, now):  # not answered here: back at its place by age
+            if not answer_stranded(out, item, now):  # not answered here: back at its place by age
                 outqueue.hold(out.waiting, item)

@@ -42,7 +42,6 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 from agent.config.node import NodeConfig
 from agent.protocol import wire
 from agent.net.links import LinkPacer, LinkRates
-from agent.net.liveness import LINK_QUEUE_MAX_S  # noqa: F401  (link time per successor at most)
 from agent.net.transport import Transport
 from agent.protocol.wire import Kind
 from agent.ops.metrics import NullMetrics
@@ -52,7 +51,7 @@ from agent.node import outqueue
 from agent.node.linkclock import LinkClock, rate_measured
 from agent.node.out_linkhold import HOLD_MAX_S, HOLD_MIN_S, hold_full_links
 from agent.node.outitem import Custody, OutItem, result_batches, wire_bytes_of
-from agent.node.out_takeback import take_back, take_back_held
+from agent.node.out_takeback import answer_stranded, answer_stranded_held
 from agent.node.rejects import Rejects
 from agent.node.timerq import TimerQueue
 
@@ -211,7 +210,7 @@ class Outbox:
                     log.warning("the policy failed to route a task; it waits", exc_info=True)
                 dest = None
             if dest is None:  # held at its place by age, or a stranded escalation answered
-                return None if take_back(self, item, now) else outqueue.hold(self.waiting, item)
+                return None if answer_stranded(self, item, now) else outqueue.hold(self.waiting, item)
             item.dest = dest
             self.counters["sent_to_" + dest] += 1  # the routing actually used, per successor
         tensors = [] if item.tensor is None else [item.tensor]
@@ -334,7 +333,7 @@ class Outbox:
     def retry_waiting(self, now: float) -> None:
         """Offer held tasks to the policy again, oldest first (``outqueue.reoffer``)."""
         self.expire_waiting(now)
-        take_back_held(self, now)  # escalations whose every successor is gone: out_takeback
+        answer_stranded_held(self, now)  # escalations whose every successor is gone: out_takeback
         if self.waiting and self.current_view().alive_successors():
             outqueue.reoffer(self.waiting, self.send, now, outqueue.in_order(self.policy))
 

@@ -200,7 +200,8 @@ class HeadInfo:
 class HeadAction:
     """``on_head``'s answer: ``kind`` ANSWER / CONTINUE / ESCALATE; for ANSWER an optional
     ``cls``/``confidence`` replacing the head's and ``fields`` added to the RESULT; for
-    ESCALATE ``fields`` added to the stage-1 TASK (optional wire fields only)."""
+    ESCALATE ``fields`` added to the stage-1 TASK (optional wire fields only), and optionally
+    the ``cls``/``confidence`` this node would answer if it kept the task (``answer_kept``)."""
 
     kind: str = ANSWER
     cls: Optional[int] = None

@@ -19,7 +19,8 @@ from agent.net.links import message_wire_bytes
 from agent.node.book import RecordWriter, ReplaySet, SourceBook
 from agent.node.build import build_view
 from agent.node.capacity import Capacity
-from agent.node.outbox import LINK_QUEUE_MAX_S, Outbox
+from agent.net.liveness import LINK_QUEUE_MAX_S
+from agent.node.outbox import Outbox
 from agent.node.outitem import OutItem
 from agent.node.source import SourceSide
 from agent.policies.api import AgentPolicy

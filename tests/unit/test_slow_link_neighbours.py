@@ -21,7 +21,7 @@ from agent.net import liveness
 from agent.net.links import message_wire_bytes
 from agent.node.build import build
 from agent.node.linkclock import links_behind
-from agent.node.outbox import LINK_QUEUE_MAX_S
+from agent.net.liveness import LINK_QUEUE_MAX_S
 from agent.testbed.local import node_configs
 from agent.testbed.topology import parse_topology
 from engines.bundle import load_bundle
