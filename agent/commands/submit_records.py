@@ -143,16 +143,30 @@ def load_submit_run(run_dir: str):
         "policy") else UNKNOWN_POLICY
     bad: List[int] = []
     recs = read_records(os.path.join(run_dir, RECORDS_FILE), bad)
-    created = [r["created_mono"] for r in recs if isinstance(r.get("created_mono"), (int, float))]
-    span_s = max(created) - min(created) if created else 0.0
+    # one pass over the records (a long run holds hundreds of thousands): the span of their
+    # sends, and the delays and labelled answers of the completed ones
+    first = last = None
+    labelled = right = 0
+    delays: List[float] = []
+    for r in recs:
+        c = r.get("created_mono")
+        if isinstance(c, (int, float)):
+            first = c if first is None or c < first else first
+            last = c if last is None or c > last else last
+        if r.get("status") != "completed":
+            continue
+        correct = r.get("correct")
+        if correct is not None:
+            labelled += 1
+            right += correct is True
+        d = _delay(r)
+        if d is not None:
+            delays.append(d)
+    span_s = last - first if first is not None else 0.0
     res = summarise_records(recs, policy, float(rate), False, duration_s=span_s)
-    done = [r for r in recs if r.get("status") == "completed"]
-    labelled = [r for r in done if r.get("correct") is not None]
     # as submit's own line: over the completed inputs that have a label (None: no label)
-    res.accuracy = (sum(1 for r in labelled if r["correct"] is True) / float(len(labelled))
-                    if labelled else None)
+    res.accuracy = right / float(labelled) if labelled else None
     res.note = "submit: delays on the client's clock, including the client hop"
-    delays = [d for d in (_delay(r) for r in done) if d is not None]
     info = dict(info, topology=None)  # no topology: the heading names the endpoint instead
     notes = []
     if info.get("interrupted"):

@@ -13,14 +13,15 @@ from __future__ import annotations
 
 import json
 import os
-import stat
 import sys
+from array import array
 from collections import Counter, defaultdict
 from dataclasses import asdict, dataclass, field
 from typing import Dict, Iterable, List, Mapping, Optional, Sequence
 
-from agent.errors import UsageError
 from agent.ops.atomic import write_atomic
+# the records reader's own module; history, local and the benches import it from here
+from agent.testbed.report_records import read_records  # noqa: F401
 from agent.testbed.progress import Progress  # noqa: F401  (callers import it from here)
 # the record check's own module; history, phases, local and the tests import its names here too
 from agent.testbed.reportcheck import (  # noqa: F401
@@ -93,49 +94,6 @@ class RunResult:
         return ordered
 
 
-def read_records(path: str, bad: Optional[List[int]] = None) -> List[dict]:
-    """Read a records.jsonl file: its task records, in order.
-
-    A torn last line (no newline at its end: the writer was killed mid-line) is skipped. Other
-    lines that are no task record (not JSON, not an object, or without the fields
-    ``is_record`` needs) are skipped too, and their line numbers appended to ``bad`` when
-    given; blank lines carry no task and are passed over. Anything else that is not a records
-    file raises ``UsageError`` naming it: missing, not a regular file (a folder, a FIFO),
-    unreadable, or not UTF-8 text (binary) anywhere but in a torn last line.
-    """
-    try:
-        mode = os.stat(path).st_mode
-        if not stat.S_ISREG(mode):
-            raise UsageError("%s: not a records file (%s)" % (
-                path, "a folder" if stat.S_ISDIR(mode) else "not a regular file"))
-        f = open(path, "rb")
-    except FileNotFoundError:
-        raise UsageError("%s: no records file (did the source start?)" % path) from None
-    except OSError as exc:
-        raise UsageError("%s: cannot read the records file: %s" % (path, exc.strerror or exc)
-                         ) from None
-    out = []
-    with f:
-        for no, raw in enumerate(f, start=1):
-            torn = not raw.endswith(b"\n")  # only the last line can lack its newline
-            try:
-                obj = json.loads(raw.decode("utf-8"))
-            except UnicodeDecodeError:
-                if raw.lstrip().startswith(b"{") and torn:
-                    continue  # the last line, torn inside a multi-byte character
-                raise UsageError("%s: not a records file (line %d is not UTF-8 text)"
-                                 % (path, no)) from None
-            except (ValueError, RecursionError):
-                if not torn and raw.strip() and bad is not None:
-                    bad.append(no)
-                continue  # blank, torn, or damaged (counted above)
-            if is_record(obj):
-                out.append(obj)
-            elif bad is not None:
-                bad.append(no)
-    return out
-
-
 def damaged_lines(path: str, lines: Sequence[int]) -> str:
     """One line naming a records file's damaged lines (the first few, with their count)."""
     if len(lines) == 1:
@@ -158,11 +116,9 @@ def summarise_records(records: Iterable[Mapping], policy: str, rate: float,
     the input) is no loss; its reason and detail go to ``error_reasons``. The mean delay's
     confidence interval takes the completed tasks in creation order (``mean_delay_ci_s``).
     """
-    by_id: Dict[str, Mapping] = {}
-    for i, rec in enumerate(records):
-        key = "%s/%s" % (rec.get("source", ""), rec.get("id", i))
-        by_id[key] = rec
-    delays: List[tuple] = []  # (created, record's place, delay): to sort by creation
+    latest = latest_by_task(records)
+    # creation time and delay of the completed tasks with a delay, in the order of ``latest``
+    created_s, delays_s = array("d"), array("d")
     correct = 0
     completed = 0
     rejected = 0
@@ -170,31 +126,33 @@ def summarise_records(records: Iterable[Mapping], policy: str, rate: float,
     said: Dict[str, str] = {}
     resent = 0
     exits: Counter = Counter()
-    for place, rec in enumerate(by_id.values()):
+    for rec in latest:
         if int(rec.get("resends", 0) or 0) > 0:
             resent += 1
-        if rec.get("status") == "rejected":
+        status = rec.get("status")
+        if status == "rejected":
             rejected += 1
-        if rec.get("status") == "error":  # counted by kind, shown in the first one's words
+        if status == "error":  # counted by kind, shown in the first one's words
             kind = error_kind(error_text(rec))
             said.setdefault(kind, error_text(rec))
             errors[kind] += 1
-        if rec.get("status") != "completed":
+        if status != "completed":
             continue
         completed += 1
         d = _delay(rec)
         if d is not None:
-            delays.append((_created(rec) or 0.0, place, d))
+            created_s.append(_created(rec) or 0.0)
+            delays_s.append(d)
         if rec.get("correct") is True:  # null: the task had no label to check it against
             correct += 1
         st = rec.get("exit_stage")
         if isinstance(st, int) and not isinstance(st, bool):  # JSON true is no stage 1
             exits[st] += 1
-    created = len(by_id)
+    created = len(latest)
     if expected_created is not None:
         created = max(created, int(expected_created))
     kinds = {said[k]: n for k, n in errors.most_common(ERROR_KINDS_KEPT)}
-    ds = [d for _, _, d in sorted(delays)]
+    ds = in_creation_order(created_s, delays_s)
     return RunResult(
         policy=policy, rate=float(rate), created=created, completed=completed,
         lost=created - completed - rejected - sum(errors.values()), rejected=rejected,
@@ -204,6 +162,41 @@ def summarise_records(records: Iterable[Mapping], policy: str, rate: float,
         accuracy=(correct / completed) if completed else None,
         model_delay_s=model_delay_s, capacities_emulated=capacities_emulated,
         duration_s=float(duration_s), resent=resent, exit_counts=dict(exits))
+
+
+def latest_by_task(records: Iterable[Mapping]) -> Sequence[Mapping]:
+    """The last record of each task (``source``/``id``; a record without an id is a task of its
+    own), in the order each task was first seen."""
+    records = records if isinstance(records, (list, tuple)) else list(records)
+    by_id: Dict[str, Mapping] = {}
+    # each id a string of one source whose name has no "/": the id alone names the task, no
+    # "source/id" string need be made for each (a third of a record's size)
+    for rec in records:
+        rid, src = rec.get("id"), rec.get("source", "")
+        if type(rid) is not str or type(src) is not str or "/" in src:
+            return _latest_by_key(records)
+        prev = by_id.get(rid)
+        if prev is not None and prev.get("source", "") != src:
+            return _latest_by_key(records)
+        by_id[rid] = rec
+    return list(by_id.values())
+
+
+def _latest_by_key(records: Sequence[Mapping]) -> Sequence[Mapping]:
+    by_key: Dict[str, Mapping] = {}
+    for i, rec in enumerate(records):
+        by_key["%s/%s" % (rec.get("source", ""), rec.get("id", i))] = rec
+    return list(by_key.values())
+
+
+def in_creation_order(created_s: Sequence[float], delays_s: Sequence[float]) -> List[float]:
+    """``delays_s`` sorted by ``created_s`` (equal creation times: in the order given)."""
+    import numpy as np
+
+    if not len(delays_s):
+        return []
+    order = np.argsort(np.asarray(created_s, dtype=float), kind="stable")
+    return np.asarray(delays_s, dtype=float)[order].tolist()
 
 
 ERROR_KINDS_KEPT = 5  # distinct error answers a summary keeps (results.json, the end line)
