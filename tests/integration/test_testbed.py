@@ -39,7 +39,10 @@ def write_topology(tmp_path, bundle_dir):
         "agent": {"replay_path": os.path.join(os.path.dirname(bundle_dir), "replay.npz"),
                   "warmup_runs": 1, "timing_runs": 3, "heartbeat_interval_s": 0.2,
                   # a just-started source's first answer is sometimes re-issued: keep it short
-                  "result_timeout_s": 5.0},
+                  "result_timeout_s": 5.0,
+                  # stats.json rewritten each second: the testbed waits one such period after
+                  # each rate for the workers' counters (5 s with the default)
+                  "status_interval_s": 1.0},
         "sources": [{"id": "cam", "share": 1.0}],
         "workers": workers,
         "links": links,

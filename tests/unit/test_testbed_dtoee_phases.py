@@ -22,7 +22,9 @@ def test_a_dtoee_rate_has_its_phase_counts_in_results_json_and_report_reads_them
     gives the same totals from the run folder."""
     topo = {"warmup_s": 2.0, "slot_s": 2.0, "sources": [{"id": "s1", "share": 1.0}],
             "workers": [{"id": w, "stage": h} for h, w in enumerate(CHAIN, start=1)],
-            "links": [{"from": a, "to": b} for a, b in zip(["s1"] + CHAIN, CHAIN)]}
+            "links": [{"from": a, "to": b} for a, b in zip(["s1"] + CHAIN, CHAIN)],
+            # the testbed waits one status period after the rate (5 s by default)
+            "agent": {"status_interval_s": 1.0}}
     path = tmp_path / "chain.json"
     path.write_text(json.dumps(topo))
     out = tmp_path / "out"
