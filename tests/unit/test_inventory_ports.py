@@ -4,12 +4,11 @@ machine under other text are left to ``fleet render``'s check of the binds it wr
 
 from __future__ import annotations
 
-import json
-
 import pytest
 
 from agent.cli import main
 from agent.fleet.inventory import InventoryError, parse_inventory
+from tests.unit.fleet_files import two_node_fleet
 
 
 def test_two_nodes_given_one_port_on_one_host_are_named_with_the_fix():
@@ -32,14 +31,8 @@ def test_one_node_given_one_port_twice_is_named_with_the_fix():
 def test_fleet_render_stops_on_a_port_given_twice_in_one_line(tmp_path, capsys):
     """Rule: ``fleet render`` with such an inventory exits 2 with that one line, and writes
     nothing."""
-    topo = tmp_path / "topo.json"
-    topo.write_text(json.dumps({
-        "bundle": "demo", "sources": [{"id": "cam", "share": 1.0}],
-        "workers": [{"id": "n1", "stage": 1, "last_stage": 4}],
-        "links": [{"from": "cam", "to": "n1"}]}), encoding="utf-8")
-    inv = tmp_path / "hosts.txt"
-    inv.write_text("cam jetson-1\nn1 jetson-1 control=5560\n", encoding="utf-8")
-    rc = main(["fleet", "render", "--topology", str(topo), "--inventory", str(inv), "--out",
+    topo, inv = two_node_fleet(tmp_path, "cam jetson-1\nn1 jetson-1 control=5560\n", "n1")
+    rc = main(["fleet", "render", "--topology", topo, "--inventory", inv, "--out",
                str(tmp_path / "out"), "--root", str(tmp_path / "root"), "--policy", "mdi-exit"])
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1
@@ -51,15 +44,9 @@ def test_fleet_render_stops_on_a_port_given_twice_in_one_line(tmp_path, capsys):
 def test_with_rate_a_sources_client_port_is_not_reserved(tmp_path, capsys):
     """Rule: with ``--rate`` a source makes its own load and binds no client port, so another
     node on its host may take that port; without ``--rate`` the same inventory is refused."""
-    topo = tmp_path / "topo.json"
-    topo.write_text(json.dumps({
-        "bundle": "demo", "sources": [{"id": "cam", "share": 1.0}],
-        "workers": [{"id": "n1", "stage": 1, "last_stage": 4}],
-        "links": [{"from": "cam", "to": "n1"}]}), encoding="utf-8")
-    inv = tmp_path / "hosts.txt"
-    inv.write_text("cam jetson-1\nn1 jetson-1 control=5553 data=5560 metrics=9465\n",
-                   encoding="utf-8")
-    base = ["fleet", "render", "--topology", str(topo), "--inventory", str(inv),
+    topo, inv = two_node_fleet(tmp_path, "cam jetson-1\nn1 jetson-1 control=5553 data=5560 "
+                                         "metrics=9465\n", "n1")
+    base = ["fleet", "render", "--topology", topo, "--inventory", inv,
             "--root", str(tmp_path / "root"), "--policy", "mdi-exit"]
     assert main(base + ["--out", str(tmp_path / "client")]) == 2
     assert "port 5560 on jetson-1 is already cam's" in capsys.readouterr().err

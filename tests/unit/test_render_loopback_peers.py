@@ -4,22 +4,15 @@ never the peer. A fleet whose hosts are all loopback (a rehearsal on one machine
 
 from __future__ import annotations
 
-import json
-
 import pytest
 
 from agent.cli import main
+from tests.unit.fleet_files import two_node_fleet
 
 
 def _render(tmp_path, inventory: str, out: str = "out") -> int:
-    topo = tmp_path / "topo.json"
-    topo.write_text(json.dumps({
-        "bundle": "demo", "sources": [{"id": "cam", "share": 1.0}],
-        "workers": [{"id": "w1", "stage": 1, "last_stage": 4}],
-        "links": [{"from": "cam", "to": "w1"}]}), encoding="utf-8")
-    inv = tmp_path / "hosts.txt"
-    inv.write_text(inventory, encoding="utf-8")
-    return main(["fleet", "render", "--topology", str(topo), "--inventory", str(inv), "--out",
+    topo, inv = two_node_fleet(tmp_path, inventory)
+    return main(["fleet", "render", "--topology", topo, "--inventory", inv, "--out",
                  str(tmp_path / out), "--root", str(tmp_path / "root"), "--policy", "mdi-exit"])
 
 

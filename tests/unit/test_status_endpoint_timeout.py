@@ -5,57 +5,11 @@ of its own. Real sockets on loopback and real agents' metrics endpoints."""
 
 from __future__ import annotations
 
-import socket
-import threading
-
 import pytest
 
 from agent.fleet.status import fleet_status, format_status, nodes_from_endpoints
 from agent.ops.metrics import AgentMetrics
-from agent.testbed.procs import free_ports
-
-
-class CountingEndpoint:
-    """A TCP endpoint that counts the connections it takes and answers them with ``body``
-    (None: never answers, a hung metrics server)."""
-
-    def __init__(self, body=None):
-        self.sock = socket.socket()
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind(("127.0.0.1", free_ports(1)[0]))
-        self.sock.listen(16)
-        self.text = "127.0.0.1:%d" % self.sock.getsockname()[1]
-        self.body = body
-        self.accepted = 0
-        self.lock = threading.Lock()
-        self.conns = []
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self):
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:  # closed at the end of the test
-                return
-            with self.lock:
-                self.accepted += 1
-                self.conns.append(conn)
-            if self.body is not None:
-                threading.Thread(target=self._answer, args=(conn,), daemon=True).start()
-
-    def _answer(self, conn):
-        try:
-            conn.recv(65536)
-            conn.sendall(b"HTTP/1.0 200 OK\r\nContent-Length: %d\r\n\r\n" % len(self.body)
-                         + self.body)
-            conn.close()
-        except OSError:
-            pass
-
-    def close(self):
-        self.sock.close()
-        for c in self.conns:
-            c.close()
+from tests.unit.stub_endpoint import StubEndpoint
 
 
 @pytest.fixture
@@ -63,7 +17,7 @@ def endpoints():
     made = []
 
     def make(body=None):
-        made.append(CountingEndpoint(body))
+        made.append(StubEndpoint(body))
         return made[-1]
 
     yield make
