@@ -17,7 +17,9 @@ Two parts, kept apart:
   cannot be timed as at start-up (the engine is serving), so the online estimate is kept: it
   follows the measured service times within a few dozen tasks (with ``online_capacity =
   false``, or several stages, mu stays as it was). Emulated capacity stays emulated. The view
-  is refreshed at once, so the next heartbeat and DTO-EE's next slot use the new mu.
+  is refreshed at once, so the next heartbeat and DTO-EE's next slot use the new mu. A read
+  that fails (jtop.service stopped or restarting) keeps the mode: each distinct error is
+  logged once until a read works again, which one INFO line reports.
 - ``ModeReader`` (the adapter): a jtop read opens a connection to the jtop service and waits
   for its first update (0.2-0.5 s on the emulated Orin of the tests, per read), far too long
   for the I/O loop (DTO-EE rounds are 50 ms). Each read (and, on a change, the profile lookup)
@@ -33,7 +35,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Optional, Tuple
+from typing import Any, Callable, Optional, Set, Tuple
 
 from engines.accelerator import is_jetson
 
@@ -45,6 +47,8 @@ READ_HUNG_S = 60.0
 # the CPU path is one mode, and a jtop client made per read (jetson-stats installed for tests
 # or tools) runs nvcc, dpkg, ldconfig and, finding no CUDA libraries, gcc: 0.5 CPU-s a minute.
 JETSON_ROOT = "/"
+# Distinct read errors logged while reads fail (an error text that varied would log each read).
+ERRORS_PER_OUTAGE = 4
 
 
 @dataclass(frozen=True)
@@ -69,17 +73,23 @@ class PowerWatch:
         self.metrics = metrics
         self.emulated = emulated
         self.changes = 0
-        self._failed = ""  # the last read error logged (each new one is logged once)
+        # the read errors logged since the last read that worked, and how many reads failed:
+        # a jtop service restarting answers "Lost connection", "not active", "Broken pipe"
+        # and "Connection reset" in turn; keeping only the last one logged every alternation
+        self._failed: Set[str] = set()
+        self._failures = 0
 
     def apply(self, reading: ModeReading) -> bool:
-        """Act on one reading; True when the mode changed."""
+        """Act on one reading; True when the mode changed. A read error is logged once per
+        outage (each distinct one), and the first read that works again says so."""
         if reading.error:
-            if reading.error != self._failed:
+            self._failures += 1
+            if reading.error not in self._failed and len(self._failed) < ERRORS_PER_OUTAGE:
                 log.warning("power mode could not be read (%s); keeping mode %s", reading.error,
                             self.mode or "?")
-                self._failed = reading.error
+                self._failed.add(reading.error)
             return False
-        self._failed = ""
+        self.read_ok(reading.mode)
         if not reading.mode or reading.mode == self.mode:
             return False
         old, self.mode = self.mode, reading.mode
@@ -101,6 +111,13 @@ class PowerWatch:
         cap.refresh(self.view)
         log.warning("power mode changed from %s to %s: %s", old or "?", self.mode, what)
         return True
+
+    def read_ok(self, mode: str) -> None:
+        """A read worked (``mode``: what it gave): after failed reads, one INFO line says so."""
+        if self._failures:
+            log.info("power mode read again after %d failed read(s): %s", self._failures,
+                     mode or "?")
+            self._failed, self._failures = set(), 0
 
 
 class ModeReader:
@@ -177,6 +194,8 @@ class PowerModeWatch:
         got = self.reader.poll(self.watch.mode)
         if got is None:
             return False
+        if not got.error:  # a read that works ends an outage, whatever mode it gives
+            self.watch.read_ok(got.mode)
         if got.error or same_mode(got.mode, self.watch.mode):
             self._seen = ""
             return self.watch.apply(got) if got.error else False

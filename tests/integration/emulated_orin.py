@@ -203,6 +203,34 @@ def stop_service(proc: subprocess.Popen) -> None:
         pass
 
 
+def restart_service(work: str, env: dict) -> subprocess.Popen:
+    """Start the service again after ``stop_service``, as jetson-stats' unit does
+    (``ExecStart=jtop --force``: a socket file left in /run by the process stopped is
+    removed first, where a plain start would refuse with "Service already active"); returns
+    once a client connects to it. Its log is appended to ``service.log``."""
+    from jtop import JtopException, jtop
+
+    code = ("import sys; sys.base_prefix = sys.prefix = %r\n"
+            "import logging; logging.basicConfig(level=logging.INFO)\n"
+            "from jtop.service import JtopServer\nJtopServer(force=True).loop_for_ever()\n"
+            % work)
+    log = open(os.path.join(work, "service.log"), "a")
+    proc = subprocess.Popen([sys.executable, "-c", code], env=env, stdout=log,
+                            stderr=subprocess.STDOUT, start_new_session=True)
+    deadline = time.monotonic() + WAIT_S
+    while True:  # the socket file may be the stopped service's: wait for an answer
+        try:
+            with jtop(interval=0.5) as j:
+                if j.ok():
+                    return proc
+        except (JtopException, OSError, EOFError):
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError("jtop service did not start again: "
+                               + open(log.name).read()[-3000:])
+        time.sleep(0.2)
+
+
 def _mode(env: dict) -> int:
     with open(env["NVPMODEL_STATE"]) as f:
         return int(f.read())
