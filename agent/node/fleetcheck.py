@@ -4,16 +4,20 @@ A fleet runs one policy: each policy drops the other's control messages without 
 node restarted on another policy (midway through a re-render) took no part in its neighbours'
 DTO-EE configuration phases, which ended cut short, and nothing said why. A DTO-EE fleet also
 needs one ``slot_length_s`` (slots are aligned to the wall clock by it), ``rounds_per_slot``
-and ``round_interval_s`` (a configuration phase's rounds and its length) on every node.
+and ``round_interval_s`` (a configuration phase's rounds and its length) on every node, and
+one routing ``step`` (``policy_knobs.step``): a ``joint`` node waits out ``round_interval_s``
+every round for the stage reports its ``default`` or ``paper`` siblings never send.
 
 So each HEARTBEAT carries the sender's ``policy`` and, when that is ``dtoee``, its
-``dtoee_timing`` ``[slot_length_s, rounds_per_slot, round_interval_s]`` (about 45 bytes a
-heartbeat in all). A receiver compares them with its own config. A difference does not cost
+``dtoee_timing`` ``[slot_length_s, rounds_per_slot, round_interval_s, step]`` (about 55 bytes
+a heartbeat in all). A receiver compares them with its own config. A difference does not cost
 the heartbeat (liveness and queue state are as true as ever): it is counted per heartbeat
 (``fleet_mismatch_policy``, ``fleet_mismatch_dtoee_timing``) and logged at WARNING with the fix,
 the first time at once for each peer and field, then at most once per
 ``MISMATCH_LOG_INTERVAL_S`` while it lasts; when the peer agrees again, one INFO line says so.
-A heartbeat without these fields (an agent of an earlier version) is not compared.
+A heartbeat without these fields (an agent of an earlier version) is not compared; a
+``dtoee_timing`` of three items (an earlier agent, before ``step``) is compared on those three,
+and a fourth item that names no step rule this agent knows (a later version's) is not compared.
 """
 
 from __future__ import annotations
@@ -24,11 +28,13 @@ import time
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from agent.ops.throttle import Throttle, more_since
+from agent.policies.dtoee.knobs import STEP_RULES, parse_agent_knobs
 
 log = logging.getLogger("agent.node.loop")  # the loop's step: logged under its name
 
 DTOEE = "dtoee"  # the policy whose slot settings every node must share
-TIMING = ("slot_length_s", "rounds_per_slot", "round_interval_s")  # dtoee_timing's items
+TIMING = ("slot_length_s", "rounds_per_slot", "round_interval_s")  # dtoee_timing's numbers
+STEP = "step"  # dtoee_timing's 4th item: the routing-update rule (DtoeeParams.step)
 # a mismatch lasts until someone re-renders and restarts: one line an hour keeps it in sight
 MISMATCH_LOG_INTERVAL_S = 3600.0
 _MAX_SHOWN = 40  # characters of a peer's text shown in a line (it is the peer's word, unchecked)
@@ -38,8 +44,11 @@ def own_fields(cfg: Any) -> Dict[str, Any]:
     """The HEARTBEAT fields naming what ``cfg`` (a ``NodeConfig``) shares with its fleet."""
     out: Dict[str, Any] = {"policy": cfg.policy}
     if cfg.policy == DTOEE:
+        # the step DtoeePolicy runs, read by its own reader: an unset knob is its default (as
+        # is a config without policy_knobs, which a NodeConfig always has)
+        step = parse_agent_knobs(getattr(cfg, "policy_knobs", None) or {}).step
         out["dtoee_timing"] = [float(cfg.slot_length_s), int(cfg.rounds_per_slot),
-                               float(cfg.round_interval_s)]
+                               float(cfg.round_interval_s), step]
     return out
 
 
@@ -51,14 +60,22 @@ def _shown(value: Any) -> str:
 
 
 def _timing(value: Any) -> Optional[Tuple[float, ...]]:
-    """The first three items of a ``dtoee_timing`` as numbers (later ones, a later version's
-    settings, are not compared); None when they are not finite numbers."""
+    """The first three items of a ``dtoee_timing`` as numbers (the fourth, ``step``, is
+    ``_step``'s; later ones, a later version's settings, are not compared); None when they are
+    not finite numbers."""
     if not isinstance(value, list) or len(value) < len(TIMING):
         return None
     items = value[:len(TIMING)]
     if not all(type(v) in (int, float) and math.isfinite(v) for v in items):
         return None
     return tuple(float(v) for v in items)
+
+
+def _step(value: List[Any]) -> Optional[str]:
+    """The ``step`` of a ``dtoee_timing`` (its 4th item); None when it has none (an earlier
+    agent's three items) or names no rule this agent knows (a later version's item)."""
+    step = value[len(TIMING)] if len(value) > len(TIMING) else None
+    return step if isinstance(step, str) and step in STEP_RULES else None
 
 
 def mismatches(peer: str, own: Dict[str, Any], fields: Dict[str, Any]) -> Dict[str, str]:
@@ -85,11 +102,18 @@ def mismatches(peer: str, own: Dict[str, Any], fields: Dict[str, Any]) -> Dict[s
         return out
     differ = ["%s %g, this node %g" % (name, g, o) for name, g, o
               in zip(TIMING, got, own["dtoee_timing"]) if g != o]
+    shared, why, how = ", ".join(TIMING), "", ""
+    step, mine = _step(fields["dtoee_timing"]), own["dtoee_timing"][len(TIMING)]
+    if step is not None and step != mine:
+        differ.append("%s %s, this node %s" % (STEP, step, mine))
+        shared += ", " + STEP
+        why = ", and a joint node waits every round for its stage siblings' reports"
+        how = ", knobs.dtoee.step alike"
     out["dtoee_timing"] = "" if not differ else (
         "%s has %s: every node of a DTO-EE fleet needs the same %s (slots and configuration "
-        "phases line up across nodes by them); set them alike in every node's config (one "
-        "fleet render) and restart the nodes that differ" % (peer, "; ".join(differ),
-                                                             ", ".join(TIMING)))
+        "phases line up across nodes by them%s); set them alike in every node's config (one "
+        "fleet render%s) and restart the nodes that differ"
+        % (peer, "; ".join(differ), shared, why, how))
     return out
 
 
@@ -124,7 +148,7 @@ class FleetCheck:
             if not line:
                 if self._open.pop(key, None) is not None:
                     log.info("%s now %s, as this node does", peer, "runs %s" % fields["policy"]
-                             if name == "policy" else "has the same %s" % ", ".join(TIMING))
+                             if name == "policy" else "has the same %s" % ", ".join(TIMING + (STEP,)))
                 continue
             differ.append(name)
             self._count("fleet_mismatch_" + name)

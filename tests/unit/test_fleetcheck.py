@@ -59,8 +59,8 @@ def _lines(caplog, level=logging.WARNING):
 
 def test_only_a_dtoee_node_tells_its_slot_settings():
     """Rule: every heartbeat names the sender's policy; a dtoee node adds its slot_length_s,
-    rounds_per_slot and round_interval_s, other policies (which have no slots) do not."""
-    assert own_fields(_cfg()) == {"policy": "dtoee", "dtoee_timing": [5.0, 20, 0.05]}
+    rounds_per_slot, round_interval_s and step, other policies (which have no slots) do not."""
+    assert own_fields(_cfg()) == {"policy": "dtoee", "dtoee_timing": [5.0, 20, 0.05, "default"]}
     assert own_fields(_cfg("mdi-exit")) == {"policy": "mdi-exit"}
 
 

@@ -64,11 +64,12 @@ def _receive(node, frames):
 
 def test_a_heartbeat_carries_the_senders_policy_and_dtoee_slot_settings(w1a_heartbeat):
     """Rule: the node loop's heartbeat names its policy and, as a dtoee node, its
-    slot_length_s, rounds_per_slot and round_interval_s, besides its queue state."""
+    slot_length_s, rounds_per_slot, round_interval_s and step, besides its queue state."""
     _, frames = wire.split_topic(w1a_heartbeat)
     msg = wire.decode(frames)
     assert msg.kind == wire.Kind.HEARTBEAT and msg.sender == "w1a"
-    assert msg.fields["policy"] == "dtoee" and msg.fields["dtoee_timing"] == [10.0, 20, 0.05]
+    assert msg.fields["policy"] == "dtoee" and msg.fields["dtoee_timing"] == [10.0, 20, 0.05,
+                                                                         "default"]
     assert msg.fields["stage"] == 1 and msg.fields["no_route"] == 0
 
 
