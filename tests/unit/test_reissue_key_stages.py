@@ -6,16 +6,13 @@ dispatch; its successors are never reached."""
 
 from __future__ import annotations
 
-import select
-import time
-
 import numpy as np
 import pytest
 
 from agent.net.transport import DATA
 from agent.protocol import wire
 from agent.protocol.wire import Kind
-from tests.unit.built_worker import built_worker
+from tests.unit.built_worker import clocked_worker, settle
 
 
 @pytest.fixture
@@ -23,16 +20,9 @@ def worker(tmp_path):
     """(node, role, outbox, clock): worker w2a serving stages 2 and 3, whose loop reads
     ``clock[0]`` (starting at the real monotonic time: the inference thread's jobs never look
     expired)."""
-    built = built_worker(str(tmp_path / "run"), "w2a", last_stage=3)
-    node, role = built.node, built.node.role
-    role.out.view.alive.update({"s1", "w1a", "w3a", "w4a"})
-    built.runner.start()
-    clock = [time.monotonic()]
-    role.clock = role.out.clock = node.clock = lambda: clock[0]
-    try:
-        yield node, role, role.out, clock
-    finally:
-        built.close()
+    with clocked_worker(str(tmp_path / "run"), "w2a", alive={"s1", "w1a", "w3a", "w4a"},
+                        last_stage=3) as parts:
+        yield parts
 
 
 def _frames(role, stage: int, attempt: int, ttl_s: float):
@@ -41,14 +31,6 @@ def _frames(role, stage: int, attempt: int, ttl_s: float):
         "id": "a", "source": "s1", "stage": stage, "attempt": attempt, "created": 0.0,
         "hops": stage - 1, "resends": 0, "ttl_s": ttl_s, "token": "0" * 16},
         [np.zeros(spec.input_shape, spec.input_dtype)])
-
-
-def _settle(role) -> None:
-    """Carry out every job handed to the engine (waits end when the thread has answered)."""
-    while role.runner.queued or role.backlog:
-        ready, _, _ = select.select(role.wake_fds(), [], [], 30.0)
-        assert ready, "the inference thread gave no result within 30 s"
-        role.on_fd(ready[0])
 
 
 def test_reissues_of_one_attempt_for_two_stages_are_held_and_run_apart(worker):
@@ -61,7 +43,7 @@ def test_reissues_of_one_attempt_for_two_stages_are_held_and_run_apart(worker):
     t0 = clock[0]
     node._dispatch((DATA, b"w1a", _frames(role, 2, 0, 5.0)))
     node._dispatch((DATA, b"w1a", _frames(role, 3, 0, 5.5)))
-    _settle(role)
+    settle(role)
     assert out.counters["tasks_in"] == 2
     clock[0] = t0 + 4.75  # the source's deadline for attempt 0 passed: attempt 1
     node._dispatch((DATA, b"w1a", _frames(role, 2, 1, 5.0)))
@@ -74,7 +56,7 @@ def test_reissues_of_one_attempt_for_two_stages_are_held_and_run_apart(worker):
         clock[0] = t
         out.run_timers(t, role.on_timer)
         role.on_clock(t)
-        _settle(role)
+        settle(role)
     assert out.counters["tasks_in"] == 4 and out.counters["duplicate_task"] == 0
     assert len(role.reissues) == 0 and role.reissues.nbytes == 0
     # every job taken in ran: the four taken, and the stage-2 ones' stage 3 kept here

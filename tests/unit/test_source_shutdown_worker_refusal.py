@@ -10,7 +10,6 @@ the loop's own dispatch; its successor's refusals come through ``Outbox.on_ack``
 from __future__ import annotations
 
 import select
-import time
 
 import numpy as np
 import pytest
@@ -18,22 +17,14 @@ import pytest
 from agent.net.transport import DATA
 from agent.protocol import wire
 from agent.protocol.wire import Kind
-from tests.unit.built_worker import built_worker
+from tests.unit.built_worker import clocked_worker
 
 
 @pytest.fixture
 def worker(tmp_path):
     """(node, role, outbox, clock): stage-1 worker w1a whose loop reads ``clock[0]``."""
-    built = built_worker(str(tmp_path / "run"))
-    node, role = built.node, built.node.role
-    role.out.view.alive.update({"s1", "w2a"})
-    built.runner.start()
-    clock = [time.monotonic()]
-    role.clock = role.out.clock = node.clock = lambda: clock[0]
-    try:
-        yield node, role, role.out, clock
-    finally:
-        built.close()
+    with clocked_worker(str(tmp_path / "run"), alive={"s1", "w2a"}) as parts:
+        yield parts
 
 
 def _frames(role, tid: str):

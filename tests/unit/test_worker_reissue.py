@@ -8,32 +8,21 @@ the outbox and dies at its deadline, as a stuck issue does."""
 
 from __future__ import annotations
 
-import select
-import time
-
 import numpy as np
 import pytest
 
 from agent.net.transport import DATA
 from agent.protocol import wire
 from agent.protocol.wire import Kind
-from tests.unit.built_worker import built_worker
+from tests.unit.built_worker import clocked_worker, settle
 
 
 @pytest.fixture
 def worker(tmp_path):
     """(node, role, outbox, clock): a stage-1 worker whose loop reads ``clock[0]``, which starts
     at the real monotonic time (the inference thread's clock: its jobs never look expired)."""
-    built = built_worker(str(tmp_path / "run"))
-    node, role = built.node, built.node.role
-    role.out.view.alive.update({"s1", "w2a"})
-    built.runner.start()
-    clock = [time.monotonic()]
-    role.clock = role.out.clock = node.clock = lambda: clock[0]
-    try:
-        yield node, role, role.out, clock
-    finally:
-        built.close()
+    with clocked_worker(str(tmp_path / "run"), alive={"s1", "w2a"}) as parts:
+        yield parts
 
 
 def _frames(role, attempt: int, ttl_s: float):
@@ -44,20 +33,12 @@ def _frames(role, attempt: int, ttl_s: float):
         [np.zeros(spec.input_shape, spec.input_dtype)])
 
 
-def _settle(role) -> None:
-    """Carry out every job handed to the engine (waits end when the thread has answered)."""
-    while role.runner.queued or role.backlog:
-        ready, _, _ = select.select(role.wake_fds(), [], [], 30.0)
-        assert ready, "the inference thread gave no result within 30 s"
-        role.on_fd(ready[0])
-
-
 def _at(node, role, out, clock, t: float) -> None:
     """A pass of the loop at time ``t``: timers, the side's clock, the engine's answers."""
     clock[0] = t
     out.run_timers(t, role.on_timer)
     role.on_clock(t)
-    _settle(role)
+    settle(role)
 
 
 def test_a_reissue_read_before_the_earlier_attempts_deadline_here_still_runs(worker):
@@ -70,7 +51,7 @@ def test_a_reissue_read_before_the_earlier_attempts_deadline_here_still_runs(wor
     node, role, out, clock = worker
     t0 = clock[0]
     node._dispatch((DATA, b"s1", _frames(role, 0, 5.0)))
-    _settle(role)
+    settle(role)
     assert out.items["a#0"].fields["stage"] == 2  # attempt 0 ran; its forward waits for w2a
     clock[0] = t0 + 4.75  # the source's deadline (t0 + 4.7 here) passed: attempt 1
     node._dispatch((DATA, b"s1", _frames(role, 1, 5.0)))
