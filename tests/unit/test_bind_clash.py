@@ -1,10 +1,10 @@
 """A node config's binds and peers are compared by the machine's rule
 (``agent.config.addr_machine``), not by their text: one address written two ways
-(``[::ffff:127.0.0.1]`` is 127.0.0.1, ``[0:0:0:0:0:0:0:1]`` is ``[::1]``) on one port is one endpoint, ``0.0.0.0`` takes an
-IPv4-mapped address's port, and a peer that a connect to this machine reaches on one of the
-node's wildcard binds (``tcp://localhost:P`` next to ``tcp://*:P``) is the node itself. Each is
-refused where the config is read, in one line naming both fields, rather than failing at
-start-up with "Address already in use" or talking to itself."""
+(``[::ffff:127.0.0.1]`` is 127.0.0.1, ``[0:0:0:0:0:0:0:1]`` is ``[::1]``) on one port is one
+endpoint, ``0.0.0.0`` takes an IPv4-mapped address's port, and a peer that a connect to this
+machine reaches on one of the node's wildcard binds (``tcp://localhost:P`` next to
+``tcp://*:P``) is the node itself. Each is refused where the config is read, in one line naming
+both fields, rather than failing at start-up with "Address already in use" or talking to itself."""
 
 from __future__ import annotations
 
@@ -21,25 +21,12 @@ from agent.errors import EXIT_CONFIG
 from agent.config.addr_machine import connect_reaches_bind
 from agent.net.addrfamily import wants_ipv6
 from agent.testbed.procs import free_ports
-from engines.demo import DEMO_BUNDLE_DIR
 from tests.unit.endpoints import has_ipv6_loopback
+from tests.unit.source_fields import source_fields
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 WAIT_MS = 30000  # a loopback message arrives in microseconds; this only ends a broken run
 needs_ipv6 = pytest.mark.skipif(not has_ipv6_loopback(), reason="no IPv6 loopback (::1)")
-
-
-def _source(base: str, **over) -> dict:
-    c, d, pc, pd = free_ports(4)
-    obj = {"node_id": "s1", "role": "source", "stage": 0, "bundle": DEMO_BUNDLE_DIR,
-           "state_dir": os.path.join(base, "state"), "security": "none",
-           "control_bind": "tcp://127.0.0.1:%d" % c, "data_bind": "tcp://127.0.0.1:%d" % d,
-           "drain_timeout_s": 1.0,
-           "peers": [{"id": "w1", "stage": 1, "last_stage": 4,
-                      "control_address": "tcp://127.0.0.1:%d" % pc,
-                      "data_address": "tcp://127.0.0.1:%d" % pd}]}
-    obj.update(over)
-    return obj
 
 
 def _socket(ctx: zmq.Context, kind: int, endpoint: str, bind: bool) -> zmq.Socket:
@@ -80,7 +67,7 @@ def test_one_address_written_two_ways_on_one_port_is_one_endpoint(tmp_path, host
     control, data = "tcp://%s:%d" % (host_a, port), "tcp://%s:%d" % (host_b, port)
     assert not _both_bind(control, data)
     with pytest.raises(ConfigError) as err:
-        parse_config(_source(str(tmp_path), control_bind=control, data_bind=data))
+        parse_config(source_fields(str(tmp_path), control_bind=control, data_bind=data))
     assert str(err.value) == (
         "config.data_bind: the same endpoint as control_bind (%s): %s and %s bind one "
         "address; each plane needs its own" % (data, control, data))
@@ -94,7 +81,7 @@ def test_an_ipv4_wildcard_takes_the_port_of_an_ipv4_mapped_address(tmp_path):
     control, data = "tcp://0.0.0.0:%d" % port, "tcp://[::ffff:127.0.0.1]:%d" % port
     assert not _both_bind(control, data)
     with pytest.raises(ConfigError) as err:
-        parse_config(_source(str(tmp_path), control_bind=control, data_bind=data))
+        parse_config(source_fields(str(tmp_path), control_bind=control, data_bind=data))
     assert str(err.value) == (
         "config.data_bind: %s and control_bind (%s) take the same port on this machine (a "
         "wildcard host binds every address): give each its own port" % (data, control))
@@ -106,7 +93,7 @@ def test_run_refuses_one_address_written_two_ways_before_binding(tmp_path):
     looking for another process)."""
     port = free_ports(1)[0]
     control, data = "tcp://127.0.0.1:%d" % port, "tcp://[::ffff:127.0.0.1]:%d" % port
-    text = dump_config(parse_config(_source(str(tmp_path), control_bind=control)))
+    text = dump_config(parse_config(source_fields(str(tmp_path), control_bind=control)))
     path = tmp_path / "s1.toml"
     path.write_text(text.replace('\ndata_bind = "', '\ndata_bind = "%s"\n#' % data, 1))
     proc = subprocess.run([sys.executable, "-m", "agent", "run", "--config", str(path)],
@@ -146,7 +133,7 @@ def test_a_peer_on_this_machine_at_a_wildcard_bind_is_this_node(tmp_path, peer_h
     port = free_ports(1)[0]
     bind, address = "tcp://*:%d" % port, "tcp://%s:%d" % (peer_host, port)
     assert _reaches(address, bind)
-    own = _source(str(tmp_path), control_bind=bind)
+    own = source_fields(str(tmp_path), control_bind=bind)
     peer = dict(own["peers"][0], control_address=address)
     with pytest.raises(ConfigError) as err:
         parse_config(dict(own, peers=[peer]))
@@ -161,7 +148,7 @@ def test_doctor_fails_node_config_on_a_peer_at_a_wildcard_bind(tmp_path, capsys)
     started and dropped its own messages: "it says it is 's1'")."""
     port = free_ports(1)[0]
     bind, address = "tcp://*:%d" % port, "tcp://localhost:%d" % port
-    text = dump_config(parse_config(_source(str(tmp_path), control_bind=bind)))
+    text = dump_config(parse_config(source_fields(str(tmp_path), control_bind=bind)))
     path = tmp_path / "s1.toml"
     path.write_text(text.replace('\ncontrol_address = "', '\ncontrol_address = "%s"\n#'
                                  % address, 1))
@@ -181,7 +168,7 @@ def test_a_peer_on_one_port_that_may_be_another_machine_or_address_passes(tmp_pa
     machine's (fleets reuse ports), IPv6 loopback next to an IPv4-only wildcard, another
     loopback address (a rehearsal gives each node its own 127.0.0.N)."""
     port = free_ports(1)[0]
-    own = _source(str(tmp_path), control_bind=bind % port)
+    own = source_fields(str(tmp_path), control_bind=bind % port)
     peer = dict(own["peers"][0], control_address="tcp://%s:%d" % (peer_host, port))
     assert parse_config(dict(own, peers=[peer])).peers[0].control_address == \
         peer["control_address"]

@@ -18,21 +18,9 @@ from agent.node.preflight import preflight
 from agent.ops.files import FileFault
 from agent.testbed.procs import free_ports
 from engines.demo import DEMO_BUNDLE_DIR
+from tests.unit.source_fields import source_fields
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-
-def _source(base: str, **over) -> dict:
-    c, d, pc, pd = free_ports(4)
-    obj = {"node_id": "s1", "role": "source", "stage": 0, "bundle": DEMO_BUNDLE_DIR,
-           "state_dir": os.path.join(base, "state"), "security": "none",
-           "control_bind": "tcp://127.0.0.1:%d" % c, "data_bind": "tcp://127.0.0.1:%d" % d,
-           "drain_timeout_s": 1.0,
-           "peers": [{"id": "w1", "stage": 1, "last_stage": 4,
-                      "control_address": "tcp://127.0.0.1:%d" % pc,
-                      "data_address": "tcp://127.0.0.1:%d" % pd}]}
-    obj.update(over)
-    return obj
 
 
 def test_a_wildcard_host_and_another_host_on_one_port_are_refused_naming_both(tmp_path):
@@ -41,7 +29,7 @@ def test_a_wildcard_host_and_another_host_on_one_port_are_refused_naming_both(tm
     port = free_ports(1)[0]
     for wild in ("*", "0.0.0.0", "[::]"):
         with pytest.raises(ConfigError) as err:
-            parse_config(_source(str(tmp_path), control_bind="tcp://%s:%d" % (wild, port),
+            parse_config(source_fields(str(tmp_path), control_bind="tcp://%s:%d" % (wild, port),
                                  data_bind="tcp://127.0.0.1:%d" % port))
         assert str(err.value) == (
             "config.data_bind: tcp://127.0.0.1:%d and control_bind (tcp://%s:%d) take the same "
@@ -54,7 +42,7 @@ def test_localhost_is_the_same_endpoint_as_127_0_0_1(tmp_path):
     port = free_ports(1)[0]
     with pytest.raises(ConfigError, match=r"^config\.data_bind: the same endpoint as "
                                           r"control_bind \(tcp://127\.0\.0\.1:%d\)" % port):
-        parse_config(_source(str(tmp_path), control_bind="tcp://localhost:%d" % port,
+        parse_config(source_fields(str(tmp_path), control_bind="tcp://localhost:%d" % port,
                              data_bind="tcp://127.0.0.1:%d" % port))
 
 
@@ -64,13 +52,13 @@ def test_the_metrics_port_may_not_be_a_port_a_plane_binds(tmp_path):
     port = free_ports(1)[0]
     with pytest.raises(ConfigError, match=r"^config\.metrics_port: tcp://127\.0\.0\.1:%d and "
                                           r"control_bind \(tcp://\*:%d\)" % (port, port)):
-        parse_config(_source(str(tmp_path), control_bind="tcp://*:%d" % port,
+        parse_config(source_fields(str(tmp_path), control_bind="tcp://*:%d" % port,
                              metrics_port=port))
     with pytest.raises(ConfigError, match=r"^config\.metrics_port: the same endpoint as "
                                           r"data_bind \(tcp://127\.0\.0\.1:%d\)" % port):
-        parse_config(_source(str(tmp_path), data_bind="tcp://127.0.0.1:%d" % port,
+        parse_config(source_fields(str(tmp_path), data_bind="tcp://127.0.0.1:%d" % port,
                              metrics_port=port, metrics_host="localhost"))
-    cfg = parse_config(_source(str(tmp_path), control_bind="tcp://10.0.0.1:%d" % port,
+    cfg = parse_config(source_fields(str(tmp_path), control_bind="tcp://10.0.0.1:%d" % port,
                                metrics_port=port))
     assert cfg.metrics_port == port
 
@@ -78,7 +66,7 @@ def test_the_metrics_port_may_not_be_a_port_a_plane_binds(tmp_path):
 def test_an_ipv4_wildcard_and_an_ipv6_host_on_one_port_pass(tmp_path):
     """Rule: 0.0.0.0 binds IPv4 addresses only, so [::1] on its port is no clash."""
     port = free_ports(1)[0]
-    cfg = parse_config(_source(str(tmp_path), control_bind="tcp://0.0.0.0:%d" % port,
+    cfg = parse_config(source_fields(str(tmp_path), control_bind="tcp://0.0.0.0:%d" % port,
                                data_bind="tcp://[::1]:%d" % port))
     assert cfg.data_bind == "tcp://[::1]:%d" % port
 
@@ -88,18 +76,20 @@ def test_an_ipc_bind_path_holding_a_file_is_refused_and_the_file_kept(tmp_path):
     the field (the bind would delete it); a socket left there by an earlier run passes."""
     kept = tmp_path / "kept.txt"
     kept.write_text("data")
-    cfg = parse_config(_source(str(tmp_path), arrival="client", client_bind="ipc://%s" % kept))
+    cfg = parse_config(source_fields(str(tmp_path), arrival="client",
+                                     client_bind="ipc://%s" % kept))
     with pytest.raises(FileFault, match=r"^client_bind: %s is a regular file, not a socket"
                        % kept):
         preflight(cfg)
     os.mkdir(str(tmp_path / "d"))
-    cfg = parse_config(_source(str(tmp_path), data_bind="ipc://d"), str(tmp_path))
+    cfg = parse_config(source_fields(str(tmp_path), data_bind="ipc://d"), str(tmp_path))
     with pytest.raises(FileFault, match=r"^data_bind: %s is a directory" % (tmp_path / "d")):
         preflight(cfg)
     old = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     old.bind(str(tmp_path / "c.sock"))
     old.close()  # a socket file nobody serves: an earlier run's
-    preflight(parse_config(_source(str(tmp_path), control_bind="ipc://c.sock"), str(tmp_path)))
+    preflight(parse_config(source_fields(str(tmp_path), control_bind="ipc://c.sock"),
+                           str(tmp_path)))
     assert kept.read_text() == "data"
 
 
@@ -107,7 +97,7 @@ def test_run_with_a_bind_path_at_its_own_config_exits_78_and_keeps_the_file(tmp_
     """Rule: ``edge-agent run`` whose ``control_bind`` names a file (here its own config, by a
     relative path) exits with EXIT_CONFIG, one line naming control_bind, and the file stays."""
     path = tmp_path / "s1.toml"
-    text = dump_config(parse_config(_source(str(tmp_path), control_bind="ipc://s1.toml"),
+    text = dump_config(parse_config(source_fields(str(tmp_path), control_bind="ipc://s1.toml"),
                                     str(tmp_path)))
     path.write_text(text)
     proc = subprocess.run([sys.executable, "-m", "agent", "run", "--config", str(path)],
@@ -139,7 +129,7 @@ def test_a_peer_at_one_of_the_nodes_own_endpoints_is_refused(tmp_path):
     this node itself: refused at parse naming the peer's field; the same port on another host
     (fleets reuse ports) passes."""
     c, d = free_ports(2)
-    own = _source(str(tmp_path), control_bind="tcp://localhost:%d" % c,
+    own = source_fields(str(tmp_path), control_bind="tcp://localhost:%d" % c,
                   data_bind="tcp://127.0.0.1:%d" % d)
     peer = own["peers"][0]
     with pytest.raises(ConfigError, match=r"^config\.peers\[0\]\.data_address: "
