@@ -76,6 +76,13 @@ class _Run:
         subprocess.run(["nvpmodel", "-m", str(mode_id)], env=self.env, check=True,
                        stdin=subprocess.DEVNULL, timeout=WAIT_S)
 
+    def stats(self) -> dict:
+        """w1's stats.json once it can be read (None while it is not written yet)."""
+        got = []
+        self.c.wait_for(lambda: got.append(self.c.stats("w1")) or got[-1] is not None, WAIT_S,
+                        "w1's stats.json")
+        return got[-1]
+
     def after(self, name: str, line: str, mode: str) -> None:
         """Wait for ``line`` in w1's log, the metrics' mode and 20 more tasks answered;
         keep the metrics, stats.json and the time it took."""
@@ -86,7 +93,7 @@ class _Run:
         self.c.wait_for(lambda: (self.c.stats("w1") or {}).get("power_mode") == mode, WAIT_S,
                         "stats.json shows %s" % mode)
         self.c.wait_for(lambda: self.completed() >= done + 20, WAIT_S, "20 more tasks")
-        self.seen[name] = {"metrics": self.metrics(), "stats": self.c.stats("w1"),
+        self.seen[name] = {"metrics": self.metrics(), "stats": self.stats(),
                            "s": round(time.monotonic() - t0, 2)}
 
 
@@ -111,7 +118,7 @@ def scenario(out_dir: str, work: str, env: dict, service):
         c.start("w2", power_mode=START)  # fixed: not watched
         c.start("s1", arrival_rate_tasks_s=20.0)
         c.wait_for(lambda: run.completed() >= 10, WAIT_S, "10 tasks answered")
-        run.seen["start"] = {"metrics": run.metrics(), "stats": c.stats("w1")}
+        run.seen["start"] = {"metrics": run.metrics(), "stats": run.stats()}
         run.switch(_mode_id(CALIBRATED))
         run.after("maxn", "power mode changed from %s to %s" % (START, CALIBRATED), CALIBRATED)
         status = subprocess.run([sys.executable, "-m", "agent", "status", "--json", "--endpoints",
