@@ -8,7 +8,8 @@ import os
 import sys
 from typing import Tuple
 
-from agent.commands.calibrate_checks import check_profile_place, write_fault
+from agent.commands.calibrate_checks import (check_profile_place, make_state_dir,
+                                             write_fault)
 from agent.commands.profile import THREADS_MAX, threads_arg
 from agent.config.checks import MAX_INTERVAL_S
 from agent.errors import UsageError
@@ -137,10 +138,7 @@ def run(args: argparse.Namespace) -> int:
     if agents:  # --force: measured anyway, said in the run's log (the timings may be low)
         print("edge-agent calibrate: warning: measuring anyway (--force): %s"
               % agents_running_text(agents, args.state_dir).split(": stop")[0], file=sys.stderr)
-    try:
-        os.makedirs(args.state_dir, exist_ok=True)
-    except OSError as exc:
-        raise UsageError("cannot create state directory %s: %s; pass --state-dir" % (args.state_dir, exc.strerror))
+    make_state_dir(args.state_dir)
     _preflight(profile_path, what, args.state_dir)
     cfg = CalibrationConfig(
         bundle_dir=args.bundle,

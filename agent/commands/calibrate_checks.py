@@ -17,7 +17,7 @@ import os
 from typing import Optional, Tuple
 
 from agent.errors import UsageError
-from agent.ops.files import FileFault, check_output_file, free_bytes
+from agent.ops.files import FileFault, check_output_dir, check_output_file, free_bytes
 
 MIN_FREE_BYTES = 1024 * 1024  # entries are ~1 kB: a file system with less than this is full
 SERVICE_USER_FIX = "run as a user that can (the service user: sudo -u edge-agent ...)"
@@ -87,3 +87,18 @@ def check_profile_place(profile_path: str, what: str, state_dir: Optional[str] =
                          "or give another --state-dir or --profile" % (
                              what, profile_path, folder, _size(free), _size(MIN_FREE_BYTES + size),
                              folder))
+
+
+def make_state_dir(state_dir: str) -> None:
+    """Make the state directory (the run's lock and saved power mode go there), or refuse, in
+    one line naming ``--state-dir`` (the option to change, whether given or defaulted), a path
+    that is a file or below one, and a folder that cannot be made, by its cause."""
+    try:
+        check_output_dir(state_dir, "--state-dir", probe=False)
+    except FileFault as exc:
+        raise UsageError("%s; give another --state-dir" % exc)
+    try:
+        os.makedirs(state_dir, exist_ok=True)
+    except OSError as exc:
+        cause, fix = write_fault(exc, nearest_folder(state_dir))
+        raise UsageError("--state-dir: cannot create %s: %s; %s" % (state_dir, cause, fix))

@@ -24,11 +24,11 @@ import subprocess
 import sys
 from typing import List, Optional
 
-from agent.commands.install_files import (clean_build_dir, kept_env_note, replaced_note,
-                                          see_system_site)
+from agent.commands.install_files import (clean_build_dir, kept_env_note, other_configs_note,
+                                          replaced_note, see_system_site, unwritable_target)
 from agent.errors import UsageError
 from agent.ops.atomic import write_atomic
-from agent.ops.files import check_output_dir
+from agent.ops.files import FileFault, check_output_dir
 from agent.ops.paths import BUNDLE, ETC, PREFIX, VENV, VENV_BIN
 from agent.ops.state import DEFAULT_STATE_DIR
 
@@ -240,8 +240,11 @@ def check_targets(root: str, args: argparse.Namespace) -> None:
     probe = not args.dry_run
     for sub in (ETC + "/keys", ETC + "/fleet", VENV,
                 "/etc/systemd/system"):
-        check_output_dir(_under(root, sub), "--root" if root != "/" else "target folder",
-                         probe=probe)
+        try:
+            check_output_dir(_under(root, sub), "--root" if root != "/" else "target folder",
+                             probe=probe)
+        except FileFault as exc:
+            raise InstallError(unwritable_target(str(exc))) from None
     if os.path.exists(os.path.join(_under(root, VENV), "bin", "python")):
         return  # kept: --python is not used
     need = "import venv" + ("" if args.no_pip else ", ensurepip")
@@ -265,6 +268,9 @@ def run(args: argparse.Namespace) -> int:
         raise InstallError("installing into / needs root: run it with sudo, or use --dry-run "
                            "or --root DIR")
     for name in args.instance:
+        if name.endswith(".toml") and name != ".toml":  # edge-agent@x.toml reads x.toml.toml
+            raise InstallError("--instance %r: give the node id (%s), not its config's file name "
+                               "(edge-agent@NAME reads %s/NAME.toml)" % (name, name[:-5], ETC))
         if not INSTANCE_RE.match(name or ""):
             raise InstallError("--instance %r must be a plain name of letters, digits, _ . : - "
                                "(the node config's stem, %s/NAME.toml)" % (name, ETC))
@@ -384,6 +390,7 @@ def run(args: argparse.Namespace) -> int:
     for name in args.instance:
         cfg = os.path.join(etc, name + ".toml")
         if not os.path.exists(cfg):
+            other_configs_note(plan, etc, name)
             plan.say("# next: write %s (README: Deploying to a fleet), check it with `doctor "
                      "--config`, calibrate a worker (`systemctl start edge-agent-calibrate`), "
                      "then `systemctl start edge-agent@%s`" % (cfg, name))

@@ -1,5 +1,6 @@
-"""What ``edge-agent install`` says about the files it keeps or replaces, the build leftovers
-it clears from a checkout it installs from, and a kept venv it fits to a Jetson."""
+"""What ``edge-agent install`` says about the files it keeps or replaces, a folder it cannot
+write, an instance whose config is not beside the others, the build leftovers it clears from a
+checkout it installs from, and a kept venv it fits to a Jetson."""
 
 from __future__ import annotations
 
@@ -73,3 +74,33 @@ def see_system_site(plan: Any, venv: str) -> None:
             write_atomic(cfg, "".join(new), perms=os.stat(cfg).st_mode & 0o7777)
         except OSError as exc:
             raise UsageError("cannot write %s: %s" % (cfg, exc.strerror or exc)) from None
+
+
+# what the shared folder check suggests for a folder it cannot write: meant for the agent's own
+# folders, while install writes as whoever runs it
+_AGENT_USER_FIX = " (give the agent's user write access)"
+
+
+def unwritable_target(text: str) -> str:
+    """The folder check's ``text`` for a folder install cannot reach or write, with install's
+    own fix for a user other than root: run it as root, or give a ``--root`` this user can
+    write (install writes as the user running it)."""
+    text = text.replace(_AGENT_USER_FIX, "")
+    if os.geteuid() != 0 and "Permission denied" in text:
+        text += (" (install writes as the user running it: run it as root, with sudo, or give "
+                 "a --root folder this user can write)")
+    return text
+
+
+def other_configs_note(plan: Any, etc: str, name: str) -> None:
+    """Say so when ``etc`` holds node configs but not ``name``'s: a mistyped ``--instance``,
+    or another device's files copied here, enables a unit that exits 78 at every start."""
+    try:
+        others = sorted(f[:-5] for f in os.listdir(etc)
+                        if f.endswith(".toml") and os.path.isfile(os.path.join(etc, f)))
+    except OSError:
+        return
+    if others:
+        plan.say("# WARNING: --instance %s: %s holds no %s.toml but the config(s) of %s: a "
+                 "mistyped node id, or another device's files? edge-agent@%s exits 78 until "
+                 "its config is there" % (name, etc, name, ", ".join(others), name))
