@@ -157,6 +157,9 @@ def read_manifest(path: str) -> Tuple[str, Dict[str, Any]]:
         directory, manifest_path = path, os.path.join(path, MANIFEST_NAME)
     else:
         directory, manifest_path = os.path.dirname(path), path
+    if not os.path.exists(path):  # a mistyped path: say so rather than "no manifest in it"
+        raise BundleError("%s: no such bundle directory (give the folder holding %s)"
+                          % (path, MANIFEST_NAME))
     if not os.path.exists(manifest_path):
         raise BundleError("%s: no bundle manifest (expected %s)" % (path, MANIFEST_NAME))
     try:  # never blocks: a FIFO or device named bundle.json is refused, not opened for reading

@@ -50,7 +50,11 @@ def test_built_bundle_has_the_interface_fields(bundle_dir):
 
 
 def test_missing_directory_or_manifest_is_named(tmp_path):
-    _one_line_error(str(tmp_path / "nowhere"), "no bundle manifest")
+    """A path that does not exist is named as no bundle directory (a typo), a folder without
+    bundle.json as one with no manifest."""
+    _one_line_error(str(tmp_path / "nowhere"), "no such bundle directory")
+    (tmp_path / "empty").mkdir()
+    _one_line_error(str(tmp_path / "empty"), "no bundle manifest")
 
 
 def test_invalid_json_is_reported(bundle_dir):
