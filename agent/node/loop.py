@@ -282,7 +282,7 @@ class Node:
             return self.outbox.reject("unexpected_kind", peer, "%s, not an ACK" % msg.kind.name)
         f = msg.fields
         self.outbox.on_ack(peer, f["keys"], self.clock(), f.get("refused", ()),
-                           f.get("retry_s", 0.0), f.get("reason", ""))
+                           f.get("retry_s", 0.0), f.get("reason", ""), f.get("source", ""))
 
     def _on_control(self, msg: wire.Message) -> None:
         if msg.sender not in self.transport.peers:

@@ -12,8 +12,9 @@ sides' own timers (``call_at``).
 
 Back-pressure: a receiver that cannot take a task (queue full, no route on) names its key in the
 ``refused`` list of its ACK; ``on_ack`` then marks that successor ``unavailable`` for the
-``retry_s`` it asked (``NodeView.alive_successors`` leaves it out) and routes the task again at
-once: to another successor, or into ``waiting`` until the hold ends (a timer retries then). A task
+``retry_s`` it asked (``NodeView.alive_successors`` leaves it out; for one source's tasks alone
+when the ACK names that source: ``refusal_scope``) and routes the task again at once: to another
+successor, or into ``waiting`` until the hold ends (a timer retries then). A task
 past its deadline (``OutItem.expires``, sent as the remaining ``ttl_s``) is dropped wherever it
 waits (``drop_deadline``), a paced link's queue included: its source has given up on it. ACKs (and
 refusals) go once per poll (``flush_replies``), per sender, and so do results on a link without
@@ -52,6 +53,8 @@ from agent.node.linkclock import LinkClock, rate_measured
 from agent.node.out_linkhold import HOLD_MAX_S, HOLD_MIN_S, hold_full_links
 from agent.node.outitem import Custody, OutItem, result_batches, wire_bytes_of
 from agent.node.out_takeback import answer_stranded, answer_stranded_held
+from agent.node.refusal_scope import SourceHolds, choose_successor
+from agent.protocol.ack import ack_fields
 from agent.node.rejects import Rejects
 from agent.node.timerq import TimerQueue
 
@@ -89,10 +92,12 @@ class Outbox:
         self.link_clock = LinkClock()  # links nothing paces: when each is expected to be free
         self._timers = TimerQueue()  # (due, key, side's timer?)
         self._seq = 0
-        self._replies: Dict[Any, List[str]] = {}  # (identity, refusal reason) -> keys
+        # (identity, refusal reason[, source it is about alone]) -> keys
+        self._replies: Dict[Any, List[str]] = {}
         self._retry_s: Dict[bytes, float] = {}  # identity -> hold asked with its refusals
         self._results: Dict[str, List[OutItem]] = {}  # source -> results for its next RESULTS
         self.refused_why: Dict[str, str] = {}  # successor -> reason of its last refusal
+        self.source_holds = SourceHolds()  # successors refusing one source's tasks alone
         self.clock = time.monotonic
         self._undeliverable_log = Throttle(60.0, lambda: self.clock())  # a line a minute at most
 
@@ -144,10 +149,13 @@ class Outbox:
         """ACK ``keys`` to the hop that sent them (sent with the next ``flush_replies``)."""
         self._replies.setdefault((identity, ""), []).extend(keys)
 
-    def refuse(self, identity: bytes, key: str, reason: str, retry_s: float = 0.0) -> None:
+    def refuse(self, identity: bytes, key: str, reason: str, retry_s: float = 0.0,
+               source: str = "") -> None:
         """Refuse task ``key`` to its sender for ``reason`` (``overload``, ``no_route``): it
-        re-routes or holds the task at once and leaves this node alone for ``retry_s``."""
-        self._replies.setdefault((identity, reason), []).append(key)
+        re-routes or holds the task at once and leaves this node alone for ``retry_s``, for
+        ``source``'s tasks alone when one is named (``refusal_scope``)."""
+        self._replies.setdefault((identity, reason) + ((source,) if source else ()),
+                                 []).append(key)
         self._retry_s[identity] = max(retry_s, self._retry_s.get(identity, 0.0))
         self.counters["refused_" + reason] += 1
         self.metrics.refused(reason)
@@ -159,9 +167,8 @@ class Outbox:
             return
         replies, self._replies = self._replies, {}
         retry, self._retry_s = self._retry_s, {}
-        for (identity, reason), keys in replies.items():
-            fields = {"keys": [], "refused": keys, "reason": reason,
-                      "retry_s": float(retry.get(identity, 0.0))} if reason else {"keys": keys}
+        for (identity, reason, *source), keys in replies.items():
+            fields = ack_fields(keys, reason, retry.get(identity, 0.0), *source)
             self.transport.reply(identity, wire.encode(Kind.ACK, self.node_id, fields))
 
     def flush_results(self, now: Optional[float] = None) -> None:
@@ -203,7 +210,8 @@ class Outbox:
             hold_full_links(self, now)
             info = TaskInfo(item.fields["id"], item.fields["stage"], item.nbytes)
             try:
-                dest = self.policy.choose_successor(info, self.current_view(), item.tried)
+                dest = choose_successor(self.policy, info, self.current_view(), item.tried,
+                                        self.source_holds.held_for(item.fields["source"], now))
             except Exception:  # a policy's error must not lose the task: it waits, counted
                 self.counters["routing_error"] += 1
                 if self.counters["routing_error"] <= 5:  # a bug to report, not a log flood
@@ -258,15 +266,19 @@ class Outbox:
         self.items.pop(key, None)
 
     def on_ack(self, peer: str, keys: List[str], now: float, refused: List[str] = (),
-               retry_s: float = 0.0, reason: str = "") -> None:
+               retry_s: float = 0.0, reason: str = "", source: str = "") -> None:
         """``peer`` ACKed ``keys``: custody of those sent to it ends; first sends time the link.
         ``refused`` keys come back at once: ``peer`` is left alone for ``retry_s`` (within
-        HOLD_MIN_S..HOLD_MAX_S) and each task is routed again, to another successor or held."""
+        HOLD_MIN_S..HOLD_MAX_S), for ``source``'s tasks alone when it names another source
+        than this node, and each task is routed again, to another successor or held."""
         if refused:
-            hold = min(max(retry_s, HOLD_MIN_S), HOLD_MAX_S)
-            self.view.unavailable[peer] = max(self.view.unavailable.get(peer, 0.0), now + hold)
-            self.refused_why[peer] = reason
-            self._timers.push(now + hold, "", False)  # offer held tasks again when the hold ends
+            until = now + min(max(retry_s, HOLD_MIN_S), HOLD_MAX_S)
+            if source and source != self.node_id:  # a source's tasks are all its own
+                self.source_holds.hold(peer, source, until, reason)
+            else:
+                self.view.unavailable[peer] = max(self.view.unavailable.get(peer, 0.0), until)
+                self.refused_why[peer] = reason
+            self._timers.push(until, "", False)  # offer held tasks again when the hold ends
             for key in refused:
                 item = self.items.get(key)
                 if item is None or item.dest != peer:

@@ -144,8 +144,9 @@ def cut_off_from(source: str, sender: str, view: Any, out: Any, sources: Any = (
     data connection to it (``out.transport``'s DEALER; a restarted source's comes back within
     a reconnect interval) and results to it are already held here undelivered (``out.items``:
     a source just restarted has none waiting, so its first tasks are not refused). Never while
-    another of the worker's ``sources`` is alive: a refusal holds this worker off at the sender
-    for every source's tasks, so it would cost the sources still reached their only route."""
+    another of the worker's ``sources`` is alive: the refusal names the source
+    (``refusal_scope``), but a sender that does not know that field holds this worker off for
+    every source's tasks, which would cost the sources still reached their only route."""
     if source in view.alive or source not in view.peer_state or sender == source:
         return False
     if any(s in view.alive for s in sources if s != source):

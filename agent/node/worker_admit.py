@@ -9,46 +9,63 @@ service time exceed what is left of the task's deadline, so it would expire befo
 every successor of its next stage refuses work while tasks already wait here for one, one of
 them being full; ``no_route`` when each of them is stopping or has no route on:
 ``source_refusal.why_held_off``).
+
+A refusal for a reason about the task's source alone names that source (``refusal_scope``):
+no route back to it, or every successor of the next stage held off for its tasks alone while
+another source's still go there. Its sender then holds this worker off for that source's tasks
+only.
 """
 
 from __future__ import annotations
 
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, Optional, Tuple, Union
 
 from agent.node.outitem import cut_off_from
+from agent.node.refusal_scope import scope_of
 from agent.node.source_refusal import NOT_TAKING, why_held_off
+
+Refusal = Union[Tuple[str, float], Tuple[str, float, str]]  # (reason, retry_s[, source])
 
 
 def refusal(w: Any, f: Dict[str, Any], nbytes: int, sender: str, ttl: float,
-            now: float) -> Optional[Tuple[str, float]]:
+            now: float) -> Optional[Refusal]:
     """(reason, retry_s) when worker ``w`` (a ``worker.WorkerSide``) refuses the TASK with
     fields ``f`` and ``nbytes`` of tensor from ``sender``, ``ttl`` seconds before its deadline,
-    at monotonic ``now``; None when it takes it."""
+    at monotonic ``now``, with the source it is about alone when it is (module docstring);
+    None when it takes it."""
     if w.drain.stopping:
         return "shutdown", w.drain.retry_s(now)
     view = w.out.view
     # no route onward, or none back (``outitem.cut_off_from``): the sender routes around
-    if view.no_route or cut_off_from(f["source"], sender, view, w.out, w.sources):
+    if view.no_route:
         return "no_route", w.cfg.heartbeat_interval_s
+    if cut_off_from(f["source"], sender, view, w.out, w.sources):
+        return "no_route", w.cfg.heartbeat_interval_s, scope_of(f["source"], w.sources)
     tasks, held_bytes = w.held()
     ahead = w.input_queue()  # it would wait behind these: refused when it would expire
     if tasks >= w.cfg.max_queue_tasks or held_bytes + nbytes > w.cfg.max_queue_bytes or (
             ahead and ahead * view.service_time_s > ttl):  # NaN or 0 s: never refused so
         # come back in about one service time: a place frees when a task leaves
         return "overload", view.service_time_s
-    h = f["stage"]
+    h, src = f["stage"], f["source"]
     if w.out.waiting and not w.cfg.terminal and h < view.num_stages \
-            and not view.serves(h + 1) and view.alive_successors(h + 1, usable=False) \
-            and not w.out.current_view().alive_successors(h + 1):
-        # every stage-(h+1) successor refuses work and tasks already wait here for one
-        # (none heard yet, or all gone, is no refusal: the task waits, or no_route says so):
-        # this one would queue behind them, so the pressure goes upstream to the source
-        # (which then rejects) instead; come back when the first successor's hold ends.
-        # Successors that are all stopping (shutdown) or have no route on are no overload:
-        # nothing takes the task onward now, however little is sent (no_route)
-        hold_s = min(view.unavailable.values(), default=now) - now
+            and not view.serves(h + 1) and view.alive_successors(h + 1, usable=False):
+        takers = w.out.current_view().alive_successors(h + 1)
+        held = w.out.source_holds.held_for(src, now)  # held off for this source's tasks alone
+        if any(p not in held for p in takers):
+            return None
+        # every stage-(h+1) successor refuses work (this source's, or every source's) and
+        # tasks already wait here for one (none heard yet, or all gone, is no refusal: the
+        # task waits, or no_route says so): this one would queue behind them, so the pressure
+        # goes upstream to the source (which then rejects) instead; come back when the first
+        # successor's hold ends. Successors that are all stopping (shutdown) or have no route
+        # on are no overload: nothing takes the task onward now, however little is sent
+        # (no_route). Refused for this source's tasks alone, this refusal is about them alone
+        scope = scope_of(src, w.sources) if takers else ""
+        hold_s = min(list(view.unavailable.values()) + list(held.values()), default=now) - now
         nxt = view.alive_successors(h + 1, usable=False)
-        if all(why_held_off(view, w.out.refused_why, p) in NOT_TAKING for p in nxt):
-            return "no_route", max(hold_s, w.cfg.heartbeat_interval_s)
-        return "overload", max(hold_s, view.service_time_s)
+        if all((why_held_off(view, w.out.refused_why, p) or w.out.source_holds.why(p, src))
+               in NOT_TAKING for p in nxt):
+            return "no_route", max(hold_s, w.cfg.heartbeat_interval_s), scope
+        return "overload", max(hold_s, view.service_time_s), scope
     return None

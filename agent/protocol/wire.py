@@ -44,10 +44,8 @@ Optional fields (type-checked when present; absent means the default in brackets
                   ens [float] (MLCI: the running weighted sum of the softmax outputs of the
                   levels that ran, one finite number per class) [none],
                   ens_w float (MLCI: the sum of those levels' weights) [none]
-    ACK           refused [str] (task keys the receiver refuses: its queue is full or it has
-                  no route on; the sender re-routes or holds them at once) [],
-                  reason str (why refused: "overload", "no_route", "shutdown") [""],
-                  retry_s float (how long the sender should not offer this receiver more) [0]
+    ACK           refused [str], reason str, retry_s float, source str: a refusal, whose
+                  fields ``agent.protocol.ack`` describes [], [""], [0], [""]
     RESULT        token str (the TASK's token, echoed) [""];
                   outcome str ("completed" | "rejected" | "lost" | "error") and reason str
                   ("" when completed, else a short counter-like word such as "no_route",
@@ -84,6 +82,8 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import msgpack
 import numpy as np
+
+from agent.protocol.ack import REFUSAL_FIELDS
 
 VERSION = 2  # 2: RESULTS (a receiver of version 1 would drop them and lose custody)
 
@@ -128,7 +128,7 @@ SCHEMA: Dict[Kind, Dict[str, type]] = {
 # Optional fields per kind, checked like SCHEMA's when present (see the module docstring).
 OPTIONAL: Dict[Kind, Dict[str, type]] = {
     Kind.TASK: {"ttl_s": float, "token": str},
-    Kind.ACK: {"refused": list, "reason": str, "retry_s": float},
+    Kind.ACK: dict(REFUSAL_FIELDS),
     Kind.RESULT: {"token": str, "outcome": str, "reason": str, "detail": str, "retry_s": float},
     Kind.HEARTBEAT: {"no_route": int, "policy": str, "dtoee_timing": list},
 }
