@@ -162,7 +162,8 @@ def test_the_client_module_imports_no_agent_internals_beyond_the_wire():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout
     assert out.strip() == str(["agent", "agent.fleet", "agent.fleet.client", "agent.protocol",
-                               "agent.protocol.text", "agent.protocol.wire"])
+                               "agent.protocol.ack", "agent.protocol.text",
+                               "agent.protocol.wire"])
 
 
 def test_status_shows_each_nodes_newest_warning_line():
