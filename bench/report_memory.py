@@ -4,14 +4,17 @@ Grows a copy of a real testbed run folder to ``--tasks`` task records: each sour
 ``records.jsonl`` is its own lines again and again, each copy with fresh task ids and its times
 moved on by the source's span, so the copy reads as one long run at the same rate (its
 ``run.json`` expects the grown counts). Then runs ``python -m agent report`` on it under
-``/usr/bin/time -v`` and prints its wall time (s) and peak resident set size (MB)::
+``/usr/bin/time -v`` and prints its wall time and CPU time (user + system, s) and peak
+resident set size (MB)::
 
     python -m agent testbed --policies cf --rates 60% --duration 3 --no-plots --seed 1 \\
         --out /tmp/rm/run
     python bench/report_memory.py /tmp/rm/run/latest /tmp/rm/big --tasks 300000 \\
-        [--json /tmp/rm/report.json]
+        [--json /tmp/rm/report.json] [--out /tmp/rm/plots] [--keep]
 
-``--json`` passes a file to ``report --json`` (to compare two versions of the code).
+``--json`` passes a file to ``report --json`` and ``--out`` a folder to ``report --out`` (the
+plots, the delay CDF's included), to compare two versions of the code; ``--keep`` measures the
+grown copy as it is (run it with each version in turn, the copy grown once).
 """
 
 from __future__ import annotations
@@ -68,17 +71,23 @@ def grow(src_run: str, dst_run: str, tasks: int) -> int:
     return written
 
 
-def measure(run_dir: str, json_out: str = "") -> dict:
-    """Run ``report`` once on ``run_dir`` under ``/usr/bin/time -v``: wall s, peak RSS MB."""
+def measure(run_dir: str, json_out: str = "", out_dir: str = "") -> dict:
+    """Run ``report`` once on ``run_dir`` under ``/usr/bin/time -v``: wall s, CPU s (user +
+    system), peak RSS MB."""
     cmd = ["/usr/bin/time", "-v", sys.executable, "-m", "agent", "report", run_dir]
     if json_out:
         cmd += ["--json", json_out]
+    if out_dir:
+        cmd += ["--out", out_dir]
     t0 = time.monotonic()
     p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                        universal_newlines=True)
     wall_s = time.monotonic() - t0
     rss = re.search(r"Maximum resident set size \(kbytes\): (\d+)", p.stderr)
+    # CPU seconds (user + system): steadier than the wall time on a loaded machine
+    cpu = [float(v) for v in re.findall(r"(?:User|System) time \(seconds\): ([\d.]+)", p.stderr)]
     return {"rc": p.returncode, "wall_s": round(wall_s, 2),
+            "cpu_s": round(sum(cpu), 2) if len(cpu) == 2 else None,
             "peak_rss_mb": round(int(rss.group(1)) / 1024.0, 1) if rss else None,
             "table": p.stdout}
 
@@ -89,6 +98,7 @@ def main() -> int:
     ap.add_argument("dst", help="where the grown copy goes (replaced)")
     ap.add_argument("--tasks", type=int, default=300000)
     ap.add_argument("--json", default="", help="report --json FILE")
+    ap.add_argument("--out", default="", help="report --out DIR (write the plots too)")
     ap.add_argument("--keep", action="store_true", help="measure dst as it is, do not regrow")
     a = ap.parse_args()
     if not a.keep:
@@ -96,7 +106,7 @@ def main() -> int:
     size = sum(os.path.getsize(os.path.join(r, f)) for r, _d, fs in os.walk(a.dst)
                for f in fs if f == "records.jsonl")
     print("records files: %.1f MB" % (size / 1e6))
-    m = measure(a.dst, a.json)
+    m = measure(a.dst, a.json, a.out)
     print(m.pop("table"))
     print(json.dumps(m))
     return 0

@@ -4,7 +4,8 @@ A run folder (``testbed --out DIR`` makes ``DIR/YYYYmmdd-HHMMSS``) holds ``testb
 the run was asked for) and, per (policy, rate), ``POLICY/rate-R/run.json`` next to each
 source's ``records.jsonl``. ``load_run`` redoes every rate's summary with the testbed's own
 summariser (``agent.testbed.local.summarise_rate``), so the table it gives is the one the
-testbed printed; ``delays_after_warmup`` gives the per-task delays behind a delay CDF.
+testbed printed; ``delays_after_warmup`` gives the per-task delays behind a delay CDF (a
+float64 array taken from the records' columns, 8 bytes a task).
 
 Damaged files never end in a traceback: a ``testbed.json`` that is not the run's (binary, not
 a JSON object, wrong field types) is a ``UsageError`` naming it, since nothing of the run can be
@@ -27,20 +28,24 @@ from __future__ import annotations
 import glob
 import os
 from dataclasses import dataclass, field
-from typing import Dict, List, Tuple
+from typing import TYPE_CHECKING, Dict, List, Sequence, Tuple
 
 from agent.config.checks import short
 from agent.config.jsonfile import read_json_file
 from agent.errors import UsageError
 from agent.testbed.faultlog import redo_fault_phases
 from agent.testbed.fleet import summarise_fleet
-from agent.testbed.local import RUN_FILE, _created, bundle_stages, summarise_rate
+from agent.testbed.local import RUN_FILE, bundle_stages, summarise_rate
 from agent.testbed.bounds import MAX_RATE, MIN_TASK_RATE_TASKS_S, TASK_RATE_RANGE_TEXT
-from agent.testbed.report import (RunResult, _delay, _finite, damaged_lines, read_records,
-                                  warmup_end)
+from agent.testbed.report import RunResult, _finite, damaged_lines
+from agent.testbed.report_records import RecordsFile, read_records_file
+from agent.testbed.reportcheck import CREATED_KEYS, DELAY_PAIRS
 from agent.testbed.summary_window import redo_window, stats_problem
 from agent.testbed.topology import Topology
 from agent.testbed.rundir import RUN_INFO, in_use
+
+if TYPE_CHECKING:  # only named in annotations: numpy is imported where arrays are made
+    import numpy as np  # noqa: F401
 
 # tasks one source of one rate may have created: 100 times what one load may create in all
 # (MAX_TASKS), so Poisson arrivals above their mean never reach it; a larger count is damage
@@ -54,7 +59,8 @@ class PastRun:
     path: str
     info: dict  # testbed.json
     results: List[RunResult]
-    delays_s: Dict[Tuple[str, float], List[float]] = field(default_factory=dict)
+    # per (policy, rate): the delays behind its CDF (s), a float64 array (or a list)
+    delays_s: Dict[Tuple[str, float], Sequence[float]] = field(default_factory=dict)
     in_progress: bool = False
     skipped: List[str] = field(default_factory=list)  # why each damaged (policy, rate) was left out
     # records files with damaged lines, one line each: their rates are reported without them
@@ -91,17 +97,38 @@ def resolve_run_dir(path: str) -> str:
                      "folder with a latest link)" % (path, RUN_INFO))
 
 
-def delays_after_warmup(records: List[dict], warmup_s: float) -> List[float]:
-    """Delays (s) of the completed tasks created after the warm-up, as the table counts them."""
-    end = warmup_end(records, warmup_s)
-    out = []
-    for r in records:
-        c = _created(r)
-        if r.get("status") == "completed" and c is not None and c >= end:
-            d = _delay(r)
-            if d is not None:
-                out.append(d)
-    return out
+def delays_after_warmup(files: Sequence[RecordsFile], warmup_s: float) -> "np.ndarray":
+    """Delays (s) of the completed tasks created after the warm-up, as the table counts them,
+    in the order of ``files`` and their lines: a float64 array, read from the files' columns
+    (8 bytes a delay; no ``Record`` made). Each task's creation time and delay are those
+    ``reportcheck._created`` and ``_delay`` give, the warm-up's end ``report.warmup_end``'s."""
+    import numpy as np
+
+    created, delays, completed = [], [], []
+    for f in files:
+        first = f.numbers(CREATED_KEYS[0])
+        for key in CREATED_KEYS[1:]:  # the first creation time a record has
+            none = np.isnan(first)
+            if none.any():
+                first[none] = f.numbers(key)[none]
+        d, todo = np.full(len(f), np.nan), np.ones(len(f), bool)
+        for ka, kb in DELAY_PAIRS:  # the first clock with both times
+            a, b = f.numbers(ka), f.numbers(kb)
+            both = todo & ~np.isnan(a) & ~np.isnan(b)
+            d[both] = b[both] - a[both]
+            todo &= ~both
+        created.append(first)
+        delays.append(d)
+        completed.append(f.equals("status", "completed"))
+    if not files:
+        return np.zeros(0)
+    created_s, delay_s = np.concatenate(created), np.concatenate(delays)
+    if np.isnan(created_s).all():  # no creation time: no warm-up end, no delay counted
+        return np.zeros(0)
+    end = float(np.nanmin(created_s)) + warmup_s  # warmup_end: the first creation + warm-up
+    with np.errstate(invalid="ignore"):  # NaN (no creation time) compares false
+        keep = np.concatenate(completed) & (created_s >= end) & ~np.isnan(delay_s)
+    return delay_s[keep]
 
 
 def _rate_ok(v) -> bool:
@@ -244,22 +271,26 @@ def read_run_file(topo: Topology, path: str) -> dict:
     return obj
 
 
-def read_rate(topo: Topology, bundle, path: str) -> Tuple[RunResult, List[float], List[str]]:
+def read_rate(topo: Topology, bundle, path: str) -> Tuple[RunResult, "np.ndarray", List[str]]:
     """One rate's summary redone from its ``run.json`` and records, the delays after the
     warm-up behind its CDF, and a line per records file with damaged lines (the summary leaves
     those lines out); ``UsageError`` naming the file when they cannot be redone."""
     obj = read_run_file(topo, path)
     d = os.path.dirname(path)
     records = {s: os.path.join(d, p) for s, p in obj["records"].items()}
-    recs, damaged = [], []
+    # each file's records, held (their columns) while the summary reads them, so every reader
+    # of the same file shares one parse; no list of every record of the rate is kept
+    files: List[RecordsFile] = []
+    damaged: List[str] = []
     for p in records.values():
         bad: List[int] = []
-        recs += read_records(p, bad)
+        files.append(read_records_file(p, bad))
         if bad:
             damaged.append(damaged_lines(p, bad))
     try:
         if obj.get("kind") == "fleet":
-            res = summarise_fleet(topo, obj["policy"], obj["rate"], recs, obj["duration_s"])
+            res = summarise_fleet(topo, obj["policy"], obj["rate"],
+                                  [r for f in files for r in f.records()], obj["duration_s"])
         else:
             stages = bundle_stages(bundle)
             res = summarise_rate(topo, bundle, stages, obj["policy"], obj["rate"], records,
@@ -269,7 +300,7 @@ def read_rate(topo: Topology, bundle, path: str) -> Tuple[RunResult, List[float]
             problems = [redo_window(topo, stages, res, d),
                         redo_fault_phases(res, d, records, topo.warmup_s) if topo.faults else None]
             damaged += [p for p in problems if p]
-        return res, delays_after_warmup(recs, topo.warmup_s), damaged
+        return res, delays_after_warmup(files, topo.warmup_s), damaged
     except UsageError as exc:
         # a records file names itself; anything else (a value the model refuses) is this
         # run.json's, so the warning names it rather than an internal field alone
@@ -291,6 +322,7 @@ def summarise_run_file(topo: Topology, bundle, path: str) -> RunResult:
 def write_cdf_plot(path: str, runs: List[PastRun]) -> str:
     """Delay CDF per policy and run: one panel per policy, one line per (run, rate)."""
     import matplotlib
+    import numpy as np
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -299,11 +331,11 @@ def write_cdf_plot(path: str, runs: List[PastRun]) -> str:
     fig, axes = plt.subplots(1, len(policies), figsize=(4.2 * len(policies), 3.4), squeeze=False)
     for ax, pol in zip(axes[0], policies):
         for run in runs:
-            for (p, rate), ds in sorted(run.delays_s.items()):
-                if p != pol or not ds:
+            for (p, rate), ds in sorted(run.delays_s.items(), key=lambda kv: kv[0]):
+                if p != pol or not len(ds):
                     continue
-                xs = sorted(d * 1000.0 for d in ds)
-                ys = [(i + 1) / float(len(xs)) for i in range(len(xs))]
+                xs = np.sort(np.asarray(ds, dtype=np.float64) * 1000.0)
+                ys = np.arange(1, len(xs) + 1) / float(len(xs))
                 ax.step(xs, ys, where="post", label="%s @ %g/s" % (run.label, rate))
         ax.set_title(pol)
         ax.set_xlabel("delay (ms)")

@@ -9,7 +9,8 @@ shapes) share a group, whose float and int fields are 8-byte machine numbers and
 fields are references to shared values (a status, a source or a reason is stored once per
 distinct value). Each record reads back as a ``Record`` (64 bytes each): a read-only mapping
 equal to the dict the line decoded to (the same keys in the same order, values of the same
-types), so the summaries read it as they read a dict.
+types), so the summaries read it as they read a dict; a reader of whole columns (the delays
+behind a delay CDF) takes them as float64 arrays instead (``RecordsFile.numbers``).
 
 ``read_records`` gives every reader of one unchanged file (the same bytes) the same
 ``RecordsFile`` while any of its records is held, so a summary that reads a rate's records in
@@ -25,10 +26,14 @@ import weakref
 import zlib
 from array import array
 from collections.abc import Mapping
-from typing import Dict, Iterator, List, Optional, Tuple
+from typing import TYPE_CHECKING, Dict, Iterator, List, Optional, Tuple
 
+from agent.config.fields import is_finite
 from agent.errors import UsageError
 from agent.testbed.reportcheck import is_record
+
+if TYPE_CHECKING:  # only named in annotations: numpy is imported where arrays are made
+    import numpy as np  # noqa: F401
 
 # distinct strings a column shares before it is taken for one of unique values (task ids,
 # details with numbers in them): past this, each value is kept as it came
@@ -243,12 +248,64 @@ class RecordsFile:
 
     def records(self) -> List[Record]:
         """Every record, in file order (a new list: the caller may change it)."""
-        groups = list(self.groups.values())
-        for g in groups:
-            g.flush()
+        groups = self._flushed()
         if self.order is None:
             return [Record(g, r, self) for g in groups for r in range(g.n)]
         return [Record(groups[o >> 32], o & 0xFFFFFFFF, self) for o in self.order]
+
+    def _flushed(self) -> List[_Group]:
+        groups = list(self.groups.values())
+        for g in groups:
+            g.flush()
+        return groups
+
+    def _in_order(self, parts: list, dtype) -> "np.ndarray":
+        """One array in file order from one array per group (its rows in row order)."""
+        import numpy as np
+
+        if self.order is None:  # one shape: its rows are the file's order
+            return parts[0] if parts else np.zeros(0, dtype)
+        starts = np.cumsum([0] + [len(p) for p in parts[:-1]])
+        order = np.frombuffer(self.order, dtype=np.int64) if len(self.order) else \
+            np.zeros(0, np.int64)
+        return np.concatenate(parts)[starts[order >> 32] + (order & 0xFFFFFFFF)]
+
+    def numbers(self, key: str) -> "np.ndarray":
+        """``key`` of every record in file order as float64: NaN where the record has no such
+        key, holds null or holds no number (a bool, a string). A number column is converted
+        whole, so a summary of hundreds of thousands of records reads no ``Record``."""
+        import numpy as np
+
+        parts = []
+        for g in self._flushed():
+            p = g.pos.get(key)
+            kind = g.kinds[p] if p is not None else _OPEN
+            if kind in _TYPECODES:
+                col = np.array(g.cols[p], dtype=np.float64)
+                if g.nulls[p] is not None:
+                    col[np.frombuffer(bytes(g.nulls[p]), dtype=np.uint8).astype(bool)] = np.nan
+            elif kind is None:  # a list column: value by value
+                col = np.array([float(v) if type(v) is float or type(v) is int and is_finite(v)
+                                else np.nan for v in g.cols[p]], dtype=np.float64)
+            else:  # absent, or only nulls
+                col = np.full(g.n, np.nan)
+            parts.append(col)
+        return self._in_order(parts, np.float64)
+
+    def equals(self, key: str, value) -> "np.ndarray":
+        """Per record in file order, whether ``record.get(key) == value`` (a bool array)."""
+        import numpy as np
+
+        parts = []
+        for g in self._flushed():
+            p = g.pos.get(key)
+            if p is None:  # get gives None
+                parts.append(np.full(g.n, bool(None == value)))
+            elif g.kinds[p] is None:
+                parts.append(np.array([v == value for v in g.cols[p]], dtype=bool))
+            else:
+                parts.append(np.array([g.value(p, r) == value for r in range(g.n)], dtype=bool))
+        return self._in_order(parts, bool)
 
 
 # (device, inode, size, modification time ns) of a file -> its records while any is held
@@ -281,6 +338,13 @@ def read_records(path: str, bad: Optional[List[int]] = None) -> List[Record]:
     file raises ``UsageError`` naming it: missing, not a regular file (a folder, a FIFO),
     unreadable, or not UTF-8 text (binary) anywhere but in a torn last line.
     """
+    return read_records_file(path, bad).records()
+
+
+def read_records_file(path: str, bad: Optional[List[int]] = None) -> RecordsFile:
+    """The ``RecordsFile`` ``read_records`` reads its records from (shared with every reader
+    of the same unchanged file while it or any of its records is held): for a reader of whole
+    columns (``RecordsFile.numbers``). Damaged lines and errors as ``read_records``."""
     try:
         mode = os.stat(path).st_mode
         if not stat.S_ISREG(mode):
@@ -300,7 +364,7 @@ def read_records(path: str, bad: Optional[List[int]] = None) -> List[Record]:
             held = _CACHE[key] = _parse_records(path, f)
     if bad is not None:
         bad.extend(held.bad)
-    return held.records()
+    return held
 
 
 def _parse_records(path: str, f) -> RecordsFile:

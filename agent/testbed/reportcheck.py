@@ -60,22 +60,24 @@ def error_kind(text: str) -> str:
     return _NUMBER.sub("N", text)
 
 
-def _pairs(rec: Mapping):
-    return ((rec.get(a), rec.get(b)) for a, b in (
-        ("created_mono", "finished_mono"), ("created_wall", "finished_wall"),
-        ("created", "finished")))
+# a task's (creation, finish) times, the clock first used that has both: the source's
+# monotonic clock, then its wall clock, then an older record's unnamed one
+DELAY_PAIRS = (("created_mono", "finished_mono"), ("created_wall", "finished_wall"),
+               ("created", "finished"))
+CREATED_KEYS = tuple(a for a, _b in DELAY_PAIRS)  # a task's creation time, first found
 
 
 def _delay(rec: Mapping) -> Optional[float]:
     """Response time of one completed task, on the source's monotonic clock when present."""
-    for a, b in _pairs(rec):
+    for ka, kb in DELAY_PAIRS:
+        a, b = rec.get(ka), rec.get(kb)
         if isinstance(a, (int, float)) and isinstance(b, (int, float)):
             return float(b) - float(a)
     return None
 
 
 def _created(rec: Mapping) -> Optional[float]:
-    for key in ("created_mono", "created_wall", "created"):
+    for key in CREATED_KEYS:
         v = rec.get(key)
         if isinstance(v, (int, float)):
             return float(v)
@@ -120,15 +122,55 @@ def exit_stage_ok(rec: Mapping) -> bool:
     return isinstance(v, int) and not isinstance(v, bool) and least <= v <= MAX_STAGES
 
 
+# each of TIME_KEYS with the least value it may take (see MAX_CLOCK_S)
+_TIME_LEAST = tuple((k, -MAX_CLOCK_S if k == "delay_s" else 0.0) for k in TIME_KEYS)
+_CREATED_1, _CREATED_2, _CREATED_3 = CREATED_KEYS
+_SMALL_INT = 1 << 53  # a non-negative int below this is a finite float, no conversion needed
+
+
 def is_record(obj) -> bool:
     """Whether a decoded line is a task record the summaries can count: an object with a
     string ``id``, a ``status`` of ``STATUSES``, a creation time (``created_mono``,
     ``created_wall`` or ``created``), times ``times_ok`` takes, a finite ``resends``, a
-    ``correct`` of true, false or null and an ``exit_stage`` ``exit_stage_ok`` takes."""
-    return (isinstance(obj, dict) and isinstance(obj.get("id"), str) and bool(obj["id"])
-            and obj.get("status") in STATUSES
-            and times_ok(obj)  # before _created: a 400-digit integer has no float
-            and _created(obj) is not None
-            and (obj.get("resends") is None or _finite(obj["resends"]) and obj["resends"] >= 0)
-            and (obj.get("correct") is None or isinstance(obj["correct"], bool))
-            and exit_stage_ok(obj))
+    ``correct`` of true, false or null and an ``exit_stage`` ``exit_stage_ok`` takes.
+
+    Every line of a records file goes through it, so the checks of a line's own kinds of
+    values (a JSON number is an ``int`` or a ``float``, no subclass) are written out here;
+    any other value goes through ``times_ok`` and ``exit_stage_ok`` themselves."""
+    if not isinstance(obj, dict):
+        return False
+    get = obj.get
+    rid, status = get("id"), get("status")
+    if not (isinstance(rid, str) and rid and status in STATUSES):
+        return False
+    for k, least in _TIME_LEAST:
+        v = get(k)
+        if v is None:
+            continue
+        t = type(v)
+        if t is not float and t is not int:  # a bool, a string, a subclass: the full check
+            if not times_ok(obj):
+                return False
+            break
+        if not least <= v <= MAX_CLOCK_S:  # false for NaN, infinities and 400-digit ints
+            return False
+    else:  # every time null or a number in its range: the delay, as times_ok takes it
+        if not (status == "lost" and get("reason") == CRASH_REASON):
+            for ka, kb in DELAY_PAIRS:
+                a, b = get(ka), get(kb)
+                if a is not None and b is not None:
+                    if not 0.0 <= float(b) - float(a) <= MAX_DELAY_S:
+                        return False
+                    break
+    if get(_CREATED_1) is None and get(_CREATED_2) is None and get(_CREATED_3) is None:
+        return False  # the times are checked: one that is there is a number
+    r = get("resends")
+    if r is not None and not (type(r) is int and 0 <= r < _SMALL_INT or _finite(r) and r >= 0):
+        return False
+    c = get("correct")
+    if c is not None and c is not True and c is not False:
+        return False
+    st = get("exit_stage")
+    if type(st) is int:
+        return (1 if status == "completed" else 0) <= st <= MAX_STAGES
+    return st is None or exit_stage_ok(obj)
