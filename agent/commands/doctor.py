@@ -3,13 +3,15 @@ one line per check; with ``--config``, also the start-up of each node the way ``
 
 Each line is OK, WARN or FAIL with what was seen and, for WARN/FAIL, the fix. Exit status 1
 when any check FAILs, else 0. The checks live in ``agent.ops.doctor`` and
-``agent.ops.doctor_node``.
+``agent.ops.doctor_node``; a node's "node stop time" line (its drain against its unit's
+``TimeoutStopSec``) in ``agent.ops.stoptime``.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 HELP = "check the installation on this device (GPU, libraries, jtop, dirs, calibration)"
@@ -36,11 +38,14 @@ def run(args: argparse.Namespace) -> int:
     """Run every check, print them, exit 1 on any FAIL."""
     from agent.ops.doctor import FAIL, Context, run_checks
     from agent.ops.doctor_node import check_node
+    from agent.ops.stoptime import check_stop_time
 
     nodes, configs, bundle, state_dir = [], [], args.bundle, args.state_dir
     for path in args.config:
         found, cfg = check_node(path)
         nodes += found
+        if cfg is not None:  # the unit's instance is the config's stem (/etc/edge-agent/NAME.toml)
+            nodes.append(check_stop_time(cfg, os.path.splitext(os.path.basename(path))[0]))
         configs += [cfg] if cfg is not None else []
         if cfg is not None and path == args.config[0]:
             bundle, state_dir = bundle or cfg.bundle, state_dir or cfg.state_dir

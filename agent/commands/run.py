@@ -3,6 +3,10 @@
 The node is built and served by ``agent.node.build`` (start-up order, shutdown and draining
 are described there); this command reads the config and tells systemd how things go.
 
+SIGTERM or SIGINT before the agent serves (``systemctl stop`` while it loads its engine) ends it
+with one line saying what start-up had done and that no task was taken, and exit status 0, the
+loop's own after a stop (``agent.ops.startstop``); SIGHUP never ends it (``agent.ops.hangup``).
+
 A fault that keeps the agent from starting (config, key, state or model files, addresses) is
 printed as one line naming the field or file and the fix, and the command exits with
 ``EXIT_CONFIG`` (78): the systemd unit does not restart on it (``RestartPreventExitStatus``),
@@ -12,6 +16,7 @@ since a restart cannot fix a file.
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 
@@ -38,7 +43,25 @@ def _fail(text: str) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Load the node config and serve until SIGTERM/SIGINT; ``EXIT_CONFIG`` on a start-up fault."""
+    """Load the node config and serve until SIGTERM/SIGINT; ``EXIT_CONFIG`` on a start-up fault;
+    0 after a stop during start-up, as after the loop's."""
+    from agent.ops.hangup import Hangups
+    from agent.ops.startstop import StartupSignals, StoppedStarting
+
+    # first, before the imports below take their second or more: a stop from now on is said
+    starting = StartupSignals().arm()
+    hangups = Hangups().install()
+    try:
+        return _run(args, starting, hangups)
+    except StoppedStarting as exc:
+        logging.getLogger("agent.run").warning("%s", exc)
+        return int(exc.exit_status)
+    finally:
+        hangups.close()
+        starting.disarm()
+
+
+def _run(args: argparse.Namespace, starting, hangups) -> int:
     # imported here, not at the top: `edge-agent --help` imports every command module, and the
     # node pulls in numpy, zmq and the engines (0.35 s against 0.03 s)
     from agent.config.node import load_config
@@ -59,7 +82,12 @@ def run(args: argparse.Namespace) -> int:
                 print("run: --parent-pid: %s; the agent will not stop with its parent" % why,
                       file=sys.stderr)
         cfg = load_config(args.config)
-        return serve(cfg, notifier)
+        starting.step("config read")
+        try:
+            return serve(cfg, notifier, starting=starting, hangups=hangups)
+        except KeyboardInterrupt:
+            notifier.stopping()  # a stop during start-up: systemd is told it is one
+            raise
     except UsageError as exc:
         if notifier.ready_sent:  # not a start-up fault: let the service manager restart
             raise

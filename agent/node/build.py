@@ -15,12 +15,12 @@ tasks and finishes those it holds (``worker_drain``), then the sockets close
 (``agent.net.transport_stop``).
 
 Every start-up fault is a ``UsageError`` of one line naming the field or file and the fix;
-``agent.commands.run`` exits with ``EXIT_CONFIG`` on it (no restart loop under systemd).
+``agent.commands.run`` exits with ``EXIT_CONFIG`` on it (no restart loop under systemd). A stop
+signal before the loop's handlers ends the start-up at its next step (``agent.ops.startstop``).
 """
 
 from __future__ import annotations
 
-import errno
 import logging
 import os
 import signal
@@ -32,7 +32,6 @@ import zmq
 
 from agent.config.node import NodeConfig
 from agent.errors import UsageError, missing_module_hint
-from agent.net.addrfamily import endpoint_host, resolution_problem
 from agent.net.clientkeys import AllowedClients
 from agent.net.security import key_owners, load_public_key, security_from_config
 from agent.net.transport import Transport
@@ -49,8 +48,9 @@ from agent.node.powerwatch import attach as watch_power_mode
 from agent.node.preflight import RECORDS_FILE, preflight  # noqa: F401 - doctor's build.preflight
 from agent.node.records import RecordWriter
 from agent.node.restore import restore_link_rates, restore_policy
+from agent.ops.bindfault import bind_fault
 from agent.ops.boot import read_boot_id
-from agent.ops.hangup import handle_hangup
+from agent.ops.hangup import Hangups
 from agent.node.role import Role
 from agent.node.source import SourceSide
 from agent.node.statelock import StateLock
@@ -59,6 +59,7 @@ from agent.node.worker import WorkerSide
 from agent.ops.collector import freeze_startup_objects
 from agent.ops.files import FileFault
 from agent.ops.metrics import NewestWarning, serve_metrics
+from agent.ops.startstop import StartupSignals
 from agent.ops.state import StateStore
 from agent.ops.watchdog import watchdog_interval_s
 from agent.policies.api import AgentPolicy, NodeView, default_thresholds, routing_seed
@@ -233,15 +234,20 @@ def report_node(cfg: NodeConfig, metrics: Any) -> None:
         metrics.neighbour_alive(p.id, False)
 
 
-def build(cfg: NodeConfig, notifier: Any = None, ctx: Optional[zmq.Context] = None) -> BuiltNode:
-    """Build every part of the node from ``cfg``; the sockets are not bound yet."""
+def build(cfg: NodeConfig, notifier: Any = None, ctx: Optional[zmq.Context] = None,
+          starting: Optional[StartupSignals] = None) -> BuiltNode:
+    """Build every part of the node from ``cfg``; the sockets are not bound yet. ``starting``
+    (``run``'s): a stop signal meanwhile ends the build at the next step (``StoppedStarting``)."""
+    starting = starting or StartupSignals()  # not armed: never stops
     memo = NewestWarning()  # start-up warnings: `status` shows them once the metrics serve
     logging.getLogger().addHandler(memo)
     lock = None
     try:
         preflight(cfg)
+        starting.step("files checked")
         lock = StateLock(cfg.state_dir, cfg.node_id)  # before the journal or the state is read
-        built = _build(cfg, notifier, ctx, memo)
+        starting.step("state_dir locked")
+        built = _build(cfg, notifier, ctx, memo, starting)
         built.lock = lock
         return built
     except BaseException:
@@ -253,7 +259,7 @@ def build(cfg: NodeConfig, notifier: Any = None, ctx: Optional[zmq.Context] = No
 
 
 def _build(cfg: NodeConfig, notifier: Any, ctx: Optional[zmq.Context],
-           memo: NewestWarning) -> BuiltNode:
+           memo: NewestWarning, starting: StartupSignals) -> BuiltNode:
     bundle = load_bundle(cfg.bundle)
     security = security_from_config(cfg)
     check_config(cfg, bundle)
@@ -262,16 +268,19 @@ def _build(cfg: NodeConfig, notifier: Any, ctx: Optional[zmq.Context],
     view = build_view(cfg, bundle, open_exit_profile(bundle))
     policy = configured_policy(cfg, bundle, view)
     store = StateStore(cfg.state_dir)
+    starting.step("bundle, keys and policy checked")
     runner = None
     engines: Dict[int, Any] = {}
     specs: Dict[int, Any] = {}
     if cfg.role == "worker":
-        specs, engines = load_engines(cfg, bundle, notifier)
+        with starting.interruptible():  # loads and times; writes only engines.json, atomically
+            specs, engines = load_engines(cfg, bundle, notifier)
         runner_cls = LogitsInferenceThread if policy.wants_logits else InferenceThread
         runner = runner_cls(engines, {h: s.flops for h, s in specs.items()},
                             cfg.emulate_capacity_flops)
         try:
-            report = worker_capacity(cfg, specs, engines)
+            with starting.interruptible():
+                report = worker_capacity(cfg, specs, engines)
         except (UsageError, MemoryError):
             raise
         except Exception as exc:  # the first run on the timing input: the manifest does not fit
@@ -284,9 +293,11 @@ def _build(cfg: NodeConfig, notifier: Any, ctx: Optional[zmq.Context],
             estimator = OnlineCapacityEstimator(float(specs[cfg.stage].flops),
                                                 report.capacity_flops)
         capacity = Capacity(report, estimator)
+        starting.step("stage engine(s) %d-%d loaded and timed" % cfg.stages)
     else:
         replay = open_replay(cfg, bundle)
         capacity = Capacity()
+        starting.step("replay set read")
     metrics = serve_metrics(cfg, memo.newest)
     if cfg.role == "source":
         try:
@@ -331,33 +342,18 @@ def _build(cfg: NodeConfig, notifier: Any, ctx: Optional[zmq.Context],
     return BuiltNode(node, transport, metrics, runner, list(engines.values()))
 
 
-def bind_fault(cfg: NodeConfig, bound: Dict[str, str], exc: zmq.ZMQError) -> str:
-    """The line of a bind that failed: the first endpoint not bound (``bound``: those that
-    were), why and the fix: a host name that does not resolve, an address that is none of
-    this machine's, or an ipc:// path another process serves, is not told to free a port."""
-    binds = [("control", cfg.control_bind), ("data", cfg.data_bind)]
-    binds += [("client", cfg.client_bind)] if cfg.arrival == "client" else []
-    plane, endpoint = next((b for b in binds if b[0] not in bound), binds[0])
-    why = os.strerror(exc.errno) if exc.errno else str(exc)  # without zmq's "(addr=...)"
-    fix = "free the port or change the address"
-    if exc.errno in (errno.ENODEV, errno.EADDRNOTAVAIL):  # libzmq: a name it took for an interface
-        why = (resolution_problem(endpoint)
-               or "%s is no address of this machine" % endpoint_host(endpoint))
-        fix = "give an address of this machine, an interface name, or * for all"
-    elif exc.errno != errno.EADDRINUSE:
-        fix = "change the address"
-    elif endpoint.startswith("ipc://"):  # a live socket there (agent.net.ipcbind), not a port
-        why, fix = "another process serves on this path", "stop it or give this node its own path"
-    return "%s_bind: cannot bind %s: %s (%s)" % (plane, endpoint, why, fix)
-
-
-def serve(cfg: NodeConfig, notifier: Any = None, ctx: Optional[zmq.Context] = None) -> int:
-    """Build the node from ``cfg`` and run it until SIGTERM/SIGINT."""
-    own_ctx = ctx is None
+def serve(cfg: NodeConfig, notifier: Any = None, ctx: Optional[zmq.Context] = None,
+          starting: Optional[StartupSignals] = None, hangups: Optional[Hangups] = None) -> int:
+    """Build the node from ``cfg`` and run it until SIGTERM/SIGINT. ``starting``: ``run``'s
+    start-up signals (a stop before the loop's handlers raises ``StoppedStarting``);
+    ``hangups``: ``run``'s SIGHUP handling (None: one of its own for this call)."""
+    starting = starting or StartupSignals()
+    own_ctx, own_hangups = ctx is None, hangups is None
     ctx = ctx or zmq.Context()
+    hangups = hangups or Hangups().install()
     clean = False
     try:
-        built = build(cfg, notifier, ctx)
+        built = build(cfg, notifier, ctx, starting)
         node = built.node
         old: Dict[int, Any] = {}
         try:
@@ -365,11 +361,13 @@ def serve(cfg: NodeConfig, notifier: Any = None, ctx: Optional[zmq.Context] = No
                 built.transport.open()
             except zmq.ZMQError as exc:
                 raise UsageError(bind_fault(cfg, built.transport.bound, exc)) from None
+            starting.step("sockets bound")
             if built.runner is not None:
                 built.runner.start()
             old = {s: signal.signal(s, lambda *_: node.stop())
                    for s in (signal.SIGTERM, signal.SIGINT)}
-            old[signal.SIGHUP] = handle_hangup(built.transport.client_keys)
+            starting.check()  # one that came before the loop's handlers: still start-up's
+            hangups.serving(built.transport.client_keys)
             if notifier is not None:
                 notifier.ready("%s %s serving (policy %s)" % (cfg.role, cfg.node_id, cfg.policy))
             log.info("%s %s serving: policy %s, control %s, data %s, %d peer(s), wire protocol "
@@ -389,6 +387,8 @@ def serve(cfg: NodeConfig, notifier: Any = None, ctx: Optional[zmq.Context] = No
                 signal.signal(sig, handler)
         clean = True
     finally:
+        if own_hangups:
+            hangups.close()
         if own_ctx:
             if clean:
                 ctx.term()
