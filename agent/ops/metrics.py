@@ -5,20 +5,29 @@ a fleet) stay apart. The endpoint binds 127.0.0.1 by default and has neither TLS
 authentication: a ``metrics_host`` that is not a loopback address is refused at start-up unless
 the config also says ``metrics_public = true`` (then the agent logs a warning), see
 ``agent.config.checks.is_loopback_host``. ``NullMetrics`` has the same methods and does nothing, for agents run
-without an endpoint and for tests.
+without an endpoint and for tests. The counts whose label values a node config fixes (refusal
+reasons, a worker's stages, ...) are served at 0 from start-up: ``AgentMetrics.known_series``.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from typing import Any, Dict, Optional, Set, Tuple
+from typing import Any, Dict, Iterable, Optional, Set, Tuple
 
+from agent.ops.metrics_null import NullMetrics as NullMetrics  # its callers import it here
 from agent.ops.metrics_server import start, stop, url
 
 log = logging.getLogger(__name__)
 
 SOURCE_OUTCOMES = ("created", "completed", "lost", "rejected")  # edge_agent_source_tasks_total
+# Refusal reasons (edge_agent_tasks_refused_total) a worker gives (agent.node.worker_admit),
+# and those a source rejects a new task for (agent.node.source_refusal; admission: its policy).
+WORKER_REFUSALS = ("overload", "no_route", "shutdown")
+SOURCE_REJECTIONS = ("admission",) + WORKER_REFUSALS
+# Failed writes (edge_agent_write_failures_total): every agent saves its state; a source also
+# writes its records and their journal, and rotates the records.
+SOURCE_WRITES = ("records", "journal", "rotation")
 WARNING_LABEL_CHARS = 160  # the newest warning is shown cut to this many characters
 
 # Service times of one stage on a Jetson span ~1 ms (small stage, GPU) to seconds (TX2, CPU).
@@ -62,8 +71,8 @@ class AgentMetrics:
                                 "Frames dropped (malformed, unknown sender, stale, ...)",
                                 ["node", "reason"], registry=r)
         self._refused = Counter("edge_agent_tasks_refused",
-                                "Tasks refused to their sender (overload, no_route) or rejected "
-                                "at a source (admission, overload, no_route)",
+                                "Tasks refused to their sender (%s) or rejected at a source (%s)"
+                                % (", ".join(WORKER_REFUSALS), ", ".join(SOURCE_REJECTIONS)),
                                 ["node", "reason"], registry=r)
         self._alive = Gauge("edge_agent_neighbour_alive",
                             "1 while a neighbour is heard from, 0 once it is treated as gone",
@@ -179,6 +188,26 @@ class AgentMetrics:
             for outcome in SOURCE_OUTCOMES:
                 self._child(self._source_tasks, outcome)
 
+    def known_series(self, role: str, stages: Iterable[int], clients: bool) -> None:
+        """Export at 0 from now on the counts whose label values the config fixes: refusals by
+        reason and failed writes; a worker's tasks for each of ``stages`` and its service
+        times; a source's refused clients (``clients``: it takes clients). A series that first
+        appears at N is only a first sample to Prometheus: rate() and increase() never count
+        those N, and a burst that stops before the series exists never shows."""
+        source = role == "source"
+        for reason in SOURCE_REJECTIONS if source else WORKER_REFUSALS:
+            self._child(self._refused, reason)
+        for what in ("state",) + (SOURCE_WRITES if source else ()):
+            self._write_failed.labels(self.node_id, what)
+        if source and clients:
+            self._client_refused.labels(self.node_id)
+        if not source:
+            for h in stages:
+                for metric in (self._tasks_in, self._tasks_out, self._tasks_exited):
+                    self._child(metric, h)
+            if self._service_child is None:
+                self._service_child = self._service.labels(self.node_id)
+
     def neighbour_alive(self, peer: str, alive: bool) -> None:
         """Mark a neighbour alive (1) or gone (0: its link's rate series goes too)."""
         self._alive.labels(self.node_id, str(peer)).set(1 if alive else 0)
@@ -282,84 +311,6 @@ class _LastWarningHandler(logging.Handler):
             self.handleError(record)
 
 
-class NullMetrics:
-    """Same methods as ``AgentMetrics``, doing nothing."""
-
-    port = None
-
-    def __init__(self, node_id: str = "", registry=None) -> None:
-        self.node_id = str(node_id)
-
-    def task_in(self, stage) -> None:
-        pass
-
-    def task_out(self, stage) -> None:
-        pass
-
-    def task_exited(self, stage) -> None:
-        pass
-
-    def queue_length(self, name: str, n: int) -> None:
-        pass
-
-    def service_time(self, seconds: float) -> None:
-        pass
-
-    def capacity(self, flops: float) -> None:
-        pass
-
-    def routing(self, dst: str, p: float) -> None:
-        pass
-
-    def threshold(self, stage, c: float) -> None:
-        pass
-
-    def dropped(self, reason: str) -> None:
-        pass
-
-    def write_failed(self, what: str, n: int = 1) -> None:
-        pass
-
-    def refused(self, reason: str) -> None:
-        pass
-
-    def source_task(self, outcome: str) -> None:
-        pass
-
-    def node_info(self, role: str, stage: int, policy: str) -> None:
-        pass
-
-    def neighbour_alive(self, peer: str, alive: bool) -> None:
-        pass
-
-    def link_rate(self, peer: str, rate_bytes_s: float) -> None:
-        pass
-
-    def link_rate_gone(self, peer: str) -> None:
-        pass
-
-    def power_mode(self, name: str) -> None:
-        pass
-
-    def engine(self, stage, backend: str, on_gpu: bool, fallbacks) -> None:
-        pass
-
-    def client_refused(self) -> None:
-        pass
-
-    def last_warning(self, level: str, message: str, wall: float) -> None:
-        pass
-
-    def capture_warnings(self, logger=None) -> None:
-        pass
-
-    def serve(self, host: str = "127.0.0.1", port: int = 9464) -> Optional[int]:
-        return None
-
-    def close(self) -> None:
-        pass
-
-
 class NewestWarning(logging.Handler):
     """Remembers the newest WARNING or ERROR record (level, message, wall time): what a node
     logs while it starts, before its metrics serve (an engine's fallback to the CPU)."""
@@ -384,6 +335,7 @@ def serve_metrics(cfg: Any, earlier: Optional[Tuple[str, str, float]] = None) ->
     if not cfg.metrics_port:
         return NullMetrics(cfg.node_id)
     m = AgentMetrics(cfg.node_id)
+    m.known_series(cfg.role, range(cfg.stages[0], cfg.stages[1] + 1), cfg.arrival == "client")
     try:
         m.serve(cfg.metrics_host, cfg.metrics_port)
     except (OSError, OverflowError) as exc:  # gaierror, address in use, not an address here

@@ -34,6 +34,10 @@ MAX_REQUESTS = 32
 class _Server(ThreadingHTTPServer):
     """A threading HTTP server that serves at most ``MAX_REQUESTS`` requests at once."""
 
+    # listen backlog: socketserver's 5 made a burst of a dozen scrapes (a fleet's `status`
+    # and a Prometheus at once) wait on the client's TCP retries, a second or more
+    request_queue_size = MAX_REQUESTS
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         self._slots = threading.BoundedSemaphore(MAX_REQUESTS)
         super().__init__(*args, **kwargs)
