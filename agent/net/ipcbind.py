@@ -8,7 +8,7 @@ the newcomer, and the first agent is never told. tcp:// refuses such a bind itse
 
 So before an ``ipc://`` path is bound, a plain AF_UNIX stream connect is tried on it. Accepted
 (or the listener's backlog full): a process serves there, and the bind fails with
-``EADDRINUSE`` as a tcp:// one would (``agent.node.build.bind_fault`` words it). Refused, no
+``EADDRINUSE`` as a tcp:// one would (``agent.ops.bindfault.bind_fault`` words it). Refused, no
 file, not a socket: a file left by an agent that crashed or stopped (libzmq does not remove
 it on close), which ZeroMQ replaces as before, so a restarted agent binds its path again.
 A socket this process closed an instant ago can still accept for a few milliseconds (libzmq

@@ -13,15 +13,17 @@ import grp
 import importlib
 import os
 import platform
+import shlex
 import pwd
 import sys
 import tempfile
 from dataclasses import dataclass, field
-from typing import Any, Callable, List, Optional, Tuple
+from typing import Any, Callable, List, Optional
 
 from agent.errors import missing_module_hint
 from agent.ops.doctor_check import FAIL, OK, WARN, Check  # noqa: F401 - importers' names
 from agent.ops.doctor_check import check_open_files, state_dir_closed
+from agent.ops.doctor_bundle import unrunnable_stage
 from agent.ops.state import default_state_dir
 from calibration import host
 
@@ -324,7 +326,7 @@ def check_bundle(ctx: Context) -> Check:
     except (UsageError, OSError) as exc:
         return Check("bundle", FAIL, " ".join(str(exc).split()), "copy the bundle again")
     try:
-        broken, fix = _unrunnable_stage(b)
+        broken, fix = unrunnable_stage(b)
     except ModuleNotFoundError as exc:  # the runtime is missing: no fault of the bundle's
         return Check("bundle", WARN, "%s: files match their sha256; not run: no %s" % (
             b.name, exc.name), missing_module_hint(exc) or "")
@@ -335,29 +337,6 @@ def check_bundle(ctx: Context) -> Check:
                             "" if ctx.bundle else " (the demo bundle; --bundle DIR)"))
 
 
-def _unrunnable_stage(bundle: Any) -> Tuple[str, str]:
-    """Why a stage of ``bundle`` cannot run as a worker runs it at start-up (onnxruntime on the
-    CPU, an input of the manifest's name, shape and dtype), and the fix; "" when it can."""
-    import numpy as np
-
-    from engines.loader import load_engine, load_failure
-
-    for spec in bundle.stages:
-        try:
-            engine = load_engine(spec, backend="onnxruntime", accelerator="none")
-            try:
-                engine.run(np.zeros(spec.input_shape, dtype=spec.input_dtype))
-            finally:
-                engine.close()
-        except Exception as exc:  # noqa: BLE001 - any failure but a missing runtime: the bundle's
-            if isinstance(exc, ModuleNotFoundError) and missing_module_hint(exc):
-                raise
-            why, fix = load_failure(exc)
-            return "stage %d (%s) does not run: %s" % (
-                spec.index, os.path.basename(spec.onnx_path), why), fix
-    return "", ""
-
-
 def check_calibration(ctx: Context) -> List[Check]:
     """The profile ``calibrate --state-dir STATE_DIR`` writes; with node configs, none (each
     worker's capacity_profile is a "node calibration" line of its own). On a Jetson whose jtop
@@ -365,7 +344,9 @@ def check_calibration(ctx: Context) -> List[Check]:
     from agent.commands.install import as_service_user
     from agent.ops.doctor_calib import calibration_fix, profile_line
     path = os.path.join(state_dir_of(ctx), "calibration.json")
-    fix = as_service_user("edge-agent calibrate --bundle DIR --state-dir " + state_dir_of(ctx), path)
+    # the bundle doctor was given (--bundle), else DIR: without one it checks the demo bundle
+    fix = as_service_user("edge-agent calibrate --bundle %s --state-dir %s" % (
+        shlex.quote(ctx.bundle) if ctx.bundle else "DIR", state_dir_of(ctx)), path)
     if ctx.configs or not os.path.exists(path):
         return [] if ctx.configs else [
             Check("calibration", WARN, "no profile at %s: a worker whose capacity_profile names "

@@ -176,6 +176,11 @@ def test_the_device_calibration_line_names_a_calibrate_command_that_runs(tmp_pat
     (line,) = check_calibration(Context(state_dir=str(state), mode_name="no-such-mode"))
     assert line.status == WARN and "none for mode no-such-mode" in line.detail
     assert line.fix == "edge-agent calibrate --bundle DIR --state-dir %s --modes current" % state
+    # given a bundle, the fix names it rather than DIR
+    (line,) = check_calibration(Context(state_dir=str(state), mode_name="no-such-mode",
+                                        bundle=DEMO_BUNDLE_DIR))
+    assert line.fix == "edge-agent calibrate --bundle %s --state-dir %s --modes current" % (
+        DEMO_BUNDLE_DIR, state)
 
 
 def _gpu_backend_here() -> bool:
