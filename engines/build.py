@@ -57,6 +57,9 @@ def parse_exits(text: str) -> Dict[int, str]:
             raise BuildError("--exits: expected STAGE:OUTPUT items, got %r" % item.strip())
         if int(stage) in exits:
             raise BuildError("--exits: stage %s has two exit heads" % stage)
+        if name.strip() in exits.values():  # one head cannot end two stages
+            raise BuildError("--exits: %r is named for two stages; each stage's exit head is "
+                             "its own graph output" % name.strip())
         exits[int(stage)] = name.strip()
     return exits
 
@@ -135,6 +138,10 @@ def plan_stages(model: onnx.ModelProto, cuts: Sequence[str], exits: Dict[int, st
         final_output = rest[0]
     elif final_output not in produced:
         raise BuildError("--final: unknown tensor name %r%s" % (final_output, _suggest(final_output, produced)))
+    elif final_output in exits.values() or final_output in cuts:  # else a cut is blamed below
+        raise BuildError("--final: %r is also %s: name the final head's logits, the last stage's "
+                         "own output" % (final_output, "a cut (--cuts)" if final_output in cuts
+                                         else "an exit head (--exits)"))
     plan = []
     for h in range(1, num_stages + 1):
         start = graph_input if h == 1 else cuts[h - 2]

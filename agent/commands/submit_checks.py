@@ -95,8 +95,30 @@ def no_answer_cause(client: Any, x: Any, tid: str, problem: str,
     if client.connected:
         return ("the endpoint took the connection, so --timeout may be too short for the "
                 "fleet's delay, or a source there speaks another wire protocol (compare "
-                "`edge-agent --version` here and there)")
+                "`edge-agent --version` here and there)" + _below_limit(client, x, tid))
     return "is its source running, and the endpoint (and keys) right?"
+
+
+# the lowest max_message_bytes a node config takes (agent/config/node.py): a message up to
+# twice it reaches any source, so only a larger one may have been dropped unseen
+LOWEST_LIMIT_BYTES = 1024
+
+
+def _below_limit(client: Any, x: Any, tid: str) -> str:
+    """The cause to add when the source took the connection yet never answered the input
+    ``x[:1]`` sent as ``tid``, whose message fits the limit known here: a source whose own
+    ``max_message_bytes`` is lower (not given here: no --fleet record, no
+    --max-message-bytes) has ZeroMQ drop it unseen; "" for a message no source drops."""
+    from agent.fleet.client import task_frames
+    from agent.protocol import wire
+
+    size = wire.frames_nbytes(task_frames(x[:1], tid, client.name))
+    if size <= 2 * LOWEST_LIMIT_BYTES:
+        return ""
+    return (", or the source's max_message_bytes is below half this input's message of %d "
+            "bytes (ZeroMQ then drops the connection and the source never sees the input): set "
+            "it to at least %d in the source's node config, or give it as --max-message-bytes "
+            "to have such inputs refused before sending" % (size, size))
 
 
 def check_label_range(y: Any, classes: int, bundle: str, where: str) -> None:
@@ -137,9 +159,10 @@ def refused_kind_hint(x: Any, takes: Tuple[str, Tuple[int, ...]]) -> str:
             hints.append("uint8 images need no conversion: the source scales them to [0, 1] "
                          "for a float stage 1")
         else:  # the shape fits, so the source refused the uint8: it does not scale them
-            hints.append("this source does not scale uint8 images (an agent before 0.2.0): "
-                         "upgrade it, or convert with x.astype(np.%s) / 255 if the model was "
-                         "trained on [0, 1]" % dtype)
+            hints.append("this source does not scale uint8 images: its replay set is not on "
+                         "[0, 1] (or it is an agent before 0.2.0: upgrade it); convert them as "
+                         "the model's training inputs were, e.g. x.astype(np.%s) / 255 for "
+                         "[0, 1]" % dtype)
     return "; ".join(hints)
 
 

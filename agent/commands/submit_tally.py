@@ -124,8 +124,29 @@ class Tally:
 
 
 def interrupted_line(signal_name: str, in_flight: Sequence[str], not_sent: int) -> str:
-    """The last line after Ctrl-C or SIGTERM: the inputs sent and not answered (ids) and how
-    many were not sent."""
-    ids = " (%s: sent, answer not awaited)" % " ".join(in_flight) if in_flight else ""
+    """The last line after Ctrl-C or SIGTERM: the inputs sent and not answered (ids, in the
+    order sent, a run of consecutive ones as ``submit-P-4..9``) and how many were not sent."""
+    ids = " (%s: sent, answer not awaited)" % " ".join(id_runs(in_flight)) if in_flight else ""
     return "interrupted (%s): %d input(s) in flight%s, %d not sent" % (
         signal_name, len(in_flight), ids, not_sent)
+
+
+def id_runs(ids: Sequence[str]) -> List[str]:
+    """Task ids ``PREFIX-N`` in the order of N (not as text: 10 after 9), each run of
+    consecutive N as ``PREFIX-FIRST..LAST``: a fast run has thousands in flight."""
+    def key(tid: str) -> Tuple[str, int]:
+        prefix, _, n = tid.rpartition("-")
+        return (prefix, int(n)) if n.isdigit() else (tid, -1)
+
+    out: List[str] = []
+    run: List[Tuple[str, int]] = []  # (prefix, N) of the run being gathered
+    for prefix, n in sorted(key(t) for t in ids) + [("", -2)]:  # a sentinel ends the last run
+        if run and n >= 0 and prefix == run[0][0] and n == run[-1][1] + 1:
+            run.append((prefix, n))
+            continue
+        if run:
+            first, last = run[0], run[-1]
+            out.append(first[0] if first[1] < 0 else "%s-%d" % first if len(run) == 1
+                       else "%s-%d..%d" % (first[0], first[1], last[1]))
+        run = [(prefix, n)]
+    return out

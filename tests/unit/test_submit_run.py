@@ -196,9 +196,9 @@ def test_arrays_besides_x_and_y_are_named_in_one_warning_and_the_run_goes_on(tmp
      "(1, 1, 28, 28)", "add the missing axis with np.expand_dims(x, 1); uint8 images need no "
      "conversion: the source scales them to [0, 1] for a float stage 1"),
     (np.zeros((5, 1, 28, 28), np.uint8), "input uint8 (1, 1, 28, 28); stage 1 takes float32 "
-     "(1, 1, 28, 28)", "this source does not scale uint8 images (an agent before 0.2.0): "
-     "upgrade it, or convert with x.astype(np.float32) / 255 if the model was trained on "
-     "[0, 1]"),
+     "(1, 1, 28, 28)", "this source does not scale uint8 images: its replay set is not on "
+     "[0, 1] (or it is an agent before 0.2.0: upgrade it); convert them as the model's "
+     "training inputs were, e.g. x.astype(np.float32) / 255 for [0, 1]"),
     (np.zeros((5, 28, 28), np.float32), "input float32 (1, 28, 28); stage 1 takes float32 "
      "(1, 1, 28, 28)", "add the missing axis with np.expand_dims(x, 1)"),
 ])
