@@ -99,21 +99,19 @@ def no_answer_cause(client: Any, x: Any, tid: str, problem: str,
     return "is its source running, and the endpoint (and keys) right?"
 
 
-# the lowest max_message_bytes a node config takes (agent/config/node.py): a message up to
-# twice it reaches any source, so only a larger one may have been dropped unseen
-LOWEST_LIMIT_BYTES = 1024
-
 
 def _below_limit(client: Any, x: Any, tid: str) -> str:
     """The cause to add when the source took the connection yet never answered the input
     ``x[:1]`` sent as ``tid``, whose message fits the limit known here: a source whose own
     ``max_message_bytes`` is lower (not given here: no --fleet record, no
     --max-message-bytes) has ZeroMQ drop it unseen; "" for a message no source drops."""
+    from agent.config.node import MIN_MAX_MESSAGE_BYTES
     from agent.fleet.client import task_frames
     from agent.protocol import wire
 
     size = wire.frames_nbytes(task_frames(x[:1], tid, client.name))
-    if size <= 2 * LOWEST_LIMIT_BYTES:
+    # a message up to twice the lowest limit a node config takes reaches any source
+    if size <= 2 * MIN_MAX_MESSAGE_BYTES:
         return ""
     return (", or the source's max_message_bytes is below half this input's message of %d "
             "bytes (ZeroMQ then drops the connection and the source never sees the input): set "

@@ -56,6 +56,7 @@ PRECISIONS = ("fp32", "fp16")  # no int8: it needs an INT8 calibration cache, wh
 ACCELERATORS = ("required", "preferred", "none")  # see engines/accelerator.py
 SECURITY_MODES = ("none", "curve")
 DEFAULT_MAX_MESSAGE_BYTES = 16 * 1024 * 1024  # one message's bound (clients check it too)
+MIN_MAX_MESSAGE_BYTES = 1024  # the lowest max_message_bytes a node config takes
 ARRIVAL_MODES = ("poisson", "client")
 
 
@@ -245,8 +246,8 @@ def parse_config(obj: Any, base_dir: str = ".", where: str = "config") -> NodeCo
     kw["engine_threads"] = r.int("engine_threads", dflt("engine_threads"), lo=1, hi=ENGINE_THREADS_MAX)
     for key in ("warmup_runs", "max_tasks", "seed", "records_max_bytes"):
         kw[key] = r.int(key, dflt(key), lo=0)
-    kw["max_message_bytes"] = r.int("max_message_bytes", dflt("max_message_bytes"), lo=1024,
-                                    hi=MAX_MESSAGE_BYTES_LIMIT)
+    kw["max_message_bytes"] = r.int("max_message_bytes", dflt("max_message_bytes"),
+                                    lo=MIN_MAX_MESSAGE_BYTES, hi=MAX_MESSAGE_BYTES_LIMIT)
     kw["max_queue_tasks"] = r.int("max_queue_tasks", dflt("max_queue_tasks"), lo=1, hi=MAX_QUEUE_TASKS)
     kw["max_queue_bytes"] = r.int("max_queue_bytes", dflt("max_queue_bytes"), lo=1024)
     kw["metrics_port"] = r.int("metrics_port", dflt("metrics_port"), lo=0, hi=65535)
