@@ -313,6 +313,11 @@ def _check_bounds(args: argparse.Namespace, sc: Any, row_set: Optional[str]) -> 
             raise UsageError("--rates: %g tasks/s from %d source(s) gives no task in the %g "
                              "measured seconds" % (rate, n, args.duration - args.warmup))
     total = sum(s.rate for s in sc.sources)
+    if not args.rates and total * (args.duration - args.warmup) < 1:  # as --rates above
+        raise UsageError("%s: sources[].rate: %g tasks/s over all sources gives no task in the "
+                         "%g measured seconds (--duration minus --warmup); give a longer "
+                         "--duration or higher --rates" % (args.scenario, total,
+                                                           args.duration - args.warmup))
     if not args.rates and total * args.duration > MAX_TASKS:
         raise UsageError("--duration: the scenario's %g tasks/s for %g s is %.3g tasks; at most "
                          "%d per run" % (total, args.duration, total * args.duration, MAX_TASKS))

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import unicodedata
 from typing import Any, Collection, Dict, List, Optional, Sequence, Tuple
 
 from agent.config.checks import POSITIVE_RANGE  # a scenario's task rates and sizes
@@ -26,6 +27,9 @@ from engines.exit_profile import ExitProfile, load_exit_profile, save_exit_profi
 
 def _id(item: Fields, seen: set) -> str:
     v = item.str("id", non_empty=True)
+    if any(unicodedata.category(c) == "Cc" for c in v):  # plan prints one line per node
+        raise item.fail("id", "must not hold control characters (a newline, a tab, NUL): "
+                        "ids are printed one per line; give letters, digits, '.', '_' or '-'")
     if v in seen:
         raise item.fail("id", "duplicate node id")
     seen.add(v)
