@@ -4,7 +4,9 @@ Each such message is a drop counted by reason (``drop_<reason>``: stats.json, me
 ``status``). The first of each reason from each sender is also logged at once as a WARNING
 naming its sender and what was wrong (for the first ``FIRST_PAIRS`` such pairs); later ones
 at most once per ``REJECT_LOG_INTERVAL_S``, with how many more came meanwhile, by reason (the
-pairs are forgotten every ``FIRST_PAIRS_FORGET_S``: a sender still at it is named again). So
+pairs are forgotten every ``FIRST_PAIRS_FORGET_S``: a sender still at it is named again). What
+was wrong is shown as one printable line of at most ``text.DETAIL_MAX_CHARS`` characters,
+whatever the message quoted (a header may hold 64 KiB of escape codes and newlines). So
 an operator learns that something sends garbage, and every sender that does (three peers of
 an older wire protocol are three lines, not one a minute), without a flood in the journal.
 
@@ -28,6 +30,7 @@ from typing import Any, Callable, Optional, Set, Tuple
 
 from agent.net.clientkeys import ClientId
 from agent.ops.throttle import Throttle, more_since
+from agent.protocol.text import printable
 
 log = logging.getLogger("agent.node.loop")  # the loop's step: logged under its name
 
@@ -73,13 +76,15 @@ class Rejects:
         now = self.clock()
         if self._seen_since is None or now - self._seen_since >= FIRST_PAIRS_FORGET_S:
             self._seen, self._seen_since = set(), now
+        # ``why`` quotes what came: cut and cleaned only when logged (a flood costs no more);
+        # uncut, a heartbeat role of escape codes and newlines reached the journal as it was
         if (reason, who) not in self._seen and len(self._seen) < FIRST_PAIRS:
             self._seen.add((reason, who))
-            log.warning("dropped a message from %s: %s", who, why or reason)
+            log.warning("dropped a message from %s: %s", who, printable(why or reason))
             self._log.mark()
             return
         left = self._log.due(reason)
         if left is not None:
-            log.warning("dropped a message from %s: %s%s", who, why or reason,
+            log.warning("dropped a message from %s: %s%s", who, printable(why or reason),
                         more_since(left, "more dropped"))
 

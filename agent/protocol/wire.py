@@ -84,6 +84,7 @@ import msgpack
 import numpy as np
 
 from agent.protocol.ack import REFUSAL_FIELDS
+from agent.protocol.wire_error import WireError
 
 VERSION = 2  # 2: RESULTS (a receiver of version 1 would drop them and lose custody)
 
@@ -156,14 +157,6 @@ BROADCAST = "*"
 _KIND_BY_NUMBER = {int(k): k for k in Kind}
 _NUMPY_DTYPES = {name: np.dtype(name) for name in DTYPES}
 _DTYPE_NAMES = {dt: name for name, dt in _NUMPY_DTYPES.items()}  # dtype.name costs ~2 us
-
-
-class WireError(ValueError):
-    """A frame sequence that is not a valid message; ``reason`` names the drop counter."""
-
-    def __init__(self, reason: str, detail: str = ""):
-        super().__init__("%s: %s" % (reason, detail) if detail else reason)
-        self.reason = reason
 
 
 @dataclass

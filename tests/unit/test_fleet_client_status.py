@@ -163,7 +163,7 @@ def test_the_client_module_imports_no_agent_internals_beyond_the_wire():
                          check=True).stdout
     assert out.strip() == str(["agent", "agent.fleet", "agent.fleet.client", "agent.protocol",
                                "agent.protocol.ack", "agent.protocol.text",
-                               "agent.protocol.wire"])
+                               "agent.protocol.wire", "agent.protocol.wire_error"])
 
 
 def test_status_shows_each_nodes_newest_warning_line():
