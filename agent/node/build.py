@@ -3,8 +3,9 @@
 Start-up order: check the files the node reads and writes (``agent.node.preflight``: state
 directory writable, records/state/stats paths free or regular files and the files appended to
 writable, replay set and calibration profile regular files), lock the state directory
-(``agent.node.statelock``: one agent per state_dir, held until ``BuiltNode.close``), read the
-bundle and check the config against it, build the view and the policy
+(``agent.node.statelock``: one agent per state_dir, held until ``BuiltNode.close``), hold the
+metrics address (``agent.ops.metrics_start``: a port in use fails before the slow steps), read
+the bundle and check the config against it, build the view and the policy
 (``agent.policies.registry.make_policy``), load the stage engine(s) and measure (or look up) the
 capacity (a worker) or open the replay set and the task book (a source), start metrics, restore
 the policy's saved state (``agent.node.restore``), then build the transport, the outbox, the
@@ -58,7 +59,8 @@ from agent.node.status import NodeStatus
 from agent.node.worker import WorkerSide
 from agent.ops.collector import freeze_startup_objects
 from agent.ops.files import FileFault
-from agent.ops.metrics import NewestWarning, serve_metrics
+from agent.ops.metrics import NewestWarning
+from agent.ops.metrics_start import MetricsPort, report_node
 from agent.ops.startstop import StartupSignals
 from agent.ops.state import StateStore
 from agent.ops.watchdog import watchdog_interval_s
@@ -226,14 +228,6 @@ def load_engines(cfg: NodeConfig, bundle: Bundle,
     return specs, engines
 
 
-def report_node(cfg: NodeConfig, metrics: Any) -> None:
-    """What the agent is and every configured neighbour (0 until heard); a worker's power
-    mode is reported (and watched) by ``agent.node.powerwatch``."""
-    metrics.node_info(cfg.role, cfg.stage, cfg.policy)
-    for p in cfg.peers:
-        metrics.neighbour_alive(p.id, False)
-
-
 def build(cfg: NodeConfig, notifier: Any = None, ctx: Optional[zmq.Context] = None,
           starting: Optional[StartupSignals] = None) -> BuiltNode:
     """Build every part of the node from ``cfg``; the sockets are not bound yet. ``starting``
@@ -247,7 +241,8 @@ def build(cfg: NodeConfig, notifier: Any = None, ctx: Optional[zmq.Context] = No
         starting.step("files checked")
         lock = StateLock(cfg.state_dir, cfg.node_id)  # before the journal or the state is read
         starting.step("state_dir locked")
-        built = _build(cfg, notifier, ctx, memo, starting)
+        with MetricsPort(cfg) as port:  # bound, not served, before the engines load
+            built = _build(cfg, notifier, ctx, memo, starting, port)
         built.lock = lock
         return built
     except BaseException:
@@ -259,7 +254,7 @@ def build(cfg: NodeConfig, notifier: Any = None, ctx: Optional[zmq.Context] = No
 
 
 def _build(cfg: NodeConfig, notifier: Any, ctx: Optional[zmq.Context],
-           memo: NewestWarning, starting: StartupSignals) -> BuiltNode:
+           memo: NewestWarning, starting: StartupSignals, port: MetricsPort) -> BuiltNode:
     bundle = load_bundle(cfg.bundle)
     security = security_from_config(cfg)
     check_config(cfg, bundle)
@@ -298,7 +293,7 @@ def _build(cfg: NodeConfig, notifier: Any, ctx: Optional[zmq.Context],
         replay = open_replay(cfg, bundle)
         capacity = Capacity()
         starting.step("replay set read")
-    metrics = serve_metrics(cfg, memo.newest)
+    metrics = port.serve(memo.newest)
     if cfg.role == "source":
         try:
             book = open_book(cfg, metrics)

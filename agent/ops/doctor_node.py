@@ -9,8 +9,8 @@ read or that are unsafe, a knob or placement its policy refuses, a worker whose 
 "required" finds no GPU backend here (no TensorRT, no GPU provider). Each step is the agent's own
 start-up code (``agent.node.build``) in the order the agent runs it (the limits, the last part of
 ``check_config``, as a line of their own after "node bundle"), with the line the agent would print
-as the detail, up to the first that fails; nothing is loaded onto an accelerator, no socket is
-bound and nothing is written. A worker's ``capacity_profile`` (the last file ``preflight`` checks;
+as the detail, up to the first that fails; nothing is loaded onto an accelerator, no socket
+listens (the metrics address is bound and let go at once) and nothing is written. A worker's ``capacity_profile`` (the last file ``preflight`` checks;
 no later step needs it) is a line of its own after "node files", whatever it finds: what ``run``
 does with it, and the ``calibrate`` command that makes it when missing (as the service user where
 the profile is the service's). A source's ``ipc://`` client endpoint is a line of its own after
@@ -20,9 +20,12 @@ or interface names (binds, peers' addresses) gets a "node addresses" line after 
 (``agent.ops.doctor_check.check_addresses``): a peer's name that does not resolve here, a bind
 name that gives no address, the family each bind name listens on. A state_dir a running agent
 holds (``agent.node.statelock``) is a WARN line after "node files" (``run`` exits 78 while it
-runs); records or a journal the service user may not write (root's after a run with sudo) FAIL
-"node files" with the chown, judged by mode when doctor runs as root. Each fix fits the fault: a
-missing profile is calibrated, an unwritable state_dir made writable.
+runs), a metrics_port another process listens on a FAIL after it ("node metrics",
+``agent.ops.doctor_metrics``; a WARN where this node's running agent serves there: ``run`` holds
+that port before it loads anything); records or a journal the service user may not write
+(root's after a run with sudo) FAIL "node files" with the chown, judged by mode when doctor runs
+as root. Each fix fits the fault: a missing profile is calibrated, an unwritable state_dir made
+writable.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ from agent.commands.install import as_service_user
 from agent.errors import UsageError
 from agent.ops.doctor import FAIL, OK, WARN, Check
 from agent.ops.doctor_check import check_addresses
+from agent.ops.doctor_metrics import check_metrics_port
 
 CONFIG_FIX = "fix the file (docs/formats.md, 'Node config'), then run doctor --config again"
 # a file the service user may not read or write: the deploy walkthrough's chown lines
@@ -83,7 +87,8 @@ def check_node(path: str, mode: Optional[str] = None,
                    Check(name, FAIL, _line(failed), fix(failed)))
         if name == "node files" and failed is None:
             held = check_state_lock(cfg)
-            out += [c for c in (held, check_ipc_binds(cfg)) if c is not None]
+            bound = (held, check_ipc_binds(cfg), check_metrics_port(cfg))  # None: not held
+            out += [c for c in bound if c is not None]
         if name == "node files" and cfg.role == "worker":
             out.append(check_profile(cfg, mode, root))
         if failed is not None:

@@ -16,7 +16,7 @@ import threading
 from typing import Any, Dict, Iterable, Optional, Set, Tuple
 
 from agent.ops.metrics_null import NullMetrics as NullMetrics  # its callers import it here
-from agent.ops.metrics_server import start, stop, url
+from agent.ops.metrics_server import serve_fault, start, stop, url
 
 log = logging.getLogger(__name__)
 
@@ -339,10 +339,7 @@ def serve_metrics(cfg: Any, earlier: Optional[Tuple[str, str, float]] = None) ->
     try:
         m.serve(cfg.metrics_host, cfg.metrics_port)
     except (OSError, OverflowError) as exc:  # gaierror, address in use, not an address here
-        raise UsageError("metrics_host/metrics_port: cannot serve metrics on %s: %s (fix the "
-                         "address, free the port or set metrics_port = 0)"
-                         % (url(cfg.metrics_host, cfg.metrics_port),
-                            getattr(exc, "strerror", None) or exc)) from None
+        raise UsageError(serve_fault(cfg.metrics_host, cfg.metrics_port, exc)) from None
     if earlier is not None:
         m.last_warning(*earlier)
     m.capture_warnings()  # `edge-agent status` shows each node's newest warning

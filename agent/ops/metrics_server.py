@@ -12,6 +12,11 @@ connections took an agent from 6 threads to 60 and then left new ones refused. `
 serves a subclass of the handler that drops a request idle for ``REQUEST_TIMEOUT_S``, and the
 server closes unanswered any connection beyond ``MAX_REQUESTS`` served at once (a trickle of
 one header byte a few seconds apart would outlast any idle timeout).
+
+``hold`` makes the server's bind without listening: ``run`` holds its metrics address that way
+before the engines load (minutes for a TensorRT plan build), so a port another process holds
+fails the start at once, while a scrape meanwhile is refused as before (nothing half built is
+served); ``serve_fault`` is the start-up fault line of either bind.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ from __future__ import annotations
 import socket
 import sys
 import threading
-from http.server import ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Optional, Tuple
 
 from agent.net.addrfamily import wants_ipv6
@@ -87,14 +92,37 @@ def url(host: str, port: int) -> str:
     return "http://%s:%d/metrics" % ("[%s]" % host if ":" in host else host, port)
 
 
-def make_server(host: str, port: int, handler: Any) -> ThreadingHTTPServer:
+def make_server(host: str, port: int, handler: Any, bind: bool = True) -> ThreadingHTTPServer:
     """A threading HTTP server of ``handler`` bound on ``host:port`` (port 0: a free one), in
-    the family the module docstring gives; ``OSError`` when it cannot bind."""
+    the family the module docstring gives; ``OSError`` when it cannot bind. ``bind`` False:
+    its socket made, neither bound nor listening (``hold`` binds it)."""
     host = bind_host(host)
     endpoint = "tcp://%s:%d" % ("[%s]" % host if ":" in host else host, int(port))
     if host not in ("", "*") and wants_ipv6(endpoint, bind=True):  # "": IPv4, as before
-        return _Server6((host, int(port)), handler)
-    return _Server((host, int(port)), handler)
+        return _Server6((host, int(port)), handler, bind_and_activate=bind)
+    return _Server((host, int(port)), handler, bind_and_activate=bind)
+
+
+def hold(host: str, port: int) -> ThreadingHTTPServer:
+    """The bind ``make_server`` makes on ``host:port`` (the same family, socket options and
+    address), without listening: a connection to it is refused, as to no server at all.
+    ``OSError`` (or ``OverflowError``) when it cannot bind, e.g. a port another process
+    listens on; ``server_close()`` lets the address go again."""
+    server = make_server(host, port, BaseHTTPRequestHandler, bind=False)
+    try:
+        server.server_bind()
+    except BaseException:
+        server.server_close()
+        raise
+    return server
+
+
+def serve_fault(host: str, port: int, exc: BaseException) -> str:
+    """The start-up fault line (exit 78) of a metrics endpoint that cannot bind ``host:port``
+    (``exc``: what the bind raised): the address, why, and the fixes."""
+    return ("metrics_host/metrics_port: cannot serve metrics on %s: %s (fix the address, free "
+            "the port or set metrics_port = 0)"
+            % (url(host, port), getattr(exc, "strerror", None) or exc))
 
 
 def timed(handler: Any) -> Any:
