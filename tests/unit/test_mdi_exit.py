@@ -61,11 +61,13 @@ def test_params_from_knobs_keeps_defaults_and_names_knob_path_in_errors():
 @pytest.mark.parametrize("knob", ["adapt_interval_s", "state_interval_s",
                                   "initial_interarrival_s", "max_interarrival_s"])
 def test_a_period_knob_is_at_most_a_day_as_every_node_period(knob):
-    """Rule: the MDI-Exit periods are in (0, 86400] s, as the node config's are: 1e9 s (a
+    """Rule: the MDI-Exit periods are in [0.001, 86400] s, as the node config's are, and its
+    inter-arrival gaps in [1e-06, 86400] s: 1e9 s (a
     queue state never published, held tasks never offered again) is refused, naming it (a
     start of a day needs a max_interarrival_s of a day: the start lies within the bounds)."""
     with pytest.raises(mx.MdiExitParamsError,
-                       match=r"^knobs\.mdi-exit\.%s: must be in \(0, 86400\]" % knob):
+                       match=r"^knobs\.mdi-exit\.%s: must be in \[(0\.001|1e-06), 86400\]"
+                       % knob):
         mx.params_from_knobs({knob: 1e9})
     day = {"max_interarrival_s": 86400} if knob == "initial_interarrival_s" else {}
     assert getattr(mx.params_from_knobs(dict(day, **{knob: 86400})), knob) == 86400

@@ -51,6 +51,13 @@ ASSIGN = ("nearest", "oracle", "random", "mobile", "edge", "cloud")
 STAGE_UNITS = ("count", "flops")
 
 
+# eq. 2's costs at most: ``unit`` (reward units per layer), each ratio (in lambda) and
+# ``model_units`` (layers). A sample's cost then stays below 1e9 reward units, where float64
+# still resolves its confidence (in [0, 1]) to 1e-7; past 1e308 it overflows to inf and every
+# reward is -inf or NaN.
+MAX_COST = 1e3
+
+
 class DimeeParamsError(UsageError):
     """A DIMEE knob is out of range; the message names the field."""
 
@@ -124,6 +131,15 @@ _COST_KEYS = tuple(f.name for f in fields(DimeeCosts))
 KNOB_NAMES = ("m", "n", "grid", "num_classes", "embedding", "adaptive", "assign") + _COST_KEYS
 
 
+def _cost(f: Fields, key: str, default: Optional[float], lo_open: bool = False
+          ) -> Optional[float]:
+    """A cost knob: a number >= 0 (> 0 with ``lo_open``) and at most MAX_COST."""
+    v = f.num(key, default, lo=0.0, lo_open=lo_open)
+    if v is not None and v > MAX_COST:
+        raise f.fail(key, "must be in %s0, %g]" % ("(" if lo_open else "[", MAX_COST))
+    return v
+
+
 def params_from_knobs(knobs: Optional[Mapping[str, Any]], where: str = "knobs.dimee",
                       extra: Sequence[str] = ()) -> DimeeParams:
     """``DimeeParams`` from a knob table; unknown keys (``extra`` are allowed and ignored: an
@@ -132,13 +148,13 @@ def params_from_knobs(knobs: Optional[Mapping[str, Any]], where: str = "knobs.di
     f.reject_unknown(KNOB_NAMES + tuple(extra))
     d = DimeeCosts()
     costs = DimeeCosts(
-        unit=f.num("unit", d.unit, lo=0.0),
-        mobile=f.num("mobile", d.mobile, lo=0.0), edge=f.num("edge", d.edge, lo=0.0),
-        edge_offload=f.num("edge_offload", d.edge_offload, lo=0.0),
-        cloud_offload=f.num("cloud_offload", d.cloud_offload, lo=0.0),
-        cloud_fee=f.num("cloud_fee", d.cloud_fee, lo=0.0),
+        unit=_cost(f, "unit", d.unit),
+        mobile=_cost(f, "mobile", d.mobile), edge=_cost(f, "edge", d.edge),
+        edge_offload=_cost(f, "edge_offload", d.edge_offload),
+        cloud_offload=_cost(f, "cloud_offload", d.cloud_offload),
+        cloud_fee=_cost(f, "cloud_fee", d.cloud_fee),
         stage_units=f.str("stage_units", d.stage_units, choices=STAGE_UNITS),
-        model_units=f.num("model_units", None, lo=0.0, lo_open=True))
+        model_units=_cost(f, "model_units", None, lo_open=True))
     m = f.int("m", 1, lo=0)
     n = f.int("n", 2, lo=0)
     if n < m:

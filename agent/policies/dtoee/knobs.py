@@ -20,6 +20,23 @@ from agent.policies.thresholds import DEFAULT_THRESHOLD
 STEP_RULES = ("default", "paper", "joint")
 SLOT_STARTS = ("last", "uniform")
 
+# Knob ranges beyond a parameter's own domain: each keeps the maths finite and a run's rounds
+# within MAX_ROUNDS (docs/policies.md, "DTO-EE knobs", gives the reasons per knob).
+# The smallest routing and threshold steps (paper_step_size, step_scale, threshold_step): a
+# routing step of s closes a gap of 1e-3 in about 7/s rounds, 7000 rounds at 0.001 (in the
+# bound); smaller steps leave the routing or thresholds where they started within any run.
+MIN_STEP = 1e-3
+# tau_c at most: above half the threshold range every threshold has a candidate of eq. 18
+# clipped to an end of (0, 1] (c - tau_c <= 0 or c + tau_c >= 1), so the step no longer tries
+# the thresholds next to c but all or nothing.
+MAX_THRESHOLD_STEP = 0.5
+# K of eq. 11 (seconds) at most: 2K overflows float64 past 8.9e307 (NaN marginal delays), and
+# above 1e12 an active penalty's slope swamps the delay terms below float64's resolution.
+MAX_PENALTY_K = 1e12
+# headroom_target at least: below half utilisation every receiver of a network loaded past half
+# is "full", and the default rule's step loses its bound (rho_ext has the same floor).
+MIN_HEADROOM = 0.5
+
 
 @dataclass(frozen=True)
 class DtoeeParams:
@@ -28,13 +45,14 @@ class DtoeeParams:
     # routing update: "default" (scaled Newton per node), "paper" (eq. 19) or "joint" (the
     # offloaders of a stage solve their stage together: agent.policies.dtoee.joint)
     step: str = "default"
-    paper_step_size: float = 0.1  # tau_p of eq. 19, in (0, 1]
-    step_scale: float = 1.5  # default rule: multiplier of the Newton step, in (0, 2]
-    headroom_target: float = 0.95  # default rule: fill receivers up to this utilisation, (0, 1)
+    paper_step_size: float = 0.1  # tau_p of eq. 19, in [MIN_STEP, 1]
+    step_scale: float = 1.5  # default rule: multiplier of the Newton step, in [MIN_STEP, 2]
+    # default rule: fill receivers up to this utilisation, in [MIN_HEADROOM, 1)
+    headroom_target: float = 0.95
     momentum: float = 0.6  # default rule: share of its previous routing change a node repeats
     rho_ext: float = 0.99  # delay function continued quadratically past this utilisation
-    penalty_k: float = 1.0e4  # K of eq. 11 (already times Phi), seconds
-    epsilon: float = 0.01  # epsilon of eq. 11, as a fraction of capacity
+    penalty_k: float = 1.0e4  # K of eq. 11 (already times Phi), seconds, (0, MAX_PENALTY_K]
+    epsilon: float = 0.01  # epsilon of eq. 11, as a fraction of capacity, (0, 0.5)
     rounds: int = 200  # communication rounds per configuration phase (plan, simulator)
     tolerance: float = 1e-3  # converged: no routing probability moved more than this in a round
     # agent: a node ends its configuration phase once its quiet streak (no marginal delay or
@@ -44,7 +62,7 @@ class DtoeeParams:
     settle_rounds: int = 8
     settle_tolerance: float = 1e-2  # agent: "changed" for settle_rounds, relative
     m: int = 5  # a threshold step every m rounds (Alg. 3)
-    threshold_step: float = 0.05  # tau_c: threshold change per step
+    threshold_step: float = 0.05  # tau_c: threshold change per step, [MIN_STEP, 0.5]
     initial_threshold: float = DEFAULT_THRESHOLD  # c_h of every exit before tuning
     # where each slot's routing update starts: "last", the routing the previous slot ended with
     # (a steady network starts converged), or "uniform", every slot from 1/|L_i| as in the
@@ -90,19 +108,24 @@ def parse_knobs(knobs: Mapping[str, Any], where: str = "knobs",
     f = Fields(knobs, where, error)
     return DtoeeParams(
         step=f.str("step", _D.step, STEP_RULES),
-        paper_step_size=f.num("paper_step_size", _D.paper_step_size, 0.0, 1.0, lo_open=True),
-        step_scale=f.num("step_scale", _D.step_scale, 0.0, 2.0, lo_open=True),
-        headroom_target=f.num("headroom_target", _D.headroom_target, 0.0, 1.0, True, True),
+        paper_step_size=f.num("paper_step_size", _D.paper_step_size, MIN_STEP, 1.0),
+        step_scale=f.num("step_scale", _D.step_scale, MIN_STEP, 2.0),
+        headroom_target=f.num("headroom_target", _D.headroom_target, MIN_HEADROOM, 1.0,
+                              hi_open=True),
         momentum=f.num("momentum", _D.momentum, 0.0, 1.0, hi_open=True),
         rho_ext=f.num("rho_ext", _D.rho_ext, 0.5, 1.0, hi_open=True),
-        penalty_k=f.num("penalty_k", _D.penalty_k, 0.0, None),
-        epsilon=f.num("epsilon", _D.epsilon, 0.0, 0.5, hi_open=True),
+        # the paper's K and epsilon are positive: without either, eq. 11 no longer keeps a
+        # receiver's utilisation below 1 - epsilon
+        penalty_k=f.num("penalty_k", _D.penalty_k, 0.0, MAX_PENALTY_K, lo_open=True),
+        epsilon=f.num("epsilon", _D.epsilon, 0.0, 0.5, lo_open=True, hi_open=True),
         rounds=f.int("rounds", _D.rounds, lo=1, hi=MAX_ROUNDS),
         tolerance=f.num("tolerance", _D.tolerance, 0.0, 1.0, lo_open=True),
-        settle_rounds=f.int("settle_rounds", _D.settle_rounds, lo=0),
+        # at most the longest phase plan and simulate run (MAX_ROUNDS): beyond it a quiet
+        # streak never ends a phase and a threshold step never comes
+        settle_rounds=f.int("settle_rounds", _D.settle_rounds, lo=0, hi=MAX_ROUNDS),
         settle_tolerance=f.num("settle_tolerance", _D.settle_tolerance, 0.0, 1.0, lo_open=True),
-        m=f.int("m", _D.m, lo=1),
-        threshold_step=f.num("threshold_step", _D.threshold_step, 0.0, 1.0, lo_open=True),
+        m=f.int("m", _D.m, lo=1, hi=MAX_ROUNDS),
+        threshold_step=f.num("threshold_step", _D.threshold_step, MIN_STEP, MAX_THRESHOLD_STEP),
         initial_threshold=f.num("initial_threshold", _D.initial_threshold, 0.0, 1.0,
                                 lo_open=True),
         link_model=f.str("link_model", _D.link_model, LINK_MODELS),

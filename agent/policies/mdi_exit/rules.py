@@ -67,7 +67,7 @@ from typing import Any, Dict, Mapping, Optional, Tuple
 
 import numpy as np
 
-from agent.config.checks import MAX_INTERVAL_S
+from agent.config.checks import MAX_INTERVAL_S, MIN_INTERVAL_S
 from agent.config.fields import Fields
 from agent.errors import UsageError
 from engines.exit_profile import should_exit, softmax_confidence
@@ -87,6 +87,11 @@ OFFLOAD = "offload"  # next stage's task into this node's output queue
 BAND_LOW = "low"  # below T_Q1: speed up a lot (alpha)
 BAND_MID = "mid"  # strictly between T_Q1 and T_Q2: speed up a little (beta)
 BAND_HIGH = "high"  # above T_Q2: slow down (zeta)
+
+
+# Alg. 3's mu at least, s (a million tasks/s): its steps multiply mu by 1 - alpha and 1 + zeta,
+# and a subnormal mu (5e-324 * 1.2 == 5e-324) could never back off again.
+MIN_INTERARRIVAL_S = 1e-6
 
 
 class MdiExitParamsError(UsageError):
@@ -164,9 +169,12 @@ def _check(values: Mapping[str, Any], where: str) -> None:
     if values["threshold_adaptation"] and values["threshold"] < values["min_threshold"]:
         raise f.fail("threshold", "must be >= min_threshold (%r) when threshold_adaptation is on"
                      % values["min_threshold"])
-    for name in ("adapt_interval_s", "state_interval_s", "initial_interarrival_s",
-                 "min_interarrival_s", "max_interarrival_s"):  # at most a day, as node periods
-        f.num(name, lo=0.0, hi=MAX_INTERVAL_S, lo_open=True)
+    # periods within a node's own (a node ticks every state_interval_s: below 1 ms its loop
+    # only spins), gaps from a million tasks/s to one a day
+    for name in ("adapt_interval_s", "state_interval_s"):
+        f.num(name, lo=MIN_INTERVAL_S, hi=MAX_INTERVAL_S)
+    for name in ("initial_interarrival_s", "min_interarrival_s", "max_interarrival_s"):
+        f.num(name, lo=MIN_INTERARRIVAL_S, hi=MAX_INTERVAL_S)
     if values["max_interarrival_s"] < values["min_interarrival_s"]:
         raise f.fail("max_interarrival_s", "must be >= min_interarrival_s (%r)"
                      % values["min_interarrival_s"])

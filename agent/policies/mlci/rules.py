@@ -69,6 +69,10 @@ class MlciParams:
 
 KNOB_NAMES = tuple(f.name for f in fields(MlciParams))
 MAX_PREFIX_STAGE = 1000  # a prefix's last stage: a bundle has a handful (as a topology's stages)
+# eq. 11's weights w_l: only their ratios matter (eq. 12 normalises), and within these bounds
+# their sum neither overflows (1e308 each: inf, every answer class 0) nor loses the softmax in
+# subnormal products
+WEIGHT_RANGE = (1e-6, 1e6)
 
 
 def _nums(f: Fields, key: str, n: Optional[int], lo: float, lo_open: bool) -> Tuple[float, ...]:
@@ -109,10 +113,14 @@ def params_from_knobs(knobs: Optional[Mapping[str, Any]], where: str = "knobs.ml
         levels = tuple(tuple(l) for l in raw)
     temperature: Union[str, float] = d.temperature
     if f.has("temperature") and f.value("temperature") != "fit":
-        temperature = f.num("temperature", lo=0.0, lo_open=True)
+        # a fixed T within the range a fitted one is searched in: at T = 5e-324 eq. 6's
+        # logits / T overflow and every confidence is NaN
+        temperature = f.num("temperature", lo=TEMPERATURE_RANGE[0], hi=TEMPERATURE_RANGE[1])
     weights: Union[str, Tuple[float, ...]] = d.weights
     if f.has("weights") and f.value("weights") != "accuracy":
         weights = _nums(f, "weights", len(levels), 0.0, True)
+        if not all(WEIGHT_RANGE[0] <= w <= WEIGHT_RANGE[1] for w in weights):
+            raise f.fail("weights", "must list numbers in [%g, %g]" % WEIGHT_RANGE)
     prefixes = None
     if f.has("prefixes") and f.value("prefixes") is not None:
         prefixes = _stages(f, "prefixes", len(levels))
