@@ -30,7 +30,7 @@ from typing import Any, Callable, Dict, FrozenSet, Iterable, Optional, Sequence,
 
 RESOLVE_WAIT_S = 5.0  # longest wait for the names of a node's endpoints, all resolved at once
 IPV4, IPV6 = int(socket.AF_INET), int(socket.AF_INET6)
-_SIOCGIFADDR = 0x8915  # Linux ioctl: an interface's IPv4 address (EADDRNOTAVAIL: none)
+SIOCGIFADDR = 0x8915  # Linux ioctl: an interface's IPv4 address (EADDRNOTAVAIL: none)
 
 Families = Optional[FrozenSet[int]]  # None: not known (still resolving); empty: no address
 Resolver = Callable[[str], FrozenSet[int]]
@@ -82,7 +82,7 @@ def interface_families(name: str) -> Families:
     found = set()
     try:
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-            fcntl.ioctl(s.fileno(), _SIOCGIFADDR, struct.pack("256s", name.encode()[:15]))
+            fcntl.ioctl(s.fileno(), SIOCGIFADDR, struct.pack("256s", name.encode()[:15]))
         found.add(IPV4)
     except OSError:  # EADDRNOTAVAIL: no IPv4 address on it
         pass

@@ -4,7 +4,8 @@ Start-up order: check the files the node reads and writes (``agent.node.prefligh
 directory writable, records/state/stats paths free or regular files and the files appended to
 writable, replay set and calibration profile regular files), lock the state directory
 (``agent.node.statelock``: one agent per state_dir, held until ``BuiltNode.close``), hold the
-metrics address (``agent.ops.metrics_start``: a port in use fails before the slow steps), read
+metrics address (``agent.ops.metrics_start``: a port in use fails before the slow steps) and the
+bind endpoints (``agent.ops.bindfault.hold_binds``: likewise, let go as the sockets bind), read
 the bundle and check the config against it, build the view and the policy
 (``agent.policies.registry.make_policy``), load the stage engine(s) and measure (or look up) the
 capacity (a worker) or open the replay set and the task book (a source), start metrics, restore
@@ -49,7 +50,7 @@ from agent.node.powerwatch import attach as watch_power_mode
 from agent.node.preflight import RECORDS_FILE, preflight  # noqa: F401 - doctor's build.preflight
 from agent.node.records import RecordWriter
 from agent.node.restore import restore_link_rates, restore_policy
-from agent.ops.bindfault import bind_fault
+from agent.ops.bindfault import bind_sockets, hold_binds
 from agent.ops.boot import read_boot_id
 from agent.ops.hangup import Hangups
 from agent.node.role import Role
@@ -90,6 +91,7 @@ class BuiltNode:
     runner: Optional[InferenceThread] = None
     engines: List[Any] = field(default_factory=list)
     lock: Optional[StateLock] = None  # the state directory's, let go last
+    binds: Any = None  # the bind endpoints held (hold_binds) until ``serve`` binds them
 
     def close(self) -> None:
         """Stop the inference thread, close engines (not while the thread is still inside
@@ -102,6 +104,8 @@ class BuiltNode:
             self.transport.close()
             self.metrics.close()
         finally:
+            if self.binds is not None:  # a start-up fault before ``serve`` bound the sockets
+                self.binds.close()
             if self.lock is not None:
                 self.lock.close()
 
@@ -235,17 +239,20 @@ def build(cfg: NodeConfig, notifier: Any = None, ctx: Optional[zmq.Context] = No
     starting = starting or StartupSignals()  # not armed: never stops
     memo = NewestWarning()  # start-up warnings: `status` shows them once the metrics serve
     logging.getLogger().addHandler(memo)
-    lock = None
+    lock = binds = None
     try:
         preflight(cfg)
         starting.step("files checked")
         lock = StateLock(cfg.state_dir, cfg.node_id)  # before the journal or the state is read
         starting.step("state_dir locked")
         with MetricsPort(cfg) as port:  # bound, not served, before the engines load
+            binds = hold_binds(cfg)  # the sockets' endpoints too, held until ``serve`` binds
             built = _build(cfg, notifier, ctx, memo, starting, port)
-        built.lock = lock
+        built.lock, built.binds = lock, binds
         return built
     except BaseException:
+        if binds is not None:
+            binds.close()
         if lock is not None:
             lock.close()
         raise
@@ -352,10 +359,7 @@ def serve(cfg: NodeConfig, notifier: Any = None, ctx: Optional[zmq.Context] = No
         node = built.node
         old: Dict[int, Any] = {}
         try:
-            try:
-                built.transport.open()
-            except zmq.ZMQError as exc:
-                raise UsageError(bind_fault(cfg, built.transport.bound, exc)) from None
+            bind_sockets(cfg, built.transport, built.binds)  # the held endpoints let go first
             starting.step("sockets bound")
             if built.runner is not None:
                 built.runner.start()

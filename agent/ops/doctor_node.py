@@ -10,8 +10,9 @@ read or that are unsafe, a knob or placement its policy refuses, a worker whose 
 start-up code (``agent.node.build``) in the order the agent runs it (the limits, the last part of
 ``check_config``, as a line of their own after "node bundle"), with the line the agent would print
 as the detail, up to the first that fails; nothing is loaded onto an accelerator, no socket
-listens (the metrics address is bound and let go at once) and nothing is written. A worker's ``capacity_profile`` (the last file ``preflight`` checks;
-no later step needs it) is a line of its own after "node files", whatever it finds: what ``run``
+listens (the metrics address and the tcp:// binds are bound and let go at once) and nothing is
+written. A worker's ``capacity_profile`` (the last file ``preflight`` checks; no later step
+needs it) is a line of its own after "node files", whatever it finds: what ``run``
 does with it, and the ``calibrate`` command that makes it when missing (as the service user where
 the profile is the service's). A source's ``ipc://`` client endpoint is a line of its own after
 "node config": under edge-agent@.service only one in the unit's runtime directory
@@ -22,10 +23,12 @@ name that gives no address, the family each bind name listens on. A state_dir a 
 holds (``agent.node.statelock``) is a WARN line after "node files" (``run`` exits 78 while it
 runs), a metrics_port another process listens on a FAIL after it ("node metrics",
 ``agent.ops.doctor_metrics``; a WARN where this node's running agent serves there: ``run`` holds
-that port before it loads anything); records or a journal the service user may not write
-(root's after a run with sudo) FAIL "node files" with the chown, judged by mode when doctor runs
-as root. Each fix fits the fault: a missing profile is calibrated, an unwritable state_dir made
-writable.
+that port before it loads anything), and so is a control, data or client tcp:// port another
+process holds, or a bind address none of this machine's ("node binds",
+``agent.ops.doctor_binds``; a WARN while this node's agent runs); records or a journal the
+service user may not write (root's after a run with sudo) FAIL "node files" with the chown,
+judged by mode when doctor runs as root. Each fix fits the fault: a missing profile is
+calibrated, an unwritable state_dir made writable.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ from typing import Any, Callable, List, Optional, Tuple
 from agent.commands.install import as_service_user
 from agent.errors import UsageError
 from agent.ops.doctor import FAIL, OK, WARN, Check
+from agent.ops.doctor_binds import check_ipc_binds, check_tcp_binds
 from agent.ops.doctor_check import check_addresses
 from agent.ops.doctor_metrics import check_metrics_port
 
@@ -87,7 +91,8 @@ def check_node(path: str, mode: Optional[str] = None,
                    Check(name, FAIL, _line(failed), fix(failed)))
         if name == "node files" and failed is None:
             held = check_state_lock(cfg)
-            bound = (held, check_ipc_binds(cfg), check_metrics_port(cfg))  # None: not held
+            bound = (held, check_ipc_binds(cfg), check_metrics_port(cfg),  # None: not held
+                     check_tcp_binds(cfg))  # run holds the metrics port, then these
             out += [c for c in bound if c is not None]
         if name == "node files" and cfg.role == "worker":
             out.append(check_profile(cfg, mode, root))
@@ -150,23 +155,6 @@ def check_profile(cfg: Any, mode: Optional[str] = None, root: str = "/") -> Chec
             down = exc
     return node_profile_line(name, path, cfg, cfg.power_mode or mode, root, "run `%s`" % cmd,
                              down)
-
-
-def check_ipc_binds(cfg: Any) -> Optional[Check]:
-    """A WARN where another process serves one of ``cfg``'s ``ipc://`` binds (``run`` exits
-    78 while it does: a live endpoint is never taken over); None where none is served (a stale
-    socket file left by a stopped agent is replaced, as ``run`` does)."""
-    from agent.net.ipcbind import ipc_path, served
-
-    binds = [("control_bind", cfg.control_bind), ("data_bind", cfg.data_bind)]
-    if cfg.role == "source" and cfg.arrival == "client":
-        binds.append(("client_bind", cfg.client_bind))
-    live = ["%s %s" % (f, ep) for f, ep in binds if ipc_path(ep) and served(ipc_path(ep))]
-    if not live:
-        return None
-    return Check("node endpoints", WARN, "%s: another process serves there: run exits 78 while "
-                 "it does" % ", ".join(live), "stop that process (this node's agent already "
-                 "running?), or give this node its own path")
 
 
 def check_state_lock(cfg: Any) -> Optional[Check]:
