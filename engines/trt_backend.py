@@ -56,7 +56,8 @@ def feature_as_manifest(feats: np.ndarray, dtype: Optional[str]) -> np.ndarray:
 
 def default_cache_dir(environ: Any = None) -> str:
     """Where plans go without ``cache_dir``: systemd's ``$CACHE_DIRECTORY`` (the unit's
-    CacheDirectory=, writable under ProtectSystem=strict), else ``~/.cache/edge-agent``."""
+    CacheDirectory=, writable under ProtectSystem=strict) + ``/trt``, else
+    ``~/.cache/edge-agent/trt``."""
     env = os.environ if environ is None else environ
     first = (env.get("CACHE_DIRECTORY") or "").split(":")[0]
     if first:

@@ -74,7 +74,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=2.0,
         help="warm-up seconds per stage and mode (default 2)",
     )
-    parser.add_argument("--backend", default="auto", choices=["auto", "tensorrt", "onnxruntime"])
+    parser.add_argument("--backend", default="auto", choices=["auto", "tensorrt", "onnxruntime"],
+                        help="engine backend (default auto: native TensorRT where its Python "
+                             "package is installed, else onnxruntime)")
     # int8 is refused here as by the node config and the engines: no INT8 calibration cache
     parser.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "int8"],
                         help="int8 is refused with its reason")

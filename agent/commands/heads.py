@@ -32,7 +32,7 @@ def add_arguments(parser) -> None:
                              "accuracy (default 0.2)")
     parser.add_argument("--weight-decay", type=float, default=1e-3,
                         help="L2 penalty on the head weights, on standardised features (default 1e-3)")
-    parser.add_argument("--seed", type=seed_arg, default=0, help="seed of the split and initial weights")
+    parser.add_argument("--seed", type=seed_arg, default=0, help="seed of the split and initial weights (default 0)")
     parser.add_argument("--threads", type=threads_arg, default=1,
                         help="onnxruntime intra-op threads, 1..%d (default 1)" % THREADS_MAX)
     parser.add_argument("--cache", default=None, metavar="DIR",

@@ -96,7 +96,8 @@ class NodeConfig:
     precision: str = "fp32"  # engine precision: fp32 | fp16 (int8 is refused: no calibration cache)
     accelerator: str = ""  # GPU use: required | preferred | none; "" = required on a Jetson, else preferred
     engine_threads: int = 1  # intra-op threads of the engine
-    engine_cache_dir: str = ""  # TensorRT plan cache; "" = $CACHE_DIRECTORY/trt, else ~/.cache
+    # TensorRT plan cache; "" = $CACHE_DIRECTORY/trt, else ~/.cache/edge-agent/trt
+    engine_cache_dir: str = ""
     capacity_profile: str = ""  # calibration profile file; "" = time the engine at start-up
     power_mode: str = ""  # power mode name to look up in the calibration profile; "" = current
     power_mode_check_interval_s: float = 30.0  # Jetson worker, power_mode "": re-read the mode
