@@ -28,9 +28,10 @@ task's stage asks ``reclaim`` after such a refusal and, when it says True (input
 admits a source's arrivals through ``rules.Admission`` (at least mu apart; the rest are
 rejected, the Poisson rate stays the configured one) and adapts mu from the source's own queue
 plus the queues of the node it feeds (the least-loaded alive stage-1 peer, as a camera on that
-node would); every exit head applies one threshold T_e, the knob ``threshold`` (fixed, or Alg. 4's
-start with ``threshold_adaptation``), as in the simulator (``rules.exit_threshold``); the node
-config's ``thresholds`` are not used, and a WARNING at start names them when they differ.
+node would; while none is alive their queues are unknown and mu holds); every exit head applies
+one threshold T_e, the knob ``threshold`` (fixed, or Alg. 4's start with
+``threshold_adaptation``), as in the simulator (``rules.exit_threshold``); the node config's
+``thresholds`` are not used, and a WARNING at start names them when they differ.
 ``early_exit = false`` is the no-exit variant. Knob errors name ``policy_knobs.<field>``.
 
 Alg. 4 lowers T_e only when I_n + O_n > ``queue_high`` (T_Q2) and Alg. 1 keeps tasks when
@@ -274,8 +275,9 @@ class MdiExitPolicy(AgentPolicy):
             queued = view.input_queue + view.output_queue
             if p.threshold_adaptation:
                 self._threshold = mx.adapt_threshold(self._threshold, queued, p)
-            if view.role == "source":
-                self.admission.adapt(queued + self._fed_queue(view))
+            fed = self._fed_queue(view) if view.role == "source" else None
+            if fed is not None:
+                self.admission.adapt(queued + fed)
         if self._seed_mu and view.role == "source":
             self._seed_interarrival(view)
         return [Outgoing(Kind.QUEUE_STATE, wire.BROADCAST, {
@@ -300,18 +302,25 @@ class MdiExitPolicy(AgentPolicy):
         self._seed_mu = False
         self.admission.seed(1.0 / sum(rates))  # faster than min_interarrival_s: the floor
 
-    def _fed_queue(self, view: NodeView) -> int:
-        """Queued tasks (I_m + O_m) of the least-loaded alive node this source feeds.
+    def _fed_queue(self, view: NodeView) -> Optional[int]:
+        """Queued tasks (I_m + O_m) of the least-loaded alive node this source feeds; None
+        while every stage-1 node it feeds is gone (or none has been heard yet).
 
         In the paper the source is a camera on node n and Alg. 3 reads that node's queues; an
         agent source is a process of its own whose output queue only holds tasks not yet handed
-        over, so it adds the queues its node publishes (0 when none has been heard yet).
+        over, so it adds the queues its node publishes. With that node gone its queues are
+        unknown, not empty: read as 0 they sent mu down by alpha every period while nothing
+        could serve (mu 0.042 -> 0.013 s in an 8 s outage of the 2-node preset's n1), and the
+        node came back to a flood of admissions. None keeps mu where it was (``on_tick``).
+        A source configured with no stage-1 successor at all reads 0.
         """
         totals = []
         for m in view.alive_successors(1, usable=False):
             st = view.peer_state.get(m, {})
             totals.append(int(st.get("input_queue", 0)) + int(st.get("output_queue", 0)))
-        return min(totals) if totals else 0
+        if not totals:
+            return None if view.successors else 0  # a source's successors: its stage-1 nodes
+        return min(totals)
 
     def snapshot(self) -> Dict[str, Any]:
         state = super().snapshot()
