@@ -205,6 +205,10 @@ def _run(args: argparse.Namespace) -> int:
         lookup(p, "--policies", "agent")
         if p in given[:i]:  # one folder per policy: its second run would overwrite the first
             raise UsageError("--policies: %r gives %s twice" % (args.policies, p))
+    if args.topology is not None and not args.topology.strip():  # "$TOPO" unset: no default
+        from agent.testbed.presets import preset_problem
+
+        raise UsageError(preset_problem(args.topology))
     topo = load_topology(args.topology)
     policies = _policies(topo, given)
     if args.mdi_mode and "mdi-exit" not in policies:

@@ -14,7 +14,7 @@ from agent.testbed.report import RunResult
 from agent.testbed.summary_capacity import unreachable_capacities
 from agent.testbed.summary_window import WindowSnapshot
 from agent.testbed.topology import Topology
-from engines.bundle import load_bundle
+from engines.bundle import BundleError, load_bundle
 from engines.demo import DEMO_BUNDLE_DIR
 
 
@@ -22,7 +22,10 @@ def load_bundle_for(topo: Topology):
     """The topology's bundle: ``demo`` is the bundle shipped inside the package."""
     if topo.bundle == "demo":
         return load_bundle(DEMO_BUNDLE_DIR)
-    return load_bundle(topo.bundle)
+    try:
+        return load_bundle(topo.bundle)
+    except BundleError as exc:  # the path alone does not say which file's "bundle" named it
+        raise topo.error("bundle: %s" % exc) from None
 
 
 def run_all(topo: Topology, bundle, policies: Sequence[str], rates: Sequence[float],

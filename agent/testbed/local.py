@@ -271,6 +271,9 @@ def run_local(topo: Topology, bundle, policy: str, rates: Sequence[float],
                                              expected, settings.duration_s, load_s, exc)
                     if partial is not None and on_result is not None:
                         on_result(partial)
+                # sources first, while the workers still answer: stopped together, a source
+                # waits out its result timeouts for tasks no worker will finish
+                agents.stop([names[s.id] for s in topo.sources])
                 raise
             faults.finish(agents_ready_s=settings.ready_timeout_s)
             agents.stop([names[s.id] for s in topo.sources])

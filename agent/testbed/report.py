@@ -286,6 +286,15 @@ def admitted_lines(runs: Sequence[RunResult]) -> List[str]:
             if r.admitted_rate_tasks_s is not None]
 
 
+def rate_cells(rates: Sequence[float]) -> Dict[float, str]:
+    """The ``rate/s`` cell of each rate: one decimal, or two (the runs' own precision) when one
+    decimal would print two rates alike or a rate as 0.0."""
+    one = {r: "%.1f" % r for r in rates}
+    if len(set(one.values())) == len(one) and all(float(c) > 0 for c in one.values()):
+        return one
+    return {r: "%.2f" % r for r in rates}
+
+
 def format_table(runs: Sequence[RunResult], plus_minus: Optional[str] = None) -> str:
     """A plain-text table, one row per run, delays in milliseconds.
 
@@ -306,8 +315,9 @@ def format_table(runs: Sequence[RunResult], plus_minus: Optional[str] = None) ->
         + ("measured", "mean ms", "p95 ms", "accuracy", "model ms", "fifo sim ms") \
         + (("link util",) if util else ())
     rows = [head]
+    rate_cell = rate_cells([r.rate for r in runs])
     for r in runs:
-        rows.append((r.policy, "%.1f" % r.rate, str(r.created), str(r.completed), str(r.lost))
+        rows.append((r.policy, rate_cell[r.rate], str(r.created), str(r.completed), str(r.lost))
                     + ((str(r.rejected),) if rej else ())
                     + ((str(r.error),) if err else ())
                     + (str(sum(r.exit_counts.values())),

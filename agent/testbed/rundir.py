@@ -6,7 +6,7 @@ the same ``--out`` get two folders) and points ``OUT/latest`` at it (replaced at
 second writer (or ``report`` of a run in progress) can tell the folder is in use. The lock file
 is opened without blocking or following links and must be a regular file (a FIFO or a link
 there is refused in one line). ``check_outputs`` says before a run starts whether ``--out``
-and ``--json`` can be written.
+and ``--json`` can be written (an empty one, or an ``--out`` that is a run folder, cannot).
 """
 
 from __future__ import annotations
@@ -31,16 +31,30 @@ def check_outputs(out_dir: str, json_path: Optional[str] = None) -> None:
     from agent.config.checks import check_text_path
     from agent.ops.files import check_file_slot, check_output_dir
 
+    if not out_dir.strip():  # abspath("") is the current folder: runs would land among its files
+        raise UsageError("--out: empty; give a folder for the runs (default ./testbed-out)")
     out_dir = check_text_path(os.path.abspath(out_dir), "--out", UsageError)
     if os.path.exists(out_dir) and not os.path.isdir(out_dir):
         raise UsageError("--out: %s is a file, not a folder; give a folder for the runs" % out_dir)
+    if is_run_dir(out_dir):  # the new run would nest inside an old one, its latest link too
+        raise UsageError("--out: %s is a run folder (it holds %s); give the folder the runs go "
+                         "in, %s" % (out_dir, RUN_INFO if os.path.exists(os.path.join(
+                             out_dir, RUN_INFO)) else LOCK_NAME, os.path.dirname(out_dir)))
     check_output_dir(out_dir, "--out")
+    if json_path is not None and not json_path.strip():  # "" would write no file, silently
+        raise UsageError("--json: empty; give a file name for the results, or leave --json out")
     if json_path:
         path = os.path.abspath(json_path)
         check_file_slot(path, "--json")
         if not os.path.isdir(os.path.dirname(path)):
             raise UsageError("--json: %s: its folder does not exist" % json_path)
         check_output_dir(os.path.dirname(path), "--json")
+
+
+def is_run_dir(path: str) -> bool:
+    """Whether ``path`` is a run folder itself (its ``testbed.json`` or lock file is there),
+    not a folder that holds runs."""
+    return any(os.path.isfile(os.path.join(path, name)) for name in (RUN_INFO, LOCK_NAME))
 
 
 def new_run_dir(out_dir: str, clock=time.time) -> str:
