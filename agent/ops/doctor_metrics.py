@@ -13,7 +13,6 @@ the "node addresses" line's to report; no line where the bind works or metrics a
 from __future__ import annotations
 
 import errno
-import os
 import socket
 from typing import Any, Optional
 
@@ -64,23 +63,16 @@ def own_agent(cfg: Any, answer_wait_s: float = ANSWER_WAIT_S) -> Optional[str]:
     """The pid of this node's running agent ("unknown" where its lock file names none) where it
     holds ``cfg``'s state_dir lock and its metrics endpoint answers as node ``cfg.node_id``;
     None otherwise (no agent there, another node's, or another process on the port)."""
-    from agent.errors import UsageError
     from agent.fleet.status import read_node
-    from agent.node.statelock import holder, parse_holder
+    from agent.ops.doctor_binds import own_agent_pid
 
-    try:
-        held = holder(cfg.state_dir) if os.path.isdir(cfg.state_dir) else None
-    except UsageError:  # a lock file that cannot be used: "node state lock" FAILs on it
-        return None
-    if held is None:
-        return None
-    pid, node = parse_holder(held)
-    if node != cfg.node_id:
+    pid = own_agent_pid(cfg)
+    if pid is None:
         return None
     answer = read_node(_url(cfg), answer_wait_s)
     if not answer.get("alive") or answer.get("node_reported") != cfg.node_id:
         return None
-    return pid or "unknown"
+    return pid
 
 
 def _url(cfg: Any) -> str:
