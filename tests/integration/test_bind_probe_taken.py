@@ -5,43 +5,23 @@ processes on loopback: ``run`` exits 78 on it before it loads or times any engin
 from __future__ import annotations
 
 import errno
-import os
 import socket
-import subprocess
-import sys
 
 import pytest
 import zmq
 
-from agent.errors import EXIT_CONFIG
 from agent.ops.doctor import WARN
 from agent.ops.doctor_node import check_node
-from engines.accelerator import ENGINES_FILE
 
-from .agent_cluster import REPO, Cluster, build_two_stage_bundle
+from .agent_cluster import build_two_stage_bundle
+from .taken_port import agent_cli, refused_before_loading, taken, timed_worker
 
 TIMEOUT_S = 120.0
-REFUSED_S = 60.0  # a refused start is seconds; a loaded 2-core machine may take many
 
 
 @pytest.fixture(scope="module")
 def bundle(tmp_path_factory):
     return build_two_stage_bundle(str(tmp_path_factory.mktemp("tiny")))
-
-
-def _agent(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "agent"] + list(args), cwd=REPO,
-                          env=dict(os.environ, OMP_NUM_THREADS="1"), stdout=subprocess.PIPE,
-                          stderr=subprocess.PIPE, universal_newlines=True, timeout=REFUSED_S)
-
-
-def _worker(tmp_path, bundle: str):
-    """Cluster s1 -> w1 -> w2 and w1's config written (timing its engine at start), its path."""
-    c = Cluster(str(tmp_path), bundle, {"s1": 0, "w1": 1, "w2": 2}, policy="fixed")
-    cfg = c.config("w1", warmup_runs=5, timing_runs=50)
-    os.makedirs(cfg.state_dir, exist_ok=True)
-    c.agents.write({"w1": cfg})
-    return c, cfg, c.agents.paths["w1"]
 
 
 @pytest.mark.parametrize("plane", ["control", "data"])
@@ -52,30 +32,23 @@ def test_run_with_a_taken_bind_port_exits_78_before_any_engine_is_loaded_or_time
     (free the port or change the address)`` before the slow steps: no engine was loaded (no
     providers line), none timed (no capacity line) and engines.json was not written (it was,
     and they were, before)."""
-    c, cfg, path = _worker(tmp_path, bundle)
+    c, cfg, path = timed_worker(tmp_path, bundle)
     port = c.ports["w1"][0 if plane == "control" else 1]
-    with socket.socket() as taken:
-        taken.bind(("127.0.0.1", port))
-        taken.listen(1)
-        done = _agent("run", "--config", path)
-    errors = [x for x in done.stderr.splitlines() if "error:" in x]
-    assert done.returncode == EXIT_CONFIG and len(errors) == 1, done.stderr[-3000:]
+    with taken(port):
+        done = agent_cli("run", "--config", path)
+    errors = refused_before_loading(done, cfg)
     assert errors[0].endswith("%s_bind: cannot bind tcp://127.0.0.1:%d: Address already in use "
                               "(free the port or change the address)" % (plane, port)), errors
-    assert "providers used" not in done.stderr and "capacity" not in done.stderr, done.stderr
-    assert not os.path.exists(os.path.join(cfg.state_dir, ENGINES_FILE))
 
 
 def test_doctor_config_fails_a_taken_control_port(bundle, tmp_path):
     """Rule: ``doctor --config`` of a node whose control port another process listens on
     prints ``FAIL node binds`` with run's line and a fix naming the port, and exits 1; with
     the port free it prints no such line."""
-    c, _, path = _worker(tmp_path, bundle)
+    c, _, path = timed_worker(tmp_path, bundle)
     port = c.ports["w1"][0]
-    with socket.socket() as taken:
-        taken.bind(("127.0.0.1", port))
-        taken.listen(1)
-        done = _agent("doctor", "--config", path)
+    with taken(port):
+        done = agent_cli("doctor", "--config", path)
     lines = done.stdout.splitlines()
     (i,) = [n for n, x in enumerate(lines) if x.startswith("FAIL node binds: ")]
     assert ("control_bind: cannot bind tcp://127.0.0.1:%d: Address already in use" % port
@@ -92,7 +65,7 @@ def test_a_restart_over_the_last_runs_time_wait_connections_serves(bundle, tmp_p
     connection in TIME_WAIT on the port (a bind without SO_REUSEADDR is refused there); the
     worker started again at once is not refused: it serves. While it runs, ``doctor
     --config`` WARNs (not FAILs) its ports, naming its pid."""
-    c, cfg, path = _worker(tmp_path, bundle)
+    c, cfg, path = timed_worker(tmp_path, bundle)
     port = c.ports["w1"][1]
     ctx = zmq.Context()
     peer = ctx.socket(zmq.DEALER)

@@ -4,10 +4,6 @@ on loopback: ``run`` exits 78 on it before it loads or times any engine, and ``d
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
-import sys
 
 import pytest
 
@@ -17,32 +13,16 @@ from agent.ops.doctor import FAIL, WARN
 from agent.ops.doctor_node import check_node
 from agent.ops.metrics_server import url
 from agent.testbed.procs import free_ports
-from engines.accelerator import ENGINES_FILE
 
-from .agent_cluster import REPO, Cluster, build_two_stage_bundle
+from .agent_cluster import build_two_stage_bundle
+from .taken_port import agent_cli, refused_before_loading, taken, timed_worker
 
 TIMEOUT_S = 120.0
-REFUSED_S = 60.0  # a refused start is seconds; a loaded 2-core machine may take many
 
 
 @pytest.fixture(scope="module")
 def bundle(tmp_path_factory):
     return build_two_stage_bundle(str(tmp_path_factory.mktemp("tiny")))
-
-
-def _agent(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "agent"] + list(args), cwd=REPO,
-                          env=dict(os.environ, OMP_NUM_THREADS="1"), stdout=subprocess.PIPE,
-                          stderr=subprocess.PIPE, universal_newlines=True, timeout=REFUSED_S)
-
-
-def _worker(tmp_path, bundle: str, metrics_port: int):
-    """Cluster s1 -> w1 -> w2 and w1's config written (timing its engine at start), its path."""
-    c = Cluster(str(tmp_path), bundle, {"s1": 0, "w1": 1, "w2": 2}, policy="fixed")
-    cfg = c.config("w1", metrics_port=metrics_port, warmup_runs=5, timing_runs=50)
-    os.makedirs(cfg.state_dir, exist_ok=True)
-    c.agents.write({"w1": cfg})
-    return c, cfg, c.agents.paths["w1"]
 
 
 def test_run_with_a_taken_metrics_port_exits_78_before_any_engine_is_loaded_or_timed(
@@ -52,18 +32,13 @@ def test_run_with_a_taken_metrics_port_exits_78_before_any_engine_is_loaded_or_t
     use (...)`` before the slow steps: no engine was loaded (no providers line), none timed
     (no capacity line) and engines.json was not written (it was, and they were, before)."""
     port = free_ports(1)[0]
-    _, cfg, path = _worker(tmp_path, bundle, port)
-    with socket.socket() as taken:
-        taken.bind(("127.0.0.1", port))
-        taken.listen(1)
-        done = _agent("run", "--config", path)
-    errors = [x for x in done.stderr.splitlines() if "error:" in x]
-    assert done.returncode == EXIT_CONFIG and len(errors) == 1, done.stderr[-3000:]
+    _, cfg, path = timed_worker(tmp_path, bundle, metrics_port=port)
+    with taken(port):
+        done = agent_cli("run", "--config", path)
+    errors = refused_before_loading(done, cfg)
     assert errors[0].endswith(
         "metrics_host/metrics_port: cannot serve metrics on http://127.0.0.1:%d/metrics: Address "
         "already in use (fix the address, free the port or set metrics_port = 0)" % port)
-    assert "providers used" not in done.stderr and "capacity" not in done.stderr, done.stderr
-    assert not os.path.exists(os.path.join(cfg.state_dir, ENGINES_FILE))
 
 
 def test_doctor_config_fails_a_taken_metrics_port(bundle, tmp_path):
@@ -71,11 +46,9 @@ def test_doctor_config_fails_a_taken_metrics_port(bundle, tmp_path):
     prints ``FAIL node metrics`` with run's line and a fix naming the port, and exits 1; with
     the port free it prints no such line."""
     port = free_ports(1)[0]
-    _, _, path = _worker(tmp_path, bundle, port)
-    with socket.socket() as taken:
-        taken.bind(("127.0.0.1", port))
-        taken.listen(1)
-        done = _agent("doctor", "--config", path)
+    _, _, path = timed_worker(tmp_path, bundle, metrics_port=port)
+    with taken(port):
+        done = agent_cli("doctor", "--config", path)
     lines = done.stdout.splitlines()
     (i,) = [n for n, x in enumerate(lines) if x.startswith("FAIL node metrics: ")]
     assert "http://127.0.0.1:%d/metrics: Address already in use" % port in lines[i], lines[i]
@@ -92,7 +65,7 @@ def test_doctor_config_warns_where_this_nodes_running_agent_serves_the_metrics_p
     naming its pid (as the "node state lock" line), not a FAIL; a second ``run`` is refused
     on the state_dir lock, before the metrics port."""
     port = free_ports(1)[0]
-    c, cfg, path = _worker(tmp_path, bundle, port)
+    c, cfg, path = timed_worker(tmp_path, bundle, metrics_port=port)
     try:
         c.procs["w1"] = c.agents.launch(["w1"])[0]
         c.wait_for(lambda: read_node(url("127.0.0.1", port)).get("alive", False), TIMEOUT_S,
@@ -102,7 +75,7 @@ def test_doctor_config_warns_where_this_nodes_running_agent_serves_the_metrics_p
         (metrics,) = [x for x in checks if x.name == "node metrics"]
         assert metrics.status == WARN and "pid %d" % pid in metrics.detail, metrics
         assert FAIL not in {x.status for x in checks}, [x.line() for x in checks]
-        again = _agent("run", "--config", path)
+        again = agent_cli("run", "--config", path)
         errors = [x for x in again.stderr.splitlines() if "error:" in x]
         assert again.returncode == EXIT_CONFIG and len(errors) == 1, again.stderr[-3000:]
         assert "state_dir: %s is in use by another agent (pid %d" % (cfg.state_dir, pid) \
