@@ -167,9 +167,9 @@ class Outbox:
             return
         replies, self._replies = self._replies, {}
         retry, self._retry_s = self._retry_s, {}
-        for (identity, reason, *source), keys in replies.items():
-            fields = ack_fields(keys, reason, retry.get(identity, 0.0), *source)
-            self.transport.reply(identity, wire.encode(Kind.ACK, self.node_id, fields))
+        for key, keys in replies.items():  # (identity, reason[, source])
+            fields = ack_fields(keys, key[1], retry.get(key[0], 0.0), *key[2:])
+            self.transport.reply(key[0], wire.encode(Kind.ACK, self.node_id, fields))
 
     def flush_results(self, now: Optional[float] = None) -> None:
         """Send the results collected since the last call: RESULTS messages per source (of at

@@ -61,6 +61,8 @@ def choose_successor(policy: Any, task: Any, view: Any, exclude: Sequence[str],
     """``policy.choose_successor(task, view, exclude)`` with the successors in ``held`` (those
     held off for the task's source: ``SourceHolds.held_for``) left out as refusing ones are
     (``view.unavailable``) for this one choice; the view is as it was afterwards."""
+    if not held:  # the common case, on every task sent: no list built
+        return policy.choose_successor(task, view, exclude)
     extra = [p for p in held if p not in view.unavailable]
     if not extra:
         return policy.choose_successor(task, view, exclude)
