@@ -12,7 +12,8 @@ send each other nothing, so the exchange dies out.
 ``ended`` counts how each phase ended (``ends``, saved with the policy's state): settled early,
 after all its rounds, or cut short (its time or the next slot came first: a neighbour late or
 gone), the last logged at INFO the 1st, 10th, 100th... time (a cut-short first phase after
-start, with neighbours still starting, is counted but not logged).
+start, with neighbours still starting, is counted but not logged at INFO); every other end of a
+phase that did not settle leaves one DEBUG line, so each slot's outcome is in a DEBUG log.
 """
 
 from __future__ import annotations
@@ -76,4 +77,8 @@ class Settle:
         elif kind == "cut_short" and str(n - self._unlogged).strip("0") == "1":  # 1, 10, ...
             log.info("configuration phase of slot %d ended after %d of %d rounds (a neighbour "
                      "late or gone; %d phase(s) cut short so far)", slot, rnd, rounds, n)
+            return kind
+        if kind != "settled":  # a settled phase has its DEBUG line where it settles
+            log.debug("configuration phase of slot %d ended (%s) after %d of %d rounds", slot,
+                      kind, rnd, rounds)
         return kind
