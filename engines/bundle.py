@@ -246,7 +246,8 @@ def _parse_stage(f: _Fields, obj, position: int, directory: str, verify_files: b
         actual = sha256_file(onnx_path)
         if actual != sha:
             raise BundleError("%s: %s.file %s has sha256 %s..., manifest says %s... (file changed "
-                              "after build?)" % (f.where, ctx, rel, actual[:12], sha[:12]))
+                              "after build?); copy the bundle again (edge-agent doctor --bundle "
+                              "checks it)" % (f.where, ctx, rel, actual[:12], sha[:12]))
     inp = f.get(obj, "input", dict, ctx)
     feat = f.get(obj, "feature_output", dict, ctx, optional=True)
     logits = f.get(obj, "logits_output", dict, ctx, optional=True)

@@ -103,6 +103,8 @@ def load_engine(stage: StageSpec, backend: str = "auto", threads: int = 1, preci
 # onnxruntime's load errors carry a C++ source place and function signature before the reason
 _ORT_NOISE = re.compile(r"/onnxruntime_src/\S+:\d+\s*|onnxruntime::[\w:~]+\([^()]*\)\s*")
 _IR_VERSION = re.compile(r"Unsupported model IR version: (\d+), max supported IR version: (\d+)")
+# a model stamped with an opset newer than this onnxruntime's (its words since 1.x)
+_OPSET = re.compile(r"support for domain (\S+) is till opset (\d+)")
 
 
 def load_failure(exc: BaseException, limit: int = 300) -> Tuple[str, str]:
@@ -110,8 +112,10 @@ def load_failure(exc: BaseException, limit: int = 300) -> Tuple[str, str]:
     C++ noise dropped and at most ``limit`` characters (the end kept: the reason comes last),
     and what to do. A model of a newer ONNX IR version than this onnxruntime reads (a bundle
     built on a workstation, run on an older JetPack) needs the model saved at the older IR or
-    a newer onnxruntime; anything else, the bundle rebuilt."""
+    a newer onnxruntime; a model stamped with a newer opset, the model exported at this
+    onnxruntime's opset or a newer onnxruntime; anything else, the bundle rebuilt."""
     text = _ORT_NOISE.sub("", " ".join(str(exc).split()))
+    opset = _OPSET.search(text)  # before the cut: the line keeps the end, this may be earlier
     if len(text) > limit:
         text = "..." + text[-(limit - 3):]
     why = "%s: %s" % (type(exc).__name__, text)
@@ -120,6 +124,11 @@ def load_failure(exc: BaseException, limit: int = 300) -> Tuple[str, str]:
         return why, ("this onnxruntime reads ONNX IR up to %s: set the model's ir_version to %s "
                      "(onnx: m.ir_version = %s; onnx.save(m, path)) and build the bundle again, "
                      "or install a newer onnxruntime" % ((ir.group(2),) * 3))
+    if opset:
+        domain = opset.group(1).rstrip(".") or "ai.onnx"
+        return why, ("this onnxruntime runs %s up to opset %s: export the model at opset %s or "
+                     "lower (torch.onnx.export(..., opset_version=%s)) and build the bundle "
+                     "again, or install a newer onnxruntime" % ((domain,) + (opset.group(2),) * 3))
     return why, "rebuild the bundle (edge-agent build)"
 
 

@@ -120,11 +120,8 @@ class TensorRTEngine(Engine):
                              ident["sm_count"], precision, self.max_batch)
         plan_path = os.path.join(cache_dir, key)
         self._logger = trt.Logger(trt.Logger.WARNING)
-        plan = self._cached_plan(plan_path, precision)
         self._runtime = trt.Runtime(self._logger)
-        self._engine = self._runtime.deserialize_cuda_engine(plan)
-        if self._engine is None:
-            raise RuntimeError("cannot deserialize TensorRT plan %s" % plan_path)
+        self._engine = self._cached_engine(plan_path, precision)
         self._context = self._engine.create_execution_context()
         self._stream = _check(cudart.cudaStreamCreate())
         self._named = hasattr(self._engine, "num_io_tensors")  # TensorRT >= 8.5 tensor-name API
@@ -134,9 +131,13 @@ class TensorRTEngine(Engine):
                      "compute_capability": ident["compute_capability"], "plan": plan_path,
                      "api": "tensor-name" if self._named else "bindings"}
 
-    def _cached_plan(self, plan_path: str, precision: str) -> bytes:
-        """The plan from the cache, or built and written there under a lock (agents sharing the
-        folder build each plan once); an unwritable cache is logged and the plan kept in memory."""
+    def _cached_engine(self, plan_path: str, precision: str) -> Any:
+        """The engine of the cached plan, or of one built and written there under a lock (agents
+        sharing the folder build each plan once). A cached plan TensorRT cannot read (cut short
+        or zero bytes by a power cut, damaged on disk) is rebuilt and replaced, with one WARNING
+        naming the file; a cache that cannot be locked (read-only, not a folder) is still read,
+        and a plan missing there is built in memory; a plan that cannot be written (disk full)
+        is logged and kept in memory."""
         import filelock
 
         try:
@@ -144,15 +145,19 @@ class TensorRTEngine(Engine):
             lock = filelock.FileLock(plan_path + ".lock", timeout=PLAN_LOCK_TIMEOUT_S)
             lock.acquire()
         except (OSError, filelock.Timeout) as exc:
+            engine = self._engine_from_file(plan_path)
+            if engine is not None:
+                log.info("stage %d: TensorRT plan from cache %s (cache not lockable: %s)",
+                         self.stage.index, plan_path, exc)
+                return engine
             log.warning("stage %d: TensorRT plan cache %s unusable (%s); building without it",
                         self.stage.index, os.path.dirname(plan_path), exc)
-            return self._build_plan(precision)
+            return self._engine_from_plan(self._build_plan(precision), plan_path)
         try:
-            if os.path.exists(plan_path):
-                with open(plan_path, "rb") as f:
-                    plan = f.read()
+            engine = self._engine_from_file(plan_path)
+            if engine is not None:
                 log.info("stage %d: TensorRT plan from cache %s", self.stage.index, plan_path)
-                return plan
+                return engine
             plan = self._build_plan(precision)
             try:
                 write_atomic(plan_path, plan)
@@ -160,9 +165,39 @@ class TensorRTEngine(Engine):
             except OSError as exc:
                 log.warning("stage %d: cannot cache the TensorRT plan in %s (%s)",
                             self.stage.index, plan_path, exc)
-            return plan
+            return self._engine_from_plan(plan, plan_path)
         finally:
             lock.release()
+
+    def _engine_from_file(self, plan_path: str) -> Any:
+        """The engine of the plan cached at ``plan_path``; None when there is none, or when it
+        cannot be read or deserialized (logged once, naming the file: it is rebuilt)."""
+        try:
+            with open(plan_path, "rb") as f:
+                plan = f.read()
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            log.warning("stage %d: cannot read the cached TensorRT plan %s (%s); rebuilding it",
+                        self.stage.index, plan_path, exc)
+            return None
+        engine = None
+        if plan:  # zero bytes: a write cut short; TensorRT is not asked to read it
+            try:
+                engine = self._runtime.deserialize_cuda_engine(plan)
+            except Exception:  # TensorRT reports an unreadable plan through its logger
+                engine = None
+        if engine is None:
+            log.warning("stage %d: cached TensorRT plan %s is unusable (%d bytes, cut short or "
+                        "damaged); rebuilding it", self.stage.index, plan_path, len(plan))
+        return engine
+
+    def _engine_from_plan(self, plan: bytes, plan_path: str) -> Any:
+        """The engine of a plan just built (one TensorRT cannot read is an error)."""
+        engine = self._runtime.deserialize_cuda_engine(plan)
+        if engine is None:
+            raise RuntimeError("cannot deserialize TensorRT plan %s" % plan_path)
+        return engine
 
     def _build_plan(self, precision: str) -> bytes:
         trt = self._trt
