@@ -64,6 +64,16 @@ def unrecorded(journal_path: str, records_path: str,
     return list(opened.values())
 
 
+def line_count(path: str) -> int:
+    """Lines in the file at ``path`` (0 when there is none): an earlier run's journal lines,
+    which count towards its compaction like this run's."""
+    try:
+        with open(path, "rb") as f:
+            return sum(chunk.count(b"\n") for chunk in iter(lambda: f.read(1 << 16), b""))
+    except FileNotFoundError:
+        return 0
+
+
 class GroupCommit:
     """What was written since the last commit, and whether the next one is due."""
 

@@ -8,7 +8,7 @@ One final line per created task, across crashes and full disks:
   ``agent.node.journal``: about once a second), a ``-id`` line follows. At start-up
   every ``+`` without a ``-`` whose id has no line in ``records.jsonl`` either is a task the
   previous run created and never recorded: it gets a ``lost`` line with reason ``crash``. The
-  journal is rewritten (atomically) with only the open tasks whenever it has grown well past them.
+  journal is rewritten (atomically) once it has grown well past the open tasks (by any run).
 - **Rotation**: before a flush that would take ``records.jsonl`` past ``max_bytes`` (checked
   once a flush), the journal is first compacted to the open tasks (whose final lines are all
   still to come), then the file is renamed to ``records.jsonl.1`` (``.1`` to ``.2`` and so on,
@@ -50,7 +50,7 @@ from collections import OrderedDict
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from agent.node.appendfile import append_fd, cut_torn_tail, sync_data, write_whole
-from agent.node.journal import GroupCommit, unrecorded
+from agent.node.journal import GroupCommit, line_count, unrecorded
 from agent.node.records_rotation import remove_past, rotate_files
 from agent.ops.atomic import fsync_dir, write_atomic
 from agent.ops.files import WriteFaults
@@ -97,8 +97,7 @@ class RecordWriter:
         # final line written, not yet synced: their "-" lines wait for the next commit
         self._closing: "OrderedDict[str, Dict[str, Any]]" = OrderedDict()
         self.dropped = 0  # record lines given up (the disk stayed full too long)
-        self._jfd = -1
-        self._journal_lines = 0
+        self._jfd, self._journal_lines = -1, 0  # the journal's fd and lines (see below)
         self._recovered: List[Dict[str, Any]] = []
         self.given_up = 0  # tasks whose line was given up since the journal was last read
         self._unjournalled: set = set()  # open tasks whose journal line failed (a full disk)
@@ -112,6 +111,7 @@ class RecordWriter:
         if self.journal_path:
             self._recovered = unrecorded(self.journal_path, self.path)
             cut_torn_tail(self.journal_path)
+            self._journal_lines = line_count(self.journal_path)  # a crash loop's lines count
             self._jfd = append_fd(self.journal_path)
 
     # -- journal -----------------------------------------------------------------------------
