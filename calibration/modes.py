@@ -112,6 +112,7 @@ class ModeKeeper:
         self.switch_timeout_s = switch_timeout_s
         self.clock = clock
         self._saved = False
+        self.original_id: Optional[int] = None  # the mode saved before the first switch
         os.makedirs(state_dir, exist_ok=True)
 
     def _load(self) -> Optional[dict]:
@@ -169,7 +170,7 @@ class ModeKeeper:
             # durable: after a power cut mid-calibration, the next run must restore this mode
             record = {"id": now.id, "name": now.name, "pid": os.getpid()}
             write_atomic(self.path, json.dumps(record), perms=0o600)
-            self._saved = True
+            self._saved, self.original_id = True, now.id
         return switch_mode(
             self.device,
             mode,

@@ -3,8 +3,8 @@ stage engine of a bundle; merge the results into the calibration profile.
 
 On a Jetson with jetson-stats the modes are nvpmodel modes switched through jtop; the original
 mode is saved to the state directory before the first switch and restored on every way out
-(normal end, exception, SIGINT/SIGTERM -- which are turned into ``CalibrationInterrupted``
-while a run is in progress), and by the next run if this one died. Without jtop (CI, a
+(normal end, exception, SIGINT/SIGTERM/SIGHUP -- which are turned into
+``CalibrationInterrupted`` while a run is in progress), and by the next run if this one died. Without jtop (CI, a
 workstation) there is one mode, named after the CPU governor and frequency, measured the same
 way; a Jetson whose jtop service cannot be reached is refused (``refuse_cpu_path_on_jetson``).
 Results are written after each stage, so an interrupted run keeps every stage it finished.
@@ -62,10 +62,12 @@ class CalibrationResult:
     stale: List[profile.ProfileEntry] = field(default_factory=list)
     restore_error: Optional[str] = None  # set when the original mode could not be restored
     switched: bool = False  # a power mode switch was begun (the CPU path never switches)
+    original_mode_id: Optional[int] = None  # the mode to put back by hand if restoring fails
 
 
 class CalibrationInterrupted(KeyboardInterrupt):
-    """SIGINT or SIGTERM arrived during a run; raised so that the original mode is restored."""
+    """SIGINT, SIGTERM or SIGHUP arrived during a run; raised so that the original mode is
+    restored (SIGHUP: the SSH session of the shell that started it closed)."""
 
     def __init__(self, signum: int):
         super().__init__("interrupted by signal %d" % signum)
@@ -74,10 +76,10 @@ class CalibrationInterrupted(KeyboardInterrupt):
 
 @contextlib.contextmanager
 def _signals(handler: Callable[[int, Any], None]) -> Iterator[None]:
-    """Install ``handler`` for SIGINT/SIGTERM (main thread only) and put the old ones back."""
+    """Install ``handler`` for SIGINT/SIGTERM/SIGHUP (main thread only), put the old ones back."""
     old = {}
     try:
-        for signum in (signal.SIGINT, signal.SIGTERM):
+        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             try:
                 old[signum] = signal.signal(signum, handler)
             except ValueError:  # not the main thread: signals cannot be caught here
@@ -266,12 +268,10 @@ def _jetson_path(ctx: dict, device: jtop_adapter.JetsonDevice, result: Calibrati
             try:
                 keeper.restore()
             except (ModeUnavailable, jtop_adapter.JtopUnavailable) as exc:
-                result.restore_error = str(exc)
-                logger.error(
-                    "could not restore the original power mode (%s); the next calibrate run retries, "
-                    "or set it by hand with nvpmodel -m",
-                    exc,
-                )
+                result.restore_error, result.original_mode_id = str(exc), keeper.original_id
+                logger.error("could not restore the original power mode (%s); the next calibrate "
+                             "run retries, or set it by hand with sudo nvpmodel -m %s", exc,
+                             "ID" if keeper.original_id is None else keeper.original_id)
 
 
 def refuse_cpu_path_on_jetson(exc: jtop_adapter.JtopUnavailable, root: str = "/") -> None:

@@ -191,8 +191,10 @@ def mode_said(exc: BaseException) -> str:
     if result is None or not result.switched:
         return ""
     if result.restore_error:
+        mode_id = getattr(result, "original_mode_id", None)
         return ("; the original power mode could not be restored (%s): the next calibrate run "
-                "restores it, or set it with sudo nvpmodel -m ID" % result.restore_error)
+                "restores it, or set it with sudo nvpmodel -m %s"
+                % (result.restore_error, "ID" if mode_id is None else mode_id))
     return "; original power mode restored"
 
 
