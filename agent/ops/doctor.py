@@ -344,9 +344,7 @@ def check_calibration(ctx: Context) -> List[Check]:
     from agent.commands.install import as_service_user
     from agent.ops.doctor_calib import calibration_fix, profile_line
     path = os.path.join(state_dir_of(ctx), "calibration.json")
-    # the bundle doctor was given (--bundle), else DIR: without one it checks the demo bundle
-    fix = as_service_user("edge-agent calibrate --bundle %s --state-dir %s" % (
-        shlex.quote(ctx.bundle) if ctx.bundle else "DIR", state_dir_of(ctx)), path)
+    fix = as_service_user(calibrate_cmd(ctx), path)
     if ctx.configs or not os.path.exists(path):
         return [] if ctx.configs else [
             Check("calibration", WARN, "no profile at %s: a worker whose capacity_profile names "
@@ -366,12 +364,28 @@ def check_calibration(ctx: Context) -> List[Check]:
     return [profile_line("calibration", path, mode, ctx.root, fix, hashes, ctx.user)]
 
 
+def calibrate_cmd(ctx: Context) -> str:
+    """The ``calibrate`` command of the fixes: the bundle doctor was given (--bundle), else DIR
+    (without one doctor checks the demo bundle), and the state directory."""
+    return "edge-agent calibrate --bundle %s --state-dir %s" % (
+        shlex.quote(ctx.bundle) if ctx.bundle else "DIR", state_dir_of(ctx))
+
+
+def check_mode_left(ctx: Context) -> List[Check]:
+    """A power mode an interrupted calibration left switched (``doctor_calib.mode_left_line``)."""
+    from agent.commands.install import as_service_user
+    from agent.ops.doctor_calib import mode_left_line
+    state = state_dir_of(ctx)  # the command writes its profile there: as the service user
+    return mode_left_line(state, as_service_user(calibrate_cmd(ctx),
+                                                 os.path.join(state, "calibration.json")))
+
+
 def run_checks(ctx: Context) -> List[Check]:
     """Every check, in the order printed; a check that crashes is itself a FAIL line."""
     out: List[Check] = []
     for fn in (check_board, check_python, check_numpy, check_onnxruntime, check_tensorrt,
                check_cuda_binding, check_jtop, check_groups, check_dirs, check_bundle,
-               check_calibration, check_open_files):
+               check_calibration, check_mode_left, check_open_files):
         try:
             got = fn(ctx)
         except Exception as exc:  # a doctor must report, never crash

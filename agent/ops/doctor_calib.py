@@ -207,3 +207,38 @@ def calibration_fix(fix: str, jtop: Optional[Check]) -> str:
     """``fix`` (a calibrate command) after the fix of the jtop line ``jtop`` when it FAILs: run
     before it, calibrate refuses on a Jetson."""
     return fix if jtop is None else "jtop first: %s; then %s" % (jtop.fix, fix)
+
+
+def mode_left_line(state_dir: str, calibrate_cmd: str) -> List[Check]:
+    """A WARN where an interrupted calibration left the power mode switched: ``calibrate``
+    saves the mode it found to ``calibration-original-mode.json`` before its first switch and
+    removes the file once that mode is back, so a file no running calibration holds means a
+    run was SIGKILLed or lost power in another mode. The agents then time their engine, or look
+    up their capacity, in that mode. ``calibrate_cmd`` restores it first; none while one runs."""
+    import fcntl
+    import json
+
+    from calibration.modes import ORIGINAL_MODE_FILE
+    from calibration.runner import RUN_LOCK_FILE
+
+    path = os.path.join(state_dir, ORIGINAL_MODE_FILE)
+    if not os.path.isfile(path):
+        return []
+    try:  # a calibration under way holds its lock: the file is its own
+        with open(os.path.join(state_dir, RUN_LOCK_FILE), "rb") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)  # let go when closed
+    except FileNotFoundError:
+        pass
+    except OSError:
+        return []
+    try:
+        with open(path, "r", encoding="utf-8") as f:
+            saved = json.load(f)
+        mode = "%s (id %d)" % (saved.get("name"), saved["id"])
+        by_hand = " (or sudo nvpmodel -m %d)" % saved["id"]
+    except (OSError, ValueError, TypeError, KeyError, AttributeError):
+        mode, by_hand = "its saved mode (unreadable)", ""
+    return [Check("power mode", WARN, "%s: a calibration ended without restoring the power mode "
+                  "it found, %s; the board may still be in a mode it measured, and agents time "
+                  "their engine or look up their capacity in that mode" % (path, mode),
+                  "%s restores it before it measures%s" % (calibrate_cmd, by_hand))]
