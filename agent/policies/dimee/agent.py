@@ -12,7 +12,9 @@ topology every tier worker serves stage 1, so the stages alone cannot tell them 
   (``dimee``) moves that pool's mean once per task (Alg. 2, ``rules.update_pool``); a re-issue
   keeps the tier. ``choose_successor`` sends the raw input to an alive worker of that tier
   (uniform); none alive: the next tier up (mobile -> edge -> cloud; cloud -> edge -> mobile),
-  counted in ``fallbacks``. ``snapshot``/``restore`` keep the adaptive means and counts.
+  counted in ``fallbacks`` once per task (a re-issue or re-route that falls back again is not
+  counted again; the last ``MAX_TASKS_KEPT`` task ids are remembered). ``snapshot``/``restore``
+  keep the adaptive means and counts.
 - Tier workers: thresholds alpha* at the heads below their last stage on the mobile and the
   edge, none on the cloud (eq. 2 rewards the final head); the mobile and the edge are
   ``terminal`` workers (node config), so they answer at their last stage whatever C is.
@@ -34,7 +36,7 @@ from engines.embedding import embed_as_stored
 DEFAULT_TIERS = R.NODE_TIERS  # node ids per tier when ``policy_knobs.tiers`` is absent
 FALLBACK = {R.MOBILE: (R.MOBILE, R.EDGE, R.CLOUD), R.EDGE: (R.EDGE, R.CLOUD, R.MOBILE),
             R.CLOUD: (R.CLOUD, R.EDGE, R.MOBILE)}
-MAX_TASKS_KEPT = 100_000  # task id -> tier entries a source keeps for re-issues
+MAX_TASKS_KEPT = 100_000  # task id entries a source keeps for re-issues (tier, fallback)
 
 
 def parse_tiers(knobs: Mapping[str, Any], where: str) -> Dict[str, tuple]:
@@ -71,6 +73,9 @@ class DimeePolicy(TieredPolicy):
         self.model: Optional[dimee_replay.DimeeModel] = None
         self.pools: Optional[R.Pools] = None
         self._tier_of: "OrderedDict[str, int]" = OrderedDict()
+        # ids of tasks already counted in ``fallbacks``: a re-issue or a re-route looks like a
+        # first send to ``choose_successor`` (the outbox gives no attempt), so only this tells
+        self._fell_back: "OrderedDict[str, None]" = OrderedDict()
         self._th: Dict[int, float] = {}
         self.fallbacks = 0  # tasks sent to another tier than their own (none alive there)
         self.assigned = [0, 0, 0]  # tasks assigned per tier (sources)
@@ -130,9 +135,7 @@ class DimeePolicy(TieredPolicy):
             return
         tier = self.assign(task.x)
         self.assigned[tier] += 1
-        self._tier_of[task.id] = tier
-        if len(self._tier_of) > MAX_TASKS_KEPT:
-            self._tier_of.popitem(last=False)
+        _keep(self._tier_of, task.id, tier)
 
     def choose_successor(self, task: TaskInfo, view: NodeView,
                          exclude: Sequence[str] = ()) -> Optional[str]:
@@ -142,7 +145,9 @@ class DimeePolicy(TieredPolicy):
         tier = self._tier_of.get(task.id, R.CLOUD)
         i, peer = self.pick([self.tiers[R.TIERS[t]] for t in FALLBACK[tier]], view, task.stage,
                             exclude)
-        self.fallbacks += i > 0
+        if i > 0 and task.id not in self._fell_back:  # each task counts once (re-issues and
+            self.fallbacks += 1  # re-routes after a refusal or a lost ACK come here again)
+            _keep(self._fell_back, task.id, None)
         return peer
 
     def snapshot(self) -> Dict[str, Any]:
@@ -167,6 +172,14 @@ class DimeePolicy(TieredPolicy):
         if (mean.shape == self.pools.mean.shape and count.shape == self.pools.count.shape
                 and np.isfinite(mean).all() and (count >= 0).all()):
             self.pools = R.Pools(mean, count, count > 0)
+
+
+def _keep(table: "OrderedDict[str, Any]", key: str, value: Any) -> None:
+    """Enter ``key`` in a per-task table of at most ``MAX_TASKS_KEPT`` entries (the oldest go:
+    a task that old has been answered or lost at its source)."""
+    table[key] = value
+    if len(table) > MAX_TASKS_KEPT:
+        table.popitem(last=False)
 
 
 def tier_counts(records: List[Mapping[str, Any]], tiers: Mapping[str, Sequence[str]]

@@ -18,9 +18,10 @@ task's raw input and a per-task ``local`` dict):
   level starting the task's ensemble afresh (counted: ``mlci_bad_ensemble``, logged the 1st,
   10th, 100th... time);
 - below the top level, offload with probability p(x) (eqs. 6-8: temperature-scaled confidence,
-  ``rules.offload_probability``), drawn with the node's seeded RNG: ESCALATE with ``level``,
-  ``ens``, ``ens_w`` (the raw input goes as a stage-1 TASK to the next level); else ANSWER
-  with the ensemble's class and confidence (eq. 12, ``rules.ensemble_answer``; ``mlci-noens``:
+  ``rules.offload_probability``), drawn with the node's seeded RNG: ESCALATE with ``level``
+  (the level it goes to, ``next_level``: one down or refusing is skipped, as routing does),
+  ``ens``, ``ens_w`` (the raw input goes as a stage-1 TASK to that level); else ANSWER with
+  the ensemble's class and confidence (eq. 12, ``rules.ensemble_answer``; ``mlci-noens``:
   the level's own output) and RESULT ``level``.
 
 ``choose_successor``: a source sends a new task to an alive worker of level 1; a level-l
@@ -176,16 +177,29 @@ class MlciPolicy(TieredPolicy):
                 float(R.tempered_confidence(head.logits, float(self.temperatures[col]))),
                 p.confidence_threshold, p.k)
             if self.rng.random() < up:
-                up_ids = view.alive_successors(1, usable=False)  # alive, busy or not
-                if first_group(self.params.levels[self.level + 1:], up_ids)[1]:
+                to = self.next_level(view)
+                if to is not None:
                     self.escalated += 1  # cls, conf: the answer kept here (answer_kept)
                     return HeadAction(ESCALATE, cls=cls, confidence=conf,
-                                      fields={"level": self.level + 1,
-                                              "ens": [float(v) for v in vec],
+                                      fields={"level": to, "ens": [float(v) for v in vec],
                                               "ens_w": float(wsum)})
                 self.kept += 1  # every higher level is down: the ensemble so far answers
         self.answered += 1
         return HeadAction(ANSWER, cls=cls, confidence=conf, fields={"level": self.level})
+
+    def next_level(self, view: NodeView) -> Optional[int]:
+        """The level an escalation from this level goes to now (its TASK's ``level``): the
+        first higher level with a worker taking tasks, the one ``choose_successor`` picks (a
+        level that is down or refusing is skipped); with every live one refusing, the first
+        with a worker alive, busy or not (the task waits for it); None: every higher level
+        is down. Decided at the draw: a TASK the outbox routes again later (a refusal, a lost
+        ACK) to another level keeps it (``choose_successor`` does not see the TASK's fields)."""
+        higher = self.params.levels[self.level + 1:]
+        for usable in (True, False):
+            i = first_group(higher, view.alive_successors(1, usable=usable))[0]
+            if i >= 0:
+                return self.level + 1 + i
+        return None
 
     def answer_kept(self, escalated: HeadAction) -> HeadAction:
         """The ANSWER for a task this level escalated (``escalated``, from ``on_head``) that
