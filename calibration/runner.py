@@ -23,14 +23,14 @@ from typing import Any, Callable, Iterator, List, Optional, TextIO, Tuple
 
 from agent.errors import UsageError
 from agent.ops.lockfile import give_path_to_folder_owner
-from calibration import host, jtop_adapter, profile
+from calibration import device_lock, host, jtop_adapter, profile
 from calibration.measure import CpuSampler, ProgressBar, StageMeasurement, measure_engine
 from calibration.modes import ModeKeeper, ModeUnavailable
 
 logger = logging.getLogger(__name__)
 
-# Lock file in the state directory: one calibration at a time per device (two would disturb
-# each other's timings and power modes).
+# Lock file in the state directory: one calibration at a time per state directory (the
+# board-wide one, for runs that switch modes, is device_lock's).
 RUN_LOCK_FILE = "calibration.lock"
 
 
@@ -51,6 +51,8 @@ class CalibrationConfig:
     cache_dir: Optional[str] = None  # TensorRT plan cache
     switch_timeout_s: float = 60.0  # a mode not verified active by then is marked unavailable
     jtop_interval_s: float = 0.5  # jtop update interval
+    # board-wide lock of the runs that switch modes (the command: device_lock.DEVICE_LOCK_PATH)
+    device_lock_path: Optional[str] = None
 
 
 @dataclass
@@ -344,7 +346,8 @@ def calibrate(
                     raise UsageError("--modes %s needs jetson-stats' jtop service: %s" % (cfg.modes, exc))
                 refuse_cpu_path_on_jetson(exc, root)
                 log_cpu_path(exc, root)
-            if device is not None:
+            if device is not None and cfg.device_lock_path:  # before any mode is read or set
+                stack.enter_context(device_lock.hold(cfg.device_lock_path))
                 _recover_mode(cfg, device)
             stages = [bundle.stages[i - 1] for i in wanted]
             engines = {}

@@ -115,6 +115,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from calibration import profile as profile_mod
     from calibration.jtop_adapter import JtopUnavailable
+    from calibration.device_lock import DEVICE_LOCK_PATH
     from calibration.runner import CalibrationConfig, CalibrationInterrupted, calibrate
 
     profile_path = args.profile or os.path.join(args.state_dir, PROFILE_NAME)
@@ -155,6 +156,7 @@ def run(args: argparse.Namespace) -> int:
         threads=args.threads,
         cache_dir=args.cache_dir,
         switch_timeout_s=args.switch_timeout,
+        device_lock_path=DEVICE_LOCK_PATH,  # one run per board, whatever its --state-dir
     )
     try:
         result = calibrate(cfg)
