@@ -44,6 +44,7 @@ from agent.node.hooks import NodeHooks
 from agent.node.head_logits import LogitsInferenceThread
 from agent.node.inference import InferenceThread
 from agent.node.limits import check_limits
+from agent.node.modeleft import warn_at_start as warn_mode_left
 from agent.node.loop import Node
 from agent.node.outbox import Outbox
 from agent.node.powerwatch import attach as watch_power_mode
@@ -242,6 +243,7 @@ def build(cfg: NodeConfig, notifier: Any = None, ctx: Optional[zmq.Context] = No
     lock = binds = None
     try:
         preflight(cfg)
+        warn_mode_left(cfg)  # a mode an interrupted calibration left: before mu is read or timed
         starting.step("files checked")
         lock = StateLock(cfg.state_dir, cfg.node_id)  # before the journal or the state is read
         starting.step("state_dir locked")

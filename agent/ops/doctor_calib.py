@@ -210,35 +210,11 @@ def calibration_fix(fix: str, jtop: Optional[Check]) -> str:
 
 
 def mode_left_line(state_dir: str, calibrate_cmd: str) -> List[Check]:
-    """A WARN where an interrupted calibration left the power mode switched: ``calibrate``
-    saves the mode it found to ``calibration-original-mode.json`` before its first switch and
-    removes the file once that mode is back, so a file no running calibration holds means a
-    run was SIGKILLed or lost power in another mode. The agents then time their engine, or look
-    up their capacity, in that mode. ``calibrate_cmd`` restores it first; none while one runs."""
-    import fcntl
-    import json
+    """A WARN where an interrupted calibration left the power mode switched, in the words a
+    worker logs at start (``agent.node.modeleft.mode_left_text``): the mode ``calibrate``
+    saved in ``state_dir`` with no calibration running there. ``calibrate_cmd`` restores it
+    first; none while one runs."""
+    from agent.node.modeleft import mode_left_text
 
-    from calibration.modes import ORIGINAL_MODE_FILE
-    from calibration.runner import RUN_LOCK_FILE
-
-    path = os.path.join(state_dir, ORIGINAL_MODE_FILE)
-    if not os.path.isfile(path):
-        return []
-    try:  # a calibration under way holds its lock: the file is its own
-        with open(os.path.join(state_dir, RUN_LOCK_FILE), "rb") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)  # let go when closed
-    except FileNotFoundError:
-        pass
-    except OSError:
-        return []
-    try:
-        with open(path, "r", encoding="utf-8") as f:
-            saved = json.load(f)
-        mode = "%s (id %d)" % (saved.get("name"), saved["id"])
-        by_hand = " (or sudo nvpmodel -m %d)" % saved["id"]
-    except (OSError, ValueError, TypeError, KeyError, AttributeError):
-        mode, by_hand = "its saved mode (unreadable)", ""
-    return [Check("power mode", WARN, "%s: a calibration ended without restoring the power mode "
-                  "it found, %s; the board may still be in a mode it measured, and agents time "
-                  "their engine or look up their capacity in that mode" % (path, mode),
-                  "%s restores it before it measures%s" % (calibrate_cmd, by_hand))]
+    found = mode_left_text(state_dir, calibrate_cmd)
+    return [] if found is None else [Check("power mode", WARN, found[0], found[1])]
