@@ -213,8 +213,11 @@ def mode_left_line(state_dir: str, calibrate_cmd: str) -> List[Check]:
     """A WARN where an interrupted calibration left the power mode switched, in the words a
     worker logs at start (``agent.node.modeleft.mode_left_text``): the mode ``calibrate``
     saved in ``state_dir`` with no calibration running there. ``calibrate_cmd`` restores it
-    first; none while one runs."""
-    from agent.node.modeleft import mode_left_text
+    first; none while one runs here, or holds the board lock."""
+    from agent.node.modeleft import board_lock_held, mode_left_text
+    from calibration.device_lock import DEVICE_LOCK_PATH
 
+    if board_lock_held(DEVICE_LOCK_PATH):  # a calibration on this board, whatever its folder
+        return []
     found = mode_left_text(state_dir, calibrate_cmd)
     return [] if found is None else [Check("power mode", WARN, found[0], found[1])]
