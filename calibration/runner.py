@@ -78,10 +78,13 @@ class CalibrationInterrupted(KeyboardInterrupt):
 
 @contextlib.contextmanager
 def _signals(handler: Callable[[int, Any], None]) -> Iterator[None]:
-    """Install ``handler`` for SIGINT/SIGTERM/SIGHUP (main thread only), put the old ones back."""
+    """Install ``handler`` for SIGINT/SIGTERM/SIGHUP (main thread only; one ignored stays so:
+    ``nohup`` keeps a run going when its session closes), put the old ones back."""
     old = {}
     try:
         for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            if signal.getsignal(signum) is signal.SIG_IGN:
+                continue
             try:
                 old[signum] = signal.signal(signum, handler)
             except ValueError:  # not the main thread: signals cannot be caught here

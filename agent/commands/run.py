@@ -50,14 +50,16 @@ def run(args: argparse.Namespace) -> int:
 
     # first, before the imports below take their second or more: a stop from now on is said
     starting = StartupSignals().arm()
-    hangups = Hangups().install()
+    hangups = None
     try:
+        hangups = Hangups().install()
         return _run(args, starting, hangups)
     except StoppedStarting as exc:
         logging.getLogger("agent.run").warning("%s", exc)
         return int(exc.exit_status)
     finally:
-        hangups.close()
+        if hangups is not None:
+            hangups.close()
         starting.disarm()
 
 

@@ -82,11 +82,10 @@ def check_ipc_binds(cfg: Any) -> Optional[Check]:
     78 while it does: a live endpoint is never taken over); None where none is served (a stale
     socket file left by a stopped agent is replaced, as ``run`` does)."""
     from agent.net.ipcbind import ipc_path, served
+    from agent.ops.bindfault import node_binds
 
-    binds = [("control_bind", cfg.control_bind), ("data_bind", cfg.data_bind)]
-    if cfg.role == "source" and cfg.arrival == "client":
-        binds.append(("client_bind", cfg.client_bind))
-    live = ["%s %s" % (f, ep) for f, ep in binds if ipc_path(ep) and served(ipc_path(ep))]
+    live = ["%s_bind %s" % (plane, ep) for plane, ep in node_binds(cfg)
+            if ipc_path(ep) and served(ipc_path(ep))]
     if not live:
         return None
     return Check("node endpoints", WARN, "%s: another process serves there: run exits 78 while "

@@ -106,15 +106,12 @@ class Hangups:
             signal.signal(signal.SIGHUP, signal.SIG_DFL if self._previous is None
                           else self._previous)
             self._installed = False
-        try:
-            os.close(self._wfd)  # the thread reads what is pending, then the end of the pipe
-        except OSError:
-            pass
+        if self._wfd >= 0:  # again: nothing (a closed number may be another file's by now)
+            wfd, self._wfd = self._wfd, -1  # the handler's write fails from now on: ignored
+            os.close(wfd)  # the thread reads what is pending, then the end of the pipe
         if self._thread.is_alive():
             self._thread.join(timeout_s)
-        if not self._thread.is_alive():  # else a hung reload keeps it: the process's exit closes it
-            try:
-                os.close(self._rfd)
-            except OSError:
-                pass
+        if not self._thread.is_alive() and self._rfd >= 0:  # else a hung reload keeps it: the
+            rfd, self._rfd = self._rfd, -1  # process's exit closes it
+            os.close(rfd)
 

@@ -88,9 +88,9 @@ class StartupSignals:
     def interruptible(self) -> Iterator[None]:
         """Within the block a stop signal raises ``StoppedStarting`` at once: for steps that
         write nothing (loading, measuring)."""
-        self.check()
-        self._hot += 1
+        self._hot += 1  # first: a signal between the check and this would only be noted
         try:
+            self.check()
             yield
         finally:
             self._hot -= 1

@@ -125,6 +125,7 @@ def test_a_sighup_while_stderr_is_stalled_logs_its_line_later_with_no_logging_er
             assert time.monotonic() < end and proc.poll() is None, out.decode(errors="replace")
             out += os.read(r, 1 << 16)
         # SIGHUPs, each one line, until the pipe is full and a thread blocks writing to it
+        end = time.monotonic() + WAIT_S  # a deadline of its own, past a slow start-up
         while not _blocked_in_write(proc.pid):
             assert time.monotonic() < end and proc.poll() is None, proc.returncode
             proc.send_signal(signal.SIGHUP)
@@ -141,6 +142,7 @@ def test_a_sighup_while_stderr_is_stalled_logs_its_line_later_with_no_logging_er
                 time.sleep(0.05)
         assert proc.poll() is None, "the agent ended with %s" % proc.returncode
         proc.send_signal(signal.SIGTERM)
+        end = time.monotonic() + WAIT_S  # and one for the drain
         while True:  # to the end of its output
             try:
                 chunk = os.read(r, 1 << 16)
