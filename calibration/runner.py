@@ -349,8 +349,9 @@ def calibrate(
                     raise UsageError("--modes %s needs jetson-stats' jtop service: %s" % (cfg.modes, exc))
                 refuse_cpu_path_on_jetson(exc, root)
                 log_cpu_path(exc, root)
-            if device is not None and cfg.device_lock_path:  # before any mode is read or set
-                stack.enter_context(device_lock.hold(cfg.device_lock_path))
+            if device is not None:
+                if cfg.device_lock_path:  # before any mode is read or set
+                    stack.enter_context(device_lock.hold(cfg.device_lock_path))
                 _recover_mode(cfg, device)
             stages = [bundle.stages[i - 1] for i in wanted]
             engines = {}
