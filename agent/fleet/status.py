@@ -152,11 +152,32 @@ def read_node(url: str, timeout_s: float = 2.0) -> Dict[str, Any]:
     try:
         text = fetch_text(url, timeout_s)
     except Exception as exc:  # refused, timed out, DNS: the node is not reachable
-        reason = getattr(exc, "reason", None) or exc
-        return {"alive": False, "error": str(reason), "url": url}
-    out = summarise(parse_metrics(text))
+        return {"alive": False, "error": _why(exc), "url": url}
+    series = parse_metrics(text)
+    if not series:  # an agent exports its series from the moment it serves (known_series)
+        return {"alive": False, "url": url, "error": "answered, but with no %s series: %s"
+                % (PREFIX, _NOT_AGENT)}
+    out = summarise(series)
     out.update(alive=True, error="", url=url)
     return out
+
+
+_NOT_AGENT = "not an agent's metrics endpoint (another service on this port?)"
+
+
+def _why(exc: BaseException) -> str:
+    """One line on why an endpoint gave no metrics; an answer that is not HTTP, or an HTTP
+    error, is named as another service's."""
+    import http.client
+    import urllib.error
+
+    if isinstance(exc, urllib.error.HTTPError):
+        return "answered HTTP %d %s: %s" % (exc.code, exc.reason, _NOT_AGENT)
+    if isinstance(exc, http.client.BadStatusLine) and not isinstance(
+            exc, http.client.RemoteDisconnected):  # its text is the line that came
+        return "answered %r, not HTTP: %s" % (str(exc)[:40], _NOT_AGENT)
+    reason = getattr(exc, "reason", None) or exc
+    return " ".join(str(reason).split()) or type(exc).__name__  # one line, never empty
 
 
 def _read_as(n: str, url: str, timeout_s: float, named: bool = True) -> Dict[str, Any]:
