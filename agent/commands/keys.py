@@ -77,6 +77,7 @@ def _generate(args: argparse.Namespace, generate_keypair) -> Tuple[str, str]:
     check_output_dir(args.dir, "--dir")
     for path in (os.path.join(args.dir, name + ext) for ext in (".key", ".key_secret")):
         check_output_file(path, "--dir")
+    _refuse_open_dir(args.dir, name)
     with output_errors("--dir", args.dir):
         try:
             return generate_keypair(args.dir, name, overwrite=args.force)
@@ -84,3 +85,22 @@ def _generate(args: argparse.Namespace, generate_keypair) -> Tuple[str, str]:
             exc.strerror = ("%s; make a new pair (--force again) once the folder takes writes"
                             % exc.strerror)
             raise
+
+
+def _refuse_open_dir(directory: str, name: str) -> None:
+    """Refuse, before anything is written, a --dir that group or others may write: the agent
+    (and ``keys show``) refuse a secret key there, since they could swap it, so the pair would
+    be of no use (a missing --dir is made 0700)."""
+    import os
+
+    from agent.errors import UsageError
+    from agent.net.keyfiles import SecurityError, refuse_open_folder
+
+    if not os.path.isdir(directory):
+        return
+    try:
+        refuse_open_folder(os.path.join(directory, name + ".key_secret"),
+                           os.path.abspath(directory), os.geteuid())
+    except SecurityError as exc:
+        raise UsageError("--dir: %s; the agent refuses a secret key there: nothing written"
+                         % exc) from None

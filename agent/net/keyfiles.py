@@ -179,7 +179,7 @@ def check_secret_key_permissions(path: str, uid: Optional[int] = None) -> None:
                         "can write its folder, so prefer the file itself", path,
                         os.path.realpath(path))
     for folder in folders:
-        _refuse_open_folder(path, folder, uid)
+        refuse_open_folder(path, folder, uid)
 
 
 _links_told = set()  # symbolic links to secret keys already warned about
@@ -205,7 +205,7 @@ def _closed_folder(path: str, uid: int) -> str:
     return ""
 
 
-def _refuse_open_folder(path: str, folder: str, uid: int) -> None:
+def refuse_open_folder(path: str, folder: str, uid: int) -> None:
     """Refuse a secret key in a folder group or others may write (they could swap the key,
     as anyone who could read it could copy it: both are refused alike). A sticky folder
     (/tmp) lets nobody else rename or remove the file; a group that is the owner's own
