@@ -17,6 +17,7 @@ from typing import Any, Dict, Iterable, Optional, Set, Tuple
 
 from agent.ops.metrics_null import NullMetrics as NullMetrics  # its callers import it here
 from agent.ops.metrics_server import serve_fault, start, stop, url
+from engines.accelerator import FALLBACK_REASONS
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +29,17 @@ SOURCE_REJECTIONS = ("admission",) + WORKER_REFUSALS
 # Failed writes (edge_agent_write_failures_total): every agent saves its state; a source also
 # writes its records and their journal, and rotates the records.
 SOURCE_WRITES = ("records", "journal", "rotation")
+# Drop reasons (edge_agent_dropped_frames_total): those of the wire protocol and of the loop
+# and outbox every agent runs, then a worker's and a source's own (agent.node.worker*,
+# agent.node.inference, agent.node.source); tests/unit/test_metrics_drop_reasons.py checks
+# that every reason the code gives is among them.
+DROP_REASONS = ("empty", "bad_header", "bad_version", "bad_kind", "bad_field", "bad_tensor",
+                "bad_topic", "oversized", "unexpected_kind", "unknown_sender", "bad_heartbeat",
+                "bad_payload", "impersonation", "stale_connection", "handler_error", "deadline",
+                "undeliverable")
+WORKER_DROPS = ("wrong_stage", "unknown_source", "bad_shape", "bad_attempt", "source_gone",
+                "engine_error", "unknown_stage", "no_output", "bad_output", "no_input")
+SOURCE_DROPS = ("bad_shape", "bad_input", "revoked_client", "foreign_result", "forged_result")
 WARNING_LABEL_CHARS = 160  # the newest warning is shown cut to this many characters
 
 # Service times of one stage on a Jetson span ~1 ms (small stage, GPU) to seconds (TX2, CPU).
@@ -189,14 +201,17 @@ class AgentMetrics:
                 self._child(self._source_tasks, outcome)
 
     def known_series(self, role: str, stages: Iterable[int], clients: bool) -> None:
-        """Export at 0 from now on the counts whose label values the config fixes: refusals by
-        reason and failed writes; a worker's tasks for each of ``stages`` and its service
-        times; a source's refused clients (``clients``: it takes clients). A series that first
-        appears at N is only a first sample to Prometheus: rate() and increase() never count
-        those N, and a burst that stops before the series exists never shows."""
+        """Export at 0 from now on the counts whose label values the config fixes: refusals and
+        dropped frames by reason, failed writes; a worker's tasks for each of ``stages``, its
+        engine fallbacks for each stage and cause, and its service times; a source's refused
+        clients (``clients``: it takes clients). A series that first appears at N is only a
+        first sample to Prometheus: rate() and increase() never count those N, and a burst
+        that stops before the series exists never shows."""
         source = role == "source"
         for reason in SOURCE_REJECTIONS if source else WORKER_REFUSALS:
             self._child(self._refused, reason)
+        for reason in DROP_REASONS + (SOURCE_DROPS if source else WORKER_DROPS):
+            self._child(self._dropped, reason)
         for what in ("state",) + (SOURCE_WRITES if source else ()):
             self._write_failed.labels(self.node_id, what)
         if source and clients:
@@ -205,6 +220,8 @@ class AgentMetrics:
             for h in stages:
                 for metric in (self._tasks_in, self._tasks_out, self._tasks_exited):
                     self._child(metric, h)
+                for reason in FALLBACK_REASONS:  # counted once the engines load, after this
+                    self._fallbacks.labels(self.node_id, str(h), reason)
             if self._service_child is None:
                 self._service_child = self._service.labels(self.node_id)
 
