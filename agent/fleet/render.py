@@ -58,6 +58,7 @@ from agent.fleet.render_bundle import check_bundle
 from agent.fleet.render_notes import (DRIVE_TOPOLOGY, Dropped, dropped_since,
                                       loopback_address, metrics_tunnels, metrics_url,
                                       sheet_text)
+from agent.fleet.render_notes import calibrate_args as calibrate_args  # doctor's import
 from agent.fleet.render_ports import check_loopback_peers, check_port_clashes
 from agent.fleet.replay import place_replay, replay_set, write_replay
 from agent.ops.atomic import is_mount_point, replace_dir, write_atomic
@@ -325,15 +326,6 @@ def _write_device(out: str, topo: Topology, n: str, cfg: NodeConfig,
                      "# Read by edge-agent-calibrate.service\nEDGE_AGENT_BUNDLE=%s\n"
                      "EDGE_AGENT_CALIBRATE_ARGS=%s\n" % (cfg.bundle, calibrate_args(cfg)),
                      perms=0o644)
-
-
-def calibrate_args(cfg: NodeConfig) -> str:
-    """The calibration unit's arguments for a worker: every mode, measured with the engine the
-    agent runs (its backend, precision, threads and plan cache), since a profile entry is
-    found only under the backend and precision it was measured with."""
-    args = "--modes all --backend %s --precision %s --threads %d" % (
-        cfg.backend, cfg.precision, cfg.engine_threads)
-    return args + (" --cache-dir %s" % cfg.engine_cache_dir if cfg.engine_cache_dir else "")
 
 
 def check_placement(cfgs: Dict[str, NodeConfig], opts: RenderOptions) -> None:

@@ -21,7 +21,10 @@ among them) serves its metrics on that address, which ``fleet.json`` names. The 
 
 Every device path named (the copy step, the chown lines, the doctor command, the keys to
 delete) is under the render's ``--root``, as the configs' paths are (``/`` on devices; a
-rehearsal folder on one machine, where ``install --root`` puts the venv too).
+rehearsal folder on one machine, where ``install --root`` puts the venv too). Units are not
+under a root: there a sheet's ``systemctl`` lines would act on that machine's own agents, and
+``sudo`` leave root's files that the user's agents must write; so such a sheet and the summary
+say so, with the command standing for each ``systemctl`` line (``rehearsal_lines``).
 """
 
 from __future__ import annotations
@@ -101,6 +104,55 @@ def dropped_since(out_dir: str, node_ids: Sequence[str],
 def device_etc(root: str = "/") -> str:
     """``/etc/edge-agent`` under the render's ``root``."""
     return os.path.join(root, ETC.lstrip("/"))
+
+
+def calibrate_args(cfg: NodeConfig) -> str:
+    """The calibration unit's arguments for a worker: every mode, measured with the engine the
+    agent runs (its backend, precision, threads and plan cache), since a profile entry is
+    found only under the backend and precision it was measured with."""
+    args = "--modes all --backend %s --precision %s --threads %d" % (
+        cfg.backend, cfg.precision, cfg.engine_threads)
+    return args + (" --cache-dir %s" % cfg.engine_cache_dir if cfg.engine_cache_dir else "")
+
+
+def agent_command(root: str = "/") -> str:
+    """The ``edge-agent`` command of the venv ``install --root`` makes under ``root``."""
+    return quote(os.path.join(root, VENV_BIN.lstrip("/"), "edge-agent"))
+
+
+def rehearsal_lines(n: str, cfg: NodeConfig, root: str,
+                    clients_gone: Sequence[str] = ()) -> Dict[str, List[str]]:
+    """Under a ``root`` other than ``/`` (a rehearsal on one machine), what a sheet says in
+    place of the device's systemd and service-user lines, by where it goes: "top" (what to run
+    how), "calibrate", "start", "restart" (after a node left the fleet), "reload" (client keys
+    ``clients_gone`` deleted); nothing on devices."""
+    if root == "/":
+        return {}
+    etc, run = device_etc(root), agent_command(root)
+    agents = quote("run --config %s/" % etc)  # every agent of this root, and n's alone
+    return {"top": ["rehearsal under %s (--root): the steps are the device's, its paths under "
+                    "it. Here run each as yourself, without sudo (the agents you start write "
+                    "these files), doctor too; skip the chown lines; and in place of each "
+                    "systemctl line, which acts on this machine's own agents and their "
+                    "configs, not these, run the `rehearsal:` line under it." % root, ""],
+            "calibrate": ["   rehearsal: %s calibrate --bundle %s --state-dir %s %s" % (
+                run, quote(cfg.bundle), quote(os.path.join(root, DEFAULT_STATE_DIR.lstrip("/"))),
+                calibrate_args(cfg))],
+            "start": ["   rehearsal: %s run --config %s (the unit's command; a terminal of "
+                      "its own)" % (run, quote("%s/%s.toml" % (etc, n)))],
+            "restart": ["   rehearsal: pkill -TERM -f %s, then start each agent again as the "
+                        "start step says" % agents],
+            "reload": ["   rehearsal: rm -f %s && pkill -HUP -f %s" % (client_key_paths(
+                clients_gone, etc), quote("run --config %s/%s.toml" % (etc, n)))]}
+
+
+def rehearsal_summary(root: str) -> List[str]:
+    """The summary's line on a render under a ``root`` other than ``/`` (none on devices)."""
+    if root == "/":
+        return []
+    return ["rehearsal under %s: the systemctl lines (on the sheets and above) act on this "
+            "machine's own agents and their configs, not these: run the sheets' `rehearsal:` "
+            "lines in their place, as yourself" % root]
 
 
 def copy_step(etc: str = ETC) -> str:
@@ -247,21 +299,21 @@ def sheet_text(n: str, h: Host, cfg: NodeConfig, out: str, replay: str = "",
     earlier render wrote for ``n`` and this one does not (to delete by hand); ``tunnel``: how
     the workstation reaches the node's metrics on the device's loopback; ``root``: the
     render's ``--root``, under which every device path is (as in the configs)."""
-    etc = device_etc(root)
+    etc, rehearsal = device_etc(root), rehearsal_lines(n, cfg, root, clients_gone)
     at = "[%s]" % h.host if ":" in h.host else h.host  # scp's form of an IPv6 address
     login = ("%s@%s" % (h.user, at)) if h.user else at
     lines = ["%s: %s" % (n, "worker, stage %d" % cfg.stage if cfg.stage else "source"),
              "host %s; control %s, data %s%s" % (h.host, h.control_port, h.data_port,
                                                   ", client %d" % h.client_port
                                                   if cfg.client_bind else ""),
-             ""]
+             ""] + rehearsal.get("top", [])
     if removed:
         lines += ["fleet changed: %s %s no longer in the fleet. Step 2's copy replaces "
                   "%s/fleet (the allow-list), which removes %s key%s; on a device already "
                   "running, copy (steps 1-2, without install) and restart its agents:"
                   % (", ".join(removed), "is" if len(removed) == 1 else "are", etc,
                      "its" if len(removed) == 1 else "their", "" if len(removed) == 1 else "s"),
-                  "   " + RESTART, ""]
+                  "   " + RESTART] + rehearsal.get("restart", []) + [""]
     if clients_gone:
         one = len(clients_gone) == 1
         lines += ["clients changed: %s %s no longer a client of %s, but step 2's copy only adds "
@@ -270,7 +322,8 @@ def sheet_text(n: str, h: Host, cfg: NodeConfig, out: str, replay: str = "",
                   "key%s and reload the agent (until then %s answers %s):"
                   % (", ".join(clients_gone), "is" if one else "are", n, etc,
                      "" if one else "s", n, "it" if one else "them"),
-                  "   " + drop_clients_command(n, clients_gone, etc), ""]
+                  "   " + drop_clients_command(n, clients_gone, etc)] + rehearsal.get(
+                      "reload", []) + [""]
     lines += ["1. on the workstation: copy the device's files",
               "   scp -r %s %s" % (quote(os.path.join(out, "devices", n, "etc", "edge-agent")),
                                      quote(login + ":edge-agent-files")),
@@ -284,20 +337,19 @@ def sheet_text(n: str, h: Host, cfg: NodeConfig, out: str, replay: str = "",
                   replay, cfg) + [
               "   sudo mkdir -p %s && sudo cp -r BUNDLE/. %s" % (quote(cfg.bundle),
                                                                   quote(cfg.bundle + "/"))]
-    doctor = "   sudo -u edge-agent %s doctor" % quote(
-        os.path.join(root, VENV_BIN.lstrip("/"), "edge-agent"))
+    doctor = "   sudo -u edge-agent %s doctor" % agent_command(root)
     worker = cfg.role == "worker"
     if worker:  # the node's own check reads the profile calibrate writes
         lines += ["3. check the device and its bundle, as the service user",
                   doctor + " --bundle %s" % quote(cfg.bundle) + ("" if root == "/" else
                   " --state-dir %s" % quote(os.path.join(root, DEFAULT_STATE_DIR.lstrip("/")))),
                   "4. calibrate (the agents on the box stop while it runs)",
-                  "   sudo systemctl start edge-agent-calibrate"]
+                  "   sudo systemctl start edge-agent-calibrate"] + rehearsal.get("calibrate", [])
     lines += ["%d. check the %snode's start-up, as the service user"
               % ((5, "") if worker else (3, "device and the ")),
               doctor + " --config %s" % quote("%s/%s.toml" % (etc, n)),
               "%d. start" % (6 if worker else 4), "   sudo systemctl start edge-agent@%s" % n,
-              "   systemctl status edge-agent@%s" % n]
+              "   systemctl status edge-agent@%s" % n] + rehearsal.get("start", [])
     if tunnel:  # metrics_host is loopback: the workstation reads them through ssh
         lines += ["%d. watch it from the workstation: its metrics listen on %s:%d on %s only, "
                   "so read them through a tunnel"
@@ -331,7 +383,7 @@ def summary_lines(topo: Topology, hosts: Dict[str, Host], cfgs: Dict[str, NodeCo
                  % out)
     lines.append("manifest for `edge-agent status --fleet`: %s" % os.path.join(out, "fleet.json"))
     lines += tunnels_summary(metrics_tunnels(hosts, cfgs))
-    lines += workstation_paths_summary(topo.agent, opts.root)
+    lines += workstation_paths_summary(topo.agent, opts.root) + rehearsal_summary(opts.root)
     if not opts.rate_tasks_s:
         lines.append("drive load from here: " + drive_command(topo, out, opts))
     return lines
