@@ -343,11 +343,11 @@ class Outbox:
             self.drop("deadline", gone)
 
     def retry_waiting(self, now: float) -> None:
-        """Offer held tasks to the policy again, oldest first (``outqueue.reoffer``)."""
+        """Offer held tasks to the policy again, oldest first (``outqueue.reoffer_held``)."""
         self.expire_waiting(now)
         answer_stranded_held(self, now)  # escalations whose every successor is gone: out_takeback
         if self.waiting and self.current_view().alive_successors():
-            outqueue.reoffer(self.waiting, self.send, now, outqueue.in_order(self.policy))
+            outqueue.reoffer_held(self, now)  # head first, per source where kept for one
 
     # -- timers ------------------------------------------------------------------------------
 

@@ -14,7 +14,11 @@ A policy with ``held_in_order`` true (MDI-Exit: Alg. 1 puts a task at the tail o
 queue and Alg. 2 offers its head only) gets each stage's held tasks offered until the first it
 keeps, which stays the head with the rest behind it, and a new task of a stage with tasks held
 joins them at the tail (``behind``), the head being offered at once; the simulator does
-the same (it offers the head of each node's output queue and stops at the first refusal). Other
+the same (it offers the head of each node's output queue and stops at the first refusal). A task
+kept because every usable successor of its stage is held off for its source's tasks alone
+(``refusal_scope.kept_for_source``: a successor with no route back to that source) stops the
+offers of that source's tasks of the stage only: another source's tasks behind it may go to
+those successors, and one source cut off would otherwise stall every source's. Other
 policies get every held task offered and route a new task at once: most keep a task only while
 no successor of its stage is usable, which every later task of that stage finds too, but
 DIMEE's sources route each task by its own tier, and one tier's held task must not hold back
@@ -26,6 +30,7 @@ from __future__ import annotations
 from typing import Any, Callable, List, Mapping, Optional, Set
 
 from agent.node.outitem import OutItem
+from agent.node.refusal_scope import kept_for_source
 from agent.protocol.wire import Kind
 
 
@@ -93,17 +98,17 @@ def hold(waiting: List[OutItem], item: OutItem) -> None:
 
 
 def reoffer(waiting: List[OutItem], send: Callable[[OutItem, float, bool], None], now: float,
-            head_first: bool) -> None:
+            head_first: bool, scoped: Optional[Callable[[OutItem], bool]] = None) -> None:
     """Offer the held tasks of ``waiting`` to ``send`` (``Outbox.send`` of a task offered
     again, which ``hold``s one kept again: at its place, where it was) oldest first; with
-    ``head_first`` (``in_order``), a stage's offers end at the first task kept (module
-    docstring)."""
-    blocked: Set[int] = set()  # stages whose oldest held task was kept just now
+    ``head_first`` (``in_order``), a stage's offers end at the first task kept, or only its
+    source's when ``scoped`` says that task was kept for its source alone (module docstring)."""
+    blocked: Set[Any] = set()  # stages, or (stage, source), whose oldest held task was kept now
     i = 0
     while i < len(waiting):
         item = waiting[i]
         stage = item.fields["stage"]
-        if stage in blocked:
+        if blocked and (stage in blocked or (stage, item.fields.get("source")) in blocked):
             i += 1
             continue
         del waiting[i]
@@ -112,7 +117,24 @@ def reoffer(waiting: List[OutItem], send: Callable[[OutItem, float, bool], None]
         if len(waiting) > before:  # kept again: back at its place, i (all before it are older)
             i += 1
             if head_first:
-                blocked.add(stage)
+                # Kept only because every usable successor refuses its source's tasks (no
+                # route back to that source, or none onward for it), the head cannot leave
+                # before those holds end and no task of that source may pass it, but another
+                # source's tasks would be sent now: they are offered, oldest first. A task
+                # kept with a successor still open to its source (Alg. 2 said no), or with
+                # none usable at all, stops the whole stage, as the paper's head does.
+                scope = item.fields.get("source") if scoped is not None and scoped(item) else None
+                blocked.add(stage if scope is None else (stage, scope))
+
+
+def reoffer_held(out: Any, now: float) -> None:
+    """``reoffer`` the held tasks of outbox ``out`` at monotonic ``now``, head first when its
+    policy asks (``in_order``), a keep for one source alone (``kept_for_source``) holding
+    back that source's tasks only."""
+    holds = out.source_holds
+    reoffer(out.waiting, out.send, now, in_order(out.policy),
+            lambda it: kept_for_source(holds, out.view, it.fields["source"],
+                                       it.fields["stage"], now))
 
 
 def take_back(waiting: List[OutItem], wanted: Callable[[OutItem], bool]) -> Optional[OutItem]:

@@ -13,6 +13,10 @@ every task (``NodeView.unavailable``): routing a task of that source leaves the 
 (every task it is sent is that source's; an older sender, which ignores the field, then holds
 the same off as before), and a source takes a refusal naming itself as one of every task (its
 tasks are all its own: ``Outbox.on_ack``).
+
+A task of a source whose every usable successor is held off for that source's tasks alone is
+kept for that source alone (``kept_for_source``): where held tasks are offered head first
+(``agent.node.outqueue``), it holds back that source's later tasks of its stage, not others'.
 """
 
 from __future__ import annotations
@@ -74,3 +78,14 @@ def choose_successor(policy: Any, task: Any, view: Any, exclude: Sequence[str],
         for p in extra:
             view.unavailable.pop(p, None)
 
+
+def kept_for_source(holds: SourceHolds, view: Any, source: str, stage: int, now: float) -> bool:
+    """Whether a task of ``source`` for ``stage`` kept at monotonic ``now`` was kept for that
+    source alone: ``stage`` has successors usable for every task (``view.alive_successors``:
+    the view as the routing just saw it) and each is held off for ``source``'s tasks alone, so
+    another source's task of the stage may still go to them."""
+    if not holds:  # the common case: no hold about one source
+        return False
+    takers = view.alive_successors(stage)
+    held = holds.held_for(source, now)
+    return bool(takers) and all(p in held for p in takers)
