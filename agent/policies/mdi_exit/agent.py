@@ -20,7 +20,8 @@ task as soon as O_n > I_m. The knob ``count_own_service`` adds the task's own ru
 and keeps such a node's tasks for its fastest neighbour, as in the simulator (``offload``).
 ``choose_successor`` returning None keeps the task; the node offers
 it again on its next tick or heartbeat, when a refusing neighbour's hold ends or when a neighbour
-comes back, oldest first with the whole O_n, and a stage's offers stop at the first task kept,
+comes back, oldest first with the whole O_n, and a stage's offers stop at the first task kept
+(only its source's when it was kept for that source alone: ``refusal_scope.kept_for_source``),
 a new task queuing behind (``held_in_order``: Alg. 2 offers the head of the output queue only,
 ``agent.node.outqueue``); a worker that holds the
 task's stage asks ``reclaim`` after such a refusal and, when it says True (input queue empty,
