@@ -18,6 +18,7 @@ import textwrap
 from typing import List, Mapping, Optional
 
 from agent import __version__
+from agent.commands.interrupts import forget_caught_interrupt, signal_name
 from agent.errors import EXIT_USAGE, UsageError, missing_module_hint
 
 # Order shown in --help; a name whose module is absent is simply not offered.
@@ -176,6 +177,10 @@ def main(argv: Optional[List[str]] = None) -> int:
         finally:  # --help's SystemExit too: a reader gone shows here, not in the flush at exit
             sys.stdout.flush()
         return status
+    except KeyboardInterrupt as exc:
+        # Ctrl-C before a command took over its signals (importing the commands, parsing, a
+        # command's own start-up): one line and the signal's status, as every interrupt ends
+        return interrupted(argv, exc)
     except BrokenPipeError:
         if not stdout_gone():  # a pipe of the command's own (a child process): a real error
             raise
@@ -183,6 +188,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         # traceback; stdout goes to /dev/null so that the flush at exit cannot fail again
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 128 + signal.SIGPIPE
+    finally:  # an interrupt caught on the way (here or by the command): exit with its status
+        forget_caught_interrupt()
 
 
 def _main(argv: Optional[List[str]]) -> int:
@@ -207,4 +214,17 @@ def _main(argv: Optional[List[str]]) -> int:
         print(error_line(command, hint, journal), file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt as exc:  # SIGTERM where a command turns it into one: 143
-        return getattr(exc, "exit_status", 130)
+        return interrupted(argv, exc)
+
+
+def interrupted(argv: Optional[List[str]], exc: BaseException) -> int:
+    """An interrupt no command reported: ``edge-agent COMMAND: interrupted (SIGINT)`` on
+    stderr; the signal's exit status (130 for Ctrl-C)."""
+    args = sys.argv[1:] if argv is None else argv
+    command = next((a for a in args if a in COMMANDS), "")
+    try:  # a closed terminal (SIGHUP) fails the print (EIO)
+        print("\nedge-agent%s: interrupted (%s)" % (" " + command if command else "",
+                                                   signal_name(exc)), file=sys.stderr)
+    except OSError:
+        pass
+    return int(getattr(exc, "exit_status", 130))

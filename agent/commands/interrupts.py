@@ -57,3 +57,15 @@ def as_interrupts(signals=(signal.SIGTERM, signal.SIGHUP),
     finally:
         for s, old in previous.items():
             signal.signal(s, signal.SIG_DFL if old is None else old)  # None: set in C
+
+
+def forget_caught_interrupt() -> None:
+    """Keep a caught Ctrl-C from turning the exit into a death by SIGINT.
+
+    CPython notes a KeyboardInterrupt that leaves code run from a string (``exec`` or
+    ``eval``: namedtuple, dataclass and many modules build functions so, often while they are
+    imported) as unhandled, even when a caller catches it later, and at exit then kills the
+    process with SIGINT instead of exiting with the status given (-2, no status 130). Running
+    code from a string resets that note, so a command that caught the interrupt calls this
+    before it exits."""
+    exec("")  # noqa: S102 - an empty string: nothing runs, the interpreter's note is reset

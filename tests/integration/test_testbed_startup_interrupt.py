@@ -1,0 +1,72 @@
+"""Ctrl-C while `python -m agent testbed` starts (its modules still importing, its topology
+and bundle loading, its agents starting): the command exits 130 with one line saying it was
+interrupted, never a traceback and never silently, and leaves no agent process behind.
+Real processes, real signals."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+from tests.integration.agent_cluster import build_two_stage_bundle
+from tests.integration.test_testbed import write_topology
+from tests.integration.test_testbed_agent_death import _pids_with
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+# after the signal: the seconds a start-up interrupt may take to end the command (agents
+# already started drain first); generous for a loaded machine, and ended by the exit
+EXIT_WAIT_S = 120
+
+
+def _before_project_code(rc: int, stderr: str) -> bool:
+    """The signal came while the interpreter itself was starting (before its SIGINT handler,
+    or in its site module): no code of the project ran, so nothing of it is under test."""
+    return (rc == -signal.SIGINT and not stderr) or "init_import_site" in stderr
+
+
+def _interrupt_at(tmp_path, topo: str, delay_s: float):
+    """Run the testbed, SIGINT it ``delay_s`` seconds after its start; (status, stderr,
+    out folder)."""
+    out = str(tmp_path / ("out-%g" % delay_s))
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=REPO)
+    p = subprocess.Popen([sys.executable, "-m", "agent", "testbed", "--topology", topo,
+                          "--policies", "cf", "--rates", "5", "--duration", "30",
+                          "--no-plots", "--out", out], env=env, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, universal_newlines=True)
+    try:
+        time.sleep(delay_s)
+        p.send_signal(signal.SIGINT)
+        _, stderr = p.communicate(timeout=EXIT_WAIT_S)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    return p.returncode, stderr, out
+
+
+def test_ctrl_c_at_any_moment_of_start_up_exits_130_with_one_line(tmp_path):
+    """Rule: SIGINT 0.1 to 2 s after `python -m agent testbed` starts (importing, loading,
+    starting agents) exits 130 with exactly one line besides the progress bar, naming the
+    interrupt, no traceback, and no agent of the run still running afterwards."""
+    bundle = build_two_stage_bundle(str(tmp_path / "tiny"))
+    topo, _ = write_topology(tmp_path, bundle)
+    seen = []
+    for delay_s in (0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.8, 1.2, 2.0):
+        rc, stderr, out = _interrupt_at(tmp_path, topo, delay_s)
+        if _before_project_code(rc, stderr):
+            continue
+        lines = [l for l in stderr.splitlines() if l.strip() and not l.startswith("[")]
+        assert rc == 130, (delay_s, rc, stderr[-3000:])
+        assert "Traceback" not in stderr, (delay_s, stderr[-3000:])
+        assert len(lines) == 1 and "interrupted" in lines[0], (delay_s, stderr[-3000:])
+        # the agents get their SIGTERM from the command (or from the kernel at its exit)
+        deadline = time.monotonic() + EXIT_WAIT_S
+        while _pids_with(out) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert _pids_with(out) == [], (delay_s, _pids_with(out))
+        seen.append(lines[0])
+    # the delays reached the project's code, importing and beyond
+    assert len(seen) >= 5, seen
