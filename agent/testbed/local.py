@@ -38,13 +38,14 @@ from agent.testbed.columns import (empirical_remaining, fifo_sim_delay, link_uti
                                    sending_s, stats_delta)
 from agent.testbed.counters import read_stats, with_ended
 from agent.testbed.created import created_so_far
+from agent.testbed.cutshort import cut_short
+from agent.testbed.deaths import AgentDied
 from agent.testbed.exits import default_remaining
 from agent.testbed.faultlog import record_fault_phases
 from agent.testbed.inject import FaultRunner
 from agent.testbed.phasecheck import PhaseTally
 from agent.testbed.procs import LocalAgents, free_ports
 from agent.testbed.rundir import rate_label
-from agent.testbed.sigdefer import DeferredSignals
 from agent.testbed.nodeparts import node_config_error
 from agent.testbed.asrun import applied_links, senders_pace, told_rate
 from agent.testbed.report import (RunResult, _created, read_records, served_rate,
@@ -262,22 +263,21 @@ def run_local(topo: Topology, bundle, policy: str, rates: Sequence[float],
                              lambda el, frac, i=i: (faults.poll(), _check_network(net), tick(
                                  i, "load" if el < load_s else "draining", frac)))
             except BaseException as exc:  # Ctrl-C or an agent's death: keep what ran so far
-                with DeferredSignals():  # Ctrl-C pressed twice (or held) must not lose it
-                    try:
-                        faults.finish(agents_ready_s=0.0)
-                    except Exception:  # noqa: BLE001 - the network is removed whole right after
-                        pass
-                    partial = partial_result(shown, bundle, stages, policy, rate, records,
-                                             expected, settings.duration_s, load_s, exc)
-                    if partial is not None and on_result is not None:
-                        on_result(partial)
-                # sources first, while the workers still answer: stopped together, a source
-                # waits out its result timeouts for tasks no worker will finish
-                agents.stop([names[s.id] for s in topo.sources])
+                cut_short(agents, faults, [names[s.id] for s in topo.sources],
+                          lambda exc=exc: partial_result(shown, bundle, stages, policy, rate,
+                                                         records, expected, settings.duration_s,
+                                                         load_s, exc),
+                          on_result)
                 raise
             faults.finish(agents_ready_s=settings.ready_timeout_s)
             agents.stop([names[s.id] for s in topo.sources])
-            after = _worker_stats(topo, cfgs, agents, settle, faults.ended)
+            try:
+                after = _worker_stats(topo, cfgs, agents, settle, faults.ended)
+            except AgentDied as exc:  # a worker gone once the load was over: still kept
+                cut_short(agents, faults, (), lambda exc=exc: partial_result(
+                    shown, bundle, stages, policy, rate, records, expected,
+                    settings.duration_s, load_s, exc), on_result)
+                raise
             # this rate's records and final source stats move aside; the sources' saved policy
             # state stays, so the next rate's sources resume from it as a restarted device does
             records = _archive(cfgs, [s.id for s in topo.sources],

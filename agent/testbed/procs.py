@@ -23,6 +23,7 @@ from typing import Callable, Dict, Iterable, List, Optional, Sequence
 from agent.config.node import NodeConfig, dump_config
 from agent.errors import UsageError
 from agent.ops.sdnotify import NOTIFY_DIR_PREFIX, NOTIFY_SOCKET_NAME, remove_stale_notify_dirs
+from agent.testbed.deaths import AgentDied, error_line, how_it_ended, read_log_tail
 from agent.testbed.sigdefer import DeferredSignals
 
 
@@ -217,25 +218,13 @@ class AgentProcess:
 
     def log_lines(self, lines: int, max_bytes: int = 4000) -> List[str]:
         """The last ``lines`` lines of the agent's log (within its last ``max_bytes``)."""
-        try:
-            with open(self.log_path, "rb") as f:
-                f.seek(max(0, os.path.getsize(self.log_path) - max_bytes))
-                text = f.read().decode("utf-8", "replace")
-        except OSError:
-            return []
-        return text.strip("\n").splitlines()[-lines:]
+        return read_log_tail(self.log_path, lines, max_bytes)
 
     def last_error(self) -> str:
-        """The log's last error line: an ERROR/CRITICAL record, a command's ``error:`` line or
-        an exception's last line; else its last line."""
+        """The log's last error line (``agent.testbed.deaths.error_line``); else its last
+        line."""
         lines = [l.strip() for l in self.log_lines(60, 16000) if l.strip()]
-        for line in reversed(lines):
-            words = line.split()
-            if ("ERROR" in words[:4] or "CRITICAL" in words[:4] or ": error: " in line
-                    or (words and words[0].rstrip(":").endswith(("Error", "Exception"))
-                        and not line.startswith(" "))):
-                return line
-        return lines[-1] if lines else "(empty log)"
+        return error_line(lines) or (lines[-1] if lines else "(empty log)")
 
     def terminate(self) -> None:
         """Ask the agent to stop (SIGTERM): it drains and writes its final stats.
@@ -278,8 +267,8 @@ def wait_ready(procs: Iterable[AgentProcess], listener: NotifyListener, timeout_
         for p in pending:
             rc = p.poll()
             if rc is not None:
-                raise UsageError("agent %s exited with status %s before it was ready: %s (log %s)"
-                                 % (p.node_id, rc, p.last_error(), p.log_path))
+                raise UsageError("agent %s %s before it was ready: %s (log %s)"
+                                 % (p.node_id, how_it_ended(rc), p.last_error(), p.log_path))
         if clock() > deadline:
             raise UsageError("agents %s not ready after %.0f s (logs in %s)"
                              % ([p.node_id for p in pending], timeout_s,
@@ -354,12 +343,13 @@ class LocalAgents:
         return started
 
     def check_alive(self) -> None:
-        """Raise ``UsageError`` naming an agent that exited on its own."""
+        """Raise ``AgentDied`` naming an agent that ended without the testbed stopping it."""
         for n, p in self.procs.items():
             rc = p.poll()
             if rc is not None and n not in self.injected:
-                raise UsageError("agent %s exited with status %s during the run: %s (log %s)"
-                                 % (n, rc, p.last_error(), p.log_path))
+                cfg = self.configs[n]
+                raise AgentDied(n, "worker, stage %d" % cfg.stage if cfg.stage else "source",
+                                rc, p.log_path)
 
     def stop(self, names: Iterable[str], timeout_s: float = 15.0) -> None:
         """SIGTERM the named agents at once, wait up to ``timeout_s`` for each, then SIGKILL."""
