@@ -1,7 +1,7 @@
 """How ``plan`` and ``simulate`` scale with the network: 50 to 5,000 nodes, one core.
 
 Usage: python3 bench/scale_bench.py [--nodes 50,500,5000] [--model paper-resnet101]
-       [--sim-s 2] [--rounds 50] [--policy dtoee]
+       [--sim-s 2] [--rounds 50] [--policy dtoee] [--step joint]
 
 Each network is the paper's setting (``agent.scenario.paper.paper_scenario``, seed 0) scaled
 up: one fifth of the nodes are sources, the rest split evenly over the stages
@@ -11,12 +11,14 @@ times, on one core: writing and reading the scenario file (``save_scenario`` /
 ``--rounds`` rounds without the convergence stop so every size does the same work) and
 ``simulate`` (``--sim-s`` simulated seconds in 5 s slots, DTO-EE re-planning every slot). It prints
 microseconds per node (per node-round for ``plan``) and per simulated task: flat columns mean
-linear scaling. Goal: every column within 2x from 50 to 5,000 nodes.
+linear scaling. Goal: every column within 2x from 50 to 5,000 nodes. ``--step joint`` runs
+DTO-EE's stage-joint rule (the scenario's ``knobs.step``) in ``plan`` and ``simulate``.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import platform
 import shutil
@@ -60,9 +62,11 @@ def main() -> int:
     ap.add_argument("--sim-s", type=float, default=20.0, help="simulated seconds per size")
     ap.add_argument("--rounds", type=int, default=50, help="DTO-EE rounds in plan and simulate")
     ap.add_argument("--policy", default="dtoee", help="policy the simulator runs")
+    ap.add_argument("--step", default="default", choices=("default", "joint", "paper"),
+                    help="DTO-EE's step rule (knobs.step) in plan and simulate")
     args = ap.parse_args()
-    print("python %s, %s, %d cores, one thread" % (platform.python_version(), platform.machine(),
-                                                   os.cpu_count() or 0))
+    print("python %s, %s, %d cores, one thread, step %s" % (
+        platform.python_version(), platform.machine(), os.cpu_count() or 0, args.step))
     print("| nodes | links | load file s | us/node | compile s | us/node | plan s (%d rounds) "
           "| us/node-round | simulate s | tasks | us/task |" % args.rounds)
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
@@ -70,12 +74,13 @@ def main() -> int:
     try:
         for n in (int(x) for x in args.nodes.split(",")):
             sc = scaled(args.model, n)
+            sc = dataclasses.replace(sc, knobs=dict(sc.knobs, step=args.step))
             nodes = len(sc.sources) + len(sc.workers)
             path = os.path.join(tmp, "s%d.json" % n)
             save_scenario(path, sc)
             sc, load_s = timed(lambda: load_scenario(path))
             _, compile_s = timed(lambda: compile_network(sc))
-            params = DtoeeParams(rounds=args.rounds)
+            params = DtoeeParams(rounds=args.rounds, step=args.step)
             _, plan_s = timed(lambda: run_dtoee(sc, params=params, stop_when_converged=False))
             policy = make_sim_policy(args.policy, rounds=args.rounds)
             cfg = SimConfig(duration_s=args.sim_s, warmup_s=0.0, slot_s=5.0)

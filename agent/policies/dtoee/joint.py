@@ -34,6 +34,7 @@ from typing import Container, Dict, List, Mapping, Sequence, Tuple
 
 import numpy as np
 
+from agent.policies.dtoee.joint_kkt import newton_direction
 from agent.policies.dtoee.knobs import DtoeeParams
 # rates and capacities below it (a denormal) overflow the hop cost and the pressure terms, and
 # LAPACK's least-squares fallback never returns on the NaN system that follows
@@ -197,16 +198,14 @@ def solve_stage(prob: StageProblem, params: DtoeeParams) -> np.ndarray:
     expansion (curvature B^T diag(h_recv) B + diag(h_edge), B the edge -> receiver incidence)
     over the free edges (flow > 0, or at 0 with a gradient below the largest on its
     offloader's used edges; one whose step would go negative is fixed at 0 and the system
-    solved again), then steps as far as the bounds allow and backtracks until the cost falls."""
+    solved again; ``joint_kkt.newton_direction``: reduced to the offloaders with 2 or more free
+    edges and solved per group of them that share receivers),
+    then steps as far as the bounds allow and backtracks until the cost falls."""
     f, row, col = prob.out_rate, prob.row, prob.col
     n_edges, n_rows = len(row), len(f)
     y = prob.p * f[row]
     if n_edges == 0 or not np.any(f > 0):
         return y
-    inc = np.zeros((len(prob.receivers), n_edges))
-    inc[col, np.arange(n_edges)] = 1.0
-    balance = np.zeros((n_rows, n_edges))
-    balance[row, np.arange(n_edges)] = 1.0
     cost, g, h_recv, h_edge = stage_cost(prob, y, params)
     for _ in range(NEWTON_ITERATIONS):
         used = y > 1e-12 * f[row]
@@ -216,8 +215,8 @@ def solve_stage(prob: StageProblem, params: DtoeeParams) -> np.ndarray:
         while True:
             idx = np.flatnonzero(free)
             d = np.zeros(n_edges)
-            d[idx] = _newton_direction(inc[:, idx], h_recv, h_edge[idx] + 1e-9 * (
-                1.0 + h_recv[col[idx]]), balance[:, idx], g[idx])
+            d[idx] = newton_direction(row[idx], col[idx], h_recv, h_edge[idx] + 1e-9 * (
+                1.0 + h_recv[col[idx]]), g[idx])
             bad = free & ~used & (d < 0)
             if not bad.any():
                 break
@@ -245,33 +244,6 @@ def solve_stage(prob: StageProblem, params: DtoeeParams) -> np.ndarray:
         if settled:
             break
     return y
-
-
-def _newton_direction(inc, h_recv, h_edge, balance, g):
-    """The step d over the free edges: min g.d + 1/2 d^T H d with balance @ d = 0, H = inc^T
-    diag(h_recv) inc + diag(h_edge), h_edge > 0. Solved on the diagonally scaled system (the
-    curvatures span many orders of magnitude near saturation, where an unscaled system lost the
-    small differences between an offloader's edges), rows without a free edge left out."""
-    rows = np.flatnonzero(balance.any(axis=1))
-    bal = balance[rows]
-    none = np.zeros(len(g))
-    # inf/NaN data (an overflowed curvature or hop cost) make the system meaningless, and
-    # LAPACK's lstsq (gelsd) can spin forever on NaN: no step this round rather than a hang
-    with np.errstate(all="ignore"):
-        hess = (inc.T * h_recv) @ inc + np.diag(h_edge)
-        scale = 1.0 / np.sqrt(np.diag(hess))
-        k = len(rows)
-        kkt = np.block([[hess * scale[:, None] * scale[None, :], (bal * scale).T],
-                        [bal * scale, np.zeros((k, k))]])
-        rhs = np.concatenate([-g * scale, np.zeros(k)])
-    if not (np.isfinite(kkt).all() and np.isfinite(rhs).all()):
-        return none
-    try:
-        z = np.linalg.solve(kkt, rhs)
-    except np.linalg.LinAlgError:
-        z = np.linalg.lstsq(kkt, rhs, rcond=None)[0]
-    d = z[:len(g)] * scale
-    return d if np.isfinite(d).all() else none
 
 
 def joint_routing(prob: StageProblem, params: DtoeeParams
@@ -310,3 +282,10 @@ def joint_row(report: StageReport, new_routing: Mapping[str, float],
                                  params, np.array([report.out_rate_tasks_s]))
     return ({j: float(d) for j, d in zip(succ, delta[0])}, float(om[0] + ps[0] * pending),
             float(ps[0]))
+
+
+def _newton_direction(inc, h_recv, h_edge, balance, g):
+    """``joint_kkt.newton_direction`` given the free edges' incidence as matrices: ``inc``
+    (receivers x edges) and ``balance`` (offloaders x edges), one 1 per column."""
+    return newton_direction(np.argmax(balance, axis=0), np.argmax(inc, axis=0), h_recv, h_edge,
+                            g)
