@@ -115,7 +115,11 @@ def load_backbone(path: str) -> onnx.ModelProto:
 def check_spec(model: onnx.ModelProto, at: Sequence[str], final: Optional[str]) -> str:
     """Check the tensor names and cut points against ``model``; returns the final output's name."""
     produced = sorted({o for n in model.graph.node for o in n.output if o})
+    weights = {t.name for t in model.graph.initializer}
     for name in at:
+        if name not in produced and name in {i.name for i in model.graph.input} | weights:
+            raise HeadsError("--at: %r is the backbone's %s, not an intermediate tensor"
+                             % (name, "weight" if name in weights else "input"))
         if name not in produced:
             raise HeadsError("--at: unknown tensor name %r (no node produces it)%s"
                              % (name, _suggest(name, produced)))
@@ -141,13 +145,14 @@ def check_labels(y: np.ndarray, num_classes: int, final: str) -> None:
     """Labels in ``[0, num_classes)`` and at least ``MIN_PER_CLASS`` samples of every class."""
     if y.min() < 0 or y.max() >= num_classes:
         bad = int(y.min()) if y.min() < 0 else int(y.max())
-        raise HeadsError("label %d is out of range: the final output %r has %d classes (labels 0..%d)"
-                         % (bad, final, num_classes, num_classes - 1))
+        raise HeadsError("--data: label %d is out of range: the final output %r has %d classes "
+                         "(labels 0..%d)" % (bad, final, num_classes, num_classes - 1))
     counts = np.bincount(y, minlength=num_classes)
     few = int(np.argmin(counts))
     if counts[few] < MIN_PER_CLASS:
-        raise HeadsError("too few samples of class %d: %d (every class needs at least %d, so the "
-                         "held-out split can hold each one)" % (few, counts[few], MIN_PER_CLASS))
+        raise HeadsError("--data: too few samples of class %d: %d (every class needs at least %d, "
+                         "so the held-out split can hold each one)"
+                         % (few, counts[few], MIN_PER_CLASS))
 
 
 def _check_input(model: onnx.ModelProto, x: np.ndarray, path: str):
@@ -162,7 +167,7 @@ def _check_input(model: onnx.ModelProto, x: np.ndarray, path: str):
     want = [d.dim_value if d.HasField("dim_value") else None for d in tt.shape.dim]
     if want and (len(want) != x.ndim or any(w is not None and w != s
                                             for w, s in zip(want[1:], x.shape[1:]))):
-        raise HeadsError("data x has samples of shape %s, the backbone input %r expects %s"
+        raise HeadsError("--data: x has samples of shape %s, the backbone input %r expects %s"
                          % (tuple(x.shape[1:]), inputs[0].name,
                             tuple("?" if w is None else w for w in want[1:])))
     if tt.elem_type:

@@ -52,19 +52,19 @@ def load_dataset(path, scale_uint8: bool = True) -> Tuple[np.ndarray, np.ndarray
     check_regular_file(path, "--data")  # missing, or a folder: said as such
     z = load_npz(path, "--data")
     if "x" not in z or "y" not in z:
-        raise UsageError("%s: expected arrays 'x' and 'y', found %s" % (path, sorted(z)))
+        raise UsageError("--data: %s: expected arrays 'x' and 'y', found %s" % (path, sorted(z)))
     x, y = z["x"], z["y"]
     if x.ndim == 0 or x.dtype.kind not in "biuf":
-        raise UsageError("%s: x must be an array of numbers, one row per sample, got %s %s"
-                         % (path, x.dtype, x.shape))
+        raise UsageError("--data: %s: x must be an array of numbers, one row per sample, "
+                         "got %s %s" % (path, x.dtype, x.shape))
     if len(x) == 0:
-        raise UsageError("%s: x holds no samples (0 rows); a profile needs labelled samples" % path)
+        raise UsageError("--data: %s: x holds no samples (0 rows); labelled samples are needed" % path)
     if x.dtype.kind == "f" and not np.all(np.isfinite(x)):
-        raise UsageError("%s: x holds NaN or infinite values" % path)
+        raise UsageError("--data: %s: x holds NaN or infinite values" % path)
     if scale_uint8 and x.dtype == np.uint8:
         x = x.astype(np.float32) / np.float32(255.0)
     if y.ndim != 1 or len(y) != len(x) or len(y) == 0 or not np.issubdtype(y.dtype, np.integer):
-        raise UsageError("%s: y must be N integer labels matching x's %d rows, got %s %s"
+        raise UsageError("--data: %s: y must be N integer labels matching x's %d rows, got %s %s"
                          % (path, len(x), y.dtype, y.shape))
     return x, y.astype(np.int64)
 
@@ -153,13 +153,13 @@ def profile_bundle(bundle: Bundle, x: np.ndarray, y: np.ndarray, backend: str = 
     ``data_path``."""
     first = bundle.stages[0]
     if tuple(x.shape[1:]) != tuple(first.input_shape[1:]):
-        raise UsageError("data x has sample shape %s, stage 1 expects %s"
-                         % (tuple(x.shape[1:]), tuple(first.input_shape[1:])))
+        raise UsageError("%s: x has sample shape %s, stage 1 expects %s"
+                         % (data_path, tuple(x.shape[1:]), tuple(first.input_shape[1:])))
     x = np.ascontiguousarray(as_input(x, first.input_dtype))
     classes = max((s.num_classes for s in bundle.stages), default=0)
     if classes and (y.min() < 0 or y.max() >= classes):  # every head would read 0% correct
-        raise UsageError("data y holds labels %d..%d; the bundle's heads have %d classes "
-                         "(0..%d)" % (y.min(), y.max(), classes, classes - 1))
+        raise UsageError("%s: y holds labels %d..%d; the bundle's heads have %d classes "
+                         "(0..%d)" % (data_path, y.min(), y.max(), classes, classes - 1))
     check_set_range(x, first.input_value_range, data_path,
                     "the profile measures the set as it is, and the accuracies it gives are "
                     "those of that scale")

@@ -41,6 +41,15 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
+    """Train and attach the heads; SIGTERM and SIGHUP end it as Ctrl-C does (one line, their
+    exit status, no file half-written)."""
+    from agent.commands.interrupts import as_interrupts
+
+    with as_interrupts():
+        return _run(args)
+
+
+def _run(args) -> int:
     import logging
     import math
     import os
@@ -49,7 +58,8 @@ def run(args) -> int:
     from engines.heads_graph import HeadsError, HeadSpec
     from engines.profile import load_dataset
 
-    from agent.ops.files import FileFault, check_output_dir, check_output_file
+    from agent.ops.files import (FileFault, check_output_dir, check_output_file,
+                                refuse_input_as_out)
 
     for opt, value, ok, what in (
             ("--grid", args.grid, args.grid >= 1, "a whole number >= 1"),
@@ -63,6 +73,7 @@ def run(args) -> int:
     if os.path.realpath(args.out) == os.path.realpath(args.onnx):
         raise HeadsError("--out %s is the --onnx backbone: write the multi-exit graph to another "
                          "file, so the backbone stays for a later run" % args.out)
+    refuse_input_as_out(args.out, [("--data", args.data)])
     check_output_file(args.out, "--out")  # before any training
     if args.cache:
         check_output_dir(args.cache, "--cache")

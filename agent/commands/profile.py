@@ -38,6 +38,15 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
+    """Profile the bundle; SIGTERM and SIGHUP end it as Ctrl-C does (one line, their exit
+    status, no file half-written)."""
+    from agent.commands.interrupts import as_interrupts
+
+    with as_interrupts():
+        return _run(args)
+
+
+def _run(args) -> int:
     import os
 
     from engines.bundle import EXIT_PROFILE_NAME, load_bundle
@@ -45,7 +54,7 @@ def run(args) -> int:
     from engines.profile import load_dataset, profile_bundle
 
     from agent.ops.atomic import atomic_open
-    from agent.ops.files import check_output_file, output_errors
+    from agent.ops.files import check_output_file, output_errors, refuse_input_as_out
 
     out = args.out
     if out:  # checked before anything is read or run
@@ -53,6 +62,7 @@ def run(args) -> int:
         if not out.endswith(".npz"):
             out += ".npz"  # numpy's own rule for a path, kept for a file written atomically
             check_output_file(out, "--out")
+        refuse_input_as_out(out, [("--data", args.data)])
     bundle = load_bundle(args.bundle)
     if not out:
         out = os.path.join(bundle.path, EXIT_PROFILE_NAME)

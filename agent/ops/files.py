@@ -274,6 +274,17 @@ def check_output_dir(path: str, what: str, probe: bool = True) -> None:
         _probe(here, what, make_dir=missing is not None)
 
 
+def refuse_input_as_out(out: str, inputs) -> None:
+    """Refuse an ``--out`` that is one of the command's own input files, given as ``(option,
+    path)`` pairs (a link to one counts): the write would replace what the command read, a
+    data set or a backbone lost for good. One ``FileFault`` line naming both options."""
+    real = os.path.realpath(out)
+    for option, path in inputs:
+        if path and os.path.realpath(path) == real:
+            raise FileFault("--out %s is the %s file: write to another file, so that %s stays "
+                            "as it is" % (out, option, path))
+
+
 def check_output_file(path: str, what: str, probe: bool = True) -> None:
     """``path``, a file a command writes whole (atomically, making its folder when missing), can
     be written: it is absent or a regular file, in a folder ``check_output_dir`` accepts. A
