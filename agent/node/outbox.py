@@ -97,7 +97,7 @@ class Outbox:
         self._retry_s: Dict[bytes, float] = {}  # identity -> hold asked with its refusals
         self._results: Dict[str, List[OutItem]] = {}  # source -> results for its next RESULTS
         self.refused_why: Dict[str, str] = {}  # successor -> reason of its last refusal
-        self.source_holds = SourceHolds()  # successors refusing one source's tasks alone
+        self.source_holds = SourceHolds(view)  # successors refusing one source's tasks alone
         self.clock = time.monotonic
         self._undeliverable_log = Throttle(60.0, lambda: self.clock())  # a line a minute at most
 
@@ -274,7 +274,7 @@ class Outbox:
         if refused:
             until = now + min(max(retry_s, HOLD_MIN_S), HOLD_MAX_S)
             if source and source != self.node_id:  # a source's tasks are all its own
-                self.source_holds.hold(peer, source, until, reason)
+                self.source_holds.hold(peer, source, until, reason, now)
             else:
                 self.view.unavailable[peer] = max(self.view.unavailable.get(peer, 0.0), until)
                 self.refused_why[peer] = reason

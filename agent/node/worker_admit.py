@@ -13,7 +13,8 @@ them being full; ``no_route`` when each of them is stopping or has no route on:
 A refusal for a reason about the task's source alone names that source (``refusal_scope``):
 no route back to it, or every successor of the next stage held off for its tasks alone while
 another source's still go there. Its sender then holds this worker off for that source's tasks
-only.
+only. A task straight from its source ends this worker's own holds about that source made while
+it was gone (``SourceHolds.back``): it is back.
 """
 
 from __future__ import annotations
@@ -48,6 +49,8 @@ def refusal(w: Any, f: Dict[str, Any], nbytes: int, sender: str, ttl: float,
         # come back in about one service time: a place frees when a task leaves
         return "overload", view.service_time_s
     h, src = f["stage"], f["source"]
+    if sender == src and w.out.source_holds:  # it is back: its tasks go on (refusal_scope)
+        w.out.source_holds.back(src)
     if w.out.waiting and not w.cfg.terminal and h < view.num_stages \
             and not view.serves(h + 1) and view.alive_successors(h + 1, usable=False):
         takers = w.out.current_view().alive_successors(h + 1)
