@@ -24,8 +24,9 @@ import subprocess
 import sys
 from typing import List, Optional
 
-from agent.commands.install_files import (clean_build_dir, kept_env_note, other_configs_note,
-                                          replaced_note, see_system_site, unwritable_target)
+from agent.commands.install_files import (clean_build_dir, kept_env_note, next_steps,
+                                          other_configs_note, replaced_note, see_system_site,
+                                          unwritable_target)
 from agent.errors import UsageError
 from agent.ops.atomic import write_atomic
 from agent.ops.files import FileFault, check_output_dir
@@ -37,6 +38,7 @@ HELP = "install the agent as a systemd service (user, venv, units); --dry-run sh
 UNIT_FILES = ("edge-agent@.service", "edge-agent.target", "edge-agent-calibrate.service",
               "edge-agent-calibrate.timer")
 GROUPS = ("video", "render", "jtop")
+CALIBRATE_ARGS = "--modes all"  # calibrate.env's EDGE_AGENT_CALIBRATE_ARGS: every power mode
 DEFAULT_USER = "edge-agent"
 # a systemd instance name that is also a config file stem: no spaces, slashes or leading dot/dash
 INSTANCE_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.:-]*$")
@@ -317,7 +319,7 @@ def run(args: argparse.Namespace) -> int:
     plan.mkdir(os.path.join(etc, "fleet"), 0o755)  # the fleet's public keys (allowed_keys_dir)
     env = os.path.join(etc, "calibrate.env")
     plan.write(env, "# Read by edge-agent-calibrate.service\nEDGE_AGENT_BUNDLE=%s\n"
-               "EDGE_AGENT_CALIBRATE_ARGS=--modes all\n" % (args.bundle or BUNDLE),
+               "EDGE_AGENT_CALIBRATE_ARGS=%s\n" % (args.bundle or BUNDLE, CALIBRATE_ARGS),
                keep=True, note=kept_env_note(env, args.bundle))
 
     # 3. the virtual environment and the package
@@ -391,7 +393,5 @@ def run(args: argparse.Namespace) -> int:
         cfg = os.path.join(etc, name + ".toml")
         if not os.path.exists(cfg):
             other_configs_note(plan, etc, name)
-            plan.say("# next: write %s (README: Deploying to a fleet), check it with `doctor "
-                     "--config`, calibrate a worker (`systemctl start edge-agent-calibrate`), "
-                     "then `systemctl start edge-agent@%s`" % (cfg, name))
+            plan.say(next_steps(cfg, name, root, env, args.bundle or BUNDLE, CALIBRATE_ARGS))
     return 0

@@ -1,30 +1,68 @@
 """What ``edge-agent install`` says about the files it keeps or replaces, a folder it cannot
 write, an instance whose config is not beside the others, the build leftovers it clears from a
-checkout it installs from, and a kept venv it fits to a Jetson."""
+checkout it installs from, a kept venv it fits to a Jetson, and what comes next (``next_steps``:
+under ``--root``, a rehearsal on this machine, the commands standing for the units')."""
 
 from __future__ import annotations
 
 import os
 import shutil
+from shlex import quote
 from typing import Any, Optional
 
 from agent.errors import UsageError
+from agent.fleet.render_notes import agent_command
 from agent.ops.atomic import write_atomic
+from agent.ops.state import DEFAULT_STATE_DIR
+
+
+def env_value(path: str, name: str) -> Optional[str]:
+    """The last ``name=VALUE`` of the calibrate.env at ``path`` (None: no such line, or no
+    file to read)."""
+    try:
+        with open(path) as f:
+            have = [ln.split("=", 1)[1].strip() for ln in f.read().splitlines()
+                    if ln.startswith(name + "=")]
+    except OSError:
+        return None
+    return have[-1] if have else None
 
 
 def kept_env_note(path: str, bundle: Optional[str]) -> str:
     """Nothing when the calibrate.env at ``path`` names ``--bundle`` (None: not given), else
     the bundle it keeps and how to change it."""
-    try:
-        with open(path) as f:
-            have = [ln.split("=", 1)[1].strip() for ln in f.read().splitlines()
-                    if ln.startswith("EDGE_AGENT_BUNDLE=")]
-    except OSError:
-        return ""
-    if bundle is None or not have or have[-1] == bundle:
+    have = env_value(path, "EDGE_AGENT_BUNDLE")
+    if bundle is None or have is None or have == bundle:
         return ""
     return ("; it names EDGE_AGENT_BUNDLE=%s, so --bundle %s is not used: edit the file, or "
-            "remove it and run install again" % (have[-1], bundle))
+            "remove it and run install again" % (have, bundle))
+
+
+def next_steps(cfg: str, name: str, root: str, env: str, bundle: str, args: str) -> str:
+    """The closing hint for instance ``name`` whose config ``cfg`` is not written yet: write
+    it, check it, calibrate a worker, then start the agent. Under a ``root`` other than ``/``
+    (a rehearsal on this machine) the units' ``systemctl`` commands would act on this
+    machine's own agents and their configs, not these: the hint gives the commands standing
+    for them, as a rendered sheet's ``rehearsal:`` lines do (``agent.fleet.render_notes``):
+    the calibration unit's command with the calibrate.env at ``env`` (else ``bundle`` and
+    ``args``, what install writes there) and the state folder under ``root``, and the agent
+    unit's command."""
+    head = ("# next: write %s (README: Deploying to a fleet), check it with `doctor --config`, "
+            % cfg)
+    if root == "/":
+        return head + ("calibrate a worker (`systemctl start edge-agent-calibrate`), then "
+                       "`systemctl start edge-agent@%s`" % name)
+    run = agent_command(root)
+    calibrate = "%s calibrate --bundle %s --state-dir %s %s" % (
+        run, quote(env_value(env, "EDGE_AGENT_BUNDLE") or bundle),
+        quote(os.path.join(root, DEFAULT_STATE_DIR.lstrip("/"))),
+        env_value(env, "EDGE_AGENT_CALIBRATE_ARGS") or args)
+    return head + ("calibrate a worker, then start the agent; rehearsal under %s (--root): run "
+                   "each as yourself, without sudo (the agents you start write these files), "
+                   "doctor too, and in place of `systemctl start edge-agent-calibrate` and "
+                   "`systemctl start edge-agent@%s`, which act on this machine's own agents and "
+                   "their configs, not these, run `%s`, then `%s run --config %s` (the unit's "
+                   "command; a terminal of its own)" % (root, name, calibrate, run, quote(cfg)))
 
 
 def replaced_note(path: str, text: str, unit: str) -> str:
