@@ -14,7 +14,9 @@ topology every tier worker serves stage 1, so the stages alone cannot tell them 
   (uniform); none alive: the next tier up (mobile -> edge -> cloud; cloud -> edge -> mobile),
   counted in ``fallbacks`` once per task (a re-issue or re-route that falls back again is not
   counted again; the last ``MAX_TASKS_KEPT`` task ids are remembered). ``snapshot``/``restore``
-  keep the adaptive means and counts.
+  keep the adaptive means and counts with the fingerprint of the fit they moved from
+  (``fit_id``): a source whose fit changed since (another exit profile, knobs that move alpha*
+  or the pools) starts from its new fit instead of resuming means of the old one.
 - Tier workers: thresholds alpha* at the heads below their last stage on the mobile and the
   edge, none on the cloud (eq. 2 rewards the final head); the mobile and the edge are
   ``terminal`` workers (node config), so they answer at their last stage whatever C is.
@@ -22,6 +24,8 @@ topology every tier worker serves stage 1, so the stages alone cannot tell them 
 
 from __future__ import annotations
 
+import hashlib
+import logging
 from collections import OrderedDict
 from dataclasses import replace
 from typing import Any, Dict, List, Mapping, Optional, Sequence
@@ -31,7 +35,10 @@ import numpy as np
 from agent.policies.api import NodeView, TaskInfo, TieredPolicy
 from agent.policies.dimee import replay as dimee_replay
 from agent.policies.dimee import rules as R
+from agent.policies.thresholds import thresholds_to_wire
 from engines.embedding import embed_as_stored
+
+log = logging.getLogger(__name__)
 
 DEFAULT_TIERS = R.NODE_TIERS  # node ids per tier when ``policy_knobs.tiers`` is absent
 FALLBACK = {R.MOBILE: (R.MOBILE, R.EDGE, R.CLOUD), R.EDGE: (R.EDGE, R.CLOUD, R.MOBILE),
@@ -77,6 +84,8 @@ class DimeePolicy(TieredPolicy):
         # first send to ``choose_successor`` (the outbox gives no attempt), so only this tells
         self._fell_back: "OrderedDict[str, None]" = OrderedDict()
         self._th: Dict[int, float] = {}
+        self._role = ""  # the node's role (configure): only a source keeps pools and counts
+        self._fit = ""  # fingerprint of the fitted pools (``fit_id``), saved with moved means
         self.fallbacks = 0  # tasks sent to another tier than their own (none alive there)
         self.assigned = [0, 0, 0]  # tasks assigned per tier (sources)
 
@@ -97,6 +106,8 @@ class DimeePolicy(TieredPolicy):
         flops = view.stage_flops if self.params.costs.stage_units == "flops" else None
         self.model = dimee_replay.fit(profile, self.params, flops=flops)
         self.pools = self.model.pools
+        self._fit = fit_id(self.model)
+        self._role = view.role
         if view.role != "worker":
             return
         tier = self.tier_of_node(view.node_id)
@@ -151,18 +162,34 @@ class DimeePolicy(TieredPolicy):
         return peer
 
     def snapshot(self) -> Dict[str, Any]:
+        """The thresholds this node exits at (alpha* on the mobile and the edge below their
+        last stage, none on the cloud or a source: not the config's, which DIMEE never uses);
+        on a source its counts and, for Ours-D, the moved pool means with their fit's id."""
         state = super().snapshot()
+        state["thresholds"] = thresholds_to_wire(self.thresholds())
+        if self._role != "source":  # workers neither assign nor move pools
+            return state
         state.update({"dimee_fallbacks": self.fallbacks, "dimee_assigned": list(self.assigned)})
         if self.pools is not None and self.params.adaptive:
             state["dimee_pools"] = {"mean": self.pools.mean.tolist(),
-                                    "count": [int(c) for c in self.pools.count]}
+                                    "count": [int(c) for c in self.pools.count],
+                                    "fit": self._fit}
         return state
 
     def restore(self, state: Mapping[str, Any]) -> None:
-        """Take back the adaptive pool means and counts (shapes must match the fitted ones)."""
+        """Sources: take back the adaptive pool means and counts moved from this same fit
+        (``fit_id``; shapes must match the fitted ones); means moved from another fit, or
+        saved without its id, are left (logged) and the source starts from its fit."""
         super().restore(state)
         saved = state.get("dimee_pools")
-        if not (isinstance(saved, Mapping) and self.pools is not None and self.params.adaptive):
+        if not (isinstance(saved, Mapping) and self.pools is not None and self.params.adaptive
+                and self._role == "source"):
+            return
+        if saved.get("fit") != self._fit:
+            log.info("dimee: saved pool means not resumed: they moved from another fit (saved "
+                     "fit %.40r, now %s: the exit profile or the dimee knobs changed); "
+                     "starting from the fitted pools (counts %s, alpha %.3f)", saved.get("fit"),
+                     self._fit, [int(c) for c in self.pools.count], self.model.alpha)
             return
         try:
             mean = np.asarray(saved.get("mean"), dtype=np.float64)
@@ -172,6 +199,17 @@ class DimeePolicy(TieredPolicy):
         if (mean.shape == self.pools.mean.shape and count.shape == self.pools.count.shape
                 and np.isfinite(mean).all() and (count >= 0).all()):
             self.pools = R.Pools(mean, count, count > 0)
+            log.info("dimee: resumed the adaptive pool means (counts %s; fitted %s)",
+                     [int(c) for c in count], [int(c) for c in self.model.pools.count])
+
+
+def fit_id(model: "dimee_replay.DimeeModel") -> str:
+    """Fingerprint of a fit: alpha* and the fitted pools' means and sizes (16 hex digits).
+    Means Ours-D moved are worth resuming only on the fit they moved from."""
+    h = hashlib.sha256(repr(float(model.alpha)).encode("ascii"))
+    h.update(np.ascontiguousarray(model.pools.mean, dtype=np.float64).tobytes())
+    h.update(np.ascontiguousarray(model.pools.count, dtype=np.int64).tobytes())
+    return h.hexdigest()[:16]
 
 
 def _keep(table: "OrderedDict[str, Any]", key: str, value: Any) -> None:

@@ -32,7 +32,8 @@ them (``NodeView.answers_alone``): the highest live level serves on. An escalati
 the outbox when every higher level goes is answered the same way (``answer_kept``, counted:
 ``mlci_taken_back``; ``agent.node.worker_tier``).
 
-The counts are in the saved state (``snapshot``); ``count`` adds to the node's counters
+A level worker's counts are in the saved state (``snapshot``), with no thresholds: the
+config's would be none this policy uses; ``count`` adds to the node's counters
 (stats.json) once the node hands its own. ``budgets_s`` is refused in ``policy_knobs``
 (``NOT_ON_A_NODE``): the deployment rule it feeds picks each level's prefix from every level's
 capacity, which ``plan`` and ``simulate`` have and a node does not; a node's stages are its
@@ -242,7 +243,12 @@ class MlciPolicy(TieredPolicy):
         return self.pick(self.params.levels[self.level + 1:], view, 1, exclude)[1]
 
     def snapshot(self) -> Dict[str, Any]:
+        """No thresholds (every exit is ``on_head``'s: the config's are never used); a level
+        worker's level and counts (a source has neither)."""
         state = super().snapshot()
+        state["thresholds"] = {}
+        if self.level < 0:
+            return state
         state.update({"mlci_level": self.level, "mlci_escalated": self.escalated,
                       "mlci_answered": self.answered, "mlci_bad_ensemble": self.bad_ensemble,
                       "mlci_kept": self.kept, "mlci_taken_back": self.taken_back})
