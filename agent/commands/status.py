@@ -1,11 +1,16 @@
-"""``edge-agent status``: the fleet at a glance, from every agent's metrics endpoint."""
+"""``edge-agent status``: the fleet at a glance, from every agent's metrics endpoint.
+
+Exit status 0 only when every node answers and serves: a node still starting (its engines
+loading, for minutes) or draining (stopping) gives 1, as one that does not answer, so a deploy
+or a rolling restart waits (``until edge-agent status ...``) until the fleet serves again.
+"""
 
 from __future__ import annotations
 
 import argparse
 
-HELP = ("one table of the fleet: alive, role, power mode, capacity, queues, tasks, policy, "
-        "routing, drops, last warning")
+HELP = ("one table of the fleet: alive (or starting, draining), role, power mode, capacity, "
+        "queues, tasks, policy, routing, drops, last warning")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -58,7 +63,8 @@ def _nodes(args: argparse.Namespace):
 
 
 def _draw(args: argparse.Namespace, nodes) -> int:
-    """Read every node once and print the table (or JSON); 0 when all answer, else 1."""
+    """Read every node once and print the table (or JSON); 0 when all answer and serve (none
+    starting or draining), else 1."""
     import json
     import sys
     import time
@@ -74,4 +80,5 @@ def _draw(args: argparse.Namespace, nodes) -> int:
         print(time.strftime("%Y-%m-%d %H:%M:%S  ") + "edge-agent status")
         print(format_status(status))
     sys.stdout.flush()
-    return 0 if all(s.get("alive") for s in status.values()) else 1
+    return 0 if all(s.get("alive") and s.get("state") == "serving"
+                    for s in status.values()) else 1

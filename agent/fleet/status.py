@@ -11,6 +11,9 @@ A node whose endpoint does not answer may still run: its metrics off (``metrics_
 on another port than the manifest's. The nodes that answer say whom they hear
 (``edge_agent_neighbour_alive``), so such a node's line names those that hear it
 (``heard_by``), and a refused endpoint is not taken for a dead agent.
+
+An agent answers from start-up on (``edge_agent_node_state``): a node ``starting`` (engines
+loading) or ``draining`` (stopping) shows so in the alive column, with a line on what it does.
 """
 
 from __future__ import annotations
@@ -85,6 +88,8 @@ def summarise(series: Mapping[str, List[tuple]]) -> Dict[str, Any]:
         "protocol": info.get("protocol", ""),  # the wire protocol (none said: an older agent)
         "policy": info.get("policy", ""),  # the policy it runs: a fleet runs one
         "stage_reported": info.get("stage", ""),
+        # starting, serving or draining (an earlier agent, without the series: serving)
+        "state": next((k for k, v in by("node_state", "state").items() if v == 1), "serving"),
         "power_mode": next((m for m, v in by("power_mode", "mode").items() if v == 1), ""),
         "capacity_flops": cap[0] if cap else None,
         "queues": {k: int(v) for k, v in by("queue_length", "queue").items()},
@@ -226,7 +231,7 @@ def fleet_status(nodes: Mapping[str, Mapping[str, Any]], timeout_s: float = 2.0
     late = {"alive": False, "error": "no complete answer within %g s" % (2 * timeout_s + 1.0)}
     out = {}  # type: Dict[str, Dict[str, Any]]
     for n, meta in nodes.items():
-        st = dict(got.get(n) or dict(late, url=meta.get("metrics", "")))
+        st = dict(got.get(n) or dict(late, url=meta.get("metrics", ""), state=""))
         said = st.get("node_reported") if meta.get("keyed_by_answer") and st.get("alive") else ""
         out[said if said and said not in out and said not in nodes else n] = st
     for n, st in out.items():
@@ -249,6 +254,7 @@ def _node_status(n: str, meta: Mapping[str, Any], timeout_s: float) -> Dict[str,
                   or ("worker" if st.get("capacity_flops") else "?"))
     st["stage"] = meta.get("stage", st.get("stage_reported", ""))
     st.setdefault("policy", "")  # what the agent says it runs ("": silent or no answer)
+    st.setdefault("state", "")  # what the agent says it is doing ("": no answer)
     st["checked_wall"] = time.time()
     if not st.get("alive") and isinstance(meta.get("metrics_tunnel"), str) \
             and meta["metrics_tunnel"]:  # listens on the device's loopback (fleet render)
@@ -292,8 +298,11 @@ def format_status(status: Mapping[str, Mapping[str, Any]]) -> str:
             continue
         nb = s.get("neighbours", {})
         cap = s.get("capacity_flops")
+        state = s.get("state") or "serving"  # the alive column: yes (serving), or the state
+        notes += [] if state == "serving" else [_not_serving(n, s, state)]
         rows.append((
-            n, "yes", str(s.get("role", "")), str(s.get("stage", "")), s.get("power_mode") or "-",
+            n, {"serving": "yes"}.get(state, state), str(s.get("role", "")),
+            str(s.get("stage", "")), s.get("power_mode") or "-",
             "%.3g" % cap if cap else "-",
             "/".join(str(v) for _, v in sorted(s.get("queues", {}).items())) or "-",
             "%d/%d" % (sum(nb.values()), len(nb)), _fmt_tasks(s), s.get("policy") or "-",
@@ -307,14 +316,27 @@ def format_status(status: Mapping[str, Mapping[str, Any]]) -> str:
         lines.append("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
         if i == 0:
             lines.append("  ".join("-" * w for w in widths))
-    alive = sum(1 for s in status.values() if s.get("alive"))
-    lines.append("%d/%d nodes answering; queue = %s; hears = neighbours heard / configured; "
+    alive = [s.get("state") for s in status.values() if s.get("alive")]
+    busy = ", ".join("%d %s" % (alive.count(k), k) for k in sorted(set(alive) - {"serving"}))
+    lines.append("%d/%d nodes answering%s; queue = %s; hears = neighbours heard / configured; "
                  "tasks = created/completed/lost/rejected (source), received/refused (worker)"
-                 % (alive, len(status), "/".join(sorted(
+                 % (len(alive), len(status), " (%s)" % busy if busy else "", "/".join(sorted(
                      next((s.get("queues", {}) for s in status.values() if s.get("queues")),
                           {}))) or "-"))
     mixed = policies_line(status)
     return "\n".join(lines + ([mixed] if mixed else []) + notes)
+
+
+def _not_serving(n: str, s: Mapping[str, Any], state: str) -> str:
+    """The line on a node that answers but does not serve (yet, or any more)."""
+    worker = s.get("role") == "worker"
+    return "%s: %s" % (n, {  # a state of a later version: its name only
+        "starting": "starting: %s; not serving yet" % (
+            "loading and timing its stage engine(s) (a TensorRT plan build takes minutes)"
+            if worker else "reading its bundle and replay set"),
+        "draining": "draining: stopping; %s, for up to its drain_timeout_s"
+                    % ("finishes the tasks it holds, refuses new ones" if worker
+                       else "creates no task, waits for those in flight")}.get(state, state))
 
 
 def _not_answering(n: str, s: Mapping[str, Any]) -> str:

@@ -3,17 +3,17 @@
 Start-up order: check the files the node reads and writes (``agent.node.preflight``: state
 directory writable, records/state/stats paths free or regular files and the files appended to
 writable, replay set and calibration profile regular files), lock the state directory
-(``agent.node.statelock``: one agent per state_dir, held until ``BuiltNode.close``), hold the
-metrics address (``agent.ops.metrics_start``: a port in use fails before the slow steps) and the
+(``agent.node.statelock``: one agent per state_dir, held until ``BuiltNode.close``), serve the
+metrics (``agent.ops.metrics_start``: state "starting"; a port in use fails at once), hold the
 bind endpoints (``agent.ops.bindfault.hold_binds``: likewise, let go as the sockets bind), read
 the bundle and check the config against it, build the view and the policy
 (``agent.policies.registry.make_policy``), load the stage engine(s) and measure (or look up) the
-capacity (a worker) or open the replay set and the task book (a source), start metrics, restore
+capacity (a worker) or open the replay set and the task book (a source), restore
 the policy's saved state (``agent.node.restore``), then build the transport, the outbox, the
 node's side, its status and the loop. ``serve`` binds the sockets, tells systemd READY and runs
-the loop until SIGTERM or SIGINT: a source stops creating tasks and waits up to
-``drain_timeout_s`` for answers in flight (the rest are recorded as lost), a worker refuses new
-tasks and finishes those it holds (``worker_drain``), then the sockets close
+the loop (metrics: "serving", then "draining") until SIGTERM or SIGINT: a source stops creating
+tasks and waits up to ``drain_timeout_s`` for answers in flight (the rest are recorded as lost),
+a worker refuses new tasks and finishes those it holds (``worker_drain``), then the sockets close
 (``agent.net.transport_stop``).
 
 Every start-up fault is a ``UsageError`` of one line naming the field or file and the fix;
@@ -62,8 +62,8 @@ from agent.node.worker import WorkerSide
 from agent.ops.collector import freeze_startup_objects
 from agent.ops.files import FileFault
 from agent.ops.metrics import NewestWarning
-from agent.ops.metrics_start import MetricsPort, report_node
-from agent.ops.startstop import StartupSignals
+from agent.ops.metrics_start import MetricsPort, report_node, serving  # noqa: F401 - report_node
+from agent.ops.startstop import STOP_SIGNALS, StartupSignals
 from agent.ops.state import StateStore
 from agent.ops.watchdog import watchdog_interval_s
 from agent.policies.api import AgentPolicy, NodeView, default_thresholds, routing_seed
@@ -247,9 +247,9 @@ def build(cfg: NodeConfig, notifier: Any = None, ctx: Optional[zmq.Context] = No
         starting.step("files checked")
         lock = StateLock(cfg.state_dir, cfg.node_id)  # before the journal or the state is read
         starting.step("state_dir locked")
-        with MetricsPort(cfg) as port:  # bound, not served, before the engines load
+        with MetricsPort(cfg, memo.newest) as port:  # served, "starting", before the engines
             binds = hold_binds(cfg)  # the sockets' endpoints too, held until ``serve`` binds
-            built = _build(cfg, notifier, ctx, memo, starting, port)
+            built = _build(cfg, notifier, ctx, starting, port)
         built.lock, built.binds = lock, binds
         return built
     except BaseException:
@@ -263,7 +263,7 @@ def build(cfg: NodeConfig, notifier: Any = None, ctx: Optional[zmq.Context] = No
 
 
 def _build(cfg: NodeConfig, notifier: Any, ctx: Optional[zmq.Context],
-           memo: NewestWarning, starting: StartupSignals, port: MetricsPort) -> BuiltNode:
+           starting: StartupSignals, port: MetricsPort) -> BuiltNode:
     bundle = load_bundle(cfg.bundle)
     security = security_from_config(cfg)
     check_config(cfg, bundle)
@@ -302,7 +302,7 @@ def _build(cfg: NodeConfig, notifier: Any, ctx: Optional[zmq.Context],
         replay = open_replay(cfg, bundle)
         capacity = Capacity()
         starting.step("replay set read")
-    metrics = port.serve(memo.newest)
+    metrics = port.serve()
     if cfg.role == "source":
         try:
             book = open_book(cfg, metrics)
@@ -310,7 +310,6 @@ def _build(cfg: NodeConfig, notifier: Any, ctx: Optional[zmq.Context],
             metrics.close()
             raise
     report_engines(engines, metrics)
-    report_node(cfg, metrics)
     hooks = NodeHooks(notifier, metrics, store, watchdog_interval_s(os.environ))
     policy, saved = restore_policy(policy, hooks, store,
                                    lambda: configured_policy(cfg, bundle, view))
@@ -365,8 +364,8 @@ def serve(cfg: NodeConfig, notifier: Any = None, ctx: Optional[zmq.Context] = No
             starting.step("sockets bound")
             if built.runner is not None:
                 built.runner.start()
-            old = {s: signal.signal(s, lambda *_: node.stop())
-                   for s in (signal.SIGTERM, signal.SIGINT)}
+            on_stop = serving(node, built.metrics)  # metrics: serving; draining from a stop
+            old = {s: signal.signal(s, on_stop) for s in STOP_SIGNALS}
             starting.check()  # one that came before the loop's handlers: still start-up's
             hangups.serving(built.transport.client_keys)
             if notifier is not None:

@@ -1,6 +1,6 @@
 """``doctor --config``'s "node metrics" line: whether ``run`` can bind the node's metrics address.
 
-``run`` holds ``metrics_host:metrics_port`` right after it locks the state directory
+``run`` serves ``metrics_host:metrics_port`` right after it locks the state directory
 (``agent.ops.metrics_start``) and exits 78 when it cannot bind it. Doctor makes that same bind
 (``metrics_server.hold``) and lets it go at once: a port another process listens on is a FAIL
 naming the port and the fix, unless what serves there is this node's own running agent (it

@@ -6,7 +6,8 @@ authentication: a ``metrics_host`` that is not a loopback address is refused at 
 the config also says ``metrics_public = true`` (then the agent logs a warning), see
 ``agent.config.checks.is_loopback_host``. ``NullMetrics`` has the same methods and does nothing, for agents run
 without an endpoint and for tests. The counts whose label values a node config fixes (refusal
-reasons, a worker's stages, ...) are served at 0 from start-up: ``AgentMetrics.known_series``.
+reasons, a worker's stages, ...) are served at 0 from start-up: ``AgentMetrics.known_series``;
+``edge_agent_node_state`` says where the node is in its life (``NODE_STATES``).
 """
 
 from __future__ import annotations
@@ -40,6 +41,10 @@ DROP_REASONS = ("empty", "bad_header", "bad_version", "bad_kind", "bad_field", "
 WORKER_DROPS = ("wrong_stage", "unknown_source", "bad_shape", "bad_attempt", "source_gone",
                 "engine_error", "unknown_stage", "no_output", "bad_output", "no_input")
 SOURCE_DROPS = ("bad_shape", "bad_input", "revoked_client", "foreign_result", "forged_result")
+# edge_agent_node_state, in life order: the endpoint serves from right after the state
+# directory's lock (agent.ops.metrics_start), the engines still to load; serving once the
+# sockets are bound; draining from SIGTERM/SIGINT until the process ends
+NODE_STATES = ("starting", "serving", "draining")
 WARNING_LABEL_CHARS = 160  # the newest warning is shown cut to this many characters
 
 # Service times of one stage on a Jetson span ~1 ms (small stage, GPU) to seconds (TX2, CPU).
@@ -121,6 +126,8 @@ class AgentMetrics:
         self._info = Gauge("edge_agent_node_info", "Always 1; the labels say what this agent is "
                            "(stage 0: a source) and the wire protocol it speaks",
                            ["node", "role", "stage", "policy", "protocol"], registry=r)
+        self.state = "serving"  # read at each scrape (_NodeState); ``run`` starts at "starting"
+        r.register(_NodeState(self))
         self._service_child: Any = None  # the service-time series, once observed
         self._link_lock = threading.Lock()
         self._gone: Set[str] = set()  # peers marked gone: no link rate series for them
@@ -199,6 +206,11 @@ class AgentMetrics:
         if role == "source":  # its task counts are shown from start-up, at 0 until a task
             for outcome in SOURCE_OUTCOMES:
                 self._child(self._source_tasks, outcome)
+
+    def node_state(self, state: str) -> None:
+        """Say the node is ``state`` (one of ``NODE_STATES``) from now on: a plain assignment,
+        so a signal handler may call it (a gauge's set takes a lock it may have interrupted)."""
+        self.state = state
 
     def known_series(self, role: str, stages: Iterable[int], clients: bool) -> None:
         """Export at 0 from now on the counts whose label values the config fixes: refusals and
@@ -312,6 +324,23 @@ class AgentMetrics:
         if self._server is not None:
             stop(self._server, self._thread)
             self._server = self._thread = None
+
+
+class _NodeState:
+    """``edge_agent_node_state`` of ``metrics``: 1 for its ``state``, 0 for the other states."""
+
+    def __init__(self, metrics: AgentMetrics) -> None:
+        self.metrics = metrics
+
+    def collect(self) -> Iterable[Any]:
+        from prometheus_client.core import GaugeMetricFamily
+
+        g = GaugeMetricFamily("edge_agent_node_state", "1 for the node's state now (starting: "
+                              "loading, not serving yet; serving; draining: stopping), 0 for "
+                              "the others", labels=["node", "state"])
+        for state in NODE_STATES:
+            g.add_metric([self.metrics.node_id, state], 1 if state == self.metrics.state else 0)
+        return [g]
 
 
 class _LastWarningHandler(logging.Handler):

@@ -53,6 +53,9 @@ class NullMetrics:
     def node_info(self, role: str, stage: int, policy: str) -> None:
         pass
 
+    def node_state(self, state: str) -> None:
+        pass
+
     def known_series(self, role: str, stages: Iterable[int], clients: bool) -> None:
         pass
 

@@ -13,10 +13,10 @@ serves a subclass of the handler that drops a request idle for ``REQUEST_TIMEOUT
 server closes unanswered any connection beyond ``MAX_REQUESTS`` served at once (a trickle of
 one header byte a few seconds apart would outlast any idle timeout).
 
-``hold`` makes the server's bind without listening: ``run`` holds its metrics address that way
-before the engines load (minutes for a TensorRT plan build), so a port another process holds
-fails the start at once, while a scrape meanwhile is refused as before (nothing half built is
-served); ``serve_fault`` is the start-up fault line of either bind.
+``hold`` makes the server's bind without listening: ``doctor --config`` tries a node's metrics
+address that way and lets it go (``agent.ops.doctor_metrics``); ``run`` serves its endpoint
+from start-up on instead (``agent.ops.metrics_start``). ``serve_fault`` is the start-up fault
+line of either bind.
 """
 
 from __future__ import annotations

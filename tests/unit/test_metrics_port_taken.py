@@ -65,15 +65,16 @@ def test_holding_a_taken_metrics_port_fails_with_the_servers_own_line(taken):
         % taken)
 
 
-def test_a_held_metrics_address_refuses_scrapes_and_binds_until_served_there():
-    """Rule: while the node is built its metrics address is bound but not listening: a scrape
-    is refused (nothing half built is served) and another socket cannot take the port; once
-    served, the endpoint answers on that same port; metrics_port = 0 holds nothing."""
+def test_a_starting_nodes_metrics_endpoint_answers_starting_and_keeps_the_port():
+    """Rule: from right after the state_dir lock the node's metrics endpoint answers, saying
+    the node is starting (``edge_agent_node_state``), and another socket cannot take the port;
+    ``serve`` hands that same endpoint to the node; metrics_port = 0 serves nothing."""
     cfg = _config()
     port = MetricsPort(cfg)
     metrics = None
     try:
-        assert _scrape(cfg.metrics_port) == "refused"
+        assert 'edge_agent_node_state{node="n1",state="starting"} 1.0' in _scrape(
+            cfg.metrics_port)
         with socket.socket() as other, pytest.raises(OSError):
             other.bind(("127.0.0.1", cfg.metrics_port))
         metrics = port.serve()
