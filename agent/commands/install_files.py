@@ -11,7 +11,7 @@ from shlex import quote
 from typing import Any, Optional
 
 from agent.errors import UsageError
-from agent.fleet.render_notes import agent_command
+from agent.fleet.render_notes import REHEARSAL_AGENT
 from agent.ops.atomic import write_atomic
 from agent.ops.state import DEFAULT_STATE_DIR
 
@@ -52,7 +52,7 @@ def next_steps(cfg: str, name: str, root: str, env: str, bundle: str, args: str)
     if root == "/":
         return head + ("calibrate a worker (`systemctl start edge-agent-calibrate`), then "
                        "`systemctl start edge-agent@%s`" % name)
-    run = agent_command(root)
+    run = REHEARSAL_AGENT
     calibrate = "%s calibrate --bundle %s --state-dir %s %s" % (
         run, quote(env_value(env, "EDGE_AGENT_BUNDLE") or bundle),
         quote(os.path.join(root, DEFAULT_STATE_DIR.lstrip("/"))),

@@ -46,6 +46,7 @@ from agent.testbed.topology import Topology
 RESTART = "sudo systemctl restart edge-agent.target"
 DRIVE_TOPOLOGY = "testbed.json"  # the topology with a "fleet" object: `testbed` drives the fleet
 TUNNEL_PORT = 9501  # the workstation's local port of the first node's metrics tunnel
+REHEARSAL_AGENT = "edge-agent"  # this machine's: the root venv's scripts name /opt (or none)
 
 
 class Dropped(NamedTuple):
@@ -122,13 +123,12 @@ def agent_command(root: str = "/") -> str:
 
 def rehearsal_lines(n: str, cfg: NodeConfig, root: str,
                     clients_gone: Sequence[str] = ()) -> Dict[str, List[str]]:
-    """Under a ``root`` other than ``/`` (a rehearsal on one machine), what a sheet says in
-    place of the device's systemd and service-user lines, by where it goes: "top" (what to run
-    how), "calibrate", "start", "restart" (after a node left the fleet), "reload" (client keys
-    ``clients_gone`` deleted); nothing on devices."""
+    """Under a ``root`` other than ``/`` (a rehearsal), what a sheet says in place of the device's
+    systemd and service-user lines, by where it goes: "top", "calibrate", "start", "restart"
+    (after a node left), "reload" (client keys ``clients_gone`` deleted); nothing on devices."""
     if root == "/":
         return {}
-    etc, run = device_etc(root), agent_command(root)
+    etc, run = device_etc(root), REHEARSAL_AGENT
     agents = quote("run --config %s/" % etc)  # every agent of this root, and n's alone
     return {"top": ["rehearsal under %s (--root): the steps are the device's, its paths under "
                     "it. Here run each as yourself, without sudo (the agents you start write "

@@ -12,7 +12,7 @@ import shlex
 
 from agent.cli import main
 from agent.commands.install_files import next_steps
-from agent.fleet.render_notes import agent_command
+from agent.fleet.render_notes import REHEARSAL_AGENT
 
 
 def _hint(root, capsys, *extra):
@@ -33,8 +33,8 @@ def test_under_root_the_hint_gives_the_rehearsal_commands_in_place_of_systemctl(
     """Rule: under --root, the hint says to run, in place of `systemctl start
     edge-agent-calibrate` and `systemctl start edge-agent@fast`, the calibration under the
     root's state folder with calibrate.env's bundle and arguments, then the agent with the
-    root's config, both with the venv's edge-agent under the root (as the sheets' rehearsal
-    lines: ``render_notes.agent_command``), as oneself without sudo; a root with a space in
+    root's config, both with this machine's edge-agent, not the root venv's, whose scripts
+    name the device's /opt path (as the sheets' rehearsal lines: ``REHEARSAL_AGENT``), as oneself without sudo; a root with a space in
     its path is quoted so each command splits as meant."""
     root = tmp_path / "re hearsal"
     hint = _hint(root, capsys, "--bundle", "/opt/b")
@@ -43,7 +43,7 @@ def test_under_root_the_hint_gives_the_rehearsal_commands_in_place_of_systemctl(
     assert re.search(r"in place of `systemctl start edge-agent-calibrate` and `systemctl start "
                      r"edge-agent@fast`, which act on this machine's own agents", hint), hint
     calibrate, start = _commands(hint)
-    run = shlex.split(agent_command(str(root)))
+    run = [REHEARSAL_AGENT]
     assert calibrate == run + ["calibrate", "--bundle", "/opt/b", "--state-dir",
                                os.path.join(str(root), "var/lib/edge-agent"), "--modes", "all"]
     assert start == run + ["run", "--config", os.path.join(str(root), "etc/edge-agent/fast.toml")]

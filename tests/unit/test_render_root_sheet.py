@@ -76,15 +76,15 @@ def test_under_a_root_every_systemctl_line_has_a_rehearsal_line_acting_under_the
     assert "pkill -TERM -f 'run --config %s/etc/edge-agent/'" % root in sheets["w1a"]
     calibrate = _after(sheets["w1a"].splitlines(), [
         i for i, ln in enumerate(sheets["w1a"].splitlines()) if "edge-agent-calibrate" in ln][0])
-    assert calibrate.startswith("%s/opt/edge-agent/venv/bin/edge-agent calibrate --bundle "
+    assert calibrate.startswith("edge-agent calibrate --bundle "
                                 "%s/opt/edge-agent/bundle --state-dir %s/var/lib/edge-agent "
-                                "--modes all " % (root, root, root)), calibrate
+                                "--modes all " % (root, root)), calibrate
 
 
 def test_the_rehearsal_start_line_runs_the_config_the_copy_step_puts_under_the_root(
         tmp_path, capsys):
-    """Rule: the rehearsal line under a sheet's start step runs R's venv `edge-agent run
-    --config` on the node config the sheet's doctor --config line checks (where the copy step
+    """Rule: the rehearsal line under a sheet's start step runs this machine's `edge-agent
+    run --config` (the root venv's scripts name the device's /opt path) on the node config the sheet's doctor --config line checks (where the copy step
     puts it), not /etc/edge-agent's."""
     root = str(tmp_path / "root")
     _, sheets = _render(tmp_path, capsys, ALL, ["workstation"])
@@ -92,7 +92,8 @@ def test_the_rehearsal_start_line_runs_the_config_the_copy_step_puts_under_the_r
         lines = sheet.splitlines()
         start = _after(lines, lines.index("   sudo systemctl start edge-agent@%s" % n))
         argv = shlex.split(start.split(" (")[0])
-        assert argv[:3] == [root + "/opt/edge-agent/venv/bin/edge-agent", "run", "--config"]
+        assert argv[:3] == ["edge-agent", "run", "--config"]  # this machine's: the root venv's
+        # scripts name the device's /opt path
         doctor = [ln for ln in lines if "doctor --config" in ln]
         assert argv[3] == shlex.split(doctor[0])[-1] == "%s/etc/edge-agent/%s.toml" % (root, n)
         cfg = load_config(os.path.join(str(tmp_path / "out"), "devices", n, "etc", "edge-agent",
