@@ -252,9 +252,23 @@ class JetsonDevice:
         raises JtopException("Lost connection with jtop server") there)."""
         try:
             running = self._j.ok()
-        except self._error as exc:
-            raise JtopUnavailable("the connection to the jtop service was lost (%s)" % exc)
+        except (self._error, OSError, EOFError) as exc:
+            # a service stopped mid-run: the client's reader thread stores BrokenPipeError,
+            # ConnectionRefusedError or EOFError as often as JtopException
+            raise _lost(exc)
         if not running:
+            raise JtopUnavailable("the connection to the jtop service was lost")
+
+    def check_connection(self) -> None:
+        """JtopUnavailable once the client's reader thread has ended (the service stopped or
+        restarted): the attributes ``read`` returns then stay frozen at their last update, and
+        a measurement would record clocks and power it never saw."""
+        alive = getattr(self._j, "is_alive", None)  # jetson-stats' jtop is a Thread
+        if callable(alive) and not alive():
+            try:
+                self._j.ok(spin=True)  # re-raises the error the reader thread stored
+            except (self._error, OSError, EOFError) as exc:
+                raise _lost(exc)
             raise JtopUnavailable("the connection to the jtop service was lost")
 
     def has_nvpmodel(self) -> bool:
@@ -277,6 +291,16 @@ class JetsonDevice:
             self._j.nvpmodel = int(mode_id)
         except self._error as exc:
             raise ModeRequestRefused(str(exc))
+        except (OSError, EOFError) as exc:  # the request goes to a service that is gone
+            raise _lost(exc)
+
+    def switch_failed(self, mode_id: int) -> bool:
+        """True when the service reports that its last switch to ``mode_id`` failed: jtop
+        marks the mode False in ``nvpmodel.status`` once ``nvpmodel -m ID`` printed an NVPM
+        ERROR line, exited non-zero, or did not return within jtop's own timeout (4 s, tried
+        5 times). Only meaningful for a mode that was settable before it was requested."""
+        status = list(self._j.nvpmodel.status or [])
+        return mode_id < len(status) and not status[mode_id]
 
     def jetson_clocks(self) -> Optional[bool]:
         jc = self._j.jetson_clocks
@@ -285,11 +309,13 @@ class JetsonDevice:
     def set_jetson_clocks(self, on: bool) -> None:
         try:
             self._j.jetson_clocks = bool(on)
-        except self._error as exc:  # a lost service, or jetson_clocks it does not control
+        except (self._error, OSError, EOFError) as exc:  # a lost service, or no control
             raise JtopUnavailable("jtop could not set jetson_clocks %s (%s)"
                                   % ("on" if on else "off", exc))
 
     def read(self) -> Reading:
+        """The latest update's reading; JtopUnavailable once the service is gone."""
+        self.check_connection()
         j = self._j
         return parse_reading(j.power, j.gpu, j.cpu, j.temperature)
 
@@ -298,6 +324,12 @@ class JetsonDevice:
             return parse_jetpack(self._j.board)
         except Exception:  # board decoding is informational only
             return None
+
+
+def _lost(exc: BaseException) -> JtopUnavailable:
+    """The one line of a connection to the jtop service lost with ``exc``."""
+    detail = " ".join(str(exc).split()) or type(exc).__name__
+    return JtopUnavailable("the connection to the jtop service was lost (%s)" % detail)
 
 
 class ModeRequestRefused(Exception):

@@ -6,11 +6,14 @@ cap has settled (the same value on ``settle_polls`` consecutive updates, and equ
 ``expected_gpu_max_khz`` when the cap of that mode is already known from a previous
 calibration). jtop turns jetson_clocks off around a mode change; the original jetson_clocks
 state is put back and verified too. A mode that does not get there within ``timeout_s`` raises
-``ModeUnavailable`` and is skipped by the caller.
+``ModeUnavailable`` and is skipped by the caller; ``ModeSwitchFailed`` (a ``ModeUnavailable``) is
+nvpmodel's own fault -- jtop reports its switch failed (an NVPM ERROR, a non-zero exit, no
+return within jtop's timeout), or it still runs at ``timeout_s`` -- raised as soon as it is seen.
 
 ``ModeKeeper`` saves the original mode to the state directory before the first switch and
-puts it back with ``restore()``; a calibration that died (power cut, SIGKILL) leaves the file
-behind, and the next run's ``recover()`` restores that mode first.
+puts it back with ``restore()`` -- with ``nvpmodel -m ID`` itself (``calibration.nvpmodel_cli``)
+when the jtop service went away mid-run; a calibration that died (power cut, SIGKILL) leaves the
+file behind, and the next run's ``recover()`` restores that mode first.
 """
 
 from __future__ import annotations
@@ -22,7 +25,9 @@ import time
 from typing import Callable, Optional
 
 from agent.ops.atomic import write_atomic
-from calibration.jtop_adapter import JetsonDevice, ModeInfo, ModeRequestRefused, Reading
+from calibration import nvpmodel_cli
+from calibration.jtop_adapter import (JetsonDevice, JtopUnavailable, ModeInfo, ModeRequestRefused,
+                                      Reading)
 
 logger = logging.getLogger(__name__)
 
@@ -32,6 +37,11 @@ ORIGINAL_MODE_FILE = "calibration-original-mode.json"
 
 class ModeUnavailable(Exception):
     """The requested power mode could not be made active; the message says what was seen."""
+
+
+class ModeSwitchFailed(ModeUnavailable):
+    """nvpmodel itself failed to switch (an error, or no return in time): a fault of the
+    board's tool, not a property of the mode; the message names the mode and the command."""
 
 
 def switch_mode(
@@ -59,17 +69,26 @@ def switch_mode(
     stable = 0
     last_cap: Optional[float] = None
     seen = "no update"
+    state_switching = False
     while clock() < deadline:
         device.wait()
         if check is not None:
             check()
         state = device.current_mode()
+        state_switching = state.switching
         reading = device.read()
         seen = "mode id %d, switching %s, GPU max %s kHz" % (
             state.id,
             state.switching,
             reading.gpu_max_khz,
         )
+        if state.id != mode.id and not state.switching and device.switch_failed(mode.id):
+            # jtop ran nvpmodel and saw it fail: waiting out timeout_s would show nothing more
+            raise ModeSwitchFailed(
+                "nvpmodel -m %d (mode %s) failed: it printed an error, exited non-zero or did "
+                "not return within jtop's timeout; the board stayed in mode id %d (jtop.service's "
+                "log has nvpmodel's output: journalctl -u jtop.service)"
+                % (mode.id, mode.name, state.id))
         if state.id != mode.id or state.switching:
             stable, last_cap = 0, None
             continue
@@ -88,6 +107,10 @@ def switch_mode(
             stable = 0
             continue
         return reading
+    if state_switching:  # nvpmodel -m has not returned: the tool hangs, not the mode
+        raise ModeSwitchFailed("mode %s (id %d) not active after %.0f s: nvpmodel -m %d did not "
+                               "finish (last seen: %s)" % (mode.name, mode.id, timeout_s,
+                                                           mode.id, seen))
     raise ModeUnavailable(
         "mode %s (id %d) not active after %.0f s (last seen: %s)" % (mode.name, mode.id, timeout_s, seen)
     )
@@ -192,5 +215,19 @@ class ModeKeeper:
                 saved.get("name"),
                 saved["id"],
             )
-            self._restore_to(saved)
+            try:
+                self._restore_to(saved)
+            except JtopUnavailable as exc:
+                self._restore_by_nvpmodel(saved, exc)
         self._saved = False
+
+    def _restore_by_nvpmodel(self, saved: dict, lost: JtopUnavailable) -> None:
+        """The jtop service went away mid-run (``lost``): set the saved mode with nvpmodel
+        itself, verified by ``nvpmodel -q``; ModeUnavailable naming both causes otherwise."""
+        logger.warning("%s; restoring the original power mode %s (id %d) with nvpmodel -m %d",
+                       lost, saved.get("name"), saved["id"], saved["id"])
+        try:
+            nvpmodel_cli.set_mode(saved["id"], self.switch_timeout_s)
+        except nvpmodel_cli.NvpmodelFailed as exc:
+            raise ModeUnavailable("%s, and %s" % (lost, exc))
+        os.unlink(self.path)

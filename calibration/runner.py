@@ -25,7 +25,7 @@ from agent.errors import UsageError
 from agent.ops.lockfile import give_path_to_folder_owner
 from calibration import device_lock, host, jtop_adapter, profile
 from calibration.measure import CpuSampler, ProgressBar, StageMeasurement, measure_engine
-from calibration.modes import ModeKeeper, ModeUnavailable
+from calibration.modes import ModeKeeper, ModeSwitchFailed, ModeUnavailable
 
 logger = logging.getLogger(__name__)
 
@@ -65,6 +65,7 @@ class CalibrationResult:
     restore_error: Optional[str] = None  # set when the original mode could not be restored
     switched: bool = False  # a power mode switch was begun (the CPU path never switches)
     original_mode_id: Optional[int] = None  # the mode to put back by hand if restoring fails
+    failed: List[str] = field(default_factory=list)  # nvpmodel faults (ModeSwitchFailed), 1 line each
 
 
 class CalibrationInterrupted(KeyboardInterrupt):
@@ -262,6 +263,8 @@ def _jetson_path(ctx: dict, device: jtop_adapter.JetsonDevice, result: Calibrati
             try:
                 keeper.switch(mode, expected_gpu_max_khz=caps.get(mode.name), check=ctx["stop"].check)
             except ModeUnavailable as exc:
+                if isinstance(exc, ModeSwitchFailed):  # the run fails; the other modes go on
+                    result.failed.append("power mode %s (id %d): %s" % (mode.name, mode.id, exc))
                 logger.warning("power mode %s (id %d) unavailable: %s", mode.name, mode.id, exc)
                 u = profile.UnavailableMode(ident.board, ident.l4t, mode.name, str(exc), _utc_now(), mode.id)
                 result.unavailable.append(u)
@@ -387,13 +390,7 @@ def calibrate(
     written = profile.load_profile(cfg.profile_path)
     result.stale = profile.stale_entries(written, bundle.name, {s.index: s.sha256 for s in bundle.stages})
     for e in result.stale:
-        logger.warning(
-            "stale profile entry: stage %d of bundle %s in mode %s was measured %s for an older "
-            "stage file (sha256 %s...); recalibrate it",
-            e.stage,
-            e.bundle,
-            e.power_mode,
-            e.measured_at,
-            e.stage_sha256[:12],
-        )
+        logger.warning("stale profile entry: stage %d of bundle %s in mode %s was measured %s "
+                       "for an older stage file (sha256 %s...); recalibrate it", e.stage,
+                       e.bundle, e.power_mode, e.measured_at, e.stage_sha256[:12])
     return result

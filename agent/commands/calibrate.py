@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from types import SimpleNamespace
 from typing import Tuple
 
 from agent.commands.calibrate_checks import (check_profile_place, make_state_dir,
@@ -182,10 +183,14 @@ def run(args: argparse.Namespace) -> int:
             len(result.stale),
         )
     )
-    return 1 if result.restore_error else 0
+    if result.failed:  # nvpmodel failed: the board's tool needs a look before the modes count
+        _error("nvpmodel could not switch %s; the other modes' entries are in %s%s"
+               % ("; ".join(result.failed), profile_path,
+                  mode_said(SimpleNamespace(result=result))))  # worded as an early end's
+    return 1 if result.restore_error or result.failed else 0
 
 
-def mode_said(exc: BaseException) -> str:
+def mode_said(exc: object) -> str:
     """What a run ending early with ``exc`` says of the power mode (``calibrate`` attaches its
     result): nothing where no mode was switched (the CPU path, ``--modes current``), else
     whether the original one is back."""

@@ -15,6 +15,7 @@ into an error, and into SIGTERM) and writes ``OUT_DIR/result.json`` for the test
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -35,7 +36,7 @@ L4T_RELEASE = "# R35 (release), REVISION: 4.1, GCID: 33958178, BOARD: t186ref, E
 
 NVPMODEL = r'''#!{python}
 """Stand-in for NVIDIA's nvpmodel: -p --verbose, -q, -m ID (state in $NVPMODEL_STATE)."""
-import os, re, sys
+import json, os, re, sys, time
 conf, state, log = os.environ["NVPMODEL_CONF"], os.environ["NVPMODEL_STATE"], os.environ["NVPMODEL_LOG"]
 modes, default, cur = [], None, None
 for line in open(conf):
@@ -70,6 +71,19 @@ elif args[:1] == ["-q"]:
     print(now)
 elif args[:1] == ["-m"] and len(args) == 2 and args[1].isdigit() and int(args[1]) in by_id:
     new = by_id[int(args[1])]
+    # faults a test asks for in nvpmodel.faults beside the state file: {{"fail": [ids],
+    # "hang": [ids]}} -- a failing switch prints an NVPM ERROR line and exits 1, a hanging one
+    # never returns (until it is killed: jetson-stats terminates it after its command timeout)
+    try:
+        faults = json.load(open(os.path.join(os.path.dirname(state), "nvpmodel.faults")))
+    except (OSError, ValueError):
+        faults = {{}}
+    if new["id"] in faults.get("fail", []):
+        print("NVPM ERROR: failed to set power mode %d: Device or resource busy" % new["id"])
+        sys.exit(1)
+    if new["id"] in faults.get("hang", []):
+        time.sleep(3600)
+        sys.exit(1)
     if new["mask"] != by_id[now]["mask"] and stdin.strip() != "YES":
         print("NVPM WARN: Golden image context is already created")
         print("NVPM ERROR: Reboot required for changing to this power mode: %d" % new["id"])
@@ -242,12 +256,20 @@ def _calls(env: dict) -> list:
         return f.read().splitlines()
 
 
+def set_faults(env: dict, fail=(), hang=()) -> None:
+    """Make the nvpmodel stand-in's ``-m ID`` fail (an NVPM ERROR line, exit 1) for the ids in
+    ``fail`` and never return for those in ``hang``; no ids: every switch works again."""
+    _write(os.path.join(os.path.dirname(env["NVPMODEL_STATE"]), "nvpmodel.faults"),
+           json.dumps({"fail": list(fail), "hang": list(hang)}))
+
+
 def calibrate(env: dict, state: str, bundle: str, extra=(), sigterm_after_switch=False,
-              block_after_switch="") -> dict:
+              block_after_switch="", after_switch=None) -> dict:
     """One `edge-agent calibrate --modes all` run; returns its exit status, output, the mode
     the board is in afterwards and how many nvpmodel calls the run made. Once the board has
-    left its mode, ``sigterm_after_switch`` sends SIGTERM and ``block_after_switch`` (a folder)
-    puts a file where that folder was (a write that fails mid-run). ``nvpmodel_calls``: the
+    left its mode, ``sigterm_after_switch`` sends SIGTERM, ``block_after_switch`` (a folder)
+    puts a file where that folder was (a write that fails mid-run) and ``after_switch`` (a
+    function) is called (say, to stop the jtop service mid-measurement). ``nvpmodel_calls``: the
     calls logged meanwhile, the jtop service's own queries (``-q``) among them."""
     calls_before = _calls(env)
     cmd = [sys.executable, "-m", "agent", "calibrate", "--bundle", bundle, "--modes", "all",
@@ -259,12 +281,14 @@ def calibrate(env: dict, state: str, bundle: str, extra=(), sigterm_after_switch
     proc = subprocess.Popen(cmd, cwd=REPO, env=run_env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, universal_newlines=True)
     switched = False
-    if sigterm_after_switch or block_after_switch:
+    if sigterm_after_switch or block_after_switch or after_switch is not None:
         deadline = time.monotonic() + WAIT_S
         while proc.poll() is None and time.monotonic() < deadline:
             if _mode(env) != START_MODE:
                 switched = True
-                if block_after_switch:
+                if after_switch is not None:
+                    after_switch()
+                elif block_after_switch:
                     shutil.rmtree(block_after_switch)
                     _write(block_after_switch, "a file where the profile's folder was\n")
                 else:
@@ -279,8 +303,9 @@ def calibrate(env: dict, state: str, bundle: str, extra=(), sigterm_after_switch
 
 def run_in_namespace(script: str, args, timeout_s: float = 900.0) -> subprocess.CompletedProcess:
     """Run ``script`` with ``args`` in a private mount namespace, as the tests that use an
-    emulated board do (output and errors together); skip where that cannot be: not root, no
-    unshare, no jetson-stats, or namespaces not allowed."""
+    emulated board do (output and errors together), with ``/fake_sys`` there for it to mount
+    its tmpfs on (``_fake_sys_point``); skip where that cannot be: not root, no unshare, no
+    jetson-stats, or namespaces not allowed."""
     import pytest
 
     if os.geteuid() != 0:
@@ -288,12 +313,60 @@ def run_in_namespace(script: str, args, timeout_s: float = 900.0) -> subprocess.
     if shutil.which("unshare") is None:
         pytest.skip("unshare (util-linux) is not installed")
     pytest.importorskip("jtop", reason="jetson-stats is not installed (pip install -e '.[dev]')")
-    proc = subprocess.run(["unshare", "--mount", "--propagation", "private", sys.executable,
-                           script] + [str(a) for a in args], cwd=REPO, stdout=subprocess.PIPE,
-                          stderr=subprocess.STDOUT, universal_newlines=True, timeout=timeout_s)
+    with _fake_sys_point():
+        proc = subprocess.run(["unshare", "--mount", "--propagation", "private", sys.executable,
+                               script] + [str(a) for a in args], cwd=REPO,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              universal_newlines=True, timeout=timeout_s)
     if "unshare failed" in proc.stdout or "Operation not permitted" in proc.stdout:
         pytest.skip("mount namespaces are not allowed here: " + proc.stdout[-300:])
     return proc
+
+
+@contextlib.contextmanager
+def _fake_sys_point():
+    """``/fake_sys`` (an empty folder: each board's namespace mounts its own tmpfs on it) for
+    the block, made where missing and removed by the last of the runs using it at once: test
+    files run side by side (pytest-xdist), and removing it while another board's namespace
+    has it mounted would take that board's sysfs away mid-run. The count of runs using it is
+    kept under a lock in a file beside the lock (a run killed outright leaves a count that
+    never drops: the folder then stays, empty)."""
+    import fcntl
+    import tempfile
+
+    path = os.path.join(tempfile.gettempdir(), "edge-agent-test-fake_sys.count")
+
+    def change(by: int) -> None:
+        with open(path, "a+") as f:
+            fcntl.flock(f, fcntl.LOCK_EX)
+            f.seek(0)
+            words = f.read().split()
+            users, made = (int(words[0]), words[1] == "made") if len(words) == 2 else (0, False)
+            if by > 0 and not os.path.exists("/fake_sys"):
+                os.mkdir("/fake_sys")
+                made = True
+            users = max(users + by, 0)
+            if users == 0 and made and os.path.isdir("/fake_sys"):
+                os.rmdir("/fake_sys")
+                made = False
+            f.seek(0)
+            f.truncate()
+            f.write("%d %s\n" % (users, "made" if made else "found"))
+
+    change(+1)
+    try:
+        yield "/fake_sys"
+    finally:
+        change(-1)
+
+
+def run_board_script(script: str, out_dir: str, *args) -> dict:
+    """Run ``script OUT_DIR ARGS...`` in a private mount namespace (``run_in_namespace``); the
+    ``result.json`` it wrote in ``out_dir``."""
+    proc = run_in_namespace(script, [out_dir] + list(args))
+    assert proc.returncode == 0, proc.stdout[-4000:]
+    with open(os.path.join(str(out_dir), "result.json")) as f:
+        return json.load(f)
 
 
 def main(out_dir: str, bundle: str) -> int:
