@@ -14,23 +14,14 @@ import pytest
 from tests.integration.calibration_fixtures import REPO, calibration_bundle
 from tests.integration.emulated_orin import MODES, START_MODE, run_in_namespace
 
-FAKE_SYS = "/fake_sys"
-
 
 @pytest.fixture(scope="module")
 def emulated(tmp_path_factory):
     """Runs emulated_orin.py in a private mount namespace once; its result.json."""
     out = tmp_path_factory.mktemp("orin")
     bundle = calibration_bundle(str(out))
-    created = not os.path.exists(FAKE_SYS)
-    if created:
-        os.mkdir(FAKE_SYS)  # a mount point; the namespace mounts a tmpfs on it
-    try:
-        proc = run_in_namespace(os.path.join(REPO, "tests", "integration", "emulated_orin.py"),
-                                [out, bundle])
-    finally:
-        if created:
-            os.rmdir(FAKE_SYS)
+    proc = run_in_namespace(os.path.join(REPO, "tests", "integration", "emulated_orin.py"),
+                            [out, bundle])
     assert proc.returncode == 0, proc.stdout[-4000:]
     with open(str(out / "result.json")) as f:
         return json.load(f)
