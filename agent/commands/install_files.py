@@ -11,7 +11,6 @@ from shlex import quote
 from typing import Any, Optional
 
 from agent.errors import UsageError
-from agent.fleet.render_notes import REHEARSAL_AGENT
 from agent.ops.atomic import write_atomic
 from agent.ops.state import DEFAULT_STATE_DIR
 
@@ -52,6 +51,8 @@ def next_steps(cfg: str, name: str, root: str, env: str, bundle: str, args: str)
     if root == "/":
         return head + ("calibrate a worker (`systemctl start edge-agent-calibrate`), then "
                        "`systemctl start edge-agent@%s`" % name)
+    from agent.fleet.render_notes import REHEARSAL_AGENT  # here: it loads numpy, --help must not
+
     run = REHEARSAL_AGENT
     calibrate = "%s calibrate --bundle %s --state-dir %s %s" % (
         run, quote(env_value(env, "EDGE_AGENT_BUNDLE") or bundle),
