@@ -249,7 +249,8 @@ def _answered(args, client, endpoint: str, x, n: int, tally, fleet_limit=None):
     (said in one line). ``fleet_limit``: as ``_send_all``'s."""
     import time
 
-    from agent.fleet.client import NotSent, no_answer
+    from agent.fleet.client import NotSent
+    from agent.fleet.client_wire import no_answer
     from agent.errors import UsageError
     from agent.commands.submit_checks import file_refusal, no_answer_cause
 

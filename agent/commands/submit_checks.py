@@ -65,7 +65,7 @@ def dropped_for_size(client: Any, x: Any, tid: str, recorded: Optional[int] = No
     is over about twice the receiver's limit, so the source never saw it. ``check_size``
     refuses such an input first unless ``--max-message-bytes`` said more than that limit."""
     from agent.config.node import DEFAULT_MAX_MESSAGE_BYTES
-    from agent.fleet.client import task_frames
+    from agent.fleet.client_wire import task_frames
     from agent.protocol import wire
 
     limit = recorded or DEFAULT_MAX_MESSAGE_BYTES
@@ -106,7 +106,7 @@ def _below_limit(client: Any, x: Any, tid: str) -> str:
     ``max_message_bytes`` is lower (not given here: no --fleet record, no
     --max-message-bytes) has ZeroMQ drop it unseen; "" for a message no source drops."""
     from agent.config.node import MIN_MAX_MESSAGE_BYTES
-    from agent.fleet.client import task_frames
+    from agent.fleet.client_wire import task_frames
     from agent.protocol import wire
 
     size = wire.frames_nbytes(task_frames(x[:1], tid, client.name))
@@ -190,7 +190,7 @@ def file_refusal(images: str, x: Any, a: Any, left: int) -> str:
     ``refused_kind_hint``), or its size, above the source's ``max_message_bytes``; or refused
     this client itself (``revoked_client``: every later input would be too); "" for any other
     answer. ``left``: inputs not sent."""
-    from agent.fleet.client import task_frames
+    from agent.fleet.client_wire import task_frames
     from agent.protocol import wire
     from agent.protocol.text import parse_input_refusal
 

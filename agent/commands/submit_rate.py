@@ -31,7 +31,8 @@ def send_at_rate(args: Any, client: Any, endpoint: str, x: Any, n: int, tally: A
     printed when answers came back). ``fleet_limit``: the source's ``max_message_bytes`` as its
     fleet.json records it (None: not known), weighed when no answer at all comes."""
     from agent.errors import UsageError
-    from agent.fleet.client import NotSent, no_answer
+    from agent.fleet.client import NotSent
+    from agent.fleet.client_wire import no_answer
     from agent.commands.submit_checks import file_refusal
 
     tally.header()

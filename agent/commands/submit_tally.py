@@ -42,7 +42,7 @@ class Tally:
     def abandon(self, ids: Sequence[str], why: str) -> None:
         """Record the inputs ``ids`` sent whose answers are not awaited (the run ends): in the
         records only (status lost, reason "not awaited: ``why``"), not in the counts printed."""
-        from agent.fleet.client import Answer
+        from agent.fleet.client_wire import Answer
 
         for tid in ids:
             i, mono, wall = self.sent_inputs.pop(tid, (0, 0.0, 0.0))

@@ -193,7 +193,8 @@ def _run(args: argparse.Namespace) -> int:
     from agent.testbed.rundir import RunLock, check_outputs, new_run_dir
     from agent.testbed.faults import check_faults
     from agent.testbed.prerun import check_node_configs, check_tiers
-    from agent.testbed.topology import capacity_tasks_s, check_against_bundle, load_topology
+    from agent.testbed.topology import load_topology
+    from agent.testbed.topology_bundle import capacity_tasks_s, check_against_bundle
     from agent.testbed.bounds import check_load
 
     if not 0 < args.duration <= MAX_DURATION_S:

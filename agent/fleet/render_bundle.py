@@ -18,7 +18,8 @@ import os
 from typing import Any
 
 from agent.testbed.local import bundle_stages
-from agent.testbed.topology import Topology, check_against_bundle
+from agent.testbed.topology import Topology
+from agent.testbed.topology_bundle import check_against_bundle
 from engines.bundle import MANIFEST_NAME, load_bundle
 from engines.demo import DEMO_BUNDLE_DIR
 

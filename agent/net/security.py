@@ -26,9 +26,10 @@ import time
 from typing import Callable, Container, Dict, Iterable, List, Optional
 
 from agent.net.clientkeys import AllowedClients
+from agent.net.keyfile_create import generate_keypair  # noqa: F401  (part of this API)
 from agent.net.keyfiles import (  # noqa: F401  (key-file functions are part of this API)
-    SecurityError, _check_z85, check_secret_key_permissions, generate_keypair, load_allowed_keys,
-    load_public_key, load_secret_key_file)
+    SecurityError, _check_z85, check_secret_key_permissions, load_allowed_keys, load_public_key,
+    load_secret_key_file)
 
 log = logging.getLogger(__name__)
 

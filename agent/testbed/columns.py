@@ -16,7 +16,8 @@ from agent.policies.model import mean_response_time, wire_bytes
 from agent.scenario.format import parse_scenario
 from agent.sim import FixedPolicy, SimConfig, simulate
 from agent.testbed.counters import is_total
-from agent.testbed.topology import StageInfo, Topology, scenario_object
+from agent.testbed.topology import Topology
+from agent.testbed.topology_bundle import StageInfo, scenario_object
 
 
 def routing_used(topo: Topology, stats: Mapping[str, Mapping]) -> Dict[str, Dict[str, float]]:

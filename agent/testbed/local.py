@@ -50,7 +50,8 @@ from agent.testbed.nodeparts import node_config_error
 from agent.testbed.asrun import applied_links, senders_pace, told_rate
 from agent.testbed.report import (RunResult, _created, read_records, served_rate,
                                    summarise_records, warmup_end)
-from agent.testbed.topology import StageInfo, Topology
+from agent.testbed.topology import Topology
+from agent.testbed.topology_bundle import StageInfo
 from agent.policies.fixed import node_knobs
 from agent.policies.mdi_exit.rules import params_from_knobs as mdi_params
 from agent.policies.thresholds import DEFAULT_THRESHOLD

@@ -39,7 +39,8 @@ from agent.testbed.columns import fifo_sim_delay, model_delay, routing_used, sta
 from agent.testbed.counters import read_stats
 from agent.testbed.report import AFTER_WARMUP, WHOLE_RUN, RunResult, _finite, read_records
 from agent.testbed.rundir import rate_label
-from agent.testbed.topology import StageInfo, Topology
+from agent.testbed.topology import Topology
+from agent.testbed.topology_bundle import StageInfo
 
 # in each rate's folder, next to run.json: {"model_window", "read_mono", "stats": {node:
 # {"counters", "routing"}}}, every node's counters grown since the reading after the warm-up

@@ -23,8 +23,9 @@ from agent.policies.model import DEFAULT_LINK_MODEL
 from agent.testbed.driver import load_bundle_for
 from agent.testbed.exits import default_remaining, initial_thresholds
 from agent.testbed.local import bundle_stages
-from agent.testbed.topology import (StageInfo, Topology, capacity_tasks_s, check_against_bundle,
-                                    load_topology, scenario_object)
+from agent.testbed.topology import Topology, load_topology
+from agent.testbed.topology_bundle import (StageInfo, capacity_tasks_s, check_against_bundle,
+                                           scenario_object)
 
 log = logging.getLogger(__name__)
 

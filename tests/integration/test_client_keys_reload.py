@@ -16,7 +16,8 @@ import numpy as np
 import pytest
 
 from agent.fleet.client import Client, ClientKeys
-from agent.net.keyfiles import generate_keypair, load_secret_key_file
+from agent.net.keyfiles import load_secret_key_file
+from agent.net.keyfile_create import generate_keypair
 from agent.testbed.procs import free_ports
 from tests.integration.agent_cluster import Cluster, build_two_stage_bundle
 

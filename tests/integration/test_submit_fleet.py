@@ -14,7 +14,8 @@ import pytest
 import zmq
 
 from agent import cli
-from agent.fleet.client import Client, InputTooLarge, task_frames
+from agent.fleet.client import Client, InputTooLarge
+from agent.fleet.client_wire import task_frames
 from agent.protocol import wire
 from agent.testbed.procs import free_ports
 from tests.integration.agent_cluster import Cluster, build_two_stage_bundle

@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 
 from agent import cli
-from agent.net.keyfiles import generate_keypair, load_secret_key_file
+from agent.net.keyfiles import load_secret_key_file
+from agent.net.keyfile_create import generate_keypair
 from agent.testbed.procs import free_ports
 from tests.integration.agent_cluster import Cluster, build_two_stage_bundle
 
@@ -132,7 +133,7 @@ def test_a_uint8_input_is_checked_at_its_uint8_size_the_size_it_is_sent_at(
     """Rule: submit's size check (--max-message-bytes) weighs an input as it goes on the wire:
     at a limit between the uint8 message and the float32 one, the uint8 file is sent and
     completes, and the same images as float32 are refused before anything is sent (exit 2)."""
-    from agent.fleet.client import task_frames
+    from agent.fleet.client_wire import task_frames
     from agent.protocol import wire
 
     x = np.load(fleet["npy"])

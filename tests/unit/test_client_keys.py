@@ -14,7 +14,8 @@ import zmq
 
 from agent.fleet.client import Client, ClientKeys
 from agent.net.clientkeys import AllowedClients, ClientId
-from agent.net.keyfiles import SecurityError, generate_keypair, load_secret_key_file
+from agent.net.keyfiles import SecurityError, load_secret_key_file
+from agent.net.keyfile_create import generate_keypair
 from agent.net.security import CurveSecurity, serve_clients_over_curve
 from agent.node.rejects import Rejects, sender_label
 from agent.testbed.procs import free_ports

@@ -14,7 +14,8 @@ import numpy as np
 import zmq
 
 from agent import cli
-from agent.fleet.client import AsyncClient, Client, NotSent, task_frames
+from agent.fleet.client import AsyncClient, Client, NotSent
+from agent.fleet.client_wire import task_frames
 from agent.protocol import wire
 
 MAX_SENDS = 100000  # far above ZeroMQ's default SNDHWM (1000): the queue is full before

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 import zmq
 
-from agent.fleet.client import AsyncClient, Client, parse_answer
+from agent.fleet.client import AsyncClient, Client
+from agent.fleet.client_wire import parse_answer
 from agent.fleet.status import format_status, parse_metrics, summarise
 from agent.ops.metrics import AgentMetrics
 from agent.protocol import wire
@@ -161,7 +162,8 @@ def test_the_client_module_imports_no_agent_internals_beyond_the_wire():
             "('agent', 'engines', 'calibration', 'onnxruntime', 'scipy')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout
-    assert out.strip() == str(["agent", "agent.fleet", "agent.fleet.client", "agent.protocol",
+    assert out.strip() == str(["agent", "agent.fleet", "agent.fleet.client",
+                               "agent.fleet.client_wire", "agent.protocol",
                                "agent.protocol.ack", "agent.protocol.text",
                                "agent.protocol.wire", "agent.protocol.wire_error"])
 

@@ -11,7 +11,8 @@ import pytest
 import zmq
 
 from agent.config.node import parse_config
-from agent.net.keyfiles import SecurityError, generate_keypair, load_secret_key_file
+from agent.net.keyfiles import SecurityError, load_secret_key_file
+from agent.net.keyfile_create import generate_keypair
 from agent.net.security import load_public_key, security_from_config
 
 

@@ -15,8 +15,9 @@ import os
 import pytest
 
 from agent.cli import main
-from agent.net import keyfiles
-from agent.net.keyfiles import SecurityError, generate_keypair, load_secret_key_file
+from agent.net import keyfile_create, keyfiles
+from agent.net.keyfile_create import generate_keypair
+from agent.net.keyfiles import SecurityError, load_secret_key_file
 
 pytest.importorskip("zmq")
 
@@ -41,7 +42,7 @@ def test_a_public_key_file_already_there_refuses_the_pair_and_its_secret_is_take
     pair = _pair(tmp_path)
     (tmp_path / "n1.key").write_bytes(b"another run's public key\n")
     with pytest.raises(SecurityError, match=r"n1\.key already exists; pass --force"):
-        keyfiles._link_new_pair(pair)
+        keyfile_create._link_new_pair(pair)
     assert _listing(tmp_path) == ["n1.key"]
     assert (tmp_path / "n1.key").read_bytes() == b"another run's public key\n"
 
@@ -51,7 +52,7 @@ def test_a_secret_key_file_already_there_is_kept_and_no_public_key_is_written(tm
     (tmp_path / "n1.key_secret").write_bytes(b"another run's secret\n")
     inode = os.stat(str(tmp_path / "n1.key_secret")).st_ino
     with pytest.raises(SecurityError, match=r"n1\.key_secret already exists"):
-        keyfiles._link_new_pair(pair)
+        keyfile_create._link_new_pair(pair)
     assert _listing(tmp_path) == ["n1.key_secret"]
     assert os.stat(str(tmp_path / "n1.key_secret")).st_ino == inode
 
@@ -70,9 +71,9 @@ def test_a_secret_replaced_by_another_run_before_the_public_fails_is_not_removed
             (tmp_path / "n1.key").write_bytes(b"the other run's public key\n")
         return real_link(src, dst)
 
-    monkeypatch.setattr(keyfiles.os, "link", link)
+    monkeypatch.setattr(keyfile_create.os, "link", link)
     with pytest.raises(SecurityError, match=r"n1\.key already exists"):
-        keyfiles._link_new_pair(pair)
+        keyfile_create._link_new_pair(pair)
     assert _listing(tmp_path) == ["n1.key", "n1.key_secret"]
     assert (tmp_path / "n1.key_secret").read_bytes() == b"the other run's secret\n"
 
@@ -85,9 +86,9 @@ def test_a_file_system_without_hard_links_is_one_line_and_leaves_nothing(tmp_pat
     def link(src, dst):
         raise OSError(errno.EPERM, "Operation not permitted")
 
-    monkeypatch.setattr(keyfiles.os, "link", link)
+    monkeypatch.setattr(keyfile_create.os, "link", link)
     with pytest.raises(SecurityError, match="makes no hard links .*pass --force"):
-        keyfiles._link_new_pair(pair)
+        keyfile_create._link_new_pair(pair)
     assert _listing(tmp_path) == []
 
 

@@ -17,7 +17,7 @@ import pytest
 from agent.config.checks import NODE_ID_MAX_CHARS
 from agent.config.node import NodeConfig, Peer
 from agent.errors import UsageError
-from agent.fleet.client import task_frames
+from agent.fleet.client_wire import task_frames
 from agent.node import build
 from agent.node.limits import (LimitError, check_limits, check_message_size, received_stages,
                                task_header_bytes)

@@ -22,8 +22,8 @@ from agent.policies.dtoee import protocol
 from agent.scenario.format import load_scenario, parse_scenario, save_scenario
 from agent.policies.setting import ScenarioError
 from agent.testbed.presets import TOPOLOGY_DIR
-from agent.testbed.topology import (DEFAULT_TOPOLOGY, StageInfo, TopologyError,
-                                    check_against_bundle, load_topology, parse_topology)
+from agent.testbed.topology import DEFAULT_TOPOLOGY, TopologyError, load_topology, parse_topology
+from agent.testbed.topology_bundle import StageInfo, check_against_bundle
 
 SCENARIO = {"stages": [{"flops": 2.0e9, "input_bytes": 1.0e5, "exit": False},
                        {"flops": 1.0e9, "input_bytes": 5.0e5, "exit": False}],

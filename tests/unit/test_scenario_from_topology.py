@@ -19,7 +19,8 @@ from agent.testbed.columns import model_delay
 from agent.testbed.driver import load_bundle_for
 from agent.testbed.exits import default_remaining
 from agent.testbed.local import bundle_stages
-from agent.testbed.topology import DEFAULT_TOPOLOGY, capacity_tasks_s, load_topology
+from agent.testbed.topology import DEFAULT_TOPOLOGY, load_topology
+from agent.testbed.topology_bundle import capacity_tasks_s
 from engines.exit_profile import load_exit_profile
 
 # one source, a fast stage-2 worker behind a slow link and a slow one behind a fast link

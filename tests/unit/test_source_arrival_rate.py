@@ -18,7 +18,8 @@ import pytest
 import zmq
 
 from agent.config.node import parse_config
-from agent.fleet.client import Client, task_frames
+from agent.fleet.client import Client
+from agent.fleet.client_wire import task_frames
 from agent.net.transport import Transport
 from agent.node.arrivalrate import (
     NOISE_SIGMAS,

@@ -10,7 +10,7 @@ import logging
 import numpy as np
 import pytest
 
-from agent.fleet.client import task_frames
+from agent.fleet.client_wire import task_frames
 from agent.policies.api import AgentPolicy
 from agent.protocol import wire
 from engines.profile import as_input

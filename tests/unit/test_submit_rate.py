@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 
 from agent import cli
-from agent.fleet.client import AsyncClient, Client, InputTooLarge, message_limit
+from agent.fleet.client import AsyncClient, Client, InputTooLarge
+from agent.fleet.client_wire import message_limit
 from agent.protocol import wire
 from tests.unit.test_cli import _silent_router
 from tests.unit.test_submit_run import _endpoint

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from agent.commands.submit_checks import file_refusal
-from agent.fleet.client import Answer
+from agent.fleet.client_wire import Answer
 
 X = np.zeros((3, 1, 28, 28), np.float32)
 

@@ -4,7 +4,8 @@ shares, so that the testbed's "N% of capacity" loads are ones the network can ca
 import pytest
 
 from agent.testbed.carry import INF, FlowGraph, carried_tasks_s
-from agent.testbed.topology import capacity_tasks_s, load_topology
+from agent.testbed.topology import load_topology
+from agent.testbed.topology_bundle import capacity_tasks_s
 from agent.testbed.local import bundle_stages, default_remaining
 from agent.testbed.driver import load_bundle_for
 

@@ -15,7 +15,8 @@ from agent.commands.testbed import with_mdi_mode
 from agent.testbed.driver import load_bundle_for
 from agent.testbed.exits import initial_thresholds
 from agent.testbed.local import bundle_stages, default_remaining
-from agent.testbed.topology import capacity_tasks_s, load_topology
+from agent.testbed.topology import load_topology
+from agent.testbed.topology_bundle import capacity_tasks_s
 
 
 def _capacity(topo, policy=None):

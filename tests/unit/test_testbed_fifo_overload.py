@@ -4,7 +4,8 @@ that was."""
 
 from agent.policies.model import wire_bytes
 from agent.testbed.columns import fifo_sim_delay, model_delay
-from agent.testbed.topology import StageInfo, parse_topology
+from agent.testbed.topology import parse_topology
+from agent.testbed.topology_bundle import StageInfo
 
 STAGES = [StageInfo(1e6, 1000.0, False)]
 ROUTING = {"s1": {"w1": 1.0}}

@@ -10,7 +10,8 @@ from agent.testbed.columns import link_utilisation, measured_link_rates
 from agent.testbed.columns import stats_delta
 from agent.testbed.counters import keep_ended, read_stats, with_ended
 from agent.testbed.report import busiest_link, format_table, summarise_records
-from agent.testbed.topology import StageInfo, parse_topology
+from agent.testbed.topology import parse_topology
+from agent.testbed.topology_bundle import StageInfo
 
 TOPO = {
     "sources": [{"id": "s1", "share": 1.0}],

@@ -7,7 +7,8 @@ import os
 from agent.testbed.columns import model_delay, routing_used
 from agent.testbed.report import RunResult, admitted_lines
 from agent.testbed.summary_window import AFTER_WARMUP, WHOLE_RUN, WindowSnapshot
-from agent.testbed.topology import StageInfo, parse_topology
+from agent.testbed.topology import parse_topology
+from agent.testbed.topology_bundle import StageInfo
 
 STAGES = [StageInfo(1e6, 1000.0, False)]
 WARMUP_S = 2.0

@@ -9,8 +9,8 @@ from agent.commands.testbed import parse_rates
 from agent.errors import UsageError
 from agent.testbed.columns import empirical_remaining, routing_used
 from agent.testbed.report import RUN_KEYS, format_table, percentile, summarise_records, write_json
-from agent.testbed.topology import (StageInfo, TopologyError, capacity_tasks_s, load_topology,
-                                    parse_topology, scenario_object)
+from agent.testbed.topology import TopologyError, load_topology, parse_topology
+from agent.testbed.topology_bundle import StageInfo, capacity_tasks_s, scenario_object
 
 
 def small_topology(**over):

@@ -6,8 +6,8 @@ import pytest
 
 from agent.commands.testbed import with_mdi_mode
 from agent.testbed.local import node_configs
-from agent.testbed.topology import (StageInfo, TopologyError, capacity_tasks_s, load_topology,
-                                    parse_topology, shipped_presets)
+from agent.testbed.topology import TopologyError, load_topology, parse_topology, shipped_presets
+from agent.testbed.topology_bundle import StageInfo, capacity_tasks_s
 
 STAGES = [StageInfo(1e5, 1000.0, True), StageInfo(3e5, 2000.0, False)]
 TWO_NODE = {
