@@ -15,7 +15,9 @@ must not read a route as lost for up to ``interval_s`` after it came back, and s
 no more than the WARNING lines before them. A line that goes out more than ``LATE_S`` after the change it
 tells of says when that change happened, by the wall clock (``(at 10:17:48)``; with the counts,
 ``(3 changes since the last line: alive 1, gone 2; the last at 10:17:48)``): the line's own
-time stamp is the flush's, up to ``interval_s`` later.
+time stamp is the flush's, up to ``interval_s`` later. That time is the wall clock's now less the
+monotonic time since the change, so a wall clock stepped in between (NTP after a stale boot)
+never dates the change after the line that tells of it.
 """
 
 from __future__ import annotations
@@ -31,8 +33,7 @@ LATE_S = 1.0  # a line logged this long after its change says when the change ha
 
 
 class _Key:
-    __slots__ = ("line", "logged_at", "since", "held_level", "changed_at", "changed_wall",
-                 "logged_level")
+    __slots__ = ("line", "logged_at", "since", "held_level", "changed_at", "logged_level")
 
     def __init__(self, burst: int) -> None:
         self.line = ""  # the line of the present state
@@ -41,7 +42,6 @@ class _Key:
         # the most severe level among the changes not yet logged (the next line's level)
         self.held_level = logging.NOTSET
         self.changed_at = 0.0  # clock() of the latest change
-        self.changed_wall = 0.0  # wall() of the latest change: what a late line names
         self.logged_level = logging.NOTSET  # the level of the last line logged
 
 
@@ -54,7 +54,9 @@ class StateLog:
         self.interval_s = float(interval_s)
         self.burst = burst
         self.clock = clock
-        self.wall = wall  # Unix seconds, for the time a late line names
+        # Unix seconds, for the time a late line names: now's, less the monotonic time since
+        # the change (a wall clock stepped in between must not put the change after its line)
+        self.wall = wall
         self._keys: Dict[str, _Key] = {}  # a few per configured peer: bounded by the config
 
     def event(self, key: str, state: str, line: str, level: int = logging.INFO) -> None:
@@ -71,7 +73,7 @@ class StateLog:
         k.line = line
         k.since[state] += 1
         k.held_level = max(k.held_level, level)
-        k.changed_at, k.changed_wall = self.clock(), self.wall()
+        k.changed_at = self.clock()
         # the trouble a WARNING line told of is over: said at once (module docstring)
         self._log_if_due(k, final=level < logging.WARNING <= k.logged_level)
 
@@ -97,7 +99,8 @@ class StateLog:
             parts.append("%d changes since the last line: %s" % (
                 n, ", ".join("%s %d" % kv for kv in sorted(k.since.items()))))
         if now - k.changed_at > LATE_S:  # held back: the line's own stamp is not the change's
-            at = _clock_time(k.changed_wall, self.wall())
+            wall = self.wall()
+            at = _clock_time(wall - (now - k.changed_at), wall)
             parts.append(("the last at " if parts else "at ") + at)
         more = " (%s)" % "; ".join(parts) if parts else ""
         log.log(k.held_level, "%s%s", k.line, more)

@@ -21,6 +21,7 @@ import time
 from typing import Any, Callable, Dict, Mapping, Optional
 
 from agent.config.node import NodeConfig
+from agent.node.clockstep import ClockStepWatch
 from agent.ops.atomic import write_atomic
 from agent.ops.files import WriteFaults
 from agent.ops.state import STATS_FILE
@@ -61,6 +62,7 @@ class NodeStatus:
         self._written = ("", -math.inf)  # (stats.json last written but TIME_KEYS, when)
         self.skipped = 0  # writes left out: nothing but the time had changed
         self._peers = frozenset(p.id for p in cfg.peers)
+        self.clock_steps = ClockStepWatch()  # a stepped wall clock: one WARNING (clockstep)
 
     def stats(self) -> Dict[str, Any]:
         """Counters and state for stats.json and the status line."""
@@ -128,7 +130,9 @@ class NodeStatus:
 
     def log_line(self, now: float) -> bool:
         """Log the status line at INFO when it differs from the last one logged, or when that
-        was ``STATUS_REPEAT_S`` ago (``now``: a monotonic clock); True when it was logged."""
+        was ``STATUS_REPEAT_S`` ago (``now``: a monotonic clock); True when it was logged.
+        A wall-clock step since the last call is said first (``ClockStepWatch``)."""
+        self.clock_steps.check(self.mono(), self.wall())  # both read now, as a pair
         line = self.line()
         last, at = self._logged
         if line == last and now - at < STATUS_REPEAT_S:

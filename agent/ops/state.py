@@ -1,5 +1,7 @@
-"""Agent state that survives a restart: routing, thresholds, capacity estimate, slot number,
-the links' measured rates.
+"""Agent state that survives a restart: routing, thresholds, capacity estimate, the links'
+measured rates (no slot number: DTO-EE takes its slot from the wall clock at each tick, so a
+clock stepped across a restart needs nothing undone). ``saved_unix_s`` is a label for people:
+no age check reads it, which a wall clock stepped since the save would fool.
 
 ``StateStore.save`` replaces ``state.json`` through ``agent.ops.atomic`` (temporary file, fsync,
 rename, directory fsync), so a crash (SIGKILL, power loss) leaves either the old or the new

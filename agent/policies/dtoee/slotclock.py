@@ -51,9 +51,9 @@ class SlotClock:
         step = self.step_s(now, wall_s)
         slot = int(wall_s // slot_length_s)
         if slot < current - 1:  # stepped back: follow it, or idle till the clock is back
-            log.warning("the wall clock stepped back about %.0f s: DTO-EE slots go on from slot "
-                        "%d (was %d)", -step if step < 0 else (current - slot) * slot_length_s,
-                        slot, current)
+            log.info("the wall clock stepped back about %.0f s: DTO-EE slots go on from slot "
+                     "%d (was %d)", -step if step < 0 else (current - slot) * slot_length_s,
+                     slot, current)
             return slot
         if current >= 0 and step >= max(STEP_MIN_S, slot_length_s):
             log.info("the wall clock stepped forward about %.0f s (NTP, date -s): DTO-EE slots "
