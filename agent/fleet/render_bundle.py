@@ -2,7 +2,7 @@
 
 The bundle the topology names (``bundle``; ``demo`` is the one shipped in the package) must
 hold every stage the workers serve: a topology with more is refused with the testbed's line
-(``agent.testbed.topology.check_against_bundle``). With ``--emulate`` the testbed's whole check
+(``agent.testbed.topology_bundle.check_against_bundle``). With ``--emulate`` the testbed's whole check
 is made, the emulated capacities included (without it the devices measure theirs).
 
 Render often runs on an operator's laptop while the bundle lives only on the devices: a bundle
