@@ -15,11 +15,10 @@ from agent.commands.profile import THREADS_MAX, threads_arg
 from agent.config.checks import MAX_INTERVAL_S
 from agent.errors import UsageError
 from agent.ops.running import agents_running_text, running_agents
-from agent.ops.state import DEFAULT_STATE_DIR, default_state_dir
+from agent.ops.state import DEFAULT_STATE_DIR, PROFILE_NAME, default_state_dir
 
 HELP = "measure capacity (FLOP/s) per power mode and stage engine into a calibration profile"
 
-PROFILE_NAME = "calibration.json"
 
 
 # the longest --seconds, --warmup and --switch-timeout: a day, as the node config's intervals

@@ -30,7 +30,7 @@ from agent.commands.install_files import (clean_build_dir, kept_env_note, next_s
 from agent.errors import UsageError
 from agent.ops.atomic import write_atomic
 from agent.ops.files import FileFault, check_output_dir
-from agent.ops.paths import BUNDLE, ETC, PREFIX, VENV, VENV_BIN
+from agent.ops.paths import BUNDLE, DEFAULT_USER, ETC, PREFIX, VENV
 from agent.ops.state import DEFAULT_STATE_DIR
 
 HELP = "install the agent as a systemd service (user, venv, units); --dry-run shows the steps"
@@ -39,7 +39,6 @@ UNIT_FILES = ("edge-agent@.service", "edge-agent.target", "edge-agent-calibrate.
               "edge-agent-calibrate.timer")
 GROUPS = ("video", "render", "jtop")
 CALIBRATE_ARGS = "--modes all"  # calibrate.env's EDGE_AGENT_CALIBRATE_ARGS: every power mode
-DEFAULT_USER = "edge-agent"
 # a systemd instance name that is also a config file stem: no spaces, slashes or leading dot/dash
 INSTANCE_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.:-]*$")
 # what the venv's onnxruntime is, printed by the venv's own interpreter
@@ -133,15 +132,6 @@ class Plan:
             write_atomic(path, text, perms=mode)
         except OSError as exc:
             raise InstallError("cannot write %s: %s" % (path, exc.strerror or exc)) from None
-
-
-def as_service_user(command: str, path: str) -> str:
-    """``command`` (``edge-agent ...``) as the service user, with the venv's script (no PATH
-    under sudo has it), where ``path`` is in the service's state directory: calibrate run as
-    root leaves a profile there of root's, mode 0600, that the agent cannot read."""
-    if not os.path.abspath(path).startswith(DEFAULT_STATE_DIR + "/"):
-        return command
-    return "sudo -u %s %s/%s" % (DEFAULT_USER, VENV_BIN, command)
 
 
 def _under(root: str, path: str) -> str:

@@ -24,6 +24,8 @@ import os
 import shlex
 from typing import Any, List, Optional, Tuple
 
+from agent.ops.paths import as_service_user
+from agent.ops.state import PROFILE_NAME
 from calibration import device_lock
 from calibration.modes import ORIGINAL_MODE_FILE
 
@@ -90,9 +92,6 @@ def warn_at_start(cfg: Any) -> int:
     """Log one WARNING (``mode_left_text``'s words) for each of a worker's calibration folders
     holding a saved mode no running calibration owns; returns how many. Nothing for a source,
     nor while a calibration holds the board lock; a fault reading is no fault of the start."""
-    from agent.commands.calibrate import PROFILE_NAME
-    from agent.commands.install import as_service_user
-
     if cfg.role != "worker":
         return 0
     try:

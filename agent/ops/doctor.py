@@ -341,8 +341,8 @@ def check_calibration(ctx: Context) -> List[Check]:
     """The profile ``calibrate --state-dir STATE_DIR`` writes; with node configs, none (each
     worker's capacity_profile is a "node calibration" line of its own). On a Jetson whose jtop
     line FAILs the mode is unknown and calibrate refuses: the fix is jtop's first."""
-    from agent.commands.install import as_service_user
     from agent.ops.doctor_calib import calibration_fix, profile_line
+    from agent.ops.paths import as_service_user
     path = os.path.join(state_dir_of(ctx), "calibration.json")
     fix = as_service_user(calibrate_cmd(ctx), path)
     if ctx.configs or not os.path.exists(path):
@@ -373,8 +373,8 @@ def calibrate_cmd(ctx: Context) -> str:
 
 def check_mode_left(ctx: Context) -> List[Check]:
     """A power mode an interrupted calibration left switched (``doctor_calib.mode_left_line``)."""
-    from agent.commands.install import as_service_user
     from agent.ops.doctor_calib import mode_left_line
+    from agent.ops.paths import as_service_user
     state = state_dir_of(ctx)  # the command writes its profile there: as the service user
     return mode_left_line(state, as_service_user(calibrate_cmd(ctx),
                                                  os.path.join(state, "calibration.json")))

@@ -99,7 +99,7 @@ def closed_line(name: str, path: str, user: str = "", why: str = "") -> Optional
     what reading it as doctor's user gave, or its owner and mode when doctor runs as root. Its
     fix gives it to that user (``sudo chown``): ``calibrate`` run with sudo leaves a profile
     root's, mode 0600, and its measurements are kept. None when the user may read it."""
-    from agent.commands.install import DEFAULT_USER
+    from agent.ops.paths import DEFAULT_USER
 
     user = user or DEFAULT_USER
     closed = closed_to(user, path, os.R_OK)
@@ -138,7 +138,7 @@ def node_profile_line(name: str, path: str, cfg: Any, mode: Optional[str], root:
     engine is timed at start). ``mode``: the mode run looks up (its power_mode, else the active
     one); ``jtop_down``: the ``PowerModeUnknown`` of a Jetson whose jtop cannot be reached
     (then the mode is unknown without a power_mode, and calibrate needs jtop first)."""
-    from agent.commands.install import DEFAULT_USER
+    from agent.ops.paths import DEFAULT_USER
     from agent.node.profilekey import missing_part, unmeasurable_mode
     from calibration import profile
     from calibration.profile_match import cpu_entry, entry_threads, find_entry

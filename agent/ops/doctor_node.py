@@ -38,12 +38,12 @@ import shlex
 from dataclasses import replace
 from typing import Any, Callable, List, Optional, Tuple
 
-from agent.commands.install import as_service_user
 from agent.errors import UsageError
 from agent.ops.doctor import FAIL, OK, WARN, Check
 from agent.ops.doctor_binds import check_ipc_binds, check_tcp_binds
 from agent.ops.doctor_check import check_addresses
 from agent.ops.doctor_metrics import check_metrics_port
+from agent.ops.paths import as_service_user
 
 CONFIG_FIX = "fix the file (docs/formats.md, 'Node config'), then run doctor --config again"
 # a file the service user may not read or write: the deploy walkthrough's chown lines
@@ -109,7 +109,7 @@ def check_profile(cfg: Any, mode: Optional[str] = None, root: str = "/") -> Chec
     that engine (WARN, naming the part that misses); on a Jetson whose jtop cannot be reached,
     the mode is unknown without power_mode (WARN) and the fix is jtop's first; with emulated
     capacity, the file must be a valid profile (run checks it too) but no entry is used."""
-    from agent.commands.install import DEFAULT_USER
+    from agent.ops.paths import DEFAULT_USER
     from agent.ops.doctor_calib import node_profile_line
     from agent.ops.doctor_check import access_fix
     from agent.ops.files import FileFault, check_regular_file
@@ -205,8 +205,8 @@ def calibrate_command(cfg: Any) -> str:
     """The ``edge-agent calibrate`` command line that writes the profile the worker config
     ``cfg`` reads (``/var/lib/edge-agent/calibration.json`` if it names none), measured with
     its engine's backend, precision and threads, as the calibration unit runs it; as the
-    service user (``install.as_service_user``) where the profile is the service's."""
-    from agent.commands.calibrate import PROFILE_NAME
+    service user (``agent.ops.paths.as_service_user``) where the profile is the service's."""
+    from agent.ops.state import PROFILE_NAME
     from agent.fleet.render import calibrate_args
 
     path = cfg.capacity_profile or _unit_profile()
@@ -220,7 +220,7 @@ def calibrate_command(cfg: Any) -> str:
 
 def _unit_profile() -> str:
     """The profile the calibration unit writes: ``$STATE_DIRECTORY/calibration.json``."""
-    from agent.commands.calibrate import PROFILE_NAME
+    from agent.ops.state import PROFILE_NAME
     from agent.ops.state import DEFAULT_STATE_DIR
 
     return os.path.join(DEFAULT_STATE_DIR, PROFILE_NAME)
@@ -313,7 +313,7 @@ def service_files_closed(cfg: Any) -> Optional[str]:
     ``preflight`` itself has found them."""
     import pwd
 
-    from agent.commands.install import DEFAULT_USER
+    from agent.ops.paths import DEFAULT_USER
     from agent.node.preflight import appended_files
     from agent.ops.doctor_check import files_closed, runs_as
 

@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 STATE_FILE = "state.json"  # saved policy state (this module)
 STATS_FILE = "stats.json"  # counters and status, rewritten every status_interval_s
 RECORDS_FILE = "records.jsonl"  # a source's task records (agent.node.records)
+PROFILE_NAME = "calibration.json"  # the capacity profile calibrate writes (calibration.profile)
 # the service's StateDirectory= (systemd/edge-agent.service), where a device keeps its state
 DEFAULT_STATE_DIR = "/var/lib/edge-agent"
 FORMAT_VERSION = 1

@@ -11,9 +11,9 @@ import re
 import pytest
 
 from agent.cli import main
-from agent.commands.install import as_service_user, unit_dir
+from agent.commands.install import unit_dir
 from agent.config.node import load_config
-from agent.ops.paths import BUNDLE, CACHE, ETC, PREFIX, VENV, VENV_BIN
+from agent.ops.paths import BUNDLE, CACHE, ETC, PREFIX, VENV, VENV_BIN, as_service_user
 from agent.ops.state import DEFAULT_STATE_DIR
 
 

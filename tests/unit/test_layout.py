@@ -70,3 +70,15 @@ def test_policies_import_nothing_from_net_node_ops_testbed_or_engine_backends():
         if hits:
             bad[name] = hits
     assert bad == {}
+
+
+def test_node_modules_import_nothing_from_the_commands_layer():
+    """No module under agent/node names agent.commands in an import, at module or function
+    level: the CLI faces sit above the node, which a command composes and runs."""
+    modules = find_modules()
+    bad = sorted("%s -> %s:%d" % (name, target, stmt.line)
+                 for name, mod in modules.items() if _under(name, "agent.node")
+                 for stmt in import_statements(mod)
+                 for target in imported_modules(stmt, modules)
+                 if _under(target, "agent.commands"))
+    assert bad == []
