@@ -111,9 +111,10 @@ def test_the_node_hands_its_wall_clock_to_its_policy(tmp_path):
         parts.close()
 
 
-def test_a_wall_clock_stepped_back_is_followed_at_the_next_tick_with_one_warning(caplog):
+def test_a_wall_clock_stepped_back_is_followed_at_the_next_tick_with_one_line(caplog):
     """Rule: when the wall clock steps back more than a slot (an NTP correction), the next
-    tick starts a phase in the slot the clock now gives and logs one WARNING saying so; the
+    tick starts a phase in the slot the clock now gives and logs one INFO line saying so (the
+    node's WARNING on the step comes from its status line: agent.node.clockstep); the
     node neither idles until the clock passes its old slot again (1 h back: 720 slots of 5 s
     without configuration) nor warns again in the next slots. A clock one slot behind (a
     neighbour's request pulled it ahead) is no step."""
@@ -128,7 +129,7 @@ def test_a_wall_clock_stepped_back_is_followed_at_the_next_tick_with_one_warning
     _at(pol, 9 * SLOT_S + 1.0)  # one slot behind: waits for slot 10's end as before
     assert pol.on_tick(view, 6.0) == [] and pol.slot == 10 and not pol.configuring
     _at(pol, 3 * SLOT_S + 1.0)  # stepped back 7 slots
-    with caplog.at_level("WARNING", logger="agent.policies.dtoee.agent"):
+    with caplog.at_level("INFO", logger="agent.policies.dtoee.agent"):
         pol.on_tick(view, 7.0)
         assert pol.slot == 3 and pol.configuring
         _at(pol, 4 * SLOT_S + 1.0)
