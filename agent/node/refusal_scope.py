@@ -10,9 +10,12 @@ the sender's own sender then had them rejected (``no_route``) for want of a next
 The sender keeps such a hold per successor and source (``SourceHolds``) beside the holds of
 every task (``NodeView.unavailable``): routing a task of that source leaves the successor out
 (``choose_successor``); other sources' tasks still go to it. A worker of one source names none
-(every task it is sent is that source's; an older sender, which ignores the field, then holds
-the same off as before), and a source takes a refusal naming itself as one of every task (its
-tasks are all its own: ``Outbox.on_ack``).
+for an ``overload`` (every task it is sent is that source's; an older sender, which ignores the
+field, then holds the same off as before) but names it for a ``no_route`` all the same: only a
+hold about one source grows while that source is gone (below); held off for every task one
+heartbeat interval at a time, a worker of one source gone for good was offered and refused
+each of its held tasks some 80 times a second. A source takes a refusal naming itself as one of
+every task (its tasks are all its own: ``Outbox.on_ack``).
 
 A ``no_route`` hold about a source this node heard and now hears no more (gone from
 ``NodeView.alive``: killed, or cut off here too) grows while it stays gone: each refusal again
@@ -33,10 +36,12 @@ from __future__ import annotations
 from typing import Any, Collection, Dict, Optional, Sequence, Tuple
 
 
-def scope_of(source: str, sources: Collection[str]) -> str:
-    """The source a worker of ``sources`` names when it refuses a task of ``source`` for a
-    reason about that source alone ("" when it has one source: every task it gets is its)."""
-    return source if len(sources) > 1 else ""
+def scope_of(source: str, sources: Collection[str], reason: str = "") -> str:
+    """The source a worker of ``sources`` names when it refuses a task of ``source`` for
+    ``reason``, a reason about that source alone: "" for a worker of one source (every task it
+    gets is its), except for a ``no_route``, whose hold at the sender grows only when it names
+    its source (module docstring)."""
+    return source if reason == "no_route" or len(sources) > 1 else ""
 
 
 # a no_route hold about a source gone here grows to this at most (``SourceHolds.hold``): a

@@ -10,9 +10,10 @@ every successor of its next stage refuses work while tasks already wait here for
 them being full; ``no_route`` when each of them is stopping or has no route on:
 ``source_refusal.why_held_off``).
 
-A refusal for a reason about the task's source alone names that source (``refusal_scope``):
-no route back to it, or every successor of the next stage held off for its tasks alone while
-another source's still go there. Its sender then holds this worker off for that source's tasks
+A refusal for a reason about the task's source alone names that source (``refusal_scope``;
+a worker of one source names it for a ``no_route`` only): no route back to it, or every
+successor of the next stage held off for its tasks alone while another source's still go
+there. Its sender then holds this worker off for that source's tasks
 only. A task straight from its source ends this worker's own holds about that source made while
 it was gone (``SourceHolds.back``): it is back.
 """
@@ -41,7 +42,8 @@ def refusal(w: Any, f: Dict[str, Any], nbytes: int, sender: str, ttl: float,
     if view.no_route:
         return "no_route", w.cfg.heartbeat_interval_s
     if cut_off_from(f["source"], sender, view, w.out, w.sources):
-        return "no_route", w.cfg.heartbeat_interval_s, scope_of(f["source"], w.sources)
+        return "no_route", w.cfg.heartbeat_interval_s, scope_of(f["source"], w.sources,
+                                                                "no_route")
     tasks, held_bytes = w.held()
     ahead = w.input_queue()  # it would wait behind these: refused when it would expire
     if tasks >= w.cfg.max_queue_tasks or held_bytes + nbytes > w.cfg.max_queue_bytes or (
@@ -64,11 +66,12 @@ def refusal(w: Any, f: Dict[str, Any], nbytes: int, sender: str, ttl: float,
         # successor's hold ends. Successors that are all stopping (shutdown) or have no route
         # on are no overload: nothing takes the task onward now, however little is sent
         # (no_route). Refused for this source's tasks alone, this refusal is about them alone
-        scope = scope_of(src, w.sources) if takers else ""
         hold_s = min(list(view.unavailable.values()) + list(held.values()), default=now) - now
         nxt = view.alive_successors(h + 1, usable=False)
         if all((why_held_off(view, w.out.refused_why, p) or w.out.source_holds.why(p, src))
                in NOT_TAKING for p in nxt):
-            return "no_route", max(hold_s, w.cfg.heartbeat_interval_s), scope
-        return "overload", max(hold_s, view.service_time_s), scope
+            return "no_route", max(hold_s, w.cfg.heartbeat_interval_s), (
+                scope_of(src, w.sources, "no_route") if takers else "")
+        return "overload", max(hold_s, view.service_time_s), (
+            scope_of(src, w.sources) if takers else "")
     return None

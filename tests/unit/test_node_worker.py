@@ -445,7 +445,7 @@ def test_a_task_whose_source_is_cut_off_is_refused_no_route(worker):
     out.view.alive.add("s1")  # heard again
     side.on_data(b"w2", task("t7"))
     assert out._replies == {(b"w2", ""): ["t1#0", "t2#0", "t6#0", "t7#0"],
-                            (b"w2", "no_route"): ["t3#0", "t5#0"], (b"s1", ""): ["t4#0"]}
+                            (b"w2", "no_route", "s1"): ["t3#0", "t5#0"], (b"s1", ""): ["t4#0"]}
     assert out.counters["refused_no_route"] == 2 and side.received == 5
 
 

@@ -31,10 +31,13 @@ def test_a_successor_held_off_for_one_source_is_left_out_for_that_sources_tasks_
     assert holds.held_for("s1", 10.0) == {} and not holds  # ended holds are forgotten
 
 
-def test_a_refusal_names_its_source_only_where_a_worker_has_more_than_one():
-    """Rule: a worker of one source refuses without naming it (every task it gets is its);
-    the ACK carries the source when named, and an ACK without it decodes as before."""
+def test_a_refusal_names_its_source_where_a_worker_has_more_than_one_or_for_no_route():
+    """Rule: a worker of one source refuses an overload without naming it (every task it gets
+    is its) and names it in a no_route refusal (the sender's hold on that source then grows
+    while the source stays gone there); the ACK carries the source when named, and an ACK
+    without it decodes as before."""
     assert scope_of("s1", {"s1"}) == "" and scope_of("s1", {"s1", "s2"}) == "s1"
+    assert scope_of("s1", {"s1"}, "no_route") == "s1"
     scoped = wire.decode(wire.encode(Kind.ACK, "w2", ack_fields(["a#0"], "no_route", 0.2, "s1")))
     assert scoped.fields == {"keys": [], "refused": ["a#0"], "reason": "no_route",
                              "retry_s": 0.2, "source": "s1"}
