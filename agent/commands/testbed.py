@@ -275,7 +275,7 @@ def _policies(topo, given):
 
 def _run_in(args, topo, bundle, policies, rates, cap, out_dir, lock, settings) -> int:
     """Run every (policy, rate) in the run folder; print and write the results."""
-    from agent.testbed.deaths import AgentDied, cut_short_lines
+    from agent.testbed.deaths import RunSpoiled, cut_short_lines
     from agent.testbed.driver import run_all
     from agent.testbed.phasecheck import lines_under_table
     from agent.testbed.report import (PLOT_NAMES, admitted_lines, error_lines, format_table,
@@ -350,7 +350,7 @@ def _run_in(args, topo, bundle, policies, rates, cap, out_dir, lock, settings) -
         except OSError:  # a hung-up terminal (EIO): the namespaces and lock are still released
             pass
         return getattr(exc, "exit_status", 130)
-    except AgentDied as exc:  # the run is spoiled: what finished is kept, exit status 1
+    except RunSpoiled as exc:  # an agent or the network died: what finished is kept, status 1
         print("\n".join(["edge-agent testbed: error: %s" % exc.line()] + exc.tail_lines() + (
             cut_short_lines([r for r in finished if _partial(r)], os.path.join(
                 out_dir, "results.json"), sum(1 for r in finished if not _partial(r)), total))),

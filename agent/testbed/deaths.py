@@ -1,11 +1,13 @@
-"""An agent of a local testbed run that ended while the run still needed it.
+"""An agent of a local testbed run, or its network, that ended while the run still needed it.
 
 The testbed stops its agents itself; one that ends otherwise (killed from outside, the
 out-of-memory killer, an error of its own, a stop nobody asked the testbed for) spoils the rate
 it was serving: the rate is cut short and summarised from its sources' records, and the
 command ends with exit status 1 (``agent.commands.testbed``). What the user is told: one line
 naming the agent, its role and how it ended (exit status, or the signal that killed it), the
-last error line of its log when it has one, and the log's last lines under it.
+last error line of its log when it has one, and the log's last lines under it. A netns network
+no longer the one planned (a delay shim that died drops its links' packets) spoils the run the
+same way (``NetworkBroke``): one line saying what broke.
 """
 
 from __future__ import annotations
@@ -53,7 +55,29 @@ def how_it_ended(status: int) -> str:
     return "exited with status %d" % status
 
 
-class AgentDied(RuntimeError):
+class RunSpoiled(RuntimeError):
+    """A part the run needed ended while it ran: the rate is cut short and the command ends
+    with one line (``line``), the lines under it (``tail_lines``) and exit status 1."""
+
+    def line(self) -> str:
+        """One line saying what ended and how."""
+        return str(self)
+
+    def tail_lines(self) -> List[str]:
+        """Lines shown under ``line`` (none by default)."""
+        return []
+
+
+class NetworkBroke(RunSpoiled):
+    """The netns network is no longer the one planned (``Network.problem``: a delay shim
+    exited, so its links drop every packet)."""
+
+    def __init__(self, problem: str):
+        self.problem = problem
+        super().__init__("network: %s" % problem)
+
+
+class AgentDied(RunSpoiled):
     """An agent the run needed ended on its own or was ended from outside the testbed."""
 
     def __init__(self, node_id: str, role: str, status: int, log_path: str,

@@ -39,7 +39,7 @@ from agent.testbed.columns import (empirical_remaining, fifo_sim_delay, link_uti
 from agent.testbed.counters import read_stats, with_ended
 from agent.testbed.created import created_so_far
 from agent.testbed.cutshort import cut_short
-from agent.testbed.deaths import AgentDied
+from agent.testbed.deaths import AgentDied, NetworkBroke
 from agent.testbed.exits import default_remaining
 from agent.testbed.faultlog import record_fault_phases
 from agent.testbed.inject import FaultRunner
@@ -299,11 +299,11 @@ def run_local(topo: Topology, bundle, policy: str, rates: Sequence[float],
 
 
 def _check_network(net) -> None:
-    """Stop the run (its records kept as a partial result) when the network is no longer the
-    one planned: a dead delay shim would drop its links' packets."""
+    """Stop the run (its records kept as a partial result, ``NetworkBroke``: said as an agent's
+    death is) when the network is no longer the one planned: a dead shim drops its packets."""
     problem = net.problem() if net is not None else None
     if problem:
-        raise RuntimeError("network: %s" % problem)
+        raise NetworkBroke(problem)
 
 
 RUN_FILE = "run.json"  # per (policy, rate) folder: what ``edge-agent report`` re-summarises

@@ -81,7 +81,8 @@ def _kill_mid_load(tmp_path, node: str, sig: int):
 
 def _check_accounted(run: str, stderr: str):
     """Every task the source created is in the partial result: completed as its records say,
-    the rest lost; and no agent of the run is left running."""
+    the rest lost, or rejected with a reason (a draining worker refuses new tasks: shutdown);
+    and no agent of the run is left running."""
     res = json.loads(open(os.path.join(run, "results.json")).read())
     assert res["runs"] == [] and res["complete"] is False
     [part] = res["partial"]
@@ -92,9 +93,12 @@ def _check_accounted(run: str, stderr: str):
     done = {r["id"] for r in recs if r["status"] == "completed"}
     assert part["created"] == len(created) > 0, (part, len(created))
     assert part["completed"] == len(done), (part, len(done))
-    assert part["lost"] == part["created"] - part["completed"], part
-    assert ("  cut short: cf at 5 tasks/s: %d created, %d completed, %d lost"
-            % (part["created"], part["completed"], part["lost"])) in stderr, stderr
+    rejected, error = part.get("rejected") or 0, part.get("error") or 0
+    assert part["lost"] + rejected + error == part["created"] - part["completed"], part
+    assert ("  cut short: cf at 5 tasks/s: %d created, %d completed, %d lost%s%s"
+            % (part["created"], part["completed"], part["lost"],
+               ", %d rejected" % rejected if rejected else "",
+               ", %d error" % error if error else "")) in stderr, stderr
     assert "0 of 1 runs finished, kept in %s" % os.path.join(run, "results.json") in stderr
     assert "Traceback" not in stderr, stderr
     assert _pids_with(run) == []
