@@ -27,16 +27,14 @@ from typing import List, Optional
 from agent.commands.install_files import (clean_build_dir, kept_env_note, next_steps,
                                           other_configs_note, replaced_note, see_system_site,
                                           unwritable_target)
-from agent.errors import UsageError
 from agent.ops.atomic import write_atomic
 from agent.ops.files import FileFault, check_output_dir
-from agent.ops.paths import BUNDLE, DEFAULT_USER, ETC, PREFIX, VENV
+from agent.ops.paths import (BUNDLE, DEFAULT_USER, ETC, PREFIX, UNIT_FILES, VENV, InstallError,
+                             source_checkout, unit_dir)
 from agent.ops.state import DEFAULT_STATE_DIR
 
 HELP = "install the agent as a systemd service (user, venv, units); --dry-run shows the steps"
 
-UNIT_FILES = ("edge-agent@.service", "edge-agent.target", "edge-agent-calibrate.service",
-              "edge-agent-calibrate.timer")
 GROUPS = ("video", "render", "jtop")
 CALIBRATE_ARGS = "--modes all"  # calibrate.env's EDGE_AGENT_CALIBRATE_ARGS: every power mode
 # a systemd instance name that is also a config file stem: no spaces, slashes or leading dot/dash
@@ -44,10 +42,6 @@ INSTANCE_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.:-]*$")
 # what the venv's onnxruntime is, printed by the venv's own interpreter
 ORT_PROBE = ("import onnxruntime as o; print(o.__version__, o.get_device(), "
              "','.join(o.get_available_providers()), o.__file__)")
-
-
-class InstallError(UsageError):
-    """A step of the installation could not be done."""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -147,25 +141,6 @@ def _names_in(db_file: str) -> set:
         return set()
 
 
-def _source_checkout() -> Optional[str]:
-    here = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    if os.path.isfile(os.path.join(here, "setup.cfg")) and os.path.isdir(
-            os.path.join(here, "systemd")):
-        return here
-    return None
-
-
-def unit_dir() -> str:
-    """Folder holding the shipped unit files (source checkout or the installed data files)."""
-    checkout = _source_checkout()
-    candidates = [os.path.join(checkout, "systemd")] if checkout else []
-    candidates.append(os.path.join(sys.prefix, "share", "edge-agent", "systemd"))
-    for c in candidates:
-        if all(os.path.isfile(os.path.join(c, u)) for u in UNIT_FILES):
-            return c
-    raise InstallError("unit files not found in %s" % " or ".join(candidates))
-
-
 def render_unit(text: str, venv: str, user: str) -> str:
     """Unit text with the venv path and service user of this installation."""
     text = text.replace(VENV, venv)
@@ -176,7 +151,7 @@ def render_unit(text: str, venv: str, user: str) -> str:
 def package_spec(package: Optional[str]) -> str:
     """What pip installs: ``--package`` (a wheel or a directory), else this checkout. Never a
     bare name: on the public index ``edge-agent`` is an unrelated project."""
-    spec = package or _source_checkout()
+    spec = package or source_checkout()
     if spec is None:
         raise InstallError("not run from a source checkout: pass --package with the path of an "
                            "edge-agent wheel or checkout")

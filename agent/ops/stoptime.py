@@ -25,6 +25,7 @@ import subprocess
 from typing import Any, List, Optional, Tuple
 
 from agent.ops.doctor_check import FAIL, OK, WARN, Check
+from agent.ops.paths import InstallError, unit_dir
 
 UNIT = "edge-agent@.service"
 # after the drain: the inference thread's join (``InferenceThread.stop``, 5 s at most), the
@@ -102,8 +103,6 @@ def unit_stop_timeout(instance: str, root: str = "/",
         if found is not None:
             return found[0], found[1], True
     if shipped is None:
-        from agent.commands.install import InstallError, unit_dir
-
         try:
             shipped = os.path.join(unit_dir(), UNIT)
         except InstallError:

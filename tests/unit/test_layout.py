@@ -72,13 +72,25 @@ def test_policies_import_nothing_from_net_node_ops_testbed_or_engine_backends():
     assert bad == {}
 
 
+def _imports_of_commands(package: str) -> list:
+    """"module -> target:line" for each import of agent.commands (module or function level) by
+    a module under ``package``."""
+    modules = find_modules()
+    return sorted("%s -> %s:%d" % (name, target, stmt.line)
+                  for name, mod in modules.items() if _under(name, package)
+                  for stmt in import_statements(mod)
+                  for target in imported_modules(stmt, modules)
+                  if _under(target, "agent.commands"))
+
+
 def test_node_modules_import_nothing_from_the_commands_layer():
     """No module under agent/node names agent.commands in an import, at module or function
     level: the CLI faces sit above the node, which a command composes and runs."""
-    modules = find_modules()
-    bad = sorted("%s -> %s:%d" % (name, target, stmt.line)
-                 for name, mod in modules.items() if _under(name, "agent.node")
-                 for stmt in import_statements(mod)
-                 for target in imported_modules(stmt, modules)
-                 if _under(target, "agent.commands"))
-    assert bad == []
+    assert _imports_of_commands("agent.node") == []
+
+
+def test_ops_modules_import_nothing_from_the_commands_layer():
+    """No module under agent/ops names agent.commands in an import, at module or function
+    level: the ops layer (device paths, doctor checks, state) sits below the commands that use
+    it (``install`` takes its unit files and errors from ``agent.ops.paths``)."""
+    assert _imports_of_commands("agent.ops") == []
