@@ -105,8 +105,8 @@ class Outbox:
 
     def held(self) -> Tuple[int, int]:
         """(tasks, tensor bytes) held for a successor: sent and not ACKed, or waiting."""
-        w = self.waiting
-        return self.items.tasks + len(w), self.items.task_bytes + sum(i.nbytes for i in w)
+        c, w = self.items, self.waiting  # per TASK taken: no generator while nothing waits
+        return c.tasks + len(w), c.task_bytes + (sum(i.nbytes for i in w) if w else 0)
 
     def count(self, name: str, n: int = 1) -> None:
         """Add ``n`` to counter ``name`` (written to stats.json)."""
