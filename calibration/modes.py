@@ -10,10 +10,11 @@ state is put back and verified too. A mode that does not get there within ``time
 nvpmodel's own fault -- jtop reports its switch failed (an NVPM ERROR, a non-zero exit, no
 return within jtop's timeout), or it still runs at ``timeout_s`` -- raised as soon as it is seen.
 
-``ModeKeeper`` saves the original mode to the state directory before the first switch and
-puts it back with ``restore()`` -- with ``nvpmodel -m ID`` itself (``calibration.nvpmodel_cli``)
-when the jtop service went away mid-run; a calibration that died (power cut, SIGKILL) leaves the
-file behind, and the next run's ``recover()`` restores that mode first.
+``ModeKeeper`` saves the original mode (and whether jetson_clocks was on) to the state directory
+before the first switch and puts it back with ``restore()`` -- with ``nvpmodel -m ID`` itself
+(``calibration.nvpmodel_cli``), then ``jetson_clocks`` where it was on, when the jtop service
+went away mid-run; a calibration that died (power cut, SIGKILL) leaves the file behind, and the
+next run's ``recover_saved_mode`` restores that mode first, the same way.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import os
 import time
 from typing import Callable, Optional
 
+from agent.errors import UsageError
 from agent.ops.atomic import write_atomic
 from calibration import nvpmodel_cli
 from calibration.jtop_adapter import (JetsonDevice, JtopUnavailable, ModeInfo, ModeRequestRefused,
@@ -56,10 +58,14 @@ def switch_mode(
     """Switch to ``mode`` and return the first reading taken once it is verified active.
     ``check`` is called after every update; it may raise to give up (a pending SIGTERM)."""
     if not mode.settable:
+        # jtop's status cannot tell these apart: a mode of another TPC mask, and one whose last
+        # switch failed (kept until the service restarts)
         raise ModeUnavailable(
-            "nvpmodel can only switch to %s (id %d) with a reboot; calibrate it after selecting it "
-            "at boot" % (mode.name, mode.id)
-        )
+            "jtop marks mode %s (id %d) unavailable: nvpmodel can only switch to it with a "
+            "reboot, or its last switch failed (jtop keeps that until it restarts); not "
+            "requested. After a failed switch: sudo systemctl restart jtop, then run calibrate "
+            "again; a reboot-only mode: calibrate it with --modes current after selecting it at "
+            "boot" % (mode.name, mode.id))
     jetson_clocks = device.jetson_clocks()
     try:
         device.request_mode(mode.id)
@@ -125,7 +131,7 @@ class ModeKeeper:
 
     def __init__(
         self,
-        device: JetsonDevice,
+        device: Optional[JetsonDevice],  # None: jtop cannot be used (``recover`` with ``lost``)
         state_dir: str,
         switch_timeout_s: float = 60.0,
         clock: Callable[[], float] = time.monotonic,
@@ -136,6 +142,10 @@ class ModeKeeper:
         self.clock = clock
         self._saved = False
         self.original_id: Optional[int] = None  # the mode saved before the first switch
+        # after a restore by nvpmodel of a board whose jetson_clocks was on: turned on again,
+        # or why not (None: nothing to do)
+        self.clocks_restored = False
+        self.clocks_error: Optional[str] = None
         os.makedirs(state_dir, exist_ok=True)
 
     def _load(self) -> Optional[dict]:
@@ -167,9 +177,10 @@ class ModeKeeper:
             )
         os.unlink(self.path)
 
-    def recover(self) -> Optional[str]:
-        """If a previous calibration died with a mode switched, restore its saved original mode.
-        Returns the restored mode name, or None when there was nothing to restore."""
+    def recover(self, lost: Optional[JtopUnavailable] = None) -> Optional[str]:
+        """If a previous calibration died with a mode switched, restore its saved original mode:
+        through jtop, or with nvpmodel itself when jtop is gone (``lost``: it cannot be used at
+        all). Returns the restored mode name, or None when there was nothing to restore."""
         saved = self._load()
         if saved is None:
             return None
@@ -178,7 +189,13 @@ class ModeKeeper:
             saved.get("name"),
             saved["id"],
         )
-        self._restore_to(saved)
+        if lost is not None:
+            self._restore_by_nvpmodel(saved, lost)
+        else:
+            try:
+                self._restore_to(saved)
+            except JtopUnavailable as exc:
+                self._restore_by_nvpmodel(saved, exc)
         return str(saved.get("name"))
 
     def switch(
@@ -191,7 +208,8 @@ class ModeKeeper:
         if not self._saved:
             now = self.device.current_mode()
             # durable: after a power cut mid-calibration, the next run must restore this mode
-            record = {"id": now.id, "name": now.name, "pid": os.getpid()}
+            record = {"id": now.id, "name": now.name, "pid": os.getpid(),
+                      "jetson_clocks": self.device.jetson_clocks()}
             write_atomic(self.path, json.dumps(record), perms=0o600)
             self._saved, self.original_id = True, now.id
         return switch_mode(
@@ -223,7 +241,8 @@ class ModeKeeper:
 
     def _restore_by_nvpmodel(self, saved: dict, lost: JtopUnavailable) -> None:
         """The jtop service went away mid-run (``lost``): set the saved mode with nvpmodel
-        itself, verified by ``nvpmodel -q``; ModeUnavailable naming both causes otherwise."""
+        itself, verified by ``nvpmodel -q``; ModeUnavailable naming both causes otherwise. Then
+        ``jetson_clocks`` where it was on (``nvpmodel -m`` unlocks the clocks)."""
         logger.warning("%s; restoring the original power mode %s (id %d) with nvpmodel -m %d",
                        lost, saved.get("name"), saved["id"], saved["id"])
         try:
@@ -231,3 +250,28 @@ class ModeKeeper:
         except nvpmodel_cli.NvpmodelFailed as exc:
             raise ModeUnavailable("%s, and %s" % (lost, exc))
         os.unlink(self.path)
+        if saved.get("jetson_clocks") is not True:
+            return
+        try:
+            nvpmodel_cli.jetson_clocks_on(self.switch_timeout_s)
+            self.clocks_restored = True
+        except nvpmodel_cli.NvpmodelFailed as exc:
+            self.clocks_error = ("jetson_clocks, on before the run, is left as nvpmodel -m %d "
+                                 "set it (%s): turn it on with sudo jetson_clocks"
+                                 % (saved["id"], exc))
+            logger.error("%s", self.clocks_error)
+
+
+def recover_saved_mode(device: Optional[JetsonDevice], state_dir: str, switch_timeout_s: float,
+                       lost: Optional[JtopUnavailable] = None) -> None:
+    """Restore the original mode a crashed run saved in ``state_dir`` before anything else
+    touches the board (engine loading may take minutes: a TensorRT build): through ``device``,
+    or with nvpmodel itself where jtop cannot be used (``lost``, ``device`` None). UsageError
+    with the fix when it cannot be restored."""
+    keeper = ModeKeeper(device, state_dir, switch_timeout_s)
+    try:
+        keeper.recover(lost)
+    except ModeUnavailable as exc:
+        raise UsageError(
+            "a previous calibration saved the original power mode in %s but it cannot be restored "
+            "(%s); set it by hand (sudo nvpmodel -m ID) and delete that file" % (keeper.path, exc))

@@ -1,11 +1,13 @@
-"""NVIDIA's ``nvpmodel`` command run directly: the last way to put the board's original power
-mode back when the jtop service is gone in the middle of a calibration (stopped, or restarting
-after an upgrade). Modes are otherwise switched through jtop (``calibration.modes``).
+"""NVIDIA's ``nvpmodel`` and ``jetson_clocks`` commands run directly: the last way to put the
+board's original power mode (and jetson_clocks) back when the jtop service cannot be used in a
+calibration (stopped, or restarting after an upgrade). Modes are otherwise switched through jtop
+(``calibration.modes``).
 
-Only the tool's documented command lines are used: ``nvpmodel -m ID`` (an ``NVPM ERROR`` line
-or a non-zero exit means failure) and ``nvpmodel -q`` (``NV Power Mode: NAME``, then the id on
-the next line). Nothing is ever written to its stdin: ``YES`` there would force a switch that
-reboots the board.
+Only the tools' documented command lines are used: ``nvpmodel -m ID`` (an ``NVPM ERROR`` line
+or a non-zero exit means failure), ``nvpmodel -q`` (``NV Power Mode: NAME``, then the id on
+the next line) and ``jetson_clocks`` without options (locks the clocks at the maximum of the
+active mode; a mode set by ``nvpmodel -m`` unlocks them). Nothing is ever written to stdin:
+``YES`` there would make nvpmodel force a switch that reboots the board.
 """
 
 from __future__ import annotations
@@ -18,19 +20,20 @@ _MODE_RE = re.compile(r"NV Power Mode: (\S+)")
 
 
 class NvpmodelFailed(Exception):
-    """nvpmodel did not set or report a mode; one line naming the command and what it did."""
+    """nvpmodel (or jetson_clocks) did not do what was asked; one line naming the command and
+    what it did."""
 
 
-def _run(args: List[str], timeout_s: float) -> str:
-    """stdout of ``nvpmodel ARGS`` (stdin empty, at most ``timeout_s``); NvpmodelFailed on a
+def _run(args: List[str], timeout_s: float, tool: str = "nvpmodel") -> str:
+    """stdout of ``TOOL ARGS`` (stdin empty, at most ``timeout_s``); NvpmodelFailed on a
     missing tool, no return in time, a non-zero exit or an NVPM ERROR line."""
-    command = " ".join(["nvpmodel"] + args)
+    command = " ".join([tool] + args)
     try:
-        proc = subprocess.run(["nvpmodel"] + args, stdin=subprocess.DEVNULL,
+        proc = subprocess.run([tool] + args, stdin=subprocess.DEVNULL,
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                               universal_newlines=True, timeout=timeout_s)
     except FileNotFoundError:
-        raise NvpmodelFailed("%s: nvpmodel is not on PATH" % command)
+        raise NvpmodelFailed("%s: %s is not on PATH" % (command, tool))
     except subprocess.TimeoutExpired:  # the child is killed before this is raised
         raise NvpmodelFailed("%s did not return within %.0f s" % (command, timeout_s))
     except OSError as exc:
@@ -60,3 +63,9 @@ def set_mode(mode_id: int, timeout_s: float) -> None:
     if now != mode_id:
         raise NvpmodelFailed("nvpmodel -m %d returned but nvpmodel -q reports mode id %s"
                              % (mode_id, now))
+
+
+def jetson_clocks_on(timeout_s: float) -> None:
+    """``jetson_clocks`` without options: lock the clocks at the active mode's maximum again
+    after ``set_mode`` unlocked them; NvpmodelFailed (naming ``jetson_clocks``) otherwise."""
+    _run([], timeout_s, tool="jetson_clocks")

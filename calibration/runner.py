@@ -25,7 +25,8 @@ from agent.errors import UsageError
 from agent.ops.lockfile import give_path_to_folder_owner
 from calibration import device_lock, host, jtop_adapter, profile
 from calibration.measure import CpuSampler, ProgressBar, StageMeasurement, measure_engine
-from calibration.modes import ModeKeeper, ModeSwitchFailed, ModeUnavailable
+from calibration.modes import (ORIGINAL_MODE_FILE, ModeKeeper, ModeSwitchFailed, ModeUnavailable,
+                              recover_saved_mode)
 
 logger = logging.getLogger(__name__)
 
@@ -66,6 +67,10 @@ class CalibrationResult:
     switched: bool = False  # a power mode switch was begun (the CPU path never switches)
     original_mode_id: Optional[int] = None  # the mode to put back by hand if restoring fails
     failed: List[str] = field(default_factory=list)  # nvpmodel faults (ModeSwitchFailed), 1 line each
+    # restored by nvpmodel (jtop gone) on a board whose jetson_clocks was on: turned on again,
+    # or why not
+    clocks_restored: bool = False
+    clocks_error: Optional[str] = None
 
 
 class CalibrationInterrupted(KeyboardInterrupt):
@@ -221,19 +226,6 @@ def _known_gpu_caps(cfg: CalibrationConfig, ident: host.HostIdentity) -> dict:
     return caps
 
 
-def _recover_mode(cfg: "CalibrationConfig", device: jtop_adapter.JetsonDevice) -> None:
-    """Restore the original mode a crashed run saved, before anything else touches the board
-    (engine loading may take minutes: a TensorRT build)."""
-    keeper = ModeKeeper(device, cfg.state_dir, cfg.switch_timeout_s)
-    try:
-        keeper.recover()
-    except ModeUnavailable as exc:
-        raise UsageError(
-            "a previous calibration saved the original power mode in %s but it cannot be restored "
-            "(%s); set it by hand (sudo nvpmodel -m ID) and delete that file" % (keeper.path, exc)
-        )
-
-
 def _jetson_path(ctx: dict, device: jtop_adapter.JetsonDevice, result: CalibrationResult) -> None:
     cfg: CalibrationConfig = ctx["cfg"]
     ident: host.HostIdentity = ctx["ident"]
@@ -280,6 +272,7 @@ def _jetson_path(ctx: dict, device: jtop_adapter.JetsonDevice, result: Calibrati
                 logger.error("could not restore the original power mode (%s); the next calibrate "
                              "run retries, or set it by hand with sudo nvpmodel -m %s", exc,
                              "ID" if keeper.original_id is None else keeper.original_id)
+            result.clocks_restored, result.clocks_error = keeper.clocks_restored, keeper.clocks_error
 
 
 def refuse_cpu_path_on_jetson(exc: jtop_adapter.JtopUnavailable, root: str = "/") -> None:
@@ -348,6 +341,11 @@ def calibrate(
             try:
                 device = stack.enter_context(jtop_adapter.open_device(jtop_module, cfg.jtop_interval_s))
             except jtop_adapter.JtopUnavailable as exc:
+                if os.path.exists(os.path.join(cfg.state_dir, ORIGINAL_MODE_FILE)):
+                    # a crashed run's mode: put back with nvpmodel itself, under the board lock
+                    if cfg.device_lock_path:
+                        stack.enter_context(device_lock.hold(cfg.device_lock_path))
+                    recover_saved_mode(None, cfg.state_dir, cfg.switch_timeout_s, exc)
                 if explicit_ids is not None:
                     raise UsageError("--modes %s needs jetson-stats' jtop service: %s" % (cfg.modes, exc))
                 refuse_cpu_path_on_jetson(exc, root)
@@ -355,7 +353,7 @@ def calibrate(
             if device is not None:
                 if cfg.device_lock_path:  # before any mode is read or set
                     stack.enter_context(device_lock.hold(cfg.device_lock_path))
-                _recover_mode(cfg, device)
+                recover_saved_mode(device, cfg.state_dir, cfg.switch_timeout_s)
             stages = [bundle.stages[i - 1] for i in wanted]
             engines = {}
             for s in stages:

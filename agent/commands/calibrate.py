@@ -201,6 +201,11 @@ def mode_said(exc: object) -> str:
         return ("; the original power mode could not be restored (%s): the next calibrate run "
                 "restores it, or set it with sudo nvpmodel -m %s"
                 % (result.restore_error, "ID" if mode_id is None else mode_id))
+    # restored by nvpmodel itself (jtop gone), which unlocks clocks jetson_clocks had locked
+    if getattr(result, "clocks_error", None):
+        return "; original power mode restored, but %s" % result.clocks_error
+    if getattr(result, "clocks_restored", False):
+        return "; original power mode and jetson_clocks restored"
     return "; original power mode restored"
 
 

@@ -50,6 +50,9 @@ for line in open(conf):
     m = re.match(r"GPU MAX_FREQ (\d+)", line.strip())
     if m and cur is not None:
         cur["gpu_max"] = int(m.group(1))
+    m = re.match(r"GPU MIN_FREQ (\d+)", line.strip())
+    if m and cur is not None:
+        cur["gpu_min"] = int(m.group(1))
     m = re.match(r"TPC_POWER_GATING TPC_PG_MASK (\w+)", line.strip())
     if m and cur is not None:
         cur["mask"] = m.group(1)
@@ -88,8 +91,13 @@ elif args[:1] == ["-m"] and len(args) == 2 and args[1].isdigit() and int(args[1]
         print("NVPM WARN: Golden image context is already created")
         print("NVPM ERROR: Reboot required for changing to this power mode: %d" % new["id"])
         sys.exit(0)
-    # written whole (temp file + rename): the test polls the state file while this runs
-    for path, text in ((os.environ["NVPMODEL_GPU_MAX"], str(new["gpu_max"])), (state, str(new["id"]))):
+    # written whole (temp file + rename): the test polls the state file while this runs; the
+    # mode's GPU minimum as well, as the real tool sets both (a clock jetson_clocks locked at
+    # its maximum is unlocked by a mode change)
+    writes = [(os.environ["NVPMODEL_GPU_MAX"], str(new["gpu_max"]))]
+    if os.environ.get("NVPMODEL_GPU_MIN") and new.get("gpu_min"):
+        writes.append((os.environ["NVPMODEL_GPU_MIN"], str(new["gpu_min"])))
+    for path, text in writes + [(state, str(new["id"]))]:
         with open(path + ".tmp", "w") as f:
             f.write(text)
         os.replace(path + ".tmp", path)
@@ -97,6 +105,82 @@ else:
     print("NVPM ERROR: bad arguments %s" % " ".join(args))
     sys.exit(1)
 '''
+
+JETSON_CLOCKS = r'''#!{python}
+"""Stand-in for NVIDIA's jetson_clocks, for the GPU clock only: no option locks the GPU's
+minimum clock at its maximum (the cap of the active nvpmodel mode); --show prints the settings;
+--store [FILE] saves what it changes and --restore [FILE] writes that back (FILE defaults to
+~/l4t_dfs.conf). Every call is logged."""
+import os, sys
+freq, log = {freq!r}, {log!r}
+def read(name):
+    with open(os.path.join(freq, name)) as f:
+        return f.read().strip()
+def write(path, value):
+    with open(path + ".tmp", "w") as f:
+        f.write(value + "\n")
+    os.replace(path + ".tmp", path)
+args = sys.argv[1:]
+with open(log, "a") as f:
+    f.write(" ".join(args) + "\n")
+path = args[1] if len(args) > 1 else os.path.join(os.path.expanduser("~"), "l4t_dfs.conf")
+if not args:
+    write(os.path.join(freq, "min_freq"), read("max_freq"))
+elif args[0] == "--show":
+    print("SOC family:tegra234  Machine:Emulated Jetson AGX Orin")
+    print("GPU MinFreq=%s MaxFreq=%s CurrentFreq=%s" % (read("min_freq"), read("max_freq"),
+                                                       read("cur_freq")))
+elif args[0] == "--store":
+    with open(path, "w") as f:
+        f.write("%s:%s\n" % (os.path.join(freq, "min_freq"), read("min_freq")))
+elif args[0] == "--restore":
+    if not os.path.exists(path):
+        print("Error: %s file not found" % path)
+        sys.exit(1)
+    with open(path) as f:
+        for line in f.read().splitlines():
+            target, value = line.rsplit(":", 1)
+            write(target, value)
+else:
+    print("usage: jetson_clocks [--show | --store [file] | --restore [file]]")
+    sys.exit(1)
+'''
+
+
+def add_jetson_clocks(work: str, freq: str) -> None:
+    """Put the ``jetson_clocks`` stand-in (``JETSON_CLOCKS``, calls logged in
+    ``WORK/jetson_clocks.log``) where jetson-stats looks for it: ``/usr/bin/jetson_clocks``
+    only, not on PATH. ``/usr/bin`` is overlaid for that inside the namespace."""
+    for d in ("usr-bin-upper", "usr-bin-work"):
+        os.makedirs(os.path.join(work, d))
+    _run(["mount", "-t", "overlay", "overlay", "-o", "lowerdir=/usr/bin,upperdir=%s,workdir=%s"
+          % (os.path.join(work, "usr-bin-upper"), os.path.join(work, "usr-bin-work")),
+          "/usr/bin"])
+    _write("/usr/bin/jetson_clocks", JETSON_CLOCKS.format(
+        python=sys.executable, freq=freq, log=os.path.join(work, "jetson_clocks.log")))
+    os.chmod("/usr/bin/jetson_clocks", 0o755)
+
+
+def gpu_clocks(env: dict) -> tuple:
+    """(minimum, maximum) GPU clock in Hz in the fake sysfs: equal while jetson_clocks is on."""
+    values = []
+    for key in ("NVPMODEL_GPU_MIN", "NVPMODEL_GPU_MAX"):
+        with open(env[key]) as f:
+            values.append(int(f.read()))
+    return tuple(values)
+
+
+def set_jetson_clocks(on: bool) -> None:
+    """Turn jetson_clocks on or off through the jtop service (as a user would in jtop) and
+    return once the service reports it so; RuntimeError after ``WAIT_S``."""
+    from jtop import jtop
+
+    with jtop(interval=0.5) as j:
+        j.jetson_clocks = on
+        deadline = time.monotonic() + WAIT_S
+        while j.ok() and bool(j.jetson_clocks) != on:
+            if time.monotonic() > deadline:
+                raise RuntimeError("jetson_clocks not %s after %.0f s" % (on, WAIT_S))
 
 
 def _write(path: str, text: str) -> None:
@@ -109,8 +193,9 @@ def _run(argv) -> None:
     subprocess.run(argv, check=True)
 
 
-def build_board(work: str) -> dict:
-    """Mount the emulated board's files; returns the environment the service and nvpmodel need."""
+def build_board(work: str, jetson_clocks: bool = False) -> dict:
+    """Mount the emulated board's files; returns the environment the service and nvpmodel need.
+    ``jetson_clocks``: also a ``jetson_clocks`` stand-in (``add_jetson_clocks``)."""
     _run(["mount", "--make-rprivate", "/"])
     _run(["mount", "-t", "tmpfs", "tmpfs", "/fake_sys"])
     with open("/proc/stat") as f:
@@ -169,11 +254,14 @@ def build_board(work: str) -> dict:
     tool = os.path.join(work, "bin", "nvpmodel")
     _write(tool, NVPMODEL.format(python=sys.executable))
     os.chmod(tool, 0o755)
+    if jetson_clocks:
+        add_jetson_clocks(work, freq)
     return dict(os.environ, JTOP_TESTING="1", PATH=os.path.join(work, "bin") + ":" + os.environ["PATH"],
                 NVPMODEL_CONF=os.path.join(work, "nvpmodel.conf"),
                 NVPMODEL_STATE=os.path.join(work, "nvpmodel.state"),
                 NVPMODEL_LOG=os.path.join(work, "nvpmodel.log"),
-                NVPMODEL_GPU_MAX=os.path.join(freq, "max_freq"))
+                NVPMODEL_GPU_MAX=os.path.join(freq, "max_freq"),
+                NVPMODEL_GPU_MIN=os.path.join(freq, "min_freq"))
 
 
 def start_service(work: str, env: dict) -> subprocess.Popen:
@@ -264,12 +352,13 @@ def set_faults(env: dict, fail=(), hang=()) -> None:
 
 
 def calibrate(env: dict, state: str, bundle: str, extra=(), sigterm_after_switch=False,
-              block_after_switch="", after_switch=None) -> dict:
+              block_after_switch="", after_switch=None, sigkill_after_switch=False) -> dict:
     """One `edge-agent calibrate --modes all` run; returns its exit status, output, the mode
     the board is in afterwards and how many nvpmodel calls the run made. Once the board has
     left its mode, ``sigterm_after_switch`` sends SIGTERM, ``block_after_switch`` (a folder)
     puts a file where that folder was (a write that fails mid-run) and ``after_switch`` (a
-    function) is called (say, to stop the jtop service mid-measurement). ``nvpmodel_calls``: the
+    function) is called (say, to stop the jtop service mid-measurement); ``sigkill_after_switch``
+    kills the run outright (a power cut's effect on it). ``nvpmodel_calls``: the
     calls logged meanwhile, the jtop service's own queries (``-q``) among them."""
     calls_before = _calls(env)
     cmd = [sys.executable, "-m", "agent", "calibrate", "--bundle", bundle, "--modes", "all",
@@ -281,13 +370,15 @@ def calibrate(env: dict, state: str, bundle: str, extra=(), sigterm_after_switch
     proc = subprocess.Popen(cmd, cwd=REPO, env=run_env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, universal_newlines=True)
     switched = False
-    if sigterm_after_switch or block_after_switch or after_switch is not None:
+    if sigterm_after_switch or sigkill_after_switch or block_after_switch or after_switch:
         deadline = time.monotonic() + WAIT_S
         while proc.poll() is None and time.monotonic() < deadline:
             if _mode(env) != START_MODE:
                 switched = True
                 if after_switch is not None:
                     after_switch()
+                elif sigkill_after_switch:
+                    proc.kill()
                 elif block_after_switch:
                     shutil.rmtree(block_after_switch)
                     _write(block_after_switch, "a file where the profile's folder was\n")
