@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from agent.policies.dtoee import joint as J
+from agent.policies.dtoee import joint_kkt as K
 from agent.policies.dtoee.joint_kkt import newton_direction
 from tests.unit.test_dtoee_joint import PARAMS
 
@@ -157,3 +158,107 @@ def test_a_newton_step_needs_memory_linear_in_edges_not_quadratic():
         tracemalloc.stop()
     assert peak < 24e6, peak
     assert np.max(np.abs(np.bincount(row, weights=d))) <= 1e-9 * np.max(np.abs(d))
+
+
+def _count_solves(monkeypatch):
+    """Calls of ``np.linalg.solve`` (the real one runs): one list entry per call."""
+    calls = []
+    real = np.linalg.solve
+
+    def counted(a, b):
+        calls.append(len(b))
+        return real(a, b)
+    monkeypatch.setattr(np.linalg, "solve", counted)
+    return calls
+
+
+def test_a_small_stages_groups_share_one_solve_and_its_refinement(monkeypatch):
+    """Rule: offloaders in groups that share no receiver are solved in one system while they
+    number at most ``BLOCK_OFFLOADERS``: two LAPACK solves per step (the solve and its
+    refinement) instead of two per group (a solve's fixed cost, ~5 us, dwarfed the arithmetic
+    on stages of 10-30 edges), and the step is the dense solve's."""
+    row = np.array([0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5])
+    col = np.array([0, 1, 0, 1, 2, 3, 2, 3, 4, 5, 4, 5])  # three groups of two offloaders
+    rng = np.random.default_rng(8)
+    h_recv = rng.uniform(1, 10, 6)
+    h_edge = rng.uniform(0.1, 1, 12)
+    g = rng.uniform(-1, 1, 12)
+    calls = _count_solves(monkeypatch)
+    d = newton_direction(row, col, h_recv, h_edge, g)
+    assert len(calls) == 2
+    assert np.allclose(d, dense_direction(row, col, h_recv, h_edge, g), rtol=1e-12,
+                       atol=1e-15)
+
+
+def test_groups_beyond_a_block_are_packed_into_blocks_and_a_large_group_stands_alone(
+        monkeypatch):
+    """Rule: past ``BLOCK_OFFLOADERS`` offloaders, groups are packed in order into blocks of
+    at most that many offloaders and a larger group is solved alone: a 70-offloader chain and
+    40 two-offloader groups make 3 blocks (70, 64, 16), 6 solves, and the step is the dense
+    solve's."""
+    assert K.BLOCK_OFFLOADERS == 64
+    row, col = [], []
+    for i in range(70):  # a chain: offloader i feeds receivers i and i + 1
+        row += [i, i]
+        col += [i, i + 1]
+    for p in range(40):  # pairs of offloaders on two receivers of their own
+        for i in (70 + 2 * p, 71 + 2 * p):
+            row += [i, i]
+            col += [71 + 2 * p, 72 + 2 * p]
+    row, col = np.array(row), np.array(col)
+    rng = np.random.default_rng(9)
+    h_recv = rng.uniform(1.0, 1e3, col.max() + 1)
+    h_edge = rng.uniform(0.1, 1.0, len(row))
+    g = rng.uniform(-1, 1, len(row))
+    calls = _count_solves(monkeypatch)
+    d = newton_direction(row, col, h_recv, h_edge, g)
+    assert sorted(calls) == [16, 16, 64, 64, 70, 70]
+    want = dense_direction(row, col, h_recv, h_edge, g)
+    assert np.max(np.abs(d - want)) <= 1e-9 * np.max(np.abs(want))
+
+
+def test_a_free_sets_structure_is_built_once_per_solve_and_reused_by_later_steps(
+        monkeypatch):
+    """Rule: the structure of a step (offloaders kept, edge pairs per receiver, groups) is
+    built once per free set: over a whole ``solve_stage`` the builds equal the distinct free
+    sets its steps see, and a step on a free set seen before builds nothing."""
+    rng = np.random.default_rng(3)
+    reps, flops = random_stage(rng, 8, 5, 0.9)
+    params = PARAMS["delay"]
+    prob = J.stage_problem(reps, flops, 7.7e5, params)
+    seen = []
+    real = J.newton_direction
+
+    def recorded(row, col, *args):
+        seen.append((row.tobytes(), col.tobytes()))
+        return real(row, col, *args)
+    monkeypatch.setattr(J, "newton_direction", recorded)
+    K._pattern.cache_clear()
+    J.solve_stage(prob, params)
+    info = K._pattern.cache_info()
+    assert len(set(seen)) <= K.PATTERNS < len(seen)
+    assert info.misses == len(set(seen))
+    assert info.hits == len(seen) - len(set(seen)) > 0
+
+
+def test_a_reused_structure_carries_no_numbers_and_follows_the_arrays_contents():
+    """Rule: a step on a free set seen before equals the dense solve's for its own curvatures
+    and gradient, and the structure follows the contents of ``row``/``col`` (the same arrays
+    changed in place, or given as int32, are matched by value)."""
+    rng = np.random.default_rng(12)
+    row = np.array([0, 0, 1, 1, 2, 2])
+    col = np.array([0, 1, 1, 2, 0, 2])
+    K._pattern.cache_clear()
+    for _ in range(3):
+        h_recv = rng.uniform(1, 10, 3)
+        h_edge = rng.uniform(0.1, 1, 6)
+        g = rng.uniform(-1, 1, 6)
+        for r_, c_ in ((row, col), (row.astype(np.int32), col.astype(np.int32))):
+            assert np.allclose(newton_direction(r_, c_, h_recv, h_edge, g),
+                               dense_direction(row, col, h_recv, h_edge, g), rtol=1e-12,
+                               atol=1e-15)
+    col[:] = [0, 1, 0, 1, 0, 1]  # another structure in the same array
+    h_recv = rng.uniform(1, 10, 3)
+    assert np.allclose(newton_direction(row, col, h_recv, h_edge, g),
+                       dense_direction(row, col, h_recv, h_edge, g), rtol=1e-12, atol=1e-15)
+    assert K._pattern.cache_info().misses == 2

@@ -174,22 +174,24 @@ def stage_cost(prob: StageProblem, y: np.ndarray, params: DtoeeParams):
     (module docstring) at flows ``y`` (E,)."""
     a = prob.flops
     arr = prob.background + np.bincount(prob.col, weights=y, minlength=len(prob.receivers))
-    v, d1, d2 = pressure(a * arr, prob.capacity, params.rho_ext)
-    pen1, pen2 = penalty_slopes(a * arr, prob.capacity, a, params)
+    load = a * arr
+    v, d1, d2 = pressure(load, prob.capacity, params.rho_ext)
+    pen1, pen2 = penalty_slopes(load, prob.capacity, a, params)
     gap = arr - prob.load / a
-    cost = float(np.sum(v + prob.omega * arr + 0.5 * prob.curvature * gap * gap)) + penalty(
-        a * arr, prob.capacity, params.penalty_k, params.epsilon)
+    cost = float((v + prob.omega * arr + 0.5 * prob.curvature * gap * gap).sum()) + penalty(
+        load, prob.capacity, params.penalty_k, params.epsilon)
     grad = (a * d1 + pen1 + prob.omega + prob.curvature * gap)[prob.col]
     h_recv = a * a * d2 + pen2 + prob.curvature
     b = prob.hop_bytes
     if params.link_model == "shared":
-        lv, l1, l2 = pressure(b * y, prob.rate, params.rho_ext)
-        lpen1, lpen2 = penalty_slopes(b * y, prob.rate, b, params)
-        return (cost + float(np.sum(lv)) + penalty(b * y, prob.rate, params.penalty_k,
-                                                   params.epsilon),
+        wire = b * y
+        lv, l1, l2 = pressure(wire, prob.rate, params.rho_ext)
+        lpen1, lpen2 = penalty_slopes(wire, prob.rate, b, params)
+        return (cost + float(lv.sum()) + penalty(wire, prob.rate, params.penalty_k,
+                                                 params.epsilon),
                 grad + b * l1 + lpen1, h_recv, b * b * l2 + lpen2)
-    return cost + float(np.sum(b / prob.rate * y)), grad + b / prob.rate, h_recv, \
-        np.zeros(len(y))
+    per_task = b / prob.rate  # s per task on each link
+    return cost + float((per_task * y).sum()), grad + per_task, h_recv, np.zeros(len(y))
 
 
 def solve_stage(prob: StageProblem, params: DtoeeParams) -> np.ndarray:
@@ -199,24 +201,26 @@ def solve_stage(prob: StageProblem, params: DtoeeParams) -> np.ndarray:
     over the free edges (flow > 0, or at 0 with a gradient below the largest on its
     offloader's used edges; one whose step would go negative is fixed at 0 and the system
     solved again; ``joint_kkt.newton_direction``: reduced to the offloaders with 2 or more free
-    edges and solved per group of them that share receivers),
+    edges and solved per group of them that share receivers, small groups together),
     then steps as far as the bounds allow and backtracks until the cost falls."""
     f, row, col = prob.out_rate, prob.row, prob.col
     n_edges, n_rows = len(row), len(f)
-    y = prob.p * f[row]
+    f_row = f[row]
+    y = prob.p * f_row
     if n_edges == 0 or not np.any(f > 0):
         return y
+    tiny = 1e-12 * f_row  # flows at or below it count as unused
     cost, g, h_recv, h_edge = stage_cost(prob, y, params)
     for _ in range(NEWTON_ITERATIONS):
-        used = y > 1e-12 * f[row]
+        used = y > tiny
         top = np.full(n_rows, -np.inf)
         np.maximum.at(top, row, np.where(used, g, -np.inf))
         free = used | (g < top[row])
+        h_edge_reg = h_edge + 1e-9 * (1.0 + h_recv[col])  # > 0 where a link adds no curvature
         while True:
-            idx = np.flatnonzero(free)
+            idx = free.nonzero()[0]
             d = np.zeros(n_edges)
-            d[idx] = newton_direction(row[idx], col[idx], h_recv, h_edge[idx] + 1e-9 * (
-                1.0 + h_recv[col[idx]]), g[idx])
+            d[idx] = newton_direction(row[idx], col[idx], h_recv, h_edge_reg[idx], g[idx])
             bad = free & ~used & (d < 0)
             if not bad.any():
                 break
@@ -225,13 +229,13 @@ def solve_stage(prob: StageProblem, params: DtoeeParams) -> np.ndarray:
         if not slope < -1e-16 * max(1.0, abs(cost)):
             break
         neg = (d < 0) & used
-        t_max = float(np.min(-y[neg] / d[neg])) if neg.any() else 1.0
+        t_max = float((-y[neg] / d[neg]).min()) if neg.any() else 1.0
         t = min(1.0, t_max)
         while True:
             y_new = np.maximum(y + t * d, 0.0)
             # back onto each offloader's rate (the clip and the solve's rounding drift off it)
             total = np.bincount(row, weights=y_new, minlength=n_rows)
-            y_new = y_new * np.where(total > 0, f / np.maximum(total, 1e-300), 0.0)[row]
+            y_new *= np.where(total > 0, f / np.maximum(total, 1e-300), 0.0)[row]
             new = stage_cost(prob, y_new, params)
             if new[0] <= cost + 1e-4 * t * slope or t < 1e-10:
                 break
