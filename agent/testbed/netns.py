@@ -25,6 +25,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 from agent.errors import UsageError
 from agent.testbed import delayshim, shaping
+from agent.testbed.deaths import how_it_ended
 from agent.testbed.topology import Topology, TopologyError
 
 PREFIX = "eatb"  # namespace names: PREFIX<pid>-hub, PREFIX<pid>-d<k>
@@ -365,8 +366,8 @@ class Network:
         """Why the network no longer is what the plan says (a delay shim died), or None."""
         dead = [p for p in self._shims if p.poll() is not None]
         if dead:
-            return "a delay shim exited (status %s): its links drop every packet" % (
-                dead[0].returncode,)
+            return "a delay shim %s: its links drop every packet" % how_it_ended(
+                dead[0].returncode)
         return None
 
     def close(self) -> None:

@@ -51,7 +51,7 @@ def test_a_delay_shim_that_exits_spoils_the_run_as_an_agent_death_does():
         shim.wait()
     exc = got.value
     assert isinstance(exc, RunSpoiled) and not isinstance(exc, AgentDied)
-    assert exc.line() == "network: a delay shim exited (status 3): its links drop every packet"
+    assert exc.line() == "network: a delay shim exited with status 3: its links drop every packet"
     assert str(exc) == exc.line() and exc.tail_lines() == []
 
 
@@ -126,13 +126,14 @@ def test_testbed_whose_delay_shim_is_killed_mid_run_says_so_in_one_line_and_exit
     assert p.returncode == 1, stderr[-3000:]
     assert "Traceback" not in stderr, stderr[-3000:]
     errors = [l for l in stderr.splitlines() if "error:" in l]
-    assert errors == ["edge-agent testbed: error: network: a delay shim exited (status -9): "
-                      "its links drop every packet"], stderr[-3000:]
+    assert errors == ["edge-agent testbed: error: network: a delay shim killed by SIGKILL "
+                      "(exit status 137): its links drop every packet"], stderr[-3000:]
     assert "  cut short: cf at 5 tasks/s: " in stderr, stderr[-3000:]
     with open(os.path.join(run, "results.json")) as f:
         res = json.load(f)
     assert [r["note"] for r in res["partial"]] == [
-        "partial: network: a delay shim exited (status -9): its links drop every packet"], res
+        "partial: network: a delay shim killed by SIGKILL (exit status 137): its links drop "
+        "every packet"], res
     assert not [ns for ns in netns.testbed_namespaces()
                 if ns.startswith("%s%d" % (netns.PREFIX, p.pid))]
     assert not [pid for pid in _shim_pids() if pid in shims]
