@@ -80,26 +80,29 @@ class LinkRates:
 
     def __init__(self, prior: Mapping[str, float]):
         self.prior = {p: float(r) for p, r in prior.items()}  # configured r, bytes/s (0: none)
-        # per peer: [queued bytes, queued busy s, queued samples, idle bytes, idle s, idle n]
+        # per peer, one list (one look-up per ACKed result, which a worker pays on every task):
+        # [queued bytes, queued busy s, queued samples, idle bytes, idle s, idle n,
+        #  the last ACK time (None: none yet), the previous sample's bucket (0 queued, 3 idle),
+        #  the recent transfers: a deque of (ACK time, bytes/start-to-ACK)]
         self._sums: Dict[str, list] = {}
-        self._last_ack: Dict[str, float] = {}
-        self._last_bucket: Dict[str, int] = {}  # 0 queued, 3 idle: the previous sample's
-        self._recent: Dict[str, Deque[Tuple[float, float]]] = {}  # (ACK time, bytes/start-to-ACK)
 
     def observe(self, peer: str, start: float, ack: float, nbytes: float) -> None:
         """One transfer to ``peer``: link start and ACK (monotonic seconds), its wire bytes."""
-        s = self._sums.setdefault(peer, [0.0, 0.0, 0, 0.0, 0.0, 0])
-        last = self._last_ack.get(peer)
+        s = self._sums.get(peer)
+        if s is None:  # made once, not as a setdefault argument on every call
+            s = self._sums[peer] = [0.0, 0.0, 0, 0.0, 0.0, 0, None, 0, deque()]
+        last = s[6]
         # a sliding-window maximum: values fall from left to right (an entry below a newer one
         # can never be the maximum again), so the left end is the fastest and each sample costs
         # O(1) however many transfers the window holds
-        recent = self._recent.setdefault(peer, deque())
+        recent: Deque[Tuple[float, float]] = s[8]
         if ack > start:
             rate = nbytes / (ack - start)
             while recent and recent[-1][1] <= rate:
                 recent.pop()
             recent.append((ack, rate))
-        while recent and recent[0][0] < ack - RECENT_S:
+        oldest = ack - RECENT_S
+        while recent and recent[0][0] < oldest:
             recent.popleft()
         if last is not None and start < last == ack:
             # acknowledged together with the message before it (one ACK message for both: the
@@ -109,7 +112,7 @@ class LinkRates:
             # ACK read 8x the rate, 6,700 overflowed). Separate ACK messages, even microseconds
             # apart, each add their own interval (a chain of them joined added bytes without
             # time, and the estimate grew without bound).
-            i = self._last_bucket.get(peer, 0)
+            i = s[7]
             s[i] += nbytes
             s[i + 2] += 1
             return
@@ -117,11 +120,11 @@ class LinkRates:
             i, seconds = 0, max(0.0, ack - last)
         else:  # found the link idle: start-to-ACK includes the ACK's way back
             i, seconds = 3, max(0.0, ack - start)
-        self._last_bucket[peer] = i
+        s[7] = i
         s[i] = DECAY * s[i] + nbytes
         s[i + 1] = DECAY * s[i + 1] + seconds
         s[i + 2] += 1
-        self._last_ack[peer] = ack if last is None else max(ack, last)
+        s[6] = ack if last is None else max(ack, last)
 
     def estimate(self, peer: str) -> Optional[float]:
         """The measured rate (bytes/s), or None while the prior stands (module docstring)."""
@@ -139,8 +142,8 @@ class LinkRates:
     def fastest_recent(self, peer: str) -> float:
         """The largest bytes over start-to-ACK of the transfers ACKed in the last ``RECENT_S``
         (bytes/s): no message beats its link, so the rate is at least this."""
-        recent = self._recent.get(peer)
-        return recent[0][1] if recent else 0.0
+        s = self._sums.get(peer)
+        return s[8][0][1] if s is not None and s[8] else 0.0
 
     def seed(self, measured: Mapping[str, float]) -> Dict[str, float]:
         """Make rates this sender measured before a restart the priors of its links (the

@@ -27,12 +27,18 @@ LANES = 4  # kinds of in-order deadlines a node has (ACKs, results, holds) and a
 class TimerQueue:
     """(due, key, flag) entries, taken back earliest first once due (``pop_due``)."""
 
-    __slots__ = ("_lanes", "_heap", "_seq")
+    __slots__ = ("_lanes", "_heap", "_seq", "_top")
 
     def __init__(self) -> None:
         self._lanes: List[Deque[Entry]] = []  # each: due times non-decreasing, head to tail
         self._heap: List[Entry] = []
         self._seq = 0
+        # the first lane of the latest tail (None, or empty: not known): a deadline not before
+        # that tail fits there tightest, where the scan of every lane in ``push`` would put it.
+        # A worker pushes one deadline per result, nearly always the latest: no scan for those.
+        # Tails change only by a push (to this lane: it stays the latest; elsewhere: before
+        # its tail) or a lane emptying (this one: the next push scans and finds it again).
+        self._top: Optional[Deque[Entry]] = None
 
     def __len__(self) -> int:
         return sum(map(len, self._lanes)) + len(self._heap)
@@ -41,6 +47,10 @@ class TimerQueue:
         """Add ``key`` (with ``flag``) due at ``due`` (monotonic seconds)."""
         self._seq += 1
         entry = (due, self._seq, key, flag)
+        top = self._top
+        if top and top[-1][0] <= due:  # not before the latest tail: the tightest fit
+            top.append(entry)
+            return
         best, best_tail, empty = None, 0.0, None
         for lane in self._lanes:  # the latest tail not after ``due``: the tightest fit
             if not lane:
@@ -56,6 +66,12 @@ class TimerQueue:
             heapq.heappush(self._heap, entry)
         else:
             best.append(entry)
+        if top:  # ``due`` went before its tail: it stays the latest (the first of equals)
+            return
+        for lane in self._lanes:  # the first lane of the latest tail, as the scan above picks
+            if lane and (not top or lane[-1][0] > top[-1][0]):
+                top = lane
+        self._top = top
 
     def _first(self) -> Any:
         """The lane (or the heap) whose head is earliest, or None when all are empty (push
@@ -74,7 +90,14 @@ class TimerQueue:
 
     def pop_due(self, now: float) -> Optional[Entry]:
         """The earliest entry if it is due at ``now`` (removed), else None."""
-        first = self._first()
+        # ``_first`` inlined: one call fewer per result a worker sends (each sets a deadline)
+        first = None
+        for lane in self._lanes:
+            if lane and (first is None or lane[0] < first[0]):
+                first = lane
+        heap = self._heap
+        if heap and (first is None or heap[0] < first[0]):
+            return heapq.heappop(heap) if heap[0][0] <= now else None
         if first is None or first[0][0] > now:
             return None
-        return heapq.heappop(first) if first is self._heap else first.popleft()
+        return first.popleft()

@@ -251,7 +251,8 @@ class WorkerSide(Role):
             return self.out.refuse(identity, key, *why)
         self.out.ack(identity, [key])
         self.seen[(f["id"], h)] = (f["attempt"], now + ttl)
-        self.seen.move_to_end((f["id"], h))  # forget_expired, SEEN_KEYS: oldest first
+        if seen is not None:  # forget_expired, SEEN_KEYS: oldest first (a new key is last)
+            self.seen.move_to_end((f["id"], h))
         if len(self.seen) > SEEN_KEYS:
             self.seen.popitem(last=False)
         self.received += 1
@@ -316,8 +317,13 @@ class WorkerSide(Role):
                 getattr(done, "logits", None), f, local, h == final), self.out.current_view())
             if action.kind == ESCALATE:
                 return escalate(self, f, x0, expires, action, done.cls, done.confidence)
-        step = next_step(h, final, done.confidence, self.policy.thresholds().get(h),
-                         done.features is not None, view.serves(h + 1), keep_local,
+        # the final stage exits (or drops) whatever the threshold and the next stage, and an
+        # on_head answer replaces the threshold: the policy's map (a copy per call) and the
+        # view are asked only where they decide (most tasks a worker answers end at its last)
+        decides = h != final
+        threshold = self.policy.thresholds().get(h) if decides and action is None else None
+        step = next_step(h, final, done.confidence, threshold, done.features is not None,
+                         decides and view.serves(h + 1), keep_local,
                          None if action is None else action.kind != CONTINUE)
         if step is Step.DROP:
             return self.out.drop(Step.DROP.value)
