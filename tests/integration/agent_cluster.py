@@ -146,6 +146,18 @@ class Cluster:
                     out += [json.loads(line) for line in f if line.strip()]
         return out
 
+    def counters(self, node: str) -> dict:
+        """``node``'s counters from its stats file ({} before the first write)."""
+        return (self.stats(node) or {}).get("counters", {})
+
+    def made_since(self, node: str, since: float) -> List[dict]:
+        """``node``'s records of tasks made at or after wall time ``since`` ([] while a line
+        is being written)."""
+        try:
+            return [r for r in self.records(node) if r.get("created_wall", 0) >= since]
+        except ValueError:
+            return []
+
     def wait_for(self, cond: Callable[[], bool], timeout_s: float, what: str) -> None:
         """Poll ``cond`` until true; fail with the agents' log tails otherwise."""
         end = time.monotonic() + timeout_s

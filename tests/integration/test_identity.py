@@ -28,10 +28,6 @@ def bundle(tmp_path_factory):
     return build_two_stage_bundle(str(tmp_path_factory.mktemp("tiny")))
 
 
-def _counters(c: Cluster, node: str) -> dict:
-    return (c.stats(node) or {}).get("counters", {})
-
-
 def test_a_listed_key_cannot_speak_for_another_node(bundle, tmp_path):
     """w1b's key (listed everywhere, its agent not running) claiming s1 or w1: 0 accepted;
     forged RESULTs: 0 recorded; a TASK in its own name, any attempt, runs nowhere: w1b is not
@@ -94,14 +90,14 @@ def test_a_listed_key_cannot_speak_for_another_node(bundle, tmp_path):
             to_s1.send_multipart(result("w1b", "s1-%016x" % i))  # an id it cannot know
         for attempt in (0, 1, 2, 9):
             own.send_multipart(task("w1b", "replayed", attempt))
-        c.wait_for(lambda: _counters(c, "w2").get("drop_impersonation", 0) >= 20, 60,
+        c.wait_for(lambda: c.counters("w2").get("drop_impersonation", 0) >= 20, 60,
                    "20 impersonations at w2")
-        c.wait_for(lambda: _counters(c, "w2").get("drop_unknown_sender", 0) >= 4, 60,
+        c.wait_for(lambda: c.counters("w2").get("drop_unknown_sender", 0) >= 4, 60,
                    "4 TASKs from a non-peer refused")
-        c.wait_for(lambda: _counters(c, "s1").get("drop_impersonation", 0) >= 10, 60,
+        c.wait_for(lambda: c.counters("s1").get("drop_impersonation", 0) >= 10, 60,
                    "10 impersonations at s1")
         time.sleep(1.0)  # anything still on its way lands
-        w2, s1 = _counters(c, "w2"), _counters(c, "s1")
+        w2, s1 = c.counters("w2"), c.counters("s1")
     finally:
         for s in socks:
             s.close(0)

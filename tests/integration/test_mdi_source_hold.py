@@ -22,19 +22,6 @@ def bundle(tmp_path_factory):
     return build_two_stage_bundle(str(tmp_path_factory.mktemp("mdi-source-hold")))
 
 
-def _counters(c: Cluster, node: str) -> dict:
-    return (c.stats(node) or {}).get("counters", {})
-
-
-def _made_since(c: Cluster, node: str, since: float) -> list:
-    """``node``'s records of tasks made at or after wall time ``since`` ([] while a line is
-    being written)."""
-    try:
-        return [r for r in c.records(node) if r.get("created_wall", 0) >= since]
-    except ValueError:
-        return []
-
-
 def test_mdi_exit_tasks_held_for_a_cut_off_source_do_not_stall_the_other_sources_tasks(
         bundle, tmp_path):
     """Rule: under mdi-exit, stage-2 worker w2 cut off from source s1 (s1 killed while its
@@ -58,18 +45,18 @@ def test_mdi_exit_tasks_held_for_a_cut_off_source_do_not_stall_the_other_sources
                    and (c.stats("w1") or {}).get("input_queue", 0) >= 10, TIMEOUT_S,
                    "s1 to have created its tasks, some queued at w1")
         c.kill("s1")
-        c.wait_for(lambda: _counters(c, "w2").get("refused_no_route", 0) > 0, TIMEOUT_S,
+        c.wait_for(lambda: c.counters("w2").get("refused_no_route", 0) > 0, TIMEOUT_S,
                    "w2 to refuse s1's tasks (no route back to s1)")
         since = time.time()  # s2's tasks made from here on meet s1's held tasks at w1
         # ten of them answered, completed or not (their final lines written), while w1 still
         # has s1's tasks refused (s1's tasks live 30 s: far longer than ten of s2's take)
-        c.wait_for(lambda: len(_made_since(c, "s2", since)) >= 10
-                   and _counters(c, "w1").get("refused_by_w2", 0) >= 10, TIMEOUT_S,
+        c.wait_for(lambda: len(c.made_since("s2", since)) >= 10
+                   and c.counters("w1").get("refused_by_w2", 0) >= 10, TIMEOUT_S,
                    "ten of s2's tasks made since then answered while w2 refuses s1's")
-        w1 = _counters(c, "w1")
+        w1 = c.counters("w1")
     finally:
         c.stop_all()
-    recs = _made_since(c, "s2", since)
+    recs = c.made_since("s2", since)
     seen = "s2's tasks since w2 refused: %s; w1 counters %s" % (
         sorted(Counter((r["status"], r["reason"]) for r in recs).items()),
         {k: v for k, v in w1.items() if k.startswith(("refused", "drop", "sent"))})

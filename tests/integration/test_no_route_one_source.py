@@ -28,19 +28,6 @@ def bundle(tmp_path_factory):
     return build_two_stage_bundle(str(tmp_path_factory.mktemp("no-route-one-source")))
 
 
-def _counters(c: Cluster, node: str) -> dict:
-    return (c.stats(node) or {}).get("counters", {})
-
-
-def _made_since(c: Cluster, node: str, since: float) -> list:
-    """``node``'s records of tasks made at or after wall time ``since`` ([] while a line is
-    being written)."""
-    try:
-        return [r for r in c.records(node) if r.get("created_wall", 0) >= since]
-    except ValueError:
-        return []
-
-
 def test_a_worker_of_one_source_cut_off_from_it_is_not_offered_its_tasks_every_heartbeat(
         bundle, tmp_path):
     """Rule: stage-2 worker w2, whose one source s1 is killed, refuses s1's tasks no_route
@@ -59,12 +46,12 @@ def test_a_worker_of_one_source_cut_off_from_it_is_not_offered_its_tasks_every_h
                    and (c.stats("w1") or {}).get("input_queue", 0) >= 10, TIMEOUT_S,
                    "s1 to have created its tasks, some queued at w1")
         c.kill("s1")
-        c.wait_for(lambda: _counters(c, "w2").get("refused_no_route", 0) > 0, TIMEOUT_S,
+        c.wait_for(lambda: c.counters("w2").get("refused_no_route", 0) > 0, TIMEOUT_S,
                    "w2 to refuse s1's tasks (no route back to s1)")
         time.sleep(SETTLE_S)
-        before = _counters(c, "w2").get("refused_no_route", 0)
+        before = c.counters("w2").get("refused_no_route", 0)
         time.sleep(WINDOW_S)
-        refused = _counters(c, "w2").get("refused_no_route", 0) - before
+        refused = c.counters("w2").get("refused_no_route", 0) - before
         w1_held = (c.stats("w1") or {}).get("output_queue", 0)
 
         os.remove(os.path.join(str(tmp_path), "s1", "stats.json"))  # the killed run's
@@ -73,10 +60,10 @@ def test_a_worker_of_one_source_cut_off_from_it_is_not_offered_its_tasks_every_h
         c.wait_for(lambda: c.finished("s1", 10), TIMEOUT_S, "restarted s1 to finish its tasks")
         c.wait_for(lambda: (c.stats("w1") or {}).get("output_queue", 1) == 0, TIMEOUT_S,
                    "w1's held tasks of s1 to leave it once s1 is back")
-        tasks, w1 = c.tasks("s1"), _counters(c, "w1")
+        tasks, w1 = c.tasks("s1"), c.counters("w1")
     finally:
         c.stop_all()
-    recs = _made_since(c, "s1", since)  # every line written once s1 has stopped
+    recs = c.made_since("s1", since)  # every line written once s1 has stopped
     seen = "w2 refused %d in %.0f s (w1 held %d of s1's); restarted s1 %s, records %s; w1 %s" % (
         refused, WINDOW_S, w1_held, {k: tasks.get(k) for k in ("created", "completed",
                                                                "rejected", "lost")},

@@ -21,19 +21,6 @@ def bundle(tmp_path_factory):
     return build_two_stage_bundle(str(tmp_path_factory.mktemp("refusal-scope")))
 
 
-def _counters(c: Cluster, node: str) -> dict:
-    return (c.stats(node) or {}).get("counters", {})
-
-
-def _made_since(c: Cluster, node: str, since: float) -> list:
-    """``node``'s records of tasks made at or after wall time ``since`` ([] while a line is
-    being written)."""
-    try:
-        return [r for r in c.records(node) if r.get("created_wall", 0) >= since]
-    except ValueError:
-        return []
-
-
 def test_a_worker_cut_off_from_one_source_leaves_the_other_sources_tasks_their_route(
         bundle, tmp_path):
     """Rule: a stage-2 worker cut off from source s1 (s1 killed while its tasks still queue at
@@ -57,18 +44,18 @@ def test_a_worker_cut_off_from_one_source_leaves_the_other_sources_tasks_their_r
                    and (c.stats("w1") or {}).get("input_queue", 0) >= 10, TIMEOUT_S,
                    "s1 to have created its tasks, some queued at w1")
         c.kill("s1")
-        c.wait_for(lambda: _counters(c, "w2").get("refused_no_route", 0) > 0, TIMEOUT_S,
+        c.wait_for(lambda: c.counters("w2").get("refused_no_route", 0) > 0, TIMEOUT_S,
                    "w2 to refuse s1's tasks (no route back to s1)")
         since = time.time()  # s2's tasks made from here on meet w2's refusals at w1
         # ten of them answered (their final lines written; stats.json's counts lag a status
         # interval, so a count from it took tasks made before ``since``)
-        c.wait_for(lambda: len(_made_since(c, "s2", since)) >= 10
-                   and _counters(c, "w1").get("refused_by_w2", 0) >= 10, TIMEOUT_S,
+        c.wait_for(lambda: len(c.made_since("s2", since)) >= 10
+                   and c.counters("w1").get("refused_by_w2", 0) >= 10, TIMEOUT_S,
                    "ten of s2's tasks made since then answered while w2 refuses s1's")
-        w1 = _counters(c, "w1")
+        w1 = c.counters("w1")
     finally:
         c.stop_all()
-    recs = _made_since(c, "s2", since)
+    recs = c.made_since("s2", since)
     seen = "s2's tasks since w2 refused: %s; w1 counters %s" % (
         sorted(Counter((r["status"], r["reason"]) for r in recs).items()),
         {k: v for k, v in w1.items() if k.startswith("refused")})
