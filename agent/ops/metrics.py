@@ -372,15 +372,18 @@ class NewestWarning(logging.Handler):
             self.handleError(record)
 
 
-def serve_metrics(cfg: Any, earlier: Optional[Tuple[str, str, float]] = None) -> Any:
+def serve_metrics(cfg: Any, earlier: Optional[Tuple[str, str, float]] = None,
+                  state: str = "serving") -> Any:
     """Prometheus metrics of a node config served on ``metrics_port``, or the no-op
-    ``NullMetrics``; ``earlier`` (``NewestWarning.newest``) is its newest warning so far."""
+    ``NullMetrics``; ``earlier`` (``NewestWarning.newest``) is its newest warning so far;
+    ``state`` the node's (``NODE_STATES``) from the first scrape on."""
     from agent.config.checks import is_loopback_host
     from agent.errors import UsageError
 
     if not cfg.metrics_port:
         return NullMetrics(cfg.node_id)
     m = AgentMetrics(cfg.node_id)
+    m.node_state(state)  # before the server listens: no scrape reads another state
     m.known_series(cfg.role, range(cfg.stages[0], cfg.stages[1] + 1), cfg.arrival == "client")
     try:
         m.serve(cfg.metrics_host, cfg.metrics_port)

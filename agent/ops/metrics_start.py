@@ -30,9 +30,8 @@ class MetricsPort:
 
     def __init__(self, cfg: Any, earlier: Optional[Tuple[str, str, float]] = None) -> None:
         self.cfg = cfg
-        self.metrics = serve_metrics(cfg, earlier)
+        self.metrics = serve_metrics(cfg, earlier, "starting")
         self._handed = False
-        self.metrics.node_state("starting")
         report_node(cfg, self.metrics)  # `status` names a starting node's role and stage
 
     def serve(self) -> Any:

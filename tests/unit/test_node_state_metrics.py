@@ -12,7 +12,7 @@ from agent.config.node import NodeConfig
 from agent.errors import UsageError
 from agent.fleet.status import (fetch_text, fleet_status, format_status, parse_metrics,
                                 summarise)
-from agent.ops.metrics import NODE_STATES, AgentMetrics
+from agent.ops.metrics import NODE_STATES, AgentMetrics, serve_metrics
 from agent.ops.metrics_server import url
 from agent.ops.metrics_start import MetricsPort, serving
 from agent.testbed.procs import free_ports
@@ -64,6 +64,19 @@ def test_a_starting_node_answers_starting_then_serving_then_draining_at_a_stop()
         on_stop(15, None)
         assert loop.stopped and _states(cfg.metrics_port) == {
             "starting": 0.0, "serving": 0.0, "draining": 1.0}
+    finally:
+        metrics.close()
+
+
+def test_the_first_scrape_of_a_starting_node_reads_starting():
+    """Rule: the state is set before the endpoint listens (``serve_metrics(..., state)``), so
+    no scrape of a starting node, however early, reads the "serving" an ``AgentMetrics``
+    starts in."""
+    cfg = _config()
+    metrics = serve_metrics(cfg, None, "starting")
+    try:
+        assert metrics.state == "starting"
+        assert _states(cfg.metrics_port) == {"starting": 1.0, "serving": 0.0, "draining": 0.0}
     finally:
         metrics.close()
 
