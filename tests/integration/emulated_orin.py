@@ -264,11 +264,17 @@ def build_board(work: str, jetson_clocks: bool = False) -> dict:
                 NVPMODEL_GPU_MIN=os.path.join(freq, "min_freq"))
 
 
-def start_service(work: str, env: dict) -> subprocess.Popen:
-    """jetson-stats' real service; its config folder (under sys.base_prefix) goes to ``work``."""
+def start_service(work: str, env: dict, command_timeout_s: float = 0.0) -> subprocess.Popen:
+    """jetson-stats' real service; its config folder (under sys.base_prefix) goes to ``work``.
+    ``command_timeout_s`` (0: jetson-stats' own 4 s) is how long it lets one ``nvpmodel`` call
+    run before it kills it (it tries 5 times): a test of a hanging nvpmodel waits 5 such
+    times, so it shortens them (the stand-in answers in well under a second)."""
     code = ("import sys; sys.base_prefix = sys.prefix = %r\n"
-            "import logging; logging.basicConfig(level=logging.INFO)\n"
-            "from jtop.service import JtopServer\nJtopServer().loop_for_ever()\n" % work)
+            "import logging; logging.basicConfig(level=logging.INFO)\n" % work)
+    if command_timeout_s:
+        code += ("import jtop.core.nvpmodel as nvp; nvp.COMMAND_TIMEOUT = %r\n"
+                 % float(command_timeout_s))
+    code += "from jtop.service import JtopServer\nJtopServer().loop_for_ever()\n"
     log = open(os.path.join(work, "service.log"), "w")
     # its own process group: JtopServer serves from a child process, which a signal to the
     # parent alone would leave running after the test
