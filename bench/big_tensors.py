@@ -35,7 +35,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 
 def _free_port() -> int:
-    from agent.testbed.procs import free_ports
+    from agent.testbed.ports import free_ports
 
     return free_ports(1)[0]
 

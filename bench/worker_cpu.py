@@ -185,7 +185,7 @@ def one(mode: str, seconds: float, window: int, core: int, profile: str = "",
     ``metrics``: the agent serves its Prometheus metrics, as a deployed agent does."""
     import numpy as np
 
-    from agent.testbed.procs import free_ports
+    from agent.testbed.ports import free_ports
     from engines.demo import DEMO_BUNDLE_DIR
 
     x = np.random.default_rng(0).standard_normal((1, 32, 7, 7)).astype(np.float32)

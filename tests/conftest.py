@@ -1,9 +1,9 @@
 """Test-wide settings: one thread for every numeric library, so the suite behaves the same on a
 loaded 2-core CI machine as on a workstation; and the ``exclusive`` mark for the few tests that
 compare CPU times, which run with no other test beside them when the suite runs on several
-pytest-xdist workers (``-n 2`` in setup.cfg): nor beside another file's module fixtures, set
+pytest-xdist workers (``-n 3`` in setup.cfg): nor beside another file's module fixtures, set
 up or torn down or kept between that file's tests. On the workers the files run longest
-first by kind (``_file_rank``), so that neither worker idles through a long file at the end."""
+first by kind (``_file_rank``), so that no worker idles through a long file at the end."""
 
 import fcntl
 import os
@@ -26,16 +26,16 @@ def pytest_configure(config):
         config._edge_agent_locks = os.environ[_LOCKS_ENV]
     # pytest-xdist hands out test files in the order the workers collected them (see
     # pytest_collection_modifyitems) rather than sorted by their number of tests, which put
-    # the files of one or two long integration tests last and left one worker idle for them.
+    # the files of one or two long integration tests last and left the other workers idle for them.
     if hasattr(config.option, "loadscopereorder"):
         config.option.loadscopereorder = False
 
 
 def _file_rank(items):
     """file -> where it runs on the workers: a file with an ``exclusive`` test first (the
-    other worker's first file is all its test waits for, not a long file met mid-session),
+    other workers' first files are all its test waits for, not a long file met mid-session),
     then the integration files (real processes: the longest files), then the others, so the
-    many short unit files fill both workers to the end of the session."""
+    many short unit files fill every worker to the end of the session."""
     rank = {}
     for item in items:
         path = _file_of(item)
@@ -72,11 +72,11 @@ class _Gate:
     from the start of a test file's first test until its last test has torn down (the file's
     module fixtures, and the agents or pip runs they keep going between tests, included), and
     held alone for an ``exclusive`` test. Both pass through "gate" first, which an exclusive
-    test keeps while it waits, so the other worker cannot keep it waiting by starting file
-    after file. A worker gives up its shared hold before it waits for the gate (two workers
-    each holding "run" shared while the one at the gate waits for the other: no deadlock), so
+    test keeps while it waits, so no other worker can keep it waiting by starting file
+    after file. A worker gives up its shared hold before it waits for the gate (workers
+    each holding "run" shared while the one at the gate waits for them: no deadlock), so
     a file with an ``exclusive`` test among others keeps its own module fixtures set up beside
-    the other worker's exclusive test: such a file keeps none that run anything."""
+    another worker's exclusive test: such a file keeps none that run anything."""
 
     def __init__(self):
         self.gate, self.run = _lock("gate"), _lock("run")

@@ -44,7 +44,8 @@ from agent.testbed.exits import default_remaining
 from agent.testbed.faultlog import record_fault_phases
 from agent.testbed.inject import FaultRunner
 from agent.testbed.phasecheck import PhaseTally
-from agent.testbed.procs import LocalAgents, free_ports
+from agent.testbed.ports import free_ports
+from agent.testbed.procs import LocalAgents
 from agent.testbed.rundir import rate_label
 from agent.testbed.nodeparts import node_config_error
 from agent.testbed.asrun import applied_links, senders_pace, told_rate

@@ -19,7 +19,8 @@ import numpy as np
 
 from agent.config.node import NodeConfig, Peer
 from agent.testbed.local import read_stats
-from agent.testbed.procs import AGENT_LAUNCHER, AgentProcess, LocalAgents, free_ports
+from agent.testbed.ports import free_ports
+from agent.testbed.procs import AGENT_LAUNCHER, AgentProcess, LocalAgents
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 

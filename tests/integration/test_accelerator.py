@@ -15,7 +15,7 @@ import pytest
 from agent.config.node import ConfigError, parse_config
 from agent.errors import EXIT_CONFIG, UsageError
 from agent.ops.metrics import AgentMetrics
-from agent.testbed.procs import free_ports
+from agent.testbed.ports import free_ports
 from engines.accelerator import (AcceleratorUnavailable, check_engines, report_engines,
                                  resolve_accelerator)
 from engines.bundle import load_bundle

@@ -14,7 +14,7 @@ import zmq
 from agent.cli import main
 from agent.errors import UsageError
 from agent.testbed.fleet import check_sources
-from agent.testbed.procs import free_ports
+from agent.testbed.ports import free_ports
 from tests.integration.agent_cluster import build_two_stage_bundle
 from tests.integration.test_testbed import write_topology
 

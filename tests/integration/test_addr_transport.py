@@ -16,7 +16,7 @@ import zmq
 from agent.config.node import Peer
 from agent.net.transport import CONTROL, DATA, Transport
 from agent.protocol.wire import BROADCAST
-from agent.testbed.procs import free_ports
+from agent.testbed.ports import free_ports
 from tests.unit.endpoints import has_ipv6_loopback
 
 

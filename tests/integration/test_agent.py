@@ -13,7 +13,7 @@ import zmq
 
 from agent.protocol import wire
 from agent.protocol.wire import Kind
-from agent.testbed.procs import free_ports
+from agent.testbed.ports import free_ports
 from tests.integration.agent_cluster import REPO, Cluster, build_two_stage_bundle, stage_flops
 
 

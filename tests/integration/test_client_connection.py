@@ -12,7 +12,7 @@ import zmq
 
 from agent.fleet.client import Client, ClientKeys
 from agent.net.security import CurveSecurity, serve_clients_over_curve
-from agent.testbed.procs import free_ports
+from agent.testbed.ports import free_ports
 from tests.unit.endpoints import has_ipv6_loopback
 
 WAIT_S = 30.0  # a decided case must answer well within this (asserted below 10 s)

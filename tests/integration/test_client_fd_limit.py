@@ -17,7 +17,7 @@ import time
 
 import zmq
 
-from agent.testbed.procs import free_ports
+from agent.testbed.ports import free_ports
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 

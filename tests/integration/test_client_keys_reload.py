@@ -18,7 +18,7 @@ import pytest
 from agent.fleet.client import Client, ClientKeys
 from agent.net.keyfiles import load_secret_key_file
 from agent.net.keyfile_create import generate_keypair
-from agent.testbed.procs import free_ports
+from agent.testbed.ports import free_ports
 from tests.integration.agent_cluster import Cluster, build_two_stage_bundle
 
 X = np.zeros((1, 1, 8, 8), dtype=np.float32)  # one input of the tiny bundle's stage 1

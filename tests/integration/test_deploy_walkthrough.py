@@ -19,7 +19,8 @@ import numpy as np
 
 from agent.fleet.client import Client, ClientKeys
 from agent.net.security import generate_keypair
-from agent.testbed.procs import AgentProcess, NotifyListener, free_ports, wait_ready
+from agent.testbed.ports import free_ports
+from agent.testbed.procs import AgentProcess, NotifyListener, wait_ready
 from tests.integration.agent_cluster import build_two_stage_bundle
 from tests.integration.test_testbed import write_topology
 

@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from agent.testbed.procs import free_ports
+from agent.testbed.ports import free_ports
 from tests.integration.agent_cluster import Cluster, build_two_stage_bundle, stage_flops
 
 STAGES = {"s1": 0, "w1a": 1, "w1b": 1, "w2": 2}

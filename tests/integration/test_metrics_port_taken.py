@@ -12,7 +12,7 @@ from agent.fleet.status import read_node
 from agent.ops.doctor import FAIL, WARN
 from agent.ops.doctor_node import check_node
 from agent.ops.metrics_server import url
-from agent.testbed.procs import free_ports
+from agent.testbed.ports import free_ports
 
 from .agent_cluster import build_two_stage_bundle
 from .taken_port import agent_cli, refused_before_loading, taken, timed_worker

@@ -17,7 +17,7 @@ import zmq
 from prometheus_client.parser import text_string_to_metric_families
 
 from agent.ops.metrics import DROP_REASONS, SOURCE_DROPS, WORKER_DROPS
-from agent.testbed.procs import free_ports
+from agent.testbed.ports import free_ports
 from engines.accelerator import FALLBACK_REASONS
 from tests.integration.agent_cluster import Cluster, build_two_stage_bundle
 from tests.integration.test_faults import _junk_data

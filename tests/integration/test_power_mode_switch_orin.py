@@ -101,7 +101,7 @@ def scenario(out_dir: str, work: str, env: dict, service):
     """Inside the namespace with the service up; returns (what was seen, the service now)."""
     from tests.integration.agent_cluster import Cluster, build_two_stage_bundle
     from tests.integration.emulated_orin import restart_service, stop_service
-    from agent.testbed.procs import free_ports
+    from agent.testbed.ports import free_ports
 
     bundle = build_two_stage_bundle(os.path.join(out_dir, "b"))
     profile = os.path.join(out_dir, "calibration.json")

@@ -9,7 +9,7 @@ from collections import Counter
 
 import pytest
 
-from agent.testbed.procs import free_ports
+from agent.testbed.ports import free_ports
 
 from .agent_cluster import Cluster, build_two_stage_bundle, stage_flops
 

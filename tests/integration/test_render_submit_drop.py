@@ -13,7 +13,7 @@ import pytest
 
 from agent import cli
 from agent.config.node import DEFAULT_MAX_MESSAGE_BYTES
-from agent.testbed.procs import free_ports
+from agent.testbed.ports import free_ports
 from tests.integration.agent_cluster import Cluster, build_two_stage_bundle
 
 

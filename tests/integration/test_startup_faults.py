@@ -25,7 +25,7 @@ from agent.config.toml_dump import _toml_value
 from agent.errors import EXIT_CONFIG
 from agent.net.addrfamily import RESOLVE_WAIT_S, getaddrinfo_families
 from agent.net.security import generate_keypair
-from agent.testbed.procs import free_ports
+from agent.testbed.ports import free_ports
 
 from .agent_cluster import REPO, build_two_stage_bundle
 from .forked_agent import ForkedAgent

@@ -21,7 +21,7 @@ from agent.config.node import dump_config
 from agent.errors import EXIT_CONFIG
 from agent.ops.doctor import WARN
 from agent.ops.doctor_node import check_node
-from agent.testbed.procs import free_ports
+from agent.testbed.ports import free_ports
 
 from .agent_cluster import REPO, Cluster, build_two_stage_bundle, stage_flops
 

@@ -21,7 +21,7 @@ from agent.fleet.status import read_node
 from agent.ops.doctor import WARN
 from agent.ops.doctor_node import check_node
 from agent.ops.metrics_server import url
-from agent.testbed.procs import free_ports
+from agent.testbed.ports import free_ports
 
 from .agent_cluster import REPO, Cluster, build_two_stage_bundle
 from .test_startup_stop import HeldNotifySocket

@@ -18,7 +18,7 @@ from typing import Dict
 
 import pytest
 
-from agent.testbed.procs import free_ports
+from agent.testbed.ports import free_ports
 
 from .agent_cluster import Cluster, build_two_stage_bundle, stage_flops
 from .tmpfs import fill, tmpfs

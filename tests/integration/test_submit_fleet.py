@@ -17,7 +17,7 @@ from agent import cli
 from agent.fleet.client import Client, InputTooLarge
 from agent.fleet.client_wire import task_frames
 from agent.protocol import wire
-from agent.testbed.procs import free_ports
+from agent.testbed.ports import free_ports
 from tests.integration.agent_cluster import Cluster, build_two_stage_bundle
 
 LIMIT = 4096  # the source's max_message_bytes: a tiny input (256 bytes) fits

@@ -17,7 +17,7 @@ import pytest
 from agent import cli
 from agent.net.keyfiles import load_secret_key_file
 from agent.net.keyfile_create import generate_keypair
-from agent.testbed.procs import free_ports
+from agent.testbed.ports import free_ports
 from tests.integration.agent_cluster import Cluster, build_two_stage_bundle
 
 ROWS = 12  # inputs per file: a few answers of each exit, quick on a loaded machine

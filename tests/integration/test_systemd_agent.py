@@ -15,7 +15,7 @@ import urllib.request
 import pytest
 
 from agent.config.node import dump_config
-from agent.testbed.procs import free_ports
+from agent.testbed.ports import free_ports
 
 from .agent_cluster import REPO, Cluster, build_two_stage_bundle
 

@@ -15,7 +15,8 @@ import zmq
 
 from agent.cli import main
 from agent.testbed.local import node_configs
-from agent.testbed.procs import AgentProcess, LocalAgents, NotifyListener, free_ports, wait_ready
+from agent.testbed.ports import free_ports
+from agent.testbed.procs import AgentProcess, LocalAgents, NotifyListener, wait_ready
 from agent.testbed.topology import parse_topology
 from tests.integration.agent_cluster import build_two_stage_bundle
 from tests.integration.test_testbed import write_topology

@@ -10,7 +10,8 @@ import numpy as np
 
 from agent.cli import main
 from agent.testbed.local import node_configs
-from agent.testbed.procs import LocalAgents, free_ports
+from agent.testbed.ports import free_ports
+from agent.testbed.procs import LocalAgents
 from agent.testbed.topology import parse_topology
 from tests.integration.agent_cluster import build_two_stage_bundle
 from tests.integration.test_testbed import write_topology

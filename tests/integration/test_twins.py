@@ -11,7 +11,7 @@ import re
 
 import pytest
 
-from agent.testbed.procs import free_ports
+from agent.testbed.ports import free_ports
 from tests.integration.agent_cluster import Cluster, build_two_stage_bundle
 
 TIMEOUT_S = 120.0

@@ -15,7 +15,7 @@ import zmq
 from agent.protocol import wire
 from agent.protocol.text import DETAIL_MAX_CHARS
 from agent.protocol.wire import Kind
-from agent.testbed.procs import free_ports
+from agent.testbed.ports import free_ports
 from tests.integration.agent_cluster import Cluster, build_two_stage_bundle
 
 FORGED = "2026-01-01 00:00:00,000 INFO agent.run: forged line"

@@ -1,6 +1,6 @@
 """Loopback endpoints for tests that bind real sockets.
 
-Free ports claimed for this process (``agent.testbed.procs.free_ports``), never fixed numbers:
+Free ports claimed for this process (``agent.testbed.ports.free_ports``), never fixed numbers:
 tests running at the same time (the suite runs on two pytest-xdist workers) then neither fail
 to bind nor reach each other's sockets.
 """
@@ -11,7 +11,7 @@ import socket
 
 from typing import Dict, Hashable, Iterable
 
-from agent.testbed.procs import free_ports
+from agent.testbed.ports import free_ports
 
 
 def loopback_endpoints(names: Iterable[Hashable]) -> Dict[Hashable, str]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 
-from agent.testbed.procs import free_ports
+from agent.testbed.ports import free_ports
 from engines.demo import DEMO_BUNDLE_DIR
 
 

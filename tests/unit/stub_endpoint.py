@@ -9,7 +9,7 @@ import threading
 import time
 from typing import List, Optional
 
-from agent.testbed.procs import free_ports
+from agent.testbed.ports import free_ports
 
 
 class StubEndpoint:

@@ -11,7 +11,7 @@ import pytest
 from agent.config.node import NodeConfig
 from agent.ops.metrics import AgentMetrics, serve_metrics
 from agent.ops.metrics_server import url
-from agent.testbed.procs import free_ports
+from agent.testbed.ports import free_ports
 from tests.unit.endpoints import has_ipv6_loopback
 
 

@@ -20,7 +20,7 @@ from agent.config.node import ConfigError, dump_config, parse_config
 from agent.errors import EXIT_CONFIG
 from agent.config.addr_machine import connect_reaches_bind
 from agent.net.addrfamily import wants_ipv6
-from agent.testbed.procs import free_ports
+from agent.testbed.ports import free_ports
 from tests.unit.endpoints import has_ipv6_loopback
 from tests.unit.source_fields import source_fields
 

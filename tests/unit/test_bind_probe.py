@@ -20,7 +20,7 @@ from agent.net.bindprobe import BindHold, bind_address, endpoint_port, interface
 from agent.ops.bindfault import bind_fault, hold_binds, node_binds
 from agent.ops.doctor_binds import check_tcp_binds
 from agent.ops.doctor_check import FAIL
-from agent.testbed.procs import free_ports
+from agent.testbed.ports import free_ports
 
 WAIT_S = 30.0  # a listener libzmq closes on its I/O thread is gone within this
 

@@ -179,7 +179,7 @@ def test_submit_to_an_endpoint_that_never_answers_stops_after_the_first_input(tm
     input: one error line naming the endpoint, that it took the connection (so --timeout may
     be too short, or the source speaks another wire protocol) and how many inputs were not
     sent, exit 2."""
-    from agent.testbed.procs import free_ports
+    from agent.testbed.ports import free_ports
 
     images = str(tmp_path / "in.npz")
     np.savez(images, x=np.zeros((3, 1, 28, 28), np.float32))
@@ -205,7 +205,7 @@ def test_submit_where_nothing_listens_says_so_before_sending(tmp_path, capsys):
     """Rule: a refused connection (no source running at the endpoint) is one error line naming
     the endpoint, said after the connection wait (at most --timeout), not after a timeout per
     input; nothing is sent, exit 2."""
-    from agent.testbed.procs import free_ports
+    from agent.testbed.ports import free_ports
 
     images = str(tmp_path / "in.npz")
     np.savez(images, x=np.zeros((3, 1, 28, 28), np.float32))
@@ -228,7 +228,7 @@ def test_submit_prints_the_sources_explanation_of_a_refused_input_once(tmp_path,
     import zmq
 
     from agent.protocol import wire
-    from agent.testbed.procs import free_ports
+    from agent.testbed.ports import free_ports
 
     images = str(tmp_path / "in.npz")
     np.savez(images, x=np.zeros((3, 1, 28, 28), np.float32))
@@ -318,7 +318,7 @@ def test_submit_of_a_single_input_to_an_endpoint_that_never_answers_is_one_error
     """Rule: with one input to send (one in the file, or --count 1), nothing coming back is
     the same "no answer from ENDPOINT" error line, exit 2, as for the first of many (it was a
     "1 sent: 1 lost" summary, exit 1)."""
-    from agent.testbed.procs import free_ports
+    from agent.testbed.ports import free_ports
 
     images = str(tmp_path / "in.npz")
     np.savez(images, x=np.zeros(shape, np.float32))
@@ -387,7 +387,7 @@ def test_submit_stops_when_its_source_is_gone_mid_run(tmp_path, capsys):
     --timeout for every input left."""
     import time
 
-    from agent.testbed.procs import free_ports
+    from agent.testbed.ports import free_ports
 
     images = str(tmp_path / "in.npz")
     np.savez(images, x=np.zeros((2, 1, 28, 28), np.float32))
@@ -417,7 +417,7 @@ def test_submit_goes_on_when_its_source_is_up_but_slow(tmp_path, capsys):
     """Rule: an input the source does not answer within --timeout, while the source is still
     there, is one "lost" row and the run goes on with the next input (exit 1: not every
     input completed); only a source that is gone stops it."""
-    from agent.testbed.procs import free_ports
+    from agent.testbed.ports import free_ports
 
     images = str(tmp_path / "in.npz")
     np.savez(images, x=np.zeros((3, 1, 28, 28), np.float32))

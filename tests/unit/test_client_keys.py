@@ -18,7 +18,7 @@ from agent.net.keyfiles import SecurityError, load_secret_key_file
 from agent.net.keyfile_create import generate_keypair
 from agent.net.security import CurveSecurity, serve_clients_over_curve
 from agent.node.rejects import Rejects, sender_label
-from agent.testbed.procs import free_ports
+from agent.testbed.ports import free_ports
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ from agent.config.node import ConfigError, dump_config, parse_config
 from agent.errors import EXIT_CONFIG
 from agent.node.preflight import preflight
 from agent.ops.files import FileFault
-from agent.testbed.procs import free_ports
+from agent.testbed.ports import free_ports
 from engines.demo import DEMO_BUNDLE_DIR
 from tests.unit.source_fields import source_fields
 

@@ -16,7 +16,7 @@ from agent.ops.doctor import FAIL, OK
 from agent.ops.doctor_check import check_addresses
 from agent.ops.doctor_node import check_node
 from agent.ops.metrics_server import make_server
-from agent.testbed.procs import free_ports
+from agent.testbed.ports import free_ports
 from engines.demo import DEMO_BUNDLE_DIR
 
 NOWHERE = "nosuchhost.invalid"  # .invalid never resolves (RFC 6761)

@@ -18,7 +18,7 @@ from agent.net.addrfamily import IPV4, IPV6
 from agent.ops.doctor import FAIL, OK, WARN
 from agent.ops.doctor_check import check_addresses
 from agent.ops.doctor_node import check_node
-from agent.testbed.procs import free_ports
+from agent.testbed.ports import free_ports
 from engines.demo import DEMO_BUNDLE_DIR
 
 NOWHERE = "no-such-peer.invalid"  # .invalid never resolves (RFC 6761)

@@ -14,7 +14,7 @@ from agent.cli import main
 from agent.errors import UsageError
 from agent.testbed.fleet import run_fleet
 from agent.testbed import local
-from agent.testbed.procs import free_ports
+from agent.testbed.ports import free_ports
 from agent.testbed.topology import load_topology
 from engines.bundle import load_bundle
 from engines.demo import DEMO_BUNDLE_DIR

@@ -19,7 +19,7 @@ from agent.fleet.inventory import parse_inventory
 from agent.fleet.render_ports import check_port_clashes
 from agent.config.addr_machine import binds_clash, same_machine
 from agent.fleet.hosts_file import read_hosts_table
-from agent.testbed.procs import free_ports
+from agent.testbed.ports import free_ports
 from tests.unit.endpoints import has_ipv6_loopback
 
 

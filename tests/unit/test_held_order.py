@@ -23,7 +23,7 @@ from agent.node.outqueue import hold
 from agent.policies.mdi_exit.agent import MdiExitPolicy
 from agent.protocol import wire
 from agent.protocol.wire import Kind
-from agent.testbed.procs import free_ports
+from agent.testbed.ports import free_ports
 from engines.bundle import load_bundle
 from engines.demo import DEMO_BUNDLE_DIR
 

@@ -17,7 +17,7 @@ from agent.ops.doctor_metrics import check_metrics_port
 from agent.ops.metrics import serve_metrics
 from agent.ops.metrics_server import url
 from agent.ops.metrics_start import MetricsPort
-from agent.testbed.procs import free_ports
+from agent.testbed.ports import free_ports
 
 
 def _config(**kw) -> NodeConfig:

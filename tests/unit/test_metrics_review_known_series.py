@@ -17,7 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from agent.config.node import NodeConfig
 from agent.ops.metrics import serve_metrics
 from agent.ops.metrics_server import url
-from agent.testbed.procs import free_ports
+from agent.testbed.ports import free_ports
 
 Samples = Dict[Tuple[str, Tuple[Tuple[str, str], ...]], float]
 

@@ -12,7 +12,7 @@ from agent.net.addrfamily import IPV4
 from agent.net.frames import MAX_FRAMES
 from agent.net.transport import DATA, Transport
 from agent.net.twins import Twins
-from agent.testbed.procs import free_ports
+from agent.testbed.ports import free_ports
 from tests.unit.test_slow_peer_names import _flows, dialling_by_name
 
 WAIT_S = 30.0  # an upper bound on waits for what must happen, never a timing under test

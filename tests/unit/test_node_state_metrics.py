@@ -15,7 +15,7 @@ from agent.fleet.status import (fetch_text, fleet_status, format_status, parse_m
 from agent.ops.metrics import NODE_STATES, AgentMetrics, serve_metrics
 from agent.ops.metrics_server import url
 from agent.ops.metrics_start import MetricsPort, serving
-from agent.testbed.procs import free_ports
+from agent.testbed.ports import free_ports
 
 
 def _config(**kw) -> NodeConfig:

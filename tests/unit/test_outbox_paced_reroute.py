@@ -28,7 +28,7 @@ from agent.node.outbox import MAX_HOP_RESENDS, Outbox
 from agent.node.outitem import OutItem
 from agent.policies.api import AgentPolicy
 from agent.protocol.wire import Kind
-from agent.testbed.procs import free_ports
+from agent.testbed.ports import free_ports
 from engines.bundle import load_bundle
 from engines.demo import DEMO_BUNDLE_DIR
 from tests.unit.built_worker import built_worker

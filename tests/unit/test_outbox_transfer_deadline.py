@@ -25,7 +25,7 @@ from agent.node.outbox import Outbox
 from agent.node.outitem import OutItem
 from agent.policies.api import AgentPolicy
 from agent.protocol.wire import Kind
-from agent.testbed.procs import free_ports
+from agent.testbed.ports import free_ports
 from tests.unit.test_outbox_liveness import _received, router_peers
 from engines.bundle import load_bundle
 from engines.demo import DEMO_BUNDLE_DIR

@@ -19,7 +19,7 @@ from agent.fleet.client import Client
 from agent.fleet.manifest import load_manifest
 from agent.net.keyfiles import load_secret_key_file
 from agent.testbed.fleet import check_sources, fleet_settings, source_limits
-from agent.testbed.procs import free_ports
+from agent.testbed.ports import free_ports
 from agent.testbed.topology import load_topology
 
 BIG = 32 * 1024 * 1024  # above the node config's default (16 MiB)

@@ -12,7 +12,7 @@ import pytest
 from agent.cli import main
 from agent.config.node import load_config
 from agent.ops.metrics import serve_metrics
-from agent.testbed.procs import free_ports
+from agent.testbed.ports import free_ports
 from tests.unit.endpoints import has_ipv6_loopback
 
 

@@ -15,7 +15,7 @@ from agent.net.peeraddr import getaddrinfo_addresses, with_host
 from agent.net.redial import Redial
 from agent.net.transport import CONTROL, DATA, Transport
 from agent.protocol.wire import BROADCAST
-from agent.testbed.procs import free_ports
+from agent.testbed.ports import free_ports
 from tests.unit.test_redial import _Sock
 
 NOWHERE = "nowhere.invalid"

@@ -15,7 +15,7 @@ import time
 from agent.config.node import dump_config, parse_config
 from agent.errors import EXIT_CONFIG
 from agent.net.addrfamily import RESOLVE_WAIT_S
-from agent.testbed.procs import free_ports
+from agent.testbed.ports import free_ports
 from engines.demo import DEMO_BUNDLE_DIR
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

@@ -19,7 +19,7 @@ from agent.commands.testbed import with_mdi_mode
 from agent.policies.mdi_exit import rules as mx
 from agent.policies.mdi_exit.agent import queue_room, queue_room_problem
 from agent.testbed.local import node_configs
-from agent.testbed.procs import free_ports
+from agent.testbed.ports import free_ports
 from agent.testbed.runtopo import topology_copy
 from agent.testbed.topology import load_topology, parse_topology
 from engines.demo import DEMO_BUNDLE_DIR

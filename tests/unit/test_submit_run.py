@@ -21,7 +21,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 
 
 def _endpoint():
-    from agent.testbed.procs import free_ports
+    from agent.testbed.ports import free_ports
 
     return "tcp://127.0.0.1:%d" % free_ports(1)[0]
 

@@ -2,6 +2,7 @@
 
 import json
 import re
+import socket
 
 import pytest
 
@@ -272,11 +273,11 @@ def test_free_ports_are_distinct_below_the_ephemeral_range_and_never_shared_betw
     import subprocess
     import sys
 
-    from agent.testbed.procs import free_ports
+    from agent.testbed.ports import free_ports
 
     mine = free_ports(30)
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    out = subprocess.run([sys.executable, "-c", "from agent.testbed.procs import free_ports; "
+    out = subprocess.run([sys.executable, "-c", "from agent.testbed.ports import free_ports; "
                           "print(free_ports(30))"], capture_output=True, text=True, check=True,
                          env=dict(os.environ, PYTHONPATH=root))
     other = json.loads(out.stdout)
@@ -285,3 +286,46 @@ def test_free_ports_are_distinct_below_the_ephemeral_range_and_never_shared_betw
     with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
         ephemeral_start = int(f.read().split()[0])
     assert max(mine + other) < ephemeral_start
+
+
+def _time_wait_on(port: int) -> None:
+    """Leave a connection in TIME_WAIT on ``port``: the listening side closes it first."""
+    with socket.socket() as listener:
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", port))
+        listener.listen(1)
+        with socket.create_connection(("127.0.0.1", port)) as client:
+            conn, _ = listener.accept()
+            conn.close()
+            client.recv(1)  # the FIN has come: the listening side's close was first
+
+
+def test_free_ports_skip_a_port_a_connection_left_in_time_wait():
+    """A port with a connection in TIME_WAIT on it (a plain listener cannot bind over it, as
+    a process that held this block before may leave one for a minute) is skipped: the next
+    port of the block is handed out instead."""
+    from agent.testbed import ports
+
+    ports.free_ports(1)  # this process holds a block now
+    waiting = ports._next[0]
+    _time_wait_on(waiting)
+    with socket.socket() as plain, pytest.raises(OSError):
+        plain.bind(("127.0.0.1", waiting))  # what a plain listener meets on that port
+    assert waiting not in ports.free_ports(3)
+
+
+def test_free_ports_skip_a_port_held_on_ipv6_loopback_only():
+    """A port something listens on at ``[::1]`` alone (free on 127.0.0.1) is skipped: a
+    dual-stack or IPv6 bind of it would fail."""
+    from agent.testbed import ports
+
+    ports.free_ports(1)
+    held = ports._next[0]
+    try:
+        v6 = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+        v6.bind(("::1", held))
+    except OSError:
+        pytest.skip("this machine has no IPv6 loopback")
+    with v6:
+        v6.listen(1)
+        assert held not in ports.free_ports(3)
