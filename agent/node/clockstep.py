@@ -6,7 +6,7 @@ may ``date -s``. Delays, deadlines and timers use the monotonic clock and do not
 wall times in records (``created_wall``, ``finished_wall``), ``stats.json`` and the log's own
 stamps jump: a task in flight across the step has ``finished_wall - created_wall`` off its
 ``delay_s`` by the step. The node checks at each status line whether wall minus monotonic
-time changed (``SlotClock.step_s``, the one measure of a step; a stalled loop moves both
+time changed (``agent.policies.wallstep``, the one measure of a step; a stalled loop moves both
 clocks alike and is no step) and says so in one WARNING per step, so a reader of the records
 or the log knows where their wall times jump. DTO-EE's own line on its slots
 (``agent.policies.dtoee.slotclock``) comes from its tick, at most a second after the step.
@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 
-from agent.policies.dtoee.slotclock import STEP_MIN_S, SlotClock
+from agent.policies.wallstep import STEP_MIN_S, WallOffset
 
 log = logging.getLogger("agent.node.loop")  # a step is seen by the loop's status pass
 
@@ -26,7 +26,7 @@ class ClockStepWatch:
 
     def __init__(self, min_step_s: float = STEP_MIN_S) -> None:
         self.min_step_s = min_step_s
-        self._offset = SlotClock()  # wall minus monotonic time at the last check
+        self._offset = WallOffset()  # wall minus monotonic time at the last check
         self.steps = 0  # steps seen since the start
 
     def check(self, mono_s: float, wall_s: float) -> float:

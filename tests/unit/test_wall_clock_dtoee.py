@@ -7,7 +7,8 @@ from __future__ import annotations
 
 from collections import deque
 
-from agent.policies.dtoee.slotclock import STEP_MIN_S, SlotClock
+from agent.policies.dtoee.slotclock import SlotClock
+from agent.policies.wallstep import STEP_MIN_S
 from agent.protocol.wire import decode
 from tests.unit.test_dtoee_agent_rounds import _deliver, _fleet, _scenario
 
@@ -88,8 +89,8 @@ def test_a_step_back_is_warned_with_its_measured_size(caplog):
     ticks (an hour back reads 3600 s, not the slots' width), 0 at the first tick; a change
     under STEP_MIN_S is no step."""
     clock = SlotClock()
-    assert clock.step_s(10.0, SYNCED_S) == 0.0
-    assert clock.step_s(11.0, SYNCED_S + 1.0 + STEP_MIN_S / 2) == STEP_MIN_S / 2
+    assert clock.wall.step_s(10.0, SYNCED_S) == 0.0
+    assert clock.wall.step_s(11.0, SYNCED_S + 1.0 + STEP_MIN_S / 2) == STEP_MIN_S / 2
     with caplog.at_level("INFO", logger=LOGGER):
         slot = clock.tick(-1, 12.0, SYNCED_S + 2.0, 5.0)
         assert slot == int((SYNCED_S + 2.0) // 5.0)

@@ -21,34 +21,23 @@ from a loop that stalled (both move alike then). What a tick does:
 from __future__ import annotations
 
 import logging
-from typing import Optional
+
+from agent.policies.wallstep import STEP_MIN_S, WallOffset
 
 log = logging.getLogger("agent.policies.dtoee.agent")  # the policy's lines: one logger name
-
-# A smaller change of wall minus monotonic time between two ticks is no step: the loop reads
-# the monotonic clock before a pass and the policy reads the wall clock later in it, and NTP's
-# slewing moves the wall clock by at most 0.5 ms a second.
-STEP_MIN_S = 2.0
 
 
 class SlotClock:
     """The slot each tick runs in, following the wall clock through its steps (module doc)."""
 
     def __init__(self) -> None:
-        self.offset: Optional[float] = None  # wall minus monotonic time (s) at the last tick
-
-    def step_s(self, now: float, wall_s: float) -> float:
-        """How far the wall clock stepped (s, < 0: back) since the last call, beyond what the
-        monotonic clock ``now`` moved; 0 at the first call."""
-        offset, before = wall_s - now, self.offset
-        self.offset = offset
-        return 0.0 if before is None else offset - before
+        self.wall = WallOffset()  # how far the wall clock moved between ticks
 
     def tick(self, current: int, now: float, wall_s: float, slot_length_s: float) -> int:
         """The slot a tick at monotonic ``now`` and wall time ``wall_s`` runs in, for a node in
         slot ``current`` (-1: none yet): the wall clock's when it is ahead or more than one slot
         behind, else ``current``. A step is logged once, at the tick that sees it."""
-        step = self.step_s(now, wall_s)
+        step = self.wall.step_s(now, wall_s)
         slot = int(wall_s // slot_length_s)
         if slot < current - 1:  # stepped back: follow it, or idle till the clock is back
             log.info("the wall clock stepped back about %.0f s: DTO-EE slots go on from slot "
