@@ -3,164 +3,31 @@
 Stage h takes cut tensor h-1 (the graph input at stage 1) and produces cut tensor h (nothing at
 the final stage) plus its exit logits where it has a head; the final stage produces the final
 head's logits. Every stage is cut out with ``onnx.utils.extract_model``. Before anything is
-written, the cut points are checked: every name must exist, and each stage's outputs must be
-computable from its input alone (a cut that a skip connection jumps over does not separate the
-graph and is refused).
+written, the cut points are checked (``engines.build_cuts``), then every stage's tensors.
 """
 
 from __future__ import annotations
 
-import difflib
 import json
 import logging
 import os
 import shutil
-from typing import Dict, List, Optional, Sequence, Set
+from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 import onnx
 
-from agent.ops.atomic import replace_dir
+from agent.ops.atomic import is_mount_point, replace_dir
 from engines import bundle as bfmt
-from engines.bundle import BundleError
-from engines.flops import count_macs, fix_batch, macs_by_node, numpy_dtype, tensor_types
+from engines.build_cuts import BuildError, plan_stages, upstream
+from engines.flops import (batch_is_dynamic, count_macs, fix_batch, macs_by_node, numpy_dtype,
+                           tensor_types)
 
 log = logging.getLogger("engines.build")
 
 # metadata key of a graph `heads` wrote: "[lo, hi]", the range of its training inputs' values (as
 # the graph took them), carried into the bundle as stage 1's input.value_range
 INPUT_RANGE_KEY = "edge_agent.input_range"
-
-
-class BuildError(BundleError):
-    """The multi-exit model or the cut/exit specification is unusable."""
-
-
-def parse_cuts(text: str) -> List[str]:
-    """``"T1,T2"`` -> ``["T1", "T2"]`` (empty items refused)."""
-    names = [t.strip() for t in text.split(",")]
-    if not text.strip() or any(not n for n in names):
-        raise BuildError("--cuts: expected comma-separated tensor names, got %r" % text)
-    if len(set(names)) != len(names):
-        raise BuildError("--cuts: a tensor is named twice in %r" % text)
-    return names
-
-
-def parse_exits(text: str) -> Dict[int, str]:
-    """``"1:exit1,2:exit2"`` -> ``{1: "exit1", 2: "exit2"}``."""
-    exits: Dict[int, str] = {}
-    if not text.strip():
-        return exits
-    for item in text.split(","):
-        stage, sep, name = item.strip().partition(":")
-        if not sep or not name.strip() or not (stage.strip().isascii() and stage.strip().isdigit()):
-            raise BuildError("--exits: expected STAGE:OUTPUT items, got %r" % item.strip())
-        if int(stage) in exits:
-            raise BuildError("--exits: stage %s has two exit heads" % stage)
-        if name.strip() in exits.values():  # one head cannot end two stages
-            raise BuildError("--exits: %r is named for two stages; each stage's exit head is "
-                             "its own graph output" % name.strip())
-        exits[int(stage)] = name.strip()
-    return exits
-
-
-def _suggest(name: str, known: Set[str]) -> str:
-    close = difflib.get_close_matches(name, sorted(known), n=2)
-    return " (did you mean %s?)" % " or ".join(repr(c) for c in close) if close else ""
-
-
-def _upstream(graph: onnx.GraphProto, outputs: Sequence[str], stop: str) -> Set[str]:
-    """Tensors reached walking back from ``outputs`` through their producers, not past ``stop``
-    (initializers are leaves)."""
-    producer = {o: n for n in graph.node for o in n.output}
-    consts = {t.name for t in graph.initializer}
-    seen: Set[str] = set()
-    todo = list(outputs)
-    while todo:
-        t = todo.pop()
-        if t in seen or t == "":
-            continue
-        seen.add(t)
-        if t == stop or t in consts:
-            continue
-        node = producer.get(t)
-        if node is not None:
-            todo.extend(node.input)
-    return seen
-
-
-def _check_separates(graph: onnx.GraphProto, stage: int, start: str, outputs: Sequence[str],
-                     graph_input: str) -> None:
-    """Refuse a stage whose outputs need anything upstream of ``start`` other than ``start``."""
-    seen = _upstream(graph, outputs, start)
-    if start != graph_input and graph_input in seen:
-        raise BuildError("stage %d (input %r, outputs %s) also depends on %r by a path that "
-                         "bypasses %r: the cut does not separate the graph (a skip connection "
-                         "crosses it, or the cuts are not in graph order)"
-                         % (stage, start, ", ".join(repr(o) for o in outputs), graph_input, start))
-    if start not in seen:
-        raise BuildError("stage %d outputs %s do not depend on its input %r: check the cut order"
-                         % (stage, ", ".join(repr(o) for o in outputs), start))
-
-
-def plan_stages(model: onnx.ModelProto, cuts: Sequence[str], exits: Dict[int, str],
-                final_output: Optional[str] = None):
-    """Check the specification against ``model``; returns (graph input, [(input, outputs)] per stage,
-    final output name)."""
-    g = model.graph
-    consts = {t.name for t in g.initializer}
-    inputs = [i.name for i in g.input if i.name not in consts]
-    if len(inputs) != 1:
-        raise BuildError("the model must have exactly one data input, it has %d: %s"
-                         % (len(inputs), inputs))
-    graph_input = inputs[0]
-    produced = {o for n in g.node for o in n.output if o}
-    for c in cuts:
-        if c not in produced:
-            raise BuildError("--cuts: unknown tensor name %r (no node produces it)%s"
-                             % (c, _suggest(c, produced)))
-    num_stages = len(cuts) + 1
-    for stage, name in sorted(exits.items()):
-        if not 1 <= stage < num_stages:
-            raise BuildError("--exits: stage %d is out of range: %d cuts make stages 1..%d and "
-                             "early exits go on stages 1..%d" % (stage, len(cuts), num_stages, num_stages - 1))
-        if name not in produced:
-            raise BuildError("--exits: unknown tensor name %r for stage %d%s"
-                             % (name, stage, _suggest(name, produced)))
-        if name in cuts:
-            raise BuildError("--exits: %r is also a cut tensor" % name)
-    outputs = [o.name for o in g.output]
-    if final_output is None:
-        rest = [o for o in outputs if o not in exits.values() and o not in cuts]
-        if len(rest) != 1:
-            raise BuildError("cannot tell the final head: graph outputs other than the exits are %s; "
-                             "name it with --final" % (rest,))
-        final_output = rest[0]
-    elif final_output not in produced:
-        raise BuildError("--final: unknown tensor name %r%s" % (final_output, _suggest(final_output, produced)))
-    elif final_output in exits.values() or final_output in cuts:  # else a cut is blamed below
-        raise BuildError("--final: %r is also %s: name the final head's logits, the last stage's "
-                         "own output" % (final_output, "a cut (--cuts)" if final_output in cuts
-                                         else "an exit head (--exits)"))
-    plan = []
-    for h in range(1, num_stages + 1):
-        start = graph_input if h == 1 else cuts[h - 2]
-        outs = [cuts[h - 1]] if h < num_stages else []
-        if h in exits:
-            outs.append(exits[h])
-        elif h == num_stages:
-            outs.append(final_output)
-        _check_separates(g, h, start, outs, graph_input)
-        plan.append((start, outs))
-    for h in range(1, num_stages):
-        (start, outs), (cut, nxt) = plan[h - 1], plan[h]
-        shared = (_upstream(g, outs, start) & _upstream(g, nxt, cut)) - {cut} - consts
-        if shared:
-            # a head placed after its stage's cut would make two stages compute the same nodes
-            raise BuildError("stages %d and %d would both compute %r: exit head %r of stage %d is "
-                             "computed after the cut %r; give it to a later stage or move the cut"
-                             % (h, h + 1, sorted(shared)[0], outs[-1], h, cut))
-    return graph_input, plan, final_output
 
 
 def _tensor(types, name: str, what: str):
@@ -247,7 +114,7 @@ def check_batch_one(model: onnx.ModelProto, error: Optional[type] = None) -> Non
         if inp.name in consts or not inp.type.HasField("tensor_type"):
             continue
         dims = inp.type.tensor_type.shape.dim
-        if len(dims) and dims[0].HasField("dim_value") and dims[0].dim_value != 1:
+        if len(dims) and not batch_is_dynamic(dims[0]) and dims[0].dim_value != 1:
             shape = [d.dim_value if d.HasField("dim_value") else (d.dim_param or "?") for d in dims]
             raise error("the ONNX input %r has a fixed batch dimension of %d (shape %s); a "
                         "bundle's stages run one sample at a time: export the model with batch 1 "
@@ -263,7 +130,7 @@ def _stage_macs(model: onnx.ModelProto, plan, cuts: Sequence[str]) -> List[int]:
     per_node = [m for _, _, m in macs_by_node(model)]
     macs = []
     for h, (start, outs) in enumerate(plan, start=1):
-        nodes = {producer[t] for t in _upstream(g, outs, start) if t != start and t in producer}
+        nodes = {producer[t] for t in upstream(g, outs, start) if t != start and t in producer}
         macs.append(sum(per_node[i] for i in nodes))
         if macs[-1] == 0:
             near = [c for c in (cuts[h - 2] if h > 1 else None, cuts[h - 1] if h <= len(cuts)
@@ -368,7 +235,7 @@ def _movable(out_dir: str) -> bool:
     place: not a mount point, not the working folder (or above it), in a folder that takes new
     entries."""
     cwd = os.getcwd()
-    return not (cwd == out_dir or cwd.startswith(out_dir + os.sep) or os.path.ismount(out_dir)
+    return not (cwd == out_dir or cwd.startswith(out_dir + os.sep) or is_mount_point(out_dir)
                 or not os.access(os.path.dirname(out_dir), os.W_OK | os.X_OK))
 
 
@@ -393,6 +260,6 @@ def _write_stages(onnx_path: str, plan, exits: Dict[int, str], tensors, out_dir:
             index=h, file=file, sha256=bfmt.sha256_file(path),
             input_tensor=input_tensor, feature=feature, logits=logits,
             has_exit=h in exits, flops=count_macs(stage_model),
-            dynamic_batch=bool(len(dims)) and not dims[0].HasField("dim_value")))
+            dynamic_batch=bool(len(dims)) and batch_is_dynamic(dims[0])))
         log.info("stage %d: %s -> %s, %d MACs", h, start, ", ".join(outs), stages[-1]["flops"])
     bfmt.write_manifest(out_dir, dict(manifest, stages=stages))

@@ -28,8 +28,8 @@ Shape = Tuple[int, ...]
 def fix_batch(model: onnx.ModelProto, batch: int = 1) -> onnx.ModelProto:
     """Copy of ``model`` whose graph inputs have a fixed first (batch) dimension.
 
-    Only dimensions that are symbolic or unknown are fixed; shape inference then gives concrete
-    shapes for every tensor whose size depends only on the batch.
+    Only dimensions that are dynamic (``batch_is_dynamic``) are fixed; shape inference then gives
+    concrete shapes for every tensor whose size depends only on the batch.
     """
     fixed = onnx.ModelProto()
     fixed.CopyFrom(model)
@@ -38,10 +38,21 @@ def fix_batch(model: onnx.ModelProto, batch: int = 1) -> onnx.ModelProto:
         if inp.name in init_names or not inp.type.HasField("tensor_type"):
             continue
         dims = inp.type.tensor_type.shape.dim
-        if len(dims) and not dims[0].HasField("dim_value"):
+        if len(dims) and batch_is_dynamic(dims[0]):
             dims[0].Clear()
             dims[0].dim_value = batch
+    for vi in list(fixed.graph.output) + list(fixed.graph.value_info):
+        # a declared -1 is an unknown size: left to shape inference, as 'N' would be
+        for d in vi.type.tensor_type.shape.dim if vi.type.HasField("tensor_type") else ():
+            if d.HasField("dim_value") and d.dim_value < 0:
+                d.Clear()
     return fixed
+
+
+def batch_is_dynamic(dim) -> bool:
+    """Whether an ONNX input's first dimension takes any batch size: symbolic ('N'), unknown,
+    or -1 (some exporters write that; onnxruntime and TensorRT read it as dynamic)."""
+    return not dim.HasField("dim_value") or dim.dim_value < 0
 
 
 def tensor_types(model: onnx.ModelProto) -> Dict[str, Tuple[Optional[Shape], int]]:

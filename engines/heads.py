@@ -6,7 +6,7 @@ multi-exit graph that ``edge-agent build`` cuts as it is (cuts = the tensors, ex
 head, the backbone's output = the final head):
 
 1. everything is checked before the backbone runs on the whole set: the tensor names, that no
-   skip connection crosses a cut (``engines.build.plan_stages``, the check ``build`` applies),
+   skip connection crosses a cut (``engines.build_cuts.plan_stages``, the check ``build`` applies),
    that onnxruntime runs the graph on one sample, that each tensor can be pooled, the labels;
 2. the backbone runs once (onnxruntime, CPU, batches) with the tensors exposed as extra graph
    outputs; each batch is pooled at once (``engines.heads_graph.pool``), so only the small pooled
@@ -34,8 +34,8 @@ import onnx
 from agent.errors import UsageError
 from agent.ops.atomic import atomic_open
 from engines.npzfile import load_npz
-from engines.build import (INPUT_RANGE_KEY, BuildError, check_batch_one, load_checked_onnx,
-                           parse_cuts, plan_stages)
+from engines.build import INPUT_RANGE_KEY, BuildError, check_batch_one, load_checked_onnx
+from engines.build_cuts import parse_cuts, plan_stages
 from engines.bundle import sha256_file
 from engines.flops import count_macs, numpy_dtype
 from engines.exit_profile import probabilities_problem

@@ -19,7 +19,8 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    from engines.build import build_bundle, parse_cuts, parse_exits
+    from engines.build import build_bundle
+    from engines.build_cuts import parse_cuts, parse_exits
 
     from agent.ops.files import check_output_dir, output_errors
 
