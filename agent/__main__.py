@@ -1,15 +1,53 @@
-"""Allows ``python -m agent`` as an alias of the ``edge-agent`` console script."""
+"""The ``edge-agent`` console script's entry point (``console``), and ``python -m agent``.
+
+The command line's modules take a few tenths of a second to import before a command sets its
+own signal handlers. ``console`` turns SIGTERM and SIGHUP into the interrupts SIGINT already
+is (``agent.commands.interrupts``) before it imports them, so a signal in that window ends the
+command as one later does: one line naming it, exit 143 or 129, no traceback. Only this entry
+point sets them, and only while it runs: importing ``agent`` or ``agent.cli`` from other code
+leaves that program's handlers as they are.
+"""
 
 import sys
 
-try:
-    from agent.cli import main
-except KeyboardInterrupt:  # Ctrl-C while the command line's modules load: as any interrupt
-    try:
-        sys.stderr.write("\nedge-agent: interrupted (SIGINT)\n")
-    except OSError:  # a closed terminal
-        pass
-    exec("")  # as agent.commands.interrupts.forget_caught_interrupt: exit 130, not by SIGINT
-    sys.exit(130)
 
-sys.exit(main())
+def console() -> int:
+    """Run the command line of ``sys.argv``; returns the process exit status."""
+    noted = []  # SIGTERM or SIGHUP before agent.commands.interrupts is imported
+
+    def note(signum, _frame):
+        noted.append(signum)
+
+    previous = {}
+    status = None
+    try:
+        import signal  # here: a Ctrl-C while even this loads ends as any other
+
+        # first: importing the handlers' package takes milliseconds (argparse, typing) that
+        # SIGTERM's default action would end silently; until then a signal is noted
+        for s in (signal.SIGTERM, signal.SIGHUP):
+            if signal.getsignal(s) is not signal.SIG_IGN:  # nohup's SIGHUP stays ignored
+                previous[s] = signal.signal(s, note)
+        from agent.commands.interrupts import as_interrupts, raised_for
+
+        with as_interrupts():  # a command's own handlers replace these and put them back
+            if noted:
+                raise raised_for(noted[0])
+            from agent.cli import main
+
+            status = main()
+    except KeyboardInterrupt as exc:  # before main took over (Ctrl-C: from the first moment)
+        # again where the interrupt cut this import short (a module that failed is not kept)
+        from agent.commands.interrupts import forget_caught_interrupt, report_interrupt
+
+        if status is None:  # else a signal after the command had ended and said how
+            status = report_interrupt(exc)
+        forget_caught_interrupt()  # exit with the status, not by SIGINT (see there)
+    finally:  # the command has ended: a signal from now on acts as it did before (a hung exit)
+        for s, old in previous.items():
+            signal.signal(s, signal.SIG_DFL if old is None else old)
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(console())

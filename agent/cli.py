@@ -18,7 +18,7 @@ import textwrap
 from typing import List, Mapping, Optional
 
 from agent import __version__
-from agent.commands.interrupts import forget_caught_interrupt, signal_name
+from agent.commands.interrupts import forget_caught_interrupt, report_interrupt
 from agent.errors import EXIT_USAGE, UsageError, missing_module_hint
 
 # Order shown in --help; a name whose module is absent is simply not offered.
@@ -178,8 +178,9 @@ def main(argv: Optional[List[str]] = None) -> int:
             sys.stdout.flush()
         return status
     except KeyboardInterrupt as exc:
-        # Ctrl-C before a command took over its signals (importing the commands, parsing, a
-        # command's own start-up): one line and the signal's status, as every interrupt ends
+        # Ctrl-C (SIGTERM, SIGHUP: agent.__main__.console) before a command took over its
+        # signals (importing the commands, parsing, a command's own start-up): one line and
+        # the signal's status, as every interrupt ends
         return interrupted(argv, exc)
     except BrokenPipeError:
         if not stdout_gone():  # a pipe of the command's own (a child process): a real error
@@ -221,10 +222,4 @@ def interrupted(argv: Optional[List[str]], exc: BaseException) -> int:
     """An interrupt no command reported: ``edge-agent COMMAND: interrupted (SIGINT)`` on
     stderr; the signal's exit status (130 for Ctrl-C)."""
     args = sys.argv[1:] if argv is None else argv
-    command = next((a for a in args if a in COMMANDS), "")
-    try:  # a closed terminal (SIGHUP) fails the print (EIO)
-        print("\nedge-agent%s: interrupted (%s)" % (" " + command if command else "",
-                                                   signal_name(exc)), file=sys.stderr)
-    except OSError:
-        pass
-    return int(getattr(exc, "exit_status", 130))
+    return report_interrupt(exc, next((a for a in args if a in COMMANDS), ""))

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import signal
+import sys
 import threading
 from typing import Callable, Iterator, Optional
 
@@ -32,6 +33,17 @@ def signal_name(exc: BaseException) -> str:
     """"SIGHUP", "SIGTERM" or "SIGINT": the signal an interrupt came from."""
     return "SIGHUP" if isinstance(exc, HungUp) else "SIGTERM" if isinstance(
         exc, Terminated) else "SIGINT"
+
+
+def report_interrupt(exc: BaseException, command: str = "") -> int:
+    """An interrupt no command reported: ``edge-agent COMMAND: interrupted (SIGTERM)`` on
+    stderr (without a command name where none is known yet); the signal's exit status."""
+    try:  # a closed terminal (SIGHUP) fails the print (EIO)
+        print("\nedge-agent%s: interrupted (%s)" % (" " + command if command else "",
+                                                   signal_name(exc)), file=sys.stderr)
+    except OSError:
+        pass
+    return int(getattr(exc, "exit_status", 130))
 
 
 @contextlib.contextmanager

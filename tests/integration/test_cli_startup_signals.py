@@ -1,0 +1,109 @@
+"""SIGTERM and SIGHUP while a command's modules still load, before the command sets its own
+handlers: the command ends as it does later in its run, with one line naming the signal and
+exit 143 (SIGHUP: 129), never silently by the signal and never with a traceback, whether it was
+started as `python -m agent` or as the `edge-agent` console script setup.cfg declares. Only
+that entry point sets the handlers: importing the package leaves a program's own alone.
+Real processes, real signals."""
+
+from __future__ import annotations
+
+import configparser
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+# the first project module imported once the entry point's handlers are set (agent.cli's), and
+# the last command module the parser imports (agent.cli.COMMANDS): in the import-time lines
+# Python writes, the first shows the signal came after the handlers were set, and the second
+# missing shows it came before the command's own handlers
+AFTER_HANDLERS = " agent.errors\n"
+LAST_COMMAND = " agent.commands.doctor\n"
+WINDOW_HITS = 3  # runs whose signal landed in the window, per case
+
+
+def _console_script(tmp_path) -> str:
+    """What pip writes for setup.cfg's `edge-agent` console script entry point."""
+    cfg = configparser.ConfigParser()
+    cfg.read(os.path.join(REPO, "setup.cfg"))
+    entries = dict(line.split("=", 1) for line in
+                   cfg["options.entry_points"]["console_scripts"].strip().splitlines())
+    module, func = (s.strip() for s in entries["edge-agent "].split(":"))
+    path = tmp_path / "edge-agent"
+    path.write_text("#!%s\nimport sys\nfrom %s import %s\nif __name__ == '__main__':\n"
+                    "    sys.exit(%s())\n" % (sys.executable, module, func, func))
+    path.chmod(0o755)
+    return str(path)
+
+
+def _signal_at(launcher, signum: int, delay_s: float, tmp_path):
+    """Start `testbed` (its topology missing: once started it ends at once), send ``signum``
+    ``delay_s`` seconds later; (status, stderr with Python's import-time lines)."""
+    env = dict(os.environ, PYTHONPATH=REPO, PYTHONPROFILEIMPORTTIME="1")
+    p = subprocess.Popen(launcher + ["testbed", "--topology", str(tmp_path / "none.json"),
+                                     "--out", str(tmp_path / "out")],
+                         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                         universal_newlines=True)
+    try:
+        time.sleep(delay_s)
+        p.send_signal(signum)
+        _, stderr = p.communicate(timeout=120)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    return p.returncode, stderr
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP], ids=["SIGTERM", "SIGHUP"])
+@pytest.mark.parametrize("how", ["python -m agent", "console script"])
+def test_sigterm_or_sighup_while_the_modules_load_ends_with_one_line_and_its_status(
+        tmp_path, how, signum):
+    """Rule: SIGTERM (SIGHUP) while the command line's modules import, before the command's
+    own handlers, exits 143 (129) with exactly one line `interrupted (SIGTERM)`, no traceback,
+    as `python -m agent` and as the console script; a signal before the entry point ran (the
+    interpreter starting) is no part of the rule, and its run is tried later."""
+    if signal.getsignal(signum) is signal.SIG_IGN:  # nohup: the command keeps it ignored
+        pytest.skip("%s is ignored here, and so in the command" % signal.Signals(signum).name)
+    launcher = ([sys.executable, "-m", "agent"] if how == "python -m agent"
+                else [_console_script(tmp_path)])
+    name = signal.Signals(signum).name
+    hits, retries, delays = 0, 0, [0.05, 0.08, 0.1, 0.12, 0.15, 0.2, 0.1, 0.15]
+    while delays and hits < WINDOW_HITS:
+        delay_s = delays.pop(0)
+        rc, stderr = _signal_at(launcher, signum, delay_s, tmp_path)
+        if AFTER_HANDLERS not in stderr:  # the interpreter, not yet the project's code
+            if retries < 14:  # a loaded machine starts it later: try later
+                delays.append(round(delay_s + 0.05, 2))
+                retries += 1
+            continue
+        if LAST_COMMAND in stderr and retries < 14:  # a fast machine: past the window, try earlier
+            delays.append(round(max(0.01, delay_s * 0.6), 3))
+            retries += 1
+        lines = [ln for ln in stderr.splitlines()
+                 if ln.strip() and not ln.startswith(("import time:", "["))]
+        if rc == 2 and "no such topology" in stderr:
+            continue  # the command had ended before the signal came
+        assert rc == 128 + signum, (delay_s, rc, lines)
+        assert "Traceback" not in stderr, (delay_s, lines)
+        assert len(lines) == 1 and lines[0].endswith("interrupted (%s)" % name), (delay_s, lines)
+        hits += LAST_COMMAND not in stderr
+    assert hits >= WINDOW_HITS, "only %d runs signalled while the modules loaded" % hits
+
+
+def test_importing_the_package_leaves_the_programs_signal_handlers_alone():
+    """Rule: importing agent, agent.cli and agent.__main__ from other Python code sets no
+    signal handler; only the console entry point does, while it runs a command."""
+    code = ("import signal\nbefore = [signal.getsignal(s) for s in "
+            "(signal.SIGTERM, signal.SIGHUP, signal.SIGINT)]\n"
+            "import agent, agent.cli, agent.__main__, agent.commands.interrupts\n"
+            "after = [signal.getsignal(s) for s in "
+            "(signal.SIGTERM, signal.SIGHUP, signal.SIGINT)]\n"
+            "print(before == after)\n")
+    out = subprocess.run([sys.executable, "-c", code], env=dict(os.environ, PYTHONPATH=REPO),
+                         stdout=subprocess.PIPE, universal_newlines=True, timeout=120, check=True)
+    assert out.stdout.strip() == "True"
