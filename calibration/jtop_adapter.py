@@ -56,6 +56,11 @@ class JtopUnavailable(Exception):
         self.reason = reason or message
 
 
+class ConnectionLost(JtopUnavailable):
+    """An open connection to the jtop service broke: the service stopped, or restarted (an
+    upgrade of jetson-stats, systemd's Restart=on-failure); a new client may reach it again."""
+
+
 class NoPowerModes(JtopUnavailable):
     """jtop answers but the board has no nvpmodel: one mode, measured as the CPU path's."""
 
@@ -257,7 +262,7 @@ class JetsonDevice:
             # ConnectionRefusedError or EOFError as often as JtopException
             raise _lost(exc)
         if not running:
-            raise JtopUnavailable("the connection to the jtop service was lost")
+            raise ConnectionLost("the connection to the jtop service was lost")
 
     def check_connection(self) -> None:
         """JtopUnavailable once the client's reader thread has ended (the service stopped or
@@ -269,7 +274,7 @@ class JetsonDevice:
                 self._j.ok(spin=True)  # re-raises the error the reader thread stored
             except (self._error, OSError, EOFError) as exc:
                 raise _lost(exc)
-            raise JtopUnavailable("the connection to the jtop service was lost")
+            raise ConnectionLost("the connection to the jtop service was lost")
 
     def has_nvpmodel(self) -> bool:
         return self._j.nvpmodel is not None
@@ -310,8 +315,8 @@ class JetsonDevice:
         try:
             self._j.jetson_clocks = bool(on)
         except (self._error, OSError, EOFError) as exc:  # a lost service, or no control
-            raise JtopUnavailable("jtop could not set jetson_clocks %s (%s)"
-                                  % ("on" if on else "off", exc))
+            kind = JtopUnavailable if isinstance(exc, self._error) else ConnectionLost
+            raise kind("jtop could not set jetson_clocks %s (%s)" % ("on" if on else "off", exc))
 
     def read(self) -> Reading:
         """The latest update's reading; JtopUnavailable once the service is gone."""
@@ -326,10 +331,27 @@ class JetsonDevice:
             return None
 
 
-def _lost(exc: BaseException) -> JtopUnavailable:
+def _lost(exc: BaseException) -> ConnectionLost:
     """The one line of a connection to the jtop service lost with ``exc``."""
     detail = " ".join(str(exc).split()) or type(exc).__name__
-    return JtopUnavailable("the connection to the jtop service was lost (%s)" % detail)
+    return ConnectionLost("the connection to the jtop service was lost (%s)" % detail)
+
+
+def _forget_connections(j: Any) -> None:
+    """Before client ``j`` starts, drop the connections to its service that earlier clients
+    left cached: jetson-stats talks through multiprocessing proxies, which share one per thread
+    and address (an open client's proxies keep theirs), so after a restart of the service a new
+    client would reuse a broken one (BrokenPipeError). The standard library drops them so when
+    a manager shuts down (``BaseManager._finalize_manager``)."""
+    from multiprocessing.managers import BaseProxy
+
+    address = getattr(getattr(j, "_broadcaster", None), "address", None)
+    cache, mutex = (getattr(BaseProxy, "_address_to_local", None),
+                    getattr(BaseProxy, "_mutex", None))
+    if cache is None or mutex is None:  # a Python whose managers keep them otherwise
+        return
+    with mutex:
+        cache.pop(address, None)
 
 
 class ModeRequestRefused(Exception):
@@ -356,6 +378,7 @@ def open_device(jtop_module: Any = None, interval_s: float = 0.5) -> Iterator[Je
     try:
         # the client itself refuses a service of another minor version (JtopException)
         j = jtop_module.jtop(interval=interval_s)
+        _forget_connections(j)
         j.__enter__()
     except error as exc:  # its messages hold line breaks: one log line each
         reason = "jtop service not reachable (%s)" % " ".join(str(exc).split())

@@ -54,9 +54,11 @@ def switch_mode(
     expected_gpu_max_khz: Optional[float] = None,
     clock: Callable[[], float] = time.monotonic,
     check: Optional[Callable[[], None]] = None,
+    jetson_clocks: Optional[bool] = None,
 ) -> Reading:
     """Switch to ``mode`` and return the first reading taken once it is verified active.
-    ``check`` is called after every update; it may raise to give up (a pending SIGTERM)."""
+    ``check`` is called after every update; it may raise to give up (a pending SIGTERM).
+    ``jetson_clocks``: the state to leave jetson_clocks in (None: the one it has now)."""
     if not mode.settable:
         # jtop's status cannot tell these apart: a mode of another TPC mask, and one whose last
         # switch failed (kept until the service restarts)
@@ -66,7 +68,8 @@ def switch_mode(
             "requested. After a failed switch: sudo systemctl restart jtop, then run calibrate "
             "again; a reboot-only mode: calibrate it with --modes current after selecting it at "
             "boot" % (mode.name, mode.id))
-    jetson_clocks = device.jetson_clocks()
+    if jetson_clocks is None:
+        jetson_clocks = device.jetson_clocks()
     try:
         device.request_mode(mode.id)
     except ModeRequestRefused as exc:
@@ -142,6 +145,9 @@ class ModeKeeper:
         self.clock = clock
         self._saved = False
         self.original_id: Optional[int] = None  # the mode saved before the first switch
+        # jetson_clocks before the first switch: every mode is measured with it (a restarted
+        # jtop service may have changed it)
+        self._jetson_clocks: Optional[bool] = None
         # after a restore by nvpmodel of a board whose jetson_clocks was on: turned on again,
         # or why not (None: nothing to do)
         self.clocks_restored = False
@@ -204,7 +210,8 @@ class ModeKeeper:
         expected_gpu_max_khz: Optional[float] = None,
         check: Optional[Callable[[], None]] = None,
     ) -> Reading:
-        """Save the original mode (first time only), then ``switch_mode`` to ``mode``."""
+        """Save the original mode (first time only), then ``switch_mode`` to ``mode``, with
+        jetson_clocks as it was before the first switch."""
         if not self._saved:
             now = self.device.current_mode()
             # durable: after a power cut mid-calibration, the next run must restore this mode
@@ -212,6 +219,7 @@ class ModeKeeper:
                       "jetson_clocks": self.device.jetson_clocks()}
             write_atomic(self.path, json.dumps(record), perms=0o600)
             self._saved, self.original_id = True, now.id
+            self._jetson_clocks = record["jetson_clocks"]
         return switch_mode(
             self.device,
             mode,
@@ -219,6 +227,7 @@ class ModeKeeper:
             expected_gpu_max_khz=expected_gpu_max_khz,
             clock=self.clock,
             check=check,
+            jetson_clocks=self._jetson_clocks,
         )
 
     def restore(self) -> None:

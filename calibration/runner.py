@@ -7,13 +7,14 @@ mode is saved to the state directory before the first switch and restored on eve
 ``CalibrationInterrupted`` while a run is in progress), and by the next run if this one died. Without jtop (CI, a
 workstation) there is one mode, named after the CPU governor and frequency, measured the same
 way; a Jetson whose jtop service cannot be reached is refused (``refuse_cpu_path_on_jetson``).
-Results are written after each stage, so an interrupted run keeps every stage it finished.
+Results are written after each stage, so an interrupted run keeps every stage it finished. A
+mode during which the jtop service restarted is done again from its switch once the service
+answers (``jtop_restart``).
 """
 
 from __future__ import annotations
 
 import contextlib
-import datetime
 import logging
 import os
 import signal
@@ -24,9 +25,11 @@ from typing import Any, Callable, Iterator, List, Optional, TextIO, Tuple
 from agent.errors import UsageError
 from agent.ops.lockfile import give_path_to_folder_owner
 from calibration import device_lock, host, jtop_adapter, profile
-from calibration.measure import CpuSampler, ProgressBar, StageMeasurement, measure_engine
+from calibration.jtop_restart import JtopSession, through_restarts
+from calibration.measure import CpuSampler, ProgressBar, measure_engine
 from calibration.modes import (ORIGINAL_MODE_FILE, ModeKeeper, ModeSwitchFailed, ModeUnavailable,
                               recover_saved_mode)
+from calibration.run_entries import known_gpu_caps, make_entry, utc_now
 
 logger = logging.getLogger(__name__)
 
@@ -138,49 +141,6 @@ def parse_modes(text: str) -> Optional[Tuple[int, ...]]:
     return tuple(sorted(set(ids), key=ids.index))  # a mode named twice is switched to once
 
 
-def _utc_now() -> str:
-    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _entry(
-    ident: host.HostIdentity,
-    mode_name: str,
-    mode_id: Optional[int],
-    bundle: Any,
-    stage: Any,
-    engine: Any,
-    cfg: CalibrationConfig,
-    m: StageMeasurement,
-    jetson_clocks: Optional[bool],
-) -> profile.ProfileEntry:
-    info = dict(getattr(engine, "info", {}) or {})
-    return profile.ProfileEntry(
-        board=ident.board,
-        l4t=ident.l4t,
-        jetpack=ident.jetpack,
-        power_mode=mode_name,
-        power_mode_id=mode_id,
-        bundle=bundle.name,
-        stage=stage.index,
-        stage_sha256=stage.sha256,
-        backend=str(info.get("backend", cfg.backend)),
-        precision=str(info.get("precision", cfg.precision)),
-        flops=float(stage.flops),
-        samples=m.samples,
-        service_time_median_s=m.service_time_median_s,
-        service_time_p90_s=m.service_time_p90_s,
-        capacity_flops=m.capacity_flops,
-        measured_at=_utc_now(),
-        measured_seconds=m.measured_seconds,
-        power_avg_w=m.power_avg_w,
-        clocks=dict(m.clocks),
-        temperature_peak_c=dict(m.temperature_peak_c),
-        throttled=m.throttled,
-        jetson_clocks=jetson_clocks,
-        engine={k: v for k, v in info.items() if isinstance(v, (str, int, float, bool, list))},
-    )
-
-
 def _measure_mode(
     ctx: dict, mode_name: str, mode_id: Optional[int], sampler: Any, jc: Optional[bool]
 ) -> List[profile.ProfileEntry]:
@@ -208,31 +168,21 @@ def _measure_mode(
                 ", THROTTLED" if m.throttled else "",
             )
         )
-        entry = _entry(ctx["ident"], mode_name, mode_id, ctx["bundle"], stage, engine, cfg, m, jc)
+        entry = make_entry(ctx["ident"], mode_name, mode_id, ctx["bundle"], stage, engine, cfg, m, jc)
         # written per stage: SIGINT/SIGTERM during the next stage keeps this one
         profile.update_profile(cfg.profile_path, [entry])
         entries.append(entry)
     return entries
 
 
-def _known_gpu_caps(cfg: CalibrationConfig, ident: host.HostIdentity) -> dict:
-    """GPU clock cap per mode from earlier unthrottled measurements on this board and release."""
-    if not os.path.exists(cfg.profile_path):
-        return {}
-    caps = {}
-    for e in profile.load_profile(cfg.profile_path).entries:
-        if (e.board, e.l4t) == (ident.board, ident.l4t) and not e.throttled and "gpu_max_khz" in e.clocks:
-            caps[e.power_mode] = e.clocks["gpu_max_khz"]
-    return caps
-
-
-def _jetson_path(ctx: dict, device: jtop_adapter.JetsonDevice, result: CalibrationResult) -> None:
+def _jetson_path(ctx: dict, session: JtopSession, result: CalibrationResult) -> None:
     cfg: CalibrationConfig = ctx["cfg"]
     ident: host.HostIdentity = ctx["ident"]
+    device = session.device
     keeper = ModeKeeper(device, cfg.state_dir, cfg.switch_timeout_s)
     modes = device.modes()
     ids = parse_modes(cfg.modes)
-    if cfg.modes.strip() == "current":
+    if cfg.modes.strip() == "current":  # nothing switched: a restart ends the run (exit 1)
         now = device.current_mode()
         result.entries += _measure_mode(ctx, now.name, now.id, device, device.jetson_clocks())
         return
@@ -248,21 +198,34 @@ def _jetson_path(ctx: dict, device: jtop_adapter.JetsonDevice, result: Calibrati
                 )
             )
         modes = [by_id[i] for i in ids]
-    caps = _known_gpu_caps(cfg, ident)
+    caps = known_gpu_caps(cfg, ident)
+
+    def switch_and_measure(mode: Any) -> List[profile.ProfileEntry]:
+        keeper.switch(mode, expected_gpu_max_khz=caps.get(mode.name), check=ctx["stop"].check)
+        d = session.device  # a new one after a restart of the jtop service
+        return _measure_mode(ctx, mode.name, mode.id, d, d.jetson_clocks())
+
+    def reconnected(new: jtop_adapter.JetsonDevice) -> None:
+        keeper.device = new  # switches and the final restore go through the new connection
+
     try:
         for mode in modes:
             result.switched = True  # before: the keeper saves the original, then switches
             try:
-                keeper.switch(mode, expected_gpu_max_khz=caps.get(mode.name), check=ctx["stop"].check)
+                # done again from its switch where the jtop service restarted during it
+                entries = through_restarts(
+                    session, lambda: switch_and_measure(mode), "calibrating power mode %s (id %d)"
+                    % (mode.name, mode.id), cfg.switch_timeout_s, reconnected=reconnected,
+                    check=ctx["stop"].check)
             except ModeUnavailable as exc:
                 if isinstance(exc, ModeSwitchFailed):  # the run fails; the other modes go on
                     result.failed.append("power mode %s (id %d): %s" % (mode.name, mode.id, exc))
                 logger.warning("power mode %s (id %d) unavailable: %s", mode.name, mode.id, exc)
-                u = profile.UnavailableMode(ident.board, ident.l4t, mode.name, str(exc), _utc_now(), mode.id)
+                u = profile.UnavailableMode(ident.board, ident.l4t, mode.name, str(exc), utc_now(), mode.id)
                 result.unavailable.append(u)
                 profile.update_profile(cfg.profile_path, unavailable=[u])
                 continue
-            result.entries += _measure_mode(ctx, mode.name, mode.id, device, device.jetson_clocks())
+            result.entries += entries
     finally:
         with _signals(_defer_signal):
             try:
@@ -337,9 +300,9 @@ def calibrate(
         give_path_to_folder_owner(lock.lock_file)  # root's run: the service user's next opens it
         stop = _StopFlag()
         with _signals(stop.handler), contextlib.ExitStack() as stack:
-            device = None
+            device, session = None, JtopSession(jtop_module, cfg.jtop_interval_s)
             try:
-                device = stack.enter_context(jtop_adapter.open_device(jtop_module, cfg.jtop_interval_s))
+                device = stack.enter_context(session).device
             except jtop_adapter.JtopUnavailable as exc:
                 if os.path.exists(os.path.join(cfg.state_dir, ORIGINAL_MODE_FILE)):
                     # a crashed run's mode: put back with nvpmodel itself, under the board lock
@@ -376,7 +339,7 @@ def calibrate(
             }
             if device is not None:
                 ctx["ident"] = host.HostIdentity(ident.board, ident.l4t, device.jetpack())
-                _jetson_path(ctx, device, result)
+                _jetson_path(ctx, session, result)
             else:
                 result.entries += _measure_mode(ctx, host.read_cpu_mode_name(), None, CpuSampler(), None)
             stop.check()  # a signal during the last write still ends the run as interrupted

@@ -93,7 +93,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--switch-timeout",
         type=_positive,
         default=60.0,
-        help="seconds for a mode to become active (default 60)",
+        help="seconds for a mode to become active, and for a jtop service that went away "
+             "mid-run (restarting) to answer again (default 60)",
     )
     parser.add_argument(
         "--state-dir",

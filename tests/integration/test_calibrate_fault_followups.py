@@ -62,7 +62,10 @@ def main(out_dir: str, bundle: str) -> int:
         eo.set_jetson_clocks(True)
         result["clocks_before"] = eo.gpu_clocks(env)
         state = os.path.join(out_dir, "s2")
-        result["lost"] = eo.calibrate(env, state, bundle, ["--seconds", "20"], after_switch=stop)
+        # --switch-timeout also bounds the wait for the service to answer again
+        result["lost"] = eo.calibrate(env, state, bundle,
+                                      ["--seconds", "20", "--switch-timeout", "10"],
+                                      after_switch=stop)
         result["lost"]["saved_mode_file"] = saved(state)
         result["lost"]["clocks_after"] = eo.gpu_clocks(env)
         # 3: a run killed after its first switch, the next one with the service down
