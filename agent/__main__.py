@@ -23,14 +23,18 @@ def console() -> int:
     try:
         import signal  # here: a Ctrl-C while even this loads ends as any other
 
+        # SIGHUP never ends an agent (agent.ops.hangup): here, before it has read its config
+        # or keys, there is nothing to reload yet, so `run` ignores it until its own handler
+        command = next((a for a in sys.argv[1:] if not a.startswith("-")), "")
+        ending = (signal.SIGTERM,) if command == "run" else (signal.SIGTERM, signal.SIGHUP)
         # first: importing the handlers' package takes milliseconds (argparse, typing) that
         # SIGTERM's default action would end silently; until then a signal is noted
         for s in (signal.SIGTERM, signal.SIGHUP):
             if signal.getsignal(s) is not signal.SIG_IGN:  # nohup's SIGHUP stays ignored
-                previous[s] = signal.signal(s, note)
+                previous[s] = signal.signal(s, note if s in ending else signal.SIG_IGN)
         from agent.commands.interrupts import as_interrupts, raised_for
 
-        with as_interrupts():  # a command's own handlers replace these and put them back
+        with as_interrupts(ending):  # a command's own handlers replace these and put them back
             if noted:
                 raise raised_for(noted[0])
             from agent.cli import main
