@@ -42,7 +42,8 @@ def test_heads_at_block_boundaries_build(resnet, capsys):
 
 def test_a_cut_inside_a_residual_block_is_refused_as_build_refuses_it(resnet, capsys):
     """A head inside a block (after its first ReLU, crossed by the block's skip connection) is
-    refused by `heads` before any training, with the message `build` gives for the same cut."""
+    refused by `heads` before any training, with the message `build` gives for the same cut
+    (naming the tensor that crosses it), ``--at`` for ``--cuts``."""
     out = resnet / "inside.onnx"
     assert cli(["heads", "--onnx", str(resnet / "resnet18.onnx"), "--at", "layer2.0.relu1",
                 "--data", str(resnet / "data.npz"), "--out", str(out)]) == 2
@@ -51,6 +52,8 @@ def test_a_cut_inside_a_residual_block_is_refused_as_build_refuses_it(resnet, ca
                 "--out", str(resnet / "inside_bundle")]) == 2
     build_err = capsys.readouterr().err.strip().splitlines()
     assert len(heads_err) == len(build_err) == 1
-    assert "a skip connection crosses it" in heads_err[0]
-    assert heads_err[0].split(": error: ", 1)[1] == build_err[0].split(": error: ", 1)[1]
+    assert "crosses the cut 'layer2.0.relu1'" in heads_err[0] and "a skip connection" in heads_err[0]
+    # the same line, each naming its own option
+    assert (heads_err[0].split(": error: ", 1)[1].replace("--at:", "--cuts:")
+            == build_err[0].split(": error: ", 1)[1])
     assert not out.exists()
