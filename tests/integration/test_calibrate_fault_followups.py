@@ -31,22 +31,18 @@ def main(out_dir: str, bundle: str) -> int:
     """Inside the namespace: one board and its service, the runs of the three faults."""
     sys.path.insert(0, REPO)
     from calibration.modes import ORIGINAL_MODE_FILE
-    from tests.integration import emulated_orin as eo
-
-    work = os.path.join(out_dir, "work")
-    os.makedirs(work)
-    env = eo.build_board(work, jetson_clocks=True)
-    service = [eo.start_service(work, env)]
-    result = {}
+    from tests.integration.calibration_fixtures import Board
 
     def saved(state):
         return os.path.exists(os.path.join(state, ORIGINAL_MODE_FILE))
 
-    def stop():
-        time.sleep(STOP_AFTER_S)
-        eo.stop_service(service[0])
+    with Board(out_dir, jetson_clocks=True, log_tail=True) as board:
+        eo, env, result = board.eo, board.env, board.result
 
-    try:
+        def stop():
+            time.sleep(STOP_AFTER_S)
+            eo.stop_service(board.service)
+
         # 1: a failed switch, then the same mode with the fault cleared, then after a restart
         eo.set_faults(env, fail=[FAILED_MODE])
         result["failed"] = eo.calibrate(env, os.path.join(out_dir, "s1"), bundle)
@@ -54,8 +50,8 @@ def main(out_dir: str, bundle: str) -> int:
         result["after_failed"] = eo.calibrate(env, os.path.join(out_dir, "s1"), bundle)
         with open(os.path.join(out_dir, "s1", "calibration.json")) as f:
             result["after_failed"]["profile"] = json.load(f)
-        eo.stop_service(service[0])
-        service[0] = eo.restart_service(work, env)
+        eo.stop_service(board.service)
+        board.restart()
         result["after_restart"] = eo.calibrate(env, os.path.join(out_dir, "s1"), bundle,
                                                ["--modes", str(FAILED_MODE)])
         # 2: jetson_clocks on, the service stopped mid-measurement
@@ -69,33 +65,25 @@ def main(out_dir: str, bundle: str) -> int:
         result["lost"]["saved_mode_file"] = saved(state)
         result["lost"]["clocks_after"] = eo.gpu_clocks(env)
         # 3: a run killed after its first switch, the next one with the service down
-        service[0] = eo.restart_service(work, env)
+        board.restart()
         eo.set_jetson_clocks(True)
         state = os.path.join(out_dir, "s3")
         result["killed"] = eo.calibrate(env, state, bundle, ["--seconds", "20"],
                                         sigkill_after_switch=True)
         result["killed"]["saved_mode_file"] = saved(state)
-        eo.stop_service(service[0])
+        eo.stop_service(board.service)
         result["recovered"] = eo.calibrate(env, state, bundle)
         result["recovered"]["saved_mode_file"] = saved(state)
         result["recovered"]["clocks_after"] = eo.gpu_clocks(env)
-    finally:
-        eo.stop_service(service[0])
-        with open(os.path.join(work, "service.log")) as f:
-            result["service_log_tail"] = f.read()[-3000:]
-        with open(os.path.join(out_dir, "result.json"), "w") as f:
-            json.dump(result, f, indent=1)
     return 0
 
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     """Runs this file in a private mount namespace once; its result.json."""
-    from tests.integration.calibration_fixtures import calibration_bundle
-    from tests.integration.emulated_orin import run_board_script
+    from tests.integration.calibration_fixtures import board_run
 
-    out = tmp_path_factory.mktemp("orin-fault-followups")
-    return run_board_script(os.path.abspath(__file__), str(out), calibration_bundle(str(out)))
+    return board_run(__file__, tmp_path_factory, "orin-fault-followups")
 
 
 def test_mode_whose_last_switch_failed_is_not_called_reboot_only(runs):

@@ -33,11 +33,12 @@ def _read(path: str) -> str:
         return f.read()
 
 
-def calibrate_through_restart(eo, env: dict, work: str, service: list, state: str,
-                              bundle: str) -> dict:
+def calibrate_through_restart(board, state: str, bundle: str) -> dict:
     """One `edge-agent calibrate --modes 0,2` run whose first measurement spans a restart of
     the jtop service (see the module docstring); its exit status, output, profile, the times
-    the service was stopped and answered again (wall clock, s) and the nvpmodel calls."""
+    the service was stopped and answered again (wall clock, s) and the nvpmodel calls.
+    ``board``: ``calibration_fixtures.Board``."""
+    eo, env = board.eo, board.env
     calls_before = len(_read(env["NVPMODEL_LOG"]).splitlines())
     cmd = [sys.executable, "-m", "agent", "calibrate", "--bundle", bundle, "--modes", MODES,
            "--stages", "1", "--seconds", MEASURE_S, "--warmup", "0.05", "--switch-timeout",
@@ -58,11 +59,11 @@ def calibrate_through_restart(eo, env: dict, work: str, service: list, state: st
     if held:
         proc.send_signal(signal.SIGSTOP)
     stopped_at = time.time()
-    eo.stop_service(service[0])
+    eo.stop_service(board.service)
     # the board back in its start mode while the service is down
     subprocess.run(["nvpmodel", "-m", str(eo.START_MODE)], env=env, stdin=subprocess.DEVNULL,
                    stdout=subprocess.DEVNULL, check=True)
-    service[0] = eo.restart_service(work, env)
+    board.restart()
     back_at = time.time()
     if held:
         proc.send_signal(signal.SIGCONT)
@@ -78,34 +79,22 @@ def calibrate_through_restart(eo, env: dict, work: str, service: list, state: st
 def main(out_dir: str, bundle: str) -> int:
     """Inside the namespace: the board, its service and the run through its restart."""
     sys.path.insert(0, REPO)
-    from tests.integration import emulated_orin as eo
+    from tests.integration.calibration_fixtures import Board
 
-    work = os.path.join(out_dir, "work")
-    os.makedirs(work)
-    env = eo.build_board(work, jetson_clocks=True)
-    service = [eo.start_service(work, env)]
-    result = {}
-    try:
-        eo.set_jetson_clocks(True)
-        result["run"] = calibrate_through_restart(eo, env, work, service,
-                                                  os.path.join(out_dir, "state"), bundle)
-        result["run"]["clocks_after"] = eo.gpu_clocks(env)
-    finally:
-        eo.stop_service(service[0])
-        with open(os.path.join(out_dir, "result.json"), "w") as f:
-            json.dump(result, f, indent=1)
+    with Board(out_dir, jetson_clocks=True) as board:
+        board.eo.set_jetson_clocks(True)
+        run = calibrate_through_restart(board, os.path.join(out_dir, "state"), bundle)
+        run["clocks_after"] = board.eo.gpu_clocks(board.env)
+        board.result["run"] = run
     return 0
 
 
 @pytest.fixture(scope="module")
 def restarted(tmp_path_factory):
     """Runs this file in a private mount namespace once; the run of its result.json."""
-    from tests.integration.calibration_fixtures import calibration_bundle
-    from tests.integration.emulated_orin import run_board_script
+    from tests.integration.calibration_fixtures import board_run
 
-    out = tmp_path_factory.mktemp("orin-jtop-restart")
-    return run_board_script(os.path.abspath(__file__), str(out),
-                            calibration_bundle(str(out)))["run"]
+    return board_run(__file__, tmp_path_factory, "orin-jtop-restart")["run"]
 
 
 def _epoch(utc: str) -> float:

@@ -8,7 +8,6 @@ happened. Root only (mount namespace); this file is also the script run inside i
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import time
@@ -29,43 +28,29 @@ def main(out_dir: str, bundle: str) -> int:
     """Inside the namespace: the board, its service, and a run that loses it for good."""
     sys.path.insert(0, REPO)
     from calibration.modes import ORIGINAL_MODE_FILE
-    from tests.integration import emulated_orin as eo
+    from tests.integration.calibration_fixtures import Board
 
-    work = os.path.join(out_dir, "work")
-    os.makedirs(work)
-    env = eo.build_board(work)
-    service = [eo.start_service(work, env)]
-    result = {}
+    with Board(out_dir) as board:
+        def stop():
+            time.sleep(STOP_AFTER_S)
+            board.eo.stop_service(board.service)
 
-    def stop():
-        time.sleep(STOP_AFTER_S)
-        eo.stop_service(service[0])
-
-    try:
         state = os.path.join(out_dir, "stopped")
         # the wait for the service to answer again is bounded by --switch-timeout
-        result["stopped"] = eo.calibrate(env, state, bundle, ["--seconds", MEASURE_S,
-                                                              "--switch-timeout", WAIT_S],
-                                         after_switch=stop)
-        result["stopped"]["saved_mode_file"] = os.path.exists(
-            os.path.join(state, ORIGINAL_MODE_FILE))
-        service[0] = eo.restart_service(work, env)
-    finally:
-        eo.stop_service(service[0])
-        with open(os.path.join(out_dir, "result.json"), "w") as f:
-            json.dump(result, f, indent=1)
+        run = board.eo.calibrate(board.env, state, bundle, ["--seconds", MEASURE_S,
+                                                           "--switch-timeout", WAIT_S],
+                                 after_switch=stop)
+        run["saved_mode_file"] = os.path.exists(os.path.join(state, ORIGINAL_MODE_FILE))
+        board.result["stopped"] = run
     return 0
 
 
 @pytest.fixture(scope="module")
 def lost(tmp_path_factory):
     """Runs this file in a private mount namespace once; its result.json."""
-    from tests.integration.calibration_fixtures import calibration_bundle
-    from tests.integration.emulated_orin import run_board_script
+    from tests.integration.calibration_fixtures import board_run
 
-    out = tmp_path_factory.mktemp("orin-jtop-stop")
-    return run_board_script(os.path.abspath(__file__), str(out),
-                            calibration_bundle(str(out)))
+    return board_run(__file__, tmp_path_factory, "orin-jtop-stop")
 
 
 def test_jtop_service_lost_mid_measurement_is_one_line_exit_1(lost):

@@ -20,17 +20,13 @@ def main(out_dir: str, bundle: str, fault: str) -> int:
     """Inside the namespace: the board, its service, one calibrate run with ``fault``."""
     sys.path.insert(0, REPO)
     from calibration.modes import ORIGINAL_MODE_FILE
-    from tests.integration import emulated_orin as eo
+    from tests.integration.calibration_fixtures import Board
 
-    work = os.path.join(out_dir, "work")
-    os.makedirs(work)
-    env = eo.build_board(work)
     kind, mode_id = fault.split(":")
     # a hanging nvpmodel is killed by the service after its command timeout, 5 times over:
     # 2 s instead of jetson-stats' 4 s keeps that wait at 10 s
-    service = eo.start_service(work, env, command_timeout_s=2.0 if kind == "hang" else 0.0)
-    result = {}
-    try:
+    with Board(out_dir, command_timeout_s=2.0 if kind == "hang" else 0.0) as board:
+        eo, env, result = board.eo, board.env, board.result
         eo.set_faults(env, **{kind: [int(mode_id)]})
         state = os.path.join(out_dir, "state")
         # a switch timeout far above jtop's own (5 tries of 2 s): an answer before it comes
@@ -40,23 +36,15 @@ def main(out_dir: str, bundle: str, fault: str) -> int:
         with open(path) as f:
             result["profile"] = json.load(f)
         result["saved_mode_file"] = os.path.exists(os.path.join(state, ORIGINAL_MODE_FILE))
-    finally:
-        eo.stop_service(service)
-        with open(os.path.join(out_dir, "result.json"), "w") as f:
-            json.dump(result, f, indent=1)
     return 0
 
 
 @pytest.fixture(scope="module", params=["fail:2", "hang:0"])
 def faulty(request, tmp_path_factory):
     """One calibrate run per fault on a fresh emulated board; (fault, result.json)."""
-    from tests.integration.calibration_fixtures import calibration_bundle
-    from tests.integration.emulated_orin import run_board_script
+    from tests.integration.calibration_fixtures import board_run
 
-    out = tmp_path_factory.mktemp("orin-nvpmodel")
-    bundle = calibration_bundle(str(out))
-    return request.param, run_board_script(os.path.abspath(__file__), str(out), bundle,
-                                           request.param)
+    return request.param, board_run(__file__, tmp_path_factory, "orin-nvpmodel", request.param)
 
 
 def test_failing_or_hanging_nvpmodel_ends_the_run_with_exit_1_naming_mode_and_command(faulty):
