@@ -41,7 +41,8 @@ def refusal(w: Any, f: Dict[str, Any], nbytes: int, sender: str, ttl: float,
     # no route onward, or none back (``outitem.cut_off_from``): the sender routes around
     if view.no_route:
         return "no_route", w.cfg.heartbeat_interval_s
-    if cut_off_from(f["source"], sender, view, w.out, w.sources):
+    # cut_off_from's first test, read here: a source alive (each task, mostly) costs no call
+    if f["source"] not in view.alive and cut_off_from(f["source"], sender, view, w.out, w.sources):
         return "no_route", w.cfg.heartbeat_interval_s, scope_of(f["source"], w.sources,
                                                                 "no_route")
     tasks, held_bytes = w.held()

@@ -23,6 +23,8 @@ from agent.policies.api import HeadAction
 from agent.protocol import wire
 from agent.protocol.wire import Kind
 
+_RESULT = Kind.RESULT  # per answer: a module constant, not an enum member's lookup (~0.07 us)
+
 
 def result_item(side: Any, f: Dict[str, Any], h: int, cls: int, confidence: float,
                 action: Optional[HeadAction], expires: float) -> Optional[OutItem]:
@@ -45,7 +47,7 @@ def result_item(side: Any, f: Dict[str, Any], h: int, cls: int, confidence: floa
                 out.reject("bad_output", f["source"], "the policy's confidence for task %s is %r"
                            % (f["id"], fields["confidence"]))
                 return None
-    return OutItem(Kind.RESULT, "R:" + wire.task_key(f["id"], f["attempt"]), fields, None,
+    return OutItem(_RESULT, "R:" + wire.task_key(f["id"], f["attempt"]), fields, None,
                    dest=f["source"], keep_until=expires)
 
 
