@@ -17,7 +17,7 @@ from __future__ import annotations
 import difflib
 import math
 import os
-from typing import Any, Iterable, List, Mapping, Optional, Sequence, Type
+from typing import Any, Callable, Iterable, List, Mapping, Optional, Sequence, Type
 
 from agent.config.checks import short
 from agent.errors import UsageError
@@ -126,11 +126,16 @@ class Fields:
             raise self.fail(key, "must be true or false")
         return v
 
-    def file_path(self, key: str, base_dir: str, default: Any = REQUIRED) -> str:
-        """A path string resolved against ``base_dir`` (``~`` expanded); "" stays ""."""
+    def file_path(self, key: str, base_dir: str, default: Any = REQUIRED,
+                  as_given: Optional[Callable[[str], bool]] = None) -> str:
+        """A path string resolved against ``base_dir`` (``~`` expanded); "" stays "". A value
+        ``as_given`` accepts is joined to ``base_dir`` without being normalised (a key given
+        where a key file belongs: a check later must see its characters whole)."""
         v = self.str(key, default)
         if v == "":
             return ""
+        if as_given is not None and as_given(v):
+            return os.path.join(base_dir, v)
         return os.path.normpath(os.path.join(base_dir, os.path.expanduser(v)))
 
     # -- containers ----------------------------------------------------------------------------

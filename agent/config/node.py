@@ -41,6 +41,7 @@ from agent.config.jsonfile import load_toml
 from agent.config.peer import Peer, parse_peer
 from agent.config.toml_dump import to_toml
 from agent.errors import UsageError
+from agent.net.keyfiles import is_z85_key
 from agent.ops.files import CONFIG_MAX_BYTES, FileFault, read_bounded
 from agent.policies import registry, splits
 from agent.policies.setting import DEFAULT_TRADEOFF
@@ -263,8 +264,9 @@ def parse_config(obj: Any, base_dir: str = ".", where: str = "config") -> NodeCo
     kw["power_mode"] = r.str("power_mode", dflt("power_mode"))
     kw["metrics_host"] = r.str("metrics_host", dflt("metrics_host"))
     kw["client_bind"] = ipc_from(r.str("client_bind", dflt("client_bind")), base_dir)
-    for key in PATH_FIELDS:
-        kw[key] = r.file_path(key, base_dir, dflt(key))
+    for key in PATH_FIELDS:  # a key pasted into a key file's field reaches its check whole
+        kw[key] = r.file_path(key, base_dir, dflt(key),
+                              is_z85_key if key in ("secret_key_path", "public_key_path") else None)
     for key in ("emulate_capacity_flops", "arrival_rate_tasks_s"):
         kw[key] = r.num(key, dflt(key), lo=0)
     for key in ("emulate_links", "metrics_public", "online_capacity", "terminal"):

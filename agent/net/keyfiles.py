@@ -182,12 +182,17 @@ def load_secret_key_file(path: str) -> Tuple[bytes, bytes]:
     return public, secret
 
 
+def is_z85_key(value: str) -> bool:
+    """True when ``value`` as given is 40 z85 characters: a key, not a key file's path."""
+    return len(value) == _Z85_KEY_LEN and _looks_like_z85(value)
+
+
 def looks_like_inline_key(value: str) -> bool:
     """True when ``value`` (a path as the config resolved it: the config's folder joined with
     what was given) ends in a z85 key right after an existing folder: a key given where a key
     file's path belongs, possibly a secret one, so never to be shown. A key file's name
     (``NAME.key``, ``NAME.key_secret``) never passes."""
-    if len(value) == _Z85_KEY_LEN and _looks_like_z85(value):  # as given (not resolved)
+    if is_z85_key(value):  # as given (not resolved)
         return True
     tail, head = value[-_Z85_KEY_LEN:], value[:-_Z85_KEY_LEN]
     if value.endswith((".key", ".key_secret")) or not head.endswith(os.sep):

@@ -57,6 +57,25 @@ def test_an_inline_secret_given_as_secret_key_path_is_refused_without_showing_it
     assert "inline key" in str(err.value) and secret not in str(err.value)
 
 
+@pytest.mark.parametrize("secret", [
+    "0123456789abcdefghij//klmnopqrstuvwxyzAB",  # "//": a path would fold it into one "/"
+    "0123456789abcdefghij/./lmnopqrstuvwxyzAB",  # "/./": dropped from a path
+    "0123456789abcdefghi/../klmnopqrstuvwxyzA",  # "/../": takes the folder before with it
+    "0123456789abcdefghijklmnopqrstuvwxyzABC/",  # a final "/": dropped from a path
+], ids=["double-slash", "dot", "dot-dot", "trailing-slash"])
+def test_an_inline_key_a_path_would_fold_is_still_refused_without_showing_it(tmp_path, keys,
+                                                                              secret):
+    """Rule: a secret_key_path given as a 40-character z85 key whose "/"s a path would fold
+    ("//", "/./", "/../", a final "/") is named as an inline key too, never shown in part."""
+    assert len(secret) == 40
+    cfg = _config(tmp_path, keys[0], secret_key_path=secret)
+    with pytest.raises(SecurityError) as err:
+        security_from_config(cfg)
+    text = str(err.value)
+    assert "looks like an inline key" in text, text
+    assert not any(part in text for part in secret.split("/") if len(part) > 4), text
+
+
 def test_a_missing_key_file_is_still_named(tmp_path, keys):
     """Rule: a secret_key_path that is a file name, not a key, is shown when it is missing."""
     cfg = _config(tmp_path, keys[0], secret_key_path="gone.key_secret")
