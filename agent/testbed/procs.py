@@ -152,16 +152,42 @@ class AgentProcess:
             self.proc.wait(timeout_s)
         except subprocess.TimeoutExpired:
             self.proc.kill()
-            self.proc.wait(5.0)
+            reap(self.proc, 5.0)
         self._log.close()
         return self.proc.returncode
 
-    def kill(self) -> Optional[int]:
+    def kill(self, timeout_s: float = 10.0) -> Optional[int]:
         """SIGKILL (no chance to save anything) and wait; returns the exit status."""
         self.proc.kill()
-        self.proc.wait(10.0)
+        reap(self.proc, timeout_s)
         self._log.close()
         return self.proc.returncode
+
+
+def reap(proc: subprocess.Popen, timeout_s: float) -> Optional[int]:
+    """``proc.wait(timeout_s)``, and where that times out, ``os.waitpid`` for as long again.
+
+    A Ctrl-C that lands inside ``Popen.wait`` right after it took its own wait lock leaves the
+    lock held (CPython takes it outside its ``try``), and every later ``wait`` then times out
+    with the process dead and never reaped: the testbed's SIGKILL after a second Ctrl-C met
+    this. ``os.waitpid`` reaps it all the same."""
+    try:
+        return proc.wait(timeout_s)
+    except subprocess.TimeoutExpired:
+        pass
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            pid, status = os.waitpid(proc.pid, os.WNOHANG)
+        except ChildProcessError:  # reaped meanwhile by Popen itself
+            return proc.returncode
+        if pid == proc.pid:
+            proc.returncode = (-os.WTERMSIG(status) if os.WIFSIGNALED(status)
+                               else os.WEXITSTATUS(status))
+            return proc.returncode
+        if time.monotonic() >= deadline:
+            raise subprocess.TimeoutExpired(proc.args, timeout_s)
+        time.sleep(0.05)
 
 
 def wait_ready(procs: Iterable[AgentProcess], listener: NotifyListener, timeout_s: float,

@@ -58,6 +58,27 @@ def test_ctrl_c_again_while_agents_drain_kills_every_agent_and_still_interrupts(
                 p.kill()
 
 
+def test_a_kill_reaps_the_agent_even_where_an_interrupted_wait_left_popens_lock_held(tmp_path):
+    """Rule: ``AgentProcess.kill`` reaps the agent and returns its status (-SIGKILL) even when
+    an earlier ``Popen.wait`` that a Ctrl-C cut short left Popen's own wait lock held (CPython
+    takes it outside its ``try``; held here by hand, as that interrupt leaves it): Popen's wait
+    alone would time out with the process dead."""
+    p = AgentProcess("a", str(tmp_path / "a.toml"), str(tmp_path / "a.log"),
+                     str(tmp_path / "notify.sock"), python=sys.executable,
+                     launcher=("-c", "import time\nwhile True:\n    time.sleep(1)\n"))
+    lock = getattr(p.proc, "_waitpid_lock", None)
+    if lock is None:
+        p.kill()
+        pytest.skip("this Python's Popen has no wait lock to be left held")
+    assert lock.acquire(False)
+    try:
+        assert p.kill(timeout_s=0.5) == -signal.SIGKILL
+    finally:
+        lock.release()
+        if p.poll() is None:
+            p.proc.kill()
+
+
 def test_signals_inside_the_block_wait_until_it_ends(tmp_path):
     """Rule: SIGINT inside ``DeferredSignals`` does not interrupt the block; it is raised as
     KeyboardInterrupt once the block has ended, and the previous handler is back."""
