@@ -7,6 +7,7 @@ default run is the README's main-job command.
 import json
 import os
 import re
+import time
 
 from agent.cli import main
 from tests.integration.agent_cluster import build_two_stage_bundle
@@ -50,6 +51,20 @@ def write_topology(tmp_path, bundle_dir):
     path = tmp_path / "topology.json"
     path.write_text(json.dumps(topo))
     return str(path), len(workers)
+
+
+def run_serving(out: str, proc, timeout_s: float) -> str:
+    """The run folder of a `testbed --out OUT --policies cf` started as ``proc``, once its
+    source ``cam`` has recorded a task ("" when ``proc`` ended or ``timeout_s`` passed first)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and proc.poll() is None:
+        runs = sorted(d for d in os.listdir(out) if d != "latest") if os.path.isdir(out) else []
+        run = os.path.join(out, runs[0]) if runs else ""
+        recs = os.path.join(run, "cf", "cam", "records.jsonl")
+        if run and os.path.exists(recs) and os.path.getsize(recs) > 0:
+            return run
+        time.sleep(0.1)
+    return ""
 
 
 def test_testbed_run_loses_nothing_and_every_task_has_a_record(tmp_path, capsys):

@@ -11,28 +11,12 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 from tests.integration.agent_cluster import build_two_stage_bundle
-from tests.integration.test_testbed import write_topology
+from tests.integration.test_testbed import run_serving, write_topology
+from tests.unit.processes import pids_with
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-
-def _pids_with(fragment: str):
-    """Pids of the processes whose command line holds ``fragment``."""
-    out = []
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        try:
-            with open("/proc/%s/cmdline" % name, "rb") as f:
-                cmd = f.read().replace(b"\0", b" ").decode("utf-8", "replace")
-        except OSError:
-            continue
-        if fragment in cmd:
-            out.append(int(name))
-    return out
 
 
 def _ids(path: str, prefix: str = ""):
@@ -58,17 +42,8 @@ def _kill_mid_load(tmp_path, node: str, sig: int):
                           "--no-plots", "--out", out], env=env, stdout=subprocess.PIPE,
                          stderr=subprocess.PIPE, universal_newlines=True)
     try:
-        deadline = time.monotonic() + 240
-        run, pids = "", []
-        while time.monotonic() < deadline and p.poll() is None:
-            runs = sorted(d for d in os.listdir(out) if d != "latest") \
-                if os.path.isdir(out) else []
-            run = os.path.join(out, runs[0]) if runs else ""
-            recs = os.path.join(run, "cf", "cam", "records.jsonl")
-            if run and os.path.exists(recs) and os.path.getsize(recs) > 0:
-                pids = _pids_with(os.path.join(run, "cf", node + ".toml"))
-                break
-            time.sleep(0.1)
+        run = run_serving(out, p, 240)
+        pids = pids_with(os.path.join(run, "cf", node + ".toml")) if run else []
         assert len(pids) == 1, (pids, p.poll())
         os.kill(pids[0], sig)
         _, stderr = p.communicate(timeout=240)
@@ -101,7 +76,7 @@ def _check_accounted(run: str, stderr: str):
                ", %d error" % error if error else "")) in stderr, stderr
     assert "0 of 1 runs finished, kept in %s" % os.path.join(run, "results.json") in stderr
     assert "Traceback" not in stderr, stderr
-    assert _pids_with(run) == []
+    assert pids_with(run) == []
 
 
 def test_a_worker_sigkilled_mid_load_is_named_once_and_its_rate_accounted(tmp_path):

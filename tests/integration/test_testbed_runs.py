@@ -13,6 +13,7 @@ import time
 
 from tests.integration.agent_cluster import build_two_stage_bundle
 from tests.integration.test_testbed import write_topology
+from tests.unit.processes import pids_with
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -128,15 +129,7 @@ def test_report_redoes_a_run_from_its_folder_alone(tmp_path):
 
 def _agents_under(folder):
     """Pids of processes whose command line names a file under ``folder``."""
-    pids = []
-    for pid in os.listdir("/proc"):
-        try:
-            with open("/proc/%s/cmdline" % pid, "rb") as f:
-                if folder.encode() in f.read():
-                    pids.append(int(pid))
-        except (OSError, ValueError):
-            continue
-    return pids
+    return pids_with(folder)
 
 
 def test_ctrl_c_to_the_whole_process_group_is_an_interrupt_not_an_agent_crash(tmp_path):

@@ -13,7 +13,7 @@ import time
 
 from tests.integration.agent_cluster import build_two_stage_bundle
 from tests.integration.test_testbed import write_topology
-from tests.integration.test_testbed_agent_death import _pids_with
+from tests.unit.processes import pids_with
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # after the signal: the seconds a start-up interrupt may take to end the command (agents
@@ -70,9 +70,9 @@ def test_ctrl_c_at_any_moment_of_start_up_exits_130_with_one_line(tmp_path):
         assert len(lines) == 1 and "interrupted" in lines[0], (delay_s, stderr[-3000:])
         # the agents get their SIGTERM from the command (or from the kernel at its exit)
         deadline = time.monotonic() + EXIT_WAIT_S
-        while _pids_with(out) and time.monotonic() < deadline:
+        while pids_with(out) and time.monotonic() < deadline:
             time.sleep(0.2)
-        assert _pids_with(out) == [], (delay_s, _pids_with(out))
+        assert pids_with(out) == [], (delay_s, pids_with(out))
         seen.append(lines[0])
     # the delays reached the project's code, importing and beyond
     assert len(seen) >= 5, seen

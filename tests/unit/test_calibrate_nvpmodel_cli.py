@@ -4,12 +4,11 @@ lines (``-m ID``, ``-q``) and keeps its mode in a file."""
 
 from __future__ import annotations
 
-import os
-import sys
 
 import pytest
 
 from calibration import nvpmodel_cli
+from tests.unit.stand_in_tools import put_on_path
 
 TOOL = r'''#!{python}
 import os, sys, time
@@ -34,16 +33,7 @@ elif sys.argv[1:2] == ["-m"]:
 @pytest.fixture
 def tool(tmp_path, monkeypatch):
     """A stand-in nvpmodel first on PATH, in mode 0; returns its state file."""
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    path = bin_dir / "nvpmodel"
-    path.write_text(TOOL.format(python=sys.executable))
-    path.chmod(0o755)
-    state = tmp_path / "nvpmodel.state"
-    state.write_text("0")
-    monkeypatch.setenv("PATH", "%s%s%s" % (bin_dir, os.pathsep, os.environ["PATH"]))
-    monkeypatch.setenv("NVPMODEL_STATE", str(state))
-    return state
+    return put_on_path(tmp_path, monkeypatch, {"nvpmodel": TOOL})
 
 
 def test_set_mode_switches_and_verifies_without_force(tool):

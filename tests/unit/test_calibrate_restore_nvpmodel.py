@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 
 import pytest
 
@@ -17,6 +16,7 @@ from calibration.jtop_adapter import JtopUnavailable, ModeInfo
 from calibration.modes import (ORIGINAL_MODE_FILE, ModeKeeper, ModeUnavailable, recover_saved_mode,
                                switch_mode)
 from calibration.runner import CalibrationResult
+from tests.unit.stand_in_tools import put_on_path
 from tests.unit.test_jtop_adapter import fake_module, new_board
 
 NVPMODEL = r'''#!{python}
@@ -46,17 +46,8 @@ if os.environ.get("JETSON_CLOCKS_FAIL"):
 def tools(tmp_path, monkeypatch):
     """Stand-in nvpmodel (in mode 0) and jetson_clocks first on PATH; returns the state file
     (the calls of both are logged beside it, in ``.log``)."""
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    for name, text in (("nvpmodel", NVPMODEL), ("jetson_clocks", JETSON_CLOCKS)):
-        path = bin_dir / name
-        path.write_text(text.format(python=sys.executable))
-        path.chmod(0o755)
-    state = tmp_path / "nvpmodel.state"
-    state.write_text("0")
-    monkeypatch.setenv("PATH", "%s%s%s" % (bin_dir, os.pathsep, os.environ["PATH"]))
-    monkeypatch.setenv("NVPMODEL_STATE", str(state))
-    return state
+    return put_on_path(tmp_path, monkeypatch,
+                       {"nvpmodel": NVPMODEL, "jetson_clocks": JETSON_CLOCKS})
 
 
 def _calls(state):

@@ -11,7 +11,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 
@@ -19,7 +18,8 @@ from agent.testbed.deaths import AgentDied, NetworkBroke, RunSpoiled
 from agent.testbed.local import _check_network
 from agent.testbed.netns import Device, Network, NetPlan, Shaped
 from tests.integration.agent_cluster import build_two_stage_bundle
-from tests.integration.test_testbed import write_topology
+from tests.integration.test_testbed import run_serving, write_topology
+from tests.unit.processes import pids_with
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SHIM_MODULE = b"-m agent.testbed.delayshim"  # how ``delayshim.start`` runs the shim
@@ -57,18 +57,7 @@ def test_a_delay_shim_that_exits_spoils_the_run_as_an_agent_death_does():
 
 def _shim_pids():
     """Pids of the delay shims running (their Python processes, not ``ip netns exec``)."""
-    out = []
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        try:
-            with open("/proc/%s/cmdline" % name, "rb") as f:
-                cmd = f.read().replace(b"\0", b" ")
-        except OSError:
-            continue
-        if SHIM_MODULE in cmd and not cmd.startswith(b"ip "):
-            out.append(int(name))
-    return out
+    return pids_with(SHIM_MODULE, unless_starts=b"ip ")
 
 
 @pytest.mark.slow
@@ -101,17 +90,8 @@ def test_testbed_whose_delay_shim_is_killed_mid_run_says_so_in_one_line_and_exit
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                          universal_newlines=True)
     try:
-        deadline = time.monotonic() + 240
-        shims, run = [], ""
-        while time.monotonic() < deadline and p.poll() is None:
-            runs = sorted(d for d in os.listdir(out) if d != "latest") \
-                if os.path.isdir(out) else []
-            run = os.path.join(out, runs[0]) if runs else ""
-            recs = os.path.join(run, "cf", "cam", "records.jsonl")
-            if run and os.path.exists(recs) and os.path.getsize(recs) > 0:
-                shims = _shim_pids()
-                break
-            time.sleep(0.1)
+        run = run_serving(out, p, 240)
+        shims = _shim_pids() if run else []
         assert shims, (shims, p.poll())  # one per namespace sending on a delayed link
         os.kill(shims[0], signal.SIGKILL)
         _, stderr = p.communicate(timeout=240)
