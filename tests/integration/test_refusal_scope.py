@@ -47,11 +47,13 @@ def test_a_worker_cut_off_from_one_source_leaves_the_other_sources_tasks_their_r
         c.wait_for(lambda: c.counters("w2").get("refused_no_route", 0) > 0, TIMEOUT_S,
                    "w2 to refuse s1's tasks (no route back to s1)")
         since = time.time()  # s2's tasks made from here on meet w2's refusals at w1
-        # ten of them answered (their final lines written; stats.json's counts lag a status
-        # interval, so a count from it took tasks made before ``since``)
-        c.wait_for(lambda: len(c.made_since("s2", since)) >= 10
+        # five of them completed (their final lines written; stats.json's counts lag a status
+        # interval, so a count from it took tasks made before ``since``). How many of s2's are
+        # refused for overload first depends on how fast w1 works off s1's backlog, which a
+        # loaded machine slows: the rule is about the route, so the wait counts completions.
+        c.wait_for(lambda: completed(c.made_since("s2", since)) >= 5
                    and c.counters("w1").get("refused_by_w2", 0) >= 10, TIMEOUT_S,
-                   "ten of s2's tasks made since then answered while w2 refuses s1's")
+                   "five of s2's tasks made since then completed while w2 refuses s1's")
         w1 = c.counters("w1")
     finally:
         c.stop_all()
@@ -59,8 +61,12 @@ def test_a_worker_cut_off_from_one_source_leaves_the_other_sources_tasks_their_r
     seen = "s2's tasks since w2 refused: %s; w1 counters %s" % (
         sorted(Counter((r["status"], r["reason"]) for r in recs).items()),
         {k: v for k, v in w1.items() if k.startswith("refused")})
-    assert len(recs) >= 10, seen
+    assert completed(recs) >= 5, seen
     # w1 full of s1's tasks may refuse one for overload: an answer that more capacity helps
     assert all(r["status"] == "completed" or r["reason"] == "overload" for r in recs), seen
     assert w1.get("refused_no_route", 0) == 0, seen
-    assert sum(r["status"] == "completed" for r in recs) >= len(recs) // 2, seen
+
+
+def completed(recs) -> int:
+    """How many of the task records ``recs`` completed."""
+    return sum(r["status"] == "completed" for r in recs)
