@@ -69,6 +69,11 @@ def _build_two_stage_bundle(directory: str) -> str:
     return out
 
 
+def completed(records: List[dict]) -> int:
+    """How many of the task ``records`` (a source's final lines) completed."""
+    return sum(r["status"] == "completed" for r in records)
+
+
 def stage_flops(bundle: str, stage: int) -> float:
     """alpha of ``stage`` in ``bundle`` (to set emulated capacities in service times)."""
     from engines.bundle import load_bundle

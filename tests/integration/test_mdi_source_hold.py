@@ -12,7 +12,7 @@ import pytest
 
 from agent.testbed.ports import free_ports
 
-from .agent_cluster import Cluster, build_two_stage_bundle, stage_flops
+from .agent_cluster import Cluster, build_two_stage_bundle, completed, stage_flops
 
 TIMEOUT_S = 120.0
 
@@ -48,11 +48,13 @@ def test_mdi_exit_tasks_held_for_a_cut_off_source_do_not_stall_the_other_sources
         c.wait_for(lambda: c.counters("w2").get("refused_no_route", 0) > 0, TIMEOUT_S,
                    "w2 to refuse s1's tasks (no route back to s1)")
         since = time.time()  # s2's tasks made from here on meet s1's held tasks at w1
-        # ten of them answered, completed or not (their final lines written), while w1 still
-        # has s1's tasks refused (s1's tasks live 30 s: far longer than ten of s2's take)
-        c.wait_for(lambda: len(c.made_since("s2", since)) >= 10
+        # five of them completed (their final lines written), while w1 still has s1's tasks
+        # refused (s1's tasks live 30 s: far longer than five of s2's take). How many of s2's
+        # are refused for overload first depends on how fast a loaded machine lets w1 work off
+        # s1's backlog: the rule is about the route, so the wait counts completions.
+        c.wait_for(lambda: completed(c.made_since("s2", since)) >= 5
                    and c.counters("w1").get("refused_by_w2", 0) >= 10, TIMEOUT_S,
-                   "ten of s2's tasks made since then answered while w2 refuses s1's")
+                   "five of s2's tasks made since then completed while w2 refuses s1's")
         w1 = c.counters("w1")
     finally:
         c.stop_all()
@@ -60,8 +62,7 @@ def test_mdi_exit_tasks_held_for_a_cut_off_source_do_not_stall_the_other_sources
     seen = "s2's tasks since w2 refused: %s; w1 counters %s" % (
         sorted(Counter((r["status"], r["reason"]) for r in recs).items()),
         {k: v for k, v in w1.items() if k.startswith(("refused", "drop", "sent"))})
-    assert len(recs) >= 10, seen
+    assert completed(recs) >= 5, seen
     # w1 full of s1's tasks may refuse one for overload: an answer that more capacity helps
     assert all(r["status"] == "completed" or r["reason"] == "overload" for r in recs), seen
     assert w1.get("refused_no_route", 0) == 0, seen
-    assert sum(r["status"] == "completed" for r in recs) >= len(recs) // 2, seen

@@ -11,7 +11,7 @@ import pytest
 
 from agent.testbed.ports import free_ports
 
-from .agent_cluster import Cluster, build_two_stage_bundle, stage_flops
+from .agent_cluster import Cluster, build_two_stage_bundle, completed, stage_flops
 
 TIMEOUT_S = 120.0
 
@@ -65,8 +65,3 @@ def test_a_worker_cut_off_from_one_source_leaves_the_other_sources_tasks_their_r
     # w1 full of s1's tasks may refuse one for overload: an answer that more capacity helps
     assert all(r["status"] == "completed" or r["reason"] == "overload" for r in recs), seen
     assert w1.get("refused_no_route", 0) == 0, seen
-
-
-def completed(recs) -> int:
-    """How many of the task records ``recs`` completed."""
-    return sum(r["status"] == "completed" for r in recs)
