@@ -35,6 +35,14 @@ class SecurityError(UsageError):
     """A key file or key setting is wrong (missing, malformed, unsafe permissions)."""
 
 
+# a node's own key files: a key pasted there in place of a path is refused, never shown
+KEY_PATH_FIELDS = ("secret_key_path", "public_key_path")
+_INLINE_SECRET = ("the value looks like an inline key (40 z85 characters), not a file: give the "
+                  "path of NAME.key_secret (value not shown)")
+_INLINE_PUBLIC = ("no key file: the value ends in 40 z85 characters, like an inline key (value "
+                  "not shown); give the path of an existing NAME.key file")
+
+
 def read_key_file(path: str) -> Tuple[Optional[bytes], Optional[bytes]]:
     """(public, secret) key lines of a file (None: absent); read bounded, never blocking."""
     try:
@@ -62,9 +70,7 @@ def check_secret_key_permissions(path: str, uid: Optional[int] = None) -> None:
             raise SecurityError("secret key file %s is a symbolic link to %s: %s"
                                 % (path, os.path.realpath(path), exc.strerror or exc)) from None
         if not os.path.lexists(path) and looks_like_inline_key(path):
-            raise SecurityError("the value looks like an inline key (40 z85 characters), not "
-                                "a file: give the path of NAME.key_secret (value not shown)"
-                                ) from None
+            raise SecurityError(_INLINE_SECRET) from None
         raise SecurityError("secret key file %s: %s%s" % (
             path, exc.strerror or exc, _closed_folder(path, uid))) from None
     if not stat.S_ISREG(st.st_mode):
@@ -200,6 +206,16 @@ def looks_like_inline_key(value: str) -> bool:
     return os.path.isdir(head) and _looks_like_z85(tail)
 
 
+def inline_key_refusal(field: str, path: str) -> Optional[str]:
+    """Why key-file field ``field`` (one of ``KEY_PATH_FIELDS``), resolved to ``path`` as a
+    config resolves it (a value ``is_z85_key`` accepts joined unnormalised), is refused when it
+    names no file but reads as an inline key: the words an agent's start-up says, the value not
+    shown; None when it is a path (a file of that name, or no key's shape)."""
+    if os.path.lexists(path) or not looks_like_inline_key(path):
+        return None
+    return _INLINE_SECRET if field == "secret_key_path" else _INLINE_PUBLIC
+
+
 def load_public_key(spec: str, base_dir: str = ".") -> bytes:
     """A peer's public key from a z85 string or from a ``.key`` / ``.key_secret`` file."""
     path = _resolve(spec, base_dir)
@@ -260,8 +276,7 @@ def _neither_key_nor_file(spec: str, path: str) -> str:
         return ("%r is 40 characters but not a valid z85 key (copy it again from the peer's "
                 "NAME.key file)" % spec)
     if looks_like_inline_key(path):  # a key mangled into a path: perhaps a secret one
-        return ("no key file: the value ends in 40 z85 characters, like an inline key (value "
-                "not shown); give the path of an existing NAME.key file")
+        return _INLINE_PUBLIC
     return ("no key file %s (give a 40-character z85 public key or the path of an existing "
             "NAME.key file)" % path)
 

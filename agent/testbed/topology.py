@@ -7,7 +7,8 @@ local run, and into a DTO-EE scenario (stage FLOP and bytes from the bundle) for
 predicted delay (``agent.testbed.topology_bundle``). ``parse_topology(obj, base_dir)``
 validates (relative paths from ``base_dir``), ``load_topology(path)`` reads. Every error names
 the field, after the file (``topo.json: workers[2].stage: ...``); knob tables and ``agent`` are
-read as an agent's config reads them.
+read as an agent's config reads them, and a CURVE key pasted into ``agent``'s
+``secret_key_path`` or ``public_key_path`` is refused there, never shown.
 
 A topology with a ``fleet`` object describes agents that already run on other hosts: the
 testbed then starts nothing and only drives load into the sources and collects their records
@@ -24,6 +25,7 @@ from agent.config.checks import PATH_FIELDS, check_node_id, check_text_path
 from agent.config.fields import Fields
 from agent.config.jsonfile import read_json_file
 from agent.errors import UsageError
+from agent.net.keyfiles import KEY_PATH_FIELDS, inline_key_refusal, is_z85_key
 from agent.policies.registry import names
 from agent.policies.setting import DEFAULT_TRADEOFF
 from agent.policies.thresholds import stage_key
@@ -246,8 +248,8 @@ def parse_topology(obj: Any, base_dir: str = ".", path: str = "",
                          "links, thresholds, knobs or the command line)")
     agent_fields = dict(agent.obj)  # paths, as bundle: relative to this file (not to a run
     for key in (k for k in PATH_FIELDS if agent.str(k, "")):  # folder the configs go to)
-        agent_fields[key] = check_text_path(agent.file_path(key, base_dir), agent.path(key),
-                                            TopologyError)
+        agent_fields[key] = check_text_path(_agent_path(agent, key, base_dir, strict),
+                                            agent.path(key), TopologyError)
     if strict:  # every knob table, run or not: a wrong knob fails now, not when first run
         check_node_parts(knobs, Fields(agent_fields, agent.where, TopologyError), PER_AGENT_FIELDS)
     fleet = None  # checked field by field by the fleet driver
@@ -264,6 +266,21 @@ def parse_topology(obj: Any, base_dir: str = ".", path: str = "",
         faults=tuple(parse_faults(top, [w.id for w in workers],
                                   [s.id for s in sources] + [w.id for w in workers],
                                   [(l.src, l.dst) for l in links])))
+
+
+def _agent_path(agent: Fields, key: str, base_dir: str, refuse_keys: bool) -> str:
+    """``agent.KEY``, a path field, from ``base_dir`` as a node config reads it. With
+    ``refuse_keys``, a key pasted into a key file's field is refused here, before any agent or
+    file has it, in the node config's words: kept whole (``is_z85_key``), its "/"s are never
+    folded into a path that the refusal of a missing file would show (a run's copy is read as
+    it ran: its report is not refused)."""
+    if key not in KEY_PATH_FIELDS:
+        return agent.file_path(key, base_dir)
+    path = agent.file_path(key, base_dir, as_given=is_z85_key)
+    refusal = inline_key_refusal(key, path) if refuse_keys else None
+    if refusal is not None:
+        raise TopologyError("%s: %s" % (agent.path(key), refusal))
+    return path
 
 
 def _links(top: Fields, sources: Sequence[TbSource], workers: Sequence[TbWorker],
