@@ -3,7 +3,9 @@
 Stage h takes cut tensor h-1 (the graph input at stage 1) and produces cut tensor h (nothing at
 the final stage) plus its exit logits where it has a head; the final stage produces the final
 head's logits. Every stage is cut out with ``onnx.utils.extract_model``. Before anything is
-written, the cut points are checked (``engines.build_cuts``), then every stage's tensors.
+written, the cut points are checked (``engines.build_cuts``), then every stage's tensors. A
+stage over protobuf's 2 GB limit keeps its weights in the side file ``stageH.onnx.data`` (as
+``extract_model`` writes it), which the manifest lists with its SHA-256 (``engines.bundle_files``).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import onnx
 
 from agent.ops.atomic import is_mount_point, replace_dir
 from engines import bundle as bfmt
+from engines import bundle_files
 from engines.build_cuts import BuildError, plan_stages, upstream
 from engines.flops import (batch_is_dynamic, count_macs, fix_batch, macs_by_node, numpy_dtype,
                            tensor_types)
@@ -28,6 +31,10 @@ log = logging.getLogger("engines.build")
 # metadata key of a graph `heads` wrote: "[lo, hi]", the range of its training inputs' values (as
 # the graph took them), carried into the bundle as stage 1's input.value_range
 INPUT_RANGE_KEY = "edge_agent.input_range"
+# a stage file over this many bytes keeps its weights in a side file: protobuf cannot write a
+# larger message, and ``extract_model`` moves them out past the same limit
+STAGE_INLINE_MAX_BYTES = onnx.checker.MAXIMUM_PROTOBUF
+SIDE_FILE_SUFFIX = ".data"  # stageH.onnx.data, the name ``extract_model`` gives a side file
 
 
 def _tensor(types, name: str, what: str):
@@ -143,14 +150,16 @@ def _stage_macs(model: onnx.ModelProto, plan, cuts: Sequence[str]) -> List[int]:
 
 
 def build_bundle(onnx_path: str, cuts: Sequence[str], exits: Dict[int, str], out_dir: str,
-                 final_output: Optional[str] = None, name: Optional[str] = None) -> bfmt.Bundle:
+                 final_output: Optional[str] = None, name: Optional[str] = None,
+                 inline_max_bytes: int = STAGE_INLINE_MAX_BYTES) -> bfmt.Bundle:
     """Cut ``onnx_path`` at ``cuts`` with early-exit heads ``exits`` ({stage: output}) into a
     bundle in ``out_dir``; returns the loaded bundle. Raises ``BuildError`` on bad input.
 
     Every check of the input (the manifest it makes included) comes before anything is made or
     written, so a refused build leaves no new folder. The stages are then written into a new
     folder next to ``out_dir`` and swapped in only once that bundle loads, so a build that still
-    fails leaves a bundle already at ``out_dir`` as it was (and removes the folders it made)."""
+    fails leaves a bundle already at ``out_dir`` as it was (and removes the folders it made).
+    A stage file over ``inline_max_bytes`` keeps its weights in a side file (see the module)."""
     from agent.ops.files import first_missing_dir
 
     onnx_path = os.path.abspath(os.fspath(onnx_path))
@@ -161,7 +170,8 @@ def build_bundle(onnx_path: str, cuts: Sequence[str], exits: Dict[int, str], out
     if os.path.isdir(out_dir):
         foreign = [f for f in os.listdir(out_dir)
                    if f != bfmt.MANIFEST_NAME and f != bfmt.EXIT_PROFILE_NAME
-                   and not (f.startswith("stage") and f.endswith(".onnx"))
+                   and not (f.startswith("stage")
+                            and f.endswith((".onnx", ".onnx" + SIDE_FILE_SUFFIX)))
                    and not f.startswith(".build-")]  # one a killed build left
         if foreign:
             raise BuildError("--out %s is not empty and not a bundle (has %s)" % (out_dir, foreign[0]))
@@ -195,7 +205,7 @@ def build_bundle(onnx_path: str, cuts: Sequence[str], exits: Dict[int, str], out
            else os.path.join(out_dir, "." + tag))
     os.mkdir(new)
     try:
-        _write_stages(onnx_path, plan, exits, tensors, new, manifest)
+        _write_stages(onnx_path, plan, exits, tensors, new, manifest, inline_max_bytes)
         bfmt.load_bundle(new)
         _swap_in(new, out_dir)
     except BaseException:
@@ -239,10 +249,20 @@ def _movable(out_dir: str) -> bool:
                 or not os.access(os.path.dirname(out_dir), os.W_OK | os.X_OK))
 
 
+def _move_weights_out(path: str, file: str, inline_max_bytes: int) -> None:
+    """Put the weights of the stage file ``path`` (named ``file``) in its side file when it is
+    over ``inline_max_bytes`` and has none yet: past protobuf's limit ``extract_model`` has done
+    so already, so this acts only on a lower limit, with the same name and tensor threshold."""
+    if os.path.getsize(path) <= inline_max_bytes or bfmt.tensor_locations(path):
+        return
+    onnx.save_model(onnx.load(path), path, save_as_external_data=True,
+                    all_tensors_to_one_file=True, location=file + SIDE_FILE_SUFFIX)
+
+
 def _write_stages(onnx_path: str, plan, exits: Dict[int, str], tensors, out_dir: str,
-                  manifest) -> None:
+                  manifest, inline_max_bytes: int = STAGE_INLINE_MAX_BYTES) -> None:
     """Extract every stage into the new folder ``out_dir`` (checked already), write the
-    manifest."""
+    manifest; a stage file over ``inline_max_bytes`` keeps its weights in a side file."""
     stages = []
     for h, (start, outs) in enumerate(plan, start=1):
         file = "stage%d.onnx" % h
@@ -252,14 +272,20 @@ def _write_stages(onnx_path: str, plan, exits: Dict[int, str], tensors, out_dir:
         except Exception as exc:
             raise BuildError("cannot extract stage %d (%s -> %s): %s"
                              % (h, start, outs, str(exc).strip().splitlines()[0]))
-        stage_model = onnx.load(path)
-        onnx.checker.check_model(stage_model)
+        _move_weights_out(path, file, inline_max_bytes)
+        # by path, so that a stage with side files is checked with them (and one over 2 GB at
+        # all); the graph without its external weights is all the MAC count and batch need
+        onnx.checker.check_model(path)
+        stage_model = onnx.load(path, load_external_data=False)
         input_tensor, feature, logits = tensors[h - 1]
         dims = stage_model.graph.input[0].type.tensor_type.shape.dim
         stages.append(bfmt.stage_entry(
             index=h, file=file, sha256=bfmt.sha256_file(path),
             input_tensor=input_tensor, feature=feature, logits=logits,
             has_exit=h in exits, flops=count_macs(stage_model),
-            dynamic_batch=bool(len(dims)) and batch_is_dynamic(dims[0])))
+            dynamic_batch=bool(len(dims)) and batch_is_dynamic(dims[0]),
+            external_data=[{"file": f, "sha256": bfmt.sha256_file(os.path.join(out_dir, f))}
+                           for f in bundle_files.side_files(path, out_dir,
+                                                            bfmt.tensor_locations(path))]))
         log.info("stage %d: %s -> %s, %d MACs", h, start, ", ".join(outs), stages[-1]["flops"])
     bfmt.write_manifest(out_dir, dict(manifest, stages=stages))

@@ -4,7 +4,9 @@ Each stage file holds the stage's sub-model fused with its exit head: input = th
 tensor (the image at stage 1), outputs = the next cut tensor (absent at the final stage) and the
 exit logits (early-exit stages and the final stage). The manifest records, per stage, the file,
 its SHA-256, tensor names/shapes/dtypes (batch dimension 1), ``flops`` (alpha, multiply-
-accumulates counted from the graph, see ``engines.flops``) and ``input_bytes`` (beta, batch 1).
+accumulates counted from the graph, see ``engines.flops``) and ``input_bytes`` (beta, batch 1);
+a stage whose weights live in ONNX external-data side files also lists those with their SHA-256
+(``external_data``; the rules are ``engines.bundle_files``).
 
 ``load_bundle`` validates everything it reads and raises ``BundleError`` with one line naming
 the file and field at fault; how the stages fit together (stage h's feature is stage h+1's
@@ -15,19 +17,20 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
+import mmap
 import os
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from agent.config.fields import Fields
 from agent.config.jsonfile import loads as json_loads
 from agent.errors import UsageError
 from agent.ops.atomic import write_atomic
 from agent.ops.files import FileFault, read_text
-from agent.protocol.wire import MAX_DIMS
+from engines.bundle_fields import ManifestFields
+from engines.bundle_files import (LOCATION_KEY, check_side_files, external_locations,
+                                  mismatch_line)
 from engines.bundle_stages import stages_problem, tensor_bytes
 
 MANIFEST_NAME = "bundle.json"
@@ -42,7 +45,6 @@ def _count_text(count: int) -> str:
 EXIT_PROFILE_NAME = "exit_profile.npz"
 FORMAT_NAME = "edge-agent-bundle"
 FORMAT_VERSION = 1
-MAX_ELEMENTS = 2 ** 32  # elements of one stage tensor at most (a shape beyond is not a model's)
 
 
 # the fields a manifest, a stage and a tensor entry may hold: what make_manifest, stage_entry
@@ -50,7 +52,7 @@ MAX_ELEMENTS = 2 ** 32  # elements of one stage tensor at most (a shape beyond i
 MANIFEST_KEYS = ("format", "version", "name", "num_classes", "flops_convention", "exit_profile",
                  "source", "stages")
 STAGE_KEYS = ("index", "file", "sha256", "input", "feature_output", "logits_output", "has_exit",
-              "flops", "input_bytes", "dynamic_batch")
+              "flops", "input_bytes", "dynamic_batch", "external_data")
 TENSOR_KEYS = ("name", "shape", "dtype")
 # stage 1's input may also say what range of values the model's training inputs spanned
 # (written by `build` from the metadata `heads` leaves; replay and profiling sets are compared)
@@ -81,6 +83,7 @@ class StageSpec:
     dynamic_batch: bool = False  # the ONNX input accepts any batch size
     input_value_range: Optional[Tuple[float, float]] = None  # stage 1: training inputs' [lo, hi]
     feature_dtype: Optional[str] = None  # numpy dtype of feature_output (= next stage input)
+    external_data: Tuple[Tuple[str, str], ...] = ()  # (side file, its sha256) the manifest lists
 
 
 @dataclass(frozen=True)
@@ -115,13 +118,34 @@ class Bundle:
         return self.stages[index - 1]
 
 
-def sha256_file(path: str) -> str:
-    """Hex SHA-256 of a file, read in 1 MiB blocks."""
+def sha256_and_finds(path: str, needle: bytes) -> Tuple[str, bool]:
+    """Hex SHA-256 of a file, read in 1 MiB blocks, and whether ``needle`` occurs in it (in the
+    same pass: the loader parses a stage for side files only when it holds their key)."""
     h = hashlib.sha256()
+    found, tail = False, b""  # tail: the last block's end, for a needle across two blocks
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
-    return h.hexdigest()
+            if needle and not found:
+                found = needle in tail + block[:len(needle) - 1] or needle in block
+                tail = block[-(len(needle) - 1):] if len(needle) > 1 else b""
+    return h.hexdigest(), found
+
+
+def sha256_file(path: str) -> str:
+    """Hex SHA-256 of a file, read in 1 MiB blocks."""
+    return sha256_and_finds(path, b"")[0]
+
+
+def tensor_locations(onnx_path: str) -> List[str]:
+    """The external-data ``location`` of every tensor of the ONNX file ``onnx_path``, read from
+    the mapped file without its weights (``engines.bundle_files.external_locations``);
+    ``ValueError`` when the file is no ONNX model."""
+    with open(onnx_path, "rb") as f:
+        if not os.fstat(f.fileno()).st_size:  # an empty file cannot be mapped (nor name any)
+            return []
+        with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as buf:
+            return external_locations(buf)
 
 
 def value_range_problem(raw: Any) -> str:
@@ -175,60 +199,8 @@ def read_manifest(path: str) -> Tuple[str, Dict[str, Any]]:
     return directory, obj
 
 
-class _Fields:
-    """Typed field access with errors naming the manifest and the field path."""
-
-    def __init__(self, where: str):
-        self.where = where
-
-    def get(self, obj: Dict[str, Any], key: str, kind, ctx: str, optional: bool = False):
-        label = "%s.%s" % (ctx, key) if ctx else key
-        if key not in obj or obj[key] is None:
-            if optional:
-                return None
-            raise BundleError("%s: missing field %s" % (self.where, label))
-        value = obj[key]
-        # bool is an int subclass in Python; a JSON true is never a valid count
-        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-            raise BundleError("%s: field %s has the wrong type (%r)" % (self.where, label, value))
-        return value
-
-    def known(self, obj: Dict[str, Any], keys: Sequence[str], ctx: str) -> None:
-        """Refuse a key outside ``keys`` (a misspelt optional field would be read as absent),
-        suggesting the closest one."""
-        try:
-            Fields(obj, ctx, BundleError).reject_unknown(keys)
-        except BundleError as exc:
-            raise BundleError("%s: %s" % (self.where, exc)) from None
-
-    def shape(self, obj, key: str, ctx: str) -> Tuple[int, ...]:
-        raw = self.get(obj, key, list, ctx)
-        if not raw or len(raw) > MAX_DIMS or not all(
-                isinstance(d, int) and not isinstance(d, bool) and 0 < d < 2 ** 31 for d in raw):
-            raise BundleError("%s: field %s.%s must be a list of at most %d positive integers "
-                              "below 2^31, got %.200r" % (self.where, ctx, key, MAX_DIMS, raw))
-        if math.prod(raw) > MAX_ELEMENTS:
-            raise BundleError("%s: field %s.%s holds more than 2^32 elements: %r"
-                              % (self.where, ctx, key, raw))
-        if raw[0] != 1:
-            raise BundleError("%s: field %s.%s must have batch dimension 1, got %r"
-                              % (self.where, ctx, key, raw))
-        return tuple(raw)
-
-    def dtype(self, obj, key: str, ctx: str) -> str:
-        raw = self.get(obj, key, str, ctx)
-        try:
-            dt = np.dtype(raw)
-        except (TypeError, ValueError, SyntaxError):  # numpy: SyntaxError for a digit string
-            # past Python's 4,300-digit limit
-            raise BundleError("%s: field %s.%s is not a numpy dtype: %r" % (self.where, ctx, key, raw))
-        if dt.kind not in "biuf" or dt.fields is not None:  # what a tensor on the wire can be
-            raise BundleError("%s: field %s.%s must be a number or bool dtype, got %r"
-                              % (self.where, ctx, key, raw))
-        return dt.name
-
-
-def _parse_stage(f: _Fields, obj, position: int, directory: str, verify_files: bool) -> StageSpec:
+def _parse_stage(f: ManifestFields, obj, position: int, directory: str,
+                 verify_files: bool) -> StageSpec:
     ctx = "stages[%d]" % position
     if not isinstance(obj, dict):
         raise BundleError("%s: %s must be an object" % (f.where, ctx))
@@ -240,14 +212,20 @@ def _parse_stage(f: _Fields, obj, position: int, directory: str, verify_files: b
     rel = f.get(obj, "file", str, ctx)
     onnx_path = os.path.normpath(os.path.join(directory, rel))
     sha = f.get(obj, "sha256", str, ctx)
+    side = f.side_files(obj, ctx)  # None in a manifest without the field
     if verify_files:
         if not os.path.isfile(onnx_path):
             raise BundleError("%s: %s.file %s does not exist" % (f.where, ctx, onnx_path))
-        actual = sha256_file(onnx_path)
+        actual, mentions = sha256_and_finds(onnx_path, LOCATION_KEY)
         if actual != sha:
-            raise BundleError("%s: %s.file %s has sha256 %s..., manifest says %s... (file changed "
-                              "after build?); copy the bundle again (edge-agent doctor --bundle "
-                              "checks it)" % (f.where, ctx, rel, actual[:12], sha[:12]))
+            raise BundleError(mismatch_line(f.where, ctx + ".file", rel, actual, sha))
+        try:  # scanned only when it may name a side file: most stages hold none
+            locations = tensor_locations(onnx_path) if mentions else []
+        except ValueError as exc:
+            raise BundleError("%s: %s.file %s is not a readable ONNX model (%s)"
+                              % (f.where, ctx, rel, exc)) from None
+        check_side_files(f.where, ctx, rel, onnx_path, directory, side, locations, sha256_file,
+                         BundleError)
     inp = f.get(obj, "input", dict, ctx)
     feat = f.get(obj, "feature_output", dict, ctx, optional=True)
     logits = f.get(obj, "logits_output", dict, ctx, optional=True)
@@ -285,13 +263,14 @@ def _parse_stage(f: _Fields, obj, position: int, directory: str, verify_files: b
         num_classes=num_classes,
         dynamic_batch=bool(f.get(obj, "dynamic_batch", bool, ctx, optional=True) or False),
         input_value_range=None if value_range is None else tuple(float(v) for v in value_range),
+        external_data=side or (),
     )
 
 
 def parse_bundle(obj: Dict[str, Any], directory: str, where: str = MANIFEST_NAME,
                  verify_files: bool = True) -> Bundle:
     """Validate a parsed manifest ``obj`` whose files live in ``directory``."""
-    f = _Fields(where)
+    f = ManifestFields(where, BundleError)
     f.known(obj, MANIFEST_KEYS, "")
     if obj.get("format") != FORMAT_NAME:
         raise BundleError("%s: field format must be %r, got %r" % (where, FORMAT_NAME, obj.get("format")))
@@ -327,7 +306,8 @@ def parse_bundle(obj: Dict[str, Any], directory: str, where: str = MANIFEST_NAME
 def load_bundle(path, verify_files: bool = True) -> Bundle:
     """Load and validate the bundle at ``path`` (its directory or its ``bundle.json``).
 
-    With ``verify_files`` (default) every stage file must exist and match its SHA-256.
+    With ``verify_files`` (default) every stage file must exist and match its SHA-256, and so
+    must the side files it refers to (``engines.bundle_files``).
     Raises ``BundleError`` (a ``UsageError``) with one line naming what is wrong.
     """
     directory, obj = read_manifest(path)
@@ -353,9 +333,12 @@ def tensor_entry(name: str, shape, dtype: str) -> Dict[str, Any]:
 
 def stage_entry(index: int, file: str, sha256: str, input_tensor: Dict[str, Any],
                 feature: Optional[Dict[str, Any]], logits: Optional[Dict[str, Any]],
-                has_exit: bool, flops: int, dynamic_batch: bool) -> Dict[str, Any]:
-    """Manifest entry for one stage (``input_bytes`` derived from the input tensor)."""
-    return {
+                has_exit: bool, flops: int, dynamic_batch: bool,
+                external_data: Sequence[Dict[str, str]] = ()) -> Dict[str, Any]:
+    """Manifest entry for one stage (``input_bytes`` derived from the input tensor);
+    ``external_data`` ({file, sha256} of each side file) is written only when the stage has
+    side files, so a bundle without any stays readable by agents that predate the field."""
+    entry = {
         "index": index,
         "file": file,
         "sha256": sha256,
@@ -367,6 +350,9 @@ def stage_entry(index: int, file: str, sha256: str, input_tensor: Dict[str, Any]
         "input_bytes": tensor_bytes(input_tensor["shape"], input_tensor["dtype"]),
         "dynamic_batch": dynamic_batch,
     }
+    if external_data:
+        entry["external_data"] = [dict(e) for e in external_data]
+    return entry
 
 
 def make_manifest(name: str, num_classes: int, stages: List[Dict[str, Any]],
