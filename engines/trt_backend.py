@@ -17,7 +17,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 
@@ -66,10 +66,13 @@ def default_cache_dir(environ: Any = None) -> str:
 
 
 def plan_cache_key(onnx_sha256: str, trt_version: str, device_name: str, compute_capability: str,
-                   sm_count: int, precision: str, max_batch: int = 1) -> str:
-    """File-name-safe key of a TensorRT plan (pure; identical inputs give the same key)."""
+                   sm_count: int, precision: str, max_batch: int = 1,
+                   side_sha256: Sequence[str] = ()) -> str:
+    """File-name-safe key of a TensorRT plan (pure; identical inputs give the same key).
+    ``side_sha256``: the stage's external-data side files' hashes, which hold weights its
+    ``.onnx`` does not (none: the key of a stage without side files, as before they counted)."""
     ident = "|".join([onnx_sha256, trt_version, device_name, compute_capability, str(sm_count),
-                      precision, str(max_batch)])
+                      precision, str(max_batch)] + list(side_sha256))
     return "%s-%s.plan" % (onnx_sha256[:16], hashlib.sha256(ident.encode("utf-8")).hexdigest()[:24])
 
 
@@ -117,7 +120,8 @@ class TensorRTEngine(Engine):
         self.max_batch = max_batch if stage.dynamic_batch else 1
         cache_dir = cache_dir or default_cache_dir()
         key = plan_cache_key(stage.sha256, trt.__version__, ident["name"], ident["compute_capability"],
-                             ident["sm_count"], precision, self.max_batch)
+                             ident["sm_count"], precision, self.max_batch,
+                             [sha for _, sha in stage.external_data])
         plan_path = os.path.join(cache_dir, key)
         self._logger = trt.Logger(trt.Logger.WARNING)
         self._runtime = trt.Runtime(self._logger)
@@ -208,7 +212,8 @@ class TensorRTEngine(Engine):
         network = builder.create_network(flags)
         parser = trt.OnnxParser(network, self._logger)
         with open(self.stage.onnx_path, "rb") as f:
-            if not parser.parse(f.read()):
+            # the path lets the parser read the weights of a stage kept in side files
+            if not parser.parse(f.read(), self.stage.onnx_path):
                 errors = [str(parser.get_error(i)) for i in range(parser.num_errors)]
                 raise RuntimeError("TensorRT cannot parse %s: %s" % (self.stage.onnx_path, "; ".join(errors)))
         config = builder.create_builder_config()

@@ -106,11 +106,11 @@ def test_tensorrt_backend_absent_is_a_clear_error(tiny_bundle):
 
 def test_plan_cache_key_covers_every_identity_field():
     """The plan cache key changes with ONNX hash, TensorRT version, GPU name, compute capability,
-    SM count, precision and max batch, and is stable otherwise."""
-    base = ("ab" * 32, "10.3.0", "Orin", "8.7", 16, "fp16", 1)
+    SM count, precision, max batch and the side files' hashes, and is stable otherwise."""
+    base = ("ab" * 32, "10.3.0", "Orin", "8.7", 16, "fp16", 1, ["ef" * 32])
     key = plan_cache_key(*base)
     assert key == plan_cache_key(*base) and key.endswith(".plan") and "/" not in key
-    for i, other in enumerate(("cd" * 32, "8.5.2", "Xavier", "7.2", 8, "fp32", 4)):
+    for i, other in enumerate(("cd" * 32, "8.5.2", "Xavier", "7.2", 8, "fp32", 4, ["01" * 32])):
         changed = list(base)
         changed[i] = other
         assert plan_cache_key(*changed) != key

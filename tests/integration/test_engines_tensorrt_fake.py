@@ -11,12 +11,15 @@ test on real TensorRT lives in test_engines_backends.py and skips here.
 from __future__ import annotations
 
 import ctypes
+import os
 import sys
 import types
 
 import numpy as np
+import onnx
 import onnxruntime as ort
 import pytest
+from onnx.external_data_helper import load_external_data_for_model, uses_external_data
 
 from engines.tiny_model import build_tiny_bundle
 
@@ -43,9 +46,20 @@ def _fake_tensorrt(version):
         def __init__(self, network, logger):
             self.network = network
 
-        def parse(self, data):
-            self.network.onnx_bytes = data
+        def parse(self, model, path=None):
+            # as TensorRT documents it: ``path`` is needed only where weights are stored in
+            # side files, which the parser then reads relative to it (the plan holds them all)
+            m = onnx.load_model_from_string(bytes(model))
+            if any(uses_external_data(t) for t in m.graph.initializer):
+                if path is None:
+                    self.num_errors = 1
+                    return False
+                load_external_data_for_model(m, os.path.dirname(path))
+            self.network.onnx_bytes = m.SerializeToString()
             return True
+
+        def get_error(self, i):
+            return "external weights without the model's path"
 
     class Profile:
         def set_shape(self, name, lo, opt, hi):
@@ -267,3 +281,33 @@ def test_auto_prefers_tensorrt_when_installed(tiny_bundle, fake_trt, tmp_path):
     engine = load_engine(tiny_bundle.stages[0], backend="auto", precision="fp16", cache_dir=str(tmp_path))
     assert engine.info["backend"] == "tensorrt" and engine.info["precision"] == "fp16"
     engine.close()
+
+
+def test_a_stage_with_side_files_is_parsed_with_its_path_and_keyed_by_them(fake_trt, tmp_path):
+    """A stage whose weights are in external-data side files: the parser is given the stage
+    file's path (TensorRT reads side files relative to it; without it parsing fails), the plan
+    gives onnxruntime's outputs, and the plan's cache key covers the side files' hashes."""
+    from engines.build import build_bundle
+    from engines.loader import load_engine
+    from engines.tiny_model import CUTS, EXITS, make_tiny_multi_exit
+    from engines.trt_backend import plan_cache_key
+
+    trt, rt = fake_trt
+    source = str(tmp_path / "tiny.onnx")
+    onnx.save(make_tiny_multi_exit(seed=3), source)
+    bundle = build_bundle(source, list(CUTS), dict(EXITS), str(tmp_path / "side"),
+                          inline_max_bytes=0)
+    stage = next(s for s in bundle.stages if s.external_data)
+    x = np.random.default_rng(3).standard_normal(stage.input_shape).astype(np.float32)
+    cache = tmp_path / "cache"
+    engine = load_engine(stage, backend="tensorrt", cache_dir=str(cache))
+    try:
+        out = engine.run(x)
+    finally:
+        engine.close()
+    ref = load_engine(stage, backend="onnxruntime").run(x)
+    assert np.max(np.abs(out.logits - ref.logits)) <= 1e-6
+    side = [sha for _, sha in stage.external_data]
+    key = plan_cache_key(stage.sha256, trt.__version__, "Fake Orin", "8.7", 16, "fp32", 1, side)
+    assert [p.name for p in cache.glob("*.plan")] == [key]
+    assert key != plan_cache_key(stage.sha256, trt.__version__, "Fake Orin", "8.7", 16, "fp32", 1)
