@@ -36,7 +36,7 @@ from agent.ops.atomic import atomic_open
 from engines.npzfile import load_npz
 from engines.build import INPUT_RANGE_KEY, BuildError, check_batch_one, load_checked_onnx
 from engines.build_cuts import parse_cuts, plan_stages
-from engines.bundle import sha256_file
+from engines.bundle import sha256_file, tensor_locations
 from engines.flops import count_macs, numpy_dtype
 from engines.exit_profile import probabilities_problem
 from engines.heads_fit import fit_head, split_holdout
@@ -192,9 +192,14 @@ def record_input_range(model: onnx.ModelProto, x: np.ndarray) -> Tuple[float, fl
 
 def _cache_path(cache_dir: str, onnx_path: str, x: np.ndarray, names: Sequence[str], grid: int) -> str:
     """Cache file of the pooled features: named after the backbone file's and the data's bytes,
-    the tensors and the grid."""
+    the tensors and the grid. A backbone's weights kept in side files count too: its ``.onnx``
+    stays byte for byte the same when only their values change."""
+    folder = os.path.dirname(onnx_path)
+    side = [sha256_file(os.path.join(folder, loc)) if os.path.isfile(os.path.join(folder, loc))
+            else "missing " + loc for loc in tensor_locations(onnx_path)]
     h = hashlib.sha256()
-    h.update(repr((sha256_file(onnx_path), x.shape, x.dtype.str, list(names), grid)).encode())
+    h.update(repr((sha256_file(onnx_path), x.shape, x.dtype.str, list(names), grid, side))
+             .encode())
     h.update(np.ascontiguousarray(x).data)
     return os.path.join(cache_dir, "heads-features-%s.npz" % h.hexdigest()[:32])
 

@@ -3,6 +3,8 @@ that computes what was trained, deterministically, and bad input fails in one li
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import onnx
 import onnxruntime as ort
@@ -279,6 +281,40 @@ def test_feature_cache_is_reused_only_for_the_same_backbone_data_and_grid(backbo
     assert calls == [1, len(x), 1, 1, len(x)]  # each run probes one sample first
     with open(a, "rb") as fa, open(b, "rb") as fb:
         assert fa.read() == fb.read()
+
+
+def test_feature_cache_is_not_reused_when_the_backbones_side_file_changes(backbone, tmp_path,
+                                                                         monkeypatch):
+    """A backbone with its weights in an external-data side file: new weight values change only
+    the side file (the .onnx stays the same bytes), and the cached pooled features of the old
+    weights are not reused."""
+    import engines.heads as heads
+
+    model = onnx.load(backbone)
+    side = str(tmp_path / "side" / "backbone.onnx")
+    os.makedirs(os.path.dirname(side))
+    onnx.save_model(model, side, save_as_external_data=True, all_tensors_to_one_file=True,
+                    location="backbone.onnx.data")
+    with open(side, "rb") as f:
+        graph_bytes = f.read()
+    x, y = _data()
+    cache = str(tmp_path / "cache")
+    calls = []
+    real = heads.run_tensors
+
+    def counting(model, names, xs, *args):
+        calls.append(len(xs))
+        return real(model, names, xs, *args)
+
+    monkeypatch.setattr(heads, "run_tensors", counting)
+    make_heads(side, ["c1", "c2"], x, y, str(tmp_path / "a.onnx"), cache_dir=cache)
+    data = side + ".data"
+    weights = np.fromfile(data, dtype=np.float32)
+    (weights * 0.5).tofile(data)  # other weights, same sizes
+    with open(side, "rb") as f:
+        assert f.read() == graph_bytes
+    make_heads(side, ["c1", "c2"], x, y, str(tmp_path / "b.onnx"), cache_dir=cache)
+    assert calls == [1, len(x), 1, len(x)]
 
 
 def test_a_backbone_ending_in_softmax_is_refused_naming_the_logits_to_give(tmp_path):
