@@ -258,14 +258,10 @@ def test_symbolic_image_sizes_are_fixed_to_the_data_so_build_accepts_the_graph(t
     assert bundle.stages[0].input_shape == (1, 1, 8, 8)
 
 
-def test_feature_cache_is_reused_only_for_the_same_backbone_data_and_grid(backbone, tmp_path, monkeypatch):
-    """With a cache folder, a second run on the same backbone, data, tensors and grid reads the
-    pooled features instead of running the backbone over the set, and writes the same graph; a
-    different grid computes them again."""
+def _count_backbone_runs(monkeypatch):
+    """A list that ``make_heads`` appends the number of samples of each backbone run to."""
     import engines.heads as heads
 
-    x, y = _data()
-    cache = str(tmp_path / "cache")
     calls = []
     real = heads.run_tensors
 
@@ -274,6 +270,16 @@ def test_feature_cache_is_reused_only_for_the_same_backbone_data_and_grid(backbo
         return real(model, names, xs, *args)
 
     monkeypatch.setattr(heads, "run_tensors", counting)
+    return calls
+
+
+def test_feature_cache_is_reused_only_for_the_same_backbone_data_and_grid(backbone, tmp_path, monkeypatch):
+    """With a cache folder, a second run on the same backbone, data, tensors and grid reads the
+    pooled features instead of running the backbone over the set, and writes the same graph; a
+    different grid computes them again."""
+    x, y = _data()
+    cache = str(tmp_path / "cache")
+    calls = _count_backbone_runs(monkeypatch)
     a, b, c = (str(tmp_path / n) for n in ("a.onnx", "b.onnx", "c.onnx"))
     make_heads(backbone, ["c1", "c2"], x, y, a, cache_dir=cache)
     make_heads(backbone, ["c1", "c2"], x, y, b, cache_dir=cache)
@@ -288,8 +294,6 @@ def test_feature_cache_is_not_reused_when_the_backbones_side_file_changes(backbo
     """A backbone with its weights in an external-data side file: new weight values change only
     the side file (the .onnx stays the same bytes), and the cached pooled features of the old
     weights are not reused."""
-    import engines.heads as heads
-
     model = onnx.load(backbone)
     side = str(tmp_path / "side" / "backbone.onnx")
     os.makedirs(os.path.dirname(side))
@@ -299,14 +303,7 @@ def test_feature_cache_is_not_reused_when_the_backbones_side_file_changes(backbo
         graph_bytes = f.read()
     x, y = _data()
     cache = str(tmp_path / "cache")
-    calls = []
-    real = heads.run_tensors
-
-    def counting(model, names, xs, *args):
-        calls.append(len(xs))
-        return real(model, names, xs, *args)
-
-    monkeypatch.setattr(heads, "run_tensors", counting)
+    calls = _count_backbone_runs(monkeypatch)
     make_heads(side, ["c1", "c2"], x, y, str(tmp_path / "a.onnx"), cache_dir=cache)
     data = side + ".data"
     weights = np.fromfile(data, dtype=np.float32)
