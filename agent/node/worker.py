@@ -275,9 +275,10 @@ class WorkerSide(Role):
         meta[EXPIRES] = now + ttl
         if self.head_hook and h == 1:
             meta[RAW] = x  # the raw input, for an ESCALATE (A4)
+        job = Job(meta, x, h)  # positional: keywords cost a dataclass's __init__ 0.14 us more
         if seen is not None and now < seen[1]:  # a re-issue: after the earlier one (out_reissue)
-            return self.reissues.hold(key, Job(meta=meta, x=x, stage=h), seen[1])
-        self._queue(Job(meta=meta, x=x, stage=h), now)
+            return self.reissues.hold(key, job, seen[1])
+        self._queue(job, now)
 
     def on_timer(self, key: str, now: float) -> None:
         """A re-issue held until its earlier issue's deadline here (``out_reissue``) is due."""
@@ -289,7 +290,8 @@ class WorkerSide(Role):
         job.queued_at = self.runner.clock()  # it waits from now: ``InferenceThread.waited``
         self.backlog.append(job)
         self.backlog_bytes += job.x.nbytes
-        self._pump(now)
+        if not (self.inline or self._one):  # else on_clock runs it: _pump would hand none over
+            self._pump(now)
 
     def _pump(self, now: float) -> None:
         """Hand queued jobs to the engine, up to ENGINE_DEPTH; expired ones are dropped (when

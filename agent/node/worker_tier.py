@@ -47,8 +47,10 @@ def result_item(side: Any, f: Dict[str, Any], h: int, cls: int, confidence: floa
                 out.reject("bad_output", f["source"], "the policy's confidence for task %s is %r"
                            % (f["id"], fields["confidence"]))
                 return None
-    return OutItem(_RESULT, "R:" + wire.task_key(f["id"], f["attempt"]), fields, None,
-                   dest=f["source"], keep_until=expires)
+    # positional, keep_until set after: keywords cost a dataclass's __init__ 0.15 us more
+    item = OutItem(_RESULT, "R:" + wire.task_key(f["id"], f["attempt"]), fields, None, f["source"])
+    item.keep_until = expires
+    return item
 
 
 def escalate(side: Any, f: Dict[str, Any], x0: Any, expires: float, action: HeadAction,
