@@ -36,15 +36,18 @@ def _rate(c):
     return (c.stats("s1") or {}).get("arrival_rate_tasks_s", math.nan)
 
 
-def test_a_client_source_load_step_moves_dtoee_routing_off_the_one_fast_worker(bundle, tmp_path):
+@pytest.mark.parametrize("step", ["default", "joint"])
+def test_a_client_source_load_step_moves_dtoee_routing_off_the_one_fast_worker(bundle, tmp_path,
+                                                                              step):
     """Rule: a client source configured for 30 tasks/s but sent nothing plans for 0 tasks/s
     from its first slot and routes all to the faster of two stage-1 workers; when its clients
     step up to 20 tasks/s (80% of the fast worker's capacity), its estimate follows and within
     15 slots DTO-EE gives the slower worker a share, as it plans for the real rate; when they
     stop, the estimate falls and the source leans all on the fast worker again. No node's step
-    fails on the way (a rate of 0 included)."""
+    fails on the way (a rate of 0 included). The same with the joint step, where the idle
+    source has no flow for the stage's solve and leans as under the default rule."""
     c = Cluster(str(tmp_path), bundle, STAGES, policy="dtoee", slot_length_s=SLOT_S,
-                rounds_per_slot=8, round_interval_s=0.05)
+                rounds_per_slot=8, round_interval_s=0.05, policy_knobs={"step": step})
     endpoint = "tcp://127.0.0.1:%d" % free_ports(1)[0]
     alpha = stage_flops(bundle, 1)
     client = None

@@ -121,6 +121,30 @@ def test_a_missing_report_leaves_its_flow_as_background():
             assert bg == 0.0
 
 
+@pytest.mark.parametrize("seed", range(6))
+def test_an_idle_offloader_leans_half_way_to_its_least_cost_receiver(seed):
+    """Rule: an offloader that sends nothing has no flow for the solve to move, so, as under
+    the default rule, it moves half of its routing to the receiver where the stage's marginal
+    cost is least (the others keep half their shares), and it keeps leaning there round after
+    round."""
+    reps, flops = _reports(seed)
+    params = PARAMS["delay"]
+    reps[0] = dataclasses.replace(reps[0], out_rate_tasks_s=0.0)
+    prob = J.stage_problem(reps, flops, 7.7e5, params)
+    routing, _ = J.joint_routing(prob, params)
+    edges = np.flatnonzero(prob.row == 0)
+    g = J.stage_cost(prob, J.solve_stage(prob, params), params)[1][edges]
+    best = prob.succ[edges[int(np.argmin(g))]]
+    old = reps[0].routing
+    assert routing[0][best] == pytest.approx(old[best] + 0.5 * (1.0 - old[best]), abs=1e-12)
+    assert all(routing[0][j] == pytest.approx(0.5 * old[j], abs=1e-12) for j in old if j != best)
+    assert sum(routing[0].values()) == pytest.approx(1.0, abs=1e-12)
+    for _ in range(8):  # its lean goes on while it stays idle
+        reps[0] = dataclasses.replace(reps[0], routing=routing[0])
+        routing, _ = J.joint_routing(J.stage_problem(reps, flops, 7.7e5, params), params)
+    assert max(routing[0].values()) > 0.99
+
+
 def test_a_stage_report_crosses_the_wire_and_bad_ones_are_refused():
     """Rule: a report survives encoding as it is; one whose maps disagree on the successors,
     or that carries a non-number, a negative rate or a zero capacity, is refused by name."""

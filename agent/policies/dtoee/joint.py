@@ -39,7 +39,7 @@ from agent.policies.dtoee.knobs import DtoeeParams
 # rates and capacities below it (a denormal) overflow the hop cost and the pressure terms, and
 # LAPACK's least-squares fallback never returns on the NaN system that follows
 from agent.config.checks import MIN_RATE
-from agent.policies.dtoee.steps import penalty_slopes, row_marginals
+from agent.policies.dtoee.steps import IDLE_LEAN, paper_step, penalty_slopes, row_marginals
 from agent.policies.model import hop_bytes, penalty, pressure
 
 NEWTON_ITERATIONS = 60  # at most; 1-3 are typical, 31 the most seen (docs/dtoee.md)
@@ -253,7 +253,9 @@ def solve_stage(prob: StageProblem, params: DtoeeParams) -> np.ndarray:
 def joint_routing(prob: StageProblem, params: DtoeeParams
                   ) -> Tuple[List[Dict[str, float]], Dict[str, float]]:
     """Solve ``prob``: the new routing of each offloader (``prob.offloaders`` order) and each
-    receiver's load (FLOP/s) under it. An offloader sending nothing keeps its routing."""
+    receiver's load (FLOP/s) under it. An offloader sending nothing has no flow to solve for:
+    as under the default rule, it leans half way to the receiver its next task would cost the
+    least (the stage's marginal cost there), so that it routes well once tasks come."""
     y = solve_stage(prob, params)
     total = np.bincount(prob.row, weights=y, minlength=len(prob.offloaders))
     routing: List[Dict[str, float]] = [{} for _ in prob.offloaders]
@@ -261,6 +263,15 @@ def joint_routing(prob: StageProblem, params: DtoeeParams
         # a non-finite total (inf/NaN rate in ``prob``) would give NaN shares: keep the old ones
         routing[i][j] = (float(y[e] / total[i]) if 0 < total[i] < np.inf
                          else float(prob.p[e]))
+    idle = [i for i in range(len(prob.offloaders)) if total[i] == 0 and routing[i]]
+    if idle:
+        g = stage_cost(prob, y, params)[1]
+        for i in idle:
+            edges = np.flatnonzero(prob.row == i)
+            if np.isfinite(g[edges]).all():
+                lean = paper_step(prob.p[edges][None, :], g[edges][None, :],
+                                  np.ones((1, len(edges)), dtype=bool), IDLE_LEAN)[0]
+                routing[i] = {prob.succ[e]: float(v) for e, v in zip(edges, lean)}
     arr = prob.background + np.bincount(prob.col, weights=y, minlength=len(prob.receivers))
     return routing, {j: float(prob.flops * a) for j, a in zip(prob.receivers, arr)}
 

@@ -71,6 +71,10 @@ def row_marginals(p, remaining, next_flops, next_bytes, link_rate, load, capacit
     return delta, h, omega_i, psi_i
 
 
+# the share of its routing an idle offloader (no flow) moves to its best successor each round
+IDLE_LEAN = 0.5
+
+
 def paper_step(p, delta, valid, tau: float):
     """Eq. 19: every successor keeps (1 - tau) of its probability, the least-Delta one gains."""
     best = np.argmin(np.where(valid, delta, np.inf), axis=1)
@@ -134,7 +138,7 @@ def newton_step(p, out_rate, delta, curvature, headroom, predecessors, damping, 
     # an idle offloader (no flow) still leans towards its best successor for when tasks come
     idle = ~moving
     if idle.any():
-        out[idle] = paper_step(pv[idle], delta[idle], valid[idle], 0.5)
+        out[idle] = paper_step(pv[idle], delta[idle], valid[idle], IDLE_LEAN)
     return out
 
 
