@@ -21,6 +21,7 @@ from agent.ops.bindfault import bind_fault, hold_binds, node_binds
 from agent.ops.doctor_binds import check_tcp_binds
 from agent.ops.doctor_check import FAIL
 from agent.testbed.ports import free_ports
+from tests.unit.processes import tcp_sockets_on
 
 WAIT_S = 30.0  # a listener libzmq closes on its I/O thread is gone within this
 
@@ -82,6 +83,21 @@ def _wait_free(endpoint: str) -> None:
         time.sleep(0.05)
 
 
+def _wait_bindable(port: int) -> None:
+    """Until a socket binds 127.0.0.1:``port`` as the probe does (SO_REUSEADDR, no listen;
+    it leaves nothing behind when closed), at most WAIT_S."""
+    deadline = time.monotonic() + WAIT_S
+    while time.monotonic() < deadline:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                s.bind(("127.0.0.1", port))
+                return
+            except OSError:
+                pass
+        time.sleep(0.05)
+
+
 def test_a_port_a_plain_socket_listens_on_fails_with_the_line_libzmq_bind_gives():
     """Rule: a control or data port another process listens on is refused by the probe with
     exactly ``bind_fault``'s line for libzmq's own EADDRINUSE, naming that plane; the planes
@@ -89,12 +105,14 @@ def test_a_port_a_plain_socket_listens_on_fails_with_the_line_libzmq_bind_gives(
     c, d = free_ports(2)
     cfg = _cfg("tcp://127.0.0.1:%d" % c, "tcp://127.0.0.1:%d" % d)
     for plane, port in (("control", c), ("data", d)):
+        if plane == "data":  # it needs the control port free again: the listener just
+            _wait_bindable(c)  # closed there was once seen still in the way (a CI run)
         with _listen(socket.AF_INET, "127.0.0.1", port):
             exc = _zmq_bind("tcp://127.0.0.1:%d" % port)
             assert exc is not None and exc.errno == errno.EADDRINUSE
             line = _probe_line(cfg)
         want = bind_fault(cfg, {"control": cfg.control_bind} if plane == "data" else {}, exc)
-        assert line == want, (line, want)
+        assert line == want, (line, want, tcp_sockets_on(c), tcp_sockets_on(d))
         assert line.startswith("%s_bind: cannot bind tcp://127.0.0.1:%d: Address already in "
                                "use (free the port or change the address)" % (plane, port))
     assert _zmq_bind(cfg.control_bind) is None  # nothing left held after the fault
