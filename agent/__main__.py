@@ -40,12 +40,17 @@ def console() -> int:
             from agent.cli import main
 
             status = main()
-    except KeyboardInterrupt as exc:  # before main took over (Ctrl-C: from the first moment)
+    except (KeyboardInterrupt, RuntimeError) as exc:  # before main took over (Ctrl-C: from
+        # the first moment); a RuntimeError may stand for one (``interrupt_behind``). Imported
         # again where the interrupt cut this import short (a module that failed is not kept)
-        from agent.commands.interrupts import forget_caught_interrupt, report_interrupt
+        from agent.commands.interrupts import (forget_caught_interrupt, interrupt_behind,
+                                               report_interrupt)
 
+        interrupt = interrupt_behind(exc)
+        if interrupt is None:
+            raise
         if status is None:  # else a signal after the command had ended and said how
-            status = report_interrupt(exc)
+            status = report_interrupt(interrupt)
         forget_caught_interrupt()  # exit with the status, not by SIGINT (see there)
     finally:  # the command has ended: a signal from now on acts as it did before (a hung exit)
         for s, old in previous.items():

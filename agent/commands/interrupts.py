@@ -29,6 +29,20 @@ def raised_for(signum: int) -> type:
     return {signal.SIGTERM: Terminated, signal.SIGHUP: HungUp}.get(signum, KeyboardInterrupt)
 
 
+def interrupt_behind(exc: BaseException) -> Optional[BaseException]:
+    """The interrupt (a ``KeyboardInterrupt``) ``exc`` is or was raised from, else None.
+
+    Python up to 3.11 turns any exception raised inside a ``__set_name__`` call into a
+    RuntimeError caused by it; such calls run while a class is made (every dataclass field
+    given with ``field()``), so a signal arriving then, while a module imports, surfaced as a
+    RuntimeError: a traceback and status 1 instead of one line and the signal's status."""
+    for _ in range(8):  # a cause chain of wrappers, never a cycle
+        if exc is None or isinstance(exc, KeyboardInterrupt):
+            return exc
+        exc = exc.__cause__
+    return None
+
+
 def signal_name(exc: BaseException) -> str:
     """"SIGHUP", "SIGTERM" or "SIGINT": the signal an interrupt came from."""
     return "SIGHUP" if isinstance(exc, HungUp) else "SIGTERM" if isinstance(
