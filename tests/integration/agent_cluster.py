@@ -140,7 +140,8 @@ class Cluster:
         return read_stats(os.path.join(self.root, node, "stats.json"))
 
     def records(self, node: str) -> List[dict]:
-        """``node``'s records: its rotated files (records.jsonl.N .. .1), then records.jsonl."""
+        """``node``'s records: its rotated files (records.jsonl.N .. .1), then records.jsonl,
+        without a last line still being written (no newline yet: it is read whole next time)."""
         path = os.path.join(self.root, node, "records.jsonl")
         n = 1
         while os.path.exists("%s.%d" % (path, n)):
@@ -149,7 +150,8 @@ class Cluster:
         for p in ["%s.%d" % (path, i) for i in range(n - 1, 0, -1)] + [path]:
             if os.path.exists(p):
                 with open(p) as f:
-                    out += [json.loads(line) for line in f if line.strip()]
+                    out += [json.loads(line) for line in f
+                            if line.endswith("\n") and line.strip()]
         return out
 
     def counters(self, node: str) -> dict:
