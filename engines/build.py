@@ -2,16 +2,20 @@
 
 Stage h takes cut tensor h-1 (the graph input at stage 1) and produces cut tensor h (nothing at
 the final stage) plus its exit logits where it has a head; the final stage produces the final
-head's logits. Every stage is cut out with ``onnx.utils.extract_model``. Before anything is
-written, the cut points are checked (``engines.build_cuts``), then every stage's tensors. A
-stage over protobuf's 2 GB limit keeps its weights in the side file ``stageH.onnx.data`` (as
-``extract_model`` writes it), which the manifest lists with its SHA-256 (``engines.bundle_files``).
+head's logits. Before anything is written, the cut points are checked (``engines.build_cuts``),
+then every stage's tensors, on the graph read without the weights a source keeps in side files
+(``load_checked_graph``): so a source past protobuf's 2 GB limit, whose weights must be in side
+files, is built as one under it, never held whole in memory. Every stage is cut out with onnx's
+``Extractor`` (as ``onnx.utils.extract_model`` does) and reads only its own weights. A stage
+over the limit keeps its weights in the side file ``stageH.onnx.data`` (as ``extract_model``
+writes it), which the manifest lists with its SHA-256 (``engines.bundle_files``).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import shutil
 from typing import Dict, List, Optional, Sequence
@@ -21,7 +25,7 @@ import onnx
 
 from agent.ops.atomic import is_mount_point, replace_dir
 from engines import bundle as bfmt
-from engines import bundle_files
+from engines import build_weights, bundle_files
 from engines.build_cuts import BuildError, plan_stages, upstream
 from engines.flops import (batch_is_dynamic, count_macs, fix_batch, macs_by_node, numpy_dtype,
                            tensor_types)
@@ -35,6 +39,9 @@ INPUT_RANGE_KEY = "edge_agent.input_range"
 # larger message, and ``extract_model`` moves them out past the same limit
 STAGE_INLINE_MAX_BYTES = onnx.checker.MAXIMUM_PROTOBUF
 SIDE_FILE_SUFFIX = ".data"  # stageH.onnx.data, the name ``extract_model`` gives a side file
+# a source tensor kept in a side file is read with the graph (for shape inference) up to this
+# size; larger ones are weights, read stage by stage only as each stage is written
+GRAPH_DATA_MAX_BYTES = 1 << 20
 
 
 def _tensor(types, name: str, what: str):
@@ -50,19 +57,58 @@ def _tensor(types, name: str, what: str):
     return bfmt.tensor_entry(name, shape, numpy_dtype(elem))
 
 
-def load_checked_onnx(path: str, error: Optional[type] = None) -> onnx.ModelProto:
-    """Read and check an ONNX file; one-line ``error`` (default ``BuildError``) when it is
-    missing, not a regular file or not a valid model."""
-    error = error or BuildError
+def _checked_file(path: str, error: type) -> None:
+    """Refuse, in one line, a path that is missing or not a regular file, then a file that is
+    not a valid model; checked by path, so a model's side files are checked with it (and one
+    past protobuf's 2 GB limit at all)."""
     if not os.path.exists(path):
         raise error("ONNX file %s does not exist" % path)
     if not os.path.isfile(path):
         raise error("ONNX file %s is not a regular file" % path)
     try:
-        model = onnx.load(path)
-        onnx.checker.check_model(model)
+        onnx.checker.check_model(path)
     except Exception as exc:  # protobuf DecodeError, ValidationError, OSError ...
-        raise error("%s: not a valid ONNX model (%s)" % (path, str(exc).strip().splitlines()[0]))
+        raise error("%s: not a valid ONNX model (%s)" % (path, _first_line(exc)))
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def load_checked_onnx(path: str, error: Optional[type] = None) -> onnx.ModelProto:
+    """Read and check an ONNX file, its weights included; one-line ``error`` (default
+    ``BuildError``) when it is missing, not a regular file, not a valid model, or too large to
+    hold as one model (over protobuf's 2 GB limit with its weights: refused before they are
+    read, as nothing can serialize it, for onnxruntime or a checker, afterwards)."""
+    error = error or BuildError
+    model = load_checked_graph(path, error)
+    size = build_weights.model_bytes(model)
+    if size > onnx.checker.MAXIMUM_PROTOBUF:
+        raise error("%s: the model with its side files is %.2f GiB, over protobuf's 2 GiB limit "
+                    "for one model, and this command holds the whole model in memory "
+                    "(`edge-agent build` reads such a model stage by stage)" % (path, size / 2**30))
+    try:
+        build_weights.load_small(model, os.path.dirname(path), math.inf)
+    except (OSError, ValueError) as exc:  # a side file unreadable or cut short
+        raise error("%s: cannot read the model (%s)" % (path, _first_line(exc)))
+    return model
+
+
+def load_checked_graph(path: str, error: Optional[type] = None) -> onnx.ModelProto:
+    """Check an ONNX file (one-line ``error``, default ``BuildError``, when it is missing, not a
+    regular file or not a valid model) and read it without the weights it keeps in side files:
+    only their data up to ``GRAPH_DATA_MAX_BYTES`` a tensor (shape constants, which shape
+    inference reads) is loaded. So a model past protobuf's 2 GB limit, whose weights must be
+    in side files, is read in a few megabytes and inspected (shape inference included) as one
+    under it is."""
+    error = error or BuildError
+    _checked_file(path, error)
+    try:
+        model = onnx.load(path, load_external_data=False)
+        build_weights.load_small(model, os.path.dirname(path), GRAPH_DATA_MAX_BYTES)
+    except Exception as exc:
+        raise error("%s: cannot read the model (%s)" % (path, _first_line(exc)))
     return model
 
 
@@ -163,7 +209,7 @@ def build_bundle(onnx_path: str, cuts: Sequence[str], exits: Dict[int, str], out
     from agent.ops.files import first_missing_dir
 
     onnx_path = os.path.abspath(os.fspath(onnx_path))
-    model = load_checked_onnx(onnx_path)
+    model = load_checked_graph(onnx_path)
     _, plan, final_output = plan_stages(model, cuts, exits, final_output)
     check_batch_one(model)
     out_dir = os.path.abspath(os.fspath(out_dir))
@@ -205,7 +251,8 @@ def build_bundle(onnx_path: str, cuts: Sequence[str], exits: Dict[int, str], out
            else os.path.join(out_dir, "." + tag))
     os.mkdir(new)
     try:
-        _write_stages(onnx_path, plan, exits, tensors, new, manifest, inline_max_bytes)
+        _write_stages(model, os.path.dirname(onnx_path), plan, exits, tensors, new, manifest,
+                      inline_max_bytes)
         bfmt.load_bundle(new)
         _swap_in(new, out_dir)
     except BaseException:
@@ -249,41 +296,42 @@ def _movable(out_dir: str) -> bool:
                 or not os.access(os.path.dirname(out_dir), os.W_OK | os.X_OK))
 
 
-def _move_weights_out(path: str, file: str, inline_max_bytes: int) -> None:
-    """Put the weights of the stage file ``path`` (named ``file``) in its side file when it is
-    over ``inline_max_bytes`` and has none yet: past protobuf's limit ``extract_model`` has done
-    so already, so this acts only on a lower limit, with the same name and tensor threshold."""
-    if os.path.getsize(path) <= inline_max_bytes or bfmt.tensor_locations(path):
-        return
-    onnx.save_model(onnx.load(path), path, save_as_external_data=True,
-                    all_tensors_to_one_file=True, location=file + SIDE_FILE_SUFFIX)
-
-
-def _write_stages(onnx_path: str, plan, exits: Dict[int, str], tensors, out_dir: str,
-                  manifest, inline_max_bytes: int = STAGE_INLINE_MAX_BYTES) -> None:
-    """Extract every stage into the new folder ``out_dir`` (checked already), write the
-    manifest; a stage file over ``inline_max_bytes`` keeps its weights in a side file."""
+def _write_stages(model: onnx.ModelProto, source_dir: str, plan, exits: Dict[int, str], tensors,
+                  out_dir: str, manifest, inline_max_bytes: int = STAGE_INLINE_MAX_BYTES) -> None:
+    """Cut every stage out of ``model`` (the source's graph, its weights left in the side files
+    in ``source_dir``) into the new folder ``out_dir`` (checked already), write the manifest.
+    Each stage reads only its own weights, so the source is never held whole in memory."""
+    try:  # the cut tensors' types, which the extractor copies into each stage
+        extractor = onnx.utils.Extractor(onnx.shape_inference.infer_shapes(model))
+    except Exception as exc:
+        raise BuildError("cannot cut the model: shape inference failed (%s)" % _first_line(exc))
     stages = []
     for h, (start, outs) in enumerate(plan, start=1):
         file = "stage%d.onnx" % h
         path = os.path.join(out_dir, file)
         try:
-            onnx.utils.extract_model(onnx_path, path, [start], outs, check_model=False)
+            stage = extractor.extract_model([start], outs)
         except Exception as exc:
             raise BuildError("cannot extract stage %d (%s -> %s): %s"
-                             % (h, start, outs, str(exc).strip().splitlines()[0]))
-        _move_weights_out(path, file, inline_max_bytes)
-        # by path, so that a stage with side files is checked with them (and one over 2 GB at
-        # all); the graph without its external weights is all the MAC count and batch need
+                             % (h, start, outs, _first_line(exc)))
+        # the graph without its weights is all the MAC count and batch need: read before the
+        # stage's weights are, so a stage of gigabytes is counted in megabytes
+        macs = count_macs(stage)
+        dims = stage.graph.input[0].type.tensor_type.shape.dim
+        dynamic = bool(len(dims)) and batch_is_dynamic(dims[0])
+        try:
+            build_weights.save_stage(stage, source_dir, path, file + SIDE_FILE_SUFFIX,
+                                     inline_max_bytes)
+        except (OSError, ValueError) as exc:  # a source side file changed since the check
+            raise BuildError("cannot write stage %d's weights: %s" % (h, _first_line(exc)))
+        del stage, dims
+        # by path, so that a stage with side files is checked with them (and one over 2 GB at all)
         onnx.checker.check_model(path)
-        stage_model = onnx.load(path, load_external_data=False)
         input_tensor, feature, logits = tensors[h - 1]
-        dims = stage_model.graph.input[0].type.tensor_type.shape.dim
         stages.append(bfmt.stage_entry(
             index=h, file=file, sha256=bfmt.sha256_file(path),
             input_tensor=input_tensor, feature=feature, logits=logits,
-            has_exit=h in exits, flops=count_macs(stage_model),
-            dynamic_batch=bool(len(dims)) and batch_is_dynamic(dims[0]),
+            has_exit=h in exits, flops=macs, dynamic_batch=dynamic,
             external_data=[{"file": f, "sha256": bfmt.sha256_file(os.path.join(out_dir, f))}
                            for f in bundle_files.side_files(path, out_dir,
                                                             bfmt.tensor_locations(path))]))

@@ -126,15 +126,17 @@ def test_heads_refused_by_their_shapes_leave_no_out_folder(tiny_onnx, tmp_path, 
 
 
 def _break_stage2_extraction(monkeypatch):
-    """Make onnx's extraction of stage 2 fail, as a graph onnx cannot cut would."""
-    real = onnx.utils.extract_model
+    """Make onnx's extraction of each build's second stage fail, as a graph onnx cannot cut
+    would (a build makes one extractor and cuts its stages in order)."""
+    real = onnx.utils.Extractor.extract_model
 
-    def extract(src, dst, inputs, outputs, **kw):
-        if dst.endswith("stage2.onnx"):
+    def extract(self, inputs, outputs):
+        self.cuts_made = getattr(self, "cuts_made", 0) + 1
+        if self.cuts_made == 2:
             raise ValueError("extraction broke")
-        return real(src, dst, inputs, outputs, **kw)
+        return real(self, inputs, outputs)
 
-    monkeypatch.setattr(onnx.utils, "extract_model", extract)
+    monkeypatch.setattr(onnx.utils.Extractor, "extract_model", extract)
 
 
 def test_a_stage_that_fails_to_extract_removes_the_folder_the_build_made(tiny_onnx, tmp_path,

@@ -15,8 +15,8 @@ import pytest
 
 from engines.build import STAGE_INLINE_MAX_BYTES, build_bundle
 from engines.bundle import MANIFEST_NAME, BundleError, load_bundle, sha256_file
-from engines.loader import load_engine
 from engines.tiny_model import CUTS, EXITS, make_tiny_multi_exit
+from tests.integration.bundle_chain import chain_logits
 
 
 @pytest.fixture()
@@ -28,21 +28,6 @@ def source(tmp_path):
 
 def _build(source, out, inline_max_bytes=STAGE_INLINE_MAX_BYTES):
     return build_bundle(source, list(CUTS), dict(EXITS), out, inline_max_bytes=inline_max_bytes)
-
-
-def _chain_logits(bundle):
-    """Every head's logits of the stage chain on one input of ones."""
-    x = np.ones(bundle.stage(1).input_shape, dtype=bundle.stage(1).input_dtype)
-    logits = []
-    for spec in bundle.stages:
-        engine = load_engine(spec, backend="onnxruntime", threads=1)
-        try:
-            out = engine.run(x)
-        finally:
-            engine.close()
-        logits.append(out.logits)
-        x = out.features
-    return logits
 
 
 def test_production_limit_is_protobufs():
@@ -70,7 +55,7 @@ def test_build_records_every_side_file_it_writes(source, tmp_path):
     with open(os.path.join(inline.path, MANIFEST_NAME)) as f:
         assert all("external_data" not in st for st in json.load(f)["stages"])
     assert [s.flops for s in side.stages] == [s.flops for s in inline.stages]
-    for a, b in zip(_chain_logits(side), _chain_logits(inline)):
+    for a, b in zip(chain_logits(side), chain_logits(inline)):
         np.testing.assert_allclose(a, b, rtol=0, atol=1e-5)
 
 
