@@ -40,3 +40,10 @@ def missing_module_hint(exc: ModuleNotFoundError) -> Optional[str]:
         return None
     return "this command needs %s, which is not installed: pip install %s" % (
         top, EXTRA_OF_MODULE[top])
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of ``exc``'s message (its type's name when it has none): how a library's
+    multi-line error is quoted inside a one-line refusal."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

@@ -23,6 +23,7 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 import onnx
 
+from agent.errors import first_line
 from agent.ops.atomic import is_mount_point, replace_dir
 from engines import bundle as bfmt
 from engines import build_weights, bundle_files
@@ -68,12 +69,7 @@ def _checked_file(path: str, error: type) -> None:
     try:
         onnx.checker.check_model(path)
     except Exception as exc:  # protobuf DecodeError, ValidationError, OSError ...
-        raise error("%s: not a valid ONNX model (%s)" % (path, _first_line(exc)))
-
-
-def _first_line(exc: Exception) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
+        raise error("%s: not a valid ONNX model (%s)" % (path, first_line(exc)))
 
 
 def load_checked_onnx(path: str, error: Optional[type] = None) -> onnx.ModelProto:
@@ -91,7 +87,7 @@ def load_checked_onnx(path: str, error: Optional[type] = None) -> onnx.ModelProt
     try:
         build_weights.load_small(model, os.path.dirname(path), math.inf)
     except (OSError, ValueError) as exc:  # a side file unreadable or cut short
-        raise error("%s: cannot read the model (%s)" % (path, _first_line(exc)))
+        raise error("%s: cannot read the model (%s)" % (path, first_line(exc)))
     return model
 
 
@@ -108,7 +104,7 @@ def load_checked_graph(path: str, error: Optional[type] = None) -> onnx.ModelPro
         model = onnx.load(path, load_external_data=False)
         build_weights.load_small(model, os.path.dirname(path), GRAPH_DATA_MAX_BYTES)
     except Exception as exc:
-        raise error("%s: cannot read the model (%s)" % (path, _first_line(exc)))
+        raise error("%s: cannot read the model (%s)" % (path, first_line(exc)))
     return model
 
 
@@ -304,7 +300,7 @@ def _write_stages(model: onnx.ModelProto, source_dir: str, plan, exits: Dict[int
     try:  # the cut tensors' types, which the extractor copies into each stage
         extractor = onnx.utils.Extractor(onnx.shape_inference.infer_shapes(model))
     except Exception as exc:
-        raise BuildError("cannot cut the model: shape inference failed (%s)" % _first_line(exc))
+        raise BuildError("cannot cut the model: shape inference failed (%s)" % first_line(exc))
     stages = []
     for h, (start, outs) in enumerate(plan, start=1):
         file = "stage%d.onnx" % h
@@ -313,7 +309,7 @@ def _write_stages(model: onnx.ModelProto, source_dir: str, plan, exits: Dict[int
             stage = extractor.extract_model([start], outs)
         except Exception as exc:
             raise BuildError("cannot extract stage %d (%s -> %s): %s"
-                             % (h, start, outs, _first_line(exc)))
+                             % (h, start, outs, first_line(exc)))
         # the graph without its weights is all the MAC count and batch need: read before the
         # stage's weights are, so a stage of gigabytes is counted in megabytes
         macs = count_macs(stage)
@@ -323,7 +319,7 @@ def _write_stages(model: onnx.ModelProto, source_dir: str, plan, exits: Dict[int
             build_weights.save_stage(stage, source_dir, path, file + SIDE_FILE_SUFFIX,
                                      inline_max_bytes)
         except (OSError, ValueError) as exc:  # a source side file changed since the check
-            raise BuildError("cannot write stage %d's weights: %s" % (h, _first_line(exc)))
+            raise BuildError("cannot write stage %d's weights: %s" % (h, first_line(exc)))
         del stage, dims
         # by path, so that a stage with side files is checked with them (and one over 2 GB at all)
         onnx.checker.check_model(path)

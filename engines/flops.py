@@ -18,7 +18,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, shape_inference
 
-from agent.errors import UsageError
+from agent.errors import UsageError, first_line
 
 MAC_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 
@@ -63,7 +63,7 @@ def tensor_types(model: onnx.ModelProto) -> Dict[str, Tuple[Optional[Shape], int
     try:
         inferred = shape_inference.infer_shapes(model, strict_mode=False, data_prop=True)
     except Exception as exc:  # onnx raises several types here; all mean "cannot infer"
-        raise UsageError("shape inference failed on the ONNX graph: %s" % str(exc).splitlines()[0])
+        raise UsageError("shape inference failed on the ONNX graph: %s" % first_line(exc))
     out: Dict[str, Tuple[Optional[Shape], int]] = {}
     for init in inferred.graph.initializer:
         out[init.name] = (tuple(int(d) for d in init.dims), init.data_type)

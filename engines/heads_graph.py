@@ -22,7 +22,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from agent.errors import UsageError
+from agent.errors import UsageError, first_line
 from engines.flops import count_macs
 
 HEAD_KINDS = ("linear", "mlp", "conv")
@@ -109,7 +109,7 @@ def run_tensors(model: onnx.ModelProto, names: Sequence[str], x: np.ndarray, thr
         sess = ort.InferenceSession(with_outputs(model, names).SerializeToString(), sess_options=so,
                                     providers=["CPUExecutionProvider"])
     except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph/NotImplemented types
-        raise HeadsError("onnxruntime cannot load %s: %s" % (path, _first_line(exc)))
+        raise HeadsError("onnxruntime cannot load %s: %s" % (path, first_line(exc)))
     feed = sess.get_inputs()[0].name
     one_by_one = False
     for start in range(0, len(x), batch):
@@ -125,7 +125,7 @@ def run_tensors(model: onnx.ModelProto, names: Sequence[str], x: np.ndarray, thr
             except Exception as exc:
                 if fixed or len(chunk) == 1:
                     raise HeadsError("onnxruntime cannot run %s on samples %d..%d: %s"
-                                     % (path, start, start + n - 1, _first_line(exc)))
+                                     % (path, start, start + n - 1, first_line(exc)))
                 # a graph that runs only at batch 1 still gives every sample's tensors
                 arrays = _one_by_one(sess, names, feed, chunk, path, start, exc)
                 one_by_one = True
@@ -148,7 +148,7 @@ def _one_by_one(sess, names: Sequence[str], feed: str, chunk: np.ndarray, path: 
             first = i == 0 and batch_exc is not None
             lo, hi = (start, start + len(chunk) - 1) if first else (start + i, start + i)
             raise HeadsError("onnxruntime cannot run %s on samples %d..%d: %s"
-                             % (path, lo, hi, _first_line(batch_exc if first else exc)))
+                             % (path, lo, hi, first_line(batch_exc if first else exc)))
     return [np.concatenate([r[k] for r in rows]) for k in range(len(names))]
 
 
@@ -193,11 +193,6 @@ def _subgraph_inputs(node: onnx.NodeProto) -> List[str]:
                 names.extend(n.input)
                 names.extend(_subgraph_inputs(n))
     return names
-
-
-def _first_line(exc: Exception) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def opset_of(model: onnx.ModelProto) -> int:

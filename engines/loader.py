@@ -10,7 +10,7 @@ import logging
 import re
 from typing import Optional, Tuple
 
-from agent.errors import UsageError
+from agent.errors import UsageError, first_line
 from engines.accelerator import ACCELERATORS, fallback
 from engines.bundle import StageSpec
 from engines.engine import BACKENDS, PRECISIONS, Engine, EngineInputError, EngineUnavailable
@@ -79,7 +79,7 @@ def load_engine(stage: StageSpec, backend: str = "auto", threads: int = 1, preci
             except EngineInputError:
                 raise
             except Exception as exc:
-                first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+                first = first_line(exc)
                 if backend == "tensorrt":
                     raise EngineUnavailable("stage %d: TensorRT engine failed: %s" % (stage.index, first))
                 log.warning("stage %d: TensorRT failed (%s); falling back to onnxruntime", stage.index, first)

@@ -20,7 +20,7 @@ import tempfile
 from dataclasses import dataclass, field
 from typing import Any, Callable, List, Optional
 
-from agent.errors import missing_module_hint
+from agent.errors import first_line, missing_module_hint
 from agent.ops.doctor_check import FAIL, OK, WARN, Check  # noqa: F401 - importers' names
 from agent.ops.doctor_check import check_open_files, state_dir_closed
 from agent.ops.doctor_bundle import unrunnable_stage
@@ -165,7 +165,7 @@ def _session_providers(ctx: Context, ort: Any, available: List[str],
         so.log_severity_level = 3
         return list(make(stage.onnx_path, sess_options=so, providers=use).get_providers())
     except Exception as exc:
-        return ["(no session: %s)" % str(exc).splitlines()[0]]
+        return ["(no session: %s)" % first_line(exc)]
 
 
 def check_tensorrt(ctx: Context) -> Check:

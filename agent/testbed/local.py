@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from typing import Callable, Dict, List, Mapping, Optional, Sequence
 
 from agent.config.node import ConfigError, NodeConfig, parse_config
+from agent.errors import first_line
 from agent.ops.atomic import write_atomic
 from agent.ops.state import RECORDS_FILE, STATS_FILE
 from agent.testbed.columns import (empirical_remaining, fifo_sim_delay, link_utilisation,
@@ -394,6 +395,6 @@ def partial_result(topo: Topology, bundle, stages: Sequence[StageInfo], policy: 
                              created_so_far(records, expected), {}, duration_s, load_s)
     except Exception:  # no records yet, or unreadable: nothing to keep
         return None
-    why = "interrupted" if isinstance(exc, KeyboardInterrupt) else str(exc).splitlines()[0]
+    why = "interrupted" if isinstance(exc, KeyboardInterrupt) else first_line(exc)
     res.note = "partial: %s" % why
     return res
