@@ -20,7 +20,7 @@ import json
 import mmap
 import os
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Container, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -200,7 +200,7 @@ def read_manifest(path: str) -> Tuple[str, Dict[str, Any]]:
 
 
 def _parse_stage(f: ManifestFields, obj, position: int, directory: str,
-                 verify_files: bool) -> StageSpec:
+                 verify_files: Union[bool, Container[int]]) -> StageSpec:
     ctx = "stages[%d]" % position
     if not isinstance(obj, dict):
         raise BundleError("%s: %s must be an object" % (f.where, ctx))
@@ -213,7 +213,7 @@ def _parse_stage(f: ManifestFields, obj, position: int, directory: str,
     onnx_path = os.path.normpath(os.path.join(directory, rel))
     sha = f.get(obj, "sha256", str, ctx)
     side = f.side_files(obj, ctx)  # None in a manifest without the field
-    if verify_files:
+    if verify_files is True or (verify_files is not False and index in verify_files):
         if not os.path.isfile(onnx_path):
             raise BundleError("%s: %s.file %s does not exist" % (f.where, ctx, onnx_path))
         actual, mentions = sha256_and_finds(onnx_path, LOCATION_KEY)
@@ -268,8 +268,9 @@ def _parse_stage(f: ManifestFields, obj, position: int, directory: str,
 
 
 def parse_bundle(obj: Dict[str, Any], directory: str, where: str = MANIFEST_NAME,
-                 verify_files: bool = True) -> Bundle:
-    """Validate a parsed manifest ``obj`` whose files live in ``directory``."""
+                 verify_files: Union[bool, Container[int]] = True) -> Bundle:
+    """Validate a parsed manifest ``obj`` whose files live in ``directory`` (``verify_files``:
+    as ``load_bundle``'s)."""
     f = ManifestFields(where, BundleError)
     f.known(obj, MANIFEST_KEYS, "")
     if obj.get("format") != FORMAT_NAME:
@@ -303,11 +304,13 @@ def parse_bundle(obj: Dict[str, Any], directory: str, where: str = MANIFEST_NAME
                   exit_profile_path=profile_path)
 
 
-def load_bundle(path, verify_files: bool = True) -> Bundle:
+def load_bundle(path, verify_files: Union[bool, Container[int]] = True) -> Bundle:
     """Load and validate the bundle at ``path`` (its directory or its ``bundle.json``).
 
     With ``verify_files`` (default) every stage file must exist and match its SHA-256, and so
-    must the side files it refers to (``engines.bundle_files``).
+    must the side files it refers to (``engines.bundle_files``); given stage numbers, only
+    those stages' files are (an agent reads only the stages it serves: hashing a large model's
+    other stages at every start would cost it seconds to minutes for nothing).
     Raises ``BundleError`` (a ``UsageError``) with one line naming what is wrong.
     """
     directory, obj = read_manifest(path)

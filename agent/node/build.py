@@ -264,7 +264,8 @@ def build(cfg: NodeConfig, notifier: Any = None, ctx: Optional[zmq.Context] = No
 
 def _build(cfg: NodeConfig, notifier: Any, ctx: Optional[zmq.Context],
            starting: StartupSignals, port: MetricsPort) -> BuiltNode:
-    bundle = load_bundle(cfg.bundle)
+    first, last = cfg.stages  # (0, 0) for a source, which runs no stage
+    bundle = load_bundle(cfg.bundle, verify_files=range(first, last + 1) if first else ())
     security = security_from_config(cfg)
     check_config(cfg, bundle)
     keys = ({p.id: load_public_key(p.public_key) for p in cfg.peers}

@@ -157,7 +157,9 @@ def node_profile_line(name: str, path: str, cfg: Any, mode: Optional[str], root:
     try:
         prof = profile.load_profile(path)
         first, last = cfg.stages
-        specs = [load_bundle(cfg.bundle).stage(h) for h in range(first, last + 1)]
+        # the manifest alone: the "node bundle" line compares the files with it
+        manifest = load_bundle(cfg.bundle, verify_files=False)
+        specs = [manifest.stage(h) for h in range(first, last + 1)]
     except Exception:  # unreadable profile: its FAIL; a broken bundle: the "node bundle" line
         return profile_line(name, path, mode or "", root, fix)
     ident = host.read_host_identity(root)
