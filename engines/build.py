@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 import shutil
 from typing import Dict, List, Optional, Sequence
@@ -70,25 +69,6 @@ def _checked_file(path: str, error: type) -> None:
         onnx.checker.check_model(path)
     except Exception as exc:  # protobuf DecodeError, ValidationError, OSError ...
         raise error("%s: not a valid ONNX model (%s)" % (path, first_line(exc)))
-
-
-def load_checked_onnx(path: str, error: Optional[type] = None) -> onnx.ModelProto:
-    """Read and check an ONNX file, its weights included; one-line ``error`` (default
-    ``BuildError``) when it is missing, not a regular file, not a valid model, or too large to
-    hold as one model (over protobuf's 2 GB limit with its weights: refused before they are
-    read, as nothing can serialize it, for onnxruntime or a checker, afterwards)."""
-    error = error or BuildError
-    model = load_checked_graph(path, error)
-    size = build_weights.model_bytes(model)
-    if size > onnx.checker.MAXIMUM_PROTOBUF:
-        raise error("%s: the model with its side files is %.2f GiB, over protobuf's 2 GiB limit "
-                    "for one model, and this command holds the whole model in memory "
-                    "(`edge-agent build` reads such a model stage by stage)" % (path, size / 2**30))
-    try:
-        build_weights.load_small(model, os.path.dirname(path), math.inf)
-    except (OSError, ValueError) as exc:  # a side file unreadable or cut short
-        raise error("%s: cannot read the model (%s)" % (path, first_line(exc)))
-    return model
 
 
 def load_checked_graph(path: str, error: Optional[type] = None) -> onnx.ModelProto:

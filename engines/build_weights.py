@@ -113,26 +113,21 @@ def read_tensor(tensor: onnx.TensorProto, base_dir: str) -> None:
 def save_stage(stage: onnx.ModelProto, source_dir: str, path: str, side_file: str,
                inline_max_bytes: int) -> None:
     """Write ``stage`` at ``path`` with its weights, read from the source's side files in
-    ``source_dir``: inline up to ``inline_max_bytes``, else in ``side_file`` beside ``path``:
-    each tensor the source keeps in a side file copied there a chunk at a time, then (by onnx's
-    own ``save_model``) each inline initializer of 1 kB or more, as ``extract_model`` writes a
-    stage past protobuf's limit. Raises OSError or ValueError when a source side file cannot
-    give a tensor its bytes."""
+    ``source_dir``: inline up to ``inline_max_bytes``, else in ``side_file`` beside ``path``
+    (``move_to_side_file``: each tensor the source keeps in a side file and each inline one of
+    1 kB or more, as ``extract_model`` writes a stage past protobuf's limit). Raises OSError or
+    ValueError when a source side file cannot give a tensor its bytes."""
     if model_bytes(stage) <= inline_max_bytes:
         load_small(stage, source_dir, math.inf)
         onnx.save_model(stage, path)
         return
-    external = external_tensors(stage)
-    if external:  # (a file only where a tensor goes: save_model makes one for the inline ones)
-        with open(os.path.join(os.path.dirname(path), side_file), "wb") as out:
-            for tensor in external:
-                offset = out.tell()
-                _copy_range(tensor, source_dir, out)
-                _refer(tensor, side_file, offset, out.tell() - offset)
-    # save_model appends the inline ones to the same file and leaves those without data as
-    # they are (they point at the side file already)
-    onnx.save_model(stage, path, save_as_external_data=True, all_tensors_to_one_file=True,
-                    location=side_file)
+    side_path = os.path.join(os.path.dirname(path), side_file)
+    with open(side_path, "wb") as out:
+        move_to_side_file(stage, source_dir, out, side_file)
+        wrote = out.tell()
+    if not wrote:  # no tensor of the stage goes there: no file either
+        os.remove(side_path)
+    onnx.save_model(stage, path)
 
 
 def _refer(tensor: onnx.TensorProto, location: str, offset: int, length: int) -> None:
@@ -173,3 +168,59 @@ def _open_at(tensor: onnx.TensorProto, base_dir: str):
 def _short(tensor: onnx.TensorProto, info, missing: int) -> ValueError:
     return ValueError("tensor %r: side file %s ends %d bytes before the tensor does"
                       % (tensor.name, info.location, missing))
+
+
+def check_stored(tensor: onnx.TensorProto, base_dir: str) -> None:
+    """Check, without reading it, that a side-file tensor's file holds its bytes; raises
+    OSError or ValueError as ``read_tensor`` does."""
+    src, info = _open_at(tensor, base_dir)
+    with src:
+        left = os.fstat(src.fileno()).st_size - (info.offset or 0)
+    if left < stored_bytes(tensor):
+        raise _short(tensor, info, stored_bytes(tensor) - max(left, 0))
+
+
+def map_tensor(tensor: onnx.TensorProto, base_dir: str) -> np.ndarray:
+    """A read-only view of a side-file tensor's data, mapped from its file (nothing is read
+    until used, and the pages stay the file's: a weight of gigabytes costs no copy). Raises
+    OSError or ValueError as ``check_stored`` does, or when the bytes do not make the tensor's
+    shape, before anything is mapped."""
+    check_stored(tensor, base_dir)
+    info = xdata.ExternalDataInfo(tensor)
+    dtype = np.dtype(helper.tensor_dtype_to_np_dtype(tensor.data_type)).newbyteorder("<")
+    shape = tuple(int(d) for d in tensor.dims)
+    want = stored_bytes(tensor)
+    if want != int(np.prod(shape, dtype=np.int64)) * dtype.itemsize:
+        raise ValueError("tensor %r: side file %s gives %d bytes for a %s tensor of shape %s"
+                         % (tensor.name, info.location, want, dtype, list(shape)))
+    if want == 0:  # an empty range cannot be mapped
+        return np.zeros(shape, dtype)
+    return np.memmap(os.path.join(base_dir, os.path.normpath(info.location)), dtype=dtype,
+                     mode="r", offset=info.offset or 0, shape=shape)
+
+
+def move_to_side_file(model: onnx.ModelProto, source_dir: str, out, location: str,
+                      min_bytes: int = 1024) -> None:
+    """Write the weights of ``model`` into the open side file ``out`` (named ``location``
+    beside the model file) and point their tensors at it: each tensor kept in a source side file
+    (in ``source_dir``) copied a chunk at a time, and each inline initializer of ``min_bytes`` or
+    more (onnx's own threshold), every one at a 4 KiB boundary, which a reader can map. So a model
+    past protobuf's limit is written without its weights ever held together. Raises OSError or
+    ValueError when a source side file cannot give a tensor its bytes."""
+    # kept alive while the ids are compared: protobuf hands out a new object for an element
+    # whose last one was let go, so an id alone may name another tensor by then
+    kept = [t for g in _graphs(model) for t in g.initializer]
+    initializers = {id(t) for t in kept}
+    for tensor in all_tensors(model):
+        external = xdata.uses_external_data(tensor)
+        # an inline attribute tensor (a Constant's value) stays: onnx moves initializers only
+        if not external and (len(tensor.raw_data) < min_bytes or id(tensor) not in initializers):
+            continue
+        out.write(b"\0" * (-out.tell() % 4096))
+        offset = out.tell()
+        if external:
+            _copy_range(tensor, source_dir, out)
+        else:
+            out.write(tensor.raw_data)
+            tensor.ClearField("raw_data")
+        _refer(tensor, location, offset, out.tell() - offset)

@@ -16,6 +16,11 @@ head, the backbone's output = the final head):
    whose metadata also records the range of the training inputs' values (``build`` carries it
    into the bundle, where replay and profiling sets on another scale are told).
 
+A backbone past protobuf's 2 GB limit (``INLINE_MAX_BYTES``), whose weights must be in side
+files, is read without them as ``build`` reads one, run with them mapped from the side files,
+and its multi-exit graph is written with them in a side file beside ``--out``
+(``engines.heads_weights``); nothing builds it, weights and all, as one message.
+
 Deterministic for a given ``seed``.
 """
 
@@ -24,6 +29,7 @@ from __future__ import annotations
 import difflib
 import hashlib
 import json
+import math
 import os
 from dataclasses import dataclass
 from typing import Callable, List, Optional, Sequence, Tuple
@@ -31,15 +37,17 @@ from typing import Callable, List, Optional, Sequence, Tuple
 import numpy as np
 import onnx
 
-from agent.errors import UsageError
+from agent.errors import UsageError, first_line
 from agent.ops.atomic import atomic_open
+from engines import build_weights
 from engines.npzfile import load_npz
-from engines.build import INPUT_RANGE_KEY, BuildError, check_batch_one, load_checked_onnx
+from engines.build import INPUT_RANGE_KEY, BuildError, check_batch_one, load_checked_graph
 from engines.build_cuts import parse_cuts, plan_stages
 from engines.bundle import sha256_file, tensor_locations
 from engines.flops import count_macs, numpy_dtype
 from engines.exit_profile import probabilities_problem
 from engines.heads_fit import fit_head, split_holdout
+from engines.heads_weights import write_model
 from engines.profile import as_input
 from engines.heads_graph import (
     HeadsError,
@@ -57,6 +65,10 @@ from engines.heads_graph import (
     tensor_names,
 )
 
+# a multi-exit graph over this many bytes (with its weights) is written with them in a side file
+# beside --out, and a backbone over it is run with its weights left in its side files: protobuf
+# can neither write nor size a larger message
+INLINE_MAX_BYTES = onnx.checker.MAXIMUM_PROTOBUF
 MIN_PER_CLASS = 5  # so that the held-out split holds every class and training keeps the rest
 BATCH = 128  # samples per onnxruntime call while computing features
 
@@ -107,9 +119,23 @@ def _suggest(name: str, known: Sequence[str]) -> str:
     return " (did you mean %s?)" % " or ".join(repr(c) for c in close) if close else ""
 
 
-def load_backbone(path: str) -> onnx.ModelProto:
-    """Read and check an ONNX file; one-line HeadsError when it is missing or invalid."""
-    return load_checked_onnx(path, HeadsError)
+def load_backbone(path: str, inline_max_bytes: int = INLINE_MAX_BYTES) -> Tuple[onnx.ModelProto, bool]:
+    """Read and check an ONNX file; one-line HeadsError when it is missing or invalid, or a side
+    file cannot give a weight its bytes. Returns (the model, whether its weights stay in its
+    side files): with them up to ``inline_max_bytes`` (graph and side files together); past it,
+    the graph alone (``load_checked_graph``), each side file checked to hold its tensors' bytes
+    but none read, so that a backbone past protobuf's 2 GB limit is read in megabytes."""
+    model = load_checked_graph(path, HeadsError)
+    external = build_weights.model_bytes(model) > inline_max_bytes
+    try:
+        if external:
+            for tensor in build_weights.external_tensors(model):
+                build_weights.check_stored(tensor, os.path.dirname(path))
+        else:  # every weight read: the model is run and written as one message
+            build_weights.load_small(model, os.path.dirname(path), math.inf)
+    except (OSError, ValueError) as exc:  # a side file unreadable or cut short
+        raise HeadsError("%s: cannot read the model (%s)" % (path, first_line(exc)))
+    return model, external
 
 
 def check_spec(model: onnx.ModelProto, at: Sequence[str], final: Optional[str]) -> str:
@@ -224,15 +250,20 @@ def make_heads(onnx_path: str, at: Sequence[str], x: np.ndarray, y: np.ndarray, 
                spec: Optional[HeadSpec] = None, final: Optional[str] = None, holdout: float = 0.2,
                weight_decay: float = 1e-3, seed: int = 0, threads: int = 1,
                cache_dir: Optional[str] = None,
-               log: Callable[[str], None] = lambda msg: None) -> HeadsResult:
+               log: Callable[[str], None] = lambda msg: None,
+               inline_max_bytes: int = INLINE_MAX_BYTES) -> HeadsResult:
     """Attach and train one exit head per tensor in ``at``; writes ``out_path``. With
     ``cache_dir``, the pooled features are kept there and reused by a later call on the same
-    backbone file, data, tensors and grid. Raises ``HeadsError`` (a UsageError) with one line on
-    bad input."""
+    backbone file, data, tensors and grid. A backbone over ``inline_max_bytes`` keeps its weights
+    in its side files while it runs, and an output over it gets a side file beside it
+    (``engines.heads_weights``). Raises ``HeadsError`` (a UsageError) with one line on bad
+    input."""
     spec = spec or HeadSpec()
     if not 0.0 < holdout < 1.0:
         raise HeadsError("--holdout must be a fraction in (0, 1), got %g" % holdout)
-    model = load_backbone(onnx_path)
+    model, external = load_backbone(onnx_path, inline_max_bytes)
+    source_dir = os.path.dirname(os.path.abspath(onnx_path))
+    weights_dir = source_dir if external else None
     check_batch_one(model, HeadsError)
     final = check_spec(model, at, final)
     # other outputs of the backbone (exit heads it already has) are dropped with what feeds them
@@ -240,8 +271,8 @@ def make_heads(onnx_path: str, at: Sequence[str], x: np.ndarray, y: np.ndarray, 
     x, batch, fixed = _check_input(model, x, onnx_path)
     names = list(at) + [final]
     probe: List[np.ndarray] = []
-    run_tensors(model, names, x[:1], threads, batch, fixed, onnx_path,
-                lambda start, arrays: probe.extend(arrays))
+    session = run_tensors(model, names, x[:1], threads, batch, fixed, onnx_path,
+                          lambda start, arrays: probe.extend(arrays), weights_dir)
     for name, t in zip(at, probe):
         if t.dtype != np.float32:
             raise HeadsError("tensor %r is %s: heads read float32 tensors" % (name, t.dtype))
@@ -264,11 +295,12 @@ def make_heads(onnx_path: str, at: Sequence[str], x: np.ndarray, y: np.ndarray, 
                 log("features: %d of %d samples" % (start + len(outs[0]), len(x)))
 
         log("computing features at %s for %d samples" % (", ".join(at), len(x)))
-        run_tensors(model, names, x, threads, batch, fixed, onnx_path, keep)
+        run_tensors(model, names, x, threads, batch, fixed, onnx_path, keep, weights_dir, session)
         if cache:
             _write_cache(cache, arrays)
     else:
         log("features read from %s" % cache)
+    session = None  # the backbone's weights in onnxruntime are let go before the heads train
     pooled, final_logits = arrays[:-1], arrays[-1]
     wrong = probabilities_problem(final_logits, "%s: output %r" % (onnx_path, final))
     if wrong:
@@ -295,12 +327,14 @@ def make_heads(onnx_path: str, at: Sequence[str], x: np.ndarray, y: np.ndarray, 
             % (output, name, fitted.holdout_accuracy, fitted.iterations))
     multi = attach(model, heads, final, num_classes, x.shape[1:])
     value_range = record_input_range(multi, x)
-    onnx.checker.check_model(multi)
     plan_stages(multi, at, {r.stage: r.output for r in reports}, final)  # as `build` will
     out_dir = os.path.dirname(os.path.abspath(out_path))
     os.makedirs(out_dir, exist_ok=True)
-    with atomic_open(out_path, "wb") as f:
-        f.write(multi.SerializeToString())
+    try:
+        write_model(multi, source_dir, out_path, inline_max_bytes,
+                    [os.path.join(source_dir, loc) for loc in tensor_locations(onnx_path)])
+    except ValueError as exc:  # a side file cut short since it was checked, --out's is the backbone's
+        raise HeadsError("%s: cannot write the heads (%s)" % (out_path, first_line(exc)))
     try:
         backbone_macs: Optional[int] = count_macs(multi) - sum(r.macs for r in reports)
     except UsageError:  # a shape the counter cannot resolve: report the heads alone

@@ -24,6 +24,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from agent.errors import UsageError, first_line
 from engines.flops import count_macs
+from engines.heads_weights import session_weights
 
 HEAD_KINDS = ("linear", "mlp", "conv")
 
@@ -93,23 +94,18 @@ def with_outputs(model: onnx.ModelProto, names: Sequence[str]) -> onnx.ModelProt
 
 
 def run_tensors(model: onnx.ModelProto, names: Sequence[str], x: np.ndarray, threads: int,
-                batch: int, fixed: bool, path: str, on_batch) -> None:
+                batch: int, fixed: bool, path: str, on_batch,
+                weights_dir: Optional[str] = None, session=None):
     """Run ``x`` through ``model`` in batches with ``names`` as the outputs; calls
-    ``on_batch(start, [arrays])`` per batch. A graph with a ``fixed`` batch size gets its last
-    batch padded (and the padding dropped). A graph with a dynamic batch that still runs only
-    at batch 1 (a batch size fixed inside, as by a Reshape to (1, ...)) is run one sample at a
-    time. onnxruntime failures become one-line HeadsErrors."""
-    import onnxruntime as ort
-
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = threads
-    so.inter_op_num_threads = 1
-    so.log_severity_level = 4  # a failed run is reported as one line; onnxruntime's own block only repeats it
-    try:
-        sess = ort.InferenceSession(with_outputs(model, names).SerializeToString(), sess_options=so,
-                                    providers=["CPUExecutionProvider"])
-    except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph/NotImplemented types
-        raise HeadsError("onnxruntime cannot load %s: %s" % (path, first_line(exc)))
+    ``on_batch(start, [arrays])`` per batch and returns the onnxruntime session, which a later
+    call on the same model and names takes as ``session`` (a backbone's weights are then loaded
+    once). A graph with a ``fixed`` batch size gets its last batch padded (and the padding
+    dropped). A graph with a dynamic batch that still runs only at batch 1 (a batch size fixed
+    inside, as by a Reshape to (1, ...)) is run one sample at a time. With ``weights_dir``, the
+    weights ``model`` keeps in side files (there) are given to onnxruntime mapped from them
+    (``engines.heads_weights``), never serialized with the graph. onnxruntime failures and side
+    files that cannot give a weight become one-line HeadsErrors."""
+    sess = session if session is not None else _session(model, names, threads, path, weights_dir)
     feed = sess.get_inputs()[0].name
     one_by_one = False
     for start in range(0, len(x), batch):
@@ -134,6 +130,32 @@ def run_tensors(model: onnx.ModelProto, names: Sequence[str], x: np.ndarray, thr
                 raise HeadsError("tensor %r has shape %s for a batch of %d: it has no batch "
                                  "dimension a head can read" % (name, a.shape, len(chunk)))
         on_batch(start, [a[:n] for a in arrays])
+    return sess
+
+
+def _session(model: onnx.ModelProto, names: Sequence[str], threads: int, path: str,
+             weights_dir: Optional[str]):
+    """An onnxruntime session (CPU) of ``model`` with ``names`` as its outputs."""
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    so.inter_op_num_threads = 1
+    so.log_severity_level = 4  # a failed run is reported as one line; onnxruntime's own block only repeats it
+    graph = with_outputs(model, names)
+    weights: list = []
+    if weights_dir is not None:
+        try:
+            weight_names, weights = session_weights(graph, weights_dir)
+        except (OSError, ValueError) as exc:  # a side file unreadable or cut short
+            raise HeadsError("%s: cannot read the model (%s)" % (path, first_line(exc)))
+        if weights:
+            so.add_external_initializers(weight_names, weights)
+    try:
+        return ort.InferenceSession(graph.SerializeToString(), sess_options=so,
+                                    providers=["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph/NotImplemented types
+        raise HeadsError("onnxruntime cannot load %s: %s" % (path, first_line(exc)))
 
 
 def _one_by_one(sess, names: Sequence[str], feed: str, chunk: np.ndarray, path: str, start: int,

@@ -19,11 +19,11 @@ import pytest
 from engines import build as build_mod
 from engines.build import BuildError, build_bundle
 from engines.bundle import MANIFEST_NAME, load_bundle, sha256_file
-from engines.heads import HeadsError, load_backbone
+from engines.heads import load_backbone
 from engines.tiny_model import CUTS, EXITS, make_tiny_multi_exit
 from tests.integration.bundle_chain import chain_logits
+from tests.integration.sparse_weights import OVER_LIMIT_BYTES, add_unused_weight
 
-OVER_LIMIT_BYTES = onnx.checker.MAXIMUM_PROTOBUF + (64 << 20)  # 2 GiB and 64 MiB
 
 
 def _save_external(path, model=None):
@@ -32,23 +32,6 @@ def _save_external(path, model=None):
     onnx.save_model(model, path, save_as_external_data=True, all_tensors_to_one_file=True,
                     location=os.path.basename(path) + ".data", size_threshold=0)
     return path
-
-
-def _add_unused_weight(path, nbytes):
-    """Give the model at ``path`` a float tensor no node uses, of ``nbytes`` in a hole at the
-    end of its side file."""
-    model = onnx.load(path, load_external_data=False)
-    data = path + ".data"
-    offset = -(-os.path.getsize(data) // 4096) * 4096
-    tensor = onnx.TensorProto(name="unused", data_type=onnx.TensorProto.FLOAT, dims=[nbytes // 4])
-    for key, value in (("location", os.path.basename(data)), ("offset", offset),
-                       ("length", nbytes)):
-        entry = tensor.external_data.add()
-        entry.key, entry.value = key, str(value)
-    tensor.data_location = onnx.TensorProto.EXTERNAL
-    model.graph.initializer.append(tensor)
-    onnx.save_model(model, path)
-    os.truncate(data, offset + nbytes)
 
 
 @pytest.fixture()
@@ -92,7 +75,7 @@ def test_a_source_past_protobufs_limit_is_built_without_reading_what_no_stage_ne
     and cut without being read whole: the build succeeds, gives the bundle of the same model
     inline, and no stage holds the tensor that none uses."""
     source = _save_external(str(tmp_path / "big.onnx"))
-    _add_unused_weight(source, OVER_LIMIT_BYTES)
+    add_unused_weight(source, OVER_LIMIT_BYTES)
     bundle = _build(source, str(tmp_path / "b"))
     _same_model(bundle, inline)
     for spec in bundle.stages:
@@ -100,17 +83,18 @@ def test_a_source_past_protobufs_limit_is_built_without_reading_what_no_stage_ne
         assert "unused" not in names
 
 
-def test_heads_refuses_a_backbone_past_protobufs_limit_before_reading_it(tmp_path):
-    """``heads`` holds a backbone whole in memory: one past protobuf's 2 GiB limit with its side
-    files is refused in one line that says so and names ``build`` as the command that takes
-    it, before its weights are read."""
+def test_heads_reads_a_backbone_past_protobufs_limit_without_its_weights(tmp_path):
+    """``heads`` reads a backbone past protobuf's 2 GiB limit with its side files as ``build``
+    does: the graph with only its small side-file tensors, the weights over
+    GRAPH_DATA_MAX_BYTES left where they are (to be mapped when it runs), so the sparse
+    gigabytes are never read."""
     source = _save_external(str(tmp_path / "big.onnx"))
-    _add_unused_weight(source, OVER_LIMIT_BYTES)
-    with pytest.raises(HeadsError) as err:
-        load_backbone(source)
-    line = str(err.value)
-    assert "\n" not in line and source in line
-    assert "over protobuf's 2 GiB limit" in line and "`edge-agent build`" in line
+    add_unused_weight(source, OVER_LIMIT_BYTES)
+    model, external = load_backbone(source)
+    assert external
+    left = {t.name for t in model.graph.initializer
+            if t.data_location == onnx.TensorProto.EXTERNAL}
+    assert left == {"unused"}
 
 
 def test_weights_larger_than_shape_constants_stay_out_of_the_graph_the_build_reads(
@@ -195,7 +179,7 @@ def test_a_bundle_built_from_a_source_past_the_limit_loads_from_its_own_folder(t
     still loads and runs."""
     os.makedirs(str(tmp_path / "src"))
     source = _save_external(str(tmp_path / "src" / "big.onnx"))
-    _add_unused_weight(source, OVER_LIMIT_BYTES)
+    add_unused_weight(source, OVER_LIMIT_BYTES)
     out = str(tmp_path / "b")
     _build(source, out)
     for f in os.listdir(str(tmp_path / "src")):

@@ -17,6 +17,7 @@ from engines.heads import make_heads
 from engines.heads_fit import _Net, fit_head, split_holdout
 from engines.heads_graph import HeadSpec
 from engines.tiny_model import FINAL, INPUT, make_tiny_multi_exit
+from tests.unit.blob_images import blob_images
 
 
 def _session(path):
@@ -32,16 +33,6 @@ def backbone(tmp_path):
     onnx.save(make_tiny_multi_exit(seed=3), full)
     onnx.utils.extract_model(full, path, [INPUT], [FINAL])
     return path
-
-
-def _data(n=240, seed=0):
-    """Images whose class (0..2) is where a bright blob sits, so a pooled map can tell them apart."""
-    rng = np.random.default_rng(seed)
-    y = np.arange(n) % 3
-    x = rng.normal(0.0, 0.3, size=(n, 1, 8, 8)).astype(np.float32)
-    for i, k in enumerate(y):
-        x[i, 0, 2 * k:2 * k + 3, 2 * k:2 * k + 3] += 2.0
-    return x, y.astype(np.int64)
 
 
 @pytest.mark.parametrize("kind,cells", [("linear", 1), ("hidden", 1), ("hidden", 4)])
@@ -86,7 +77,7 @@ def test_written_heads_compute_what_was_trained(backbone, tmp_path, spec):
     """Every head kind: the written graph's exit outputs classify the held-out split exactly as
     the fit reported (the graph pools as the training did, odd map sizes included), the final
     output is the backbone's, and the graph passes build's checks."""
-    x, y = _data()
+    x, y = blob_images()
     out = str(tmp_path / "me.onnx")
     res = make_heads(backbone, ["c1", "c2"], x, y, out, spec=spec, seed=5)
     assert [h.output for h in res.heads] == ["exit1", "exit2"]
@@ -105,7 +96,7 @@ def test_written_heads_compute_what_was_trained(backbone, tmp_path, spec):
 
 def test_same_seed_writes_the_same_graph(backbone, tmp_path):
     """Two runs with the same data and seed write byte-identical graphs."""
-    x, y = _data()
+    x, y = blob_images()
     a, b = str(tmp_path / "a.onnx"), str(tmp_path / "b.onnx")
     make_heads(backbone, ["c1"], x, y, a, spec=HeadSpec(kind="mlp"), seed=2)
     make_heads(backbone, ["c1"], x, y, b, spec=HeadSpec(kind="mlp"), seed=2)
@@ -116,7 +107,7 @@ def test_same_seed_writes_the_same_graph(backbone, tmp_path):
 def test_cli_prints_accuracy_and_flops_per_head_and_the_build_command(backbone, tmp_path, capsys):
     """`edge-agent heads` reads a profile-style .npz (uint8 images scaled), prints one row per head
     with its held-out accuracy and added MACs, and the build command to run next."""
-    x, y = _data()
+    x, y = blob_images()
     data = tmp_path / "d.npz"
     np.savez(data, x=np.clip(x * 60 + 60, 0, 255).astype(np.uint8), y=y)
     out = tmp_path / "me.onnx"
@@ -174,7 +165,7 @@ def _unrunnable(tmp_path):
 def test_bad_input_is_refused_in_one_line(backbone, tmp_path, capsys, case, expected):
     """Unknown tensor (close names suggested), a tensor a head cannot pool, labels out of range,
     too few samples of a class, a graph onnxruntime cannot run: exit 2, one line, nothing written."""
-    x, y = _data(60)
+    x, y = blob_images(60)
     onnx_path, at, extra = backbone, "c2", []
     if case == "name":
         at = "conv2_outt"
@@ -249,7 +240,7 @@ def test_symbolic_image_sizes_are_fixed_to_the_data_so_build_accepts_the_graph(t
         d.dim_param = name
     del b.graph.value_info[:]
     onnx.save(b, path)
-    x, y = _data()
+    x, y = blob_images()
     out = str(tmp_path / "me.onnx")
     make_heads(path, ["c1", "c2"], x, y, out)
     written = onnx.load(out).graph.input[0].type.tensor_type.shape.dim
@@ -277,7 +268,7 @@ def test_feature_cache_is_reused_only_for_the_same_backbone_data_and_grid(backbo
     """With a cache folder, a second run on the same backbone, data, tensors and grid reads the
     pooled features instead of running the backbone over the set, and writes the same graph; a
     different grid computes them again."""
-    x, y = _data()
+    x, y = blob_images()
     cache = str(tmp_path / "cache")
     calls = _count_backbone_runs(monkeypatch)
     a, b, c = (str(tmp_path / n) for n in ("a.onnx", "b.onnx", "c.onnx"))
@@ -301,7 +292,7 @@ def test_feature_cache_is_not_reused_when_the_backbones_side_file_changes(backbo
                     location="backbone.onnx.data")
     with open(side, "rb") as f:
         graph_bytes = f.read()
-    x, y = _data()
+    x, y = blob_images()
     cache = str(tmp_path / "cache")
     calls = _count_backbone_runs(monkeypatch)
     make_heads(side, ["c1", "c2"], x, y, str(tmp_path / "a.onnx"), cache_dir=cache)
