@@ -1,5 +1,6 @@
-"""A model's weights kept in side files, for ``edge-agent build``: which tensors are there, how
-large the model is with them, and writing a stage that reads only its own.
+"""A model's weights kept in side files, for ``edge-agent build`` and ``heads``: which tensors
+are there, how large the model is with them, reading, mapping and copying them, and writing a
+stage that reads only its own.
 
 A source past protobuf's 2 GB limit must keep its weights in side files, and no protobuf
 message that large can be serialized (not even sized: ``ByteSize`` fails), so ``build`` reads
