@@ -117,11 +117,11 @@ def test_the_rehearsal_reload_line_signals_only_that_nodes_agent(tmp_path, capsy
     etc = str(tmp_path / "root" / "etc" / "edge-agent")
     wait = ("import signal, sys, time; signal.signal(signal.SIGHUP, lambda *a: sys.exit(7)); "
             "open(sys.argv[-1] + '.up', 'w').close(); time.sleep(120)")
+    os.makedirs(etc, exist_ok=True)  # before the processes, which write their marks there
     procs = {n: subprocess.Popen([sys.executable, "-c", wait, "run", "--config",
                                   os.path.join(str(tmp_path), n + ".toml").replace(
                                       str(tmp_path), etc)])
              for n in ("cam", "w1a")}
-    os.makedirs(etc, exist_ok=True)
     try:
         for n in procs:  # each process is up (its SIGHUP handler set) before the signal
             while not os.path.exists(os.path.join(etc, n + ".toml.up")):
