@@ -47,7 +47,7 @@ from engines.bundle import sha256_file, tensor_locations
 from engines.flops import count_macs, numpy_dtype
 from engines.exit_profile import probabilities_problem
 from engines.heads_fit import fit_head, split_holdout
-from engines.heads_weights import write_model
+from engines.heads_weights import side_file_path, write_model
 from engines.profile import as_input
 from engines.heads_graph import (
     HeadsError,
@@ -98,6 +98,7 @@ class HeadsResult:
     num_train: int
     num_holdout: int
     input_range: Optional[Tuple[float, float]] = None  # (min, max) of the inputs, as fed
+    side_file: Optional[str] = None  # where the weights went, past protobuf's limit (or None)
 
     def build_command(self, bundle_dir: str = "BUNDLE") -> str:
         """The ``edge-agent build`` command line that cuts the written graph."""
@@ -331,8 +332,8 @@ def make_heads(onnx_path: str, at: Sequence[str], x: np.ndarray, y: np.ndarray, 
     out_dir = os.path.dirname(os.path.abspath(out_path))
     os.makedirs(out_dir, exist_ok=True)
     try:
-        write_model(multi, source_dir, out_path, inline_max_bytes,
-                    [os.path.join(source_dir, loc) for loc in tensor_locations(onnx_path)])
+        side = write_model(multi, source_dir, out_path, inline_max_bytes,
+                           [os.path.join(source_dir, loc) for loc in tensor_locations(onnx_path)])
     except ValueError as exc:  # a side file cut short since it was checked, --out's is the backbone's
         raise HeadsError("%s: cannot write the heads (%s)" % (out_path, first_line(exc)))
     try:
@@ -342,4 +343,5 @@ def make_heads(onnx_path: str, at: Sequence[str], x: np.ndarray, y: np.ndarray, 
     final_acc = float(np.mean(np.argmax(final_logits[hold], axis=1) == y[hold]))
     return HeadsResult(out_path=out_path, heads=reports, final=final, final_holdout_accuracy=final_acc,
                        backbone_macs=backbone_macs, num_train=len(train), num_holdout=len(hold),
-                       input_range=value_range)
+                       input_range=value_range,
+                       side_file=side_file_path(out_path) if side else None)

@@ -55,6 +55,11 @@ def side_file_name(out_path: str) -> str:
     return os.path.basename(out_path) + SIDE_FILE_SUFFIX
 
 
+def side_file_path(out_path: str) -> str:
+    """``out_path``'s side file, beside it."""
+    return os.path.join(os.path.dirname(out_path), side_file_name(out_path))
+
+
 def write_model(model: onnx.ModelProto, source_dir: str, out_path: str, inline_max_bytes: int,
                 source_files: Sequence[str] = ()) -> bool:
     """Write ``model`` (its weights partly in the side files of ``source_dir``) at ``out_path``;

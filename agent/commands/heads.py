@@ -93,6 +93,9 @@ def _run(args) -> int:
         raise FileFault("%s: cannot write %s: %s" % (what, path, exc.strerror or exc)) from None
     print("%s: %d %s heads trained on %d samples, held-out accuracy on %d"
           % (result.out_path, len(result.heads), args.head, result.num_train, result.num_holdout))
+    if result.side_file:
+        print("its weights are in %s (past protobuf's 2 GB limit): keep the two files together"
+              % result.side_file)
     total = result.backbone_macs
     print("%-6s %-22s %-10s %-18s %10s %14s" % ("stage", "tensor", "output", "tensor shape",
                                                  "accuracy", "adds (MAC)"))

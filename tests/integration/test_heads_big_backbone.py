@@ -93,6 +93,7 @@ def test_a_backbone_over_the_limit_gets_heads_written_with_a_side_file_beside_ou
     out = str(tmp_path / "out" / "multi.onnx")
     res = _heads(source, out, inline_max_bytes=0)
     _same_heads(res, inline[0])
+    assert res.side_file == out + ".data"  # which the command prints, to keep with --out
     assert sorted(os.listdir(str(tmp_path / "out"))) == ["multi.onnx", "multi.onnx.data"]
     written = onnx.load(out, load_external_data=False)
     assert {e.value for t in written.graph.initializer for e in t.external_data
@@ -106,8 +107,9 @@ def test_a_backbone_under_the_limit_in_side_files_gets_the_inline_output(inline,
     is written inline, with the inline backbone's heads."""
     source = _save(str(tmp_path / "src" / "backbone.onnx"), "weights.bin")
     out = str(tmp_path / "out" / "multi.onnx")
-    _same_heads(_heads(source, out, inline_max_bytes=INLINE_MAX_BYTES), inline[0])
-    assert os.listdir(str(tmp_path / "out")) == ["multi.onnx"]
+    res = _heads(source, out, inline_max_bytes=INLINE_MAX_BYTES)
+    _same_heads(res, inline[0])
+    assert os.listdir(str(tmp_path / "out")) == ["multi.onnx"] and res.side_file is None
 
 
 @pytest.mark.parametrize("inline_max_bytes", [INLINE_MAX_BYTES, 0])
