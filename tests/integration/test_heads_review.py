@@ -15,7 +15,7 @@ import onnx
 
 from agent.cli import main as cli
 from engines.tiny_model import FINAL, INPUT, make_tiny_multi_exit
-from tests.unit.test_heads import _data  # the blob images every heads test learns
+from tests.unit.blob_images import blob_images  # the blob images every heads test learns
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -39,7 +39,7 @@ def test_out_naming_the_data_file_is_refused_and_the_data_set_kept(tmp_path, cap
     """Rule: --out naming the --data file (here by another spelling) is refused before anything
     runs, in one line naming both options, and the data set is left byte for byte."""
     path = _backbone(tmp_path)
-    x, y = _data(60)
+    x, y = blob_images(60)
     data = tmp_path / "d.npz"
     np.savez(data, x=x, y=y)
     before = data.read_bytes()
@@ -53,7 +53,7 @@ def test_refusals_of_the_data_set_name_the_data_option(tmp_path, capsys):
     """Rule: labels out of range, too few samples of a class and samples of another shape
     than the backbone's input are each one line said of --data; nothing is written."""
     path = _backbone(tmp_path)
-    x, y = _data(60)
+    x, y = blob_images(60)
     wrong = y.copy()
     wrong[7] = 3
     keep = np.flatnonzero(y != 1).tolist() + np.flatnonzero(y == 1)[:2].tolist()
@@ -88,7 +88,7 @@ def test_sigterm_mid_training_ends_in_one_line_with_exit_143_and_writes_nothing(
     line `edge-agent heads: interrupted (SIGTERM)`, no traceback, and neither --out nor a
     temporary file beside it (the default action killed it silently with -15)."""
     path = _backbone(tmp_path)
-    x, y = _data(120)
+    x, y = blob_images(120)
     np.savez(tmp_path / "d.npz", x=x, y=y)
     out_dir = tmp_path / "out"
     out_dir.mkdir()
@@ -109,7 +109,7 @@ def test_at_naming_the_input_or_a_weight_says_so(tmp_path, capsys):
     """Rule: --at naming the backbone's input or one of its weights is refused as such (it was
     called an unknown tensor that no node produces); nothing is written."""
     path = _backbone(tmp_path)
-    x, y = _data(60)
+    x, y = blob_images(60)
     np.savez(tmp_path / "d.npz", x=x, y=y)
     for at, what in ((INPUT, "input"), ("w1", "weight")):
         err = _one_error_line(capsys, ["heads", "--onnx", path, "--at", at, "--data",

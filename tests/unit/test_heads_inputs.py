@@ -18,7 +18,7 @@ from engines.heads import make_heads
 from engines.heads_graph import HeadsError
 from engines.profile import profile_bundle
 from engines.tiny_model import FINAL, INPUT, make_tiny_multi_exit
-from tests.unit.test_heads import _data  # the blob images every heads test learns
+from tests.unit.blob_images import blob_images  # the blob images every heads test learns
 
 
 def _backbone(tmp_path, name="backbone.onnx", keep_exits=False, seed=3):
@@ -47,7 +47,7 @@ def test_a_fixed_batch_other_than_1_is_refused_before_training(tmp_path, capsys)
         vi.type.tensor_type.shape.dim[0].Clear()
         vi.type.tensor_type.shape.dim[0].dim_value = 4
     onnx.save(model, path)
-    x, y = _data(60)
+    x, y = blob_images(60)
     np.savez(tmp_path / "d.npz", x=x, y=y)
     out = tmp_path / "me.onnx"
     err = _cli_error(capsys, ["heads", "--onnx", path, "--at", "c1", "--data",
@@ -73,7 +73,7 @@ def test_uint8_input_gets_the_bytes_so_heads_train_and_profile_well_above_chance
     g.node.insert(0, helper.make_node("Cast", ["x_u8"], ["x_f"], to=TensorProto.FLOAT))
     u8_path = str(tmp_path / "u8.onnx")
     onnx.save(model, u8_path)
-    x, y = _data()
+    x, y = blob_images()
     data = str(tmp_path / "d.npz")
     np.savez(data, x=np.clip(x * 60 + 60, 0, 255).astype(np.uint8), y=y)
     me = str(tmp_path / "me.onnx")
@@ -109,7 +109,7 @@ def test_a_graph_that_runs_only_at_batch_1_is_run_one_sample_at_a_time(tmp_path,
     of 128; its tensors are then read one sample at a time, and the heads train as on the
     same graph without the fixed batch."""
     path = _flatten_batch_fixed_at(tmp_path, 1)
-    x, y = _data(300)
+    x, y = blob_images(300)
     res = make_heads(path, ["c1", "c2"], x, y, str(tmp_path / "me.onnx"))
     _, plain = _backbone(tmp_path, "plain.onnx")
     ref = make_heads(plain, ["c1", "c2"], x, y, str(tmp_path / "ref.onnx"))
@@ -129,7 +129,7 @@ def test_existing_exit_heads_are_dropped_with_their_nodes_and_weights(tmp_path):
             n.output[:] = [new if t == o.name else t for t in n.output]
         o.name = new
     onnx.save(model, path)
-    x, y = _data()
+    x, y = blob_images()
     out = str(tmp_path / "me.onnx")
     res = make_heads(path, ["c1", "c2"], x, y, out, final=FINAL)
     assert [h.output for h in res.heads] == ["exit1", "exit2"]
@@ -145,7 +145,7 @@ def test_out_equal_to_the_backbone_is_refused(tmp_path, capsys):
     """--out naming the --onnx file would overwrite the backbone: refused before anything runs."""
     _, path = _backbone(tmp_path)
     before = open(path, "rb").read()
-    x, y = _data(60)
+    x, y = blob_images(60)
     np.savez(tmp_path / "d.npz", x=x, y=y)
     err = _cli_error(capsys, ["heads", "--onnx", path, "--at", "c1", "--data",
                               str(tmp_path / "d.npz"), "--out",
@@ -157,6 +157,6 @@ def test_out_equal_to_the_backbone_is_refused(tmp_path, capsys):
 def test_batch_one_failure_on_every_sample_is_still_one_line(tmp_path):
     """A graph that fails at batch 1 too is refused with onnxruntime's first line of the batch."""
     path = _flatten_batch_fixed_at(tmp_path, 2)
-    x, y = _data(60)
+    x, y = blob_images(60)
     with pytest.raises(HeadsError, match="onnxruntime cannot run .* on samples 0..0"):
         make_heads(path, ["c1"], x, y, str(tmp_path / "me.onnx"))
