@@ -3,7 +3,9 @@
 The command line's modules take a few tenths of a second to import before a command sets its
 own signal handlers. ``console`` turns SIGTERM and SIGHUP into the interrupts SIGINT already
 is (``agent.commands.interrupts``) before it imports them, so a signal in that window ends the
-command as one later does: one line naming it, exit 143 or 129, no traceback. Only this entry
+command as one later does: one line naming it, exit 143 or 129, no traceback; and it holds
+signals back while numpy and the command line's modules import (``deferred``), since numpy
+turns an interrupt inside its own import into an ImportError. Only this entry
 point sets them, and only while it runs: importing ``agent`` or ``agent.cli`` from other code
 leaves that program's handlers as they are.
 """
@@ -32,12 +34,16 @@ def console() -> int:
         for s in (signal.SIGTERM, signal.SIGHUP):
             if signal.getsignal(s) is not signal.SIG_IGN:  # nohup's SIGHUP stays ignored
                 previous[s] = signal.signal(s, note if s in ending else signal.SIG_IGN)
-        from agent.commands.interrupts import as_interrupts, raised_for
+        from agent.commands.interrupts import as_interrupts, deferred, raised_for
 
         with as_interrupts(ending):  # a command's own handlers replace these and put them back
             if noted:
                 raise raised_for(noted[0])
-            from agent.cli import main
+            with deferred():
+                # numpy first, which every command loads: an interrupt raised inside its
+                # import (its C API's) came out as an ImportError with a traceback
+                import numpy  # noqa: F401
+                from agent.cli import main
 
             status = main()
     except (KeyboardInterrupt, RuntimeError) as exc:  # before main took over (Ctrl-C: from

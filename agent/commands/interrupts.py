@@ -85,6 +85,24 @@ def as_interrupts(signals=(signal.SIGTERM, signal.SIGHUP),
             signal.signal(s, signal.SIG_DFL if old is None else old)  # None: set in C
 
 
+@contextlib.contextmanager
+def deferred(signals=(signal.SIGINT, signal.SIGTERM, signal.SIGHUP)) -> Iterator[None]:
+    """Within the block, ``signals`` wait (blocked); one that came arrives as the block ends.
+    For imports of libraries that turn an interrupt raised inside their own import into
+    another error: numpy's C API prints it and raises ``ImportError: numpy.core.multiarray
+    failed to import``, a traceback and status 1 where one line and 130 were due. Off the main
+    thread, or where signals cannot be blocked, the block runs as it is."""
+    block = getattr(signal, "pthread_sigmask", None)
+    if block is None or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    before = block(signal.SIG_BLOCK, signals)
+    try:
+        yield
+    finally:
+        block(signal.SIG_SETMASK, before)  # a signal that waited is handled from here
+
+
 def forget_caught_interrupt() -> None:
     """Keep a caught Ctrl-C from turning the exit into a death by SIGINT.
 

@@ -179,3 +179,59 @@ def test_a_signal_while_a_class_is_made_ends_with_one_line_not_a_runtime_error(s
     seen = "status %s, stderr:\n%s" % (out.returncode, out.stderr)
     assert out.returncode == 128 + signum, seen
     assert lines == ["edge-agent: interrupted (%s)" % name], seen
+
+
+# numpy's import held until the test has signalled, turning an interrupt raised inside it into
+# the ImportError numpy's C API raises for one ("failed to import", after printing it): a CI run
+# met that traceback when Ctrl-C landed while numpy imported
+_NUMPY_SIGNAL = """
+import os, sys, time
+MARK, GO = sys.argv[1], sys.argv[2]
+
+class HeldNumpy:
+    def find_spec(self, name, path, target=None):
+        if name != "numpy":
+            return None
+        open(MARK, "w").close()
+        try:
+            while not os.path.exists(GO):
+                time.sleep(0.01)
+        except BaseException:
+            raise ImportError("numpy.core.multiarray failed to import")
+        return None  # the real numpy is found as ever
+
+sys.meta_path.insert(0, HeldNumpy())
+sys.argv = ["edge-agent", "--version"]
+from agent.__main__ import console
+sys.exit(console())
+"""
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP],
+                         ids=["SIGINT", "SIGTERM", "SIGHUP"])
+def test_a_signal_while_numpy_imports_ends_with_one_line_after_it(signum, tmp_path):
+    """Rule: a signal that lands while numpy imports waits until the import is done, then ends
+    the command as any other interrupt: one line `interrupted (SIGINT)` and the signal's
+    status, never the error a library makes of an interrupt inside its own import."""
+    if signal.getsignal(signum) is signal.SIG_IGN:
+        pytest.skip("%s is ignored here, and so in the command" % signal.Signals(signum).name)
+    name = signal.Signals(signum).name
+    mark, go = str(tmp_path / "importing"), str(tmp_path / "go")
+    p = subprocess.Popen([sys.executable, "-c", _NUMPY_SIGNAL, mark, go],
+                         env=dict(os.environ, PYTHONPATH=REPO), stdout=subprocess.DEVNULL,
+                         stderr=subprocess.PIPE, universal_newlines=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not os.path.exists(mark) and p.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        p.send_signal(signum)
+        open(go, "w").close()
+        _, stderr = p.communicate(timeout=120)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    lines = [ln for ln in stderr.splitlines() if ln.strip()]
+    seen = "status %s, stderr:\n%s" % (p.returncode, stderr)
+    assert p.returncode == 128 + signum, seen
+    assert lines == ["edge-agent: interrupted (%s)" % name], seen
