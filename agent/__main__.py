@@ -40,9 +40,12 @@ def console() -> int:
             if noted:
                 raise raised_for(noted[0])
             with deferred():
-                # numpy first, which every command loads: an interrupt raised inside its
-                # import (its C API's) came out as an ImportError with a traceback
-                import numpy  # noqa: F401
+                # numpy first, which nearly every command loads: an interrupt raised inside
+                # its import (its C API's) came out as an ImportError with a traceback
+                try:
+                    import numpy  # noqa: F401
+                except ImportError:  # `install` on a device without it yet: a command that
+                    pass  # needs it says so as before, when it imports it
                 from agent.cli import main
 
             status = main()
