@@ -26,6 +26,7 @@ from agent.errors import first_line
 from agent.ops.atomic import is_mount_point, replace_dir
 from engines import bundle as bfmt
 from engines import build_weights, bundle_files
+from engines.build_weights import SIDE_FILE_SUFFIX
 from engines.build_cuts import BuildError, plan_stages, upstream
 from engines.flops import (batch_is_dynamic, count_macs, fix_batch, macs_by_node, numpy_dtype,
                            tensor_types)
@@ -38,7 +39,6 @@ INPUT_RANGE_KEY = "edge_agent.input_range"
 # a stage file over this many bytes keeps its weights in a side file: protobuf cannot write a
 # larger message, and ``extract_model`` moves them out past the same limit
 STAGE_INLINE_MAX_BYTES = onnx.checker.MAXIMUM_PROTOBUF
-SIDE_FILE_SUFFIX = ".data"  # stageH.onnx.data, the name ``extract_model`` gives a side file
 # a source tensor kept in a side file is read with the graph (for shape inference) up to this
 # size; larger ones are weights, read stage by stage only as each stage is written
 GRAPH_DATA_MAX_BYTES = 1 << 20

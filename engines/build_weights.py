@@ -21,6 +21,9 @@ from onnx import external_data_helper as xdata
 from onnx import helper
 
 COPY_CHUNK_BYTES = 16 << 20  # a weight is copied into a stage's side file this much at a time
+# a model file's own side file is its name and this: stageH.onnx.data (the name onnx's
+# ``extract_model`` gives one), heads' OUT.onnx.data
+SIDE_FILE_SUFFIX = ".data"
 
 
 def _graphs(model: onnx.ModelProto) -> List[onnx.GraphProto]:

@@ -26,7 +26,6 @@ import onnx
 from agent.ops.atomic import atomic_open, fsync_dir
 from engines import build_weights
 
-SIDE_FILE_SUFFIX = ".data"  # --out's side file: OUT.onnx.data, as build names a stage's
 
 
 def session_weights(model: onnx.ModelProto, base_dir: str) -> Tuple[List[str], list]:
@@ -50,14 +49,9 @@ def session_weights(model: onnx.ModelProto, base_dir: str) -> Tuple[List[str], l
     return names, values
 
 
-def side_file_name(out_path: str) -> str:
-    """The name of ``out_path``'s side file, in its folder."""
-    return os.path.basename(out_path) + SIDE_FILE_SUFFIX
-
-
 def side_file_path(out_path: str) -> str:
     """``out_path``'s side file, beside it."""
-    return os.path.join(os.path.dirname(out_path), side_file_name(out_path))
+    return out_path + build_weights.SIDE_FILE_SUFFIX
 
 
 def write_model(model: onnx.ModelProto, source_dir: str, out_path: str, inline_max_bytes: int,
@@ -77,8 +71,8 @@ def write_model(model: onnx.ModelProto, source_dir: str, out_path: str, inline_m
             f.write(model.SerializeToString())
         return False
     out_dir = os.path.dirname(os.path.abspath(out_path))
-    side = side_file_name(out_path)
-    target = os.path.join(out_dir, side)
+    target = side_file_path(os.path.abspath(out_path))
+    side = os.path.basename(target)  # its location, as the model names it
     if os.path.realpath(target) in {os.path.realpath(p) for p in source_files}:
         raise ValueError("the side file %s of --out is one of the backbone's own: name --out "
                          "otherwise" % target)
