@@ -9,7 +9,6 @@ WARNING per plane."""
 
 from __future__ import annotations
 
-import socket
 import time
 
 import zmq
@@ -19,12 +18,7 @@ from agent.net import redial
 from agent.net.security import CurveSecurity, generate_keypair, load_secret_key_file
 from agent.net.transport import CONTROL, DATA, Transport
 from agent.protocol.wire import BROADCAST, topic
-
-
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from agent.testbed.ports import free_ports
 
 
 def _pump(transports, until, timeout_s: float) -> list:
@@ -46,7 +40,10 @@ def test_a_connection_refused_at_the_handshake_comes_back_once_the_peer_allows_i
     without a restart of this node, and each plane's refusal was logged once."""
     monkeypatch.setattr(redial, "REDIAL_S", 0.3)
     keys = {n: load_secret_key_file(generate_keypair(str(tmp_path), n)[1]) for n in "ab"}
-    ends = {n: ("tcp://127.0.0.1:%d" % _port(), "tcp://127.0.0.1:%d" % _port()) for n in "ab"}
+    # ports below the ephemeral range: b's are bound again after a moment unbound
+    ports = free_ports(4)
+    ends = {n: ("tcp://127.0.0.1:%d" % ports[2 * i], "tcp://127.0.0.1:%d" % ports[2 * i + 1])
+            for i, n in enumerate("ab")}
     # a context per agent process, as each has one (with its ZAP handler)
     ctxs = {n: zmq.Context() for n in ("a", "b", "b again")}
 
@@ -64,6 +61,9 @@ def test_a_connection_refused_at_the_handshake_comes_back_once_the_peer_allows_i
         with caplog.at_level("WARNING", logger="agent.net.transport"):
             _pump([a, b], lambda s: a.redial.redials >= 2, 20.0)  # refused, dialled again
             b.close()
+            # libzmq closes a socket's listener in its I/O thread, after close() returns: the
+            # context's end waits for it, as a restarted process's start follows its exit
+            ctxs["b"].term()
             b = node("b", "a", [keys["a"][0]], "b again")  # restarted: the key is allowed
             b.open()
 
