@@ -6,19 +6,20 @@ import errno
 import os
 import socket
 import threading
-from typing import List
+from typing import List, Tuple
 
 
 # Ports are handed out below the kernel's ephemeral range, where neither another program's
 # bind(0) nor an outgoing connection (ZeroMQ reconnecting to a peer not yet up, which can even
 # connect a socket to itself) takes one between the choice and the agent's bind. Each process
 # claims a block of that range for its lifetime with an abstract unix socket name: the kernel
-# grants a name once and frees it when the process dies, so two test runs or testbeds at once
-# never share a block.
+# grants a name once and frees it when the last process holding it dies, so two test runs or
+# testbeds at once never share a block. The processes a block's ports are handed to hold the
+# claim too (``claim_fds``): an agent outlives a killed testbed by its drain, and may bind then.
 PORT_BLOCK = 200
 LOWEST_PORT = 10000
 _ports_lock = threading.Lock()
-_claims: List[socket.socket] = []
+_claims: List[Tuple[int, socket.socket]] = []  # (pid of the claimer, its claim)
 _next: List[int] = []  # [next port, end of the block, pid] once a block is held
 
 
@@ -45,7 +46,7 @@ def _claim_block() -> bool:
         except OSError:
             s.close()
             continue
-        _claims.append(s)
+        _claims.append((os.getpid(), s))
         start = LOWEST_PORT + block * PORT_BLOCK
         _next[:] = [start, start + PORT_BLOCK, os.getpid()]
         return True
@@ -89,6 +90,14 @@ def _kernel_ports(n: int, host: str) -> List[int]:
     finally:
         for s in socks:
             s.close()
+
+
+def claim_fds() -> List[int]:
+    """The file descriptors of this process's block claims, for ``subprocess.Popen(pass_fds=)``:
+    a child handed ports from them keeps them claimed until it exits, even if this process
+    exits first (a forked child's own claims only: it claims blocks of its own)."""
+    with _ports_lock:
+        return [s.fileno() for pid, s in _claims if pid == os.getpid()]
 
 
 def free_ports(n: int, host: str = "127.0.0.1") -> List[int]:

@@ -24,6 +24,7 @@ from agent.config.node import NodeConfig, dump_config
 from agent.errors import UsageError
 from agent.ops.sdnotify import NOTIFY_DIR_PREFIX, NOTIFY_SOCKET_NAME, remove_stale_notify_dirs
 from agent.testbed.deaths import AgentDied, error_line, how_it_ended, read_log_tail
+from agent.testbed.ports import claim_fds
 from agent.testbed.sigdefer import DeferredSignals
 
 
@@ -110,7 +111,8 @@ class AgentProcess:
             stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT, env=env,
             # a session of its own: a terminal's Ctrl-C signals the whole foreground group, and
             # an agent taking it would exit before the testbed stops it (read as a crash)
-            cwd=os.path.dirname(config_path), start_new_session=True)
+            cwd=os.path.dirname(config_path), start_new_session=True,
+            pass_fds=claim_fds())  # its ports stay this run's while it lives (testbed.ports)
 
     @property
     def pid(self) -> int:
