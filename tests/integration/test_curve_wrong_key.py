@@ -8,7 +8,6 @@ off from it with nothing but a count of dropped connections in its log."""
 
 from __future__ import annotations
 
-import socket
 import time
 
 import zmq
@@ -19,12 +18,7 @@ from agent.net.keyfiles import key_fingerprint
 from agent.net.security import (CurveSecurity, NoSecurity, generate_keypair,
                                 load_secret_key_file)
 from agent.net.transport import Transport
-
-
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from agent.testbed.ports import free_ports
 
 
 def _pump(transports, until, timeout_s: float) -> None:
@@ -43,7 +37,9 @@ def _lines(caplog, text):
 
 
 def _pair(tmp_path, a_security, b_security, b_key_held_by_a=None):
-    ends = {n: ("tcp://127.0.0.1:%d" % _port(), "tcp://127.0.0.1:%d" % _port()) for n in "ab"}
+    ports = free_ports(4)  # below the ephemeral range: no outgoing connection takes one
+    ends = {n: ("tcp://127.0.0.1:%d" % ports[2 * i], "tcp://127.0.0.1:%d" % ports[2 * i + 1])
+            for i, n in enumerate("ab")}
     ctxs = {n: zmq.Context() for n in "ab"}
 
     def node(me, other, security, server_key):
