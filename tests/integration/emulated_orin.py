@@ -20,6 +20,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -281,11 +282,24 @@ def start_service(work: str, env: dict, command_timeout_s: float = 0.0) -> subpr
     proc = subprocess.Popen([sys.executable, "-c", code], env=env, stdout=log,
                             stderr=subprocess.STDOUT, start_new_session=True)
     deadline = time.monotonic() + WAIT_S
-    while not os.path.exists("/run/jtop.sock"):
+    # the socket file appears at its bind, a moment before its listen: wait for a connection
+    while not _accepts("/run/jtop.sock"):
         if proc.poll() is not None or time.monotonic() > deadline:
             raise RuntimeError("jtop service did not start: " + open(log.name).read()[-3000:])
         time.sleep(0.1)
     return proc
+
+
+def _accepts(path: str) -> bool:
+    """Whether a unix stream socket at ``path`` takes a connection (closed at once)."""
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        s.connect(path)
+        return True
+    except OSError:
+        return False
+    finally:
+        s.close()
 
 
 def stop_service(proc: subprocess.Popen) -> None:
