@@ -22,6 +22,7 @@ import shutil
 from typing import List, Sequence, Tuple
 
 import onnx
+from onnx import external_data_helper as xdata
 
 from agent.ops.atomic import atomic_open, fsync_dir
 from engines import build_weights
@@ -54,11 +55,28 @@ def side_file_path(out_path: str) -> str:
     return out_path + build_weights.SIDE_FILE_SUFFIX
 
 
+def _own_side_file(out_path: str, source_files: Sequence[str]) -> str:
+    """The side file beside ``out_path`` that the model now at ``out_path`` keeps its weights
+    in (an earlier output past the limit), if any and not one of the backbone's; else ""."""
+    target = side_file_path(out_path)
+    if not os.path.isfile(target) or os.path.realpath(target) in {
+            os.path.realpath(p) for p in source_files}:
+        return ""
+    try:
+        old = onnx.load(out_path, load_external_data=False)
+    except Exception:  # not a model (or unreadable): what it names is unknown, so it stays
+        return ""
+    own = os.path.basename(target)
+    return target if any(xdata.ExternalDataInfo(t).location == own
+                         for t in build_weights.external_tensors(old)) else ""
+
+
 def write_model(model: onnx.ModelProto, source_dir: str, out_path: str, inline_max_bytes: int,
                 source_files: Sequence[str] = ()) -> bool:
     """Write ``model`` (its weights partly in the side files of ``source_dir``) at ``out_path``;
     returns whether it has a side file. Up to ``inline_max_bytes`` the weights are read and
-    written inline (``atomic_open``). Past it, the ``.onnx`` and its side file are written into
+    written inline (``atomic_open``), and a side file beside ``out_path`` that only the replaced
+    output named is removed. Past it, the ``.onnx`` and its side file are written into
     a new folder beside ``out_path``, checked by path (so with the weights), and renamed into
     place, the side file first: a failed run leaves neither half-written. ``source_files``, the
     paths of the backbone's side files, are not replaced. Raises OSError or ValueError when a
@@ -67,8 +85,15 @@ def write_model(model: onnx.ModelProto, source_dir: str, out_path: str, inline_m
     if build_weights.model_bytes(model) <= inline_max_bytes:
         build_weights.load_small(model, source_dir, math.inf)
         onnx.checker.check_model(model)
+        stale = _own_side_file(out_path, source_files)
         with atomic_open(out_path, "wb") as f:
             f.write(model.SerializeToString())
+        if stale:  # the replaced output's weights: nothing names them any longer
+            try:
+                os.unlink(stale)
+                fsync_dir(os.path.dirname(os.path.abspath(out_path)))
+            except OSError:  # not ours to remove after all: a stale file, no failed run
+                pass
         return False
     out_dir = os.path.dirname(os.path.abspath(out_path))
     target = side_file_path(os.path.abspath(out_path))

@@ -139,3 +139,29 @@ def test_an_out_whose_side_file_is_the_backbones_is_refused_and_leaves_nothing(t
     assert "\n" not in str(err.value) and "one of the backbone's own" in str(err.value)
     assert sorted(os.listdir(str(tmp_path))) == ["backbone.onnx", "multi.onnx.data"]
     assert open(data, "rb").read() == before
+
+
+def test_an_inline_output_over_an_earlier_one_past_the_limit_removes_its_side_file(tmp_path):
+    """An output written inline over one written past the limit (same --out) removes the side
+    file only that earlier output named; an ``OUT.data`` the replaced file did not name (not
+    ours), or one of the backbone's own, stays."""
+    source = _save(str(tmp_path / "src" / "backbone.onnx"), "weights.bin")
+    out = str(tmp_path / "out" / "multi.onnx")
+    assert _heads(source, out, inline_max_bytes=0).side_file == out + ".data"
+    res = _heads(source, out)  # under the limit now: inline
+    assert res.side_file is None and os.listdir(str(tmp_path / "out")) == ["multi.onnx"]
+    onnx.checker.check_model(out)
+    # a file of that name the replaced output never named is someone else's
+    with open(out + ".data", "wb") as f:
+        f.write(b"not the heads' weights")
+    _heads(source, out)
+    assert open(out + ".data", "rb").read() == b"not the heads' weights"
+    # --out beside the backbone, its side file the backbone's: read, so never removed
+    inside = _save(str(tmp_path / "in" / "backbone.onnx"), "multi.onnx.data")
+    onnx.save_model(onnx.load(inside), str(tmp_path / "in" / "multi.onnx"),
+                    save_as_external_data=True, all_tensors_to_one_file=True,
+                    location="multi.onnx.data", size_threshold=0)
+    _heads(inside, str(tmp_path / "in" / "multi.onnx"))
+    assert sorted(os.listdir(str(tmp_path / "in"))) == ["backbone.onnx", "multi.onnx",
+                                                         "multi.onnx.data"]
+    onnx.checker.check_model(inside)
