@@ -26,6 +26,7 @@ from agent.node.outitem import OutItem
 from agent.policies.api import AgentPolicy
 from agent.protocol import wire
 from agent.protocol.wire import Kind
+from agent.testbed.ports import free_ports
 from engines.bundle import load_bundle
 from engines.demo import DEMO_BUNDLE_DIR
 from tests.unit.test_outbox_liveness import connected_source
@@ -37,9 +38,8 @@ ACK_S = 0.2
 
 
 def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A free loopback port below the ephemeral range (no outgoing connection takes it)."""
+    return free_ports(1)[0]
 
 
 class SlowLink:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -20,6 +19,7 @@ import zmq
 
 from agent.config.node import Peer
 from agent.net import transport as T
+from agent.testbed.ports import free_ports
 
 REPLY_WAIT_S = 30.0  # the wait for an answer after SIGCONT (reconnects back off to 0.5 s)
 
@@ -38,9 +38,8 @@ while True:
 
 
 def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A free loopback port below the ephemeral range (no outgoing connection takes it)."""
+    return free_ports(1)[0]
 
 
 def open_pair():

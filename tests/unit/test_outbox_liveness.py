@@ -6,7 +6,6 @@ with reason ``overload`` instead of queueing them on the link."""
 
 from __future__ import annotations
 
-import socket
 import time
 
 import numpy as np
@@ -25,6 +24,7 @@ from agent.node.outitem import OutItem
 from agent.node.source import SourceSide
 from agent.policies.api import AgentPolicy
 from agent.protocol.wire import Kind
+from agent.testbed.ports import free_ports
 from engines.bundle import load_bundle
 from engines.demo import DEMO_BUNDLE_DIR, REPLAY_PATH
 
@@ -32,9 +32,8 @@ SLOW_BYTES_S = 40000.0
 
 
 def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A free loopback port below the ephemeral range (no outgoing connection takes it)."""
+    return free_ports(1)[0]
 
 
 def router_peers(ctx, rates):

@@ -10,7 +10,6 @@ sockets: its source is a ROUTER in this process, connected.
 
 from __future__ import annotations
 
-import socket
 import time
 
 import pytest
@@ -27,6 +26,7 @@ from agent.node.outitem import OutItem
 from agent.policies.api import AgentPolicy
 from agent.protocol import wire
 from agent.protocol.wire import Kind
+from agent.testbed.ports import free_ports
 from engines.bundle import load_bundle
 from engines.demo import DEMO_BUNDLE_DIR
 
@@ -35,9 +35,8 @@ SOURCE = "s" * NODE_ID_MAX_CHARS
 
 
 def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A free loopback port below the ephemeral range (no outgoing connection takes it)."""
+    return free_ports(1)[0]
 
 
 def _config(tmp_path, source_data: str, **extra):

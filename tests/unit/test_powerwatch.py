@@ -11,7 +11,6 @@ view its heartbeats and DTO-EE read.
 from __future__ import annotations
 
 import logging
-import socket
 import threading
 import time
 
@@ -21,6 +20,7 @@ from agent.node.capacity import Capacity, CapacityReport
 from agent.node.powerwatch import READ_HUNG_S, ModeReader, ModeReading, PowerWatch
 from agent.ops.metrics import AgentMetrics
 from agent.policies.api import NodeView
+from agent.testbed.ports import free_ports
 from calibration.online import OnlineCapacityEstimator
 
 FLOPS = 1e6  # alpha of the stage
@@ -147,9 +147,7 @@ def test_a_hanging_read_never_blocks_the_loop_and_holds_back_the_next_reads(capl
 
 
 def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    return free_ports(1)[0]  # below the ephemeral range: no outgoing connection takes it
 
 
 def _profile(tmp_path, modes):

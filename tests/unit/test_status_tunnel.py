@@ -5,19 +5,16 @@ named with the ssh tunnel that reaches it and the ``--endpoints`` to read it wit
 from __future__ import annotations
 
 import json
-import socket
 
 from agent.cli import main
+from agent.testbed.ports import free_ports
 from tests.unit.test_fleet_render_metrics_tunnel import _render
 
 
 def _closed_port():
-    """A loopback port nothing listens on (bound, then closed): a connection is refused."""
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
+    """A loopback port nothing listens on, below the ephemeral range (no outgoing connection
+    takes it): a connection is refused."""
+    return free_ports(1)[0]
 
 
 def test_status_names_the_tunnel_of_a_node_that_does_not_answer(tmp_path, capsys):
