@@ -75,8 +75,8 @@ def write_model(model: onnx.ModelProto, source_dir: str, out_path: str, inline_m
                 source_files: Sequence[str] = ()) -> bool:
     """Write ``model`` (its weights partly in the side files of ``source_dir``) at ``out_path``;
     returns whether it has a side file. Up to ``inline_max_bytes`` the weights are read and
-    written inline (``atomic_open``), and a side file beside ``out_path`` that only the replaced
-    output named is removed. Past it, the ``.onnx`` and its side file are written into
+    written inline (``atomic_open``), and the side file beside ``out_path`` that the replaced
+    output named (not one of the backbone's) is removed. Past it, the ``.onnx`` and its side file are written into
     a new folder beside ``out_path``, checked by path (so with the weights), and renamed into
     place, the side file first: a failed run leaves neither half-written. ``source_files``, the
     paths of the backbone's side files, are not replaced. Raises OSError or ValueError when a
