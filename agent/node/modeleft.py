@@ -43,7 +43,10 @@ def mode_left_text(state_dir: str, calibrate_cmd: str) -> Optional[Tuple[str, st
         return None
     try:  # a calibration under way holds its lock: the file is its own
         with open(os.path.join(state_dir, RUN_LOCK_FILE), "rb") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)  # let go when closed
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            # let go at once: a child forked meanwhile shares the open file (and the lock)
+            # until it has closed what it inherited, and a calibration starting must not wait
+            fcntl.flock(lock, fcntl.LOCK_UN)
     except FileNotFoundError:
         pass
     except OSError:

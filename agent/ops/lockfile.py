@@ -7,7 +7,10 @@ one-line ``FileFault`` naming it) and locks it with ``LOCK_EX | LOCK_NB``: a sec
 refused at once with ``Busy``, carrying what the holder wrote into the file (its pid, say).
 The kernel drops an ``flock`` when the last descriptor of its open file closes, so a process
 that exits, SIGKILLed too, leaves the file free; the descriptor is close-on-exec, so no child
-keeps it. ``holder`` tells, without keeping it, whether a lock is held and by whom.
+keeps it past its exec. Until then a child forked on another thread shares the open file and its
+lock, so ``holder``, which tells without keeping it whether a lock is held and by whom, lets go
+of a lock it took with ``LOCK_UN`` rather than by closing (with another thread starting
+processes, 1-5% of such probes left the lock held for a moment after they returned).
 
 Root's lock file in a folder another user owns would stay root's, mode 0644, and that user
 could not open it for writing at its next run: ``give_to_folder_owner`` hands it to the
@@ -73,9 +76,10 @@ def holder(path: str, what: str, fix: str) -> Optional[str]:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
             return _read(fd)
+        fcntl.flock(fd, fcntl.LOCK_UN)  # not left to the close (module docstring)
         return None
     finally:
-        os.close(fd)  # closing lets go of a lock just taken
+        os.close(fd)
 
 
 def give_to_folder_owner(fd: int, path: str) -> None:
