@@ -4,13 +4,23 @@ calibration running; nothing while a calibration holds its lock, or with no such
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 
+import pytest
+
 from agent.ops.doctor import WARN, Context, check_mode_left
+from calibration import device_lock
 from calibration.modes import ORIGINAL_MODE_FILE
 from calibration.runner import RUN_LOCK_FILE
+from tests.unit.lock_holder import held_elsewhere
+
+
+@pytest.fixture(autouse=True)
+def _own_board_lock(tmp_path, monkeypatch):
+    """The board lock is this test's file: a calibration elsewhere on the machine holding the
+    real one would silence every line (doctor says nothing while a board is switched)."""
+    monkeypatch.setattr(device_lock, "DEVICE_LOCK_PATH", str(tmp_path / "board.lock"))
 
 
 def _left(state_dir, obj) -> None:
@@ -35,8 +45,7 @@ def test_a_running_calibrations_own_saved_mode_is_no_warning(tmp_path):
     """Rule: while a calibration holds the state directory's run lock the file is its own (it
     restores the mode when it ends): no line; an unreadable file is still named."""
     _left(tmp_path, {"id": 2, "name": "15W"})
-    with open(str(tmp_path / RUN_LOCK_FILE), "w") as held:
-        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)  # as filelock holds it
+    with held_elsewhere(str(tmp_path / RUN_LOCK_FILE)):  # a calibration running there
         assert check_mode_left(Context(state_dir=str(tmp_path))) == []
     assert len(check_mode_left(Context(state_dir=str(tmp_path)))) == 1  # lock let go
     _left(tmp_path, "{not json")

@@ -10,13 +10,12 @@ import json
 import logging
 import os
 
-import filelock
-
 from agent.node import modeleft
 from calibration import device_lock
 from calibration.modes import ORIGINAL_MODE_FILE
 from calibration.runner import RUN_LOCK_FILE
 from tests.unit.built_worker import built_worker
+from tests.unit.lock_holder import held_elsewhere
 
 
 def _start(tmp_path, caplog):
@@ -63,8 +62,8 @@ def test_no_start_up_warning_while_a_calibration_holds_the_run_lock_or_the_board
     board = str(tmp_path / "board.lock")
     monkeypatch.setattr(device_lock, "DEVICE_LOCK_PATH", board)
     _leave(tmp_path, {"id": 2, "name": "15W"})
-    with filelock.FileLock(str(tmp_path / "state" / RUN_LOCK_FILE), timeout=0):  # as calibrate
+    with held_elsewhere(str(tmp_path / "state" / RUN_LOCK_FILE)):  # a calibration there
         assert _start(tmp_path, caplog) == []
-    with device_lock.hold(board):
+    with held_elsewhere(board, "board"):  # one switching the board's modes
         assert _start(tmp_path, caplog) == []
     assert len(_start(tmp_path, caplog)) == 1
