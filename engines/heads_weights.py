@@ -22,10 +22,10 @@ import shutil
 from typing import List, Sequence, Tuple
 
 import onnx
-from onnx import external_data_helper as xdata
 
 from agent.ops.atomic import atomic_open, fsync_dir
 from engines import build_weights
+from engines.bundle import tensor_locations
 
 
 
@@ -63,12 +63,10 @@ def _own_side_file(out_path: str, source_files: Sequence[str]) -> str:
             os.path.realpath(p) for p in source_files}:
         return ""
     try:
-        old = onnx.load(out_path, load_external_data=False)
-    except Exception:  # not a model (or unreadable): what it names is unknown, so it stays
+        named = tensor_locations(out_path)
+    except (OSError, ValueError):  # not a model (or unreadable): what it names is unknown
         return ""
-    own = os.path.basename(target)
-    return target if any(xdata.ExternalDataInfo(t).location == own
-                         for t in build_weights.external_tensors(old)) else ""
+    return target if os.path.basename(target) in named else ""
 
 
 def write_model(model: onnx.ModelProto, source_dir: str, out_path: str, inline_max_bytes: int,
