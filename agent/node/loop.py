@@ -36,6 +36,7 @@ outbox's ``counters`` (written to ``<state_dir>/stats.json`` by ``status.NodeSta
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
@@ -120,6 +121,7 @@ class Node:
             self.transport.register_fd(fd)
         now = self.clock()
         self._route_from = now + self._grace_s
+        self.view.joining = self._silence.awaited(self.view.successors, now)
         role.start(now)
         nxt = {"hb": now, "tick": now, "status": now + self.cfg.status_interval_s,
                "flush": now + self.cfg.records_flush_interval_s,
@@ -135,7 +137,9 @@ class Node:
                 role.stop_arrivals()
                 out.current_view()  # the view's queues are as of its last refresh: now's
                 log.info("stopping: %s", self.status.line())
-            if drain_until is not None and (now >= drain_until or not self._in_flight()):
+            # custody ends with an ACK: worth waiting for only while where it went is alive
+            if drain_until is not None and (now >= drain_until or not (
+                    role.in_flight() or custody_left(out)[0] > 0)):
                 break
             due = list(nxt.values())
             due += [t for t in (role.wake_at(), out.next_due(), drain_until) if t is not None]
@@ -200,10 +204,6 @@ class Node:
         self.outbox.retry_waiting(now)
         self.role.after_tick(now)
 
-    def _in_flight(self) -> bool:
-        # custody ends with an ACK: worth waiting for only while where it went is alive
-        return self.role.in_flight() or custody_left(self.outbox)[0] > 0
-
     def _finish(self) -> None:
         self.role.finish(self.clock(), self.wall())
         self._changes.flush(final=True)
@@ -212,10 +212,8 @@ class Node:
         self.status.write(force=True)
         log.info("stopped: %s", self.status.line())
         for fd in (self._rfd, self._wfd):
-            try:
+            with contextlib.suppress(OSError):
                 os.close(fd)
-            except OSError:
-                pass
 
     # -- events ------------------------------------------------------------------------------
 
@@ -223,10 +221,8 @@ class Node:
         tag, who, frames = ev
         if tag == FD:
             if who == self._rfd:
-                try:
+                with contextlib.suppress(OSError):
                     os.read(self._rfd, 4096)
-                except OSError:
-                    pass
             else:
                 self.role.on_fd(who)
             return
@@ -327,6 +323,7 @@ class Node:
         self.note_awake()  # a stop since the poll (in the pass's work) is no neighbour's silence
         for peer in self._silence.gone(self.view.alive, self.last_heard, now):
             self._set_alive(peer, False)
+        self.view.joining = self._silence.joining(self.view.joining, now)  # then no more waits
         self.outbox.retry_waiting(now)
 
     def note_awake(self, waited_s: float = 0.0) -> None:
@@ -370,6 +367,7 @@ class Node:
 
     def _set_alive(self, peer: str, alive: bool) -> None:
         (self.view.alive.add if alive else self.view.alive.discard)(peer)
+        self.view.joining.discard(peer)  # heard (or gone): no more waiting for it at start-up
         state = "alive" if alive else "gone"
         self._changes.event("neighbour " + peer, state, "neighbour %s is %s" % (peer, state))
         self.outbox.count("neighbour_joined" if alive else "neighbour_gone")

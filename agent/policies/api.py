@@ -54,6 +54,7 @@ import hashlib
 import math
 import random
 import time
+import zlib
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Set, Tuple
 
@@ -106,6 +107,8 @@ class NodeView:
     no_route: int = 0  # first stage this node has no live route to (0: every stage reachable)
     terminal: bool = False  # a worker answering every task at its last_stage (a tier)
     answers_alone: bool = False  # its policy answers what no later stage can take (MLCI level)
+    # successors not heard from yet, within their silence limit of the node's start (the loop's)
+    joining: Set[str] = field(default_factory=set)  # a task drawn for one waits for it
 
     def serves(self, stage: int) -> bool:
         """True when this node itself can run ``stage``."""
@@ -119,10 +122,17 @@ class NodeView:
         if usable:
             out = [s for s in out if s not in self.unavailable
                    and not self.peer_state.get(s, {}).get("no_route")]
+        return self._of_stage(out, stage)
+
+    def joining_successors(self, stage: Optional[int] = None) -> List[str]:
+        """Successors still ``joining``; with ``stage``, only those that serve that stage."""
+        return self._of_stage([s for s in self.successors if s in self.joining], stage)
+
+    def _of_stage(self, peers: List[str], stage: Optional[int]) -> List[str]:
         if stage is not None and self.peer_stages:
-            out = [s for s in out if s in self.peer_stages
-                   and self.peer_stages[s][0] <= stage <= self.peer_stages[s][1]]
-        return out
+            peers = [s for s in peers if s in self.peer_stages
+                     and self.peer_stages[s][0] <= stage <= self.peer_stages[s][1]]
+        return peers
 
 
 def bounded_weights(weights: Sequence[float]) -> List[float]:
@@ -259,13 +269,24 @@ class AgentPolicy:
 
     def choose_successor(self, task: TaskInfo, view: NodeView,
                          exclude: Sequence[str] = ()) -> Optional[str]:
-        """Where ``task`` goes next: sampled by ``weights`` over alive successors not tried."""
+        """Where ``task`` goes next: sampled by ``weights`` over alive successors not tried;
+        None (the task waits) when the draw falls on a successor still ``joining``."""
         alive = view.alive_successors(task.stage)
         if not alive:
             return None
         cands = [s for s in alive if s not in exclude] or alive
+        # Start-up: a successor not heard from yet keeps its routing share; a task drawn for it
+        # (a draw of its own, the same at every offer) waits for its first heartbeat. Sent on,
+        # a source's first tasks crossed a link its routing avoids (80% load: seconds of queue).
+        late = [s for s in view.joining_successors(task.stage)
+                if s not in exclude] if view.joining else []
         w = self.weights(view)
-        ws = bounded_weights([w.get(s, 0.0) for s in cands])
+        ws = bounded_weights([w.get(s, 0.0) for s in cands + late])
+        if late:
+            total, ws = sum(ws), ws[:len(cands)]
+            draw = zlib.crc32(task.id.encode()) / 2.0 ** 32  # the task's own, in [0, 1)
+            if total > sum(ws) and draw * total >= sum(ws):  # drawn for a joining successor
+                return None
         if sum(ws) <= 0:  # routing mass only on gone/excluded peers: spread over the rest
             ws = [1.0] * len(cands)
         return self.rng.choices(cands, weights=ws)[0]
@@ -344,29 +365,18 @@ class TieredPolicy(AgentPolicy):
     """Base of policies that route a task to a group of workers (DIMEE's tiers, MLCI's levels):
     ``pick`` takes the first group in the given order with an alive member (``first_group``).
 
-    A node starts serving before it has heard every neighbour: during its first
-    ``heartbeat_interval_s * neighbour_timeout_rounds`` (the time after which a silent
-    neighbour counts as gone), a task whose own group has not been heard from yet waits for it
-    (None: the node offers it again on each tick) instead of going to the next group.
+    A node starts serving before it has heard every neighbour: a task whose own group (or one
+    before the group it would take) has a member not heard from yet (``view.joining``, for its
+    silence limit from the node's start) waits for it instead of going to the next group.
     """
-
-    def configure(self, cfg: Any, view: NodeView) -> None:
-        self._grace_s = cfg.neighbour_silence_s
-        self._since: Optional[float] = None
-        self._settled = False
-
-    def on_tick(self, view: NodeView, now: float) -> List[Outgoing]:
-        if self._since is None:
-            self._since = now
-        self._settled = self._settled or now - self._since >= self._grace_s
-        return []
 
     def pick(self, groups: Sequence[Sequence[str]], view: NodeView, stage: int,
              exclude: Sequence[str] = ()) -> Tuple[int, Optional[str]]:
         """(index of the group, peer) for a task of ``stage``: a uniform pick in the first
         group with an alive member; (-1, None) to keep the task waiting."""
         i, cands = first_group(groups, view.alive_successors(stage), exclude)
-        if not cands or (i > 0 and not getattr(self, "_settled", True)):
+        if not cands or (i > 0 and view.joining and first_group(
+                groups[:i], view.joining_successors(stage), exclude)[1]):
             return -1, None
         return i, self.rng.choice(cands)
 

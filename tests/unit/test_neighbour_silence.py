@@ -1,7 +1,7 @@
 """The configured neighbour silence, ``neighbour_timeout_rounds`` heartbeat periods, is computed
 in one place, the node config's ``neighbour_silence_s``: the loop's
-start-up grace and every neighbour's silence limit start from it, and the tiered policies'
-wait for a tier not yet heard (``TieredPolicy``, pure, given the node config) lasts as long."""
+start-up grace and every neighbour's silence limit start from it (and with the limits, the wait
+for a successor not heard yet: ``test_start_joining``)."""
 
 from __future__ import annotations
 
@@ -9,13 +9,11 @@ import dataclasses
 
 import pytest
 
-from agent.node.build import build, build_view
-from agent.policies.api import TieredPolicy
+from agent.node.build import build
 from agent.testbed.local import node_configs
 from agent.testbed.topology import parse_topology
 from engines.bundle import load_bundle
 from engines.demo import DEMO_BUNDLE_DIR
-from engines.exit_profile import load_exit_profile
 
 BUNDLE = load_bundle(DEMO_BUNDLE_DIR)
 
@@ -47,19 +45,3 @@ def test_the_loop_and_the_neighbour_limits_start_from_the_configured_silence(tmp
         assert node._silence.limit_s("not-in-the-config") == cfg.neighbour_silence_s
     finally:
         built.close()
-
-
-def test_a_tiered_policy_waits_for_an_unheard_tier_for_the_configured_silence(tmp_path):
-    """Rule: a tiered policy's start-up wait (before it routes past a tier not yet heard) is
-    the node's configured silence, read from the same node config; it settles on the first
-    tick at least that long after its first."""
-    cfg = _config(tmp_path, heartbeat_interval_s=0.75, neighbour_timeout_rounds=3)
-    pol = TieredPolicy({}, {})
-    pol.configure(cfg, build_view(cfg, BUNDLE, load_exit_profile(BUNDLE.exit_profile_path)))
-    silence_s = cfg.neighbour_silence_s
-    assert pol._grace_s == pytest.approx(silence_s)
-    pol.on_tick(None, 100.0)
-    pol.on_tick(None, 100.0 + silence_s - 0.01)
-    assert not pol._settled
-    pol.on_tick(None, 100.0 + silence_s)
-    assert pol._settled

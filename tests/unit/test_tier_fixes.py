@@ -24,12 +24,6 @@ class _Cfg:
     neighbour_silence_s = heartbeat_interval_s * neighbour_timeout_rounds  # NodeConfig's
 
 
-def _settle(pol, view):
-    """Past the start-up grace (a silent neighbour now counts as gone)."""
-    pol.on_tick(view, 0.0)
-    pol.on_tick(view, 100.0)
-
-
 def _end_view(alive):
     return NodeView("end", "worker", 1, 4, BUNDLE_FLOPS, (3136.0,) * 4, (1, 2, 3),
                     ("edge", "cloud"), (), {}, exit_profile=PROFILE, last_stage=1,
@@ -49,7 +43,6 @@ def test_mlci_escalation_level_names_the_level_that_receives_the_task_when_edge_
     view = _end_view({"cloud"})
     pol = MlciPolicy({}, {}, seed=0)
     pol.configure(_Cfg(), view)
-    _settle(pol, view)
     up = _escalate(pol, view, "a")
     assert up.kind == ESCALATE
     dest = pol.choose_successor(TaskInfo("a", 1, 3136), view)
@@ -68,7 +61,6 @@ def test_mlci_escalation_level_skips_a_refusing_level_as_routing_does():
     view = _end_view({"edge", "cloud"})
     pol = MlciPolicy({}, {}, seed=0)
     pol.configure(_Cfg(), view)
-    _settle(pol, view)
     view.unavailable["edge"] = 1e18
     up = _escalate(pol, view, "a")
     assert pol.choose_successor(TaskInfo("a", 1, 3136), view) == "cloud"
@@ -94,7 +86,6 @@ def test_dimee_counts_a_task_falling_back_once_over_reissues_and_reroutes():
     view = _dimee_source({"mobile", "edge", "cloud"})
     pol = DimeePolicy({}, {"assign": "edge"}, seed=1)  # every task's tier: the edge
     pol.configure(_Cfg(), view)
-    _settle(pol, view)
     x = replay.x[1:2]
     pol.on_issue(TaskInfo("own", 1, x.nbytes, x=x, attempt=0), view)
     assert pol.choose_successor(TaskInfo("own", 1, x.nbytes), view) == "edge"
@@ -123,7 +114,6 @@ def test_dimee_source_memory_of_fallen_back_tasks_is_bounded(monkeypatch):
     view = _dimee_source({"cloud"})
     pol = DimeePolicy({}, {"assign": "edge"}, seed=1)
     pol.configure(_Cfg(), view)
-    _settle(pol, view)
     for i in range(10):
         pol.on_issue(TaskInfo("t%d" % i, 1, x.nbytes, x=x, attempt=0), view)
         assert pol.choose_successor(TaskInfo("t%d" % i, 1, x.nbytes), view) == "cloud"
