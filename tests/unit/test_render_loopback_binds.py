@@ -10,14 +10,16 @@ import zmq
 
 from agent.cli import main
 from agent.config.node import load_config
+from agent.testbed.ports import free_ports
 
 NODES = ["cam1", "cam2", "w1a", "w1b", "w2a", "w2b", "w3a", "w3b", "w4a", "w4b"]
-PORTS = "control=47400 data=47401 client=47402 metrics=0"
 
 
-def _render(tmp_path, host_of):
+def _render(tmp_path, host_of, ports=(47400, 47401, 47402)):
+    """Every node's config rendered with the same ``ports`` (control, data, client)."""
+    line = "control=%d data=%d client=%d metrics=0" % tuple(ports)
     inv = tmp_path / "hosts.txt"
-    inv.write_text("".join("%s %s %s\n" % (n, host_of(i), PORTS) for i, n in enumerate(NODES)))
+    inv.write_text("".join("%s %s %s\n" % (n, host_of(i), line) for i, n in enumerate(NODES)))
     assert main(["fleet", "render", "--topology", "default", "--inventory", str(inv), "--out",
                  str(tmp_path / "out"), "--root", str(tmp_path / "root")]) == 0
     return {n: load_config(str(tmp_path / "out" / "devices" / n / "etc" / "edge-agent" /
@@ -27,9 +29,12 @@ def _render(tmp_path, host_of):
 def test_nodes_on_loopback_addresses_of_their_own_bind_side_by_side(tmp_path, capsys):
     """Rule: a node on a loopback inventory host binds its endpoints on that address, so
     nodes on 127.0.0.N sharing port numbers all start on one machine."""
-    cfgs = _render(tmp_path, lambda i: "127.0.0.%d" % (i + 1))
-    assert cfgs["w1b"].control_bind == "tcp://127.0.0.4:47400"
-    assert cfgs["cam2"].client_bind == "tcp://127.0.0.2:47402"
+    # ports below the kernel's ephemeral range, held by nobody: a fixed one inside it (47400)
+    # was once held (an even port: most likely another test's outgoing connection's)
+    control, data, client = free_ports(3)
+    cfgs = _render(tmp_path, lambda i: "127.0.0.%d" % (i + 1), (control, data, client))
+    assert cfgs["w1b"].control_bind == "tcp://127.0.0.4:%d" % control
+    assert cfgs["cam2"].client_bind == "tcp://127.0.0.2:%d" % client
     ctx = zmq.Context()
     bound = []
     try:
