@@ -9,17 +9,18 @@ import threading
 import time
 from typing import List, Optional
 
-from agent.testbed.ports import free_ports
-
 
 class StubEndpoint:
-    """Takes connections on ``127.0.0.1:PORT`` (``text``; a free port unless ``port`` is
-    given) and answers each with ``body`` (None: never, the connection kept open)."""
+    """Takes connections on ``127.0.0.1:PORT`` (``text``; a port the kernel picks unless
+    ``port`` is given) and answers each with ``body`` (None: never, the connection kept open).
+
+    The kernel's pick is bound at once and held, so nothing can take it in between; a port
+    handed out first (``free_ports``) and bound after was once found taken (EADDRINUSE)."""
 
     def __init__(self, body: Optional[bytes] = None, port: int = 0) -> None:
         self.sock = socket.socket()
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind(("127.0.0.1", port or free_ports(1)[0]))
+        self.sock.bind(("127.0.0.1", port))
         self.sock.listen(16)
         self.text = "127.0.0.1:%d" % self.sock.getsockname()[1]
         self.body = body
