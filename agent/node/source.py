@@ -15,8 +15,8 @@ records it only when it echoes the task's token (only nodes on the task's path s
 else is ``drop_forged_result``), then (client mode) answers the client, in the same loop pass
 once the task's record line is written. A task with no result
 by its deadline is re-issued as a new attempt (by then its earlier issue has expired wherever
-it waited, so the two never run side by side), recorded as lost after ``max_attempts``, or at
-once when there is no route.
+it waited, so the two never run side by side), also while no route is on (the re-issue waits
+for one), and recorded as lost after ``max_attempts``.
 
 A local client gets exactly one answer per task it pushed: the RESULT, or a RESULT with
 ``outcome`` rejected / lost / error and a ``reason`` (``wire.answer_fields``; a rejected one
@@ -327,15 +327,16 @@ class SourceSide(Role):
 
     def on_timer(self, key: str, now: float) -> None:
         """Result deadline of task ``key``: re-issue it as a new attempt, or record it lost
-        (after ``max_attempts``, or at once when no route is left)."""
+        after ``max_attempts`` (reason ``no_route`` when no route is on then, else
+        ``deadline``). A re-issue made while no route is on waits for one: a stage's only
+        worker restarting looks, at the deadline, like one gone for good."""
         task = self.book.pending.get(key)
         if task is None or now < task.result_due:
             return
         self._release(task)
         if task.attempt + 1 >= self.cfg.max_attempts:
-            return self._lose(key, now, "deadline")
-        if self.out.current_view().no_route:
-            return self._lose(key, now, "no_route")
+            return self._lose(key, now, "no_route" if self.out.current_view().no_route
+                              else "deadline")
         task.attempt += 1
         task.resends += 1
         self.out.count("reissued")

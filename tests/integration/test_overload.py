@@ -113,7 +113,8 @@ def test_a_stage_with_no_live_worker_is_answered_with_no_route(bundle, tmp_path)
         assert first - killed < 3 * heartbeat_s * rounds, first - killed
         warnings = [ln for ln in open(c.logs["s1"]) if "WARNING" in ln and "stage 2" in ln]
         assert warnings, c.tail("s1")
-        # tasks that were in flight when w2 died settle (re-issue refused: lost, no_route)
+        # tasks that were in flight when w2 died settle (re-issued while attempts remain, then
+        # lost, no_route, at the last deadline)
         c.wait_for(lambda: c.tasks("s1").get("pending", 1) == 0, 30, "held tasks settled")
         done = c.tasks("s1")["completed"]
         c.start("w2")

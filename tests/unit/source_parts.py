@@ -5,10 +5,12 @@ been heard yet, so no successor is alive until a test says so."""
 from __future__ import annotations
 
 from types import SimpleNamespace
+from typing import Iterator
 
 import zmq
 
 from agent.config.node import parse_config
+from agent.policies.api import AgentPolicy
 from agent.net.transport import Transport
 from agent.node.book import RecordWriter, ReplaySet, SourceBook
 from agent.node.build import build_view
@@ -43,3 +45,11 @@ def source_parts(state_dir, policy) -> SimpleNamespace:
 
     return SimpleNamespace(cfg=cfg, ctx=ctx, transport=transport, view=view, out=out, side=side,
                            records=records, close=close)
+
+
+def serving_source(state_dir) -> Iterator[SimpleNamespace]:
+    """A fixture's body: ``source_parts`` with the base policy and w1 alive, closed after."""
+    p = source_parts(state_dir, AgentPolicy({}, {}))
+    p.view.alive.add("w1")
+    yield p
+    p.close()

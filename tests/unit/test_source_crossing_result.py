@@ -8,18 +8,14 @@ import json
 
 import pytest
 
-from agent.policies.api import AgentPolicy
 from agent.protocol import wire
 from agent.protocol.wire import Kind
-from tests.unit.source_parts import source_parts
+from tests.unit.source_parts import serving_source
 
 
 @pytest.fixture
 def parts(tmp_path):
-    p = source_parts(tmp_path, AgentPolicy({}, {}))
-    p.view.alive.add("w1")
-    yield p
-    p.close()
+    yield from serving_source(tmp_path)
 
 
 def _result(task_id, attempt, token):
