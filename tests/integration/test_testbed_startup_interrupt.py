@@ -23,10 +23,16 @@ EXIT_WAIT_S = 120
 
 def _before_project_code(rc: int, stderr: str) -> bool:
     """The signal came while the interpreter itself was starting (before its SIGINT handler,
-    or in its site module): no code of the project ran, so nothing of it is under test."""
+    or in its site module), or while its ``runpy`` still compiled ``agent/__main__.py`` (a
+    traceback of the interpreter's own frames alone, none in this project): no code of the
+    project ran, so nothing of it is under test."""
     # "Fatal Python error: init_import_site: Failed to import the site module" (3.8 spells the
     # function init_import_size)
-    return (rc == -signal.SIGINT and not stderr) or "Failed to import the site module" in stderr
+    if (rc == -signal.SIGINT and not stderr) or "Failed to import the site module" in stderr:
+        return True
+    frames = [line for line in stderr.splitlines() if line.lstrip().startswith('File "')]
+    return (rc == -signal.SIGINT and stderr.rstrip().endswith("KeyboardInterrupt")
+            and bool(frames) and not any(REPO in line for line in frames))
 
 
 def _interrupt_at(tmp_path, topo: str, delay_s: float, run: int = 0):
@@ -78,3 +84,21 @@ def test_ctrl_c_at_any_moment_of_start_up_exits_130_with_one_line(tmp_path):
         seen.append(lines[0])
     # the delays reached the project's code, importing and beyond
     assert len(seen) >= 5, seen
+
+
+def test_only_an_interrupt_in_the_interpreters_own_frames_counts_as_before_project_code():
+    """Rule of the test above: a start-up traceback counts as no code of the project's having
+    run only when none of its frames is in this project (runpy compiling ``agent/__main__.py``,
+    as one loaded run met it at 0.15 s); one with a frame of the project is a failure."""
+    frozen = ('Traceback (most recent call last):\n'
+              '  File "<frozen runpy>", line 189, in _run_module_as_main\n'
+              '  File "<frozen runpy>", line 159, in _get_module_details\n'
+              '  File "<frozen importlib._bootstrap_external>", line 1070, in source_to_code\n'
+              '  File "<frozen importlib._bootstrap>", line 241, in _call_with_frames_removed\n'
+              'KeyboardInterrupt\n')
+    assert _before_project_code(-signal.SIGINT, frozen)
+    ours = frozen.replace('  File "<frozen importlib._bootstrap>"',
+                          '  File "%s/agent/__main__.py", line 30, in console\n'
+                          '  File "<frozen importlib._bootstrap>"' % REPO)
+    assert not _before_project_code(-signal.SIGINT, ours)
+    assert not _before_project_code(130, frozen)
