@@ -25,6 +25,7 @@ _NODE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*\Z")
 # a tensor message above 1 GiB is a mistake on any device this agent runs on.
 MAX_MESSAGE_BYTES_LIMIT = 1 << 30
 ENGINE_THREADS_MAX = 1024  # intra-op threads of one engine: far beyond any board's cores
+ENGINE_BATCH_MAX = 8  # tasks in one engine call: the most a worker hands its engine at a time
 MIN_INTERVAL_S = 0.001  # every period and timeout: below 1 ms the loop would only spin
 # every period and timeout at most a day: a heartbeat or slot of 1e308 s never comes, and the
 # agent never turns ready (its first heartbeat is what its neighbours wait for)

@@ -33,9 +33,9 @@ from dataclasses import dataclass, field, fields
 from typing import Any, Dict, Mapping, Tuple
 
 from agent.config.checks import (MAX_INTERVAL_S, MAX_MESSAGE_BYTES_LIMIT, MAX_QUEUE_TASKS,
-                                  MIN_INTERVAL_S, ENGINE_THREADS_MAX, PATH_FIELDS, check_endpoint,
-                                  check_endpoint_from, check_limits, check_node_id, ipc_from,
-                                  is_loopback_host, phase_fits)
+                                  MIN_INTERVAL_S, ENGINE_BATCH_MAX, ENGINE_THREADS_MAX, PATH_FIELDS,
+                                  check_endpoint, check_endpoint_from, check_limits,
+                                  check_node_id, ipc_from, is_loopback_host, phase_fits)
 from agent.config.fields import REQUIRED, Fields
 from agent.config.jsonfile import load_toml
 from agent.config.peer import Peer, parse_peer
@@ -97,6 +97,8 @@ class NodeConfig:
     precision: str = "fp32"  # engine precision: fp32 | fp16 (int8 is refused: no calibration cache)
     accelerator: str = ""  # GPU use: required | preferred | none; "" = required on a Jetson, else preferred
     engine_threads: int = 1  # intra-op threads of the engine
+    engine_batch_max: int = 1  # waiting tasks of one stage run in one engine call, at most
+    # this many (1: one call per task; the stage must take any batch: agent.node.batching)
     # TensorRT plan cache; "" = $CACHE_DIRECTORY/trt, else ~/.cache/edge-agent/trt
     engine_cache_dir: str = ""
     capacity_profile: str = ""  # calibration profile file; "" = time the engine at start-up
@@ -246,6 +248,8 @@ def parse_config(obj: Any, base_dir: str = ".", where: str = "config") -> NodeCo
                 "records_keep_files"):
         kw[key] = r.int(key, dflt(key), lo=1)
     kw["engine_threads"] = r.int("engine_threads", dflt("engine_threads"), lo=1, hi=ENGINE_THREADS_MAX)
+    kw["engine_batch_max"] = r.int("engine_batch_max", dflt("engine_batch_max"), lo=1,
+                                   hi=ENGINE_BATCH_MAX)
     for key in ("warmup_runs", "max_tasks", "seed", "records_max_bytes"):
         kw[key] = r.int(key, dflt(key), lo=0)
     kw["max_message_bytes"] = r.int("max_message_bytes", dflt("max_message_bytes"),

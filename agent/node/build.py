@@ -282,7 +282,7 @@ def _build(cfg: NodeConfig, notifier: Any, ctx: Optional[zmq.Context],
             specs, engines = load_engines(cfg, bundle, notifier)
         runner_cls = LogitsInferenceThread if policy.wants_logits else InferenceThread
         runner = runner_cls(engines, {h: s.flops for h, s in specs.items()},
-                            cfg.emulate_capacity_flops)
+                            cfg.emulate_capacity_flops, batch_max=cfg.engine_batch_max)
         try:
             with starting.interruptible():
                 report = worker_capacity(cfg, specs, engines)

@@ -5,7 +5,8 @@ and each job names the stage to run. A job naming a stage with no engine here is
 comes back failed with reason ``unknown_stage``.
 
 The I/O loop puts ``Job`` objects on ``submit``; the thread takes every job waiting (up to
-``RUN_MAX``), runs the engine on each in turn, computes their exit heads' confidences in one
+``RUN_MAX``), runs the engine on each in turn (or on several of one stage in one call, with
+``engine_batch_max`` > 1: ``agent.node.batching``), computes their exit heads' confidences in one
 vectorised call (``engines.exit_profile.softmax_confidence``; ``run_many``), optionally pads
 each service time to emulate a slower device, and hands ``Done`` objects back through a deque
 plus one byte on a pipe whose read end the I/O loop polls (so the loop sleeps in its poller,
@@ -75,11 +76,12 @@ import queue
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass
 from typing import Any, Callable, Deque, Dict, List, Optional, Tuple
 
 import numpy as np
 
+from agent.node.batching import batch_limits, batch_step, chunks
+from agent.node.jobs import WARM_RUNS, Done, Job  # noqa: F401 (WARM_RUNS: imported from here)
 from agent.ops.throttle import Throttle, more_since
 from engines import timing
 from engines.exit_profile import softmax_confidence
@@ -89,48 +91,6 @@ log = logging.getLogger(__name__)
 
 FAILURE_LOG_INTERVAL_S = 60.0  # at most one failure log line per this many seconds
 RUN_MAX = 8  # jobs the thread takes from its queue at once and runs back to back
-WARM_RUNS = 3  # runs back to back before a run that measures capacity (module docstring)
-
-
-@dataclass
-class Job:
-    """One task to run: its metadata (opaque to the thread), the input tensor, the stage."""
-
-    meta: Any
-    x: np.ndarray
-    stage: int = 0  # 0 = the worker's only stage
-    expires: float = 0.0  # clock() time past which it is not run (0: no deadline)
-    queued_at: float = math.inf  # clock() time it began to wait (``submit`` stamps it if unset)
-
-
-@dataclass
-class Done:
-    """A finished job: features for the next stage, head confidence/class when there is a head."""
-
-    meta: Any
-    features: Optional[np.ndarray]
-    confidence: Optional[float]
-    cls: Optional[int]
-    service_time_s: float  # time the task kept the engine busy (see the module docstring)
-    engine_time_s: float = 0.0  # the real engine call's share of it, same clock
-    error: str = ""  # non-empty when the job failed (the exception's type name)
-    reason: str = ""  # why it failed, the drop counter's suffix: engine_error, unknown_stage
-    # or deadline
-    streak: int = 0  # runs the engine made back to back right before this one (0: it was idle)
-    padded: bool = False  # service_time_s is an emulated device's padded time
-
-    @property
-    def warm(self) -> bool:
-        """The engine ran ``WARM_RUNS`` jobs back to back right before this one (module doc)."""
-        return self.streak >= WARM_RUNS
-
-    @property
-    def capacity_sample_s(self) -> float:
-        """This run's service time as the online capacity estimate takes it: the engine call
-        (``engine_time_s``), or an emulated device's padded time; 0 (none) unless warm."""
-        if self.streak < WARM_RUNS:
-            return 0.0
-        return self.service_time_s if self.padded else self.engine_time_s
 
 
 class UnknownStage(LookupError):
@@ -146,7 +106,7 @@ class InferenceThread:
 
     def __init__(self, engines: Any, flops: Any, emulate_capacity_flops: float = 0.0,
                  clock: Callable[[], float] = time.monotonic,
-                 sleep: Callable[[float], None] = time.sleep):
+                 sleep: Callable[[float], None] = time.sleep, batch_max: int = 1):
         self.engines: Dict[int, Any] = engines if isinstance(engines, dict) else {0: engines}
         self.flops: Dict[int, float] = ({k: float(v) for k, v in flops.items()}
                                         if isinstance(flops, dict) else {0: float(flops)})
@@ -157,6 +117,11 @@ class InferenceThread:
         # computes on the calling thread, else the wall clock (engines.timing)
         self.service_clock: Dict[int, Callable[[], float]] = {
             h: engine_clock(e, clock) for h, e in self.engines.items()}
+        # stage -> jobs one engine call may take (``batch_max``: agent.node.batching); a thread
+        # whose engine step keeps more than the plain one (head_logits) runs one at a time
+        self.batch_limits = batch_limits(self.engines, batch_max,
+                                         type(self)._engine_step is InferenceThread._engine_step)
+        self.batching = max(self.batch_limits.values(), default=1) > 1
         self._streak = 0  # runs back to back so far (Done.streak); run_many's callers only
         self._last_end = -math.inf  # clock() when the engine's last run ended (``waited``)
         self._jobs: "queue.SimpleQueue[Optional[Job]]" = queue.SimpleQueue()
@@ -291,22 +256,55 @@ class InferenceThread:
             return dones
         dones = []
         heads: List[Tuple[Done, Any]] = []
-        for job in jobs:
-            done = self._expired(job)
-            if done is None:
-                try:
-                    done, logits = self._engine_step(job.x, job.stage)
-                except Exception as exc:
-                    done, logits = self._failed(job, exc), None
-                done.meta, done.streak = job.meta, self._streak
-                self._streak += 1
-                if logits is not None:
-                    heads.append((done, logits))
-            dones.append(done)
+        if self.batching and len(jobs) > 1:
+            dones = self._batched(jobs, heads)
+        else:
+            for job in jobs:
+                done = self._expired(job)
+                if done is None:
+                    done, logits = self._step(job)
+                    done.streak = self._streak
+                    self._streak += 1
+                    if logits is not None:
+                        heads.append((done, logits))
+                dones.append(done)
         if heads:
             self._confidences(heads, jobs[0].stage)
         self._last_end = self.clock()
         return dones
+
+    def _step(self, job: Job) -> Tuple[Done, Any]:
+        """``job``'s engine step, its failure a failed ``Done`` (never raised)."""
+        try:
+            done, logits = self._engine_step(job.x, job.stage)
+        except Exception as exc:
+            return self._failed(job, exc), None
+        done.meta = job.meta
+        return done, logits
+
+    def _batched(self, jobs: List[Job], heads: List[Tuple[Done, Any]]) -> List[Done]:
+        """``run_many``'s engine calls with batching on (``agent.node.batching``): the jobs
+        within their deadline, in runs of one stage, one call per run; a run of one, and a run
+        whose call raised, go job by job. The logits go to ``heads``."""
+        dones = [self._expired(job) for job in jobs]
+        ran: List[Done] = []
+        for run in chunks([j for j, d in zip(jobs, dones) if d is None], self.batch_limits):
+            got = None
+            if len(run) > 1:
+                try:
+                    h = run[0].stage
+                    got = batch_step(self.engines[h], self.service_clock[h], run)
+                except Exception as exc:  # again alone: a job that fails fails alone, counted
+                    self._log_failure("a batched engine call failed (%s): its tasks run one by "
+                                      "one", exc)
+            for done, logits in got or [self._step(job) for job in run]:
+                done.streak = self._streak
+                self._streak += 1
+                if logits is not None:
+                    heads.append((done, logits))
+                ran.append(done)
+        left = iter(ran)
+        return [next(left) if d is None else d for d in dones]
 
     def _confidences(self, heads: List[Tuple[Done, Any]], stage: int) -> None:
         """Fill in each ``Done``'s confidence and class from its logits, in one call when the

@@ -314,6 +314,8 @@ class WorkerSide(Role):
         if done.error:
             return self.out.drop(done.reason or "engine_error")
         self.metrics.service_time(done.service_time_s)
+        if done.batch > 1:  # ran in one engine call with others (agent.node.batching)
+            self.out.count("engine_batched")
         if done.warm:  # cold runs and the heads' softmax are no measure of mu (node.inference)
             self.capacity.observe(done.capacity_sample_s)
         h = f["stage"]
