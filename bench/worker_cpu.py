@@ -20,12 +20,15 @@ alternate (``--pairs``); the table gives medians. Goal: agent CPU per task <= 1.
 >= 12,000 tasks/s on one core.
 
     python3 bench/worker_cpu.py [--seconds 3] [--pairs 3] [--window 16] [--core 0] [--threads]
-                                [--profile FILE] [--metrics]
+                                [--profile FILE] [--metrics] [--batch N]
 
 ``--threads`` splits the CPU by thread (the agent's loop, its inference thread, libzmq's I/O
 thread); ``--profile FILE`` runs the first agent under cProfile (its loop thread).
 
 ``--core -1`` leaves every process free to run on any core (the kernel's choice).
+
+``--batch N`` sets the worker's ``engine_batch_max`` (``agent.node.batching``): the tasks
+waiting together, up to N, run as one engine call (raw still runs one call per task).
 """
 
 from __future__ import annotations
@@ -180,16 +183,17 @@ def raw_worker(data_bind: str, source_data: str, model: str) -> None:
 
 
 def one(mode: str, seconds: float, window: int, core: int, profile: str = "",
-        metrics: bool = False):
+        metrics: bool = False, batch: int = 1):
     """One run of ``mode`` (raw or agent): (tasks/s, CPU us per task, {thread: us per task});
-    ``metrics``: the agent serves its Prometheus metrics, as a deployed agent does."""
+    ``metrics``: the agent serves its Prometheus metrics, as a deployed agent does; ``batch``:
+    its ``engine_batch_max``."""
     import numpy as np
 
     from agent.testbed.ports import free_ports
     from engines.demo import DEMO_BUNDLE_DIR
 
     x = np.random.default_rng(0).standard_normal((1, 32, 7, 7)).astype(np.float32)
-    agent = {"result_timeout_s": 60.0}
+    agent = {"result_timeout_s": 60.0, "engine_batch_max": batch}
     if metrics:
         agent["metrics_port"] = free_ports(1)[0]
     topo = chain_topology([1, 1, 1, 1], agent=agent)
@@ -233,21 +237,24 @@ def main() -> int:
                     help="cProfile file of the agent worker's loop thread (first agent run)")
     ap.add_argument("--metrics", action="store_true",
                     help="the agent serves Prometheus metrics (metrics_port), as deployed")
+    ap.add_argument("--batch", type=int, default=1,
+                    help="the worker's engine_batch_max (1: one engine call per task)")
     ap.add_argument("--raw-child", nargs=3, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.raw_child:
         raw_worker(*args.raw_child)
         return 0
-    print("machine: %s; window %d, %g s per run, %d pairs, worker on core %d%s"
+    print("machine: %s; window %d, %g s per run, %d pairs, worker on core %d%s%s"
           % (machine(), args.window, args.seconds, args.pairs, args.core,
-             "; the agent serves metrics" if args.metrics else ""))
+             "; the agent serves metrics" if args.metrics else "",
+             "; engine_batch_max %d" % args.batch if args.batch > 1 else ""))
     print("| run | raw tasks/s | agent tasks/s | raw CPU us/task | agent CPU us/task | ratio |")
     print("| --- | --- | --- | --- | --- | --- |")
     raw, ag = [], []
     for i in range(args.pairs):
         raw.append(one("raw", args.seconds, args.window, args.core))
         ag.append(one("agent", args.seconds, args.window, args.core,
-                      args.profile if i == 0 else "", args.metrics))
+                      args.profile if i == 0 else "", args.metrics, args.batch))
         print("| %d | %.0f | %.0f | %.1f | %.1f | %.2fx |" % (
             i + 1, raw[-1][0], ag[-1][0], raw[-1][1], ag[-1][1], ag[-1][1] / raw[-1][1]))
         if args.threads:
