@@ -42,7 +42,8 @@ def check_precision(precision: str) -> None:
 
 
 def load_engine(stage: StageSpec, backend: str = "auto", threads: int = 1, precision: str = "fp32",
-                cache_dir: Optional[str] = None, providers=None, accelerator: str = "preferred") -> Engine:
+                cache_dir: Optional[str] = None, providers=None, accelerator: str = "preferred",
+                max_batch: int = 1) -> Engine:
     """Load ``stage`` on ``backend`` (auto | tensorrt | onnxruntime).
 
     ``auto`` uses native TensorRT when its Python package is installed and falls back to
@@ -52,13 +53,17 @@ def load_engine(stage: StageSpec, backend: str = "auto", threads: int = 1, preci
     onnxruntime's provider order (default TensorRT EP -> CUDA EP -> CPU). ``accelerator``
     (see ``engines.accelerator``): "none" runs on the CPU provider only, without warnings;
     otherwise every step away from the GPU is logged at WARNING with its cause and recorded in
-    ``engine.info["fallbacks"]``.
+    ``engine.info["fallbacks"]``. ``max_batch``: the largest batch a native TensorRT plan is
+    built for, where the stage's input takes any batch (``dynamic_batch``; a plan of its own in
+    the cache); onnxruntime takes any batch such a stage gets.
     """
     if backend not in BACKENDS:
         raise UsageError("backend must be one of %s, got %r" % ("|".join(BACKENDS), backend))
     check_precision(precision)
     if not isinstance(threads, int) or threads < 0:
         raise UsageError("threads must be an integer >= 0 (0 = library default), got %r" % (threads,))
+    if not isinstance(max_batch, int) or max_batch < 1:
+        raise UsageError("max_batch must be an integer >= 1, got %r" % (max_batch,))
     if accelerator not in ACCELERATORS:
         raise UsageError("accelerator must be one of %s, got %r" % ("|".join(ACCELERATORS), accelerator))
     if accelerator == "none":
@@ -75,7 +80,8 @@ def load_engine(stage: StageSpec, backend: str = "auto", threads: int = 1, preci
             from engines.trt_backend import TensorRTEngine
 
             try:
-                return TensorRTEngine(stage, precision=precision, cache_dir=cache_dir)
+                return TensorRTEngine(stage, precision=precision, cache_dir=cache_dir,
+                                      max_batch=max_batch)
             except EngineInputError:
                 raise
             except Exception as exc:

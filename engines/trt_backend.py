@@ -133,7 +133,8 @@ class TensorRTEngine(Engine):
         self.info = {"backend": "tensorrt", "version": trt.__version__, "providers": ["TensorRT"],
                      "precision": precision, "device": ident["name"],
                      "compute_capability": ident["compute_capability"], "plan": plan_path,
-                     "api": "tensor-name" if self._named else "bindings"}
+                     "api": "tensor-name" if self._named else "bindings",
+                     "max_batch": self.max_batch}
 
     def _cached_engine(self, plan_path: str, precision: str) -> Any:
         """The engine of the cached plan, or of one built and written there under a lock (agents

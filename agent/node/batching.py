@@ -11,8 +11,9 @@ them later than alone and the last sooner.
 
 Which stages: one whose bundle marks its input ``dynamic_batch`` (the demo bundle's do), on an
 engine that takes a batch: onnxruntime any size; a native TensorRT engine up to the
-``max_batch`` it was built for (``engines.trt_backend``; the agent builds plans for batch 1,
-so those run one task per call). ``batch_limit`` decides, once per stage at start-up.
+``max_batch`` its plan was built for (a worker builds its plans for ``engine_batch_max``:
+``engines.loader.load_engine``, a plan of its own in the cache). ``batch_limit`` decides, once
+per stage at start-up.
 
 What changes with it:
 - Each job's engine time is an equal share of the call (``Done.batch`` > 1). Such a share is

@@ -213,7 +213,7 @@ def load_engines(cfg: NodeConfig, bundle: Bundle,
         for h, spec in specs.items():
             try:
                 engines[h] = load_engine(spec, backend=cfg.backend, threads=cfg.engine_threads,
-                                         precision=cfg.precision,
+                                         precision=cfg.precision, max_batch=cfg.engine_batch_max,
                                          cache_dir=cfg.engine_cache_dir or None,
                                          accelerator=resolve_accelerator(cfg.accelerator))
             except (UsageError, MemoryError):

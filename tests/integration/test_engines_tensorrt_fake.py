@@ -64,6 +64,7 @@ def _fake_tensorrt(version):
     class Profile:
         def set_shape(self, name, lo, opt, hi):
             assert lo[0] == 1 and hi[0] >= lo[0]
+            Builder.profiles.append((tuple(lo), tuple(opt), tuple(hi)))  # what plans were for
 
     class Config:
         def __init__(self):
@@ -81,6 +82,7 @@ def _fake_tensorrt(version):
     class Builder:
         platform_has_fast_fp16 = True
         built = 0
+        profiles = []  # (min, opt, max) input shape of each optimization profile built
 
         def __init__(self, logger):
             pass
@@ -311,3 +313,36 @@ def test_a_stage_with_side_files_is_parsed_with_its_path_and_keyed_by_them(fake_
     key = plan_cache_key(stage.sha256, trt.__version__, "Fake Orin", "8.7", 16, "fp32", 1, side)
     assert [p.name for p in cache.glob("*.plan")] == [key]
     assert key != plan_cache_key(stage.sha256, trt.__version__, "Fake Orin", "8.7", 16, "fp32", 1)
+
+
+def test_a_plan_built_for_batches_runs_one_as_onnxruntime_does_and_is_cached_apart(
+        tiny_bundle, fake_trt, tmp_path):
+    """``max_batch`` (a worker's ``engine_batch_max``) builds the plan's optimization profile up
+    to that batch, in a cache entry of its own beside the batch-1 plan; a batch gives each row
+    onnxruntime's outputs, a larger one is refused, and engine batching takes the plan's
+    limit (``agent.node.batching.batch_limit``)."""
+    from agent.node.batching import batch_limit
+    from engines.loader import load_engine
+
+    trt, rt = fake_trt
+    stage = tiny_bundle.stages[0]
+    assert stage.dynamic_batch
+    one = load_engine(stage, backend="tensorrt", cache_dir=str(tmp_path))
+    eight = load_engine(stage, backend="tensorrt", cache_dir=str(tmp_path), max_batch=8)
+    try:
+        assert (one.max_batch, eight.max_batch, eight.info["max_batch"]) == (1, 8, 8)
+        assert trt.Builder.profiles[-1][2][0] == 8 and trt.Builder.profiles[-2][2][0] == 1
+        assert len(list(tmp_path.glob("*.plan"))) == 2
+        x = np.random.default_rng(5).standard_normal((8, 1, 8, 8)).astype(np.float32)
+        out = eight.run(x)
+        ref = load_engine(stage, backend="onnxruntime")
+        for i in range(8):
+            want = ref.run(x[i:i + 1])
+            assert np.max(np.abs(out.features[i:i + 1] - want.features)) <= 1e-5
+            assert np.max(np.abs(out.logits[i:i + 1] - want.logits)) <= 1e-5
+        with pytest.raises(RuntimeError, match="exceeds the plan's maximum 8"):
+            eight.run(np.concatenate([x, x[:1]]))
+        assert (batch_limit(eight, 8), batch_limit(eight, 4), batch_limit(one, 8)) == (8, 4, 1)
+    finally:
+        one.close()
+        eight.close()
