@@ -13,7 +13,8 @@ Which stages: one whose bundle marks its input ``dynamic_batch`` (the demo bundl
 engine that takes a batch: onnxruntime any size; a native TensorRT engine up to the
 ``max_batch`` its plan was built for (a worker builds its plans for ``engine_batch_max``:
 ``engines.loader.load_engine``, a plan of its own in the cache). ``batch_limit`` decides, once
-per stage at start-up.
+per stage at start-up. An emulated device (its service time padded job by job) and a policy
+that keeps each head's logits run one task per call; every stage left so is logged.
 
 What changes with it:
 - Each job's engine time is an equal share of the call (``Done.batch`` > 1). Such a share is
@@ -48,17 +49,17 @@ def batch_limit(engine: Any, batch_max: int) -> int:
     return max(1, min(batch_max, int(getattr(engine, "max_batch", batch_max))))
 
 
-def batch_limits(engines: Mapping[int, Any], batch_max: int, plain: bool) -> Dict[int, int]:
+def batch_limits(engines: Mapping[int, Any], batch_max: int, unbatched: str = ""
+                 ) -> Dict[int, int]:
     """``batch_limit`` per stage; with ``batch_max`` > 1, each stage that cannot batch is logged
-    with why. ``plain``: the thread's engine step is the plain one (a policy that keeps each
-    head's logits, ``head_logits``, runs one task per call)."""
-    limits = {h: batch_limit(e, batch_max) if plain else 1 for h, e in engines.items()}
+    with why. ``unbatched``: why no stage of this thread batches ("": they may), such as an
+    emulated device or a policy that keeps each head's logits (``head_logits``)."""
+    limits = {h: 1 if unbatched else batch_limit(e, batch_max) for h, e in engines.items()}
     for h, n in sorted(limits.items()):
         if batch_max > 1 and n == 1:
-            why = ("its policy keeps each head's logits" if not plain else
-                   "its input has a fixed batch of 1 in the bundle" if not getattr(
-                       getattr(engines[h], "stage", None), "dynamic_batch", False)
-                   else "its engine was built for batch 1")
+            dynamic = getattr(getattr(engines[h], "stage", None), "dynamic_batch", False)
+            why = unbatched or ("its engine was built for batch 1" if dynamic
+                                else "its input has a fixed batch of 1 in the bundle")
             log.warning("engine_batch_max %d: stage %d runs one task per call (%s)",
                         batch_max, h, why)
     return limits

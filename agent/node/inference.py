@@ -117,10 +117,12 @@ class InferenceThread:
         # computes on the calling thread, else the wall clock (engines.timing)
         self.service_clock: Dict[int, Callable[[], float]] = {
             h: engine_clock(e, clock) for h, e in self.engines.items()}
-        # stage -> jobs one engine call may take (``batch_max``: agent.node.batching); a thread
-        # whose engine step keeps more than the plain one (head_logits) runs one at a time
-        self.batch_limits = batch_limits(self.engines, batch_max,
-                                         type(self)._engine_step is InferenceThread._engine_step)
+        # stage -> jobs one engine call may take (``batch_max``: agent.node.batching); an
+        # emulated device, and a thread whose engine step keeps each head's logits, run one a call
+        self.batch_limits = batch_limits(self.engines, batch_max, (
+            "its device is emulated (emulate_capacity_flops)" if self.emulate_capacity_flops > 0
+            else "" if type(self)._engine_step is InferenceThread._engine_step
+            else "its policy keeps each head's logits"))
         self.batching = max(self.batch_limits.values(), default=1) > 1
         self._streak = 0  # runs back to back so far (Done.streak); run_many's callers only
         self._last_end = -math.inf  # clock() when the engine's last run ended (``waited``)

@@ -143,10 +143,11 @@ def test_a_stage_that_cannot_batch_is_logged_with_why(caplog):
     with its reason; nothing is logged with batching off."""
     engines = {1: _Stub(dynamic=False), 2: _Stub(max_batch=1), 3: _Stub()}
     with caplog.at_level(logging.WARNING, logger="agent.node.batching"):
-        assert batch_limits(engines, 1, True) == {1: 1, 2: 1, 3: 1}
+        assert batch_limits(engines, 1) == {1: 1, 2: 1, 3: 1}
         assert not caplog.records
-        assert batch_limits(engines, 4, True) == {1: 1, 2: 1, 3: 4}
-        assert batch_limits(engines, 4, False) == {1: 1, 2: 1, 3: 1}
+        assert batch_limits(engines, 4) == {1: 1, 2: 1, 3: 4}
+        assert batch_limits(engines, 4, "its policy keeps each head's logits") == {1: 1, 2: 1,
+                                                                                  3: 1}
     text = [r.getMessage() for r in caplog.records]
     assert any("stage 1" in m and "fixed batch of 1" in m for m in text)
     assert any("stage 2" in m and "built for batch 1" in m for m in text)
@@ -168,10 +169,16 @@ def test_a_failing_batch_runs_again_job_by_job_so_one_bad_job_fails_alone(caplog
     np.testing.assert_array_equal(dones[3].features, xs[3] * 2)
 
 
-def test_a_thread_keeping_each_heads_logits_does_not_batch():
-    """Rule: MLCI's thread (``head_logits``) runs one task per call whatever ``batch_max``."""
-    t = LogitsInferenceThread({1: _Stub()}, {1: 1.0}, batch_max=8)
-    assert not t.batching and t.batch_limits == {1: 1}
+def test_an_emulated_device_or_a_thread_keeping_logits_does_not_batch_and_says_so(caplog):
+    """Rule: MLCI's thread (``head_logits``) and an emulated device (its service time padded
+    job by job) run one task per call whatever ``batch_max``, each stage logged with why."""
+    with caplog.at_level(logging.WARNING, logger="agent.node.batching"):
+        t = LogitsInferenceThread({1: _Stub()}, {1: 1.0}, batch_max=8)
+        assert not t.batching and t.batch_limits == {1: 1}
+        t = InferenceThread({1: _Stub()}, {1: 1.0}, emulate_capacity_flops=1e6, batch_max=8)
+        assert not t.batching and t.batch_limits == {1: 1}
+    text = [r.getMessage() for r in caplog.records]
+    assert len(text) == 2 and "logits" in text[0] and "emulated" in text[1], text
     assert InferenceThread({1: _Stub()}, {1: 1.0}, batch_max=8).batching
 
 
