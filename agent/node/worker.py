@@ -316,8 +316,9 @@ class WorkerSide(Role):
         self.metrics.service_time(done.service_time_s)
         if done.batch > 1:  # ran in one engine call with others (agent.node.batching)
             self.out.count("engine_batched")
-        if done.warm:  # cold runs and the heads' softmax are no measure of mu (node.inference)
-            self.capacity.observe(done.capacity_sample_s)
+        sample = done.capacity_sample_s  # 0: a cold run or a batched call's share, no mu sample
+        if sample:  # (the heads' softmax is never in it: node.inference)
+            self.capacity.observe(sample)
         h = f["stage"]
         view = self.out.view
         final = view.last_stage if self.cfg.terminal else view.num_stages
