@@ -8,9 +8,49 @@ signals back while numpy and the command line's modules import (``deferred``), s
 turns an interrupt inside its own import into an ImportError. Only this entry
 point sets them, and only while it runs: importing ``agent`` or ``agent.cli`` from other code
 leaves that program's handlers as they are.
+
+An interrupt can also come while the main thread runs a callback Python cannot raise from: a
+weakref callback (importlib runs one each time a module finishes importing) or a ``__del__``.
+Python then prints "Exception ignored in ..." with a traceback and goes on as if no signal had
+come, so a Ctrl-C in the first tenths of a second once let a testbed run to its end.
+``console`` sends such an interrupt again (``resend_lost_interrupts``) while it runs.
 """
 
+import _thread
 import sys
+import time
+
+
+def resend_lost_interrupts(previous, delay_s: float = 0.01):
+    """A ``sys.unraisablehook`` that prints nothing for an interrupt Python could not raise (a
+    KeyboardInterrupt, or agent.commands.interrupts' Terminated or HungUp, leaving a callback)
+    and sends its signal again ``delay_s`` later from a short-lived thread, by when the
+    callback has returned; any other exception goes to ``previous``. The signal is the
+    interrupt's exit status less 128 (130: SIGINT, 143: SIGTERM, 129: SIGHUP), sent to the
+    thread that lost it (signal handlers run in the main thread alone): sent to the process, a
+    thread that does not block it would take it while the main thread holds signals back
+    (``deferred``), and the interrupt would come inside the import that holds them."""
+    def hook(unraisable) -> None:
+        kind = unraisable.exc_type
+        if not (isinstance(kind, type) and issubclass(kind, KeyboardInterrupt)):
+            previous(unraisable)
+            return
+        import signal  # console imported it before it set this hook
+
+        signum, lost_in = int(getattr(kind, "exit_status", 130)) - 128, _thread.get_ident()
+
+        def resend() -> None:
+            time.sleep(delay_s)
+            try:
+                signal.pthread_kill(lost_in, signum)
+            except OSError:  # that thread has ended (the main thread: the process with it)
+                pass
+
+        try:
+            _thread.start_new_thread(resend, ())
+        except RuntimeError:  # the interpreter is shutting down: say it as Python would
+            previous(unraisable)
+    return hook
 
 
 def console() -> int:
@@ -22,8 +62,11 @@ def console() -> int:
 
     previous = {}
     status = None
+    unraisable = sys.unraisablehook
     try:
         import signal  # here: a Ctrl-C while even this loads ends as any other
+
+        sys.unraisablehook = resend_lost_interrupts(unraisable)
 
         # SIGHUP never ends an agent (agent.ops.hangup): here, before it has read its config
         # or keys, there is nothing to reload yet, so `run` ignores it until its own handler
@@ -64,6 +107,7 @@ def console() -> int:
     finally:  # the command has ended: a signal from now on acts as it did before (a hung exit)
         for s, old in previous.items():
             signal.signal(s, signal.SIG_DFL if old is None else old)
+        sys.unraisablehook = unraisable
     return status
 
 
