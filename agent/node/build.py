@@ -8,13 +8,13 @@ metrics (``agent.ops.metrics_start``: state "starting"; a port in use fails at o
 bind endpoints (``agent.ops.bindfault.hold_binds``: likewise, let go as the sockets bind), read
 the bundle and check the config against it, build the view and the policy
 (``agent.policies.registry.make_policy``), load the stage engine(s) and measure (or look up) the
-capacity (a worker) or open the replay set and the task book (a source), restore
-the policy's saved state (``agent.node.restore``), then build the transport, the outbox, the
-node's side, its status and the loop. ``serve`` binds the sockets, tells systemd READY and runs
-the loop (metrics: "serving", then "draining") until SIGTERM or SIGINT: a source stops creating
-tasks and waits up to ``drain_timeout_s`` for answers in flight (the rest are recorded as lost),
-a worker refuses new tasks and finishes those it holds (``worker_drain``), then the sockets close
-(``agent.net.transport_stop``).
+capacity (a worker: ``agent.node.workerstart``) or open the replay set and the task book (a
+source), restore the policy's saved state (``agent.node.restore``), then build the transport,
+the outbox, the node's side, its status and the loop. ``serve`` binds the sockets, tells
+systemd READY and runs the loop (metrics: "serving", then "draining") until SIGTERM or SIGINT:
+a source stops creating tasks and waits up to ``drain_timeout_s`` for answers in flight (the
+rest are recorded as lost), a worker refuses new tasks and finishes those it holds
+(``worker_drain``), then the sockets close (``agent.net.transport_stop``).
 
 Every start-up fault is a ``UsageError`` of one line naming the field or file and the fix;
 ``agent.commands.run`` exits with ``EXIT_CONFIG`` on it (no restart loop under systemd). A stop
@@ -28,20 +28,19 @@ import os
 import signal
 import time
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional
 
 import zmq
 
 from agent.config.node import NodeConfig
-from agent.errors import UsageError, missing_module_hint
+from agent.errors import UsageError
 from agent.net.clientkeys import AllowedClients
 from agent.net.security import key_owners, load_public_key, security_from_config
 from agent.net.transport import Transport
 from agent.net.twins import Twins, new_run_id
 from agent.node.book import SourceBook, open_replay
-from agent.node.capacity import Capacity, worker_capacity
+from agent.node.capacity import Capacity
 from agent.node.hooks import NodeHooks
-from agent.node.head_logits import LogitsInferenceThread
 from agent.node.inference import InferenceThread
 from agent.node.limits import check_limits
 from agent.node.modeleft import warn_at_start as warn_mode_left
@@ -59,6 +58,7 @@ from agent.node.source import SourceSide
 from agent.node.statelock import StateLock
 from agent.node.status import NodeStatus
 from agent.node.worker import WorkerSide
+from agent.node.workerstart import start_worker
 from agent.ops.collector import freeze_startup_objects
 from agent.ops.files import FileFault
 from agent.ops.metrics import NewestWarning
@@ -69,15 +69,9 @@ from agent.ops.watchdog import watchdog_interval_s
 from agent.policies.api import AgentPolicy, NodeView, default_thresholds, routing_seed
 from agent.policies import registry
 from agent.protocol import wire
-from calibration.online import OnlineCapacityEstimator
-from engines.accelerator import check_engines, report_engines, resolve_accelerator
-from engines.loader import load_engine, unloadable
+from engines.accelerator import report_engines
 from engines.bundle import Bundle, load_bundle
 from engines.exit_profile import load_exit_profile
-
-# Start-up time asked of systemd (EXTEND_TIMEOUT_USEC) while engines load: a first TensorRT
-# load builds the plan, which takes minutes on the smaller Jetsons.
-ENGINE_LOAD_TIMEOUT_S = 1800.0
 
 log = logging.getLogger("agent.run")  # the start-up and serving lines keep the command's name
 
@@ -199,40 +193,6 @@ def configured_policy(cfg: NodeConfig, bundle: Bundle, view: NodeView) -> AgentP
     return policy
 
 
-def load_engines(cfg: NodeConfig, bundle: Bundle,
-                 notifier: Any = None) -> Tuple[Dict[int, Any], Dict[int, Any]]:
-    """Stage specs and engines (stage -> each) of the stages this worker serves."""
-    first, last = cfg.stages
-    specs = {h: bundle.stage(h) for h in range(first, last + 1)}
-    engines: Dict[int, Any] = {}
-    if notifier is not None:  # onnxruntime too: its TensorRT provider builds the plan first
-        notifier.extend_timeout(ENGINE_LOAD_TIMEOUT_S)
-        notifier.status("loading stage engine(s) %d-%d (a TensorRT plan build takes minutes)"
-                        % (first, last))
-    try:
-        for h, spec in specs.items():
-            try:
-                engines[h] = load_engine(spec, backend=cfg.backend, threads=cfg.engine_threads,
-                                         precision=cfg.precision, max_batch=cfg.engine_batch_max,
-                                         cache_dir=cfg.engine_cache_dir or None,
-                                         accelerator=resolve_accelerator(cfg.accelerator))
-            except (UsageError, MemoryError):
-                raise
-            except Exception as exc:  # a file the runtime cannot load: a bundle fault (exit 78)
-                # unless the runtime itself is missing (onnxruntime not installed): say which
-                hint = missing_module_hint(exc) if isinstance(exc, ModuleNotFoundError) else None
-                if hint is not None:
-                    raise UsageError("stage %d: %s" % (h, hint)) from None
-                raise UsageError(unloadable(spec, exc)) from None
-        # accelerator = "required" and a stage on the CPU: one line, exit 78 (EX_CONFIG)
-        check_engines(cfg.accelerator, engines, cfg.state_dir)
-    except BaseException:
-        for e in engines.values():
-            e.close()
-        raise
-    return specs, engines
-
-
 def build(cfg: NodeConfig, notifier: Any = None, ctx: Optional[zmq.Context] = None,
           starting: Optional[StartupSignals] = None) -> BuiltNode:
     """Build every part of the node from ``cfg``; the sockets are not bound yet. ``starting``
@@ -278,27 +238,8 @@ def _build(cfg: NodeConfig, notifier: Any, ctx: Optional[zmq.Context],
     engines: Dict[int, Any] = {}
     specs: Dict[int, Any] = {}
     if cfg.role == "worker":
-        with starting.interruptible():  # loads and times; writes only engines.json, atomically
-            specs, engines = load_engines(cfg, bundle, notifier)
-        runner_cls = LogitsInferenceThread if policy.wants_logits else InferenceThread
-        runner = runner_cls(engines, {h: s.flops for h, s in specs.items()},
-                            cfg.emulate_capacity_flops, batch_max=cfg.engine_batch_max)
-        try:
-            with starting.interruptible():
-                report = worker_capacity(cfg, specs, engines)
-        except (UsageError, MemoryError):
-            raise
-        except Exception as exc:  # the first run on the timing input: the manifest does not fit
-            raise UsageError("stage(s) %d-%d failed on a test input at start-up (%s: %.300s); "
-                             "the bundle's manifest (input name, shape, dtype, outputs) does "
-                             "not match its ONNX files: rebuild the bundle"
-                             % (cfg.stages[0], cfg.stages[1], type(exc).__name__, exc)) from None
-        estimator = None
-        if cfg.online_capacity and len(specs) == 1:  # one stage: every service time is comparable
-            estimator = OnlineCapacityEstimator(float(specs[cfg.stage].flops),
-                                                report.capacity_flops)
-        capacity = Capacity(report, estimator)
-        starting.step("stage engine(s) %d-%d loaded and timed" % cfg.stages)
+        specs, engines, runner, capacity = start_worker(cfg, bundle, policy.wants_logits,
+                                                        notifier, starting)
     else:
         replay = open_replay(cfg, bundle)
         capacity = Capacity()

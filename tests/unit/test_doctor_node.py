@@ -14,7 +14,7 @@ import pytest
 
 from agent.cli import main
 from agent.errors import UsageError
-from agent.node import build
+from agent.node import build, workerstart
 from agent.ops.doctor import FAIL, OK, WARN, Context, check_calibration
 from agent.ops.doctor_node import as_service_user, check_node
 from engines.demo import DEMO_BUNDLE_DIR
@@ -209,7 +209,7 @@ def test_accelerator_required_without_a_gpu_backend_fails_with_the_line_run_exit
     checks, cfg = check_node(_node(tmp_path, "w1a", accelerator="required"))
     line = _by_name(checks)["node accelerator"]
     with pytest.raises(AcceleratorUnavailable) as agent_says:
-        build.load_engines(cfg, load_bundle(cfg.bundle))
+        workerstart.load_engines(cfg, load_bundle(cfg.bundle))
     assert line.status == FAIL and line.detail == " ".join(str(agent_says.value).split())
     assert 'accelerator = "preferred"' in line.fix
     for mode, says in (("preferred", "runs on the CPU, with a WARNING"),
