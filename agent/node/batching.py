@@ -40,6 +40,20 @@ from engines import timing
 log = logging.getLogger(__name__)
 
 
+# why every stage of a thread runs one task per call (``batch_limits``' ``unbatched``)
+EMULATED = "its device is emulated (emulate_capacity_flops)"
+KEEPS_LOGITS = "its policy keeps each head's logits"
+
+
+def unbatched_why(stage: Any, engine_max_batch: int = 0) -> str:
+    """Why a stage (a ``StageSpec``) runs one task per call whatever ``engine_batch_max``, ""
+    where it may batch: its bundle input has a fixed batch of 1, or its engine (a native
+    TensorRT plan, ``engine_max_batch``; 0: any size) takes no more."""
+    if not getattr(stage, "dynamic_batch", False):
+        return "its input has a fixed batch of 1 in the bundle"
+    return "its engine was built for batch 1" if engine_max_batch == 1 else ""
+
+
 def batch_limit(engine: Any, batch_max: int) -> int:
     """Jobs one call of ``engine`` may take: ``batch_max`` where its stage's input takes any
     batch size (a native TensorRT engine: at most its own ``max_batch``), else 1."""
@@ -57,9 +71,7 @@ def batch_limits(engines: Mapping[int, Any], batch_max: int, unbatched: str = ""
     limits = {h: 1 if unbatched else batch_limit(e, batch_max) for h, e in engines.items()}
     for h, n in sorted(limits.items()):
         if batch_max > 1 and n == 1:
-            dynamic = getattr(getattr(engines[h], "stage", None), "dynamic_batch", False)
-            why = unbatched or ("its engine was built for batch 1" if dynamic
-                                else "its input has a fixed batch of 1 in the bundle")
+            why = unbatched or unbatched_why(getattr(engines[h], "stage", None), 1)
             log.warning("engine_batch_max %d: stage %d runs one task per call (%s)",
                         batch_max, h, why)
     return limits

@@ -36,7 +36,7 @@ from __future__ import annotations
 import os
 import shlex
 from dataclasses import replace
-from typing import Any, Callable, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from agent.errors import UsageError
 from agent.ops.doctor import FAIL, OK, WARN, Check
@@ -81,7 +81,8 @@ def check_node(path: str, mode: Optional[str] = None,
     addresses = check_addresses(cfg)  # host names resolved, RESOLVE_WAIT_S at most
     if addresses is not None:
         out.append(addresses)
-    for name, step, fix in _steps(cfg):
+    got: Dict[str, Any] = {}  # what the steps read (bundle, policy)
+    for name, step, fix in _steps(cfg, got):
         failed = None
         try:
             detail = step()
@@ -98,6 +99,11 @@ def check_node(path: str, mode: Optional[str] = None,
             out.append(check_profile(cfg, mode, root))
         if failed is not None:
             break
+    else:
+        if cfg.role == "worker" and cfg.engine_batch_max > 1:
+            from agent.ops.doctor_batch import check_batching
+
+            out.append(check_batching(cfg, got["bundle"], got["policy"]))
     return out, cfg
 
 
@@ -243,17 +249,16 @@ def _missing(path: str) -> bool:
     return False
 
 
-def _steps(cfg: Any) -> List[Tuple[str, Callable[[], str], Callable[[Exception], str]]]:
+def _steps(cfg: Any, got: Dict[str, Any]
+           ) -> List[Tuple[str, Callable[[], str], Callable[[Exception], str]]]:
     """(check name, step returning what it saw, its fix of a fault) in the order ``build``
-    runs them."""
+    runs them; ``got`` receives what they read ("bundle", "policy")."""
     from agent.net.keyfiles import load_public_key
     from agent.net.security import security_from_config
     from agent.node import build
     from agent.node.limits import LimitError
     from agent.ops.files import FileFault
     from engines.bundle import load_bundle
-
-    got = {}
 
     def files() -> str:
         # the profile: check_profile; a missing state_dir is left for run to make
@@ -289,7 +294,8 @@ def _steps(cfg: Any) -> List[Tuple[str, Callable[[], str], Callable[[Exception],
 
     def policy() -> str:
         b = got["bundle"]
-        build.configured_policy(cfg, b, build.build_view(cfg, b, build.open_exit_profile(b)))
+        got["policy"] = build.configured_policy(cfg, b, build.build_view(
+            cfg, b, build.open_exit_profile(b)))
         return "%s made and configured for %s" % (cfg.policy, cfg.node_id)
 
     steps = [("node files", files, lambda exc: _files_fix(exc, cfg.state_dir)),
