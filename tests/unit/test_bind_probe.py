@@ -148,7 +148,10 @@ def test_an_address_none_of_this_machines_and_a_name_that_does_not_resolve_give_
 def test_the_probe_agrees_with_libzmq_on_wildcards_names_interfaces_and_ipv6():
     """Rule: for each bind form (address, ``*`` dual stack, ``localhost``, interface ``lo``,
     IPv6 addresses) against each listener (IPv4 loopback, IPv4 any, IPv6 loopback, dual-stack
-    any), the probe refuses exactly where libzmq's own bind fails, with its line."""
+    any), the probe refuses exactly where libzmq's own bind fails, with its line. A pair that
+    disagrees is tried again on fresh ports (up to three in all): other tests running beside
+    this one take ports too, and one that takes this port in the other family between the two
+    binds makes them disagree once, where a fault of the probe disagrees on every port."""
     v6 = _has_ipv6()
     takers = [(socket.AF_INET, "127.0.0.1"), (socket.AF_INET, "0.0.0.0")]
     takers += [(socket.AF_INET6, "::1"), (socket.AF_INET6, "::")] if v6 else []
@@ -156,15 +159,17 @@ def test_the_probe_agrees_with_libzmq_on_wildcards_names_interfaces_and_ipv6():
     forms += ["tcp://[::1]:%d", "tcp://[::]:%d"] if v6 else []
     for family, host in takers:
         for form in forms:
-            port = free_ports(1)[0]
-            ep = form % port
-            cfg = _cfg(ep, "tcp://127.0.0.1:%d" % free_ports(1)[0])
-            with _listen(family, host, port):
-                exc = _zmq_bind(ep)
-                line = _probe_line(cfg)
-            want = None if exc is None else bind_fault(cfg, {}, exc)
-            assert line == want, (host, ep, line, want)
-            _wait_free(ep)
+            seen = []
+            while len(seen) < 3 and (not seen or seen[-1][1] != seen[-1][2]):
+                port = free_ports(1)[0]
+                ep = form % port
+                cfg = _cfg(ep, "tcp://127.0.0.1:%d" % free_ports(1)[0])
+                with _listen(family, host, port):
+                    exc = _zmq_bind(ep)
+                    line = _probe_line(cfg)
+                seen.append((ep, line, None if exc is None else bind_fault(cfg, {}, exc)))
+                _wait_free(ep)
+            assert seen[-1][1] == seen[-1][2], (host, seen)
 
 
 def test_a_restart_over_time_wait_connections_is_not_refused():
