@@ -23,21 +23,28 @@ import time
 
 def resend_lost_interrupts(previous, delay_s: float = 0.01):
     """A ``sys.unraisablehook`` that prints nothing for an interrupt Python could not raise (a
-    KeyboardInterrupt, or agent.commands.interrupts' Terminated or HungUp, leaving a callback)
-    and sends its signal again ``delay_s`` later from a short-lived thread, by when the
-    callback has returned; any other exception goes to ``previous``. The signal is the
-    interrupt's exit status less 128 (130: SIGINT, 143: SIGTERM, 129: SIGHUP), sent to the
-    thread that lost it (signal handlers run in the main thread alone): sent to the process, a
-    thread that does not block it would take it while the main thread holds signals back
-    (``deferred``), and the interrupt would come inside the import that holds them."""
+    KeyboardInterrupt, agent.commands.interrupts' Terminated or HungUp, or a start-up's
+    StoppedStarting, leaving a callback) and sends its signal again ``delay_s`` later from a
+    short-lived thread, by when the callback has returned; any other exception goes to
+    ``previous``. The signal: what the interrupt's ``lost()`` returns where it has one
+    (``agent.ops.startstop``: it also makes the stop due again), else its exit status less 128
+    (130: SIGINT, 143: SIGTERM, 129: SIGHUP). It goes to the thread that lost it (signal
+    handlers run in the main thread alone): sent to the process, a thread that does not block
+    it would take it while the main thread holds signals back (``deferred``), and the
+    interrupt would come inside the import that holds them."""
     def hook(unraisable) -> None:
-        kind = unraisable.exc_type
+        kind, exc = unraisable.exc_type, unraisable.exc_value
         if not (isinstance(kind, type) and issubclass(kind, KeyboardInterrupt)):
             previous(unraisable)
             return
         import signal  # console imported it before it set this hook
 
-        signum, lost_in = int(getattr(kind, "exit_status", 130)) - 128, _thread.get_ident()
+        lost = getattr(exc, "lost", None)
+        signum = lost() if callable(lost) else int(getattr(kind, "exit_status", 130)) - 128
+        if not 0 < signum < signal.NSIG:  # no signal behind it: say it as Python would
+            previous(unraisable)
+            return
+        lost_in = _thread.get_ident()
 
         def resend() -> None:
             time.sleep(delay_s)

@@ -15,7 +15,13 @@ over (``agent.node.build.serve``), ``StartupSignals`` holds SIGTERM and SIGINT i
 Either way ``StoppedStarting`` unwinds the start-up (what it opened is closed, the state
 directory's lock let go) and ``run`` logs ``line()``: which signal, what start-up had done, and
 that no task was taken. It exits 0, as the loop does after its drain: systemd takes the stop
-for a normal one. A second signal meanwhile is ignored (the first is acted on already).
+for a normal one. A second signal meanwhile is ignored (the first is acted on already), unless
+the first one's ``StoppedStarting`` was lost: raised while a callback ran that Python cannot
+raise from (importlib's module-lock weakref callback, as libraries import while engines load),
+where it was dropped and the start-up went on. The entry point's hook
+(``agent.__main__.resend_lost_interrupts``) then calls ``StoppedStarting.lost``, which makes
+the stop due again (the next ``step`` raises it) and gives the signal to send again (raised at
+once inside ``interruptible``).
 """
 
 from __future__ import annotations
@@ -64,15 +70,24 @@ class StartupSignals:
         self._previous = {}
 
     def _note(self, signum: int, _frame: Any) -> None:
-        if self.signum is not None:
+        if self._raised:
             return  # the first one is being acted on
-        self.signum = signum
+        if self.signum is None:
+            self.signum = signum
         if self._hot:
             raise self._stopped()
 
     def _stopped(self) -> StoppedStarting:
         self._raised = True
-        return StoppedStarting(self.line())
+        stopped = StoppedStarting(self.line())
+        stopped.lost = self._lost
+        return stopped
+
+    def _lost(self) -> int:
+        """The ``StoppedStarting`` raised was dropped (module docstring): due again; returns
+        the signal to send again."""
+        self._raised = False
+        return int(self.signum if self.signum is not None else signal.SIGTERM)
 
     def check(self) -> None:
         """Raise ``StoppedStarting`` when a stop signal has come (and was not acted on)."""

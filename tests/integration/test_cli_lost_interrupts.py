@@ -1,6 +1,6 @@
 """An interrupt Python could not raise, because it came while a weakref callback, a ``__del__``
 or a gc callback ran (Python prints "Exception ignored in ..." and goes on as if no signal had
-come), still ends the command: the entry point sends it again. Real processes, real signals;
+come), still ends the command, or an agent's start-up: the entry point sends it again. Real processes, real signals;
 the callback that swallows the interrupt is forced, where a real Ctrl-C meets it by chance
 (importlib's module-lock callback, at 0.15 s into a testbed's start on a loaded machine)."""
 
@@ -68,6 +68,44 @@ def test_other_exceptions_in_a_callback_are_still_reported_as_python_does():
     rc, out, err = _run(LOST_IN_CALLBACK % ("ValueError", 0))
     assert (rc, out.strip()) == (0, "slept through"), (rc, out, err)
     assert "Exception ignored in" in err and "ValueError" in err, err
+
+
+# an agent's start-up (agent.ops.startstop) whose stop signal's StoppedStarting is raised
+# inside a weakref callback: in an interruptible step (then asleep), or as its last act (then
+# the next step)
+STARTUP_LOST = r"""
+import signal, sys, time, weakref
+from agent.__main__ import resend_lost_interrupts
+from agent.ops.startstop import StartupSignals, StoppedStarting
+
+class Thing:
+    pass
+
+sys.unraisablehook = resend_lost_interrupts(sys.unraisablehook)
+starting = StartupSignals().arm()
+try:
+    with starting.interruptible():
+        thing = Thing()
+        ref = weakref.ref(thing, lambda _r: starting._note(signal.SIGTERM, None))
+        del thing  # StoppedStarting raised in the callback: dropped
+        time.sleep(%d)
+    starting.step("engines loaded")
+    print("served")
+except StoppedStarting as exc:
+    print("stopped:", exc)
+"""
+
+
+def test_a_start_up_stop_lost_in_a_callback_still_stops_the_agent():
+    """Rule: an agent's ``StoppedStarting`` (SIGTERM while it loads its engines) dropped in a
+    callback is raised again: at once within the loading step, else at the next step; the
+    line names the signal, and nothing is printed for the lost one (lost, the agent went on
+    to serve after `systemctl stop`)."""
+    for sleep_s in (WAIT_S, 0):
+        rc, out, err = _run(STARTUP_LOST % sleep_s)
+        assert rc == 0 and out.startswith("stopped: stopped by SIGTERM during start-up"), (
+            sleep_s, rc, out, err)
+        assert "Exception ignored" not in err and "Traceback" not in err, (sleep_s, err)
 
 
 # a gc callback that raises one KeyboardInterrupt at the first collection once a module has
