@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -147,4 +148,8 @@ def test_ctrl_c_lost_in_a_callback_during_testbed_start_still_ends_it_with_130(t
     assert rc == 130, (rc, stderr[-3000:])
     assert "Traceback" not in stderr and "Exception ignored" not in stderr, stderr[-3000:]
     assert len(lines) == 1 and "interrupted (SIGINT)" in lines[0], stderr[-3000:]
+    # the agents get their SIGTERM from the command (or from the kernel at its exit)
+    deadline = time.monotonic() + WAIT_S
+    while pids_with(out) and time.monotonic() < deadline:
+        time.sleep(0.2)
     assert pids_with(out) == [], pids_with(out)
