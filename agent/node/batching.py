@@ -19,8 +19,13 @@ that keeps each head's logits run one task per call; every stage left so is logg
 What changes with it:
 - Each job's engine time is an equal share of the call (``Done.batch`` > 1). Such a share is
   no measure of mu as calibration and the start-up timing define it (one task per call): it
-  feeds no sample to the online capacity estimate, which under saturation, where every run is
-  batched, keeps its last value (a slower power mode is still read by the Jetson mode check).
+  feeds no sample to the online capacity estimate, which under saturation, where nearly every
+  run is batched, keeps its last value (a slower power mode is still read by the Jetson mode
+  check). Nor do the single runs between batched ones, until ``WARM_RUNS`` of them have run
+  back to back (a batched call starts a new ``Done.streak``): in the agent they read 1.4-1.5x
+  the start-up time (the one-core worker bench, saturated: the estimate fell to 0.65-0.70 of
+  its start with them, 0.90-0.91 without batching), though a loop of single calls after
+  batched ones runs as fast as one without.
 - Results equal single runs' up to float rounding: an engine may take another kernel for a
   batch, so confidences can differ in their last bits, and a task whose confidence sits on its
   threshold can exit at another stage.

@@ -304,6 +304,8 @@ class InferenceThread:
                 if logits is not None:
                     heads.append((done, logits))
                 ran.append(done)
+            if got:  # single runs sample mu again only WARM_RUNS after it (agent.node.batching)
+                self._streak = 0
         left = iter(ran)
         return [next(left) if d is None else d for d in dones]
 

@@ -40,7 +40,8 @@ class Done:
     error: str = ""  # non-empty when the job failed (the exception's type name)
     reason: str = ""  # why it failed, the drop counter's suffix: engine_error, unknown_stage
     # or deadline
-    streak: int = 0  # runs the engine made back to back right before this one (0: it was idle)
+    streak: int = 0  # runs the engine made back to back right before this one (0: it was idle,
+    # or its last run was a batched call: agent.node.batching)
     padded: bool = False  # service_time_s is an emulated device's padded time
     batch: int = 1  # jobs the engine call ran together (>1: agent.node.batching), this one's
     # times are its share of the call

@@ -75,8 +75,9 @@ def test_a_batch_gives_each_job_what_it_would_get_alone(demo, stage):
 
 def test_a_share_of_a_batched_call_is_no_capacity_sample(demo):
     """Rule: each job of a batch carries an equal share of the call's engine time, and even a
-    warm one gives the online estimate no sample (mu is one task per call); a run of one job
-    on a batching thread still gives its sample."""
+    warm one gives the online estimate no sample (mu is one task per call); runs of one job on
+    a batching thread give their samples again once WARM_RUNS of them ran back to back after
+    the batched call (which starts a new streak)."""
     bundle, engines = demo
     t = _thread(bundle, engines, 8)
     xs = _inputs(bundle.stage(4), 8)
@@ -84,8 +85,10 @@ def test_a_share_of_a_batched_call_is_no_capacity_sample(demo):
     assert len({d.engine_time_s for d in dones}) == 1 and dones[0].engine_time_s > 0
     assert [d.streak for d in dones] == list(range(8))
     assert all(d.capacity_sample_s == 0.0 for d in dones)
-    alone = t.run_many([Job("one", xs[0], 4)], warm=True)[0]
-    assert alone.batch == 1 and alone.streak >= WARM_RUNS and alone.capacity_sample_s > 0
+    alone = [t.run_many([Job(i, xs[0], 4)], warm=True)[0] for i in range(WARM_RUNS + 1)]
+    assert [d.batch for d in alone] == [1] * (WARM_RUNS + 1)
+    assert [d.streak for d in alone] == list(range(WARM_RUNS + 1))
+    assert [d.capacity_sample_s > 0 for d in alone] == [False] * WARM_RUNS + [True]
 
 
 def test_expired_jobs_are_not_run_and_the_rest_keep_their_places(demo):
