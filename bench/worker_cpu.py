@@ -20,7 +20,7 @@ alternate (``--pairs``); the table gives medians. Goal: agent CPU per task <= 1.
 >= 12,000 tasks/s on one core.
 
     python3 bench/worker_cpu.py [--seconds 3] [--pairs 3] [--window 16] [--core 0] [--threads]
-                                [--profile FILE] [--metrics] [--batch N]
+                                [--profile FILE] [--metrics] [--batch N] [--capacity]
 
 ``--threads`` splits the CPU by thread (the agent's loop, its inference thread, libzmq's I/O
 thread); ``--profile FILE`` runs the first agent under cProfile (its loop thread).
@@ -29,6 +29,10 @@ thread); ``--profile FILE`` runs the first agent under cProfile (its loop thread
 
 ``--batch N`` sets the worker's ``engine_batch_max`` (``agent.node.batching``): the tasks
 waiting together, up to N, run as one engine call (raw still runs one call per task).
+
+``--capacity`` also prints the agent's online capacity estimate (``capacity_flops`` in its
+``stats.json``, written every 0.5 s) at the end of each run over its value before the load:
+how far the estimate moves while the worker is saturated.
 """
 
 from __future__ import annotations
@@ -182,9 +186,21 @@ def raw_worker(data_bind: str, source_data: str, model: str) -> None:
                 d.send_multipart(result, copy=False)
 
 
+def _capacity_flops(state_dir: str, wait_s: float = 10.0) -> float:
+    """``capacity_flops`` in the agent's ``stats.json`` (waiting for its first write)."""
+    import json
+
+    path, end = os.path.join(state_dir, "stats.json"), time.monotonic() + wait_s
+    while not os.path.exists(path) and time.monotonic() < end:
+        time.sleep(0.1)
+    with open(path) as f:
+        return float(json.load(f)["capacity_flops"])
+
+
 def one(mode: str, seconds: float, window: int, core: int, profile: str = "",
-        metrics: bool = False, batch: int = 1):
-    """One run of ``mode`` (raw or agent): (tasks/s, CPU us per task, {thread: us per task});
+        metrics: bool = False, batch: int = 1, capacity: bool = False):
+    """One run of ``mode`` (raw or agent): (tasks/s, CPU us per task, {thread: us per task},
+    the agent's capacity estimate at the end over before the load (``capacity``, else 0));
     ``metrics``: the agent serves its Prometheus metrics, as a deployed agent does; ``batch``:
     its ``engine_batch_max``."""
     import numpy as np
@@ -194,6 +210,8 @@ def one(mode: str, seconds: float, window: int, core: int, profile: str = "",
 
     x = np.random.default_rng(0).standard_normal((1, 32, 7, 7)).astype(np.float32)
     agent = {"result_timeout_s": 60.0, "engine_batch_max": batch}
+    if capacity:
+        agent["status_interval_s"] = 0.5
     if metrics:
         agent["metrics_port"] = free_ports(1)[0]
     topo = chain_topology([1, 1, 1, 1], agent=agent)
@@ -217,7 +235,12 @@ def one(mode: str, seconds: float, window: int, core: int, profile: str = "",
         if core >= 0:
             _pin(pid, core)
             os.sched_setaffinity(0, set(os.sched_getaffinity(0)) - {core} or {core})
-        return drive(wcfg.data_bind, scfg.data_bind, x, seconds, window, pid)
+        before = _capacity_flops(wcfg.state_dir) if capacity and mode == "agent" else 0.0
+        got = drive(wcfg.data_bind, scfg.data_bind, x, seconds, window, pid)
+        if before:
+            time.sleep(0.6)  # the status write after the last task
+            return got + (_capacity_flops(wcfg.state_dir) / before,)
+        return got + (0.0,)
     finally:
         if proc is not None:
             proc.kill()
@@ -239,6 +262,8 @@ def main() -> int:
                     help="the agent serves Prometheus metrics (metrics_port), as deployed")
     ap.add_argument("--batch", type=int, default=1,
                     help="the worker's engine_batch_max (1: one engine call per task)")
+    ap.add_argument("--capacity", action="store_true",
+                    help="also print the agent's capacity estimate at the end over its start")
     ap.add_argument("--raw-child", nargs=3, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.raw_child:
@@ -254,9 +279,11 @@ def main() -> int:
     for i in range(args.pairs):
         raw.append(one("raw", args.seconds, args.window, args.core))
         ag.append(one("agent", args.seconds, args.window, args.core,
-                      args.profile if i == 0 else "", args.metrics, args.batch))
+                      args.profile if i == 0 else "", args.metrics, args.batch, args.capacity))
         print("| %d | %.0f | %.0f | %.1f | %.1f | %.2fx |" % (
             i + 1, raw[-1][0], ag[-1][0], raw[-1][1], ag[-1][1], ag[-1][1] / raw[-1][1]))
+        if args.capacity:
+            print("  agent capacity estimate at the end / before the load: %.3f" % ag[-1][3])
         if args.threads:
             for mode, res in (("raw", raw[-1]), ("agent", ag[-1])):
                 print("  %s: %s" % (mode, ", ".join("%s %.0f us" % kv for kv in
