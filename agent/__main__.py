@@ -31,7 +31,8 @@ def resend_lost_interrupts(previous, delay_s: float = 0.01):
     (130: SIGINT, 143: SIGTERM, 129: SIGHUP). It goes to the thread that lost it (signal
     handlers run in the main thread alone): sent to the process, a thread that does not block
     it would take it while the main thread holds signals back (``deferred``), and the
-    interrupt would come inside the import that holds them."""
+    interrupt would come inside the import that holds them. Once this hook is replaced again
+    (``console`` puts the one before back as the command ends), nothing more is sent."""
     def hook(unraisable) -> None:
         kind, exc = unraisable.exc_type, unraisable.exc_value
         if not (isinstance(kind, type) and issubclass(kind, KeyboardInterrupt)):
@@ -48,6 +49,8 @@ def resend_lost_interrupts(previous, delay_s: float = 0.01):
 
         def resend() -> None:
             time.sleep(delay_s)
+            if sys.unraisablehook is not hook:  # console has ended: the command said how
+                return
             try:
                 signal.pthread_kill(lost_in, signum)
             except OSError:  # that thread has ended (the main thread: the process with it)

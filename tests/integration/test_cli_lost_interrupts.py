@@ -63,6 +63,36 @@ def test_an_interrupt_lost_in_a_callback_is_raised_again_without_a_traceback():
         assert "Exception ignored" not in err and "Traceback" not in err, (kind, err)
 
 
+ENDED_MEANWHILE = r"""
+import sys, time, weakref
+from agent.__main__ import resend_lost_interrupts
+
+class Thing:
+    pass
+
+def callback(_ref):
+    raise KeyboardInterrupt()
+
+before = sys.unraisablehook
+sys.unraisablehook = resend_lost_interrupts(before)
+thing = Thing()
+ref = weakref.ref(thing, callback)
+del thing  # lost here, as the command ends
+sys.unraisablehook = before  # what console does as it returns
+time.sleep(0.5)
+print("ended with its own status")
+"""
+
+
+def test_an_interrupt_lost_as_the_command_ends_is_not_sent_after_it():
+    """Rule: once the entry point has put the hook before back (the command has ended and
+    said how), an interrupt lost just before is not sent again: it would come as the
+    interpreter exits, a KeyboardInterrupt traceback after the command's own last line."""
+    rc, out, err = _run(ENDED_MEANWHILE)
+    assert (rc, out.strip()) == (0, "ended with its own status"), (rc, out, err)
+    assert "Traceback" not in err, err
+
+
 def test_other_exceptions_in_a_callback_are_still_reported_as_python_does():
     """Rule: the hook only takes interrupts; any other exception a callback raises is printed
     by the hook it replaced ("Exception ignored in ..." with its traceback)."""
