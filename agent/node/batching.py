@@ -45,18 +45,24 @@ from engines import timing
 log = logging.getLogger(__name__)
 
 
-# why every stage of a thread runs one task per call (``batch_limits``' ``unbatched``)
+# why a stage runs one task per call whatever ``engine_batch_max`` (the start-up WARNING's and
+# doctor's words): every stage of a thread, or one stage
 EMULATED = "its device is emulated (emulate_capacity_flops)"
 KEEPS_LOGITS = "its policy keeps each head's logits"
+FIXED_BATCH = "its input has a fixed batch of 1 in the bundle"
+PLAN_BATCH_1 = "its engine was built for batch 1"
 
 
-def unbatched_why(stage: Any, engine_max_batch: int = 0) -> str:
-    """Why a stage (a ``StageSpec``) runs one task per call whatever ``engine_batch_max``, ""
-    where it may batch: its bundle input has a fixed batch of 1, or its engine (a native
-    TensorRT plan, ``engine_max_batch``; 0: any size) takes no more."""
-    if not getattr(stage, "dynamic_batch", False):
-        return "its input has a fixed batch of 1 in the bundle"
-    return "its engine was built for batch 1" if engine_max_batch == 1 else ""
+def thread_unbatched(emulated: bool, keeps_logits: bool) -> str:
+    """Why no stage of an inference thread batches ("": they may): an emulated device (its
+    service time padded job by job), or a policy that keeps each head's logits."""
+    return EMULATED if emulated else KEEPS_LOGITS if keeps_logits else ""
+
+
+def unbatched_why(stage: Any) -> str:
+    """Why a stage (a ``StageSpec``) runs one task per call whatever its engine ("": it may
+    batch): its bundle input has a fixed batch of 1."""
+    return "" if getattr(stage, "dynamic_batch", False) else FIXED_BATCH
 
 
 def batch_limit(engine: Any, batch_max: int) -> int:
@@ -76,7 +82,7 @@ def batch_limits(engines: Mapping[int, Any], batch_max: int, unbatched: str = ""
     limits = {h: 1 if unbatched else batch_limit(e, batch_max) for h, e in engines.items()}
     for h, n in sorted(limits.items()):
         if batch_max > 1 and n == 1:
-            why = unbatched or unbatched_why(getattr(engines[h], "stage", None), 1)
+            why = unbatched or unbatched_why(getattr(engines[h], "stage", None)) or PLAN_BATCH_1
             log.warning("engine_batch_max %d: stage %d runs one task per call (%s)",
                         batch_max, h, why)
     return limits

@@ -80,7 +80,7 @@ from typing import Any, Callable, Deque, Dict, List, Optional, Tuple
 
 import numpy as np
 
-from agent.node.batching import EMULATED, KEEPS_LOGITS, batch_limits, batch_step, chunks
+from agent.node.batching import batch_limits, batch_step, chunks, thread_unbatched
 from agent.node.jobs import WARM_RUNS, Done, Job  # noqa: F401 (WARM_RUNS: imported from here)
 from agent.ops.throttle import Throttle, more_since
 from engines import timing
@@ -119,9 +119,9 @@ class InferenceThread:
             h: engine_clock(e, clock) for h, e in self.engines.items()}
         # stage -> jobs one engine call may take (``batch_max``: agent.node.batching); an
         # emulated device, and a thread whose engine step keeps each head's logits, run one a call
-        self.batch_limits = batch_limits(self.engines, batch_max, (
-            EMULATED if self.emulate_capacity_flops > 0
-            else "" if type(self)._engine_step is InferenceThread._engine_step else KEEPS_LOGITS))
+        self.batch_limits = batch_limits(self.engines, batch_max, thread_unbatched(
+            self.emulate_capacity_flops > 0,
+            type(self)._engine_step is not InferenceThread._engine_step))
         self.batching = max(self.batch_limits.values(), default=1) > 1
         self._streak = 0  # runs back to back so far (Done.streak); run_many's callers only
         self._last_end = -math.inf  # clock() when the engine's last run ended (``waited``)

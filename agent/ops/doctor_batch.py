@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from agent.node.batching import EMULATED, KEEPS_LOGITS, unbatched_why
+from agent.node.batching import FIXED_BATCH, thread_unbatched, unbatched_why
 from agent.ops.doctor_check import OK, WARN, Check
 
 NAME = "node engine batching"
@@ -17,16 +17,16 @@ def check_batching(cfg: Any, bundle: Any, policy: Any) -> Check:
     runs one task per call and why: its bundle input has a fixed batch, its device is emulated
     or its ``policy`` keeps each head's logits (reasons and words as ``batch_limits``')."""
     first, last = cfg.stages
-    unbatched = (EMULATED if cfg.emulate_capacity_flops > 0
-                 else KEEPS_LOGITS if getattr(policy, "wants_logits", False) else "")
+    unbatched = thread_unbatched(cfg.emulate_capacity_flops > 0,
+                                 bool(getattr(policy, "wants_logits", False)))
     whys = {h: unbatched or unbatched_why(bundle.stage(h)) for h in range(first, last + 1)}
     batching = [str(h) for h, why in whys.items() if not why]
     parts = (["stage %s: up to %d waiting tasks as one engine call" % (
         ", ".join(batching), cfg.engine_batch_max)] if batching else [])
     parts += ["stage %d: one task per call (%s)" % (h, why) for h, why in whys.items() if why]
     detail = "engine_batch_max %d: %s" % (cfg.engine_batch_max, "; ".join(parts))
-    if not batching or len(batching) < len(whys):
-        fixed = any("fixed batch" in why for why in whys.values())
+    if any(whys.values()):
+        fixed = FIXED_BATCH in whys.values()
         return Check(NAME, WARN, detail, "set engine_batch_max = 1 where it changes nothing%s" % (
             "; a stage with a fixed batch batches once its bundle is built with a dynamic "
             "batch (docs/byo-model.md)" if fixed else ""))
