@@ -6,27 +6,27 @@ calls, in parts it holds, each owning its state: ``Neighbours`` (what was heard,
 ``ThresholdSync`` (C and its decision), ``Settle`` (early end), ``JointSync`` (joint step).
 
 Slots are aligned to the wall clock (slot n starts at n * slot_length_s), so nodes with clocks
-within a slot of each other start together without a coordinator (a message more than a slot
-off is refused, ``protocol.slot_skew``); a node hearing of a newer slot joins it; a stepped
-wall clock is followed as ``slotclock`` says. A slot's configuration phase lasts ``rounds_per_slot`` rounds and
-ends at the latest ``rounds_per_slot * round_interval_s`` after the slot starts. Rounds are
+within a slot of each other start together without a coordinator (a message more than a slot off
+is refused, ``protocol.slot_skew``); a node hearing of a newer slot joins it; a stepped wall
+clock is followed as ``slotclock`` says. A slot's configuration phase lasts ``rounds_per_slot``
+rounds, ``rounds_per_slot * round_interval_s`` after the slot starts at the latest. Rounds are
 message-driven: a node takes round t's step once it has the round-t requests of all live
 predecessors and the round-t statuses of all live successors: it sums the requests (phi_i),
 steps as an offloader (new routing, the round-(t+1) requests; under ``step = "joint"`` once its
-stage's reports are in, ``JointSync``), then answers with its status, which carries the
-Omega of that step. Between rounds it keeps what the per-node functions carry: its previous
-status, the rate its last requests were built with and its last step's change. Round 0's
-requests use the node's current arrival rate. In the round an exit stage adjusts its threshold
-(every m rounds, from ``first_threshold_round``), that stage's workers hold their next requests
-until every sibling's report is in, so the new C and I_h travel in them. When a round stalls
-for ``round_interval_s`` (a lost message, a dead neighbour) the node goes on with what it has; an
+stage's reports are in, ``JointSync``), then answers with its status, which carries the Omega of
+that step. Between rounds it keeps what the per-node functions carry: its previous status, the
+rate its last requests were built with and its last step's change. Round 0's requests use the
+node's current arrival rate. In the round an exit stage adjusts its threshold (every m rounds,
+from ``first_threshold_round``), that stage's workers hold their next requests until every
+sibling's report is in, so the new C and I_h travel in them. When a round stalls for
+``round_interval_s`` (a lost message, a dead neighbour) the node goes on with what it has; an
 alive successor whose status is late counts with its last status (an alive predecessor's late
-request likewise), so only a neighbour that is gone (silent on the control plane) loses its
-routing mass or its share of a receiver's load. A request for a round already answered gets
-the newest status again; a final-stage worker behind the round its predecessors are in (one
-restarted mid-phase) joins that round (``Neighbours.joined_round``). Serving never pauses:
-tasks use the *active* routing and thresholds, replaced by the configured ones when the phase
-ends.
+request likewise), and one not heard from yet keeps its share of the routing, so only a
+neighbour that is gone (silent on the control plane) loses its routing mass or its share of a
+receiver's load. A request for a round already answered gets the newest status again; a
+final-stage worker behind the round its predecessors are in (one restarted mid-phase) joins that
+round (``Neighbours.joined_round``). Serving never pauses: tasks use the *active* routing and
+thresholds, replaced by the configured ones when the phase ends.
 
 The phase ends early once converged (``settle_rounds``, ``protocol.quiet_streak``, ``Settle``);
 a node that has ended answers a neighbour still in the phase, so none waits out a round.
@@ -292,15 +292,17 @@ class DtoeePolicy(AgentPolicy):
         h, rnd, rate = view.stage, self.round, self._rate(view)
         rates = {s: (view.link_rate_bytes_s.get(s) or UNKNOWN_LINK_RATE) for s in view.successors}
         statuses = self.neighbours.statuses(view, rnd)
+        unheard = self.neighbours.unheard(view, statuses)
         before = self._live_work(view)
         if self.params.step == "joint":
-            return self._joint_report(view, now, rate, rates, statuses, before)
+            return self._joint_report(view, now, rate, rates, statuses, before, unheard)
         th = self.tsync
         res = D.offloader_step(view.node_id, rnd, before, rate, th.remaining(view, h),
                                view.stage_flops[h], view.stage_input_bytes[h], rates, statuses,
                                self.params, th.th, th.version,
                                previous_arrival_rate_tasks_s=self.req_rate,
-                               previous_change=self.prev_change)
+                               previous_change=self.prev_change,
+                               unheard=unheard)
         return self._answer(view, now, self._apply(view, res, rate, before))
 
     def _apply(self, view: NodeView, res: D.OffloaderResult, rate: float,
@@ -350,8 +352,7 @@ class DtoeePolicy(AgentPolicy):
     def _settle_if_quiet(self) -> None:
         """End the phase once the streak is long enough (after a round of this node)."""
         if self.settling.ends_now():
-            log.debug("configuration phase of slot %d settled after %d rounds", self.slot,
-                      self.round)
+            log.debug("configuration phase of slot %d settled in %d rounds", self.slot, self.round)
             self._finish_phase()
 
     def _release(self, view: NodeView, force: bool = False) -> List[Outgoing]:
@@ -366,11 +367,11 @@ class DtoeePolicy(AgentPolicy):
 
     def _joint_report(self, view: NodeView, now: float, rate: float,
                       rates: Mapping[str, float], statuses: Mapping[str, D.Status],
-                      before: Dict[str, float]) -> List[Outgoing]:
+                      before: Dict[str, float], unheard: List[str]) -> List[Outgoing]:
         """Step "joint": this round's report to the siblings, the step held for theirs."""
         out, held = self.joint.report(view, self.round, rate,
-                                      self.tsync.remaining(view, view.stage),
-                                      self.settling.quiet, rates, statuses, before, self.slot)
+                                      self.tsync.remaining(view, view.stage), self.settling.quiet,
+                                      rates, statuses, before, unheard, self.slot)
         if not held:  # every successor gone: an empty routing until one returns
             return self._answer(view, now, self._apply(view, D.OffloaderResult(
                 {}, 0.0, 0.0, {}, {}), rate, before)) + out

@@ -29,8 +29,9 @@ from agent.protocol.wire import Kind
 
 log = logging.getLogger(__name__)
 
-# what a held step needs when it is taken: (phi_i, the routing it started from, own report)
-Held = Tuple[float, Dict[str, float], Any]
+# what a held step needs when it is taken: (phi_i, the routing it started from, own report, the
+# share of the tasks its successors heard from carry, the routing of those not heard yet)
+Held = Tuple[float, Dict[str, float], Any, float, Dict[str, float]]
 
 
 class JointSync:
@@ -63,17 +64,19 @@ class JointSync:
 
     def report(self, view: NodeView, rnd: int, rate: float, remaining: float, quiet: int,
                rates: Mapping[str, float], statuses: Mapping[str, D.Status],
-               before: Dict[str, float], slot: int) -> Tuple[List[Outgoing], bool]:
+               before: Dict[str, float], unheard: Sequence[str], slot: int
+               ) -> Tuple[List[Outgoing], bool]:
         """Round ``rnd``'s report to the live siblings, and whether the step is now held for
         theirs (False: every successor is gone, no routing until one returns; the siblings
-        still get the report, so they do not wait for it)."""
+        still get the report, so they do not wait for it). ``unheard`` keep their share of the
+        routing (``Neighbours.unheard``): only the rest is in the report and moves."""
         self.learn(view)
         live = [s for s in before if s in statuses]
-        total = sum(max(0.0, before[s]) for s in live)
+        kept = [s for s in unheard if s in before]
+        p, share, held = D.split_heard(before, live, kept) if live else ((), 1.0, {})
         st = {s: statuses[s] for s in live}
         rep = J.StageReport(
-            view.node_id, rnd, rate * remaining,
-            {s: max(0.0, before[s]) / total if total > 0 else 1.0 / len(live) for s in live},
+            view.node_id, rnd, rate * remaining * share, {s: float(x) for s, x in zip(live, p)},
             {s: float(rates[s]) for s in live},
             {s: x.load_flops_s for s, x in st.items()},
             {s: x.capacity_flops_s for s, x in st.items()},
@@ -85,7 +88,7 @@ class JointSync:
         if not live:
             return out, False
         self.reports.setdefault(rnd, {})[view.node_id] = rep
-        self.held = (rate, before, rep)
+        self.held = (rate, before, rep, share, held)
         return out, True
 
     def warn_missing(self, slot: int, stage: int, receivers: Sequence[str]) -> None:
@@ -114,7 +117,7 @@ class JointSync:
         reports = self.reports.get(rnd, {})
         if not force and not all(s in reports for s in self.siblings if s in view.alive):
             return None
-        rate, before, mine = self.held
+        rate, before, mine, share, kept = self.held
         self.held = None
         for r in [r for r in self.reports if r <= rnd]:
             del self.reports[r]
@@ -128,13 +131,13 @@ class JointSync:
         routing, loads = J.joint_routing(prob, self.params)
         new = routing[prob.offloaders.index(view.node_id)]
         delta, omega, psi = J.joint_row(mine, new, loads, rem, flops, size, self.params,
-                                        rate - req_rate)
-        full = {s: 0.0 for s in before}
-        full.update(new)
-        requests = D.make_requests(view.node_id, rnd + 1, new, rate, rem, flops, th.th,
-                                   th.version)
-        return (D.OffloaderResult(full, omega, psi, delta, requests,
-                                  {s: new[s] - mine.routing[s] for s in new}), rate, before)
+                                        (rate - req_rate) * share)
+        full = dict({s: 0.0 for s in before}, **kept)
+        full.update({s: x * share for s, x in new.items()})
+        requests = D.make_requests(view.node_id, rnd + 1, {s: full[s] for s in [*new, *kept]},
+                                   rate, rem, flops, th.th, th.version)
+        return (D.OffloaderResult(full, omega, psi, delta, requests, {
+            s: (new[s] - mine.routing[s]) * share for s in new}), rate, before)
 
     def on_report(self, sender: str, payload: Any, rnd: int,
                   view: Optional[NodeView] = None) -> Any:

@@ -94,7 +94,7 @@ utilisation and its factor K already includes the paper's Phi, so no node needs 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
+from typing import Any, Collection, Dict, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -229,8 +229,18 @@ def receiver_status(node_id: str, round: int, capacity_flops_s: float,
         damping = float(adapt_damping(np.float64(change), previous.load_change_flops_s,
                                       previous.damping, n, capacity_flops_s))
     return Status(node_id, round, load, float(capacity_flops_s), float(omega), float(curv),
-                  n, dict(thresholds),
-                  thresholds_version, float(change), damping)
+                  n, dict(thresholds), thresholds_version, float(change), damping)
+
+
+def split_heard(routing: Mapping[str, float], live: Sequence[str], kept: Sequence[str]
+                ) -> Tuple[np.ndarray, float, Dict[str, float]]:
+    """``routing`` over the successors heard from (``live``) and those not yet (``kept``): p over
+    ``live`` (sum 1), the share of the tasks it carries (what may move), p of each of ``kept``."""
+    v = np.array([max(0.0, float(routing[s])) for s in list(live) + list(kept)])
+    v = v / v.sum() if v.sum() > 0 else np.full(len(v), 1.0 / len(v))
+    share = 1.0 - float(v[len(live):].sum()) if kept else 1.0
+    p = v[:len(live)] / share if share > 0 else np.full(len(live), 1.0 / len(live))
+    return p, share, {s: float(x) for s, x in zip(kept, v[len(live):])}
 
 
 def offloader_step(node_id: str, round: int, routing: Mapping[str, float],
@@ -239,42 +249,45 @@ def offloader_step(node_id: str, round: int, routing: Mapping[str, float],
                    statuses: Mapping[str, Status], params: DtoeeParams,
                    thresholds: Mapping[int, float], thresholds_version: int,
                    previous_arrival_rate_tasks_s: Optional[float] = None,
-                   previous_change: Optional[Mapping[str, float]] = None) -> OffloaderResult:
+                   previous_change: Optional[Mapping[str, float]] = None,
+                   unheard: Collection[str] = ()) -> OffloaderResult:
     """Alg. 2 for one offloader: Delta (eq. 15), Omega (eq. 16), new routing, next RURs.
 
     ``routing`` is the current p_i over all successors, ``remaining`` the node's own I_h (1 for a
-    source), ``statuses`` the round-t RUS of each live successor (others count as gone),
-    ``previous_arrival_rate_tasks_s`` the rate its round-t RURs were built with (None: same as
-    ``arrival_rate_tasks_s``, e.g. a source), ``previous_change`` the ``change`` of the node's
-    previous ``OffloaderResult`` in this phase (None in the first round).
+    source), ``statuses`` the round-t RUS of each live successor (others count as gone, except
+    ``unheard``: live, no status yet, they keep their share and get requests with it; counted
+    as gone, a source restarted mid-phase that had heard only a far worker sent it all its
+    tasks for a slot), ``previous_arrival_rate_tasks_s`` the rate its round-t RURs were built
+    with (None: same as ``arrival_rate_tasks_s``, e.g. a source), ``previous_change`` the
+    ``change`` of the node's previous ``OffloaderResult`` in this phase (None in the first round).
     """
     live = [s for s in routing if s in statuses]
+    kept = [s for s in routing if s in unheard and s not in statuses]
     if not live:
         return OffloaderResult({}, 0.0, 0.0, {}, {})
-    p = np.array([max(0.0, float(routing[s])) for s in live])
-    p = p / p.sum() if p.sum() > 0 else np.full(len(live), 1.0 / len(live))
+    p, share, held = split_heard(routing, live, kept)
     st = [statuses[s] for s in live]
     one = np.ones((1, len(live)), dtype=bool)
+    rate = arrival_rate_tasks_s * share
     new, delta, omega, psi = update_rows(
-        p[None, :], np.array([arrival_rate_tasks_s * remaining]), np.array([remaining]),
+        p[None, :], np.array([rate * remaining]), np.array([remaining]),
         np.array([next_stage_flops]), np.array([next_input_bytes]),
         np.array([[link_rates_bytes_s[s] for s in live]]),
         np.array([[x.load_flops_s for x in st]]), np.array([[x.capacity_flops_s for x in st]]),
         np.array([[x.omega_s for x in st]]), np.array([[x.curvature_s2 for x in st]]),
         np.array([[x.predecessors for x in st]], dtype=np.float64),
         np.array([[x.damping for x in st]]), one, params,
-        np.array([arrival_rate_tasks_s - (arrival_rate_tasks_s
-                                          if previous_arrival_rate_tasks_s is None
-                                          else previous_arrival_rate_tasks_s)]),
+        np.array([rate - (rate if previous_arrival_rate_tasks_s is None
+                          else previous_arrival_rate_tasks_s * share)]),
         np.array([[float((previous_change or {}).get(s, 0.0)) for s in live]]))
-    new_routing = {s: 0.0 for s in routing}
-    new_routing.update({s: float(v) for s, v in zip(live, new[0])})
-    requests = make_requests(node_id, round + 1, {s: new_routing[s] for s in live},
+    new_routing = dict({s: 0.0 for s in routing}, **held)
+    new_routing.update({s: float(x) * share for s, x in zip(live, new[0])})
+    requests = make_requests(node_id, round + 1, {s: new_routing[s] for s in live + kept},
                              arrival_rate_tasks_s, remaining, next_stage_flops, thresholds,
                              thresholds_version)
     return OffloaderResult(new_routing, float(omega[0]), float(psi[0]),
                            {s: float(d) for s, d in zip(live, delta[0])}, requests,
-                           {s: float(v) - float(x) for s, v, x in zip(live, new[0], p)})
+                           {s: (float(x) - float(y)) * share for s, x, y in zip(live, new[0], p)})
 
 
 def omega_shift(result: OffloaderResult, previous: Optional[OffloaderResult]) -> float:
