@@ -59,6 +59,11 @@ def test_all_mass_on_the_unheard_successor_moves_nothing():
     assert held.requests["near"].flops_s == pytest.approx(20.0 * FLOPS, rel=1e-12)
     gone = _step(routing, far_idle)  # near gone (no heartbeats): its share must go somewhere
     assert gone.routing == {"near": 0.0, "far": 1.0}
+    # shares whose sum rounds above 1 leave nothing to move either, and nothing negative
+    shares = (0.6734598871529389, 0.9190886196338225, 0.8268253295567211, 0.8855202667099468)
+    held = ["n%d" % i for i in range(4)]
+    split = _step(dict(zip(held, shares), far=0.0), far_idle, unheard=held)
+    assert split.routing["far"] == 0.0 and min(split.routing.values()) >= 0.0
 
 
 def test_a_successor_with_a_status_is_never_held():

@@ -238,7 +238,7 @@ def split_heard(routing: Mapping[str, float], live: Sequence[str], kept: Sequenc
     ``live`` (sum 1), the share of the tasks it carries (what may move), p of each of ``kept``."""
     v = np.array([max(0.0, float(routing[s])) for s in list(live) + list(kept)])
     v = v / v.sum() if v.sum() > 0 else np.full(len(v), 1.0 / len(v))
-    share = 1.0 - float(v[len(live):].sum()) if kept else 1.0
+    share = max(0.0, 1.0 - float(v[len(live):].sum())) if kept else 1.0
     p = v[:len(live)] / share if share > 0 else np.full(len(live), 1.0 / len(live))
     return p, share, {s: float(x) for s, x in zip(kept, v[len(live):])}
 
