@@ -65,7 +65,9 @@ def _probe_line(cfg):
         return str(exc)
 
 
-def _listen(family: int, host: str, port: int, reuse: bool = False) -> socket.socket:
+def _listen(family: int, host: str, port: int = 0, reuse: bool = False) -> socket.socket:
+    """A listener on ``host``:``port``; port 0: one the kernel picks (``_port``), so no other
+    test can take it between the choice and the bind, as one did to a ``free_ports`` port."""
     s = socket.socket(family, socket.SOCK_STREAM)
     if reuse:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -76,25 +78,14 @@ def _listen(family: int, host: str, port: int, reuse: bool = False) -> socket.so
     return s
 
 
+def _port(s: socket.socket) -> int:
+    return s.getsockname()[1]
+
+
 def _wait_free(endpoint: str) -> None:
     """Until libzmq binds ``endpoint`` again (its listener is closed on its I/O thread)."""
     deadline = time.monotonic() + WAIT_S
     while _zmq_bind(endpoint) is not None and time.monotonic() < deadline:
-        time.sleep(0.05)
-
-
-def _wait_bindable(port: int) -> None:
-    """Until a socket binds 127.0.0.1:``port`` as the probe does (SO_REUSEADDR, no listen;
-    it leaves nothing behind when closed), at most WAIT_S."""
-    deadline = time.monotonic() + WAIT_S
-    while time.monotonic() < deadline:
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            try:
-                s.bind(("127.0.0.1", port))
-                return
-            except OSError:
-                pass
         time.sleep(0.05)
 
 
@@ -103,16 +94,16 @@ def test_a_port_a_plain_socket_listens_on_fails_with_the_line_libzmq_bind_gives(
     exactly ``bind_fault``'s line for libzmq's own EADDRINUSE, naming that plane; the planes
     before it were held and are let go."""
     c, d = free_ports(2)
-    cfg = _cfg("tcp://127.0.0.1:%d" % c, "tcp://127.0.0.1:%d" % d)
-    for plane, port in (("control", c), ("data", d)):
-        if plane == "data":  # it needs the control port free again: the listener just
-            _wait_bindable(c)  # closed there was once seen still in the way (a CI run)
-        with _listen(socket.AF_INET, "127.0.0.1", port):
+    for plane in ("control", "data"):
+        with _listen(socket.AF_INET, "127.0.0.1") as taker:
+            port = _port(taker)
+            cfg = _cfg("tcp://127.0.0.1:%d" % (port if plane == "control" else c),
+                       "tcp://127.0.0.1:%d" % (port if plane == "data" else d))
             exc = _zmq_bind("tcp://127.0.0.1:%d" % port)
             assert exc is not None and exc.errno == errno.EADDRINUSE
             line = _probe_line(cfg)
         want = bind_fault(cfg, {"control": cfg.control_bind} if plane == "data" else {}, exc)
-        assert line == want, (line, want, tcp_sockets_on(c), tcp_sockets_on(d))
+        assert line == want, (line, want, tcp_sockets_on(c), tcp_sockets_on(port))
         assert line.startswith("%s_bind: cannot bind tcp://127.0.0.1:%d: Address already in "
                                "use (free the port or change the address)" % (plane, port))
     assert _zmq_bind(cfg.control_bind) is None  # nothing left held after the fault
@@ -121,9 +112,9 @@ def test_a_port_a_plain_socket_listens_on_fails_with_the_line_libzmq_bind_gives(
 def test_a_client_sources_taken_client_port_is_refused_and_other_arrivals_are_not_tried():
     """Rule: a client-fed source's ``client_bind`` is tried after control and data, and only
     where ``arrival = "client"``."""
-    c, d, k = free_ports(3)
-    ep = "tcp://127.0.0.1:%d" % k
-    with _listen(socket.AF_INET, "127.0.0.1", k):
+    c, d = free_ports(2)
+    with _listen(socket.AF_INET, "127.0.0.1") as taker:
+        ep = "tcp://127.0.0.1:%d" % _port(taker)
         client = _probe_line(_cfg("tcp://127.0.0.1:%d" % c, "tcp://127.0.0.1:%d" % d, ep,
                                   "client"))
         other = _probe_line(_cfg("tcp://127.0.0.1:%d" % c, "tcp://127.0.0.1:%d" % d, ep))
@@ -161,10 +152,9 @@ def test_the_probe_agrees_with_libzmq_on_wildcards_names_interfaces_and_ipv6():
         for form in forms:
             seen = []
             while len(seen) < 3 and (not seen or seen[-1][1] != seen[-1][2]):
-                port = free_ports(1)[0]
-                ep = form % port
-                cfg = _cfg(ep, "tcp://127.0.0.1:%d" % free_ports(1)[0])
-                with _listen(family, host, port):
+                with _listen(family, host) as taker:
+                    ep = form % _port(taker)
+                    cfg = _cfg(ep, "tcp://127.0.0.1:%d" % free_ports(1)[0])
                     exc = _zmq_bind(ep)
                     line = _probe_line(cfg)
                 seen.append((ep, line, None if exc is None else bind_fault(cfg, {}, exc)))
@@ -260,7 +250,9 @@ def test_doctor_fails_a_taken_port_and_a_foreign_address_and_leaves_names_to_add
                           % d, client_bind="", arrival="poisson", state_dir=str(tmp_path),
                           node_id="w1")
     assert check_tcp_binds(cfg) is None
-    with _listen(socket.AF_INET, "127.0.0.1", d):
+    with _listen(socket.AF_INET, "127.0.0.1") as taker:
+        d = _port(taker)
+        cfg.data_bind = "tcp://127.0.0.1:%d" % d
         taken = check_tcp_binds(cfg)
     assert taken.status == FAIL and taken.detail.startswith("data_bind: cannot bind tcp://127."
                                                             "0.0.1:%d: Address already in use" % d)
