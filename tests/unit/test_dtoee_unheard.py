@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import dataclasses
 from collections import deque
+from types import SimpleNamespace
 
 import pytest
 
 from agent.policies.dtoee import protocol as D
 from agent.policies.dtoee.knobs import DtoeeParams
+from agent.policies.dtoee.neighbours import Neighbours
 from agent.protocol.wire import decode
 from agent.scenario.format import parse_scenario
 from tests.unit.test_dtoee_agent_rounds import _deliver, _fleet
@@ -73,6 +75,14 @@ def test_a_successor_with_a_status_is_never_held():
     assert _step(routing, st, unheard=("b",)) == _step(routing, st)
 
 
+def test_the_successors_held_are_the_live_and_the_joining_ones_without_a_status():
+    """``Neighbours.unheard``: alive or still joining (not heard from since the node started,
+    within their silence limit: the node loop's ``NodeView.joining``) and without a status; a
+    successor neither alive nor joining is gone and not held."""
+    view = SimpleNamespace(successors=("a", "b", "c", "d"), alive={"a", "b"}, joining={"c"})
+    assert Neighbours().unheard(view, {"a": _status("a", 0.0)}) == ["b", "c"]
+
+
 def _two_worker_scenario():
     """One source, two workers of the one stage: ``near`` behind a fast link, ``far`` behind
     a 40x slower one (the testbed's stage 1 as a source sees it)."""
@@ -102,13 +112,14 @@ def test_a_restarted_source_keeps_its_routing_until_the_late_worker_answers(near
         pol, view = nodes[n]
         _deliver(nodes, n, pol.on_tick(view, 0.0), queue)
     src, view = nodes["s0"]
-    view = dataclasses.replace(view, alive={"far"})
+    view = dataclasses.replace(view, alive={"far"}, joining={"near"})  # as the node loop starts
     nodes["s0"] = (src, view)
     src.restore({"routing": {"near": 1.0, "far": 0.0}})
     _deliver(nodes, "s0", src.on_tick(view, 0.0), queue)
     assert [d for d, _ in queue] == ["far"]  # round 0 asks the far worker only
     if near_up == "before the far one answers":
         view.alive.add("near")
+        view.joining.discard("near")
     asked, now = [], 0.0
     while src.configuring and src.round < 20:
         if not queue:
@@ -125,6 +136,7 @@ def test_a_restarted_source_keeps_its_routing_until_the_late_worker_answers(near
         if src.round == 1 and not asked:
             assert src.work == {"near": 1.0, "far": 0.0}  # the first step held near's share
             view.alive.add("near")
+            view.joining.discard("near")
     assert src.round == 20
     assert asked and asked[0] <= 2  # asked from the round after the first step on
     assert src.work["near"] > 0.8  # the far, slow link carries a small share at most

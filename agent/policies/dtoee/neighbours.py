@@ -13,7 +13,7 @@ requests and statuses, built from the phase's state with the node's quiet streak
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Mapping, Optional, Set
+from typing import Any, Dict, List, Mapping, Optional
 
 from agent.policies.api import NodeView, Outgoing
 from agent.policies.dtoee import protocol as D
@@ -30,14 +30,11 @@ class Neighbours:
         self.status_round: Dict[str, int] = {}  # round of each successor's status, this slot
         self.request_round: Dict[str, int] = {}  # round of each predecessor's request, this slot
         self.rounds = 0  # the phase's rounds (start): messages for later rounds are refused
-        self.seen: Set[str] = set()  # successors alive in the view of a step (``unheard``)
-        self.phases = 0  # phases started (``start``)
 
     def start(self, rounds: int) -> None:
         """A new slot of ``rounds`` rounds: nothing heard for them yet (the last messages stay)."""
         self.status_round, self.request_round = {}, {}
         self.rounds = rounds
-        self.phases += 1
 
     def checked(self, cls: Any, payload: Any) -> Any:
         """The ``D.Request`` or ``D.Status`` (``cls``) in ``payload``; ValueError for a round
@@ -116,13 +113,12 @@ class Neighbours:
 
     def unheard(self, view: NodeView, statuses: Mapping[str, D.Status]) -> List[str]:
         """The successors missing from ``statuses`` that keep their share of the routing in
-        this round's step (``protocol.split_heard``): the alive ones and, in this node's first
-        two phases, the ones not seen alive yet (a node just started hears its neighbours one
-        heartbeat at a time, and its first phase may start before a successor's first). One
-        that was alive and fell silent is gone and loses its share."""
-        self.seen.update(s for s in view.successors if s in view.alive)
-        return [s for s in view.successors if s not in statuses and (
-            s in view.alive or (self.phases <= 2 and s not in self.seen))]
+        this round's step (``protocol.split_heard``): the alive ones and those still joining
+        (``NodeView.joining``: not heard from yet since the node started, within their silence
+        limit; its first phase may start before a successor's first heartbeat). One that was
+        alive and fell silent is gone and loses its share."""
+        return [s for s in view.successors if s not in statuses
+                and (s in view.alive or s in view.joining)]
 
     def heard(self, view: NodeView, rnd: int, receiver: bool, offloader: bool) -> List[int]:
         """The quiet streaks the live neighbours sent for round ``rnd`` (0 for one not heard)."""
