@@ -207,11 +207,17 @@ class MdiExitPolicy(AgentPolicy):
 
     def choose_successor(self, task: TaskInfo, view: NodeView,
                          exclude: Sequence[str] = ()) -> Optional[str]:
-        """Alg. 2 over the alive successors; None keeps the task in the output queue."""
+        """Alg. 2 over the alive successors; None keeps the task in the output queue. In the
+        node's first moments a successor not heard from yet (``view.joining``) is a candidate
+        too, with nothing queued, and a task it would take waits for its first heartbeat, as
+        ``AgentPolicy.choose_successor`` waits: without it a source's first tasks went to
+        whichever worker was heard first, behind the slow link Alg. 2 avoids."""
         alive = view.alive_successors(task.stage)
         cands = [s for s in alive if s not in exclude] or alive
+        late = [s for s in view.joining_successors(task.stage)
+                if s not in exclude] if view.joining else []
         states = []
-        for m in cands:
+        for m in cands + late:
             st = view.peer_state.get(m, {})
             states.append(mx.NeighbourState(
                 m, int(st.get("input_queue", 0)) + self._sent.get(m, 0),
@@ -223,6 +229,8 @@ class MdiExitPolicy(AgentPolicy):
             in_len, own_s = 1, math.inf
         target = mx.choose_neighbour(view.output_queue + 1, in_len, own_s, states,
                                      self.rng.random, self.params.count_own_service)
+        if target in late:
+            return None
         if target is not None:
             self._sent[target] = self._sent.get(target, 0) + 1
             for m in self._recent:
