@@ -124,9 +124,14 @@ class NodeView:
                    and not self.peer_state.get(s, {}).get("no_route")]
         return self._of_stage(out, stage)
 
-    def joining_successors(self, stage: Optional[int] = None) -> List[str]:
-        """Successors still ``joining``; with ``stage``, only those that serve that stage."""
-        return self._of_stage([s for s in self.successors if s in self.joining], stage)
+    def joining_successors(self, stage: Optional[int] = None,
+                           exclude: Sequence[str] = ()) -> List[str]:
+        """Successors still ``joining`` and not in ``exclude``; with ``stage``, only those that
+        serve that stage (none at once once every successor was heard: the per-task case)."""
+        if not self.joining:
+            return []
+        return self._of_stage([s for s in self.successors
+                               if s in self.joining and s not in exclude], stage)
 
     def _of_stage(self, peers: List[str], stage: Optional[int]) -> List[str]:
         if stage is not None and self.peer_stages:
@@ -278,8 +283,7 @@ class AgentPolicy:
         # Start-up: a successor not heard from yet keeps its routing share; a task drawn for it
         # (a draw of its own, the same at every offer) waits for its first heartbeat. Sent on,
         # a source's first tasks crossed a link its routing avoids (80% load: seconds of queue).
-        late = [s for s in view.joining_successors(task.stage)
-                if s not in exclude] if view.joining else []
+        late = view.joining_successors(task.stage, exclude)
         w = self.weights(view)
         ws = bounded_weights([w.get(s, 0.0) for s in cands + late])
         if late:

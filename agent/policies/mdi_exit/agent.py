@@ -214,8 +214,7 @@ class MdiExitPolicy(AgentPolicy):
         whichever worker was heard first, behind the slow link Alg. 2 avoids."""
         alive = view.alive_successors(task.stage)
         cands = [s for s in alive if s not in exclude] or alive
-        late = [s for s in view.joining_successors(task.stage)
-                if s not in exclude] if view.joining else []
+        late = view.joining_successors(task.stage, exclude)
         states = []
         for m in cands + late:
             st = view.peer_state.get(m, {})
