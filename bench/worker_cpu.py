@@ -188,13 +188,17 @@ def raw_worker(data_bind: str, source_data: str, model: str) -> None:
 
 def _capacity_flops(state_dir: str, wait_s: float = 10.0) -> float:
     """``capacity_flops`` in the agent's ``stats.json`` (waiting for its first write)."""
-    import json
+    from agent.ops.state import STATS_FILE
+    from agent.testbed.counters import read_stats
 
-    path, end = os.path.join(state_dir, "stats.json"), time.monotonic() + wait_s
-    while not os.path.exists(path) and time.monotonic() < end:
+    path, end = os.path.join(state_dir, STATS_FILE), time.monotonic() + wait_s
+    stats = read_stats(path)
+    while stats is None and time.monotonic() < end:
         time.sleep(0.1)
-    with open(path) as f:
-        return float(json.load(f)["capacity_flops"])
+        stats = read_stats(path)
+    if stats is None:
+        raise SystemExit("no %s from the agent within %.0f s" % (path, wait_s))
+    return float(stats["capacity_flops"])
 
 
 def one(mode: str, seconds: float, window: int, core: int, profile: str = "",
