@@ -158,7 +158,7 @@ def test_online_estimate_follows_an_injected_slow_down(calibrated):
     mu_profile = lookup_capacity(os.path.join(state_dir, "calibration.json"), stage, "onnxruntime", "fp32")
     assert mu_profile is not None
     engine = SlowedEngine(load_engine(stage, backend="onnxruntime", threads=1))
-    est = OnlineCapacityEstimator(stage.flops, mu_profile, smoothing=0.2, drift_fraction=0.3)
+    est = OnlineCapacityEstimator(stage.flops, mu_profile, drift_fraction=0.3)
     x = np.random.default_rng(0).standard_normal(stage.input_shape).astype(stage.input_dtype)
     median_s = stage.flops / mu_profile
     # 20x the calibrated service time (at least 5 ms): far beyond any noise of a loaded machine

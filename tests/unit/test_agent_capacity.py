@@ -76,8 +76,9 @@ def test_capacity_owner_follows_the_online_estimate_and_logs_drift_once(caplog):
     """Observed service times move mu (through the real online estimator); the view gets the
     estimate, and a drift from the start-up value is logged once, not per task."""
     report = CapacityReport(1e8, 0.01, 1e8, "timed")
-    cap = Capacity(report, OnlineCapacityEstimator(1e6, report.capacity_flops, smoothing=1.0))
-    for _ in range(3):
+    cap = Capacity(report, OnlineCapacityEstimator(1e6, report.capacity_flops, smoothing=1.0,
+                                                   window=3))
+    for _ in range(6):  # two windows of three
         cap.observe(0.02)  # twice as slow as at start-up
     view = _view()
     cap.refresh(view)

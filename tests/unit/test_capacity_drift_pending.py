@@ -19,7 +19,8 @@ SLOW, NORMAL = 0.015, 0.01  # service times: 33% below mu, and mu (1e8 FLOP/s at
 
 def _setup(caplog):
     now = [0.0]
-    est = OnlineCapacityEstimator(1e6, 1e8, smoothing=1.0, drift_fraction=0.2)
+    # window 1: each observation moves the estimate; the rule checked is the flag and its lines
+    est = OnlineCapacityEstimator(1e6, 1e8, smoothing=1.0, drift_fraction=0.2, window=1)
     cap = Capacity(CapacityReport(1e8, 0.01, 1e8, "profile", "15W"), est, clock=lambda: now[0])
     caplog.set_level(logging.INFO, logger="agent.node.capacity")
     return now, cap

@@ -216,7 +216,8 @@ def test_drift_is_logged_once_per_minute_however_often_the_estimate_flips(caplog
     at most one line per minute, counting the changes it did not log."""
     now = [0.0]
     report = CapacityReport(1e8, 0.01, 1e8, "timed")
-    est = OnlineCapacityEstimator(1e6, 1e8, smoothing=1.0, drift_fraction=0.2)
+    # window 1: each observation moves the estimate; the rule checked is the flag and its lines
+    est = OnlineCapacityEstimator(1e6, 1e8, smoothing=1.0, drift_fraction=0.2, window=1)
     cap = Capacity(report, est, clock=lambda: now[0])
     caplog.set_level(logging.INFO, logger="agent.node.capacity")
     for i in range(1000):  # 25% and 19% slower in turn: beyond 20%, then not below 10%
