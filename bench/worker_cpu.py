@@ -31,8 +31,10 @@ thread); ``--profile FILE`` runs the first agent under cProfile (its loop thread
 waiting together, up to N, run as one engine call (raw still runs one call per task).
 
 ``--capacity`` also prints the agent's online capacity estimate (``capacity_flops`` in its
-``stats.json``, written every 0.5 s) at the end of each run over its value before the load:
-how far the estimate moves while the worker is saturated.
+``stats.json``, written every 0.5 s) at the end of each run over its value before the load
+and over the stage engine timed alone on the worker's core right after the run (the start-up
+value is timed while the other processes start): how far the estimate moves while the worker
+is saturated. It is one reading of a noisy estimate; compare several runs.
 """
 
 from __future__ import annotations
@@ -201,10 +203,37 @@ def _capacity_flops(state_dir: str, wait_s: float = 10.0) -> float:
     return float(stats["capacity_flops"])
 
 
+_ALONE = []  # the stage engine this process times alone (loaded once)
+
+
+def _alone_capacity_flops(core: int) -> float:
+    """mu of the worker's stage engine timed alone, as the agent's start-up times it (the
+    median of a tight loop on the calling thread's CPU clock), on ``core``: the unloaded value
+    a saturated worker's estimate is held against, measured right after its run."""
+    from agent.node.capacity import time_engine
+    from engines.bundle import load_bundle
+    from engines.demo import DEMO_BUNDLE_DIR
+    from engines.loader import load_engine
+    from engines.timing import timing_input
+
+    if not _ALONE:
+        spec = load_bundle(DEMO_BUNDLE_DIR).stage(4)
+        _ALONE.append((spec, load_engine(spec, backend="onnxruntime", threads=1)))
+    spec, engine = _ALONE[0]
+    mask = os.sched_getaffinity(0)
+    if core >= 0:
+        os.sched_setaffinity(0, {core})
+    try:
+        return spec.flops / time_engine(engine.run, timing_input(spec), 500, 3000, time.thread_time)
+    finally:
+        os.sched_setaffinity(0, mask)
+
+
 def one(mode: str, seconds: float, window: int, core: int, profile: str = "",
         metrics: bool = False, batch: int = 1, capacity: bool = False):
     """One run of ``mode`` (raw or agent): (tasks/s, CPU us per task, {thread: us per task},
-    the agent's capacity estimate at the end over before the load (``capacity``, else 0));
+    the agent's capacity estimate at the end over before the load and over the engine timed
+    alone after the run (``capacity``, else 0, 0));
     ``metrics``: the agent serves its Prometheus metrics, as a deployed agent does; ``batch``:
     its ``engine_batch_max``."""
     import numpy as np
@@ -243,8 +272,10 @@ def one(mode: str, seconds: float, window: int, core: int, profile: str = "",
         got = drive(wcfg.data_bind, scfg.data_bind, x, seconds, window, pid)
         if before:
             time.sleep(0.6)  # the status write after the last task
-            return got + (_capacity_flops(wcfg.state_dir) / before,)
-        return got + (0.0,)
+            end = _capacity_flops(wcfg.state_dir)
+            run.close()
+            return got + (end / before, end / _alone_capacity_flops(core))
+        return got + (0.0, 0.0)
     finally:
         if proc is not None:
             proc.kill()
@@ -267,7 +298,8 @@ def main() -> int:
     ap.add_argument("--batch", type=int, default=1,
                     help="the worker's engine_batch_max (1: one engine call per task)")
     ap.add_argument("--capacity", action="store_true",
-                    help="also print the agent's capacity estimate at the end over its start")
+                    help="also print the agent's capacity estimate at the end over its start "
+                         "and over the engine timed alone")
     ap.add_argument("--raw-child", nargs=3, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.raw_child:
@@ -287,7 +319,8 @@ def main() -> int:
         print("| %d | %.0f | %.0f | %.1f | %.1f | %.2fx |" % (
             i + 1, raw[-1][0], ag[-1][0], raw[-1][1], ag[-1][1], ag[-1][1] / raw[-1][1]))
         if args.capacity:
-            print("  agent capacity estimate at the end / before the load: %.3f" % ag[-1][3])
+            print("  agent capacity estimate at the end / before the load: %.3f; / the engine "
+                  "timed alone on that core after the run: %.3f" % ag[-1][3:5])
         if args.threads:
             for mode, res in (("raw", raw[-1]), ("agent", ag[-1])):
                 print("  %s: %s" % (mode, ", ".join("%s %.0f us" % kv for kv in
