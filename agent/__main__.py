@@ -13,7 +13,10 @@ An interrupt can also come while the main thread runs a callback Python cannot r
 weakref callback (importlib runs one each time a module finishes importing) or a ``__del__``.
 Python then prints "Exception ignored in ..." with a traceback and goes on as if no signal had
 come, so a Ctrl-C in the first tenths of a second once let a testbed run to its end.
-``console`` sends such an interrupt again (``resend_lost_interrupts``) while it runs.
+``console`` sends such an interrupt again (``resend_lost_interrupts``) while it runs, from its
+first statement on: even importing ``signal`` runs that callback. Before it, while the
+interpreter imports ``agent`` and this module, such an interrupt is still Python's to report
+("Exception ignored in: <function _get_module_lock.<locals>.cb ...>") and the command goes on.
 """
 
 import _thread
@@ -38,7 +41,7 @@ def resend_lost_interrupts(previous, delay_s: float = 0.01):
         if not (isinstance(kind, type) and issubclass(kind, KeyboardInterrupt)):
             previous(unraisable)
             return
-        import signal  # console imported it before it set this hook
+        import signal  # at once where console's own import of it was what the signal cut short
 
         lost = getattr(exc, "lost", None)
         signum = lost() if callable(lost) else int(getattr(kind, "exit_status", 130)) - 128
@@ -74,9 +77,8 @@ def console() -> int:
     status = None
     unraisable = sys.unraisablehook
     try:
+        sys.unraisablehook = resend_lost_interrupts(unraisable)  # first: see the docstring
         import signal  # here: a Ctrl-C while even this loads ends as any other
-
-        sys.unraisablehook = resend_lost_interrupts(unraisable)
 
         # SIGHUP never ends an agent (agent.ops.hangup): here, before it has read its config
         # or keys, there is nothing to reload yet, so `run` ignores it until its own handler
