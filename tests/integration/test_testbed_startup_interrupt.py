@@ -23,15 +23,18 @@ EXIT_WAIT_S = 120
 
 def _before_project_code(rc: int, stderr: str) -> bool:
     """The signal came while the interpreter itself was starting (before its SIGINT handler,
-    or in its site module), or while its ``runpy`` still compiled ``agent/__main__.py`` (a
-    traceback of the interpreter's own frames alone, none in this project), or while it
-    imported the ``agent`` package before the entry point ran, inside importlib's module-lock
-    callback, where Python reports the interrupt lost ("Exception ignored in" with a
-    KeyboardInterrupt in its own frames) and goes on: no code of the project ran, so nothing
-    of it is under test."""
+    in its site module, or importing ``runpy``), or while its ``runpy`` still compiled
+    ``agent/__main__.py`` (a traceback of the interpreter's own frames alone, none in this
+    project), or while it imported the ``agent`` package before the entry point ran, inside
+    importlib's module-lock callback, where Python reports the interrupt lost ("Exception
+    ignored in" with a KeyboardInterrupt in its own frames) and goes on: no code of the
+    project ran, so nothing of it is under test."""
     # "Fatal Python error: init_import_site: Failed to import the site module" (3.8 spells the
     # function init_import_size)
     if (rc == -signal.SIGINT and not stderr) or "Failed to import the site module" in stderr:
+        return True
+    # the interpreter importing runpy itself, before it looks for ``agent`` (status 1)
+    if "Could not import runpy module" in stderr:
         return True
     frames = [line for line in stderr.splitlines() if line.lstrip().startswith('File "')]
     if not frames or any(REPO in line for line in frames):
@@ -123,3 +126,10 @@ def test_only_an_interrupt_in_the_interpreters_own_frames_counts_as_before_proje
         '  File "%s/agent/__main__.py", line 50, in hook\n'
         '  File "<frozen importlib._bootstrap>"' % REPO))
     assert not _before_project_code(0, "[....]   0%     0s cf @ 5/s: starting workers\n")
+    # Python importing runpy for -m, before any module of the project is looked for
+    runpy = ('Could not import runpy module\n'
+             'Traceback (most recent call last):\n'
+             '  File "<frozen importlib._bootstrap>", line 1173, in _find_and_load\n'
+             '  File "<frozen importlib._bootstrap>", line 165, in __init__\n'
+             'KeyboardInterrupt\n')
+    assert _before_project_code(1, runpy)
