@@ -33,8 +33,9 @@ waiting together, up to N, run as one engine call (raw still runs one call per t
 ``--capacity`` also prints the agent's online capacity estimate (``capacity_flops`` in its
 ``stats.json``, written every 0.5 s) at the end of each run over its value before the load
 and over the stage engine timed alone on the worker's core right after the run (the start-up
-value is timed while the other processes start): how far the estimate moves while the worker
-is saturated. It is one reading of a noisy estimate; compare several runs.
+value is timed while the other processes start), and the median of the estimate over the
+run's second half (read every 0.5 s) over the engine alone: how far the estimate moves while
+the worker is saturated.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ import os
 import statistics
 import subprocess
 import sys
+import threading
 import time
 
 import msgpack
@@ -206,6 +208,16 @@ def _capacity_flops(state_dir: str, wait_s: float = 10.0) -> float:
 _ALONE = []  # the stage engine this process times alone (loaded once)
 
 
+def _poll_capacity(state_dir: str, stop, readings: list, interval_s: float = 0.5) -> None:
+    """Append (monotonic time, ``capacity_flops``) from the agent's ``stats.json`` every
+    ``interval_s`` (its ``status_interval_s``) until ``stop`` (a threading.Event) is set."""
+    while not stop.wait(interval_s):
+        try:
+            readings.append((time.monotonic(), _capacity_flops(state_dir, wait_s=0.0)))
+        except SystemExit:  # no stats.json at that moment: the next reading
+            pass
+
+
 def _alone_capacity_flops(core: int) -> float:
     """mu of the worker's stage engine timed alone, as the agent's start-up times it (the
     median of a tight loop on the calling thread's CPU clock), on ``core``: the unloaded value
@@ -233,7 +245,8 @@ def one(mode: str, seconds: float, window: int, core: int, profile: str = "",
         metrics: bool = False, batch: int = 1, capacity: bool = False):
     """One run of ``mode`` (raw or agent): (tasks/s, CPU us per task, {thread: us per task},
     the agent's capacity estimate at the end over before the load and over the engine timed
-    alone after the run (``capacity``, else 0, 0));
+    alone after the run, and its median over the run's second half over the engine timed
+    alone (``capacity``, else 0, 0, 0));
     ``metrics``: the agent serves its Prometheus metrics, as a deployed agent does; ``batch``:
     its ``engine_batch_max``."""
     import numpy as np
@@ -269,13 +282,25 @@ def one(mode: str, seconds: float, window: int, core: int, profile: str = "",
             _pin(pid, core)
             os.sched_setaffinity(0, set(os.sched_getaffinity(0)) - {core} or {core})
         before = _capacity_flops(wcfg.state_dir) if capacity and mode == "agent" else 0.0
+        readings: list = []
+        if before:  # the estimate through the run, not one reading of it at the end
+            stop = threading.Event()
+            poller = threading.Thread(target=_poll_capacity, daemon=True,
+                                      args=(wcfg.state_dir, stop, readings))
+            poller.start()
+        # the second half of the measured seconds (after drive's 1 s of warm-up)
+        half = time.monotonic() + 1.0 + seconds / 2
         got = drive(wcfg.data_bind, scfg.data_bind, x, seconds, window, pid)
         if before:
+            stop.set()
+            poller.join()
             time.sleep(0.6)  # the status write after the last task
             end = _capacity_flops(wcfg.state_dir)
+            late = [mu for t, mu in readings if t >= half] or [end]
             run.close()
-            return got + (end / before, end / _alone_capacity_flops(core))
-        return got + (0.0, 0.0)
+            alone = _alone_capacity_flops(core)
+            return got + (end / before, end / alone, statistics.median(late) / alone)
+        return got + (0.0, 0.0, 0.0)
     finally:
         if proc is not None:
             proc.kill()
@@ -320,7 +345,8 @@ def main() -> int:
             i + 1, raw[-1][0], ag[-1][0], raw[-1][1], ag[-1][1], ag[-1][1] / raw[-1][1]))
         if args.capacity:
             print("  agent capacity estimate at the end / before the load: %.3f; / the engine "
-                  "timed alone on that core after the run: %.3f" % ag[-1][3:5])
+                  "timed alone on that core after the run: %.3f at the end, %.3f the median "
+                  "over the run's second half" % ag[-1][3:6])
         if args.threads:
             for mode, res in (("raw", raw[-1]), ("agent", ag[-1])):
                 print("  %s: %s" % (mode, ", ".join("%s %.0f us" % kv for kv in
