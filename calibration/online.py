@@ -8,13 +8,14 @@ tight loop (``agent.node.capacity.time_engine``), and mu must mean one thing: ru
 skewed to the right (slow runs come in short bursts: on a 2-core x86_64 VM 5-7% of a 46 us
 stage's runs in a tight loop were 1.3x slower or more, two in a row on average), so an average
 of the same runs reads 4-6% above their median, and a device that has not changed would read
-slower than calibrated. A burst shorter than half a window moves nothing; a window's median above
-``outlier_factor`` times the current estimate is clipped to that bound before it enters the
-average, unless the window before was beyond the bound too, so a hiccup within one window cannot
-make the node look several times slower, while a lasting slow-down (thermal throttling, a lower
-power mode) moves the estimate within a few windows (with the defaults: a 20x slower engine reads
-below a fifth of its old mu after 18 tasks, a 3x slower one within 5% of its new mu after 45). An engine where a regular minority of runs
-is much slower (e.g. 15% of runs 4x slower) reads the mu of its typical run, as calibrate does.
+slower than calibrated. A burst shorter than half a window moves nothing; a window's median
+above ``outlier_factor`` times the current estimate is clipped to that bound before it enters
+the average, unless the window before was beyond the bound too, so a hiccup within one window
+cannot make the node look several times slower, while a lasting slow-down (thermal
+throttling, a lower power mode) moves the estimate within a few windows (with the defaults: a
+20x slower engine reads below a fifth of its old mu after 18 tasks, a 3x slower one within 5%
+of its new mu after 45). An engine where a regular minority of runs is much slower (e.g. 15%
+of runs 4x slower) reads the mu of its typical run, as calibrate does.
 
 A worker feeds it what ``edge-agent calibrate`` measures, so that a worker serving at its
 calibrated speed reads its calibrated mu: the service time of the engine call alone, on the
