@@ -116,6 +116,9 @@ def scenario(out_dir: str, work: str, env: dict, service):
         c.start("w1", capacity_profile=profile, metrics_port=port,
                 power_mode_check_interval_s=INTERVAL_S)
         c.start("w2", power_mode=START)  # fixed: not watched
+        # the source once w1 serves (and hears w2): started before, on a loaded machine it held
+        # its 32 tasks for a w1 still loading its engine and rejected the next ones (no_route)
+        c.wait_for(lambda: c.alive_at("w1", ["w2"]), WAIT_S, "w1 serving, hearing w2")
         c.start("s1", arrival_rate_tasks_s=20.0)
         c.wait_for(lambda: run.completed() >= 10, WAIT_S, "10 tasks answered")
         run.seen["start"] = {"metrics": run.metrics(), "stats": run.stats()}
