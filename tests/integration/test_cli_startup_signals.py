@@ -24,6 +24,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 AFTER_HANDLERS = " agent.errors\n"
 LAST_COMMAND = " agent.commands.doctor\n"
 WINDOW_HITS = 3  # runs whose signal landed in the window, per case
+MAX_RUNS = 22  # runs per case to find the window and land in it WINDOW_HITS times
 
 
 def _console_script(tmp_path) -> str:
@@ -60,6 +61,29 @@ def _signal_at(launcher, signum: int, delay_s: float, tmp_path, argv=None):
     return p.returncode, stderr
 
 
+def _too_early(delay_s: float, late):
+    """(early, late) after a run whose signal came before the project's code: a later bound
+    at or below it was timing noise and is dropped."""
+    return delay_s, (late if late is not None and late > delay_s else None)
+
+
+def _too_late(delay_s: float, early: float):
+    """(early, late) after a run whose signal came past the window (the command's own
+    handlers set): an earlier bound at or above it was timing noise and is dropped."""
+    return (early if early < delay_s else 0.0), delay_s
+
+
+def _next_delay(delay_s: float, early: float, late) -> float:
+    """The next delay to try: between the latest too early and the earliest too late once
+    both are known, else 1.4x later or 0.6x earlier, so that a machine however slow or fast
+    (an interpreter compiling numpy without byte-code took seconds) reaches the window."""
+    if late is None:
+        return round(max(delay_s, early) * 1.4, 3)
+    if early <= 0.0:
+        return round(late * 0.6, 3)
+    return round((early + late) / 2, 3)
+
+
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP], ids=["SIGTERM", "SIGHUP"])
 @pytest.mark.parametrize("how", ["python -m agent", "console script"])
 def test_sigterm_or_sighup_while_the_modules_load_ends_with_one_line_and_its_status(
@@ -73,28 +97,30 @@ def test_sigterm_or_sighup_while_the_modules_load_ends_with_one_line_and_its_sta
     launcher = ([sys.executable, "-m", "agent"] if how == "python -m agent"
                 else [_console_script(tmp_path)])
     name = signal.Signals(signum).name
-    hits, retries, delays = 0, 0, [0.05, 0.08, 0.1, 0.12, 0.15, 0.2, 0.1, 0.15]
-    while delays and hits < WINDOW_HITS:
-        delay_s = delays.pop(0)
-        rc, stderr = _signal_at(launcher, signum, delay_s, tmp_path)
+    hits, early, late, delay_s = 0, 0.0, None, 0.08
+    for _ in range(MAX_RUNS):
+        if hits >= WINDOW_HITS:
+            break
+        sent_s = delay_s
+        rc, stderr = _signal_at(launcher, signum, sent_s, tmp_path)
         if AFTER_HANDLERS not in stderr:  # the interpreter, not yet the project's code
-            if retries < 14:  # a loaded machine starts it later: try later
-                delays.append(round(delay_s + 0.05, 2))
-                retries += 1
+            early, late = _too_early(sent_s, late)
+            delay_s = _next_delay(sent_s, early, late)
             continue
-        if LAST_COMMAND in stderr and retries < 14:  # a fast machine: past the window, try earlier
-            delays.append(round(max(0.01, delay_s * 0.6), 3))
-            retries += 1
+        past = LAST_COMMAND in stderr  # the command's own handlers were set: past the window
+        if past:
+            early, late = _too_late(sent_s, early)
+        delay_s = _next_delay(sent_s, early, late)
         lines = [ln for ln in stderr.splitlines()
                  if ln.strip() and not ln.startswith(("import time:", "["))]
         if rc == 2 and "no such topology" in stderr:
             continue  # the command had ended before the signal came
         # a str, which pytest shows whole (a tuple's repr is cut short, and a traceback with it)
-        seen = "signal after %s s: status %s, stderr:\n%s" % (delay_s, rc, "\n".join(lines))
+        seen = "signal after %s s: status %s, stderr:\n%s" % (sent_s, rc, "\n".join(lines))
         assert rc == 128 + signum, seen
         assert "Traceback" not in stderr, seen
         assert len(lines) == 1 and lines[0].endswith("interrupted (%s)" % name), seen
-        hits += LAST_COMMAND not in stderr
+        hits += not past
     assert hits >= WINDOW_HITS, "only %d runs signalled while the modules loaded" % hits
 
 
@@ -105,22 +131,24 @@ def test_sighup_while_runs_modules_load_does_not_end_the_agent(tmp_path):
     if signal.getsignal(signal.SIGHUP) is signal.SIG_IGN:
         pytest.skip("SIGHUP is ignored here, and so in the command")
     config = str(tmp_path / "missing.toml")
-    hits, retries, delays = 0, 0, [0.05, 0.08, 0.1, 0.12, 0.15, 0.2]
-    while delays and hits < WINDOW_HITS:
-        delay_s = delays.pop(0)
-        rc, stderr = _signal_at([sys.executable, "-m", "agent"], signal.SIGHUP, delay_s,
+    hits, early, late, delay_s = 0, 0.0, None, 0.08
+    for _ in range(MAX_RUNS):
+        if hits >= WINDOW_HITS:
+            break
+        sent_s = delay_s
+        rc, stderr = _signal_at([sys.executable, "-m", "agent"], signal.SIGHUP, sent_s,
                                 tmp_path, ["run", "--config", config])
         if AFTER_HANDLERS not in stderr:  # the interpreter, not yet the project's code
-            if retries < 14:  # a loaded machine starts it later: try later
-                delays.append(round(delay_s + 0.05, 2))
-                retries += 1
+            early, late = _too_early(sent_s, late)
+            delay_s = _next_delay(sent_s, early, late)
             continue
-        if LAST_COMMAND in stderr and retries < 14:  # a fast machine: past the window, earlier
-            delays.append(round(max(0.01, delay_s * 0.6), 3))
-            retries += 1
-        assert rc == 78 and config in stderr, (delay_s, rc, stderr[-2000:])
+        past = LAST_COMMAND in stderr
+        if past:
+            early, late = _too_late(sent_s, early)
+        delay_s = _next_delay(sent_s, early, late)
+        assert rc == 78 and config in stderr, (sent_s, rc, stderr[-2000:])
         assert "interrupted" not in stderr and "Traceback" not in stderr, stderr[-2000:]
-        hits += LAST_COMMAND not in stderr
+        hits += not past
     assert hits >= WINDOW_HITS, "only %d runs signalled while the modules loaded" % hits
 
 
