@@ -236,7 +236,8 @@ def _alone_capacity_flops(core: int) -> float:
     if core >= 0:
         os.sched_setaffinity(0, {core})
     try:
-        return spec.flops / time_engine(engine.run, timing_input(spec), 500, 3000, time.thread_time)
+        return spec.flops / time_engine(engine.run, timing_input(spec), 500, 3000,
+                                        time.thread_time)
     finally:
         os.sched_setaffinity(0, mask)
 
@@ -297,8 +298,8 @@ def one(mode: str, seconds: float, window: int, core: int, profile: str = "",
             time.sleep(0.6)  # the status write after the last task
             end = _capacity_flops(wcfg.state_dir)
             late = [mu for t, mu in readings if t >= half] or [end]
-            run.close()
-            alone = _alone_capacity_flops(core)
+            run.close()  # its agents stopped first (closed again below: a no-op), so that
+            alone = _alone_capacity_flops(core)  # the engine is timed alone on that core
             return got + (end / before, end / alone, statistics.median(late) / alone)
         return got + (0.0, 0.0, 0.0)
     finally:

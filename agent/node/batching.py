@@ -24,8 +24,8 @@ What changes with it:
   check). Nor do the single runs between batched ones, until ``WARM_RUNS`` of them have run
   back to back (a batched call starts a new ``Done.streak``): in the agent they read 1.4-1.5x
   the start-up time (the one-core worker bench, saturated: the estimate fell to 0.65-0.70 of
-  its start with them, 0.90-0.91 without batching, when the estimate averaged every run), though a loop of single calls after
-  batched ones runs as fast as one without.
+  its start with them, 0.90-0.91 without batching, when the estimate averaged every run),
+  though a loop of single calls after batched ones runs as fast as one without.
 - Results equal single runs' up to float rounding: an engine may take another kernel for a
   batch, so confidences can differ in their last bits, and a task whose confidence sits on its
   threshold can exit at another stage.
