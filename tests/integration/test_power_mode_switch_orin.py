@@ -108,8 +108,12 @@ def scenario(out_dir: str, work: str, env: dict, service):
     flops = _profile(profile, bundle)
     port = free_ports(1)[0]
     # no GPU here: the emulated Jetson runs its stages on the CPU
+    # A peer gone after 5 s of silence (the cluster's 1 s is for the liveness tests) and 10 s
+    # of tasks held: the rule here is the power mode's, and a loaded 2-core CI machine starves
+    # an agent for a second or two, which the source answers as documented (no_route or
+    # overload, each task rejected and recorded) but this rule counts as a failure.
     c = Cluster(os.path.join(out_dir, "run"), bundle, {"s1": 0, "w1": 1, "w2": 2},
-                accelerator="preferred")
+                accelerator="preferred", neighbour_timeout_rounds=25, max_queue_tasks=200)
     run = _Run(c, env, port)
     run.seen["flops"] = flops
     try:
@@ -147,6 +151,11 @@ def scenario(out_dir: str, work: str, env: dict, service):
     run.seen["records"] = c.records("s1")
     run.seen["tasks"] = c.tasks("s1")
     run.seen["log"] = run.log()
+    run.seen["peers"] = {}  # each agent's neighbour and route lines
+    for n, path in c.logs.items():
+        with open(path) as f:
+            run.seen["peers"][n] = [ln for ln in f.read().splitlines()
+                                    if "neighbour " in ln or "route " in ln]
     return run.seen, service
 
 
@@ -192,6 +201,11 @@ if __name__ == "__main__":
 
 def _lines(log: str, text: str) -> list:
     return [ln for ln in log.splitlines() if text in ln]
+
+
+def _clock(wall: float) -> str:
+    """A wall time as the agents' log lines give it (local time, ms)."""
+    return time.strftime("%H:%M:%S", time.localtime(wall)) + ",%03d" % (wall % 1 * 1000)
 
 
 def test_a_switch_to_a_calibrated_mode_is_logged_and_shown_with_its_entry(orin):
@@ -265,9 +279,16 @@ def test_no_task_is_lost_across_switches_and_the_jtop_restart(orin):
     """Rule: every task the source created while the mode changed three times and jtop was
     restarted was answered (none lost, rejected or pending)."""
     tasks, records = orin["tasks"], orin["records"]
-    assert tasks["created"] > 80 and tasks["completed"] == tasks["created"], tasks
-    assert tasks["lost"] == 0 and tasks["rejected"] == 0 and tasks["pending"] == 0, tasks
-    assert len(records) == tasks["created"] and all(r["status"] == "completed" for r in records)
+    # on a failure: the counts, the tasks not completed and each agent's neighbour and route
+    # lines, whole (pytest would cut a dict short)
+    why = json.dumps({"tasks": tasks, "not_completed": [
+        {"status": r["status"], "reason": r["reason"], "delay_s": r["delay_s"],
+         "created": _clock(r["created_wall"])} for r in records
+        if r["status"] != "completed"][:20], "peers": orin["peers"]}, indent=1)
+    assert tasks["created"] > 80 and tasks["completed"] == tasks["created"], why
+    assert tasks["lost"] == 0 and tasks["rejected"] == 0 and tasks["pending"] == 0, why
+    assert len(records) == tasks["created"] and all(
+        r["status"] == "completed" for r in records), why
 
 
 # error texts reads got from jetson-stats' real service while it was stopped and started again
