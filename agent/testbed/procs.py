@@ -289,18 +289,27 @@ class LocalAgents:
                                 rc, p.log_path)
 
     def stop(self, names: Iterable[str], timeout_s: float = 15.0) -> None:
-        """SIGTERM the named agents at once, wait up to ``timeout_s`` for each, then SIGKILL."""
-        procs = [self.procs.pop(n) for n in list(names) if n in self.procs]
-        try:
-            for p in procs:
-                p.terminate()
-            for p in procs:
-                p.stop(timeout_s)
-        except BaseException:  # Ctrl-C again while they drain: none may outlive the testbed
-            with DeferredSignals():
-                for p in procs:
+        """SIGTERM the named agents at once, wait up to ``timeout_s`` for each, then SIGKILL.
+        A Ctrl-C (or SIGTERM, SIGHUP) while they drain is raised once every one of them is
+        SIGKILLed and reaped: none may outlive the testbed. Signals after that first one are
+        held from the instant it is taken (``first_acts``) until the kills are done."""
+        with DeferredSignals(first_acts=True):
+            # listed until stopped or killed: an interrupt before the ``try`` leaves them to
+            # ``close``, not running unlisted
+            stopping = [(n, self.procs[n]) for n in list(names) if n in self.procs]
+            try:
+                for _, p in stopping:
+                    p.terminate()
+                for _, p in stopping:
+                    p.stop(timeout_s)
+            except BaseException:
+                for _, p in stopping:
                     p.kill()  # one reaped already is left as it is
-            raise
+                raise
+            finally:
+                for n, p in stopping:
+                    if self.procs.get(n) is p:
+                        del self.procs[n]
 
     def kill(self, name: str) -> None:
         """SIGKILL one agent, as a power cut would stop it."""

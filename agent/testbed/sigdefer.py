@@ -23,13 +23,33 @@ class DeferredSignals:
     them (main thread only; a signal ignored before, as ``nohup`` ignores SIGHUP, stays
     ignored). At the end the handlers are restored and the first signal noted is raised again,
     unless an exception is propagating (an interrupt already under way, or the error whose
-    clean-up this is: it ends the command)."""
+    clean-up this is: it ends the command).
 
-    def __init__(self) -> None:
+    With ``first_acts``, the first of those signals inside the block is handed to the handler
+    it had before (Ctrl-C: ``KeyboardInterrupt``, which ends a wait it lands in) and only the
+    later ones are noted. A clean-up in an ``except`` or ``finally`` inside the block is then
+    safe from the signals after the first from the instant the first was taken. Entered only
+    in the clean-up, a deferral leaves a window (the clause's first bytecodes, its own set-up)
+    before its handlers are in place, where a second Ctrl-C (pressed twice, or sent by two
+    processes at once) escapes the clean-up."""
+
+    def __init__(self, first_acts: bool = False) -> None:
         self.noted: List[int] = []
+        self.acted: List[int] = []  # the one handed on (``first_acts``)
+        self._first_acts = first_acts
         self._previous: dict = {}
 
-    def _note(self, signum: int, _frame) -> None:
+    def _note(self, signum: int, frame) -> None:
+        if self._first_acts and not self.acted:
+            self.acted.append(signum)
+            previous = self._previous.get(signum)
+            if callable(previous):
+                previous(signum, frame)  # raises as it would have: the block's wait ends
+                return
+            # SIG_DFL (or set in C): what it did before, ending the process
+            signal.signal(signum, signal.SIG_DFL)
+            signal.raise_signal(signum)
+            return
         self.noted.append(signum)
 
     def __enter__(self) -> "DeferredSignals":

@@ -26,6 +26,16 @@ IMPATIENT = ("import os, signal, time\n"
              "    time.sleep(1)\n")
 
 
+@pytest.fixture(autouse=True)
+def _ctrl_c_handled():
+    """These tests send SIGINT to their own process: Python's own handler for it while they
+    run, whatever the process inherited (a background job of a shell script starts with
+    SIGINT ignored, and the agents' Ctrl-C would never arrive)."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
 def _started(folder, pid):
     return os.path.exists(os.path.join(folder, str(pid)))
 
@@ -121,3 +131,89 @@ def test_off_the_main_thread_the_block_runs_and_sets_no_handler():
     t.start()
     t.join()
     assert ran == [signal.default_int_handler]
+
+
+def _spin():
+    """Bytecodes to run, at which Python runs the handler of a signal that has arrived."""
+    return sum(i for i in range(2000))
+
+
+def test_with_first_acts_the_first_signal_raises_and_those_after_it_wait():
+    """Rule: ``DeferredSignals(first_acts=True)`` hands the first SIGINT inside the block to
+    its handler before (KeyboardInterrupt, in the block), and notes the ones after it from
+    that instant: a clean-up in the block's ``except`` runs to its end though one comes at its
+    first statement, and the interrupt raised is the first one, once."""
+    cleaned = []
+    with pytest.raises(KeyboardInterrupt):
+        with DeferredSignals(first_acts=True) as held:
+            try:
+                os.kill(os.getpid(), signal.SIGINT)
+                _spin()
+                cleaned.append("not interrupted")
+            except KeyboardInterrupt:
+                os.kill(os.getpid(), signal.SIGINT)  # pressed again at once
+                _spin()
+                cleaned.append("cleaned up")
+                raise
+    assert cleaned == ["cleaned up"]
+    assert held.acted == [signal.SIGINT] and held.noted == [signal.SIGINT]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_with_first_acts_inside_a_deferral_the_first_signal_is_the_outer_blocks():
+    """Rule: a ``first_acts`` block inside a ``DeferredSignals`` block hands its first signal
+    to the outer block's note (no interrupt inside); the outer block raises it at its end."""
+    steps = []
+    with pytest.raises(KeyboardInterrupt):
+        with DeferredSignals() as outer:
+            with DeferredSignals(first_acts=True) as inner:
+                os.kill(os.getpid(), signal.SIGINT)
+                _spin()
+                steps.append("inner ran on")
+            steps.append("outer ran on")
+    assert steps == ["inner ran on", "outer ran on"]
+    assert inner.acted == [signal.SIGINT] and outer.noted == [signal.SIGINT]
+
+
+def test_an_agent_stop_interrupted_kills_each_agent_whatever_signals_follow(tmp_path,
+                                                                              monkeypatch):
+    """Rule: ``LocalAgents.stop`` interrupted while it waits (here by the first agent's own
+    Ctrl-C at the testbed) SIGKILLs and reaps every agent it was stopping though a second
+    Ctrl-C comes while the first is killed, and raises one KeyboardInterrupt."""
+    monkeypatch.setenv("READY_DIR", str(tmp_path))
+    agents = LocalAgents(str(tmp_path / "run"), fresh=False)
+    for name in ("a", "b"):
+        agents.procs[name] = AgentProcess(name, str(tmp_path / (name + ".toml")),
+                                          str(tmp_path / (name + ".log")),
+                                          str(tmp_path / "notify.sock"), python=sys.executable,
+                                          launcher=("-c", "import time\nwhile True:\n"
+                                                          "    time.sleep(1)\n"))
+    procs = list(agents.procs.values())
+    kill = AgentProcess.kill
+
+    def interrupted_wait(timeout_s):
+        os.kill(os.getpid(), signal.SIGINT)
+        _spin()
+
+    def pressed_again(self, timeout_s=10.0):
+        killed.append(procs.index(self))
+        if self is procs[0]:
+            os.kill(os.getpid(), signal.SIGINT)
+            _spin()
+        return kill(self, timeout_s)
+
+    killed = []
+
+    monkeypatch.setattr(procs[0], "stop", interrupted_wait)
+    monkeypatch.setattr(AgentProcess, "kill", pressed_again)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            agents.stop(["a", "b"], timeout_s=600.0)
+        assert killed == [0, 1]  # b's SIGTERM may have ended it first: killed all the same
+        assert all(p.poll() in (-signal.SIGKILL, -signal.SIGTERM) for p in procs)
+        assert agents.procs == {}
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.proc.kill()
+                p.proc.wait()
