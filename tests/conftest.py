@@ -1,7 +1,7 @@
 """Test-wide settings: one thread for every numeric library, so the suite behaves the same on a
 loaded 2-core CI machine as on a workstation; and the ``exclusive`` mark for the few tests that
 compare CPU times, which run with no other test beside them when the suite runs on several
-pytest-xdist workers (``-n 3`` in setup.cfg): nor beside another file's module fixtures, set
+pytest-xdist workers (``-n 4`` in setup.cfg): nor beside another file's module fixtures, set
 up or torn down or kept between that file's tests. On the workers the files run longest
 first by kind (``_file_rank``), so that no worker idles through a long file at the end."""
 
