@@ -36,6 +36,17 @@ def _ctrl_c_handled():
     signal.signal(signal.SIGINT, previous)
 
 
+def _two_agents(tmp_path, code: str):
+    """A ``LocalAgents`` running agents "a" and "b", each ``python -c code``; and the two."""
+    agents = LocalAgents(str(tmp_path / "run"), fresh=False)
+    for name in ("a", "b"):
+        agents.procs[name] = AgentProcess(name, str(tmp_path / (name + ".toml")),
+                                          str(tmp_path / (name + ".log")),
+                                          str(tmp_path / "notify.sock"), python=sys.executable,
+                                          launcher=("-c", code))
+    return agents, list(agents.procs.values())
+
+
 def _started(folder, pid):
     return os.path.exists(os.path.join(folder, str(pid)))
 
@@ -46,13 +57,7 @@ def test_ctrl_c_again_while_agents_drain_kills_every_agent_and_still_interrupts(
     interrupts (KeyboardInterrupt), but only after every agent it was stopping is SIGKILLed
     and reaped: none is left running behind the testbed."""
     monkeypatch.setenv("READY_DIR", str(tmp_path))
-    agents = LocalAgents(str(tmp_path / "run"), fresh=False)
-    for name in ("a", "b"):
-        agents.procs[name] = AgentProcess(name, str(tmp_path / (name + ".toml")),
-                                          str(tmp_path / (name + ".log")),
-                                          str(tmp_path / "notify.sock"), python=sys.executable,
-                                          launcher=("-c", IMPATIENT))
-    procs = list(agents.procs.values())
+    agents, procs = _two_agents(tmp_path, IMPATIENT)
     # both have their SIGTERM handler in place before they are stopped
     while not all(_started(str(tmp_path), p.pid) for p in procs):
         assert all(p.poll() is None for p in procs), [p.log_lines(20) for p in procs]
@@ -180,15 +185,7 @@ def test_an_agent_stop_interrupted_kills_each_agent_whatever_signals_follow(tmp_
     """Rule: ``LocalAgents.stop`` interrupted while it waits (here by the first agent's own
     Ctrl-C at the testbed) SIGKILLs and reaps every agent it was stopping though a second
     Ctrl-C comes while the first is killed, and raises one KeyboardInterrupt."""
-    monkeypatch.setenv("READY_DIR", str(tmp_path))
-    agents = LocalAgents(str(tmp_path / "run"), fresh=False)
-    for name in ("a", "b"):
-        agents.procs[name] = AgentProcess(name, str(tmp_path / (name + ".toml")),
-                                          str(tmp_path / (name + ".log")),
-                                          str(tmp_path / "notify.sock"), python=sys.executable,
-                                          launcher=("-c", "import time\nwhile True:\n"
-                                                          "    time.sleep(1)\n"))
-    procs = list(agents.procs.values())
+    agents, procs = _two_agents(tmp_path, "import time\nwhile True:\n    time.sleep(1)\n")
     kill = AgentProcess.kill
 
     def interrupted_wait(timeout_s):
