@@ -113,8 +113,13 @@ def test_sigterm_or_sighup_while_the_modules_load_ends_with_one_line_and_its_sta
         delay_s = _next_delay(sent_s, early, late)
         lines = [ln for ln in stderr.splitlines()
                  if ln.strip() and not ln.startswith(("import time:", "["))]
-        if rc == 2 and "no such topology" in stderr:
-            continue  # the command had ended before the signal came
+        if "no such topology" in stderr:
+            # the command had run to its end and said how before the signal came (past the
+            # window): it exits 2, or 128 + the signal where the signal beat main's return,
+            # or dies of it where it came after console put the default handlers back (an
+            # exit that hangs stays killable)
+            assert rc in (2, 128 + signum, -signum), (sent_s, rc, stderr[-2000:])
+            continue
         # a str, which pytest shows whole (a tuple's repr is cut short, and a traceback with it)
         seen = "signal after %s s: status %s, stderr:\n%s" % (sent_s, rc, "\n".join(lines))
         assert rc == 128 + signum, seen
@@ -146,6 +151,8 @@ def test_sighup_while_runs_modules_load_does_not_end_the_agent(tmp_path):
         if past:
             early, late = _too_late(sent_s, early)
         delay_s = _next_delay(sent_s, early, late)
+        if past and rc == -signal.SIGHUP and config in stderr:
+            continue  # `run` had said its config was missing and ended: the default handler
         assert rc == 78 and config in stderr, (sent_s, rc, stderr[-2000:])
         assert "interrupted" not in stderr and "Traceback" not in stderr, stderr[-2000:]
         hits += not past
