@@ -59,12 +59,7 @@ def _signal_at(launcher, signum: int, delay_s: float, tmp_path, argv=None):
         # what is in the pipe now (Python writes its import-time lines unbuffered; all of
         # them fit the pipe's buffer), read just before the signal
         os.set_blocking(p.stderr.fileno(), False)
-        before = b""
-        while True:
-            chunk = p.stderr.read()
-            if not chunk:
-                break
-            before += chunk
+        before = p.stderr.read() or b""  # all there is, up to the pipe's end (None: nothing)
         p.send_signal(signum)
         os.set_blocking(p.stderr.fileno(), True)
         _, rest = p.communicate(timeout=120)
@@ -72,8 +67,8 @@ def _signal_at(launcher, signum: int, delay_s: float, tmp_path, argv=None):
         if p.poll() is None:
             p.kill()
             p.wait()
-    text = lambda b: b.decode("utf-8", "replace")  # noqa: E731
-    return p.returncode, text(before + (rest or b"")), text(before)
+    return p.returncode, (before + rest).decode(errors="replace"), before.decode(
+        errors="replace")
 
 
 def _too_early(delay_s: float, late):
