@@ -3,7 +3,8 @@ handlers: the command ends as it does later in its run, with one line naming the
 exit 143 (SIGHUP: 129), never silently by the signal and never with a traceback, whether it was
 started as `python -m agent` or as the `edge-agent` console script setup.cfg declares. Only
 that entry point sets the handlers: importing the package leaves a program's own alone.
-Real processes, real signals."""
+Real processes, real signals; where a signal must land in an import, the process is held
+there (a finder on sys.meta_path) until the test has sent it."""
 
 from __future__ import annotations
 
@@ -17,18 +18,33 @@ import time
 import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-# the first project module imported once the entry point's handlers are set (agent.cli's), and
-# the last module the parser's command modules import with an import statement (install's):
-# in the import-time lines Python writes, the first shows the signal came after the handlers
-# were set, and the second missing shows it came while the command line's modules loaded,
-# before the command's own handlers. Python writes no line for a module imported through
-# importlib.import_module, as agent.cli imports the command modules themselves (so not
-# agent.commands.doctor, the last); a run that reached its command's end checks the mark
-LAST_COMMAND = " agent.commands.install_files\n"
-AFTER_HANDLERS = " agent.errors\n"
-WINDOW_HITS = 3  # runs whose signal landed in the window, per case
-MAX_RUNS = 30  # runs per case to find the window and land in it WINDOW_HITS times (11-17
-# of them on a 2-core VM beside 4 busy processes, for `run`, whose window is the narrowest)
+# Where a signal is made to land: the process is held inside the import of one of these
+# modules (a finder on sys.meta_path, put there by a sitecustomize on PYTHONPATH, so both
+# launchers are the real ones) until the test has sent its signal. agent.errors is imported
+# by agent.cli, while console holds signals back; the others by the command line's parser
+# (agent.commands.profile its first command module, agent.ops.state one in the middle,
+# agent.commands.install_files the last that imports anything new), after console's handlers
+# are set and before the command sets its own: the window the rule is about. A signal sent at
+# a random delay found that window a few times in 30 runs on a loaded machine, and sometimes
+# fewer; held, it lands there every time
+HELD_AT = ["agent.errors", "agent.commands.profile", "agent.ops.state",
+           "agent.commands.install_files"]
+
+_HOLD = """
+import os, sys, time
+MODULE, MARK, GO = %r, %r, %r
+
+class Hold:
+    \"\"\"Holds the first import of MODULE until GO exists, having made MARK.\"\"\"
+    def find_spec(self, name, path, target=None):
+        if name == MODULE and not os.path.exists(MARK):
+            open(MARK, "w").close()
+            while not os.path.exists(GO):  # a signal's handler runs here
+                time.sleep(0.005)
+        return None  # the module itself is found as ever
+
+sys.meta_path.insert(0, Hold())
+"""
 
 
 def _console_script(tmp_path) -> str:
@@ -45,140 +61,71 @@ def _console_script(tmp_path) -> str:
     return str(path)
 
 
-def _signal_at(launcher, signum: int, delay_s: float, tmp_path, argv=None):
-    """Start `testbed` (its topology missing: once started it ends at once), or ``argv``, send
-    ``signum`` ``delay_s`` seconds later; (status, stderr with Python's import-time lines, the
-    part of it written before the signal was sent: for a command that goes on after it)."""
-    env = dict(os.environ, PYTHONPATH=REPO, PYTHONPROFILEIMPORTTIME="1")
-    argv = argv or ["testbed", "--topology", str(tmp_path / "none.json"),
-                    "--out", str(tmp_path / "out")]
-    p = subprocess.Popen(launcher + argv,
-                         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+def _signal_held_at(launcher, argv, module: str, signum: int, tmp_path):
+    """Run ``launcher + argv`` held inside the import of ``module``, send ``signum`` there,
+    let the import go on; (status, stderr). Fails if the command never imports ``module``."""
+    site, mark, go = tmp_path / "site", tmp_path / "held", tmp_path / "go"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(_HOLD % (module, str(mark), str(go)))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(site), REPO]))
+    p = subprocess.Popen(launcher + argv, env=env, stdout=subprocess.DEVNULL,
+                         stderr=subprocess.PIPE, universal_newlines=True)
     try:
-        time.sleep(delay_s)
-        # what is in the pipe now (Python writes its import-time lines unbuffered; all of
-        # them fit the pipe's buffer), read just before the signal
-        os.set_blocking(p.stderr.fileno(), False)
-        before = p.stderr.read() or b""  # all there is, up to the pipe's end (None: nothing)
-        p.send_signal(signum)
-        os.set_blocking(p.stderr.fileno(), True)
-        _, rest = p.communicate(timeout=120)
+        deadline = time.monotonic() + 120
+        while not mark.exists() and p.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        held = mark.exists() and p.poll() is None
+        if held:
+            p.send_signal(signum)
+        go.touch()
+        _, stderr = p.communicate(timeout=120)
     finally:
         if p.poll() is None:
             p.kill()
             p.wait()
-    return p.returncode, (before + rest).decode(errors="replace"), before.decode(
-        errors="replace")
+    assert held, "%s was never imported (status %s):\n%s" % (module, p.returncode, stderr)
+    return p.returncode, stderr
 
 
-def _too_early(delay_s: float, late):
-    """(early, late) after a run whose signal came before the project's code: a later bound
-    at or below it was timing noise and is dropped."""
-    return delay_s, (late if late is not None and late > delay_s else None)
-
-
-def _too_late(delay_s: float, early: float):
-    """(early, late) after a run whose signal came past the window (the command's own
-    handlers set): an earlier bound at or above it was timing noise and is dropped."""
-    return (early if early < delay_s else 0.0), delay_s
-
-
-def _next_delay(delay_s: float, early: float, late) -> float:
-    """The next delay to try: between the latest too early and the earliest too late once
-    both are known, else 1.4x later or 0.6x earlier, so that a machine however slow or fast
-    (an interpreter compiling numpy without byte-code took seconds) reaches the window."""
-    if late is None:
-        return round(max(delay_s, early) * 1.4, 3)
-    if early <= 0.0:
-        return round(late * 0.6, 3)
-    return round((early + late) / 2, 3)
-
-
+@pytest.mark.parametrize("module", HELD_AT)
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP], ids=["SIGTERM", "SIGHUP"])
 @pytest.mark.parametrize("how", ["python -m agent", "console script"])
 def test_sigterm_or_sighup_while_the_modules_load_ends_with_one_line_and_its_status(
-        tmp_path, how, signum):
+        tmp_path, how, signum, module):
     """Rule: SIGTERM (SIGHUP) while the command line's modules import, before the command's
     own handlers, exits 143 (129) with exactly one line `interrupted (SIGTERM)`, no traceback,
-    as `python -m agent` and as the console script; a signal before the entry point ran (the
-    interpreter starting) is no part of the rule, and its run is tried later."""
+    as `python -m agent` and as the console script (here `testbed`, its topology missing: it
+    would end at once with status 2 had no signal come)."""
     if signal.getsignal(signum) is signal.SIG_IGN:  # nohup: the command keeps it ignored
         pytest.skip("%s is ignored here, and so in the command" % signal.Signals(signum).name)
     launcher = ([sys.executable, "-m", "agent"] if how == "python -m agent"
                 else [_console_script(tmp_path)])
-    name = signal.Signals(signum).name
-    hits, early, late, delay_s = 0, 0.0, None, 0.08
-    for _ in range(MAX_RUNS):
-        if hits >= WINDOW_HITS:
-            break
-        sent_s = delay_s
-        rc, stderr, _ = _signal_at(launcher, signum, sent_s, tmp_path)
-        if AFTER_HANDLERS not in stderr:  # the interpreter, not yet the project's code
-            early, late = _too_early(sent_s, late)
-            delay_s = _next_delay(sent_s, early, late)
-            continue
-        past = LAST_COMMAND in stderr  # the command's own handlers were set: past the window
-        if past:
-            early, late = _too_late(sent_s, early)
-        delay_s = _next_delay(sent_s, early, late)
-        lines = [ln for ln in stderr.splitlines()
-                 if ln.strip() and not ln.startswith(("import time:", "["))]
-        if "no such topology" in stderr:
-            # the command had run to its end and said how before the signal came (past the
-            # window): it exits 2, or 128 + the signal where the signal beat main's return,
-            # or dies of it where it came after console put the default handlers back (an
-            # exit that hangs stays killable)
-            assert past, "%r no longer marks the parser built" % LAST_COMMAND
-            assert rc in (2, 128 + signum, -signum), (sent_s, rc, stderr[-2000:])
-            continue
-        # a str, which pytest shows whole (a tuple's repr is cut short, and a traceback with it)
-        seen = "signal after %s s: status %s, stderr:\n%s" % (sent_s, rc, "\n".join(lines))
-        assert rc == 128 + signum, seen
-        assert "Traceback" not in stderr, seen
-        assert len(lines) == 1 and lines[0].endswith("interrupted (%s)" % name), seen
-        hits += not past
-    assert hits >= WINDOW_HITS, "only %d runs signalled while the modules loaded" % hits
+    argv = ["testbed", "--topology", str(tmp_path / "none.json"), "--out", str(tmp_path / "out")]
+    rc, stderr = _signal_held_at(launcher, argv, module, signum, tmp_path)
+    lines = [ln for ln in stderr.splitlines() if ln.strip()]
+    # a str, which pytest shows whole (a tuple's repr is cut short, and a traceback with it)
+    seen = "signal in %s's import: status %s, stderr:\n%s" % (module, rc, stderr)
+    assert rc == 128 + signum, seen
+    assert "Traceback" not in stderr, seen
+    # `edge-agent: ...`, or `edge-agent testbed: ...` once the parser knows the command
+    assert len(lines) == 1 and lines[0].startswith("edge-agent") and lines[0].endswith(
+        ": interrupted (%s)" % signal.Signals(signum).name), seen
 
 
-def test_sighup_while_runs_modules_load_does_not_end_the_agent(tmp_path):
+@pytest.mark.parametrize("module", HELD_AT + ["agent.ops.hangup"])
+def test_sighup_while_runs_modules_load_does_not_end_the_agent(tmp_path, module):
     """Rule: SIGHUP never ends `run` (an agent has read no config or keys yet while its modules
     load: nothing to reload), so one in that window is ignored and start-up goes on: here to
-    its missing config's line and exit 78, never `interrupted (SIGHUP)` or 129."""
+    its missing config's line and exit 78, never `interrupted (SIGHUP)` or 129. Also held in
+    agent.ops.hangup, which `run` imports for the handler it sets later."""
     if signal.getsignal(signal.SIGHUP) is signal.SIG_IGN:
         pytest.skip("SIGHUP is ignored here, and so in the command")
     config = str(tmp_path / "missing.toml")
-    hits, early, late, delay_s = 0, 0.0, None, 0.08
-    for _ in range(MAX_RUNS):
-        if hits >= WINDOW_HITS:
-            break
-        sent_s = delay_s
-        rc, stderr, before = _signal_at([sys.executable, "-m", "agent"], signal.SIGHUP,
-                                        sent_s, tmp_path, ["run", "--config", config])
-        if config in stderr:  # `run` got as far as its config: past the parser
-            assert LAST_COMMAND in stderr, "%r no longer marks the parser built" % LAST_COMMAND
-        if rc == -signal.SIGHUP and config in stderr:
-            # `run` had said its config was missing and ended, and console had put the default
-            # handler back (an exit that hangs stays killable): past the window
-            early, late = _too_late(sent_s, early)
-            delay_s = _next_delay(sent_s, early, late)
-            continue
-        # `run` goes on after the SIGHUP: where it landed is read from what was written before
-        if AFTER_HANDLERS not in before:  # the interpreter, not yet the project's code
-            if rc == -signal.SIGHUP:  # before the entry point's handler: Python's default
-                assert AFTER_HANDLERS not in stderr, (sent_s, rc, stderr[-2000:])
-            else:  # ignored from the entry point's handler on
-                assert rc == 78 and config in stderr, (sent_s, rc, stderr[-2000:])
-            early, late = _too_early(sent_s, late)
-            delay_s = _next_delay(sent_s, early, late)
-            continue
-        past = LAST_COMMAND in before
-        if past:
-            early, late = _too_late(sent_s, early)
-        delay_s = _next_delay(sent_s, early, late)
-        assert rc == 78 and config in stderr, (sent_s, rc, stderr[-2000:])
-        assert "interrupted" not in stderr and "Traceback" not in stderr, stderr[-2000:]
-        hits += not past
-    assert hits >= WINDOW_HITS, "only %d runs signalled while the modules loaded" % hits
+    rc, stderr = _signal_held_at([sys.executable, "-m", "agent"], ["run", "--config", config],
+                                 module, signal.SIGHUP, tmp_path)
+    seen = "SIGHUP in %s's import: status %s, stderr:\n%s" % (module, rc, stderr)
+    assert rc == 78 and config in stderr, seen
+    assert "interrupted" not in stderr and "Traceback" not in stderr, seen
 
 
 def test_importing_the_package_leaves_the_programs_signal_handlers_alone():
