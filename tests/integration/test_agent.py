@@ -22,6 +22,14 @@ def bundle(tmp_path_factory):
     return build_two_stage_bundle(str(tmp_path_factory.mktemp("tiny")))
 
 
+def _wait_serving(c) -> None:
+    """Until both stage-1 workers run (engines loaded) and hear w2: a source started beside
+    workers still loading holds its first 32 tasks and rejects the next ones with no_route (a
+    slow start on a loaded machine did so), which is a rule of its own, not these tests'."""
+    c.wait_for(lambda: c.alive_at("w1a", ["w2"]) and c.alive_at("w1b", ["w2"]), 60,
+               "stage-1 workers serving, hearing w2")
+
+
 def test_every_created_task_is_recorded_once_and_sigterm_shuts_down_cleanly(bundle, tmp_path):
     """Source -> 2 stage-1 workers -> 1 stage-2 worker with the fixed policy and emulated links:
     each created task has exactly one record (completed, with exit stage, class, label and confidence), and every
@@ -31,6 +39,7 @@ def test_every_created_task_is_recorded_once_and_sigterm_shuts_down_cleanly(bund
     try:
         for n in ("w1a", "w1b", "w2"):
             c.start(n)
+        _wait_serving(c)
         c.start("s1", arrival_rate_tasks_s=25.0, max_tasks=40)
         c.wait_for(lambda: c.finished("s1", 40), 90, "40 tasks answered")
     finally:
@@ -63,6 +72,7 @@ def test_dtoee_moves_routing_mass_to_the_faster_worker(bundle, tmp_path):
         c.start("w1a", emulate_capacity_flops=stage_flops(bundle, 1) * 20.0)  # 50 ms per task
         c.start("w1b", emulate_capacity_flops=stage_flops(bundle, 1) * 200.0)  # 5 ms per task
         c.start("w2")
+        _wait_serving(c)
         c.start("s1", arrival_rate_tasks_s=15.0, max_tasks=75)
         c.wait_for(lambda: c.finished("s1", 75), 120, "75 tasks answered")
     finally:

@@ -30,6 +30,10 @@ def test_killing_a_worker_mid_run_loses_no_task(bundle, tmp_path):
         c.start("w1a", emulate_capacity_flops=stage_flops(bundle, 1) * 8.0)  # 125 ms per task: a queue builds
         c.start("w1b")
         c.start("w2")
+        # the source once both stage-1 workers serve: started beside workers still loading,
+        # it holds its first 32 tasks and rejects the next ones with no_route
+        c.wait_for(lambda: c.alive_at("w1a", ["w2"]) and c.alive_at("w1b", ["w2"]), 60,
+                   "stage-1 workers serving, hearing w2")
         c.start("s1", arrival_rate_tasks_s=20.0, max_tasks=60)
         # the kill must find the source knowing its other stage-1 worker: killed before w1b's
         # first heartbeat reached it, the source has no live route for a moment and rejects a
