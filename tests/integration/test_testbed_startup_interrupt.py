@@ -23,15 +23,17 @@ EXIT_WAIT_S = 120
 
 def _before_project_code(rc: int, stderr: str) -> bool:
     """The signal came while the interpreter itself was starting (before its SIGINT handler,
-    in its site module, or importing ``runpy``), or while its ``runpy`` still compiled
+    setting up its standard streams, in its site module, or importing ``runpy``), or while its ``runpy`` still compiled
     ``agent/__main__.py`` (a traceback of the interpreter's own frames alone, none in this
     project), or while it imported the ``agent`` package before the entry point ran, inside
     importlib's module-lock callback, where Python reports the interrupt lost ("Exception
     ignored in" with a KeyboardInterrupt in its own frames) and goes on: no code of the
     project ran, so nothing of it is under test."""
-    # "Fatal Python error: init_import_site: Failed to import the site module" (3.8 spells the
-    # function init_import_size)
-    if (rc == -signal.SIGINT and not stderr) or "Failed to import the site module" in stderr:
+    # a step of the interpreter's own initialisation cut short: "Fatal Python error:
+    # init_import_site: Failed to import the site module" (3.8 spells the function
+    # init_import_size), "Fatal Python error: init_sys_streams: can't initialize sys standard
+    # streams" (a CI run's, at 0.1 s: "Python runtime state: core initialized")
+    if (rc == -signal.SIGINT and not stderr) or "Fatal Python error: init_" in stderr:
         return True
     # the interpreter importing runpy itself, before it looks for ``agent`` (status 1)
     if "Could not import runpy module" in stderr:
@@ -156,3 +158,9 @@ def test_only_an_interrupt_in_the_interpreters_own_frames_counts_as_before_proje
              '  File "<frozen importlib._bootstrap>", line 165, in __init__\n'
              'KeyboardInterrupt\n')
     assert _before_project_code(1, runpy)
+    # the interpreter's initialisation, its standard streams not yet set up (a CI run's)
+    streams = ("Fatal Python error: init_sys_streams: can't initialize sys standard streams\n"
+               "Python runtime state: core initialized\n"
+               "KeyboardInterrupt\n")
+    assert _before_project_code(1, streams)
+    assert not _before_project_code(1, "Fatal Python error: Aborted\n")
