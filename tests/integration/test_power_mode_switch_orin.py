@@ -151,6 +151,10 @@ def scenario(out_dir: str, work: str, env: dict, service):
     run.seen["records"] = c.records("s1")
     run.seen["tasks"] = c.tasks("s1")
     run.seen["log"] = run.log()
+    # each agent's refusals, drops and held-off successors by its final counters: which
+    # agent answered overload when the source rejected (a failure shows them)
+    run.seen["refusals"] = {n: {k: v for k, v in sorted(c.counters(n).items())
+                                if v and k.startswith(("refused_", "drop_"))} for n in c.procs}
     run.seen["peers"] = {}  # each agent's neighbour and route lines
     for n, path in c.logs.items():
         with open(path) as f:
@@ -282,12 +286,13 @@ def test_no_task_is_lost_across_switches_and_the_jtop_restart(orin):
     a loaded 2-core CI machine stalled all three agents for a moment while jtop restarted,
     and the source answered 16 of 443 tasks so, as documented, not a loss)."""
     tasks, records = orin["tasks"], orin["records"]
-    # on a failure: the counts, the tasks not completed and each agent's neighbour and route
-    # lines, whole (pytest would cut a dict short)
+    # on a failure: the counts, the tasks not completed, each agent's refusal and drop counters
+    # and its neighbour and route lines, whole (pytest would cut a dict short)
     why = json.dumps({"tasks": tasks, "not_completed": [
         {"status": r["status"], "reason": r["reason"], "delay_s": r["delay_s"],
          "created": _clock(r["created_wall"])} for r in records
-        if r["status"] != "completed"][:20], "peers": orin["peers"]}, indent=1)
+        if r["status"] != "completed"][:20], "refusals": orin["refusals"],
+        "peers": orin["peers"]}, indent=1)
     assert tasks["created"] > 80 and tasks["lost"] == 0 and tasks["pending"] == 0, why
     assert tasks["completed"] + tasks["rejected"] == tasks["created"], why
     assert tasks["completed"] >= 0.9 * tasks["created"], why
